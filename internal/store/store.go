@@ -1,0 +1,100 @@
+// Package store is weft's durable key-value state: every App Mesh and Cloud
+// Map resource lives here, versioned by a store-wide revision, and every
+// committed change is published to watchers in revision order.
+//
+// Data flows one way: the API writes through Update, the xDS server and the
+// DNS server read a snapshot and then follow Watch. Implementations: bolt
+// (embedded, the default) and, later, etcd; storetest holds the suite both
+// must pass.
+package store
+
+import (
+	"context"
+	"errors"
+)
+
+// Revision is the store's logical clock. It increases by exactly one with
+// every committed transaction that changed something; zero means "nothing
+// yet".
+type Revision int64
+
+// KV is one stored key. Value must not be modified by the receiver: it may be
+// shared with other readers.
+type KV struct {
+	Key            string
+	Value          []byte
+	CreateRevision Revision // revision that created the key
+	ModRevision    Revision // revision that last wrote it
+}
+
+// EventType says what happened to a key.
+type EventType uint8
+
+// Event types.
+const (
+	EventPut EventType = iota + 1
+	EventDelete
+)
+
+// Event is one key change. For a delete, KV holds the value the key had
+// before it was deleted and ModRevision is the deleting revision.
+type Event struct {
+	Type EventType
+	KV   KV
+}
+
+// Change is everything one committed transaction did.
+type Change struct {
+	Revision Revision
+	Events   []Event
+}
+
+// Tx is a transaction's view of the store. Reads see the transaction's own
+// writes. A Tx must not be used after its function returns.
+type Tx interface {
+	// Get returns the key, or ok=false when it does not exist.
+	Get(key string) (kv KV, ok bool, err error)
+	// List returns up to limit keys with the prefix that sort after the key
+	// after ("" for the start), in key order. limit <= 0 means no limit.
+	List(prefix, after string, limit int) ([]KV, error)
+	// Count returns the number of keys with the prefix.
+	Count(prefix string) (int, error)
+	// Put creates or replaces a key.
+	Put(key string, value []byte) error
+	// Delete removes a key; deleting a missing key is not an error.
+	Delete(key string) error
+}
+
+// Store is a durable, revisioned key-value store.
+type Store interface {
+	// View runs fn on a consistent read-only snapshot and returns the
+	// revision it saw. Writes in fn fail with ErrReadOnly.
+	View(ctx context.Context, fn func(Tx) error) (Revision, error)
+
+	// Update runs fn in a read-write transaction and commits its writes
+	// atomically and durably before returning the new revision. If fn
+	// returns an error nothing is written and that error is returned as is.
+	// fn may be called more than once (an implementation may retry it on
+	// a conflict), so it must not have effects outside the Tx. A
+	// transaction that writes nothing returns the current revision.
+	Update(ctx context.Context, fn func(Tx) error) (Revision, error)
+
+	// Watch delivers every change with a revision greater than from whose
+	// keys have the prefix, in revision order; each Change holds only the
+	// matching events. It fails with ErrCompacted when history before from
+	// is gone: the caller must read a snapshot with View and watch from its
+	// revision. The channel is closed when ctx ends, when the store
+	// closes, or when the receiver falls too far behind; the receiver then
+	// resynchronises the same way.
+	Watch(ctx context.Context, prefix string, from Revision) (<-chan Change, error)
+
+	// Close releases the store. Pending Update calls fail with ErrClosed.
+	Close() error
+}
+
+// Errors an implementation returns.
+var (
+	ErrCompacted = errors.New("store: revision compacted")
+	ErrClosed    = errors.New("store: closed")
+	ErrReadOnly  = errors.New("store: write in a read-only transaction")
+)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what weft's tests need on a fresh Debian machine of this kind
+# (Debian packages, Go modules, npm packages) and runs every test.
+# Root is needed for the network-namespace tests and for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have iptables || need_pkgs+=(iptables)
+have dig || need_pkgs+=(dnsutils)
+have curl || need_pkgs+=(curl)
+have ip || need_pkgs+=(iproute2)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "test.sh: installing ${need_pkgs[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "test.sh: missing ${need_pkgs[*]}; run as root to install them" >&2
+  fi
+fi
+have aws || { echo "test.sh: the AWS CLI (aws) is required" >&2; exit 1; }
+
+go mod download
+go vet ./...
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "test.sh: gofmt needed: $unformatted" >&2
+  exit 1
+fi
+go test -count=1 -timeout 15m ./... "$@"
