@@ -1,0 +1,64 @@
+// Package translate turns App Mesh resources into the Envoy v3 resources one
+// proxy needs, named and defaulted as App Mesh named and defaulted them.
+//
+// It is a pure function: a View of one mesh plus the identity of one proxy
+// in, sorted resources out. No I/O, no clock, no randomness: the same inputs
+// give the same bytes. It imports neither the store nor the xDS server.
+package translate
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+)
+
+// Identity is the proxy a translation is for.
+type Identity struct {
+	MeshOwner string       // account that owns the mesh
+	Mesh      string       // mesh name
+	Kind      appmesh.Kind // KindVirtualNode or KindVirtualGateway
+	Name      string       // virtual node or virtual gateway name
+	// Proxyless is a gRPC client using the xds resolver rather than Envoy or
+	// weft proxy: it gets one api_listener per backend virtual service.
+	Proxyless bool
+}
+
+// Endpoint is one healthy address of a virtual node discovered through
+// Cloud Map. Port 0 means the instance registered no AWS_INSTANCE_PORT and
+// the listener port applies.
+type Endpoint struct {
+	Address string // IPv4 or IPv6 literal
+	Port    uint32
+}
+
+// View is everything known about one mesh at one store revision. It is built
+// once per change, shared by every proxy of the mesh and never modified.
+type View struct {
+	Mesh            *appmesh.MeshData
+	VirtualNodes    map[string]*appmesh.VirtualNodeData    // by name
+	VirtualServices map[string]*appmesh.VirtualServiceData // by name
+	VirtualRouters  map[string]*appmesh.VirtualRouterData  // by name
+	Routes          map[string][]*appmesh.RouteData        // by router name
+	VirtualGateways map[string]*appmesh.VirtualGatewayData // by name
+	GatewayRoutes   map[string][]*appmesh.GatewayRouteData // by gateway name
+	// Endpoints holds, for each virtual node with awsCloudMap discovery,
+	// its healthy instances after the node's attribute filter.
+	Endpoints map[string][]Endpoint
+}
+
+// Resources is one proxy's configuration, each list sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+
+	// Deps lists every resource the translation read, so the xDS server can
+	// tell which proxies a change affects. EndpointsOf lists the virtual
+	// nodes whose Endpoints it read. Both sorted, without duplicates.
+	Deps        []appmesh.Ref
+	EndpointsOf []string
+}
