@@ -26,12 +26,15 @@ type Identity struct {
 	Proxyless bool
 }
 
-// Endpoint is one healthy address of a virtual node discovered through
-// Cloud Map. Port 0 means the instance registered no AWS_INSTANCE_PORT and
-// the listener port applies.
+// Endpoint is one healthy instance of a virtual node discovered through
+// Cloud Map, with the addresses it registered (AWS_INSTANCE_IPV4,
+// AWS_INSTANCE_IPV6); the translator picks one by the ipPreference of the
+// node or mesh. Port 0 means the instance registered no AWS_INSTANCE_PORT
+// and the listener port applies.
 type Endpoint struct {
-	Address string // IPv4 or IPv6 literal
-	Port    uint32
+	IPv4 string
+	IPv6 string
+	Port uint32
 }
 
 // View is everything known about one mesh at one store revision. It is built
