@@ -23,6 +23,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"server", "run the control plane: App Mesh and Cloud Map APIs, DNS, xDS", runServer},
+		{"intercept", "install the iptables rules of ECS's APPMESH proxyConfiguration", runIntercept},
+		{"colorapp", "run the tutorial's color app (/ answers COLOR, /healthcheck answers hi)", runColorApp},
 	}
 }
 

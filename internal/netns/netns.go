@@ -1,0 +1,305 @@
+// Package netns builds small networks of Linux network namespaces with
+// iproute2: a bridge, and hosts that are each a named namespace with one veth
+// to the bridge, one address and a resolv.conf of their own. It runs commands
+// inside a host (ip netns exec, so the host's resolv.conf applies) and opens
+// sockets inside a host from this process. It is the ground of weft's
+// end-to-end test and of weft demo when run as root.
+//
+// Everything it creates is named with the Lab's prefix, so Sweep can remove
+// what a crashed run left behind without touching anything else. It needs
+// root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
+package netns
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// EtcDir is where ip netns exec looks for a namespace's own /etc files.
+const EtcDir = "/etc/netns"
+
+// maxLinkName is the kernel's limit on interface names (IFNAMSIZ - 1).
+const maxLinkName = 15
+
+// Lab is one bridge and the hosts attached to it.
+type Lab struct {
+	prefix string       // starts every name the lab creates
+	subnet netip.Prefix // hosts' addresses come from here
+	log    *slog.Logger
+
+	mu    sync.Mutex // protects hosts
+	hosts []*Host    // in creation order; Close removes them in reverse
+}
+
+// Host is one namespace on the lab's bridge.
+type Host struct {
+	Name string     // the namespace's name, as ip netns list shows it
+	Addr netip.Addr // its address on the bridge
+	link string     // the root-namespace end of its veth
+}
+
+// New creates the bridge <prefix>br in the root namespace, with no address:
+// hosts talk to each other through it, and the root namespace's own rules
+// and routes are never involved. prefix must be short enough that prefix plus
+// four characters is a valid interface name.
+func New(ctx context.Context, prefix string, subnet netip.Prefix, log *slog.Logger) (*Lab, error) {
+	if len(prefix)+4 > maxLinkName || prefix == "" {
+		return nil, fmt.Errorf("lab prefix %q: want 1 to %d characters", prefix, maxLinkName-4)
+	}
+	if !subnet.Addr().Is4() {
+		return nil, fmt.Errorf("lab subnet %s: only IPv4 is supported", subnet)
+	}
+	l := &Lab{prefix: prefix, subnet: subnet.Masked(), log: log}
+	br := l.bridge()
+	if err := ip(ctx, "link", "add", br, "type", "bridge"); err != nil {
+		return nil, fmt.Errorf("create bridge: %w", err)
+	}
+	// Bridged frames must not meet the host's iptables (br_netfilter): a
+	// host firewall's FORWARD policy would otherwise decide our test's fate.
+	if err := ip(ctx, "link", "set", br, "type", "bridge", "nf_call_iptables", "0", "nf_call_ip6tables", "0"); err != nil {
+		l.log.Debug("bridge netfilter setting not available", "err", err)
+	}
+	if err := ip(ctx, "link", "set", br, "up"); err != nil {
+		ip(context.WithoutCancel(ctx), "link", "del", br)
+		return nil, fmt.Errorf("bring bridge up: %w", err)
+	}
+	l.log.Debug("lab up", "bridge", br, "subnet", l.subnet)
+	return l, nil
+}
+
+func (l *Lab) bridge() string { return l.prefix + "br" }
+
+// Prefix is what every name the lab creates starts with.
+func (l *Lab) Prefix() string { return l.prefix }
+
+// Subnet is the lab's address range.
+func (l *Lab) Subnet() netip.Prefix { return l.subnet }
+
+// HostOptions are optional settings of AddHost.
+type HostOptions struct {
+	// Nameserver, when valid, goes into the host's /etc/netns/<name>/resolv.conf.
+	Nameserver netip.Addr
+	// Search is the resolv.conf search list.
+	Search []string
+}
+
+// AddHost creates namespace <prefix>-<name> with loopback up and eth0 at
+// addr, veth'd to the bridge.
+func (l *Lab) AddHost(ctx context.Context, name string, addr netip.Addr, opt HostOptions) (*Host, error) {
+	if !l.subnet.Contains(addr) {
+		return nil, fmt.Errorf("host %s: address %s is outside the lab's subnet %s", name, addr, l.subnet)
+	}
+	l.mu.Lock()
+	idx := len(l.hosts)
+	l.mu.Unlock()
+	h := &Host{
+		Name: l.prefix + "-" + name,
+		Addr: addr,
+		link: fmt.Sprintf("%sv%d", l.prefix, idx),
+	}
+	if len(h.link) > maxLinkName {
+		return nil, fmt.Errorf("host %s: interface name %s too long", name, h.link)
+	}
+	if err := ip(ctx, "netns", "add", h.Name); err != nil {
+		return nil, fmt.Errorf("create namespace %s: %w", h.Name, err)
+	}
+	l.mu.Lock()
+	l.hosts = append(l.hosts, h)
+	l.mu.Unlock()
+	peer := h.link + "p"
+	steps := [][]string{
+		{"link", "add", h.link, "type", "veth", "peer", "name", peer},
+		{"link", "set", peer, "netns", h.Name},
+		{"link", "set", h.link, "master", l.bridge()},
+		{"link", "set", h.link, "up"},
+		{"-n", h.Name, "link", "set", "lo", "up"},
+		{"-n", h.Name, "link", "set", peer, "name", "eth0"},
+		{"-n", h.Name, "addr", "add", netip.PrefixFrom(addr, l.subnet.Bits()).String(), "dev", "eth0"},
+		{"-n", h.Name, "link", "set", "eth0", "up"},
+	}
+	for _, s := range steps {
+		if err := ip(ctx, s...); err != nil {
+			return nil, fmt.Errorf("host %s: %w", name, err)
+		}
+	}
+	if opt.Nameserver.IsValid() {
+		if err := writeResolvConf(h.Name, opt.Nameserver, opt.Search); err != nil {
+			return nil, fmt.Errorf("host %s: %w", name, err)
+		}
+	}
+	l.log.Debug("host up", "ns", h.Name, "addr", addr)
+	return h, nil
+}
+
+func writeResolvConf(ns string, server netip.Addr, search []string) error {
+	dir := filepath.Join(EtcDir, ns)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "nameserver %s\n", server)
+	if len(search) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(search, " "))
+	}
+	// One attempt with a short timeout: a name that weft's DNS does not
+	// answer should fail fast in a test, not after glibc's 5 s x 2.
+	b.WriteString("options timeout:1 attempts:1\n")
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write resolv.conf: %w", err)
+	}
+	return nil
+}
+
+// Close removes every host (namespace, veth, /etc/netns directory) and the
+// bridge. Processes still running inside a namespace keep it alive until they
+// exit, but it loses its name and link; callers stop their processes first.
+// It keeps going past errors and returns them all.
+func (l *Lab) Close() error {
+	ctx := context.Background()
+	l.mu.Lock()
+	hosts := l.hosts
+	l.hosts = nil
+	l.mu.Unlock()
+	var errs []error
+	for i := len(hosts) - 1; i >= 0; i-- {
+		errs = append(errs, removeNamespace(ctx, hosts[i].Name))
+		// Deleting the namespace deletes its veth end and so the pair;
+		// this is for a host whose namespace creation half failed.
+		if linkExists(ctx, hosts[i].link) {
+			errs = append(errs, ip(ctx, "link", "del", hosts[i].link))
+		}
+	}
+	if linkExists(ctx, l.bridge()) {
+		errs = append(errs, ip(ctx, "link", "del", l.bridge()))
+	}
+	return errors.Join(errs...)
+}
+
+func removeNamespace(ctx context.Context, name string) error {
+	var errs []error
+	if err := ip(ctx, "netns", "del", name); err != nil && namespaceExists(name) {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(filepath.Join(EtcDir, name)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func namespaceExists(name string) bool {
+	_, err := os.Stat(filepath.Join("/run/netns", name))
+	return err == nil
+}
+
+func linkExists(ctx context.Context, name string) bool {
+	return exec.CommandContext(ctx, "ip", "link", "show", name).Run() == nil
+}
+
+// Sweep removes namespaces, /etc/netns directories and root-namespace links
+// whose names start with prefix: what an earlier run that was killed before
+// its cleanup left behind. It returns the names it removed.
+func Sweep(ctx context.Context, prefix string) ([]string, error) {
+	if prefix == "" {
+		return nil, errors.New("sweep needs a prefix")
+	}
+	var removed []string
+	var errs []error
+	nss, _ := os.ReadDir("/run/netns")
+	for _, e := range nss {
+		if strings.HasPrefix(e.Name(), prefix) {
+			errs = append(errs, removeNamespace(ctx, e.Name()))
+			removed = append(removed, e.Name())
+		}
+	}
+	etc, _ := os.ReadDir(EtcDir)
+	for _, e := range etc {
+		if strings.HasPrefix(e.Name(), prefix) {
+			errs = append(errs, os.RemoveAll(filepath.Join(EtcDir, e.Name())))
+		}
+	}
+	out, err := exec.CommandContext(ctx, "ip", "-o", "link", "show").Output()
+	if err != nil {
+		return removed, fmt.Errorf("list links: %w", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		// "7: wftbr: <...>" or "8: wftv0@if2: <...>"
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		if strings.HasPrefix(name, prefix) && linkExists(ctx, name) {
+			errs = append(errs, ip(ctx, "link", "del", name))
+			removed = append(removed, name)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// Command returns a command that runs argv inside the host's namespace,
+// through ip netns exec so that /etc/netns/<name>/resolv.conf is the
+// command's /etc/resolv.conf. With uid >= 0 the command runs as that UID and
+// GID (setpriv), as a container with "user": "1337" would.
+func (h *Host) Command(ctx context.Context, uid int, argv ...string) *exec.Cmd {
+	full := []string{"netns", "exec", h.Name}
+	if uid >= 0 {
+		full = append(full, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", "--")
+	}
+	full = append(full, argv...)
+	return exec.CommandContext(ctx, "ip", full...)
+}
+
+// Do runs fn on an OS thread that is inside the host's namespace. Sockets fn
+// creates (net.Listen, a net.Dialer's Dial to an IP address) belong to the
+// namespace and stay there after Do returns. fn must not start goroutines
+// that create sockets, and must not resolve names: those run on other threads.
+func (h *Host) Do(fn func() error) error {
+	target, err := unix.Open(filepath.Join("/run/netns", h.Name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open namespace %s: %w", h.Name, err)
+	}
+	defer unix.Close(target)
+
+	runtime.LockOSThread()
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open own namespace: %w", err)
+	}
+	defer unix.Close(orig)
+	if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter namespace %s: %w", h.Name, err)
+	}
+	fnErr := fn()
+	if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+		// The thread stays locked and so dies with this goroutine
+		// instead of running other goroutines in the wrong namespace.
+		return fmt.Errorf("leave namespace %s: %w", h.Name, err)
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}
+
+// ip runs one iproute2 command; the error carries its stderr.
+func ip(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
