@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 
+	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/server"
 )
 
@@ -17,8 +19,13 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.DataDir, "data-dir", envOr("WEFT_DATA_DIR", "weft-data"), "directory of the embedded store (env WEFT_DATA_DIR)")
 	fs.StringVar(&cfg.Region, "region", envOr("WEFT_REGION", "us-east-1"), "region in ARNs (env WEFT_REGION)")
 	fs.StringVar(&cfg.AccountID, "account-id", envOr("WEFT_ACCOUNT_ID", "111122223333"), "account that owns resources (env WEFT_ACCOUNT_ID)")
+	limits := fs.String("appmesh-limits", envOr("WEFT_APPMESH_LIMITS", ""), "App Mesh quotas to change, as name=value,... (env WEFT_APPMESH_LIMITS; defaults: "+appmesh.DefaultLimits().String()+")")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var err error
+	if cfg.Limits, err = appmesh.ParseLimits(*limits, appmesh.DefaultLimits()); err != nil {
+		return fmt.Errorf("--appmesh-limits: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	return server.Run(ctx, cfg, log)

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/api"
+	"github.com/weftmesh/weft/internal/api/meshapi"
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/appmesh/ops"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
 )
@@ -25,6 +28,9 @@ type Config struct {
 	DataDir   string // directory holding the embedded store
 	Region    string // region written into ARNs
 	AccountID string // account that owns resources by default
+	// Limits are the App Mesh quotas; the zero value means App Mesh's
+	// defaults.
+	Limits appmesh.Limits
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -77,5 +83,9 @@ func NewHandler(st store.Store, cfg Config, log *slog.Logger) http.Handler {
 	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
-	return &api.Handler{Other: other}
+	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
+	return &api.Handler{
+		AppMesh: meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID}, log.With("api", "appmesh")),
+		Other:   other,
+	}
 }

@@ -1,0 +1,393 @@
+// Package meshapi serves the App Mesh REST API (rest-json, /v20190125/...)
+// from the model's operation table: it matches the method and the path
+// template of one of the 38 operations, builds the input from the path, the
+// query string and the JSON body, validates it against the model, runs the
+// operation on ops.Service and writes the output (or the output's payload
+// member) or the error the way App Mesh does.
+//
+//	request -> route (model URI templates) -> input doc -> shape.Validate
+//	        -> ops.Service.<Operation> -> JSON body | x-amzn-ErrorType error
+package meshapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/weftmesh/weft/internal/api"
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/appmesh/ops"
+	"github.com/weftmesh/weft/internal/shape"
+	"github.com/weftmesh/weft/internal/store"
+)
+
+// Config tunes a Handler.
+type Config struct {
+	// DefaultAccount is the caller's account when the request's SigV4
+	// access key id is not a 12-digit account id.
+	DefaultAccount string
+	// MaxBodyBytes bounds a request body (default 1 MiB).
+	MaxBodyBytes int64
+}
+
+// Handler serves the App Mesh API. It is immutable after New.
+type Handler struct {
+	routes  []*route
+	account string
+	maxBody int64
+	log     *slog.Logger
+}
+
+// route is one operation: its URI template, split into segments, and the
+// function that runs it.
+type route struct {
+	op      *shape.Operation
+	in      *shape.Shape
+	segs    []string // literal segments, or "{name}" for path variables
+	call    func(ctx context.Context, c ops.Caller, input []byte) (any, error)
+	payload int // index of the output's payload field, or -1
+}
+
+// operation is what bind makes of one ops.Service method.
+type operation struct {
+	call func(ctx context.Context, c ops.Caller, input []byte) (any, error)
+	out  reflect.Type // the output struct type
+}
+
+// bind adapts an ops method: the input arrives as JSON that already
+// satisfies the model.
+func bind[In, Out any](fn func(context.Context, ops.Caller, *In) (*Out, error)) operation {
+	return operation{
+		call: func(ctx context.Context, c ops.Caller, input []byte) (any, error) {
+			in := new(In)
+			if err := json.Unmarshal(input, in); err != nil {
+				return nil, appmesh.BadRequest("The request could not be read: %v", err)
+			}
+			out, err := fn(ctx, c, in)
+			if err != nil {
+				return nil, err
+			}
+			return out, nil
+		},
+		out: reflect.TypeFor[Out](),
+	}
+}
+
+// operations maps every App Mesh operation to the service method that runs
+// it.
+func operations(s *ops.Service) map[string]operation {
+	return map[string]operation{
+		"CreateMesh":             bind(s.CreateMesh),
+		"DescribeMesh":           bind(s.DescribeMesh),
+		"UpdateMesh":             bind(s.UpdateMesh),
+		"DeleteMesh":             bind(s.DeleteMesh),
+		"ListMeshes":             bind(s.ListMeshes),
+		"CreateVirtualNode":      bind(s.CreateVirtualNode),
+		"DescribeVirtualNode":    bind(s.DescribeVirtualNode),
+		"UpdateVirtualNode":      bind(s.UpdateVirtualNode),
+		"DeleteVirtualNode":      bind(s.DeleteVirtualNode),
+		"ListVirtualNodes":       bind(s.ListVirtualNodes),
+		"CreateVirtualService":   bind(s.CreateVirtualService),
+		"DescribeVirtualService": bind(s.DescribeVirtualService),
+		"UpdateVirtualService":   bind(s.UpdateVirtualService),
+		"DeleteVirtualService":   bind(s.DeleteVirtualService),
+		"ListVirtualServices":    bind(s.ListVirtualServices),
+		"CreateVirtualRouter":    bind(s.CreateVirtualRouter),
+		"DescribeVirtualRouter":  bind(s.DescribeVirtualRouter),
+		"UpdateVirtualRouter":    bind(s.UpdateVirtualRouter),
+		"DeleteVirtualRouter":    bind(s.DeleteVirtualRouter),
+		"ListVirtualRouters":     bind(s.ListVirtualRouters),
+		"CreateRoute":            bind(s.CreateRoute),
+		"DescribeRoute":          bind(s.DescribeRoute),
+		"UpdateRoute":            bind(s.UpdateRoute),
+		"DeleteRoute":            bind(s.DeleteRoute),
+		"ListRoutes":             bind(s.ListRoutes),
+		"CreateVirtualGateway":   bind(s.CreateVirtualGateway),
+		"DescribeVirtualGateway": bind(s.DescribeVirtualGateway),
+		"UpdateVirtualGateway":   bind(s.UpdateVirtualGateway),
+		"DeleteVirtualGateway":   bind(s.DeleteVirtualGateway),
+		"ListVirtualGateways":    bind(s.ListVirtualGateways),
+		"CreateGatewayRoute":     bind(s.CreateGatewayRoute),
+		"DescribeGatewayRoute":   bind(s.DescribeGatewayRoute),
+		"UpdateGatewayRoute":     bind(s.UpdateGatewayRoute),
+		"DeleteGatewayRoute":     bind(s.DeleteGatewayRoute),
+		"ListGatewayRoutes":      bind(s.ListGatewayRoutes),
+		"TagResource":            bind(s.TagResource),
+		"UntagResource":          bind(s.UntagResource),
+		"ListTagsForResource":    bind(s.ListTagsForResource),
+	}
+}
+
+// New returns a Handler serving the operations of the model on svc. (A
+// test checks that every operation of the model has an implementation and
+// its payload a field.)
+func New(svc *ops.Service, cfg Config, log *slog.Logger) *Handler {
+	h := &Handler{account: cfg.DefaultAccount, maxBody: cfg.MaxBodyBytes, log: log}
+	if h.maxBody <= 0 {
+		h.maxBody = 1 << 20
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	impl := operations(svc)
+	m := appmesh.Model()
+	for name, op := range m.Operations {
+		o, ok := impl[name]
+		if !ok {
+			continue
+		}
+		rt := &route{op: op, in: m.Shapes[op.Input], call: o.call, payload: -1}
+		rt.segs = strings.Split(strings.TrimPrefix(op.URI, "/"), "/")
+		if out := m.Shapes[op.Output]; out != nil && out.Payload != "" {
+			for i := range o.out.NumField() {
+				tag, _, _ := strings.Cut(o.out.Field(i).Tag.Get("json"), ",")
+				if tag == out.Payload {
+					rt.payload = i
+				}
+			}
+		}
+		h.routes = append(h.routes, rt)
+	}
+	return h
+}
+
+// match returns the operation for a method and path with its path
+// variables. A literal segment beats a variable, so that the most specific
+// template wins. allowed lists the methods of templates that match the path
+// when none matches the method.
+func (h *Handler) match(method string, segs []string) (best *route, vars map[string]string, allowed []string) {
+	bestScore := -1
+	for _, rt := range h.routes {
+		if len(rt.segs) != len(segs) {
+			continue
+		}
+		score, ok := 0, true
+		for i, s := range rt.segs {
+			switch {
+			case strings.HasPrefix(s, "{"):
+				if segs[i] == "" {
+					ok = false
+				}
+			case s == segs[i]:
+				score++
+			default:
+				ok = false
+			}
+			if !ok {
+				break
+			}
+		}
+		if !ok {
+			continue
+		}
+		if rt.op.Method != method {
+			allowed = append(allowed, rt.op.Method)
+			continue
+		}
+		if score > bestScore {
+			best, bestScore = rt, score
+		}
+	}
+	if best == nil {
+		return nil, nil, allowed
+	}
+	vars = map[string]string{}
+	for i, s := range best.segs {
+		if strings.HasPrefix(s, "{") {
+			vars[strings.Trim(s, "{}")] = segs[i]
+		}
+	}
+	return best, vars, nil
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("x-amzn-RequestId", uuid.NewString())
+	defer func() {
+		// A panic is a bug; the client still gets an AWS-shaped answer.
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			h.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p)
+			api.WriteRESTError(w, http.StatusInternalServerError, string(appmesh.CodeInternalServer), "internal error")
+		}
+	}()
+
+	segs, err := pathSegments(r.URL)
+	if err != nil {
+		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
+		return
+	}
+	rt, vars, allowed := h.match(r.Method, segs)
+	if rt == nil {
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			api.WriteRESTError(w, http.StatusMethodNotAllowed, "MethodNotAllowedException", "method "+r.Method+" is not allowed at "+r.URL.Path)
+			return
+		}
+		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
+		return
+	}
+	input, err := h.input(w, r, rt, vars)
+	if err != nil {
+		h.writeError(w, r, rt, err)
+		return
+	}
+	out, err := rt.call(r.Context(), h.caller(r), input)
+	if err != nil {
+		h.writeError(w, r, rt, err)
+		return
+	}
+	var body any = out
+	if rt.payload >= 0 {
+		body = reflect.ValueOf(out).Elem().Field(rt.payload).Interface()
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		h.writeError(w, r, rt, fmt.Errorf("encode %s output: %w", rt.op.Name, err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(rt.op.ResponseCode)
+	w.Write(b)
+}
+
+// errBodyTooLarge is answered with 413.
+var errBodyTooLarge = errors.New("request body too large")
+
+// input builds the operation's input document from the body, the path
+// variables and the query string, validates it against the model and
+// returns it as JSON.
+func (h *Handler) input(w http.ResponseWriter, r *http.Request, rt *route, vars map[string]string) ([]byte, error) {
+	doc := map[string]any{}
+	if r.Body != nil && r.Method != http.MethodGet && r.Method != http.MethodDelete {
+		raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, errBodyTooLarge
+			}
+			return nil, appmesh.BadRequest("The request body could not be read: %v", err)
+		}
+		if len(bytes.TrimSpace(raw)) > 0 {
+			d := json.NewDecoder(bytes.NewReader(raw))
+			d.UseNumber()
+			var v any
+			if err := d.Decode(&v); err != nil {
+				return nil, appmesh.BadRequest("The request body is not valid JSON: %v", err)
+			}
+			if d.More() {
+				return nil, appmesh.BadRequest("The request body is not valid JSON: data after the top-level value")
+			}
+			obj, ok := v.(map[string]any)
+			if !ok {
+				return nil, appmesh.BadRequest("The request body must be a JSON object")
+			}
+			doc = obj
+		}
+	}
+	query := r.URL.Query()
+	for _, m := range rt.in.Members {
+		switch m.Location {
+		case "":
+			continue
+		case "uri":
+			doc[m.Name] = vars[m.LocationName]
+		case "querystring":
+			delete(doc, m.Name)
+			if vs, ok := query[m.LocationName]; ok && len(vs) > 0 {
+				doc[m.Name] = queryValue(appmesh.Model().Shapes[m.Shape], vs[0])
+			}
+		case "header":
+			delete(doc, m.Name)
+			if v := r.Header.Get(m.LocationName); v != "" {
+				doc[m.Name] = v
+			}
+		}
+	}
+	if vs := appmesh.Model().Validate(rt.op.Input, doc); len(vs) > 0 {
+		return nil, appmesh.BadRequest("%s", shape.Message(vs))
+	}
+	return json.Marshal(doc)
+}
+
+var integer = regexp.MustCompile(`^-?[0-9]+$`)
+
+// queryValue types a query string value as its shape says, so that the
+// validator sees a number where the model wants one.
+func queryValue(s *shape.Shape, v string) any {
+	if s != nil && (s.Kind == shape.Integer || s.Kind == shape.Long) && integer.MatchString(v) {
+		return json.Number(v)
+	}
+	return v
+}
+
+// pathSegments splits a path after the leading slash and unescapes each
+// segment, so that an escaped '/' stays inside its name.
+func pathSegments(u *url.URL) ([]string, error) {
+	segs := strings.Split(strings.TrimPrefix(u.EscapedPath(), "/"), "/")
+	for i, s := range segs {
+		v, err := url.PathUnescape(s)
+		if err != nil {
+			return nil, err
+		}
+		segs[i] = v
+	}
+	return segs, nil
+}
+
+// accountID matches a 12-digit account id.
+var accountID = regexp.MustCompile(`^[0-9]{12}$`)
+
+// caller returns who sent the request. weft checks no signatures; when the
+// SigV4 access key id is a 12-digit number it is taken as the caller's
+// account, which lets one server stand for several accounts. Otherwise the
+// caller is the server's account.
+func (h *Handler) caller(r *http.Request) ops.Caller {
+	auth := r.Header.Get("Authorization")
+	if _, cred, ok := strings.Cut(auth, "Credential="); ok {
+		akid, _, _ := strings.Cut(cred, "/")
+		if accountID.MatchString(akid) {
+			return ops.Caller{Account: akid}
+		}
+	}
+	return ops.Caller{Account: h.account}
+}
+
+// writeError writes an App Mesh exception as App Mesh does; anything else
+// is an internal error, logged here and answered with a 500.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, rt *route, err error) {
+	if errors.Is(err, errBodyTooLarge) {
+		api.WriteRESTError(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLargeException", fmt.Sprintf("The request body exceeds %d bytes", h.maxBody))
+		return
+	}
+	if errors.Is(err, store.ErrClosed) {
+		api.WriteRESTError(w, http.StatusServiceUnavailable, "ServiceUnavailableException", "the server is shutting down")
+		return
+	}
+	if e, ok := appmesh.AsError(err); ok {
+		h.log.Debug("request failed", "op", rt.op.Name, "code", e.Code, "message", e.Message)
+		api.WriteRESTError(w, e.Code.Status(), string(e.Code), e.Message)
+		return
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody reads the answer.
+		api.WriteRESTError(w, 499, "RequestCanceled", "the request was canceled")
+		return
+	}
+	h.log.Error("operation failed", "op", rt.op.Name, "err", err)
+	api.WriteRESTError(w, http.StatusInternalServerError, string(appmesh.CodeInternalServer), "internal error")
+}

@@ -1,0 +1,408 @@
+package ops
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/shape"
+	"github.com/weftmesh/weft/internal/store"
+)
+
+// kind is what the generic operations need to know about one resource
+// kind: S is its spec, D its Data shape (what the store holds), R the
+// shape List returns for it.
+type kind[S, D, R any] struct {
+	k appmesh.Kind
+
+	// wrap builds the stored Data from its parts; unwrap takes it apart.
+	wrap   func(r appmesh.Ref, spec *S, md *appmesh.ResourceMetadata, status string) *D
+	unwrap func(d *D) (*S, *appmesh.ResourceMetadata)
+	// listRef is what List returns for one resource.
+	listRef func(d *D) R
+	// emptySpec is the spec stored when the client sent none (meshes only).
+	emptySpec func() *S
+
+	// check runs the rules that read the store, such as references that
+	// must exist; nil when there are none.
+	check func(s *Service, tx store.Tx, r appmesh.Ref, spec *S) error
+	// refs returns the resources spec refers to that cannot be deleted
+	// while it does; nil when there are none.
+	refs func(r appmesh.Ref, spec *S) []appmesh.Ref
+	// quota returns the limit on resources of this kind in one mesh (one
+	// account for meshes, one parent for routes and gateway routes).
+	quota func(l appmesh.Limits) int
+	// inUse returns the ResourceInUseException that stops r's deletion, or
+	// nil; the in-use index (refs) is checked before it.
+	inUse func(tx store.Tx, r appmesh.Ref) error
+}
+
+// parentKind is the kind of the parent of routes and gateway routes.
+func parentKind(k appmesh.Kind) appmesh.Kind {
+	switch k {
+	case appmesh.KindRoute:
+		return appmesh.KindVirtualRouter
+	case appmesh.KindGatewayRoute:
+		return appmesh.KindVirtualGateway
+	}
+	return ""
+}
+
+// label names a kind as App Mesh's messages do: "VirtualNode".
+func label(k appmesh.Kind) string {
+	if k == "" {
+		return ""
+	}
+	return strings.ToUpper(string(k[:1])) + string(k[1:])
+}
+
+func notFound(r appmesh.Ref) error {
+	if r.Kind == appmesh.KindMesh {
+		return appmesh.NotFound("Mesh with name %s does not exist for owner %s", r.Mesh, r.Owner)
+	}
+	return appmesh.NotFound("%s with name %s does not exist in mesh %s", label(r.Kind), r.Name, r.Mesh)
+}
+
+func getData[D any](tx store.Tx, r appmesh.Ref) (*D, bool, error) {
+	kv, ok, err := tx.Get(r.Key())
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	d := new(D)
+	if err := json.Unmarshal(kv.Value, d); err != nil {
+		return nil, false, fmt.Errorf("decode %s: %w", r.Key(), err)
+	}
+	return d, true, nil
+}
+
+// mustExist returns the NotFoundException for r if r does not exist.
+func mustExist(tx store.Tx, r appmesh.Ref) error {
+	_, ok, err := tx.Get(r.Key())
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notFound(r)
+	}
+	return nil
+}
+
+// ancestors checks that the mesh and, for routes and gateway routes, the
+// parent of r exist.
+func ancestors(tx store.Tx, r appmesh.Ref) error {
+	if r.Kind == appmesh.KindMesh {
+		return nil
+	}
+	if err := mustExist(tx, appmesh.Ref{Owner: r.Owner, Mesh: r.Mesh, Kind: appmesh.KindMesh, Name: r.Mesh}); err != nil {
+		return err
+	}
+	if pk := parentKind(r.Kind); pk != "" {
+		return mustExist(tx, appmesh.Ref{Owner: r.Owner, Mesh: r.Mesh, Kind: pk, Name: r.Parent})
+	}
+	return nil
+}
+
+func (k *kind[S, D, R]) metadata(s *Service, r appmesh.Ref, c Caller, req request) *appmesh.ResourceMetadata {
+	arn := appmesh.ARN(s.region, r)
+	t := shape.NewTime(req.now)
+	version := int64(1)
+	owner, resOwner, uid := r.Owner, c.Account, req.uid
+	return &appmesh.ResourceMetadata{
+		Arn: &arn, CreatedAt: t, LastUpdatedAt: t, MeshOwner: &owner,
+		ResourceOwner: &resOwner, Uid: &uid, Version: &version,
+	}
+}
+
+// create makes a new resource.
+func (k *kind[S, D, R]) create(ctx context.Context, s *Service, c Caller, r appmesh.Ref, spec *S, tags []appmesh.TagRef, req request) (*D, error) {
+	if spec == nil && k.emptySpec != nil {
+		spec = k.emptySpec()
+	}
+	return write(ctx, s, c, req, func(tx store.Tx) (*D, error) {
+		if err := ancestors(tx, r); err != nil {
+			return nil, err
+		}
+		if _, ok, err := tx.Get(r.Key()); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, appmesh.Conflict("%s with name %s already exists", label(k.k), r.Name)
+		}
+		if err := k.checkQuota(s, tx, r); err != nil {
+			return nil, err
+		}
+		if k.check != nil {
+			if err := k.check(s, tx, r, spec); err != nil {
+				return nil, err
+			}
+		}
+		d := k.wrap(r, spec, k.metadata(s, r, c, req), "ACTIVE")
+		if k.refs != nil {
+			if err := setRefs(tx, r, nil, k.refs(r, spec)); err != nil {
+				return nil, err
+			}
+		}
+		if len(tags) > 0 {
+			if err := putTags(tx, r, mergeTags(nil, tags)); err != nil {
+				return nil, err
+			}
+		}
+		return d, putData(tx, r, d)
+	})
+}
+
+func (k *kind[S, D, R]) checkQuota(s *Service, tx store.Tx, r appmesh.Ref) error {
+	max := k.quota(s.limits)
+	if max <= 0 {
+		return nil
+	}
+	prefix := appmesh.ChildrenPrefix(r.Owner, r.Mesh, r.Kind, r.Parent)
+	where := "mesh " + r.Mesh
+	switch r.Kind {
+	case appmesh.KindMesh:
+		prefix, where = meshesPrefix(r.Owner), "account "+r.Owner
+	case appmesh.KindRoute, appmesh.KindGatewayRoute:
+		where = label(parentKind(r.Kind)) + " " + r.Parent
+	}
+	n, err := tx.Count(prefix)
+	if err != nil {
+		return err
+	}
+	if n >= max {
+		return appmesh.LimitExceeded("The limit of %d %s resources in %s has been reached", max, label(k.k), where)
+	}
+	return nil
+}
+
+func meshesPrefix(owner string) string {
+	return strings.TrimSuffix(appmesh.MeshKey(owner, "x"), "x")
+}
+
+func putData(tx store.Tx, r appmesh.Ref, d any) error {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", r.Key(), err)
+	}
+	return tx.Put(r.Key(), b)
+}
+
+// write runs a write in a transaction, replaying the first result of a
+// request made again with the same client token.
+func write[D any](ctx context.Context, s *Service, c Caller, req request, fn func(tx store.Tx) (*D, error)) (*D, error) {
+	return update(ctx, s, func(tx store.Tx) (*D, error) {
+		prior, err := replay(tx, c, req)
+		if err != nil {
+			return nil, err
+		}
+		if prior != nil {
+			d := new(D)
+			if err := json.Unmarshal(prior, d); err != nil {
+				return nil, fmt.Errorf("decode replayed result: %w", err)
+			}
+			return d, nil
+		}
+		d, err := fn(tx)
+		if err != nil {
+			return nil, err
+		}
+		if req.token != "" {
+			b, err := json.Marshal(d)
+			if err != nil {
+				return nil, err
+			}
+			if err := remember(tx, c, req, s.tokenTTL, b); err != nil {
+				return nil, err
+			}
+		}
+		return d, nil
+	})
+}
+
+// describe returns a resource.
+func (k *kind[S, D, R]) describe(ctx context.Context, s *Service, r appmesh.Ref) (*D, error) {
+	return view(ctx, s, func(tx store.Tx) (*D, error) {
+		d, ok, err := getData[D](tx, r)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			if err := ancestors(tx, r); err != nil {
+				return nil, err
+			}
+			return nil, notFound(r)
+		}
+		return d, nil
+	})
+}
+
+// update replaces a resource's spec: version +1, lastUpdatedAt now.
+func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appmesh.Ref, spec *S, req request) (*D, error) {
+	if spec == nil && k.emptySpec != nil {
+		spec = k.emptySpec()
+	}
+	return write(ctx, s, c, req, func(tx store.Tx) (*D, error) {
+		old, ok, err := getData[D](tx, r)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			if err := ancestors(tx, r); err != nil {
+				return nil, err
+			}
+			return nil, notFound(r)
+		}
+		if k.check != nil {
+			if err := k.check(s, tx, r, spec); err != nil {
+				return nil, err
+			}
+		}
+		oldSpec, oldMD := k.unwrap(old)
+		md := *oldMD
+		version := *md.Version + 1
+		md.Version = &version
+		md.LastUpdatedAt = shape.NewTime(req.now)
+		if k.refs != nil {
+			if err := setRefs(tx, r, k.refs(r, oldSpec), k.refs(r, spec)); err != nil {
+				return nil, err
+			}
+		}
+		d := k.wrap(r, spec, &md, "ACTIVE")
+		return d, putData(tx, r, d)
+	})
+}
+
+// delete removes a resource that nothing depends on and returns it with
+// status DELETED.
+func (k *kind[S, D, R]) delete(ctx context.Context, s *Service, r appmesh.Ref, now time.Time) (*D, error) {
+	return update(ctx, s, func(tx store.Tx) (*D, error) {
+		old, ok, err := getData[D](tx, r)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			if err := ancestors(tx, r); err != nil {
+				return nil, err
+			}
+			return nil, notFound(r)
+		}
+		if err := k.checkInUse(tx, r); err != nil {
+			return nil, err
+		}
+		spec, oldMD := k.unwrap(old)
+		if k.refs != nil {
+			if err := setRefs(tx, r, k.refs(r, spec), nil); err != nil {
+				return nil, err
+			}
+		}
+		if err := tx.Delete(tagsKey(r)); err != nil {
+			return nil, err
+		}
+		if err := tx.Delete(r.Key()); err != nil {
+			return nil, err
+		}
+		md := *oldMD
+		md.LastUpdatedAt = shape.NewTime(now)
+		return k.wrap(r, spec, &md, "DELETED"), nil
+	})
+}
+
+func (k *kind[S, D, R]) checkInUse(tx store.Tx, r appmesh.Ref) error {
+	from, err := referrers(tx, r, 10)
+	if err != nil {
+		return err
+	}
+	if len(from) > 0 {
+		return inUseBy(r, from)
+	}
+	if k.inUse != nil {
+		return k.inUse(tx, r)
+	}
+	return nil
+}
+
+// inUseBy words the ResourceInUseException for a resource others refer to.
+func inUseBy(r appmesh.Ref, from []appmesh.Ref) error {
+	switch from[0].Kind {
+	case appmesh.KindVirtualService:
+		return appmesh.InUse("%s with name %s cannot be deleted because it is a VirtualService provider: %s", label(r.Kind), r.Name, from[0].Name)
+	case appmesh.KindRoute:
+		return appmesh.InUse("%s with name %s cannot be deleted because it is the target of one or more routes: %s", label(r.Kind), r.Name, names(from))
+	}
+	return appmesh.InUse("%s %s is being referenced in the following: GATEWAY_ROUTE: [%s]", label(r.Kind), r.Name, names(from))
+}
+
+func names(refs []appmesh.Ref) string {
+	var out []string
+	for _, r := range refs {
+		n := r.Name
+		if r.Parent != "" {
+			n = r.Parent + "/" + n
+		}
+		out = append(out, n)
+	}
+	return strings.Join(out, ", ")
+}
+
+// page is one page of a List.
+type page[R any] struct {
+	items []R
+	next  *string
+}
+
+// defaultPageSize is App Mesh's page size when the client sets no limit.
+const defaultPageSize = 100
+
+// list returns a page of the resources of a kind under a mesh (or, for
+// meshes, of an owner; for routes and gateway routes, of a parent).
+func (k *kind[S, D, R]) list(ctx context.Context, s *Service, parent appmesh.Ref, limit *int64, nextToken *string) (page[R], error) {
+	n := defaultPageSize
+	if limit != nil {
+		if *limit < 1 || *limit > defaultPageSize {
+			return page[R]{}, appmesh.BadRequest("Value '%d' at 'limit' failed to satisfy constraint: Member must have value between 1 and 100", *limit)
+		}
+		n = int(*limit)
+	}
+	var prefix string
+	if k.k == appmesh.KindMesh {
+		prefix = meshesPrefix(parent.Owner)
+	} else {
+		prefix = appmesh.ChildrenPrefix(parent.Owner, parent.Mesh, k.k, parent.Name)
+	}
+	after := ""
+	if nextToken != nil {
+		name, err := base64.RawURLEncoding.DecodeString(*nextToken)
+		if err != nil || len(name) == 0 || strings.Contains(string(name), "/") {
+			return page[R]{}, appmesh.BadRequest("The nextToken %q is not valid", *nextToken)
+		}
+		after = prefix + string(name)
+	}
+	return view(ctx, s, func(tx store.Tx) (page[R], error) {
+		if k.k != appmesh.KindMesh {
+			anchor := appmesh.Ref{Owner: parent.Owner, Mesh: parent.Mesh, Kind: k.k, Parent: parent.Name}
+			if err := ancestors(tx, anchor); err != nil {
+				return page[R]{}, err
+			}
+		}
+		kvs, err := tx.List(prefix, after, n+1)
+		if err != nil {
+			return page[R]{}, err
+		}
+		p := page[R]{items: make([]R, 0, min(len(kvs), n))}
+		for i, kv := range kvs {
+			if i == n {
+				tok := base64.RawURLEncoding.EncodeToString([]byte(strings.TrimPrefix(kvs[i-1].Key, prefix)))
+				p.next = &tok
+				break
+			}
+			d := new(D)
+			if err := json.Unmarshal(kv.Value, d); err != nil {
+				return page[R]{}, fmt.Errorf("decode %s: %w", kv.Key, err)
+			}
+			p.items = append(p.items, k.listRef(d))
+		}
+		return p, nil
+	})
+}

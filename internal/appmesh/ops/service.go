@@ -1,0 +1,163 @@
+// Package ops runs the App Mesh operations on the store: each Create,
+// Describe, Update, Delete, List and tag operation is one store transaction
+// that checks App Mesh's rules (references, names in use, quotas, client
+// tokens) and writes the resource in the layout of appmesh/keys.go.
+//
+//	api (HTTP, model validation) -> ops.Service -> store.Update / View
+//
+// Inputs must satisfy the model: the API validates them before calling, and
+// write operations validate again so that another caller cannot store an
+// invalid spec. Errors meant for clients are *appmesh.Error; any other
+// error is internal.
+package ops
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/store"
+)
+
+// Caller is who makes a request.
+type Caller struct {
+	// Account is the caller's 12-digit account: the owner of the meshes it
+	// creates, the resource owner of everything it creates.
+	Account string
+}
+
+// Config tunes a Service. Zero fields take the defaults.
+type Config struct {
+	Region string         // written into ARNs; default us-east-1
+	Limits appmesh.Limits // default appmesh.DefaultLimits()
+	// ClientTokenTTL is how long a clientToken is remembered (default 24h).
+	ClientTokenTTL time.Duration
+	// Now and NewUID are the clock and the uid source (tests fix them).
+	Now    func() time.Time
+	NewUID func() string
+}
+
+// Service runs App Mesh operations on a store. It is safe for concurrent
+// use; all state is in the store.
+type Service struct {
+	st       store.Store
+	region   string
+	limits   appmesh.Limits
+	tokenTTL time.Duration
+	now      func() time.Time
+	newUID   func() string
+	log      *slog.Logger
+	k        kinds
+}
+
+// New returns a Service on st.
+func New(st store.Store, cfg Config, log *slog.Logger) *Service {
+	s := &Service{
+		st:       st,
+		region:   cfg.Region,
+		limits:   cfg.Limits,
+		tokenTTL: cfg.ClientTokenTTL,
+		now:      cfg.Now,
+		newUID:   cfg.NewUID,
+		log:      log,
+		k:        newKinds(),
+	}
+	if s.region == "" {
+		s.region = "us-east-1"
+	}
+	if s.limits == (appmesh.Limits{}) {
+		s.limits = appmesh.DefaultLimits()
+	}
+	if s.tokenTTL <= 0 {
+		s.tokenTTL = 24 * time.Hour
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.newUID == nil {
+		s.newUID = uuid.NewString
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+// Region returns the region the service writes into ARNs.
+func (s *Service) Region() string { return s.region }
+
+// request is what every write needs beyond its input: when it happens, the
+// uid a new resource gets, and the idempotency token with the hash of the
+// request it stands for. It is computed before the transaction so that a
+// retried transaction function does the same thing.
+type request struct {
+	op    string
+	now   time.Time
+	uid   string
+	token string // "" when the client sent none
+	hash  string
+}
+
+// prepare validates a write's input against its model shape and returns
+// the request. token is the input's clientToken; it is left out of the
+// hash, which covers everything else the client sent.
+func (s *Service) prepare(op, inputShape string, in any, token *string) (request, error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return request{}, fmt.Errorf("encode %s input: %w", op, err)
+	}
+	if err := validate(inputShape, b); err != nil {
+		return request{}, err
+	}
+	r := request{op: op, now: s.now(), uid: s.newUID()}
+	if token != nil {
+		if len(*token) > 255 {
+			return request{}, appmesh.BadRequest("Value at 'clientToken' failed to satisfy constraint: Member must have length less than or equal to 255")
+		}
+		r.token = *token
+		// Hash the input as sent, without the token itself.
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			return request{}, fmt.Errorf("hash %s input: %w", op, err)
+		}
+		delete(m, "clientToken")
+		canon, _ := json.Marshal(m) // map keys are sorted: canonical
+		sum := sha256.Sum256(append([]byte(op+"\x00"), canon...))
+		r.hash = fmt.Sprintf("%x", sum)
+	}
+	return r, nil
+}
+
+// update runs fn in a store transaction and returns what fn produced.
+func update[T any](ctx context.Context, s *Service, fn func(tx store.Tx) (T, error)) (T, error) {
+	var out T
+	_, err := s.st.Update(ctx, func(tx store.Tx) error {
+		v, err := fn(tx)
+		if err != nil {
+			return err
+		}
+		out = v
+		return nil
+	})
+	return out, err
+}
+
+// view runs fn on a store snapshot and returns what fn produced.
+func view[T any](ctx context.Context, s *Service, fn func(tx store.Tx) (T, error)) (T, error) {
+	var out T
+	_, err := s.st.View(ctx, func(tx store.Tx) error {
+		v, err := fn(tx)
+		if err != nil {
+			return err
+		}
+		out = v
+		return nil
+	})
+	return out, err
+}
