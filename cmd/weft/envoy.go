@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/weftmesh/weft/internal/xds/bootstrap"
+)
+
+// runEnvoy dispatches `weft envoy <subcommand>`.
+func runEnvoy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "bootstrap" {
+		fmt.Fprintln(stderr, "usage: weft envoy bootstrap --resource-arn ARN --xds HOST:PORT [--admin-port 9901] [--xds-ca FILE]")
+		return errors.New("unknown or missing subcommand")
+	}
+	return runEnvoyBootstrap(args[1:], stdout, stderr)
+}
+
+func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft envoy bootstrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg bootstrap.Config
+	fs.StringVar(&cfg.ResourceARN, "resource-arn", envOr("APPMESH_RESOURCE_ARN", ""), "virtual node or gateway, as an ARN or mesh/<mesh>/virtualNode/<name> (env APPMESH_RESOURCE_ARN)")
+	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "host:port of weft's xDS listener (env APPMESH_XDS_ENDPOINT)")
+	adminPort := fs.Uint("admin-port", 9901, "Envoy admin port, on 0.0.0.0")
+	fs.StringVar(&cfg.CAFile, "xds-ca", "", "PEM file of the CA that signed the xDS server's certificate; set it to reach weft over TLS")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if v, ok := lookupUint("ENVOY_ADMIN_ACCESS_PORT"); ok && !flagSet(fs, "admin-port") {
+		*adminPort = v
+	}
+	cfg.AdminPort = uint32(min(*adminPort, 1<<16))
+	b, err := bootstrap.Build(cfg)
+	if err != nil {
+		return err
+	}
+	if err := bootstrap.Validate(b); err != nil {
+		return fmt.Errorf("generated bootstrap is invalid: %w", err)
+	}
+	out, err := bootstrap.JSON(b)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+// lookupUint reads an unsigned environment variable, as App Mesh's agent
+// read ENVOY_ADMIN_ACCESS_PORT.
+func lookupUint(name string) (uint, bool) {
+	v, err := strconv.ParseUint(envOr(name, ""), 10, 32)
+	return uint(v), err == nil
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

@@ -1,0 +1,246 @@
+// Package bootstrap writes the bootstrap of an upstream Envoy that takes its
+// configuration from weft, as App Mesh's agent wrote one for its image:
+// node id and cluster from the resource ARN, ADS over gRPC for listeners
+// and clusters (routes and endpoints follow over the same stream), the
+// admin interface on 9901, and App Mesh's static runtime layer.
+package bootstrap
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	fileaccesslogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Config says what the bootstrap is for.
+type Config struct {
+	// ResourceARN names the virtual node or gateway: a full ARN or
+	// mesh/<mesh>/virtualNode/<name> (APPMESH_RESOURCE_ARN). It becomes
+	// node.id and node.cluster, as App Mesh's agent set them.
+	ResourceARN string
+	// XDS is the host:port of weft's xDS listener.
+	XDS string
+	// AdminPort is the admin interface's port on 0.0.0.0 (App Mesh: 9901).
+	AdminPort uint32
+	// CAFile, when set, makes Envoy reach the xDS server over TLS and
+	// trust the certificates this PEM file holds.
+	CAFile string
+}
+
+// xdsCluster is the static cluster of the xDS server.
+const xdsCluster = "weft_xds"
+
+// Build returns the bootstrap.
+func Build(c Config) (*bootstrapv3.Bootstrap, error) {
+	if c.ResourceARN == "" {
+		return nil, errors.New("no resource ARN")
+	}
+	host, portStr, err := net.SplitHostPort(c.XDS)
+	if err != nil {
+		return nil, fmt.Errorf("xds address %q: %w", c.XDS, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return nil, fmt.Errorf("xds address %q: bad port", c.XDS)
+	}
+	if c.AdminPort == 0 || c.AdminPort > 65535 {
+		return nil, fmt.Errorf("admin port %d out of range", c.AdminPort)
+	}
+	ads := &core.ConfigSource{
+		ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
+		ResourceApiVersion:    core.ApiVersion_V3,
+	}
+	xds, err := xdsClusterOf(host, uint32(port), c.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	adminLog, err := anypb.New(&fileaccesslogv3.FileAccessLog{Path: "/tmp/envoy_admin_access.log"})
+	if err != nil {
+		return nil, err
+	}
+	runtime, err := structpb.NewStruct(map[string]any{
+		// App Mesh's static layer (its agent's getRuntimeConfigLayer0).
+		"envoy.features.enable_all_deprecated_features":                      true,
+		"re2.max_program_size.error_level":                                   1000,
+		"envoy.reloadable_features.http_set_tracing_decision_in_request_id":  true,
+		"envoy.reloadable_features.no_extension_lookup_by_name":              true,
+		"envoy.reloadable_features.use_http_client_to_fetch_aws_credentials": false,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &bootstrapv3.Bootstrap{
+		Node: &core.Node{Id: c.ResourceARN, Cluster: c.ResourceARN},
+		Admin: &bootstrapv3.Admin{
+			Address:   socket("0.0.0.0", c.AdminPort),
+			AccessLog: []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: adminLog}}},
+		},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &core.ApiConfigSource{
+				ApiType:             core.ApiConfigSource_GRPC,
+				TransportApiVersion: core.ApiVersion_V3,
+				GrpcServices: []*core.GrpcService{{TargetSpecifier: &core.GrpcService_EnvoyGrpc_{
+					EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: xdsCluster},
+				}}},
+			},
+			LdsConfig: ads,
+			CdsConfig: proto.Clone(ads).(*core.ConfigSource),
+		},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xds}},
+		ClusterManager: &bootstrapv3.ClusterManager{
+			OutlierDetection: &bootstrapv3.ClusterManager_OutlierDetection{EventLogPath: "/dev/stdout"},
+		},
+		LayeredRuntime: &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{
+			{Name: "static_layer_0", LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: runtime}},
+			{Name: "admin_layer", LayerSpecifier: &bootstrapv3.RuntimeLayer_AdminLayer_{AdminLayer: &bootstrapv3.RuntimeLayer_AdminLayer{}}},
+		}},
+	}, nil
+}
+
+// xdsClusterOf is the cluster Envoy reaches weft through: HTTP/2 (gRPC),
+// keepalive pings every 10 s as App Mesh's bootstrap had them, TLS when a
+// CA is given.
+func xdsClusterOf(host string, port uint32, caFile string) (*clusterv3.Cluster, error) {
+	h2, err := anypb.New(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{
+				ConnectionKeepalive: &core.KeepaliveSettings{
+					Interval: durationpb.New(10 * time.Second),
+					Timeout:  durationpb.New(20 * time.Second),
+				},
+			}},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	// An IP address is used as is; a name is resolved, and re-resolved
+	// when the connection is lost.
+	typ := clusterv3.Cluster_LOGICAL_DNS
+	if _, err := netip.ParseAddr(host); err == nil {
+		typ = clusterv3.Cluster_STATIC
+	}
+	cl := &clusterv3.Cluster{
+		Name:                          xdsCluster,
+		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: typ},
+		ConnectTimeout:                durationpb.New(time.Second),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: xdsCluster,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socket(host, port)}},
+			}}}},
+		},
+	}
+	if caFile != "" {
+		tls, err := anypb.New(&tlsv3.UpstreamTlsContext{
+			Sni: host,
+			CommonTlsContext: &tlsv3.CommonTlsContext{
+				AlpnProtocols: []string{"h2"},
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+					TrustedCa: &core.DataSource{Specifier: &core.DataSource_Filename{Filename: caFile}},
+				}},
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		cl.TransportSocket = &core.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: tls}}
+	}
+	return cl, nil
+}
+
+func socket(host string, port uint32) *core.Address {
+	return &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
+		Address:       host,
+		PortSpecifier: &core.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// JSON renders a bootstrap as indented JSON with the field names of
+// Envoy's documentation (snake_case) and stable spacing: protojson varies
+// its whitespace on purpose, so the result is re-indented.
+func JSON(b *bootstrapv3.Bootstrap) ([]byte, error) {
+	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(b)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, raw, "", "  "); err != nil {
+		return nil, err
+	}
+	out.WriteByte('\n')
+	return out.Bytes(), nil
+}
+
+// Validate checks a bootstrap as Envoy would before starting: the
+// protoc-gen-validate rules of every message, including every message
+// packed in an Any (ValidateAll alone does not look inside those).
+func Validate(m proto.Message) error {
+	var errs []error
+	if v, ok := m.(interface{ ValidateAll() error }); ok {
+		if err := v.ValidateAll(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	eachAny(m.ProtoReflect(), func(a *anypb.Any) {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("unpack %s: %w", a.GetTypeUrl(), err))
+			return
+		}
+		if err := Validate(inner); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.GetTypeUrl(), err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// eachAny calls fn on every Any in m that no other Any contains.
+func eachAny(m protoreflect.Message, fn func(*anypb.Any)) {
+	visit := func(v protoreflect.Message) {
+		if a, ok := v.Interface().(*anypb.Any); ok {
+			fn(a)
+			return
+		}
+		eachAny(v, fn)
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.Message() == nil:
+		case fd.IsMap():
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				if fd.MapValue().Message() != nil {
+					visit(mv.Message())
+				}
+				return true
+			})
+		case fd.IsList():
+			for i := range v.List().Len() {
+				visit(v.List().Get(i).Message())
+			}
+		default:
+			visit(v.Message())
+		}
+		return true
+	})
+}

@@ -1,0 +1,109 @@
+package bootstrap
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	fileaccesslogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func TestBootstrap(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		typ  clusterv3.Cluster_DiscoveryType
+	}{
+		{"arn-ip", Config{ResourceARN: "arn:aws:appmesh:us-east-1:111122223333:mesh/color-mesh/virtualNode/red", XDS: "127.0.0.1:15010", AdminPort: 9901}, clusterv3.Cluster_STATIC},
+		{"short-dns-tls", Config{ResourceARN: "mesh/color-mesh/virtualGateway/color-gateway", XDS: "weft.internal:443", AdminPort: 9901, CAFile: "/etc/pki/tls/cert.pem"}, clusterv3.Cluster_LOGICAL_DNS},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := Build(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Validate(b); err != nil {
+				t.Fatalf("bootstrap does not validate: %v", err)
+			}
+			if b.GetNode().GetId() != tt.cfg.ResourceARN || b.GetNode().GetCluster() != tt.cfg.ResourceARN {
+				t.Fatalf("node = %v", b.GetNode())
+			}
+			if b.GetDynamicResources().GetLdsConfig().GetAds() == nil || b.GetDynamicResources().GetCdsConfig().GetAds() == nil {
+				t.Fatal("lds and cds are not over ADS")
+			}
+			if got := b.GetStaticResources().GetClusters()[0].GetType(); got != tt.typ {
+				t.Fatalf("xds cluster type %v, want %v", got, tt.typ)
+			}
+			if (tt.cfg.CAFile != "") != (b.GetStaticResources().GetClusters()[0].GetTransportSocket() != nil) {
+				t.Fatal("TLS to the xDS server does not follow CAFile")
+			}
+			out, err := JSON(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, _ := JSON(b)
+			if !bytes.Equal(out, again) {
+				t.Fatal("JSON output is not stable")
+			}
+			var back bootstrapv3.Bootstrap
+			if err := protojson.Unmarshal(out, &back); err != nil || !proto.Equal(&back, b) {
+				t.Fatalf("JSON does not read back: %v", err)
+			}
+			golden := filepath.Join("testdata", tt.name+".json")
+			if *update {
+				if err := os.WriteFile(golden, out, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if !bytes.Equal(out, want) {
+				t.Fatalf("bootstrap differs from %s (go test -update rewrites it):\n%s", golden, out)
+			}
+		})
+	}
+}
+
+func TestBuildRejects(t *testing.T) {
+	for _, cfg := range []Config{
+		{XDS: "127.0.0.1:15010", AdminPort: 9901},
+		{ResourceARN: "mesh/m/virtualNode/n", XDS: "127.0.0.1", AdminPort: 9901},
+		{ResourceARN: "mesh/m/virtualNode/n", XDS: "127.0.0.1:0", AdminPort: 9901},
+		{ResourceARN: "mesh/m/virtualNode/n", XDS: "127.0.0.1:15010"},
+	} {
+		if _, err := Build(cfg); err == nil {
+			t.Errorf("Build(%+v) succeeded", cfg)
+		}
+	}
+}
+
+// TestValidateLooksInsideAny: the admin access log's config is packed in
+// an Any, where ValidateAll does not look.
+func TestValidateLooksInsideAny(t *testing.T) {
+	b, err := Build(Config{ResourceARN: "mesh/m/virtualNode/n", XDS: "127.0.0.1:15010", AdminPort: 9901})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := anypb.New(&fileaccesslogv3.FileAccessLog{}) // no path
+	b.Admin.AccessLog[0].ConfigType = &accesslogv3.AccessLog_TypedConfig{TypedConfig: bad}
+	if err := b.ValidateAll(); err != nil {
+		t.Fatalf("ValidateAll saw inside the Any after all: %v", err)
+	}
+	if err := Validate(b); err == nil || !strings.Contains(err.Error(), "Path") {
+		t.Fatalf("Validate = %v, want the empty path", err)
+	}
+}
