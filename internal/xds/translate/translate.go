@@ -7,6 +7,9 @@
 package translate
 
 import (
+	"errors"
+	"fmt"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -59,9 +62,48 @@ type Resources struct {
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
 
-	// Deps lists every resource the translation read, so the xDS server can
-	// tell which proxies a change affects. EndpointsOf lists the virtual
-	// nodes whose Endpoints it read. Both sorted, without duplicates.
+	// Deps lists every resource the translation read, present or not, so
+	// the xDS server can tell which proxies a change affects (a backend
+	// created later must reach the proxies that named it). A Ref with an
+	// empty Name stands for every resource of its Kind under its Parent:
+	// {Kind: route, Parent: <router>} is "the routes of <router>",
+	// {Kind: gatewayRoute, Parent: <gateway>} "the gateway routes of
+	// <gateway>", {Kind: virtualService} "every virtual service of the mesh".
+	// EndpointsOf lists the virtual nodes whose Endpoints it read. Both
+	// sorted (Ref by Owner, Mesh, Kind, Parent, Name), without duplicates.
 	Deps        []appmesh.Ref
 	EndpointsOf []string
+}
+
+// ErrNotFound is returned (wrapped) when the mesh or the proxy's virtual
+// node or gateway does not exist; App Mesh closed the stream with gRPC
+// NotFound then.
+var ErrNotFound = errors.New("not found")
+
+// Translate returns every resource one proxy needs, each kind sorted by
+// name. No I/O, no clock: the same inputs give the same bytes. v is only
+// read. Resources that cannot be built (a route to a node that does not
+// exist, a target without a listener) are left out, as App Mesh left them;
+// only a missing mesh or proxy resource is an error.
+func Translate(v *View, id Identity) (*Resources, error) {
+	if v == nil || v.Mesh == nil {
+		return nil, fmt.Errorf("mesh %q: %w", id.Mesh, ErrNotFound)
+	}
+	b := newBuild(v, id)
+	b.dep(appmesh.KindMesh, "", id.Mesh)
+	var err error
+	switch {
+	case id.Kind == appmesh.KindVirtualNode && id.Proxyless:
+		err = b.proxyless()
+	case id.Kind == appmesh.KindVirtualNode:
+		err = b.virtualNode()
+	case id.Kind == appmesh.KindVirtualGateway && !id.Proxyless:
+		err = b.virtualGateway()
+	default:
+		err = fmt.Errorf("proxy kind %q (proxyless %t): %w", id.Kind, id.Proxyless, errors.ErrUnsupported)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b.result()
 }

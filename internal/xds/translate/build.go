@@ -1,0 +1,125 @@
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+)
+
+// build accumulates one translation. It is used by one goroutine and
+// discarded after Translate returns.
+type build struct {
+	v  *View
+	id Identity
+
+	listeners map[string]*listenerv3.Listener
+	routes    map[string]*routev3.RouteConfiguration
+	clusters  map[string]*clusterv3.Cluster
+	endpoints map[string]*endpointv3.ClusterLoadAssignment
+
+	deps map[appmesh.Ref]struct{}
+	eps  map[string]struct{}
+
+	err error // first error met; later ones are dropped
+}
+
+func newBuild(v *View, id Identity) *build {
+	return &build{
+		v: v, id: id,
+		listeners: map[string]*listenerv3.Listener{},
+		routes:    map[string]*routev3.RouteConfiguration{},
+		clusters:  map[string]*clusterv3.Cluster{},
+		endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+		deps:      map[appmesh.Ref]struct{}{},
+		eps:       map[string]struct{}{},
+	}
+}
+
+// dep records that the output depends on a resource, present or not: a
+// resource created later must reach the proxies that looked for it. An
+// empty name stands for every resource of the kind (under parent).
+func (b *build) dep(kind appmesh.Kind, parent, name string) {
+	b.deps[appmesh.Ref{Owner: b.id.MeshOwner, Mesh: b.id.Mesh, Kind: kind, Parent: parent, Name: name}] = struct{}{}
+}
+
+// any packs a message deterministically, so that equal inputs give equal
+// bytes (maps inside Struct fields would otherwise be in random order).
+func (b *build) any(m proto.Message) *anypb.Any {
+	v, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil && b.err == nil {
+		b.err = fmt.Errorf("pack %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
+	}
+	return &anypb.Any{TypeUrl: "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName()), Value: v}
+}
+
+func (b *build) addListener(l *listenerv3.Listener) { b.listeners[l.GetName()] = l }
+
+func (b *build) addRoute(r *routev3.RouteConfiguration) { b.routes[r.GetName()] = r }
+
+func (b *build) addCluster(c *clusterv3.Cluster) { b.clusters[c.GetName()] = c }
+
+func (b *build) addEndpoints(e *endpointv3.ClusterLoadAssignment) {
+	b.endpoints[e.GetClusterName()] = e
+}
+
+func (b *build) hasCluster(name string) bool { _, ok := b.clusters[name]; return ok }
+
+// result sorts everything by name.
+func (b *build) result() (*Resources, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	r := &Resources{
+		Listeners: sortedValues(b.listeners),
+		Routes:    sortedValues(b.routes),
+		Clusters:  sortedValues(b.clusters),
+		Endpoints: sortedValues(b.endpoints),
+	}
+	for d := range b.deps {
+		r.Deps = append(r.Deps, d)
+	}
+	slices.SortFunc(r.Deps, compareRefs)
+	for n := range b.eps {
+		r.EndpointsOf = append(r.EndpointsOf, n)
+	}
+	slices.Sort(r.EndpointsOf)
+	return r, nil
+}
+
+func sortedValues[T any](m map[string]T) []T {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := make([]T, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, m[k])
+	}
+	return out
+}
+
+func compareRefs(a, b appmesh.Ref) int {
+	return cmp.Or(
+		cmp.Compare(a.Owner, b.Owner), cmp.Compare(a.Mesh, b.Mesh),
+		cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Parent, b.Parent),
+		cmp.Compare(a.Name, b.Name))
+}
+
+func sortedKeys[T any](m map[string]T) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

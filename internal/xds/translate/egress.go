@@ -1,0 +1,156 @@
+package translate
+
+import (
+	"slices"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+)
+
+// nodeEgress is lds_egress_0.0.0.0_15001, where iptables sends the
+// application's outbound connections. Each destination port of a backend
+// gets a filter chain: HTTP ports route on the Host through
+// rds_egress_<proto>_<port>, TCP ports go straight to their route's
+// targets. The egress filter decides the rest: DROP_ALL leaves no chain
+// for anything else, so Envoy closes the connection; ALLOW_ALL forwards it
+// to where it was going. Both let TLS to *.amazonaws.com through.
+func (b *build) nodeEgress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLog, dualStack bool) {
+	byPort := map[uint32][]svcPort{}
+	for _, name := range backendNames(vn) {
+		for _, sp := range b.servicePorts(name) {
+			byPort[sp.port] = append(byPort[sp.port], sp)
+		}
+	}
+	allowAll := b.allowAll()
+	var chains []*listenerv3.FilterChain
+	for _, p := range sortedPorts(byPort) {
+		if fc := b.egressChain(p, byPort[p], allowAll, logs); fc != nil {
+			chains = append(chains, fc)
+		}
+	}
+	chains = append(chains, b.amazonawsChain(logs))
+	l := b.socketListener(listenerName("egress", egressPort), bindAddress("0.0.0.0", egressPort, dualStack),
+		corev3.TrafficDirection_OUTBOUND, []*listenerv3.ListenerFilter{b.originalDst(), b.tlsInspector()}, chains)
+	if allowAll {
+		// Used when no chain matches, including TLS on 443 to other hosts.
+		l.DefaultFilterChain = &listenerv3.FilterChain{Name: "mesh-allow-all", Filters: []*listenerv3.Filter{
+			b.tcpProxyFilter("egress", []string{allowAllClusterName(b.id.Mesh)}, nil, -1, logs)}}
+		b.addCluster(passthroughCluster(allowAllClusterName(b.id.Mesh)))
+	}
+	b.addListener(l)
+}
+
+// backendNames lists a node's backend virtual services, sorted, once each.
+func backendNames(vn *appmesh.VirtualNodeData) []string {
+	var out []string
+	if vn.Spec == nil {
+		return nil
+	}
+	for _, be := range vn.Spec.Backends {
+		if be.VirtualService != nil && be.VirtualService.VirtualServiceName != nil {
+			out = append(out, *be.VirtualService.VirtualServiceName)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (b *build) allowAll() bool {
+	m := b.v.Mesh
+	return m != nil && m.Spec != nil && m.Spec.EgressFilter != nil && m.Spec.EgressFilter.Type == appmesh.EgressFilterTypeAllowAll
+}
+
+func sortedPorts[T any](m map[uint32]T) []uint32 {
+	var ps []uint32
+	for p := range m {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+// egressChain serves one destination port. A port is HTTP when any of its
+// services speaks http, http2 or grpc (one connection manager serves all
+// three, named after the first service's protocol); otherwise it is TCP,
+// and, as in App Mesh, only the first service on the port can be reached.
+func (b *build) egressChain(p uint32, sps []svcPort, allowAll bool, logs []*accesslogv3.AccessLog) *listenerv3.FilterChain {
+	var httpSps []svcPort
+	for _, sp := range sps {
+		if httpFamily(sp.proto) {
+			httpSps = append(httpSps, sp)
+		}
+	}
+	var f *listenerv3.Filter
+	pp := portProto{port: p}
+	if len(httpSps) > 0 {
+		pp.proto = httpSps[0].proto
+		rds := egressRouteName(pp.proto, p)
+		var extra []*routev3.VirtualHost
+		if allowAll {
+			extra = append(extra, b.allowAllVirtualHost())
+		}
+		b.addRoute(b.egressRouteConfig(rds, httpSps, p, envoyFlavor, extra...))
+		f = b.hcmFilter(b.hcm("egress", rds, pp.proto, logs, envoyFlavor))
+	} else {
+		pp.proto = sps[0].proto
+		f = b.tcpRouteFilter(sps[0], logs)
+	}
+	if f == nil {
+		return nil
+	}
+	return &listenerv3.FilterChain{Name: rdsOrTCPName("egress", pp), FilterChainMatch: portMatch(p), Filters: []*listenerv3.Filter{f}}
+}
+
+// tcpRouteFilter forwards a TCP port to its first route's targets with the
+// route's idle timeout.
+func (b *build) tcpRouteFilter(sp svcPort, logs []*accesslogv3.AccessLog) *listenerv3.Filter {
+	if len(sp.routes) == 0 {
+		return nil
+	}
+	r := sp.routes[0]
+	var names []string
+	var weights []uint32
+	for _, t := range r.targets {
+		names = append(names, b.egressCluster(t, envoyFlavor))
+		weights = append(weights, t.weight)
+	}
+	idle := int64(-1)
+	if r.tcp != nil && r.tcp.Timeout != nil {
+		if v, ok := millis(r.tcp.Timeout.Idle); ok {
+			idle = v
+		}
+	}
+	return b.tcpProxyFilter("egress", names, weights, idle, logs)
+}
+
+// allowAllVirtualHost sends HTTP for unknown hosts on a mesh port to where
+// the application sent it, like the TCP passthrough, without a timeout.
+func (b *build) allowAllVirtualHost() *routev3.VirtualHost {
+	return &routev3.VirtualHost{
+		Name:    "allow_all",
+		Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: allowAllClusterName(b.id.Mesh)},
+				Timeout:          ms(0),
+			}},
+		}},
+	}
+}
+
+// amazonawsChain lets TLS to AWS APIs through in both egress modes. It
+// matches port and SNI only (App Mesh also required 0.0.0.0/0), so that
+// IPv6 works and a mesh backend on port 443 keeps its own chain.
+func (b *build) amazonawsChain(logs []*accesslogv3.AccessLog) *listenerv3.FilterChain {
+	name := amazonawsClusterName(b.id.Mesh)
+	b.addCluster(passthroughCluster(name))
+	m := portMatch(443)
+	m.ServerNames = []string{"*.amazonaws.com"}
+	return &listenerv3.FilterChain{Name: "amazonaws", FilterChainMatch: m,
+		Filters: []*listenerv3.Filter{b.tcpProxyFilter("egress", []string{name}, nil, -1, logs)}}
+}
