@@ -26,6 +26,7 @@ func commands() []command {
 		{"envoy", "print an upstream Envoy bootstrap for weft: envoy bootstrap --resource-arn ARN --xds HOST:PORT", runEnvoy},
 		{"intercept", "install the iptables rules of ECS's APPMESH proxyConfiguration", runIntercept},
 		{"colorapp", "run the tutorial's color app (/ answers COLOR, /healthcheck answers hi)", runColorApp},
+		{"demo", "run the tutorial's color mesh on this machine and show its traffic split live", runDemo},
 	}
 }
 

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/demo"
+)
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: weft demo [flags]\n\n"+
+			"Starts weft server on a temporary store, creates the tutorial's color mesh,\n"+
+			"starts the color apps behind weft proxies and shows the router's traffic split\n"+
+			"live. As root, each task is a network namespace behind iptables interception;\n"+
+			"otherwise everything runs on loopback. Ctrl-C stops it and removes everything.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	var opt demo.Options
+	fs.StringVar(&opt.Layout, "layout", demo.LayoutAuto, "auto (netns as root, else loopback), netns or loopback")
+	fs.DurationVar(&opt.Duration, "duration", 0, "stop after this long (0: at Ctrl-C)")
+	fs.IntVar(&opt.Rate, "rate", 100, "requests per second")
+	verbose := fs.Bool("v", false, "log what the demo starts")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the weft binary: %w", err)
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	opt.Binary = bin
+	opt.Out = stdout
+	opt.TTY = isTerminal(stdout)
+	opt.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return demo.Run(ctx, opt)
+}
+
+// isTerminal reports whether w is a terminal, where the demo redraws in
+// place instead of printing a line a second.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
