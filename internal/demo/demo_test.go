@@ -3,6 +3,8 @@ package demo
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/netns/netnstest"
 )
 
@@ -37,18 +40,25 @@ func TestDemo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.layout, func(t *testing.T) {
-			if tt.layout == LayoutNetns {
-				netnstest.Require(t, "iptables", "iptables-restore", "setpriv")
-			}
-			var out bytes.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			err := Run(ctx, Options{
-				Binary: bin, Layout: tt.layout, Duration: 5 * time.Second, Rate: 100, Out: &out,
-			})
-			t.Logf("demo output:\n%s", out.String())
+			argv := []string{bin, "demo", "--layout", tt.layout, "--duration", "5s", "--rate", "100"}
+			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+			switch {
+			case tt.layout == LayoutNetns:
+				netnstest.Require(t, "iptables", "iptables-restore", "setpriv")
+			case os.Geteuid() == 0:
+				// As root, the loopback layout gets a network namespace
+				// of its own, so its proxy's fixed ports (admin 9901,
+				// egress 15001) meet nothing else running here.
+				cmd = isolated(t, ctx, argv)
+			}
+			var out, errOut bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			err := cmd.Run()
+			t.Logf("weft demo output:\n%s", out.String())
 			if err != nil {
-				t.Fatalf("Run: %v", err)
+				t.Fatalf("weft demo: %v\n%s", err, errOut.String())
 			}
 			summary := lastLine(out.String(), "weft demo: ")
 			m := regexp.MustCompile(`^weft demo: (\d+) requests in \S+, (\d+) errors; overall green ([\d.]+)% yellow ([\d.]+)%`).FindStringSubmatch(summary)
@@ -60,7 +70,7 @@ func TestDemo(t *testing.T) {
 			if sent < 100 {
 				t.Errorf("only %d requests in 5 s at 100/s", sent)
 			}
-			// Few hundred requests: 80 % within 10 points is far
+			// A few hundred requests: 80 % within 10 points is far
 			// outside chance (about 4 standard deviations).
 			if green < 70 || green > 90 {
 				t.Errorf("green share %.1f%%, want about 80%%", green)
@@ -78,6 +88,28 @@ func TestDemo(t *testing.T) {
 	if left, _ := filepath.Glob("/run/netns/" + netnsPrefix + "*"); len(left) > 0 {
 		t.Errorf("namespaces left behind: %v", left)
 	}
+}
+
+// isolated returns argv as a command inside a network namespace of its own
+// (loopback only), removed when the test ends.
+func isolated(t *testing.T, ctx context.Context, argv []string) *exec.Cmd {
+	t.Helper()
+	const prefix = "wftl"
+	netns.Sweep(ctx, prefix)
+	lab, err := netns.New(ctx, prefix, netip.MustParsePrefix("10.251.91.0/24"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("remove namespace: %v", err)
+		}
+	})
+	h, err := lab.AddHost(ctx, "demo", netip.MustParseAddr("10.251.91.2"), netns.HostOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Command(ctx, -1, argv...)
 }
 
 func lastLine(s, prefix string) string {
@@ -123,4 +155,36 @@ func missingPieces(bin string) []string {
 		missing = append(missing, "weft proxy")
 	}
 	return missing
+}
+
+func TestDownstreamRequests(t *testing.T) {
+	stats := "cluster.cds_egress_color-mesh_green_http_80.upstream_rq_total: 9\n" +
+		"http.ingress.downstream_rq_total: 7\n" +
+		"http.ingress.http.80.downstream_rq_total: 2\n" +
+		"http.egress.downstream_rq_total: 5\n" +
+		"http.admin.downstream_rq_total: 100\n" +
+		"control_plane.connected_state: 1\n"
+	in, out := downstreamRequests(stats)
+	if in != 9 || out != 5 {
+		t.Errorf("downstreamRequests = in %d out %d, want 9 and 5", in, out)
+	}
+}
+
+func TestWindow(t *testing.T) {
+	w := newWindow(4)
+	for _, b := range []string{"yellow", "green", "green", "green", "green"} {
+		w.add(b, nil)
+	}
+	w.add("", errStatus)
+	s := w.snapshot()
+	if s.sent != 6 || s.errors != 1 || s.recent != 4 {
+		t.Errorf("snapshot = %+v, want 6 sent, 1 error, 4 recent", s)
+	}
+	// The last four: green, green, green, error.
+	if s.shares["green"] != 75 || s.shares["yellow"] != 0 {
+		t.Errorf("shares = %v, want green 75 and no yellow", s.shares)
+	}
+	if s.total["green"] != 4 || s.total["yellow"] != 1 {
+		t.Errorf("totals = %v", s.total)
+	}
 }
