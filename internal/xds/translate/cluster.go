@@ -13,7 +13,7 @@ import (
 // egressCluster builds, once, the cluster of a target node's listener as a
 // caller sees it, and returns its name. The target's listener brings its
 // health check and outlier detection (reference §2.3).
-func (b *build) egressCluster(t target, fl flavor) string {
+func (b *build) egressCluster(service string, t target, fl flavor) string {
 	name := egressClusterName(b.id.Mesh, t.node, t.proto, t.port)
 	if b.hasCluster(name) {
 		return name
@@ -33,7 +33,7 @@ func (b *build) egressCluster(t target, fl flavor) string {
 		c.OutlierDetection = outlierDetection(l)
 		b.upstreamProtocol(c, t.proto)
 	}
-	b.clientTLS(c, t, fl)
+	b.clientTLS(c, service, t, fl)
 	b.addCluster(c)
 	return name
 }
@@ -131,13 +131,10 @@ func discoveryName(vn *appmesh.VirtualNodeData, p uint32) string {
 		return ""
 	}
 	sd := vn.Spec.ServiceDiscovery
-	switch {
-	case sd.Dns != nil:
-		return str(sd.Dns.Hostname) + ":" + port(p)
-	case sd.AwsCloudMap != nil:
-		return str(sd.AwsCloudMap.ServiceName) + "." + str(sd.AwsCloudMap.NamespaceName) + ":" + port(p)
+	if sd.Dns == nil && sd.AwsCloudMap == nil {
+		return ""
 	}
-	return ""
+	return discoveryHost(vn) + ":" + port(p)
 }
 
 // upstreamProtocol makes Envoy speak HTTP/2 to http2 and grpc listeners.

@@ -115,7 +115,7 @@ func (b *build) tcpRouteFilter(sp svcPort, logs []*accesslogv3.AccessLog) *liste
 	var names []string
 	var weights []uint32
 	for _, t := range r.targets {
-		names = append(names, b.egressCluster(t, envoyFlavor))
+		names = append(names, b.egressCluster(sp.service, t, envoyFlavor))
 		weights = append(weights, t.weight)
 	}
 	idle := int64(-1)

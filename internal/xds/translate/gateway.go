@@ -90,13 +90,14 @@ func (b *build) gatewayListener(vg *appmesh.VirtualGatewayData, pp portProto, se
 		Name: "self_redirect", Domains: []string{"*"}, Routes: routes}}})
 	fc := &listenerv3.FilterChain{Name: rdsOrTCPName("ingress", pp),
 		Filters: []*listenerv3.Filter{b.hcmFilter(b.hcm("ingress", rds, pp.proto, logs, envoyFlavor))}}
-	b.gatewayListenerTLS(fc, l.Tls)
+	mode, spec := gatewayServerTLS(l.Tls)
+	chains := b.serverChains(fc, mode, spec)
 	var filters []*listenerv3.ListenerFilter
-	if fc.GetTransportSocket() != nil {
+	if hasTLSChain(chains) {
 		filters = append(filters, b.tlsInspector())
 	}
 	b.addListener(b.socketListener(listenerName("ingress", pp.port), bindAddress("0.0.0.0", pp.port, false),
-		corev3.TrafficDirection_INBOUND, filters, []*listenerv3.FilterChain{fc}))
+		corev3.TrafficDirection_INBOUND, filters, chains))
 }
 
 // gatewayEgressListener is the second hop. It listens on 127.0.0.1 only:

@@ -17,9 +17,7 @@ func (b *build) nodeIngress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.Acc
 	var chains []*listenerv3.FilterChain
 	pps := b.nodeListeners(b.id.Name)
 	for _, pp := range pps {
-		if fc := b.ingressChain(vn, pp, len(pps) > 1, logs, dualStack); fc != nil {
-			chains = append(chains, fc)
-		}
+		chains = append(chains, b.ingressChains(vn, pp, len(pps) > 1, logs, dualStack)...)
 	}
 	if len(chains) == 0 {
 		return
@@ -32,9 +30,10 @@ func (b *build) nodeIngress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.Acc
 		corev3.TrafficDirection_INBOUND, filters, chains))
 }
 
-// ingressChain serves one node listener. With several listeners the stat
-// prefix names protocol and port, as App Mesh's did.
-func (b *build) ingressChain(vn *appmesh.VirtualNodeData, pp portProto, several bool, logs []*accesslogv3.AccessLog, dualStack bool) *listenerv3.FilterChain {
+// ingressChains serve one node listener: one chain, or two when TLS is
+// PERMISSIVE. With several listeners the stat prefix names protocol and
+// port, as App Mesh's did.
+func (b *build) ingressChains(vn *appmesh.VirtualNodeData, pp portProto, several bool, logs []*accesslogv3.AccessLog, dualStack bool) []*listenerv3.FilterChain {
 	l := nodeListener(vn, pp.port)
 	local := localClusterName(b.id.Mesh, b.id.Name, pp.proto, pp.port)
 	addr := "127.0.0.1"
@@ -55,8 +54,8 @@ func (b *build) ingressChain(vn *appmesh.VirtualNodeData, pp portProto, several 
 		f = b.hcmFilter(b.hcm(statPrefix, rds, pp.proto, logs, envoyFlavor))
 	}
 	fc := &listenerv3.FilterChain{Name: rdsOrTCPName("ingress", pp), FilterChainMatch: portMatch(pp.port), Filters: []*listenerv3.Filter{f}}
-	b.listenerTLS(fc, l.Tls)
-	return fc
+	mode, spec := nodeServerTLS(l.Tls)
+	return b.serverChains(fc, mode, spec)
 }
 
 func rdsOrTCPName(direction string, pp portProto) string {

@@ -38,7 +38,7 @@ func (b *build) egressRouteConfig(name string, sps []svcPort, domainPort uint32,
 func (b *build) egressRoutes(sp svcPort, fl flavor) []*routev3.Route {
 	var out []*routev3.Route
 	for _, r := range sp.routes {
-		if er := b.egressRoute(r, fl); er != nil {
+		if er := b.egressRoute(sp.service, r, fl); er != nil {
 			out = append(out, er)
 		}
 	}
@@ -47,8 +47,8 @@ func (b *build) egressRoutes(sp svcPort, fl flavor) []*routev3.Route {
 
 // egressRoute converts one App Mesh route; nil when no target has weight,
 // which Envoy and gRPC both refuse.
-func (b *build) egressRoute(r meshRoute, fl flavor) *routev3.Route {
-	wc := b.weightedClusters(r.targets, fl)
+func (b *build) egressRoute(service string, r meshRoute, fl flavor) *routev3.Route {
+	wc := b.weightedClusters(service, r.targets, fl)
 	if wc == nil {
 		return nil
 	}
@@ -104,12 +104,12 @@ func routeMatch(r meshRoute) *routev3.RouteMatch {
 
 // weightedClusters keeps zero weights, as App Mesh did (a canary at 0 shows
 // in the config); total_weight is the sum, which C-core gRPC requires.
-func (b *build) weightedClusters(ts []target, fl flavor) *routev3.WeightedCluster {
+func (b *build) weightedClusters(service string, ts []target, fl flavor) *routev3.WeightedCluster {
 	wc := &routev3.WeightedCluster{}
 	var total uint32
 	for _, t := range ts {
 		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
-			Name: b.egressCluster(t, fl), Weight: u32(t.weight)})
+			Name: b.egressCluster(service, t, fl), Weight: u32(t.weight)})
 		total += t.weight
 	}
 	if total == 0 {
