@@ -1,0 +1,35 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+
+	"github.com/weftmesh/weft/internal/proxy"
+)
+
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg proxy.Config
+	arn := envOr("APPMESH_RESOURCE_ARN", envOr("APPMESH_RESOURCE_NAME", envOr("APPMESH_VIRTUAL_NODE_NAME", "")))
+	fs.StringVar(&cfg.ResourceARN, "resource-arn", arn, "virtual node or gateway ARN, or mesh/<mesh>/virtualNode/<name> (env APPMESH_RESOURCE_ARN)")
+	fs.StringVar(&cfg.NodeCluster, "node-cluster", envOr("APPMESH_RESOURCE_CLUSTER", envOr("APPMESH_VIRTUAL_NODE_CLUSTER", "")), "xDS node.cluster; defaults to the ARN (env APPMESH_RESOURCE_CLUSTER)")
+	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "control plane ADS address, host:port, plaintext gRPC (env APPMESH_XDS_ENDPOINT)")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", envOr("WEFT_PROXY_ADMIN_ADDR", "127.0.0.1:9901"), "admin listener; empty disables it (env WEFT_PROXY_ADMIN_ADDR)")
+	level := fs.String("log-level", envOr("ENVOY_LOG_LEVEL", "info"), "debug, info, warn or error (env ENVOY_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		lv = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	p, err := proxy.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}

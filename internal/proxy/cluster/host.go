@@ -1,0 +1,129 @@
+package cluster
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Health flags of a host; any set flag makes it unhealthy.
+const (
+	failedActiveHC  uint32 = 1 << iota // active health check failed
+	pendingActiveHC                    // never checked yet
+	edsUnhealthy                       // EDS said UNHEALTHY, DRAINING or TIMEOUT
+	outlierEjected                     // ejected by outlier detection
+)
+
+// Host is one upstream endpoint. It outlives host-set updates that keep its
+// address, so health and outlier state carry over.
+type Host struct {
+	Addr     string // ip:port the proxy connects to
+	Hostname string // DNS name it came from, if any
+	Weight   uint32
+
+	flags atomic.Uint32
+
+	// Statistics, shown by /clusters.
+	rqActive  atomic.Int64
+	rqTotal   atomic.Int64
+	rqSuccess atomic.Int64
+	rqError   atomic.Int64
+	rqTimeout atomic.Int64
+	cxActive  atomic.Int64
+	cxTotal   atomic.Int64
+	cxFail    atomic.Int64
+
+	// Outlier detection, updated on the request path.
+	consec5xx     atomic.Int32
+	consecGateway atomic.Int32
+	outlierMu     sync.Mutex
+	ejections     int       // times ejected; protected by outlierMu
+	ejectedUntil  time.Time // protected by outlierMu
+	lastUsed      atomic.Int64
+
+	// Active health checking; owned by the cluster's checker goroutine.
+	hcFails, hcPasses int
+}
+
+// Healthy reports whether no health flag is set.
+func (h *Host) Healthy() bool { return h.flags.Load() == 0 }
+
+func (h *Host) setFlag(f uint32, on bool) {
+	for {
+		old := h.flags.Load()
+		nw := old &^ f
+		if on {
+			nw = old | f
+		}
+		if h.flags.CompareAndSwap(old, nw) {
+			return
+		}
+	}
+}
+
+// HealthString renders the flags as Envoy's /clusters health_flags.
+func (h *Host) HealthString() string {
+	f := h.flags.Load()
+	if f == 0 {
+		return "healthy"
+	}
+	s := ""
+	add := func(x string) {
+		if s != "" {
+			s += "|"
+		}
+		s += x
+	}
+	if f&failedActiveHC != 0 {
+		add("/failed_active_hc")
+	}
+	if f&pendingActiveHC != 0 {
+		add("/pending_active_hc")
+	}
+	if f&outlierEjected != 0 {
+		add("/failed_outlier_check")
+	}
+	if f&edsUnhealthy != 0 {
+		add("/failed_eds_health")
+	}
+	return s
+}
+
+// RequestStarted and RequestDone keep per-host counts for least-request
+// balancing and /clusters.
+func (h *Host) RequestStarted() { h.rqActive.Add(1); h.rqTotal.Add(1) }
+
+// hostSet is an immutable list of hosts plus the balancer state for it.
+type hostSet struct {
+	hosts    []*Host
+	weighted bool // weights differ: use smooth weighted round robin
+	mu       sync.Mutex
+	cur      []int64 // smooth WRR current weights; protected by mu
+}
+
+func newHostSet(hosts []*Host) *hostSet {
+	hs := &hostSet{hosts: hosts}
+	for _, h := range hosts {
+		if h.Weight != hosts[0].Weight {
+			hs.weighted = true
+			break
+		}
+	}
+	if hs.weighted {
+		hs.cur = make([]int64, len(hosts))
+	}
+	return hs
+}
+
+// HostStats is a point-in-time copy of a host's counters.
+type HostStats struct {
+	RqActive, RqTotal, RqSuccess, RqError, RqTimeout int64
+	CxActive, CxTotal, CxConnectFail                 int64
+}
+
+// Snapshot copies the host's counters.
+func (h *Host) Snapshot() HostStats {
+	return HostStats{RqActive: h.rqActive.Load(), RqTotal: h.rqTotal.Load(), RqSuccess: h.rqSuccess.Load(),
+		RqError: h.rqError.Load(), RqTimeout: h.rqTimeout.Load(), CxActive: h.cxActive.Load(),
+		CxTotal: h.cxTotal.Load(), CxConnectFail: h.cxFail.Load()}
+}

@@ -1,0 +1,144 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/internal/proxy/stats"
+)
+
+// Manager owns every cluster of a proxy. Get is safe on the request path;
+// Apply and SetEndpoints are called by one goroutine (the xDS client).
+type Manager struct {
+	log   *slog.Logger
+	stats *stats.Store
+	ctx   context.Context // parent of every cluster's background work
+
+	clusters atomic.Pointer[map[string]*Cluster]
+
+	mu        sync.Mutex                                   // serialises Apply, SetEndpoints, Close
+	endpoints map[string]*endpointv3.ClusterLoadAssignment // last accepted, by cluster name; protected by mu
+}
+
+// NewManager returns a manager whose clusters run until ctx ends or Close.
+func NewManager(ctx context.Context, st *stats.Store, log *slog.Logger) *Manager {
+	m := &Manager{log: log, stats: st, ctx: ctx, endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
+	empty := map[string]*Cluster{}
+	m.clusters.Store(&empty)
+	st.Scope("cluster_manager.", "envoy_cluster_manager_").GaugeFunc("active_clusters",
+		func() int64 { return int64(len(*m.clusters.Load())) })
+	return m
+}
+
+// Get returns the named cluster or nil.
+func (m *Manager) Get(name string) *Cluster { return (*m.clusters.Load())[name] }
+
+// All returns the current clusters (shared; do not modify).
+func (m *Manager) All() map[string]*Cluster { return *m.clusters.Load() }
+
+// Apply makes pbs the complete set of clusters (a CDS state of the world).
+// Unchanged clusters keep running; new and changed ones are built first
+// and only swapped in when all of them built. It returns the names of the
+// EDS clusters, whose endpoints the caller subscribes to.
+func (m *Manager) Apply(pbs []*clusterv3.Cluster) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.clusters.Load()
+	next := make(map[string]*Cluster, len(pbs))
+	var fresh []*Cluster
+	var errs []error
+	for _, pb := range pbs {
+		if _, dup := next[pb.GetName()]; dup {
+			errs = append(errs, fmt.Errorf("cluster %s: duplicate name", pb.GetName()))
+			continue
+		}
+		if c, ok := old[pb.GetName()]; ok && proto.Equal(c.PB, pb) {
+			next[pb.GetName()] = c
+			continue
+		}
+		c, err := Build(pb, m.stats, m.log)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		next[pb.GetName()] = c
+		fresh = append(fresh, c)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	for _, c := range fresh {
+		if la, ok := m.endpoints[c.Name]; ok && c.Type == EDS {
+			// A rebuilt cluster keeps the endpoints it had (App Mesh lost
+			// them for half an hour when it did not: roadmap #192).
+			_ = c.setEndpoints(la) // validated when accepted
+		}
+		c.start(m.ctx, m.stats)
+	}
+	m.clusters.Store(&next)
+	var eds []string
+	for name, c := range next {
+		if c.Type == EDS {
+			eds = append(eds, name)
+		}
+	}
+	for name, c := range old {
+		if next[name] != c {
+			c.halt()
+		}
+		if _, ok := next[name]; !ok {
+			delete(m.endpoints, name)
+		}
+	}
+	return eds, nil
+}
+
+// SetEndpoints applies EDS assignments (a subset of clusters may be
+// named). All are validated before any is applied.
+func (m *Manager) SetEndpoints(las []*endpointv3.ClusterLoadAssignment) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, la := range las {
+		if err := CheckEndpoints(la); err != nil {
+			return err
+		}
+	}
+	cur := *m.clusters.Load()
+	for _, la := range las {
+		m.endpoints[la.GetClusterName()] = la
+		if c, ok := cur[la.GetClusterName()]; ok && c.Type == EDS {
+			_ = c.setEndpoints(la) // validated above
+		}
+	}
+	return nil
+}
+
+// Endpoints returns the accepted assignments, for config_dump.
+func (m *Manager) Endpoints() []*endpointv3.ClusterLoadAssignment {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*endpointv3.ClusterLoadAssignment, 0, len(m.endpoints))
+	for _, la := range m.endpoints {
+		out = append(out, la)
+	}
+	return out
+}
+
+// Close stops every cluster's background work and waits for it.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range *m.clusters.Load() {
+		c.halt()
+	}
+	empty := map[string]*Cluster{}
+	m.clusters.Store(&empty)
+}

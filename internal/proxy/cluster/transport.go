@@ -1,0 +1,190 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+type hostKey struct{}
+
+// WithHost returns a context that tells the dialer which host a new
+// upstream connection is for, so connection stats land on it.
+func WithHost(ctx context.Context, h *Host) context.Context {
+	return context.WithValue(ctx, hostKey{}, h)
+}
+
+// ConnectError is a failed upstream connect (response flag UF).
+type ConnectError struct {
+	Addr    string
+	Timeout bool
+	Err     error
+}
+
+func (e *ConnectError) Error() string {
+	if e.Timeout {
+		return "connect " + e.Addr + ": timeout"
+	}
+	return "connect " + e.Addr + ": " + e.Err.Error()
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// maxGate is the largest max_connections enforced with a queue; above it
+// (App Mesh's 2147483647 and Envoy's 1024 defaults included) connections
+// are pooled freely and only counted.
+const maxGate = 1 << 16
+
+func (c *Cluster) transports() {
+	newT := func(h2 bool) *http.Transport {
+		t := &http.Transport{
+			DialContext:         c.dial,
+			MaxIdleConnsPerHost: 1024,
+			IdleConnTimeout:     c.idleTimeout(),
+			// The proxy passes bodies through untouched: no transparent
+			// gzip, no proxy from the environment.
+			DisableCompression: true,
+			Proxy:              nil,
+			ForceAttemptHTTP2:  false,
+		}
+		if c.cb.maxConnections < maxGate {
+			t.MaxConnsPerHost = int(c.cb.maxConnections)
+		}
+		p := new(http.Protocols)
+		if h2 {
+			p.SetUnencryptedHTTP2(true)
+		} else {
+			p.SetHTTP1(true)
+		}
+		t.Protocols = p
+		return t
+	}
+	if c.HTTP2 || c.UseDownstream {
+		c.h2 = newT(true)
+	}
+	if !c.HTTP2 || c.UseDownstream {
+		c.h1 = newT(false)
+		if c.cb.maxConnections < maxGate {
+			c.gate = &gate{maxActive: int(c.cb.maxConnections), maxPending: int(min(c.cb.maxPending, maxGate))}
+		}
+	}
+}
+
+// Transport returns the round tripper for a request that arrived over
+// HTTP/downstreamMajor, and whether it speaks HTTP/1.1.
+func (c *Cluster) Transport(downstreamMajor int) (http.RoundTripper, bool) {
+	if c.UseDownstream {
+		if downstreamMajor == 2 {
+			return c.h2, false
+		}
+		return c.h1, true
+	}
+	if c.HTTP2 {
+		return c.h2, false
+	}
+	return c.h1, true
+}
+
+// dial opens an upstream connection with connect_timeout and keeps the
+// cluster's and host's connection stats.
+func (c *Cluster) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	h, _ := ctx.Value(hostKey{}).(*Host)
+	// The dial may outlive the request that started it (Go's pool hands the
+	// connection to whoever needs one next), so it is not cancelled with
+	// the request; connect_timeout bounds it.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.connectTimeout)
+	defer cancel()
+	c.Stats.CxTotal.Inc()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, network, addr)
+	if err != nil {
+		c.Stats.CxConnectFail.Inc()
+		if h != nil {
+			h.cxFail.Add(1)
+		}
+		timeout := errors.Is(err, context.DeadlineExceeded)
+		if timeout {
+			c.Stats.CxConnectTimeout.Inc()
+		}
+		return nil, &ConnectError{Addr: addr, Timeout: timeout, Err: err}
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	c.cxActive.Add(1)
+	c.Stats.CxActive.Inc()
+	if h != nil {
+		h.cxActive.Add(1)
+		h.cxTotal.Add(1)
+	}
+	return &countedConn{Conn: conn, c: c, h: h}, nil
+}
+
+// DialTCP opens a raw upstream connection for tcp_proxy.
+func (c *Cluster) DialTCP(ctx context.Context, h *Host) (net.Conn, error) {
+	if n := c.cxActive.Load(); n >= int64(c.cb.maxConnections) {
+		c.Stats.CxOverflow.Inc()
+		return nil, ErrOverflow
+	}
+	return c.dial(WithHost(ctx, h), "tcp", h.Addr)
+}
+
+type countedConn struct {
+	net.Conn
+	c    *Cluster
+	h    *Host
+	once sync.Once
+}
+
+func (cc *countedConn) Close() error {
+	cc.once.Do(func() {
+		cc.c.cxActive.Add(-1)
+		cc.c.Stats.CxActive.Dec()
+		if cc.h != nil {
+			cc.h.cxActive.Add(-1)
+		}
+	})
+	return cc.Conn.Close()
+}
+
+// CloseWrite half-closes, for tcp_proxy.
+func (cc *countedConn) CloseWrite() error {
+	if cw, ok := cc.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// RequestDone records the outcome of one request to h: code is the
+// upstream status, or 0 when the request failed without a response;
+// gatewayFailure marks connect failures, resets and timeouts. It feeds
+// outlier detection.
+func (c *Cluster) RequestDone(h *Host, code int, gatewayFailure bool, timedOut bool) {
+	h.rqActive.Add(-1)
+	if timedOut {
+		h.rqTimeout.Add(1)
+	}
+	if code >= 500 || code == 0 {
+		h.rqError.Add(1)
+	} else {
+		h.rqSuccess.Add(1)
+	}
+	if c.outlier != nil {
+		c.outlierRecord(h, code, gatewayFailure)
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

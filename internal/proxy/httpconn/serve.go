@@ -1,0 +1,538 @@
+package httpconn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/cluster"
+	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// Causes of a stream's cancellation, told apart for response flags.
+var (
+	errRouteTimeout = errors.New("upstream request timeout")
+	errIdleTimeout  = errors.New("stream idle timeout")
+	errDuration     = errors.New("max stream duration reached")
+	errPerTry       = errors.New("per try timeout")
+)
+
+// stream is one request's state, owned by the handler goroutine; the
+// upstream round tripper and ReverseProxy hooks reach it through the
+// request context.
+type stream struct {
+	m        *HCM
+	conn     *listener.Conn
+	in       *http.Request
+	start    time.Time
+	rc       *route.Config
+	vh       *route.VirtualHost
+	rt       *route.Route
+	cl       *cluster.Cluster
+	wops     *route.HeaderOps
+	upPath   string // rewritten path, escaped
+	rewrote  bool
+	flags    accesslog.Flags
+	host     *cluster.Host
+	attempts int
+	upStart  time.Time     // first upstream attempt
+	svcTime  time.Duration // upstream time to response headers
+	cancel   context.CancelCauseFunc
+	ctx      context.Context // the stream's context, cancelled with a cause
+	activity atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
+	rxBytes  atomic.Int64
+	details  string
+}
+
+type streamKey struct{}
+
+func streamFrom(ctx context.Context) *stream {
+	s, _ := ctx.Value(streamKey{}).(*stream)
+	return s
+}
+
+func (s *stream) touch() { s.activity.Store(time.Now().UnixNano()) }
+
+// serve handles one downstream request.
+func (m *HCM) serve(w http.ResponseWriter, r *http.Request, c *listener.Conn) {
+	s := &stream{m: m, conn: c, in: r, start: time.Now()}
+	m.stats.rqTotal.Inc()
+	m.stats.rqActive.Inc()
+	if r.ProtoMajor == 2 {
+		m.stats.rqHTTP2.Inc()
+	} else {
+		m.stats.rqHTTP1.Inc()
+	}
+	rw := &respWriter{ResponseWriter: w, s: s}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, s: s}
+	}
+	defer func() {
+		p := recover()
+		if p != nil && r.Context().Err() != nil {
+			s.flags |= accesslog.DownstreamConnectionTermination
+		}
+		m.finish(s, rw)
+		if p != nil {
+			panic(p) // http.ErrAbortHandler: net/http resets the stream
+		}
+	}()
+	path := r.URL.EscapedPath()
+	if r.Method == http.MethodConnect || path == "" || path[0] != '/' {
+		m.localReply(rw, s, http.StatusNotFound, accesslog.NoRouteFound, "", "route_not_found")
+		return
+	}
+	if m.mergeSlashes {
+		path = mergeSlashes(path)
+	}
+	if m.normalizePath {
+		path = removeDotSegments(path)
+	}
+	s.rc = m.routeConfig()
+	if s.rc != nil {
+		s.vh, s.rt = s.rc.Match(r, path)
+	}
+	if s.rt == nil {
+		m.stats.noRoute.Inc()
+		m.localReply(rw, s, http.StatusNotFound, accesslog.NoRouteFound, "", "route_not_found")
+		return
+	}
+	if s.rt.Kind == route.Direct {
+		m.stats.directResponse.Inc()
+		s.details = "direct_response"
+		m.applyResponseHeaders(s, rw.Header())
+		if s.rt.DirectBody != "" {
+			rw.Header().Set("Content-Type", "text/plain")
+			rw.Header().Set("Content-Length", strconv.Itoa(len(s.rt.DirectBody)))
+		}
+		rw.WriteHeader(s.rt.DirectStatus)
+		_, _ = io.WriteString(rw, s.rt.DirectBody)
+		return
+	}
+	var name string
+	name, s.wops = s.rt.Pick()
+	s.cl = m.deps.Clusters.Get(name)
+	if s.cl == nil {
+		m.stats.noCluster.Inc()
+		s.details = "cluster_not_found"
+		m.localReply(rw, s, http.StatusServiceUnavailable, accesslog.NoClusterFound, "", "cluster_not_found")
+		return
+	}
+	s.upPath = s.rt.RewritePath(path)
+	s.rewrote = s.upPath != path
+
+	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), streamKey{}, s))
+	s.cancel, s.ctx = cancel, ctx
+	defer cancel(nil)
+	for _, t := range m.timers(s) {
+		defer t.Stop()
+	}
+	m.rp().ServeHTTP(rw, r.WithContext(ctx))
+}
+
+// timers arms the route timeout, the max stream duration and the stream
+// idle timeout; each cancels the stream with its cause.
+func (m *HCM) timers(s *stream) []*time.Timer {
+	var ts []*time.Timer
+	rt := s.rt
+	timeout := rt.Timeout
+	if rt.UseGRPCTimeout {
+		if d, ok := parseGRPCTimeout(s.in.Header.Get("Grpc-Timeout")); ok {
+			d -= rt.GRPCTimeoutOffset
+			if rt.GRPCTimeoutHeaderMax > 0 && d > rt.GRPCTimeoutHeaderMax {
+				d = rt.GRPCTimeoutHeaderMax
+			}
+			timeout = max(d, time.Millisecond)
+		} else if rt.GRPCTimeoutHeaderMax > 0 || rt.Timeout == route.DefaultTimeout {
+			// max_stream_duration.grpc_timeout_header_max set without a
+			// header: Envoy falls back to the route timeout.
+			timeout = rt.Timeout
+		}
+	}
+	if timeout > 0 {
+		ts = append(ts, time.AfterFunc(timeout, func() { s.cancel(errRouteTimeout) }))
+	}
+	msd := rt.MaxStreamDuration
+	if msd == 0 {
+		msd = m.maxStreamDuration
+	}
+	if msd > 0 {
+		ts = append(ts, time.AfterFunc(msd, func() { s.cancel(errDuration) }))
+	}
+	idle := m.streamIdle
+	if rt.HasIdleTimeout {
+		idle = rt.IdleTimeout
+	}
+	if idle > 0 {
+		s.touch()
+		var t *time.Timer
+		var check func()
+		check = func() {
+			quiet := time.Duration(time.Now().UnixNano() - s.activity.Load())
+			if quiet >= idle {
+				s.cancel(errIdleTimeout)
+				return
+			}
+			t.Reset(idle - quiet)
+		}
+		t = time.AfterFunc(idle, check)
+		ts = append(ts, t)
+	}
+	return ts
+}
+
+// parseGRPCTimeout parses a grpc-timeout header value such as "100m".
+func parseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
+		'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+var (
+	bufPool  = &bytePool{p: sync.Pool{New: func() any { return make([]byte, 32<<10) }}}
+	quietLog = log.New(io.Discard, "", 0)
+)
+
+type bytePool struct{ p sync.Pool }
+
+func (b *bytePool) Get() []byte  { return b.p.Get().([]byte) }
+func (b *bytePool) Put(x []byte) { b.p.Put(x) } //nolint:staticcheck // slices are fine here
+
+// rp returns the HCM's reverse proxy.
+func (m *HCM) rp() *httputil.ReverseProxy { return m.proxy }
+
+func (m *HCM) newProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        m.rewrite,
+		Transport:      upstream{},
+		ModifyResponse: m.modifyResponse,
+		ErrorHandler:   m.errorHandler,
+		BufferPool:     bufPool,
+		ErrorLog:       quietLog, // copy errors are reflected in flags and stats
+	}
+}
+
+// rewrite builds the upstream request: path and host rewrites, header
+// mutations, Envoy's request headers.
+func (m *HCM) rewrite(pr *httputil.ProxyRequest) {
+	s := streamFrom(pr.In.Context())
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = "upstream" // replaced by the chosen host on each attempt
+	if s.rewrote {
+		out.URL.RawPath = s.upPath
+		out.URL.Path, _ = url.PathUnescape(s.upPath)
+		out.Header.Set("X-Envoy-Original-Path", pr.In.URL.RequestURI())
+	}
+	out.Host = pr.In.Host
+	if s.rt.HostRewrite != "" {
+		out.Host = s.rt.HostRewrite
+	}
+	// ReverseProxy drops X-Forwarded-* before Rewrite; Envoy keeps them.
+	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"} {
+		if v, ok := pr.In.Header[k]; ok {
+			out.Header[k] = v
+		}
+	}
+	if m.useRemoteAddress {
+		ip := s.conn.Src.Addr().String()
+		if prior := out.Header.Get("X-Forwarded-For"); prior != "" {
+			ip = prior + "," + ip
+		}
+		out.Header.Set("X-Forwarded-For", ip)
+	}
+	if out.Header.Get("X-Forwarded-Proto") == "" {
+		out.Header.Set("X-Forwarded-Proto", "http")
+	}
+	if m.generateRequestID && out.Header.Get("X-Request-Id") == "" {
+		out.Header.Set("X-Request-Id", newRequestID())
+	}
+	// Most specific first; later levels win on conflicts, as Envoy does
+	// unless most_specific_header_mutations_wins.
+	for _, ops := range []*route.HeaderOps{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers} {
+		if ops == nil {
+			continue
+		}
+		for _, k := range ops.RequestRemove {
+			out.Header.Del(k)
+		}
+		for i := range ops.RequestAdd {
+			ops.RequestAdd[i].Apply(out.Header)
+		}
+	}
+}
+
+func (m *HCM) applyResponseHeaders(s *stream, h http.Header) {
+	for _, ops := range []*route.HeaderOps{s.wops, routeOps(s.rt), vhOps(s.vh), rcOps(s.rc)} {
+		if ops == nil {
+			continue
+		}
+		for _, k := range ops.ResponseRemove {
+			h.Del(k)
+		}
+		for i := range ops.ResponseAdd {
+			ops.ResponseAdd[i].Apply(h)
+		}
+	}
+	switch m.serverHeader {
+	case 0: // OVERWRITE
+		h.Set("Server", m.serverName)
+	case 1: // APPEND_IF_ABSENT
+		if h.Get("Server") == "" {
+			h.Set("Server", m.serverName)
+		}
+	}
+}
+
+func routeOps(r *route.Route) *route.HeaderOps {
+	if r == nil {
+		return nil
+	}
+	return &r.Headers
+}
+
+func vhOps(v *route.VirtualHost) *route.HeaderOps {
+	if v == nil {
+		return nil
+	}
+	return &v.Headers
+}
+
+func rcOps(c *route.Config) *route.HeaderOps {
+	if c == nil {
+		return nil
+	}
+	return &c.Headers
+}
+
+func (m *HCM) modifyResponse(resp *http.Response) error {
+	s := streamFrom(resp.Request.Context())
+	resp.Header.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(s.svcTime.Milliseconds(), 10))
+	m.applyResponseHeaders(s, resp.Header)
+	return nil
+}
+
+// localError is what the upstream round tripper returns instead of a
+// response: the local reply Envoy would send.
+type localError struct {
+	code    int
+	flags   accesslog.Flags
+	body    string
+	details string
+}
+
+func (e *localError) Error() string { return e.body }
+
+func (m *HCM) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	s := streamFrom(r.Context())
+	var le *localError
+	if !errors.As(err, &le) {
+		le = &localError{code: http.StatusServiceUnavailable, flags: accesslog.UpstreamConnectionTermination,
+			body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
+	}
+	if s.in.Context().Err() != nil {
+		// The client went away: nothing to answer.
+		s.flags |= accesslog.DownstreamConnectionTermination | le.flags
+		return
+	}
+	m.localReply(w, s, le.code, le.flags, le.body, le.details)
+}
+
+// localReply answers without an upstream response, as gRPC (trailers
+// only, grpc-status) when the request is gRPC.
+func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags accesslog.Flags, body, details string) {
+	s.flags |= flags
+	if details != "" {
+		s.details = details
+	}
+	h := w.Header()
+	m.applyResponseHeaders(s, h)
+	if strings.HasPrefix(s.in.Header.Get("Content-Type"), "application/grpc") {
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", strconv.Itoa(grpcStatusFor(code)))
+		if body != "" {
+			h.Set("Grpc-Message", body)
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if body != "" {
+		h.Set("Content-Type", "text/plain")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
+}
+
+// grpcStatusFor maps an HTTP status to a gRPC code as Envoy does.
+func grpcStatusFor(code int) int {
+	switch code {
+	case 400:
+		return 13
+	case 401:
+		return 16
+	case 403:
+		return 7
+	case 404:
+		return 12
+	case 429, 502, 503, 504:
+		return 14
+	}
+	return 2
+}
+
+// finish records stats and writes access logs once the request is done.
+func (m *HCM) finish(s *stream, rw *respWriter) {
+	m.stats.rqActive.Dec()
+	m.stats.rqCompleted.Inc()
+	code := rw.code
+	if code >= 100 && code < 600 {
+		m.stats.classes[code/100].Inc()
+	}
+	if len(m.logs) == 0 {
+		return
+	}
+	e := accesslog.Entry{
+		Start: s.start, Duration: time.Since(s.start), RequestDuration: -1, ResponseDuration: -1,
+		Request: s.in, Protocol: s.in.Proto, ResponseCode: code, ResponseHeader: rw.Header(),
+		ResponseTrailer: rw.Header(), CodeDetails: s.details, Flags: s.flags,
+		BytesReceived: s.rxBytes.Load(), BytesSent: rw.bytes, Attempts: s.attempts,
+		DownstreamRemote: s.conn.Src.String(), DownstreamLocal: s.conn.Dst.String(),
+		DownstreamDirectPeer: s.conn.Src.String(), ServerName: s.conn.ServerName, ConnectionID: s.conn.ID,
+	}
+	if s.in.ProtoMajor == 2 {
+		e.Protocol = "HTTP/2"
+	}
+	if !rw.first.IsZero() {
+		e.ResponseDuration = rw.first.Sub(s.start)
+	}
+	if s.rt != nil {
+		e.RouteName = s.rt.Name
+	}
+	if s.cl != nil {
+		e.UpstreamCluster = s.cl.Name
+	}
+	if s.host != nil {
+		e.UpstreamHost = s.host.Addr
+	}
+	for _, l := range m.logs {
+		l.Log(&e)
+	}
+}
+
+// respWriter records the status, the bytes sent and activity.
+type respWriter struct {
+	http.ResponseWriter
+	s     *stream
+	code  int
+	bytes int64
+	first time.Time
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code) // 1xx informational: not final
+		return
+	}
+	if w.code == 0 {
+		w.code = code
+		w.first = time.Now()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	w.s.touch()
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countingBody counts downstream request bytes and activity.
+type countingBody struct {
+	io.ReadCloser
+	s *stream
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.s.rxBytes.Add(int64(n))
+		b.s.touch()
+	}
+	return n, err
+}
+
+// mergeSlashes collapses runs of '/'.
+func mergeSlashes(p string) string {
+	if !strings.Contains(p, "//") {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && i > 0 && p[i-1] == '/' {
+			continue
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+// removeDotSegments normalises "." and ".." segments (RFC 3986 5.2.4),
+// keeping a trailing slash.
+func removeDotSegments(p string) string {
+	if !strings.Contains(p, "/.") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	out := make([]string, 0, len(segs))
+	for i, seg := range segs {
+		switch seg {
+		case ".":
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 1 {
+				out = out[:len(out)-1]
+			}
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, seg)
+		}
+	}
+	r := strings.Join(out, "/")
+	if !strings.HasPrefix(r, "/") {
+		r = "/" + r
+	}
+	return r
+}

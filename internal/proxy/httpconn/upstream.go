@@ -1,0 +1,356 @@
+package httpconn
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/cluster"
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// maxRetryBuffer is how much of a request body is kept for retries
+// (Envoy's default per-connection buffer limit); a longer body is sent
+// once, without retries.
+const maxRetryBuffer = 1 << 20
+
+// upstream is the ReverseProxy transport: it picks hosts, applies circuit
+// breakers and per-try timeouts, and retries by the route's policy. It
+// returns a response, or a *localError describing the local reply.
+type upstream struct{}
+
+func (upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	s := streamFrom(req.Context())
+	c := s.cl
+	rp := s.rt.Retry
+	ctx := req.Context()
+	tr, http1 := c.Transport(s.in.ProtoMajor)
+	var body *replayBody
+	if rp != nil && rp.NumRetries > 0 && req.Body != nil && req.Body != http.NoBody {
+		body = &replayBody{src: req.Body}
+	}
+	var tried [4]*cluster.Host
+	triedN := 0
+	var avoid func(*cluster.Host) bool
+	if rp != nil && rp.PreviousHosts {
+		avoid = func(h *cluster.Host) bool {
+			for _, t := range tried[:min(triedN, len(tried))] {
+				if t == h {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	attempts := 1
+	if rp != nil {
+		attempts = rp.HostSelectionAttempts
+	}
+	var releaseRetry func()
+	for n := 0; ; n++ {
+		h, err := c.Pick(avoid, attempts)
+		if err != nil {
+			return nil, &localError{code: 503, flags: accesslog.NoHealthyUpstream, body: "no healthy upstream", details: "no_healthy_upstream"}
+		}
+		if triedN < len(tried) {
+			tried[triedN] = h
+		}
+		triedN++
+		s.host = h
+		s.attempts = n + 1
+		release, err := c.Acquire(ctx, http1)
+		if err != nil {
+			if releaseRetry != nil {
+				releaseRetry()
+			}
+			if errors.Is(err, cluster.ErrOverflow) {
+				return nil, &localError{code: 503, flags: accesslog.UpstreamOverflow, details: "upstream_reset_before_response_started{overflow}",
+					body: "upstream connect error or disconnect/reset before headers. reset reason: overflow"}
+			}
+			return nil, s.ctxError(ctx)
+		}
+		if releaseRetry != nil {
+			prev := release
+			r := releaseRetry
+			release = func() { prev(); r() }
+			releaseRetry = nil
+		}
+		actx, acancel := ctx, context.CancelFunc(func() {})
+		if rp != nil && rp.PerTryTimeout > 0 {
+			actx, acancel = context.WithTimeoutCause(ctx, rp.PerTryTimeout, errPerTry)
+		}
+		areq := req.WithContext(cluster.WithHost(actx, h))
+		areq.URL.Host = h.Addr
+		if body != nil {
+			if err := body.waitPrevious(ctx); err != nil {
+				acancel()
+				release()
+				return nil, s.ctxError(ctx)
+			}
+			areq.Body = body.next()
+			if !body.overflow() {
+				areq.GetBody = func() (io.ReadCloser, error) { return body.next(), nil }
+			}
+		}
+		if s.upStart.IsZero() {
+			s.upStart = time.Now()
+		}
+		t0 := time.Now()
+		h.RequestStarted()
+		c.Stats.RqTotal.Inc()
+		resp, err := tr.RoundTrip(areq)
+		if err != nil {
+			le, retriable, timedOut := s.classify(ctx, actx, err, rp)
+			c.RequestDone(h, 0, true, timedOut)
+			acancel()
+			release()
+			if retriable && n < rp.NumRetries && (body == nil || !body.overflow()) {
+				if r, ok := c.AcquireRetry(); ok {
+					releaseRetry = r
+					c.Stats.RqRetry.Inc()
+					if !backoff(ctx, rp, n+1) {
+						releaseRetry()
+						return nil, s.ctxError(ctx)
+					}
+					continue
+				}
+			} else if retriable && rp != nil && n >= rp.NumRetries {
+				c.Stats.RqRetryLimit.Inc()
+				le.flags |= accesslog.UpstreamRetryLimitExceeded
+			}
+			return nil, le
+		}
+		s.svcTime = time.Since(t0)
+		c.Stats.Response(resp.StatusCode)
+		c.RequestDone(h, resp.StatusCode, false, false)
+		if rp != nil {
+			gs := -1
+			if v := resp.Header.Get("Grpc-Status"); v != "" {
+				gs, _ = strconv.Atoi(v)
+			}
+			if rp.RetriableStatus(resp.StatusCode, gs) {
+				if n < rp.NumRetries && (body == nil || !body.overflow()) {
+					if r, ok := c.AcquireRetry(); ok {
+						_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+						_ = resp.Body.Close()
+						acancel()
+						release()
+						releaseRetry = r
+						c.Stats.RqRetry.Inc()
+						if !backoff(ctx, rp, n+1) {
+							releaseRetry()
+							return nil, s.ctxError(ctx)
+						}
+						continue
+					}
+				} else {
+					c.Stats.RqRetryLimit.Inc()
+					s.flags |= accesslog.UpstreamRetryLimitExceeded
+				}
+			} else if n > 0 {
+				c.Stats.RqRetrySuccess.Inc()
+			}
+		}
+		resp.Body = &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }}
+		return resp, nil
+	}
+}
+
+// backoff sleeps Envoy's jittered exponential retry back-off before retry
+// n (1-based); false when ctx ended first.
+func backoff(ctx context.Context, rp *route.RetryPolicy, n int) bool {
+	ceil := rp.BackoffBase << min(n-1, 20)
+	if ceil > rp.BackoffMax || ceil <= 0 {
+		ceil = rp.BackoffMax
+	}
+	d := time.Duration(rand.Int64N(int64(ceil) + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ctxError turns the stream context's end into a local reply.
+func (s *stream) ctxError(ctx context.Context) *localError {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errRouteTimeout):
+		s.cl.Stats.RqTimeout.Inc()
+		return &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: "upstream_response_timeout"}
+	case errors.Is(cause, errIdleTimeout):
+		s.m.stats.rqIdleTimeout.Inc()
+		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: "stream_idle_timeout"}
+	case errors.Is(cause, errDuration):
+		return &localError{code: 408, flags: accesslog.DurationTimeout, body: "downstream duration timeout", details: "max_duration_timeout"}
+	}
+	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: "downstream_remote_disconnect"}
+}
+
+// classify maps an attempt's transport error to a local reply and
+// whether the retry policy retries it.
+func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryPolicy) (le *localError, retriable, timedOut bool) {
+	if ctx.Err() != nil {
+		le = s.ctxError(ctx)
+		return le, false, le.flags&accesslog.UpstreamRequestTimeout != 0
+	}
+	if errors.Is(context.Cause(actx), errPerTry) {
+		s.cl.Stats.RqPerTryTimeout.Inc()
+		le = &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: "upstream_per_try_timeout"}
+		return le, rp != nil && rp.RetriableTimeout(), true
+	}
+	var ce *cluster.ConnectError
+	if errors.As(err, &ce) {
+		le = &localError{code: 503, flags: accesslog.UpstreamConnectionFailure, details: "upstream_reset_before_response_started{connection_failure}",
+			body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure"}
+		return le, rp != nil && rp.RetriableReset(true, false), false
+	}
+	refused := strings.Contains(err.Error(), "REFUSED_STREAM")
+	s.cl.Stats.RqRxReset.Inc()
+	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: "upstream_reset_before_response_started{connection_termination}",
+		body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
+	if refused {
+		le.flags = accesslog.UpstreamRemoteReset
+		le.body = "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
+	}
+	return le, rp != nil && rp.RetriableReset(false, refused), false
+}
+
+// upstreamBody releases the attempt's circuit-breaker slot and context
+// when the response body is done, and keeps the stream active.
+type upstreamBody struct {
+	io.ReadCloser
+	s    *stream
+	done func()
+	once sync.Once
+}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.s.touch()
+	}
+	if err != nil && err != io.EOF {
+		// The response broke after its headers went downstream: record why.
+		s := b.s
+		switch {
+		case s.in.Context().Err() != nil:
+			s.flags |= accesslog.DownstreamConnectionTermination
+		case context.Cause(s.ctx) != nil:
+			s.flags |= s.ctxError(s.ctx).flags
+		default:
+			s.flags |= accesslog.UpstreamRemoteReset
+		}
+	}
+	return n, err
+}
+
+func (b *upstreamBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
+}
+
+// replayBody lets retries resend a request body: attempts read the bytes
+// already seen from memory, then continue from the source.
+type replayBody struct {
+	mu      sync.Mutex
+	src     io.ReadCloser
+	buf     []byte
+	over    bool          // more than maxRetryBuffer was read: no replay
+	current *replayReader // the attempt reading now
+}
+
+func (b *replayBody) overflow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.over
+}
+
+// waitPrevious waits until the previous attempt's transport has closed
+// its body, so two attempts never read the source at once.
+func (b *replayBody) waitPrevious(ctx context.Context) error {
+	b.mu.Lock()
+	cur := b.current
+	b.mu.Unlock()
+	if cur == nil {
+		return nil
+	}
+	select {
+	case <-cur.closed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *replayBody) next() io.ReadCloser {
+	r := &replayReader{b: b, closed: make(chan struct{})}
+	b.mu.Lock()
+	b.current = r
+	b.mu.Unlock()
+	return r
+}
+
+type replayReader struct {
+	b      *replayBody
+	off    int
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (r *replayReader) Read(p []byte) (int, error) {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.off < len(b.buf) {
+		n := copy(p, b.buf[r.off:])
+		r.off += n
+		return n, nil
+	}
+	n, err := b.src.Read(p)
+	if n > 0 && !b.over {
+		if len(b.buf)+n > maxRetryBuffer {
+			b.over, b.buf = true, nil
+		} else {
+			b.buf = append(b.buf, p[:n]...)
+			r.off += n
+		}
+	}
+	return n, err
+}
+
+func (r *replayReader) Close() error {
+	r.once.Do(func() { close(r.closed) })
+	return nil
+}
+
+// newRequestID returns a random UUID v4 for x-request-id.
+func newRequestID() string {
+	var u [16]byte
+	_, _ = crand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	var b [36]byte
+	hex.Encode(b[0:8], u[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
+	return string(b[:])
+}

@@ -1,0 +1,247 @@
+// Package listener runs weft proxy's listening sockets: it accepts
+// connections, recovers the original destination of redirected ones
+// (SO_ORIGINAL_DST after an iptables REDIRECT), inspects TLS for the SNI
+// when a filter chain matches on it, picks the filter chain as Envoy does
+// and hands the connection to the chain's handler (HTTP connection manager
+// or TCP proxy).
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/stats"
+)
+
+// Handler serves a connection that matched a filter chain. It owns c from
+// then on and must close it. ServeConn may return before the connection
+// ends (the HTTP server serves it on its own goroutines).
+type Handler interface {
+	ServeConn(ctx context.Context, c *Conn)
+}
+
+// Chain is one filter chain: a match and what serves it.
+type Chain struct {
+	Name    string
+	Match   Match
+	Handler Handler
+}
+
+// Config is an immutable compiled listener.
+type Config struct {
+	Name string
+	Addr string // host:port to bind
+	// OriginalDst is set by the original_dst listener filter: the
+	// destination is read with SO_ORIGINAL_DST.
+	OriginalDst bool
+	// InspectTLS is set by the tls_inspector listener filter when a chain
+	// matches on server names or transport protocol.
+	InspectTLS      bool
+	FiltersTimeout  time.Duration // listener_filters_timeout; 0 = none
+	ContinueTimeout bool          // continue_on_listener_filters_timeout
+	Chains          []Chain
+	Default         *Chain // default_filter_chain, may be nil
+	matches         []Match
+}
+
+// Conn is an accepted connection with what matching learned about it.
+type Conn struct {
+	net.Conn
+	ID         uint64
+	Listener   string
+	Dst        netip.AddrPort // original destination, or the local address
+	Src        netip.AddrPort
+	ServerName string
+	Chain      *Chain
+	stats      *Stats
+	closed     atomic.Bool
+}
+
+// Close closes the connection once and counts it.
+func (c *Conn) Close() error {
+	err := c.Conn.Close()
+	if c.closed.CompareAndSwap(false, true) && c.stats != nil {
+		c.stats.CxActive.Dec()
+		c.stats.CxDestroy.Inc()
+	}
+	return err
+}
+
+// CloseWrite half-closes (TCP proxy needs it through the wrapper).
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// Stats are Envoy's listener.<address>.* stats.
+type Stats struct {
+	CxTotal, CxDestroy, NoChain *stats.Counter
+	CxActive                    *stats.Gauge
+}
+
+// StatName is Envoy's listener stat prefix for an address: 0.0.0.0_15000.
+func StatName(addr string) string {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return h + "_" + p
+}
+
+// Listener is one bound socket whose configuration can be swapped.
+type Listener struct {
+	name  string
+	addr  string
+	log   *slog.Logger
+	ln    net.Listener
+	cfg   atomic.Pointer[Config]
+	stats Stats
+	ids   *atomic.Uint64
+
+	wg     sync.WaitGroup // accept loop and connection goroutines
+	cancel context.CancelFunc
+}
+
+// Prepare computes the match table of cfg and checks it.
+func (cfg *Config) Prepare() error {
+	cfg.matches = make([]Match, len(cfg.Chains))
+	for i := range cfg.Chains {
+		cfg.matches[i] = cfg.Chains[i].Match
+	}
+	return nil
+}
+
+// Listen binds cfg.Addr. The socket accepts nothing until Serve.
+func Listen(cfg *Config, st *stats.Store, ids *atomic.Uint64, log *slog.Logger) (*Listener, error) {
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: bind %s: %w", cfg.Name, cfg.Addr, err)
+	}
+	name := StatName(ln.Addr().String())
+	if strings.HasSuffix(cfg.Addr, ":0") {
+		name = StatName(cfg.Addr)
+	}
+	sc := st.Scope("listener."+name+".", "envoy_listener_", stats.Label{Name: "envoy_listener_address", Value: name})
+	l := &Listener{name: cfg.Name, addr: cfg.Addr, log: log.With("listener", cfg.Name), ln: ln, ids: ids,
+		stats: Stats{CxTotal: sc.Counter("downstream_cx_total"), CxDestroy: sc.Counter("downstream_cx_destroy"),
+			NoChain: sc.Counter("no_filter_chain_match"), CxActive: sc.Gauge("downstream_cx_active")}}
+	l.cfg.Store(cfg)
+	return l, nil
+}
+
+// Addr is the bound address (useful when the configured port was 0).
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// ConfiguredAddr is the address the configuration asked for.
+func (l *Listener) ConfiguredAddr() string { return l.addr }
+
+// Config returns the current configuration.
+func (l *Listener) Config() *Config { return l.cfg.Load() }
+
+// Update swaps the configuration; connections already accepted keep the
+// chain they matched.
+func (l *Listener) Update(cfg *Config) { l.cfg.Store(cfg) }
+
+// Serve starts accepting. Connections are served until ctx ends.
+func (l *Listener) Serve(ctx context.Context) {
+	ctx, l.cancel = context.WithCancel(ctx)
+	l.wg.Add(1)
+	go l.acceptLoop(ctx) // ends when Stop closes the socket; waited for by Wait
+}
+
+// Stop closes the socket. Accepted connections go on until their peers
+// close them or the Serve context ends (Envoy drains them; weft lets them
+// finish).
+func (l *Listener) Stop() { _ = l.ln.Close() }
+
+// Wait returns when the accept loop and every connection goroutine of
+// this listener have returned.
+func (l *Listener) Wait() { l.wg.Wait() }
+
+func (l *Listener) acceptLoop(ctx context.Context) {
+	defer l.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off and retry.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.log.Warn("accept failed", "err", err, "retry_in", delay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			continue
+		}
+		delay = 0
+		l.stats.CxTotal.Inc()
+		l.stats.CxActive.Inc()
+		l.wg.Add(1)
+		go l.handle(ctx, c) // ends when the chain handler returns; waited for by Wait
+	}
+}
+
+func (l *Listener) handle(ctx context.Context, raw net.Conn) {
+	defer l.wg.Done()
+	cfg := l.cfg.Load()
+	c := &Conn{Conn: raw, ID: l.ids.Add(1), Listener: cfg.Name, stats: &l.stats}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	local, _ := netip.ParseAddrPort(raw.LocalAddr().String())
+	c.Src, _ = netip.ParseAddrPort(raw.RemoteAddr().String())
+	c.Dst = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	if cfg.OriginalDst {
+		if od, ok, err := OriginalDst(raw); err != nil {
+			l.log.Debug("original destination unavailable", "err", err)
+		} else if ok {
+			c.Dst = netip.AddrPortFrom(od.Addr().Unmap(), od.Port())
+		}
+	}
+	ci := ConnInfo{Dst: c.Dst, Src: c.Src, DirectSrc: c.Src}
+	if cfg.InspectTLS {
+		nc, isTLS, sni, timedOut := inspectTLS(raw, cfg.FiltersTimeout)
+		if timedOut && !cfg.ContinueTimeout {
+			_ = c.Close()
+			return
+		}
+		c.Conn, ci.TLS, ci.ServerName, c.ServerName = nc, isTLS, sni, sni
+	}
+	i := Select(cfg.matches, ci)
+	var ch *Chain
+	switch {
+	case i >= 0:
+		ch = &cfg.Chains[i]
+	case cfg.Default != nil:
+		ch = cfg.Default
+	default:
+		l.stats.NoChain.Inc()
+		l.log.Debug("no matching filter chain", "dst", c.Dst.String(), "sni", ci.ServerName)
+		_ = c.Close()
+		return
+	}
+	c.Chain = ch
+	ch.Handler.ServeConn(ctx, c)
+}
+
+// PortOf returns the port of a host:port string, or 0.
+func PortOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}

@@ -1,0 +1,66 @@
+//go:build linux
+
+package listener
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// soOriginalDst is SO_ORIGINAL_DST (and IP6T_SO_ORIGINAL_DST), from
+// linux/netfilter_ipv4.h: the destination a connection had before an
+// iptables REDIRECT or DNAT rewrote it.
+const soOriginalDst = 80
+
+// OriginalDst returns the pre-NAT destination of an accepted TCP
+// connection, or ok false when netfilter has no record of one (no NAT
+// happened, or conntrack is not loaded).
+func OriginalDst(c net.Conn) (addr netip.AddrPort, ok bool, err error) {
+	sc, isSys := c.(syscall.Conn)
+	if !isSys {
+		return netip.AddrPort{}, false, nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}, false, fmt.Errorf("original destination: %w", err)
+	}
+	local, _ := c.LocalAddr().(*net.TCPAddr)
+	v6 := local != nil && local.IP.To4() == nil
+	var sockErr error
+	ctrlErr := raw.Control(func(fd uintptr) {
+		if v6 {
+			// sockaddr_in6 is 28 bytes; IPv6MTUInfo is the getsockopt
+			// helper whose buffer (32 bytes) holds it.
+			var info *unix.IPv6MTUInfo
+			info, sockErr = unix.GetsockoptIPv6MTUInfo(int(fd), unix.SOL_IPV6, soOriginalDst)
+			if sockErr == nil {
+				port := binary.BigEndian.Uint16((*[2]byte)(unsafePortBytes(&info.Addr.Port))[:])
+				addr = netip.AddrPortFrom(netip.AddrFrom16(info.Addr.Addr), port)
+			}
+			return
+		}
+		// sockaddr_in is 16 bytes; IPv6Mreq (20 bytes) holds it.
+		var m *unix.IPv6Mreq
+		m, sockErr = unix.GetsockoptIPv6Mreq(int(fd), unix.SOL_IP, soOriginalDst)
+		if sockErr == nil {
+			b := m.Multiaddr
+			port := binary.BigEndian.Uint16(b[2:4])
+			addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{b[4], b[5], b[6], b[7]}), port)
+		}
+	})
+	if ctrlErr != nil {
+		return netip.AddrPort{}, false, fmt.Errorf("original destination: %w", ctrlErr)
+	}
+	if sockErr != nil {
+		if sockErr == unix.ENOENT || sockErr == unix.ENOPROTOOPT {
+			return netip.AddrPort{}, false, nil
+		}
+		return netip.AddrPort{}, false, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", sockErr)
+	}
+	return addr, true, nil
+}

@@ -1,0 +1,458 @@
+// Package proxy is weft proxy, a Go data plane for App Mesh virtual nodes
+// and gateways. It is an xDS client like any other (it imports nothing
+// from weft's server side) and implements the Envoy configuration that
+// weft's translator, and App Mesh before it, emits.
+//
+// The flow:
+//
+//	xdsclient (ADS) ──CDS/EDS──▶ cluster.Manager (hosts, LB, health, outlier)
+//	          │      ──LDS────▶ listener.Listener ──▶ httpconn.HCM ──▶ cluster
+//	          │                                    └─▶ tcpproxy.Proxy ─▶ cluster
+//	          └──────RDS────▶ route tables (looked up per request)
+//	admin (127.0.0.1:9901): /ready /server_info /stats /config_dump /clusters
+//
+// Every update is built completely, then swapped in, then what it
+// replaced is stopped; an update that cannot be built is NACKed and the
+// previous configuration keeps serving.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/admin"
+	"github.com/weftmesh/weft/internal/proxy/cluster"
+	"github.com/weftmesh/weft/internal/proxy/httpconn"
+	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/route"
+	"github.com/weftmesh/weft/internal/proxy/stats"
+	"github.com/weftmesh/weft/internal/proxy/xdsclient"
+)
+
+// Version is reported in /server_info and the xDS node.
+const Version = "weft-proxy/0.1"
+
+// Config configures a proxy.
+type Config struct {
+	ResourceARN string // node.id: the virtual node or gateway ARN (or mesh/<m>/virtualNode/<n>)
+	NodeCluster string // node.cluster; defaults to ResourceARN
+	XDS         string // host:port of the ADS server
+	AdminAddr   string // "" disables the admin listener
+	// XDSBackoffBase, when set, replaces the 500 ms reconnect backoff base
+	// (tests use a short one).
+	XDSBackoffBase time.Duration
+}
+
+// Proxy is one weft proxy. Create with New, run with Run.
+type Proxy struct {
+	cfg   Config
+	log   *slog.Logger
+	node  *corev3.Node
+	start time.Time
+
+	Stats    *stats.Store
+	sinks    *accesslog.Sinks
+	clusters *cluster.Manager
+	server   *httpconn.Server
+	xds      *xdsclient.Client
+	ids      atomic.Uint64
+
+	routes atomic.Pointer[map[string]*route.Config]
+
+	mu        sync.Mutex // serialises config application and dump reads
+	listeners map[string]*listener.Listener
+	lpb       map[string]*listenerv3.Listener
+	rpb       map[string]*routev3.RouteConfiguration
+	versions  map[string]string    // accepted version by type
+	updated   map[string]time.Time // last accepted update by type
+	rdsWant   []string
+	edsWant   []string
+	gotLDS    bool
+	gotCDS    bool
+
+	live      atomic.Bool
+	liveCh    chan struct{}
+	liveOnce  sync.Once
+	connected *stats.Gauge
+	adminAddr atomic.Pointer[string]
+}
+
+// New returns a proxy; nothing runs until Run.
+func New(cfg Config, log *slog.Logger) (*Proxy, error) {
+	if cfg.ResourceARN == "" {
+		return nil, errors.New("APPMESH_RESOURCE_ARN environment variable must be set")
+	}
+	if cfg.XDS == "" {
+		return nil, errors.New("the xDS endpoint (APPMESH_XDS_ENDPOINT or --xds) must be set")
+	}
+	if cfg.NodeCluster == "" {
+		cfg.NodeCluster = cfg.ResourceARN
+	}
+	p := &Proxy{cfg: cfg, log: log.With("node", cfg.ResourceARN), start: time.Now(),
+		Stats: stats.NewStore(), sinks: accesslog.NewSinks(),
+		listeners: map[string]*listener.Listener{}, lpb: map[string]*listenerv3.Listener{},
+		rpb: map[string]*routev3.RouteConfiguration{}, versions: map[string]string{},
+		updated: map[string]time.Time{}, liveCh: make(chan struct{})}
+	p.node = &corev3.Node{Id: cfg.ResourceARN, Cluster: cfg.NodeCluster, UserAgentName: "weft-proxy",
+		UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
+	empty := map[string]*route.Config{}
+	p.routes.Store(&empty)
+	p.connected = p.Stats.Scope("control_plane.", "envoy_control_plane_").Gauge("connected_state")
+	return p, nil
+}
+
+// Run runs the proxy until ctx ends and returns once everything it started
+// has stopped.
+func (p *Proxy) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.clusters = cluster.NewManager(ctx, p.Stats, p.log)
+	p.server = httpconn.NewServer(p.log)
+	p.registerServerStats()
+	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, BackoffBase: p.cfg.XDSBackoffBase}, p, p.log)
+	p.xds.OnConnect = func(up bool) {
+		if up {
+			p.connected.Set(1)
+		} else {
+			p.connected.Set(0)
+		}
+	}
+
+	var adminSrv *http.Server
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	if p.cfg.AdminAddr != "" {
+		ln, err := net.Listen("tcp", p.cfg.AdminAddr)
+		if err != nil {
+			return fmt.Errorf("admin listener %s: %w", p.cfg.AdminAddr, err)
+		}
+		a := ln.Addr().String()
+		p.adminAddr.Store(&a)
+		adminSrv = &http.Server{Handler: admin.Handler(p.adminSource()), ReadHeaderTimeout: 10 * time.Second}
+		wg.Add(1)
+		go func() { // admin server; ends when adminSrv is closed below
+			defer wg.Done()
+			if err := adminSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin: %w", err)
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() { // HTTP connection manager server; ends with ctx
+		defer wg.Done()
+		if err := p.server.Run(ctx); err != nil {
+			errc <- fmt.Errorf("http server: %w", err)
+		}
+	}()
+	go func() { // xDS client; ends with ctx
+		defer wg.Done()
+		if err := p.xds.Run(ctx); err != nil {
+			errc <- err
+		}
+	}()
+	p.log.Info("weft proxy started", "xds", p.cfg.XDS, "admin", p.cfg.AdminAddr)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		cancel()
+	}
+	// Shutdown: stop accepting, then wait for the parts.
+	p.mu.Lock()
+	for _, l := range p.listeners {
+		l.Stop()
+	}
+	p.mu.Unlock()
+	if adminSrv != nil {
+		_ = adminSrv.Close()
+	}
+	wg.Wait()
+	p.mu.Lock()
+	for _, l := range p.listeners {
+		l.Wait()
+	}
+	p.mu.Unlock()
+	p.clusters.Close()
+	if cerr := p.sinks.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (p *Proxy) registerServerStats() {
+	sc := p.Stats.Scope("server.", "envoy_server_")
+	sc.GaugeFunc("live", func() int64 {
+		if p.live.Load() {
+			return 1
+		}
+		return 0
+	})
+	sc.GaugeFunc("state", func() int64 { // Envoy: 0 LIVE, 2 PRE_INITIALIZING
+		if p.live.Load() {
+			return 0
+		}
+		return 2
+	})
+	sc.GaugeFunc("uptime", func() int64 { return int64(time.Since(p.start).Seconds()) })
+	sc.GaugeFunc("total_connections", func() int64 { return int64(p.ids.Load()) })
+	lm := p.Stats.Scope("listener_manager.", "envoy_listener_manager_")
+	lm.GaugeFunc("total_listeners_active", func() int64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return int64(len(p.listeners))
+	})
+}
+
+// WaitLive waits until the first configuration is complete (LIVE).
+func (p *Proxy) WaitLive(ctx context.Context) error {
+	select {
+	case <-p.liveCh:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// AdminAddr is the bound admin address, once Run has bound it.
+func (p *Proxy) AdminAddr() string {
+	if a := p.adminAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// ListenerAddr returns the bound address of a listener, or "".
+func (p *Proxy) ListenerAddr(name string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l, ok := p.listeners[name]; ok {
+		return l.Addr().String()
+	}
+	return ""
+}
+
+// Connected reports whether the ADS stream is up.
+func (p *Proxy) Connected() bool { return p.xds != nil && p.xds.Connected() }
+
+// Route implements httpconn.Routes.
+func (p *Proxy) Route(name string) *route.Config { return (*p.routes.Load())[name] }
+
+func (p *Proxy) accepted(typ, version string) {
+	p.versions[typ] = version
+	p.updated[typ] = time.Now()
+	p.checkLive()
+}
+
+// checkLive turns the proxy LIVE once clusters and listeners have arrived
+// and every endpoint and route resource they name has too. Called with mu.
+func (p *Proxy) checkLive() {
+	if p.live.Load() || !p.gotCDS || !p.gotLDS {
+		return
+	}
+	for _, n := range p.rdsWant {
+		if _, ok := p.rpb[n]; !ok {
+			return
+		}
+	}
+	have := map[string]bool{}
+	for _, la := range p.clusters.Endpoints() {
+		have[la.GetClusterName()] = true
+	}
+	for _, n := range p.edsWant {
+		if !have[n] {
+			return
+		}
+	}
+	p.live.Store(true)
+	p.liveOnce.Do(func() { close(p.liveCh) })
+	p.log.Info("configuration complete: LIVE")
+}
+
+// Clusters implements xdsclient.Handler (CDS).
+func (p *Proxy) Clusters(ctx context.Context, version string, cs []*clusterv3.Cluster) ([]string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cds := p.Stats.Scope("cluster_manager.cds.", "envoy_cluster_manager_cds_")
+	eds, err := p.clusters.Apply(cs)
+	if err != nil {
+		cds.Counter("update_rejected").Inc()
+		return nil, err
+	}
+	cds.Counter("update_success").Inc()
+	p.gotCDS = true
+	p.edsWant = eds
+	p.accepted("cds", version)
+	return eds, nil
+}
+
+// Endpoints implements xdsclient.Handler (EDS).
+func (p *Proxy) Endpoints(ctx context.Context, version string, es []*endpointv3.ClusterLoadAssignment) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.clusters.SetEndpoints(es); err != nil {
+		return err
+	}
+	p.accepted("eds", version)
+	return nil
+}
+
+// Routes implements xdsclient.Handler (RDS).
+func (p *Proxy) Routes(ctx context.Context, version string, rs []*routev3.RouteConfiguration) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rds := p.Stats.Scope("http.rds.", "envoy_http_rds_")
+	next := make(map[string]*route.Config, len(rs))
+	pbs := make(map[string]*routev3.RouteConfiguration, len(rs))
+	cur := *p.routes.Load()
+	var errs []error
+	for _, r := range rs {
+		if c, ok := cur[r.GetName()]; ok && proto.Equal(p.rpb[r.GetName()], r) {
+			next[r.GetName()], pbs[r.GetName()] = c, r
+			continue
+		}
+		c, err := route.Compile(r)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		next[r.GetName()], pbs[r.GetName()] = c, r
+	}
+	if len(errs) > 0 {
+		rds.Counter("update_rejected").Inc()
+		return errors.Join(errs...)
+	}
+	p.routes.Store(&next)
+	p.rpb = pbs
+	rds.Counter("update_success").Inc()
+	p.accepted("rds", version)
+	return nil
+}
+
+// Listeners implements xdsclient.Handler (LDS): build every listener,
+// bind new sockets, then swap; on any failure close what was bound and
+// keep the old set.
+func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.Listener) ([]string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lds := p.Stats.Scope("listener_manager.lds.", "envoy_listener_manager_lds_")
+	lm := p.Stats.Scope("listener_manager.", "envoy_listener_manager_")
+	deps := httpconn.Deps{Routes: p, Clusters: p.clusters, Sinks: p.sinks, Stats: p.Stats, Server: p.server, Log: p.log}
+	type plan struct {
+		cfg   *listener.Config
+		reuse *listener.Listener // same address: swap config
+		keep  bool               // unchanged
+		rds   []string
+	}
+	plans := map[string]*plan{}
+	var errs []error
+	for _, l := range ls {
+		if _, dup := plans[l.GetName()]; dup {
+			errs = append(errs, fmt.Errorf("listener %s: duplicate name", l.GetName()))
+			continue
+		}
+		old := p.listeners[l.GetName()]
+		if old != nil && proto.Equal(p.lpb[l.GetName()], l) {
+			plans[l.GetName()] = &plan{reuse: old, keep: true, rds: rdsOf(old.Config())}
+			continue
+		}
+		cfg, rds, err := buildListener(l, deps, p.clusters)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		pl := &plan{cfg: cfg, rds: rds}
+		if old != nil && old.ConfiguredAddr() == cfg.Addr {
+			pl.reuse = old
+		}
+		plans[l.GetName()] = pl
+	}
+	if len(errs) > 0 {
+		lds.Counter("update_rejected").Inc()
+		return nil, errors.Join(errs...)
+	}
+	// Bind the new sockets; a bind error rejects the whole update.
+	bound := map[string]*listener.Listener{}
+	for name, pl := range plans {
+		if pl.reuse != nil {
+			continue
+		}
+		nl, err := listener.Listen(pl.cfg, p.Stats, &p.ids, p.log)
+		if err != nil {
+			for _, b := range bound {
+				b.Stop()
+			}
+			lds.Counter("update_rejected").Inc()
+			lm.Counter("listener_create_failure").Inc()
+			return nil, err
+		}
+		bound[name] = nl
+	}
+	next := map[string]*listener.Listener{}
+	var rds []string
+	for name, pl := range plans {
+		rds = append(rds, pl.rds...)
+		switch {
+		case pl.keep:
+			next[name] = pl.reuse
+		case pl.reuse != nil:
+			pl.reuse.Update(pl.cfg)
+			next[name] = pl.reuse
+			lm.Counter("listener_modified").Inc()
+		default:
+			nl := bound[name]
+			nl.Serve(ctx)
+			next[name] = nl
+			lm.Counter("listener_added").Inc()
+		}
+	}
+	for name, old := range p.listeners {
+		if next[name] != old {
+			old.Stop()
+			lm.Counter("listener_removed").Inc()
+		}
+	}
+	p.listeners = next
+	p.lpb = map[string]*listenerv3.Listener{}
+	for _, l := range ls {
+		p.lpb[l.GetName()] = l
+	}
+	sort.Strings(rds)
+	p.rdsWant = rds
+	p.gotLDS = true
+	lds.Counter("update_success").Inc()
+	p.accepted("lds", version)
+	return rds, nil
+}
+
+func rdsOf(cfg *listener.Config) []string {
+	var out []string
+	add := func(ch *listener.Chain) {
+		if ch == nil {
+			return
+		}
+		if h, ok := ch.Handler.(*httpconn.HCM); ok && h.RDS != "" {
+			out = append(out, h.RDS)
+		}
+	}
+	for i := range cfg.Chains {
+		add(&cfg.Chains[i])
+	}
+	add(cfg.Default)
+	return out
+}

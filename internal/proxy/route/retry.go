@@ -1,0 +1,178 @@
+package route
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+
+	"github.com/weftmesh/weft/internal/proxy/strict"
+)
+
+// RetryOn is a set of Envoy retry conditions.
+type RetryOn uint32
+
+// Retry conditions (x-envoy-retry-on and x-envoy-retry-grpc-on values).
+const (
+	On5xx RetryOn = 1 << iota
+	OnGatewayError
+	OnReset
+	OnConnectFailure
+	OnRefusedStream
+	OnRetriableStatusCodes
+	OnRetriable4xx
+	OnGRPCCancelled
+	OnGRPCDeadlineExceeded
+	OnGRPCInternal
+	OnGRPCResourceExhausted
+	OnGRPCUnavailable
+)
+
+var retryNames = map[string]RetryOn{
+	"5xx":                    On5xx,
+	"gateway-error":          OnGatewayError,
+	"reset":                  OnReset,
+	"connect-failure":        OnConnectFailure,
+	"refused-stream":         OnRefusedStream,
+	"retriable-status-codes": OnRetriableStatusCodes,
+	"retriable-4xx":          OnRetriable4xx,
+	"cancelled":              OnGRPCCancelled,
+	"deadline-exceeded":      OnGRPCDeadlineExceeded,
+	"internal":               OnGRPCInternal,
+	"resource-exhausted":     OnGRPCResourceExhausted,
+	"unavailable":            OnGRPCUnavailable,
+}
+
+// RetryPolicy is a compiled route retry policy.
+type RetryPolicy struct {
+	On            RetryOn
+	NumRetries    int
+	PerTryTimeout time.Duration // 0: none
+	StatusCodes   []int
+	// PreviousHosts avoids hosts already tried, drawing a host up to
+	// HostSelectionAttempts times.
+	PreviousHosts         bool
+	HostSelectionAttempts int
+	BackoffBase           time.Duration
+	BackoffMax            time.Duration
+}
+
+// RetriableStatus reports whether an upstream response status (and
+// grpc-status, -1 when absent) asks for a retry under p.
+func (p *RetryPolicy) RetriableStatus(code, grpcStatus int) bool {
+	switch {
+	case p.On&On5xx != 0 && code >= 500:
+		return true
+	case p.On&OnGatewayError != 0 && (code == 502 || code == 503 || code == 504):
+		return true
+	case p.On&OnRetriable4xx != 0 && code == 409:
+		return true
+	}
+	if p.On&OnRetriableStatusCodes != 0 {
+		for _, c := range p.StatusCodes {
+			if c == code {
+				return true
+			}
+		}
+	}
+	switch grpcStatus {
+	case 1:
+		return p.On&OnGRPCCancelled != 0
+	case 4:
+		return p.On&OnGRPCDeadlineExceeded != 0
+	case 8:
+		return p.On&OnGRPCResourceExhausted != 0
+	case 13:
+		return p.On&OnGRPCInternal != 0
+	case 14:
+		return p.On&OnGRPCUnavailable != 0
+	}
+	return false
+}
+
+// RetriableReset reports whether a reset or connection failure before any
+// response is retried. connectFailure tells a failed connect from a reset
+// of an established stream; refused an HTTP/2 REFUSED_STREAM.
+func (p *RetryPolicy) RetriableReset(connectFailure, refused bool) bool {
+	if p.On&(On5xx|OnGatewayError|OnReset) != 0 {
+		return true
+	}
+	if connectFailure && p.On&OnConnectFailure != 0 {
+		return true
+	}
+	return refused && p.On&OnRefusedStream != 0
+}
+
+// RetriableTimeout reports whether a per-try timeout is retried: Envoy
+// treats it as a 504 for 5xx and gateway-error, and as a reset.
+func (p *RetryPolicy) RetriableTimeout() bool {
+	return p.On&(On5xx|OnGatewayError|OnReset) != 0
+}
+
+func compileRetry(rp *routev3.RetryPolicy, path string) (*RetryPolicy, error) {
+	if err := strict.Fields(rp, path, "retry_on", "num_retries", "per_try_timeout",
+		"retry_host_predicate", "host_selection_retry_max_attempts", "retriable_status_codes",
+		"retry_back_off"); err != nil {
+		return nil, err
+	}
+	p := &RetryPolicy{NumRetries: 1, HostSelectionAttempts: 1,
+		BackoffBase: 25 * time.Millisecond, BackoffMax: 250 * time.Millisecond}
+	for _, s := range strings.Split(rp.GetRetryOn(), ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		on, ok := retryNames[s]
+		if !ok {
+			return nil, strict.Value(path, "retry_on", s, "unknown retry condition")
+		}
+		p.On |= on
+	}
+	if n := rp.GetNumRetries(); n != nil {
+		p.NumRetries = int(n.GetValue())
+	}
+	if t := rp.GetPerTryTimeout(); t != nil {
+		p.PerTryTimeout = t.AsDuration()
+	}
+	for _, c := range rp.GetRetriableStatusCodes() {
+		p.StatusCodes = append(p.StatusCodes, int(c))
+	}
+	if n := rp.GetHostSelectionRetryMaxAttempts(); n > 0 {
+		p.HostSelectionAttempts = int(n)
+	}
+	for i, hp := range rp.GetRetryHostPredicate() {
+		pp := strict.Join(path, "retry_host_predicate", i)
+		if err := strict.Fields(hp, pp, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		ok := hp.GetName() == "envoy.retry_host_predicates.previous_hosts"
+		if tc := hp.GetTypedConfig(); tc != nil {
+			m, err := tc.UnmarshalNew()
+			if err != nil {
+				return nil, fmt.Errorf("%s.typed_config: %w", pp, err)
+			}
+			_, ok = m.(*previoushostsv3.PreviousHostsPredicate)
+		}
+		if !ok {
+			return nil, strict.Value(pp, "name", hp.GetName(), "only envoy.retry_host_predicates.previous_hosts is implemented")
+		}
+		p.PreviousHosts = true
+	}
+	if b := rp.GetRetryBackOff(); b != nil {
+		bp := strict.Join(path, "retry_back_off")
+		if err := strict.Fields(b, bp, "base_interval", "max_interval"); err != nil {
+			return nil, err
+		}
+		p.BackoffBase = b.GetBaseInterval().AsDuration()
+		p.BackoffMax = 10 * p.BackoffBase
+		if b.GetMaxInterval() != nil {
+			p.BackoffMax = b.GetMaxInterval().AsDuration()
+		}
+		if p.BackoffBase <= 0 || p.BackoffMax < p.BackoffBase {
+			return nil, fmt.Errorf("%s: need 0 < base_interval <= max_interval", bp)
+		}
+	}
+	return p, nil
+}

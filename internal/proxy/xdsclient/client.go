@@ -1,0 +1,382 @@
+// Package xdsclient is weft proxy's xDS client: one aggregated (ADS)
+// state-of-the-world stream over gRPC that subscribes to every Cluster and
+// Listener, then to the ClusterLoadAssignments and RouteConfigurations
+// those name, and ACKs or NACKs each response.
+//
+// The flow per response: decode, merge into the last accepted set of that
+// type, hand the complete set to the Handler, then ACK (version_info =
+// the response's version) or NACK (version_info = the last accepted
+// version, error_detail = the Handler's error). When the stream breaks the
+// client reconnects with jittered exponential backoff; the Handler's state
+// is untouched meanwhile, so the proxy keeps serving its last good config.
+package xdsclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Type URLs of the resources weft proxy consumes.
+const (
+	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	RouteType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	resourceType = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+)
+
+// Handler applies complete, decoded states. Each method is called from the
+// client's goroutine only, one at a time. An error rejects the update
+// (NACK); the handler must then leave its previous state in place.
+type Handler interface {
+	// Clusters applies the full set of clusters and returns the names of
+	// the clusters whose endpoints to subscribe to (EDS).
+	Clusters(ctx context.Context, version string, cs []*clusterv3.Cluster) (eds []string, err error)
+	// Endpoints applies assignments for the subscribed clusters.
+	Endpoints(ctx context.Context, version string, es []*endpointv3.ClusterLoadAssignment) error
+	// Listeners applies the full set of listeners and returns the names of
+	// the route configurations to subscribe to (RDS).
+	Listeners(ctx context.Context, version string, ls []*listenerv3.Listener) (rds []string, err error)
+	// Routes applies the subscribed route configurations.
+	Routes(ctx context.Context, version string, rs []*routev3.RouteConfiguration) error
+}
+
+// Config configures a client.
+type Config struct {
+	Server string // host:port of the ADS server, plaintext gRPC
+	Node   *corev3.Node
+	// BackoffBase and BackoffMax bound the reconnect delay; defaults are
+	// Envoy's 500 ms and 30 s.
+	BackoffBase, BackoffMax time.Duration
+}
+
+// Client is an ADS client. Create with New, run with Run.
+type Client struct {
+	cfg       Config
+	h         Handler
+	log       *slog.Logger
+	connected atomic.Bool
+
+	// Per-type state, owned by the Run goroutine.
+	types map[string]*typeState
+
+	// Counters for stats, read from any goroutine.
+	Accepted, Rejected atomic.Int64
+	// OnConnect, when set, is called with true when a stream opens and
+	// false when it ends.
+	OnConnect func(bool)
+}
+
+type typeState struct {
+	url       string
+	wildcard  bool
+	names     []string                 // subscribed names, sorted (non-wildcard types)
+	version   string                   // last accepted version
+	nonce     string                   // nonce of the last response
+	resources map[string]proto.Message // last accepted resources by name
+	sent      bool                     // a request went out on this stream
+}
+
+// New returns a client that will feed h.
+func New(cfg Config, h Handler, log *slog.Logger) *Client {
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = 500 * time.Millisecond
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 30 * time.Second
+	}
+	c := &Client{cfg: cfg, h: h, log: log, types: map[string]*typeState{}}
+	for _, t := range []struct {
+		url      string
+		wildcard bool
+	}{{ClusterType, true}, {EndpointType, false}, {ListenerType, true}, {RouteType, false}} {
+		c.types[t.url] = &typeState{url: t.url, wildcard: t.wildcard, resources: map[string]proto.Message{}}
+	}
+	return c
+}
+
+// Connected reports whether an ADS stream is open.
+func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Run keeps a stream to the server until ctx ends, reconnecting with
+// backoff. It returns nil when ctx ends.
+func (c *Client) Run(ctx context.Context) error {
+	conn, err := grpc.NewClient(c.cfg.Server,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// The same keepalive the App Mesh agent configures for Envoy.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return fmt.Errorf("xds client for %s: %w", c.cfg.Server, err)
+	}
+	defer conn.Close()
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	delay := c.cfg.BackoffBase
+	for {
+		progressed, err := c.stream(ctx, ads)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if progressed {
+			delay = c.cfg.BackoffBase
+		}
+		wait := time.Duration(rand.Int64N(int64(delay))) + delay/2 // jitter around delay
+		c.log.Warn("xds stream ended; reconnecting", "server", c.cfg.Server, "err", err, "in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		delay = min(delay*2, c.cfg.BackoffMax)
+	}
+}
+
+// stream runs one ADS stream until it fails or ctx ends. progressed
+// reports whether any response arrived, which resets the backoff.
+func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) (progressed bool, err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := ads.StreamAggregatedResources(sctx)
+	if err != nil {
+		return false, fmt.Errorf("open ads stream: %w", err)
+	}
+	for _, t := range c.types {
+		t.sent, t.nonce = false, ""
+	}
+	// Clusters first, then listeners, as Envoy does; endpoints and routes
+	// already known are re-requested at once so a restarted server resends
+	// them.
+	for _, url := range []string{ClusterType, EndpointType, ListenerType, RouteType} {
+		t := c.types[url]
+		if !t.wildcard && len(t.names) == 0 {
+			continue
+		}
+		if err := c.send(st, t, nil); err != nil {
+			return false, err
+		}
+	}
+	c.setConnected(true)
+	defer c.setConnected(false)
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			return progressed, fmt.Errorf("receive: %w", err)
+		}
+		progressed = true
+		t, ok := c.types[resp.GetTypeUrl()]
+		if !ok {
+			// Not a type weft asked for; NACK it so the server notices.
+			c.log.Warn("xds response of an unrequested type", "type", resp.GetTypeUrl())
+			continue
+		}
+		t.nonce = resp.GetNonce()
+		subs, applyErr := c.apply(ctx, t, resp)
+		if applyErr != nil {
+			c.Rejected.Add(1)
+			c.log.Warn("xds update rejected", "type", short(t.url), "version", resp.GetVersionInfo(), "err", applyErr)
+		} else {
+			c.Accepted.Add(1)
+			t.version = resp.GetVersionInfo()
+			c.log.Debug("xds update accepted", "type", short(t.url), "version", t.version, "resources", len(resp.GetResources()))
+		}
+		if err := c.send(st, t, applyErr); err != nil {
+			return progressed, err
+		}
+		if subs != nil {
+			dep := c.types[subs.url]
+			if !slices.Equal(dep.names, subs.names) {
+				dep.names = subs.names
+				for n := range dep.resources {
+					if _, keep := slices.BinarySearch(dep.names, n); !keep {
+						delete(dep.resources, n)
+					}
+				}
+				if err := c.send(st, dep, nil); err != nil {
+					return progressed, err
+				}
+			}
+		}
+	}
+}
+
+func (c *Client) setConnected(v bool) {
+	c.connected.Store(v)
+	if c.OnConnect != nil {
+		c.OnConnect(v)
+	}
+}
+
+type subscription struct {
+	url   string
+	names []string
+}
+
+// apply decodes a response, merges it with the accepted state and hands
+// the result to the handler. On success it commits the new state and
+// returns the dependent subscription, if the type has one.
+func (c *Client) apply(ctx context.Context, t *typeState, resp *discoveryv3.DiscoveryResponse) (*subscription, error) {
+	next := map[string]proto.Message{}
+	if !t.wildcard {
+		// RDS and EDS responses carry only what changed: keep the rest.
+		for n, m := range t.resources {
+			next[n] = m
+		}
+	}
+	fresh := map[string]bool{}
+	for i, a := range resp.GetResources() {
+		m, name, err := decode(a, t.url)
+		if err != nil {
+			return nil, fmt.Errorf("resource %d: %w", i, err)
+		}
+		if fresh[name] {
+			return nil, fmt.Errorf("duplicate resource %q", name)
+		}
+		fresh[name] = true
+		if !t.wildcard {
+			if _, ok := slices.BinarySearch(t.names, name); !ok {
+				continue // not subscribed (any more): ignore, as Envoy does
+			}
+		}
+		next[name] = m
+	}
+	names := make([]string, 0, len(next))
+	for n := range next {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var subs *subscription
+	var err error
+	v := resp.GetVersionInfo()
+	switch t.url {
+	case ClusterType:
+		list := make([]*clusterv3.Cluster, 0, len(names))
+		for _, n := range names {
+			list = append(list, next[n].(*clusterv3.Cluster))
+		}
+		var eds []string
+		eds, err = c.h.Clusters(ctx, v, list)
+		subs = &subscription{EndpointType, sorted(eds)}
+	case ListenerType:
+		list := make([]*listenerv3.Listener, 0, len(names))
+		for _, n := range names {
+			list = append(list, next[n].(*listenerv3.Listener))
+		}
+		var rds []string
+		rds, err = c.h.Listeners(ctx, v, list)
+		subs = &subscription{RouteType, sorted(rds)}
+	case EndpointType:
+		list := make([]*endpointv3.ClusterLoadAssignment, 0, len(names))
+		for _, n := range names {
+			list = append(list, next[n].(*endpointv3.ClusterLoadAssignment))
+		}
+		err = c.h.Endpoints(ctx, v, list)
+	case RouteType:
+		list := make([]*routev3.RouteConfiguration, 0, len(names))
+		for _, n := range names {
+			list = append(list, next[n].(*routev3.RouteConfiguration))
+		}
+		err = c.h.Routes(ctx, v, list)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.resources = next
+	return subs, nil
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	sort.Strings(s)
+	return slices.Compact(s)
+}
+
+func decode(a *anypb.Any, url string) (proto.Message, string, error) {
+	if a.GetTypeUrl() == resourceType {
+		var r discoveryv3.Resource
+		if err := a.UnmarshalTo(&r); err != nil {
+			return nil, "", fmt.Errorf("decode Resource wrapper: %w", err)
+		}
+		a = r.GetResource()
+	}
+	if a.GetTypeUrl() != url {
+		return nil, "", fmt.Errorf("type %s in a %s response", a.GetTypeUrl(), url)
+	}
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return nil, "", fmt.Errorf("decode %s: %w", url, err)
+	}
+	var name string
+	switch x := m.(type) {
+	case *clusterv3.Cluster:
+		name = x.GetName()
+	case *listenerv3.Listener:
+		name = x.GetName()
+	case *routev3.RouteConfiguration:
+		name = x.GetName()
+	case *endpointv3.ClusterLoadAssignment:
+		name = x.GetClusterName()
+	}
+	if name == "" {
+		return nil, "", errors.New("resource without a name")
+	}
+	return m, name, nil
+}
+
+// send sends a request for t: an ACK when nack is nil, else a NACK that
+// keeps the last accepted version and explains why.
+func (c *Client) send(st discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, t *typeState, nack error) error {
+	req := &discoveryv3.DiscoveryRequest{
+		VersionInfo:   t.version,
+		Node:          c.cfg.Node,
+		TypeUrl:       t.url,
+		ResponseNonce: t.nonce,
+	}
+	if !t.wildcard {
+		req.ResourceNames = t.names
+	}
+	if nack != nil {
+		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
+	}
+	t.sent = true
+	if err := st.Send(req); err != nil {
+		return fmt.Errorf("send %s request: %w", short(t.url), err)
+	}
+	return nil
+}
+
+func short(url string) string {
+	switch url {
+	case ClusterType:
+		return "CDS"
+	case EndpointType:
+		return "EDS"
+	case ListenerType:
+		return "LDS"
+	case RouteType:
+		return "RDS"
+	}
+	return url
+}
