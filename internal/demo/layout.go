@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/internal/colorapp"
@@ -217,7 +218,7 @@ func nsDial(ctx context.Context, h *netns.Host, network, addr string) (net.Conn,
 // passes through: its ingress routes /router to router.colors.local and its
 // egress splits that between green and yellow.
 func setUpLoopback(ctx context.Context, opt Options, ps *procs) (*env, error) {
-	ports, err := freePorts(4)
+	ports, err := freePorts(5)
 	if err != nil {
 		return nil, err
 	}
@@ -258,20 +259,24 @@ func setUpLoopback(ctx context.Context, opt Options, ps *procs) (*env, error) {
 		}
 	}
 
-	cmd := exec.CommandContext(ctx, opt.Binary, "proxy")
+	// The admin listener on a free port, so a proxy or Envoy already on
+	// 9901 here does not stop the demo. The gateway's egress listener
+	// (15001, from xDS) has no such knob: it must be free.
+	admin := fmt.Sprintf("http://127.0.0.1:%d", ports[4])
+	cmd := exec.CommandContext(ctx, opt.Binary, "proxy", "--admin-addr", strings.TrimPrefix(admin, "http://"))
 	cmd.Env = append(os.Environ(), "APPMESH_RESOURCE_ARN="+arn("virtualGateway", gatewayName), "APPMESH_XDS_ENDPOINT="+xds)
 	proxy, err := ps.start("gateway proxy", cmd, -1)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, ps, proxy, local, "http://127.0.0.1:9901/ready", "LIVE", readyWithin); err != nil {
+	if err := waitHTTP(ctx, ps, proxy, local, admin+"/ready", "LIVE", readyWithin); err != nil {
 		return nil, err
 	}
 	return &env{
 		target:  fmt.Sprintf("http://127.0.0.1:%d/router", gatewayPort),
 		from:    "this machine, through the color-gateway proxy",
 		client:  local,
-		proxies: []proxyAdmin{{name: "gateway", client: local, url: "http://127.0.0.1:9901"}},
+		proxies: []proxyAdmin{{name: "gateway", client: local, url: admin}},
 	}, nil
 }
 
