@@ -93,7 +93,7 @@ func (b *build) gatewayListener(vg *appmesh.VirtualGatewayData, pp portProto, se
 	mode, spec := gatewayServerTLS(l.Tls)
 	chains := b.serverChains(fc, mode, spec)
 	var filters []*listenerv3.ListenerFilter
-	if hasTLSChain(chains) {
+	if detectsTLS(chains) {
 		filters = append(filters, b.tlsInspector())
 	}
 	b.addListener(b.socketListener(listenerName("ingress", pp.port), bindAddress("0.0.0.0", pp.port, false),

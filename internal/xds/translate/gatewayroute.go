@@ -288,8 +288,12 @@ func pathRewrite(h *appmesh.HttpGatewayRoute, r *routev3.Route, ra *routev3.Rout
 	if len(prefix) < 2 || prefix[len(prefix)-1] != '/' {
 		return nil
 	}
+	// /x/ → /y/ makes /x → /y: the whole path is swapped for a path match.
 	extra := cloneRoute(r)
 	extra.Match.PathSpecifier = &routev3.RouteMatch_Path{Path: prefix[:len(prefix)-1]}
+	if len(to) > 1 && to[len(to)-1] == '/' {
+		extra.GetRoute().PrefixRewrite = to[:len(to)-1]
+	}
 	return extra
 }
 

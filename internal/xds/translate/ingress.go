@@ -23,7 +23,7 @@ func (b *build) nodeIngress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.Acc
 		return
 	}
 	filters := []*listenerv3.ListenerFilter{b.originalDst()}
-	if hasTLSChain(chains) {
+	if detectsTLS(chains) {
 		filters = append(filters, b.tlsInspector())
 	}
 	b.addListener(b.socketListener(listenerName("ingress", ingressPort), bindAddress("0.0.0.0", ingressPort, dualStack),

@@ -5,6 +5,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -47,6 +48,17 @@ func (b *build) originalDst() *listenerv3.ListenerFilter {
 func (b *build) tlsInspector() *listenerv3.ListenerFilter {
 	return &listenerv3.ListenerFilter{Name: tlsInspectorName,
 		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: b.any(&tlsinspectorv3.TlsInspector{})}}
+}
+
+// tlsInspectorOn443 runs the inspector only for connections to port 443,
+// the only egress chain that reads SNI: elsewhere it would hold
+// server-first protocols (MySQL, SMTP) until the listener filter timeout.
+func (b *build) tlsInspectorOn443() *listenerv3.ListenerFilter {
+	f := b.tlsInspector()
+	f.FilterDisabled = &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{
+		NotMatch: &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_DestinationPortRange{
+			DestinationPortRange: &typev3.Int32Range{Start: 443, End: 444}}}}}
+	return f
 }
 
 func portMatch(p uint32) *listenerv3.FilterChainMatch {

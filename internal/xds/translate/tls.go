@@ -213,8 +213,10 @@ func gatewayServerTLS(t *appmesh.VirtualGatewayListenerTls) (string, tlsSpec) {
 	return string(t.Mode), s
 }
 
-func hasTLSChain(chains []*listenerv3.FilterChain) bool {
-	return slices.ContainsFunc(chains, func(fc *listenerv3.FilterChain) bool { return fc.GetTransportSocket() != nil })
+// detectsTLS says whether chains are told apart by TLS (PERMISSIVE), which
+// needs the TLS inspector; STRICT chains do not.
+func detectsTLS(chains []*listenerv3.FilterChain) bool {
+	return slices.ContainsFunc(chains, func(fc *listenerv3.FilterChain) bool { return fc.GetFilterChainMatch().GetTransportProtocol() != "" })
 }
 
 // clientPolicy is the caller's TLS policy toward a target: enforced, and
