@@ -96,13 +96,8 @@ func (b *build) result() (*Resources, error) {
 }
 
 func sortedValues[T any](m map[string]T) []T {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	out := make([]T, 0, len(keys))
-	for _, k := range keys {
+	out := make([]T, 0, len(m))
+	for _, k := range sortedKeys(m) {
 		out = append(out, m[k])
 	}
 	return out

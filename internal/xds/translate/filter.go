@@ -6,7 +6,6 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/appmesh"
@@ -55,7 +54,8 @@ func (b *build) hcmFilter(m *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 
 // tcpProxyFilter forwards connections to one cluster, or splits them by
 // weight; tcp_proxy refuses zero weights, so those targets are left out.
-// idle is in milliseconds, -1 for Envoy's default (1 h).
+// idle is in milliseconds (0 disables it, as in App Mesh), -1 for Envoy's
+// default (1 h).
 func (b *build) tcpProxyFilter(statPrefix string, clusters []string, weights []uint32, idle int64, logs []*accesslogv3.AccessLog) *listenerv3.Filter {
 	tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix, AccessLog: logs}
 	var wc []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
@@ -77,10 +77,7 @@ func (b *build) tcpProxyFilter(statPrefix string, clusters []string, weights []u
 		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: wc}}
 	}
 	if idle >= 0 {
-		tp.IdleTimeout = idleDuration(idle)
+		tp.IdleTimeout = ms(idle)
 	}
 	return &listenerv3.Filter{Name: tcpProxyFilterName, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(tp)}}
 }
-
-// idleDuration is an App Mesh idle timeout; 0 disables it in both.
-func idleDuration(v int64) *durationpb.Duration { return ms(v) }

@@ -97,7 +97,10 @@ func render(t *testing.T, id Identity, r *Resources) []byte {
 		Deps        []string          `json:"deps"`
 		EndpointsOf []string          `json:"endpointsOf"`
 	}
-	g := golden{Identity: identity{id.MeshOwner, id.Mesh, string(id.Kind), id.Name, id.Proxyless}, EndpointsOf: r.EndpointsOf}
+	// Empty lists print as [] rather than null.
+	g := golden{Identity: identity{id.MeshOwner, id.Mesh, string(id.Kind), id.Name, id.Proxyless},
+		Listeners: []json.RawMessage{}, Routes: []json.RawMessage{}, Clusters: []json.RawMessage{}, Endpoints: []json.RawMessage{},
+		Deps: []string{}, EndpointsOf: append([]string{}, r.EndpointsOf...)}
 	for _, m := range r.Listeners {
 		g.Listeners = append(g.Listeners, protoJSON(t, m))
 	}

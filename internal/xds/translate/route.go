@@ -46,8 +46,12 @@ func (b *build) egressRoutes(sp svcPort, fl flavor) []*routev3.Route {
 }
 
 // egressRoute converts one App Mesh route; nil when no target has weight,
-// which Envoy and gRPC both refuse.
+// which Envoy and gRPC both refuse, or when a gRPC client cannot match it.
 func (b *build) egressRoute(service string, r meshRoute, fl flavor) *routev3.Route {
+	m := routeMatch(r)
+	if fl == grpcFlavor && !grpcMethod(m) {
+		return nil
+	}
 	wc := b.weightedClusters(service, r.targets, fl)
 	if wc == nil {
 		return nil
@@ -66,10 +70,6 @@ func (b *build) egressRoute(service string, r meshRoute, fl flavor) *routev3.Rou
 		}
 	}
 	ra.RetryPolicy = b.retryPolicy(r, fl)
-	m := routeMatch(r)
-	if fl == grpcFlavor && !grpcMethod(m) {
-		return nil
-	}
 	return &routev3.Route{Name: r.name, Match: m, Action: &routev3.Route_Route{Route: ra}}
 }
 

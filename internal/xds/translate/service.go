@@ -17,15 +17,15 @@ type svcPort struct {
 	routes  []meshRoute // in match order
 }
 
-// meshRoute is an App Mesh route resolved against the mesh: exactly one of
-// http, grpc, tcp is set unless implicit.
+// meshRoute is an App Mesh route resolved against the mesh: one of http,
+// grpc, tcp is set, or none for a node provider's implicit catch-all route
+// (prefix /, 15 s, the default retry policy).
 type meshRoute struct {
 	name     string
 	priority int64
 	http     *appmesh.HttpRoute // httpRoute or http2Route
 	grpc     *appmesh.GrpcRoute
 	tcp      *appmesh.TcpRoute
-	implicit bool // a node provider's catch-all route
 	targets  []target
 }
 
@@ -65,7 +65,7 @@ func (b *build) nodeProviderPorts(service, node string) []svcPort {
 	for _, l := range b.nodeListeners(node) {
 		t := target{node: node, port: l.port, proto: l.proto, weight: 100}
 		out = append(out, svcPort{service: service, port: l.port, proto: l.proto,
-			routes: []meshRoute{{name: node, priority: noPriority, implicit: true, targets: []target{t}}}})
+			routes: []meshRoute{{name: node, priority: noPriority, targets: []target{t}}}})
 	}
 	return out
 }
