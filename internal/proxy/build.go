@@ -60,8 +60,15 @@ func buildListener(l *listenerv3.Listener, deps httpconn.Deps, clusters *cluster
 	tlsInspector := false
 	for i, f := range l.GetListenerFilters() {
 		fp := strict.Join(path, "listener_filters", i)
-		if err := strict.Fields(f, fp, "name", "typed_config"); err != nil {
+		if err := strict.Fields(f, fp, "name", "typed_config", "filter_disabled"); err != nil {
 			return nil, nil, err
+		}
+		var disabled listener.Predicate
+		if fd := f.GetFilterDisabled(); fd != nil {
+			var err error
+			if disabled, err = listener.CompilePredicate(fd, fp+".filter_disabled"); err != nil {
+				return nil, nil, err
+			}
 		}
 		kind := f.GetName()
 		if tc := f.GetTypedConfig(); tc != nil {
@@ -84,9 +91,13 @@ func buildListener(l *listenerv3.Listener, deps httpconn.Deps, clusters *cluster
 		}
 		switch kind {
 		case "envoy.filters.listener.original_dst", "envoy.listener.original_dst":
+			if disabled != nil {
+				return nil, nil, &strict.UnsupportedError{Path: fp, Field: "filter_disabled"}
+			}
 			cfg.OriginalDst = true
 		case "envoy.filters.listener.tls_inspector", "envoy.listener.tls_inspector":
 			tlsInspector = true
+			cfg.TLSDisabled = disabled
 		default:
 			return nil, nil, fmt.Errorf("%s: listener filter %q is not supported by weft proxy", fp, kind)
 		}

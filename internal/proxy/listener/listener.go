@@ -45,7 +45,10 @@ type Config struct {
 	OriginalDst bool
 	// InspectTLS is set by the tls_inspector listener filter when a chain
 	// matches on server names or transport protocol.
-	InspectTLS      bool
+	InspectTLS bool
+	// TLSDisabled, when set, turns the inspector off for connections whose
+	// destination port it matches (the filter's filter_disabled).
+	TLSDisabled     Predicate
 	FiltersTimeout  time.Duration // listener_filters_timeout; 0 = none
 	ContinueTimeout bool          // continue_on_listener_filters_timeout
 	Chains          []Chain
@@ -214,7 +217,7 @@ func (l *Listener) handle(ctx context.Context, raw net.Conn) {
 		}
 	}
 	ci := ConnInfo{Dst: c.Dst, Src: c.Src, DirectSrc: c.Src}
-	if cfg.InspectTLS {
+	if cfg.InspectTLS && (cfg.TLSDisabled == nil || !cfg.TLSDisabled(c.Dst.Port())) {
 		nc, isTLS, sni, timedOut := inspectTLS(raw, cfg.FiltersTimeout)
 		if timedOut && !cfg.ContinueTimeout {
 			_ = c.Close()
