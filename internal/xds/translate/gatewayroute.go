@@ -203,23 +203,7 @@ func gatewayTimeout(sp *svcPort) int64 {
 // :authority with or without a port, in any case.
 func gatewayMatch(gr gwRoute) *routev3.RouteMatch {
 	if gr.grpc != nil {
-		rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
-		m := gr.grpc.Match
-		if m == nil {
-			return rm
-		}
-		if m.ServiceName != nil {
-			rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/" + *m.ServiceName + "/"}
-		}
-		for _, md := range m.Metadata {
-			var mm *appmesh.HeaderMatchMethod
-			if md.Match != nil {
-				mm = &appmesh.HeaderMatchMethod{Exact: md.Match.Exact, Prefix: md.Match.Prefix, Range: md.Match.Range, Regex: md.Match.Regex, Suffix: md.Match.Suffix}
-			}
-			rm.Headers = append(rm.Headers, headerMatcher(str(md.Name), mm, boolean(md.Invert)))
-		}
-		addHostname(rm, m.Hostname)
-		return rm
+		return grpcGatewayMatch(gr.grpc.Match)
 	}
 	m := gr.http.Match
 	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
@@ -234,6 +218,26 @@ func gatewayMatch(gr gwRoute) *routev3.RouteMatch {
 		rm.Headers = append(rm.Headers, exactHeader(":method", string(m.Method)))
 	}
 	rm.QueryParameters = queryMatchers(m.QueryParameters)
+	addHostname(rm, m.Hostname)
+	return rm
+}
+
+// grpcGatewayMatch matches a gRPC service as the path prefix /<service>/.
+func grpcGatewayMatch(m *appmesh.GrpcGatewayRouteMatch) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+	if m == nil {
+		return rm
+	}
+	if m.ServiceName != nil {
+		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/" + *m.ServiceName + "/"}
+	}
+	for _, md := range m.Metadata {
+		var mm *appmesh.HeaderMatchMethod
+		if md.Match != nil {
+			mm = &appmesh.HeaderMatchMethod{Exact: md.Match.Exact, Prefix: md.Match.Prefix, Range: md.Match.Range, Regex: md.Match.Regex, Suffix: md.Match.Suffix}
+		}
+		rm.Headers = append(rm.Headers, headerMatcher(str(md.Name), mm, boolean(md.Invert)))
+	}
 	addHostname(rm, m.Hostname)
 	return rm
 }

@@ -4,6 +4,17 @@
 // It is a pure function: a View of one mesh plus the identity of one proxy
 // in, sorted resources out. No I/O, no clock, no randomness: the same inputs
 // give the same bytes. It imports neither the store nor the xDS server.
+//
+//	View + Identity ─ Translate ─▶ node.go       sidecar: ingress.go + egress.go
+//	                              gateway.go    two hops: gatewayroute.go, then egress routes
+//	                              proxyless.go  api_listeners for gRPC clients
+//	         service.go resolves a virtual service to ports and routes;
+//	         route.go, match.go, cluster.go, health.go, endpoint.go, tls.go,
+//	         filter.go, listener.go, accesslog.go build the Envoy messages;
+//	         names.go holds App Mesh's naming scheme.
+//	Resources ─ Check (check.go) ─▶ the xDS server pushes them
+//
+// docs/envoy-config.md describes the output for users and for weft proxy.
 package translate
 
 import (
