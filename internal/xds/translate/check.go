@@ -26,8 +26,9 @@ import (
 //   - rules Envoy or gRPC enforce at runtime: the router filter is present
 //     and last, weighted clusters weigh more than 0 and total_weight is
 //     their sum, names are unique and sorted, listeners have an address or
-//     an api_listener, sockets and filter chain matches do not repeat,
-//     virtual host domains are unique within a route table;
+//     an api_listener, sockets, filter chain matches and names do not
+//     repeat, virtual host names and domains are unique within a route
+//     table;
 //   - for a proxyless gRPC client (its listeners are api_listeners): only
 //     cluster types, sources and retry policies gRPC accepts.
 //
@@ -185,9 +186,16 @@ func (c *checker) listener(l *listenerv3.Listener) {
 		c.fail("listener %s: no filter chain", name)
 	}
 	var matches []*listenerv3.FilterChainMatch
+	names := map[string]bool{}
 	for _, fc := range append(slices.Clone(l.GetFilterChains()), l.GetDefaultFilterChain()) {
 		if fc == nil {
 			continue
+		}
+		if n := fc.GetName(); n != "" {
+			if names[n] {
+				c.fail("listener %s: filter chain name %q repeated", name, n)
+			}
+			names[n] = true
 		}
 		if fc != l.GetDefaultFilterChain() {
 			m := fc.GetFilterChainMatch()
@@ -291,7 +299,12 @@ func (c *checker) clusterRef(from, name string) {
 
 func (c *checker) routeConfig(rc *routev3.RouteConfiguration) {
 	domains := map[string]string{}
+	hosts := map[string]bool{}
 	for _, vh := range rc.GetVirtualHosts() {
+		if hosts[vh.GetName()] {
+			c.fail("route config %s: virtual host %q repeated", rc.GetName(), vh.GetName())
+		}
+		hosts[vh.GetName()] = true
 		for _, d := range vh.GetDomains() {
 			if o, dup := domains[strings.ToLower(d)]; dup {
 				c.fail("route config %s: domain %q in virtual hosts %q and %q", rc.GetName(), d, o, vh.GetName())

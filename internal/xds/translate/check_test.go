@@ -60,6 +60,18 @@ func TestCheckCatches(t *testing.T) {
 			rc := r.Routes[0]
 			rc.VirtualHosts = append(rc.VirtualHosts, proto.Clone(rc.VirtualHosts[0]).(*routev3.VirtualHost))
 		}, "domain"},
+		{"repeated chain name", false, func(t *testing.T, r *Resources) {
+			l := r.Listeners[0]
+			fc := proto.Clone(l.FilterChains[0]).(*listenerv3.FilterChain)
+			fc.FilterChainMatch.DestinationPort.Value = 1
+			l.FilterChains = append(l.FilterChains, fc)
+		}, "name \"egress_http_80\" repeated"},
+		{"repeated virtual host", false, func(t *testing.T, r *Resources) {
+			rc := r.Routes[0]
+			vh := proto.Clone(rc.VirtualHosts[0]).(*routev3.VirtualHost)
+			vh.Domains = []string{"other"}
+			rc.VirtualHosts = append(rc.VirtualHosts, vh)
+		}, "virtual host \"red.colors.local\" repeated"},
 		{"gRPC cluster type", true, func(t *testing.T, r *Resources) {
 			r.Clusters[0].ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 		}, "gRPC refuses cluster type"},
