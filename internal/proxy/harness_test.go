@@ -70,6 +70,7 @@ func newHarness(t *testing.T) *harness {
 			t.Errorf("proxy Run did not return within 10s of cancel")
 		}
 	})
+	waitUntil(t, 10*time.Second, "the admin listener", func() bool { return p.AdminAddr() != "" })
 	return &harness{t: t, xds: xds, p: p}
 }
 
@@ -323,3 +324,7 @@ func newClient(t *testing.T) *http.Client {
 }
 
 var _ = xdsclient.ListenerType
+
+type xdstestRequest = xdstest.Request
+
+func wrapBool(v bool) *wrapperspb.BoolValue { return wrapperspb.Bool(v) }

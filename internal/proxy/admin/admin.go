@@ -54,7 +54,7 @@ func Handler(src Source) http.Handler {
 	})
 	mux.HandleFunc("GET /server_info", func(w http.ResponseWriter, r *http.Request) {
 		up := time.Since(src.Start).Truncate(time.Second)
-		node, _ := protojson.Marshal(src.Node)
+		node, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(src.Node)
 		out := map[string]any{
 			"version":             src.Version,
 			"state":               state(),
@@ -99,7 +99,7 @@ func Handler(src Source) http.Handler {
 		_ = src.Stats.WritePrometheus(w, filter, r.URL.Query().Has("usedonly"))
 	})
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: " "}.Marshal(src.ConfigDump(r.URL.Query().Has("include_eds")))
+		b, err := protojson.MarshalOptions{Multiline: true, Indent: " ", UseProtoNames: true}.Marshal(src.ConfigDump(r.URL.Query().Has("include_eds")))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

@@ -162,13 +162,26 @@ func (s *Server) Requests() []Request {
 	return append([]Request(nil), s.reqs...)
 }
 
+// Mark returns the number of requests received so far, for WaitSince.
+func (s *Server) Mark() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.reqs)
+}
+
 // WaitFor waits until a received request satisfies ok, or fails the test
 // after timeout.
 func (s *Server) WaitFor(timeout time.Duration, what string, ok func(Request) bool) Request {
 	s.t.Helper()
+	return s.WaitSince(0, timeout, what, ok)
+}
+
+// WaitSince is WaitFor looking only at requests after mark.
+func (s *Server) WaitSince(mark int, timeout time.Duration, what string, ok func(Request) bool) Request {
+	s.t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	seen := 0
+	seen := mark
 	for {
 		s.mu.Lock()
 		reqs, ch := s.reqs, s.changed
