@@ -131,10 +131,17 @@ func compilePattern(p string) func(string) bool {
 			return n >= lo && n <= hi && rest(s)
 		}
 	}
+	// RE2 repeats at most 1000 times; Java has no such limit. The models
+	// use larger bounds only on whole values whose length the shape's Max
+	// also bounds, so the upper bound can go.
+	p = bigRepeat.ReplaceAllString(p, "{$1,}")
 	// Java's matches() must consume the whole value; RE2 finds a substring.
 	re := regexp.MustCompile(`^(?:` + p + `)$`)
 	return re.MatchString
 }
+
+// bigRepeat matches a repetition {m,n} with n of four digits or more.
+var bigRepeat = regexp.MustCompile(`\{(\d+),\d{4,}\}`)
 
 func atoi(s string) int {
 	n := 0

@@ -104,3 +104,27 @@ func TestCloudMapPatterns(t *testing.T) {
 		}
 	}
 }
+
+// TestPatternsCompile matches a value against every pattern of both
+// models, so that none panics at its first use in a request.
+func TestPatternsCompile(t *testing.T) {
+	for _, m := range []*shape.Model{appmesh.Model(), cloudmap.Model()} {
+		for name, s := range m.Shapes {
+			if s.Pattern == "" {
+				continue
+			}
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Errorf("shape %s: pattern %q: %v", name, s.Pattern, p)
+					}
+				}()
+				s.Match("a")
+			}()
+		}
+	}
+	long := cloudmap.Model().Shapes["NamespaceName"]
+	if !long.Match(strings.Repeat("a", 1024)) || long.Match("") || long.Match("a b") {
+		t.Error("NamespaceName pattern ^[!-~]{1,1024}$ does not match as Java would")
+	}
+}
