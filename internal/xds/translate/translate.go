@@ -44,7 +44,8 @@ type Identity struct {
 // Cloud Map, with the addresses it registered (AWS_INSTANCE_IPV4,
 // AWS_INSTANCE_IPV6); the translator picks one by the ipPreference of the
 // node or mesh. Port 0 means the instance registered no AWS_INSTANCE_PORT
-// and the listener port applies.
+// and the listener port applies; a node with several listeners always uses
+// each listener's port, since one instance port cannot stand for them all.
 type Endpoint struct {
 	IPv4 string
 	IPv6 string
