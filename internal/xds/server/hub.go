@@ -1,0 +1,541 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// hub serves snapshots to ADS streams. It is both the ConfigWatcher and
+// the Callbacks of go-control-plane's state-of-the-world server: the
+// callbacks tell it which stream a request belongs to and what the proxy
+// ACKed or NACKed; the watches are where it answers.
+//
+// Why not go-control-plane's SnapshotCache: it keys nothing by stream, so it
+// cannot order a stream's responses by type, stop the NACK resend loop
+// without a wrapper, count write-to-ACK time per proxy, or close a stream
+// whose resource was deleted. Its rules for when to answer are kept: answer
+// when the version differs from what the client has, or when the client
+// subscribes to a resource it has not yet been sent.
+//
+// Three rules on top:
+//   - A stream gets at most one response in flight, and types in the order
+//     CDS, EDS, LDS, RDS: the next response is released when the previous
+//     one is handed to the stream (OnStreamResponse).
+//   - A NACK parks the type: the client is treated as holding the version
+//     it rejected, so nothing is resent until a new snapshot.
+//   - A snapshot with closeErr closes the identity's streams with it.
+type hub struct {
+	log     *slog.Logger
+	metrics *metrics
+	// attach and detach tell the push loop that a stream of an identity
+	// opened or closed; attach fails with a gRPC status error when the
+	// identity's resource does not exist. Called without mu held.
+	attach func(ctx context.Context, id translate.Identity) error
+	detach func(id translate.Identity)
+	// defaultOwner is the mesh owner of node ids that name none.
+	defaultOwner string
+
+	mu      sync.Mutex // protects everything below and every *stream
+	streams map[int64]*stream
+	// byNode finds a request's stream: every request of a stream carries
+	// the same *core.Node once OnStreamRequest has seen it.
+	byNode map[*core.Node]*stream
+	idents map[translate.Identity]*identState
+	// changed is closed and replaced whenever what Proxies reports may
+	// have changed, so that a caller can wait for it without polling.
+	changed chan struct{}
+}
+
+// identState is one proxy identity as the hub knows it.
+type identState struct {
+	snap    *snapshot // nil until the push loop first translates it
+	streams map[*stream]struct{}
+	// err is the last translation or validation error, "" once a
+	// translation succeeds again.
+	err string
+	// loggedNack is the version last logged as NACKed, per type, so that
+	// replicas NACKing the same push log once.
+	loggedNack [numTypes]string
+}
+
+// stream is one ADS stream (one proxy replica).
+type stream struct {
+	id          int64
+	ctx         context.Context // the gRPC stream's context
+	connectedAt time.Time
+	node        *core.Node // from the first request; nil before it
+	nodeID      string
+	ident       translate.Identity
+	attached    bool
+	log         *slog.Logger
+	closeErr    error
+	// inflight is the watch whose response sits in its channel, not yet
+	// handed to the stream: the next response waits for it. The server
+	// drops it if a request of the same type comes first (see cancel).
+	inflight *watch
+	types    [numTypes]streamType
+}
+
+// streamType is what one stream knows and was sent of one type.
+type streamType struct {
+	subscribed bool   // the client asked for this type at least once
+	w          *watch // the open watch, nil while a response is in flight
+	// known is the version the client holds for deciding whether to
+	// answer: the version of its last request, or after a NACK the
+	// version it rejected (parking).
+	known       string
+	sentVersion string
+	sentNonce   string // of the last response sent
+	// pendingNonce is sentNonce until a request answers it: meanwhile
+	// go-control-plane ignores requests with another nonce as stale, and
+	// so does the hub.
+	pendingNonce string
+	// pending is the commit time of the oldest write that changed this
+	// type and that the client has not yet ACKed; zero when none.
+	pending    time.Time
+	acked      string
+	ackedAt    time.Time
+	lastNack   *nackStatus
+	lastPushAt time.Time
+}
+
+type watch struct {
+	req *discovery.DiscoveryRequest
+	sub cache.Subscription
+	ch  chan cache.Response
+	// prevSent is the type's sentVersion before this watch was answered,
+	// restored if the server drops the answer unsent.
+	prevSent string
+}
+
+// nackStatus is a rejected push.
+type nackStatus struct {
+	Type    string    `json:"type"`
+	Version string    `json:"version"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+func newHub(log *slog.Logger, m *metrics, defaultOwner string) *hub {
+	return &hub{
+		log:          log,
+		metrics:      m,
+		defaultOwner: defaultOwner,
+		streams:      make(map[int64]*stream),
+		byNode:       make(map[*core.Node]*stream),
+		idents:       make(map[translate.Identity]*identState),
+		changed:      make(chan struct{}),
+	}
+}
+
+// OnStreamOpen implements sotw.Callbacks.
+func (c *hub) OnStreamOpen(ctx context.Context, id int64, typeURL string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.streams[id] = &stream{id: id, ctx: ctx, connectedAt: time.Now(), log: c.log.With("stream", id)}
+	c.metrics.streams.Inc()
+	return nil
+}
+
+// OnStreamClosed implements sotw.Callbacks.
+func (c *hub) OnStreamClosed(id int64, _ *core.Node) {
+	c.mu.Lock()
+	s := c.streams[id]
+	delete(c.streams, id)
+	if s == nil {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.byNode, s.node)
+	if is := c.idents[s.ident]; s.attached && is != nil {
+		delete(is.streams, s)
+	}
+	c.bump()
+	c.mu.Unlock()
+	c.metrics.streams.Dec()
+	if s.attached {
+		s.log.Info("proxy disconnected")
+		c.detach(s.ident)
+	}
+}
+
+// OnStreamRequest implements sotw.Callbacks. The first request identifies
+// the proxy; later ones are ACKs, NACKs or subscription changes.
+func (c *hub) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
+	c.mu.Lock()
+	s := c.streams[id]
+	if s == nil {
+		c.mu.Unlock()
+		return status.Errorf(codes.Internal, "unknown stream %d", id)
+	}
+	first := s.node == nil
+	c.mu.Unlock()
+	if first {
+		if err := c.identify(s, req); err != nil {
+			c.metrics.rejected.WithLabelValues(status.Code(err).String()).Inc()
+			return err
+		}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.bump()
+	// From now on every request of the stream carries the same node, which
+	// is how CreateWatch finds the stream (Envoy repeats the node in every
+	// request, gRPC clients only in the first).
+	req.Node = s.node
+	t := typeIndex(req.GetTypeUrl())
+	if t < 0 {
+		return nil
+	}
+	st := &s.types[t]
+	s.log.Debug("request", "type", typeName(t), "version", req.GetVersionInfo(), "nonce", req.GetResponseNonce(), "names", req.GetResourceNames(), "nack", req.GetErrorDetail() != nil)
+	if st.pendingNonce != "" && req.GetResponseNonce() != st.pendingNonce {
+		// Sent before the client saw our last response: go-control-plane
+		// ignores it (and opens no watch), and so does the hub.
+		return nil
+	}
+	answer := st.pendingNonce != ""
+	st.pendingNonce = ""
+	st.subscribed = true
+	switch {
+	case !answer:
+		// A subscription (new, or new names) before any response or
+		// after the last one was answered. A first version may come from
+		// an earlier stream (a reconnect): if it is ours, the client
+		// holds exactly our resources.
+		if req.GetResponseNonce() == "" {
+			st.known = req.GetVersionInfo()
+		}
+	case req.GetErrorDetail() != nil:
+		st.known = st.sentVersion // park: do not resend what was rejected
+		st.pending = time.Time{}
+		n := &nackStatus{Type: typeName(t), Version: st.sentVersion, Message: req.GetErrorDetail().GetMessage(), At: time.Now()}
+		st.lastNack = n
+		c.metrics.nacks.WithLabelValues(n.Type).Inc()
+		if is := c.idents[s.ident]; is != nil && is.loggedNack[t] != n.Version {
+			is.loggedNack[t] = n.Version
+			s.log.Warn("proxy rejected configuration", "type", n.Type, "version", n.Version, "error", n.Message)
+		}
+	default:
+		st.known = req.GetVersionInfo()
+		st.acked = req.GetVersionInfo()
+		st.ackedAt = time.Now()
+		c.metrics.acks.WithLabelValues(typeName(t)).Inc()
+		is := c.idents[s.ident]
+		if !st.pending.IsZero() && is != nil && is.snap != nil && is.snap.types[t].version == st.acked {
+			c.metrics.writeToAck.WithLabelValues(typeName(t)).Observe(st.ackedAt.Sub(st.pending).Seconds())
+			st.pending = time.Time{}
+		}
+	}
+	return nil
+}
+
+// identify parses the first request's node, attaches the stream to its
+// identity (which makes the push loop translate it if no other replica
+// did), and registers the stream. Errors are gRPC status errors.
+func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
+	node := req.GetNode()
+	if node == nil || node.GetId() == "" {
+		s.log.Info("proxy rejected: no node id")
+		return status.Error(codes.InvalidArgument, "the first request of a stream must carry node.id: the virtual node or virtual gateway ARN")
+	}
+	ident, err := ParseNodeID(node.GetId(), c.defaultOwner)
+	if err != nil {
+		s.log.Info("proxy rejected", "node", node.GetId(), "error", err)
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	ident.Proxyless = proxyless(node)
+	log := s.log.With("node", node.GetId(), "proxyless", ident.Proxyless)
+	if err := c.attach(s.ctx, ident); err != nil {
+		log.Info("proxy rejected", "error", err)
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.node, s.nodeID, s.ident, s.attached, s.log = node, node.GetId(), ident, true, log
+	c.byNode[node] = s
+	is := c.ident(ident)
+	is.streams[s] = struct{}{}
+	c.bump()
+	log.Info("proxy connected", "user_agent", node.GetUserAgentName(), "user_agent_version", node.GetUserAgentVersion())
+	return nil
+}
+
+// statusChanged returns a channel closed at the next status change.
+func (c *hub) statusChanged() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+// bump signals a status change. Called with mu held.
+func (c *hub) bump() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *hub) ident(id translate.Identity) *identState {
+	is := c.idents[id]
+	if is == nil {
+		is = &identState{streams: make(map[*stream]struct{})}
+		c.idents[id] = is
+	}
+	return is
+}
+
+// OnStreamResponse implements sotw.Callbacks. It runs on the stream's
+// goroutine just before the response is sent, which releases the next type.
+func (c *hub) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, out *discovery.DiscoveryResponse) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.streams[id]
+	t := typeIndex(out.GetTypeUrl())
+	if s == nil || t < 0 {
+		return
+	}
+	st := &s.types[t]
+	st.sentNonce = out.GetNonce()
+	st.pendingNonce = out.GetNonce()
+	st.lastPushAt = time.Now()
+	s.inflight = nil
+	c.bump()
+	c.metrics.pushes.WithLabelValues(typeName(t)).Inc()
+	c.flush(s)
+}
+
+// CreateWatch implements cache.ConfigWatcher.
+func (c *hub) CreateWatch(req *discovery.DiscoveryRequest, sub cache.Subscription, ch chan cache.Response) (func(), error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.byNode[req.GetNode()]
+	if s == nil {
+		return nil, status.Error(codes.Internal, "watch for a stream that was not identified")
+	}
+	if s.closeErr != nil {
+		return nil, s.closeErr
+	}
+	t := typeIndex(req.GetTypeUrl())
+	if t < 0 {
+		// A type weft does not serve (SDS, RTDS, ...): the watch stays
+		// open and silent, as for a resource that does not exist yet.
+		return func() {}, nil
+	}
+	w := &watch{req: req, sub: sub, ch: ch}
+	st := &s.types[t]
+	st.w = w
+	c.flush(s)
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if st.w == w {
+			st.w = nil
+		}
+		if s.inflight == w {
+			// Answered but not sent: a request of the same type came first
+			// and the server drops the answer with the watch. The request
+			// opens a new watch at once, which is answered anew.
+			s.inflight = nil
+			st.sentVersion = w.prevSent
+		}
+	}, nil
+}
+
+// CreateDeltaWatch implements cache.ConfigWatcher. weft serves the
+// state-of-the-world protocol only; the delta service is not registered.
+func (c *hub) CreateDeltaWatch(*discovery.DeltaDiscoveryRequest, cache.Subscription, chan cache.DeltaResponse) (func(), error) {
+	return nil, status.Error(codes.Unimplemented, "delta xDS is not served")
+}
+
+// setSnapshot hands a new snapshot of an identity to its streams. Called by
+// the push loop only.
+func (c *hub) setSnapshot(id translate.Identity, snap *snapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	is := c.ident(id)
+	old := is.snap
+	is.snap = snap
+	is.err = ""
+	for t := range numTypes {
+		nt := &snap.types[t]
+		if old != nil && old.types[t].version == nt.version || nt.changedAt.IsZero() {
+			continue
+		}
+		for s := range is.streams {
+			if st := &s.types[t]; st.pending.IsZero() && st.known != nt.version {
+				st.pending = nt.changedAt
+			}
+		}
+	}
+	for s := range is.streams {
+		if snap.closeErr != nil {
+			c.close(s, snap.closeErr)
+			continue
+		}
+		c.flush(s)
+	}
+}
+
+// setError records that an identity's latest translation failed; it keeps
+// its previous snapshot.
+func (c *hub) setError(id translate.Identity, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ident(id).err = err.Error()
+	c.bump()
+}
+
+// dropIdentity forgets an identity that no stream serves any more.
+func (c *hub) dropIdentity(id translate.Identity) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if is := c.idents[id]; is != nil && len(is.streams) == 0 {
+		delete(c.idents, id)
+	}
+}
+
+// close ends a stream with err: through any open watch now, or through the
+// next one the stream opens.
+func (c *hub) close(s *stream, err error) {
+	if s.closeErr != nil {
+		return
+	}
+	s.closeErr = err
+	s.log.Info("closing stream", "error", err)
+	for t := range numTypes {
+		if w := s.types[t].w; w != nil {
+			s.types[t].w = nil
+			w.ch <- &response{req: w.req, err: err} // cap 1, and no response is in it: w was open
+			return
+		}
+	}
+}
+
+// flush answers the first type, in order, that the stream should be sent.
+// Called with mu held.
+func (c *hub) flush(s *stream) {
+	if s.inflight != nil || s.closeErr != nil || !s.attached {
+		return
+	}
+	is := c.idents[s.ident]
+	if is == nil || is.snap == nil {
+		return
+	}
+	if is.snap.closeErr != nil {
+		c.close(s, is.snap.closeErr)
+		return
+	}
+	for t := range numTypes {
+		st := &s.types[t]
+		if !st.subscribed {
+			continue
+		}
+		ts := &is.snap.types[t]
+		if st.w == nil {
+			// In flight (sent, not yet ACKed) or between a request and
+			// its watch. Sent the current version: the next type may
+			// follow. Owes a newer one: the types after it wait, so that a
+			// route never arrives before the cluster it names.
+			if st.sentVersion != ts.version && st.known != ts.version {
+				return
+			}
+			continue
+		}
+		if st.known == ts.version && !newNames(st.w.sub, ts) {
+			continue
+		}
+		c.respond(s, t, ts)
+		return
+	}
+}
+
+// newNames reports whether the client subscribes to a resource it has not
+// been sent on this stream.
+func newNames(sub cache.Subscription, ts *typeSnapshot) bool {
+	returned := sub.ReturnedResources()
+	if sub.IsWildcard() {
+		for _, e := range ts.entries {
+			if _, ok := returned[e.name]; !ok {
+				return true
+			}
+		}
+		return false
+	}
+	for name := range sub.SubscribedResources() {
+		if _, ok := ts.byName[name]; !ok {
+			continue
+		}
+		if _, ok := returned[name]; !ok {
+			return true
+		}
+	}
+	return false
+}
+
+// respond puts one response on type t's open watch. Called with mu held.
+func (c *hub) respond(s *stream, t int, ts *typeSnapshot) {
+	st := &s.types[t]
+	w := st.w
+	var anys []*anypb.Any
+	returned := make(map[string]string)
+	if w.sub.IsWildcard() {
+		anys = make([]*anypb.Any, 0, len(ts.entries))
+		for _, e := range ts.entries {
+			anys = append(anys, e.any)
+			returned[e.name] = ts.version
+		}
+	} else {
+		// Only what was asked for, in name order: a gRPC client asks for
+		// the listeners, routes and clusters it uses; asking for a
+		// resource that does not exist gets a response without it, which
+		// is how the client learns that it does not exist.
+		for _, e := range ts.entries {
+			if _, ok := w.sub.SubscribedResources()[e.name]; ok {
+				anys = append(anys, e.any)
+				returned[e.name] = ts.version
+			}
+		}
+	}
+	st.w = nil
+	w.prevSent = st.sentVersion
+	st.sentVersion = ts.version
+	s.inflight = w
+	s.log.Debug("push", "type", typeName(t), "version", ts.version, "resources", len(anys), "wildcard", w.sub.IsWildcard())
+	// A fresh DiscoveryResponse per stream: the server writes the nonce
+	// into it. The Anys inside are shared and only read.
+	w.ch <- &response{ // cap 1, and empty: the watch was open and unanswered
+		req:      w.req,
+		out:      &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)},
+		returned: returned,
+	}
+}
+
+// response is one answer on a watch; with err set it ends the stream.
+type response struct {
+	req      *discovery.DiscoveryRequest
+	out      *discovery.DiscoveryResponse
+	returned map[string]string
+	err      error
+}
+
+func (r *response) GetDiscoveryResponse() (*discovery.DiscoveryResponse, error) {
+	return r.out, r.err
+}
+func (r *response) GetRequest() *discovery.DiscoveryRequest { return r.req }
+func (r *response) GetVersion() (string, error)             { return r.out.GetVersionInfo(), nil }
+func (r *response) GetResponseVersion() string              { return r.out.GetVersionInfo() }
+func (r *response) GetReturnedResources() map[string]string { return r.returned }
+func (r *response) GetContext() context.Context             { return context.Background() }
+
+var _ cache.ConfigWatcher = (*hub)(nil)

@@ -1,0 +1,138 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/cloudmap"
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// TestIncrementalEqualsFull: after every one of a few hundred random
+// writes, each proxy's configuration, as the push loop maintains it
+// through its dependency index, equals a translation from scratch of the
+// store's state. A dependency the index misses shows as a proxy that kept
+// an old version.
+func TestIncrementalEqualsFull(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tr   func(*translate.View, translate.Identity) (*translate.Resources, error)
+		gen  func(*rand.Rand, *testing.T, store.Store)
+	}{
+		{"fake", fakeTranslate, randomWrite},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkIncremental(t, tc.tr, tc.gen, 300)
+		})
+	}
+}
+
+func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity) (*translate.Resources, error), gen func(*rand.Rand, *testing.T, store.Store), writes int) {
+	t.Helper()
+	ctx := context.Background()
+	st := openStore(t)
+	putNamespace(t, st)
+	putMesh(t, st, "m")
+	log := slog.New(slog.DiscardHandler)
+	newTestLoop := func() *loop {
+		return newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: tr, Log: log}, newHub(log, newMetrics(nil), owner), newMetrics(nil))
+	}
+	l := newTestLoop()
+	rev, err := l.resync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changes, err := st.Watch(wctx, "", rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []translate.Identity
+	for i := range 5 {
+		for _, pl := range []bool{false, true} {
+			ids = append(ids, translate.Identity{MeshOwner: owner, Mesh: "m", Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("n%d", i), Proxyless: pl})
+		}
+	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range writes {
+		before := st.Revision()
+		gen(rnd, t, st)
+		if st.Revision() == before {
+			continue // deleted what did not exist
+		}
+		for done := false; !done; {
+			select {
+			case c := <-changes:
+				l.apply([]store.Change{c}, time.Now())
+				done = c.Revision == st.Revision()
+			case <-time.After(wait):
+				t.Fatal("no change from the store")
+			}
+		}
+		// Proxies connect as their nodes appear; a deleted node's
+		// proxies are closed and reconnect (and are refused) later.
+		for _, id := range ids {
+			if p := l.proxies[id]; p != nil && p.snap != nil && p.snap.closeErr != nil {
+				l.detach(id)
+			}
+			if l.proxies[id] == nil {
+				l.attach(id) // NotFound while the node does not exist
+			}
+		}
+		full := newTestLoop()
+		if _, err := full.resync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for id, p := range l.proxies {
+			if err := full.attach(id); err != nil {
+				t.Fatalf("write %d: %v is attached incrementally but a fresh attach says %v", i, id, err)
+			}
+			fp := full.proxies[id]
+			for typ := range numTypes {
+				if got, want := p.snap.types[typ].version, fp.snap.types[typ].version; got != want {
+					t.Fatalf("write %d: %s of %s: incremental version %s, from scratch %s", i, typeName(typ), id.Name, got, want)
+				}
+			}
+		}
+	}
+}
+
+// randomWrite makes one random change to mesh m's nodes n0..n4, services
+// s0..s3 (provided by a node or by nothing) and the Cloud Map instances of
+// the nodes.
+func randomWrite(rnd *rand.Rand, t *testing.T, st store.Store) {
+	node := fmt.Sprintf("n%d", rnd.IntN(5))
+	svc := fmt.Sprintf("s%d", rnd.IntN(4))
+	switch rnd.IntN(6) {
+	case 0:
+		del(t, st, ref("m", appmesh.KindVirtualNode, "", node).Key())
+	case 1:
+		var backends []string
+		for j := range 4 {
+			if rnd.IntN(2) == 0 {
+				backends = append(backends, fmt.Sprintf("s%d", j))
+			}
+		}
+		putNode(t, st, "m", node, backends...)
+	case 2:
+		del(t, st, ref("m", appmesh.KindVirtualService, "", svc).Key())
+	case 3:
+		provider := node
+		if rnd.IntN(4) == 0 {
+			provider = ""
+		}
+		putService(t, st, "m", svc, provider)
+	case 4:
+		putCMService(t, st, node)
+		putInstance(t, st, node, fmt.Sprintf("i%d", rnd.IntN(3)), fmt.Sprintf("10.0.0.%d", rnd.IntN(250)+1))
+	case 5:
+		del(t, st, cloudmap.InstanceKey("srv-"+node, fmt.Sprintf("i%d", rnd.IntN(3))))
+	}
+}

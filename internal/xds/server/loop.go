@@ -1,0 +1,636 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/cloudmap"
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// loop is the push loop: the one goroutine that follows the store, keeps
+// every mesh's View, knows which proxy depends on what, translates the
+// affected proxies and hands their snapshots to the hub.
+//
+// Everything below the channels is owned by run's goroutine.
+type loop struct {
+	st            store.Store
+	loadDiscovery LoadDiscovery
+	translate     func(*translate.View, translate.Identity) (*translate.Resources, error)
+	validate      func(*translate.Resources) error
+	hub           *hub
+	log           *slog.Logger
+	metrics       *metrics
+
+	attachCh chan attachReq          // from stream goroutines; run reads
+	detachCh chan translate.Identity // from stream goroutines; run reads
+	done     chan struct{}           // closed when run returns
+
+	meshes  map[meshKey]*meshState
+	disc    Discovery // nil without Cloud Map
+	byCMSvc map[CloudMapService]map[nodeRef]struct{}
+	proxies map[translate.Identity]*proxy
+	// The dependency index: which proxy identities read which resource,
+	// and whose endpoints. Built from translate.Resources.Deps and
+	// EndpointsOf.
+	deps    map[appmesh.Ref]map[translate.Identity]struct{}
+	epDeps  map[nodeRef]map[translate.Identity]struct{}
+	entries map[[sha256.Size]byte]*entry // interned resources by content
+}
+
+type attachReq struct {
+	id    translate.Identity
+	reply chan error // buffered: run never waits on the requester
+}
+
+// proxy is one identity with at least one stream.
+type proxy struct {
+	refs int // attached streams
+	snap *snapshot
+	deps []appmesh.Ref
+	eps  []nodeRef
+	err  string // last translation error logged, to log each once
+}
+
+func newLoop(opts *Options, c *hub, m *metrics) *loop {
+	return &loop{
+		st:            opts.Store,
+		loadDiscovery: opts.LoadDiscovery,
+		translate:     opts.Translate,
+		validate:      opts.Validate,
+		hub:           c,
+		log:           opts.Log,
+		metrics:       m,
+		attachCh:      make(chan attachReq),
+		detachCh:      make(chan translate.Identity),
+		done:          make(chan struct{}),
+		proxies:       map[translate.Identity]*proxy{},
+		deps:          map[appmesh.Ref]map[translate.Identity]struct{}{},
+		epDeps:        map[nodeRef]map[translate.Identity]struct{}{},
+		entries:       map[[sha256.Size]byte]*entry{},
+	}
+}
+
+// requestAttach is called by a stream goroutine; see hub.attach.
+func (l *loop) requestAttach(ctx context.Context, id translate.Identity) error {
+	r := attachReq{id: id, reply: make(chan error, 1)}
+	select {
+	case l.attachCh <- r:
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-l.done:
+		return status.Error(codes.Unavailable, "xDS server is shutting down")
+	}
+	// Once run has the request it counts the stream: wait for the answer
+	// even if ctx ends, so that the count and the stream agree.
+	select {
+	case err := <-r.reply:
+		return err
+	case <-l.done:
+		return status.Error(codes.Unavailable, "xDS server is shutting down")
+	}
+}
+
+// requestDetach is called by a stream goroutine when an attached stream ends.
+func (l *loop) requestDetach(id translate.Identity) {
+	select {
+	case l.detachCh <- id:
+	case <-l.done:
+	}
+}
+
+// run follows the store until ctx ends. After a lost watch (compaction,
+// or a watcher that fell behind) it reads a fresh snapshot and carries on.
+func (l *loop) run(ctx context.Context) error {
+	defer close(l.done)
+	for {
+		rev, err := l.resync(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		ch, err := l.st.Watch(ctx, "", rev)
+		if errors.Is(err, store.ErrCompacted) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watch store: %w", err)
+		}
+		l.follow(ctx, ch)
+		if ctx.Err() != nil {
+			return nil
+		}
+		l.log.Warn("store watch ended; reading a fresh snapshot")
+	}
+}
+
+// follow applies changes as they come, in batches of whatever is already
+// queued (no timer: a lone write is pushed at once), and serves attach and
+// detach requests in between. It returns when ctx ends or ch closes.
+func (l *loop) follow(ctx context.Context, ch <-chan store.Change) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c, ok := <-ch:
+			if !ok {
+				return
+			}
+			at := time.Now()
+			batch := []store.Change{c}
+			closed := false
+		drain:
+			for {
+				select {
+				case c, ok := <-ch:
+					if !ok {
+						closed = true
+						break drain
+					}
+					batch = append(batch, c)
+				default:
+					break drain
+				}
+			}
+			l.apply(batch, at)
+			l.metrics.recompute.Observe(time.Since(at).Seconds())
+			if closed {
+				return
+			}
+		case r := <-l.attachCh:
+			r.reply <- l.attach(r.id)
+		case id := <-l.detachCh:
+			l.detach(id)
+		}
+	}
+}
+
+// resync rebuilds every mesh from a store snapshot and recomputes every
+// attached proxy; versions are content hashes, so proxies whose
+// configuration did not change are sent nothing.
+func (l *loop) resync(ctx context.Context) (store.Revision, error) {
+	meshes := map[meshKey]*meshState{}
+	var disc Discovery
+	rev, err := l.st.View(ctx, func(tx store.Tx) error {
+		kvs, err := tx.List(appmesh.KeyPrefix, "", 0)
+		if err != nil {
+			return err
+		}
+		if l.loadDiscovery != nil {
+			// In the same snapshot as App Mesh, so that following the
+			// watch from its revision misses nothing.
+			if disc, err = l.loadDiscovery(tx); err != nil {
+				return fmt.Errorf("load cloud map: %w", err)
+			}
+		}
+		for _, kv := range kvs {
+			ref, ok := appmesh.ParseKey(kv.Key)
+			if !ok {
+				continue
+			}
+			k := meshKey{ref.Owner, ref.Mesh}
+			ms := meshes[k]
+			if ms == nil {
+				ms = newMeshState()
+				meshes[k] = ms
+			}
+			if err := ms.set(ref, kv.Value); err != nil {
+				l.log.Error("skipping undecodable resource", "key", kv.Key, "error", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read store: %w", err)
+	}
+	if l.loadDiscovery != nil {
+	}
+	l.meshes, l.disc = meshes, disc
+	l.byCMSvc = map[CloudMapService]map[nodeRef]struct{}{}
+	for k, ms := range meshes {
+		for name, vn := range ms.view.VirtualNodes {
+			l.indexNode(nodeRef{k, name}, ms, vn)
+			l.refreshEndpoints(nodeRef{k, name}, ms)
+		}
+	}
+	ids := make([]translate.Identity, 0, len(l.proxies))
+	for id := range l.proxies {
+		ids = append(ids, id)
+	}
+	l.recompute(ids, time.Now())
+	l.log.Info("xds: store loaded", "revision", rev, "meshes", len(meshes))
+	return rev, nil
+}
+
+// apply follows a batch of changes and pushes to the proxies they affect.
+func (l *loop) apply(batch []store.Change, at time.Time) {
+	affected := map[translate.Identity]struct{}{}
+	dirtyEps := map[nodeRef]struct{}{}
+	for _, c := range batch {
+		var cm []store.Event
+		for _, ev := range c.Events {
+			switch {
+			case strings.HasPrefix(ev.KV.Key, appmesh.KeyPrefix):
+				l.applyAppMesh(ev, affected, dirtyEps)
+			case strings.HasPrefix(ev.KV.Key, cloudmap.KeyPrefix):
+				cm = append(cm, ev)
+			}
+		}
+		if len(cm) == 0 || l.disc == nil {
+			continue
+		}
+		next, changed := l.disc.Apply(store.Change{Revision: c.Revision, Events: cm})
+		l.disc = next
+		for _, svc := range changed {
+			for n := range l.byCMSvc[svc] {
+				dirtyEps[n] = struct{}{}
+			}
+		}
+	}
+	for n := range dirtyEps {
+		if l.refreshEndpoints(n, l.meshes[n.mesh]) {
+			for id := range l.epDeps[n] {
+				affected[id] = struct{}{}
+			}
+		}
+	}
+	ids := make([]translate.Identity, 0, len(affected))
+	for id := range affected {
+		ids = append(ids, id)
+	}
+	l.recompute(ids, at)
+}
+
+// applyAppMesh applies one App Mesh event to its mesh and collects the
+// proxies that read the resource.
+func (l *loop) applyAppMesh(ev store.Event, affected map[translate.Identity]struct{}, dirtyEps map[nodeRef]struct{}) {
+	ref, ok := appmesh.ParseKey(ev.KV.Key)
+	if !ok {
+		return // bookkeeping (tags, tokens)
+	}
+	k := meshKey{ref.Owner, ref.Mesh}
+	ms := l.meshes[k]
+	if ms == nil {
+		ms = newMeshState()
+		l.meshes[k] = ms
+	}
+	var value []byte
+	if ev.Type == store.EventPut {
+		value = ev.KV.Value
+	}
+	if err := ms.set(ref, value); err != nil {
+		l.log.Error("skipping undecodable resource", "key", ev.KV.Key, "error", err)
+		return
+	}
+	// Proxies that read this resource, and those that read every resource
+	// of its kind (and parent): translate.Resources.Deps holds such a Ref
+	// with an empty Name, e.g. "the routes of router r".
+	wild := ref
+	wild.Name = ""
+	for _, r := range []appmesh.Ref{ref, wild} {
+		for id := range l.deps[r] {
+			affected[id] = struct{}{}
+		}
+	}
+	switch ref.Kind {
+	case appmesh.KindVirtualNode:
+		n := nodeRef{k, ref.Name}
+		l.indexNode(n, ms, ms.view.VirtualNodes[ref.Name])
+		dirtyEps[n] = struct{}{}
+	case appmesh.KindMesh:
+		if ms.view.Mesh == nil {
+			// A deleted mesh: its proxies must learn it even if the
+			// translator did not list the mesh as a dependency.
+			for id := range l.proxies {
+				if id.MeshOwner == k.owner && id.Mesh == k.mesh {
+					affected[id] = struct{}{}
+				}
+			}
+			if len(ms.view.VirtualNodes)+len(ms.view.VirtualGateways)+len(ms.view.VirtualServices)+len(ms.view.VirtualRouters) == 0 {
+				delete(l.meshes, k)
+			}
+		}
+	}
+}
+
+// indexNode records which Cloud Map service a node's endpoints come from.
+func (l *loop) indexNode(n nodeRef, ms *meshState, vn *appmesh.VirtualNodeData) {
+	if old, ok := ms.nodeServices[n.name]; ok {
+		delete(l.byCMSvc[old.svc], n)
+		if len(l.byCMSvc[old.svc]) == 0 {
+			delete(l.byCMSvc, old.svc)
+		}
+		delete(ms.nodeServices, n.name)
+	}
+	sel, ok := selector(vn)
+	if !ok {
+		return
+	}
+	ms.nodeServices[n.name] = sel
+	set := l.byCMSvc[sel.svc]
+	if set == nil {
+		set = map[nodeRef]struct{}{}
+		l.byCMSvc[sel.svc] = set
+	}
+	set[n] = struct{}{}
+}
+
+// refreshEndpoints re-reads a node's endpoints and reports whether they
+// changed.
+func (l *loop) refreshEndpoints(n nodeRef, ms *meshState) bool {
+	if ms == nil {
+		return false
+	}
+	var eps []translate.Endpoint
+	if sel, ok := ms.nodeServices[n.name]; ok && l.disc != nil {
+		eps = l.disc.Endpoints(sel.svc.Namespace, sel.svc.Service, sel.attrs)
+	}
+	old, had := ms.view.Endpoints[n.name]
+	if eps == nil {
+		delete(ms.view.Endpoints, n.name)
+	} else {
+		ms.view.Endpoints[n.name] = eps
+	}
+	return had != (eps != nil) || !slices.Equal(old, eps)
+}
+
+// attach counts a new stream of id, translating id if it is the first.
+func (l *loop) attach(id translate.Identity) error {
+	ms := l.meshes[meshKey{id.MeshOwner, id.Mesh}]
+	if ms == nil || ms.view.Mesh == nil {
+		return status.Errorf(codes.NotFound, "mesh %s (owner %s) not found", id.Mesh, id.MeshOwner)
+	}
+	if !ms.exists(id) {
+		return status.Errorf(codes.NotFound, "%s %s not found in mesh %s", id.Kind, id.Name, id.Mesh)
+	}
+	p := l.proxies[id]
+	if p == nil {
+		p = &proxy{}
+		l.proxies[id] = p
+	}
+	p.refs++
+	if p.snap == nil || p.snap.closeErr != nil {
+		l.recompute([]translate.Identity{id}, time.Time{})
+	}
+	return nil
+}
+
+// detach uncounts a stream; the last one takes the identity's snapshot and
+// dependencies with it.
+func (l *loop) detach(id translate.Identity) {
+	p := l.proxies[id]
+	if p == nil {
+		return
+	}
+	if p.refs--; p.refs > 0 {
+		return
+	}
+	l.setDeps(id, p, nil, nil)
+	if p.snap != nil {
+		l.release(p.snap)
+	}
+	delete(l.proxies, id)
+	l.hub.dropIdentity(id)
+}
+
+// result is one identity's translation, computed by a worker.
+type result struct {
+	closeErr error
+	err      error
+	items    [numTypes][]item
+	deps     []appmesh.Ref
+	eps      []nodeRef
+}
+
+// item is one marshalled resource before interning.
+type item struct {
+	name  string
+	sum   [sha256.Size]byte
+	value []byte // nil when an entry with sum already exists
+}
+
+// recompute translates ids and installs their snapshots. The translations
+// run in parallel (they only read the views and the interned entries);
+// installing is sequential. at is the commit time of the writes that
+// caused it, zero when none did (a proxy connecting).
+func (l *loop) recompute(ids []translate.Identity, at time.Time) {
+	if len(ids) == 0 {
+		return
+	}
+	results := make([]result, len(ids))
+	workers := min(runtime.GOMAXPROCS(0), len(ids))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range workers {
+		wg.Go(func() { // ends when next is closed below
+			for i := range next {
+				results[i] = l.compute(ids[i])
+			}
+		})
+	}
+	for i := range ids {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, id := range ids {
+		l.install(id, &results[i], at)
+	}
+	l.metrics.interned.Set(float64(len(l.entries)))
+}
+
+// compute translates and validates one identity and marshals its
+// resources. It must not write to the loop's state: it runs on a worker.
+func (l *loop) compute(id translate.Identity) (r result) {
+	k := meshKey{id.MeshOwner, id.Mesh}
+	ms := l.meshes[k]
+	if !ms.exists(id) {
+		r.closeErr = status.Errorf(codes.NotFound, "%s %s in mesh %s was deleted", id.Kind, id.Name, id.Mesh)
+		return r
+	}
+	res, err := l.translate(ms.view, id)
+	if errors.Is(err, translate.ErrNotFound) {
+		r.closeErr = status.Error(codes.NotFound, err.Error())
+		return r
+	}
+	if err != nil {
+		r.err = fmt.Errorf("translate: %w", err)
+		return r
+	}
+	if l.validate != nil {
+		if err := l.validate(res); err != nil {
+			r.err = fmt.Errorf("validate: %w", err)
+			return r
+		}
+	}
+	lists := [numTypes][]proto.Message{}
+	for _, m := range res.Clusters {
+		lists[typeCluster] = append(lists[typeCluster], m)
+	}
+	for _, m := range res.Endpoints {
+		lists[typeEndpoint] = append(lists[typeEndpoint], m)
+	}
+	for _, m := range res.Listeners {
+		lists[typeListener] = append(lists[typeListener], m)
+	}
+	for _, m := range res.Routes {
+		lists[typeRoute] = append(lists[typeRoute], m)
+	}
+	for t, list := range lists {
+		for _, m := range list {
+			// Deterministic, so that equal resources hash equal.
+			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+			if err != nil {
+				r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
+				return r
+			}
+			it := item{name: cache.GetResourceName(m), sum: sha256.Sum256(b)}
+			if _, ok := l.entries[it.sum]; !ok {
+				it.value = b
+			}
+			r.items[t] = append(r.items[t], it)
+		}
+		slices.SortFunc(r.items[t], func(a, b item) int { return strings.Compare(a.name, b.name) })
+	}
+	// The identity's own resource and its mesh are dependencies whatever
+	// the translator reports: their deletion must reach the proxy.
+	r.deps = append(slices.Clone(res.Deps),
+		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: appmesh.KindMesh, Name: id.Mesh},
+		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: id.Kind, Name: id.Name})
+	for _, n := range res.EndpointsOf {
+		r.eps = append(r.eps, nodeRef{k, n})
+	}
+	return r
+}
+
+// install interns a result's resources, swaps the identity's snapshot and
+// dependencies, and hands the snapshot to the hub.
+func (l *loop) install(id translate.Identity, r *result, at time.Time) {
+	p := l.proxies[id]
+	if p == nil {
+		return
+	}
+	switch {
+	case r.closeErr != nil:
+		if p.snap != nil {
+			l.release(p.snap)
+		}
+		p.snap = &snapshot{closeErr: r.closeErr}
+		l.hub.setSnapshot(id, p.snap)
+		return
+	case r.err != nil:
+		l.metrics.translateErr.Inc()
+		if msg := r.err.Error(); msg != p.err {
+			p.err = msg
+			l.log.Error("proxy configuration not updated", "mesh", id.Mesh, "kind", id.Kind, "name", id.Name, "proxyless", id.Proxyless, "error", r.err)
+		}
+		l.hub.setError(id, r.err)
+		return
+	}
+	l.metrics.translations.Inc()
+	p.err = ""
+	snap := &snapshot{}
+	for t := range numTypes {
+		ts := &snap.types[t]
+		ts.entries = make([]*entry, len(r.items[t]))
+		ts.byName = make(map[string]*entry, len(r.items[t]))
+		for i, it := range r.items[t] {
+			e := l.entries[it.sum]
+			if e == nil {
+				e = &entry{name: it.name, sum: it.sum, any: &anypb.Any{TypeUrl: typeURL(t), Value: it.value}}
+				l.entries[it.sum] = e
+			}
+			e.refs++
+			ts.entries[i] = e
+			ts.byName[e.name] = e
+		}
+		salt := ""
+		if t == typeEndpoint {
+			// EDS follows every cluster change, even when the endpoints
+			// are the same: Envoy re-warms a changed cluster and waits for
+			// its endpoints (App Mesh roadmap #192).
+			salt = snap.types[typeCluster].version
+		}
+		ts.version = versionOf(ts.entries, salt)
+		ts.changedAt = at
+		if p.snap != nil && p.snap.closeErr == nil && p.snap.types[t].version == ts.version {
+			ts.changedAt = p.snap.types[t].changedAt
+		}
+	}
+	l.setDeps(id, p, r.deps, r.eps)
+	old := p.snap
+	p.snap = snap
+	l.hub.setSnapshot(id, snap)
+	if old != nil {
+		l.release(old)
+	}
+}
+
+// release drops a snapshot's references to interned entries.
+func (l *loop) release(s *snapshot) {
+	for t := range numTypes {
+		for _, e := range s.types[t].entries {
+			if e.refs--; e.refs == 0 {
+				delete(l.entries, e.sum)
+			}
+		}
+	}
+}
+
+// setDeps replaces an identity's entries in the dependency index.
+func (l *loop) setDeps(id translate.Identity, p *proxy, deps []appmesh.Ref, eps []nodeRef) {
+	for _, d := range p.deps {
+		if set := l.deps[d]; set != nil {
+			delete(set, id)
+			if len(set) == 0 {
+				delete(l.deps, d)
+			}
+		}
+	}
+	for _, n := range p.eps {
+		if set := l.epDeps[n]; set != nil {
+			delete(set, id)
+			if len(set) == 0 {
+				delete(l.epDeps, n)
+			}
+		}
+	}
+	p.deps, p.eps = deps, eps
+	for _, d := range deps {
+		set := l.deps[d]
+		if set == nil {
+			set = map[translate.Identity]struct{}{}
+			l.deps[d] = set
+		}
+		set[id] = struct{}{}
+	}
+	for _, n := range eps {
+		set := l.epDeps[n]
+		if set == nil {
+			set = map[translate.Identity]struct{}{}
+			l.epDeps[n] = set
+		}
+		set[id] = struct{}{}
+	}
+}

@@ -1,0 +1,202 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// meshKey names a mesh: mesh names are unique per owner account.
+type meshKey struct{ owner, mesh string }
+
+// nodeRef names a virtual node across meshes.
+type nodeRef struct {
+	mesh meshKey
+	name string
+}
+
+// CloudMapService names a Cloud Map service by the names a virtual node's
+// awsCloudMap service discovery uses.
+type CloudMapService struct{ Namespace, Service string }
+
+// Discovery is what the push loop needs from Cloud Map discovery
+// (internal/discovery): follow the store's Cloud Map changes and list a
+// service's healthy instances. It is immutable: Apply returns the next one.
+type Discovery interface {
+	// Apply follows one change (only its Cloud Map events) and reports the
+	// services whose instances may have changed.
+	Apply(store.Change) (next Discovery, changed []CloudMapService)
+	// Endpoints lists the healthy instances of a service whose attributes
+	// include all of attributes.
+	Endpoints(namespace, service string, attributes map[string]string) []translate.Endpoint
+}
+
+// LoadDiscovery reads Cloud Map's state from a store snapshot.
+type LoadDiscovery func(tx store.Tx) (Discovery, error)
+
+// meshState is one mesh as the push loop holds it. view's maps are the
+// loop's own and are changed in place between batches: translations run
+// only inside a batch, after every change of the batch is applied, so no
+// translation ever sees a map change.
+type meshState struct {
+	view          *translate.View
+	routes        map[string]map[string]*appmesh.RouteData        // by router, by name
+	gatewayRoutes map[string]map[string]*appmesh.GatewayRouteData // by gateway, by name
+	// nodeServices is the Cloud Map service each node's endpoints come from.
+	nodeServices map[string]cloudMapSelector
+}
+
+type cloudMapSelector struct {
+	svc   CloudMapService
+	attrs map[string]string
+}
+
+func newMeshState() *meshState {
+	return &meshState{
+		view: &translate.View{
+			VirtualNodes:    map[string]*appmesh.VirtualNodeData{},
+			VirtualServices: map[string]*appmesh.VirtualServiceData{},
+			VirtualRouters:  map[string]*appmesh.VirtualRouterData{},
+			Routes:          map[string][]*appmesh.RouteData{},
+			VirtualGateways: map[string]*appmesh.VirtualGatewayData{},
+			GatewayRoutes:   map[string][]*appmesh.GatewayRouteData{},
+			Endpoints:       map[string][]translate.Endpoint{},
+		},
+		routes:        map[string]map[string]*appmesh.RouteData{},
+		gatewayRoutes: map[string]map[string]*appmesh.GatewayRouteData{},
+		nodeServices:  map[string]cloudMapSelector{},
+	}
+}
+
+// exists reports whether the identity's virtual node or gateway exists.
+func (ms *meshState) exists(id translate.Identity) bool {
+	if ms == nil || ms.view.Mesh == nil {
+		return false
+	}
+	switch id.Kind {
+	case appmesh.KindVirtualNode:
+		return ms.view.VirtualNodes[id.Name] != nil
+	case appmesh.KindVirtualGateway:
+		return ms.view.VirtualGateways[id.Name] != nil
+	}
+	return false
+}
+
+// set applies one resource's new value (nil data: deleted).
+func (ms *meshState) set(ref appmesh.Ref, value []byte) error {
+	del := value == nil
+	switch ref.Kind {
+	case appmesh.KindMesh:
+		return decodeInto(&ms.view.Mesh, value, del)
+	case appmesh.KindVirtualNode:
+		return decodeMap(ms.view.VirtualNodes, ref.Name, value, del)
+	case appmesh.KindVirtualService:
+		return decodeMap(ms.view.VirtualServices, ref.Name, value, del)
+	case appmesh.KindVirtualRouter:
+		return decodeMap(ms.view.VirtualRouters, ref.Name, value, del)
+	case appmesh.KindVirtualGateway:
+		return decodeMap(ms.view.VirtualGateways, ref.Name, value, del)
+	case appmesh.KindRoute:
+		return setChild(ms.routes, ms.view.Routes, ref.Parent, ref.Name, value, del)
+	case appmesh.KindGatewayRoute:
+		return setChild(ms.gatewayRoutes, ms.view.GatewayRoutes, ref.Parent, ref.Name, value, del)
+	}
+	return nil
+}
+
+func decodeInto[T any](dst **T, value []byte, del bool) error {
+	if del {
+		*dst = nil
+		return nil
+	}
+	v := new(T)
+	if err := json.Unmarshal(value, v); err != nil {
+		return err
+	}
+	*dst = v
+	return nil
+}
+
+func decodeMap[T any](m map[string]*T, name string, value []byte, del bool) error {
+	if del {
+		delete(m, name)
+		return nil
+	}
+	v := new(T)
+	if err := json.Unmarshal(value, v); err != nil {
+		return err
+	}
+	m[name] = v
+	return nil
+}
+
+// setChild updates a route or gateway route and re-derives its parent's
+// list, sorted by name.
+func setChild[T any](byParent map[string]map[string]*T, lists map[string][]*T, parent, name string, value []byte, del bool) error {
+	children := byParent[parent]
+	if children == nil {
+		children = map[string]*T{}
+		byParent[parent] = children
+	}
+	if err := decodeMap(children, name, value, del); err != nil {
+		return err
+	}
+	if len(children) == 0 {
+		delete(byParent, parent)
+		delete(lists, parent)
+		return nil
+	}
+	names := make([]string, 0, len(children))
+	for n := range children {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	list := make([]*T, len(names))
+	for i, n := range names {
+		list[i] = children[n]
+	}
+	lists[parent] = list
+	return nil
+}
+
+// selector returns the Cloud Map service a node's endpoints come from.
+func selector(vn *appmesh.VirtualNodeData) (cloudMapSelector, bool) {
+	if vn == nil || vn.Spec == nil || vn.Spec.ServiceDiscovery == nil || vn.Spec.ServiceDiscovery.AwsCloudMap == nil {
+		return cloudMapSelector{}, false
+	}
+	cm := vn.Spec.ServiceDiscovery.AwsCloudMap
+	sel := cloudMapSelector{svc: CloudMapService{Namespace: deref(cm.NamespaceName), Service: deref(cm.ServiceName)}}
+	if len(cm.Attributes) > 0 {
+		sel.attrs = make(map[string]string, len(cm.Attributes))
+		for _, a := range cm.Attributes {
+			sel.attrs[deref(a.Key)] = deref(a.Value)
+		}
+	}
+	return sel, true
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// refString is a short form of a resource for logs and errors.
+func refString(r appmesh.Ref) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mesh/%s", r.Mesh)
+	if r.Kind != appmesh.KindMesh {
+		b.WriteString("/" + string(r.Kind) + "/")
+		if r.Parent != "" {
+			b.WriteString(r.Parent + "/")
+		}
+		b.WriteString(r.Name)
+	}
+	return b.String()
+}

@@ -1,0 +1,71 @@
+package server
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the xDS server's Prometheus series, registered on the
+// registry the caller passes in.
+type metrics struct {
+	writeToAck   *prometheus.HistogramVec // by type
+	pushes       *prometheus.CounterVec   // by type
+	acks         *prometheus.CounterVec   // by type
+	nacks        *prometheus.CounterVec   // by type
+	rejected     *prometheus.CounterVec   // streams closed at identification, by gRPC code
+	streams      prometheus.Gauge
+	translations prometheus.Counter
+	translateErr prometheus.Counter
+	recompute    prometheus.Histogram
+	interned     prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		writeToAck: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "write_to_ack_seconds",
+			Help: "Time from the store commit of a write to the ACK of the configuration it changed, per affected proxy and resource type.",
+			// 250 µs to about 16 s.
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 17),
+		}, []string{"type"}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "pushes_total",
+			Help: "Discovery responses sent, by resource type.",
+		}, []string{"type"}),
+		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "acks_total",
+			Help: "Discovery responses ACKed, by resource type.",
+		}, []string{"type"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "nacks_total",
+			Help: "Discovery responses rejected (NACKed), by resource type.",
+		}, []string{"type"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "streams_rejected_total",
+			Help: "Streams closed when the proxy identified itself, by gRPC code (InvalidArgument: malformed node id; NotFound: unknown mesh or resource).",
+		}, []string{"code"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "streams",
+			Help: "Open ADS streams.",
+		}),
+		translations: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "translations_total",
+			Help: "Proxy configurations computed.",
+		}),
+		translateErr: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "translation_errors_total",
+			Help: "Proxy configurations that failed translation or validation; the proxy keeps its previous configuration.",
+		}),
+		recompute: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "recompute_seconds",
+			Help:    "Time the push loop spent on one batch of store changes, from receipt to snapshots handed to streams.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17),
+		}),
+		interned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "interned_resources",
+			Help: "Distinct Envoy resources held; identical resources of different proxies are held once.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.writeToAck, m.pushes, m.acks, m.nacks, m.rejected, m.streams,
+			m.translations, m.translateErr, m.recompute, m.interned)
+	}
+	return m
+}

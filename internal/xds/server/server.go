@@ -1,0 +1,243 @@
+// Package server is weft's xDS control plane: it serves each proxy the
+// Envoy configuration of its virtual node or virtual gateway over ADS, and
+// pushes every store change to exactly the proxies it affects.
+//
+//	store ──Watch──▶ push loop (loop.go) ──────────────▶ hub (hub.go) ──────▶ ADS streams
+//	                  per-mesh Views, Cloud Map index      per-identity         go-control-plane's
+//	                  dependency index: resource → ids     snapshots; per-      state-of-the-world
+//	                  translate.Translate (in parallel)    stream ordering,     server, one stream
+//	                  intern by content, per-type versions ACK/NACK, status     per proxy replica
+//
+// A stream's first request names its proxy (node.id, see ParseNodeID); the
+// push loop translates that identity once, however many replicas connect.
+// A write recomputes only the identities whose last translation read what
+// it changed; a type whose resources did not change keeps its version and
+// is not sent, so an endpoint change sends EDS only. There is no timer
+// between a write and its push: the loop takes what the watch has queued
+// and pushes.
+package server
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// Options configure a Server. Store, Translate and Log are required.
+type Options struct {
+	Store store.Store
+	// LoadDiscovery reads Cloud Map's endpoints; nil serves none.
+	LoadDiscovery LoadDiscovery
+	// Translate computes one proxy's resources (translate.Translate).
+	Translate func(*translate.View, translate.Identity) (*translate.Resources, error)
+	// Validate checks every translation before it is served (deep PGV
+	// validation and semantic rules); a failure keeps the proxy's previous
+	// configuration. Nil skips it.
+	Validate func(*translate.Resources) error
+	// DefaultOwner is the mesh owner for node ids that name none.
+	DefaultOwner string
+	Log          *slog.Logger
+	// Registry receives the server's metrics; nil registers none.
+	Registry prometheus.Registerer
+	// GRPCOptions are added to the gRPC server's, e.g. TLS credentials.
+	GRPCOptions []grpc.ServerOption
+}
+
+// Server is an xDS server. Create it with New, run it with Serve.
+type Server struct {
+	opts Options
+	hub  *hub
+	loop *loop
+}
+
+// New returns a server; it does nothing until Serve.
+func New(opts Options) *Server {
+	m := newMetrics(opts.Registry)
+	c := newHub(opts.Log, m, opts.DefaultOwner)
+	l := newLoop(&opts, c, m)
+	c.attach, c.detach = l.requestAttach, l.requestDetach
+	return &Server{opts: opts, hub: c, loop: l}
+}
+
+// Serve serves ADS on ln until ctx ends or the store fails. It returns
+// after the gRPC server and the push loop have stopped. A Server serves
+// once.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gopts := append([]grpc.ServerOption{
+		// App Mesh's Envoy pings every 10 s (grpc.keepalive_time_ms); the
+		// default policy (5 min) would answer with GOAWAY too_many_pings.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}, s.opts.GRPCOptions...)
+	gs := grpc.NewServer(gopts...)
+	// The sotw server's ctx ends every stream's loop: on shutdown, streams
+	// end with OK, as App Mesh's periodic graceful disconnect did.
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{sotw: sotw.NewServer(ctx, s.hub, s.hub)})
+
+	loopErr := make(chan error, 1)
+	go func() { loopErr <- s.loop.run(ctx) }() // ends with ctx
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(ln) }() // ends with gs.GracefulStop below
+	s.opts.Log.Info("xds listening", "addr", ln.Addr().String())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-loopErr:
+		loopErr <- err
+	case err = <-serveErr:
+		serveErr <- err
+		err = fmt.Errorf("serve xds: %w", err)
+	}
+	cancel()
+	gs.GracefulStop()
+	<-serveErr
+	if lerr := <-loopErr; err == nil {
+		err = lerr
+	}
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}
+
+// ads is the aggregated discovery service: state of the world only, as App
+// Mesh served it; the delta method stays unimplemented.
+type ads struct {
+	discovery.UnimplementedAggregatedDiscoveryServiceServer
+	sotw sotw.Server
+}
+
+func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return a.sotw.StreamHandler(st, resource.AnyType)
+}
+
+// ProxyStatus is one node id in GET /v1/proxies: every replica connected
+// with that node id.
+type ProxyStatus struct {
+	NodeID         string       `json:"nodeId"`
+	MeshOwner      string       `json:"meshOwner"`
+	Mesh           string       `json:"mesh"`
+	Kind           appmesh.Kind `json:"kind"`
+	Name           string       `json:"name"`
+	Proxyless      bool         `json:"proxyless"`
+	Replicas       int          `json:"replicas"`
+	ConnectedSince time.Time    `json:"connectedSince"` // the oldest replica's
+	// Types holds the subscribed types: "cds", "eds", "lds", "rds".
+	Types map[string]TypeStatus `json:"types"`
+	// LastNack is the latest rejected push of any replica.
+	LastNack *nackStatus `json:"lastNack,omitempty"`
+	// Error is the latest translation or validation failure; the proxy
+	// keeps its previous configuration meanwhile.
+	Error string `json:"error,omitempty"`
+}
+
+// TypeStatus is one resource type of a ProxyStatus.
+type TypeStatus struct {
+	Version string `json:"version"` // what the server serves now
+	// Acked is the version every replica last ACKed, "" if they differ.
+	Acked         string    `json:"acked"`
+	AckedReplicas int       `json:"ackedReplicas"` // replicas that ACKed Version
+	LastPush      time.Time `json:"lastPush,omitzero"`
+	LastAck       time.Time `json:"lastAck,omitzero"`
+}
+
+// Proxies returns the connected proxies, sorted by node id.
+func (s *Server) Proxies() []ProxyStatus {
+	c := s.hub
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	byNode := map[string]*ProxyStatus{}
+	for _, st := range c.streams {
+		if !st.attached {
+			continue
+		}
+		ps := byNode[st.nodeID]
+		is := c.idents[st.ident]
+		if ps == nil {
+			ps = &ProxyStatus{
+				NodeID: st.nodeID, MeshOwner: st.ident.MeshOwner, Mesh: st.ident.Mesh,
+				Kind: st.ident.Kind, Name: st.ident.Name, Proxyless: st.ident.Proxyless,
+				ConnectedSince: st.connectedAt, Types: map[string]TypeStatus{},
+			}
+			if is != nil {
+				ps.Error = is.err
+			}
+			byNode[st.nodeID] = ps
+		}
+		ps.Replicas++
+		if st.connectedAt.Before(ps.ConnectedSince) {
+			ps.ConnectedSince = st.connectedAt
+		}
+		for t := range numTypes {
+			stt := &st.types[t]
+			if !stt.subscribed {
+				continue
+			}
+			name := typeName(t)
+			ts, seen := ps.Types[name]
+			if is != nil && is.snap != nil {
+				ts.Version = is.snap.types[t].version
+			}
+			if !seen {
+				ts.Acked = stt.acked
+			} else if ts.Acked != stt.acked {
+				ts.Acked = ""
+			}
+			if stt.acked != "" && stt.acked == ts.Version {
+				ts.AckedReplicas++
+			}
+			if stt.lastPushAt.After(ts.LastPush) {
+				ts.LastPush = stt.lastPushAt
+			}
+			if stt.ackedAt.After(ts.LastAck) {
+				ts.LastAck = stt.ackedAt
+			}
+			ps.Types[name] = ts
+			if n := stt.lastNack; n != nil && (ps.LastNack == nil || n.At.After(ps.LastNack.At)) {
+				ps.LastNack = n
+			}
+		}
+	}
+	out := make([]ProxyStatus, 0, len(byNode))
+	for _, ps := range byNode {
+		out = append(out, *ps)
+	}
+	slices.SortFunc(out, func(a, b ProxyStatus) int { return cmp.Compare(a.NodeID, b.NodeID) })
+	return out
+}
+
+// StatusChanged returns a channel that is closed at the next change of
+// what Proxies reports.
+func (s *Server) StatusChanged() <-chan struct{} { return s.hub.statusChanged() }
+
+// ProxiesHandler serves GET /v1/proxies: {"proxies": [ProxyStatus...]}.
+func (s *Server) ProxiesHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(struct {
+			Proxies []ProxyStatus `json:"proxies"`
+		}{s.Proxies()})
+	})
+}

@@ -1,0 +1,114 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/internal/store"
+)
+
+// The four resource types, in the order a stream receives them: clusters
+// before the endpoints that fill them, listeners before the routes they
+// name (the order the xDS protocol recommends for ADS).
+const (
+	typeCluster = iota
+	typeEndpoint
+	typeListener
+	typeRoute
+	numTypes
+)
+
+func typeIndex(url string) int {
+	switch url {
+	case resource.ClusterType:
+		return typeCluster
+	case resource.EndpointType:
+		return typeEndpoint
+	case resource.ListenerType:
+		return typeListener
+	case resource.RouteType:
+		return typeRoute
+	}
+	return -1
+}
+
+func typeURL(t int) string {
+	switch t {
+	case typeCluster:
+		return resource.ClusterType
+	case typeEndpoint:
+		return resource.EndpointType
+	case typeListener:
+		return resource.ListenerType
+	}
+	return resource.RouteType
+}
+
+// typeName is the short name used in logs, metrics and /v1/proxies.
+func typeName(t int) string {
+	switch t {
+	case typeCluster:
+		return "cds"
+	case typeEndpoint:
+		return "eds"
+	case typeListener:
+		return "lds"
+	case typeRoute:
+		return "rds"
+	}
+	return "unknown"
+}
+
+// entry is one marshalled resource, interned by content: every proxy whose
+// configuration holds the same bytes shares one entry. Its fields never
+// change after creation, so stream goroutines read them without locks;
+// refs is owned by the push loop.
+type entry struct {
+	name string
+	any  *anypb.Any // shared by every response that carries it; never modified
+	sum  [sha256.Size]byte
+	refs int
+}
+
+// typeSnapshot is one type's resources for one proxy identity.
+type typeSnapshot struct {
+	// version is a hash of the names and contents, so the same resources
+	// always have the same version, across restarts too.
+	version string
+	entries []*entry          // sorted by name
+	byName  map[string]*entry // the same entries
+	// changedAt is when the write that produced this version was
+	// committed; zero for the first translation of an identity, which no
+	// write caused.
+	changedAt time.Time
+}
+
+// snapshot is everything one proxy identity is served. It never changes
+// after it is handed to the cache.
+type snapshot struct {
+	rev   store.Revision
+	types [numTypes]typeSnapshot
+	// closeErr, when set, is a gRPC status error: the identity's mesh or
+	// resource is gone and every stream of it is closed with this error.
+	closeErr error
+}
+
+// versionOf hashes a type's entries (sorted by name) and an optional
+// salt into a short, stable version string.
+func versionOf(entries []*entry, salt string) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, e := range entries {
+		binary.BigEndian.PutUint64(n[:], uint64(len(e.name)))
+		h.Write(n[:])
+		h.Write([]byte(e.name))
+		h.Write(e.sum[:])
+	}
+	h.Write([]byte(salt))
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
