@@ -57,13 +57,15 @@ type route struct {
 	in      *shape.Shape
 	segs    []string // literal segments, or "{name}" for path variables
 	call    func(ctx context.Context, c ops.Caller, input []byte) (any, error)
-	payload int // index of the output's payload field, or -1
+	payload int  // index of the output's payload field, or -1
+	raw     bool // call returns the body itself, a json.RawMessage
 }
 
 // operation is what bind makes of one ops.Service method.
 type operation struct {
 	call func(ctx context.Context, c ops.Caller, input []byte) (any, error)
-	out  reflect.Type // the output struct type
+	out  reflect.Type // the output struct type; nil when raw
+	raw  bool         // call returns the response body as a json.RawMessage
 }
 
 // bind adapts an ops method: the input arrives as JSON that already
@@ -85,42 +87,57 @@ func bind[In, Out any](fn func(context.Context, ops.Caller, *In) (*Out, error)) 
 	}
 }
 
+// bindJSON adapts a method that returns the response body itself: the
+// Describe operations, whose payload the store holds verbatim.
+func bindJSON[In any](fn func(context.Context, ops.Caller, any) (json.RawMessage, error)) operation {
+	return operation{
+		call: func(ctx context.Context, c ops.Caller, input []byte) (any, error) {
+			in := new(In)
+			if err := json.Unmarshal(input, in); err != nil {
+				return nil, appmesh.BadRequest("The request could not be read: %v", err)
+			}
+			return fn(ctx, c, in)
+		},
+		raw: true,
+	}
+}
+
 // operations maps every App Mesh operation to the service method that runs
 // it.
 func operations(s *ops.Service) map[string]operation {
 	return map[string]operation{
 		"CreateMesh":             bind(s.CreateMesh),
-		"DescribeMesh":           bind(s.DescribeMesh),
+		"DescribeMesh":           bindJSON[appmesh.DescribeMeshInput](s.DescribeJSON),
 		"UpdateMesh":             bind(s.UpdateMesh),
 		"DeleteMesh":             bind(s.DeleteMesh),
 		"ListMeshes":             bind(s.ListMeshes),
 		"CreateVirtualNode":      bind(s.CreateVirtualNode),
-		"DescribeVirtualNode":    bind(s.DescribeVirtualNode),
+		"DescribeVirtualNode":    bindJSON[appmesh.DescribeVirtualNodeInput](s.DescribeJSON),
 		"UpdateVirtualNode":      bind(s.UpdateVirtualNode),
 		"DeleteVirtualNode":      bind(s.DeleteVirtualNode),
 		"ListVirtualNodes":       bind(s.ListVirtualNodes),
 		"CreateVirtualService":   bind(s.CreateVirtualService),
-		"DescribeVirtualService": bind(s.DescribeVirtualService),
+		"DescribeVirtualService": bindJSON[appmesh.DescribeVirtualServiceInput](s.DescribeJSON),
 		"UpdateVirtualService":   bind(s.UpdateVirtualService),
 		"DeleteVirtualService":   bind(s.DeleteVirtualService),
 		"ListVirtualServices":    bind(s.ListVirtualServices),
 		"CreateVirtualRouter":    bind(s.CreateVirtualRouter),
-		"DescribeVirtualRouter":  bind(s.DescribeVirtualRouter),
+		"DescribeVirtualRouter":  bindJSON[appmesh.DescribeVirtualRouterInput](s.DescribeJSON),
 		"UpdateVirtualRouter":    bind(s.UpdateVirtualRouter),
 		"DeleteVirtualRouter":    bind(s.DeleteVirtualRouter),
 		"ListVirtualRouters":     bind(s.ListVirtualRouters),
 		"CreateRoute":            bind(s.CreateRoute),
-		"DescribeRoute":          bind(s.DescribeRoute),
+		"DescribeRoute":          bindJSON[appmesh.DescribeRouteInput](s.DescribeJSON),
 		"UpdateRoute":            bind(s.UpdateRoute),
 		"DeleteRoute":            bind(s.DeleteRoute),
 		"ListRoutes":             bind(s.ListRoutes),
 		"CreateVirtualGateway":   bind(s.CreateVirtualGateway),
-		"DescribeVirtualGateway": bind(s.DescribeVirtualGateway),
+		"DescribeVirtualGateway": bindJSON[appmesh.DescribeVirtualGatewayInput](s.DescribeJSON),
 		"UpdateVirtualGateway":   bind(s.UpdateVirtualGateway),
 		"DeleteVirtualGateway":   bind(s.DeleteVirtualGateway),
 		"ListVirtualGateways":    bind(s.ListVirtualGateways),
 		"CreateGatewayRoute":     bind(s.CreateGatewayRoute),
-		"DescribeGatewayRoute":   bind(s.DescribeGatewayRoute),
+		"DescribeGatewayRoute":   bindJSON[appmesh.DescribeGatewayRouteInput](s.DescribeJSON),
 		"UpdateGatewayRoute":     bind(s.UpdateGatewayRoute),
 		"DeleteGatewayRoute":     bind(s.DeleteGatewayRoute),
 		"ListGatewayRoutes":      bind(s.ListGatewayRoutes),
@@ -148,9 +165,9 @@ func New(svc *ops.Service, cfg Config, log *slog.Logger) *Handler {
 		if !ok {
 			continue
 		}
-		rt := &route{op: op, in: m.Shapes[op.Input], call: o.call, payload: -1}
+		rt := &route{op: op, in: m.Shapes[op.Input], call: o.call, payload: -1, raw: o.raw}
 		rt.segs = strings.Split(strings.TrimPrefix(op.URI, "/"), "/")
-		if out := m.Shapes[op.Output]; out != nil && out.Payload != "" {
+		if out := m.Shapes[op.Output]; out != nil && out.Payload != "" && !o.raw {
 			for i := range o.out.NumField() {
 				tag, _, _ := strings.Cut(o.out.Field(i).Tag.Get("json"), ",")
 				if tag == out.Payload {
@@ -250,14 +267,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, rt, err)
 		return
 	}
-	var body any = out
-	if rt.payload >= 0 {
-		body = reflect.ValueOf(out).Elem().Field(rt.payload).Interface()
-	}
-	b, err := json.Marshal(body)
-	if err != nil {
-		h.writeError(w, r, rt, fmt.Errorf("encode %s output: %w", rt.op.Name, err))
-		return
+	var b []byte
+	if rt.raw {
+		b = out.(json.RawMessage)
+	} else {
+		var body any = out
+		if rt.payload >= 0 {
+			body = reflect.ValueOf(out).Elem().Field(rt.payload).Interface()
+		}
+		if b, err = json.Marshal(body); err != nil {
+			h.writeError(w, r, rt, fmt.Errorf("encode %s output: %w", rt.op.Name, err))
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))

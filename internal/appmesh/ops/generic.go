@@ -23,7 +23,7 @@ type kind[S, D, R any] struct {
 	wrap   func(r appmesh.Ref, spec *S, md *appmesh.ResourceMetadata, status string) *D
 	unwrap func(d *D) (*S, *appmesh.ResourceMetadata)
 	// listRef is what List returns for one resource.
-	listRef func(d *D) R
+	listRef func(d *listItem) R
 	// emptySpec is the spec stored when the client sent none (meshes only).
 	emptySpec func() *S
 
@@ -346,6 +346,19 @@ func names(refs []appmesh.Ref) string {
 	return strings.Join(out, ", ")
 }
 
+// listItem is the part of a stored Data that List answers with. Decoding
+// only it leaves the spec unparsed into Go values, which is most of the work.
+type listItem struct {
+	MeshName           *string                   `json:"meshName"`
+	VirtualNodeName    *string                   `json:"virtualNodeName"`
+	VirtualServiceName *string                   `json:"virtualServiceName"`
+	VirtualRouterName  *string                   `json:"virtualRouterName"`
+	RouteName          *string                   `json:"routeName"`
+	VirtualGatewayName *string                   `json:"virtualGatewayName"`
+	GatewayRouteName   *string                   `json:"gatewayRouteName"`
+	Metadata           *appmesh.ResourceMetadata `json:"metadata"`
+}
+
 // page is one page of a List.
 type page[R any] struct {
 	items []R
@@ -397,11 +410,11 @@ func (k *kind[S, D, R]) list(ctx context.Context, s *Service, parent appmesh.Ref
 				p.next = &tok
 				break
 			}
-			d := new(D)
-			if err := json.Unmarshal(kv.Value, d); err != nil {
+			var it listItem
+			if err := json.Unmarshal(kv.Value, &it); err != nil {
 				return page[R]{}, fmt.Errorf("decode %s: %w", kv.Key, err)
 			}
-			p.items = append(p.items, k.listRef(d))
+			p.items = append(p.items, k.listRef(&it))
 		}
 		return p, nil
 	})

@@ -34,7 +34,7 @@ func newKinds() kinds {
 					Status: &appmesh.MeshStatus{Status: appmesh.MeshStatusCode(status)}}
 			},
 			unwrap: func(d *appmesh.MeshData) (*appmesh.MeshSpec, *appmesh.ResourceMetadata) { return d.Spec, d.Metadata },
-			listRef: func(d *appmesh.MeshData) appmesh.MeshRef {
+			listRef: func(d *listItem) appmesh.MeshRef {
 				m := d.Metadata
 				return appmesh.MeshRef{Arn: m.Arn, CreatedAt: m.CreatedAt, LastUpdatedAt: m.LastUpdatedAt, MeshName: d.MeshName,
 					MeshOwner: m.MeshOwner, ResourceOwner: m.ResourceOwner, Version: m.Version}
@@ -53,7 +53,7 @@ func newKinds() kinds {
 			unwrap: func(d *appmesh.VirtualNodeData) (*appmesh.VirtualNodeSpec, *appmesh.ResourceMetadata) {
 				return d.Spec, d.Metadata
 			},
-			listRef: func(d *appmesh.VirtualNodeData) appmesh.VirtualNodeRef {
+			listRef: func(d *listItem) appmesh.VirtualNodeRef {
 				m := d.Metadata
 				return appmesh.VirtualNodeRef{Arn: m.Arn, CreatedAt: m.CreatedAt, LastUpdatedAt: m.LastUpdatedAt, MeshName: d.MeshName,
 					MeshOwner: m.MeshOwner, ResourceOwner: m.ResourceOwner, Version: m.Version, VirtualNodeName: d.VirtualNodeName}
@@ -77,7 +77,7 @@ func newKinds() kinds {
 			unwrap: func(d *appmesh.VirtualServiceData) (*appmesh.VirtualServiceSpec, *appmesh.ResourceMetadata) {
 				return d.Spec, d.Metadata
 			},
-			listRef: func(d *appmesh.VirtualServiceData) appmesh.VirtualServiceRef {
+			listRef: func(d *listItem) appmesh.VirtualServiceRef {
 				m := d.Metadata
 				return appmesh.VirtualServiceRef{Arn: m.Arn, CreatedAt: m.CreatedAt, LastUpdatedAt: m.LastUpdatedAt, MeshName: d.MeshName,
 					MeshOwner: m.MeshOwner, ResourceOwner: m.ResourceOwner, Version: m.Version, VirtualServiceName: d.VirtualServiceName}
@@ -108,7 +108,7 @@ func newKinds() kinds {
 			unwrap: func(d *appmesh.VirtualRouterData) (*appmesh.VirtualRouterSpec, *appmesh.ResourceMetadata) {
 				return d.Spec, d.Metadata
 			},
-			listRef: func(d *appmesh.VirtualRouterData) appmesh.VirtualRouterRef {
+			listRef: func(d *listItem) appmesh.VirtualRouterRef {
 				m := d.Metadata
 				return appmesh.VirtualRouterRef{Arn: m.Arn, CreatedAt: m.CreatedAt, LastUpdatedAt: m.LastUpdatedAt, MeshName: d.MeshName,
 					MeshOwner: m.MeshOwner, ResourceOwner: m.ResourceOwner, Version: m.Version, VirtualRouterName: d.VirtualRouterName}
@@ -125,7 +125,7 @@ func newKinds() kinds {
 					Status: &appmesh.RouteStatus{Status: appmesh.RouteStatusCode(status)}}
 			},
 			unwrap: func(d *appmesh.RouteData) (*appmesh.RouteSpec, *appmesh.ResourceMetadata) { return d.Spec, d.Metadata },
-			listRef: func(d *appmesh.RouteData) appmesh.RouteRef {
+			listRef: func(d *listItem) appmesh.RouteRef {
 				m := d.Metadata
 				return appmesh.RouteRef{Arn: m.Arn, CreatedAt: m.CreatedAt, LastUpdatedAt: m.LastUpdatedAt, MeshName: d.MeshName,
 					MeshOwner: m.MeshOwner, ResourceOwner: m.ResourceOwner, Version: m.Version, RouteName: d.RouteName,
@@ -168,7 +168,7 @@ func newKinds() kinds {
 			unwrap: func(d *appmesh.VirtualGatewayData) (*appmesh.VirtualGatewaySpec, *appmesh.ResourceMetadata) {
 				return d.Spec, d.Metadata
 			},
-			listRef: func(d *appmesh.VirtualGatewayData) appmesh.VirtualGatewayRef {
+			listRef: func(d *listItem) appmesh.VirtualGatewayRef {
 				m := d.Metadata
 				return appmesh.VirtualGatewayRef{Arn: m.Arn, CreatedAt: m.CreatedAt, LastUpdatedAt: m.LastUpdatedAt, MeshName: d.MeshName,
 					MeshOwner: m.MeshOwner, ResourceOwner: m.ResourceOwner, Version: m.Version, VirtualGatewayName: d.VirtualGatewayName}
@@ -187,7 +187,7 @@ func newKinds() kinds {
 			unwrap: func(d *appmesh.GatewayRouteData) (*appmesh.GatewayRouteSpec, *appmesh.ResourceMetadata) {
 				return d.Spec, d.Metadata
 			},
-			listRef: func(d *appmesh.GatewayRouteData) appmesh.GatewayRouteRef {
+			listRef: func(d *listItem) appmesh.GatewayRouteRef {
 				m := d.Metadata
 				return appmesh.GatewayRouteRef{Arn: m.Arn, CreatedAt: m.CreatedAt, LastUpdatedAt: m.LastUpdatedAt, MeshName: d.MeshName,
 					MeshOwner: m.MeshOwner, ResourceOwner: m.ResourceOwner, Version: m.Version, GatewayRouteName: d.GatewayRouteName,

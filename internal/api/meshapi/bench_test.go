@@ -1,0 +1,141 @@
+package meshapi_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/server"
+	"github.com/weftmesh/weft/internal/store/bolt"
+)
+
+// The API benchmarks: Describe, List and durable Create over real HTTP
+// (keep-alive connections to a 127.0.0.1 listener) from concurrent clients,
+// on a bbolt store that fsyncs every commit. Results and the command are in
+// docs/bench/api.md. Clients are plain net/http, so that the CPU the
+// benchmark measures is mostly the server's.
+
+// benchClients is how many goroutines send requests at once.
+const benchClients = 32
+
+type benchServer struct {
+	url    string
+	client *http.Client
+}
+
+func newBenchServer(b *testing.B) *benchServer {
+	b.Helper()
+	st, err := bolt.Open(filepath.Join(b.TempDir(), "weft.db"), bolt.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	limits := appmesh.DefaultLimits()
+	limits.VirtualNodesPerMesh = 0 // no limit: Create makes b.N nodes
+	h := server.NewHandler(st, server.Config{Region: "us-east-1", AccountID: "111122223333", Limits: limits},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(h)
+	b.Cleanup(srv.Close)
+	tr := &http.Transport{MaxIdleConns: 2 * benchClients, MaxIdleConnsPerHost: 2 * benchClients}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &benchServer{url: srv.URL, client: &http.Client{Transport: tr}}
+}
+
+func (s *benchServer) do(b *testing.B, method, path string, body []byte) {
+	req, err := http.NewRequest(method, s.url+path, bytes.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b.Fatalf("%s %s: %d", method, path, resp.StatusCode)
+	}
+}
+
+// nodeBody is the tutorial's blue node: listeners, Cloud Map discovery, a
+// JSON access log and a backend.
+func nodeBody(b *testing.B, name string) []byte {
+	raw, err := os.ReadFile("../../../test/tutorial/testdata/02c-blue-node.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bytes.Replace(raw, []byte(`"blue"`), []byte(`"`+name+`"`), 1)
+}
+
+// run sends b.N requests from benchClients goroutines and reports the
+// throughput and latency percentiles.
+func run(b *testing.B, req func(i int64)) {
+	b.SetParallelism(max(1, benchClients/runtime.GOMAXPROCS(0)))
+	var (
+		mu   sync.Mutex
+		all  []time.Duration
+		next atomic.Int64
+	)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var lat []time.Duration
+		for pb.Next() {
+			t0 := time.Now()
+			req(next.Add(1))
+			lat = append(lat, time.Since(t0))
+		}
+		mu.Lock()
+		all = append(all, lat...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(all)
+	pct := func(p float64) float64 {
+		return float64(all[min(len(all)-1, int(float64(len(all))*p))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "req/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+}
+
+func BenchmarkAPI(b *testing.B) {
+	b.Run("Describe", func(b *testing.B) {
+		s := newBenchServer(b)
+		s.do(b, "PUT", "/v20190125/meshes", []byte(`{"meshName":"bench"}`))
+		s.do(b, "PUT", "/v20190125/meshes/bench/virtualNodes", nodeBody(b, "blue"))
+		run(b, func(int64) { s.do(b, "GET", "/v20190125/meshes/bench/virtualNodes/blue", nil) })
+	})
+	b.Run("List200", func(b *testing.B) {
+		s := newBenchServer(b)
+		s.do(b, "PUT", "/v20190125/meshes", []byte(`{"meshName":"bench"}`))
+		for i := range 200 {
+			s.do(b, "PUT", "/v20190125/meshes/bench/virtualNodes", nodeBody(b, fmt.Sprintf("node-%03d", i)))
+		}
+		// One page of App Mesh's largest size: 100 of the 200 nodes.
+		run(b, func(int64) { s.do(b, "GET", "/v20190125/meshes/bench/virtualNodes?limit=100", nil) })
+	})
+	b.Run("Create", func(b *testing.B) {
+		s := newBenchServer(b)
+		s.do(b, "PUT", "/v20190125/meshes", []byte(`{"meshName":"bench"}`))
+		// Like the SDK, send a client token with every create.
+		body := append([]byte(`{"clientToken":"token-NAME",`), nodeBody(b, "NAME")[1:]...)
+		run(b, func(i int64) {
+			name := fmt.Sprintf("n%09d", i)
+			s.do(b, "PUT", "/v20190125/meshes/bench/virtualNodes", bytes.ReplaceAll(body, []byte("NAME"), []byte(name)))
+		})
+	})
+}
