@@ -1,0 +1,427 @@
+// Command proxybench measures weft proxy against the app reached directly
+// and against haproxy, side by side in one run, and prints the markdown
+// table of docs/bench/proxy.md.
+//
+// For each path (direct, one weft proxy, two weft proxies as sidecar to
+// sidecar, haproxy) it runs a constant-rate load (wrk2-style: requests are
+// scheduled at a fixed rate and latency counts from the scheduled time, so
+// a stall shows up as latency instead of being hidden) and a saturation
+// load with wrk, and reads the proxies' CPU time and RSS from /proc.
+//
+//	go build -o /tmp/weft ./cmd/weft && go run ./bench/proxybench -weft /tmp/weft
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+func main() {
+	weft := flag.String("weft", "", "path to a built weft binary (go build -o /tmp/weft ./cmd/weft)")
+	rate := flag.Int("rate", 1000, "constant request rate for the fixed-rate run")
+	dur := flag.Duration("duration", 20*time.Second, "length of each fixed-rate run")
+	satDur := flag.Duration("sat-duration", 10*time.Second, "length of each wrk saturation run")
+	conns := flag.Int("conns", 16, "connections of the fixed-rate load generator")
+	satConns := flag.Int("sat-conns", 64, "wrk connections at saturation")
+	flag.Parse()
+	if *weft == "" {
+		log.Fatal("-weft is required")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := &bench{weft: *weft, dir: mustTemp()}
+	defer os.RemoveAll(b.dir)
+	defer b.stopAll()
+
+	app := b.startApp()
+	xds := startXDS(ctx)
+	pB, pA := freePort(), freePort()
+	// Proxy B is the server's sidecar: ingress to the local app. Proxy A
+	// is the client's sidecar: egress to proxy B. Shaped like App Mesh's
+	// (weighted cluster, 15 s timeout, retry policy, circuit breakers
+	// wide open).
+	xds.set("mesh/bench/virtualNode/server", resources("ingress", pB, "cds_ingress_bench_server_http_9080", app, true))
+	xds.set("mesh/bench/virtualNode/client", resources("egress", pA, "cds_egress_bench_server_http_9080", fmt.Sprintf("127.0.0.1:%d", pB), false))
+	procB := b.startProxy("mesh/bench/virtualNode/server", xds.addr)
+	procA := b.startProxy("mesh/bench/virtualNode/client", xds.addr)
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pB))
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pA))
+	pH := freePort()
+	procH := b.startHAProxy(pH, app)
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pH))
+
+	type target struct {
+		name  string
+		url   string
+		procs []*os.Process
+	}
+	targets := []target{
+		{"app direct", "http://" + app + "/", nil},
+		{"one weft proxy", fmt.Sprintf("http://127.0.0.1:%d/", pB), []*os.Process{procB}},
+		{"two weft proxies (sidecar to sidecar)", fmt.Sprintf("http://127.0.0.1:%d/", pA), []*os.Process{procA, procB}},
+		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pH), []*os.Process{procH}},
+	}
+	var fixed, sat []string
+	var p99 = map[string]float64{}
+	for _, t := range targets {
+		warm(t.url)
+		cpu0 := cpuTime(t.procs)
+		r := constantRate(t.url, *rate, *dur, *conns)
+		cpu := cpuTime(t.procs) - cpu0
+		rss := rssKB(t.procs)
+		p99[t.name] = r.p99
+		perK := "-"
+		rssS := "-"
+		if len(t.procs) > 0 {
+			perK = fmt.Sprintf("%.3f", cpu.Seconds()/dur.Seconds()/float64(len(t.procs))/(r.achieved/1000))
+			rssS = fmt.Sprintf("%.1f", float64(rss)/1024/float64(len(t.procs)))
+		}
+		fixed = append(fixed, fmt.Sprintf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %s | %s |",
+			t.name, r.achieved, r.p50, r.p99, r.max, r.errors, perK, rssS))
+		s := wrk(t.url, *satDur, *satConns)
+		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99))
+	}
+	fmt.Printf("Fixed rate %d requests/s for %v, %d connections (latency in ms from the scheduled send time):\n\n", *rate, *dur, *conns)
+	fmt.Println("| path | achieved rps | p50 ms | p99 ms | max ms | errors | proxy vCPU per 1,000 rps (each) | proxy RSS MB (each) |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, l := range fixed {
+		fmt.Println(l)
+	}
+	fmt.Printf("\nAdded p99 at %d rps: one weft proxy %.3f ms, two weft proxies %.3f ms, haproxy %.3f ms.\n",
+		*rate, p99["one weft proxy"]-p99["app direct"], p99["two weft proxies (sidecar to sidecar)"]-p99["app direct"], p99["haproxy"]-p99["app direct"])
+	fmt.Printf("\nSaturation: wrk -t2 -c%d -d%v --latency:\n\n", *satConns, *satDur)
+	fmt.Println("| path | requests/s | p50 | p99 |")
+	fmt.Println("|---|---|---|---|")
+	for _, l := range sat {
+		fmt.Println(l)
+	}
+}
+
+type bench struct {
+	weft  string
+	dir   string
+	mu    sync.Mutex
+	procs []*exec.Cmd
+}
+
+func mustTemp() string {
+	d, err := os.MkdirTemp("", "proxybench")
+	if err != nil {
+		log.Fatal(err)
+	}
+	return d
+}
+
+func (b *bench) start(name string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	lf, _ := os.Create(filepath.Join(b.dir, filepath.Base(name)+strconv.Itoa(len(b.procs))+".log"))
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		log.Fatalf("start %s: %v", name, err)
+	}
+	b.mu.Lock()
+	b.procs = append(b.procs, cmd)
+	b.mu.Unlock()
+	return cmd
+}
+
+// stopAll kills every process the bench started, by pid.
+func (b *bench) stopAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, c := range b.procs {
+		_ = c.Process.Kill()
+		_ = c.Wait()
+	}
+}
+
+func (b *bench) startApp() string {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	b.start(b.weft, []string{"COLOR=blue"}, "colorapp", "--listen", addr)
+	waitHTTP("http://" + addr + "/")
+	return addr
+}
+
+func (b *bench) startProxy(node, xds string) *os.Process {
+	c := b.start(b.weft, []string{"APPMESH_RESOURCE_ARN=" + node, "APPMESH_XDS_ENDPOINT=" + xds},
+		"proxy", "--admin-addr", fmt.Sprintf("127.0.0.1:%d", freePort()), "--log-level", "warn")
+	return c.Process
+}
+
+// startHAProxy runs haproxy as a plain HTTP reverse proxy in front of the
+// app with keep-alive both ways: the same job as one weft proxy.
+func (b *bench) startHAProxy(port int, app string) *os.Process {
+	cfg := fmt.Sprintf(`global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 15s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:%d
+  default_backend app
+backend app
+  server app %s
+`, port, app)
+	p := filepath.Join(b.dir, "haproxy.cfg")
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	return b.start("haproxy", nil, "-db", "-f", p).Process
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitHTTP(url string) {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log.Fatalf("%s never answered 200", url)
+}
+
+func warm(url string) {
+	constantRate(url, 500, 2*time.Second, 8)
+}
+
+// --- xDS ---------------------------------------------------------------
+
+type xdsServer struct {
+	addr  string
+	cache cachev3.SnapshotCache
+}
+
+func startXDS(ctx context.Context) *xdsServer {
+	cache := cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(ctx, cache, nil))
+	go func() { _ = g.Serve(ln) }() // lives as long as the bench process
+	return &xdsServer{addr: ln.Addr().String(), cache: cache}
+}
+
+func (x *xdsServer) set(node string, rs []types.Resource) {
+	by := map[string][]types.Resource{}
+	for _, r := range rs {
+		url := resourcev3.APITypePrefix + string(r.ProtoReflect().Descriptor().FullName())
+		by[url] = append(by[url], r)
+	}
+	snap, err := cachev3.NewSnapshot("1", by)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := x.cache.SetSnapshot(context.Background(), node, snap); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func resources(prefix string, port int, clusterName, upstream string, static bool) []types.Resource {
+	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}
+	router, _ := anypb.New(&routerv3.Router{})
+	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: prefix,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: ads, RouteConfigName: "rds_" + prefix}},
+		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}}})
+	l := &listenerv3.Listener{Name: "lds_" + prefix, Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}},
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}}}}}
+	rc := &routev3.RouteConfiguration{Name: "rds_" + prefix, VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"},
+		Routes: []*routev3.Route{{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
+					Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: clusterName, Weight: wrapperspb.UInt32(100)}}, TotalWeight: wrapperspb.UInt32(100)}},
+				Timeout: durationpb.New(15 * time.Second),
+				RetryPolicy: &routev3.RetryPolicy{RetryOn: "gateway-error,reset,refused-stream,connect-failure", NumRetries: wrapperspb.UInt32(2),
+					HostSelectionRetryMaxAttempts: 5}}}}}}}}
+	host, p, _ := net.SplitHostPort(upstream)
+	pn, _ := strconv.Atoi(p)
+	la := &endpointv3.ClusterLoadAssignment{ClusterName: clusterName, Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(pn)}}}}}}}}}}}
+	max := wrapperspb.UInt32(2147483647)
+	c := &clusterv3.Cluster{Name: clusterName, ConnectTimeout: durationpb.New(time.Second),
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: max, MaxPendingRequests: max, MaxRequests: max, MaxRetries: max}}}}
+	if static {
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+		c.LoadAssignment = la
+		return []types.Resource{l, rc, c}
+	}
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+	c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads}
+	return []types.Resource{l, rc, c, la}
+}
+
+// --- measurement -------------------------------------------------------
+
+type result struct {
+	achieved      float64
+	p50, p99, max float64 // ms
+	errors        int
+}
+
+// constantRate sends rate requests/s for d over conns keep-alive
+// connections. Each request has a scheduled send time; its latency is
+// measured from that time, so queueing behind a slow request counts
+// (no coordinated omission).
+func constantRate(url string, rate int, d time.Duration, conns int) result {
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	n := int(d.Seconds() * float64(rate))
+	interval := time.Second / time.Duration(rate)
+	sched := make(chan time.Time, n)
+	lat := make([]time.Duration, n)
+	var errs int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	idx := make(chan int, n)
+	start := time.Now()
+	for w := 0; w < conns; w++ {
+		wg.Add(1)
+		go func() { // one connection's worth of requests; ends when sched closes
+			defer wg.Done()
+			for at := range sched {
+				i := <-idx
+				if wait := time.Until(at); wait > 0 {
+					time.Sleep(wait)
+				}
+				resp, err := client.Get(url)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				lat[i] = time.Since(at)
+				if err != nil {
+					mu.Lock()
+					errs++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		idx <- i
+		sched <- start.Add(time.Duration(i) * interval)
+	}
+	close(sched)
+	wg.Wait()
+	elapsed := time.Since(start)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	ms := func(x time.Duration) float64 { return float64(x.Microseconds()) / 1000 }
+	return result{achieved: float64(n) / elapsed.Seconds(), p50: ms(lat[n/2]), p99: ms(lat[n*99/100]), max: ms(lat[n-1]), errors: errs}
+}
+
+type satResult struct{ rps, p50, p99 string }
+
+var (
+	reRPS = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	reP50 = regexp.MustCompile(`\s50%\s+(\S+)`)
+	reP99 = regexp.MustCompile(`\s99%\s+(\S+)`)
+)
+
+func wrk(url string, d time.Duration, conns int) satResult {
+	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(int(d.Seconds()))+"s", "--latency", url).CombinedOutput()
+	if err != nil {
+		return satResult{"wrk failed: " + err.Error(), "-", "-"}
+	}
+	get := func(re *regexp.Regexp) string {
+		if m := re.FindSubmatch(out); m != nil {
+			return string(m[1])
+		}
+		return "?"
+	}
+	return satResult{get(reRPS), get(reP50), get(reP99)}
+}
+
+// cpuTime is the user+system CPU time of the processes so far.
+func cpuTime(ps []*os.Process) time.Duration {
+	var total time.Duration
+	for _, p := range ps {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command name; utime and stime are
+		// the 14th and 15th fields, in clock ticks (100 Hz on Linux).
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return total
+}
+
+// rssKB is the summed resident set size of the processes.
+func rssKB(ps []*os.Process) int64 {
+	var total int64
+	for _, p := range ps {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "VmRSS:") {
+				v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+				total += v
+			}
+		}
+	}
+	return total
+}
