@@ -14,12 +14,17 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/weftmesh/weft/internal/api"
 	"github.com/weftmesh/weft/internal/api/meshapi"
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/appmesh/ops"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
+	xdsserver "github.com/weftmesh/weft/internal/xds/server"
 )
 
 // Config is what `weft server` is told by its flags.
@@ -31,6 +36,11 @@ type Config struct {
 	// Limits are the App Mesh quotas; the zero value means App Mesh's
 	// defaults.
 	Limits appmesh.Limits
+	// XDSAddr is host:port of the xDS (ADS) listener; "" runs none.
+	XDSAddr string
+	// XDSTLSCert and XDSTLSKey, PEM files, make the xDS listener TLS, as
+	// the stock App Mesh Envoy image expects.
+	XDSTLSCert, XDSTLSKey string
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -49,8 +59,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen api: %w", err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	xds, err := startXDS(ctx, st, cfg, reg, log.With("component", "xds"))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer xds.stop() // before the store closes
 	srv := &http.Server{
-		Handler:           NewHandler(st, cfg, log),
+		Handler:           NewHandler(st, cfg, log, reg, xds.proxies()),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
@@ -60,6 +78,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve api: %w", err)
+	case err := <-xds.failed():
+		srv.Close()
+		return fmt.Errorf("xds: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
@@ -74,12 +95,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return nil
 }
 
-// NewHandler builds the API listener's handler on a store.
-func NewHandler(st store.Store, cfg Config, log *slog.Logger) http.Handler {
+// NewHandler builds the API listener's handler on a store. /metrics serves
+// reg; /v1/proxies lists the proxies of xds, when one runs.
+func NewHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server) http.Handler {
 	other := http.NewServeMux()
 	other.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	other.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if xds != nil {
+		other.Handle("GET /v1/proxies", xds.ProxiesHandler())
+	}
 	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})

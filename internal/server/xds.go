@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/weftmesh/weft/internal/store"
+	xdsserver "github.com/weftmesh/weft/internal/xds/server"
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// xdsRun is a running xDS server.
+type xdsRun struct {
+	srv    *xdsserver.Server
+	errc   chan error    // Serve's result, buffered; see failed
+	done   chan struct{} // closed when Serve has returned
+	cancel context.CancelFunc
+}
+
+// startXDS listens on cfg.XDSAddr (with TLS when a certificate is given)
+// and serves ADS from st until stop is called or ctx ends. It returns nil
+// when cfg.XDSAddr is empty.
+func startXDS(ctx context.Context, st store.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*xdsRun, error) {
+	if cfg.XDSAddr == "" {
+		return nil, nil
+	}
+	var opts []grpc.ServerOption
+	switch {
+	case cfg.XDSTLSCert != "" && cfg.XDSTLSKey != "":
+		cert, err := tls.LoadX509KeyPair(cfg.XDSTLSCert, cfg.XDSTLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("xds tls: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
+	case cfg.XDSTLSCert != "" || cfg.XDSTLSKey != "":
+		return nil, errors.New("xds tls: give both a certificate and a key")
+	}
+	ln, err := net.Listen("tcp", cfg.XDSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen xds: %w", err)
+	}
+	srv := xdsserver.New(xdsserver.Options{
+		Store:         st,
+		LoadDiscovery: xdsserver.CloudMap,
+		Translate:     translate.Translate,
+		Validate:      translate.Check,
+		DefaultOwner:  cfg.AccountID,
+		Log:           log,
+		Registry:      reg,
+		GRPCOptions:   opts,
+	})
+	ctx, cancel := context.WithCancel(ctx)
+	x := &xdsRun{srv: srv, errc: make(chan error, 1), done: make(chan struct{}), cancel: cancel}
+	go func() { // ends with cancel, in stop
+		defer close(x.done)
+		if err := srv.Serve(ctx, ln); err != nil {
+			x.errc <- err
+		}
+	}()
+	return x, nil
+}
+
+// failed delivers Serve's error if it fails before stop; nil (blocks
+// forever in a select) when no server runs.
+func (x *xdsRun) failed() <-chan error {
+	if x == nil {
+		return nil
+	}
+	return x.errc
+}
+
+// stop ends the server and waits until it has.
+func (x *xdsRun) stop() {
+	if x == nil {
+		return
+	}
+	x.cancel()
+	<-x.done
+}
+
+// proxies is the server, or nil when none runs.
+func (x *xdsRun) proxies() *xdsserver.Server {
+	if x == nil {
+		return nil
+	}
+	return x.srv
+}
