@@ -83,6 +83,7 @@ func putMesh(t *testing.T, st store.Store, mesh string) {
 
 func putNode(t *testing.T, st store.Store, mesh, name string, backends ...string) {
 	vn := appmesh.VirtualNodeData{MeshName: ptr(mesh), VirtualNodeName: ptr(name), Spec: &appmesh.VirtualNodeSpec{
+		Listeners:        []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: ptr(int64(8080)), Protocol: appmesh.PortProtocolHttp}}},
 		ServiceDiscovery: &appmesh.ServiceDiscovery{AwsCloudMap: &appmesh.AwsCloudMapServiceDiscovery{NamespaceName: ptr("colors.local"), ServiceName: ptr(name)}},
 	}}
 	for _, b := range backends {

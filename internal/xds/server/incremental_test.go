@@ -26,6 +26,8 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		gen  func(*rand.Rand, *testing.T, store.Store)
 	}{
 		{"fake", fakeTranslate, randomWrite},
+		// The real translator's Deps and EndpointsOf must be complete too.
+		{"translate", translate.Translate, randomWrite},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkIncremental(t, tc.tr, tc.gen, 300)
@@ -61,6 +63,7 @@ func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity)
 		}
 	}
 	rnd := rand.New(rand.NewPCG(1, 2))
+	var seen [numTypes]int // most resources of each type one proxy had
 	for i := range writes {
 		before := st.Revision()
 		gen(rnd, t, st)
@@ -96,21 +99,32 @@ func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity)
 			}
 			fp := full.proxies[id]
 			for typ := range numTypes {
+				seen[typ] = max(seen[typ], len(fp.snap.types[typ].entries))
+			}
+			for typ := range numTypes {
 				if got, want := p.snap.types[typ].version, fp.snap.types[typ].version; got != want {
 					t.Fatalf("write %d: %s of %s: incremental version %s, from scratch %s", i, typeName(typ), id.Name, got, want)
 				}
 			}
 		}
 	}
+	// The writes must have built something worth comparing.
+	for typ, n := range seen {
+		if n == 0 {
+			t.Fatalf("no proxy ever had a resource of type %s", typeName(typ))
+		}
+	}
+	t.Logf("most resources of one proxy, by type (cds eds lds rds): %v", seen)
 }
 
 // randomWrite makes one random change to mesh m's nodes n0..n4, services
-// s0..s3 (provided by a node or by nothing) and the Cloud Map instances of
-// the nodes.
+// s0..s3 (provided by a node, a router or nothing), routers r0 and r1 and
+// their routes, and the Cloud Map instances of the nodes.
 func randomWrite(rnd *rand.Rand, t *testing.T, st store.Store) {
 	node := fmt.Sprintf("n%d", rnd.IntN(5))
 	svc := fmt.Sprintf("s%d", rnd.IntN(4))
-	switch rnd.IntN(6) {
+	router := fmt.Sprintf("r%d", rnd.IntN(2))
+	switch rnd.IntN(10) {
 	case 0:
 		del(t, st, ref("m", appmesh.KindVirtualNode, "", node).Key())
 	case 1:
@@ -134,5 +148,23 @@ func randomWrite(rnd *rand.Rand, t *testing.T, st store.Store) {
 		putInstance(t, st, node, fmt.Sprintf("i%d", rnd.IntN(3)), fmt.Sprintf("10.0.0.%d", rnd.IntN(250)+1))
 	case 5:
 		del(t, st, cloudmap.InstanceKey("srv-"+node, fmt.Sprintf("i%d", rnd.IntN(3))))
+	case 6:
+		putRaw(t, st, ref("m", appmesh.KindVirtualRouter, "", router), fmt.Sprintf(
+			`{"meshName":"m","virtualRouterName":%q,"spec":{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}]}}`, router))
+	case 7:
+		del(t, st, ref("m", appmesh.KindVirtualRouter, "", router).Key())
+	case 8:
+		route := fmt.Sprintf("rt%d", rnd.IntN(2))
+		if rnd.IntN(3) == 0 {
+			del(t, st, ref("m", appmesh.KindRoute, router, route).Key())
+			return
+		}
+		putRaw(t, st, ref("m", appmesh.KindRoute, router, route), fmt.Sprintf(
+			`{"meshName":"m","virtualRouterName":%q,"routeName":%q,"spec":{"priority":%d,"httpRoute":{"match":{"prefix":"/%s"},
+			"action":{"weightedTargets":[{"virtualNode":%q,"weight":%d},{"virtualNode":"n%d","weight":1}]}}}}`,
+			router, route, rnd.IntN(3), route, node, rnd.IntN(5), rnd.IntN(5)))
+	case 9:
+		putRaw(t, st, ref("m", appmesh.KindVirtualService, "", svc), fmt.Sprintf(
+			`{"meshName":"m","virtualServiceName":%q,"spec":{"provider":{"virtualRouter":{"virtualRouterName":%q}}}}`, svc, router))
 	}
 }
