@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/server"
@@ -20,6 +21,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.Region, "region", envOr("WEFT_REGION", "us-east-1"), "region in ARNs (env WEFT_REGION)")
 	fs.StringVar(&cfg.AccountID, "account-id", envOr("WEFT_ACCOUNT_ID", "111122223333"), "account that owns resources (env WEFT_ACCOUNT_ID)")
 	limits := fs.String("appmesh-limits", envOr("WEFT_APPMESH_LIMITS", ""), "App Mesh quotas to change, as name=value,... (env WEFT_APPMESH_LIMITS; defaults: "+appmesh.DefaultLimits().String()+")")
+	fs.StringVar(&cfg.DNSAddr, "dns-addr", envOr("WEFT_DNS_ADDR", "127.0.0.1:5353"), "DNS server for Cloud Map's DNS namespaces, UDP and TCP; \"\" for none (env WEFT_DNS_ADDR)")
+	upstreams := fs.String("dns-upstreams", envOr("WEFT_DNS_UPSTREAMS", ""), "resolvers for other names, host[:port],...; none: such queries are REFUSED (env WEFT_DNS_UPSTREAMS)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", envOr("WEFT_XDS_ADDR", "127.0.0.1:15010"), "xDS (ADS) listen address for Envoy, weft proxy and proxyless gRPC; \"\" for none (env WEFT_XDS_ADDR)")
 	fs.StringVar(&cfg.XDSTLSCert, "xds-tls-cert", envOr("WEFT_XDS_TLS_CERT", ""), "PEM certificate: serve xDS over TLS, as the App Mesh Envoy image expects (env WEFT_XDS_TLS_CERT)")
 	fs.StringVar(&cfg.XDSTLSKey, "xds-tls-key", envOr("WEFT_XDS_TLS_KEY", ""), "PEM key of --xds-tls-cert (env WEFT_XDS_TLS_KEY)")
@@ -29,6 +32,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var err error
 	if cfg.Limits, err = appmesh.ParseLimits(*limits, appmesh.DefaultLimits()); err != nil {
 		return fmt.Errorf("--appmesh-limits: %w", err)
+	}
+	for _, u := range strings.Split(*upstreams, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.DNSUpstreams = append(cfg.DNSUpstreams, u)
+		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	return server.Run(ctx, cfg, log)

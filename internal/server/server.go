@@ -19,9 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/weftmesh/weft/internal/api"
+	"github.com/weftmesh/weft/internal/api/cloudmapapi"
 	"github.com/weftmesh/weft/internal/api/meshapi"
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/appmesh/ops"
+	"github.com/weftmesh/weft/internal/cloudmap"
+	"github.com/weftmesh/weft/internal/dns"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
 	xdsserver "github.com/weftmesh/weft/internal/xds/server"
@@ -36,6 +39,12 @@ type Config struct {
 	// Limits are the App Mesh quotas; the zero value means App Mesh's
 	// defaults.
 	Limits appmesh.Limits
+	// DNSAddr is host:port of the DNS server for Cloud Map's DNS
+	// namespaces (UDP and TCP); "" runs none.
+	DNSAddr string
+	// DNSUpstreams answer the names the DNS server is not authoritative
+	// for; none: such queries are REFUSED.
+	DNSUpstreams []string
 	// XDSAddr is host:port of the xDS (ADS) listener; "" runs none.
 	XDSAddr string
 	// XDSTLSCert and XDSTLSKey, PEM files, make the xDS listener TLS, as
@@ -59,6 +68,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen api: %w", err)
 	}
+	var dnsErr chan error // nil without a DNS server, or once it has reported
+	if cfg.DNSAddr != "" {
+		dnsSrv, err := dns.Listen(cfg.DNSAddr, dns.Config{Upstreams: cfg.DNSUpstreams}, log.With("component", "dns"))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		dctx, stopDNS := context.WithCancel(ctx)
+		dnsErr = make(chan error, 1)
+		go func() { dnsErr <- dnsSrv.Run(dctx, st) }() // ends with stopDNS, before the store closes
+		defer func() {
+			stopDNS()
+			if dnsErr != nil {
+				<-dnsErr
+			}
+		}()
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	xds, err := startXDS(ctx, st, cfg, reg, log.With("component", "xds"))
@@ -78,6 +104,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve api: %w", err)
+	case err := <-dnsErr:
+		dnsErr = nil
+		srv.Close()
+		return fmt.Errorf("dns: %w", err)
 	case err := <-xds.failed():
 		srv.Close()
 		return fmt.Errorf("xds: %w", err)
@@ -110,8 +140,10 @@ func NewHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
 	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
+	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID})
 	return &api.Handler{
-		AppMesh: meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID}, log.With("api", "appmesh")),
-		Other:   other,
+		AppMesh:  meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID}, log.With("api", "appmesh")),
+		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),
+		Other:    other,
 	}
 }

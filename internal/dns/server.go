@@ -1,0 +1,231 @@
+// Package dns is weft's DNS server: authoritative for Cloud Map's DNS
+// namespaces (A, AAAA, SRV and CNAME records of their services' healthy
+// instances, SOA and NS at the apex, NXDOMAIN for other names inside), and
+// a forwarder to upstream resolvers for every other name (REFUSED when
+// there are none).
+//
+// It answers from a discovery.Index that it keeps current by following
+// the store's changes (discovery.Follow): a registration is visible to the
+// next query after its commit, with no polling.
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	miekg "github.com/miekg/dns"
+
+	"github.com/weftmesh/weft/internal/discovery"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Upstreams are resolvers (host:port; port 53 if omitted) that answer
+	// names outside Cloud Map's zones, tried in order. None: REFUSED.
+	Upstreams []string
+	// UpstreamTimeout bounds one upstream exchange; 2 seconds if zero.
+	UpstreamTimeout time.Duration
+}
+
+// Server is a DNS server bound to one address on UDP and TCP.
+type Server struct {
+	udp       net.PacketConn
+	tcp       net.Listener
+	upstreams []string
+	timeout   time.Duration
+	log       *slog.Logger
+	ix        atomic.Pointer[discovery.Index] // written by Run's follower, read by every query
+	closeOnce sync.Once
+}
+
+// Listen binds addr ("host:port"; port 0 picks a port free on both UDP
+// and TCP) and returns the server, which answers once Run starts. The
+// caller must call Run or Close.
+func Listen(addr string, cfg Config, log *slog.Logger) (*Server, error) {
+	udp, tcp, err := bind(addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{udp: udp, tcp: tcp, timeout: cfg.UpstreamTimeout, log: log}
+	if s.timeout <= 0 {
+		s.timeout = 2 * time.Second
+	}
+	for _, u := range cfg.Upstreams {
+		if _, _, err := net.SplitHostPort(u); err != nil {
+			u = net.JoinHostPort(u, "53")
+		}
+		s.upstreams = append(s.upstreams, u)
+	}
+	return s, nil
+}
+
+// bind listens on UDP and TCP at the same port. With port 0 the kernel
+// picks the UDP port, which TCP may have taken: try a few.
+func bind(addr string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dns address %q: %w", addr, err)
+	}
+	var lastErr error
+	for range 10 {
+		udp, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen dns udp %s: %w", addr, err)
+		}
+		p := strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port)
+		tcp, err := net.Listen("tcp", net.JoinHostPort(host, p))
+		if err == nil {
+			return udp, tcp, nil
+		}
+		udp.Close()
+		lastErr = err
+		if port != "0" {
+			break
+		}
+	}
+	return nil, nil, fmt.Errorf("listen dns tcp %s: %w", addr, lastErr)
+}
+
+// Addr is the address the server listens on, UDP and TCP.
+func (s *Server) Addr() string { return s.udp.LocalAddr().String() }
+
+// Close releases the listeners; Run does it when it returns.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.udp.Close()
+		s.tcp.Close()
+	})
+	return nil
+}
+
+// Run follows src and serves until ctx ends, then stops and returns after
+// every goroutine it started has ended. It starts answering once the index
+// is loaded, so no query sees a half-read registry.
+func (s *Server) Run(ctx context.Context, src discovery.Source) error {
+	defer s.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	loaded := make(chan struct{})
+	followErr := make(chan error, 1)
+	go func() { // ends with ctx
+		first := true
+		followErr <- discovery.Follow(ctx, src, func(u discovery.Update) {
+			s.ix.Store(u.Index)
+			if first {
+				first = false
+				close(loaded)
+			}
+		})
+	}()
+	select {
+	case <-loaded:
+	case err := <-followErr:
+		return err
+	}
+
+	handler := miekg.HandlerFunc(s.serveDNS)
+	servers := []*miekg.Server{
+		{PacketConn: s.udp, Handler: handler},
+		{Listener: s.tcp, Handler: handler, ReadTimeout: 10 * time.Second},
+	}
+	serveErr := make(chan error, len(servers))
+	for _, srv := range servers {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { serveErr <- srv.ActivateAndServe() }() // ends with Shutdown below
+		select {
+		case <-started:
+		case err := <-serveErr:
+			serveErr <- err
+		}
+	}
+	s.log.Info("dns listening", "addr", s.Addr(), "upstreams", s.upstreams)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-followErr:
+		followErr <- err
+		err = fmt.Errorf("follow the registry: %w", err)
+	case err = <-serveErr:
+		serveErr <- err
+		err = fmt.Errorf("serve dns: %w", err)
+	}
+	cancel()
+	for _, srv := range servers {
+		sctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.ShutdownContext(sctx)
+		stop()
+	}
+	for range servers {
+		<-serveErr
+	}
+	if ferr := <-followErr; err == nil && !errors.Is(ferr, context.Canceled) {
+		err = ferr
+	}
+	return err
+}
+
+// serveDNS answers one query: from the index inside a zone, from the
+// upstreams outside.
+func (s *Server) serveDNS(w miekg.ResponseWriter, req *miekg.Msg) {
+	if len(req.Question) != 1 || req.Opcode != miekg.OpcodeQuery || req.Response {
+		m := new(miekg.Msg)
+		m.SetRcode(req, miekg.RcodeFormatError)
+		if req.Opcode != miekg.OpcodeQuery {
+			m.Rcode = miekg.RcodeNotImplemented
+		}
+		w.WriteMsg(m)
+		return
+	}
+	m := answer(s.ix.Load(), req, randomShuffle)
+	if m == nil {
+		m = s.forward(w, req)
+	}
+	m.RecursionAvailable = len(s.upstreams) > 0
+	size := miekg.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil {
+		size = max(int(opt.UDPSize()), miekg.MinMsgSize)
+		if m.IsEdns0() == nil {
+			m.SetEdns0(opt.UDPSize(), false)
+		}
+	}
+	if _, isUDP := w.RemoteAddr().(*net.UDPAddr); isUDP {
+		m.Truncate(size)
+	}
+	if err := w.WriteMsg(m); err != nil {
+		s.log.Debug("dns write", "err", err)
+	}
+}
+
+// forward asks the upstreams in order, over the transport the query came
+// by; REFUSED without upstreams, SERVFAIL when none answers.
+func (s *Server) forward(w miekg.ResponseWriter, req *miekg.Msg) *miekg.Msg {
+	m := new(miekg.Msg)
+	if len(s.upstreams) == 0 {
+		return m.SetRcode(req, miekg.RcodeRefused)
+	}
+	c := &miekg.Client{Net: "udp", Timeout: s.timeout}
+	if _, isTCP := w.RemoteAddr().(*net.TCPAddr); isTCP {
+		c.Net = "tcp"
+	}
+	for _, u := range s.upstreams {
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		resp, _, err := c.ExchangeContext(ctx, req, u)
+		cancel()
+		if err == nil && resp != nil {
+			resp.Id = req.Id
+			return resp
+		}
+		s.log.Debug("dns upstream", "upstream", u, "name", req.Question[0].Name, "err", err)
+	}
+	return m.SetRcode(req, miekg.RcodeServerFailure)
+}
