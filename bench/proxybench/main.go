@@ -54,13 +54,16 @@ func main() {
 	satDur := flag.Duration("sat-duration", 10*time.Second, "length of each wrk saturation run")
 	conns := flag.Int("conns", 16, "connections of the fixed-rate load generator")
 	satConns := flag.Int("sat-conns", 64, "wrk connections at saturation")
+	profile := flag.String("profile", "", "write a CPU profile of the single proxy during its fixed-rate run to this file")
+	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for the weft proxies (0: Go's default, all cores)")
+	only := flag.String("only", "", "run only the paths whose name contains this")
 	flag.Parse()
 	if *weft == "" {
 		log.Fatal("-weft is required")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b := &bench{weft: *weft, dir: mustTemp()}
+	b := &bench{weft: *weft, dir: mustTemp(), pprof: *profile != "", gomaxprocs: *procs}
 	defer os.RemoveAll(b.dir)
 	defer b.stopAll()
 
@@ -95,17 +98,39 @@ func main() {
 	var fixed, sat []string
 	var p99 = map[string]float64{}
 	for _, t := range targets {
+		if *only != "" && !strings.Contains(t.name, *only) {
+			continue
+		}
 		warm(t.url)
+		var profDone chan struct{}
+		if *profile != "" && t.name == "one weft proxy" {
+			profDone = make(chan struct{})
+			go func() { // fetches the profile; ends with the HTTP call
+				defer close(profDone)
+				resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.admin[procB.Pid], int(dur.Seconds())-1))
+				if err != nil {
+					log.Printf("profile: %v", err)
+					return
+				}
+				defer resp.Body.Close()
+				f, _ := os.Create(*profile)
+				_, _ = io.Copy(f, resp.Body)
+				f.Close()
+			}()
+		}
 		cpu0 := cpuTime(t.procs)
 		r := constantRate(t.url, *rate, *dur, *conns)
 		cpu := cpuTime(t.procs) - cpu0
-		rss := rssKB(t.procs)
+		rss, anon := rssKB(t.procs)
 		p99[t.name] = r.p99
+		if profDone != nil {
+			<-profDone
+		}
 		perK := "-"
-		rssS := "-"
+		rssS := "- | -"
 		if len(t.procs) > 0 {
 			perK = fmt.Sprintf("%.3f", cpu.Seconds()/dur.Seconds()/float64(len(t.procs))/(r.achieved/1000))
-			rssS = fmt.Sprintf("%.1f", float64(rss)/1024/float64(len(t.procs)))
+			rssS = fmt.Sprintf("%.1f | %.1f", float64(rss)/1024/float64(len(t.procs)), float64(anon)/1024/float64(len(t.procs)))
 		}
 		fixed = append(fixed, fmt.Sprintf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %s | %s |",
 			t.name, r.achieved, r.p50, r.p99, r.max, r.errors, perK, rssS))
@@ -113,8 +138,8 @@ func main() {
 		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99))
 	}
 	fmt.Printf("Fixed rate %d requests/s for %v, %d connections (latency in ms from the scheduled send time):\n\n", *rate, *dur, *conns)
-	fmt.Println("| path | achieved rps | p50 ms | p99 ms | max ms | errors | proxy vCPU per 1,000 rps (each) | proxy RSS MB (each) |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| path | achieved rps | p50 ms | p99 ms | max ms | errors | proxy vCPU per 1,000 rps (each) | proxy RSS MB (each) | of which private (anon) MB |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, l := range fixed {
 		fmt.Println(l)
 	}
@@ -129,10 +154,13 @@ func main() {
 }
 
 type bench struct {
-	weft  string
-	dir   string
-	mu    sync.Mutex
-	procs []*exec.Cmd
+	gomaxprocs int
+	pprof      bool
+	admin      map[int]string // admin address by pid
+	weft       string
+	dir        string
+	mu         sync.Mutex
+	procs      []*exec.Cmd
 }
 
 func mustTemp() string {
@@ -175,8 +203,20 @@ func (b *bench) startApp() string {
 }
 
 func (b *bench) startProxy(node, xds string) *os.Process {
-	c := b.start(b.weft, []string{"APPMESH_RESOURCE_ARN=" + node, "APPMESH_XDS_ENDPOINT=" + xds},
-		"proxy", "--admin-addr", fmt.Sprintf("127.0.0.1:%d", freePort()), "--log-level", "warn")
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort())
+	args := []string{"proxy", "--admin-addr", admin, "--log-level", "warn"}
+	if b.pprof {
+		args = append(args, "--pprof")
+	}
+	env := []string{"APPMESH_RESOURCE_ARN=" + node, "APPMESH_XDS_ENDPOINT=" + xds}
+	if b.gomaxprocs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(b.gomaxprocs))
+	}
+	c := b.start(b.weft, env, args...)
+	if b.admin == nil {
+		b.admin = map[int]string{}
+	}
+	b.admin[c.Process.Pid] = admin
 	return c.Process
 }
 
@@ -408,9 +448,9 @@ func cpuTime(ps []*os.Process) time.Duration {
 	return total
 }
 
-// rssKB is the summed resident set size of the processes.
-func rssKB(ps []*os.Process) int64 {
-	var total int64
+// rssKB is the summed resident set size of the processes, and the part
+// of it that is private memory (RssAnon) rather than pages of the binary.
+func rssKB(ps []*os.Process) (total, anon int64) {
 	for _, p := range ps {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
 		if err != nil {
@@ -421,7 +461,11 @@ func rssKB(ps []*os.Process) int64 {
 				v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
 				total += v
 			}
+			if strings.HasPrefix(line, "RssAnon:") {
+				v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+				anon += v
+			}
 		}
 	}
-	return total
+	return total, anon
 }

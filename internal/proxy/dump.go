@@ -28,6 +28,7 @@ func (p *Proxy) adminSource() admin.Source {
 			return out
 		},
 		ConfigDump: p.configDump,
+		Pprof:      p.cfg.Pprof,
 	}
 }
 

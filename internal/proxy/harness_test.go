@@ -40,12 +40,12 @@ const testNode = "mesh/test-mesh/virtualNode/test-node"
 
 // harness is one weft proxy fed by a real go-control-plane server.
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	xds *xdstest.Server
 	p   *Proxy
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	xds := xdstest.Start(t, testNode)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -118,7 +118,7 @@ func (h *harness) stat(name string) int64 {
 
 // waitUntil polls cond until it holds or fails the test at the deadline;
 // for state only visible through polling (stats, files).
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(2 * time.Millisecond)
@@ -245,7 +245,7 @@ type echo struct {
 	Header  http.Header
 }
 
-func newBackend(t *testing.T, name string) *backend {
+func newBackend(t testing.TB, name string) *backend {
 	t.Helper()
 	b := &backend{name: name}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -57,6 +57,8 @@ type Config struct {
 	// XDSBackoffBase, when set, replaces the 500 ms reconnect backoff base
 	// (tests use a short one).
 	XDSBackoffBase time.Duration
+	// Pprof serves Go profiles under /debug/pprof/ on the admin listener.
+	Pprof bool
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"regexp"
 	"sort"
 	"strings"
@@ -34,6 +35,8 @@ type Source struct {
 	// ConfigDump returns an envoy.admin.v3.ConfigDump; includeEDS adds
 	// the endpoint config.
 	ConfigDump func(includeEDS bool) proto.Message
+	// Pprof adds Go's /debug/pprof/ profiles (weft proxy --pprof).
+	Pprof bool
 }
 
 // Handler returns the admin HTTP handler.
@@ -127,6 +130,11 @@ func Handler(src Source) http.Handler {
 			fmt.Fprintf(w, "%s::%s\n", n, ls[n])
 		}
 	})
+	if src.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "weft proxy admin: /ready /server_info /stats /stats/prometheus /config_dump /clusters /listeners")
 	})

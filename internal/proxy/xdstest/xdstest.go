@@ -31,7 +31,7 @@ type Request struct {
 
 // Server is a go-control-plane ADS server for one node.
 type Server struct {
-	t     *testing.T
+	t     testing.TB
 	Addr  string
 	Node  string
 	cache cachev3.SnapshotCache
@@ -46,7 +46,7 @@ type Server struct {
 }
 
 // Start starts a server for node on 127.0.0.1:0. It stops at test end.
-func Start(t *testing.T, node string) *Server {
+func Start(t testing.TB, node string) *Server {
 	t.Helper()
 	s := &Server{t: t, Node: node, changed: make(chan struct{})}
 	// Non-ADS mode: the ADS-mode cache only answers requests naming every
