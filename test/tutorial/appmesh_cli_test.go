@@ -22,7 +22,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/weftmesh/weft/internal/server"
+	"github.com/weftmesh/weft/internal/api"
+	"github.com/weftmesh/weft/internal/api/meshapi"
+	"github.com/weftmesh/weft/internal/appmesh/ops"
 	"github.com/weftmesh/weft/internal/store/bolt"
 )
 
@@ -64,8 +66,8 @@ func requireAWSCLI(t *testing.T) {
 	}
 }
 
-// startWeft serves weft's API on a fresh store behind a socket and returns
-// its URL.
+// startWeft serves weft's App Mesh API (as weft server wires it) on a fresh
+// store behind a socket and returns its URL.
 func startWeft(t *testing.T, region string) string {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
@@ -73,7 +75,8 @@ func startWeft(t *testing.T, region string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	h := server.NewHandler(st, server.Config{Region: region, AccountID: cliAccount}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := &api.Handler{AppMesh: meshapi.New(ops.New(st, ops.Config{Region: region}, log), meshapi.Config{DefaultAccount: cliAccount}, log)}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL

@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/api"
+	"github.com/weftmesh/weft/internal/api/meshapi"
 	"github.com/weftmesh/weft/internal/appmesh"
-	"github.com/weftmesh/weft/internal/server"
+	"github.com/weftmesh/weft/internal/appmesh/ops"
 	"github.com/weftmesh/weft/internal/store/bolt"
 )
 
@@ -44,8 +46,9 @@ func newBenchServer(b *testing.B) *benchServer {
 	b.Cleanup(func() { st.Close() })
 	limits := appmesh.DefaultLimits()
 	limits.VirtualNodesPerMesh = 0 // no limit: Create makes b.N nodes
-	h := server.NewHandler(st, server.Config{Region: "us-east-1", AccountID: "111122223333", Limits: limits},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := &api.Handler{AppMesh: meshapi.New(ops.New(st, ops.Config{Region: "us-east-1", Limits: limits}, log),
+		meshapi.Config{DefaultAccount: "111122223333"}, log)}
 	srv := httptest.NewServer(h)
 	b.Cleanup(srv.Close)
 	tr := &http.Transport{MaxIdleConns: 2 * benchClients, MaxIdleConnsPerHost: 2 * benchClients}

@@ -1,8 +1,8 @@
 package meshapi_test
 
 // The conformance suite: the real aws-sdk-go-v2 App Mesh client against
-// weft's API handler (server.NewHandler on a bbolt store) over a real
-// socket. Every operation of the model must be exercised successfully by
+// weft's App Mesh API (api.Handler -> meshapi -> ops on a bbolt store) over
+// a real socket. Every operation of the model must be exercised successfully by
 // the time TestSDK ends.
 
 import (
@@ -27,8 +27,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
 	"github.com/aws/smithy-go/middleware"
 
+	"github.com/weftmesh/weft/internal/api"
+	"github.com/weftmesh/weft/internal/api/meshapi"
 	"github.com/weftmesh/weft/internal/appmesh"
-	"github.com/weftmesh/weft/internal/server"
+	"github.com/weftmesh/weft/internal/appmesh/ops"
 	"github.com/weftmesh/weft/internal/store/bolt"
 )
 
@@ -74,7 +76,7 @@ func newServer(t *testing.T, limits appmesh.Limits) *testServer {
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := server.NewHandler(st, server.Config{Region: region, AccountID: account, Limits: limits}, log)
+	h := &api.Handler{AppMesh: meshapi.New(ops.New(st, ops.Config{Region: region, Limits: limits}, log), meshapi.Config{DefaultAccount: account}, log)}
 	ts := &testServer{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut && ts.failNext.CompareAndSwap(true, false) {
