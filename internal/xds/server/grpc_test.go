@@ -224,7 +224,7 @@ func split(t *testing.T, cc *grpc.ClientConn, n int) map[string]int {
 
 func TestProxylessGRPC(t *testing.T) {
 	st, backends := grpcWorld(t)
-	srv := startServer(t, st, translate.Translate, translate.Check)
+	srv := startServer(t, st, translate.Translate, func(o *Options) { o.Validate = translate.Check })
 	cc := dialXDS(t, srv.addr, "client", "color.colors.local")
 
 	t.Run("split 4:1", func(t *testing.T) {

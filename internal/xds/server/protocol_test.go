@@ -1,8 +1,18 @@
 package server
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"io"
+	"math/big"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +23,11 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/appmesh"
@@ -125,6 +139,15 @@ func TestEnvoyProtocol(t *testing.T) {
 	})
 	if n := testutil.CollectAndCount(srv.reg, "weft_xds_write_to_ack_seconds"); n == 0 {
 		t.Fatal("no write-to-ACK observations")
+	}
+
+	// GET /v1/proxies shows the same.
+	rec := httptest.NewRecorder()
+	srv.ProxiesHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/proxies", nil))
+	var body struct{ Proxies []ProxyStatus }
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || len(body.Proxies) != 1 ||
+		body.Proxies[0].Types["cds"].Acked != cds.GetVersionInfo() || body.Proxies[0].Mesh != "m" || body.Proxies[0].Kind != "virtualNode" {
+		t.Fatalf("GET /v1/proxies: %v\n%s", err, rec.Body.String())
 	}
 }
 
@@ -353,4 +376,72 @@ func TestServerRestart(t *testing.T) {
 	if eds.GetVersionInfo() == last[edsType].GetVersionInfo() || len(mustCLA(t, eds).GetEndpoints()[0].GetLbEndpoints()) != 2 {
 		t.Fatalf("EDS after restart: version %s (before %s), %v", eds.GetVersionInfo(), last[edsType].GetVersionInfo(), mustCLA(t, eds))
 	}
+}
+
+// TestTLSAndSigV4Metadata plays the stock App Mesh Envoy image: TLS to the
+// xDS server and SigV4 signatures in the stream's metadata, which weft
+// accepts without checking (it has no IAM).
+func TestTLSAndSigV4Metadata(t *testing.T) {
+	cert, pool := selfSigned(t)
+	st := colorStore(t)
+	srv := startServer(t, st, fakeTranslate, func(o *Options) {
+		o.GRPCOptions = []grpc.ServerOption{grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}}))}
+	})
+	sigv4 := metadata.Pairs(
+		"authorization", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/us-east-1/appmesh/aws4_request, SignedHeaders=host;x-amz-date, Signature=0123",
+		"x-amz-date", "20261122T000000Z",
+		"x-amz-security-token", "token",
+	)
+	c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost"})),
+		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(metadata.NewOutgoingContext(ctx, sigv4), desc, cc, method, opts...)
+		}))
+	envoyStart(t, c)
+
+	// Without TLS the handshake fails: the listener speaks only TLS.
+	conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if grpcstatus.Code(err) != codes.Unavailable {
+		t.Fatalf("plaintext stream to a TLS listener: %v, want Unavailable", err)
+	}
+}
+
+// selfSigned makes a certificate for localhost and a pool trusting it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
