@@ -23,6 +23,7 @@ import (
 	miekg "github.com/miekg/dns"
 
 	"github.com/weftmesh/weft/internal/discovery"
+	"github.com/weftmesh/weft/internal/store"
 )
 
 // Config configures a Server.
@@ -43,6 +44,9 @@ type Server struct {
 	log       *slog.Logger
 	ix        atomic.Pointer[discovery.Index] // written by Run's follower, read by every query
 	closeOnce sync.Once
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when ix changes; protected by mu
 }
 
 // Listen binds addr ("host:port"; port 0 picks a port free on both UDP
@@ -53,7 +57,7 @@ func Listen(addr string, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{udp: udp, tcp: tcp, timeout: cfg.UpstreamTimeout, log: log}
+	s := &Server{udp: udp, tcp: tcp, timeout: cfg.UpstreamTimeout, log: log, changed: make(chan struct{})}
 	if s.timeout <= 0 {
 		s.timeout = 2 * time.Second
 	}
@@ -118,7 +122,7 @@ func (s *Server) Run(ctx context.Context, src discovery.Source) error {
 	go func() { // ends with ctx
 		first := true
 		followErr <- discovery.Follow(ctx, src, func(u discovery.Update) {
-			s.ix.Store(u.Index)
+			s.publish(u.Index)
 			if first {
 				first = false
 				close(loaded)
@@ -172,6 +176,34 @@ func (s *Server) Run(ctx context.Context, src discovery.Source) error {
 		err = ferr
 	}
 	return err
+}
+
+func (s *Server) publish(ix *discovery.Index) {
+	s.ix.Store(ix)
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// WaitRevision returns once the server answers from the registry as of
+// store revision rev or later, or when ctx ends. rev must be the revision
+// of a change to Cloud Map records: other changes do not reach the
+// server. Tests and benchmarks use it to wait for a write to be visible.
+func (s *Server) WaitRevision(ctx context.Context, rev store.Revision) error {
+	for {
+		s.mu.Lock()
+		changed := s.changed
+		s.mu.Unlock()
+		if ix := s.ix.Load(); ix != nil && ix.Revision() >= rev {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // serveDNS answers one query: from the index inside a zone, from the
