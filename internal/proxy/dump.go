@@ -1,13 +1,13 @@
 package proxy
 
 import (
+	"encoding/json"
 	"sort"
 	"time"
 
-	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weftmesh/weft/internal/proxy/admin"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
@@ -32,63 +32,98 @@ func (p *Proxy) adminSource() admin.Source {
 	}
 }
 
-// configDump returns the accepted resources as Envoy's ConfigDump.
-func (p *Proxy) configDump(includeEDS bool) proto.Message {
+// The config dump is written in the JSON shape of Envoy's
+// envoy.admin.v3.ConfigDump (proto field names, "@type" on each part and
+// resource) without linking the admin protos, whose dependency graph
+// (bootstrap and every extension it names) costs megabytes of resident
+// memory in every proxy.
+const adminType = "type.googleapis.com/envoy.admin.v3."
+
+type dynamicResource struct {
+	Name        string          `json:"name,omitempty"`
+	VersionInfo string          `json:"version_info,omitempty"`
+	Cluster     json.RawMessage `json:"cluster,omitempty"`
+	Listener    json.RawMessage `json:"listener,omitempty"`
+	RouteConfig json.RawMessage `json:"route_config,omitempty"`
+	Endpoint    json.RawMessage `json:"endpoint_config,omitempty"`
+	LastUpdated string          `json:"last_updated,omitempty"`
+}
+
+type listenerState struct {
+	Name        string          `json:"name"`
+	ActiveState dynamicResource `json:"active_state"`
+}
+
+// configDump returns the accepted resources as Envoy's /config_dump JSON.
+func (p *Proxy) configDump(includeEDS bool) ([]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ts := func(typ string) *timestamppb.Timestamp {
+	ts := func(typ string) string {
 		if t, ok := p.updated[typ]; ok {
-			return timestamppb.New(t)
+			return t.UTC().Format(time.RFC3339Nano)
 		}
-		return timestamppb.New(time.Time{})
+		return ""
 	}
-	pack := func(m proto.Message) *anypb.Any {
-		a, _ := anypb.New(m) // marshalling accepted resources cannot fail
-		return a
+	enc := func(m proto.Message) json.RawMessage {
+		a, err := anypb.New(m)
+		if err != nil {
+			return nil
+		}
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(a)
+		if err != nil {
+			return nil
+		}
+		return b
 	}
-	boot := &adminv3.BootstrapConfigDump{LastUpdated: timestamppb.New(p.start)}
-	cds := &adminv3.ClustersConfigDump{VersionInfo: p.versions["cds"]}
-	names := make([]string, 0)
+	var clusters []dynamicResource
 	all := p.clusters.All()
+	names := make([]string, 0, len(all))
 	for n := range all {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		cds.DynamicActiveClusters = append(cds.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
-			VersionInfo: p.versions["cds"], Cluster: pack(all[n].PB), LastUpdated: ts("cds")})
+		clusters = append(clusters, dynamicResource{VersionInfo: p.versions["cds"], Cluster: enc(all[n].PB), LastUpdated: ts("cds")})
 	}
-	lds := &adminv3.ListenersConfigDump{VersionInfo: p.versions["lds"]}
-	lnames := make([]string, 0, len(p.lpb))
+	var listeners []listenerState
+	names = names[:0]
 	for n := range p.lpb {
-		lnames = append(lnames, n)
+		names = append(names, n)
 	}
-	sort.Strings(lnames)
-	for _, n := range lnames {
-		lds.DynamicListeners = append(lds.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{
-			Name: n, ActiveState: &adminv3.ListenersConfigDump_DynamicListenerState{
-				VersionInfo: p.versions["lds"], Listener: pack(p.lpb[n]), LastUpdated: ts("lds")}})
+	sort.Strings(names)
+	for _, n := range names {
+		listeners = append(listeners, listenerState{Name: n, ActiveState: dynamicResource{
+			VersionInfo: p.versions["lds"], Listener: enc(p.lpb[n]), LastUpdated: ts("lds")}})
 	}
-	rds := &adminv3.RoutesConfigDump{}
-	rnames := make([]string, 0, len(p.rpb))
+	var routes []dynamicResource
+	names = names[:0]
 	for n := range p.rpb {
-		rnames = append(rnames, n)
+		names = append(names, n)
 	}
-	sort.Strings(rnames)
-	for _, n := range rnames {
-		rds.DynamicRouteConfigs = append(rds.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{
-			VersionInfo: p.versions["rds"], RouteConfig: pack(p.rpb[n]), LastUpdated: ts("rds")})
+	sort.Strings(names)
+	for _, n := range names {
+		routes = append(routes, dynamicResource{VersionInfo: p.versions["rds"], RouteConfig: enc(p.rpb[n]), LastUpdated: ts("rds")})
 	}
-	out := &adminv3.ConfigDump{Configs: []*anypb.Any{pack(boot), pack(cds), pack(lds), pack(rds)}}
+	configs := []any{
+		map[string]any{"@type": adminType + "BootstrapConfigDump", "bootstrap": map[string]any{"node": json.RawMessage(nodeJSON(p))},
+			"last_updated": p.start.UTC().Format(time.RFC3339Nano)},
+		map[string]any{"@type": adminType + "ClustersConfigDump", "version_info": p.versions["cds"], "dynamic_active_clusters": clusters},
+		map[string]any{"@type": adminType + "ListenersConfigDump", "version_info": p.versions["lds"], "dynamic_listeners": listeners},
+		map[string]any{"@type": adminType + "RoutesConfigDump", "dynamic_route_configs": routes},
+	}
 	if includeEDS {
-		eds := &adminv3.EndpointsConfigDump{}
+		var eps []dynamicResource
 		las := p.clusters.Endpoints()
 		sort.Slice(las, func(i, j int) bool { return las[i].GetClusterName() < las[j].GetClusterName() })
 		for _, la := range las {
-			eds.DynamicEndpointConfigs = append(eds.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{
-				VersionInfo: p.versions["eds"], EndpointConfig: pack(la), LastUpdated: ts("eds")})
+			eps = append(eps, dynamicResource{VersionInfo: p.versions["eds"], Endpoint: enc(la), LastUpdated: ts("eds")})
 		}
-		out.Configs = append(out.Configs, pack(eds))
+		configs = append(configs, map[string]any{"@type": adminType + "EndpointsConfigDump", "dynamic_endpoint_configs": eps})
 	}
-	return out
+	return json.MarshalIndent(map[string]any{"configs": configs}, "", " ")
+}
+
+func nodeJSON(p *Proxy) []byte {
+	b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(p.node)
+	return b
 }

@@ -17,7 +17,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/stats"
@@ -32,9 +31,9 @@ type Source struct {
 	Stats     *stats.Store
 	Clusters  func() map[string]*cluster.Cluster
 	Listeners func() map[string]string // name -> bound address
-	// ConfigDump returns an envoy.admin.v3.ConfigDump; includeEDS adds
-	// the endpoint config.
-	ConfigDump func(includeEDS bool) proto.Message
+	// ConfigDump returns Envoy's /config_dump JSON; includeEDS adds the
+	// endpoint config.
+	ConfigDump func(includeEDS bool) ([]byte, error)
 	// Pprof adds Go's /debug/pprof/ profiles (weft proxy --pprof).
 	Pprof bool
 }
@@ -102,7 +101,7 @@ func Handler(src Source) http.Handler {
 		_ = src.Stats.WritePrometheus(w, filter, r.URL.Query().Has("usedonly"))
 	})
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: " ", UseProtoNames: true}.Marshal(src.ConfigDump(r.URL.Query().Has("include_eds")))
+		b, err := src.ConfigDump(r.URL.Query().Has("include_eds"))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
