@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,6 +93,7 @@ func run(b *testing.B, req func(i int64)) {
 		next atomic.Int64
 	)
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		var lat []time.Duration
@@ -105,6 +107,7 @@ func run(b *testing.B, req func(i int64)) {
 		mu.Unlock()
 	})
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
 	b.StopTimer()
 	slices.Sort(all)
 	pct := func(p float64) float64 {
@@ -113,6 +116,16 @@ func run(b *testing.B, req func(i int64)) {
 	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "req/s")
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
+	// CPU per request (server and clients together) does not depend on
+	// what else the machine runs: it bounds the throughput of a quiet one.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(len(all)), "cpu-µs/req")
+}
+
+// cpuTime returns the user and system CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func BenchmarkAPI(b *testing.B) {
