@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -177,6 +178,8 @@ func New(svc *ops.Service, cfg Config, log *slog.Logger) *Handler {
 		}
 		h.routes = append(h.routes, rt)
 	}
+	// The model is a map; a fixed order keeps answers (Allow) stable.
+	slices.SortFunc(h.routes, func(a, b *route) int { return strings.Compare(a.op.Name, b.op.Name) })
 	return h
 }
 
@@ -229,6 +232,7 @@ func (h *Handler) match(method string, segs []string) (best *route, vars map[str
 	return best, vars, nil
 }
 
+// ServeHTTP serves one App Mesh API request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("x-amzn-RequestId", uuid.NewString())
 	defer func() {
