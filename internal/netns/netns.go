@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -175,16 +176,31 @@ func (l *Lab) Close() error {
 	var errs []error
 	for i := len(hosts) - 1; i >= 0; i-- {
 		errs = append(errs, removeNamespace(ctx, hosts[i].Name))
-		// Deleting the namespace deletes its veth end and so the pair;
-		// this is for a host whose namespace creation half failed.
-		if linkExists(ctx, hosts[i].link) {
-			errs = append(errs, ip(ctx, "link", "del", hosts[i].link))
-		}
 	}
-	if linkExists(ctx, l.bridge()) {
-		errs = append(errs, ip(ctx, "link", "del", l.bridge()))
+	for _, h := range hosts {
+		errs = append(errs, removeLink(ctx, h.link, true))
 	}
+	errs = append(errs, removeLink(ctx, l.bridge(), false))
 	return errors.Join(errs...)
+}
+
+// removeLink makes sure a root-namespace link is gone. A veth whose peer
+// was in a deleted namespace disappears by itself, but asynchronously, once
+// the kernel has dismantled the namespace: with waitFirst, wait a little for
+// that before deleting it ourselves. Either way it is not an error if the
+// link went meanwhile.
+func removeLink(ctx context.Context, name string, waitFirst bool) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for linkExists(ctx, name) {
+		if !waitFirst || time.Now().After(deadline) {
+			if err := ip(ctx, "link", "del", name); err != nil && linkExists(ctx, name) {
+				return err
+			}
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
 }
 
 func removeNamespace(ctx context.Context, name string) error {
@@ -241,7 +257,9 @@ func Sweep(ctx context.Context, prefix string) ([]string, error) {
 		}
 		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
 		if strings.HasPrefix(name, prefix) && linkExists(ctx, name) {
-			errs = append(errs, ip(ctx, "link", "del", name))
+			if err := ip(ctx, "link", "del", name); err != nil && linkExists(ctx, name) {
+				errs = append(errs, err)
+			}
 			removed = append(removed, name)
 		}
 	}

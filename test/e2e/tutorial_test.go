@@ -218,20 +218,27 @@ func (w *world) section2(t *testing.T) {
 	})
 
 	t.Run("adding and removing red's backend", func(t *testing.T) {
+		// The tutorial's loop: while true; do curl blue.colors.local; sleep 1; done
 		watch := w.watch(red, "http://blue.colors.local/")
+		isBlue := func(l watchLine) bool { return l.ok && l.text == "blue" }
+		failed := func(l watchLine) bool { return !l.ok }
+
 		withBackend := jsonInput(t, "02a-red-node.json")
 		withBackend["spec"].(map[string]any)["backends"] = []any{
 			map[string]any{"virtualService": map[string]any{"virtualServiceName": "blue.colors.local"}},
 		}
-		w.aws(nil, "appmesh", "update-virtual-node", "--cli-input-json", w.writeInput("02-red-add-blue.json", mustJSON(t, withBackend)))
-		saved := time.Now()
-		took := w.waitWatch(t, watch, saved, "red -> blue.colors.local answers blue after adding the backend", func(l watchLine) bool { return l.ok && l.text == "blue" })
-		t.Logf("red -> blue.colors.local answered blue %s after update-virtual-node returned", took.Round(time.Millisecond))
+		input := w.writeInput("02-red-add-blue.json", mustJSON(t, withBackend))
+		steady := w.steady(t, watch, "the loop fails before the backend is added", failed)
+		start := time.Now()
+		w.aws(nil, "appmesh", "update-virtual-node", "--cli-input-json", input)
+		took := w.waitWatch(t, watch, steady, start, time.Now(), "red -> blue.colors.local answers blue after adding the backend", isBlue)
+		t.Logf("red -> blue.colors.local answered blue %s after update-virtual-node returned (0s: before the CLI exited)", took.Round(time.Millisecond))
 
+		steady = w.steady(t, watch, "the loop answers blue before the backend is removed", isBlue)
+		start = time.Now()
 		w.aws(nil, "appmesh", "update-virtual-node", "--cli-input-json", w.input("02a-red-node.json"))
-		saved = time.Now()
-		took = w.waitWatch(t, watch, saved, "red -> blue.colors.local fails again after removing the backend", func(l watchLine) bool { return !l.ok })
-		t.Logf("red -> blue.colors.local failed again %s after the backend was removed", took.Round(time.Millisecond))
+		took = w.waitWatch(t, watch, steady, start, time.Now(), "red -> blue.colors.local fails again after removing the backend", failed)
+		t.Logf("red -> blue.colors.local failed again %s after update-virtual-node returned", took.Round(time.Millisecond))
 		// And stays failed for the tutorial's own curl.
 		if out, code := curl(t, red.host, "blue.colors.local"); code != 52 && code != 56 {
 			t.Errorf("curl blue.colors.local in red after removal = %q, exit %d; want 52 or 56", out, code)
@@ -262,24 +269,53 @@ func (w *world) section2(t *testing.T) {
 	})
 }
 
-// waitWatch waits, within the propagation goal, for the first request that
-// ended after since and satisfies cond, and returns how long after since it
-// ended.
-func (w *world) waitWatch(t *testing.T, wt *watcher, since time.Time, what string, cond func(watchLine) bool) time.Duration {
+// steady waits until the last five requests of wt all satisfy cond: the
+// state before a change, so that the change is what alters it. It returns
+// when it saw that.
+func (w *world) steady(t *testing.T, wt *watcher, what string, cond func(watchLine) bool) time.Time {
+	t.Helper()
+	waitFor(t, what, 10*time.Second, func() (bool, error) {
+		lines := wt.since(time.Time{})
+		if len(lines) < 5 {
+			return false, fmt.Errorf("%d requests so far", len(lines))
+		}
+		for _, l := range lines[len(lines)-5:] {
+			if !cond(l) {
+				return false, fmt.Errorf("recent request: ok=%v %s", l.ok, l.text)
+			}
+		}
+		return true, nil
+	})
+	return time.Now()
+}
+
+// waitWatch waits for the first request of wt that satisfies cond and
+// ended after the AWS CLI command that made the change started (at start;
+// it returned at saved), and checks that none did between steady and
+// start. It returns how long after saved that request ended (0 if the
+// change showed before the CLI had even exited); more than the propagation
+// goal is an error.
+func (w *world) waitWatch(t *testing.T, wt *watcher, steady, start, saved time.Time, what string, cond func(watchLine) bool) time.Duration {
 	t.Helper()
 	var took time.Duration
 	waitFor(t, what, propagation+2*time.Second, func() (bool, error) {
-		for _, l := range wt.since(since) {
+		for _, l := range wt.since(start) {
 			if cond(l) {
-				took = l.at.Sub(since)
+				took = max(0, l.at.Sub(saved))
 				return true, nil
 			}
 		}
 		if done, err := wt.proc.exited(); done {
 			t.Fatalf("watch client ended: %v: %s", err, wt.proc.tail)
 		}
-		return false, fmt.Errorf("%d requests since, none yet", len(wt.since(since)))
+		return false, fmt.Errorf("%d requests since, none yet", len(wt.since(start)))
 	})
+	for _, l := range wt.since(steady) {
+		if l.at.Before(start) && cond(l) {
+			t.Errorf("%s: a request that ended before the change already did (%v %s)", what, l.ok, l.text)
+			break
+		}
+	}
 	if took > propagation {
 		t.Errorf("%s: took %s, want within %s", what, took.Round(time.Millisecond), propagation)
 	}
@@ -483,11 +519,12 @@ func (w *world) launch(t *testing.T, name string, td taskDefinition, cloudMapSer
 		if out, errOut, err := run(ctx, host, args...); err != nil {
 			t.Fatalf("%s: weft intercept: %v\n%s%s", name, err, out, errOut)
 		}
-		t.Cleanup(func() {
+		// On the whole test, not this section: the task outlives it.
+		w.t.Cleanup(func() {
 			// Deleting the namespace drops its rules anyway; removing
 			// them first checks that --remove works on a real task.
 			if _, errOut, err := run(context.Background(), host, w.weft, "intercept", "--remove"); err != nil {
-				t.Errorf("%s: weft intercept --remove: %v: %s", name, err, errOut)
+				w.t.Errorf("%s: weft intercept --remove: %v: %s", name, err, errOut)
 			}
 		})
 	}
