@@ -388,6 +388,25 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		lds.Counter("update_rejected").Inc()
 		return nil, errors.Join(errs...)
 	}
+	// A listener renamed in this update keeps the socket of the one it
+	// replaces at the same address (binding anew would find it in use).
+	claimed := map[*listener.Listener]bool{}
+	for _, pl := range plans {
+		if pl.reuse != nil {
+			claimed[pl.reuse] = true
+		}
+	}
+	for _, pl := range plans {
+		if pl.reuse != nil || listener.PortOf(pl.cfg.Addr) == 0 {
+			continue
+		}
+		for name, old := range p.listeners {
+			if _, kept := plans[name]; !kept && !claimed[old] && old.ConfiguredAddr() == pl.cfg.Addr {
+				pl.reuse, claimed[old] = old, true
+				break
+			}
+		}
+	}
 	// Bind the new sockets; a bind error rejects the whole update.
 	bound := map[string]*listener.Listener{}
 	for name, pl := range plans {
@@ -423,8 +442,8 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 			lm.Counter("listener_added").Inc()
 		}
 	}
-	for name, old := range p.listeners {
-		if next[name] != old {
+	for _, old := range p.listeners {
+		if !claimed[old] {
 			old.Stop()
 			lm.Counter("listener_removed").Inc()
 		}

@@ -222,14 +222,24 @@ func parseGRPCTimeout(v string) (time.Duration, bool) {
 }
 
 var (
-	bufPool  = &bytePool{p: sync.Pool{New: func() any { return make([]byte, 32<<10) }}}
+	bufPool  = &bytePool{p: sync.Pool{New: func() any { return new([copyBuf]byte) }}}
 	quietLog = log.New(io.Discard, "", 0)
 )
 
+// copyBuf is the size of the buffers response bodies are copied through.
+const copyBuf = 32 << 10
+
+// bytePool pools copy buffers as array pointers, so that neither Get nor
+// Put allocates (a []byte stored in a sync.Pool would).
 type bytePool struct{ p sync.Pool }
 
-func (b *bytePool) Get() []byte  { return b.p.Get().([]byte) }
-func (b *bytePool) Put(x []byte) { b.p.Put(x) } //nolint:staticcheck // slices are fine here
+func (b *bytePool) Get() []byte { return b.p.Get().(*[copyBuf]byte)[:] }
+
+func (b *bytePool) Put(x []byte) {
+	if cap(x) == copyBuf {
+		b.p.Put((*[copyBuf]byte)(x[:copyBuf]))
+	}
+}
 
 // rp returns the HCM's reverse proxy.
 func (m *HCM) rp() *httputil.ReverseProxy { return m.proxy }

@@ -57,7 +57,15 @@ func (upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var releaseRetry func()
 	for n := 0; ; n++ {
-		h, err := c.Pick(avoid, attempts)
+		var h *cluster.Host
+		var err error
+		if c.Type == cluster.OriginalDst {
+			// The upstream is where the client was going before the
+			// iptables redirect.
+			h = c.OriginalDstHost(s.conn.Dst.String())
+		} else {
+			h, err = c.Pick(avoid, attempts)
+		}
 		if err != nil {
 			return nil, &localError{code: 503, flags: accesslog.NoHealthyUpstream, body: "no healthy upstream", details: "no_healthy_upstream"}
 		}
