@@ -346,3 +346,40 @@ func ccoreSplit(t *testing.T, addr string, n int) map[string]int {
 	}
 	return counts
 }
+
+// TestProxylessRestart: the xDS server stops, a write lands while it is
+// down, and a new server starts on the same address and store. gRPC
+// clients keep serving with their last configuration meanwhile, then
+// reconnect and follow the write.
+func TestProxylessRestart(t *testing.T) {
+	st, _ := grpcWorld(t)
+	srv := startServer(t, st, translate.Translate, func(o *Options) { o.Validate = translate.Check })
+	a := dialXDS(t, srv.addr, "client", "color.colors.local")
+	b := dialXDS(t, srv.addr, "client", "color.colors.local") // a replica
+	for _, cc := range []*grpc.ClientConn{a, b} {
+		until(t, cc, "answered", func(_ string, err error) bool { return err == nil })
+	}
+	srv.stop()
+	// Still routing on the configuration they hold.
+	for _, cc := range []*grpc.ClientConn{a, b} {
+		if _, err := call(t.Context(), cc); err != nil {
+			t.Fatalf("call with the server down: %v", err)
+		}
+	}
+	grpcRoute(t, st, "split", 100, splitRoute(0, 1))
+	srv = startServerAt(t, srv.addr, st, translate.Translate, func(o *Options) { o.Validate = translate.Check })
+	for _, cc := range []*grpc.ClientConn{a, b} {
+		streak := 0
+		until(t, cc, "converged on yellow after the restart", func(b string, err error) bool {
+			if err == nil && b == "yellow" {
+				streak++
+			} else {
+				streak = 0
+			}
+			return streak == 50
+		})
+	}
+	waitStatus(t, srv.Server, "mesh/"+grpcMesh+"/virtualNode/client", func(p ProxyStatus) bool {
+		return p.Replicas == 2 && p.Types["rds"].AckedReplicas == 2
+	})
+}

@@ -189,7 +189,14 @@ type testServer struct {
 
 func startServer(t *testing.T, st store.Store, tr func(*translate.View, translate.Identity) (*translate.Resources, error), opts ...func(*Options)) *testServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startServerAt(t, "127.0.0.1:0", st, tr, opts...)
+}
+
+// startServerAt is startServer on a given address, for a restart on the
+// address of a stopped server.
+func startServerAt(t *testing.T, addr string, st store.Store, tr func(*translate.View, translate.Identity) (*translate.Resources, error), opts ...func(*Options)) *testServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

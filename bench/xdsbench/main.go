@@ -1,0 +1,578 @@
+// Command xdsbench measures how fast weft's xDS server converges: the time
+// from an App Mesh or Cloud Map API write to the ACK of every proxy the
+// write affects, with N simulated proxies connected, and the server's CPU
+// and memory meanwhile. It prints a markdown table row for
+// docs/bench/xds.md.
+//
+// The server is weft's own assembly (internal/server.Run: API, store,
+// xDS) in a child process, so that its CPU and RSS are its own; the
+// proxies are Envoy-like ADS clients over real gRPC (wildcard CDS and LDS,
+// then EDS and RDS for what those name, ACKing every response), each with
+// its own stream, `-replicas` of them per virtual node. The mesh: `-services`
+// virtual services, each a router splitting between two virtual nodes
+// discovered through Cloud Map; each client node has two of them as
+// backends, so a write to one service affects 2/services of the proxies.
+// Writes alternate between a route weight change (RDS) and a Cloud Map
+// instance registered or deregistered (EDS), one at a time: each write's
+// time runs from just before the API call to the last affected ACK.
+//
+//	go run ./bench/xdsbench -n 1000
+//	go run ./bench/xdsbench -n 1000 -cpuprofile /tmp/xds.pprof   # the server's, during the writes
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/appmesh"
+	mesh "github.com/aws/aws-sdk-go-v2/service/appmesh/types"
+	"github.com/aws/aws-sdk-go-v2/service/servicediscovery"
+	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	weftappmesh "github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/server"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		if err := serve(os.Args[2:]); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	n := flag.Int("n", 1000, "simulated proxies (ADS streams)")
+	replicas := flag.Int("replicas", 2, "streams per virtual node")
+	services := flag.Int("services", 10, "virtual services (routers); a write affects 2/services of the proxies")
+	writes := flag.Int("writes", 100, "API writes, one at a time")
+	perConn := flag.Int("streams-per-conn", 1, "ADS streams sharing one gRPC connection")
+	cpuprofile := flag.String("cpuprofile", "", "write the server's CPU profile during the writes to this file")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *cpuprofile); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// serve is the child: weft's server with a CPU profile that SIGUSR1
+// starts and SIGUSR2 stops.
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	var cfg server.Config
+	fs.StringVar(&cfg.APIAddr, "api", "", "")
+	fs.StringVar(&cfg.DataDir, "data", "", "")
+	fs.StringVar(&cfg.XDSAddr, "xds", "", "")
+	profile := fs.String("cpuprofile", "", "")
+	fs.Parse(args)
+	cfg.Region, cfg.AccountID = "us-east-1", "111122223333"
+	var err error
+	cfg.Limits, err = weftappmesh.ParseLimits("virtualNodesPerMesh=100000,virtualServicesPerMesh=1000,virtualRoutersPerMesh=1000", weftappmesh.DefaultLimits())
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() { // ends with the process
+		var f *os.File
+		for s := range sig {
+			switch {
+			case s == syscall.SIGUSR1 && *profile != "" && f == nil:
+				f, _ = os.Create(*profile)
+				pprof.StartCPUProfile(f)
+			case s == syscall.SIGUSR2 && f != nil:
+				pprof.StopCPUProfile()
+				f.Close()
+				f = nil
+			}
+		}
+	}()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	return server.Run(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func run(ctx context.Context, n, replicas, services, writes, perConn int, cpuprofile string) error {
+	dir, err := os.MkdirTemp("", "xdsbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	apiAddr, xdsAddr := freeAddr(), freeAddr()
+	child := exec.Command(self, "serve", "-api", apiAddr, "-xds", xdsAddr, "-data", filepath.Join(dir, "data"), "-cpuprofile", cpuprofile)
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		child.Process.Signal(syscall.SIGTERM)
+		child.Wait()
+	}()
+
+	api := newAPI("http://" + apiAddr)
+	if err := waitAPI(ctx, api); err != nil {
+		return err
+	}
+	nodes := (n + replicas - 1) / replicas
+	start := time.Now()
+	w, err := setup(ctx, api, nodes, services)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	log.Printf("mesh created through the API in %v: %d client nodes, %d services", time.Since(start).Round(time.Millisecond), nodes, services)
+
+	events := make(chan ackEvent, 1<<16)
+	clients := make([]*client, n)
+	var conns []*grpc.ClientConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	start = time.Now()
+	var conn *grpc.ClientConn
+	for i := range clients {
+		if i%perConn == 0 {
+			conn, err = grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return err
+			}
+			conns = append(conns, conn)
+		}
+		clients[i] = &client{id: i, node: i / replicas, events: events}
+		if err := clients[i].start(ctx, conn, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/replicas)); err != nil {
+			return fmt.Errorf("client %d: %w", i, err)
+		}
+	}
+	// Connected: every client has ACKed its first RDS (the last type).
+	for ready := 0; ready < n; {
+		select {
+		case e := <-events:
+			if e.typ == rdsType && e.first {
+				ready++
+			}
+		case <-time.After(60 * time.Second):
+			return fmt.Errorf("only %d of %d clients configured after 60 s", ready, n)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	connect := time.Since(start)
+	log.Printf("%d clients connected and configured in %v", n, connect.Round(time.Millisecond))
+
+	cpu0, _ := procCPU(child.Process.Pid)
+	child.Process.Signal(syscall.SIGUSR1)
+	var lat, apiLat []time.Duration
+	rnd := rand.New(rand.NewPCG(7, 11))
+	for i := range writes {
+		k := i % services
+		affected := map[int]bool{}
+		for _, c := range clients {
+			if c.node%services == k || (c.node+1)%services == k {
+				affected[c.id] = true
+			}
+		}
+		typ := rdsType
+		if i%2 == 1 {
+			typ = edsType
+		}
+		before := map[int]string{}
+		for id := range affected {
+			before[id] = clients[id].version(typ)
+		}
+		t0 := time.Now()
+		if typ == rdsType {
+			a := 1 + rnd.IntN(98)
+			err = w.setWeights(ctx, k, a, 100-a)
+		} else {
+			err = w.toggleInstance(ctx, k)
+		}
+		if err != nil {
+			return fmt.Errorf("write %d: %w", i, err)
+		}
+		apiLat = append(apiLat, time.Since(t0))
+		pending := len(affected)
+		deadline := time.After(60 * time.Second)
+		var last time.Time
+		for pending > 0 {
+			select {
+			case e := <-events:
+				if e.typ == typ && affected[e.client] && e.version != before[e.client] {
+					affected[e.client] = false
+					pending--
+					last = e.at
+				}
+			case <-deadline:
+				return fmt.Errorf("write %d: %d affected clients never ACKed a new %s", i, pending, typ)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		lat = append(lat, last.Sub(t0))
+	}
+	child.Process.Signal(syscall.SIGUSR2)
+	cpu1, _ := procCPU(child.Process.Pid)
+	rss, hwm := procRSS(child.Process.Pid)
+	slices.Sort(lat)
+	slices.Sort(apiLat)
+	cpuPerWrite := time.Duration(float64(cpu1-cpu0) / float64(writes))
+	fmt.Printf("| %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %d / %d |\n",
+		n, nodes, len(lat), 2*nodes/services*replicas,
+		ms(pct(lat, 50)), ms(pct(lat, 99)), ms(lat[len(lat)-1]), ms(pct(apiLat, 50)),
+		ms(cpuPerWrite), connect.Round(time.Millisecond), rss>>20, hwm>>20)
+	return nil
+}
+
+func pct(d []time.Duration, p int) time.Duration { return d[(len(d)-1)*p/100] }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+// procCPU is the process's user+system CPU time.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+// procRSS is the process's resident set and its peak, in bytes.
+func procRSS(pid int) (rss, hwm int64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = v << 10
+		case "VmHWM:":
+			hwm = v << 10
+		}
+	}
+	return rss, hwm
+}
+
+// apiClients talk to weft's API as any AWS SDK program would.
+type apiClients struct {
+	mesh *appmesh.Client
+	cm   *servicediscovery.Client
+}
+
+func newAPI(endpoint string) apiClients {
+	cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("weft", "weft", "")}
+	return apiClients{
+		mesh: appmesh.NewFromConfig(cfg, func(o *appmesh.Options) { o.BaseEndpoint = aws.String(endpoint) }),
+		cm:   servicediscovery.NewFromConfig(cfg, func(o *servicediscovery.Options) { o.BaseEndpoint = aws.String(endpoint) }),
+	}
+}
+
+func waitAPI(ctx context.Context, api apiClients) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := api.mesh.ListMeshes(ctx, &appmesh.ListMeshesInput{})
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server API not up: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond) // startup of the child; not part of any measurement
+	}
+}
+
+// world is the mesh the writes change.
+type world struct {
+	api        apiClients
+	serviceIDs []string // Cloud Map service of each target pair
+	extra      []bool   // whether target pair k has its extra instance
+}
+
+const meshName = "bench"
+
+func setup(ctx context.Context, api apiClients, nodes, services int) (*world, error) {
+	w := &world{api: api, extra: make([]bool, services)}
+	ns, err := api.cm.CreateHttpNamespace(ctx, &servicediscovery.CreateHttpNamespaceInput{Name: aws.String("bench.local")})
+	if err != nil {
+		return nil, err
+	}
+	var nsID string
+	for nsID == "" {
+		op, err := api.cm.GetOperation(ctx, &servicediscovery.GetOperationInput{OperationId: ns.OperationId})
+		if err != nil {
+			return nil, err
+		}
+		switch op.Operation.Status {
+		case sd.OperationStatusSuccess:
+			nsID = op.Operation.Targets[string(sd.OperationTargetTypeNamespace)]
+		case sd.OperationStatusFail:
+			return nil, errors.New(aws.ToString(op.Operation.ErrorMessage))
+		default:
+			time.Sleep(10 * time.Millisecond) // setup only
+		}
+	}
+	if _, err := api.mesh.CreateMesh(ctx, &appmesh.CreateMeshInput{MeshName: aws.String(meshName),
+		Spec: &mesh.MeshSpec{EgressFilter: &mesh.EgressFilter{Type: mesh.EgressFilterTypeDropAll}}}); err != nil {
+		return nil, err
+	}
+	listener := []mesh.Listener{{PortMapping: &mesh.PortMapping{Port: aws.Int32(8080), Protocol: mesh.PortProtocolHttp}}}
+	for k := range services {
+		svc, err := api.cm.CreateService(ctx, &servicediscovery.CreateServiceInput{Name: aws.String(fmt.Sprintf("tgt-%d", k)), NamespaceId: aws.String(nsID)})
+		if err != nil {
+			return nil, err
+		}
+		w.serviceIDs = append(w.serviceIDs, aws.ToString(svc.Service.Id))
+		for _, v := range []string{"a", "b"} {
+			if _, err := api.mesh.CreateVirtualNode(ctx, &appmesh.CreateVirtualNodeInput{MeshName: aws.String(meshName),
+				VirtualNodeName: aws.String(fmt.Sprintf("tgt-%d-%s", k, v)),
+				Spec: &mesh.VirtualNodeSpec{Listeners: listener, ServiceDiscovery: &mesh.ServiceDiscoveryMemberAwsCloudMap{Value: mesh.AwsCloudMapServiceDiscovery{
+					NamespaceName: aws.String("bench.local"), ServiceName: aws.String(fmt.Sprintf("tgt-%d", k)),
+					Attributes: []mesh.AwsCloudMapInstanceAttribute{{Key: aws.String("version"), Value: aws.String(v)}},
+				}}}}); err != nil {
+				return nil, err
+			}
+			if err := w.register(ctx, k, v, v+"-1"); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := api.mesh.CreateVirtualRouter(ctx, &appmesh.CreateVirtualRouterInput{MeshName: aws.String(meshName),
+			VirtualRouterName: aws.String(fmt.Sprintf("router-%d", k)),
+			Spec:              &mesh.VirtualRouterSpec{Listeners: []mesh.VirtualRouterListener{{PortMapping: listener[0].PortMapping}}}}); err != nil {
+			return nil, err
+		}
+		if _, err := api.mesh.CreateRoute(ctx, &appmesh.CreateRouteInput{MeshName: aws.String(meshName),
+			VirtualRouterName: aws.String(fmt.Sprintf("router-%d", k)), RouteName: aws.String("split"), Spec: routeSpec(k, 50, 50)}); err != nil {
+			return nil, err
+		}
+		if _, err := api.mesh.CreateVirtualService(ctx, &appmesh.CreateVirtualServiceInput{MeshName: aws.String(meshName),
+			VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", k)),
+			Spec: &mesh.VirtualServiceSpec{Provider: &mesh.VirtualServiceProviderMemberVirtualRouter{Value: mesh.VirtualRouterServiceProvider{
+				VirtualRouterName: aws.String(fmt.Sprintf("router-%d", k))}}}}); err != nil {
+			return nil, err
+		}
+	}
+	// Client nodes, created concurrently: the API serialises nothing but
+	// the store's group commit.
+	var wg sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	sem := make(chan struct{}, 32)
+	for j := range nodes {
+		sem <- struct{}{}
+		wg.Go(func() { // ends when the call returns
+			defer func() { <-sem }()
+			_, err := api.mesh.CreateVirtualNode(ctx, &appmesh.CreateVirtualNodeInput{MeshName: aws.String(meshName),
+				VirtualNodeName: aws.String(fmt.Sprintf("client-%d", j)),
+				Spec: &mesh.VirtualNodeSpec{Listeners: listener,
+					ServiceDiscovery: &mesh.ServiceDiscoveryMemberDns{Value: mesh.DnsServiceDiscovery{Hostname: aws.String(fmt.Sprintf("client-%d.bench.local", j))}},
+					Backends: []mesh.Backend{
+						&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", j%services))}},
+						&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", (j+1)%services))}},
+					}}})
+			if err != nil {
+				firstErr.CompareAndSwap(nil, &err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := firstErr.Load(); err != nil {
+		return nil, *err
+	}
+	return w, nil
+}
+
+func routeSpec(k, a, b int) *mesh.RouteSpec {
+	return &mesh.RouteSpec{HttpRoute: &mesh.HttpRoute{
+		Match: &mesh.HttpRouteMatch{Prefix: aws.String("/")},
+		Action: &mesh.HttpRouteAction{WeightedTargets: []mesh.WeightedTarget{
+			{VirtualNode: aws.String(fmt.Sprintf("tgt-%d-a", k)), Weight: int32(a)},
+			{VirtualNode: aws.String(fmt.Sprintf("tgt-%d-b", k)), Weight: int32(b)},
+		}},
+	}}
+}
+
+func (w *world) setWeights(ctx context.Context, k, a, b int) error {
+	_, err := w.api.mesh.UpdateRoute(ctx, &appmesh.UpdateRouteInput{MeshName: aws.String(meshName),
+		VirtualRouterName: aws.String(fmt.Sprintf("router-%d", k)), RouteName: aws.String("split"), Spec: routeSpec(k, a, b)})
+	return err
+}
+
+func (w *world) register(ctx context.Context, k int, version, id string) error {
+	_, err := w.api.cm.RegisterInstance(ctx, &servicediscovery.RegisterInstanceInput{ServiceId: aws.String(w.serviceIDs[k]), InstanceId: aws.String(id),
+		Attributes: map[string]string{"AWS_INSTANCE_IPV4": fmt.Sprintf("10.%d.%d.%d", k/250, k%250, len(id)+rand.IntN(200)), "version": version}})
+	return err
+}
+
+// toggleInstance registers or deregisters a second instance of target
+// pair k's "a" node.
+func (w *world) toggleInstance(ctx context.Context, k int) error {
+	w.extra[k] = !w.extra[k]
+	if w.extra[k] {
+		return w.register(ctx, k, "a", "a-2")
+	}
+	_, err := w.api.cm.DeregisterInstance(ctx, &servicediscovery.DeregisterInstanceInput{ServiceId: aws.String(w.serviceIDs[k]), InstanceId: aws.String("a-2")})
+	return err
+}
+
+const (
+	cdsType = resource.ClusterType
+	edsType = resource.EndpointType
+	ldsType = resource.ListenerType
+	rdsType = resource.RouteType
+)
+
+// ackEvent is one ACK a client sent.
+type ackEvent struct {
+	client  int
+	typ     string
+	version string
+	first   bool // the first response of the type on the stream
+	at      time.Time
+}
+
+// client is an Envoy-like ADS client: wildcard CDS and LDS, EDS for the
+// EDS clusters, RDS for the route tables the listeners name.
+type client struct {
+	id, node int
+	events   chan<- ackEvent
+	stream   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+
+	mu       sync.Mutex // protects versions, read by the coordinator
+	versions map[string]string
+
+	// Owned by the receive goroutine.
+	nonces map[string]string
+	names  map[string][]string
+}
+
+func (c *client) version(typ string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.versions[typ]
+}
+
+func (c *client) start(ctx context.Context, conn *grpc.ClientConn, nodeID string) error {
+	s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	c.stream, c.versions, c.nonces, c.names = s, map[string]string{}, map[string]string{}, map[string][]string{}
+	node := &core.Node{Id: nodeID, Cluster: nodeID, UserAgentName: "envoy"}
+	if err := s.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: cdsType}); err != nil {
+		return err
+	}
+	if err := s.Send(&discovery.DiscoveryRequest{TypeUrl: ldsType}); err != nil {
+		return err
+	}
+	go c.receive() // ends when the stream does (ctx or the server)
+	return nil
+}
+
+func (c *client) request(typ string) error {
+	c.mu.Lock()
+	v := c.versions[typ]
+	c.mu.Unlock()
+	return c.stream.Send(&discovery.DiscoveryRequest{TypeUrl: typ, VersionInfo: v, ResponseNonce: c.nonces[typ], ResourceNames: c.names[typ]})
+}
+
+func (c *client) receive() {
+	for {
+		r, err := c.stream.Recv()
+		if err != nil {
+			return
+		}
+		typ := r.GetTypeUrl()
+		c.mu.Lock()
+		first := c.versions[typ] == ""
+		c.versions[typ] = r.GetVersionInfo()
+		c.mu.Unlock()
+		c.nonces[typ] = r.GetNonce()
+		var follow string // the type whose subscription this response changes
+		var names []string
+		switch typ {
+		case cdsType:
+			follow = edsType
+			for _, a := range r.GetResources() {
+				var cl clusterv3.Cluster
+				if a.UnmarshalTo(&cl) == nil && cl.GetType() == clusterv3.Cluster_EDS {
+					names = append(names, cl.GetName())
+				}
+			}
+		case ldsType:
+			follow = rdsType
+			for _, a := range r.GetResources() {
+				var l listenerv3.Listener
+				if a.UnmarshalTo(&l) != nil {
+					continue
+				}
+				for _, fc := range l.GetFilterChains() {
+					for _, f := range fc.GetFilters() {
+						var hcm hcmv3.HttpConnectionManager
+						if f.GetTypedConfig().UnmarshalTo(&hcm) == nil && hcm.GetRds() != nil {
+							names = append(names, hcm.GetRds().GetRouteConfigName())
+						}
+					}
+				}
+			}
+		}
+		if err := c.request(typ); err != nil {
+			return
+		}
+		c.events <- ackEvent{client: c.id, typ: typ, version: r.GetVersionInfo(), first: first, at: time.Now()}
+		if follow != "" {
+			slices.Sort(names)
+			names = slices.Compact(names)
+			if !slices.Equal(names, c.names[follow]) {
+				c.names[follow] = names
+				if err := c.request(follow); err != nil {
+					return
+				}
+			}
+		}
+	}
+}
