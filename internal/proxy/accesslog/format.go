@@ -342,7 +342,7 @@ func requestHeader(arg string, withoutQuery bool) operator {
 		case ":method":
 			return r.Method
 		case ":path":
-			p := r.RequestURI
+			p := r.URL.RequestURI()
 			if withoutQuery {
 				p, _, _ = strings.Cut(p, "?")
 			}

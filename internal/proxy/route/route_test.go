@@ -1,0 +1,103 @@
+package route
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+func to(cluster, prefix string) *routev3.Route {
+	return &routev3.Route{Name: cluster, Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}}}
+}
+
+func TestVirtualHostPrecedence(t *testing.T) {
+	rc, err := Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
+		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{to("any", "/")}},
+		{Name: "suffix", Domains: []string{"*.colors.local"}, Routes: []*routev3.Route{to("suffix", "/")}},
+		{Name: "longer", Domains: []string{"*.red.colors.local"}, Routes: []*routev3.Route{to("longer", "/")}},
+		{Name: "prefix", Domains: []string{"red.*"}, Routes: []*routev3.Route{to("prefix", "/")}},
+		{Name: "exact", Domains: []string{"red.colors.local", "red.colors.local:8080"}, Routes: []*routev3.Route{to("exact", "/")}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]string{
+		"red.colors.local": "exact", "RED.colors.local:8080": "exact", "x.red.colors.local": "longer",
+		"blue.colors.local": "suffix", "red.example": "prefix", "other": "any", "red.colors.local:9090": "prefix",
+	} {
+		if got := rc.VirtualHost(host).Name; got != want {
+			t.Errorf("%s: %s, want %s", host, got, want)
+		}
+	}
+}
+
+func TestCompileRejects(t *testing.T) {
+	ok := func() *routev3.RouteConfiguration {
+		return &routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*routev3.Route{to("c", "/")}}}}
+	}
+	cases := []struct {
+		name string
+		mut  func(*routev3.RouteConfiguration)
+		want string
+	}{
+		{"bad regex", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].Match.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "("}}
+		}, "invalid regex"},
+		{"weights sum to zero", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
+				Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "a", Weight: wrapperspb.UInt32(0)}}}}
+		}, "sum to 0"},
+		{"total weight mismatch", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
+				Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "a", Weight: wrapperspb.UInt32(60)}}, TotalWeight: wrapperspb.UInt32(100)}}
+		}, "total_weight 100"},
+		{"unknown retry condition", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,sometimes"}
+		}, "sometimes"},
+		{"redirect action", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].Action = &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{}}
+		}, "field redirect is not supported"},
+		{"hash policy", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{}}
+		}, "field hash_policy is not supported"},
+		{"duplicate domain", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: "w", Domains: []string{"*"}})
+		}, "also in virtual host"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := ok()
+			tc.mut(rc)
+			_, err := Compile(rc)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRewrites(t *testing.T) {
+	r := to("c", "/gw/")
+	r.GetRoute().PrefixRewrite = "/"
+	re := to("c", "/v1/")
+	re.GetRoute().RegexRewrite = &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: "^/v1/(.*)$"}, Substitution: `/api/\1`}
+	rc, err := Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*routev3.Route{r, re}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{"/gw/": "/", "/gw/a/b": "/a/b", "/v1/items": "/api/items"} {
+		req := httptest.NewRequest("GET", "http://x"+path, nil)
+		_, rt := rc.Match(req, path)
+		if rt == nil {
+			t.Fatalf("%s: no route", path)
+		}
+		if got := rt.RewritePath(path); got != want {
+			t.Errorf("%s rewrote to %s, want %s", path, got, want)
+		}
+	}
+}
