@@ -173,6 +173,9 @@ func (g *Maximal) value(name, path string, v int, set map[string]bool, depth int
 		}
 	}
 	s := g.Model.Shapes[name]
+	if s == nil {
+		panic(fmt.Sprintf("shapetest: the model has no shape %s", name))
+	}
 	switch s.Kind {
 	case shape.Structure:
 		obj := map[string]any{}
