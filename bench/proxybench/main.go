@@ -55,7 +55,7 @@ func main() {
 	conns := flag.Int("conns", 16, "connections of the fixed-rate load generator")
 	satConns := flag.Int("sat-conns", 64, "wrk connections at saturation")
 	profile := flag.String("profile", "", "write a CPU profile of the single proxy during its fixed-rate run to this file")
-	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for the weft proxies (0: Go's default, all cores)")
+	procs := flag.Int("concurrency", 0, "weft proxy --concurrency (0: every core)")
 	only := flag.String("only", "", "run only the paths whose name contains this")
 	flag.Parse()
 	if *weft == "" {
@@ -210,7 +210,7 @@ func (b *bench) startProxy(node, xds string) *os.Process {
 	}
 	env := []string{"APPMESH_RESOURCE_ARN=" + node, "APPMESH_XDS_ENDPOINT=" + xds}
 	if b.gomaxprocs > 0 {
-		env = append(env, "GOMAXPROCS="+strconv.Itoa(b.gomaxprocs))
+		args = append(args, "--concurrency", strconv.Itoa(b.gomaxprocs))
 	}
 	c := b.start(b.weft, env, args...)
 	if b.admin == nil {

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"runtime"
+	"strconv"
 
 	"github.com/weftmesh/weft/internal/proxy"
 )
@@ -18,10 +20,14 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.NodeCluster, "node-cluster", envOr("APPMESH_RESOURCE_CLUSTER", envOr("APPMESH_VIRTUAL_NODE_CLUSTER", "")), "xDS node.cluster; defaults to the ARN (env APPMESH_RESOURCE_CLUSTER)")
 	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "control plane ADS address, host:port, plaintext gRPC (env APPMESH_XDS_ENDPOINT)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", envOr("WEFT_PROXY_ADMIN_ADDR", "127.0.0.1:9901"), "admin listener; empty disables it (env WEFT_PROXY_ADMIN_ADDR)")
+	concurrency := fs.Int("concurrency", atoiOr(envOr("ENVOY_CONCURRENCY", ""), 0), "threads serving traffic (GOMAXPROCS); 0 uses every core, as Envoy's --concurrency (env ENVOY_CONCURRENCY)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	level := fs.String("log-level", envOr("ENVOY_LOG_LEVEL", "info"), "debug, info, warn or error (env ENVOY_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *concurrency > 0 {
+		runtime.GOMAXPROCS(*concurrency)
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
@@ -33,4 +39,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return p.Run(ctx)
+}
+
+// atoiOr parses s, or returns def when s is empty or not a number.
+func atoiOr(s string, def int) int {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	return def
 }

@@ -1,0 +1,47 @@
+package proxy
+
+import (
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// TestDNSClusters resolves "localhost" through the system resolver, as a
+// virtual node with DNS service discovery does.
+func TestDNSClusters(t *testing.T) {
+	if ips, err := net.LookupIP("localhost"); err != nil || len(ips) == 0 {
+		t.Skip("localhost does not resolve here")
+	}
+	h := newHarness(t)
+	a := newBackend(t, "a")
+	_, port, _ := net.SplitHostPort(a.addr())
+	p, _ := strconv.Atoi(port)
+	dnsCluster := func(name string, typ clusterv3.Cluster_DiscoveryType) *clusterv3.Cluster {
+		la := cla(name, "127.0.0.1:1")
+		la.Endpoints[0].LbEndpoints[0].GetEndpoint().Address = socketAddr("localhost", uint32(p))
+		return &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(time.Second),
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: typ}, LoadAssignment: la,
+			DnsLookupFamily: clusterv3.Cluster_V4_ONLY, DnsRefreshRate: durationpb.New(time.Hour),
+			LbPolicy: clusterv3.Cluster_LEAST_REQUEST}
+	}
+	h.push(
+		httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/logical", "logical"), routeTo("/strict", "strict"))),
+		dnsCluster("logical", clusterv3.Cluster_LOGICAL_DNS), dnsCluster("strict", clusterv3.Cluster_STRICT_DNS))
+	waitUntil(t, 10*time.Second, "DNS resolution", func() bool {
+		return h.stat("cluster.logical.membership_total") == 1 && h.stat("cluster.strict.membership_total") >= 1
+	})
+	c := newClient(t)
+	for _, path := range []string{"/logical", "/strict"} {
+		resp, e, body := get(t, c, h.addr("egress"), "x", path)
+		if resp.StatusCode != 200 || e.Backend != "a" {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, body)
+		}
+	}
+	_ = corev3.SocketAddress_TCP
+}
