@@ -192,11 +192,13 @@ func putData(tx store.Tx, r appmesh.Ref, d any) error {
 // write runs a write in a transaction, replaying the first result of a
 // request made again with the same client token.
 func write[D any](ctx context.Context, s *Service, c Caller, req request, fn func(tx store.Tx) (*D, error)) (*D, error) {
-	return update(ctx, s, func(tx store.Tx) (*D, error) {
+	replayed := false // set by the transaction's last run
+	d, err := update(ctx, s, func(tx store.Tx) (*D, error) {
 		prior, err := replay(tx, c, req)
 		if err != nil {
 			return nil, err
 		}
+		replayed = prior != nil
 		if prior != nil {
 			d := new(D)
 			if err := json.Unmarshal(prior, d); err != nil {
@@ -219,6 +221,10 @@ func write[D any](ctx context.Context, s *Service, c Caller, req request, fn fun
 		}
 		return d, nil
 	})
+	if err == nil && replayed {
+		s.log.Debug("client token replayed", "op", req.op, "account", c.Account, "token", req.token)
+	}
+	return d, err
 }
 
 // describe returns a resource.
