@@ -243,7 +243,13 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 					last = e.at
 				}
 			case <-deadline:
-				return fmt.Errorf("write %d: %d affected clients never ACKed a new %s", i, pending, typ)
+				for id, waiting := range affected {
+					if waiting {
+						c := clients[id]
+						return fmt.Errorf("write %d: %d affected clients never ACKed a new %s; e.g. client-%d (stream %d) still has %s (before the write: %s)",
+							i, pending, typ, c.node, id, c.version(typ), before[id])
+					}
+				}
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -442,9 +448,22 @@ func (w *world) setWeights(ctx context.Context, k, a, b int) error {
 	return err
 }
 
+// hostNumber gives every instance of a target pair its own address: two
+// instances on one address are one endpoint, and a write would change
+// nothing.
+func hostNumber(version, id string) int {
+	switch version + "/" + id {
+	case "a/a-1":
+		return 1
+	case "b/b-1":
+		return 2
+	}
+	return 3
+}
+
 func (w *world) register(ctx context.Context, k int, version, id string) error {
 	_, err := w.api.cm.RegisterInstance(ctx, &servicediscovery.RegisterInstanceInput{ServiceId: aws.String(w.serviceIDs[k]), InstanceId: aws.String(id),
-		Attributes: map[string]string{"AWS_INSTANCE_IPV4": fmt.Sprintf("10.%d.%d.%d", k/250, k%250, len(id)+rand.IntN(200)), "version": version}})
+		Attributes: map[string]string{"AWS_INSTANCE_IPV4": fmt.Sprintf("10.%d.%d.%d", k/250, k%250, hostNumber(version, id)), "version": version}})
 	return err
 }
 
