@@ -72,24 +72,28 @@ func Run(ctx context.Context, opt Options) error {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return fmt.Errorf("temp dir: %w", err)
 	}
-	ps := &procs{dir: tmp, log: opt.Log}
-	defer ps.stopAll()
-	defer ps.bg.Wait()
-	// Everything started below ends with this context, which ends when
-	// Run returns: before the waits deferred above.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The parts live until Run returns, not until Ctrl-C: after ctx ends
+	// the demo still reads their counters and stops them in order. On the
+	// way out: cancel (every child gets SIGTERM, the in-process apps stop),
+	// wait for the children, then remove the namespaces, which only go
+	// away once nothing runs in them.
+	partsCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ps := &procs{ctx: partsCtx, dir: tmp, log: opt.Log}
+	var removeLab func()
+	defer func() {
+		cancel()
+		ps.stopAll()
+		ps.bg.Wait()
+		if removeLab != nil {
+			removeLab()
+		}
+	}()
 
 	fmt.Fprintf(opt.Out, "weft demo: starting weft server, the color mesh and its proxies (%s layout)...\n", layout)
 	var e *env
 	switch layout {
 	case LayoutNetns:
-		var cleanup func()
-		e, cleanup, err = setUpNetns(ctx, opt, ps)
-		if cleanup != nil {
-			// After the processes stop: deferred calls run in reverse.
-			defer cleanup()
-		}
+		e, removeLab, err = setUpNetns(ctx, opt, ps)
 	case LayoutLoopback:
 		e, err = setUpLoopback(ctx, opt, ps)
 	default:
@@ -127,7 +131,8 @@ type proxyAdmin struct {
 
 // procs are the processes the demo started.
 type procs struct {
-	dir string // where their output goes
+	ctx context.Context // what the processes are started with; ends when Run returns
+	dir string          // where their output goes
 	log *slog.Logger
 	bg  sync.WaitGroup // goroutines serving in-process apps; they end with Run's context
 
@@ -157,6 +162,14 @@ func (ps *procs) start(name string, cmd *exec.Cmd, uid int) (*proc, error) {
 		}
 	}
 	cmd.Stdout, cmd.Stderr = f, f
+	// When the demo's context ends, ask politely; stopAll (or Go, after
+	// WaitDelay) kills what does not listen.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	// A process group of its own: Ctrl-C at the terminal reaches the demo
+	// only, which then stops its children in order, instead of every
+	// child dying at once and the demo reporting the first as a failure.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -211,13 +224,16 @@ func (ps *procs) stopAll() {
 			continue
 		default:
 		}
+		start := time.Now()
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
 		case <-time.After(5 * time.Second):
+			ps.log.Warn("did not stop within 5s of SIGTERM; killing it", "name", p.name)
 			p.cmd.Process.Kill()
 			<-p.done
 		}
+		ps.log.Debug("stopped", "name", p.name, "took", time.Since(start))
 	}
 }
 

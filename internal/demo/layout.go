@@ -84,7 +84,7 @@ func setUpNetns(ctx context.Context, opt Options, ps *procs) (*env, func(), erro
 	}
 	xds := netip.AddrPortFrom(ctlIP, 15128).String()
 	api := "http://" + netip.AddrPortFrom(ctlIP, 9080).String()
-	server, err := ps.start("weft server", ctl.Command(ctx, -1, opt.Binary, "server",
+	server, err := ps.start("weft server", ctl.Command(ps.ctx, -1, opt.Binary, "server",
 		"--api-addr", netip.AddrPortFrom(ctlIP, 9080).String(),
 		"--xds-addr", xds,
 		"--dns-addr", netip.AddrPortFrom(ctlIP, 53).String(),
@@ -134,7 +134,7 @@ func setUpNetns(ctx context.Context, opt Options, ps *procs) (*env, func(), erro
 		if tk.name == "gateway" {
 			resource = gatewayName
 		}
-		cmd := h.Command(ctx, uid, opt.Binary, "proxy")
+		cmd := h.Command(ps.ctx, uid, opt.Binary, "proxy")
 		cmd.Env = append(os.Environ(), "APPMESH_RESOURCE_ARN="+arn(kind, resource), "APPMESH_XDS_ENDPOINT="+xds)
 		proxy, err := ps.start(tk.name+" proxy", cmd, uid)
 		if err != nil {
@@ -145,8 +145,10 @@ func setUpNetns(ctx context.Context, opt Options, ps *procs) (*env, func(), erro
 			return nil, cleanup, err
 		}
 		if tk.name != "gateway" {
-			e.proxies = append(e.proxies, proxyAdmin{name: tk.name, client: admin, url: "http://127.0.0.1:9901"})
-			app := h.Command(ctx, -1, opt.Binary, "colorapp", "--color", tk.name, "--listen", ":80")
+			if tk.name != "blue" { // blue is not on the path the demo drives
+				e.proxies = append(e.proxies, proxyAdmin{name: tk.name, client: admin, url: "http://127.0.0.1:9901"})
+			}
+			app := h.Command(ps.ctx, -1, opt.Binary, "colorapp", "--color", tk.name, "--listen", ":80")
 			appProc, err := ps.start(tk.name+" app", app, -1)
 			if err != nil {
 				return nil, cleanup, err
@@ -224,7 +226,7 @@ func setUpLoopback(ctx context.Context, opt Options, ps *procs) (*env, error) {
 	}
 	apiAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	xds := fmt.Sprintf("127.0.0.1:%d", ports[1])
-	server, err := ps.start("weft server", exec.CommandContext(ctx, opt.Binary, "server",
+	server, err := ps.start("weft server", exec.CommandContext(ps.ctx, opt.Binary, "server",
 		"--api-addr", apiAddr, "--xds-addr", xds,
 		"--dns-addr", fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		"--data-dir", filepath.Join(ps.dir, "data"),
@@ -252,7 +254,7 @@ func setUpLoopback(ctx context.Context, opt Options, ps *procs) (*env, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s app: %w", a.name, err)
 		}
-		ps.bg.Go(func() { colorapp.Serve(ctx, ln, a.name, opt.Log) }) // ends with ctx, when Run returns
+		ps.bg.Go(func() { colorapp.Serve(ps.ctx, ln, a.name, opt.Log) }) // ends with ps.ctx, when Run returns
 		port := ln.Addr().(*net.TCPAddr).Port
 		if err := register(ctx, c, serviceIDs[a.name], taskID(), a.ip, port); err != nil {
 			return nil, err
@@ -263,7 +265,7 @@ func setUpLoopback(ctx context.Context, opt Options, ps *procs) (*env, error) {
 	// 9901 here does not stop the demo. The gateway's egress listener
 	// (15001, from xDS) has no such knob: it must be free.
 	admin := fmt.Sprintf("http://127.0.0.1:%d", ports[4])
-	cmd := exec.CommandContext(ctx, opt.Binary, "proxy", "--admin-addr", strings.TrimPrefix(admin, "http://"))
+	cmd := exec.CommandContext(ps.ctx, opt.Binary, "proxy", "--admin-addr", strings.TrimPrefix(admin, "http://"))
 	cmd.Env = append(os.Environ(), "APPMESH_RESOURCE_ARN="+arn("virtualGateway", gatewayName), "APPMESH_XDS_ENDPOINT="+xds)
 	proxy, err := ps.start("gateway proxy", cmd, -1)
 	if err != nil {

@@ -104,6 +104,11 @@ func show(ctx context.Context, e *env, opt Options, ps *procs) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// The proxies' final counts: ctx has ended, so ask with a
+			// context of its own.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			counts = proxyCounts(sctx, e.proxies, counts)
+			cancel()
 			s := win.snapshot()
 			fmt.Fprintf(opt.Out, "weft demo: %d requests in %s, %d errors; overall %s; through %s\n",
 				s.sent, time.Since(start).Round(time.Second), s.errors, overall(s), formatProxies(counts))
@@ -114,7 +119,7 @@ func show(ctx context.Context, e *env, opt Options, ps *procs) error {
 			return err
 		}
 		if time.Since(lastStats) >= time.Second {
-			counts = proxyCounts(ctx, e.proxies)
+			counts = proxyCounts(ctx, e.proxies, counts)
 			lastStats = time.Now()
 		}
 		s := win.snapshot()
@@ -195,12 +200,17 @@ type proxyCount struct {
 	err             error
 }
 
-func proxyCounts(ctx context.Context, proxies []proxyAdmin) []proxyCount {
+// proxyCounts reads every proxy's counters; for one that does not answer
+// it keeps the count in last, if any, and notes the error.
+func proxyCounts(ctx context.Context, proxies []proxyAdmin, last []proxyCount) []proxyCount {
 	out := make([]proxyCount, len(proxies))
 	for i, p := range proxies {
 		out[i].name = p.name
 		body, err := get(ctx, p.client, p.url+"/stats")
 		if err != nil {
+			if i < len(last) {
+				out[i] = last[i]
+			}
 			out[i].err = err
 			continue
 		}
@@ -240,7 +250,7 @@ func formatProxies(counts []proxyCount) string {
 	var parts []string
 	for _, c := range counts {
 		switch {
-		case c.err != nil:
+		case c.err != nil && c.ingress == 0 && c.egress == 0:
 			parts = append(parts, c.name+" (stats unavailable)")
 		default:
 			parts = append(parts, fmt.Sprintf("%s in=%d out=%d", c.name, c.ingress, c.egress))
