@@ -25,10 +25,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -200,6 +202,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 	connect := time.Since(start)
 	log.Printf("%d clients connected and configured in %v", n, connect.Round(time.Millisecond))
 
+	m0 := scrape("http://" + apiAddr + "/metrics")
 	cpu0, _ := procCPU(child.Process.Pid)
 	child.Process.Signal(syscall.SIGUSR1)
 	var lat, apiLat []time.Duration
@@ -259,6 +262,16 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 	child.Process.Signal(syscall.SIGUSR2)
 	cpu1, _ := procCPU(child.Process.Pid)
 	rss, hwm := procRSS(child.Process.Pid)
+	m1 := scrape("http://" + apiAddr + "/metrics")
+	mean := func(name string) time.Duration {
+		n := m1[name+"_count"] - m0[name+"_count"]
+		if n == 0 {
+			return 0
+		}
+		return time.Duration((m1[name+"_sum"] - m0[name+"_sum"]) / n * float64(time.Second))
+	}
+	log.Printf("server side, means over the writes: recompute (commit seen -> snapshots handed to streams) %v per batch; write->ACK %v per proxy and type",
+		mean("weft_xds_recompute_seconds").Round(10*time.Microsecond), mean("weft_xds_write_to_ack_seconds").Round(10*time.Microsecond))
 	slices.Sort(lat)
 	slices.Sort(apiLat)
 	cpuPerWrite := time.Duration(float64(cpu1-cpu0) / float64(writes))
@@ -267,6 +280,29 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 		ms(pct(lat, 50)), ms(pct(lat, 99)), ms(lat[len(lat)-1]), ms(pct(apiLat, 50)),
 		ms(cpuPerWrite), connect.Round(time.Millisecond), rss>>20, hwm>>20)
 	return nil
+}
+
+// scrape reads the sums and counts of a Prometheus text exposition,
+// adding up the series of each name.
+func scrape(url string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(url)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, _, _ := strings.Cut(f[0], "{")
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			out[name] += v
+		}
+	}
+	return out
 }
 
 func pct(d []time.Duration, p int) time.Duration { return d[(len(d)-1)*p/100] }
