@@ -52,13 +52,73 @@ type ServiceRef struct {
 
 // Index is Cloud Map's state at one store revision. It is never modified
 // after Load or Apply returns it, so any number of goroutines may read it.
+//
+// Apply copies only what a change touches: services live in shards by id,
+// so an instance change copies one shard (about 1/256 of the services),
+// not every service.
 type Index struct {
 	rev        store.Revision
 	namespaces map[string]*namespace // by namespace id
-	services   map[string]*service   // by service id
-	byRef      map[ServiceRef]*service
 	zones      map[string]*namespace // DNS namespaces by lower-case name
-	dnsNames   map[string]*service   // DNS services by lower-case "<service>.<namespace>"
+	byRef      map[ServiceRef]string // service ids
+	dnsNames   map[string]string     // ids of DNS services by lower-case "<service>.<namespace>"
+	services   [shards]map[string]*service
+}
+
+const shards = 256
+
+func shardOf(id string) int {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return int(h % shards)
+}
+
+func (ix *Index) service(id string) *service { return ix.services[shardOf(id)][id] }
+
+// builder makes the next index out of the previous one, copying each map
+// the first time it writes to it.
+type builder struct {
+	ix            *Index
+	ownNamespaces bool
+	ownRefs       bool
+	ownShard      [shards]bool
+	touched       map[ServiceRef]bool // nil: not collected
+}
+
+func (b *builder) namespaces() *Index {
+	if !b.ownNamespaces {
+		b.ix.namespaces, b.ix.zones = maps.Clone(b.ix.namespaces), maps.Clone(b.ix.zones)
+		b.ownNamespaces = true
+	}
+	return b.ix
+}
+
+func (b *builder) refs() *Index {
+	if !b.ownRefs {
+		b.ix.byRef, b.ix.dnsNames = maps.Clone(b.ix.byRef), maps.Clone(b.ix.dnsNames)
+		b.ownRefs = true
+	}
+	return b.ix
+}
+
+func (b *builder) shard(id string) map[string]*service {
+	i := shardOf(id)
+	if !b.ownShard[i] {
+		b.ix.services[i] = maps.Clone(b.ix.services[i])
+		if b.ix.services[i] == nil {
+			b.ix.services[i] = map[string]*service{}
+		}
+		b.ownShard[i] = true
+	}
+	return b.ix.services[i]
+}
+
+func (b *builder) mark(r ServiceRef) {
+	if b.touched != nil {
+		b.touched[r] = true
+	}
 }
 
 // namespace and service are immutable once built; Apply replaces them.
@@ -111,18 +171,17 @@ const DefaultSOATTL = 15
 func Empty() *Index {
 	return &Index{
 		namespaces: map[string]*namespace{},
-		services:   map[string]*service{},
-		byRef:      map[ServiceRef]*service{},
 		zones:      map[string]*namespace{},
-		dnsNames:   map[string]*service{},
+		byRef:      map[ServiceRef]string{},
+		dnsNames:   map[string]string{},
 	}
 }
 
 // Load reads every namespace, service and instance through tx and returns
 // their index, labelled with rev: the revision tx reads at. It only reads.
 func Load(tx store.Tx, rev store.Revision) (*Index, error) {
-	ix := Empty()
-	ix.rev = rev
+	b := &builder{ix: Empty(), ownNamespaces: true, ownRefs: true}
+	b.ix.rev = rev
 	// Namespaces, then services, then instances: each needs its parent.
 	for _, prefix := range []string{cloudmap.NamespacePrefix, cloudmap.ServicePrefix, cloudmap.InstancePrefix} {
 		kvs, err := tx.List(prefix, "", 0)
@@ -130,12 +189,12 @@ func Load(tx store.Tx, rev store.Revision) (*Index, error) {
 			return nil, fmt.Errorf("load %s: %w", prefix, err)
 		}
 		for _, kv := range kvs {
-			if _, err := ix.put(kv, nil); err != nil {
+			if err := b.put(kv); err != nil {
 				return nil, err
 			}
 		}
 	}
-	return ix, nil
+	return b.ix, nil
 }
 
 // WithRevision returns a copy of the index labelled with rev, for the
@@ -173,24 +232,20 @@ func (ix *Index) Apply(c store.Change) (next *Index, changed []ServiceRef) {
 	if len(ns)+len(svc)+len(inst) == 0 {
 		return ix, nil
 	}
-	next = &Index{
-		rev:        c.Revision,
-		namespaces: maps.Clone(ix.namespaces),
-		services:   maps.Clone(ix.services),
-		byRef:      maps.Clone(ix.byRef),
-		zones:      maps.Clone(ix.zones),
-		dnsNames:   maps.Clone(ix.dnsNames),
-	}
+	next = new(Index)
+	*next = *ix // shares every map until the builder copies it
+	next.rev = c.Revision
 	touched := map[ServiceRef]bool{}
+	b := &builder{ix: next, touched: touched}
 	// Parents before children, as in Load; deletes of children before
 	// their parents are harmless either way.
 	for _, group := range [][]store.Event{ns, svc, inst} {
 		for _, e := range group {
 			var err error
 			if e.Type == store.EventDelete {
-				err = next.del(e.KV.Key, touched)
+				b.del(e.KV.Key)
 			} else {
-				_, err = next.put(e.KV, touched)
+				err = b.put(e.KV)
 			}
 			_ = err // skipped record: see the doc comment
 		}
@@ -210,20 +265,20 @@ func compareRefs(a, b ServiceRef) int {
 	return strings.Compare(a.Service, b.Service)
 }
 
-// put adds or replaces one record in ix, which the caller owns (a fresh
-// clone). touched, when not nil, collects the services it affects.
-func (ix *Index) put(kv store.KV, touched map[ServiceRef]bool) (bool, error) {
+// put adds or replaces one record.
+func (b *builder) put(kv store.KV) error {
 	ref, ok := cloudmap.ParseKey(kv.Key)
 	if !ok {
-		return false, nil
+		return nil
 	}
 	switch ref.Kind {
 	case cloudmap.KindNamespace:
 		var rec cloudmap.NamespaceRecord
 		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return false, fmt.Errorf("decode %s: %w", kv.Key, err)
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		n := newNamespace(ref.NamespaceID, &rec)
+		ix := b.namespaces()
 		ix.namespaces[n.id] = n
 		if n.dns {
 			ix.zones[strings.ToLower(n.name)] = n
@@ -231,17 +286,17 @@ func (ix *Index) put(kv store.KV, touched map[ServiceRef]bool) (bool, error) {
 	case cloudmap.KindService:
 		var rec cloudmap.ServiceRecord
 		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return false, fmt.Errorf("decode %s: %w", kv.Key, err)
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
-		n := ix.namespaces[deref(rec.Service.NamespaceId)]
+		n := b.ix.namespaces[deref(rec.Service.NamespaceId)]
 		if n == nil {
-			return false, fmt.Errorf("service %s: unknown namespace %q", ref.ServiceID, deref(rec.Service.NamespaceId))
+			return fmt.Errorf("service %s: unknown namespace %q", ref.ServiceID, deref(rec.Service.NamespaceId))
 		}
 		s := &service{id: ref.ServiceID, nsID: n.id, ref: ServiceRef{n.name, deref(rec.Service.Name)}, instances: map[string]*instance{}}
-		old := ix.services[s.id]
-		if old != nil {
+		ix := b.refs()
+		if old := ix.service(s.id); old != nil {
 			s.instances, s.healthy = old.instances, old.healthy
-			if old.dns != nil && ix.dnsNames[dnsKey(old.ref)] == old {
+			if ix.dnsNames[dnsKey(old.ref)] == old.id {
 				delete(ix.dnsNames, dnsKey(old.ref))
 			}
 		}
@@ -250,74 +305,66 @@ func (ix *Index) put(kv store.KV, touched map[ServiceRef]bool) (bool, error) {
 			for _, r := range dc.DnsRecords {
 				s.dns.Records = append(s.dns.Records, DNSRecord{Type: r.Type, TTL: ttl(r.TTL)})
 			}
-			ix.dnsNames[dnsKey(s.ref)] = s
+			ix.dnsNames[dnsKey(s.ref)] = s.id
 		}
-		ix.services[s.id] = s
-		ix.byRef[s.ref] = s
-		mark(touched, s.ref)
+		b.shard(s.id)[s.id] = s
+		ix.byRef[s.ref] = s.id
+		b.mark(s.ref)
 	case cloudmap.KindInstance:
 		var rec cloudmap.InstanceRecord
 		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return false, fmt.Errorf("decode %s: %w", kv.Key, err)
+			return fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
-		old := ix.services[ref.ServiceID]
+		old := b.ix.service(ref.ServiceID)
 		if old == nil {
-			return false, fmt.Errorf("instance %s: unknown service %q", ref.InstanceID, ref.ServiceID)
+			return fmt.Errorf("instance %s: unknown service %q", ref.InstanceID, ref.ServiceID)
 		}
 		s := old.withInstances()
 		s.instances[ref.InstanceID] = &instance{ep: endpointOf(ref.InstanceID, rec.Instance.Attributes), healthy: rec.Healthy()}
 		s.sortHealthy()
-		ix.replace(s)
-		mark(touched, s.ref)
+		b.shard(s.id)[s.id] = s
+		b.mark(s.ref)
 	}
-	return true, nil
+	return nil
 }
 
-// del removes one record from ix, which the caller owns.
-func (ix *Index) del(key string, touched map[ServiceRef]bool) error {
+// del removes one record.
+func (b *builder) del(key string) {
 	ref, ok := cloudmap.ParseKey(key)
 	if !ok {
-		return nil
+		return
 	}
 	switch ref.Kind {
 	case cloudmap.KindNamespace:
-		if n := ix.namespaces[ref.NamespaceID]; n != nil {
+		if n := b.ix.namespaces[ref.NamespaceID]; n != nil {
+			ix := b.namespaces()
 			delete(ix.namespaces, n.id)
 			if ix.zones[strings.ToLower(n.name)] == n {
 				delete(ix.zones, strings.ToLower(n.name))
 			}
 		}
 	case cloudmap.KindService:
-		if s := ix.services[ref.ServiceID]; s != nil {
-			delete(ix.services, s.id)
-			if ix.byRef[s.ref] == s {
+		if s := b.ix.service(ref.ServiceID); s != nil {
+			delete(b.shard(s.id), s.id)
+			ix := b.refs()
+			if ix.byRef[s.ref] == s.id {
 				delete(ix.byRef, s.ref)
 			}
-			if ix.dnsNames[dnsKey(s.ref)] == s {
+			if ix.dnsNames[dnsKey(s.ref)] == s.id {
 				delete(ix.dnsNames, dnsKey(s.ref))
 			}
-			mark(touched, s.ref)
+			b.mark(s.ref)
 		}
 	case cloudmap.KindInstance:
-		old := ix.services[ref.ServiceID]
+		old := b.ix.service(ref.ServiceID)
 		if old == nil || old.instances[ref.InstanceID] == nil {
-			return nil
+			return
 		}
 		s := old.withInstances()
 		delete(s.instances, ref.InstanceID)
 		s.sortHealthy()
-		ix.replace(s)
-		mark(touched, s.ref)
-	}
-	return nil
-}
-
-// replace installs s in place of the service with its id.
-func (ix *Index) replace(s *service) {
-	ix.services[s.id] = s
-	ix.byRef[s.ref] = s
-	if s.dns != nil {
-		ix.dnsNames[dnsKey(s.ref)] = s
+		b.shard(s.id)[s.id] = s
+		b.mark(s.ref)
 	}
 }
 
@@ -394,7 +441,7 @@ func dnsKey(r ServiceRef) string { return strings.ToLower(r.Service + "." + r.Na
 // for an unknown service. The slice is the caller's; the Attributes maps
 // in it are shared and must not be modified.
 func (ix *Index) Endpoints(namespaceName, serviceName string, attributes map[string]string) []Endpoint {
-	s := ix.byRef[ServiceRef{namespaceName, serviceName}]
+	s := ix.service(ix.byRef[ServiceRef{namespaceName, serviceName}])
 	if s == nil {
 		return nil
 	}
@@ -418,7 +465,8 @@ func matches(attrs, filter map[string]string) bool {
 
 // HasService reports whether the service exists, healthy instances or not.
 func (ix *Index) HasService(namespaceName, serviceName string) bool {
-	return ix.byRef[ServiceRef{namespaceName, serviceName}] != nil
+	_, ok := ix.byRef[ServiceRef{namespaceName, serviceName}]
+	return ok
 }
 
 // Zone returns the DNS namespace that is the closest enclosing zone of
@@ -450,8 +498,8 @@ func (ix *Index) Zones() []Zone {
 // DNSService returns the service whose DNS name is name (any case, with
 // or without the trailing dot) and how it answers, if it has DNS records.
 func (ix *Index) DNSService(name string) (ServiceRef, DNSConfig, bool) {
-	s := ix.dnsNames[strings.TrimSuffix(strings.ToLower(name), ".")]
-	if s == nil {
+	s := ix.service(ix.dnsNames[strings.TrimSuffix(strings.ToLower(name), ".")])
+	if s == nil || s.dns == nil {
 		return ServiceRef{}, DNSConfig{}, false
 	}
 	return s.ref, *s.dns, true

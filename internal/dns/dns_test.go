@@ -26,7 +26,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // weft is a registry and a DNS server on one store, over real sockets.
 type weft struct {
-	t   *testing.T
+	t   testing.TB
 	st  *bolt.Store
 	reg *cloudmap.Registry
 	dns *dns.Server
@@ -34,7 +34,7 @@ type weft struct {
 	stop func()
 }
 
-func start(t *testing.T, path string, cfg dns.Config) *weft {
+func start(t testing.TB, path string, cfg dns.Config) *weft {
 	t.Helper()
 	st, err := bolt.Open(path, bolt.Options{NoSync: true})
 	if err != nil {

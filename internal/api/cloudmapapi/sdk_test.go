@@ -79,7 +79,7 @@ type testServer struct {
 	hosts []string // Host headers received
 }
 
-func newServer(t *testing.T, path string) *testServer {
+func newServer(t testing.TB, path string) *testServer {
 	t.Helper()
 	st, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
