@@ -23,10 +23,6 @@ import (
 // passed through the proxies (their own request counters).
 func TestDemo(t *testing.T) {
 	bin := buildWeft(t)
-	if missing := missingPieces(bin); len(missing) > 0 {
-		t.Skipf("SKIPPING weft demo: weft does not have %s yet (issues 3, 4 and 5a); this skip goes away when they land",
-			strings.Join(missing, ", "))
-	}
 	tests := []struct {
 		layout  string
 		through []string // the proxies' counters in the summary, each non-zero
@@ -139,22 +135,6 @@ func buildWeft(t *testing.T) string {
 		t.Fatalf("go build weft: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// missingPieces names the parts of weft the demo needs that are not built
-// yet.
-func missingPieces(bin string) []string {
-	var missing []string
-	server, _ := exec.Command(bin, "server", "-h").CombinedOutput()
-	for _, flag := range []string{"-xds-addr", "-dns-addr"} {
-		if !strings.Contains(string(server), flag) {
-			missing = append(missing, "weft server "+flag)
-		}
-	}
-	if p, _ := exec.Command(bin, "proxy", "-h").CombinedOutput(); strings.Contains(string(p), "unknown command") {
-		missing = append(missing, "weft proxy")
-	}
-	return missing
 }
 
 func TestDownstreamRequests(t *testing.T) {

@@ -386,26 +386,6 @@ func buildWeft(t *testing.T) string {
 	return bin
 }
 
-// missingPieces reports which parts of weft the tutorial needs are not
-// built yet, by asking the binary itself.
-func missingPieces(bin string) []string {
-	help := func(args ...string) string {
-		out, _ := exec.Command(bin, args...).CombinedOutput()
-		return string(out)
-	}
-	var missing []string
-	server := help("server", "-h")
-	for _, flag := range []string{"-xds-addr", "-dns-addr"} {
-		if !strings.Contains(server, flag) {
-			missing = append(missing, "weft server "+flag)
-		}
-	}
-	if p := help("proxy", "-h"); strings.Contains(p, "unknown command") {
-		missing = append(missing, "weft proxy")
-	}
-	return missing
-}
-
 // accessLog returns the lines of a proxy's stdout.
 func (tk *task) accessLog(t *testing.T) []string {
 	t.Helper()

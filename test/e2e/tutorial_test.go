@@ -52,10 +52,6 @@ const (
 func TestTutorial(t *testing.T) {
 	netnstest.Require(t, "iptables", "iptables-restore", "curl", "nslookup", "setpriv", "aws")
 	bin := buildWeft(t)
-	if missing := missingPieces(bin); len(missing) > 0 {
-		t.Skipf("SKIPPING the tutorial end to end: weft does not have %s yet (issues 3, 4 and 5a); "+
-			"this skip goes away when they land", strings.Join(missing, ", "))
-	}
 	w := setUp(t, bin)
 
 	t.Run("1 basic infrastructure", w.section1)
