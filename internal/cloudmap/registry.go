@@ -208,6 +208,7 @@ func (r *Registry) getService(tx store.Tx, idOrARN string) (*ServiceRecord, erro
 // TokenRecord remembers the outcome of a request that carried a request id
 // (CreatorRequestId, UpdaterRequestId).
 type TokenRecord struct {
+	At          int64           `json:"At"`   // when the request was served, Unix milliseconds
 	Hash        string          `json:"Hash"` // of the request without its id
 	OperationId string          `json:"OperationId,omitzero"`
 	Result      json.RawMessage `json:"Result"`
@@ -257,6 +258,9 @@ func idempotent[Resp any](ctx context.Context, r *Registry, st stamp, op, reques
 	var out *Resp
 	err := r.update(ctx, func(tx store.Tx) error {
 		out = nil
+		if err := r.prune(tx, st.now); err != nil {
+			return err
+		}
 		key := tokenKey(op, requestID)
 		if requestID != "" {
 			var tok TokenRecord
@@ -264,7 +268,9 @@ func idempotent[Resp any](ctx context.Context, r *Registry, st stamp, op, reques
 			if err != nil {
 				return err
 			}
-			if found {
+			// A request id older than the retention is forgotten, even if
+			// pruning has not reached it yet.
+			if found && st.now.Sub(time.UnixMilli(tok.At)) <= r.retention {
 				if tok.Hash != hash {
 					e := errorf(CodeDuplicateRequest, "The request %s was already used for a different %s request", requestID, op)
 					if tok.OperationId != "" {
@@ -289,15 +295,10 @@ func idempotent[Resp any](ctx context.Context, r *Registry, st stamp, op, reques
 			if err != nil {
 				return fmt.Errorf("encode result: %w", err)
 			}
-			if err := putJSON(tx, key, TokenRecord{Hash: hash, OperationId: opID, Result: result}); err != nil {
+			if err := putJSON(tx, key, TokenRecord{At: st.now.UnixMilli(), Hash: hash, OperationId: opID, Result: result}); err != nil {
 				return err
 			}
 			if err := tx.Put(expiryPrefix+st.expiryID, []byte(key)); err != nil {
-				return err
-			}
-		}
-		if opID == "" { // recordOp prunes for the others
-			if err := r.prune(tx, st.now); err != nil {
 				return err
 			}
 		}
@@ -325,8 +326,17 @@ func (r *Registry) prune(tx store.Tx, now time.Time) error {
 				break
 			}
 			if prefix == expiryPrefix {
-				if err := tx.Delete(string(kv.Value)); err != nil {
+				// The request id may have been used again since: delete
+				// only the record this entry was made for.
+				var tok TokenRecord
+				found, err := getJSON(tx, string(kv.Value), &tok)
+				if err != nil {
 					return err
+				}
+				if found && time.UnixMilli(tok.At).Before(cutoff) {
+					if err := tx.Delete(string(kv.Value)); err != nil {
+						return err
+					}
 				}
 			}
 			if err := tx.Delete(kv.Key); err != nil {
