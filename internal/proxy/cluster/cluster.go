@@ -585,7 +585,7 @@ func CheckEndpoints(la *endpointv3.ClusterLoadAssignment) error {
 func (c *Cluster) setHosts(hosts []*Host) {
 	if c.hc != nil {
 		for _, h := range hosts {
-			if h.hcPasses == 0 && h.hcFails == 0 && h.flags.Load()&failedActiveHC == 0 {
+			if !h.checked.Load() && h.flags.Load()&failedActiveHC == 0 {
 				// New hosts are unhealthy until their first check passes, as in Envoy.
 				h.setFlag(failedActiveHC|pendingActiveHC, true)
 			}

@@ -200,6 +200,7 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 			return
 		}
 		for i, h := range hosts {
+			h.checked.Store(true)
 			c.Stats.hcAttempt.Inc()
 			if results[i] {
 				c.Stats.hcSuccess.Inc()

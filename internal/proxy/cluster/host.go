@@ -41,8 +41,10 @@ type Host struct {
 	ejectedUntil  time.Time // protected by outlierMu
 	lastUsed      atomic.Int64
 
-	// Active health checking; owned by the cluster's checker goroutine.
+	// Active health checking; the counts are owned by the cluster's
+	// checker goroutine, checked is read by others.
 	hcFails, hcPasses int
+	checked           atomic.Bool
 }
 
 // Healthy reports whether no health flag is set.
