@@ -28,16 +28,19 @@ const labPrefix = "wfte"
 var (
 	labSubnet = netip.MustParsePrefix("10.251.30.0/24")
 	ctlAddr   = netip.MustParseAddr("10.251.30.1")
-	taskAddrs = map[string]netip.Addr{
-		"red":       netip.MustParseAddr("10.251.30.11"),
-		"blue":      netip.MustParseAddr("10.251.30.12"),
-		"green":     netip.MustParseAddr("10.251.30.13"),
-		"yellow":    netip.MustParseAddr("10.251.30.14"),
-		"gateway-1": netip.MustParseAddr("10.251.30.21"),
-		"gateway-2": netip.MustParseAddr("10.251.30.22"),
-		"laptop":    netip.MustParseAddr("10.251.30.100"),
-	}
 )
+
+// taskAddr is the address of each task (and of the laptop that plays the
+// tutorial reader's machine) on the lab's bridge.
+func taskAddr(name string) netip.Addr {
+	last := map[string]byte{
+		"red": 11, "blue": 12, "green": 13, "yellow": 14,
+		"gateway-1": 21, "gateway-2": 22, "laptop": 100,
+	}[name]
+	a := labSubnet.Addr().As4()
+	a[3] = last
+	return netip.AddrFrom4(a)
+}
 
 const (
 	apiPort = 9080
@@ -458,7 +461,7 @@ func (w *world) section4(t *testing.T) {
 	td := readTaskDefinition(t, "04c-gateway-td.json")
 	// desiredCount 2, behind the NLB: two tasks of the same definition.
 	gws := []*task{w.launch(t, "gateway-1", td, ""), w.launch(t, "gateway-2", td, "")}
-	laptop, err := w.lab.AddHost(context.Background(), "laptop", taskAddrs["laptop"], netns.HostOptions{})
+	laptop, err := w.lab.AddHost(context.Background(), "laptop", taskAddr("laptop"), netns.HostOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +491,7 @@ func (w *world) section4(t *testing.T) {
 func (w *world) launch(t *testing.T, name string, td taskDefinition, cloudMapService string) *task {
 	t.Helper()
 	ctx := context.Background()
-	host, err := w.lab.AddHost(ctx, name, taskAddrs[name], netns.HostOptions{Nameserver: ctlAddr})
+	host, err := w.lab.AddHost(ctx, name, taskAddr(name), netns.HostOptions{Nameserver: ctlAddr})
 	if err != nil {
 		t.Fatal(err)
 	}
