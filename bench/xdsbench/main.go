@@ -270,8 +270,9 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 		}
 		return time.Duration((m1[name+"_sum"] - m0[name+"_sum"]) / n * float64(time.Second))
 	}
-	log.Printf("server side, means over the writes: recompute (commit seen -> snapshots handed to streams) %v per batch; write->ACK %v per proxy and type",
-		mean("weft_xds_recompute_seconds").Round(10*time.Microsecond), mean("weft_xds_write_to_ack_seconds").Round(10*time.Microsecond))
+	log.Printf("server side, means over the writes: recompute (commit seen -> snapshots handed to streams) %v per batch; write->ACK %v per proxy and type; %.0f translations and %.0f pushes per write",
+		mean("weft_xds_recompute_seconds").Round(10*time.Microsecond), mean("weft_xds_write_to_ack_seconds").Round(10*time.Microsecond),
+		(m1["weft_xds_translations_total"]-m0["weft_xds_translations_total"])/float64(writes), (m1["weft_xds_pushes_total"]-m0["weft_xds_pushes_total"])/float64(writes))
 	slices.Sort(lat)
 	slices.Sort(apiLat)
 	cpuPerWrite := time.Duration(float64(cpu1-cpu0) / float64(writes))
