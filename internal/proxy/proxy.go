@@ -89,6 +89,7 @@ type Proxy struct {
 	gotCDS    bool
 
 	live      atomic.Bool
+	liveTimer *time.Timer // initial fetch timeout; protected by mu
 	liveCh    chan struct{}
 	liveOnce  sync.Once
 	connected *stats.Gauge
@@ -189,6 +190,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	for _, l := range p.listeners {
 		l.Wait()
 	}
+	if p.liveTimer != nil {
+		p.liveTimer.Stop()
+	}
 	p.mu.Unlock()
 	p.clusters.Close()
 	if cerr := p.sinks.Close(); cerr != nil && err == nil {
@@ -261,11 +265,27 @@ func (p *Proxy) accepted(typ, version string) {
 	p.checkLive()
 }
 
+// initialFetchTimeout is how long the proxy waits for the endpoint and
+// route resources its clusters and listeners name before it goes LIVE
+// without them; Envoy's default initial_fetch_timeout.
+const initialFetchTimeout = 15 * time.Second
+
 // checkLive turns the proxy LIVE once clusters and listeners have arrived
-// and every endpoint and route resource they name has too. Called with mu.
+// and every endpoint and route resource they name has too, or
+// initialFetchTimeout after clusters and listeners. Called with mu.
 func (p *Proxy) checkLive() {
 	if p.live.Load() || !p.gotCDS || !p.gotLDS {
 		return
+	}
+	if p.liveTimer == nil {
+		p.liveTimer = time.AfterFunc(initialFetchTimeout, func() { // one-shot; stopped by Run on exit
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if !p.live.Load() {
+				p.log.Warn("initial fetch timeout: going LIVE without every route and endpoint resource")
+				p.goLive()
+			}
+		})
 	}
 	for _, n := range p.rdsWant {
 		if _, ok := p.rpb[n]; !ok {
@@ -281,9 +301,16 @@ func (p *Proxy) checkLive() {
 			return
 		}
 	}
+	p.log.Info("configuration complete: LIVE")
+	p.goLive()
+}
+
+func (p *Proxy) goLive() {
 	p.live.Store(true)
 	p.liveOnce.Do(func() { close(p.liveCh) })
-	p.log.Info("configuration complete: LIVE")
+	if p.liveTimer != nil {
+		p.liveTimer.Stop()
+	}
 }
 
 // Clusters implements xdsclient.Handler (CDS).

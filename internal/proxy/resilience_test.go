@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -299,4 +303,44 @@ func TestHealthChecks(t *testing.T) {
 	down.set(0, 0)
 	waitUntil(t, 10*time.Second, "both hosts healthy", func() bool { return h.stat("cluster.c.membership_healthy") == 2 })
 	_ = wrapperspb.UInt32
+}
+
+func TestTCPAndGRPCHealthChecks(t *testing.T) {
+	h := newHarness(t)
+	up := newBackend(t, "up")
+	closed := newBackend(t, "closed")
+	closedAddr := closed.addr()
+	closed.srv.Close()
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(ln) }() // ends with gs.Stop in Cleanup
+	t.Cleanup(gs.Stop)
+	hs.SetServingStatus("color", healthpb.HealthCheckResponse_NOT_SERVING)
+	check := func(hc *corev3.HealthCheck) func(*clusterv3.Cluster) {
+		return func(c *clusterv3.Cluster) {
+			hc.Timeout, hc.Interval = durationpb.New(time.Second), durationpb.New(20*time.Millisecond)
+			hc.UnhealthyThreshold, hc.HealthyThreshold = u32(1), u32(1)
+			c.HealthChecks = []*corev3.HealthCheck{hc}
+		}
+	}
+	h.push(
+		httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "tcp"))),
+		edsCluster("tcp", check(&corev3.HealthCheck{HealthChecker: &corev3.HealthCheck_TcpHealthCheck_{TcpHealthCheck: &corev3.HealthCheck_TcpHealthCheck{}}})),
+		cla("tcp", up.addr(), closedAddr),
+		edsCluster("grpc", check(&corev3.HealthCheck{HealthChecker: &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{ServiceName: "color"}}})),
+		cla("grpc", ln.Addr().String()))
+	waitUntil(t, 10*time.Second, "tcp check: one of two healthy", func() bool {
+		return h.stat("cluster.tcp.membership_healthy") == 1 && h.stat("cluster.tcp.health_check.failure") > 0
+	})
+	waitUntil(t, 10*time.Second, "grpc check: NOT_SERVING is unhealthy", func() bool {
+		return h.stat("cluster.grpc.health_check.failure") > 0 && h.stat("cluster.grpc.membership_healthy") == 0
+	})
+	hs.SetServingStatus("color", healthpb.HealthCheckResponse_SERVING)
+	waitUntil(t, 10*time.Second, "grpc check: SERVING is healthy", func() bool { return h.stat("cluster.grpc.membership_healthy") == 1 })
 }
