@@ -186,12 +186,15 @@ func (w *world) section2(t *testing.T) {
 	blue := w.launch(t, "blue", readTaskDefinition(t, "02e-blue-td.json"), "blue")
 
 	t.Run("from blue", func(t *testing.T) {
-		if out, code := curl(t, blue.host, "localhost"); code != 0 || out != "blue" {
+		out, code := curl(t, blue.host, "localhost")
+		if code != 0 || out != "blue" {
 			t.Errorf("curl localhost in blue = %q (exit %d), want blue", out, code)
 		}
-		if got := nslookup(t, blue.host, "red.colors.local"); !slices.Equal(got, []netip.Addr{red.host.Addr}) {
+		got := nslookup(t, blue.host, "red.colors.local")
+		if !slices.Equal(got, []netip.Addr{red.host.Addr}) {
 			t.Errorf("nslookup red.colors.local in blue = %v, want red's task address %s", got, red.host.Addr)
 		}
+		t.Logf("in blue: curl localhost = %q; nslookup red.colors.local = %v (red's task)", out, got)
 		// The first request may race the endpoint's arrival at blue's
 		// proxy; the tutorial's reader is never that fast.
 		took := waitFor(t, "curl red.colors.local from blue answers red", 5*time.Second, func() (bool, error) {
@@ -202,18 +205,22 @@ func (w *world) section2(t *testing.T) {
 	})
 
 	t.Run("from red", func(t *testing.T) {
-		if out, code := curl(t, red.host, "localhost"); code != 0 || out != "red" {
+		out, code := curl(t, red.host, "localhost")
+		if code != 0 || out != "red" {
 			t.Errorf("curl localhost in red = %q (exit %d), want red", out, code)
 		}
-		if got := nslookup(t, red.host, "blue.colors.local"); !slices.Equal(got, []netip.Addr{blue.host.Addr}) {
+		got := nslookup(t, red.host, "blue.colors.local")
+		if !slices.Equal(got, []netip.Addr{blue.host.Addr}) {
 			t.Errorf("nslookup blue.colors.local in red = %v, want blue's task address %s", got, blue.host.Addr)
 		}
+		t.Logf("in red: curl localhost = %q; nslookup blue.colors.local = %v (blue's task)", out, got)
 		// "This should fail, typically with a recv error or an empty
 		// reply from the server": curl's 56 or 52.
-		out, code := curl(t, red.host, "blue.colors.local")
+		out, code = curl(t, red.host, "blue.colors.local")
 		if code != 52 && code != 56 {
 			t.Errorf("curl blue.colors.local in red = %q, exit %d; want a recv error (56) or an empty reply (52)", out, code)
 		}
+		t.Logf("in red: curl blue.colors.local fails with curl exit %d", code)
 	})
 
 	t.Run("adding and removing red's backend", func(t *testing.T) {
@@ -380,15 +387,21 @@ func (w *world) section3(t *testing.T) {
 		text := regexp.MustCompile(`^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] GET / HTTP/1\.1 200$`)
 		if got := matching(red.accessLog(t), text); len(got) == 0 {
 			t.Errorf("red's proxy stdout has no line in the text format %q; last lines:\n%s", text, lastLines(red.accessLog(t), 5))
+		} else {
+			t.Logf("red (text format): %s", got[len(got)-1])
 		}
 		// blue: the json format of 02c, five keys.
 		if n := jsonLogLines(t, w.tasks["blue"].accessLog(t)); n == 0 {
 			t.Errorf("blue's proxy stdout has no line in 02c's json format; last lines:\n%s", lastLines(w.tasks["blue"].accessLog(t), 5))
+		} else {
+			t.Logf("blue (json format, %d lines): %s", n, lastLines(w.tasks["blue"].accessLog(t), 1))
 		}
 		// green and yellow: no format given, Envoy's default.
 		for _, tk := range []*task{green, yellow} {
 			if got := matching(tk.accessLog(t), envoyDefault("router.colors.local")); len(got) == 0 {
 				t.Errorf("%s's proxy stdout has no line in Envoy's default format; last lines:\n%s", tk.name, lastLines(tk.accessLog(t), 5))
+			} else {
+				t.Logf("%s (Envoy's default format): %s", tk.name, got[len(got)-1])
 			}
 		}
 	})
@@ -474,10 +487,14 @@ func (w *world) section4(t *testing.T) {
 			})
 			if out, code := curl(t, laptop, base); code != 0 || out != "blue" {
 				t.Errorf("curl %s = %q (exit %d), want blue", base, out, code)
+			} else {
+				t.Logf("from the laptop: curl %s = %q", base, out)
 			}
 			w.assertSplit(t, laptop, base+"/router", map[string]float64{"green": 80, "yellow": 20})
 			if got := matching(gw.accessLog(t), envoyDefaultPath("/router")); len(got) == 0 {
 				t.Errorf("%s's stdout has no /router line in Envoy's default format; last lines:\n%s", gw.name, lastLines(gw.accessLog(t), 5))
+			} else {
+				t.Logf("%s (Envoy's default format): %s", gw.name, got[len(got)-1])
 			}
 		})
 	}
