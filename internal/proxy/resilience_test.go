@@ -134,12 +134,15 @@ func TestTimeouts(t *testing.T) {
 	perTry := retryRoute("mixed", "5xx", 1)
 	perTry.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/pertry"}
 	perTry.GetRoute().RetryPolicy.PerTryTimeout = durationpb.New(50 * time.Millisecond)
+	msd := routeTo("/duration", "slow")
+	msd.GetRoute().Timeout = durationpb.New(0)
+	msd.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(50 * time.Millisecond)}
 	idle := routeTo("/idle", "slow")
 	idle.GetRoute().Timeout = durationpb.New(0)
 	idle.GetRoute().IdleTimeout = durationpb.New(50 * time.Millisecond)
 	h.push(
 		httpListener("egress", httpManager("egress", "rds", withAccessLog(logPath, nil))),
-		routeConfig("rds", vhost("v", []string{"*"}, timed, perTry, idle)),
+		routeConfig("rds", vhost("v", []string{"*"}, timed, perTry, idle, msd)),
 		edsCluster("slow"), cla("slow", slow.addr()),
 		edsCluster("mixed", func(c *clusterv3.Cluster) {}), cla("mixed", slow.addr(), fast.addr()))
 	c := newClient(t)
@@ -168,6 +171,16 @@ func TestTimeouts(t *testing.T) {
 		if got := h.stat("cluster.mixed.upstream_rq_per_try_timeout"); got < 1 {
 			t.Errorf("upstream_rq_per_try_timeout = %d", got)
 		}
+	})
+	t.Run("max stream duration answers 408 with DT", func(t *testing.T) {
+		resp, _, _ := get(t, c, addr, "x", "/duration")
+		if resp.StatusCode != 408 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		waitUntil(t, 5*time.Second, "DT in the access log", func() bool {
+			l, _ := os.ReadFile(logPath)
+			return strings.Contains(string(l), `"GET /duration HTTP/1.1" 408 DT `)
+		})
 	})
 	t.Run("idle timeout answers 408 with SI", func(t *testing.T) {
 		resp, _, _ := get(t, c, addr, "x", "/idle")
