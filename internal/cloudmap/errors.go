@@ -4,24 +4,24 @@ import "fmt"
 
 // Error codes: the exception shapes of the model that the registry returns.
 const (
-	CodeInvalidInput             = "InvalidInput"
-	CodeNamespaceNotFound        = "NamespaceNotFound"
-	CodeNamespaceAlreadyExists   = "NamespaceAlreadyExists"
-	CodeServiceNotFound          = "ServiceNotFound"
-	CodeServiceAlreadyExists     = "ServiceAlreadyExists"
-	CodeInstanceNotFound         = "InstanceNotFound"
-	CodeOperationNotFound        = "OperationNotFound"
-	CodeResourceInUse            = "ResourceInUse"
-	CodeDuplicateRequest         = "DuplicateRequest"
-	CodeCustomHealthNotFound     = "CustomHealthNotFound"
-	CodeResourceNotFound         = "ResourceNotFoundException"
-	CodeTooManyTags              = "TooManyTagsException"
-	CodeServiceAttributesLimit   = "ServiceAttributesLimitExceededException"
-	CodeResourceLimitExceeded    = "ResourceLimitExceeded"
-	CodeRequestLimitExceeded     = "RequestLimitExceeded"
-	CodeUnknownOperation         = "UnknownOperationException"
-	CodeSerializationException   = "SerializationException"
-	CodeInternalServiceException = "InternalFailure"
+	CodeInvalidInput           = "InvalidInput"
+	CodeNamespaceNotFound      = "NamespaceNotFound"
+	CodeNamespaceAlreadyExists = "NamespaceAlreadyExists"
+	CodeServiceNotFound        = "ServiceNotFound"
+	CodeServiceAlreadyExists   = "ServiceAlreadyExists"
+	CodeInstanceNotFound       = "InstanceNotFound"
+	CodeOperationNotFound      = "OperationNotFound"
+	CodeResourceInUse          = "ResourceInUse"
+	CodeDuplicateRequest       = "DuplicateRequest"
+	CodeCustomHealthNotFound   = "CustomHealthNotFound"
+	CodeResourceNotFound       = "ResourceNotFoundException"
+	CodeTooManyTags            = "TooManyTagsException"
+	CodeServiceAttributesLimit = "ServiceAttributesLimitExceededException"
+	CodeResourceLimitExceeded  = "ResourceLimitExceeded"
+	CodeRequestLimitExceeded   = "RequestLimitExceeded"
+	CodeUnknownOperation       = "UnknownOperationException"
+	CodeSerializationException = "SerializationException"
+	CodeInternalFailure        = "InternalFailure"
 )
 
 // Error is a Cloud Map API error: the exception's code (the model's shape
@@ -34,6 +34,7 @@ type Error struct {
 	Fields  map[string]string
 }
 
+// Error formats the error as the AWS CLI prints it: code, then message.
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // Status is the HTTP status of the error: the model's, else 400.

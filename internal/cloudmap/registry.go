@@ -64,9 +64,6 @@ func NewRegistry(st store.Store, cfg Config) *Registry {
 	return r
 }
 
-// Account is the account that owns the registry's resources.
-func (r *Registry) Account() string { return r.account }
-
 // --- ids and ARNs
 
 const (

@@ -114,6 +114,7 @@ func (h *Handler) Operations() []string {
 	return names
 }
 
+// ServeHTTP serves one Cloud Map request; the Host header does not matter.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("x-amzn-RequestId", uuid.NewString())
 	name, _ := strings.CutPrefix(r.Header.Get("X-Amz-Target"), TargetPrefix)
@@ -124,7 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				panic(p)
 			}
 			h.log.Error("panic serving request", "operation", name, "panic", p, "stack", string(debug.Stack()))
-			writeError(w, http.StatusInternalServerError, &cloudmap.Error{Code: cloudmap.CodeInternalServiceException, Message: "internal error"})
+			writeError(w, http.StatusInternalServerError, &cloudmap.Error{Code: cloudmap.CodeInternalFailure, Message: "internal error"})
 		}
 	}()
 	out, err := h.serve(r, name)
@@ -197,7 +198,7 @@ func (h *Handler) fail(w http.ResponseWriter, name string, err error) {
 		return
 	}
 	h.log.Error("cloud map request failed", "operation", name, "err", err)
-	writeError(w, http.StatusInternalServerError, &cloudmap.Error{Code: cloudmap.CodeInternalServiceException, Message: "internal error"})
+	writeError(w, http.StatusInternalServerError, &cloudmap.Error{Code: cloudmap.CodeInternalFailure, Message: "internal error"})
 }
 
 // writeError writes an awsJson1.1 error: the code in x-amzn-ErrorType and
