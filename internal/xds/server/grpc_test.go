@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -382,4 +383,26 @@ func TestProxylessRestart(t *testing.T) {
 	waitStatus(t, srv.Server, "mesh/"+grpcMesh+"/virtualNode/client", func(p ProxyStatus) bool {
 		return p.Replicas == 2 && p.Types["rds"].AckedReplicas == 2
 	})
+}
+
+// TestProxylessBeforeNodeExists: a gRPC client whose virtual node does not
+// exist yet is refused (NotFound) and keeps retrying with backoff; once
+// the node is created, its next stream is configured and calls go through.
+func TestProxylessBeforeNodeExists(t *testing.T) {
+	st, _ := grpcWorld(t)
+	srv := startServer(t, st, translate.Translate, func(o *Options) { o.Validate = translate.Check })
+	cc := dialXDS(t, srv.addr, "late", "color.colors.local")
+	cc.Connect()
+	// Refused at least once: the stream was closed with NotFound.
+	changed := srv.StatusChanged()
+	for testutil.ToFloat64(srv.hub.metrics.rejected.WithLabelValues("NotFound")) == 0 {
+		select {
+		case <-changed:
+			changed = srv.StatusChanged()
+		case <-time.After(wait):
+			t.Fatal("the client of a missing node was never refused")
+		}
+	}
+	grpcNode(t, st, "late", "color.colors.local")
+	until(t, cc, "answered once the node exists", func(_ string, err error) bool { return err == nil })
 }

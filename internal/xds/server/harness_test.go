@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,6 +185,7 @@ type testServer struct {
 	*Server
 	addr string
 	reg  *prometheus.Registry
+	logs *logLines
 	stop func() // stops the server and waits for Serve to return
 }
 
@@ -201,12 +203,13 @@ func startServerAt(t *testing.T, addr string, st store.Store, tr func(*translate
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
+	lines := &logLines{}
 	o := Options{
 		Store:         st,
 		LoadDiscovery: CloudMap,
 		Translate:     tr,
 		DefaultOwner:  owner,
-		Log:           slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log:           slog.New(slog.NewTextHandler(testWriter{t, lines}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registry:      reg,
 	}
 	for _, f := range opts {
@@ -216,7 +219,7 @@ func startServerAt(t *testing.T, addr string, st store.Store, tr func(*translate
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }() // ends with cancel in stop
-	ts := &testServer{Server: srv, addr: ln.Addr().String(), reg: reg}
+	ts := &testServer{Server: srv, addr: ln.Addr().String(), reg: reg, logs: lines}
 	stopped := false
 	ts.stop = func() {
 		if stopped {
@@ -232,12 +235,38 @@ func startServerAt(t *testing.T, addr string, st store.Store, tr func(*translate
 	return ts
 }
 
-// testWriter sends the server's log to the test's log, until the test ends.
-type testWriter struct{ t *testing.T }
+// testWriter sends the server's log to the test's log, and keeps it.
+type testWriter struct {
+	t     *testing.T
+	lines *logLines
+}
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	line := strings.TrimSuffix(string(p), "\n")
+	w.t.Log(line)
+	w.lines.mu.Lock()
+	w.lines.l = append(w.lines.l, line)
+	w.lines.mu.Unlock()
 	return len(p), nil
+}
+
+// logLines is what a server logged.
+type logLines struct {
+	mu sync.Mutex
+	l  []string
+}
+
+// count returns how many lines contain s.
+func (l *logLines) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.l {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
 }
 
 // adsClient is a scripted ADS client: the test says what it sends and

@@ -225,6 +225,30 @@ func TestNACKParksUntilNextSnapshot(t *testing.T) {
 	if n := testutil.ToFloat64(srv.Server.hub.metrics.nacks.WithLabelValues("cds")); n != 1 {
 		t.Fatalf("nacks_total{type=cds} = %v, want 1", n)
 	}
+	if n := srv.logs.count("proxy rejected configuration"); n != 1 {
+		t.Fatalf("the NACK was logged %d times, want once", n)
+	}
+}
+
+// TestReplicasNACKLogOnce: every replica of a proxy rejects the same push;
+// each NACK counts, one log line says it.
+func TestReplicasNACKLogOnce(t *testing.T) {
+	st := colorStore(t)
+	srv := startServer(t, st, fakeTranslate)
+	var cs []*adsClient
+	for range 3 {
+		c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+		c.request(ldsType, "", "", nil, "")
+		lds := c.next()
+		c.request(ldsType, "", lds.GetNonce(), nil, "listener: no thanks")
+		cs = append(cs, c)
+	}
+	waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool {
+		return p.Replicas == 3 && testutil.ToFloat64(srv.hub.metrics.nacks.WithLabelValues("lds")) == 3
+	})
+	if n := srv.logs.count("proxy rejected configuration"); n != 1 {
+		t.Fatalf("3 replicas NACKing one version logged %d times, want once", n)
+	}
 }
 
 func TestUnknownAndMalformedNodes(t *testing.T) {
