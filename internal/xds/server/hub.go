@@ -380,7 +380,7 @@ func (c *hub) setSnapshot(id translate.Identity, snap *snapshot) {
 	}
 	for s := range is.streams {
 		if snap.closeErr != nil {
-			c.close(s, snap.closeErr)
+			c.closeStream(s, snap.closeErr)
 			continue
 		}
 		c.flush(s)
@@ -405,9 +405,9 @@ func (c *hub) dropIdentity(id translate.Identity) {
 	}
 }
 
-// close ends a stream with err: through any open watch now, or through the
+// closeStream ends a stream with err: through any open watch now, or through the
 // next one the stream opens.
-func (c *hub) close(s *stream, err error) {
+func (c *hub) closeStream(s *stream, err error) {
 	if s.closeErr != nil {
 		return
 	}
@@ -433,7 +433,7 @@ func (c *hub) flush(s *stream) {
 		return
 	}
 	if is.snap.closeErr != nil {
-		c.close(s, is.snap.closeErr)
+		c.closeStream(s, is.snap.closeErr)
 		return
 	}
 	for t := range numTypes {

@@ -2,9 +2,7 @@ package server
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/store"
@@ -185,18 +183,4 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
-}
-
-// refString is a short form of a resource for logs and errors.
-func refString(r appmesh.Ref) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "mesh/%s", r.Mesh)
-	if r.Kind != appmesh.KindMesh {
-		b.WriteString("/" + string(r.Kind) + "/")
-		if r.Parent != "" {
-			b.WriteString(r.Parent + "/")
-		}
-		b.WriteString(r.Name)
-	}
-	return b.String()
 }
