@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/listener"
@@ -112,6 +114,18 @@ func (m *HCM) serve(w http.ResponseWriter, r *http.Request, c *listener.Conn) {
 		m.stats.noRoute.Inc()
 		m.localReply(rw, s, http.StatusNotFound, accesslog.NoRouteFound, "", "route_not_found")
 		return
+	}
+	if up := r.Header.Get("Upgrade"); up != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+		typ := strings.ToLower(up)
+		ok := typ == "websocket" && m.websocket
+		if v, set := s.rt.Upgrades[typ]; set {
+			ok = v
+		}
+		if !ok {
+			// Envoy refuses upgrades its configuration does not enable.
+			m.localReply(rw, s, http.StatusForbidden, 0, "", "upgrade_failed")
+			return
+		}
 	}
 	if s.rt.Kind == route.Direct {
 		m.stats.directResponse.Inc()

@@ -21,6 +21,11 @@ type Server struct {
 	ln  *chanListener
 	srv *http.Server
 
+	// base is every request's parent context; Run cancels it on shutdown
+	// so that hijacked (upgraded) connections end too.
+	base       context.Context
+	cancelBase context.CancelFunc
+
 	mu       sync.Mutex
 	cond     *sync.Cond
 	inflight int  // handlers running; protected by mu
@@ -33,6 +38,7 @@ type connKey struct{}
 func NewServer(logger *slog.Logger) *Server {
 	s := &Server{log: logger, ln: &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}}
 	s.cond = sync.NewCond(&s.mu)
+	s.base, s.cancelBase = context.WithCancel(context.Background())
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
@@ -43,6 +49,7 @@ func NewServer(logger *slog.Logger) *Server {
 		MaxHeaderBytes: 60 << 10,  // Envoy's max_request_headers_kb default
 		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: math.MaxInt32},
 		ErrorLog:       log.New(slogWriter{logger}, "", 0),
+		BaseContext:    func(net.Listener) context.Context { return s.base },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c.(*listener.Conn))
 		},
@@ -70,6 +77,7 @@ func (s *Server) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	_ = s.srv.Shutdown(sctx) // let responses in flight finish briefly
 	cancel()
+	s.cancelBase()
 	_ = s.srv.Close()
 	err := <-errc
 	s.mu.Lock()

@@ -168,7 +168,13 @@ func (upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 				c.Stats.RqRetrySuccess.Inc()
 			}
 		}
-		resp.Body = &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }}
+		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }}
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+			// An upgraded connection: ReverseProxy writes to it as well.
+			resp.Body = &upgradedBody{upstreamBody: ub, w: rwc}
+			return resp, nil
+		}
+		resp.Body = ub
 		return resp, nil
 	}
 }
@@ -263,6 +269,14 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// upgradedBody is the body of a 101 response: the raw connection.
+type upgradedBody struct {
+	*upstreamBody
+	w io.Writer
+}
+
+func (b *upgradedBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 func (b *upstreamBody) Close() error {
 	err := b.ReadCloser.Close()

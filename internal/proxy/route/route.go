@@ -92,6 +92,9 @@ type Route struct {
 
 	Retry   *RetryPolicy // nil: no retries
 	Headers HeaderOps
+	// Upgrades overrides the connection manager's upgrade_configs per
+	// upgrade type (lower case).
+	Upgrades map[string]bool
 }
 
 // WeightedCluster is one target of a weighted route.
@@ -339,6 +342,10 @@ func compileAction(out *Route, a *routev3.RouteAction, path string, vhRetry *Ret
 		if !strings.EqualFold(u.GetUpgradeType(), "websocket") {
 			return strict.Value(up, "upgrade_type", u.GetUpgradeType(), "only websocket upgrades are proxied")
 		}
+		if out.Upgrades == nil {
+			out.Upgrades = map[string]bool{}
+		}
+		out.Upgrades["websocket"] = u.GetEnabled() == nil || u.GetEnabled().GetValue()
 	}
 	switch {
 	case a.GetCluster() != "":
