@@ -21,7 +21,6 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
@@ -280,6 +279,3 @@ func BuildAccessLogs(sinks *accesslog.Sinks, als []*accesslogv3.AccessLog, path 
 	}
 	return out, nil
 }
-
-// Equal reports whether two HCM configs are the same message.
-func Equal(a, b *hcmv3.HttpConnectionManager) bool { return proto.Equal(a, b) }

@@ -32,7 +32,9 @@ var (
 
 // stream is one request's state, owned by the handler goroutine; the
 // upstream round tripper and ReverseProxy hooks reach it through the
-// request context.
+// request context. It keeps the stream's context because those hooks
+// receive only requests and responses, and the response body needs the
+// cancellation cause to set the right response flag.
 type stream struct {
 	m         *HCM
 	conn      *listener.Conn

@@ -95,7 +95,6 @@ type typeState struct {
 	version   string                   // last accepted version
 	nonce     string                   // nonce of the last response
 	resources map[string]proto.Message // last accepted resources by name
-	sent      bool                     // a request went out on this stream
 }
 
 // New returns a client that will feed h.
@@ -164,7 +163,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 		return false, fmt.Errorf("open ads stream: %w", err)
 	}
 	for _, t := range c.types {
-		t.sent, t.nonce = false, ""
+		t.nonce = "" // nonces belong to a stream
 	}
 	// Clusters first, then listeners, as Envoy does; endpoints and routes
 	// already known are re-requested at once so a restarted server resends
@@ -360,7 +359,6 @@ func (c *Client) send(st discoveryv3.AggregatedDiscoveryService_StreamAggregated
 	if nack != nil {
 		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
 	}
-	t.sent = true
 	if err := st.Send(req); err != nil {
 		return fmt.Errorf("send %s request: %w", short(t.url), err)
 	}
