@@ -71,7 +71,7 @@ func startBackend(t *testing.T, name, mode string) *backend {
 	return b
 }
 
-func putRaw(t *testing.T, st store.Store, r appmesh.Ref, spec string) {
+func putRaw(t testing.TB, st store.Store, r appmesh.Ref, spec string) {
 	t.Helper()
 	var v any
 	if err := json.Unmarshal([]byte(spec), &v); err != nil {
@@ -82,7 +82,7 @@ func putRaw(t *testing.T, st store.Store, r appmesh.Ref, spec string) {
 
 const grpcMesh = "grpc-mesh"
 
-func grpcNode(t *testing.T, st store.Store, name string, backends ...string) {
+func grpcNode(t testing.TB, st store.Store, name string, backends ...string) {
 	t.Helper()
 	var bs []string
 	for _, b := range backends {
@@ -94,7 +94,7 @@ func grpcNode(t *testing.T, st store.Store, name string, backends ...string) {
 		"backends":[%s]}}`, grpcMesh, name, name, strings.Join(bs, ",")))
 }
 
-func grpcRoute(t *testing.T, st store.Store, name string, priority int, spec string) {
+func grpcRoute(t testing.TB, st store.Store, name string, priority int, spec string) {
 	t.Helper()
 	putRaw(t, st, ref(grpcMesh, appmesh.KindRoute, "color-router", name), fmt.Sprintf(
 		`{"meshName":%q,"virtualRouterName":"color-router","routeName":%q,"spec":{"priority":%d,"grpcRoute":%s}}`, grpcMesh, name, priority, spec))

@@ -41,7 +41,7 @@ const owner = "111122223333"
 
 func ptr[T any](v T) *T { return &v }
 
-func openStore(t *testing.T) *bolt.Store {
+func openStore(t testing.TB) *bolt.Store {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{NoSync: true})
 	if err != nil {
@@ -51,7 +51,7 @@ func openStore(t *testing.T) *bolt.Store {
 	return st
 }
 
-func put(t *testing.T, st store.Store, key string, v any) store.Revision {
+func put(t testing.TB, st store.Store, key string, v any) store.Revision {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -64,7 +64,7 @@ func put(t *testing.T, st store.Store, key string, v any) store.Revision {
 	return rev
 }
 
-func del(t *testing.T, st store.Store, key string) {
+func del(t testing.TB, st store.Store, key string) {
 	t.Helper()
 	if _, err := st.Update(context.Background(), func(tx store.Tx) error { return tx.Delete(key) }); err != nil {
 		t.Fatal(err)
@@ -77,11 +77,11 @@ func ref(mesh string, kind appmesh.Kind, parent, name string) appmesh.Ref {
 
 // The App Mesh resources the tests write, in their Describe form.
 
-func putMesh(t *testing.T, st store.Store, mesh string) {
+func putMesh(t testing.TB, st store.Store, mesh string) {
 	put(t, st, appmesh.MeshKey(owner, mesh), appmesh.MeshData{MeshName: ptr(mesh), Spec: &appmesh.MeshSpec{}})
 }
 
-func putNode(t *testing.T, st store.Store, mesh, name string, backends ...string) {
+func putNode(t testing.TB, st store.Store, mesh, name string, backends ...string) {
 	vn := appmesh.VirtualNodeData{MeshName: ptr(mesh), VirtualNodeName: ptr(name), Spec: &appmesh.VirtualNodeSpec{
 		Listeners:        []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: ptr(int64(8080)), Protocol: appmesh.PortProtocolHttp}}},
 		ServiceDiscovery: &appmesh.ServiceDiscovery{AwsCloudMap: &appmesh.AwsCloudMapServiceDiscovery{NamespaceName: ptr("colors.local"), ServiceName: ptr(name)}},
@@ -92,7 +92,7 @@ func putNode(t *testing.T, st store.Store, mesh, name string, backends ...string
 	put(t, st, ref(mesh, appmesh.KindVirtualNode, "", name).Key(), vn)
 }
 
-func putService(t *testing.T, st store.Store, mesh, name, providerNode string) {
+func putService(t testing.TB, st store.Store, mesh, name, providerNode string) {
 	vs := appmesh.VirtualServiceData{MeshName: ptr(mesh), VirtualServiceName: ptr(name), Spec: &appmesh.VirtualServiceSpec{}}
 	if providerNode != "" {
 		vs.Spec.Provider = &appmesh.VirtualServiceProvider{VirtualNode: &appmesh.VirtualNodeServiceProvider{VirtualNodeName: ptr(providerNode)}}
@@ -103,19 +103,19 @@ func putService(t *testing.T, st store.Store, mesh, name, providerNode string) {
 // Cloud Map records: one namespace "colors.local" (id ns-1), services by
 // the node names, instances with an IPv4 address.
 
-func putNamespace(t *testing.T, st store.Store) {
+func putNamespace(t testing.TB, st store.Store) {
 	put(t, st, cloudmap.NamespaceKey("ns-1"), cloudmap.NamespaceRecord{Namespace: cloudmap.Namespace{Id: ptr("ns-1"), Name: ptr("colors.local"), Type: cloudmap.NamespaceTypeHttp}})
 }
 
-func putCMService(t *testing.T, st store.Store, name string) {
+func putCMService(t testing.TB, st store.Store, name string) {
 	put(t, st, cloudmap.ServiceKey("srv-"+name), cloudmap.ServiceRecord{Service: cloudmap.Service{Id: ptr("srv-" + name), NamespaceId: ptr("ns-1"), Name: ptr(name)}})
 }
 
-func putInstance(t *testing.T, st store.Store, service, id, ip string) {
+func putInstance(t testing.TB, st store.Store, service, id, ip string) {
 	putInstancePort(t, st, service, id, ip, 8080)
 }
 
-func putInstancePort(t *testing.T, st store.Store, service, id, ip string, port int) {
+func putInstancePort(t testing.TB, st store.Store, service, id, ip string, port int) {
 	put(t, st, cloudmap.InstanceKey("srv-"+service, id), cloudmap.InstanceRecord{
 		Instance: cloudmap.Instance{Id: ptr(id), Attributes: map[string]string{cloudmap.AttrIPv4: ip, cloudmap.AttrPort: strconv.Itoa(port)}},
 		Health:   cloudmap.HealthStatusHealthy,
