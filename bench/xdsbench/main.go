@@ -172,7 +172,12 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 		}
 	}()
 	start = time.Now()
+	// Connect as a restarted server sees it: everyone at once (64 dials
+	// in flight).
 	var conn *grpc.ClientConn
+	var wg sync.WaitGroup
+	var startErr atomic.Pointer[error]
+	sem := make(chan struct{}, 64)
 	for i := range clients {
 		if i%perConn == 0 {
 			conn, err = grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -182,9 +187,18 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 			conns = append(conns, conn)
 		}
 		clients[i] = &client{id: i, node: i / replicas, events: events}
-		if err := clients[i].start(ctx, conn, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/replicas)); err != nil {
-			return fmt.Errorf("client %d: %w", i, err)
-		}
+		sem <- struct{}{}
+		wg.Go(func() { // ends when the stream is open
+			defer func() { <-sem }()
+			if err := clients[i].start(ctx, conn, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/replicas)); err != nil {
+				err = fmt.Errorf("client %d: %w", i, err)
+				startErr.CompareAndSwap(nil, &err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := startErr.Load(); err != nil {
+		return *err
 	}
 	// Connected: every client has ACKed its first RDS (the last type).
 	for ready := 0; ready < n; {

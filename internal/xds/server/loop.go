@@ -179,7 +179,19 @@ func (l *loop) follow(ctx context.Context, ch <-chan store.Change) {
 				return
 			}
 		case r := <-l.attachCh:
-			r.reply <- l.attach(r.id)
+			// Take every attach already waiting: after a restart, proxies
+			// reconnect by the thousand, and a batch translates in parallel.
+			batch := []attachReq{r}
+		more:
+			for len(batch) < 1024 {
+				select {
+				case r := <-l.attachCh:
+					batch = append(batch, r)
+				default:
+					break more
+				}
+			}
+			l.attachBatch(batch)
 		case id := <-l.detachCh:
 			l.detach(id)
 		}
@@ -375,14 +387,44 @@ func (l *loop) refreshEndpoints(n nodeRef, ms *meshState) bool {
 	return had != (eps != nil) || !slices.Equal(old, eps)
 }
 
+// attachBatch attaches each request's identity, translating those that
+// need it together, and answers every request.
+func (l *loop) attachBatch(batch []attachReq) {
+	errs := make([]error, len(batch))
+	var ids []translate.Identity
+	seen := map[translate.Identity]bool{} // replicas in one batch: translate once
+	for i, r := range batch {
+		var fresh bool
+		fresh, errs[i] = l.count(r.id)
+		if fresh && !seen[r.id] {
+			seen[r.id] = true
+			ids = append(ids, r.id)
+		}
+	}
+	l.recompute(ids, time.Time{})
+	for i, r := range batch {
+		r.reply <- errs[i]
+	}
+}
+
 // attach counts a new stream of id, translating id if it is the first.
 func (l *loop) attach(id translate.Identity) error {
+	fresh, err := l.count(id)
+	if fresh {
+		l.recompute([]translate.Identity{id}, time.Time{})
+	}
+	return err
+}
+
+// count counts a new stream of id, or fails with NotFound when id's mesh or
+// resource does not exist. fresh says that id has no snapshot yet.
+func (l *loop) count(id translate.Identity) (fresh bool, err error) {
 	ms := l.meshes[meshKey{id.MeshOwner, id.Mesh}]
 	if ms == nil || ms.view.Mesh == nil {
-		return status.Errorf(codes.NotFound, "mesh %s (owner %s) not found", id.Mesh, id.MeshOwner)
+		return false, status.Errorf(codes.NotFound, "mesh %s (owner %s) not found", id.Mesh, id.MeshOwner)
 	}
 	if !ms.exists(id) {
-		return status.Errorf(codes.NotFound, "%s %s not found in mesh %s", id.Kind, id.Name, id.Mesh)
+		return false, status.Errorf(codes.NotFound, "%s %s not found in mesh %s", id.Kind, id.Name, id.Mesh)
 	}
 	p := l.proxies[id]
 	if p == nil {
@@ -390,10 +432,7 @@ func (l *loop) attach(id translate.Identity) error {
 		l.proxies[id] = p
 	}
 	p.refs++
-	if p.snap == nil || p.snap.closeErr != nil {
-		l.recompute([]translate.Identity{id}, time.Time{})
-	}
-	return nil
+	return p.snap == nil || p.snap.closeErr != nil, nil
 }
 
 // detach uncounts a stream; the last one takes the identity's snapshot and
