@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
 )
 
@@ -468,4 +470,66 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// lossyStore is the store with a switch that ends the current watch, as
+// the store does when a watcher falls behind, and makes the next Watch
+// fail with ErrCompacted once.
+type lossyStore struct {
+	store.Store
+	mu        sync.Mutex
+	cancel    context.CancelFunc
+	compacted bool
+	watches   int
+}
+
+func (s *lossyStore) Watch(ctx context.Context, prefix string, from store.Revision) (<-chan store.Change, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watches++
+	if s.compacted {
+		s.compacted = false
+		return nil, store.ErrCompacted
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	return s.Store.Watch(ctx, prefix, from)
+}
+
+func (s *lossyStore) drop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.compacted = true
+	s.cancel()
+}
+
+// TestWatchLost: the store drops the push loop's watch (and the first
+// retry finds history compacted); the loop reads a fresh snapshot and
+// carries on. Versions are content hashes, so the proxy is sent nothing for
+// the resync itself, and the next write reaches it.
+func TestWatchLost(t *testing.T) {
+	st := &lossyStore{Store: colorStore(t)}
+	srv := startServer(t, st, fakeTranslate)
+	c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+	envoyStart(t, c)
+	// A write while the watch is being re-established is read by the
+	// fresh snapshot instead.
+	st.drop()
+	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
+	eds := c.next()
+	expect(t, eds, edsType, "cds_egress_m_blue")
+	if n := len(mustCLA(t, eds).GetEndpoints()[0].GetLbEndpoints()); n != 2 {
+		t.Fatalf("EDS has %d endpoints, want 2", n)
+	}
+	c.ack(eds, "cds_egress_m_blue")
+	putInstance(t, st, "blue", "blue-3", "10.0.0.3")
+	eds = c.next()
+	expect(t, eds, edsType, "cds_egress_m_blue")
+	if n := len(mustCLA(t, eds).GetEndpoints()[0].GetLbEndpoints()); n != 3 {
+		t.Fatalf("EDS has %d endpoints, want 3", n)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.watches < 3 {
+		t.Fatalf("%d watches: the loop did not resynchronise through ErrCompacted", st.watches)
+	}
 }
