@@ -34,6 +34,7 @@ import (
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 const (
@@ -531,5 +532,25 @@ func TestWatchLost(t *testing.T) {
 	defer st.mu.Unlock()
 	if st.watches < 3 {
 		t.Fatalf("%d watches: the loop did not resynchronise through ErrCompacted", st.watches)
+	}
+}
+
+// TestVirtualGateway: a gateway's Envoy, named by the gateway's ARN, is
+// served the gateway's listener, and is refused once it is deleted.
+func TestVirtualGateway(t *testing.T) {
+	st := colorStore(t)
+	gw := ref("m", appmesh.KindVirtualGateway, "", "gw")
+	putRaw(t, st, gw, `{"meshName":"m","virtualGatewayName":"gw","spec":{"listeners":[{"portMapping":{"port":9080,"protocol":"http"}}]}}`)
+	srv := startServer(t, st, translate.Translate, func(o *Options) { o.Validate = translate.Check })
+	c := dialADS(t, srv.addr, envoyNode("arn:aws:appmesh:us-east-1:"+owner+":mesh/m/virtualGateway/gw"))
+	c.request(ldsType, "", "", nil, "")
+	lds := c.next()
+	if got := names(t, lds); !slices.Contains(got, "lds_ingress_0.0.0.0_9080") {
+		t.Fatalf("gateway listeners %v, want lds_ingress_0.0.0.0_9080", got)
+	}
+	c.ack(lds)
+	del(t, st, gw.Key())
+	if s, _ := grpcstatus.FromError(c.ended()); s.Code() != codes.NotFound {
+		t.Fatalf("stream ended with %v, want NotFound", s)
 	}
 }
