@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,6 +67,9 @@ type proxy struct {
 	deps []appmesh.Ref
 	eps  []nodeRef
 	err  string // last translation error logged, to log each once
+	// checked is the content hash of the last translation that passed
+	// validation.
+	checked [sha256.Size]byte
 }
 
 func newLoop(opts *Options, c *hub, m *metrics) *loop {
@@ -458,6 +462,7 @@ type result struct {
 	closeErr error
 	err      error
 	items    [numTypes][]item
+	content  [sha256.Size]byte // hash of items: what was validated
 	deps     []appmesh.Ref
 	eps      []nodeRef
 }
@@ -517,12 +522,6 @@ func (l *loop) compute(id translate.Identity) (r result) {
 		r.err = fmt.Errorf("translate: %w", err)
 		return r
 	}
-	if l.validate != nil {
-		if err := l.validate(res); err != nil {
-			r.err = fmt.Errorf("validate: %w", err)
-			return r
-		}
-	}
 	lists := [numTypes][]proto.Message{}
 	for _, m := range res.Clusters {
 		lists[typeCluster] = append(lists[typeCluster], m)
@@ -551,6 +550,25 @@ func (l *loop) compute(id translate.Identity) (r result) {
 			r.items[t] = append(r.items[t], it)
 		}
 		slices.SortFunc(r.items[t], func(a, b item) int { return strings.Compare(a.name, b.name) })
+	}
+	// Validation is a pure function of the content: an identity whose
+	// translation did not change (a resync, a write that changed nothing
+	// it is served) is not validated again.
+	h := sha256.New()
+	for t := range numTypes {
+		h.Write(binary.AppendUvarint(nil, uint64(len(r.items[t]))))
+		for _, it := range r.items[t] {
+			h.Write(binary.AppendUvarint(nil, uint64(len(it.name))))
+			h.Write([]byte(it.name))
+			h.Write(it.sum[:])
+		}
+	}
+	h.Sum(r.content[:0])
+	if p := l.proxies[id]; l.validate != nil && (p == nil || p.checked != r.content) {
+		if err := l.validate(res); err != nil {
+			r.err = fmt.Errorf("validate: %w", err)
+			return r
+		}
 	}
 	// The identity's own resource and its mesh are dependencies whatever
 	// the translator reports: their deletion must reach the proxy.
@@ -589,6 +607,7 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time) {
 	}
 	l.metrics.translations.Inc()
 	p.err = ""
+	p.checked = r.content
 	snap := &snapshot{}
 	for t := range numTypes {
 		ts := &snap.types[t]

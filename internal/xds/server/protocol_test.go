@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -509,9 +510,17 @@ func (s *lossyStore) drop() {
 // the resync itself, and the next write reaches it.
 func TestWatchLost(t *testing.T) {
 	st := &lossyStore{Store: colorStore(t)}
-	srv := startServer(t, st, fakeTranslate)
+	var validations atomic.Int64
+	srv := startServer(t, st, fakeTranslate, func(o *Options) {
+		o.Validate = func(*translate.Resources) error { validations.Add(1); return nil }
+	})
 	c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
 	envoyStart(t, c)
+	if n := validations.Load(); n != 1 {
+		t.Fatalf("%d validations for one translation", n)
+	}
+	// A resync that changes nothing validates nothing: red's next
+	// translation is validated because the write changed its endpoints.
 	// A write while the watch is being re-established is read by the
 	// fresh snapshot instead.
 	st.drop()
@@ -527,6 +536,9 @@ func TestWatchLost(t *testing.T) {
 	expect(t, eds, edsType, "cds_egress_m_blue")
 	if n := len(mustCLA(t, eds).GetEndpoints()[0].GetLbEndpoints()); n != 3 {
 		t.Fatalf("EDS has %d endpoints, want 3", n)
+	}
+	if n := validations.Load(); n != 3 {
+		t.Fatalf("%d validations, want 3: one per distinct translation", n)
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
