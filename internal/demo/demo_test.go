@@ -52,6 +52,11 @@ func TestDemo(t *testing.T) {
 			var out, errOut bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &errOut
 			err := cmd.Run()
+			if tt.layout == LayoutNetns {
+				if left := netns.Remaining(ctx, netns.Prefix(netnsFamily, cmd.Process.Pid)); len(left) > 0 {
+					t.Errorf("weft demo left behind: %v", left)
+				}
+			}
 			t.Logf("weft demo output:\n%s", out.String())
 			if err != nil {
 				t.Fatalf("weft demo: %v\n%s", err, errOut.String())
@@ -81,18 +86,15 @@ func TestDemo(t *testing.T) {
 			}
 		})
 	}
-	if left, _ := filepath.Glob("/run/netns/" + netnsPrefix + "*"); len(left) > 0 {
-		t.Errorf("namespaces left behind: %v", left)
-	}
 }
 
 // isolated returns argv as a command inside a network namespace of its own
 // (loopback only), removed when the test ends.
 func isolated(t *testing.T, ctx context.Context, argv []string) *exec.Cmd {
 	t.Helper()
-	const prefix = "wftl"
-	netns.Sweep(ctx, prefix)
-	lab, err := netns.New(ctx, prefix, netip.MustParsePrefix("10.251.91.0/24"), slog.New(slog.DiscardHandler))
+	const family = "wftl"
+	netns.Sweep(ctx, family)
+	lab, err := netns.New(ctx, family, netip.MustParsePrefix("10.251.91.0/24"), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

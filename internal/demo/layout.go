@@ -50,9 +50,10 @@ func netnsUsable() bool {
 	return true
 }
 
-// The namespace layout's names and addresses: a private /24 of its own on
-// a bridge with no address in the root namespace.
-const netnsPrefix = "wftd"
+// The namespace layout's names (the lab family; the demo's process id
+// follows) and addresses: a private /24 of its own on a bridge with no
+// address in the root namespace.
+const netnsFamily = "wftd"
 
 var netnsSubnet = netip.MustParsePrefix("10.251.90.0/24")
 
@@ -65,10 +66,10 @@ func netnsAddr(last byte) netip.Addr {
 // setUpNetns builds the tutorial as ECS tasks in network namespaces. The
 // returned cleanup removes the namespaces; it must run after ps.stopAll.
 func setUpNetns(ctx context.Context, opt Options, ps *procs) (*env, func(), error) {
-	if _, err := netns.Sweep(ctx, netnsPrefix); err != nil {
+	if _, err := netns.Sweep(ctx, netnsFamily); err != nil {
 		return nil, nil, fmt.Errorf("remove an earlier demo's namespaces: %w", err)
 	}
-	lab, err := netns.New(ctx, netnsPrefix, netnsSubnet, opt.Log)
+	lab, err := netns.New(ctx, netnsFamily, netnsSubnet, opt.Log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -20,9 +20,9 @@ import (
 	"github.com/weftmesh/weft/internal/netns/netnstest"
 )
 
-// labPrefix names everything this package's tests create, so a run can
+// labFamily names everything this package's tests create, so a run can
 // sweep what a killed run left.
-const labPrefix = "wfti"
+const labFamily = "wfti"
 
 // TestInterceptInNamespaces applies the rules in a task namespace and checks
 // where real connections land: each listener answers with its own name and
@@ -33,16 +33,19 @@ func TestInterceptInNamespaces(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if removed, err := netns.Sweep(ctx, labPrefix); err != nil || len(removed) > 0 {
+	if removed, err := netns.Sweep(ctx, labFamily); err != nil || len(removed) > 0 {
 		t.Logf("swept leftovers of an earlier run: %v (err %v)", removed, err)
 	}
-	lab, err := netns.New(ctx, labPrefix, netip.MustParsePrefix("10.251.200.0/24"), log)
+	lab, err := netns.New(ctx, labFamily, netip.MustParsePrefix("10.251.200.0/24"), log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := lab.Close(); err != nil {
 			t.Errorf("lab cleanup: %v", err)
+		}
+		if left := netns.Remaining(context.Background(), lab.Prefix()); len(left) > 0 {
+			t.Errorf("left behind: %v", left)
 		}
 	})
 	task := addHost(t, lab, "task", "10.251.200.10")

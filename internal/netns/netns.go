@@ -5,9 +5,11 @@
 // sockets inside a host from this process. It is the ground of weft's
 // end-to-end test and of weft demo when run as root.
 //
-// Everything it creates is named with the Lab's prefix, so Sweep can remove
-// what a crashed run left behind without touching anything else. It needs
-// root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
+// Everything a Lab creates is named with its family (a short name for the
+// test or tool) followed by the creating process's id: two runs at once on
+// one machine (two go test, a test and weft demo) never collide, and Sweep
+// can remove what a killed run left behind without touching a live run's
+// network or anything else. It needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
 package netns
 
 import (
@@ -21,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -51,14 +54,25 @@ type Host struct {
 	link string     // the root-namespace end of its veth
 }
 
+// pidWidth is how many base-36 digits of the process id a name carries:
+// 36^5 is above any Linux pid_max.
+const pidWidth = 5
+
+// Prefix is what every name of family's lab made by process pid starts with.
+func Prefix(family string, pid int) string {
+	id := strconv.FormatInt(int64(pid), 36)
+	return family + strings.Repeat("0", max(0, pidWidth-len(id))) + id
+}
+
 // New creates the bridge <prefix>br in the root namespace, with no address:
 // hosts talk to each other through it, and the root namespace's own rules
-// and routes are never involved. prefix must be short enough that prefix plus
-// four characters is a valid interface name.
-func New(ctx context.Context, prefix string, subnet netip.Prefix, log *slog.Logger) (*Lab, error) {
-	if len(prefix)+4 > maxLinkName || prefix == "" {
-		return nil, fmt.Errorf("lab prefix %q: want 1 to %d characters", prefix, maxLinkName-4)
+// and routes are never involved. The prefix is Prefix(family, this
+// process); family is 1 to 4 characters.
+func New(ctx context.Context, family string, subnet netip.Prefix, log *slog.Logger) (*Lab, error) {
+	if len(family) < 1 || len(family) > 4 {
+		return nil, fmt.Errorf("lab family %q: want 1 to 4 characters", family)
 	}
+	prefix := Prefix(family, os.Getpid())
 	if !subnet.Addr().Is4() {
 		return nil, fmt.Errorf("lab subnet %s: only IPv4 is supported", subnet)
 	}
@@ -223,25 +237,38 @@ func linkExists(ctx context.Context, name string) bool {
 	return exec.CommandContext(ctx, "ip", "link", "show", name).Run() == nil
 }
 
-// Sweep removes namespaces, /etc/netns directories and root-namespace links
-// whose names start with prefix: what an earlier run that was killed before
-// its cleanup left behind. It returns the names it removed.
-func Sweep(ctx context.Context, prefix string) ([]string, error) {
-	if prefix == "" {
-		return nil, errors.New("sweep needs a prefix")
+// Sweep removes the namespaces, /etc/netns directories and root-namespace
+// links of family's labs whose process is gone: what a run that was killed
+// before its cleanup left behind. Labs of live processes, this one's
+// included, are left alone. It returns the names it removed.
+func Sweep(ctx context.Context, family string) ([]string, error) {
+	if family == "" {
+		return nil, errors.New("sweep needs a family")
+	}
+	stale := func(name string) bool {
+		rest, ok := strings.CutPrefix(name, family)
+		if !ok || len(rest) < pidWidth {
+			return false
+		}
+		pid, err := strconv.ParseInt(rest[:pidWidth], 36, 64)
+		if err != nil {
+			return false
+		}
+		_, err = os.Stat(fmt.Sprintf("/proc/%d", pid))
+		return errors.Is(err, os.ErrNotExist)
 	}
 	var removed []string
 	var errs []error
 	nss, _ := os.ReadDir("/run/netns")
 	for _, e := range nss {
-		if strings.HasPrefix(e.Name(), prefix) {
+		if stale(e.Name()) {
 			errs = append(errs, removeNamespace(ctx, e.Name()))
 			removed = append(removed, e.Name())
 		}
 	}
 	etc, _ := os.ReadDir(EtcDir)
 	for _, e := range etc {
-		if strings.HasPrefix(e.Name(), prefix) {
+		if stale(e.Name()) {
 			errs = append(errs, os.RemoveAll(filepath.Join(EtcDir, e.Name())))
 		}
 	}
@@ -256,7 +283,7 @@ func Sweep(ctx context.Context, prefix string) ([]string, error) {
 			continue
 		}
 		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-		if strings.HasPrefix(name, prefix) && linkExists(ctx, name) {
+		if stale(name) && linkExists(ctx, name) {
 			if err := ip(ctx, "link", "del", name); err != nil && linkExists(ctx, name) {
 				errs = append(errs, err)
 			}
@@ -264,6 +291,31 @@ func Sweep(ctx context.Context, prefix string) ([]string, error) {
 		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+// Remaining lists the namespaces, /etc/netns directories and root-namespace
+// links whose names start with prefix: after a Lab's Close, none of its own
+// should be left.
+func Remaining(ctx context.Context, prefix string) []string {
+	var left []string
+	for _, dir := range []string{"/run/netns", EtcDir} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), prefix) {
+				left = append(left, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	out, _ := exec.CommandContext(ctx, "ip", "-o", "link", "show").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if strings.HasPrefix(name, prefix) {
+				left = append(left, "link "+name)
+			}
+		}
+	}
+	return left
 }
 
 // Command returns a command that runs argv inside the host's namespace,

@@ -18,9 +18,10 @@ import (
 	"github.com/weftmesh/weft/internal/netns/netnstest"
 )
 
-// labPrefix starts every namespace and link this test creates, so a run can
-// sweep what a killed run left behind.
-const labPrefix = "wfte"
+// labFamily starts every namespace and link this test creates (then comes
+// the test process's id), so a run can sweep what a killed run left behind
+// and two runs at once do not meet.
+const labFamily = "wfte"
 
 // The lab's addresses: a private /24 that only this test's namespaces use.
 // The bridge has no address in the root namespace, so nothing of the host's
@@ -66,10 +67,10 @@ func TestTutorial(t *testing.T) {
 // setUp creates the lab and starts weft server in its own namespace.
 func setUp(t *testing.T, bin string) *world {
 	ctx := context.Background()
-	if removed, err := netns.Sweep(ctx, labPrefix); err != nil || len(removed) > 0 {
+	if removed, err := netns.Sweep(ctx, labFamily); err != nil || len(removed) > 0 {
 		t.Logf("swept leftovers of an earlier run: %v (err %v)", removed, err)
 	}
-	lab, err := netns.New(ctx, labPrefix, labSubnet, discard())
+	lab, err := netns.New(ctx, labFamily, labSubnet, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func setUp(t *testing.T, bin string) *world {
 		if err := lab.Close(); err != nil {
 			t.Errorf("tear down lab: %v", err)
 		}
-		if left, _ := netns.Sweep(context.Background(), labPrefix); len(left) > 0 {
+		if left := netns.Remaining(context.Background(), lab.Prefix()); len(left) > 0 {
 			t.Errorf("left behind after teardown: %v", left)
 		}
 	})
