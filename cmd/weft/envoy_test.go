@@ -11,6 +11,7 @@ import (
 )
 
 func TestEnvoyBootstrap(t *testing.T) {
+	t.Setenv("APPMESH_RESOURCE_ARN", "")
 	t.Setenv("APPMESH_XDS_ENDPOINT", "10.0.0.5:15010")
 	t.Setenv("ENVOY_ADMIN_ACCESS_PORT", "9902")
 	var out, errOut bytes.Buffer
