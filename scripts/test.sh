@@ -11,6 +11,8 @@ have iptables || need_pkgs+=(iptables)
 have dig || need_pkgs+=(dnsutils)
 have curl || need_pkgs+=(curl)
 have ip || need_pkgs+=(iproute2)
+have setpriv || need_pkgs+=(util-linux)   # runs the proxy as UID 1337 in test/e2e and weft demo
+have nslookup || need_pkgs+=(dnsutils)
 # gRPC C-core's xDS client, the second independent client of the xDS tests.
 /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need_pkgs+=(python3-grpcio)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
