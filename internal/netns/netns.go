@@ -43,8 +43,9 @@ type Lab struct {
 	subnet netip.Prefix // hosts' addresses come from here
 	log    *slog.Logger
 
-	mu    sync.Mutex // protects hosts
+	mu    sync.Mutex // protects hosts and next
 	hosts []*Host    // in creation order; Close removes them in reverse
+	next  int        // number of the next host's veth
 }
 
 // Host is one namespace on the lab's bridge.
@@ -117,7 +118,8 @@ func (l *Lab) AddHost(ctx context.Context, name string, addr netip.Addr, opt Hos
 		return nil, fmt.Errorf("host %s: address %s is outside the lab's subnet %s", name, addr, l.subnet)
 	}
 	l.mu.Lock()
-	idx := len(l.hosts)
+	idx := l.next
+	l.next++
 	l.mu.Unlock()
 	h := &Host{
 		Name: l.prefix + "-" + name,
