@@ -507,6 +507,13 @@ func (l *loop) recompute(ids []translate.Identity, at time.Time) {
 // compute translates and validates one identity and marshals its
 // resources. It must not write to the loop's state: it runs on a worker.
 func (l *loop) compute(id translate.Identity) (r result) {
+	// A translator bug met by one mesh's input must not take the control
+	// plane down: the proxy keeps its configuration and shows the error.
+	defer func() {
+		if p := recover(); p != nil {
+			r = result{err: fmt.Errorf("translate panicked: %v", p)}
+		}
+	}()
 	k := meshKey{id.MeshOwner, id.Mesh}
 	ms := l.meshes[k]
 	if !ms.exists(id) {

@@ -566,3 +566,27 @@ func TestVirtualGateway(t *testing.T) {
 		t.Fatalf("stream ended with %v, want NotFound", s)
 	}
 }
+
+// TestTranslatorFailure: a translation that fails (here: panics) keeps
+// the proxy on its last configuration and shows the error in its status;
+// the next good translation clears it.
+func TestTranslatorFailure(t *testing.T) {
+	st := colorStore(t)
+	tr := func(v *translate.View, id translate.Identity) (*translate.Resources, error) {
+		if vn := v.VirtualNodes[id.Name]; vn != nil && len(vn.Spec.Backends) > 1 {
+			panic("two backends")
+		}
+		return fakeTranslate(v, id)
+	}
+	srv := startServer(t, st, tr)
+	c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+	envoyStart(t, c)
+	putService(t, st, "m", "green.local", "blue")
+	putNode(t, st, "m", "red", "blue.local", "green.local")
+	waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool { return strings.Contains(p.Error, "two backends") })
+	// green.local is served by blue too: the cluster stays, the route
+	// table changes.
+	putNode(t, st, "m", "red", "green.local")
+	expect(t, c.next(), rdsType, "rds_egress_http_80")
+	waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool { return p.Error == "" })
+}
