@@ -121,10 +121,16 @@ func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity)
 // s0..s3 (provided by a node, a router or nothing), routers r0 and r1 and
 // their routes, and the Cloud Map instances of the nodes.
 func randomWrite(rnd *rand.Rand, t *testing.T, st store.Store) {
+	randomWriteKind(rnd, t, st, rnd.IntN(10))
+}
+
+// randomWriteKind makes one random write of the given kind (0 to 9; 0
+// deletes a node).
+func randomWriteKind(rnd *rand.Rand, t *testing.T, st store.Store, kind int) {
 	node := fmt.Sprintf("n%d", rnd.IntN(5))
 	svc := fmt.Sprintf("s%d", rnd.IntN(4))
 	router := fmt.Sprintf("r%d", rnd.IntN(2))
-	switch rnd.IntN(10) {
+	switch kind {
 	case 0:
 		del(t, st, ref("m", appmesh.KindVirtualNode, "", node).Key())
 	case 1:
