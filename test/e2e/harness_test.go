@@ -555,5 +555,42 @@ func nslookup(t *testing.T, from *netns.Host, name string) []netip.Addr {
 	return addrs
 }
 
+// record is one answer line of dig.
+type record struct {
+	name string
+	ttl  int
+	typ  string
+	data string
+}
+
+// dig asks the nameserver of from's resolv.conf (weft's DNS; for the
+// control plane's own namespace, weft's DNS on its address) for name's
+// records of type typ.
+func dig(t *testing.T, from *netns.Host, name, typ string) []record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := []string{"dig", "+noall", "+answer", "+time=2", "+tries=1", name, typ}
+	if from.Addr == ctlAddr {
+		args = append(args, "@"+ctlAddr.String())
+	}
+	stdout, stderr, err := run(ctx, from, args...)
+	if err != nil {
+		t.Fatalf("dig %s %s in %s: %v\n%s%s", name, typ, from.Name, err, stdout, stderr)
+	}
+	var out []record
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		var r record
+		r.name, r.typ, r.data = f[0], f[3], strings.Join(f[4:], " ")
+		fmt.Sscan(f[1], &r.ttl)
+		out = append(out, r)
+	}
+	return out
+}
+
 // discard is a logger for the lab.
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

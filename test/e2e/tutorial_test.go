@@ -54,7 +54,7 @@ const (
 )
 
 func TestTutorial(t *testing.T) {
-	netnstest.Require(t, "iptables", "iptables-restore", "curl", "nslookup", "setpriv", "aws")
+	netnstest.Require(t, "iptables", "iptables-restore", "curl", "nslookup", "dig", "setpriv", "aws")
 	bin := buildWeft(t)
 	w := setUp(t, bin)
 
@@ -156,6 +156,13 @@ func (w *world) section1(t *testing.T) {
 			Status   struct{ Status string }
 		}
 	}
+	// "The default TTL of SOA records in Cloud Map is 15 seconds."
+	if rr := dig(t, w.ctl, "colors.local", "SOA"); len(rr) != 1 || rr[0].ttl != 15 {
+		t.Errorf("dig colors.local SOA = %+v, want one SOA record with TTL 15", rr)
+	} else {
+		t.Logf("colors.local SOA TTL %d", rr[0].ttl)
+	}
+
 	w.aws(&mesh, "appmesh", "create-mesh", "--cli-input-json", w.input("01c-mesh.json"))
 	if m := mesh.Mesh; m.MeshName != "color-mesh" || m.Spec.EgressFilter.Type != "DROP_ALL" || m.Status.Status != "ACTIVE" {
 		t.Errorf("create-mesh = %+v, want color-mesh, DROP_ALL, ACTIVE", m)
@@ -196,6 +203,10 @@ func (w *world) section2(t *testing.T) {
 			t.Errorf("nslookup red.colors.local in blue = %v, want red's task address %s", got, red.host.Addr)
 		}
 		t.Logf("in blue: curl localhost = %q; nslookup red.colors.local = %v (red's task)", out, got)
+		// 01b's DnsRecords: A, TTL 300.
+		if rr := dig(t, blue.host, "red.colors.local", "A"); len(rr) != 1 || rr[0].ttl != 300 || rr[0].data != red.host.Addr.String() {
+			t.Errorf("dig red.colors.local A in blue = %+v, want one A record %s with TTL 300", rr, red.host.Addr)
+		}
 		// The first request may race the endpoint's arrival at blue's
 		// proxy; the tutorial's reader is never that fast.
 		took := waitFor(t, "curl red.colors.local from blue answers red", 5*time.Second, func() (bool, error) {
