@@ -58,7 +58,7 @@ func Run(ctx context.Context, opt Options) error {
 	layout := opt.Layout
 	if layout == "" || layout == LayoutAuto {
 		layout = LayoutLoopback
-		if netnsUsable() {
+		if netnsUsable(ctx) {
 			layout = LayoutNetns
 		}
 	}

@@ -37,8 +37,10 @@ func taskID() string {
 	return hex.EncodeToString(b)
 }
 
-// netnsUsable reports whether the namespace layout can run here.
-func netnsUsable() bool {
+// netnsUsable reports whether the namespace layout can run here: root, the
+// tools, and a kernel and sandbox that let us create a namespace (a
+// container without CAP_SYS_ADMIN does not), which it tries.
+func netnsUsable(ctx context.Context) bool {
 	if os.Geteuid() != 0 {
 		return false
 	}
@@ -47,7 +49,11 @@ func netnsUsable() bool {
 			return false
 		}
 	}
-	return true
+	probe := netns.Prefix(netnsFamily, os.Getpid()) + "-probe"
+	if exec.CommandContext(ctx, "ip", "netns", "add", probe).Run() != nil {
+		return false
+	}
+	return exec.CommandContext(ctx, "ip", "netns", "del", probe).Run() == nil
 }
 
 // The namespace layout's names (the lab family; the demo's process id
