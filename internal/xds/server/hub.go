@@ -280,6 +280,13 @@ func (c *hub) statusChanged() <-chan struct{} {
 	return c.changed
 }
 
+// signal signals a status change.
+func (c *hub) signal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bump()
+}
+
 // bump signals a status change. Called with mu held.
 func (c *hub) bump() {
 	close(c.changed)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -42,6 +43,9 @@ type loop struct {
 	attachCh chan attachReq          // from stream goroutines; run reads
 	detachCh chan translate.Identity // from stream goroutines; run reads
 	done     chan struct{}           // closed when run returns
+	// applied is the store revision the proxies' snapshots reflect;
+	// written by run, read by anyone.
+	applied atomic.Int64
 
 	meshes  map[meshKey]*meshState
 	disc    Discovery // nil without Cloud Map
@@ -179,6 +183,8 @@ func (l *loop) follow(ctx context.Context, ch <-chan store.Change) {
 			}
 			l.apply(batch, at)
 			l.metrics.recompute.Observe(time.Since(at).Seconds())
+			l.applied.Store(int64(batch[len(batch)-1].Revision))
+			l.hub.signal()
 			if closed {
 				return
 			}
@@ -255,6 +261,8 @@ func (l *loop) resync(ctx context.Context) (store.Revision, error) {
 		ids = append(ids, id)
 	}
 	l.recompute(ids, time.Now())
+	l.applied.Store(int64(rev))
+	l.hub.signal()
 	l.log.Info("xds: store loaded", "revision", rev, "meshes", len(meshes))
 	return rev, nil
 }

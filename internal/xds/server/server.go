@@ -226,18 +226,25 @@ func (s *Server) Proxies() []ProxyStatus {
 	return out
 }
 
+// Revision is the store revision that the served configuration reflects:
+// every write up to it has been pushed to the proxies it affects (their
+// ACKs are in Proxies).
+func (s *Server) Revision() store.Revision { return store.Revision(s.loop.applied.Load()) }
+
 // StatusChanged returns a channel that is closed at the next change of
-// what Proxies reports.
+// what Proxies or Revision reports.
 func (s *Server) StatusChanged() <-chan struct{} { return s.hub.statusChanged() }
 
-// ProxiesHandler serves GET /v1/proxies: {"proxies": [ProxyStatus...]}.
+// ProxiesHandler serves GET /v1/proxies:
+// {"revision": Revision, "proxies": [ProxyStatus...]}.
 func (s *Server) ProxiesHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(struct {
-			Proxies []ProxyStatus `json:"proxies"`
-		}{s.Proxies()})
+			Revision store.Revision `json:"revision"`
+			Proxies  []ProxyStatus  `json:"proxies"`
+		}{s.Revision(), s.Proxies()})
 	})
 }
