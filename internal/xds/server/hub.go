@@ -106,7 +106,7 @@ type streamType struct {
 	pending    time.Time
 	acked      string
 	ackedAt    time.Time
-	lastNack   *nackStatus
+	lastNack   *NackStatus
 	lastPushAt time.Time
 }
 
@@ -119,8 +119,9 @@ type watch struct {
 	prevSent string
 }
 
-// nackStatus is a rejected push.
-type nackStatus struct {
+// NackStatus is a rejected push: the version, its type and the proxy's
+// message.
+type NackStatus struct {
 	Type    string    `json:"type"`
 	Version string    `json:"version"`
 	Message string    `json:"message"`
@@ -221,7 +222,7 @@ func (c *hub) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	case req.GetErrorDetail() != nil:
 		st.known = st.sentVersion // park: do not resend what was rejected
 		st.pending = time.Time{}
-		n := &nackStatus{Type: typeName(t), Version: st.sentVersion, Message: req.GetErrorDetail().GetMessage(), At: time.Now()}
+		n := &NackStatus{Type: typeName(t), Version: st.sentVersion, Message: req.GetErrorDetail().GetMessage(), At: time.Now()}
 		st.lastNack = n
 		c.metrics.nacks.WithLabelValues(n.Type).Inc()
 		if is := c.idents[s.ident]; is != nil && is.loggedNack[t] != n.Version {

@@ -145,7 +145,7 @@ type ProxyStatus struct {
 	// Types holds the subscribed types: "cds", "eds", "lds", "rds".
 	Types map[string]TypeStatus `json:"types"`
 	// LastNack is the latest rejected push of any replica.
-	LastNack *nackStatus `json:"lastNack,omitempty"`
+	LastNack *NackStatus `json:"lastNack,omitempty"`
 	// Error is the latest translation or validation failure; the proxy
 	// keeps its previous configuration meanwhile.
 	Error string `json:"error,omitempty"`
