@@ -15,6 +15,7 @@ have setpriv || need_pkgs+=(util-linux)   # runs the proxy as UID 1337 in test/e
 have nslookup || need_pkgs+=(dnsutils)
 # gRPC C-core's xDS client, the second independent client of the xDS tests.
 /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need_pkgs+=(python3-grpcio)
+have npm || need_pkgs+=(nodejs npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${need_pkgs[*]}" >&2
@@ -26,6 +27,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 have aws || { echo "test.sh: the AWS CLI (aws) is required" >&2; exit 1; }
+# grpc-js-xds, the third independent xDS client of the xDS tests, outside
+# the repository (internal/xds/server finds it through WEFT_NPM_DIR).
+export WEFT_NPM_DIR="${WEFT_NPM_DIR:-$HOME/.cache/weft-npm}"
+if [ ! -d "$WEFT_NPM_DIR/node_modules/@grpc/grpc-js-xds" ]; then
+  echo "test.sh: installing @grpc/grpc-js-xds into $WEFT_NPM_DIR" >&2
+  mkdir -p "$WEFT_NPM_DIR"
+  (cd "$WEFT_NPM_DIR" && npm install --no-audit --no-fund --silent @grpc/grpc-js@1.14.7 @grpc/grpc-js-xds@1.14.1 >/dev/null)
+fi
 
 go mod download
 go vet ./...

@@ -307,6 +307,15 @@ func TestProxylessGRPC(t *testing.T) {
 		t.Logf("C-core split over 2000 calls: %v (green %.1f%%)", c, green)
 	})
 
+	t.Run("grpc-js client", func(t *testing.T) {
+		c := grpcjsSplit(t, srv.addr, 2000)
+		green := float64(c["green"]) / 2000 * 100
+		if c["green"]+c["yellow"] != 2000 || green < 77 || green > 83 {
+			t.Fatalf("grpc-js split %v: green %.1f%%, want 80 ± 3", c, green)
+		}
+		t.Logf("grpc-js split over 2000 calls: %v (green %.1f%%)", c, green)
+	})
+
 	for _, p := range srv.Proxies() {
 		if p.LastNack != nil || p.Error != "" {
 			t.Errorf("proxy %s: NACK %+v, error %q", p.NodeID, p.LastNack, p.Error)
@@ -405,4 +414,43 @@ func TestProxylessBeforeNodeExists(t *testing.T) {
 	}
 	grpcNode(t, st, "late", "color.colors.local")
 	until(t, cc, "answered once the node exists", func(_ string, err error) bool { return err == nil })
+}
+
+// grpcjsSplit runs the split through grpc-js-xds (a third xDS client,
+// written independently of the other two) as the ccore node's replica,
+// and returns its counts. Its packages come from WEFT_NPM_DIR, by default
+// ~/.cache/weft-npm, where scripts/test.sh installs them.
+func grpcjsSplit(t *testing.T, addr string, n int) map[string]int {
+	t.Helper()
+	dir := os.Getenv("WEFT_NPM_DIR")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".cache", "weft-npm")
+	}
+	modules := filepath.Join(dir, "node_modules")
+	if _, err := os.Stat(filepath.Join(modules, "@grpc", "grpc-js-xds")); err != nil {
+		if os.Getenv("CI") != "" || os.Getenv("WEFT_CI") != "" {
+			t.Fatalf("@grpc/grpc-js-xds is missing from %s (scripts/test.sh installs it)", modules)
+		}
+		t.Skipf("SKIP: @grpc/grpc-js-xds is not in %s (scripts/test.sh installs it)", modules)
+	}
+	bs := filepath.Join(t.TempDir(), "bootstrap.json")
+	if err := os.WriteFile(bs, xdsBootstrap(addr, "ccore"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), wait*3)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", filepath.Join("testdata", "grpcjs_split.js"), "xds:///split.colors.local", fmt.Sprint(n))
+	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bs, "NODE_PATH="+modules)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("grpc-js client: %v\n%s", err, stderr.String())
+	}
+	var counts map[string]int
+	if err := json.Unmarshal(out, &counts); err != nil {
+		t.Fatalf("grpc-js client output %q: %v", out, err)
+	}
+	return counts
 }
