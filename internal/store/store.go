@@ -11,6 +11,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Revision is the store's logical clock. It increases by exactly one with
@@ -47,6 +48,9 @@ type Event struct {
 type Change struct {
 	Revision Revision
 	Events   []Event
+	// Committed is when the transaction became durable; consumers measure
+	// how long their reaction to a write took from it. Zero when unknown.
+	Committed time.Time
 }
 
 // Tx is a transaction's view of the store. Reads see the transaction's own

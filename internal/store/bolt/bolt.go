@@ -262,6 +262,10 @@ func (s *Store) commit(batch []*request) {
 		}
 		return
 	}
+	now := time.Now()
+	for i := range changes {
+		changes[i].Committed = now
+	}
 	s.publish(rev, changes)
 	for i, r := range batch {
 		r.done <- results[i]

@@ -36,7 +36,7 @@ func filter(c store.Change, prefix string) (store.Change, bool) {
 			evs = append(evs, e)
 		}
 	}
-	return store.Change{Revision: c.Revision, Events: evs}, len(evs) > 0
+	return store.Change{Revision: c.Revision, Events: evs, Committed: c.Committed}, len(evs) > 0
 }
 
 // Watch implements store.Store.

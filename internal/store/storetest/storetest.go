@@ -201,6 +201,9 @@ func Run(t *testing.T, f Factory) {
 		if c.Revision != r3 || len(c.Events) != 1 || c.Events[0].KV.Key != "w/b" {
 			t.Fatalf("replayed %+v, want w/b at %d", c, r3)
 		}
+		if c.Committed.IsZero() || c.Committed.After(time.Now()) {
+			t.Fatalf("commit time %v: want the moment the change became durable", c.Committed)
+		}
 		var r4 store.Revision
 		r4, _ = s.Update(ctx, func(tx store.Tx) error { return tx.Delete("w/a") })
 		c = next(t, ch)

@@ -165,7 +165,11 @@ func (l *loop) follow(ctx context.Context, ch <-chan store.Change) {
 			if !ok {
 				return
 			}
-			at := time.Now()
+			// Measure from the commit: the write is what the user waits on.
+			at := c.Committed
+			if at.IsZero() {
+				at = time.Now()
+			}
 			batch := []store.Change{c}
 			closed := false
 		drain:
@@ -181,8 +185,9 @@ func (l *loop) follow(ctx context.Context, ch <-chan store.Change) {
 					break drain
 				}
 			}
+			start := time.Now()
 			l.apply(batch, at)
-			l.metrics.recompute.Observe(time.Since(at).Seconds())
+			l.metrics.recompute.Observe(time.Since(start).Seconds())
 			l.applied.Store(int64(batch[len(batch)-1].Revision))
 			l.hub.signal()
 			if closed {
