@@ -38,7 +38,7 @@ var cloudMapCommands = []string{
 // TestCloudMapCommandsAreTheSeeds checks that cloudMapCommands are the
 // seed's own: every line of sections 1-4 that starts `aws servicediscovery`.
 func TestCloudMapCommandsAreTheSeeds(t *testing.T) {
-	dir := requireShared(t, "seeds")
+	dir := sharedPath(t, "seeds")
 	files, _ := filepath.Glob(filepath.Join(dir, "003_*.txt"))
 	if len(files) != 1 {
 		t.Fatalf("want one seed 003 in %s, found %v", dir, files)

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"bytes"
-	"path/filepath"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -13,9 +12,7 @@ import (
 // versions, and the golden rendering. Go randomises map iteration, so
 // repeated runs exercise every map the translator reads.
 func TestDeterministic(t *testing.T) {
-	dirs, _ := filepath.Glob("testdata/*/steps.json")
-	for _, steps := range dirs {
-		dir := filepath.Dir(steps)
+	for _, dir := range caseDirs(t) {
 		v, owner := replay(t, dir)
 		addEndpoints(v)
 		for _, id := range proxies(v, owner) {

@@ -23,13 +23,11 @@ var update = flag.Bool("update", false, "rewrite the golden files of internal/xd
 // proxyless gRPC when it has backends) and every virtual gateway. Every
 // result must also pass Check.
 func TestGolden(t *testing.T) {
-	dirs, err := filepath.Glob("testdata/*/steps.json")
-	if err != nil || len(dirs) == 0 {
-		t.Fatalf("no cases: %v", err)
-	}
-	for _, steps := range dirs {
-		dir := filepath.Dir(steps)
-		t.Run(filepath.Base(dir), func(t *testing.T) {
+	dirs := caseDirs(t)
+	for _, dir := range dirs {
+		name := filepath.Base(dir)
+		golden := filepath.Join("testdata", name, "golden")
+		t.Run(name, func(t *testing.T) {
 			v, owner := replay(t, dir)
 			addEndpoints(v)
 			want := map[string]bool{}
@@ -44,12 +42,36 @@ func TestGolden(t *testing.T) {
 					if err := Check(res); err != nil {
 						t.Errorf("Check:\n%v", err)
 					}
-					compareGolden(t, filepath.Join(dir, "golden", file), render(t, id, res))
+					compareGolden(t, filepath.Join(golden, file), render(t, id, res))
 				})
 			}
-			staleGoldens(t, filepath.Join(dir, "golden"), want)
+			staleGoldens(t, golden, want)
 		})
 	}
+}
+
+// corpusDir is the repository's copy of the App Mesh examples corpus, whose
+// cases are read in place; their goldens live in testdata/<case>/golden.
+const corpusDir = "../../../testdata/appmesh-examples"
+
+// caseDirs lists the folders holding a case's steps.json and inputs: every
+// case of the corpus, and the cases of our own (tutorial, features) that
+// live in testdata beside their goldens.
+func caseDirs(t *testing.T) []string {
+	t.Helper()
+	corpus, err := filepath.Glob(filepath.Join(corpusDir, "*", "steps.json"))
+	if err != nil || len(corpus) != 28 {
+		t.Fatalf("want the 28 cases of %s, found %d (%v)", corpusDir, len(corpus), err)
+	}
+	own, err := filepath.Glob("testdata/*/steps.json")
+	if err != nil || len(own) == 0 {
+		t.Fatalf("no cases of our own in testdata: %v", err)
+	}
+	var dirs []string
+	for _, s := range append(corpus, own...) {
+		dirs = append(dirs, filepath.Dir(s))
+	}
+	return dirs
 }
 
 // proxies lists the identities a case's mesh serves.
