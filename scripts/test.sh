@@ -5,8 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A non-login shell (CI) may not have the toolchains on PATH yet.
+for d in /usr/local/go/bin "$HOME/go/bin" "$HOME/.pyenv/shims"; do
+  case ":$PATH:" in *":$d:"*) ;; *) [ -d "$d" ] && PATH="$PATH:$d" ;; esac
+done
+export PATH
+
 need_pkgs=()
 have() { command -v "$1" >/dev/null 2>&1; }
+have aws || need_pkgs+=(awscli)
 have iptables || need_pkgs+=(iptables)
 have dig || need_pkgs+=(dnsutils)
 have curl || need_pkgs+=(curl)
