@@ -19,19 +19,20 @@ import (
 // intern, index), on the benchmark's cores.
 func BenchmarkRouteWrite(b *testing.B) {
 	for _, bc := range []struct {
-		name     string
-		validate func(*translate.Resources) error
+		name   string
+		checks func(*Options)
 	}{
-		{"check", translate.Check},
-		{"nocheck", nil},
+		{"check", withChecks},
+		{"nocheck", func(*Options) {}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			st := openStore(b)
 			const nodes, services = 500, 10
 			benchMesh(b, st, nodes, services)
 			log := slog.New(slog.DiscardHandler)
-			l := newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.Translate, Validate: bc.validate, Log: log},
-				newHub(log, newMetrics(nil), owner), newMetrics(nil))
+			opts := &Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.Translate, Log: log}
+			bc.checks(opts)
+			l := newLoop(opts, newHub(log, newMetrics(nil), owner), newMetrics(nil))
 			ctx := context.Background()
 			rev, err := l.resync(ctx)
 			if err != nil {

@@ -180,6 +180,12 @@ func fakeTranslate(v *translate.View, id translate.Identity) (*translate.Resourc
 	return r, nil
 }
 
+// withChecks validates every translation with translate's checks, as
+// weft server does.
+func withChecks(o *Options) {
+	o.CheckResource, o.CheckRefs = translate.CheckResource, translate.CheckRefs
+}
+
 // testServer is a running xDS server on 127.0.0.1:0.
 type testServer struct {
 	*Server

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,7 +34,8 @@ type loop struct {
 	st            store.Store
 	loadDiscovery LoadDiscovery
 	translate     func(*translate.View, translate.Identity) (*translate.Resources, error)
-	validate      func(*translate.Resources) error
+	checkResource func(proto.Message, bool) (translate.Facts, error)
+	checkRefs     func(translate.Summary) error
 	hub           *hub
 	log           *slog.Logger
 	metrics       *metrics
@@ -71,9 +71,6 @@ type proxy struct {
 	deps []appmesh.Ref
 	eps  []nodeRef
 	err  string // last translation error logged, to log each once
-	// checked is the content hash of the last translation that passed
-	// validation.
-	checked [sha256.Size]byte
 }
 
 func newLoop(opts *Options, c *hub, m *metrics) *loop {
@@ -81,7 +78,8 @@ func newLoop(opts *Options, c *hub, m *metrics) *loop {
 		st:            opts.Store,
 		loadDiscovery: opts.LoadDiscovery,
 		translate:     opts.Translate,
-		validate:      opts.Validate,
+		checkResource: opts.CheckResource,
+		checkRefs:     opts.CheckRefs,
 		hub:           c,
 		log:           opts.Log,
 		metrics:       m,
@@ -250,8 +248,6 @@ func (l *loop) resync(ctx context.Context) (store.Revision, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("read store: %w", err)
-	}
-	if l.loadDiscovery != nil {
 	}
 	l.meshes, l.disc = meshes, disc
 	l.byCMSvc = map[CloudMapService]map[nodeRef]struct{}{}
@@ -474,8 +470,8 @@ func (l *loop) detach(id translate.Identity) {
 type result struct {
 	closeErr error
 	err      error
+	grpc     bool // translate.ForGRPC: the rules its resources are checked by
 	items    [numTypes][]item
-	content  [sha256.Size]byte // hash of items: what was validated
 	deps     []appmesh.Ref
 	eps      []nodeRef
 }
@@ -485,10 +481,30 @@ type item struct {
 	name  string
 	sum   [sha256.Size]byte
 	value []byte // nil when an entry with sum already exists
+	// facts is what translate.CheckResource found, nil until checked;
+	// msg is the resource to check meanwhile.
+	facts *translate.Facts
+	msg   proto.Message
+	check *checkJob // the check that fills facts
+}
+
+// checkJob is one translate.CheckResource call, shared by every item
+// with the same content and gRPC flag.
+type checkJob struct {
+	msg   proto.Message
+	grpc  bool
+	facts translate.Facts
+	err   error
+}
+
+type checkKey struct {
+	sum  [sha256.Size]byte
+	grpc bool
 }
 
 // recompute translates ids and installs their snapshots. The translations
-// run in parallel (they only read the views and the interned entries);
+// run in parallel (they only read the views and the interned entries),
+// then the checks of the resources not seen before, in parallel too;
 // installing is sequential. at is the commit time of the writes that
 // caused it, zero when none did (a proxy connecting).
 func (l *loop) recompute(ids []translate.Identity, at time.Time) {
@@ -496,29 +512,42 @@ func (l *loop) recompute(ids []translate.Identity, at time.Time) {
 		return
 	}
 	results := make([]result, len(ids))
-	workers := min(runtime.GOMAXPROCS(0), len(ids))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range workers {
-		wg.Go(func() { // ends when next is closed below
-			for i := range next {
-				results[i] = l.compute(ids[i])
-			}
-		})
-	}
-	for i := range ids {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+	parallel(len(ids), func(i int) { results[i] = l.compute(ids[i]) })
+	l.check(results)
 	for i, id := range ids {
 		l.install(id, &results[i], at)
 	}
 	l.metrics.interned.Set(float64(len(l.entries)))
 }
 
-// compute translates and validates one identity and marshals its
-// resources. It must not write to the loop's state: it runs on a worker.
+// parallel calls fn(0) ... fn(n-1) on up to GOMAXPROCS goroutines and
+// returns when every call has.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range workers {
+		wg.Go(func() { // ends when next is closed below
+			for i := range next {
+				fn(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// compute translates one identity and marshals its resources. It must
+// not write to the loop's state: it runs on a worker.
 func (l *loop) compute(id translate.Identity) (r result) {
 	// A translator bug met by one mesh's input must not take the control
 	// plane down: the proxy keeps its configuration and shows the error.
@@ -542,7 +571,13 @@ func (l *loop) compute(id translate.Identity) (r result) {
 		r.err = fmt.Errorf("translate: %w", err)
 		return r
 	}
-	lists := [numTypes][]proto.Message{}
+	r.grpc = translate.ForGRPC(res)
+	lists := [numTypes][]proto.Message{
+		typeCluster:  make([]proto.Message, 0, len(res.Clusters)),
+		typeEndpoint: make([]proto.Message, 0, len(res.Endpoints)),
+		typeListener: make([]proto.Message, 0, len(res.Listeners)),
+		typeRoute:    make([]proto.Message, 0, len(res.Routes)),
+	}
 	for _, m := range res.Clusters {
 		lists[typeCluster] = append(lists[typeCluster], m)
 	}
@@ -556,6 +591,7 @@ func (l *loop) compute(id translate.Identity) (r result) {
 		lists[typeRoute] = append(lists[typeRoute], m)
 	}
 	for t, list := range lists {
+		r.items[t] = make([]item, 0, len(list))
 		for _, m := range list {
 			// Deterministic, so that equal resources hash equal.
 			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
@@ -563,32 +599,15 @@ func (l *loop) compute(id translate.Identity) (r result) {
 				r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
 				return r
 			}
-			it := item{name: cache.GetResourceName(m), sum: sha256.Sum256(b)}
-			if _, ok := l.entries[it.sum]; !ok {
+			it := item{name: cache.GetResourceName(m), sum: sha256.Sum256(b), msg: m}
+			if e := l.entries[it.sum]; e != nil {
+				it.facts = e.facts[index(r.grpc)]
+			} else {
 				it.value = b
 			}
 			r.items[t] = append(r.items[t], it)
 		}
 		slices.SortFunc(r.items[t], func(a, b item) int { return strings.Compare(a.name, b.name) })
-	}
-	// Validation is a pure function of the content: an identity whose
-	// translation did not change (a resync, a write that changed nothing
-	// it is served) is not validated again.
-	h := sha256.New()
-	for t := range numTypes {
-		h.Write(binary.AppendUvarint(nil, uint64(len(r.items[t]))))
-		for _, it := range r.items[t] {
-			h.Write(binary.AppendUvarint(nil, uint64(len(it.name))))
-			h.Write([]byte(it.name))
-			h.Write(it.sum[:])
-		}
-	}
-	h.Sum(r.content[:0])
-	if p := l.proxies[id]; l.validate != nil && (p == nil || p.checked != r.content) {
-		if err := l.validate(res); err != nil {
-			r.err = fmt.Errorf("validate: %w", err)
-			return r
-		}
 	}
 	// The identity's own resource and its mesh are dependencies whatever
 	// the translator reports: their deletion must reach the proxy.
@@ -599,6 +618,91 @@ func (l *loop) compute(id translate.Identity) (r result) {
 		r.eps = append(r.eps, nodeRef{k, n})
 	}
 	return r
+}
+
+// check validates the results: translate.CheckResource, the costly part,
+// once per distinct resource (by content and gRPC flag) that no interned
+// entry has been checked as, in parallel; then translate.CheckRefs on each
+// result. A result that fails gets err and is not installed.
+func (l *loop) check(results []result) {
+	if l.checkResource == nil {
+		return
+	}
+	jobs := map[checkKey]*checkJob{}
+	var list []*checkJob
+	for i := range results {
+		r := &results[i]
+		if r.err != nil || r.closeErr != nil {
+			continue
+		}
+		for t := range numTypes {
+			for j := range r.items[t] {
+				it := &r.items[t][j]
+				if it.facts != nil {
+					continue
+				}
+				k := checkKey{it.sum, r.grpc}
+				job := jobs[k]
+				if job == nil {
+					job = &checkJob{msg: it.msg, grpc: r.grpc}
+					jobs[k] = job
+					list = append(list, job)
+				}
+				it.check = job
+			}
+		}
+	}
+	parallel(len(list), func(i int) { list[i].run(l.checkResource) })
+	l.metrics.checks.Add(float64(len(list)))
+	for i := range results {
+		r := &results[i]
+		if r.err != nil || r.closeErr != nil {
+			continue
+		}
+		var errs []error
+		var s translate.Summary
+		lists := [numTypes]*[]*translate.Facts{
+			typeCluster: &s.Clusters, typeEndpoint: &s.Endpoints, typeListener: &s.Listeners, typeRoute: &s.Routes,
+		}
+		for t := range numTypes {
+			*lists[t] = make([]*translate.Facts, len(r.items[t]))
+			for j := range r.items[t] {
+				it := &r.items[t][j]
+				if it.check != nil {
+					if it.check.err != nil {
+						errs = append(errs, it.check.err)
+					}
+					it.facts = &it.check.facts
+				}
+				(*lists[t])[j] = it.facts
+			}
+		}
+		if l.checkRefs != nil && len(errs) == 0 {
+			errs = append(errs, l.checkRefs(s))
+		}
+		if err := errors.Join(errs...); err != nil {
+			r.err = fmt.Errorf("validate: %w", err)
+		}
+	}
+}
+
+// run calls check on the job's resource; a panic is the job's error, as
+// a translator's is the translation's.
+func (j *checkJob) run(check func(proto.Message, bool) (translate.Facts, error)) {
+	defer func() {
+		if p := recover(); p != nil {
+			j.err = fmt.Errorf("check panicked: %v", p)
+		}
+	}()
+	j.facts, j.err = check(j.msg, j.grpc)
+}
+
+// index is 1 for true: entry.facts is indexed by the gRPC flag.
+func index(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // install interns a result's resources, swaps the identity's snapshot and
@@ -627,7 +731,6 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time) {
 	}
 	l.metrics.translations.Inc()
 	p.err = ""
-	p.checked = r.content
 	snap := &snapshot{}
 	for t := range numTypes {
 		ts := &snap.types[t]
@@ -638,6 +741,9 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time) {
 			if e == nil {
 				e = &entry{name: it.name, sum: it.sum, any: &anypb.Any{TypeUrl: typeURL(t), Value: it.value}}
 				l.entries[it.sum] = e
+			}
+			if f := &e.facts[index(r.grpc)]; *f == nil {
+				*f = it.facts
 			}
 			e.refs++
 			ts.entries[i] = e
@@ -678,6 +784,9 @@ func (l *loop) release(s *snapshot) {
 
 // setDeps replaces an identity's entries in the dependency index.
 func (l *loop) setDeps(id translate.Identity, p *proxy, deps []appmesh.Ref, eps []nodeRef) {
+	if slices.Equal(p.deps, deps) && slices.Equal(p.eps, eps) {
+		return // most writes change no dependency
+	}
 	for _, d := range p.deps {
 		if set := l.deps[d]; set != nil {
 			delete(set, id)

@@ -13,6 +13,7 @@ type metrics struct {
 	streams      prometheus.Gauge
 	translations prometheus.Counter
 	translateErr prometheus.Counter
+	checks       prometheus.Counter
 	recompute    prometheus.Histogram
 	interned     prometheus.Gauge
 }
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "weft", Subsystem: "xds", Name: "translation_errors_total",
 			Help: "Proxy configurations that failed translation or validation; the proxy keeps its previous configuration.",
 		}),
+		checks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "resource_checks_total",
+			Help: "Distinct resources deep-validated; a resource is validated once, however many proxies it serves.",
+		}),
 		recompute: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "recompute_seconds",
 			Help:    "Time the push loop spent on one batch of store changes, from receipt to snapshots handed to streams.",
@@ -65,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.writeToAck, m.pushes, m.acks, m.nacks, m.rejected, m.streams,
-			m.translations, m.translateErr, m.recompute, m.interned)
+			m.translations, m.translateErr, m.checks, m.recompute, m.interned)
 	}
 	return m
 }

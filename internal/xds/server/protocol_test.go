@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/store"
@@ -510,19 +511,23 @@ func (s *lossyStore) drop() {
 // the resync itself, and the next write reaches it.
 func TestWatchLost(t *testing.T) {
 	st := &lossyStore{Store: colorStore(t)}
-	var validations atomic.Int64
+	var checks atomic.Int64
 	srv := startServer(t, st, fakeTranslate, func(o *Options) {
-		o.Validate = func(*translate.Resources) error { validations.Add(1); return nil }
+		o.CheckResource = func(m proto.Message, grpc bool) (translate.Facts, error) {
+			checks.Add(1)
+			return translate.Facts{}, nil
+		}
 	})
 	c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
 	envoyStart(t, c)
-	if n := validations.Load(); n != 1 {
-		t.Fatalf("%d validations for one translation", n)
+	n0 := checks.Load()
+	if n0 == 0 {
+		t.Fatal("no resource checked")
 	}
-	// A resync that changes nothing validates nothing: red's next
-	// translation is validated because the write changed its endpoints.
-	// A write while the watch is being re-established is read by the
-	// fresh snapshot instead.
+	// A resync that changes nothing checks nothing: red's resources are
+	// checked once each, by content; each write below changes one of
+	// them (blue's endpoints), and that one is checked. A write while the
+	// watch is being re-established is read by the fresh snapshot instead.
 	st.drop()
 	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
 	eds := c.next()
@@ -537,8 +542,8 @@ func TestWatchLost(t *testing.T) {
 	if n := len(mustCLA(t, eds).GetEndpoints()[0].GetLbEndpoints()); n != 3 {
 		t.Fatalf("EDS has %d endpoints, want 3", n)
 	}
-	if n := validations.Load(); n != 3 {
-		t.Fatalf("%d validations, want 3: one per distinct translation", n)
+	if n := checks.Load(); n != n0+2 {
+		t.Fatalf("%d resources checked, want %d: red's %d, then one per changed resource", n, n0+2, n0)
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -553,7 +558,7 @@ func TestVirtualGateway(t *testing.T) {
 	st := colorStore(t)
 	gw := ref("m", appmesh.KindVirtualGateway, "", "gw")
 	putRaw(t, st, gw, `{"meshName":"m","virtualGatewayName":"gw","spec":{"listeners":[{"portMapping":{"port":9080,"protocol":"http"}}]}}`)
-	srv := startServer(t, st, translate.Translate, func(o *Options) { o.Validate = translate.Check })
+	srv := startServer(t, st, translate.Translate, withChecks)
 	c := dialADS(t, srv.addr, envoyNode("arn:aws:appmesh:us-east-1:"+owner+":mesh/m/virtualGateway/gw"))
 	c.request(ldsType, "", "", nil, "")
 	lds := c.next()

@@ -7,6 +7,8 @@
 //	                  dependency index: resource → ids     snapshots; per-      state-of-the-world
 //	                  translate.Translate (in parallel)    stream ordering,     server, one stream
 //	                  intern by content, per-type versions ACK/NACK, status     per proxy replica
+//	                  translate.CheckResource once per
+//	                  distinct resource, CheckRefs per proxy
 //
 // A stream's first request names its proxy (node.id, see ParseNodeID); the
 // push loop translates that identity once, however many replicas connect.
@@ -35,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/store"
@@ -48,10 +51,15 @@ type Options struct {
 	LoadDiscovery LoadDiscovery
 	// Translate computes one proxy's resources (translate.Translate).
 	Translate func(*translate.View, translate.Identity) (*translate.Resources, error)
-	// Validate checks every translation before it is served (deep PGV
-	// validation and semantic rules); a failure keeps the proxy's previous
-	// configuration. Nil skips it.
-	Validate func(*translate.Resources) error
+	// CheckResource and CheckRefs validate every translation before it is
+	// served (translate.CheckResource and translate.CheckRefs: deep PGV
+	// validation and semantic rules, then references); a failure keeps the
+	// proxy's previous configuration. CheckResource must depend only on
+	// the resource's content and the gRPC flag (translate.ForGRPC): the
+	// push loop calls it once per distinct resource and keeps its Facts
+	// with the interned resource. A nil CheckResource skips validation.
+	CheckResource func(m proto.Message, grpc bool) (translate.Facts, error)
+	CheckRefs     func(translate.Summary) error
 	// DefaultOwner is the mesh owner for node ids that name none.
 	DefaultOwner string
 	Log          *slog.Logger

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // The four resource types, in the order a stream receives them: clusters
@@ -65,14 +66,19 @@ func typeName(t int) string {
 }
 
 // entry is one marshalled resource, interned by content: every proxy whose
-// configuration holds the same bytes shares one entry. Its fields never
-// change after creation, so stream goroutines read them without locks;
-// refs is owned by the push loop.
+// configuration holds the same bytes shares one entry. name, any and sum
+// never change after creation, so stream goroutines read them without
+// locks; refs and facts are owned by the push loop.
 type entry struct {
 	name string
 	any  *anypb.Any // shared by every response that carries it; never modified
 	sum  [sha256.Size]byte
 	refs int
+	// facts is what translate.CheckResource found in the resource, for
+	// Envoy ([0]) and for proxyless gRPC ([1]); nil until checked as such.
+	// Only a passing check is kept: a translation that fails is not
+	// installed.
+	facts [2]*translate.Facts
 }
 
 // typeSnapshot is one type's resources for one proxy identity.

@@ -21,92 +21,189 @@ import (
 // Check validates one proxy's resources the way their consumers will:
 //   - deep validation: ValidateAll (protoc-gen-validate rules) on every
 //     resource and on every message packed in an Any, recursively;
-//   - references: every RDS name, cluster and EDS cluster resolves, and
-//     every ClusterLoadAssignment belongs to an EDS cluster;
 //   - rules Envoy or gRPC enforce at runtime: the router filter is present
 //     and last, weighted clusters weigh more than 0 and total_weight is
-//     their sum, names are unique and sorted, listeners have an address or
-//     an api_listener, sockets, filter chain matches and names do not
-//     repeat, virtual host names and domains are unique within a route
-//     table;
-//   - for a proxyless gRPC client (its listeners are api_listeners): only
-//     cluster types, sources and retry policies gRPC accepts.
+//     their sum, listeners have an address or an api_listener, filter
+//     chain matches and names do not repeat, virtual host names and
+//     domains are unique within a route table;
+//   - for a proxyless gRPC client (ForGRPC): only cluster types, sources
+//     and retry policies gRPC accepts;
+//   - between resources: names are unique and sorted, sockets do not
+//     overlap, every RDS name, cluster and EDS cluster resolves, and every
+//     ClusterLoadAssignment belongs to an EDS cluster.
 //
-// It returns every violation found, joined. The xDS server calls it on
-// every snapshot; tests call it on every golden.
+// It is CheckResource on every resource, then CheckRefs on what they
+// name. It returns every violation found, joined. Tests call it on every
+// golden; the xDS server calls the two parts itself, so that it runs
+// CheckResource, the costly one, once per distinct resource.
 func Check(r *Resources) error {
-	c := &checker{
-		routes:   map[string]*routev3.RouteConfiguration{},
-		clusters: map[string]*clusterv3.Cluster{},
-		cla:      map[string]bool{},
-	}
-	c.names(r)
-	for _, rc := range r.Routes {
-		c.routes[rc.GetName()] = rc
-	}
-	for _, cl := range r.Clusters {
-		c.clusters[cl.GetName()] = cl
-	}
-	for _, e := range r.Endpoints {
-		c.cla[e.GetClusterName()] = true
-	}
-	c.grpc = len(r.Listeners) > 0 && r.Listeners[0].GetApiListener() != nil
-	c.sockets(r.Listeners)
-	for _, l := range r.Listeners {
-		c.deep("listener "+l.GetName(), l)
-		c.listener(l)
-	}
-	for _, rc := range r.Routes {
-		c.deep("route config "+rc.GetName(), rc)
-		c.routeConfig(rc)
-	}
-	for _, cl := range r.Clusters {
-		c.deep("cluster "+cl.GetName(), cl)
-		c.cluster(cl)
-	}
-	for _, e := range r.Endpoints {
-		c.deep("endpoints "+e.GetClusterName(), e)
-		c.endpoints(e)
-	}
-	return errors.Join(c.errs...)
+	resource, refs := checkParts(r)
+	return errors.Join(resource, refs)
 }
 
+// checkParts runs Check's two parts, as the xDS server does, and returns
+// what each found.
+func checkParts(r *Resources) (resource, refs error) {
+	grpc := ForGRPC(r)
+	var s Summary
+	var errs []error
+	each := func(list *[]*Facts, m proto.Message) {
+		f, err := CheckResource(m, grpc)
+		*list = append(*list, &f)
+		errs = append(errs, err)
+	}
+	for _, m := range r.Listeners {
+		each(&s.Listeners, m)
+	}
+	for _, m := range r.Routes {
+		each(&s.Routes, m)
+	}
+	for _, m := range r.Clusters {
+		each(&s.Clusters, m)
+	}
+	for _, m := range r.Endpoints {
+		each(&s.Endpoints, m)
+	}
+	return errors.Join(errs...), CheckRefs(s)
+}
+
+// ForGRPC reports whether r is the configuration of a proxyless gRPC
+// client: its listeners are api_listeners. CheckResource applies gRPC's
+// limits then.
+func ForGRPC(r *Resources) bool {
+	return len(r.Listeners) > 0 && r.Listeners[0].GetApiListener() != nil
+}
+
+// Facts is what CheckResource learns of one resource that CheckRefs
+// needs: its name, the port it binds and what it names. Like
+// CheckResource's error, it depends only on the resource's content and
+// the grpc flag, so a caller may keep it with the resource and share it;
+// it is never modified after CheckResource returns.
+type Facts struct {
+	// Name is the resource's name (a ClusterLoadAssignment's cluster_name).
+	Name string
+	// Port is the socket port a listener binds; 0 for none.
+	Port uint32
+	// Routes are the route configurations a listener reads over RDS.
+	Routes []string
+	// Clusters are the clusters a listener or route configuration names,
+	// sorted, without duplicates.
+	Clusters []string
+	// EDS is, for a cluster of type EDS, the ClusterLoadAssignment it
+	// reads; "" for any other resource.
+	EDS string
+}
+
+// Summary is one proxy's resources as CheckRefs sees them: the Facts of
+// each, in the order of Resources.
+type Summary struct {
+	Listeners, Routes, Clusters, Endpoints []*Facts
+}
+
+// CheckResource validates one resource on its own: deep validation and
+// every rule that needs no other resource (see Check); grpc says that it
+// is for a proxyless gRPC client (ForGRPC of its proxy's resources). m is
+// a *Listener, *RouteConfiguration, *Cluster or *ClusterLoadAssignment
+// and is only read. The result is a pure function of m's content and
+// grpc. Facts are returned even with an error.
+func CheckResource(m proto.Message, grpc bool) (Facts, error) {
+	c := &checker{grpc: grpc}
+	switch r := m.(type) {
+	case *listenerv3.Listener:
+		c.f.Name = r.GetName()
+		c.deep("listener "+r.GetName(), r)
+		c.listener(r)
+	case *routev3.RouteConfiguration:
+		c.f.Name = r.GetName()
+		c.deep("route config "+r.GetName(), r)
+		c.routeConfig(r)
+	case *clusterv3.Cluster:
+		c.f.Name = r.GetName()
+		c.deep("cluster "+r.GetName(), r)
+		c.cluster(r)
+	case *endpointv3.ClusterLoadAssignment:
+		c.f.Name = r.GetClusterName()
+		c.deep("endpoints "+r.GetClusterName(), r)
+		c.endpoints(r)
+	default:
+		c.fail("unexpected resource type %T", m)
+	}
+	slices.Sort(c.f.Clusters)
+	c.f.Clusters = slices.Compact(c.f.Clusters)
+	return c.f, errors.Join(c.errs...)
+}
+
+// CheckRefs applies the rules between one proxy's resources (see Check)
+// to their Facts.
+func CheckRefs(s Summary) error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	byName := func(kind string, fs []*Facts) map[string]*Facts {
+		m := make(map[string]*Facts, len(fs))
+		for i, f := range fs {
+			if f.Name == "" {
+				fail("%s without a name", kind)
+			}
+			if i > 0 && fs[i-1].Name >= f.Name {
+				fail("%s %q: not sorted or duplicated", kind, f.Name)
+			}
+			m[f.Name] = f
+		}
+		return m
+	}
+	byName("listener", s.Listeners)
+	routes := byName("route config", s.Routes)
+	clusters := byName("cluster", s.Clusters)
+	cla := byName("endpoints", s.Endpoints)
+	clusterRefs := func(from string, f *Facts) {
+		for _, cl := range f.Clusters {
+			if clusters[cl] == nil {
+				fail("%s %s: cluster %q does not exist", from, f.Name, cl)
+			}
+		}
+	}
+	// Envoy refuses a second listener on a bound port (0.0.0.0 and ::
+	// overlap, so the address is not compared).
+	bound := map[uint32]string{}
+	for _, l := range s.Listeners {
+		if l.Port != 0 {
+			if o, dup := bound[l.Port]; dup {
+				fail("listeners %s and %s bind port %d", o, l.Name, l.Port)
+			}
+			bound[l.Port] = l.Name
+		}
+		for _, rc := range l.Routes {
+			if routes[rc] == nil {
+				fail("listener %s: route config %q does not exist", l.Name, rc)
+			}
+		}
+		clusterRefs("listener", l)
+	}
+	for _, rc := range s.Routes {
+		clusterRefs("route config", rc)
+	}
+	for _, cl := range s.Clusters {
+		if cl.EDS != "" && cla[cl.EDS] == nil {
+			fail("cluster %s: no ClusterLoadAssignment", cl.Name)
+		}
+	}
+	for _, e := range s.Endpoints {
+		if cl := clusters[e.Name]; cl == nil || cl.EDS == "" {
+			fail("endpoints %s: no EDS cluster of that name", e.Name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checker collects what CheckResource finds in one resource.
 type checker struct {
-	routes   map[string]*routev3.RouteConfiguration
-	clusters map[string]*clusterv3.Cluster
-	cla      map[string]bool
-	grpc     bool // the resources are for a proxyless gRPC client
-	errs     []error
+	grpc bool // the resource is for a proxyless gRPC client
+	f    Facts
+	errs []error
 }
 
 func (c *checker) fail(format string, args ...any) {
 	c.errs = append(c.errs, fmt.Errorf(format, args...))
-}
-
-// names checks that each kind is sorted by name without duplicates.
-func (c *checker) names(r *Resources) {
-	sorted := func(kind string, names []string) {
-		for i, n := range names {
-			if n == "" {
-				c.fail("%s without a name", kind)
-			}
-			if i > 0 && names[i-1] >= n {
-				c.fail("%s %q: not sorted or duplicated", kind, n)
-			}
-		}
-	}
-	sorted("listener", mapNames(r.Listeners, (*listenerv3.Listener).GetName))
-	sorted("route config", mapNames(r.Routes, (*routev3.RouteConfiguration).GetName))
-	sorted("cluster", mapNames(r.Clusters, (*clusterv3.Cluster).GetName))
-	sorted("endpoints", mapNames(r.Endpoints, (*endpointv3.ClusterLoadAssignment).GetClusterName))
-}
-
-func mapNames[T any](in []T, name func(T) string) []string {
-	out := make([]string, len(in))
-	for i, v := range in {
-		out[i] = name(v)
-	}
-	return out
 }
 
 // deep runs ValidateAll on m and, recursively, on everything packed in its
@@ -182,6 +279,7 @@ func (c *checker) listener(l *listenerv3.Listener) {
 	case c.grpc:
 		c.fail("listener %s: socket listener for a proxyless gRPC client", name)
 	}
+	c.f.Port = l.GetAddress().GetSocketAddress().GetPortValue()
 	if len(l.GetFilterChains()) == 0 && l.GetDefaultFilterChain() == nil {
 		c.fail("listener %s: no filter chain", name)
 	}
@@ -213,22 +311,6 @@ func (c *checker) listener(l *listenerv3.Listener) {
 		for _, f := range fc.GetFilters() {
 			c.networkFilter(name, f)
 		}
-	}
-}
-
-// sockets reports listeners that bind the same port; Envoy refuses the
-// second (0.0.0.0 and :: overlap, so the address is not compared).
-func (c *checker) sockets(ls []*listenerv3.Listener) {
-	bound := map[uint32]string{}
-	for _, l := range ls {
-		sa := l.GetAddress().GetSocketAddress()
-		if sa == nil {
-			continue
-		}
-		if o, dup := bound[sa.GetPortValue()]; dup {
-			c.fail("listeners %s and %s bind port %d", o, l.GetName(), sa.GetPortValue())
-		}
-		bound[sa.GetPortValue()] = l.GetName()
 	}
 }
 
@@ -266,9 +348,7 @@ func (c *checker) hcm(listener string, m *hcmv3.HttpConnectionManager) {
 		if m.GetRds().GetConfigSource().GetAds() == nil {
 			c.fail("listener %s: RDS %s not over ADS", listener, m.GetRds().GetRouteConfigName())
 		}
-		if c.routes[m.GetRds().GetRouteConfigName()] == nil {
-			c.fail("listener %s: route config %q does not exist", listener, m.GetRds().GetRouteConfigName())
-		}
+		c.f.Routes = append(c.f.Routes, m.GetRds().GetRouteConfigName())
 	case m.GetRouteConfig() != nil:
 		c.routeConfig(m.GetRouteConfig())
 	default:
@@ -278,7 +358,7 @@ func (c *checker) hcm(listener string, m *hcmv3.HttpConnectionManager) {
 
 func (c *checker) tcpProxy(listener string, tp *tcpproxyv3.TcpProxy) {
 	if cl := tp.GetCluster(); cl != "" {
-		c.clusterRef("listener "+listener, cl)
+		c.clusterRef(cl)
 		return
 	}
 	wc := tp.GetWeightedClusters()
@@ -287,14 +367,13 @@ func (c *checker) tcpProxy(listener string, tp *tcpproxyv3.TcpProxy) {
 		return
 	}
 	for _, w := range wc.GetClusters() {
-		c.clusterRef("listener "+listener, w.GetName())
+		c.clusterRef(w.GetName())
 	}
 }
 
-func (c *checker) clusterRef(from, name string) {
-	if c.clusters[name] == nil {
-		c.fail("%s: cluster %q does not exist", from, name)
-	}
+// clusterRef records a cluster the resource names; CheckRefs resolves it.
+func (c *checker) clusterRef(name string) {
+	c.f.Clusters = append(c.f.Clusters, name)
 }
 
 func (c *checker) routeConfig(rc *routev3.RouteConfiguration) {
@@ -324,7 +403,7 @@ func (c *checker) route(where string, r *routev3.Route) {
 		return
 	}
 	if cl := ra.GetCluster(); cl != "" {
-		c.clusterRef("route "+where, cl)
+		c.clusterRef(cl)
 	} else if wc := ra.GetWeightedClusters(); wc != nil {
 		c.weighted(where, wc)
 	} else {
@@ -338,7 +417,7 @@ func (c *checker) route(where string, r *routev3.Route) {
 func (c *checker) weighted(where string, wc *routev3.WeightedCluster) {
 	var sum uint32
 	for _, w := range wc.GetClusters() {
-		c.clusterRef("route "+where, w.GetName())
+		c.clusterRef(w.GetName())
 		sum += w.GetWeight().GetValue()
 	}
 	if sum == 0 {
@@ -373,9 +452,7 @@ func (c *checker) cluster(cl *clusterv3.Cluster) {
 		if cl.GetEdsClusterConfig().GetEdsConfig().GetAds() == nil {
 			c.fail("cluster %s: EDS not over ADS", name)
 		}
-		if !c.cla[cmp.Or(cl.GetEdsClusterConfig().GetServiceName(), name)] {
-			c.fail("cluster %s: no ClusterLoadAssignment", name)
-		}
+		c.f.EDS = cmp.Or(cl.GetEdsClusterConfig().GetServiceName(), name)
 	case clusterv3.Cluster_STATIC, clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		eps := cl.GetLoadAssignment().GetEndpoints()
 		if len(eps) == 0 || len(eps[0].GetLbEndpoints()) == 0 {
@@ -397,10 +474,6 @@ func (c *checker) cluster(cl *clusterv3.Cluster) {
 }
 
 func (c *checker) endpoints(e *endpointv3.ClusterLoadAssignment) {
-	cl := c.clusters[e.GetClusterName()]
-	if cl == nil || cl.GetType() != clusterv3.Cluster_EDS {
-		c.fail("endpoints %s: no EDS cluster of that name", e.GetClusterName())
-	}
 	for _, loc := range e.GetEndpoints() {
 		if loc.GetLocality() == nil || loc.GetLoadBalancingWeight().GetValue() == 0 {
 			c.fail("endpoints %s: gRPC ignores a locality without an ID or weight", e.GetClusterName())

@@ -16,68 +16,76 @@ import (
 )
 
 // TestCheckCatches breaks a valid configuration in the ways Envoy or gRPC
-// would refuse, one at a time, and expects Check to say so.
+// would refuse, one at a time, and expects Check to say so, and the part
+// of it that the xDS server runs where it should: CheckResource for what
+// one resource shows on its own (the server remembers that result per
+// distinct resource), CheckRefs for what only the whole set shows.
 func TestCheckCatches(t *testing.T) {
+	const (
+		resource = "CheckResource"
+		refs     = "CheckRefs"
+	)
 	tests := []struct {
 		name      string
 		proxyless bool
 		breakIt   func(t *testing.T, r *Resources)
 		want      string
+		part      string
 	}{
 		{"router not last", false, func(t *testing.T, r *Resources) {
 			editHCM(t, r.Listeners[0], func(m *hcmv3.HttpConnectionManager) {
 				fault, _ := anypb.New(&faultv3.HTTPFault{})
 				m.HttpFilters = append(m.HttpFilters, &hcmv3.HttpFilter{Name: "envoy.filters.http.fault", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: fault}})
 			})
-		}, "router filter missing or not last"},
+		}, "router filter missing or not last", resource},
 		{"no http filters", false, func(t *testing.T, r *Resources) {
 			editHCM(t, r.Listeners[0], func(m *hcmv3.HttpConnectionManager) { m.HttpFilters = nil })
-		}, "without http filters"},
+		}, "without http filters", resource},
 		{"invalid message inside an Any", false, func(t *testing.T, r *Resources) {
 			editHCM(t, r.Listeners[0], func(m *hcmv3.HttpConnectionManager) { m.StatPrefix = "" })
-		}, "StatPrefix"},
-		{"missing route config", false, func(t *testing.T, r *Resources) { r.Routes = r.Routes[1:] }, "does not exist"},
-		{"missing cluster", false, func(t *testing.T, r *Resources) { r.Clusters = r.Clusters[1:] }, "does not exist"},
-		{"missing endpoints", false, func(t *testing.T, r *Resources) { r.Endpoints = r.Endpoints[1:] }, "no ClusterLoadAssignment"},
+		}, "StatPrefix", resource},
+		{"missing route config", false, func(t *testing.T, r *Resources) { r.Routes = r.Routes[1:] }, "does not exist", refs},
+		{"missing cluster", false, func(t *testing.T, r *Resources) { r.Clusters = r.Clusters[1:] }, "does not exist", refs},
+		{"missing endpoints", false, func(t *testing.T, r *Resources) { r.Endpoints = r.Endpoints[1:] }, "no ClusterLoadAssignment", refs},
 		{"zero weights", false, func(t *testing.T, r *Resources) {
 			for _, w := range firstWeighted(r).Clusters {
 				w.Weight.Value = 0
 			}
-		}, "weigh 0"},
-		{"total weight", false, func(t *testing.T, r *Resources) { firstWeighted(r).TotalWeight.Value = 7 }, "total_weight"},
+		}, "weigh 0", resource},
+		{"total weight", false, func(t *testing.T, r *Resources) { firstWeighted(r).TotalWeight.Value = 7 }, "total_weight", resource},
 		{"unsorted", false, func(t *testing.T, r *Resources) {
 			r.Clusters[0], r.Clusters[1] = r.Clusters[1], r.Clusters[0]
-		}, "not sorted"},
-		{"no address", false, func(t *testing.T, r *Resources) { r.Listeners[0].Address = nil }, "no address"},
+		}, "not sorted", refs},
+		{"no address", false, func(t *testing.T, r *Resources) { r.Listeners[0].Address = nil }, "no address", resource},
 		{"same port twice", false, func(t *testing.T, r *Resources) {
 			r.Listeners[1].Address = r.Listeners[0].Address
-		}, "bind port"},
+		}, "bind port", refs},
 		{"repeated chain match", false, func(t *testing.T, r *Resources) {
 			l := r.Listeners[0]
 			l.FilterChains = append(l.FilterChains, proto.Clone(l.FilterChains[0]).(*listenerv3.FilterChain))
-		}, "repeats a match"},
+		}, "repeats a match", resource},
 		{"duplicate domain", false, func(t *testing.T, r *Resources) {
 			rc := r.Routes[0]
 			rc.VirtualHosts = append(rc.VirtualHosts, proto.Clone(rc.VirtualHosts[0]).(*routev3.VirtualHost))
-		}, "domain"},
+		}, "domain", resource},
 		{"repeated chain name", false, func(t *testing.T, r *Resources) {
 			l := r.Listeners[0]
 			fc := proto.Clone(l.FilterChains[0]).(*listenerv3.FilterChain)
 			fc.FilterChainMatch.DestinationPort.Value = 1
 			l.FilterChains = append(l.FilterChains, fc)
-		}, "name \"egress_http_80\" repeated"},
+		}, "name \"egress_http_80\" repeated", resource},
 		{"repeated virtual host", false, func(t *testing.T, r *Resources) {
 			rc := r.Routes[0]
 			vh := proto.Clone(rc.VirtualHosts[0]).(*routev3.VirtualHost)
 			vh.Domains = []string{"other"}
 			rc.VirtualHosts = append(rc.VirtualHosts, vh)
-		}, "virtual host \"red.colors.local\" repeated"},
+		}, "virtual host \"red.colors.local\" repeated", resource},
 		{"gRPC cluster type", true, func(t *testing.T, r *Resources) {
 			r.Clusters[0].ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
-		}, "gRPC refuses cluster type"},
+		}, "gRPC refuses cluster type", resource},
 		{"gRPC retry condition", true, func(t *testing.T, r *Resources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: u32(1)}
-		}, "does not retry on"},
+		}, "does not retry on", resource},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,6 +97,11 @@ func TestCheckCatches(t *testing.T) {
 			err := Check(r)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Check = %v; want an error containing %q", err, tt.want)
+			}
+			resErr, refsErr := checkParts(r)
+			got := map[string]error{resource: resErr, refs: refsErr}[tt.part]
+			if got == nil || !strings.Contains(got.Error(), tt.want) {
+				t.Fatalf("%s = %v; want an error containing %q", tt.part, got, tt.want)
 			}
 		})
 	}
