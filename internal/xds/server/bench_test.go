@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
@@ -18,6 +21,32 @@ import (
 // streams: this is the recompute alone (translate, validate, marshal,
 // intern, index), on the benchmark's cores.
 func BenchmarkRouteWrite(b *testing.B) {
+	benchWrites(b, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, i%benchServices, 1+i%98) })
+}
+
+// BenchmarkEndpointWrite is the same for a Cloud Map instance registered
+// or deregistered: the 100 identities that read it get their
+// ClusterLoadAssignments rebuilt, nothing is translated.
+func BenchmarkEndpointWrite(b *testing.B) {
+	benchWrites(b, func(b *testing.B, st store.Store, i int) {
+		k := i % benchServices
+		key := cloudmap.InstanceKey(fmt.Sprintf("srv-tgt-%d", k), "extra")
+		if i/benchServices%2 == 1 {
+			del(b, st, key)
+			return
+		}
+		put(b, st, key, cloudmap.InstanceRecord{
+			Instance: cloudmap.Instance{Id: ptr("extra"), Attributes: map[string]string{cloudmap.AttrIPv4: fmt.Sprintf("10.1.%d.2", k), "version": "a"}},
+			Health:   cloudmap.HealthStatusHealthy,
+		})
+	})
+}
+
+const benchNodes, benchServices = 500, 10
+
+// benchWrites times the push loop's apply of each write, with and
+// without validation.
+func benchWrites(b *testing.B, write func(b *testing.B, st store.Store, i int)) {
 	for _, bc := range []struct {
 		name   string
 		checks func(*Options)
@@ -27,8 +56,7 @@ func BenchmarkRouteWrite(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			st := openStore(b)
-			const nodes, services = 500, 10
-			benchMesh(b, st, nodes, services)
+			benchMesh(b, st, benchNodes, benchServices)
 			log := slog.New(slog.DiscardHandler)
 			opts := &Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.Translate, Log: log}
 			bc.checks(opts)
@@ -38,7 +66,7 @@ func BenchmarkRouteWrite(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			for j := range nodes {
+			for j := range benchNodes {
 				if err := l.attach(translate.Identity{MeshOwner: owner, Mesh: "bench", Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("client-%d", j)}); err != nil {
 					b.Fatal(err)
 				}
@@ -49,16 +77,19 @@ func BenchmarkRouteWrite(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			translations0, updates0 := testutil.ToFloat64(l.metrics.translations), testutil.ToFloat64(l.metrics.epUpdates)
 			b.ResetTimer()
 			for i := range b.N {
 				b.StopTimer()
-				benchRoute(b, st, i%services, 1+i%98)
+				write(b, st, i)
 				c := <-changes
 				b.StartTimer()
 				l.apply([]store.Change{c}, time.Now())
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6/100, "ms/identity")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6/(2*benchNodes/benchServices), "ms/identity")
+			b.ReportMetric((testutil.ToFloat64(l.metrics.translations)-translations0)/float64(b.N), "translations/op")
+			b.ReportMetric((testutil.ToFloat64(l.metrics.epUpdates)-updates0)/float64(b.N), "endpoint-updates/op")
 		})
 	}
 }

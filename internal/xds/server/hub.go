@@ -53,7 +53,9 @@ type hub struct {
 	byNode map[*core.Node]*stream
 	idents map[translate.Identity]*identState
 	// changed is closed and replaced whenever what Proxies reports may
-	// have changed, so that a caller can wait for it without polling.
+	// have changed, so that a caller can wait for it without polling;
+	// nil while nobody has asked for it since the last change (most
+	// changes, one per request and response, have no waiter).
 	changed chan struct{}
 }
 
@@ -114,6 +116,10 @@ type watch struct {
 	req *discovery.DiscoveryRequest
 	sub cache.Subscription
 	ch  chan cache.Response
+	// current is the version for which newNames found nothing to send:
+	// sub does not change during the watch, so neither does the answer
+	// while the version stays (flush runs at every request and push).
+	current string
 	// prevSent is the type's sentVersion before this watch was answered,
 	// restored if the server drops the answer unsent.
 	prevSent string
@@ -136,7 +142,6 @@ func newHub(log *slog.Logger, m *metrics, defaultOwner string) *hub {
 		streams:      make(map[int64]*stream),
 		byNode:       make(map[*core.Node]*stream),
 		idents:       make(map[translate.Identity]*identState),
-		changed:      make(chan struct{}),
 	}
 }
 
@@ -278,6 +283,9 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 func (c *hub) statusChanged() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.changed == nil {
+		c.changed = make(chan struct{})
+	}
 	return c.changed
 }
 
@@ -290,8 +298,10 @@ func (c *hub) signal() {
 
 // bump signals a status change. Called with mu held.
 func (c *hub) bump() {
-	close(c.changed)
-	c.changed = make(chan struct{})
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
 }
 
 func (c *hub) ident(id translate.Identity) *identState {
@@ -460,7 +470,8 @@ func (c *hub) flush(s *stream) {
 			}
 			continue
 		}
-		if st.known == ts.version && !newNames(st.w.sub, ts) {
+		if st.known == ts.version && (st.w.current == ts.version || !newNames(st.w.sub, ts)) {
+			st.w.current = ts.version
 			continue
 		}
 		c.respond(s, t, ts)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/store"
@@ -24,18 +26,23 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		name string
 		tr   func(*translate.View, translate.Identity) (*translate.Resources, error)
 		gen  func(*rand.Rand, *testing.T, store.Store)
+		// endpointUpdates: some Cloud Map writes are followed by
+		// rebuilding assignments alone, which needs the translator's
+		// EndpointSources (fakeTranslate gives none).
+		endpointUpdates bool
 	}{
-		{"fake", fakeTranslate, randomWrite},
-		// The real translator's Deps and EndpointsOf must be complete too.
-		{"translate", translate.Translate, randomWrite},
+		{"fake", fakeTranslate, randomWrite, false},
+		// The real translator's Deps, EndpointsOf and EndpointSources must
+		// be complete too.
+		{"translate", translate.Translate, randomWrite, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkIncremental(t, tc.tr, tc.gen, 300)
+			checkIncremental(t, tc.tr, tc.gen, 300, tc.endpointUpdates)
 		})
 	}
 }
 
-func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity) (*translate.Resources, error), gen func(*rand.Rand, *testing.T, store.Store), writes int) {
+func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity) (*translate.Resources, error), gen func(*rand.Rand, *testing.T, store.Store), writes int, endpointUpdates bool) {
 	t.Helper()
 	ctx := context.Background()
 	st := openStore(t)
@@ -114,7 +121,14 @@ func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity)
 			t.Fatalf("no proxy ever had a resource of type %s", typeName(typ))
 		}
 	}
-	t.Logf("most resources of one proxy, by type (cds eds lds rds): %v", seen)
+	// translate.Translate says where endpoints go (EndpointSources), so
+	// that some Cloud Map writes were followed without a translation;
+	// fakeTranslate does not, so that every one was translated whole.
+	updates := testutil.ToFloat64(l.metrics.epUpdates)
+	if (updates > 0) != endpointUpdates {
+		t.Fatalf("%v endpoint-only updates; want some: %t", updates, endpointUpdates)
+	}
+	t.Logf("most resources of one proxy, by type (cds eds lds rds): %v; %v endpoint-only updates", seen, updates)
 }
 
 // randomWrite makes one random change to mesh m's nodes n0..n4, services

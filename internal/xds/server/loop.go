@@ -71,6 +71,10 @@ type proxy struct {
 	deps []appmesh.Ref
 	eps  []nodeRef
 	err  string // last translation error logged, to log each once
+	// grpc and sources are translate.ForGRPC and EndpointSources of the
+	// translation snap was made from.
+	grpc    bool
+	sources []translate.EndpointSource
 }
 
 func newLoop(opts *Options, c *hub, m *metrics) *loop {
@@ -261,7 +265,7 @@ func (l *loop) resync(ctx context.Context) (store.Revision, error) {
 	for id := range l.proxies {
 		ids = append(ids, id)
 	}
-	l.recompute(ids, time.Now())
+	l.recompute(whole(ids), time.Now())
 	l.applied.Store(int64(rev))
 	l.hub.signal()
 	l.log.Info("xds: store loaded", "revision", rev, "meshes", len(meshes))
@@ -293,18 +297,35 @@ func (l *loop) apply(batch []store.Change, at time.Time) {
 			}
 		}
 	}
+	// A proxy that only reads the changed endpoints gets only its
+	// assignments rebuilt (translate.EndpointSources), unless its last
+	// translation failed: then it is translated whole.
+	changed := map[nodeRef]struct{}{}
+	epOnly := map[translate.Identity]struct{}{}
 	for n := range dirtyEps {
-		if l.refreshEndpoints(n, l.meshes[n.mesh]) {
-			for id := range l.epDeps[n] {
+		if !l.refreshEndpoints(n, l.meshes[n.mesh]) {
+			continue
+		}
+		changed[n] = struct{}{}
+		for id := range l.epDeps[n] {
+			if _, whole := affected[id]; whole {
+				continue
+			}
+			if p := l.proxies[id]; p != nil && p.snap != nil && p.snap.closeErr == nil && p.err == "" {
+				epOnly[id] = struct{}{}
+			} else {
 				affected[id] = struct{}{}
 			}
 		}
 	}
-	ids := make([]translate.Identity, 0, len(affected))
+	tasks := make([]task, 0, len(affected)+len(epOnly))
 	for id := range affected {
-		ids = append(ids, id)
+		tasks = append(tasks, task{id: id})
 	}
-	l.recompute(ids, at)
+	for id := range epOnly {
+		tasks = append(tasks, task{id: id, eps: changed})
+	}
+	l.recompute(tasks, at)
 }
 
 // applyAppMesh applies one App Mesh event to its mesh and collects the
@@ -414,7 +435,7 @@ func (l *loop) attachBatch(batch []attachReq) {
 			ids = append(ids, r.id)
 		}
 	}
-	l.recompute(ids, time.Time{})
+	l.recompute(whole(ids), time.Time{})
 	for i, r := range batch {
 		r.reply <- errs[i]
 	}
@@ -424,7 +445,7 @@ func (l *loop) attachBatch(batch []attachReq) {
 func (l *loop) attach(id translate.Identity) error {
 	fresh, err := l.count(id)
 	if fresh {
-		l.recompute([]translate.Identity{id}, time.Time{})
+		l.recompute([]task{{id: id}}, time.Time{})
 	}
 	return err
 }
@@ -460,7 +481,7 @@ func (l *loop) detach(id translate.Identity) {
 	}
 	l.setDeps(id, p, nil, nil)
 	if p.snap != nil {
-		l.release(p.snap)
+		l.release(p.snap, nil)
 	}
 	delete(l.proxies, id)
 	l.hub.dropIdentity(id)
@@ -474,6 +495,29 @@ type result struct {
 	items    [numTypes][]item
 	deps     []appmesh.Ref
 	eps      []nodeRef
+	sources  []translate.EndpointSource
+	// endpointsOnly: computeEndpoints rebuilt assignments, nothing was
+	// translated.
+	endpointsOnly bool
+}
+
+// task is one identity to recompute.
+type task struct {
+	id translate.Identity
+	// eps, when set, are the nodes whose Cloud Map endpoints changed,
+	// and nothing else id reads did since its snapshot was translated:
+	// only the assignments built from them are rebuilt. Shared by the
+	// tasks of a batch; only read.
+	eps map[nodeRef]struct{}
+}
+
+// whole is a task per identity, each translated whole.
+func whole(ids []translate.Identity) []task {
+	tasks := make([]task, len(ids))
+	for i, id := range ids {
+		tasks[i].id = id
+	}
+	return tasks
 }
 
 // item is one marshalled resource before interning.
@@ -502,20 +546,28 @@ type checkKey struct {
 	grpc bool
 }
 
-// recompute translates ids and installs their snapshots. The translations
-// run in parallel (they only read the views and the interned entries),
-// then the checks of the resources not seen before, in parallel too;
-// installing is sequential. at is the commit time of the writes that
-// caused it, zero when none did (a proxy connecting).
-func (l *loop) recompute(ids []translate.Identity, at time.Time) {
-	if len(ids) == 0 {
+// recompute runs the tasks and installs their snapshots. The
+// translations run in parallel (they only read the views, the proxies and
+// the interned entries), then the checks of the resources not seen
+// before, in parallel too; installing is sequential. at is the commit
+// time of the writes that caused it, zero when none did (a proxy
+// connecting).
+func (l *loop) recompute(tasks []task, at time.Time) {
+	if len(tasks) == 0 {
 		return
 	}
-	results := make([]result, len(ids))
-	parallel(len(ids), func(i int) { results[i] = l.compute(ids[i]) })
+	results := make([]result, len(tasks))
+	built := &assignments{m: map[assignmentKey]*assignment{}}
+	parallel(len(tasks), func(i int) {
+		if tasks[i].eps != nil {
+			results[i] = l.computeEndpoints(tasks[i].id, tasks[i].eps, built)
+		} else {
+			results[i] = l.compute(tasks[i].id)
+		}
+	})
 	l.check(results)
-	for i, id := range ids {
-		l.install(id, &results[i], at)
+	for i, t := range tasks {
+		l.install(t.id, &results[i], at)
 	}
 	l.metrics.interned.Set(float64(len(l.entries)))
 }
@@ -572,6 +624,7 @@ func (l *loop) compute(id translate.Identity) (r result) {
 		return r
 	}
 	r.grpc = translate.ForGRPC(res)
+	r.sources = res.EndpointSources
 	lists := [numTypes][]proto.Message{
 		typeCluster:  make([]proto.Message, 0, len(res.Clusters)),
 		typeEndpoint: make([]proto.Message, 0, len(res.Endpoints)),
@@ -618,6 +671,105 @@ func (l *loop) compute(id translate.Identity) (r result) {
 		r.eps = append(r.eps, nodeRef{k, n})
 	}
 	return r
+}
+
+// computeEndpoints is compute for an identity whose Cloud Map endpoints
+// alone changed, on the nodes in changed: its snapshot's resources, with
+// the assignments built from those nodes' endpoints rebuilt
+// (translate.LoadAssignment). It must not write to the loop's state: it
+// runs on a worker.
+func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struct{}, built *assignments) (r result) {
+	defer func() {
+		if p := recover(); p != nil {
+			r = result{err: fmt.Errorf("build endpoints panicked: %v", p)}
+		}
+	}()
+	k := meshKey{id.MeshOwner, id.Mesh}
+	p := l.proxies[id]
+	for _, n := range p.eps {
+		_, dirty := changed[n]
+		if dirty && !slices.ContainsFunc(p.sources, func(s translate.EndpointSource) bool { return s.Node == n.name }) {
+			// The translator read these endpoints but did not say where
+			// they went: only a whole translation can follow them.
+			return l.compute(id)
+		}
+	}
+	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, endpointsOnly: true}
+	g := index(p.grpc)
+	for t := range numTypes {
+		old := p.snap.types[t].entries
+		r.items[t] = make([]item, len(old))
+		for i, e := range old {
+			if l.checkResource != nil && e.facts[g] == nil {
+				// Not checked as this proxy's kind (validation was off
+				// when it was interned): translate whole, which checks.
+				return l.compute(id)
+			}
+			r.items[t][i] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
+		}
+	}
+	for i := range r.items[typeEndpoint] {
+		it := &r.items[typeEndpoint][i]
+		j, ok := slices.BinarySearchFunc(p.sources, it.name, func(s translate.EndpointSource, name string) int { return strings.Compare(s.Cluster, name) })
+		if !ok {
+			continue // read no endpoints
+		}
+		src := p.sources[j]
+		if _, ok := changed[nodeRef{k, src.Node}]; !ok {
+			continue
+		}
+		a := built.get(k, src, l.meshes[k].view.Endpoints[src.Node])
+		if a.err != nil {
+			r.err = a.err
+			return r
+		}
+		*it = item{name: it.name, sum: a.sum, msg: a.msg}
+		if e := l.entries[it.sum]; e != nil {
+			it.facts = e.facts[g]
+		} else {
+			it.value = a.value
+		}
+	}
+	return r
+}
+
+// assignments are the ClusterLoadAssignments rebuilt in one batch, each
+// once, however many proxies hold it. Safe for concurrent use.
+type assignments struct {
+	mu sync.Mutex // protects m
+	m  map[assignmentKey]*assignment
+}
+
+type assignmentKey struct {
+	mesh meshKey
+	src  translate.EndpointSource
+}
+
+// assignment is one rebuilt ClusterLoadAssignment, marshalled; never
+// modified once built.
+type assignment struct {
+	msg   proto.Message
+	value []byte
+	sum   [sha256.Size]byte
+	err   error
+}
+
+// get returns the assignment src describes for the endpoints eps of its
+// node in mesh k, building it on first use.
+func (as *assignments) get(k meshKey, src translate.EndpointSource, eps []translate.Endpoint) *assignment {
+	key := assignmentKey{k, src}
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	if a := as.m[key]; a != nil {
+		return a
+	}
+	a := &assignment{msg: translate.LoadAssignment(src, eps)}
+	if a.value, a.err = (proto.MarshalOptions{Deterministic: true}).Marshal(a.msg); a.err != nil {
+		a.err = fmt.Errorf("marshal %s: %w", typeName(typeEndpoint), a.err)
+	}
+	a.sum = sha256.Sum256(a.value)
+	as.m[key] = a
+	return a
 }
 
 // check validates the results: translate.CheckResource, the costly part,
@@ -715,7 +867,7 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time) {
 	switch {
 	case r.closeErr != nil:
 		if p.snap != nil {
-			l.release(p.snap)
+			l.release(p.snap, nil)
 		}
 		p.snap = &snapshot{closeErr: r.closeErr}
 		l.hub.setSnapshot(id, p.snap)
@@ -729,11 +881,37 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time) {
 		l.hub.setError(id, r.err)
 		return
 	}
-	l.metrics.translations.Inc()
+	if r.endpointsOnly {
+		l.metrics.epUpdates.Inc()
+	} else {
+		l.metrics.translations.Inc()
+	}
 	p.err = ""
+	p.grpc, p.sources = r.grpc, r.sources
 	snap := &snapshot{}
+	var prev *snapshot // the snapshot replaced, if it served resources
+	if p.snap != nil && p.snap.closeErr == nil {
+		prev = p.snap
+	}
+	g := index(r.grpc)
 	for t := range numTypes {
+		salt := ""
+		if t == typeEndpoint {
+			// EDS follows every cluster change, even when the endpoints
+			// are the same: Envoy re-warms a changed cluster and waits for
+			// its endpoints (App Mesh roadmap #192).
+			salt = snap.types[typeCluster].version
+		}
+		version := versionOfItems(r.items[t], salt)
+		if prev != nil && prev.types[t].version == version {
+			// Unchanged: share the type with the previous snapshot (never
+			// modified); release below leaves its references alone.
+			snap.types[t] = prev.types[t]
+			continue
+		}
 		ts := &snap.types[t]
+		ts.version = version
+		ts.changedAt = at
 		ts.entries = make([]*entry, len(r.items[t]))
 		ts.byName = make(map[string]*entry, len(r.items[t]))
 		for i, it := range r.items[t] {
@@ -742,38 +920,29 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time) {
 				e = &entry{name: it.name, sum: it.sum, any: &anypb.Any{TypeUrl: typeURL(t), Value: it.value}}
 				l.entries[it.sum] = e
 			}
-			if f := &e.facts[index(r.grpc)]; *f == nil {
-				*f = it.facts
+			if e.facts[g] == nil {
+				e.facts[g] = it.facts
 			}
 			e.refs++
 			ts.entries[i] = e
 			ts.byName[e.name] = e
 		}
-		salt := ""
-		if t == typeEndpoint {
-			// EDS follows every cluster change, even when the endpoints
-			// are the same: Envoy re-warms a changed cluster and waits for
-			// its endpoints (App Mesh roadmap #192).
-			salt = snap.types[typeCluster].version
-		}
-		ts.version = versionOf(ts.entries, salt)
-		ts.changedAt = at
-		if p.snap != nil && p.snap.closeErr == nil && p.snap.types[t].version == ts.version {
-			ts.changedAt = p.snap.types[t].changedAt
-		}
 	}
 	l.setDeps(id, p, r.deps, r.eps)
-	old := p.snap
 	p.snap = snap
 	l.hub.setSnapshot(id, snap)
-	if old != nil {
-		l.release(old)
+	if prev != nil {
+		l.release(prev, snap)
 	}
 }
 
-// release drops a snapshot's references to interned entries.
-func (l *loop) release(s *snapshot) {
+// release drops a snapshot's references to interned entries, except for
+// the types it shares with next (nil: none).
+func (l *loop) release(s, next *snapshot) {
 	for t := range numTypes {
+		if next != nil && next.types[t].version == s.types[t].version {
+			continue // shared: install shares a type whose version is unchanged
+		}
 		for _, e := range s.types[t].entries {
 			if e.refs--; e.refs == 0 {
 				delete(l.entries, e.sum)

@@ -12,6 +12,7 @@ type metrics struct {
 	rejected     *prometheus.CounterVec   // streams closed at identification, by gRPC code
 	streams      prometheus.Gauge
 	translations prometheus.Counter
+	epUpdates    prometheus.Counter
 	translateErr prometheus.Counter
 	checks       prometheus.Counter
 	recompute    prometheus.Histogram
@@ -48,7 +49,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		translations: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "translations_total",
-			Help: "Proxy configurations computed.",
+			Help: "Proxy configurations translated whole.",
+		}),
+		epUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "endpoint_updates_total",
+			Help: "Proxy configurations recomputed by rebuilding only the ClusterLoadAssignments whose Cloud Map endpoints changed, without a translation.",
 		}),
 		translateErr: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "translation_errors_total",
@@ -70,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.writeToAck, m.pushes, m.acks, m.nacks, m.rejected, m.streams,
-			m.translations, m.translateErr, m.checks, m.recompute, m.interned)
+			m.translations, m.epUpdates, m.translateErr, m.checks, m.recompute, m.interned)
 	}
 	return m
 }

@@ -104,17 +104,18 @@ type snapshot struct {
 	closeErr error
 }
 
-// versionOf hashes a type's entries (sorted by name) and an optional
-// salt into a short, stable version string.
-func versionOf(entries []*entry, salt string) string {
+// versionOfItems hashes a type's resources (sorted by name) and an
+// optional salt into a short, stable version string.
+func versionOfItems(items []item, salt string) string {
 	h := sha256.New()
 	var n [8]byte
-	for _, e := range entries {
-		binary.BigEndian.PutUint64(n[:], uint64(len(e.name)))
+	for _, it := range items {
+		binary.BigEndian.PutUint64(n[:], uint64(len(it.name)))
 		h.Write(n[:])
-		h.Write([]byte(e.name))
-		h.Write(e.sum[:])
+		h.Write([]byte(it.name))
+		h.Write(it.sum[:])
 	}
 	h.Write([]byte(salt))
-	return hex.EncodeToString(h.Sum(nil)[:8])
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])[:8])
 }

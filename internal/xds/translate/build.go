@@ -25,6 +25,7 @@ type build struct {
 	routes    map[string]*routev3.RouteConfiguration
 	clusters  map[string]*clusterv3.Cluster
 	endpoints map[string]*endpointv3.ClusterLoadAssignment
+	sources   map[string]EndpointSource // by cluster, for the endpoints built from Cloud Map
 
 	deps map[appmesh.Ref]struct{}
 	eps  map[string]struct{}
@@ -39,6 +40,7 @@ func newBuild(v *View, id Identity) *build {
 		routes:    map[string]*routev3.RouteConfiguration{},
 		clusters:  map[string]*clusterv3.Cluster{},
 		endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+		sources:   map[string]EndpointSource{},
 		deps:      map[appmesh.Ref]struct{}{},
 		eps:       map[string]struct{}{},
 	}
@@ -67,8 +69,14 @@ func (b *build) addRoute(r *routev3.RouteConfiguration) { b.routes[r.GetName()] 
 
 func (b *build) addCluster(c *clusterv3.Cluster) { b.clusters[c.GetName()] = c }
 
-func (b *build) addEndpoints(e *endpointv3.ClusterLoadAssignment) {
+// addEndpoints adds a ClusterLoadAssignment and, when it was built from a
+// node's Cloud Map endpoints, how (src; nil otherwise).
+func (b *build) addEndpoints(e *endpointv3.ClusterLoadAssignment, src *EndpointSource) {
 	b.endpoints[e.GetClusterName()] = e
+	delete(b.sources, e.GetClusterName())
+	if src != nil {
+		b.sources[e.GetClusterName()] = *src
+	}
 }
 
 func (b *build) hasCluster(name string) bool { _, ok := b.clusters[name]; return ok }
@@ -83,6 +91,9 @@ func (b *build) result() (*Resources, error) {
 		Routes:    sortedValues(b.routes),
 		Clusters:  sortedValues(b.clusters),
 		Endpoints: sortedValues(b.endpoints),
+	}
+	if len(b.sources) > 0 {
+		r.EndpointSources = sortedValues(b.sources)
 	}
 	for d := range b.deps {
 		r.Deps = append(r.Deps, d)

@@ -10,45 +10,59 @@ import (
 	"github.com/weftmesh/weft/internal/appmesh"
 )
 
-// cloudMapEndpoints is the ClusterLoadAssignment of a target listener: the
-// node's healthy Cloud Map instances, at the address its IP preference
-// picks (IPv4 by default) and at AWS_INSTANCE_PORT, or the listener port.
-// One locality with weight 1, because gRPC ignores localities without one.
-func (b *build) cloudMapEndpoints(cluster string, t target, cm *appmesh.AwsCloudMapServiceDiscovery, hcPort uint32) *endpointv3.ClusterLoadAssignment {
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
+// cloudMapEndpoints is the ClusterLoadAssignment of a target listener:
+// the node's healthy Cloud Map instances (LoadAssignment). Without Cloud
+// Map discovery it is empty and reads no endpoints: src is nil.
+func (b *build) cloudMapEndpoints(cluster string, t target, cm *appmesh.AwsCloudMapServiceDiscovery, hcPort uint32) (cla *endpointv3.ClusterLoadAssignment, src *EndpointSource) {
 	if cm == nil {
-		return cla
+		return &endpointv3.ClusterLoadAssignment{ClusterName: cluster}, nil
 	}
 	b.eps[t.node] = struct{}{}
-	pref := b.ipPreference(cm.IpPreference)
-	// An instance registers one AWS_INSTANCE_PORT: it can only stand for the
-	// port of a node with a single listener.
-	single := len(b.nodeListeners(t.node)) == 1
+	src = &EndpointSource{
+		Cluster: cluster, Node: t.node, Port: t.port, HealthCheckPort: hcPort,
+		IPPreference: b.ipPreference(cm.IpPreference),
+		// An instance registers one AWS_INSTANCE_PORT: it can only stand
+		// for the port of a node with a single listener.
+		InstancePort: len(b.nodeListeners(t.node)) == 1,
+	}
+	return LoadAssignment(*src, b.v.Endpoints[t.node]), src
+}
+
+// LoadAssignment is the ClusterLoadAssignment src describes, for the
+// endpoints eps of its node: each instance at the address the IP
+// preference picks (IPv4 by default) and at AWS_INSTANCE_PORT or the
+// listener port, sorted, once each. One locality with weight 1, because
+// gRPC ignores localities without one. It is what Translate gives for a
+// View whose Endpoints[src.Node] is eps; eps is only read.
+func LoadAssignment(src EndpointSource, eps []Endpoint) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: src.Cluster}
 	type hostPort struct {
 		host string
 		port uint32
 	}
-	var hps []hostPort
-	for _, e := range b.v.Endpoints[t.node] {
-		host := pickAddress(e, pref)
+	hps := make([]hostPort, 0, len(eps))
+	for _, e := range eps {
+		host := pickAddress(e, src.IPPreference)
 		if host == "" {
 			continue
 		}
-		p := t.port
-		if e.Port != 0 && single {
+		p := src.Port
+		if e.Port != 0 && src.InstancePort {
 			p = e.Port
 		}
 		hps = append(hps, hostPort{host, p})
 	}
 	slices.SortFunc(hps, func(a, b hostPort) int { return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.port, b.port)) })
 	hps = slices.Compact(hps)
-	loc := &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{}, LoadBalancingWeight: u32(1)}
+	if len(hps) == 0 {
+		return cla
+	}
+	loc := &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{}, LoadBalancingWeight: u32(1),
+		LbEndpoints: make([]*endpointv3.LbEndpoint, 0, len(hps))}
 	for _, hp := range hps {
-		loc.LbEndpoints = append(loc.LbEndpoints, lbEndpoint(hp.host, hp.port, hcPort))
+		loc.LbEndpoints = append(loc.LbEndpoints, lbEndpoint(hp.host, hp.port, src.HealthCheckPort))
 	}
-	if len(loc.LbEndpoints) > 0 {
-		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{loc}
-	}
+	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{loc}
 	return cla
 }
 

@@ -85,6 +85,26 @@ type Resources struct {
 	// sorted (Ref by Owner, Mesh, Kind, Parent, Name), without duplicates.
 	Deps        []appmesh.Ref
 	EndpointsOf []string
+	// EndpointSources says, for each ClusterLoadAssignment built from a
+	// node's Cloud Map endpoints (sorted by cluster), how: when only
+	// endpoints change, LoadAssignment rebuilds those assignments without
+	// translating the proxy again. The other assignments read no
+	// endpoints.
+	EndpointSources []EndpointSource
+}
+
+// EndpointSource is how Translate built one ClusterLoadAssignment from a
+// virtual node's Cloud Map instances: LoadAssignment(src,
+// v.Endpoints[src.Node]) gives it again.
+type EndpointSource struct {
+	Cluster string // the assignment's cluster_name
+	Node    string // the virtual node whose endpoints it holds
+	Port    uint32 // the target listener's port
+	// InstancePort: an instance's AWS_INSTANCE_PORT replaces Port (the
+	// node has a single listener, which the instance port can stand for).
+	InstancePort    bool
+	HealthCheckPort uint32               // the endpoints' health check port; 0 for Port
+	IPPreference    appmesh.IpPreference // the node's, else the mesh's
 }
 
 // ErrNotFound is returned (wrapped) when the mesh or the proxy's virtual
