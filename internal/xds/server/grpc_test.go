@@ -114,8 +114,9 @@ func splitRoute(green, yellow int) string {
 // backend color.colors.local is a router splitting green:yellow 4:1, with
 // routes by metadata to yellow, to a flaky node (retried) and to a node
 // that never answers (timed out); blue.colors.local exists but is not
-// yet a backend of the client. Node ccore calls split.colors.local, the
-// same split without the metadata routes.
+// yet a backend of the client. Node ccore (the C-core and grpc-js clients)
+// calls split.colors.local: the same split, with an exact and a prefix
+// metadata match to yellow.
 func grpcWorld(t *testing.T) (store.Store, map[string]*backend) {
 	st := openStore(t)
 	putNamespace(t, st)
@@ -138,14 +139,18 @@ func grpcWorld(t *testing.T) (store.Store, map[string]*backend) {
 		"timeout":{"perRequest":{"unit":"ms","value":200}}}`)
 	putRaw(t, st, ref(grpcMesh, appmesh.KindVirtualService, "", "color.colors.local"), fmt.Sprintf(
 		`{"meshName":%q,"virtualServiceName":"color.colors.local","spec":{"provider":{"virtualRouter":{"virtualRouterName":"color-router"}}}}`, grpcMesh))
-	// The same split on its own router, without metadata matches: gRPC
-	// C-core 1.51 rejects the string_match header matchers of the routes
-	// above (a NACK, which the server logs and shows once).
+	// The same split on its own router, for the other clients.
 	grpcNode(t, st, "ccore", "split.colors.local")
 	putRaw(t, st, ref(grpcMesh, appmesh.KindVirtualRouter, "", "split-router"), fmt.Sprintf(
 		`{"meshName":%q,"virtualRouterName":"split-router","spec":{"listeners":[{"portMapping":{"port":8080,"protocol":"grpc"}}]}}`, grpcMesh))
 	putRaw(t, st, ref(grpcMesh, appmesh.KindRoute, "split-router", "split"), fmt.Sprintf(
-		`{"meshName":%q,"virtualRouterName":"split-router","routeName":"split","spec":{"priority":1,"grpcRoute":%s}}`, grpcMesh, splitRoute(4, 1)))
+		`{"meshName":%q,"virtualRouterName":"split-router","routeName":"split","spec":{"priority":2,"grpcRoute":%s}}`, grpcMesh, splitRoute(4, 1)))
+	for _, r := range []struct{ name, match string }{{"exact", `"exact":"yellow"`}, {"prefix", `"prefix":"yel"`}} {
+		putRaw(t, st, ref(grpcMesh, appmesh.KindRoute, "split-router", r.name), fmt.Sprintf(
+			`{"meshName":%q,"virtualRouterName":"split-router","routeName":%q,"spec":{"priority":1,"grpcRoute":
+			{"match":{"metadata":[{"name":"x-%s","match":{%s}}]},"action":{"weightedTargets":[{"virtualNode":"yellow","weight":1}]}}}}`,
+			grpcMesh, r.name, r.name, r.match))
+	}
 	putRaw(t, st, ref(grpcMesh, appmesh.KindVirtualService, "", "split.colors.local"), fmt.Sprintf(
 		`{"meshName":%q,"virtualServiceName":"split.colors.local","spec":{"provider":{"virtualRouter":{"virtualRouterName":"split-router"}}}}`, grpcMesh))
 	putRaw(t, st, ref(grpcMesh, appmesh.KindVirtualService, "", "blue.colors.local"), fmt.Sprintf(
@@ -298,23 +303,29 @@ func TestProxylessGRPC(t *testing.T) {
 		until(t, blue, "refused", func(_ string, err error) bool { return err != nil })
 	})
 
-	t.Run("C-core client", func(t *testing.T) {
-		c := ccoreSplit(t, srv.addr, 2000)
-		green := float64(c["green"]) / 2000 * 100
-		if c["green"]+c["yellow"] != 2000 || green < 77 || green > 83 {
-			t.Fatalf("C-core split %v: green %.1f%%, want 80 ± 3", c, green)
-		}
-		t.Logf("C-core split over 2000 calls: %v (green %.1f%%)", c, green)
-	})
-
-	t.Run("grpc-js client", func(t *testing.T) {
-		c := grpcjsSplit(t, srv.addr, 2000)
-		green := float64(c["green"]) / 2000 * 100
-		if c["green"]+c["yellow"] != 2000 || green < 77 || green > 83 {
-			t.Fatalf("grpc-js split %v: green %.1f%%, want 80 ± 3", c, green)
-		}
-		t.Logf("grpc-js split over 2000 calls: %v (green %.1f%%)", c, green)
-	})
+	for _, cl := range []struct {
+		name string
+		run  func(t *testing.T, addr string, n int, md ...string) map[string]int
+	}{
+		{"C-core client", ccoreSplit},
+		{"grpc-js client", grpcjsSplit},
+	} {
+		t.Run(cl.name, func(t *testing.T) {
+			c := cl.run(t, srv.addr, 2000)
+			green := float64(c["green"]) / 2000 * 100
+			if c["green"]+c["yellow"] != 2000 || green < 77 || green > 83 {
+				t.Fatalf("split %v: green %.1f%%, want 80 ± 3", c, green)
+			}
+			t.Logf("split over 2000 calls: %v (green %.1f%%)", c, green)
+			// Header matches: the route table has exact and prefix
+			// matchers, which C-core 1.51 refuses as string_match.
+			for _, md := range [][]string{{"x-exact", "yellow"}, {"x-prefix", "yellowish"}} {
+				if c := cl.run(t, srv.addr, 50, md...); c["yellow"] != 50 {
+					t.Fatalf("%s: %s went to %v, want yellow only", cl.name, md, c)
+				}
+			}
+		})
+	}
 
 	for _, p := range srv.Proxies() {
 		if p.LastNack != nil || p.Error != "" {
@@ -323,10 +334,10 @@ func TestProxylessGRPC(t *testing.T) {
 	}
 }
 
-// ccoreSplit runs the split through gRPC C-core (Debian's python3-grpcio,
-// an xDS client written independently of grpc-go) as the ccore node, and
-// returns its counts.
-func ccoreSplit(t *testing.T, addr string, n int) map[string]int {
+// ccoreSplit makes n calls through gRPC C-core (Debian's python3-grpcio,
+// an xDS client written independently of grpc-go) as the ccore node, with
+// the metadata pairs md, and counts the backends that answered.
+func ccoreSplit(t *testing.T, addr string, n int, md ...string) map[string]int {
 	t.Helper()
 	const py = "/usr/bin/python3"
 	if err := exec.Command(py, "-c", "import grpc").Run(); err != nil {
@@ -342,7 +353,7 @@ func ccoreSplit(t *testing.T, addr string, n int) map[string]int {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), wait*3)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, py, filepath.Join("testdata", "ccore_split.py"), "xds:///split.colors.local", fmt.Sprint(n))
+	cmd := exec.CommandContext(ctx, py, append([]string{filepath.Join("testdata", "ccore_split.py"), "xds:///split.colors.local", fmt.Sprint(n)}, md...)...)
 	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bs)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -416,11 +427,12 @@ func TestProxylessBeforeNodeExists(t *testing.T) {
 	until(t, cc, "answered once the node exists", func(_ string, err error) bool { return err == nil })
 }
 
-// grpcjsSplit runs the split through grpc-js-xds (a third xDS client,
+// grpcjsSplit makes n calls through grpc-js-xds (a third xDS client,
 // written independently of the other two) as the ccore node's replica,
-// and returns its counts. Its packages come from WEFT_NPM_DIR, by default
-// ~/.cache/weft-npm, where scripts/test.sh installs them.
-func grpcjsSplit(t *testing.T, addr string, n int) map[string]int {
+// with the metadata pairs md, and counts the backends that answered. Its
+// packages come from WEFT_NPM_DIR, by default ~/.cache/weft-npm, where
+// scripts/test.sh installs them.
+func grpcjsSplit(t *testing.T, addr string, n int, md ...string) map[string]int {
 	t.Helper()
 	dir := os.Getenv("WEFT_NPM_DIR")
 	if dir == "" {
@@ -440,7 +452,7 @@ func grpcjsSplit(t *testing.T, addr string, n int) map[string]int {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), wait*3)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join("testdata", "grpcjs_split.js"), "xds:///split.colors.local", fmt.Sprint(n))
+	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join("testdata", "grpcjs_split.js"), "xds:///split.colors.local", fmt.Sprint(n)}, md...)...)
 	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+bs, "NODE_PATH="+modules)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -116,6 +116,32 @@ func headerMatcher(name string, m *appmesh.HeaderMatchMethod, invert bool) *rout
 	return hm
 }
 
+// legacyHeaderMatchers rewrites string_match header matchers into the
+// older fields (exact_match, prefix_match, suffix_match,
+// safe_regex_match): gRPC C-core 1.51, which Debian ships, NACKs a route
+// with string_match ("Invalid route header matcher specified"), and
+// grpc-go and grpc-js accept both. Envoy gets string_match: it has
+// deprecated the older fields.
+func legacyHeaderMatchers(hs []*routev3.HeaderMatcher) {
+	for _, h := range hs {
+		sm := h.GetStringMatch()
+		if sm == nil || sm.GetIgnoreCase() {
+			continue // ignore_case has no older form; weft never sets it
+		}
+		//nolint:staticcheck // the deprecated fields are the point: older gRPC clients read only those
+		switch p := sm.GetMatchPattern().(type) {
+		case *matcherv3.StringMatcher_Exact:
+			h.HeaderMatchSpecifier = &routev3.HeaderMatcher_ExactMatch{ExactMatch: p.Exact}
+		case *matcherv3.StringMatcher_Prefix:
+			h.HeaderMatchSpecifier = &routev3.HeaderMatcher_PrefixMatch{PrefixMatch: p.Prefix}
+		case *matcherv3.StringMatcher_Suffix:
+			h.HeaderMatchSpecifier = &routev3.HeaderMatcher_SuffixMatch{SuffixMatch: p.Suffix}
+		case *matcherv3.StringMatcher_SafeRegex:
+			h.HeaderMatchSpecifier = &routev3.HeaderMatcher_SafeRegexMatch{SafeRegexMatch: p.SafeRegex}
+		}
+	}
+}
+
 func exactHeader(name, value string) *routev3.HeaderMatcher {
 	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 		StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}}}}

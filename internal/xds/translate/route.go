@@ -49,8 +49,11 @@ func (b *build) egressRoutes(sp svcPort, fl flavor) []*routev3.Route {
 // which Envoy and gRPC both refuse, or when a gRPC client cannot match it.
 func (b *build) egressRoute(service string, r meshRoute, fl flavor) *routev3.Route {
 	m := routeMatch(r)
-	if fl == grpcFlavor && !grpcMethod(m) {
-		return nil
+	if fl == grpcFlavor {
+		if !grpcMethod(m) {
+			return nil
+		}
+		legacyHeaderMatchers(m.Headers)
 	}
 	wc := b.weightedClusters(service, r.targets, fl)
 	if wc == nil {
