@@ -53,8 +53,10 @@ var listening = regexp.MustCompile(`msg="api listening" addr=(\S+)`)
 // process is killed at the end of the test if it is still running.
 func startWeft(t *testing.T, bin, dir string) *weftProcess {
 	t.Helper()
-	cmd := exec.Command(bin, "server", "--api-addr", "127.0.0.1:0", "--data-dir", dir,
-		"--region", "us-east-1", "--account-id", account, "--appmesh-limits", "virtualNodesPerMesh=100000")
+	// Every listener on a port of the kernel's choosing: the defaults
+	// (xDS 15010, DNS 5353) would clash with another run or a real server.
+	cmd := exec.Command(bin, "server", "--api-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0",
+		"--data-dir", dir, "--region", "us-east-1", "--account-id", account, "--appmesh-limits", "virtualNodesPerMesh=100000")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
