@@ -391,7 +391,9 @@ func (c *hub) setSnapshot(id translate.Identity, snap *snapshot) {
 			continue
 		}
 		for s := range is.streams {
-			if st := &s.types[t]; st.pending.IsZero() && st.known != nt.version {
+			// A type the stream has not asked for yet is not waited on:
+			// its first response answers the subscription, not the write.
+			if st := &s.types[t]; st.subscribed && st.pending.IsZero() && st.known != nt.version {
 				st.pending = nt.changedAt
 			}
 		}
