@@ -18,6 +18,8 @@
 //
 //	go run ./bench/xdsbench -n 1000
 //	go run ./bench/xdsbench -n 1000 -cpuprofile /tmp/xds.pprof   # the server's, during the writes
+//	go run ./bench/xdsbench -n 1000 -memprofile /tmp/xds.mem     # its allocations during the writes:
+//	go tool pprof -sample_index=alloc_space -base /tmp/xds.mem.base /tmp/xds.mem
 package main
 
 import (
@@ -76,16 +78,17 @@ func main() {
 	writes := flag.Int("writes", 100, "API writes, one at a time")
 	perConn := flag.Int("streams-per-conn", 1, "ADS streams sharing one gRPC connection")
 	cpuprofile := flag.String("cpuprofile", "", "write the server's CPU profile during the writes to this file")
+	memprofile := flag.String("memprofile", "", "write the server's heap profile to this file after the writes, and to this file.base before them")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *cpuprofile); err != nil {
+	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *cpuprofile, *memprofile); err != nil {
 		log.Fatal(err)
 	}
 }
 
 // serve is the child: weft's server with a CPU profile that SIGUSR1
-// starts and SIGUSR2 stops.
+// starts and SIGUSR2 stops, and heap profiles written at both.
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	var cfg server.Config
@@ -93,6 +96,7 @@ func serve(args []string) error {
 	fs.StringVar(&cfg.DataDir, "data", "", "")
 	fs.StringVar(&cfg.XDSAddr, "xds", "", "")
 	profile := fs.String("cpuprofile", "", "")
+	memprofile := fs.String("memprofile", "", "")
 	fs.Parse(args)
 	cfg.Region, cfg.AccountID = "us-east-1", "111122223333"
 	var err error
@@ -104,7 +108,22 @@ func serve(args []string) error {
 	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
 	go func() { // ends with the process
 		var f *os.File
+		heap := func(name string) {
+			if *memprofile == "" {
+				return
+			}
+			if f, err := os.Create(name); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}
 		for s := range sig {
+			switch s {
+			case syscall.SIGUSR1:
+				heap(*memprofile + ".base")
+			case syscall.SIGUSR2:
+				heap(*memprofile)
+			}
 			switch {
 			case s == syscall.SIGUSR1 && *profile != "" && f == nil:
 				f, _ = os.Create(*profile)
@@ -130,7 +149,7 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func run(ctx context.Context, n, replicas, services, writes, perConn int, cpuprofile string) error {
+func run(ctx context.Context, n, replicas, services, writes, perConn int, cpuprofile, memprofile string) error {
 	dir, err := os.MkdirTemp("", "xdsbench")
 	if err != nil {
 		return err
@@ -141,7 +160,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 		return err
 	}
 	apiAddr, xdsAddr := freeAddr(), freeAddr()
-	child := exec.Command(self, "serve", "-api", apiAddr, "-xds", xdsAddr, "-data", filepath.Join(dir, "data"), "-cpuprofile", cpuprofile)
+	child := exec.Command(self, "serve", "-api", apiAddr, "-xds", xdsAddr, "-data", filepath.Join(dir, "data"), "-cpuprofile", cpuprofile, "-memprofile", memprofile)
 	child.Stderr = os.Stderr
 	if err := child.Start(); err != nil {
 		return err
@@ -220,6 +239,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 	cpu0, _ := procCPU(child.Process.Pid)
 	child.Process.Signal(syscall.SIGUSR1)
 	var lat, apiLat []time.Duration
+	byType := map[string][]time.Duration{} // lat by the type the write changes
 	rnd := rand.New(rand.NewPCG(7, 11))
 	for i := range writes {
 		k := i % services
@@ -272,6 +292,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 			}
 		}
 		lat = append(lat, last.Sub(t0))
+		byType[typ] = append(byType[typ], last.Sub(t0))
 	}
 	child.Process.Signal(syscall.SIGUSR2)
 	cpu1, _ := procCPU(child.Process.Pid)
@@ -284,11 +305,20 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 		}
 		return time.Duration((m1[name+"_sum"] - m0[name+"_sum"]) / n * float64(time.Second))
 	}
-	log.Printf("server side, means over the writes: recompute (commit seen -> snapshots handed to streams) %v per batch; write->ACK %v per proxy and type; %.0f translations and %.0f pushes per write",
+	perWrite := func(name string) float64 { return (m1[name] - m0[name]) / float64(writes) }
+	log.Printf("server side, means over the writes: recompute (commit seen -> snapshots handed to streams) %v per batch; write->ACK %v per proxy and type; per write: %.0f translations, %.0f endpoint-only updates, %.1f resources deep-validated, %.0f pushes",
 		mean("weft_xds_recompute_seconds").Round(10*time.Microsecond), mean("weft_xds_write_to_ack_seconds").Round(10*time.Microsecond),
-		(m1["weft_xds_translations_total"]-m0["weft_xds_translations_total"])/float64(writes), (m1["weft_xds_pushes_total"]-m0["weft_xds_pushes_total"])/float64(writes))
+		perWrite("weft_xds_translations_total"), perWrite("weft_xds_endpoint_updates_total"), perWrite("weft_xds_resource_checks_total"), perWrite("weft_xds_pushes_total"))
 	slices.Sort(lat)
 	slices.Sort(apiLat)
+	log.Printf("API calls (HTTP, validation, fsync'd commit): p50 %s, p99 %s, max %s", ms(pct(apiLat, 50)), ms(pct(apiLat, 99)), ms(apiLat[len(apiLat)-1]))
+	for _, typ := range []string{rdsType, edsType} {
+		d := byType[typ]
+		slices.Sort(d)
+		if len(d) > 0 {
+			log.Printf("writes changing %s: %d, p50 %s, p99 %s, max %s", typ[strings.LastIndexByte(typ, '.')+1:], len(d), ms(pct(d, 50)), ms(pct(d, 99)), ms(d[len(d)-1]))
+		}
+	}
 	cpuPerWrite := time.Duration(float64(cpu1-cpu0) / float64(writes))
 	fmt.Printf("| %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %d / %d |\n",
 		n, nodes, len(lat), 2*nodes/services*replicas,
