@@ -237,6 +237,8 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 
 	m0 := scrape("http://" + apiAddr + "/metrics")
 	cpu0, _ := procCPU(child.Process.Pid)
+	self0, _ := procCPU(os.Getpid())
+	load0 := loadavg()
 	child.Process.Signal(syscall.SIGUSR1)
 	var lat, apiLat []time.Duration
 	byType := map[string][]time.Duration{} // lat by the type the write changes
@@ -296,6 +298,9 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 	}
 	child.Process.Signal(syscall.SIGUSR2)
 	cpu1, _ := procCPU(child.Process.Pid)
+	self1, _ := procCPU(os.Getpid())
+	log.Printf("machine load average (1, 5, 15 min) before the writes %s, after %s; the simulated proxies (this process) used %v of CPU per write",
+		load0, loadavg(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
 	rss, hwm := procRSS(child.Process.Pid)
 	m1 := scrape("http://" + apiAddr + "/metrics")
 	mean := func(name string) time.Duration {
@@ -365,6 +370,17 @@ func procCPU(pid int) (time.Duration, error) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+// loadavg is the machine's 1, 5 and 15 minute load averages: the other
+// work competing for its cores.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // procRSS is the process's resident set and its peak, in bytes.

@@ -558,11 +558,14 @@ func (l *loop) recompute(tasks []task, at time.Time) {
 	}
 	results := make([]result, len(tasks))
 	built := &assignments{m: map[assignmentKey]*assignment{}}
-	parallel(len(tasks), func(i int) {
+	// One marshalling buffer per worker: most resources are already
+	// interned and need no bytes of their own.
+	bufs := make([][]byte, workers(len(tasks)))
+	parallel(len(tasks), func(w, i int) {
 		if tasks[i].eps != nil {
-			results[i] = l.computeEndpoints(tasks[i].id, tasks[i].eps, built)
+			results[i] = l.computeEndpoints(tasks[i].id, tasks[i].eps, built, &bufs[w])
 		} else {
-			results[i] = l.compute(tasks[i].id)
+			results[i] = l.compute(tasks[i].id, &bufs[w])
 		}
 	})
 	l.check(results)
@@ -572,22 +575,25 @@ func (l *loop) recompute(tasks []task, at time.Time) {
 	l.metrics.interned.Set(float64(len(l.entries)))
 }
 
-// parallel calls fn(0) ... fn(n-1) on up to GOMAXPROCS goroutines and
-// returns when every call has.
-func parallel(n int, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
+// workers is how many goroutines parallel runs for n calls.
+func workers(n int) int { return max(min(runtime.GOMAXPROCS(0), n), 1) }
+
+// parallel calls fn(w, 0) ... fn(w, n-1) on workers(n) goroutines, w
+// being the goroutine's number, and returns when every call has.
+func parallel(n int, fn func(w, i int)) {
+	nw := workers(n)
+	if nw == 1 {
 		for i := range n {
-			fn(i)
+			fn(0, i)
 		}
 		return
 	}
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range workers {
+	for w := range nw {
 		wg.Go(func() { // ends when next is closed below
 			for i := range next {
-				fn(i)
+				fn(w, i)
 			}
 		})
 	}
@@ -598,9 +604,10 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-// compute translates one identity and marshals its resources. It must
-// not write to the loop's state: it runs on a worker.
-func (l *loop) compute(id translate.Identity) (r result) {
+// compute translates one identity and marshals its resources, in buf
+// (the worker's, grown as needed). It must not write to the loop's state:
+// it runs on a worker.
+func (l *loop) compute(id translate.Identity, buf *[]byte) (r result) {
 	// A translator bug met by one mesh's input must not take the control
 	// plane down: the proxy keeps its configuration and shows the error.
 	defer func() {
@@ -647,16 +654,17 @@ func (l *loop) compute(id translate.Identity) (r result) {
 		r.items[t] = make([]item, 0, len(list))
 		for _, m := range list {
 			// Deterministic, so that equal resources hash equal.
-			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+			b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
 			if err != nil {
 				r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
 				return r
 			}
+			*buf = b
 			it := item{name: cache.GetResourceName(m), sum: sha256.Sum256(b), msg: m}
 			if e := l.entries[it.sum]; e != nil {
 				it.facts = e.facts[index(r.grpc)]
 			} else {
-				it.value = b
+				it.value = slices.Clone(b)
 			}
 			r.items[t] = append(r.items[t], it)
 		}
@@ -678,7 +686,7 @@ func (l *loop) compute(id translate.Identity) (r result) {
 // the assignments built from those nodes' endpoints rebuilt
 // (translate.LoadAssignment). It must not write to the loop's state: it
 // runs on a worker.
-func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struct{}, built *assignments) (r result) {
+func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struct{}, built *assignments, buf *[]byte) (r result) {
 	defer func() {
 		if p := recover(); p != nil {
 			r = result{err: fmt.Errorf("build endpoints panicked: %v", p)}
@@ -691,7 +699,7 @@ func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struc
 		if dirty && !slices.ContainsFunc(p.sources, func(s translate.EndpointSource) bool { return s.Node == n.name }) {
 			// The translator read these endpoints but did not say where
 			// they went: only a whole translation can follow them.
-			return l.compute(id)
+			return l.compute(id, buf)
 		}
 	}
 	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, endpointsOnly: true}
@@ -703,7 +711,7 @@ func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struc
 			if l.checkResource != nil && e.facts[g] == nil {
 				// Not checked as this proxy's kind (validation was off
 				// when it was interned): translate whole, which checks.
-				return l.compute(id)
+				return l.compute(id, buf)
 			}
 			r.items[t][i] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
 		}
@@ -804,7 +812,7 @@ func (l *loop) check(results []result) {
 			}
 		}
 	}
-	parallel(len(list), func(i int) { list[i].run(l.checkResource) })
+	parallel(len(list), func(_, i int) { list[i].run(l.checkResource) })
 	l.metrics.checks.Add(float64(len(list)))
 	for i := range results {
 		r := &results[i]
