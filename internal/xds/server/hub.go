@@ -206,7 +206,9 @@ func (c *hub) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 		return nil
 	}
 	st := &s.types[t]
-	s.log.Debug("request", "type", typeName(t), "version", req.GetVersionInfo(), "nonce", req.GetResponseNonce(), "names", req.GetResourceNames(), "nack", req.GetErrorDetail() != nil)
+	if s.log.Enabled(s.ctx, slog.LevelDebug) {
+		s.log.Debug("request", "type", typeName(t), "version", req.GetVersionInfo(), "nonce", req.GetResponseNonce(), "names", req.GetResourceNames(), "nack", req.GetErrorDetail() != nil)
+	}
 	if st.pendingNonce != "" && req.GetResponseNonce() != st.pendingNonce {
 		// Sent before the client saw our last response: go-control-plane
 		// ignores it (and opens no watch), and so does the hub.
@@ -509,18 +511,15 @@ func (c *hub) respond(s *stream, t int, ts *typeSnapshot) {
 	st := &s.types[t]
 	w := st.w
 	var anys []*anypb.Any
-	returned := make(map[string]string)
-	if w.sub.IsWildcard() {
-		anys = make([]*anypb.Any, 0, len(ts.entries))
-		for _, e := range ts.entries {
-			anys = append(anys, e.any)
-			returned[e.name] = ts.version
-		}
+	var returned map[string]string
+	if w.sub.IsWildcard() || subscribesAll(w.sub, ts) {
+		anys, returned = ts.full.get(ts)
 	} else {
 		// Only what was asked for, in name order: a gRPC client asks for
 		// the listeners, routes and clusters it uses; asking for a
 		// resource that does not exist gets a response without it, which
 		// is how the client learns that it does not exist.
+		returned = make(map[string]string)
 		for _, e := range ts.entries {
 			if _, ok := w.sub.SubscribedResources()[e.name]; ok {
 				anys = append(anys, e.any)
@@ -532,7 +531,9 @@ func (c *hub) respond(s *stream, t int, ts *typeSnapshot) {
 	w.prevSent = st.sentVersion
 	st.sentVersion = ts.version
 	s.inflight = w
-	s.log.Debug("push", "type", typeName(t), "version", ts.version, "resources", len(anys), "wildcard", w.sub.IsWildcard())
+	if s.log.Enabled(s.ctx, slog.LevelDebug) {
+		s.log.Debug("push", "type", typeName(t), "version", ts.version, "resources", len(anys), "wildcard", w.sub.IsWildcard())
+	}
 	// A fresh DiscoveryResponse per stream: the server writes the nonce
 	// into it. The Anys inside are shared and only read.
 	w.ch <- &response{ // cap 1, and empty: the watch was open and unanswered
@@ -540,6 +541,45 @@ func (c *hub) respond(s *stream, t int, ts *typeSnapshot) {
 		out:      &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)},
 		returned: returned,
 	}
+}
+
+// subscribesAll reports whether a subscription names every resource of
+// ts, as Envoy's EDS and RDS subscriptions do.
+func subscribesAll(sub cache.Subscription, ts *typeSnapshot) bool {
+	names := sub.SubscribedResources()
+	if len(names) < len(ts.entries) {
+		return false
+	}
+	for _, e := range ts.entries {
+		if _, ok := names[e.name]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// fullResponse is the resources of a response that carries every
+// resource of a typeSnapshot, built once and shared by every stream
+// sent it (the replicas of an identity): nobody modifies the slice or the
+// map, go-control-plane's state-of-the-world server included. Protected
+// by hub.mu.
+type fullResponse struct {
+	anys     []*anypb.Any
+	returned map[string]string
+}
+
+// get returns the shared resources, building them on first use. Called
+// with hub.mu held.
+func (f *fullResponse) get(ts *typeSnapshot) ([]*anypb.Any, map[string]string) {
+	if f.returned == nil {
+		f.anys = make([]*anypb.Any, len(ts.entries))
+		f.returned = make(map[string]string, len(ts.entries))
+		for i, e := range ts.entries {
+			f.anys[i] = e.any
+			f.returned[e.name] = ts.version
+		}
+	}
+	return f.anys, f.returned
 }
 
 // response is one answer on a watch; with err set it ends the stream.

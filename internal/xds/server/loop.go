@@ -920,6 +920,7 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time) {
 		ts := &snap.types[t]
 		ts.version = version
 		ts.changedAt = at
+		ts.full = &fullResponse{}
 		ts.entries = make([]*entry, len(r.items[t]))
 		ts.byName = make(map[string]*entry, len(r.items[t]))
 		for i, it := range r.items[t] {

@@ -92,6 +92,9 @@ type typeSnapshot struct {
 	// committed; zero for the first translation of an identity, which no
 	// write caused.
 	changedAt time.Time
+	// full is the response carrying every resource, which the hub fills
+	// on first use; never nil.
+	full *fullResponse
 }
 
 // snapshot is everything one proxy identity is served. It never changes
