@@ -14,9 +14,11 @@
 // push loop translates that identity once, however many replicas connect.
 // A write recomputes only the identities whose last translation read what
 // it changed; a type whose resources did not change keeps its version and
-// is not sent, so an endpoint change sends EDS only. There is no timer
-// between a write and its push: the loop takes what the watch has queued
-// and pushes.
+// is not sent, so an endpoint change sends EDS only. A change of Cloud Map
+// endpoints alone is not even translated: the assignments built from them
+// are rebuilt (translate.EndpointSources), once each per batch. There is
+// no timer between a write and its push: the loop takes what the watch
+// has queued and pushes.
 package server
 
 import (
