@@ -21,12 +21,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -57,6 +59,7 @@ func main() {
 	profile := flag.String("profile", "", "write a CPU profile of the single proxy during its fixed-rate run to this file")
 	procs := flag.Int("concurrency", 0, "weft proxy --concurrency (0: every core)")
 	only := flag.String("only", "", "run only the paths whose name contains this")
+	hold := flag.Bool("hold", false, "set everything up, print addresses and pids, and wait for Ctrl-C (to profile by hand)")
 	flag.Parse()
 	if *weft == "" {
 		log.Fatal("-weft is required")
@@ -84,6 +87,14 @@ func main() {
 	procH := b.startHAProxy(pH, app)
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pH))
 
+	if *hold {
+		fmt.Printf("app %s (pid %d)\none weft proxy http://127.0.0.1:%d/ (pid %d, admin %s)\ntwo weft proxies http://127.0.0.1:%d/ (pid %d, admin %s)\nhaproxy http://127.0.0.1:%d/ (pid %d)\nlogs in %s\n",
+			app, b.appPid, pB, procB.Pid, b.admin[procB.Pid], pA, procA.Pid, b.admin[procA.Pid], pH, procH.Pid, b.dir)
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		return
+	}
 	type target struct {
 		name  string
 		url   string
@@ -157,6 +168,7 @@ type bench struct {
 	gomaxprocs int
 	pprof      bool
 	admin      map[int]string // admin address by pid
+	appPid     int
 	weft       string
 	dir        string
 	mu         sync.Mutex
@@ -197,7 +209,7 @@ func (b *bench) stopAll() {
 
 func (b *bench) startApp() string {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
-	b.start(b.weft, []string{"COLOR=blue"}, "colorapp", "--listen", addr)
+	b.appPid = b.start(b.weft, []string{"COLOR=blue"}, "colorapp", "--listen", addr).Process.Pid
 	waitHTTP("http://" + addr + "/")
 	return addr
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,7 +12,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/proxy/xdsclient"
 )
@@ -178,6 +181,55 @@ func TestAccessLogFormats(t *testing.T) {
 	}
 	if _, ok := m["bytes"].(float64); !ok {
 		t.Errorf("BYTES_SENT is not a number: %v", m["bytes"])
+	}
+}
+
+// TestGeneratedRequestID: a request without x-request-id gets one, as
+// Envoy's generate_request_id does, on the downstream request itself, so
+// the access log's %REQ(X-REQUEST-ID)% and the upstream see the same ID.
+func TestGeneratedRequestID(t *testing.T) {
+	h := newHarness(t)
+	a := newBackend(t, "a")
+	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormatSource{
+		TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "%REQ(:PATH)% %REQ(X-REQUEST-ID)%\n"}}}}
+	tests := []struct {
+		name     string
+		generate *wrapperspb.BoolValue
+		hdr      []string
+		want     func(up, logged string) bool
+	}{
+		{"generated when absent", nil, nil, func(up, logged string) bool { return uuid.MatchString(up) && logged == up }},
+		{"kept when present", nil, []string{"X-Request-Id", "rid-7"}, func(up, logged string) bool { return up == "rid-7" && logged == "rid-7" }},
+		{"not generated when disabled", wrapBool(false), nil, func(up, logged string) bool { return up == "" && logged == "-" }},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			logPath := filepath.Join(t.TempDir(), "access.log")
+			h.push(
+				httpListener("egress", httpManager("egress", "rds", withAccessLog(logPath, format),
+					func(m *hcmv3.HttpConnectionManager) { m.GenerateRequestId = tc.generate })),
+				routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))),
+				edsCluster("c"), cla("c", a.addr()))
+			path := fmt.Sprintf("/rid/%d", i)
+			// A new client: connections keep the configuration they started with.
+			_, e, _ := get(t, newClient(t), h.addr("egress"), "x", path, tc.hdr...)
+			up := e.Header.Get("X-Request-Id")
+			var logged string
+			waitUntil(t, 5*time.Second, "the access log line", func() bool {
+				b, _ := os.ReadFile(logPath)
+				for _, l := range strings.Split(string(b), "\n") {
+					if p, id, ok := strings.Cut(l, " "); ok && p == path {
+						logged = id
+						return true
+					}
+				}
+				return false
+			})
+			if !tc.want(up, logged) {
+				t.Errorf("upstream saw x-request-id %q, the access log %q", up, logged)
+			}
+		})
 	}
 }
 

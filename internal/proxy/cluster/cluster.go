@@ -82,7 +82,8 @@ type Cluster struct {
 	// HTTP2 is set when upstream requests use h2c; UseDownstream when the
 	// downstream protocol decides per request.
 	HTTP2, UseDownstream bool
-	h1, h2               *http.Transport
+	h1                   *h1Client
+	h2                   *http.Transport
 
 	cb        thresholds
 	rqActive  atomic.Int64
@@ -691,7 +692,7 @@ func (c *Cluster) halt() {
 	}
 	c.wg.Wait()
 	if c.h1 != nil {
-		c.h1.CloseIdleConnections()
+		c.h1.closeIdle()
 	}
 	if c.h2 != nil {
 		c.h2.CloseIdleConnections()

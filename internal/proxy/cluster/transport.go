@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -66,7 +67,7 @@ func (c *Cluster) transports() {
 		c.h2 = newT(true)
 	}
 	if !c.HTTP2 || c.UseDownstream {
-		c.h1 = newT(false)
+		c.h1 = newH1Client(c, newT(false))
 		if c.cb.maxConnections < maxGate {
 			c.gate = &gate{maxActive: int(c.cb.maxConnections), maxPending: int(min(c.cb.maxPending, maxGate))}
 		}
@@ -88,19 +89,29 @@ func (c *Cluster) Transport(downstreamMajor int) (http.RoundTripper, bool) {
 	return c.h1, true
 }
 
-// dial opens an upstream connection with connect_timeout and keeps the
-// cluster's and host's connection stats.
+// dial opens an upstream connection for net/http's Transport (h2c and
+// the HTTP/1.1 fallback) with connect_timeout.
 func (c *Cluster) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	h, _ := ctx.Value(hostKey{}).(*Host)
 	// The dial may outlive the request that started it (Go's pool hands the
 	// connection to whoever needs one next), so it is not cancelled with
 	// the request; connect_timeout bounds it.
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.connectTimeout)
+	return c.connect(context.WithoutCancel(ctx), h, addr)
+}
+
+// connect opens a TCP connection to addr for host h (nil when unknown)
+// within connect_timeout, keeping the cluster's and host's connection
+// stats. A connect that ctx cancels is not a connect failure.
+func (c *Cluster) connect(ctx context.Context, h *Host, addr string) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
 	defer cancel()
 	c.Stats.CxTotal.Inc()
 	var d net.Dialer
-	conn, err := d.DialContext(dctx, network, addr)
+	conn, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		c.Stats.CxConnectFail.Inc()
 		if h != nil {
 			h.cxFail.Add(1)
@@ -111,15 +122,13 @@ func (c *Cluster) dial(ctx context.Context, network, addr string) (net.Conn, err
 		}
 		return nil, &ConnectError{Addr: addr, Timeout: timeout, Err: err}
 	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
 	c.cxActive.Add(1)
 	c.Stats.CxActive.Inc()
 	if h != nil {
 		h.cxActive.Add(1)
 		h.cxTotal.Add(1)
 	}
+	// Go sets TCP_NODELAY on every TCP connection already.
 	return &countedConn{Conn: conn, c: c, h: h}, nil
 }
 
@@ -129,7 +138,7 @@ func (c *Cluster) DialTCP(ctx context.Context, h *Host) (net.Conn, error) {
 		c.Stats.CxOverflow.Inc()
 		return nil, ErrOverflow
 	}
-	return c.dial(WithHost(ctx, h), "tcp", h.Addr)
+	return c.connect(context.WithoutCancel(ctx), h, h.Addr)
 }
 
 type countedConn struct {
@@ -148,6 +157,14 @@ func (cc *countedConn) Close() error {
 		}
 	})
 	return cc.Conn.Close()
+}
+
+// SyscallConn exposes the socket, for the idle-connection check.
+func (cc *countedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := cc.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 // CloseWrite half-closes, for tcp_proxy.

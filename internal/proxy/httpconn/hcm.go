@@ -4,10 +4,11 @@
 // it to a cluster with retries, timeouts, header mutations and rewrites,
 // keeping Envoy's stats and writing its access logs.
 //
-// One Server (a net/http server) serves the connections of every
-// listener; each connection carries the compiled HCM of the filter chain
-// it matched, so configuration changes apply to new connections while
-// older ones keep the HCM they started with.
+// One Server serves the connections of every listener: HTTP/1.1 on the
+// goroutine that accepted the connection (h1.go), h2c with a net/http
+// server. Each connection carries the compiled HCM of the filter chain it
+// matched, so configuration changes apply to new connections while older
+// ones keep the HCM they started with.
 package httpconn
 
 import (

@@ -54,6 +54,7 @@ type stream struct {
 	svcTime   time.Duration // upstream time to response headers
 	cancel    context.CancelCauseFunc
 	ctx       context.Context // the stream's context, cancelled with a cause
+	down      context.Context // the downstream's: ends when the client is gone
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
 	idleArmed bool            // an idle timer runs; set before any body I/O
 	rxBytes   atomic.Int64
@@ -73,9 +74,10 @@ func (s *stream) touch() {
 	}
 }
 
-// serve handles one downstream request.
-func (m *HCM) serve(w http.ResponseWriter, r *http.Request, c *listener.Conn) {
-	s := &stream{m: m, conn: c, in: r, start: time.Now()}
+// serve handles one downstream request. ctx ends when the downstream
+// connection does (or, on the HTTP/1.1 fast path, at shutdown).
+func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, c *listener.Conn) {
+	s := &stream{m: m, conn: c, in: r, start: time.Now(), down: ctx}
 	m.stats.rqTotal.Inc()
 	m.stats.rqActive.Inc()
 	if r.ProtoMajor == 2 {
@@ -89,7 +91,7 @@ func (m *HCM) serve(w http.ResponseWriter, r *http.Request, c *listener.Conn) {
 	}
 	defer func() {
 		p := recover()
-		if p != nil && r.Context().Err() != nil {
+		if p != nil && ctx.Err() != nil {
 			s.flags |= accesslog.DownstreamConnectionTermination
 		}
 		m.finish(s, rw)
@@ -97,6 +99,11 @@ func (m *HCM) serve(w http.ResponseWriter, r *http.Request, c *listener.Conn) {
 			panic(p) // http.ErrAbortHandler: net/http resets the stream
 		}
 	}()
+	if m.generateRequestID && r.Header.Get("X-Request-Id") == "" {
+		// As Envoy: the downstream request gets the ID, so the access log's
+		// %REQ(X-REQUEST-ID)% and the upstream see the same one.
+		r.Header.Set("X-Request-Id", newRequestID())
+	}
 	path := r.URL.EscapedPath()
 	if r.Method == http.MethodConnect || path == "" || path[0] != '/' {
 		m.localReply(rw, s, http.StatusNotFound, accesslog.NoRouteFound, "", "route_not_found")
@@ -153,13 +160,13 @@ func (m *HCM) serve(w http.ResponseWriter, r *http.Request, c *listener.Conn) {
 	s.upPath = s.rt.RewritePath(path)
 	s.rewrote = s.upPath != path
 
-	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), streamKey{}, s))
-	s.cancel, s.ctx = cancel, ctx
+	sctx, cancel := context.WithCancelCause(context.WithValue(ctx, streamKey{}, s))
+	s.cancel, s.ctx = cancel, sctx
 	defer cancel(nil)
 	for _, t := range m.timers(s) {
 		defer t.Stop()
 	}
-	m.rp().ServeHTTP(rw, r.WithContext(ctx))
+	m.rp().ServeHTTP(rw, r.WithContext(sctx))
 }
 
 // timers arms the route timeout, the max stream duration and the stream
@@ -303,9 +310,6 @@ func (m *HCM) rewrite(pr *httputil.ProxyRequest) {
 	if out.Header.Get("X-Forwarded-Proto") == "" {
 		out.Header.Set("X-Forwarded-Proto", "http")
 	}
-	if m.generateRequestID && out.Header.Get("X-Request-Id") == "" {
-		out.Header.Set("X-Request-Id", newRequestID())
-	}
 	// Most specific first; later levels win on conflicts, as Envoy does
 	// unless most_specific_header_mutations_wins.
 	for _, ops := range []*route.HeaderOps{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers} {
@@ -389,7 +393,7 @@ func (m *HCM) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 		le = &localError{code: http.StatusServiceUnavailable, flags: accesslog.UpstreamConnectionTermination,
 			body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
 	}
-	if s.in.Context().Err() != nil {
+	if s.down.Err() != nil {
 		// The client went away: nothing to answer.
 		s.flags |= accesslog.DownstreamConnectionTermination | le.flags
 		return

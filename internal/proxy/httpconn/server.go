@@ -14,8 +14,9 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/listener"
 )
 
-// Server serves the HTTP connections of every listener with one
-// net/http server speaking HTTP/1.1 and prior-knowledge h2c.
+// Server serves the HTTP connections of every listener: HTTP/1.1 on the
+// fast path (h1.go), on the goroutine that accepted the connection, and
+// prior-knowledge h2c with one net/http server.
 type Server struct {
 	log *slog.Logger
 	ln  *chanListener
@@ -28,15 +29,19 @@ type Server struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	inflight int  // handlers running; protected by mu
-	closing  bool // protected by mu
+	inflight int                  // net/http handlers running; protected by mu
+	closing  bool                 // protected by mu
+	draining bool                 // shutdown began: no new fast-path connections; protected by mu
+	h1conns  map[*h1Conn]struct{} // fast-path connections; protected by mu
+	h1none   chan struct{}        // closed when draining leaves no fast-path connection; protected by mu
 }
 
 type connKey struct{}
 
 // NewServer returns a server; Run serves.
 func NewServer(logger *slog.Logger) *Server {
-	s := &Server{log: logger, ln: &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}}
+	s := &Server{log: logger, ln: &chanListener{ch: make(chan net.Conn), done: make(chan struct{})},
+		h1conns: map[*h1Conn]struct{}{}}
 	s.cond = sync.NewCond(&s.mu)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	p := new(http.Protocols)
@@ -75,14 +80,17 @@ func (s *Server) Run(ctx context.Context) error {
 	<-ctx.Done()
 	s.ln.close()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	_ = s.srv.Shutdown(sctx) // let responses in flight finish briefly
+	// Let responses in flight finish briefly: idle connections close now,
+	// busy ones after their response.
+	s.drainH1(sctx)
+	_ = s.srv.Shutdown(sctx)
 	cancel()
-	s.cancelBase()
+	s.cancelBase() // closes what is left of the fast-path connections
 	_ = s.srv.Close()
 	err := <-errc
 	s.mu.Lock()
 	s.closing = true
-	for s.inflight > 0 {
+	for s.inflight > 0 || len(s.h1conns) > 0 {
 		s.cond.Wait()
 	}
 	s.mu.Unlock()
@@ -92,10 +100,56 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// ServeConn implements listener.Handler: the HCM's connections go to the
-// shared server.
+// ServeConn implements listener.Handler: it serves the connection's
+// HTTP/1.1 requests on the calling goroutine and hands h2c connections to
+// the shared net/http server.
 func (m *HCM) ServeConn(ctx context.Context, c *listener.Conn) {
-	m.deps.Server.ln.push(ctx, c)
+	m.deps.Server.serveH1(ctx, c, m)
+}
+
+// track registers a fast-path connection; false once shutdown began.
+func (s *Server) track(hc *h1Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.h1conns[hc] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(hc *h1Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.h1conns, hc)
+	if len(s.h1conns) == 0 && s.h1none != nil {
+		close(s.h1none)
+		s.h1none = nil
+	}
+	if s.draining {
+		s.cond.Broadcast()
+	}
+}
+
+// drainH1 closes idle fast-path connections, marks busy ones to close
+// after their response, and waits for them until ctx ends.
+func (s *Server) drainH1(ctx context.Context) {
+	s.mu.Lock()
+	s.draining = true
+	for hc := range s.h1conns {
+		hc.drain()
+	}
+	if len(s.h1conns) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	none := make(chan struct{})
+	s.h1none = none
+	s.mu.Unlock()
+	select {
+	case <-none:
+	case <-ctx.Done():
+	}
 }
 
 func (s *Server) connState(c net.Conn, st http.ConnState) {
@@ -109,7 +163,9 @@ func (s *Server) connState(c net.Conn, st http.ConnState) {
 	}
 	switch st {
 	case http.StateNew:
+		// Only h2c connections reach the net/http server.
 		m.stats.cxTotal.Inc()
+		m.stats.cxHTTP2.Inc()
 		m.stats.cxActive.Inc()
 	case http.StateClosed, http.StateHijacked:
 		m.stats.cxActive.Dec()
@@ -139,7 +195,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
-	c.Chain.Handler.(*HCM).serve(w, r, c)
+	c.Chain.Handler.(*HCM).serve(r.Context(), w, r, c)
 }
 
 // chanListener is a net.Listener fed by listeners' filter chains.

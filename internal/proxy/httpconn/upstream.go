@@ -259,7 +259,7 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 		// The response broke after its headers went downstream: record why.
 		s := b.s
 		switch {
-		case s.in.Context().Err() != nil:
+		case s.down.Err() != nil:
 			s.flags |= accesslog.DownstreamConnectionTermination
 		case context.Cause(s.ctx) != nil:
 			s.flags |= s.ctxError(s.ctx).flags

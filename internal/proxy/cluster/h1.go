@@ -1,0 +1,329 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// h1Client is the HTTP/1.1 client of one cluster. It writes a request and
+// reads its response on the caller's goroutine, over keep-alive
+// connections pooled per host address, using net/http's own message
+// reader and writer (Request.Write, ReadResponse).
+//
+// net/http's Transport runs a reader and a writer goroutine per connection
+// and hands every exchange between them and the caller: four goroutine
+// hand-offs per request, each of which may wake another OS thread. At
+// sidecar rates those wake-ups cost more than the exchange itself. What
+// this client does not do inline goes to fallback, a Transport: upgrades,
+// Expect: 100-continue, and request bodies of unknown length or longer
+// than maxInlineBody, which a Transport writes while it reads the
+// response (an upstream may answer before it has read the body).
+type h1Client struct {
+	c           *Cluster
+	fallback    *http.Transport
+	idleTimeout time.Duration
+
+	mu     sync.Mutex
+	idle   map[string][]*h1Conn // by host address, least recently used first; protected by mu
+	closed bool                 // set by closeIdle; protected by mu
+}
+
+const (
+	// maxInlineBody is the longest request body sent inline: it fits in
+	// the socket buffers, so writing it cannot wait on an upstream that
+	// answers without reading it.
+	maxInlineBody = 64 << 10
+	// maxIdlePerHost bounds the idle connections kept per host, as the
+	// Transport's MaxIdleConnsPerHost did.
+	maxIdlePerHost = 1024
+	// staleAfter is how long a connection may sit idle before it is
+	// checked for a close by the upstream before reuse (Node's default
+	// keep-alive timeout is 5 s; Envoy learns of such closes from its
+	// event loop).
+	staleAfter = time.Second
+	// bufSize is the size of each connection's read and write buffers.
+	bufSize = 4 << 10
+)
+
+// aLongTimeAgo is a deadline in the past: setting it aborts blocked I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func newH1Client(c *Cluster, fallback *http.Transport) *h1Client {
+	return &h1Client{c: c, fallback: fallback, idleTimeout: c.idleTimeout(), idle: map[string][]*h1Conn{}}
+}
+
+// h1Conn is one upstream connection. It belongs to the pool while idle
+// and to one exchange at a time otherwise.
+type h1Conn struct {
+	nc        net.Conn
+	raw       syscall.RawConn // for the liveness check; nil if unavailable
+	addr      string
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	reused    bool
+	idleSince time.Time
+	abort     func() // aborts blocked I/O; bound once, used by context.AfterFunc
+}
+
+func newH1Conn(nc net.Conn, addr string) *h1Conn {
+	pc := &h1Conn{nc: nc, addr: addr, br: bufio.NewReaderSize(nc, bufSize), bw: bufio.NewWriterSize(nc, bufSize)}
+	if sc, ok := nc.(syscall.Conn); ok {
+		pc.raw, _ = sc.SyscallConn()
+	}
+	pc.abort = func() { _ = pc.nc.SetDeadline(aLongTimeAgo) }
+	return pc
+}
+
+// inline reports whether the request is exchanged on the caller's goroutine.
+func inline(req *http.Request) bool {
+	if req.ContentLength < 0 || req.ContentLength > maxInlineBody {
+		return false
+	}
+	if req.Header.Get("Upgrade") != "" || httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
+		return false
+	}
+	return req.URL.Scheme == "http"
+}
+
+// RoundTrip implements http.RoundTripper. It aborts when the request's
+// context ends, including while the response body is read.
+func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !inline(req) {
+		return t.fallback.RoundTrip(req)
+	}
+	ctx := req.Context()
+	for retried := false; ; retried = true {
+		pc, err := t.get(ctx, req.URL.Host)
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		resp, stale, err := t.exchange(ctx, pc, req)
+		if err == nil {
+			return resp, nil
+		}
+		pc.close()
+		// A keep-alive connection the upstream closed just as it was
+		// reused: try once more on a new one if the request can be
+		// sent again, as net/http's Transport does.
+		if stale && pc.reused && !retried && ctx.Err() == nil && replayable(req) {
+			if req.Body != nil && req.Body != http.NoBody {
+				if req.Body, err = req.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		return nil, err
+	}
+}
+
+// exchange writes req on pc and reads the response head. stale reports
+// that the connection failed before any byte of a response arrived.
+func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) (resp *http.Response, stale bool, err error) {
+	stop := context.AfterFunc(ctx, pc.abort)
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	if err := req.Write(pc.bw); err != nil {
+		return nil, true, err
+	}
+	if err := pc.bw.Flush(); err != nil {
+		return nil, true, err
+	}
+	if _, err := pc.br.Peek(1); err != nil {
+		return nil, true, err
+	}
+	for {
+		resp, err = http.ReadResponse(pc.br, req)
+		if err != nil {
+			return nil, false, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		// 1xx informational: passed on to whoever traces the request
+		// (httputil.ReverseProxy forwards them), then the real response.
+		if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
+			if err := tr.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return nil, false, errors.New("upstream switched protocols without an upgrade request")
+	}
+	b := &h1Body{t: t, pc: pc, rc: resp.Body, stop: stop, keep: !resp.Close && !req.Close}
+	if resp.Body == http.NoBody {
+		b.release(true)
+		return resp, false, nil
+	}
+	resp.Body = b
+	return resp, false, nil
+}
+
+// replayable is net/http's rule for resending a request on a new
+// connection after a reused one failed.
+func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// get returns an idle connection to addr, or a new one.
+func (t *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
+	var now time.Time
+	for {
+		t.mu.Lock()
+		l := t.idle[addr]
+		if len(l) == 0 {
+			t.mu.Unlock()
+			break
+		}
+		pc := l[len(l)-1]
+		l[len(l)-1] = nil
+		t.idle[addr] = l[:len(l)-1]
+		t.mu.Unlock()
+		if now.IsZero() {
+			now = time.Now()
+		}
+		idle := now.Sub(pc.idleSince)
+		if idle >= t.idleTimeout || idle >= staleAfter && !pc.alive() {
+			pc.close()
+			continue
+		}
+		pc.reused = true
+		return pc, nil
+	}
+	h, _ := ctx.Value(hostKey{}).(*Host)
+	nc, err := t.c.connect(ctx, h, addr)
+	if err != nil {
+		return nil, err
+	}
+	return newH1Conn(nc, addr), nil
+}
+
+// put returns a connection whose exchange ended cleanly to the pool.
+func (t *h1Client) put(pc *h1Conn) {
+	pc.idleSince = time.Now()
+	var expired *h1Conn
+	t.mu.Lock()
+	l := t.idle[pc.addr]
+	if t.closed || len(l) >= maxIdlePerHost {
+		t.mu.Unlock()
+		pc.close()
+		return
+	}
+	// Connections are closed once idle_timeout passes without use; the
+	// least recently used is checked on every return, so an idle pool
+	// shrinks as traffic flows without a timer per connection.
+	if len(l) > 0 && pc.idleSince.Sub(l[0].idleSince) >= t.idleTimeout {
+		expired = l[0]
+		l = append(l[:0], l[1:]...)
+	}
+	t.idle[pc.addr] = append(l, pc)
+	t.mu.Unlock()
+	if expired != nil {
+		expired.close()
+	}
+}
+
+// closeIdle closes every idle connection; connections in use close when
+// their exchange ends. The client must not be used afterwards, except by
+// exchanges already running.
+func (t *h1Client) closeIdle() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle, t.closed = map[string][]*h1Conn{}, true
+	t.mu.Unlock()
+	for _, l := range idle {
+		for _, pc := range l {
+			pc.close()
+		}
+	}
+	t.fallback.CloseIdleConnections()
+}
+
+func (pc *h1Conn) close() { _ = pc.nc.Close() }
+
+// alive reports whether an idle connection is still open: no EOF, reset
+// or unsolicited bytes from the upstream, checked without blocking.
+func (pc *h1Conn) alive() bool {
+	if pc.br.Buffered() > 0 {
+		return false
+	}
+	if pc.raw == nil {
+		return true
+	}
+	return peekIdle(pc.raw)
+}
+
+// h1Body is a response body read from a pooled connection. When it is read
+// to the end of a response that allows keep-alive, the connection returns
+// to the pool; otherwise it is closed. It is read and closed by one
+// goroutine, as a response body is.
+type h1Body struct {
+	t    *h1Client
+	pc   *h1Conn
+	rc   io.ReadCloser // the body as http.ReadResponse frames it
+	stop func() bool   // unregisters the context hook
+	keep bool          // neither side asked to close the connection
+	done bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err != nil {
+		b.release(err == io.EOF)
+	}
+	return n, err
+}
+
+// Close ends the exchange. Before the end of the body it closes the
+// connection instead of reading the rest, which may never end.
+func (b *h1Body) Close() error {
+	if !b.done {
+		b.release(false)
+	}
+	return nil
+}
+
+func (b *h1Body) release(clean bool) {
+	b.done = true
+	// stop fails when the context hook ran (or is running): the
+	// connection's deadline is poisoned and it cannot be reused.
+	if b.stop() && clean && b.keep {
+		b.t.put(b.pc)
+		return
+	}
+	b.pc.close()
+}

@@ -1,0 +1,611 @@
+package httpconn
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/weftmesh/weft/internal/proxy/listener"
+)
+
+// The HTTP/1.1 fast path: a downstream connection is served on the
+// goroutine that accepted it, one request after another, with net/http's
+// own message reader (http.ReadRequest) and a small response writer
+// (h1Writer). net/http's server would add a background reader goroutine
+// per request (to notice a client that goes away) and hand each request
+// between goroutines; together with the upstream client in package
+// cluster, a proxied request here involves no goroutine hand-off at all.
+//
+// Connections that open with the HTTP/2 preface go to the net/http
+// server (h2c). Upgrades stay here: the response writer can be hijacked.
+//
+// What it gives up: a client that disconnects while its request waits for
+// the upstream is noticed when the response is written, not at once.
+
+const (
+	// h1BufSize is the size of each downstream connection's read and
+	// write buffers (net/http's server uses the same).
+	h1BufSize = 4 << 10
+	// maxHeaderBytes bounds a request head, as Envoy's
+	// max_request_headers_kb default (60 KiB) and the net/http server's
+	// MaxHeaderBytes do.
+	maxHeaderBytes = 60 << 10
+	// maxDrain is how much of a request body the handler left unread is
+	// read to keep the connection (net/http's server reads 256 KiB).
+	maxDrain = 256 << 10
+	// rstAvoidance is how long a connection refusing a request reads
+	// what the client still sends before closing.
+	rstAvoidance = 500 * time.Millisecond
+	// idleTimeout closes a connection that waits this long for its next
+	// request (Envoy's default downstream idle timeout).
+	idleTimeout = time.Hour
+)
+
+// h2Preface is what a prior-knowledge HTTP/2 connection starts with.
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// limitedReader is the connection as the read buffer sees it: while a
+// request head is read, at most n bytes, so that a huge head fails
+// instead of growing without bound.
+type limitedReader struct {
+	c net.Conn
+	n int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.c.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+var errHeadTooLarge = errors.New("request head too large")
+
+// replayConn hands a connection to the net/http server with the bytes
+// already buffered in front.
+type replayConn struct {
+	net.Conn
+	br *bufio.Reader // nil once drained
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p)
+		}
+		c.br = nil
+	}
+	return c.Conn.Read(p)
+}
+
+// connState tracks a fast-path connection for shutdown: idle (between
+// requests, safe to close) or busy; closing once shutdown began.
+const (
+	connBusy int32 = iota
+	connIdle
+	connClosing
+)
+
+// h1Conn is one downstream connection on the fast path. Owned by the
+// goroutine running serveH1, except state, which shutdown also sets.
+type h1Conn struct {
+	c       *listener.Conn
+	lim     limitedReader
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	state   atomic.Int32 // connBusy, connIdle or connClosing
+	scratch [64]byte     // status lines, chunk sizes, dates
+}
+
+func newH1Conn(c *listener.Conn) *h1Conn {
+	hc := &h1Conn{c: c, bw: bufio.NewWriterSize(c, h1BufSize)}
+	hc.lim = limitedReader{c: c.Conn, n: maxHeaderBytes}
+	hc.br = bufio.NewReaderSize(&hc.lim, h1BufSize)
+	return hc
+}
+
+// drain makes the connection close after its current response, or now if
+// it waits for a request. Called by shutdown, under Server.mu.
+func (hc *h1Conn) drain() {
+	if hc.state.Swap(connClosing) == connIdle {
+		_ = hc.c.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// aLongTimeAgo is a deadline in the past: setting it aborts blocked I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// serveH1 serves a connection's HTTP/1.1 requests until it closes, an
+// error or a hijack ends it, or shutdown. It returns when the connection is
+// done with or handed to the net/http server.
+func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
+	hc := newH1Conn(c)
+	// Tracked, and idle, from the start: shutdown must not wait for a
+	// connection that has not sent its first bytes yet.
+	_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
+	hc.state.Store(connIdle)
+	if !s.track(hc) {
+		_ = c.Close()
+		return
+	}
+	defer s.untrack(hc)
+	h2, err := startsWithPreface(hc.br)
+	if err != nil || !hc.state.CompareAndSwap(connIdle, connBusy) {
+		_ = c.Close()
+		return
+	}
+	if h2 {
+		s.untrack(hc)
+		_ = c.SetReadDeadline(time.Time{})
+		hc.lim.n = math.MaxInt64
+		c.Conn = &replayConn{Conn: c.Conn, br: hc.br}
+		s.ln.push(ctx, c)
+		return
+	}
+	m.stats.cxTotal.Inc()
+	m.stats.cxHTTP1.Inc()
+	m.stats.cxActive.Inc()
+	defer func() {
+		m.stats.cxActive.Dec()
+		m.stats.cxDestroy.Inc()
+	}()
+	hc.loop(s.base, s.log, func(ctx context.Context, w http.ResponseWriter, r *http.Request) { m.serve(ctx, w, r, c) })
+}
+
+// handlerFunc serves one request; ctx ends with the connection.
+type handlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request)
+
+// loop serves requests until the connection ends. base is the parent of
+// the connection's context; when it ends, the connection is closed.
+func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
+	c := hc.c
+	cctx, cancel := context.WithCancel(base)
+	defer cancel()
+	stop := context.AfterFunc(cctx, func() { _ = c.Close() })
+	defer stop()
+	for {
+		hijacked, keep := hc.serveOne(cctx, log, h)
+		if hijacked {
+			return // the hijacker owns and closes the connection
+		}
+		// The idle deadline is set before the connection is marked idle,
+		// so that shutdown's abort (drain) comes after it.
+		_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
+		if !keep || !hc.state.CompareAndSwap(connBusy, connIdle) {
+			_ = c.Close()
+			return
+		}
+		hc.lim.n = maxHeaderBytes
+		_, err := hc.br.Peek(1)
+		if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+			_ = c.Close()
+			return
+		}
+	}
+}
+
+// startsWithPreface waits for the first bytes and reports whether they
+// are the HTTP/2 connection preface, reading no further than needed to
+// tell.
+func startsWithPreface(br *bufio.Reader) (bool, error) {
+	for n := 1; ; n++ {
+		b, err := br.Peek(n)
+		if err != nil {
+			return false, err
+		}
+		if !strings.HasPrefix(h2Preface, string(b)) {
+			return false, nil
+		}
+		if n == len(h2Preface) {
+			return true, nil
+		}
+		if br.Buffered() > n {
+			n = min(br.Buffered(), len(h2Preface)) - 1
+		}
+	}
+}
+
+// serveOne reads and answers one request. keep is false when the
+// connection cannot carry another request.
+func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc) (hijacked, keep bool) {
+	c := hc.c
+	// RFC 9112 section 2.2: ignore empty lines before a request line.
+	for {
+		b, err := hc.br.Peek(1)
+		if err != nil || b[0] != '\r' && b[0] != '\n' {
+			break
+		}
+		_, _ = hc.br.Discard(1)
+	}
+	req, err := http.ReadRequest(hc.br)
+	hc.lim.n = math.MaxInt64
+	if err != nil {
+		switch {
+		case errors.Is(err, errHeadTooLarge):
+			hc.fail(http.StatusRequestHeaderFieldsTooLarge, "431 Request Header Fields Too Large")
+		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
+		default:
+			var ne net.Error
+			if !errors.As(err, &ne) {
+				hc.fail(http.StatusBadRequest, "400 Bad Request")
+			}
+		}
+		return false, false
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	if msg := checkRequest(req); msg != "" {
+		hc.fail(http.StatusBadRequest, "400 Bad Request: "+msg)
+		return false, false
+	}
+	w := &h1Writer{hc: hc, req: req, header: make(http.Header), length: -1}
+	if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
+		// As Envoy does unless proxy_100_continue: answer 100 Continue
+		// here, when the body is first read, and do not forward Expect.
+		req.Header.Del("Expect")
+		if req.ContentLength != 0 {
+			req.Body = &continueReader{ReadCloser: req.Body, w: w}
+		}
+	} else if req.Header.Get("Expect") != "" {
+		hc.fail(http.StatusExpectationFailed, "417 Expectation Failed")
+		return false, false
+	}
+	w.closeAfter = req.Close || !req.ProtoAtLeast(1, 1)
+	if !hc.run(ctx, log, h, w, req) {
+		return false, false
+	}
+	if w.hijacked {
+		return true, false
+	}
+	w.finish()
+	if w.err != nil || w.closeAfter {
+		return false, false
+	}
+	// A body the handler left unread: read it, up to a point, to reach the
+	// next request.
+	if req.Body != nil && req.Body != http.NoBody {
+		n, err := io.CopyN(io.Discard, req.Body, maxDrain+1)
+		if n > maxDrain || err != nil && err != io.EOF {
+			return false, false
+		}
+	}
+	return false, true
+}
+
+// run calls the HCM, turning a panic into a closed connection as net/http's
+// server does; http.ErrAbortHandler is the expected one (a response that
+// broke after its head was sent).
+func (hc *h1Conn) run(ctx context.Context, log *slog.Logger, h handlerFunc, w *h1Writer, req *http.Request) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				log.Error("panic serving HTTP request", "panic", p, "stack", string(debug.Stack()))
+			}
+			ok = false
+		}
+	}()
+	h(ctx, w, req)
+	return true
+}
+
+// checkRequest applies the checks net/http's server makes beyond parsing.
+func checkRequest(req *http.Request) string {
+	if req.ProtoMajor != 1 {
+		return "unsupported protocol version"
+	}
+	if req.ProtoAtLeast(1, 1) && req.Host == "" && req.Method != http.MethodConnect {
+		return "missing required Host header"
+	}
+	if !httpguts.ValidHostHeader(req.Host) {
+		return "malformed Host header"
+	}
+	for k, vv := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return "invalid header name"
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return "invalid header value"
+			}
+		}
+	}
+	return ""
+}
+
+// fail answers a request that could not be read and ends the
+// connection. What the client still sends is read and dropped for a
+// moment first: closing with unread data would reset the connection, and
+// the client might lose the answer (net/http's server waits likewise).
+func (hc *h1Conn) fail(code int, msg string) {
+	fmt.Fprintf(hc.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		code, http.StatusText(code), len(msg), msg)
+	if hc.bw.Flush() != nil {
+		return
+	}
+	if cw, ok := hc.c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = hc.c.SetReadDeadline(time.Now().Add(rstAvoidance))
+		_, _ = io.CopyN(io.Discard, hc.c.Conn, maxDrain)
+	}
+}
+
+// continueReader sends 100 Continue before the request body's first read.
+type continueReader struct {
+	io.ReadCloser
+	w    *h1Writer
+	sent bool
+}
+
+func (r *continueReader) Read(p []byte) (int, error) {
+	if !r.sent {
+		r.sent = true
+		if !r.w.wroteHead {
+			_, _ = io.WriteString(r.w.hc.bw, "HTTP/1.1 100 Continue\r\n\r\n")
+			if err := r.w.hc.bw.Flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return r.ReadCloser.Read(p)
+}
+
+// h1Writer is the fast path's http.ResponseWriter. The head is written
+// when the first body byte, a flush or the end of the handler needs it:
+// framed by the response's Content-Length, else chunked (HTTP/1.1) or
+// ended by closing the connection (HTTP/1.0). A response that declares
+// trailers is chunked. Writes go to the connection's buffer; a flush or
+// the end of the response sends them.
+type h1Writer struct {
+	hc         *h1Conn
+	req        *http.Request
+	header     http.Header
+	status     int  // final status; 0 until WriteHeader
+	wroteHead  bool // head is in the buffer
+	chunked    bool
+	noBody     bool  // HEAD, 204, 304
+	length     int64 // declared Content-Length; -1 when none
+	written    int64 // body bytes written
+	closeAfter bool  // the connection ends after this response
+	hijacked   bool
+	err        error // first write error: the client is gone
+}
+
+// Header implements http.ResponseWriter.
+func (w *h1Writer) Header() http.Header { return w.header }
+
+// WriteHeader implements http.ResponseWriter. 1xx statuses other than
+// 101 are sent at once as informational responses.
+func (w *h1Writer) WriteHeader(code int) {
+	if w.status != 0 || w.hijacked {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.writeStatusLine(code)
+		_ = w.header.Write(w.hc.bw)
+		_, _ = io.WriteString(w.hc.bw, "\r\n")
+		w.flush()
+		return
+	}
+	w.status = code
+}
+
+func (w *h1Writer) writeStatusLine(code int) {
+	b := w.hc.scratch[:0]
+	if w.req.ProtoAtLeast(1, 1) {
+		b = append(b, "HTTP/1.1 "...)
+	} else {
+		b = append(b, "HTTP/1.0 "...)
+	}
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	b = append(b, "\r\n"...)
+	_, _ = w.hc.bw.Write(b)
+}
+
+// writeHead puts the status line and headers in the buffer, choosing the
+// body's framing.
+func (w *h1Writer) writeHead() {
+	w.wroteHead = true
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	h := w.header
+	code := w.status
+	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified ||
+		code == http.StatusSwitchingProtocols
+	delete(h, "Transfer-Encoding") // the framing is this writer's
+	if code == http.StatusNoContent {
+		delete(h, "Content-Length")
+	}
+	if v := h["Content-Length"]; len(v) > 0 {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 && len(v) == 1 {
+			w.length = n
+		} else {
+			delete(h, "Content-Length")
+		}
+	}
+	if _, ok := h["Trailer"]; ok && !w.noBody {
+		w.length = -1
+		delete(h, "Content-Length")
+	}
+	if w.length < 0 && !w.noBody {
+		if w.req.ProtoAtLeast(1, 1) {
+			w.chunked = true
+		} else {
+			w.closeAfter = true
+		}
+	}
+	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
+		w.closeAfter = true
+	}
+	if w.closeAfter {
+		h.Set("Connection", "close")
+	}
+	bw := w.hc.bw
+	w.writeStatusLine(code)
+	if _, ok := h["Date"]; !ok {
+		b := append(w.hc.scratch[:0], "Date: "...)
+		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+		b = append(b, "\r\n"...)
+		_, _ = bw.Write(b)
+	}
+	_ = h.Write(bw)
+	if w.chunked {
+		_, _ = io.WriteString(bw, "Transfer-Encoding: chunked\r\n")
+	}
+	_, _ = io.WriteString(bw, "\r\n")
+}
+
+// Write implements http.ResponseWriter.
+func (w *h1Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if !w.wroteHead {
+		w.writeHead()
+	}
+	if w.noBody {
+		if w.req.Method == http.MethodHead {
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var short error
+	if w.length >= 0 && w.written+int64(len(p)) > w.length {
+		p = p[:w.length-w.written]
+		short = http.ErrContentLength
+	}
+	bw := w.hc.bw
+	if w.chunked {
+		b := strconv.AppendInt(w.hc.scratch[:0], int64(len(p)), 16)
+		b = append(b, "\r\n"...)
+		_, _ = bw.Write(b)
+	}
+	n, err := bw.Write(p)
+	if w.chunked && err == nil {
+		_, err = io.WriteString(bw, "\r\n")
+	}
+	w.written += int64(n)
+	if err != nil {
+		w.err = err
+		return n, err
+	}
+	return n, short
+}
+
+// Flush implements http.Flusher.
+func (w *h1Writer) Flush() {
+	if w.hijacked {
+		return
+	}
+	if !w.wroteHead {
+		w.writeHead()
+	}
+	w.flush()
+}
+
+func (w *h1Writer) flush() {
+	if w.err == nil {
+		w.err = w.hc.bw.Flush()
+	}
+}
+
+// Hijack implements http.Hijacker, for upgrades. Bytes the client sent
+// after the request are read first from the returned connection.
+func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked || w.wroteHead {
+		return nil, nil, http.ErrHijacked
+	}
+	w.hijacked = true
+	c := w.hc.c
+	_ = c.SetDeadline(time.Time{})
+	conn := net.Conn(c)
+	if w.hc.br.Buffered() > 0 {
+		conn = &replayConn{Conn: c, br: w.hc.br}
+	}
+	return conn, bufio.NewReadWriter(bufio.NewReader(conn), w.hc.bw), nil
+}
+
+// finish ends the response: the head if no body was written (with
+// Content-Length: 0 when nothing declared another length), the last chunk
+// and trailers, and a flush.
+func (w *h1Writer) finish() {
+	if w.err != nil {
+		return
+	}
+	if !w.wroteHead {
+		h := w.header
+		_, declared := h["Content-Length"]
+		_, trailers := h["Trailer"]
+		if !declared && !trailers && w.status != http.StatusNoContent && w.status != http.StatusNotModified &&
+			(w.status == 0 || w.status >= 200) {
+			h["Content-Length"] = []string{"0"}
+		}
+		w.writeHead()
+	}
+	bw := w.hc.bw
+	switch {
+	case w.chunked:
+		_, _ = io.WriteString(bw, "0\r\n")
+		w.writeTrailers()
+		_, _ = io.WriteString(bw, "\r\n")
+	case w.length >= 0 && w.written < w.length && !w.noBody:
+		// Shorter than declared: the client can only tell by the close.
+		w.closeAfter = true
+	}
+	w.flush()
+}
+
+// writeTrailers writes the trailers a handler set: values of keys the
+// Trailer header declared, and keys prefixed with http.TrailerPrefix.
+func (w *h1Writer) writeTrailers() {
+	var t http.Header
+	for _, decl := range w.header["Trailer"] {
+		for _, k := range strings.Split(decl, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			if vv, ok := w.header[k]; ok && k != "" {
+				if t == nil {
+					t = http.Header{}
+				}
+				t[k] = vv
+			}
+		}
+	}
+	for k, vv := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			if t == nil {
+				t = http.Header{}
+			}
+			t[strings.TrimPrefix(k, http.TrailerPrefix)] = vv
+		}
+	}
+	if t != nil {
+		_ = t.Write(w.hc.bw)
+	}
+}
