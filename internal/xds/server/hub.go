@@ -16,10 +16,11 @@ import (
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
-// hub serves snapshots to ADS streams. It is both the ConfigWatcher and
-// the Callbacks of go-control-plane's state-of-the-world server: the
-// callbacks tell it which stream a request belongs to and what the proxy
-// ACKed or NACKed; the watches are where it answers.
+// hub serves snapshots to ADS streams. The stream loops (ads.go) tell it
+// what each stream requests (OnStreamRequest: which proxy, what it ACKed
+// or NACKed) and open a watch per type (CreateWatch) where it answers;
+// the methods keep the shapes of go-control-plane's sotw.Callbacks and
+// cache.ConfigWatcher, whose protocol rules the loops follow.
 //
 // Why not go-control-plane's SnapshotCache: it keys nothing by stream, so it
 // cannot order a stream's responses by type, stop the NACK resend loop
@@ -87,6 +88,9 @@ type stream struct {
 	// drops it if a request of the same type comes first (see cancel).
 	inflight *watch
 	types    [numTypes]streamType
+	// ready (cap 1) is written by the hub after it answers a watch and
+	// read by the stream's loop (ads.go); never closed.
+	ready chan struct{}
 }
 
 // streamType is what one stream knows and was sent of one type.
@@ -145,17 +149,20 @@ func newHub(log *slog.Logger, m *metrics, defaultOwner string) *hub {
 	}
 }
 
-// OnStreamOpen implements sotw.Callbacks.
-func (c *hub) OnStreamOpen(ctx context.Context, id int64, typeURL string) error {
+// open registers a new stream. The returned channel receives a value
+// whenever an answer is put on one of the stream's watches; the stream's
+// loop then takes it from the watch's channel.
+func (c *hub) open(ctx context.Context, id int64) <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.streams[id] = &stream{id: id, ctx: ctx, connectedAt: time.Now(), log: c.log.With("stream", id)}
+	s := &stream{id: id, ctx: ctx, connectedAt: time.Now(), log: c.log.With("stream", id), ready: make(chan struct{}, 1)}
+	c.streams[id] = s
 	c.metrics.streams.Inc()
-	return nil
+	return s.ready
 }
 
-// OnStreamClosed implements sotw.Callbacks.
-func (c *hub) OnStreamClosed(id int64, _ *core.Node) {
+// OnStreamClosed is called when a stream's loop has ended.
+func (c *hub) OnStreamClosed(id int64) {
 	c.mu.Lock()
 	s := c.streams[id]
 	delete(c.streams, id)
@@ -176,8 +183,9 @@ func (c *hub) OnStreamClosed(id int64, _ *core.Node) {
 	}
 }
 
-// OnStreamRequest implements sotw.Callbacks. The first request identifies
-// the proxy; later ones are ACKs, NACKs or subscription changes.
+// OnStreamRequest is called with each request of a stream, before its
+// watch is opened. The first request identifies the proxy; later ones are
+// ACKs, NACKs or subscription changes.
 func (c *hub) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	c.mu.Lock()
 	s := c.streams[id]
@@ -315,8 +323,8 @@ func (c *hub) ident(id translate.Identity) *identState {
 	return is
 }
 
-// OnStreamResponse implements sotw.Callbacks. It runs on the stream's
-// goroutine just before the response is sent, which releases the next type.
+// OnStreamResponse runs on the stream's goroutine just before a response
+// is sent, which releases the next type.
 func (c *hub) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, out *discovery.DiscoveryResponse) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -335,7 +343,8 @@ func (c *hub) OnStreamResponse(_ context.Context, id int64, _ *discovery.Discove
 	c.flush(s)
 }
 
-// CreateWatch implements cache.ConfigWatcher.
+// CreateWatch opens the watch of a request's type, answered on ch (cap 1)
+// when there is something to send. The returned func cancels it.
 func (c *hub) CreateWatch(req *discovery.DiscoveryRequest, sub cache.Subscription, ch chan cache.Response) (func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -370,12 +379,6 @@ func (c *hub) CreateWatch(req *discovery.DiscoveryRequest, sub cache.Subscriptio
 			st.sentVersion = w.prevSent
 		}
 	}, nil
-}
-
-// CreateDeltaWatch implements cache.ConfigWatcher. weft serves the
-// state-of-the-world protocol only; the delta service is not registered.
-func (c *hub) CreateDeltaWatch(*discovery.DeltaDiscoveryRequest, cache.Subscription, chan cache.DeltaResponse) (func(), error) {
-	return nil, status.Error(codes.Unimplemented, "delta xDS is not served")
 }
 
 // setSnapshot hands a new snapshot of an identity to its streams. Called by
@@ -439,6 +442,7 @@ func (c *hub) closeStream(s *stream, err error) {
 		if w := s.types[t].w; w != nil {
 			s.types[t].w = nil
 			w.ch <- &response{req: w.req, err: err} // cap 1, and no response is in it: w was open
+			wake(s)
 			return
 		}
 	}
@@ -541,6 +545,16 @@ func (c *hub) respond(s *stream, t int, ts *typeSnapshot) {
 		out:      &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)},
 		returned: returned,
 	}
+	wake(s)
+}
+
+// wake tells the stream's loop that a watch has an answer; a wake-up
+// already pending covers this one too.
+func wake(s *stream) {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
 }
 
 // subscribesAll reports whether a subscription names every resource of
@@ -560,9 +574,9 @@ func subscribesAll(sub cache.Subscription, ts *typeSnapshot) bool {
 
 // fullResponse is the resources of a response that carries every
 // resource of a typeSnapshot, built once and shared by every stream
-// sent it (the replicas of an identity): nobody modifies the slice or the
-// map, go-control-plane's state-of-the-world server included. Protected
-// by hub.mu.
+// sent it (the replicas of an identity): nobody modifies the slice or
+// the map, the stream loops and go-control-plane's Subscription included.
+// Protected by hub.mu.
 type fullResponse struct {
 	anys     []*anypb.Any
 	returned map[string]string
@@ -598,5 +612,3 @@ func (r *response) GetVersion() (string, error)             { return r.out.GetVe
 func (r *response) GetResponseVersion() string              { return r.out.GetVersionInfo() }
 func (r *response) GetReturnedResources() map[string]string { return r.returned }
 func (r *response) GetContext() context.Context             { return context.Background() }
-
-var _ cache.ConfigWatcher = (*hub)(nil)

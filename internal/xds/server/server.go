@@ -2,10 +2,10 @@
 // Envoy configuration of its virtual node or virtual gateway over ADS, and
 // pushes every store change to exactly the proxies it affects.
 //
-//	store ──Watch──▶ push loop (loop.go) ──────────────▶ hub (hub.go) ──────▶ ADS streams
-//	                  per-mesh Views, Cloud Map index      per-identity         go-control-plane's
-//	                  dependency index: resource → ids     snapshots; per-      state-of-the-world
-//	                  translate.Translate (in parallel)    stream ordering,     server, one stream
+//	store ──Watch──▶ push loop (loop.go) ──────────────▶ hub (hub.go) ──────▶ ADS streams (ads.go)
+//	                  per-mesh Views, Cloud Map index      per-identity         state of the world,
+//	                  dependency index: resource → ids     snapshots; per-      go-control-plane's
+//	                  translate.Translate (in parallel)    stream ordering,     rules; one loop
 //	                  intern by content, per-type versions ACK/NACK, status     per proxy replica
 //	                  translate.CheckResource once per
 //	                  distinct resource, CheckRefs per proxy
@@ -34,8 +34,6 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
@@ -99,9 +97,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}, s.opts.GRPCOptions...)
 	gs := grpc.NewServer(gopts...)
-	// The sotw server's ctx ends every stream's loop: on shutdown, streams
-	// end with OK, as App Mesh's periodic graceful disconnect did.
-	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{sotw: sotw.NewServer(ctx, s.hub, s.hub)})
+	// ctx ends every stream's loop: on shutdown, streams end with OK, as
+	// App Mesh's periodic graceful disconnect did.
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, ctx: ctx})
 
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- s.loop.run(ctx) }() // ends with ctx
@@ -128,17 +126,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err = nil
 	}
 	return err
-}
-
-// ads is the aggregated discovery service: state of the world only, as App
-// Mesh served it; the delta method stays unimplemented.
-type ads struct {
-	discovery.UnimplementedAggregatedDiscoveryServiceServer
-	sotw sotw.Server
-}
-
-func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	return a.sotw.StreamHandler(st, resource.AnyType)
 }
 
 // ProxyStatus is one node id in GET /v1/proxies: every replica connected
