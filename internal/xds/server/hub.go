@@ -81,6 +81,9 @@ type stream struct {
 	nodeID      string
 	ident       translate.Identity
 	attached    bool
+	// is is c.idents[ident] once attached: it lives as long as one of its
+	// streams does (dropIdentity keeps an identity that has streams).
+	is *identState
 	log         *slog.Logger
 	closeErr    error
 	// inflight is the watch whose response sits in its channel, not yet
@@ -171,7 +174,7 @@ func (c *hub) OnStreamClosed(id int64) {
 		return
 	}
 	delete(c.byNode, s.node)
-	if is := c.idents[s.ident]; s.attached && is != nil {
+	if is := s.is; s.attached && is != nil {
 		delete(is.streams, s)
 	}
 	c.bump()
@@ -240,7 +243,7 @@ func (c *hub) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 		n := &NackStatus{Type: typeName(t), Version: st.sentVersion, Message: req.GetErrorDetail().GetMessage(), At: time.Now()}
 		st.lastNack = n
 		c.metrics.nacks.WithLabelValues(n.Type).Inc()
-		if is := c.idents[s.ident]; is != nil && is.loggedNack[t] != n.Version {
+		if is := s.is; is != nil && is.loggedNack[t] != n.Version {
 			is.loggedNack[t] = n.Version
 			s.log.Warn("proxy rejected configuration", "type", n.Type, "version", n.Version, "error", n.Message)
 		}
@@ -249,7 +252,7 @@ func (c *hub) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 		st.acked = req.GetVersionInfo()
 		st.ackedAt = time.Now()
 		c.metrics.acks.WithLabelValues(typeName(t)).Inc()
-		is := c.idents[s.ident]
+		is := s.is
 		if !st.pending.IsZero() && is != nil && is.snap != nil && is.snap.types[t].version == st.acked {
 			c.metrics.writeToAck.WithLabelValues(typeName(t)).Observe(st.ackedAt.Sub(st.pending).Seconds())
 			st.pending = time.Time{}
@@ -284,6 +287,7 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 	c.byNode[node] = s
 	is := c.ident(ident)
 	is.streams[s] = struct{}{}
+	s.is = is
 	c.bump()
 	log.Info("proxy connected", "user_agent", node.GetUserAgentName(), "user_agent_version", node.GetUserAgentVersion())
 	return nil
@@ -454,7 +458,7 @@ func (c *hub) flush(s *stream) {
 	if s.inflight != nil || s.closeErr != nil || !s.attached {
 		return
 	}
-	is := c.idents[s.ident]
+	is := s.is
 	if is == nil || is.snap == nil {
 		return
 	}
