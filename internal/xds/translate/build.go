@@ -95,10 +95,14 @@ func (b *build) result() (*Resources, error) {
 	if len(b.sources) > 0 {
 		r.EndpointSources = sortedValues(b.sources)
 	}
+	r.Deps = make([]appmesh.Ref, 0, len(b.deps))
 	for d := range b.deps {
 		r.Deps = append(r.Deps, d)
 	}
 	slices.SortFunc(r.Deps, compareRefs)
+	if len(b.eps) > 0 {
+		r.EndpointsOf = make([]string, 0, len(b.eps))
+	}
 	for n := range b.eps {
 		r.EndpointsOf = append(r.EndpointsOf, n)
 	}
