@@ -1,6 +1,7 @@
 // Package demo is weft demo: on one machine it starts weft server on a
 // temporary store, creates the seed tutorial's color mesh through the real
-// API with the AWS SDK, starts the color apps behind weft proxies, sends a
+// API (App Mesh's and Cloud Map's wire formats, as the AWS SDKs send them),
+// starts the color apps behind weft proxies, sends a
 // steady stream of requests to the virtual router and shows, live, how the
 // mesh splits them.
 //

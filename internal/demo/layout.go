@@ -100,12 +100,12 @@ func setUpNetns(ctx context.Context, opt Options, ps *procs) (*env, func(), erro
 	if err != nil {
 		return nil, cleanup, err
 	}
-	// The API is inside ctl's namespace; the SDK reaches it from there.
+	// The API is inside ctl's namespace; the clients reach it from there.
 	apiHTTP := nsClient(ctl, nil)
 	if err := waitHTTP(ctx, ps, server, apiHTTP, api+"/healthz", "", readyWithin); err != nil {
 		return nil, cleanup, err
 	}
-	c := newClients(api, region, apiHTTP)
+	c := newClients(api, apiHTTP)
 	serviceIDs, err := createMesh(ctx, c, 80)
 	if err != nil {
 		return nil, cleanup, err
@@ -245,7 +245,7 @@ func setUpLoopback(ctx context.Context, opt Options, ps *procs) (*env, error) {
 	if err := waitHTTP(ctx, ps, server, local, "http://"+apiAddr+"/healthz", "", readyWithin); err != nil {
 		return nil, err
 	}
-	c := newClients("http://"+apiAddr, region, nil)
+	c := newClients("http://"+apiAddr, nil)
 	gatewayPort := ports[3]
 	serviceIDs, err := createMesh(ctx, c, int32(gatewayPort))
 	if err != nil {

@@ -1,17 +1,14 @@
 package demo
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/appmesh"
-	mesh "github.com/aws/aws-sdk-go-v2/service/appmesh/types"
-	"github.com/aws/aws-sdk-go-v2/service/servicediscovery"
-	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 )
 
 // The tutorial's names.
@@ -22,26 +19,83 @@ const (
 	routerVS      = "router.colors.local"
 )
 
-// clients talk to weft's API as any AWS SDK program would.
+// clients talk to weft's API in the wire formats the AWS SDKs use: App
+// Mesh's REST JSON and Cloud Map's JSON 1.1. Not through the SDKs: they
+// were the largest part of the weft binary and of its start-up, which
+// every weft process pays (the proxies too), for the dozen calls the demo
+// makes. weft checks no signatures; requests go unsigned.
 type clients struct {
-	mesh *appmesh.Client
-	cm   *servicediscovery.Client
+	endpoint string
+	hc       *http.Client
 }
 
-// newClients returns SDK clients for weft's API at endpoint; hc, when not
+// obj is a JSON object in a request.
+type obj = map[string]any
+
+// newClients returns clients for weft's API at endpoint; hc, when not
 // nil, is the HTTP client they use.
-func newClients(endpoint, region string, hc *http.Client) clients {
-	cfg := aws.Config{
-		Region:      region,
-		Credentials: credentials.NewStaticCredentialsProvider("weft", "weft", ""),
+func newClients(endpoint string, hc *http.Client) clients {
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
 	}
-	if hc != nil {
-		cfg.HTTPClient = hc
+	return clients{endpoint: endpoint, hc: hc}
+}
+
+// appMesh calls an App Mesh create operation: PUT of a JSON body to path.
+func (c clients) appMesh(ctx context.Context, path string, body obj) error {
+	return c.call(ctx, http.MethodPut, path, nil, body, nil)
+}
+
+// cloudMap calls a Cloud Map operation and decodes its output into out.
+func (c clients) cloudMap(ctx context.Context, op string, in obj, out any) error {
+	h := http.Header{"X-Amz-Target": {"Route53AutoNaming_v20170314." + op}, "Content-Type": {"application/x-amz-json-1.1"}}
+	return c.call(ctx, http.MethodPost, "/", h, in, out)
+}
+
+func (c clients) call(ctx context.Context, method, path string, h http.Header, in obj, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
 	}
-	return clients{
-		mesh: appmesh.NewFromConfig(cfg, func(o *appmesh.Options) { o.BaseEndpoint = aws.String(endpoint) }),
-		cm:   servicediscovery.NewFromConfig(cfg, func(o *servicediscovery.Options) { o.BaseEndpoint = aws.String(endpoint) }),
+	req, err := http.NewRequestWithContext(ctx, method, c.endpoint+path, bytes.NewReader(b))
+	if err != nil {
+		return err
 	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		// {"message": ...} from App Mesh, {"__type", "Message"} from Cloud Map.
+		var e struct{ Message string }
+		_ = json.Unmarshal(body, &e)
+		return fmt.Errorf("%s (%d): %s", resp.Header.Get("x-amzn-ErrorType"), resp.StatusCode, e.Message)
+	}
+	if out != nil {
+		return json.Unmarshal(body, out)
+	}
+	return nil
+}
+
+// meshPath is an App Mesh resource collection path under the mesh; the
+// names are escaped as URI segments.
+func meshPath(format string, names ...string) string {
+	args := []any{url.PathEscape(meshName)}
+	for _, n := range names {
+		args = append(args, url.PathEscape(n))
+	}
+	return fmt.Sprintf(format, args...)
 }
 
 // createMesh creates what sections 1 to 4 of the tutorial create, in its
@@ -49,42 +103,38 @@ func newClients(endpoint, region string, hc *http.Client) clients {
 // listening on gatewayPort. It returns the Cloud Map service id of each
 // virtual node.
 func createMesh(ctx context.Context, c clients, gatewayPort int32) (map[string]string, error) {
-	ns, err := c.cm.CreatePrivateDnsNamespace(ctx, &servicediscovery.CreatePrivateDnsNamespaceInput{
-		Name: aws.String(namespaceName), Vpc: aws.String("vpc-0weftdemo"),
-		Description: aws.String("Namespace for the color mesh."),
-	})
+	var ns struct{ OperationId string }
+	if err := c.cloudMap(ctx, "CreatePrivateDnsNamespace", obj{
+		"Name": namespaceName, "Vpc": "vpc-0weftdemo", "Description": "Namespace for the color mesh.",
+	}, &ns); err != nil {
+		return nil, fmt.Errorf("create namespace: %w", err)
+	}
+	targets, err := waitOperation(ctx, c, ns.OperationId)
 	if err != nil {
 		return nil, fmt.Errorf("create namespace: %w", err)
 	}
-	targets, err := waitOperation(ctx, c.cm, aws.ToString(ns.OperationId))
-	if err != nil {
-		return nil, fmt.Errorf("create namespace: %w", err)
-	}
-	nsID := targets[string(sd.OperationTargetTypeNamespace)]
+	nsID := targets["NAMESPACE"]
 	serviceIDs := map[string]string{}
 	// Each Cloud Map service and the virtual node whose tasks register in
 	// it: green's tasks register as "router", so that the router's virtual
 	// service name resolves.
 	for _, s := range []struct{ name, node string }{{"red", "red"}, {"blue", "blue"}, {"router", "green"}, {"yellow", "yellow"}} {
-		out, err := c.cm.CreateService(ctx, &servicediscovery.CreateServiceInput{
-			Name: aws.String(s.name), NamespaceId: aws.String(nsID),
-			DnsConfig: &sd.DnsConfig{
-				RoutingPolicy: sd.RoutingPolicyMultivalue,
-				DnsRecords:    []sd.DnsRecord{{Type: sd.RecordTypeA, TTL: aws.Int64(300)}},
-			},
-		})
-		if err != nil {
+		var out struct{ Service struct{ Id string } }
+		if err := c.cloudMap(ctx, "CreateService", obj{
+			"Name": s.name, "NamespaceId": nsID,
+			"DnsConfig": obj{"RoutingPolicy": "MULTIVALUE", "DnsRecords": []obj{{"Type": "A", "TTL": 300}}},
+		}, &out); err != nil {
 			return nil, fmt.Errorf("create Cloud Map service %s: %w", s.name, err)
 		}
-		serviceIDs[s.node] = aws.ToString(out.Service.Id)
+		serviceIDs[s.node] = out.Service.Id
 	}
 
-	if _, err := c.mesh.CreateMesh(ctx, &appmesh.CreateMeshInput{
-		MeshName: aws.String(meshName),
-		Spec:     &mesh.MeshSpec{EgressFilter: &mesh.EgressFilter{Type: mesh.EgressFilterTypeDropAll}},
+	if err := c.appMesh(ctx, "/v20190125/meshes", obj{
+		"meshName": meshName, "spec": obj{"egressFilter": obj{"type": "DROP_ALL"}},
 	}); err != nil {
 		return nil, fmt.Errorf("create mesh: %w", err)
 	}
+	httpPort := func(port int32) obj { return obj{"portMapping": obj{"port": port, "protocol": "http"}} }
 	nodes := []struct {
 		name, cloudMap, backend string
 	}{
@@ -94,66 +144,52 @@ func createMesh(ctx context.Context, c clients, gatewayPort int32) (map[string]s
 		{"yellow", "yellow", ""},
 	}
 	for _, n := range nodes {
-		spec := &mesh.VirtualNodeSpec{
-			Listeners: []mesh.Listener{{PortMapping: &mesh.PortMapping{Port: aws.Int32(80), Protocol: mesh.PortProtocolHttp}}},
-			ServiceDiscovery: &mesh.ServiceDiscoveryMemberAwsCloudMap{Value: mesh.AwsCloudMapServiceDiscovery{
-				NamespaceName: aws.String(namespaceName), ServiceName: aws.String(n.cloudMap),
-			}},
+		spec := obj{
+			"listeners":        []obj{httpPort(80)},
+			"serviceDiscovery": obj{"awsCloudMap": obj{"namespaceName": namespaceName, "serviceName": n.cloudMap}},
 		}
 		if n.backend != "" {
-			spec.Backends = []mesh.Backend{&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(n.backend)}}}
+			spec["backends"] = []obj{{"virtualService": obj{"virtualServiceName": n.backend}}}
 		}
-		if _, err := c.mesh.CreateVirtualNode(ctx, &appmesh.CreateVirtualNodeInput{
-			MeshName: aws.String(meshName), VirtualNodeName: aws.String(n.name), Spec: spec,
-		}); err != nil {
+		if err := c.appMesh(ctx, meshPath("/v20190125/meshes/%s/virtualNodes"), obj{"virtualNodeName": n.name, "spec": spec}); err != nil {
 			return nil, fmt.Errorf("create virtual node %s: %w", n.name, err)
 		}
 	}
 	for _, n := range []string{"red", "blue"} {
-		if _, err := c.mesh.CreateVirtualService(ctx, &appmesh.CreateVirtualServiceInput{
-			MeshName: aws.String(meshName), VirtualServiceName: aws.String(n + ".colors.local"),
-			Spec: &mesh.VirtualServiceSpec{Provider: &mesh.VirtualServiceProviderMemberVirtualNode{
-				Value: mesh.VirtualNodeServiceProvider{VirtualNodeName: aws.String(n)},
-			}},
+		if err := c.appMesh(ctx, meshPath("/v20190125/meshes/%s/virtualServices"), obj{
+			"virtualServiceName": n + ".colors.local",
+			"spec":               obj{"provider": obj{"virtualNode": obj{"virtualNodeName": n}}},
 		}); err != nil {
 			return nil, fmt.Errorf("create virtual service %s.colors.local: %w", n, err)
 		}
 	}
 
-	if _, err := c.mesh.CreateVirtualRouter(ctx, &appmesh.CreateVirtualRouterInput{
-		MeshName: aws.String(meshName), VirtualRouterName: aws.String("color-router"),
-		Spec: &mesh.VirtualRouterSpec{Listeners: []mesh.VirtualRouterListener{
-			{PortMapping: &mesh.PortMapping{Port: aws.Int32(80), Protocol: mesh.PortProtocolHttp}},
-		}},
+	if err := c.appMesh(ctx, meshPath("/v20190125/meshes/%s/virtualRouters"), obj{
+		"virtualRouterName": "color-router", "spec": obj{"listeners": []obj{httpPort(80)}},
 	}); err != nil {
 		return nil, fmt.Errorf("create virtual router: %w", err)
 	}
-	if _, err := c.mesh.CreateRoute(ctx, &appmesh.CreateRouteInput{
-		MeshName: aws.String(meshName), VirtualRouterName: aws.String("color-router"), RouteName: aws.String("color-route"),
-		Spec: &mesh.RouteSpec{Priority: aws.Int32(1), HttpRoute: &mesh.HttpRoute{
-			Match: &mesh.HttpRouteMatch{Method: mesh.HttpMethodGet, Port: aws.Int32(80), Prefix: aws.String("/")},
-			Action: &mesh.HttpRouteAction{WeightedTargets: []mesh.WeightedTarget{
-				{VirtualNode: aws.String("green"), Weight: 4, Port: aws.Int32(80)},
-				{VirtualNode: aws.String("yellow"), Weight: 1, Port: aws.Int32(80)},
+	if err := c.appMesh(ctx, meshPath("/v20190125/meshes/%s/virtualRouter/%s/routes", "color-router"), obj{
+		"routeName": "color-route",
+		"spec": obj{"priority": 1, "httpRoute": obj{
+			"match": obj{"method": "GET", "port": 80, "prefix": "/"},
+			"action": obj{"weightedTargets": []obj{
+				{"virtualNode": "green", "weight": 4, "port": 80},
+				{"virtualNode": "yellow", "weight": 1, "port": 80},
 			}},
 		}},
 	}); err != nil {
 		return nil, fmt.Errorf("create route: %w", err)
 	}
-	if _, err := c.mesh.CreateVirtualService(ctx, &appmesh.CreateVirtualServiceInput{
-		MeshName: aws.String(meshName), VirtualServiceName: aws.String(routerVS),
-		Spec: &mesh.VirtualServiceSpec{Provider: &mesh.VirtualServiceProviderMemberVirtualRouter{
-			Value: mesh.VirtualRouterServiceProvider{VirtualRouterName: aws.String("color-router")},
-		}},
+	if err := c.appMesh(ctx, meshPath("/v20190125/meshes/%s/virtualServices"), obj{
+		"virtualServiceName": routerVS,
+		"spec":               obj{"provider": obj{"virtualRouter": obj{"virtualRouterName": "color-router"}}},
 	}); err != nil {
 		return nil, fmt.Errorf("create virtual service %s: %w", routerVS, err)
 	}
 
-	if _, err := c.mesh.CreateVirtualGateway(ctx, &appmesh.CreateVirtualGatewayInput{
-		MeshName: aws.String(meshName), VirtualGatewayName: aws.String(gatewayName),
-		Spec: &mesh.VirtualGatewaySpec{Listeners: []mesh.VirtualGatewayListener{
-			{PortMapping: &mesh.VirtualGatewayPortMapping{Port: aws.Int32(gatewayPort), Protocol: mesh.VirtualGatewayPortProtocolHttp}},
-		}},
+	if err := c.appMesh(ctx, meshPath("/v20190125/meshes/%s/virtualGateways"), obj{
+		"virtualGatewayName": gatewayName, "spec": obj{"listeners": []obj{httpPort(gatewayPort)}},
 	}); err != nil {
 		return nil, fmt.Errorf("create virtual gateway: %w", err)
 	}
@@ -162,11 +198,11 @@ func createMesh(ctx context.Context, c clients, gatewayPort int32) (map[string]s
 		{"color-gateway-route-2", "/", "blue.colors.local"},
 	}
 	for _, r := range routes {
-		if _, err := c.mesh.CreateGatewayRoute(ctx, &appmesh.CreateGatewayRouteInput{
-			MeshName: aws.String(meshName), VirtualGatewayName: aws.String(gatewayName), GatewayRouteName: aws.String(r.name),
-			Spec: &mesh.GatewayRouteSpec{HttpRoute: &mesh.HttpGatewayRoute{
-				Match:  &mesh.HttpGatewayRouteMatch{Prefix: aws.String(r.prefix)},
-				Action: &mesh.HttpGatewayRouteAction{Target: &mesh.GatewayRouteTarget{VirtualService: &mesh.GatewayRouteVirtualService{VirtualServiceName: aws.String(r.target)}}},
+		if err := c.appMesh(ctx, meshPath("/v20190125/meshes/%s/virtualGateway/%s/gatewayRoutes", gatewayName), obj{
+			"gatewayRouteName": r.name,
+			"spec": obj{"httpRoute": obj{
+				"match":  obj{"prefix": r.prefix},
+				"action": obj{"target": obj{"virtualService": obj{"virtualServiceName": r.target}}},
 			}},
 		}); err != nil {
 			return nil, fmt.Errorf("create gateway route %s: %w", r.name, err)
@@ -183,32 +219,37 @@ func register(ctx context.Context, c clients, serviceID, instanceID, ip string, 
 	if port != 0 {
 		attrs["AWS_INSTANCE_PORT"] = fmt.Sprint(port)
 	}
-	out, err := c.cm.RegisterInstance(ctx, &servicediscovery.RegisterInstanceInput{
-		ServiceId: aws.String(serviceID), InstanceId: aws.String(instanceID), Attributes: attrs,
-	})
-	if err != nil {
+	var out struct{ OperationId string }
+	if err := c.cloudMap(ctx, "RegisterInstance", obj{"ServiceId": serviceID, "InstanceId": instanceID, "Attributes": attrs}, &out); err != nil {
 		return fmt.Errorf("register instance %s: %w", instanceID, err)
 	}
-	if _, err := waitOperation(ctx, c.cm, aws.ToString(out.OperationId)); err != nil {
+	if _, err := waitOperation(ctx, c, out.OperationId); err != nil {
 		return fmt.Errorf("register instance %s: %w", instanceID, err)
 	}
 	return nil
 }
 
-// waitOperation polls a Cloud Map operation until it ends.
-func waitOperation(ctx context.Context, cm *servicediscovery.Client, id string) (map[string]string, error) {
+// waitOperation polls a Cloud Map operation until it ends and returns its
+// targets (NAMESPACE, SERVICE, INSTANCE: id).
+func waitOperation(ctx context.Context, c clients, id string) (map[string]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		out, err := cm.GetOperation(ctx, &servicediscovery.GetOperationInput{OperationId: aws.String(id)})
-		if err != nil {
+		var out struct {
+			Operation struct {
+				Status       string
+				ErrorMessage string
+				Targets      map[string]string
+			}
+		}
+		if err := c.cloudMap(ctx, "GetOperation", obj{"OperationId": id}, &out); err != nil {
 			return nil, fmt.Errorf("operation %s: %w", id, err)
 		}
 		switch out.Operation.Status {
-		case sd.OperationStatusSuccess:
+		case "SUCCESS":
 			return out.Operation.Targets, nil
-		case sd.OperationStatusFail:
-			return nil, fmt.Errorf("operation %s failed: %s", id, aws.ToString(out.Operation.ErrorMessage))
+		case "FAIL":
+			return nil, fmt.Errorf("operation %s failed: %s", id, out.Operation.ErrorMessage)
 		}
 		select {
 		case <-ctx.Done():
