@@ -3,10 +3,12 @@
 // table of docs/bench/proxy.md.
 //
 // For each path (direct, one weft proxy, two weft proxies as sidecar to
-// sidecar, haproxy) it runs a constant-rate load (wrk2-style: requests are
-// scheduled at a fixed rate and latency counts from the scheduled time, so
-// a stall shows up as latency instead of being hidden) and a saturation
-// load with wrk, and reads the proxies' CPU time and RSS from /proc.
+// sidecar, haproxy, and a Go TCP relay that parses nothing, the floor for
+// any Go proxy on the machine) it runs a constant-rate load (wrk2-style:
+// requests are scheduled at a fixed rate and latency counts from the
+// scheduled time, so a stall shows up as latency instead of being hidden)
+// and a saturation load with wrk, and reads the processes' CPU time and
+// memory (RSS, PSS, private) from /proc.
 //
 //	go build -o /tmp/weft ./cmd/weft && go run ./bench/proxybench -weft /tmp/weft
 package main
@@ -24,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,7 +63,13 @@ func main() {
 	procs := flag.Int("concurrency", 0, "weft proxy --concurrency (0: every core)")
 	only := flag.String("only", "", "run only the paths whose name contains this")
 	hold := flag.Bool("hold", false, "set everything up, print addresses and pids, and wait for Ctrl-C (to profile by hand)")
+	relay := flag.String("relay", "", "internal: run the Go TCP relay on this address (to -relay-to) instead of the bench")
+	relayTo := flag.String("relay-to", "", "internal: the relay's upstream")
 	flag.Parse()
+	if *relay != "" {
+		runRelay(*relay, *relayTo)
+		return
+	}
 	if *weft == "" {
 		log.Fatal("-weft is required")
 	}
@@ -86,10 +95,13 @@ func main() {
 	pH := freePort()
 	procH := b.startHAProxy(pH, app)
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pH))
+	pR := freePort()
+	procR := b.startRelay(pR, app)
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pR))
 
 	if *hold {
-		fmt.Printf("app %s (pid %d)\none weft proxy http://127.0.0.1:%d/ (pid %d, admin %s)\ntwo weft proxies http://127.0.0.1:%d/ (pid %d, admin %s)\nhaproxy http://127.0.0.1:%d/ (pid %d)\nlogs in %s\n",
-			app, b.appPid, pB, procB.Pid, b.admin[procB.Pid], pA, procA.Pid, b.admin[procA.Pid], pH, procH.Pid, b.dir)
+		fmt.Printf("app %s (pid %d)\none weft proxy http://127.0.0.1:%d/ (pid %d, admin %s)\ntwo weft proxies http://127.0.0.1:%d/ (pid %d, admin %s)\nhaproxy http://127.0.0.1:%d/ (pid %d)\nGo TCP relay http://127.0.0.1:%d/ (pid %d)\nlogs in %s\n",
+			app, b.appPid, pB, procB.Pid, b.admin[procB.Pid], pA, procA.Pid, b.admin[procA.Pid], pH, procH.Pid, pR, procR.Pid, b.dir)
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 		<-sig
@@ -98,14 +110,17 @@ func main() {
 	type target struct {
 		name  string
 		url   string
-		procs []*os.Process
+		procs []*os.Process // whose CPU and memory the row shows
 	}
+	appProc, _ := os.FindProcess(b.appPid)
 	targets := []target{
-		{"app direct", "http://" + app + "/", nil},
+		{"app direct", "http://" + app + "/", []*os.Process{appProc}},
 		{"one weft proxy", fmt.Sprintf("http://127.0.0.1:%d/", pB), []*os.Process{procB}},
 		{"two weft proxies (sidecar to sidecar)", fmt.Sprintf("http://127.0.0.1:%d/", pA), []*os.Process{procA, procB}},
 		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pH), []*os.Process{procH}},
+		{"Go TCP relay (no HTTP: a Go proxy's floor)", fmt.Sprintf("http://127.0.0.1:%d/", pR), []*os.Process{procR}},
 	}
+	fmt.Print(machine(*weft))
 	var fixed, sat []string
 	var p99 = map[string]float64{}
 	for _, t := range targets {
@@ -132,33 +147,32 @@ func main() {
 		cpu0 := cpuTime(t.procs)
 		r := constantRate(t.url, *rate, *dur, *conns)
 		cpu := cpuTime(t.procs) - cpu0
-		rss, anon := rssKB(t.procs)
+		mem := memKB(t.procs)
 		p99[t.name] = r.p99
 		if profDone != nil {
 			<-profDone
 		}
-		perK := "-"
-		rssS := "- | -"
-		if len(t.procs) > 0 {
-			perK = fmt.Sprintf("%.3f", cpu.Seconds()/dur.Seconds()/float64(len(t.procs))/(r.achieved/1000))
-			rssS = fmt.Sprintf("%.1f | %.1f", float64(rss)/1024/float64(len(t.procs)), float64(anon)/1024/float64(len(t.procs)))
-		}
-		fixed = append(fixed, fmt.Sprintf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %s | %s |",
-			t.name, r.achieved, r.p50, r.p99, r.max, r.errors, perK, rssS))
+		n := float64(len(t.procs))
+		perK := cpu.Seconds() / dur.Seconds() / n / (r.achieved / 1000)
+		mb := func(kb int64) float64 { return float64(kb) / 1024 / n }
+		fixed = append(fixed, fmt.Sprintf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %.3f | %.1f | %.1f | %.1f | %s |",
+			t.name, r.achieved, r.p50, r.p99, r.max, r.errors, perK, mb(mem.rss), mb(mem.pss), mb(mem.private), loadavg()))
 		s := wrk(t.url, *satDur, *satConns)
-		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99))
+		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99, loadavg()))
 	}
-	fmt.Printf("Fixed rate %d requests/s for %v, %d connections (latency in ms from the scheduled send time):\n\n", *rate, *dur, *conns)
-	fmt.Println("| path | achieved rps | p50 ms | p99 ms | max ms | errors | proxy vCPU per 1,000 rps (each) | proxy RSS MB (each) | of which private (anon) MB |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("\nFixed rate %d requests/s for %v, %d connections (latency in ms from the scheduled send time).\n", *rate, *dur, *conns)
+	fmt.Println("CPU and memory are the proxy's (each, for two); on the direct row the app's; load is the 1-minute average after the run.")
+	fmt.Println()
+	fmt.Println("| path | achieved rps | p50 ms | p99 ms | max ms | errors | vCPU per 1,000 rps | RSS MB | PSS MB | private MB | load |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, l := range fixed {
 		fmt.Println(l)
 	}
 	fmt.Printf("\nAdded p99 at %d rps: one weft proxy %.3f ms, two weft proxies %.3f ms, haproxy %.3f ms.\n",
 		*rate, p99["one weft proxy"]-p99["app direct"], p99["two weft proxies (sidecar to sidecar)"]-p99["app direct"], p99["haproxy"]-p99["app direct"])
 	fmt.Printf("\nSaturation: wrk -t2 -c%d -d%v --latency:\n\n", *satConns, *satDur)
-	fmt.Println("| path | requests/s | p50 | p99 |")
-	fmt.Println("|---|---|---|---|")
+	fmt.Println("| path | requests/s | p50 | p99 | load |")
+	fmt.Println("|---|---|---|---|---|")
 	for _, l := range sat {
 		fmt.Println(l)
 	}
@@ -460,24 +474,99 @@ func cpuTime(ps []*os.Process) time.Duration {
 	return total
 }
 
-// rssKB is the summed resident set size of the processes, and the part
-// of it that is private memory (RssAnon) rather than pages of the binary.
-func rssKB(ps []*os.Process) (total, anon int64) {
+// memory is the summed memory of processes, in kB: resident (VmRSS),
+// proportional (PSS: shared pages divided among the processes mapping
+// them) and private (pages no other process maps).
+type memory struct{ rss, pss, private int64 }
+
+func memKB(ps []*os.Process) memory {
+	var m memory
 	for _, p := range ps {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", p.Pid))
 		if err != nil {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "VmRSS:") {
-				v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-				total += v
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
 			}
-			if strings.HasPrefix(line, "RssAnon:") {
-				v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-				anon += v
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			switch f[0] {
+			case "Rss:":
+				m.rss += v
+			case "Pss:":
+				m.pss += v
+			case "Private_Clean:", "Private_Dirty:":
+				m.private += v
 			}
 		}
 	}
-	return total, anon
+	return m
+}
+
+// loadavg is the machine's 1-minute load average.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+// machine describes where the bench runs.
+func machine(weft string) string {
+	var model string
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	size := int64(0)
+	if fi, err := os.Stat(weft); err == nil {
+		size = fi.Size()
+	}
+	return fmt.Sprintf("Machine: %d vCPU (%s), Linux %s, %s; weft binary %.1f MB; load average at start %s.\n",
+		runtime.NumCPU(), model, strings.TrimSpace(string(kernel)), runtime.Version(), float64(size)/1e6, loadavg())
+}
+
+// runRelay is the cheapest HTTP "proxy" Go allows: bytes copied both ways
+// by one goroutine per direction, no parsing. Its CPU per request is what
+// the runtime and the kernel cost at this rate, before any proxy logic.
+func runRelay(listen, to string) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			log.Fatal(err)
+		}
+		go func() { // one downstream connection; ends when either side closes
+			defer c.Close()
+			u, err := net.Dial("tcp", to)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			go func() { // client to upstream; ends at the client's EOF or an error
+				_, _ = io.Copy(u, c)
+				_ = u.(*net.TCPConn).CloseWrite()
+			}()
+			_, _ = io.Copy(c, u)
+		}()
+	}
+}
+
+func (b *bench) startRelay(port int, app string) *os.Process {
+	self, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
+	}
+	return b.start(self, nil, "-relay", fmt.Sprintf("127.0.0.1:%d", port), "-relay-to", app).Process
 }

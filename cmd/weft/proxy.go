@@ -22,6 +22,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", envOr("WEFT_PROXY_ADMIN_ADDR", "127.0.0.1:9901"), "admin listener; empty disables it (env WEFT_PROXY_ADMIN_ADDR)")
 	concurrency := fs.Int("concurrency", atoiOr(envOr("ENVOY_CONCURRENCY", ""), 0), "threads serving traffic (GOMAXPROCS); 0 uses every core, as Envoy's --concurrency (env ENVOY_CONCURRENCY)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
+	fs.BoolVar(&cfg.ReleaseStartupPages, "release-startup-pages", true, "once configured, release the pages of the weft binary that start-up left resident (Linux)")
 	level := fs.String("log-level", envOr("ENVOY_LOG_LEVEL", "info"), "debug, info, warn or error (env ENVOY_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -38,6 +38,7 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/admin"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
+	"github.com/weftmesh/weft/internal/proxy/exepages"
 	"github.com/weftmesh/weft/internal/proxy/httpconn"
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/route"
@@ -59,6 +60,11 @@ type Config struct {
 	XDSBackoffBase time.Duration
 	// Pprof serves Go profiles under /debug/pprof/ on the admin listener.
 	Pprof bool
+	// ReleaseStartupPages releases the executable's resident pages once
+	// the first configuration is in force, and again when later updates
+	// settle (package exepages). For a process of its own: in a test
+	// binary it would release the pages of every test.
+	ReleaseStartupPages bool
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.
@@ -89,7 +95,8 @@ type Proxy struct {
 	gotCDS    bool
 
 	live      atomic.Bool
-	liveTimer *time.Timer // initial fetch timeout; protected by mu
+	changed   chan struct{} // an update was accepted; buffered 1, sent to by accepted
+	liveTimer *time.Timer   // initial fetch timeout; protected by mu
 	liveCh    chan struct{}
 	liveOnce  sync.Once
 	connected *stats.Gauge
@@ -111,7 +118,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		Stats: stats.NewStore(), sinks: accesslog.NewSinks(),
 		listeners: map[string]*listener.Listener{}, lpb: map[string]*listenerv3.Listener{},
 		rpb: map[string]*routev3.RouteConfiguration{}, versions: map[string]string{},
-		updated: map[string]time.Time{}, liveCh: make(chan struct{})}
+		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1)}
 	p.node = &corev3.Node{Id: cfg.ResourceARN, Cluster: cfg.NodeCluster, UserAgentName: "weft-proxy",
 		UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
 	empty := map[string]*route.Config{}
@@ -154,6 +161,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 			if err := adminSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin: %w", err)
 			}
+		}()
+	}
+	if p.cfg.ReleaseStartupPages {
+		wg.Add(1)
+		go func() { // ends with ctx
+			defer wg.Done()
+			p.releasePages(ctx)
 		}()
 	}
 	wg.Add(2)
@@ -263,6 +277,44 @@ func (p *Proxy) accepted(typ, version string) {
 	p.versions[typ] = version
 	p.updated[typ] = time.Now()
 	p.checkLive()
+	select {
+	case p.changed <- struct{}{}:
+	default: // one pending signal is enough
+	}
+}
+
+// pagesSettle is how long configuration must be quiet before the
+// executable's pages are released again.
+const pagesSettle = 5 * time.Second
+
+// releasePages releases the executable's resident pages (package
+// exepages) once the proxy is LIVE and configuration has been quiet for
+// pagesSettle, and again after each later burst of updates: start-up and
+// building configuration touch code and descriptors that serving traffic
+// does not. It returns when ctx ends.
+func (p *Proxy) releasePages(ctx context.Context) {
+	select {
+	case <-p.liveCh:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTimer(pagesSettle)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.changed:
+			t.Reset(pagesSettle)
+		case <-t.C:
+			n, err := exepages.Release()
+			if err != nil {
+				p.log.Warn("release the executable's start-up pages", "err", err)
+				continue
+			}
+			p.log.Debug("released the executable's resident pages", "bytes", n)
+		}
+	}
 }
 
 // initialFetchTimeout is how long the proxy waits for the endpoint and

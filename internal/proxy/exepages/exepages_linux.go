@@ -1,0 +1,66 @@
+//go:build linux
+
+package exepages
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Release unmaps this process's pages of the executable's read-only
+// mappings (code and read-only data) and returns the size of the address
+// ranges released. Writable mappings (data, bss) are never touched:
+// MADV_DONTNEED would discard their contents.
+func Release() (int64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/exe", &st); err != nil {
+		return 0, fmt.Errorf("stat the executable: %w", err)
+	}
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return 0, fmt.Errorf("read mappings: %w", err)
+	}
+	defer f.Close()
+	var total int64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		start, end, ok := readOnlyMapping(sc.Text(), st.Ino)
+		if !ok {
+			continue
+		}
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_DONTNEED); e != 0 {
+			return total, fmt.Errorf("madvise %x-%x: %w", start, end, e)
+		}
+		total += int64(end - start)
+	}
+	return total, sc.Err()
+}
+
+// readOnlyMapping parses a /proc/self/maps line,
+//
+//	00400000-010a5000 r-xp 00000000 103:03 1234567 /usr/bin/weft
+//
+// and reports the range of a private mapping of inode ino that cannot be
+// written.
+func readOnlyMapping(line string, ino uint64) (start, end uintptr, ok bool) {
+	f := strings.Fields(line)
+	if len(f) < 6 || (f[1] != "r-xp" && f[1] != "r--p") {
+		return 0, 0, false
+	}
+	if n, err := strconv.ParseUint(f[4], 10, 64); err != nil || n != ino {
+		return 0, 0, false
+	}
+	lo, hi, found := strings.Cut(f[0], "-")
+	s, err1 := strconv.ParseUint(lo, 16, 64)
+	e, err2 := strconv.ParseUint(hi, 16, 64)
+	if !found || err1 != nil || err2 != nil || e <= s {
+		return 0, 0, false
+	}
+	return uintptr(s), uintptr(e), true
+}
