@@ -267,7 +267,8 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		hc.fail(http.StatusExpectationFailed, "417 Expectation Failed")
 		return false, false
 	}
-	w.closeAfter = req.Close || !req.ProtoAtLeast(1, 1)
+	// For HTTP/1.0, Close is set unless the client asked for keep-alive.
+	w.closeAfter = req.Close
 	if !hc.run(ctx, log, h, w, req) {
 		return false, false
 	}
@@ -460,6 +461,8 @@ func (w *h1Writer) writeHead() {
 	}
 	if w.closeAfter {
 		h.Set("Connection", "close")
+	} else if !w.req.ProtoAtLeast(1, 1) {
+		h.Set("Connection", "keep-alive") // HTTP/1.0 closes unless told otherwise
 	}
 	bw := w.hc.bw
 	w.writeStatusLine(code)

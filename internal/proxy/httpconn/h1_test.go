@@ -207,6 +207,11 @@ func TestH1Framing(t *testing.T) {
 				t.Errorf("%+v", rs[0])
 			}
 		}},
+		{"HTTP/1.0 keep-alive is kept when the length is known", "GET /length HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /nothing HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /never HTTP/1.0\r\n\r\n", nil, func(t *testing.T, rs []*http.Response) {
+			if len(rs) != 3 || body(rs[0]) != "hello" || rs[0].Header.Get("Connection") != "keep-alive" || rs[1].ContentLength != 0 || body(rs[2]) != "GET /x " || !rs[2].Close {
+				t.Errorf("%d responses %+v", len(rs), rs)
+			}
+		}},
 		{"1xx goes before the response", "GET /early-hints HTTP/1.1\r\nHost: h\r\n\r\n", nil, func(t *testing.T, rs []*http.Response) {
 			if len(rs) != 2 || rs[0].StatusCode != 103 || rs[0].Header.Get("Link") == "" || body(rs[1]) != "after hints" {
 				t.Errorf("%+v", rs)
