@@ -13,6 +13,8 @@
 //	         filter.go, listener.go, accesslog.go build the Envoy messages;
 //	         names.go holds App Mesh's naming scheme.
 //	Resources ─ Check (check.go) ─▶ the xDS server pushes them
+//	            = CheckResource on each resource (the server: once per
+//	              distinct resource) + CheckRefs on what they name
 //
 // docs/envoy-config.md describes the output for users and for weft proxy.
 package translate
