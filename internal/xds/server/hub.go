@@ -83,9 +83,9 @@ type stream struct {
 	attached    bool
 	// is is c.idents[ident] once attached: it lives as long as one of its
 	// streams does (dropIdentity keeps an identity that has streams).
-	is *identState
-	log         *slog.Logger
-	closeErr    error
+	is       *identState
+	log      *slog.Logger
+	closeErr error
 	// inflight is the watch whose response sits in its channel, not yet
 	// handed to the stream: the next response waits for it. The server
 	// drops it if a request of the same type comes first (see cancel).
