@@ -98,6 +98,14 @@ func main() {
 	pR := freePort()
 	procR := b.startRelay(pR, app)
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pR))
+	// The same two-hop chains with haproxy and with the relay: what two
+	// hops cost on this machine for a C proxy and for Go's floor.
+	pH2 := freePort()
+	procH2 := b.startHAProxy(pH2, fmt.Sprintf("127.0.0.1:%d", pH))
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pH2))
+	pR2 := freePort()
+	procR2 := b.startRelay(pR2, fmt.Sprintf("127.0.0.1:%d", pR))
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pR2))
 
 	if *hold {
 		fmt.Printf("app %s (pid %d)\none weft proxy http://127.0.0.1:%d/ (pid %d, admin %s)\ntwo weft proxies http://127.0.0.1:%d/ (pid %d, admin %s)\nhaproxy http://127.0.0.1:%d/ (pid %d)\nGo TCP relay http://127.0.0.1:%d/ (pid %d)\nlogs in %s\n",
@@ -118,11 +126,18 @@ func main() {
 		{"one weft proxy", fmt.Sprintf("http://127.0.0.1:%d/", pB), []*os.Process{procB}},
 		{"two weft proxies (sidecar to sidecar)", fmt.Sprintf("http://127.0.0.1:%d/", pA), []*os.Process{procA, procB}},
 		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pH), []*os.Process{procH}},
+		{"two haproxies", fmt.Sprintf("http://127.0.0.1:%d/", pH2), []*os.Process{procH2, procH}},
 		{"Go TCP relay (no HTTP: a Go proxy's floor)", fmt.Sprintf("http://127.0.0.1:%d/", pR), []*os.Process{procR}},
+		{"two Go TCP relays", fmt.Sprintf("http://127.0.0.1:%d/", pR2), []*os.Process{procR2, procR}},
 	}
 	fmt.Print(machine(*weft))
 	var fixed, sat []string
-	var p99 = map[string]float64{}
+	type added struct {
+		name     string
+		p50, p99 float64
+	}
+	var direct result
+	var adds []added
 	for _, t := range targets {
 		if *only != "" && !strings.Contains(t.name, *only) {
 			continue
@@ -148,7 +163,11 @@ func main() {
 		r := constantRate(t.url, *rate, *dur, *conns)
 		cpu := cpuTime(t.procs) - cpu0
 		mem := memKB(t.procs)
-		p99[t.name] = r.p99
+		if t.name == "app direct" {
+			direct = r
+		} else {
+			adds = append(adds, added{t.name, r.p50 - direct.p50, r.p99 - direct.p99})
+		}
 		if profDone != nil {
 			<-profDone
 		}
@@ -168,8 +187,12 @@ func main() {
 	for _, l := range fixed {
 		fmt.Println(l)
 	}
-	fmt.Printf("\nAdded p99 at %d rps: one weft proxy %.3f ms, two weft proxies %.3f ms, haproxy %.3f ms.\n",
-		*rate, p99["one weft proxy"]-p99["app direct"], p99["two weft proxies (sidecar to sidecar)"]-p99["app direct"], p99["haproxy"]-p99["app direct"])
+	fmt.Printf("\nAdded latency at %d requests/s (path minus app direct, same run):\n\n", *rate)
+	fmt.Println("| path | added p50 ms | added p99 ms |")
+	fmt.Println("|---|---|---|")
+	for _, a := range adds {
+		fmt.Printf("| %s | %.3f | %.3f |\n", a.name, a.p50, a.p99)
+	}
 	fmt.Printf("\nSaturation: wrk -t2 -c%d -d%v --latency:\n\n", *satConns, *satDur)
 	fmt.Println("| path | requests/s | p50 | p99 | load |")
 	fmt.Println("|---|---|---|---|---|")
@@ -264,7 +287,7 @@ frontend fe
 backend app
   server app %s
 `, port, app)
-	p := filepath.Join(b.dir, "haproxy.cfg")
+	p := filepath.Join(b.dir, fmt.Sprintf("haproxy-%d.cfg", port))
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		log.Fatal(err)
 	}
