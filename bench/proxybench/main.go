@@ -6,8 +6,9 @@
 // sidecar, haproxy, and a Go TCP relay that parses nothing, the floor for
 // any Go proxy on the machine) it runs a constant-rate load (wrk2-style:
 // requests are scheduled at a fixed rate and latency counts from the
-// scheduled time, so a stall shows up as latency instead of being hidden)
-// and a saturation load with wrk, and reads the processes' CPU time and
+// scheduled time, so a stall shows up as latency instead of being hidden),
+// interleaved between the paths in slices so that all see the same noise,
+// then a saturation load with wrk, and reads the processes' CPU time and
 // memory (RSS, PSS, private) from /proc.
 //
 //	go build -o /tmp/weft ./cmd/weft && go run ./bench/proxybench -weft /tmp/weft
@@ -27,7 +28,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,7 @@ func main() {
 	weft := flag.String("weft", "", "path to a built weft binary (go build -o /tmp/weft ./cmd/weft)")
 	rate := flag.Int("rate", 1000, "constant request rate for the fixed-rate run")
 	dur := flag.Duration("duration", 20*time.Second, "length of each fixed-rate run")
+	rounds := flag.Int("rounds", 5, "interleaved slices each path's fixed-rate run is split into")
 	satDur := flag.Duration("sat-duration", 10*time.Second, "length of each wrk saturation run")
 	conns := flag.Int("conns", 16, "connections of the fixed-rate load generator")
 	satConns := flag.Int("sat-conns", 64, "wrk connections at saturation")
@@ -131,67 +133,99 @@ func main() {
 		{"two Go TCP relays", fmt.Sprintf("http://127.0.0.1:%d/", pR2), []*os.Process{procR2, procR}},
 	}
 	fmt.Print(machine(*weft))
-	var fixed, sat []string
+	var run []target
+	for _, t := range targets {
+		if *only == "" || strings.Contains(t.name, *only) {
+			run = append(run, t)
+		}
+	}
+	for _, t := range run {
+		warm(t.url)
+	}
+	// The fixed-rate load is interleaved: each path gets -rounds slices
+	// of -duration/-rounds, in turn, and its latencies are pooled over
+	// its slices. Every path thus samples the same stretch of the
+	// machine's noise, which a p99 difference of a fraction of a
+	// millisecond needs on a 2-core machine shared with the load
+	// generator and the app.
+	type acc struct {
+		lat    []time.Duration
+		errors int
+		cpu    time.Duration
+		wall   time.Duration
+	}
+	accs := make([]acc, len(run))
+	slice := *dur / time.Duration(*rounds)
+	var profDone chan struct{}
+	for round := 0; round < *rounds; round++ {
+		for i, t := range run {
+			if *profile != "" && t.name == "one weft proxy" && profDone == nil {
+				profDone = make(chan struct{})
+				go func() { // fetches the profile; ends with the HTTP call
+					defer close(profDone)
+					resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.admin[procB.Pid], max(1, int(slice.Seconds())-1)))
+					if err != nil {
+						log.Printf("profile: %v", err)
+						return
+					}
+					defer resp.Body.Close()
+					f, _ := os.Create(*profile)
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+				}()
+			}
+			cpu0 := cpuTime(t.procs)
+			lat, errs, wall := constantRate(t.url, *rate, slice, *conns)
+			accs[i].cpu += cpuTime(t.procs) - cpu0
+			accs[i].lat = append(accs[i].lat, lat...)
+			accs[i].errors += errs
+			accs[i].wall += wall
+			if profDone != nil {
+				<-profDone
+			}
+		}
+	}
+	fixedLoad := loadavg()
 	type added struct {
 		name     string
 		p50, p99 float64
 	}
+	var fixed, sat []string
 	var direct result
 	var adds []added
-	for _, t := range targets {
-		if *only != "" && !strings.Contains(t.name, *only) {
-			continue
-		}
-		warm(t.url)
-		var profDone chan struct{}
-		if *profile != "" && t.name == "one weft proxy" {
-			profDone = make(chan struct{})
-			go func() { // fetches the profile; ends with the HTTP call
-				defer close(profDone)
-				resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.admin[procB.Pid], int(dur.Seconds())-1))
-				if err != nil {
-					log.Printf("profile: %v", err)
-					return
-				}
-				defer resp.Body.Close()
-				f, _ := os.Create(*profile)
-				_, _ = io.Copy(f, resp.Body)
-				f.Close()
-			}()
-		}
-		cpu0 := cpuTime(t.procs)
-		r := constantRate(t.url, *rate, *dur, *conns)
-		cpu := cpuTime(t.procs) - cpu0
+	for i, t := range run {
+		r := summarize(accs[i].lat, accs[i].errors, accs[i].wall)
 		mem := memKB(t.procs)
 		if t.name == "app direct" {
 			direct = r
-		} else {
+		} else if direct.achieved > 0 {
 			adds = append(adds, added{t.name, r.p50 - direct.p50, r.p99 - direct.p99})
 		}
-		if profDone != nil {
-			<-profDone
-		}
 		n := float64(len(t.procs))
-		perK := cpu.Seconds() / dur.Seconds() / n / (r.achieved / 1000)
+		perK := accs[i].cpu.Seconds() / accs[i].wall.Seconds() / n / (r.achieved / 1000)
 		mb := func(kb int64) float64 { return float64(kb) / 1024 / n }
-		fixed = append(fixed, fmt.Sprintf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %.3f | %.1f | %.1f | %.1f | %s |",
-			t.name, r.achieved, r.p50, r.p99, r.max, r.errors, perK, mb(mem.rss), mb(mem.pss), mb(mem.private), loadavg()))
+		fixed = append(fixed, fmt.Sprintf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %.3f | %.1f | %.1f | %.1f |",
+			t.name, r.achieved, r.p50, r.p99, r.max, r.errors, perK, mb(mem.rss), mb(mem.pss), mb(mem.private)))
+	}
+	for _, t := range run {
 		s := wrk(t.url, *satDur, *satConns)
 		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99, loadavg()))
 	}
-	fmt.Printf("\nFixed rate %d requests/s for %v, %d connections (latency in ms from the scheduled send time).\n", *rate, *dur, *conns)
-	fmt.Println("CPU and memory are the proxy's (each, for two); on the direct row the app's; load is the 1-minute average after the run.")
+	fmt.Printf("\nFixed rate %d requests/s for %v per path, in %d interleaved slices of %v, %d connections (latency in ms from the scheduled send time).\n", *rate, *dur, *rounds, slice, *conns)
+	fmt.Printf("CPU and memory are the proxy's (each, for two); on the direct row the app's. Load average after the fixed-rate runs: %s.\n", fixedLoad)
 	fmt.Println()
-	fmt.Println("| path | achieved rps | p50 ms | p99 ms | max ms | errors | vCPU per 1,000 rps | RSS MB | PSS MB | private MB | load |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| path | achieved rps | p50 ms | p99 ms | max ms | errors | vCPU per 1,000 rps | RSS MB | PSS MB | private MB |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, l := range fixed {
 		fmt.Println(l)
 	}
-	fmt.Printf("\nAdded latency at %d requests/s (path minus app direct, same run):\n\n", *rate)
-	fmt.Println("| path | added p50 ms | added p99 ms |")
-	fmt.Println("|---|---|---|")
-	for _, a := range adds {
-		fmt.Printf("| %s | %.3f | %.3f |\n", a.name, a.p50, a.p99)
+	if len(adds) > 0 {
+		fmt.Printf("\nAdded latency at %d requests/s (path minus app direct, same run):\n\n", *rate)
+		fmt.Println("| path | added p50 ms | added p99 ms |")
+		fmt.Println("|---|---|---|")
+		for _, a := range adds {
+			fmt.Printf("| %s | %.3f | %.3f |\n", a.name, a.p50, a.p99)
+		}
 	}
 	fmt.Printf("\nSaturation: wrk -t2 -c%d -d%v --latency:\n\n", *satConns, *satDur)
 	fmt.Println("| path | requests/s | p50 | p99 | load |")
@@ -405,15 +439,14 @@ type result struct {
 // connections. Each request has a scheduled send time; its latency is
 // measured from that time, so queueing behind a slow request counts
 // (no coordinated omission).
-func constantRate(url string, rate int, d time.Duration, conns int) result {
+func constantRate(url string, rate int, d time.Duration, conns int) (lat []time.Duration, errs int, wall time.Duration) {
 	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	n := int(d.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
 	sched := make(chan time.Time, n)
-	lat := make([]time.Duration, n)
-	var errs int
+	lat = make([]time.Duration, n)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	idx := make(chan int, n)
@@ -450,10 +483,19 @@ func constantRate(url string, rate int, d time.Duration, conns int) result {
 	}
 	close(sched)
 	wg.Wait()
-	elapsed := time.Since(start)
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat, errs, time.Since(start)
+}
+
+// summarize gives the rate and latency percentiles of pooled samples
+// taken over wall time.
+func summarize(lat []time.Duration, errs int, wall time.Duration) result {
+	n := len(lat)
+	if n == 0 {
+		return result{}
+	}
+	slices.Sort(lat)
 	ms := func(x time.Duration) float64 { return float64(x.Microseconds()) / 1000 }
-	return result{achieved: float64(n) / elapsed.Seconds(), p50: ms(lat[n/2]), p99: ms(lat[n*99/100]), max: ms(lat[n-1]), errors: errs}
+	return result{achieved: float64(n) / wall.Seconds(), p50: ms(lat[n/2]), p99: ms(lat[n*99/100]), max: ms(lat[n-1]), errors: errs}
 }
 
 type satResult struct{ rps, p50, p99 string }
