@@ -11,7 +11,9 @@
 // its own stream, `-replicas` of them per virtual node. The mesh: `-services`
 // virtual services, each a router splitting between two virtual nodes
 // discovered through Cloud Map; each client node has two of them as
-// backends, so a write to one service affects 2/services of the proxies.
+// backends, so a write to one service affects 2/services of the proxies
+// (client nodes with the same two backends share their egress configuration,
+// which the server builds once per write; -unique-egress gives each its own).
 // Writes alternate between a route weight change (RDS) and a Cloud Map
 // instance registered or deregistered (EDS), one at a time: each write's
 // time runs from just before the API call to the last affected ACK.
@@ -78,11 +80,12 @@ func main() {
 	writes := flag.Int("writes", 100, "API writes, one at a time")
 	perConn := flag.Int("streams-per-conn", 1, "ADS streams sharing one gRPC connection")
 	cpuprofile := flag.String("cpuprofile", "", "write the server's CPU profile during the writes to this file")
+	unique := flag.Bool("unique-egress", false, "give each client node a backend of its own (a virtual service that does not exist), so that no two share an egress configuration and the server can share no translation work between them")
 	memprofile := flag.String("memprofile", "", "write the server's heap profile to this file after the writes, and to this file.base before them")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *cpuprofile, *memprofile); err != nil {
+	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *cpuprofile, *memprofile); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -149,7 +152,7 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func run(ctx context.Context, n, replicas, services, writes, perConn int, cpuprofile, memprofile string) error {
+func run(ctx context.Context, n, replicas, services, writes, perConn int, unique bool, cpuprofile, memprofile string) error {
 	dir, err := os.MkdirTemp("", "xdsbench")
 	if err != nil {
 		return err
@@ -176,7 +179,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, cpupro
 	}
 	nodes := (n + replicas - 1) / replicas
 	start := time.Now()
-	w, err := setup(ctx, api, nodes, services)
+	w, err := setup(ctx, api, nodes, services, unique)
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
@@ -439,7 +442,7 @@ type world struct {
 
 const meshName = "bench"
 
-func setup(ctx context.Context, api apiClients, nodes, services int) (*world, error) {
+func setup(ctx context.Context, api apiClients, nodes, services int, unique bool) (*world, error) {
 	w := &world{api: api, extra: make([]bool, services)}
 	ns, err := api.cm.CreateHttpNamespace(ctx, &servicediscovery.CreateHttpNamespaceInput{Name: aws.String("bench.local")})
 	if err != nil {
@@ -509,14 +512,18 @@ func setup(ctx context.Context, api apiClients, nodes, services int) (*world, er
 		sem <- struct{}{}
 		wg.Go(func() { // ends when the call returns
 			defer func() { <-sem }()
+			backends := []mesh.Backend{
+				&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", j%services))}},
+				&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", (j+1)%services))}},
+			}
+			if unique {
+				backends = append(backends, &mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("own-%d.bench.local", j))}})
+			}
 			_, err := api.mesh.CreateVirtualNode(ctx, &appmesh.CreateVirtualNodeInput{MeshName: aws.String(meshName),
 				VirtualNodeName: aws.String(fmt.Sprintf("client-%d", j)),
 				Spec: &mesh.VirtualNodeSpec{Listeners: listener,
 					ServiceDiscovery: &mesh.ServiceDiscoveryMemberDns{Value: mesh.DnsServiceDiscovery{Hostname: aws.String(fmt.Sprintf("client-%d.bench.local", j))}},
-					Backends: []mesh.Backend{
-						&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", j%services))}},
-						&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", (j+1)%services))}},
-					}}})
+					Backends:         backends}})
 			if err != nil {
 				firstErr.CompareAndSwap(nil, &err)
 			}

@@ -50,7 +50,7 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, reg prometheus.Re
 	srv := xdsserver.New(xdsserver.Options{
 		Store:         st,
 		LoadDiscovery: xdsserver.CloudMap,
-		Translate:     translate.Translate,
+		Translate:     translate.TranslateWith,
 		CheckResource: translate.CheckResource,
 		CheckRefs:     translate.CheckRefs,
 		DefaultOwner:  cfg.AccountID,

@@ -58,7 +58,7 @@ func benchWrites(b *testing.B, write func(b *testing.B, st store.Store, i int)) 
 			st := openStore(b)
 			benchMesh(b, st, benchNodes, benchServices)
 			log := slog.New(slog.DiscardHandler)
-			opts := &Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.Translate, Log: log}
+			opts := &Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}
 			bc.checks(opts)
 			l := newLoop(opts, newHub(log, newMetrics(nil), owner), newMetrics(nil))
 			ctx := context.Background()
@@ -78,6 +78,7 @@ func benchWrites(b *testing.B, write func(b *testing.B, st store.Store, i int)) 
 				b.Fatal(err)
 			}
 			translations0, updates0 := testutil.ToFloat64(l.metrics.translations), testutil.ToFloat64(l.metrics.epUpdates)
+			shared0 := testutil.ToFloat64(l.metrics.sharedEgress)
 			b.ResetTimer()
 			for i := range b.N {
 				b.StopTimer()
@@ -90,6 +91,7 @@ func benchWrites(b *testing.B, write func(b *testing.B, st store.Store, i int)) 
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6/(2*benchNodes/benchServices), "ms/identity")
 			b.ReportMetric((testutil.ToFloat64(l.metrics.translations)-translations0)/float64(b.N), "translations/op")
 			b.ReportMetric((testutil.ToFloat64(l.metrics.epUpdates)-updates0)/float64(b.N), "endpoint-updates/op")
+			b.ReportMetric((testutil.ToFloat64(l.metrics.sharedEgress)-shared0)/float64(b.N), "shared-egress/op")
 		})
 	}
 }

@@ -34,7 +34,7 @@ func TestConvergenceUnderRandomWrites(t *testing.T) {
 	for i := range 5 {
 		putNode(t, st, "m", fmt.Sprintf("n%d", i))
 	}
-	srv := startServer(t, st, translate.Translate, withChecks)
+	srv := startServer(t, st, translate.TranslateWith, withChecks)
 	conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -230,7 +230,7 @@ func split(t *testing.T, cc *grpc.ClientConn, n int) map[string]int {
 
 func TestProxylessGRPC(t *testing.T) {
 	st, backends := grpcWorld(t)
-	srv := startServer(t, st, translate.Translate, withChecks)
+	srv := startServer(t, st, translate.TranslateWith, withChecks)
 	cc := dialXDS(t, srv.addr, "client", "color.colors.local")
 
 	t.Run("split 4:1", func(t *testing.T) {
@@ -374,7 +374,7 @@ func ccoreSplit(t *testing.T, addr string, n int, md ...string) map[string]int {
 // reconnect and follow the write.
 func TestProxylessRestart(t *testing.T) {
 	st, _ := grpcWorld(t)
-	srv := startServer(t, st, translate.Translate, withChecks)
+	srv := startServer(t, st, translate.TranslateWith, withChecks)
 	a := dialXDS(t, srv.addr, "client", "color.colors.local")
 	b := dialXDS(t, srv.addr, "client", "color.colors.local") // a replica
 	for _, cc := range []*grpc.ClientConn{a, b} {
@@ -388,7 +388,7 @@ func TestProxylessRestart(t *testing.T) {
 		}
 	}
 	grpcRoute(t, st, "split", 100, splitRoute(0, 1))
-	srv = startServerAt(t, srv.addr, st, translate.Translate, withChecks)
+	srv = startServerAt(t, srv.addr, st, translate.TranslateWith, withChecks)
 	for _, cc := range []*grpc.ClientConn{a, b} {
 		streak := 0
 		until(t, cc, "converged on yellow after the restart", func(b string, err error) bool {
@@ -410,7 +410,7 @@ func TestProxylessRestart(t *testing.T) {
 // the node is created, its next stream is configured and calls go through.
 func TestProxylessBeforeNodeExists(t *testing.T) {
 	st, _ := grpcWorld(t)
-	srv := startServer(t, st, translate.Translate, withChecks)
+	srv := startServer(t, st, translate.TranslateWith, withChecks)
 	cc := dialXDS(t, srv.addr, "late", "color.colors.local")
 	cc.Connect()
 	// Refused at least once: the stream was closed with NotFound.

@@ -127,7 +127,7 @@ func putInstancePort(t testing.TB, st store.Store, service, id, ip string, port 
 // configuration. It reads what a real translation of a virtual node reads
 // (the node, its backends, their providers' endpoints) and reports exactly
 // that in Deps and EndpointsOf.
-func fakeTranslate(v *translate.View, id translate.Identity) (*translate.Resources, error) {
+func fakeTranslate(v *translate.View, id translate.Identity, _ *translate.Memo) (*translate.Resources, error) {
 	r := &translate.Resources{Deps: []appmesh.Ref{
 		{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: appmesh.KindMesh, Name: id.Mesh},
 		{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: id.Kind, Name: id.Name},
@@ -195,14 +195,14 @@ type testServer struct {
 	stop func() // stops the server and waits for Serve to return
 }
 
-func startServer(t *testing.T, st store.Store, tr func(*translate.View, translate.Identity) (*translate.Resources, error), opts ...func(*Options)) *testServer {
+func startServer(t *testing.T, st store.Store, tr TranslateFunc, opts ...func(*Options)) *testServer {
 	t.Helper()
 	return startServerAt(t, "127.0.0.1:0", st, tr, opts...)
 }
 
 // startServerAt is startServer on a given address, for a restart on the
 // address of a stopped server.
-func startServerAt(t *testing.T, addr string, st store.Store, tr func(*translate.View, translate.Identity) (*translate.Resources, error), opts ...func(*Options)) *testServer {
+func startServerAt(t *testing.T, addr string, st store.Store, tr TranslateFunc, opts ...func(*Options)) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

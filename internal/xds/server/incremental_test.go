@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ import (
 func TestIncrementalEqualsFull(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		tr   func(*translate.View, translate.Identity) (*translate.Resources, error)
+		tr   TranslateFunc
 		gen  func(*rand.Rand, *testing.T, store.Store)
 		// endpointUpdates: some Cloud Map writes are followed by
 		// rebuilding assignments alone, which needs the translator's
@@ -34,7 +35,11 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		{"fake", fakeTranslate, randomWrite, false},
 		// The real translator's Deps, EndpointsOf and EndpointSources must
 		// be complete too.
-		{"translate", translate.Translate, randomWrite, true},
+		{"translate", translate.TranslateWith, randomWrite, true},
+		// Nodes drawing from two backend sets, so that a write often
+		// affects several nodes with the same backends, which share
+		// their egress (translate.Memo).
+		{"translate/shared", translate.TranslateWith, randomWriteTwoBackendSets, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkIncremental(t, tc.tr, tc.gen, 300, tc.endpointUpdates)
@@ -42,7 +47,7 @@ func TestIncrementalEqualsFull(t *testing.T) {
 	}
 }
 
-func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity) (*translate.Resources, error), gen func(*rand.Rand, *testing.T, store.Store), writes int, endpointUpdates bool) {
+func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *testing.T, store.Store), writes int, endpointUpdates bool) {
 	t.Helper()
 	ctx := context.Background()
 	st := openStore(t)
@@ -128,7 +133,14 @@ func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity)
 	if (updates > 0) != endpointUpdates {
 		t.Fatalf("%v endpoint-only updates; want some: %t", updates, endpointUpdates)
 	}
-	t.Logf("most resources of one proxy, by type (cds eds lds rds): %v; %v endpoint-only updates", seen, updates)
+	// The real translator shares the egress of nodes with equal backends
+	// within a batch (translate.Memo); the versions compared above show
+	// that what it shares is what a translation alone gives.
+	shared := testutil.ToFloat64(l.metrics.sharedEgress)
+	if strings.HasSuffix(t.Name(), "/shared") && shared == 0 {
+		t.Fatal("no translation shared its egress with another node's")
+	}
+	t.Logf("most resources of one proxy, by type (cds eds lds rds): %v; %v endpoint-only updates; %v shared egresses", seen, updates, shared)
 }
 
 // randomWrite makes one random change to mesh m's nodes n0..n4, services
@@ -136,6 +148,22 @@ func checkIncremental(t *testing.T, tr func(*translate.View, translate.Identity)
 // their routes, and the Cloud Map instances of the nodes.
 func randomWrite(rnd *rand.Rand, t *testing.T, st store.Store) {
 	randomWriteKind(rnd, t, st, rnd.IntN(10))
+}
+
+// randomWriteTwoBackendSets is randomWrite with every node's backends
+// either s0 and s1, or s2.
+func randomWriteTwoBackendSets(rnd *rand.Rand, t *testing.T, st store.Store) {
+	kind := rnd.IntN(10)
+	if kind != 1 {
+		randomWriteKind(rnd, t, st, kind)
+		return
+	}
+	node := fmt.Sprintf("n%d", rnd.IntN(5))
+	if rnd.IntN(2) == 0 {
+		putNode(t, st, "m", node, "s0", "s1")
+	} else {
+		putNode(t, st, "m", node, "s2")
+	}
 }
 
 // randomWriteKind makes one random write of the given kind (0 to 9; 0

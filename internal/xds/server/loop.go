@@ -33,7 +33,7 @@ import (
 type loop struct {
 	st            store.Store
 	loadDiscovery LoadDiscovery
-	translate     func(*translate.View, translate.Identity) (*translate.Resources, error)
+	translate     TranslateFunc
 	checkResource func(proto.Message, bool) (translate.Facts, error)
 	checkRefs     func(translate.Summary) error
 	hub           *hub
@@ -558,16 +558,18 @@ func (l *loop) recompute(tasks []task, at time.Time) {
 	}
 	results := make([]result, len(tasks))
 	built := &assignments{m: map[assignmentKey]*assignment{}}
+	sh := &shared{memo: translate.NewMemo(), sums: map[proto.Message]marshalled{}}
 	// One marshalling buffer per worker: most resources are already
 	// interned and need no bytes of their own.
 	bufs := make([][]byte, workers(len(tasks)))
 	parallel(len(tasks), func(w, i int) {
 		if tasks[i].eps != nil {
-			results[i] = l.computeEndpoints(tasks[i].id, tasks[i].eps, built, &bufs[w])
+			results[i] = l.computeEndpoints(tasks[i].id, tasks[i].eps, built, sh, &bufs[w])
 		} else {
-			results[i] = l.compute(tasks[i].id, &bufs[w])
+			results[i] = l.compute(tasks[i].id, sh, &bufs[w])
 		}
 	})
+	l.metrics.sharedEgress.Add(float64(sh.memo.Shared()))
 	l.check(results)
 	for i, t := range tasks {
 		l.install(t.id, &results[i], at)
@@ -604,10 +606,25 @@ func parallel(n int, fn func(w, i int)) {
 	wg.Wait()
 }
 
+// shared is what the translations of one batch share: the translator's
+// Memo, and the marshalled form of each message it handed to several
+// identities (the same pointer), so that each is marshalled and hashed
+// once.
+type shared struct {
+	memo *translate.Memo
+	mu   sync.Mutex
+	sums map[proto.Message]marshalled
+}
+
+type marshalled struct {
+	sum   [sha256.Size]byte
+	value []byte // nil when the message was already interned
+}
+
 // compute translates one identity and marshals its resources, in buf
 // (the worker's, grown as needed). It must not write to the loop's state:
 // it runs on a worker.
-func (l *loop) compute(id translate.Identity, buf *[]byte) (r result) {
+func (l *loop) compute(id translate.Identity, sh *shared, buf *[]byte) (r result) {
 	// A translator bug met by one mesh's input must not take the control
 	// plane down: the proxy keeps its configuration and shows the error.
 	defer func() {
@@ -621,7 +638,7 @@ func (l *loop) compute(id translate.Identity, buf *[]byte) (r result) {
 		r.closeErr = status.Errorf(codes.NotFound, "%s %s in mesh %s was deleted", id.Kind, id.Name, id.Mesh)
 		return r
 	}
-	res, err := l.translate(ms.view, id)
+	res, err := l.translate(ms.view, id, sh.memo)
 	if errors.Is(err, translate.ErrNotFound) {
 		r.closeErr = status.Error(codes.NotFound, err.Error())
 		return r
@@ -653,18 +670,30 @@ func (l *loop) compute(id translate.Identity, buf *[]byte) (r result) {
 	for t, list := range lists {
 		r.items[t] = make([]item, 0, len(list))
 		for _, m := range list {
-			// Deterministic, so that equal resources hash equal.
-			b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
-			if err != nil {
-				r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
-				return r
+			sh.mu.Lock()
+			mm, ok := sh.sums[m]
+			sh.mu.Unlock()
+			if !ok {
+				// Deterministic, so that equal resources hash equal.
+				b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
+				if err != nil {
+					r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
+					return r
+				}
+				*buf = b
+				mm.sum = sha256.Sum256(b)
+				if l.entries[mm.sum] == nil {
+					mm.value = slices.Clone(b)
+				}
+				sh.mu.Lock()
+				sh.sums[m] = mm
+				sh.mu.Unlock()
 			}
-			*buf = b
-			it := item{name: cache.GetResourceName(m), sum: sha256.Sum256(b), msg: m}
+			it := item{name: cache.GetResourceName(m), sum: mm.sum, msg: m}
 			if e := l.entries[it.sum]; e != nil {
 				it.facts = e.facts[index(r.grpc)]
 			} else {
-				it.value = slices.Clone(b)
+				it.value = mm.value
 			}
 			r.items[t] = append(r.items[t], it)
 		}
@@ -686,7 +715,7 @@ func (l *loop) compute(id translate.Identity, buf *[]byte) (r result) {
 // the assignments built from those nodes' endpoints rebuilt
 // (translate.LoadAssignment). It must not write to the loop's state: it
 // runs on a worker.
-func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struct{}, built *assignments, buf *[]byte) (r result) {
+func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struct{}, built *assignments, sh *shared, buf *[]byte) (r result) {
 	defer func() {
 		if p := recover(); p != nil {
 			r = result{err: fmt.Errorf("build endpoints panicked: %v", p)}
@@ -699,7 +728,7 @@ func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struc
 		if dirty && !slices.ContainsFunc(p.sources, func(s translate.EndpointSource) bool { return s.Node == n.name }) {
 			// The translator read these endpoints but did not say where
 			// they went: only a whole translation can follow them.
-			return l.compute(id, buf)
+			return l.compute(id, sh, buf)
 		}
 	}
 	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, endpointsOnly: true}
@@ -711,7 +740,7 @@ func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struc
 			if l.checkResource != nil && e.facts[g] == nil {
 				// Not checked as this proxy's kind (validation was off
 				// when it was interned): translate whole, which checks.
-				return l.compute(id, buf)
+				return l.compute(id, sh, buf)
 			}
 			r.items[t][i] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
 		}

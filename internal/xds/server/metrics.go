@@ -12,6 +12,7 @@ type metrics struct {
 	rejected     *prometheus.CounterVec   // streams closed at identification, by gRPC code
 	streams      prometheus.Gauge
 	translations prometheus.Counter
+	sharedEgress prometheus.Counter
 	epUpdates    prometheus.Counter
 	translateErr prometheus.Counter
 	checks       prometheus.Counter
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "weft", Subsystem: "xds", Name: "translations_total",
 			Help: "Proxy configurations translated whole.",
 		}),
+		sharedEgress: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "shared_egress_total",
+			Help: "Translations that took their egress (listener 15001, route tables, egress clusters) from another node's translation in the same batch, whose backends, backend defaults, logging and IP preference are the same.",
+		}),
 		epUpdates: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "endpoint_updates_total",
 			Help: "Proxy configurations recomputed by rebuilding only the ClusterLoadAssignments whose Cloud Map endpoints changed, without a translation.",
@@ -75,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.writeToAck, m.pushes, m.acks, m.nacks, m.rejected, m.streams,
-			m.translations, m.epUpdates, m.translateErr, m.checks, m.recompute, m.interned)
+			m.translations, m.sharedEgress, m.epUpdates, m.translateErr, m.checks, m.recompute, m.interned)
 	}
 	return m
 }

@@ -558,7 +558,7 @@ func TestVirtualGateway(t *testing.T) {
 	st := colorStore(t)
 	gw := ref("m", appmesh.KindVirtualGateway, "", "gw")
 	putRaw(t, st, gw, `{"meshName":"m","virtualGatewayName":"gw","spec":{"listeners":[{"portMapping":{"port":9080,"protocol":"http"}}]}}`)
-	srv := startServer(t, st, translate.Translate, withChecks)
+	srv := startServer(t, st, translate.TranslateWith, withChecks)
 	c := dialADS(t, srv.addr, envoyNode("arn:aws:appmesh:us-east-1:"+owner+":mesh/m/virtualGateway/gw"))
 	c.request(ldsType, "", "", nil, "")
 	lds := c.next()
@@ -577,11 +577,11 @@ func TestVirtualGateway(t *testing.T) {
 // the next good translation clears it.
 func TestTranslatorFailure(t *testing.T) {
 	st := colorStore(t)
-	tr := func(v *translate.View, id translate.Identity) (*translate.Resources, error) {
+	tr := func(v *translate.View, id translate.Identity, m *translate.Memo) (*translate.Resources, error) {
 		if vn := v.VirtualNodes[id.Name]; vn != nil && len(vn.Spec.Backends) > 1 {
 			panic("two backends")
 		}
-		return fakeTranslate(v, id)
+		return fakeTranslate(v, id, m)
 	}
 	srv := startServer(t, st, tr)
 	c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))

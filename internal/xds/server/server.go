@@ -5,8 +5,9 @@
 //	store ──Watch──▶ push loop (loop.go) ──────────────▶ hub (hub.go) ──────▶ ADS streams (ads.go)
 //	                  per-mesh Views, Cloud Map index      per-identity         state of the world,
 //	                  dependency index: resource → ids     snapshots; per-      go-control-plane's
-//	                  translate.Translate (in parallel)    stream ordering,     rules; one loop
-//	                  intern by content, per-type versions ACK/NACK, status     per proxy replica
+//	                  translate.TranslateWith (parallel,   stream ordering,     rules; one loop
+//	                  a Memo per batch); intern by content ACK/NACK, status     per proxy replica
+//	                  per-type versions
 //	                  translate.CheckResource once per
 //	                  distinct resource, CheckRefs per proxy
 //
@@ -44,13 +45,18 @@ import (
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
+// TranslateFunc computes one proxy's resources, sharing what it can with
+// the other translations of the same batch through the Memo (which it may
+// ignore): translate.TranslateWith.
+type TranslateFunc func(*translate.View, translate.Identity, *translate.Memo) (*translate.Resources, error)
+
 // Options configure a Server. Store, Translate and Log are required.
 type Options struct {
 	Store store.Store
 	// LoadDiscovery reads Cloud Map's endpoints; nil serves none.
 	LoadDiscovery LoadDiscovery
-	// Translate computes one proxy's resources (translate.Translate).
-	Translate func(*translate.View, translate.Identity) (*translate.Resources, error)
+	// Translate computes one proxy's resources (translate.TranslateWith).
+	Translate TranslateFunc
 	// CheckResource and CheckRefs validate every translation before it is
 	// served (translate.CheckResource and translate.CheckRefs: deep PGV
 	// validation and semantic rules, then references); a failure keeps the

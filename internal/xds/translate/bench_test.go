@@ -60,6 +60,29 @@ func BenchmarkTranslate(b *testing.B) {
 	}
 }
 
+// BenchmarkTranslateMemo is the same translation through a Memo: "miss"
+// with a new Memo each time (nothing shared: the Memo's own cost), "hit"
+// with one Memo (the egress shared from the first translation).
+func BenchmarkTranslateMemo(b *testing.B) {
+	v := bigMesh()
+	id := Identity{MeshOwner: defaultAccount, Mesh: "big", Kind: appmesh.KindVirtualNode, Name: "node-7"}
+	b.Run("miss", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := TranslateWith(v, id, NewMemo()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("hit", func(b *testing.B) {
+		m := NewMemo()
+		for b.Loop() {
+			if _, err := TranslateWith(v, id, m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 // BenchmarkCheck is Check on the same proxy's resources.
 func BenchmarkCheck(b *testing.B) {
 	r, err := Translate(bigMesh(), Identity{MeshOwner: defaultAccount, Mesh: "big", Kind: appmesh.KindVirtualNode, Name: "node-7"})

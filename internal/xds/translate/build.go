@@ -18,8 +18,9 @@ import (
 // build accumulates one translation. It is used by one goroutine and
 // discarded after Translate returns.
 type build struct {
-	v  *View
-	id Identity
+	v    *View
+	id   Identity
+	memo *Memo // nil: share nothing
 
 	listeners map[string]*listenerv3.Listener
 	routes    map[string]*routev3.RouteConfiguration

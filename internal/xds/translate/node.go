@@ -16,7 +16,7 @@ func (b *build) virtualNode() error {
 	logs := b.accessLogs(b.nodeAccessLog(vn))
 	dualStack := b.ipPreference(nodeIPPreference(vn)) != ""
 	b.nodeIngress(vn, logs, dualStack)
-	b.nodeEgress(vn, logs, dualStack)
+	b.egress(vn, logs, dualStack)
 	return nil
 }
 

@@ -120,10 +120,15 @@ var ErrNotFound = errors.New("not found")
 // exist, a target without a listener) are left out, as App Mesh left them;
 // only a missing mesh or proxy resource is an error.
 func Translate(v *View, id Identity) (*Resources, error) {
+	return translate(v, id, nil)
+}
+
+func translate(v *View, id Identity, m *Memo) (*Resources, error) {
 	if v == nil || v.Mesh == nil {
 		return nil, fmt.Errorf("mesh %q: %w", id.Mesh, ErrNotFound)
 	}
 	b := newBuild(v, id)
+	b.memo = m
 	b.dep(appmesh.KindMesh, "", id.Mesh)
 	var err error
 	switch {
