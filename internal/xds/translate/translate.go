@@ -12,6 +12,8 @@
 //	         route.go, match.go, cluster.go, health.go, endpoint.go, tls.go,
 //	         filter.go, listener.go, accesslog.go build the Envoy messages;
 //	         names.go holds App Mesh's naming scheme.
+//	TranslateWith is Translate with a Memo (memo.go): translations of one
+//	batch share the egress of nodes whose egress inputs are equal.
 //	Resources ─ Check (check.go) ─▶ the xDS server pushes them
 //	            = CheckResource on each resource (the server: once per
 //	              distinct resource) + CheckRefs on what they name
