@@ -58,6 +58,7 @@ func main() {
 	rate := flag.Int("rate", 1000, "constant request rate for the fixed-rate run")
 	dur := flag.Duration("duration", 20*time.Second, "length of each fixed-rate run")
 	rounds := flag.Int("rounds", 5, "interleaved slices each path's fixed-rate run is split into")
+	heyDur := flag.Duration("hey-duration", 10*time.Second, "length of each path's fixed-rate run with hey (Debian's hey, -q per connection), a cross-check of the generator; 0 skips it")
 	satDur := flag.Duration("sat-duration", 10*time.Second, "length of each wrk saturation run")
 	conns := flag.Int("conns", 16, "connections of the fixed-rate load generator")
 	satConns := flag.Int("sat-conns", 64, "wrk connections at saturation")
@@ -207,6 +208,13 @@ func main() {
 		fixed = append(fixed, fmt.Sprintf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %.3f | %.1f | %.1f | %.1f |",
 			t.name, r.achieved, r.p50, r.p99, r.max, r.errors, perK, mb(mem.rss), mb(mem.pss), mb(mem.private)))
 	}
+	var heyRows []string
+	if _, err := exec.LookPath("hey"); err == nil && *heyDur > 0 {
+		for _, t := range run {
+			h := hey(t.url, *heyDur, *conns, *rate)
+			heyRows = append(heyRows, fmt.Sprintf("| %s | %s | %s | %s |", t.name, h.rps, h.p50, h.p99))
+		}
+	}
 	for _, t := range run {
 		s := wrk(t.url, *satDur, *satConns)
 		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99, loadavg()))
@@ -225,6 +233,14 @@ func main() {
 		fmt.Println("|---|---|---|")
 		for _, a := range adds {
 			fmt.Printf("| %s | %.3f | %.3f |\n", a.name, a.p50, a.p99)
+		}
+	}
+	if len(heyRows) > 0 {
+		fmt.Printf("\nCross-check with hey at the same rate, each path once: hey -z %v -c %d -q %d (its latencies count from each send, so a stall is not charged to the requests it delays):\n\n", *heyDur, *conns, *rate / *conns)
+		fmt.Println("| path | requests/s | p50 ms | p99 ms |")
+		fmt.Println("|---|---|---|---|")
+		for _, l := range heyRows {
+			fmt.Println(l)
 		}
 	}
 	fmt.Printf("\nSaturation: wrk -t2 -c%d -d%v --latency:\n\n", *satConns, *satDur)
@@ -518,6 +534,33 @@ func wrk(url string, d time.Duration, conns int) satResult {
 		return "?"
 	}
 	return satResult{get(reRPS), get(reP50), get(reP99)}
+}
+
+var (
+	reHeyRPS = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	reHeyP50 = regexp.MustCompile(`50% in ([\d.]+) secs`)
+	reHeyP99 = regexp.MustCompile(`99% in ([\d.]+) secs`)
+)
+
+// hey runs Debian's hey at rate requests/s over conns connections (-q is
+// per connection) and returns its rate and p50/p99 in milliseconds.
+func hey(url string, d time.Duration, conns, rate int) satResult {
+	out, err := exec.Command("hey", "-z", d.String(), "-c", strconv.Itoa(conns), "-q", strconv.Itoa(rate/conns), "-disable-compression", url).CombinedOutput()
+	if err != nil {
+		return satResult{"hey failed: " + err.Error(), "-", "-"}
+	}
+	get := func(re *regexp.Regexp, ms bool) string {
+		m := re.FindSubmatch(out)
+		if m == nil {
+			return "?"
+		}
+		if !ms {
+			return string(m[1])
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return fmt.Sprintf("%.3f", v*1000)
+	}
+	return satResult{get(reHeyRPS, false), get(reHeyP50, true), get(reHeyP99, true)}
 }
 
 // cpuTime is the user+system CPU time of the processes so far.
