@@ -82,6 +82,12 @@ func putMesh(t testing.TB, st store.Store, mesh string) {
 }
 
 func putNode(t testing.TB, st store.Store, mesh, name string, backends ...string) {
+	put(t, st, ref(mesh, appmesh.KindVirtualNode, "", name).Key(), nodeData(mesh, name, backends...))
+}
+
+// nodeData is a virtual node with one HTTP listener on 8080, discovered in
+// Cloud Map as <name> in colors.local, calling backends.
+func nodeData(mesh, name string, backends ...string) appmesh.VirtualNodeData {
 	vn := appmesh.VirtualNodeData{MeshName: ptr(mesh), VirtualNodeName: ptr(name), Spec: &appmesh.VirtualNodeSpec{
 		Listeners:        []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: ptr(int64(8080)), Protocol: appmesh.PortProtocolHttp}}},
 		ServiceDiscovery: &appmesh.ServiceDiscovery{AwsCloudMap: &appmesh.AwsCloudMapServiceDiscovery{NamespaceName: ptr("colors.local"), ServiceName: ptr(name)}},
@@ -89,7 +95,7 @@ func putNode(t testing.TB, st store.Store, mesh, name string, backends ...string
 	for _, b := range backends {
 		vn.Spec.Backends = append(vn.Spec.Backends, appmesh.Backend{VirtualService: &appmesh.VirtualServiceBackend{VirtualServiceName: ptr(b)}})
 	}
-	put(t, st, ref(mesh, appmesh.KindVirtualNode, "", name).Key(), vn)
+	return vn
 }
 
 func putService(t testing.TB, st store.Store, mesh, name, providerNode string) {

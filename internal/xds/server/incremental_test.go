@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -117,6 +119,11 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 				if got, want := p.snap.types[typ].version, fp.snap.types[typ].version; got != want {
 					t.Fatalf("write %d: %s of %s: incremental version %s, from scratch %s", i, typeName(typ), id.Name, got, want)
 				}
+				// Versions are built from content sums: the bytes served
+				// must be those sums' bytes too.
+				if err := sameBytes(p.snap.types[typ].entries, fp.snap.types[typ].entries); err != nil {
+					t.Fatalf("write %d: %s of %s: %v", i, typeName(typ), id.Name, err)
+				}
 			}
 		}
 	}
@@ -214,5 +221,107 @@ func randomWriteKind(rnd *rand.Rand, t *testing.T, st store.Store, kind int) {
 	case 9:
 		putRaw(t, st, ref("m", appmesh.KindVirtualService, "", svc), fmt.Sprintf(
 			`{"meshName":"m","virtualServiceName":%q,"spec":{"provider":{"virtualRouter":{"virtualRouterName":%q}}}}`, svc, router))
+	}
+}
+
+// sameBytes checks that two snapshots' entries of one type serve the same
+// resources, byte for byte, none of them empty.
+func sameBytes(got, want []*entry) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("%d resources, from scratch %d", len(got), len(want))
+	}
+	for i := range got {
+		g, w := got[i].any.GetValue(), want[i].any.GetValue()
+		if len(g) == 0 {
+			return fmt.Errorf("resource %q is served with no bytes", got[i].name)
+		}
+		if !bytes.Equal(g, w) {
+			return fmt.Errorf("resource %q: served bytes differ from a translation from scratch", got[i].name)
+		}
+	}
+	return nil
+}
+
+// TestBatchMovesInternedResource: one transaction swaps two nodes'
+// backends, so one batch re-translates both and each takes over resources
+// the other held. Installing the first must not drop an interned resource
+// the second's result refers to (results carry no bytes for resources
+// already interned): every served resource keeps its bytes.
+func TestBatchMovesInternedResource(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	putNamespace(t, st)
+	putMesh(t, st, "m")
+	putNode(t, st, "m", "p1")
+	putNode(t, st, "m", "p2")
+	putService(t, st, "m", "s1", "p1")
+	putService(t, st, "m", "s2", "p2")
+	putNode(t, st, "m", "a", "s1")
+	putNode(t, st, "m", "b", "s2")
+	log := slog.New(slog.DiscardHandler)
+	l := newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}, newHub(log, newMetrics(nil), owner), newMetrics(nil))
+	rev, err := l.resync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, err := st.Watch(ctx, "", rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []translate.Identity{
+		{MeshOwner: owner, Mesh: "m", Kind: appmesh.KindVirtualNode, Name: "a"},
+		{MeshOwner: owner, Mesh: "m", Kind: appmesh.KindVirtualNode, Name: "b"},
+	}
+	for _, id := range ids {
+		if err := l.attach(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 6 {
+		from, to := "s1", "s2"
+		if round%2 == 1 {
+			from, to = to, from
+		}
+		a, err := json.Marshal(nodeData("m", "a", to))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(nodeData("m", "b", from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev, err := st.Update(ctx, func(tx store.Tx) error {
+			if err := tx.Put(ref("m", appmesh.KindVirtualNode, "", "a").Key(), a); err != nil {
+				return err
+			}
+			return tx.Put(ref("m", appmesh.KindVirtualNode, "", "b").Key(), b)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var batch []store.Change
+		for len(batch) == 0 || batch[len(batch)-1].Revision < rev {
+			select {
+			case c := <-changes:
+				batch = append(batch, c)
+			case <-time.After(wait):
+				t.Fatal("no change from the store")
+			}
+		}
+		l.apply(batch, time.Now())
+		full := newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}, newHub(log, newMetrics(nil), owner), newMetrics(nil))
+		if _, err := full.resync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if err := full.attach(id); err != nil {
+				t.Fatal(err)
+			}
+			for typ := range numTypes {
+				if err := sameBytes(l.proxies[id].snap.types[typ].entries, full.proxies[id].snap.types[typ].entries); err != nil {
+					t.Fatalf("round %d: %s of %s: %v", round, typeName(typ), id.Name, err)
+				}
+			}
+		}
 	}
 }

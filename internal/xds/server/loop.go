@@ -571,8 +571,16 @@ func (l *loop) recompute(tasks []task, at time.Time) {
 	})
 	l.metrics.sharedEgress.Add(float64(sh.memo.Shared()))
 	l.check(results)
+	// References are dropped only once every result is installed: a
+	// result carries no bytes for a resource that was interned when it
+	// was computed, so no entry may disappear before the whole batch
+	// holds its references.
+	var drops []drop
 	for i, t := range tasks {
-		l.install(t.id, &results[i], at)
+		drops = l.install(t.id, &results[i], at, drops)
+	}
+	for _, d := range drops {
+		l.release(d.s, d.next)
 	}
 	l.metrics.interned.Set(float64(len(l.entries)))
 }
@@ -896,19 +904,25 @@ func index(b bool) int {
 
 // install interns a result's resources, swaps the identity's snapshot and
 // dependencies, and hands the snapshot to the hub.
-func (l *loop) install(id translate.Identity, r *result, at time.Time) {
+// drop is a snapshot whose references to interned entries are to be
+// released, except for the types it shares with next.
+type drop struct{ s, next *snapshot }
+
+// install makes r the identity's snapshot and returns drops with the
+// snapshot it replaced, for the caller to release after the batch.
+func (l *loop) install(id translate.Identity, r *result, at time.Time, drops []drop) []drop {
 	p := l.proxies[id]
 	if p == nil {
-		return
+		return drops
 	}
 	switch {
 	case r.closeErr != nil:
 		if p.snap != nil {
-			l.release(p.snap, nil)
+			drops = append(drops, drop{p.snap, nil})
 		}
 		p.snap = &snapshot{closeErr: r.closeErr}
 		l.hub.setSnapshot(id, p.snap)
-		return
+		return drops
 	case r.err != nil:
 		l.metrics.translateErr.Inc()
 		if msg := r.err.Error(); msg != p.err {
@@ -916,7 +930,7 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time) {
 			l.log.Error("proxy configuration not updated", "mesh", id.Mesh, "kind", id.Kind, "name", id.Name, "proxyless", id.Proxyless, "error", r.err)
 		}
 		l.hub.setError(id, r.err)
-		return
+		return drops
 	}
 	if r.endpointsOnly {
 		l.metrics.epUpdates.Inc()
@@ -970,8 +984,9 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time) {
 	p.snap = snap
 	l.hub.setSnapshot(id, snap)
 	if prev != nil {
-		l.release(prev, snap)
+		drops = append(drops, drop{prev, snap})
 	}
+	return drops
 }
 
 // release drops a snapshot's references to interned entries, except for
