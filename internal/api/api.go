@@ -4,7 +4,10 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"strings"
 )
@@ -43,14 +46,22 @@ func WriteRESTError(w http.ResponseWriter, status int, errType, message string) 
 	}{message})
 }
 
-// WriteJSONError writes an error as awsJson1.1 services do: the type in
-// both the x-amzn-ErrorType header and the body's __type.
-func WriteJSONError(w http.ResponseWriter, status int, errType, message string) {
-	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-	w.Header().Set("x-amzn-ErrorType", errType)
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(struct {
-		Type    string `json:"__type"`
-		Message string `json:"Message"`
-	}{errType, message})
+// DecodeObject reads a request body that must be exactly one JSON object,
+// numbers kept as json.Number so that the model's validator sees them as
+// written.
+func DecodeObject(body []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, errors.New("the request body is not valid JSON: " + err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("the request body has data after its JSON object")
+	}
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return nil, errors.New("the request body must be a JSON object")
+	}
+	return obj, nil
 }

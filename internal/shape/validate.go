@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -190,6 +191,25 @@ func (v *validator) value(shapeName, path string, val any) {
 }
 
 func (v *validator) structure(s *Shape, path string, obj map[string]any) {
+	// Unknown members are ignored, as AWS ignores them, except a member's
+	// name in another case: encoding/json matches names without regard to
+	// case and the last one wins, so such a key would replace the checked
+	// value after validation.
+	var folded []string // keys that are a member's name in another case
+	for key := range obj {
+		exact, fold := false, false
+		for _, mem := range s.Members {
+			exact = exact || key == mem.Name
+			fold = fold || strings.EqualFold(key, mem.Name)
+		}
+		if fold && !exact {
+			folded = append(folded, key)
+		}
+	}
+	slices.Sort(folded)
+	for _, key := range folded {
+		v.fail(join(path, key), nil, "Member is not in the model: member names are case-sensitive")
+	}
 	set := 0
 	for _, mem := range s.Members {
 		val, present := obj[mem.Name]

@@ -26,6 +26,8 @@ import (
 	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/store"
+
+	"github.com/weftmesh/weft/internal/api"
 )
 
 // TargetPrefix is the X-Amz-Target prefix of every Cloud Map operation.
@@ -158,7 +160,7 @@ func (h *Handler) serve(r *http.Request, name string) (any, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
-	doc, err := decode(body)
+	doc, err := api.DecodeObject(body)
 	if err != nil {
 		return nil, &cloudmap.Error{Code: cloudmap.CodeSerializationException, Message: err.Error()}
 	}
@@ -166,23 +168,6 @@ func (h *Handler) serve(r *http.Request, name string) (any, error) {
 		return nil, &cloudmap.Error{Code: cloudmap.CodeInvalidInput, Message: shape.Message(vs)}
 	}
 	return op.run(r.Context(), body)
-}
-
-// decode reads exactly one JSON object.
-func decode(body []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
-		return nil, errors.New("request body is not JSON: " + err.Error())
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("request body has data after its JSON object")
-	}
-	if _, ok := doc.(map[string]any); !ok {
-		return nil, errors.New("request body must be a JSON object")
-	}
-	return doc, nil
 }
 
 // fail writes err: AWS errors as they are, a store that is closing as 503,

@@ -76,9 +76,16 @@ func TestRawRequests(t *testing.T) {
 		{"enum", "POST", cm + "DiscoverInstances", `{"NamespaceName": "n", "ServiceName": "s", "HealthStatus": "SICK"}`, "InvalidInput", "Member must satisfy enum value set"},
 		{"pattern", "POST", cm + "RegisterInstance", `{"ServiceId": "srv-1", "InstanceId": "a b", "Attributes": {}}`, "InvalidInput", "at 'InstanceId'"},
 		{"attributes of the wrong type", "POST", cm + "RegisterInstance", `{"ServiceId": "srv-1", "InstanceId": "i", "Attributes": {"AWS_INSTANCE_IPV4": 10}}`, "InvalidInput", "Member must be a string"},
-		{"not JSON", "POST", cm + "ListServices", `{"Filters": [`, "SerializationException", "not JSON"},
+		{"not JSON", "POST", cm + "ListServices", `{"Filters": [`, "SerializationException", "not valid JSON"},
 		{"not an object", "POST", cm + "ListServices", `[]`, "SerializationException", "JSON object"},
 		{"data after the object", "POST", cm + "ListServices", `{} {}`, "SerializationException", "after"},
+		{"a bracket after the object", "POST", cm + "CreateHttpNamespace", `{"Name": "t1"}]`, "SerializationException", "after"},
+		// encoding/json matches names regardless of case, the last one
+		// winning: a member's name in another case must not replace a
+		// checked value (here: nil a required one, or empty a name).
+		{"required member nulled in another case", "POST", cm + "UpdateHttpNamespace", `{"Id": "ns-1", "Namespace": {"Description": "d"}, "namespace": null}`, "InvalidInput", "'namespace'"},
+		{"member in another case", "POST", cm + "CreateHttpNamespace", `{"Name": "ok", "name": ""}`, "InvalidInput", "'name'"},
+		{"nested member in another case", "POST", cm + "CreateService", `{"Name": "s", "NamespaceId": "ns-1", "DnsConfig": {"DnsRecords": [{"Type": "A", "TTL": 60, "ttl": -7}]}}`, "InvalidInput", "ttl"},
 		{"unknown operation", "POST", cm + "DropEverything", `{}`, "UnknownOperationException", "DropEverything"},
 		{"another service's target", "POST", "AmazonEC2.ListServices", `{}`, "UnknownOperationException", ""},
 		{"GET", "GET", cm + "ListNamespaces", ``, "UnknownOperationException", "POST"},
@@ -119,10 +126,10 @@ func TestEveryOperationServed(t *testing.T) {
 // FuzzAPI sends arbitrary bodies to every operation: the answer is never
 // a 5xx, and always JSON.
 func FuzzAPI(f *testing.F) {
-	for name, op := range cloudmap.Model().Operations {
+	for name := range cloudmap.Model().Operations {
 		f.Add(name, []byte(`{}`))
-		_ = op
 	}
+	f.Add("UpdateHttpNamespace", []byte(`{"Id":"ns-1","Namespace":{"Description":"d"},"namespace":null}`))
 	f.Add("CreatePrivateDnsNamespace", []byte(`{"Name":"f.local","Vpc":"vpc-1"}`))
 	f.Add("RegisterInstance", []byte(`{"ServiceId":"srv-x","InstanceId":"i","Attributes":{"AWS_INSTANCE_IPV4":"10.0.0.1"}}`))
 	h, _ := newHandler(f)

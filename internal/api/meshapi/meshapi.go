@@ -308,18 +308,9 @@ func (h *Handler) input(w http.ResponseWriter, r *http.Request, rt *route, vars 
 			return nil, appmesh.BadRequest("The request body could not be read: %v", err)
 		}
 		if len(bytes.TrimSpace(raw)) > 0 {
-			d := json.NewDecoder(bytes.NewReader(raw))
-			d.UseNumber()
-			var v any
-			if err := d.Decode(&v); err != nil {
-				return nil, appmesh.BadRequest("The request body is not valid JSON: %v", err)
-			}
-			if d.More() {
-				return nil, appmesh.BadRequest("The request body is not valid JSON: data after the top-level value")
-			}
-			obj, ok := v.(map[string]any)
-			if !ok {
-				return nil, appmesh.BadRequest("The request body must be a JSON object")
+			obj, err := api.DecodeObject(raw)
+			if err != nil {
+				return nil, appmesh.BadRequest("%s", err)
 			}
 			doc = obj
 		}

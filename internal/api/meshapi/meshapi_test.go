@@ -17,6 +17,12 @@ import (
 )
 
 func newHandler(t testing.TB) *Handler {
+	h, _ := newHandlerStore(t)
+	return h
+}
+
+// newHandlerStore is newHandler with its store, to see what requests wrote.
+func newHandlerStore(t testing.TB) (*Handler, *bolt.Store) {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{NoSync: true})
 	if err != nil {
@@ -24,7 +30,7 @@ func newHandler(t testing.TB) *Handler {
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return New(ops.New(st, ops.Config{}, log), Config{DefaultAccount: "111122223333"}, log)
+	return New(ops.New(st, ops.Config{}, log), Config{DefaultAccount: "111122223333"}, log), st
 }
 
 func TestEveryOperationServed(t *testing.T) {
@@ -81,8 +87,9 @@ func TestRouting(t *testing.T) {
 	}
 }
 
+// TestHTTPErrors: bad requests get AWS's error for them and write nothing.
 func TestHTTPErrors(t *testing.T) {
-	h := newHandler(t)
+	h, st := newHandlerStore(t)
 	cases := []struct {
 		name, method, target, body string
 		status                     int
@@ -93,7 +100,15 @@ func TestHTTPErrors(t *testing.T) {
 		{"empty name", "GET", "/v20190125/meshes//virtualNodes", "", 404, "UnknownOperationException", ""},
 		{"wrong method", "POST", "/v20190125/meshes", "{}", 405, "MethodNotAllowedException", "POST"},
 		{"malformed JSON", "PUT", "/v20190125/meshes", `{"meshName":`, 400, "BadRequestException", "not valid JSON"},
-		{"trailing data", "PUT", "/v20190125/meshes", `{"meshName":"m"} {}`, 400, "BadRequestException", "not valid JSON"},
+		{"trailing data", "PUT", "/v20190125/meshes", `{"meshName":"m"} {}`, 400, "BadRequestException", "data after"},
+		{"trailing bracket", "PUT", "/v20190125/meshes", `{"meshName":"t1"}]`, 400, "BadRequestException", "data after"},
+		{"trailing braces", "PUT", "/v20190125/meshes", `{"meshName":"t2"}}}}`, 400, "BadRequestException", "data after"},
+		// encoding/json matches names regardless of case, the last one
+		// winning: a member's name in another case must not slip past
+		// validation or replace a name the URL gives.
+		{"member in another case", "PUT", "/v20190125/meshes", `{"meshName":"ok","meshname":""}`, 400, "BadRequestException", "'meshname'"},
+		{"URI member in another case", "PUT", "/v20190125/meshes/m1/virtualNodes/x", `{"spec":{},"meshname":"m2"}`, 400, "BadRequestException", "'meshname'"},
+		{"nested member in another case", "PUT", "/v20190125/meshes", `{"meshName":"ok","spec":{"egressFilter":{"type":"DROP_ALL","TYPE":"SOME"}}}`, 400, "BadRequestException", "spec.egressFilter.TYPE"},
 		{"not an object", "PUT", "/v20190125/meshes", `["m"]`, 400, "BadRequestException", "JSON object"},
 		{"wrong type", "PUT", "/v20190125/meshes", `{"meshName":5}`, 400, "BadRequestException", "Value '5' at 'meshName' failed to satisfy constraint: Member must be a string"},
 		{"missing required", "PUT", "/v20190125/meshes/m/virtualNodes", `{"virtualNodeName":"n"}`, 400, "BadRequestException", "Value null at 'spec' failed to satisfy constraint: Member must not be null"},
@@ -107,11 +122,15 @@ func TestHTTPErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			before := st.Revision()
 			req := httptest.NewRequest(c.method, c.target, strings.NewReader(c.body))
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, req)
 			if w.Code != c.status {
 				t.Fatalf("status %d, want %d: %s", w.Code, c.status, w.Body)
+			}
+			if after := st.Revision(); after != before {
+				t.Fatalf("a rejected request changed the store (revision %d -> %d)", before, after)
 			}
 			if got := w.Header().Get("x-amzn-ErrorType"); got != c.errType {
 				t.Fatalf("x-amzn-ErrorType %q, want %q", got, c.errType)
