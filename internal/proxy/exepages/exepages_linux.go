@@ -4,6 +4,7 @@ package exepages
 
 import (
 	"bufio"
+	"debug/elf"
 	"fmt"
 	"os"
 	"strconv"
@@ -17,10 +18,18 @@ import (
 // mappings (code and read-only data) and returns the size of the address
 // ranges released. Writable mappings (data, bss) are never touched:
 // MADV_DONTNEED would discard their contents.
+//
+// A position-independent executable (-buildmode=pie, as distributions
+// often build) is left alone: the loader relocates part of its read-only
+// data (RELRO) in private copies of those pages before making them
+// read-only, and discarding them would bring back the unrelocated bytes.
 func Release() (int64, error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat("/proc/self/exe", &st); err != nil {
 		return 0, fmt.Errorf("stat the executable: %w", err)
+	}
+	if pie, err := isPIE("/proc/self/exe"); err != nil || pie {
+		return 0, err
 	}
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
@@ -40,6 +49,17 @@ func Release() (int64, error) {
 		total += int64(end - start)
 	}
 	return total, sc.Err()
+}
+
+// isPIE reports whether the executable at path is position-independent
+// (ELF type ET_DYN).
+func isPIE(path string) (bool, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false, fmt.Errorf("read the executable's ELF header: %w", err)
+	}
+	defer f.Close()
+	return f.Type == elf.ET_DYN, nil
 }
 
 // readOnlyMapping parses a /proc/self/maps line,

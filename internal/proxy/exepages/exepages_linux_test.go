@@ -5,6 +5,8 @@ package exepages
 import (
 	"bufio"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,4 +81,37 @@ func exeRss(t *testing.T) int {
 		}
 	}
 	return total
+}
+
+// TestReleaseBuildModes runs Release in a plain executable, which releases
+// pages, and in a position-independent one, which must release none and
+// go on running (discarding its relocated read-only data would crash it).
+func TestReleaseBuildModes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two executables")
+	}
+	for _, tc := range []struct {
+		mode     string
+		released bool
+	}{{"exe", true}, {"pie", false}} {
+		t.Run(tc.mode, func(t *testing.T) {
+			bin := filepath.Join(t.TempDir(), "release")
+			build := exec.Command("go", "build", "-buildmode="+tc.mode, "-o", bin, "./testdata/release")
+			if out, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("go build -buildmode=%s: %v\n%s", tc.mode, err, out)
+			}
+			out, err := exec.Command(bin).CombinedOutput()
+			if err != nil {
+				t.Fatalf("run: %v\n%s", err, out)
+			}
+			f := strings.Fields(string(out))
+			if len(f) != 3 || f[0] != "ok" || f[1] != "ok" {
+				t.Fatalf("output %q", out)
+			}
+			n, _ := strconv.ParseInt(f[2], 10, 64)
+			if (n > 0) != tc.released {
+				t.Fatalf("released %d bytes; want some: %t", n, tc.released)
+			}
+		})
+	}
 }
