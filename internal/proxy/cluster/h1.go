@@ -214,7 +214,10 @@ func (t *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 			now = time.Now()
 		}
 		idle := now.Sub(pc.idleSince)
-		if idle >= t.idleTimeout || idle >= staleAfter && !pc.alive() {
+		// Bytes buffered on an idle connection answer no request of ours
+		// (a body after a HEAD response, say); sent on it, the next
+		// request would read them as its response.
+		if idle >= t.idleTimeout || pc.br.Buffered() > 0 || idle >= staleAfter && !pc.alive() {
 			pc.close()
 			continue
 		}
@@ -321,7 +324,7 @@ func (b *h1Body) release(clean bool) {
 	b.done = true
 	// stop fails when the context hook ran (or is running): the
 	// connection's deadline is poisoned and it cannot be reused.
-	if b.stop() && clean && b.keep {
+	if b.stop() && clean && b.keep && b.pc.br.Buffered() == 0 {
 		b.t.put(b.pc)
 		return
 	}

@@ -187,6 +187,39 @@ func TestH1ClientStaleConnection(t *testing.T) {
 	})
 }
 
+// TestH1ClientUnsolicitedBytes: an upstream that sends more than the
+// response (a body after a HEAD response) leaves bytes no request asked
+// for; the connection must not serve the next request, which would read
+// them as its response.
+func TestH1ClientUnsolicitedBytes(t *testing.T) {
+	srv := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			resp := ok
+			if req.Method == http.MethodHead {
+				resp = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nWRONG!"
+			}
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+		}
+	})
+	c := testCluster(t, srv.addr())
+	if resp, _, err := get(t, c, context.Background(), http.MethodHead, srv.addr(), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HEAD: %v %v", resp, err)
+	}
+	for i := range 3 {
+		resp, body, err := get(t, c, context.Background(), http.MethodGet, srv.addr(), nil)
+		if err != nil || resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("GET %d after the HEAD: %v %v %q, want ok", i, resp, err, body)
+		}
+	}
+}
+
 // waitClosed waits until the upstream has closed the idle connection to addr.
 func waitClosed(t *testing.T, c *Cluster, addr string) {
 	t.Helper()
