@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"net/http"
 	"strings"
 	"testing"
@@ -131,5 +132,39 @@ func TestRouting(t *testing.T) {
 	})
 	if !strings.Contains(h.admin("/stats"), "control_plane.connected_state: 1") {
 		t.Error("/stats lacks control_plane.connected_state: 1")
+	}
+}
+
+// TestNormalizedPathUpstream: with normalize_path and merge_slashes the
+// route matches the normalized path and the upstream receives that path,
+// not the raw one (which would let /x/../admin past a route for /admin
+// to an upstream that resolves it differently).
+func TestNormalizedPathUpstream(t *testing.T) {
+	h := newHarness(t)
+	admin, other := newBackend(t, "admin"), newBackend(t, "other")
+	exact := &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/admin"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "admin"}}}}
+	h.push(
+		httpListener("egress", httpManager("egress", "rds_egress_http_8080", func(m *hcmv3.HttpConnectionManager) {
+			m.NormalizePath = wrapperspb.Bool(true)
+			m.MergeSlashes = true
+		})),
+		routeConfig("rds_egress_http_8080", vhost("any", []string{"*"}, exact, routeTo("/", "other"))),
+		staticCluster("admin", admin.addr()), staticCluster("other", other.addr()),
+	)
+	c := newClient(t)
+	for _, tc := range []struct{ path, backend, upPath string }{
+		{"/x/../admin", "admin", "/admin"},
+		{"//admin", "admin", "/admin"},
+		{"//a//b", "other", "/a/b"},
+		{"/a/./b/", "other", "/a/b/"},
+	} {
+		resp, e, body := get(t, c, h.addr("egress"), "any.local", tc.path)
+		if resp.StatusCode != 200 || e.Backend != tc.backend || e.Path != tc.upPath {
+			t.Errorf("%s: %d %q path %q, want %s %q (body %s)", tc.path, resp.StatusCode, e.Backend, e.Path, tc.backend, tc.upPath, body)
+		}
+		if e.Header.Get("X-Envoy-Original-Path") != "" {
+			t.Errorf("%s: x-envoy-original-path set without a rewrite", tc.path)
+		}
 	}
 }

@@ -45,8 +45,9 @@ type stream struct {
 	rt        *route.Route
 	cl        *cluster.Cluster
 	wops      *route.HeaderOps
-	upPath    string // rewritten path, escaped
-	rewrote   bool
+	upPath    string // the path sent upstream, escaped
+	rewrote   bool   // a route rewrote the path (prefix or regex rewrite)
+	changed   bool   // upPath is not the request's path (rewritten or normalized)
 	flags     accesslog.Flags
 	host      *cluster.Host
 	attempts  int
@@ -159,6 +160,9 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	}
 	s.upPath = s.rt.RewritePath(path)
 	s.rewrote = s.upPath != path
+	// As Envoy: the upstream gets the path the route matched, so that a
+	// normalized path cannot reach it in its raw form.
+	s.changed = s.upPath != r.URL.EscapedPath()
 
 	sctx, cancel := context.WithCancelCause(context.WithValue(ctx, streamKey{}, s))
 	s.cancel, s.ctx = cancel, sctx
@@ -285,9 +289,11 @@ func (m *HCM) rewrite(pr *httputil.ProxyRequest) {
 	out := pr.Out
 	out.URL.Scheme = "http"
 	out.URL.Host = "upstream" // replaced by the chosen host on each attempt
-	if s.rewrote {
+	if s.changed {
 		out.URL.RawPath = s.upPath
 		out.URL.Path, _ = url.PathUnescape(s.upPath)
+	}
+	if s.rewrote {
 		out.Header.Set("X-Envoy-Original-Path", pr.In.URL.RequestURI())
 	}
 	out.Host = pr.In.Host
