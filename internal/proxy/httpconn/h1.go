@@ -282,6 +282,9 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	// A body the handler left unread: read it, up to a point, to reach the
 	// next request.
 	if req.Body != nil && req.Body != http.NoBody {
+		// Bounded in time as well as size: a client that stops sending
+		// must not hold the connection.
+		_ = c.SetReadDeadline(time.Now().Add(rstAvoidance))
 		n, err := io.CopyN(io.Discard, req.Body, maxDrain+1)
 		if n > maxDrain || err != nil && err != io.EOF {
 			return false, false
@@ -457,6 +460,12 @@ func (w *h1Writer) writeHead() {
 		}
 	}
 	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
+		w.closeAfter = true
+	}
+	if cr, ok := w.req.Body.(*continueReader); ok && !cr.sent {
+		// Answered before asking for the body: the client may send it
+		// anyway or not at all, so the connection cannot tell where the
+		// next request starts (net/http's server closes too).
 		w.closeAfter = true
 	}
 	if w.closeAfter {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -291,6 +292,42 @@ func TestH1ExpectContinue(t *testing.T) {
 	}
 	if sawExpect != "" {
 		t.Errorf("the handler saw Expect: %q; the proxy answers it and does not forward it", sawExpect)
+	}
+}
+
+// TestH1ExpectContinueRefused: a response sent before the body was asked
+// for closes the connection, since the client may or may not send the
+// body: the next bytes cannot be taken for a request.
+func TestH1ExpectContinueRefused(t *testing.T) {
+	var requests atomic.Int32
+	srv := startH1(t, func(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.WriteHeader(http.StatusNotFound)
+	})
+	c, err := net.Dial("tcp", srv.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(c, "POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 36\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("%v %v, want the handler's 404", resp, err)
+	}
+	if !resp.Close {
+		t.Error("the 404 does not say Connection: close")
+	}
+	// The client sends what looks like a request as the body it was
+	// never asked for: it must not be served.
+	_, _ = io.WriteString(c, "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n")
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("the connection answered again after the refused body")
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d requests served, want 1", n)
 	}
 }
 
