@@ -25,10 +25,11 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // Config says what the bootstrap is for.
@@ -194,53 +195,5 @@ func JSON(b *bootstrapv3.Bootstrap) ([]byte, error) {
 
 // Validate checks a bootstrap as Envoy would before starting: the
 // protoc-gen-validate rules of every message, including every message
-// packed in an Any (ValidateAll alone does not look inside those).
-func Validate(m proto.Message) error {
-	var errs []error
-	if v, ok := m.(interface{ ValidateAll() error }); ok {
-		if err := v.ValidateAll(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	eachAny(m.ProtoReflect(), func(a *anypb.Any) {
-		inner, err := a.UnmarshalNew()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("unpack %s: %w", a.GetTypeUrl(), err))
-			return
-		}
-		if err := Validate(inner); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", a.GetTypeUrl(), err))
-		}
-	})
-	return errors.Join(errs...)
-}
-
-// eachAny calls fn on every Any in m that no other Any contains.
-func eachAny(m protoreflect.Message, fn func(*anypb.Any)) {
-	visit := func(v protoreflect.Message) {
-		if a, ok := v.Interface().(*anypb.Any); ok {
-			fn(a)
-			return
-		}
-		eachAny(v, fn)
-	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.Message() == nil:
-		case fd.IsMap():
-			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-				if fd.MapValue().Message() != nil {
-					visit(mv.Message())
-				}
-				return true
-			})
-		case fd.IsList():
-			for i := range v.List().Len() {
-				visit(v.List().Get(i).Message())
-			}
-		default:
-			visit(v.Message())
-		}
-		return true
-	})
-}
+// packed in an Any.
+func Validate(m proto.Message) error { return translate.DeepValidate(m) }

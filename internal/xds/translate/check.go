@@ -210,12 +210,16 @@ func (c *checker) fail(format string, args ...any) {
 // Any fields. The packed types must be linked into the binary: this
 // package imports every extension it emits.
 func (c *checker) deep(what string, m proto.Message) {
-	if err := deepValidate(m); err != nil {
+	if err := DeepValidate(m); err != nil {
 		c.fail("%s: %w", what, err)
 	}
 }
 
-func deepValidate(m proto.Message) error {
+// DeepValidate checks m as Envoy would before accepting it: the
+// protoc-gen-validate rules of every message, including every message
+// packed in an Any (ValidateAll alone does not look inside those). The
+// packed types must be linked into the binary.
+func DeepValidate(m proto.Message) error {
 	var errs []error
 	if v, ok := m.(interface{ ValidateAll() error }); ok {
 		if err := v.ValidateAll(); err != nil {
@@ -228,7 +232,7 @@ func deepValidate(m proto.Message) error {
 			errs = append(errs, fmt.Errorf("unpack %s: %w", a.GetTypeUrl(), err))
 			return
 		}
-		if err := deepValidate(inner); err != nil {
+		if err := DeepValidate(inner); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a.GetTypeUrl(), err))
 		}
 	})
@@ -236,7 +240,7 @@ func deepValidate(m proto.Message) error {
 }
 
 // walkAnys calls fn on every Any reachable from m without crossing another
-// Any (deepValidate recurses into those).
+// Any (DeepValidate recurses into those).
 func walkAnys(m protoreflect.Message, fn func(*anypb.Any)) {
 	visit := func(v protoreflect.Message) {
 		if a, ok := v.Interface().(*anypb.Any); ok {
