@@ -20,6 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftmesh/weft/internal/proxy/stats"
+
+	"github.com/weftmesh/weft/internal/netns/netnstest"
 )
 
 // TestOriginalDstWithoutNAT: a connection nobody redirected has no
@@ -65,14 +67,7 @@ func (h recordHandler) ServeConn(_ context.Context, c *Conn) {
 // proxyConfiguration sets up, and checks that the original destination
 // port picks the filter chain.
 func TestOriginalDstAfterREDIRECT(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace and iptables")
-	}
-	for _, bin := range []string{"ip", "iptables"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s", bin)
-		}
-	}
+	netnstest.Require(t, "iptables")
 	ns := fmt.Sprintf("weftpx-%d", os.Getpid())
 	run := func(args ...string) error {
 		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -82,7 +77,7 @@ func TestOriginalDstAfterREDIRECT(t *testing.T) {
 		return nil
 	}
 	if err := run("ip", "netns", "add", ns); err != nil {
-		t.Skipf("cannot create a network namespace here: %v", err)
+		t.Fatalf("create a network namespace: %v", err)
 	}
 	t.Cleanup(func() { _ = run("ip", "netns", "del", ns) })
 	if err := run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"); err != nil {
@@ -90,7 +85,7 @@ func TestOriginalDstAfterREDIRECT(t *testing.T) {
 	}
 	if err := run("ip", "netns", "exec", ns, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.2",
 		"-j", "REDIRECT", "--to-ports", "15001"); err != nil {
-		t.Skipf("iptables nat is not available here: %v", err)
+		t.Fatalf("iptables nat: %v", err)
 	}
 
 	got := make(chan string, 4)
