@@ -5,11 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# A non-login shell (CI) may not have the toolchains on PATH yet.
-for d in /usr/local/go/bin "$HOME/go/bin" "$HOME/.pyenv/shims"; do
+# A non-login shell (CI) may not have the toolchains on PATH yet. The Go
+# in /usr/local/go goes first: a distribution's older go must not win.
+[ -d /usr/local/go/bin ] && PATH="/usr/local/go/bin:$PATH"
+for d in "$HOME/go/bin" "$HOME/.pyenv/shims"; do
   case ":$PATH:" in *":$d:"*) ;; *) [ -d "$d" ] && PATH="$PATH:$d" ;; esac
 done
 export PATH
+command -v go >/dev/null 2>&1 || { echo "test.sh: Go 1.26 or later is required (https://go.dev/dl, in /usr/local/go)" >&2; exit 1; }
+# Go 1.21 and later fetch the toolchain go.mod asks for (1.26); older ones cannot.
+go_minor=$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [ "${go_minor:-0}" -lt 21 ]; then
+  echo "test.sh: $(go version) is too old: Go 1.26 or later is required" >&2
+  exit 1
+fi
 
 need_pkgs=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -27,8 +36,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${need_pkgs[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    timeout 600 apt-get update -qq >/dev/null
+    timeout 600 apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   else
     echo "test.sh: missing ${need_pkgs[*]}; run as root to install them" >&2
   fi
@@ -37,13 +46,14 @@ have aws || { echo "test.sh: the AWS CLI (aws) is required" >&2; exit 1; }
 # grpc-js-xds, the third independent xDS client of the xDS tests, outside
 # the repository (internal/xds/server finds it through WEFT_NPM_DIR).
 export WEFT_NPM_DIR="${WEFT_NPM_DIR:-$HOME/.cache/weft-npm}"
-if [ ! -d "$WEFT_NPM_DIR/node_modules/@grpc/grpc-js-xds" ]; then
+if [ ! -f "$WEFT_NPM_DIR/node_modules/@grpc/grpc-js-xds/package.json" ] || [ ! -f "$WEFT_NPM_DIR/node_modules/@grpc/grpc-js/package.json" ]; then
   echo "test.sh: installing @grpc/grpc-js-xds into $WEFT_NPM_DIR" >&2
   mkdir -p "$WEFT_NPM_DIR"
-  (cd "$WEFT_NPM_DIR" && npm install --no-audit --no-fund --silent @grpc/grpc-js@1.14.7 @grpc/grpc-js-xds@1.14.1 >/dev/null)
+  (cd "$WEFT_NPM_DIR" && timeout 600 npm install --no-audit --no-fund --loglevel=error --fetch-timeout=60000 --fetch-retries=2 \
+    @grpc/grpc-js@1.14.7 @grpc/grpc-js-xds@1.14.1 >/dev/null)
 fi
 
-go mod download
+timeout 600 go mod download
 go vet ./...
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
