@@ -13,8 +13,13 @@ import (
 
 // runEnvoy dispatches `weft envoy <subcommand>`.
 func runEnvoy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const usage = "usage: weft envoy bootstrap --resource-arn ARN --xds HOST:PORT [--admin-port 9901] [--xds-ca FILE]"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(stderr, usage)
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || args[0] != "bootstrap" {
-		fmt.Fprintln(stderr, "usage: weft envoy bootstrap --resource-arn ARN --xds HOST:PORT [--admin-port 9901] [--xds-ca FILE]")
+		fmt.Fprintln(stderr, usage)
 		return errors.New("unknown or missing subcommand")
 	}
 	return runEnvoyBootstrap(args[1:], stdout, stderr)

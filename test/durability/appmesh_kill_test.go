@@ -162,6 +162,12 @@ func TestKillDuringWrites(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if n := acks.Load(); n < killAfter {
+		// Every writer stopped on an error before the kill: the server
+		// is still running, and waiting for it to exit would hang.
+		first.cmd.Process.Signal(syscall.SIGKILL)
+		t.Fatalf("the writers stopped after %d acknowledged writes, before the kill at %d", n, killAfter)
+	}
 	if err := <-first.exited; err == nil {
 		t.Fatal("weft server exited cleanly; it was meant to be killed")
 	}

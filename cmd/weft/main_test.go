@@ -1,0 +1,25 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"testing"
+)
+
+// TestHelp: every subcommand answers -h with its usage and flag.ErrHelp,
+// which main turns into exit status 0, and starts nothing.
+func TestHelp(t *testing.T) {
+	for _, c := range commands() {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := c.run(t.Context(), []string{"-h"}, &out, &errOut)
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("weft %s -h: %v, want flag.ErrHelp", c.name, err)
+			}
+			if errOut.Len() == 0 && out.Len() == 0 {
+				t.Fatalf("weft %s -h printed no usage", c.name)
+			}
+		})
+	}
+}
