@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
 	"strconv"
+	"strings"
 
 	"github.com/weftmesh/weft/internal/proxy"
 )
@@ -23,16 +25,16 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	concurrency := fs.Int("concurrency", atoiOr(envOr("ENVOY_CONCURRENCY", ""), 0), "threads serving traffic (GOMAXPROCS); 0 uses every core, as Envoy's --concurrency (env ENVOY_CONCURRENCY)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	fs.BoolVar(&cfg.ReleaseStartupPages, "release-startup-pages", true, "once configured, release the pages of the weft binary that start-up left resident (Linux)")
-	level := fs.String("log-level", envOr("ENVOY_LOG_LEVEL", "info"), "debug, info, warn or error (env ENVOY_LOG_LEVEL)")
+	level := fs.String("log-level", envOr("ENVOY_LOG_LEVEL", "info"), "debug, info, warn or error, or Envoy's trace, warning, critical, off (env ENVOY_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *concurrency > 0 {
 		runtime.GOMAXPROCS(*concurrency)
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		lv = slog.LevelInfo
+	lv, err := logLevel(*level)
+	if err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	p, err := proxy.New(cfg, log)
@@ -48,4 +50,24 @@ func atoiOr(s string, def int) int {
 		return n
 	}
 	return def
+}
+
+// logLevel reads a log level in slog's words or in Envoy's, since
+// ENVOY_LOG_LEVEL is set for Envoy in App Mesh task definitions.
+func logLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "trace":
+		return slog.LevelDebug, nil
+	case "warning":
+		return slog.LevelWarn, nil
+	case "critical":
+		return slog.LevelError, nil
+	case "off":
+		return slog.LevelError + 4, nil
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log level %q: want debug, info, warn, error, trace, warning, critical or off", s)
+	}
+	return lv, nil
 }
