@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,13 +15,15 @@ import (
 
 	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/netns/netnstest"
+
+	"github.com/weftmesh/weft/internal/weftbin"
 )
 
 // TestDemo runs weft demo briefly in each layout and checks from its output
 // that requests flowed, were split about 4:1 between green and yellow, and
 // passed through the proxies (their own request counters).
 func TestDemo(t *testing.T) {
-	bin := buildWeft(t)
+	bin := weftbin.Build(t)
 	tests := []struct {
 		layout  string
 		through []string // the proxies' counters in the summary, each non-zero
@@ -118,25 +119,6 @@ func lastLine(s, prefix string) string {
 		}
 	}
 	return ""
-}
-
-// buildWeft builds the weft binary into a directory the proxy's UID can
-// read.
-func buildWeft(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "weft-demo-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "weft")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/weftmesh/weft/cmd/weft").CombinedOutput(); err != nil {
-		t.Fatalf("go build weft: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func TestDownstreamRequests(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -21,24 +20,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
+
+	"github.com/weftmesh/weft/internal/weftbin"
 )
 
 const account = "111122223333"
-
-// buildWeft builds the weft binary into a temporary directory.
-func buildWeft(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go toolchain on PATH to build weft")
-	}
-	bin := filepath.Join(t.TempDir(), "weft")
-	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/weftmesh/weft/cmd/weft").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build weft: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // weftProcess is one running `weft server`.
 type weftProcess struct {
@@ -118,7 +104,7 @@ func nodeSpec(port int32) *types.VirtualNodeSpec {
 }
 
 func TestKillDuringWrites(t *testing.T) {
-	bin := buildWeft(t)
+	bin := weftbin.Build(t)
 	dir := t.TempDir()
 	ctx := t.Context()
 

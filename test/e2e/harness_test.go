@@ -364,28 +364,6 @@ func newTaskID() string {
 	return hex.EncodeToString(b)
 }
 
-// buildWeft builds the weft binary once into a directory every UID can
-// read, because the proxy runs as UID 1337.
-func buildWeft(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "weft-e2e-bin-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "weft")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/weftmesh/weft/cmd/weft")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build weft: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // accessLog returns the lines of a proxy's stdout.
 func (tk *task) accessLog(t *testing.T) []string {
 	t.Helper()

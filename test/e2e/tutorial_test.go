@@ -16,6 +16,8 @@ import (
 
 	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/netns/netnstest"
+
+	"github.com/weftmesh/weft/internal/weftbin"
 )
 
 // labFamily starts every namespace and link this test creates (then comes
@@ -55,7 +57,7 @@ const (
 
 func TestTutorial(t *testing.T) {
 	netnstest.Require(t, "iptables", "iptables-restore", "curl", "nslookup", "dig", "setpriv", "aws")
-	bin := buildWeft(t)
+	bin := weftbin.Build(t)
 	w := setUp(t, bin)
 
 	t.Run("1 basic infrastructure", w.section1)
