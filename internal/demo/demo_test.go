@@ -46,14 +46,14 @@ func TestDemo(t *testing.T) {
 				netnstest.Require(t, "iptables", "iptables-restore", "setpriv")
 			case os.Geteuid() == 0:
 				// As root, the loopback layout gets a network namespace
-				// of its own, so its proxy's fixed ports (admin 9901,
-				// egress 15001) meet nothing else running here.
+				// of its own, so its proxy's fixed egress port 15001
+				// meets nothing else running here.
 				cmd = isolated(t, ctx, argv)
 			}
 			var out, errOut bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &errOut
 			err := cmd.Run()
-			if tt.layout == LayoutNetns {
+			if tt.layout == LayoutNetns && cmd.Process != nil {
 				if left := netns.Remaining(ctx, netns.Prefix(netnsFamily, cmd.Process.Pid)); len(left) > 0 {
 					t.Errorf("weft demo left behind: %v", left)
 				}
