@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -97,7 +98,7 @@ func New(reg *cloudmap.Registry, log *slog.Logger) *Handler {
 		"UntagResource":       call(reg.UntagResource),
 		"ListTagsForResource": call(reg.ListTagsForResource),
 	}
-	h := &Handler{ops: map[string]operation{}, maxBody: 1 << 20, log: log}
+	h := &Handler{ops: map[string]operation{}, maxBody: MaxBodyBytes, log: log}
 	for name, op := range cloudmap.Model().Operations {
 		if r := run[name]; r != nil {
 			h.ops[name] = operation{input: op.Input, run: r}
@@ -130,7 +131,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, &cloudmap.Error{Code: cloudmap.CodeInternalFailure, Message: "internal error"})
 		}
 	}()
-	out, err := h.serve(r, name)
+	out, err := h.serve(w, r, name)
 	if err != nil {
 		h.fail(w, name, err)
 		return
@@ -145,7 +146,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.log.Debug("cloud map request", "operation", name)
 }
 
-func (h *Handler) serve(r *http.Request, name string) (any, error) {
+// MaxBodyBytes bounds a request body; a larger one is answered 413
+// RequestEntityTooLargeException and its connection closed.
+const MaxBodyBytes = 1 << 20
+
+// errBodyTooLarge is answered with 413.
+var errBodyTooLarge = errors.New("request body too large")
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, name string) (any, error) {
 	op, ok := h.ops[name]
 	if !ok || !strings.HasPrefix(r.Header.Get("X-Amz-Target"), TargetPrefix) {
 		return nil, &cloudmap.Error{Code: cloudmap.CodeUnknownOperation, Message: "unknown operation " + r.Header.Get("X-Amz-Target")}
@@ -153,8 +161,12 @@ func (h *Handler) serve(r *http.Request, name string) (any, error) {
 	if r.Method != http.MethodPost {
 		return nil, &cloudmap.Error{Code: cloudmap.CodeUnknownOperation, Message: "operations take POST, not " + r.Method}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, h.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errBodyTooLarge
+		}
 		return nil, &cloudmap.Error{Code: cloudmap.CodeSerializationException, Message: "read request body: " + err.Error()}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
@@ -173,6 +185,11 @@ func (h *Handler) serve(r *http.Request, name string) (any, error) {
 // fail writes err: AWS errors as they are, a store that is closing as 503,
 // anything else as 500, logged since an operator must look.
 func (h *Handler) fail(w http.ResponseWriter, name string, err error) {
+	if errors.Is(err, errBodyTooLarge) {
+		// awsJson1.1's shape with HTTP's status, as App Mesh's API answers.
+		writeError(w, http.StatusRequestEntityTooLarge, &cloudmap.Error{Code: "RequestEntityTooLargeException", Message: fmt.Sprintf("The request body exceeds %d bytes", h.maxBody)})
+		return
+	}
 	if e, ok := cloudmap.AsError(err); ok {
 		h.log.Debug("cloud map request failed", "operation", name, "code", e.Code, "message", e.Message)
 		writeError(w, e.Status(), e)

@@ -37,7 +37,8 @@ type awsError struct {
 }
 
 // TestRawRequests sends what no SDK would: wrong types, broken JSON, other
-// methods. Each gets a 400 with the AWS error, and nothing is written.
+// methods. Each gets a 400 with the AWS error (413 for a body over
+// MaxBodyBytes), and nothing is written.
 func TestRawRequests(t *testing.T) {
 	ts := newServer(t, filepath.Join(t.TempDir(), "weft.db"))
 	post := func(method, target, body string) (int, http.Header, awsError, string) {
@@ -89,13 +90,18 @@ func TestRawRequests(t *testing.T) {
 		{"unknown operation", "POST", cm + "DropEverything", `{}`, "UnknownOperationException", "DropEverything"},
 		{"another service's target", "POST", "AmazonEC2.ListServices", `{}`, "UnknownOperationException", ""},
 		{"GET", "GET", cm + "ListNamespaces", ``, "UnknownOperationException", "POST"},
-		{"too large", "POST", cm + "CreateHttpNamespace", `{"Name": "` + strings.Repeat("a", 2<<20) + `"}`, "SerializationException", "too large"},
+		{"too large", "POST", cm + "CreateHttpNamespace", `{"Name": "` + strings.Repeat("a", 2<<20) + `"}`, "RequestEntityTooLargeException", "exceeds 1048576 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			status, h, e, body := post(tt.method, tt.target, tt.body)
-			if status != http.StatusBadRequest {
-				t.Errorf("status %d, want 400: %s", status, body)
+			want := http.StatusBadRequest
+			if tt.code == "RequestEntityTooLargeException" {
+				// An oversized body is 413, as on the App Mesh API.
+				want = http.StatusRequestEntityTooLarge
+			}
+			if status != want {
+				t.Errorf("status %d, want %d: %s", status, want, body)
 			}
 			if e.Type != tt.code || h.Get("x-amzn-ErrorType") != tt.code || !strings.Contains(e.Message, tt.message) {
 				t.Errorf("error %+v (header %q), want %s containing %q", e, h.Get("x-amzn-ErrorType"), tt.code, tt.message)

@@ -32,6 +32,8 @@ type ads struct {
 	// ctx is the server's: when it ends, every stream ends with OK.
 	ctx     context.Context
 	streams atomic.Int64 // the last stream id given
+	limits  Limits
+	open    atomic.Int64 // streams open, at most limits.MaxStreams
 }
 
 // adsWatch is the open watch of one type on one stream, or the last one.
@@ -43,6 +45,11 @@ type adsWatch struct {
 }
 
 func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	release, err := a.admitStream()
+	if err != nil {
+		return err
+	}
+	defer release()
 	id := a.streams.Add(1)
 	ready := a.hub.open(st.Context(), id)
 	var watches [numTypes]*adsWatch

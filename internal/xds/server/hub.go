@@ -46,6 +46,8 @@ type hub struct {
 	detach func(id translate.Identity)
 	// defaultOwner is the mesh owner of node ids that name none.
 	defaultOwner string
+	// maxPerIdentity caps the streams of one identity (see join).
+	maxPerIdentity int
 
 	mu      sync.Mutex // protects everything below and every *stream
 	streams map[int64]*stream
@@ -53,6 +55,8 @@ type hub struct {
 	// the same *core.Node once OnStreamRequest has seen it.
 	byNode map[*core.Node]*stream
 	idents map[translate.Identity]*identState
+	// joining counts the streams of an identity between join and leave.
+	joining map[translate.Identity]int
 	// changed is closed and replaced whenever what Proxies reports may
 	// have changed, so that a caller can wait for it without polling;
 	// nil while nobody has asked for it since the last change (most
@@ -240,12 +244,12 @@ func (c *hub) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	case req.GetErrorDetail() != nil:
 		st.known = st.sentVersion // park: do not resend what was rejected
 		st.pending = time.Time{}
-		n := &NackStatus{Type: typeName(t), Version: st.sentVersion, Message: req.GetErrorDetail().GetMessage(), At: time.Now()}
+		n := &NackStatus{Type: typeName(t), Version: st.sentVersion, Message: clipTo(req.GetErrorDetail().GetMessage(), nackMessageMax), At: time.Now()}
 		st.lastNack = n
 		c.metrics.nacks.WithLabelValues(n.Type).Inc()
 		if is := s.is; is != nil && is.loggedNack[t] != n.Version {
 			is.loggedNack[t] = n.Version
-			s.log.Warn("proxy rejected configuration", "type", n.Type, "version", n.Version, "error", n.Message)
+			s.log.Warn("proxy rejected configuration", "type", n.Type, "version", n.Version, "error", clip(req.GetErrorDetail().GetMessage()))
 		}
 	default:
 		st.known = req.GetVersionInfo()
@@ -272,14 +276,21 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 	}
 	ident, err := ParseNodeID(node.GetId(), c.defaultOwner)
 	if err != nil {
-		s.log.Info("proxy rejected", "node", node.GetId(), "error", err)
+		s.log.Info("proxy rejected", "error", err) // err names the id, clipped
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	ident.Proxyless = proxyless(node)
-	log := s.log.With("node", node.GetId(), "proxyless", ident.Proxyless)
-	if err := c.attach(s.ctx, ident); err != nil {
+	log := s.log.With("node", clip(node.GetId()), "proxyless", ident.Proxyless)
+	if err := c.join(ident); err != nil {
 		log.Info("proxy rejected", "error", err)
 		return err
+	}
+	defer c.leave(ident)
+	if err := c.attach(s.ctx, ident); err != nil {
+		// The error may quote the node id's mesh or name: clip it.
+		st := status.Convert(err)
+		log.Info("proxy rejected", "code", st.Code(), "error", clip(st.Message()))
+		return status.Error(st.Code(), clip(st.Message()))
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -289,7 +300,7 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 	is.streams[s] = struct{}{}
 	s.is = is
 	c.bump()
-	log.Info("proxy connected", "user_agent", node.GetUserAgentName(), "user_agent_version", node.GetUserAgentVersion())
+	log.Info("proxy connected", "user_agent", clip(node.GetUserAgentName()), "user_agent_version", clip(node.GetUserAgentVersion()))
 	return nil
 }
 

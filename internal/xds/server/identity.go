@@ -34,7 +34,7 @@ func ParseNodeID(id, defaultOwner string) (translate.Identity, error) {
 		// resource part is the only one that may hold '/'.
 		f := strings.SplitN(id, ":", 6)
 		if len(f) != 6 || !strings.HasPrefix(f[2], "appmesh") {
-			return translate.Identity{}, fmt.Errorf("%w %q: want arn:aws:appmesh:<region>:<account>:mesh/<mesh>/virtualNode/<name>", errNodeID, id)
+			return translate.Identity{}, fmt.Errorf("%w %q: want arn:aws:appmesh:<region>:<account>:mesh/<mesh>/virtualNode/<name>", errNodeID, clip(id))
 		}
 		if f[4] != "" {
 			owner = f[4]
@@ -43,7 +43,7 @@ func ParseNodeID(id, defaultOwner string) (translate.Identity, error) {
 	}
 	seg := strings.Split(path, "/")
 	if len(seg) != 4 || seg[0] != "mesh" {
-		return translate.Identity{}, fmt.Errorf("%w %q: want mesh/<mesh>/virtualNode/<name>, mesh/<mesh>/virtualGateway/<name> or their ARN", errNodeID, id)
+		return translate.Identity{}, fmt.Errorf("%w %q: want mesh/<mesh>/virtualNode/<name>, mesh/<mesh>/virtualGateway/<name> or their ARN", errNodeID, clip(id))
 	}
 	mesh := seg[1]
 	if m, o, ok := strings.Cut(mesh, "@"); ok {
@@ -56,10 +56,10 @@ func ParseNodeID(id, defaultOwner string) (translate.Identity, error) {
 	case appmesh.KindVirtualGateway:
 		kind = appmesh.KindVirtualGateway
 	default:
-		return translate.Identity{}, fmt.Errorf("%w %q: resource type %q is neither virtualNode nor virtualGateway", errNodeID, id, seg[2])
+		return translate.Identity{}, fmt.Errorf("%w %q: resource type %q is neither virtualNode nor virtualGateway", errNodeID, clip(id), clip(seg[2]))
 	}
 	if mesh == "" || owner == "" || seg[3] == "" {
-		return translate.Identity{}, fmt.Errorf("%w %q: empty mesh, owner or resource name", errNodeID, id)
+		return translate.Identity{}, fmt.Errorf("%w %q: empty mesh, owner or resource name", errNodeID, clip(id))
 	}
 	return translate.Identity{MeshOwner: owner, Mesh: mesh, Kind: kind, Name: seg[3]}, nil
 }

@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"type"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "streams_rejected_total",
-			Help: "Streams closed when the proxy identified itself, by gRPC code (InvalidArgument: malformed node id; NotFound: unknown mesh or resource).",
+			Help: "Streams refused or closed when the proxy identified itself, by gRPC code (InvalidArgument: malformed node id; NotFound: unknown mesh or resource; ResourceExhausted: too many streams for the server or the identity).",
 		}, []string{"code"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "streams",

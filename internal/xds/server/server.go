@@ -37,7 +37,6 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/appmesh"
@@ -73,6 +72,8 @@ type Options struct {
 	Registry prometheus.Registerer
 	// GRPCOptions are added to the gRPC server's, e.g. TLS credentials.
 	GRPCOptions []grpc.ServerOption
+	// Limits bound streams and requests; zero fields take the defaults.
+	Limits Limits
 }
 
 // Server is an xDS server. Create it with New, run it with Serve.
@@ -84,8 +85,10 @@ type Server struct {
 
 // New returns a server; it does nothing until Serve.
 func New(opts Options) *Server {
+	opts.Limits = opts.Limits.withDefaults()
 	m := newMetrics(opts.Registry)
 	c := newHub(opts.Log, m, opts.DefaultOwner)
+	c.maxPerIdentity = opts.Limits.MaxStreamsPerIdentity
 	l := newLoop(&opts, c, m)
 	c.attach, c.detach = l.requestAttach, l.requestDetach
 	return &Server{opts: opts, hub: c, loop: l}
@@ -97,15 +100,11 @@ func New(opts Options) *Server {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	gopts := append([]grpc.ServerOption{
-		// App Mesh's Envoy pings every 10 s (grpc.keepalive_time_ms); the
-		// default policy (5 min) would answer with GOAWAY too_many_pings.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	}, s.opts.GRPCOptions...)
+	gopts := append(s.opts.Limits.grpcOptions(), s.opts.GRPCOptions...)
 	gs := grpc.NewServer(gopts...)
 	// ctx ends every stream's loop: on shutdown, streams end with OK, as
 	// App Mesh's periodic graceful disconnect did.
-	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, ctx: ctx})
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, ctx: ctx, limits: s.opts.Limits})
 
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- s.loop.run(ctx) }() // ends with ctx

@@ -1,0 +1,137 @@
+package server
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// Defaults of Limits.
+const (
+	// DefaultMaxStreamsPerConn is HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS
+	// of the xDS listener: a proxy needs one ADS stream; a client that
+	// opens more than this on one connection has the extra ones refused
+	// (RST_STREAM REFUSED_STREAM; grpc-go clients queue them).
+	DefaultMaxStreamsPerConn = 100
+	// DefaultMaxStreamsPerIdentity caps the streams of one node id
+	// (replicas of one virtual node or gateway).
+	DefaultMaxStreamsPerIdentity = 1000
+	// DefaultMaxStreams caps the ADS streams of the whole server.
+	DefaultMaxStreams = 20000
+	// DefaultMaxRecvMsgSize bounds one DiscoveryRequest (grpc-go's default,
+	// kept explicit).
+	DefaultMaxRecvMsgSize = 4 << 20
+	// logValueMax bounds a client's string (node id, NACK message) in a
+	// log line; the rest is replaced by its length.
+	logValueMax = 256
+	// nackMessageMax bounds the NACK message kept for /v1/proxies.
+	nackMessageMax = 4096
+	// keepaliveMinTime is the shortest ping interval allowed: App Mesh's
+	// Envoy pings every 10 s (grpc.keepalive_time_ms); gRPC's default
+	// policy (5 min) would answer it with GOAWAY too_many_pings.
+	keepaliveMinTime = 5 * time.Second
+	// keepaliveTime and keepaliveTimeout: the server pings a connection
+	// idle this long and closes it when the ping is not answered in time,
+	// so that a proxy gone without a FIN frees its streams.
+	keepaliveTime    = time.Minute
+	keepaliveTimeout = 20 * time.Second
+)
+
+// Limits bound what clients can hold of the server. A zero field takes its
+// default.
+type Limits struct {
+	MaxStreamsPerConn     uint32
+	MaxStreamsPerIdentity int
+	MaxStreams            int
+	MaxRecvMsgSize        int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxStreamsPerConn == 0 {
+		l.MaxStreamsPerConn = DefaultMaxStreamsPerConn
+	}
+	if l.MaxStreamsPerIdentity <= 0 {
+		l.MaxStreamsPerIdentity = DefaultMaxStreamsPerIdentity
+	}
+	if l.MaxStreams <= 0 {
+		l.MaxStreams = DefaultMaxStreams
+	}
+	if l.MaxRecvMsgSize <= 0 {
+		l.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	return l
+}
+
+// grpcOptions are the gRPC server options that enforce l.
+func (l Limits) grpcOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(l.MaxStreamsPerConn),
+		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+	}
+}
+
+// admitStream takes one of the server's stream slots, or fails with
+// ResourceExhausted; release gives it back.
+func (a *ads) admitStream() (release func(), err error) {
+	if n := a.open.Add(1); n > int64(a.limits.MaxStreams) {
+		a.open.Add(-1)
+		a.hub.metrics.rejected.WithLabelValues(codes.ResourceExhausted.String()).Inc()
+		return nil, status.Errorf(codes.ResourceExhausted, "the xDS server has %d streams open, its limit", a.limits.MaxStreams)
+	}
+	return func() { a.open.Add(-1) }, nil
+}
+
+// join reserves a stream slot of an identity before the stream attaches,
+// or fails with ResourceExhausted; the caller calls leave once the stream
+// is in is.streams or has failed to attach. Called without mu held.
+func (c *hub) join(id translate.Identity) error {
+	limit := c.maxPerIdentity
+	if limit <= 0 {
+		limit = DefaultMaxStreamsPerIdentity
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.joining[id]
+	if is := c.idents[id]; is != nil {
+		n += len(is.streams)
+	}
+	if n >= limit {
+		return status.Errorf(codes.ResourceExhausted, "mesh/%s/%s/%s has %d streams open, the limit per proxy identity", clip(id.Mesh), id.Kind, clip(id.Name), limit)
+	}
+	if c.joining == nil {
+		c.joining = make(map[translate.Identity]int)
+	}
+	c.joining[id]++
+	return nil
+}
+
+// leave ends a reservation of join.
+func (c *hub) leave(id translate.Identity) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.joining[id] <= 1 {
+		delete(c.joining, id)
+		return
+	}
+	c.joining[id]--
+}
+
+// clip bounds a client's string for a log line or an error message: at
+// most logValueMax bytes of it, then its full length.
+func clip(s string) string { return clipTo(s, logValueMax) }
+
+func clipTo(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(s[:n], ""), len(s))
+}

@@ -1,0 +1,266 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestStreamsPerConnection opens 10,000 ADS streams on one HTTP/2
+// connection, as a client ignoring SETTINGS_MAX_CONCURRENT_STREAMS would:
+// the server advertises its limit and refuses every stream beyond it.
+func TestStreamsPerConnection(t *testing.T) {
+	ts := startServer(t, openStore(t), fakeTranslate)
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(wait))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	const streams = 10000
+	var hdr bytes.Buffer
+	enc := hpack.NewEncoder(&hdr)
+	for _, f := range [][2]string{
+		{":method", "POST"}, {":scheme", "http"}, {":authority", "weft"},
+		{":path", "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"},
+		{"content-type", "application/grpc"}, {"te", "trailers"},
+	} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	// Write from another goroutine: the server's frames must be read
+	// meanwhile, or both sides' buffers fill.
+	writeErr := make(chan error, 1)
+	go func() { // ends after the last HEADERS frame, or at the deadline
+		for i := range streams {
+			if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hdr.Bytes(), EndHeaders: true}); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+		writeErr <- nil
+	}()
+	advertised := uint32(0)
+	refused := 0
+	for refused < streams-DefaultMaxStreamsPerConn {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d refused streams (max_concurrent_streams %d): %v", refused, advertised, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
+				advertised = v
+			}
+		case *http2.RSTStreamFrame:
+			if f.ErrCode == http2.ErrCodeRefusedStream {
+				refused++
+			}
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after %d refused streams", f.ErrCode, refused)
+		}
+	}
+	if advertised != DefaultMaxStreamsPerConn {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d, want %d", advertised, DefaultMaxStreamsPerConn)
+	}
+	if err := <-writeErr; err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(ts.hub.metrics.streams); n > DefaultMaxStreamsPerConn {
+		t.Errorf("%v streams open, want at most %d", n, DefaultMaxStreamsPerConn)
+	}
+}
+
+// TestStreamsPerIdentity: beyond the limit, another stream with the same
+// node id is refused with ResourceExhausted and counted; a closed stream
+// frees its slot.
+func TestStreamsPerIdentity(t *testing.T) {
+	st := openStore(t)
+	putMesh(t, st, "m")
+	putNode(t, st, "m", "a")
+	ts := startServer(t, st, fakeTranslate, func(o *Options) { o.Limits.MaxStreamsPerIdentity = 2 })
+	node := func() *core.Node { return &core.Node{Id: "mesh/m/virtualNode/a"} }
+	open := func() *adsClient {
+		c := dialADS(t, ts.addr, node())
+		c.request(resource.ClusterType, "", "", nil, "")
+		return c
+	}
+	first := open()
+	first.next()
+	open().next()
+	extra := open()
+	if err := extra.ended(); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a third stream of one identity: %v, want ResourceExhausted", err)
+	}
+	if n := testutil.ToFloat64(ts.hub.metrics.rejected.WithLabelValues("ResourceExhausted")); n != 1 {
+		t.Errorf("streams rejected with ResourceExhausted: %v, want 1", n)
+	}
+	// Another identity is not affected.
+	putNode(t, st, "m", "b")
+	other := dialADS(t, ts.addr, &core.Node{Id: "mesh/m/virtualNode/b"})
+	other.request(resource.ClusterType, "", "", nil, "")
+	other.next()
+
+	first.close()
+	waitReplicas(t, ts, "mesh/m/virtualNode/a", 1)
+	open().next()
+}
+
+// waitReplicas waits until the node id has n streams attached.
+func waitReplicas(t *testing.T, ts *testServer, nodeID string, n int) {
+	t.Helper()
+	deadline := time.After(wait)
+	for {
+		changed := ts.StatusChanged()
+		got := 0
+		for _, p := range ts.Proxies() {
+			if p.NodeID == nodeID {
+				got = p.Replicas
+			}
+		}
+		if got == n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%s has %d replicas, want %d", nodeID, got, n)
+		}
+	}
+}
+
+// TestTotalStreams: beyond the server's limit, any new stream is refused
+// with ResourceExhausted before it is read.
+func TestTotalStreams(t *testing.T) {
+	st := openStore(t)
+	putMesh(t, st, "m")
+	putNode(t, st, "m", "a")
+	ts := startServer(t, st, fakeTranslate, func(o *Options) { o.Limits.MaxStreams = 2 })
+	for range 2 {
+		c := dialADS(t, ts.addr, &core.Node{Id: "mesh/m/virtualNode/a"})
+		c.request(resource.ClusterType, "", "", nil, "")
+		c.next()
+	}
+	extra := dialADS(t, ts.addr, &core.Node{Id: "mesh/m/virtualNode/a"})
+	extra.request(resource.ClusterType, "", "", nil, "")
+	if err := extra.ended(); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a stream over the server's limit: %v, want ResourceExhausted", err)
+	}
+}
+
+// countingWriter counts the bytes logged.
+type countingWriter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n += len(p)
+	return len(p), nil
+}
+
+func (w *countingWriter) bytes() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+// TestLogFlood: a client's huge node id and NACK message are clipped in
+// the log (and in errors and /v1/proxies): a 1.9 MB node id, malformed or
+// of an unknown mesh, and a 3.5 MB error_detail log a few hundred bytes
+// each, where they were logged whole (twice, for the node id).
+func TestLogFlood(t *testing.T) {
+	st := openStore(t)
+	putMesh(t, st, "m")
+	putNode(t, st, "m", "a")
+	w := &countingWriter{}
+	ts := startServer(t, st, fakeTranslate, func(o *Options) {
+		o.Log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	huge := strings.Repeat("x", 1900000)
+	for _, tc := range []struct {
+		id   string
+		code codes.Code
+	}{
+		{huge, codes.InvalidArgument},
+		{"mesh/" + huge + "/virtualNode/a", codes.NotFound},
+	} {
+		before := w.bytes()
+		c := dialADS(t, ts.addr, &core.Node{Id: tc.id})
+		c.request(resource.ClusterType, "", "", nil, "")
+		err := c.ended()
+		if status.Code(err) != tc.code {
+			t.Fatalf("a 1.9 MB node id: %v, want %v", status.Code(err), tc.code)
+		}
+		if msg := status.Convert(err).Message(); len(msg) > 1024 {
+			t.Errorf("the error's message has %d bytes", len(msg))
+		}
+		c.close()
+		if n := w.bytes() - before; n > 2048 {
+			t.Errorf("a 1.9 MB node id (%v) logged %d bytes", tc.code, n)
+		}
+	}
+
+	c := dialADS(t, ts.addr, &core.Node{Id: "mesh/m/virtualNode/a"})
+	c.request(resource.ClusterType, "", "", nil, "")
+	r := c.next()
+	before := w.bytes()
+	c.request(r.GetTypeUrl(), "", r.GetNonce(), nil, strings.Repeat("e", 3500000))
+	deadline := time.After(wait)
+	for {
+		changed := ts.StatusChanged()
+		ps := ts.Proxies()
+		if len(ps) == 1 && ps[0].LastNack != nil {
+			if n := len(ps[0].LastNack.Message); n > nackMessageMax+64 {
+				t.Errorf("/v1/proxies keeps a NACK message of %d bytes", n)
+			}
+			break
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatal("the NACK is not reported")
+		}
+	}
+	if n := w.bytes() - before; n > 2048 {
+		t.Errorf("a 3.5 MB error_detail logged %d bytes", n)
+	}
+}
+
+// TestMaxRequestSize: a request over the receive limit ends the stream
+// with ResourceExhausted.
+func TestMaxRequestSize(t *testing.T) {
+	ts := startServer(t, openStore(t), fakeTranslate)
+	c := dialADS(t, ts.addr, &core.Node{Id: strings.Repeat("x", DefaultMaxRecvMsgSize)})
+	c.request(resource.ClusterType, "", "", nil, "")
+	err := c.ended()
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a request over %d bytes: %v, want ResourceExhausted", DefaultMaxRecvMsgSize, err)
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		t.Errorf("not a gRPC status: %v", err)
+	}
+}
