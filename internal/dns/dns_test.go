@@ -36,11 +36,17 @@ type weft struct {
 
 func start(t testing.TB, path string, cfg dns.Config) *weft {
 	t.Helper()
+	return startWith(t, path, func() (*dns.Server, error) { return dns.Listen("127.0.0.1:0", cfg, quiet) })
+}
+
+// startWith is start with a server that listen opens.
+func startWith(t testing.TB, path string, listen func() (*dns.Server, error)) *weft {
+	t.Helper()
 	st, err := bolt.Open(path, bolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := dns.Listen("127.0.0.1:0", cfg, quiet)
+	srv, err := listen()
 	if err != nil {
 		st.Close()
 		t.Fatal(err)

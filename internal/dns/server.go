@@ -21,6 +21,7 @@ import (
 	"time"
 
 	miekg "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftmesh/weft/internal/discovery"
 	"github.com/weftmesh/weft/internal/store"
@@ -33,6 +34,10 @@ type Config struct {
 	Upstreams []string
 	// UpstreamTimeout bounds one upstream exchange; 2 seconds if zero.
 	UpstreamTimeout time.Duration
+	// Limits bound answer sizes, response rates and forwarding.
+	Limits Limits
+	// Registry receives the server's metrics; nil registers none.
+	Registry prometheus.Registerer
 }
 
 // Server is a DNS server bound to one address on UDP and TCP.
@@ -42,6 +47,9 @@ type Server struct {
 	upstreams []string
 	timeout   time.Duration
 	log       *slog.Logger
+	limits    Limits
+	rrl       *rrl // nil when off
+	metrics   *dnsMetrics
 	ix        atomic.Pointer[discovery.Index] // written by Run's follower, read by every query
 	closeOnce sync.Once
 
@@ -58,6 +66,18 @@ func Listen(addr string, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{udp: udp, tcp: tcp, timeout: cfg.UpstreamTimeout, log: log, changed: make(chan struct{})}
+	s.limits = cfg.Limits.withDefaults()
+	if s.limits.Allow == nil {
+		bound := addrIP(udp.LocalAddr())
+		if s.limits.Allow, err = defaultAllow(bound); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if s.limits.RRLRate > 0 {
+		s.rrl = newRRL(s.limits.RRLRate, s.limits.RRLSlip)
+	}
+	s.metrics = newDNSMetrics(cfg.Registry)
 	if s.timeout <= 0 {
 		s.timeout = 2 * time.Second
 	}
@@ -218,20 +238,49 @@ func (s *Server) serveDNS(w miekg.ResponseWriter, req *miekg.Msg) {
 		w.WriteMsg(m)
 		return
 	}
-	m := answer(s.ix.Load(), req, randomShuffle)
-	if m == nil {
-		m = s.forward(w, req)
-	}
-	m.RecursionAvailable = len(s.upstreams) > 0
-	size := miekg.MinMsgSize
-	if opt := req.IsEdns0(); opt != nil {
-		size = max(int(opt.UDPSize()), miekg.MinMsgSize)
-		if m.IsEdns0() == nil {
-			m.SetEdns0(opt.UDPSize(), false)
+	_, udp := w.RemoteAddr().(*net.UDPAddr)
+	if udp && s.rrl != nil {
+		if ip := addrIP(w.RemoteAddr()); !ip.IsLoopback() {
+			switch s.rrl.take(ip, time.Now()) {
+			case drop:
+				s.metrics.limited.WithLabelValues("drop").Inc()
+				return
+			case slip:
+				s.metrics.limited.WithLabelValues("slip").Inc()
+				m := new(miekg.Msg)
+				m.SetReply(req)
+				m.Truncated = true
+				w.WriteMsg(m)
+				return
+			}
 		}
 	}
-	if _, isUDP := w.RemoteAddr().(*net.UDPAddr); isUDP {
+	m := answer(s.ix.Load(), req, randomShuffle)
+	switch {
+	case m == nil && !s.allowed(w.RemoteAddr()):
+		s.metrics.refused.Inc()
+		m = new(miekg.Msg).SetRcode(req, miekg.RcodeRefused)
+	case m == nil:
+		m = s.forward(w, req)
+		m.RecursionAvailable = len(s.upstreams) > 0
+	default:
+		m.RecursionAvailable = len(s.upstreams) > 0
+		if udp && req.Question[0].Qtype == miekg.TypeANY {
+			minimalANY(m)
+		}
+	}
+	size := miekg.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil {
+		size = min(max(int(opt.UDPSize()), miekg.MinMsgSize), s.limits.MaxUDPSize)
+		if m.IsEdns0() == nil {
+			m.SetEdns0(uint16(s.limits.MaxUDPSize), false)
+		}
+	}
+	if udp {
 		m.Truncate(size)
+		if m.Truncated {
+			s.metrics.truncated.Inc()
+		}
 	}
 	if err := w.WriteMsg(m); err != nil {
 		s.log.Debug("dns write", "err", err)
