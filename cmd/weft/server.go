@@ -26,7 +26,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", envOr("WEFT_XDS_ADDR", "127.0.0.1:15010"), "xDS (ADS) listen address for Envoy, weft proxy and proxyless gRPC; \"\" for none (env WEFT_XDS_ADDR)")
 	fs.StringVar(&cfg.XDSTLSCert, "xds-tls-cert", envOr("WEFT_XDS_TLS_CERT", ""), "PEM certificate: serve xDS over TLS, as the App Mesh Envoy image expects (env WEFT_XDS_TLS_CERT)")
 	fs.StringVar(&cfg.XDSTLSKey, "xds-tls-key", envOr("WEFT_XDS_TLS_KEY", ""), "PEM key of --xds-tls-cert (env WEFT_XDS_TLS_KEY)")
+	finishLimits := limitFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := finishLimits(); err != nil {
 		return err
 	}
 	var err error

@@ -50,6 +50,15 @@ type Config struct {
 	// XDSTLSCert and XDSTLSKey, PEM files, make the xDS listener TLS, as
 	// the stock App Mesh Envoy image expects.
 	XDSTLSCert, XDSTLSKey string
+	// API bounds the API listener's connections; zero fields take the
+	// defaults (DefaultAPIReadTimeout, ...).
+	API APILimits
+	// XDS bounds the xDS server's streams and logs; zero fields take the
+	// defaults (xdsserver.DefaultMaxStreams, ...).
+	XDS xdsserver.Limits
+	// DNS bounds the DNS server: answer sizes, response rate, who may use
+	// the upstreams. Zero fields take the defaults.
+	DNS dns.Limits
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -68,9 +77,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen api: %w", err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var dnsErr chan error // nil without a DNS server, or once it has reported
 	if cfg.DNSAddr != "" {
-		dnsSrv, err := dns.Listen(cfg.DNSAddr, dns.Config{Upstreams: cfg.DNSUpstreams}, log.With("component", "dns"))
+		dnsSrv, err := dns.Listen(cfg.DNSAddr, dns.Config{Upstreams: cfg.DNSUpstreams, Limits: cfg.DNS, Registry: reg}, log.With("component", "dns"))
 		if err != nil {
 			ln.Close()
 			return err
@@ -85,18 +96,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	xds, err := startXDS(ctx, st, cfg, reg, log.With("component", "xds"))
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer xds.stop() // before the store closes
-	srv := &http.Server{
-		Handler:           NewHandler(st, cfg, log, reg, xds.proxies()),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	srv := newAPIServer(NewHandler(st, cfg, log, reg, xds.proxies()), cfg.API)
+	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
 	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
 
 	errc := make(chan error, 1)

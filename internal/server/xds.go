@@ -57,6 +57,7 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, reg prometheus.Re
 		Log:           log,
 		Registry:      reg,
 		GRPCOptions:   opts,
+		Limits:        cfg.XDS,
 	})
 	ctx, cancel := context.WithCancel(ctx)
 	x := &xdsRun{srv: srv, errc: make(chan error, 1), done: make(chan struct{}), cancel: cancel}

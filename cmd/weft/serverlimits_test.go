@@ -1,0 +1,49 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/server"
+)
+
+// TestLimitFlags: flags win over their environment variables, "0 turns
+// off" flags reach the packages as off, --dns-allow takes CIDRs and
+// addresses, and a malformed variable is an error naming it.
+func TestLimitFlags(t *testing.T) {
+	t.Setenv("WEFT_API_MAX_CONNS", "5")
+	t.Setenv("WEFT_API_READ_TIMEOUT", "3s")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var cfg server.Config
+	finish := limitFlags(fs, &cfg)
+	if err := fs.Parse([]string{"--api-read-timeout", "7s", "--dns-rrl-rate", "0", "--dns-allow", "10.1.0.0/16, 192.0.2.1,::1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := finish(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.API.MaxConns != 5 || cfg.API.ReadTimeout != 7*time.Second || cfg.API.IdleTimeout != server.DefaultAPIIdleTimeout {
+		t.Errorf("API limits %+v", cfg.API)
+	}
+	if cfg.DNS.RRLRate >= 0 || cfg.DNS.RRLSlip != 2 {
+		t.Errorf("--dns-rrl-rate 0: rate %d slip %d, want off and 2", cfg.DNS.RRLRate, cfg.DNS.RRLSlip)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("::1/128")}
+	if !slices.Equal(cfg.DNS.Allow, want) {
+		t.Errorf("--dns-allow %v, want %v", cfg.DNS.Allow, want)
+	}
+
+	t.Setenv("WEFT_XDS_MAX_STREAMS", "many")
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	finish = limitFlags(fs, &server.Config{})
+	fs.Parse(nil)
+	if err := finish(); err == nil {
+		t.Error("WEFT_XDS_MAX_STREAMS=many was accepted")
+	}
+}

@@ -1,0 +1,160 @@
+package server
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of APILimits: what one client may hold of the API listener.
+const (
+	// DefaultAPIReadHeaderTimeout bounds the reading of a request's
+	// headers, from the connection's first byte or the previous request.
+	DefaultAPIReadHeaderTimeout = 10 * time.Second
+	// DefaultAPIReadTimeout bounds the reading of a whole request, headers
+	// and body (at most 1 MiB, see meshapi and cloudmapapi).
+	DefaultAPIReadTimeout = 30 * time.Second
+	// DefaultAPIIdleTimeout closes a keep-alive connection that sends no
+	// new request.
+	DefaultAPIIdleTimeout = 120 * time.Second
+	// DefaultAPIMaxConns caps the open connections of peers other than
+	// loopback.
+	DefaultAPIMaxConns = 1024
+	// DefaultAPILoopbackReserve is how many connections beyond the cap
+	// loopback peers (a local health probe, the operator's CLI) may still
+	// open when other peers fill it.
+	DefaultAPILoopbackReserve = 16
+)
+
+// APILimits bound what clients can hold of the API listener. A zero field
+// takes its default.
+type APILimits struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
+	MaxConns          int
+	LoopbackReserve   int
+}
+
+func (l APILimits) withDefaults() APILimits {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.ReadHeaderTimeout, DefaultAPIReadHeaderTimeout)
+	def(&l.ReadTimeout, DefaultAPIReadTimeout)
+	def(&l.IdleTimeout, DefaultAPIIdleTimeout)
+	if l.MaxConns <= 0 {
+		l.MaxConns = DefaultAPIMaxConns
+	}
+	if l.LoopbackReserve < 0 {
+		l.LoopbackReserve = 0
+	} else if l.LoopbackReserve == 0 {
+		l.LoopbackReserve = DefaultAPILoopbackReserve
+	}
+	return l
+}
+
+// newAPIServer is the API's http.Server with its timeouts.
+func newAPIServer(h http.Handler, lim APILimits) *http.Server {
+	lim = lim.withDefaults()
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// apiMetrics are the API listener's series (weft_api_*).
+type apiMetrics struct {
+	conns    prometheus.Gauge
+	rejected prometheus.Counter
+}
+
+func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
+	m := &apiMetrics{
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "weft", Subsystem: "api", Name: "connections",
+			Help: "Open connections of the API listener.",
+		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "api", Name: "connections_rejected_total",
+			Help: "Connections to the API listener closed at once with a 503 because the connection cap was reached.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.conns, m.rejected)
+	}
+	return m
+}
+
+// capListener caps the open connections of an API listener. Up to max
+// connections are accepted from anyone; beyond, only loopback peers, up to
+// max+reserve. A connection over the cap is answered 503 and closed at
+// once rather than left in the kernel's backlog, so a refused client
+// knows at once and the listener keeps accepting (and so answering
+// loopback peers) whatever the others do.
+type capListener struct {
+	net.Listener
+	max, reserve int64
+	open         atomic.Int64
+	m            *apiMetrics
+}
+
+func newCapListener(ln net.Listener, lim APILimits, m *apiMetrics) *capListener {
+	lim = lim.withDefaults()
+	return &capListener{Listener: ln, max: int64(lim.MaxConns), reserve: int64(lim.LoopbackReserve), m: m}
+}
+
+// overCapResponse is written to a connection refused at the cap.
+const overCapResponse = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nx-amzn-ErrorType: ServiceUnavailableException\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 58\r\n\r\n{\"message\":\"too many connections to the API, retry later\"}"
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		n := l.open.Add(1)
+		if n > l.max && (n > l.max+l.reserve || !isLoopback(c.RemoteAddr())) {
+			l.open.Add(-1)
+			l.m.rejected.Inc()
+			// A fresh socket's send buffer takes the answer at once; the
+			// deadline only guards against the impossible.
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write([]byte(overCapResponse))
+			c.Close()
+			continue
+		}
+		l.m.conns.Inc()
+		return &capConn{Conn: c, l: l}, nil
+	}
+}
+
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
+
+// capConn gives its slot back when closed.
+type capConn struct {
+	net.Conn
+	l    *capListener
+	once sync.Once
+}
+
+func (c *capConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.open.Add(-1)
+		c.l.m.conns.Dec()
+	})
+	return err
+}

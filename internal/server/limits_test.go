@@ -1,0 +1,256 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftmesh/weft/internal/netns"
+	"github.com/weftmesh/weft/internal/netns/netnstest"
+	"github.com/weftmesh/weft/internal/store/bolt"
+)
+
+// startAPI serves the API handler on ln as Run does, with lim, until the
+// test ends. It returns the metrics registry.
+func startAPI(t *testing.T, ln net.Listener, lim APILimits) *prometheus.Registry {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg := Config{Region: "us-east-1", AccountID: "111122223333"}
+	srv := newAPIServer(NewHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil), lim)
+	done := make(chan struct{})
+	go func() { // ends with srv.Close in the cleanup
+		defer close(done)
+		srv.Serve(newCapListener(ln, lim, newAPIMetrics(reg)))
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+		st.Close()
+	})
+	return reg
+}
+
+func listenLoopback(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// waitClosed reads c until the server closes it, which must happen before
+// patience runs out; it returns what was read.
+func waitClosed(t *testing.T, c net.Conn, patience time.Duration) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(patience))
+	b, err := io.ReadAll(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection is still open after %v (read %q)", patience, b)
+	}
+	return string(b)
+}
+
+// TestAPISlowBody: a client that sends the headers and one byte of a 1 MB
+// body is cut off after the read timeout, on both APIs. Before the read
+// timeout, such connections stayed open for ever.
+func TestAPISlowBody(t *testing.T) {
+	ln := listenLoopback(t)
+	startAPI(t, ln, APILimits{ReadTimeout: 300 * time.Millisecond})
+	for name, head := range map[string]string{
+		"appmesh":  "PUT /v20190125/meshes HTTP/1.1\r\nHost: weft\r\nContent-Type: application/json\r\n",
+		"cloudmap": "POST / HTTP/1.1\r\nHost: weft\r\nX-Amz-Target: Route53AutoNaming_v20170314.ListNamespaces\r\nContent-Type: application/x-amz-json-1.1\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, head+"Content-Length: 1048576\r\n\r\n{"); err != nil {
+				t.Fatal(err)
+			}
+			got := waitClosed(t, c, 5*time.Second)
+			if strings.HasPrefix(got, "HTTP/1.1 5") {
+				t.Errorf("a slow body was answered with a 5xx: %q", got)
+			}
+		})
+	}
+}
+
+// TestAPIHeaderTimeout: a connection that stops halfway through its
+// headers is closed after the read-header timeout.
+func TestAPIHeaderTimeout(t *testing.T) {
+	ln := listenLoopback(t)
+	startAPI(t, ln, APILimits{ReadHeaderTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: weft\r\n")
+	waitClosed(t, c, 5*time.Second)
+}
+
+// TestAPIIdleTimeout: a keep-alive connection that sends no second
+// request is closed after the idle timeout.
+func TestAPIIdleTimeout(t *testing.T) {
+	ln := listenLoopback(t)
+	startAPI(t, ln, APILimits{IdleTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: weft\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("healthz: %d, close %v", resp.StatusCode, resp.Close)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(br); err != nil {
+		t.Fatalf("idle connection not closed: %v (read %q)", err, b)
+	}
+}
+
+// labFamily names what this package's network-namespace tests create.
+const labFamily = "wfal"
+
+// TestAPIConnectionCap fills the connection cap with slow clients from a
+// non-loopback address, in a network namespace of its own: the next such
+// client is answered 503 at once and counted, while /healthz from loopback
+// still answers, up to the loopback reserve.
+func TestAPIConnectionCap(t *testing.T) {
+	netnstest.Require(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	if removed, err := netns.Sweep(ctx, labFamily); err != nil || len(removed) > 0 {
+		t.Logf("swept leftovers of an earlier run: %v (err %v)", removed, err)
+	}
+	lab, err := netns.New(ctx, labFamily, netip.MustParsePrefix("10.251.210.0/24"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	host, err := lab.AddHost(ctx, "srv", netip.MustParseAddr("10.251.210.10"), netns.HostOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := host.Do(func() (err error) {
+		ln, err = net.Listen("tcp", "0.0.0.0:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	const maxConns, reserve = 10, 2
+	reg := startAPI(t, ln, APILimits{MaxConns: maxConns, LoopbackReserve: reserve})
+	remote := netip.AddrPortFrom(host.Addr, uint16(port)).String()
+	loopback := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)).String()
+
+	// dial opens a connection from inside the namespace; to the host's own
+	// address, its source is that address, not loopback.
+	dial := func(addr string) net.Conn {
+		t.Helper()
+		var c net.Conn
+		if err := host.Do(func() (err error) {
+			c, err = net.Dial("tcp", addr)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// get sends GET /healthz on c and returns the status.
+	get := func(c net.Conn) (int, *bufio.Reader) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: weft\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("GET /healthz: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, br
+	}
+	// slow is a client that was served once (so it holds a slot) and then
+	// sends half of its next request's headers.
+	slow := func(addr string) {
+		t.Helper()
+		c := dial(addr)
+		if code, _ := get(c); code != 200 {
+			t.Fatalf("slow client %s: first request answered %d", addr, code)
+		}
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: we")
+	}
+	for range maxConns {
+		slow(remote)
+	}
+	if code, _ := get(dial(remote)); code != http.StatusServiceUnavailable {
+		t.Fatalf("a remote client over the cap: %d, want 503", code)
+	}
+	// A local health probe still gets through, while remote clients
+	// fill the cap.
+	probe := dial(loopback)
+	if code, _ := get(probe); code != 200 {
+		t.Fatalf("/healthz from loopback at the cap: %d, want 200", code)
+	}
+	slow(loopback) // the reserve's second slot
+	if code, _ := get(dial(loopback)); code != http.StatusServiceUnavailable {
+		t.Fatalf("a loopback client over cap and reserve: %d, want 503", code)
+	}
+	if n := value(t, reg, "weft_api_connections_rejected_total"); n != 2 {
+		t.Errorf("weft_api_connections_rejected_total = %v, want 2", n)
+	}
+	if n := value(t, reg, "weft_api_connections"); n != maxConns+reserve {
+		t.Errorf("weft_api_connections = %v, want %d", n, maxConns+reserve)
+	}
+}
+
+// value is the value of an unlabelled counter or gauge of reg.
+func value(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no series %s", name)
+	return 0
+}
