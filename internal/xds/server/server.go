@@ -73,6 +73,13 @@ type Options struct {
 	Registry prometheus.Registerer
 	// GRPCOptions are added to the gRPC server's, e.g. TLS credentials.
 	GRPCOptions []grpc.ServerOption
+	// Authorize, when set, is called once per ADS stream with the
+	// stream's context (gRPC metadata, peer and TLS state) when its node
+	// id has been parsed, before anything is served. A non-nil error (a
+	// gRPC status: Unauthenticated, PermissionDenied) closes the stream;
+	// proven says the stream proved it is id (SigV4, a join token or a
+	// client certificate), as opposed to being let in unproven.
+	Authorize func(ctx context.Context, id translate.Identity) (proven bool, err error)
 }
 
 // Server is an xDS server. Create it with New, run it with Serve.
@@ -86,6 +93,7 @@ type Server struct {
 func New(opts Options) *Server {
 	m := newMetrics(opts.Registry)
 	c := newHub(opts.Log, m, opts.DefaultOwner)
+	c.authorize = opts.Authorize
 	l := newLoop(&opts, c, m)
 	c.attach, c.detach = l.requestAttach, l.requestDetach
 	return &Server{opts: opts, hub: c, loop: l}
