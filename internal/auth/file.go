@@ -252,43 +252,54 @@ func readBounded(path string) ([]byte, error) {
 // ReloadInterval is how often Watch looks at the file.
 const ReloadInterval = time.Second
 
+// Reload reads the file and puts it in force if its content changed and
+// parses. On an error the last good version stays in force.
+func (f *KeyFile) Reload() (changed bool, err error) {
+	b, err := readBounded(f.path)
+	if err != nil {
+		return false, err
+	}
+	sum := sha256.Sum256(b)
+	if sum == *f.sum.Load() {
+		return false, nil
+	}
+	ks, err := ParseKeys(b)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", f.path, err)
+	}
+	f.cur.Store(ks)
+	f.sum.Store(&sum)
+	select {
+	case f.reloaded <- struct{}{}:
+	default:
+	}
+	return true, nil
+}
+
 // Watch reloads the file whenever its content changes until ctx ends. The
 // file is read at most once per interval (0: ReloadInterval) and at most
-// MaxFileBytes of it.
+// MaxFileBytes of it; a rejected version is logged once.
 func (f *KeyFile) Watch(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = ReloadInterval
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var lastBad [32]byte
+	var lastErr string
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		b, err := readBounded(f.path)
-		if err != nil {
-			f.log.Warn("credentials file unreadable; keeping the last good version", "path", f.path, "error", err)
-			continue
-		}
-		sum := sha256.Sum256(b)
-		if sum == *f.sum.Load() || sum == lastBad {
-			continue
-		}
-		ks, err := ParseKeys(b)
-		if err != nil {
-			lastBad = sum
+		changed, err := f.Reload()
+		switch {
+		case err != nil && err.Error() != lastErr:
+			lastErr = err.Error()
 			f.log.Error("credentials file rejected; keeping the last good version", "path", f.path, "error", err)
-			continue
-		}
-		f.cur.Store(ks)
-		f.sum.Store(&sum)
-		f.log.Info("credentials file reloaded", "path", f.path, "keys", len(ks.byID))
-		select {
-		case f.reloaded <- struct{}{}:
-		default:
+		case changed:
+			lastErr = ""
+			f.log.Info("credentials file reloaded", "path", f.path, "keys", len(f.Keys().byID))
 		}
 	}
 }
