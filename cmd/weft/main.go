@@ -25,6 +25,7 @@ func commands() []command {
 		{"server", "run the control plane: App Mesh and Cloud Map APIs, DNS, xDS", runServer},
 		{"proxy", "run the data plane: a sidecar or gateway fed by xDS (APPMESH_RESOURCE_ARN)", runProxy},
 		{"envoy", "print an upstream Envoy bootstrap for weft: envoy bootstrap --resource-arn ARN --xds HOST:PORT", runEnvoy},
+		{"token", "issue a join token for a proxy's xDS stream: token create --resource mesh/<m>/virtualNode/<n> --ttl 24h", runToken},
 		{"intercept", "install the iptables rules of ECS's APPMESH proxyConfiguration", runIntercept},
 		{"colorapp", "run the tutorial's color app (/ answers COLOR, /healthcheck answers hi)", runColorApp},
 		{"demo", "run the tutorial's color mesh on this machine and show its traffic split live", runDemo},

@@ -10,7 +10,10 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/grpc"
+
 	"github.com/weftmesh/weft/internal/proxy"
+	"github.com/weftmesh/weft/internal/proxy/xdsclient"
 )
 
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -20,11 +23,15 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	arn := envOr("APPMESH_RESOURCE_ARN", envOr("APPMESH_RESOURCE_NAME", envOr("APPMESH_VIRTUAL_NODE_NAME", "")))
 	fs.StringVar(&cfg.ResourceARN, "resource-arn", arn, "virtual node or gateway ARN, or mesh/<mesh>/virtualNode/<name> (env APPMESH_RESOURCE_ARN)")
 	fs.StringVar(&cfg.NodeCluster, "node-cluster", envOr("APPMESH_RESOURCE_CLUSTER", envOr("APPMESH_VIRTUAL_NODE_CLUSTER", "")), "xDS node.cluster; defaults to the ARN (env APPMESH_RESOURCE_CLUSTER)")
-	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "control plane ADS address, host:port, plaintext gRPC (env APPMESH_XDS_ENDPOINT)")
+	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "control plane ADS address, host:port; plaintext gRPC unless --xds-ca (env APPMESH_XDS_ENDPOINT)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", envOr("WEFT_PROXY_ADMIN_ADDR", "127.0.0.1:9901"), "admin listener; empty disables it (env WEFT_PROXY_ADMIN_ADDR)")
 	concurrency := fs.Int("concurrency", atoiOr(envOr("ENVOY_CONCURRENCY", ""), 0), "threads serving traffic (GOMAXPROCS); 0 uses every core, as Envoy's --concurrency (env ENVOY_CONCURRENCY)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	fs.BoolVar(&cfg.ReleaseStartupPages, "release-startup-pages", true, "once configured, release the pages of the weft binary that start-up left resident (Linux)")
+	tokenFile := fs.String("xds-token-file", envOr("WEFT_XDS_TOKEN_FILE", ""), "file holding a join token (weft token create), sent on the xDS stream as its proof of identity (env WEFT_XDS_TOKEN_FILE)")
+	xdsCA := fs.String("xds-ca", envOr("WEFT_XDS_CA", ""), "PEM CA file: reach xDS over TLS, trusting that CA (env WEFT_XDS_CA)")
+	xdsCert := fs.String("xds-cert", envOr("WEFT_XDS_CERT", ""), "PEM client certificate for xDS over TLS, issued by weft's CA for this node (env WEFT_XDS_CERT)")
+	xdsKey := fs.String("xds-key", envOr("WEFT_XDS_KEY", ""), "PEM key of --xds-cert (env WEFT_XDS_KEY)")
 	level := fs.String("log-level", envOr("ENVOY_LOG_LEVEL", "info"), "debug, info, warn or error, or Envoy's trace, warning, critical, off (env ENVOY_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -37,6 +44,21 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	tlsOn := *xdsCA != "" || *xdsCert != "" || *xdsKey != ""
+	if tlsOn {
+		opts, err := xdsclient.TLSOptions(*xdsCA, *xdsCert, *xdsKey)
+		if err != nil {
+			return err
+		}
+		cfg.XDSDialOptions = append(cfg.XDSDialOptions, opts...)
+	}
+	if *tokenFile != "" {
+		tf := xdsclient.TokenFile{Path: *tokenFile, Secure: tlsOn}
+		if _, err := tf.GetRequestMetadata(ctx); err != nil {
+			return err
+		}
+		cfg.XDSDialOptions = append(cfg.XDSDialOptions, grpc.WithPerRPCCredentials(tf))
+	}
 	p, err := proxy.New(cfg, log)
 	if err != nil {
 		return err

@@ -26,6 +26,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", envOr("WEFT_XDS_ADDR", "127.0.0.1:15010"), "xDS (ADS) listen address for Envoy, weft proxy and proxyless gRPC; \"\" for none (env WEFT_XDS_ADDR)")
 	fs.StringVar(&cfg.XDSTLSCert, "xds-tls-cert", envOr("WEFT_XDS_TLS_CERT", ""), "PEM certificate: serve xDS over TLS, as the App Mesh Envoy image expects (env WEFT_XDS_TLS_CERT)")
 	fs.StringVar(&cfg.XDSTLSKey, "xds-tls-key", envOr("WEFT_XDS_TLS_KEY", ""), "PEM key of --xds-tls-cert (env WEFT_XDS_TLS_KEY)")
+	fs.StringVar(&cfg.AuthFile, "auth-file", envOr("WEFT_AUTH_FILE", ""), "credentials file, YAML or JSON: access keys and what each may do; API requests must be SigV4-signed and xDS streams must prove their identity (env WEFT_AUTH_FILE)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve the API and xDS on non-loopback addresses without --auth-file (anyone who reaches them can do anything)")
 	finishLimits := limitFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		return err

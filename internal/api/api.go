@@ -20,9 +20,19 @@ type Handler struct {
 	CloudMap http.Handler
 	// Other serves everything else (/healthz, /metrics, /v1/...).
 	Other http.Handler
+	// Guard, when set, verifies every request's SigV4 signature and
+	// authorizes its action before it is served (a credentials file is
+	// in force).
+	Guard *Guard
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.Guard != nil {
+		var ok bool
+		if r, ok = h.Guard.check(w, r); !ok {
+			return
+		}
+	}
 	switch {
 	case r.Header.Get("X-Amz-Target") != "" && h.CloudMap != nil:
 		h.CloudMap.ServeHTTP(w, r)

@@ -33,6 +33,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
@@ -55,6 +56,9 @@ type Config struct {
 	NodeCluster string // node.cluster; defaults to ResourceARN
 	XDS         string // host:port of the ADS server
 	AdminAddr   string // "" disables the admin listener
+	// XDSDialOptions add credentials to the ADS connection (TLS, a join
+	// token); see xdsclient.Config.DialOptions.
+	XDSDialOptions []grpc.DialOption
 	// XDSBackoffBase, when set, replaces the 500 ms reconnect backoff base
 	// (tests use a short one).
 	XDSBackoffBase time.Duration
@@ -135,7 +139,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.clusters = cluster.NewManager(ctx, p.Stats, p.log)
 	p.server = httpconn.NewServer(p.log)
 	p.registerServerStats()
-	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, BackoffBase: p.cfg.XDSBackoffBase}, p, p.log)
+	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, BackoffBase: p.cfg.XDSBackoffBase, DialOptions: p.cfg.XDSDialOptions}, p, p.log)
 	p.xds.OnConnect = func(up bool) {
 		if up {
 			p.connected.Set(1)

@@ -31,7 +31,11 @@ func startAPI(t *testing.T, ln net.Listener, lim APILimits) *prometheus.Registry
 	}
 	reg := prometheus.NewRegistry()
 	cfg := Config{Region: "us-east-1", AccountID: "111122223333"}
-	srv := newAPIServer(NewHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil), lim)
+	sec, err := newSecurity(t.Context(), st, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newAPIServer(newHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil, sec), lim)
 	done := make(chan struct{})
 	go func() { // ends with srv.Close in the cleanup
 		defer close(done)

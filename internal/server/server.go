@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,11 +60,27 @@ type Config struct {
 	// DNS bounds the DNS server: answer sizes, response rate, who may use
 	// the upstreams. Zero fields take the defaults.
 	DNS dns.Limits
+	// AuthFile is the credentials file (access keys and what each may
+	// do): with one, every API request must be SigV4-signed by one of its
+	// keys and every xDS stream must prove its identity.
+	AuthFile string
+	// Insecure lets the API and xDS listen on non-loopback addresses
+	// without a credentials file.
+	Insecure bool
+	// XDSClientCAs, when set, returns weft's CA pool: xDS over TLS then
+	// verifies client certificates against it, and one whose SPIFFE URI
+	// names the node proves the stream's identity.
+	XDSClientCAs func() *x509.CertPool
+	// TrustDomain is the SPIFFE trust domain of those certificates.
+	TrustDomain string
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
 // every listener has stopped and the store is closed.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := checkExposure(cfg, log); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -72,6 +89,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
+	sec, err := newSecurity(ctx, st, cfg, log)
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
@@ -96,13 +117,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	xds, err := startXDS(ctx, st, cfg, reg, log.With("component", "xds"))
+	xds, err := startXDS(ctx, st, cfg, sec, reg, log.With("component", "xds"))
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer xds.stop() // before the store closes
-	srv := newAPIServer(NewHandler(st, cfg, log, reg, xds.proxies()), cfg.API)
+	srv := newAPIServer(newHandler(st, cfg, log, reg, xds.proxies(), sec), cfg.API)
 	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
 	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
 
@@ -132,9 +153,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return nil
 }
 
-// NewHandler builds the API listener's handler on a store. /metrics serves
-// reg; /v1/proxies lists the proxies of xds, when one runs.
-func NewHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server) http.Handler {
+// newHandler builds the API listener's handler on a store. /metrics serves
+// reg; /v1/proxies lists the proxies of xds, when one runs; /v1/tokens
+// issues join tokens. With a credentials file (sec), every request but
+// /healthz and /metrics is verified and authorized.
+func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server, sec *security) http.Handler {
 	other := http.NewServeMux()
 	other.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -143,14 +166,17 @@ func NewHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	if xds != nil {
 		other.Handle("GET /v1/proxies", xds.ProxiesHandler())
 	}
+	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
 	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
 	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
 	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID})
+	meshH := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID, Region: cfg.Region}, log.With("api", "appmesh"))
 	return &api.Handler{
-		AppMesh:  meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID}, log.With("api", "appmesh")),
+		AppMesh:  meshH,
 		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),
 		Other:    other,
+		Guard:    sec.guard(cfg, meshH),
 	}
 }

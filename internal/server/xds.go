@@ -26,9 +26,10 @@ type xdsRun struct {
 }
 
 // startXDS listens on cfg.XDSAddr (with TLS when a certificate is given)
-// and serves ADS from st until stop is called or ctx ends. It returns nil
+// and serves ADS from st until stop is called or ctx ends; sec (nil: none)
+// authorizes each stream. It returns nil
 // when cfg.XDSAddr is empty.
-func startXDS(ctx context.Context, st store.Store, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*xdsRun, error) {
+func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, reg prometheus.Registerer, log *slog.Logger) (*xdsRun, error) {
 	if cfg.XDSAddr == "" {
 		return nil, nil
 	}
@@ -39,7 +40,8 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, reg prometheus.Re
 		if err != nil {
 			return nil, fmt.Errorf("xds tls: %w", err)
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
+		tc := sec.xdsTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	case cfg.XDSTLSCert != "" || cfg.XDSTLSKey != "":
 		return nil, errors.New("xds tls: give both a certificate and a key")
 	}
@@ -47,7 +49,12 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, reg prometheus.Re
 	if err != nil {
 		return nil, fmt.Errorf("listen xds: %w", err)
 	}
+	var authorize func(context.Context, translate.Identity) (bool, error)
+	if sec != nil {
+		authorize = sec.xds.Authorize
+	}
 	srv := xdsserver.New(xdsserver.Options{
+		Authorize:     authorize,
 		Store:         st,
 		LoadDiscovery: xdsserver.CloudMap,
 		Translate:     translate.TranslateWith,

@@ -46,7 +46,7 @@ func TestXDSOverTLS(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // startXDS listens itself; a test that races for this port fails loudly
 	cfg := Config{XDSAddr: addr, XDSTLSCert: certFile, XDSTLSKey: keyFile, AccountID: "111122223333"}
-	x, err := startXDS(t.Context(), st, cfg, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	x, err := startXDS(t.Context(), st, cfg, nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestXDSOverTLS(t *testing.T) {
 }
 
 func TestXDSTLSNeedsBoth(t *testing.T) {
-	_, err := startXDS(t.Context(), nil, Config{XDSAddr: "127.0.0.1:0", XDSTLSCert: "cert.pem"}, nil, slog.New(slog.DiscardHandler))
+	_, err := startXDS(t.Context(), nil, Config{XDSAddr: "127.0.0.1:0", XDSTLSCert: "cert.pem"}, nil, nil, slog.New(slog.DiscardHandler))
 	if err == nil {
 		t.Fatal("a certificate without a key was accepted")
 	}

@@ -41,12 +41,16 @@ type Config struct {
 	DefaultAccount string
 	// MaxBodyBytes bounds a request body (default 1 MiB).
 	MaxBodyBytes int64
+	// Region is written into the resource ARNs that Action names
+	// (default us-east-1).
+	Region string
 }
 
 // Handler serves the App Mesh API. It is immutable after New.
 type Handler struct {
 	routes  []*route
 	account string
+	region  string
 	maxBody int64
 	log     *slog.Logger
 }
@@ -152,7 +156,10 @@ func operations(s *ops.Service) map[string]operation {
 // test checks that every operation of the model has an implementation and
 // its payload a field.)
 func New(svc *ops.Service, cfg Config, log *slog.Logger) *Handler {
-	h := &Handler{account: cfg.DefaultAccount, maxBody: cfg.MaxBodyBytes, log: log}
+	h := &Handler{account: cfg.DefaultAccount, region: cfg.Region, maxBody: cfg.MaxBodyBytes, log: log}
+	if h.region == "" {
+		h.region = "us-east-1"
+	}
 	if h.maxBody <= 0 {
 		h.maxBody = 1 << 20
 	}
@@ -368,11 +375,15 @@ func pathSegments(u *url.URL) ([]string, error) {
 // accountID matches a 12-digit account id.
 var accountID = regexp.MustCompile(`^[0-9]{12}$`)
 
-// caller returns who sent the request. weft checks no signatures; when the
-// SigV4 access key id is a 12-digit number it is taken as the caller's
-// account, which lets one server stand for several accounts. Otherwise the
-// caller is the server's account.
+// caller returns who sent the request. With a credentials file the
+// signature was verified and the account is the key's. Without one, no
+// signature is checked: when the SigV4 access key id is a 12-digit number
+// it is taken as the caller's account, which lets one server stand for
+// several accounts; otherwise the caller is the server's account.
 func (h *Handler) caller(r *http.Request) ops.Caller {
+	if acct := api.Account(r.Context()); acct != "" {
+		return ops.Caller{Account: acct} // verified: the key's account
+	}
 	auth := r.Header.Get("Authorization")
 	if _, cred, ok := strings.Cut(auth, "Credential="); ok {
 		akid, _, _ := strings.Cut(cred, "/")

@@ -64,8 +64,11 @@ type Handler interface {
 
 // Config configures a client.
 type Config struct {
-	Server string // host:port of the ADS server, plaintext gRPC
+	Server string // host:port of the ADS server, plaintext gRPC by default
 	Node   *corev3.Node
+	// DialOptions follow the defaults: TLS transport credentials replace
+	// plaintext, per-RPC credentials (a join token) prove the identity.
+	DialOptions []grpc.DialOption
 	// BackoffBase and BackoffMax bound the reconnect delay; defaults are
 	// Envoy's 500 ms and 30 s.
 	BackoffBase, BackoffMax time.Duration
@@ -121,11 +124,13 @@ func (c *Client) Connected() bool { return c.connected.Load() }
 // Run keeps a stream to the server until ctx ends, reconnecting with
 // backoff. It returns nil when ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.cfg.Server,
+	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// The same keepalive the App Mesh agent configures for Envoy.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+	}, c.cfg.DialOptions...)
+	conn, err := grpc.NewClient(c.cfg.Server, opts...)
 	if err != nil {
 		return fmt.Errorf("xds client for %s: %w", c.cfg.Server, err)
 	}

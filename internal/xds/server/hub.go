@@ -48,6 +48,9 @@ type hub struct {
 	defaultOwner string
 	// maxPerIdentity caps the streams of one identity (see join).
 	maxPerIdentity int
+	// authorize is Options.Authorize; nil lets every stream in unproven.
+	// Called without mu held.
+	authorize func(ctx context.Context, id translate.Identity) (bool, error)
 
 	mu      sync.Mutex // protects everything below and every *stream
 	streams map[int64]*stream
@@ -85,6 +88,8 @@ type stream struct {
 	nodeID      string
 	ident       translate.Identity
 	attached    bool
+	// proven: the stream proved its identity (Options.Authorize).
+	proven bool
 	// is is c.idents[ident] once attached: it lives as long as one of its
 	// streams does (dropIdentity keeps an identity that has streams).
 	is       *identState
@@ -281,6 +286,18 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 	}
 	ident.Proxyless = proxyless(node)
 	log := s.log.With("node", clip(node.GetId()), "proxyless", ident.Proxyless)
+	var proven bool
+	if c.authorize != nil {
+		// Before attach: nothing of the identity is computed or sent to
+		// a stream that has not shown it may have it.
+		if proven, err = c.authorize(s.ctx, ident); err != nil {
+			if _, ok := status.FromError(err); !ok {
+				err = status.Error(codes.Unauthenticated, err.Error())
+			}
+			log.Info("proxy rejected", "error", err)
+			return err
+		}
+	}
 	if err := c.join(ident); err != nil {
 		log.Info("proxy rejected", "error", err)
 		return err
@@ -294,7 +311,7 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s.node, s.nodeID, s.ident, s.attached, s.log = node, node.GetId(), ident, true, log
+	s.node, s.nodeID, s.ident, s.attached, s.log, s.proven = node, node.GetId(), ident, true, log, proven
 	c.byNode[node] = s
 	is := c.ident(ident)
 	is.streams[s] = struct{}{}

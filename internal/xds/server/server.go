@@ -74,6 +74,13 @@ type Options struct {
 	GRPCOptions []grpc.ServerOption
 	// Limits bound streams and requests; zero fields take the defaults.
 	Limits Limits
+	// Authorize, when set, is called once per ADS stream with the
+	// stream's context (gRPC metadata, peer and TLS state) when its node
+	// id has been parsed, before anything is served. A non-nil error (a
+	// gRPC status: Unauthenticated, PermissionDenied) closes the stream;
+	// proven says the stream proved it is id (SigV4, a join token or a
+	// client certificate), as opposed to being let in unproven.
+	Authorize func(ctx context.Context, id translate.Identity) (proven bool, err error)
 }
 
 // Server is an xDS server. Create it with New, run it with Serve.
@@ -89,6 +96,7 @@ func New(opts Options) *Server {
 	m := newMetrics(opts.Registry)
 	c := newHub(opts.Log, m, opts.DefaultOwner)
 	c.maxPerIdentity = opts.Limits.MaxStreamsPerIdentity
+	c.authorize = opts.Authorize
 	l := newLoop(&opts, c, m)
 	c.attach, c.detach = l.requestAttach, l.requestDetach
 	return &Server{opts: opts, hub: c, loop: l}

@@ -1,0 +1,86 @@
+package meshapi
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/weftmesh/weft/internal/api"
+	"github.com/weftmesh/weft/internal/appmesh"
+)
+
+// Action names the IAM action (appmesh:<Operation>) and resource ARN of a
+// request, as App Mesh's IAM authorization did: the resource the
+// operation acts on (a list acts on its parent; ListMeshes on "*"; the tag
+// operations on their resourceArn), in the mesh owner's account (the
+// meshOwner parameter, else the caller's). body is the request body, read
+// already. ok is false when no operation matches.
+func (h *Handler) Action(r *http.Request, body []byte, account string) (action, resource string, ok bool) {
+	segs, err := pathSegments(r.URL)
+	if err != nil {
+		return "", "", false
+	}
+	rt, vars, _ := h.match(r.Method, segs)
+	if rt == nil {
+		return "", "", false
+	}
+	name := rt.op.Name
+	action = "appmesh:" + name
+	q := r.URL.Query()
+	var doc map[string]any // the body's members, decoded on first use
+	str := func(k string) string {
+		if v, ok := vars[k]; ok {
+			return v
+		}
+		if v := q.Get(k); v != "" {
+			return v
+		}
+		if doc == nil {
+			doc, _ = api.DecodeObject(body)
+			if doc == nil {
+				doc = map[string]any{}
+			}
+		}
+		s, _ := doc[k].(string)
+		return s
+	}
+	switch name {
+	case "ListMeshes":
+		return action, "*", true
+	case "TagResource", "UntagResource", "ListTagsForResource":
+		if arn := q.Get("resourceArn"); arn != "" {
+			return action, arn, true
+		}
+		return action, "*", true
+	}
+	owner := str("meshOwner")
+	if owner == "" {
+		owner = account
+	}
+	mesh := str("meshName")
+	ref := appmesh.Ref{Owner: owner, Mesh: mesh, Kind: appmesh.KindMesh, Name: mesh}
+	switch name[verbLen(name):] {
+	case "VirtualNode":
+		ref.Kind, ref.Name = appmesh.KindVirtualNode, str("virtualNodeName")
+	case "VirtualService":
+		ref.Kind, ref.Name = appmesh.KindVirtualService, str("virtualServiceName")
+	case "VirtualRouter", "Routes": // a router's routes are listed on the router
+		ref.Kind, ref.Name = appmesh.KindVirtualRouter, str("virtualRouterName")
+	case "VirtualGateway", "GatewayRoutes":
+		ref.Kind, ref.Name = appmesh.KindVirtualGateway, str("virtualGatewayName")
+	case "Route":
+		ref.Kind, ref.Parent, ref.Name = appmesh.KindRoute, str("virtualRouterName"), str("routeName")
+	case "GatewayRoute":
+		ref.Kind, ref.Parent, ref.Name = appmesh.KindGatewayRoute, str("virtualGatewayName"), str("gatewayRouteName")
+	}
+	return action, appmesh.ARN(h.region, ref), true
+}
+
+// verbLen is the length of the operation's verb (Create, Describe, ...).
+func verbLen(op string) int {
+	for _, v := range []string{"Create", "Describe", "Update", "Delete", "List"} {
+		if strings.HasPrefix(op, v) {
+			return len(v)
+		}
+	}
+	return 0
+}
