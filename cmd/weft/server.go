@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strings"
+	"time"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/ca"
 	"github.com/weftmesh/weft/internal/server"
 )
 
@@ -26,10 +29,21 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", envOr("WEFT_XDS_ADDR", "127.0.0.1:15010"), "xDS (ADS) listen address for Envoy, weft proxy and proxyless gRPC; \"\" for none (env WEFT_XDS_ADDR)")
 	fs.StringVar(&cfg.XDSTLSCert, "xds-tls-cert", envOr("WEFT_XDS_TLS_CERT", ""), "PEM certificate: serve xDS over TLS, as the App Mesh Envoy image expects (env WEFT_XDS_TLS_CERT)")
 	fs.StringVar(&cfg.XDSTLSKey, "xds-tls-key", envOr("WEFT_XDS_TLS_KEY", ""), "PEM key of --xds-tls-cert (env WEFT_XDS_TLS_KEY)")
+	fs.BoolVar(&cfg.XDSInsecure, "xds-insecure", envOr("WEFT_XDS_INSECURE", "") == "true", "send proxies their certificate and key without proof of identity although --xds-addr is not loopback (env WEFT_XDS_INSECURE=true)")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", envOr("WEFT_TRUST_DOMAIN", ca.DefaultTrustDomain), "SPIFFE trust domain of the proxies' certificates (env WEFT_TRUST_DOMAIN)")
+	lifetime := fs.String("cert-lifetime", envOr("WEFT_CERT_LIFETIME", ca.DefaultLeafLifetime.String()), "lifetime of the proxies' certificates, renewed at two thirds of it (env WEFT_CERT_LIFETIME)")
+	fs.StringVar(&cfg.CACertFile, "ca-cert", envOr("WEFT_CA_CERT", ""), "PEM certificate (then its chain) of an existing CA to sign with, imported at first start; default: weft creates one (env WEFT_CA_CERT)")
+	fs.StringVar(&cfg.CAKeyFile, "ca-key", envOr("WEFT_CA_KEY", ""), "PEM private key of --ca-cert (env WEFT_CA_KEY)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var err error
+	if cfg.CertLifetime, err = time.ParseDuration(*lifetime); err != nil || cfg.CertLifetime < ca.MinLeafLifetime {
+		return fmt.Errorf("--cert-lifetime %q: want a duration of at least %v, e.g. 24h", *lifetime, ca.MinLeafLifetime)
+	}
+	if u, err := url.Parse("spiffe://" + cfg.TrustDomain); err != nil || u.Host != cfg.TrustDomain || cfg.TrustDomain == "" || strings.ToLower(cfg.TrustDomain) != cfg.TrustDomain {
+		return fmt.Errorf("--trust-domain %q: want a lower-case DNS-like name, e.g. weft.local", cfg.TrustDomain)
+	}
 	if cfg.Limits, err = appmesh.ParseLimits(*limits, appmesh.DefaultLimits()); err != nil {
 		return fmt.Errorf("--appmesh-limits: %w", err)
 	}

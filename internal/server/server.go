@@ -23,6 +23,7 @@ import (
 	"github.com/weftmesh/weft/internal/api/meshapi"
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/appmesh/ops"
+	"github.com/weftmesh/weft/internal/ca"
 	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/dns"
 	"github.com/weftmesh/weft/internal/store"
@@ -50,6 +51,17 @@ type Config struct {
 	// XDSTLSCert and XDSTLSKey, PEM files, make the xDS listener TLS, as
 	// the stock App Mesh Envoy image expects.
 	XDSTLSCert, XDSTLSKey string
+	// XDSInsecure sends leaf certificates to xDS streams that proved no
+	// identity although the xDS listener is not on loopback.
+	XDSInsecure bool
+
+	// The mesh's CA (internal/ca): created in the store at first start,
+	// or imported from CACertFile and CAKeyFile (PEM). TrustDomain
+	// (ca.DefaultTrustDomain when empty) and CertLifetime
+	// (ca.DefaultLeafLifetime when 0) shape the proxies' certificates.
+	CACertFile, CAKeyFile string
+	TrustDomain           string
+	CertLifetime          time.Duration
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -58,11 +70,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, "weft.db"), bolt.Options{})
+	dbPath := filepath.Join(cfg.DataDir, "weft.db")
+	st, err := bolt.Open(dbPath, bolt.Options{})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	// The store holds the CA's private keys: owner only.
+	if fi, err := os.Stat(dbPath); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("store file was readable by others; making it owner-only, as it holds the CA's keys", "path", dbPath, "mode", fi.Mode().Perm().String())
+		if err := os.Chmod(dbPath, 0o600); err != nil {
+			return fmt.Errorf("restrict store file: %w", err)
+		}
+	}
+	authority, err := openCA(ctx, st, cfg, log.With("component", "ca"))
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
@@ -94,7 +118,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer xds.stop() // before the store closes
 	srv := &http.Server{
-		Handler:           NewHandler(st, cfg, log, reg, xds.proxies()),
+		Handler:           NewHandler(st, cfg, log, reg, xds.proxies(), authority),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
@@ -126,8 +150,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 // NewHandler builds the API listener's handler on a store. /metrics serves
-// reg; /v1/proxies lists the proxies of xds, when one runs.
-func NewHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server) http.Handler {
+// reg; /v1/proxies lists the proxies of xds, when one runs; /v1/ca the
+// CA's roots and rotation steps, when authority is not nil.
+func NewHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server, authority *ca.Authority) http.Handler {
 	other := http.NewServeMux()
 	other.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -135,6 +160,9 @@ func NewHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	other.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if xds != nil {
 		other.Handle("GET /v1/proxies", xds.ProxiesHandler())
+	}
+	if authority != nil {
+		authority.Register(other)
 	}
 	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
@@ -146,4 +174,24 @@ func NewHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),
 		Other:    other,
 	}
+}
+
+// openCA opens the mesh's CA in the store, importing cfg's CA files at
+// first start.
+func openCA(ctx context.Context, st store.Store, cfg Config, log *slog.Logger) (*ca.Authority, error) {
+	var c ca.Config
+	c.TrustDomain = cfg.TrustDomain
+	if cfg.CACertFile != "" || cfg.CAKeyFile != "" {
+		if cfg.CACertFile == "" || cfg.CAKeyFile == "" {
+			return nil, errors.New("ca: give both --ca-cert and --ca-key")
+		}
+		var err error
+		if c.ImportCert, err = os.ReadFile(cfg.CACertFile); err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		if c.ImportKey, err = os.ReadFile(cfg.CAKeyFile); err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+	}
+	return ca.Open(ctx, st, c, log)
 }

@@ -47,6 +47,14 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, reg prometheus.Re
 	if err != nil {
 		return nil, fmt.Errorf("listen xds: %w", err)
 	}
+	// Certificates and keys go only to streams that proved their
+	// identity, unless nothing but this host can reach the listener, or
+	// the operator said so.
+	insecure := isLoopback(ln.Addr())
+	if !insecure && cfg.XDSInsecure {
+		insecure = true
+		log.Warn("--xds-insecure: any client that reaches the xDS listener is sent the certificate and key of the virtual node or gateway it names", "addr", ln.Addr().String())
+	}
 	srv := xdsserver.New(xdsserver.Options{
 		Store:         st,
 		LoadDiscovery: xdsserver.CloudMap,
@@ -57,6 +65,10 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, reg prometheus.Re
 		Log:           log,
 		Registry:      reg,
 		GRPCOptions:   opts,
+
+		TrustDomain:     cfg.TrustDomain,
+		CertLifetime:    cfg.CertLifetime,
+		InsecureSecrets: insecure,
 	})
 	ctx, cancel := context.WithCancel(ctx)
 	x := &xdsRun{srv: srv, errc: make(chan error, 1), done: make(chan struct{}), cancel: cancel}
@@ -93,4 +105,10 @@ func (x *xdsRun) proxies() *xdsserver.Server {
 		return nil
 	}
 	return x.srv
+}
+
+// isLoopback reports whether a listener's address is a loopback one.
+func isLoopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
 }
