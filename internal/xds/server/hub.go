@@ -402,15 +402,18 @@ func (c *hub) CreateWatch(req *discovery.DiscoveryRequest, sub cache.Subscriptio
 	}, nil
 }
 
-// setSnapshot hands a new snapshot of an identity to its streams. Called by
-// the push loop only.
-func (c *hub) setSnapshot(id translate.Identity, snap *snapshot) {
+// setSnapshot hands a new snapshot of an identity to its streams; unless
+// keepErr, it clears the identity's translation error. Called by the push
+// loop only.
+func (c *hub) setSnapshot(id translate.Identity, snap *snapshot, keepErr bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	is := c.ident(id)
 	old := is.snap
 	is.snap = snap
-	is.err = ""
+	if !keepErr {
+		is.err = ""
+	}
 	for t := range numTypes {
 		nt := &snap.types[t]
 		if old != nil && old.types[t].version == nt.version || nt.changedAt.IsZero() {

@@ -1004,7 +1004,7 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time, drops []d
 			drops = append(drops, drop{p.snap, nil})
 		}
 		p.snap = &snapshot{closeErr: r.closeErr}
-		l.hub.setSnapshot(id, p.snap)
+		l.hub.setSnapshot(id, p.snap, false)
 		return drops
 	case r.err != nil:
 		l.metrics.translateErr.Inc()
@@ -1022,7 +1022,11 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time, drops []d
 	default:
 		l.metrics.translations.Inc()
 	}
-	p.err = ""
+	// Secrets alone do not fix a failed translation: its error stays.
+	keepErr := r.secretsOnly && p.err != ""
+	if !keepErr {
+		p.err = ""
+	}
 	p.grpc, p.sources = r.grpc, r.sources
 	p.secrets, p.leafDNS = r.secrets, r.leafDNS
 	snap := &snapshot{cert: r.cert, certErr: r.certErr}
@@ -1068,7 +1072,7 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time, drops []d
 	}
 	l.setDeps(id, p, r.deps, r.eps)
 	p.snap = snap
-	l.hub.setSnapshot(id, snap)
+	l.hub.setSnapshot(id, snap, keepErr)
 	if prev != nil {
 		drops = append(drops, drop{prev, snap})
 	}

@@ -263,13 +263,24 @@ func (l *loop) renew() {
 		}
 	}
 	l.refreshSecrets(ids, time.Time{})
+	// A leaf still due serves no identity that could be refreshed (its
+	// resource was deleted, its streams are closing): forget it rather
+	// than wake again at once; a later translation issues a new one.
+	for k, ls := range l.leaves {
+		if ls.leaf != nil && !now.Before(ls.leaf.RenewAt) {
+			delete(l.leaves, k)
+		}
+	}
+	l.armRenewal()
 }
 
 // refreshSecrets rebuilds the secrets alone of the identities.
 func (l *loop) refreshSecrets(ids []translate.Identity, at time.Time) {
 	tasks := make([]task, 0, len(ids))
 	for _, id := range ids {
-		if p := l.proxies[id]; p != nil && p.snap != nil && p.snap.closeErr == nil && p.err == "" {
+		// A proxy whose latest translation failed still serves its last
+		// good one: its secrets are renewed all the same.
+		if p := l.proxies[id]; p != nil && p.snap != nil && p.snap.closeErr == nil {
 			tasks = append(tasks, task{id: id, secretsOnly: true})
 		}
 	}
