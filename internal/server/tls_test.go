@@ -240,3 +240,16 @@ func anchor(t *testing.T, bundle []byte, fp string) *x509.Certificate {
 		}
 	}
 }
+
+// Leaves go to unproven streams only on a loopback xDS listener.
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:15010": true, "[::1]:15010": true, "0.0.0.0:15010": false, "10.0.0.5:15010": false, "[::]:15010": false} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := isLoopback(a); got != want {
+			t.Errorf("isLoopback(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
