@@ -465,3 +465,33 @@ func metadataOf(ctx context.Context) string {
 	}
 	return ""
 }
+
+// TestSecretsNotServed: /v1/proxies says why a referenced secret is not
+// served: no CA in the store, or one name used both as a certificate and
+// as a trust.
+func TestSecretsNotServed(t *testing.T) {
+	st := openStore(t)
+	putMesh(t, st, "m")
+	vn := nodeData("m", "red")
+	vn.Spec.Listeners[0].Tls = &appmesh.ListenerTls{Mode: appmesh.ListenerTlsModeStrict,
+		Certificate: &appmesh.ListenerTlsCertificate{Sds: &appmesh.ListenerTlsSdsCertificate{SecretName: ptr("same")}},
+		Validation: &appmesh.ListenerTlsValidationContext{Trust: &appmesh.ListenerTlsValidationContextTrust{
+			Sds: &appmesh.TlsValidationContextSdsTrust{SecretName: ptr("same")}}}}
+	put(t, st, ref("m", appmesh.KindVirtualNode, "", "red").Key(), vn)
+	srv := startServer(t, st, translate.TranslateWith, withChecks, func(o *Options) { o.InsecureSecrets = true })
+	c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+	c.request(sdsType, "", "", []string{"same"}, "")
+	waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool {
+		return strings.Contains(p.CertificateError, "no certificate authority")
+	})
+	// A CA appears: still nothing for a name in both roles.
+	if _, err := ca.Open(context.Background(), st, ca.Config{}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	p := waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool {
+		return strings.Contains(p.CertificateError, "both as a certificate and as a validation context")
+	})
+	if p.Certificate != nil {
+		t.Fatal("a leaf was issued for a name nothing can serve")
+	}
+}
