@@ -638,6 +638,7 @@ func (l *loop) recompute(tasks []task, at time.Time) {
 	l.metrics.sharedEgress.Add(float64(sh.memo.Shared()))
 	l.check(results)
 	now := l.clock.Now()
+	l.preissue(tasks, results, now)
 	for i := range results {
 		if r := &results[i]; r.err == nil && r.closeErr == nil {
 			l.buildSecrets(tasks[i].id, r, now)

@@ -119,7 +119,7 @@ func (l *loop) secretUsers() []translate.Identity {
 func (l *loop) buildSecrets(id translate.Identity, r *result, now time.Time) {
 	r.items[typeSecret] = nil
 	r.cert, r.certErr = nil, ""
-	needLeaf := slices.ContainsFunc(r.secrets, func(s translate.SecretRef) bool { return s.Role == translate.SecretCertificate })
+	needLeaf := needsLeaf(r.secrets)
 	l.useLeaf(id, needLeaf)
 	if len(r.secrets) == 0 {
 		return
@@ -172,6 +172,11 @@ func (l *loop) buildSecrets(id translate.Identity, r *result, now time.Time) {
 	}
 }
 
+// needsLeaf reports whether a secret is served as the proxy's own leaf.
+func needsLeaf(refs []translate.SecretRef) bool {
+	return slices.ContainsFunc(refs, func(s translate.SecretRef) bool { return s.Role == translate.SecretCertificate })
+}
+
 func secretNames(refs []translate.SecretRef) string {
 	var n []string
 	for _, s := range refs {
@@ -189,15 +194,32 @@ func inline(b []byte) *corev3.DataSource {
 // DNS names changed.
 func (l *loop) leafFor(id translate.Identity, dns []string, now time.Time) (*ca.Leaf, error) {
 	k := leafKeyOf(id)
-	ls := l.leaves[k]
-	if ls != nil && ls.leaf != nil && now.Before(ls.leaf.RenewAt) && ls.leaf.Signer == l.ca.SignerRoot().Fingerprint() && slices.Equal(ls.leaf.DNSNames, dns) {
-		return ls.leaf, nil
+	if l.leafValid(k, dns, now) {
+		return l.leaves[k].leaf, nil
 	}
-	leaf, err := l.ca.Issue(rand.Reader, now, l.certLifetime, ca.LeafRequest{
-		SPIFFEID: ca.SPIFFEID(l.trustDomain, id.Mesh, id.Kind, id.Name), DNSNames: dns})
+	leaf, err := l.ca.Issue(rand.Reader, now, l.certLifetime, l.leafRequest(id, dns))
 	if err != nil {
 		return nil, err
 	}
+	l.keepLeaf(id, leaf)
+	return leaf, nil
+}
+
+func (l *loop) leafRequest(id translate.Identity, dns []string) ca.LeafRequest {
+	return ca.LeafRequest{SPIFFEID: ca.SPIFFEID(l.trustDomain, id.Mesh, id.Kind, id.Name), DNSNames: dns}
+}
+
+// leafValid reports whether the cached leaf of k may still be served for
+// dns at now.
+func (l *loop) leafValid(k leafKey, dns []string, now time.Time) bool {
+	ls := l.leaves[k]
+	return ls != nil && ls.leaf != nil && now.Before(ls.leaf.RenewAt) && ls.leaf.Signer == l.ca.SignerRoot().Fingerprint() && slices.Equal(ls.leaf.DNSNames, dns)
+}
+
+// keepLeaf caches a new leaf of id's node.
+func (l *loop) keepLeaf(id translate.Identity, leaf *ca.Leaf) {
+	k := leafKeyOf(id)
+	ls := l.leaves[k]
 	if ls == nil {
 		ls = &leafState{users: map[translate.Identity]struct{}{}}
 		l.leaves[k] = ls
@@ -206,7 +228,48 @@ func (l *loop) leafFor(id translate.Identity, dns []string, now time.Time) (*ca.
 	ls.users[id] = struct{}{}
 	l.metrics.certIssued.Inc()
 	l.log.Debug("certificate issued", "spiffe_id", leaf.SPIFFEID, "serial", leaf.Serial.Text(16), "not_after", leaf.NotAfter, "renew_at", leaf.RenewAt)
-	return leaf, nil
+}
+
+// preissue issues in parallel the leaves that buildSecrets would issue one
+// by one for results (a restart reconnecting every proxy, a new signing
+// root): a leaf costs a key generation and a signature. Failures are left
+// to buildSecrets, which retries and reports them.
+func (l *loop) preissue(tasks []task, results []result, now time.Time) {
+	if l.ca == nil {
+		return
+	}
+	type job struct {
+		id   translate.Identity
+		dns  []string
+		leaf *ca.Leaf
+	}
+	seen := map[leafKey]bool{}
+	var jobs []*job
+	for i := range results {
+		r := &results[i]
+		if r.err != nil || r.closeErr != nil || !needsLeaf(r.secrets) {
+			continue
+		}
+		k := leafKeyOf(tasks[i].id)
+		if seen[k] || l.leafValid(k, r.leafDNS, now) {
+			continue
+		}
+		seen[k] = true
+		jobs = append(jobs, &job{id: tasks[i].id, dns: r.leafDNS})
+	}
+	if len(jobs) < 2 {
+		return
+	}
+	authority := l.ca
+	parallel(len(jobs), func(_, i int) {
+		j := jobs[i]
+		j.leaf, _ = authority.Issue(rand.Reader, now, l.certLifetime, l.leafRequest(j.id, j.dns))
+	})
+	for _, j := range jobs {
+		if j.leaf != nil {
+			l.keepLeaf(j.id, j.leaf)
+		}
+	}
 }
 
 // useLeaf records whether id serves its node's leaf; a leaf that no

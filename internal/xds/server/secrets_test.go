@@ -18,6 +18,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -493,5 +494,42 @@ func TestSecretsNotServed(t *testing.T) {
 	})
 	if p.Certificate != nil {
 		t.Fatal("a leaf was issued for a name nothing can serve")
+	}
+}
+
+// TestBatchIssuesInParallel: proxies attaching in one batch (a restart)
+// get their leaves issued together, one per node, each its own.
+func TestBatchIssuesInParallel(t *testing.T) {
+	st, _ := tlsStore(t)
+	var ids []translate.Identity
+	for _, n := range []string{"a", "b", "c", "d"} {
+		vn := nodeData("m", n)
+		vn.Spec.Listeners[0].Tls = &appmesh.ListenerTls{Mode: appmesh.ListenerTlsModeStrict,
+			Certificate: &appmesh.ListenerTlsCertificate{Sds: &appmesh.ListenerTlsSdsCertificate{SecretName: ptr("cert")}}}
+		put(t, st, ref("m", appmesh.KindVirtualNode, "", n).Key(), vn)
+		ids = append(ids, translate.Identity{MeshOwner: owner, Mesh: "m", Kind: appmesh.KindVirtualNode, Name: n})
+	}
+	log := slog.New(slog.DiscardHandler)
+	m := newMetrics(nil)
+	l := newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}, newHub(log, m, owner), m)
+	if _, err := l.resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, err := l.count(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.recompute(whole(ids), time.Time{})
+	serials := map[string]bool{}
+	for _, id := range ids {
+		c := l.proxies[id].snap.cert
+		if c == nil || c.SPIFFEID != "spiffe://weft.local/mesh/m/virtualNode/"+id.Name {
+			t.Fatalf("%s: certificate %+v", id.Name, c)
+		}
+		serials[c.Serial] = true
+	}
+	if n := testutil.ToFloat64(m.certIssued); n != float64(len(ids)) || len(serials) != len(ids) {
+		t.Fatalf("%v issued, %d distinct serials; want %d", n, len(serials), len(ids))
 	}
 }
