@@ -13,7 +13,7 @@ import (
 
 // runEnvoy dispatches `weft envoy <subcommand>`.
 func runEnvoy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "usage: weft envoy bootstrap --resource-arn ARN --xds HOST:PORT [--admin-port 9901] [--xds-ca FILE]"
+	const usage = "usage: weft envoy bootstrap --resource-arn ARN --xds HOST:PORT [--admin-port 9901] [--xds-ca FILE] [--sds-socket PATH]"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
 		fmt.Fprintln(stderr, usage)
 		return flag.ErrHelp
@@ -33,6 +33,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "host:port of weft's xDS listener (env APPMESH_XDS_ENDPOINT)")
 	adminPort := fs.Uint("admin-port", 9901, "Envoy admin port, on 0.0.0.0")
 	fs.StringVar(&cfg.CAFile, "xds-ca", "", "PEM file of the CA that signed the xDS server's certificate; set it to reach weft over TLS")
+	fs.StringVar(&cfg.SDSSocket, "sds-socket", envOr("APPMESH_SDS_SOCKET_PATH", ""), "Unix socket of a local SDS agent (e.g. SPIRE) serving the specs' sds.secretName secrets; default: weft serves them over ADS (env APPMESH_SDS_SOCKET_PATH)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

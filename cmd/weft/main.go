@@ -24,6 +24,7 @@ func commands() []command {
 	return []command{
 		{"server", "run the control plane: App Mesh and Cloud Map APIs, DNS, xDS", runServer},
 		{"proxy", "run the data plane: a sidecar or gateway fed by xDS (APPMESH_RESOURCE_ARN)", runProxy},
+		{"ca", "show and rotate the mesh's certificate authority: ca status|add-root|activate|remove-root", runCA},
 		{"envoy", "print an upstream Envoy bootstrap for weft: envoy bootstrap --resource-arn ARN --xds HOST:PORT", runEnvoy},
 		{"token", "issue a join token for a proxy's xDS stream: token create --resource mesh/<m>/virtualNode/<n> --ttl 24h", runToken},
 		{"intercept", "install the iptables rules of ECS's APPMESH proxyConfiguration", runIntercept},

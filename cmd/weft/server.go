@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strings"
+	"time"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/ca"
 	"github.com/weftmesh/weft/internal/server"
 )
 
@@ -29,6 +32,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.AuthFile, "auth-file", envOr("WEFT_AUTH_FILE", ""), "credentials file, YAML or JSON: access keys and what each may do; API requests must be SigV4-signed and xDS streams must prove their identity (env WEFT_AUTH_FILE)")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve the API and xDS on non-loopback addresses without --auth-file (anyone who reaches them can do anything)")
 	finishLimits := limitFlags(fs, &cfg)
+	fs.BoolVar(&cfg.XDSInsecure, "xds-insecure", envOr("WEFT_XDS_INSECURE", "") == "true", "send proxies their certificate and key without proof of identity although --xds-addr is not loopback (env WEFT_XDS_INSECURE=true)")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", envOr("WEFT_TRUST_DOMAIN", ca.DefaultTrustDomain), "SPIFFE trust domain of the proxies' certificates (env WEFT_TRUST_DOMAIN)")
+	lifetime := fs.String("cert-lifetime", envOr("WEFT_CERT_LIFETIME", ca.DefaultLeafLifetime.String()), "lifetime of the proxies' certificates, renewed at two thirds of it (env WEFT_CERT_LIFETIME)")
+	fs.StringVar(&cfg.CACertFile, "ca-cert", envOr("WEFT_CA_CERT", ""), "PEM certificate (then its chain) of an existing CA to sign with, imported at first start; default: weft creates one (env WEFT_CA_CERT)")
+	fs.StringVar(&cfg.CAKeyFile, "ca-key", envOr("WEFT_CA_KEY", ""), "PEM private key of --ca-cert (env WEFT_CA_KEY)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -36,6 +44,12 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	var err error
+	if cfg.CertLifetime, err = time.ParseDuration(*lifetime); err != nil || cfg.CertLifetime < ca.MinLeafLifetime {
+		return fmt.Errorf("--cert-lifetime %q: want a duration of at least %v, e.g. 24h", *lifetime, ca.MinLeafLifetime)
+	}
+	if u, err := url.Parse("spiffe://" + cfg.TrustDomain); err != nil || u.Host != cfg.TrustDomain || cfg.TrustDomain == "" || strings.ToLower(cfg.TrustDomain) != cfg.TrustDomain {
+		return fmt.Errorf("--trust-domain %q: want a lower-case DNS-like name, e.g. weft.local", cfg.TrustDomain)
+	}
 	if cfg.Limits, err = appmesh.ParseLimits(*limits, appmesh.DefaultLimits()); err != nil {
 		return fmt.Errorf("--appmesh-limits: %w", err)
 	}

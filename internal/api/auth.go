@@ -132,6 +132,9 @@ func WeftAction(extra map[string]string, resource func(r *http.Request, body []b
 		if a, ok := table[r.Method+" "+r.URL.Path]; ok {
 			return a, res
 		}
+		if a := caAction(r.Method, r.URL.Path); a != "" {
+			return a, res
+		}
 		verb := map[string]string{"GET": "Get", "HEAD": "Get", "POST": "Create", "PUT": "Update", "PATCH": "Update", "DELETE": "Delete"}[r.Method]
 		if verb == "" {
 			verb = "Call"
@@ -145,6 +148,28 @@ func WeftAction(extra map[string]string, resource func(r *http.Request, body []b
 		}
 		return b.String(), res
 	}
+}
+
+// caAction names the CA's endpoints (internal/ca), whose paths carry a
+// root's fingerprint: GET /v1/ca is weft:GetCA, and the three rotation
+// steps weft:AddCARoot, weft:ActivateCARoot and weft:RemoveCARoot.
+func caAction(method, path string) string {
+	rest, ok := strings.CutPrefix(path, "/v1/ca")
+	if !ok {
+		return ""
+	}
+	seg := strings.Split(strings.Trim(rest, "/"), "/")
+	switch {
+	case method == "GET" && rest == "":
+		return "weft:GetCA"
+	case method == "POST" && rest == "/roots":
+		return "weft:AddCARoot"
+	case method == "POST" && len(seg) == 3 && seg[0] == "roots" && seg[2] == "activate":
+		return "weft:ActivateCARoot"
+	case method == "DELETE" && len(seg) == 2 && seg[0] == "roots":
+		return "weft:RemoveCARoot"
+	}
+	return ""
 }
 
 // WriteJSONError writes an error as awsJson1.1 services (Cloud Map) do:

@@ -86,7 +86,7 @@ func newAuthEnv(t *testing.T, file string) *authEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(newHandler(st, cfg, log, prometheus.NewRegistry(), nil, sec))
+	ts := httptest.NewServer(newHandler(st, cfg, log, prometheus.NewRegistry(), nil, sec, nil))
 	t.Cleanup(ts.Close)
 	return &authEnv{url: ts.URL, st: st, sec: sec, cfg: cfg}
 }

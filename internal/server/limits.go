@@ -138,6 +138,8 @@ func (l *capListener) Accept() (net.Conn, error) {
 	}
 }
 
+// isLoopback reports whether an address (a peer's, a listener's) is a
+// loopback one.
 func isLoopback(a net.Addr) bool {
 	tcp, ok := a.(*net.TCPAddr)
 	return ok && tcp.IP.IsLoopback()

@@ -35,7 +35,7 @@ func startAPI(t *testing.T, ln net.Listener, lim APILimits) *prometheus.Registry
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newAPIServer(newHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil, sec), lim)
+	srv := newAPIServer(newHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil, sec, nil), lim)
 	done := make(chan struct{})
 	go func() { // ends with srv.Close in the cleanup
 		defer close(done)

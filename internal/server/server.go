@@ -24,6 +24,7 @@ import (
 	"github.com/weftmesh/weft/internal/api/meshapi"
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/appmesh/ops"
+	"github.com/weftmesh/weft/internal/ca"
 	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/dns"
 	"github.com/weftmesh/weft/internal/store"
@@ -69,10 +70,20 @@ type Config struct {
 	Insecure bool
 	// XDSClientCAs, when set, returns weft's CA pool: xDS over TLS then
 	// verifies client certificates against it, and one whose SPIFFE URI
-	// names the node proves the stream's identity.
+	// names the node proves the stream's identity. Run sets it to the
+	// mesh CA's pool.
 	XDSClientCAs func() *x509.CertPool
-	// TrustDomain is the SPIFFE trust domain of those certificates.
-	TrustDomain string
+	// XDSInsecure sends leaf certificates to xDS streams that proved no
+	// identity although the xDS listener is not on loopback.
+	XDSInsecure bool
+
+	// The mesh's CA (internal/ca): created in the store at first start,
+	// or imported from CACertFile and CAKeyFile (PEM). TrustDomain
+	// (ca.DefaultTrustDomain when empty) and CertLifetime
+	// (ca.DefaultLeafLifetime when 0) shape the proxies' certificates.
+	CACertFile, CAKeyFile string
+	TrustDomain           string
+	CertLifetime          time.Duration
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -84,11 +95,27 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, "weft.db"), bolt.Options{})
+	dbPath := filepath.Join(cfg.DataDir, "weft.db")
+	st, err := bolt.Open(dbPath, bolt.Options{})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	// The store holds the CA's private keys: owner only.
+	if fi, err := os.Stat(dbPath); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("store file was readable by others; making it owner-only, as it holds the CA's keys", "path", dbPath, "mode", fi.Mode().Perm().String())
+		if err := os.Chmod(dbPath, 0o600); err != nil {
+			return fmt.Errorf("restrict store file: %w", err)
+		}
+	}
+	authority, err := openCA(ctx, st, cfg, log.With("component", "ca"))
+	if err != nil {
+		return err
+	}
+	cfg.XDSClientCAs = authority.TrustPool
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = ca.DefaultTrustDomain
+	}
 	sec, err := newSecurity(ctx, st, cfg, log)
 	if err != nil {
 		return err
@@ -123,7 +150,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer xds.stop() // before the store closes
-	srv := newAPIServer(newHandler(st, cfg, log, reg, xds.proxies(), sec), cfg.API)
+	srv := newAPIServer(newHandler(st, cfg, log, reg, xds.proxies(), sec, authority), cfg.API)
 	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
 	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
 
@@ -155,9 +182,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // newHandler builds the API listener's handler on a store. /metrics serves
 // reg; /v1/proxies lists the proxies of xds, when one runs; /v1/tokens
-// issues join tokens. With a credentials file (sec), every request but
-// /healthz and /metrics is verified and authorized.
-func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server, sec *security) http.Handler {
+// issues join tokens; /v1/ca shows the CA's roots and takes its rotation
+// steps, when authority is not nil. With a credentials file (sec), every
+// request but /healthz and /metrics is verified and authorized.
+func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server, sec *security, authority *ca.Authority) http.Handler {
 	other := http.NewServeMux()
 	other.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -167,6 +195,9 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 		other.Handle("GET /v1/proxies", xds.ProxiesHandler())
 	}
 	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
+	if authority != nil {
+		authority.Register(other)
+	}
 	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
@@ -179,4 +210,24 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 		Other:    other,
 		Guard:    sec.guard(cfg, meshH),
 	}
+}
+
+// openCA opens the mesh's CA in the store, importing cfg's CA files at
+// first start.
+func openCA(ctx context.Context, st store.Store, cfg Config, log *slog.Logger) (*ca.Authority, error) {
+	var c ca.Config
+	c.TrustDomain = cfg.TrustDomain
+	if cfg.CACertFile != "" || cfg.CAKeyFile != "" {
+		if cfg.CACertFile == "" || cfg.CAKeyFile == "" {
+			return nil, errors.New("ca: give both --ca-cert and --ca-key")
+		}
+		var err error
+		if c.ImportCert, err = os.ReadFile(cfg.CACertFile); err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		if c.ImportKey, err = os.ReadFile(cfg.CAKeyFile); err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+	}
+	return ca.Open(ctx, st, c, log)
 }

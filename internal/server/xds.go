@@ -53,6 +53,14 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 	if sec != nil {
 		authorize = sec.xds.Authorize
 	}
+	// Certificates and keys go only to streams that proved their
+	// identity, unless nothing but this host can reach the listener, or
+	// the operator said so.
+	insecure := isLoopback(ln.Addr())
+	if !insecure && cfg.XDSInsecure {
+		insecure = true
+		log.Warn("--xds-insecure: any client that reaches the xDS listener is sent the certificate and key of the virtual node or gateway it names", "addr", ln.Addr().String())
+	}
 	srv := xdsserver.New(xdsserver.Options{
 		Authorize:     authorize,
 		Store:         st,
@@ -65,6 +73,10 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 		Registry:      reg,
 		GRPCOptions:   opts,
 		Limits:        cfg.XDS,
+
+		TrustDomain:     cfg.TrustDomain,
+		CertLifetime:    cfg.CertLifetime,
+		InsecureSecrets: insecure,
 	})
 	ctx, cancel := context.WithCancel(ctx)
 	x := &xdsRun{srv: srv, errc: make(chan error, 1), done: make(chan struct{}), cancel: cancel}

@@ -45,10 +45,24 @@ type Config struct {
 	// CAFile, when set, makes Envoy reach the xDS server over TLS and
 	// trust the certificates this PEM file holds.
 	CAFile string
+	// SDSSocket, when set, is the Unix socket of a local SDS agent
+	// (SPIRE's, APPMESH_SDS_SOCKET_PATH): App Mesh's sds.secretName
+	// secrets are asked of it on the static cluster
+	// static_cluster_sds_unix_socket, and the node says so in its
+	// metadata. Without it, weft serves them over ADS.
+	SDSSocket string
 }
 
-// xdsCluster is the static cluster of the xDS server.
-const xdsCluster = "weft_xds"
+// xdsCluster is the static cluster of the xDS server; sdsCluster that of
+// the local SDS agent, named as App Mesh's bootstrap named it (the
+// translator's secrets name it).
+const (
+	xdsCluster = "weft_xds"
+	sdsCluster = "static_cluster_sds_unix_socket"
+	// sdsSocketKey is the node metadata the xDS server reads
+	// (server.SDSSocketMetadataKey).
+	sdsSocketKey = "weft.sds_socket"
+)
 
 // Build returns the bootstrap.
 func Build(c Config) (*bootstrapv3.Bootstrap, error) {
@@ -89,8 +103,20 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
+	node := &core.Node{Id: c.ResourceARN, Cluster: c.ResourceARN}
+	clusters := []*clusterv3.Cluster{xds}
+	if c.SDSSocket != "" {
+		if node.Metadata, err = structpb.NewStruct(map[string]any{sdsSocketKey: true}); err != nil {
+			return nil, err
+		}
+		sds, err := sdsClusterOf(c.SDSSocket)
+		if err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, sds)
+	}
 	return &bootstrapv3.Bootstrap{
-		Node: &core.Node{Id: c.ResourceARN, Cluster: c.ResourceARN},
+		Node: node,
 		Admin: &bootstrapv3.Admin{
 			Address:   socket("0.0.0.0", c.AdminPort),
 			AccessLog: []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: adminLog}}},
@@ -106,7 +132,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 			LdsConfig: ads,
 			CdsConfig: proto.Clone(ads).(*core.ConfigSource),
 		},
-		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xds}},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: clusters},
 		ClusterManager: &bootstrapv3.ClusterManager{
 			OutlierDetection: &bootstrapv3.ClusterManager_OutlierDetection{EventLogPath: "/dev/stdout"},
 		},
@@ -168,6 +194,32 @@ func xdsClusterOf(host string, port uint32, caFile string) (*clusterv3.Cluster, 
 		cl.TransportSocket = &core.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: tls}}
 	}
 	return cl, nil
+}
+
+// sdsClusterOf is the cluster of the local SDS agent: gRPC (HTTP/2) on a
+// Unix socket.
+func sdsClusterOf(path string) (*clusterv3.Cluster, error) {
+	h2, err := anypb.New(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{}},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &clusterv3.Cluster{
+		Name:                          sdsCluster,
+		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:                durationpb.New(time.Second),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: sdsCluster,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &core.Address{
+					Address: &core.Address_Pipe{Pipe: &core.Pipe{Path: path}}}}},
+			}}}},
+		},
+	}, nil
 }
 
 func socket(host string, port uint32) *core.Address {

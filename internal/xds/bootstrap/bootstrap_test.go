@@ -27,6 +27,7 @@ func TestBootstrap(t *testing.T) {
 	}{
 		{"arn-ip", Config{ResourceARN: "arn:aws:appmesh:us-east-1:111122223333:mesh/color-mesh/virtualNode/red", XDS: "127.0.0.1:15010", AdminPort: 9901}, clusterv3.Cluster_STATIC},
 		{"short-dns-tls", Config{ResourceARN: "mesh/color-mesh/virtualGateway/color-gateway", XDS: "weft.internal:443", AdminPort: 9901, CAFile: "/etc/pki/tls/cert.pem"}, clusterv3.Cluster_LOGICAL_DNS},
+		{"sds-socket", Config{ResourceARN: "mesh/color-mesh/virtualNode/red", XDS: "127.0.0.1:15010", AdminPort: 9901, SDSSocket: "/run/spire/sockets/agent.sock"}, clusterv3.Cluster_STATIC},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,6 +49,15 @@ func TestBootstrap(t *testing.T) {
 			}
 			if (tt.cfg.CAFile != "") != (b.GetStaticResources().GetClusters()[0].GetTransportSocket() != nil) {
 				t.Fatal("TLS to the xDS server does not follow CAFile")
+			}
+			// With an SDS agent: its cluster on the socket, and the node
+			// says so; without, neither (secrets come over ADS).
+			cls := b.GetStaticResources().GetClusters()
+			hasAgent := len(cls) == 2 && cls[1].GetName() == "static_cluster_sds_unix_socket" &&
+				cls[1].GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe().GetPath() == tt.cfg.SDSSocket
+			flag := b.GetNode().GetMetadata().GetFields()["weft.sds_socket"].GetBoolValue()
+			if want := tt.cfg.SDSSocket != ""; hasAgent != want || flag != want || (!want && len(cls) != 1) {
+				t.Fatalf("SDS socket %q: agent cluster %t, node metadata %t, %d clusters", tt.cfg.SDSSocket, hasAgent, flag, len(cls))
 			}
 			out, err := JSON(b)
 			if err != nil {

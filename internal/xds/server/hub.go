@@ -48,9 +48,10 @@ type hub struct {
 	defaultOwner string
 	// maxPerIdentity caps the streams of one identity (see join).
 	maxPerIdentity int
-	// authorize is Options.Authorize; nil lets every stream in unproven.
-	// Called without mu held.
-	authorize func(ctx context.Context, id translate.Identity) (bool, error)
+	// authorize and insecureSecrets are Options.Authorize and
+	// InsecureSecrets.
+	authorize       func(ctx context.Context, id translate.Identity) (bool, error)
+	insecureSecrets bool
 
 	mu      sync.Mutex // protects everything below and every *stream
 	streams map[int64]*stream
@@ -90,6 +91,9 @@ type stream struct {
 	attached    bool
 	// proven: the stream proved its identity (Options.Authorize).
 	proven bool
+	// secretsOK: the stream may be sent secrets holding a key (proven,
+	// or Options.InsecureSecrets).
+	secretsOK bool
 	// is is c.idents[ident] once attached: it lives as long as one of its
 	// streams does (dropIdentity keeps an identity that has streams).
 	is       *identState
@@ -285,6 +289,7 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	ident.Proxyless = proxyless(node)
+	ident.SDSSocket = sdsSocket(node)
 	log := s.log.With("node", clip(node.GetId()), "proxyless", ident.Proxyless)
 	var proven bool
 	if c.authorize != nil {
@@ -312,6 +317,7 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s.node, s.nodeID, s.ident, s.attached, s.log, s.proven = node, node.GetId(), ident, true, log, proven
+	s.secretsOK = proven || c.insecureSecrets
 	c.byNode[node] = s
 	is := c.ident(ident)
 	is.streams[s] = struct{}{}
@@ -413,15 +419,18 @@ func (c *hub) CreateWatch(req *discovery.DiscoveryRequest, sub cache.Subscriptio
 	}, nil
 }
 
-// setSnapshot hands a new snapshot of an identity to its streams. Called by
-// the push loop only.
-func (c *hub) setSnapshot(id translate.Identity, snap *snapshot) {
+// setSnapshot hands a new snapshot of an identity to its streams; unless
+// keepErr, it clears the identity's translation error. Called by the push
+// loop only.
+func (c *hub) setSnapshot(id translate.Identity, snap *snapshot, keepErr bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	is := c.ident(id)
 	old := is.snap
 	is.snap = snap
-	is.err = ""
+	if !keepErr {
+		is.err = ""
+	}
 	for t := range numTypes {
 		nt := &snap.types[t]
 		if old != nil && old.types[t].version == nt.version || nt.changedAt.IsZero() {
@@ -510,7 +519,7 @@ func (c *hub) flush(s *stream) {
 			}
 			continue
 		}
-		if st.known == ts.version && (st.w.current == ts.version || !newNames(st.w.sub, ts)) {
+		if st.known == ts.version && (st.w.current == ts.version || !newNames(st.w.sub, ts, hidesKeys(s, t))) {
 			st.w.current = ts.version
 			continue
 		}
@@ -519,20 +528,26 @@ func (c *hub) flush(s *stream) {
 	}
 }
 
+// hidesKeys reports whether type t of the stream leaves out the secrets
+// holding a key: the stream proved nothing (Options.Authorize) and is not
+// served insecurely.
+func hidesKeys(s *stream, t int) bool { return t == typeSecret && !s.secretsOK }
+
 // newNames reports whether the client subscribes to a resource it has not
-// been sent on this stream.
-func newNames(sub cache.Subscription, ts *typeSnapshot) bool {
+// been sent on this stream; entries holding a key do not count when
+// hideKeys.
+func newNames(sub cache.Subscription, ts *typeSnapshot, hideKeys bool) bool {
 	returned := sub.ReturnedResources()
 	if sub.IsWildcard() {
 		for _, e := range ts.entries {
-			if _, ok := returned[e.name]; !ok {
+			if _, ok := returned[e.name]; !ok && !(hideKeys && e.key) {
 				return true
 			}
 		}
 		return false
 	}
 	for name := range sub.SubscribedResources() {
-		if _, ok := ts.byName[name]; !ok {
+		if e, ok := ts.byName[name]; !ok || (hideKeys && e.key) {
 			continue
 		}
 		if _, ok := returned[name]; !ok {
@@ -548,9 +563,21 @@ func (c *hub) respond(s *stream, t int, ts *typeSnapshot) {
 	w := st.w
 	var anys []*anypb.Any
 	var returned map[string]string
-	if w.sub.IsWildcard() || subscribesAll(w.sub, ts) {
+	hide := hidesKeys(s, t)
+	switch {
+	case hide:
+		// Without the secrets holding a key: what the stream may have of
+		// what it asked for.
+		returned = make(map[string]string)
+		for _, e := range ts.entries {
+			if _, ok := w.sub.SubscribedResources()[e.name]; (ok || w.sub.IsWildcard()) && !e.key {
+				anys = append(anys, e.any)
+				returned[e.name] = ts.version
+			}
+		}
+	case w.sub.IsWildcard() || subscribesAll(w.sub, ts):
 		anys, returned = ts.full.get(ts)
-	} else {
+	default:
 		// Only what was asked for, in name order: a gRPC client asks for
 		// the listeners, routes and clusters it uses; asking for a
 		// resource that does not exist gets a response without it, which

@@ -85,3 +85,16 @@ func proxyless(n *core.Node) bool {
 	}
 	return strings.HasPrefix(strings.ToLower(n.GetUserAgentName()), "grpc")
 }
+
+// SDSSocketMetadataKey is the node metadata key that, set to true, says
+// the proxy has a local SDS agent (weft envoy bootstrap --sds-socket,
+// weft proxy --sds-socket): App Mesh's sds.secretName secrets are then
+// asked of it rather than of weft server (translate.Identity.SDSSocket).
+const SDSSocketMetadataKey = "weft.sds_socket"
+
+// sdsSocket reads SDSSocketMetadataKey: true or "true" (a bootstrap file
+// may hold either), anything else or nothing is false.
+func sdsSocket(n *core.Node) bool {
+	v := n.GetMetadata().GetFields()[SDSSocketMetadataKey]
+	return v.GetBoolValue() || v.GetStringValue() == "true"
+}

@@ -80,3 +80,24 @@ func TestProxyless(t *testing.T) {
 		})
 	}
 }
+
+func TestSDSSocket(t *testing.T) {
+	meta := func(v *structpb.Value) *structpb.Struct {
+		return &structpb.Struct{Fields: map[string]*structpb.Value{SDSSocketMetadataKey: v}}
+	}
+	for _, tt := range []struct {
+		name string
+		node *core.Node
+		want bool
+	}{
+		{"none", &core.Node{UserAgentName: "envoy"}, false},
+		{"true", &core.Node{Metadata: meta(structpb.NewBoolValue(true))}, true},
+		{"string", &core.Node{Metadata: meta(structpb.NewStringValue("true"))}, true},
+		{"false", &core.Node{Metadata: meta(structpb.NewBoolValue(false))}, false},
+		{"other string", &core.Node{Metadata: meta(structpb.NewStringValue("yes"))}, false},
+	} {
+		if got := sdsSocket(tt.node); got != tt.want {
+			t.Errorf("%s: sdsSocket = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

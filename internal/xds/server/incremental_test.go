@@ -3,17 +3,23 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/ca"
 	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -56,6 +62,10 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	putNamespace(t, st)
 	putMesh(t, st, "m")
 	log := slog.New(slog.DiscardHandler)
+	// A CA, so that nodes with TLS (randomWriteKind) are served secrets.
+	if _, err := ca.Open(ctx, st, ca.Config{}, log); err != nil {
+		t.Fatal(err)
+	}
 	newTestLoop := func() *loop {
 		return newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: tr, Log: log}, newHub(log, newMetrics(nil), owner), newMetrics(nil))
 	}
@@ -115,7 +125,15 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 			for typ := range numTypes {
 				seen[typ] = max(seen[typ], len(fp.snap.types[typ].entries))
 			}
+			// Leaves are new keys wherever they are issued: the secrets
+			// must name the same certificates, for the same names.
+			if err := sameSecrets(p.snap.types[typeSecret].entries, fp.snap.types[typeSecret].entries); err != nil {
+				t.Fatalf("write %d: sds of %s: %v", i, id.Name, err)
+			}
 			for typ := range numTypes {
+				if typ == typeSecret {
+					continue
+				}
 				if got, want := p.snap.types[typ].version, fp.snap.types[typ].version; got != want {
 					t.Fatalf("write %d: %s of %s: incremental version %s, from scratch %s", i, typeName(typ), id.Name, got, want)
 				}
@@ -129,7 +147,7 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	}
 	// The writes must have built something worth comparing.
 	for typ, n := range seen {
-		if n == 0 {
+		if n == 0 && (typ != typeSecret || !strings.HasPrefix(t.Name(), "TestIncrementalEqualsFull/fake")) {
 			t.Fatalf("no proxy ever had a resource of type %s", typeName(typ))
 		}
 	}
@@ -167,9 +185,9 @@ func randomWriteTwoBackendSets(rnd *rand.Rand, t *testing.T, st store.Store) {
 	}
 	node := fmt.Sprintf("n%d", rnd.IntN(5))
 	if rnd.IntN(2) == 0 {
-		putNode(t, st, "m", node, "s0", "s1")
+		putNodeMaybeTLS(rnd, t, st, node, "s0", "s1")
 	} else {
-		putNode(t, st, "m", node, "s2")
+		putNodeMaybeTLS(rnd, t, st, node, "s2")
 	}
 }
 
@@ -189,7 +207,7 @@ func randomWriteKind(rnd *rand.Rand, t *testing.T, st store.Store, kind int) {
 				backends = append(backends, fmt.Sprintf("s%d", j))
 			}
 		}
-		putNode(t, st, "m", node, backends...)
+		putNodeMaybeTLS(rnd, t, st, node, backends...)
 	case 2:
 		del(t, st, ref("m", appmesh.KindVirtualService, "", svc).Key())
 	case 3:
@@ -222,6 +240,66 @@ func randomWriteKind(rnd *rand.Rand, t *testing.T, st store.Store, kind int) {
 		putRaw(t, st, ref("m", appmesh.KindVirtualService, "", svc), fmt.Sprintf(
 			`{"meshName":"m","virtualServiceName":%q,"spec":{"provider":{"virtualRouter":{"virtualRouterName":%q}}}}`, svc, router))
 	}
+}
+
+// putNodeMaybeTLS writes a node, half of the time with a STRICT mutual
+// TLS listener whose certificate and trust are secrets weft serves.
+func putNodeMaybeTLS(rnd *rand.Rand, t *testing.T, st store.Store, node string, backends ...string) {
+	vn := nodeData("m", node, backends...)
+	if rnd.IntN(2) == 0 {
+		vn.Spec.Listeners[0].Tls = &appmesh.ListenerTls{Mode: appmesh.ListenerTlsModeStrict,
+			Certificate: &appmesh.ListenerTlsCertificate{Sds: &appmesh.ListenerTlsSdsCertificate{SecretName: ptr("cert")}},
+			Validation: &appmesh.ListenerTlsValidationContext{Trust: &appmesh.ListenerTlsValidationContextTrust{
+				Sds: &appmesh.TlsValidationContextSdsTrust{SecretName: ptr("trust")}}}}
+	}
+	put(t, st, ref("m", appmesh.KindVirtualNode, "", node).Key(), vn)
+}
+
+// sameSecrets checks that two snapshots serve the same secrets: the
+// same bundles, and leaves for the same SANs from the same signer.
+func sameSecrets(got, want []*entry) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("%d secrets, from scratch %d", len(got), len(want))
+	}
+	for i := range got {
+		var g, w tlsv3.Secret
+		if err := got[i].any.UnmarshalTo(&g); err != nil {
+			return err
+		}
+		if err := want[i].any.UnmarshalTo(&w); err != nil {
+			return err
+		}
+		if g.GetName() != w.GetName() || got[i].key != want[i].key {
+			return fmt.Errorf("secret %q (key %t), from scratch %q (key %t)", g.GetName(), got[i].key, w.GetName(), want[i].key)
+		}
+		if !got[i].key {
+			if !proto.Equal(&g, &w) {
+				return fmt.Errorf("bundle %q differs", g.GetName())
+			}
+			continue
+		}
+		gc, err := leafOf(&g)
+		if err != nil {
+			return err
+		}
+		wc, err := leafOf(&w)
+		if err != nil {
+			return err
+		}
+		if gc.URIs[0].String() != wc.URIs[0].String() || !slices.Equal(gc.DNSNames, wc.DNSNames) || !bytes.Equal(gc.RawIssuer, wc.RawIssuer) {
+			return fmt.Errorf("leaf %q for %v %v, from scratch %v %v", g.GetName(), gc.URIs, gc.DNSNames, wc.URIs, wc.DNSNames)
+		}
+	}
+	return nil
+}
+
+// leafOf parses the certificate of a leaf secret.
+func leafOf(s *tlsv3.Secret) (*x509.Certificate, error) {
+	b, _ := pem.Decode(s.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
+	if b == nil {
+		return nil, fmt.Errorf("secret %q holds no certificate", s.GetName())
+	}
+	return x509.ParseCertificate(b.Bytes)
 }
 
 // sameBytes checks that two snapshots' entries of one type serve the same

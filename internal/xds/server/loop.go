@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/ca"
 	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -57,6 +58,16 @@ type loop struct {
 	deps    map[appmesh.Ref]map[translate.Identity]struct{}
 	epDeps  map[nodeRef]map[translate.Identity]struct{}
 	entries map[[sha256.Size]byte]*entry // interned resources by content
+
+	// The CA the store holds (nil: none), the leaves issued from it, and
+	// the renewal timer (secrets.go).
+	ca           *ca.State
+	leaves       map[leafKey]*leafState
+	clock        Clock
+	trustDomain  string
+	certLifetime time.Duration
+	renewC       <-chan time.Time // nil: no leaf to renew
+	renewAt      time.Time        // what renewC is armed for
 }
 
 type attachReq struct {
@@ -75,10 +86,30 @@ type proxy struct {
 	// translation snap was made from.
 	grpc    bool
 	sources []translate.EndpointSource
+	// secrets and leafDNS are translate.Resources.Secrets and
+	// LeafDNSNames of that translation.
+	secrets []translate.SecretRef
+	leafDNS []string
 }
 
 func newLoop(opts *Options, c *hub, m *metrics) *loop {
+	clock := opts.Clock
+	if clock == nil {
+		clock = systemClock{}
+	}
+	td := opts.TrustDomain
+	if td == "" {
+		td = ca.DefaultTrustDomain
+	}
+	lifetime := opts.CertLifetime
+	if lifetime == 0 {
+		lifetime = ca.DefaultLeafLifetime
+	}
 	return &loop{
+		leaves:        map[leafKey]*leafState{},
+		clock:         clock,
+		trustDomain:   td,
+		certLifetime:  lifetime,
 		st:            opts.Store,
 		loadDiscovery: opts.LoadDiscovery,
 		translate:     opts.Translate,
@@ -211,6 +242,8 @@ func (l *loop) follow(ctx context.Context, ch <-chan store.Change) {
 			l.attachBatch(batch)
 		case id := <-l.detachCh:
 			l.detach(id)
+		case <-l.renewC:
+			l.renew()
 		}
 	}
 }
@@ -221,7 +254,12 @@ func (l *loop) follow(ctx context.Context, ch <-chan store.Change) {
 func (l *loop) resync(ctx context.Context) (store.Revision, error) {
 	meshes := map[meshKey]*meshState{}
 	var disc Discovery
+	var authority *ca.State
 	rev, err := l.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		if authority, err = loadCA(tx); err != nil {
+			l.log.Error("ignoring undecodable CA state", "error", err)
+		}
 		kvs, err := tx.List(appmesh.KeyPrefix, "", 0)
 		if err != nil {
 			return err
@@ -253,7 +291,7 @@ func (l *loop) resync(ctx context.Context) (store.Revision, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read store: %w", err)
 	}
-	l.meshes, l.disc = meshes, disc
+	l.meshes, l.disc, l.ca = meshes, disc, authority
 	l.byCMSvc = map[CloudMapService]map[nodeRef]struct{}{}
 	for k, ms := range meshes {
 		for name, vn := range ms.view.VirtualNodes {
@@ -276,10 +314,13 @@ func (l *loop) resync(ctx context.Context) (store.Revision, error) {
 func (l *loop) apply(batch []store.Change, at time.Time) {
 	affected := map[translate.Identity]struct{}{}
 	dirtyEps := map[nodeRef]struct{}{}
+	caChanged := false
 	for _, c := range batch {
 		var cm []store.Event
 		for _, ev := range c.Events {
 			switch {
+			case strings.HasPrefix(ev.KV.Key, ca.KeyPrefix):
+				caChanged = l.applyCA(ev) || caChanged
 			case strings.HasPrefix(ev.KV.Key, appmesh.KeyPrefix):
 				l.applyAppMesh(ev, affected, dirtyEps)
 			case strings.HasPrefix(ev.KV.Key, cloudmap.KeyPrefix):
@@ -324,6 +365,17 @@ func (l *loop) apply(batch []store.Change, at time.Time) {
 	}
 	for id := range epOnly {
 		tasks = append(tasks, task{id: id, eps: changed})
+	}
+	if caChanged {
+		// Every task rebuilds its secrets; the other identities that
+		// serve secrets rebuild them alone.
+		for _, id := range l.secretUsers() {
+			_, a := affected[id]
+			_, e := epOnly[id]
+			if !a && !e {
+				tasks = append(tasks, task{id: id, secretsOnly: true})
+			}
+		}
 	}
 	l.recompute(tasks, at)
 }
@@ -480,6 +532,7 @@ func (l *loop) detach(id translate.Identity) {
 		return
 	}
 	l.setDeps(id, p, nil, nil)
+	l.useLeaf(id, false)
 	if p.snap != nil {
 		l.release(p.snap, nil)
 	}
@@ -497,8 +550,15 @@ type result struct {
 	eps      []nodeRef
 	sources  []translate.EndpointSource
 	// endpointsOnly: computeEndpoints rebuilt assignments, nothing was
-	// translated.
+	// translated; secretsOnly: only the secrets are rebuilt.
 	endpointsOnly bool
+	secretsOnly   bool
+	// secrets and leafDNS are what the secrets are built from; cert and
+	// certErr what they hold (snapshot.cert, certErr).
+	secrets []translate.SecretRef
+	leafDNS []string
+	cert    *CertificateStatus
+	certErr string
 }
 
 // task is one identity to recompute.
@@ -509,6 +569,9 @@ type task struct {
 	// only the assignments built from them are rebuilt. Shared by the
 	// tasks of a batch; only read.
 	eps map[nodeRef]struct{}
+	// secretsOnly: nothing id reads changed, only its secrets are rebuilt
+	// (a leaf renewal, a CA change).
+	secretsOnly bool
 }
 
 // whole is a task per identity, each translated whole.
@@ -525,6 +588,7 @@ type item struct {
 	name  string
 	sum   [sha256.Size]byte
 	value []byte // nil when an entry with sum already exists
+	key   bool   // entry.key
 	// facts is what translate.CheckResource found, nil until checked;
 	// msg is the resource to check meanwhile.
 	facts *translate.Facts
@@ -563,7 +627,9 @@ func (l *loop) recompute(tasks []task, at time.Time) {
 	// interned and need no bytes of their own.
 	bufs := make([][]byte, workers(len(tasks)))
 	parallel(len(tasks), func(w, i int) {
-		if tasks[i].eps != nil {
+		if tasks[i].secretsOnly {
+			results[i] = l.sameResources(tasks[i].id)
+		} else if tasks[i].eps != nil {
 			results[i] = l.computeEndpoints(tasks[i].id, tasks[i].eps, built, sh, &bufs[w])
 		} else {
 			results[i] = l.compute(tasks[i].id, sh, &bufs[w])
@@ -571,6 +637,13 @@ func (l *loop) recompute(tasks []task, at time.Time) {
 	})
 	l.metrics.sharedEgress.Add(float64(sh.memo.Shared()))
 	l.check(results)
+	now := l.clock.Now()
+	l.preissue(tasks, results, now)
+	for i := range results {
+		if r := &results[i]; r.err == nil && r.closeErr == nil {
+			l.buildSecrets(tasks[i].id, r, now)
+		}
+	}
 	// References are dropped only once every result is installed: a
 	// result carries no bytes for a resource that was interned when it
 	// was computed, so no entry may disappear before the whole batch
@@ -583,6 +656,7 @@ func (l *loop) recompute(tasks []task, at time.Time) {
 		l.release(d.s, d.next)
 	}
 	l.metrics.interned.Set(float64(len(l.entries)))
+	l.armRenewal()
 }
 
 // workers is how many goroutines parallel runs for n calls.
@@ -657,6 +731,7 @@ func (l *loop) compute(id translate.Identity, sh *shared, buf *[]byte) (r result
 	}
 	r.grpc = translate.ForGRPC(res)
 	r.sources = res.EndpointSources
+	r.secrets, r.leafDNS = res.Secrets, res.LeafDNSNames
 	lists := [numTypes][]proto.Message{
 		typeCluster:  make([]proto.Message, 0, len(res.Clusters)),
 		typeEndpoint: make([]proto.Message, 0, len(res.Endpoints)),
@@ -739,9 +814,12 @@ func (l *loop) computeEndpoints(id translate.Identity, changed map[nodeRef]struc
 			return l.compute(id, sh, buf)
 		}
 	}
-	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, endpointsOnly: true}
+	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, secrets: p.secrets, leafDNS: p.leafDNS, endpointsOnly: true}
 	g := index(p.grpc)
 	for t := range numTypes {
+		if t == typeSecret {
+			continue // rebuilt by buildSecrets
+		}
 		old := p.snap.types[t].entries
 		r.items[t] = make([]item, len(old))
 		for i, e := range old {
@@ -829,10 +907,13 @@ func (l *loop) check(results []result) {
 	var list []*checkJob
 	for i := range results {
 		r := &results[i]
-		if r.err != nil || r.closeErr != nil {
+		if r.err != nil || r.closeErr != nil || r.secretsOnly {
 			continue
 		}
 		for t := range numTypes {
+			if t == typeSecret {
+				continue // built after the checks, from the CA
+			}
 			for j := range r.items[t] {
 				it := &r.items[t][j]
 				if it.facts != nil {
@@ -853,7 +934,7 @@ func (l *loop) check(results []result) {
 	l.metrics.checks.Add(float64(len(list)))
 	for i := range results {
 		r := &results[i]
-		if r.err != nil || r.closeErr != nil {
+		if r.err != nil || r.closeErr != nil || r.secretsOnly {
 			continue
 		}
 		var errs []error
@@ -862,6 +943,9 @@ func (l *loop) check(results []result) {
 			typeCluster: &s.Clusters, typeEndpoint: &s.Endpoints, typeListener: &s.Listeners, typeRoute: &s.Routes,
 		}
 		for t := range numTypes {
+			if lists[t] == nil {
+				continue // secrets: not checked
+			}
 			*lists[t] = make([]*translate.Facts, len(r.items[t]))
 			for j := range r.items[t] {
 				it := &r.items[t][j]
@@ -921,7 +1005,7 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time, drops []d
 			drops = append(drops, drop{p.snap, nil})
 		}
 		p.snap = &snapshot{closeErr: r.closeErr}
-		l.hub.setSnapshot(id, p.snap)
+		l.hub.setSnapshot(id, p.snap, false)
 		return drops
 	case r.err != nil:
 		l.metrics.translateErr.Inc()
@@ -932,14 +1016,21 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time, drops []d
 		l.hub.setError(id, r.err)
 		return drops
 	}
-	if r.endpointsOnly {
+	switch {
+	case r.endpointsOnly:
 		l.metrics.epUpdates.Inc()
-	} else {
+	case r.secretsOnly:
+	default:
 		l.metrics.translations.Inc()
 	}
-	p.err = ""
+	// Secrets alone do not fix a failed translation: its error stays.
+	keepErr := r.secretsOnly && p.err != ""
+	if !keepErr {
+		p.err = ""
+	}
 	p.grpc, p.sources = r.grpc, r.sources
-	snap := &snapshot{}
+	p.secrets, p.leafDNS = r.secrets, r.leafDNS
+	snap := &snapshot{cert: r.cert, certErr: r.certErr}
 	var prev *snapshot // the snapshot replaced, if it served resources
 	if p.snap != nil && p.snap.closeErr == nil {
 		prev = p.snap
@@ -969,7 +1060,7 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time, drops []d
 		for i, it := range r.items[t] {
 			e := l.entries[it.sum]
 			if e == nil {
-				e = &entry{name: it.name, sum: it.sum, any: &anypb.Any{TypeUrl: typeURL(t), Value: it.value}}
+				e = &entry{name: it.name, sum: it.sum, key: it.key, any: &anypb.Any{TypeUrl: typeURL(t), Value: it.value}}
 				l.entries[it.sum] = e
 			}
 			if e.facts[g] == nil {
@@ -982,7 +1073,7 @@ func (l *loop) install(id translate.Identity, r *result, at time.Time, drops []d
 	}
 	l.setDeps(id, p, r.deps, r.eps)
 	p.snap = snap
-	l.hub.setSnapshot(id, snap)
+	l.hub.setSnapshot(id, snap, keepErr)
 	if prev != nil {
 		drops = append(drops, drop{prev, snap})
 	}

@@ -18,6 +18,7 @@ type metrics struct {
 	checks       prometheus.Counter
 	recompute    prometheus.Histogram
 	interned     prometheus.Gauge
+	certIssued   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -77,10 +78,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "weft", Subsystem: "xds", Name: "interned_resources",
 			Help: "Distinct Envoy resources held; identical resources of different proxies are held once.",
 		}),
+		certIssued: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "certificates_issued_total",
+			Help: "Leaf certificates issued to proxies: first issue, renewal at two thirds of the lifetime, new signing root or new DNS names.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.writeToAck, m.pushes, m.acks, m.nacks, m.rejected, m.streams,
-			m.translations, m.sharedEgress, m.epUpdates, m.translateErr, m.checks, m.recompute, m.interned)
+			m.translations, m.sharedEgress, m.epUpdates, m.translateErr, m.checks, m.recompute, m.interned, m.certIssued)
 	}
 	return m
 }

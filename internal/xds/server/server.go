@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -74,13 +75,25 @@ type Options struct {
 	GRPCOptions []grpc.ServerOption
 	// Limits bound streams and requests; zero fields take the defaults.
 	Limits Limits
-	// Authorize, when set, is called once per ADS stream with the
-	// stream's context (gRPC metadata, peer and TLS state) when its node
-	// id has been parsed, before anything is served. A non-nil error (a
-	// gRPC status: Unauthenticated, PermissionDenied) closes the stream;
-	// proven says the stream proved it is id (SigV4, a join token or a
-	// client certificate), as opposed to being let in unproven.
+
+	// Secrets (secrets.go): the leaf certificates and trust bundle are
+	// issued from the CA the store holds (internal/ca; none: no secret
+	// is served, and /v1/proxies says so). TrustDomain is the SPIFFE
+	// trust domain of the leaves (ca.DefaultTrustDomain when empty),
+	// CertLifetime their validity (ca.DefaultLeafLifetime when 0),
+	// renewed at two thirds of it by Clock (the system clock when nil).
+	TrustDomain  string
+	CertLifetime time.Duration
+	Clock        Clock
+	// Authorize is called once per ADS stream, with the stream's context,
+	// once its node id is parsed and before anything is served. A non-nil
+	// error (a gRPC status) closes the stream; proven says the stream
+	// proved it is id. Nil: no stream is proven.
 	Authorize func(ctx context.Context, id translate.Identity) (proven bool, err error)
+	// InsecureSecrets sends leaf certificates and keys to streams that
+	// proved nothing (an xDS listener on loopback, or --xds-insecure).
+	// Otherwise only proven streams get them; trust bundles go to anyone.
+	InsecureSecrets bool
 }
 
 // Server is an xDS server. Create it with New, run it with Serve.
@@ -96,7 +109,7 @@ func New(opts Options) *Server {
 	m := newMetrics(opts.Registry)
 	c := newHub(opts.Log, m, opts.DefaultOwner)
 	c.maxPerIdentity = opts.Limits.MaxStreamsPerIdentity
-	c.authorize = opts.Authorize
+	c.authorize, c.insecureSecrets = opts.Authorize, opts.InsecureSecrets
 	l := newLoop(&opts, c, m)
 	c.attach, c.detach = l.requestAttach, l.requestDetach
 	return &Server{opts: opts, hub: c, loop: l}
@@ -152,10 +165,16 @@ type ProxyStatus struct {
 	Proxyless      bool         `json:"proxyless"`
 	Replicas       int          `json:"replicas"`
 	ConnectedSince time.Time    `json:"connectedSince"` // the oldest replica's
-	// Types holds the subscribed types: "cds", "eds", "lds", "rds".
+	// Types holds the subscribed types: "sds", "cds", "eds", "lds", "rds".
 	Types map[string]TypeStatus `json:"types"`
+	// Certificate is the leaf certificate served to the proxy's replicas
+	// (nil when none was sent); CertificateError says why a certificate
+	// or secret it references is not served, to every replica or some.
+	Certificate      *CertificateStatus `json:"certificate,omitempty"`
+	CertificateError string             `json:"certificateError,omitempty"`
 	// LastNack is the latest rejected push of any replica.
 	LastNack *NackStatus `json:"lastNack,omitempty"`
+	withheld int         // replicas not sent the certificate
 	// Error is the latest translation or validation failure; the proxy
 	// keeps its previous configuration meanwhile.
 	Error string `json:"error,omitempty"`
@@ -191,10 +210,20 @@ func (s *Server) Proxies() []ProxyStatus {
 			}
 			if is != nil {
 				ps.Error = is.err
+				if is.snap != nil {
+					ps.CertificateError = is.snap.certErr
+				}
 			}
 			byNode[st.nodeID] = ps
 		}
 		ps.Replicas++
+		if is != nil && is.snap != nil && is.snap.cert != nil {
+			if st.secretsOK {
+				ps.Certificate = is.snap.cert
+			} else {
+				ps.withheld++
+			}
+		}
 		if st.connectedAt.Before(ps.ConnectedSince) {
 			ps.ConnectedSince = st.connectedAt
 		}
@@ -230,6 +259,10 @@ func (s *Server) Proxies() []ProxyStatus {
 	}
 	out := make([]ProxyStatus, 0, len(byNode))
 	for _, ps := range byNode {
+		if ps.withheld > 0 {
+			msg := fmt.Sprintf("certificate withheld from %d of %d replicas: the stream did not prove its identity, and the xDS listener is neither on loopback nor started with --xds-insecure", ps.withheld, ps.Replicas)
+			ps.CertificateError = strings.TrimPrefix(ps.CertificateError+"; "+msg, "; ")
+		}
 		out = append(out, *ps)
 	}
 	slices.SortFunc(out, func(a, b ProxyStatus) int { return cmp.Compare(a.NodeID, b.NodeID) })

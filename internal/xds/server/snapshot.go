@@ -13,11 +13,14 @@ import (
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
-// The four resource types, in the order a stream receives them: clusters
-// before the endpoints that fill them, listeners before the routes they
-// name (the order the xDS protocol recommends for ADS).
+// The five resource types, in the order a stream receives them: secrets
+// before the clusters and listeners that use them (Envoy warms a cluster
+// or listener until its secrets arrive), clusters before the endpoints
+// that fill them, listeners before the routes they name (the order the
+// xDS protocol recommends for ADS).
 const (
-	typeCluster = iota
+	typeSecret = iota
+	typeCluster
 	typeEndpoint
 	typeListener
 	typeRoute
@@ -34,6 +37,8 @@ func typeIndex(url string) int {
 		return typeListener
 	case resource.RouteType:
 		return typeRoute
+	case resource.SecretType:
+		return typeSecret
 	}
 	return -1
 }
@@ -46,6 +51,8 @@ func typeURL(t int) string {
 		return resource.EndpointType
 	case typeListener:
 		return resource.ListenerType
+	case typeSecret:
+		return resource.SecretType
 	}
 	return resource.RouteType
 }
@@ -61,6 +68,8 @@ func typeName(t int) string {
 		return "lds"
 	case typeRoute:
 		return "rds"
+	case typeSecret:
+		return "sds"
 	}
 	return "unknown"
 }
@@ -73,6 +82,9 @@ type entry struct {
 	name string
 	any  *anypb.Any // shared by every response that carries it; never modified
 	sum  [sha256.Size]byte
+	// key: a Secret holding a private key (a leaf certificate), sent
+	// only to streams that may have it (Options.Authorize).
+	key  bool
 	refs int
 	// facts is what translate.CheckResource found in the resource, for
 	// Envoy ([0]) and for proxyless gRPC ([1]); nil until checked as such.
@@ -105,6 +117,10 @@ type snapshot struct {
 	// closeErr, when set, is a gRPC status error: the identity's mesh or
 	// resource is gone and every stream of it is closed with this error.
 	closeErr error
+	// cert is the leaf certificate the identity's secrets hold, nil when
+	// none; certErr says why a referenced secret is not served.
+	cert    *CertificateStatus
+	certErr string
 }
 
 // versionOfItems hashes a type's resources (sorted by name) and an

@@ -28,8 +28,10 @@ type build struct {
 	endpoints map[string]*endpointv3.ClusterLoadAssignment
 	sources   map[string]EndpointSource // by cluster, for the endpoints built from Cloud Map
 
-	deps map[appmesh.Ref]struct{}
-	eps  map[string]struct{}
+	deps    map[appmesh.Ref]struct{}
+	eps     map[string]struct{}
+	secrets map[string]SecretRole // ADS secrets referenced, by name
+	leafDNS []string              // Resources.LeafDNSNames
 
 	err error // first error met; later ones are dropped
 }
@@ -44,6 +46,7 @@ func newBuild(v *View, id Identity) *build {
 		sources:   map[string]EndpointSource{},
 		deps:      map[appmesh.Ref]struct{}{},
 		eps:       map[string]struct{}{},
+		secrets:   map[string]SecretRole{},
 	}
 }
 
@@ -108,6 +111,10 @@ func (b *build) result() (*Resources, error) {
 		r.EndpointsOf = append(r.EndpointsOf, n)
 	}
 	slices.Sort(r.EndpointsOf)
+	for _, n := range sortedKeys(b.secrets) {
+		r.Secrets = append(r.Secrets, SecretRef{Name: n, Role: b.secrets[n]})
+	}
+	r.LeafDNSNames = b.leafDNS
 	return r, nil
 }
 

@@ -118,6 +118,9 @@ func render(t *testing.T, id Identity, r *Resources) []byte {
 		Endpoints   []json.RawMessage `json:"endpoints"`
 		Deps        []string          `json:"deps"`
 		EndpointsOf []string          `json:"endpointsOf"`
+		// Secrets are name: role, for the ADS secrets referenced.
+		Secrets      map[string]string `json:"secrets,omitempty"`
+		LeafDNSNames []string          `json:"leafDnsNames,omitempty"`
 	}
 	// Empty lists print as [] rather than null.
 	g := golden{Identity: identity{id.MeshOwner, id.Mesh, string(id.Kind), id.Name, id.Proxyless},
@@ -138,6 +141,13 @@ func render(t *testing.T, id Identity, r *Resources) []byte {
 	for _, d := range r.Deps {
 		g.Deps = append(g.Deps, refString(d))
 	}
+	if len(r.Secrets) > 0 {
+		g.Secrets = map[string]string{}
+		for _, s := range r.Secrets {
+			g.Secrets[s.Name] = roleString(s.Role)
+		}
+	}
+	g.LeafDNSNames = r.LeafDNSNames
 	b, err := json.MarshalIndent(g, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -223,4 +233,14 @@ func firstDiff(want, got []byte) string {
 		}
 	}
 	return "(same lines, different bytes)"
+}
+
+func roleString(r SecretRole) string {
+	switch r {
+	case SecretCertificate:
+		return "certificate"
+	case SecretValidation:
+		return "validation"
+	}
+	return "certificate+validation"
 }

@@ -42,6 +42,8 @@ type memoKey struct {
 	v     *View
 	owner string
 	spec  string // egressInputs as JSON
+	// sdsSocket: sds secrets are the agent's (Identity.SDSSocket).
+	sdsSocket bool
 }
 
 // egressInputs is what nodeEgress reads of its node and identity beyond
@@ -63,6 +65,7 @@ type egressPart struct {
 	sources   map[string]EndpointSource
 	deps      map[appmesh.Ref]struct{}
 	eps       map[string]struct{}
+	secrets   map[string]SecretRole
 	err       error
 }
 
@@ -85,7 +88,7 @@ func (b *build) egress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLo
 		b.nodeEgress(vn, logs, dualStack)
 		return
 	}
-	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: string(in)}
+	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: string(in), sdsSocket: b.id.SDSSocket}
 	b.memo.mu.Lock()
 	p, seen := b.memo.parts[k]
 	if !seen {
@@ -106,7 +109,7 @@ func (b *build) egress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLo
 		c := newBuild(b.v, b.id)
 		c.nodeEgress(vn, logs, dualStack)
 		p = &egressPart{listeners: c.listeners, routes: c.routes, clusters: c.clusters,
-			endpoints: c.endpoints, sources: c.sources, deps: c.deps, eps: c.eps, err: c.err}
+			endpoints: c.endpoints, sources: c.sources, deps: c.deps, eps: c.eps, secrets: c.secrets, err: c.err}
 		b.memo.mu.Lock()
 		if q := b.memo.parts[k]; q != nil {
 			p = q
@@ -154,6 +157,9 @@ func (b *build) merge(p *egressPart) {
 	}
 	for n := range p.eps {
 		b.eps[n] = struct{}{}
+	}
+	for n, r := range p.secrets {
+		b.secrets[n] |= r
 	}
 	if b.err == nil {
 		b.err = p.err

@@ -17,13 +17,18 @@ import (
 
 // TLS as App Mesh configured it (reference §2.3, §2.4):
 //   - file certificates and trust bundles are paths on the proxy's disk;
-//   - SDS names are secrets served by the agent on the SDS socket, the
-//     bootstrap cluster static_cluster_sds_unix_socket
-//     (APPMESH_SDS_SOCKET_PATH);
+//   - SDS names are secrets weft server serves over ADS (weft takes the
+//     place of SPIRE), unless the proxy's node metadata says
+//     "weft.sds_socket": then they are asked of the agent on the SDS
+//     socket, the bootstrap cluster static_cluster_sds_unix_socket
+//     (APPMESH_SDS_SOCKET_PATH), as App Mesh's Envoy did;
 //   - ACM certificates and ACM PCA trust cannot be fetched outside AWS:
 //     they are asked for as SDS secrets named by their ARN over ADS, which
-//     weft does not serve yet, so such a listener or cluster waits for its
-//     secret and fails closed rather than falling back to plaintext.
+//     weft server serves from its own CA.
+//
+// Every secret asked for over ADS is recorded with its role (Secrets): a
+// name in a certificate role is served as the proxy's own leaf
+// certificate, one in a validation role as the mesh's trust bundle.
 
 const (
 	tlsSocketName = "envoy.transport_sockets.tls"
@@ -56,14 +61,14 @@ func (b *build) transportSocket(m proto.Message) *corev3.TransportSocket {
 }
 
 // commonTLS builds the certificate and validation half of a TLS context.
-func commonTLS(s tlsSpec) *tlsv3.CommonTlsContext {
+func (b *build) commonTLS(s tlsSpec) *tlsv3.CommonTlsContext {
 	ctx := &tlsv3.CommonTlsContext{}
 	switch c := s.cert; {
 	case c == nil:
 	case c.sds != "":
-		ctx.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{agentSecret(c.sds)}
+		ctx.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{b.sdsSecret(c.sds, SecretCertificate)}
 	case c.acm != "":
-		ctx.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{adsSecret(c.acm)}
+		ctx.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{b.adsSecret(c.acm, SecretCertificate)}
 	default:
 		ctx.TlsCertificates = []*tlsv3.TlsCertificate{{CertificateChain: file(c.chain), PrivateKey: file(c.key)}}
 	}
@@ -73,10 +78,11 @@ func commonTLS(s tlsSpec) *tlsv3.CommonTlsContext {
 	vc := &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sanMatchers(s.sans)}
 	switch t := s.trust; {
 	case t.sds != "":
-		ctx.ValidationContextType = combined(vc, agentSecret(t.sds))
+		ctx.ValidationContextType = combined(vc, b.sdsSecret(t.sds, SecretValidation))
 	case len(t.acm) > 0:
-		// One validation secret per context: the first CA.
-		ctx.ValidationContextType = combined(vc, adsSecret(t.acm[0]))
+		// One validation secret per context: the first CA (weft serves
+		// its whole bundle under that name).
+		ctx.ValidationContextType = combined(vc, b.adsSecret(t.acm[0], SecretValidation))
 	default:
 		vc.TrustedCa = file(t.file)
 		ctx.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
@@ -106,8 +112,18 @@ func agentSecret(name string) *tlsv3.SdsSecretConfig {
 	}}
 }
 
-// adsSecret is a secret asked of the control plane.
-func adsSecret(name string) *tlsv3.SdsSecretConfig {
+// sdsSecret is an App Mesh sds.secretName: asked of the local agent when
+// the proxy has one (weft.sds_socket), of weft server otherwise.
+func (b *build) sdsSecret(name string, role SecretRole) *tlsv3.SdsSecretConfig {
+	if b.id.SDSSocket {
+		return agentSecret(name)
+	}
+	return b.adsSecret(name, role)
+}
+
+// adsSecret is a secret asked of the control plane, recorded in role.
+func (b *build) adsSecret(name string, role SecretRole) *tlsv3.SdsSecretConfig {
+	b.secrets[name] |= role
 	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: adsSource()}
 }
 
@@ -141,7 +157,7 @@ func (b *build) serverChains(fc *listenerv3.FilterChain, mode string, s tlsSpec)
 	if s.cert == nil || (mode != "STRICT" && mode != "PERMISSIVE") {
 		return []*listenerv3.FilterChain{fc}
 	}
-	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: commonTLS(s)}
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: b.commonTLS(s)}
 	if s.trust != nil {
 		ctx.RequireClientCertificate = wrapperspb.Bool(true)
 	}
@@ -251,7 +267,7 @@ func (b *build) clientTLS(c *clusterv3.Cluster, service string, t target, fl fla
 		if s.trust != nil && len(s.sans) == 0 && host != "" {
 			s.sans = []string{host}
 		}
-		ctx.CommonTlsContext = commonTLS(s)
+		ctx.CommonTlsContext = b.commonTLS(s)
 	case serverTLSMode(b.v.VirtualNodes[t.node], t.port):
 		ctx.CommonTlsContext = &tlsv3.CommonTlsContext{}
 	default:

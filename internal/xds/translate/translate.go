@@ -42,6 +42,11 @@ type Identity struct {
 	// Proxyless is a gRPC client using the xds resolver rather than Envoy or
 	// weft proxy: it gets one api_listener per backend virtual service.
 	Proxyless bool
+	// SDSSocket: the proxy has a local SDS agent (its node metadata says
+	// "weft.sds_socket"), which serves App Mesh's sds.secretName secrets
+	// on the bootstrap cluster static_cluster_sds_unix_socket; otherwise
+	// weft server serves them over ADS.
+	SDSSocket bool
 }
 
 // Endpoint is one healthy instance of a virtual node discovered through
@@ -95,6 +100,37 @@ type Resources struct {
 	// translating the proxy again. The other assignments read no
 	// endpoints.
 	EndpointSources []EndpointSource
+
+	// Secrets lists the secrets the resources ask of the control plane
+	// over ADS (SdsSecretConfig with an ads config source), sorted by
+	// name, each with the roles it is referenced in. Secrets asked of a
+	// local SDS agent, and file certificates, are not listed.
+	Secrets []SecretRef
+	// LeafDNSNames are the DNS names the proxy's own certificate holds
+	// besides its SPIFFE ID, sorted: the node's service discovery name
+	// and the virtual services it provides, directly or through a
+	// router. Computed only when a secret has the SecretCertificate role.
+	LeafDNSNames []string
+}
+
+// SecretRole is how a secret is referenced: bits, as one name may be
+// referenced in both roles (which nothing can serve).
+type SecretRole uint8
+
+// Secret roles.
+const (
+	// SecretCertificate: in tls_certificate_sds_secret_configs, served as
+	// the proxy's own certificate and key.
+	SecretCertificate SecretRole = 1 << iota
+	// SecretValidation: as a validation_context_sds_secret_config, served
+	// as the trust bundle.
+	SecretValidation
+)
+
+// SecretRef is one secret the translation references over ADS.
+type SecretRef struct {
+	Name string
+	Role SecretRole
 }
 
 // EndpointSource is how Translate built one ClusterLoadAssignment from a
@@ -146,5 +182,6 @@ func translate(v *View, id Identity, m *Memo) (*Resources, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.leafNames()
 	return b.result()
 }

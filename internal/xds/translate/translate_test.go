@@ -2,7 +2,10 @@ package translate
 
 import (
 	"errors"
+	"slices"
 	"testing"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 )
@@ -71,5 +74,70 @@ func TestBackendAddedThenRemoved(t *testing.T) {
 	v.VirtualNodes["red"] = orig
 	if hosts()["blue.colors.local"] {
 		t.Fatal("red still reaches blue after the backend was removed")
+	}
+}
+
+// TestSDSSocket: an App Mesh sds.secretName is weft's to serve over ADS
+// and listed in Secrets by role, unless the proxy has a local SDS agent
+// (Identity.SDSSocket): then it is the agent's, on the bootstrap's
+// socket cluster, and weft serves nothing for it. ACM names stay weft's
+// either way.
+func TestSDSSocket(t *testing.T) {
+	v, owner := replay(t, "testdata/features")
+	id := Identity{MeshOwner: owner, Mesh: *v.Mesh.MeshName, Kind: appmesh.KindVirtualNode, Name: "grpc-a"}
+	sources := func(r *Resources) map[string]string {
+		out := map[string]string{}
+		for _, l := range r.Listeners {
+			for _, fc := range l.GetFilterChains() {
+				ts := fc.GetTransportSocket()
+				if ts == nil {
+					continue
+				}
+				var ctx tlsv3.DownstreamTlsContext
+				if err := ts.GetTypedConfig().UnmarshalTo(&ctx); err != nil {
+					t.Fatal(err)
+				}
+				c := ctx.GetCommonTlsContext()
+				for _, s := range append(c.GetTlsCertificateSdsSecretConfigs(), c.GetCombinedValidationContext().GetValidationContextSdsSecretConfig()) {
+					if s == nil {
+						continue
+					}
+					src := "ads"
+					if s.GetSdsConfig().GetAds() == nil {
+						src = s.GetSdsConfig().GetApiConfigSource().GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName()
+					}
+					out[s.GetName()] = src
+				}
+			}
+		}
+		return out
+	}
+	r, err := Translate(v, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []SecretRef{{"spiffe://feature.local", SecretValidation}, {"spiffe://feature.local/grpc-a", SecretCertificate}}
+	if !slices.Equal(r.Secrets, want) {
+		t.Fatalf("Secrets %v, want %v", r.Secrets, want)
+	}
+	if got := sources(r); got["spiffe://feature.local/grpc-a"] != "ads" || got["spiffe://feature.local"] != "ads" {
+		t.Fatalf("secret sources %v", got)
+	}
+	if !slices.Contains(r.LeafDNSNames, "grpc-a.feature.local") {
+		t.Fatalf("leaf DNS names %v", r.LeafDNSNames)
+	}
+	id.SDSSocket = true
+	r, err = Translate(v, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Secrets) != 0 || r.LeafDNSNames != nil {
+		t.Fatalf("with an SDS agent, weft serves %v (leaf names %v)", r.Secrets, r.LeafDNSNames)
+	}
+	if got := sources(r); got["spiffe://feature.local/grpc-a"] != "static_cluster_sds_unix_socket" || got["spiffe://feature.local"] != "static_cluster_sds_unix_socket" {
+		t.Fatalf("secret sources with an agent %v", got)
+	}
+	if err := Check(r); err != nil {
+		t.Fatal(err)
 	}
 }
