@@ -218,6 +218,7 @@ func TestLogFlood(t *testing.T) {
 			t.Errorf("the error's message has %d bytes", len(msg))
 		}
 		c.close()
+		t.Logf("a 1.9 MB node id (%v) logged %d bytes", tc.code, w.bytes()-before)
 		if n := w.bytes() - before; n > 2048 {
 			t.Errorf("a 1.9 MB node id (%v) logged %d bytes", tc.code, n)
 		}
@@ -244,6 +245,7 @@ func TestLogFlood(t *testing.T) {
 			t.Fatal("the NACK is not reported")
 		}
 	}
+	t.Logf("a 3.5 MB error_detail logged %d bytes", w.bytes()-before)
 	if n := w.bytes() - before; n > 2048 {
 		t.Errorf("a 3.5 MB error_detail logged %d bytes", n)
 	}
