@@ -107,6 +107,10 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	// The simulated fleet may pass weft server's default stream limits
+	// (-n over 20,000, -streams-per-conn over 100): the bench measures
+	// convergence, not the limits.
+	cfg.XDS.MaxStreams, cfg.XDS.MaxStreamsPerConn = 1<<30, 1<<20
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
 	go func() { // ends with the process

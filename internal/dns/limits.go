@@ -25,6 +25,10 @@ const (
 	// is sent empty with TC=1 (a real client retries over TCP, which
 	// cannot be spoofed) and the others are dropped, as BIND's RRL does.
 	DefaultRRLSlip = 2
+	// DefaultMaxTCPConns caps the open TCP connections; a client beyond
+	// waits in the listen backlog until one closes (each is closed after
+	// 10 s without a query).
+	DefaultMaxTCPConns = 1000
 	// rrlSubnets bounds the subnets tracked; when full, a new subnet is
 	// limited until idle ones are forgotten.
 	rrlSubnets = 100000
@@ -46,6 +50,8 @@ type Limits struct {
 	// RRLSlip sends every RRLSlip-th limited response truncated instead of
 	// dropping it; negative drops them all.
 	RRLSlip int
+	// MaxTCPConns caps the open TCP connections.
+	MaxTCPConns int
 	// Allow are the clients whose queries for other names are forwarded
 	// to the upstreams; others are REFUSED. nil: loopback and the server's
 	// own addresses (those of every interface when it listens on all).
@@ -62,6 +68,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.RRLSlip == 0 {
 		l.RRLSlip = DefaultRRLSlip
+	}
+	if l.MaxTCPConns <= 0 {
+		l.MaxTCPConns = DefaultMaxTCPConns
 	}
 	return l
 }

@@ -327,3 +327,53 @@ func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 
 	}
 	return v
 }
+
+// TestTCPConnectionCap: with the TCP connections at the cap, another
+// client is not served until one of them closes.
+func TestTCPConnectionCap(t *testing.T) {
+	w := start(t, filepath.Join(t.TempDir(), "weft.db"), dns.Config{Limits: dns.Limits{MaxTCPConns: 2}})
+	nsID := w.namespace("tcp.local", 0)
+	web := w.service(nsID, "web", cloudmap.RoutingPolicyMultivalue, false, cloudmap.RecordTypeA)
+	w.register(web, "a", map[string]string{cloudmap.AttrIPv4: "10.8.0.1"})
+	w.sync()
+	ask := func(c *miekg.Conn, patience time.Duration) error {
+		q := new(miekg.Msg)
+		q.SetQuestion("web.tcp.local.", miekg.TypeA)
+		c.SetDeadline(time.Now().Add(patience))
+		if err := c.WriteMsg(q); err != nil {
+			return err
+		}
+		_, err := c.ReadMsg()
+		return err
+	}
+	var held []*miekg.Conn
+	for range 2 {
+		c, err := miekg.Dial("tcp", w.dns.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := ask(c, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	extra, err := miekg.Dial("tcp", w.dns.Addr()) // the kernel completes the handshake
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	if err := ask(extra, 300*time.Millisecond); err == nil {
+		t.Fatal("a third TCP connection was served with two open and a cap of two")
+	}
+	held[0].Close()
+	extra.Close()
+	again, err := miekg.Dial("tcp", w.dns.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if err := ask(again, 10*time.Second); err != nil {
+		t.Fatalf("once a connection closed: %v", err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	miekg "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 
 	"github.com/weftmesh/weft/internal/discovery"
 	"github.com/weftmesh/weft/internal/store"
@@ -158,7 +159,7 @@ func (s *Server) Run(ctx context.Context, src discovery.Source) error {
 	handler := miekg.HandlerFunc(s.serveDNS)
 	servers := []*miekg.Server{
 		{PacketConn: s.udp, Handler: handler},
-		{Listener: s.tcp, Handler: handler, ReadTimeout: 10 * time.Second},
+		{Listener: netutil.LimitListener(s.tcp, s.limits.MaxTCPConns), Handler: handler, ReadTimeout: 10 * time.Second},
 	}
 	serveErr := make(chan error, len(servers))
 	for _, srv := range servers {

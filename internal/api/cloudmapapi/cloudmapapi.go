@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strings"
 
@@ -153,6 +154,10 @@ const MaxBodyBytes = 1 << 20
 // errBodyTooLarge is answered with 413.
 var errBodyTooLarge = errors.New("request body too large")
 
+// errBodyTimeout, a body not received within the server's read timeout,
+// is answered with 408.
+var errBodyTimeout = errors.New("request body timed out")
+
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, name string) (any, error) {
 	op, ok := h.ops[name]
 	if !ok || !strings.HasPrefix(r.Header.Get("X-Amz-Target"), TargetPrefix) {
@@ -166,6 +171,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, name string) (an
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return nil, errBodyTooLarge
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, errBodyTimeout
 		}
 		return nil, &cloudmap.Error{Code: cloudmap.CodeSerializationException, Message: "read request body: " + err.Error()}
 	}
@@ -188,6 +196,10 @@ func (h *Handler) fail(w http.ResponseWriter, name string, err error) {
 	if errors.Is(err, errBodyTooLarge) {
 		// awsJson1.1's shape with HTTP's status, as App Mesh's API answers.
 		writeError(w, http.StatusRequestEntityTooLarge, &cloudmap.Error{Code: "RequestEntityTooLargeException", Message: fmt.Sprintf("The request body exceeds %d bytes", h.maxBody)})
+		return
+	}
+	if errors.Is(err, errBodyTimeout) {
+		writeError(w, http.StatusRequestTimeout, &cloudmap.Error{Code: "RequestTimeoutException", Message: "The request body was not received within the server's read timeout"})
 		return
 	}
 	if e, ok := cloudmap.AsError(err); ok {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -300,6 +301,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // errBodyTooLarge is answered with 413.
 var errBodyTooLarge = errors.New("request body too large")
 
+// errBodyTimeout, a body not received within the server's read timeout,
+// is answered with 408.
+var errBodyTimeout = errors.New("request body timed out")
+
 // input builds the operation's input document from the body, the path
 // variables and the query string, validates it against the model and
 // returns it as JSON.
@@ -311,6 +316,9 @@ func (h *Handler) input(w http.ResponseWriter, r *http.Request, rt *route, vars 
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
 				return nil, errBodyTooLarge
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, errBodyTimeout
 			}
 			return nil, appmesh.BadRequest("The request body could not be read: %v", err)
 		}
@@ -399,6 +407,10 @@ func (h *Handler) caller(r *http.Request) ops.Caller {
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, rt *route, err error) {
 	if errors.Is(err, errBodyTooLarge) {
 		api.WriteRESTError(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLargeException", fmt.Sprintf("The request body exceeds %d bytes", h.maxBody))
+		return
+	}
+	if errors.Is(err, errBodyTimeout) {
+		api.WriteRESTError(w, http.StatusRequestTimeout, "RequestTimeoutException", "The request body was not received within the server's read timeout")
 		return
 	}
 	if errors.Is(err, store.ErrClosed) {

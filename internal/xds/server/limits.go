@@ -28,6 +28,10 @@ const (
 	// DefaultMaxRecvMsgSize bounds one DiscoveryRequest (grpc-go's default,
 	// kept explicit).
 	DefaultMaxRecvMsgSize = 4 << 20
+	// maxHeaderListSize bounds a stream's headers (gRPC metadata, such as
+	// the SigV4 authorization a proxy sends: about 1 KiB); grpc-go's
+	// default is 16 MiB.
+	maxHeaderListSize = 64 << 10
 	// logValueMax bounds a client's string (node id, NACK message) in a
 	// log line; the rest is replaced by its length.
 	logValueMax = 256
@@ -74,6 +78,7 @@ func (l Limits) grpcOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(l.MaxStreamsPerConn),
 		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),
+		grpc.MaxHeaderListSize(maxHeaderListSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,11 +13,15 @@ import (
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -218,6 +223,7 @@ func TestLogFlood(t *testing.T) {
 			t.Errorf("the error's message has %d bytes", len(msg))
 		}
 		c.close()
+		t.Logf("a 1.9 MB node id (%v) logged %d bytes", tc.code, w.bytes()-before)
 		if n := w.bytes() - before; n > 2048 {
 			t.Errorf("a 1.9 MB node id (%v) logged %d bytes", tc.code, n)
 		}
@@ -244,6 +250,7 @@ func TestLogFlood(t *testing.T) {
 			t.Fatal("the NACK is not reported")
 		}
 	}
+	t.Logf("a 3.5 MB error_detail logged %d bytes", w.bytes()-before)
 	if n := w.bytes() - before; n > 2048 {
 		t.Errorf("a 3.5 MB error_detail logged %d bytes", n)
 	}
@@ -262,5 +269,36 @@ func TestMaxRequestSize(t *testing.T) {
 	var se interface{ GRPCStatus() *status.Status }
 	if !errors.As(err, &se) {
 		t.Errorf("not a gRPC status: %v", err)
+	}
+}
+
+// TestMaxHeaderSize: a stream whose metadata is over 64 KiB is refused.
+func TestMaxHeaderSize(t *testing.T) {
+	st := openStore(t)
+	putMesh(t, st, "m")
+	putNode(t, st, "m", "a")
+	ts := startServer(t, st, fakeTranslate)
+	conn, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	for _, tc := range []struct {
+		size int
+		ok   bool
+	}{{1 << 10, true}, {100 << 10, false}} {
+		mctx := metadata.AppendToOutgoingContext(ctx, "authorization", strings.Repeat("a", tc.size))
+		stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(mctx)
+		if err == nil {
+			err = stream.Send(&discovery.DiscoveryRequest{TypeUrl: resource.ClusterType, Node: &core.Node{Id: "mesh/m/virtualNode/a"}})
+		}
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%d bytes of metadata: %v, want success %v", tc.size, err, tc.ok)
+		}
 	}
 }
