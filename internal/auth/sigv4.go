@@ -80,6 +80,9 @@ func ParseAuthorization(h string) (Authorization, error) {
 		if !ok {
 			return a, errorf(http.StatusBadRequest, CodeIncomplete, "Authorization header requires each component to be of the form key=value. Authorization=%s", clip(h))
 		}
+		if (k == "Credential" && haveCred) || (k == "SignedHeaders" && haveSigned) || (k == "Signature" && haveSig) {
+			return a, errorf(http.StatusBadRequest, CodeIncomplete, "Authorization header has '%s' more than once. Authorization=%s", k, clip(h))
+		}
 		switch k {
 		case "Credential":
 			cred, haveCred = v, true
