@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials/jwt"
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/auth"
@@ -200,6 +201,20 @@ func TestXDSAuthWithCredentialsFile(t *testing.T) {
 		resp, err := e.stream(t, "mesh/m/virtualNode/a", nil, grpc.WithPerRPCCredentials(xdsclient.TokenFile{Path: path, Secure: true}))
 		wantServed(t, resp, err)
 	})
+	t.Run("proxyless gRPC JWT call credentials", func(t *testing.T) {
+		// grpc-go's token-file call credentials (gRFC A97), as a
+		// proxyless client configures them, send the join token as is.
+		path := filepath.Join(t.TempDir(), "token.jwt")
+		if err := os.WriteFile(path, []byte(tokA), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		creds, err := jwt.NewTokenFileCallCredentials(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := e.stream(t, "mesh/m/virtualNode/a", nil, grpc.WithPerRPCCredentials(creds))
+		wantServed(t, resp, err)
+	})
 	t.Run("token from the API", func(t *testing.T) {
 		r := e.signedDo(t, "POST", "/v1/tokens", `{"resource":"mesh/m/virtualNode/b","ttl":"10m"}`, "AKIDADMIN", "admin-secret", "weft", time.Now())
 		if r.status != 200 {
@@ -261,7 +276,7 @@ func TestXDSAuthLoopbackDefault(t *testing.T) {
 	e := newXDSEnv(t, "", false, nil)
 	resp, err := e.stream(t, "mesh/m/virtualNode/a", nil)
 	wantServed(t, resp, err)
-	resp, err = e.stream(t, "mesh/m/virtualNode/a", nil, grpc.WithPerRPCCredentials(bearer("weft1.forged.token")))
+	resp, err = e.stream(t, "mesh/m/virtualNode/a", nil, grpc.WithPerRPCCredentials(bearer("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.Zm9yZ2Vk")))
 	wantRefused(t, resp, err, codes.Unauthenticated, "invalid join token")
 }
 
