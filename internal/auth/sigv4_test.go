@@ -246,9 +246,12 @@ func FuzzParseAuthorization(f *testing.F) {
 
 func TestReload(t *testing.T) {
 	path := t.TempDir() + "/keys.yaml"
-	write := func(s string) {
+	write := func(s string) { // as editors and config tools should: a new file renamed over the old
 		t.Helper()
-		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		if err := os.WriteFile(path+".new", []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".new", path); err != nil {
 			t.Fatal(err)
 		}
 	}
