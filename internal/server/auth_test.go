@@ -66,7 +66,7 @@ type authEnv struct {
 
 // newAuthEnv serves the API as weft server does, with the credentials
 // file content (none when ""), on a real listener.
-func newAuthEnv(t *testing.T, file string) *authEnv {
+func newAuthEnv(t testing.TB, file string) *authEnv {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := bolt.Open(filepath.Join(dir, "weft.db"), bolt.Options{NoSync: true})
@@ -264,7 +264,7 @@ type rawResponse struct {
 }
 
 // signedDo sends a request signed by aws-sdk-go-v2's signer at signTime.
-func (e *authEnv) signedDo(t *testing.T, method, path, body, id, secret, service string, signTime time.Time) rawResponse {
+func (e *authEnv) signedDo(t testing.TB, method, path, body, id, secret, service string, signTime time.Time) rawResponse {
 	t.Helper()
 	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
 	if err != nil {

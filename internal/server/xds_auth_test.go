@@ -46,7 +46,7 @@ type xdsEnv struct {
 	serverPool *x509.CertPool // trusts the xDS server's certificate (nil: plaintext)
 }
 
-func newXDSEnv(t *testing.T, file string, tlsOn bool, clientCAs *x509.CertPool) *xdsEnv {
+func newXDSEnv(t testing.TB, file string, tlsOn bool, clientCAs *x509.CertPool) *xdsEnv {
 	t.Helper()
 	e := &xdsEnv{authEnv: newAuthEnv(t, file)}
 	admin := e.mesh("AKIDADMIN", "admin-secret")
@@ -87,7 +87,7 @@ func newXDSEnv(t *testing.T, file string, tlsOn bool, clientCAs *x509.CertPool) 
 
 // stream opens an ADS stream as node and returns the first thing the
 // server answers: a response, or the error that closed the stream.
-func (e *xdsEnv) stream(t *testing.T, node string, clientCert *tls.Certificate, opts ...grpc.DialOption) (*discovery.DiscoveryResponse, error) {
+func (e *xdsEnv) stream(t testing.TB, node string, clientCert *tls.Certificate, opts ...grpc.DialOption) (*discovery.DiscoveryResponse, error) {
 	t.Helper()
 	creds := insecure.NewCredentials()
 	if e.serverPool != nil {
@@ -280,7 +280,7 @@ func TestXDSAuthLoopbackDefault(t *testing.T) {
 	wantRefused(t, resp, err, codes.Unauthenticated, "invalid join token")
 }
 
-func testCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
+func testCA(t testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -299,7 +299,7 @@ func testCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
 	return ca, key
 }
 
-func clientCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, spiffe string) tls.Certificate {
+func clientCert(t testing.TB, ca *x509.Certificate, caKey *ecdsa.PrivateKey, spiffe string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
