@@ -226,6 +226,18 @@ func TestAPISigV4(t *testing.T) {
 		if r.StatusCode != 403 {
 			t.Fatalf("unsigned /v1/proxies: %d", r.StatusCode)
 		}
+		// An open path does not open Cloud Map: the target decides.
+		req, _ := http.NewRequest("POST", e.url+"/healthz", strings.NewReader(`{}`))
+		req.Header.Set("X-Amz-Target", "Route53AutoNaming_v20170314.ListNamespaces")
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		r, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != 403 || r.Header.Get("x-amzn-ErrorType") != "MissingAuthenticationTokenException" {
+			t.Fatalf("unsigned Cloud Map call at /healthz: %d %s", r.StatusCode, r.Header.Get("x-amzn-ErrorType"))
+		}
 		r, err = http.Get(e.url + "/healthz")
 		if err != nil {
 			t.Fatal(err)
