@@ -59,7 +59,9 @@ func (g *Guard) check(w http.ResponseWriter, r *http.Request) (*http.Request, bo
 		}
 		return nil, false
 	}
-	if r.URL.Path == "/healthz" || r.URL.Path == "/metrics" {
+	// Open paths, but only as Other serves them: a request with a target
+	// goes to Cloud Map whatever its path.
+	if target == "" && (r.URL.Path == "/healthz" || r.URL.Path == "/metrics") {
 		return r, true
 	}
 	limit := g.MaxBodyBytes

@@ -103,6 +103,9 @@ func ParseKeys(b []byte) (*Keys, error) {
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parse credentials file: %w", err)
 	}
+	if len(f.Keys) == 0 {
+		return nil, errors.New("credentials file has no keys")
+	}
 	ks := &Keys{byID: map[string]*Key{}}
 	for i, e := range f.Keys {
 		where := fmt.Sprintf("keys[%d]", i)
@@ -259,6 +262,10 @@ func (f *KeyFile) Reload() (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	return f.apply(b)
+}
+
+func (f *KeyFile) apply(b []byte) (bool, error) {
 	sum := sha256.Sum256(b)
 	if sum == *f.sum.Load() {
 		return false, nil
@@ -278,7 +285,9 @@ func (f *KeyFile) Reload() (changed bool, err error) {
 
 // Watch reloads the file whenever its content changes until ctx ends. The
 // file is read at most once per interval (0: ReloadInterval) and at most
-// MaxFileBytes of it; a rejected version is logged once.
+// MaxFileBytes of it. A new content is put in force once it has been read
+// the same twice in a row, so that a file caught halfway through being
+// rewritten is not taken; a rejected version is logged once.
 func (f *KeyFile) Watch(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = ReloadInterval
@@ -286,20 +295,32 @@ func (f *KeyFile) Watch(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var lastErr string
+	var pending [32]byte // content seen at the last tick, not yet in force
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		changed, err := f.Reload()
-		switch {
-		case err != nil && err.Error() != lastErr:
+		b, err := readBounded(f.path)
+		if err == nil {
+			sum := sha256.Sum256(b)
+			if sum == *f.sum.Load() {
+				continue
+			}
+			if sum != pending {
+				pending = sum
+				continue
+			}
+			var changed bool
+			if changed, err = f.apply(b); changed {
+				lastErr = ""
+				f.log.Info("credentials file reloaded", "path", f.path, "keys", len(f.Keys().byID))
+			}
+		}
+		if err != nil && err.Error() != lastErr {
 			lastErr = err.Error()
 			f.log.Error("credentials file rejected; keeping the last good version", "path", f.path, "error", err)
-		case changed:
-			lastErr = ""
-			f.log.Info("credentials file reloaded", "path", f.path, "keys", len(f.Keys().byID))
 		}
 	}
 }

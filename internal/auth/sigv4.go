@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -79,6 +80,9 @@ func ParseAuthorization(h string) (Authorization, error) {
 		k, v, ok := strings.Cut(strings.TrimSpace(f), "=")
 		if !ok {
 			return a, errorf(http.StatusBadRequest, CodeIncomplete, "Authorization header requires each component to be of the form key=value. Authorization=%s", clip(h))
+		}
+		if (k == "Credential" && haveCred) || (k == "SignedHeaders" && haveSigned) || (k == "Signature" && haveSig) {
+			return a, errorf(http.StatusBadRequest, CodeIncomplete, "Authorization header has '%s' more than once. Authorization=%s", k, clip(h))
 		}
 		switch k {
 		case "Credential":
@@ -168,6 +172,9 @@ type Verifier struct {
 	Now func() time.Time
 	// Services are the signing names accepted; empty accepts any.
 	Services []string
+
+	once   sync.Once
+	signer *v4.Signer // one for all requests: it caches derived keys
 }
 
 // signed is what a signature covers, rebuilt from what was received.
@@ -219,7 +226,10 @@ func (v *Verifier) verify(ctx context.Context, authz string, s signed) (*Key, er
 	if !contains(a.SignedHeaders, "host") {
 		return nil, errorf(http.StatusForbidden, CodeInvalidSignature, "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
 	}
-	want, err := sign(ctx, key, a, t, s)
+	v.once.Do(func() {
+		v.signer = v4.NewSigner(func(o *v4.SignerOptions) { o.DisableHeaderHoisting = true })
+	})
+	want, err := sign(ctx, v.signer, key, a, t, s)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +245,7 @@ func (v *Verifier) verify(ctx context.Context, authz string, s signed) (*Key, er
 // The signer adds Host (from the request), Content-Length (when positive),
 // X-Amz-Date and X-Amz-Security-Token itself, so those are given as fields
 // of the request and the credentials, not as headers.
-func sign(ctx context.Context, key *Key, a Authorization, t time.Time, s signed) (Authorization, error) {
+func sign(ctx context.Context, signer *v4.Signer, key *Key, a Authorization, t time.Time, s signed) (Authorization, error) {
 	u := &url.URL{Scheme: s.scheme, Host: s.host, Path: s.path, RawPath: s.rawPath, RawQuery: s.rawQuery}
 	req := &http.Request{Method: s.method, URL: u, Host: s.host, Header: http.Header{}}
 	creds := aws.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.Secret}
@@ -254,8 +264,7 @@ func sign(ctx context.Context, key *Key, a Authorization, t time.Time, s signed)
 			}
 		}
 	}
-	err := v4.NewSigner(func(o *v4.SignerOptions) { o.DisableHeaderHoisting = true }).
-		SignHTTP(ctx, creds, req, s.payloadHash, a.Service, a.Region, t)
+	err := signer.SignHTTP(ctx, creds, req, s.payloadHash, a.Service, a.Region, t)
 	if err != nil {
 		return Authorization{}, fmt.Errorf("sign: %w", err)
 	}

@@ -26,8 +26,12 @@ const (
 	DefaultTokenTTL = 24 * time.Hour
 	MaxTokenTTL     = 366 * 24 * time.Hour
 	maxTokenBytes   = 4096
-	tokenPrefix     = "weft1."
 )
+
+// tokenHeader is the JOSE header of every join token: a JWT signed with
+// HMAC-SHA256, so that gRPC's JWT token-file call credentials (gRFC A97,
+// grpc-go's credentials/jwt) can send it as they find it.
+var tokenHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
 
 // LoadTokenKey returns the join-token signing key kept in st, creating a
 // random one at the first start.
@@ -55,8 +59,8 @@ func LoadTokenKey(ctx context.Context, st store.Store) ([]byte, error) {
 	return key, nil
 }
 
-// Tokens issues and checks join tokens: HMAC-SHA256 over the resource ARN
-// and the expiry, with a key only the server holds.
+// Tokens issues and checks join tokens: JWTs (HS256) naming the resource
+// ARN (sub) and the expiry (exp), signed with a key only the server holds.
 type Tokens struct {
 	key []byte
 }
@@ -65,7 +69,8 @@ type Tokens struct {
 func NewTokens(key []byte) *Tokens { return &Tokens{key: key} }
 
 type claims struct {
-	Resource string `json:"r"`   // virtual node or gateway ARN
+	Issuer   string `json:"iss"` // "weft"
+	Resource string `json:"sub"` // virtual node or gateway ARN
 	Expires  int64  `json:"exp"` // Unix seconds
 	IssuedAt int64  `json:"iat"`
 	ID       string `json:"jti"` // random, for logs
@@ -77,17 +82,17 @@ func (t *Tokens) Mint(resource string, now, exp time.Time) (string, error) {
 	if _, err := rand.Read(id); err != nil {
 		return "", err
 	}
-	b, err := json.Marshal(claims{Resource: resource, Expires: exp.Unix(), IssuedAt: now.Unix(), ID: base64.RawURLEncoding.EncodeToString(id)})
+	b, err := json.Marshal(claims{Issuer: "weft", Resource: resource, Expires: exp.Unix(), IssuedAt: now.Unix(), ID: base64.RawURLEncoding.EncodeToString(id)})
 	if err != nil {
 		return "", err
 	}
-	payload := base64.RawURLEncoding.EncodeToString(b)
-	return tokenPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(t.mac(payload)), nil
+	signing := tokenHeader + "." + base64.RawURLEncoding.EncodeToString(b)
+	return signing + "." + base64.RawURLEncoding.EncodeToString(t.mac(signing)), nil
 }
 
-func (t *Tokens) mac(payload string) []byte {
+func (t *Tokens) mac(signing string) []byte {
 	m := hmac.New(sha256.New, t.key)
-	m.Write([]byte(tokenPrefix + payload))
+	m.Write([]byte(signing))
 	return m.Sum(nil)
 }
 
@@ -99,15 +104,15 @@ var (
 
 // Check verifies a token and returns the resource ARN it is bound to.
 func (t *Tokens) Check(tok string, now time.Time) (resource string, err error) {
-	if len(tok) > maxTokenBytes || !strings.HasPrefix(tok, tokenPrefix) {
+	// Only the header weft writes: no other algorithm is ever considered.
+	if len(tok) > maxTokenBytes || !strings.HasPrefix(tok, tokenHeader+".") {
 		return "", ErrTokenInvalid
 	}
-	payload, sig, ok := strings.Cut(strings.TrimPrefix(tok, tokenPrefix), ".")
-	if !ok {
-		return "", ErrTokenInvalid
-	}
+	i := strings.LastIndexByte(tok, '.')
+	signing, sig := tok[:i], tok[i+1:]
+	payload := strings.TrimPrefix(signing, tokenHeader+".")
 	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, t.mac(payload)) {
+	if err != nil || !hmac.Equal(got, t.mac(signing)) || strings.Contains(payload, ".") {
 		return "", ErrTokenInvalid
 	}
 	b, err := base64.RawURLEncoding.DecodeString(payload)
@@ -115,7 +120,7 @@ func (t *Tokens) Check(tok string, now time.Time) (resource string, err error) {
 		return "", ErrTokenInvalid
 	}
 	var c claims
-	if err := json.Unmarshal(b, &c); err != nil || c.Resource == "" {
+	if err := json.Unmarshal(b, &c); err != nil || c.Resource == "" || c.Issuer != "weft" {
 		return "", ErrTokenInvalid
 	}
 	if exp := time.Unix(c.Expires, 0); !now.Before(exp) {

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -45,7 +44,6 @@ type XDS struct {
 	Required bool
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
-	Log *slog.Logger
 }
 
 // Authorize implements the xDS server's hook: it returns whether the

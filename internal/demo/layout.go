@@ -96,6 +96,8 @@ func setUpNetns(ctx context.Context, opt Options, ps *procs) (*env, func(), erro
 		"--xds-addr", xds,
 		"--dns-addr", netip.AddrPortFrom(ctlIP, 53).String(),
 		"--data-dir", filepath.Join(ps.dir, "data"),
+		// Only the demo's own namespaces reach the private bridge.
+		"--insecure",
 		"--region", region, "--account-id", account), -1)
 	if err != nil {
 		return nil, cleanup, err

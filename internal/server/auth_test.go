@@ -66,7 +66,7 @@ type authEnv struct {
 
 // newAuthEnv serves the API as weft server does, with the credentials
 // file content (none when ""), on a real listener.
-func newAuthEnv(t *testing.T, file string) *authEnv {
+func newAuthEnv(t testing.TB, file string) *authEnv {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := bolt.Open(filepath.Join(dir, "weft.db"), bolt.Options{NoSync: true})
@@ -226,6 +226,18 @@ func TestAPISigV4(t *testing.T) {
 		if r.StatusCode != 403 {
 			t.Fatalf("unsigned /v1/proxies: %d", r.StatusCode)
 		}
+		// An open path does not open Cloud Map: the target decides.
+		req, _ := http.NewRequest("POST", e.url+"/healthz", strings.NewReader(`{}`))
+		req.Header.Set("X-Amz-Target", "Route53AutoNaming_v20170314.ListNamespaces")
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		r, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != 403 || r.Header.Get("x-amzn-ErrorType") != "MissingAuthenticationTokenException" {
+			t.Fatalf("unsigned Cloud Map call at /healthz: %d %s", r.StatusCode, r.Header.Get("x-amzn-ErrorType"))
+		}
 		r, err = http.Get(e.url + "/healthz")
 		if err != nil {
 			t.Fatal(err)
@@ -264,7 +276,7 @@ type rawResponse struct {
 }
 
 // signedDo sends a request signed by aws-sdk-go-v2's signer at signTime.
-func (e *authEnv) signedDo(t *testing.T, method, path, body, id, secret, service string, signTime time.Time) rawResponse {
+func (e *authEnv) signedDo(t testing.TB, method, path, body, id, secret, service string, signTime time.Time) rawResponse {
 	t.Helper()
 	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
 	if err != nil {

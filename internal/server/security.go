@@ -67,7 +67,7 @@ func newSecurity(ctx context.Context, st store.Store, cfg Config, log *slog.Logg
 		return nil, err
 	}
 	s := &security{tokens: auth.NewTokens(key)}
-	s.xds = &auth.XDS{Tokens: s.tokens, ClientCAs: cfg.XDSClientCAs, TrustDomain: cfg.TrustDomain, Region: cfg.Region, Log: log}
+	s.xds = &auth.XDS{Tokens: s.tokens, ClientCAs: cfg.XDSClientCAs, TrustDomain: cfg.TrustDomain, Region: cfg.Region}
 	if cfg.AuthFile != "" {
 		if s.keys, err = auth.LoadKeyFile(cfg.AuthFile, log.With("component", "auth")); err != nil {
 			return nil, err

@@ -78,7 +78,7 @@ func TestXDSTLSNeedsBoth(t *testing.T) {
 	}
 }
 
-func writeCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+func writeCert(t testing.TB, dir string) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

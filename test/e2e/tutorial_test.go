@@ -104,6 +104,7 @@ func setUp(t *testing.T, bin string) *world {
 		"--xds-addr", w.xds,
 		"--dns-addr", fmt.Sprintf("%s:53", ctlAddr),
 		"--data-dir", filepath.Join(tmp, "data"),
+		"--insecure", // the test bridge reaches only the test's namespaces
 		"--region", w.region, "--account-id", w.account)
 	waitFor(t, "weft server /healthz", 30*time.Second, func() (bool, error) {
 		out, code := curl(t, w.ctl, w.api+"/healthz")

@@ -27,8 +27,10 @@ func Action(region, account, target string, body []byte) (action, resource strin
 		if id == "" {
 			return "*"
 		}
+		// An ARN names the id at its end, whatever account it says: the
+		// registry acts on that id, so that is what is authorized.
 		if strings.HasPrefix(id, "arn:") {
-			return id
+			id = id[strings.LastIndexByte(id, '/')+1:]
 		}
 		return "arn:" + appmesh.Partition(region) + ":servicediscovery:" + region + ":" + account + ":" + kind + "/" + id
 	}

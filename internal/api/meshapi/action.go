@@ -14,7 +14,7 @@ import (
 // operations on their resourceArn), in the mesh owner's account (the
 // meshOwner parameter, else the caller's). body is the request body, read
 // already. ok is false when no operation matches.
-func (h *Handler) Action(r *http.Request, body []byte, account string) (action, resource string, ok bool) {
+func (h *Handler) Action(r *http.Request, rawBody []byte, account string) (action, resource string, ok bool) {
 	segs, err := pathSegments(r.URL)
 	if err != nil {
 		return "", "", false
@@ -25,29 +25,30 @@ func (h *Handler) Action(r *http.Request, body []byte, account string) (action, 
 	}
 	name := rt.op.Name
 	action = "appmesh:" + name
+	// The input's string members, taken from where the operation takes
+	// them (path, query string, header or body, as input does), so that
+	// what is authorized is what the operation acts on.
+	in := map[string]string{}
+	body := bodyNames(rawBody)
 	q := r.URL.Query()
-	var doc map[string]any // the body's members, decoded on first use
-	str := func(k string) string {
-		if v, ok := vars[k]; ok {
-			return v
+	for _, m := range rt.in.Members {
+		switch m.Location {
+		case "":
+			in[m.Name] = body[m.Name]
+		case "uri":
+			in[m.Name] = vars[m.LocationName]
+		case "querystring":
+			in[m.Name] = q.Get(m.LocationName)
+		case "header":
+			in[m.Name] = r.Header.Get(m.LocationName)
 		}
-		if v := q.Get(k); v != "" {
-			return v
-		}
-		if doc == nil {
-			doc, _ = api.DecodeObject(body)
-			if doc == nil {
-				doc = map[string]any{}
-			}
-		}
-		s, _ := doc[k].(string)
-		return s
 	}
+	str := func(k string) string { return in[k] }
 	switch name {
 	case "ListMeshes":
 		return action, "*", true
 	case "TagResource", "UntagResource", "ListTagsForResource":
-		if arn := q.Get("resourceArn"); arn != "" {
+		if arn := str("resourceArn"); arn != "" {
 			return action, arn, true
 		}
 		return action, "*", true
@@ -83,4 +84,24 @@ func verbLen(op string) int {
 		}
 	}
 	return 0
+}
+
+// bodyNames returns the string members of a request body, decoded as the
+// operation decodes it (exact member names): what is authorized is what
+// the operation will act on.
+func bodyNames(body []byte) map[string]string {
+	names := map[string]string{}
+	if len(body) == 0 {
+		return names
+	}
+	obj, err := api.DecodeObject(body)
+	if err != nil {
+		return names // the operation rejects the body
+	}
+	for k, v := range obj {
+		if s, ok := v.(string); ok {
+			names[k] = s
+		}
+	}
+	return names
 }
