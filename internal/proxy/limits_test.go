@@ -138,6 +138,19 @@ func TestConnectionIdleTimeout(t *testing.T) {
 	if got := h.stat("http.egress.downstream_cx_idle_timeout"); got != 1 {
 		t.Errorf("downstream_cx_idle_timeout = %d, want 1", got)
 	}
+	// h2c: GOAWAY, then the close.
+	cl := dialH2(t, h.addr("egress"))
+	goAway := false
+	for f := range cl.frames {
+		goAway = goAway || f.typ == http2.FrameGoAway
+	}
+	var ne net.Error
+	if _, err := cl.c.Read(make([]byte, 1)); errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("an idle h2c connection was kept open")
+	}
+	if !goAway {
+		t.Error("an idle h2c connection was closed without GOAWAY")
+	}
 }
 
 // TestListenerConnectionCap: connections beyond the per-listener cap are
@@ -287,7 +300,7 @@ func TestH2MaxConcurrentStreams(t *testing.T) {
 func TestH2RapidReset(t *testing.T) {
 	h := newHarness(t)
 	b := newBackend(t, "b")
-	// b.slow = 10 * time.Second // every stream is reset before it could complete
+	b.slow = 10 * time.Second // every stream is reset before it could complete
 	h.push(httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))),
 		edsCluster("c"), cla("c", b.addr()))
