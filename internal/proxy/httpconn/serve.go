@@ -111,7 +111,9 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			if resets.streamEnded(premature) {
 				m.stats.prematureResets.Inc()
 				closeForResets(rw, c)
-				p = nil // a panic would skip writing the response that carries the GOAWAY
+				if p == http.ErrAbortHandler {
+					p = nil // an abort would skip the response that starts the GOAWAY
+				}
 			}
 		}
 		if p != nil {
@@ -573,7 +575,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.s.rxBytes.Add(int64(n))
 		b.s.touch()
 	}
-	if err != nil && err != io.EOF {
+	if err != nil && err != io.EOF && err != http.ErrBodyReadAfterClose {
 		b.s.bodyErr.CompareAndSwap(nil, &err)
 	}
 	return n, err
