@@ -312,7 +312,8 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 				count(hc.onHeaderTimeout)
 				hc.fail(http.StatusRequestTimeout, "request header timeout")
 			}
-		case strings.Contains(err.Error(), "transfer encoding"):
+		case strings.HasPrefix(err.Error(), "unsupported transfer encoding"),
+			strings.HasPrefix(err.Error(), "too many transfer encodings"):
 			// Go's reader refuses codings other than one "chunked"; Envoy
 			// answers those 501 (http1.invalid_transfer_encoding), as
 			// RFC 9112 section 6.1 suggests.

@@ -5,16 +5,16 @@ package httpconn
 // may frame the message differently (request smuggling):
 //
 //   - Content-Length together with Transfer-Encoding. RFC 9112 section
-//     6.3 lets a server reject it and says a proxy must not forward both;
-//     Go's reader drops Content-Length and reads the body chunked. Envoy
+//     6.3 says to treat it as an error, and an intermediary that forwards
+//     it anyway must drop Content-Length, which Go's reader does. Envoy
 //     answers 400 (http1.content_length_and_chunked_not_allowed) unless
 //     allow_chunked_length is set.
 //   - obs-fold, a header line continued on the next line after a space
 //     or tab. RFC 9112 section 5.2: reject with 400, or replace each fold
 //     with spaces. Go joins the lines; Envoy's parser (Balsa, configured
 //     without disallow_header_continuation_lines) strips the CR and LF
-//     and keeps the value. weft proxy refuses, as RFC 9110 recommends for
-//     intermediaries that cannot be sure the next hop unfolds alike.
+//     and keeps the value. weft proxy takes the RFC's first choice and
+//     refuses: it cannot know how the next hop would read the fold.
 //   - a bare LF as a line ending. RFC 9112 section 2.2 allows a
 //     recipient to accept one, which Go and Envoy's parser do; a proxy
 //     accepting it forwards a head another parser may cut elsewhere, so
