@@ -85,6 +85,14 @@ func TestRequestHeadersTimeout(t *testing.T) {
 	}
 	checkExposed(t, h, "http.egress.downstream_rq_header_timeout: 1",
 		`envoy_http_downstream_rq_header_timeout{envoy_http_conn_manager_prefix="egress"} 1`)
+	// A connection that never sends a byte is closed as well.
+	silent := dialRaw(t, addr)
+	if out := readUntilClosed(t, silent); out != "" {
+		t.Errorf("a silent connection was answered %q", out)
+	}
+	if got := h.stat("http.egress.downstream_rq_header_timeout"); got != 2 {
+		t.Errorf("downstream_rq_header_timeout = %d after a silent connection, want 2", got)
+	}
 	// A connection that sends its head in time is served, even when it
 	// stays open longer than the header timeout afterwards.
 	c := newClient(t)

@@ -174,7 +174,18 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	hc.onProtocolError = m.stats.cxProtocolError.Inc
 	// Tracked, and idle, from the start: shutdown must not wait for a
 	// connection that has not sent its first bytes yet.
-	_ = c.SetReadDeadline(deadline(hc.idleTimeout))
+	//
+	// A new connection gets the header timeout for its first byte too,
+	// not the idle timeout: one that connects and never speaks would
+	// otherwise hold a slot of the listener's connection cap for an hour.
+	// Envoy arms request_headers_timeout at the first byte; nginx's
+	// client_header_timeout and haproxy's timeout http-request start at
+	// the connection, as here.
+	first := hc.headerTimeout
+	if first <= 0 || hc.idleTimeout > 0 && hc.idleTimeout < first {
+		first = hc.idleTimeout
+	}
+	_ = c.SetReadDeadline(deadline(first))
 	hc.state.Store(connIdle)
 	if !s.track(hc) {
 		_ = c.Close()
@@ -184,7 +195,11 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	_, err := hc.br.Peek(1)
 	if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
 		if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
-			count(hc.onIdleTimeout)
+			if first == hc.headerTimeout {
+				count(hc.onHeaderTimeout)
+			} else {
+				count(hc.onIdleTimeout)
+			}
 		}
 		_ = c.Close()
 		return
