@@ -33,7 +33,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxConns := fs.Int("listener-max-connections", envInt("WEFT_PROXY_LISTENER_MAX_CONNECTIONS", proxy.DefaultListenerMaxConnections, &envErrs),
 		"open downstream connections per listener; more are closed at once (downstream_cx_overflow); 0 for no cap (env WEFT_PROXY_LISTENER_MAX_CONNECTIONS)")
 	headersTimeout := fs.Duration("request-headers-timeout", envDuration("WEFT_PROXY_REQUEST_HEADERS_TIMEOUT", httpconn.DefaultRequestHeadersTimeout, &envErrs),
-		"time from a request's first byte to the end of its head, unless the HCM sets request_headers_timeout; 0 for none (env WEFT_PROXY_REQUEST_HEADERS_TIMEOUT)")
+		"time from a request's first byte to the end of its head, and for a new connection's first byte, unless the HCM sets request_headers_timeout; 0 for none (env WEFT_PROXY_REQUEST_HEADERS_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
