@@ -68,6 +68,7 @@ func main() {
 	hold := flag.Bool("hold", false, "set everything up, print addresses and pids, and wait for Ctrl-C (to profile by hand)")
 	relay := flag.String("relay", "", "internal: run the Go TCP relay on this address (to -relay-to) instead of the bench")
 	relayTo := flag.String("relay-to", "", "internal: the relay's upstream")
+	weftB := flag.String("weft-b", "", "a second weft binary (the build before a change, say): adds the path \"one weft proxy B\" served by it, interleaved with the others, and prints its ratios to \"one weft proxy\"")
 	flag.Parse()
 	if *relay != "" {
 		runRelay(*relay, *relayTo)
@@ -91,8 +92,8 @@ func main() {
 	// wide open).
 	xds.set("mesh/bench/virtualNode/server", resources("ingress", pB, "cds_ingress_bench_server_http_9080", app, true))
 	xds.set("mesh/bench/virtualNode/client", resources("egress", pA, "cds_egress_bench_server_http_9080", fmt.Sprintf("127.0.0.1:%d", pB), false))
-	procB := b.startProxy("mesh/bench/virtualNode/server", xds.addr)
-	procA := b.startProxy("mesh/bench/virtualNode/client", xds.addr)
+	procB := b.startProxy(b.weft, "mesh/bench/virtualNode/server", xds.addr)
+	procA := b.startProxy(b.weft, "mesh/bench/virtualNode/client", xds.addr)
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pB))
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pA))
 	pH := freePort()
@@ -127,16 +128,26 @@ func main() {
 	targets := []target{
 		{"app direct", "http://" + app + "/", []*os.Process{appProc}},
 		{"one weft proxy", fmt.Sprintf("http://127.0.0.1:%d/", pB), []*os.Process{procB}},
+		{"one weft proxy B", "", nil}, // with -weft-b only
 		{"two weft proxies (sidecar to sidecar)", fmt.Sprintf("http://127.0.0.1:%d/", pA), []*os.Process{procA, procB}},
 		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pH), []*os.Process{procH}},
 		{"two haproxies", fmt.Sprintf("http://127.0.0.1:%d/", pH2), []*os.Process{procH2, procH}},
 		{"Go TCP relay (no HTTP: a Go proxy's floor)", fmt.Sprintf("http://127.0.0.1:%d/", pR), []*os.Process{procR}},
 		{"two Go TCP relays", fmt.Sprintf("http://127.0.0.1:%d/", pR2), []*os.Process{procR2, procR}},
 	}
+	if *weftB != "" {
+		// The same sidecar as proxy B, run by the other binary.
+		pBB := freePort()
+		xds.set("mesh/bench/virtualNode/server-b", resources("ingress", pBB, "cds_ingress_bench_server_http_9080", app, true))
+		procBB := b.startProxy(*weftB, "mesh/bench/virtualNode/server-b", xds.addr)
+		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBB))
+		targets[2].url, targets[2].procs = fmt.Sprintf("http://127.0.0.1:%d/", pBB), []*os.Process{procBB}
+		fmt.Printf("one weft proxy B: %s\n", *weftB)
+	}
 	fmt.Print(machine(*weft))
 	var run []target
 	for _, t := range targets {
-		if *only == "" || strings.Contains(t.name, *only) {
+		if t.url != "" && (*only == "" || strings.Contains(t.name, *only)) {
 			run = append(run, t)
 		}
 	}
@@ -194,6 +205,11 @@ func main() {
 	var fixed, sat []string
 	var direct result
 	var adds []added
+	type row struct {
+		r    result
+		perK float64
+	}
+	rows := map[string]row{}
 	for i, t := range run {
 		r := summarize(accs[i].lat, accs[i].errors, accs[i].wall)
 		mem := memKB(t.procs)
@@ -204,6 +220,7 @@ func main() {
 		}
 		n := float64(len(t.procs))
 		perK := accs[i].cpu.Seconds() / accs[i].wall.Seconds() / n / (r.achieved / 1000)
+		rows[t.name] = row{r, perK}
 		mb := func(kb int64) float64 { return float64(kb) / 1024 / n }
 		fixed = append(fixed, fmt.Sprintf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %.3f | %.1f | %.1f | %.1f |",
 			t.name, r.achieved, r.p50, r.p99, r.max, r.errors, perK, mb(mem.rss), mb(mem.pss), mb(mem.private)))
@@ -233,6 +250,12 @@ func main() {
 		fmt.Println("|---|---|---|")
 		for _, a := range adds {
 			fmt.Printf("| %s | %.3f | %.3f |\n", a.name, a.p50, a.p99)
+		}
+	}
+	if a, ok := rows["one weft proxy"]; ok {
+		if b, ok := rows["one weft proxy B"]; ok {
+			fmt.Printf("\nB / A (one weft proxy B over one weft proxy, same run): vCPU per 1,000 rps %.3f, p50 %.3f, p99 %.3f\n",
+				b.perK/a.perK, b.r.p50/a.r.p50, b.r.p99/a.r.p99)
 		}
 	}
 	if len(heyRows) > 0 {
@@ -301,7 +324,7 @@ func (b *bench) startApp() string {
 	return addr
 }
 
-func (b *bench) startProxy(node, xds string) *os.Process {
+func (b *bench) startProxy(bin, node, xds string) *os.Process {
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort())
 	args := []string{"proxy", "--admin-addr", admin, "--log-level", "warn"}
 	if b.pprof {
@@ -311,7 +334,7 @@ func (b *bench) startProxy(node, xds string) *os.Process {
 	if b.gomaxprocs > 0 {
 		args = append(args, "--concurrency", strconv.Itoa(b.gomaxprocs))
 	}
-	c := b.start(b.weft, env, args...)
+	c := b.start(bin, env, args...)
 	if b.admin == nil {
 		b.admin = map[int]string{}
 	}

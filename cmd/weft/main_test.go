@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"strings"
 	"testing"
 )
 
@@ -32,5 +33,23 @@ func TestLogLevel(t *testing.T) {
 	}
 	if _, err := logLevel("loud"); err == nil {
 		t.Error(`"loud" was accepted`)
+	}
+}
+
+// TestProxyLimitEnv: a malformed limit in the environment stops weft proxy
+// before it starts, naming the variable, rather than running without it.
+func TestProxyLimitEnv(t *testing.T) {
+	for name, val := range map[string]string{
+		"WEFT_PROXY_REQUEST_HEADERS_TIMEOUT":  "soon",
+		"WEFT_PROXY_LISTENER_MAX_CONNECTIONS": "many",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, val)
+			var out, errOut bytes.Buffer
+			err := runProxy(t.Context(), []string{"--resource-arn", "mesh/m/virtualNode/n", "--admin-addr", ""}, &out, &errOut)
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Fatalf("%s=%s: %v, want an error naming it", name, val, err)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,10 +10,12 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/weftmesh/weft/internal/proxy"
+	"github.com/weftmesh/weft/internal/proxy/httpconn"
 	"github.com/weftmesh/weft/internal/proxy/xdsclient"
 )
 
@@ -33,8 +36,24 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	xdsCert := fs.String("xds-cert", envOr("WEFT_XDS_CERT", ""), "PEM client certificate for xDS over TLS, issued by weft's CA for this node (env WEFT_XDS_CERT)")
 	xdsKey := fs.String("xds-key", envOr("WEFT_XDS_KEY", ""), "PEM key of --xds-cert (env WEFT_XDS_KEY)")
 	level := fs.String("log-level", envOr("ENVOY_LOG_LEVEL", "info"), "debug, info, warn or error, or Envoy's trace, warning, critical, off (env ENVOY_LOG_LEVEL)")
+	var envErrs []error
+	maxConns := fs.Int("listener-max-connections", envInt("WEFT_PROXY_LISTENER_MAX_CONNECTIONS", proxy.DefaultListenerMaxConnections, &envErrs),
+		"open downstream connections per listener; more are closed at once (downstream_cx_overflow); 0 for no cap (env WEFT_PROXY_LISTENER_MAX_CONNECTIONS)")
+	headersTimeout := fs.Duration("request-headers-timeout", envDuration("WEFT_PROXY_REQUEST_HEADERS_TIMEOUT", httpconn.DefaultRequestHeadersTimeout, &envErrs),
+		"time from a request's first byte to the end of its head, and for a new connection's first byte, unless the HCM sets request_headers_timeout; 0 for none (env WEFT_PROXY_REQUEST_HEADERS_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := errors.Join(envErrs...); err != nil {
+		return err
+	}
+	cfg.ListenerMaxConnections = *maxConns
+	if *maxConns <= 0 {
+		cfg.ListenerMaxConnections = -1 // no cap
+	}
+	cfg.RequestHeadersTimeout = *headersTimeout
+	if *headersTimeout <= 0 {
+		cfg.RequestHeadersTimeout = -1 // none
 	}
 	if *concurrency > 0 {
 		runtime.GOMAXPROCS(*concurrency)
@@ -64,6 +83,20 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return p.Run(ctx)
+}
+
+// envDuration is envInt for durations ("10s").
+func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
+	s := envOr(name, "")
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("env %s=%q: not a duration", name, s))
+		return def
+	}
+	return d
 }
 
 // atoiOr parses s, or returns def when s is empty or not a number.

@@ -50,6 +50,15 @@ import (
 // Version is reported in /server_info and the xDS node.
 const Version = "weft-proxy/0.1"
 
+// DefaultListenerMaxConnections caps each listener's open downstream
+// connections unless Config says otherwise. Envoy has no cap unless one
+// is set (per listener with the runtime key
+// envoy.resource_limits.listener.<name>.connection_limit, or for the
+// process in the overload manager); weft proxy sets one so that a flood
+// of connections cannot use up the process's file descriptors, which
+// the admin listener, upstream connections and xDS need too.
+const DefaultListenerMaxConnections = 16384
+
 // Config configures a proxy.
 type Config struct {
 	ResourceARN string // node.id: the virtual node or gateway ARN (or mesh/<m>/virtualNode/<n>)
@@ -69,6 +78,16 @@ type Config struct {
 	// settle (package exepages). For a process of its own: in a test
 	// binary it would release the pages of every test.
 	ReleaseStartupPages bool
+	// RequestHeadersTimeout bounds how long a downstream request head may
+	// take from its first byte when the HCM sets no
+	// request_headers_timeout; 0 uses httpconn.DefaultRequestHeadersTimeout,
+	// negative is none.
+	RequestHeadersTimeout time.Duration
+	// ListenerMaxConnections caps the open downstream connections of each
+	// listener; 0 uses DefaultListenerMaxConnections, negative is no cap.
+	// Connections over the cap are closed at once and counted in
+	// listener.<address>.downstream_cx_overflow.
+	ListenerMaxConnections int
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.
@@ -117,6 +136,9 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	}
 	if cfg.NodeCluster == "" {
 		cfg.NodeCluster = cfg.ResourceARN
+	}
+	if cfg.ListenerMaxConnections == 0 {
+		cfg.ListenerMaxConnections = DefaultListenerMaxConnections
 	}
 	p := &Proxy{cfg: cfg, log: log.With("node", cfg.ResourceARN), start: time.Now(),
 		Stats: stats.NewStore(), sinks: accesslog.NewSinks(),
@@ -437,7 +459,8 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 	defer p.mu.Unlock()
 	lds := p.Stats.Scope("listener_manager.lds.", "envoy_listener_manager_lds_")
 	lm := p.Stats.Scope("listener_manager.", "envoy_listener_manager_")
-	deps := httpconn.Deps{Routes: p, Clusters: p.clusters, Sinks: p.sinks, Stats: p.Stats, Server: p.server, Log: p.log}
+	deps := httpconn.Deps{Routes: p, Clusters: p.clusters, Sinks: p.sinks, Stats: p.Stats, Server: p.server, Log: p.log,
+		RequestHeadersTimeout: p.cfg.RequestHeadersTimeout}
 	type plan struct {
 		cfg   *listener.Config
 		reuse *listener.Listener // same address: swap config
@@ -461,6 +484,7 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 			errs = append(errs, err)
 			continue
 		}
+		cfg.MaxConnections = p.cfg.ListenerMaxConnections
 		pl := &plan{cfg: cfg, rds: rds}
 		if old != nil && old.ConfiguredAddr() == cfg.Addr {
 			pl.reuse = old

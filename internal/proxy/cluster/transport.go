@@ -194,6 +194,14 @@ func (c *Cluster) RequestDone(h *Host, code int, gatewayFailure bool, timedOut b
 	}
 }
 
+// RequestReset records the end of a request to h that the downstream
+// side broke (a client gone or a malformed request body): the host is
+// not at fault, so outlier detection does not see it.
+func (c *Cluster) RequestReset(h *Host) {
+	h.rqActive.Add(-1)
+	c.Stats.RqTxReset.Inc()
+}
+
 // sleep waits d or until ctx ends; it reports whether d elapsed.
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)

@@ -49,9 +49,6 @@ const (
 	// rstAvoidance is how long a connection refusing a request reads
 	// what the client still sends before closing.
 	rstAvoidance = 500 * time.Millisecond
-	// idleTimeout closes a connection that waits this long for its next
-	// request (Envoy's default downstream idle timeout).
-	idleTimeout = time.Hour
 )
 
 // h2Preface is what a prior-knowledge HTTP/2 connection starts with.
@@ -61,8 +58,10 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // request head is read, at most n bytes, so that a huge head fails
 // instead of growing without bound.
 type limitedReader struct {
-	c net.Conn
-	n int64
+	c   net.Conn
+	n   int64
+	chk *headCheck // fed what is read while a head is checked; else nil
+	err error      // the last read error
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
@@ -74,6 +73,12 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	}
 	n, err := l.c.Read(p)
 	l.n -= int64(n)
+	if err != nil {
+		l.err = err
+	}
+	if l.chk != nil && n > 0 && l.chk.scan(p[:n]) {
+		l.chk = nil
+	}
 	return n, err
 }
 
@@ -113,13 +118,39 @@ type h1Conn struct {
 	bw      *bufio.Writer
 	state   atomic.Int32 // connBusy, connIdle or connClosing
 	scratch [64]byte     // status lines, chunk sizes, dates
+	chk     headCheck
+
+	headerTimeout time.Duration // from a request's first byte to the end of its head; 0: none
+	idleTimeout   time.Duration // waiting for a request; 0: none
+	// Counters of the connection manager; nil in tests.
+	onHeaderTimeout, onIdleTimeout, onProtocolError func()
 }
 
 func newH1Conn(c *listener.Conn) *h1Conn {
-	hc := &h1Conn{c: c, bw: bufio.NewWriterSize(c, h1BufSize)}
+	hc := &h1Conn{c: c, bw: bufio.NewWriterSize(c, h1BufSize),
+		headerTimeout: DefaultRequestHeadersTimeout, idleTimeout: DefaultIdleTimeout}
 	hc.lim = limitedReader{c: c.Conn, n: maxHeaderBytes}
 	hc.br = bufio.NewReaderSize(&hc.lim, h1BufSize)
 	return hc
+}
+
+// deadline is the read deadline for a timeout d from now; none for 0.
+func deadline(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
+
+func count(f func()) {
+	if f != nil {
+		f()
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // drain makes the connection close after its current response, or now if
@@ -138,17 +169,48 @@ var aLongTimeAgo = time.Unix(1, 0)
 // done with or handed to the net/http server.
 func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	hc := newH1Conn(c)
+	hc.headerTimeout, hc.idleTimeout = m.headersTimeout, m.idleTimeout
+	hc.onHeaderTimeout, hc.onIdleTimeout = m.stats.rqHeaderTimeout.Inc, m.stats.cxIdleTimeout.Inc
+	hc.onProtocolError = m.stats.cxProtocolError.Inc
 	// Tracked, and idle, from the start: shutdown must not wait for a
 	// connection that has not sent its first bytes yet.
-	_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
+	//
+	// A new connection gets the header timeout for its first byte too,
+	// not the idle timeout: one that connects and never speaks would
+	// otherwise hold a slot of the listener's connection cap for an hour.
+	// Envoy arms request_headers_timeout at the first byte; nginx's
+	// client_header_timeout and haproxy's timeout http-request start at
+	// the connection, as here.
+	first := hc.headerTimeout
+	if first <= 0 || hc.idleTimeout > 0 && hc.idleTimeout < first {
+		first = hc.idleTimeout
+	}
+	_ = c.SetReadDeadline(deadline(first))
 	hc.state.Store(connIdle)
 	if !s.track(hc) {
 		_ = c.Close()
 		return
 	}
 	defer s.untrack(hc)
+	_, err := hc.br.Peek(1)
+	if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+		if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
+			if first == hc.headerTimeout {
+				count(hc.onHeaderTimeout)
+			} else {
+				count(hc.onIdleTimeout)
+			}
+		}
+		_ = c.Close()
+		return
+	}
+	// The request header timeout runs from the first byte.
+	_ = c.SetReadDeadline(deadline(hc.headerTimeout))
 	h2, err := startsWithPreface(hc.br)
-	if err != nil || !hc.state.CompareAndSwap(connIdle, connBusy) {
+	if err != nil {
+		if isTimeout(err) {
+			count(hc.onHeaderTimeout)
+		}
 		_ = c.Close()
 		return
 	}
@@ -157,7 +219,7 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 		_ = c.SetReadDeadline(time.Time{})
 		hc.lim.n = math.MaxInt64
 		c.Conn = &replayConn{Conn: c.Conn, br: hc.br}
-		s.ln.push(ctx, c)
+		s.serveH2(ctx, c, m)
 		return
 	}
 	m.stats.cxTotal.Inc()
@@ -188,7 +250,7 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 		}
 		// The idle deadline is set before the connection is marked idle,
 		// so that shutdown's abort (drain) comes after it.
-		_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
+		_ = c.SetReadDeadline(deadline(hc.idleTimeout))
 		if !keep || !hc.state.CompareAndSwap(connBusy, connIdle) {
 			_ = c.Close()
 			return
@@ -196,9 +258,13 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 		hc.lim.n = maxHeaderBytes
 		_, err := hc.br.Peek(1)
 		if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+			if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
+				count(hc.onIdleTimeout)
+			}
 			_ = c.Close()
 			return
 		}
+		_ = c.SetReadDeadline(deadline(hc.headerTimeout))
 	}
 }
 
@@ -235,23 +301,52 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		}
 		_, _ = hc.br.Discard(1)
 	}
+	hc.chk.reset()
+	if b, _ := hc.br.Peek(hc.br.Buffered()); !hc.chk.scan(b) {
+		hc.lim.chk = &hc.chk // the rest of the head is checked as it arrives
+	}
+	hc.lim.err = nil
 	req, err := http.ReadRequest(hc.br)
+	hc.lim.chk = nil
 	hc.lim.n = math.MaxInt64
 	if err != nil {
+		var ne net.Error
+		if isTimeout(hc.lim.err) {
+			// A line cut by the deadline may reach the parser as a
+			// malformed one: the deadline is the cause.
+			err = hc.lim.err
+		}
 		switch {
 		case errors.Is(err, errHeadTooLarge):
+			count(hc.onProtocolError)
 			hc.fail(http.StatusRequestHeaderFieldsTooLarge, "431 Request Header Fields Too Large")
 		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
-		default:
-			var ne net.Error
-			if !errors.As(err, &ne) {
-				hc.fail(http.StatusBadRequest, "400 Bad Request")
+		case errors.As(err, &ne):
+			if ne.Timeout() {
+				// Envoy's request_headers_timeout answers 408 likewise.
+				count(hc.onHeaderTimeout)
+				hc.fail(http.StatusRequestTimeout, "request header timeout")
 			}
+		case strings.HasPrefix(err.Error(), "unsupported transfer encoding"),
+			strings.HasPrefix(err.Error(), "too many transfer encodings"):
+			// Go's reader refuses codings other than one "chunked"; Envoy
+			// answers those 501 (http1.invalid_transfer_encoding), as
+			// RFC 9112 section 6.1 suggests.
+			count(hc.onProtocolError)
+			hc.fail(http.StatusNotImplemented, "501 Not Implemented: unsupported transfer encoding")
+		default:
+			count(hc.onProtocolError)
+			hc.fail(http.StatusBadRequest, "400 Bad Request")
 		}
 		return false, false
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	if msg := checkRequest(req); msg != "" {
+	msg := hc.chk.problem()
+	if msg == "" {
+		msg = checkRequest(req)
+	}
+	if msg != "" {
+		count(hc.onProtocolError)
 		hc.fail(http.StatusBadRequest, "400 Bad Request: "+msg)
 		return false, false
 	}

@@ -256,6 +256,18 @@ func TestH1BadRequests(t *testing.T) {
 		{"head too large", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("a", maxHeaderBytes) + "\r\n\r\n", 431},
 		{"unknown expectation", "GET / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n", 417},
 		{"HTTP/2 request line without the preface", "GET / HTTP/2.0\r\nHost: h\r\n\r\n", 400},
+		// Framing two parsers may read differently (head.go).
+		{"Content-Length and Transfer-Encoding", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"Transfer-Encoding and Content-Length", "POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n", 400},
+		{"two Transfer-Encodings", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
+		{"Transfer-Encoding identity", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+		{"obs-fold", "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\t2\r\n\r\n", 400},
+		{"bare LF", "GET / HTTP/1.1\nHost: h\n\n", 400},
+		{"bare LF ending the head", "GET / HTTP/1.1\r\nHost: h\r\n\n", 400},
+		// Past the read buffer: the check follows the head as it arrives.
+		{"Content-Length and Transfer-Encoding after 8 KiB of head", "POST / HTTP/1.1\r\nHost: h\r\nX-Pad: " + strings.Repeat("p", 8<<10) +
+			"\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"obs-fold after 8 KiB of head", "GET / HTTP/1.1\r\nHost: h\r\nX-Pad: " + strings.Repeat("p", 8<<10) + "\r\nX-A: 1\r\n 2\r\n\r\n", 400},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -475,7 +487,10 @@ func TestStartsWithPreface(t *testing.T) {
 
 // FuzzH1 feeds arbitrary bytes to the fast path: whatever arrives, it must
 // answer with well-formed HTTP/1.1 responses and end the connection when
-// the client does, without panicking or hanging.
+// the client does, without panicking or hanging. Framing is checked too:
+// every request the handler served gets exactly one response, in order,
+// and a response the connection itself makes (a refused request) is the
+// last one: nothing after a refused request is ever served.
 func FuzzH1(f *testing.F) {
 	for _, s := range []string{
 		"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -486,10 +501,17 @@ func FuzzH1(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"GET http://h/abs HTTP/1.1\r\nHost: other\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
 		"PRI * HTTP/1.1\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc\r\n0\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET / HTTP/1.1\nHost: h\n\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 22\r\n\r\nGET /2 HTTP/1.1\r\n\r\n",
 	} {
 		f.Add(s)
 	}
+	var served atomic.Int64
 	srv := startH1(f, func(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
 		if r.Method == http.MethodHead {
 			w.Header().Set("Content-Length", "3")
 			return
@@ -497,17 +519,32 @@ func FuzzH1(f *testing.F) {
 		echo(ctx, w, r)
 	})
 	f.Fuzz(func(t *testing.T, raw string) {
+		served.Store(0)
 		out := srv.exchange(t, raw)
 		br := bufio.NewReader(strings.NewReader(out))
+		var answered int64
+		refused := false
 		for {
 			if _, err := br.Peek(1); err == io.EOF {
-				return
+				break
+			}
+			if refused {
+				t.Fatalf("a response after a refused request in %q", out)
 			}
 			// The request method only matters for HEAD, whose responses
 			// carry Content-Length 3 and no body.
 			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
 			if err != nil {
 				t.Fatalf("malformed response: %v in %q", err, out)
+			}
+			switch {
+			case resp.StatusCode == http.StatusOK:
+				answered++
+			case resp.StatusCode >= 400:
+				refused = true
+				if !resp.Close {
+					t.Fatalf("a refused request did not close the connection: %q", out)
+				}
 			}
 			if resp.ContentLength == 3 && resp.StatusCode == 200 && !strings.Contains(raw, "HEAD") {
 				t.Fatalf("unexpected response %v", resp)
@@ -518,6 +555,9 @@ func FuzzH1(f *testing.F) {
 				}
 				t.Fatalf("response body: %v in %q", err, out)
 			}
+		}
+		if n := served.Load(); n != answered {
+			t.Fatalf("%d requests served, %d answered: %q", n, answered, out)
 		}
 	})
 }
@@ -566,5 +606,34 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHeadCheck feeds heads in pieces of every size: the verdict must not
+// depend on how the bytes arrive.
+func TestHeadCheck(t *testing.T) {
+	tests := []struct {
+		head string
+		want string // "" when acceptable
+	}{
+		{"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX-Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX: a:b\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", ""}, // after the head
+		{"GET / HTTP/1.1\r\nCONTENT-LENGTH: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "content-length and transfer-encoding together"},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX: 1\r\n 2\r\n\r\n", "folded header line"},
+		{"GET / HTTP/1.1\nHost: h\r\n\r\n", "line ending without CR"},
+		{"GET / HTTP/1.1\r\nHost: h\n\n", "line ending without CR"},
+	}
+	for _, tc := range tests {
+		for size := 1; size <= len(tc.head); size++ {
+			var h headCheck
+			done := false
+			for i := 0; i < len(tc.head) && !done; i += size {
+				done = h.scan([]byte(tc.head[i:min(i+size, len(tc.head))]))
+			}
+			if !done || h.problem() != tc.want {
+				t.Fatalf("%q in pieces of %d: done %v, problem %q, want %q", tc.head, size, done, h.problem(), tc.want)
+			}
+		}
 	}
 }

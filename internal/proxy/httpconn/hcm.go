@@ -14,6 +14,7 @@ package httpconn
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http/httputil"
 	"strconv"
 	"strings"
@@ -48,7 +49,28 @@ type Deps struct {
 	Stats    *stats.Store
 	Server   *Server
 	Log      *slog.Logger
+	// RequestHeadersTimeout applies when the HCM sets no
+	// request_headers_timeout; 0 means DefaultRequestHeadersTimeout,
+	// negative none.
+	RequestHeadersTimeout time.Duration
 }
+
+// Connection limits that apply unless the HCM sets its own.
+const (
+	// DefaultRequestHeadersTimeout bounds the time from a request's first
+	// byte to the end of its head. Envoy has no default (its
+	// request_headers_timeout is off unless set) but its edge guidance
+	// recommends 10 s; weft proxy applies that.
+	DefaultRequestHeadersTimeout = 10 * time.Second
+	// DefaultIdleTimeout closes a downstream connection with no request in
+	// flight after this long: Envoy's default
+	// common_http_protocol_options.idle_timeout.
+	DefaultIdleTimeout = time.Hour
+	// DefaultMaxConcurrentStreams is the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
+	// advertised unless http2_protocol_options.max_concurrent_streams is
+	// set (Envoy's edge guidance; Envoy's own default is 2^31-1).
+	DefaultMaxConcurrentStreams = 100
+)
 
 // HCM is one compiled HttpConnectionManager. Immutable.
 type HCM struct {
@@ -67,6 +89,9 @@ type HCM struct {
 	generateRequestID           bool
 	useRemoteAddress            bool
 	websocket                   bool
+	headersTimeout              time.Duration // request head, from its first byte; 0: none
+	idleTimeout                 time.Duration // connection without a request; 0: none
+	h2MaxStreams                uint32
 
 	stats hcmStats
 	proxy *httputil.ReverseProxy
@@ -79,6 +104,8 @@ type hcmStats struct {
 	cxActive                               *stats.Gauge
 	noRoute, noCluster, directResponse     *stats.Counter
 	rqTimeout, rqIdleTimeout, rqRxReset    *stats.Counter
+	rqHeaderTimeout, cxIdleTimeout         *stats.Counter
+	cxProtocolError, prematureResets       *stats.Counter
 	classes                                [6]*stats.Counter
 }
 
@@ -93,6 +120,9 @@ func newHCMStats(st *stats.Store, prefix string) hcmStats {
 		noRoute: sc.Counter("no_route"), noCluster: sc.Counter("no_cluster"),
 		directResponse: sc.Counter("rq_direct_response"), rqTimeout: sc.Counter("downstream_rq_timeout"),
 		rqIdleTimeout: sc.Counter("downstream_rq_idle_timeout"), rqRxReset: sc.Counter("downstream_rq_rx_reset"),
+		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
+		cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
+		prematureResets: sc.Counter("downstream_rq_too_many_premature_resets"),
 	}
 	for i := 1; i <= 5; i++ {
 		s.classes[i] = sc.TaggedCounter(fmt.Sprintf("downstream_rq_%dxx", i), "downstream_rq_xx",
@@ -139,9 +169,21 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 	if t := h.GetRequestTimeout(); t != nil {
 		m.requestTimeout = t.AsDuration()
 	}
+	m.headersTimeout = deps.RequestHeadersTimeout
+	if m.headersTimeout == 0 {
+		m.headersTimeout = DefaultRequestHeadersTimeout
+	} else if m.headersTimeout < 0 {
+		m.headersTimeout = 0
+	}
+	if t := h.GetRequestHeadersTimeout(); t != nil {
+		m.headersTimeout = t.AsDuration() // 0 turns it off, as in Envoy
+	}
+	m.idleTimeout = DefaultIdleTimeout
+	m.h2MaxStreams = DefaultMaxConcurrentStreams
 	if o := h.GetCommonHttpProtocolOptions(); o != nil {
-		// idle_timeout applies to the connection; the shared server uses
-		// Envoy's default of 1 h for every connection.
+		if t := o.GetIdleTimeout(); t != nil {
+			m.idleTimeout = t.AsDuration() // 0 turns it off, as in Envoy
+		}
 		if err := strict.Fields(o, path+".common_http_protocol_options", "idle_timeout",
 			"max_stream_duration", "headers_with_underscores_action", "max_headers_count"); err != nil {
 			return nil, err
@@ -159,6 +201,12 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 		if err := strict.Fields(o, path+".http2_protocol_options", "max_concurrent_streams",
 			"initial_stream_window_size", "initial_connection_window_size", "hpack_table_size"); err != nil {
 			return nil, err
+		}
+		if v := o.GetMaxConcurrentStreams(); v != nil {
+			if v.GetValue() < 1 || v.GetValue() > math.MaxInt32 {
+				return nil, fmt.Errorf("%s.http2_protocol_options.max_concurrent_streams: %d is outside [1, 2147483647]", path, v.GetValue())
+			}
+			m.h2MaxStreams = v.GetValue()
 		}
 	}
 	if a := h.GetPathWithEscapedSlashesAction(); a != hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT && a != hcmv3.HttpConnectionManager_KEEP_UNCHANGED {

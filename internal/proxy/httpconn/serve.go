@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -59,6 +60,7 @@ type stream struct {
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
 	idleArmed bool            // an idle timer runs; set before any body I/O
 	rxBytes   atomic.Int64
+	bodyErr   atomic.Pointer[error] // the first error reading the downstream request body
 	details   string
 }
 
@@ -78,6 +80,14 @@ func (s *stream) touch() {
 // serve handles one downstream request. ctx ends when the downstream
 // connection does (or, on the HTTP/1.1 fast path, at shutdown).
 func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, c *listener.Conn) {
+	resets := resetTrackerFrom(ctx) // HTTP/2 only
+	if resets != nil && resets.tripped.Load() {
+		// The connection is closing for premature resets: no new stream
+		// reaches an upstream.
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
 	s := &stream{m: m, conn: c, in: r, start: time.Now(), down: ctx}
 	m.stats.rqTotal.Inc()
 	m.stats.rqActive.Inc()
@@ -96,6 +106,16 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			s.flags |= accesslog.DownstreamConnectionTermination
 		}
 		m.finish(s, rw)
+		if resets != nil {
+			premature := ctx.Err() != nil && time.Since(s.start) < prematureResetLifetime
+			if resets.streamEnded(premature) {
+				m.stats.prematureResets.Inc()
+				closeForResets(rw, c)
+				if p == http.ErrAbortHandler {
+					p = nil // an abort would skip the response that starts the GOAWAY
+				}
+			}
+		}
 		if p != nil {
 			panic(p) // http.ErrAbortHandler: net/http resets the stream
 		}
@@ -169,6 +189,16 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	defer cancel(nil)
 	for _, t := range m.timers(s) {
 		defer t.Stop()
+	}
+	if ctx.Err() != nil {
+		// Reset (HTTP/2) or shut down before dispatch: nothing goes
+		// upstream.
+		m.stats.rqRxReset.Inc()
+		s.flags |= accesslog.DownstreamConnectionTermination
+		if r.ProtoMajor == 1 {
+			panic(http.ErrAbortHandler)
+		}
+		return
 	}
 	m.rp().ServeHTTP(rw, r.WithContext(sctx))
 }
@@ -388,6 +418,8 @@ type localError struct {
 	flags   accesslog.Flags
 	body    string
 	details string
+	abort   bool // no reply: reset the stream (close the HTTP/1.1 connection)
+	close   bool // close the HTTP/1.1 connection after the reply
 }
 
 func (e *localError) Error() string { return e.body }
@@ -403,6 +435,14 @@ func (m *HCM) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 		// The client went away: nothing to answer.
 		s.flags |= accesslog.DownstreamConnectionTermination | le.flags
 		return
+	}
+	if le.abort {
+		s.flags |= le.flags
+		s.details = le.details
+		panic(http.ErrAbortHandler)
+	}
+	if le.close && r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
 	}
 	m.localReply(w, s, le.code, le.flags, le.body, le.details)
 }
@@ -535,7 +575,33 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.s.rxBytes.Add(int64(n))
 		b.s.touch()
 	}
+	if err != nil && err != io.EOF && err != http.ErrBodyReadAfterClose {
+		b.s.bodyErr.CompareAndSwap(nil, &err)
+	}
 	return n, err
+}
+
+// downstreamError is the local reply for an upstream attempt that failed
+// because the downstream request body could not be read, or nil. Such a
+// failure is the client's: answered 400 when the body was malformed,
+// not at all when the client went away, never retried and never held
+// against the upstream host.
+func (s *stream) downstreamError() *localError {
+	p := s.bodyErr.Load()
+	if p == nil {
+		return nil
+	}
+	err := *p
+	var ne net.Error
+	if s.down.Err() != nil || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne) {
+		s.m.stats.rqRxReset.Inc()
+		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: "downstream_remote_disconnect"}
+	}
+	// Malformed framing (bad chunk sizes, a body longer than declared):
+	// Envoy's codec answers 400 and closes the connection.
+	s.m.stats.cxProtocolError.Inc()
+	return &localError{code: http.StatusBadRequest, flags: accesslog.DownstreamProtocolError, body: "Bad Request",
+		details: "downstream_protocol_error", close: true}
 }
 
 // mergeSlashes collapses runs of '/'.

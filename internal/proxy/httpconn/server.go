@@ -3,9 +3,7 @@ package httpconn
 import (
 	"context"
 	"errors"
-	"log"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -34,32 +32,20 @@ type Server struct {
 	draining bool                 // shutdown began: no new fast-path connections; protected by mu
 	h1conns  map[*h1Conn]struct{} // fast-path connections; protected by mu
 	h1none   chan struct{}        // closed when draining leaves no fast-path connection; protected by mu
+	h2       map[h2Key]*h2Server  // h2c servers by settings, srv's included; protected by mu
+	h2wg     sync.WaitGroup       // Serve goroutines of h2 servers other than srv
 }
 
 type connKey struct{}
 
 // NewServer returns a server; Run serves.
 func NewServer(logger *slog.Logger) *Server {
-	s := &Server{log: logger, ln: &chanListener{ch: make(chan net.Conn), done: make(chan struct{})},
-		h1conns: map[*h1Conn]struct{}{}}
+	s := &Server{log: logger, ln: newChanListener(), h1conns: map[*h1Conn]struct{}{}, h2: map[h2Key]*h2Server{}}
 	s.cond = sync.NewCond(&s.mu)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	s.srv = &http.Server{
-		Handler:        http.HandlerFunc(s.serveHTTP),
-		Protocols:      p,
-		IdleTimeout:    time.Hour, // Envoy's default downstream idle timeout
-		MaxHeaderBytes: 60 << 10,  // Envoy's max_request_headers_kb default
-		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: math.MaxInt32},
-		ErrorLog:       log.New(slogWriter{logger}, "", 0),
-		BaseContext:    func(net.Listener) context.Context { return s.base },
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, c.(*listener.Conn))
-		},
-		ConnState: s.connState,
-	}
+	k := h2Key{maxStreams: DefaultMaxConcurrentStreams, idle: DefaultIdleTimeout}
+	s.srv = s.newHTTPServer(k)
+	s.h2[k] = &h2Server{srv: s.srv, ln: s.ln}
 	return s
 }
 
@@ -78,16 +64,21 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }() // ends when s.ln is closed below
 	<-ctx.Done()
-	s.ln.close()
+	h2s := s.stopH2() // srv's listener (s.ln) included
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	// Let responses in flight finish briefly: idle connections close now,
 	// busy ones after their response.
 	s.drainH1(sctx)
-	_ = s.srv.Shutdown(sctx)
+	for _, hs := range h2s {
+		_ = hs.srv.Shutdown(sctx)
+	}
 	cancel()
 	s.cancelBase() // closes what is left of the fast-path connections
-	_ = s.srv.Close()
+	for _, hs := range h2s {
+		_ = hs.srv.Close()
+	}
 	err := <-errc
+	s.h2wg.Wait()
 	s.mu.Lock()
 	s.closing = true
 	for s.inflight > 0 || len(s.h1conns) > 0 {

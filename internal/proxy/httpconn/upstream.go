@@ -57,6 +57,13 @@ func (upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var releaseRetry func()
 	for n := 0; ; n++ {
+		if ctx.Err() != nil {
+			// The stream ended (reset, timeout) before this attempt.
+			if releaseRetry != nil {
+				releaseRetry()
+			}
+			return nil, s.ctxError(ctx)
+		}
 		var h *cluster.Host
 		var err error
 		if c.Type == cluster.OriginalDst {
@@ -117,6 +124,12 @@ func (upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		c.Stats.RqTotal.Inc()
 		resp, err := tr.RoundTrip(areq)
 		if err != nil {
+			if le := s.downstreamError(); le != nil {
+				c.RequestReset(h)
+				acancel()
+				release()
+				return nil, le
+			}
 			le, retriable, timedOut := s.classify(ctx, actx, err, rp)
 			c.RequestDone(h, 0, true, timedOut)
 			acancel()

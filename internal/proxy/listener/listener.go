@@ -53,7 +53,11 @@ type Config struct {
 	ContinueTimeout bool          // continue_on_listener_filters_timeout
 	Chains          []Chain
 	Default         *Chain // default_filter_chain, may be nil
-	matches         []Match
+	// MaxConnections caps the listener's open connections; beyond it a
+	// new connection is closed at once (downstream_cx_overflow). 0 or
+	// less: no cap.
+	MaxConnections int
+	matches        []Match
 }
 
 // Conn is an accepted connection with what matching learned about it.
@@ -89,8 +93,8 @@ func (c *Conn) CloseWrite() error {
 
 // Stats are Envoy's listener.<address>.* stats.
 type Stats struct {
-	CxTotal, CxDestroy, NoChain *stats.Counter
-	CxActive                    *stats.Gauge
+	CxTotal, CxDestroy, NoChain, CxOverflow *stats.Counter
+	CxActive                                *stats.Gauge
 }
 
 // StatName is Envoy's listener stat prefix for an address: 0.0.0.0_15000.
@@ -138,7 +142,8 @@ func Listen(cfg *Config, st *stats.Store, ids *atomic.Uint64, log *slog.Logger) 
 	sc := st.Scope("listener."+name+".", "envoy_listener_", stats.Label{Name: "envoy_listener_address", Value: name})
 	l := &Listener{name: cfg.Name, addr: cfg.Addr, log: log.With("listener", cfg.Name), ln: ln, ids: ids,
 		stats: Stats{CxTotal: sc.Counter("downstream_cx_total"), CxDestroy: sc.Counter("downstream_cx_destroy"),
-			NoChain: sc.Counter("no_filter_chain_match"), CxActive: sc.Gauge("downstream_cx_active")}}
+			NoChain: sc.Counter("no_filter_chain_match"), CxActive: sc.Gauge("downstream_cx_active"),
+			CxOverflow: sc.Counter("downstream_cx_overflow")}}
 	l.cfg.Store(cfg)
 	return l, nil
 }
@@ -192,6 +197,14 @@ func (l *Listener) acceptLoop(ctx context.Context) {
 			continue
 		}
 		delay = 0
+		if limit := l.cfg.Load().MaxConnections; limit > 0 && l.stats.CxActive.Value() >= int64(limit) {
+			// As Envoy's listener connection limit: accepted and closed at
+			// once, so that the backlog does not fill with connections
+			// that would wait for a slot.
+			l.stats.CxOverflow.Inc()
+			_ = c.Close()
+			continue
+		}
 		l.stats.CxTotal.Inc()
 		l.stats.CxActive.Inc()
 		l.wg.Add(1)
