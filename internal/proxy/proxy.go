@@ -34,6 +34,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/admin"
@@ -43,6 +44,7 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 	"github.com/weftmesh/weft/internal/proxy/xdsclient"
 )
 
@@ -65,6 +67,11 @@ type Config struct {
 	// settle (package exepages). For a process of its own: in a test
 	// binary it would release the pages of every test.
 	ReleaseStartupPages bool
+	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
+	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names
+	// as cluster static_cluster_sds_unix_socket. When set, the node's
+	// metadata says "weft.sds_socket": true.
+	SDSSocket string
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.
@@ -77,6 +84,7 @@ type Proxy struct {
 	Stats    *stats.Store
 	sinks    *accesslog.Sinks
 	clusters *cluster.Manager
+	tls      *tlsctx.Store
 	server   *httpconn.Server
 	xds      *xdsclient.Client
 	ids      atomic.Uint64
@@ -121,6 +129,10 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1)}
 	p.node = &corev3.Node{Id: cfg.ResourceARN, Cluster: cfg.NodeCluster, UserAgentName: "weft-proxy",
 		UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
+	if cfg.SDSSocket != "" {
+		p.node.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{SDSSocketMetadata: structpb.NewBoolValue(true)}}
+	}
+	p.tls = tlsctx.NewStore(p.Stats, p.log, cfg.SDSSocket != "")
 	empty := map[string]*route.Config{}
 	p.routes.Store(&empty)
 	p.connected = p.Stats.Scope("control_plane.", "envoy_control_plane_").Gauge("connected_state")
@@ -133,6 +145,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.clusters = cluster.NewManager(ctx, p.Stats, p.log)
+	p.clusters.SetTLS(p.tls)
 	p.server = httpconn.NewServer(p.log)
 	p.registerServerStats()
 	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, BackoffBase: p.cfg.XDSBackoffBase}, p, p.log)
@@ -168,6 +181,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 		go func() { // ends with ctx
 			defer wg.Done()
 			p.releasePages(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() { // TLS file poller; ends with ctx
+		defer wg.Done()
+		p.tls.Run(ctx)
+	}()
+	if p.cfg.SDSSocket != "" {
+		sds := tlsctx.NewSDSClient(p.cfg.SDSSocket, p.node, p.tls, p.log)
+		sds.OnUpdate = p.sdsUpdated
+		wg.Add(1)
+		go func() { // SDS socket client; ends with ctx
+			defer wg.Done()
+			sds.Run(ctx)
 		}()
 	}
 	wg.Add(2)
@@ -329,6 +356,9 @@ func (p *Proxy) checkLive() {
 	if p.live.Load() || !p.gotCDS || !p.gotLDS {
 		return
 	}
+	// Secrets: a listener or cluster whose secret has not arrived refuses
+	// its handshakes (never plaintext), and the proxy is not LIVE until
+	// they arrive or the initial fetch timeout passes.
 	if p.liveTimer == nil {
 		p.liveTimer = time.AfterFunc(initialFetchTimeout, func() { // one-shot; stopped by Run on exit
 			p.mu.Lock()
@@ -353,6 +383,9 @@ func (p *Proxy) checkLive() {
 			return
 		}
 	}
+	if len(p.tls.Missing(tlsctx.FromADS)) > 0 || len(p.tls.Missing(tlsctx.FromSDS)) > 0 {
+		return
+	}
 	p.log.Info("configuration complete: LIVE")
 	p.goLive()
 }
@@ -371,6 +404,7 @@ func (p *Proxy) Clusters(ctx context.Context, version string, cs []*clusterv3.Cl
 	defer p.mu.Unlock()
 	cds := p.Stats.Scope("cluster_manager.cds.", "envoy_cluster_manager_cds_")
 	eds, err := p.clusters.Apply(cs)
+	defer p.retainTLS()
 	if err != nil {
 		cds.Counter("update_rejected").Inc()
 		return nil, err
@@ -431,6 +465,7 @@ func (p *Proxy) Routes(ctx context.Context, version string, rs []*routev3.RouteC
 func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.Listener) ([]string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.retainTLS()
 	lds := p.Stats.Scope("listener_manager.lds.", "envoy_listener_manager_lds_")
 	lm := p.Stats.Scope("listener_manager.", "envoy_listener_manager_")
 	deps := httpconn.Deps{Routes: p, Clusters: p.clusters, Sinks: p.sinks, Stats: p.Stats, Server: p.server, Log: p.log}
@@ -452,7 +487,7 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 			plans[l.GetName()] = &plan{reuse: old, keep: true, rds: rdsOf(old.Config())}
 			continue
 		}
-		cfg, rds, err := buildListener(l, deps, p.clusters)
+		cfg, rds, err := buildListener(l, deps, p.clusters, p.tls)
 		if err != nil {
 			errs = append(errs, err)
 			continue

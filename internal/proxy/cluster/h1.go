@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
 // h1Client is the HTTP/1.1 client of one cluster. It writes a request and
@@ -225,7 +227,7 @@ func (t *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 		return pc, nil
 	}
 	h, _ := ctx.Value(hostKey{}).(*Host)
-	nc, err := t.c.connect(ctx, h, addr)
+	nc, err := t.c.connect(ctx, h, addr, tlsctx.ALPNHTTP11)
 	if err != nil {
 		return nil, err
 	}

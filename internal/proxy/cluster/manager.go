@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/proxy/stats"
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
 // Manager owns every cluster of a proxy. Get is safe on the request path;
@@ -21,6 +22,7 @@ type Manager struct {
 	log   *slog.Logger
 	stats *stats.Store
 	ctx   context.Context // parent of every cluster's background work
+	tls   *tlsctx.Store   // certificates of upstream TLS; nil refuses it
 
 	clusters atomic.Pointer[map[string]*Cluster]
 
@@ -37,6 +39,10 @@ func NewManager(ctx context.Context, st *stats.Store, log *slog.Logger) *Manager
 		func() int64 { return int64(len(*m.clusters.Load())) })
 	return m
 }
+
+// SetTLS sets where upstream TLS contexts find their certificates. Call
+// before the first Apply.
+func (m *Manager) SetTLS(ts *tlsctx.Store) { m.tls = ts }
 
 // Get returns the named cluster or nil.
 func (m *Manager) Get(name string) *Cluster { return (*m.clusters.Load())[name] }
@@ -64,7 +70,7 @@ func (m *Manager) Apply(pbs []*clusterv3.Cluster) ([]string, error) {
 			next[pb.GetName()] = c
 			continue
 		}
-		c, err := Build(pb, m.stats, m.log)
+		c, err := Build(pb, m.stats, m.log, m.tls)
 		if err != nil {
 			errs = append(errs, err)
 			continue
