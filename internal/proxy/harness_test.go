@@ -45,14 +45,18 @@ type harness struct {
 	p   *Proxy
 }
 
-func newHarness(t testing.TB) *harness {
+func newHarness(t testing.TB, opts ...func(*Config)) *harness {
 	t.Helper()
 	xds := xdstest.Start(t, testNode)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("WEFT_PROXY_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	p, err := New(Config{ResourceARN: testNode, XDS: xds.Addr, AdminAddr: "127.0.0.1:0", XDSBackoffBase: 20 * time.Millisecond}, log)
+	cfg := Config{ResourceARN: testNode, XDS: xds.Addr, AdminAddr: "127.0.0.1:0", XDSBackoffBase: 20 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,6 +138,7 @@ func TestTLSStrictRefusesPlaintext(t *testing.T) {
 	if cs.PeerCertificates[0].DNSNames[0] != "svc.local" {
 		t.Errorf("served certificate %v", cs.PeerCertificates[0].DNSNames)
 	}
+
 	if code, err := plainGet(addr); err == nil {
 		t.Fatalf("plaintext request to a STRICT listener answered %d", code)
 	}
@@ -154,6 +155,19 @@ func TestTLSStrictRefusesPlaintext(t *testing.T) {
 	prom := h.admin("/stats/prometheus")
 	if !strings.Contains(prom, `envoy_listener_ssl_handshake{envoy_listener_address="127.0.0.1_0"} 1`) {
 		t.Errorf("/stats/prometheus has no envoy_listener_ssl_handshake")
+	}
+	// The upstream learns the request came over TLS.
+	tr := &http.Transport{TLSClientConfig: clientTLS(ca, "svc.local")}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e echo
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	if got := e.Header.Get("X-Forwarded-Proto"); got != "https" {
+		t.Errorf("X-Forwarded-Proto upstream = %q, want https", got)
 	}
 }
 

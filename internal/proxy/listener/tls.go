@@ -2,7 +2,9 @@ package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
+	"strings"
 )
 
 // TLS terminates TLS on the connections of a filter chain (its
@@ -25,5 +27,17 @@ func (l *Listener) startTLS(ctx context.Context, c *Conn) bool {
 		return false
 	}
 	c.Conn = tc
+	if st, ok := tc.(interface{ ConnectionState() tls.ConnectionState }); ok && c.ServerName == "" {
+		c.ServerName = strings.ToLower(st.ConnectionState().ServerName)
+	}
 	return true
+}
+
+// Scheme is "https" for a connection served over TLS, else "http" (what
+// Envoy puts in X-Forwarded-Proto when the request has none).
+func (c *Conn) Scheme() string {
+	if c.Chain != nil && c.Chain.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
