@@ -105,6 +105,10 @@ type Proxy struct {
 	live      atomic.Bool
 	changed   chan struct{} // an update was accepted; buffered 1, sent to by accepted
 	liveTimer *time.Timer   // initial fetch timeout; protected by mu
+	// warmL holds updated listener configurations waiting for their
+	// secrets while the one in force keeps serving; protected by mu.
+	warmL     map[string]*listener.Config
+	warmTimer *time.Timer // bounds warming; protected by mu
 	liveCh    chan struct{}
 	liveOnce  sync.Once
 	connected *stats.Gauge
@@ -126,7 +130,8 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		Stats: stats.NewStore(), sinks: accesslog.NewSinks(),
 		listeners: map[string]*listener.Listener{}, lpb: map[string]*listenerv3.Listener{},
 		rpb: map[string]*routev3.RouteConfiguration{}, versions: map[string]string{},
-		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1)}
+		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1),
+		warmL: map[string]*listener.Config{}}
 	p.node = &corev3.Node{Id: cfg.ResourceARN, Cluster: cfg.NodeCluster, UserAgentName: "weft-proxy",
 		UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
 	if cfg.SDSSocket != "" {
@@ -233,6 +238,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	if p.liveTimer != nil {
 		p.liveTimer.Stop()
+	}
+	if p.warmTimer != nil {
+		p.warmTimer.Stop()
 	}
 	p.mu.Unlock()
 	p.clusters.Close()
@@ -410,6 +418,7 @@ func (p *Proxy) Clusters(ctx context.Context, version string, cs []*clusterv3.Cl
 		return nil, err
 	}
 	cds.Counter("update_success").Inc()
+	p.warm(false)
 	p.gotCDS = true
 	p.edsWant = eds
 	p.accepted("cds", version)
@@ -546,7 +555,14 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		case pl.keep:
 			next[name] = pl.reuse
 		case pl.reuse != nil:
-			pl.reuse.Update(pl.cfg)
+			delete(p.warmL, name)
+			if tlsReady(pl.cfg) {
+				pl.reuse.Update(pl.cfg)
+			} else {
+				// As Envoy warms an updated listener: the configuration
+				// in force serves until the new one's secrets arrive.
+				p.warmL[name] = pl.cfg
+			}
 			next[name] = pl.reuse
 			lm.Counter("listener_modified").Inc()
 		default:
@@ -562,6 +578,11 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 			lm.Counter("listener_removed").Inc()
 		}
 	}
+	for name := range p.warmL {
+		if pl, ok := plans[name]; !ok || pl.reuse == nil {
+			delete(p.warmL, name)
+		}
+	}
 	p.listeners = next
 	p.lpb = map[string]*listenerv3.Listener{}
 	for _, l := range ls {
@@ -570,6 +591,7 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 	sort.Strings(rds)
 	p.rdsWant = rds
 	p.gotLDS = true
+	p.warm(false)
 	lds.Counter("update_success").Inc()
 	p.accepted("lds", version)
 	return rds, nil

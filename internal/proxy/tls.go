@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -56,6 +57,9 @@ func (p *Proxy) tlsRefs() tlsctx.Refs {
 	for _, c := range all {
 		cs = append(cs, c.PB)
 	}
+	for _, c := range p.clusters.Warming() {
+		cs = append(cs, c.PB)
+	}
 	return p.tls.Collect(ls, cs)
 }
 
@@ -78,6 +82,7 @@ func (p *Proxy) Secrets(ctx context.Context, version string, ss []*tlsv3.Secret)
 	if err != nil {
 		return err
 	}
+	p.warm(false)
 	p.accepted("sds", version)
 	return nil
 }
@@ -86,5 +91,52 @@ func (p *Proxy) Secrets(ctx context.Context, version string, ss []*tlsv3.Secret)
 func (p *Proxy) sdsUpdated() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.warm(false)
 	p.checkLive()
+}
+
+// tlsReady reports whether every TLS context of a listener configuration
+// has its secrets.
+func tlsReady(cfg *listener.Config) bool {
+	chains := make([]*listener.Chain, 0, len(cfg.Chains)+1)
+	for i := range cfg.Chains {
+		chains = append(chains, &cfg.Chains[i])
+	}
+	if cfg.Default != nil {
+		chains = append(chains, cfg.Default)
+	}
+	for _, ch := range chains {
+		if r, ok := ch.TLS.(interface{ Ready() bool }); ok && !r.Ready() {
+			return false
+		}
+	}
+	return true
+}
+
+// warm puts in force the warming listener and cluster updates whose
+// secrets have arrived; after initialFetchTimeout, all of them (they then
+// refuse their handshakes until the secrets come: never plaintext).
+// Called with mu.
+func (p *Proxy) warm(force bool) {
+	for name, cfg := range p.warmL {
+		if !force && !tlsReady(cfg) {
+			continue
+		}
+		if l := p.listeners[name]; l != nil {
+			l.Update(cfg)
+		}
+		delete(p.warmL, name)
+	}
+	more := p.clusters.Warm(force) || len(p.warmL) > 0
+	if more && p.warmTimer == nil {
+		p.warmTimer = time.AfterFunc(initialFetchTimeout, func() { // one-shot; stopped by Run on exit
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.warmTimer = nil
+			if len(p.warmL) > 0 || len(p.clusters.Warming()) > 0 {
+				p.log.Warn("initial fetch timeout: TLS secrets missing; updated listeners and clusters refuse handshakes until they arrive")
+			}
+			p.warm(true)
+		})
+	}
 }

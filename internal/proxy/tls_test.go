@@ -512,3 +512,45 @@ func TestConfigDumpRedactsInlineKeys(t *testing.T) {
 		t.Error("/config_dump does not show the key as [redacted]")
 	}
 }
+
+// TestTLSWarming: an update that turns TLS on with a secret not yet
+// arrived leaves the configuration in force serving (Envoy warms updated
+// listeners and clusters) and takes over once the secret is there.
+func TestTLSWarming(t *testing.T) {
+	h := newHarness(t)
+	ca := tlstest.NewCA(t, "mesh")
+	plain := newBackend(t, "plain")
+	secure := newTLSBackend(t, ca, ca.Issue(t, []string{"back.local"}), false)
+	rc := routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c")))
+	h.push(httpListener("ingress", httpManager("ingress", "rds")), rc, staticCluster("c", plain.addr()))
+	addr := h.addr("ingress")
+
+	l := strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{adsSecretConfig("leaf")}}})
+	c := staticCluster("c", strings.TrimPrefix(secure.URL, "https://"))
+	c.TransportSocket = tlsSocket(&tlsv3.UpstreamTlsContext{Sni: "back.local", CommonTlsContext: &tlsv3.CommonTlsContext{
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: adsSecretConfig("bundle")}}})
+	v := h.xds.Set(l, rc, c)
+	h.xds.WaitACK(xdsclient.ListenerType, v)
+	h.xds.WaitACK(xdsclient.ClusterType, v)
+	h.xds.WaitFor(10*time.Second, "the secret subscription", func(r xdstestRequest) bool {
+		return r.TypeURL == xdsclient.SecretType && strings.Join(r.Names, ",") == "bundle,leaf"
+	})
+	// Warming: the plaintext listener and cluster still serve.
+	resp, e, _ := get(t, newClient(t), addr, "x", "/")
+	if resp.StatusCode != 200 || e.Backend != "plain" {
+		t.Fatalf("while warming: %d %q", resp.StatusCode, e.Backend)
+	}
+	v = h.xds.Set(l, rc, c, certSecret("leaf", ca.Issue(t, []string{"svc.local"})), trustSecret("bundle", ca))
+	h.xds.WaitACK(xdsclient.SecretType, v)
+	code, _, err := tlsGet(addr, clientTLS(ca, "svc.local"))
+	if err != nil || code != 200 {
+		t.Fatalf("after the secrets: %d %v", code, err)
+	}
+	if code, err := plainGet(addr); err == nil {
+		t.Fatalf("plaintext still served after warming: %d", code)
+	}
+	if n := h.stat("cluster.c.ssl.handshake"); n != 1 {
+		t.Errorf("cluster.c.ssl.handshake = %d, want 1 (the request went over TLS)", n)
+	}
+}

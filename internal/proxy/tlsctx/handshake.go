@@ -291,3 +291,15 @@ func (cl *Client) Handshake(ctx context.Context, c net.Conn, alpn ALPN) (net.Con
 	}
 	return tc, nil
 }
+
+// Ready reports whether every secret the context names has arrived.
+func (srv *Server) Ready() bool {
+	_, _, err := srv.c.material()
+	return err == nil
+}
+
+// Ready reports whether every secret the context names has arrived.
+func (cl *Client) Ready() bool {
+	_, _, err := cl.c.material()
+	return err == nil
+}
