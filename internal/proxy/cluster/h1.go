@@ -82,6 +82,12 @@ func newH1Conn(nc net.Conn, addr string) *h1Conn {
 	pc := &h1Conn{nc: nc, addr: addr, br: bufio.NewReaderSize(nc, bufSize), bw: bufio.NewWriterSize(nc, bufSize)}
 	if sc, ok := nc.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
+	} else if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		// TLS: the socket under it. An idle TLS connection has nothing to
+		// read either: bytes there are a close_notify or a reset coming.
+		if sc, ok := tc.NetConn().(syscall.Conn); ok {
+			pc.raw, _ = sc.SyscallConn()
+		}
 	}
 	pc.abort = func() { _ = pc.nc.SetDeadline(aLongTimeAgo) }
 	return pc
