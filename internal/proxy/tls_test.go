@@ -156,6 +156,17 @@ func TestTLSStrictRefusesPlaintext(t *testing.T) {
 	if !strings.Contains(prom, `envoy_listener_ssl_handshake{envoy_listener_address="127.0.0.1_0"} 1`) {
 		t.Errorf("/stats/prometheus has no envoy_listener_ssl_handshake")
 	}
+	// A client that kept its session resumes it: no new full handshake.
+	resume := clientTLS(ca, "svc.local")
+	resume.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	for i := 0; i < 2; i++ {
+		if _, cs, err := tlsGet(addr, resume); err != nil || cs.DidResume != (i == 1) {
+			t.Fatalf("connection %d: resumed %v, err %v", i, cs != nil && cs.DidResume, err)
+		}
+	}
+	if n := h.listenerStat("ingress", "ssl.session_reused"); n != 1 {
+		t.Errorf("ssl.session_reused = %d, want 1", n)
+	}
 	// The upstream learns the request came over TLS.
 	tr := &http.Transport{TLSClientConfig: clientTLS(ca, "svc.local")}
 	defer tr.CloseIdleConnections()
