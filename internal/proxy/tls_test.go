@@ -565,3 +565,32 @@ func TestTLSWarming(t *testing.T) {
 		t.Errorf("cluster.c.ssl.handshake = %d, want 1 (the request went over TLS)", n)
 	}
 }
+
+// TestTLSDownstreamH2: with alpn_protocols offering h2, clients speak
+// HTTP/2 over TLS to the connection manager.
+func TestTLSDownstreamH2(t *testing.T) {
+	h := newHarness(t)
+	ca := tlstest.NewCA(t, "mesh")
+	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
+	a := newBackend(t, "a")
+	common := f.common(false)
+	common.AlpnProtocols = []string{"h2", "http/1.1"}
+	h.push(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: common}),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))), staticCluster("c", a.addr()))
+	tr := &http.Transport{TLSClientConfig: clientTLS(ca, "svc.local"), ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	for i := 0; i < 3; i++ {
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + h.addr("ingress") + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ProtoMajor != 2 || resp.TLS.NegotiatedProtocol != "h2" {
+			t.Fatalf("%d %s ALPN %q", resp.StatusCode, resp.Proto, resp.TLS.NegotiatedProtocol)
+		}
+	}
+	if n := h.listenerStat("ingress", "ssl.handshake"); n != 1 {
+		t.Errorf("ssl.handshake = %d, want 1 (one h2 connection)", n)
+	}
+}
