@@ -109,10 +109,13 @@ type Proxy struct {
 	// secrets while the one in force keeps serving; protected by mu.
 	warmL     map[string]*listener.Config
 	warmTimer *time.Timer // bounds warming; protected by mu
-	liveCh    chan struct{}
-	liveOnce  sync.Once
-	connected *stats.Gauge
-	adminAddr atomic.Pointer[string]
+	// secretTimer checks LIVE again when a secret's initial_fetch_timeout
+	// passes; protected by mu.
+	secretTimer *time.Timer
+	liveCh      chan struct{}
+	liveOnce    sync.Once
+	connected   *stats.Gauge
+	adminAddr   atomic.Pointer[string]
 }
 
 // New returns a proxy; nothing runs until Run.
@@ -238,6 +241,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	if p.liveTimer != nil {
 		p.liveTimer.Stop()
+	}
+	if p.secretTimer != nil {
+		p.secretTimer.Stop()
 	}
 	if p.warmTimer != nil {
 		p.warmTimer.Stop()
@@ -391,7 +397,7 @@ func (p *Proxy) checkLive() {
 			return
 		}
 	}
-	if len(p.tls.Missing(tlsctx.FromADS)) > 0 || len(p.tls.Missing(tlsctx.FromSDS)) > 0 {
+	if !p.secretsArrived() {
 		return
 	}
 	p.log.Info("configuration complete: LIVE")

@@ -140,3 +140,31 @@ func (p *Proxy) warm(force bool) {
 		})
 	}
 }
+
+// secretsArrived reports whether the secrets the configuration names have
+// arrived, leaving out those whose initial_fetch_timeout passed; while
+// some are awaited with a timeout it arms a timer to check again then.
+// Called with mu.
+func (p *Proxy) secretsArrived() bool {
+	now := time.Now()
+	ads, next1 := p.tls.Missing(tlsctx.FromADS, now)
+	sds, next2 := p.tls.Missing(tlsctx.FromSDS, now)
+	if len(ads)+len(sds) == 0 {
+		return true
+	}
+	next := next1
+	if next.IsZero() || (!next2.IsZero() && next2.Before(next)) {
+		next = next2
+	}
+	if !next.IsZero() {
+		if p.secretTimer != nil {
+			p.secretTimer.Stop()
+		}
+		p.secretTimer = time.AfterFunc(time.Until(next), func() { // one-shot; stopped by Run on exit
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.checkLive()
+		})
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -20,6 +21,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
@@ -592,5 +594,29 @@ func TestTLSDownstreamH2(t *testing.T) {
 	}
 	if n := h.listenerStat("ingress", "ssl.handshake"); n != 1 {
 		t.Errorf("ssl.handshake = %d, want 1 (one h2 connection)", n)
+	}
+}
+
+// TestSecretInitialFetchTimeout: a secret that never comes holds up LIVE
+// only until its sds_config's initial_fetch_timeout; the listener then
+// refuses handshakes (never plaintext).
+func TestSecretInitialFetchTimeout(t *testing.T) {
+	h := newHarness(t)
+	a := newBackend(t, "a")
+	sc := adsSecretConfig("never")
+	sc.SdsConfig = proto.Clone(adsSource).(*corev3.ConfigSource)
+	sc.SdsConfig.InitialFetchTimeout = durationpb.New(200 * time.Millisecond)
+	v := h.xds.Set(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sc}}}),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))), staticCluster("c", a.addr()))
+	h.xds.WaitACK(xdsclient.ListenerType, v)
+	// Well before the proxy's own 15 s bound.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := h.p.WaitLive(ctx); err != nil {
+		t.Fatalf("not LIVE after the secret's initial_fetch_timeout: %v", err)
+	}
+	if code, err := plainGet(h.addr("ingress")); err == nil {
+		t.Fatalf("served plaintext without its certificate: %d", code)
 	}
 }

@@ -255,15 +255,19 @@ func (s *Store) sdsSecret(sc *tlsv3.SdsSecretConfig, trust bool, path string) (*
 	if err != nil {
 		return nil, err
 	}
-	return s.secret(src, sc.GetName(), trust, path), nil
+	e := s.secret(src, sc.GetName(), trust, path)
+	if t := sc.GetSdsConfig().GetInitialFetchTimeout(); t != nil && t.AsDuration() > 0 {
+		s.setFetchTimeout(e, t.AsDuration())
+	}
+	return e, nil
 }
 
 func (s *Store) secretSource(cs *corev3.ConfigSource, path string) (Source, error) {
 	if cs == nil {
 		return 0, fmt.Errorf("%s: required (weft proxy has no static secrets)", path)
 	}
-	// initial_fetch_timeout: the proxy waits at most its own initial
-	// fetch timeout before going LIVE whatever the value.
+	// initial_fetch_timeout bounds how long the proxy waits for the
+	// secret before going LIVE without it (15 s at most, and when 0).
 	if err := strict.Fields(cs, path, "ads", "api_config_source", "resource_api_version", "initial_fetch_timeout"); err != nil {
 		return 0, err
 	}

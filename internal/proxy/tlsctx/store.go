@@ -87,6 +87,11 @@ type entry struct {
 	trust bool     // a trust bundle (validation context), not a certificate
 	field string   // the first field that named it, for messages
 	cur   atomic.Pointer[Material]
+	// created and fetchTimeout (initial_fetch_timeout, 0 when unset)
+	// say until when a secret that has not arrived holds up LIVE;
+	// protected by Store.mu.
+	created      time.Time
+	fetchTimeout time.Duration
 
 	stamps []stamp // files; set at creation, then owned by Poll (under Store.pollMu)
 }
@@ -159,7 +164,7 @@ func (s *Store) secret(src Source, name string, trust bool, field string) *entry
 	if e, ok := s.entries[k]; ok {
 		return e
 	}
-	e := &entry{src: src, name: name, trust: trust, field: field}
+	e := &entry{src: src, name: name, trust: trust, field: field, created: time.Now()}
 	s.entries[k] = e
 	if src == FromSDS {
 		s.signalWanted()
@@ -363,18 +368,38 @@ func (s *Store) Retain(refs Refs) {
 	}
 }
 
-// Missing returns the secrets of src that have no material yet.
-func (s *Store) Missing(src Source) []string {
+func (s *Store) setFetchTimeout(e *entry, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.fetchTimeout == 0 || d < e.fetchTimeout {
+		e.fetchTimeout = d
+	}
+}
+
+// Missing returns the secrets of src that have no material yet and whose
+// initial_fetch_timeout, if set, has not passed at now; next is the
+// earliest time one of those timeouts passes (zero: none).
+func (s *Store) Missing(src Source, now time.Time) (names []string, next time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
 	for k, e := range s.entries {
-		if k.src == src && e.Load() == nil {
-			out = append(out, k.name)
+		if k.src != src || e.Load() != nil {
+			continue
 		}
+		if e.fetchTimeout > 0 {
+			end := e.created.Add(e.fetchTimeout)
+			if !now.Before(end) {
+				continue
+			}
+			if next.IsZero() || end.Before(next) {
+				next = end
+			}
+		}
+		out = append(out, k.name)
 	}
 	sort.Strings(out)
-	return slicesCompact(out)
+	return slicesCompact(out), next
 }
 
 // Names returns the secret names of src the store holds.

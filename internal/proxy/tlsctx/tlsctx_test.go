@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -144,7 +145,7 @@ func TestSecretTypeMismatchRejected(t *testing.T) {
 	if err := s.SetSecrets(FromADS, "v1", ms); err == nil || !strings.Contains(err.Error(), "needs a tls_certificate secret") {
 		t.Fatalf("a trust bundle used as a certificate: %v", err)
 	}
-	if got := s.Missing(FromADS); len(got) != 1 {
+	if got, _ := s.Missing(FromADS, time.Now()); len(got) != 1 {
 		t.Errorf("missing %v, want the secret still missing", got)
 	}
 }
