@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -618,5 +620,57 @@ func TestSecretInitialFetchTimeout(t *testing.T) {
 	}
 	if code, err := plainGet(h.addr("ingress")); err == nil {
 		t.Fatalf("served plaintext without its certificate: %d", code)
+	}
+}
+
+// TestTLSTCPProxy: TLS on a tcp_proxy listener and its cluster, as App
+// Mesh TCP listeners with TLS: bytes pass both ways, and a half-close
+// (close_notify) travels through.
+func TestTLSTCPProxy(t *testing.T) {
+	h := newHarness(t)
+	ca := tlstest.NewCA(t, "mesh")
+	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
+	echoLn, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{"echo.local"}).TLS(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = echoLn.Close() })
+	go func() { // TLS echo server; ends when echoLn is closed
+		for {
+			c, err := echoLn.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // one echo connection; ends at the client's EOF
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	tp := &tcpv3.TcpProxy{StatPrefix: "tcp", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "echo"}}
+	l := tcpListener("tcp", tp)
+	l.FilterChains[0].TransportSocket = tlsSocket(&tlsv3.DownstreamTlsContext{CommonTlsContext: f.common(false)})
+	c := staticCluster("echo", echoLn.Addr().String())
+	c.TransportSocket = tlsSocket(&tlsv3.UpstreamTlsContext{Sni: "echo.local", CommonTlsContext: f.common(true, "echo.local")})
+	h.push(l, c)
+	conn, err := tls.Dial("tcp", h.addr("tcp"), clientTLS(ca, "svc.local"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(conn, "ping\n")
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "ping\n" {
+		t.Fatalf("echo over TLS: %q %v", buf, err)
+	}
+	if err := conn.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("after close_notify: %v, want EOF", err)
+	}
+	if n := h.stat("cluster.echo.ssl.handshake"); n != 1 {
+		t.Errorf("cluster.echo.ssl.handshake = %d, want 1", n)
 	}
 }
