@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -110,6 +111,24 @@ func main() {
 	pR2 := freePort()
 	procR2 := b.startRelay(pR2, fmt.Sprintf("127.0.0.1:%d", pR))
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pR2))
+	// The mutual-TLS paths: the same sidecars with TLS between them as in
+	// a mesh (STRICT listener with validation, enforced client policy),
+	// and haproxy doing the same.
+	k := newPKI(b.dir)
+	pBT, pAT := freePort(), freePort()
+	xds.set("mesh/bench/virtualNode/server-tls", k.withMTLS(resources("ingress", pBT, "cds_ingress_bench_server_http_9080", app, true), true, false))
+	xds.set("mesh/bench/virtualNode/client-tls", k.withMTLS(resources("egress", pAT, "cds_egress_bench_server_http_9080", fmt.Sprintf("127.0.0.1:%d", pBT), false), false, true))
+	procBT := b.startProxy(b.weft, "mesh/bench/virtualNode/server-tls", xds.addr)
+	procAT := b.startProxy(b.weft, "mesh/bench/virtualNode/client-tls", xds.addr)
+	waitHTTP(fmt.Sprintf("https://127.0.0.1:%d/", pBT), k.clientTLS())
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pAT))
+	pHT, pHT2 := freePort(), freePort()
+	b.startHAProxyTLS(k, pHT, app, true, false)
+	procHT := b.procs[len(b.procs)-1].Process
+	waitHTTP(fmt.Sprintf("https://127.0.0.1:%d/", pHT), k.clientTLS())
+	b.startHAProxyTLS(k, pHT2, fmt.Sprintf("127.0.0.1:%d", pHT), false, true)
+	procHT2 := b.procs[len(b.procs)-1].Process
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pHT2))
 
 	if *hold {
 		fmt.Printf("app %s (pid %d)\none weft proxy http://127.0.0.1:%d/ (pid %d, admin %s)\ntwo weft proxies http://127.0.0.1:%d/ (pid %d, admin %s)\nhaproxy http://127.0.0.1:%d/ (pid %d)\nGo TCP relay http://127.0.0.1:%d/ (pid %d)\nlogs in %s\n",
@@ -123,17 +142,22 @@ func main() {
 		name  string
 		url   string
 		procs []*os.Process // whose CPU and memory the row shows
+		tls   *tls.Config   // the load generator's TLS (mutual TLS into the first proxy)
 	}
 	appProc, _ := os.FindProcess(b.appPid)
 	targets := []target{
-		{"app direct", "http://" + app + "/", []*os.Process{appProc}},
-		{"one weft proxy", fmt.Sprintf("http://127.0.0.1:%d/", pB), []*os.Process{procB}},
-		{"one weft proxy B", "", nil}, // with -weft-b only
-		{"two weft proxies (sidecar to sidecar)", fmt.Sprintf("http://127.0.0.1:%d/", pA), []*os.Process{procA, procB}},
-		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pH), []*os.Process{procH}},
-		{"two haproxies", fmt.Sprintf("http://127.0.0.1:%d/", pH2), []*os.Process{procH2, procH}},
-		{"Go TCP relay (no HTTP: a Go proxy's floor)", fmt.Sprintf("http://127.0.0.1:%d/", pR), []*os.Process{procR}},
-		{"two Go TCP relays", fmt.Sprintf("http://127.0.0.1:%d/", pR2), []*os.Process{procR2, procR}},
+		{"app direct", "http://" + app + "/", []*os.Process{appProc}, nil},
+		{"one weft proxy", fmt.Sprintf("http://127.0.0.1:%d/", pB), []*os.Process{procB}, nil},
+		{"one weft proxy B", "", nil, nil}, // with -weft-b only
+		{"two weft proxies (sidecar to sidecar)", fmt.Sprintf("http://127.0.0.1:%d/", pA), []*os.Process{procA, procB}, nil},
+		{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pH), []*os.Process{procH}, nil},
+		{"two haproxies", fmt.Sprintf("http://127.0.0.1:%d/", pH2), []*os.Process{procH2, procH}, nil},
+		{"Go TCP relay (no HTTP: a Go proxy's floor)", fmt.Sprintf("http://127.0.0.1:%d/", pR), []*os.Process{procR}, nil},
+		{"two Go TCP relays", fmt.Sprintf("http://127.0.0.1:%d/", pR2), []*os.Process{procR2, procR}, nil},
+		{"one weft proxy, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pBT), []*os.Process{procBT}, k.clientTLS()},
+		{"two weft proxies, mTLS between", fmt.Sprintf("http://127.0.0.1:%d/", pAT), []*os.Process{procAT, procBT}, nil},
+		{"haproxy, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pHT), []*os.Process{procHT}, k.clientTLS()},
+		{"two haproxies, mTLS between", fmt.Sprintf("http://127.0.0.1:%d/", pHT2), []*os.Process{procHT2, procHT}, nil},
 	}
 	if *weftB != "" {
 		// The same sidecar as proxy B, run by the other binary.
@@ -152,7 +176,7 @@ func main() {
 		}
 	}
 	for _, t := range run {
-		warm(t.url)
+		warm(t.url, t.tls)
 	}
 	// The fixed-rate load is interleaved: each path gets -rounds slices
 	// of -duration/-rounds, in turn, and its latencies are pooled over
@@ -187,7 +211,7 @@ func main() {
 				}()
 			}
 			cpu0 := cpuTime(t.procs)
-			lat, errs, wall := constantRate(t.url, *rate, slice, *conns)
+			lat, errs, wall := constantRate(t.url, *rate, slice, *conns, t.tls)
 			accs[i].cpu += cpuTime(t.procs) - cpu0
 			accs[i].lat = append(accs[i].lat, lat...)
 			accs[i].errors += errs
@@ -228,11 +252,19 @@ func main() {
 	var heyRows []string
 	if _, err := exec.LookPath("hey"); err == nil && *heyDur > 0 {
 		for _, t := range run {
+			if t.tls != nil {
+				heyRows = append(heyRows, fmt.Sprintf("| %s | n/a (needs a client certificate) | | |", t.name))
+				continue
+			}
 			h := hey(t.url, *heyDur, *conns, *rate)
 			heyRows = append(heyRows, fmt.Sprintf("| %s | %s | %s | %s |", t.name, h.rps, h.p50, h.p99))
 		}
 	}
 	for _, t := range run {
+		if t.tls != nil {
+			sat = append(sat, fmt.Sprintf("| %s | n/a (wrk has no client certificate) | | | |", t.name))
+			continue
+		}
 		s := wrk(t.url, *satDur, *satConns)
 		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99, loadavg()))
 	}
@@ -345,6 +377,12 @@ func (b *bench) startProxy(bin, node, xds string) *os.Process {
 // startHAProxy runs haproxy as a plain HTTP reverse proxy in front of the
 // app with keep-alive both ways: the same job as one weft proxy.
 func (b *bench) startHAProxy(port int, app string) *os.Process {
+	return b.haproxy(port, fmt.Sprintf("127.0.0.1:%d", port), app)
+}
+
+// haproxy runs haproxy with one frontend bound as bind and one server
+// line.
+func (b *bench) haproxy(port int, bind, server string) *os.Process {
 	cfg := fmt.Sprintf(`global
   maxconn 4096
 defaults
@@ -355,11 +393,11 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:%d
+  bind %s
   default_backend app
 backend app
   server app %s
-`, port, app)
+`, bind, server)
 	p := filepath.Join(b.dir, fmt.Sprintf("haproxy-%d.cfg", port))
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		log.Fatal(err)
@@ -376,10 +414,14 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func waitHTTP(url string) {
+func waitHTTP(url string, tlsCfg ...*tls.Config) {
+	c := http.DefaultClient
+	if len(tlsCfg) > 0 {
+		c = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg[0]}}
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
+		resp, err := c.Get(url)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -392,8 +434,8 @@ func waitHTTP(url string) {
 	log.Fatalf("%s never answered 200", url)
 }
 
-func warm(url string) {
-	constantRate(url, 500, 2*time.Second, 8)
+func warm(url string, tlsCfg *tls.Config) {
+	constantRate(url, 500, 2*time.Second, 8, tlsCfg)
 }
 
 // --- xDS ---------------------------------------------------------------
@@ -478,8 +520,8 @@ type result struct {
 // connections. Each request has a scheduled send time; its latency is
 // measured from that time, so queueing behind a slow request counts
 // (no coordinated omission).
-func constantRate(url string, rate int, d time.Duration, conns int) (lat []time.Duration, errs int, wall time.Duration) {
-	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}
+func constantRate(url string, rate int, d time.Duration, conns int, tlsCfg *tls.Config) (lat []time.Duration, errs int, wall time.Duration) {
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true, TLSClientConfig: tlsCfg}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	n := int(d.Seconds() * float64(rate))

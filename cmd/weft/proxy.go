@@ -29,6 +29,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "control plane ADS address, host:port; plaintext gRPC unless --xds-ca (env APPMESH_XDS_ENDPOINT)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", envOr("WEFT_PROXY_ADMIN_ADDR", "127.0.0.1:9901"), "admin listener; empty disables it (env WEFT_PROXY_ADMIN_ADDR)")
 	concurrency := fs.Int("concurrency", atoiOr(envOr("ENVOY_CONCURRENCY", ""), 0), "threads serving traffic (GOMAXPROCS); 0 uses every core, as Envoy's --concurrency (env ENVOY_CONCURRENCY)")
+	fs.StringVar(&cfg.SDSSocket, "sds-socket", envOr("APPMESH_SDS_SOCKET_PATH", ""), "Unix socket of an SDS server (e.g. the SPIRE agent) serving the secrets on cluster static_cluster_sds_unix_socket; tells weft server so in the node metadata (env APPMESH_SDS_SOCKET_PATH)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	fs.BoolVar(&cfg.ReleaseStartupPages, "release-startup-pages", true, "once configured, release the pages of the weft binary that start-up left resident (Linux)")
 	tokenFile := fs.String("xds-token-file", envOr("WEFT_XDS_TOKEN_FILE", ""), "file holding a join token (weft token create), sent on the xDS stream as its proof of identity (env WEFT_XDS_TOKEN_FILE)")

@@ -18,11 +18,12 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/strict"
 	"github.com/weftmesh/weft/internal/proxy/tcpproxy"
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
 // buildListener compiles a Listener into a listener.Config and the RDS
 // names its connection managers use.
-func buildListener(l *listenerv3.Listener, deps httpconn.Deps, clusters *cluster.Manager) (*listener.Config, []string, error) {
+func buildListener(l *listenerv3.Listener, deps httpconn.Deps, clusters *cluster.Manager, ts *tlsctx.Store) (*listener.Config, []string, error) {
 	path := "listener " + l.GetName()
 	// traffic_direction, metadata, stat_prefix, drain_type and the buffer
 	// limit have no behaviour in weft proxy beyond what it does anyway.
@@ -105,7 +106,11 @@ func buildListener(l *listenerv3.Listener, deps httpconn.Deps, clusters *cluster
 	var rds []string
 	build := func(fc *listenerv3.FilterChain, fp string) (*listener.Chain, error) {
 		// name and metadata label the chain only.
-		if err := strict.Fields(fc, fp, "filter_chain_match", "filters", "metadata", "name"); err != nil {
+		if err := strict.Fields(fc, fp, "filter_chain_match", "filters", "metadata", "name", "transport_socket"); err != nil {
+			return nil, err
+		}
+		tls, err := downstreamTLS(fc.GetTransportSocket(), fp+".transport_socket", cfg.Addr, deps.Stats, ts)
+		if err != nil {
 			return nil, err
 		}
 		m, err := listener.CompileMatch(fc.GetFilterChainMatch(), fp+".filter_chain_match")
@@ -135,6 +140,9 @@ func buildListener(l *listenerv3.Listener, deps httpconn.Deps, clusters *cluster
 			return nil, fmt.Errorf("%s: %w", nfp, err)
 		}
 		ch := &listener.Chain{Name: fc.GetName(), Match: m}
+		if tls != nil {
+			ch.TLS = tls
+		}
 		switch x := msg.(type) {
 		case *hcmv3.HttpConnectionManager:
 			h, err := httpconn.Build(x, nfp+".typed_config", deps)

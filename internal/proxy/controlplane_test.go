@@ -286,7 +286,7 @@ func TestAdmin(t *testing.T) {
 	var dump struct {
 		Configs []map[string]any `json:"configs"`
 	}
-	if err := json.Unmarshal([]byte(h.admin("/config_dump")), &dump); err != nil || len(dump.Configs) != 4 {
+	if err := json.Unmarshal([]byte(h.admin("/config_dump")), &dump); err != nil || len(dump.Configs) != 5 || dump.Configs[4]["@type"] != "type.googleapis.com/envoy.admin.v3.SecretsConfigDump" {
 		t.Fatalf("/config_dump: %v (%d configs)", err, len(dump.Configs))
 	}
 	if !regexp.MustCompile(`"name":\s*"lds_ingress_0.0.0.0_15000"`).MatchString(h.admin("/config_dump")) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/proxy/admin"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
 func (p *Proxy) adminSource() admin.Source {
@@ -83,7 +84,7 @@ func (p *Proxy) configDump(includeEDS bool) ([]byte, error) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		clusters = append(clusters, dynamicResource{VersionInfo: p.versions["cds"], Cluster: enc(all[n].PB), LastUpdated: ts("cds")})
+		clusters = append(clusters, dynamicResource{VersionInfo: p.versions["cds"], Cluster: enc(tlsctx.RedactCluster(all[n].PB)), LastUpdated: ts("cds")})
 	}
 	var listeners []listenerState
 	names = names[:0]
@@ -93,7 +94,7 @@ func (p *Proxy) configDump(includeEDS bool) ([]byte, error) {
 	sort.Strings(names)
 	for _, n := range names {
 		listeners = append(listeners, listenerState{Name: n, ActiveState: dynamicResource{
-			VersionInfo: p.versions["lds"], Listener: enc(p.lpb[n]), LastUpdated: ts("lds")}})
+			VersionInfo: p.versions["lds"], Listener: enc(tlsctx.RedactListener(p.lpb[n])), LastUpdated: ts("lds")}})
 	}
 	var routes []dynamicResource
 	names = names[:0]
@@ -111,6 +112,7 @@ func (p *Proxy) configDump(includeEDS bool) ([]byte, error) {
 		map[string]any{"@type": adminType + "ListenersConfigDump", "version_info": p.versions["lds"], "dynamic_listeners": listeners},
 		map[string]any{"@type": adminType + "RoutesConfigDump", "dynamic_route_configs": routes},
 	}
+	configs = append(configs, p.secretsDump(enc))
 	if includeEDS {
 		var eps []dynamicResource
 		las := p.clusters.Endpoints()
@@ -126,4 +128,27 @@ func (p *Proxy) configDump(includeEDS bool) ([]byte, error) {
 func nodeJSON(p *Proxy) []byte {
 	b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(p.node)
 	return b
+}
+
+type secretResource struct {
+	Name        string          `json:"name"`
+	VersionInfo string          `json:"version_info,omitempty"`
+	LastUpdated string          `json:"last_updated,omitempty"`
+	Secret      json.RawMessage `json:"secret,omitempty"`
+}
+
+// secretsDump is Envoy's SecretsConfigDump of the secrets from SDS:
+// active ones with their private keys redacted, and the ones still
+// awaited as warming.
+func (p *Proxy) secretsDump(enc func(proto.Message) json.RawMessage) map[string]any {
+	active, warming := []secretResource{}, []secretResource{}
+	for _, s := range p.tls.Secrets() {
+		if s.Secret == nil {
+			warming = append(warming, secretResource{Name: s.Name})
+			continue
+		}
+		active = append(active, secretResource{Name: s.Name, VersionInfo: s.Version,
+			LastUpdated: s.Updated.UTC().Format(time.RFC3339Nano), Secret: enc(tlsctx.RedactSecret(s.Secret))})
+	}
+	return map[string]any{"@type": adminType + "SecretsConfigDump", "dynamic_active_secrets": active, "dynamic_warming_secrets": warming}
 }

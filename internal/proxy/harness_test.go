@@ -45,9 +45,13 @@ type harness struct {
 	p   *Proxy
 }
 
-func newHarness(t testing.TB) *harness {
+func newHarness(t testing.TB, opts ...func(*Config)) *harness {
 	t.Helper()
-	return newHarnessWith(t, func(*Config) {})
+	return newHarnessWith(t, func(c *Config) {
+		for _, o := range opts {
+			o(c)
+		}
+	})
 }
 
 // newHarnessWith is newHarness with a changed proxy configuration.

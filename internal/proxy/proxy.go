@@ -35,6 +35,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/admin"
@@ -44,6 +45,7 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 	"github.com/weftmesh/weft/internal/proxy/xdsclient"
 )
 
@@ -88,6 +90,11 @@ type Config struct {
 	// Connections over the cap are closed at once and counted in
 	// listener.<address>.downstream_cx_overflow.
 	ListenerMaxConnections int
+	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
+	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names
+	// as cluster static_cluster_sds_unix_socket. When set, the node's
+	// metadata says "weft.sds_socket": true.
+	SDSSocket string
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.
@@ -100,6 +107,7 @@ type Proxy struct {
 	Stats    *stats.Store
 	sinks    *accesslog.Sinks
 	clusters *cluster.Manager
+	tls      *tlsctx.Store
 	server   *httpconn.Server
 	xds      *xdsclient.Client
 	ids      atomic.Uint64
@@ -120,10 +128,17 @@ type Proxy struct {
 	live      atomic.Bool
 	changed   chan struct{} // an update was accepted; buffered 1, sent to by accepted
 	liveTimer *time.Timer   // initial fetch timeout; protected by mu
-	liveCh    chan struct{}
-	liveOnce  sync.Once
-	connected *stats.Gauge
-	adminAddr atomic.Pointer[string]
+	// warmL holds updated listener configurations waiting for their
+	// secrets while the one in force keeps serving; protected by mu.
+	warmL     map[string]*listener.Config
+	warmTimer *time.Timer // bounds warming; protected by mu
+	// secretTimer checks LIVE again when a secret's initial_fetch_timeout
+	// passes; protected by mu.
+	secretTimer *time.Timer
+	liveCh      chan struct{}
+	liveOnce    sync.Once
+	connected   *stats.Gauge
+	adminAddr   atomic.Pointer[string]
 }
 
 // New returns a proxy; nothing runs until Run.
@@ -144,9 +159,14 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		Stats: stats.NewStore(), sinks: accesslog.NewSinks(),
 		listeners: map[string]*listener.Listener{}, lpb: map[string]*listenerv3.Listener{},
 		rpb: map[string]*routev3.RouteConfiguration{}, versions: map[string]string{},
-		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1)}
+		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1),
+		warmL: map[string]*listener.Config{}}
 	p.node = &corev3.Node{Id: cfg.ResourceARN, Cluster: cfg.NodeCluster, UserAgentName: "weft-proxy",
 		UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
+	if cfg.SDSSocket != "" {
+		p.node.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{SDSSocketMetadata: structpb.NewBoolValue(true)}}
+	}
+	p.tls = tlsctx.NewStore(p.Stats, p.log, cfg.SDSSocket != "")
 	empty := map[string]*route.Config{}
 	p.routes.Store(&empty)
 	p.connected = p.Stats.Scope("control_plane.", "envoy_control_plane_").Gauge("connected_state")
@@ -159,6 +179,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.clusters = cluster.NewManager(ctx, p.Stats, p.log)
+	p.clusters.SetTLS(p.tls)
 	p.server = httpconn.NewServer(p.log)
 	p.registerServerStats()
 	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, BackoffBase: p.cfg.XDSBackoffBase, DialOptions: p.cfg.XDSDialOptions}, p, p.log)
@@ -194,6 +215,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 		go func() { // ends with ctx
 			defer wg.Done()
 			p.releasePages(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() { // TLS file poller; ends with ctx
+		defer wg.Done()
+		p.tls.Run(ctx)
+	}()
+	if p.cfg.SDSSocket != "" {
+		sds := tlsctx.NewSDSClient(p.cfg.SDSSocket, p.node, p.tls, p.log)
+		sds.OnUpdate = p.sdsUpdated
+		wg.Add(1)
+		go func() { // SDS socket client; ends with ctx
+			defer wg.Done()
+			sds.Run(ctx)
 		}()
 	}
 	wg.Add(2)
@@ -232,6 +267,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	if p.liveTimer != nil {
 		p.liveTimer.Stop()
+	}
+	if p.secretTimer != nil {
+		p.secretTimer.Stop()
+	}
+	if p.warmTimer != nil {
+		p.warmTimer.Stop()
 	}
 	p.mu.Unlock()
 	p.clusters.Close()
@@ -355,6 +396,9 @@ func (p *Proxy) checkLive() {
 	if p.live.Load() || !p.gotCDS || !p.gotLDS {
 		return
 	}
+	// Secrets: a listener or cluster whose secret has not arrived refuses
+	// its handshakes (never plaintext), and the proxy is not LIVE until
+	// they arrive or the initial fetch timeout passes.
 	if p.liveTimer == nil {
 		p.liveTimer = time.AfterFunc(initialFetchTimeout, func() { // one-shot; stopped by Run on exit
 			p.mu.Lock()
@@ -379,6 +423,9 @@ func (p *Proxy) checkLive() {
 			return
 		}
 	}
+	if !p.secretsArrived() {
+		return
+	}
 	p.log.Info("configuration complete: LIVE")
 	p.goLive()
 }
@@ -397,11 +444,13 @@ func (p *Proxy) Clusters(ctx context.Context, version string, cs []*clusterv3.Cl
 	defer p.mu.Unlock()
 	cds := p.Stats.Scope("cluster_manager.cds.", "envoy_cluster_manager_cds_")
 	eds, err := p.clusters.Apply(cs)
+	defer p.retainTLS()
 	if err != nil {
 		cds.Counter("update_rejected").Inc()
 		return nil, err
 	}
 	cds.Counter("update_success").Inc()
+	p.warm(false)
 	p.gotCDS = true
 	p.edsWant = eds
 	p.accepted("cds", version)
@@ -457,6 +506,7 @@ func (p *Proxy) Routes(ctx context.Context, version string, rs []*routev3.RouteC
 func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.Listener) ([]string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.retainTLS()
 	lds := p.Stats.Scope("listener_manager.lds.", "envoy_listener_manager_lds_")
 	lm := p.Stats.Scope("listener_manager.", "envoy_listener_manager_")
 	deps := httpconn.Deps{Routes: p, Clusters: p.clusters, Sinks: p.sinks, Stats: p.Stats, Server: p.server, Log: p.log,
@@ -479,7 +529,7 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 			plans[l.GetName()] = &plan{reuse: old, keep: true, rds: rdsOf(old.Config())}
 			continue
 		}
-		cfg, rds, err := buildListener(l, deps, p.clusters)
+		cfg, rds, err := buildListener(l, deps, p.clusters, p.tls)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -539,7 +589,14 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		case pl.keep:
 			next[name] = pl.reuse
 		case pl.reuse != nil:
-			pl.reuse.Update(pl.cfg)
+			delete(p.warmL, name)
+			if tlsReady(pl.cfg) {
+				pl.reuse.Update(pl.cfg)
+			} else {
+				// As Envoy warms an updated listener: the configuration
+				// in force serves until the new one's secrets arrive.
+				p.warmL[name] = pl.cfg
+			}
 			next[name] = pl.reuse
 			lm.Counter("listener_modified").Inc()
 		default:
@@ -555,6 +612,11 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 			lm.Counter("listener_removed").Inc()
 		}
 	}
+	for name := range p.warmL {
+		if pl, ok := plans[name]; !ok || pl.reuse == nil {
+			delete(p.warmL, name)
+		}
+	}
 	p.listeners = next
 	p.lpb = map[string]*listenerv3.Listener{}
 	for _, l := range ls {
@@ -563,6 +625,7 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 	sort.Strings(rds)
 	p.rdsWant = rds
 	p.gotLDS = true
+	p.warm(false)
 	lds.Counter("update_success").Inc()
 	p.accepted("lds", version)
 	return rds, nil

@@ -29,6 +29,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/proxy/strict"
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
 // Errors Pick and Acquire return; the HTTP and TCP handlers map them to
@@ -84,6 +85,8 @@ type Cluster struct {
 	HTTP2, UseDownstream bool
 	h1                   *h1Client
 	h2                   *http.Transport
+	// TLS, when set, wraps every upstream connection (transport_socket).
+	TLS *tlsctx.Client
 
 	cb        thresholds
 	rqActive  atomic.Int64
@@ -189,8 +192,9 @@ func (s *Stats) Response(code int) {
 	s.RqCompleted.Inc()
 }
 
-// Build validates a Cluster and returns it unstarted.
-func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger) (*Cluster, error) {
+// Build validates a Cluster and returns it unstarted. ts resolves the
+// certificates of its transport socket; nil refuses TLS.
+func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger, ts *tlsctx.Store) (*Cluster, error) {
 	path := "cluster " + pb.GetName()
 	// alt_stat_name, metadata, track_cluster_stats, dns_jitter and
 	// respect_dns_ttl change no behaviour weft proxy has; drain on host
@@ -202,7 +206,8 @@ func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger) (*Cluster, 
 		"dns_refresh_rate", "dns_lookup_family", "outlier_detection", "cleanup_interval",
 		"common_lb_config", "metadata", "ignore_health_on_host_removal",
 		"least_request_lb_config", "respect_dns_ttl", "dns_jitter", "original_dst_lb_config",
-		"track_cluster_stats", "wait_for_warm_on_init", "close_connections_on_host_health_failure"); err != nil {
+		"track_cluster_stats", "wait_for_warm_on_init", "close_connections_on_host_health_failure",
+		"transport_socket"); err != nil {
 		return nil, err
 	}
 	if pb.GetName() == "" {
@@ -300,6 +305,9 @@ func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger) (*Cluster, 
 		return nil, err
 	}
 	if err := c.buildProtocol(pb, path); err != nil {
+		return nil, err
+	}
+	if err := c.buildTLS(pb, path, st, ts); err != nil {
 		return nil, err
 	}
 	if err := c.buildLoadAssignment(pb.GetLoadAssignment(), path+".load_assignment"); err != nil {

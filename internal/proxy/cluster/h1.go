@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
 // h1Client is the HTTP/1.1 client of one cluster. It writes a request and
@@ -80,6 +82,12 @@ func newH1Conn(nc net.Conn, addr string) *h1Conn {
 	pc := &h1Conn{nc: nc, addr: addr, br: bufio.NewReaderSize(nc, bufSize), bw: bufio.NewWriterSize(nc, bufSize)}
 	if sc, ok := nc.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
+	} else if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		// TLS: the socket under it. An idle TLS connection has nothing to
+		// read either: bytes there are a close_notify or a reset coming.
+		if sc, ok := tc.NetConn().(syscall.Conn); ok {
+			pc.raw, _ = sc.SyscallConn()
+		}
 	}
 	pc.abort = func() { _ = pc.nc.SetDeadline(aLongTimeAgo) }
 	return pc
@@ -225,7 +233,7 @@ func (t *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 		return pc, nil
 	}
 	h, _ := ctx.Value(hostKey{}).(*Host)
-	nc, err := t.c.connect(ctx, h, addr)
+	nc, err := t.c.connect(ctx, h, addr, tlsctx.ALPNHTTP11)
 	if err != nil {
 		return nil, err
 	}

@@ -95,7 +95,7 @@ func testCluster(t *testing.T, addr string) *Cluster {
 			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 					Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: p}}}}}}}}}}}}
-	c, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler))
+	c, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

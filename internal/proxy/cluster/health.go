@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/internal/proxy/strict"
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
 type hcKind uint8
@@ -181,7 +182,10 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 				if cc == nil {
 					var err error
 					cc, err = grpc.NewClient("passthrough:///"+addr,
-						grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(hc.authority))
+						grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(hc.authority),
+						grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+							return c.dialHC(ctx, a, tlsctx.ALPNH2)
+						}))
 					if err == nil {
 						grpcConns[addr] = cc
 					}
@@ -232,13 +236,15 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 
 func (c *Cluster) hcTransport() *http.Transport {
 	p := new(http.Protocols)
+	alpn := tlsctx.ALPNHTTP11
 	if c.hc.h2 {
 		p.SetUnencryptedHTTP2(true)
+		alpn = tlsctx.ALPNH2
 	} else {
 		p.SetHTTP1(true)
 	}
 	return &http.Transport{Protocols: p, DisableCompression: true, MaxIdleConnsPerHost: 4,
-		DialContext: (&net.Dialer{Timeout: c.connectTimeout}).DialContext}
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return c.dialHC(ctx, addr, alpn) }}
 }
 
 func (c *Cluster) checkOnce(ctx context.Context, client *http.Client, cc *grpc.ClientConn, addr string) bool {
@@ -265,8 +271,7 @@ func (c *Cluster) checkOnce(ctx context.Context, client *http.Client, cc *grpc.C
 		}
 		return false
 	case hcTCP:
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", addr)
+		conn, err := c.dialHC(ctx, addr, tlsctx.ALPNConfigured)
 		if err != nil {
 			c.Stats.hcNetFail.Inc()
 			return false

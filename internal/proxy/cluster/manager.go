@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/proxy/stats"
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
 // Manager owns every cluster of a proxy. Get is safe on the request path;
@@ -21,22 +22,32 @@ type Manager struct {
 	log   *slog.Logger
 	stats *stats.Store
 	ctx   context.Context // parent of every cluster's background work
+	tls   *tlsctx.Store   // certificates of upstream TLS; nil refuses it
 
 	clusters atomic.Pointer[map[string]*Cluster]
 
 	mu        sync.Mutex                                   // serialises Apply, SetEndpoints, Close
 	endpoints map[string]*endpointv3.ClusterLoadAssignment // last accepted, by cluster name; protected by mu
+	// warming holds updated clusters waiting for their TLS secrets while
+	// the version they replace keeps serving, as Envoy warms clusters;
+	// protected by mu.
+	warming map[string]*Cluster
 }
 
 // NewManager returns a manager whose clusters run until ctx ends or Close.
 func NewManager(ctx context.Context, st *stats.Store, log *slog.Logger) *Manager {
-	m := &Manager{log: log, stats: st, ctx: ctx, endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
+	m := &Manager{log: log, stats: st, ctx: ctx, endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+		warming: map[string]*Cluster{}}
 	empty := map[string]*Cluster{}
 	m.clusters.Store(&empty)
 	st.Scope("cluster_manager.", "envoy_cluster_manager_").GaugeFunc("active_clusters",
 		func() int64 { return int64(len(*m.clusters.Load())) })
 	return m
 }
+
+// SetTLS sets where upstream TLS contexts find their certificates. Call
+// before the first Apply.
+func (m *Manager) SetTLS(ts *tlsctx.Store) { m.tls = ts }
 
 // Get returns the named cluster or nil.
 func (m *Manager) Get(name string) *Cluster { return (*m.clusters.Load())[name] }
@@ -55,6 +66,7 @@ func (m *Manager) Apply(pbs []*clusterv3.Cluster) ([]string, error) {
 	next := make(map[string]*Cluster, len(pbs))
 	var fresh []*Cluster
 	var errs []error
+	warming := map[string]*Cluster{}
 	for _, pb := range pbs {
 		if _, dup := next[pb.GetName()]; dup {
 			errs = append(errs, fmt.Errorf("cluster %s: duplicate name", pb.GetName()))
@@ -64,16 +76,32 @@ func (m *Manager) Apply(pbs []*clusterv3.Cluster) ([]string, error) {
 			next[pb.GetName()] = c
 			continue
 		}
-		c, err := Build(pb, m.stats, m.log)
+		c, err := Build(pb, m.stats, m.log, m.tls)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		next[pb.GetName()] = c
 		fresh = append(fresh, c)
+		if prev, ok := old[pb.GetName()]; ok && c.TLS != nil && !c.TLS.Ready() {
+			// The version in force serves until this one's secrets arrive.
+			warming[pb.GetName()] = c
+			next[pb.GetName()] = prev
+			continue
+		}
+		next[pb.GetName()] = c
 	}
 	if len(errs) > 0 {
+		for _, c := range fresh {
+			c.halt()
+		}
 		return nil, errors.Join(errs...)
+	}
+	for name, c := range m.warming {
+		c.halt() // replaced by this update, or warming again below
+		delete(m.warming, name)
+	}
+	for name, c := range warming {
+		m.warming[name] = c
 	}
 	for _, c := range fresh {
 		if la, ok := m.endpoints[c.Name]; ok && c.Type == EDS {
@@ -101,6 +129,50 @@ func (m *Manager) Apply(pbs []*clusterv3.Cluster) ([]string, error) {
 	return eds, nil
 }
 
+// Warm swaps in the warming clusters whose secrets have arrived, or all
+// of them when force is set (the initial fetch timeout passed: they then
+// fail their handshakes until the secrets come, never plaintext). It
+// reports whether clusters are still warming.
+func (m *Manager) Warm(force bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.warming) == 0 {
+		return false
+	}
+	cur := *m.clusters.Load()
+	next := make(map[string]*Cluster, len(cur))
+	for n, c := range cur {
+		next[n] = c
+	}
+	var replaced []*Cluster
+	for name, c := range m.warming {
+		if !force && !c.TLS.Ready() {
+			continue
+		}
+		if prev, ok := next[name]; ok {
+			replaced = append(replaced, prev)
+		}
+		next[name] = c
+		delete(m.warming, name)
+	}
+	m.clusters.Store(&next)
+	for _, c := range replaced {
+		c.halt()
+	}
+	return len(m.warming) > 0
+}
+
+// Warming returns the clusters waiting for their secrets.
+func (m *Manager) Warming() []*Cluster {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Cluster, 0, len(m.warming))
+	for _, c := range m.warming {
+		out = append(out, c)
+	}
+	return out
+}
+
 // SetEndpoints applies EDS assignments (a subset of clusters may be
 // named). All are validated before any is applied.
 func (m *Manager) SetEndpoints(las []*endpointv3.ClusterLoadAssignment) error {
@@ -116,6 +188,9 @@ func (m *Manager) SetEndpoints(las []*endpointv3.ClusterLoadAssignment) error {
 		m.endpoints[la.GetClusterName()] = la
 		if c, ok := cur[la.GetClusterName()]; ok && c.Type == EDS {
 			_ = c.setEndpoints(la) // validated above
+		}
+		if c, ok := m.warming[la.GetClusterName()]; ok && c.Type == EDS {
+			_ = c.setEndpoints(la)
 		}
 	}
 	return nil
@@ -138,6 +213,10 @@ func (m *Manager) Close() {
 	defer m.mu.Unlock()
 	for _, c := range *m.clusters.Load() {
 		c.halt()
+	}
+	for name, c := range m.warming {
+		c.halt()
+		delete(m.warming, name)
 	}
 	empty := map[string]*Cluster{}
 	m.clusters.Store(&empty)

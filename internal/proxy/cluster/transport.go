@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
 type hostKey struct{}
@@ -41,8 +43,12 @@ const maxGate = 1 << 16
 
 func (c *Cluster) transports() {
 	newT := func(h2 bool) *http.Transport {
+		dial := c.dialH1
+		if h2 {
+			dial = c.dialH2
+		}
 		t := &http.Transport{
-			DialContext:         c.dial,
+			DialContext:         dial,
 			MaxIdleConnsPerHost: 1024,
 			IdleConnTimeout:     c.idleTimeout(),
 			// The proxy passes bodies through untouched: no transparent
@@ -89,20 +95,32 @@ func (c *Cluster) Transport(downstreamMajor int) (http.RoundTripper, bool) {
 	return c.h1, true
 }
 
-// dial opens an upstream connection for net/http's Transport (h2c and
-// the HTTP/1.1 fallback) with connect_timeout.
-func (c *Cluster) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+// dialH1 and dialH2 open upstream connections for net/http's Transports
+// (the HTTP/1.1 fallback and HTTP/2) with connect_timeout. Over TLS the
+// HTTP/2 pool offers ALPN h2 and the HTTP/1.1 one http/1.1, as Envoy's
+// pools do; the Transports then speak their protocol over the TLS
+// connection as over a plain one.
+func (c *Cluster) dialH1(ctx context.Context, network, addr string) (net.Conn, error) {
+	return c.dial(ctx, addr, tlsctx.ALPNHTTP11)
+}
+
+func (c *Cluster) dialH2(ctx context.Context, network, addr string) (net.Conn, error) {
+	return c.dial(ctx, addr, tlsctx.ALPNH2)
+}
+
+func (c *Cluster) dial(ctx context.Context, addr string, alpn tlsctx.ALPN) (net.Conn, error) {
 	h, _ := ctx.Value(hostKey{}).(*Host)
 	// The dial may outlive the request that started it (Go's pool hands the
 	// connection to whoever needs one next), so it is not cancelled with
 	// the request; connect_timeout bounds it.
-	return c.connect(context.WithoutCancel(ctx), h, addr)
+	return c.connect(context.WithoutCancel(ctx), h, addr, alpn)
 }
 
-// connect opens a TCP connection to addr for host h (nil when unknown)
-// within connect_timeout, keeping the cluster's and host's connection
-// stats. A connect that ctx cancels is not a connect failure.
-func (c *Cluster) connect(ctx context.Context, h *Host, addr string) (net.Conn, error) {
+// connect opens a TCP connection to addr for host h (nil when unknown),
+// and its TLS session when the cluster has a transport socket, within
+// connect_timeout, keeping the cluster's and host's connection stats. A
+// connect that ctx cancels is not a connect failure.
+func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx.ALPN) (net.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
 	defer cancel()
 	c.Stats.CxTotal.Inc()
@@ -129,7 +147,25 @@ func (c *Cluster) connect(ctx context.Context, h *Host, addr string) (net.Conn, 
 		h.cxTotal.Add(1)
 	}
 	// Go sets TCP_NODELAY on every TCP connection already.
-	return &countedConn{Conn: conn, c: c, h: h}, nil
+	cc := &countedConn{Conn: conn, c: c, h: h}
+	if c.TLS == nil {
+		return cc, nil
+	}
+	tc, err := c.TLS.Handshake(dctx, cc, alpn)
+	if err != nil {
+		_ = cc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// As in Envoy, a connection that fails its handshake never
+		// connected.
+		c.Stats.CxConnectFail.Inc()
+		if h != nil {
+			h.cxFail.Add(1)
+		}
+		return nil, &ConnectError{Addr: addr, Timeout: errors.Is(err, context.DeadlineExceeded), Err: err}
+	}
+	return tc, nil
 }
 
 // DialTCP opens a raw upstream connection for tcp_proxy.
@@ -138,7 +174,7 @@ func (c *Cluster) DialTCP(ctx context.Context, h *Host) (net.Conn, error) {
 		c.Stats.CxOverflow.Inc()
 		return nil, ErrOverflow
 	}
-	return c.connect(context.WithoutCancel(ctx), h, h.Addr)
+	return c.connect(context.WithoutCancel(ctx), h, h.Addr, tlsctx.ALPNConfigured)
 }
 
 type countedConn struct {

@@ -344,7 +344,7 @@ func (m *HCM) rewrite(pr *httputil.ProxyRequest) {
 		out.Header.Set("X-Forwarded-For", ip)
 	}
 	if out.Header.Get("X-Forwarded-Proto") == "" {
-		out.Header.Set("X-Forwarded-Proto", "http")
+		out.Header.Set("X-Forwarded-Proto", s.conn.Scheme())
 	}
 	// Most specific first; later levels win on conflicts, as Envoy does
 	// unless most_specific_header_mutations_wins.

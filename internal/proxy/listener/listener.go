@@ -34,6 +34,7 @@ type Chain struct {
 	Name    string
 	Match   Match
 	Handler Handler
+	TLS     TLS // nil: plaintext
 }
 
 // Config is an immutable compiled listener.
@@ -252,6 +253,9 @@ func (l *Listener) handle(ctx context.Context, raw net.Conn) {
 		return
 	}
 	c.Chain = ch
+	if !l.startTLS(ctx, c) {
+		return
+	}
 	ch.Handler.ServeConn(ctx, c)
 }
 

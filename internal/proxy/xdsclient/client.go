@@ -27,6 +27,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -43,6 +44,7 @@ const (
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
 	RouteType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	SecretType   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 	resourceType = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 )
 
@@ -60,6 +62,17 @@ type Handler interface {
 	Listeners(ctx context.Context, version string, ls []*listenerv3.Listener) (rds []string, err error)
 	// Routes applies the subscribed route configurations.
 	Routes(ctx context.Context, version string, rs []*routev3.RouteConfiguration) error
+}
+
+// SecretHandler is implemented by handlers that take secrets on the ADS
+// stream (SDS over ADS, Envoy's sds_config {ads: {}}).
+type SecretHandler interface {
+	// Secrets applies the subscribed secrets.
+	Secrets(ctx context.Context, version string, ss []*tlsv3.Secret) error
+	// SecretNames returns the names of the secrets on the ADS stream that
+	// the current clusters and listeners use; asked after each accepted
+	// CDS or LDS update.
+	SecretNames() []string
 }
 
 // Config configures a client.
@@ -112,7 +125,7 @@ func New(cfg Config, h Handler, log *slog.Logger) *Client {
 	for _, t := range []struct {
 		url      string
 		wildcard bool
-	}{{ClusterType, true}, {EndpointType, false}, {ListenerType, true}, {RouteType, false}} {
+	}{{ClusterType, true}, {EndpointType, false}, {ListenerType, true}, {RouteType, false}, {SecretType, false}} {
 		c.types[t.url] = &typeState{url: t.url, wildcard: t.wildcard, resources: map[string]proto.Message{}}
 	}
 	return c
@@ -170,10 +183,10 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 	for _, t := range c.types {
 		t.nonce = "" // nonces belong to a stream
 	}
-	// Clusters first, then listeners, as Envoy does; endpoints and routes
-	// already known are re-requested at once so a restarted server resends
-	// them.
-	for _, url := range []string{ClusterType, EndpointType, ListenerType, RouteType} {
+	// Clusters first, then listeners, as Envoy does; endpoints, routes and
+	// secrets already known are re-requested at once so a restarted
+	// server resends them.
+	for _, url := range []string{ClusterType, EndpointType, ListenerType, RouteType, SecretType} {
 		t := c.types[url]
 		if !t.wildcard && len(t.names) == 0 {
 			continue
@@ -209,10 +222,10 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 		if err := c.send(st, t, applyErr); err != nil {
 			return progressed, err
 		}
-		if subs != nil {
-			dep := c.types[subs.url]
-			if !slices.Equal(dep.names, subs.names) {
-				dep.names = subs.names
+		for _, sub := range subs {
+			dep := c.types[sub.url]
+			if !slices.Equal(dep.names, sub.names) {
+				dep.names = sub.names
 				for n := range dep.resources {
 					if _, keep := slices.BinarySearch(dep.names, n); !keep {
 						delete(dep.resources, n)
@@ -240,8 +253,8 @@ type subscription struct {
 
 // apply decodes a response, merges it with the accepted state and hands
 // the result to the handler. On success it commits the new state and
-// returns the dependent subscription, if the type has one.
-func (c *Client) apply(ctx context.Context, t *typeState, resp *discoveryv3.DiscoveryResponse) (*subscription, error) {
+// returns the dependent subscriptions, if the type has some.
+func (c *Client) apply(ctx context.Context, t *typeState, resp *discoveryv3.DiscoveryResponse) ([]subscription, error) {
 	next := map[string]proto.Message{}
 	if !t.wildcard {
 		// RDS and EDS responses carry only what changed: keep the rest.
@@ -271,7 +284,7 @@ func (c *Client) apply(ctx context.Context, t *typeState, resp *discoveryv3.Disc
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	var subs *subscription
+	var subs []subscription
 	var err error
 	v := resp.GetVersionInfo()
 	switch t.url {
@@ -282,7 +295,7 @@ func (c *Client) apply(ctx context.Context, t *typeState, resp *discoveryv3.Disc
 		}
 		var eds []string
 		eds, err = c.h.Clusters(ctx, v, list)
-		subs = &subscription{EndpointType, sorted(eds)}
+		subs = []subscription{{EndpointType, sorted(eds)}}
 	case ListenerType:
 		list := make([]*listenerv3.Listener, 0, len(names))
 		for _, n := range names {
@@ -290,7 +303,7 @@ func (c *Client) apply(ctx context.Context, t *typeState, resp *discoveryv3.Disc
 		}
 		var rds []string
 		rds, err = c.h.Listeners(ctx, v, list)
-		subs = &subscription{RouteType, sorted(rds)}
+		subs = []subscription{{RouteType, sorted(rds)}}
 	case EndpointType:
 		list := make([]*endpointv3.ClusterLoadAssignment, 0, len(names))
 		for _, n := range names {
@@ -303,6 +316,19 @@ func (c *Client) apply(ctx context.Context, t *typeState, resp *discoveryv3.Disc
 			list = append(list, next[n].(*routev3.RouteConfiguration))
 		}
 		err = c.h.Routes(ctx, v, list)
+	case SecretType:
+		sh, ok := c.h.(SecretHandler)
+		if !ok {
+			return nil, errors.New("secrets are not taken by this client")
+		}
+		list := make([]*tlsv3.Secret, 0, len(names))
+		for _, n := range names {
+			list = append(list, next[n].(*tlsv3.Secret))
+		}
+		err = sh.Secrets(ctx, v, list)
+	}
+	if sh, ok := c.h.(SecretHandler); ok && err == nil && (t.url == ClusterType || t.url == ListenerType) {
+		subs = append(subs, subscription{SecretType, sorted(sh.SecretNames())})
 	}
 	if err != nil {
 		return nil, err
@@ -342,6 +368,8 @@ func decode(a *anypb.Any, url string) (proto.Message, string, error) {
 		name = x.GetName()
 	case *endpointv3.ClusterLoadAssignment:
 		name = x.GetClusterName()
+	case *tlsv3.Secret:
+		name = x.GetName()
 	}
 	if name == "" {
 		return nil, "", errors.New("resource without a name")
@@ -380,6 +408,8 @@ func short(url string) string {
 		return "LDS"
 	case RouteType:
 		return "RDS"
+	case SecretType:
+		return "SDS"
 	}
 	return url
 }

@@ -130,7 +130,9 @@ func (s *Server) Restart() {
 	s.listen(s.Addr)
 }
 
-// Set publishes a new snapshot version holding resources.
+// Set publishes a new snapshot version holding resources, of any xDS
+// type: clusters, listeners, routes, endpoints and TLS secrets (served by
+// name on the ADS stream, as weft server serves them).
 func (s *Server) Set(resources ...types.Resource) string {
 	s.t.Helper()
 	byType := map[string][]types.Resource{}
