@@ -35,7 +35,13 @@ func BenchmarkDescribeLimits(b *testing.B) {
 			}
 			defer st.Close()
 			reg := prometheus.NewRegistry()
-			h := NewHandler(st, Config{Region: "us-east-1", AccountID: "111122223333"}, slog.New(slog.DiscardHandler), reg, nil)
+			cfg := Config{Region: "us-east-1", AccountID: "111122223333"}
+			sec, err := newSecurity(b.Context(), st, cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sec.stop()
+			h := newHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil, sec, nil)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)

@@ -35,6 +35,7 @@ func startAPI(t *testing.T, ln net.Listener, lim APILimits) *prometheus.Registry
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(sec.stop)
 	srv := newAPIServer(newHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil, sec, nil), lim)
 	done := make(chan struct{})
 	go func() { // ends with srv.Close in the cleanup

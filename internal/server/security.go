@@ -26,6 +26,8 @@ type security struct {
 	keys   *auth.KeyFile // nil without --auth-file
 	tokens *auth.Tokens
 	xds    *auth.XDS
+	// stop ends the credentials file's watch and waits for it.
+	stop func()
 }
 
 // checkExposure refuses to serve the API or xDS on an address other
@@ -60,19 +62,25 @@ func loopbackAddr(addr string) bool {
 }
 
 // newSecurity loads the credentials file (and keeps reloading it until
-// ctx ends) and the join-token key.
+// ctx ends or stop is called) and the join-token key.
 func newSecurity(ctx context.Context, st store.Store, cfg Config, log *slog.Logger) (*security, error) {
 	key, err := auth.LoadTokenKey(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	s := &security{tokens: auth.NewTokens(key)}
+	s := &security{tokens: auth.NewTokens(key), stop: func() {}}
 	s.xds = &auth.XDS{Tokens: s.tokens, ClientCAs: cfg.XDSClientCAs, TrustDomain: cfg.TrustDomain, Region: cfg.Region}
 	if cfg.AuthFile != "" {
 		if s.keys, err = auth.LoadKeyFile(cfg.AuthFile, log.With("component", "auth")); err != nil {
 			return nil, err
 		}
-		go s.keys.Watch(ctx, 0) // ends with ctx
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { // ends with cancel, in stop, or with ctx
+			defer close(done)
+			s.keys.Watch(wctx, 0)
+		}()
+		s.stop = func() { cancel(); <-done }
 		s.xds.Verifier = &auth.Verifier{Keys: s.keys, Services: []string{"appmesh", "appmesh-preview"}}
 		s.xds.Required = true
 	}

@@ -120,6 +120,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer sec.stop()
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
