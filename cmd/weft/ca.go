@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,14 +9,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/weftmesh/weft/internal/ca"
 )
 
-const caUsage = `usage: weft ca <command> [--api HOST:PORT]
+const caUsage = `usage: weft ca <command> [--endpoint-url URL]
 
 commands (each one store write on the server; see docs/tls.md):
   status                          the roots, their fingerprints and which one signs
@@ -39,14 +37,14 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := args[0]
 	fs := flag.NewFlagSet("weft ca "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	api := fs.String("api", envOr("WEFT_API_ADDR", "127.0.0.1:9080"), "host:port of weft server's API listener (env WEFT_API_ADDR)")
+	endpoint := fs.String("endpoint-url", envOr("WEFT_ENDPOINT_URL", "http://127.0.0.1:9080"), "weft server's API (env WEFT_ENDPOINT_URL); requests are signed with the environment's AWS credentials when set")
+	region := fs.String("region", envOr("AWS_REGION", envOr("AWS_DEFAULT_REGION", "us-east-1")), "region to sign for (env AWS_REGION)")
 	certFile := fs.String("cert", "", "add-root: PEM certificate (then its chain) of a CA to import")
 	keyFile := fs.String("key", "", "add-root: PEM private key of --cert")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	base := "http://" + *api + "/v1/ca"
-	c := &http.Client{Timeout: 30 * time.Second}
+	base := "/v1/ca"
 	var method, url string
 	var body []byte
 	switch cmd {
@@ -85,26 +83,9 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, caUsage)
 		return fmt.Errorf("unknown command %q", cmd)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	out, err := callWeft(ctx, method, *endpoint, url, body, *region)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Message string }
-		if json.Unmarshal(out, &e) == nil && e.Message != "" {
-			return fmt.Errorf("%s: %s", resp.Status, e.Message)
-		}
-		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(out)))
 	}
 	if cmd != "status" {
 		var r ca.RootStatus

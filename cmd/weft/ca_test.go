@@ -32,7 +32,7 @@ func TestCACommands(t *testing.T) {
 	api := strings.TrimPrefix(srv.URL, "http://")
 	run := func(args ...string) (string, error) {
 		var out, errOut bytes.Buffer
-		err := runCA(t.Context(), append(args[:1:1], append([]string{"--api", api}, args[1:]...)...), &out, &errOut)
+		err := runCA(t.Context(), append(args[:1:1], append([]string{"--endpoint-url", "http://" + api}, args[1:]...)...), &out, &errOut)
 		return out.String(), err
 	}
 	old := a.State().SignerRoot().Fingerprint()

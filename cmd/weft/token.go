@@ -1,22 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"strings"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/weftmesh/weft/internal/api"
 )
@@ -44,37 +36,9 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(*endpoint, "/")+"/v1/tokens", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	// Signed with the AWS credentials of the environment, as the AWS CLI
-	// would sign: the server checks them when it has a credentials file.
-	if id := os.Getenv("AWS_ACCESS_KEY_ID"); id != "" {
-		sum := sha256.Sum256(body)
-		creds := aws.Credentials{AccessKeyID: id, SecretAccessKey: os.Getenv("AWS_SECRET_ACCESS_KEY"), SessionToken: os.Getenv("AWS_SESSION_TOKEN")}
-		if err := v4.NewSigner().SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), "weft", *region, time.Now()); err != nil {
-			return fmt.Errorf("sign: %w", err)
-		}
-	}
-	resp, err := http.DefaultClient.Do(req)
+	b, err := callWeft(ctx, http.MethodPost, *endpoint, "/v1/tokens", body, *region)
 	if err != nil {
 		return fmt.Errorf("create token: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("create token: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Message string `json:"message"`
-		}
-		json.Unmarshal(b, &e)
-		return fmt.Errorf("create token: %s %s: %s", resp.Status, resp.Header.Get("x-amzn-ErrorType"), e.Message)
 	}
 	var out api.TokenResponse
 	if err := json.Unmarshal(b, &out); err != nil {
