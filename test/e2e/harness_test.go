@@ -33,8 +33,9 @@ type world struct {
 	weft    string // the weft binary, executable by the proxy's UID
 	tmp     string // files the test writes: JSON inputs, logs
 	ctl     *netns.Host
-	api     string // http://ctl:port
-	xds     string // ctl:port
+	laptop  *netns.Host // the tutorial reader's machine, from section 4 on
+	api     string      // http://ctl:port
+	xds     string      // ctl:port
 	region  string
 	account string
 

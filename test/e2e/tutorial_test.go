@@ -64,6 +64,7 @@ func TestTutorial(t *testing.T) {
 	t.Run("2 first two virtual nodes", w.section2)
 	t.Run("3 virtual router", w.section3)
 	t.Run("4 virtual gateway", w.section4)
+	t.Run("5 TLS", w.section5)
 }
 
 // setUp creates the lab and starts weft server in its own namespace.
@@ -104,7 +105,8 @@ func setUp(t *testing.T, bin string) *world {
 		"--xds-addr", w.xds,
 		"--dns-addr", fmt.Sprintf("%s:53", ctlAddr),
 		"--data-dir", filepath.Join(tmp, "data"),
-		"--region", w.region, "--account-id", w.account)
+		"--region", w.region, "--account-id", w.account,
+		"--cert-lifetime", certLifetime.String())
 	waitFor(t, "weft server /healthz", 30*time.Second, func() (bool, error) {
 		out, code := curl(t, w.ctl, w.api+"/healthz")
 		return code == 0 && strings.TrimSpace(out) == "ok", fmt.Errorf("curl exit %d: %q", code, out)
@@ -492,6 +494,7 @@ func (w *world) section4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.laptop = laptop
 	for _, gw := range gws {
 		t.Run(gw.name, func(t *testing.T) {
 			base := "http://" + gw.host.Addr.String()
