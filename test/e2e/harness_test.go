@@ -33,8 +33,9 @@ type world struct {
 	weft    string // the weft binary, executable by the proxy's UID
 	tmp     string // files the test writes: JSON inputs, logs
 	ctl     *netns.Host
-	api     string // http://ctl:port
-	xds     string // ctl:port
+	laptop  *netns.Host // the tutorial reader's machine, from section 4 on
+	api     string      // http://ctl:port
+	xds     string      // ctl:port
 	region  string
 	account string
 
@@ -198,7 +199,7 @@ func (w *world) aws(out any, args ...string) {
 	argv := append([]string{"aws", "--endpoint-url", w.api, "--output", "json"}, args...)
 	cmd := w.ctl.Command(ctx, -1, argv...)
 	cmd.Env = append(os.Environ(),
-		"AWS_ACCESS_KEY_ID=weft", "AWS_SECRET_ACCESS_KEY=weft", "AWS_SESSION_TOKEN=",
+		"AWS_ACCESS_KEY_ID="+accessKeyID, "AWS_SECRET_ACCESS_KEY="+secretAccessKey, "AWS_SESSION_TOKEN=",
 		"AWS_DEFAULT_REGION="+w.region, "AWS_REGION="+w.region, "AWS_PAGER=",
 		"AWS_CONFIG_FILE="+filepath.Join(w.tmp, "no-aws-config"),
 		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(w.tmp, "no-aws-credentials"),
@@ -213,6 +214,79 @@ func (w *world) aws(out any, args ...string) {
 			w.t.Fatalf("aws %s: decode output: %v\n%s", strings.Join(args, " "), err, stdout.String())
 		}
 	}
+}
+
+// The test's access key: the only key of the credentials file weft server
+// runs with, allowed everything.
+const (
+	accessKeyID     = "AKIAWEFTE2E"
+	secretAccessKey = "weft-e2e-secret-key"
+)
+
+// writeAuthFile writes the credentials file and returns its path.
+func (w *world) writeAuthFile() string {
+	w.t.Helper()
+	p := filepath.Join(w.tmp, "keys.yaml")
+	keys := fmt.Sprintf(`keys:
+  - id: %s
+    secret: %s
+    account: "%s"
+    allow:
+      - actions: ["appmesh:*", "servicediscovery:*", "weft:*"]
+        resources: ["*"]
+`, accessKeyID, secretAccessKey, w.account)
+	if err := os.WriteFile(p, []byte(keys), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	return p
+}
+
+// signedEnv is the environment of weft's client commands run by the test:
+// the test's key, as an operator's shell would have it.
+func (w *world) signedEnv() []string {
+	return append(os.Environ(), "AWS_ACCESS_KEY_ID="+accessKeyID, "AWS_SECRET_ACCESS_KEY="+secretAccessKey,
+		"AWS_SESSION_TOKEN=", "AWS_REGION="+w.region)
+}
+
+// joinToken creates a join token for the proxy of task name (node or
+// gateway arn) with weft token create, writes it where the proxy's uid
+// can read it, and returns the file's path.
+func (w *world) joinToken(t *testing.T, name, arn string, uid int) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := w.ctl.Command(ctx, -1, w.weft, "token", "create", "--resource", arn, "--ttl", "2h", "--endpoint-url", w.api)
+	cmd.Env = w.signedEnv()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("weft token create --resource %s: %v\n%s", arn, err, stderr.String())
+	}
+	p := filepath.Join(w.tmp, name+".token")
+	if err := os.WriteFile(p, stdout.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if uid >= 0 {
+		if err := os.Chown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// signedCurl GETs one of weft's own endpoints from the control plane's
+// namespace, signed with the test's key as weft's endpoints require with a
+// credentials file.
+func (w *world) signedCurl(t *testing.T, path string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, errOut, err := run(ctx, w.ctl, "curl", "-sS", "--fail-with-body", "--max-time", "10",
+		"--aws-sigv4", "aws:amz:"+w.region+":weft", "--user", accessKeyID+":"+secretAccessKey, w.api+path)
+	if err != nil {
+		t.Fatalf("signed GET %s: %v: %s%s", path, err, out, errOut)
+	}
+	return out
 }
 
 // input writes the tutorial's JSON file name with its placeholders replaced

@@ -11,13 +11,19 @@
 package e2e
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -46,10 +52,20 @@ type counts struct {
 	FirstError string         `json:"first_error,omitempty"`
 }
 
+func (c counts) total() int {
+	n := c.Errors
+	for _, v := range c.Bodies {
+		n += v
+	}
+	return n
+}
+
 // client runs one mode:
 //
-//	count URL N    N GETs, each on a new connection as curl makes them; prints counts as JSON
-//	watch URL      GETs until killed, one line per request: "<unix nanos> ok <body>" or "<unix nanos> err <error>"
+//	count URL N     N GETs, each on a new connection as curl makes them; prints counts as JSON
+//	watch URL       GETs until killed, one line per request: "<unix nanos> ok <body>" or "<unix nanos> err <error>"
+//	load URL RATE   GETs started at RATE per second until SIGTERM; prints counts as JSON
+//	certinfo ADDR   the certificate a TLS server at ADDR presents, as JSON (certInfo)
 func client(mode string, args []string, out io.Writer) error {
 	// A new connection per request, like the tutorial's curl loop: a
 	// configuration change must show on the next connection.
@@ -94,6 +110,20 @@ func client(mode string, args []string, out io.Writer) error {
 			c.Bodies[body]++
 		}
 		return json.NewEncoder(out).Encode(c)
+	case "load":
+		if len(args) != 2 {
+			return fmt.Errorf("want URL RATE, got %q", args)
+		}
+		rate, err := strconv.Atoi(args[1])
+		if err != nil || rate <= 0 {
+			return fmt.Errorf("rate %q: want a positive number", args[1])
+		}
+		return load(args[0], rate, get, out)
+	case "certinfo":
+		if len(args) != 1 {
+			return fmt.Errorf("want ADDR, got %q", args)
+		}
+		return certinfo(args[0], out)
 	case "watch":
 		if len(args) != 1 {
 			return fmt.Errorf("want URL, got %q", args)
@@ -113,4 +143,82 @@ func client(mode string, args []string, out io.Writer) error {
 		}
 	}
 	return fmt.Errorf("unknown mode %q", mode)
+}
+
+// load starts one GET every 1/rate s until SIGTERM, at most 256 in flight
+// (a request that would exceed that counts as an error: the proxies fell
+// behind), then waits for those in flight and prints the counts.
+func load(url string, rate int, get func(string) (string, error), out io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var (
+		mu sync.Mutex
+		c  = counts{Bodies: map[string]int{}}
+		wg sync.WaitGroup
+	)
+	record := func(body string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			if c.Errors == 0 {
+				c.FirstError = err.Error()
+			}
+			c.Errors++
+			return
+		}
+		c.Bodies[body]++
+	}
+	slots := make(chan struct{}, 256)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			select {
+			case slots <- struct{}{}:
+			default:
+				record("", fmt.Errorf("256 requests in flight"))
+				continue
+			}
+			wg.Add(1)
+			go func() { // ends when the request does (the client's 2 s timeout)
+				defer wg.Done()
+				defer func() { <-slots }()
+				record(get(url))
+			}()
+		}
+	}
+	wg.Wait()
+	return json.NewEncoder(out).Encode(c)
+}
+
+// certinfo prints the certificate the server at addr presents. It does not
+// verify it and sends no client certificate: a server that requires one
+// still shows its own before it refuses.
+func certinfo(addr string, out io.Writer) error {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	certs := conn.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return fmt.Errorf("%s presented no certificate", addr)
+	}
+	leaf := certs[0]
+	info := struct {
+		Serial    string    `json:"serial"`
+		Issuer    string    `json:"issuer"`
+		URIs      []string  `json:"uris"`
+		DNSNames  []string  `json:"dns_names"`
+		NotBefore time.Time `json:"not_before"`
+		NotAfter  time.Time `json:"not_after"`
+	}{Serial: leaf.SerialNumber.Text(16), Issuer: fmt.Sprintf("%x", leaf.AuthorityKeyId), DNSNames: leaf.DNSNames,
+		NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}
+	for _, u := range leaf.URIs {
+		info.URIs = append(info.URIs, u.String())
+	}
+	return json.NewEncoder(out).Encode(info)
 }

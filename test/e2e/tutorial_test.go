@@ -64,6 +64,7 @@ func TestTutorial(t *testing.T) {
 	t.Run("2 first two virtual nodes", w.section2)
 	t.Run("3 virtual router", w.section3)
 	t.Run("4 virtual gateway", w.section4)
+	t.Run("5 TLS", w.section5)
 }
 
 // setUp creates the lab and starts weft server in its own namespace.
@@ -104,8 +105,12 @@ func setUp(t *testing.T, bin string) *world {
 		"--xds-addr", w.xds,
 		"--dns-addr", fmt.Sprintf("%s:53", ctlAddr),
 		"--data-dir", filepath.Join(tmp, "data"),
-		"--insecure", // the test bridge reaches only the test's namespaces
-		"--region", w.region, "--account-id", w.account)
+		// As on a shared network: every API call signed by a key of
+		// the credentials file, every proxy proving its node with a
+		// join token before it is served anything.
+		"--auth-file", w.writeAuthFile(),
+		"--region", w.region, "--account-id", w.account,
+		"--cert-lifetime", certLifetime.String())
 	waitFor(t, "weft server /healthz", 30*time.Second, func() (bool, error) {
 		out, code := curl(t, w.ctl, w.api+"/healthz")
 		return code == 0 && strings.TrimSpace(out) == "ok", fmt.Errorf("curl exit %d: %q", code, out)
@@ -493,6 +498,7 @@ func (w *world) section4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.laptop = laptop
 	for _, gw := range gws {
 		t.Run(gw.name, func(t *testing.T) {
 			base := "http://" + gw.host.Addr.String()
@@ -579,7 +585,7 @@ func (w *world) launch(t *testing.T, name string, td taskDefinition, cloudMapSer
 	arn := strings.NewReplacer("<your-region>", w.region, "<your-account-id>", w.account).
 		Replace(td.env(proxyName, "APPMESH_RESOURCE_ARN"))
 	tk.proxy = w.start(name+" proxy", host, uid,
-		[]string{"APPMESH_RESOURCE_ARN=" + arn, "APPMESH_XDS_ENDPOINT=" + w.xds},
+		[]string{"APPMESH_RESOURCE_ARN=" + arn, "APPMESH_XDS_ENDPOINT=" + w.xds, "WEFT_XDS_TOKEN_FILE=" + w.joinToken(t, name, arn, uid)},
 		tk.logPath, w.weft, "proxy")
 	// The task definition's own health check, within its startTimeout.
 	waitFor(t, name+" proxy healthy", 30*time.Second, func() (bool, error) {
