@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	neturl "net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -78,13 +77,9 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if fs.NArg() != 1 {
 			return fmt.Errorf("%s: give one FINGERPRINT (see weft ca status)", cmd)
 		}
-		method, url = http.MethodPost, base+"/activate"
-		var err error
-		if body, err = json.Marshal(ca.ActivateRequest{Fingerprint: fs.Arg(0)}); err != nil {
-			return err
-		}
+		method, url = http.MethodPost, base+"/roots/"+fs.Arg(0)+"/activate"
 		if cmd == "remove-root" {
-			method, url, body = http.MethodDelete, base+"/roots?fingerprint="+neturl.QueryEscape(fs.Arg(0)), nil
+			method, url = http.MethodDelete, base+"/roots/"+fs.Arg(0)
 		}
 	default:
 		fmt.Fprintln(stderr, caUsage)

@@ -418,16 +418,14 @@ func TestAuthority(t *testing.T) {
 	do("POST", "/v1/ca/roots", string(body), 201)
 	do("POST", "/v1/ca/roots", `{"certificate":"x"}`, 400)
 	do("POST", "/v1/ca/roots", `{"bogus":1}`, 400)
-	do("POST", "/v1/ca/activate", `{"fingerprint":"`+first+`"}`, 200)
-	do("DELETE", "/v1/ca/roots?fingerprint="+first, "", 409) // it signs
-	do("POST", "/v1/ca/activate", `{"fingerprint":"ffffffffff"}`, 404)
-	do("POST", "/v1/ca/activate", ``, 400) // no fingerprint
-	do("DELETE", "/v1/ca/roots", "", 400)
+	do("POST", "/v1/ca/roots/"+first+"/activate", "", 200)
+	do("DELETE", "/v1/ca/roots/"+first, "", 409) // it signs
+	do("POST", "/v1/ca/roots/ffffffffff/activate", "", 404)
 	if s := status(); len(s.Roots) != 3 {
 		t.Fatalf("status after bad input %+v", s)
 	}
-	do("POST", "/v1/ca/activate", `{"fingerprint":"`+added.Fingerprint[:10]+`"}`, 200)
-	do("DELETE", "/v1/ca/roots?fingerprint="+first, "", 200)
+	do("POST", "/v1/ca/roots/"+added.Fingerprint[:10]+"/activate", "", 200)
+	do("DELETE", "/v1/ca/roots/"+first, "", 200)
 	s := status()
 	if len(s.Roots) != 2 || s.Roots[0].Fingerprint != added.Fingerprint || !s.Roots[0].Signing {
 		t.Fatalf("status after rotation %+v", s)

@@ -59,29 +59,36 @@ type AddRootRequest struct {
 	PrivateKey  string `json:"privateKey,omitempty"`  // PEM
 }
 
-// ActivateRequest is the body of POST /v1/ca/activate.
-type ActivateRequest struct {
-	Fingerprint string `json:"fingerprint"`
-}
-
 // Register adds the CA's endpoints to mux:
 //
-//	GET    /v1/ca                         Status
-//	POST   /v1/ca/roots                   1. introduce a root (AddRootRequest) → RootStatus
-//	POST   /v1/ca/activate                2. make a root sign (ActivateRequest) → RootStatus
-//	DELETE /v1/ca/roots?fingerprint=FP    3. stop trusting a root → RootStatus
+//	GET    /v1/ca                        Status
+//	POST   /v1/ca/roots                  introduce a root (AddRootRequest) → RootStatus
+//	POST   /v1/ca/roots/{fp}/activate    make it sign → RootStatus
+//	DELETE /v1/ca/roots/{fp}             stop trusting it → RootStatus
 //
-// A fingerprint may be a unique prefix of at least 8 hex digits. Paths
-// hold no fingerprint, so that one action name covers each endpoint
-// (weft:GetCA, weft:RotateCA).
+// {fp} is a fingerprint or a unique prefix of at least 8 hex digits.
 func (a *Authority) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/ca", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, StatusOf(a.trustDomain, a.State()))
 	})
 	mux.HandleFunc("POST /v1/ca/roots", func(w http.ResponseWriter, r *http.Request) {
-		var req AddRootRequest
-		if !readBody(w, r, &req) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		if err != nil {
+			api.WriteRESTError(w, http.StatusBadRequest, "BadRequestException", "read body: "+err.Error())
 			return
+		}
+		if len(body) > maxBody {
+			api.WriteRESTError(w, http.StatusRequestEntityTooLarge, "BadRequestException", "body larger than 1 MiB")
+			return
+		}
+		var req AddRootRequest
+		if len(body) > 0 {
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&req); err != nil {
+				api.WriteRESTError(w, http.StatusBadRequest, "BadRequestException", "body: "+err.Error())
+				return
+			}
 		}
 		root, err := a.AddRoot(r.Context(), []byte(req.Certificate), []byte(req.PrivateKey))
 		if err != nil {
@@ -90,51 +97,22 @@ func (a *Authority) Register(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusCreated, rootStatus(root, false))
 	})
-	mux.HandleFunc("POST /v1/ca/activate", func(w http.ResponseWriter, r *http.Request) {
-		var req ActivateRequest
-		if !readBody(w, r, &req) {
-			return
-		}
-		root, err := a.Activate(r.Context(), req.Fingerprint)
+	mux.HandleFunc("POST /v1/ca/roots/{fp}/activate", func(w http.ResponseWriter, r *http.Request) {
+		root, err := a.Activate(r.Context(), r.PathValue("fp"))
 		if err != nil {
 			writeError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, rootStatus(root, true))
 	})
-	mux.HandleFunc("DELETE /v1/ca/roots", func(w http.ResponseWriter, r *http.Request) {
-		root, err := a.RemoveRoot(r.Context(), r.URL.Query().Get("fingerprint"))
+	mux.HandleFunc("DELETE /v1/ca/roots/{fp}", func(w http.ResponseWriter, r *http.Request) {
+		root, err := a.RemoveRoot(r.Context(), r.PathValue("fp"))
 		if err != nil {
 			writeError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, rootStatus(root, false))
 	})
-}
-
-// readBody decodes a JSON body of at most maxBody bytes into v, which
-// keeps its zero value when the body is empty; on bad input it answers 400
-// (413 when too large) and returns false.
-func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	if err != nil {
-		api.WriteRESTError(w, http.StatusBadRequest, "BadRequestException", "read body: "+err.Error())
-		return false
-	}
-	if len(body) > maxBody {
-		api.WriteRESTError(w, http.StatusRequestEntityTooLarge, "BadRequestException", "body larger than 1 MiB")
-		return false
-	}
-	if len(body) == 0 {
-		return true
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		api.WriteRESTError(w, http.StatusBadRequest, "BadRequestException", "body: "+err.Error())
-		return false
-	}
-	return true
 }
 
 func writeError(w http.ResponseWriter, err error) {
