@@ -46,10 +46,9 @@ type hub struct {
 	detach func(id translate.Identity)
 	// defaultOwner is the mesh owner of node ids that name none.
 	defaultOwner string
-	// authorize is Options.Authorize; nil lets every stream in unproven.
-	// Called without mu held.
-	authorize func(ctx context.Context, id translate.Identity) (bool, error)
-	// insecureSecrets is Options.InsecureSecrets.
+	// authorize and insecureSecrets are Options.Authorize and
+	// InsecureSecrets.
+	authorize       func(ctx context.Context, id translate.Identity) (bool, error)
 	insecureSecrets bool
 
 	mu      sync.Mutex // protects everything below and every *stream
@@ -86,8 +85,9 @@ type stream struct {
 	nodeID      string
 	ident       translate.Identity
 	attached    bool
-	// proven: the stream proved its identity (Options.Authorize).
-	proven bool
+	// secretsOK: the stream may be sent secrets holding a key (proven,
+	// or Options.InsecureSecrets).
+	secretsOK bool
 	// is is c.idents[ident] once attached: it lives as long as one of its
 	// streams does (dropIdentity keeps an identity that has streams).
 	is       *identState
@@ -285,14 +285,10 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 	ident.Proxyless = proxyless(node)
 	ident.SDSSocket = sdsSocket(node)
 	log := s.log.With("node", node.GetId(), "proxyless", ident.Proxyless)
-	var proven bool
+	proven := false
 	if c.authorize != nil {
-		// Before attach: nothing of the identity is computed or sent to
-		// a stream that has not shown it may have it.
+		var err error
 		if proven, err = c.authorize(s.ctx, ident); err != nil {
-			if _, ok := status.FromError(err); !ok {
-				err = status.Error(codes.Unauthenticated, err.Error())
-			}
 			log.Info("proxy rejected", "error", err)
 			return err
 		}
@@ -303,7 +299,8 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s.node, s.nodeID, s.ident, s.attached, s.log, s.proven = node, node.GetId(), ident, true, log, proven
+	s.node, s.nodeID, s.ident, s.attached, s.log = node, node.GetId(), ident, true, log
+	s.secretsOK = proven || c.insecureSecrets
 	c.byNode[node] = s
 	is := c.ident(ident)
 	is.streams[s] = struct{}{}
@@ -505,7 +502,7 @@ func (c *hub) flush(s *stream) {
 			}
 			continue
 		}
-		if st.known == ts.version && (st.w.current == ts.version || !newNames(st.w.sub, ts, c.hidesKeys(s, t))) {
+		if st.known == ts.version && (st.w.current == ts.version || !newNames(st.w.sub, ts, hidesKeys(s, t))) {
 			st.w.current = ts.version
 			continue
 		}
@@ -514,14 +511,10 @@ func (c *hub) flush(s *stream) {
 	}
 }
 
-// secretsOK reports whether the stream may be sent secrets holding a key:
-// it proved its identity (Options.Authorize), or the server sends them
-// to anyone (Options.InsecureSecrets).
-func (c *hub) secretsOK(s *stream) bool { return s.proven || c.insecureSecrets }
-
 // hidesKeys reports whether type t of the stream leaves out the secrets
-// holding a key.
-func (c *hub) hidesKeys(s *stream, t int) bool { return t == typeSecret && !c.secretsOK(s) }
+// holding a key: the stream proved nothing (Options.Authorize) and is not
+// served insecurely.
+func hidesKeys(s *stream, t int) bool { return t == typeSecret && !s.secretsOK }
 
 // newNames reports whether the client subscribes to a resource it has not
 // been sent on this stream; entries holding a key do not count when
@@ -553,7 +546,7 @@ func (c *hub) respond(s *stream, t int, ts *typeSnapshot) {
 	w := st.w
 	var anys []*anypb.Any
 	var returned map[string]string
-	hide := c.hidesKeys(s, t)
+	hide := hidesKeys(s, t)
 	switch {
 	case hide:
 		// Without the secrets holding a key: what the stream may have of

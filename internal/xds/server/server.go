@@ -84,12 +84,10 @@ type Options struct {
 	TrustDomain  string
 	CertLifetime time.Duration
 	Clock        Clock
-	// Authorize, when set, is called once per ADS stream with the
-	// stream's context (gRPC metadata, peer and TLS state) when its node
-	// id has been parsed, before anything is served. A non-nil error (a
-	// gRPC status: Unauthenticated, PermissionDenied) closes the stream;
-	// proven says the stream proved it is id (SigV4, a join token or a
-	// client certificate), as opposed to being let in unproven.
+	// Authorize is called once per ADS stream, with the stream's context,
+	// once its node id is parsed and before anything is served. A non-nil
+	// error (a gRPC status) closes the stream; proven says the stream
+	// proved it is id. Nil: no stream is proven.
 	Authorize func(ctx context.Context, id translate.Identity) (proven bool, err error)
 	// InsecureSecrets sends leaf certificates and keys to streams that
 	// proved nothing (an xDS listener on loopback, or --xds-insecure).
@@ -221,7 +219,7 @@ func (s *Server) Proxies() []ProxyStatus {
 		}
 		ps.Replicas++
 		if is != nil && is.snap != nil && is.snap.cert != nil {
-			if c.secretsOK(st) {
+			if st.secretsOK {
 				ps.Certificate = is.snap.cert
 			} else {
 				ps.withheld++
