@@ -421,6 +421,7 @@ func TestAuthority(t *testing.T) {
 	do("POST", "/v1/ca/roots/"+first+"/activate", "", 200)
 	do("DELETE", "/v1/ca/roots/"+first, "", 409) // it signs
 	do("POST", "/v1/ca/roots/ffffffffff/activate", "", 404)
+	do("POST", "/v1/ca/roots/ffff/activate", "", 400) // too short to name a root
 	if s := status(); len(s.Roots) != 3 {
 		t.Fatalf("status after bad input %+v", s)
 	}

@@ -127,7 +127,7 @@ func (s *State) Pool() *x509.CertPool {
 // with it (at least 8 hex digits, and unambiguous).
 func (s *State) Find(fp string) (int, error) {
 	if len(fp) < 8 {
-		return -1, fmt.Errorf("fingerprint %q: give at least 8 hex digits: %w", fp, ErrNotFound)
+		return -1, fmt.Errorf("fingerprint %q: give at least 8 hex digits: %w", fp, ErrInvalid)
 	}
 	found := -1
 	for i, r := range s.Roots {
