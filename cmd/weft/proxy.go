@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"strconv"
 	"strings"
@@ -78,6 +79,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		cfg.XDSDialOptions = append(cfg.XDSDialOptions, grpc.WithPerRPCCredentials(tf))
+		if !tlsOn && !loopbackHost(cfg.XDS) {
+			log.Warn("the join token is sent to xDS without TLS: anyone on the path can read it; give --xds-ca on a shared network", "xds", cfg.XDS)
+		}
 	}
 	p, err := proxy.New(cfg, log)
 	if err != nil {
@@ -126,4 +130,14 @@ func logLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("log level %q: want debug, info, warn, error, trace, warning, critical or off", s)
 	}
 	return lv, nil
+}
+
+// loopbackHost reports whether host:port names this machine's loopback.
+func loopbackHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }

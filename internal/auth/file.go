@@ -219,6 +219,9 @@ func LoadKeyFile(path string, log *slog.Logger) (*KeyFile, error) {
 	sum := sha256.Sum256(b)
 	f.cur.Store(ks)
 	f.sum.Store(&sum)
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the credentials file can be read by other users: chmod 600 it", "path", path, "mode", fi.Mode().Perm().String())
+	}
 	return f, nil
 }
 

@@ -408,8 +408,9 @@ func TestServerRestart(t *testing.T) {
 }
 
 // TestTLSAndSigV4Metadata plays the stock App Mesh Envoy image: TLS to the
-// xDS server and SigV4 signatures in the stream's metadata, which weft
-// accepts without checking (it has no IAM).
+// xDS server and SigV4 signatures in the stream's metadata, which the
+// server passes to Options.Authorize (internal/auth verifies them; here
+// there is no hook, as without a credentials file on loopback).
 func TestTLSAndSigV4Metadata(t *testing.T) {
 	cert, pool := selfSigned(t)
 	st := colorStore(t)
