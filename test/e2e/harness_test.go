@@ -262,7 +262,17 @@ func (w *world) joinToken(t *testing.T, name, arn string, uid int) string {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("weft token create --resource %s: %v\n%s", arn, err, stderr.String())
 	}
-	p := filepath.Join(w.tmp, name+".token")
+	// The test's temporary directory is root's alone; the proxy's UID
+	// reaches its own token through a directory it may traverse.
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("weft-e2e-tokens-%d", os.Getpid()))
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	w.t.Cleanup(func() { os.RemoveAll(dir) })
+	p := filepath.Join(dir, name+".token")
 	if err := os.WriteFile(p, stdout.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
