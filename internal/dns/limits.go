@@ -44,17 +44,18 @@ type Limits struct {
 	// advertises (at least 512).
 	MaxUDPSize int
 	// RRLRate is the responses per second of one client subnet over UDP;
-	// negative turns response rate limiting off. Loopback clients and TCP
-	// are not limited.
+	// negative turns response rate limiting off. Clients in Allow and TCP
+	// are not limited: the limit is against reflection from elsewhere.
 	RRLRate int
 	// RRLSlip sends every RRLSlip-th limited response truncated instead of
 	// dropping it; negative drops them all.
 	RRLSlip int
 	// MaxTCPConns caps the open TCP connections.
 	MaxTCPConns int
-	// Allow are the clients whose queries for other names are forwarded
-	// to the upstreams; others are REFUSED. nil: loopback and the server's
-	// own addresses (those of every interface when it listens on all).
+	// Allow are the mesh's own clients: their queries for other names
+	// are forwarded to the upstreams (others are REFUSED), and they are
+	// not rate limited. nil: loopback and the networks of the interfaces
+	// the server listens on (every interface when it listens on all).
 	Allow []netip.Prefix
 }
 
@@ -75,25 +76,39 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// defaultAllow is loopback plus the addresses a server bound to ip serves:
-// ip itself, or every interface address when ip is unspecified. Called
-// where the server's sockets are (its network namespace).
+// defaultAllow is loopback plus the networks a server bound to ip serves:
+// those of the interface that carries ip, or of every interface when ip
+// is unspecified. The tasks of a VPC subnet, or of a private bridge, are
+// the clients of a mesh's DNS; a client off those networks is not.
+// Called where the server's sockets are (its network namespace).
 func defaultAllow(ip netip.Addr) ([]netip.Prefix, error) {
 	allow := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	if !ip.IsUnspecified() {
-		return append(allow, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())), nil
-	}
+	ip = ip.Unmap()
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil, fmt.Errorf("interface addresses for the default --dns-allow: %w", err)
 	}
+	found := false
 	for _, a := range addrs {
-		if p, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(p.IP); ok {
-				ip = ip.Unmap()
-				allow = append(allow, netip.PrefixFrom(ip, ip.BitLen()))
-			}
+		p, ok := a.(*net.IPNet)
+		if !ok {
+			continue
 		}
+		addr, ok := netip.AddrFromSlice(p.IP)
+		if !ok {
+			continue
+		}
+		addr = addr.Unmap()
+		if !ip.IsUnspecified() && addr != ip {
+			continue
+		}
+		ones, _ := p.Mask.Size()
+		allow = append(allow, netip.PrefixFrom(addr, ones).Masked())
+		found = true
+	}
+	if !found && !ip.IsUnspecified() {
+		// An address no interface carries (yet): itself.
+		allow = append(allow, netip.PrefixFrom(ip, ip.BitLen()))
 	}
 	return allow, nil
 }

@@ -196,7 +196,10 @@ func TestLimitsFromAnotherHost(t *testing.T) {
 		// process's own namespace: the upstream listens there.
 		upstream := startUpstream(t)
 		reg := prometheus.NewRegistry()
-		w, port := startIn(t, dns.Config{Upstreams: []string{upstream}, Registry: reg})
+		// --dns-allow narrowed to the server's own host: the client on
+		// its network is outside.
+		narrow := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.PrefixFrom(srv.Addr, 32)}
+		w, port := startIn(t, dns.Config{Upstreams: []string{upstream}, Registry: reg, Limits: dns.Limits{Allow: narrow}})
 		nsID := w.namespace("fwd.local", 0)
 		web := w.service(nsID, "web", cloudmap.RoutingPolicyMultivalue, false, cloudmap.RecordTypeA)
 		w.register(web, "a", map[string]string{cloudmap.AttrIPv4: "10.8.0.1"})
@@ -213,17 +216,22 @@ func TestLimitsFromAnotherHost(t *testing.T) {
 		if n := metric(t, reg, "weft_dns_forward_refused_total", ""); n != 1 {
 			t.Errorf("weft_dns_forward_refused_total = %v, want 1", n)
 		}
-		// Loopback and the server's own addresses are allowed by default.
 		for _, addr := range []string{"127.0.0.1:" + port, remote} {
 			if r := ask(t, dial(t, srv, "udp", addr), "example.com."); r.Rcode != miekg.RcodeSuccess || len(r.Answer) != 1 {
 				t.Errorf("a client on the server's host (%s) got %s, want the upstream's answer", addr, miekg.RcodeToString[r.Rcode])
 			}
 		}
 
-		// --dns-allow names the client's network.
-		w2, port2 := startIn(t, dns.Config{Upstreams: []string{upstream}, Limits: dns.Limits{Allow: []netip.Prefix{netip.MustParsePrefix("10.251.211.0/24")}}})
-		_ = w2
-		c := dial(t, cli, "tcp", netip.AddrPortFrom(srv.Addr, mustPort(t, port2)).String())
+		// By default the networks the server listens on are its
+		// clients: the lab's other host is forwarded for.
+		_, port2 := startIn(t, dns.Config{Upstreams: []string{upstream}})
+		c := dial(t, cli, "udp", netip.AddrPortFrom(srv.Addr, mustPort(t, port2)).String())
+		if r := ask(t, c, "example.com."); r.Rcode != miekg.RcodeSuccess || len(r.Answer) != 1 {
+			t.Errorf("a client on the server's network got %s by default, want the upstream's answer", miekg.RcodeToString[r.Rcode])
+		}
+		// An operator's --dns-allow names another network.
+		_, port3 := startIn(t, dns.Config{Upstreams: []string{upstream}, Limits: dns.Limits{Allow: []netip.Prefix{netip.MustParsePrefix("10.251.211.0/24")}}})
+		c = dial(t, cli, "tcp", netip.AddrPortFrom(srv.Addr, mustPort(t, port3)).String())
 		if r := ask(t, c, "example.com."); r.Rcode != miekg.RcodeSuccess || len(r.Answer) != 1 {
 			t.Errorf("a client in --dns-allow got %s, want the upstream's answer", miekg.RcodeToString[r.Rcode])
 		}
@@ -232,7 +240,10 @@ func TestLimitsFromAnotherHost(t *testing.T) {
 	t.Run("rate limit", func(t *testing.T) {
 		const rate, queries = 10, 200
 		reg := prometheus.NewRegistry()
-		w, port := startIn(t, dns.Config{Registry: reg, Limits: dns.Limits{RRLRate: rate, RRLSlip: 2}})
+		// The client is off the allowed networks, as a reflector's
+		// victim would be; the mesh's own clients are not limited.
+		off := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		w, port := startIn(t, dns.Config{Registry: reg, Limits: dns.Limits{RRLRate: rate, RRLSlip: 2, Allow: off}})
 		nsID := w.namespace("rrl.local", 0)
 		web := w.service(nsID, "web", cloudmap.RoutingPolicyMultivalue, false, cloudmap.RecordTypeA)
 		w.register(web, "a", map[string]string{cloudmap.AttrIPv4: "10.8.0.1"})

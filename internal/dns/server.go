@@ -241,7 +241,8 @@ func (s *Server) serveDNS(w miekg.ResponseWriter, req *miekg.Msg) {
 	}
 	_, udp := w.RemoteAddr().(*net.UDPAddr)
 	if udp && s.rrl != nil {
-		if ip := addrIP(w.RemoteAddr()); !ip.IsLoopback() {
+		if !s.allowed(w.RemoteAddr()) {
+			ip := addrIP(w.RemoteAddr())
 			switch s.rrl.take(ip, time.Now()) {
 			case drop:
 				s.metrics.limited.WithLabelValues("drop").Inc()
