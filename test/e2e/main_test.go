@@ -1,5 +1,5 @@
 // Package e2e runs the seed tutorial ("App Mesh on Amazon ECS - Part 1",
-// sections 1 to 4) end to end: weft server in a network namespace, each ECS
+// sections 1 to 4, then part 2's TLS with weft's CA) end to end: weft server in a network namespace, each ECS
 // task a network namespace with the color app and weft proxy behind weft
 // intercept, the mesh built with the AWS CLI from the tutorial's own JSON
 // files, and every observable statement of the tutorial checked with real
