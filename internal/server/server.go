@@ -21,6 +21,7 @@ import (
 	"github.com/weftmesh/weft/internal/api"
 	"github.com/weftmesh/weft/internal/api/cloudmapapi"
 	"github.com/weftmesh/weft/internal/api/meshapi"
+	"github.com/weftmesh/weft/internal/api/stsapi"
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/appmesh/ops"
 	"github.com/weftmesh/weft/internal/cloudmap"
@@ -141,9 +142,11 @@ func NewHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	})
 	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
 	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID})
+	meshAPI := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID}, log.With("api", "appmesh"))
 	return &api.Handler{
-		AppMesh:  meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID}, log.With("api", "appmesh")),
+		AppMesh:  meshAPI,
 		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),
+		STS:      stsapi.New(stsapi.Config{Region: cfg.Region, Account: meshAPI.CallerAccount}, log.With("api", "sts")),
 		Other:    other,
 	}
 }
