@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -168,23 +169,33 @@ func TestDemoAfterKilledDemo(t *testing.T) {
 	defer cancel()
 	tmp := demoTempDir(t)
 	first := startDemo(t, ctx, bin, tmp, false)
+	b, err := os.ReadFile(filepath.Join(tmp, "weft-demo-"+strconv.Itoa(first.pid)+".lock"))
+	if err != nil {
+		t.Fatalf("the running demo's lock file: %v", err)
+	}
+	var st lockState
+	if err := json.Unmarshal(b, &st); err != nil || len(st.Children) == 0 || st.Pid != first.pid {
+		t.Fatalf("lock file %s: %v", b, err)
+	}
 	first.cmd.Process.Kill()
 	first.cmd.Wait()
 	if left := leftovers(ctx, bin, first.pid, tmp); len(left) == 0 {
 		t.Fatal("a demo killed with SIGKILL left nothing: the sweep is not tested")
 	}
 	second := startDemo(t, ctx, bin, tmp, false)
-	if left := leftovers(ctx, bin, first.pid, tmp); len(left) != 0 {
-		// The second demo's own files are in tmp too: only the first
-		// demo's processes and namespaces count here.
-		var firsts []string
-		for _, l := range left {
-			if !strings.HasPrefix(l, tmp) && !strings.Contains(l, "process") {
-				firsts = append(firsts, l)
-			}
+	// The first demo's children, namespaces, directory and lock file are
+	// gone; the second demo's own are there.
+	for _, pid := range st.Children {
+		if runs(pid, bin) {
+			t.Errorf("the first demo's child %d still runs", pid)
 		}
-		if len(firsts) > 0 {
-			t.Errorf("the second demo left the first one's: %v", firsts)
+	}
+	if left := netns.Remaining(ctx, netns.Prefix(netnsFamily, first.pid)); len(left) > 0 {
+		t.Errorf("the first demo's namespaces and links remain: %v", left)
+	}
+	for _, p := range []string{st.Dir, filepath.Join(tmp, "weft-demo-"+strconv.Itoa(first.pid)+".lock")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("the first demo's %s remains", p)
 		}
 	}
 	second.cmd.Process.Signal(syscall.SIGTERM)
