@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -205,5 +206,72 @@ func TestDemoAfterKilledDemo(t *testing.T) {
 	}
 	if left := leftovers(ctx, bin, first.pid, tmp); len(left) > 0 {
 		t.Errorf("after both demos:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+// TestDemoFollowsWeightChange runs the update-route command the demo
+// prints, as printed (weights 1:1), with the AWS CLI while the demo runs:
+// the route line changes and the split moves from about 80/20 to about
+// 50/50.
+func TestDemoFollowsWeightChange(t *testing.T) {
+	netnstest.Require(t, "iptables", "iptables-restore", "setpriv")
+	if _, err := exec.LookPath("aws"); err != nil {
+		if os.Getenv("WEFT_CI") == "1" {
+			t.Fatal("the AWS CLI (aws) is not on PATH")
+		}
+		t.Skip("the AWS CLI (aws) is not on PATH")
+	}
+	bin := weftbin.Build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tmp := demoTempDir(t)
+	cmd := exec.CommandContext(ctx, bin, "demo", "--layout", "netns")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		io.Copy(io.Discard, out)
+		cmd.Wait()
+	}()
+	lines := bufio.NewScanner(out)
+	next := func(what string) string {
+		t.Helper()
+		if !lines.Scan() {
+			t.Fatalf("the demo ended while waiting for %s: %v\n%s", what, lines.Err(), stderr.String())
+		}
+		return lines.Text()
+	}
+	var update string
+	for update == "" {
+		if l := strings.TrimSpace(next("the update-route command")); strings.HasPrefix(l, "AWS_ACCESS_KEY_ID=") && strings.Contains(l, "aws appmesh update-route") {
+			update = l
+		}
+	}
+	for l := next("the route"); l != "color-route: green weight 4, yellow weight 1 (80% / 20%)"; l = next("the route") {
+	}
+	// The split under 4:1 first, so that the change below is a change.
+	for l := next("a split"); !strings.HasPrefix(l, "split: green"); l = next("a split") {
+	}
+	if b, err := exec.CommandContext(ctx, "sh", "-c", update).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", update, err, b)
+	}
+	for l := next("the new route"); l != "color-route: green weight 1, yellow weight 1 (50% / 50%)"; l = next("the new route") {
+	}
+	// Once the last 200 requests are all after the change, green's share
+	// is about 50 %: under 4:1 it is 80 % ± 3 (one standard deviation).
+	for {
+		l := next("a 1:1 split")
+		var green float64
+		if _, err := fmt.Sscanf(l, "split: green %f%%", &green); err == nil && green > 30 && green < 65 {
+			return
+		}
 	}
 }
