@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -273,5 +274,24 @@ func TestDemoFollowsWeightChange(t *testing.T) {
 		if _, err := fmt.Sscanf(l, "split: green %f%%", &green); err == nil && green > 30 && green < 65 {
 			return
 		}
+	}
+}
+
+// TestPortInUseNamesIt: a port the demo cannot move that something else
+// holds is reported by number.
+func TestPortInUseNamesIt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	err = portFree(port)
+	if err == nil || !strings.Contains(err.Error(), "port "+strconv.Itoa(port)+" is in use") {
+		t.Fatalf("portFree(%d) with the port held: %v", port, err)
+	}
+	ln.Close()
+	if err := portFree(port); err != nil {
+		t.Errorf("portFree(%d) once released: %v", port, err)
 	}
 }
