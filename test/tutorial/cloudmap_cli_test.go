@@ -302,7 +302,7 @@ func testTutorialCloudMapAWSCLI(t *testing.T, prog cliProgram) {
 	if res := cli.run(t, dir, base, "servicediscovery", "get-service", "--id", red["Id"].(string), "--endpoint-url", userURL); res.RC != 0 || !strings.Contains(res.Stdout, red["Id"].(string)) {
 		t.Errorf("get-service with --endpoint-url %s: rc %d: %s %s", userURL, res.RC, res.Stdout, res.Stderr)
 	}
-	// pip's CLI v1 (like boto3 and CLI v2 releases from 2025 on) can turn
+	// pip's CLI v1 (botocore from 2025 on, as boto3) can turn
 	// the prefix off; the v2 that Debian ships (2.9.19) has no such setting.
 	noPrefix := cliEnv(cliAccount, cliRegion)
 	noPrefix["AWS_DISABLE_HOST_PREFIX_INJECTION"] = "true"
