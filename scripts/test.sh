@@ -22,7 +22,9 @@ fi
 
 need_pkgs=()
 have() { command -v "$1" >/dev/null 2>&1; }
-have aws || need_pkgs+=(awscli)
+# Debian's AWS CLI v2 always (the tutorial tests run with it); pip's v1,
+# where the machine has it (pyenv), as well.
+[ -x /usr/bin/aws ] || need_pkgs+=(awscli)
 have iptables || need_pkgs+=(iptables)
 have dig || need_pkgs+=(dnsutils)
 have curl || need_pkgs+=(curl)
@@ -43,6 +45,28 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 have aws || { echo "test.sh: the AWS CLI (aws) is required" >&2; exit 1; }
+# The tutorial tests run with every AWS CLI found, one per version: each
+# `aws` on PATH and Debian's. They differ (DiscoverInstances' host prefix).
+# WEFT_AWS_CLIS, when set, names them instead (paths separated by ":").
+if [ -z "${WEFT_AWS_CLIS:-}" ]; then
+  aws_clis=() aws_versions=()
+  IFS=: read -r -a path_dirs <<<"$PATH"
+  for p in "${path_dirs[@]/%//aws}" /usr/bin/aws; do
+    [ -x "$p" ] || continue
+    v=$("$p" --version 2>/dev/null | awk '{print $1}') || continue
+    case "$v" in aws-cli/*) ;; *) continue ;; esac
+    case " ${aws_versions[*]-} " in *" $v "*) continue ;; esac
+    aws_clis+=("$p") aws_versions+=("$v")
+  done
+  echo "test.sh: AWS CLIs for the tutorial tests: ${aws_versions[*]} (${aws_clis[*]})" >&2
+  if [ "${WEFT_CI:-}" = 1 ]; then
+    case " ${aws_versions[*]} " in *" aws-cli/1."*" aws-cli/2."*|*" aws-cli/2."*" aws-cli/1."*) ;;
+      *) echo "test.sh: CI runs the tutorial tests with AWS CLI v1 (pip's, under ~/.pyenv) and v2 (Debian's); found only ${aws_versions[*]}" >&2; exit 1 ;;
+    esac
+  fi
+  WEFT_AWS_CLIS=$(IFS=:; echo "${aws_clis[*]}")
+  export WEFT_AWS_CLIS
+fi
 # grpc-js-xds, the third independent xDS client of the xDS tests, outside
 # the repository (internal/xds/server finds it through WEFT_NPM_DIR).
 export WEFT_NPM_DIR="${WEFT_NPM_DIR:-$HOME/.cache/weft-npm}"

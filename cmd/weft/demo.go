@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"golang.org/x/term"
 
@@ -21,9 +23,20 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			"Starts weft server on a temporary store, creates the tutorial's color mesh,\n"+
 			"starts the color apps behind weft proxies and shows the router's traffic split\n"+
 			"live. As root, each task is a network namespace behind iptables interception;\n"+
-			"otherwise everything runs on loopback. Ctrl-C stops it and removes everything.\n\nflags:")
+			"otherwise everything runs on loopback. It prints the API's address and the\n"+
+			"aws appmesh update-route command that changes the weights while it runs.\n"+
+			"Ctrl-C, SIGTERM, SIGHUP, SIGPIPE or its parent's exit stop it and remove\n"+
+			"everything it started; a demo that was killed outright is cleaned up by the\n"+
+			"next one.\n\nflags:")
 		fs.PrintDefaults()
 	}
+	// Every way a demo is told to stop ends in the same clean-up: Ctrl-C
+	// and SIGTERM (main), a closed terminal (SIGHUP), a closed pipe
+	// (SIGPIPE: `weft demo | head`; noticed, writes then fail with EPIPE
+	// instead of killing the process), and its parent's death (the demo
+	// asks the kernel for SIGTERM then).
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP, syscall.SIGPIPE)
+	defer stop()
 	var opt demo.Options
 	fs.StringVar(&opt.Layout, "layout", demo.LayoutAuto, "auto (netns as root, else loopback), netns or loopback")
 	fs.DurationVar(&opt.Duration, "duration", 0, "stop after this long (0: at Ctrl-C)")

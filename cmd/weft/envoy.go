@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/weftmesh/weft/internal/xds/bootstrap"
+	xdsserver "github.com/weftmesh/weft/internal/xds/server"
 )
 
 // runEnvoy dispatches `weft envoy <subcommand>`.
@@ -41,6 +42,15 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 		*adminPort = v
 	}
 	cfg.AdminPort = uint32(min(*adminPort, 1<<16))
+	if cfg.ResourceARN == "" {
+		return errors.New("no resource: set --resource-arn (or APPMESH_RESOURCE_ARN) to the virtual node or gateway, e.g. mesh/color-mesh/virtualNode/red")
+	}
+	// The node id the xDS server will read: refuse here what it would
+	// refuse there.
+	// (The owner only fills in what a short id leaves to the server.)
+	if _, err := xdsserver.ParseNodeID(cfg.ResourceARN, "000000000000"); err != nil {
+		return fmt.Errorf("--resource-arn: %w", err)
+	}
 	b, err := bootstrap.Build(cfg)
 	if err != nil {
 		return err

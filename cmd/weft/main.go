@@ -30,6 +30,7 @@ func commands() []command {
 		{"intercept", "install the iptables rules of ECS's APPMESH proxyConfiguration", runIntercept},
 		{"colorapp", "run the tutorial's color app (/ answers COLOR, /healthcheck answers hi)", runColorApp},
 		{"demo", "run the tutorial's color mesh on this machine and show its traffic split live", runDemo},
+		{"version", "print weft's version, commit, build date and Go version", runVersion},
 	}
 }
 
@@ -49,6 +50,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	name := os.Args[1]
+	if name == "--version" || name == "-version" {
+		name = "version"
+	}
 	for _, c := range commands() {
 		if c.name != name {
 			continue

@@ -23,12 +23,21 @@ import (
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("weft proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: weft proxy [flags]\n\n"+
+			"Runs the data plane for one virtual node (a sidecar) or virtual gateway: it asks\n"+
+			"the control plane (--xds) for its configuration over ADS, as Envoy does, and serves\n"+
+			"its listeners; the admin listener answers /ready, /stats, /config_dump like Envoy's.\n"+
+			"Flags default from the App Mesh Envoy image's variables (APPMESH_RESOURCE_ARN,\n"+
+			"APPMESH_XDS_ENDPOINT, ENVOY_ADMIN_ACCESS_PORT, ENVOY_LOG_LEVEL, ...).\n\nflags:")
+		fs.PrintDefaults()
+	}
 	var cfg proxy.Config
 	arn := envOr("APPMESH_RESOURCE_ARN", envOr("APPMESH_RESOURCE_NAME", envOr("APPMESH_VIRTUAL_NODE_NAME", "")))
 	fs.StringVar(&cfg.ResourceARN, "resource-arn", arn, "virtual node or gateway ARN, or mesh/<mesh>/virtualNode/<name> (env APPMESH_RESOURCE_ARN)")
 	fs.StringVar(&cfg.NodeCluster, "node-cluster", envOr("APPMESH_RESOURCE_CLUSTER", envOr("APPMESH_VIRTUAL_NODE_CLUSTER", "")), "xDS node.cluster; defaults to the ARN (env APPMESH_RESOURCE_CLUSTER)")
 	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "control plane ADS address, host:port; plaintext gRPC unless --xds-ca (env APPMESH_XDS_ENDPOINT)")
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", envOr("WEFT_PROXY_ADMIN_ADDR", "127.0.0.1:9901"), "admin listener; empty disables it (env WEFT_PROXY_ADMIN_ADDR)")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", envOr("WEFT_PROXY_ADMIN_ADDR", defaultAdminAddr()), "admin listener; empty disables it (env WEFT_PROXY_ADMIN_ADDR; ENVOY_ADMIN_ACCESS_PORT moves the port of the default 127.0.0.1:9901)")
 	concurrency := fs.Int("concurrency", atoiOr(envOr("ENVOY_CONCURRENCY", ""), 0), "threads serving traffic (GOMAXPROCS); 0 uses every core, as Envoy's --concurrency (env ENVOY_CONCURRENCY)")
 	fs.StringVar(&cfg.SDSSocket, "sds-socket", envOr("APPMESH_SDS_SOCKET_PATH", ""), "Unix socket of an SDS server (e.g. the SPIRE agent) serving the secrets on cluster static_cluster_sds_unix_socket; tells weft server so in the node metadata (env APPMESH_SDS_SOCKET_PATH)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
@@ -102,6 +111,15 @@ func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
 		return def
 	}
 	return d
+}
+
+// defaultAdminAddr is 127.0.0.1:9901, or 127.0.0.1:$ENVOY_ADMIN_ACCESS_PORT
+// as the App Mesh Envoy image reads it.
+func defaultAdminAddr() string {
+	if port, ok := lookupUint("ENVOY_ADMIN_ACCESS_PORT"); ok && port > 0 && port < 1<<16 {
+		return "127.0.0.1:" + strconv.FormatUint(uint64(port), 10)
+	}
+	return "127.0.0.1:9901"
 }
 
 // atoiOr parses s, or returns def when s is empty or not a number.

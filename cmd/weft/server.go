@@ -18,6 +18,15 @@ import (
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("weft server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: weft server [flags]\n\n"+
+			"Runs the control plane: the App Mesh and Cloud Map APIs (and STS GetCallerIdentity)\n"+
+			"for the AWS CLI and SDKs, DNS for Cloud Map's DNS namespaces, and xDS for Envoy,\n"+
+			"weft proxy and proxyless gRPC. Everything is kept in one store, --data-dir, which\n"+
+			"is relative to the directory the server starts in (./weft-data by default).\n"+
+			"SIGTERM or Ctrl-C shuts it down gracefully.\n\nflags:")
+		fs.PrintDefaults()
+	}
 	var cfg server.Config
 	fs.StringVar(&cfg.APIAddr, "api-addr", envOr("WEFT_API_ADDR", "127.0.0.1:9080"), "App Mesh and Cloud Map API listen address (env WEFT_API_ADDR)")
 	fs.StringVar(&cfg.DataDir, "data-dir", envOr("WEFT_DATA_DIR", "weft-data"), "directory of the embedded store (env WEFT_DATA_DIR)")

@@ -1,5 +1,5 @@
 // Package api is the HTTP front of the control plane: it sends each request
-// to the App Mesh REST API, the Cloud Map JSON API or weft's own endpoints,
+// to the App Mesh REST API, the Cloud Map JSON API, STS or weft's own endpoints,
 // and writes errors the way AWS writes them.
 package api
 
@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/weftmesh/weft/internal/api/stsapi"
 )
 
 // Handler routes one listener's requests. Unset parts answer 404.
@@ -18,6 +20,9 @@ type Handler struct {
 	AppMesh http.Handler
 	// CloudMap serves the Cloud Map JSON API: POST / with X-Amz-Target.
 	CloudMap http.Handler
+	// STS serves STS's query protocol (GetCallerIdentity): POST / with a
+	// form-encoded body, or GET / with an Action.
+	STS http.Handler
 	// Other serves everything else (/healthz, /metrics, /v1/...).
 	Other http.Handler
 	// Guard, when set, verifies every request's SigV4 signature and
@@ -36,6 +41,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Header.Get("X-Amz-Target") != "" && h.CloudMap != nil:
 		h.CloudMap.ServeHTTP(w, r)
+	case h.STS != nil && stsapi.IsRequest(r):
+		h.STS.ServeHTTP(w, r)
 	case strings.HasPrefix(r.URL.Path, "/v20190125/") && h.AppMesh != nil:
 		h.AppMesh.ServeHTTP(w, r)
 	case h.Other != nil:

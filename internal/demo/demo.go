@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -63,11 +64,22 @@ func Run(ctx context.Context, opt Options) error {
 			layout = LayoutNetns
 		}
 	}
+	if err := dieWithParent(); err != nil {
+		return err
+	}
+	// What an earlier demo killed outright (SIGKILL) left behind goes
+	// first; then this demo's own lock file says what it starts.
+	sweepStale(ctx, opt.Log)
 	tmp, err := os.MkdirTemp("", "weft-demo-")
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	lock, err := createLock(tmp, opt.Binary)
+	if err != nil {
+		return err
+	}
+	defer lock.remove()
 	// The proxies run as UID 1337 and must be able to open their log
 	// files' directory.
 	if err := os.Chmod(tmp, 0o755); err != nil {
@@ -79,12 +91,14 @@ func Run(ctx context.Context, opt Options) error {
 	// wait for the children, then remove the namespaces, which only go
 	// away once nothing runs in them.
 	partsCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ps := &procs{ctx: partsCtx, dir: tmp, log: opt.Log}
+	spawn, stopSpawner := spawner()
+	ps := &procs{ctx: partsCtx, dir: tmp, log: opt.Log, spawn: spawn, state: lock}
 	var removeLab func()
 	defer func() {
 		cancel()
 		ps.stopAll()
 		ps.bg.Wait()
+		stopSpawner()
 		if removeLab != nil {
 			removeLab()
 		}
@@ -104,6 +118,8 @@ func Run(ctx context.Context, opt Options) error {
 		return err
 	}
 	e.layout = layout
+	fmt.Fprintf(opt.Out, "weft demo: the API is at %s. Change the weights while it runs, e.g. 1:1:\n  %s\n",
+		e.apiURL, updateRouteCommand(e.apiURL, 1, 1))
 
 	runCtx := ctx
 	if opt.Duration > 0 {
@@ -121,6 +137,8 @@ type env struct {
 	from    string       // who requests it, for the header
 	client  *http.Client // makes the requests as the app would
 	proxies []proxyAdmin // whose /stats show traffic passing through
+	api     clients      // the API, as the demo reaches it
+	apiURL  string       // the API, as reachable from this machine
 }
 
 // proxyAdmin reaches one proxy's admin listener.
@@ -137,8 +155,36 @@ type procs struct {
 	log *slog.Logger
 	bg  sync.WaitGroup // goroutines serving in-process apps; they end with Run's context
 
+	// spawn runs a process start on the demo's one spawning thread (see
+	// childAttr); state records the children for a later demo's sweep.
+	spawn func(start func() error) error
+	state *lockFile
+
 	mu   sync.Mutex
 	list []*proc // protected by mu
+}
+
+// spawner runs functions on one OS thread, locked for as long as the demo
+// runs: a child's parent-death signal fires when the thread that forked it
+// exits, and Go may end other threads (one that entered a namespace) at
+// any time. It returns the function that runs a start there, and stop,
+// which ends the thread once every child is stopped.
+func spawner() (spawn func(start func() error) error, stop func()) {
+	reqs := make(chan func(), 1)
+	done := make(chan struct{})
+	go func() { // ends when stop closes reqs
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		for f := range reqs {
+			f()
+		}
+	}()
+	spawn = func(start func() error) error {
+		errc := make(chan error, 1)
+		reqs <- func() { errc <- start() }
+		return <-errc
+	}
+	return spawn, func() { close(reqs); <-done }
 }
 
 type proc struct {
@@ -170,9 +216,12 @@ func (ps *procs) start(name string, cmd *exec.Cmd, uid int) (*proc, error) {
 	// A process group of its own: Ctrl-C at the terminal reaches the demo
 	// only, which then stops its children in order, instead of every
 	// child dying at once and the demo reporting the first as a failure.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = childAttr()
+	if err := ps.spawn(cmd.Start); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	if err := ps.state.add(cmd.Process.Pid); err != nil {
+		ps.log.Warn("record the child in the lock file", "name", name, "err", err)
 	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }() // ends with the process; stopAll ends it

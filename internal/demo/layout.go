@@ -113,7 +113,13 @@ func setUpNetns(ctx context.Context, opt Options, ps *procs) (*env, func(), erro
 		return nil, cleanup, err
 	}
 
-	e := &env{target: "http://" + routerVS + "/", from: "the red task's app"}
+	// The API is in ctl's namespace, behind a bridge the host has no
+	// address on: forward a loopback port to it.
+	hostAPI, err := forwardAPI(ps, ctl, netip.AddrPortFrom(ctlIP, 9080).String())
+	if err != nil {
+		return nil, cleanup, err
+	}
+	e := &env{target: "http://" + routerVS + "/", from: "the red task's app", api: c, apiURL: hostAPI}
 	tasks := []struct {
 		name string
 		last byte
@@ -273,6 +279,9 @@ func setUpLoopback(ctx context.Context, opt Options, ps *procs) (*env, error) {
 	// The admin listener on a free port, so a proxy or Envoy already on
 	// 9901 here does not stop the demo. The gateway's egress listener
 	// (15001, from xDS) has no such knob: it must be free.
+	if err := portFree(15001); err != nil {
+		return nil, err
+	}
 	admin := fmt.Sprintf("http://127.0.0.1:%d", ports[4])
 	cmd := exec.CommandContext(ps.ctx, opt.Binary, "proxy", "--admin-addr", strings.TrimPrefix(admin, "http://"))
 	cmd.Env = append(os.Environ(), "APPMESH_RESOURCE_ARN="+arn("virtualGateway", gatewayName), "APPMESH_XDS_ENDPOINT="+xds)
@@ -288,7 +297,21 @@ func setUpLoopback(ctx context.Context, opt Options, ps *procs) (*env, error) {
 		from:    "this machine, through the color-gateway proxy",
 		client:  local,
 		proxies: []proxyAdmin{{name: "gateway", client: local, url: admin}},
+		api:     c,
+		apiURL:  "http://" + apiAddr,
 	}, nil
+}
+
+// portFree checks that a port the demo cannot move is free on every
+// address, and says which port and what to do when it is not.
+func portFree(port int) error {
+	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		return fmt.Errorf("port %d is in use on this machine; the gateway proxy's egress listener needs it "+
+			"(a leftover weft proxy or Envoy? `ss -ltnp 'sport = :%d'` shows what holds it), "+
+			"or run the demo as root for the namespace layout: %w", port, port, err)
+	}
+	return ln.Close()
 }
 
 // freePorts returns n ports that were free on 127.0.0.1 a moment ago.

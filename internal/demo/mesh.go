@@ -171,13 +171,7 @@ func createMesh(ctx context.Context, c clients, gatewayPort int32) (map[string]s
 	}
 	if err := c.appMesh(ctx, meshPath("/v20190125/meshes/%s/virtualRouter/%s/routes", "color-router"), obj{
 		"routeName": "color-route",
-		"spec": obj{"priority": 1, "httpRoute": obj{
-			"match": obj{"method": "GET", "port": 80, "prefix": "/"},
-			"action": obj{"weightedTargets": []obj{
-				{"virtualNode": "green", "weight": 4, "port": 80},
-				{"virtualNode": "yellow", "weight": 1, "port": 80},
-			}},
-		}},
+		"spec":      routeSpec(4, 1),
 	}); err != nil {
 		return nil, fmt.Errorf("create route: %w", err)
 	}

@@ -89,7 +89,11 @@ func show(ctx context.Context, e *env, opt Options, ps *procs) error {
 			win.add(body, err)
 		}
 	}()
+	route := &liveRoute{}
+	wg.Add(1)
+	go func() { defer wg.Done(); route.follow(ctx, e.api) }() // ends with ctx; Wait below
 	defer wg.Wait()
+	lastRoute := ""
 
 	every := time.Second
 	if opt.TTY {
@@ -123,9 +127,14 @@ func show(ctx context.Context, e *env, opt Options, ps *procs) error {
 			lastStats = time.Now()
 		}
 		s := win.snapshot()
+		r := route.get()
 		if opt.TTY {
-			drawn = drawTTY(opt.Out, e, s, counts, drawn)
+			drawn = drawTTY(opt.Out, e, r, s, counts, drawn)
 		} else {
+			if r != lastRoute && r != "" {
+				fmt.Fprintln(opt.Out, r)
+				lastRoute = r
+			}
 			fmt.Fprintf(opt.Out, "split: %s | last %d of %d requests, %d errors | proxies: %s\n",
 				formatShares(s.shares), s.recent, s.sent, s.errors, formatProxies(counts))
 		}
@@ -133,14 +142,14 @@ func show(ctx context.Context, e *env, opt Options, ps *procs) error {
 }
 
 // drawTTY redraws the panel over the previous one (prev lines high).
-func drawTTY(out io.Writer, e *env, s snapshot, counts []proxyCount, prev int) int {
+func drawTTY(out io.Writer, e *env, route string, s snapshot, counts []proxyCount, prev int) int {
 	var b strings.Builder
 	if prev > 0 {
 		fmt.Fprintf(&b, "\x1b[%dA", prev)
 	}
 	lines := []string{
 		fmt.Sprintf("weft demo (%s layout): GET %s from %s", e.layout, e.target, e.from),
-		"color-route: green weight 4, yellow weight 1 (80% / 20%)",
+		route,
 		"",
 	}
 	const width = 50

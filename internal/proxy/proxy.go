@@ -144,7 +144,7 @@ type Proxy struct {
 // New returns a proxy; nothing runs until Run.
 func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 	if cfg.ResourceARN == "" {
-		return nil, errors.New("APPMESH_RESOURCE_ARN environment variable must be set")
+		return nil, errors.New("no resource: set --resource-arn (or APPMESH_RESOURCE_ARN) to the virtual node or gateway, e.g. mesh/color-mesh/virtualNode/red")
 	}
 	if cfg.XDS == "" {
 		return nil, errors.New("the xDS endpoint (APPMESH_XDS_ENDPOINT or --xds) must be set")

@@ -18,7 +18,7 @@ import (
 
 // SigningNames are the SigV4 service names the API accepts: App Mesh's,
 // Cloud Map's, and weft's own for /v1/.
-var signingNames = []string{"appmesh", "servicediscovery", "weft"}
+var signingNames = []string{"appmesh", "servicediscovery", "sts", "weft"}
 
 // security is what the credentials file and the token key make of a
 // Config: who may call the API, and how xDS streams prove who they are.

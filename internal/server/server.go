@@ -22,6 +22,7 @@ import (
 	"github.com/weftmesh/weft/internal/api"
 	"github.com/weftmesh/weft/internal/api/cloudmapapi"
 	"github.com/weftmesh/weft/internal/api/meshapi"
+	"github.com/weftmesh/weft/internal/api/stsapi"
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/appmesh/ops"
 	"github.com/weftmesh/weft/internal/ca"
@@ -208,6 +209,7 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	return &api.Handler{
 		AppMesh:  meshH,
 		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),
+		STS:      stsapi.New(stsapi.Config{Region: cfg.Region, Account: meshH.CallerAccount}, log.With("api", "sts")),
 		Other:    other,
 		Guard:    sec.guard(cfg, meshH),
 	}

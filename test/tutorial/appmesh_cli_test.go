@@ -4,23 +4,19 @@
 package tutorial
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/weftmesh/weft/internal/api"
@@ -86,17 +82,6 @@ func TestCorpusCopyIsTheShared(t *testing.T) {
 	}
 }
 
-// requireAWSCLI skips (or, on CI, fails) when the AWS CLI is not installed.
-func requireAWSCLI(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("aws"); err != nil {
-		if os.Getenv("WEFT_CI") == "1" {
-			t.Fatal("the AWS CLI (aws) is not on PATH")
-		}
-		t.Skip("the AWS CLI (aws) is not on PATH")
-	}
-}
-
 // startWeft serves weft's App Mesh API (as weft server wires it) on a fresh
 // store behind a socket and returns its URL.
 func startWeft(t *testing.T, region string) string {
@@ -131,99 +116,6 @@ type cliResult struct {
 	RC     int    `json:"rc"`
 	Stdout string `json:"stdout"`
 	Stderr string `json:"stderr"`
-}
-
-// awsCLI runs `aws` commands. It prefers one long-lived Python process
-// that runs each command through the CLI's own driver (awscli_driver.py),
-// about 50 times faster than starting `aws` per command; without a Python
-// that imports awscli it runs the `aws` program each time. Owned by one
-// test.
-type awsCLI struct {
-	mu  sync.Mutex
-	in  io.WriteCloser // nil: run the aws program per command
-	out *bufio.Reader
-}
-
-// awscliPython returns a Python interpreter that can import awscli: python3,
-// or the one the `aws` script names in its #! line.
-func awscliPython() string {
-	cands := []string{"python3"}
-	if p, err := exec.LookPath("aws"); err == nil {
-		if b, err := os.ReadFile(p); err == nil && bytes.HasPrefix(b, []byte("#!")) {
-			line, _, _ := bytes.Cut(b[2:], []byte("\n"))
-			if f := strings.Fields(string(line)); len(f) > 0 && strings.Contains(f[0], "python") {
-				cands = append(cands, f[0])
-			}
-		}
-	}
-	for _, py := range cands {
-		if exec.Command(py, "-c", "import awscli.clidriver").Run() == nil {
-			return py
-		}
-	}
-	return ""
-}
-
-func startCLI(t *testing.T) *awsCLI {
-	t.Helper()
-	py := awscliPython()
-	if py == "" {
-		t.Log("no Python imports awscli: running the aws program for every command")
-		return &awsCLI{}
-	}
-	cmd := exec.Command(py, "awscli_driver.py")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start the CLI driver: %v", err)
-	}
-	t.Cleanup(func() {
-		in.Close() // the driver ends at end of input
-		cmd.Wait()
-	})
-	return &awsCLI{in: in, out: bufio.NewReaderSize(out, 1<<20)}
-}
-
-func (c *awsCLI) run(t *testing.T, dir string, env map[string]string, argv ...string) cliResult {
-	t.Helper()
-	if c.in == nil {
-		cmd := exec.Command("aws", argv...)
-		cmd.Dir = dir
-		cmd.Env = os.Environ()
-		for k, v := range env {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exit *exec.ExitError
-		if err != nil && !errors.As(err, &exit) {
-			t.Fatalf("aws: %v", err)
-		}
-		return cliResult{RC: cmd.ProcessState.ExitCode(), Stdout: stdout.String(), Stderr: stderr.String()}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	req, _ := json.Marshal(map[string]any{"argv": argv, "cwd": dir, "env": env})
-	if _, err := c.in.Write(append(req, '\n')); err != nil {
-		t.Fatalf("CLI driver: %v", err)
-	}
-	line, err := c.out.ReadBytes('\n')
-	if err != nil {
-		t.Fatalf("CLI driver: %v", err)
-	}
-	var res cliResult
-	if err := json.Unmarshal(line, &res); err != nil {
-		t.Fatalf("CLI driver reply %q: %v", line, err)
-	}
-	return res
 }
 
 // decode parses JSON keeping numbers as written.
@@ -282,8 +174,9 @@ func TestTutorialCommandsAreTheSeeds(t *testing.T) {
 // TestTutorialAWSCLI runs the tutorial's App Mesh commands with the `aws`
 // program, verbatim, on the tutorial's own files, then checks what the
 // describe-* commands print.
-func TestTutorialAWSCLI(t *testing.T) {
-	requireAWSCLI(t)
+func TestTutorialAWSCLI(t *testing.T) { forEachCLI(t, testTutorialAWSCLI) }
+
+func testTutorialAWSCLI(t *testing.T, prog cliProgram) {
 	url := startWeft(t, cliRegion)
 	env := os.Environ()
 	for k, v := range cliEnv(cliAccount, cliRegion) {
@@ -292,7 +185,7 @@ func TestTutorialAWSCLI(t *testing.T) {
 	results := map[string]map[string]any{} // input file -> the Data the command answered
 	for _, line := range tutorialCommands {
 		args := append(strings.Fields(line)[1:], "--endpoint-url", url)
-		cmd := exec.Command("aws", args...)
+		cmd := prog.command(args...)
 		cmd.Dir = "testdata"
 		cmd.Env = env
 		var stdout, stderr bytes.Buffer
@@ -306,7 +199,7 @@ func TestTutorialAWSCLI(t *testing.T) {
 		}
 	}
 
-	cli := startCLI(t)
+	cli := startCLI(t, prog)
 	abs, _ := filepath.Abs("testdata")
 	describe := func(args ...string) map[string]any {
 		t.Helper()
@@ -423,8 +316,9 @@ func describeArgs(op string, in map[string]any) []string {
 // corpus (real specs of AWS's examples) through the AWS CLI, each on a
 // fresh server: every step must succeed, every created or updated spec
 // must read back unchanged, and a case's cleanup must leave no mesh.
-func TestConformanceCorpusAWSCLI(t *testing.T) {
-	requireAWSCLI(t)
+func TestConformanceCorpusAWSCLI(t *testing.T) { forEachCLI(t, testConformanceCorpusAWSCLI) }
+
+func testConformanceCorpusAWSCLI(t *testing.T, prog cliProgram) {
 	root, err := filepath.Abs(corpusDir)
 	if err != nil {
 		t.Fatal(err)
@@ -433,7 +327,7 @@ func TestConformanceCorpusAWSCLI(t *testing.T) {
 	if err != nil || len(cases) != 28 {
 		t.Fatalf("want the 28 cases of %s, found %d: %v", root, len(cases), err)
 	}
-	cli := startCLI(t)
+	cli := startCLI(t, prog)
 	ops := 0
 	for _, stepsFile := range cases {
 		dir := filepath.Dir(stepsFile)

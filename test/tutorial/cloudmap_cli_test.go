@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,8 +159,9 @@ type ecsTask struct {
 // the `aws` program, verbatim, on the tutorial's files with their
 // placeholders filled in as a reader would; registers each task as ECS
 // would; and resolves the tutorial's names through weft's DNS server.
-func TestTutorialCloudMapAWSCLI(t *testing.T) {
-	requireAWSCLI(t)
+func TestTutorialCloudMapAWSCLI(t *testing.T) { forEachCLI(t, testTutorialCloudMapAWSCLI) }
+
+func testTutorialCloudMapAWSCLI(t *testing.T, prog cliProgram) {
 	w := startCloudMap(t)
 	dir := t.TempDir()
 	env := os.Environ()
@@ -168,7 +170,7 @@ func TestTutorialCloudMapAWSCLI(t *testing.T) {
 	}
 	aws := func(line string) map[string]any {
 		t.Helper()
-		cmd := exec.Command("aws", append(strings.Fields(line)[1:], "--endpoint-url", w.url)...)
+		cmd := prog.command(append(strings.Fields(line)[1:], "--endpoint-url", w.url)...)
 		cmd.Dir, cmd.Env = dir, env
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -227,7 +229,7 @@ func TestTutorialCloudMapAWSCLI(t *testing.T) {
 		{"2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e", "10.0.1.12", "router", "green-svc", "green_node", "us-east-1a"},
 		{"3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f", "10.0.1.13", "yellow", "yellow-svc", "yellow_node", "us-east-1b"},
 	}
-	cli := startCLI(t)
+	cli := startCLI(t, prog)
 	run := func(env map[string]string, args ...string) cliResult {
 		t.Helper()
 		return cli.run(t, dir, env, append(append([]string{"servicediscovery"}, args...), "--endpoint-url", w.url)...)
@@ -262,28 +264,54 @@ func TestTutorialCloudMapAWSCLI(t *testing.T) {
 		}
 	}
 
-	// DiscoverInstances through the CLI: its host prefix turned off, it
-	// reaches weft at the endpoint; left on, it dials data-127.0.0.1.
-	noPrefix := cliEnv(cliAccount, cliRegion)
-	noPrefix["AWS_DISABLE_HOST_PREFIX_INJECTION"] = "true"
-	res := run(noPrefix, "discover-instances", "--namespace-name", "colors.local", "--service-name", "red")
-	if res.RC != 0 {
-		t.Fatalf("discover-instances: %s", res.Stderr)
+	// DiscoverInstances through the CLI. The CLI sends it to
+	// data-<endpoint host> (the model's host prefix), so with the plain
+	// endpoint it dials data-127.0.0.1, which does not resolve. An endpoint
+	// with a user name (http://weft@127.0.0.1:port) takes the prefix on the
+	// user name instead, in every CLI version: the request reaches weft, its
+	// Host and signature name 127.0.0.1. That endpoint serves every other
+	// command as well.
+	u, err := url.Parse(w.url)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var disc struct {
-		Instances []struct {
-			InstanceId   string
-			HealthStatus string
-			Attributes   map[string]string
+	u.User = url.User("weft")
+	userURL := u.String()
+	discover := func(env map[string]string, endpoint string) cliResult {
+		t.Helper()
+		return cli.run(t, dir, env, "servicediscovery", "discover-instances", "--namespace-name", "colors.local", "--service-name", "red", "--endpoint-url", endpoint)
+	}
+	checkDiscovered := func(what string, res cliResult) {
+		t.Helper()
+		if res.RC != 0 {
+			t.Fatalf("discover-instances %s: rc %d: %s", what, res.RC, res.Stderr)
+		}
+		var disc struct {
+			Instances []struct {
+				InstanceId   string
+				HealthStatus string
+				Attributes   map[string]string
+			}
+		}
+		if err := json.Unmarshal([]byte(res.Stdout), &disc); err != nil || len(disc.Instances) != 1 ||
+			disc.Instances[0].InstanceId != tasks[0].id || disc.Instances[0].Attributes["ECS_SERVICE_NAME"] != "red-svc" || disc.Instances[0].HealthStatus != "UNKNOWN" {
+			t.Errorf("discover-instances %s: %v %s", what, err, res.Stdout)
 		}
 	}
-	if err := json.Unmarshal([]byte(res.Stdout), &disc); err != nil || len(disc.Instances) != 1 ||
-		disc.Instances[0].InstanceId != tasks[0].id || disc.Instances[0].Attributes["ECS_SERVICE_NAME"] != "red-svc" || disc.Instances[0].HealthStatus != "UNKNOWN" {
-		t.Errorf("discover-instances: %v %s", err, res.Stdout)
+	checkDiscovered("with --endpoint-url "+userURL, discover(base, userURL))
+	if res := cli.run(t, dir, base, "servicediscovery", "get-service", "--id", red["Id"].(string), "--endpoint-url", userURL); res.RC != 0 || !strings.Contains(res.Stdout, red["Id"].(string)) {
+		t.Errorf("get-service with --endpoint-url %s: rc %d: %s %s", userURL, res.RC, res.Stdout, res.Stderr)
+	}
+	// pip's CLI v1 (botocore from 2025 on, as boto3) can turn
+	// the prefix off; the v2 that Debian ships (2.9.19) has no such setting.
+	noPrefix := cliEnv(cliAccount, cliRegion)
+	noPrefix["AWS_DISABLE_HOST_PREFIX_INJECTION"] = "true"
+	if prog.major() == "1" {
+		checkDiscovered("with AWS_DISABLE_HOST_PREFIX_INJECTION=true", discover(noPrefix, w.url))
 	}
 	withPrefix := cliEnv(cliAccount, cliRegion)
 	withPrefix["AWS_MAX_ATTEMPTS"] = "1"
-	if res := run(withPrefix, "discover-instances", "--namespace-name", "colors.local", "--service-name", "red"); res.RC == 0 || !strings.Contains(res.Stderr, "data-127.0.0.1") {
+	if res := discover(withPrefix, w.url); res.RC == 0 || !strings.Contains(res.Stderr, "data-127.0.0.1") {
 		t.Errorf("discover-instances with the host prefix: rc %d, %s; want a failure to reach data-127.0.0.1", res.RC, res.Stderr)
 	}
 
@@ -324,7 +352,7 @@ func TestTutorialCloudMapAWSCLI(t *testing.T) {
 
 	// A service with a custom health check: marking its instance unhealthy
 	// takes it out of DNS, healthy brings it back.
-	res = run(base, "create-service", "--name", "purple", "--namespace-id", nsID,
+	res := run(base, "create-service", "--name", "purple", "--namespace-id", nsID,
 		"--dns-config", "RoutingPolicy=MULTIVALUE,DnsRecords=[{Type=A,TTL=300}]", "--health-check-custom-config", "FailureThreshold=1")
 	if res.RC != 0 {
 		t.Fatalf("create-service purple: %s", res.Stderr)

@@ -402,6 +402,10 @@ func (h *Handler) caller(r *http.Request) ops.Caller {
 	return ops.Caller{Account: h.account}
 }
 
+// CallerAccount returns the account a request calls as, by the same rule
+// as App Mesh operations (caller): the STS API answers it.
+func (h *Handler) CallerAccount(r *http.Request) string { return h.caller(r).Account }
+
 // writeError writes an App Mesh exception as App Mesh does; anything else
 // is an internal error, logged here and answered with a 500.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, rt *route, err error) {

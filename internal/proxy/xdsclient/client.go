@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -154,6 +155,14 @@ func (c *Client) Run(ctx context.Context) error {
 		progressed, err := c.stream(ctx, ads)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if status.Code(err) == codes.InvalidArgument {
+			// The control plane refuses this proxy's request as such (a
+			// malformed node id): asking again cannot help, so give up
+			// with the reason. NotFound, by contrast, is retried: the
+			// virtual node may be created later, and App Mesh configured
+			// the proxy when it reconnected.
+			return fmt.Errorf("the control plane at %s refused this proxy: %s", c.cfg.Server, status.Convert(err).Message())
 		}
 		if progressed {
 			delay = c.cfg.BackoffBase
