@@ -17,7 +17,8 @@ import (
 )
 
 // SigningNames are the SigV4 service names the API accepts: App Mesh's,
-// Cloud Map's, and weft's own for /v1/.
+// Cloud Map's, STS's (GetCallerIdentity, which IAM allows every caller)
+// and weft's own for /v1/.
 var signingNames = []string{"appmesh", "servicediscovery", "sts", "weft"}
 
 // security is what the credentials file and the token key make of a
