@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/weftmesh/weft/internal/api/stsapi"
 	"github.com/weftmesh/weft/internal/auth"
 )
 
@@ -51,10 +52,14 @@ func Account(ctx context.Context) string {
 // failure it has written the AWS-shaped error.
 func (g *Guard) check(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
 	target := r.Header.Get("X-Amz-Target")
+	isSTS := target == "" && stsapi.IsRequest(r)
 	fail := func(e *auth.Error) (*http.Request, bool) {
-		if target != "" {
+		switch {
+		case target != "":
 			WriteJSONError(w, e.Status, e.Code, e.Message)
-		} else {
+		case isSTS:
+			stsapi.WriteError(w, e.Status, e.Code, e.Message)
+		default:
 			WriteRESTError(w, e.Status, e.Code, e.Message)
 		}
 		return nil, false

@@ -23,6 +23,7 @@ import (
 	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
 	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -380,4 +381,33 @@ func TestCheckExposure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--insecure") {
 		t.Fatalf("Run on 0.0.0.0 without credentials: %v", err)
 	}
+}
+
+// TestSTSWithCredentials: GetCallerIdentity answers the key's account
+// (not the digits of its id), needs no statement (IAM allows it to every
+// caller), and a bad signature is refused in STS's own error shape.
+func TestSTSWithCredentials(t *testing.T) {
+	e := newAuthEnv(t, authFile)
+	client := func(id, secret string) *sts.Client {
+		return sts.New(sts.Options{
+			Region: "us-east-1", BaseEndpoint: aws.String(e.url), RetryMaxAttempts: 1,
+			Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+				return aws.Credentials{AccessKeyID: id, SecretAccessKey: secret}, nil
+			}),
+		})
+	}
+	for _, c := range []struct{ id, secret, account string }{
+		{"AKIDMESHA", "mesh-a-secret", "444455556666"},
+		{"123456789012", "digits-secret", "777788889999"},
+	} {
+		out, err := client(c.id, c.secret).GetCallerIdentity(t.Context(), &sts.GetCallerIdentityInput{})
+		if err != nil {
+			t.Fatalf("%s: %v", c.id, err)
+		}
+		if aws.ToString(out.Account) != c.account || aws.ToString(out.Arn) != "arn:aws:iam::"+c.account+":root" {
+			t.Errorf("%s: GetCallerIdentity = %s %s, want account %s", c.id, aws.ToString(out.Account), aws.ToString(out.Arn), c.account)
+		}
+	}
+	_, err := client("AKIDMESHA", "wrong").GetCallerIdentity(t.Context(), &sts.GetCallerIdentityInput{})
+	wantAPIError(t, err, "InvalidSignatureException", "signature")
 }

@@ -165,6 +165,14 @@ func checkAction(p url.Values) *apiError {
 	return nil
 }
 
+// WriteError writes an error in STS's shape (ErrorResponse XML), for a
+// request refused before it reaches the Handler: a bad signature, say.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	reqID := uuid.NewString()
+	w.Header().Set("x-amzn-RequestId", reqID)
+	writeXML(w, status, errorResponse{Xmlns: xmlns, Type: "Sender", Code: code, Message: message, RequestID: reqID})
+}
+
 func writeXML(w http.ResponseWriter, status int, v any) {
 	b, err := xml.Marshal(v)
 	if err != nil { // the types above always marshal
