@@ -61,6 +61,10 @@ const Version = "weft-proxy/0.1"
 // the admin listener, upstream connections and xDS need too.
 const DefaultListenerMaxConnections = 16384
 
+// DefaultDrainTime is Envoy's default --drain-time-s: how long draining
+// connections have to finish before they are closed.
+const DefaultDrainTime = listener.DefaultDrainTime
+
 // Config configures a proxy.
 type Config struct {
 	ResourceARN string // node.id: the virtual node or gateway ARN (or mesh/<m>/virtualNode/<n>)
@@ -92,7 +96,8 @@ type Config struct {
 	ListenerMaxConnections int
 	// DrainTime is how long the connections of a removed listener or of
 	// a changed or removed filter chain have to finish before they are
-	// closed (Envoy's --drain-time-s); 0 uses listener.DefaultDrainTime.
+	// closed (Envoy's --drain-time-s); 0 uses DefaultDrainTime, negative
+	// closes them at once.
 	DrainTime time.Duration
 	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
 	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names

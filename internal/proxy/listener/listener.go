@@ -66,8 +66,8 @@ type Config struct {
 	// less: no cap.
 	MaxConnections int
 	// DrainTime is how long a draining connection has to finish before
-	// it is closed regardless (Envoy's --drain-time-s); 0 or less uses
-	// DefaultDrainTime.
+	// it is closed regardless (Envoy's --drain-time-s); 0 uses
+	// DefaultDrainTime, negative closes it at once.
 	DrainTime time.Duration
 	matches   []Match
 }
@@ -279,8 +279,11 @@ func (cfg *Config) has(ch *Chain) bool {
 }
 
 func (cfg *Config) drainTime() time.Duration {
-	if cfg.DrainTime <= 0 {
+	switch {
+	case cfg.DrainTime == 0:
 		return DefaultDrainTime
+	case cfg.DrainTime < 0:
+		return 0
 	}
 	return cfg.DrainTime
 }
