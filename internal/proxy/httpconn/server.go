@@ -171,5 +171,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
+	if c.Draining() {
+		// The response makes the connection send GOAWAY: a backstop for a
+		// connection that began draining before its HTTP/2 server could
+		// be told (goAway reaches only a connection already registered
+		// with it).
+		w.Header().Set("Connection", "close")
+	}
 	c.Chain.Handler.(*HCM).serve(r.Context(), w, r, c)
 }

@@ -89,10 +89,9 @@ type Conn struct {
 	raw        net.Conn  // the accepted socket, under any TLS wrapper
 	owner      *Listener // nil in tests that build a Conn by hand
 
-	// Draining; protected by owner.mu.
-	draining bool
-	onDrain  func()
-	killer   *time.Timer // closes raw when the drain time ends
+	draining atomic.Bool // set with owner.mu held
+	onDrain  func()      // protected by owner.mu
+	killer   *time.Timer // closes raw when the drain time ends; protected by owner.mu
 }
 
 // Close closes the connection once and counts it.
@@ -122,7 +121,7 @@ func (c *Conn) OnDrain(f func()) {
 	}
 	c.owner.mu.Lock()
 	c.onDrain = f
-	draining := c.draining
+	draining := c.draining.Load()
 	c.owner.mu.Unlock()
 	if draining && f != nil {
 		f()
@@ -131,22 +130,15 @@ func (c *Conn) OnDrain(f func()) {
 
 // Draining reports whether the connection is draining: its listener was
 // removed, or its filter chain was changed or removed by an update.
-func (c *Conn) Draining() bool {
-	if c.owner == nil {
-		return false
-	}
-	c.owner.mu.Lock()
-	defer c.owner.mu.Unlock()
-	return c.draining
-}
+func (c *Conn) Draining() bool { return c.draining.Load() }
 
 // drain starts draining c and returns the handler's hook, for the caller
 // to run once it has released owner.mu. Called with owner.mu.
 func (c *Conn) drain(d time.Duration) func() {
-	if c.draining {
+	if c.draining.Load() {
 		return nil
 	}
-	c.draining = true
+	c.draining.Store(true)
 	raw := c.raw
 	c.killer = time.AfterFunc(d, func() { _ = raw.Close() }) // one-shot; stopped when c closes
 	return c.onDrain
