@@ -3,7 +3,8 @@
 // (SO_ORIGINAL_DST after an iptables REDIRECT), inspects TLS for the SNI
 // when a filter chain matches on it, picks the filter chain as Envoy does
 // and hands the connection to the chain's handler (HTTP connection manager
-// or TCP proxy).
+// or TCP proxy). It keeps the connections it accepted, to drain them when
+// an update changes or removes their chain or the listener goes.
 package listener
 
 import (
