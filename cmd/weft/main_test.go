@@ -42,6 +42,7 @@ func TestProxyLimitEnv(t *testing.T) {
 	for name, val := range map[string]string{
 		"WEFT_PROXY_REQUEST_HEADERS_TIMEOUT":  "soon",
 		"WEFT_PROXY_LISTENER_MAX_CONNECTIONS": "many",
+		"WEFT_PROXY_DRAIN_TIME":               "later",
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, val)

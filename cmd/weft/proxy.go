@@ -52,6 +52,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"open downstream connections per listener; more are closed at once (downstream_cx_overflow); 0 for no cap (env WEFT_PROXY_LISTENER_MAX_CONNECTIONS)")
 	headersTimeout := fs.Duration("request-headers-timeout", envDuration("WEFT_PROXY_REQUEST_HEADERS_TIMEOUT", httpconn.DefaultRequestHeadersTimeout, &envErrs),
 		"time from a request's first byte to the end of its head, and for a new connection's first byte, unless the HCM sets request_headers_timeout; 0 for none (env WEFT_PROXY_REQUEST_HEADERS_TIMEOUT)")
+	drainTime := fs.Duration("drain-time", envDuration("WEFT_PROXY_DRAIN_TIME", proxy.DefaultDrainTime, &envErrs),
+		"how long the connections of a removed listener or of a changed or removed filter chain have to finish before they are closed, as Envoy's --drain-time-s; 0 closes them at once (env WEFT_PROXY_DRAIN_TIME)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,6 +67,10 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.RequestHeadersTimeout = *headersTimeout
 	if *headersTimeout <= 0 {
 		cfg.RequestHeadersTimeout = -1 // none
+	}
+	cfg.DrainTime = *drainTime
+	if *drainTime <= 0 {
+		cfg.DrainTime = -1 // at once
 	}
 	if *concurrency > 0 {
 		runtime.GOMAXPROCS(*concurrency)

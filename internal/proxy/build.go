@@ -139,7 +139,7 @@ func buildListener(l *listenerv3.Listener, deps httpconn.Deps, clusters *cluster
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", nfp, err)
 		}
-		ch := &listener.Chain{Name: fc.GetName(), Match: m}
+		ch := &listener.Chain{Name: fc.GetName(), Match: m, Source: fc}
 		if tls != nil {
 			ch.TLS = tls
 		}

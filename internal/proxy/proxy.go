@@ -61,6 +61,10 @@ const Version = "weft-proxy/0.1"
 // the admin listener, upstream connections and xDS need too.
 const DefaultListenerMaxConnections = 16384
 
+// DefaultDrainTime is Envoy's default --drain-time-s: how long draining
+// connections have to finish before they are closed.
+const DefaultDrainTime = listener.DefaultDrainTime
+
 // Config configures a proxy.
 type Config struct {
 	ResourceARN string // node.id: the virtual node or gateway ARN (or mesh/<m>/virtualNode/<n>)
@@ -90,6 +94,11 @@ type Config struct {
 	// Connections over the cap are closed at once and counted in
 	// listener.<address>.downstream_cx_overflow.
 	ListenerMaxConnections int
+	// DrainTime is how long the connections of a removed listener or of
+	// a changed or removed filter chain have to finish before they are
+	// closed (Envoy's --drain-time-s); 0 uses DefaultDrainTime, negative
+	// closes them at once.
+	DrainTime time.Duration
 	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
 	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names
 	// as cluster static_cluster_sds_unix_socket. When set, the node's
@@ -130,7 +139,7 @@ type Proxy struct {
 	liveTimer *time.Timer   // initial fetch timeout; protected by mu
 	// warmL holds updated listener configurations waiting for their
 	// secrets while the one in force keeps serving; protected by mu.
-	warmL     map[string]*listener.Config
+	warmL     map[string]warming
 	warmTimer *time.Timer // bounds warming; protected by mu
 	// secretTimer checks LIVE again when a secret's initial_fetch_timeout
 	// passes; protected by mu.
@@ -160,7 +169,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		listeners: map[string]*listener.Listener{}, lpb: map[string]*listenerv3.Listener{},
 		rpb: map[string]*routev3.RouteConfiguration{}, versions: map[string]string{},
 		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1),
-		warmL: map[string]*listener.Config{}}
+		warmL: map[string]warming{}}
 	p.node = &corev3.Node{Id: cfg.ResourceARN, Cluster: cfg.NodeCluster, UserAgentName: "weft-proxy",
 		UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
 	if cfg.SDSSocket != "" {
@@ -512,10 +521,11 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 	deps := httpconn.Deps{Routes: p, Clusters: p.clusters, Sinks: p.sinks, Stats: p.Stats, Server: p.server, Log: p.log,
 		RequestHeadersTimeout: p.cfg.RequestHeadersTimeout}
 	type plan struct {
-		cfg   *listener.Config
-		reuse *listener.Listener // same address: swap config
-		keep  bool               // unchanged
-		rds   []string
+		cfg      *listener.Config
+		reuse    *listener.Listener // same address: swap config
+		keep     bool               // unchanged
+		drainAll bool               // more than the filter chains changed
+		rds      []string
 	}
 	plans := map[string]*plan{}
 	var errs []error
@@ -535,7 +545,8 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 			continue
 		}
 		cfg.MaxConnections = p.cfg.ListenerMaxConnections
-		pl := &plan{cfg: cfg, rds: rds}
+		cfg.DrainTime = p.cfg.DrainTime
+		pl := &plan{cfg: cfg, rds: rds, drainAll: old != nil && !chainsOnly(p.lpb[l.GetName()], l)}
 		if old != nil && old.ConfiguredAddr() == cfg.Addr {
 			pl.reuse = old
 		}
@@ -559,7 +570,9 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		}
 		for name, old := range p.listeners {
 			if _, kept := plans[name]; !kept && !claimed[old] && old.ConfiguredAddr() == pl.cfg.Addr {
-				pl.reuse, claimed[old] = old, true
+				// Envoy removes one listener and adds the other:
+				// the old one's connections drain.
+				pl.reuse, claimed[old], pl.drainAll = old, true, true
 				break
 			}
 		}
@@ -589,13 +602,14 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		case pl.keep:
 			next[name] = pl.reuse
 		case pl.reuse != nil:
+			w := warming{cfg: pl.cfg, drainAll: pl.drainAll || p.warmL[name].drainAll}
 			delete(p.warmL, name)
 			if tlsReady(pl.cfg) {
-				pl.reuse.Update(pl.cfg)
+				pl.reuse.Update(w.cfg, w.drainAll)
 			} else {
 				// As Envoy warms an updated listener: the configuration
 				// in force serves until the new one's secrets arrive.
-				p.warmL[name] = pl.cfg
+				p.warmL[name] = w
 			}
 			next[name] = pl.reuse
 			lm.Counter("listener_modified").Inc()
@@ -629,6 +643,27 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 	lds.Counter("update_success").Inc()
 	p.accepted("lds", version)
 	return rds, nil
+}
+
+// warming is an updated listener configuration waiting for its secrets.
+type warming struct {
+	cfg      *listener.Config
+	drainAll bool // put in force with Update(cfg, true)
+}
+
+// chainsOnly reports whether the update from old to l changes nothing but
+// the filter chains: Envoy then updates the listener in place and drains
+// only the connections of the chains changed or removed; otherwise it
+// replaces the listener and drains all of its connections.
+func chainsOnly(old, l *listenerv3.Listener) bool {
+	if old == nil {
+		return false
+	}
+	a, b := proto.Clone(old).(*listenerv3.Listener), proto.Clone(l).(*listenerv3.Listener)
+	for _, x := range []*listenerv3.Listener{a, b} {
+		x.FilterChains, x.DefaultFilterChain = nil, nil
+	}
+	return proto.Equal(a, b)
 }
 
 func rdsOf(cfg *listener.Config) []string {

@@ -118,12 +118,12 @@ func tlsReady(cfg *listener.Config) bool {
 // refuse their handshakes until the secrets come: never plaintext).
 // Called with mu.
 func (p *Proxy) warm(force bool) {
-	for name, cfg := range p.warmL {
-		if !force && !tlsReady(cfg) {
+	for name, w := range p.warmL {
+		if !force && !tlsReady(w.cfg) {
 			continue
 		}
 		if l := p.listeners[name]; l != nil {
-			l.Update(cfg)
+			l.Update(w.cfg, w.drainAll)
 		}
 		delete(p.warmL, name)
 	}

@@ -124,6 +124,9 @@ type h1Conn struct {
 	idleTimeout   time.Duration // waiting for a request; 0: none
 	// Counters of the connection manager; nil in tests.
 	onHeaderTimeout, onIdleTimeout, onProtocolError func()
+	// onDrainClose counts a connection closed because it was draining
+	// (shutdown, or its listener or filter chain changed); nil in tests.
+	onDrainClose func()
 }
 
 func newH1Conn(c *listener.Conn) *h1Conn {
@@ -153,8 +156,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// drain makes the connection close after its current response, or now if
-// it waits for a request. Called by shutdown, under Server.mu.
+// drain makes the connection close after its current response, which
+// then says "Connection: close", or now if it waits for a request. Called
+// by shutdown, under Server.mu, and when the listener drains the
+// connection.
 func (hc *h1Conn) drain() {
 	if hc.state.Swap(connClosing) == connIdle {
 		_ = hc.c.SetReadDeadline(aLongTimeAgo)
@@ -172,6 +177,9 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	hc.headerTimeout, hc.idleTimeout = m.headersTimeout, m.idleTimeout
 	hc.onHeaderTimeout, hc.onIdleTimeout = m.stats.rqHeaderTimeout.Inc, m.stats.cxIdleTimeout.Inc
 	hc.onProtocolError = m.stats.cxProtocolError.Inc
+	if m.stats.cxDrainClose != nil {
+		hc.onDrainClose = m.stats.cxDrainClose.Inc
+	}
 	// Tracked, and idle, from the start: shutdown must not wait for a
 	// connection that has not sent its first bytes yet.
 	//
@@ -192,8 +200,12 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 		return
 	}
 	defer s.untrack(hc)
+	c.OnDrain(hc.drain)
 	_, err := hc.br.Peek(1)
 	if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+		if hc.state.Load() == connClosing {
+			count(hc.onDrainClose)
+		}
 		if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
 			if first == hc.headerTimeout {
 				count(hc.onHeaderTimeout)
@@ -252,12 +264,18 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 		// so that shutdown's abort (drain) comes after it.
 		_ = c.SetReadDeadline(deadline(hc.idleTimeout))
 		if !keep || !hc.state.CompareAndSwap(connBusy, connIdle) {
+			if hc.state.Load() == connClosing {
+				count(hc.onDrainClose)
+			}
 			_ = c.Close()
 			return
 		}
 		hc.lim.n = maxHeaderBytes
 		_, err := hc.br.Peek(1)
 		if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+			if hc.state.Load() == connClosing {
+				count(hc.onDrainClose)
+			}
 			if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
 				count(hc.onIdleTimeout)
 			}
@@ -554,7 +572,8 @@ func (w *h1Writer) writeHead() {
 			w.closeAfter = true
 		}
 	}
-	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") {
+	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") || w.hc.state.Load() == connClosing {
+		// Draining: this response is the connection's last.
 		w.closeAfter = true
 	}
 	if cr, ok := w.req.Body.(*continueReader); ok && !cr.sent {

@@ -3,95 +3,78 @@ package httpconn
 import (
 	"context"
 	"log"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/weftmesh/weft/internal/proxy/listener"
 )
 
-// h2c connections are served by net/http servers, one per distinct set
-// of connection settings (SETTINGS_MAX_CONCURRENT_STREAMS and the idle
-// timeout), since net/http takes them per server. Almost every HCM uses
-// the defaults, served by Server.srv.
+// h2c connections (prior knowledge, or h2 after TLS) are served by
+// golang.org/x/net/http2, one connection per ServeConn call on the
+// goroutine that accepted it. Each connection has an http2.Server of its
+// own, tied to an http.Server whose Shutdown makes that one connection
+// send GOAWAY: how a draining connection (its listener removed or its
+// filter chain changed) stops taking streams while those in flight
+// finish. net/http's own HTTP/2 server can only do that for all of its
+// connections at once.
 
-// h2Key is the connection settings a net/http server applies.
-type h2Key struct {
-	maxStreams uint32
-	idle       time.Duration
+// h2Conn is one HTTP/2 connection being served.
+type h2Conn struct {
+	c  *listener.Conn
+	hs *http.Server // Shutdown sends GOAWAY
 }
 
-// h2Server is one net/http server and the listener feeding it.
-type h2Server struct {
-	srv *http.Server
-	ln  *chanListener
+// goAway starts a graceful close: GOAWAY, the streams in flight finish,
+// then the connection closes. It does not block.
+func (hc *h2Conn) goAway() {
+	// With no listener and no connection of its own, Shutdown returns at
+	// once after starting the shutdown hook (http2's GOAWAY) on a
+	// goroutine of net/http's.
+	_ = hc.hs.Shutdown(context.Background())
 }
 
-func newChanListener() *chanListener {
-	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// newHTTPServer returns a net/http server for h2c connections with the
-// given settings.
-func (s *Server) newHTTPServer(k h2Key) *http.Server {
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	return &http.Server{
-		Handler:        http.HandlerFunc(s.serveHTTP),
-		Protocols:      p,
-		IdleTimeout:    k.idle,
-		MaxHeaderBytes: maxHeaderBytes, // Envoy's max_request_headers_kb default
-		// net/http's server runs at most this many handlers per
-		// connection and queues a few more; a client opening streams
-		// beyond the queue gets ENHANCE_YOUR_CALM.
-		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: int(k.maxStreams)},
-		ErrorLog:    log.New(slogWriter{s.log}, "", 0),
-		BaseContext: func(net.Listener) context.Context { return s.base },
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			ctx = context.WithValue(ctx, connKey{}, c.(*listener.Conn))
-			return context.WithValue(ctx, resetKey{}, &resetTracker{})
-		},
-		ConnState: s.connState,
-	}
-}
-
-// serveH2 hands an h2c connection to the net/http server for m's
-// settings, starting one if needed. The server owns c from then on.
+// serveH2 serves an HTTP/2 connection until it ends; c's first bytes are
+// the client preface.
 func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
-	k := h2Key{maxStreams: m.h2MaxStreams, idle: m.idleTimeout}
-	s.mu.Lock()
-	hs, ok := s.h2[k]
-	if !ok && !s.draining {
-		hs = &h2Server{srv: s.newHTTPServer(k), ln: newChanListener()}
-		s.h2[k] = hs
-		s.h2wg.Add(1)
-		go func() { // ends when Run closes hs.ln and shuts hs.srv down
-			defer s.h2wg.Done()
-			_ = hs.srv.Serve(hs.ln)
-		}()
-	}
-	s.mu.Unlock()
-	if hs == nil {
+	hc := &h2Conn{c: c, hs: &http.Server{
+		MaxHeaderBytes: maxHeaderBytes, // Envoy's max_request_headers_kb default
+		ErrorLog:       log.New(slogWriter{s.log}, "", 0),
+	}}
+	// net/http's server runs at most MaxConcurrentStreams handlers per
+	// connection and queues a few more; a client opening streams beyond
+	// the queue gets ENHANCE_YOUR_CALM.
+	h2s := &http2.Server{MaxConcurrentStreams: m.h2MaxStreams, IdleTimeout: m.idleTimeout}
+	if err := http2.ConfigureServer(hc.hs, h2s); err != nil {
+		s.log.Debug("http2 server", "err", err)
 		_ = c.Close()
 		return
 	}
-	hs.ln.push(ctx, c)
-}
-
-// stopH2 stops every h2c server's listener and returns the servers, for
-// Run to shut down. No server starts afterwards.
-func (s *Server) stopH2() []*h2Server {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.draining = true
-	out := make([]*h2Server, 0, len(s.h2))
-	for _, hs := range s.h2 {
-		hs.ln.close()
-		out = append(out, hs)
+	if !s.trackH2(hc) {
+		_ = c.Close()
+		return
 	}
-	return out
+	defer s.untrackH2(hc)
+	m.stats.cxTotal.Inc()
+	m.stats.cxHTTP2.Inc()
+	m.stats.cxActive.Inc()
+	defer func() {
+		m.stats.cxActive.Dec()
+		m.stats.cxDestroy.Inc()
+	}()
+	c.OnDrain(hc.goAway)
+	// Shutdown's last step (cancelBase) closes what is left.
+	stop := context.AfterFunc(s.base, func() { _ = c.Close() })
+	defer stop()
+	cctx := context.WithValue(s.base, connKey{}, c)
+	cctx = context.WithValue(cctx, resetKey{}, &resetTracker{})
+	h2s.ServeConn(c, &http2.ServeConnOpts{Context: cctx, BaseConfig: hc.hs, Handler: http.HandlerFunc(s.serveHTTP)})
+	if c.Draining() {
+		m.stats.cxDrainClose.Inc()
+	}
+	_ = c.Close()
 }
 
 // Envoy's premature-reset heuristic against HTTP/2 rapid reset

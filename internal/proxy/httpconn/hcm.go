@@ -106,6 +106,7 @@ type hcmStats struct {
 	rqTimeout, rqIdleTimeout, rqRxReset    *stats.Counter
 	rqHeaderTimeout, cxIdleTimeout         *stats.Counter
 	cxProtocolError, prematureResets       *stats.Counter
+	cxDrainClose                           *stats.Counter
 	classes                                [6]*stats.Counter
 }
 
@@ -123,6 +124,7 @@ func newHCMStats(st *stats.Store, prefix string) hcmStats {
 		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
 		cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
 		prematureResets: sc.Counter("downstream_rq_too_many_premature_resets"),
+		cxDrainClose:    sc.Counter("downstream_cx_drain_close"),
 	}
 	for i := 1; i <= 5; i++ {
 		s.classes[i] = sc.TaggedCounter(fmt.Sprintf("downstream_rq_%dxx", i), "downstream_rq_xx",

@@ -3,7 +3,8 @@
 // (SO_ORIGINAL_DST after an iptables REDIRECT), inspects TLS for the SNI
 // when a filter chain matches on it, picks the filter chain as Envoy does
 // and hands the connection to the chain's handler (HTTP connection manager
-// or TCP proxy).
+// or TCP proxy). It keeps the connections it accepted, to drain them when
+// an update changes or removes their chain or the listener goes.
 package listener
 
 import (
@@ -18,6 +19,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
@@ -35,6 +39,10 @@ type Chain struct {
 	Match   Match
 	Handler Handler
 	TLS     TLS // nil: plaintext
+	// Source is the FilterChain the chain was built from. An update
+	// drains the connections of a chain whose Source is not in the new
+	// configuration unchanged; nil is never equal to anything.
+	Source *listenerv3.FilterChain
 }
 
 // Config is an immutable compiled listener.
@@ -58,8 +66,15 @@ type Config struct {
 	// new connection is closed at once (downstream_cx_overflow). 0 or
 	// less: no cap.
 	MaxConnections int
-	matches        []Match
+	// DrainTime is how long a draining connection has to finish before
+	// it is closed regardless (Envoy's --drain-time-s); 0 uses
+	// DefaultDrainTime, negative closes it at once.
+	DrainTime time.Duration
+	matches   []Match
 }
+
+// DefaultDrainTime is Envoy's default --drain-time-s.
+const DefaultDrainTime = 600 * time.Second
 
 // Conn is an accepted connection with what matching learned about it.
 type Conn struct {
@@ -72,16 +87,71 @@ type Conn struct {
 	Chain      *Chain
 	stats      *Stats
 	closed     atomic.Bool
+	raw        net.Conn  // the accepted socket, under any TLS wrapper
+	owner      *Listener // nil in tests that build a Conn by hand
+
+	draining atomic.Bool // set with owner.mu held
+	onDrain  func()      // protected by owner.mu
+	killer   *time.Timer // closes raw when the drain time ends; protected by owner.mu
 }
 
 // Close closes the connection once and counts it.
 func (c *Conn) Close() error {
 	err := c.Conn.Close()
-	if c.closed.CompareAndSwap(false, true) && c.stats != nil {
-		c.stats.CxActive.Dec()
-		c.stats.CxDestroy.Inc()
+	if c.closed.CompareAndSwap(false, true) {
+		if c.stats != nil {
+			c.stats.CxActive.Dec()
+			c.stats.CxDestroy.Inc()
+		}
+		if c.owner != nil {
+			c.owner.forget(c)
+		}
 	}
 	return err
+}
+
+// OnDrain sets what the connection's handler does when the connection
+// starts draining: finish what is in flight, then close (HTTP/1.1
+// "Connection: close", HTTP/2 GOAWAY). f runs at once when the connection
+// is draining already, else from the goroutine applying a listener
+// update; it must not block. A later call replaces f. Whatever the
+// handler does, a draining connection is closed when the drain time ends.
+func (c *Conn) OnDrain(f func()) {
+	if c.owner == nil {
+		return
+	}
+	c.owner.mu.Lock()
+	c.onDrain = f
+	draining := c.draining.Load()
+	c.owner.mu.Unlock()
+	if draining && f != nil {
+		f()
+	}
+}
+
+// Draining reports whether the connection is draining: its listener was
+// removed, or its filter chain was changed or removed by an update.
+func (c *Conn) Draining() bool { return c.draining.Load() }
+
+// drain starts draining c and returns the handler's hook, for the caller
+// to run once it has released owner.mu. Called with owner.mu.
+func (c *Conn) drain(d time.Duration) func() {
+	if c.draining.Load() {
+		return nil
+	}
+	c.draining.Store(true)
+	raw := c.raw
+	c.killer = time.AfterFunc(d, func() { _ = raw.Close() }) // one-shot; stopped when c closes
+	return c.onDrain
+}
+
+// runHooks runs drain hooks collected under mu.
+func runHooks(hooks []func()) {
+	for _, f := range hooks {
+		if f != nil {
+			f()
+		}
+	}
 }
 
 // CloseWrite half-closes (TCP proxy needs it through the wrapper).
@@ -119,6 +189,10 @@ type Listener struct {
 
 	wg     sync.WaitGroup // accept loop and connection goroutines
 	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	conns   map[*Conn]struct{} // open connections that matched a chain; protected by mu
+	stopped bool               // protected by mu
 }
 
 // Prepare computes the match table of cfg and checks it.
@@ -144,7 +218,8 @@ func Listen(cfg *Config, st *stats.Store, ids *atomic.Uint64, log *slog.Logger) 
 	l := &Listener{name: cfg.Name, addr: cfg.Addr, log: log.With("listener", cfg.Name), ln: ln, ids: ids,
 		stats: Stats{CxTotal: sc.Counter("downstream_cx_total"), CxDestroy: sc.Counter("downstream_cx_destroy"),
 			NoChain: sc.Counter("no_filter_chain_match"), CxActive: sc.Gauge("downstream_cx_active"),
-			CxOverflow: sc.Counter("downstream_cx_overflow")}}
+			CxOverflow: sc.Counter("downstream_cx_overflow")},
+		conns: map[*Conn]struct{}{}}
 	l.cfg.Store(cfg)
 	return l, nil
 }
@@ -158,9 +233,75 @@ func (l *Listener) ConfiguredAddr() string { return l.addr }
 // Config returns the current configuration.
 func (l *Listener) Config() *Config { return l.cfg.Load() }
 
-// Update swaps the configuration; connections already accepted keep the
-// chain they matched.
-func (l *Listener) Update(cfg *Config) { l.cfg.Store(cfg) }
+// Update swaps the configuration. As Envoy's filter-chain-only update,
+// connections whose chain is in cfg unchanged (same FilterChain) keep it,
+// and the others drain: they finish what is in flight and close, and are
+// closed regardless when cfg's drain time ends. drainAll drains every
+// connection (an update of more than the filter chains, which Envoy
+// applies by replacing the listener).
+func (l *Listener) Update(cfg *Config, drainAll bool) {
+	var hooks []func()
+	defer func() { runHooks(hooks) }()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cfg.Store(cfg)
+	kept := map[*Chain]bool{}
+	for c := range l.conns {
+		k, ok := kept[c.Chain]
+		if !ok {
+			k = !drainAll && cfg.has(c.Chain)
+			kept[c.Chain] = k
+		}
+		if !k {
+			hooks = append(hooks, c.drain(cfg.drainTime()))
+		}
+	}
+}
+
+// has reports whether ch's FilterChain is among cfg's chains.
+func (cfg *Config) has(ch *Chain) bool {
+	if ch == nil || ch.Source == nil {
+		return false
+	}
+	for i := range cfg.Chains {
+		if cfg.Chains[i].Source != nil && (&cfg.Chains[i] == ch || proto.Equal(cfg.Chains[i].Source, ch.Source)) {
+			return true
+		}
+	}
+	return cfg.Default != nil && cfg.Default.Source != nil && (cfg.Default == ch || proto.Equal(cfg.Default.Source, ch.Source))
+}
+
+func (cfg *Config) drainTime() time.Duration {
+	switch {
+	case cfg.DrainTime == 0:
+		return DefaultDrainTime
+	case cfg.DrainTime < 0:
+		return 0
+	}
+	return cfg.DrainTime
+}
+
+// register records c, which matched a chain of cfg; when the listener has
+// stopped or c's chain left the configuration meanwhile, c drains at once.
+func (l *Listener) register(c *Conn, cfg *Config) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c.owner = l
+	l.conns[c] = struct{}{}
+	if cur := l.cfg.Load(); l.stopped || cur != cfg && !cur.has(c.Chain) {
+		c.drain(cur.drainTime()) // no hook yet
+	}
+}
+
+// forget drops a closed connection.
+func (l *Listener) forget(c *Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.conns, c)
+	if c.killer != nil {
+		c.killer.Stop()
+	}
+}
 
 // Serve starts accepting. Connections are served until ctx ends.
 func (l *Listener) Serve(ctx context.Context) {
@@ -169,10 +310,21 @@ func (l *Listener) Serve(ctx context.Context) {
 	go l.acceptLoop(ctx) // ends when Stop closes the socket; waited for by Wait
 }
 
-// Stop closes the socket. Accepted connections go on until their peers
-// close them or the Serve context ends (Envoy drains them; weft lets them
-// finish).
-func (l *Listener) Stop() { _ = l.ln.Close() }
+// Stop closes the socket and drains the accepted connections, as Envoy
+// does for a removed listener: they finish what is in flight and close,
+// and are closed regardless when the drain time ends.
+func (l *Listener) Stop() {
+	_ = l.ln.Close()
+	var hooks []func()
+	defer func() { runHooks(hooks) }()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	d := l.cfg.Load().drainTime()
+	for c := range l.conns {
+		hooks = append(hooks, c.drain(d))
+	}
+}
 
 // Wait returns when the accept loop and every connection goroutine of
 // this listener have returned.
@@ -216,7 +368,7 @@ func (l *Listener) acceptLoop(ctx context.Context) {
 func (l *Listener) handle(ctx context.Context, raw net.Conn) {
 	defer l.wg.Done()
 	cfg := l.cfg.Load()
-	c := &Conn{Conn: raw, ID: l.ids.Add(1), Listener: cfg.Name, stats: &l.stats}
+	c := &Conn{Conn: raw, raw: raw, ID: l.ids.Add(1), Listener: cfg.Name, stats: &l.stats}
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
@@ -253,6 +405,7 @@ func (l *Listener) handle(ctx context.Context, raw net.Conn) {
 		return
 	}
 	c.Chain = ch
+	l.register(c, cfg)
 	if !l.startTLS(ctx, c) {
 		return
 	}
