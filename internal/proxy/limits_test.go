@@ -348,11 +348,21 @@ func TestH2RapidReset(t *testing.T) {
 	if hits > pairs/4 {
 		t.Errorf("%d of %d reset streams reached the upstream", hits, pairs)
 	}
-	if got := h.stat("http.egress.downstream_rq_too_many_premature_resets"); got != 1 {
-		t.Errorf("downstream_rq_too_many_premature_resets = %d, want 1", got)
+	// Two guards can end the attack. Ours: GOAWAY NO_ERROR, counted as
+	// Envoy counts it. Go's HTTP/2 server's own: when resets outrun the
+	// goroutines starting their handlers (a loaded machine, one core),
+	// it closes with ENHANCE_YOUR_CALM before ours has seen the streams
+	// complete. Either way the connection is gone and the upstream
+	// spared; only ours is counted.
+	switch got := h.stat("http.egress.downstream_rq_too_many_premature_resets"); {
+	case goAway.code == http2.ErrCodeEnhanceYourCalm && got == 0:
+		t.Logf("Go's HTTP/2 server closed the connection first (ENHANCE_YOUR_CALM)")
+	case goAway.code == http2.ErrCodeNo && got == 1:
+		checkExposed(t, h, "http.egress.downstream_rq_too_many_premature_resets: 1",
+			`envoy_http_downstream_rq_too_many_premature_resets{envoy_http_conn_manager_prefix="egress"} 1`)
+	default:
+		t.Errorf("GOAWAY %v with downstream_rq_too_many_premature_resets = %d, want NO_ERROR and 1 (ours), or ENHANCE_YOUR_CALM and 0 (Go's)", goAway.code, got)
 	}
-	checkExposed(t, h, "http.egress.downstream_rq_too_many_premature_resets: 1",
-		`envoy_http_downstream_rq_too_many_premature_resets{envoy_http_conn_manager_prefix="egress"} 1`)
 	// Other clients are served.
 	b.slow = 0
 	if resp, _, _ := get(t, newClient(t), h.addr("egress"), "x", "/"); resp.StatusCode != 200 {
