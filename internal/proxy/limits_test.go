@@ -353,15 +353,16 @@ func TestH2RapidReset(t *testing.T) {
 	// goroutines starting their handlers (a loaded machine, one core),
 	// it closes with ENHANCE_YOUR_CALM before ours has seen the streams
 	// complete. Either way the connection is gone and the upstream
-	// spared; only ours is counted.
+	// spared.
 	switch got := h.stat("http.egress.downstream_rq_too_many_premature_resets"); {
-	case goAway.code == http2.ErrCodeEnhanceYourCalm && got == 0:
-		t.Logf("Go's HTTP/2 server closed the connection first (ENHANCE_YOUR_CALM)")
+	case goAway.code == http2.ErrCodeEnhanceYourCalm && got <= 1:
+		// Ours may have tripped too, its GOAWAY lost to Go's.
+		t.Logf("Go's HTTP/2 server closed the connection first (ENHANCE_YOUR_CALM); ours counted %d", got)
 	case goAway.code == http2.ErrCodeNo && got == 1:
 		checkExposed(t, h, "http.egress.downstream_rq_too_many_premature_resets: 1",
 			`envoy_http_downstream_rq_too_many_premature_resets{envoy_http_conn_manager_prefix="egress"} 1`)
 	default:
-		t.Errorf("GOAWAY %v with downstream_rq_too_many_premature_resets = %d, want NO_ERROR and 1 (ours), or ENHANCE_YOUR_CALM and 0 (Go's)", goAway.code, got)
+		t.Errorf("GOAWAY %v with downstream_rq_too_many_premature_resets = %d, want NO_ERROR and 1 (ours), or ENHANCE_YOUR_CALM and at most 1 (Go's first)", goAway.code, got)
 	}
 	// Other clients are served.
 	b.slow = 0
