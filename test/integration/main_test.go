@@ -5,16 +5,23 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"syscall"
 	"testing"
+
+	"github.com/weftmesh/weft/internal/netns"
 )
 
 // nsEnv marks the test binary re-executed inside its own network
 // namespace.
 const nsEnv = "WEFT_INTEGRATION_NETNS"
+
+// labFamily starts the names of the network namespaces this package
+// creates (followed by the test process's id).
+const labFamily = "wfit"
 
 // TestMain re-executes the test binary in a new network namespace
 // (unshare --net, anonymous: it disappears with the process) and brings
@@ -23,6 +30,9 @@ const nsEnv = "WEFT_INTEGRATION_NETNS"
 // the test owns those ports and cannot collide with anything else on the
 // machine. It needs root, as test/e2e does.
 func TestMain(m *testing.M) {
+	if os.Getenv(proxyNodeEnv) != "" {
+		os.Exit(runProxy())
+	}
 	if os.Getenv(nsEnv) == "" {
 		if os.Geteuid() != 0 {
 			fmt.Fprintln(os.Stderr, "test/integration needs root (a network namespace of its own)")
@@ -45,6 +55,13 @@ func TestMain(m *testing.M) {
 	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "ip link set lo up: %v: %s\n", err, out)
 		os.Exit(1)
+	}
+	// Namespaces a killed run of this test left behind (named with its
+	// pid, which is gone).
+	if gone, err := netns.Sweep(context.Background(), labFamily); err != nil {
+		fmt.Fprintln(os.Stderr, "sweep:", err)
+	} else if len(gone) > 0 {
+		fmt.Fprintln(os.Stderr, "removed what dead runs left:", gone)
 	}
 	os.Exit(m.Run())
 }

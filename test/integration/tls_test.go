@@ -57,7 +57,12 @@ type weft struct {
 // ends.
 func startServer(t *testing.T) *weft {
 	t.Helper()
-	cfg := server.Config{APIAddr: freeAddr(t), XDSAddr: freeAddr(t), DataDir: t.TempDir(), Region: "us-east-1", AccountID: "111122223333"}
+	return startServerWith(t, server.Config{APIAddr: freeAddr(t), XDSAddr: freeAddr(t), DataDir: t.TempDir(), Region: "us-east-1", AccountID: "111122223333"})
+}
+
+// startServerWith runs weft server with cfg until the test ends.
+func startServerWith(t *testing.T, cfg server.Config) *weft {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- server.Run(ctx, cfg, testLog()) }() // ends with cancel in Cleanup
