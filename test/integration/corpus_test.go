@@ -54,26 +54,44 @@ func runProxy() int {
 	return 0
 }
 
-// tlsCase is one TLS case of the conformance corpus with a gateway in
-// front of one virtual node.
+// tlsCase is one TLS case of the conformance corpus: a gateway in front
+// of virtual nodes.
 type tlsCase struct {
 	dir      string // under testdata/appmesh-examples
 	mesh     string
 	gateway  string // virtual gateway name
-	node     string // virtual node name
-	port     int    // listener port of both (the app's port)
+	port     int    // the gateway's listener port
+	gwTLS    bool   // the gateway's listener is TLS (a weft-issued certificate)
 	domain   string // the certificates' DNS names are <file prefix>.<domain>
-	cloudMap string // namespace of the node's awsCloudMap service discovery ("" for DNS)
-	service  string // its service, or the DNS hostname
+	cloudMap string // namespace of the nodes' awsCloudMap service discovery ("" for DNS)
+	nodes    []tlsNode
+	// sans are the DNS names of a certificate file prefix when they are
+	// not <prefix>.<domain>: the names the walkthrough issues it for.
+	sans map[string][]string
+	// paths are requested through the gateway; each answer is the name
+	// of a node, and every node must answer one.
+	paths []string
+}
+
+// tlsNode is one virtual node of a case.
+type tlsNode struct {
+	name    string
+	port    int    // its listener (and app) port
+	service string // its Cloud Map service, or its DNS hostname
 }
 
 var tlsCases = []tlsCase{
-	{dir: "howto-mutual-tls-file-provided", mesh: "ColorApp-MutualTLS", gateway: "gateway-vgw", node: "colorteller-vn", port: 9080,
-		domain: "appmesh-mtls.local", cloudMap: "appmesh-mtls.local", service: "colorteller"},
-	{dir: "howto-mutual-tls-file-provided-by-acm", mesh: "mtls-appmesh", gateway: "gateway-vgw", node: "colorteller-vn", port: 9080,
-		domain: "mtls.svc.cluster.local", cloudMap: "mtls.svc.cluster.local", service: "colorteller"},
-	{dir: "tls-with-acm", mesh: "ColorApp-TLS", gateway: "ColorGateway", node: "ColorTellerWhite", port: 80,
-		domain: "default.svc.cluster.local", service: "colorteller.default.svc.cluster.local"},
+	{dir: "howto-mutual-tls-file-provided", mesh: "ColorApp-MutualTLS", gateway: "gateway-vgw", port: 9080,
+		domain: "appmesh-mtls.local", cloudMap: "appmesh-mtls.local", nodes: []tlsNode{{"colorteller-vn", 9080, "colorteller"}}, paths: []string{"/"}},
+	{dir: "howto-mutual-tls-file-provided-by-acm", mesh: "mtls-appmesh", gateway: "gateway-vgw", port: 9080,
+		domain: "mtls.svc.cluster.local", cloudMap: "mtls.svc.cluster.local", nodes: []tlsNode{{"colorteller-vn", 9080, "colorteller"}}, paths: []string{"/"}},
+	{dir: "tls-with-acm", mesh: "ColorApp-TLS", gateway: "ColorGateway", port: 80,
+		domain: "default.svc.cluster.local", nodes: []tlsNode{{"ColorTellerWhite", 80, "colorteller.default.svc.cluster.local"}}, paths: []string{"/"}},
+	{dir: "howto-tls-file-provided", mesh: "ColorApp-TLS", gateway: "ColorGateway", port: 80,
+		domain: "default.svc.cluster.local", nodes: []tlsNode{
+			{"ColorTellerWhite", 80, "colorteller.default.svc.cluster.local"},
+			{"ColorTellerGreen", 80, "colorteller-green.default.svc.cluster.local"}}, paths: []string{"/"},
+		sans: map[string][]string{"colorteller_white": {"colorteller.default.svc.cluster.local"}}},
 }
 
 // TestCorpusTLSTraffic runs the TLS cases of the corpus with a gateway
@@ -106,22 +124,31 @@ func TestCorpusTLSTraffic(t *testing.T) {
 	if out, err := exec.Command("ip", "link", "set", br, "up").CombinedOutput(); err != nil {
 		t.Fatalf("ip link: %v: %s", err, out)
 	}
+	next := byte(10)
+	addr := func() netip.Addr {
+		next++
+		return netip.AddrFrom4([4]byte{10, 77, 0, next})
+	}
 	for i, c := range tlsCases {
 		t.Run(c.dir, func(t *testing.T) {
-			gw, err := lab.AddHost(ctx, fmt.Sprintf("g%d", i), netip.AddrFrom4([4]byte{10, 77, 0, byte(10 + 2*i)}), netns.HostOptions{})
+			gw, err := lab.AddHost(ctx, fmt.Sprintf("c%dg", i), addr(), netns.HostOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			node, err := lab.AddHost(ctx, fmt.Sprintf("n%d", i), netip.AddrFrom4([4]byte{10, 77, 0, byte(11 + 2*i)}), netns.HostOptions{})
-			if err != nil {
-				t.Fatal(err)
+			var nodes []*netns.Host
+			for j := range c.nodes {
+				h, err := lab.AddHost(ctx, fmt.Sprintf("c%dn%d", i, j), addr(), netns.HostOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				nodes = append(nodes, h)
 			}
-			c.run(t, gw, node)
+			c.run(t, gw, nodes)
 		})
 	}
 }
 
-func (c tlsCase) run(t *testing.T, gw, node *netns.Host) {
+func (c tlsCase) run(t *testing.T, gw *netns.Host, nodes []*netns.Host) {
 	ctx := t.Context()
 	// weft server on the bridge: reachable from the namespaces only (the
 	// test's namespace is its own), so started insecure.
@@ -135,77 +162,92 @@ func (c tlsCase) run(t *testing.T, gw, node *netns.Host) {
 	dir := t.TempDir()
 	leaves := map[string]tlstest.Leaf{}
 	files := map[string]string{}
+	fileName := regexp.MustCompile(`^(.*?)(_cert_chain|_dec_pri_key|_key)\.pem$`)
 	fileFor := func(p string) string {
 		if f, ok := files[p]; ok {
 			return f
 		}
 		base := filepath.Base(p)
-		id, _, _ := strings.Cut(base, "_")
 		var b []byte
-		switch {
-		case base == "ca_cert.pem":
-			b = ca.PEM
-		default:
+		if m := fileName.FindStringSubmatch(base); m != nil && !strings.HasPrefix(base, "ca_") {
+			id := m[1]
 			l, ok := leaves[id]
 			if !ok {
-				l = ca.Issue(t, []string{id + "." + c.domain})
+				dns, ok := c.sans[id]
+				if !ok {
+					dns = []string{strings.ReplaceAll(id, "_", "-") + "." + c.domain}
+				}
+				l = ca.Issue(t, dns)
 				leaves[id] = l
 			}
-			if strings.Contains(base, "key") {
-				b = l.KeyPEM
-			} else {
+			if m[2] == "_cert_chain" {
 				b = append(append([]byte{}, l.CertPEM...), ca.PEM...)
+			} else {
+				b = l.KeyPEM
 			}
+		} else { // ca_cert.pem, ca_1_ca_2_bundle.pem: trust
+			b = ca.PEM
 		}
 		files[p] = tlstest.Write(t, dir, base, b)
 		return files[p]
 	}
 	paths := regexp.MustCompile(`"(/keys/[^"]+)"`)
 
-	// Where the node is found: a Cloud Map instance, or a name in the
+	// Where the nodes are found: Cloud Map instances, or names in the
 	// gateway's /etc/hosts.
 	if c.cloudMap != "" {
 		var op struct{ OperationId string }
 		w.aws(t, &op, "servicediscovery", "create-private-dns-namespace", "--name", c.cloudMap, "--vpc", "vpc-0123456789abcdef0")
 		nsID := w.waitOperation(t, op.OperationId)["NAMESPACE"]
-		var svc struct{ Service struct{ Id string } }
-		w.aws(t, &svc, "servicediscovery", "create-service", "--name", c.service, "--namespace-id", nsID,
-			"--dns-config", "RoutingPolicy=MULTIVALUE,DnsRecords=[{Type=A,TTL=60}]")
-		var reg struct{ OperationId string }
-		w.aws(t, &reg, "servicediscovery", "register-instance", "--service-id", svc.Service.Id, "--instance-id", "i-1",
-			"--attributes", fmt.Sprintf("AWS_INSTANCE_IPV4=%s,AWS_INSTANCE_PORT=%d", node.Addr, c.port))
-		w.waitOperation(t, reg.OperationId)
+		for j, n := range c.nodes {
+			var svc struct{ Service struct{ Id string } }
+			w.aws(t, &svc, "servicediscovery", "create-service", "--name", n.service, "--namespace-id", nsID,
+				"--dns-config", "RoutingPolicy=MULTIVALUE,DnsRecords=[{Type=A,TTL=60}]")
+			var reg struct{ OperationId string }
+			w.aws(t, &reg, "servicediscovery", "register-instance", "--service-id", svc.Service.Id, "--instance-id", "i-1",
+				"--attributes", fmt.Sprintf("AWS_INSTANCE_IPV4=%s,AWS_INSTANCE_PORT=%d", nodes[j].Addr, n.port))
+			w.waitOperation(t, reg.OperationId)
+		}
 	} else {
 		etc := filepath.Join(netns.EtcDir, gw.Name)
 		if err := os.MkdirAll(etc, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { os.RemoveAll(etc) })
-		if err := os.WriteFile(filepath.Join(etc, "hosts"), fmt.Appendf(nil, "127.0.0.1 localhost\n%s %s\n", node.Addr, c.service), 0o644); err != nil {
+		hosts := "127.0.0.1 localhost\n"
+		for j, n := range c.nodes {
+			hosts += fmt.Sprintf("%s %s\n", nodes[j].Addr, n.service)
+		}
+		if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte(hosts), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	// The node's app, and what weft intercept does for its sidecar.
-	var ln net.Listener
-	if err := node.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", c.port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	app := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(rw, c.node)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go app.Serve(ln) // ends with Close in Cleanup
-	t.Cleanup(func() { app.Close() })
-	if out, err := node.Command(ctx, -1, "iptables", "-w", "-t", "nat", "-A", "PREROUTING", "-p", "tcp",
-		"--dport", fmt.Sprint(c.port), "-j", "REDIRECT", "--to-ports", "15000").CombinedOutput(); err != nil {
-		t.Fatalf("iptables: %v: %s", err, out)
+	// The nodes' apps, and what weft intercept does for their sidecars.
+	for j, n := range c.nodes {
+		var ln net.Listener
+		if err := nodes[j].Do(func() (err error) {
+			ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", n.port))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		app := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(rw, n.name)
+		}), ReadHeaderTimeout: 5 * time.Second}
+		go app.Serve(ln) // ends with Close in Cleanup
+		t.Cleanup(func() { app.Close() })
+		if out, err := nodes[j].Command(ctx, -1, "iptables", "-w", "-t", "nat", "-A", "PREROUTING", "-p", "tcp",
+			"--dport", fmt.Sprint(n.port), "-j", "REDIRECT", "--to-ports", "15000").CombinedOutput(); err != nil {
+			t.Fatalf("iptables: %v: %s", err, out)
+		}
 	}
 
 	gwID := fmt.Sprintf("mesh/%s/virtualGateway/%s", c.mesh, c.gateway)
-	nodeID := fmt.Sprintf("mesh/%s/virtualNode/%s", c.mesh, c.node)
+	ids := []string{gwID}
+	for _, n := range c.nodes {
+		ids = append(ids, fmt.Sprintf("mesh/%s/virtualNode/%s", c.mesh, n.name))
+	}
 	var steps struct {
 		Setup []struct{ Op, Input string }
 	}
@@ -217,7 +259,11 @@ func (c tlsCase) run(t *testing.T, gw, node *netns.Host) {
 		t.Fatal(err)
 	}
 	client := nsClient(gw)
-	url := fmt.Sprintf("http://%s:%d/", gw.Addr, c.port)
+	scheme := "http"
+	if c.gwTLS {
+		scheme = "https"
+	}
+	url := fmt.Sprintf("%s://%s:%d", scheme, gw.Addr, c.port)
 	started := false
 	for i, s := range steps.Setup {
 		in, err := os.ReadFile(filepath.Join(corpusDir, c.dir, s.Input))
@@ -234,15 +280,17 @@ func (c tlsCase) run(t *testing.T, gw, node *netns.Host) {
 		w.aws(t, nil, "appmesh", s.Op, "--cli-input-json", "file://"+f)
 		if !started && strings.HasPrefix(s.Op, "create-gateway-route") {
 			// The whole topology exists: start its proxies.
-			startNSProxy(t, node, nodeID, cfg.XDSAddr)
 			startNSProxy(t, gw, gwID, cfg.XDSAddr)
+			for j := range c.nodes {
+				startNSProxy(t, nodes[j], ids[j+1], cfg.XDSAddr)
+			}
 			started = true
 		}
 		if !started {
 			continue
 		}
 		// Each step is taken by both proxies without a NACK.
-		for _, id := range []string{nodeID, gwID} {
+		for _, id := range ids {
 			waitUntil(t, 30*time.Second, id+" in step "+s.Input, func() bool {
 				ps := w.proxy(t, id)
 				if ps.LastNack != nil {
@@ -264,32 +312,52 @@ func (c tlsCase) run(t *testing.T, gw, node *netns.Host) {
 			// the node's certificate does not have, and the walkthrough
 			// shows requests failing.
 			waitUntil(t, 30*time.Second, "requests refused with the bogus SAN", func() bool {
-				_, code, err := fetch(client, url)
+				_, code, err := fetch(client, url+"/")
 				return err == nil && code == http.StatusServiceUnavailable
 			})
 		}
 	}
-	// The last step is the case's final, TLS, state: requests flow.
-	waitUntil(t, 30*time.Second, "a request through the gateway", func() bool {
-		b, code, err := fetch(client, url)
-		return err == nil && code == 200 && b == c.node
-	})
-	for range 20 {
-		if b, code, err := fetch(client, url); err != nil || code != 200 || b != c.node {
-			t.Fatalf("GET %s: %d %q %v", url, code, b, err)
+	// The last step is the case's final, TLS, state: requests flow to
+	// every node.
+	names := map[string]bool{}
+	for _, n := range c.nodes {
+		names[n.name] = true
+	}
+	for _, path := range c.paths {
+		waitUntil(t, 30*time.Second, "a request through the gateway", func() bool {
+			b, code, err := fetch(client, url+path)
+			return err == nil && code == 200 && names[b]
+		})
+		seen := map[string]bool{}
+		for range 40 {
+			b, code, err := fetch(client, url+path)
+			if err != nil || code != 200 || !names[b] {
+				cl, _, _ := fetch(client, "http://127.0.0.1:9901/clusters")
+				st, _, _ := fetch(client, "http://127.0.0.1:9901/stats")
+				t.Logf("gateway /clusters:\n%s\nstats:\n%s", grep(cl, "egress"), grep(st, "cds_egress"))
+				t.Fatalf("GET %s: %d %q %v", url+path, code, b, err)
+			}
+			seen[b] = true
+		}
+		for n := range names {
+			if !seen[n] {
+				t.Errorf("GET %s: node %s never answered in 40 requests", url+path, n)
+			}
 		}
 	}
-	// The node's listener is STRICT: plaintext straight to it is refused.
-	if b, code, err := fetch(client, fmt.Sprintf("http://%s:%d/", node.Addr, c.port)); err == nil && code == 200 {
-		t.Fatalf("plaintext request to the node's STRICT listener answered %q", b)
-	}
-	// And it was TLS: the node's listener counted the handshakes.
-	b, _, err := fetch(nsClient(node), "http://127.0.0.1:9901/stats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !regexp.MustCompile(`(?m)^listener\.0\.0\.0\.0_15000\.ssl\.handshake: [1-9]`).MatchString(b) {
-		t.Fatalf("no TLS handshake counted on the node's listener:\n%s", grep(b, "ssl"))
+	for j, n := range c.nodes {
+		// The node's listener is STRICT: plaintext straight to it is
+		// refused; and the requests were TLS, counted on it.
+		if b, code, err := fetch(client, fmt.Sprintf("http://%s:%d/", nodes[j].Addr, n.port)); err == nil && code == 200 {
+			t.Fatalf("plaintext request to %s's STRICT listener answered %q", n.name, b)
+		}
+		b, _, err := fetch(nsClient(nodes[j]), "http://127.0.0.1:9901/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`(?m)^listener\.0\.0\.0\.0_15000\.ssl\.handshake: [1-9]`).MatchString(b) {
+			t.Fatalf("no TLS handshake counted on %s's listener:\n%s", n.name, grep(b, "ssl"))
+		}
 	}
 }
 
