@@ -59,9 +59,12 @@ func runProxy() int {
 // tlsCase is one TLS case of the conformance corpus: a gateway in front
 // of virtual nodes.
 type tlsCase struct {
-	dir      string // under testdata/appmesh-examples
-	mesh     string
-	gateway  string // virtual gateway name
+	dir     string // under testdata/appmesh-examples
+	mesh    string
+	gateway string // virtual gateway name
+	// client, in place of a gateway, is a virtual node whose app calls
+	// the others through its egress listener (with the backend's Host).
+	client   string
 	port     int    // the gateway's listener port
 	gwTLS    bool   // the gateway's listener is TLS (a weft-issued certificate)
 	domain   string // the certificates' DNS names are <file prefix>.<domain>
@@ -80,6 +83,7 @@ type tlsCase struct {
 // serve it.
 type tlsPath struct {
 	path  string
+	host  string // Host header, for a client node's egress
 	nodes []string
 }
 
@@ -111,16 +115,26 @@ var tlsCases = []tlsCase{
 		paths: []tlsPath{
 			{path: "/color1/tell", nodes: []string{"colorteller-white-vn", "colorteller-blue-vn"}},
 			{path: "/color2/tell", nodes: []string{"colorteller-black-vn", "colorteller-red-vn"}}}},
+	{dir: "ecs-ec2-crossvpc-with-tls", mesh: "appmesh-workshop", client: "frontend", domain: "appmeshworkshop.hosted.local",
+		nodes: []tlsNode{
+			{"crystal-lb-vanilla", 3000, "crystal.appmeshworkshop.hosted.local"},
+			{"nodejs-lb-strawberry", 3000, "nodejs.appmeshworkshop.hosted.local"}},
+		paths: []tlsPath{
+			{path: "/", host: "crystal.appmeshworkshop.hosted.local:3000", nodes: []string{"crystal-lb-vanilla"}},
+			{path: "/", host: "nodejs.appmeshworkshop.hosted.local:3000", nodes: []string{"nodejs-lb-strawberry"}}}},
 }
 
-// TestCorpusTLSTraffic runs the TLS cases of the corpus with a gateway
-// and a virtual node, each weft proxy in a network namespace of its own:
-// every step of the case is applied through the AWS CLI with the case's
-// own input files (certificate files replaced by ones made here from one
-// test CA, with the SANs the case lists), the proxies take every version
-// without a NACK, and requests to the gateway reach the node's app
-// through TLS (mutual where the case says so).
+// TestCorpusTLSTraffic runs the six TLS cases of the corpus, each weft
+// proxy (a gateway or client node, and the nodes it calls) in a network
+// namespace of its own: every step of the case is applied through the
+// AWS CLI with the case's own input files (certificate files replaced by
+// ones made here from one test CA, with the DNS names the walkthrough
+// issues them for; ACM ARNs are weft's CA), the proxies take every version
+// after they start without a NACK, and in the case's final state requests
+// through the gateway (or the client's egress) reach every node's app
+// over TLS, mutual where the case says so.
 func TestCorpusTLSTraffic(t *testing.T) {
+	needNamespace(t)
 	if _, err := exec.LookPath("aws"); err != nil {
 		t.Fatal("the AWS CLI is needed (scripts/test.sh installs it)")
 	}
@@ -263,6 +277,9 @@ func (c tlsCase) run(t *testing.T, gw *netns.Host, nodes []*netns.Host) {
 	}
 
 	gwID := fmt.Sprintf("mesh/%s/virtualGateway/%s", c.mesh, c.gateway)
+	if c.client != "" {
+		gwID = fmt.Sprintf("mesh/%s/virtualNode/%s", c.mesh, c.client)
+	}
 	ids := []string{gwID}
 	for _, n := range c.nodes {
 		ids = append(ids, fmt.Sprintf("mesh/%s/virtualNode/%s", c.mesh, n.name))
@@ -283,7 +300,29 @@ func (c tlsCase) run(t *testing.T, gw *netns.Host, nodes []*netns.Host) {
 		scheme = "https"
 	}
 	url := fmt.Sprintf("%s://%s:%d", scheme, gw.Addr, c.port)
+	if c.client != "" {
+		// What weft intercept does for the client's app: its
+		// connections to port 3000 of an address reach the egress
+		// listener, which picks the chain by the original destination
+		// port and routes on the Host. The address is one nothing else
+		// uses, so that the proxy's own connections to the nodes are
+		// left alone (intercept tells them apart by the proxy's uid).
+		url = fmt.Sprintf("http://127.0.0.3:%d", c.nodes[0].port)
+		if out, err := gw.Command(ctx, -1, "iptables", "-w", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.3",
+			"-j", "REDIRECT", "--to-ports", "15001").CombinedOutput(); err != nil {
+			t.Fatalf("iptables: %v: %s", err, out)
+		}
+	}
 	started := false
+	// The proxies start once the topology exists: at the first gateway
+	// route, or after the last step.
+	startAt := len(steps.Setup) - 1
+	for i, s := range steps.Setup {
+		if strings.HasPrefix(s.Op, "create-gateway-route") {
+			startAt = i
+			break
+		}
+	}
 	for i, s := range steps.Setup {
 		in, err := os.ReadFile(filepath.Join(corpusDir, c.dir, s.Input))
 		if err != nil {
@@ -297,7 +336,7 @@ func (c tlsCase) run(t *testing.T, gw *netns.Host, nodes []*netns.Host) {
 			t.Fatal(err)
 		}
 		w.aws(t, nil, "appmesh", s.Op, "--cli-input-json", "file://"+f)
-		if !started && strings.HasPrefix(s.Op, "create-gateway-route") {
+		if !started && i == startAt {
 			// The whole topology exists: start its proxies.
 			startNSProxy(t, gw, gwID, cfg.XDSAddr)
 			for j := range c.nodes {
@@ -360,13 +399,15 @@ func (c tlsCase) run(t *testing.T, gw *netns.Host, nodes []*netns.Host) {
 			}
 		}
 		path := p.path
-		waitUntil(t, 30*time.Second, "a request through the gateway", func() bool {
-			b, code, err := fetch(gwClient, url+path)
+		// Health checks of the case's own interval (10 s in
+		// ecs-ec2-crossvpc-with-tls) may have to pass first.
+		waitUntil(t, 60*time.Second, "a request through the gateway to "+path+" "+p.host, func() bool {
+			b, code, err := fetchHost(gwClient, url+path, p.host)
 			return err == nil && code == 200 && names[b]
 		})
 		seen := map[string]bool{}
 		for range 40 {
-			b, code, err := fetch(gwClient, url+path)
+			b, code, err := fetchHost(gwClient, url+path, p.host)
 			if err != nil || code != 200 || !names[b] {
 				t.Fatalf("GET %s: %d %q %v", url+path, code, b, err)
 			}
@@ -424,7 +465,17 @@ func nsClient(h *netns.Host) *http.Client {
 }
 
 func fetch(c *http.Client, url string) (string, int, error) {
-	resp, err := c.Get(url)
+	return fetchHost(c, url, "")
+}
+
+// fetchHost is fetch with a Host header ("": the URL's).
+func fetchHost(c *http.Client, url, host string) (string, int, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	req.Host = host
+	resp, err := c.Do(req)
 	if err != nil {
 		return "", 0, err
 	}

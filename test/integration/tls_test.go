@@ -229,6 +229,7 @@ func get(t *testing.T, addr, serverName string, roots *x509.CertPool) string {
 // proxy keeps serving TLS with the last good certificate. An expired
 // certificate is loaded and served, as Envoy does, and counted.
 func TestTLSBadFileInput(t *testing.T) {
+	needNamespace(t)
 	w := startServer(t)
 	ctx := t.Context()
 	const nodeID = "mesh/m/virtualNode/red"
