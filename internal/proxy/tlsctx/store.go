@@ -111,6 +111,7 @@ type Store struct {
 	log *slog.Logger
 
 	reloadOK, reloadFailed *stats.Counter
+	expired                *stats.Counter // certificate files loaded past their NotAfter
 	sdsUpdate, sdsRejected *stats.Counter
 
 	pollMu  sync.Mutex // one Poll at a time
@@ -131,6 +132,7 @@ func NewStore(st *stats.Store, log *slog.Logger, sdsSocket bool) *Store {
 	sds := st.Scope("sds.", "weft_sds_")
 	return &Store{log: log, entries: map[key]*entry{}, sdsSocket: sdsSocket, wanted: make(chan struct{}, 1),
 		reloadOK: sc.Counter("reload_success"), reloadFailed: sc.Counter("reload_failed"),
+		expired:   sc.Counter("expired_certificate"),
 		sdsUpdate: sds.Counter("update_success"), sdsRejected: sds.Counter("update_rejected")}
 }
 
@@ -152,7 +154,24 @@ func (s *Store) file(field string, trust bool, paths ...string) (*entry, error) 
 	e.stamps = stamps
 	e.cur.Store(m)
 	s.entries[k] = e
+	s.noteExpired(field, k.name, m)
 	return e, nil
+}
+
+// noteExpired logs and counts a certificate loaded from files after its
+// NotAfter. Envoy loads such a certificate and serves it (peers then
+// refuse it); it only reports the expiry (days_until_first_cert_expiring,
+// /certs). weft proxy does the same and does not NACK: the update is
+// valid configuration, and refusing it would keep an older certificate
+// that may be just as expired. The counter is tls_files.expired_certificate.
+func (s *Store) noteExpired(field, files string, m *Material) {
+	if m.Cert == nil || m.Cert.Leaf == nil {
+		return
+	}
+	if na := m.Cert.Leaf.NotAfter; time.Now().After(na) {
+		s.expired.Inc()
+		s.log.Warn("TLS certificate is expired; serving it as Envoy does", "field", field, "files", files, "notAfter", na)
+	}
 }
 
 // secret returns the entry of a secret served by src, creating it
@@ -314,6 +333,7 @@ func (s *Store) Poll() {
 		e.stamps = stamps
 		e.cur.Store(m)
 		s.reloadOK.Inc()
+		s.noteExpired(e.field, e.name, m)
 		s.log.Info("TLS file reloaded", "files", e.name)
 	}
 }

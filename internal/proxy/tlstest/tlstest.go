@@ -74,12 +74,19 @@ func (l Leaf) TLS(t testing.TB) tls.Certificate {
 // and URIs (e.g. SPIFFE IDs).
 func (ca *CA) Issue(t testing.TB, dns []string, uris ...string) Leaf {
 	t.Helper()
+	return ca.IssueValid(t, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), dns, uris...)
+}
+
+// IssueValid is Issue with the given validity period (an expired
+// certificate: notAfter in the past).
+func (ca *CA) IssueValid(t testing.TB, notBefore, notAfter time.Time, dns []string, uris ...string) Leaf {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: serial(t), Subject: pkix.Name{CommonName: "leaf"}, DNSNames: dns,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
 	for _, u := range uris {
