@@ -3,15 +3,14 @@ package auth
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/store"
@@ -27,11 +26,6 @@ const (
 	MaxTokenTTL     = 366 * 24 * time.Hour
 	maxTokenBytes   = 4096
 )
-
-// tokenHeader is the JOSE header of every join token: a JWT signed with
-// HMAC-SHA256, so that gRPC's JWT token-file call credentials (gRFC A97,
-// grpc-go's credentials/jwt) can send it as they find it.
-var tokenHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
 
 // LoadTokenKey returns the join-token signing key kept in st, creating a
 // random one at the first start.
@@ -68,33 +62,22 @@ type Tokens struct {
 // NewTokens returns an issuer with key (LoadTokenKey).
 func NewTokens(key []byte) *Tokens { return &Tokens{key: key} }
 
-type claims struct {
-	Issuer   string `json:"iss"` // "weft"
-	Resource string `json:"sub"` // virtual node or gateway ARN
-	Expires  int64  `json:"exp"` // Unix seconds
-	IssuedAt int64  `json:"iat"`
-	ID       string `json:"jti"` // random, for logs
-}
-
-// Mint returns a token for the resource ARN, valid until exp.
+// Mint returns a token for the resource ARN, valid until exp: a JWT (HS256)
+// that gRPC's JWT token-file call credentials (gRFC A97, grpc-go's
+// credentials/jwt) can send as they find it.
 func (t *Tokens) Mint(resource string, now, exp time.Time) (string, error) {
 	id := make([]byte, 9)
 	if _, err := rand.Read(id); err != nil {
 		return "", err
 	}
-	b, err := json.Marshal(claims{Issuer: "weft", Resource: resource, Expires: exp.Unix(), IssuedAt: now.Unix(), ID: base64.RawURLEncoding.EncodeToString(id)})
-	if err != nil {
-		return "", err
-	}
-	signing := tokenHeader + "." + base64.RawURLEncoding.EncodeToString(b)
-	return signing + "." + base64.RawURLEncoding.EncodeToString(t.mac(signing)), nil
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+		Issuer: tokenIssuer, Subject: resource, ExpiresAt: jwt.NewNumericDate(exp),
+		IssuedAt: jwt.NewNumericDate(now), ID: base64.RawURLEncoding.EncodeToString(id),
+	}).SignedString(t.key)
 }
 
-func (t *Tokens) mac(signing string) []byte {
-	m := hmac.New(sha256.New, t.key)
-	m.Write([]byte(signing))
-	return m.Sum(nil)
-}
+// tokenIssuer is the iss claim of every join token.
+const tokenIssuer = "weft"
 
 // Errors of Check.
 var (
@@ -102,31 +85,23 @@ var (
 	ErrTokenExpired = errors.New("join token expired")
 )
 
-// Check verifies a token and returns the resource ARN it is bound to.
+// Check verifies a token and returns the resource ARN it is bound to. Only
+// HS256 with the server's key is accepted; exp is required.
 func (t *Tokens) Check(tok string, now time.Time) (resource string, err error) {
-	// Only the header weft writes: no other algorithm is ever considered.
-	if len(tok) > maxTokenBytes || !strings.HasPrefix(tok, tokenHeader+".") {
+	if len(tok) > maxTokenBytes {
 		return "", ErrTokenInvalid
 	}
-	i := strings.LastIndexByte(tok, '.')
-	signing, sig := tok[:i], tok[i+1:]
-	payload := strings.TrimPrefix(signing, tokenHeader+".")
-	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, t.mac(signing)) || strings.Contains(payload, ".") {
+	var c jwt.RegisteredClaims
+	_, err = jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return t.key, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithExpirationRequired(),
+		jwt.WithIssuer(tokenIssuer), jwt.WithTimeFunc(func() time.Time { return now }))
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired) && c.ExpiresAt != nil:
+		return "", fmt.Errorf("%w at %s", ErrTokenExpired, c.ExpiresAt.UTC().Format(time.RFC3339))
+	case err != nil || c.Subject == "":
 		return "", ErrTokenInvalid
 	}
-	b, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		return "", ErrTokenInvalid
-	}
-	var c claims
-	if err := json.Unmarshal(b, &c); err != nil || c.Resource == "" || c.Issuer != "weft" {
-		return "", ErrTokenInvalid
-	}
-	if exp := time.Unix(c.Expires, 0); !now.Before(exp) {
-		return "", fmt.Errorf("%w at %s", ErrTokenExpired, exp.UTC().Format(time.RFC3339))
-	}
-	return c.Resource, nil
+	return c.Subject, nil
 }
 
 // ParseResource reads a virtual node or virtual gateway as `weft token
