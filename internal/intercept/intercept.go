@@ -5,8 +5,9 @@
 // goes to the proxy's egress port.
 //
 // The rules live in two chains of the nat table, APPMESH_INGRESS (jumped to
-// from PREROUTING) and APPMESH_EGRESS (jumped to from OUTPUT), so that Apply
-// can be repeated with new settings and Remove takes away exactly what Apply
+// from PREROUTING) and APPMESH_EGRESS (jumped to from OUTPUT), and one of the
+// raw table, WEFT_PROXY_ZONE (from OUTPUT; see ProxyZone), so that Apply can
+// be repeated with new settings and Remove takes away exactly what Apply
 // added. The iptables binaries do the work; nothing is kept in memory.
 package intercept
 
@@ -22,12 +23,40 @@ import (
 	"strings"
 )
 
-// Chain names. They are App Mesh's, so an operator who knew App Mesh on EC2
-// recognises them in iptables -t nat -S.
+// Chain names. The nat table's are App Mesh's, so an operator who knew App
+// Mesh on EC2 recognises them in iptables -t nat -S; the raw table's is
+// weft's own.
 const (
 	IngressChain = "APPMESH_INGRESS"
 	EgressChain  = "APPMESH_EGRESS"
+	ZoneChain    = "WEFT_PROXY_ZONE"
 )
+
+// ProxyZone is the conntrack zone of the proxy's own outbound connections,
+// in their original direction.
+//
+// Why: a REDIRECT is decided once per conntrack entry. When a peer resets
+// one of the proxy's connections, conntrack keeps its entry (not
+// redirected) for nf_conntrack_tcp_timeout_close, 10 s, and a SYN on the
+// same 4-tuple within that time is taken into that entry, not treated as
+// a new connection. The kernel checks only sockets when it picks a source
+// port, so it may give an application's connection to the same
+// destination that very port: the connection then went straight to the
+// peer, past the proxy (seen as rare EOFs from a STRICT TLS peer under
+// load). With the proxy's connections in a zone of their own, an
+// application's SYN never matches their entries. Only the original
+// direction is zoned: replies come back in the default zone, where the
+// entry's reply tuple is.
+const ProxyZone = 1337
+
+// PortRange is the kernel's range of ephemeral source ports
+// (net.ipv4.ip_local_port_range), where the proxy's outbound connections
+// take theirs. Packets the proxy sends from other ports (its listeners'
+// answers) must stay in the default zone, where their entries are.
+type PortRange struct{ Lo, Hi uint16 }
+
+// DefaultPortRange is Linux's default ip_local_port_range.
+var DefaultPortRange = PortRange{32768, 60999}
 
 // Defaults of ECS's APPMESH proxyConfiguration.
 const (
@@ -98,25 +127,28 @@ func (f Family) has(p netip.Prefix) bool { return p.Addr().Is4() == (f == IPv4) 
 
 // jump is a rule in a built-in chain that sends traffic to one of ours.
 type jump struct {
+	table string   // nat or raw
 	chain string   // PREROUTING or OUTPUT
 	spec  []string // match and target, as iptables -A takes them
 }
 
-// jumps returns the two rules Apply adds to built-in chains. Only connections
+// jumps returns the rules Apply adds to built-in chains. Only connections
 // from elsewhere enter the ingress chain, and only connections to elsewhere
-// enter the egress chain: traffic inside the task (app to 127.0.0.1, proxy to
-// app) is never redirected.
+// enter the egress and zone chains: traffic inside the task (app to
+// 127.0.0.1, proxy to app) is never redirected.
 func jumps() []jump {
 	return []jump{
-		{"PREROUTING", []string{"-p", "tcp", "-m", "addrtype", "!", "--src-type", "LOCAL", "-j", IngressChain}},
-		{"OUTPUT", []string{"-p", "tcp", "-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", EgressChain}},
+		{"nat", "PREROUTING", []string{"-p", "tcp", "-m", "addrtype", "!", "--src-type", "LOCAL", "-j", IngressChain}},
+		{"nat", "OUTPUT", []string{"-p", "tcp", "-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", EgressChain}},
+		{"raw", "OUTPUT", []string{"-p", "tcp", "-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", ZoneChain}},
 	}
 }
 
-// Rules returns the nat table's chains for family f as iptables-restore
-// input, to be loaded with --noflush: declaring a chain empties it, so loading
-// it again replaces the rules instead of adding to them.
-func Rules(c Config, f Family) string {
+// Rules returns the nat and raw tables' chains for family f as
+// iptables-restore input, to be loaded with --noflush: declaring a chain
+// empties it, so loading it again replaces the rules instead of adding to
+// them. ephemeral is the namespace's ip_local_port_range.
+func Rules(c Config, f Family, ephemeral PortRange) string {
 	var b strings.Builder
 	b.WriteString("*nat\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", IngressChain, EgressChain)
@@ -141,7 +173,31 @@ func Rules(c Config, f Family) string {
 	}
 	fmt.Fprintf(&b, "-A %s -p tcp -j REDIRECT --to-ports %d\n", EgressChain, c.ProxyEgressPort)
 	b.WriteString("COMMIT\n")
+	b.WriteString("*raw\n")
+	fmt.Fprintf(&b, ":%s - [0:0]\n", ZoneChain)
+	sports := fmt.Sprintf("%d:%d", ephemeral.Lo, ephemeral.Hi)
+	if c.IgnoredUID >= 0 {
+		fmt.Fprintf(&b, "-A %s -p tcp -m owner --uid-owner %d -m tcp --sport %s -j CT --zone-orig %d\n", ZoneChain, c.IgnoredUID, sports, ProxyZone)
+	}
+	if c.IgnoredGID >= 0 {
+		fmt.Fprintf(&b, "-A %s -p tcp -m owner --gid-owner %d -m tcp --sport %s -j CT --zone-orig %d\n", ZoneChain, c.IgnoredGID, sports, ProxyZone)
+	}
+	b.WriteString("COMMIT\n")
 	return b.String()
+}
+
+// ParsePortRange parses ip_local_port_range's "32768\t60999".
+func ParsePortRange(s string) (PortRange, error) {
+	f := strings.Fields(s)
+	if len(f) != 2 {
+		return PortRange{}, fmt.Errorf("port range %q: want two numbers", s)
+	}
+	lo, err1 := strconv.ParseUint(f[0], 10, 16)
+	hi, err2 := strconv.ParseUint(f[1], 10, 16)
+	if err1 != nil || err2 != nil || lo == 0 || lo > hi {
+		return PortRange{}, fmt.Errorf("port range %q: want two ports, the lower first", s)
+	}
+	return PortRange{uint16(lo), uint16(hi)}, nil
 }
 
 // egressIgnoredPorts adds port 22 and drops duplicates, keeping the order.
@@ -189,17 +245,24 @@ func (t Tables) Apply(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	if _, err := t.run(ctx, Rules(c, t.Family), t.Family.String()+"-restore", "-w", "--noflush"); err != nil {
-		return fmt.Errorf("load %s and %s: %w", IngressChain, EgressChain, err)
+	// The range is the namespace's (the sysctl is per network namespace).
+	ephemeral := DefaultPortRange
+	if out, err := t.run(ctx, "", "cat", "/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if r, err := ParsePortRange(string(out)); err == nil {
+			ephemeral = r
+		}
+	}
+	if _, err := t.run(ctx, Rules(c, t.Family, ephemeral), t.Family.String()+"-restore", "-w", "--noflush"); err != nil {
+		return fmt.Errorf("load %s, %s and %s (the raw table's CT target needs the kernel's xt_CT): %w", IngressChain, EgressChain, ZoneChain, err)
 	}
 	for _, j := range jumps() {
-		check := append([]string{"-w", "-t", "nat", "-C", j.chain}, j.spec...)
+		check := append([]string{"-w", "-t", j.table, "-C", j.chain}, j.spec...)
 		if _, err := t.run(ctx, "", t.Family.String(), check...); err == nil {
 			continue
 		}
-		add := append([]string{"-w", "-t", "nat", "-A", j.chain}, j.spec...)
+		add := append([]string{"-w", "-t", j.table, "-A", j.chain}, j.spec...)
 		if _, err := t.run(ctx, "", t.Family.String(), add...); err != nil {
-			return fmt.Errorf("add jump from %s: %w", j.chain, err)
+			return fmt.Errorf("add jump from %s %s: %w", j.table, j.chain, err)
 		}
 	}
 	t.logger().Info("interception applied", "family", t.Family.String(), "app_ports", c.AppPorts,
@@ -213,30 +276,30 @@ func (t Tables) Apply(ctx context.Context, c Config) error {
 // is not an error when nothing is installed.
 func (t Tables) Remove(ctx context.Context) error {
 	bin := t.Family.String()
-	for _, builtin := range []string{"PREROUTING", "OUTPUT"} {
-		out, err := t.run(ctx, "", bin, "-w", "-t", "nat", "-S", builtin)
+	for _, tc := range []struct{ table, builtin string }{{"nat", "PREROUTING"}, {"nat", "OUTPUT"}, {"raw", "OUTPUT"}} {
+		out, err := t.run(ctx, "", bin, "-w", "-t", tc.table, "-S", tc.builtin)
 		if err != nil {
-			return fmt.Errorf("list %s: %w", builtin, err)
+			return fmt.Errorf("list %s %s: %w", tc.table, tc.builtin, err)
 		}
 		for _, line := range strings.Split(string(out), "\n") {
 			f := strings.Fields(line)
 			if len(f) < 2 || f[0] != "-A" || !jumpsToOurs(f) {
 				continue
 			}
-			del := append([]string{"-w", "-t", "nat", "-D"}, f[1:]...)
+			del := append([]string{"-w", "-t", tc.table, "-D"}, f[1:]...)
 			if _, err := t.run(ctx, "", bin, del...); err != nil {
 				return fmt.Errorf("delete %q: %w", line, err)
 			}
 		}
 	}
-	for _, chain := range []string{IngressChain, EgressChain} {
+	for _, tc := range []struct{ table, chain string }{{"nat", IngressChain}, {"nat", EgressChain}, {"raw", ZoneChain}} {
 		// -F fails only when the chain does not exist: then there is
 		// nothing to delete either.
-		if _, err := t.run(ctx, "", bin, "-w", "-t", "nat", "-F", chain); err != nil {
+		if _, err := t.run(ctx, "", bin, "-w", "-t", tc.table, "-F", tc.chain); err != nil {
 			continue
 		}
-		if _, err := t.run(ctx, "", bin, "-w", "-t", "nat", "-X", chain); err != nil {
-			return fmt.Errorf("delete chain %s: %w", chain, err)
+		if _, err := t.run(ctx, "", bin, "-w", "-t", tc.table, "-X", tc.chain); err != nil {
+			return fmt.Errorf("delete chain %s: %w", tc.chain, err)
 		}
 	}
 	t.logger().Info("interception removed", "family", bin)
@@ -245,7 +308,7 @@ func (t Tables) Remove(ctx context.Context) error {
 
 func jumpsToOurs(fields []string) bool {
 	for i := 0; i+1 < len(fields); i++ {
-		if fields[i] == "-j" && (fields[i+1] == IngressChain || fields[i+1] == EgressChain) {
+		if fields[i] == "-j" && (fields[i+1] == IngressChain || fields[i+1] == EgressChain || fields[i+1] == ZoneChain) {
 			return true
 		}
 	}

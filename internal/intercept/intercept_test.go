@@ -30,6 +30,10 @@ func TestRules(t *testing.T) {
 -A APPMESH_EGRESS -p tcp -d 169.254.169.254/32 -j RETURN
 -A APPMESH_EGRESS -p tcp -j REDIRECT --to-ports 15001
 COMMIT
+*raw
+:WEFT_PROXY_ZONE - [0:0]
+-A WEFT_PROXY_ZONE -p tcp -m owner --uid-owner 1337 -m tcp --sport 32768:60999 -j CT --zone-orig 1337
+COMMIT
 `,
 		},
 		{
@@ -50,6 +54,10 @@ COMMIT
 -A APPMESH_EGRESS -p tcp -d 10.0.0.0/8 -j RETURN
 -A APPMESH_EGRESS -p tcp -j REDIRECT --to-ports 15001
 COMMIT
+*raw
+:WEFT_PROXY_ZONE - [0:0]
+-A WEFT_PROXY_ZONE -p tcp -m owner --gid-owner 1338 -m tcp --sport 32768:60999 -j CT --zone-orig 1337
+COMMIT
 `,
 		},
 		{
@@ -67,6 +75,10 @@ COMMIT
 -A APPMESH_EGRESS -p tcp -d fd00::1/128 -j RETURN
 -A APPMESH_EGRESS -p tcp -j REDIRECT --to-ports 15001
 COMMIT
+*raw
+:WEFT_PROXY_ZONE - [0:0]
+-A WEFT_PROXY_ZONE -p tcp -m owner --uid-owner 1337 -m tcp --sport 32768:60999 -j CT --zone-orig 1337
+COMMIT
 `,
 		},
 	}
@@ -75,10 +87,21 @@ COMMIT
 			if err := tt.cfg.Validate(); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
-			if got := Rules(tt.cfg, tt.family); got != tt.want {
+			if got := Rules(tt.cfg, tt.family, DefaultPortRange); got != tt.want {
 				t.Errorf("Rules:\n%s\nwant:\n%s", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestParsePortRange(t *testing.T) {
+	if r, err := ParsePortRange("32768\t60999\n"); err != nil || r != (PortRange{32768, 60999}) {
+		t.Errorf("ParsePortRange = %v, %v", r, err)
+	}
+	for _, bad := range []string{"", "1", "60999 32768", "0 10", "1 70000", "a b"} {
+		if _, err := ParsePortRange(bad); err == nil {
+			t.Errorf("ParsePortRange(%q) accepted", bad)
+		}
 	}
 }
 

@@ -103,6 +103,24 @@ func TestInterceptInNamespaces(t *testing.T) {
 		})
 	}
 
+	// The proxy's connection to the peer is reset by the peer: conntrack
+	// keeps its entry (not redirected, closed by the other side) for 10 s.
+	// An application connection that the kernel gives the same source port
+	// to the same destination must still be redirected; with one conntrack
+	// zone it matched that entry and went straight to the peer, past the
+	// proxy (seen as a rare EOF through a STRICT TLS listener).
+	t.Run("a connection on the 4-tuple of the proxy's reset connection is redirected", func(t *testing.T) {
+		resetAfterRequest(t, peer, 7777)
+		const port = "40000" // in the kernel's ephemeral range, where the proxy's own source ports come from
+		if out, err := curlFrom(task, proxyUID, "--local-port", port, "http://10.251.200.20:7777/"); err == nil {
+			t.Fatalf("the peer did not reset the proxy's connection: %q", out)
+		}
+		out, err := curlFrom(task, root, "--local-port", port, "http://10.251.200.20:7777/")
+		if err != nil || !strings.HasPrefix(out, "egress 10.251.200.20:7777") {
+			t.Errorf("the application's connection from port %s landed on %q (%v), want the egress port", port, out, err)
+		}
+	})
+
 	t.Run("apply again with other settings replaces the rules", func(t *testing.T) {
 		moved := cfg
 		moved.AppPorts = []uint16{9000}
@@ -225,12 +243,65 @@ func get(t *testing.T, from *netns.Host, uid int, url string) string {
 	return string(out)
 }
 
-// natRules is the namespace's nat table without counters.
+// resetAfterRequest listens on port inside h and resets every connection
+// once its request head has arrived (SO_LINGER 0), as a server refusing a
+// client does.
+func resetAfterRequest(t *testing.T, h *netns.Host, port int) {
+	t.Helper()
+	var ln net.Listener
+	if err := h.Do(func() (err error) {
+		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() { // ends when the cleanup closes ln
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 4096)
+			var got []byte
+			for !bytes.Contains(got, []byte("\r\n\r\n")) {
+				n, err := c.Read(buf)
+				if err != nil {
+					break
+				}
+				got = append(got, buf[:n]...)
+			}
+			_ = c.(*net.TCPConn).SetLinger(0)
+			_ = c.Close()
+		}
+	}()
+}
+
+// curlFrom runs curl with args inside from as uid and returns its output.
+func curlFrom(from *netns.Host, uid int, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := from.Command(ctx, uid, append([]string{"curl", "-sS", "--max-time", "5"}, args...)...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+// natRules is the namespace's nat and raw tables without counters.
 func natRules(t *testing.T, h *netns.Host) string {
 	t.Helper()
-	out, err := h.Command(context.Background(), -1, "iptables", "-w", "-t", "nat", "-S").Output()
-	if err != nil {
-		t.Fatalf("iptables -S in %s: %v", h.Name, err)
+	var all string
+	for _, table := range []string{"nat", "raw"} {
+		out, err := h.Command(context.Background(), -1, "iptables", "-w", "-t", table, "-S").Output()
+		if err != nil {
+			t.Fatalf("iptables -t %s -S in %s: %v", table, h.Name, err)
+		}
+		all += string(out)
 	}
-	return string(out)
+	return all
 }

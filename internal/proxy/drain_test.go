@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
@@ -140,6 +141,42 @@ func TestDrainModifiedChainHTTP1(t *testing.T) {
 	resp, _, _ := get(t, newClient(t), addr, "x", "/")
 	if resp.StatusCode != 200 || h.stat("http.new.downstream_rq_total") != 1 {
 		t.Errorf("new connection: %d, http.new.downstream_rq_total = %d", resp.StatusCode, h.stat("http.new.downstream_rq_total"))
+	}
+}
+
+// TestDrainFreshConnection: a connection accepted just before an LDS
+// update changes its chain, whose request was not read yet, still gets
+// its request served, as the connection's last: its client has written
+// the request already and would see an EOF it cannot retry. One that
+// never sends a request is closed within the grace.
+func TestDrainFreshConnection(t *testing.T) {
+	h := newHarness(t)
+	b := newHoldBackend(t)
+	close(b.release)
+	rc := routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c")))
+	h.push(httpListener("l", httpManager("old", "rds")), rc, staticCluster("c", b.addr()))
+	addr := h.addr("l")
+
+	fresh := dialRaw(t, addr)
+	freshR := bufio.NewReader(fresh)
+	silent := dialRaw(t, addr)
+	silentR := bufio.NewReader(silent)
+	waitUntil(t, 10*time.Second, "both connections accepted", func() bool {
+		return h.stat("listener."+listener.StatName("127.0.0.1:0")+".downstream_cx_active") == 2 // the name of a listener on port 0
+	})
+	h.push(httpListener("l", httpManager("new", "rds")), rc, staticCluster("c", b.addr()))
+
+	resp, err := rawGet(t, fresh, freshR, "/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the request of a connection drained before it was read: %v %v", resp, err)
+	}
+	if !resp.Close {
+		t.Error("the drained connection's response does not say Connection: close")
+	}
+	waitClosed(t, fresh, freshR, "the drained connection after its response")
+	waitClosed(t, silent, silentR, "a drained connection that sends nothing")
+	if n := h.stat("http.old.downstream_rq_total"); n != 1 {
+		t.Errorf("http.old.downstream_rq_total = %d, want 1: the old chain serves the drained connection's request", n)
 	}
 }
 

@@ -87,6 +87,15 @@ func (w *world) start(name string, h *netns.Host, uid int, env []string, stdout 
 	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), tail: &tailBuffer{max: 40}}
 	cmd.Stderr = p.tail
+	// WEFT_E2E_LOGDIR keeps every process's whole stderr there, the
+	// proxies' at debug level, to line a failure up with their logs.
+	if d := os.Getenv("WEFT_E2E_LOGDIR"); d != "" {
+		f, err := os.Create(filepath.Join(d, name+".stderr"))
+		if err == nil {
+			cmd.Stderr = io.MultiWriter(p.tail, f)
+			cmd.Env = append(cmd.Env, "ENVOY_LOG_LEVEL=debug")
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		w.t.Fatalf("start %s: %v", name, err)
 	}

@@ -50,6 +50,9 @@ type counts struct {
 	Bodies     map[string]int `json:"bodies"`
 	Errors     int            `json:"errors"`
 	FirstError string         `json:"first_error,omitempty"`
+	// Failures holds the first few failed requests' start times (UTC)
+	// and errors, to line them up with the proxies' logs.
+	Failures []string `json:"failures,omitempty"`
 }
 
 func (c counts) total() int {
@@ -156,12 +159,15 @@ func load(url string, rate int, get func(string) (string, error), out io.Writer)
 		c  = counts{Bodies: map[string]int{}}
 		wg sync.WaitGroup
 	)
-	record := func(body string, err error) {
+	record := func(start time.Time, body string, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
 			if c.Errors == 0 {
 				c.FirstError = err.Error()
+			}
+			if len(c.Failures) < 20 {
+				c.Failures = append(c.Failures, start.UTC().Format("15:04:05.000000")+" "+err.Error())
 			}
 			c.Errors++
 			return
@@ -178,14 +184,16 @@ func load(url string, rate int, get func(string) (string, error), out io.Writer)
 			select {
 			case slots <- struct{}{}:
 			default:
-				record("", fmt.Errorf("256 requests in flight"))
+				record(time.Now(), "", fmt.Errorf("256 requests in flight"))
 				continue
 			}
 			wg.Add(1)
 			go func() { // ends when the request does (the client's 2 s timeout)
 				defer wg.Done()
 				defer func() { <-slots }()
-				record(get(url))
+				start := time.Now()
+				body, err := get(url)
+				record(start, body, err)
 			}()
 		}
 	}

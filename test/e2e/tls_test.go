@@ -32,13 +32,6 @@ const (
 	certLifetime = 24 * time.Second
 	// loadRate is the request rate of the rotation subtests.
 	loadRate = 200
-	// maxRotationFailures bounds the failed requests per 1,000 during a
-	// rotation. The goal is none; runs of this test see 0 to 3 requests in
-	// about 4,000 (up to 6 seen) answered by an EOF (red's proxy closing a new client
-	// connection without an answer, not logged), cause not found yet: the
-	// bound keeps that visible (it is logged with the proxies' error
-	// counters) while anything that breaks handshakes still fails here.
-	maxRotationFailures = 5
 )
 
 func spiffeID(kind, name string) string {
@@ -178,11 +171,11 @@ func (w *world) section5(t *testing.T) {
 		c := load.stop(t)
 		t.Logf("leaf rotation: %d requests at %d/s, %d failed; green's serial %s -> %s", c.total(), loadRate, c.Errors, first.Serial, now.Serial)
 		if c.Errors > 0 {
-			t.Logf("during leaf rotation: %d of %d requests failed (first: %s)", c.Errors, c.total(), c.FirstError)
+			t.Logf("during leaf rotation: %d of %d requests failed:\n%s", c.Errors, c.total(), strings.Join(c.Failures, "\n"))
 			w.logFailures(t, red, green, yellow)
 		}
-		if c.Errors*1000 > maxRotationFailures*c.total() || c.total() < loadRate {
-			t.Errorf("during leaf rotation: %d of %d requests failed, more than %d per 1,000", c.Errors, c.total(), maxRotationFailures)
+		if c.Errors > 0 || c.total() < loadRate {
+			t.Errorf("during leaf rotation: %d of %d requests failed, want none", c.Errors, c.total())
 		}
 	})
 
@@ -212,11 +205,11 @@ func (w *world) section5(t *testing.T) {
 		c := load.stop(t)
 		t.Logf("CA rotation: %d requests at %d/s, %d failed; green's issuer %s -> %s", c.total(), loadRate, c.Errors, old.Issuer, now.Issuer)
 		if c.Errors > 0 {
-			t.Logf("during CA rotation: %d of %d requests failed (first: %s)", c.Errors, c.total(), c.FirstError)
+			t.Logf("during CA rotation: %d of %d requests failed:\n%s", c.Errors, c.total(), strings.Join(c.Failures, "\n"))
 			w.logFailures(t, red, green, yellow)
 		}
-		if c.Errors*1000 > maxRotationFailures*c.total() || c.total() < loadRate {
-			t.Errorf("during CA rotation: %d of %d requests failed, more than %d per 1,000", c.Errors, c.total(), maxRotationFailures)
+		if c.Errors > 0 || c.total() < loadRate {
+			t.Errorf("during CA rotation: %d of %d requests failed, want none", c.Errors, c.total())
 		}
 		w.assertSplit(t, laptop, "http://"+gw.host.Addr.String()+"/router", map[string]float64{"green": 80, "yellow": 20})
 	})
@@ -234,7 +227,7 @@ func (w *world) logFailures(t *testing.T, tasks ...*task) {
 			}
 		}
 		t.Logf("%s: access log lines that are not 200 (%d):\n%s", tk.name, len(bad), lastLines(bad, 10))
-		out, _, _ := run(context.Background(), tk.host, "sh", "-c", "curl -s localhost:9901/stats | grep -E 'ssl\\.(connection_error|fail)|rq_(5xx|retry)|cx_(destroy_remote_with_active_rq|connect_fail|protocol_error|drain_close|overflow)|rx_reset|tx_reset' | grep -v ': 0$'")
+		out, _, _ := run(context.Background(), tk.host, "sh", "-c", "curl -s localhost:9901/stats | grep -E 'ssl\\.(connection_error|fail)|rq_(5xx|retry)|cx_(destroy_remote_with_active_rq|connect_fail|protocol_error|drain_close|overflow|idle_timeout)|rx_reset|tx_reset|no_filter_chain_match|listener_(added|modified|removed)|header_timeout|update_(success|rejected)' | grep -v ': 0$'")
 		t.Logf("%s: non-zero error counters:\n%s", tk.name, out)
 	}
 }

@@ -101,13 +101,25 @@ func (c *replayConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// connState tracks a fast-path connection for shutdown: idle (between
-// requests, safe to close) or busy; closing once shutdown began.
+// connState tracks a fast-path connection for draining: fresh (accepted,
+// its first request not begun), idle (between requests, safe to close) or
+// busy; closing once it drains (shutdown, or its listener or filter chain
+// changed).
 const (
 	connBusy int32 = iota
 	connIdle
+	connFresh
 	connClosing
 )
+
+// freshDrainGrace is how long a connection that drains before its first
+// request may still send that request. A client that has just connected
+// has usually written its request already (HTTP/1.1 has no way to refuse
+// one before it is sent, and clients retry only on reused connections), so
+// closing at once would fail it with an EOF; Envoy, too, serves a draining
+// connection's request and closes after the response. The wait is bounded
+// by this, or the first-byte timeout when shorter.
+const freshDrainGrace = time.Second
 
 // h1Conn is one downstream connection on the fast path. Owned by the
 // goroutine running serveH1, except state, which shutdown also sets.
@@ -116,11 +128,12 @@ type h1Conn struct {
 	lim     limitedReader
 	br      *bufio.Reader
 	bw      *bufio.Writer
-	state   atomic.Int32 // connBusy, connIdle or connClosing
+	state   atomic.Int32 // connBusy, connIdle, connFresh or connClosing
 	scratch [64]byte     // status lines, chunk sizes, dates
 	chk     headCheck
 
 	headerTimeout time.Duration // from a request's first byte to the end of its head; 0: none
+	firstDeadline time.Time     // the read deadline for the first byte; set before the connection is tracked
 	idleTimeout   time.Duration // waiting for a request; 0: none
 	// Counters of the connection manager; nil in tests.
 	onHeaderTimeout, onIdleTimeout, onProtocolError func()
@@ -157,12 +170,18 @@ func isTimeout(err error) bool {
 }
 
 // drain makes the connection close after its current response, which
-// then says "Connection: close", or now if it waits for a request. Called
-// by shutdown, under Server.mu, and when the listener drains the
-// connection.
+// then says "Connection: close", or now if it waits for a request after
+// one it served. A fresh connection gets freshDrainGrace to send its first
+// request, served as its last. Called by shutdown, under Server.mu, and
+// when the listener drains the connection.
 func (hc *h1Conn) drain() {
-	if hc.state.Swap(connClosing) == connIdle {
+	switch hc.state.Swap(connClosing) {
+	case connIdle:
 		_ = hc.c.SetReadDeadline(aLongTimeAgo)
+	case connFresh:
+		if d := deadline(freshDrainGrace); hc.firstDeadline.IsZero() || d.Before(hc.firstDeadline) {
+			_ = hc.c.SetReadDeadline(d)
+		}
 	}
 }
 
@@ -193,8 +212,9 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	if first <= 0 || hc.idleTimeout > 0 && hc.idleTimeout < first {
 		first = hc.idleTimeout
 	}
-	_ = c.SetReadDeadline(deadline(first))
-	hc.state.Store(connIdle)
+	hc.firstDeadline = deadline(first)
+	_ = c.SetReadDeadline(hc.firstDeadline)
+	hc.state.Store(connFresh)
 	if !s.track(hc) {
 		_ = c.Close()
 		return
@@ -202,11 +222,13 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	defer s.untrack(hc)
 	c.OnDrain(hc.drain)
 	_, err := hc.br.Peek(1)
-	if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			s.log.Debug("connection closed before its first request", "src", c.Src.String(), "err", err, "draining", hc.state.Load() == connClosing)
+		}
 		if hc.state.Load() == connClosing {
 			count(hc.onDrainClose)
-		}
-		if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
+		} else if isTimeout(err) {
 			if first == hc.headerTimeout {
 				count(hc.onHeaderTimeout)
 			} else {
@@ -216,10 +238,14 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 		_ = c.Close()
 		return
 	}
+	// Drained meanwhile (the swap fails, the state stays closing): the
+	// request is served all the same, as the connection's last.
+	hc.state.CompareAndSwap(connFresh, connBusy)
 	// The request header timeout runs from the first byte.
 	_ = c.SetReadDeadline(deadline(hc.headerTimeout))
 	h2, err := startsWithPreface(hc.br)
 	if err != nil {
+		s.log.Debug("connection closed in its first bytes", "src", c.Src.String(), "err", err)
 		if isTimeout(err) {
 			count(hc.onHeaderTimeout)
 		}

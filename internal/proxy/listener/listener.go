@@ -256,6 +256,9 @@ func (l *Listener) Update(cfg *Config, drainAll bool) {
 			hooks = append(hooks, c.drain(cfg.drainTime()))
 		}
 	}
+	if len(hooks) > 0 {
+		l.log.Debug("connections draining after an update", "connections", len(hooks), "all", drainAll)
+	}
 }
 
 // has reports whether ch's FilterChain is among cfg's chains.
@@ -289,6 +292,7 @@ func (l *Listener) register(c *Conn, cfg *Config) {
 	c.owner = l
 	l.conns[c] = struct{}{}
 	if cur := l.cfg.Load(); l.stopped || cur != cfg && !cur.has(c.Chain) {
+		l.log.Debug("new connection draining: its chain changed while it was accepted", "stopped", l.stopped)
 		c.drain(cur.drainTime()) // no hook yet
 	}
 }
