@@ -107,6 +107,11 @@ type Config struct {
 	// them for ever. The endpoints, routes and secrets they name are
 	// waited for 15 s at most after them, as before.
 	InitialFetchTimeout time.Duration
+	// IngressPort and EgressPort are where the traffic interception
+	// (ECS's proxy configuration, weft intercept) sends inbound and
+	// outbound traffic; 0 leaves App Mesh's 15000 and 15001. The node
+	// metadata tells weft server, which puts the listeners there.
+	IngressPort, EgressPort uint32
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.
@@ -176,8 +181,18 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		warmL: map[string]warming{}}
 	p.node = &corev3.Node{Id: cfg.ResourceARN, Cluster: cfg.NodeCluster, UserAgentName: "weft-proxy",
 		UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
+	md := map[string]*structpb.Value{}
 	if cfg.SDSSocket != "" {
-		p.node.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{SDSSocketMetadata: structpb.NewBoolValue(true)}}
+		md[SDSSocketMetadata] = structpb.NewBoolValue(true)
+	}
+	if cfg.IngressPort != 0 {
+		md[IngressPortMetadata] = structpb.NewNumberValue(float64(cfg.IngressPort))
+	}
+	if cfg.EgressPort != 0 {
+		md[EgressPortMetadata] = structpb.NewNumberValue(float64(cfg.EgressPort))
+	}
+	if len(md) > 0 {
+		p.node.Metadata = &structpb.Struct{Fields: md}
 	}
 	p.tls = tlsctx.NewStore(p.Stats, p.log, cfg.SDSSocket != "")
 	empty := map[string]*route.Config{}
