@@ -20,6 +20,9 @@ func startRemote(ctx context.Context, st store.Store, cfg Config, reg prometheus
 	if err != nil {
 		return nil, nil, err
 	}
+	for _, r := range cfg.CloudMapRemote.Remotes {
+		log.Info("resolving Cloud Map namespaces remotely", "remote", r.Name, "endpoint", r.Endpoint, "region", r.Region, "namespaces", r.Namespaces)
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { // ends with stop (or at once without remotes), before the store closes

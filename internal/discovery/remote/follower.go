@@ -280,9 +280,6 @@ func (f *Follower) poll(ctx context.Context, st store.Store, w followed) Service
 			return s
 		}
 		s.State, s.LastError = StateStale, err.Error()
-		if ctx.Err() == nil {
-			f.log.Debug("cloud map remote unreachable; keeping the last endpoints", "remote", r.Name, "namespace", w.ref.Namespace, "service", w.ref.Service, "err", err)
-		}
 		return s
 	}
 	c := f.clients[w.remote]
@@ -385,13 +382,22 @@ func (f *Follower) publish(wanted []followed, results []ServiceStatus, over []di
 			LastError: fmt.Sprintf("not followed: more than %d services name a remote Cloud Map", f.cfg.MaxServices)}
 	}
 	f.mu.Lock()
+	prev := f.status
 	f.status = status
 	f.rounds++
 	f.mu.Unlock()
-	f.metrics.set(f.cfg.Remotes, status)
-	if len(over) > 0 {
-		f.log.Warn("cloud map remote: services not followed", "limit", f.cfg.MaxServices, "over", len(over))
+	for r, s := range status {
+		// A state change is logged once, not at every round.
+		if p := prev[r]; p == nil || p.State != s.State {
+			lv := slog.LevelInfo
+			if s.State != StateOK {
+				lv = slog.LevelWarn
+			}
+			f.log.Log(context.Background(), lv, "cloud map remote service", "remote", s.Remote, "namespace", s.Namespace, "service", s.Service,
+				"state", s.State, "instances", s.Instances, "healthy", s.Healthy, "error", s.LastError)
+		}
 	}
+	f.metrics.set(f.cfg.Remotes, status)
 }
 
 func compareRefs(a, b discovery.ServiceRef) int {
