@@ -14,7 +14,7 @@ import (
 
 // runEnvoy dispatches `weft envoy <subcommand>`.
 func runEnvoy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "usage: weft envoy bootstrap --resource-arn ARN --xds HOST:PORT [--admin-port 9901] [--xds-ca FILE] [--sds-socket PATH]"
+	const usage = "usage: weft envoy bootstrap --resource-arn ARN --xds HOST:PORT [--admin-port 9901] [--xds-ca FILE] [--sds-socket PATH] [--ingress-port 15000] [--egress-port 15001]"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
 		fmt.Fprintln(stderr, usage)
 		return flag.ErrHelp
@@ -35,8 +35,23 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	adminPort := fs.Uint("admin-port", 9901, "Envoy admin port, on 0.0.0.0")
 	fs.StringVar(&cfg.CAFile, "xds-ca", "", "PEM file of the CA that signed the xDS server's certificate; set it to reach weft over TLS")
 	fs.StringVar(&cfg.SDSSocket, "sds-socket", envOr("APPMESH_SDS_SOCKET_PATH", ""), "Unix socket of a local SDS agent (e.g. SPIRE) serving the specs' sds.secretName secrets; default: weft serves them over ADS (env APPMESH_SDS_SOCKET_PATH)")
+	var envErrs []error
+	ingressPort := fs.Uint("ingress-port", uint(envInt("APPMESH_ENVOY_INGRESS_PORT", 15000, &envErrs)), "port the traffic interception sends inbound traffic to; weft server puts the ingress listener there (env APPMESH_ENVOY_INGRESS_PORT)")
+	egressPort := fs.Uint("egress-port", uint(envInt("APPMESH_ENVOY_EGRESS_PORT", 15001, &envErrs)), "port the traffic interception sends outbound traffic to; weft server puts the egress listener there (env APPMESH_ENVOY_EGRESS_PORT)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := errors.Join(envErrs...); err != nil {
+		return err
+	}
+	if *ingressPort < 1 || *ingressPort > 65535 || *egressPort < 1 || *egressPort > 65535 || *ingressPort == *egressPort {
+		return fmt.Errorf("--ingress-port %d, --egress-port %d: want two different ports 1-65535", *ingressPort, *egressPort)
+	}
+	if *ingressPort != 15000 { // the defaults stay out of the metadata
+		cfg.IngressPort = uint32(*ingressPort)
+	}
+	if *egressPort != 15001 {
+		cfg.EgressPort = uint32(*egressPort)
 	}
 	if v, ok := lookupUint("ENVOY_ADMIN_ACCESS_PORT"); ok && !flagSet(fs, "admin-port") {
 		*adminPort = v

@@ -54,11 +54,30 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"time from a request's first byte to the end of its head, and for a new connection's first byte, unless the HCM sets request_headers_timeout; 0 for none (env WEFT_PROXY_REQUEST_HEADERS_TIMEOUT)")
 	drainTime := fs.Duration("drain-time", envDuration("WEFT_PROXY_DRAIN_TIME", proxy.DefaultDrainTime, &envErrs),
 		"how long the connections of a removed listener or of a changed or removed filter chain have to finish before they are closed, as Envoy's --drain-time-s; 0 closes them at once (env WEFT_PROXY_DRAIN_TIME)")
+	ingressPort := fs.Uint("ingress-port", uint(envInt("APPMESH_ENVOY_INGRESS_PORT", 15000, &envErrs)),
+		"port the traffic interception sends inbound traffic to, as weft intercept's --proxy-ingress-port and ECS's ProxyIngressPort; weft server puts the ingress listener there (env APPMESH_ENVOY_INGRESS_PORT)")
+	egressPort := fs.Uint("egress-port", uint(envInt("APPMESH_ENVOY_EGRESS_PORT", 15001, &envErrs)),
+		"port the traffic interception sends outbound traffic to, as weft intercept's --proxy-egress-port and ECS's ProxyEgressPort; weft server puts the egress listener there (env APPMESH_ENVOY_EGRESS_PORT)")
+	fetchTimeout := fs.String("initial-fetch-timeout", envOr("ENVOY_INITIAL_FETCH_TIMEOUT", "0"),
+		"how long to wait for the first clusters and listeners before going LIVE without them, seconds or a duration (10, 10s); 0 waits for them, as the App Mesh image's default (env ENVOY_INITIAL_FETCH_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := errors.Join(envErrs...); err != nil {
 		return err
+	}
+	if *ingressPort < 1 || *ingressPort > 65535 || *egressPort < 1 || *egressPort > 65535 || *ingressPort == *egressPort {
+		return fmt.Errorf("--ingress-port %d, --egress-port %d: want two different ports 1-65535", *ingressPort, *egressPort)
+	}
+	if *ingressPort != 15000 {
+		cfg.IngressPort = uint32(*ingressPort)
+	}
+	if *egressPort != 15001 {
+		cfg.EgressPort = uint32(*egressPort)
+	}
+	var err error
+	if cfg.InitialFetchTimeout, err = seconds(*fetchTimeout); err != nil {
+		return fmt.Errorf("--initial-fetch-timeout (ENVOY_INITIAL_FETCH_TIMEOUT): %w", err)
 	}
 	cfg.ListenerMaxConnections = *maxConns
 	if *maxConns <= 0 {
@@ -129,6 +148,19 @@ func defaultAdminAddr() string {
 }
 
 // atoiOr parses s, or returns def when s is empty or not a number.
+// seconds reads a non-negative time as the App Mesh image's variables give
+// it, whole seconds ("10"), or as a Go duration ("10s", "1m").
+func seconds(s string) (time.Duration, error) {
+	if n, err := strconv.ParseUint(s, 10, 31); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: want whole seconds or a duration such as 10s, 0 for none", s)
+	}
+	return d, nil
+}
+
 func atoiOr(s string, def int) int {
 	if n, err := strconv.Atoi(s); err == nil {
 		return n

@@ -41,6 +41,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.AuthFile, "auth-file", envOr("WEFT_AUTH_FILE", ""), "credentials file, YAML or JSON: access keys and what each may do; API requests must be SigV4-signed and xDS streams must prove their identity (env WEFT_AUTH_FILE)")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "serve the API and xDS on non-loopback addresses without --auth-file (anyone who reaches them can do anything)")
 	finishLimits := limitFlags(fs, &cfg)
+	finishRemote := cloudMapRemoteFlags(fs, &cfg)
 	fs.BoolVar(&cfg.XDSInsecure, "xds-insecure", envOr("WEFT_XDS_INSECURE", "") == "true", "send proxies their certificate and key without proof of identity although --xds-addr is not loopback (env WEFT_XDS_INSECURE=true)")
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", envOr("WEFT_TRUST_DOMAIN", ca.DefaultTrustDomain), "SPIFFE trust domain of the proxies' certificates (env WEFT_TRUST_DOMAIN)")
 	lifetime := fs.String("cert-lifetime", envOr("WEFT_CERT_LIFETIME", ca.DefaultLeafLifetime.String()), "lifetime of the proxies' certificates, renewed at two thirds of it (env WEFT_CERT_LIFETIME)")
@@ -50,6 +51,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if err := finishLimits(); err != nil {
+		return err
+	}
+	if err := finishRemote(); err != nil {
 		return err
 	}
 	var err error

@@ -63,6 +63,7 @@ type Index struct {
 	byRef      map[ServiceRef]string // service ids
 	dnsNames   map[string]string     // ids of DNS services by lower-case "<service>.<namespace>"
 	services   [shards]map[string]*service
+	remote     map[ServiceRef]*remoteService // services resolved by a remote Cloud Map
 }
 
 const shards = 256
@@ -84,6 +85,7 @@ type builder struct {
 	ownNamespaces bool
 	ownRefs       bool
 	ownShard      [shards]bool
+	ownRemote     bool
 	touched       map[ServiceRef]bool // nil: not collected
 }
 
@@ -174,13 +176,14 @@ func Empty() *Index {
 		zones:      map[string]*namespace{},
 		byRef:      map[ServiceRef]string{},
 		dnsNames:   map[string]string{},
+		remote:     map[ServiceRef]*remoteService{},
 	}
 }
 
 // Load reads every namespace, service and instance through tx and returns
 // their index, labelled with rev: the revision tx reads at. It only reads.
 func Load(tx store.Tx, rev store.Revision) (*Index, error) {
-	b := &builder{ix: Empty(), ownNamespaces: true, ownRefs: true}
+	b := &builder{ix: Empty(), ownNamespaces: true, ownRefs: true, ownRemote: true}
 	b.ix.rev = rev
 	// Namespaces, then services, then instances: each needs its parent.
 	for _, prefix := range []string{cloudmap.NamespacePrefix, cloudmap.ServicePrefix, cloudmap.InstancePrefix} {
@@ -192,6 +195,15 @@ func Load(tx store.Tx, rev store.Revision) (*Index, error) {
 			if err := b.put(kv); err != nil {
 				return nil, err
 			}
+		}
+	}
+	kvs, err := tx.List(RemotePrefix, "", 0)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", RemotePrefix, err)
+	}
+	for _, kv := range kvs {
+		if err := b.putRemote(kv.Key, kv.Value); err != nil {
+			return nil, err
 		}
 	}
 	return b.ix, nil
@@ -214,8 +226,12 @@ func (ix *Index) Revision() store.Revision { return ix.rev }
 // returns ix itself and nil. A record that does not decode is skipped: the
 // registry is its only writer, so that would be a bug, not input.
 func (ix *Index) Apply(c store.Change) (next *Index, changed []ServiceRef) {
-	var ns, svc, inst []store.Event
+	var ns, svc, inst, remote []store.Event
 	for _, e := range c.Events {
+		if strings.HasPrefix(e.KV.Key, RemotePrefix) {
+			remote = append(remote, e)
+			continue
+		}
 		ref, ok := cloudmap.ParseKey(e.KV.Key)
 		if !ok {
 			continue
@@ -229,7 +245,7 @@ func (ix *Index) Apply(c store.Change) (next *Index, changed []ServiceRef) {
 			inst = append(inst, e)
 		}
 	}
-	if len(ns)+len(svc)+len(inst) == 0 {
+	if len(ns)+len(svc)+len(inst)+len(remote) == 0 {
 		return ix, nil
 	}
 	next = new(Index)
@@ -248,6 +264,13 @@ func (ix *Index) Apply(c store.Change) (next *Index, changed []ServiceRef) {
 				err = b.put(e.KV)
 			}
 			_ = err // skipped record: see the doc comment
+		}
+	}
+	for _, e := range remote {
+		if e.Type == store.EventDelete {
+			b.delRemote(e.KV.Key)
+		} else {
+			_ = b.putRemote(e.KV.Key, e.KV.Value) // skipped record: see the doc comment
 		}
 	}
 	changed = make([]ServiceRef, 0, len(touched))
@@ -438,20 +461,41 @@ func dnsKey(r ServiceRef) string { return strings.ToLower(r.Service + "." + r.Na
 // Endpoints returns the healthy instances of a service whose attributes
 // include every key and value of attributes (App Mesh's awsCloudMap
 // attribute filter; nil matches all), sorted by instance id. It returns nil
-// for an unknown service. The slice is the caller's; the Attributes maps
-// in it are shared and must not be modified.
+// for an unknown service. A service followed in a remote Cloud Map
+// (RemotePrefix) is answered from the remote's last answer instead of
+// weft's own registry. The slice is the caller's; the Attributes maps in
+// it are shared and must not be modified.
 func (ix *Index) Endpoints(namespaceName, serviceName string, attributes map[string]string) []Endpoint {
-	s := ix.service(ix.byRef[ServiceRef{namespaceName, serviceName}])
-	if s == nil {
+	healthy := ix.healthy(ServiceRef{namespaceName, serviceName})
+	if healthy == nil {
 		return nil
 	}
-	out := make([]Endpoint, 0, len(s.healthy))
-	for _, ep := range s.healthy {
+	out := make([]Endpoint, 0, len(healthy))
+	for _, ep := range healthy {
 		if matches(ep.Attributes, attributes) {
 			out = append(out, ep)
 		}
 	}
 	return out
+}
+
+// healthy returns the healthy endpoints of a service, remote first, or
+// nil for an unknown service.
+func (ix *Index) healthy(r ServiceRef) []Endpoint {
+	if rs := ix.remote[r]; rs != nil {
+		if rs.healthy == nil {
+			return []Endpoint{}
+		}
+		return rs.healthy
+	}
+	s := ix.service(ix.byRef[r])
+	if s == nil {
+		return nil
+	}
+	if s.healthy == nil {
+		return []Endpoint{}
+	}
+	return s.healthy
 }
 
 func matches(attrs, filter map[string]string) bool {

@@ -100,6 +100,18 @@ type Config struct {
 	// as cluster static_cluster_sds_unix_socket. When set, the node's
 	// metadata says "weft.sds_socket": true.
 	SDSSocket string
+	// InitialFetchTimeout bounds how long the proxy waits for its first
+	// clusters and listeners (CDS and LDS) before going LIVE without
+	// them: the App Mesh image's ENVOY_INITIAL_FETCH_TIMEOUT, which it put
+	// on cds_config and lds_config. 0 (the image's default) waits for
+	// them for ever. The endpoints, routes and secrets they name are
+	// waited for 15 s at most after them, as before.
+	InitialFetchTimeout time.Duration
+	// IngressPort and EgressPort are where the traffic interception
+	// (ECS's proxy configuration, weft intercept) sends inbound and
+	// outbound traffic; 0 leaves App Mesh's 15000 and 15001. The node
+	// metadata tells weft server, which puts the listeners there.
+	IngressPort, EgressPort uint32
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.
@@ -133,6 +145,7 @@ type Proxy struct {
 	live      atomic.Bool
 	changed   chan struct{} // an update was accepted; buffered 1, sent to by accepted
 	liveTimer *time.Timer   // initial fetch timeout; protected by mu
+	bootTimer *time.Timer   // Config.InitialFetchTimeout for CDS and LDS; protected by mu
 	// warmL holds updated listener configurations waiting for their
 	// secrets while the one in force keeps serving; protected by mu.
 	warmL     map[string]warming
@@ -168,8 +181,18 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		warmL: map[string]warming{}}
 	p.node = &corev3.Node{Id: cfg.ResourceARN, Cluster: cfg.NodeCluster, UserAgentName: "weft-proxy",
 		UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
+	md := map[string]*structpb.Value{}
 	if cfg.SDSSocket != "" {
-		p.node.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{SDSSocketMetadata: structpb.NewBoolValue(true)}}
+		md[SDSSocketMetadata] = structpb.NewBoolValue(true)
+	}
+	if cfg.IngressPort != 0 {
+		md[IngressPortMetadata] = structpb.NewNumberValue(float64(cfg.IngressPort))
+	}
+	if cfg.EgressPort != 0 {
+		md[EgressPortMetadata] = structpb.NewNumberValue(float64(cfg.EgressPort))
+	}
+	if len(md) > 0 {
+		p.node.Metadata = &structpb.Struct{Fields: md}
 	}
 	p.tls = tlsctx.NewStore(p.Stats, p.log, cfg.SDSSocket != "")
 	empty := map[string]*route.Config{}
@@ -249,6 +272,18 @@ func (p *Proxy) Run(ctx context.Context) error {
 			errc <- err
 		}
 	}()
+	if t := p.cfg.InitialFetchTimeout; t > 0 {
+		p.mu.Lock()
+		p.bootTimer = time.AfterFunc(t, func() { // one-shot; stopped by goLive or by Run on exit
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if !p.live.Load() && (!p.gotCDS || !p.gotLDS) {
+				p.log.Warn("initial fetch timeout: going LIVE without clusters or listeners from the control plane", "timeout", t, "clusters", p.gotCDS, "listeners", p.gotLDS)
+				p.goLive()
+			}
+		})
+		p.mu.Unlock()
+	}
 	p.log.Info("weft proxy started", "xds", p.cfg.XDS, "admin", p.cfg.AdminAddr)
 	var err error
 	select {
@@ -272,6 +307,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	if p.liveTimer != nil {
 		p.liveTimer.Stop()
+	}
+	if p.bootTimer != nil {
+		p.bootTimer.Stop()
 	}
 	if p.secretTimer != nil {
 		p.secretTimer.Stop()
@@ -440,5 +478,8 @@ func (p *Proxy) goLive() {
 	p.liveOnce.Do(func() { close(p.liveCh) })
 	if p.liveTimer != nil {
 		p.liveTimer.Stop()
+	}
+	if p.bootTimer != nil {
+		p.bootTimer.Stop()
 	}
 }

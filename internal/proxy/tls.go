@@ -41,6 +41,14 @@ func downstreamTLS(ts *corev3.TransportSocket, path, addr string, st *stats.Stor
 // serving the secret over ADS.
 const SDSSocketMetadata = "weft.sds_socket"
 
+// IngressPortMetadata and EgressPortMetadata are the node metadata keys
+// by which weft proxy names its interception ports (Config.IngressPort,
+// EgressPort); weft server reads them (translate.IngressPortMetadataKey).
+const (
+	IngressPortMetadata = "weft.ingress_port"
+	EgressPortMetadata  = "weft.egress_port"
+)
+
 // retainTLS keeps the files and secrets the accepted listeners and
 // clusters use, and drops the rest. Called with mu.
 func (p *Proxy) retainTLS() {

@@ -60,6 +60,7 @@ keys:
 
 type authEnv struct {
 	url string
+	srv *httptest.Server
 	st  store.Store
 	sec *security
 	cfg Config
@@ -90,7 +91,7 @@ func newAuthEnv(t testing.TB, file string) *authEnv {
 	t.Cleanup(sec.stop)
 	ts := httptest.NewServer(newHandler(st, cfg, log, prometheus.NewRegistry(), nil, sec, nil))
 	t.Cleanup(ts.Close)
-	return &authEnv{url: ts.URL, st: st, sec: sec, cfg: cfg}
+	return &authEnv{url: ts.URL, srv: ts, st: st, sec: sec, cfg: cfg}
 }
 
 func (e *authEnv) mesh(id, secret string) *sdk.Client {

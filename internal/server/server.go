@@ -27,6 +27,7 @@ import (
 	"github.com/weftmesh/weft/internal/appmesh/ops"
 	"github.com/weftmesh/weft/internal/ca"
 	"github.com/weftmesh/weft/internal/cloudmap"
+	"github.com/weftmesh/weft/internal/discovery/remote"
 	"github.com/weftmesh/weft/internal/dns"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
@@ -85,6 +86,10 @@ type Config struct {
 	CACertFile, CAKeyFile string
 	TrustDomain           string
 	CertLifetime          time.Duration
+
+	// CloudMapRemote names remote Cloud Maps (AWS's, another weft's) that
+	// resolve the awsCloudMap service discovery of some namespaces.
+	CloudMapRemote remote.Config
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -152,7 +157,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer xds.stop() // before the store closes
-	srv := newAPIServer(newHandler(st, cfg, log, reg, xds.proxies(), sec, authority), cfg.API)
+	fed, stopFed, err := startRemote(ctx, st, cfg, reg, log.With("component", "cloudmap-remote"))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopFed() // before the store closes
+	srv := newAPIServer(withRemoteStatus(newHandler(st, cfg, log, reg, xds.proxies(), sec, authority), fed), cfg.API)
 	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
 	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
 

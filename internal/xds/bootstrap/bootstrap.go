@@ -51,6 +51,11 @@ type Config struct {
 	// static_cluster_sds_unix_socket, and the node says so in its
 	// metadata. Without it, weft serves them over ADS.
 	SDSSocket string
+	// IngressPort and EgressPort, when not 0, are the ports the traffic
+	// interception sends traffic to, told to weft server in the node
+	// metadata (translate.IngressPortMetadataKey, EgressPortMetadataKey);
+	// 0 leaves App Mesh's 15000 and 15001.
+	IngressPort, EgressPort uint32
 }
 
 // xdsCluster is the static cluster of the xDS server; sdsCluster that of
@@ -105,10 +110,25 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 	}
 	node := &core.Node{Id: c.ResourceARN, Cluster: c.ResourceARN}
 	clusters := []*clusterv3.Cluster{xds}
+	md := map[string]any{}
+	if c.IngressPort != 0 {
+		md[translate.IngressPortMetadataKey] = c.IngressPort
+	}
+	if c.EgressPort != 0 {
+		md[translate.EgressPortMetadataKey] = c.EgressPort
+	}
 	if c.SDSSocket != "" {
-		if node.Metadata, err = structpb.NewStruct(map[string]any{sdsSocketKey: true}); err != nil {
+		md[sdsSocketKey] = true
+	}
+	if len(md) > 0 {
+		if node.Metadata, err = structpb.NewStruct(md); err != nil {
 			return nil, err
 		}
+		if _, _, err := translate.ListenerPorts(node.Metadata); err != nil {
+			return nil, err
+		}
+	}
+	if c.SDSSocket != "" {
 		sds, err := sdsClusterOf(c.SDSSocket)
 		if err != nil {
 			return nil, err

@@ -290,6 +290,10 @@ func (c *hub) identify(s *stream, req *discovery.DiscoveryRequest) error {
 	}
 	ident.Proxyless = proxyless(node)
 	ident.SDSSocket = sdsSocket(node)
+	if ident.IngressPort, ident.EgressPort, err = translate.ListenerPorts(node.GetMetadata()); err != nil {
+		s.log.Info("proxy rejected", "error", err)
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	log := s.log.With("node", clip(node.GetId()), "proxyless", ident.Proxyless)
 	var proven bool
 	if c.authorize != nil {

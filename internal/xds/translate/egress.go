@@ -33,7 +33,7 @@ func (b *build) nodeEgress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.Acce
 		}
 	}
 	chains = append(chains, b.amazonawsChain(logs))
-	l := b.socketListener(listenerName("egress", egressPort), bindAddress("0.0.0.0", egressPort, dualStack),
+	l := b.socketListener(listenerName("egress", b.egressPort()), bindAddress("0.0.0.0", b.egressPort(), dualStack),
 		corev3.TrafficDirection_OUTBOUND, []*listenerv3.ListenerFilter{b.originalDst(), b.tlsInspectorOn443()}, chains)
 	if allowAll {
 		// Used when no chain matches, including TLS on 443 to other hosts.

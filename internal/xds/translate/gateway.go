@@ -79,8 +79,8 @@ func gatewayListener(vg *appmesh.VirtualGatewayData, p uint32) *appmesh.VirtualG
 // self-redirect cluster, which carries the listener's connection pool.
 func (b *build) gatewayListener(vg *appmesh.VirtualGatewayData, pp portProto, several bool, logs []*accesslogv3.AccessLog, eg *gatewayEgress) {
 	l := gatewayListener(vg, pp.port)
-	redirect := selfRedirectClusterName(b.id.Mesh, b.id.Name, pp.port, several, pp.proto)
-	b.addCluster(b.staticCluster(redirect, "127.0.0.1", egressPort, pp.proto, gatewayPoolBreakers(l.ConnectionPool)))
+	redirect := selfRedirectClusterName(b.id.Mesh, b.id.Name, pp.port, several, pp.proto, b.egressPort())
+	b.addCluster(b.staticCluster(redirect, "127.0.0.1", b.egressPort(), pp.proto, gatewayPoolBreakers(l.ConnectionPool)))
 	rds := ingressRouteName(pp.proto, pp.port)
 	var routes []*routev3.Route
 	for _, gr := range b.gatewayRoutes(pp) {
@@ -106,6 +106,7 @@ func (b *build) gatewayListener(vg *appmesh.VirtualGatewayData, pp portProto, se
 // task on 15001). One table serves all listeners, named after the first
 // one's protocol.
 func (b *build) gatewayEgressListener(proto appmesh.PortProtocol, logs []*accesslogv3.AccessLog, eg *gatewayEgress) {
+	egressPort := b.egressPort()
 	rds := egressRouteName(proto, egressPort)
 	var sps []svcPort
 	var fallback []*routev3.Route

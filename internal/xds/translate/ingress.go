@@ -26,7 +26,7 @@ func (b *build) nodeIngress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.Acc
 	if detectsTLS(chains) {
 		filters = append(filters, b.tlsInspector())
 	}
-	b.addListener(b.socketListener(listenerName("ingress", ingressPort), bindAddress("0.0.0.0", ingressPort, dualStack),
+	b.addListener(b.socketListener(listenerName("ingress", b.ingressPort()), bindAddress("0.0.0.0", b.ingressPort(), dualStack),
 		corev3.TrafficDirection_INBOUND, filters, chains))
 }
 

@@ -44,6 +44,8 @@ type memoKey struct {
 	spec  string // egressInputs as JSON
 	// sdsSocket: sds secrets are the agent's (Identity.SDSSocket).
 	sdsSocket bool
+	// egressPort: the egress listener's port (Identity.EgressPort).
+	egressPort uint32
 }
 
 // egressInputs is what nodeEgress reads of its node and identity beyond
@@ -88,7 +90,7 @@ func (b *build) egress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLo
 		b.nodeEgress(vn, logs, dualStack)
 		return
 	}
-	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: string(in), sdsSocket: b.id.SDSSocket}
+	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: string(in), sdsSocket: b.id.SDSSocket, egressPort: b.egressPort()}
 	b.memo.mu.Lock()
 	p, seen := b.memo.parts[k]
 	if !seen {

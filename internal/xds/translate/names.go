@@ -8,11 +8,31 @@ import (
 
 // Ports App Mesh's traffic interception uses (ECS APPMESH proxyConfiguration
 // ProxyIngressPort and ProxyEgressPort, the K8s controller's defaults). A
-// virtual gateway's self-redirect hop also lands on the egress port.
+// virtual gateway's self-redirect hop also lands on the egress port. A
+// proxy may name others (Identity.IngressPort, EgressPort).
 const (
-	ingressPort = 15000
-	egressPort  = 15001
+	DefaultIngressPort = 15000
+	DefaultEgressPort  = 15001
 )
+
+// ingressPort and egressPort are the ports the proxy's interception sends
+// traffic to.
+func (b *build) ingressPort() uint32 { return b.id.ingressPort() }
+func (b *build) egressPort() uint32  { return b.id.egressPort() }
+
+func (id Identity) ingressPort() uint32 {
+	if id.IngressPort != 0 {
+		return id.IngressPort
+	}
+	return DefaultIngressPort
+}
+
+func (id Identity) egressPort() uint32 {
+	if id.EgressPort != 0 {
+		return id.EgressPort
+	}
+	return DefaultEgressPort
+}
 
 // Names below follow App Mesh's scheme (reference §2.1) so that dashboards
 // and alerts keyed on stat names keep working.
@@ -49,7 +69,7 @@ func allowAllClusterName(mesh string) string { return "cds_egress_" + mesh + "_m
 // selfRedirectClusterName names the gateway's hop from a listener to its own
 // egress listener; App Mesh adds the listener port only when the gateway has
 // several listeners.
-func selfRedirectClusterName(mesh, gateway string, listenerPort uint32, several bool, proto appmesh.PortProtocol) string {
+func selfRedirectClusterName(mesh, gateway string, listenerPort uint32, several bool, proto appmesh.PortProtocol, egressPort uint32) string {
 	n := "cds_ingress_" + mesh + "_" + gateway + "_self_redirect_"
 	if several {
 		n += port(listenerPort) + "_"

@@ -47,6 +47,11 @@ type Identity struct {
 	// on the bootstrap cluster static_cluster_sds_unix_socket; otherwise
 	// weft server serves them over ADS.
 	SDSSocket bool
+	// IngressPort and EgressPort are the ports the proxy's traffic
+	// interception sends inbound and outbound traffic to (its node
+	// metadata's ListenerPortsMetadata keys); 0 means App Mesh's
+	// DefaultIngressPort and DefaultEgressPort.
+	IngressPort, EgressPort uint32
 }
 
 // Endpoint is one healthy instance of a virtual node discovered through
