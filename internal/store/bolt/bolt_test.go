@@ -28,7 +28,7 @@ func TestStore(t *testing.T) {
 			t.Cleanup(func() { s.Close() })
 			return s
 		},
-		Reopen:  reopen,
+		Reopen: reopen,
 		// bbolt keeps its watch history in memory: reopening loses it.
 		Compact: reopen,
 	})
