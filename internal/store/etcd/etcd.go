@@ -111,9 +111,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		Username:    opts.Username,
 		Password:    opts.Password,
 		Logger:      zap.NewNop(),
-		// Keepalives notice a dead member while a watch is idle.
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
+		// Keepalives notice a dead or paused member, so that requests and
+		// watches move to another; etcd refuses pings more frequent than
+		// its --grpc-keepalive-min-time (5 s by default).
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd %v: %w", opts.Endpoints, err)

@@ -19,8 +19,11 @@ const WatchBuffer = 4096
 // Watch implements store.Store on an etcd watch from revision from+1. The
 // channel closes when ctx ends, the store closes, the receiver falls
 // WatchBuffer changes behind, etcd compacts the revision the watch must
-// resume from, or the member it watches through loses its leader: in every
-// case the receiver resynchronises from a View.
+// resume from: in every case the receiver resynchronises from a View.
+// While etcd cannot be reached the channel stays open and silent (the
+// client reconnects, to another member if one is dead, and resumes from
+// the last revision delivered), so that followers keep what they have
+// instead of failing a resync against an unreachable store.
 func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (<-chan store.Change, error) {
 	if s.isClosed() {
 		return nil, store.ErrClosed
@@ -31,7 +34,7 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 	if err := s.checkRevision(ctx, from); err != nil {
 		return nil, err
 	}
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wctx, cancel := context.WithCancel(ctx)
 	wch := s.c.Watch(wctx, s.kvPrefix+prefix, clientv3.WithPrefix(), clientv3.WithRev(int64(from)+1), clientv3.WithPrevKV())
 	out := make(chan store.Change, WatchBuffer)
 	go func() { // ends with ctx, Close, a broken etcd watch or a slow receiver
