@@ -139,8 +139,10 @@ type proxy struct {
 	// route configurations; routesAt is when each was accepted.
 	weights  []string
 	routesAt []time.Time
-	changed  chan struct{} // closed and replaced on every accepted update
-	c        *xdsclient.Client
+	// blueHistory is blue's weight in every accepted route configuration.
+	blueHistory []uint32
+	changed     chan struct{} // closed and replaced on every accepted update
+	c           *xdsclient.Client
 }
 
 func startProxy(t *testing.T, node string, servers []string) *proxy {
@@ -183,11 +185,15 @@ func (p *proxy) Listeners(_ context.Context, _ string, ls []*listenerv3.Listener
 
 func (p *proxy) Routes(_ context.Context, _ string, rs []*routev3.RouteConfiguration) error {
 	var ws []string
+	var blue []uint32
 	for _, rc := range rs {
 		for _, vh := range rc.GetVirtualHosts() {
 			for _, r := range vh.GetRoutes() {
 				for _, wc := range r.GetRoute().GetWeightedClusters().GetClusters() {
 					ws = append(ws, fmt.Sprint(wc.GetWeight().GetValue()))
+					if strings.Contains(wc.GetName(), "blue") {
+						blue = append(blue, wc.GetWeight().GetValue())
+					}
 				}
 			}
 		}
@@ -196,6 +202,7 @@ func (p *proxy) Routes(_ context.Context, _ string, rs []*routev3.RouteConfigura
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.weights = ws
+	p.blueHistory = append(p.blueHistory, blue...)
 	p.routesAt = append(p.routesAt, time.Now())
 	close(p.changed)
 	p.changed = make(chan struct{})
