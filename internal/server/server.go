@@ -190,6 +190,7 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 		other.Handle("GET /v1/proxies", xds.ProxiesHandler())
 	}
 	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
+	other.Handle("GET /v1/backup", backupHandler(st, log.With("component", "backup")))
 	if authority != nil {
 		authority.Register(other)
 	}

@@ -11,7 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftmesh/weft/internal/api"
 	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/dump"
 	"github.com/weftmesh/weft/internal/store/storeurl"
 )
 
@@ -145,4 +147,43 @@ func (h *storeHealth) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("ready\n"))
+}
+
+// countingWriter notes whether anything was written, so that an error
+// before the first byte can still get a status.
+type countingWriter struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	if !c.started {
+		c.started = true
+		c.w.Header().Set("Content-Type", "application/x-ndjson")
+		c.w.WriteHeader(http.StatusOK)
+	}
+	return c.w.Write(p)
+}
+
+// backupHandler serves GET /v1/backup (action weft:GetBackup): a
+// consistent snapshot of the whole store as a dump file, CA keys
+// included. An error after the first byte cuts the stream, which the
+// dump's missing trailer makes a restore refuse.
+func backupHandler(st store.Store, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		cw := &countingWriter{w: w}
+		n, rev, err := dump.Write(r.Context(), st, cw)
+		if err != nil {
+			log.Warn("backup failed", "err", err, "started", cw.started)
+			if !cw.started {
+				status, code := http.StatusInternalServerError, "InternalFailure"
+				if errors.Is(err, store.ErrUnavailable) {
+					status, code = http.StatusServiceUnavailable, "ServiceUnavailableException"
+				}
+				api.WriteRESTError(w, status, code, "backup: "+err.Error())
+			}
+			return
+		}
+		log.Info("backup served", "keys", n, "revision", rev)
+	}
 }
