@@ -31,7 +31,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg bootstrap.Config
 	fs.StringVar(&cfg.ResourceARN, "resource-arn", envOr("APPMESH_RESOURCE_ARN", ""), "virtual node or gateway, as an ARN or mesh/<mesh>/virtualNode/<name> (env APPMESH_RESOURCE_ARN)")
-	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "host:port of weft's xDS listener (env APPMESH_XDS_ENDPOINT)")
+	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "host:port of weft's xDS listener, or several host:port,host:port,... of weft replicas (env APPMESH_XDS_ENDPOINT)")
 	adminPort := fs.Uint("admin-port", 9901, "Envoy admin port, on 0.0.0.0")
 	fs.StringVar(&cfg.CAFile, "xds-ca", "", "PEM file of the CA that signed the xDS server's certificate; set it to reach weft over TLS")
 	fs.StringVar(&cfg.SDSSocket, "sds-socket", envOr("APPMESH_SDS_SOCKET_PATH", ""), "Unix socket of a local SDS agent (e.g. SPIRE) serving the specs' sds.secretName secrets; default: weft serves them over ADS (env APPMESH_SDS_SOCKET_PATH)")

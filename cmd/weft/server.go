@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -30,6 +31,12 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var cfg server.Config
 	fs.StringVar(&cfg.APIAddr, "api-addr", envOr("WEFT_API_ADDR", "127.0.0.1:9080"), "App Mesh and Cloud Map API listen address (env WEFT_API_ADDR)")
 	fs.StringVar(&cfg.DataDir, "data-dir", envOr("WEFT_DATA_DIR", "weft-data"), "directory of the embedded store (env WEFT_DATA_DIR)")
+	fs.StringVar(&cfg.Store, "store", envOr("WEFT_STORE", ""), "store URL: etcd://host:2379,host:2379[/prefix] runs this server as one of several replicas on an etcd cluster, bolt:///path/weft.db a file; default: the embedded store in --data-dir (env WEFT_STORE)")
+	fs.StringVar(&cfg.Etcd.CACert, "etcd-cacert", envOr("WEFT_ETCD_CACERT", ""), "PEM CA certificate verifying etcd's; makes the connections to etcd TLS (env WEFT_ETCD_CACERT)")
+	fs.StringVar(&cfg.Etcd.Cert, "etcd-cert", envOr("WEFT_ETCD_CERT", ""), "PEM client certificate for etcd (env WEFT_ETCD_CERT)")
+	fs.StringVar(&cfg.Etcd.Key, "etcd-key", envOr("WEFT_ETCD_KEY", ""), "PEM key of --etcd-cert (env WEFT_ETCD_KEY)")
+	fs.StringVar(&cfg.Etcd.Username, "etcd-username", envOr("WEFT_ETCD_USERNAME", ""), "etcd user, when etcd has authentication on (env WEFT_ETCD_USERNAME)")
+	fs.StringVar(&cfg.Etcd.Password, "etcd-password", "", "password of --etcd-username; prefer env WEFT_ETCD_PASSWORD, which other users cannot read in the process list")
 	fs.StringVar(&cfg.Region, "region", envOr("WEFT_REGION", "us-east-1"), "region in ARNs (env WEFT_REGION)")
 	fs.StringVar(&cfg.AccountID, "account-id", envOr("WEFT_ACCOUNT_ID", "111122223333"), "account that owns resources (env WEFT_ACCOUNT_ID)")
 	limits := fs.String("appmesh-limits", envOr("WEFT_APPMESH_LIMITS", ""), "App Mesh quotas to change, as name=value,... (env WEFT_APPMESH_LIMITS; defaults: "+appmesh.DefaultLimits().String()+")")
@@ -55,6 +62,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if err := finishRemote(); err != nil {
 		return err
+	}
+	if cfg.Etcd.Password == "" {
+		cfg.Etcd.Password = os.Getenv("WEFT_ETCD_PASSWORD")
 	}
 	var err error
 	if cfg.CertLifetime, err = time.ParseDuration(*lifetime); err != nil || cfg.CertLifetime < ca.MinLeafLifetime {

@@ -15,7 +15,7 @@ import (
 
 // Guard makes every request prove who sent it (SigV4) and checks that the
 // caller may perform the request's action on its resource, before the
-// request reaches its API. /healthz and /metrics stay open.
+// request reaches its API. /healthz, /readyz and /metrics stay open.
 type Guard struct {
 	// Verify checks a request's signature over its body.
 	Verify func(r *http.Request, body []byte) (*auth.Key, error)
@@ -66,7 +66,7 @@ func (g *Guard) check(w http.ResponseWriter, r *http.Request) (*http.Request, bo
 	}
 	// Open paths, but only as Other serves them: a request with a target
 	// goes to Cloud Map whatever its path.
-	if target == "" && (r.URL.Path == "/healthz" || r.URL.Path == "/metrics") {
+	if target == "" && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics") {
 		return r, true
 	}
 	limit := g.MaxBodyBytes

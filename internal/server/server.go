@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,14 +29,19 @@ import (
 	"github.com/weftmesh/weft/internal/discovery/remote"
 	"github.com/weftmesh/weft/internal/dns"
 	"github.com/weftmesh/weft/internal/store"
-	"github.com/weftmesh/weft/internal/store/bolt"
+	"github.com/weftmesh/weft/internal/store/storeurl"
 	xdsserver "github.com/weftmesh/weft/internal/xds/server"
 )
 
 // Config is what `weft server` is told by its flags.
 type Config struct {
-	APIAddr   string // host:port of the API listener
-	DataDir   string // directory holding the embedded store
+	APIAddr string // host:port of the API listener
+	DataDir string // directory holding the embedded store
+	// Store, when set, is the store's URL (storeurl: etcd://host:2379,...
+	// for several replicas on one etcd cluster); "" is the embedded store
+	// in DataDir. Etcd holds etcd's TLS and credentials.
+	Store     string
+	Etcd      storeurl.Etcd
 	Region    string // region written into ARNs
 	AccountID string // account that owns resources by default
 	// Limits are the App Mesh quotas; the zero value means App Mesh's
@@ -98,22 +102,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := checkExposure(cfg, log); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
-	}
-	dbPath := filepath.Join(cfg.DataDir, "weft.db")
-	st, err := bolt.Open(dbPath, bolt.Options{})
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	// The store holds the CA's private keys: owner only.
-	if fi, err := os.Stat(dbPath); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		log.Warn("store file was readable by others; making it owner-only, as it holds the CA's keys", "path", dbPath, "mode", fi.Mode().Perm().String())
-		if err := os.Chmod(dbPath, 0o600); err != nil {
-			return fmt.Errorf("restrict store file: %w", err)
-		}
-	}
 	authority, err := openCA(ctx, st, cfg, log.With("component", "ca"))
 	if err != nil {
 		return err
@@ -165,7 +158,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer stopFed() // before the store closes
 	srv := newAPIServer(withRemoteStatus(newHandler(st, cfg, log, reg, xds.proxies(), sec, authority), fed), cfg.API)
 	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
-	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
+	log.Info("api listening", "addr", ln.Addr().String(), "store", storeName(cfg))
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }() // ends with Shutdown below
@@ -200,14 +193,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // request but /healthz and /metrics is verified and authorized.
 func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server, sec *security, authority *ca.Authority) http.Handler {
 	other := http.NewServeMux()
-	other.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
+	health := newStoreHealth(st)
+	other.HandleFunc("GET /healthz", health.healthz)
+	other.HandleFunc("GET /readyz", health.readyz)
 	other.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if xds != nil {
 		other.Handle("GET /v1/proxies", xds.ProxiesHandler())
 	}
 	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
+	other.Handle("GET /v1/backup", backupHandler(st, log.With("component", "backup")))
 	if authority != nil {
 		authority.Register(other)
 	}

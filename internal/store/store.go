@@ -4,19 +4,21 @@
 //
 // Data flows one way: the API writes through Update, the xDS server and the
 // DNS server read a snapshot and then follow Watch. Implementations: bolt
-// (embedded, the default) and, later, etcd; storetest holds the suite both
-// must pass.
+// (embedded, the default) and etcd (several weft replicas on one etcd
+// cluster); storetest holds the suite both must pass.
 package store
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
-// Revision is the store's logical clock. It increases by exactly one with
-// every committed transaction that changed something; zero means "nothing
-// yet".
+// Revision is the store's logical clock. It increases with every committed
+// transaction that changed something (by exactly one when nothing else
+// writes to the backing store; on etcd, revisions are etcd's and other
+// clients of the cluster also advance them); zero means "nothing yet".
 type Revision int64
 
 // KV is one stored key. Value must not be modified by the receiver: it may be
@@ -101,4 +103,28 @@ var (
 	ErrCompacted = errors.New("store: revision compacted")
 	ErrClosed    = errors.New("store: closed")
 	ErrReadOnly  = errors.New("store: write in a read-only transaction")
+	// ErrUnavailable wraps errors of a store that cannot be reached now
+	// (etcd lost its quorum or cannot be dialled); the API answers them
+	// with 503. Whether a write that failed so was committed is unknown.
+	ErrUnavailable = errors.New("store: unavailable")
+	// ErrConflict is returned when an optimistic transaction kept
+	// conflicting with concurrent writes for all its retries.
+	ErrConflict = errors.New("store: too many conflicting concurrent writes")
 )
+
+// FormatVersion is the layout of the keys this weft writes. A store records
+// the version that created it; a weft refuses a store whose version is
+// newer than its own (see CheckFormat).
+const FormatVersion = 1
+
+// CheckFormat returns an error saying why a store created with format
+// version v cannot be used by this weft.
+func CheckFormat(v int) error {
+	if v > FormatVersion {
+		return fmt.Errorf("store format version %d was written by a newer weft (this weft reads up to version %d): upgrade weft, or restore a backup written by this version", v, FormatVersion)
+	}
+	if v < 1 {
+		return fmt.Errorf("store format version %d is not valid", v)
+	}
+	return nil
+}

@@ -207,6 +207,16 @@ func (h *Handler) fail(w http.ResponseWriter, name string, err error) {
 		writeError(w, e.Status(), e)
 		return
 	}
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrConflict) {
+		h.log.Warn("store unavailable", "operation", name, "err", err)
+		msg := "the store (etcd) cannot be reached now; retry later (a write answered so may or may not have been applied)"
+		if errors.Is(err, store.ErrConflict) {
+			msg = "too many concurrent writes to the same resources; retry"
+		}
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, &cloudmap.Error{Code: "ServiceUnavailable", Message: msg})
+		return
+	}
 	if errors.Is(err, store.ErrClosed) || errors.Is(err, context.Canceled) {
 		writeError(w, http.StatusServiceUnavailable, &cloudmap.Error{Code: "ServiceUnavailable", Message: "the server is shutting down"})
 		return

@@ -21,6 +21,7 @@ import (
 	"github.com/weftmesh/weft/internal/api/meshapi"
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/appmesh/ops"
+	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
 )
 
@@ -45,6 +46,12 @@ func newBenchServer(b *testing.B) *benchServer {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.Close() })
+	return newBenchServerOn(b, st)
+}
+
+// newBenchServerOn serves the API on st.
+func newBenchServerOn(b *testing.B, st store.Store) *benchServer {
+	b.Helper()
 	limits := appmesh.DefaultLimits()
 	limits.VirtualNodesPerMesh = 0 // no limit: Create makes b.N nodes
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

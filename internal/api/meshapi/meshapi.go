@@ -421,6 +421,12 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, rt *route, 
 		api.WriteRESTError(w, http.StatusServiceUnavailable, "ServiceUnavailableException", "the server is shutting down")
 		return
 	}
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrConflict) {
+		h.log.Warn("store unavailable", "op", rt.op.Name, "err", err)
+		w.Header().Set("Retry-After", "1")
+		api.WriteRESTError(w, http.StatusServiceUnavailable, "ServiceUnavailableException", storeUnavailableMessage(err))
+		return
+	}
 	if e, ok := appmesh.AsError(err); ok {
 		h.log.Debug("request failed", "op", rt.op.Name, "code", e.Code, "message", e.Message)
 		api.WriteRESTError(w, e.Code.Status(), string(e.Code), e.Message)
@@ -433,4 +439,13 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, rt *route, 
 	}
 	h.log.Error("operation failed", "op", rt.op.Name, "err", err)
 	api.WriteRESTError(w, http.StatusInternalServerError, string(appmesh.CodeInternalServer), "internal error")
+}
+
+// storeUnavailableMessage tells the caller why a request could not reach
+// the store; a write that failed so may or may not have been committed.
+func storeUnavailableMessage(err error) string {
+	if errors.Is(err, store.ErrConflict) {
+		return "too many concurrent writes to the same resources; retry"
+	}
+	return "the store (etcd) cannot be reached now; retry later (a write answered so may or may not have been applied)"
 }

@@ -78,7 +78,10 @@ type SecretHandler interface {
 
 // Config configures a client.
 type Config struct {
-	Server string // host:port of the ADS server, plaintext gRPC by default
+	// Server is host:port of the ADS server (plaintext gRPC by default), or
+	// several, host:port,host:port,...: the client uses one and fails
+	// over to another (as it does across a name's A records).
+	Server string
 	Node   *corev3.Node
 	// DialOptions follow the defaults: TLS transport credentials replace
 	// plaintext, per-RPC credentials (a join token) prove the identity.
@@ -144,7 +147,11 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}, c.cfg.DialOptions...)
-	conn, err := grpc.NewClient(c.cfg.Server, opts...)
+	target, topts, err := dialTarget(c.cfg.Server)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(target, append(opts, topts...)...)
 	if err != nil {
 		return fmt.Errorf("xds client for %s: %w", c.cfg.Server, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ var (
 	kvBucket   = []byte("kv")
 	metaBucket = []byte("meta")
 	revKey     = []byte("revision")
+	formatKey  = []byte("format")
 )
 
 // Options tune a Store. The zero value is good.
@@ -82,7 +84,16 @@ func Open(path string, opts Options) (*Store, error) {
 		if v := meta.Get(revKey); len(v) == 8 {
 			rev = store.Revision(binary.BigEndian.Uint64(v))
 		}
-		return nil
+		// A file without a format version was written by a weft from
+		// before versions, in format 1.
+		if v := meta.Get(formatKey); v != nil {
+			n, err := strconv.Atoi(string(v))
+			if err != nil {
+				return fmt.Errorf("format version %q is not a number", v)
+			}
+			return store.CheckFormat(n)
+		}
+		return meta.Put(formatKey, []byte(strconv.Itoa(store.FormatVersion)))
 	})
 	if err != nil {
 		db.Close()

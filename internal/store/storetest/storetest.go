@@ -14,10 +14,13 @@ import (
 )
 
 // Factory returns an empty store for one test. Reopen, when set, closes s
-// and opens the same data again, to test durability.
+// and opens the same data again, to test durability. Compact makes the
+// history before the current revision unavailable to Watch (bolt: reopen;
+// etcd: compact) and returns the store to use afterwards.
 type Factory struct {
-	New    func(t *testing.T) store.Store
-	Reopen func(t *testing.T, s store.Store) store.Store
+	New     func(t *testing.T) store.Store
+	Reopen  func(t *testing.T, s store.Store) store.Store
+	Compact func(t *testing.T, s store.Store) store.Store
 }
 
 func put(t *testing.T, s store.Store, kvs ...string) store.Revision {
@@ -275,11 +278,164 @@ func Run(t *testing.T, f Factory) {
 			if r2 := put(t, s, "d/3", "three"); r2 != r+1 {
 				t.Fatalf("revision after reopen %d, want %d", r2, r+1)
 			}
-			if _, err := s.Watch(ctx, "", 0); !errors.Is(err, store.ErrCompacted) {
-				t.Fatalf("watch from 0 after reopen: %v, want ErrCompacted", err)
-			}
 		})
 	}
+
+	t.Run("WatchCompactedThenResync", func(t *testing.T) {
+		s := f.New(t)
+		r1 := put(t, s, "c/1", "a")
+		put(t, s, "c/2", "b")
+		s = f.Compact(t, s)
+		if _, err := s.Watch(ctx, "c/", r1-1); !errors.Is(err, store.ErrCompacted) {
+			t.Fatalf("watch from compacted revision %d: %v, want ErrCompacted", r1-1, err)
+		}
+		// The documented resync: a snapshot, then a watch from its revision.
+		var n int
+		rev, err := s.View(ctx, func(tx store.Tx) error {
+			var err error
+			n, err = tx.Count("c/")
+			return err
+		})
+		if err != nil || n != 2 {
+			t.Fatalf("snapshot: %d keys, err %v", n, err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ch, err := s.Watch(wctx, "c/", rev)
+		if err != nil {
+			t.Fatalf("watch from the snapshot's revision: %v", err)
+		}
+		r3 := put(t, s, "c/3", "c")
+		if c := next(t, ch); c.Revision != r3 || c.Events[0].KV.Key != "c/3" {
+			t.Fatalf("after resync got %+v, want c/3 at %d", c, r3)
+		}
+	})
+
+	// A name checked absent then created: of many concurrent creators of
+	// the same name exactly one may succeed (App Mesh's name uniqueness).
+	t.Run("UniqueNameUnderContention", func(t *testing.T) {
+		s := f.New(t)
+		errExists := errors.New("exists")
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for i := 0; i < 16; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.Update(ctx, func(tx store.Tx) error {
+					if _, ok, err := tx.Get("route/r1"); err != nil {
+						return err
+					} else if ok {
+						return errExists
+					}
+					return tx.Put("route/r1", fmt.Appendf(nil, "writer %d", i))
+				})
+				switch {
+				case err == nil:
+					mu.Lock()
+					won++
+					mu.Unlock()
+				case !errors.Is(err, errExists):
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if won != 1 {
+			t.Fatalf("%d creators of one name succeeded, want 1", won)
+		}
+	})
+
+	// A quota checked with Count: concurrent creators under one prefix must
+	// not exceed it, although each creates a different key.
+	t.Run("QuotaUnderContention", func(t *testing.T) {
+		s := f.New(t)
+		const quota = 3
+		errQuota := errors.New("quota")
+		put(t, s, "q", "outside the prefix", "qz/0", "outside too")
+		var wg sync.WaitGroup
+		for i := 0; i < 12; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.Update(ctx, func(tx store.Tx) error {
+					n, err := tx.Count("q/")
+					if err != nil {
+						return err
+					}
+					if n >= quota {
+						return errQuota
+					}
+					return tx.Put(fmt.Sprintf("q/%02d", i), nil)
+				})
+				if err != nil && !errors.Is(err, errQuota) {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		var n int
+		s.View(ctx, func(tx store.Tx) error { n, _ = tx.Count("q/"); return nil })
+		if n != quota {
+			t.Fatalf("%d keys under the quota'd prefix, want %d", n, quota)
+		}
+	})
+
+	// ResourceInUse: a parent is deleted only when List finds no child, and
+	// a child is created only when its parent exists. Run concurrently,
+	// never a child without its parent.
+	t.Run("DeleteParentVersusCreateChild", func(t *testing.T) {
+		s := f.New(t)
+		errInUse := errors.New("in use")
+		errNoParent := errors.New("no parent")
+		for round := 0; round < 10; round++ {
+			parent := fmt.Sprintf("mesh/m%d", round)
+			put(t, s, parent, "m")
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				_, err := s.Update(ctx, func(tx store.Tx) error {
+					kids, err := tx.List(parent+"/", "", 1)
+					if err != nil {
+						return err
+					}
+					if len(kids) > 0 {
+						return errInUse
+					}
+					return tx.Delete(parent)
+				})
+				if err != nil && !errors.Is(err, errInUse) {
+					t.Error(err)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				_, err := s.Update(ctx, func(tx store.Tx) error {
+					if _, ok, err := tx.Get(parent); err != nil {
+						return err
+					} else if !ok {
+						return errNoParent
+					}
+					return tx.Put(parent+"/vn", nil)
+				})
+				if err != nil && !errors.Is(err, errNoParent) {
+					t.Error(err)
+				}
+			}()
+			wg.Wait()
+			_, okParent := get(t, s, parent)
+			_, okChild := get(t, s, parent+"/vn")
+			// Either the delete won (neither left) or the create did (both).
+			if okChild && !okParent {
+				t.Fatalf("round %d: child written under a deleted parent", round)
+			}
+			if okParent && !okChild {
+				t.Fatalf("round %d: neither writer succeeded", round)
+			}
+		}
+	})
 }
 
 func keys(kvs []store.KV) []string {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -38,7 +39,10 @@ type Config struct {
 	// mesh/<mesh>/virtualNode/<name> (APPMESH_RESOURCE_ARN). It becomes
 	// node.id and node.cluster, as App Mesh's agent set them.
 	ResourceARN string
-	// XDS is the host:port of weft's xDS listener.
+	// XDS is the host:port of weft's xDS listener, or several
+	// (host:port,host:port,...) of weft replicas: Envoy's xDS cluster then
+	// has one host per address (per A record of a name) and a broken
+	// stream reconnects to another.
 	XDS string
 	// AdminPort is the admin interface's port on 0.0.0.0 (App Mesh: 9901).
 	AdminPort uint32
@@ -74,13 +78,9 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 	if c.ResourceARN == "" {
 		return nil, errors.New("no resource ARN")
 	}
-	host, portStr, err := net.SplitHostPort(c.XDS)
+	addrs, err := parseXDS(c.XDS)
 	if err != nil {
-		return nil, fmt.Errorf("xds address %q: %w", c.XDS, err)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil || port == 0 {
-		return nil, fmt.Errorf("xds address %q: bad port", c.XDS)
+		return nil, err
 	}
 	if c.AdminPort == 0 || c.AdminPort > 65535 {
 		return nil, fmt.Errorf("admin port %d out of range", c.AdminPort)
@@ -89,7 +89,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
 		ResourceApiVersion:    core.ApiVersion_V3,
 	}
-	xds, err := xdsClusterOf(host, uint32(port), c.CAFile)
+	xds, err := xdsClusterOf(addrs, c.CAFile)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +166,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 // xdsClusterOf is the cluster Envoy reaches weft through: HTTP/2 (gRPC),
 // keepalive pings every 10 s as App Mesh's bootstrap had them, TLS when a
 // CA is given.
-func xdsClusterOf(host string, port uint32, caFile string) (*clusterv3.Cluster, error) {
+func xdsClusterOf(addrs []hostPort, caFile string) (*clusterv3.Cluster, error) {
 	h2, err := anypb.New(&httpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{
@@ -180,12 +180,20 @@ func xdsClusterOf(host string, port uint32, caFile string) (*clusterv3.Cluster, 
 	if err != nil {
 		return nil, err
 	}
-	// An IP address is used as is; a name is resolved, and re-resolved
-	// when the connection is lost.
-	typ := clusterv3.Cluster_LOGICAL_DNS
-	if _, err := netip.ParseAddr(host); err == nil {
-		typ = clusterv3.Cluster_STATIC
+	// IP addresses are used as is; a name is resolved to all its A
+	// records (STRICT_DNS, re-resolved periodically), every one a host the
+	// ADS stream can fail over to.
+	typ := clusterv3.Cluster_STATIC
+	var lbs []*endpointv3.LbEndpoint
+	for _, a := range addrs {
+		if _, err := netip.ParseAddr(a.host); err != nil {
+			typ = clusterv3.Cluster_STRICT_DNS
+		}
+		lbs = append(lbs, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socket(a.host, a.port)}},
+		})
 	}
+	host := addrs[0].host
 	cl := &clusterv3.Cluster{
 		Name:                          xdsCluster,
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: typ},
@@ -193,9 +201,7 @@ func xdsClusterOf(host string, port uint32, caFile string) (*clusterv3.Cluster, 
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: xdsCluster,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
-				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socket(host, port)}},
-			}}}},
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}},
 		},
 	}
 	if caFile != "" {
@@ -269,3 +275,32 @@ func JSON(b *bootstrapv3.Bootstrap) ([]byte, error) {
 // protoc-gen-validate rules of every message, including every message
 // packed in an Any.
 func Validate(m proto.Message) error { return translate.DeepValidate(m) }
+
+type hostPort struct {
+	host string
+	port uint32
+}
+
+// parseXDS reads host:port[,host:port...].
+func parseXDS(s string) ([]hostPort, error) {
+	var out []hostPort
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		host, portStr, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("xds address %q: %w", a, err)
+		}
+		port, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil || port == 0 {
+			return nil, fmt.Errorf("xds address %q: bad port", a)
+		}
+		out = append(out, hostPort{host, uint32(port)})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("xds address %q: want host:port[,host:port...]", s)
+	}
+	return out, nil
+}

@@ -26,7 +26,8 @@ func TestBootstrap(t *testing.T) {
 		typ  clusterv3.Cluster_DiscoveryType
 	}{
 		{"arn-ip", Config{ResourceARN: "arn:aws:appmesh:us-east-1:111122223333:mesh/color-mesh/virtualNode/red", XDS: "127.0.0.1:15010", AdminPort: 9901}, clusterv3.Cluster_STATIC},
-		{"short-dns-tls", Config{ResourceARN: "mesh/color-mesh/virtualGateway/color-gateway", XDS: "weft.internal:443", AdminPort: 9901, CAFile: "/etc/pki/tls/cert.pem"}, clusterv3.Cluster_LOGICAL_DNS},
+		{"short-dns-tls", Config{ResourceARN: "mesh/color-mesh/virtualGateway/color-gateway", XDS: "weft.internal:443", AdminPort: 9901, CAFile: "/etc/pki/tls/cert.pem"}, clusterv3.Cluster_STRICT_DNS},
+		{"replicas", Config{ResourceARN: "mesh/color-mesh/virtualNode/red", XDS: "10.0.0.1:15010,10.0.0.2:15010, 10.0.0.3:15010", AdminPort: 9901}, clusterv3.Cluster_STATIC},
 		{"sds-socket", Config{ResourceARN: "mesh/color-mesh/virtualNode/red", XDS: "127.0.0.1:15010", AdminPort: 9901, SDSSocket: "/run/spire/sockets/agent.sock"}, clusterv3.Cluster_STATIC},
 	}
 	for _, tt := range tests {
@@ -46,6 +47,9 @@ func TestBootstrap(t *testing.T) {
 			}
 			if got := b.GetStaticResources().GetClusters()[0].GetType(); got != tt.typ {
 				t.Fatalf("xds cluster type %v, want %v", got, tt.typ)
+			}
+			if n, want := len(b.GetStaticResources().GetClusters()[0].GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()), len(strings.Split(tt.cfg.XDS, ",")); n != want {
+				t.Fatalf("xds cluster has %d hosts, want one per address (%d)", n, want)
 			}
 			if (tt.cfg.CAFile != "") != (b.GetStaticResources().GetClusters()[0].GetTransportSocket() != nil) {
 				t.Fatal("TLS to the xDS server does not follow CAFile")
@@ -93,6 +97,8 @@ func TestBuildRejects(t *testing.T) {
 		{XDS: "127.0.0.1:15010", AdminPort: 9901},
 		{ResourceARN: "mesh/m/virtualNode/n", XDS: "127.0.0.1", AdminPort: 9901},
 		{ResourceARN: "mesh/m/virtualNode/n", XDS: "127.0.0.1:0", AdminPort: 9901},
+		{ResourceARN: "mesh/m/virtualNode/n", XDS: "127.0.0.1:15010,127.0.0.2", AdminPort: 9901},
+		{ResourceARN: "mesh/m/virtualNode/n", XDS: ",", AdminPort: 9901},
 		{ResourceARN: "mesh/m/virtualNode/n", XDS: "127.0.0.1:15010"},
 	} {
 		if _, err := Build(cfg); err == nil {

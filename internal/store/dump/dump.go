@@ -1,0 +1,251 @@
+// Package dump writes a store's keys to a portable file and reads them
+// back: `weft backup` (from a live server), `weft restore` and `weft store
+// copy` (bbolt to etcd and back) use it.
+//
+// The file is JSON lines: a header {"format":"weft-backup","version":1,
+// "storeFormat":N,"created":"RFC3339"}, one {"k":key,"v":base64 value}
+// per key in key order, and a trailer {"end":true,"keys":N,"revision":R}
+// that proves the file is complete and names the snapshot's revision. Revisions are not kept: a
+// restored store starts its own.
+package dump
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/weftmesh/weft/internal/store"
+)
+
+// Limits of a dump.
+const (
+	// PageSize is how many keys a dump reads per List call.
+	PageSize = 1000
+	// BatchSize is how many keys one restore transaction writes: under
+	// etcd's default --max-txn-ops (128).
+	BatchSize = 100
+	// MaxLine bounds one line of a dump file (a key and its value).
+	MaxLine = 16 << 20
+)
+
+const formatName = "weft-backup"
+
+type header struct {
+	Format      string    `json:"format"`
+	Version     int       `json:"version"`
+	StoreFormat int       `json:"storeFormat"`
+	Created     time.Time `json:"created"`
+}
+
+type record struct {
+	Key      string `json:"k,omitempty"`
+	Value    []byte `json:"v,omitempty"`
+	End      bool   `json:"end,omitempty"`
+	Keys     int    `json:"keys,omitempty"`
+	Revision int64  `json:"revision,omitempty"`
+}
+
+// Write writes a consistent snapshot of every key of st to w: all pages
+// are read in one View. It returns the number of keys and the snapshot's
+// revision.
+func Write(ctx context.Context, st store.Store, w io.Writer) (int, store.Revision, error) {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	n := 0
+	wroteHeader := false
+	rev, err := st.View(ctx, func(tx store.Tx) error {
+		after := ""
+		for {
+			page, err := tx.List("", after, PageSize)
+			if err != nil {
+				return err
+			}
+			if !wroteHeader {
+				wroteHeader = true
+				if err := enc.Encode(header{Format: formatName, Version: 1, StoreFormat: store.FormatVersion, Created: time.Now().UTC()}); err != nil {
+					return err
+				}
+			}
+			for _, kv := range page {
+				if err := enc.Encode(record{Key: kv.Key, Value: kv.Value}); err != nil {
+					return err
+				}
+				n++
+			}
+			if len(page) < PageSize {
+				return nil
+			}
+			after = page[len(page)-1].Key
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("dump: %w", err)
+	}
+	if err := enc.Encode(record{End: true, Keys: n, Revision: int64(rev)}); err != nil {
+		return 0, 0, err
+	}
+	return n, rev, bw.Flush()
+}
+
+// ErrNotEmpty is returned by Restore into a store that holds keys.
+var ErrNotEmpty = errors.New("the target store is not empty")
+
+// Restore writes every key of the dump in r into st, which must be empty,
+// BatchSize keys per transaction. It fails on a truncated or foreign file
+// and on one written by a newer weft. A failure part-way leaves the keys
+// written so far: empty the store and run it again.
+func Restore(ctx context.Context, r io.Reader, st store.Store) (int, error) {
+	if err := checkEmpty(ctx, st); err != nil {
+		return 0, err
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), MaxLine)
+	if !sc.Scan() {
+		if err := sc.Err(); err != nil {
+			return 0, fmt.Errorf("read backup: %w", err)
+		}
+		return 0, errors.New("backup is empty")
+	}
+	var h header
+	if err := json.Unmarshal(sc.Bytes(), &h); err != nil || h.Format != formatName {
+		return 0, errors.New("not a weft backup (no weft-backup header)")
+	}
+	if h.Version != 1 {
+		return 0, fmt.Errorf("backup file version %d is not one this weft reads (1)", h.Version)
+	}
+	if err := store.CheckFormat(h.StoreFormat); err != nil {
+		return 0, err
+	}
+	var batch []record
+	n := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := st.Update(ctx, func(tx store.Tx) error {
+			for _, rec := range batch {
+				if err := tx.Put(rec.Key, rec.Value); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("restore after %d keys: %w", n, err)
+		}
+		n += len(batch)
+		batch = batch[:0]
+		return nil
+	}
+	for sc.Scan() {
+		var rec record
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return n, fmt.Errorf("backup line %d: %w", n+len(batch)+2, err)
+		}
+		if rec.End {
+			if err := flush(); err != nil {
+				return n, err
+			}
+			if rec.Keys != n {
+				return n, fmt.Errorf("backup says %d keys, holds %d", rec.Keys, n)
+			}
+			return n, nil
+		}
+		if rec.Key == "" {
+			return n, fmt.Errorf("backup line %d: no key", n+len(batch)+2)
+		}
+		batch = append(batch, rec)
+		if len(batch) >= BatchSize {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return n, fmt.Errorf("read backup: %w", err)
+	}
+	return n, errors.New("backup is truncated (no end record); the keys before the cut were written")
+}
+
+func checkEmpty(ctx context.Context, st store.Store) error {
+	var n int
+	_, err := st.View(ctx, func(tx store.Tx) error {
+		page, err := tx.List("", "", 1)
+		n = len(page)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return ErrNotEmpty
+	}
+	return nil
+}
+
+// Copy copies every key of from into to, which must be empty, through a
+// dump: one consistent snapshot of from.
+func Copy(ctx context.Context, from, to store.Store) (int, error) {
+	if err := checkEmpty(ctx, to); err != nil {
+		return 0, err
+	}
+	pr, pw := io.Pipe()
+	werr := make(chan error, 1)
+	go func() { // ends when the dump is written or the reader side fails
+		_, _, err := Write(ctx, from, pw)
+		pw.CloseWithError(err)
+		werr <- err
+	}()
+	n, err := Restore(ctx, pr, to)
+	pr.CloseWithError(errors.New("restore stopped"))
+	if wErr := <-werr; err == nil && wErr != nil {
+		err = wErr
+	}
+	return n, err
+}
+
+// Verify reads the dump file at path (named name in errors) through to
+// its trailer and returns its key count: a truncated or foreign file
+// fails.
+func Verify(name, path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), MaxLine)
+	lines := 0
+	for sc.Scan() {
+		lines++
+		if lines == 1 {
+			var h header
+			if json.Unmarshal(sc.Bytes(), &h) != nil || h.Format != formatName {
+				return 0, fmt.Errorf("%s: not a weft backup", name)
+			}
+			continue
+		}
+		var rec record
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return 0, fmt.Errorf("%s line %d: %w", name, lines, err)
+		}
+		if rec.End {
+			if rec.Keys != lines-2 {
+				return 0, fmt.Errorf("%s: says %d keys, holds %d", name, rec.Keys, lines-2)
+			}
+			return rec.Keys, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	return 0, fmt.Errorf("%s: truncated (the server's snapshot was cut off)", name)
+}

@@ -1,0 +1,137 @@
+package dump
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/bolt"
+	"github.com/weftmesh/weft/internal/store/etcd"
+	"github.com/weftmesh/weft/internal/store/etcdtest"
+)
+
+func newBolt(t *testing.T) store.Store {
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func fill(t *testing.T, s store.Store, n int) {
+	for i := 0; i < n; i += 500 {
+		_, err := s.Update(context.Background(), func(tx store.Tx) error {
+			for j := i; j < i+500 && j < n; j++ {
+				tx.Put(fmt.Sprintf("k/%05d", j), fmt.Appendf(nil, `{"n":%d,"bin":"\u0000\u00ff"}`, j))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func all(t *testing.T, s store.Store) map[string]string {
+	out := map[string]string{}
+	_, err := s.View(context.Background(), func(tx store.Tx) error {
+		after := ""
+		for {
+			page, err := tx.List("", after, 700)
+			if err != nil {
+				return err
+			}
+			for _, kv := range page {
+				out[kv.Key] = string(kv.Value)
+			}
+			if len(page) < 700 {
+				return nil
+			}
+			after = page[len(page)-1].Key
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func same(t *testing.T, a, b store.Store) {
+	t.Helper()
+	x, y := all(t, a), all(t, b)
+	if len(x) != len(y) {
+		t.Fatalf("%d keys, copy has %d", len(x), len(y))
+	}
+	for k, v := range x {
+		if y[k] != v {
+			t.Fatalf("key %s: %q, copy %q", k, v, y[k])
+		}
+	}
+}
+
+func TestBackupRestore(t *testing.T) {
+	ctx := context.Background()
+	src := newBolt(t)
+	fill(t, src, 2345) // several pages and batches
+	var buf bytes.Buffer
+	n, rev, err := Write(ctx, src, &buf)
+	if err != nil || n != 2345 || rev == 0 {
+		t.Fatalf("write: %d keys at %d, %v", n, rev, err)
+	}
+	dst := newBolt(t)
+	if got, err := Restore(ctx, bytes.NewReader(buf.Bytes()), dst); err != nil || got != n {
+		t.Fatalf("restore: %d keys, %v", got, err)
+	}
+	same(t, src, dst)
+
+	// Refusals: a store with keys, a truncated file, a foreign file, a
+	// file from a newer weft.
+	if _, err := Restore(ctx, bytes.NewReader(buf.Bytes()), dst); !errors.Is(err, ErrNotEmpty) {
+		t.Fatalf("restore into a full store: %v", err)
+	}
+	cut := buf.Bytes()[:buf.Len()/2]
+	if _, err := Restore(ctx, bytes.NewReader(cut), newBolt(t)); err == nil {
+		t.Fatal("a truncated backup restored without error")
+	}
+	if _, err := Restore(ctx, strings.NewReader("hello\n"), newBolt(t)); err == nil || !strings.Contains(err.Error(), "not a weft backup") {
+		t.Fatalf("foreign file: %v", err)
+	}
+	newer := strings.Replace(buf.String(), fmt.Sprintf(`"storeFormat":%d`, store.FormatVersion), fmt.Sprintf(`"storeFormat":%d`, store.FormatVersion+1), 1)
+	if _, err := Restore(ctx, strings.NewReader(newer), newBolt(t)); err == nil || !strings.Contains(err.Error(), "newer weft") {
+		t.Fatalf("backup from a newer weft: %v", err)
+	}
+}
+
+// TestCopyBoltEtcdBolt moves a store onto etcd and back.
+func TestCopyBoltEtcdBolt(t *testing.T) {
+	ctx := context.Background()
+	c := etcdtest.Start(t, 1)
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	e, err := etcd.Open(octx, etcd.Options{Endpoints: c.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	src := newBolt(t)
+	fill(t, src, 1234)
+	if n, err := Copy(ctx, src, e); err != nil || n != 1234 {
+		t.Fatalf("copy to etcd: %d, %v", n, err)
+	}
+	same(t, src, e)
+	back := newBolt(t)
+	if n, err := Copy(ctx, e, back); err != nil || n != 1234 {
+		t.Fatalf("copy back: %d, %v", n, err)
+	}
+	same(t, src, back)
+	if _, err := Copy(ctx, src, e); !errors.Is(err, ErrNotEmpty) {
+		t.Fatalf("copy onto a non-empty etcd store: %v", err)
+	}
+}

@@ -1,0 +1,303 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/etcdtest"
+	"github.com/weftmesh/weft/internal/store/storetest"
+)
+
+func open(t *testing.T, endpoints []string, prefix string) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, Options{Endpoints: endpoints, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func factory(c *etcdtest.Cluster) storetest.Factory {
+	var n atomic.Int64
+	return storetest.Factory{
+		New: func(t *testing.T) store.Store {
+			return open(t, c.Endpoints(), fmt.Sprintf("/test%d", n.Add(1)))
+		},
+		Reopen: func(t *testing.T, s store.Store) store.Store {
+			s.Close()
+			return open(t, c.Endpoints(), s.(*Store).opts.Prefix)
+		},
+		Compact: func(t *testing.T, s store.Store) store.Store {
+			es := s.(*Store)
+			resp, err := es.c.Get(context.Background(), es.formatKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := es.c.Compact(context.Background(), resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+	}
+}
+
+func TestStoreOneMember(t *testing.T) {
+	storetest.Run(t, factory(etcdtest.Start(t, 1)))
+}
+
+func TestStoreThreeMembers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the one-member run covers the contract; -short skips the cluster run")
+	}
+	storetest.Run(t, factory(etcdtest.Start(t, 3)))
+}
+
+// Two writers interleaved by hand: both read before either commits, so
+// the second to commit must see its read invalidated and run again.
+func TestInterleavedConflicts(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	errExists := errors.New("exists")
+	cases := []struct {
+		name  string
+		setup func(tx store.Tx) error
+		read  func(tx store.Tx) error // the check each writer makes
+		write func(tx store.Tx, i int) error
+	}{{
+		name: "GetAbsentThenCreate",
+		read: func(tx store.Tx) error {
+			if _, ok, err := tx.Get("route/r"); err != nil {
+				return err
+			} else if ok {
+				return errExists
+			}
+			return nil
+		},
+		write: func(tx store.Tx, i int) error { return tx.Put("route/r", fmt.Appendf(nil, "%d", i)) },
+	}, {
+		name:  "GetThenUpdateWeight",
+		setup: func(tx store.Tx) error { return tx.Put("route/r", []byte("v0")) },
+		read: func(tx store.Tx) error {
+			kv, ok, err := tx.Get("route/r")
+			if err != nil || !ok {
+				return fmt.Errorf("route missing: %v", err)
+			}
+			if string(kv.Value) != "v0" {
+				return errExists // someone already updated from v0
+			}
+			return nil
+		},
+		write: func(tx store.Tx, i int) error { return tx.Put("route/r", fmt.Appendf(nil, "v1 by %d", i)) },
+	}, {
+		name: "ListEmptyThenCreateInPrefix",
+		read: func(tx store.Tx) error {
+			l, err := tx.List("routes/", "", 0)
+			if err != nil {
+				return err
+			}
+			if len(l) > 0 {
+				return errExists
+			}
+			return nil
+		},
+		write: func(tx store.Tx, i int) error { return tx.Put(fmt.Sprintf("routes/r%d", i), nil) },
+	}, {
+		name: "CountThenCreateInPrefix",
+		read: func(tx store.Tx) error {
+			n, err := tx.Count("routes/")
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				return errExists
+			}
+			return nil
+		},
+		write: func(tx store.Tx, i int) error { return tx.Put(fmt.Sprintf("routes/r%d", i), nil) },
+	}, {
+		// A delete inside a listed range: no range compare sees a key
+		// that is gone, the per-key compare must.
+		name:  "ListThenDeleteInPrefix",
+		setup: func(tx store.Tx) error { tx.Put("routes/a", nil); return tx.Put("routes/b", nil) },
+		read: func(tx store.Tx) error {
+			n, err := tx.Count("routes/")
+			if err != nil {
+				return err
+			}
+			if n < 2 {
+				return errExists
+			}
+			return nil
+		},
+		write: func(tx store.Tx, i int) error { return tx.Delete([]string{"routes/a", "routes/b"}[i]) },
+	}}
+	for ci, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t, c.Endpoints(), fmt.Sprintf("/interleave%d", ci))
+			if tc.setup != nil {
+				if _, err := s.Update(ctx, tc.setup); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Both first attempts read, then wait for each other, then
+			// try to commit; later attempts run freely.
+			var read sync.WaitGroup
+			read.Add(2)
+			var wg sync.WaitGroup
+			results := make([]error, 2)
+			attempts := make([]int, 2)
+			for i := 0; i < 2; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, results[i] = s.Update(ctx, func(tx store.Tx) error {
+						attempts[i]++
+						err := tc.read(tx)
+						if attempts[i] == 1 {
+							read.Done()
+							read.Wait()
+						}
+						if err != nil {
+							return err
+						}
+						return tc.write(tx, i)
+					})
+				}()
+			}
+			wg.Wait()
+			ok := 0
+			for i, err := range results {
+				switch {
+				case err == nil:
+					ok++
+				case !errors.Is(err, errExists):
+					t.Fatalf("writer %d: %v", i, err)
+				}
+			}
+			if ok != 1 {
+				t.Fatalf("%d writers succeeded after the same check, want exactly 1 (attempts %v)", ok, attempts)
+			}
+			if attempts[0]+attempts[1] < 3 {
+				t.Fatalf("attempts %v: the losing writer was not run again", attempts)
+			}
+		})
+	}
+}
+
+// A transaction reading more keys than MaxCompares falls back to the
+// sequence key and still conflicts correctly.
+func TestManyReadsFallBackToSequence(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	s := open(t, c.Endpoints(), "/many")
+	if _, err := s.Update(ctx, func(tx store.Tx) error {
+		for i := 0; i < 120; i++ {
+			tx.Put(fmt.Sprintf("k/%03d", i), nil)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var read sync.WaitGroup
+	read.Add(1)
+	attempts := 0
+	done := make(chan error, 1)
+	go func() { // ends when the Update returns
+		_, err := s.Update(ctx, func(tx store.Tx) error {
+			attempts++
+			l, err := tx.List("k/", "", 0)
+			if err != nil {
+				return err
+			}
+			if attempts == 1 {
+				read.Done()
+				<-done
+			}
+			return tx.Put("sum", fmt.Appendf(nil, "%d", len(l)))
+		})
+		done <- err
+	}()
+	read.Wait()
+	if _, err := s.Update(ctx, func(tx store.Tx) error { return tx.Delete("k/007") }); err != nil {
+		t.Fatal(err)
+	}
+	done <- nil
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 2 {
+		t.Fatalf("attempts = %d, want 2 (conflict, then success)", attempts)
+	}
+	var sum string
+	s.View(ctx, func(tx store.Tx) error { kv, _, _ := tx.Get("sum"); sum = string(kv.Value); return nil })
+	if sum != "119" {
+		t.Fatalf("sum = %s, want 119 (computed after the delete)", sum)
+	}
+}
+
+func TestNewerFormatRefused(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	cli := c.Client(t)
+	ctx := context.Background()
+	if _, err := cli.Put(ctx, "/future/meta/format", fmt.Sprint(store.FormatVersion+1)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(ctx, Options{Endpoints: c.Endpoints(), Prefix: "/future"})
+	if err == nil || !strings.Contains(err.Error(), "newer weft") {
+		t.Fatalf("open of a newer store: %v, want a refusal naming a newer weft", err)
+	}
+}
+
+// With the only member gone, reads and writes fail with ErrUnavailable
+// within the request timeout instead of hanging; they work again when it
+// is back.
+func TestUnavailable(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Endpoints: c.Endpoints(), Prefix: "/u", RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("a", nil) }); err != nil {
+		t.Fatal(err)
+	}
+	c.Members[0].Pause()
+	_, err = s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", nil) })
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("update with etcd paused: %v, want ErrUnavailable", err)
+	}
+	if err := s.Ping(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("ping with etcd paused: %v", err)
+	}
+	c.Members[0].Resume()
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := c.WaitHealthy(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", nil) }); err != nil {
+		t.Fatalf("update after resume: %v", err)
+	}
+}
+
+func TestOpenUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Open(ctx, Options{Endpoints: []string{"http://127.0.0.1:1"}, DialTimeout: 500 * time.Millisecond})
+	if err == nil || !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("open of an unreachable etcd: %v, want ErrUnavailable naming the endpoint", err)
+	}
+}

@@ -1,0 +1,303 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftmesh/weft/internal/store"
+)
+
+// errRestart makes Update run fn again: the snapshot it was reading was
+// compacted away under it.
+var errRestart = errors.New("store: snapshot compacted during the transaction, restarting it")
+
+// tx reads at one etcd revision and buffers writes. It records what it
+// read so that commit can tell whether a concurrent write invalidated it.
+type tx struct {
+	ctx      context.Context
+	s        *Store
+	readOnly bool
+	rev      int64 // snapshot revision; 0 until the first read
+	restart  bool  // a read failed with a compacted snapshot
+	writes   map[string]*write
+	// reads holds the mod revision of every key read (0: absent).
+	reads map[string]int64
+	// ranges holds every [start, end) range a List or Count read, as etcd
+	// keys.
+	ranges []keyRange
+}
+
+type keyRange struct{ start, end string }
+
+type write struct {
+	value   []byte
+	deleted bool
+}
+
+func (s *Store) newTx(ctx context.Context, readOnly bool) *tx {
+	return &tx{ctx: ctx, s: s, readOnly: readOnly, writes: map[string]*write{}, reads: map[string]int64{}}
+}
+
+// get runs one etcd range read at the snapshot revision, fixing the
+// snapshot at the first read.
+func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	if t.rev != 0 {
+		opts = append(opts, clientv3.WithRev(t.rev))
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := t.s.c.Get(ctx, key, opts...)
+	if err != nil {
+		err = t.s.wrap(ctx, err)
+		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
+			t.restart = true
+			return nil, errRestart
+		}
+		return nil, err
+	}
+	if t.rev == 0 {
+		t.rev = resp.Header.Revision
+	}
+	return resp, nil
+}
+
+// ensureRev fixes the snapshot revision of a transaction that read
+// nothing.
+func (t *tx) ensureRev() error {
+	if t.rev != 0 {
+		return nil
+	}
+	_, err := t.get(t.s.formatKey, clientv3.WithCountOnly())
+	return err
+}
+
+func (t *tx) toKV(key string, create, mod int64, value []byte) store.KV {
+	return store.KV{Key: key, Value: value, CreateRevision: store.Revision(create), ModRevision: store.Revision(mod)}
+}
+
+func (t *tx) stored(key string) (store.KV, bool, error) {
+	resp, err := t.get(t.s.kvPrefix + key)
+	if err != nil {
+		return store.KV{}, false, err
+	}
+	if len(resp.Kvs) == 0 {
+		t.reads[key] = 0
+		return store.KV{}, false, nil
+	}
+	kv := resp.Kvs[0]
+	t.reads[key] = kv.ModRevision
+	return t.toKV(key, kv.CreateRevision, kv.ModRevision, kv.Value), true, nil
+}
+
+func (t *tx) Get(key string) (store.KV, bool, error) {
+	if w, ok := t.writes[key]; ok {
+		if w.deleted {
+			return store.KV{}, false, nil
+		}
+		kv, ok, err := t.stored(key)
+		if err != nil {
+			return kv, false, err
+		}
+		if !ok {
+			kv = store.KV{Key: key}
+		}
+		kv.Value = w.value
+		return kv, true, nil
+	}
+	return t.stored(key)
+}
+
+// prefixEnd is the first key after every key with the prefix.
+func prefixEnd(prefix string) string {
+	return clientv3.GetPrefixRangeEnd(prefix)
+}
+
+func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
+	start := t.s.kvPrefix + prefix
+	if after >= prefix {
+		start = t.s.kvPrefix + after + "\x00"
+	}
+	end := prefixEnd(t.s.kvPrefix + prefix)
+	want := int64(0)
+	if limit > 0 {
+		want = int64(limit + len(t.writes))
+	}
+	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+	if want > 0 {
+		opts = append(opts, clientv3.WithLimit(want))
+	}
+	resp, err := t.get(start, opts...)
+	if err != nil {
+		return nil, err
+	}
+	// What the result depends on: the keys returned and, for a page that
+	// stopped at the limit, the range up to its last key; otherwise the
+	// whole rest of the prefix.
+	readEnd := end
+	if resp.More && len(resp.Kvs) > 0 {
+		readEnd = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	t.ranges = append(t.ranges, keyRange{start, readEnd})
+	var out []store.KV
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key[len(t.s.kvPrefix):])
+		t.reads[key] = kv.ModRevision
+		if _, shadowed := t.writes[key]; shadowed {
+			continue
+		}
+		out = append(out, t.toKV(key, kv.CreateRevision, kv.ModRevision, kv.Value))
+	}
+	for key, w := range t.writes {
+		if w.deleted || !hasPrefix(key, prefix) || key <= after {
+			continue
+		}
+		kv, _, err := t.Get(key)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, kv)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func hasPrefix(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
+
+func (t *tx) Count(prefix string) (int, error) {
+	start := t.s.kvPrefix + prefix
+	end := prefixEnd(start)
+	// Keys only, not a bare count: commit needs each key's revision to
+	// notice one deleted after the snapshot.
+	resp, err := t.get(start, clientv3.WithRange(end), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, err
+	}
+	t.ranges = append(t.ranges, keyRange{start, end})
+	n := 0
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key[len(t.s.kvPrefix):])
+		t.reads[key] = kv.ModRevision
+		if _, shadowed := t.writes[key]; !shadowed {
+			n++
+		}
+	}
+	for key, w := range t.writes {
+		if !w.deleted && hasPrefix(key, prefix) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (t *tx) Put(key string, value []byte) error {
+	if t.readOnly {
+		return store.ErrReadOnly
+	}
+	if key == "" {
+		return fmt.Errorf("store: empty key")
+	}
+	t.writes[key] = &write{value: slices.Clone(value)}
+	return nil
+}
+
+func (t *tx) Delete(key string) error {
+	if t.readOnly {
+		return store.ErrReadOnly
+	}
+	if _, ok, err := t.stored(key); err != nil {
+		return err
+	} else if !ok {
+		delete(t.writes, key)
+		return nil
+	}
+	t.writes[key] = &write{deleted: true}
+	return nil
+}
+
+// commit writes the buffered changes in one etcd Txn guarded by what the
+// transaction read:
+//
+//   - every key read (by Get, List or Count) still has the mod revision it
+//     had at the snapshot (0 for a key read as absent): this catches a key
+//     changed, created or deleted after the snapshot;
+//   - every range List or Count read holds no key modified after the
+//     snapshot (ModRevision < R+1 over the range): this catches a key
+//     created inside a range, which no per-key compare can name.
+//
+// When that is more compares than MaxCompares, the transaction instead
+// compares the sequence key, which every write transaction puts: it then
+// fails if anything at all was written after the snapshot, which is
+// correct, only less concurrent. ok=false means a conflict: run fn again.
+func (t *tx) commit() (rev store.Revision, ok bool, err error) {
+	if t.restart {
+		return 0, false, nil
+	}
+	if len(t.writes) == 0 {
+		if err := t.ensureRev(); err != nil {
+			return 0, false, err
+		}
+		return store.Revision(t.rev), true, nil
+	}
+	var cmps []clientv3.Cmp
+	if t.rev != 0 {
+		for key, mod := range t.reads {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(t.s.kvPrefix+key), "=", mod))
+		}
+		for _, r := range t.ranges {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(r.start), "<", t.rev+1).WithRange(r.end))
+		}
+		if len(cmps) > t.s.opts.MaxCompares {
+			cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(t.s.seqKey), "<", t.rev+1)}
+		}
+	}
+	keys := make([]string, 0, len(t.writes))
+	for k := range t.writes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	ops := make([]clientv3.Op, 0, len(keys)+1)
+	for _, k := range keys {
+		w := t.writes[k]
+		if w.deleted {
+			ops = append(ops, clientv3.OpDelete(t.s.kvPrefix+k))
+		} else {
+			ops = append(ops, clientv3.OpPut(t.s.kvPrefix+k, string(w.value)))
+		}
+	}
+	ops = append(ops, clientv3.OpPut(t.s.seqKey, ""))
+	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := t.s.c.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("commit: %w", t.s.wrap(ctx, err))
+	}
+	if !resp.Succeeded {
+		return 0, false, nil
+	}
+	return store.Revision(resp.Header.Revision), true, nil
+}
+
+// backoff waits a little, randomly, before the next attempt of a
+// conflicting transaction, so that contenders spread out.
+func backoff(ctx context.Context, attempt int) error {
+	limit := time.Millisecond << min(attempt, 6)
+	d := rand.N(limit) + time.Millisecond/4
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tm.C:
+		return nil
+	}
+}
