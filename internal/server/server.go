@@ -30,6 +30,7 @@ import (
 	"github.com/weftmesh/weft/internal/dns"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
+	"github.com/weftmesh/weft/internal/xds/lrs"
 	xdsserver "github.com/weftmesh/weft/internal/xds/server"
 )
 
@@ -59,6 +60,9 @@ type Config struct {
 	// XDS bounds the xDS server's streams and logs; zero fields take the
 	// defaults (xdsserver.DefaultMaxStreams, ...).
 	XDS xdsserver.Limits
+	// LRS bounds the load reporting service on the xDS listener and sets
+	// the interval proxies report at; zero fields take the defaults.
+	LRS lrs.Limits
 	// DNS bounds the DNS server: answer sizes, response rate, who may use
 	// the upstreams. Zero fields take the defaults.
 	DNS dns.Limits
@@ -152,7 +156,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer xds.stop() // before the store closes
-	srv := newAPIServer(newHandler(st, cfg, log, reg, xds.proxies(), sec, authority), cfg.API)
+	srv := newAPIServer(newHandler(st, cfg, log, reg, xds.proxies(), sec, authority, xds.load()), cfg.API)
 	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
 	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
 
@@ -187,7 +191,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // issues join tokens; /v1/ca shows the CA's roots and takes its rotation
 // steps, when authority is not nil. With a credentials file (sec), every
 // request but /healthz and /metrics is verified and authorized.
-func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server, sec *security, authority *ca.Authority) http.Handler {
+func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server, sec *security, authority *ca.Authority, load *lrs.Server) http.Handler {
 	other := http.NewServeMux()
 	other.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -195,6 +199,9 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	other.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if xds != nil {
 		other.Handle("GET /v1/proxies", xds.ProxiesHandler())
+	}
+	if load != nil {
+		other.Handle("GET /v1/traffic", trafficHandler(st, load, cfg.AccountID, log))
 	}
 	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
 	if authority != nil {
