@@ -21,7 +21,7 @@ import (
 // xdsRun is a running xDS server.
 type xdsRun struct {
 	srv    *xdsserver.Server
-	lrs    *lrs.Server // load reports, served on the same listener
+	lrs    *lrs.Server   // load reports, served on the same listener
 	errc   chan error    // Serve's result, buffered; see failed
 	done   chan struct{} // closed when Serve has returned
 	cancel context.CancelFunc
