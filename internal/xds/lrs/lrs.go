@@ -254,7 +254,7 @@ func (s *Server) attach(id translate.Identity) (*reporter, error) {
 		delete(s.reporters, victim.id)
 	}
 	s.nextID++
-	r := &reporter{id: s.nextID, who: id, clusters: map[string]*clusterWindow{}, last: now}
+	r := &reporter{id: s.nextID, who: id, clusters: map[string]*clusterWindow{}, start: now, last: now}
 	s.reporters[r.id] = r
 	return r, nil
 }

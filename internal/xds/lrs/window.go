@@ -28,6 +28,7 @@ type reporter struct {
 	id       uint64
 	who      translate.Identity
 	clusters map[string]*clusterWindow // by Envoy cluster name
+	start    time.Time                 // the stream's start
 	last     time.Time                 // last report, or the stream's start
 	closed   bool
 }
@@ -38,10 +39,11 @@ type clusterWindow struct {
 	samples []sample
 }
 
-// sample is one report of one cluster: counts over [end-dur, end).
+// sample is one report of one cluster: counts over the interval that
+// ended at end. The interval the client states is not needed: rates are
+// taken over the window (see Traffic).
 type sample struct {
 	end                        time.Time
-	dur                        time.Duration
 	issued, success, errors    uint64
 	inflight                   uint64
 	p50Sum, p50N, p99Sum, p99N float64
@@ -100,13 +102,6 @@ func (s *Server) record(r *reporter, cs []*endpointv3.ClusterStats, now time.Tim
 			// Clients that do not fill total_issued_requests (it came
 			// later than the others) issued at least what completed.
 			smp.issued = smp.success + smp.errors
-		}
-		smp.dur = c.GetLoadReportInterval().AsDuration()
-		if smp.dur <= 0 || smp.dur > s.limits.Window {
-			smp.dur = s.limits.Interval
-			if n := len(w.samples); n > 0 {
-				smp.dur = min(now.Sub(w.samples[n-1].end), s.limits.Window)
-			}
 		}
 		w.samples = append(w.samples, smp)
 		if over := len(w.samples) - s.limits.MaxSamples; over > 0 {
@@ -201,8 +196,10 @@ func (s *Server) Traffic(owner, mesh string) []Edge {
 					Target: Endpoint{Kind: appmesh.KindVirtualNode, Name: w.target}}}
 				edges[k] = a
 			}
-			first := w.samples[0]
-			span := min(now.Sub(first.end.Add(-first.dur)), s.limits.Window)
+			// Rates are over the window, or the part of it the stream
+			// has been open: the same span for every cluster of a
+			// stream, reported or idle.
+			span := min(now.Sub(r.start), s.limits.Window)
 			var issued uint64
 			for _, smp := range w.samples {
 				issued += smp.issued
