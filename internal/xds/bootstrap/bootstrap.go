@@ -51,6 +51,11 @@ type Config struct {
 	// static_cluster_sds_unix_socket, and the node says so in its
 	// metadata. Without it, weft serves them over ADS.
 	SDSSocket string
+	// LoadReports makes Envoy report its load (LRS) to weft on the xDS
+	// cluster, for GET /v1/traffic. App Mesh's bootstrap had no
+	// load_stats_config, so the default leaves it out: the bootstrap
+	// stays App Mesh's.
+	LoadReports bool
 }
 
 // xdsCluster is the static cluster of the xDS server; sdsCluster that of
@@ -115,6 +120,18 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		}
 		clusters = append(clusters, sds)
 	}
+	cm := &bootstrapv3.ClusterManager{
+		OutlierDetection: &bootstrapv3.ClusterManager_OutlierDetection{EventLogPath: "/dev/stdout"},
+	}
+	if c.LoadReports {
+		cm.LoadStatsConfig = &core.ApiConfigSource{
+			ApiType:             core.ApiConfigSource_GRPC,
+			TransportApiVersion: core.ApiVersion_V3,
+			GrpcServices: []*core.GrpcService{{TargetSpecifier: &core.GrpcService_EnvoyGrpc_{
+				EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: xdsCluster},
+			}}},
+		}
+	}
 	return &bootstrapv3.Bootstrap{
 		Node: node,
 		Admin: &bootstrapv3.Admin{
@@ -133,9 +150,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 			CdsConfig: proto.Clone(ads).(*core.ConfigSource),
 		},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: clusters},
-		ClusterManager: &bootstrapv3.ClusterManager{
-			OutlierDetection: &bootstrapv3.ClusterManager_OutlierDetection{EventLogPath: "/dev/stdout"},
-		},
+		ClusterManager:  cm,
 		LayeredRuntime: &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{
 			{Name: "static_layer_0", LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: runtime}},
 			{Name: "admin_layer", LayerSpecifier: &bootstrapv3.RuntimeLayer_AdminLayer_{AdminLayer: &bootstrapv3.RuntimeLayer_AdminLayer{}}},
