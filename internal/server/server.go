@@ -89,6 +89,11 @@ type Config struct {
 	CACertFile, CAKeyFile string
 	TrustDomain           string
 	CertLifetime          time.Duration
+
+	// OTLPEndpoint, when set, exports a trace of every API write (the
+	// request, its validation, its store commit) over OTLP/gRPC: a URL,
+	// http:// for plaintext, or host:port (TLS; plaintext on loopback).
+	OTLPEndpoint string
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -156,7 +161,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer xds.stop() // before the store closes
-	srv := newAPIServer(newHandler(st, cfg, log, reg, xds.proxies(), sec, authority, xds.load()), cfg.API)
+	tp, stopTracing, err := newTracing(ctx, cfg.OTLPEndpoint)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), traceExportTimeout)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("flush traces", "err", err)
+		}
+	}()
+	apiStore := tracedStore{Store: st, tr: tp.Tracer(tracerName)}
+	srv := newAPIServer(traceWrites(tp, newHandler(apiStore, cfg, log, reg, xds.proxies(), sec, authority, xds.load())), cfg.API)
 	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
 	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
 
