@@ -210,7 +210,8 @@ func index(ls []stats.ClusterLoad) map[string]stats.ClusterLoad {
 }
 
 // report builds the interval's cluster stats: what changed between prev
-// and now for the clusters a asks for, leaving out idle clusters.
+// and now for the clusters a asks for, leaving out idle clusters (once
+// their in-flight count has been reported back to zero).
 func report(prev, now map[string]stats.ClusterLoad, a ask, interval time.Duration) []*endpointv3.ClusterStats {
 	var out []*endpointv3.ClusterStats
 	for name, n := range now {
@@ -220,8 +221,8 @@ func report(prev, now map[string]stats.ClusterLoad, a ask, interval time.Duratio
 		p := prev[name]
 		issued, done, failed := delta(n.Issued, p.Issued), delta(n.Completed, p.Completed), delta(n.Errors, p.Errors)
 		active := uint64(max(n.Active, 0))
-		if issued == 0 && done == 0 && active == 0 {
-			continue
+		if issued == 0 && done == 0 && active == 0 && p.Active <= 0 {
+			continue // idle, and the server knows it has nothing in flight
 		}
 		out = append(out, &endpointv3.ClusterStats{
 			ClusterName: name,

@@ -142,6 +142,9 @@ func TestTraffic(t *testing.T) {
 	if n := series(t, s, "weft_traffic_requests_total", "target", "red"); n != 40 {
 		t.Errorf("weft_traffic_requests_total{target=red} = %v, want 40", n)
 	}
+	if n := series(t, s, "weft_traffic_requests_in_flight", "target", "red"); n != 3 {
+		t.Errorf("weft_traffic_requests_in_flight{target=red} = %v, want 3", n)
+	}
 	// Past the window, the reports are gone.
 	c.add(DefaultWindow + time.Second)
 	if got := s.Traffic(owner, "m"); len(got) != 0 {
