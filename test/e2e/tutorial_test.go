@@ -561,6 +561,10 @@ func (w *world) section4(t *testing.T) {
 			}
 		})
 	}
+	t.Run("gateway split in /v1/traffic", func(t *testing.T) {
+		// Both replicas' reports, summed into the gateway's edges.
+		w.assertTraffic(t, "color-gateway", "router.colors.local", map[string]float64{"green": 80, "yellow": 20})
+	})
 }
 
 // launch starts an ECS task from a task definition as ECS would with
