@@ -34,6 +34,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "host:port of weft's xDS listener, or several host:port,host:port,... of weft replicas (env APPMESH_XDS_ENDPOINT)")
 	adminPort := fs.Uint("admin-port", 9901, "Envoy admin port, on 0.0.0.0")
 	fs.StringVar(&cfg.CAFile, "xds-ca", "", "PEM file of the CA that signed the xDS server's certificate; set it to reach weft over TLS")
+	fs.BoolVar(&cfg.LoadReports, "load-reports", false, "make Envoy report its per-cluster load to weft (LRS, for GET /v1/traffic); App Mesh's bootstrap had none, so it is off by default")
 	fs.StringVar(&cfg.SDSSocket, "sds-socket", envOr("APPMESH_SDS_SOCKET_PATH", ""), "Unix socket of a local SDS agent (e.g. SPIRE) serving the specs' sds.secretName secrets; default: weft serves them over ADS (env APPMESH_SDS_SOCKET_PATH)")
 	var envErrs []error
 	ingressPort := fs.Uint("ingress-port", uint(envInt("APPMESH_ENVOY_INGRESS_PORT", 15000, &envErrs)), "port the traffic interception sends inbound traffic to; weft server puts the ingress listener there (env APPMESH_ENVOY_INGRESS_PORT)")

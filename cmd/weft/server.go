@@ -14,6 +14,7 @@ import (
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/ca"
 	"github.com/weftmesh/weft/internal/server"
+	"github.com/weftmesh/weft/internal/xds/lrs"
 )
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,6 +55,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	lifetime := fs.String("cert-lifetime", envOr("WEFT_CERT_LIFETIME", ca.DefaultLeafLifetime.String()), "lifetime of the proxies' certificates, renewed at two thirds of it (env WEFT_CERT_LIFETIME)")
 	fs.StringVar(&cfg.CACertFile, "ca-cert", envOr("WEFT_CA_CERT", ""), "PEM certificate (then its chain) of an existing CA to sign with, imported at first start; default: weft creates one (env WEFT_CA_CERT)")
 	fs.StringVar(&cfg.CAKeyFile, "ca-key", envOr("WEFT_CA_KEY", ""), "PEM private key of --ca-cert (env WEFT_CA_KEY)")
+	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", envOr("OTEL_EXPORTER_OTLP_ENDPOINT", ""), "OTLP/gRPC collector for traces of API writes: http://host:4317 (plaintext), https://... or host:port (TLS; plaintext on loopback); \"\" for none (env OTEL_EXPORTER_OTLP_ENDPOINT)")
+	fs.DurationVar(&cfg.LRS.Interval, "lrs-interval", lrs.DefaultInterval, "how often proxies report their load (LRS on the xDS listener; GET /v1/traffic)")
+	fs.DurationVar(&cfg.LRS.Window, "lrs-window", lrs.DefaultWindow, "how long load reports are kept: GET /v1/traffic averages over it (at least twice --lrs-interval)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/exepages"
 	"github.com/weftmesh/weft/internal/proxy/httpconn"
 	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/lrs"
 	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/proxy/tlsctx"
@@ -221,7 +222,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	var adminSrv *http.Server
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	if p.cfg.AdminAddr != "" {
 		ln, err := net.Listen("tcp", p.cfg.AdminAddr)
 		if err != nil {
@@ -284,6 +285,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 		})
 		p.mu.Unlock()
 	}
+	wg.Add(1)
+	go func() { // load reports to the control plane; ends with ctx
+		defer wg.Done()
+		lcfg := lrs.Config{Server: p.cfg.XDS, Node: p.node, DialOptions: p.cfg.XDSDialOptions, BackoffBase: p.cfg.XDSBackoffBase}
+		if err := lrs.Run(ctx, lcfg, p.Stats, p.log.With("component", "lrs")); err != nil {
+			errc <- err
+		}
+	}()
 	p.log.Info("weft proxy started", "xds", p.cfg.XDS, "admin", p.cfg.AdminAddr)
 	var err error
 	select {

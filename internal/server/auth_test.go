@@ -89,7 +89,7 @@ func newAuthEnv(t testing.TB, file string) *authEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(sec.stop)
-	ts := httptest.NewServer(newHandler(st, cfg, log, prometheus.NewRegistry(), nil, sec, nil))
+	ts := httptest.NewServer(newHandler(st, cfg, log, prometheus.NewRegistry(), nil, sec, nil, nil))
 	t.Cleanup(ts.Close)
 	return &authEnv{url: ts.URL, srv: ts, st: st, sec: sec, cfg: cfg}
 }

@@ -41,7 +41,7 @@ func BenchmarkDescribeLimits(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer sec.stop()
-			h := newHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil, sec, nil)
+			h := newHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil, sec, nil, nil)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)

@@ -36,7 +36,7 @@ func startAPI(t *testing.T, ln net.Listener, lim APILimits) *prometheus.Registry
 		t.Fatal(err)
 	}
 	t.Cleanup(sec.stop)
-	srv := newAPIServer(newHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil, sec, nil), lim)
+	srv := newAPIServer(newHandler(st, cfg, slog.New(slog.DiscardHandler), reg, nil, sec, nil, nil), lim)
 	done := make(chan struct{})
 	go func() { // ends with srv.Close in the cleanup
 		defer close(done)

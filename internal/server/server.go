@@ -30,6 +30,7 @@ import (
 	"github.com/weftmesh/weft/internal/dns"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/storeurl"
+	"github.com/weftmesh/weft/internal/xds/lrs"
 	xdsserver "github.com/weftmesh/weft/internal/xds/server"
 )
 
@@ -64,6 +65,9 @@ type Config struct {
 	// XDS bounds the xDS server's streams and logs; zero fields take the
 	// defaults (xdsserver.DefaultMaxStreams, ...).
 	XDS xdsserver.Limits
+	// LRS bounds the load reporting service on the xDS listener and sets
+	// the interval proxies report at; zero fields take the defaults.
+	LRS lrs.Limits
 	// DNS bounds the DNS server: answer sizes, response rate, who may use
 	// the upstreams. Zero fields take the defaults.
 	DNS dns.Limits
@@ -94,6 +98,10 @@ type Config struct {
 	// CloudMapRemote names remote Cloud Maps (AWS's, another weft's) that
 	// resolve the awsCloudMap service discovery of some namespaces.
 	CloudMapRemote remote.Config
+	// OTLPEndpoint, when set, exports a trace of every API write (the
+	// request, its validation, its store commit) over OTLP/gRPC: a URL,
+	// http:// for plaintext, or host:port (TLS; plaintext on loopback).
+	OTLPEndpoint string
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -156,7 +164,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer stopFed() // before the store closes
-	srv := newAPIServer(withRemoteStatus(newHandler(st, cfg, log, reg, xds.proxies(), sec, authority), fed), cfg.API)
+	tp, stopTracing, err := newTracing(ctx, cfg.OTLPEndpoint)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), traceExportTimeout)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("flush traces", "err", err)
+		}
+	}()
+	apiStore := tracedStore{Store: st, tr: tp.Tracer(tracerName)}
+	srv := newAPIServer(traceWrites(tp, withRemoteStatus(newHandler(apiStore, cfg, log, reg, xds.proxies(), sec, authority, xds.load()), fed)), cfg.API)
 	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
 	log.Info("api listening", "addr", ln.Addr().String(), "store", storeName(cfg))
 
@@ -191,7 +212,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // issues join tokens; /v1/ca shows the CA's roots and takes its rotation
 // steps, when authority is not nil. With a credentials file (sec), every
 // request but /healthz and /metrics is verified and authorized.
-func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server, sec *security, authority *ca.Authority) http.Handler {
+func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Registry, xds *xdsserver.Server, sec *security, authority *ca.Authority, load *lrs.Server) http.Handler {
 	other := http.NewServeMux()
 	health := newStoreHealth(st)
 	other.HandleFunc("GET /healthz", health.healthz)
@@ -199,6 +220,9 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	other.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if xds != nil {
 		other.Handle("GET /v1/proxies", xds.ProxiesHandler())
+	}
+	if load != nil {
+		other.Handle("GET /v1/traffic", trafficHandler(st, load, cfg.AccountID, log))
 	}
 	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
 	other.Handle("GET /v1/backup", backupHandler(st, log.With("component", "backup")))

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/xds/lrs"
 	xdsserver "github.com/weftmesh/weft/internal/xds/server"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
@@ -20,6 +21,7 @@ import (
 // xdsRun is a running xDS server.
 type xdsRun struct {
 	srv    *xdsserver.Server
+	lrs    *lrs.Server   // load reports, served on the same listener
 	errc   chan error    // Serve's result, buffered; see failed
 	done   chan struct{} // closed when Serve has returned
 	cancel context.CancelFunc
@@ -61,6 +63,20 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 		insecure = true
 		log.Warn("--xds-insecure: any client that reaches the xDS listener is sent the certificate and key of the virtual node or gateway it names", "addr", ln.Addr().String())
 	}
+	// LRS shares the listener, its credentials and its authorization: a
+	// proxy reports for the node id it proved, as it streams ADS for it.
+	// The xDS server builds its gRPC server itself, so LRS is served as
+	// the service that server does not know.
+	load := lrs.New(lrs.Options{
+		ParseNodeID: func(id string) (translate.Identity, error) { return xdsserver.ParseNodeID(id, cfg.AccountID) },
+		Authorize:   authorize,
+		Limits:      cfg.LRS,
+		Log:         log.With("component", "lrs"),
+	})
+	if reg != nil {
+		reg.MustRegister(load.Collector())
+	}
+	opts = append(opts, load.UnknownServiceHandler())
 	srv := xdsserver.New(xdsserver.Options{
 		Authorize:     authorize,
 		Store:         st,
@@ -79,7 +95,7 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 		InsecureSecrets: insecure,
 	})
 	ctx, cancel := context.WithCancel(ctx)
-	x := &xdsRun{srv: srv, errc: make(chan error, 1), done: make(chan struct{}), cancel: cancel}
+	x := &xdsRun{srv: srv, lrs: load, errc: make(chan error, 1), done: make(chan struct{}), cancel: cancel}
 	go func() { // ends with cancel, in stop
 		defer close(x.done)
 		if err := srv.Serve(ctx, ln); err != nil {
@@ -113,4 +129,12 @@ func (x *xdsRun) proxies() *xdsserver.Server {
 		return nil
 	}
 	return x.srv
+}
+
+// load is the LRS server, or nil when no xDS server runs.
+func (x *xdsRun) load() *lrs.Server {
+	if x == nil {
+		return nil
+	}
+	return x.lrs
 }

@@ -378,6 +378,12 @@ func (w *world) section3(t *testing.T) {
 		w.assertSplit(t, red.host, "http://router.colors.local/", map[string]float64{"green": 80, "yellow": 20})
 	})
 
+	t.Run("4:1 split in /v1/traffic", func(t *testing.T) {
+		// red's sidecar reports its load every 5 s (LRS): within 10 s
+		// the control plane's traffic graph has the split.
+		w.assertTraffic(t, "red", "router.colors.local", map[string]float64{"green": 80, "yellow": 20})
+	})
+
 	t.Run("green at weight 0", func(t *testing.T) {
 		w.updateRoute(t, "03-green-0.json", map[string]int{"green": 0, "yellow": 1})
 		w.waitAll(t, red.host, "http://router.colors.local/", "yellow")
@@ -485,6 +491,42 @@ func (w *world) assertSplit(t *testing.T, from *netns.Host, url string, want map
 	t.Logf("%s from %s over %d requests: %s", url, from.Name, splitRequests, strings.Join(parts, ", "))
 }
 
+// assertTraffic waits up to 10 s for GET /v1/traffic to show source's
+// calls through service split as want says (percent, within
+// splitTolerance points).
+func (w *world) assertTraffic(t *testing.T, source, service string, want map[string]float64) {
+	t.Helper()
+	var last string
+	took := waitFor(t, "the split in /v1/traffic", 10*time.Second, func() (bool, error) {
+		last = w.signedCurl(t, "/v1/traffic?mesh=color-mesh")
+		var v struct {
+			Edges []struct {
+				Source            struct{ Kind, Name string }
+				VirtualService    string
+				Target            struct{ Kind, Name string }
+				RequestsPerSecond float64
+			}
+		}
+		if err := json.Unmarshal([]byte(last), &v); err != nil {
+			return false, err
+		}
+		rps, sum := map[string]float64{}, 0.0
+		for _, e := range v.Edges {
+			if e.Source.Name == source && e.VirtualService == service {
+				rps[e.Target.Name] += e.RequestsPerSecond
+				sum += e.RequestsPerSecond
+			}
+		}
+		for target, pct := range want {
+			if got := 100 * rps[target] / sum; sum == 0 || got < pct-splitTolerance || got > pct+splitTolerance {
+				return false, fmt.Errorf("%s %.1f%% of %.1f requests/s", target, got, sum)
+			}
+		}
+		return len(rps) == len(want), fmt.Errorf("targets %v", rps)
+	})
+	t.Logf("/v1/traffic after %v: %s", took.Round(100*time.Millisecond), last)
+}
+
 // section4: the virtual gateway, two replicas, reached from outside the mesh.
 func (w *world) section4(t *testing.T) {
 	w.aws(nil, "appmesh", "create-virtual-gateway", "--cli-input-json", w.input("04a-color-gateway.json"))
@@ -519,6 +561,10 @@ func (w *world) section4(t *testing.T) {
 			}
 		})
 	}
+	t.Run("gateway split in /v1/traffic", func(t *testing.T) {
+		// Both replicas' reports, summed into the gateway's edges.
+		w.assertTraffic(t, "color-gateway", "router.colors.local", map[string]float64{"green": 80, "yellow": 20})
+	})
 }
 
 // launch starts an ECS task from a task definition as ECS would with

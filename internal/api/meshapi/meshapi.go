@@ -27,6 +27,7 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/weftmesh/weft/internal/api"
 	"github.com/weftmesh/weft/internal/appmesh"
@@ -269,6 +270,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 		return
 	}
+	trace.SpanFromContext(r.Context()).SetName("appmesh." + rt.op.Name)
 	input, err := h.input(w, r, rt, vars)
 	if err != nil {
 		h.writeError(w, r, rt, err)
@@ -349,7 +351,12 @@ func (h *Handler) input(w http.ResponseWriter, r *http.Request, rt *route, vars 
 			}
 		}
 	}
-	if vs := appmesh.Model().Validate(rt.op.Input, doc); len(vs) > 0 {
+	// A span of the request's trace when weft server traces its writes
+	// (a no-op otherwise).
+	_, span := trace.SpanFromContext(r.Context()).TracerProvider().Tracer("github.com/weftmesh/weft/internal/api/meshapi").Start(r.Context(), "validate")
+	vs := appmesh.Model().Validate(rt.op.Input, doc)
+	span.End()
+	if len(vs) > 0 {
 		return nil, appmesh.BadRequest("%s", shape.Message(vs))
 	}
 	return json.Marshal(doc)

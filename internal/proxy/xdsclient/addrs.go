@@ -15,12 +15,12 @@ import (
 // plane's replicas), and move to another when it fails.
 const failoverConfig = `{"loadBalancingConfig":[{"pick_first":{"shuffleAddressList":true}}]}`
 
-// dialTarget turns Config.Server into a gRPC target. One host:port is
+// DialTarget turns Config.Server into a gRPC target. One host:port is
 // resolved by gRPC's DNS resolver, so a name with several A records is
 // several servers; a comma-separated list host:port,host:port,... is
 // given to the channel as is. Either way the channel uses one server and
 // fails over to another when it breaks.
-func dialTarget(server string) (string, []grpc.DialOption, error) {
+func DialTarget(server string) (string, []grpc.DialOption, error) {
 	var addrs []resolver.Address
 	for _, a := range strings.Split(server, ",") {
 		a = strings.TrimSpace(a)

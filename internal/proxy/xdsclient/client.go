@@ -147,7 +147,7 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}, c.cfg.DialOptions...)
-	target, topts, err := dialTarget(c.cfg.Server)
+	target, topts, err := DialTarget(c.cfg.Server)
 	if err != nil {
 		return err
 	}

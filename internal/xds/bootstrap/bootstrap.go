@@ -60,6 +60,11 @@ type Config struct {
 	// metadata (translate.IngressPortMetadataKey, EgressPortMetadataKey);
 	// 0 leaves App Mesh's 15000 and 15001.
 	IngressPort, EgressPort uint32
+	// LoadReports makes Envoy report its load (LRS) to weft on the xDS
+	// cluster, for GET /v1/traffic. App Mesh's bootstrap had no
+	// load_stats_config, so the default leaves it out: the bootstrap
+	// stays App Mesh's.
+	LoadReports bool
 }
 
 // xdsCluster is the static cluster of the xDS server; sdsCluster that of
@@ -135,6 +140,18 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		}
 		clusters = append(clusters, sds)
 	}
+	cm := &bootstrapv3.ClusterManager{
+		OutlierDetection: &bootstrapv3.ClusterManager_OutlierDetection{EventLogPath: "/dev/stdout"},
+	}
+	if c.LoadReports {
+		cm.LoadStatsConfig = &core.ApiConfigSource{
+			ApiType:             core.ApiConfigSource_GRPC,
+			TransportApiVersion: core.ApiVersion_V3,
+			GrpcServices: []*core.GrpcService{{TargetSpecifier: &core.GrpcService_EnvoyGrpc_{
+				EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: xdsCluster},
+			}}},
+		}
+	}
 	return &bootstrapv3.Bootstrap{
 		Node: node,
 		Admin: &bootstrapv3.Admin{
@@ -153,9 +170,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 			CdsConfig: proto.Clone(ads).(*core.ConfigSource),
 		},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: clusters},
-		ClusterManager: &bootstrapv3.ClusterManager{
-			OutlierDetection: &bootstrapv3.ClusterManager_OutlierDetection{EventLogPath: "/dev/stdout"},
-		},
+		ClusterManager:  cm,
 		LayeredRuntime: &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{
 			{Name: "static_layer_0", LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: runtime}},
 			{Name: "admin_layer", LayerSpecifier: &bootstrapv3.RuntimeLayer_AdminLayer_{AdminLayer: &bootstrapv3.RuntimeLayer_AdminLayer{}}},

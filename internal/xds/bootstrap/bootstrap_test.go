@@ -29,6 +29,7 @@ func TestBootstrap(t *testing.T) {
 		{"short-dns-tls", Config{ResourceARN: "mesh/color-mesh/virtualGateway/color-gateway", XDS: "weft.internal:443", AdminPort: 9901, CAFile: "/etc/pki/tls/cert.pem"}, clusterv3.Cluster_STRICT_DNS},
 		{"replicas", Config{ResourceARN: "mesh/color-mesh/virtualNode/red", XDS: "10.0.0.1:15010,10.0.0.2:15010, 10.0.0.3:15010", AdminPort: 9901}, clusterv3.Cluster_STATIC},
 		{"sds-socket", Config{ResourceARN: "mesh/color-mesh/virtualNode/red", XDS: "127.0.0.1:15010", AdminPort: 9901, SDSSocket: "/run/spire/sockets/agent.sock"}, clusterv3.Cluster_STATIC},
+		{"load-reports", Config{ResourceARN: "mesh/color-mesh/virtualNode/red", XDS: "127.0.0.1:15010", AdminPort: 9901, LoadReports: true}, clusterv3.Cluster_STATIC},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,6 +63,12 @@ func TestBootstrap(t *testing.T) {
 			flag := b.GetNode().GetMetadata().GetFields()["weft.sds_socket"].GetBoolValue()
 			if want := tt.cfg.SDSSocket != ""; hasAgent != want || flag != want || (!want && len(cls) != 1) {
 				t.Fatalf("SDS socket %q: agent cluster %t, node metadata %t, %d clusters", tt.cfg.SDSSocket, hasAgent, flag, len(cls))
+			}
+			// Load reports go to weft's xDS cluster when asked for, and
+			// the default is App Mesh's bootstrap, without them.
+			lrs := b.GetClusterManager().GetLoadStatsConfig()
+			if tt.cfg.LoadReports != (lrs != nil) || (lrs != nil && lrs.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName() != "weft_xds") {
+				t.Fatalf("LoadReports %t: load_stats_config %v", tt.cfg.LoadReports, lrs)
 			}
 			out, err := JSON(b)
 			if err != nil {
