@@ -197,15 +197,16 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 		other.Handle("GET /v1/proxies", xds.ProxiesHandler())
 	}
 	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
+	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
+	meshH := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID, Region: cfg.Region}, log.With("api", "appmesh"))
+	registerConsole(other, st, sec, xds, meshH.CallerAccount, log.With("component", "console"))
 	if authority != nil {
 		authority.Register(other)
 	}
 	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
-	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
 	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID})
-	meshH := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID, Region: cfg.Region}, log.With("api", "appmesh"))
 	return &api.Handler{
 		AppMesh:  meshH,
 		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),
