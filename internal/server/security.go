@@ -25,11 +25,11 @@ var signingNames = []string{"appmesh", "servicediscovery", "sts", "weft"}
 // security is what the credentials file and the token key make of a
 // Config: who may call the API, and how xDS streams prove who they are.
 type security struct {
-	keys   *auth.KeyFile // nil without --auth-file
+	keys *auth.KeyFile // nil without --auth-file
 	// sessions are the web console's sign-ins, nil without --auth-file.
 	sessions *console.Sessions
-	tokens *auth.Tokens
-	xds    *auth.XDS
+	tokens   *auth.Tokens
+	xds      *auth.XDS
 	// stop ends the credentials file's watch and waits for it.
 	stop func()
 }
