@@ -49,6 +49,7 @@ async function route() {
       view.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
       try {
         await fn(ctx, ...m.slice(1).map(decodeURIComponent));
+        performance.mark('weft-view'); // the view is drawn (the browser test reads it)
       } catch (e) {
         view.replaceChildren(h('h1', {}, 'Error'), errorBox(e));
       }

@@ -232,8 +232,9 @@ export async function detailView(ctx, kind, m, parent, name) {
     h('h1', {}, `${k.one[0].toUpperCase()}${k.one.slice(1)} ${name}`),
     m && kind !== 'mesh' ? meshTabs(m, kind) : meshTabs(m, 'mesh'),
     h('div', { class: 'toolbar' }, del), out,
+    weights,
     h('section', { class: 'card' }, h('h2', {}, 'Metadata'), metaBox),
-    children, weights,
+    children,
     h('section', { class: 'card' }, h('h2', {}, 'Spec'), specView),
     editForm, tagsBox);
 }
