@@ -103,9 +103,12 @@ function decorate(g, proxies, traffic) {
     n.sub = replicas ? `${replicas} prox${replicas === 1 ? 'y' : 'ies'} · ${nack ? 'NACK' : err ? 'error' : ps.every(proxyAcked) ? 'ACK' : 'pending'}` : 'no proxy';
     n.proxies = ps;
   }
+  // Weights are written on the edges of a graph small enough to read
+  // them; on a large one they are on each route's box.
+  const weights = g.edges.length <= 400;
   for (const e of g.edges) {
     e.rps = 0; e.err = 0; e.p99 = null;
-    e.label = e.weight !== undefined ? `weight ${e.weight} (${Math.round(100 * e.share)}%)` : '';
+    e.label = weights && e.weight !== undefined ? `weight ${e.weight} (${Math.round(100 * e.share)}%)` : '';
   }
   if (!traffic) return;
   // Traffic edges go source → target node through a virtual service; draw
@@ -172,28 +175,56 @@ export async function topologyView(ctx, m) {
   const reload = async () => {
     const t0 = performance.now();
     data = await load(m);
+    stats.lastLoadMs = performance.now() - t0;
     graph = build(m, data);
     lay = null;
     await Promise.all([refreshProxies(), refreshTraffic()]);
-    stats.lastLoadMs = performance.now() - t0;
     draw(!pz);
   };
   await reload();
-  // Live: a change reloads (coalesced while a reload runs); a proxies
-  // event redraws the badges; traffic is read every 5 s when served.
-  let pending = false, running = false;
+  // Live: a change reads only the resource it names and redraws (a full
+  // reload after a resync); changes are applied one at a time, in order;
+  // a proxies event redraws the badges; traffic is read every 5 s when
+  // the server serves it.
+  const queue = [];
+  let running = false;
+  const apply = async (ev) => {
+    if (ev === 'reload' || ev.kind === 'mesh') { await reload(); return; }
+    const arr = { virtualGateway: 'gateways', virtualRouter: 'routers', virtualService: 'svcD', route: 'routeD', virtualNode: 'nodeD', gatewayRoute: 'gwrD' }[ev.kind];
+    if (!arr) return;
+    const nameKey = api.KINDS[ev.kind].nameKey;
+    const parentKey = ev.kind === 'route' ? 'virtualRouterName' : ev.kind === 'gatewayRoute' ? 'virtualGatewayName' : null;
+    const same = (r) => r[nameKey] === ev.name && (!parentKey || r[parentKey] === ev.parent);
+    let next = data[arr].filter((r) => !same(r));
+    if (ev.op === 'put') {
+      try {
+        next = next.concat([await api.describe(ev.kind, m, ev.parent || '', ev.name)]);
+      } catch (e) {
+        if (e.status !== 404) throw e; // deleted since: the delete event follows
+      }
+    }
+    data = { ...data, [arr]: next };
+    graph = build(m, data);
+    lay = null;
+    draw(false);
+  };
   const kick = async () => {
-    if (running) { pending = true; return; }
+    if (running) return;
     running = true;
     try {
-      do { pending = false; await reload(); } while (pending);
+      while (queue.length) await apply(queue.shift());
     } catch (e) { side.replaceChildren(errorBox(e)); } finally { running = false; }
   };
   const stop = api.events(m, (type, ev) => {
-    if (type === 'hello') { status.textContent = `live · revision ${ev.revision}`; stats.revision = ev.revision; }
-    if (type === 'change') { status.textContent = `live · revision ${ev.revision} (${ev.op} ${ev.kind} ${ev.name})`; stats.revision = ev.revision; kick(); }
+    if (type === 'hello') {
+      status.textContent = `live · revision ${ev.revision}`;
+      // After a reconnect, what changed meanwhile is unknown: read it all.
+      if (stats.revision && ev.revision !== stats.revision) { queue.push('reload'); kick(); }
+      stats.revision = ev.revision;
+    }
+    if (type === 'change') { status.textContent = `live · revision ${ev.revision} (${ev.op} ${ev.kind} ${ev.name})`; stats.revision = ev.revision; queue.push(ev); kick(); }
     if (type === 'proxies') refreshProxies().then(() => draw(false));
-    if (type === 'resync') kick();
+    if (type === 'resync') { queue.push('reload'); kick(); }
     if (type === 'closed') status.textContent = 'reconnecting…';
     if (type === 'error') status.textContent = `event stream refused (HTTP ${ev.status})`;
   });
