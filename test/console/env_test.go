@@ -46,6 +46,13 @@ func freePort(t *testing.T, host string) string {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, "")
+}
+
+// newEnvWith starts the server with a credentials file (its YAML; none
+// when "").
+func newEnvWith(t *testing.T, authFile string) *env {
+	t.Helper()
 	needNamespace(t)
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
@@ -71,6 +78,12 @@ func newEnv(t *testing.T) *env {
 	// on the bridge for the proxies, in this test's own namespace.
 	cfg := server.Config{APIAddr: freePort(t, "127.0.0.1"), XDSAddr: freePort(t, "10.79.0.1"), DataDir: t.TempDir(),
 		Region: "us-east-1", AccountID: "111122223333", Insecure: true, XDSInsecure: true}
+	if authFile != "" {
+		cfg.AuthFile = filepath.Join(t.TempDir(), "auth.yaml")
+		if err := os.WriteFile(cfg.AuthFile, []byte(authFile), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	sctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- server.Run(sctx, cfg, slog.New(slog.DiscardHandler)) }() // ends with cancel in Cleanup
@@ -91,7 +104,7 @@ func newEnv(t *testing.T) *env {
 	})
 	e.shots = os.Getenv("WEFT_CONSOLE_SCREENSHOTS")
 	if e.shots == "" {
-		e.shots = t.TempDir()
+		e.shots = t.TempDir() // WEFT_CONSOLE_SCREENSHOTS keeps them
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
 		chromedp.WindowSize(1280, 860), chromedp.Flag("disable-dev-shm-usage", true))
