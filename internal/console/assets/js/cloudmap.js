@@ -36,7 +36,7 @@ export async function namespacesView(ctx) {
       setTimeout(() => namespacesView(ctx).catch(() => {}), 300);
     } catch (e) { out.replaceChildren(errorBox(e)); }
   } }, h('h2', {}, 'Create namespace'),
-  h('div', { class: 'row' }, h('label', { for: 'ns-name' }, 'Name'), name, h('label', { for: 'ns-type' }, 'Type'), type, h('label', { for: 'ns-vpc' }, 'VPC'), vpc, h('button', { type: 'submit', class: 'primary' }, 'Create')), out);
+  h('div', { class: 'row' }, h('label', { for: 'ns-name' }, 'Name'), name, h('label', { for: 'ns-type' }, 'Type'), type, h('label', { for: 'ns-vpc' }, 'VPC'), vpc, h('button', { type: 'submit', class: 'primary', id: 'ns-create' }, 'Create')), out);
   const search = searchable(body, rows, (r) => r.n.Name);
   ctx.view.replaceChildren(h('h1', {}, 'Cloud Map namespaces'), h('div', { class: 'toolbar' }, search),
     h('div', { class: 'scroll' }, h('table', { id: 'namespaces' }, h('thead', {}, h('tr', {}, ['Name', 'Type', 'ID', 'Services', 'Created'].map((x) => h('th', {}, x)))), body)), form);
@@ -64,7 +64,7 @@ export async function servicesView(ctx, nsId) {
     if (custom.checked) req.HealthCheckCustomConfig = { FailureThreshold: 1 };
     try { await api.cloudMap('CreateService', req); servicesView(ctx, nsId); } catch (e) { out.replaceChildren(errorBox(e)); }
   } }, h('h2', {}, 'Create service'), h('div', { class: 'row' }, h('label', { for: 'svc-name' }, 'Name'), name,
-    h('label', { for: 'svc-custom' }, 'Custom health'), custom, h('button', { type: 'submit', class: 'primary' }, 'Create')));
+    h('label', { for: 'svc-custom' }, 'Custom health'), custom, h('button', { type: 'submit', class: 'primary', id: 'svc-create' }, 'Create')));
   const del = h('button', { type: 'button', class: 'danger', onclick: async () => {
     if (!window.confirm(`Delete namespace ${ns.Name}?`)) return;
     try { await api.cloudMap('DeleteNamespace', { Id: nsId }); location.hash = '#/cloudmap'; } catch (e) { out.replaceChildren(errorBox(e)); }
@@ -88,11 +88,11 @@ export async function instancesView(ctx, svcId) {
   const rows = insts.map((i) => ({ i, tr: h('tr', { 'data-instance': i.Id },
     h('td', {}, i.Id),
     h('td', {}, h('code', {}, Object.entries(i.Attributes || {}).map(([k, v]) => `${k}=${v}`).join(' '))),
-    h('td', {}, h('span', { class: `badge ${health[i.Id] === 'HEALTHY' ? 'ok' : health[i.Id] ? 'bad' : 'warn'}` }, health[i.Id] || 'unknown')),
-    h('td', {}, svc.HealthCheckCustomConfig ? ['HEALTHY', 'UNHEALTHY'].map((st) => h('button', { type: 'button', onclick: async () => {
+    h('td', {}, h('span', { class: `badge health ${health[i.Id] === 'HEALTHY' ? 'ok' : health[i.Id] ? 'bad' : 'warn'}` }, health[i.Id] || 'unknown')),
+    h('td', {}, svc.HealthCheckCustomConfig ? ['HEALTHY', 'UNHEALTHY'].map((st) => h('button', { type: 'button', 'data-health': st, onclick: async () => {
       try { await api.cloudMap('UpdateInstanceCustomHealthStatus', { ServiceId: svcId, InstanceId: i.Id, Status: st }); instancesView(ctx, svcId); } catch (e) { out.replaceChildren(errorBox(e)); }
     } }, `Set ${st.toLowerCase()}`)) : null,
-    ' ', h('button', { type: 'button', class: 'danger', onclick: async () => {
+    ' ', h('button', { type: 'button', class: 'danger', 'data-deregister': i.Id, onclick: async () => {
       try { await api.cloudMap('DeregisterInstance', { ServiceId: svcId, InstanceId: i.Id }); setTimeout(() => instancesView(ctx, svcId), 200); } catch (e) { out.replaceChildren(errorBox(e)); }
     } }, 'Deregister'))) }));
   const id = h('input', { id: 'inst-id', required: true });
@@ -107,7 +107,7 @@ export async function instancesView(ctx, svcId) {
       setTimeout(() => instancesView(ctx, svcId), 200);
     } catch (e) { out.replaceChildren(errorBox(e)); }
   } }, h('h2', {}, 'Register instance'), h('label', { for: 'inst-id' }, 'Instance ID'), id,
-    h('label', { for: 'inst-attrs' }, 'Attributes (JSON)'), attrs, h('p', {}, h('button', { type: 'submit', class: 'primary' }, 'Register')));
+    h('label', { for: 'inst-attrs' }, 'Attributes (JSON)'), attrs, h('p', {}, h('button', { type: 'submit', class: 'primary', id: 'inst-register' }, 'Register')));
   ctx.view.replaceChildren(
     h('div', { class: 'crumbs' }, h('a', { href: '#/cloudmap' }, 'Cloud Map'), ' / ', h('a', { href: `#/cloudmap/ns/${enc(svc.NamespaceId)}` }, svc.NamespaceId), ' / ', svc.Name),
     h('h1', {}, `Service ${svc.Name}`),
