@@ -3,7 +3,6 @@ package console
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -199,7 +198,7 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		case <-keep.C:
-			if err := send("keep-alive", nil); err != nil && !errors.Is(err, context.Canceled) {
+			if err := send("keep-alive", nil); err != nil {
 				return
 			}
 		}
