@@ -69,6 +69,31 @@ func TestConsoleLargeMesh(t *testing.T) {
 	parallel(t, reqs, 8)
 	t.Logf("created 1,251 resources through the API in %v", time.Since(start).Round(time.Millisecond))
 
+	// The baseline, in the same run: the same reads (lists, then one
+	// Describe per resource) from Go over 6 connections, as many as the
+	// browser opens to one host.
+	start = time.Now()
+	var reads []func()
+	for _, kind := range []string{"virtualNodes", "virtualServices", "virtualRouters", "virtualGateways"} {
+		reads = append(reads, func() { e.mustAPI(t, "GET", "/v20190125/meshes/big/"+kind+"?limit=100", nil) })
+	}
+	for i := range 200 {
+		reads = append(reads, func() { e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualNodes/node-%03d", i), nil) })
+	}
+	for r := range 20 {
+		reads = append(reads, func() { e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualServices/svc-%02d.big.local", r), nil) })
+		for k := range 50 {
+			reads = append(reads, func() {
+				e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualRouter/router-%02d/routes/route-%02d", r, k), nil)
+			})
+		}
+	}
+	for g := range 10 {
+		reads = append(reads, func() { e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualGateway/gw/gatewayRoutes/gr-%02d", g), nil) })
+	}
+	parallel(t, reads, 6)
+	t.Logf("baseline: the same %d reads from Go over 6 connections took %v", len(reads), time.Since(start).Round(time.Millisecond))
+
 	e.run(t, "open the large topology",
 		chromedp.Navigate("about:blank"),
 		chromedp.Navigate(e.base+"/console/#/mesh/big"),
