@@ -81,7 +81,9 @@ func TestConsoleLargeMesh(t *testing.T) {
 		reads = append(reads, func() { e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualNodes/node-%03d", i), nil) })
 	}
 	for r := range 20 {
-		reads = append(reads, func() { e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualServices/svc-%02d.big.local", r), nil) })
+		reads = append(reads, func() {
+			e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualServices/svc-%02d.big.local", r), nil)
+		})
 		for k := range 50 {
 			reads = append(reads, func() {
 				e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualRouter/router-%02d/routes/route-%02d", r, k), nil)
@@ -89,7 +91,9 @@ func TestConsoleLargeMesh(t *testing.T) {
 		}
 	}
 	for g := range 10 {
-		reads = append(reads, func() { e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualGateway/gw/gatewayRoutes/gr-%02d", g), nil) })
+		reads = append(reads, func() {
+			e.mustAPI(t, "GET", fmt.Sprintf("/v20190125/meshes/big/virtualGateway/gw/gatewayRoutes/gr-%02d", g), nil)
+		})
 	}
 	parallel(t, reads, 6)
 	t.Logf("baseline: the same %d reads from Go over 6 connections took %v", len(reads), time.Since(start).Round(time.Millisecond))
