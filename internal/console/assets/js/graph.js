@@ -7,7 +7,7 @@
 
 const LAYER = { virtualGateway: 0, virtualService: 1, virtualRouter: 2, route: 3, virtualNode: 4 };
 const W = { virtualGateway: 170, virtualService: 190, virtualRouter: 170, route: 120, virtualNode: 170 };
-const H = 46, GAPX = 16, GAPY = 110;
+const H = 46, GAPX = 16, GAPY = 110, ROWGAP = 24;
 
 // layout assigns x, y to nodes ({id, kind}) given edges ({from, to,
 // backend}); backend edges (node → the service it calls) do not shape the
@@ -63,20 +63,32 @@ export function layout(nodes, edges, sweeps = 4) {
       L.forEach((n, i) => { n.order = i; });
     }
   }
-  // Coordinates: pack, then centre each layer on the widest.
-  const widths = layers.map((L) => L.reduce((w, n) => w + (n.dummy ? 10 : W[n.kind]) + GAPX, 0));
-  const maxW = Math.max(200, ...widths);
-  layers.forEach((L, l) => {
-    let x = (maxW - widths[l]) / 2;
+  // Coordinates: pack each layer left to right in its order; a layer
+  // wider than the row width wraps onto further rows (a mesh of a thousand
+  // routes keeps a shape a screen can show); then centre each row.
+  for (const L of layers) for (const n of L) { n.w = n.dummy ? 10 : W[n.kind]; n.h = n.dummy ? 0 : H; }
+  const total = layers.reduce((a, L) => a + L.reduce((w, n) => w + n.w + GAPX, 0), 0);
+  const rowW = Math.max(1400, Math.min(8000, Math.sqrt(total * (H + ROWGAP)) * 1.6));
+  let y = 30, maxW = 200;
+  const rows = [];
+  for (const L of layers) {
+    let row = [], x = 0;
+    const flush = () => { if (row.length) rows.push({ nodes: row, width: x - GAPX, y }); y += H + ROWGAP; row = []; x = 0; };
     for (const n of L) {
-      n.w = n.dummy ? 10 : W[n.kind];
-      n.h = n.dummy ? 0 : H;
+      if (x > 0 && x + n.w > rowW) flush();
       n.x = x + n.w / 2;
-      n.y = 30 + l * (H + GAPY) + H / 2;
       x += n.w + GAPX;
+      row.push(n);
     }
-  });
-  return { width: maxW, height: 30 + 5 * (H + GAPY), chains };
+    if (row.length) { rows.push({ nodes: row, width: x - GAPX, y }); y += H; }
+    y += GAPY;
+  }
+  for (const r of rows) maxW = Math.max(maxW, r.width);
+  for (const r of rows) {
+    const off = (maxW - r.width) / 2;
+    for (const n of r.nodes) { n.x += off; n.y = r.y + H / 2; }
+  }
+  return { width: maxW, height: y, chains };
 }
 
 const SVG = 'http://www.w3.org/2000/svg';

@@ -9,21 +9,40 @@ import { layout, render, panZoom } from './graph.js';
 import { meshTabs, hrefOf } from './mesh.js';
 import { proxyAcked } from './acks.js';
 
-// load reads every resource of the mesh, in parallel where it can.
+// pool maps items through fn with at most n calls in flight: a browser
+// handed a thousand requests at once queues them far more slowly than it
+// serves a few at a time.
+async function pool(items, n, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+const PARALLEL = 6; // what a browser opens to one host over HTTP/1.1
+
+// load reads every resource of the mesh: the lists, then one Describe per
+// resource that has references (the API returns specs one at a time).
 async function load(m) {
   const [gateways, services, routers, nodes] = await Promise.all(
     ['virtualGateway', 'virtualService', 'virtualRouter', 'virtualNode'].map((k) => api.listAll(k, m)));
-  const gwRoutes = (await Promise.all(gateways.map((g) => api.listAll('gatewayRoute', m, g.virtualGatewayName)))).flat();
-  const routes = (await Promise.all(routers.map((r) => api.listAll('route', m, r.virtualRouterName)))).flat();
-  // Specs say where edges go: describe what has references.
-  const d = (kind, parent, name) => api.describe(kind, m, parent, name);
-  const [svcD, routeD, nodeD, gwrD] = await Promise.all([
-    Promise.all(services.map((s) => d('virtualService', '', s.virtualServiceName))),
-    Promise.all(routes.map((r) => d('route', r.virtualRouterName, r.routeName))),
-    Promise.all(nodes.map((n) => d('virtualNode', '', n.virtualNodeName))),
-    Promise.all(gwRoutes.map((g) => d('gatewayRoute', g.virtualGatewayName, g.gatewayRouteName))),
-  ]);
-  return { gateways, routers, svcD, routeD, nodeD, gwrD };
+  const gwRoutes = (await pool(gateways, PARALLEL, (g) => api.listAll('gatewayRoute', m, g.virtualGatewayName))).flat();
+  const routes = (await pool(routers, PARALLEL, (r) => api.listAll('route', m, r.virtualRouterName))).flat();
+  const work = [
+    ...services.map((s) => ['virtualService', '', s.virtualServiceName]),
+    ...routes.map((r) => ['route', r.virtualRouterName, r.routeName]),
+    ...nodes.map((n) => ['virtualNode', '', n.virtualNodeName]),
+    ...gwRoutes.map((g) => ['gatewayRoute', g.virtualGatewayName, g.gatewayRouteName]),
+  ];
+  const got = await pool(work, PARALLEL, ([kind, parent, name]) => api.describe(kind, m, parent, name));
+  const by = (kind) => got.filter((_, i) => work[i][0] === kind);
+  return { gateways, routers, svcD: by('virtualService'), routeD: by('route'), nodeD: by('virtualNode'), gwrD: by('gatewayRoute') };
 }
 
 function targetsOf(spec) {
