@@ -56,6 +56,11 @@ type EventsConfig struct {
 	// events); a change of it is sent as a "proxies" event.
 	ProxiesDigest func() string
 
+	// Stop, when closed, ends every stream (the server is shutting down:
+	// a graceful shutdown waits for requests, and a stream never ends by
+	// itself). Nil: streams end only with their request.
+	Stop <-chan struct{}
+
 	MaxSubscribers  int
 	WriteTimeout    time.Duration
 	ProxiesInterval time.Duration
@@ -168,6 +173,8 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-e.cfg.Stop:
 			return
 		case c, ok := <-changes:
 			if !ok {

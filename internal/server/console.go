@@ -14,7 +14,8 @@ import (
 // registerConsole serves the web console at /console/ and its live
 // events at GET /v1/events (action weft:GetEvents) on mux. account names a
 // request's mesh owner as the App Mesh API does.
-func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xdsserver.Server, account func(*http.Request) string, log *slog.Logger) {
+// Closing stop ends the event streams (nil: they end with their requests).
+func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xdsserver.Server, account func(*http.Request) string, stop <-chan struct{}, log *slog.Logger) {
 	var sessions *console.Sessions
 	if sec != nil {
 		sessions = sec.sessions
@@ -29,5 +30,5 @@ func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xds
 			return string(sum[:])
 		}
 	}
-	mux.Handle("GET /v1/events", console.NewEvents(console.EventsConfig{Store: st, Account: account, ProxiesDigest: digest, Log: log}))
+	mux.Handle("GET /v1/events", console.NewEvents(console.EventsConfig{Store: st, Account: account, ProxiesDigest: digest, Stop: stop, Log: log}))
 }

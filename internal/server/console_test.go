@@ -2,8 +2,11 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"strings"
@@ -221,5 +224,54 @@ func TestConsoleAssetsSize(t *testing.T) {
 	t.Logf("console assets: %d bytes, %d gzipped", raw, gz)
 	if gz >= 1<<20 || gz == 0 {
 		t.Fatalf("console assets are %d bytes gzipped; the budget is 1 MiB", gz)
+	}
+}
+
+// TestShutdownEndsEventStreams: a console's open event stream does not
+// hold up a graceful shutdown (it would wait for it, then fail).
+func TestShutdownEndsEventStreams(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := Config{APIAddr: addr, DataDir: t.TempDir(), Region: "us-east-1", AccountID: "111122223333"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, slog.New(slog.DiscardHandler)) }() // ends with cancel below
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not up: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
+	cc := newConsoleClient(t, base)
+	if resp, body := cc.do("PUT", "/v20190125/meshes", `{"meshName":"m"}`, nil); resp.StatusCode != 200 {
+		t.Fatalf("create mesh: %d %s", resp.StatusCode, body)
+	}
+	stream, err := http.Get(base + "/v1/events?mesh=m")
+	if err != nil || stream.StatusCode != 200 {
+		t.Fatalf("events: %v %v", stream, err)
+	}
+	defer stream.Body.Close()
+	r := bufio.NewReader(stream.Body)
+	if l, _ := r.ReadString('\n'); l != "event: hello\n" {
+		t.Fatalf("first line %q", l)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run with an open event stream: %v", err)
+	}
+	if _, err := io.ReadAll(r); err != nil {
+		t.Logf("stream after shutdown: %v", err)
 	}
 }

@@ -85,6 +85,10 @@ type Config struct {
 	CACertFile, CAKeyFile string
 	TrustDomain           string
 	CertLifetime          time.Duration
+
+	// streamsStop, closed when the API server starts shutting down, ends
+	// long-lived responses (the console's event streams). Set by Run.
+	streamsStop <-chan struct{}
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -152,7 +156,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer xds.stop() // before the store closes
+	streamsStop := make(chan struct{})
+	cfg.streamsStop = streamsStop
 	srv := newAPIServer(newHandler(st, cfg, log, reg, xds.proxies(), sec, authority), cfg.API)
+	srv.RegisterOnShutdown(func() { close(streamsStop) }) // Shutdown waits for streams otherwise
 	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
 	log.Info("api listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
 
@@ -199,7 +206,7 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
 	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
 	meshH := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID, Region: cfg.Region}, log.With("api", "appmesh"))
-	registerConsole(other, st, sec, xds, meshH.CallerAccount, log.With("component", "console"))
+	registerConsole(other, st, sec, xds, meshH.CallerAccount, cfg.streamsStop, log.With("component", "console"))
 	if authority != nil {
 		authority.Register(other)
 	}
