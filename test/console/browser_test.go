@@ -183,6 +183,9 @@ func TestConsole(t *testing.T) {
 		}
 		e.run(t, "clear the filter", poll(`(() => { const f = document.getElementById('filter-node'); f.value = ''; f.dispatchEvent(new Event('input')); return true; })()`))
 		e.screenshot(t, "proxies")
+		e.run(t, "a node's page lists its proxies",
+			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/virtualNode/red"),
+			chromedp.WaitVisible(css(`#node-proxies tr[data-node="mesh/`+mesh+`/virtualNode/red"]`)))
 		e.run(t, "topology with proxies", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh),
 			chromedp.WaitVisible(css(`#topology g[data-id="virtualNode:red"]`)),
 			poll(`[...document.querySelectorAll('#topology g.n.virtualNode text.sub')].filter(t => t.textContent.includes('ACK')).length === 2`))

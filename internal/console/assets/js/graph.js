@@ -149,6 +149,7 @@ export function render(svg, nodes, edges, lay, onOpen) {
   const gs = new Map();
   for (const n of nodes) {
     const g = el('g', { class: `n ${n.kind}${n.nack ? ' nack' : ''}`, transform: `translate(${n.x - n.w / 2},${n.y - n.h / 2})`, tabindex: '0', role: 'link', 'data-id': n.id, 'aria-label': `${n.kind} ${n.name}${n.sub ? ', ' + n.sub : ''}` });
+    if (n.title) g.append(el('title', {}, n.title));
     g.append(el('rect', { width: String(n.w), height: String(n.h), rx: '6' }));
     g.append(el('text', { x: '8', y: '18' }, clip(n.name, Math.floor(n.w / 7))));
     g.append(el('text', { x: '8', y: '35', class: 'sub' }, clip(n.sub || n.kind, Math.floor(n.w / 6))));

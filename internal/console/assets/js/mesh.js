@@ -5,6 +5,7 @@ import * as api from './api.js';
 import { h, errorBox, okBox, enc, when, tagsFromText } from './dom.js';
 import { specForm } from './forms.js';
 import { ackWatcher } from './acks.js';
+import { proxyRows, PROXY_COLUMNS } from './proxies.js';
 
 const CHILD_KINDS = ['virtualGateway', 'virtualService', 'virtualRouter', 'virtualNode'];
 
@@ -222,6 +223,17 @@ export async function detailView(ctx, kind, m, parent, name) {
     specView.textContent = JSON.stringify(r.spec, null, 2);
     metaBox.querySelector('#version').textContent = String(r.metadata.version);
   }) : null;
+  let proxiesBox = null;
+  if (kind === 'virtualNode' || kind === 'virtualGateway') {
+    // The proxies serving this node or gateway, as /v1/proxies has them.
+    proxiesBox = h('section', { class: 'card', id: 'node-proxies' }, h('h2', {}, 'Proxies'));
+    api.proxies().then((st) => {
+      const mine = (st.proxies || []).filter((p) => p.mesh === m && p.kind === kind && p.name === name);
+      proxiesBox.append(mine.length
+        ? h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, h('tr', {}, PROXY_COLUMNS.map((x) => h('th', {}, x)))), h('tbody', {}, proxyRows(mine))))
+        : h('p', { class: 'muted' }, 'No proxy is connected for it.'));
+    }).catch((e) => proxiesBox.append(e.status === 404 ? h('p', { class: 'muted' }, 'This server runs no xDS server.') : errorBox(e)));
+  }
   const tagsBox = h('section', { class: 'card' }, h('h2', {}, 'Tags'));
   drawTags(tagsBox, md.arn);
   const children = [];
@@ -234,7 +246,7 @@ export async function detailView(ctx, kind, m, parent, name) {
     h('div', { class: 'toolbar' }, del), out,
     weights,
     h('section', { class: 'card' }, h('h2', {}, 'Metadata'), metaBox),
-    children,
+    children, proxiesBox,
     h('section', { class: 'card' }, h('h2', {}, 'Spec'), specView),
     editForm, tagsBox);
 }

@@ -121,6 +121,7 @@ function decorate(g, proxies, traffic) {
     n.nack = !!(nack || err);
     n.sub = replicas ? `${replicas} prox${replicas === 1 ? 'y' : 'ies'} · ${nack ? 'NACK' : err ? 'error' : ps.every(proxyAcked) ? 'ACK' : 'pending'}` : 'no proxy';
     n.proxies = ps;
+    n.title = ps.map((p) => `${p.nodeId}: ${p.replicas} replica(s)${p.lastNack ? `; last NACK: ${p.lastNack.message || ''}` : ''}${p.error ? `; error: ${p.error}` : ''}`).join('\n');
   }
   // Weights are written on the edges of a graph small enough to read
   // them; on a large one they are on each route's box.
