@@ -212,6 +212,31 @@ func TestConsole(t *testing.T) {
 		e.screenshot(t, "delete-in-use")
 	})
 
+	t.Run("traffic on the edges", func(t *testing.T) {
+		// GET /v1/traffic's shape (from another part of weft; absent here)
+		// drawn on the graph's edges by the console's own code.
+		got := value(t, e, "decorate", chromedp.Evaluate[[]string](`(async () => {
+			const t = await import('/console/js/topology.js');
+			const g = t.build('m', { gateways: [{ virtualGatewayName: 'gw' }], routers: [{ virtualRouterName: 'r' }],
+				svcD: [{ virtualServiceName: 's', spec: { provider: { virtualRouter: { virtualRouterName: 'r' } } } }],
+				routeD: [{ routeName: 'rt', virtualRouterName: 'r', spec: { httpRoute: { action: { weightedTargets: [{ virtualNode: 'a', weight: 4 }, { virtualNode: 'b', weight: 1 }] } } } }],
+				nodeD: [{ virtualNodeName: 'a', spec: {} }, { virtualNodeName: 'b', spec: {} }],
+				gwrD: [{ gatewayRouteName: 'g', virtualGatewayName: 'gw', spec: { httpRoute: { action: { target: { virtualService: { virtualServiceName: 's' } } } } } }] });
+			t.decorate(g, [], { mesh: 'm', windowSeconds: 30, generatedAt: '2026-12-02T15:00:00Z', edges: [
+				{ source: { kind: 'virtualGateway', name: 'gw' }, virtualService: 's', target: { kind: 'virtualNode', name: 'a' }, requestsPerSecond: 8, errorRatio: 0.01, p50Ms: 1.2, p99Ms: 3.5, lastReport: '2026-12-02T15:00:00Z' },
+				{ source: { kind: 'virtualGateway', name: 'gw' }, virtualService: 's', target: { kind: 'virtualNode', name: 'b' }, requestsPerSecond: 2, errorRatio: 0, p50Ms: null, p99Ms: null, lastReport: '2026-12-02T15:00:00Z' },
+				{ source: { kind: 'virtualGateway', name: 'gw' }, virtualService: 'other', target: { kind: 'virtualNode', name: 'b' }, requestsPerSecond: 100, errorRatio: 0.5, p50Ms: null, p99Ms: null, lastReport: '2026-12-02T15:00:00Z' }] });
+			return g.edges.filter((x) => x.label).map((x) => x.from + ' > ' + x.to + ': ' + x.label).sort();
+		})()`, chromedp.EvalAwaitPromise))
+		want := []string{
+			"route:r/rt > virtualNode:a: weight 4 (80%) · 8.0 rps · 1.0% err · p99 3.5 ms",
+			"route:r/rt > virtualNode:b: weight 1 (20%) · 2.0 rps · 0.0% err",
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("edge labels:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
+
 	t.Run("narrow window and keyboard", func(t *testing.T) {
 		e.run(t, "narrow",
 			chromedp.EmulateViewport(420, 860),

@@ -104,7 +104,7 @@ export function build(m, data) {
 }
 
 // decorate puts proxies' state on nodes and traffic on edges.
-function decorate(g, proxies, traffic) {
+export function decorate(g, proxies, traffic) {
   const byNode = new Map();
   for (const p of proxies) {
     const key = `${p.kind}:${p.name}`;
