@@ -35,6 +35,7 @@ have nslookup || need_pkgs+=(dnsutils)
 /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need_pkgs+=(python3-grpcio)
 have npm || need_pkgs+=(nodejs npm)
 [ -x /usr/bin/etcd ] || need_pkgs+=(etcd-server)   # the etcd store's tests start real members
+have chromium || need_pkgs+=(chromium)   # test/console drives it with chromedp
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${need_pkgs[*]}" >&2

@@ -31,6 +31,12 @@ type Guard struct {
 	Weft func(r *http.Request, body []byte, account string) (action, resource string)
 	// MaxBodyBytes bounds the body read to hash it (the APIs' own bound).
 	MaxBodyBytes int64
+	// Session, when set, names the key of a web console session
+	// (console.Sessions.Authenticate): a request without an Authorization
+	// header that carries the session's cookie and CSRF token acts as that
+	// key, authorized like a request it signed. present is false when the
+	// request carries no session; err is an *auth.Error.
+	Session func(r *http.Request) (key *auth.Key, err error, present bool)
 }
 
 type accountKey struct{}
@@ -66,8 +72,8 @@ func (g *Guard) check(w http.ResponseWriter, r *http.Request) (*http.Request, bo
 	}
 	// Open paths, but only as Other serves them: a request with a target
 	// goes to Cloud Map whatever its path.
-	if target == "" && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics") {
-		return r, true
+	if target == "" && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" || strings.HasPrefix(r.URL.Path, "/console/")) {
+		return r, true // the console's assets and sign-in; its API calls come back through here
 	}
 	limit := g.MaxBodyBytes
 	if limit <= 0 {
@@ -86,7 +92,15 @@ func (g *Guard) check(w http.ResponseWriter, r *http.Request) (*http.Request, bo
 		body = b
 		r.Body = io.NopCloser(bytes.NewReader(b))
 	}
-	key, err := g.Verify(r, body)
+	var key *auth.Key
+	var err error
+	present := false
+	if g.Session != nil && r.Header.Get("Authorization") == "" {
+		key, err, present = g.Session(r)
+	}
+	if !present {
+		key, err = g.Verify(r, body)
+	}
 	if err != nil {
 		var e *auth.Error
 		if errors.As(err, &e) {

@@ -120,6 +120,7 @@ func Run(ctx context.Context, opt Options) error {
 	e.layout = layout
 	fmt.Fprintf(opt.Out, "weft demo: the API is at %s. Change the weights while it runs, e.g. 1:1:\n  %s\n",
 		e.apiURL, updateRouteCommand(e.apiURL, 1, 1))
+	fmt.Fprintf(opt.Out, "weft demo: or in the console, with sliders and the live topology: %s/console/#/mesh/color-mesh/route/color-router/color-route\n", e.apiURL)
 
 	runCtx := ctx
 	if opt.Duration > 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/weftmesh/weft/internal/api/cloudmapapi"
 	"github.com/weftmesh/weft/internal/api/meshapi"
 	"github.com/weftmesh/weft/internal/auth"
+	"github.com/weftmesh/weft/internal/console"
 	"github.com/weftmesh/weft/internal/store"
 )
 
@@ -24,9 +25,11 @@ var signingNames = []string{"appmesh", "servicediscovery", "sts", "weft"}
 // security is what the credentials file and the token key make of a
 // Config: who may call the API, and how xDS streams prove who they are.
 type security struct {
-	keys   *auth.KeyFile // nil without --auth-file
-	tokens *auth.Tokens
-	xds    *auth.XDS
+	keys *auth.KeyFile // nil without --auth-file
+	// sessions are the web console's sign-ins, nil without --auth-file.
+	sessions *console.Sessions
+	tokens   *auth.Tokens
+	xds      *auth.XDS
 	// stop ends the credentials file's watch and waits for it.
 	stop func()
 }
@@ -84,6 +87,7 @@ func newSecurity(ctx context.Context, st store.Store, cfg Config, log *slog.Logg
 		s.stop = func() { cancel(); <-done }
 		s.xds.Verifier = &auth.Verifier{Keys: s.keys, Services: []string{"appmesh", "appmesh-preview"}}
 		s.xds.Required = true
+		s.sessions = console.NewSessions(s.keys, console.SessionLimits{}, nil)
 	}
 	log.Info("access control", "auth_file", cfg.AuthFile, "xds", s.xds.String())
 	return s, nil
@@ -103,6 +107,7 @@ func (s *security) guard(cfg Config, mesh *meshapi.Handler) *api.Guard {
 		},
 		Weft:         api.WeftAction(nil, api.TokenResource(cfg.Region)),
 		MaxBodyBytes: 1 << 20,
+		Session:      s.sessions.Authenticate,
 	}
 }
 

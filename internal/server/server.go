@@ -102,6 +102,9 @@ type Config struct {
 	// request, its validation, its store commit) over OTLP/gRPC: a URL,
 	// http:// for plaintext, or host:port (TLS; plaintext on loopback).
 	OTLPEndpoint string
+	// streamsStop, closed when the API server starts shutting down, ends
+	// long-lived responses (the console's event streams). Set by Run.
+	streamsStop <-chan struct{}
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -177,7 +180,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}()
 	apiStore := tracedStore{Store: st, tr: tp.Tracer(tracerName)}
+	streamsStop := make(chan struct{})
+	cfg.streamsStop = streamsStop
 	srv := newAPIServer(traceWrites(tp, withRemoteStatus(newHandler(apiStore, cfg, log, reg, xds.proxies(), sec, authority, xds.load()), fed)), cfg.API)
+	srv.RegisterOnShutdown(func() { close(streamsStop) }) // Shutdown waits for streams otherwise
 	ln = newCapListener(ln, cfg.API, newAPIMetrics(reg))
 	log.Info("api listening", "addr", ln.Addr().String(), "store", storeName(cfg))
 
@@ -226,15 +232,16 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	}
 	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
 	other.Handle("GET /v1/backup", backupHandler(st, log.With("component", "backup")))
+	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
+	meshH := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID, Region: cfg.Region}, log.With("api", "appmesh"))
+	registerConsole(other, st, sec, xds, meshH.CallerAccount, cfg.streamsStop, log.With("component", "console"))
 	if authority != nil {
 		authority.Register(other)
 	}
 	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
-	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
 	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID})
-	meshH := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID, Region: cfg.Region}, log.With("api", "appmesh"))
 	return &api.Handler{
 		AppMesh:  meshH,
 		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),

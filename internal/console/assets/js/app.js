@@ -1,0 +1,108 @@
+// The console's shell: sign-in, navigation and the hash router.
+
+import * as api from './api.js';
+import { h, errorBox } from './dom.js';
+import * as mesh from './mesh.js';
+import * as cloudmap from './cloudmap.js';
+import { proxiesView } from './proxies.js';
+import { topologyView } from './topology.js';
+
+const view = document.getElementById('view');
+let cleanup = null; // ends the current view's streams and timers
+
+// ctx is what a view gets: where to draw, and a way to register cleanups.
+function newCtx() {
+  const stops = [];
+  cleanup = () => { for (const s of stops) s(); };
+  return { view, onLeave: (f) => stops.push(f) };
+}
+
+const routes = [
+  [/^#\/meshes$/, (c) => mesh.meshesView(c)],
+  [/^#\/new\/mesh$/, (c) => mesh.createView(c, 'mesh', '', '')],
+  [/^#\/mesh\/([^/]+)$/, (c, m) => topologyView(c, m)],
+  [/^#\/mesh\/([^/]+)\/list\/(\w+)$/, (c, m, k) => mesh.listView(c, k, m, '')],
+  [/^#\/mesh\/([^/]+)\/list\/(\w+)\/([^/]+)$/, (c, m, k, p) => mesh.listView(c, k, m, p)],
+  [/^#\/mesh\/([^/]+)\/new\/(\w+)$/, (c, m, k) => mesh.createView(c, k, m, '')],
+  [/^#\/mesh\/([^/]+)\/new\/(\w+)\/([^/]+)$/, (c, m, k, p) => mesh.createView(c, k, m, p)],
+  [/^#\/mesh\/([^/]+)\/(virtualNode|virtualService|virtualRouter|virtualGateway)\/([^/]+)$/, (c, m, k, n) => mesh.detailView(c, k, m, '', n)],
+  [/^#\/mesh\/([^/]+)\/(route|gatewayRoute)\/([^/]+)\/([^/]+)$/, (c, m, k, p, n) => mesh.detailView(c, k, m, p, n)],
+  [/^#\/mesh\/([^/]+)\/detail$/, (c, m) => mesh.detailView(c, 'mesh', m, '', m)],
+  [/^#\/cloudmap$/, (c) => cloudmap.namespacesView(c)],
+  [/^#\/cloudmap\/ns\/([^/]+)$/, (c, id) => cloudmap.servicesView(c, id)],
+  [/^#\/cloudmap\/svc\/([^/]+)$/, (c, id) => cloudmap.instancesView(c, id)],
+  [/^#\/proxies$/, (c) => proxiesView(c)],
+];
+
+async function route() {
+  if (cleanup) { cleanup(); cleanup = null; }
+  const hash = location.hash || '#/meshes';
+  const section = hash.startsWith('#/cloudmap') ? 'cloudmap' : hash.startsWith('#/proxies') ? 'proxies' : 'meshes';
+  for (const a of document.querySelectorAll('[data-nav]')) {
+    if (a.dataset.nav === section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  if (api.session.auth && !api.session.signedIn) { signInView(); return; }
+  for (const [re, fn] of routes) {
+    const m = hash.match(re);
+    if (m) {
+      const ctx = newCtx();
+      view.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+      try {
+        await fn(ctx, ...m.slice(1).map(decodeURIComponent));
+        performance.mark('weft-view'); // the view is drawn (the browser test reads it)
+      } catch (e) {
+        view.replaceChildren(h('h1', {}, 'Error'), errorBox(e));
+      }
+      return;
+    }
+  }
+  location.hash = '#/meshes';
+}
+
+function whoBar() {
+  const who = document.getElementById('who');
+  if (!api.session.auth) { who.replaceChildren(h('span', {}, 'loopback, no sign-in')); return; }
+  if (!api.session.signedIn) { who.replaceChildren(); return; }
+  who.replaceChildren(
+    h('span', { title: api.session.arn || '' }, api.session.accessKeyId),
+    h('button', { type: 'button', id: 'sign-out', onclick: async () => {
+      try { await api.signOut(); } finally { whoBar(); route(); }
+    } }, 'Sign out'));
+}
+
+function signInView() {
+  const out = h('div');
+  const id = h('input', { id: 'akid', name: 'accessKeyId', autocomplete: 'username', required: true });
+  const secret = h('input', { id: 'secret', name: 'secretAccessKey', type: 'password', autocomplete: 'current-password', required: true });
+  const form = h('form', { class: 'card signin', onsubmit: async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    try {
+      await api.signIn(id.value.trim(), secret.value);
+      secret.value = '';
+      whoBar();
+      route();
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  } },
+  h('h1', {}, 'Sign in'),
+  h('p', { class: 'muted' }, 'This server checks every API call against its credentials file. Sign in with an access key of that file: the console acts with exactly its permissions.'),
+  h('label', { for: 'akid' }, 'Access key ID'), id,
+  h('label', { for: 'secret' }, 'Secret access key'), secret,
+  h('p', {}, h('button', { class: 'primary', type: 'submit', id: 'sign-in' }, 'Sign in')), out);
+  view.replaceChildren(form);
+  id.focus();
+}
+
+window.addEventListener('weft-signed-out', () => { api.session.signedIn = false; api.session.csrf = ''; whoBar(); route(); });
+window.addEventListener('hashchange', route);
+
+(async () => {
+  try {
+    await api.loadSession();
+  } catch (e) {
+    view.replaceChildren(errorBox(e));
+    return;
+  }
+  whoBar();
+  route();
+})();

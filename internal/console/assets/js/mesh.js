@@ -1,0 +1,274 @@
+// App Mesh views: lists, details, create, edit, delete, tags, and the
+// route weights editor.
+
+import * as api from './api.js';
+import { h, errorBox, okBox, enc, when, tagsFromText } from './dom.js';
+import { specForm } from './forms.js';
+import { ackWatcher } from './acks.js';
+import { proxyRows, PROXY_COLUMNS } from './proxies.js';
+
+const CHILD_KINDS = ['virtualGateway', 'virtualService', 'virtualRouter', 'virtualNode'];
+
+export function meshTabs(m, current) {
+  const tab = (href, label, key) => h('a', { href, 'aria-current': current === key ? 'page' : null }, label);
+  return h('nav', { class: 'tabs', 'aria-label': 'Mesh' },
+    tab(`#/mesh/${enc(m)}`, 'Topology', 'topology'),
+    CHILD_KINDS.map((k) => tab(`#/mesh/${enc(m)}/list/${k}`, api.KINDS[k].label, k)),
+    tab(`#/mesh/${enc(m)}/detail`, 'Mesh details', 'mesh'));
+}
+
+function crumbs(...parts) {
+  return h('div', { class: 'crumbs' }, parts.map((p, i) => [i ? ' / ' : '', p]));
+}
+
+export function hrefOf(kind, m, parent, name) {
+  if (kind === 'mesh') return `#/mesh/${enc(name)}`;
+  if (kind === 'route' || kind === 'gatewayRoute') return `#/mesh/${enc(m)}/${kind}/${enc(parent)}/${enc(name)}`;
+  return `#/mesh/${enc(m)}/${kind}/${enc(name)}`;
+}
+
+// pagedList draws a searchable, paginated list of one kind.
+async function pagedList(kind, m, parent, columns) {
+  const k = api.KINDS[kind];
+  const body = h('tbody');
+  const more = h('button', { type: 'button', id: `more-${kind}` }, 'Load more');
+  const search = h('input', { type: 'search', placeholder: `Search ${k.label.toLowerCase()}`, 'aria-label': `Search ${k.label.toLowerCase()}` });
+  const status = h('div', { class: 'status-line', role: 'status' });
+  let token = '', items = [];
+  const draw = () => {
+    const q = search.value.trim().toLowerCase();
+    const shown = items.filter((it) => !q || it[k.nameKey].toLowerCase().includes(q));
+    body.replaceChildren(...shown.map((it) => h('tr', {},
+      h('td', {}, h('a', { href: hrefOf(kind, m, it.virtualRouterName || it.virtualGatewayName || parent, it[k.nameKey]) }, it[k.nameKey])),
+      columns.map((c) => h('td', {}, c(it))))));
+    status.textContent = `${shown.length} shown of ${items.length} loaded${token ? ' (more on the server)' : ''}`;
+    more.hidden = !token;
+  };
+  const load = async () => {
+    const p = await api.listPage(kind, m, parent, token);
+    items = items.concat(p.items);
+    token = p.nextToken;
+    draw();
+  };
+  more.addEventListener('click', () => load().catch((e) => status.replaceChildren(errorBox(e))));
+  search.addEventListener('input', draw);
+  await load();
+  return h('div', {},
+    h('div', { class: 'toolbar' }, search, status),
+    h('div', { class: 'scroll' }, h('table', { id: `list-${kind}` },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Name'), columns.map((c) => h('th', {}, c.title)))), body)),
+    more);
+}
+
+const col = (title, f) => Object.assign(f, { title });
+const version = col('Version', (it) => it.version);
+const updated = col('Last updated', (it) => when(it.lastUpdatedAt));
+const arnCol = col('ARN', (it) => h('span', { class: 'muted' }, it.arn));
+
+export async function meshesView(ctx) {
+  const list = await pagedList('mesh', '', '', [version, updated, arnCol]);
+  ctx.view.replaceChildren(
+    h('h1', {}, 'Meshes'),
+    h('div', { class: 'toolbar' }, h('a', { class: 'button primary', href: '#/new/mesh', id: 'create-mesh' }, 'Create mesh')),
+    list);
+}
+
+export async function listView(ctx, kind, m, parent) {
+  const k = api.KINDS[kind];
+  if (!k) throw new Error(`no kind ${kind}`);
+  const out = [crumbs(h('a', { href: '#/meshes' }, 'Meshes'), h('a', { href: `#/mesh/${enc(m)}` }, m)), h('h1', {}, k.label), meshTabs(m, kind)];
+  if (kind === 'virtualRouter' || kind === 'virtualGateway') {
+    // Each router's routes (each gateway's gateway routes) are one click away.
+    const child = kind === 'virtualRouter' ? 'route' : 'gatewayRoute';
+    out.push(h('div', { class: 'toolbar' }, h('a', { class: 'button primary', href: `#/mesh/${enc(m)}/new/${kind}`, id: `create-${kind}` }, `Create ${k.one}`)));
+    out.push(await pagedList(kind, m, '', [col(api.KINDS[child].label, (it) => h('a', { href: `#/mesh/${enc(m)}/list/${child}/${enc(it[k.nameKey])}` }, 'show')), version, updated]));
+  } else if (kind === 'route' || kind === 'gatewayRoute') {
+    out.push(h('p', {}, `${api.KINDS[api.KINDS[kind].parent].one}: `, h('a', { href: hrefOf(api.KINDS[kind].parent, m, '', parent) }, parent)));
+    out.push(h('div', { class: 'toolbar' }, h('a', { class: 'button primary', href: `#/mesh/${enc(m)}/new/${kind}/${enc(parent)}`, id: `create-${kind}` }, `Create ${k.one}`)));
+    out.push(await pagedList(kind, m, parent, [version, updated]));
+  } else {
+    out.push(h('div', { class: 'toolbar' }, h('a', { class: 'button primary', href: `#/mesh/${enc(m)}/new/${kind}`, id: `create-${kind}` }, `Create ${k.one}`)));
+    out.push(await pagedList(kind, m, '', [version, updated]));
+  }
+  ctx.view.replaceChildren(...out);
+}
+
+export async function createView(ctx, kind, m, parent) {
+  const k = api.KINDS[kind];
+  const name = h('input', { id: 'name', name: 'name', required: true, autocomplete: 'off' });
+  const tags = h('input', { id: 'tags', name: 'tags', autocomplete: 'off' });
+  const parentIn = k.parent && !parent ? h('input', { id: 'parent', name: 'parent', required: true }) : null;
+  const form = specForm(kind);
+  const out = h('div', { id: 'form-result' });
+  const submit = h('button', { class: 'primary', type: 'submit', id: 'submit' }, `Create ${k.one}`);
+  const el = h('form', { class: 'card', onsubmit: async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    submit.disabled = true;
+    try {
+      const p = parent || (parentIn && parentIn.value.trim());
+      const r = await api.create(kind, m, p, name.value.trim(), form.spec(), tagsFromText(tags.value));
+      location.hash = hrefOf(kind, kind === 'mesh' ? r.meshName : m, p, name.value.trim());
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+    } finally { submit.disabled = false; }
+  } },
+  h('label', { for: 'name' }, 'Name'), name,
+  parentIn ? [h('label', { for: 'parent' }, api.KINDS[k.parent].one), parentIn] : null,
+  form.node,
+  h('label', { for: 'tags' }, 'Tags', h('span', { class: 'hint' }, ' (key=value, comma separated)')), tags,
+  out,
+  h('p', {}, submit, ' ', h('a', { class: 'button', href: m ? `#/mesh/${enc(m)}` : '#/meshes' }, 'Cancel')));
+  ctx.view.replaceChildren(
+    m ? crumbs(h('a', { href: '#/meshes' }, 'Meshes'), h('a', { href: `#/mesh/${enc(m)}` }, m)) : crumbs(h('a', { href: '#/meshes' }, 'Meshes')),
+    h('h1', {}, `Create ${k.one}${parent ? ` in ${parent}` : ''}`), el);
+  name.focus();
+}
+
+function weightedTargetsOf(spec) {
+  for (const r of ['httpRoute', 'http2Route', 'grpcRoute', 'tcpRoute']) {
+    if (spec[r] && spec[r].action && spec[r].action.weightedTargets) return spec[r].action.weightedTargets;
+  }
+  return null;
+}
+
+// weightsEditor shows a route's weighted targets as sliders and numbers;
+// saving writes the route and shows its new version and, as they come,
+// the proxies' ACKs of the configuration that carries it.
+function weightsEditor(ctx, m, router, name, res, onSaved) {
+  const spec = structuredClone(res.spec);
+  const targets = weightedTargetsOf(spec);
+  if (!targets) return null;
+  const total = () => targets.reduce((s, t) => s + (Number(t.weight) || 0), 0);
+  const pcts = [];
+  const rows = targets.map((t, i) => {
+    const pct = h('span', { class: 'pct' });
+    pcts.push(pct);
+    const label = `Weight of ${t.virtualNode}`;
+    const range = h('input', { type: 'range', min: '0', max: '100', step: '1', value: String(t.weight), 'aria-label': label, id: `w-range-${t.virtualNode}`, 'data-target': t.virtualNode });
+    const num = h('input', { type: 'number', min: '0', max: '100', value: String(t.weight), 'aria-label': label, id: `w-num-${t.virtualNode}`, class: 'wnum' });
+    const set = (v) => { t.weight = Number(v); range.value = String(v); num.value = String(v); redraw(); };
+    range.addEventListener('input', () => set(range.value));
+    num.addEventListener('input', () => set(num.value));
+    return h('div', { class: 'target' }, h('strong', {}, t.virtualNode), range, num, pct);
+  });
+  const redraw = () => {
+    const T = total();
+    targets.forEach((t, i) => { pcts[i].textContent = T ? `${Math.round((100 * t.weight) / T)}%` : '—'; });
+  };
+  redraw();
+  const out = h('div', { id: 'weights-result', 'aria-live': 'polite' });
+  const acks = h('div', { id: 'acks' });
+  const save = h('button', { class: 'primary', type: 'button', id: 'save-weights' }, 'Save weights');
+  save.addEventListener('click', async () => {
+    out.replaceChildren();
+    acks.replaceChildren();
+    save.disabled = true;
+    const started = performance.now();
+    const watcher = ackWatcher(m, acks, started, ctx.onLeave); // listens before the write, so its event is not missed
+    try {
+      await watcher.ready;
+      const r = await api.update('route', m, router, name, spec);
+      out.replaceChildren(okBox(`Saved: route ${name} is now version ${r.metadata.version}.`));
+      out.firstChild.id = 'saved-version';
+      out.firstChild.dataset.version = String(r.metadata.version);
+      watcher.wrote('route', router, name);
+      onSaved(r);
+    } catch (e) {
+      watcher.stop();
+      out.replaceChildren(errorBox(e));
+    } finally { save.disabled = false; }
+  });
+  return h('section', { class: 'card weights', 'aria-labelledby': 'weights-h' },
+    h('h2', { id: 'weights-h' }, 'Traffic weights'), rows, h('p', {}, save), out, acks);
+}
+
+export async function detailView(ctx, kind, m, parent, name) {
+  const k = api.KINDS[kind];
+  const res = await api.describe(kind, m, parent, name);
+  const md = res.metadata || {};
+  const out = h('div', { id: 'action-result' });
+  const metaBox = h('dl', { class: 'meta', id: 'metadata' },
+    h('dt', {}, 'ARN'), h('dd', { id: 'arn' }, md.arn),
+    h('dt', {}, 'Version'), h('dd', { id: 'version' }, String(md.version)),
+    h('dt', {}, 'UID'), h('dd', {}, md.uid),
+    h('dt', {}, 'Created'), h('dd', {}, when(md.createdAt)),
+    h('dt', {}, 'Last updated'), h('dd', {}, when(md.lastUpdatedAt)),
+    h('dt', {}, 'Owner'), h('dd', {}, md.meshOwner),
+    h('dt', {}, 'Status'), h('dd', {}, res.status ? res.status.status : ''));
+  const specView = h('pre', { id: 'spec' }, JSON.stringify(res.spec, null, 2));
+  // Edit: the whole spec as JSON.
+  const editor = specForm(kind, res.spec);
+  const saveSpec = h('button', { class: 'primary', type: 'submit', id: 'save-spec' }, 'Save spec');
+  const editForm = h('form', { class: 'card', onsubmit: async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    try {
+      const r = await api.update(kind, m, parent, name, editor.spec());
+      out.replaceChildren(okBox(`Saved: version ${r.metadata.version}.`));
+      specView.textContent = JSON.stringify(r.spec, null, 2);
+      metaBox.querySelector('#version').textContent = String(r.metadata.version);
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  } }, h('h2', {}, 'Edit'), editor.node, h('p', {}, saveSpec));
+  const del = h('button', { class: 'danger', type: 'button', id: 'delete' }, `Delete ${k.one}`);
+  del.addEventListener('click', async () => {
+    if (!window.confirm(`Delete ${k.one} ${name}?`)) return;
+    out.replaceChildren();
+    try {
+      await api.remove(kind, m, parent, name);
+      location.hash = kind === 'mesh' ? '#/meshes' : `#/mesh/${enc(m)}/list/${k.parent ? `${kind}/${enc(parent)}` : kind}`;
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  });
+  const weights = kind === 'route' ? weightsEditor(ctx, m, parent, name, res, (r) => {
+    specView.textContent = JSON.stringify(r.spec, null, 2);
+    metaBox.querySelector('#version').textContent = String(r.metadata.version);
+  }) : null;
+  let proxiesBox = null;
+  if (kind === 'virtualNode' || kind === 'virtualGateway') {
+    // The proxies serving this node or gateway, as /v1/proxies has them.
+    proxiesBox = h('section', { class: 'card', id: 'node-proxies' }, h('h2', {}, 'Proxies'));
+    api.proxies().then((st) => {
+      const mine = (st.proxies || []).filter((p) => p.mesh === m && p.kind === kind && p.name === name);
+      proxiesBox.append(mine.length
+        ? h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, h('tr', {}, PROXY_COLUMNS.map((x) => h('th', {}, x)))), h('tbody', {}, proxyRows(mine))))
+        : h('p', { class: 'muted' }, 'No proxy is connected for it.'));
+    }).catch((e) => proxiesBox.append(e.status === 404 ? h('p', { class: 'muted' }, 'This server runs no xDS server.') : errorBox(e)));
+  }
+  const tagsBox = h('section', { class: 'card' }, h('h2', {}, 'Tags'));
+  drawTags(tagsBox, md.arn);
+  const children = [];
+  if (kind === 'virtualRouter') children.push(h('p', {}, h('a', { href: `#/mesh/${enc(m)}/list/route/${enc(name)}`, id: 'routes-link' }, 'Routes of this router')));
+  if (kind === 'virtualGateway') children.push(h('p', {}, h('a', { href: `#/mesh/${enc(m)}/list/gatewayRoute/${enc(name)}` }, 'Gateway routes of this gateway')));
+  ctx.view.replaceChildren(
+    crumbs(h('a', { href: '#/meshes' }, 'Meshes'), h('a', { href: `#/mesh/${enc(m)}` }, m), k.parent ? h('a', { href: hrefOf(k.parent, m, '', parent) }, parent) : null),
+    h('h1', {}, `${k.one[0].toUpperCase()}${k.one.slice(1)} ${name}`),
+    m && kind !== 'mesh' ? meshTabs(m, kind) : meshTabs(m, 'mesh'),
+    h('div', { class: 'toolbar' }, del), out,
+    weights,
+    h('section', { class: 'card' }, h('h2', {}, 'Metadata'), metaBox),
+    children, proxiesBox,
+    h('section', { class: 'card' }, h('h2', {}, 'Spec'), specView),
+    editForm, tagsBox);
+}
+
+async function drawTags(box, arn) {
+  const table = h('tbody');
+  const out = h('div');
+  const redraw = async () => {
+    try {
+      const tags = await api.listTags(arn);
+      table.replaceChildren(...tags.map((t) => h('tr', {}, h('td', {}, t.key), h('td', {}, t.value),
+        h('td', {}, h('button', { type: 'button', onclick: async () => {
+          try { await api.untagResource(arn, [t.key]); redraw(); } catch (e) { out.replaceChildren(errorBox(e)); }
+        } }, 'Remove')))));
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  };
+  const input = h('input', { id: 'new-tags', 'aria-label': 'Tags to add (key=value, comma separated)', placeholder: 'key=value, key2=value2' });
+  box.append(h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Key'), h('th', {}, 'Value'), h('th', {}))), table),
+    h('form', { class: 'row', onsubmit: async (ev) => {
+      ev.preventDefault();
+      out.replaceChildren();
+      try { await api.tagResource(arn, tagsFromText(input.value)); input.value = ''; redraw(); } catch (e) { out.replaceChildren(errorBox(e)); }
+    } }, input, h('button', { type: 'submit' }, 'Add tags')), out);
+  redraw();
+}

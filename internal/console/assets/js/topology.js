@@ -1,0 +1,253 @@
+// A mesh's live topology: gateways → virtual services → routers → routes →
+// virtual nodes (and each node's backends, dashed), laid out in layers,
+// redrawn when the mesh's event stream reports a change; traffic from
+// /v1/traffic on the edges and proxies from /v1/proxies on the nodes.
+
+import * as api from './api.js';
+import { h, enc, errorBox } from './dom.js';
+import { layout, render, panZoom } from './graph.js';
+import { meshTabs, hrefOf } from './mesh.js';
+import { proxyAcked } from './acks.js';
+
+// pool maps items through fn with at most n calls in flight: a browser
+// handed a thousand requests at once queues them far more slowly than it
+// serves a few at a time.
+async function pool(items, n, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+const PARALLEL = 6; // what a browser opens to one host over HTTP/1.1
+
+// load reads every resource of the mesh: the lists, then one Describe per
+// resource that has references (the API returns specs one at a time).
+async function load(m) {
+  const [gateways, services, routers, nodes] = await Promise.all(
+    ['virtualGateway', 'virtualService', 'virtualRouter', 'virtualNode'].map((k) => api.listAll(k, m)));
+  const gwRoutes = (await pool(gateways, PARALLEL, (g) => api.listAll('gatewayRoute', m, g.virtualGatewayName))).flat();
+  const routes = (await pool(routers, PARALLEL, (r) => api.listAll('route', m, r.virtualRouterName))).flat();
+  const work = [
+    ...services.map((s) => ['virtualService', '', s.virtualServiceName]),
+    ...routes.map((r) => ['route', r.virtualRouterName, r.routeName]),
+    ...nodes.map((n) => ['virtualNode', '', n.virtualNodeName]),
+    ...gwRoutes.map((g) => ['gatewayRoute', g.virtualGatewayName, g.gatewayRouteName]),
+  ];
+  const got = await pool(work, PARALLEL, ([kind, parent, name]) => api.describe(kind, m, parent, name));
+  const by = (kind) => got.filter((_, i) => work[i][0] === kind);
+  return { gateways, routers, svcD: by('virtualService'), routeD: by('route'), nodeD: by('virtualNode'), gwrD: by('gatewayRoute') };
+}
+
+function targetsOf(spec) {
+  for (const r of ['httpRoute', 'http2Route', 'grpcRoute', 'tcpRoute']) {
+    if (spec[r] && spec[r].action) return spec[r].action.weightedTargets || [];
+  }
+  return [];
+}
+function gwTarget(spec) {
+  for (const r of ['httpRoute', 'http2Route', 'grpcRoute']) {
+    const t = spec[r] && spec[r].action && spec[r].action.target;
+    if (t && t.virtualService) return t.virtualService.virtualServiceName;
+  }
+  return '';
+}
+
+// build turns the mesh's resources into graph nodes and edges.
+export function build(m, data) {
+  const nodes = [], edges = [];
+  const id = (kind, name, parent) => `${kind}:${parent ? parent + '/' : ''}${name}`;
+  const add = (kind, name, parent, extra = {}) => nodes.push({ id: id(kind, name, parent), kind, name, parent, href: hrefOf(kind, m, parent, name), ...extra });
+  for (const g of data.gateways) add('virtualGateway', g.virtualGatewayName, '');
+  for (const s of data.svcD) add('virtualService', s.virtualServiceName, '');
+  for (const r of data.routers) add('virtualRouter', r.virtualRouterName, '');
+  for (const n of data.nodeD) add('virtualNode', n.virtualNodeName, '');
+  const providedBy = new Map(); // router name -> services it provides
+  for (const s of data.svcD) {
+    const p = s.spec.provider || {};
+    if (p.virtualRouter) {
+      edges.push({ from: id('virtualService', s.virtualServiceName), to: id('virtualRouter', p.virtualRouter.virtualRouterName) });
+      const l = providedBy.get(p.virtualRouter.virtualRouterName) || [];
+      l.push(s.virtualServiceName);
+      providedBy.set(p.virtualRouter.virtualRouterName, l);
+    } else if (p.virtualNode) {
+      edges.push({ from: id('virtualService', s.virtualServiceName), to: id('virtualNode', p.virtualNode.virtualNodeName), service: s.virtualServiceName });
+    }
+  }
+  for (const g of data.gwrD) {
+    const t = gwTarget(g.spec);
+    if (t) edges.push({ from: id('virtualGateway', g.virtualGatewayName), to: id('virtualService', t), via: g.gatewayRouteName });
+  }
+  for (const r of data.routeD) {
+    const rid = id('route', r.routeName, r.virtualRouterName);
+    const ts = targetsOf(r.spec);
+    const total = ts.reduce((s, t) => s + t.weight, 0);
+    add('route', r.routeName, r.virtualRouterName, { sub: ts.map((t) => `${t.virtualNode}:${t.weight}`).join(' ') });
+    edges.push({ from: id('virtualRouter', r.virtualRouterName), to: rid });
+    for (const t of ts) {
+      edges.push({ from: rid, to: id('virtualNode', t.virtualNode), weight: t.weight, share: total ? t.weight / total : 0, services: providedBy.get(r.virtualRouterName) || [] });
+    }
+  }
+  for (const n of data.nodeD) {
+    for (const b of n.spec.backends || []) {
+      if (b.virtualService) edges.push({ from: id('virtualNode', n.virtualNodeName), to: id('virtualService', b.virtualService.virtualServiceName), backend: true });
+    }
+  }
+  const known = new Set(nodes.map((n) => n.id));
+  return { nodes, edges: edges.filter((e) => known.has(e.from) && known.has(e.to)) };
+}
+
+// decorate puts proxies' state on nodes and traffic on edges.
+export function decorate(g, proxies, traffic) {
+  const byNode = new Map();
+  for (const p of proxies) {
+    const key = `${p.kind}:${p.name}`;
+    const l = byNode.get(key) || [];
+    l.push(p);
+    byNode.set(key, l);
+  }
+  for (const n of g.nodes) {
+    if (n.kind !== 'virtualNode' && n.kind !== 'virtualGateway') continue;
+    const ps = byNode.get(`${n.kind}:${n.name}`) || [];
+    const replicas = ps.reduce((s, p) => s + p.replicas, 0);
+    const nack = ps.find((p) => p.lastNack && !proxyAcked(p));
+    const err = ps.find((p) => p.error);
+    n.nack = !!(nack || err);
+    n.sub = replicas ? `${replicas} prox${replicas === 1 ? 'y' : 'ies'} · ${nack ? 'NACK' : err ? 'error' : ps.every(proxyAcked) ? 'ACK' : 'pending'}` : 'no proxy';
+    n.proxies = ps;
+    n.title = ps.map((p) => `${p.nodeId}: ${p.replicas} replica(s)${p.lastNack ? `; last NACK: ${p.lastNack.message || ''}` : ''}${p.error ? `; error: ${p.error}` : ''}`).join('\n');
+  }
+  // Weights are written on the edges of a graph small enough to read
+  // them; on a large one they are on each route's box.
+  const weights = g.edges.length <= 400;
+  for (const e of g.edges) {
+    e.rps = 0; e.err = 0; e.p99 = null;
+    e.label = weights && e.weight !== undefined ? `weight ${e.weight} (${Math.round(100 * e.share)}%)` : '';
+  }
+  if (!traffic) return;
+  // Traffic edges go source → target node through a virtual service; draw
+  // each on the edge that reaches its target from that service.
+  for (const t of traffic.edges || []) {
+    const to = `virtualNode:${t.target.name}`;
+    for (const e of g.edges) {
+      if (e.to !== to || e.backend) continue;
+      const viaService = e.service === t.virtualService || (e.services && e.services.includes(t.virtualService)) || !t.virtualService;
+      if (!viaService) continue;
+      e.rps += t.requestsPerSecond;
+      e.err = Math.max(e.err, t.errorRatio || 0);
+      if (t.p99Ms != null) e.p99 = Math.max(e.p99 || 0, t.p99Ms);
+    }
+  }
+  for (const e of g.edges) {
+    if (!e.rps) continue;
+    const t = `${e.rps.toFixed(1)} rps · ${(100 * e.err).toFixed(1)}% err${e.p99 != null ? ` · p99 ${e.p99.toFixed(1)} ms` : ''}`;
+    e.label = e.label ? `${e.label} · ${t}` : t;
+  }
+}
+
+export async function topologyView(ctx, m) {
+  const status = h('span', { class: 'status-line', id: 'live', role: 'status' }, 'connecting…');
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('id', 'topology');
+  svg.setAttribute('role', 'group');
+  svg.setAttribute('aria-label', `Topology of mesh ${m}`);
+  const fitBtn = h('button', { type: 'button' }, 'Fit');
+  const side = h('div', { id: 'node-info' });
+  const trafficNote = h('span', { class: 'status-line', id: 'traffic-note' });
+  ctx.view.replaceChildren(
+    h('div', { class: 'crumbs' }, h('a', { href: '#/meshes' }, 'Meshes'), ' / ', m),
+    h('h1', {}, `Mesh ${m}`), meshTabs(m, 'topology'),
+    h('div', { class: 'toolbar' }, fitBtn, status, trafficNote),
+    h('div', { class: 'graph-wrap' }, svg),
+    h('p', { class: 'graph-legend' }, 'Gateways (orange) → virtual services (blue) → routers (violet) → routes (grey, with weights) → virtual nodes (green, with their proxies). Dashed: a node\'s backends. Drag to pan, wheel to zoom, Tab and Enter to open.'),
+    side);
+  const stats = (window.__weftTopology = { renders: 0, lastLoadMs: 0, lastRenderMs: 0, nodes: 0, edges: 0, revision: 0 });
+  let data = null, graph = null, pz = null, lay = null;
+  let proxies = [], traffic = null;
+  const draw = (refit) => {
+    const t0 = performance.now();
+    decorate(graph, proxies, traffic);
+    if (!lay) lay = layout(graph.nodes, graph.edges);
+    const r = render(svg, graph.nodes, graph.edges, lay, (n) => { location.hash = n.href; });
+    pz = panZoom(svg, r.root, lay.width, lay.height, refit ? null : pz);
+    stats.renders++;
+    stats.lastRenderMs = performance.now() - t0;
+    stats.nodes = graph.nodes.length;
+    stats.edges = graph.edges.length;
+    svg.dataset.renders = String(stats.renders);
+  };
+  fitBtn.addEventListener('click', () => pz && pz.fit());
+  const refreshProxies = async () => {
+    try { proxies = ((await api.proxies()).proxies || []).filter((p) => p.mesh === m); } catch { proxies = []; }
+  };
+  const refreshTraffic = async () => {
+    try {
+      traffic = await api.traffic(m);
+      trafficNote.textContent = traffic ? `traffic: last ${traffic.windowSeconds} s` : '';
+    } catch (e) { traffic = null; }
+  };
+  const reload = async () => {
+    const t0 = performance.now();
+    data = await load(m);
+    stats.lastLoadMs = performance.now() - t0;
+    graph = build(m, data);
+    lay = null;
+    await Promise.all([refreshProxies(), refreshTraffic()]);
+    draw(!pz);
+  };
+  await reload();
+  // Live: a change reads only the resource it names and redraws (a full
+  // reload after a resync); changes are applied one at a time, in order;
+  // a proxies event redraws the badges; traffic is read every 5 s when
+  // the server serves it.
+  const queue = [];
+  let running = false;
+  const apply = async (ev) => {
+    if (ev === 'reload' || ev.kind === 'mesh') { await reload(); return; }
+    const arr = { virtualGateway: 'gateways', virtualRouter: 'routers', virtualService: 'svcD', route: 'routeD', virtualNode: 'nodeD', gatewayRoute: 'gwrD' }[ev.kind];
+    if (!arr) return;
+    const nameKey = api.KINDS[ev.kind].nameKey;
+    const parentKey = ev.kind === 'route' ? 'virtualRouterName' : ev.kind === 'gatewayRoute' ? 'virtualGatewayName' : null;
+    const same = (r) => r[nameKey] === ev.name && (!parentKey || r[parentKey] === ev.parent);
+    let next = data[arr].filter((r) => !same(r));
+    if (ev.op === 'put') {
+      try {
+        next = next.concat([await api.describe(ev.kind, m, ev.parent || '', ev.name)]);
+      } catch (e) {
+        if (e.status !== 404) throw e; // deleted since: the delete event follows
+      }
+    }
+    data = { ...data, [arr]: next };
+    graph = build(m, data);
+    lay = null;
+    draw(false);
+  };
+  const kick = async () => {
+    if (running) return;
+    running = true;
+    try {
+      while (queue.length) await apply(queue.shift());
+    } catch (e) { side.replaceChildren(errorBox(e)); } finally { running = false; }
+  };
+  const stop = api.events(m, (type, ev) => {
+    if (type === 'hello') {
+      status.textContent = `live · revision ${ev.revision}`;
+      // After a reconnect, what changed meanwhile is unknown: read it all.
+      if (stats.revision && ev.revision !== stats.revision) { queue.push('reload'); kick(); }
+      stats.revision = ev.revision;
+    }
+    if (type === 'change') { status.textContent = `live · revision ${ev.revision} (${ev.op} ${ev.kind} ${ev.name})`; stats.revision = ev.revision; queue.push(ev); kick(); }
+    if (type === 'proxies') refreshProxies().then(() => draw(false));
+    if (type === 'resync') { queue.push('reload'); kick(); }
+    if (type === 'closed') status.textContent = 'reconnecting…';
+    if (type === 'error') status.textContent = `event stream refused (HTTP ${ev.status})`;
+  });
+  const tick = setInterval(async () => { if (traffic) { await refreshTraffic(); draw(false); } }, 5000);
+  ctx.onLeave(() => { stop(); clearInterval(tick); });
+}

@@ -1,0 +1,157 @@
+package console
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/auth"
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/bolt"
+)
+
+type staticKeys struct{ k *auth.Keys }
+
+func (s staticKeys) Keys() *auth.Keys { return s.k }
+
+func keys(t *testing.T, yaml string) staticKeys {
+	t.Helper()
+	k, err := auth.ParseKeys([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return staticKeys{k}
+}
+
+const oneKey = `
+keys:
+  - id: AKID1
+    secret: secret-one
+    account: "111122223333"
+    allow: [{actions: ["*"], resources: ["*"]}]
+`
+
+// clock is a settable clock for session expiry.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func sessionRequest(id, csrf string) *http.Request {
+	r := httptest.NewRequest("GET", "/v20190125/meshes", nil)
+	r.AddCookie(&http.Cookie{Name: CookieName, Value: id})
+	if csrf != "" {
+		r.Header.Set(CSRFHeader, csrf)
+	}
+	return r
+}
+
+func TestSessionExpiryAndLimits(t *testing.T) {
+	c := &clock{now: time.Unix(1_800_000_000, 0)}
+	s := NewSessions(keys(t, oneKey), SessionLimits{TTL: time.Hour, MaxSessions: 3, MaxPerKey: 2}, c.Now)
+	id, se, err := s.signIn("AKID1", "secret-one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key, err, ok := s.Authenticate(sessionRequest(id, se.csrf)); !ok || err != nil || key.ID != "AKID1" {
+		t.Fatalf("fresh session: %v %v %v", key, err, ok)
+	}
+	if _, _, ok := s.Authenticate(httptest.NewRequest("GET", "/", nil)); ok {
+		t.Fatal("a request without the cookie counted as a session")
+	}
+	c.add(time.Hour)
+	_, err2, ok := s.Authenticate(sessionRequest(id, se.csrf))
+	if !ok || err2 == nil || err2.(*auth.Error).Code != "ExpiredTokenException" {
+		t.Fatalf("expired session: %v %v", err2, ok)
+	}
+	// Per key: the third sign-in ends the oldest.
+	a, _, _ := s.signIn("AKID1", "secret-one")
+	c.add(time.Second)
+	b, _, _ := s.signIn("AKID1", "secret-one")
+	c.add(time.Second)
+	if _, _, err := s.signIn("AKID1", "secret-one"); err != nil {
+		t.Fatal(err)
+	}
+	if se, _, _, _ := s.lookup(sessionRequest(a, "")); se != nil {
+		t.Fatal("the oldest session of the key survived a sign-in beyond the per-key cap")
+	}
+	if se, _, _, _ := s.lookup(sessionRequest(b, "")); se == nil {
+		t.Fatal("a newer session was ended")
+	}
+	// A key removed from the credentials file ends its sessions.
+	s.keys = keys(t, `keys: [{id: AKID2, secret: secret-two, account: "111122223333"}]`)
+	if _, err, _ := s.Authenticate(sessionRequest(b, "x")); err == nil || err.(*auth.Error).Code != auth.CodeUnrecognizedClient {
+		t.Fatalf("session of a removed key: %v", err)
+	}
+}
+
+func TestEventsBounded(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Update(t.Context(), func(tx store.Tx) error { return tx.Put(appmesh.MeshKey("111122223333", "m"), []byte(`{}`)) })
+	ev := NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return "111122223333" }, MaxSubscribers: 1})
+	srv := httptest.NewServer(ev)
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/events?mesh=m", nil)
+	first, err := http.DefaultClient.Do(req)
+	if err != nil || first.StatusCode != 200 {
+		t.Fatalf("first stream: %v %v", first, err)
+	}
+	defer first.Body.Close()
+	buf := make([]byte, 512)
+	n, _ := first.Body.Read(buf) // the hello event: the stream is counted
+	if !strings.Contains(string(buf[:n]), "event: hello") {
+		t.Fatalf("first event: %q", buf[:n])
+	}
+	second, err := http.Get(srv.URL + "/v1/events?mesh=m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Body.Close()
+	if second.StatusCode != 503 || second.Header.Get("x-amzn-ErrorType") != "ServiceUnavailableException" {
+		t.Fatalf("second stream beyond the cap: %d %s", second.StatusCode, second.Header.Get("x-amzn-ErrorType"))
+	}
+}
+
+func TestAssetsServed(t *testing.T) {
+	h := New(nil)
+	for _, p := range []string{"/console/", "/console/js/app.js", "/console/app.css"} {
+		r := httptest.NewRequest("GET", p, nil)
+		r.Header.Set("Accept-Encoding", "gzip")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 || w.Header().Get("Content-Encoding") != "gzip" || w.Header().Get("Content-Security-Policy") == "" {
+			t.Fatalf("%s: %d %v", p, w.Code, w.Header())
+		}
+		r = httptest.NewRequest("GET", p, nil)
+		r.Header.Set("If-None-Match", w.Header().Get("ETag"))
+		w = httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusNotModified {
+			t.Fatalf("%s revalidated: %d", p, w.Code)
+		}
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/console/nope.js", nil))
+	if w.Code != 404 {
+		t.Fatalf("missing asset: %d", w.Code)
+	}
+}

@@ -1,0 +1,213 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/store"
+)
+
+// Event stream limits' defaults.
+const (
+	// DefaultMaxSubscribers bounds the open GET /v1/events streams; one
+	// more is answered 503 ServiceUnavailableException.
+	DefaultMaxSubscribers = 64
+	// DefaultEventWriteTimeout is how long one event may take to reach a
+	// subscriber; a slower one is dropped (its browser reconnects).
+	DefaultEventWriteTimeout = 10 * time.Second
+	// DefaultProxiesInterval is how often the proxies' status is compared
+	// with what a subscriber was last told; a change sends a "proxies"
+	// event.
+	DefaultProxiesInterval = 500 * time.Millisecond
+	// DefaultKeepAlive is the interval of comment lines that keep idle
+	// streams open through proxies.
+	DefaultKeepAlive = 25 * time.Second
+)
+
+// Watcher is what the event stream needs from the store.
+type Watcher interface {
+	View(ctx context.Context, fn func(store.Tx) error) (store.Revision, error)
+	Watch(ctx context.Context, prefix string, from store.Revision) (<-chan store.Change, error)
+}
+
+// Event is one change of a mesh's resources, as GET /v1/events sends it.
+type Event struct {
+	Revision store.Revision `json:"revision"`
+	Kind     appmesh.Kind   `json:"kind"`
+	Mesh     string         `json:"mesh"`
+	Parent   string         `json:"parent,omitempty"` // router of a route, gateway of a gateway route
+	Name     string         `json:"name"`
+	Op       string         `json:"op"` // put or delete
+}
+
+// EventsConfig configures Events; zero limits take the defaults.
+type EventsConfig struct {
+	Store Watcher
+	// Account is the mesh owner a request's caller sees (the verified
+	// key's account, else the server's).
+	Account func(r *http.Request) string
+	// ProxiesDigest summarises the proxies' status (nil: no proxies
+	// events); a change of it is sent as a "proxies" event.
+	ProxiesDigest func() string
+
+	// Stop, when closed, ends every stream (the server is shutting down:
+	// a graceful shutdown waits for requests, and a stream never ends by
+	// itself). Nil: streams end only with their request.
+	Stop <-chan struct{}
+
+	MaxSubscribers  int
+	WriteTimeout    time.Duration
+	ProxiesInterval time.Duration
+	KeepAlive       time.Duration
+	Log             *slog.Logger
+}
+
+// Events serves GET /v1/events?mesh=M as server-sent events: "hello" with
+// the revision the stream starts after, one "change" per resource of the
+// mesh that is written or deleted, "proxies" when the connected proxies'
+// status changes, and "resync" before the stream ends because the store
+// dropped the watch (the client reloads and reconnects).
+type Events struct {
+	cfg  EventsConfig
+	open atomic.Int64 // streams being served
+}
+
+// NewEvents returns the event stream handler.
+func NewEvents(cfg EventsConfig) *Events {
+	if cfg.MaxSubscribers <= 0 {
+		cfg.MaxSubscribers = DefaultMaxSubscribers
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultEventWriteTimeout
+	}
+	if cfg.ProxiesInterval <= 0 {
+		cfg.ProxiesInterval = DefaultProxiesInterval
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Events{cfg: cfg}
+}
+
+func restError(w http.ResponseWriter, status int, code, msg string) {
+	writeErr(w, errSession(status, code, msg))
+}
+
+func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	mesh := r.URL.Query().Get("mesh")
+	if mesh == "" {
+		restError(w, http.StatusBadRequest, "BadRequestException", "The mesh query parameter is required: /v1/events?mesh=NAME.")
+		return
+	}
+	owner := e.cfg.Account(r)
+	if n := e.open.Add(1); n > int64(e.cfg.MaxSubscribers) {
+		e.open.Add(-1)
+		restError(w, http.StatusServiceUnavailable, "ServiceUnavailableException", fmt.Sprintf("Too many event streams are open (at most %d).", e.cfg.MaxSubscribers))
+		return
+	}
+	defer e.open.Add(-1)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var exists bool
+	rev, err := e.cfg.Store.View(ctx, func(tx store.Tx) error {
+		_, ok, err := tx.Get(appmesh.MeshKey(owner, mesh))
+		exists = ok
+		return err
+	})
+	if err != nil {
+		restError(w, http.StatusInternalServerError, "InternalServerErrorException", "The store could not be read.")
+		return
+	}
+	if !exists {
+		restError(w, http.StatusNotFound, "NotFoundException", "Mesh "+mesh+" does not exist.")
+		return
+	}
+	changes, err := e.cfg.Store.Watch(ctx, appmesh.KeyPrefix, rev)
+	if err != nil {
+		restError(w, http.StatusServiceUnavailable, "ServiceUnavailableException", "The store cannot be watched now; retry.")
+		return
+	}
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{}) // the listener's read timeout must not end a long stream
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(event string, v any) error {
+		rc.SetWriteDeadline(time.Now().Add(e.cfg.WriteTimeout))
+		var err error
+		if v == nil {
+			_, err = fmt.Fprintf(w, ": %s\n\n", event)
+		} else {
+			b, _ := json.Marshal(v)
+			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
+		}
+		if err == nil {
+			err = rc.Flush()
+		}
+		return err
+	}
+	if err := send("hello", map[string]any{"revision": rev, "mesh": mesh}); err != nil {
+		return
+	}
+	digest := ""
+	var proxiesTick <-chan time.Time // nil: no proxies events
+	if e.cfg.ProxiesDigest != nil {
+		t := time.NewTicker(e.cfg.ProxiesInterval)
+		defer t.Stop()
+		proxiesTick = t.C
+		digest = e.cfg.ProxiesDigest()
+	}
+	keep := time.NewTicker(e.cfg.KeepAlive)
+	defer keep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.cfg.Stop:
+			return
+		case c, ok := <-changes:
+			if !ok {
+				// Dropped by the store (we fell behind, or history was
+				// compacted): the client reloads what it shows.
+				send("resync", map[string]any{"reason": "the event stream fell behind"})
+				return
+			}
+			for _, ev := range c.Events {
+				ref, ok := appmesh.ParseKey(ev.KV.Key)
+				if !ok || ref.Mesh != mesh || ref.Owner != owner {
+					continue
+				}
+				op := "put"
+				if ev.Type == store.EventDelete {
+					op = "delete"
+				}
+				if err := send("change", Event{Revision: c.Revision, Kind: ref.Kind, Mesh: ref.Mesh, Parent: ref.Parent, Name: ref.Name, Op: op}); err != nil {
+					e.cfg.Log.Debug("event subscriber dropped", "mesh", mesh, "err", err)
+					return
+				}
+			}
+		case <-proxiesTick:
+			if d := e.cfg.ProxiesDigest(); d != digest {
+				digest = d
+				if err := send("proxies", map[string]any{"at": time.Now().UTC()}); err != nil {
+					return
+				}
+			}
+		case <-keep.C:
+			if err := send("keep-alive", nil); err != nil {
+				return
+			}
+		}
+	}
+}

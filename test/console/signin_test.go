@@ -1,0 +1,64 @@
+package console
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestConsoleSignIn: with a credentials file the console asks for an
+// access key and then acts with exactly that key's permissions.
+func TestConsoleSignIn(t *testing.T) {
+	e := newEnvWith(t, `
+keys:
+  - id: AKIDMESHA
+    secret: mesh-a-secret
+    account: "444455556666"
+    user: mesh-a-operator
+    allow:
+      - actions: ["appmesh:*"]
+        resources: ["arn:aws:appmesh:*:444455556666:mesh/a", "arn:aws:appmesh:*:444455556666:mesh/a/*"]
+      - actions: ["appmesh:ListMeshes", "weft:GetEvents", "weft:GetProxies"]
+        resources: ["*"]
+`)
+	e.run(t, "wrong secret",
+		chromedp.Navigate(e.base+"/console/"),
+		chromedp.WaitVisible(css("#sign-in")),
+		chromedp.SendKeys(css("#akid"), "AKIDMESHA"),
+		chromedp.SendKeys(css("#secret"), "not-the-secret"),
+		chromedp.Click(css("#sign-in")),
+		chromedp.WaitVisible(css(`.api-error[data-error-type="InvalidSignatureException"]`)))
+	e.screenshot(t, "sign-in-refused")
+	e.run(t, "sign in",
+		poll(`(document.getElementById('secret').value = '', true)`),
+		chromedp.SendKeys(css("#secret"), "mesh-a-secret"),
+		chromedp.Click(css("#sign-in")),
+		chromedp.WaitVisible(css("#list-mesh")),
+		chromedp.WaitVisible(css("#sign-out")))
+	if cookie := eval[string](t, e, `document.cookie`); strings.Contains(cookie, "weft_console") {
+		t.Fatalf("the session cookie is readable from script: %q", cookie)
+	}
+	// Mesh a is this key's; mesh b is not.
+	e.createViaForm(t, "#/new/mesh", [][2]string{{"#name", "a"}}, "#topology")
+	e.run(t, "live topology as the key", poll(`document.getElementById('live').textContent.startsWith('live')`))
+	e.run(t, "mesh b refused",
+		chromedp.Navigate(e.base+"/console/#/new/mesh"),
+		chromedp.WaitVisible(css("#submit")),
+		chromedp.SendKeys(css("#name"), "b"),
+		chromedp.Click(css("#submit")),
+		chromedp.WaitVisible(css(`#form-result .api-error[data-error-type="AccessDeniedException"]`)))
+	shown := value(t, e, "read the error", chromedp.Text(css("#form-result .api-error")))
+	if !strings.Contains(shown, "arn:aws:iam::444455556666:user/mesh-a-operator is not authorized to perform: appmesh:CreateMesh on resource: arn:aws:appmesh:us-east-1:444455556666:mesh/b") {
+		t.Fatalf("denial shown: %q", shown)
+	}
+	e.screenshot(t, "access-denied")
+	e.run(t, "sign out",
+		chromedp.Click(css("#sign-out")),
+		chromedp.WaitVisible(css("#sign-in")))
+	// The API no longer takes the browser for the key.
+	got := value(t, e, "API after sign-out", chromedp.Evaluate[string](`fetch('/v20190125/meshes').then(r => r.status + ' ' + r.headers.get('x-amzn-ErrorType'))`, chromedp.EvalAwaitPromise))
+	if got != "403 MissingAuthenticationTokenException" {
+		t.Fatalf("API after sign-out: %s", got)
+	}
+}
