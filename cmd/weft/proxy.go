@@ -54,12 +54,18 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"time from a request's first byte to the end of its head, and for a new connection's first byte, unless the HCM sets request_headers_timeout; 0 for none (env WEFT_PROXY_REQUEST_HEADERS_TIMEOUT)")
 	drainTime := fs.Duration("drain-time", envDuration("WEFT_PROXY_DRAIN_TIME", proxy.DefaultDrainTime, &envErrs),
 		"how long the connections of a removed listener or of a changed or removed filter chain have to finish before they are closed, as Envoy's --drain-time-s; 0 closes them at once (env WEFT_PROXY_DRAIN_TIME)")
+	obsFlags := addObservabilityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := errors.Join(envErrs...); err != nil {
 		return err
 	}
+	obs, err := obsFlags.resolve(cfg.ResourceARN)
+	if err != nil {
+		return err
+	}
+	cfg.Observability = obs
 	cfg.ListenerMaxConnections = *maxConns
 	if *maxConns <= 0 {
 		cfg.ListenerMaxConnections = -1 // no cap

@@ -100,6 +100,9 @@ type Config struct {
 	// as cluster static_cluster_sds_unix_socket. When set, the node's
 	// metadata says "weft.sds_socket": true.
 	SDSSocket string
+	// Observability: stats tags, a StatsD sink and tracing (see
+	// observability.go; ObservabilityFromEnv reads App Mesh's variables).
+	Observability Observability
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.
@@ -144,6 +147,7 @@ type Proxy struct {
 	liveOnce    sync.Once
 	connected   *stats.Gauge
 	adminAddr   atomic.Pointer[string]
+	obs         obsState
 }
 
 // New returns a proxy; nothing runs until Run.
@@ -161,7 +165,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		cfg.ListenerMaxConnections = DefaultListenerMaxConnections
 	}
 	p := &Proxy{cfg: cfg, log: log.With("node", cfg.ResourceARN), start: time.Now(),
-		Stats: stats.NewStore(), sinks: accesslog.NewSinks(),
+		Stats: stats.NewStoreWithTags(cfg.Observability.StatsTags...), sinks: accesslog.NewSinks(),
 		listeners: map[string]*listener.Listener{}, lpb: map[string]*listenerv3.Listener{},
 		rpb: map[string]*routev3.RouteConfiguration{}, versions: map[string]string{},
 		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1),
@@ -187,6 +191,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.clusters.SetTLS(p.tls)
 	p.server = httpconn.NewServer(p.log)
 	p.registerServerStats()
+	if err := p.startObservability(ctx); err != nil {
+		return err
+	}
 	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, BackoffBase: p.cfg.XDSBackoffBase, DialOptions: p.cfg.XDSDialOptions}, p, p.log)
 	p.xds.OnConnect = func(up bool) {
 		if up {
@@ -280,6 +287,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.warmTimer.Stop()
 	}
 	p.mu.Unlock()
+	p.stopObservability() // after the listeners: every span has ended
 	p.clusters.Close()
 	if cerr := p.sinks.Close(); cerr != nil && err == nil {
 		err = cerr
