@@ -34,11 +34,20 @@ type Observability struct {
 	TracingRateFixed bool
 }
 
+// maxProviderTracers bounds the tracers built from distinct
+// tracing.provider blocks the control plane sends; more are NACKed.
+const maxProviderTracers = 8
+
 // obsState is what startObservability started.
 type obsState struct {
-	tracer *tracing.Tracer
+	tracer *tracing.Tracer // the proxy's own (flags, variables): overrides the control plane's
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// spawn runs f in a goroutine until stopObservability.
+	spawn func(f func(ctx context.Context))
+
+	mu         sync.Mutex
+	byProvider map[string]*tracing.Tracer // tracers for tracing.provider blocks; protected by mu
 }
 
 // startObservability starts the StatsD sink and the tracer. Their
@@ -48,6 +57,13 @@ func (p *Proxy) startObservability(ctx context.Context) error {
 	logObservability(p.log, o)
 	octx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.obs.cancel = cancel
+	p.obs.spawn = func(f func(ctx context.Context)) {
+		p.obs.wg.Add(1)
+		go func() { // a tracer's exporter; ends when stopObservability cancels octx
+			defer p.obs.wg.Done()
+			f(octx)
+		}()
+	}
 	if o.StatsSink != nil {
 		k, err := p.Stats.NewSink(*o.StatsSink, p.log)
 		if err != nil {
@@ -68,11 +84,7 @@ func (p *Proxy) startObservability(ctx context.Context) error {
 			return err
 		}
 		p.obs.tracer = t
-		p.obs.wg.Add(1)
-		go func() { // span exporter; ends when stopObservability cancels octx
-			defer p.obs.wg.Done()
-			t.Run(octx)
-		}()
+		p.obs.spawn(t.Run)
 	}
 	return nil
 }
@@ -87,16 +99,63 @@ func (p *Proxy) stopObservability() {
 }
 
 // tracingFilters is httpconn.Deps.Prepend: the tracing filter for a
-// connection manager with a tracing block, when tracing is configured.
+// connection manager with a tracing block. The proxy's own tracer wins;
+// without one, the block's provider (sent by the control plane) names
+// the exporter; without either, there is no span.
 func (p *Proxy) tracingFilters(info httpconn.HCMInfo) ([]httpconn.Filter, error) {
-	t := p.obs.tracer
-	if t == nil {
+	if info.Tracing == nil {
 		return nil, nil
 	}
-	if f := t.Filter(info, p.cfg.Observability.TracingRateFixed); f != nil {
-		return []httpconn.Filter{f}, nil
+	if t := p.obs.tracer; t != nil {
+		return []httpconn.Filter{t.Filter(info, p.cfg.Observability.TracingRateFixed)}, nil
 	}
-	return nil, nil
+	if info.Tracing.GetProvider() == nil {
+		return nil, nil
+	}
+	mesh, typ, name, _ := ResourceOf(p.cfg.ResourceARN)
+	svc := name
+	if mesh != "" {
+		svc = mesh + "/" + name
+	}
+	base := tracing.Config{ServiceName: svc, Mesh: mesh, Resource: name, ResourceType: typ, NodeID: p.cfg.ResourceARN}
+	cfg, err := tracing.FromProvider(info.Tracing, base, "http_connection_manager "+info.StatPrefix)
+	if err != nil {
+		return nil, err
+	}
+	t, err := p.providerTracer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return []httpconn.Filter{t.Filter(info, false)}, nil
+}
+
+// providerTracer returns the tracer for cfg, building and starting it
+// the first time.
+func (p *Proxy) providerTracer(cfg tracing.Config) (*tracing.Tracer, error) {
+	key := cfg
+	key.SampleRate = 0 // each connection manager samples at its own rate
+	k := fmt.Sprintf("%+v", key)
+	p.obs.mu.Lock()
+	defer p.obs.mu.Unlock()
+	if t := p.obs.byProvider[k]; t != nil {
+		return t, nil
+	}
+	if p.obs.spawn == nil {
+		return nil, errors.New("tracing: the proxy is not running")
+	}
+	if len(p.obs.byProvider) >= maxProviderTracers {
+		return nil, fmt.Errorf("tracing: more than %d distinct tracing providers", maxProviderTracers)
+	}
+	t, err := tracing.New(context.Background(), cfg, p.Stats, p.log)
+	if err != nil {
+		return nil, err
+	}
+	if p.obs.byProvider == nil {
+		p.obs.byProvider = map[string]*tracing.Tracer{}
+	}
+	p.obs.byProvider[k] = t
+	p.obs.spawn(t.Run)
+	return t, nil
 }
 
 // ResourceOf splits an App Mesh resource ARN (or mesh/<m>/<type>/<name>)

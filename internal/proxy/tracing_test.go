@@ -16,12 +16,16 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 
 	"github.com/weftmesh/weft/internal/proxy/tracing"
+	"github.com/weftmesh/weft/internal/proxy/xdstest"
 )
 
 // otlpReceiver is a real OTLP/gRPC trace collector.
@@ -383,5 +387,39 @@ func TestXRaySegments(t *testing.T) {
 	et, _ := seg["end_time"].(float64)
 	if st <= 0 || et < st {
 		t.Errorf("start_time %v end_time %v", st, et)
+	}
+}
+
+func TestTracingProviderFromControlPlane(t *testing.T) {
+	// No tracer of its own: the HCM's tracing.provider (what weft server
+	// sends with --proxy-tracing) names the collector and the rate.
+	rx := startOTLP(t)
+	h := newHarness(t)
+	app := newBackend(t, "app")
+	withProvider := func(m *hcmv3.HttpConnectionManager) {
+		m.Tracing = &hcmv3.HttpConnectionManager_Tracing{RandomSampling: &typev3.Percent{Value: 100},
+			Provider: &tracev3.Tracing_Http{Name: "envoy.tracers.opentelemetry", ConfigType: &tracev3.Tracing_Http_TypedConfig{
+				TypedConfig: mustAny(&tracev3.OpenTelemetryConfig{ServiceName: "from-xds", GrpcService: &corev3.GrpcService{
+					TargetSpecifier: &corev3.GrpcService_GoogleGrpc_{GoogleGrpc: &corev3.GrpcService_GoogleGrpc{TargetUri: rx.addr, StatPrefix: "otlp"}}}})}}}
+	}
+	h.push(httpListener("ingress", httpManager("ingress", "rds", withProvider)),
+		routeConfig("rds", vhost("all", []string{"*"}, routeTo("/", "local"))), staticCluster("local", app.addr()))
+	traceID := "5bf92f3577b34da6a3ce929d0e0e4736"
+	get(t, http.DefaultClient, h.addr("ingress"), "x", "/", "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	tid, _ := hex.DecodeString(traceID)
+	if s := rx.waitSpans(t, tid, 1); s[0].service != "from-xds" {
+		t.Errorf("service.name %q", s[0].service)
+	}
+	// A tracer weft proxy does not speak is NACKed, naming the field.
+	zipkin := func(m *hcmv3.HttpConnectionManager) {
+		m.Tracing = &hcmv3.HttpConnectionManager_Tracing{Provider: &tracev3.Tracing_Http{Name: "envoy.tracers.zipkin",
+			ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(&tracev3.ZipkinConfig{CollectorCluster: "z"})}}}
+	}
+	mark := h.xds.Mark()
+	h.xds.Set(httpListener("ingress", httpManager("ingress", "rds", zipkin)),
+		routeConfig("rds", vhost("all", []string{"*"}, routeTo("/", "local"))), staticCluster("local", app.addr()))
+	r := h.xds.WaitSince(mark, 10*time.Second, "an LDS NACK", func(r xdstest.Request) bool { return r.Error != "" })
+	if !strings.Contains(r.Error, "tracing.provider: tracer envoy.tracers.zipkin") {
+		t.Errorf("NACK %q", r.Error)
 	}
 }
