@@ -34,6 +34,7 @@ have nslookup || need_pkgs+=(dnsutils)
 # gRPC C-core's xDS client, the second independent client of the xDS tests.
 /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need_pkgs+=(python3-grpcio)
 have npm || need_pkgs+=(nodejs npm)
+have prometheus || need_pkgs+=(prometheus)   # scrapes weft proxy in internal/proxy's Prometheus test
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${need_pkgs[*]}" >&2
