@@ -10,6 +10,8 @@ import (
 	"github.com/weftmesh/weft/internal/proxy"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/proxy/tracing"
+	"github.com/weftmesh/weft/internal/server"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // proxyObsFlags are weft proxy's observability flags. The App Mesh
@@ -108,4 +110,27 @@ func (f *proxyObsFlags) resolve(arn string) (proxy.Observability, error) {
 		}
 	}
 	return o, nil
+}
+
+// proxyTracingFlags are weft server's mesh-wide tracing flags: every
+// proxy's connection managers get the tracer in their tracing block.
+func proxyTracingFlags(fs *flag.FlagSet, cfg *server.Config) func() error {
+	exp := fs.String("proxy-tracing", envOr("WEFT_PROXY_TRACING", ""), "tracer for every proxy, sent over xDS in each HTTP connection manager: otlp-grpc, otlp-http or xray; a sidecar's own tracing settings win (env WEFT_PROXY_TRACING)")
+	ep := fs.String("proxy-tracing-endpoint", envOr("WEFT_PROXY_TRACING_ENDPOINT", ""), "collector the proxies send spans to: host:port (OTLP gRPC), URL (OTLP HTTP) or ip:port (X-Ray daemon) (env WEFT_PROXY_TRACING_ENDPOINT)")
+	rate := fs.String("proxy-tracing-sample-rate", envOr("WEFT_PROXY_TRACING_SAMPLE_RATE", "1"), "fraction of new traces the proxies sample, 0..1 (env WEFT_PROXY_TRACING_SAMPLE_RATE)")
+	return func() error {
+		if *exp == "" {
+			return nil
+		}
+		r, err := strconv.ParseFloat(*rate, 64)
+		if err != nil {
+			return fmt.Errorf("--proxy-tracing-sample-rate %q: not a number", *rate)
+		}
+		t := &translate.MeshTracing{Exporter: *exp, Endpoint: *ep, SampleRate: r}
+		if err := t.Validate(); err != nil {
+			return fmt.Errorf("--proxy-tracing: %w", err)
+		}
+		cfg.ProxyTracing = t
+		return nil
+	}
 }

@@ -46,7 +46,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	lifetime := fs.String("cert-lifetime", envOr("WEFT_CERT_LIFETIME", ca.DefaultLeafLifetime.String()), "lifetime of the proxies' certificates, renewed at two thirds of it (env WEFT_CERT_LIFETIME)")
 	fs.StringVar(&cfg.CACertFile, "ca-cert", envOr("WEFT_CA_CERT", ""), "PEM certificate (then its chain) of an existing CA to sign with, imported at first start; default: weft creates one (env WEFT_CA_CERT)")
 	fs.StringVar(&cfg.CAKeyFile, "ca-key", envOr("WEFT_CA_KEY", ""), "PEM private key of --ca-cert (env WEFT_CA_KEY)")
+	finishTracing := proxyTracingFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := finishTracing(); err != nil {
 		return err
 	}
 	if err := finishLimits(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -46,7 +47,7 @@ func FromProvider(tr *hcmv3.HttpConnectionManager_Tracing, base Config, path str
 			c.Insecure = g.GetChannelCredentials().GetSslCredentials() == nil
 		case oc.GetHttpService().GetHttpUri().GetUri() != "":
 			c.Exporter, c.Endpoint = ExporterOTLPHTTP, oc.GetHttpService().GetHttpUri().GetUri()
-			c.Insecure = true // the URL's scheme decides
+			c.Insecure = !strings.HasPrefix(c.Endpoint, "https://")
 		default:
 			return c, fmt.Errorf("%s: weft proxy exports OTLP to a google_grpc target_uri or an http_service uri (envoy_grpc clusters are not supported)", fp)
 		}

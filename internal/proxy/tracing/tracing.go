@@ -189,8 +189,8 @@ func New(ctx context.Context, cfg Config, st *stats.Store, log *slog.Logger) (*T
 		} else {
 			opts = append(opts, otlptracehttp.WithEndpoint(cfg.Endpoint))
 		}
-		if cfg.Insecure {
-			opts = append(opts, otlptracehttp.WithInsecure())
+		if cfg.Insecure && !strings.Contains(cfg.Endpoint, "://") {
+			opts = append(opts, otlptracehttp.WithInsecure()) // a URL's scheme decides
 		}
 		exp, err = otlptracehttp.New(ctx, opts...)
 	case ExporterXRay:
