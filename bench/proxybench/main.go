@@ -495,7 +495,7 @@ func resources(prefix string, port int, clusterName, upstream string, static boo
 	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: prefix,
 		// As the translator: an empty tracing block, so that a tracer
 		// configured on the proxy applies.
-		Tracing: &hcmv3.HttpConnectionManager_Tracing{},
+		Tracing:        &hcmv3.HttpConnectionManager_Tracing{},
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: ads, RouteConfigName: "rds_" + prefix}},
 		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}}})
 	l := &listenerv3.Listener{Name: "lds_" + prefix, Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
