@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,4 +157,36 @@ func TestPrometheusScrapesHistogramsAndTags(t *testing.T) {
 		t.Errorf("stats tags missing from the series: %v", labels)
 	}
 	t.Logf("p50 %.1f ms, p99 %.1f ms, %.1f req/s", p50, p99, rps)
+
+	// Every query of the Grafana dashboard in docs/ is valid PromQL, and
+	// those on histograms and request rates find this proxy's series.
+	b, err := os.ReadFile("../../docs/grafana/weft-mesh.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	vars := strings.NewReplacer("$mesh", "test-mesh", "$node", ".*", "$instance", ".*")
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			n++
+			_, _, found := promQuery(t, prom, vars.Replace(tg.Expr))
+			mustFind := strings.Contains(tg.Expr, "upstream_rq_time_bucket") || strings.Contains(tg.Expr, "downstream_rq_time_bucket") ||
+				strings.Contains(tg.Expr, "upstream_rq_total")
+			if mustFind && !found {
+				t.Errorf("dashboard panel %q: no series for %s", p.Title, tg.Expr)
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d dashboard queries", n)
+	}
 }
