@@ -192,6 +192,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.server = httpconn.NewServer(p.log)
 	p.registerServerStats()
 	if err := p.startObservability(ctx); err != nil {
+		p.clusters.Close()
 		return err
 	}
 	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, BackoffBase: p.cfg.XDSBackoffBase, DialOptions: p.cfg.XDSDialOptions}, p, p.log)
