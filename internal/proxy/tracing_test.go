@@ -23,6 +23,7 @@ import (
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/proxy/tracing"
 	"github.com/weftmesh/weft/internal/proxy/xdstest"
@@ -425,5 +426,42 @@ func TestTracingProviderFromControlPlane(t *testing.T) {
 	r := h.xds.WaitSince(mark, 10*time.Second, "an LDS NACK", func(r xdstest.Request) bool { return r.Error != "" })
 	if !strings.Contains(r.Error, "tracing.provider: tracer envoy.tracers.zipkin") {
 		t.Errorf("NACK %q", r.Error)
+	}
+}
+
+func TestTracingOverOTLPHTTP(t *testing.T) {
+	got := make(chan *collectortrace.ExportTraceServiceRequest, 16)
+	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var req collectortrace.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" || proto.Unmarshal(b, &req) != nil {
+			http.Error(w, "bad export", http.StatusBadRequest)
+			return
+		}
+		select {
+		case got <- &req:
+		default:
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
+		_, _ = w.Write(out)
+	}))
+	defer col.Close()
+	h := newHarness(t, func(c *Config) {
+		c.Observability.Tracing = &tracing.Config{Exporter: tracing.ExporterOTLPHTTP, Endpoint: col.URL + "/v1/traces",
+			SampleRate: 1, ServiceName: "http-export"}
+	})
+	app := newBackend(t, "app")
+	h.push(httpListener("ingress", httpManager("ingress", "rds", tracingOn)),
+		routeConfig("rds", vhost("all", []string{"*"}, routeTo("/", "local"))), staticCluster("local", app.addr()))
+	get(t, http.DefaultClient, h.addr("ingress"), "x", "/")
+	select {
+	case req := <-got:
+		s := req.GetResourceSpans()[0].GetScopeSpans()[0].GetSpans()[0]
+		if s.GetName() != "ingress" || s.GetKind() != tracepb.Span_SPAN_KIND_SERVER {
+			t.Errorf("span %s kind %v", s.GetName(), s.GetKind())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no OTLP HTTP export within 20s")
 	}
 }
