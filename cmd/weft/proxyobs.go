@@ -6,11 +6,14 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/weftmesh/weft/internal/proxy"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/proxy/tracing"
 	"github.com/weftmesh/weft/internal/server"
+	"github.com/weftmesh/weft/internal/xds/bootstrap"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -133,4 +136,28 @@ func proxyTracingFlags(fs *flag.FlagSet, cfg *server.Config) func() error {
 		cfg.ProxyTracing = t
 		return nil
 	}
+}
+
+// envoyStatsFromEnv reads App Mesh's stats variables for an Envoy
+// bootstrap, as the App Mesh agent did: ENABLE_ENVOY_STATS_TAGS, and
+// ENABLE_ENVOY_DOG_STATSD with STATSD_ADDRESS (an IP), STATSD_PORT,
+// STATSD_SOCKET_PATH and ENVOY_STATS_FLUSH_INTERVAL.
+func envoyStatsFromEnv(cfg *bootstrap.Config) error {
+	on := func(k string) bool { v := strings.ToLower(envOr(k, "0")); return v == "1" || v == "true" }
+	cfg.StatsTags = on("ENABLE_ENVOY_STATS_TAGS")
+	if !on("ENABLE_ENVOY_DOG_STATSD") {
+		return nil
+	}
+	port, err := strconv.ParseUint(envOr("STATSD_PORT", "8125"), 10, 16)
+	if err != nil || port == 0 {
+		return fmt.Errorf("env STATSD_PORT=%q: not a port", envOr("STATSD_PORT", ""))
+	}
+	d := &bootstrap.DogStatsD{Address: envOr("STATSD_ADDRESS", "127.0.0.1"), Port: uint32(port), SocketPath: envOr("STATSD_SOCKET_PATH", "")}
+	if v := envOr("ENVOY_STATS_FLUSH_INTERVAL", ""); v != "" {
+		if d.FlushInterval, err = time.ParseDuration(v); err != nil || d.FlushInterval <= 0 {
+			return fmt.Errorf("env ENVOY_STATS_FLUSH_INTERVAL=%q: want a positive duration such as 5000ms", v)
+		}
+	}
+	cfg.DogStatsD = d
+	return nil
 }
