@@ -36,6 +36,7 @@ have nslookup || need_pkgs+=(dnsutils)
 have npm || need_pkgs+=(nodejs npm)
 [ -x /usr/bin/etcd ] || need_pkgs+=(etcd-server)   # the etcd store's tests start real members
 have chromium || need_pkgs+=(chromium)   # test/console drives it with chromedp
+have prometheus || need_pkgs+=(prometheus)   # scrapes weft proxy in internal/proxy's Prometheus test
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${need_pkgs[*]}" >&2

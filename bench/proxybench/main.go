@@ -69,6 +69,7 @@ func main() {
 	hold := flag.Bool("hold", false, "set everything up, print addresses and pids, and wait for Ctrl-C (to profile by hand)")
 	relay := flag.String("relay", "", "internal: run the Go TCP relay on this address (to -relay-to) instead of the bench")
 	relayTo := flag.String("relay-to", "", "internal: the relay's upstream")
+	tracingPaths := flag.Bool("tracing", false, "add the paths \"one weft proxy, tracing 1%\" and \"... 100%\": the same sidecar exporting spans over OTLP gRPC to a collector in the bench process")
 	weftB := flag.String("weft-b", "", "a second weft binary (the build before a change, say): adds the path \"one weft proxy B\" served by it, interleaved with the others, and prints its ratios to \"one weft proxy\"")
 	flag.Parse()
 	if *relay != "" {
@@ -167,6 +168,22 @@ func main() {
 		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBB))
 		targets[2].url, targets[2].procs = fmt.Sprintf("http://127.0.0.1:%d/", pBB), []*os.Process{procBB}
 		fmt.Printf("one weft proxy B: %s\n", *weftB)
+	}
+	if *tracingPaths {
+		otlp := startCollector()
+		for i, rate := range []string{"0.01", "1"} {
+			node := fmt.Sprintf("mesh/bench/virtualNode/server-trace-%d", i)
+			pT := freePort()
+			xds.set(node, resources("ingress", pT, "cds_ingress_bench_server_http_9080", app, true))
+			procT := b.startProxy(b.weft, node, xds.addr, "--tracing", "otlp-grpc", "--tracing-endpoint", otlp.addr, "--tracing-sample-rate", rate)
+			waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pT))
+			name := "one weft proxy, tracing 1%"
+			if rate == "1" {
+				name = "one weft proxy, tracing 100%"
+			}
+			targets = append(targets, target{name, fmt.Sprintf("http://127.0.0.1:%d/", pT), []*os.Process{procT}, nil})
+		}
+		defer func() { fmt.Printf("\nSpans received by the bench's OTLP collector: %d\n", otlp.count.Load()) }()
 	}
 	fmt.Print(machine(*weft))
 	var run []target
@@ -356,9 +373,9 @@ func (b *bench) startApp() string {
 	return addr
 }
 
-func (b *bench) startProxy(bin, node, xds string) *os.Process {
+func (b *bench) startProxy(bin, node, xds string, extra ...string) *os.Process {
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort())
-	args := []string{"proxy", "--admin-addr", admin, "--log-level", "warn"}
+	args := append([]string{"proxy", "--admin-addr", admin, "--log-level", "warn"}, extra...)
 	if b.pprof {
 		args = append(args, "--pprof")
 	}
@@ -476,6 +493,9 @@ func resources(prefix string, port int, clusterName, upstream string, static boo
 	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}
 	router, _ := anypb.New(&routerv3.Router{})
 	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: prefix,
+		// As the translator: an empty tracing block, so that a tracer
+		// configured on the proxy applies.
+		Tracing:        &hcmv3.HttpConnectionManager_Tracing{},
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: ads, RouteConfigName: "rds_" + prefix}},
 		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}}})
 	l := &listenerv3.Listener{Name: "lds_" + prefix, Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{

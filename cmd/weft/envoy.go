@@ -67,6 +67,9 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	if _, err := xdsserver.ParseNodeID(cfg.ResourceARN, "000000000000"); err != nil {
 		return fmt.Errorf("--resource-arn: %w", err)
 	}
+	if err := envoyStatsFromEnv(&cfg); err != nil {
+		return err
+	}
 	b, err := bootstrap.Build(cfg)
 	if err != nil {
 		return err

@@ -60,6 +60,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"port the traffic interception sends outbound traffic to, as weft intercept's --proxy-egress-port and ECS's ProxyEgressPort; weft server puts the egress listener there (env APPMESH_ENVOY_EGRESS_PORT)")
 	fetchTimeout := fs.String("initial-fetch-timeout", envOr("ENVOY_INITIAL_FETCH_TIMEOUT", "0"),
 		"how long to wait for the first clusters and listeners before going LIVE without them, seconds or a duration (10, 10s); 0 waits for them, as the App Mesh image's default (env ENVOY_INITIAL_FETCH_TIMEOUT)")
+	obsFlags := addObservabilityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,6 +80,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.InitialFetchTimeout, err = seconds(*fetchTimeout); err != nil {
 		return fmt.Errorf("--initial-fetch-timeout (ENVOY_INITIAL_FETCH_TIMEOUT): %w", err)
 	}
+	obs, err := obsFlags.resolve(cfg.ResourceARN)
+	if err != nil {
+		return err
+	}
+	cfg.Observability = obs
 	cfg.ListenerMaxConnections = *maxConns
 	if *maxConns <= 0 {
 		cfg.ListenerMaxConnections = -1 // no cap

@@ -58,7 +58,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", envOr("OTEL_EXPORTER_OTLP_ENDPOINT", ""), "OTLP/gRPC collector for traces of API writes: http://host:4317 (plaintext), https://... or host:port (TLS; plaintext on loopback); \"\" for none (env OTEL_EXPORTER_OTLP_ENDPOINT)")
 	fs.DurationVar(&cfg.LRS.Interval, "lrs-interval", lrs.DefaultInterval, "how often proxies report their load (LRS on the xDS listener; GET /v1/traffic)")
 	fs.DurationVar(&cfg.LRS.Window, "lrs-window", lrs.DefaultWindow, "how long load reports are kept: GET /v1/traffic averages over it (at least twice --lrs-interval)")
+	finishTracing := proxyTracingFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := finishTracing(); err != nil {
 		return err
 	}
 	if err := finishLimits(); err != nil {

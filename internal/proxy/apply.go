@@ -93,7 +93,7 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 	lds := p.Stats.Scope("listener_manager.lds.", "envoy_listener_manager_lds_")
 	lm := p.Stats.Scope("listener_manager.", "envoy_listener_manager_")
 	deps := httpconn.Deps{Routes: p, Clusters: p.clusters, Sinks: p.sinks, Stats: p.Stats, Server: p.server, Log: p.log,
-		RequestHeadersTimeout: p.cfg.RequestHeadersTimeout}
+		RequestHeadersTimeout: p.cfg.RequestHeadersTimeout, Prepend: p.tracingFilters}
 	type plan struct {
 		cfg      *listener.Config
 		reuse    *listener.Listener // same address: swap config

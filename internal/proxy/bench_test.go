@@ -2,8 +2,14 @@ package proxy
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"testing"
+
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/internal/proxy/tracing"
 )
 
 // BenchmarkHTTPOneHop measures one request through one weft proxy to a
@@ -32,4 +38,59 @@ func BenchmarkHTTPOneHop(b *testing.B) {
 			resp.Body.Close()
 		}
 	})
+}
+
+// BenchmarkHTTPOneHopTracing is BenchmarkHTTPOneHop with the HCM's
+// tracing block and the proxy's tracer off, at 1 % and at 100 %
+// (exported over OTLP gRPC to a receiver in the test process).
+func BenchmarkHTTPOneHopTracing(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		rate float64
+	}{{"off", -1}, {"1pct", 0.01}, {"100pct", 1}} {
+		b.Run(tc.name, func(b *testing.B) {
+			rx := startOTLPB(b)
+			h := newHarness(b, func(c *Config) {
+				if tc.rate >= 0 {
+					c.Observability.Tracing = &tracing.Config{Exporter: tracing.ExporterOTLPGRPC, Endpoint: rx, Insecure: true,
+						SampleRate: tc.rate, ServiceName: "bench"}
+				}
+			})
+			a := newBackend(b, "a")
+			h.push(
+				httpListener("egress", httpManager("egress", "rds", tracingOn)),
+				routeConfig("rds", vhost("v", []string{"*"}, retryRoute("c", "gateway-error,reset", 2))),
+				edsCluster("c"), cla("c", a.addr()))
+			url := "http://" + h.addr("egress") + "/"
+			tr := &http.Transport{MaxIdleConnsPerHost: 64}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Get(url)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
+
+// startOTLPB is an OTLP/gRPC receiver that discards what it gets.
+func startOTLPB(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	collectortrace.RegisterTraceServiceServer(srv, &otlpReceiver{got: make(chan struct{}, 1), discard: true})
+	go func() { _ = srv.Serve(ln) }() // ends with srv.Stop in Cleanup
+	b.Cleanup(srv.Stop)
+	return ln.Addr().String()
 }

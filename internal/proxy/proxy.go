@@ -113,6 +113,9 @@ type Config struct {
 	// outbound traffic; 0 leaves App Mesh's 15000 and 15001. The node
 	// metadata tells weft server, which puts the listeners there.
 	IngressPort, EgressPort uint32
+	// Observability: stats tags, a StatsD sink and tracing (see
+	// observability.go; ObservabilityFromEnv reads App Mesh's variables).
+	Observability Observability
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.
@@ -158,6 +161,7 @@ type Proxy struct {
 	liveOnce    sync.Once
 	connected   *stats.Gauge
 	adminAddr   atomic.Pointer[string]
+	obs         obsState
 }
 
 // New returns a proxy; nothing runs until Run.
@@ -175,7 +179,7 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		cfg.ListenerMaxConnections = DefaultListenerMaxConnections
 	}
 	p := &Proxy{cfg: cfg, log: log.With("node", cfg.ResourceARN), start: time.Now(),
-		Stats: stats.NewStore(), sinks: accesslog.NewSinks(),
+		Stats: stats.NewStoreWithTags(cfg.Observability.StatsTags...), sinks: accesslog.NewSinks(),
 		listeners: map[string]*listener.Listener{}, lpb: map[string]*listenerv3.Listener{},
 		rpb: map[string]*routev3.RouteConfiguration{}, versions: map[string]string{},
 		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1),
@@ -211,6 +215,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.clusters.SetTLS(p.tls)
 	p.server = httpconn.NewServer(p.log)
 	p.registerServerStats()
+	if err := p.startObservability(ctx); err != nil {
+		p.clusters.Close()
+		return err
+	}
 	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, BackoffBase: p.cfg.XDSBackoffBase, DialOptions: p.cfg.XDSDialOptions}, p, p.log)
 	p.xds.OnConnect = func(up bool) {
 		if up {
@@ -327,6 +335,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.warmTimer.Stop()
 	}
 	p.mu.Unlock()
+	p.stopObservability() // after the listeners: every span has ended
 	p.clusters.Close()
 	if cerr := p.sinks.Close(); cerr != nil && err == nil {
 		err = cerr

@@ -32,6 +32,7 @@ import (
 	"github.com/weftmesh/weft/internal/store/storeurl"
 	"github.com/weftmesh/weft/internal/xds/lrs"
 	xdsserver "github.com/weftmesh/weft/internal/xds/server"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // Config is what `weft server` is told by its flags.
@@ -86,6 +87,9 @@ type Config struct {
 	// XDSInsecure sends leaf certificates to xDS streams that proved no
 	// identity although the xDS listener is not on loopback.
 	XDSInsecure bool
+	// ProxyTracing, when set, is the tracer every proxy gets in its HTTP
+	// connection managers' tracing blocks (weft server --proxy-tracing).
+	ProxyTracing *translate.MeshTracing
 
 	// The mesh's CA (internal/ca): created in the store at first start,
 	// or imported from CACertFile and CAKeyFile (PEM). TrustDomain

@@ -81,7 +81,7 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 		Authorize:     authorize,
 		Store:         st,
 		LoadDiscovery: xdsserver.CloudMap,
-		Translate:     translate.TranslateWith,
+		Translate:     translate.TranslateWithTracing(cfg.ProxyTracing),
 		CheckResource: translate.CheckResource,
 		CheckRefs:     translate.CheckRefs,
 		DefaultOwner:  cfg.AccountID,

@@ -134,16 +134,20 @@ type Stats struct {
 	CxActive                       *stats.Gauge
 	CxNoneHealthy, LbHealthyPanic  *stats.Counter
 	RqRxReset, RqTxReset           *stats.Counter
-	codes                          *[600]atomic.Pointer[stats.Counter]
-	classes                        [6]*stats.Counter
-	hcAttempt, hcSuccess, hcFail   *stats.Counter
-	hcNetFail                      *stats.Counter
-	odEjectTotal, odEjectEnforced  *stats.Counter
-	odEject5xx, odEjectGateway     *stats.Counter
-	odDetected5xx, odDetectedGw    *stats.Counter
-	odOverflow                     *stats.Counter
-	membershipChange               *stats.Counter
-	updateSuccess, updateEmpty     *stats.Counter
+	// RqTime is upstream_rq_time (ms from the first attempt to the end
+	// of the response), recorded by the HTTP connection manager.
+	RqTime                        *stats.Histogram
+	CxConnectMs, CxLengthMs       *stats.Histogram
+	codes                         *[600]atomic.Pointer[stats.Counter]
+	classes                       [6]*stats.Counter
+	hcAttempt, hcSuccess, hcFail  *stats.Counter
+	hcNetFail                     *stats.Counter
+	odEjectTotal, odEjectEnforced *stats.Counter
+	odEject5xx, odEjectGateway    *stats.Counter
+	odDetected5xx, odDetectedGw   *stats.Counter
+	odOverflow                    *stats.Counter
+	membershipChange              *stats.Counter
+	updateSuccess, updateEmpty    *stats.Counter
 }
 
 func newStats(st *stats.Store, name string) Stats {
@@ -168,6 +172,8 @@ func newStats(st *stats.Store, name string) Stats {
 		odOverflow:       sc.Counter("outlier_detection.ejections_overflow"),
 		membershipChange: sc.Counter("membership_change"), updateSuccess: sc.Counter("update_success"),
 		updateEmpty: sc.Counter("update_empty"),
+		RqTime:      sc.Histogram("upstream_rq_time"), CxConnectMs: sc.Histogram("upstream_cx_connect_ms"),
+		CxLengthMs: sc.Histogram("upstream_cx_length_ms"),
 	}
 	for i := 1; i <= 5; i++ {
 		s.classes[i] = sc.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",

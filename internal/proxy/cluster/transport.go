@@ -125,6 +125,7 @@ func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx
 	defer cancel()
 	c.Stats.CxTotal.Inc()
 	var d net.Dialer
+	t0 := time.Now()
 	conn, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -146,8 +147,9 @@ func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx
 		h.cxActive.Add(1)
 		h.cxTotal.Add(1)
 	}
+	c.Stats.CxConnectMs.Record(uint64(time.Since(t0).Milliseconds()))
 	// Go sets TCP_NODELAY on every TCP connection already.
-	cc := &countedConn{Conn: conn, c: c, h: h}
+	cc := &countedConn{Conn: conn, c: c, h: h, start: t0}
 	if c.TLS == nil {
 		return cc, nil
 	}
@@ -179,13 +181,15 @@ func (c *Cluster) DialTCP(ctx context.Context, h *Host) (net.Conn, error) {
 
 type countedConn struct {
 	net.Conn
-	c    *Cluster
-	h    *Host
-	once sync.Once
+	c     *Cluster
+	h     *Host
+	once  sync.Once
+	start time.Time
 }
 
 func (cc *countedConn) Close() error {
 	cc.once.Do(func() {
+		cc.c.Stats.CxLengthMs.Record(uint64(time.Since(cc.start).Milliseconds()))
 		cc.c.cxActive.Add(-1)
 		cc.c.Stats.CxActive.Dec()
 		if cc.h != nil {

@@ -53,6 +53,13 @@ type Deps struct {
 	// request_headers_timeout; 0 means DefaultRequestHeadersTimeout,
 	// negative none.
 	RequestHeadersTimeout time.Duration
+	// Filters builds the HTTP filters weft proxy knows, by typed_config
+	// type URL (or name when there is no typed_config); others are
+	// NACKed unless optional.
+	Filters map[string]FilterFactory
+	// Prepend, when set, supplies built-in filters that run before the
+	// configured ones (tracing).
+	Prepend Prepend
 }
 
 // Connection limits that apply unless the HCM sets its own.
@@ -93,6 +100,8 @@ type HCM struct {
 	idleTimeout                 time.Duration // connection without a request; 0: none
 	h2MaxStreams                uint32
 
+	filters []Filter // before the router, in order; nil for the router alone
+
 	stats hcmStats
 	proxy *httputil.ReverseProxy
 }
@@ -107,6 +116,7 @@ type hcmStats struct {
 	rqHeaderTimeout, cxIdleTimeout         *stats.Counter
 	cxProtocolError, prematureResets       *stats.Counter
 	cxDrainClose                           *stats.Counter
+	rqTime                                 *stats.Histogram
 	classes                                [6]*stats.Counter
 }
 
@@ -125,6 +135,7 @@ func newHCMStats(st *stats.Store, prefix string) hcmStats {
 		cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
 		prematureResets: sc.Counter("downstream_rq_too_many_premature_resets"),
 		cxDrainClose:    sc.Counter("downstream_cx_drain_close"),
+		rqTime:          sc.Histogram("downstream_rq_time"),
 	}
 	for i := 1; i <= 5; i++ {
 		s.classes[i] = sc.TaggedCounter(fmt.Sprintf("downstream_rq_%dxx", i), "downstream_rq_xx",
@@ -247,9 +258,12 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 	default:
 		return nil, fmt.Errorf("%s: rds or route_config is required (scoped routes are not supported)", path)
 	}
-	if err := checkFilters(h, path); err != nil {
+	info := HCMInfo{StatPrefix: m.StatPrefix, Egress: strings.HasPrefix(m.StatPrefix, "egress"), Tracing: h.GetTracing()}
+	filters, err := buildFilters(h, path, deps, info)
+	if err != nil {
 		return nil, err
 	}
+	m.filters = filters
 	for i, al := range h.GetAccessLog() {
 		l, err := deps.Sinks.Build(al, strict.Join(path, "access_log", i))
 		if err != nil {
@@ -262,51 +276,25 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 	return m, nil
 }
 
-// checkFilters requires the router as the last HTTP filter. Other filters
-// are NACKed unless marked optional, which Envoy skips too when it does
-// not know them.
-func checkFilters(h *hcmv3.HttpConnectionManager, path string) error {
-	fs := h.GetHttpFilters()
-	if len(fs) == 0 {
-		return fmt.Errorf("%s: http_filters is empty; the router filter is required", path)
+func isRouter(f *hcmv3.HttpFilter) bool {
+	return f.GetTypedConfig().GetTypeUrl() == routerFilter ||
+		f.GetTypedConfig() == nil && (f.GetName() == "envoy.filters.http.router" || f.GetName() == "envoy.router")
+}
+
+// checkRouter checks the router's own configuration.
+func checkRouter(f *hcmv3.HttpFilter, fp string) error {
+	tc := f.GetTypedConfig()
+	if tc == nil {
+		return nil
 	}
-	for i, f := range fs {
-		fp := strict.Join(path, "http_filters", i)
-		if err := strict.Fields(f, fp, "name", "typed_config", "is_optional", "disabled"); err != nil {
-			return err
-		}
-		isRouter := f.GetTypedConfig().GetTypeUrl() == routerFilter ||
-			f.GetTypedConfig() == nil && (f.GetName() == "envoy.filters.http.router" || f.GetName() == "envoy.router")
-		if isRouter {
-			if i != len(fs)-1 {
-				return fmt.Errorf("%s: the router filter must be last", fp)
-			}
-			if tc := f.GetTypedConfig(); tc != nil {
-				var r routerv3.Router
-				if err := tc.UnmarshalTo(&r); err != nil {
-					return fmt.Errorf("%s: %w", fp, err)
-				}
-				// dynamic_stats and suppress_envoy_headers change stats and
-				// x-envoy-* headers only.
-				if err := strict.Fields(&r, fp+".typed_config", "dynamic_stats", "suppress_envoy_headers", "start_child_span"); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		if i == len(fs)-1 {
-			return fmt.Errorf("%s: the last http filter must be the router", fp)
-		}
-		if f.GetIsOptional() || f.GetDisabled() {
-			continue
-		}
-		name := f.GetName()
-		if tc := f.GetTypedConfig(); tc != nil {
-			name = tc.GetTypeUrl()
-		}
-		return fmt.Errorf("%s: http filter %s is not supported by weft proxy", fp, name)
+	var r routerv3.Router
+	if err := tc.UnmarshalTo(&r); err != nil {
+		return fmt.Errorf("%s: %w", fp, err)
 	}
-	return nil
+	// dynamic_stats and suppress_envoy_headers change stats and
+	// x-envoy-* headers only; start_child_span is how spans nest, which
+	// weft proxy does as Envoy does without it (one span per stream).
+	return strict.Fields(&r, fp+".typed_config", "dynamic_stats", "suppress_envoy_headers", "start_child_span")
 }
 
 // routeConfig returns the route table for a request: inline, or the

@@ -62,6 +62,9 @@ type stream struct {
 	rxBytes   atomic.Int64
 	bodyErr   atomic.Pointer[error] // the first error reading the downstream request body
 	details   string
+	rw        *respWriter
+	slots     []any // one per filter; nil without filters
+	ran       int   // filters whose DecodeHeaders ran
 }
 
 type streamKey struct{}
@@ -97,6 +100,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		m.stats.rqHTTP1.Inc()
 	}
 	rw := &respWriter{ResponseWriter: w, s: s}
+	s.rw = rw
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{ReadCloser: r.Body, s: s}
 	}
@@ -124,6 +128,16 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		// As Envoy: the downstream request gets the ID, so the access log's
 		// %REQ(X-REQUEST-ID)% and the upstream see the same one.
 		r.Header.Set("X-Request-Id", newRequestID())
+	}
+	if len(m.filters) > 0 {
+		s.slots = make([]any, len(m.filters))
+		for i, f := range m.filters {
+			s.ran = i + 1
+			if lr := f.DecodeHeaders(Exchange{s}, &s.slots[i]); lr != nil {
+				m.localReply(rw, s, lr.Status, 0, lr.Body, lr.Details)
+				return
+			}
+		}
 	}
 	path := r.URL.EscapedPath()
 	if r.Method == http.MethodConnect || path == "" || path[0] != '/' {
@@ -497,6 +511,14 @@ func (m *HCM) finish(s *stream, rw *respWriter) {
 	code := rw.code
 	if code >= 100 && code < 600 {
 		m.stats.classes[code/100].Inc()
+	}
+	now := time.Now()
+	m.stats.rqTime.Record(uint64(now.Sub(s.start).Milliseconds()))
+	if s.cl != nil && s.host != nil && !s.upStart.IsZero() {
+		s.cl.Stats.RqTime.Record(uint64(now.Sub(s.upStart).Milliseconds()))
+	}
+	for i := s.ran - 1; i >= 0; i-- {
+		m.filters[i].Done(Exchange{s}, s.slots[i])
 	}
 	if len(m.logs) == 0 {
 		return

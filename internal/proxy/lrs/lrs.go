@@ -225,9 +225,9 @@ func report(prev, now map[string]stats.ClusterLoad, a ask, interval time.Duratio
 			continue
 		}
 		p := prev[name]
-		issued, done, failed := delta(n.Issued, p.Issued), delta(n.Completed, p.Completed), delta(n.Errors, p.Errors)
-		active := uint64(max(n.Active, 0))
-		if issued == 0 && done == 0 && active == 0 && p.Active <= 0 {
+		issued, done, failed := delta(n.RqTotal, p.RqTotal), delta(n.RqCompleted, p.RqCompleted), delta(n.Rq5xx, p.Rq5xx)
+		active := uint64(max(n.RqActive, 0))
+		if issued == 0 && done == 0 && active == 0 && p.RqActive <= 0 {
 			continue // idle, and the server knows it has nothing in flight
 		}
 		out = append(out, &endpointv3.ClusterStats{

@@ -61,6 +61,8 @@ const (
 type Route struct {
 	Name string
 	m    matcher
+	// Decorator is decorator.operation: the name of the route's spans.
+	Decorator string
 
 	Kind     Kind
 	Cluster  string
@@ -276,8 +278,8 @@ func compileVirtualHost(v *routev3.VirtualHost, path string) (*VirtualHost, erro
 }
 
 func compileRoute(r *routev3.Route, path string, vhRetry *RetryPolicy) (*Route, error) {
-	// decorator, tracing, stat_prefix and metadata only name things for
-	// tracing and stats that weft does not emit.
+	// tracing, stat_prefix and metadata only name things for tracing and
+	// stats that weft does not emit; decorator names the route's spans.
 	if err := strict.Fields(r, path, "name", "match", "route", "direct_response", "metadata",
 		"decorator", "request_headers_to_add", "request_headers_to_remove",
 		"response_headers_to_add", "response_headers_to_remove", "tracing", "stat_prefix",
@@ -287,7 +289,7 @@ func compileRoute(r *routev3.Route, path string, vhRetry *RetryPolicy) (*Route, 
 	if len(r.GetTypedPerFilterConfig()) > 0 {
 		return nil, &strict.UnsupportedError{Path: path, Field: "typed_per_filter_config"}
 	}
-	out := &Route{Name: r.GetName(), Timeout: DefaultTimeout}
+	out := &Route{Name: r.GetName(), Timeout: DefaultTimeout, Decorator: r.GetDecorator().GetOperation()}
 	m, err := compileMatch(r.GetMatch(), strict.Join(path, "match"))
 	if err != nil {
 		return nil, err

@@ -1,42 +1,89 @@
 package stats
 
 import (
-	"slices"
+	"sort"
 	"strings"
 )
 
-// ClusterLoad is one cluster's upstream request counts since the proxy
-// started, as load reports need them.
+// ClusterLoad is a snapshot of one upstream cluster's request stats.
+//
+// This is the stable read API other parts of weft proxy (the load
+// reporter) use; it reads the Envoy stats below and nothing else:
+//
+//	RqTotal   cluster.<name>.upstream_rq_total (requests sent, retries included)
+//	RqCompleted cluster.<name>.upstream_rq_completed (requests answered)
+//	Rq5xx     cluster.<name>.upstream_rq_5xx (upstream 5xx responses)
+//	RqError   Rq5xx + upstream_cx_connect_fail + upstream_rq_timeout +
+//	          upstream_rq_rx_reset + upstream_rq_tx_reset + upstream_rq_pending_overflow
+//	RqActive  cluster.<name>.upstream_rq_active (in flight)
+//	Latency   cluster.<name>.upstream_rq_time (ms, from first byte sent to
+//	          response headers), cumulative since the proxy started
+//
+// Counters are cumulative: a reader computes rates from two snapshots.
 type ClusterLoad struct {
-	Name      string
-	Issued    int64 // upstream_rq_total
-	Completed int64 // upstream_rq_completed
-	Errors    int64 // upstream_rq_5xx
-	Active    int64 // upstream_rq_active
+	Name        string
+	RqTotal     int64
+	RqCompleted int64
+	Rq5xx       int64
+	RqError     int64
+	RqActive    int64
+	Latency     HistogramSnapshot
 }
 
-// ClusterLoads returns the counts of every cluster that has request
-// stats, sorted by name.
+// LatencyQuantile returns the q quantile (0..1) of upstream_rq_time in
+// milliseconds, false when no request completed.
+func (c ClusterLoad) LatencyQuantile(q float64) (float64, bool) { return c.Latency.Quantile(q) }
+
+// ClusterLoads returns every cluster's load, sorted by name.
 func (s *Store) ClusterLoads() []ClusterLoad {
-	const pre, suf = "cluster.", ".upstream_rq_total"
 	s.mu.Lock()
 	var names []string
 	for n := range s.m {
-		if strings.HasPrefix(n, pre) && strings.HasSuffix(n, suf) && len(n) > len(pre)+len(suf) {
-			names = append(names, n[len(pre):len(n)-len(suf)])
+		if strings.HasPrefix(n, "cluster.") && strings.HasSuffix(n, ".upstream_rq_total") {
+			names = append(names, n[len("cluster."):len(n)-len(".upstream_rq_total")])
 		}
 	}
 	s.mu.Unlock()
-	slices.Sort(names)
+	sort.Strings(names)
 	out := make([]ClusterLoad, 0, len(names))
 	for _, n := range names {
-		p := pre + n + "."
-		l := ClusterLoad{Name: n}
-		l.Issued, _ = s.Value(p + "upstream_rq_total")
-		l.Completed, _ = s.Value(p + "upstream_rq_completed")
-		l.Errors, _ = s.Value(p + "upstream_rq_5xx")
-		l.Active, _ = s.Value(p + "upstream_rq_active")
-		out = append(out, l)
+		if l, ok := s.ClusterLoad(n); ok {
+			out = append(out, l)
+		}
 	}
 	return out
+}
+
+// ClusterLoad returns one cluster's load; false when the cluster never
+// existed.
+func (s *Store) ClusterLoad(name string) (ClusterLoad, bool) {
+	p := "cluster." + name + "."
+	total, ok := s.Value(p + "upstream_rq_total")
+	if !ok {
+		return ClusterLoad{}, false
+	}
+	l := ClusterLoad{Name: name, RqTotal: total}
+	l.RqCompleted, _ = s.Value(p + "upstream_rq_completed")
+	l.Rq5xx, _ = s.Value(p + "upstream_rq_5xx")
+	l.RqActive, _ = s.Value(p + "upstream_rq_active")
+	l.RqError = l.Rq5xx
+	for _, e := range []string{"upstream_cx_connect_fail", "upstream_rq_timeout", "upstream_rq_rx_reset",
+		"upstream_rq_tx_reset", "upstream_rq_pending_overflow"} {
+		v, _ := s.Value(p + e)
+		l.RqError += v
+	}
+	l.Latency, _ = s.HistogramValue(p + "upstream_rq_time")
+	return l, true
+}
+
+// HistogramValue returns a snapshot of the histogram with the Envoy name,
+// and whether it exists.
+func (s *Store) HistogramValue(name string) (HistogramSnapshot, bool) {
+	s.mu.Lock()
+	h, ok := s.h[name]
+	s.mu.Unlock()
+	if !ok {
+		return HistogramSnapshot{}, false
+	}
+	return h.snapshot(), true
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,8 @@ type metric struct {
 	name   string // Envoy name, e.g. cluster.x.upstream_rq_total
 	family string // Prometheus name, e.g. envoy_cluster_upstream_rq_total
 	labels string // rendered {a="b",...} or ""
+	tags   []Label
+	dog    string // tag-extracted dotted name for DogStatsD, e.g. cluster.upstream_rq_total
 	kind   kind
 	v      atomic.Int64
 	fn     func() int64 // gauges computed when read; nil otherwise
@@ -70,20 +73,47 @@ func (g *Gauge) Value() int64 { return g.m.v.Load() }
 // a cluster that is removed and added again keeps counting, as Envoy's do
 // while their stats are still referenced.
 type Store struct {
-	mu sync.Mutex
-	m  map[string]*metric // by Envoy name; protected by mu
+	mu   sync.Mutex
+	m    map[string]*metric // by Envoy name; protected by mu
+	h    map[string]*histo  // by Envoy name; protected by mu
+	tags []Label            // fixed tags added to every metric; set at creation
+	sink atomic.Pointer[Sink]
 }
 
 // NewStore returns an empty store.
-func NewStore() *Store { return &Store{m: make(map[string]*metric)} }
+func NewStore() *Store { return NewStoreWithTags() }
+
+// NewStoreWithTags returns an empty store whose every metric carries the
+// fixed tags, as Envoy's stats_config.stats_tags with fixed_value do (App
+// Mesh's ENABLE_ENVOY_STATS_TAGS adds appmesh.mesh and
+// appmesh.virtual_node or appmesh.virtual_gateway). Tag names are Envoy's
+// (with dots); Prometheus labels replace the dots with underscores.
+func NewStoreWithTags(tags ...Label) *Store {
+	return &Store{m: make(map[string]*metric), h: make(map[string]*histo), tags: tags}
+}
+
+// withTags appends the store's fixed tags to labels.
+func (s *Store) withTags(labels []Label) []Label {
+	if len(s.tags) == 0 {
+		return labels
+	}
+	out := make([]Label, 0, len(labels)+len(s.tags))
+	out = append(out, labels...)
+	return append(out, s.tags...)
+}
 
 func (s *Store) get(name, family string, labels []Label, k kind) *metric {
+	return s.getDog(name, family, "", labels, k)
+}
+
+func (s *Store) getDog(name, family, dog string, labels []Label, k kind) *metric {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m, ok := s.m[name]; ok {
 		return m
 	}
-	m := &metric{name: name, family: family, labels: renderLabels(labels), kind: k}
+	tags := s.withTags(labels)
+	m := &metric{name: name, family: family, labels: renderLabels(tags), tags: tags, dog: dog, kind: k}
 	s.m[name] = m
 	return m
 }
@@ -103,14 +133,25 @@ func (s *Store) Scope(envoyPrefix, promPrefix string, labels ...Label) Scope {
 	return Scope{store: s, envoy: envoyPrefix, prom: promPrefix, labels: labels}
 }
 
+// dogName is the tag-extracted name of a metric of this scope whose
+// Prometheus family ends in suffix: cluster.upstream_rq_total for
+// envoy_cluster_ + upstream_rq_total.
+func (sc Scope) dogName(suffix string) string {
+	p := strings.TrimSuffix(strings.TrimPrefix(sc.prom, "envoy_"), "_")
+	if p == "" {
+		return suffix
+	}
+	return p + "." + suffix
+}
+
 // Counter returns the counter named prefix+name.
 func (sc Scope) Counter(name string) *Counter {
-	return &Counter{sc.store.get(sc.envoy+name, sc.prom+promSafe(name), sc.labels, counterKind)}
+	return &Counter{sc.store.getDog(sc.envoy+name, sc.prom+promSafe(name), sc.dogName(name), sc.labels, counterKind)}
 }
 
 // Gauge returns the gauge named prefix+name.
 func (sc Scope) Gauge(name string) *Gauge {
-	return &Gauge{sc.store.get(sc.envoy+name, sc.prom+promSafe(name), sc.labels, gaugeKind)}
+	return &Gauge{sc.store.getDog(sc.envoy+name, sc.prom+promSafe(name), sc.dogName(name), sc.labels, gaugeKind)}
 }
 
 // TaggedCounter returns the counter whose Envoy name is prefix+name and
@@ -119,13 +160,13 @@ func (sc Scope) Gauge(name string) *Gauge {
 // envoy_cluster_upstream_rq{envoy_response_code="503",envoy_cluster_name="x"}.
 func (sc Scope) TaggedCounter(name, family string, extra ...Label) *Counter {
 	labels := append(append([]Label(nil), extra...), sc.labels...)
-	return &Counter{sc.store.get(sc.envoy+name, sc.prom+family, labels, counterKind)}
+	return &Counter{sc.store.getDog(sc.envoy+name, sc.prom+family, sc.dogName(family), labels, counterKind)}
 }
 
 // GaugeFunc registers a gauge whose value is computed when stats are read.
 // A later registration under the same name replaces fn.
 func (sc Scope) GaugeFunc(name string, fn func() int64) {
-	m := sc.store.get(sc.envoy+name, sc.prom+promSafe(name), sc.labels, gaugeKind)
+	m := sc.store.getDog(sc.envoy+name, sc.prom+promSafe(name), sc.dogName(name), sc.labels, gaugeKind)
 	sc.store.mu.Lock()
 	m.fn = fn
 	sc.store.mu.Unlock()
@@ -177,9 +218,22 @@ func (s *Store) snapshot(filter *regexp.Regexp) []sample {
 	return out
 }
 
-// WriteText writes "name: value" lines sorted by name, as Envoy's /stats.
-// filter, when non-nil, keeps only names it matches; usedOnly drops zero
-// counters that were never touched (approximated by value 0).
+func (s *Store) histos(filter *regexp.Regexp) []*histo {
+	s.mu.Lock()
+	out := make([]*histo, 0, len(s.h))
+	for _, h := range s.h {
+		if filter == nil || filter.MatchString(h.name) {
+			out = append(out, h)
+		}
+	}
+	s.mu.Unlock()
+	return out
+}
+
+// WriteText writes "name: value" lines sorted by name, as Envoy's /stats,
+// then one line per histogram with Envoy's quantiles. filter, when
+// non-nil, keeps only names it matches; usedOnly drops zero counters that
+// were never touched (approximated by value 0) and empty histograms.
 func (s *Store) WriteText(w io.Writer, filter *regexp.Regexp, usedOnly bool) error {
 	ss := s.snapshot(filter)
 	sort.Slice(ss, func(i, j int) bool { return ss[i].m.name < ss[j].m.name })
@@ -190,12 +244,22 @@ func (s *Store) WriteText(w io.Writer, filter *regexp.Regexp, usedOnly bool) err
 		}
 		fmt.Fprintf(&b, "%s: %d\n", x.m.name, x.v)
 	}
+	hs := s.histos(filter)
+	sort.Slice(hs, func(i, j int) bool { return hs[i].name < hs[j].name })
+	for _, h := range hs {
+		snap := h.snapshot()
+		if usedOnly && snap.Count == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "%s: %s\n", h.name, snap.quantileText())
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-// WriteJSON writes {"stats":[{"name":..,"value":..}]} as Envoy's
-// /stats?format=json does for counters and gauges.
+// WriteJSON writes {"stats":[{"name":..,"value":..}, ...,
+// {"histograms":{"supported_quantiles":[...],"computed_quantiles":[...]}}]}
+// as Envoy's /stats?format=json does.
 func (s *Store) WriteJSON(w io.Writer, filter *regexp.Regexp, usedOnly bool) error {
 	ss := s.snapshot(filter)
 	sort.Slice(ss, func(i, j int) bool { return ss[i].m.name < ss[j].m.name })
@@ -203,20 +267,54 @@ func (s *Store) WriteJSON(w io.Writer, filter *regexp.Regexp, usedOnly bool) err
 		Name  string `json:"name"`
 		Value int64  `json:"value"`
 	}
+	type qv struct {
+		Interval   *float64 `json:"interval"`
+		Cumulative *float64 `json:"cumulative"`
+	}
+	type computed struct {
+		Name   string `json:"name"`
+		Values []qv   `json:"values"`
+	}
 	out := struct {
-		Stats []entry `json:"stats"`
-	}{Stats: make([]entry, 0, len(ss))}
+		Stats []any `json:"stats"`
+	}{Stats: make([]any, 0, len(ss)+1)}
 	for _, x := range ss {
 		if usedOnly && x.v == 0 {
 			continue
 		}
 		out.Stats = append(out.Stats, entry{x.m.name, x.v})
 	}
+	hs := s.histos(filter)
+	sort.Slice(hs, func(i, j int) bool { return hs[i].name < hs[j].name })
+	var cq []computed
+	for _, h := range hs {
+		snap := h.snapshot()
+		if usedOnly && snap.Count == 0 {
+			continue
+		}
+		c := computed{Name: h.name, Values: make([]qv, len(Quantiles))}
+		for i, q := range Quantiles {
+			if v, ok := snap.Quantile(q); ok {
+				c.Values[i].Cumulative = &v
+			}
+		}
+		cq = append(cq, c)
+	}
+	if len(cq) > 0 {
+		sq := make([]float64, len(Quantiles))
+		for i, q := range Quantiles {
+			sq[i] = q * 100
+		}
+		out.Stats = append(out.Stats, map[string]any{"histograms": map[string]any{
+			"supported_quantiles": sq, "computed_quantiles": cq}})
+	}
 	return json.NewEncoder(w).Encode(out)
 }
 
 // WritePrometheus writes the Prometheus text exposition format, one
-// "# TYPE" line per family, families sorted.
+// "# TYPE" line per family, families sorted; histograms as
+// <family>_bucket{le=...}, <family>_sum and <family>_count with Envoy's
+// default buckets.
 func (s *Store) WritePrometheus(w io.Writer, filter *regexp.Regexp, usedOnly bool) error {
 	ss := s.snapshot(filter)
 	sort.Slice(ss, func(i, j int) bool {
@@ -241,6 +339,42 @@ func (s *Store) WritePrometheus(w io.Writer, filter *regexp.Regexp, usedOnly boo
 		}
 		fmt.Fprintf(&b, "%s%s %d\n", x.m.family, x.m.labels, x.v)
 	}
+	hs := s.histos(filter)
+	type rendered struct {
+		h      *histo
+		labels string
+	}
+	rs := make([]rendered, len(hs))
+	for i, h := range hs {
+		rs[i] = rendered{h, renderLabels(h.labels)}
+	}
+	sort.Slice(rs, func(i, j int) bool {
+		if rs[i].h.family != rs[j].h.family {
+			return rs[i].h.family < rs[j].h.family
+		}
+		return rs[i].labels < rs[j].labels
+	})
+	last = ""
+	for _, r := range rs {
+		snap := r.h.snapshot()
+		if usedOnly && snap.Count == 0 {
+			continue
+		}
+		if r.h.family != last {
+			fmt.Fprintf(&b, "# TYPE %s histogram\n", r.h.family)
+			last = r.h.family
+		}
+		inner := ""
+		if r.labels != "" {
+			inner = r.labels[1:len(r.labels)-1] + ","
+		}
+		for i, n := range snap.Buckets() {
+			fmt.Fprintf(&b, "%s_bucket{%sle=\"%s\"} %d\n", r.h.family, inner, strconv.FormatFloat(DefaultBuckets[i], 'f', -1, 64), n)
+		}
+		fmt.Fprintf(&b, "%s_bucket{%sle=\"+Inf\"} %d\n", r.h.family, inner, snap.Count)
+		fmt.Fprintf(&b, "%s_sum%s %d\n", r.h.family, r.labels, snap.Sum)
+		fmt.Fprintf(&b, "%s_count%s %d\n", r.h.family, r.labels, snap.Count)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -255,7 +389,7 @@ func renderLabels(ls []Label) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(l.Name)
+		b.WriteString(promSafe(l.Name))
 		b.WriteString(`="`)
 		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(l.Value))
 		b.WriteByte('"')

@@ -21,6 +21,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/config/metrics/v3"
 	fileaccesslogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -65,6 +66,23 @@ type Config struct {
 	// load_stats_config, so the default leaves it out: the bootstrap
 	// stays App Mesh's.
 	LoadReports bool
+	// StatsTags adds App Mesh's fixed stats tags appmesh.mesh and
+	// appmesh.virtual_node / appmesh.virtual_gateway
+	// (ENABLE_ENVOY_STATS_TAGS).
+	StatsTags bool
+	// DogStatsD, when set, adds the envoy.stat_sinks.dog_statsd sink
+	// (ENABLE_ENVOY_DOG_STATSD).
+	DogStatsD *DogStatsD
+}
+
+// DogStatsD is where the DogStatsD sink sends: a UDP address (IP and
+// port, STATSD_ADDRESS and STATSD_PORT) or a Unix socket
+// (STATSD_SOCKET_PATH), every FlushInterval (Envoy's 5 s when 0).
+type DogStatsD struct {
+	Address       string
+	Port          uint32
+	SocketPath    string
+	FlushInterval time.Duration
 }
 
 // xdsCluster is the static cluster of the xDS server; sdsCluster that of
@@ -152,7 +170,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 			}}},
 		}
 	}
-	return &bootstrapv3.Bootstrap{
+	b := &bootstrapv3.Bootstrap{
 		Node: node,
 		Admin: &bootstrapv3.Admin{
 			Address:   socket("0.0.0.0", c.AdminPort),
@@ -175,7 +193,71 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 			{Name: "static_layer_0", LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: runtime}},
 			{Name: "admin_layer", LayerSpecifier: &bootstrapv3.RuntimeLayer_AdminLayer_{AdminLayer: &bootstrapv3.RuntimeLayer_AdminLayer{}}},
 		}},
-	}, nil
+	}
+	if err := addStats(b, c); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// addStats adds App Mesh's stats tags and DogStatsD sink, as its agent
+// did from the same variables.
+func addStats(b *bootstrapv3.Bootstrap, c Config) error {
+	if c.StatsTags {
+		mesh, typ, name, ok := resourceOf(c.ResourceARN)
+		if !ok {
+			return fmt.Errorf("stats tags: resource %q is not mesh/<mesh>/virtualNode|virtualGateway/<name>", c.ResourceARN)
+		}
+		b.StatsConfig = &metricsv3.StatsConfig{StatsTags: []*metricsv3.TagSpecifier{
+			{TagName: "appmesh.mesh", TagValue: &metricsv3.TagSpecifier_FixedValue{FixedValue: mesh}},
+			{TagName: "appmesh." + typ, TagValue: &metricsv3.TagSpecifier_FixedValue{FixedValue: name}},
+		}}
+	}
+	d := c.DogStatsD
+	if d == nil {
+		return nil
+	}
+	sink := &metricsv3.DogStatsdSink{}
+	if d.SocketPath != "" {
+		sink.DogStatsdSpecifier = &metricsv3.DogStatsdSink_Address{Address: &core.Address{Address: &core.Address_Pipe{Pipe: &core.Pipe{Path: d.SocketPath}}}}
+	} else {
+		if _, err := netip.ParseAddr(d.Address); err != nil {
+			return fmt.Errorf("dogstatsd address %q: want an IP address", d.Address)
+		}
+		sa := socket(d.Address, d.Port)
+		sa.GetSocketAddress().Protocol = core.SocketAddress_UDP
+		sink.DogStatsdSpecifier = &metricsv3.DogStatsdSink_Address{Address: sa}
+	}
+	tc, err := anypb.New(sink)
+	if err != nil {
+		return err
+	}
+	b.StatsSinks = []*metricsv3.StatsSink{{Name: "envoy.stat_sinks.dog_statsd", ConfigType: &metricsv3.StatsSink_TypedConfig{TypedConfig: tc}}}
+	if d.FlushInterval > 0 {
+		b.StatsFlushInterval = durationpb.New(d.FlushInterval)
+	}
+	return nil
+}
+
+// resourceOf splits mesh/<mesh>/<virtualNode|virtualGateway>/<name>, at
+// the end of an ARN or alone, into the mesh, the stats-tag type and the
+// name.
+func resourceOf(arn string) (mesh, typ, name string, ok bool) {
+	i := strings.Index(arn, "mesh/")
+	if i < 0 {
+		return "", "", "", false
+	}
+	parts := strings.Split(arn[i+len("mesh/"):], "/")
+	if len(parts) != 3 || parts[0] == "" || parts[2] == "" {
+		return "", "", "", false
+	}
+	switch parts[1] {
+	case "virtualNode":
+		return parts[0], "virtual_node", parts[2], true
+	case "virtualGateway":
+		return parts[0], "virtual_gateway", parts[2], true
+	}
+	return "", "", "", false
 }
 
 // xdsClusterOf is the cluster Envoy reaches weft through: HTTP/2 (gRPC),

@@ -7,10 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/config/metrics/v3"
 	fileaccesslogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -128,5 +131,45 @@ func TestValidateLooksInsideAny(t *testing.T) {
 	}
 	if err := Validate(b); err == nil || !strings.Contains(err.Error(), "Path") {
 		t.Fatalf("Validate = %v, want the empty path", err)
+	}
+}
+
+func TestBootstrapStatsTagsAndDogStatsD(t *testing.T) {
+	for _, d := range []*DogStatsD{{Address: "127.0.0.1", Port: 8125, FlushInterval: 2 * time.Second}, {SocketPath: "/run/datadog/dsd.socket"}} {
+		b, err := Build(Config{ResourceARN: "mesh/color-mesh/virtualGateway/gw", XDS: "127.0.0.1:15010", AdminPort: 9901, StatsTags: true, DogStatsD: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Validate(b); err != nil {
+			t.Fatalf("bootstrap does not validate: %v", err)
+		}
+		tags := b.GetStatsConfig().GetStatsTags()
+		if len(tags) != 2 || tags[0].GetTagName() != "appmesh.mesh" || tags[0].GetFixedValue() != "color-mesh" ||
+			tags[1].GetTagName() != "appmesh.virtual_gateway" || tags[1].GetFixedValue() != "gw" {
+			t.Errorf("stats tags %v", tags)
+		}
+		sinks := b.GetStatsSinks()
+		if len(sinks) != 1 || sinks[0].GetName() != "envoy.stat_sinks.dog_statsd" {
+			t.Fatalf("sinks %v", sinks)
+		}
+		var sink metricsv3.DogStatsdSink
+		if err := sinks[0].GetTypedConfig().UnmarshalTo(&sink); err != nil {
+			t.Fatal(err)
+		}
+		if d.SocketPath != "" {
+			if sink.GetAddress().GetPipe().GetPath() != d.SocketPath {
+				t.Errorf("sink %v", &sink)
+			}
+		} else if sa := sink.GetAddress().GetSocketAddress(); sa.GetAddress() != "127.0.0.1" || sa.GetPortValue() != 8125 ||
+			sa.GetProtocol() != core.SocketAddress_UDP || b.GetStatsFlushInterval().AsDuration() != 2*time.Second {
+			t.Errorf("sink %v, flush %v", &sink, b.GetStatsFlushInterval())
+		}
+		if _, err := JSON(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Build(Config{ResourceARN: "mesh/m/virtualNode/n", XDS: "127.0.0.1:15010", AdminPort: 9901,
+		DogStatsD: &DogStatsD{Address: "statsd.local", Port: 8125}}); err == nil {
+		t.Error("a DogStatsD host name was accepted (Envoy needs an IP)")
 	}
 }
