@@ -132,6 +132,12 @@ func TestTrafficSplit(t *testing.T) {
 	if last.WindowSeconds != 30 || last.Mesh != "m" || time.Since(last.GeneratedAt) > time.Minute {
 		t.Errorf("window %v, mesh %q, generated at %v", last.WindowSeconds, last.Mesh, last.GeneratedAt)
 	}
+	// Latency comes from the proxy's upstream_rq_time histogram.
+	for _, e := range last.Edges {
+		if e.P50Ms == nil || e.P99Ms == nil || *e.P50Ms < 0 || *e.P99Ms < *e.P50Ms {
+			t.Errorf("edge to %s: p50 %v, p99 %v ms: want both, p50 <= p99", e.Target.Name, e.P50Ms, e.P99Ms)
+		}
+	}
 
 	// /metrics counts the requests per edge.
 	resp, err := http.Get(w.base + "/metrics")

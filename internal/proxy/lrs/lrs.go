@@ -230,20 +230,42 @@ func report(prev, now map[string]stats.ClusterLoad, a ask, interval time.Duratio
 		if issued == 0 && done == 0 && active == 0 && p.RqActive <= 0 {
 			continue // idle, and the server knows it has nothing in flight
 		}
+		ls := &endpointv3.UpstreamLocalityStats{
+			Locality:                &corev3.Locality{},
+			TotalIssuedRequests:     issued,
+			TotalSuccessfulRequests: done - min(failed, done),
+			TotalErrorRequests:      failed,
+			TotalRequestsInProgress: active,
+		}
+		// Latency of the interval's requests, as load metrics the server
+		// weighs by their count (internal/xds/lrs's MetricP50/MetricP99).
+		if lat := n.Latency.Since(p.Latency); lat.Count > 0 {
+			for _, m := range []struct {
+				name string
+				q    float64
+			}{{metricP50, 0.5}, {metricP99, 0.99}} {
+				if v, ok := lat.Quantile(m.q); ok {
+					ls.LoadMetricStats = append(ls.LoadMetricStats, &endpointv3.EndpointLoadMetricStats{
+						MetricName: m.name, NumRequestsFinishedWithMetric: lat.Count, TotalMetricValue: v * float64(lat.Count),
+					})
+				}
+			}
+		}
 		out = append(out, &endpointv3.ClusterStats{
-			ClusterName: name,
-			UpstreamLocalityStats: []*endpointv3.UpstreamLocalityStats{{
-				Locality:                &corev3.Locality{},
-				TotalIssuedRequests:     issued,
-				TotalSuccessfulRequests: done - min(failed, done),
-				TotalErrorRequests:      failed,
-				TotalRequestsInProgress: active,
-			}},
-			LoadReportInterval: durationpb.New(interval),
+			ClusterName:           name,
+			UpstreamLocalityStats: []*endpointv3.UpstreamLocalityStats{ls},
+			LoadReportInterval:    durationpb.New(interval),
 		})
 	}
 	return out
 }
+
+// The load metrics latency is reported under; the server reads them by
+// these names.
+const (
+	metricP50 = "upstream_rq_time_p50_ms"
+	metricP99 = "upstream_rq_time_p99_ms"
+)
 
 // delta is a counter's growth; counters live as long as the proxy, so a
 // decrease (none expected) reads as zero.

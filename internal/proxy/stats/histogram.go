@@ -124,6 +124,28 @@ func (h *histo) snapshot() HistogramSnapshot {
 	return s
 }
 
+// Since returns what was recorded after prev, an earlier snapshot of the
+// same histogram: the counts of an interval.
+func (s HistogramSnapshot) Since(prev HistogramSnapshot) HistogramSnapshot {
+	if s.bins == nil || prev.bins == nil {
+		if prev.bins == nil {
+			return s
+		}
+		return HistogramSnapshot{}
+	}
+	d := HistogramSnapshot{bins: new([numBins]uint64)}
+	if s.Sum > prev.Sum {
+		d.Sum = s.Sum - prev.Sum
+	}
+	for i := range s.bins {
+		if s.bins[i] > prev.bins[i] {
+			d.bins[i] = s.bins[i] - prev.bins[i]
+			d.Count += d.bins[i]
+		}
+	}
+	return d
+}
+
 // Quantile estimates the q quantile (0..1), interpolating inside the bin
 // it falls in; false when nothing was recorded.
 func (s HistogramSnapshot) Quantile(q float64) (float64, bool) {
