@@ -55,7 +55,9 @@ type Options struct {
 	// of hanging.
 	DialTimeout, RequestTimeout time.Duration
 	MaxCompares, MaxAttempts    int
-	Log                         *slog.Logger
+	// WatchBuffer is DefaultWatchBuffer when 0.
+	WatchBuffer int
+	Log         *slog.Logger
 }
 
 // Store is a store.Store on etcd.
@@ -100,6 +102,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.WatchBuffer <= 0 {
+		opts.WatchBuffer = DefaultWatchBuffer
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
