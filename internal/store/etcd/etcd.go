@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -77,7 +78,14 @@ type Store struct {
 	// invalidating each other. First attempts stay concurrent, and
 	// writers on other replicas are still resolved optimistically.
 	retryMu sync.Mutex
+	// contendedUntil (Unix ns) is when the last conflict here stops making
+	// new transactions queue on retryMu.
+	contendedUntil atomic.Int64
 }
+
+// contentionWindow is how long after a conflict this replica's writes run
+// one at a time from their first attempt.
+const contentionWindow = time.Second
 
 var _ store.Store = (*Store)(nil)
 
@@ -267,7 +275,9 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (store.Revi
 		}
 	}()
 	for attempt := 0; attempt < s.opts.MaxAttempts; attempt++ {
-		if attempt == 1 {
+		// While writes here keep conflicting, first attempts queue too:
+		// run concurrently they would mostly be wasted round trips.
+		if !locked && (attempt == 1 || time.Now().UnixNano() < s.contendedUntil.Load()) {
 			if !lockCtx(ctx, &s.retryMu) {
 				return 0, ctx.Err()
 			}
@@ -293,6 +303,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (store.Revi
 		if ok {
 			return rev, nil
 		}
+		s.contendedUntil.Store(time.Now().Add(contentionWindow).UnixNano())
 		if attempt > 0 {
 			// Holding the lock, the conflict came from another replica
 			// (or a first attempt here): let it finish.
