@@ -58,7 +58,11 @@ type Options struct {
 	MaxCompares, MaxAttempts    int
 	// WatchBuffer is DefaultWatchBuffer when 0.
 	WatchBuffer int
-	Log         *slog.Logger
+	// ProbeInterval is how often each endpoint's status is asked, to stop
+	// sending requests to a member that does not answer
+	// (DefaultProbeInterval when 0; with one endpoint there is no probe).
+	ProbeInterval time.Duration
+	Log           *slog.Logger
 }
 
 // Store is a store.Store on etcd.
@@ -72,6 +76,7 @@ type Store struct {
 
 	closing   chan struct{} // closed by Close
 	closeOnce sync.Once
+	guardDone chan struct{} // closed when guardEndpoints returns; nil without it
 
 	// retryMu serialises this replica's transactions that already
 	// conflicted once: many local writers of one key would otherwise keep
@@ -146,6 +151,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		c.Close()
 		return nil, err
 	}
+	if len(opts.Endpoints) > 1 {
+		if opts.ProbeInterval <= 0 {
+			opts.ProbeInterval = DefaultProbeInterval
+		}
+		s.guardDone = make(chan struct{})
+		go func() { // ends when Close closes s.closing; Close waits for it
+			defer close(s.guardDone)
+			s.guardEndpoints(opts.ProbeInterval)
+		}()
+	}
 	return s, nil
 }
 
@@ -184,6 +199,9 @@ func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		if s.guardDone != nil {
+			<-s.guardDone
+		}
 		err = s.c.Close()
 	})
 	return err
