@@ -361,3 +361,52 @@ func TestSlowWatcherDropped(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A paused member stops getting requests once the probe notices it: every
+// write after that succeeds although a third of the endpoints hang.
+func TestPausedMemberAvoided(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	ctx := context.Background()
+	switched := make(chan struct{}, 8)
+	logs := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		if strings.Contains(string(p), "endpoints in use changed") {
+			select {
+			case switched <- struct{}{}:
+			default:
+			}
+		}
+		return len(p), nil
+	}), nil))
+	s, err := Open(ctx, Options{Endpoints: c.Endpoints(), Prefix: "/paused", Log: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	leader, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follower *etcdtest.Member
+	for _, m := range c.Members {
+		if m != leader {
+			follower = m
+		}
+	}
+	follower.Pause()
+	defer follower.Resume()
+	select {
+	case <-switched:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the paused member was not dropped from the endpoints in use")
+	}
+	for i := 0; i < 30; i++ {
+		if _, err := s.Update(ctx, func(tx store.Tx) error {
+			if _, _, err := tx.Get("k"); err != nil {
+				return err
+			}
+			return tx.Put("k", fmt.Appendf(nil, "%d", i))
+		}); err != nil {
+			t.Fatalf("write %d with %s paused: %v", i, follower.Name, err)
+		}
+	}
+}

@@ -25,21 +25,14 @@ const (
 // that it recovers by itself).
 func (s *Store) guardEndpoints(interval time.Duration) {
 	all := slices.Clone(s.opts.Endpoints)
+	// A probe's client is made when first needed and again after it could
+	// not be: with authentication on, making one needs its member up.
 	probes := make([]*clientv3.Client, len(all))
-	for i, ep := range all {
-		c, err := clientv3.New(clientv3.Config{
-			Endpoints: []string{ep}, DialTimeout: probeTimeout, TLS: s.opts.TLS,
-			Username: s.opts.Username, Password: s.opts.Password, Logger: zap.NewNop(),
-		})
-		if err != nil {
-			s.log.Warn("etcd endpoint probe not started", "endpoint", ep, "err", err)
-			return
-		}
-		probes[i] = c
-	}
 	defer func() {
 		for _, c := range probes {
-			c.Close()
+			if c != nil {
+				c.Close()
+			}
 		}
 	}()
 	current := all
@@ -53,6 +46,16 @@ func (s *Store) guardEndpoints(interval time.Duration) {
 		}
 		healthy := make([]string, 0, len(all))
 		for i, ep := range all {
+			if probes[i] == nil {
+				c, err := clientv3.New(clientv3.Config{
+					Endpoints: []string{ep}, DialTimeout: probeTimeout, TLS: s.opts.TLS,
+					Username: s.opts.Username, Password: s.opts.Password, Logger: zap.NewNop(),
+				})
+				if err != nil {
+					continue // not answering
+				}
+				probes[i] = c
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 			st, err := probes[i].Status(ctx, ep)
 			cancel()
