@@ -161,9 +161,13 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // runStore runs `weft store copy`.
 func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "copy" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stderr, "usage: weft store copy --from URL --to URL\n\nRun 'weft store copy -h' for its flags.")
+		return flag.ErrHelp
+	}
+	if args[0] != "copy" {
 		fmt.Fprintln(stderr, "usage: weft store copy --from URL --to URL")
-		return errors.New("unknown or missing subcommand; want copy")
+		return fmt.Errorf("unknown subcommand %q; want copy", args[0])
 	}
 	fs := flag.NewFlagSet("weft store copy", flag.ContinueOnError)
 	fs.SetOutput(stderr)

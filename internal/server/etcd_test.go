@@ -143,3 +143,17 @@ func TestServerOnEtcd(t *testing.T) {
 		t.Fatalf("list meshes: %v %v", out, err)
 	}
 }
+
+// TestBackupNeedsItsAction: the backup holds the CA's keys; with a
+// credentials file only a key allowed weft:GetBackup gets it.
+func TestBackupNeedsItsAction(t *testing.T) {
+	e := newAuthEnv(t, authFile)
+	r := e.signedDo(t, "GET", "/v1/backup", "", "AKIDMESHA", "mesh-a-secret", "weft", time.Now())
+	if r.status != http.StatusForbidden || !strings.Contains(r.message, "weft:GetBackup") {
+		t.Fatalf("backup by a key without weft:GetBackup: %d %s %q", r.status, r.errType, r.message)
+	}
+	r = e.signedDo(t, "GET", "/v1/backup", "", "AKIDADMIN", "admin-secret", "weft", time.Now())
+	if r.status != http.StatusOK || !strings.Contains(string(r.body), `"format":"weft-backup"`) || !strings.Contains(string(r.body), `"end":true`) {
+		t.Fatalf("backup by the administrator: %d %.200s", r.status, r.body)
+	}
+}

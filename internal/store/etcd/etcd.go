@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -55,7 +56,13 @@ type Options struct {
 	// of hanging.
 	DialTimeout, RequestTimeout time.Duration
 	MaxCompares, MaxAttempts    int
-	Log                         *slog.Logger
+	// WatchBuffer is DefaultWatchBuffer when 0.
+	WatchBuffer int
+	// ProbeInterval is how often each endpoint's status is asked, to stop
+	// sending requests to a member that does not answer
+	// (DefaultProbeInterval when 0; with one endpoint there is no probe).
+	ProbeInterval time.Duration
+	Log           *slog.Logger
 }
 
 // Store is a store.Store on etcd.
@@ -69,13 +76,21 @@ type Store struct {
 
 	closing   chan struct{} // closed by Close
 	closeOnce sync.Once
+	guardDone chan struct{} // closed when guardEndpoints returns; nil without it
 
 	// retryMu serialises this replica's transactions that already
 	// conflicted once: many local writers of one key would otherwise keep
 	// invalidating each other. First attempts stay concurrent, and
 	// writers on other replicas are still resolved optimistically.
 	retryMu sync.Mutex
+	// contendedUntil (Unix ns) is when the last conflict here stops making
+	// new transactions queue on retryMu.
+	contendedUntil atomic.Int64
 }
+
+// contentionWindow is how long after a conflict this replica's writes run
+// one at a time from their first attempt.
+const contentionWindow = time.Second
 
 var _ store.Store = (*Store)(nil)
 
@@ -100,6 +115,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.WatchBuffer <= 0 {
+		opts.WatchBuffer = DefaultWatchBuffer
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -132,6 +150,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := s.checkFormat(ctx); err != nil {
 		c.Close()
 		return nil, err
+	}
+	if len(opts.Endpoints) > 1 {
+		if opts.ProbeInterval <= 0 {
+			opts.ProbeInterval = DefaultProbeInterval
+		}
+		s.guardDone = make(chan struct{})
+		go func() { // ends when Close closes s.closing; Close waits for it
+			defer close(s.guardDone)
+			s.guardEndpoints(opts.ProbeInterval)
+		}()
 	}
 	return s, nil
 }
@@ -171,6 +199,9 @@ func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		if s.guardDone != nil {
+			<-s.guardDone
+		}
 		err = s.c.Close()
 	})
 	return err
@@ -262,7 +293,9 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (store.Revi
 		}
 	}()
 	for attempt := 0; attempt < s.opts.MaxAttempts; attempt++ {
-		if attempt == 1 {
+		// While writes here keep conflicting, first attempts queue too:
+		// run concurrently they would mostly be wasted round trips.
+		if !locked && (attempt == 1 || time.Now().UnixNano() < s.contendedUntil.Load()) {
 			if !lockCtx(ctx, &s.retryMu) {
 				return 0, ctx.Err()
 			}
@@ -288,6 +321,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (store.Revi
 		if ok {
 			return rev, nil
 		}
+		s.contendedUntil.Store(time.Now().Add(contentionWindow).UnixNano())
 		if attempt > 0 {
 			// Holding the lock, the conflict came from another replica
 			// (or a first attempt here): let it finish.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -299,5 +300,113 @@ func TestOpenUnreachable(t *testing.T) {
 	_, err := Open(ctx, Options{Endpoints: []string{"http://127.0.0.1:1"}, DialTimeout: 500 * time.Millisecond})
 	if err == nil || !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("open of an unreachable etcd: %v, want ErrUnavailable naming the endpoint", err)
+	}
+}
+
+// A watcher that does not read is dropped once its buffer is full; the
+// channel closes so that it resynchronises.
+func TestSlowWatcherDropped(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	dropped := make(chan struct{})
+	var once sync.Once
+	logs := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		if strings.Contains(string(p), "fell behind") {
+			once.Do(func() { close(dropped) })
+		}
+		return len(p), nil
+	}), nil))
+	s, err := Open(ctx, Options{Endpoints: c.Endpoints(), Prefix: "/slow", WatchBuffer: 2, Log: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var from store.Revision
+	for i := 0; i < 5; i++ {
+		r, err := s.Update(ctx, func(tx store.Tx) error { return tx.Put(fmt.Sprint(i), nil) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			from = r - 1
+		}
+	}
+	ch, err := s.Watch(ctx, "", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-dropped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a watcher that read nothing of 5 changes through a buffer of 2 was not dropped")
+	}
+	deadline := time.After(20 * time.Second)
+	got := 0
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				if got > 2 {
+					t.Fatalf("read %d changes through a buffer of 2", got)
+				}
+				return
+			}
+			got++
+		case <-deadline:
+			t.Fatal("the channel of a watcher that fell behind stayed open")
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A paused member stops getting requests once the probe notices it: every
+// write after that succeeds although a third of the endpoints hang.
+func TestPausedMemberAvoided(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	ctx := context.Background()
+	switched := make(chan struct{}, 8)
+	logs := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		if strings.Contains(string(p), "endpoints in use changed") {
+			select {
+			case switched <- struct{}{}:
+			default:
+			}
+		}
+		return len(p), nil
+	}), nil))
+	s, err := Open(ctx, Options{Endpoints: c.Endpoints(), Prefix: "/paused", Log: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	leader, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follower *etcdtest.Member
+	for _, m := range c.Members {
+		if m != leader {
+			follower = m
+		}
+	}
+	follower.Pause()
+	defer follower.Resume()
+	select {
+	case <-switched:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the paused member was not dropped from the endpoints in use")
+	}
+	for i := 0; i < 30; i++ {
+		if _, err := s.Update(ctx, func(tx store.Tx) error {
+			if _, _, err := tx.Get("k"); err != nil {
+				return err
+			}
+			return tx.Put("k", fmt.Appendf(nil, "%d", i))
+		}); err != nil {
+			t.Fatalf("write %d with %s paused: %v", i, follower.Name, err)
+		}
 	}
 }

@@ -12,13 +12,13 @@ import (
 	"github.com/weftmesh/weft/internal/store"
 )
 
-// WatchBuffer is how many changes a watcher may have unread before it is
-// dropped and must resynchronise.
-const WatchBuffer = 4096
+// DefaultWatchBuffer is how many changes a watcher may have unread before
+// it is dropped and must resynchronise (Options.WatchBuffer).
+const DefaultWatchBuffer = 4096
 
 // Watch implements store.Store on an etcd watch from revision from+1. The
 // channel closes when ctx ends, the store closes, the receiver falls
-// WatchBuffer changes behind, etcd compacts the revision the watch must
+// Options.WatchBuffer changes behind, etcd compacts the revision the watch must
 // resume from: in every case the receiver resynchronises from a View.
 // While etcd cannot be reached the channel stays open and silent (the
 // client reconnects, to another member if one is dead, and resumes from
@@ -36,7 +36,7 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	wch := s.c.Watch(wctx, s.kvPrefix+prefix, clientv3.WithPrefix(), clientv3.WithRev(int64(from)+1), clientv3.WithPrevKV())
-	out := make(chan store.Change, WatchBuffer)
+	out := make(chan store.Change, s.opts.WatchBuffer)
 	go func() { // ends with ctx, Close, a broken etcd watch or a slow receiver
 		defer close(out)
 		defer cancel()
@@ -52,7 +52,9 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 					select {
 					case out <- c:
 					default:
-						return // too far behind: the receiver resynchronises
+						// Too far behind: the receiver resynchronises.
+						s.log.Warn("watch receiver fell behind; closing its watch", "prefix", prefix, "buffer", cap(out), "revision", int64(c.Revision))
+						return
 					}
 				}
 			}

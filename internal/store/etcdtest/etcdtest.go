@@ -46,11 +46,25 @@ type Member struct {
 type Cluster struct {
 	Members []*Member
 	t       testing.TB
+	tls     *TLS
+}
+
+// TLS makes the members serve clients over TLS with CertFile and KeyFile
+// (PEM), requiring client certificates signed by ClientCAFile when set.
+type TLS struct {
+	CertFile, KeyFile, ClientCAFile string
 }
 
 // Start runs n members (1 or 3) on loopback and waits until the cluster
 // answers. They are killed when the test ends.
 func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return StartTLS(t, n, nil)
+}
+
+// StartTLS is Start with clients reaching the members over TLS (nil: plain
+// HTTP). Health checks then only wait for the processes to listen.
+func StartTLS(t testing.TB, n int, tlsCfg *TLS) *Cluster {
 	t.Helper()
 	bin := Binary()
 	if _, err := os.Stat(bin); err != nil {
@@ -60,7 +74,7 @@ func Start(t testing.TB, n int) *Cluster {
 	// A port picked free can be taken by someone else before etcd binds
 	// it; try again with new ports in that case.
 	for attempt := 0; attempt < 3; attempt++ {
-		c, err := start(t, bin, n)
+		c, err := start(t, bin, n, tlsCfg)
 		if err == nil {
 			return c
 		}
@@ -89,7 +103,11 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func start(t testing.TB, bin string, n int) (*Cluster, error) {
+func start(t testing.TB, bin string, n int, tlsCfg *TLS) (*Cluster, error) {
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
@@ -100,7 +118,7 @@ func start(t testing.TB, bin string, n int) (*Cluster, error) {
 	for i := 0; i < n; i++ {
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i]),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
 			dir:       filepath.Join(root, fmt.Sprintf("m%d", i)),
 			log:       &bytes.Buffer{},
@@ -121,6 +139,12 @@ func start(t testing.TB, bin string, n int) (*Cluster, error) {
 			"--initial-cluster-token", filepath.Base(root),
 			"--logger", "zap", "--log-level", "warn",
 		}
+		if tlsCfg != nil {
+			m.args = append(m.args, "--cert-file", tlsCfg.CertFile, "--key-file", tlsCfg.KeyFile)
+			if tlsCfg.ClientCAFile != "" {
+				m.args = append(m.args, "--client-cert-auth", "--trusted-ca-file", tlsCfg.ClientCAFile)
+			}
+		}
 		if err := m.run(bin); err != nil {
 			c.stopAll()
 			return nil, err
@@ -138,6 +162,7 @@ func start(t testing.TB, bin string, n int) (*Cluster, error) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	c.tls = tlsCfg
 	if err := c.WaitHealthy(ctx); err != nil {
 		c.stopAll()
 		return nil, fmt.Errorf("etcd did not become healthy: %w\n%s", err, tail(c.Members[0].log.String(), 2048))
@@ -278,6 +303,14 @@ func (c *Cluster) healthy(ctx context.Context) error {
 		running := m.cmd != nil
 		m.mu.Unlock()
 		if !running {
+			continue
+		}
+		if c.tls != nil {
+			conn, err := net.DialTimeout("tcp", strings.TrimPrefix(m.ClientURL, "https://"), time.Second)
+			if err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
+			}
+			conn.Close()
 			continue
 		}
 		cli, err := newClient([]string{m.ClientURL})
