@@ -149,7 +149,7 @@ func TestCloudMapRemote(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		getJSON(t, base+"/v1/discovery", &st)
-		if len(st.Services) == 2 && st.Services[0].State == remote.StateStale {
+		if len(st.Services) == 2 && st.Services[0].State == remote.StateUnreachable {
 			break
 		}
 		if time.Now().After(deadline) {

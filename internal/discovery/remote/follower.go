@@ -28,10 +28,10 @@ import (
 
 // Service states in the status.
 const (
-	StateOK        = "ok"          // the record holds the remote's current answer
-	StateStale     = "unreachable" // the last request failed: the record holds the last answer
-	StateNotFound  = "not-found"   // the remote has no such namespace or service: no endpoints
-	StateOverLimit = "over-limit"  // not followed: MaxServices reached
+	StateOK          = "ok"          // the record holds the remote's current answer
+	StateUnreachable = "unreachable" // the last request failed: the record holds the last answer
+	StateNotFound    = "not-found"   // the remote has no such namespace or service: no endpoints
+	StateOverLimit   = "over-limit"  // not followed: MaxServices reached
 )
 
 // client is what the follower asks a remote; *sd.Client implements it.
@@ -180,6 +180,9 @@ func (f *Follower) Round(ctx context.Context, st store.Store) error {
 		}()
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err // shutting down: the requests failed for that, not the remote
+	}
 	f.publish(wanted, results, over)
 	return nil
 }
@@ -271,7 +274,7 @@ func (f *Follower) poll(ctx context.Context, st store.Store, w followed) Service
 			// An answer, not an outage: the service has no endpoints.
 			rec := &discovery.RemoteRecord{Remote: r.Name, Revision: -1}
 			if werr := f.write(ctx, st, w.ref, rec); werr != nil {
-				s.State, s.LastError = StateStale, werr.Error()
+				s.State, s.LastError = StateUnreachable, werr.Error()
 				return s
 			}
 			now := time.Now()
@@ -279,7 +282,7 @@ func (f *Follower) poll(ctx context.Context, st store.Store, w followed) Service
 			s.Revision, s.Instances, s.Healthy = -1, 0, 0
 			return s
 		}
-		s.State, s.LastError = StateStale, err.Error()
+		s.State, s.LastError = StateUnreachable, err.Error()
 		return s
 	}
 	c := f.clients[w.remote]
@@ -320,7 +323,7 @@ func (f *Follower) poll(ctx context.Context, st store.Store, w followed) Service
 	}
 	slices.SortFunc(rec.Instances, func(a, b discovery.RemoteInstance) int { return strings.Compare(a.ID, b.ID) })
 	if err := f.write(ctx, st, w.ref, rec); err != nil {
-		s.State, s.LastError = StateStale, err.Error()
+		s.State, s.LastError = StateUnreachable, err.Error()
 		return s
 	}
 	now := time.Now()

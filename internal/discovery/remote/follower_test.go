@@ -21,7 +21,7 @@ import (
 	"github.com/weftmesh/weft/internal/store/bolt"
 )
 
-func openStore(t *testing.T, name string) *bolt.Store {
+func openStore(t testing.TB, name string) *bolt.Store {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), name), bolt.Options{NoSync: true})
 	if err != nil {
@@ -33,7 +33,7 @@ func openStore(t *testing.T, name string) *bolt.Store {
 
 // putNode writes a virtual node with awsCloudMap discovery into the store,
 // as the App Mesh API stores it.
-func putNode(t *testing.T, st store.Store, name, ns, svc string) {
+func putNode(t testing.TB, st store.Store, name, ns, svc string) {
 	t.Helper()
 	vn := appmesh.VirtualNodeData{MeshName: aws.String("m"), VirtualNodeName: aws.String(name), Spec: &appmesh.VirtualNodeSpec{
 		ServiceDiscovery: &appmesh.ServiceDiscovery{AwsCloudMap: &appmesh.AwsCloudMapServiceDiscovery{NamespaceName: aws.String(ns), ServiceName: aws.String(svc)}}}}
@@ -42,7 +42,7 @@ func putNode(t *testing.T, st store.Store, name, ns, svc string) {
 		t.Fatal(err)
 	}
 	key := appmesh.Ref{Owner: "111122223333", Mesh: "m", Kind: appmesh.KindVirtualNode, Name: name}.Key()
-	if _, err := st.Update(t.Context(), func(tx store.Tx) error { return tx.Put(key, b) }); err != nil {
+	if _, err := st.Update(context.Background(), func(tx store.Tx) error { return tx.Put(key, b) }); err != nil {
 		t.Fatal(err)
 	}
 }

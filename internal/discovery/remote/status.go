@@ -104,7 +104,7 @@ func (m *metrics) set(remotes []Remote, status map[discovery.ServiceRef]*Service
 				counts[s.State]++
 			}
 		}
-		for _, st := range []string{StateOK, StateStale, StateNotFound, StateOverLimit} {
+		for _, st := range []string{StateOK, StateUnreachable, StateNotFound, StateOverLimit} {
 			m.services.WithLabelValues(r.Name, st).Set(float64(counts[st]))
 		}
 	}
