@@ -72,7 +72,7 @@ func (g *Guard) check(w http.ResponseWriter, r *http.Request) (*http.Request, bo
 	}
 	// Open paths, but only as Other serves them: a request with a target
 	// goes to Cloud Map whatever its path.
-	if target == "" && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" || strings.HasPrefix(r.URL.Path, "/console/")) {
+	if target == "" && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" || r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, "/console/")) {
 		return r, true // the console's assets and sign-in; its API calls come back through here
 	}
 	limit := g.MaxBodyBytes

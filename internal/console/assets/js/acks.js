@@ -29,7 +29,14 @@ export function ackWatcher(mesh, box, started, onLeave) {
   const check = async () => {
     if (!rev || done) return;
     let st;
-    try { st = await api.proxies(); } catch (e) { box.append(errorBox(e)); return; }
+    try {
+      st = await api.proxies();
+    } catch (e) {
+      if (e.status === 404) status.textContent = `Store revision ${rev}: this server runs no xDS server, so no proxy to follow.`;
+      else box.append(errorBox(e));
+      finish();
+      return;
+    }
     if (st.revision < rev) return; // the xDS server has not computed it yet
     const mine = (st.proxies || []).filter((p) => p.mesh === mesh);
     table.replaceChildren(...mine.map((p) => {
