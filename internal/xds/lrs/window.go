@@ -2,6 +2,7 @@ package lrs
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"time"
 
@@ -21,6 +22,21 @@ const (
 	MetricP50 = "upstream_rq_time_p50_ms"
 	MetricP99 = "upstream_rq_time_p99_ms"
 )
+
+// Bounds of reported values: counts beyond maxCount (per report) are
+// taken as maxCount, so that a client's sums cannot wrap around.
+const (
+	maxCount     = 1 << 40
+	maxLatencyMs = 3600e3
+)
+
+// sat adds, saturating at maxCount.
+func sat(a, b uint64) uint64 {
+	if b >= maxCount || a+b >= maxCount {
+		return maxCount
+	}
+	return a + b
+}
 
 // reporter is one LRS stream's reports. Fields are protected by
 // Server.mu.
@@ -81,13 +97,15 @@ func (s *Server) record(r *reporter, cs []*endpointv3.ClusterStats, now time.Tim
 		}
 		smp := sample{end: now}
 		for _, l := range c.GetUpstreamLocalityStats() {
-			smp.issued += l.GetTotalIssuedRequests()
-			smp.success += l.GetTotalSuccessfulRequests()
-			smp.errors += l.GetTotalErrorRequests()
-			smp.inflight += l.GetTotalRequestsInProgress()
+			smp.issued = sat(smp.issued, l.GetTotalIssuedRequests())
+			smp.success = sat(smp.success, l.GetTotalSuccessfulRequests())
+			smp.errors = sat(smp.errors, l.GetTotalErrorRequests())
+			smp.inflight = sat(smp.inflight, l.GetTotalRequestsInProgress())
 			for _, m := range l.GetLoadMetricStats() {
 				n, v := float64(m.GetNumRequestsFinishedWithMetric()), m.GetTotalMetricValue()
-				if n <= 0 || v < 0 || v != v {
+				// A quantile above an hour is not a latency; NaN
+				// and Inf would not even encode as JSON.
+				if n <= 0 || !(v >= 0 && v <= n*maxLatencyMs) {
 					continue
 				}
 				switch m.GetMetricName() {
@@ -117,8 +135,8 @@ func (s *Server) record(r *reporter, cs []*endpointv3.ClusterStats, now time.Tim
 			t = &edgeTotal{}
 			s.totals[k] = t
 		}
-		t.requests += smp.issued
-		t.errors += smp.errors
+		t.requests = min(t.requests+smp.issued, math.MaxUint64-maxCount) // each < maxCount: no wrap
+		t.errors = min(t.errors+smp.errors, math.MaxUint64-maxCount)
 	}
 }
 
