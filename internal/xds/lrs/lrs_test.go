@@ -246,7 +246,7 @@ func TestAuthorize(t *testing.T) {
 
 func TestBounds(t *testing.T) {
 	c := &clock{t: time.Now()}
-	s := newServer(c, nil, Limits{MaxClustersPerReporter: 10, MaxReporters: 2, MaxEdges: 5})
+	s := newServer(c, nil, Limits{MaxClustersPerReporter: 10, MaxReporters: 3, MaxReportersPerNode: 1, MaxEdges: 5})
 	client := start(t, s)
 	ctx := t.Context()
 
@@ -280,12 +280,25 @@ func TestBounds(t *testing.T) {
 		}
 	})
 
+	t.Run("reporters per node", func(t *testing.T) {
+		// front's stream is open: a second one for front is refused.
+		st, err := client.StreamLoadStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Send(&lrsv3.LoadStatsRequest{Node: node("front")})
+		if _, err := st.Recv(); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("a second stream of front: %v, want ResourceExhausted", err)
+		}
+	})
+
 	t.Run("reporters", func(t *testing.T) {
-		// front's stream is open, blue's closed but in the window: a
-		// new stream evicts blue's.
+		// front's and red's streams are open, blue's closed but in the
+		// window: a new stream evicts blue's, the next is refused.
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		open(t, sctx, client, node("red"))
+		open(t, sctx, client, node("yellow"))
 		st, err := client.StreamLoadStats(ctx)
 		if err != nil {
 			t.Fatal(err)
