@@ -50,6 +50,10 @@ const (
 	// DefaultMaxReporters caps the LRS streams whose reports are kept
 	// (open ones and closed ones still in the window).
 	DefaultMaxReporters = 20000
+	// DefaultMaxReportersPerNode caps the open LRS streams of one node
+	// id (its replicas), as the xDS server caps its ADS streams, so that
+	// one proxy cannot take every reporter slot.
+	DefaultMaxReportersPerNode = 1000
 	// DefaultMaxClustersPerReporter caps the clusters kept per stream;
 	// the stats of further clusters are dropped and counted.
 	DefaultMaxClustersPerReporter = 1000
@@ -66,6 +70,7 @@ type Limits struct {
 	Interval               time.Duration
 	Window                 time.Duration
 	MaxReporters           int
+	MaxReportersPerNode    int
 	MaxClustersPerReporter int
 	MaxSamples             int
 	MaxEdges               int
@@ -83,6 +88,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxReporters <= 0 {
 		l.MaxReporters = DefaultMaxReporters
+	}
+	if l.MaxReportersPerNode <= 0 {
+		l.MaxReportersPerNode = DefaultMaxReportersPerNode
 	}
 	if l.MaxClustersPerReporter <= 0 {
 		l.MaxClustersPerReporter = DefaultMaxClustersPerReporter
@@ -117,8 +125,9 @@ type Server struct {
 	limits Limits
 
 	mu        sync.Mutex
-	reporters map[uint64]*reporter // by stream; protected by mu
-	nextID    uint64               // protected by mu
+	reporters map[uint64]*reporter       // by stream; protected by mu
+	open      map[translate.Identity]int // open streams by node; protected by mu
+	nextID    uint64                     // protected by mu
 	totals    map[edgeKey]*edgeTotal
 	// Counters for /metrics; protected by mu.
 	droppedClusters, droppedEdges, refused uint64
@@ -133,7 +142,7 @@ func New(opts Options) *Server {
 		opts.Now = time.Now
 	}
 	return &Server{opts: opts, limits: opts.Limits.withDefaults(),
-		reporters: map[uint64]*reporter{}, totals: map[edgeKey]*edgeTotal{}}
+		reporters: map[uint64]*reporter{}, open: map[translate.Identity]int{}, totals: map[edgeKey]*edgeTotal{}}
 }
 
 // Register adds the service to a gRPC server.
@@ -240,6 +249,10 @@ func (s *Server) attach(id translate.Identity) (*reporter, error) {
 	defer s.mu.Unlock()
 	now := s.opts.Now()
 	s.expireLocked(now)
+	if s.open[id] >= s.limits.MaxReportersPerNode {
+		s.refused++
+		return nil, status.Errorf(codes.ResourceExhausted, "node %s has %d load reporting streams open, the limit", id.Name, s.limits.MaxReportersPerNode)
+	}
 	if len(s.reporters) >= s.limits.MaxReporters {
 		var victim *reporter
 		for _, r := range s.reporters {
@@ -256,6 +269,7 @@ func (s *Server) attach(id translate.Identity) (*reporter, error) {
 	s.nextID++
 	r := &reporter{id: s.nextID, who: id, clusters: map[string]*clusterWindow{}, start: now, last: now}
 	s.reporters[r.id] = r
+	s.open[id]++
 	return r, nil
 }
 
@@ -264,6 +278,9 @@ func (s *Server) attach(id translate.Identity) (*reporter, error) {
 func (s *Server) detach(r *reporter) {
 	s.mu.Lock()
 	r.closed = true
+	if s.open[r.who]--; s.open[r.who] <= 0 {
+		delete(s.open, r.who)
+	}
 	s.mu.Unlock()
 }
 

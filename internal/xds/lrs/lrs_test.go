@@ -2,7 +2,9 @@ package lrs
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -244,7 +246,7 @@ func TestAuthorize(t *testing.T) {
 
 func TestBounds(t *testing.T) {
 	c := &clock{t: time.Now()}
-	s := newServer(c, nil, Limits{MaxClustersPerReporter: 10, MaxReporters: 2, MaxEdges: 5})
+	s := newServer(c, nil, Limits{MaxClustersPerReporter: 10, MaxReporters: 3, MaxReportersPerNode: 1, MaxEdges: 5})
 	client := start(t, s)
 	ctx := t.Context()
 
@@ -278,12 +280,25 @@ func TestBounds(t *testing.T) {
 		}
 	})
 
+	t.Run("reporters per node", func(t *testing.T) {
+		// front's stream is open: a second one for front is refused.
+		st, err := client.StreamLoadStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Send(&lrsv3.LoadStatsRequest{Node: node("front")})
+		if _, err := st.Recv(); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("a second stream of front: %v, want ResourceExhausted", err)
+		}
+	})
+
 	t.Run("reporters", func(t *testing.T) {
-		// front's stream is open, blue's closed but in the window: a
-		// new stream evicts blue's.
+		// front's and red's streams are open, blue's closed but in the
+		// window: a new stream evicts blue's, the next is refused.
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		open(t, sctx, client, node("red"))
+		open(t, sctx, client, node("yellow"))
 		st, err := client.StreamLoadStats(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -316,5 +331,40 @@ func TestTargetNode(t *testing.T) {
 		if got != tc.node || ok != (tc.node != "") {
 			t.Errorf("TargetNode(%q, %q) = %q, %v; want %q", tc.mesh, tc.cluster, got, ok, tc.node)
 		}
+	}
+}
+
+// TestHostileValues: counts that would wrap and latencies that are not
+// numbers are bounded or ignored, and the graph still encodes as JSON.
+func TestHostileValues(t *testing.T) {
+	c := &clock{t: time.Now()}
+	s := newServer(c, nil, Limits{})
+	st := open(t, t.Context(), start(t, s), node("front"))
+	c.add(5 * time.Second)
+	huge := cluster("cds_egress_m_red_http_8080", math.MaxUint64, math.MaxUint64, math.MaxUint64, math.MaxUint64)
+	l := huge.UpstreamLocalityStats[0]
+	huge.UpstreamLocalityStats = append(huge.UpstreamLocalityStats, l, l)
+	l.LoadMetricStats = []*endpointv3.EndpointLoadMetricStats{
+		{MetricName: MetricP50, NumRequestsFinishedWithMetric: 1, TotalMetricValue: math.Inf(1)},
+		{MetricName: MetricP50, NumRequestsFinishedWithMetric: 1, TotalMetricValue: math.NaN()},
+		{MetricName: MetricP99, NumRequestsFinishedWithMetric: 2, TotalMetricValue: -1},
+		{MetricName: MetricP99, NumRequestsFinishedWithMetric: 4, TotalMetricValue: 40},
+	}
+	for range 3 {
+		if err := st.Send(&lrsv3.LoadStatsRequest{ClusterStats: []*endpointv3.ClusterStats{huge}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var edges []Edge
+	waitFor(t, "three reports", func() bool {
+		edges = s.Traffic(owner, "m")
+		return len(edges) == 1 && edges[0].P99Ms != nil && series(t, s, "weft_traffic_requests_total", "target", "red") >= 3*maxCount
+	})
+	e := edges[0]
+	if e.P50Ms != nil || *e.P99Ms != 10 || e.RequestsPerSecond <= 0 || e.ErrorRatio < 0 || e.ErrorRatio > 1 {
+		t.Errorf("edge %+v: want no p50, p99 10 ms, a positive rate and a ratio in [0,1]", e)
+	}
+	if _, err := json.Marshal(edges); err != nil {
+		t.Errorf("the graph does not encode: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package lrs
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"time"
 
@@ -22,6 +23,21 @@ const (
 	MetricP99 = "upstream_rq_time_p99_ms"
 )
 
+// Bounds of reported values: counts beyond maxCount (per report) are
+// taken as maxCount, so that a client's sums cannot wrap around.
+const (
+	maxCount     = 1 << 40
+	maxLatencyMs = 3600e3
+)
+
+// sat adds, saturating at maxCount.
+func sat(a, b uint64) uint64 {
+	if b >= maxCount || a+b >= maxCount {
+		return maxCount
+	}
+	return a + b
+}
+
 // reporter is one LRS stream's reports. Fields are protected by
 // Server.mu.
 type reporter struct {
@@ -33,10 +49,44 @@ type reporter struct {
 	closed   bool
 }
 
-// clusterWindow holds one cluster's reports, oldest first.
+// clusterWindow holds one cluster's reports, oldest first, and their
+// sums, so that reading the window costs one step per cluster.
 type clusterWindow struct {
 	target  string // virtual node
 	samples []sample
+	sum     sample // of samples' counts; end unused
+}
+
+// push appends a report, keeping at most max.
+func (w *clusterWindow) push(smp sample, max int) {
+	w.samples = append(w.samples, smp)
+	w.sum.add(smp, 1)
+	if over := len(w.samples) - max; over > 0 {
+		w.drop(over)
+	}
+}
+
+// drop forgets the n oldest reports.
+func (w *clusterWindow) drop(n int) {
+	for _, smp := range w.samples[:n] {
+		w.sum.add(smp, -1)
+	}
+	w.samples = slices.Delete(w.samples, 0, n)
+	if len(w.samples) == 0 {
+		w.sum = sample{} // no rounding left over
+	}
+}
+
+// add adds (sign 1) or subtracts (sign -1) o's counts.
+func (a *sample) add(o sample, sign int) {
+	if sign > 0 {
+		a.issued, a.success, a.errors = a.issued+o.issued, a.success+o.success, a.errors+o.errors
+	} else {
+		a.issued, a.success, a.errors = a.issued-o.issued, a.success-o.success, a.errors-o.errors
+	}
+	f := float64(sign)
+	a.p50Sum, a.p50N = max(a.p50Sum+f*o.p50Sum, 0), max(a.p50N+f*o.p50N, 0)
+	a.p99Sum, a.p99N = max(a.p99Sum+f*o.p99Sum, 0), max(a.p99N+f*o.p99N, 0)
 }
 
 // sample is one report of one cluster: counts over the interval that
@@ -81,13 +131,15 @@ func (s *Server) record(r *reporter, cs []*endpointv3.ClusterStats, now time.Tim
 		}
 		smp := sample{end: now}
 		for _, l := range c.GetUpstreamLocalityStats() {
-			smp.issued += l.GetTotalIssuedRequests()
-			smp.success += l.GetTotalSuccessfulRequests()
-			smp.errors += l.GetTotalErrorRequests()
-			smp.inflight += l.GetTotalRequestsInProgress()
+			smp.issued = sat(smp.issued, l.GetTotalIssuedRequests())
+			smp.success = sat(smp.success, l.GetTotalSuccessfulRequests())
+			smp.errors = sat(smp.errors, l.GetTotalErrorRequests())
+			smp.inflight = sat(smp.inflight, l.GetTotalRequestsInProgress())
 			for _, m := range l.GetLoadMetricStats() {
 				n, v := float64(m.GetNumRequestsFinishedWithMetric()), m.GetTotalMetricValue()
-				if n <= 0 || v < 0 || v != v {
+				// A quantile above an hour is not a latency; NaN
+				// and Inf would not even encode as JSON.
+				if n <= 0 || !(v >= 0 && v <= n*maxLatencyMs) {
 					continue
 				}
 				switch m.GetMetricName() {
@@ -103,10 +155,7 @@ func (s *Server) record(r *reporter, cs []*endpointv3.ClusterStats, now time.Tim
 			// later than the others) issued at least what completed.
 			smp.issued = smp.success + smp.errors
 		}
-		w.samples = append(w.samples, smp)
-		if over := len(w.samples) - s.limits.MaxSamples; over > 0 {
-			w.samples = slices.Delete(w.samples, 0, over)
-		}
+		w.push(smp, s.limits.MaxSamples)
 		k := edgeKey{owner: r.who.MeshOwner, mesh: r.who.Mesh, kind: r.who.Kind, source: r.who.Name, target: target}
 		t := s.totals[k]
 		if t == nil {
@@ -117,8 +166,8 @@ func (s *Server) record(r *reporter, cs []*endpointv3.ClusterStats, now time.Tim
 			t = &edgeTotal{}
 			s.totals[k] = t
 		}
-		t.requests += smp.issued
-		t.errors += smp.errors
+		t.requests = min(t.requests+smp.issued, math.MaxUint64-maxCount) // each < maxCount: no wrap
+		t.errors = min(t.errors+smp.errors, math.MaxUint64-maxCount)
 	}
 }
 
@@ -126,22 +175,33 @@ func (s *Server) record(r *reporter, cs []*endpointv3.ClusterStats, now time.Tim
 // reporters left with none. Called with mu held.
 func (s *Server) expireLocked(now time.Time) {
 	cut := now.Add(-s.limits.Window)
-	for id, r := range s.reporters {
-		for name, w := range r.clusters {
-			i := 0
-			for i < len(w.samples) && !w.samples[i].end.After(cut) {
-				i++
-			}
-			if i == len(w.samples) {
-				delete(r.clusters, name)
-				continue
-			}
-			w.samples = slices.Delete(w.samples, 0, i)
+	for _, r := range s.reporters {
+		s.expireReporterLocked(r, cut)
+	}
+}
+
+// expireReporterLocked forgets r's reports that ended at or before cut,
+// and r itself when it is closed and has none left (then it returns
+// false). Called with mu held.
+func (s *Server) expireReporterLocked(r *reporter, cut time.Time) (kept bool) {
+	for name, w := range r.clusters {
+		i := 0
+		for i < len(w.samples) && !w.samples[i].end.After(cut) {
+			i++
 		}
-		if r.closed && len(r.clusters) == 0 {
-			delete(s.reporters, id)
+		if i == len(w.samples) {
+			delete(r.clusters, name)
+			continue
+		}
+		if i > 0 {
+			w.drop(i)
 		}
 	}
+	if r.closed && len(r.clusters) == 0 {
+		delete(s.reporters, r.id)
+		return false
+	}
+	return true
 }
 
 // Endpoint is one end of an Edge.
@@ -177,7 +237,7 @@ func (s *Server) Traffic(owner, mesh string) []Edge {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.opts.Now()
-	s.expireLocked(now)
+	cut := now.Add(-s.limits.Window)
 	type acc struct {
 		e                          Edge
 		success, errors            uint64
@@ -185,7 +245,9 @@ func (s *Server) Traffic(owner, mesh string) []Edge {
 	}
 	edges := map[edgeKey]*acc{}
 	for _, r := range s.reporters {
-		if r.who.MeshOwner != owner || r.who.Mesh != mesh {
+		// Only this mesh's reports are expired here; the others' are
+		// when a stream starts.
+		if r.who.MeshOwner != owner || r.who.Mesh != mesh || !s.expireReporterLocked(r, cut) {
 			continue
 		}
 		for _, w := range r.clusters {
@@ -200,16 +262,12 @@ func (s *Server) Traffic(owner, mesh string) []Edge {
 			// has been open: the same span for every cluster of a
 			// stream, reported or idle.
 			span := min(now.Sub(r.start), s.limits.Window)
-			var issued uint64
-			for _, smp := range w.samples {
-				issued += smp.issued
-				a.success += smp.success
-				a.errors += smp.errors
-				a.p50Sum, a.p50N = a.p50Sum+smp.p50Sum, a.p50N+smp.p50N
-				a.p99Sum, a.p99N = a.p99Sum+smp.p99Sum, a.p99N+smp.p99N
-			}
+			a.success += w.sum.success
+			a.errors += w.sum.errors
+			a.p50Sum, a.p50N = a.p50Sum+w.sum.p50Sum, a.p50N+w.sum.p50N
+			a.p99Sum, a.p99N = a.p99Sum+w.sum.p99Sum, a.p99N+w.sum.p99N
 			if span > 0 {
-				a.e.RequestsPerSecond += float64(issued) / span.Seconds()
+				a.e.RequestsPerSecond += float64(w.sum.issued) / span.Seconds()
 			}
 			last := w.samples[len(w.samples)-1]
 			if !r.closed {
