@@ -419,12 +419,33 @@ func (c *hub) CreateWatch(req *discovery.DiscoveryRequest, sub cache.Subscriptio
 	}, nil
 }
 
-// setSnapshot hands a new snapshot of an identity to its streams; unless
-// keepErr, it clears the identity's translation error. Called by the push
-// loop only.
-func (c *hub) setSnapshot(id translate.Identity, snap *snapshot, keepErr bool) {
+// deliver hands the core's updates to the streams, in order. Called by
+// the runner only.
+func (c *hub) deliver(ups []update) {
+	if len(ups) == 0 {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for _, u := range ups {
+		switch {
+		case u.gone:
+			if is := c.idents[u.id]; is != nil && len(is.streams) == 0 {
+				delete(c.idents, u.id)
+			}
+		case u.err != nil:
+			c.ident(u.id).err = u.err.Error()
+			c.bump()
+		default:
+			c.setSnapshot(u.id, u.snap, u.keepErr)
+		}
+	}
+}
+
+// setSnapshot hands a new snapshot of an identity to its streams; unless
+// keepErr, it clears the identity's translation error. Called with mu
+// held.
+func (c *hub) setSnapshot(id translate.Identity, snap *snapshot, keepErr bool) {
 	is := c.ident(id)
 	old := is.snap
 	is.snap = snap
@@ -450,24 +471,6 @@ func (c *hub) setSnapshot(id translate.Identity, snap *snapshot, keepErr bool) {
 			continue
 		}
 		c.flush(s)
-	}
-}
-
-// setError records that an identity's latest translation failed; it keeps
-// its previous snapshot.
-func (c *hub) setError(id translate.Identity, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.ident(id).err = err.Error()
-	c.bump()
-}
-
-// dropIdentity forgets an identity that no stream serves any more.
-func (c *hub) dropIdentity(id translate.Identity) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if is := c.idents[id]; is != nil && len(is.streams) == 0 {
-		delete(c.idents, id)
 	}
 }
 

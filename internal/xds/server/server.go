@@ -98,9 +98,9 @@ type Options struct {
 
 // Server is an xDS server. Create it with New, run it with Serve.
 type Server struct {
-	opts Options
-	hub  *hub
-	loop *loop
+	opts   Options
+	hub    *hub
+	runner *runner
 }
 
 // New returns a server; it does nothing until Serve.
@@ -110,9 +110,9 @@ func New(opts Options) *Server {
 	c := newHub(opts.Log, m, opts.DefaultOwner)
 	c.maxPerIdentity = opts.Limits.MaxStreamsPerIdentity
 	c.authorize, c.insecureSecrets = opts.Authorize, opts.InsecureSecrets
-	l := newLoop(&opts, c, m)
-	c.attach, c.detach = l.requestAttach, l.requestDetach
-	return &Server{opts: opts, hub: c, loop: l}
+	r := newRunner(&opts, c, m)
+	c.attach, c.detach = r.requestAttach, r.requestDetach
+	return &Server{opts: opts, hub: c, runner: r}
 }
 
 // Serve serves ADS on ln until ctx ends or the store fails. It returns
@@ -128,7 +128,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, ctx: ctx, limits: s.opts.Limits})
 
 	loopErr := make(chan error, 1)
-	go func() { loopErr <- s.loop.run(ctx) }() // ends with ctx
+	go func() { loopErr <- s.runner.run(ctx) }() // ends with ctx
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(ln) }() // ends with gs.GracefulStop below
 	s.opts.Log.Info("xds listening", "addr", ln.Addr().String())
@@ -272,7 +272,7 @@ func (s *Server) Proxies() []ProxyStatus {
 // Revision is the store revision that the served configuration reflects:
 // every write up to it has been pushed to the proxies it affects (their
 // ACKs are in Proxies).
-func (s *Server) Revision() store.Revision { return store.Revision(s.loop.applied.Load()) }
+func (s *Server) Revision() store.Revision { return store.Revision(s.runner.applied.Load()) }
 
 // StatusChanged returns a channel that is closed at the next change of
 // what Proxies or Revision reports.
