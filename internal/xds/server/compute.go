@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -510,7 +509,7 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 		for i, it := range r.items[t] {
 			e := c.entries[it.sum]
 			if e == nil {
-				e = &entry{name: it.name, sum: it.sum, key: it.key, any: &anypb.Any{TypeUrl: typeURL(t), Value: it.value}}
+				e = newEntry(t, it.name, it.sum, it.key, it.value)
 				c.entries[it.sum] = e
 			}
 			if e.facts[g] == nil {

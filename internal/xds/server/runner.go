@@ -218,7 +218,7 @@ func (r *runner) deliver() {
 	ups, rev := r.core.Ready()
 	r.hub.deliver(ups)
 	r.applied.Store(int64(rev))
-	r.hub.signal()
+	r.hub.bump()
 	next := r.core.RenewAt()
 	if next.Equal(r.renewAt) && (r.renewC != nil || next.IsZero()) {
 		return

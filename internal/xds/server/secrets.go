@@ -17,7 +17,7 @@ import (
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
-// Secrets (SDS over ADS, seam S1/S3). The push loop serves, per identity,
+// Secrets (SDS over ADS, seam S1/S3). The machine serves, per identity,
 // the secrets its translation references (translate.Resources.Secrets):
 // a name in a certificate role is the identity's leaf certificate, issued
 // by the CA the store holds (internal/ca), a name in a validation role is
