@@ -155,7 +155,7 @@ type marshalled struct {
 }
 
 // compute translates one identity and marshals its resources, in buf
-// (the worker's, grown as needed). It must not write to the loop's state:
+// (the worker's, grown as needed). It must not write to the machine's state:
 // it runs on a worker.
 func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r result) {
 	// A translator bug met by one mesh's input must not take the control
@@ -247,7 +247,7 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 // computeEndpoints is compute for an identity whose Cloud Map endpoints
 // alone changed, on the nodes in changed: its snapshot's resources, with
 // the assignments built from those nodes' endpoints rebuilt
-// (translate.LoadAssignment). It must not write to the loop's state: it
+// (translate.LoadAssignment). It must not write to the machine's state: it
 // runs on a worker.
 func (c *machine) computeEndpoints(id translate.Identity, changed map[nodeRef]struct{}, built *assignments, sh *shared, buf *[]byte) (r result) {
 	defer func() {

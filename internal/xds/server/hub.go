@@ -44,7 +44,10 @@ type hub struct {
 	authorize       func(ctx context.Context, id translate.Identity) (bool, error)
 	insecureSecrets bool
 
-	mu      sync.Mutex // protects the maps below and identState.streams, err, loggedNack
+	// mu protects the maps below and identState.streams and err. Lock
+	// order: mu before a stream's mu (Proxies); a stream holding its own
+	// mu takes no other but statusMu and identState.nackMu.
+	mu      sync.Mutex
 	streams map[int64]*stream
 	idents  map[translate.Identity]*identState
 	// joining counts the streams of an identity between join and leave.
@@ -66,10 +69,23 @@ type identState struct {
 	streams map[*stream]struct{}
 	// err is the last translation or validation error, "" once a
 	// translation succeeds again.
-	err string
+	err    string
+	nackMu sync.Mutex // protects loggedNack
 	// loggedNack is the version last logged as NACKed, per type, so that
 	// replicas NACKing the same push log once.
 	loggedNack [numTypes]string
+}
+
+// firstNack records that a replica NACKed version of type t and reports
+// whether it is the first to: the one to log it.
+func (is *identState) firstNack(t int, version string) bool {
+	is.nackMu.Lock()
+	defer is.nackMu.Unlock()
+	if is.loggedNack[t] == version {
+		return false
+	}
+	is.loggedNack[t] = version
+	return true
 }
 
 // NackStatus is a rejected push: the version, its type and the proxy's

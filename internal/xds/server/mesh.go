@@ -38,7 +38,7 @@ type Discovery interface {
 type LoadDiscovery func(tx store.Tx) (Discovery, error)
 
 // meshState is one mesh as the machine holds it. view's maps are the
-// loop's own and are changed in place between batches: translations run
+// machine's own and are changed in place between batches: translations run
 // only inside a batch, after every change of the batch is applied, so no
 // translation ever sees a map change.
 type meshState struct {

@@ -66,7 +66,7 @@ func loadCA(tx store.Tx) (*ca.State, error) {
 }
 
 // applyCA follows a change of the CA's state key and reports whether
-// what the loop serves from it (bundle or signer) changed.
+// what the machine serves from it (bundle or signer) changed.
 func (c *machine) applyCA(ev store.Event) bool {
 	if ev.KV.Key != ca.StateKey {
 		return false
@@ -102,7 +102,7 @@ func (c *machine) secretUsers() []translate.Identity {
 }
 
 // buildSecrets makes r's secret items from r.secrets, issuing or reusing
-// the identity's leaf. It runs on the loop's goroutine.
+// the identity's leaf. It runs on the machine's caller's goroutine.
 func (c *machine) buildSecrets(id translate.Identity, r *result, now time.Time) {
 	r.items[typeSecret] = nil
 	r.cert, r.certErr = nil, ""

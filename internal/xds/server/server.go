@@ -63,7 +63,7 @@ type Options struct {
 	// validation and semantic rules, then references); a failure keeps the
 	// proxy's previous configuration. CheckResource must depend only on
 	// the resource's content and the gRPC flag (translate.ForGRPC): the
-	// push loop calls it once per distinct resource and keeps its Facts
+	// machine calls it once per distinct resource and keeps its Facts
 	// with the interned resource. A nil CheckResource skips validation.
 	CheckResource func(m proto.Message, grpc bool) (translate.Facts, error)
 	CheckRefs     func(translate.Summary) error

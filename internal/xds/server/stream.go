@@ -172,13 +172,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) {
 		n := &NackStatus{Type: typeName(t), Version: st.sentVersion, Message: clipTo(req.errDetail.GetMessage(), nackMessageMax), At: time.Now()}
 		st.lastNack = n
 		c.metrics.nacks.WithLabelValues(n.Type).Inc()
-		c.mu.Lock()
-		logIt := s.is != nil && s.is.loggedNack[t] != n.Version
-		if logIt {
-			s.is.loggedNack[t] = n.Version
-		}
-		c.mu.Unlock()
-		if logIt {
+		if s.is != nil && s.is.firstNack(t, n.Version) {
 			s.log.Warn("proxy rejected configuration", "type", n.Type, "version", n.Version, "error", clip(req.errDetail.GetMessage()))
 		}
 	default:
