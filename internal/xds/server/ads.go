@@ -106,7 +106,9 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 					return err
 				}
 			}
-			s.handle(ctx, a.hub, parse(req))
+			if err := s.handle(ctx, a.hub, parse(req)); err != nil {
+				return err
+			}
 		case <-s.wake:
 		}
 		if out, err = s.next(a.hub, out[:0]); err != nil {

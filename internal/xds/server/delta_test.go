@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"testing"
@@ -16,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
 )
 
 // deltaClient is a scripted delta ADS client.
@@ -274,4 +277,36 @@ func TestDeltaAndSotWShareOneTranslation(t *testing.T) {
 	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
 	eds := d.next()
 	expectDelta(t, eds, edsType, []string{"cds_egress_m_blue"}, nil)
+}
+
+// TestDeltaSubscriptionLimit: a delta client adding names request by
+// request is closed with ResourceExhausted past maxSubscribedNames of
+// one type, rather than growing the server's memory without bound.
+func TestDeltaSubscriptionLimit(t *testing.T) {
+	st := colorStore(t)
+	srv := startServer(t, st, fakeTranslate)
+	c := dialDelta(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+	const batch = 20000
+	for i := 0; i <= maxSubscribedNames/batch; i++ {
+		names := make([]string, batch)
+		for j := range names {
+			names[j] = fmt.Sprintf("n%d-%d", i, j)
+		}
+		c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: edsType, ResourceNamesSubscribe: names})
+	}
+	deadline := time.After(wait)
+	for {
+		select {
+		case _, ok := <-c.recv:
+			if ok {
+				continue
+			}
+			if code := grpcstatus.Code(c.err); code != codes.ResourceExhausted {
+				t.Fatalf("stream ended with %v, want ResourceExhausted", c.err)
+			}
+			return
+		case <-deadline:
+			t.Fatal("stream not closed")
+		}
+	}
 }

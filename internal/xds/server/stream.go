@@ -13,6 +13,8 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	xdsstream "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -112,11 +114,12 @@ type request struct {
 	initial   map[string]string // delta: initial_resource_versions
 }
 
-// handle applies one request of the stream. Called on its goroutine.
-func (s *stream) handle(ctx context.Context, c *hub, req request) {
+// handle applies one request of the stream; an error (a gRPC status)
+// closes the stream. Called on its goroutine.
+func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 	t := typeIndex(req.typeURL)
 	if t < 0 {
-		return // a type weft does not serve (RTDS, ...): never answered
+		return nil // a type weft does not serve (RTDS, ...): never answered
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -129,7 +132,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) {
 	if stale && !s.delta {
 		// Sent before the client saw our last response: go-control-plane
 		// ignores it, and so do we.
-		return
+		return nil
 	}
 	// Delta subscription changes are increments: even a stale request's
 	// must be kept.
@@ -152,8 +155,13 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) {
 			delete(st.absent, n)
 		}
 	}
+	if n := len(st.sub.SubscribedResources()); n > maxSubscribedNames {
+		c.metrics.rejected.WithLabelValues(codes.ResourceExhausted.String()).Inc()
+		s.log.Info("closing stream", "error", "too many names subscribed", "type", typeName(t), "names", n)
+		return status.Errorf(codes.ResourceExhausted, "%s: %d resource names subscribed on one stream, more than the limit of %d", typeName(t), n, maxSubscribedNames)
+	}
 	if stale {
-		return
+		return nil
 	}
 	answer := st.awaiting
 	st.awaiting = false
@@ -189,6 +197,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) {
 			st.pending = time.Time{}
 		}
 	}
+	return nil
 }
 
 // ownReturned gives sub a map of its own for its returned resources
