@@ -80,12 +80,13 @@ func main() {
 	writes := flag.Int("writes", 100, "API writes, one at a time")
 	perConn := flag.Int("streams-per-conn", 1, "ADS streams sharing one gRPC connection")
 	cpuprofile := flag.String("cpuprofile", "", "write the server's CPU profile during the writes to this file")
+	every := flag.Bool("every", false, "the headline shape: every client node uses service 0, and every write changes its route's weights (RDS), so every proxy is affected; with -replicas 1 -unique-egress, one identity per proxy and nothing shared")
 	unique := flag.Bool("unique-egress", false, "give each client node a backend of its own (a virtual service that does not exist), so that no two share an egress configuration and the server can share no translation work between them")
 	memprofile := flag.String("memprofile", "", "write the server's heap profile to this file after the writes, and to this file.base before them")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *cpuprofile, *memprofile); err != nil {
+	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -156,7 +157,10 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func run(ctx context.Context, n, replicas, services, writes, perConn int, unique bool, cpuprofile, memprofile string) error {
+func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile string) error {
+	if every && services < 2 {
+		return fmt.Errorf("-every needs -services 2 or more")
+	}
 	dir, err := os.MkdirTemp("", "xdsbench")
 	if err != nil {
 		return err
@@ -183,7 +187,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 	}
 	nodes := (n + replicas - 1) / replicas
 	start := time.Now()
-	w, err := setup(ctx, api, nodes, services, unique)
+	w, err := setup(ctx, api, nodes, services, unique, every)
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
@@ -252,14 +256,17 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 	rnd := rand.New(rand.NewPCG(7, 11))
 	for i := range writes {
 		k := i % services
+		if every {
+			k = 0
+		}
 		affected := map[int]bool{}
 		for _, c := range clients {
-			if c.node%services == k || (c.node+1)%services == k {
+			if every || c.node%services == k || (c.node+1)%services == k {
 				affected[c.id] = true
 			}
 		}
 		typ := rdsType
-		if i%2 == 1 {
+		if i%2 == 1 && !every {
 			typ = edsType
 		}
 		before := map[int]string{}
@@ -332,8 +339,13 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 		}
 	}
 	cpuPerWrite := time.Duration(float64(cpu1-cpu0) / float64(writes))
+	affectedPerWrite := 2 * nodes / services * replicas
+	if every {
+		affectedPerWrite = n
+	}
+	log.Printf("server CPU per affected proxy per write: %v; API p99 %s", (cpuPerWrite / time.Duration(affectedPerWrite)).Round(time.Microsecond), ms(pct(apiLat, 99)))
 	fmt.Printf("| %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %d / %d |\n",
-		n, nodes, len(lat), 2*nodes/services*replicas,
+		n, nodes, len(lat), affectedPerWrite,
 		ms(pct(lat, 50)), ms(pct(lat, 99)), ms(lat[len(lat)-1]), ms(pct(apiLat, 50)),
 		ms(cpuPerWrite), connect.Round(time.Millisecond), rss>>20, hwm>>20)
 	return nil
@@ -446,7 +458,7 @@ type world struct {
 
 const meshName = "bench"
 
-func setup(ctx context.Context, api apiClients, nodes, services int, unique bool) (*world, error) {
+func setup(ctx context.Context, api apiClients, nodes, services int, unique, every bool) (*world, error) {
 	w := &world{api: api, extra: make([]bool, services)}
 	ns, err := api.cm.CreateHttpNamespace(ctx, &servicediscovery.CreateHttpNamespaceInput{Name: aws.String("bench.local")})
 	if err != nil {
@@ -516,9 +528,13 @@ func setup(ctx context.Context, api apiClients, nodes, services int, unique bool
 		sem <- struct{}{}
 		wg.Go(func() { // ends when the call returns
 			defer func() { <-sem }()
+			a, b := j%services, (j+1)%services
+			if every {
+				a, b = 0, 1+j%(services-1) // service 0 for all
+			}
 			backends := []mesh.Backend{
-				&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", j%services))}},
-				&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", (j+1)%services))}},
+				&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", a))}},
+				&mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("svc-%d.bench.local", b))}},
 			}
 			if unique {
 				backends = append(backends, &mesh.BackendMemberVirtualService{Value: mesh.VirtualServiceBackend{VirtualServiceName: aws.String(fmt.Sprintf("own-%d.bench.local", j))}})

@@ -37,6 +37,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.ResourceARN, "resource-arn", arn, "virtual node or gateway ARN, or mesh/<mesh>/virtualNode/<name> (env APPMESH_RESOURCE_ARN)")
 	fs.StringVar(&cfg.NodeCluster, "node-cluster", envOr("APPMESH_RESOURCE_CLUSTER", envOr("APPMESH_VIRTUAL_NODE_CLUSTER", "")), "xDS node.cluster; defaults to the ARN (env APPMESH_RESOURCE_CLUSTER)")
 	fs.StringVar(&cfg.XDS, "xds", envOr("APPMESH_XDS_ENDPOINT", "127.0.0.1:15010"), "control plane ADS address, host:port, or several host:port,host:port,... (or a name with several A records) of weft replicas to fail over between; plaintext gRPC unless --xds-ca (env APPMESH_XDS_ENDPOINT)")
+	fs.StringVar(&cfg.XDSProtocol, "xds-protocol", envOr("WEFT_XDS_PROTOCOL", "delta"), "xDS protocol: delta (incremental: only what changed is sent) or sotw (state of the world); delta falls back to sotw with a control plane that lacks it (env WEFT_XDS_PROTOCOL)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", envOr("WEFT_PROXY_ADMIN_ADDR", defaultAdminAddr()), "admin listener; empty disables it (env WEFT_PROXY_ADMIN_ADDR; ENVOY_ADMIN_ACCESS_PORT moves the port of the default 127.0.0.1:9901)")
 	concurrency := fs.Int("concurrency", atoiOr(envOr("ENVOY_CONCURRENCY", ""), 0), "threads serving traffic (GOMAXPROCS); 0 uses every core, as Envoy's --concurrency (env ENVOY_CONCURRENCY)")
 	fs.StringVar(&cfg.SDSSocket, "sds-socket", envOr("APPMESH_SDS_SOCKET_PATH", ""), "Unix socket of an SDS server (e.g. the SPIRE agent) serving the secrets on cluster static_cluster_sds_unix_socket; tells weft server so in the node metadata (env APPMESH_SDS_SOCKET_PATH)")
@@ -63,6 +64,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	obsFlags := addObservabilityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if cfg.XDSProtocol != "delta" && cfg.XDSProtocol != "sotw" {
+		envErrs = append(envErrs, fmt.Errorf("--xds-protocol %q: want delta or sotw", cfg.XDSProtocol))
 	}
 	if err := errors.Join(envErrs...); err != nil {
 		return err

@@ -62,7 +62,11 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 	if os.Getenv("WEFT_PROXY_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	cfg := Config{ResourceARN: testNode, XDS: xds.Addr, AdminAddr: "127.0.0.1:0", XDSBackoffBase: 20 * time.Millisecond}
+	// State of the world: the tests wait for every type's ACK of each
+	// version they set (xdstest.WaitACK), which delta does not send for a
+	// type whose resources did not change. Delta is tested in xdsclient
+	// and against weft server (internal/xds/server).
+	cfg := Config{ResourceARN: testNode, XDS: xds.Addr, XDSProtocol: xdsclient.ProtocolSotW, AdminAddr: "127.0.0.1:0", XDSBackoffBase: 20 * time.Millisecond}
 	mod(&cfg)
 	p, err := New(cfg, log)
 	if err != nil {

@@ -67,6 +67,9 @@ type Config struct {
 	ResourceARN string // node.id: the virtual node or gateway ARN (or mesh/<m>/virtualNode/<n>)
 	NodeCluster string // node.cluster; defaults to ResourceARN
 	XDS         string // host:port of the ADS server
+	// XDSProtocol is xdsclient.ProtocolDelta (the default when empty) or
+	// xdsclient.ProtocolSotW.
+	XDSProtocol string
 	AdminAddr   string // "" disables the admin listener
 	// XDSDialOptions add credentials to the ADS connection (TLS, a join
 	// token); see xdsclient.Config.DialOptions.
@@ -219,7 +222,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.clusters.Close()
 		return err
 	}
-	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, BackoffBase: p.cfg.XDSBackoffBase, DialOptions: p.cfg.XDSDialOptions}, p, p.log)
+	p.xds = xdsclient.New(xdsclient.Config{Server: p.cfg.XDS, Node: p.node, Protocol: p.cfg.XDSProtocol, BackoffBase: p.cfg.XDSBackoffBase, DialOptions: p.cfg.XDSDialOptions}, p, p.log)
 	p.xds.OnConnect = func(up bool) {
 		if up {
 			p.connected.Set(1)

@@ -1,12 +1,14 @@
 // Package xdsclient is weft proxy's xDS client: one aggregated (ADS)
-// state-of-the-world stream over gRPC that subscribes to every Cluster and
-// Listener, then to the ClusterLoadAssignments and RouteConfigurations
-// those name, and ACKs or NACKs each response.
+// stream over gRPC, delta (incremental) by default or state of the world
+// (Config.Protocol), that subscribes to every Cluster and Listener, then
+// to the ClusterLoadAssignments and RouteConfigurations those name, and
+// ACKs or NACKs each response.
 //
 // The flow per response: decode, merge into the last accepted set of that
-// type, hand the complete set to the Handler, then ACK (version_info =
-// the response's version) or NACK (version_info = the last accepted
-// version, error_detail = the Handler's error). When the stream breaks the
+// type (delta: add or replace the resources sent, drop the removed ones),
+// hand the complete set to the Handler, then ACK or NACK (SotW:
+// version_info = the response's version, or the last accepted one with
+// error_detail = the Handler's error; delta: the nonce, and error_detail). When the stream breaks the
 // client reconnects with jittered exponential backoff; the Handler's state
 // is untouched meanwhile, so the proxy keeps serving its last good config.
 package xdsclient
@@ -89,7 +91,15 @@ type Config struct {
 	// BackoffBase and BackoffMax bound the reconnect delay; defaults are
 	// Envoy's 500 ms and 30 s.
 	BackoffBase, BackoffMax time.Duration
+	// Protocol is ProtocolDelta (the default when empty) or ProtocolSotW.
+	Protocol string
 }
+
+// The xDS protocol variants a client speaks.
+const (
+	ProtocolDelta = "delta" // DeltaAggregatedResources: only what changed
+	ProtocolSotW  = "sotw"  // StreamAggregatedResources: the state of the world
+)
 
 // Client is an ADS client. Create with New, run with Run.
 type Client struct {
@@ -115,6 +125,13 @@ type typeState struct {
 	version   string                   // last accepted version
 	nonce     string                   // nonce of the last response
 	resources map[string]proto.Message // last accepted resources by name
+	// versions are the accepted resources' versions (delta), sent as
+	// initial_resource_versions when a stream opens.
+	versions map[string]string
+	// onStream are the names subscribed on the current delta stream;
+	// requested says the type was asked for on it.
+	onStream  []string
+	requested bool
 }
 
 // New returns a client that will feed h.
@@ -130,7 +147,7 @@ func New(cfg Config, h Handler, log *slog.Logger) *Client {
 		url      string
 		wildcard bool
 	}{{ClusterType, true}, {EndpointType, false}, {ListenerType, true}, {RouteType, false}, {SecretType, false}} {
-		c.types[t.url] = &typeState{url: t.url, wildcard: t.wildcard, resources: map[string]proto.Message{}}
+		c.types[t.url] = &typeState{url: t.url, wildcard: t.wildcard, resources: map[string]proto.Message{}, versions: map[string]string{}}
 	}
 	return c
 }
@@ -187,9 +204,26 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// stream runs one ADS stream until it fails or ctx ends. progressed
-// reports whether any response arrived, which resets the backoff.
+// stream runs one ADS stream of the configured protocol until it fails or
+// ctx ends. progressed reports whether any response arrived, which resets
+// the backoff.
 func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) (progressed bool, err error) {
+	if c.cfg.Protocol == ProtocolSotW {
+		return c.sotwStream(ctx, ads)
+	}
+	progressed, err = c.deltaStream(ctx, ads)
+	if status.Code(err) == codes.Unimplemented {
+		// A control plane that serves state of the world only (App Mesh
+		// did): speak that from now on.
+		c.log.Warn("the control plane does not serve delta xDS; using state of the world", "server", c.cfg.Server)
+		c.cfg.Protocol = ProtocolSotW
+		return c.sotwStream(ctx, ads)
+	}
+	return progressed, err
+}
+
+// sotwStream runs one state-of-the-world ADS stream.
+func (c *Client) sotwStream(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) (progressed bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := ads.StreamAggregatedResources(sctx)
@@ -295,6 +329,13 @@ func (c *Client) apply(ctx context.Context, t *typeState, resp *discoveryv3.Disc
 		}
 		next[name] = m
 	}
+	return c.handOver(ctx, t, resp.GetVersionInfo(), next)
+}
+
+// handOver hands a type's merged resources to the handler; on success it
+// commits them and returns the dependent subscriptions, if the type has
+// some.
+func (c *Client) handOver(ctx context.Context, t *typeState, v string, next map[string]proto.Message) ([]subscription, error) {
 	names := make([]string, 0, len(next))
 	for n := range next {
 		names = append(names, n)
@@ -302,7 +343,6 @@ func (c *Client) apply(ctx context.Context, t *typeState, resp *discoveryv3.Disc
 	sort.Strings(names)
 	var subs []subscription
 	var err error
-	v := resp.GetVersionInfo()
 	switch t.url {
 	case ClusterType:
 		list := make([]*clusterv3.Cluster, 0, len(names))

@@ -67,13 +67,13 @@ func (h *handler) Routes(_ context.Context, v string, rs []*routev3.RouteConfigu
 
 func short(url string) string { return url[strings.LastIndex(url, ".")+1:] }
 
-// TestProtocol checks the request transcript of a stream: subscribe,
+// TestProtocol checks the request transcript of a state-of-the-world stream: subscribe,
 // ACK, subscribe to dependent names, NACK with the previous version,
 // and resubscribe after the server restarts.
 func TestProtocol(t *testing.T) {
 	srv := xdstest.Start(t, "n1")
 	h := &handler{}
-	c := xdsclient.New(xdsclient.Config{Server: srv.Addr, Node: &corev3.Node{Id: "n1"}, BackoffBase: 10 * time.Millisecond}, h,
+	c := xdsclient.New(xdsclient.Config{Server: srv.Addr, Node: &corev3.Node{Id: "n1"}, BackoffBase: 10 * time.Millisecond, Protocol: xdsclient.ProtocolSotW}, h,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -40,6 +40,18 @@ func (s *refusingServer) StreamAggregatedResources(st discoveryv3.AggregatedDisc
 	return status.Error(s.code, "node.id \"foo\": refused for the test")
 }
 
+func (s *refusingServer) DeltaAggregatedResources(st discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	if _, err := st.Recv(); err != nil {
+		return err
+	}
+	s.streams.Add(1)
+	select {
+	case s.seen <- struct{}{}:
+	default:
+	}
+	return status.Error(s.code, "node.id \"foo\": refused for the test")
+}
+
 func serveRefusing(t *testing.T, code codes.Code) (*refusingServer, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

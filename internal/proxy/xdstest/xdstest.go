@@ -6,7 +6,9 @@ package xdstest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -22,11 +24,18 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Request is one DiscoveryRequest the server received.
+// Request is one DiscoveryRequest the server received, or one
+// DeltaDiscoveryRequest told the same way: Names is the stream's whole
+// subscription of the type after the request (sorted), Version of an ACK
+// the version of the response it answers, of a NACK the type's version
+// last ACKed on the stream.
 type Request struct {
 	TypeURL, Version, Nonce string
 	Names                   []string
 	Error                   string // error_detail message of a NACK
+	// Delta: initial_resource_versions of a type's first request.
+	Delta   bool
+	Initial map[string]string
 }
 
 // Server is a go-control-plane ADS server for one node.
@@ -43,6 +52,15 @@ type Server struct {
 	grpc     *grpc.Server
 	served   chan struct{}
 	snapshot *cachev3.Snapshot
+	delta    map[int64]*deltaStream // protected by mu
+}
+
+// deltaStream is what the server knows of one delta stream, to tell its
+// requests as Requests.
+type deltaStream struct {
+	sent  map[string]string          // response nonce -> version
+	acked map[string]string          // type -> version last ACKed
+	subs  map[string]map[string]bool // type -> subscribed names
 }
 
 // Start starts a server for node on 127.0.0.1:0. It stops at test end.
@@ -92,10 +110,38 @@ func (s *Server) listen(addr string) {
 		if r.GetErrorDetail() != nil {
 			q.Error = r.GetErrorDetail().GetMessage()
 		}
-		s.reqs = append(s.reqs, q)
-		close(s.changed)
-		s.changed = make(chan struct{})
+		s.record(q)
 		return nil
+	}, StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		ds := s.deltaStream(id)
+		url := r.GetTypeUrl()
+		if ds.subs[url] == nil {
+			ds.subs[url] = map[string]bool{}
+		}
+		for _, n := range r.GetResourceNamesSubscribe() {
+			ds.subs[url][n] = true
+		}
+		for _, n := range r.GetResourceNamesUnsubscribe() {
+			delete(ds.subs[url], n)
+		}
+		q := Request{TypeURL: url, Nonce: r.GetResponseNonce(), Names: slices.Sorted(maps.Keys(ds.subs[url])), Delta: true, Initial: r.GetInitialResourceVersions()}
+		switch {
+		case q.Nonce == "":
+		case r.GetErrorDetail() != nil:
+			q.Error = r.GetErrorDetail().GetMessage()
+			q.Version = ds.acked[url]
+		default:
+			q.Version = ds.sent[q.Nonce]
+			ds.acked[url] = q.Version
+		}
+		s.record(q)
+		return nil
+	}, StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.deltaStream(id).sent[r.GetNonce()] = r.GetSystemVersionInfo()
 	}}
 	xds := serverv3.NewServer(context.Background(), parking{s.cache, s}, cb)
 	g := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
@@ -107,7 +153,28 @@ func (s *Server) listen(addr string) {
 	}()
 	s.mu.Lock()
 	s.grpc, s.served = g, served
+	s.delta = nil // stream ids start again with the new server
 	s.mu.Unlock()
+}
+
+// record appends a request and signals it. Called with mu held.
+func (s *Server) record(q Request) {
+	s.reqs = append(s.reqs, q)
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// deltaStream returns the state of delta stream id. Called with mu held.
+func (s *Server) deltaStream(id int64) *deltaStream {
+	if s.delta == nil {
+		s.delta = map[int64]*deltaStream{}
+	}
+	ds := s.delta[id]
+	if ds == nil {
+		ds = &deltaStream{sent: map[string]string{}, acked: map[string]string{}, subs: map[string]map[string]bool{}}
+		s.delta[id] = ds
+	}
+	return ds
 }
 
 // Stop stops the server, closing every stream. Idempotent.

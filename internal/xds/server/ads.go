@@ -1,155 +1,137 @@
 package server
 
 import (
-	"context"
-	"strconv"
 	"sync/atomic"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	xdsstream "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// ads is the aggregated discovery service: state of the world only, as App
-// Mesh served it; the delta method stays unimplemented.
+// ads is the aggregated discovery service, in both its variants: state of
+// the world (StreamAggregatedResources, as App Mesh served it) and delta
+// (DeltaAggregatedResources, incremental). Both run the same loop over a
+// stream (stream.go), served from the identity's one snapshot.
 //
-// Each stream runs the loop of go-control-plane's state-of-the-world
-// server (pkg/server/sotw/v3, process and StreamHandler), with its
-// protocol rules: a request whose nonce is not the latest response's is
-// stale and ignored; a request replaces its type's watch, whose unsent
-// answer is dropped; the first request's node stands for the later ones;
-// responses carry a nonce counting from 1. What differs is the waiting:
-// go-control-plane builds a reflect.Select over every watch's channel at
-// each message, which cost 7 % of the server's CPU with 1,000 proxies;
-// here the hub wakes the loop through one channel when it answers a
-// watch, and the loop takes the answer from that watch's channel.
+// go-control-plane's servers build a reflect.Select over every watch's
+// channel at each message, which cost 7 % of the server's CPU with 1,000
+// proxies; here the hub wakes a stream through one channel and the stream
+// works out its responses itself.
 type ads struct {
 	discovery.UnimplementedAggregatedDiscoveryServiceServer
 	hub *hub
-	// ctx is the server's: when it ends, every stream ends with OK.
-	ctx     context.Context
+	// done is the server's context's: when it is closed, every stream
+	// ends with OK.
+	done    <-chan struct{}
 	streams atomic.Int64 // the last stream id given
 	limits  Limits
 	open    atomic.Int64 // streams open, at most limits.MaxStreams
 }
 
-// adsWatch is the open watch of one type on one stream, or the last one.
-type adsWatch struct {
-	cancel func()
-	ch     chan cache.Response // cap 1; the hub answers on it once
-	sub    xdsstream.Subscription
-	nonce  string // of the response to this watch; "" before it
+func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return serve(a, st, false, func(req *discovery.DiscoveryRequest) request {
+		return request{typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), errDetail: req.GetErrorDetail(),
+			version: req.GetVersionInfo(), names: req.GetResourceNames()}
+	}, func(o outgoing) error { return st.Send(o.sotw) })
 }
 
-func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+func (a *ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return serve(a, st, true, func(req *discovery.DeltaDiscoveryRequest) request {
+		return request{typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), errDetail: req.GetErrorDetail(),
+			subscribe: req.GetResourceNamesSubscribe(), unsub: req.GetResourceNamesUnsubscribe(), initial: req.GetInitialResourceVersions()}
+	}, func(o outgoing) error { return st.Send(o.delta) })
+}
+
+// xdsRequest is a request of either variant.
+type xdsRequest interface {
+	*discovery.DiscoveryRequest | *discovery.DeltaDiscoveryRequest
+	GetTypeUrl() string
+}
+
+// serve runs one stream of either variant until the client ends it, it
+// breaks, the hub closes it, or the server stops.
+func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R) request, send func(outgoing) error) error {
 	release, err := a.admitStream()
 	if err != nil {
 		return err
 	}
 	defer release()
-	id := a.streams.Add(1)
-	ready := a.hub.open(st.Context(), id)
-	var watches [numTypes]*adsWatch
-	defer func() {
-		for _, w := range watches {
-			if w != nil {
-				w.cancel()
-			}
-		}
-		a.hub.OnStreamClosed(id)
-	}()
+	ctx := st.Context()
+	s := a.hub.open(a.streams.Add(1), delta)
+	defer a.hub.close(s)
 
-	reqs := make(chan *discovery.DiscoveryRequest)
-	go func() { // ends when Recv fails, which it does once this handler returns
+	reqs := make(chan R)
+	go func() { // ends when RecvMsg fails, which it does once this handler returns
 		defer close(reqs)
 		for {
-			req, err := st.Recv()
-			if err != nil {
+			var req R
+			switch any(req).(type) {
+			case *discovery.DiscoveryRequest:
+				req = any(new(discovery.DiscoveryRequest)).(R)
+			default:
+				req = any(new(discovery.DeltaDiscoveryRequest)).(R)
+			}
+			if err := st.RecvMsg(req); err != nil {
 				return
 			}
 			select {
 			case reqs <- req:
-			case <-st.Context().Done():
+			case <-ctx.Done():
 				return
-			case <-a.ctx.Done():
+			case <-a.done:
 				return
 			}
 		}
 	}()
 
-	var node *core.Node // from the first request that carries one
-	var nonce int64
+	var out []outgoing
 	for {
 		select {
-		case <-a.ctx.Done():
+		case <-a.done:
 			return nil
 		case req, ok := <-reqs:
 			if !ok {
 				return nil // the client closed the stream, or it broke
 			}
-			if req.GetNode() != nil {
-				node = req.GetNode()
-			} else {
-				req.Node = node
-			}
 			if req.GetTypeUrl() == "" {
 				return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
 			}
-			if err := a.hub.OnStreamRequest(id, req); err != nil {
+			if s.is == nil {
+				// The first request names the proxy; Envoy repeats the
+				// node in every request, gRPC clients only in the first.
+				if err := a.hub.identify(ctx, s, nodeOf(req)); err != nil {
+					a.hub.metrics.rejected.WithLabelValues(status.Code(err).String()).Inc()
+					return err
+				}
+			}
+			if err := s.handle(ctx, a.hub, parse(req)); err != nil {
 				return err
 			}
-			t := typeIndex(req.GetTypeUrl())
-			if t < 0 {
-				continue // a type weft does not serve: never answered
-			}
-			w := watches[t]
-			var sub xdsstream.Subscription
-			if w != nil {
-				if w.nonce != "" && req.GetResponseNonce() != w.nonce {
-					continue // stale: sent before the client saw our latest response
-				}
-				w.cancel()
-				sub = w.sub
-				sub.SetResourceSubscription(req.GetResourceNames())
-			} else {
-				// Legacy wildcard stays on: Envoy's first LDS and CDS
-				// requests name nothing and mean everything.
-				sub = xdsstream.NewSotwSubscription(req.GetResourceNames(), true)
-			}
-			ch := make(chan cache.Response, 1)
-			cancel, err := a.hub.CreateWatch(req, sub, ch)
-			if err != nil {
+		case <-s.wake:
+		}
+		if out, err = s.next(a.hub, out[:0]); err != nil {
+			return err
+		}
+		for _, o := range out {
+			if err := send(o); err != nil {
 				return err
-			}
-			// The new watch has no nonce until it is answered: the next
-			// request is not stale whatever it carries (the hub keeps
-			// the same rule).
-			watches[t] = &adsWatch{cancel: cancel, ch: ch, sub: sub}
-		case <-ready:
-			for _, w := range watches {
-				if w == nil {
-					continue
-				}
-				select {
-				case r := <-w.ch:
-					out, err := r.GetDiscoveryResponse()
-					if err != nil {
-						return err // the hub closes the stream
-					}
-					nonce++
-					out.Nonce = strconv.FormatInt(nonce, 10)
-					w.sub.SetReturnedResources(r.GetReturnedResources())
-					w.nonce = out.Nonce
-					a.hub.OnStreamResponse(r.GetContext(), id, r.GetRequest(), out)
-					if err := st.Send(out); err != nil {
-						return err
-					}
-				default:
-				}
 			}
 		}
+		if len(out) > 0 {
+			a.hub.bump()
+		}
+		clear(out)
 	}
+}
+
+func nodeOf[R xdsRequest](req R) *core.Node {
+	switch r := any(req).(type) {
+	case *discovery.DiscoveryRequest:
+		return r.GetNode()
+	case *discovery.DeltaDiscoveryRequest:
+		return r.GetNode()
+	}
+	return nil
 }

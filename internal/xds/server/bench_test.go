@@ -60,7 +60,7 @@ func benchWrites(b *testing.B, write func(b *testing.B, st store.Store, i int)) 
 			log := slog.New(slog.DiscardHandler)
 			opts := &Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}
 			bc.checks(opts)
-			l := newLoop(opts, newHub(log, newMetrics(nil), owner), newMetrics(nil))
+			l := newTestMachine(opts, nil)
 			ctx := context.Background()
 			rev, err := l.resync(ctx)
 			if err != nil {

@@ -66,8 +66,8 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	if _, err := ca.Open(ctx, st, ca.Config{}, log); err != nil {
 		t.Fatal(err)
 	}
-	newTestLoop := func() *loop {
-		return newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: tr, Log: log}, newHub(log, newMetrics(nil), owner), newMetrics(nil))
+	newTestLoop := func() *testMachine {
+		return newTestMachine(&Options{Store: st, LoadDiscovery: CloudMap, Translate: tr, Log: log}, nil)
 	}
 	l := newTestLoop()
 	rev, err := l.resync(ctx)
@@ -337,7 +337,7 @@ func TestBatchMovesInternedResource(t *testing.T) {
 	putNode(t, st, "m", "a", "s1")
 	putNode(t, st, "m", "b", "s2")
 	log := slog.New(slog.DiscardHandler)
-	l := newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}, newHub(log, newMetrics(nil), owner), newMetrics(nil))
+	l := newTestMachine(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}, nil)
 	rev, err := l.resync(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -387,7 +387,7 @@ func TestBatchMovesInternedResource(t *testing.T) {
 			}
 		}
 		l.apply(batch, time.Now())
-		full := newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}, newHub(log, newMetrics(nil), owner), newMetrics(nil))
+		full := newTestMachine(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}, nil)
 		if _, err := full.resync(ctx); err != nil {
 			t.Fatal(err)
 		}

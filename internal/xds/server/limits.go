@@ -35,6 +35,12 @@ const (
 	// logValueMax bounds a client's string (node id, NACK message) in a
 	// log line; the rest is replaced by its length.
 	logValueMax = 256
+	// maxSubscribedNames bounds the names one stream subscribes to of one
+	// type: a delta client adds names request by request, so that only a
+	// cap bounds the set (a state-of-the-world request replaces it and is
+	// bounded by MaxRecvMsgSize). A stream past it is closed with
+	// ResourceExhausted.
+	maxSubscribedNames = 1 << 16
 	// nackMessageMax bounds the NACK message kept for /v1/proxies.
 	nackMessageMax = 4096
 	// keepaliveMinTime is the shortest ping interval allowed: App Mesh's

@@ -22,7 +22,7 @@ type nodeRef struct {
 // awsCloudMap service discovery uses.
 type CloudMapService struct{ Namespace, Service string }
 
-// Discovery is what the push loop needs from Cloud Map discovery
+// Discovery is what the machine needs from Cloud Map discovery
 // (internal/discovery): follow the store's Cloud Map changes and list a
 // service's healthy instances. It is immutable: Apply returns the next one.
 type Discovery interface {
@@ -37,8 +37,8 @@ type Discovery interface {
 // LoadDiscovery reads Cloud Map's state from a store snapshot.
 type LoadDiscovery func(tx store.Tx) (Discovery, error)
 
-// meshState is one mesh as the push loop holds it. view's maps are the
-// loop's own and are changed in place between batches: translations run
+// meshState is one mesh as the machine holds it. view's maps are the
+// machine's own and are changed in place between batches: translations run
 // only inside a batch, after every change of the batch is applied, so no
 // translation ever sees a map change.
 type meshState struct {

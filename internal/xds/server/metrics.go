@@ -71,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		recompute: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "recompute_seconds",
-			Help:    "Time the push loop spent on one batch of store changes, from receipt to snapshots handed to streams.",
+			Help:    "Time the xDS core spent on one batch of store changes, from receipt to snapshots handed to streams.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17),
 		}),
 		interned: prometheus.NewGauge(prometheus.GaugeOpts{

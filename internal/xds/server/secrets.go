@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"slices"
@@ -18,29 +17,17 @@ import (
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
-// Secrets (SDS over ADS, seam S1/S3). The push loop serves, per identity,
+// Secrets (SDS over ADS, seam S1/S3). The machine serves, per identity,
 // the secrets its translation references (translate.Resources.Secrets):
 // a name in a certificate role is the identity's leaf certificate, issued
 // by the CA the store holds (internal/ca), a name in a validation role is
 // the trust bundle. Leaves are kept per virtual node or gateway (the
 // replicas, and the Envoy and gRPC flavours of a node, share one), renewed
-// at two thirds of their life by a timer of the loop's clock, and
+// at two thirds of their life (the runner arms a timer on its clock for
+// machine.RenewAt), and
 // re-issued when the signing root or the node's DNS names change. A
 // renewal or a CA change rebuilds the secrets alone: the other types keep
 // their versions and are not resent.
-
-// Clock is the time of certificate issuance and renewal.
-type Clock interface {
-	Now() time.Time
-	// After delivers the time on the channel once d has passed (at once
-	// when d <= 0).
-	After(d time.Duration) <-chan time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // CertificateStatus is the leaf certificate served to a proxy.
 type CertificateStatus struct {
@@ -79,8 +66,8 @@ func loadCA(tx store.Tx) (*ca.State, error) {
 }
 
 // applyCA follows a change of the CA's state key and reports whether
-// what the loop serves from it (bundle or signer) changed.
-func (l *loop) applyCA(ev store.Event) bool {
+// what the machine serves from it (bundle or signer) changed.
+func (c *machine) applyCA(ev store.Event) bool {
 	if ev.KV.Key != ca.StateKey {
 		return false
 	}
@@ -88,13 +75,13 @@ func (l *loop) applyCA(ev store.Event) bool {
 	if ev.Type == store.EventPut {
 		s, err := ca.Decode(ev.KV.Value)
 		if err != nil {
-			l.log.Error("ignoring undecodable CA state", "error", err)
+			c.log.Error("ignoring undecodable CA state", "error", err)
 			return false
 		}
 		next = s
 	}
-	prev := l.ca
-	l.ca = next
+	prev := c.ca
+	c.ca = next
 	switch {
 	case prev == nil || next == nil:
 		return prev != next
@@ -104,9 +91,9 @@ func (l *loop) applyCA(ev store.Event) bool {
 }
 
 // secretUsers lists the identities whose translation references secrets.
-func (l *loop) secretUsers() []translate.Identity {
+func (c *machine) secretUsers() []translate.Identity {
 	var ids []translate.Identity
-	for id, p := range l.proxies {
+	for id, p := range c.proxies {
 		if len(p.secrets) > 0 && p.snap != nil && p.snap.closeErr == nil {
 			ids = append(ids, id)
 		}
@@ -115,28 +102,28 @@ func (l *loop) secretUsers() []translate.Identity {
 }
 
 // buildSecrets makes r's secret items from r.secrets, issuing or reusing
-// the identity's leaf. It runs on the loop's goroutine.
-func (l *loop) buildSecrets(id translate.Identity, r *result, now time.Time) {
+// the identity's leaf. It runs on the machine's caller's goroutine.
+func (c *machine) buildSecrets(id translate.Identity, r *result, now time.Time) {
 	r.items[typeSecret] = nil
 	r.cert, r.certErr = nil, ""
 	needLeaf := needsLeaf(r.secrets)
-	l.useLeaf(id, needLeaf)
+	c.useLeaf(id, needLeaf)
 	if len(r.secrets) == 0 {
 		return
 	}
-	if l.ca == nil {
+	if c.ca == nil {
 		r.certErr = "no certificate authority: secrets " + secretNames(r.secrets) + " are not served"
 		return
 	}
 	var leaf *ca.Leaf
 	if needLeaf {
 		var err error
-		if leaf, err = l.leafFor(id, r.leafDNS, now); err != nil {
+		if leaf, err = c.leafFor(id, r.leafDNS, now); err != nil {
 			r.certErr = fmt.Sprintf("issue certificate: %v", err)
 		}
 	}
 	var bad []string
-	bundle := l.ca.Bundle()
+	bundle := c.ca.Bundle()
 	for _, s := range r.secrets {
 		sec := &tlsv3.Secret{Name: s.Name}
 		switch s.Role {
@@ -158,7 +145,7 @@ func (l *loop) buildSecrets(id translate.Identity, r *result, now time.Time) {
 			continue
 		}
 		it := item{name: s.Name, sum: sha256.Sum256(b), key: s.Role == translate.SecretCertificate}
-		if l.entries[it.sum] == nil {
+		if c.entries[it.sum] == nil {
 			it.value = b
 		}
 		r.items[typeSecret] = append(r.items[typeSecret], it)
@@ -192,50 +179,50 @@ func inline(b []byte) *corev3.DataSource {
 // leafFor returns the identity's leaf, issuing a new one when there is
 // none, it is due for renewal, its signer is no longer the CA's, or its
 // DNS names changed.
-func (l *loop) leafFor(id translate.Identity, dns []string, now time.Time) (*ca.Leaf, error) {
+func (c *machine) leafFor(id translate.Identity, dns []string, now time.Time) (*ca.Leaf, error) {
 	k := leafKeyOf(id)
-	if l.leafValid(k, dns, now) {
-		return l.leaves[k].leaf, nil
+	if c.leafValid(k, dns, now) {
+		return c.leaves[k].leaf, nil
 	}
-	leaf, err := l.ca.Issue(rand.Reader, now, l.certLifetime, l.leafRequest(id, dns))
+	leaf, err := c.ca.Issue(c.entropy, now, c.certLifetime, c.leafRequest(id, dns))
 	if err != nil {
 		return nil, err
 	}
-	l.keepLeaf(id, leaf)
+	c.keepLeaf(id, leaf)
 	return leaf, nil
 }
 
-func (l *loop) leafRequest(id translate.Identity, dns []string) ca.LeafRequest {
-	return ca.LeafRequest{SPIFFEID: ca.SPIFFEID(l.trustDomain, id.Mesh, id.Kind, id.Name), DNSNames: dns}
+func (c *machine) leafRequest(id translate.Identity, dns []string) ca.LeafRequest {
+	return ca.LeafRequest{SPIFFEID: ca.SPIFFEID(c.trustDomain, id.Mesh, id.Kind, id.Name), DNSNames: dns}
 }
 
 // leafValid reports whether the cached leaf of k may still be served for
 // dns at now.
-func (l *loop) leafValid(k leafKey, dns []string, now time.Time) bool {
-	ls := l.leaves[k]
-	return ls != nil && ls.leaf != nil && now.Before(ls.leaf.RenewAt) && ls.leaf.Signer == l.ca.SignerRoot().Fingerprint() && slices.Equal(ls.leaf.DNSNames, dns)
+func (c *machine) leafValid(k leafKey, dns []string, now time.Time) bool {
+	ls := c.leaves[k]
+	return ls != nil && ls.leaf != nil && now.Before(ls.leaf.RenewAt) && ls.leaf.Signer == c.ca.SignerRoot().Fingerprint() && slices.Equal(ls.leaf.DNSNames, dns)
 }
 
 // keepLeaf caches a new leaf of id's node.
-func (l *loop) keepLeaf(id translate.Identity, leaf *ca.Leaf) {
+func (c *machine) keepLeaf(id translate.Identity, leaf *ca.Leaf) {
 	k := leafKeyOf(id)
-	ls := l.leaves[k]
+	ls := c.leaves[k]
 	if ls == nil {
 		ls = &leafState{users: map[translate.Identity]struct{}{}}
-		l.leaves[k] = ls
+		c.leaves[k] = ls
 	}
 	ls.leaf = leaf
 	ls.users[id] = struct{}{}
-	l.metrics.certIssued.Inc()
-	l.log.Debug("certificate issued", "spiffe_id", leaf.SPIFFEID, "serial", leaf.Serial.Text(16), "not_after", leaf.NotAfter, "renew_at", leaf.RenewAt)
+	c.metrics.certIssued.Inc()
+	c.log.Debug("certificate issued", "spiffe_id", leaf.SPIFFEID, "serial", leaf.Serial.Text(16), "not_after", leaf.NotAfter, "renew_at", leaf.RenewAt)
 }
 
 // preissue issues in parallel the leaves that buildSecrets would issue one
 // by one for results (a restart reconnecting every proxy, a new signing
 // root): a leaf costs a key generation and a signature. Failures are left
 // to buildSecrets, which retries and reports them.
-func (l *loop) preissue(tasks []task, results []result, now time.Time) {
-	if l.ca == nil {
+func (c *machine) preissue(tasks []task, results []result, now time.Time) {
+	if c.ca == nil {
 		return
 	}
 	type job struct {
@@ -251,7 +238,7 @@ func (l *loop) preissue(tasks []task, results []result, now time.Time) {
 			continue
 		}
 		k := leafKeyOf(tasks[i].id)
-		if seen[k] || l.leafValid(k, r.leafDNS, now) {
+		if seen[k] || c.leafValid(k, r.leafDNS, now) {
 			continue
 		}
 		seen[k] = true
@@ -260,27 +247,27 @@ func (l *loop) preissue(tasks []task, results []result, now time.Time) {
 	if len(jobs) < 2 {
 		return
 	}
-	authority := l.ca
-	parallel(len(jobs), func(_, i int) {
+	authority := c.ca
+	c.run(len(jobs), func(_, i int) {
 		j := jobs[i]
-		j.leaf, _ = authority.Issue(rand.Reader, now, l.certLifetime, l.leafRequest(j.id, j.dns))
+		j.leaf, _ = authority.Issue(c.entropy, now, c.certLifetime, c.leafRequest(j.id, j.dns))
 	})
 	for _, j := range jobs {
 		if j.leaf != nil {
-			l.keepLeaf(j.id, j.leaf)
+			c.keepLeaf(j.id, j.leaf)
 		}
 	}
 }
 
 // useLeaf records whether id serves its node's leaf; a leaf that no
 // identity serves any more is forgotten.
-func (l *loop) useLeaf(id translate.Identity, uses bool) {
+func (c *machine) useLeaf(id translate.Identity, uses bool) {
 	k := leafKeyOf(id)
-	ls := l.leaves[k]
+	ls := c.leaves[k]
 	if uses {
 		if ls == nil {
 			ls = &leafState{users: map[translate.Identity]struct{}{}}
-			l.leaves[k] = ls
+			c.leaves[k] = ls
 		}
 		ls.users[id] = struct{}{}
 		return
@@ -290,34 +277,27 @@ func (l *loop) useLeaf(id translate.Identity, uses bool) {
 	}
 	delete(ls.users, id)
 	if len(ls.users) == 0 {
-		delete(l.leaves, k)
+		delete(c.leaves, k)
 	}
 }
 
-// armRenewal sets the renewal timer to the earliest leaf renewal.
-func (l *loop) armRenewal() {
+// RenewAt is when the earliest leaf is due for renewal (zero: none): the
+// runner calls Renew then.
+func (c *machine) RenewAt() time.Time {
 	var next time.Time
-	for _, ls := range l.leaves {
+	for _, ls := range c.leaves {
 		if ls.leaf != nil && (next.IsZero() || ls.leaf.RenewAt.Before(next)) {
 			next = ls.leaf.RenewAt
 		}
 	}
-	if next.Equal(l.renewAt) && (l.renewC != nil || next.IsZero()) {
-		return
-	}
-	l.renewAt, l.renewC = next, nil
-	if !next.IsZero() {
-		l.renewC = l.clock.After(next.Sub(l.clock.Now()))
-	}
+	return next
 }
 
-// renew re-issues the leaves due at the clock's now and pushes the new
-// secrets to the identities serving them.
-func (l *loop) renew() {
-	l.renewC, l.renewAt = nil, time.Time{}
-	now := l.clock.Now()
+// Renew re-issues the leaves due at now and pushes the new secrets to the
+// identities serving them.
+func (c *machine) Renew(now time.Time) {
 	var ids []translate.Identity
-	for _, ls := range l.leaves {
+	for _, ls := range c.leaves {
 		if ls.leaf == nil || now.Before(ls.leaf.RenewAt) {
 			continue
 		}
@@ -325,35 +305,34 @@ func (l *loop) renew() {
 			ids = append(ids, id)
 		}
 	}
-	l.refreshSecrets(ids, time.Time{})
+	c.refreshSecrets(ids, now)
 	// A leaf still due serves no identity that could be refreshed (its
 	// resource was deleted, its streams are closing): forget it rather
 	// than wake again at once; a later translation issues a new one.
-	for k, ls := range l.leaves {
+	for k, ls := range c.leaves {
 		if ls.leaf != nil && !now.Before(ls.leaf.RenewAt) {
-			delete(l.leaves, k)
+			delete(c.leaves, k)
 		}
 	}
-	l.armRenewal()
 }
 
 // refreshSecrets rebuilds the secrets alone of the identities.
-func (l *loop) refreshSecrets(ids []translate.Identity, at time.Time) {
+func (c *machine) refreshSecrets(ids []translate.Identity, now time.Time) {
 	tasks := make([]task, 0, len(ids))
 	for _, id := range ids {
 		// A proxy whose latest translation failed still serves its last
 		// good one: its secrets are renewed all the same.
-		if p := l.proxies[id]; p != nil && p.snap != nil && p.snap.closeErr == nil {
+		if p := c.proxies[id]; p != nil && p.snap != nil && p.snap.closeErr == nil {
 			tasks = append(tasks, task{id: id, secretsOnly: true})
 		}
 	}
-	l.recompute(tasks, at)
+	c.recompute(tasks, time.Time{}, now)
 }
 
 // sameResources is a result carrying an identity's current resources
 // unchanged, for its secrets alone to be rebuilt.
-func (l *loop) sameResources(id translate.Identity) result {
-	p := l.proxies[id]
+func (c *machine) sameResources(id translate.Identity) result {
+	p := c.proxies[id]
 	r := result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, secrets: p.secrets, leafDNS: p.leafDNS, secretsOnly: true}
 	g := index(p.grpc)
 	for t := range numTypes {

@@ -511,7 +511,7 @@ func TestBatchIssuesInParallel(t *testing.T) {
 	}
 	log := slog.New(slog.DiscardHandler)
 	m := newMetrics(nil)
-	l := newLoop(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}, newHub(log, m, owner), m)
+	l := newTestMachine(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}, m)
 	if _, err := l.resync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -520,7 +520,7 @@ func TestBatchIssuesInParallel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	l.recompute(whole(ids), time.Time{})
+	l.recompute(whole(ids), time.Time{}, time.Now())
 	serials := map[string]bool{}
 	for _, id := range ids {
 		c := l.proxies[id].snap.cert

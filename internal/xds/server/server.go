@@ -2,23 +2,24 @@
 // Envoy configuration of its virtual node or virtual gateway over ADS, and
 // pushes every store change to exactly the proxies it affects.
 //
-//	store ──Watch──▶ push loop (loop.go) ──────────────▶ hub (hub.go) ──────▶ ADS streams (ads.go)
-//	                  per-mesh Views, Cloud Map index      per-identity         state of the world,
-//	                  dependency index: resource → ids     snapshots; per-      go-control-plane's
-//	                  translate.TranslateWith (parallel,   stream ordering,     rules; one loop
-//	                  a Memo per batch); intern by content ACK/NACK, status     per proxy replica
-//	                  per-type versions
-//	                  translate.CheckResource once per
-//	                  distinct resource, CheckRefs per proxy
+//	store ──follow──▶ runner (runner.go) ──steps──▶ machine (core.go, compute.go)
+//	                  owns the watch, time,         synchronous: per-mesh Views, Cloud Map
+//	                  goroutines; hands Ready       index, dependency index, translate
+//	                  to the hub                    (parallel as an input), intern, validate
+//	                       │                        once per distinct resource; Ready lists
+//	                       ▼                        each identity's new snapshot
+//	                  hub (hub.go) ──wake──▶ streams (stream.go, ads.go)
+//	                  one snapshot per       each owns its state: SotW or delta from the
+//	                  identity               same snapshot; type order, ACK/NACK, status
 //
 // A stream's first request names its proxy (node.id, see ParseNodeID); the
-// push loop translates that identity once, however many replicas connect.
+// machine translates that identity once, however many replicas connect.
 // A write recomputes only the identities whose last translation read what
 // it changed; a type whose resources did not change keeps its version and
 // is not sent, so an endpoint change sends EDS only. A change of Cloud Map
 // endpoints alone is not even translated: the assignments built from them
 // are rebuilt (translate.EndpointSources), once each per batch. There is
-// no timer between a write and its push: the loop takes what the watch
+// no timer between a write and its push: the runner takes what the watch
 // has queued and pushes.
 package server
 
@@ -62,7 +63,7 @@ type Options struct {
 	// validation and semantic rules, then references); a failure keeps the
 	// proxy's previous configuration. CheckResource must depend only on
 	// the resource's content and the gRPC flag (translate.ForGRPC): the
-	// push loop calls it once per distinct resource and keeps its Facts
+	// machine calls it once per distinct resource and keeps its Facts
 	// with the interned resource. A nil CheckResource skips validation.
 	CheckResource func(m proto.Message, grpc bool) (translate.Facts, error)
 	CheckRefs     func(translate.Summary) error
@@ -98,9 +99,9 @@ type Options struct {
 
 // Server is an xDS server. Create it with New, run it with Serve.
 type Server struct {
-	opts Options
-	hub  *hub
-	loop *loop
+	opts   Options
+	hub    *hub
+	runner *runner
 }
 
 // New returns a server; it does nothing until Serve.
@@ -110,13 +111,13 @@ func New(opts Options) *Server {
 	c := newHub(opts.Log, m, opts.DefaultOwner)
 	c.maxPerIdentity = opts.Limits.MaxStreamsPerIdentity
 	c.authorize, c.insecureSecrets = opts.Authorize, opts.InsecureSecrets
-	l := newLoop(&opts, c, m)
-	c.attach, c.detach = l.requestAttach, l.requestDetach
-	return &Server{opts: opts, hub: c, loop: l}
+	r := newRunner(&opts, c, m)
+	c.attach, c.detach = r.requestAttach, r.requestDetach
+	return &Server{opts: opts, hub: c, runner: r}
 }
 
 // Serve serves ADS on ln until ctx ends or the store fails. It returns
-// after the gRPC server and the push loop have stopped. A Server serves
+// after the gRPC server and the runner have stopped. A Server serves
 // once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -125,10 +126,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	gs := grpc.NewServer(gopts...)
 	// ctx ends every stream's loop: on shutdown, streams end with OK, as
 	// App Mesh's periodic graceful disconnect did.
-	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, ctx: ctx, limits: s.opts.Limits})
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, done: ctx.Done(), limits: s.opts.Limits})
 
 	loopErr := make(chan error, 1)
-	go func() { loopErr <- s.loop.run(ctx) }() // ends with ctx
+	go func() { loopErr <- s.runner.run(ctx) }() // ends with ctx
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(ln) }() // ends with gs.GracefulStop below
 	s.opts.Log.Info("xds listening", "addr", ln.Addr().String())
@@ -197,29 +198,29 @@ func (s *Server) Proxies() []ProxyStatus {
 	defer c.mu.Unlock()
 	byNode := map[string]*ProxyStatus{}
 	for _, st := range c.streams {
-		if !st.attached {
-			continue
+		is := st.is
+		if is == nil {
+			continue // not identified yet
 		}
+		snap := is.snap.Load()
+		st.mu.Lock()
 		ps := byNode[st.nodeID]
-		is := c.idents[st.ident]
 		if ps == nil {
 			ps = &ProxyStatus{
 				NodeID: st.nodeID, MeshOwner: st.ident.MeshOwner, Mesh: st.ident.Mesh,
 				Kind: st.ident.Kind, Name: st.ident.Name, Proxyless: st.ident.Proxyless,
 				ConnectedSince: st.connectedAt, Types: map[string]TypeStatus{},
 			}
-			if is != nil {
-				ps.Error = is.err
-				if is.snap != nil {
-					ps.CertificateError = is.snap.certErr
-				}
+			ps.Error = is.err
+			if snap != nil {
+				ps.CertificateError = snap.certErr
 			}
 			byNode[st.nodeID] = ps
 		}
 		ps.Replicas++
-		if is != nil && is.snap != nil && is.snap.cert != nil {
+		if snap != nil && snap.cert != nil {
 			if st.secretsOK {
-				ps.Certificate = is.snap.cert
+				ps.Certificate = snap.cert
 			} else {
 				ps.withheld++
 			}
@@ -234,8 +235,8 @@ func (s *Server) Proxies() []ProxyStatus {
 			}
 			name := typeName(t)
 			ts, seen := ps.Types[name]
-			if is != nil && is.snap != nil {
-				ts.Version = is.snap.types[t].version
+			if snap != nil {
+				ts.Version = snap.types[t].version
 			}
 			if !seen {
 				ts.Acked = stt.acked
@@ -256,6 +257,7 @@ func (s *Server) Proxies() []ProxyStatus {
 				ps.LastNack = n
 			}
 		}
+		st.mu.Unlock()
 	}
 	out := make([]ProxyStatus, 0, len(byNode))
 	for _, ps := range byNode {
@@ -272,7 +274,7 @@ func (s *Server) Proxies() []ProxyStatus {
 // Revision is the store revision that the served configuration reflects:
 // every write up to it has been pushed to the proxies it affects (their
 // ACKs are in Proxies).
-func (s *Server) Revision() store.Revision { return store.Revision(s.loop.applied.Load()) }
+func (s *Server) Revision() store.Revision { return store.Revision(s.runner.applied.Load()) }
 
 // StatusChanged returns a channel that is closed at the next change of
 // what Proxies or Revision reports.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -77,11 +78,16 @@ func typeName(t int) string {
 // entry is one marshalled resource, interned by content: every proxy whose
 // configuration holds the same bytes shares one entry. name, any and sum
 // never change after creation, so stream goroutines read them without
-// locks; refs and facts are owned by the push loop.
+// locks; refs and facts are owned by the machine.
 type entry struct {
 	name string
 	any  *anypb.Any // shared by every response that carries it; never modified
 	sum  [sha256.Size]byte
+	// version is the resource's version in delta responses (a hash of
+	// its content), and res the delta form of the resource, shared by
+	// every delta response that carries it; never modified.
+	version string
+	res     *discovery.Resource
 	// key: a Secret holding a private key (a leaf certificate), sent
 	// only to streams that may have it (Options.Authorize).
 	key  bool
@@ -91,6 +97,13 @@ type entry struct {
 	// Only a passing check is kept: a translation that fails is not
 	// installed.
 	facts [2]*translate.Facts
+}
+
+// newEntry interns the marshalled resource value of type t.
+func newEntry(t int, name string, sum [sha256.Size]byte, key bool, value []byte) *entry {
+	e := &entry{name: name, sum: sum, key: key, any: &anypb.Any{TypeUrl: typeURL(t), Value: value}, version: hex.EncodeToString(sum[:8])}
+	e.res = &discovery.Resource{Name: name, Version: e.version, Resource: e.any}
+	return e
 }
 
 // typeSnapshot is one type's resources for one proxy identity.

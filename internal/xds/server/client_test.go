@@ -1,0 +1,146 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/weftmesh/weft/internal/proxy/xdsclient"
+)
+
+// proxyState records what weft proxy's xDS client hands its proxy.
+type proxyState struct {
+	mu       sync.Mutex
+	clusters []string
+	eps      map[string]int // endpoints per cluster
+	routes   int
+	changed  chan struct{} // closed and replaced at each update
+}
+
+func (p *proxyState) update(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f()
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *proxyState) Clusters(_ context.Context, _ string, cs []*clusterv3.Cluster) ([]string, error) {
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.GetName())
+	}
+	p.update(func() { p.clusters = names })
+	return names, nil
+}
+
+func (p *proxyState) Endpoints(_ context.Context, _ string, es []*endpointv3.ClusterLoadAssignment) error {
+	p.update(func() {
+		p.eps = map[string]int{}
+		for _, e := range es {
+			for _, l := range e.GetEndpoints() {
+				p.eps[e.GetClusterName()] += len(l.GetLbEndpoints())
+			}
+		}
+	})
+	return nil
+}
+
+func (p *proxyState) Listeners(_ context.Context, _ string, ls []*listenerv3.Listener) ([]string, error) {
+	return []string{"rds_egress_http_80"}, nil
+}
+
+func (p *proxyState) Routes(_ context.Context, _ string, rs []*routev3.RouteConfiguration) error {
+	p.update(func() { p.routes = len(rs) })
+	return nil
+}
+
+// waitFor waits until ok holds of the state.
+func (p *proxyState) waitFor(t *testing.T, what string, ok func(p *proxyState) bool) {
+	t.Helper()
+	deadline := time.After(wait)
+	for {
+		p.mu.Lock()
+		done, ch := ok(p), p.changed
+		p.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("proxy never had %s", what)
+		}
+	}
+}
+
+// TestWeftProxyClient: weft proxy's xDS client, in both protocols,
+// against the server: it gets its configuration, follows a write, and
+// over delta is sent only the type the write changed.
+func TestWeftProxyClient(t *testing.T) {
+	for _, protocol := range []string{xdsclient.ProtocolDelta, xdsclient.ProtocolSotW} {
+		t.Run(protocol, func(t *testing.T) {
+			st := colorStore(t)
+			srv := startServer(t, st, fakeTranslate)
+			p := &proxyState{changed: make(chan struct{})}
+			c := xdsclient.New(xdsclient.Config{Server: srv.addr, Node: &core.Node{Id: "mesh/m/virtualNode/red"}, Protocol: protocol, BackoffBase: 10 * time.Millisecond},
+				p, slog.New(slog.DiscardHandler))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }() // ends with cancel below
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+			}()
+			p.waitFor(t, "its configuration", func(p *proxyState) bool {
+				return slices.Equal(p.clusters, []string{"cds_egress_m_blue"}) && p.eps["cds_egress_m_blue"] == 1 && p.routes == 1
+			})
+			waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool {
+				for _, typ := range []string{"cds", "eds", "lds", "rds"} {
+					if ts := p.Types[typ]; ts.Acked == "" || ts.Acked != ts.Version {
+						return false
+					}
+				}
+				return true
+			})
+			pushes := func() string {
+				var s string
+				for _, typ := range []string{"cds", "eds", "lds", "rds"} {
+					s += fmt.Sprintf("%s=%v ", typ, testutil.ToFloat64(srv.hub.metrics.pushes.WithLabelValues(typ)))
+				}
+				return s
+			}
+			before := pushes()
+			putInstance(t, st, "blue", "blue-2", "10.0.0.2")
+			p.waitFor(t, "the new endpoint", func(p *proxyState) bool { return p.eps["cds_egress_m_blue"] == 2 })
+			after := pushes()
+			// One EDS push, nothing else.
+			if want := bumpEDS(t, before); after != want {
+				t.Fatalf("pushes %s, then %s; want %s", before, after, want)
+			}
+		})
+	}
+}
+
+// bumpEDS is a pushes() string with one more EDS push.
+func bumpEDS(t *testing.T, s string) string {
+	t.Helper()
+	var cds, eds, lds, rds float64
+	if _, err := fmt.Sscanf(s, "cds=%v eds=%v lds=%v rds=%v ", &cds, &eds, &lds, &rds); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("cds=%v eds=%v lds=%v rds=%v ", cds, eds+1, lds, rds)
+}

@@ -1,0 +1,545 @@
+package server
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// Recomputing identities (the core's work, core.go): translate in
+// parallel, marshal and intern by content, validate each distinct
+// resource once, install the snapshots.
+
+// result is one identity's translation, computed by a worker.
+type result struct {
+	closeErr error
+	err      error
+	grpc     bool // translate.ForGRPC: the rules its resources are checked by
+	items    [numTypes][]item
+	deps     []appmesh.Ref
+	eps      []nodeRef
+	sources  []translate.EndpointSource
+	// endpointsOnly: computeEndpoints rebuilt assignments, nothing was
+	// translated; secretsOnly: only the secrets are rebuilt.
+	endpointsOnly bool
+	secretsOnly   bool
+	// secrets and leafDNS are what the secrets are built from; cert and
+	// certErr what they hold (snapshot.cert, certErr).
+	secrets []translate.SecretRef
+	leafDNS []string
+	cert    *CertificateStatus
+	certErr string
+}
+
+// task is one identity to recompute.
+type task struct {
+	id translate.Identity
+	// eps, when set, are the nodes whose Cloud Map endpoints changed,
+	// and nothing else id reads did since its snapshot was translated:
+	// only the assignments built from them are rebuilt. Shared by the
+	// tasks of a batch; only read.
+	eps map[nodeRef]struct{}
+	// secretsOnly: nothing id reads changed, only its secrets are rebuilt
+	// (a leaf renewal, a CA change).
+	secretsOnly bool
+}
+
+// whole is a task per identity, each translated whole.
+func whole(ids []translate.Identity) []task {
+	tasks := make([]task, len(ids))
+	for i, id := range ids {
+		tasks[i].id = id
+	}
+	return tasks
+}
+
+// item is one marshalled resource before interning.
+type item struct {
+	name  string
+	sum   [sha256.Size]byte
+	value []byte // nil when an entry with sum already exists
+	key   bool   // entry.key
+	// facts is what translate.CheckResource found, nil until checked;
+	// msg is the resource to check meanwhile.
+	facts *translate.Facts
+	msg   proto.Message
+	check *checkJob // the check that fills facts
+}
+
+// checkJob is one translate.CheckResource call, shared by every item
+// with the same content and gRPC flag.
+type checkJob struct {
+	msg   proto.Message
+	grpc  bool
+	facts translate.Facts
+	err   error
+}
+
+type checkKey struct {
+	sum  [sha256.Size]byte
+	grpc bool
+}
+
+// recompute runs the tasks and installs their snapshots. The
+// translations run in parallel (they only read the views, the proxies and
+// the interned entries), then the checks of the resources not seen
+// before, in parallel too; installing is sequential. at is the commit
+// time of the writes that caused it, zero when none did (a proxy
+// connecting).
+func (c *machine) recompute(tasks []task, at, now time.Time) {
+	if len(tasks) == 0 {
+		return
+	}
+	results := make([]result, len(tasks))
+	built := &assignments{m: map[assignmentKey]*assignment{}}
+	sh := &shared{memo: translate.NewMemo(), sums: map[proto.Message]marshalled{}}
+	// One marshalling buffer per worker: most resources are already
+	// interned and need no bytes of their own.
+	bufs := make([][]byte, c.workers(len(tasks)))
+	c.run(len(tasks), func(w, i int) {
+		if tasks[i].secretsOnly {
+			results[i] = c.sameResources(tasks[i].id)
+		} else if tasks[i].eps != nil {
+			results[i] = c.computeEndpoints(tasks[i].id, tasks[i].eps, built, sh, &bufs[w])
+		} else {
+			results[i] = c.compute(tasks[i].id, sh, &bufs[w])
+		}
+	})
+	c.metrics.sharedEgress.Add(float64(sh.memo.Shared()))
+	c.check(results)
+	c.preissue(tasks, results, now)
+	for i := range results {
+		if r := &results[i]; r.err == nil && r.closeErr == nil {
+			c.buildSecrets(tasks[i].id, r, now)
+		}
+	}
+	// References are dropped only once every result is installed: a
+	// result carries no bytes for a resource that was interned when it
+	// was computed, so no entry may disappear before the whole batch
+	// holds its references.
+	var drops []drop
+	for i, t := range tasks {
+		drops = c.install(t.id, &results[i], at, drops)
+	}
+	for _, d := range drops {
+		c.release(d.s, d.next)
+	}
+	c.metrics.interned.Set(float64(len(c.entries)))
+}
+
+// shared is what the translations of one batch share: the translator's
+// Memo, and the marshalled form of each message it handed to several
+// identities (the same pointer), so that each is marshalled and hashed
+// once.
+type shared struct {
+	memo *translate.Memo
+	mu   sync.Mutex
+	sums map[proto.Message]marshalled
+}
+
+type marshalled struct {
+	sum   [sha256.Size]byte
+	value []byte // nil when the message was already interned
+}
+
+// compute translates one identity and marshals its resources, in buf
+// (the worker's, grown as needed). It must not write to the machine's state:
+// it runs on a worker.
+func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r result) {
+	// A translator bug met by one mesh's input must not take the control
+	// plane down: the proxy keeps its configuration and shows the error.
+	defer func() {
+		if p := recover(); p != nil {
+			r = result{err: fmt.Errorf("translate panicked: %v", p)}
+		}
+	}()
+	k := meshKey{id.MeshOwner, id.Mesh}
+	ms := c.meshes[k]
+	if !ms.exists(id) {
+		r.closeErr = status.Errorf(codes.NotFound, "%s %s in mesh %s was deleted", id.Kind, id.Name, id.Mesh)
+		return r
+	}
+	res, err := c.translate(ms.view, id, sh.memo)
+	if errors.Is(err, translate.ErrNotFound) {
+		r.closeErr = status.Error(codes.NotFound, err.Error())
+		return r
+	}
+	if err != nil {
+		r.err = fmt.Errorf("translate: %w", err)
+		return r
+	}
+	r.grpc = translate.ForGRPC(res)
+	r.sources = res.EndpointSources
+	r.secrets, r.leafDNS = res.Secrets, res.LeafDNSNames
+	lists := [numTypes][]proto.Message{
+		typeCluster:  make([]proto.Message, 0, len(res.Clusters)),
+		typeEndpoint: make([]proto.Message, 0, len(res.Endpoints)),
+		typeListener: make([]proto.Message, 0, len(res.Listeners)),
+		typeRoute:    make([]proto.Message, 0, len(res.Routes)),
+	}
+	for _, m := range res.Clusters {
+		lists[typeCluster] = append(lists[typeCluster], m)
+	}
+	for _, m := range res.Endpoints {
+		lists[typeEndpoint] = append(lists[typeEndpoint], m)
+	}
+	for _, m := range res.Listeners {
+		lists[typeListener] = append(lists[typeListener], m)
+	}
+	for _, m := range res.Routes {
+		lists[typeRoute] = append(lists[typeRoute], m)
+	}
+	for t, list := range lists {
+		r.items[t] = make([]item, 0, len(list))
+		for _, m := range list {
+			sh.mu.Lock()
+			mm, ok := sh.sums[m]
+			sh.mu.Unlock()
+			if !ok {
+				// Deterministic, so that equal resources hash equal.
+				b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
+				if err != nil {
+					r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
+					return r
+				}
+				*buf = b
+				mm.sum = sha256.Sum256(b)
+				if c.entries[mm.sum] == nil {
+					mm.value = slices.Clone(b)
+				}
+				sh.mu.Lock()
+				sh.sums[m] = mm
+				sh.mu.Unlock()
+			}
+			it := item{name: cache.GetResourceName(m), sum: mm.sum, msg: m}
+			if e := c.entries[it.sum]; e != nil {
+				it.facts = e.facts[index(r.grpc)]
+			} else {
+				it.value = mm.value
+			}
+			r.items[t] = append(r.items[t], it)
+		}
+		slices.SortFunc(r.items[t], func(a, b item) int { return strings.Compare(a.name, b.name) })
+	}
+	// The identity's own resource and its mesh are dependencies whatever
+	// the translator reports: their deletion must reach the proxy.
+	r.deps = append(slices.Clone(res.Deps),
+		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: appmesh.KindMesh, Name: id.Mesh},
+		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: id.Kind, Name: id.Name})
+	for _, n := range res.EndpointsOf {
+		r.eps = append(r.eps, nodeRef{k, n})
+	}
+	return r
+}
+
+// computeEndpoints is compute for an identity whose Cloud Map endpoints
+// alone changed, on the nodes in changed: its snapshot's resources, with
+// the assignments built from those nodes' endpoints rebuilt
+// (translate.LoadAssignment). It must not write to the machine's state: it
+// runs on a worker.
+func (c *machine) computeEndpoints(id translate.Identity, changed map[nodeRef]struct{}, built *assignments, sh *shared, buf *[]byte) (r result) {
+	defer func() {
+		if p := recover(); p != nil {
+			r = result{err: fmt.Errorf("build endpoints panicked: %v", p)}
+		}
+	}()
+	k := meshKey{id.MeshOwner, id.Mesh}
+	p := c.proxies[id]
+	for _, n := range p.eps {
+		_, dirty := changed[n]
+		if dirty && !slices.ContainsFunc(p.sources, func(s translate.EndpointSource) bool { return s.Node == n.name }) {
+			// The translator read these endpoints but did not say where
+			// they went: only a whole translation can follow them.
+			return c.compute(id, sh, buf)
+		}
+	}
+	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, secrets: p.secrets, leafDNS: p.leafDNS, endpointsOnly: true}
+	g := index(p.grpc)
+	for t := range numTypes {
+		if t == typeSecret {
+			continue // rebuilt by buildSecrets
+		}
+		old := p.snap.types[t].entries
+		r.items[t] = make([]item, len(old))
+		for i, e := range old {
+			if c.checkResource != nil && e.facts[g] == nil {
+				// Not checked as this proxy's kind (validation was off
+				// when it was interned): translate whole, which checks.
+				return c.compute(id, sh, buf)
+			}
+			r.items[t][i] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
+		}
+	}
+	for i := range r.items[typeEndpoint] {
+		it := &r.items[typeEndpoint][i]
+		j, ok := slices.BinarySearchFunc(p.sources, it.name, func(s translate.EndpointSource, name string) int { return strings.Compare(s.Cluster, name) })
+		if !ok {
+			continue // read no endpoints
+		}
+		src := p.sources[j]
+		if _, ok := changed[nodeRef{k, src.Node}]; !ok {
+			continue
+		}
+		a := built.get(k, src, c.meshes[k].view.Endpoints[src.Node])
+		if a.err != nil {
+			r.err = a.err
+			return r
+		}
+		*it = item{name: it.name, sum: a.sum, msg: a.msg}
+		if e := c.entries[it.sum]; e != nil {
+			it.facts = e.facts[g]
+		} else {
+			it.value = a.value
+		}
+	}
+	return r
+}
+
+// assignments are the ClusterLoadAssignments rebuilt in one batch, each
+// once, however many proxies hold it. Safe for concurrent use.
+type assignments struct {
+	mu sync.Mutex // protects m
+	m  map[assignmentKey]*assignment
+}
+
+type assignmentKey struct {
+	mesh meshKey
+	src  translate.EndpointSource
+}
+
+// assignment is one rebuilt ClusterLoadAssignment, marshalled; never
+// modified once built.
+type assignment struct {
+	msg   proto.Message
+	value []byte
+	sum   [sha256.Size]byte
+	err   error
+}
+
+// get returns the assignment src describes for the endpoints eps of its
+// node in mesh k, building it on first use.
+func (as *assignments) get(k meshKey, src translate.EndpointSource, eps []translate.Endpoint) *assignment {
+	key := assignmentKey{k, src}
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	if a := as.m[key]; a != nil {
+		return a
+	}
+	a := &assignment{msg: translate.LoadAssignment(src, eps)}
+	if a.value, a.err = (proto.MarshalOptions{Deterministic: true}).Marshal(a.msg); a.err != nil {
+		a.err = fmt.Errorf("marshal %s: %w", typeName(typeEndpoint), a.err)
+	}
+	a.sum = sha256.Sum256(a.value)
+	as.m[key] = a
+	return a
+}
+
+// check validates the results: translate.CheckResource, the costly part,
+// once per distinct resource (by content and gRPC flag) that no interned
+// entry has been checked as, in parallel; then translate.CheckRefs on each
+// result. A result that fails gets err and is not installed.
+func (c *machine) check(results []result) {
+	if c.checkResource == nil {
+		return
+	}
+	jobs := map[checkKey]*checkJob{}
+	var list []*checkJob
+	for i := range results {
+		r := &results[i]
+		if r.err != nil || r.closeErr != nil || r.secretsOnly {
+			continue
+		}
+		for t := range numTypes {
+			if t == typeSecret {
+				continue // built after the checks, from the CA
+			}
+			for j := range r.items[t] {
+				it := &r.items[t][j]
+				if it.facts != nil {
+					continue
+				}
+				k := checkKey{it.sum, r.grpc}
+				job := jobs[k]
+				if job == nil {
+					job = &checkJob{msg: it.msg, grpc: r.grpc}
+					jobs[k] = job
+					list = append(list, job)
+				}
+				it.check = job
+			}
+		}
+	}
+	c.run(len(list), func(_, i int) { list[i].run(c.checkResource) })
+	c.metrics.checks.Add(float64(len(list)))
+	for i := range results {
+		r := &results[i]
+		if r.err != nil || r.closeErr != nil || r.secretsOnly {
+			continue
+		}
+		var errs []error
+		var s translate.Summary
+		lists := [numTypes]*[]*translate.Facts{
+			typeCluster: &s.Clusters, typeEndpoint: &s.Endpoints, typeListener: &s.Listeners, typeRoute: &s.Routes,
+		}
+		for t := range numTypes {
+			if lists[t] == nil {
+				continue // secrets: not checked
+			}
+			*lists[t] = make([]*translate.Facts, len(r.items[t]))
+			for j := range r.items[t] {
+				it := &r.items[t][j]
+				if it.check != nil {
+					if it.check.err != nil {
+						errs = append(errs, it.check.err)
+					}
+					it.facts = &it.check.facts
+				}
+				(*lists[t])[j] = it.facts
+			}
+		}
+		if c.checkRefs != nil && len(errs) == 0 {
+			errs = append(errs, c.checkRefs(s))
+		}
+		if err := errors.Join(errs...); err != nil {
+			r.err = fmt.Errorf("validate: %w", err)
+		}
+	}
+}
+
+// run calls check on the job's resource; a panic is the job's error, as
+// a translator's is the translation's.
+func (j *checkJob) run(check func(proto.Message, bool) (translate.Facts, error)) {
+	defer func() {
+		if p := recover(); p != nil {
+			j.err = fmt.Errorf("check panicked: %v", p)
+		}
+	}()
+	j.facts, j.err = check(j.msg, j.grpc)
+}
+
+// index is 1 for true: entry.facts is indexed by the gRPC flag.
+func index(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// drop is a snapshot whose references to interned entries are to be
+// released, except for the types it shares with next.
+type drop struct{ s, next *snapshot }
+
+// install makes r the identity's snapshot and returns drops with the
+// snapshot it replaced, for the caller to release after the batch.
+func (c *machine) install(id translate.Identity, r *result, at time.Time, drops []drop) []drop {
+	p := c.proxies[id]
+	if p == nil {
+		return drops
+	}
+	switch {
+	case r.closeErr != nil:
+		if p.snap != nil {
+			drops = append(drops, drop{p.snap, nil})
+		}
+		p.snap = &snapshot{closeErr: r.closeErr}
+		c.out = append(c.out, update{id: id, snap: p.snap})
+		return drops
+	case r.err != nil:
+		c.metrics.translateErr.Inc()
+		if msg := r.err.Error(); msg != p.err {
+			p.err = msg
+			c.log.Error("proxy configuration not updated", "mesh", id.Mesh, "kind", id.Kind, "name", id.Name, "proxyless", id.Proxyless, "error", r.err)
+		}
+		c.out = append(c.out, update{id: id, err: r.err})
+		return drops
+	}
+	switch {
+	case r.endpointsOnly:
+		c.metrics.epUpdates.Inc()
+	case r.secretsOnly:
+	default:
+		c.metrics.translations.Inc()
+	}
+	// Secrets alone do not fix a failed translation: its error stays.
+	keepErr := r.secretsOnly && p.err != ""
+	if !keepErr {
+		p.err = ""
+	}
+	p.grpc, p.sources = r.grpc, r.sources
+	p.secrets, p.leafDNS = r.secrets, r.leafDNS
+	snap := &snapshot{cert: r.cert, certErr: r.certErr}
+	var prev *snapshot // the snapshot replaced, if it served resources
+	if p.snap != nil && p.snap.closeErr == nil {
+		prev = p.snap
+	}
+	g := index(r.grpc)
+	for t := range numTypes {
+		salt := ""
+		if t == typeEndpoint {
+			// EDS follows every cluster change, even when the endpoints
+			// are the same: Envoy re-warms a changed cluster and waits for
+			// its endpoints (App Mesh roadmap #192).
+			salt = snap.types[typeCluster].version
+		}
+		version := versionOfItems(r.items[t], salt)
+		if prev != nil && prev.types[t].version == version {
+			// Unchanged: share the type with the previous snapshot (never
+			// modified); release below leaves its references alone.
+			snap.types[t] = prev.types[t]
+			continue
+		}
+		ts := &snap.types[t]
+		ts.version = version
+		ts.changedAt = at
+		ts.full = &fullResponse{}
+		ts.entries = make([]*entry, len(r.items[t]))
+		ts.byName = make(map[string]*entry, len(r.items[t]))
+		for i, it := range r.items[t] {
+			e := c.entries[it.sum]
+			if e == nil {
+				e = newEntry(t, it.name, it.sum, it.key, it.value)
+				c.entries[it.sum] = e
+			}
+			if e.facts[g] == nil {
+				e.facts[g] = it.facts
+			}
+			e.refs++
+			ts.entries[i] = e
+			ts.byName[e.name] = e
+		}
+	}
+	c.setDeps(id, p, r.deps, r.eps)
+	p.snap = snap
+	c.out = append(c.out, update{id: id, snap: snap, keepErr: keepErr})
+	if prev != nil {
+		drops = append(drops, drop{prev, snap})
+	}
+	return drops
+}
+
+// release drops a snapshot's references to interned entries, except for
+// the types it shares with next (nil: none).
+func (c *machine) release(s, next *snapshot) {
+	for t := range numTypes {
+		if next != nil && next.types[t].version == s.types[t].version {
+			continue // shared: install shares a type whose version is unchanged
+		}
+		for _, e := range s.types[t].entries {
+			if e.refs--; e.refs == 0 {
+				delete(c.entries, e.sum)
+			}
+		}
+	}
+}

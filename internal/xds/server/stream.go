@@ -1,0 +1,483 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	xdsstream "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// stream is one ADS stream (one proxy replica), state of the world or
+// delta: both are served from the identity's one snapshot. Its state is
+// owned by the stream's goroutine (ads.go), which handles each request
+// and, when woken (poke), works out what to send; mu guards the fields
+// that Server.Proxies reads from other goroutines.
+//
+// The protocol rules, those of go-control-plane's servers:
+//   - A request whose nonce is not the latest response's of its type is
+//     stale: state of the world ignores it; delta keeps its subscription
+//     changes but not its ACK.
+//   - Types go out in the order SDS, CDS, EDS, LDS, RDS: while a type's
+//     latest response is not ACKed and the client does not hold the
+//     current version, the types after it wait, so that a route never
+//     arrives before the cluster it names.
+//   - A NACK parks the type: the client is treated as holding what it
+//     rejected, so nothing is resent until a new snapshot.
+//   - A snapshot with closeErr closes the stream with it.
+type stream struct {
+	id          int64
+	delta       bool
+	connectedAt time.Time
+	// wake (cap 1) is written by the hub when the identity's snapshot
+	// changes and read by the stream's goroutine; never closed.
+	wake chan struct{}
+
+	// Set by identify on the stream's goroutine. is is read under
+	// hub.mu by Proxies (identify sets it holding hub.mu).
+	is   *identState
+	log  *slog.Logger
+	seen *snapshot // the identity's snapshot the stream last looked at
+	// nonce counts the responses sent, for their nonces.
+	nonce int64
+
+	mu     sync.Mutex // protects the fields below, which Proxies reads
+	node   *core.Node
+	nodeID string
+	ident  translate.Identity
+	// proven: the stream proved its identity (Options.Authorize);
+	// secretsOK: it may be sent secrets holding a key (proven, or
+	// Options.InsecureSecrets).
+	proven    bool
+	secretsOK bool
+	types     [numTypes]streamType
+}
+
+// streamType is what one stream knows and was sent of one type.
+type streamType struct {
+	subscribed bool // the client asked for this type at least once
+	sub        xdsstream.Subscription
+	// awaiting: a response went out and no request answered its nonce
+	// (sentNonce) yet.
+	awaiting bool
+	// known is the version the client holds for deciding whether to
+	// answer: the version of its last request, or after a NACK the
+	// version it rejected (parking). State of the world only.
+	known       string
+	sentVersion string
+	sentNonce   string
+	// current is a version for which the subscription was found to need
+	// nothing: it holds until the next request changes the subscription.
+	current string
+	// absent (delta) holds the subscribed names the client was told do
+	// not exist, in a response's removed_resources.
+	absent map[string]struct{}
+	// pending is the commit time of the oldest write that changed this
+	// type and that the client has not yet ACKed; zero when none.
+	pending    time.Time
+	acked      string
+	ackedAt    time.Time
+	lastNack   *NackStatus
+	lastPushAt time.Time
+}
+
+// poke wakes the stream's goroutine; a wake-up already pending covers
+// this one too.
+func (s *stream) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// request is what a SotW or delta request says about one type.
+type request struct {
+	typeURL   string
+	nonce     string
+	errDetail *rpcstatus.Status
+	version   string            // SotW: version_info
+	names     []string          // SotW: resource_names
+	subscribe []string          // delta
+	unsub     []string          // delta
+	initial   map[string]string // delta: initial_resource_versions
+}
+
+// handle applies one request of the stream; an error (a gRPC status)
+// closes the stream. Called on its goroutine.
+func (s *stream) handle(ctx context.Context, c *hub, req request) error {
+	t := typeIndex(req.typeURL)
+	if t < 0 {
+		return nil // a type weft does not serve (RTDS, ...): never answered
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer c.bump()
+	st := &s.types[t]
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("request", "type", typeName(t), "version", req.version, "nonce", req.nonce, "names", req.names, "subscribe", req.subscribe, "unsubscribe", req.unsub, "nack", req.errDetail != nil)
+	}
+	stale := st.awaiting && req.nonce != st.sentNonce
+	if stale && !s.delta {
+		// Sent before the client saw our last response: go-control-plane
+		// ignores it, and so do we.
+		return nil
+	}
+	// Delta subscription changes are increments: even a stale request's
+	// must be kept.
+	first := !st.subscribed
+	st.subscribed = true
+	st.current = ""
+	switch {
+	case !s.delta && first:
+		// Legacy wildcard stays on: Envoy's first LDS and CDS requests
+		// name nothing and mean everything.
+		st.sub = xdsstream.NewSotwSubscription(req.names, true)
+	case !s.delta:
+		ownReturned(&st.sub, req.names)
+		st.sub.SetResourceSubscription(req.names)
+	case first:
+		st.sub = xdsstream.NewDeltaSubscription(req.subscribe, req.unsub, req.initial, true)
+	default:
+		st.sub.UpdateResourceSubscriptions(req.subscribe, req.unsub)
+		for _, n := range req.unsub {
+			delete(st.absent, n)
+		}
+	}
+	if n := len(st.sub.SubscribedResources()); n > maxSubscribedNames {
+		c.metrics.rejected.WithLabelValues(codes.ResourceExhausted.String()).Inc()
+		s.log.Info("closing stream", "error", "too many names subscribed", "type", typeName(t), "names", n)
+		return status.Errorf(codes.ResourceExhausted, "%s: %d resource names subscribed on one stream, more than the limit of %d", typeName(t), n, maxSubscribedNames)
+	}
+	if stale {
+		return nil
+	}
+	answer := st.awaiting
+	st.awaiting = false
+	switch {
+	case !answer:
+		// A subscription (new, or new names) before any response or
+		// after the last one was answered. A first version may come from
+		// an earlier stream (a reconnect): if it is ours, the client
+		// holds exactly our resources.
+		if req.nonce == "" && !s.delta {
+			st.known = req.version
+		}
+	case req.errDetail != nil:
+		st.known = st.sentVersion // park: do not resend what was rejected
+		st.pending = time.Time{}
+		n := &NackStatus{Type: typeName(t), Version: st.sentVersion, Message: clipTo(req.errDetail.GetMessage(), nackMessageMax), At: time.Now()}
+		st.lastNack = n
+		c.metrics.nacks.WithLabelValues(n.Type).Inc()
+		if s.is != nil && s.is.firstNack(t, n.Version) {
+			s.log.Warn("proxy rejected configuration", "type", n.Type, "version", n.Version, "error", clip(req.errDetail.GetMessage()))
+		}
+	default:
+		version := req.version
+		if s.delta {
+			version = st.sentVersion // delta ACKs name no version: the response's
+		}
+		st.known = version
+		st.acked = version
+		st.ackedAt = time.Now()
+		c.metrics.acks.WithLabelValues(typeName(t)).Inc()
+		if snap := s.seen; !st.pending.IsZero() && snap != nil && snap.types[t].version == st.acked {
+			c.metrics.writeToAck.WithLabelValues(typeName(t)).Observe(st.ackedAt.Sub(st.pending).Seconds())
+			st.pending = time.Time{}
+		}
+	}
+	return nil
+}
+
+// ownReturned gives sub a map of its own for its returned resources
+// before a new subscription of names would delete some from it: the map
+// may be a fullResponse's, shared by every stream sent it.
+func ownReturned(sub *xdsstream.Subscription, names []string) {
+	returned := sub.ReturnedResources()
+	if len(names) == 0 || len(returned) == 0 || slices.Contains(names, "*") {
+		return // SetResourceSubscription deletes nothing
+	}
+	for name := range returned {
+		if !slices.Contains(names, name) {
+			sub.SetReturnedResources(maps.Clone(returned))
+			return
+		}
+	}
+}
+
+// notice takes the identity's current snapshot: each type a write changed
+// since the stream last looked starts waiting for the client's ACK (the
+// write-to-ACK metric). Called with mu held.
+func (s *stream) notice(snap *snapshot) {
+	old := s.seen
+	s.seen = snap
+	if old == snap {
+		return
+	}
+	for t := range numTypes {
+		nt := &snap.types[t]
+		if old != nil && old.types[t].version == nt.version || nt.changedAt.IsZero() {
+			continue
+		}
+		// A type the stream has not asked for yet is not waited on: its
+		// first response answers the subscription, not the write.
+		if st := &s.types[t]; st.subscribed && st.pending.IsZero() && st.known != nt.version {
+			st.pending = nt.changedAt
+		}
+	}
+}
+
+// outgoing is one response to send: SotW or delta.
+type outgoing struct {
+	sotw  *discovery.DiscoveryResponse
+	delta *discovery.DeltaDiscoveryResponse
+}
+
+// next appends to out the responses the stream should be sent now, in
+// type order, and records them as sent; a non-nil error (a gRPC status)
+// closes the stream. Called on the stream's goroutine.
+func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
+	if s.is == nil {
+		return out, nil
+	}
+	snap := s.is.snap.Load()
+	if snap == nil {
+		return out, nil
+	}
+	if snap.closeErr != nil {
+		s.log.Info("closing stream", "error", snap.closeErr)
+		return out, snap.closeErr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notice(snap)
+	for t := range numTypes {
+		st := &s.types[t]
+		if !st.subscribed {
+			continue
+		}
+		ts := &snap.types[t]
+		if st.awaiting {
+			// Sent and not yet answered. Sent the current version: the
+			// next type may follow. Owes a newer one: the types after it
+			// wait.
+			if st.sentVersion != ts.version && st.known != ts.version {
+				return out, nil
+			}
+			continue
+		}
+		if st.current == ts.version {
+			continue
+		}
+		var o outgoing
+		if s.delta {
+			o.delta = s.deltaResponse(t, ts)
+		} else if st.known != ts.version || newNames(st.sub, ts, s.hidesKeys(t)) {
+			o.sotw = s.sotwResponse(t, ts)
+		}
+		if o.sotw == nil && o.delta == nil {
+			st.current = ts.version
+			continue
+		}
+		s.nonce++
+		nonce := strconv.FormatInt(s.nonce, 10)
+		if o.sotw != nil {
+			o.sotw.Nonce = nonce
+		} else {
+			o.delta.Nonce = nonce
+		}
+		st.awaiting = true
+		st.sentVersion = ts.version
+		st.sentNonce = nonce
+		st.lastPushAt = time.Now()
+		c.metrics.pushes.WithLabelValues(typeName(t)).Inc()
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("push", "type", typeName(t), "version", ts.version, "wildcard", st.sub.IsWildcard(), "delta", s.delta)
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// hidesKeys reports whether type t of the stream leaves out the secrets
+// holding a key: the stream proved nothing (Options.Authorize) and is not
+// served insecurely.
+func (s *stream) hidesKeys(t int) bool { return t == typeSecret && !s.secretsOK }
+
+// newNames reports whether the client subscribes to a resource it has not
+// been sent on this stream; entries holding a key do not count when
+// hideKeys.
+func newNames(sub xdsstream.Subscription, ts *typeSnapshot, hideKeys bool) bool {
+	returned := sub.ReturnedResources()
+	if sub.IsWildcard() {
+		for _, e := range ts.entries {
+			if _, ok := returned[e.name]; !ok && !(hideKeys && e.key) {
+				return true
+			}
+		}
+		return false
+	}
+	for name := range sub.SubscribedResources() {
+		if e, ok := ts.byName[name]; !ok || (hideKeys && e.key) {
+			continue
+		}
+		if _, ok := returned[name]; !ok {
+			return true
+		}
+	}
+	return false
+}
+
+// sotwResponse is the state-of-the-world response of type t: what the
+// stream subscribes to and may have. Called with mu held.
+func (s *stream) sotwResponse(t int, ts *typeSnapshot) *discovery.DiscoveryResponse {
+	st := &s.types[t]
+	var anys []*anypb.Any
+	var returned map[string]string
+	switch {
+	case s.hidesKeys(t):
+		// Without the secrets holding a key: what the stream may have of
+		// what it asked for.
+		returned = make(map[string]string)
+		for _, e := range ts.entries {
+			if _, ok := st.sub.SubscribedResources()[e.name]; (ok || st.sub.IsWildcard()) && !e.key {
+				anys = append(anys, e.any)
+				returned[e.name] = ts.version
+			}
+		}
+	case st.sub.IsWildcard() || subscribesAll(st.sub, ts):
+		anys, returned = ts.full.get(ts)
+	default:
+		// Only what was asked for, in name order: a gRPC client asks for
+		// the listeners, routes and clusters it uses; asking for a
+		// resource that does not exist gets a response without it, which
+		// is how the client learns that it does not exist.
+		returned = make(map[string]string)
+		for _, e := range ts.entries {
+			if _, ok := st.sub.SubscribedResources()[e.name]; ok {
+				anys = append(anys, e.any)
+				returned[e.name] = ts.version
+			}
+		}
+	}
+	st.sub.SetReturnedResources(returned)
+	// A fresh DiscoveryResponse per stream: it carries the stream's nonce.
+	// The Anys inside are shared and only read.
+	return &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)}
+}
+
+// deltaResponse is the delta response of type t: the subscribed resources
+// whose version the client does not hold, and the names it holds or asked
+// for that no longer (or never did) exist; nil when there is nothing to
+// say, except that a type's first response always goes out (the client
+// learns it holds the current state). Called with mu held.
+func (s *stream) deltaResponse(t int, ts *typeSnapshot) *discovery.DeltaDiscoveryResponse {
+	st := &s.types[t]
+	hide := s.hidesKeys(t)
+	returned := st.sub.ReturnedResources()
+	var res []*discovery.Resource
+	var removed []string
+	send := func(e *entry) {
+		if hide && e.key {
+			return
+		}
+		if v, ok := returned[e.name]; ok && v == e.version {
+			return
+		}
+		res = append(res, e.res)
+		returned[e.name] = e.version
+	}
+	if st.sub.IsWildcard() {
+		for _, e := range ts.entries {
+			send(e)
+		}
+	}
+	for name := range st.sub.SubscribedResources() {
+		if e := ts.byName[name]; e != nil && !(hide && e.key) {
+			if !st.sub.IsWildcard() {
+				send(e)
+			}
+			continue
+		}
+		if _, told := st.absent[name]; told {
+			continue
+		}
+		if _, held := returned[name]; held {
+			continue // removed below
+		}
+		if st.absent == nil {
+			st.absent = map[string]struct{}{}
+		}
+		st.absent[name] = struct{}{}
+		removed = append(removed, name)
+	}
+	for name := range returned {
+		if e := ts.byName[name]; e != nil && !(hide && e.key) {
+			continue
+		}
+		delete(returned, name)
+		removed = append(removed, name)
+		if _, sub := st.sub.SubscribedResources()[name]; sub {
+			if st.absent == nil {
+				st.absent = map[string]struct{}{}
+			}
+			st.absent[name] = struct{}{}
+		}
+	}
+	if len(res) == 0 && len(removed) == 0 && st.sentNonce != "" {
+		return nil
+	}
+	for _, e := range res {
+		delete(st.absent, e.GetName())
+	}
+	return &discovery.DeltaDiscoveryResponse{SystemVersionInfo: ts.version, Resources: res, RemovedResources: removed, TypeUrl: typeURL(t)}
+}
+
+// subscribesAll reports whether a subscription names every resource of
+// ts, as Envoy's EDS and RDS subscriptions do.
+func subscribesAll(sub xdsstream.Subscription, ts *typeSnapshot) bool {
+	names := sub.SubscribedResources()
+	if len(names) < len(ts.entries) {
+		return false
+	}
+	for _, e := range ts.entries {
+		if _, ok := names[e.name]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// fullResponse is the resources of a response that carries every
+// resource of a typeSnapshot, built once and shared by every stream
+// sent it (the replicas of an identity): nobody modifies the slice or
+// the map, the streams and go-control-plane's Subscription included.
+type fullResponse struct {
+	once     sync.Once
+	anys     []*anypb.Any
+	returned map[string]string
+}
+
+// get returns the shared resources, building them on first use.
+func (f *fullResponse) get(ts *typeSnapshot) ([]*anypb.Any, map[string]string) {
+	f.once.Do(func() {
+		f.anys = make([]*anypb.Any, len(ts.entries))
+		f.returned = make(map[string]string, len(ts.entries))
+		for i, e := range ts.entries {
+			f.anys[i] = e.any
+			f.returned[e.name] = ts.version
+		}
+	})
+	return f.anys, f.returned
+}
