@@ -20,6 +20,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // deltaClient is a scripted delta ADS client.
@@ -309,4 +313,40 @@ func TestDeltaSubscriptionLimit(t *testing.T) {
 			t.Fatal("stream not closed")
 		}
 	}
+}
+
+// TestDeltaClusterChangeResendsItsAssignment: a cluster whose content
+// changes is followed by its assignment, though the assignment did not
+// change, as in state of the world: Envoy re-warms a changed cluster and
+// waits for its endpoints.
+func TestDeltaClusterChangeResendsItsAssignment(t *testing.T) {
+	st := colorStore(t)
+	// fakeTranslate, with every cluster's connect timeout longer while a
+	// virtual service slow.local exists.
+	tr := func(v *translate.View, id translate.Identity, m *translate.Memo) (*translate.Resources, error) {
+		r, err := fakeTranslate(v, id, m)
+		if err != nil {
+			return nil, err
+		}
+		r.Deps = append(r.Deps, appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: appmesh.KindVirtualService, Name: "slow.local"})
+		if v.VirtualServices["slow.local"] != nil {
+			for _, c := range r.Clusters {
+				c.ConnectTimeout = durationpb.New(5 * time.Second)
+			}
+		}
+		return r, nil
+	}
+	srv := startServer(t, st, tr)
+	c := dialDelta(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+	deltaStart(t, c)
+	putService(t, st, "m", "slow.local", "")
+	cds := c.next()
+	expectDelta(t, cds, cdsType, []string{"cds_egress_m_blue"}, nil)
+	eds := c.next()
+	expectDelta(t, eds, edsType, []string{"cds_egress_m_blue"}, nil)
+	c.ack(cds)
+	c.ack(eds)
+	// An endpoint write after it: the assignment alone, as usual.
+	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
+	expectDelta(t, c.next(), edsType, []string{"cds_egress_m_blue"}, nil)
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -282,7 +283,7 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		}
 		var o outgoing
 		if s.delta {
-			o.delta = s.deltaResponse(t, ts)
+			o.delta = s.deltaResponse(t, ts, &snap.types[typeCluster])
 		} else if st.known != ts.version || newNames(st.sub, ts, s.hidesKeys(t)) {
 			o.sotw = s.sotwResponse(t, ts)
 		}
@@ -381,8 +382,11 @@ func (s *stream) sotwResponse(t int, ts *typeSnapshot) *discovery.DiscoveryRespo
 // whose version the client does not hold, and the names it holds or asked
 // for that no longer (or never did) exist; nil when there is nothing to
 // say, except that a type's first response always goes out (the client
-// learns it holds the current state). Called with mu held.
-func (s *stream) deltaResponse(t int, ts *typeSnapshot) *discovery.DeltaDiscoveryResponse {
+// learns it holds the current state). clusters is the snapshot's CDS: an
+// assignment's version includes its cluster's, so that a changed cluster
+// is followed by its assignment, as in state of the world (Envoy re-warms
+// a changed cluster and waits for its endpoints). Called with mu held.
+func (s *stream) deltaResponse(t int, ts, clusters *typeSnapshot) *discovery.DeltaDiscoveryResponse {
 	st := &s.types[t]
 	hide := s.hidesKeys(t)
 	returned := st.sub.ReturnedResources()
@@ -392,11 +396,19 @@ func (s *stream) deltaResponse(t int, ts *typeSnapshot) *discovery.DeltaDiscover
 		if hide && e.key {
 			return
 		}
-		if v, ok := returned[e.name]; ok && v == e.version {
+		version, salt := e.version, ""
+		if c := clusters.byName[e.name]; t == typeEndpoint && c != nil {
+			salt = c.version
+		}
+		if v, ok := returned[e.name]; ok && saltedIs(v, version, salt) {
 			return
 		}
-		res = append(res, e.res)
-		returned[e.name] = e.version
+		r := e.res
+		if salt != "" {
+			r = &discovery.Resource{Name: e.name, Version: version + "." + salt, Resource: e.any}
+		}
+		res = append(res, r)
+		returned[e.name] = r.GetVersion()
 	}
 	if st.sub.IsWildcard() {
 		for _, e := range ts.entries {
@@ -442,6 +454,15 @@ func (s *stream) deltaResponse(t int, ts *typeSnapshot) *discovery.DeltaDiscover
 		delete(st.absent, e.GetName())
 	}
 	return &discovery.DeltaDiscoveryResponse{SystemVersionInfo: ts.version, Resources: res, RemovedResources: removed, TypeUrl: typeURL(t)}
+}
+
+// saltedIs reports whether v is version, or version "." salt when salt
+// is set, without building the latter.
+func saltedIs(v, version, salt string) bool {
+	if salt == "" {
+		return v == version
+	}
+	return len(v) == len(version)+1+len(salt) && strings.HasPrefix(v, version) && v[len(version)] == '.' && strings.HasSuffix(v, salt)
 }
 
 // subscribesAll reports whether a subscription names every resource of
