@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
 
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/etcd"
 	"github.com/weftmesh/weft/internal/store/etcdtest"
 )
 
@@ -155,5 +158,35 @@ func TestBackupNeedsItsAction(t *testing.T) {
 	r = e.signedDo(t, "GET", "/v1/backup", "", "AKIDADMIN", "admin-secret", "weft", time.Now())
 	if r.status != http.StatusOK || !strings.Contains(string(r.body), `"format":"weft-backup"`) || !strings.Contains(string(r.body), `"end":true`) {
 		t.Fatalf("backup by the administrator: %d %.200s", r.status, r.body)
+	}
+}
+
+// wrappedStore is how the server decorates its store (tracing, metrics):
+// a struct embedding store.Store that overrides nothing.
+type wrappedStore struct{ store.Store }
+
+// TestReadyzThroughStoreWrapper: /readyz follows the etcd store's health
+// when the handler gets the store behind a wrapper; a check that looked
+// for Ping with a type assertion saw none there and answered 200 "ready"
+// with the only member paused.
+func TestReadyzThroughStoreWrapper(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	st, err := etcd.Open(t.Context(), etcd.Options{Endpoints: c.Endpoints(), RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := newStoreHealth(wrappedStore{st})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", h.readyz)
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+
+	waitStatus(t, ts.URL+"/readyz", http.StatusOK, 10*time.Second)
+	c.Members[0].Pause()
+	defer c.Members[0].Resume()
+	body := waitStatus(t, ts.URL+"/readyz", http.StatusServiceUnavailable, 10*time.Second)
+	if !strings.Contains(body, "store unreachable") {
+		t.Fatalf("/readyz body %q does not say why", body)
 	}
 }

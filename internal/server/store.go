@@ -89,11 +89,6 @@ func openBolt(path string, log *slog.Logger) (store.Store, error) {
 	return st, nil
 }
 
-// pinger is a store that can tell whether it is reachable now (etcd).
-type pinger interface {
-	Ping(ctx context.Context) error
-}
-
 // storeHealthTTL is how long one check of the store's connection answers
 // /healthz and /readyz, so that frequent probes cost one etcd read.
 const storeHealthTTL = time.Second
@@ -102,7 +97,7 @@ const storeHealthTTL = time.Second
 // in the body) and /readyz (503 while the store cannot be reached, so that
 // a load balancer sends API calls to another replica).
 type storeHealth struct {
-	p pinger // nil: an embedded store, always reachable
+	st store.Store
 
 	mu      sync.Mutex // protects the fields below
 	checked time.Time
@@ -110,14 +105,10 @@ type storeHealth struct {
 }
 
 func newStoreHealth(st store.Store) *storeHealth {
-	p, _ := st.(pinger)
-	return &storeHealth{p: p}
+	return &storeHealth{st: st}
 }
 
 func (h *storeHealth) check(ctx context.Context) error {
-	if h.p == nil {
-		return nil
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if time.Since(h.checked) < storeHealthTTL {
@@ -125,7 +116,7 @@ func (h *storeHealth) check(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	h.err = h.p.Ping(cctx)
+	h.err = h.st.Ping(cctx)
 	h.checked = time.Now()
 	return h.err
 }

@@ -94,6 +94,14 @@ type Store interface {
 	// resynchronises the same way.
 	Watch(ctx context.Context, prefix string, from Revision) (<-chan Change, error)
 
+	// Ping tells whether the store can serve a consistent read now: nil,
+	// or an error wrapping ErrUnavailable (etcd without a quorum this
+	// replica reaches) or ErrClosed. It is part of Store, not an optional
+	// interface, so that a wrapper embedding a Store (tracing, metrics)
+	// keeps it: a type assertion on the wrapper would miss it and make an
+	// unreachable store look healthy.
+	Ping(ctx context.Context) error
+
 	// Close releases the store. Pending Update calls fail with ErrClosed.
 	Close() error
 }

@@ -143,6 +143,16 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
+// Ping implements store.Store: an embedded store is reachable while open.
+func (s *Store) Ping(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	return ctx.Err()
+}
+
 // View implements store.Store.
 func (s *Store) View(ctx context.Context, fn func(store.Tx) error) (store.Revision, error) {
 	if err := ctx.Err(); err != nil {

@@ -216,8 +216,9 @@ func (s *Store) isClosed() bool {
 	}
 }
 
-// Ping reads the format key with a linearizable read: it succeeds only
-// when the cluster has a quorum this client reaches.
+// Ping implements store.Store: it reads the format key with a
+// linearizable read, which succeeds only when the cluster has a quorum
+// this client reaches.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
