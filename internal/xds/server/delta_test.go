@@ -350,3 +350,36 @@ func TestDeltaClusterChangeResendsItsAssignment(t *testing.T) {
 	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
 	expectDelta(t, c.next(), edsType, []string{"cds_egress_m_blue"}, nil)
 }
+
+// TestDeltaStatusWhenNothingDiffers: a write that changes a type's
+// version for the identity but none of the resources a delta stream
+// subscribes to sends that stream nothing, and /v1/proxies then shows
+// the type ACKed at the new version: the client holds everything of it.
+// (It stayed at the old version, so a client waiting for convergence
+// waited for ever.)
+func TestDeltaStatusWhenNothingDiffers(t *testing.T) {
+	st := colorStore(t)
+	srv := startServer(t, st, fakeTranslate)
+	c := dialDelta(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+	deltaStart(t, c)
+	before := waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool {
+		return p.Types["eds"].Acked != "" && p.Types["eds"].Acked == p.Types["eds"].Version
+	}).Types["eds"].Version
+
+	// A second backend: a new cluster and its assignment, which the
+	// client does not subscribe to.
+	putNode(t, st, "m", "green")
+	putService(t, st, "m", "green.local", "green")
+	putNode(t, st, "m", "red", "blue.local", "green.local")
+	cds := c.next()
+	expectDelta(t, cds, cdsType, []string{"cds_egress_m_green"}, nil)
+	rds := c.next()
+	expectDelta(t, rds, rdsType, []string{"rds_egress_http_80"}, nil)
+	c.ack(cds)
+	c.ack(rds)
+	p := waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool {
+		eds := p.Types["eds"]
+		return eds.Version != before && eds.Acked == eds.Version && p.Types["cds"].Acked == p.Types["cds"].Version
+	})
+	t.Logf("eds %s -> %s, acked %s", before, p.Types["eds"].Version, p.Types["eds"].Acked)
+}

@@ -289,6 +289,13 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		}
 		if o.sotw == nil && o.delta == nil {
 			st.current = ts.version
+			if st.acked != "" && st.acked == st.sentVersion {
+				// The client ACKed what it was last sent and this version
+				// has nothing new for it (delta: no resource differs):
+				// it holds this version, and /v1/proxies says so.
+				st.acked = ts.version
+				st.pending = time.Time{}
+			}
 			continue
 		}
 		s.nonce++
