@@ -95,7 +95,15 @@ func TestTrafficSplit(t *testing.T) {
 		}
 		return string(b), err
 	}
-	waitUntil(t, 20*time.Second, "the route through the proxy", func() bool { _, err := call(); return err == nil })
+	// Both targets answer before the count starts: the proxy has both
+	// clusters' endpoints.
+	answered := map[string]bool{}
+	waitUntil(t, 20*time.Second, "both targets through the proxy", func() bool {
+		if got, err := call(); err == nil {
+			answered[got] = true
+		}
+		return answered["red"] && answered["blue"]
+	})
 	counts := map[string]int{}
 	const n = 500
 	for range n {
