@@ -231,7 +231,7 @@ func Run(t *testing.T, f Factory) {
 		revs := make([]store.Revision, n)
 		for i := 0; i < n; i++ {
 			wg.Add(1)
-			go func() {
+			go func() { // ends when its Update returns; waited for by wg
 				defer wg.Done()
 				r, err := s.Update(ctx, func(tx store.Tx) error {
 					kv, _, _ := tx.Get("counter")
@@ -321,7 +321,7 @@ func Run(t *testing.T, f Factory) {
 		won := 0
 		for i := 0; i < 16; i++ {
 			wg.Add(1)
-			go func() {
+			go func() { // ends when its Update returns; waited for by wg
 				defer wg.Done()
 				_, err := s.Update(ctx, func(tx store.Tx) error {
 					if _, ok, err := tx.Get("route/r1"); err != nil {
@@ -357,7 +357,7 @@ func Run(t *testing.T, f Factory) {
 		var wg sync.WaitGroup
 		for i := 0; i < 12; i++ {
 			wg.Add(1)
-			go func() {
+			go func() { // ends when its Update returns; waited for by wg
 				defer wg.Done()
 				_, err := s.Update(ctx, func(tx store.Tx) error {
 					n, err := tx.Count("q/")
@@ -394,7 +394,7 @@ func Run(t *testing.T, f Factory) {
 			put(t, s, parent, "m")
 			var wg sync.WaitGroup
 			wg.Add(2)
-			go func() {
+			go func() { // ends when its Update returns; waited for by wg
 				defer wg.Done()
 				_, err := s.Update(ctx, func(tx store.Tx) error {
 					kids, err := tx.List(parent+"/", "", 1)
@@ -410,7 +410,7 @@ func Run(t *testing.T, f Factory) {
 					t.Error(err)
 				}
 			}()
-			go func() {
+			go func() { // ends when its Update returns; waited for by wg
 				defer wg.Done()
 				_, err := s.Update(ctx, func(tx store.Tx) error {
 					if _, ok, err := tx.Get(parent); err != nil {
