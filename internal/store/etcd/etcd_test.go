@@ -161,7 +161,7 @@ func TestInterleavedConflicts(t *testing.T) {
 			attempts := make([]int, 2)
 			for i := 0; i < 2; i++ {
 				wg.Add(1)
-				go func() {
+				go func() { // ends when its Update returns; waited for by wg
 					defer wg.Done()
 					_, results[i] = s.Update(ctx, func(tx store.Tx) error {
 						attempts[i]++
