@@ -59,7 +59,7 @@ func (f *proxyObsFlags) resolve(arn string) (proxy.Observability, error) {
 		f.insecure = v == "1" || v == "true"
 	}
 	if f.tags {
-		mesh, typ, name, ok := proxy.ResourceOf(arn)
+		mesh, typ, name, ok := stats.ResourceOf(arn)
 		if !ok {
 			return o, fmt.Errorf("--stats-tags: the resource %q is not mesh/<mesh>/virtualNode|virtualGateway/<name>", arn)
 		}
@@ -88,7 +88,7 @@ func (f *proxyObsFlags) resolve(arn string) (proxy.Observability, error) {
 		o.StatsSink = sc
 	}
 	if f.exporter != "" {
-		mesh, typ, name, _ := proxy.ResourceOf(arn)
+		mesh, typ, name, _ := stats.ResourceOf(arn)
 		svc := name
 		if mesh != "" {
 			svc = mesh + "/" + name

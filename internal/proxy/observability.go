@@ -112,7 +112,7 @@ func (p *Proxy) tracingFilters(info httpconn.HCMInfo) ([]httpconn.Filter, error)
 	if info.Tracing.GetProvider() == nil {
 		return nil, nil
 	}
-	mesh, typ, name, _ := ResourceOf(p.cfg.ResourceARN)
+	mesh, typ, name, _ := stats.ResourceOf(p.cfg.ResourceARN)
 	svc := name
 	if mesh != "" {
 		svc = mesh + "/" + name
@@ -158,29 +158,6 @@ func (p *Proxy) providerTracer(cfg tracing.Config) (*tracing.Tracer, error) {
 	return t, nil
 }
 
-// ResourceOf splits an App Mesh resource ARN (or mesh/<m>/<type>/<name>)
-// into the mesh, the stats-tag type (virtual_node, virtual_gateway) and
-// the name; ok is false when the ARN has another shape.
-func ResourceOf(arn string) (mesh, typ, name string, ok bool) {
-	i := strings.Index(arn, "mesh/")
-	if i < 0 {
-		return "", "", "", false
-	}
-	parts := strings.Split(arn[i+len("mesh/"):], "/")
-	if len(parts) != 3 || parts[0] == "" || parts[2] == "" {
-		return "", "", "", false
-	}
-	switch parts[1] {
-	case "virtualNode":
-		typ = "virtual_node"
-	case "virtualGateway":
-		typ = "virtual_gateway"
-	default:
-		return "", "", "", false
-	}
-	return parts[0], typ, parts[2], true
-}
-
 // Defaults of the App Mesh image's variables.
 const (
 	defaultStatsdAddress    = "127.0.0.1"
@@ -223,7 +200,7 @@ func ObservabilityFromEnv(lookup func(string) (string, bool), arn string) (Obser
 			errs = append(errs, fmt.Errorf("env %s: Envoy configuration files do not apply to weft proxy; use the variables or flags in docs/observability.md", k))
 		}
 	}
-	mesh, typ, name, haveRes := ResourceOf(arn)
+	mesh, typ, name, haveRes := stats.ResourceOf(arn)
 	if on("ENABLE_ENVOY_STATS_TAGS") {
 		if !haveRes {
 			errs = append(errs, fmt.Errorf("env ENABLE_ENVOY_STATS_TAGS: the resource %q is not mesh/<mesh>/virtualNode|virtualGateway/<name>", arn))

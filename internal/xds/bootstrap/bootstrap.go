@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -204,7 +205,7 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 // did from the same variables.
 func addStats(b *bootstrapv3.Bootstrap, c Config) error {
 	if c.StatsTags {
-		mesh, typ, name, ok := resourceOf(c.ResourceARN)
+		mesh, typ, name, ok := stats.ResourceOf(c.ResourceARN)
 		if !ok {
 			return fmt.Errorf("stats tags: resource %q is not mesh/<mesh>/virtualNode|virtualGateway/<name>", c.ResourceARN)
 		}
@@ -237,27 +238,6 @@ func addStats(b *bootstrapv3.Bootstrap, c Config) error {
 		b.StatsFlushInterval = durationpb.New(d.FlushInterval)
 	}
 	return nil
-}
-
-// resourceOf splits mesh/<mesh>/<virtualNode|virtualGateway>/<name>, at
-// the end of an ARN or alone, into the mesh, the stats-tag type and the
-// name.
-func resourceOf(arn string) (mesh, typ, name string, ok bool) {
-	i := strings.Index(arn, "mesh/")
-	if i < 0 {
-		return "", "", "", false
-	}
-	parts := strings.Split(arn[i+len("mesh/"):], "/")
-	if len(parts) != 3 || parts[0] == "" || parts[2] == "" {
-		return "", "", "", false
-	}
-	switch parts[1] {
-	case "virtualNode":
-		return parts[0], "virtual_node", parts[2], true
-	case "virtualGateway":
-		return parts[0], "virtual_gateway", parts[2], true
-	}
-	return "", "", "", false
 }
 
 // xdsClusterOf is the cluster Envoy reaches weft through: HTTP/2 (gRPC),

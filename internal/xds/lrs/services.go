@@ -118,23 +118,8 @@ func (sv *Services) add(ref appmesh.Ref, v []byte, routers map[string][]string, 
 		if err := json.Unmarshal(v, &d); err != nil {
 			return err
 		}
-		if s := d.Spec; s != nil {
-			var wts []appmesh.WeightedTarget
-			switch {
-			case s.HttpRoute != nil && s.HttpRoute.Action != nil:
-				wts = s.HttpRoute.Action.WeightedTargets
-			case s.Http2Route != nil && s.Http2Route.Action != nil:
-				wts = s.Http2Route.Action.WeightedTargets
-			case s.GrpcRoute != nil && s.GrpcRoute.Action != nil:
-				wts = s.GrpcRoute.Action.WeightedTargets
-			case s.TcpRoute != nil && s.TcpRoute.Action != nil:
-				wts = s.TcpRoute.Action.WeightedTargets
-			}
-			for _, w := range wts {
-				if w.VirtualNode != nil {
-					routers[ref.Parent] = append(routers[ref.Parent], *w.VirtualNode)
-				}
-			}
+		if d.Spec != nil {
+			routers[ref.Parent] = append(routers[ref.Parent], appmesh.RouteTargets(d.Spec)...)
 		}
 	}
 	return nil
