@@ -163,18 +163,24 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 }
 
 // redirect sends TCP connections for dst to port on the same host, as
-// weft intercept does for a sidecar; the rule lives in the test's
-// namespace and goes with it.
+// weft intercept does for a sidecar, until the test ends: the package's
+// tests share one network namespace, and a rule left behind would send
+// a later test's connections to that address somewhere else.
 func redirect(t *testing.T, dst string, port int) {
 	t.Helper()
 	host, dport, err := net.SplitHostPort(dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("iptables", "-w", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", host, "--dport", dport,
-		"-j", "REDIRECT", "--to-ports", strconv.Itoa(port)).CombinedOutput(); err != nil {
+	rule := []string{"OUTPUT", "-p", "tcp", "-d", host, "--dport", dport, "-j", "REDIRECT", "--to-ports", strconv.Itoa(port)}
+	if out, err := exec.Command("iptables", append([]string{"-w", "-t", "nat", "-A"}, rule...)...).CombinedOutput(); err != nil {
 		t.Fatalf("iptables: %v: %s", err, out)
 	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("iptables", append([]string{"-w", "-t", "nat", "-D"}, rule...)...).CombinedOutput(); err != nil {
+			t.Errorf("iptables -D: %v: %s", err, out)
+		}
+	})
 }
 
 // serveApp runs a plain HTTP app on addr answering its name.
