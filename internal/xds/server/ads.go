@@ -7,6 +7,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -59,7 +60,11 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	}
 	defer release()
 	ctx := st.Context()
-	s := a.hub.open(a.streams.Add(1), delta)
+	var addr string
+	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
+		addr = pr.Addr.String()
+	}
+	s := a.hub.open(a.streams.Add(1), delta, addr)
 	defer a.hub.close(s)
 
 	reqs := make(chan R)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -382,4 +383,8 @@ func TestDeltaStatusWhenNothingDiffers(t *testing.T) {
 		return eds.Version != before && eds.Acked == eds.Version && p.Types["cds"].Acked == p.Types["cds"].Version
 	})
 	t.Logf("eds %s -> %s, acked %s", before, p.Types["eds"].Version, p.Types["eds"].Acked)
+	// The proxies page shows where the proxy connects from.
+	if len(p.Addresses) != 1 || !strings.HasPrefix(p.Addresses[0], "127.0.0.1:") {
+		t.Errorf("addresses %q, want the client's one 127.0.0.1:port", p.Addresses)
+	}
 }

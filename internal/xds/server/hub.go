@@ -108,8 +108,8 @@ func newHub(log *slog.Logger, m *metrics, defaultOwner string) *hub {
 }
 
 // open registers a new stream, not yet identified.
-func (c *hub) open(id int64, delta bool) *stream {
-	s := &stream{id: id, delta: delta, connectedAt: time.Now(), log: c.log.With("stream", id), wake: make(chan struct{}, 1)}
+func (c *hub) open(id int64, delta bool, addr string) *stream {
+	s := &stream{id: id, delta: delta, addr: addr, connectedAt: time.Now(), log: c.log.With("stream", id), wake: make(chan struct{}, 1)}
 	c.mu.Lock()
 	c.streams[id] = s
 	c.mu.Unlock()

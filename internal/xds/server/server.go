@@ -166,6 +166,9 @@ type ProxyStatus struct {
 	Proxyless      bool         `json:"proxyless"`
 	Replicas       int          `json:"replicas"`
 	ConnectedSince time.Time    `json:"connectedSince"` // the oldest replica's
+	// Addresses are the replicas' addresses as the xDS listener sees
+	// them (host:port, behind any NAT), sorted.
+	Addresses []string `json:"addresses"`
 	// Types holds the subscribed types: "sds", "cds", "eds", "lds", "rds".
 	Types map[string]TypeStatus `json:"types"`
 	// Certificate is the leaf certificate served to the proxy's replicas
@@ -218,6 +221,9 @@ func (s *Server) Proxies() []ProxyStatus {
 			byNode[st.nodeID] = ps
 		}
 		ps.Replicas++
+		if st.addr != "" {
+			ps.Addresses = append(ps.Addresses, st.addr)
+		}
 		if snap != nil && snap.cert != nil {
 			if st.secretsOK {
 				ps.Certificate = snap.cert
@@ -268,6 +274,9 @@ func (s *Server) Proxies() []ProxyStatus {
 		out = append(out, *ps)
 	}
 	slices.SortFunc(out, func(a, b ProxyStatus) int { return cmp.Compare(a.NodeID, b.NodeID) })
+	for i := range out {
+		slices.Sort(out[i].Addresses)
+	}
 	return out
 }
 

@@ -41,6 +41,7 @@ import (
 type stream struct {
 	id          int64
 	delta       bool
+	addr        string // the client's address (gRPC peer), "" when unknown
 	connectedAt time.Time
 	// wake (cap 1) is written by the hub when the identity's snapshot
 	// changes and read by the stream's goroutine; never closed.

@@ -1,4 +1,4 @@
-// Every connected proxy: identity, replicas, connected since, per-type
+// Every connected proxy: identity, replicas and their addresses, connected since, per-type
 // versions, last NACK, translation error; filtered by mesh and node.
 
 import * as api from './api.js';
@@ -12,7 +12,7 @@ const TYPES = ['lds', 'rds', 'cds', 'eds', 'sds'];
 export function proxyRows(list) {
   return list.map((p) => h('tr', { 'data-node': p.nodeId },
     h('td', {}, h('div', {}, p.nodeId), h('div', { class: 'muted' }, `${p.kind} ${p.name}${p.proxyless ? ' · proxyless gRPC' : ''}`)),
-    h('td', {}, p.mesh), h('td', {}, String(p.replicas)), h('td', {}, when(p.connectedSince)),
+    h('td', {}, p.mesh), h('td', {}, String(p.replicas), (p.addresses || []).map((a) => h('div', { class: 'muted' }, a))), h('td', {}, when(p.connectedSince)),
     h('td', {}, TYPES.filter((t) => p.types && p.types[t]).map((t) => {
       const ts = p.types[t];
       return h('div', {}, h('code', {}, `${t} ${ts.version}`), ts.acked === ts.version ? ' ✓' : ` (acked ${ts.acked || '—'}, ${ts.ackedReplicas}/${p.replicas})`);
@@ -23,7 +23,7 @@ export function proxyRows(list) {
       p.certificateError ? h('div', { class: 'muted' }, p.certificateError) : null)));
 }
 
-export const PROXY_COLUMNS = ['Node', 'Mesh', 'Replicas', 'Connected since', 'Versions', 'State'];
+export const PROXY_COLUMNS = ['Node', 'Mesh', 'Replicas and addresses', 'Connected since', 'Versions', 'State'];
 
 export async function proxiesView(ctx) {
   const mesh = h('input', { id: 'filter-mesh', type: 'search', 'aria-label': 'Filter by mesh', placeholder: 'mesh' });
