@@ -255,7 +255,7 @@ func (c *Client) sotwStream(ctx context.Context, ads discoveryv3.AggregatedDisco
 		progressed = true
 		t, ok := c.types[resp.GetTypeUrl()]
 		if !ok {
-			// Not a type weft asked for; NACK it so the server notices.
+			// Not a type weft asked for: logged and otherwise ignored.
 			c.log.Warn("xds response of an unrequested type", "type", resp.GetTypeUrl())
 			continue
 		}
