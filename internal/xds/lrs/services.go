@@ -84,18 +84,9 @@ func (sv *Services) add(ref appmesh.Ref, v []byte, routers map[string][]string, 
 			return err
 		}
 		src := Endpoint{Kind: appmesh.KindVirtualGateway, Name: ref.Parent}
-		if s := d.Spec; s != nil {
-			var t *appmesh.GatewayRouteTarget
-			switch {
-			case s.HttpRoute != nil && s.HttpRoute.Action != nil:
-				t = s.HttpRoute.Action.Target
-			case s.Http2Route != nil && s.Http2Route.Action != nil:
-				t = s.Http2Route.Action.Target
-			case s.GrpcRoute != nil && s.GrpcRoute.Action != nil:
-				t = s.GrpcRoute.Action.Target
-			}
-			if t != nil && t.VirtualService != nil && t.VirtualService.VirtualServiceName != nil {
-				sv.calls[src] = append(sv.calls[src], *t.VirtualService.VirtualServiceName)
+		if d.Spec != nil {
+			if vs := appmesh.GatewayRouteTargetService(d.Spec); vs != "" {
+				sv.calls[src] = append(sv.calls[src], vs)
 			}
 		}
 	case appmesh.KindVirtualService:
@@ -103,15 +94,12 @@ func (sv *Services) add(ref appmesh.Ref, v []byte, routers map[string][]string, 
 		if err := json.Unmarshal(v, &d); err != nil {
 			return err
 		}
-		if d.Spec == nil || d.Spec.Provider == nil {
-			return nil
-		}
-		p := d.Spec.Provider
-		switch {
-		case p.VirtualNode != nil && p.VirtualNode.VirtualNodeName != nil:
-			sv.reachable(ref.Name, *p.VirtualNode.VirtualNodeName)
-		case p.VirtualRouter != nil && p.VirtualRouter.VirtualRouterName != nil:
-			providedBy[ref.Name] = *p.VirtualRouter.VirtualRouterName
+		switch kind, name := appmesh.ServiceProvider(d.Spec); {
+		case name == "":
+		case kind == appmesh.KindVirtualNode:
+			sv.reachable(ref.Name, name)
+		case kind == appmesh.KindVirtualRouter:
+			providedBy[ref.Name] = name
 		}
 	case appmesh.KindRoute:
 		var d appmesh.RouteData
