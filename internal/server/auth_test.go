@@ -29,6 +29,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
+	"github.com/weftmesh/weft/internal/xds/lrs"
 )
 
 // authFile: an administrator; a key of account 444455556666 allowed mesh
@@ -411,4 +412,27 @@ func TestSTSWithCredentials(t *testing.T) {
 	}
 	_, err := client("AKIDMESHA", "wrong").GetCallerIdentity(t.Context(), &sts.GetCallerIdentityInput{})
 	wantAPIError(t, err, "InvalidSignatureException", "signature")
+}
+
+// TestTrafficOtherAccount: GET /v1/traffic is authorized on "*", so a key
+// may read its own account's meshes only: meshOwner naming another
+// account is refused (403, AWS-shaped) whether that mesh exists or not.
+func TestTrafficOtherAccount(t *testing.T) {
+	e := newAuthEnv(t, authFile)
+	log := slog.New(slog.DiscardHandler)
+	ts := httptest.NewServer(newHandler(e.st, e.cfg, log, prometheus.NewRegistry(), nil, e.sec, nil, lrs.New(lrs.Options{})))
+	t.Cleanup(ts.Close)
+	e.url = ts.URL
+	if _, err := e.mesh("AKIDADMIN", "admin-secret").CreateMesh(t.Context(), &sdk.CreateMeshInput{MeshName: aws.String("m")}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.signedDo(t, "GET", "/v1/traffic?mesh=m", "", "AKIDADMIN", "admin-secret", "weft", time.Now()); r.status != 200 {
+		t.Fatalf("own mesh: %d %s", r.status, r.body)
+	}
+	for _, owner := range []string{"444455556666", "999999999999"} {
+		r := e.signedDo(t, "GET", "/v1/traffic?mesh=m&meshOwner="+owner, "", "AKIDADMIN", "admin-secret", "weft", time.Now())
+		if r.status != 403 || r.errType != "AccessDeniedException" {
+			t.Errorf("meshOwner %s: %d %s %s, want 403 AccessDeniedException", owner, r.status, r.errType, r.body)
+		}
+	}
 }

@@ -153,8 +153,15 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 		c.w.Header().Set("Content-Type", "application/x-ndjson")
 		c.w.WriteHeader(http.StatusOK)
 	}
+	// The dump is written from inside a store read transaction: a client
+	// that stops reading must not hold it (bbolt's writers can wait on an
+	// open read transaction), so each write has its own deadline.
+	_ = http.NewResponseController(c.w).SetWriteDeadline(time.Now().Add(backupWriteTimeout))
 	return c.w.Write(p)
 }
+
+// backupWriteTimeout bounds each write of a backup to its client.
+const backupWriteTimeout = 30 * time.Second
 
 // backupHandler serves GET /v1/backup (action weft:GetBackup): a
 // consistent snapshot of the whole store as a dump file, CA keys

@@ -30,9 +30,16 @@ func trafficHandler(st store.Store, load *lrs.Server, defaultOwner string, log *
 			api.WriteRESTError(w, http.StatusBadRequest, "BadRequestException", "mesh: the query parameter is required (GET /v1/traffic?mesh=<mesh name>)")
 			return
 		}
-		owner := q.Get("meshOwner")
+		owner, caller := q.Get("meshOwner"), api.Account(r.Context())
+		if caller != "" && owner != "" && owner != caller {
+			// Authorized on "*" of weft:GetTraffic, which does not name
+			// another account's meshes: refused, whether the mesh
+			// exists or not.
+			api.WriteRESTError(w, http.StatusForbidden, "AccessDeniedException", "meshOwner "+owner+" is not the caller's account: /v1/traffic shows the caller's own meshes")
+			return
+		}
 		if owner == "" {
-			owner = api.Account(r.Context())
+			owner = caller
 		}
 		if owner == "" {
 			owner = defaultOwner

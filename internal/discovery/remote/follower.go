@@ -318,7 +318,9 @@ func (f *Follower) poll(ctx context.Context, st store.Store, w followed) Service
 	if out.InstancesRevision != nil {
 		rec.Revision = *out.InstancesRevision
 	}
-	for _, in := range out.Instances {
+	// A remote that ignores MaxResults must not grow the record beyond
+	// the limit.
+	for _, in := range out.Instances[:min(len(out.Instances), MaxInstances)] {
 		rec.Instances = append(rec.Instances, discovery.RemoteInstance{ID: aws.ToString(in.InstanceId), Attributes: in.Attributes, HealthStatus: string(in.HealthStatus)})
 	}
 	slices.SortFunc(rec.Instances, func(a, b discovery.RemoteInstance) int { return strings.Compare(a.ID, b.ID) })
