@@ -167,6 +167,10 @@ func (s *Server) UnknownServiceHandler() grpc.ServerOption {
 
 type service struct{ s *Server }
 
+// firstRequestTimeout bounds the wait for a stream's first request, as
+// the ADS server's FirstRequestTimeout does.
+const firstRequestTimeout = 10 * time.Second
+
 func (v service) StreamLoadStats(st lrsv3.LoadReportingService_StreamLoadStatsServer) error {
 	return v.s.stream(st)
 }
@@ -176,9 +180,30 @@ func (v service) StreamLoadStats(st lrsv3.LoadReportingService_StreamLoadStatsSe
 // (all) and the interval, then takes reports until the client ends.
 func (s *Server) stream(st lrsv3.LoadReportingService_StreamLoadStatsServer) error {
 	ctx := st.Context()
-	req, err := st.Recv()
-	if err != nil {
-		return nil
+	// The first request, which names the node, within firstRequestTimeout:
+	// a stream that says nothing is closed (returning ends the stream and
+	// with it the Recv below).
+	type first struct {
+		req *lrsv3.LoadStatsRequest
+		err error
+	}
+	got := make(chan first, 1)
+	go func() { // ends when Recv returns: a request, or the stream's end
+		req, err := st.Recv()
+		got <- first{req, err}
+	}()
+	timer := time.NewTimer(firstRequestTimeout)
+	defer timer.Stop()
+	var req *lrsv3.LoadStatsRequest
+	select {
+	case f := <-got:
+		if f.err != nil {
+			return nil
+		}
+		req = f.req
+	case <-timer.C:
+		s.count(&s.refused)
+		return status.Errorf(codes.DeadlineExceeded, "no load stats request naming the node within %s of the stream's start", firstRequestTimeout)
 	}
 	node := req.GetNode()
 	if node.GetId() == "" {

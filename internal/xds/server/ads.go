@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync/atomic"
+	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -91,11 +92,22 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 		}
 	}()
 
+	// A stream that does not say who it is within FirstRequestTimeout is
+	// closed: it holds one of MaxStreams' slots.
+	first := time.NewTimer(a.limits.FirstRequestTimeout)
+	defer first.Stop()
 	var out []outgoing
 	for {
+		var firstC <-chan time.Time
+		if s.is == nil {
+			firstC = first.C
+		}
 		select {
 		case <-a.done:
 			return nil
+		case <-firstC:
+			a.hub.metrics.rejected.WithLabelValues(codes.DeadlineExceeded.String()).Inc()
+			return status.Errorf(codes.DeadlineExceeded, "no request naming the node within %s of the stream's start", a.limits.FirstRequestTimeout)
 		case req, ok := <-reqs:
 			if !ok {
 				return nil // the client closed the stream, or it broke

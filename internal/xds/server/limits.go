@@ -25,6 +25,10 @@ const (
 	DefaultMaxStreamsPerIdentity = 1000
 	// DefaultMaxStreams caps the ADS streams of the whole server.
 	DefaultMaxStreams = 20000
+	// DefaultFirstRequestTimeout bounds the wait for a stream's first
+	// request (the one naming its node): a stream that says nothing holds
+	// a slot of MaxStreams and is closed with DeadlineExceeded.
+	DefaultFirstRequestTimeout = 10 * time.Second
 	// DefaultMaxRecvMsgSize bounds one DiscoveryRequest (grpc-go's default,
 	// kept explicit).
 	DefaultMaxRecvMsgSize = 4 << 20
@@ -61,6 +65,7 @@ type Limits struct {
 	MaxStreamsPerIdentity int
 	MaxStreams            int
 	MaxRecvMsgSize        int
+	FirstRequestTimeout   time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -75,6 +80,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxRecvMsgSize <= 0 {
 		l.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if l.FirstRequestTimeout <= 0 {
+		l.FirstRequestTimeout = DefaultFirstRequestTimeout
 	}
 	return l
 }

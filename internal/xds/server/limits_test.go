@@ -173,6 +173,26 @@ func TestTotalStreams(t *testing.T) {
 	}
 }
 
+// TestSilentStreamClosed: a stream that sends no request is closed with
+// DeadlineExceeded after FirstRequestTimeout, giving its slot back; one
+// that names its node in time is served.
+func TestSilentStreamClosed(t *testing.T) {
+	st := openStore(t)
+	putMesh(t, st, "m")
+	putNode(t, st, "m", "a")
+	ts := startServer(t, st, fakeTranslate, func(o *Options) {
+		o.Limits.MaxStreams = 1
+		o.Limits.FirstRequestTimeout = 200 * time.Millisecond
+	})
+	silent := dialADS(t, ts.addr, &core.Node{Id: "mesh/m/virtualNode/a"})
+	if err := silent.ended(); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a stream that says nothing: %v, want DeadlineExceeded", err)
+	}
+	c := dialADS(t, ts.addr, &core.Node{Id: "mesh/m/virtualNode/a"})
+	c.request(resource.ClusterType, "", "", nil, "")
+	c.next() // the silent stream's slot is free again
+}
+
 // countingWriter counts the bytes logged.
 type countingWriter struct {
 	mu sync.Mutex
