@@ -28,6 +28,17 @@ const (
 	// loopback peers (a local health probe, the operator's CLI) may still
 	// open when other peers fill it.
 	DefaultAPILoopbackReserve = 16
+	// DefaultXDSMaxConns caps the open connections to the xDS listener
+	// from peers other than loopback: a proxy holds one (its ADS and LRS
+	// streams share it), so this matches xdsserver.DefaultMaxStreams. A
+	// refused connection is closed at once; weft proxy then tries the next
+	// xDS address it was given.
+	DefaultXDSMaxConns = 20000
+	// DefaultXDSHandshakeTimeout bounds a new xDS connection's TLS and
+	// HTTP/2 handshakes (grpc-go's default is 120 s). A peer that opens a
+	// connection and sends nothing holds a slot of --xds-max-conns until
+	// then, and a shutdown waits for it.
+	DefaultXDSHandshakeTimeout = 10 * time.Second
 )
 
 // APILimits bound what clients can hold of the API listener. A zero field
@@ -72,21 +83,24 @@ func newAPIServer(h http.Handler, lim APILimits) *http.Server {
 	}
 }
 
-// apiMetrics are the API listener's series (weft_api_*).
-type apiMetrics struct {
+// capMetrics are a capped listener's series (weft_<subsystem>_connections
+// and weft_<subsystem>_connections_rejected_total).
+type capMetrics struct {
 	conns    prometheus.Gauge
 	rejected prometheus.Counter
 }
 
-func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
-	m := &apiMetrics{
+// newCapMetrics registers the series of the listener named subsystem
+// ("api", "xds"); refusal says in their help what a refused peer gets.
+func newCapMetrics(reg prometheus.Registerer, subsystem, what, refusal string) *capMetrics {
+	m := &capMetrics{
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "weft", Subsystem: "api", Name: "connections",
-			Help: "Open connections of the API listener.",
+			Namespace: "weft", Subsystem: subsystem, Name: "connections",
+			Help: "Open connections of the " + what + " listener.",
 		}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "weft", Subsystem: "api", Name: "connections_rejected_total",
-			Help: "Connections to the API listener closed at once with a 503 because the connection cap was reached.",
+			Namespace: "weft", Subsystem: subsystem, Name: "connections_rejected_total",
+			Help: "Connections to the " + what + " listener " + refusal + " because the connection cap was reached.",
 		}),
 	}
 	if reg != nil {
@@ -95,22 +109,43 @@ func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
 	return m
 }
 
-// capListener caps the open connections of an API listener. Up to max
+func newAPIMetrics(reg prometheus.Registerer) *capMetrics {
+	return newCapMetrics(reg, "api", "API", "closed at once with a 503")
+}
+
+func newXDSMetrics(reg prometheus.Registerer) *capMetrics {
+	return newCapMetrics(reg, "xds", "xDS", "closed at once")
+}
+
+// capListener caps the open connections of a listener. Up to max
 // connections are accepted from anyone; beyond, only loopback peers, up to
-// max+reserve. A connection over the cap is answered 503 and closed at
-// once rather than left in the kernel's backlog, so a refused client
-// knows at once and the listener keeps accepting (and so answering
-// loopback peers) whatever the others do.
+// max+reserve. A connection over the cap is sent refusal (when not empty)
+// and closed at once rather than left in the kernel's backlog, so a
+// refused client knows at once and the listener keeps accepting (and so
+// answering loopback peers) whatever the others do.
 type capListener struct {
 	net.Listener
 	max, reserve int64
+	refusal      []byte
 	open         atomic.Int64
-	m            *apiMetrics
+	m            *capMetrics
 }
 
-func newCapListener(ln net.Listener, lim APILimits, m *apiMetrics) *capListener {
+// newCapListener caps the API listener: a refused peer reads a 503.
+func newCapListener(ln net.Listener, lim APILimits, m *capMetrics) *capListener {
 	lim = lim.withDefaults()
-	return &capListener{Listener: ln, max: int64(lim.MaxConns), reserve: int64(lim.LoopbackReserve), m: m}
+	return &capListener{Listener: ln, max: int64(lim.MaxConns), reserve: int64(lim.LoopbackReserve), refusal: []byte(overCapResponse), m: m}
+}
+
+// newXDSCapListener caps the xDS listener at max connections (zero:
+// DefaultXDSMaxConns) plus the API's loopback reserve. A refused peer is
+// only closed: it speaks HTTP/2 (and maybe TLS), so no answer written
+// before its handshake would mean anything to it.
+func newXDSCapListener(ln net.Listener, max int, m *capMetrics) *capListener {
+	if max <= 0 {
+		max = DefaultXDSMaxConns
+	}
+	return &capListener{Listener: ln, max: int64(max), reserve: DefaultAPILoopbackReserve, m: m}
 }
 
 // overCapResponse is written to a connection refused at the cap.
@@ -126,10 +161,12 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if n > l.max && (n > l.max+l.reserve || !isLoopback(c.RemoteAddr())) {
 			l.open.Add(-1)
 			l.m.rejected.Inc()
-			// A fresh socket's send buffer takes the answer at once; the
-			// deadline only guards against the impossible.
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			c.Write([]byte(overCapResponse))
+			if len(l.refusal) > 0 {
+				// A fresh socket's send buffer takes the answer at once;
+				// the deadline only guards against the impossible.
+				c.SetWriteDeadline(time.Now().Add(time.Second))
+				c.Write(l.refusal)
+			}
 			c.Close()
 			continue
 		}

@@ -14,7 +14,14 @@ import (
 	"testing"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/netns/netnstest"
@@ -258,4 +265,111 @@ func value(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no series %s", name)
 	return 0
+}
+
+// TestXDSConnectionCap: the xDS listener, on an address other peers can
+// reach, holds at most --xds-max-conns connections from them; the next is
+// closed at once, while a loopback peer is still served an ADS stream.
+func TestXDSConnectionCap(t *testing.T) {
+	netnstest.Require(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	if removed, err := netns.Sweep(ctx, labFamily); err != nil || len(removed) > 0 {
+		t.Logf("swept leftovers of an earlier run: %v (err %v)", removed, err)
+	}
+	lab, err := netns.New(ctx, labFamily, netip.MustParsePrefix("10.251.211.0/24"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	host, err := lab.AddHost(ctx, "srv", netip.MustParseAddr("10.251.211.10"), netns.HostOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const maxConns = 3
+	reg := prometheus.NewRegistry()
+	var x *xdsRun
+	if err := host.Do(func() (err error) {
+		// Port 15000 inside the test's own namespace: nothing else listens there.
+		x, err = startXDS(ctx, st, Config{XDSAddr: "0.0.0.0:15000", XDSMaxConns: maxConns, XDSHandshakeTimeout: 2 * time.Second, XDSInsecure: true, AccountID: "111122223333"}, nil, reg, log)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(x.stop) // after the connections below are closed
+
+	dial := func(addr string) net.Conn {
+		t.Helper()
+		var c net.Conn
+		if err := host.Do(func() (err error) {
+			c, err = net.Dial("tcp", addr)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	var silent []net.Conn
+	for range maxConns {
+		silent = append(silent, dial("10.251.211.10:15000")) // held: they send nothing
+	}
+	if got := waitClosed(t, dial("10.251.211.10:15000"), 10*time.Second); got != "" {
+		t.Errorf("a refused connection read %q, want nothing", got)
+	}
+	// A loopback peer gets a real ADS exchange at the cap: the stream is
+	// read and answered (here refused for its node id).
+	var conn *grpc.ClientConn
+	if err := host.Do(func() (err error) {
+		conn, err = grpc.NewClient("127.0.0.1:15000", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := host.Do(func() (err error) {
+				c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+				return err
+			})
+			return c, err
+		}))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "not-an-arn"}, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a loopback stream at the cap ended with %v, want InvalidArgument", err)
+	}
+	if n := value(t, reg, "weft_xds_connections_rejected_total"); n != 1 {
+		t.Errorf("weft_xds_connections_rejected_total = %v, want 1", n)
+	}
+	if n := value(t, reg, "weft_xds_connections"); n != maxConns+1 {
+		t.Errorf("weft_xds_connections = %v, want %d", n, maxConns+1)
+	}
+	// A peer that never completes its handshake loses its slot after
+	// the handshake timeout: the cap is not held forever by silence.
+	for _, c := range silent {
+		waitClosed(t, c, 30*time.Second) // after the server's SETTINGS frame
+	}
+	// A new peer is served again: it reads the server's HTTP/2 SETTINGS
+	// frame (a refused one reads nothing, as above).
+	held := dial("10.251.211.10:15000")
+	held.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := held.Read(make([]byte, 9)); n == 0 {
+		t.Errorf("a connection after the silent ones were closed: %v, want the server's SETTINGS", err)
+	}
 }

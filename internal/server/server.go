@@ -66,6 +66,12 @@ type Config struct {
 	// XDS bounds the xDS server's streams and logs; zero fields take the
 	// defaults (xdsserver.DefaultMaxStreams, ...).
 	XDS xdsserver.Limits
+	// XDSMaxConns caps the xDS listener's connections from peers other
+	// than loopback (zero: DefaultXDSMaxConns).
+	XDSMaxConns int
+	// XDSHandshakeTimeout bounds a new xDS connection's handshakes (zero:
+	// DefaultXDSHandshakeTimeout).
+	XDSHandshakeTimeout time.Duration
 	// LRS bounds the load reporting service on the xDS listener and sets
 	// the interval proxies report at; zero fields take the defaults.
 	LRS lrs.Limits

@@ -35,7 +35,11 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 	if cfg.XDSAddr == "" {
 		return nil, nil
 	}
-	var opts []grpc.ServerOption
+	handshake := cfg.XDSHandshakeTimeout
+	if handshake <= 0 {
+		handshake = DefaultXDSHandshakeTimeout
+	}
+	opts := []grpc.ServerOption{grpc.ConnectionTimeout(handshake)}
 	switch {
 	case cfg.XDSTLSCert != "" && cfg.XDSTLSKey != "":
 		cert, err := tls.LoadX509KeyPair(cfg.XDSTLSCert, cfg.XDSTLSKey)
@@ -47,10 +51,11 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 	case cfg.XDSTLSCert != "" || cfg.XDSTLSKey != "":
 		return nil, errors.New("xds tls: give both a certificate and a key")
 	}
-	ln, err := net.Listen("tcp", cfg.XDSAddr)
+	plain, err := net.Listen("tcp", cfg.XDSAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen xds: %w", err)
 	}
+	ln := newXDSCapListener(plain, cfg.XDSMaxConns, newXDSMetrics(reg))
 	var authorize func(context.Context, translate.Identity) (bool, error)
 	if sec != nil {
 		authorize = sec.xds.Authorize
