@@ -50,6 +50,9 @@ const (
 	// DefaultMaxReporters caps the LRS streams whose reports are kept
 	// (open ones and closed ones still in the window).
 	DefaultMaxReporters = 20000
+	// DefaultFirstRequestTimeout: a stream that names no node within it
+	// is closed with DeadlineExceeded, so silence holds no reporter slot.
+	DefaultFirstRequestTimeout = 10 * time.Second
 	// DefaultMaxReportersPerNode caps the open LRS streams of one node
 	// id (its replicas), as the xDS server caps its ADS streams, so that
 	// one proxy cannot take every reporter slot.
@@ -74,6 +77,9 @@ type Limits struct {
 	MaxClustersPerReporter int
 	MaxSamples             int
 	MaxEdges               int
+	// FirstRequestTimeout bounds the wait for a stream's first request
+	// (the one naming its node), as the ADS server's does.
+	FirstRequestTimeout time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -100,6 +106,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxEdges <= 0 {
 		l.MaxEdges = DefaultMaxEdges
+	}
+	if l.FirstRequestTimeout <= 0 {
+		l.FirstRequestTimeout = DefaultFirstRequestTimeout
 	}
 	return l
 }
@@ -167,10 +176,6 @@ func (s *Server) UnknownServiceHandler() grpc.ServerOption {
 
 type service struct{ s *Server }
 
-// firstRequestTimeout bounds the wait for a stream's first request, as
-// the ADS server's FirstRequestTimeout does.
-const firstRequestTimeout = 10 * time.Second
-
 func (v service) StreamLoadStats(st lrsv3.LoadReportingService_StreamLoadStatsServer) error {
 	return v.s.stream(st)
 }
@@ -180,7 +185,7 @@ func (v service) StreamLoadStats(st lrsv3.LoadReportingService_StreamLoadStatsSe
 // (all) and the interval, then takes reports until the client ends.
 func (s *Server) stream(st lrsv3.LoadReportingService_StreamLoadStatsServer) error {
 	ctx := st.Context()
-	// The first request, which names the node, within firstRequestTimeout:
+	// The first request, which names the node, within FirstRequestTimeout:
 	// a stream that says nothing is closed (returning ends the stream and
 	// with it the Recv below).
 	type first struct {
@@ -192,7 +197,7 @@ func (s *Server) stream(st lrsv3.LoadReportingService_StreamLoadStatsServer) err
 		req, err := st.Recv()
 		got <- first{req, err}
 	}()
-	timer := time.NewTimer(firstRequestTimeout)
+	timer := time.NewTimer(s.limits.FirstRequestTimeout)
 	defer timer.Stop()
 	var req *lrsv3.LoadStatsRequest
 	select {
@@ -203,7 +208,7 @@ func (s *Server) stream(st lrsv3.LoadReportingService_StreamLoadStatsServer) err
 		req = f.req
 	case <-timer.C:
 		s.count(&s.refused)
-		return status.Errorf(codes.DeadlineExceeded, "no load stats request naming the node within %s of the stream's start", firstRequestTimeout)
+		return status.Errorf(codes.DeadlineExceeded, "no load stats request naming the node within %s of the stream's start", s.limits.FirstRequestTimeout)
 	}
 	node := req.GetNode()
 	if node.GetId() == "" {

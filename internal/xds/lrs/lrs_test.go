@@ -368,3 +368,37 @@ func TestHostileValues(t *testing.T) {
 		t.Errorf("the graph does not encode: %v", err)
 	}
 }
+
+// TestSilentStreamClosed: a stream that never names its node is closed
+// with DeadlineExceeded after FirstRequestTimeout, and counted as refused;
+// a stream that does name it in time is served as usual.
+func TestSilentStreamClosed(t *testing.T) {
+	c := &clock{t: time.Now()}
+	s := newServer(c, nil, Limits{FirstRequestTimeout: 300 * time.Millisecond})
+	client := start(t, s)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := client.StreamLoadStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); status.Code(err) != codes.DeadlineExceeded || !strings.Contains(status.Convert(err).Message(), "naming the node") {
+		t.Fatalf("a silent stream ended with %v, want DeadlineExceeded", err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "weft_lrs_refused_streams_total" {
+			refused = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if refused != 1 {
+		t.Errorf("weft_lrs_refused_streams_total = %v, want 1", refused)
+	}
+	open(t, ctx, client, node("front")) // answered with the interval
+}
