@@ -151,12 +151,25 @@ type followed struct {
 // Round does one pass: it reads which services the virtual nodes name,
 // drops the records nobody needs, and asks the remotes for the rest.
 func (f *Follower) Round(ctx context.Context, st store.Store) error {
-	wanted, over, stale, err := f.plan(ctx, st)
-	if err != nil {
+	var wanted []followed
+	var over []discovery.ServiceRef
+	var stale []string
+	_, err := st.View(ctx, func(tx store.Tx) (err error) {
+		wanted, over, stale, err = f.plan(tx)
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read followed services: %w", err)
 	}
 	if len(stale) > 0 {
+		// Planned again in the deleting transaction: between the read
+		// above and now, a virtual node may have come to name a service
+		// (and another replica stored its record), which must stay.
 		if _, err := st.Update(ctx, func(tx store.Tx) error {
+			_, _, stale, err := f.plan(tx)
+			if err != nil {
+				return err
+			}
 			for _, k := range stale {
 				if err := tx.Delete(k); err != nil {
 					return err
@@ -187,52 +200,46 @@ func (f *Follower) Round(ctx context.Context, st store.Store) error {
 	return nil
 }
 
-// plan reads the services to follow (sorted; those past MaxServices in
-// over) and the keys of records no longer needed.
-func (f *Follower) plan(ctx context.Context, st store.Store) (wanted []followed, over []discovery.ServiceRef, stale []string, err error) {
+// plan reads in tx the services to follow (sorted; those past MaxServices
+// in over) and the keys of records no longer needed.
+func (f *Follower) plan(tx store.Tx) (wanted []followed, over []discovery.ServiceRef, stale []string, err error) {
 	refs := map[discovery.ServiceRef]int{}
 	records := map[discovery.ServiceRef]*discovery.RemoteRecord{}
 	var keys []string
-	_, err = st.View(ctx, func(tx store.Tx) error {
-		if len(f.cfg.Remotes) > 0 {
-			kvs, err := tx.List(appmesh.KeyPrefix+"res/", "", 0)
-			if err != nil {
-				return err
-			}
-			for _, kv := range kvs {
-				ref, ok := appmesh.ParseKey(kv.Key)
-				if !ok || ref.Kind != appmesh.KindVirtualNode {
-					continue
-				}
-				var vn appmesh.VirtualNodeData
-				if json.Unmarshal(kv.Value, &vn) != nil || vn.Spec == nil || vn.Spec.ServiceDiscovery == nil || vn.Spec.ServiceDiscovery.AwsCloudMap == nil {
-					continue
-				}
-				cm := vn.Spec.ServiceDiscovery.AwsCloudMap
-				r := discovery.ServiceRef{Namespace: deref(cm.NamespaceName), Service: deref(cm.ServiceName)}
-				if i := f.cfg.remoteFor(r.Namespace); i >= 0 && r.Service != "" {
-					refs[r] = i
-				}
-			}
-		}
-		kvs, err := tx.List(discovery.RemotePrefix, "", 0)
+	if len(f.cfg.Remotes) > 0 {
+		kvs, err := tx.List(appmesh.KeyPrefix+"res/", "", 0)
 		if err != nil {
-			return err
+			return nil, nil, nil, err
 		}
 		for _, kv := range kvs {
-			r, ok := discovery.ParseRemoteKey(kv.Key)
-			var rec discovery.RemoteRecord
-			if !ok || json.Unmarshal(kv.Value, &rec) != nil {
-				keys = append(keys, kv.Key) // not ours to read: drop it
+			ref, ok := appmesh.ParseKey(kv.Key)
+			if !ok || ref.Kind != appmesh.KindVirtualNode {
 				continue
 			}
-			records[r] = &rec
-			keys = append(keys, kv.Key)
+			var vn appmesh.VirtualNodeData
+			if json.Unmarshal(kv.Value, &vn) != nil || vn.Spec == nil || vn.Spec.ServiceDiscovery == nil || vn.Spec.ServiceDiscovery.AwsCloudMap == nil {
+				continue
+			}
+			cm := vn.Spec.ServiceDiscovery.AwsCloudMap
+			r := discovery.ServiceRef{Namespace: deref(cm.NamespaceName), Service: deref(cm.ServiceName)}
+			if i := f.cfg.remoteFor(r.Namespace); i >= 0 && r.Service != "" {
+				refs[r] = i
+			}
 		}
-		return nil
-	})
+	}
+	kvs, err := tx.List(discovery.RemotePrefix, "", 0)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read followed services: %w", err)
+		return nil, nil, nil, err
+	}
+	for _, kv := range kvs {
+		r, ok := discovery.ParseRemoteKey(kv.Key)
+		var rec discovery.RemoteRecord
+		if !ok || json.Unmarshal(kv.Value, &rec) != nil {
+			keys = append(keys, kv.Key) // not ours to read: drop it
+			continue
+		}
+		records[r] = &rec
+		keys = append(keys, kv.Key)
 	}
 	for r, i := range refs {
 		wanted = append(wanted, followed{ref: r, remote: i, rec: records[r]})

@@ -141,6 +141,24 @@ func TestRoundLimitsAndCleanup(t *testing.T) {
 		t.Fatalf("records after n0 went: %+v", got)
 	}
 
+	// n1 goes, but while the round plans, a client through another
+	// replica creates it again: s1's record was stale when read and is
+	// needed when deleted, so it stays.
+	key = appmesh.Ref{Owner: "111122223333", Mesh: "m", Kind: appmesh.KindVirtualNode, Name: "n1"}.Key()
+	if _, err := st.Update(ctx, func(tx store.Tx) error { return tx.Delete(key) }); err != nil {
+		t.Fatal(err)
+	}
+	racing := &writeFirst{Store: st, first: func() { putNode(t, st, "n1", "apps", "s1") }}
+	if err := f.Round(ctx, racing); err != nil {
+		t.Fatal(err)
+	}
+	if racing.first != nil {
+		t.Fatal("the round deleted nothing: the race was not set up")
+	}
+	if got = records(t, st); len(got[s1].Instances) != 1 {
+		t.Fatalf("s1's record after n1 came back during the round: %+v", got)
+	}
+
 	// A follower without remotes (the flag removed) drops every record.
 	none, err := New(ctx, Config{}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -152,4 +170,19 @@ func TestRoundLimitsAndCleanup(t *testing.T) {
 	if got := records(t, st); len(got) != 0 {
 		t.Fatalf("records without remotes: %+v", got)
 	}
+}
+
+// writeFirst is a store on which another writer commits first, just
+// before the first Update through it.
+type writeFirst struct {
+	store.Store
+	first func()
+}
+
+func (w *writeFirst) Update(ctx context.Context, fn func(store.Tx) error) (store.Revision, error) {
+	if w.first != nil {
+		w.first()
+		w.first = nil
+	}
+	return w.Store.Update(ctx, fn)
 }
