@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -19,6 +18,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/txbuf"
 )
 
 var (
@@ -163,7 +163,7 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) (store.Revisi
 		if v := btx.Bucket(metaBucket).Get(revKey); len(v) == 8 {
 			rev = store.Revision(binary.BigEndian.Uint64(v))
 		}
-		return fn(&tx{b: btx.Bucket(kvBucket), readOnly: true})
+		return fn(&tx{b: btx.Bucket(kvBucket), w: txbuf.New(true)})
 	})
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return 0, store.ErrClosed
@@ -238,12 +238,12 @@ func (s *Store) commit(batch []*request) {
 			results[i].err = err
 			continue
 		}
-		t := &tx{b: kv, writes: map[string]*write{}}
+		t := &tx{b: kv, w: txbuf.New(false)}
 		if err := call(r.fn, t); err != nil {
 			results[i].err = err
 			continue
 		}
-		if len(t.writes) == 0 {
+		if t.w.Len() == 0 {
 			results[i].rev = rev
 			continue
 		}
@@ -307,14 +307,8 @@ func call(fn func(store.Tx) error, t store.Tx) (err error) {
 // tx reads through to bbolt and, for updates, buffers its writes so that a
 // failing function leaves nothing behind.
 type tx struct {
-	b        *bbolt.Bucket
-	readOnly bool
-	writes   map[string]*write // nil value never stored
-}
-
-type write struct {
-	value   []byte // nil: delete
-	deleted bool
+	b *bbolt.Bucket
+	w *txbuf.Buffer
 }
 
 func encode(create, mod store.Revision, value []byte) []byte {
@@ -346,23 +340,7 @@ func (t *tx) stored(key string) (store.KV, bool, error) {
 	return kv, err == nil, err
 }
 
-func (t *tx) Get(key string) (store.KV, bool, error) {
-	if w, ok := t.writes[key]; ok {
-		if w.deleted {
-			return store.KV{}, false, nil
-		}
-		kv, ok, err := t.stored(key)
-		if err != nil {
-			return kv, false, err
-		}
-		if !ok {
-			kv = store.KV{Key: key}
-		}
-		kv.Value = w.value
-		return kv, true, nil
-	}
-	return t.stored(key)
-}
+func (t *tx) Get(key string) (store.KV, bool, error) { return t.w.Get(key, t.stored) }
 
 func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
 	var out []store.KV
@@ -371,17 +349,15 @@ func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
 	if after >= prefix {
 		start = append([]byte(after), 0)
 	}
-	// With pending writes the stored keys may be shadowed; read enough of
-	// them to fill the page after merging.
 	want := limit
 	if want > 0 {
-		want += len(t.writes)
+		want += t.w.Extra()
 	}
 	for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
 		if want > 0 && len(out) >= want {
 			break
 		}
-		if _, shadowed := t.writes[string(k)]; shadowed {
+		if t.w.Shadows(string(k)) {
 			continue
 		}
 		kv, err := decode(k, v)
@@ -390,97 +366,49 @@ func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
 		}
 		out = append(out, kv)
 	}
-	for key, w := range t.writes {
-		if w.deleted || !hasPrefix(key, prefix) || key <= after {
-			continue
-		}
-		kv, _, err := t.Get(key)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, kv)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
+	return t.w.Merge(out, prefix, after, limit, t.stored)
 }
-
-func hasPrefix(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
 
 func (t *tx) Count(prefix string) (int, error) {
 	n := 0
 	c := t.b.Cursor()
 	for k, _ := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, _ = c.Next() {
-		if _, shadowed := t.writes[string(k)]; !shadowed {
+		if !t.w.Shadows(string(k)) {
 			n++
 		}
 	}
-	for key, w := range t.writes {
-		if !w.deleted && hasPrefix(key, prefix) {
-			n++
-		}
-	}
-	return n, nil
+	return n + t.w.Puts(prefix), nil
 }
 
-func (t *tx) Put(key string, value []byte) error {
-	if t.readOnly {
-		return store.ErrReadOnly
-	}
-	if key == "" {
-		return fmt.Errorf("store: empty key")
-	}
-	t.writes[key] = &write{value: slices.Clone(value)}
-	return nil
-}
+func (t *tx) Put(key string, value []byte) error { return t.w.Put(key, value) }
 
-func (t *tx) Delete(key string) error {
-	if t.readOnly {
-		return store.ErrReadOnly
-	}
-	if _, ok, err := t.stored(key); err != nil {
-		return err
-	} else if !ok {
-		// Never existed in the store: forget a pending put, record nothing.
-		delete(t.writes, key)
-		return nil
-	}
-	t.writes[key] = &write{deleted: true}
-	return nil
-}
+func (t *tx) Delete(key string) error { return t.w.Delete(key, t.stored) }
 
 // apply writes the buffered changes into the bbolt bucket at rev.
 func (t *tx) apply(rev store.Revision) (store.Change, error) {
-	keys := make([]string, 0, len(t.writes))
-	for k := range t.writes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	ch := store.Change{Revision: rev, Events: make([]store.Event, 0, len(keys))}
-	for _, k := range keys {
-		w := t.writes[k]
+	ch := store.Change{Revision: rev, Events: make([]store.Event, 0, t.w.Len())}
+	err := t.w.Each(func(k string, value []byte, deleted bool) error {
 		old, existed, err := t.stored(k)
 		if err != nil {
-			return ch, err
+			return err
 		}
-		if w.deleted {
+		if deleted {
 			if err := t.b.Delete([]byte(k)); err != nil {
-				return ch, err
+				return err
 			}
 			old.ModRevision = rev
 			ch.Events = append(ch.Events, store.Event{Type: store.EventDelete, KV: old})
-			continue
+			return nil
 		}
 		create := rev
 		if existed {
 			create = old.CreateRevision
 		}
-		if err := t.b.Put([]byte(k), encode(create, rev, w.value)); err != nil {
-			return ch, err
+		if err := t.b.Put([]byte(k), encode(create, rev, value)); err != nil {
+			return err
 		}
-		ch.Events = append(ch.Events, store.Event{Type: store.EventPut, KV: store.KV{Key: k, Value: w.value, CreateRevision: create, ModRevision: rev}})
-	}
-	return ch, nil
+		ch.Events = append(ch.Events, store.Event{Type: store.EventPut, KV: store.KV{Key: k, Value: value, CreateRevision: create, ModRevision: rev}})
+		return nil
+	})
+	return ch, err
 }

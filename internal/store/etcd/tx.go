@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
-	"sort"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/txbuf"
 )
 
 // errRestart makes Update run fn again: the snapshot it was reading was
@@ -26,7 +25,7 @@ type tx struct {
 	readOnly bool
 	rev      int64 // snapshot revision; 0 until the first read
 	restart  bool  // a read failed with a compacted snapshot
-	writes   map[string]*write
+	w        *txbuf.Buffer
 	// reads holds the mod revision of every key read (0: absent).
 	reads map[string]int64
 	// ranges holds every [start, end) range a List or Count read, as etcd
@@ -36,13 +35,8 @@ type tx struct {
 
 type keyRange struct{ start, end string }
 
-type write struct {
-	value   []byte
-	deleted bool
-}
-
 func (s *Store) newTx(ctx context.Context, readOnly bool) *tx {
-	return &tx{ctx: ctx, s: s, readOnly: readOnly, writes: map[string]*write{}, reads: map[string]int64{}}
+	return &tx{ctx: ctx, s: s, readOnly: readOnly, w: txbuf.New(readOnly), reads: map[string]int64{}}
 }
 
 // get runs one etcd range read at the snapshot revision, fixing the
@@ -96,23 +90,7 @@ func (t *tx) stored(key string) (store.KV, bool, error) {
 	return t.toKV(key, kv.CreateRevision, kv.ModRevision, kv.Value), true, nil
 }
 
-func (t *tx) Get(key string) (store.KV, bool, error) {
-	if w, ok := t.writes[key]; ok {
-		if w.deleted {
-			return store.KV{}, false, nil
-		}
-		kv, ok, err := t.stored(key)
-		if err != nil {
-			return kv, false, err
-		}
-		if !ok {
-			kv = store.KV{Key: key}
-		}
-		kv.Value = w.value
-		return kv, true, nil
-	}
-	return t.stored(key)
-}
+func (t *tx) Get(key string) (store.KV, bool, error) { return t.w.Get(key, t.stored) }
 
 // prefixEnd is the first key after every key with the prefix.
 func prefixEnd(prefix string) string {
@@ -127,7 +105,7 @@ func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
 	end := prefixEnd(t.s.kvPrefix + prefix)
 	want := int64(0)
 	if limit > 0 {
-		want = int64(limit + len(t.writes))
+		want = int64(limit + t.w.Extra())
 	}
 	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
 	if want > 0 {
@@ -149,29 +127,13 @@ func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
 	for _, kv := range resp.Kvs {
 		key := string(kv.Key[len(t.s.kvPrefix):])
 		t.reads[key] = kv.ModRevision
-		if _, shadowed := t.writes[key]; shadowed {
+		if t.w.Shadows(key) {
 			continue
 		}
 		out = append(out, t.toKV(key, kv.CreateRevision, kv.ModRevision, kv.Value))
 	}
-	for key, w := range t.writes {
-		if w.deleted || !hasPrefix(key, prefix) || key <= after {
-			continue
-		}
-		kv, _, err := t.Get(key)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, kv)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
+	return t.w.Merge(out, prefix, after, limit, t.stored)
 }
-
-func hasPrefix(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
 
 func (t *tx) Count(prefix string) (int, error) {
 	start := t.s.kvPrefix + prefix
@@ -187,42 +149,16 @@ func (t *tx) Count(prefix string) (int, error) {
 	for _, kv := range resp.Kvs {
 		key := string(kv.Key[len(t.s.kvPrefix):])
 		t.reads[key] = kv.ModRevision
-		if _, shadowed := t.writes[key]; !shadowed {
+		if !t.w.Shadows(key) {
 			n++
 		}
 	}
-	for key, w := range t.writes {
-		if !w.deleted && hasPrefix(key, prefix) {
-			n++
-		}
-	}
-	return n, nil
+	return n + t.w.Puts(prefix), nil
 }
 
-func (t *tx) Put(key string, value []byte) error {
-	if t.readOnly {
-		return store.ErrReadOnly
-	}
-	if key == "" {
-		return fmt.Errorf("store: empty key")
-	}
-	t.writes[key] = &write{value: slices.Clone(value)}
-	return nil
-}
+func (t *tx) Put(key string, value []byte) error { return t.w.Put(key, value) }
 
-func (t *tx) Delete(key string) error {
-	if t.readOnly {
-		return store.ErrReadOnly
-	}
-	if _, ok, err := t.stored(key); err != nil {
-		return err
-	} else if !ok {
-		delete(t.writes, key)
-		return nil
-	}
-	t.writes[key] = &write{deleted: true}
-	return nil
-}
+func (t *tx) Delete(key string) error { return t.w.Delete(key, t.stored) }
 
 // commit writes the buffered changes in one etcd Txn guarded by what the
 // transaction read:
@@ -242,7 +178,7 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 	if t.restart {
 		return 0, false, nil
 	}
-	if len(t.writes) == 0 {
+	if t.w.Len() == 0 {
 		if err := t.ensureRev(); err != nil {
 			return 0, false, err
 		}
@@ -260,20 +196,15 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 			cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(t.s.seqKey), "<", t.rev+1)}
 		}
 	}
-	keys := make([]string, 0, len(t.writes))
-	for k := range t.writes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	ops := make([]clientv3.Op, 0, len(keys)+1)
-	for _, k := range keys {
-		w := t.writes[k]
-		if w.deleted {
+	ops := make([]clientv3.Op, 0, t.w.Len()+1)
+	t.w.Each(func(k string, value []byte, deleted bool) error {
+		if deleted {
 			ops = append(ops, clientv3.OpDelete(t.s.kvPrefix+k))
 		} else {
-			ops = append(ops, clientv3.OpPut(t.s.kvPrefix+k, string(w.value)))
+			ops = append(ops, clientv3.OpPut(t.s.kvPrefix+k, string(value)))
 		}
-	}
+		return nil
+	})
 	ops = append(ops, clientv3.OpPut(t.s.seqKey, ""))
 	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
 	defer cancel()
