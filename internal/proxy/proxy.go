@@ -30,6 +30,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -62,6 +63,20 @@ const DefaultListenerMaxConnections = 16384
 // connections have to finish before they are closed.
 const DefaultDrainTime = listener.DefaultDrainTime
 
+// Limits of the admin and stats listeners: their clients are a few
+// probes, scrapers and operators.
+const (
+	// adminMaxConns caps each listener's open connections; beyond, new
+	// ones wait in the kernel's backlog until one closes.
+	adminMaxConns = 64
+	// adminReadTimeout bounds the reading of a request (they are GETs).
+	adminReadTimeout = 10 * time.Second
+	// adminIdleTimeout closes a keep-alive connection without requests.
+	adminIdleTimeout = 2 * time.Minute
+	// statsWriteTimeout bounds the writing of a stats answer.
+	statsWriteTimeout = time.Minute
+)
+
 // Config configures a proxy.
 type Config struct {
 	ResourceARN string // node.id: the virtual node or gateway ARN (or mesh/<m>/virtualNode/<n>)
@@ -71,6 +86,11 @@ type Config struct {
 	// xdsclient.ProtocolSotW.
 	XDSProtocol string
 	AdminAddr   string // "" disables the admin listener
+	// StatsAddr, when set, serves only /ready, /stats and
+	// /stats/prometheus (admin.StatsHandler): a listener for health probes
+	// and metrics scrapers that may face the network while the admin
+	// listener, which shows the configuration, stays on loopback.
+	StatsAddr string
 	// XDSDialOptions add credentials to the ADS connection (TLS, a join
 	// token); see xdsclient.Config.DialOptions.
 	XDSDialOptions []grpc.DialOption
@@ -164,6 +184,7 @@ type Proxy struct {
 	liveOnce    sync.Once
 	connected   *stats.Gauge
 	adminAddr   atomic.Pointer[string]
+	statsAddr   atomic.Pointer[string]
 	obs         obsState
 }
 
@@ -231,22 +252,39 @@ func (p *Proxy) Run(ctx context.Context) error {
 		}
 	}
 
-	var adminSrv *http.Server
+	var servers []*http.Server
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	if p.cfg.AdminAddr != "" {
-		ln, err := net.Listen("tcp", p.cfg.AdminAddr)
+	errc := make(chan error, 5)
+	for _, l := range []struct {
+		name, addr   string
+		handler      http.Handler
+		bound        *atomic.Pointer[string]
+		writeTimeout time.Duration // 0: none (the admin's pprof profiles take as long as asked)
+	}{
+		{"admin", p.cfg.AdminAddr, admin.Handler(p.adminSource()), &p.adminAddr, 0},
+		{"stats", p.cfg.StatsAddr, admin.StatsHandler(p.adminSource()), &p.statsAddr, statsWriteTimeout},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			return fmt.Errorf("admin listener %s: %w", p.cfg.AdminAddr, err)
+			for _, srv := range servers {
+				srv.Close()
+			}
+			wg.Wait()
+			return fmt.Errorf("%s listener %s: %w", l.name, l.addr, err)
 		}
 		a := ln.Addr().String()
-		p.adminAddr.Store(&a)
-		adminSrv = &http.Server{Handler: admin.Handler(p.adminSource()), ReadHeaderTimeout: 10 * time.Second}
+		l.bound.Store(&a)
+		ln = netutil.LimitListener(ln, adminMaxConns)
+		srv := &http.Server{Handler: l.handler, ReadHeaderTimeout: adminReadTimeout, ReadTimeout: adminReadTimeout, WriteTimeout: l.writeTimeout, IdleTimeout: adminIdleTimeout}
+		servers = append(servers, srv)
 		wg.Add(1)
-		go func() { // admin server; ends when adminSrv is closed below
+		go func() { // an admin or stats server; ends when srv is closed below
 			defer wg.Done()
-			if err := adminSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("admin: %w", err)
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", l.name, err)
 			}
 		}()
 	}
@@ -317,8 +355,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 		l.Stop()
 	}
 	p.mu.Unlock()
-	if adminSrv != nil {
-		_ = adminSrv.Close()
+	for _, srv := range servers {
+		_ = srv.Close()
 	}
 	wg.Wait()
 	p.mu.Lock()
@@ -378,6 +416,14 @@ func (p *Proxy) WaitLive(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// StatsAddr is the bound stats address, once Run has bound it.
+func (p *Proxy) StatsAddr() string {
+	if a := p.statsAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 // AdminAddr is the bound admin address, once Run has bound it.

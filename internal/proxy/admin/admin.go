@@ -41,25 +41,13 @@ type Source struct {
 // Handler returns the admin HTTP handler.
 func Handler(src Source) http.Handler {
 	mux := http.NewServeMux()
-	state := func() string {
-		if src.Live() {
-			return "LIVE"
-		}
-		return "PRE_INITIALIZING"
-	}
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
-		if !src.Live() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		fmt.Fprintln(w, state())
-	})
+	handleStats(mux, src)
 	mux.HandleFunc("GET /server_info", func(w http.ResponseWriter, r *http.Request) {
 		up := time.Since(src.Start).Truncate(time.Second)
 		node, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(src.Node)
 		out := map[string]any{
 			"version":             src.Version,
-			"state":               state(),
+			"state":               state(src),
 			"hot_restart_version": "disabled",
 			"command_line_options": map[string]any{
 				"concurrency": 0, "mode": "Serve", "disable_hot_restart": true,
@@ -69,36 +57,6 @@ func Handler(src Source) http.Handler {
 			"uptime_all_epochs":    fmt.Sprintf("%ds", int(up.Seconds())),
 		}
 		writeJSON(w, out)
-	})
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		filter, err := filterOf(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		used := r.URL.Query().Has("usedonly")
-		switch r.URL.Query().Get("format") {
-		case "json":
-			w.Header().Set("Content-Type", "application/json")
-			_ = src.Stats.WriteJSON(w, filter, used)
-		case "prometheus":
-			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-			_ = src.Stats.WritePrometheus(w, filter, used)
-		case "", "text":
-			w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
-			_ = src.Stats.WriteText(w, filter, used)
-		default:
-			http.Error(w, "unknown format", http.StatusBadRequest)
-		}
-	})
-	mux.HandleFunc("GET /stats/prometheus", func(w http.ResponseWriter, r *http.Request) {
-		filter, err := filterOf(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		_ = src.Stats.WritePrometheus(w, filter, r.URL.Query().Has("usedonly"))
 	})
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
 		b, err := src.ConfigDump(r.URL.Query().Has("include_eds"))
@@ -138,6 +96,67 @@ func Handler(src Source) http.Handler {
 		fmt.Fprintln(w, "weft proxy admin: /ready /server_info /stats /stats/prometheus /config_dump /clusters /listeners")
 	})
 	return mux
+}
+
+// StatsHandler serves only /ready, /stats and /stats/prometheus: what a
+// health probe and a metrics scraper need, nothing of the configuration.
+// weft proxy serves it on --stats-addr, which may face the network while
+// the admin listener stays on loopback.
+func StatsHandler(src Source) http.Handler {
+	mux := http.NewServeMux()
+	handleStats(mux, src)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "weft proxy stats: /ready /stats /stats/prometheus")
+	})
+	return mux
+}
+
+func state(src Source) string {
+	if src.Live() {
+		return "LIVE"
+	}
+	return "PRE_INITIALIZING"
+}
+
+// handleStats adds /ready, /stats and /stats/prometheus to mux.
+func handleStats(mux *http.ServeMux, src Source) {
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		if !src.Live() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, state(src))
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		filter, err := filterOf(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		used := r.URL.Query().Has("usedonly")
+		switch r.URL.Query().Get("format") {
+		case "json":
+			w.Header().Set("Content-Type", "application/json")
+			_ = src.Stats.WriteJSON(w, filter, used)
+		case "prometheus":
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			_ = src.Stats.WritePrometheus(w, filter, used)
+		case "", "text":
+			w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+			_ = src.Stats.WriteText(w, filter, used)
+		default:
+			http.Error(w, "unknown format", http.StatusBadRequest)
+		}
+	})
+	mux.HandleFunc("GET /stats/prometheus", func(w http.ResponseWriter, r *http.Request) {
+		filter, err := filterOf(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_ = src.Stats.WritePrometheus(w, filter, r.URL.Query().Has("usedonly"))
+	})
 }
 
 func filterOf(r *http.Request) (*regexp.Regexp, error) {
