@@ -110,7 +110,7 @@ func (l *load) waitAcks(t *testing.T, n int64, within time.Duration, what string
 // TestEtcdFaultsUnderLoad: under a steady write load through three
 // replicas and steady HTTP traffic through two weft proxy processes (the
 // mesh's gateways, in front of real apps), SIGKILL the weft replica the
-// proxies are connected to, then SIGKILL the etcd leader (then restart
+// first gateway proxy is connected to, then SIGKILL the etcd leader (then restart
 // it), then SIGSTOP the new leader (then resume it). Writes resume after
 // each fault, every acknowledged write is present afterwards, proxies
 // never go back to a route weight older than one they were configured
@@ -126,8 +126,6 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	for _, r := range rs {
 		addrs = append(addrs, r.xds)
 	}
-	// Every proxy knows every replica, its own first.
-	rotated := func(i int) []string { return append(slices.Clone(addrs[i:]), addrs[:i]...) }
 	setUpMeshApps(t, client(rs[0]), map[string]int32{"blue": serveColor(t, "blue"), "green": serveColor(t, "green")}, "front-a", "front-b", "front-c")
 	gwPorts := freePorts(t, 2)
 	var gateways []*gatewayProxy
@@ -136,9 +134,10 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		createGateway(t, client(rs[0]), name, port)
 		gateways = append(gateways, startGatewayProxy(t, bin, name, port, addrs))
 	}
+	// Every proxy knows every replica and picks one at random.
 	var proxies []*proxy
 	for i := range rs {
-		proxies = append(proxies, startProxy(t, []string{"front-a", "front-b", "front-c"}[i], rotated(i)))
+		proxies = append(proxies, startProxy(t, []string{"front-a", "front-b", "front-c"}[i], addrs))
 	}
 	for _, p := range proxies {
 		p.waitWeights(t, 30*time.Second, "1", "1")
