@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -56,15 +57,74 @@ func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{
 	return &wg
 }
 
-// resumed reports how long writes took to resume after a fault. The
-// goal is 5 s (docs/bench/ha.md has the measured figures); the test
-// fails beyond three times that, which a loaded CI machine should still
-// meet and a write path stuck on a dead member would not.
-func resumed(t *testing.T, d time.Duration, fault string) {
+// probe sends a create every 100 ms from now on, each through the next
+// live replica, until one is acknowledged (at most 300): unlike the steady
+// writers, none of them was in flight when the fault happened. The
+// channel receives how long after the start the first was acknowledged.
+// Acknowledged probes join l.acked.
+func (l *load) probe(t *testing.T, rs []*replica, tag string) <-chan time.Duration {
+	start := time.Now()
+	res := make(chan time.Duration, 1)
+	done := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	go func() { // ends after the first acknowledged probe or 300 sent, once every probe's request (10 s timeout) ended
+		defer wg.Wait()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := range 300 {
+			wg.Go(func() {
+				name := fmt.Sprintf("probe-%s-%03d", tag, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				out, err := client(live(rs, i)).CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(name),
+					Spec: &types.VirtualNodeSpec{Listeners: httpListener()}})
+				if err != nil {
+					return
+				}
+				l.mu.Lock()
+				l.acked[name] = aws.ToString(out.VirtualNode.Metadata.Uid)
+				l.mu.Unlock()
+				once.Do(func() {
+					res <- time.Since(start)
+					close(done)
+				})
+			})
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return res
+}
+
+// firstProbe waits for probe's result.
+func firstProbe(t *testing.T, res <-chan time.Duration, fault string) time.Duration {
 	t.Helper()
-	t.Logf("%s: first acknowledged write after %v", fault, d.Round(time.Millisecond))
-	if d > 15*time.Second {
-		t.Errorf("%s: writes resumed only after %v (bound 15 s, goal 5 s)", fault, d.Round(time.Millisecond))
+	select {
+	case d := <-res:
+		return d
+	case <-time.After(45 * time.Second):
+		t.Fatalf("%s: no write sent after it was acknowledged within 45 s", fault)
+		return 0
+	}
+}
+
+// resumed reports how long writes took to resume after a fault: the
+// first acknowledged write of the steady writers (whose writes in flight
+// on a lost member wait for the request timeout, 5 s), and of writes sent
+// after the fault. The goal is 5 s (docs/bench/ha.md has the measured
+// figures); the test fails beyond three times that, which a loaded CI
+// machine should still meet and a write path stuck on a dead member
+// would not.
+func resumed(t *testing.T, d, fresh time.Duration, fault string) {
+	t.Helper()
+	t.Logf("%s: first acknowledged write after %v; of the writes sent after it, the first acknowledged after %v",
+		fault, d.Round(time.Millisecond), fresh.Round(time.Millisecond))
+	if d > 15*time.Second || fresh > 15*time.Second {
+		t.Errorf("%s: writes resumed only after %v / %v (bound 15 s, goal 5 s)", fault, d.Round(time.Millisecond), fresh.Round(time.Millisecond))
 	}
 }
 
@@ -202,8 +262,9 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	}
 	killed := time.Now()
 	victim.kill()
+	fresh := l.probe(t, rs, "replica")
 	d := l.waitAcks(t, 30, 60*time.Second, "after killing replica "+victim.name)
-	resumed(t, d, "weft replica "+victim.name+" killed")
+	resumed(t, d, firstProbe(t, fresh, "replica killed"), "weft replica "+victim.name+" killed")
 	for _, g := range gateways {
 		waitFor(t, 30*time.Second, "proxy "+g.name+" on a surviving replica", func() bool {
 			return connectedAs(t, rs, "/virtualGateway/"+g.name) != nil
@@ -216,8 +277,9 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader.Kill()
+	fresh = l.probe(t, rs, "kill")
 	d = l.waitAcks(t, 30, 60*time.Second, "after killing the etcd leader "+leader.Name)
-	resumed(t, d, "etcd leader "+leader.Name+" killed")
+	resumed(t, d, firstProbe(t, fresh, "leader killed"), "etcd leader "+leader.Name+" killed")
 	leader.Restart(t)
 	if err := c.WaitHealthy(t.Context()); err != nil {
 		t.Fatal(err)
@@ -229,8 +291,9 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader.Pause()
+	fresh = l.probe(t, rs, "pause")
 	d = l.waitAcks(t, 30, 60*time.Second, "with the etcd leader "+leader.Name+" paused")
-	resumed(t, d, "etcd leader "+leader.Name+" paused")
+	resumed(t, d, firstProbe(t, fresh, "leader paused"), "etcd leader "+leader.Name+" paused")
 	leader.Resume()
 	if err := c.WaitHealthy(t.Context()); err != nil {
 		t.Fatal(err)
