@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
 
 	"github.com/weftmesh/weft/internal/store/etcdtest"
+	"github.com/weftmesh/weft/internal/weftbin"
 )
 
 // load writes virtual nodes through every replica in turn, remembering
@@ -36,7 +38,7 @@ func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{
 				default:
 				}
 				name := fmt.Sprintf("w%d-%05d", w, i)
-				c := client(rs[(w+i)%len(rs)])
+				c := client(live(rs, w+i))
 				out, err := c.CreateVirtualNode(t.Context(), &sdk.CreateVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(name),
 					Spec: &types.VirtualNodeSpec{Listeners: httpListener()}})
 				if err != nil {
@@ -53,6 +55,87 @@ func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{
 		})
 	}
 	return &wg
+}
+
+// probe sends a create every 100 ms from now on, each through the next
+// live replica, until one is acknowledged (at most 300): unlike the steady
+// writers, none of them was in flight when the fault happened. The
+// channel receives how long after the start the first was acknowledged.
+// Acknowledged probes join l.acked.
+func (l *load) probe(t *testing.T, rs []*replica, tag string) <-chan time.Duration {
+	start := time.Now()
+	res := make(chan time.Duration, 1)
+	done := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	go func() { // ends after the first acknowledged probe or 300 sent, once every probe's request (10 s timeout) ended
+		defer wg.Wait()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := range 300 {
+			wg.Go(func() {
+				name := fmt.Sprintf("probe-%s-%03d", tag, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				out, err := client(live(rs, i)).CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(name),
+					Spec: &types.VirtualNodeSpec{Listeners: httpListener()}})
+				if err != nil {
+					return
+				}
+				l.mu.Lock()
+				l.acked[name] = aws.ToString(out.VirtualNode.Metadata.Uid)
+				l.mu.Unlock()
+				once.Do(func() {
+					res <- time.Since(start)
+					close(done)
+				})
+			})
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return res
+}
+
+// firstProbe waits for probe's result.
+func firstProbe(t *testing.T, res <-chan time.Duration, fault string) time.Duration {
+	t.Helper()
+	select {
+	case d := <-res:
+		return d
+	case <-time.After(45 * time.Second):
+		t.Fatalf("%s: no write sent after it was acknowledged within 45 s", fault)
+		return 0
+	}
+}
+
+// resumed reports how long writes took to resume after a fault: the
+// first acknowledged write of the steady writers (whose writes in flight
+// on a lost member wait for the request timeout, 5 s), and of writes sent
+// after the fault. The goal is 5 s (docs/bench/ha.md has the measured
+// figures); the test fails beyond three times that, which a loaded CI
+// machine should still meet and a write path stuck on a dead member
+// would not.
+func resumed(t *testing.T, d, fresh time.Duration, fault string) {
+	t.Helper()
+	t.Logf("%s: first acknowledged write after %v; of the writes sent after it, the first acknowledged after %v",
+		fault, d.Round(time.Millisecond), fresh.Round(time.Millisecond))
+	if d > 15*time.Second || fresh > 15*time.Second {
+		t.Errorf("%s: writes resumed only after %v / %v (bound 15 s, goal 5 s)", fault, d.Round(time.Millisecond), fresh.Round(time.Millisecond))
+	}
+}
+
+// live returns the i-th replica (modulo), or the next one not killed.
+func live(rs []*replica, i int) *replica {
+	for k := range rs {
+		if r := rs[(i+k)%len(rs)]; !r.dead.Load() {
+			return r
+		}
+	}
+	return rs[i%len(rs)]
 }
 
 // waitAcks waits for n more acknowledged writes and returns how long the
@@ -85,24 +168,60 @@ func (l *load) waitAcks(t *testing.T, n int64, within time.Duration, what string
 }
 
 // TestEtcdFaultsUnderLoad: under a steady write load through three
-// replicas, SIGKILL the etcd leader (then restart it), then SIGSTOP the
-// new leader (then resume it). Writes resume after each fault, every
-// acknowledged write is present afterwards, and proxies never go back to
-// a route weight older than one they were configured with.
+// replicas and steady HTTP traffic through two weft proxy processes (the
+// mesh's gateways, in front of real apps), SIGKILL the weft replica the
+// first gateway proxy is connected to, then SIGKILL the etcd leader (then restart
+// it), then SIGSTOP the new leader (then resume it). Writes resume after
+// each fault, every acknowledged write is present afterwards, proxies
+// never go back to a route weight older than one they were configured
+// with, and no request through the proxies fails.
 func TestEtcdFaultsUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long fault test; the quick subset (-short) skips it")
 	}
 	c := etcdtest.Start(t, 3)
-	rs := startReplicas(t, c, 3)
-	setUpMesh(t, client(rs[0]), "front-a", "front-b", "front-c")
+	bin := weftbin.Build(t)
+	rs := startReplicasOf(t, bin, c, 3)
+	var addrs []string
+	for _, r := range rs {
+		addrs = append(addrs, r.xds)
+	}
+	setUpMeshApps(t, client(rs[0]), map[string]int32{"blue": serveColor(t, "blue"), "green": serveColor(t, "green")}, "front-a", "front-b", "front-c")
+	gwPorts := freePorts(t, 2)
+	var gateways []*gatewayProxy
+	for i, port := range gwPorts {
+		name := fmt.Sprintf("gw-%d", i)
+		createGateway(t, client(rs[0]), name, port)
+		gateways = append(gateways, startGatewayProxy(t, bin, name, port, addrs))
+	}
+	// Every proxy knows every replica and picks one at random.
 	var proxies []*proxy
-	for i, r := range rs {
-		proxies = append(proxies, startProxy(t, []string{"front-a", "front-b", "front-c"}[i], []string{r.xds}))
+	for i := range rs {
+		proxies = append(proxies, startProxy(t, []string{"front-a", "front-b", "front-c"}[i], addrs))
 	}
 	for _, p := range proxies {
 		p.waitWeights(t, 30*time.Second, "1", "1")
 	}
+
+	// 2 proxies x 50 requests/s, from before the first fault to after
+	// the last.
+	trafficStop := make(chan struct{})
+	tr := &traffic{}
+	trWG := tr.run(gateways, 20*time.Millisecond, trafficStop)
+	var histories []func() []float64
+	for _, g := range gateways {
+		h, wg := g.watchBlueWeights(50*time.Millisecond, trafficStop)
+		histories = append(histories, h)
+		defer wg.Wait()
+	}
+	defer func() {
+		select {
+		case <-trafficStop:
+		default:
+			close(trafficStop)
+		}
+		trWG.Wait()
+	}()
 
 	stop := make(chan struct{})
 	l := &load{acked: map[string]string{}, more: make(chan struct{})}
@@ -121,7 +240,7 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 				return
 			case <-more:
 			}
-			client(rs[int(i)%len(rs)]).UpdateRoute(t.Context(), &sdk.UpdateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
+			client(live(rs, int(i))).UpdateRoute(t.Context(), &sdk.UpdateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
 				RouteName: aws.String("split"), Spec: routeSpec(i, 1)})
 		}
 	})
@@ -136,13 +255,31 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	}()
 	l.waitAcks(t, 50, 60*time.Second, "warm-up")
 
+	// SIGKILL the weft replica the first gateway proxy is connected to.
+	victim := connectedAs(t, rs, "/virtualGateway/gw-0")
+	if victim == nil {
+		t.Fatal("no replica lists proxy gw-0")
+	}
+	killed := time.Now()
+	victim.kill()
+	fresh := l.probe(t, rs, "replica")
+	d := l.waitAcks(t, 30, 60*time.Second, "after killing replica "+victim.name)
+	resumed(t, d, firstProbe(t, fresh, "replica killed"), "weft replica "+victim.name+" killed")
+	for _, g := range gateways {
+		waitFor(t, 30*time.Second, "proxy "+g.name+" on a surviving replica", func() bool {
+			return connectedAs(t, rs, "/virtualGateway/"+g.name) != nil
+		})
+	}
+	t.Logf("gateway proxies listed by surviving replicas %v after the kill; traffic so far: %s", time.Since(killed).Round(time.Millisecond), tr.summary())
+
 	leader, err := c.Leader(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	leader.Kill()
-	d := l.waitAcks(t, 30, 60*time.Second, "after killing the etcd leader "+leader.Name)
-	t.Logf("etcd leader %s killed: first acknowledged write after %v", leader.Name, d.Round(time.Millisecond))
+	fresh = l.probe(t, rs, "kill")
+	d = l.waitAcks(t, 30, 60*time.Second, "after killing the etcd leader "+leader.Name)
+	resumed(t, d, firstProbe(t, fresh, "leader killed"), "etcd leader "+leader.Name+" killed")
 	leader.Restart(t)
 	if err := c.WaitHealthy(t.Context()); err != nil {
 		t.Fatal(err)
@@ -154,8 +291,9 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader.Pause()
+	fresh = l.probe(t, rs, "pause")
 	d = l.waitAcks(t, 30, 60*time.Second, "with the etcd leader "+leader.Name+" paused")
-	t.Logf("etcd leader %s paused: first acknowledged write after %v", leader.Name, d.Round(time.Millisecond))
+	resumed(t, d, firstProbe(t, fresh, "leader paused"), "etcd leader "+leader.Name+" paused")
 	leader.Resume()
 	if err := c.WaitHealthy(t.Context()); err != nil {
 		t.Fatal(err)
@@ -164,12 +302,18 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	weightWG.Wait()
+	close(trafficStop)
+	trWG.Wait()
+	t.Logf("traffic through the gateway proxies: %s", tr.summary())
+	if tr.failed.Load() != 0 || tr.ok.Load() == 0 {
+		t.Errorf("requests through the proxies: %s; first failures: %v", tr.summary(), tr.errs)
+	}
 
 	// Every acknowledged write is there, with the uid it was answered.
 	stored := map[string]string{}
 	var next *string
 	for {
-		out, err := client(rs[1]).ListVirtualNodes(t.Context(), &sdk.ListVirtualNodesInput{MeshName: aws.String(mesh), NextToken: next})
+		out, err := client(live(rs, 1)).ListVirtualNodes(t.Context(), &sdk.ListVirtualNodesInput{MeshName: aws.String(mesh), NextToken: next})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +330,7 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		}
 	}
 	for name, uid := range l.acked {
-		out, err := client(rs[2]).DescribeVirtualNode(t.Context(), &sdk.DescribeVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(name)})
+		out, err := client(live(rs, 2)).DescribeVirtualNode(t.Context(), &sdk.DescribeVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(name)})
 		if err != nil || aws.ToString(out.VirtualNode.Metadata.Uid) != uid {
 			t.Fatalf("virtual node %s: %v, want uid %s", name, err, uid)
 		}
@@ -194,6 +338,18 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d acknowledged writes all present; %d writes failed during the faults", len(l.acked), l.fails.Load())
 
+	for i, g := range gateways {
+		hist := histories[i]()
+		if len(hist) < 2 {
+			t.Fatalf("proxy %s: blue weights %v in /config_dump: the weight writer did not reach it", g.name, hist)
+		}
+		t.Logf("proxy %s: %d blue weights seen in /config_dump, %v to %v", g.name, len(hist), hist[0], hist[len(hist)-1])
+		for k := 1; k < len(hist); k++ {
+			if hist[k] < hist[k-1] {
+				t.Fatalf("proxy %s went back from route weight %v to %v", g.name, hist[k-1], hist[k])
+			}
+		}
+	}
 	for _, p := range proxies {
 		p.mu.Lock()
 		hist := slices.Clone(p.blueHistory)

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +51,7 @@ type replica struct {
 	cmd      *exec.Cmd
 	api, xds string // host:port
 	exited   chan error
+	dead     atomic.Bool // SIGKILLed
 }
 
 var (
@@ -113,6 +115,7 @@ func startReplica(t *testing.T, bin, name, store string) *replica {
 
 // kill sends SIGKILL and waits for the process to end.
 func (r *replica) kill() {
+	r.dead.Store(true)
 	r.cmd.Process.Signal(syscall.SIGKILL)
 	err := <-r.exited
 	r.exited <- err
@@ -266,6 +269,13 @@ func dnsDiscovery(host string) types.ServiceDiscovery {
 // virtual service on it, and front nodes using it as their backend.
 func setUpMesh(t *testing.T, c *sdk.Client, fronts ...string) {
 	t.Helper()
+	setUpMeshApps(t, c, nil, fronts...)
+}
+
+// setUpMeshApps is setUpMesh with blue and green served by apps on
+// 127.0.0.1 at these ports (nil: names that resolve nowhere, port 8080).
+func setUpMeshApps(t *testing.T, c *sdk.Client, apps map[string]int32, fronts ...string) {
+	t.Helper()
 	ctx := t.Context()
 	must := func(_ any, err error) {
 		t.Helper()
@@ -275,8 +285,12 @@ func setUpMesh(t *testing.T, c *sdk.Client, fronts ...string) {
 	}
 	must(c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: aws.String(mesh)}))
 	for _, n := range []string{"blue", "green"} {
+		listeners, host := httpListener(), n+".ha.local"
+		if port, ok := apps[n]; ok {
+			listeners[0].PortMapping.Port, host = aws.Int32(port), "127.0.0.1"
+		}
 		must(c.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(n),
-			Spec: &types.VirtualNodeSpec{Listeners: httpListener(), ServiceDiscovery: dnsDiscovery(n + ".ha.local")}}))
+			Spec: &types.VirtualNodeSpec{Listeners: listeners, ServiceDiscovery: dnsDiscovery(host)}}))
 	}
 	must(c.CreateVirtualRouter(ctx, &sdk.CreateVirtualRouterInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
 		Spec: &types.VirtualRouterSpec{Listeners: []types.VirtualRouterListener{{PortMapping: &types.PortMapping{Port: aws.Int32(8080), Protocol: types.PortProtocolHttp}}}}}))
@@ -309,10 +323,21 @@ func setWeights(t *testing.T, c *sdk.Client, blue, green int32) {
 	}
 }
 
-// connectedTo returns the replica whose /v1/proxies lists node.
+// connectedTo returns the replica whose /v1/proxies lists virtual node
+// node.
 func connectedTo(t *testing.T, rs []*replica, node string) *replica {
 	t.Helper()
+	return connectedAs(t, rs, "/virtualNode/"+node)
+}
+
+// connectedAs returns the live replica whose /v1/proxies lists a node id
+// ending in suffix.
+func connectedAs(t *testing.T, rs []*replica, suffix string) *replica {
+	t.Helper()
 	for _, r := range rs {
+		if r.dead.Load() {
+			continue
+		}
 		resp, err := http.Get("http://" + r.api + "/v1/proxies")
 		if err != nil {
 			continue
@@ -328,7 +353,7 @@ func connectedTo(t *testing.T, rs []*replica, node string) *replica {
 			t.Fatal(err)
 		}
 		for _, p := range out.Proxies {
-			if strings.HasSuffix(p.NodeID, "/virtualNode/"+node) {
+			if strings.HasSuffix(p.NodeID, suffix) {
 				return r
 			}
 		}
@@ -337,7 +362,10 @@ func connectedTo(t *testing.T, rs []*replica, node string) *replica {
 }
 
 func startReplicas(t *testing.T, c *etcdtest.Cluster, n int) []*replica {
-	bin := weftbin.Build(t)
+	return startReplicasOf(t, weftbin.Build(t), c, n)
+}
+
+func startReplicasOf(t *testing.T, bin string, c *etcdtest.Cluster, n int) []*replica {
 	var rs []*replica
 	for i := 0; i < n; i++ {
 		rs = append(rs, startReplica(t, bin, string(rune('A'+i)), etcdURL(c)))

@@ -45,7 +45,6 @@ type Member struct {
 // Cluster is a set of members started together.
 type Cluster struct {
 	Members []*Member
-	t       testing.TB
 	tls     *TLS
 }
 
@@ -74,14 +73,46 @@ func StartTLS(t testing.TB, n int, tlsCfg *TLS) *Cluster {
 	// A port picked free can be taken by someone else before etcd binds
 	// it; try again with new ports in that case.
 	for attempt := 0; attempt < 3; attempt++ {
-		c, err := start(t, bin, n, tlsCfg)
+		c, err := start(bin, t.TempDir(), n, tlsCfg)
 		if err == nil {
+			t.Cleanup(func() {
+				c.Stop()
+				if t.Failed() {
+					for _, m := range c.Members {
+						m.mu.Lock()
+						t.Logf("etcd %s output (last 4 KiB):\n%s", m.Name, tail(m.log.String(), 4096))
+						m.mu.Unlock()
+					}
+				}
+			})
 			return c
 		}
 		lastErr = err
 	}
 	t.Fatalf("start etcd: %v", lastErr)
 	return nil
+}
+
+// Launch is Start for programs that are not tests (benchmarks): the
+// members' data goes under root, and the caller ends them with Stop.
+func Launch(root string, n int) (*Cluster, error) {
+	bin := Binary()
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("etcd not found at %s (install Debian's etcd-server, or set WEFT_ETCD): %w", bin, err)
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		dir, err := os.MkdirTemp(root, "etcd-")
+		if err != nil {
+			return nil, err
+		}
+		c, err := start(bin, dir, n, nil)
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+	}
+	return nil, fmt.Errorf("start etcd: %w", lastErr)
 }
 
 func freePorts(n int) ([]int, error) {
@@ -103,7 +134,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func start(t testing.TB, bin string, n int, tlsCfg *TLS) (*Cluster, error) {
+func start(bin, root string, n int, tlsCfg *TLS) (*Cluster, error) {
 	scheme := "http"
 	if tlsCfg != nil {
 		scheme = "https"
@@ -112,8 +143,7 @@ func start(t testing.TB, bin string, n int, tlsCfg *TLS) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	root := t.TempDir()
-	c := &Cluster{t: t}
+	c := &Cluster{}
 	var initial []string
 	for i := 0; i < n; i++ {
 		m := &Member{
@@ -146,25 +176,15 @@ func start(t testing.TB, bin string, n int, tlsCfg *TLS) (*Cluster, error) {
 			}
 		}
 		if err := m.run(bin); err != nil {
-			c.stopAll()
+			c.Stop()
 			return nil, err
 		}
 	}
-	t.Cleanup(func() {
-		c.stopAll()
-		if t.Failed() {
-			for _, m := range c.Members {
-				m.mu.Lock()
-				t.Logf("etcd %s output (last 4 KiB):\n%s", m.Name, tail(m.log.String(), 4096))
-				m.mu.Unlock()
-			}
-		}
-	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c.tls = tlsCfg
 	if err := c.WaitHealthy(ctx); err != nil {
-		c.stopAll()
+		c.Stop()
 		return nil, fmt.Errorf("etcd did not become healthy: %w\n%s", err, tail(c.Members[0].log.String(), 2048))
 	}
 	return c, nil
@@ -202,7 +222,8 @@ func (m *Member) run(bin string) error {
 	return nil
 }
 
-func (c *Cluster) stopAll() {
+// Stop kills every member.
+func (c *Cluster) Stop() {
 	for _, m := range c.Members {
 		m.Kill()
 	}

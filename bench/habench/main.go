@@ -1,0 +1,568 @@
+// Command habench measures a highly available weft control plane: weft
+// server replicas (real processes) on a three-member etcd cluster (Debian's
+// etcd on loopback) next to one replica on bbolt, with simulated proxies
+// (weft proxy's own xDS client, one ADS stream each) spread round-robin
+// over the replicas (each proxy is given every replica's address and
+// picks one at random, as weft proxy does). For each setup it reports
+//   - write -> every proxy applied (and ACKed) the new route: p50/p99 over
+//     the writes, each write through the next replica;
+//   - memory per connected proxy per replica: RSS and Go heap at 0 and at
+//     all proxies connected;
+//   - failover (several replicas): SIGKILL the first replica, time until
+//     each of its proxies has a stream on another and has been configured
+//     there: p50/p99/max.
+//
+// Build weft first (go build -o /tmp/weft ./cmd/weft), then
+//
+//	go run ./bench/habench -weft /tmp/weft -proxies 1000 -writes 50
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
+	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
+
+	"github.com/weftmesh/weft/internal/store/etcdtest"
+)
+
+const (
+	account = "111122223333"
+	mesh    = "ha"
+)
+
+func main() {
+	weft := flag.String("weft", "", "weft binary to run as the replicas (go build -o /tmp/weft ./cmd/weft)")
+	proxies := flag.Int("proxies", 1000, "simulated proxies (ADS streams), spread round-robin over the replicas")
+	nodes := flag.Int("nodes", 100, "virtual nodes the proxies are instances of")
+	writes := flag.Int("writes", 50, "route weight writes, one at a time, each through the next replica")
+	setups := flag.String("setups", "bbolt:1,etcd:3", "setups run in turn: store:replicas, store bbolt or etcd")
+	members := flag.Int("members", 3, "etcd members")
+	failover := flag.Bool("failover", true, "SIGKILL the first replica at the end (setups with several replicas)")
+	protocol := flag.String("protocol", "delta", "the proxies' xDS: delta (weft proxy's default) or sotw")
+	flag.Parse()
+	if *weft == "" || *proxies < 1 || *nodes < 1 || *writes < 1 || (*protocol != "delta" && *protocol != "sotw") {
+		fmt.Fprintln(os.Stderr, "habench: -weft is required; -proxies, -nodes and -writes must be positive; -protocol delta or sotw")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Printf("habench: %d proxies (%s xDS) over %d virtual nodes, %d writes; load average before %s\n", *proxies, *protocol, *nodes, *writes, loadavg())
+	for _, s := range strings.Split(*setups, ",") {
+		kind, n, _ := strings.Cut(s, ":")
+		replicas, err := strconv.Atoi(n)
+		if err != nil || replicas < 1 || (kind != "bbolt" && kind != "etcd") || (kind == "bbolt" && replicas != 1) {
+			fmt.Fprintf(os.Stderr, "habench: bad setup %q (want bbolt:1 or etcd:N)\n", s)
+			os.Exit(2)
+		}
+		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes, failover: *failover, protocol: *protocol}
+		if err := b.run(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "habench: %s: %v\n", s, err)
+			os.Exit(1)
+		}
+	}
+	fmt.Printf("load average after %s\n", loadavg())
+}
+
+type bench struct {
+	weft                          string
+	kind                          string
+	replicas, members             int
+	proxies, nodes, writes        int
+	failover                      bool
+	protocol                      string
+	procs                         []*replica
+	sims                          []*sim
+	track                         tracker
+	simCtx                        context.Context
+	simWG                         sync.WaitGroup
+	stopSims                      context.CancelFunc
+	baseRSS, baseHeap             []float64
+	proxyRSS, proxyHeap, perProxy []float64
+}
+
+func (b *bench) run(ctx context.Context) error {
+	dir, err := os.MkdirTemp("", "habench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var storeArgs []string
+	if b.kind == "etcd" {
+		cl, err := etcdtest.Launch(dir, b.members)
+		if err != nil {
+			return err
+		}
+		defer cl.Stop()
+		var hosts []string
+		for _, e := range cl.Endpoints() {
+			hosts = append(hosts, strings.TrimPrefix(e, "http://"))
+		}
+		storeArgs = []string{"--store", "etcd://" + strings.Join(hosts, ",")}
+	}
+	for i := range b.replicas {
+		args := storeArgs
+		if b.kind == "bbolt" {
+			args = []string{"--data-dir", filepath.Join(dir, "data")}
+		}
+		r, err := startReplica(ctx, b.weft, fmt.Sprintf("r%d", i), args)
+		if err != nil {
+			return err
+		}
+		defer r.kill()
+		b.procs = append(b.procs, r)
+	}
+	if err := setUpMesh(ctx, client(b.procs[0]), b.nodes); err != nil {
+		return err
+	}
+	fmt.Printf("\n== %s, %d replica(s)", b.kind, b.replicas)
+	if b.kind == "etcd" {
+		fmt.Printf(" on %d members", b.members)
+	}
+	fmt.Printf(" (load average %s)\n", loadavg())
+	for _, r := range b.procs {
+		rss, heap := r.memory()
+		b.baseRSS, b.baseHeap = append(b.baseRSS, rss), append(b.baseHeap, heap)
+	}
+
+	// The proxies, each knowing every replica.
+	simCtx, cancel := context.WithCancel(ctx)
+	b.simCtx, b.stopSims = simCtx, cancel
+	defer func() {
+		cancel()
+		b.simWG.Wait()
+	}()
+	var addrs []string
+	for _, r := range b.procs {
+		addrs = append(addrs, r.xds)
+	}
+	b.track.arm(1, b.proxies)
+	start := time.Now()
+	for i := range b.proxies {
+		s := newSim(fmt.Sprintf("front-%03d", i%b.nodes), addrs, b.protocol, &b.track)
+		b.sims = append(b.sims, s)
+		b.simWG.Go(func() { s.c.Run(simCtx) }) // ends when simCtx is cancelled, at the end of the setup
+	}
+	if missing := b.track.wait(ctx, 120*time.Second); missing > 0 {
+		return fmt.Errorf("%d of %d proxies not configured within 120 s", missing, b.proxies)
+	}
+	fmt.Printf("%d proxies configured %v after the first connected\n", b.proxies, time.Since(start).Round(time.Millisecond))
+	b.memory()
+	if err := b.measureWrites(ctx); err != nil {
+		return err
+	}
+	if b.failover && b.replicas > 1 {
+		return b.measureFailover(ctx)
+	}
+	return nil
+}
+
+// memory prints each replica's RSS and Go heap (in use) per connected
+// proxy: the difference from before any proxy connected, divided by the
+// proxies the replica serves.
+func (b *bench) memory() {
+	for i, r := range b.procs {
+		n, err := r.streams()
+		if err != nil || n == 0 {
+			fmt.Printf("replica %s: no proxies counted (%v)\n", r.name, err)
+			continue
+		}
+		rss, heap := r.memory()
+		fmt.Printf("replica %s: %d proxies; RSS %.1f -> %.1f MiB (%.1f KiB per proxy); Go heap in use %.1f -> %.1f MiB (%.1f KiB per proxy)\n",
+			r.name, n, b.baseRSS[i]/(1<<20), rss/(1<<20), (rss-b.baseRSS[i])/float64(n)/1024,
+			b.baseHeap[i]/(1<<20), heap/(1<<20), (heap-b.baseHeap[i])/float64(n)/1024)
+	}
+}
+
+// measureWrites changes the route's weights writes times, each through
+// the next replica, and times each from before the API call until every
+// proxy applied it.
+func (b *bench) measureWrites(ctx context.Context) error {
+	var all, each []time.Duration
+	for k := range b.writes {
+		w := uint32(k + 2)
+		b.track.arm(w, b.proxies)
+		start := time.Now()
+		if err := setWeights(ctx, client(b.procs[k%b.replicas]), int32(w), 1); err != nil {
+			return fmt.Errorf("write %d: %w", k, err)
+		}
+		if missing := b.track.wait(ctx, 30*time.Second); missing > 0 {
+			return fmt.Errorf("write %d: %d proxies did not apply it within 30 s", k, missing)
+		}
+		all = append(all, time.Since(start))
+		each = append(each, b.track.latencies(start)...)
+	}
+	slices.Sort(all)
+	slices.Sort(each)
+	fmt.Printf("write -> all %d proxies applied: p50 %s p99 %s max %s over %d writes; per proxy p50 %s p99 %s\n",
+		b.proxies, ms(pct(all, 50)), ms(pct(all, 99)), ms(all[len(all)-1]), len(all), ms(pct(each, 50)), ms(pct(each, 99)))
+	return nil
+}
+
+// measureFailover SIGKILLs the first replica and times, for each of its
+// proxies, the new stream on another replica and the first response
+// applied there. On a delta stream a proxy whose resources are current
+// is sent nothing (it names their versions when the stream opens), so
+// only the stream is timed for all; on state-of-the-world streams
+// everything is sent again.
+func (b *bench) measureFailover(ctx context.Context) error {
+	want, err := b.procs[0].streams()
+	if err != nil {
+		return err
+	}
+	killed := time.Now()
+	for _, s := range b.sims {
+		s.watchFrom(killed)
+	}
+	b.procs[0].kill()
+	// The proxies whose stream the kill ended are the replica's.
+	var victims []*sim
+	deadline := time.After(60 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		done := 0
+		victims = victims[:0]
+		for _, s := range b.sims {
+			down, c, a := s.failoverTimes()
+			if down.IsZero() {
+				continue
+			}
+			victims = append(victims, s)
+			if !c.IsZero() && (b.protocol == "delta" || !a.IsZero()) {
+				done++
+			}
+		}
+		if done == want {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("failover: %d of %d proxies of the killed replica on another within 60 s", done, want)
+		case <-tick.C:
+		}
+	}
+	var conn, conf []time.Duration
+	for _, s := range victims {
+		_, c, a := s.failoverTimes()
+		conn = append(conn, c.Sub(killed))
+		if !a.IsZero() {
+			conf = append(conf, a.Sub(killed))
+		}
+	}
+	slices.Sort(conn)
+	slices.Sort(conf)
+	fmt.Printf("failover of %d proxies after SIGKILL of replica %s: new stream on another p50 %s p99 %s max %s",
+		len(victims), b.procs[0].name, ms(pct(conn, 50)), ms(pct(conn, 99)), ms(conn[len(conn)-1]))
+	if len(conf) > 0 {
+		fmt.Printf("; %d sent a configuration there: p50 %s p99 %s max %s", len(conf), ms(pct(conf, 50)), ms(pct(conf, 99)), ms(conf[len(conf)-1]))
+	}
+	fmt.Println()
+	// Writes through the survivors still reach every proxy.
+	w := uint32(b.writes + 2)
+	b.track.arm(w, b.proxies)
+	start := time.Now()
+	if err := setWeights(ctx, client(b.procs[1]), int32(w), 1); err != nil {
+		return err
+	}
+	if missing := b.track.wait(ctx, 30*time.Second); missing > 0 {
+		return fmt.Errorf("after failover: %d proxies did not apply a write within 30 s", missing)
+	}
+	fmt.Printf("after failover, a write reached all %d proxies in %s\n", b.proxies, ms(time.Since(start)))
+	return nil
+}
+
+// replica is one running `weft server`.
+type replica struct {
+	name     string
+	cmd      *exec.Cmd
+	api, xds string
+	exited   chan error
+}
+
+var (
+	apiListening = regexp.MustCompile(`msg="api listening" addr=(\S+)`)
+	xdsListening = regexp.MustCompile(`msg="xds listening".* addr=(\S+)`)
+)
+
+func startReplica(ctx context.Context, bin, name string, storeArgs []string) (*replica, error) {
+	args := append([]string{"server", "--api-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0",
+		"--region", "us-east-1", "--account-id", account, "--appmesh-limits", "virtualNodesPerMesh=100000"}, storeArgs...)
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &replica{name: name, cmd: cmd, exited: make(chan error, 1)}
+	addrs := make(chan [2]string, 2)
+	go func() { // reads stderr until the process closes it
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := apiListening.FindStringSubmatch(sc.Text()); m != nil {
+				addrs <- [2]string{"api", m[1]}
+			}
+			if m := xdsListening.FindStringSubmatch(sc.Text()); m != nil {
+				addrs <- [2]string{"xds", m[1]}
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		r.exited <- cmd.Wait()
+	}()
+	deadline := time.After(60 * time.Second)
+	for r.api == "" || r.xds == "" {
+		select {
+		case a := <-addrs:
+			if a[0] == "api" {
+				r.api = a[1]
+			} else {
+				r.xds = a[1]
+			}
+		case err := <-r.exited:
+			r.exited <- err
+			return nil, fmt.Errorf("replica %s exited before listening: %v", name, err)
+		case <-deadline:
+			r.kill()
+			return nil, fmt.Errorf("replica %s did not report its listeners within 60 s", name)
+		case <-ctx.Done():
+			r.kill()
+			return nil, ctx.Err()
+		}
+	}
+	return r, nil
+}
+
+// kill sends SIGKILL and waits for the process to end.
+func (r *replica) kill() {
+	r.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-r.exited
+	r.exited <- err
+}
+
+// streams is the number of ADS streams the replica lists on /v1/proxies.
+func (r *replica) streams() (int, error) {
+	resp, err := http.Get("http://" + r.api + "/v1/proxies")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Proxies []struct {
+			Replicas int `json:"replicas"`
+		} `json:"proxies"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&out); err != nil {
+		return 0, fmt.Errorf("/v1/proxies of %s: %w", r.name, err)
+	}
+	n := 0
+	for _, p := range out.Proxies {
+		n += p.Replicas
+	}
+	return n, nil
+}
+
+// memory is the replica's resident set (from /proc) and Go heap in use
+// (from its /metrics), in bytes.
+func (r *replica) memory() (rss, heap float64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.cmd.Process.Pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			rss = v * 1024
+		}
+	}
+	resp, err := http.Get("http://" + r.api + "/metrics")
+	if err != nil {
+		return rss, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 64<<20))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_inuse_bytes "); ok {
+			heap, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return rss, heap
+}
+
+func client(r *replica) *sdk.Client {
+	return sdk.New(sdk.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String("http://" + r.api),
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: account, SecretAccessKey: "x"}, nil
+		}),
+		Retryer: retry.AddWithMaxAttempts(retry.NewStandard(), 1),
+	})
+}
+
+func httpListener(port int32) []types.Listener {
+	return []types.Listener{{PortMapping: &types.PortMapping{Port: aws.Int32(port), Protocol: types.PortProtocolHttp}}}
+}
+
+func dns(host string) types.ServiceDiscovery {
+	return &types.ServiceDiscoveryMemberDns{Value: types.DnsServiceDiscovery{Hostname: aws.String(host)}}
+}
+
+// setUpMesh: a router splitting between blue and green, its virtual
+// service, and nodes front-000... using it as their backend, so that
+// every route weight write changes every proxy's routes.
+func setUpMesh(ctx context.Context, c *sdk.Client, nodes int) error {
+	steps := []func() error{
+		func() error {
+			_, err := c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: aws.String(mesh)})
+			return err
+		},
+		func() error {
+			for _, n := range []string{"blue", "green"} {
+				if _, err := c.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(n),
+					Spec: &types.VirtualNodeSpec{Listeners: httpListener(8080), ServiceDiscovery: dns(n + ".ha.local")}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		func() error {
+			_, err := c.CreateVirtualRouter(ctx, &sdk.CreateVirtualRouterInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
+				Spec: &types.VirtualRouterSpec{Listeners: []types.VirtualRouterListener{{PortMapping: &types.PortMapping{Port: aws.Int32(8080), Protocol: types.PortProtocolHttp}}}}})
+			return err
+		},
+		func() error {
+			_, err := c.CreateRoute(ctx, &sdk.CreateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"), RouteName: aws.String("split"),
+				Spec: routeSpec(1, 1)})
+			return err
+		},
+		func() error {
+			_, err := c.CreateVirtualService(ctx, &sdk.CreateVirtualServiceInput{MeshName: aws.String(mesh), VirtualServiceName: aws.String("color.ha.local"),
+				Spec: &types.VirtualServiceSpec{Provider: &types.VirtualServiceProviderMemberVirtualRouter{Value: types.VirtualRouterServiceProvider{VirtualRouterName: aws.String("router")}}}})
+			return err
+		},
+		func() error {
+			for i := range nodes {
+				n := fmt.Sprintf("front-%03d", i)
+				if _, err := c.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(n),
+					Spec: &types.VirtualNodeSpec{Listeners: httpListener(8080), ServiceDiscovery: dns(n + ".ha.local"),
+						Backends: []types.Backend{&types.BackendMemberVirtualService{Value: types.VirtualServiceBackend{VirtualServiceName: aws.String("color.ha.local")}}}}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return fmt.Errorf("set up the mesh: %w", err)
+		}
+	}
+	return nil
+}
+
+func routeSpec(blue, green int32) *types.RouteSpec {
+	return &types.RouteSpec{HttpRoute: &types.HttpRoute{
+		Match: &types.HttpRouteMatch{Prefix: aws.String("/")},
+		Action: &types.HttpRouteAction{WeightedTargets: []types.WeightedTarget{
+			{VirtualNode: aws.String("blue"), Weight: blue},
+			{VirtualNode: aws.String("green"), Weight: green},
+		}},
+	}}
+}
+
+func setWeights(ctx context.Context, c *sdk.Client, blue, green int32) error {
+	_, err := c.UpdateRoute(ctx, &sdk.UpdateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
+		RouteName: aws.String("split"), Spec: routeSpec(blue, green)})
+	return err
+}
+
+// tracker counts the proxies that applied route weight want.
+type tracker struct {
+	mu      sync.Mutex
+	want    uint32
+	missing int
+	at      []time.Time // when each proxy applied it
+	reached chan struct{}
+}
+
+func (t *tracker) arm(want uint32, n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.want, t.missing, t.at, t.reached = want, n, t.at[:0], make(chan struct{})
+}
+
+// applied is called by a proxy that accepted blue weight w, having had
+// prev before.
+func (t *tracker) applied(prev, w uint32, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if w >= t.want && prev < t.want && t.missing > 0 {
+		t.at = append(t.at, at)
+		t.missing--
+		if t.missing == 0 {
+			close(t.reached)
+		}
+	}
+}
+
+// wait returns how many proxies had not applied it within d.
+func (t *tracker) wait(ctx context.Context, d time.Duration) int {
+	t.mu.Lock()
+	ch := t.reached
+	t.mu.Unlock()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ch:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.missing
+}
+
+func (t *tracker) latencies(since time.Time) []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]time.Duration, 0, len(t.at))
+	for _, at := range t.at {
+		out = append(out, at.Sub(since))
+	}
+	return out
+}
+
+func pct(d []time.Duration, p int) time.Duration { return d[(len(d)-1)*p/100] }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
