@@ -41,10 +41,29 @@ type Memo struct {
 	parts    map[any]*egressPart
 	shared   int // translations that took their egress from parts
 	clusters int // clusters taken from parts
+	// hosts holds each virtual host of a virtual service in an egress
+	// route table.
+	hosts map[hostKey]*routev3.VirtualHost
 }
 
 // NewMemo returns an empty Memo.
-func NewMemo() *Memo { return &Memo{parts: map[any]*egressPart{}} }
+func NewMemo() *Memo {
+	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}}
+}
+
+// hostKey names a virtual host of an Envoy egress route table: what
+// newEgressVirtualHost reads is the View (through servicePorts, which
+// gives the same svcPort for the same service and port) and the port its
+// domains name; the clusters its routes name are the caller's
+// (egressCluster), which virtualHost adds to each caller's build.
+type hostKey struct {
+	v          *View
+	owner      string
+	mesh       string
+	service    string
+	port       uint32
+	domainPort uint32
+}
 
 // memoKey names an egress: the View it was built from (a Memo may serve
 // several meshes) and everything of the node it reads.
@@ -194,6 +213,39 @@ func (m *Memo) cluster(b *build, name, service string, t target, fl flavor) bool
 		m.mu.Unlock()
 	}
 	return added
+}
+
+// virtualHost is newEgressVirtualHost for Envoy, built once per service
+// and port. The host is the same for every caller; what building it adds
+// to the build is the clusters of its routes' targets, as the caller sees
+// them, so a caller taking a built host adds those clusters itself, in
+// the order building it would have.
+func (m *Memo) virtualHost(b *build, sp svcPort, domainPort uint32) *routev3.VirtualHost {
+	k := hostKey{v: b.v, owner: b.id.MeshOwner, mesh: b.id.Mesh, service: sp.service, port: sp.port, domainPort: domainPort}
+	m.mu.Lock()
+	vh := m.hosts[k]
+	m.mu.Unlock()
+	if vh != nil {
+		for _, r := range sp.routes {
+			for _, t := range r.targets {
+				b.egressCluster(sp.service, t, envoyFlavor)
+			}
+		}
+		return vh
+	}
+	failed := b.err != nil
+	vh = b.newEgressVirtualHost(sp, domainPort, envoyFlavor)
+	if !failed && b.err != nil {
+		return vh // not shared: a host that failed must fail each caller
+	}
+	m.mu.Lock()
+	if q := m.hosts[k]; q != nil {
+		vh = q // built twice at once: equal, the first stored is kept
+	} else {
+		m.hosts[k] = vh
+	}
+	m.mu.Unlock()
+	return vh
 }
 
 // passthrough adds the passthrough cluster name, shared by every proxy

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 )
@@ -119,7 +120,8 @@ func copyNode(t *testing.T, vn *appmesh.VirtualNodeData, name string) *appmesh.V
 // bigMesh's services, so no two share an egress) share the clusters of
 // the backends they have in common, and still get exactly what Translate
 // gives them; a node with its own client policy toward a backend gets its
-// own cluster, with TLS; and a change to a shared target reaches every
+// own cluster, with TLS, while the virtual host of the service is the
+// same for all; and a change to a shared target reaches every
 // node through the next View, even with the same Memo.
 func TestMemoSharesClusters(t *testing.T) {
 	v := bigMesh()
@@ -143,7 +145,8 @@ func TestMemoSharesClusters(t *testing.T) {
 	v2.VirtualNodes["node-10"] = n10
 
 	m := NewMemo()
-	clusterOf := map[string]map[string]*clusterv3.Cluster{} // by view and node, the cluster of svc-10's target
+	clusterOf := map[string]map[string]*clusterv3.Cluster{} // by cluster name and node, the cluster of svc-10's target
+	hostOf := map[string]*routev3.VirtualHost{}             // by node, svc-10's virtual host in the first view
 	target := egressClusterName("big", "node-10", appmesh.PortProtocolHttp, 8080)
 	target2 := egressClusterName("big", "node-10", appmesh.PortProtocolHttp, 9090)
 	for vi, view := range []*View{v, v2} {
@@ -160,6 +163,13 @@ func TestMemoSharesClusters(t *testing.T) {
 			if w, g := render(t, id, want), render(t, id, got); !bytes.Equal(w, g) {
 				t.Fatalf("view %d %s: with a Memo differs from Translate:\n%s", vi, node, firstDiff(w, g))
 			}
+			for _, rc := range got.Routes {
+				for _, vh := range rc.GetVirtualHosts() {
+					if vh.GetName() == "svc-10.big.local" && vi == 0 {
+						hostOf[node] = vh
+					}
+				}
+			}
 			for _, c := range got.Clusters {
 				if c.GetName() == target || c.GetName() == target2 {
 					if clusterOf[c.GetName()] == nil {
@@ -175,6 +185,9 @@ func TestMemoSharesClusters(t *testing.T) {
 	}
 	if m.SharedClusters() == 0 {
 		t.Fatal("no cluster shared between nodes with common backends")
+	}
+	if hostOf["node-7"] == nil || hostOf["node-7"] != hostOf["node-8"] || hostOf["node-8"] != hostOf["node-9"] {
+		t.Fatal("svc-10's virtual host is not shared by its callers (node-8's own policy changes its cluster, not the host)")
 	}
 	old, cur := clusterOf[target], clusterOf[target2]
 	if old["node-7"] == nil || old["node-7"] != old["node-9"] {
