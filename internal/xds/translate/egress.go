@@ -94,7 +94,7 @@ func (b *build) egressChain(p uint32, sps []svcPort, allowAll bool, logs []*acce
 			extra = append(extra, b.allowAllVirtualHost())
 		}
 		b.addRoute(b.egressRouteConfig(rds, httpSps, p, envoyFlavor, extra...))
-		f = b.hcmFilter(b.hcm("egress", rds, pp.proto, logs, envoyFlavor))
+		f = b.envoyHCMFilter("egress", rds, pp.proto, logs)
 	} else {
 		pp.proto = sps[0].proto
 		f = b.tcpRouteFilter(sps[0], logs)

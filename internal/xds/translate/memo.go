@@ -44,11 +44,13 @@ type Memo struct {
 	// hosts holds each virtual host of a virtual service in an egress
 	// route table.
 	hosts map[hostKey]*routev3.VirtualHost
+	// values holds messages that follow from their key alone (memoized).
+	values map[any]any
 }
 
 // NewMemo returns an empty Memo.
 func NewMemo() *Memo {
-	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}}
+	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, values: map[any]any{}}
 }
 
 // hostKey names a virtual host of an Envoy egress route table: what
@@ -246,6 +248,31 @@ func (m *Memo) virtualHost(b *build, sp svcPort, domainPort uint32) *routev3.Vir
 	}
 	m.mu.Unlock()
 	return vh
+}
+
+// memoized returns what build returns for k, built once per Memo when b
+// has one. build must read nothing but what k holds, and add nothing to
+// b.
+func memoized[T any](b *build, k any, build func() T) T {
+	m := b.memo
+	if m == nil {
+		return build()
+	}
+	m.mu.Lock()
+	v, ok := m.values[k]
+	m.mu.Unlock()
+	if ok {
+		return v.(T)
+	}
+	t := build()
+	m.mu.Lock()
+	if v, ok := m.values[k]; ok {
+		t = v.(T) // built twice at once: equal, the first stored is kept
+	} else {
+		m.values[k] = t
+	}
+	m.mu.Unlock()
+	return t
 }
 
 // passthrough adds the passthrough cluster name, shared by every proxy
