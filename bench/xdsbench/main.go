@@ -20,6 +20,7 @@
 //
 //	go run ./bench/xdsbench -n 1000
 //	go run ./bench/xdsbench -n 1000 -cpuprofile /tmp/xds.pprof   # the server's, during the writes
+//	go run ./bench/xdsbench -n 10000 -steps 0,1000,10000 -writes 10  # the API's latency at 0, 1,000 and 10,000 proxies, one run
 //	go run ./bench/xdsbench -n 1000 -memprofile /tmp/xds.mem     # its allocations during the writes:
 //	go tool pprof -sample_index=alloc_space -base /tmp/xds.mem.base /tmp/xds.mem
 package main
@@ -80,13 +81,24 @@ func main() {
 	writes := flag.Int("writes", 100, "API writes, one at a time")
 	perConn := flag.Int("streams-per-conn", 1, "ADS streams sharing one gRPC connection")
 	cpuprofile := flag.String("cpuprofile", "", "write the server's CPU profile during the writes to this file")
-	every := flag.Bool("every", false, "the headline shape: every client node uses service 0, and every write changes its route's weights (RDS), so every proxy is affected; with -replicas 1 -unique-egress, one identity per proxy and nothing shared")
-	unique := flag.Bool("unique-egress", false, "give each client node a backend of its own (a virtual service that does not exist), so that no two share an egress configuration and the server can share no translation work between them")
+	every := flag.Bool("every", false, "the headline shape: every client node uses service 0, and every write changes its route's weights (RDS), so every proxy is affected; with -replicas 1 -unique-egress, one identity per proxy, each with its own route table")
+	unique := flag.Bool("unique-egress", false, "give each client node a backend of its own (a virtual service that does not exist), so that no two share a whole egress configuration: each identity is translated and gets a route table of its own (the server still shares what the services they have in common translate to: virtual hosts, clusters)")
 	memprofile := flag.String("memprofile", "", "write the server's heap profile to this file after the writes, and to this file.base before them")
+	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
 	flag.Parse()
+	var steps []int
+	if *stepsFlag != "" {
+		for _, f := range strings.Split(*stepsFlag, ",") {
+			v, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || v < 0 || v > *n || len(steps) > 0 && v < steps[len(steps)-1] {
+				log.Fatalf("-steps %q: want ascending counts from 0 to -n (%d)", *stepsFlag, *n)
+			}
+			steps = append(steps, v)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile); err != nil {
+	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, steps); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -157,7 +169,7 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile string) error {
+func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile string, steps []int) error {
 	if every && services < 2 {
 		return fmt.Errorf("-every needs -services 2 or more")
 	}
@@ -201,77 +213,105 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 			c.Close()
 		}
 	}()
-	start = time.Now()
-	// Connect as a restarted server sees it: everyone at once (64 dials
-	// in flight).
 	var conn *grpc.ClientConn
-	var wg sync.WaitGroup
-	var startErr atomic.Pointer[error]
-	sem := make(chan struct{}, 64)
-	for i := range clients {
-		if i%perConn == 0 {
-			conn, err = grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				return err
+	var connected time.Duration // the last connect's
+	// connect opens the streams of clients[from:to] as a restarted server
+	// sees them: everyone at once (64 dials in flight), and waits until
+	// each has ACKed its first RDS (the last type).
+	connect := func(from, to int) error {
+		start := time.Now()
+		var wg sync.WaitGroup
+		var startErr atomic.Pointer[error]
+		sem := make(chan struct{}, 64)
+		for i := from; i < to; i++ {
+			if i%perConn == 0 {
+				c, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					return err
+				}
+				conn = c
+				conns = append(conns, conn)
 			}
-			conns = append(conns, conn)
+			clients[i] = &client{id: i, node: i / replicas, events: events}
+			sem <- struct{}{}
+			wg.Go(func() { // ends when the stream is open
+				defer func() { <-sem }()
+				if err := clients[i].start(ctx, conn, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/replicas)); err != nil {
+					err = fmt.Errorf("client %d: %w", i, err)
+					startErr.CompareAndSwap(nil, &err)
+				}
+			})
 		}
-		clients[i] = &client{id: i, node: i / replicas, events: events}
-		sem <- struct{}{}
-		wg.Go(func() { // ends when the stream is open
-			defer func() { <-sem }()
-			if err := clients[i].start(ctx, conn, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/replicas)); err != nil {
-				err = fmt.Errorf("client %d: %w", i, err)
-				startErr.CompareAndSwap(nil, &err)
+		wg.Wait()
+		if err := startErr.Load(); err != nil {
+			return *err
+		}
+		for ready := from; ready < to; {
+			select {
+			case e := <-events:
+				if e.typ == rdsType && e.first {
+					ready++
+				}
+			case <-time.After(60 * time.Second):
+				return fmt.Errorf("only %d of %d clients configured after 60 s", ready, to)
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-		})
+		}
+		connected = time.Since(start)
+		log.Printf("%d clients connected and configured in %v (%d in all)", to-from, connected.Round(time.Millisecond), to)
+		return nil
 	}
-	wg.Wait()
-	if err := startErr.Load(); err != nil {
-		return *err
+	if len(steps) == 0 {
+		steps = []int{n}
 	}
-	// Connected: every client has ACKed its first RDS (the last type).
-	for ready := 0; ready < n; {
-		select {
-		case e := <-events:
-			if e.typ == rdsType && e.first {
-				ready++
-			}
-		case <-time.After(60 * time.Second):
-			return fmt.Errorf("only %d of %d clients configured after 60 s", ready, n)
-		case <-ctx.Done():
-			return ctx.Err()
+	from := 0
+	for _, to := range steps {
+		if err := connect(from, to); err != nil {
+			return err
+		}
+		from = to
+		if err := measure(ctx, child.Process.Pid, apiAddr, w, events, clients[:to], connected, nodes, services, writes, every); err != nil {
+			return err
 		}
 	}
-	connect := time.Since(start)
-	log.Printf("%d clients connected and configured in %v", n, connect.Round(time.Millisecond))
+	return nil
+}
 
+// measure makes the writes, one at a time, with the clients active
+// connected, and prints what they cost: write -> last affected ACK, the
+// API call, the server's CPU and memory. The server's CPU profile
+// (-cpuprofile) covers the writes of the last call.
+func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-chan ackEvent, active []*client, connected time.Duration, nodes, services, writes int, every bool) error {
+	var err error
 	m0 := scrape("http://" + apiAddr + "/metrics")
-	cpu0, _ := procCPU(child.Process.Pid)
+	cpu0, _ := procCPU(pid)
 	self0, _ := procCPU(os.Getpid())
 	load0 := loadavg()
-	child.Process.Signal(syscall.SIGUSR1)
+	syscall.Kill(pid, syscall.SIGUSR1)
 	var lat, apiLat []time.Duration
 	byType := map[string][]time.Duration{} // lat by the type the write changes
 	rnd := rand.New(rand.NewPCG(7, 11))
+	affectedTotal := 0
 	for i := range writes {
 		k := i % services
 		if every {
 			k = 0
 		}
 		affected := map[int]bool{}
-		for _, c := range clients {
+		for _, c := range active {
 			if every || c.node%services == k || (c.node+1)%services == k {
 				affected[c.id] = true
 			}
 		}
+		affectedTotal += len(affected)
 		typ := rdsType
 		if i%2 == 1 && !every {
 			typ = edsType
 		}
 		before := map[int]string{}
 		for id := range affected {
-			before[id] = clients[id].version(typ)
+			before[id] = active[id].version(typ)
 		}
 		t0 := time.Now()
 		if typ == rdsType {
@@ -284,6 +324,9 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 			return fmt.Errorf("write %d: %w", i, err)
 		}
 		apiLat = append(apiLat, time.Since(t0))
+		if len(affected) == 0 {
+			continue
+		}
 		pending := len(affected)
 		deadline := time.After(60 * time.Second)
 		var last time.Time
@@ -298,7 +341,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 			case <-deadline:
 				for id, waiting := range affected {
 					if waiting {
-						c := clients[id]
+						c := active[id]
 						return fmt.Errorf("write %d: %d affected clients never ACKed a new %s; e.g. client-%d (stream %d) still has %s (before the write: %s)",
 							i, pending, typ, c.node, id, c.version(typ), before[id])
 					}
@@ -310,12 +353,12 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 		lat = append(lat, last.Sub(t0))
 		byType[typ] = append(byType[typ], last.Sub(t0))
 	}
-	child.Process.Signal(syscall.SIGUSR2)
-	cpu1, _ := procCPU(child.Process.Pid)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	cpu1, _ := procCPU(pid)
 	self1, _ := procCPU(os.Getpid())
 	log.Printf("machine load average (1, 5, 15 min) before the writes %s, after %s; the simulated proxies (this process) used %v of CPU per write",
 		load0, loadavg(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
-	rss, hwm := procRSS(child.Process.Pid)
+	rss, hwm := procRSS(pid)
 	m1 := scrape("http://" + apiAddr + "/metrics")
 	mean := func(name string) time.Duration {
 		n := m1[name+"_count"] - m0[name+"_count"]
@@ -330,7 +373,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 		perWrite("weft_xds_translations_total"), perWrite("weft_xds_endpoint_updates_total"), perWrite("weft_xds_resource_checks_total"), perWrite("weft_xds_pushes_total"))
 	slices.Sort(lat)
 	slices.Sort(apiLat)
-	log.Printf("API calls (HTTP, validation, fsync'd commit): p50 %s, p99 %s, max %s", ms(pct(apiLat, 50)), ms(pct(apiLat, 99)), ms(apiLat[len(apiLat)-1]))
+	log.Printf("API calls with %d proxies connected (HTTP, validation, fsync'd commit): p50 %s, p99 %s, max %s", len(active), ms(pct(apiLat, 50)), ms(pct(apiLat, 99)), ms(apiLat[len(apiLat)-1]))
 	for _, typ := range []string{rdsType, edsType} {
 		d := byType[typ]
 		slices.Sort(d)
@@ -339,15 +382,20 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 		}
 	}
 	cpuPerWrite := time.Duration(float64(cpu1-cpu0) / float64(writes))
-	affectedPerWrite := 2 * nodes / services * replicas
-	if every {
-		affectedPerWrite = n
+	affectedPerWrite := affectedTotal / writes
+	if affectedPerWrite > 0 {
+		log.Printf("server CPU per affected proxy per write: %v; API p99 %s", (cpuPerWrite / time.Duration(affectedPerWrite)).Round(time.Microsecond), ms(pct(apiLat, 99)))
 	}
-	log.Printf("server CPU per affected proxy per write: %v; API p99 %s", (cpuPerWrite / time.Duration(affectedPerWrite)).Round(time.Microsecond), ms(pct(apiLat, 99)))
-	fmt.Printf("| %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %d / %d |\n",
-		n, nodes, len(lat), affectedPerWrite,
-		ms(pct(lat, 50)), ms(pct(lat, 99)), ms(lat[len(lat)-1]), ms(pct(apiLat, 50)),
-		ms(cpuPerWrite), connect.Round(time.Millisecond), rss>>20, hwm>>20)
+	row := func(d []time.Duration, p int) string {
+		if len(d) == 0 {
+			return "-"
+		}
+		return ms(pct(d, p))
+	}
+	fmt.Printf("| %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %d / %d |\n",
+		len(active), nodes, writes, affectedPerWrite,
+		row(lat, 50), row(lat, 99), row(lat, 100), ms(pct(apiLat, 50)), ms(pct(apiLat, 99)),
+		ms(cpuPerWrite), connected.Round(time.Millisecond), rss>>20, hwm>>20)
 	return nil
 }
 

@@ -21,14 +21,22 @@ import (
 // streams: this is the recompute alone (translate, validate, marshal,
 // intern, index), on the benchmark's cores.
 func BenchmarkRouteWrite(b *testing.B) {
-	benchWrites(b, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, i%benchServices, 1+i%98) })
+	benchWrites(b, false, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, i%benchServices, 1+i%98) })
+}
+
+// BenchmarkRouteWriteEvery is bench/xdsbench's headline shape: every
+// client node has service 0 as a backend, one other, and one of its own
+// (so no two share an egress), and each write changes service 0's
+// weights, so every one of the 500 identities is recomputed.
+func BenchmarkRouteWriteEvery(b *testing.B) {
+	benchWrites(b, true, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, 0, 1+i%98) })
 }
 
 // BenchmarkEndpointWrite is the same for a Cloud Map instance registered
 // or deregistered: the 100 identities that read it get their
 // ClusterLoadAssignments rebuilt, nothing is translated.
 func BenchmarkEndpointWrite(b *testing.B) {
-	benchWrites(b, func(b *testing.B, st store.Store, i int) {
+	benchWrites(b, false, func(b *testing.B, st store.Store, i int) {
 		k := i % benchServices
 		key := cloudmap.InstanceKey(fmt.Sprintf("srv-tgt-%d", k), "extra")
 		if i/benchServices%2 == 1 {
@@ -45,8 +53,12 @@ func BenchmarkEndpointWrite(b *testing.B) {
 const benchNodes, benchServices = 500, 10
 
 // benchWrites times the push loop's apply of each write, with and
-// without validation.
-func benchWrites(b *testing.B, write func(b *testing.B, st store.Store, i int)) {
+// without validation; every: benchMesh's headline shape.
+func benchWrites(b *testing.B, every bool, write func(b *testing.B, st store.Store, i int)) {
+	affected := 2 * benchNodes / benchServices
+	if every {
+		affected = benchNodes
+	}
 	for _, bc := range []struct {
 		name   string
 		checks func(*Options)
@@ -56,7 +68,7 @@ func benchWrites(b *testing.B, write func(b *testing.B, st store.Store, i int)) 
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			st := openStore(b)
-			benchMesh(b, st, benchNodes, benchServices)
+			benchMesh(b, st, benchNodes, benchServices, every)
 			log := slog.New(slog.DiscardHandler)
 			opts := &Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}
 			bc.checks(opts)
@@ -88,7 +100,7 @@ func benchWrites(b *testing.B, write func(b *testing.B, st store.Store, i int)) 
 				l.apply([]store.Change{c}, time.Now())
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6/(2*benchNodes/benchServices), "ms/identity")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6/float64(affected), "ms/identity")
 			b.ReportMetric((testutil.ToFloat64(l.metrics.translations)-translations0)/float64(b.N), "translations/op")
 			b.ReportMetric((testutil.ToFloat64(l.metrics.epUpdates)-updates0)/float64(b.N), "endpoint-updates/op")
 			b.ReportMetric((testutil.ToFloat64(l.metrics.sharedEgress)-shared0)/float64(b.N), "shared-egress/op")
@@ -96,7 +108,11 @@ func benchWrites(b *testing.B, write func(b *testing.B, st store.Store, i int)) 
 	}
 }
 
-func benchMesh(t testing.TB, st store.Store, nodes, services int) {
+// benchMesh is bench/xdsbench's mesh: nodes client nodes calling
+// services routed services. Each node has two of them as backends;
+// every: service 0 and one other, and a backend of its own (a service
+// that does not exist), so that no two nodes share an egress.
+func benchMesh(t testing.TB, st store.Store, nodes, services int, every bool) {
 	putNamespace(t, st)
 	putRaw(t, st, ref("bench", appmesh.KindMesh, "", "bench"), `{"meshName":"bench","spec":{"egressFilter":{"type":"DROP_ALL"}}}`)
 	listener := `[{"portMapping":{"port":8080,"protocol":"http"}}]`
@@ -115,10 +131,15 @@ func benchMesh(t testing.TB, st store.Store, nodes, services int) {
 			`{"meshName":"bench","virtualServiceName":"svc-%d.bench.local","spec":{"provider":{"virtualRouter":{"virtualRouterName":"router-%d"}}}}`, k, k))
 	}
 	for j := range nodes {
+		a, b, own := j%services, (j+1)%services, ""
+		if every {
+			a, b = 0, 1+j%(services-1)
+			own = fmt.Sprintf(`,{"virtualService":{"virtualServiceName":"own-%d.bench.local"}}`, j)
+		}
 		putRaw(t, st, ref("bench", appmesh.KindVirtualNode, "", fmt.Sprintf("client-%d", j)), fmt.Sprintf(`{"meshName":"bench","virtualNodeName":"client-%d","spec":{"listeners":%s,
 			"serviceDiscovery":{"dns":{"hostname":"client-%d.bench.local"}},
-			"backends":[{"virtualService":{"virtualServiceName":"svc-%d.bench.local"}},{"virtualService":{"virtualServiceName":"svc-%d.bench.local"}}]}}`,
-			j, listener, j, j%services, (j+1)%services))
+			"backends":[{"virtualService":{"virtualServiceName":"svc-%d.bench.local"}},{"virtualService":{"virtualServiceName":"svc-%d.bench.local"}}%s]}}`,
+			j, listener, j, a, b, own))
 	}
 }
 

@@ -18,6 +18,15 @@ func (b *build) egressCluster(service string, t target, fl flavor) string {
 	if b.hasCluster(name) {
 		return name
 	}
+	if b.memo != nil && b.memo.cluster(b, name, service, t, fl) {
+		return name
+	}
+	b.newEgressCluster(name, service, t, fl)
+	return name
+}
+
+// newEgressCluster builds and adds the cluster egressCluster names.
+func (b *build) newEgressCluster(name, service string, t target, fl flavor) {
 	vn := b.v.VirtualNodes[t.node]
 	l := nodeListener(vn, t.port)
 	c := &clusterv3.Cluster{Name: name}
@@ -35,7 +44,6 @@ func (b *build) egressCluster(service string, t target, fl flavor) string {
 	}
 	b.clientTLS(c, service, t, fl)
 	b.addCluster(c)
-	return name
 }
 
 // nodeListener returns the App Mesh listener of a node on a port.

@@ -39,7 +39,7 @@ func (b *build) nodeEgress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.Acce
 		// Used when no chain matches, including TLS on 443 to other hosts.
 		l.DefaultFilterChain = &listenerv3.FilterChain{Name: "mesh-allow-all", Filters: []*listenerv3.Filter{
 			b.tcpProxyFilter("egress", []string{allowAllClusterName(b.id.Mesh)}, nil, -1, logs)}}
-		b.addCluster(passthroughCluster(allowAllClusterName(b.id.Mesh)))
+		b.passthrough(allowAllClusterName(b.id.Mesh))
 	}
 	b.addListener(l)
 }
@@ -94,7 +94,7 @@ func (b *build) egressChain(p uint32, sps []svcPort, allowAll bool, logs []*acce
 			extra = append(extra, b.allowAllVirtualHost())
 		}
 		b.addRoute(b.egressRouteConfig(rds, httpSps, p, envoyFlavor, extra...))
-		f = b.hcmFilter(b.hcm("egress", rds, pp.proto, logs, envoyFlavor))
+		f = b.envoyHCMFilter("egress", rds, pp.proto, logs)
 	} else {
 		pp.proto = sps[0].proto
 		f = b.tcpRouteFilter(sps[0], logs)
@@ -148,7 +148,7 @@ func (b *build) allowAllVirtualHost() *routev3.VirtualHost {
 // IPv6 works and a mesh backend on port 443 keeps its own chain.
 func (b *build) amazonawsChain(logs []*accesslogv3.AccessLog) *listenerv3.FilterChain {
 	name := amazonawsClusterName(b.id.Mesh)
-	b.addCluster(passthroughCluster(name))
+	b.passthrough(name)
 	m := portMatch(443)
 	m.ServerNames = []string{"*.amazonaws.com"}
 	return &listenerv3.FilterChain{Name: "amazonaws", FilterChainMatch: m,

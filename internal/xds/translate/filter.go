@@ -48,6 +48,25 @@ func (b *build) hcm(statPrefix, rds string, proto appmesh.PortProtocol, logs []*
 	return m
 }
 
+// hcmKey names a connection manager filter without access logs: hcm
+// reads nothing else.
+type hcmKey struct {
+	statPrefix, rds string
+	proto           appmesh.PortProtocol
+}
+
+// envoyHCMFilter is hcmFilter(hcm(...)) for Envoy, the same message for
+// every proxy of a batch when there are no access logs (logs are built
+// per proxy).
+func (b *build) envoyHCMFilter(statPrefix, rds string, proto appmesh.PortProtocol, logs []*accesslogv3.AccessLog) *listenerv3.Filter {
+	if len(logs) > 0 {
+		return b.hcmFilter(b.hcm(statPrefix, rds, proto, logs, envoyFlavor))
+	}
+	return memoized(b, hcmKey{statPrefix, rds, proto}, func() *listenerv3.Filter {
+		return b.hcmFilter(b.hcm(statPrefix, rds, proto, nil, envoyFlavor))
+	})
+}
+
 func (b *build) hcmFilter(m *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 	return &listenerv3.Filter{Name: hcmFilterName, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(m)}}
 }

@@ -89,7 +89,7 @@ func (b *build) gatewayListener(vg *appmesh.VirtualGatewayData, pp portProto, se
 	b.addRoute(&routev3.RouteConfiguration{Name: rds, VirtualHosts: []*routev3.VirtualHost{{
 		Name: "self_redirect", Domains: []string{"*"}, Routes: routes}}})
 	fc := &listenerv3.FilterChain{Name: rdsOrTCPName("ingress", pp),
-		Filters: []*listenerv3.Filter{b.hcmFilter(b.hcm("ingress", rds, pp.proto, logs, envoyFlavor))}}
+		Filters: []*listenerv3.Filter{b.envoyHCMFilter("ingress", rds, pp.proto, logs)}}
 	mode, spec := gatewayServerTLS(l.Tls)
 	chains := b.serverChains(fc, mode, spec)
 	var filters []*listenerv3.ListenerFilter
@@ -128,7 +128,7 @@ func (b *build) gatewayEgressListener(proto appmesh.PortProtocol, logs []*access
 	}
 	b.addRoute(b.egressRouteConfig(rds, sps, egressPort, envoyFlavor, extra...))
 	fc := &listenerv3.FilterChain{Name: rdsOrTCPName("egress", portProto{egressPort, proto}),
-		Filters: []*listenerv3.Filter{b.hcmFilter(b.hcm("egress", rds, proto, logs, envoyFlavor))}}
+		Filters: []*listenerv3.Filter{b.envoyHCMFilter("egress", rds, proto, logs)}}
 	b.addListener(b.socketListener(listenerName("egress", egressPort), bindAddress("127.0.0.1", egressPort, false),
 		corev3.TrafficDirection_OUTBOUND, nil, []*listenerv3.FilterChain{fc}))
 }

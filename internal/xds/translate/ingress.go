@@ -51,7 +51,7 @@ func (b *build) ingressChains(vn *appmesh.VirtualNodeData, pp portProto, several
 	} else {
 		rds := ingressRouteName(pp.proto, pp.port)
 		b.addRoute(ingressRouteConfig(rds, local, l.Timeout, pp.proto))
-		f = b.hcmFilter(b.hcm(statPrefix, rds, pp.proto, logs, envoyFlavor))
+		f = b.envoyHCMFilter(statPrefix, rds, pp.proto, logs)
 	}
 	fc := &listenerv3.FilterChain{Name: rdsOrTCPName("ingress", pp), FilterChainMatch: portMatch(pp.port), Filters: []*listenerv3.Filter{f}}
 	mode, spec := nodeServerTLS(l.Tls)

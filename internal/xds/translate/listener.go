@@ -39,8 +39,10 @@ func (b *build) socketListener(name string, addr *corev3.Address, dir corev3.Tra
 // iptables redirected it: filter chains match on its port, and
 // passthrough clusters connect to it.
 func (b *build) originalDst() *listenerv3.ListenerFilter {
-	return &listenerv3.ListenerFilter{Name: originalDstName,
-		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: b.any(&originaldstv3.OriginalDst{})}}
+	return memoized(b, originalDstName, func() *listenerv3.ListenerFilter {
+		return &listenerv3.ListenerFilter{Name: originalDstName,
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: b.any(&originaldstv3.OriginalDst{})}}
+	})
 }
 
 // tlsInspector reads the SNI that server_names matches (the amazonaws
@@ -54,6 +56,10 @@ func (b *build) tlsInspector() *listenerv3.ListenerFilter {
 // the only egress chain that reads SNI: elsewhere it would hold
 // server-first protocols (MySQL, SMTP) until the listener filter timeout.
 func (b *build) tlsInspectorOn443() *listenerv3.ListenerFilter {
+	return memoized(b, tlsInspectorName+" on 443", b.newTLSInspectorOn443)
+}
+
+func (b *build) newTLSInspectorOn443() *listenerv3.ListenerFilter {
 	f := b.tlsInspector()
 	f.FilterDisabled = &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{
 		NotMatch: &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_DestinationPortRange{

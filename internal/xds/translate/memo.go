@@ -13,28 +13,59 @@ import (
 	"github.com/weftmesh/weft/internal/appmesh"
 )
 
-// Memo shares, between translations of the same Views, the part of a
-// sidecar's configuration that does not depend on which node asks: its
-// egress (listener 15001, route tables, egress clusters and their
-// assignments) follows from the node's backends, backend defaults,
-// logging and IP preference alone, and nodes that agree on those (a
-// service's many callers) get the very same messages. The xDS server
-// makes one per batch of translations: a write that changes a route
-// then builds each distinct egress once instead of once per caller, and
-// marshals each shared message once.
+// Memo shares, between translations of the same Views, the parts of a
+// proxy's configuration that do not depend on which proxy asks:
+//
+//   - a sidecar's egress (listener 15001, route tables, egress clusters
+//     and their assignments) follows from the node's backends, backend
+//     defaults, logging and IP preference alone, and nodes that agree on
+//     those (a service's many callers) get the very same messages;
+//   - an egress cluster (a target node's listener as a caller sees it)
+//     follows from the target and the caller's client policy toward the
+//     service alone, so callers whose backends differ still share the
+//     clusters of the backends they have in common;
+//   - the passthrough clusters (ALLOW_ALL, *.amazonaws.com) are the same
+//     for every proxy of a mesh.
+//
+// The xDS server makes one per batch of translations: a write that
+// changes a route then builds each distinct egress and cluster once
+// instead of once per caller, and marshals each shared message once.
 //
 // The messages a Memo hands out are shared between Resources: callers
 // must not modify them (nothing in weft does). Safe for concurrent use.
 type Memo struct {
 	mu sync.Mutex
-	// parts holds each egress built for a second node; a key whose value
-	// is nil has been met once.
-	parts  map[memoKey]*egressPart
-	shared int // translations that took their egress from parts
+	// parts holds each part (an egress, memoKey; a cluster, clusterKey;
+	// a passthrough cluster, passthroughKey) built for a second
+	// translation; a key whose value is nil has been met once.
+	parts    map[any]*egressPart
+	shared   int // translations that took their egress from parts
+	clusters int // clusters taken from parts
+	// hosts holds each virtual host of a virtual service in an egress
+	// route table.
+	hosts map[hostKey]*routev3.VirtualHost
+	// values holds messages that follow from their key alone (memoized).
+	values map[any]any
 }
 
 // NewMemo returns an empty Memo.
-func NewMemo() *Memo { return &Memo{parts: map[memoKey]*egressPart{}} }
+func NewMemo() *Memo {
+	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, values: map[any]any{}}
+}
+
+// hostKey names a virtual host of an Envoy egress route table: what
+// newEgressVirtualHost reads is the View (through servicePorts, which
+// gives the same svcPort for the same service and port) and the port its
+// domains name; the clusters its routes name are the caller's
+// (egressCluster), which virtualHost adds to each caller's build.
+type hostKey struct {
+	v          *View
+	owner      string
+	mesh       string
+	service    string
+	port       uint32
+	domainPort uint32
+}
 
 // memoKey names an egress: the View it was built from (a Memo may serve
 // several meshes) and everything of the node it reads.
@@ -48,6 +79,25 @@ type memoKey struct {
 	egressPort uint32
 }
 
+// clusterKey names an egress cluster: newEgressCluster reads the View,
+// the mesh, the target (not its weight), the flavor, and of the caller
+// its client policy toward the service (callerPolicySpec) and where its
+// sds secrets come from.
+type clusterKey struct {
+	v         *View
+	owner     string
+	mesh      string
+	t         target
+	fl        flavor
+	sdsSocket bool
+	policy    string // callerPolicySpec as JSON, "" for none
+}
+
+// passthroughKey names a passthrough cluster of a mesh.
+type passthroughKey struct {
+	owner, name string
+}
+
 // egressInputs is what nodeEgress reads of its node and identity beyond
 // the View: callerPolicy reads Backends and BackendDefaults, the access
 // logs come from Logging, the listener's address from the IP preference.
@@ -58,7 +108,7 @@ type egressInputs struct {
 	DualStack       bool                     `json:"s,omitempty"`
 }
 
-// egressPart is one egress as built: what nodeEgress added to its build.
+// egressPart is one part as built: what it added to its build.
 type egressPart struct {
 	listeners map[string]*listenerv3.Listener
 	routes    map[string]*routev3.RouteConfiguration
@@ -78,6 +128,44 @@ func TranslateWith(v *View, id Identity, m *Memo) (*Resources, error) {
 	return translate(v, id, m)
 }
 
+// part adds to b the part named k, built by fill on a build of its own
+// when another translation met k before; it returns false, and b builds
+// the part itself, for the first: a part no other translation shares
+// costs nothing more than its key. reused says whether the part was
+// built before, by another translation.
+func (m *Memo) part(b *build, k any, fill func(c *build)) (added, reused bool) {
+	m.mu.Lock()
+	p, seen := m.parts[k]
+	if !seen {
+		m.parts[k] = nil
+	}
+	m.mu.Unlock()
+	if !seen {
+		return false, false
+	}
+	if p == nil {
+		// Built on a build of its own so that exactly what the part adds
+		// is kept. Two workers may build the same part at once; both
+		// results are equal, and the first stored is kept.
+		c := newBuild(b.v, b.id)
+		c.memo = m
+		fill(c)
+		p = &egressPart{listeners: c.listeners, routes: c.routes, clusters: c.clusters,
+			endpoints: c.endpoints, sources: c.sources, deps: c.deps, eps: c.eps, secrets: c.secrets, err: c.err}
+		m.mu.Lock()
+		if q := m.parts[k]; q != nil {
+			p = q
+		} else {
+			m.parts[k] = p
+		}
+		m.mu.Unlock()
+		b.merge(p)
+		return true, false
+	}
+	b.merge(p)
+	return true, true
+}
+
 // egress adds the node's egress to b, from m when an equal egress was
 // built before.
 func (b *build) egress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLog, dualStack bool) {
@@ -91,41 +179,111 @@ func (b *build) egress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLo
 		return
 	}
 	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: string(in), sdsSocket: b.id.SDSSocket, egressPort: b.egressPort()}
-	b.memo.mu.Lock()
-	p, seen := b.memo.parts[k]
-	if !seen {
-		b.memo.parts[k] = nil
-	}
-	b.memo.mu.Unlock()
-	if !seen {
-		// The first node with these inputs builds its egress in place:
-		// an egress no other node shares costs nothing more than its key.
+	added, reused := b.memo.part(b, k, func(c *build) { c.nodeEgress(vn, logs, dualStack) })
+	if !added {
 		b.nodeEgress(vn, logs, dualStack)
 		return
-	}
-	reused := p != nil
-	if p == nil {
-		// Built on a build of its own so that exactly what the egress
-		// adds is kept. Two workers may build the same part at once;
-		// both results are equal, and the first stored is kept.
-		c := newBuild(b.v, b.id)
-		c.nodeEgress(vn, logs, dualStack)
-		p = &egressPart{listeners: c.listeners, routes: c.routes, clusters: c.clusters,
-			endpoints: c.endpoints, sources: c.sources, deps: c.deps, eps: c.eps, secrets: c.secrets, err: c.err}
-		b.memo.mu.Lock()
-		if q := b.memo.parts[k]; q != nil {
-			p = q
-		} else {
-			b.memo.parts[k] = p
-		}
-		b.memo.mu.Unlock()
 	}
 	if reused {
 		b.memo.mu.Lock()
 		b.memo.shared++
 		b.memo.mu.Unlock()
 	}
-	b.merge(p)
+}
+
+// cluster adds the egress cluster name of target t of service to b when
+// another translation built it before (see part); false: b builds it.
+func (m *Memo) cluster(b *build, name, service string, t target, fl flavor) bool {
+	k := clusterKey{v: b.v, owner: b.id.MeshOwner, mesh: b.id.Mesh, t: t, fl: fl, sdsSocket: b.id.SDSSocket}
+	k.t.weight = 0
+	if node, gateway := b.callerPolicySpec(service); node != nil || gateway != nil {
+		var spec any = node
+		prefix := "n"
+		if gateway != nil {
+			spec, prefix = gateway, "g"
+		}
+		in, err := json.Marshal(spec)
+		if err != nil {
+			return false
+		}
+		k.policy = prefix + string(in)
+	}
+	added, reused := m.part(b, k, func(c *build) { c.newEgressCluster(name, service, t, fl) })
+	if reused {
+		m.mu.Lock()
+		m.clusters++
+		m.mu.Unlock()
+	}
+	return added
+}
+
+// virtualHost is newEgressVirtualHost for Envoy, built once per service
+// and port. The host is the same for every caller; what building it adds
+// to the build is the clusters of its routes' targets, as the caller sees
+// them, so a caller taking a built host adds those clusters itself, in
+// the order building it would have.
+func (m *Memo) virtualHost(b *build, sp svcPort, domainPort uint32) *routev3.VirtualHost {
+	k := hostKey{v: b.v, owner: b.id.MeshOwner, mesh: b.id.Mesh, service: sp.service, port: sp.port, domainPort: domainPort}
+	m.mu.Lock()
+	vh := m.hosts[k]
+	m.mu.Unlock()
+	if vh != nil {
+		for _, r := range sp.routes {
+			for _, t := range r.targets {
+				b.egressCluster(sp.service, t, envoyFlavor)
+			}
+		}
+		return vh
+	}
+	failed := b.err != nil
+	vh = b.newEgressVirtualHost(sp, domainPort, envoyFlavor)
+	if !failed && b.err != nil {
+		return vh // not shared: a host that failed must fail each caller
+	}
+	m.mu.Lock()
+	if q := m.hosts[k]; q != nil {
+		vh = q // built twice at once: equal, the first stored is kept
+	} else {
+		m.hosts[k] = vh
+	}
+	m.mu.Unlock()
+	return vh
+}
+
+// memoized returns what build returns for k, built once per Memo when b
+// has one. build must read nothing but what k holds, and add nothing to
+// b.
+func memoized[T any](b *build, k any, build func() T) T {
+	m := b.memo
+	if m == nil {
+		return build()
+	}
+	m.mu.Lock()
+	v, ok := m.values[k]
+	m.mu.Unlock()
+	if ok {
+		return v.(T)
+	}
+	t := build()
+	m.mu.Lock()
+	if v, ok := m.values[k]; ok {
+		t = v.(T) // built twice at once: equal, the first stored is kept
+	} else {
+		m.values[k] = t
+	}
+	m.mu.Unlock()
+	return t
+}
+
+// passthrough adds the passthrough cluster name, shared by every proxy
+// of the mesh when b has a Memo.
+func (b *build) passthrough(name string) {
+	if b.memo != nil {
+		if added, _ := b.memo.part(b, passthroughKey{b.id.MeshOwner, name}, func(c *build) { c.addCluster(passthroughCluster(name)) }); added {
+			return
+		}
+	}
+	b.addCluster(passthroughCluster(name))
 }
 
 // Shared is how many translations took their egress from the Memo instead
@@ -134,6 +292,14 @@ func (m *Memo) Shared() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.shared
+}
+
+// SharedClusters is how many egress clusters translations took from the
+// Memo instead of building them.
+func (m *Memo) SharedClusters() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.clusters
 }
 
 // merge adds a part's output to b as if b had built it.

@@ -23,16 +23,30 @@ const (
 // virtual host per virtual service answering on it, plus extra hosts
 // (ALLOW_ALL passthrough, gateway default backend) after them.
 func (b *build) egressRouteConfig(name string, sps []svcPort, domainPort uint32, fl flavor, extra ...*routev3.VirtualHost) *routev3.RouteConfiguration {
-	rc := &routev3.RouteConfiguration{Name: name}
+	rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: make([]*routev3.VirtualHost, 0, len(sps)+len(extra))}
 	for _, sp := range sps {
-		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
-			Name:    sp.service,
-			Domains: []string{sp.service, sp.service + ":" + port(domainPort)},
-			Routes:  b.egressRoutes(sp, fl),
-		})
+		rc.VirtualHosts = append(rc.VirtualHosts, b.egressVirtualHost(sp, domainPort, fl))
 	}
 	rc.VirtualHosts = append(rc.VirtualHosts, extra...)
 	return rc
+}
+
+// egressVirtualHost is a virtual service's host in a route table,
+// shared through the Memo by every caller of the service (see
+// Memo.virtualHost).
+func (b *build) egressVirtualHost(sp svcPort, domainPort uint32, fl flavor) *routev3.VirtualHost {
+	if b.memo != nil && fl == envoyFlavor {
+		return b.memo.virtualHost(b, sp, domainPort)
+	}
+	return b.newEgressVirtualHost(sp, domainPort, fl)
+}
+
+func (b *build) newEgressVirtualHost(sp svcPort, domainPort uint32, fl flavor) *routev3.VirtualHost {
+	return &routev3.VirtualHost{
+		Name:    sp.service,
+		Domains: []string{sp.service, sp.service + ":" + port(domainPort)},
+		Routes:  b.egressRoutes(sp, fl),
+	}
 }
 
 func (b *build) egressRoutes(sp svcPort, fl flavor) []*routev3.Route {

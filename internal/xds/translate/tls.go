@@ -301,26 +301,41 @@ func discoveryHost(vn *appmesh.VirtualNodeData) string {
 
 // callerPolicy finds the proxy's client policy toward a virtual service.
 func (b *build) callerPolicy(service string) (clientPolicy, bool) {
+	node, gateway := b.callerPolicySpec(service)
+	switch {
+	case gateway != nil:
+		return gatewayClientPolicy(gateway)
+	case node != nil:
+		return nodeClientPolicy(node)
+	}
+	return clientPolicy{}, false
+}
+
+// callerPolicySpec is the App Mesh spec callerPolicy reads: a virtual
+// node's client policy toward the service (its backend's, else its
+// backend defaults'), or a virtual gateway's backend defaults'; both nil
+// when there is none.
+func (b *build) callerPolicySpec(service string) (*appmesh.ClientPolicyTls, *appmesh.VirtualGatewayClientPolicyTls) {
 	if b.id.Kind == appmesh.KindVirtualGateway {
 		vg := b.v.VirtualGateways[b.id.Name]
 		if vg == nil || vg.Spec == nil || vg.Spec.BackendDefaults == nil || vg.Spec.BackendDefaults.ClientPolicy == nil {
-			return clientPolicy{}, false
+			return nil, nil
 		}
-		return gatewayClientPolicy(vg.Spec.BackendDefaults.ClientPolicy.Tls)
+		return nil, vg.Spec.BackendDefaults.ClientPolicy.Tls
 	}
 	vn := b.v.VirtualNodes[b.id.Name]
 	if vn == nil || vn.Spec == nil {
-		return clientPolicy{}, false
+		return nil, nil
 	}
 	for _, be := range vn.Spec.Backends {
 		if vs := be.VirtualService; vs != nil && str(vs.VirtualServiceName) == service && vs.ClientPolicy != nil && vs.ClientPolicy.Tls != nil {
-			return nodeClientPolicy(vs.ClientPolicy.Tls)
+			return vs.ClientPolicy.Tls, nil
 		}
 	}
 	if d := vn.Spec.BackendDefaults; d != nil && d.ClientPolicy != nil {
-		return nodeClientPolicy(d.ClientPolicy.Tls)
+		return d.ClientPolicy.Tls, nil
 	}
-	return clientPolicy{}, false
+	return nil, nil
 }
 
 func nodeClientPolicy(t *appmesh.ClientPolicyTls) (clientPolicy, bool) {

@@ -13,7 +13,8 @@
 //	         filter.go, listener.go, accesslog.go build the Envoy messages;
 //	         names.go holds App Mesh's naming scheme.
 //	TranslateWith is Translate with a Memo (memo.go): translations of one
-//	batch share the egress of nodes whose egress inputs are equal.
+//	batch share the egress of nodes whose egress inputs are equal, and
+//	otherwise each egress cluster and each service's virtual host.
 //	Resources ─ Check (check.go) ─▶ the xDS server pushes them
 //	            = CheckResource on each resource (the server: once per
 //	              distinct resource) + CheckRefs on what they name
