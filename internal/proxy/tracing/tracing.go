@@ -34,7 +34,6 @@ import (
 	"go.opentelemetry.io/contrib/propagators/b3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -182,12 +181,7 @@ func New(ctx context.Context, cfg Config, st *stats.Store, log *slog.Logger) (*T
 	var err error
 	switch cfg.Exporter {
 	case ExporterOTLPGRPC:
-		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(cfg.Endpoint), otlptracegrpc.WithTimeout(cfg.ExportTimeout),
-			otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false})}
-		if cfg.Insecure {
-			opts = append(opts, otlptracegrpc.WithInsecure())
-		}
-		exp, err = otlptracegrpc.New(ctx, opts...)
+		exp, err = newOTLPGRPC(cfg) // otlpgrpc.go: why not otlptracegrpc
 	case ExporterOTLPHTTP:
 		opts := []otlptracehttp.Option{otlptracehttp.WithTimeout(cfg.ExportTimeout),
 			otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false})}
