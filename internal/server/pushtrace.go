@@ -45,6 +45,12 @@ const (
 // server reach the proxies as the last one's revision: only that write's
 // trace shows the pushes.
 //
+// The xDS server may push a revision before the request's goroutine is
+// back from the commit and has called wrote: such pushes, and their
+// answers, are kept as early pushes (at most DefaultPushTraceOpen, the
+// oldest revisions forgotten first) and become spans, with their own
+// times, when wrote names their revision.
+//
 // Pushed and Acked are called on the xDS streams' goroutines, holding a
 // stream's lock: they take mu and the SDK's span calls, nothing else.
 type pushTracer struct {
@@ -58,6 +64,22 @@ type pushTracer struct {
 	revs  []store.Revision // byRev's keys, oldest first
 	spans map[pushKey]*pushSpan
 	order []started // spans in start order; may hold ended ones
+	// early holds the pushes of revisions no write has claimed yet, by
+	// revision; earlyRevs its keys, oldest first; earlyBy the latest
+	// early push of each stream and type, for its answer.
+	early     map[store.Revision][]*earlyPush
+	earlyRevs []store.Revision
+	earlyN    int
+	earlyBy   map[pushKey]*earlyPush
+}
+
+// earlyPush is a push seen before its write, and its end if it had one.
+type earlyPush struct {
+	in      xdsserver.PushInfo
+	at      time.Time
+	outcome string // "": still open
+	nack    string
+	endAt   time.Time
 }
 
 // started is one push span in the order they started.
@@ -89,11 +111,13 @@ func newPushTracer(tp trace.TracerProvider) *pushTracer {
 	return &pushTracer{
 		tr: tp.Tracer(tracerName), writes: DefaultPushTraceWrites, open: DefaultPushTraceOpen, timeout: DefaultPushTraceTimeout,
 		byRev: map[store.Revision]*tracedWrite{}, spans: map[pushKey]*pushSpan{},
+		early: map[store.Revision][]*earlyPush{}, earlyBy: map[pushKey]*earlyPush{},
 	}
 }
 
-// wrote remembers the write of ctx's (sampled) span, committed at rev.
-func (p *pushTracer) wrote(ctx context.Context, rev store.Revision) {
+// wrote remembers the write of ctx's (sampled) span, committed at rev
+// by a commit that began at began.
+func (p *pushTracer) wrote(ctx context.Context, rev store.Revision, began time.Time) {
 	sc := trace.SpanContextFromContext(ctx)
 	if !sc.IsSampled() {
 		return
@@ -108,8 +132,34 @@ func (p *pushTracer) wrote(ctx context.Context, rev store.Revision) {
 		delete(p.byRev, p.revs[0])
 		p.revs = p.revs[1:]
 	}
-	p.byRev[rev] = &tracedWrite{parent: sc, committed: now}
+	w := &tracedWrite{parent: sc, committed: now}
+	p.byRev[rev] = w
 	p.revs = append(p.revs, rev)
+	pushes := p.early[rev]
+	if len(pushes) == 0 {
+		return
+	}
+	// Pushed before the commit returned here: the commit was over by the
+	// first push, and began at began.
+	w.committed = began
+	if pushes[0].at.Before(began) {
+		w.committed = pushes[0].at
+	}
+	delete(p.early, rev)
+	p.earlyN -= len(pushes)
+	for _, e := range pushes {
+		k := pushKey{e.in.StreamID, e.in.TypeURL}
+		if p.earlyBy[k] == e {
+			delete(p.earlyBy, k)
+		}
+		s := p.start(w, e.in, e.at)
+		switch {
+		case e.outcome != "":
+			p.end(k, s, e.outcome, e.nack, e.endAt)
+		case p.spans[k] != s: // a later push is open: cannot happen, as it supersedes e
+			p.end(k, s, pushSuperseded, "", now)
+		}
+	}
 }
 
 func (p *pushTracer) Pushed(in xdsserver.PushInfo) {
@@ -121,10 +171,48 @@ func (p *pushTracer) Pushed(in xdsserver.PushInfo) {
 	if old := p.spans[k]; old != nil {
 		p.end(k, old, pushSuperseded, "", now)
 	}
-	w := p.byRev[in.Revision]
-	if w == nil || in.Initial {
+	if e := p.earlyBy[k]; e != nil && e.outcome == "" {
+		e.outcome, e.endAt = pushSuperseded, now
+	}
+	if in.Initial {
 		return
 	}
+	w := p.byRev[in.Revision]
+	if w == nil {
+		p.keepEarly(in, now)
+		return
+	}
+	p.start(w, in, now)
+}
+
+// keepEarly keeps a push whose write is not known (yet). Called with mu
+// held.
+func (p *pushTracer) keepEarly(in xdsserver.PushInfo, now time.Time) {
+	for p.earlyN >= p.open && len(p.earlyRevs) > 0 {
+		old := p.earlyRevs[0]
+		p.earlyRevs = p.earlyRevs[1:]
+		for _, e := range p.early[old] {
+			k := pushKey{e.in.StreamID, e.in.TypeURL}
+			if p.earlyBy[k] == e {
+				delete(p.earlyBy, k)
+			}
+		}
+		p.earlyN -= len(p.early[old])
+		delete(p.early, old)
+	}
+	e := &earlyPush{in: in, at: now}
+	if _, ok := p.early[in.Revision]; !ok {
+		p.earlyRevs = append(p.earlyRevs, in.Revision)
+	}
+	p.early[in.Revision] = append(p.early[in.Revision], e)
+	p.earlyN++
+	p.earlyBy[pushKey{in.StreamID, in.TypeURL}] = e
+}
+
+// start opens the span of push in of write w, sent at now. Called with
+// mu held.
+func (p *pushTracer) start(w *tracedWrite, in xdsserver.PushInfo, now time.Time) *pushSpan {
+	k := pushKey{in.StreamID, in.TypeURL}
 	ctx := trace.ContextWithSpanContext(context.Background(), w.parent)
 	if !w.recomputed {
 		w.recomputed = true
@@ -153,8 +241,12 @@ func (p *pushTracer) Pushed(in xdsserver.PushInfo) {
 			attribute.Int64("weft.store.revision", int64(in.Revision)),
 		))
 	s := &pushSpan{span: span, nonce: in.Nonce, started: now}
+	if old := p.spans[k]; old != nil && old.started.After(now) {
+		return s // a later push is open already: s is ended by the caller
+	}
 	p.spans[k] = s
 	p.order = append(p.order, started{k, s})
+	return s
 }
 
 func (p *pushTracer) Acked(in xdsserver.AckInfo) {
@@ -163,6 +255,13 @@ func (p *pushTracer) Acked(in xdsserver.AckInfo) {
 	defer p.mu.Unlock()
 	p.expire(now)
 	k := pushKey{in.StreamID, in.TypeURL}
+	if e := p.earlyBy[k]; e != nil && e.outcome == "" && e.in.Nonce == in.Nonce {
+		e.outcome, e.endAt = pushAcked, now
+		if in.Error != "" {
+			e.outcome, e.nack = pushNacked, in.Error
+		}
+		return
+	}
 	s := p.spans[k]
 	if s == nil || s.nonce != in.Nonce {
 		return
@@ -176,7 +275,9 @@ func (p *pushTracer) Acked(in xdsserver.AckInfo) {
 
 // end ends one push span with its outcome. Called with mu held.
 func (p *pushTracer) end(k pushKey, s *pushSpan, outcome, nack string, at time.Time) {
-	delete(p.spans, k)
+	if p.spans[k] == s {
+		delete(p.spans, k)
+	}
 	s.span.SetAttributes(attribute.String("weft.xds.outcome", outcome))
 	switch outcome {
 	case pushNacked:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -39,7 +40,8 @@ func outcomes(rec *tracetest.SpanRecorder) [][2]string {
 // tracer's limits: a push superseded by the next of its type, an answer
 // naming another nonce ignored, pushes of untraced revisions and initial
 // pushes skipped, the oldest open span dropped at the limit, spans
-// timed out, the oldest write forgotten, and close ending the rest.
+// timed out, the oldest write forgotten, close ending the rest, and
+// pushes seen before their write's commit returned.
 func TestPushTracerBounds(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -48,7 +50,7 @@ func TestPushTracerBounds(t *testing.T) {
 	ctx, req := tp.Tracer("t").Start(context.Background(), "request")
 	defer req.End()
 	for _, rev := range []int64{5, 6, 7} {
-		p.wrote(ctx, store.Revision(rev))
+		p.wrote(ctx, store.Revision(rev), time.Now())
 	}
 	if _, ok := p.byRev[5]; ok || len(p.byRev) != 2 {
 		t.Errorf("writes remembered %v, want 6 and 7 (the limit is 2)", p.byRev)
@@ -103,9 +105,31 @@ func TestPushTracerBounds(t *testing.T) {
 		t.Errorf("%d spans left open", len(p.spans))
 	}
 
+	// Pushed, and answered, before the request is back from its commit:
+	// spans once the write is known, with the times they happened.
+	push(5, "e", "1", 9)
+	p.Acked(xdsserver.AckInfo{StreamID: 5, TypeURL: "rds", Nonce: "1"})
+	push(6, "f", "1", 9)
+	if n := len(outcomes(rec)); n != len(want) {
+		t.Fatalf("%d push spans ended before their write was known", n-len(want))
+	}
+	p.wrote(ctx, 9, time.Now())
+	want = append(want, [2]string{"e", pushAcked})
+	if got := outcomes(rec); !slices.Equal(got, want) {
+		t.Fatalf("after the late write: ended %v, want %v", got, want)
+	}
+	if len(p.spans) != 1 || len(p.early) != 0 || len(p.earlyBy) != 0 {
+		t.Errorf("open %d, early %v %v; want f's span open and nothing early", len(p.spans), p.early, p.earlyBy)
+	}
+	p.close()
+	want = append(want, [2]string{"f", pushUnfinished})
+	if got := outcomes(rec); !slices.Equal(got, want) {
+		t.Fatalf("after close: ended %v, want %v", got, want)
+	}
+
 	// Unsampled writes are not remembered.
 	_, unsampled := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample())).Tracer("t").Start(context.Background(), "r")
-	p.wrote(trace.ContextWithSpan(context.Background(), unsampled), 8)
+	p.wrote(trace.ContextWithSpan(context.Background(), unsampled), 8, time.Now())
 	if _, ok := p.byRev[8]; ok {
 		t.Error("an unsampled write was remembered")
 	}

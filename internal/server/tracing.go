@@ -118,7 +118,7 @@ func (t tracedStore) Update(ctx context.Context, fn func(store.Tx) error) (store
 	if !trace.SpanFromContext(ctx).SpanContext().IsValid() {
 		return t.Store.Update(ctx, fn)
 	}
-	parent := ctx
+	parent, began := ctx, time.Now()
 	ctx, span := t.tr.Start(ctx, "store commit")
 	defer span.End()
 	rev, err := t.Store.Update(ctx, fn)
@@ -127,7 +127,7 @@ func (t tracedStore) Update(ctx context.Context, fn func(store.Tx) error) (store
 	} else {
 		span.SetAttributes(attribute.Int64("weft.store.revision", int64(rev)))
 		if t.pushes != nil {
-			t.pushes.wrote(parent, rev)
+			t.pushes.wrote(parent, rev, began)
 		}
 	}
 	return rev, err
