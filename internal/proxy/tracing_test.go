@@ -40,8 +40,9 @@ type otlpReceiver struct {
 }
 
 type recvSpan struct {
-	service string
-	span    *tracepb.Span
+	service  string
+	span     *tracepb.Span
+	resource map[string]string // the resource's string attributes
 }
 
 func (r *otlpReceiver) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
@@ -50,15 +51,13 @@ func (r *otlpReceiver) Export(_ context.Context, req *collectortrace.ExportTrace
 	}
 	r.mu.Lock()
 	for _, rs := range req.GetResourceSpans() {
-		svc := ""
+		res := map[string]string{}
 		for _, kv := range rs.GetResource().GetAttributes() {
-			if kv.GetKey() == "service.name" {
-				svc = kv.GetValue().GetStringValue()
-			}
+			res[kv.GetKey()] = kv.GetValue().GetStringValue()
 		}
 		for _, ss := range rs.GetScopeSpans() {
 			for _, s := range ss.GetSpans() {
-				r.spans = append(r.spans, recvSpan{svc, s})
+				r.spans = append(r.spans, recvSpan{res["service.name"], s, res})
 			}
 		}
 	}
@@ -210,6 +209,11 @@ func TestTracingAcrossGatewayAndNodes(t *testing.T) {
 					t.Fatalf("two spans %q", key)
 				}
 				byName[key] = s.span
+				// Envoy's tags that every span of a proxy shares are its
+				// resource's.
+				if s.resource["component"] != "proxy" || s.resource["node_id"] == "" {
+					t.Errorf("%s: resource %v, want component=proxy and the node_id", key, s.resource)
+				}
 			}
 			var names []string
 			for k := range byName {
@@ -245,7 +249,7 @@ func TestTracingAcrossGatewayAndNodes(t *testing.T) {
 				attrs[kv.GetKey()] = kv.GetValue().GetStringValue()
 			}
 			for k, v := range map[string]string{"http.method": "GET", "http.status_code": "200", "upstream_cluster": "local",
-				"component": "proxy", "http.url": "http://n2.test/downstream", "response_flags": "-"} {
+				"http.url": "http://n2.test/downstream", "response_flags": "-"} {
 				if attrs[k] != v {
 					t.Errorf("n2 ingress span: %s=%q, want %q (all: %v)", k, attrs[k], v, attrs)
 				}

@@ -115,6 +115,8 @@ type Config struct {
 	// streamsStop, closed when the API server starts shutting down, ends
 	// long-lived responses (the console's event streams). Set by Run.
 	streamsStop <-chan struct{}
+	// xdsObserver, set by Run with an OTLP endpoint, traces pushes.
+	xdsObserver xdsserver.Observer
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -165,18 +167,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	xds, err := startXDS(ctx, st, cfg, sec, reg, log.With("component", "xds"))
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer xds.stop() // before the store closes
-	fed, stopFed, err := startRemote(ctx, st, cfg, reg, log.With("component", "cloudmap-remote"))
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer stopFed() // before the store closes
 	tp, stopTracing, err := newTracing(ctx, cfg.OTLPEndpoint)
 	if err != nil {
 		ln.Close()
@@ -189,7 +179,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			log.Warn("flush traces", "err", err)
 		}
 	}()
-	apiStore := tracedStore{Store: st, tr: tp.Tracer(tracerName)}
+	// With an OTLP endpoint, a write's trace follows it to every proxy
+	// (pushtrace.go); without, the xDS server has no observer at all.
+	var pushes *pushTracer
+	if cfg.OTLPEndpoint != "" {
+		pushes = newPushTracer(tp)
+		cfg.xdsObserver = pushes
+	}
+	xds, err := startXDS(ctx, st, cfg, sec, reg, log.With("component", "xds"))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer xds.stop() // before the store closes
+	if pushes != nil {
+		defer pushes.close() // after the xDS server stops, before the flush
+	}
+	fed, stopFed, err := startRemote(ctx, st, cfg, reg, log.With("component", "cloudmap-remote"))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopFed() // before the store closes
+	apiStore := tracedStore{Store: st, tr: tp.Tracer(tracerName), pushes: pushes}
 	streamsStop := make(chan struct{})
 	cfg.streamsStop = streamsStop
 	srv := newAPIServer(traceWrites(tp, withRemoteStatus(newHandler(apiStore, cfg, log, reg, xds.proxies(), sec, authority, xds.load()), fed)), cfg.API)

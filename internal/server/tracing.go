@@ -110,13 +110,15 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 // trace in their context; reads and watches pass through.
 type tracedStore struct {
 	store.Store
-	tr trace.Tracer
+	tr     trace.Tracer
+	pushes *pushTracer // nil: pushes are not traced
 }
 
 func (t tracedStore) Update(ctx context.Context, fn func(store.Tx) error) (store.Revision, error) {
 	if !trace.SpanFromContext(ctx).SpanContext().IsValid() {
 		return t.Store.Update(ctx, fn)
 	}
+	parent, began := ctx, time.Now()
 	ctx, span := t.tr.Start(ctx, "store commit")
 	defer span.End()
 	rev, err := t.Store.Update(ctx, fn)
@@ -124,6 +126,9 @@ func (t tracedStore) Update(ctx context.Context, fn func(store.Tx) error) (store
 		span.SetStatus(codes.Error, err.Error())
 	} else {
 		span.SetAttributes(attribute.Int64("weft.store.revision", int64(rev)))
+		if t.pushes != nil {
+			t.pushes.wrote(parent, rev, began)
+		}
 	}
 	return rev, err
 }

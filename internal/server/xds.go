@@ -98,6 +98,7 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 		TrustDomain:     cfg.TrustDomain,
 		CertLifetime:    cfg.CertLifetime,
 		InsecureSecrets: insecure,
+		Observer:        cfg.xdsObserver,
 	})
 	ctx, cancel := context.WithCancel(ctx)
 	x := &xdsRun{srv: srv, lrs: load, errc: make(chan error, 1), done: make(chan struct{}), cancel: cancel}

@@ -564,6 +564,7 @@ func (w *world) section4(t *testing.T) {
 		// Both replicas' reports, summed into the gateway's edges.
 		w.assertTraffic(t, "color-gateway", "router.colors.local", map[string]float64{"green": 80, "yellow": 20})
 	})
+	t.Run("prometheus scrapes the mesh", w.prometheusScrapesTheMesh)
 }
 
 // launch starts an ECS task from a task definition as ECS would with
@@ -629,8 +630,12 @@ func (w *world) launch(t *testing.T, name string, td taskDefinition, cloudMapSer
 	}
 	arn := strings.NewReplacer("<your-region>", w.region, "<your-account-id>", w.account).
 		Replace(td.env(proxyName, "APPMESH_RESOURCE_ARN"))
+	// The admin listener on the task's address too, as
+	// docs/prometheus/weft-scrape.yml asks, for the Prometheus of section
+	// 4 (the default, 127.0.0.1:9901, is unreachable from elsewhere).
 	tk.proxy = w.start(name+" proxy", host, uid,
-		[]string{"APPMESH_RESOURCE_ARN=" + arn, "APPMESH_XDS_ENDPOINT=" + w.xds, "WEFT_XDS_TOKEN_FILE=" + w.joinToken(t, name, arn, uid)},
+		[]string{"APPMESH_RESOURCE_ARN=" + arn, "APPMESH_XDS_ENDPOINT=" + w.xds, "WEFT_XDS_TOKEN_FILE=" + w.joinToken(t, name, arn, uid),
+			"WEFT_PROXY_ADMIN_ADDR=0.0.0.0:9901"},
 		tk.logPath, w.weft, "proxy")
 	// The task definition's own health check, within its startTimeout.
 	waitFor(t, name+" proxy healthy", 30*time.Second, func() (bool, error) {

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -33,7 +34,6 @@ import (
 	"go.opentelemetry.io/contrib/propagators/b3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -144,8 +144,14 @@ type Tracer struct {
 	extract propagation.TextMapPropagator
 	inject  propagation.TextMapPropagator
 	clear   []string // every trace header weft knows, canonical form
-	queue   *queue
-	log     *slog.Logger
+	// canon maps the header names the propagators ask for (lower case)
+	// to their canonical form, which carrier looks up without
+	// canonicalizing (an allocation per name, per request).
+	canon       map[string]string
+	attrs       sync.Pool   // *[]attribute.KeyValue for Done; the SDK copies them
+	statusCodes [600]string // status codes as text, for the status_code tag
+	queue       *queue
+	log         *slog.Logger
 	// spans counts spans started, sampled or not.
 	spans *stats.Counter
 }
@@ -175,12 +181,7 @@ func New(ctx context.Context, cfg Config, st *stats.Store, log *slog.Logger) (*T
 	var err error
 	switch cfg.Exporter {
 	case ExporterOTLPGRPC:
-		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(cfg.Endpoint), otlptracegrpc.WithTimeout(cfg.ExportTimeout),
-			otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false})}
-		if cfg.Insecure {
-			opts = append(opts, otlptracegrpc.WithInsecure())
-		}
-		exp, err = otlptracegrpc.New(ctx, opts...)
+		exp, err = newOTLPGRPC(cfg) // otlpgrpc.go: why not otlptracegrpc
 	case ExporterOTLPHTTP:
 		opts := []otlptracehttp.Option{otlptracehttp.WithTimeout(cfg.ExportTimeout),
 			otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false})}
@@ -201,8 +202,12 @@ func New(ctx context.Context, cfg Config, st *stats.Store, log *slog.Logger) (*T
 	}
 	sc := st.Scope("tracing.", "envoy_tracing_")
 	q := newQueue(exp, cfg.QueueSize, cfg.BatchSize, cfg.ExportTimeout, sc, log)
+	// Envoy's tags that are the same on every span of the proxy
+	// (component, node_id, zone) are the resource's: sent once per
+	// export rather than with every span.
 	res := resource.NewSchemaless(attribute.String("service.name", cfg.ServiceName),
-		attribute.String("aws.appmesh.mesh", cfg.Mesh), attribute.String("aws.appmesh."+cfg.ResourceType, cfg.Resource))
+		attribute.String("aws.appmesh.mesh", cfg.Mesh), attribute.String("aws.appmesh."+cfg.ResourceType, cfg.Resource),
+		attribute.String("component", "proxy"), attribute.String("node_id", cfg.NodeID), attribute.String("zone", ""))
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSpanProcessor(q),
 		sdktrace.WithSampler(sdktrace.ParentBased(rootSampler{def: sdktrace.TraceIDRatioBased(cfg.SampleRate)}))}
 	if cfg.Exporter == ExporterXRay || contains(cfg.Propagation, FormatXRay) {
@@ -212,22 +217,35 @@ func New(ctx context.Context, cfg Config, st *stats.Store, log *slog.Logger) (*T
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	t := &Tracer{cfg: cfg, tp: tp, tracer: tp.Tracer("weft-proxy"), queue: q, log: log, spans: sc.Counter("spans_started")}
+	for i := range t.statusCodes {
+		t.statusCodes[i] = strconv.Itoa(i)
+	}
 	// Extraction tries every format; a later one wins, so the most
 	// common, W3C, goes last.
 	all := map[string]propagation.TextMapPropagator{
 		FormatXRay: xray.Propagator{}, FormatB3: b3.New(b3.WithInjectEncoding(b3.B3SingleHeader)),
 		FormatB3Multi: b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader)), FormatTraceContext: propagation.TraceContext{},
 	}
-	t.extract = propagation.NewCompositeTextMapPropagator(all[FormatXRay], all[FormatB3Multi], all[FormatTraceContext])
+	// B3's extraction allocates even when the request has no B3 header:
+	// it runs only when one is there.
+	b3In := ifPresent{all[FormatB3Multi], []string{"b3", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-b3-flags"}}
+	t.extract = propagation.NewCompositeTextMapPropagator(all[FormatXRay], b3In, all[FormatTraceContext])
 	var inj []propagation.TextMapPropagator
 	for _, f := range cfg.Propagation {
 		inj = append(inj, all[f])
 	}
 	t.inject = propagation.NewCompositeTextMapPropagator(inj...)
+	t.canon = map[string]string{}
+	known := []string{"traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags", "x-amzn-trace-id"}
+	for _, f := range append(append(known, t.extract.Fields()...), t.inject.Fields()...) {
+		t.canon[f] = http.CanonicalHeaderKey(f)
+		t.canon[strings.ToLower(f)] = http.CanonicalHeaderKey(f)
+	}
 	for _, f := range t.extract.Fields() {
 		t.clear = append(t.clear, http.CanonicalHeaderKey(f))
 	}
 	t.clear = append(t.clear, "B3") // b3's Fields lists the single header under "b3"
+	t.canon["b3"] = "B3"
 	return t, nil
 }
 
@@ -277,7 +295,10 @@ func (t *Tracer) Filter(info httpconn.HCMInfo, override bool) httpconn.Filter {
 	if info.Tracing == nil {
 		return nil
 	}
-	f := &filter{t: t, egress: info.Egress}
+	f := &filter{t: t, egress: info.Egress, kind: trace.WithSpanKind(trace.SpanKindServer), name: "ingress"}
+	if info.Egress {
+		f.kind, f.name = trace.WithSpanKind(trace.SpanKindClient), "egress"
+	}
 	if rs := info.Tracing.GetRandomSampling(); rs != nil && !override {
 		f.sampler = sdktrace.TraceIDRatioBased(rs.GetValue() / 100)
 	}
@@ -293,29 +314,43 @@ func SamplingOf(tr *hcmv3.HttpConnectionManager_Tracing) (float64, bool) {
 	return 0, false
 }
 
+// filter is the tracing HTTP filter of one connection manager.
+//
+// What it costs per request, measured with
+// go test -run XXX -bench HTTPOneHopTracing -benchtime 3000x -benchmem ./internal/proxy/
+// (client, proxy and backend in one process; allocations are stable, the
+// ns/op of a shared machine are not): no tracer 172 allocs/op; 1 %
+// sampling 185 (195 before these changes: the propagators' header names
+// were canonicalized at every lookup, B3's extraction allocated without
+// any B3 header, and the egress span's name was built for unsampled
+// requests); 100 % sampling 314 allocs and 25.6 KB (342 and 30.1 KB
+// before: Envoy's three tags that are the same on every span, component,
+// node_id and zone, are now resource attributes, sent once per export
+// batch; the attribute slice is pooled; status codes are not formatted).
 type filter struct {
 	t       *Tracer
 	egress  bool
 	sampler sdktrace.Sampler // nil: the proxy's rate
+	// kind and name start every span: egress spans are named for the
+	// host once they are known to record (Done), so that an unsampled
+	// request builds no name.
+	kind trace.SpanStartOption
+	name string
 }
 
 func (f *filter) DecodeHeaders(x httpconn.Exchange, slot *any) *httpconn.LocalReply {
 	r := x.Request()
 	t := f.t
-	ctx := t.extract.Extract(context.Background(), propagation.HeaderCarrier(r.Header))
+	ctx := t.extract.Extract(context.Background(), carrier{r.Header, t.canon})
 	if f.sampler != nil {
 		ctx = context.WithValue(ctx, samplerKey{}, f.sampler)
 	}
-	kind, name := trace.SpanKindServer, "ingress"
-	if f.egress {
-		kind, name = trace.SpanKindClient, "egress "+r.Host
-	}
-	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithTimestamp(x.Start()))
+	ctx, span := t.tracer.Start(ctx, f.name, f.kind, trace.WithTimestamp(x.Start()))
 	t.spans.Inc()
 	for _, h := range t.clear {
-		r.Header.Del(h)
+		delete(r.Header, h) // canonical already: no need for Del's work
 	}
-	t.inject.Inject(ctx, propagation.HeaderCarrier(r.Header))
+	t.inject.Inject(ctx, carrier{r.Header, t.canon})
 	*slot = span
 	return nil
 }
@@ -328,6 +363,8 @@ func (f *filter) Done(x httpconn.Exchange, slot any) {
 	r := x.Request()
 	if d := x.Decorator(); d != "" {
 		span.SetName(d)
+	} else if f.egress {
+		span.SetName("egress " + r.Host)
 	}
 	proto := r.Proto
 	if r.ProtoMajor == 2 {
@@ -342,10 +379,11 @@ func (f *filter) Done(x httpconn.Exchange, slot any) {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	attrs := []attribute.KeyValue{
-		attribute.String("component", "proxy"),
-		attribute.String("node_id", f.t.cfg.NodeID),
-		attribute.String("zone", ""),
+	ap, _ := f.t.attrs.Get().(*[]attribute.KeyValue)
+	if ap == nil {
+		ap = new([]attribute.KeyValue)
+	}
+	attrs := append((*ap)[:0],
 		attribute.String("guid:x-request-id", r.Header.Get("X-Request-Id")),
 		attribute.String("http.url", scheme+"://"+r.Host+r.URL.RequestURI()),
 		attribute.String("http.method", r.Method),
@@ -355,9 +393,9 @@ func (f *filter) Done(x httpconn.Exchange, slot any) {
 		attribute.String("peer.address", x.Downstream()),
 		attribute.Int64("request_size", x.BytesReceived()),
 		attribute.Int64("response_size", x.BytesSent()),
-		attribute.String("http.status_code", strconv.Itoa(status)),
+		attribute.String("http.status_code", f.t.statusText(status)),
 		attribute.String("response_flags", flags),
-	}
+	)
 	if c := x.Cluster(); c != "" {
 		attrs = append(attrs, attribute.String("upstream_cluster", c), attribute.String("upstream_cluster.name", c))
 	}
@@ -366,10 +404,63 @@ func (f *filter) Done(x httpconn.Exchange, slot any) {
 	}
 	if status >= 500 || status == 0 {
 		attrs = append(attrs, attribute.String("error", "true"))
-		span.SetStatus(codes.Error, strconv.Itoa(status))
+		span.SetStatus(codes.Error, f.t.statusText(status))
 	}
 	span.SetAttributes(attrs...)
 	span.End()
+	clear(attrs) // the strings may go
+	*ap = attrs[:0]
+	f.t.attrs.Put(ap)
+}
+
+// carrier is propagation.HeaderCarrier without a canonicalization (and
+// its allocation) per header name: the propagators ask for a fixed set of
+// names, canon's keys.
+type carrier struct {
+	h     http.Header
+	canon map[string]string
+}
+
+func (c carrier) key(k string) string {
+	if ck, ok := c.canon[k]; ok {
+		return ck
+	}
+	return http.CanonicalHeaderKey(k)
+}
+
+func (c carrier) Get(k string) string {
+	if v := c.h[c.key(k)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c carrier) Set(k, v string) { c.h[c.key(k)] = []string{v} }
+
+func (c carrier) Keys() []string { return propagation.HeaderCarrier(c.h).Keys() }
+
+// ifPresent extracts with p only when the carrier holds one of names.
+type ifPresent struct {
+	propagation.TextMapPropagator
+	names []string
+}
+
+func (p ifPresent) Extract(ctx context.Context, c propagation.TextMapCarrier) context.Context {
+	for _, n := range p.names {
+		if c.Get(n) != "" {
+			return p.TextMapPropagator.Extract(ctx, c)
+		}
+	}
+	return ctx
+}
+
+// statusText is strconv.Itoa(code) without an allocation for the codes
+// HTTP uses.
+func (t *Tracer) statusText(code int) string {
+	if code >= 0 && code < len(t.statusCodes) {
+		return t.statusCodes[code]
+	}
+	return strconv.Itoa(code)
 }
 
 func orDash(s string) string {

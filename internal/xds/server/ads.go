@@ -30,6 +30,7 @@ type ads struct {
 	streams atomic.Int64 // the last stream id given
 	limits  Limits
 	open    atomic.Int64 // streams open, at most limits.MaxStreams
+	obs     Observer     // Options.Observer; nil: none
 }
 
 func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
@@ -66,6 +67,7 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 		addr = pr.Addr.String()
 	}
 	s := a.hub.open(a.streams.Add(1), delta, addr)
+	s.obs = a.obs
 	defer a.hub.close(s)
 
 	reqs := make(chan R)

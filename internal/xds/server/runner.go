@@ -216,6 +216,13 @@ func (r *runner) run(ctx context.Context) error {
 // revision and re-arms the renewal timer.
 func (r *runner) deliver() {
 	ups, rev := r.core.Ready()
+	for _, u := range ups {
+		// A snapshot delivered again (an attach) keeps its revision:
+		// streams may be reading it.
+		if u.snap != nil && u.snap.rev == 0 {
+			u.snap.rev = rev
+		}
+	}
 	r.hub.deliver(ups)
 	r.applied.Store(int64(rev))
 	r.hub.bump()

@@ -95,6 +95,9 @@ type Options struct {
 	// proved nothing (an xDS listener on loopback, or --xds-insecure).
 	// Otherwise only proven streams get them; trust bundles go to anyone.
 	InsecureSecrets bool
+	// Observer hears of every push and its ACK or NACK (observe.go);
+	// nil: none.
+	Observer Observer
 }
 
 // Server is an xDS server. Create it with New, run it with Serve.
@@ -126,7 +129,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	gs := grpc.NewServer(gopts...)
 	// ctx ends every stream's loop: on shutdown, streams end with OK, as
 	// App Mesh's periodic graceful disconnect did.
-	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, done: ctx.Done(), limits: s.opts.Limits})
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, done: ctx.Done(), limits: s.opts.Limits, obs: s.opts.Observer})
 
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- s.runner.run(ctx) }() // ends with ctx

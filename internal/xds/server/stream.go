@@ -65,6 +65,7 @@ type stream struct {
 	proven    bool
 	secretsOK bool
 	types     [numTypes]streamType
+	obs       Observer // Options.Observer; nil: none
 }
 
 // streamType is what one stream knows and was sent of one type.
@@ -182,6 +183,9 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 		n := &NackStatus{Type: typeName(t), Version: st.sentVersion, Message: clipTo(req.errDetail.GetMessage(), nackMessageMax), At: time.Now()}
 		st.lastNack = n
 		c.metrics.nacks.WithLabelValues(n.Type).Inc()
+		if s.obs != nil {
+			s.obs.Acked(AckInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: req.typeURL, Version: st.sentVersion, Nonce: st.sentNonce, Error: n.Message})
+		}
 		if s.is != nil && s.is.firstNack(t, n.Version) {
 			s.log.Warn("proxy rejected configuration", "type", n.Type, "version", n.Version, "error", clip(req.errDetail.GetMessage()))
 		}
@@ -194,6 +198,9 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 		st.acked = version
 		st.ackedAt = time.Now()
 		c.metrics.acks.WithLabelValues(typeName(t)).Inc()
+		if s.obs != nil {
+			s.obs.Acked(AckInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: req.typeURL, Version: version, Nonce: st.sentNonce})
+		}
 		if snap := s.seen; !st.pending.IsZero() && snap != nil && snap.types[t].version == st.acked {
 			c.metrics.writeToAck.WithLabelValues(typeName(t)).Observe(st.ackedAt.Sub(st.pending).Seconds())
 			st.pending = time.Time{}
@@ -311,6 +318,9 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		st.sentNonce = nonce
 		st.lastPushAt = time.Now()
 		c.metrics.pushes.WithLabelValues(typeName(t)).Inc()
+		if s.obs != nil {
+			s.obs.Pushed(PushInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: typeURL(t), Version: ts.version, Nonce: nonce, Revision: snap.rev, Initial: st.acked == ""})
+		}
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("push", "type", typeName(t), "version", ts.version, "wildcard", st.sub.IsWildcard(), "delta", s.delta)
 		}

@@ -1,0 +1,264 @@
+package server
+
+import (
+	"context"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
+	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/weftmesh/weft/internal/proxy"
+)
+
+// startOTLP runs an OTLP/gRPC trace receiver until the test ends.
+func startOTLP(t *testing.T) (*otlpReceiver, string) {
+	t.Helper()
+	recv := &otlpReceiver{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	collectortrace.RegisterTraceServiceServer(gs, recv)
+	go gs.Serve(ln) // ends with Stop at cleanup
+	t.Cleanup(gs.Stop)
+	return recv, "http://" + ln.Addr().String()
+}
+
+// nackingClient is an xDS client (state of the world) that subscribes to
+// every route configuration, ACKs the first response and NACKs every
+// later one with msg. acked is closed after the first ACK.
+func nackingClient(t *testing.T, addr, node, msg string) (acked <-chan struct{}) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node, UserAgentName: "envoy"}, TypeUrl: resource.RouteType}); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{})
+	go func() { // ends when the stream does: its context is cancelled at cleanup
+		first, known := true, ""
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			req := &discovery.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce(), VersionInfo: resp.GetVersionInfo()}
+			if !first {
+				req.VersionInfo = known
+				req.ErrorDetail = &rpcstatus.Status{Code: 3, Message: msg}
+			}
+			if err := stream.Send(req); err != nil {
+				return
+			}
+			if first {
+				first, known = false, resp.GetVersionInfo()
+				close(ch)
+			}
+		}
+	}()
+	return ch
+}
+
+// TestWriteTraceReachesProxies: with an OTLP endpoint, one UpdateRoute is
+// one trace holding the request, its validation and store commit, the
+// recompute, and one "xds push" span per proxy the change reaches (two
+// weft proxies on delta xDS, one state-of-the-world client), each naming
+// the proxy's node id, the type URL, version and nonce, and ended by the
+// proxy's ACK, or by its NACK with an error status and its message.
+func TestWriteTraceReachesProxies(t *testing.T) {
+	recv, endpoint := startOTLP(t)
+	cfg := Config{APIAddr: freeAddr(t), XDSAddr: freeAddr(t), DataDir: filepath.Join(t.TempDir(), "data"),
+		Region: "us-east-1", AccountID: "111122223333", OTLPEndpoint: endpoint}
+	base := startServer(t, cfg)
+	mesh := sdk.New(sdk.Options{Region: "us-east-1", BaseEndpoint: aws.String(base),
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "weft", SecretAccessKey: "weft"}, nil
+		})})
+	ctx := t.Context()
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := aws.String("m")
+	http8080 := []types.Listener{{PortMapping: &types.PortMapping{Port: aws.Int32(8080), Protocol: types.PortProtocolHttp}}}
+	must(mesh.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: m}))
+	must(mesh.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: m, VirtualNodeName: aws.String("target"),
+		Spec: &types.VirtualNodeSpec{Listeners: http8080,
+			ServiceDiscovery: &types.ServiceDiscoveryMemberDns{Value: types.DnsServiceDiscovery{Hostname: aws.String("target.m.local")}}}}))
+	must(mesh.CreateVirtualRouter(ctx, &sdk.CreateVirtualRouterInput{MeshName: m, VirtualRouterName: aws.String("r"),
+		Spec: &types.VirtualRouterSpec{Listeners: []types.VirtualRouterListener{{PortMapping: &types.PortMapping{Port: aws.Int32(8080), Protocol: types.PortProtocolHttp}}}}}))
+	route := func(timeout int64) *types.RouteSpec {
+		spec := &types.RouteSpec{HttpRoute: &types.HttpRoute{
+			Match:  &types.HttpRouteMatch{Prefix: aws.String("/")},
+			Action: &types.HttpRouteAction{WeightedTargets: []types.WeightedTarget{{VirtualNode: aws.String("target"), Weight: 1}}},
+		}}
+		if timeout > 0 {
+			spec.HttpRoute.Timeout = &types.HttpTimeout{PerRequest: &types.Duration{Unit: types.DurationUnitS, Value: aws.Int64(timeout)}}
+		}
+		return spec
+	}
+	must(mesh.CreateRoute(ctx, &sdk.CreateRouteInput{MeshName: m, VirtualRouterName: aws.String("r"), RouteName: aws.String("route"), Spec: route(0)}))
+	must(mesh.CreateVirtualService(ctx, &sdk.CreateVirtualServiceInput{MeshName: m, VirtualServiceName: aws.String("svc.m.local"),
+		Spec: &types.VirtualServiceSpec{Provider: &types.VirtualServiceProviderMemberVirtualRouter{Value: types.VirtualRouterServiceProvider{VirtualRouterName: aws.String("r")}}}}))
+	for _, n := range []string{"a", "b", "c"} {
+		must(mesh.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: m, VirtualNodeName: aws.String(n),
+			Spec: &types.VirtualNodeSpec{Backends: []types.Backend{&types.BackendMemberVirtualService{Value: types.VirtualServiceBackend{VirtualServiceName: aws.String("svc.m.local")}}}}}))
+	}
+
+	for _, n := range []string{"a", "b"} {
+		p, err := proxy.New(proxy.Config{ResourceARN: "mesh/m/virtualNode/" + n, XDS: cfg.XDSAddr, AdminAddr: "127.0.0.1:0",
+			XDSBackoffBase: 20 * time.Millisecond, IngressPort: freePort(t), EgressPort: freePort(t)}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(pctx) }() // ends with cancel at cleanup
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("proxy Run: %v", err)
+			}
+		})
+		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		err = p.WaitLive(wctx)
+		wcancel()
+		if err != nil {
+			t.Fatalf("proxy %s not LIVE: %v", n, err)
+		}
+	}
+	const nack = "route: c refuses every change"
+	select {
+	case <-nackingClient(t, cfg.XDSAddr, "mesh/m/virtualNode/c", nack):
+	case <-time.After(20 * time.Second):
+		t.Fatal("client c got no route configuration")
+	}
+
+	must(mesh.UpdateRoute(ctx, &sdk.UpdateRouteInput{MeshName: m, VirtualRouterName: aws.String("r"), RouteName: aws.String("route"), Spec: route(5)}))
+
+	// The spans arrive in export batches: wait for the write's whole
+	// trace, three pushes ended.
+	var root *tracepb.Span
+	var trace []*tracepb.Span
+	pushes := map[string]*tracepb.Span{}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		spans := recv.got()
+		for _, s := range spans {
+			if s.GetName() == "appmesh.UpdateRoute" {
+				root = s
+			}
+		}
+		if root != nil {
+			trace = trace[:0]
+			for _, s := range spans {
+				if string(s.GetTraceId()) == string(root.GetTraceId()) {
+					trace = append(trace, s)
+					if s.GetName() == "xds push" {
+						pushes[attr(s, "weft.xds.node_id")] = s
+					}
+				}
+			}
+			if len(pushes) >= 3 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: root %v, spans of its trace %v", root, names(trace))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range []string{"validate", "store commit", "recompute"} {
+		i := slices.IndexFunc(trace, func(s *tracepb.Span) bool { return s.GetName() == want })
+		if i < 0 {
+			t.Errorf("no %q span in the write's trace: %v", want, names(trace))
+			continue
+		}
+		if hex.EncodeToString(trace[i].GetParentSpanId()) != hex.EncodeToString(root.GetSpanId()) {
+			t.Errorf("%q is not a child of the request span", want)
+		}
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		s := pushes["mesh/m/virtualNode/"+n]
+		if s == nil {
+			t.Errorf("no push span for proxy %s; pushes: %v", n, pushes)
+			continue
+		}
+		if hex.EncodeToString(s.GetParentSpanId()) != hex.EncodeToString(root.GetSpanId()) {
+			t.Errorf("push to %s is not a child of the request span", n)
+		}
+		if got := attr(s, "weft.xds.type_url"); got != resource.RouteType {
+			t.Errorf("push to %s: type URL %q, want %s", n, got, resource.RouteType)
+		}
+		if attr(s, "weft.xds.version") == "" || attr(s, "weft.xds.nonce") == "" {
+			t.Errorf("push to %s: version %q, nonce %q: want both", n, attr(s, "weft.xds.version"), attr(s, "weft.xds.nonce"))
+		}
+		if s.GetEndTimeUnixNano() < s.GetStartTimeUnixNano() || s.GetStartTimeUnixNano() < root.GetStartTimeUnixNano() {
+			t.Errorf("push to %s: from %d to %d, the write started at %d", n, s.GetStartTimeUnixNano(), s.GetEndTimeUnixNano(), root.GetStartTimeUnixNano())
+		}
+		outcome, code := attr(s, "weft.xds.outcome"), s.GetStatus().GetCode()
+		switch n {
+		case "c":
+			if outcome != "nack" || code != tracepb.Status_STATUS_CODE_ERROR || s.GetStatus().GetMessage() != nack {
+				t.Errorf("push to c: outcome %q, status %v %q; want nack, error, %q", outcome, code, s.GetStatus().GetMessage(), nack)
+			}
+		default:
+			if outcome != "ack" || code == tracepb.Status_STATUS_CODE_ERROR {
+				t.Errorf("push to %s: outcome %q, status %v; want ack", n, outcome, code)
+			}
+		}
+	}
+	count := map[string]int{}
+	for _, s := range trace {
+		if s.GetName() == "xds push" {
+			count[attr(s, "weft.xds.node_id")]++
+		}
+	}
+	if len(count) != 3 || count["mesh/m/virtualNode/a"] != 1 || count["mesh/m/virtualNode/b"] != 1 || count["mesh/m/virtualNode/c"] != 1 {
+		t.Errorf("push spans per node %v; want one each for a, b and c", count)
+	}
+}
+
+func attr(s *tracepb.Span, key string) string {
+	for _, kv := range s.GetAttributes() {
+		if kv.GetKey() == key {
+			return kv.GetValue().GetStringValue()
+		}
+	}
+	return ""
+}
+
+func names(spans []*tracepb.Span) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.GetName())
+	}
+	return out
+}
