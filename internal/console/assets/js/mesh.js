@@ -183,6 +183,43 @@ function weightsEditor(ctx, m, router, name, res, onSaved) {
     h('h2', { id: 'weights-h' }, 'Traffic weights'), rows, h('p', {}, save), out, acks);
 }
 
+// backendsEditor lists a virtual node's backends (the virtual services it
+// calls) with a button to remove each, and adds one by name: each change
+// writes the node's spec with that one change.
+function backendsEditor(m, name, res, onSaved) {
+  let spec = structuredClone(res.spec);
+  const list = h('ul', { id: 'backends' });
+  const out = h('div', { id: 'backends-result', 'aria-live': 'polite' });
+  const write = async (next) => {
+    out.replaceChildren();
+    try {
+      const r = await api.update('virtualNode', m, '', name, next);
+      spec = structuredClone(r.spec);
+      out.replaceChildren(okBox(`Saved: virtual node ${name} is now version ${r.metadata.version}.`));
+      draw();
+      onSaved(r);
+      return true;
+    } catch (e) { out.replaceChildren(errorBox(e)); return false; }
+  };
+  const draw = () => {
+    const bs = spec.backends || [];
+    list.replaceChildren(...bs.map((b, i) => {
+      const svc = b.virtualService ? b.virtualService.virtualServiceName : JSON.stringify(b);
+      return h('li', { 'data-backend': svc }, h('a', { href: hrefOf('virtualService', m, '', svc) }, svc), ' ',
+        h('button', { type: 'button', 'aria-label': `Remove backend ${svc}`, onclick: () => write({ ...spec, backends: bs.filter((_, j) => j !== i) }) }, 'Remove'));
+    }));
+    if (!bs.length) list.replaceChildren(h('li', { class: 'muted' }, 'No backend: this node calls no virtual service.'));
+  };
+  draw();
+  const input = h('input', { id: 'backend-name', 'aria-label': 'Virtual service name', placeholder: 'blue.colors.local', required: true });
+  const form = h('form', { class: 'row', onsubmit: (ev) => {
+    ev.preventDefault();
+    const svc = input.value.trim();
+    if (svc) write({ ...spec, backends: [...(spec.backends || []), { virtualService: { virtualServiceName: svc } }] }).then((ok) => { if (ok) input.value = ''; });
+  } }, input, h('button', { type: 'submit', id: 'add-backend' }, 'Add backend'));
+  return h('section', { class: 'card', 'aria-labelledby': 'backends-h' }, h('h2', { id: 'backends-h' }, 'Service backends'), list, form, out);
+}
+
 export async function detailView(ctx, kind, m, parent, name) {
   const k = api.KINDS[kind];
   const res = await api.describe(kind, m, parent, name);
@@ -223,6 +260,10 @@ export async function detailView(ctx, kind, m, parent, name) {
     specView.textContent = JSON.stringify(r.spec, null, 2);
     metaBox.querySelector('#version').textContent = String(r.metadata.version);
   }) : null;
+  const backends = kind === 'virtualNode' ? backendsEditor(m, name, res, (r) => {
+    specView.textContent = JSON.stringify(r.spec, null, 2);
+    metaBox.querySelector('#version').textContent = String(r.metadata.version);
+  }) : null;
   let proxiesBox = null;
   if (kind === 'virtualNode' || kind === 'virtualGateway') {
     // The proxies serving this node or gateway, as /v1/proxies has them.
@@ -244,7 +285,7 @@ export async function detailView(ctx, kind, m, parent, name) {
     h('h1', {}, `${k.one[0].toUpperCase()}${k.one.slice(1)} ${name}`),
     m && kind !== 'mesh' ? meshTabs(m, kind) : meshTabs(m, 'mesh'),
     h('div', { class: 'toolbar' }, del), out,
-    weights,
+    weights, backends,
     h('section', { class: 'card' }, h('h2', {}, 'Metadata'), metaBox),
     children, proxiesBox,
     h('section', { class: 'card' }, h('h2', {}, 'Spec'), specView),
