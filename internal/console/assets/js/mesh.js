@@ -140,23 +140,41 @@ function weightsEditor(ctx, m, router, name, res, onSaved) {
   const targets = weightedTargetsOf(spec);
   if (!targets) return null;
   const total = () => targets.reduce((s, t) => s + (Number(t.weight) || 0), 0);
-  const pcts = [];
-  const rows = targets.map((t, i) => {
-    const pct = h('span', { class: 'pct' });
-    pcts.push(pct);
-    const label = `Weight of ${t.virtualNode}`;
-    const range = h('input', { type: 'range', min: '0', max: '100', step: '1', value: String(t.weight), 'aria-label': label, id: `w-range-${t.virtualNode}`, 'data-target': t.virtualNode });
-    const num = h('input', { type: 'number', min: '0', max: '100', value: String(t.weight), 'aria-label': label, id: `w-num-${t.virtualNode}`, class: 'wnum' });
-    const set = (v) => { t.weight = Number(v); range.value = String(v); num.value = String(v); redraw(); };
-    range.addEventListener('input', () => set(range.value));
-    num.addEventListener('input', () => set(num.value));
-    return h('div', { class: 'target' }, h('strong', {}, t.virtualNode), range, num, pct);
-  });
+  const list = h('div', { id: 'targets' });
+  let pcts = [];
   const redraw = () => {
     const T = total();
     targets.forEach((t, i) => { pcts[i].textContent = T ? `${Math.round((100 * t.weight) / T)}%` : '—'; });
   };
-  redraw();
+  // drawRows draws a row per target: slider, number, share, and a button
+  // to remove it (the tutorial replaces one node by another).
+  const drawRows = () => {
+    pcts = [];
+    list.replaceChildren(...targets.map((t, i) => {
+      const pct = h('span', { class: 'pct' });
+      pcts.push(pct);
+      const label = `Weight of ${t.virtualNode}`;
+      const range = h('input', { type: 'range', min: '0', max: '100', step: '1', value: String(t.weight), 'aria-label': label, id: `w-range-${t.virtualNode}`, 'data-target': t.virtualNode });
+      const num = h('input', { type: 'number', min: '0', max: '100', value: String(t.weight), 'aria-label': label, id: `w-num-${t.virtualNode}`, class: 'wnum' });
+      const set = (v) => { t.weight = Number(v); range.value = String(v); num.value = String(v); redraw(); };
+      range.addEventListener('input', () => set(range.value));
+      num.addEventListener('input', () => set(num.value));
+      const rm = h('button', { type: 'button', id: `w-remove-${t.virtualNode}`, 'aria-label': `Remove target ${t.virtualNode}`, onclick: () => { targets.splice(i, 1); drawRows(); } }, '×');
+      return h('div', { class: 'target' }, h('strong', {}, t.virtualNode), range, num, pct, rm);
+    }));
+    redraw();
+  };
+  drawRows();
+  const addNode = h('input', { id: 'w-add-node', 'aria-label': 'Virtual node to add as a target', placeholder: 'virtual node' });
+  const addWeight = h('input', { id: 'w-add-weight', type: 'number', min: '0', max: '100', value: '1', class: 'wnum', 'aria-label': 'Its weight' });
+  const add = h('form', { class: 'row', onsubmit: (ev) => {
+    ev.preventDefault();
+    const n = addNode.value.trim();
+    if (!n || targets.some((t) => t.virtualNode === n)) return;
+    targets.push({ virtualNode: n, weight: Number(addWeight.value) || 0 });
+    addNode.value = '';
+    drawRows();
+  } }, addNode, addWeight, h('button', { type: 'submit', id: 'w-add' }, 'Add target'));
   const out = h('div', { id: 'weights-result', 'aria-live': 'polite' });
   const acks = h('div', { id: 'acks' });
   const save = h('button', { class: 'primary', type: 'button', id: 'save-weights' }, 'Save weights');
@@ -180,7 +198,7 @@ function weightsEditor(ctx, m, router, name, res, onSaved) {
     } finally { save.disabled = false; }
   });
   return h('section', { class: 'card weights', 'aria-labelledby': 'weights-h' },
-    h('h2', { id: 'weights-h' }, 'Traffic weights'), rows, h('p', {}, save), out, acks);
+    h('h2', { id: 'weights-h' }, 'Traffic weights'), list, add, h('p', { class: 'muted' }, 'Targets added or removed are written when you save.'), h('p', {}, save), out, acks);
 }
 
 // backendsEditor lists a virtual node's backends (the virtual services it
