@@ -114,8 +114,14 @@ func (h *Handler) buildIndex() {
 		}
 	}
 	imap, _ := json.Marshal(map[string]any{"imports": imports}) // map keys are sorted: the same binary writes the same index
+	head := idx.body[:i]
+	if h.sessions == nil {
+		// No credentials file, so no sign-in: the page need not ask the
+		// server before its first API call.
+		head = bytes.Replace(head, []byte("<html "), []byte(`<html data-auth="off" `), 1)
+	}
 	var b bytes.Buffer
-	b.Write(idx.body[:i])
+	b.Write(head)
 	fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
 	fmt.Fprintf(&b, "<script type=\"importmap\">%s</script>\n", imap)
 	for _, name := range firstView {

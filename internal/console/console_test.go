@@ -170,6 +170,14 @@ func TestAssetsHashedURLs(t *testing.T) {
 	if w.Header().Get("Cache-Control") != "no-cache" {
 		t.Fatalf("index Cache-Control %q", w.Header().Get("Cache-Control"))
 	}
+	if !strings.Contains(index, `<html data-auth="off" lang="en">`) {
+		t.Fatalf("the index of a server without sign-in does not say so:\n%s", index)
+	}
+	withAuth := httptest.NewRecorder()
+	New(NewSessions(keys(t, oneKey), SessionLimits{}, nil)).ServeHTTP(withAuth, httptest.NewRequest("GET", "/console/", nil))
+	if strings.Contains(withAuth.Body.String(), "data-auth") {
+		t.Fatalf("the index of a server with sign-in says it has none")
+	}
 	start := strings.Index(index, `<script type="importmap">`)
 	end := strings.Index(index, `</script>`)
 	if start < 0 || end < start {

@@ -105,7 +105,9 @@ window.addEventListener('hashchange', route);
 
 (async () => {
   try {
-    await api.loadSession();
+    // Without a credentials file the server says so in the page itself
+    // (data-auth="off"): no sign-in, no session to ask for.
+    if (document.documentElement.dataset.auth !== 'off') await api.loadSession();
   } catch (e) {
     view.replaceChildren(errorBox(e));
     return;
