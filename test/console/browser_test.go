@@ -166,6 +166,9 @@ func TestConsole(t *testing.T) {
 			chromedp.Click(css("#save-weights")),
 			chromedp.WaitVisible(css("#saved-version")),
 			chromedp.WaitVisible(css(`#ack-status[data-all-acked="true"]`)))
+		if stray := eval[bool](t, e, `document.getElementById('view').innerText.includes('null')`); stray {
+			t.Fatal(`the route's page shows the text "null"`)
+		}
 		version := value(t, e, "saved version", chromedp.AttributeValue(css("#saved-version"), "data-version")).Value
 		status := value(t, e, "ack status", chromedp.Text(css("#ack-status")))
 		acked := eval[int](t, e, `document.querySelectorAll('#ack-table tr[data-acked="true"]').length`)

@@ -298,7 +298,8 @@ export async function detailView(ctx, kind, m, parent, name) {
   const children = [];
   if (kind === 'virtualRouter') children.push(h('p', {}, h('a', { href: `#/mesh/${enc(m)}/list/route/${enc(name)}`, id: 'routes-link' }, 'Routes of this router')));
   if (kind === 'virtualGateway') children.push(h('p', {}, h('a', { href: `#/mesh/${enc(m)}/list/gatewayRoute/${enc(name)}` }, 'Gateway routes of this gateway')));
-  ctx.view.replaceChildren(
+  // (replaceChildren would write a missing part as the text "null")
+  ctx.view.replaceChildren(...[
     crumbs(h('a', { href: '#/meshes' }, 'Meshes'), h('a', { href: `#/mesh/${enc(m)}` }, m), k.parent ? h('a', { href: hrefOf(k.parent, m, '', parent) }, parent) : null),
     h('h1', {}, `${k.one[0].toUpperCase()}${k.one.slice(1)} ${name}`),
     m && kind !== 'mesh' ? meshTabs(m, kind) : meshTabs(m, 'mesh'),
@@ -307,7 +308,7 @@ export async function detailView(ctx, kind, m, parent, name) {
     h('section', { class: 'card' }, h('h2', {}, 'Metadata'), metaBox),
     children, proxiesBox,
     h('section', { class: 'card' }, h('h2', {}, 'Spec'), specView),
-    editForm, tagsBox);
+    editForm, tagsBox].flat().filter(Boolean));
 }
 
 async function drawTags(box, arn) {
