@@ -37,11 +37,15 @@ const PARALLEL = 16;
 // resource that has references (the API returns specs one at a time).
 // There is no step for everything to wait on: each resource's Describe
 // starts as soon as the list naming it has arrived.
-async function load(m) {
+// progress(done, known) is called as reads end (known grows as lists
+// arrive).
+async function load(m, progress = () => {}) {
   const run = limiter(PARALLEL);
-  const list = (kind, parent) => run(() => api.listAll(kind, m, parent), true);
+  let done = 0, known = 0;
+  const counted = (fn) => { known++; return run(fn).finally(() => progress(++done, known)); };
+  const list = (kind, parent) => { known++; return run(() => api.listAll(kind, m, parent), true).finally(() => progress(++done, known)); };
   const describeAll = (items, kind, parentKey, nameKey) =>
-    Promise.all(items.map((it) => run(() => api.describe(kind, m, parentKey ? it[parentKey] : '', it[nameKey]))));
+    Promise.all(items.map((it) => counted(() => api.describe(kind, m, parentKey ? it[parentKey] : '', it[nameKey]))));
   // children lists each parent's children, then describes them.
   const children = (parents, parentKey, kind, nameKey) =>
     Promise.all(parents.map((p) => list(kind, p[parentKey]).then((l) => describeAll(l, kind, parentKey, nameKey)))).then((x) => x.flat());
@@ -220,7 +224,16 @@ export async function topologyView(ctx, m) {
   };
   const reload = async () => {
     const t0 = performance.now();
-    data = await load(m);
+    // The page stays usable while the mesh is read; the status line says
+    // how far it got (written at most once a frame).
+    let shown = false, last = [0, 0];
+    const progress = (done, known) => {
+      last = [done, known];
+      if (shown) return;
+      shown = true;
+      requestAnimationFrame(() => { shown = false; if (!graph) status.textContent = `reading the mesh: ${last[0]} of ${last[1]} resources`; });
+    };
+    data = await load(m, progress);
     stats.lastLoadMs = performance.now() - t0;
     graph = build(m, data);
     lay = null;
