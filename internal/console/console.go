@@ -21,7 +21,10 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io/fs"
 	"mime"
 	"net/http"
@@ -32,17 +35,41 @@ import (
 //go:embed assets
 var assets embed.FS
 
+// firstView are the modules the first page (the meshes list) runs: the
+// index preloads them; the others are loaded when a view needs them.
+var firstView = []string{"js/app.js", "js/api.js", "js/dom.js", "js/mesh.js", "js/forms.js", "js/acks.js", "js/proxies.js"}
+
+// assetsMarker is the comment of assets/index.html that the server
+// replaces with the links to the other assets.
+const assetsMarker = "<!-- weft:assets"
+
 // asset is one embedded file, gzipped once at start.
 type asset struct {
 	body, gz []byte
 	ctype    string
 	etag     string
+	version  string // ?v= of its content-hashed URL
+}
+
+func newAsset(name string, b []byte) *asset {
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	zw.Write(b)
+	zw.Close()
+	sum := sha256.Sum256(b)
+	ct := mime.TypeByExtension(path.Ext(name))
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	v := hex.EncodeToString(sum[:8])
+	return &asset{body: b, gz: gz.Bytes(), ctype: ct, etag: `"` + v + `"`, version: v}
 }
 
 // Handler serves everything under /console/: the assets, and the session
 // endpoints under /console/api/.
 type Handler struct {
 	files    map[string]*asset // by path under assets/, "index.html" ...
+	indexCSP string            // the index's policy: the base one and its import map's hash
 	sessions *Sessions         // nil: no credentials file, no sign-in
 }
 
@@ -58,19 +85,53 @@ func New(sessions *Sessions) *Handler {
 		if err != nil {
 			return err
 		}
-		var gz bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-		zw.Write(b)
-		zw.Close()
-		sum := sha256.Sum256(b)
-		ct := mime.TypeByExtension(path.Ext(p))
-		if ct == "" {
-			ct = "application/octet-stream"
-		}
-		h.files[strings.TrimPrefix(p, "assets/")] = &asset{body: b, gz: gz.Bytes(), ctype: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		name := strings.TrimPrefix(p, "assets/")
+		h.files[name] = newAsset(name, b)
 		return nil
 	})
+	h.buildIndex()
 	return h
+}
+
+// buildIndex writes into index.html the links to the other assets at
+// their content-hashed URLs (name?v=hash, cached for a year: a new binary
+// with other content links to other URLs). The modules import each other
+// by plain relative names ("./api.js"); an import map sends each to its
+// hashed URL. The index itself stays small and is revalidated on each
+// load.
+func (h *Handler) buildIndex() {
+	idx := h.files["index.html"]
+	i := bytes.Index(idx.body, []byte(assetsMarker))
+	if i < 0 {
+		return // the index links its assets itself
+	}
+	j := i + bytes.Index(idx.body[i:], []byte("-->")) + len("-->")
+	url := func(name string) string { return "/console/" + name + "?v=" + h.files[name].version }
+	imports := map[string]string{}
+	for name := range h.files {
+		if strings.HasSuffix(name, ".js") {
+			imports["/console/"+name] = url(name)
+		}
+	}
+	imap, _ := json.Marshal(map[string]any{"imports": imports}) // map keys are sorted: the same binary writes the same index
+	head := idx.body[:i]
+	if h.sessions == nil {
+		// No credentials file, so no sign-in: the page need not ask the
+		// server before its first API call.
+		head = bytes.Replace(head, []byte("<html "), []byte(`<html data-auth="off" `), 1)
+	}
+	var b bytes.Buffer
+	b.Write(head)
+	fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
+	fmt.Fprintf(&b, "<script type=\"importmap\">%s</script>\n", imap)
+	for _, name := range firstView {
+		fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"%s\">\n", url(name))
+	}
+	fmt.Fprintf(&b, "<script type=\"module\" src=\"%s\"></script>", url("js/app.js"))
+	b.Write(idx.body[j:])
+	h.files["index.html"] = newAsset("index.html", b.Bytes())
+	sum := sha256.Sum256(imap)
+	h.indexCSP = strings.Replace(basePolicy, "script-src 'self'", "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'", 1)
 }
 
 // Sizes returns the assets' total size, raw and gzipped, in bytes.
@@ -82,19 +143,27 @@ func (h *Handler) Sizes() (raw, gzipped int) {
 	return raw, gzipped
 }
 
-// securityHeaders keep the console's pages to their own origin: no inline
-// script, no framing, no referrer sent to anything.
-func securityHeaders(w http.ResponseWriter) {
+// basePolicy keeps the console's pages to their own origin: no inline
+// script (but the index's import map, by its hash), no framing.
+const basePolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+// securityHeaders set the content policy csp, and send no referrer to
+// anything.
+func securityHeaders(w http.ResponseWriter, csp string) {
 	hd := w.Header()
-	hd.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+	hd.Set("Content-Security-Policy", csp)
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "no-referrer")
 	hd.Set("X-Frame-Options", "DENY")
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	securityHeaders(w)
 	rest, ok := strings.CutPrefix(r.URL.Path, "/console/")
+	if (rest == "" || rest == "index.html") && h.indexCSP != "" {
+		securityHeaders(w, h.indexCSP)
+	} else {
+		securityHeaders(w, basePolicy)
+	}
 	if !ok {
 		http.Redirect(w, r, "/console/", http.StatusMovedPermanently)
 		return
@@ -119,7 +188,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
 	hd.Set("Content-Type", a.ctype)
 	hd.Set("ETag", a.etag)
-	hd.Set("Cache-Control", "no-cache") // revalidate: a new binary serves new assets
+	if rest != "index.html" && r.URL.Query().Get("v") == a.version {
+		// A content-hashed URL: what it names never changes.
+		hd.Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		hd.Set("Cache-Control", "no-cache") // revalidate: a new binary serves new assets
+	}
 	hd.Add("Vary", "Accept-Encoding")
 	if match := r.Header.Get("If-None-Match"); match == a.etag {
 		w.WriteHeader(http.StatusNotModified)

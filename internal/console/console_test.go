@@ -2,6 +2,9 @@ package console
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -153,5 +156,52 @@ func TestAssetsServed(t *testing.T) {
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/console/nope.js", nil))
 	if w.Code != 404 {
 		t.Fatalf("missing asset: %d", w.Code)
+	}
+}
+
+// TestAssetsHashedURLs: the index links every asset at a content-hashed
+// URL that may be cached for a year, allows its import map by hash, and is
+// itself revalidated on each load.
+func TestAssetsHashedURLs(t *testing.T) {
+	h := New(nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/console/", nil))
+	index := w.Body.String()
+	if w.Header().Get("Cache-Control") != "no-cache" {
+		t.Fatalf("index Cache-Control %q", w.Header().Get("Cache-Control"))
+	}
+	if !strings.Contains(index, `<html data-auth="off" lang="en">`) {
+		t.Fatalf("the index of a server without sign-in does not say so:\n%s", index)
+	}
+	withAuth := httptest.NewRecorder()
+	New(NewSessions(keys(t, oneKey), SessionLimits{}, nil)).ServeHTTP(withAuth, httptest.NewRequest("GET", "/console/", nil))
+	if strings.Contains(withAuth.Body.String(), "data-auth") {
+		t.Fatalf("the index of a server with sign-in says it has none")
+	}
+	start := strings.Index(index, `<script type="importmap">`)
+	end := strings.Index(index, `</script>`)
+	if start < 0 || end < start {
+		t.Fatalf("no import map in the index:\n%s", index)
+	}
+	imap := index[start+len(`<script type="importmap">`) : end]
+	sum := sha256.Sum256([]byte(imap))
+	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'") {
+		t.Fatalf("the index's policy %q does not allow its import map", csp)
+	}
+	var m struct{ Imports map[string]string }
+	if err := json.Unmarshal([]byte(imap), &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Imports) < 10 || !strings.Contains(index, m.Imports["/console/js/app.js"]) {
+		t.Fatalf("import map %v; index:\n%s", m.Imports, index)
+	}
+	for plain, hashed := range m.Imports {
+		for _, c := range []struct{ url, cache string }{{hashed, "public, max-age=31536000, immutable"}, {plain, "no-cache"}, {plain + "?v=stale", "no-cache"}} {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest("GET", c.url, nil))
+			if w.Code != 200 || w.Header().Get("Cache-Control") != c.cache {
+				t.Fatalf("%s: %d, Cache-Control %q, want %q", c.url, w.Code, w.Header().Get("Cache-Control"), c.cache)
+			}
+		}
 	}
 }

@@ -49,23 +49,31 @@ func TestConsole(t *testing.T) {
 	e := newEnv(t)
 
 	t.Run("first page", func(t *testing.T) {
-		// The baseline, in the same browser and run: a page of 3 bytes
-		// from the same listener.
-		e.run(t, "baseline", chromedp.Navigate(e.base+"/healthz"))
-		base := eval[float64](t, e, `(() => { const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime; })()`)
-		e.run(t, "load the meshes page", chromedp.Navigate(e.base+"/console/"), chromedp.WaitVisible(css("#list-mesh")))
+		// Times are from the navigation's request start (Navigation
+		// Timing's requestStart): what comes before it is the browser
+		// setting up the navigation (a renderer for the page), the same
+		// for any page. The baseline, in the same browser and run: a page
+		// of 3 bytes from the same listener, measured the same way.
+		e.run(t, "baseline", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/healthz"))
+		base := eval[map[string]float64](t, e, `(() => { const n = performance.getEntriesByType('navigation')[0];
+			return { load: n.loadEventEnd - n.startTime, own: n.loadEventEnd - n.requestStart }; })()`)
+		e.run(t, "load the meshes page", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"), chromedp.WaitVisible(css("#list-mesh")))
 		nav := eval[map[string]float64](t, e, `(() => { const n = performance.getEntriesByType('navigation')[0];
 			const rs = performance.getEntriesByType('resource');
-			return { load: n.loadEventEnd - n.startTime, view: performance.getEntriesByName('weft-view')[0].startTime,
-			  bytes: n.encodedBodySize + rs.reduce((s, r) => s + r.encodedBodySize, 0), requests: rs.length + 1 }; })()`)
-		t.Logf("first page (cold cache, loopback): load event %.1f ms, meshes list drawn at %.1f ms (baseline: /healthz loads in %.1f ms); %.0f requests, %.0f bytes on the wire",
-			nav["load"], nav["view"], base, nav["requests"], nav["bytes"])
+			const view = performance.getEntriesByName('weft-view')[0].startTime;
+			return { load: n.loadEventEnd - n.startTime, view, own: view - n.requestStart, before: n.requestStart,
+			  // the first page's own: not the other views' modules, fetched once it is drawn
+			  bytes: n.encodedBodySize + rs.filter((r) => r.startTime < view).reduce((s, r) => s + r.encodedBodySize, 0),
+			  requests: rs.filter((r) => r.startTime < view).length + 1 }; })()`)
+		t.Logf("first page (cold cache, loopback): meshes list drawn %.1f ms after the request started (%.1f ms after navigation start, of which %.1f ms before the request); load event at %.1f ms; baseline: /healthz loaded %.1f ms after its request started (%.1f ms after navigation start); %.0f requests, %.0f bytes on the wire",
+			nav["own"], nav["view"], nav["before"], nav["load"], base["own"], base["load"], nav["requests"], nav["bytes"])
 		e.screenshot(t, "meshes-empty")
-		// Again, with the assets in the cache (revalidated: 304s).
+		// Again, with the assets in the cache.
 		e.run(t, "reload", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"), chromedp.WaitVisible(css("#list-mesh")))
 		nav = eval[map[string]float64](t, e, `(() => { const n = performance.getEntriesByType('navigation')[0];
-			return { load: n.loadEventEnd - n.startTime, view: performance.getEntriesByName('weft-view')[0].startTime }; })()`)
-		t.Logf("second load (warm cache): load event %.1f ms, meshes list drawn at %.1f ms", nav["load"], nav["view"])
+			const view = performance.getEntriesByName('weft-view')[0].startTime;
+			return { own: view - n.requestStart, view, requests: performance.getEntriesByType('resource').length + 1 }; })()`)
+		t.Logf("second load (warm cache): meshes list drawn %.1f ms after the request started (%.1f ms after navigation start); %.0f requests", nav["own"], nav["view"], nav["requests"])
 	})
 
 	t.Run("create the tutorial mesh through the forms", func(t *testing.T) {
@@ -158,6 +166,9 @@ func TestConsole(t *testing.T) {
 			chromedp.Click(css("#save-weights")),
 			chromedp.WaitVisible(css("#saved-version")),
 			chromedp.WaitVisible(css(`#ack-status[data-all-acked="true"]`)))
+		if stray := eval[bool](t, e, `document.getElementById('view').innerText.includes('null')`); stray {
+			t.Fatal(`the route's page shows the text "null"`)
+		}
 		version := value(t, e, "saved version", chromedp.AttributeValue(css("#saved-version"), "data-version")).Value
 		status := value(t, e, "ack status", chromedp.Text(css("#ack-status")))
 		acked := eval[int](t, e, `document.querySelectorAll('#ack-table tr[data-acked="true"]').length`)
@@ -190,6 +201,85 @@ func TestConsole(t *testing.T) {
 			chromedp.WaitVisible(css(`#topology g[data-id="virtualNode:red"]`)),
 			poll(`[...document.querySelectorAll('#topology g.n.virtualNode text.sub')].filter(t => t.textContent.includes('ACK')).length === 2`))
 		e.screenshot(t, "topology-proxies")
+	})
+
+	t.Run("Cloud Map discovery and a backend added in the console", func(t *testing.T) {
+		// The tutorial's nodes find their tasks through Cloud Map: a
+		// private DNS namespace, a service, a node that names them; then
+		// red gets a backend on its page, as the tutorial does in App
+		// Mesh's console.
+		e.run(t, "a private DNS namespace",
+			chromedp.Navigate(e.base+"/console/#/cloudmap"),
+			chromedp.WaitVisible(css("#ns-create")),
+			chromedp.SendKeys(css("#ns-name"), "colors.local"),
+			chromedp.SendKeys(css("#ns-vpc"), "vpc-0123456789abcdef0"),
+			chromedp.Click(css("#ns-create")),
+			chromedp.WaitVisible(css(`#namespaces tbody a`)),
+			chromedp.Click(css(`#namespaces tbody a`)),
+			chromedp.WaitVisible(css("#svc-create")),
+			chromedp.SendKeys(css("#svc-name"), "yellow"),
+			chromedp.Click(css("#svc-create")),
+			chromedp.WaitVisible(css(`#services tbody a`)))
+		e.run(t, "a node discovered through Cloud Map",
+			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/new/virtualNode"),
+			chromedp.WaitVisible(css("#submit")),
+			chromedp.SendKeys(css("#name"), "yellow"),
+			poll(`(() => { const s = document.getElementById('f-discovery'); s.value = 'awsCloudMap'; s.dispatchEvent(new Event('input')); return true; })()`),
+			chromedp.SendKeys(css("#f-cmNamespace"), "colors.local"),
+			chromedp.SendKeys(css("#f-cmService"), "yellow"),
+			chromedp.Click(css("#submit")),
+			chromedp.WaitVisible(css("#metadata")))
+		node := e.mustAPI(t, "GET", "/v20190125/meshes/"+mesh+"/virtualNodes/yellow", nil)
+		if got := jsonString(node["spec"].(map[string]any)["serviceDiscovery"]); got != `{"awsCloudMap":{"namespaceName":"colors.local","serviceName":"yellow"}}` {
+			t.Fatalf("yellow's service discovery: %s", got)
+		}
+		e.run(t, "add a backend to red on its page",
+			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/virtualNode/red"),
+			chromedp.WaitVisible(css("#add-backend")),
+			chromedp.SendKeys(css("#backend-name"), "color.colors.local"),
+			chromedp.Click(css("#add-backend")),
+			chromedp.WaitVisible(css(`#backends li[data-backend="color.colors.local"]`)))
+		red := e.mustAPI(t, "GET", "/v20190125/meshes/"+mesh+"/virtualNodes/red", nil)
+		if got := jsonString(red["spec"].(map[string]any)["backends"]); got != `[{"virtualService":{"virtualServiceName":"color.colors.local"}}]` {
+			t.Fatalf("red's backends: %s", got)
+		}
+		e.run(t, "the backend on the graph",
+			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh),
+			chromedp.WaitVisible(css(`#topology path.e.backend[data-from="virtualNode:red"][data-to="virtualService:color.colors.local"]`)))
+		e.screenshot(t, "node-backends")
+	})
+
+	t.Run("a target added to the route and removed", func(t *testing.T) {
+		routePath := "/v20190125/meshes/" + mesh + "/virtualRouter/color-router/routes/color-route"
+		targets := func() string {
+			r := e.mustAPI(t, "GET", routePath, nil)
+			return jsonString(r["spec"].(map[string]any)["httpRoute"].(map[string]any)["action"].(map[string]any)["weightedTargets"])
+		}
+		e.run(t, "add yellow with weight 1 and save",
+			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/route/color-router/color-route"),
+			chromedp.WaitVisible(css("#w-add")),
+			chromedp.SendKeys(css("#w-add-node"), "yellow"),
+			chromedp.Click(css("#w-add")),
+			chromedp.WaitVisible(css("#w-range-yellow")),
+			chromedp.Click(css("#save-weights")),
+			chromedp.WaitVisible(css("#saved-version")))
+		if got := targets(); got != `[{"virtualNode":"blue","weight":4},{"virtualNode":"red","weight":4},{"virtualNode":"yellow","weight":1}]` {
+			t.Fatalf("targets after adding yellow: %s", got)
+		}
+		e.screenshot(t, "route-target-added")
+		e.run(t, "the new target on the graph",
+			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh),
+			chromedp.WaitVisible(css(`#topology path.e[data-from="route:color-router/color-route"][data-to="virtualNode:yellow"]`)))
+		e.run(t, "remove yellow and save",
+			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/route/color-router/color-route"),
+			chromedp.WaitVisible(css("#w-remove-yellow")),
+			chromedp.Click(css("#w-remove-yellow")),
+			poll(`!document.getElementById('w-range-yellow')`),
+			chromedp.Click(css("#save-weights")),
+			chromedp.WaitVisible(css("#saved-version")))
+		if got := targets(); got != `[{"virtualNode":"blue","weight":4},{"virtualNode":"red","weight":4}]` {
+			t.Fatalf("targets after removing yellow: %s", got)
+		}
 	})
 
 	t.Run("delete blocked with ResourceInUseException", func(t *testing.T) {

@@ -3,9 +3,16 @@
 import * as api from './api.js';
 import { h, errorBox } from './dom.js';
 import * as mesh from './mesh.js';
-import * as cloudmap from './cloudmap.js';
 import { proxiesView } from './proxies.js';
-import { topologyView } from './topology.js';
+
+// The topology and Cloud Map views are loaded when first opened: the
+// first page does not wait for them.
+const topologyView = async (...a) => (await import('./topology.js')).topologyView(...a);
+const cloudmap = {
+  namespacesView: async (...a) => (await import('./cloudmap.js')).namespacesView(...a),
+  servicesView: async (...a) => (await import('./cloudmap.js')).servicesView(...a),
+  instancesView: async (...a) => (await import('./cloudmap.js')).instancesView(...a),
+};
 
 const view = document.getElementById('view');
 let cleanup = null; // ends the current view's streams and timers
@@ -98,11 +105,15 @@ window.addEventListener('hashchange', route);
 
 (async () => {
   try {
-    await api.loadSession();
+    // Without a credentials file the server says so in the page itself
+    // (data-auth="off"): no sign-in, no session to ask for.
+    if (document.documentElement.dataset.auth !== 'off') await api.loadSession();
   } catch (e) {
     view.replaceChildren(errorBox(e));
     return;
   }
   whoBar();
-  route();
+  await route();
+  // Then, while the user reads the first page, the other views' modules.
+  setTimeout(() => { import('./topology.js').catch(() => {}); import('./cloudmap.js').catch(() => {}); }, 0);
 })();

@@ -25,14 +25,19 @@ export const FORMS = {
   },
   virtualNode: {
     fields: [
-      { name: 'hostname', label: 'Service discovery DNS hostname', hint: 'e.g. blue.colors.local' },
+      { name: 'discovery', label: 'Service discovery', options: ['dns', 'awsCloudMap', 'none'] },
+      { name: 'hostname', label: 'DNS hostname', hint: 'DNS discovery, e.g. blue.colors.local' },
+      { name: 'cmNamespace', label: 'Cloud Map namespace', hint: 'Cloud Map discovery, e.g. colors.local' },
+      { name: 'cmService', label: 'Cloud Map service', hint: 'Cloud Map discovery, e.g. blue' },
       { name: 'port', label: 'Listener port', value: '8080', type: 'number' },
       { name: 'protocol', label: 'Listener protocol', options: protocols },
       { name: 'backends', label: 'Backends', hint: 'virtual service names, comma separated' },
     ],
     spec: (f) => {
       const s = { listeners: listener(f) };
-      if (f.hostname) s.serviceDiscovery = { dns: { hostname: f.hostname } };
+      const d = f.discovery || 'dns';
+      if (d === 'dns' && f.hostname) s.serviceDiscovery = { dns: { hostname: f.hostname } };
+      if (d === 'awsCloudMap') s.serviceDiscovery = { awsCloudMap: { namespaceName: f.cmNamespace || '', serviceName: f.cmService || '' } };
       const b = (f.backends || '').split(',').map((x) => x.trim()).filter(Boolean);
       if (b.length) s.backends = b.map((n) => ({ virtualService: { virtualServiceName: n } }));
       return s;

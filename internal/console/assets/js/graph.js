@@ -120,9 +120,42 @@ function pathOf(pts) {
 
 function clip(s, n) { return s.length > n ? s.slice(0, n - 1) + '…' : s; }
 
+// edgeKeys gives each edge a key that names it in another build of the
+// same mesh: from>to, and a count for repeats.
+export function edgeKeys(edges) {
+  const seen = new Map();
+  return edges.map((e) => {
+    const k = `${e.from}>${e.to}`;
+    const n = seen.get(k) || 0;
+    seen.set(k, n + 1);
+    return `${k}#${n}`;
+  });
+}
+
+function nodeLabel(g, n) {
+  g.setAttribute('class', `n ${n.kind}${n.nack ? ' nack' : ''}`);
+  g.setAttribute('aria-label', `${n.kind} ${n.name}${n.sub ? ', ' + n.sub : ''}`);
+  let title = g.querySelector('title');
+  if (n.title) {
+    if (!title) { title = el('title'); g.prepend(title); }
+    title.textContent = n.title;
+  } else if (title) title.remove();
+  g.querySelector('text.sub').textContent = clip(n.sub || n.kind, Math.floor(n.w / 6));
+}
+
+function drawLabels(lg, edges, chains) {
+  lg.replaceChildren();
+  for (const e of edges) {
+    const pts = chains.get(e);
+    if (!pts || !e.label) continue;
+    const a = pts[pts.length - 2], b = pts[pts.length - 1];
+    lg.append(el('text', { class: 'el', x: String((a.x + b.x) / 2 + 4), y: String(b.y - b.h / 2 - 18), 'data-edge': `${e.from}>${e.to}` }, e.label));
+  }
+}
+
 // render draws the laid-out graph into svg (replacing what it held) and
-// returns a map from node id to its <g>. onOpen(node) is called when a
-// node is clicked or activated with Enter.
+// returns what patch needs to change it in place. onOpen(node) is called
+// when a node is clicked or activated with Enter.
 export function render(svg, nodes, edges, lay, onOpen) {
   svg.replaceChildren();
   const defs = el('defs');
@@ -134,31 +167,69 @@ export function render(svg, nodes, edges, lay, onOpen) {
   svg.append(root);
   const eg = el('g', { class: 'edges' }), lg = el('g', { class: 'labels' }), ng = el('g', { class: 'nodes' });
   root.append(eg, ng, lg);
-  for (const e of edges) {
+  const paths = new Map();
+  const keys = edgeKeys(edges);
+  edges.forEach((e, i) => {
     const pts = lay.chains.get(e);
-    if (!pts) continue;
+    if (!pts) return;
     const cls = 'e' + (e.backend ? ' backend' : '') + (e.label ? ' hot' : '');
     const path = el('path', { class: cls, d: pathOf(pts), 'marker-end': 'url(#arrow)', 'data-from': e.from, 'data-to': e.to });
     eg.append(path);
-    if (e.label) {
-      const a = pts[pts.length - 2], b = pts[pts.length - 1];
-      const t = el('text', { class: 'el', x: String((a.x + b.x) / 2 + 4), y: String(b.y - b.h / 2 - 18), 'data-edge': `${e.from}>${e.to}` }, e.label);
-      lg.append(t);
-    }
-  }
+    paths.set(keys[i], path);
+  });
+  drawLabels(lg, edges, lay.chains);
   const gs = new Map();
   for (const n of nodes) {
-    const g = el('g', { class: `n ${n.kind}${n.nack ? ' nack' : ''}`, transform: `translate(${n.x - n.w / 2},${n.y - n.h / 2})`, tabindex: '0', role: 'link', 'data-id': n.id, 'aria-label': `${n.kind} ${n.name}${n.sub ? ', ' + n.sub : ''}` });
-    if (n.title) g.append(el('title', {}, n.title));
+    const g = el('g', { class: '', transform: `translate(${n.x - n.w / 2},${n.y - n.h / 2})`, tabindex: '0', role: 'link', 'data-id': n.id });
     g.append(el('rect', { width: String(n.w), height: String(n.h), rx: '6' }));
     g.append(el('text', { x: '8', y: '18' }, clip(n.name, Math.floor(n.w / 7))));
-    g.append(el('text', { x: '8', y: '35', class: 'sub' }, clip(n.sub || n.kind, Math.floor(n.w / 6))));
-    g.addEventListener('click', () => onOpen(n));
-    g.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') onOpen(n); });
+    g.append(el('text', { x: '8', y: '35', class: 'sub' }));
+    nodeLabel(g, n);
+    g.addEventListener('click', () => onOpen(n.id));
+    g.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') onOpen(n.id); });
     ng.append(g);
     gs.set(n.id, g);
   }
-  return { root, nodes: gs };
+  return { root, nodes: gs, paths, labels: lg };
+}
+
+// patch changes a drawing in place for a new build of the same shape
+// (the same nodes and edges: weights, proxies or traffic changed): the
+// nodes' second lines and the edges' labels, nothing laid out again.
+// lay is the new build's layout (sameShape copies the old positions).
+export function patch(r, nodes, edges, lay) {
+  for (const n of nodes) {
+    const g = r.nodes.get(n.id);
+    if (g) nodeLabel(g, n);
+  }
+  const keys = edgeKeys(edges);
+  edges.forEach((e, i) => {
+    const p = r.paths.get(keys[i]);
+    if (p) p.setAttribute('class', 'e' + (e.backend ? ' backend' : '') + (e.label ? ' hot' : ''));
+  });
+  drawLabels(r.labels, edges, lay.chains);
+}
+
+// sameShape reports whether graph b has the nodes and edges of a (the
+// layout a has); if so it gives b's nodes a's positions and returns b's
+// layout, else null.
+export function sameShape(a, b, layA) {
+  if (!a || !layA || a.nodes.length !== b.nodes.length || a.edges.length !== b.edges.length) return null;
+  const old = new Map(a.nodes.map((n) => [n.id, n]));
+  for (const n of b.nodes) if (!old.has(n.id)) return null;
+  const ka = edgeKeys(a.edges), kb = edgeKeys(b.edges);
+  const chainOf = new Map(a.edges.map((e, i) => [ka[i], layA.chains.get(e)]));
+  const chains = new Map();
+  for (let i = 0; i < b.edges.length; i++) {
+    if (!chainOf.has(kb[i])) return null;
+    chains.set(b.edges[i], chainOf.get(kb[i]));
+  }
+  for (const n of b.nodes) {
+    const o = old.get(n.id);
+    Object.assign(n, { x: o.x, y: o.y, w: o.w, h: o.h, layer: o.layer, order: o.order });
+  }
+  // The chains' end points are a's node objects, which keep the positions.
+  return { width: layA.width, height: layA.height, chains };
 }
 
 // panZoom lets the user drag and wheel-zoom the drawing; fit() shows it

@@ -140,23 +140,41 @@ function weightsEditor(ctx, m, router, name, res, onSaved) {
   const targets = weightedTargetsOf(spec);
   if (!targets) return null;
   const total = () => targets.reduce((s, t) => s + (Number(t.weight) || 0), 0);
-  const pcts = [];
-  const rows = targets.map((t, i) => {
-    const pct = h('span', { class: 'pct' });
-    pcts.push(pct);
-    const label = `Weight of ${t.virtualNode}`;
-    const range = h('input', { type: 'range', min: '0', max: '100', step: '1', value: String(t.weight), 'aria-label': label, id: `w-range-${t.virtualNode}`, 'data-target': t.virtualNode });
-    const num = h('input', { type: 'number', min: '0', max: '100', value: String(t.weight), 'aria-label': label, id: `w-num-${t.virtualNode}`, class: 'wnum' });
-    const set = (v) => { t.weight = Number(v); range.value = String(v); num.value = String(v); redraw(); };
-    range.addEventListener('input', () => set(range.value));
-    num.addEventListener('input', () => set(num.value));
-    return h('div', { class: 'target' }, h('strong', {}, t.virtualNode), range, num, pct);
-  });
+  const list = h('div', { id: 'targets' });
+  let pcts = [];
   const redraw = () => {
     const T = total();
     targets.forEach((t, i) => { pcts[i].textContent = T ? `${Math.round((100 * t.weight) / T)}%` : '—'; });
   };
-  redraw();
+  // drawRows draws a row per target: slider, number, share, and a button
+  // to remove it (the tutorial replaces one node by another).
+  const drawRows = () => {
+    pcts = [];
+    list.replaceChildren(...targets.map((t, i) => {
+      const pct = h('span', { class: 'pct' });
+      pcts.push(pct);
+      const label = `Weight of ${t.virtualNode}`;
+      const range = h('input', { type: 'range', min: '0', max: '100', step: '1', value: String(t.weight), 'aria-label': label, id: `w-range-${t.virtualNode}`, 'data-target': t.virtualNode });
+      const num = h('input', { type: 'number', min: '0', max: '100', value: String(t.weight), 'aria-label': label, id: `w-num-${t.virtualNode}`, class: 'wnum' });
+      const set = (v) => { t.weight = Number(v); range.value = String(v); num.value = String(v); redraw(); };
+      range.addEventListener('input', () => set(range.value));
+      num.addEventListener('input', () => set(num.value));
+      const rm = h('button', { type: 'button', id: `w-remove-${t.virtualNode}`, 'aria-label': `Remove target ${t.virtualNode}`, onclick: () => { targets.splice(i, 1); drawRows(); } }, '×');
+      return h('div', { class: 'target' }, h('strong', {}, t.virtualNode), range, num, pct, rm);
+    }));
+    redraw();
+  };
+  drawRows();
+  const addNode = h('input', { id: 'w-add-node', 'aria-label': 'Virtual node to add as a target', placeholder: 'virtual node' });
+  const addWeight = h('input', { id: 'w-add-weight', type: 'number', min: '0', max: '100', value: '1', class: 'wnum', 'aria-label': 'Its weight' });
+  const add = h('form', { class: 'row', onsubmit: (ev) => {
+    ev.preventDefault();
+    const n = addNode.value.trim();
+    if (!n || targets.some((t) => t.virtualNode === n)) return;
+    targets.push({ virtualNode: n, weight: Number(addWeight.value) || 0 });
+    addNode.value = '';
+    drawRows();
+  } }, addNode, addWeight, h('button', { type: 'submit', id: 'w-add' }, 'Add target'));
   const out = h('div', { id: 'weights-result', 'aria-live': 'polite' });
   const acks = h('div', { id: 'acks' });
   const save = h('button', { class: 'primary', type: 'button', id: 'save-weights' }, 'Save weights');
@@ -180,7 +198,44 @@ function weightsEditor(ctx, m, router, name, res, onSaved) {
     } finally { save.disabled = false; }
   });
   return h('section', { class: 'card weights', 'aria-labelledby': 'weights-h' },
-    h('h2', { id: 'weights-h' }, 'Traffic weights'), rows, h('p', {}, save), out, acks);
+    h('h2', { id: 'weights-h' }, 'Traffic weights'), list, add, h('p', { class: 'muted' }, 'Targets added or removed are written when you save.'), h('p', {}, save), out, acks);
+}
+
+// backendsEditor lists a virtual node's backends (the virtual services it
+// calls) with a button to remove each, and adds one by name: each change
+// writes the node's spec with that one change.
+function backendsEditor(m, name, res, onSaved) {
+  let spec = structuredClone(res.spec);
+  const list = h('ul', { id: 'backends' });
+  const out = h('div', { id: 'backends-result', 'aria-live': 'polite' });
+  const write = async (next) => {
+    out.replaceChildren();
+    try {
+      const r = await api.update('virtualNode', m, '', name, next);
+      spec = structuredClone(r.spec);
+      out.replaceChildren(okBox(`Saved: virtual node ${name} is now version ${r.metadata.version}.`));
+      draw();
+      onSaved(r);
+      return true;
+    } catch (e) { out.replaceChildren(errorBox(e)); return false; }
+  };
+  const draw = () => {
+    const bs = spec.backends || [];
+    list.replaceChildren(...bs.map((b, i) => {
+      const svc = b.virtualService ? b.virtualService.virtualServiceName : JSON.stringify(b);
+      return h('li', { 'data-backend': svc }, h('a', { href: hrefOf('virtualService', m, '', svc) }, svc), ' ',
+        h('button', { type: 'button', 'aria-label': `Remove backend ${svc}`, onclick: () => write({ ...spec, backends: bs.filter((_, j) => j !== i) }) }, 'Remove'));
+    }));
+    if (!bs.length) list.replaceChildren(h('li', { class: 'muted' }, 'No backend: this node calls no virtual service.'));
+  };
+  draw();
+  const input = h('input', { id: 'backend-name', 'aria-label': 'Virtual service name', placeholder: 'blue.colors.local', required: true });
+  const form = h('form', { class: 'row', onsubmit: (ev) => {
+    ev.preventDefault();
+    const svc = input.value.trim();
+    if (svc) write({ ...spec, backends: [...(spec.backends || []), { virtualService: { virtualServiceName: svc } }] }).then((ok) => { if (ok) input.value = ''; });
+  } }, input, h('button', { type: 'submit', id: 'add-backend' }, 'Add backend'));
+  return h('section', { class: 'card', 'aria-labelledby': 'backends-h' }, h('h2', { id: 'backends-h' }, 'Service backends'), list, form, out);
 }
 
 export async function detailView(ctx, kind, m, parent, name) {
@@ -223,6 +278,10 @@ export async function detailView(ctx, kind, m, parent, name) {
     specView.textContent = JSON.stringify(r.spec, null, 2);
     metaBox.querySelector('#version').textContent = String(r.metadata.version);
   }) : null;
+  const backends = kind === 'virtualNode' ? backendsEditor(m, name, res, (r) => {
+    specView.textContent = JSON.stringify(r.spec, null, 2);
+    metaBox.querySelector('#version').textContent = String(r.metadata.version);
+  }) : null;
   let proxiesBox = null;
   if (kind === 'virtualNode' || kind === 'virtualGateway') {
     // The proxies serving this node or gateway, as /v1/proxies has them.
@@ -239,16 +298,17 @@ export async function detailView(ctx, kind, m, parent, name) {
   const children = [];
   if (kind === 'virtualRouter') children.push(h('p', {}, h('a', { href: `#/mesh/${enc(m)}/list/route/${enc(name)}`, id: 'routes-link' }, 'Routes of this router')));
   if (kind === 'virtualGateway') children.push(h('p', {}, h('a', { href: `#/mesh/${enc(m)}/list/gatewayRoute/${enc(name)}` }, 'Gateway routes of this gateway')));
-  ctx.view.replaceChildren(
+  // (replaceChildren would write a missing part as the text "null")
+  ctx.view.replaceChildren(...[
     crumbs(h('a', { href: '#/meshes' }, 'Meshes'), h('a', { href: `#/mesh/${enc(m)}` }, m), k.parent ? h('a', { href: hrefOf(k.parent, m, '', parent) }, parent) : null),
     h('h1', {}, `${k.one[0].toUpperCase()}${k.one.slice(1)} ${name}`),
     m && kind !== 'mesh' ? meshTabs(m, kind) : meshTabs(m, 'mesh'),
     h('div', { class: 'toolbar' }, del), out,
-    weights,
+    weights, backends,
     h('section', { class: 'card' }, h('h2', {}, 'Metadata'), metaBox),
     children, proxiesBox,
     h('section', { class: 'card' }, h('h2', {}, 'Spec'), specView),
-    editForm, tagsBox);
+    editForm, tagsBox].flat().filter(Boolean));
 }
 
 async function drawTags(box, arn) {

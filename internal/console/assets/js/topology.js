@@ -5,44 +5,60 @@
 
 import * as api from './api.js';
 import { h, enc, errorBox } from './dom.js';
-import { layout, render, panZoom } from './graph.js';
+import { layout, render, patch, sameShape, panZoom } from './graph.js';
 import { meshTabs, hrefOf } from './mesh.js';
 import { proxyAcked } from './acks.js';
 
-// pool maps items through fn with at most n calls in flight: a browser
-// handed a thousand requests at once queues them far more slowly than it
-// serves a few at a time.
-async function pool(items, n, fn) {
-  const out = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]);
+// limiter returns run(fn, first): fn is called when fewer than n calls
+// are in flight; calls marked first (lists, which the rest waits on) go
+// before the others still waiting.
+function limiter(n) {
+  let active = 0;
+  const first = [], rest = [];
+  return async (fn, urgent = false) => {
+    if (active < n) active++;
+    else await new Promise((r) => (urgent ? first : rest).push(r));
+    try {
+      return await fn();
+    } finally {
+      const next = first.shift() || rest.shift();
+      if (next) next(); else active--; // the slot passes straight to the next call
     }
   };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
-  return out;
 }
 
-const PARALLEL = 6; // what a browser opens to one host over HTTP/1.1
+// PARALLEL reads are kept in flight. A browser opens 6 connections to one
+// host over HTTP/1.1; more requests than that waiting in its queue keep
+// them busy while the page is still handling the answers before (16 read
+// a mesh about twice as fast as 6, measured in test/console).
+const PARALLEL = 16;
 
 // load reads every resource of the mesh: the lists, then one Describe per
 // resource that has references (the API returns specs one at a time).
-async function load(m) {
-  const [gateways, services, routers, nodes] = await Promise.all(
-    ['virtualGateway', 'virtualService', 'virtualRouter', 'virtualNode'].map((k) => api.listAll(k, m)));
-  const gwRoutes = (await pool(gateways, PARALLEL, (g) => api.listAll('gatewayRoute', m, g.virtualGatewayName))).flat();
-  const routes = (await pool(routers, PARALLEL, (r) => api.listAll('route', m, r.virtualRouterName))).flat();
-  const work = [
-    ...services.map((s) => ['virtualService', '', s.virtualServiceName]),
-    ...routes.map((r) => ['route', r.virtualRouterName, r.routeName]),
-    ...nodes.map((n) => ['virtualNode', '', n.virtualNodeName]),
-    ...gwRoutes.map((g) => ['gatewayRoute', g.virtualGatewayName, g.gatewayRouteName]),
-  ];
-  const got = await pool(work, PARALLEL, ([kind, parent, name]) => api.describe(kind, m, parent, name));
-  const by = (kind) => got.filter((_, i) => work[i][0] === kind);
-  return { gateways, routers, svcD: by('virtualService'), routeD: by('route'), nodeD: by('virtualNode'), gwrD: by('gatewayRoute') };
+// There is no step for everything to wait on: each resource's Describe
+// starts as soon as the list naming it has arrived.
+// progress(done, known) is called as reads end (known grows as lists
+// arrive).
+async function load(m, progress = () => {}) {
+  const run = limiter(PARALLEL);
+  let done = 0, known = 0;
+  const counted = (fn) => { known++; return run(fn).finally(() => progress(++done, known)); };
+  const list = (kind, parent) => { known++; return run(() => api.listAll(kind, m, parent), true).finally(() => progress(++done, known)); };
+  const describeAll = (items, kind, parentKey, nameKey) =>
+    Promise.all(items.map((it) => counted(() => api.describe(kind, m, parentKey ? it[parentKey] : '', it[nameKey]))));
+  // children lists each parent's children, then describes them.
+  const children = (parents, parentKey, kind, nameKey) =>
+    Promise.all(parents.map((p) => list(kind, p[parentKey]).then((l) => describeAll(l, kind, parentKey, nameKey)))).then((x) => x.flat());
+  const gatewaysP = list('virtualGateway');
+  const routersP = list('virtualRouter');
+  const [gateways, routers, svcD, nodeD, routeD, gwrD] = await Promise.all([
+    gatewaysP, routersP,
+    list('virtualService').then((l) => describeAll(l, 'virtualService', '', 'virtualServiceName')),
+    list('virtualNode').then((l) => describeAll(l, 'virtualNode', '', 'virtualNodeName')),
+    routersP.then((rs) => children(rs, 'virtualRouterName', 'route', 'routeName')),
+    gatewaysP.then((gs) => children(gs, 'virtualGatewayName', 'gatewayRoute', 'gatewayRouteName')),
+  ]);
+  return { gateways, routers, svcD, routeD, nodeD, gwrD };
 }
 
 function targetsOf(spec) {
@@ -168,14 +184,28 @@ export async function topologyView(ctx, m) {
     h('p', { class: 'graph-legend' }, 'Gateways (orange) → virtual services (blue) → routers (violet) → routes (grey, with weights) → virtual nodes (green, with their proxies). Dashed: a node\'s backends. Drag to pan, wheel to zoom, Tab and Enter to open.'),
     side);
   const stats = (window.__weftTopology = { renders: 0, lastLoadMs: 0, lastRenderMs: 0, nodes: 0, edges: 0, revision: 0 });
-  let data = null, graph = null, pz = null, lay = null;
+  let data = null, graph = null, pz = null, lay = null, drawn = null;
   let proxies = [], traffic = null;
+  const hrefs = new Map();
+  // setGraph takes a new build of the mesh: when its shape is the one
+  // drawn (a route's weights changed, say), the drawing is patched in
+  // place; else it is laid out and drawn again.
+  const setGraph = (g) => {
+    const same = drawn && sameShape(graph, g, lay);
+    graph = g;
+    if (same) lay = same; else { lay = null; drawn = null; }
+  };
   const draw = (refit) => {
     const t0 = performance.now();
     decorate(graph, proxies, traffic);
-    if (!lay) lay = layout(graph.nodes, graph.edges);
-    const r = render(svg, graph.nodes, graph.edges, lay, (n) => { location.hash = n.href; });
-    pz = panZoom(svg, r.root, lay.width, lay.height, refit ? null : pz);
+    for (const n of graph.nodes) hrefs.set(n.id, n.href);
+    if (drawn) {
+      patch(drawn, graph.nodes, graph.edges, lay);
+    } else {
+      if (!lay) lay = layout(graph.nodes, graph.edges);
+      drawn = render(svg, graph.nodes, graph.edges, lay, (id) => { location.hash = hrefs.get(id); });
+      pz = panZoom(svg, drawn.root, lay.width, lay.height, refit ? null : pz);
+    }
     stats.renders++;
     stats.lastRenderMs = performance.now() - t0;
     stats.nodes = graph.nodes.length;
@@ -194,10 +224,20 @@ export async function topologyView(ctx, m) {
   };
   const reload = async () => {
     const t0 = performance.now();
-    data = await load(m);
+    // The page stays usable while the mesh is read; the status line says
+    // how far it got (written at most once a frame).
+    let shown = false, last = [0, 0];
+    const progress = (done, known) => {
+      last = [done, known];
+      if (shown) return;
+      shown = true;
+      requestAnimationFrame(() => { shown = false; if (!graph) status.textContent = `reading the mesh: ${last[0]} of ${last[1]} resources`; });
+    };
+    data = await load(m, progress);
     stats.lastLoadMs = performance.now() - t0;
     graph = build(m, data);
     lay = null;
+    drawn = null;
     await Promise.all([refreshProxies(), refreshTraffic()]);
     draw(!pz);
   };
@@ -224,8 +264,7 @@ export async function topologyView(ctx, m) {
       }
     }
     data = { ...data, [arr]: next };
-    graph = build(m, data);
-    lay = null;
+    setGraph(build(m, data));
     draw(false);
   };
   const kick = async () => {
