@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +63,11 @@ type limitedReader struct {
 	n   int64
 	chk *headCheck // fed what is read while a head is checked; else nil
 	err error      // the last read error
+	// pending is what idleReader read while the connection waited, read
+	// before the connection; pendingBuf holds it and goes back to h1Bufs
+	// once it is read.
+	pending    []byte
+	pendingBuf *[h1BufSize]byte
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
@@ -71,7 +77,18 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > l.n {
 		p = p[:l.n]
 	}
-	n, err := l.c.Read(p)
+	var n int
+	var err error
+	if len(l.pending) > 0 {
+		n = copy(p, l.pending)
+		l.pending = l.pending[n:]
+		if len(l.pending) == 0 {
+			h1Bufs.Put(l.pendingBuf)
+			l.pending, l.pendingBuf = nil, nil
+		}
+	} else {
+		n, err = l.c.Read(p)
+	}
 	l.n -= int64(n)
 	if err != nil {
 		l.err = err
@@ -127,9 +144,10 @@ type h1Conn struct {
 	c       *listener.Conn
 	lim     limitedReader
 	br      *bufio.Reader
-	bw      *bufio.Writer
-	state   atomic.Int32 // connBusy, connIdle, connFresh or connClosing
-	scratch [64]byte     // status lines, chunk sizes, dates
+	idle    *idleReader   // waits between requests without the read buffer; nil when the connection cannot
+	bw      *bufio.Writer // from h1Writers while a request is served; nil between requests
+	state   atomic.Int32  // connBusy, connIdle, connFresh or connClosing
+	scratch [64]byte      // status lines, chunk sizes, dates
 	chk     headCheck
 
 	headerTimeout time.Duration // from a request's first byte to the end of its head; 0: none
@@ -142,11 +160,28 @@ type h1Conn struct {
 	onDrainClose func()
 }
 
+// h1Writers holds the write buffers of downstream connections between
+// their requests: a response is written within serveOne, so a
+// keep-alive connection waiting for its next request holds none. At
+// 1,000 idle keep-alive connections that is 4 MiB less.
+var h1Writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h1BufSize) }}
+
+// h1Readers and h1Bufs hold the read buffers of keep-alive connections
+// waiting for their next request (idleReader), likewise.
+var (
+	h1Readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, h1BufSize) }}
+	h1Bufs    = sync.Pool{New: func() any { return new([h1BufSize]byte) }}
+)
+
 func newH1Conn(c *listener.Conn) *h1Conn {
-	hc := &h1Conn{c: c, bw: bufio.NewWriterSize(c, h1BufSize),
+	hc := &h1Conn{c: c,
 		headerTimeout: DefaultRequestHeadersTimeout, idleTimeout: DefaultIdleTimeout}
 	hc.lim = limitedReader{c: c.Conn, n: maxHeaderBytes}
-	hc.br = bufio.NewReaderSize(&hc.lim, h1BufSize)
+	hc.idle = newIdleReader(c.Conn)
+	// From the pool: a keep-alive connection puts its reader back while
+	// it waits (idleReader), and new connections reuse those.
+	hc.br = h1Readers.Get().(*bufio.Reader)
+	hc.br.Reset(&hc.lim)
 	return hc
 }
 
@@ -282,10 +317,18 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 	stop := context.AfterFunc(cctx, func() { _ = c.Close() })
 	defer stop()
 	for {
+		bw := h1Writers.Get().(*bufio.Writer)
+		bw.Reset(c)
+		hc.bw = bw
 		hijacked, keep := hc.serveOne(cctx, log, h)
 		if hijacked {
-			return // the hijacker owns and closes the connection
+			return // the hijacker owns and closes the connection, and the buffer
 		}
+		// Everything was flushed (or the connection is closing): the
+		// buffer is free for another connection's response.
+		bw.Reset(nil)
+		h1Writers.Put(bw)
+		hc.bw = nil
 		// The idle deadline is set before the connection is marked idle,
 		// so that shutdown's abort (drain) comes after it.
 		_ = c.SetReadDeadline(deadline(hc.idleTimeout))
@@ -297,7 +340,7 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 			return
 		}
 		hc.lim.n = maxHeaderBytes
-		_, err := hc.br.Peek(1)
+		err := hc.waitRequest()
 		if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
 			if hc.state.Load() == connClosing {
 				count(hc.onDrainClose)
@@ -310,6 +353,17 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 		}
 		_ = c.SetReadDeadline(deadline(hc.headerTimeout))
 	}
+}
+
+// waitRequest waits for the first byte of the next request on a
+// keep-alive connection: without holding a read buffer when nothing is
+// buffered and the connection allows (idleReader).
+func (hc *h1Conn) waitRequest() error {
+	if hc.idle == nil || hc.br.Buffered() > 0 {
+		_, err := hc.br.Peek(1)
+		return err
+	}
+	return hc.idle.wait(hc)
 }
 
 // startsWithPreface waits for the first bytes and reports whether they
@@ -499,8 +553,11 @@ func (r *continueReader) Read(p []byte) (int, error) {
 	if !r.sent {
 		r.sent = true
 		if !r.w.wroteHead {
-			_, _ = io.WriteString(r.w.hc.bw, "HTTP/1.1 100 Continue\r\n\r\n")
-			if err := r.w.hc.bw.Flush(); err != nil {
+			// Straight to the connection, not through its write buffer
+			// (empty until the head is written): a transport may read a
+			// body on its own goroutine, even after the handler returned
+			// and the buffer went back to the pool.
+			if _, err := io.WriteString(r.w.hc.c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
 				return 0, err
 			}
 		}
