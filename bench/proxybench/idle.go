@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log"
@@ -21,11 +22,11 @@ type idleResult struct {
 }
 
 // idleConns opens n keep-alive connections to target, sends one GET on
-// each and reads its response, and measures the proxy's memory with all
+// each and reads its response (over mutual TLS when tc is set), and measures the proxy's memory with all
 // of them open and idle. settle is how long the connections stay idle
 // before the second measurement. open runs while they are open, after it. (the proxy's goroutines park, nothing else runs). The
 // connections are closed before it returns.
-func idleConns(target string, procs []*os.Process, n int, settle time.Duration, open func()) (idleResult, error) {
+func idleConns(target string, tc *tls.Config, procs []*os.Process, n int, settle time.Duration, open func()) (idleResult, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return idleResult{}, err
@@ -39,7 +40,13 @@ func idleConns(target string, procs []*os.Process, n int, settle time.Duration, 
 	}()
 	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", u.RequestURI(), u.Host)
 	for i := 0; i < n; i++ {
-		c, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+		var c net.Conn
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		if tc != nil {
+			c, err = tls.DialWithDialer(d, "tcp", u.Host, tc)
+		} else {
+			c, err = d.Dial("tcp", u.Host)
+		}
 		if err != nil {
 			return res, fmt.Errorf("connection %d: %w", i, err)
 		}

@@ -331,27 +331,42 @@ func main() {
 			name  string
 			url   string
 			proc  *os.Process
-			admin string // weft proxy's admin address (with --pprof): its Go stack and heap
+			admin string      // weft proxy's admin address (with --pprof): its Go stack and heap
+			tls   *tls.Config // mutual TLS into the proxy
 		}
 		var its []idleTarget
-		addWeft := func(name, bin, node string) {
+		addWeft := func(name, bin, node string, mtls bool) {
 			p := freePort()
-			xds.set(node, resources("ingress", p, "cds_ingress_bench_server_http_9080", app, true))
-			proc := b.startProxy(bin, node, xds.addr, "--pprof")
+			rs := resources("ingress", p, "cds_ingress_bench_server_http_9080", app, true)
 			u := fmt.Sprintf("http://127.0.0.1:%d/", p)
-			waitHTTP(u)
-			its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid]})
+			var tc *tls.Config
+			if mtls {
+				rs = k.withMTLS(rs, true, false)
+				u, tc = fmt.Sprintf("https://127.0.0.1:%d/", p), k.clientTLS()
+			}
+			xds.set(node, rs)
+			proc := b.startProxy(bin, node, xds.addr, "--pprof")
+			waitHTTP(u, tc)
+			its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid], tc})
 		}
-		addWeft("one weft proxy", b.weft, "mesh/bench/virtualNode/server-idle")
+		addWeft("one weft proxy", b.weft, "mesh/bench/virtualNode/server-idle", false)
 		if *weftB != "" {
-			addWeft("one weft proxy B", *weftB, "mesh/bench/virtualNode/server-idle-b")
+			addWeft("one weft proxy B", *weftB, "mesh/bench/virtualNode/server-idle-b", false)
+		}
+		addWeft("one weft proxy, mTLS in", b.weft, "mesh/bench/virtualNode/server-idle-tls", true)
+		if *weftB != "" {
+			addWeft("one weft proxy B, mTLS in", *weftB, "mesh/bench/virtualNode/server-idle-tls-b", true)
 		}
 		pHI := freePort()
 		procHI := b.startHAProxy(pHI, app)
-		its = append(its, idleTarget{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pHI), procHI, ""})
+		its = append(its, idleTarget{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pHI), procHI, "", nil})
+		pHIT := freePort()
+		b.startHAProxyTLS(k, pHIT, app, true, false)
+		procHIT := b.procs[len(b.procs)-1].Process
+		its = append(its, idleTarget{"haproxy, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pHIT), procHIT, "", k.clientTLS()})
 		pRI := freePort()
 		procRI := b.startRelay(pRI, app)
-		its = append(its, idleTarget{"Go TCP relay", fmt.Sprintf("http://127.0.0.1:%d/", pRI), procRI, ""})
+		its = append(its, idleTarget{"Go TCP relay", fmt.Sprintf("http://127.0.0.1:%d/", pRI), procRI, "", nil})
 		// weft proxy releases its start-up pages 5 s after its
 		// configuration settles (internal/proxy's pagesSettle): measured
 		// before that, the release would hide the connections' cost.
@@ -363,12 +378,12 @@ func main() {
 			if *only != "" && !strings.Contains(t.name, *only) {
 				continue
 			}
-			waitHTTP(t.url)
+			waitHTTP(t.url, t.tls)
 			var goBefore, goAfter goMem
 			if t.admin != "" {
 				goBefore = goMemOf(t.admin)
 			}
-			r, err := idleConns(t.url, []*os.Process{t.proc}, *idleN, 3*time.Second, func() {
+			r, err := idleConns(t.url, t.tls, []*os.Process{t.proc}, *idleN, 3*time.Second, func() {
 				if t.admin != "" {
 					goAfter = goMemOf(t.admin)
 					if *idleProf != "" {
