@@ -3,6 +3,7 @@ package httpconn
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -63,8 +64,8 @@ type limitedReader struct {
 	n   int64
 	chk *headCheck // fed what is read while a head is checked; else nil
 	err error      // the last read error
-	// pending is what idleReader read while the connection waited, read
-	// before the connection; pendingBuf holds it and goes back to h1Bufs
+	// pending is what the connection's idle wait read, read before the
+	// connection; pendingBuf, when set, holds it and goes back to h1Bufs
 	// once it is read.
 	pending    []byte
 	pendingBuf *[h1BufSize]byte
@@ -83,7 +84,9 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 		n = copy(p, l.pending)
 		l.pending = l.pending[n:]
 		if len(l.pending) == 0 {
-			h1Bufs.Put(l.pendingBuf)
+			if l.pendingBuf != nil {
+				h1Bufs.Put(l.pendingBuf)
+			}
 			l.pending, l.pendingBuf = nil, nil
 		}
 	} else {
@@ -145,6 +148,8 @@ type h1Conn struct {
 	lim     limitedReader
 	br      *bufio.Reader
 	idle    *idleReader   // waits between requests without the read buffer; nil when the connection cannot
+	tls     bool          // the connection is TLS: it waits between requests with a one-byte read (waitTLS)
+	one     [1]byte       // waitTLS's read
 	bw      *bufio.Writer // from h1Writers while a request is served; nil between requests
 	state   atomic.Int32  // connBusy, connIdle, connFresh or connClosing
 	scratch [64]byte      // status lines, chunk sizes, dates
@@ -178,6 +183,7 @@ func newH1Conn(c *listener.Conn) *h1Conn {
 		headerTimeout: DefaultRequestHeadersTimeout, idleTimeout: DefaultIdleTimeout}
 	hc.lim = limitedReader{c: c.Conn, n: maxHeaderBytes}
 	hc.idle = newIdleReader(c.Conn)
+	_, hc.tls = c.Conn.(*tls.Conn)
 	// From the pool: a keep-alive connection puts its reader back while
 	// it waits (idleReader), and new connections reuse those.
 	hc.br = h1Readers.Get().(*bufio.Reader)
@@ -359,11 +365,39 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 // keep-alive connection: without holding a read buffer when nothing is
 // buffered and the connection allows (idleReader).
 func (hc *h1Conn) waitRequest() error {
-	if hc.idle == nil || hc.br.Buffered() > 0 {
-		_, err := hc.br.Peek(1)
+	switch {
+	case hc.br.Buffered() > 0:
+	case hc.idle != nil:
+		return hc.idle.wait(hc)
+	case hc.tls:
+		return hc.waitTLS()
+	}
+	_, err := hc.br.Peek(1)
+	return err
+}
+
+// waitTLS waits for the next request on a TLS connection with a one-byte
+// read, its read buffer back in the pool meanwhile. crypto/tls reads the
+// whole record into its own buffer and returns one byte of it: the rest
+// of the request is read from there, with no system call more than
+// reading it into the buffer would take.
+func (hc *h1Conn) waitTLS() error {
+	hc.br.Reset(nil)
+	h1Readers.Put(hc.br)
+	n, err := hc.lim.c.Read(hc.one[:])
+	hc.br = h1Readers.Get().(*bufio.Reader)
+	hc.br.Reset(&hc.lim)
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
 		return err
 	}
-	return hc.idle.wait(hc)
+	// An error with the byte (a close after it) comes again on the next
+	// read, as the request's.
+	hc.lim.pending = hc.one[:n]
+	_, err = hc.br.Peek(1)
+	return err
 }
 
 // startsWithPreface waits for the first bytes and reports whether they

@@ -5,6 +5,7 @@ package httpconn
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -59,8 +61,47 @@ func TestIdleReader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if req.URL.RequestURI() != "/a?b=c" || req.Host != "x" || req.Header.Get("X-One") != "1" {
+		if req.Method != http.MethodGet || req.URL.RequestURI() != "/a?b=c" || req.Host != "x" || req.Header.Get("X-One") != "1" {
 			t.Fatalf("read %s %s host %q headers %v", req.Method, req.URL, req.Host, req.Header)
+		}
+	})
+	t.Run("tls", func(t *testing.T) {
+		srv, cl := tcpPair(t)
+		ca := tlstest.NewCA(t, "idle")
+		ts := tls.Server(srv, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{"x"}).TLS(t)}})
+		tc := tls.Client(cl, &tls.Config{RootCAs: ca.Pool(), ServerName: "x"})
+		done := make(chan error, 1)
+		go func() { done <- ts.Handshake() }() // ends with the handshake
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		hc := newH1Conn(&listener.Conn{Conn: ts})
+		if !hc.tls || hc.idle != nil {
+			t.Fatalf("a TLS connection waits with tls %v, idle reader %v", hc.tls, hc.idle != nil)
+		}
+		for i := range 2 {
+			go func() { done <- hc.waitRequest() }() // ends when the request's first bytes arrive
+			big := strings.Repeat("v", 2*h1BufSize)
+			if _, err := fmt.Fprintf(tc, "GET /%d HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", i, big); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			req, err := http.ReadRequest(hc.br)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if req.Method != http.MethodGet || req.URL.Path != "/"+strconv.Itoa(i) || req.Header.Get("X-Big") != big {
+				t.Fatalf("request %d read as %s %s with X-Big of %d bytes", i, req.Method, req.URL, len(req.Header.Get("X-Big")))
+			}
+		}
+		_ = tc.Close()
+		if err := hc.waitRequest(); err == nil {
+			t.Fatal("waiting on a TLS connection the client closed: no error")
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {
