@@ -70,6 +70,8 @@ func main() {
 	relay := flag.String("relay", "", "internal: run the Go TCP relay on this address (to -relay-to) instead of the bench")
 	relayTo := flag.String("relay-to", "", "internal: the relay's upstream")
 	tracingPaths := flag.Bool("tracing", false, "add the paths \"one weft proxy, tracing 1%\" and \"... 100%\": the same sidecar exporting spans over OTLP gRPC to a collector in the bench process")
+	idleN := flag.Int("idle-conns", 0, "after the other runs, open this many keep-alive connections to each one-proxy plaintext path (one request each, then idle) and report the proxy's memory per idle connection; 0 skips it")
+	idleProf := flag.String("idle-heap-profile", "", "with -idle-conns: save each weft proxy's heap profile with the connections open to this prefix + pid + .pb.gz")
 	weftB := flag.String("weft-b", "", "a second weft binary (the build before a change, say): adds the path \"one weft proxy B\" served by it, interleaved with the others, and prints its ratios to \"one weft proxy\"")
 	flag.Parse()
 	if *relay != "" {
@@ -320,6 +322,86 @@ func main() {
 	fmt.Println("|---|---|---|---|---|")
 	for _, l := range sat {
 		fmt.Println(l)
+	}
+	if *idleN > 0 {
+		// Fresh processes, started now: the ones measured above keep
+		// the heap and stacks the saturation runs grew, in which idle
+		// connections would fit without a trace.
+		type idleTarget struct {
+			name  string
+			url   string
+			proc  *os.Process
+			admin string      // weft proxy's admin address (with --pprof): its Go stack and heap
+			tls   *tls.Config // mutual TLS into the proxy
+		}
+		var its []idleTarget
+		addWeft := func(name, bin, node string, mtls bool) {
+			p := freePort()
+			rs := resources("ingress", p, "cds_ingress_bench_server_http_9080", app, true)
+			u := fmt.Sprintf("http://127.0.0.1:%d/", p)
+			var tc *tls.Config
+			if mtls {
+				rs = k.withMTLS(rs, true, false)
+				u, tc = fmt.Sprintf("https://127.0.0.1:%d/", p), k.clientTLS()
+			}
+			xds.set(node, rs)
+			proc := b.startProxy(bin, node, xds.addr, "--pprof")
+			waitHTTP(u, tc)
+			its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid], tc})
+		}
+		addWeft("one weft proxy", b.weft, "mesh/bench/virtualNode/server-idle", false)
+		if *weftB != "" {
+			addWeft("one weft proxy B", *weftB, "mesh/bench/virtualNode/server-idle-b", false)
+		}
+		addWeft("one weft proxy, mTLS in", b.weft, "mesh/bench/virtualNode/server-idle-tls", true)
+		if *weftB != "" {
+			addWeft("one weft proxy B, mTLS in", *weftB, "mesh/bench/virtualNode/server-idle-tls-b", true)
+		}
+		pHI := freePort()
+		procHI := b.startHAProxy(pHI, app)
+		its = append(its, idleTarget{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pHI), procHI, "", nil})
+		pHIT := freePort()
+		b.startHAProxyTLS(k, pHIT, app, true, false)
+		procHIT := b.procs[len(b.procs)-1].Process
+		its = append(its, idleTarget{"haproxy, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pHIT), procHIT, "", k.clientTLS()})
+		pRI := freePort()
+		procRI := b.startRelay(pRI, app)
+		its = append(its, idleTarget{"Go TCP relay", fmt.Sprintf("http://127.0.0.1:%d/", pRI), procRI, "", nil})
+		// weft proxy releases its start-up pages 5 s after its
+		// configuration settles (internal/proxy's pagesSettle): measured
+		// before that, the release would hide the connections' cost.
+		time.Sleep(8 * time.Second)
+		fmt.Printf("\nIdle keep-alive connections: a freshly started proxy per path (one GET to warm it), then %d connections, one GET each, idle for 3 s; the proxy's memory before and with them open, each once its RSS held steady for a second:\n\n", *idleN)
+		fmt.Println("| path | connections | RSS before MB | RSS with them MB | KB per connection (RSS) | private KB per connection | Go stack / heap in use, KB per connection |")
+		fmt.Println("|---|---|---|---|---|---|---|")
+		for _, t := range its {
+			if *only != "" && !strings.Contains(t.name, *only) {
+				continue
+			}
+			waitHTTP(t.url, t.tls)
+			var goBefore, goAfter goMem
+			if t.admin != "" {
+				goBefore = goMemOf(t.admin)
+			}
+			r, err := idleConns(t.url, t.tls, []*os.Process{t.proc}, *idleN, 3*time.Second, func() {
+				if t.admin != "" {
+					goAfter = goMemOf(t.admin)
+					if *idleProf != "" {
+						fetch("http://"+t.admin+"/debug/pprof/heap", fmt.Sprintf("%s-%d.pb.gz", *idleProf, t.proc.Pid))
+					}
+				}
+			})
+			if err != nil {
+				fmt.Printf("| %s | %d | error: %v | | | | |\n", t.name, r.n, err)
+				continue
+			}
+			goCol := "n/a"
+			if t.admin != "" {
+				goCol = fmt.Sprintf("%.1f / %.1f", float64(goAfter.stack-goBefore.stack)/1024/float64(r.n), float64(goAfter.heap-goBefore.heap)/1024/float64(r.n))
+			}
+			fmt.Printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", t.name, r.n, float64(r.before.rss)/1024, float64(r.after.rss)/1024,
+				float64(r.after.rss-r.before.rss)/float64(r.n), float64(r.after.private-r.before.private)/float64(r.n), goCol)
+		}
 	}
 }
 

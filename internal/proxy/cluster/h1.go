@@ -61,6 +61,9 @@ const (
 // aLongTimeAgo is a deadline in the past: setting it aborts blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
+// writers holds the write buffers of upstream requests (exchange).
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+
 func newH1Client(c *Cluster, fallback *http.Transport) *h1Client {
 	return &h1Client{c: c, fallback: fallback, idleTimeout: c.idleTimeout(), idle: map[string][]*h1Conn{}}
 }
@@ -72,14 +75,13 @@ type h1Conn struct {
 	raw       syscall.RawConn // for the liveness check; nil if unavailable
 	addr      string
 	br        *bufio.Reader
-	bw        *bufio.Writer
 	reused    bool
 	idleSince time.Time
 	abort     func() // aborts blocked I/O; bound once, used by context.AfterFunc
 }
 
 func newH1Conn(nc net.Conn, addr string) *h1Conn {
-	pc := &h1Conn{nc: nc, addr: addr, br: bufio.NewReaderSize(nc, bufSize), bw: bufio.NewWriterSize(nc, bufSize)}
+	pc := &h1Conn{nc: nc, addr: addr, br: bufio.NewReaderSize(nc, bufSize)}
 	if sc, ok := nc.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
 	} else if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
@@ -146,10 +148,18 @@ func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) 
 			stop()
 		}
 	}()
-	if err := req.Write(pc.bw); err != nil {
-		return nil, true, err
+	// The request is written whole before the response is read (inline
+	// bodies fit the socket buffers), so the write buffer is needed only
+	// here: a pooled connection holds none.
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(pc.nc)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
 	}
-	if err := pc.bw.Flush(); err != nil {
+	bw.Reset(nil)
+	writers.Put(bw)
+	if err != nil {
 		return nil, true, err
 	}
 	if _, err := pc.br.Peek(1); err != nil {

@@ -60,6 +60,7 @@ type stream struct {
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
 	idleArmed bool            // an idle timer runs; set before any body I/O
 	rxBytes   atomic.Int64
+	bodyBroke bool                  // reading the upstream response body failed (not EOF); set on the handler goroutine
 	bodyErr   atomic.Pointer[error] // the first error reading the downstream request body
 	details   string
 	rw        *respWriter
@@ -215,6 +216,16 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		return
 	}
 	m.rp().ServeHTTP(rw, r.WithContext(sctx))
+	if s.bodyBroke && r.ProtoMajor == 1 && rw.code != http.StatusSwitchingProtocols {
+		// ReverseProxy aborts a response whose body broke only under
+		// net/http's server (it looks for http.ServerContextKey). On the
+		// HTTP/1.1 fast path a normal return would end a chunked response
+		// with its last chunk, and the client would take a cut response
+		// for a complete one. What was received goes out, then the
+		// connection is closed, as Envoy resets the stream.
+		_ = http.NewResponseController(rw).Flush()
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // timers arms the route timeout, the max stream duration and the stream

@@ -271,6 +271,7 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF {
 		// The response broke after its headers went downstream: record why.
 		s := b.s
+		s.bodyBroke = true
 		switch {
 		case s.down.Err() != nil:
 			s.flags |= accesslog.DownstreamConnectionTermination
