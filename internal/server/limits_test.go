@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -150,11 +147,10 @@ func TestAPIIdleTimeout(t *testing.T) {
 // labFamily names what this package's network-namespace tests create.
 const labFamily = "wfal"
 
-// TestAPIConnectionCap fills the connection cap with slow clients from a
-// non-loopback address, in a network namespace of its own: the next such
-// client is answered 503 at once and counted, while /healthz from loopback
-// still answers, up to the loopback reserve.
-func TestAPIConnectionCap(t *testing.T) {
+// labHost is a host of a network-namespace lab of the test's own, on
+// subnet at addr, removed when the test ends.
+func labHost(t *testing.T, subnet, addr string) *netns.Host {
+	t.Helper()
 	netnstest.Require(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -162,7 +158,7 @@ func TestAPIConnectionCap(t *testing.T) {
 	if removed, err := netns.Sweep(ctx, labFamily); err != nil || len(removed) > 0 {
 		t.Logf("swept leftovers of an earlier run: %v (err %v)", removed, err)
 	}
-	lab, err := netns.New(ctx, labFamily, netip.MustParsePrefix("10.251.210.0/24"), log)
+	lab, err := netns.New(ctx, labFamily, netip.MustParsePrefix(subnet), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,10 +167,35 @@ func TestAPIConnectionCap(t *testing.T) {
 			t.Errorf("lab cleanup: %v", err)
 		}
 	})
-	host, err := lab.AddHost(ctx, "srv", netip.MustParseAddr("10.251.210.10"), netns.HostOptions{})
+	host, err := lab.AddHost(ctx, "srv", netip.MustParseAddr(addr), netns.HostOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return host
+}
+
+// dialFrom opens a connection from inside host's namespace, closed when
+// the test ends; to the host's own address, its source is that address,
+// not loopback.
+func dialFrom(t *testing.T, host *netns.Host, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if err := host.Do(func() (err error) {
+		c, err = net.Dial("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestAPIConnectionCap fills the connection cap with slow clients from a
+// non-loopback address, in a network namespace of its own: the next such
+// client is answered 503 at once and counted, while /healthz from loopback
+// still answers, up to the loopback reserve.
+func TestAPIConnectionCap(t *testing.T) {
+	host := labHost(t, "10.251.210.0/24", "10.251.210.10")
 	var ln net.Listener
 	if err := host.Do(func() (err error) {
 		ln, err = net.Listen("tcp", "0.0.0.0:0")
@@ -188,20 +209,7 @@ func TestAPIConnectionCap(t *testing.T) {
 	remote := netip.AddrPortFrom(host.Addr, uint16(port)).String()
 	loopback := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)).String()
 
-	// dial opens a connection from inside the namespace; to the host's own
-	// address, its source is that address, not loopback.
-	dial := func(addr string) net.Conn {
-		t.Helper()
-		var c net.Conn
-		if err := host.Do(func() (err error) {
-			c, err = net.Dial("tcp", addr)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := func(addr string) net.Conn { return dialFrom(t, host, addr) }
 	// get sends GET /healthz on c and returns the status.
 	get := func(c net.Conn) (int, *bufio.Reader) {
 		t.Helper()
@@ -271,26 +279,10 @@ func value(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // reach, holds at most --xds-max-conns connections from them; the next is
 // closed at once, while a loopback peer is still served an ADS stream.
 func TestXDSConnectionCap(t *testing.T) {
-	netnstest.Require(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	if removed, err := netns.Sweep(ctx, labFamily); err != nil || len(removed) > 0 {
-		t.Logf("swept leftovers of an earlier run: %v (err %v)", removed, err)
-	}
-	lab, err := netns.New(ctx, labFamily, netip.MustParsePrefix("10.251.211.0/24"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Errorf("lab cleanup: %v", err)
-		}
-	})
-	host, err := lab.AddHost(ctx, "srv", netip.MustParseAddr("10.251.211.10"), netns.HostOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	host := labHost(t, "10.251.211.0/24", "10.251.211.10")
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -308,18 +300,7 @@ func TestXDSConnectionCap(t *testing.T) {
 	}
 	t.Cleanup(x.stop) // after the connections below are closed
 
-	dial := func(addr string) net.Conn {
-		t.Helper()
-		var c net.Conn
-		if err := host.Do(func() (err error) {
-			c, err = net.Dial("tcp", addr)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dial := func(addr string) net.Conn { return dialFrom(t, host, addr) }
 	var silent []net.Conn
 	for range maxConns {
 		silent = append(silent, dial("10.251.211.10:15000")) // held: they send nothing
@@ -344,14 +325,7 @@ func TestXDSConnectionCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "not-an-arn"}, TypeUrl: resource.ListenerType}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
+	if err := askBadNodeID(ctx, conn); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("a loopback stream at the cap ended with %v, want InvalidArgument", err)
 	}
 	if n := value(t, reg, "weft_xds_connections_rejected_total"); n != 1 {

@@ -59,16 +59,24 @@ func TestXDSOverTLS(t *testing.T) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "not-an-arn"}, TypeUrl: resource.ListenerType}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
+	if err := askBadNodeID(ctx, conn); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("stream ended with %v, want InvalidArgument", err)
 	}
+}
+
+// askBadNodeID opens an ADS stream on conn naming a node id that is not an
+// ARN and returns how the stream ended: a server that read and answered
+// it refuses it with InvalidArgument.
+func askBadNodeID(ctx context.Context, conn *grpc.ClientConn) error {
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "not-an-arn"}, TypeUrl: resource.ListenerType}); err != nil {
+		return err
+	}
+	_, err = stream.Recv()
+	return err
 }
 
 func TestXDSTLSNeedsBoth(t *testing.T) {
