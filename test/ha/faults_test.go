@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -131,7 +132,7 @@ func resumed(t *testing.T, d, fresh time.Duration, fault string) {
 // live returns the i-th replica (modulo), or the next one not killed.
 func live(rs []*replica, i int) *replica {
 	for k := range rs {
-		if r := rs[(i+k)%len(rs)]; !r.dead.Load() {
+		if r := rs[(i+k)%len(rs)]; !r.Killed() {
 			return r
 		}
 	}
@@ -184,7 +185,7 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	rs := startReplicasOf(t, bin, c, 3)
 	var addrs []string
 	for _, r := range rs {
-		addrs = append(addrs, r.xds)
+		addrs = append(addrs, r.XDS)
 	}
 	setUpMeshApps(t, client(rs[0]), map[string]int32{"blue": serveColor(t, "blue"), "green": serveColor(t, "green")}, "front-a", "front-b", "front-c")
 	gwPorts := freePorts(t, 2)
@@ -261,13 +262,16 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		t.Fatal("no replica lists proxy gw-0")
 	}
 	killed := time.Now()
-	victim.kill()
+	victim.Kill()
 	fresh := l.probe(t, rs, "replica")
-	d := l.waitAcks(t, 30, 60*time.Second, "after killing replica "+victim.name)
-	resumed(t, d, firstProbe(t, fresh, "replica killed"), "weft replica "+victim.name+" killed")
+	d := l.waitAcks(t, 30, 60*time.Second, "after killing replica "+victim.Name)
+	resumed(t, d, firstProbe(t, fresh, "replica killed"), "weft replica "+victim.Name+" killed")
 	for _, g := range gateways {
-		waitFor(t, 30*time.Second, "proxy "+g.name+" on a surviving replica", func() bool {
-			return connectedAs(t, rs, "/virtualGateway/"+g.name) != nil
+		waitFor(t, 30*time.Second, "proxy "+g.name+" on a surviving replica", func() error {
+			if connectedAs(t, rs, "/virtualGateway/"+g.name) == nil {
+				return errors.New("no live replica lists it")
+			}
+			return nil
 		})
 	}
 	t.Logf("gateway proxies listed by surviving replicas %v after the kill; traffic so far: %s", time.Since(killed).Round(time.Millisecond), tr.summary())

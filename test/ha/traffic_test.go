@@ -241,16 +241,20 @@ func (tr *traffic) summary() string {
 	return fmt.Sprintf("%d requests answered (%s), %d failed", tr.ok.Load(), strings.Join(colors, " "), tr.failed.Load())
 }
 
-// waitFor polls cond (state only visible by asking) until it holds,
-// failing the test at the deadline.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+// waitFor polls cond (state only visible by asking) until it returns
+// nil, failing the test with its last error at the deadline.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for !cond() {
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
+			t.Fatalf("%s: not within %v: %v", what, within, err)
 		}
 		<-tick.C
 	}
