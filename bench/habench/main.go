@@ -295,6 +295,10 @@ func (b *bench) measureFailover(ctx context.Context) error {
 // replica is one running `weft server`.
 type replica struct{ *weftbin.Server }
 
+// adminTimeout bounds each request to a replica's /v1/proxies and
+// /metrics, so that a stuck replica fails the run instead of hanging it.
+const adminTimeout = 30 * time.Second
+
 func startReplica(ctx context.Context, bin, name string, storeArgs []string) (*replica, error) {
 	s, err := weftbin.StartServer(ctx, bin, name, append([]string{"--region", "us-east-1", "--account-id", account,
 		"--appmesh-limits", "virtualNodesPerMesh=100000"}, storeArgs...)...)
@@ -306,7 +310,7 @@ func startReplica(ctx context.Context, bin, name string, storeArgs []string) (*r
 
 // streams is the number of ADS streams the replica lists on /v1/proxies.
 func (r *replica) streams() (int, error) {
-	resp, err := http.Get("http://" + r.API + "/v1/proxies")
+	resp, err := (&http.Client{Timeout: adminTimeout}).Get("http://" + r.API + "/v1/proxies")
 	if err != nil {
 		return 0, err
 	}
@@ -336,7 +340,7 @@ func (r *replica) memory() (rss, heap float64) {
 			rss = v * 1024
 		}
 	}
-	resp, err := http.Get("http://" + r.API + "/metrics")
+	resp, err := (&http.Client{Timeout: adminTimeout}).Get("http://" + r.API + "/metrics")
 	if err != nil {
 		return rss, 0
 	}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -275,11 +276,12 @@ func connectedTo(t *testing.T, rs []*replica, node string) *replica {
 // ending in suffix.
 func connectedAs(t *testing.T, rs []*replica, suffix string) *replica {
 	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
 	for _, r := range rs {
 		if r.Killed() {
 			continue
 		}
-		resp, err := http.Get("http://" + r.API + "/v1/proxies")
+		resp, err := c.Get("http://" + r.API + "/v1/proxies")
 		if err != nil {
 			continue
 		}
@@ -288,7 +290,7 @@ func connectedAs(t *testing.T, rs []*replica, suffix string) *replica {
 				NodeID string `json:"nodeId"`
 			} `json:"proxies"`
 		}
-		err = json.NewDecoder(resp.Body).Decode(&out)
+		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&out)
 		resp.Body.Close()
 		if err != nil {
 			t.Fatal(err)
