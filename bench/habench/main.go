@@ -26,10 +26,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +41,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
 
 	"github.com/weftmesh/weft/internal/store/etcdtest"
+	"github.com/weftmesh/weft/internal/weftbin"
 )
 
 const (
@@ -128,7 +127,7 @@ func (b *bench) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		defer r.kill()
+		defer r.Kill()
 		b.procs = append(b.procs, r)
 	}
 	if err := setUpMesh(ctx, client(b.procs[0]), b.nodes); err != nil {
@@ -153,7 +152,7 @@ func (b *bench) run(ctx context.Context) error {
 	}()
 	var addrs []string
 	for _, r := range b.procs {
-		addrs = append(addrs, r.xds)
+		addrs = append(addrs, r.XDS)
 	}
 	b.track.arm(1, b.proxies)
 	start := time.Now()
@@ -183,12 +182,12 @@ func (b *bench) memory() {
 	for i, r := range b.procs {
 		n, err := r.streams()
 		if err != nil || n == 0 {
-			fmt.Printf("replica %s: no proxies counted (%v)\n", r.name, err)
+			fmt.Printf("replica %s: no proxies counted (%v)\n", r.Name, err)
 			continue
 		}
 		rss, heap := r.memory()
 		fmt.Printf("replica %s: %d proxies; RSS %.1f -> %.1f MiB (%.1f KiB per proxy); Go heap in use %.1f -> %.1f MiB (%.1f KiB per proxy)\n",
-			r.name, n, b.baseRSS[i]/(1<<20), rss/(1<<20), (rss-b.baseRSS[i])/float64(n)/1024,
+			r.Name, n, b.baseRSS[i]/(1<<20), rss/(1<<20), (rss-b.baseRSS[i])/float64(n)/1024,
 			b.baseHeap[i]/(1<<20), heap/(1<<20), (heap-b.baseHeap[i])/float64(n)/1024)
 	}
 }
@@ -233,7 +232,7 @@ func (b *bench) measureFailover(ctx context.Context) error {
 	for _, s := range b.sims {
 		s.watchFrom(killed)
 	}
-	b.procs[0].kill()
+	b.procs[0].Kill()
 	// The proxies whose stream the kill ended are the replica's.
 	var victims []*sim
 	deadline := time.After(60 * time.Second)
@@ -274,7 +273,7 @@ func (b *bench) measureFailover(ctx context.Context) error {
 	slices.Sort(conn)
 	slices.Sort(conf)
 	fmt.Printf("failover of %d proxies after SIGKILL of replica %s: new stream on another p50 %s p99 %s max %s",
-		len(victims), b.procs[0].name, ms(pct(conn, 50)), ms(pct(conn, 99)), ms(conn[len(conn)-1]))
+		len(victims), b.procs[0].Name, ms(pct(conn, 50)), ms(pct(conn, 99)), ms(conn[len(conn)-1]))
 	if len(conf) > 0 {
 		fmt.Printf("; %d sent a configuration there: p50 %s p99 %s max %s", len(conf), ms(pct(conf, 50)), ms(pct(conf, 99)), ms(conf[len(conf)-1]))
 	}
@@ -294,78 +293,24 @@ func (b *bench) measureFailover(ctx context.Context) error {
 }
 
 // replica is one running `weft server`.
-type replica struct {
-	name     string
-	cmd      *exec.Cmd
-	api, xds string
-	exited   chan error
-}
+type replica struct{ *weftbin.Server }
 
-var (
-	apiListening = regexp.MustCompile(`msg="api listening" addr=(\S+)`)
-	xdsListening = regexp.MustCompile(`msg="xds listening".* addr=(\S+)`)
-)
+// adminTimeout bounds each request to a replica's /v1/proxies and
+// /metrics, so that a stuck replica fails the run instead of hanging it.
+const adminTimeout = 30 * time.Second
 
 func startReplica(ctx context.Context, bin, name string, storeArgs []string) (*replica, error) {
-	args := append([]string{"server", "--api-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0",
-		"--region", "us-east-1", "--account-id", account, "--appmesh-limits", "virtualNodesPerMesh=100000"}, storeArgs...)
-	cmd := exec.Command(bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := cmd.StderrPipe()
+	s, err := weftbin.StartServer(ctx, bin, name, append([]string{"--region", "us-east-1", "--account-id", account,
+		"--appmesh-limits", "virtualNodesPerMesh=100000"}, storeArgs...)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	r := &replica{name: name, cmd: cmd, exited: make(chan error, 1)}
-	addrs := make(chan [2]string, 2)
-	go func() { // reads stderr until the process closes it
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := apiListening.FindStringSubmatch(sc.Text()); m != nil {
-				addrs <- [2]string{"api", m[1]}
-			}
-			if m := xdsListening.FindStringSubmatch(sc.Text()); m != nil {
-				addrs <- [2]string{"xds", m[1]}
-			}
-		}
-		io.Copy(io.Discard, stderr)
-		r.exited <- cmd.Wait()
-	}()
-	deadline := time.After(60 * time.Second)
-	for r.api == "" || r.xds == "" {
-		select {
-		case a := <-addrs:
-			if a[0] == "api" {
-				r.api = a[1]
-			} else {
-				r.xds = a[1]
-			}
-		case err := <-r.exited:
-			r.exited <- err
-			return nil, fmt.Errorf("replica %s exited before listening: %v", name, err)
-		case <-deadline:
-			r.kill()
-			return nil, fmt.Errorf("replica %s did not report its listeners within 60 s", name)
-		case <-ctx.Done():
-			r.kill()
-			return nil, ctx.Err()
-		}
-	}
-	return r, nil
-}
-
-// kill sends SIGKILL and waits for the process to end.
-func (r *replica) kill() {
-	r.cmd.Process.Signal(syscall.SIGKILL)
-	err := <-r.exited
-	r.exited <- err
+	return &replica{s}, nil
 }
 
 // streams is the number of ADS streams the replica lists on /v1/proxies.
 func (r *replica) streams() (int, error) {
-	resp, err := http.Get("http://" + r.api + "/v1/proxies")
+	resp, err := (&http.Client{Timeout: adminTimeout}).Get("http://" + r.API + "/v1/proxies")
 	if err != nil {
 		return 0, err
 	}
@@ -376,7 +321,7 @@ func (r *replica) streams() (int, error) {
 		} `json:"proxies"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&out); err != nil {
-		return 0, fmt.Errorf("/v1/proxies of %s: %w", r.name, err)
+		return 0, fmt.Errorf("/v1/proxies of %s: %w", r.Name, err)
 	}
 	n := 0
 	for _, p := range out.Proxies {
@@ -388,14 +333,14 @@ func (r *replica) streams() (int, error) {
 // memory is the replica's resident set (from /proc) and Go heap in use
 // (from its /metrics), in bytes.
 func (r *replica) memory() (rss, heap float64) {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.cmd.Process.Pid))
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.Pid()))
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
 			v, _ := strconv.ParseFloat(f[1], 64)
 			rss = v * 1024
 		}
 	}
-	resp, err := http.Get("http://" + r.api + "/metrics")
+	resp, err := (&http.Client{Timeout: adminTimeout}).Get("http://" + r.API + "/metrics")
 	if err != nil {
 		return rss, 0
 	}
@@ -413,7 +358,7 @@ func (r *replica) memory() (rss, heap float64) {
 func client(r *replica) *sdk.Client {
 	return sdk.New(sdk.Options{
 		Region:       "us-east-1",
-		BaseEndpoint: aws.String("http://" + r.api),
+		BaseEndpoint: aws.String("http://" + r.API),
 		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 			return aws.Credentials{AccessKeyID: account, SecretAccessKey: "x"}, nil
 		}),

@@ -1,5 +1,7 @@
 // Package weftbin builds the weft binary for tests that run it as a
-// separate process (the end-to-end tutorial, the demo, the crash test).
+// separate process (the end-to-end tutorial, the demo, the crash test),
+// and starts `weft server` processes on loopback for the HA tests and
+// benchmark.
 package weftbin
 
 import (

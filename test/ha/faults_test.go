@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -30,7 +31,7 @@ type load struct {
 func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{}) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	for w := range writers {
-		wg.Go(func() {
+		wg.Go(func() { // ends when stop is closed
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -73,7 +74,7 @@ func (l *load) probe(t *testing.T, rs []*replica, tag string) <-chan time.Durati
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for i := range 300 {
-			wg.Go(func() {
+			wg.Go(func() { // ends with its request (10 s timeout)
 				name := fmt.Sprintf("probe-%s-%03d", tag, i)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
@@ -131,7 +132,7 @@ func resumed(t *testing.T, d, fresh time.Duration, fault string) {
 // live returns the i-th replica (modulo), or the next one not killed.
 func live(rs []*replica, i int) *replica {
 	for k := range rs {
-		if r := rs[(i+k)%len(rs)]; !r.dead.Load() {
+		if r := rs[(i+k)%len(rs)]; !r.Killed() {
 			return r
 		}
 	}
@@ -184,7 +185,7 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	rs := startReplicasOf(t, bin, c, 3)
 	var addrs []string
 	for _, r := range rs {
-		addrs = append(addrs, r.xds)
+		addrs = append(addrs, r.XDS)
 	}
 	setUpMeshApps(t, client(rs[0]), map[string]int32{"blue": serveColor(t, "blue"), "green": serveColor(t, "green")}, "front-a", "front-b", "front-c")
 	gwPorts := freePorts(t, 2)
@@ -228,9 +229,11 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	wg := l.run(t, rs, 6, stop)
 	// Route weights only ever increase (blue = i, one step per
 	// acknowledged node write): a proxy shown a smaller one after a larger
-	// went back in time.
+	// went back in time. App Mesh caps a weight at 100, so the writer
+	// stops there; written is the last weight it had acknowledged.
+	var written atomic.Int32
 	var weightWG sync.WaitGroup
-	weightWG.Go(func() {
+	weightWG.Go(func() { // ends when stop is closed or at weight 100
 		for i := int32(2); i <= 100; i++ {
 			l.mu.Lock()
 			more := l.more
@@ -240,8 +243,10 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 				return
 			case <-more:
 			}
-			client(live(rs, int(i))).UpdateRoute(t.Context(), &sdk.UpdateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
-				RouteName: aws.String("split"), Spec: routeSpec(i, 1)})
+			if _, err := client(live(rs, int(i))).UpdateRoute(t.Context(), &sdk.UpdateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
+				RouteName: aws.String("split"), Spec: routeSpec(i, 1)}); err == nil {
+				written.Store(i)
+			}
 		}
 	})
 	defer func() {
@@ -261,13 +266,16 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		t.Fatal("no replica lists proxy gw-0")
 	}
 	killed := time.Now()
-	victim.kill()
+	victim.Kill()
 	fresh := l.probe(t, rs, "replica")
-	d := l.waitAcks(t, 30, 60*time.Second, "after killing replica "+victim.name)
-	resumed(t, d, firstProbe(t, fresh, "replica killed"), "weft replica "+victim.name+" killed")
+	d := l.waitAcks(t, 30, 60*time.Second, "after killing replica "+victim.Name)
+	resumed(t, d, firstProbe(t, fresh, "replica killed"), "weft replica "+victim.Name+" killed")
 	for _, g := range gateways {
-		waitFor(t, 30*time.Second, "proxy "+g.name+" on a surviving replica", func() bool {
-			return connectedAs(t, rs, "/virtualGateway/"+g.name) != nil
+		waitFor(t, 30*time.Second, "proxy "+g.name+" on a surviving replica", func() error {
+			if connectedAs(t, rs, "/virtualGateway/"+g.name) == nil {
+				return errors.New("no live replica lists it")
+			}
+			return nil
 		})
 	}
 	t.Logf("gateway proxies listed by surviving replicas %v after the kill; traffic so far: %s", time.Since(killed).Round(time.Millisecond), tr.summary())
@@ -290,6 +298,7 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	beforePause := written.Load()
 	leader.Pause()
 	fresh = l.probe(t, rs, "pause")
 	d = l.waitAcks(t, 30, 60*time.Second, "with the etcd leader "+leader.Name+" paused")
@@ -338,6 +347,11 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d acknowledged writes all present; %d writes failed during the faults", len(l.acked), l.fails.Load())
 
+	// The weight checks below cover every fault only if weights were
+	// still being written after the last one.
+	if w := written.Load(); w <= beforePause {
+		t.Fatalf("no route weight acknowledged after the etcd leader was paused (last %d, before the pause %d): the weight checks would not cover that fault", w, beforePause)
+	}
 	for i, g := range gateways {
 		hist := histories[i]()
 		if len(hist) < 2 {
@@ -348,6 +362,9 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 			if hist[k] < hist[k-1] {
 				t.Fatalf("proxy %s went back from route weight %v to %v", g.name, hist[k-1], hist[k])
 			}
+		}
+		if hist[len(hist)-1] <= float64(beforePause) {
+			t.Fatalf("proxy %s: last blue weight %v, none written after the etcd leader was paused (from %d on)", g.name, hist[len(hist)-1], beforePause+1)
 		}
 	}
 	for _, p := range proxies {
@@ -362,6 +379,9 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 			if hist[i] < hist[i-1] {
 				t.Fatalf("proxy %s went back from route weight %d to %d", p.node, hist[i-1], hist[i])
 			}
+		}
+		if hist[len(hist)-1] <= uint32(beforePause) {
+			t.Fatalf("proxy %s: last blue weight %d, none written after the etcd leader was paused (from %d on)", p.node, hist[len(hist)-1], beforePause+1)
 		}
 	}
 }

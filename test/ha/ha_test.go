@@ -7,20 +7,15 @@
 package ha
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os/exec"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -46,18 +41,7 @@ const (
 )
 
 // replica is one running `weft server`.
-type replica struct {
-	name     string
-	cmd      *exec.Cmd
-	api, xds string // host:port
-	exited   chan error
-	dead     atomic.Bool // SIGKILLed
-}
-
-var (
-	apiListening = regexp.MustCompile(`msg="api listening" addr=(\S+)`)
-	xdsListening = regexp.MustCompile(`msg="xds listening".* addr=(\S+)`)
-)
+type replica = weftbin.Server
 
 func etcdURL(c *etcdtest.Cluster) string {
 	var hosts []string
@@ -67,64 +51,22 @@ func etcdURL(c *etcdtest.Cluster) string {
 	return "etcd://" + strings.Join(hosts, ",")
 }
 
+// startReplica runs weft server on store until the test ends.
 func startReplica(t *testing.T, bin, name, store string) *replica {
 	t.Helper()
-	cmd := exec.Command(bin, "server", "--store", store, "--api-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0",
+	r, err := weftbin.StartServer(t.Context(), bin, name, "--store", store,
 		"--region", "us-east-1", "--account-id", account, "--appmesh-limits", "virtualNodesPerMesh=100000")
-	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &replica{name: name, cmd: cmd, exited: make(chan error, 1)}
-	addrs := make(chan [2]string, 2)
-	go func() { // reads stderr until the process closes it
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := apiListening.FindStringSubmatch(sc.Text()); m != nil {
-				addrs <- [2]string{"api", m[1]}
-			}
-			if m := xdsListening.FindStringSubmatch(sc.Text()); m != nil {
-				addrs <- [2]string{"xds", m[1]}
-			}
-		}
-		io.Copy(io.Discard, stderr)
-		r.exited <- cmd.Wait()
-	}()
-	t.Cleanup(r.kill)
-	deadline := time.After(60 * time.Second)
-	for r.api == "" || r.xds == "" {
-		select {
-		case a := <-addrs:
-			if a[0] == "api" {
-				r.api = a[1]
-			} else {
-				r.xds = a[1]
-			}
-		case err := <-r.exited:
-			r.exited <- err
-			t.Fatalf("replica %s exited before listening: %v", name, err)
-		case <-deadline:
-			t.Fatalf("replica %s did not report its listeners within 60s", name)
-		}
-	}
+	t.Cleanup(r.Kill)
 	return r
-}
-
-// kill sends SIGKILL and waits for the process to end.
-func (r *replica) kill() {
-	r.dead.Store(true)
-	r.cmd.Process.Signal(syscall.SIGKILL)
-	err := <-r.exited
-	r.exited <- err
 }
 
 func client(r *replica) *sdk.Client {
 	return sdk.New(sdk.Options{
 		Region:       "us-east-1",
-		BaseEndpoint: aws.String("http://" + r.api),
+		BaseEndpoint: aws.String("http://" + r.API),
 		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 			return aws.Credentials{AccessKeyID: account, SecretAccessKey: "x"}, nil
 		}),
@@ -334,11 +276,12 @@ func connectedTo(t *testing.T, rs []*replica, node string) *replica {
 // ending in suffix.
 func connectedAs(t *testing.T, rs []*replica, suffix string) *replica {
 	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
 	for _, r := range rs {
-		if r.dead.Load() {
+		if r.Killed() {
 			continue
 		}
-		resp, err := http.Get("http://" + r.api + "/v1/proxies")
+		resp, err := c.Get("http://" + r.API + "/v1/proxies")
 		if err != nil {
 			continue
 		}
@@ -347,7 +290,7 @@ func connectedAs(t *testing.T, rs []*replica, suffix string) *replica {
 				NodeID string `json:"nodeId"`
 			} `json:"proxies"`
 		}
-		err = json.NewDecoder(resp.Body).Decode(&out)
+		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&out)
 		resp.Body.Close()
 		if err != nil {
 			t.Fatal(err)
@@ -379,8 +322,8 @@ func TestWriteThroughOneReplicaReachesAll(t *testing.T) {
 	c := etcdtest.Start(t, 3)
 	rs := startReplicas(t, c, 3)
 	setUpMesh(t, client(rs[0]), "front-b", "front-c")
-	pb := startProxy(t, "front-b", []string{rs[1].xds})
-	pc := startProxy(t, "front-c", []string{rs[2].xds})
+	pb := startProxy(t, "front-b", []string{rs[1].XDS})
+	pc := startProxy(t, "front-c", []string{rs[2].XDS})
 	pb.waitWeights(t, 30*time.Second, "1", "1")
 	pc.waitWeights(t, 30*time.Second, "1", "1")
 
@@ -398,7 +341,7 @@ func TestReplicaKilledProxiesFailOver(t *testing.T) {
 	setUpMesh(t, client(rs[0]), "front")
 	var addrs []string
 	for _, r := range rs {
-		addrs = append(addrs, r.xds)
+		addrs = append(addrs, r.XDS)
 	}
 	p := startProxy(t, "front", addrs)
 	p.waitWeights(t, 30*time.Second, "1", "1")
@@ -407,11 +350,11 @@ func TestReplicaKilledProxiesFailOver(t *testing.T) {
 		t.Fatal("no replica lists the proxy")
 	}
 	killed := time.Now()
-	victim.kill()
+	victim.Kill()
 	at := p.waitRoutesAfter(t, killed, 30*time.Second)
 	// The goal is under 5 s; a loaded machine may miss it, so it is
 	// reported rather than asserted (docs/bench/ha.md has the figures).
-	t.Logf("proxy configured again %v after replica %s was killed", at.Sub(killed).Round(time.Millisecond), victim.name)
+	t.Logf("proxy configured again %v after replica %s was killed", at.Sub(killed).Round(time.Millisecond), victim.Name)
 	var survivor *replica
 	for _, r := range rs {
 		if r != victim {

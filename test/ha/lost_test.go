@@ -20,7 +20,7 @@ func TestEtcdLostWhileRunning(t *testing.T) {
 	rs := startReplicas(t, c, 1)
 	api := client(rs[0])
 	setUpMesh(t, api, "front")
-	p := startProxy(t, "front", []string{rs[0].xds})
+	p := startProxy(t, "front", []string{rs[0].XDS})
 	p.waitWeights(t, 30*time.Second, "1", "1")
 
 	c.Members[0].Pause()
@@ -45,24 +45,16 @@ func TestEtcdLostWhileRunning(t *testing.T) {
 		t.Fatalf("proxy weights %v while etcd was paused, want its last configuration [1 1]", got)
 	}
 	select {
-	case err := <-rs[0].exited:
-		rs[0].exited <- err
-		t.Fatalf("replica exited while etcd was paused: %v", err)
+	case <-rs[0].Done():
+		t.Fatalf("replica exited while etcd was paused: %v", rs[0].Err())
 	default:
 	}
 
 	c.Members[0].Resume()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	waitFor(t, 60*time.Second, "writes resuming after etcd came back", func() error {
 		_, err := api.UpdateRoute(t.Context(), &sdk.UpdateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
 			RouteName: aws.String("split"), Spec: routeSpec(4, 6)})
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("writes did not resume after etcd came back: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	p.waitWeights(t, 30*time.Second, "4", "6")
 }

@@ -27,7 +27,7 @@ func nodes(t *testing.T, r *replica) []string {
 	t.Helper()
 	out, err := client(r).ListVirtualNodes(t.Context(), &sdk.ListVirtualNodesInput{MeshName: aws.String(mesh)})
 	if err != nil {
-		t.Fatalf("list on %s: %v", r.name, err)
+		t.Fatalf("list on %s: %v", r.Name, err)
 	}
 	var names []string
 	for _, vn := range out.VirtualNodes {
@@ -51,8 +51,8 @@ func TestMoveBetweenStores(t *testing.T) {
 		t.Fatalf("nodes %v", want)
 	}
 	backup := filepath.Join(dir, "weft.backup")
-	weft(t, bin, "backup", "--endpoint-url", "http://"+single.api, "--out", backup)
-	single.kill()
+	weft(t, bin, "backup", "--endpoint-url", "http://"+single.API, "--out", backup)
+	single.Kill()
 
 	c := etcdtest.Start(t, 1)
 	weft(t, bin, "store", "copy", "--from", boltURL, "--to", etcdURL(c))
@@ -64,7 +64,7 @@ func TestMoveBetweenStores(t *testing.T) {
 	if out, err := exec.Command(bin, "store", "copy", "--from", boltURL, "--to", etcdURL(c)).CombinedOutput(); err == nil || !strings.Contains(string(out), "not empty") {
 		t.Fatalf("copy onto a used store: %v\n%s", err, out)
 	}
-	onEtcd.kill()
+	onEtcd.Kill()
 
 	backURL := "bolt://" + filepath.Join(dir, "back", "weft.db")
 	weft(t, bin, "store", "copy", "--from", etcdURL(c), "--to", backURL)
@@ -72,7 +72,7 @@ func TestMoveBetweenStores(t *testing.T) {
 	if got := nodes(t, back); !slices.Equal(got, want) {
 		t.Fatalf("copied back: %v, want %v", got, want)
 	}
-	back.kill()
+	back.Kill()
 
 	restoredURL := "bolt://" + filepath.Join(dir, "restored", "weft.db")
 	weft(t, bin, "restore", "--in", backup, "--store", restoredURL)

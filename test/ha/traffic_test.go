@@ -177,30 +177,38 @@ type traffic struct {
 func (tr *traffic) run(gs []*gatewayProxy, interval time.Duration, stop <-chan struct{}) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	for _, g := range gs {
-		wg.Go(func() {
-			c := &http.Client{Timeout: 5 * time.Second}
-			tick := time.NewTicker(interval)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
+		c := &http.Client{Timeout: 5 * time.Second}
+		every(&wg, interval, stop, func() {
+			if err := tr.one(c, g.url); err != nil {
+				tr.failed.Add(1)
+				tr.mu.Lock()
+				if len(tr.errs) < 10 {
+					tr.errs = append(tr.errs, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), g.name, err))
 				}
-				if err := tr.one(c, g.url); err != nil {
-					tr.failed.Add(1)
-					tr.mu.Lock()
-					if len(tr.errs) < 10 {
-						tr.errs = append(tr.errs, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), g.name, err))
-					}
-					tr.mu.Unlock()
-					continue
-				}
-				tr.ok.Add(1)
+				tr.mu.Unlock()
+				return
 			}
+			tr.ok.Add(1)
 		})
 	}
 	return &wg
+}
+
+// every calls fn every interval, in a goroutine of wg, until stop is
+// closed.
+func every(wg *sync.WaitGroup, interval time.Duration, stop <-chan struct{}, fn func()) {
+	wg.Go(func() { // ends when stop is closed
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			fn()
+		}
+	})
 }
 
 func (tr *traffic) one(c *http.Client, url string) error {
@@ -241,16 +249,20 @@ func (tr *traffic) summary() string {
 	return fmt.Sprintf("%d requests answered (%s), %d failed", tr.ok.Load(), strings.Join(colors, " "), tr.failed.Load())
 }
 
-// waitFor polls cond (state only visible by asking) until it holds,
-// failing the test at the deadline.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+// waitFor polls cond (state only visible by asking) until it returns
+// nil, failing the test with its last error at the deadline.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for !cond() {
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
+			t.Fatalf("%s: not within %v: %v", what, within, err)
 		}
 		<-tick.C
 	}
@@ -264,33 +276,24 @@ func (g *gatewayProxy) watchBlueWeights(interval time.Duration, stop <-chan stru
 	var mu sync.Mutex
 	var hist []float64
 	wg = &sync.WaitGroup{}
-	wg.Go(func() {
-		c := &http.Client{Timeout: 2 * time.Second}
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			resp, err := c.Get(g.admin + "/config_dump")
-			if err != nil {
-				continue
-			}
-			var dump any
-			err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&dump)
-			resp.Body.Close()
-			if err != nil {
-				continue
-			}
-			w, ok := blueWeight(dump)
-			mu.Lock()
-			if ok && (len(hist) == 0 || hist[len(hist)-1] != w) {
-				hist = append(hist, w)
-			}
-			mu.Unlock()
+	c := &http.Client{Timeout: 2 * time.Second}
+	every(wg, interval, stop, func() {
+		resp, err := c.Get(g.admin + "/config_dump")
+		if err != nil {
+			return
 		}
+		var dump any
+		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&dump)
+		resp.Body.Close()
+		if err != nil {
+			return
+		}
+		w, ok := blueWeight(dump)
+		mu.Lock()
+		if ok && (len(hist) == 0 || hist[len(hist)-1] != w) {
+			hist = append(hist, w)
+		}
+		mu.Unlock()
 	})
 	return func() []float64 {
 		mu.Lock()
