@@ -173,6 +173,9 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 	if every && services < 2 {
 		return fmt.Errorf("-every needs -services 2 or more")
 	}
+	if writes < 1 || n < 1 || replicas < 1 || perConn < 1 || services < 1 {
+		return fmt.Errorf("-n, -replicas, -services, -writes and -streams-per-conn must be 1 or more")
+	}
 	dir, err := os.MkdirTemp("", "xdsbench")
 	if err != nil {
 		return err

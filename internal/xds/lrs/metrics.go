@@ -25,7 +25,7 @@ var (
 	inFlightDesc  = prometheus.NewDesc("weft_traffic_requests_in_flight", "Requests in flight from a virtual node or gateway to a virtual node at its open LRS streams' latest reports.", edgeLabels, nil)
 	reportersDesc = prometheus.NewDesc("weft_lrs_reporters", "LRS streams whose reports are held (open, or closed and still in the window).", nil, nil)
 	droppedDesc   = prometheus.NewDesc("weft_lrs_dropped_total", "Cluster stats not kept: reason cluster_limit (a stream's clusters), edge_limit (edges on /metrics).", []string{"reason"}, nil)
-	refusedDesc   = prometheus.NewDesc("weft_lrs_refused_streams_total", "LRS streams refused: not authorized, another node's report, or the reporter limit.", nil, nil)
+	refusedDesc   = prometheus.NewDesc("weft_lrs_refused_streams_total", "LRS streams refused: not authorized, another node's report, the reporter limit, or no first request in time.", nil, nil)
 )
 
 type collector struct{ s *Server }

@@ -72,6 +72,10 @@ type stream struct {
 type streamType struct {
 	subscribed bool // the client asked for this type at least once
 	sub        xdsstream.Subscription
+	// legacyWildcard (state of the world): no request has named a
+	// resource yet, so an empty list still means every resource (sub
+	// keeps this state to itself).
+	legacyWildcard bool
 	// awaiting: a response went out and no request answered its nonce
 	// (sentNonce) yet.
 	awaiting bool
@@ -147,9 +151,9 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 		// Legacy wildcard stays on: Envoy's first LDS and CDS requests
 		// name nothing and mean everything.
 		st.sub = xdsstream.NewSotwSubscription(req.names, true)
+		st.legacyWildcard = len(req.names) == 0
 	case !s.delta:
-		ownReturned(&st.sub, req.names)
-		st.sub.SetResourceSubscription(req.names)
+		resubscribe(st, req.names)
 	case first:
 		st.sub = xdsstream.NewDeltaSubscription(req.subscribe, req.unsub, req.initial, true)
 	default:
@@ -209,12 +213,22 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 	return nil
 }
 
-// ownReturned gives sub a map of its own for its returned resources
-// before a new subscription of names would delete some from it: the map
-// may be a fullResponse's, shared by every stream sent it.
+// resubscribe sets a state-of-the-world subscription to names, first
+// giving it a map of its own for its returned resources if the new
+// subscription would delete some from it: the map may be a
+// fullResponse's, shared by every stream sent it. An empty list deletes
+// nothing while the legacy wildcard holds, and every name after.
+func resubscribe(st *streamType, names []string) {
+	if !st.legacyWildcard || len(names) > 0 {
+		ownReturned(&st.sub, names)
+		st.legacyWildcard = false
+	}
+	st.sub.SetResourceSubscription(names)
+}
+
 func ownReturned(sub *xdsstream.Subscription, names []string) {
 	returned := sub.ReturnedResources()
-	if len(names) == 0 || len(returned) == 0 || slices.Contains(names, "*") {
+	if len(returned) == 0 || slices.Contains(names, "*") {
 		return // SetResourceSubscription deletes nothing
 	}
 	for name := range returned {

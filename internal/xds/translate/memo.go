@@ -235,10 +235,11 @@ func (m *Memo) virtualHost(b *build, sp svcPort, domainPort uint32) *routev3.Vir
 		}
 		return vh
 	}
-	failed := b.err != nil
 	vh = b.newEgressVirtualHost(sp, domainPort, envoyFlavor)
-	if !failed && b.err != nil {
-		return vh // not shared: a host that failed must fail each caller
+	if b.err != nil {
+		// Not shared: a host built by a failing translation may be the
+		// cause, and must then fail each caller.
+		return vh
 	}
 	m.mu.Lock()
 	if q := m.hosts[k]; q != nil {
@@ -265,6 +266,9 @@ func memoized[T any](b *build, k any, build func() T) T {
 		return v.(T)
 	}
 	t := build()
+	if b.err != nil {
+		return t // not shared, as in virtualHost
+	}
 	m.mu.Lock()
 	if v, ok := m.values[k]; ok {
 		t = v.(T) // built twice at once: equal, the first stored is kept
