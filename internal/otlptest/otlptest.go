@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -72,4 +73,28 @@ func (c *Collector) Spans() []*tracepb.Span {
 		}
 	}
 	return out
+}
+
+// WaitSpans waits until done holds for the spans received so far and
+// returns them; after timeout it fails the test, naming the spans.
+func (c *Collector) WaitSpans(tb testing.TB, timeout time.Duration, done func([]*tracepb.Span) bool) []*tracepb.Span {
+	tb.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		spans := c.Spans()
+		if done(spans) {
+			return spans
+		}
+		select {
+		case <-c.got:
+		case <-deadline.C:
+			names := make([]string, len(spans))
+			for i, s := range spans {
+				names[i] = s.GetName()
+			}
+			tb.Fatalf("after %v, spans received: %v", timeout, names)
+			return nil
+		}
+	}
 }

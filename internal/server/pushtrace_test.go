@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"encoding/hex"
-	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -16,29 +14,13 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/weftmesh/weft/internal/proxy"
+	"github.com/weftmesh/weft/internal/otlptest"
 )
-
-// startOTLP runs an OTLP/gRPC trace receiver until the test ends.
-func startOTLP(t *testing.T) (*otlpReceiver, string) {
-	t.Helper()
-	recv := &otlpReceiver{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(gs, recv)
-	go gs.Serve(ln) // ends with Stop at cleanup
-	t.Cleanup(gs.Stop)
-	return recv, "http://" + ln.Addr().String()
-}
 
 // nackingClient is an xDS client (state of the world) that subscribes to
 // every route configuration, ACKs the first response and NACKs every
@@ -91,9 +73,9 @@ func nackingClient(t *testing.T, addr, node, msg string) (acked <-chan struct{})
 // the proxy's node id, the type URL, version and nonce, and ended by the
 // proxy's ACK, or by its NACK with an error status and its message.
 func TestWriteTraceReachesProxies(t *testing.T) {
-	recv, endpoint := startOTLP(t)
+	col := otlptest.Start(t)
 	cfg := Config{APIAddr: freeAddr(t), XDSAddr: freeAddr(t), DataDir: filepath.Join(t.TempDir(), "data"),
-		Region: "us-east-1", AccountID: "111122223333", OTLPEndpoint: endpoint}
+		Region: "us-east-1", AccountID: "111122223333", OTLPEndpoint: "http://" + col.Addr}
 	base := startServer(t, cfg)
 	mesh := sdk.New(sdk.Options{Region: "us-east-1", BaseEndpoint: aws.String(base),
 		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
@@ -133,26 +115,7 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 	}
 
 	for _, n := range []string{"a", "b"} {
-		p, err := proxy.New(proxy.Config{ResourceARN: "mesh/m/virtualNode/" + n, XDS: cfg.XDSAddr, AdminAddr: "127.0.0.1:0",
-			XDSBackoffBase: 20 * time.Millisecond, IngressPort: freePort(t), EgressPort: freePort(t)}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- p.Run(pctx) }() // ends with cancel at cleanup
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("proxy Run: %v", err)
-			}
-		})
-		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-		err = p.WaitLive(wctx)
-		wcancel()
-		if err != nil {
-			t.Fatalf("proxy %s not LIVE: %v", n, err)
-		}
+		startProxy(t, "mesh/m/virtualNode/"+n, cfg.XDSAddr, freePort(t), freePort(t))
 	}
 	const nack = "route: c refuses every change"
 	select {
@@ -168,33 +131,26 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 	var root *tracepb.Span
 	var trace []*tracepb.Span
 	pushes := map[string]*tracepb.Span{}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		spans := recv.got()
+	col.WaitSpans(t, 30*time.Second, func(spans []*tracepb.Span) bool {
 		for _, s := range spans {
 			if s.GetName() == "appmesh.UpdateRoute" {
 				root = s
 			}
 		}
-		if root != nil {
-			trace = trace[:0]
-			for _, s := range spans {
-				if string(s.GetTraceId()) == string(root.GetTraceId()) {
-					trace = append(trace, s)
-					if s.GetName() == "xds push" {
-						pushes[attr(s, "weft.xds.node_id")] = s
-					}
+		if root == nil {
+			return false
+		}
+		trace = trace[:0]
+		for _, s := range spans {
+			if string(s.GetTraceId()) == string(root.GetTraceId()) {
+				trace = append(trace, s)
+				if s.GetName() == "xds push" {
+					pushes[attr(s, "weft.xds.node_id")] = s
 				}
 			}
-			if len(pushes) >= 3 {
-				break
-			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s: root %v, spans of its trace %v", root, names(trace))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(pushes) >= 3
+	})
 	for _, want := range []string{"validate", "store commit", "recompute"} {
 		i := slices.IndexFunc(trace, func(s *tracepb.Span) bool { return s.GetName() == want })
 		if i < 0 {
