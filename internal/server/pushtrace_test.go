@@ -23,9 +23,9 @@ import (
 )
 
 // nackingClient is an xDS client (state of the world) that subscribes to
-// every route configuration, ACKs the first response and NACKs every
-// later one with msg. acked is closed after the first ACK.
-func nackingClient(t *testing.T, addr, node, msg string) (acked <-chan struct{}) {
+// every route configuration and NACKs every response with msg, but for
+// the first when ackFirst. answered is closed after the first answer.
+func nackingClient(t *testing.T, addr, node, msg string, ackFirst bool) (answered <-chan struct{}) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -50,7 +50,7 @@ func nackingClient(t *testing.T, addr, node, msg string) (acked <-chan struct{})
 				return
 			}
 			req := &discovery.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce(), VersionInfo: resp.GetVersionInfo()}
-			if !first {
+			if !first || !ackFirst {
 				req.VersionInfo = known
 				req.ErrorDetail = &rpcstatus.Status{Code: 3, Message: msg}
 			}
@@ -69,7 +69,8 @@ func nackingClient(t *testing.T, addr, node, msg string) (acked <-chan struct{})
 // TestWriteTraceReachesProxies: with an OTLP endpoint, one UpdateRoute is
 // one trace holding the request, its validation and store commit, the
 // recompute, and one "xds push" span per proxy the change reaches (two
-// weft proxies on delta xDS, one state-of-the-world client), each naming
+// weft proxies on delta xDS, two state-of-the-world clients, one of which
+// NACKed every configuration it was sent, the first too), each naming
 // the proxy's node id, the type URL, version and nonce, and ended by the
 // proxy's ACK, or by its NACK with an error status and its message.
 func TestWriteTraceReachesProxies(t *testing.T) {
@@ -109,7 +110,7 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 	must(mesh.CreateRoute(ctx, &sdk.CreateRouteInput{MeshName: m, VirtualRouterName: aws.String("r"), RouteName: aws.String("route"), Spec: route(0)}))
 	must(mesh.CreateVirtualService(ctx, &sdk.CreateVirtualServiceInput{MeshName: m, VirtualServiceName: aws.String("svc.m.local"),
 		Spec: &types.VirtualServiceSpec{Provider: &types.VirtualServiceProviderMemberVirtualRouter{Value: types.VirtualRouterServiceProvider{VirtualRouterName: aws.String("r")}}}}))
-	for _, n := range []string{"a", "b", "c"} {
+	for _, n := range []string{"a", "b", "c", "d"} {
 		must(mesh.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: m, VirtualNodeName: aws.String(n),
 			Spec: &types.VirtualNodeSpec{Backends: []types.Backend{&types.BackendMemberVirtualService{Value: types.VirtualServiceBackend{VirtualServiceName: aws.String("svc.m.local")}}}}}))
 	}
@@ -119,9 +120,14 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 	}
 	const nack = "route: c refuses every change"
 	select {
-	case <-nackingClient(t, cfg.XDSAddr, "mesh/m/virtualNode/c", nack):
+	case <-nackingClient(t, cfg.XDSAddr, "mesh/m/virtualNode/c", nack, true):
 	case <-time.After(20 * time.Second):
 		t.Fatal("client c got no route configuration")
+	}
+	select {
+	case <-nackingClient(t, cfg.XDSAddr, "mesh/m/virtualNode/d", nack, false):
+	case <-time.After(20 * time.Second):
+		t.Fatal("client d got no route configuration")
 	}
 
 	must(mesh.UpdateRoute(ctx, &sdk.UpdateRouteInput{MeshName: m, VirtualRouterName: aws.String("r"), RouteName: aws.String("route"), Spec: route(5)}))
@@ -149,7 +155,7 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 				}
 			}
 		}
-		return len(pushes) >= 3
+		return len(pushes) >= 4
 	})
 	for _, want := range []string{"validate", "store commit", "recompute"} {
 		i := slices.IndexFunc(trace, func(s *tracepb.Span) bool { return s.GetName() == want })
@@ -161,7 +167,7 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 			t.Errorf("%q is not a child of the request span", want)
 		}
 	}
-	for _, n := range []string{"a", "b", "c"} {
+	for _, n := range []string{"a", "b", "c", "d"} {
 		s := pushes["mesh/m/virtualNode/"+n]
 		if s == nil {
 			t.Errorf("no push span for proxy %s; pushes: %v", n, pushes)
@@ -181,9 +187,9 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 		}
 		outcome, code := attr(s, "weft.xds.outcome"), s.GetStatus().GetCode()
 		switch n {
-		case "c":
+		case "c", "d":
 			if outcome != "nack" || code != tracepb.Status_STATUS_CODE_ERROR || s.GetStatus().GetMessage() != nack {
-				t.Errorf("push to c: outcome %q, status %v %q; want nack, error, %q", outcome, code, s.GetStatus().GetMessage(), nack)
+				t.Errorf("push to %s: outcome %q, status %v %q; want nack, error, %q", n, outcome, code, s.GetStatus().GetMessage(), nack)
 			}
 		default:
 			if outcome != "ack" || code == tracepb.Status_STATUS_CODE_ERROR {
@@ -197,8 +203,8 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 			count[attr(s, "weft.xds.node_id")]++
 		}
 	}
-	if len(count) != 3 || count["mesh/m/virtualNode/a"] != 1 || count["mesh/m/virtualNode/b"] != 1 || count["mesh/m/virtualNode/c"] != 1 {
-		t.Errorf("push spans per node %v; want one each for a, b and c", count)
+	if len(count) != 4 || count["mesh/m/virtualNode/a"] != 1 || count["mesh/m/virtualNode/b"] != 1 || count["mesh/m/virtualNode/c"] != 1 || count["mesh/m/virtualNode/d"] != 1 {
+		t.Errorf("push spans per node %v; want one each for a, b, c and d", count)
 	}
 }
 
