@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -151,4 +152,56 @@ func canonical(req *collectortrace.ExportTraceServiceRequest) *collectortrace.Ex
 		req.ResourceSpans = append(req.ResourceSpans, rss[i])
 	}
 	return req
+}
+
+// BenchmarkOTLPGRPCExport exports batches of 256 spans shaped like weft
+// proxy's (eleven to fourteen attributes, a remote parent, the proxy's
+// resource) to a real collector, through the SDK's otlptracegrpc exporter
+// and through weft's: the cost of the exporter alone, per span.
+func BenchmarkOTLPGRPCExport(b *testing.B) {
+	col := otlptest.StartDiscard(b)
+	rec := tracetest.NewSpanRecorder()
+	res := resource.NewSchemaless(attribute.String("service.name", "mesh/m/virtualNode/a"), attribute.String("aws.appmesh.mesh", "m"),
+		attribute.String("aws.appmesh.virtual_node", "a"), attribute.String("component", "proxy"),
+		attribute.String("node_id", "mesh/m/virtualNode/a"), attribute.String("zone", ""))
+	tr := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithResource(res)).Tracer("weft-proxy")
+	parent := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled, Remote: true}))
+	for i := range 256 {
+		_, s := tr.Start(parent, "egress colors.m.local", trace.WithSpanKind(trace.SpanKindClient))
+		s.SetAttributes(attribute.String("guid:x-request-id", "6a3c9a1e-1f0b-4c8e-9b8e-"+strconv.Itoa(100000+i)),
+			attribute.String("http.url", "http://colors.m.local/color"), attribute.String("http.method", "GET"),
+			attribute.String("downstream_cluster", "-"), attribute.String("user_agent", "curl/8.0"),
+			attribute.String("http.protocol", "HTTP/1.1"), attribute.String("peer.address", "127.0.0.1:41234"),
+			attribute.Int64("request_size", 0), attribute.Int64("response_size", 5), attribute.String("http.status_code", "200"),
+			attribute.String("response_flags", "-"), attribute.String("upstream_cluster", "cds_egress_m_colors_http_8080"),
+			attribute.String("upstream_cluster.name", "cds_egress_m_colors_http_8080"), attribute.String("upstream_address", "10.0.0.7:8080"))
+		s.End()
+	}
+	spans := rec.Ended()
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		new  func() (sdktrace.SpanExporter, error)
+	}{
+		{"sdk", func() (sdktrace.SpanExporter, error) {
+			return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(col.Addr), otlptracegrpc.WithInsecure())
+		}},
+		{"weft", func() (sdktrace.SpanExporter, error) { return newOTLPGRPC(Config{Endpoint: col.Addr, Insecure: true}) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			exp, err := c.new()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer exp.Shutdown(ctx)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := exp.ExportSpans(ctx, spans); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(spans)), "ns/span")
+		})
+	}
 }
