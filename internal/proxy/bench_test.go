@@ -2,13 +2,10 @@ package proxy
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"testing"
 
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/grpc"
-
+	"github.com/weftmesh/weft/internal/otlptest"
 	"github.com/weftmesh/weft/internal/proxy/tracing"
 )
 
@@ -49,7 +46,7 @@ func BenchmarkHTTPOneHopTracing(b *testing.B) {
 		rate float64
 	}{{"off", -1}, {"1pct", 0.01}, {"100pct", 1}} {
 		b.Run(tc.name, func(b *testing.B) {
-			rx := startOTLPB(b)
+			rx := otlptest.StartDiscard(b).Addr
 			h := newHarness(b, func(c *Config) {
 				if tc.rate >= 0 {
 					c.Observability.Tracing = &tracing.Config{Exporter: tracing.ExporterOTLPGRPC, Endpoint: rx, Insecure: true,
@@ -80,17 +77,4 @@ func BenchmarkHTTPOneHopTracing(b *testing.B) {
 			})
 		})
 	}
-}
-
-// startOTLPB is an OTLP/gRPC receiver that discards what it gets.
-func startOTLPB(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(srv, &otlpReceiver{got: make(chan struct{}, 1), discard: true})
-	go func() { _ = srv.Serve(ln) }() // ends with srv.Stop in Cleanup
-	b.Cleanup(srv.Stop)
-	return ln.Addr().String()
 }

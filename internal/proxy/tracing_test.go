@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -22,21 +21,17 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/internal/otlptest"
 	"github.com/weftmesh/weft/internal/proxy/tracing"
 	"github.com/weftmesh/weft/internal/proxy/xdstest"
 )
 
 // otlpReceiver is a real OTLP/gRPC trace collector.
 type otlpReceiver struct {
-	collectortrace.UnimplementedTraceServiceServer
-	addr    string
-	discard bool // keep nothing (benchmarks)
-	mu      sync.Mutex
-	spans   []recvSpan
-	got     chan struct{} // signalled after each export
+	*otlptest.Collector
+	addr string
 }
 
 type recvSpan struct {
@@ -45,42 +40,28 @@ type recvSpan struct {
 	resource map[string]string // the resource's string attributes
 }
 
-func (r *otlpReceiver) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
-	if r.discard {
-		return &collectortrace.ExportTraceServiceResponse{}, nil
-	}
-	r.mu.Lock()
-	for _, rs := range req.GetResourceSpans() {
-		res := map[string]string{}
-		for _, kv := range rs.GetResource().GetAttributes() {
-			res[kv.GetKey()] = kv.GetValue().GetStringValue()
-		}
-		for _, ss := range rs.GetScopeSpans() {
-			for _, s := range ss.GetSpans() {
-				r.spans = append(r.spans, recvSpan{res["service.name"], s, res})
+func startOTLP(t *testing.T) *otlpReceiver {
+	c := otlptest.Start(t)
+	return &otlpReceiver{c, c.Addr}
+}
+
+// received returns the spans received so far, with their resources.
+func (r *otlpReceiver) received() []recvSpan {
+	var out []recvSpan
+	for _, req := range r.Requests() {
+		for _, rs := range req.GetResourceSpans() {
+			res := map[string]string{}
+			for _, kv := range rs.GetResource().GetAttributes() {
+				res[kv.GetKey()] = kv.GetValue().GetStringValue()
+			}
+			for _, ss := range rs.GetScopeSpans() {
+				for _, s := range ss.GetSpans() {
+					out = append(out, recvSpan{res["service.name"], s, res})
+				}
 			}
 		}
 	}
-	r.mu.Unlock()
-	select {
-	case r.got <- struct{}{}:
-	default:
-	}
-	return &collectortrace.ExportTraceServiceResponse{}, nil
-}
-
-func startOTLP(t *testing.T) *otlpReceiver {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &otlpReceiver{addr: ln.Addr().String(), got: make(chan struct{}, 1)}
-	srv := grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(srv, r)
-	go func() { _ = srv.Serve(ln) }() // ends with srv.Stop in Cleanup
-	t.Cleanup(srv.Stop)
-	return r
+	return out
 }
 
 // waitSpans waits until spans of the trace arrived from n services.
@@ -88,19 +69,17 @@ func (r *otlpReceiver) waitSpans(t *testing.T, traceID []byte, n int) []recvSpan
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
-		r.mu.Lock()
 		var out []recvSpan
-		for _, s := range r.spans {
+		for _, s := range r.received() {
 			if bytes.Equal(s.span.GetTraceId(), traceID) {
 				out = append(out, s)
 			}
 		}
-		r.mu.Unlock()
 		if len(out) >= n {
 			return out
 		}
 		select {
-		case <-r.got:
+		case <-r.Got():
 		case <-deadline:
 			t.Fatalf("got %d spans of trace %x, want %d", len(out), traceID, n)
 		}
@@ -277,9 +256,7 @@ func TestTracingUnsampledParentIsFollowed(t *testing.T) {
 	sid, _ := hex.DecodeString(sampled)
 	rx.waitSpans(t, sid, 1)
 	uid, _ := hex.DecodeString(traceID)
-	rx.mu.Lock()
-	defer rx.mu.Unlock()
-	for _, s := range rx.spans {
+	for _, s := range rx.received() {
 		if bytes.Equal(s.span.GetTraceId(), uid) {
 			t.Errorf("an unsampled trace was exported")
 		}

@@ -49,25 +49,7 @@ func TestProxyListenerPorts(t *testing.T) {
 	}
 
 	in, out := freePort(t), freePort(t)
-	p, err := proxy.New(proxy.Config{ResourceARN: "mesh/m/virtualNode/a", XDS: cfg.XDSAddr, AdminAddr: "127.0.0.1:0",
-		XDSBackoffBase: 20 * time.Millisecond, IngressPort: in, EgressPort: out}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(pctx) }() // ends with cancel at cleanup
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("proxy Run: %v", err)
-		}
-	})
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer wcancel()
-	if err := p.WaitLive(wctx); err != nil {
-		t.Fatalf("proxy not LIVE: %v", err)
-	}
+	p := startProxy(t, "mesh/m/virtualNode/a", cfg.XDSAddr, in, out)
 	for _, l := range []struct {
 		name string
 		port uint32
@@ -88,7 +70,9 @@ func TestProxyListenerPorts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(wctx)
+	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+	defer scancel()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(sctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +84,33 @@ func TestProxyListenerPorts(t *testing.T) {
 	if s, _ := status.FromError(err); s.Code() != codes.InvalidArgument || !strings.Contains(s.Message(), "weft.egress_port") {
 		t.Fatalf("same port for both: %v, want InvalidArgument naming the metadata", err)
 	}
+}
+
+// startProxy runs a weft proxy for the resource arn, with its listeners
+// on ports ingress and egress, against the xDS server at xdsAddr until
+// the test ends, and waits until it is LIVE.
+func startProxy(t *testing.T, arn, xdsAddr string, ingress, egress uint32) *proxy.Proxy {
+	t.Helper()
+	p, err := proxy.New(proxy.Config{ResourceARN: arn, XDS: xdsAddr, AdminAddr: "127.0.0.1:0",
+		XDSBackoffBase: 20 * time.Millisecond, IngressPort: ingress, EgressPort: egress}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }() // ends with cancel at cleanup
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("proxy %s Run: %v", arn, err)
+		}
+	})
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer wcancel()
+	if err := p.WaitLive(wctx); err != nil {
+		t.Fatalf("proxy %s not LIVE: %v", arn, err)
+	}
+	return p
 }
 
 // freePort is a TCP port nothing listens on now.

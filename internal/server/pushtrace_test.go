@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"encoding/hex"
-	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -16,34 +14,18 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/weftmesh/weft/internal/proxy"
+	"github.com/weftmesh/weft/internal/otlptest"
 )
 
-// startOTLP runs an OTLP/gRPC trace receiver until the test ends.
-func startOTLP(t *testing.T) (*otlpReceiver, string) {
-	t.Helper()
-	recv := &otlpReceiver{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(gs, recv)
-	go gs.Serve(ln) // ends with Stop at cleanup
-	t.Cleanup(gs.Stop)
-	return recv, "http://" + ln.Addr().String()
-}
-
 // nackingClient is an xDS client (state of the world) that subscribes to
-// every route configuration, ACKs the first response and NACKs every
-// later one with msg. acked is closed after the first ACK.
-func nackingClient(t *testing.T, addr, node, msg string) (acked <-chan struct{}) {
+// every route configuration and NACKs every response with msg, but for
+// the first when ackFirst. answered is closed after the first answer.
+func nackingClient(t *testing.T, addr, node, msg string, ackFirst bool) (answered <-chan struct{}) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -68,7 +50,7 @@ func nackingClient(t *testing.T, addr, node, msg string) (acked <-chan struct{})
 				return
 			}
 			req := &discovery.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce(), VersionInfo: resp.GetVersionInfo()}
-			if !first {
+			if !first || !ackFirst {
 				req.VersionInfo = known
 				req.ErrorDetail = &rpcstatus.Status{Code: 3, Message: msg}
 			}
@@ -87,13 +69,14 @@ func nackingClient(t *testing.T, addr, node, msg string) (acked <-chan struct{})
 // TestWriteTraceReachesProxies: with an OTLP endpoint, one UpdateRoute is
 // one trace holding the request, its validation and store commit, the
 // recompute, and one "xds push" span per proxy the change reaches (two
-// weft proxies on delta xDS, one state-of-the-world client), each naming
+// weft proxies on delta xDS, two state-of-the-world clients, one of which
+// NACKed every configuration it was sent, the first too), each naming
 // the proxy's node id, the type URL, version and nonce, and ended by the
 // proxy's ACK, or by its NACK with an error status and its message.
 func TestWriteTraceReachesProxies(t *testing.T) {
-	recv, endpoint := startOTLP(t)
+	col := otlptest.Start(t)
 	cfg := Config{APIAddr: freeAddr(t), XDSAddr: freeAddr(t), DataDir: filepath.Join(t.TempDir(), "data"),
-		Region: "us-east-1", AccountID: "111122223333", OTLPEndpoint: endpoint}
+		Region: "us-east-1", AccountID: "111122223333", OTLPEndpoint: "http://" + col.Addr}
 	base := startServer(t, cfg)
 	mesh := sdk.New(sdk.Options{Region: "us-east-1", BaseEndpoint: aws.String(base),
 		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
@@ -127,38 +110,24 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 	must(mesh.CreateRoute(ctx, &sdk.CreateRouteInput{MeshName: m, VirtualRouterName: aws.String("r"), RouteName: aws.String("route"), Spec: route(0)}))
 	must(mesh.CreateVirtualService(ctx, &sdk.CreateVirtualServiceInput{MeshName: m, VirtualServiceName: aws.String("svc.m.local"),
 		Spec: &types.VirtualServiceSpec{Provider: &types.VirtualServiceProviderMemberVirtualRouter{Value: types.VirtualRouterServiceProvider{VirtualRouterName: aws.String("r")}}}}))
-	for _, n := range []string{"a", "b", "c"} {
+	for _, n := range []string{"a", "b", "c", "d"} {
 		must(mesh.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: m, VirtualNodeName: aws.String(n),
 			Spec: &types.VirtualNodeSpec{Backends: []types.Backend{&types.BackendMemberVirtualService{Value: types.VirtualServiceBackend{VirtualServiceName: aws.String("svc.m.local")}}}}}))
 	}
 
 	for _, n := range []string{"a", "b"} {
-		p, err := proxy.New(proxy.Config{ResourceARN: "mesh/m/virtualNode/" + n, XDS: cfg.XDSAddr, AdminAddr: "127.0.0.1:0",
-			XDSBackoffBase: 20 * time.Millisecond, IngressPort: freePort(t), EgressPort: freePort(t)}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- p.Run(pctx) }() // ends with cancel at cleanup
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("proxy Run: %v", err)
-			}
-		})
-		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-		err = p.WaitLive(wctx)
-		wcancel()
-		if err != nil {
-			t.Fatalf("proxy %s not LIVE: %v", n, err)
-		}
+		startProxy(t, "mesh/m/virtualNode/"+n, cfg.XDSAddr, freePort(t), freePort(t))
 	}
 	const nack = "route: c refuses every change"
 	select {
-	case <-nackingClient(t, cfg.XDSAddr, "mesh/m/virtualNode/c", nack):
+	case <-nackingClient(t, cfg.XDSAddr, "mesh/m/virtualNode/c", nack, true):
 	case <-time.After(20 * time.Second):
 		t.Fatal("client c got no route configuration")
+	}
+	select {
+	case <-nackingClient(t, cfg.XDSAddr, "mesh/m/virtualNode/d", nack, false):
+	case <-time.After(20 * time.Second):
+		t.Fatal("client d got no route configuration")
 	}
 
 	must(mesh.UpdateRoute(ctx, &sdk.UpdateRouteInput{MeshName: m, VirtualRouterName: aws.String("r"), RouteName: aws.String("route"), Spec: route(5)}))
@@ -168,33 +137,26 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 	var root *tracepb.Span
 	var trace []*tracepb.Span
 	pushes := map[string]*tracepb.Span{}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		spans := recv.got()
+	col.WaitSpans(t, 30*time.Second, func(spans []*tracepb.Span) bool {
 		for _, s := range spans {
 			if s.GetName() == "appmesh.UpdateRoute" {
 				root = s
 			}
 		}
-		if root != nil {
-			trace = trace[:0]
-			for _, s := range spans {
-				if string(s.GetTraceId()) == string(root.GetTraceId()) {
-					trace = append(trace, s)
-					if s.GetName() == "xds push" {
-						pushes[attr(s, "weft.xds.node_id")] = s
-					}
+		if root == nil {
+			return false
+		}
+		trace = trace[:0]
+		for _, s := range spans {
+			if string(s.GetTraceId()) == string(root.GetTraceId()) {
+				trace = append(trace, s)
+				if s.GetName() == "xds push" {
+					pushes[attr(s, "weft.xds.node_id")] = s
 				}
 			}
-			if len(pushes) >= 3 {
-				break
-			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s: root %v, spans of its trace %v", root, names(trace))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(pushes) >= 4
+	})
 	for _, want := range []string{"validate", "store commit", "recompute"} {
 		i := slices.IndexFunc(trace, func(s *tracepb.Span) bool { return s.GetName() == want })
 		if i < 0 {
@@ -205,7 +167,7 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 			t.Errorf("%q is not a child of the request span", want)
 		}
 	}
-	for _, n := range []string{"a", "b", "c"} {
+	for _, n := range []string{"a", "b", "c", "d"} {
 		s := pushes["mesh/m/virtualNode/"+n]
 		if s == nil {
 			t.Errorf("no push span for proxy %s; pushes: %v", n, pushes)
@@ -225,9 +187,9 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 		}
 		outcome, code := attr(s, "weft.xds.outcome"), s.GetStatus().GetCode()
 		switch n {
-		case "c":
+		case "c", "d":
 			if outcome != "nack" || code != tracepb.Status_STATUS_CODE_ERROR || s.GetStatus().GetMessage() != nack {
-				t.Errorf("push to c: outcome %q, status %v %q; want nack, error, %q", outcome, code, s.GetStatus().GetMessage(), nack)
+				t.Errorf("push to %s: outcome %q, status %v %q; want nack, error, %q", n, outcome, code, s.GetStatus().GetMessage(), nack)
 			}
 		default:
 			if outcome != "ack" || code == tracepb.Status_STATUS_CODE_ERROR {
@@ -241,8 +203,8 @@ func TestWriteTraceReachesProxies(t *testing.T) {
 			count[attr(s, "weft.xds.node_id")]++
 		}
 	}
-	if len(count) != 3 || count["mesh/m/virtualNode/a"] != 1 || count["mesh/m/virtualNode/b"] != 1 || count["mesh/m/virtualNode/c"] != 1 {
-		t.Errorf("push spans per node %v; want one each for a, b and c", count)
+	if len(count) != 4 || count["mesh/m/virtualNode/a"] != 1 || count["mesh/m/virtualNode/b"] != 1 || count["mesh/m/virtualNode/c"] != 1 || count["mesh/m/virtualNode/d"] != 1 {
+		t.Errorf("push spans per node %v; want one each for a, b, c and d", count)
 	}
 }
 

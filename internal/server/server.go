@@ -185,6 +185,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.OTLPEndpoint != "" {
 		pushes = newPushTracer(tp)
 		cfg.xdsObserver = pushes
+		// Deferred before xds.stop, so run after it: no stream pushes
+		// once the open spans end; and before the flush.
+		defer pushes.close()
 	}
 	xds, err := startXDS(ctx, st, cfg, sec, reg, log.With("component", "xds"))
 	if err != nil {
@@ -192,9 +195,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer xds.stop() // before the store closes
-	if pushes != nil {
-		defer pushes.close() // after the xDS server stops, before the flush
-	}
 	fed, stopFed, err := startRemote(ctx, st, cfg, reg, log.With("component", "cloudmap-remote"))
 	if err != nil {
 		ln.Close()

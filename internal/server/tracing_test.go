@@ -4,59 +4,24 @@ import (
 	"context"
 	"encoding/hex"
 	"log/slog"
-	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/internal/otlptest"
 )
-
-// otlpReceiver is an OTLP/gRPC trace collector keeping every span.
-type otlpReceiver struct {
-	collectortrace.UnimplementedTraceServiceServer
-	mu    sync.Mutex
-	spans []*tracepb.Span
-}
-
-func (o *otlpReceiver) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for _, rs := range req.GetResourceSpans() {
-		for _, ss := range rs.GetScopeSpans() {
-			o.spans = append(o.spans, ss.GetSpans()...)
-		}
-	}
-	return &collectortrace.ExportTraceServiceResponse{}, nil
-}
-
-func (o *otlpReceiver) got() []*tracepb.Span {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]*tracepb.Span(nil), o.spans...)
-}
 
 // TestAPIWriteTrace runs weft server with an OTLP endpoint: a write
 // through the AWS SDK is one trace, the request with its validation and
 // store commit as children; a read is not traced.
 func TestAPIWriteTrace(t *testing.T) {
-	recv := &otlpReceiver{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(gs, recv)
-	go gs.Serve(ln) // ends with Stop below
-	defer gs.Stop()
-
+	col := otlptest.Start(t)
 	cfg := Config{APIAddr: freeAddr(t), DataDir: t.TempDir(), Region: "us-east-1", AccountID: "111122223333",
-		OTLPEndpoint: "http://" + ln.Addr().String()}
+		OTLPEndpoint: "http://" + col.Addr}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, slog.New(slog.DiscardHandler)) }() // ends with cancel below
@@ -80,16 +45,12 @@ func TestAPIWriteTrace(t *testing.T) {
 	}
 
 	byName := map[string]*tracepb.Span{}
-	deadline := time.Now().Add(20 * time.Second)
-	for len(byName) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("spans received: %v; want the request, validate and store commit", byName)
-		}
-		time.Sleep(20 * time.Millisecond)
-		for _, s := range recv.got() {
+	spans := col.WaitSpans(t, 20*time.Second, func(spans []*tracepb.Span) bool {
+		for _, s := range spans {
 			byName[s.GetName()] = s
 		}
-	}
+		return len(byName) >= 3 // the request, validate and store commit
+	})
 	root := byName["appmesh.CreateMesh"]
 	if root == nil {
 		t.Fatalf("no request span; got %v", byName)
@@ -106,7 +67,7 @@ func TestAPIWriteTrace(t *testing.T) {
 			t.Errorf("%q: trace %x parent %x; want trace %x parent %x", name, s.GetTraceId(), s.GetParentSpanId(), root.GetTraceId(), root.GetSpanId())
 		}
 	}
-	for _, s := range recv.got() {
+	for _, s := range spans {
 		if s.GetName() == "appmesh.DescribeMesh" {
 			t.Errorf("a read was traced: %v", s)
 		}

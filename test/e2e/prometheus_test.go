@@ -203,9 +203,11 @@ func (w *world) prometheusScrapesTheMesh(t *testing.T) {
 		return ok, fmt.Errorf("p50 %v, p99 %v, rates %v, gateway to green %v", p50, p99, rps, toGreen)
 	})
 	for _, inst := range []string{gwTarget, greenTarget} {
-		// NaN (no bucket) fails both comparisons.
-		if !(p50[inst] > 0 && p50[inst] <= 1000) || !(p99[inst] >= p50[inst] && p99[inst] <= 5000) {
-			t.Errorf("%s: upstream_rq_time p50 %v ms, p99 %v ms: want 0 < p50 <= 1000 and p50 <= p99 <= 5000", inst, p50[inst], p99[inst])
+		// NaN (no bucket) fails both comparisons. The upstream requests
+		// take about a millisecond: a p50 over 100 would be microseconds
+		// recorded as milliseconds (or a proxy far slower than it is).
+		if !(p50[inst] > 0 && p50[inst] <= 100) || !(p99[inst] >= p50[inst] && p99[inst] <= 5000) {
+			t.Errorf("%s: upstream_rq_time p50 %v ms, p99 %v ms: want 0 < p50 <= 100 and p50 <= p99 <= 5000", inst, p50[inst], p99[inst])
 		}
 	}
 	t.Logf("after %v: upstream_rq_time p50 %v ms, p99 %v ms; requests/s %v (gateway to green %v)",

@@ -259,7 +259,8 @@ func contains(ss []string, s string) bool {
 }
 
 // Run exports finished spans until ctx ends, then flushes what is queued
-// (for at most the export timeout) and shuts the exporter down.
+// and shuts the exporter down, each for at most shutdownFlush (2 s),
+// whatever the export timeout.
 func (t *Tracer) Run(ctx context.Context) {
 	t.queue.run(ctx)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownFlush)

@@ -22,8 +22,10 @@ type PushInfo struct {
 	// Revision is the store revision the pushed configuration reflects:
 	// a write's spans find its pushes by the revision its commit gave.
 	Revision store.Revision
-	// Initial: the stream had not ACKed a version of the type yet; the
-	// push answers its subscription rather than a change.
+	// Initial: the stream's first response of the type; the push
+	// answers its subscription rather than a change. (A stream that
+	// NACKed its first response is sent changes, and their pushes are
+	// not initial.)
 	Initial bool
 }
 

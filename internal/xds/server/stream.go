@@ -328,12 +328,13 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 			o.delta.Nonce = nonce
 		}
 		st.awaiting = true
+		initial := st.sentNonce == "" // the first response of the type on this stream
 		st.sentVersion = ts.version
 		st.sentNonce = nonce
 		st.lastPushAt = time.Now()
 		c.metrics.pushes.WithLabelValues(typeName(t)).Inc()
 		if s.obs != nil {
-			s.obs.Pushed(PushInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: typeURL(t), Version: ts.version, Nonce: nonce, Revision: snap.rev, Initial: st.acked == ""})
+			s.obs.Pushed(PushInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: typeURL(t), Version: ts.version, Nonce: nonce, Revision: snap.rev, Initial: initial})
 		}
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("push", "type", typeName(t), "version", ts.version, "wildcard", st.sub.IsWildcard(), "delta", s.delta)
