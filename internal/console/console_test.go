@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -131,6 +132,35 @@ func TestEventsBounded(t *testing.T) {
 	second.Body.Close()
 	if second.StatusCode != 503 || second.Header.Get("x-amzn-ErrorType") != "ServiceUnavailableException" {
 		t.Fatalf("second stream beyond the cap: %d %s", second.StatusCode, second.Header.Get("x-amzn-ErrorType"))
+	}
+}
+
+// TestEventsMaxStreamAge: a stream ends at its maximum age, saying so, so
+// that the client connects again and its credentials are checked again.
+func TestEventsMaxStreamAge(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Update(t.Context(), func(tx store.Tx) error { return tx.Put(appmesh.MeshKey("111122223333", "m"), []byte(`{}`)) })
+	ev := NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return "111122223333" }, MaxStreamAge: 100 * time.Millisecond})
+	srv := httptest.NewServer(ev)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/events?mesh=m", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("stream: %v %v", res, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body) // ends when the server ends the stream
+	if err != nil {
+		t.Fatalf("the stream did not end at its maximum age: %v (read %q)", err, body)
+	}
+	if !strings.HasPrefix(string(body), "event: hello\n") || !strings.Contains(string(body), "event: reconnect\n") {
+		t.Fatalf("stream: %q", body)
 	}
 }
 

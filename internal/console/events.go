@@ -28,6 +28,12 @@ const (
 	// DefaultKeepAlive is the interval of comment lines that keep idle
 	// streams open through proxies.
 	DefaultKeepAlive = 25 * time.Second
+	// DefaultMaxStreamAge bounds one stream's life. The caller's
+	// credentials are checked when it connects; ending the stream makes
+	// the client connect again and be checked again, so a key removed
+	// from the credentials file, a changed policy or an ended console
+	// session stops receiving events within this time.
+	DefaultMaxStreamAge = 15 * time.Minute
 )
 
 // Watcher is what the event stream needs from the store.
@@ -65,14 +71,17 @@ type EventsConfig struct {
 	WriteTimeout    time.Duration
 	ProxiesInterval time.Duration
 	KeepAlive       time.Duration
+	MaxStreamAge    time.Duration
 	Log             *slog.Logger
 }
 
 // Events serves GET /v1/events?mesh=M as server-sent events: "hello" with
 // the revision the stream starts after, one "change" per resource of the
 // mesh that is written or deleted, "proxies" when the connected proxies'
-// status changes, and "resync" before the stream ends because the store
-// dropped the watch (the client reloads and reconnects).
+// status changes, "resync" before the stream ends because the store
+// dropped the watch (the client reloads and reconnects), and "reconnect"
+// before it ends because it reached MaxStreamAge (the client connects
+// again, its credentials checked again).
 type Events struct {
 	cfg  EventsConfig
 	open atomic.Int64 // streams being served
@@ -91,6 +100,9 @@ func NewEvents(cfg EventsConfig) *Events {
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.MaxStreamAge <= 0 {
+		cfg.MaxStreamAge = DefaultMaxStreamAge
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -170,9 +182,14 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	keep := time.NewTicker(e.cfg.KeepAlive)
 	defer keep.Stop()
+	age := time.NewTimer(e.cfg.MaxStreamAge)
+	defer age.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-age.C:
+			send("reconnect", map[string]any{"reason": "the stream reached its maximum age; connect again"})
 			return
 		case <-e.cfg.Stop:
 			return
