@@ -215,8 +215,12 @@ func TestAssetsHashedURLs(t *testing.T) {
 	}
 	imap := index[start+len(`<script type="importmap">`) : end]
 	sum := sha256.Sum256([]byte(imap))
-	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'") {
+	csp := w.Header().Get("Content-Security-Policy")
+	if !strings.Contains(csp, "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"';") {
 		t.Fatalf("the index's policy %q does not allow its import map", csp)
+	}
+	if strings.Contains(csp, "unsafe-") || strings.Count(index, "<script") != 2 {
+		t.Fatalf("the index needs more than its import map inline, or its policy allows it: %q\n%s", csp, index)
 	}
 	var m struct{ Imports map[string]string }
 	if err := json.Unmarshal([]byte(imap), &m); err != nil {
