@@ -1,10 +1,12 @@
 package console
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -161,6 +163,86 @@ func TestEventsMaxStreamAge(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(body), "event: hello\n") || !strings.Contains(string(body), "event: reconnect\n") {
 		t.Fatalf("stream: %q", body)
+	}
+}
+
+// TestEventsResume: a stream asked to start after an earlier revision
+// first sends the mesh's changes since (a reconnecting console misses
+// nothing and reads nothing again); a revision the store has not reached
+// starts the stream now; a malformed one is refused.
+func TestEventsResume(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const owner = "111122223333"
+	put := func(key string) store.Revision {
+		rev, err := st.Update(t.Context(), func(tx store.Tx) error { return tx.Put(key, []byte(`{}`)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	node := func(mesh, name string) string {
+		return appmesh.Ref{Owner: owner, Mesh: mesh, Kind: appmesh.KindVirtualNode, Name: name}.Key()
+	}
+	put(appmesh.MeshKey(owner, "m"))
+	put(appmesh.MeshKey(owner, "other"))
+	seen := put(node("m", "a"))
+	put(node("other", "x"))
+	last := put(node("m", "b"))
+	srv := httptest.NewServer(NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return owner }}))
+	defer srv.Close()
+
+	// open reads a stream's events up to and including the first of type
+	// until.
+	open := func(query, until string) []string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/events?mesh=m"+query, nil)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", query, res, err)
+		}
+		defer res.Body.Close()
+		var got []string
+		sc := bufio.NewScanner(res.Body)
+		event := ""
+		for sc.Scan() {
+			line := sc.Text()
+			if e, ok := strings.CutPrefix(line, "event: "); ok {
+				event = e
+			}
+			if d, ok := strings.CutPrefix(line, "data: "); ok {
+				got = append(got, event+" "+d)
+				if event == until {
+					return got
+				}
+			}
+		}
+		t.Fatalf("%s: stream ended (%v) after %q", query, sc.Err(), got)
+		return nil
+	}
+	got := open(fmt.Sprintf("&after=%d", seen), "change")
+	want := []string{
+		fmt.Sprintf(`hello {"mesh":"m","revision":%d}`, seen),
+		fmt.Sprintf(`change {"revision":%d,"kind":"virtualNode","mesh":"m","name":"b","op":"put"}`, last),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("resumed after %d:\n%s\nwant\n%s", seen, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := open(fmt.Sprintf("&after=%d", last+100), "hello"); got[0] != fmt.Sprintf(`hello {"mesh":"m","revision":%d}`, last) {
+		t.Fatalf("after a revision the store has not reached: %q", got)
+	}
+	res, err := http.Get(srv.URL + "/v1/events?mesh=m&after=-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 400 || res.Header.Get("x-amzn-ErrorType") != "BadRequestException" {
+		t.Fatalf("after=-1: %d %s", res.StatusCode, res.Header.Get("x-amzn-ErrorType"))
 	}
 }
 

@@ -3,9 +3,11 @@ package console
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -75,13 +77,15 @@ type EventsConfig struct {
 	Log             *slog.Logger
 }
 
-// Events serves GET /v1/events?mesh=M as server-sent events: "hello" with
-// the revision the stream starts after, one "change" per resource of the
-// mesh that is written or deleted, "proxies" when the connected proxies'
-// status changes, "resync" before the stream ends because the store
-// dropped the watch (the client reloads and reconnects), and "reconnect"
-// before it ends because it reached MaxStreamAge (the client connects
-// again, its credentials checked again).
+// Events serves GET /v1/events?mesh=M[&after=R] as server-sent events:
+// "hello" with the revision the stream starts after (R when given and the
+// store still holds the history after it, else the current one), one
+// "change" per resource of the mesh that is written or deleted, "proxies"
+// when the connected proxies' status changes, "resync" before the stream
+// ends because the store dropped the watch (the client reloads and
+// reconnects), and "reconnect" before it ends because it reached
+// MaxStreamAge (the client connects again with after=, its credentials
+// checked again).
 type Events struct {
 	cfg  EventsConfig
 	open atomic.Int64 // streams being served
@@ -143,7 +147,24 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		restError(w, http.StatusNotFound, "NotFoundException", "Mesh "+mesh+" does not exist.")
 		return
 	}
-	changes, err := e.cfg.Store.Watch(ctx, appmesh.KeyPrefix, rev)
+	from := rev
+	if a := r.URL.Query().Get("after"); a != "" {
+		n, perr := strconv.ParseInt(a, 10, 64)
+		if perr != nil || n < 0 {
+			restError(w, http.StatusBadRequest, "BadRequestException", "after must be a store revision (an integer from 0).")
+			return
+		}
+		if store.Revision(n) <= rev { // later: another store (a backup restored); start now
+			from = store.Revision(n)
+		}
+	}
+	changes, err := e.cfg.Store.Watch(ctx, appmesh.KeyPrefix, from)
+	if errors.Is(err, store.ErrCompacted) {
+		// The history after from is gone: the stream starts now, and its
+		// hello says so (the client reads the mesh again).
+		from = rev
+		changes, err = e.cfg.Store.Watch(ctx, appmesh.KeyPrefix, from)
+	}
 	if err != nil {
 		restError(w, http.StatusServiceUnavailable, "ServiceUnavailableException", "The store cannot be watched now; retry.")
 		return
@@ -169,7 +190,7 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return err
 	}
-	if err := send("hello", map[string]any{"revision": rev, "mesh": mesh}); err != nil {
+	if err := send("hello", map[string]any{"revision": from, "mesh": mesh}); err != nil {
 		return
 	}
 	digest := ""
