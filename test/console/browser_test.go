@@ -224,6 +224,16 @@ func TestConsole(t *testing.T) {
 			chromedp.SendKeys(css("#svc-name"), "yellow"),
 			chromedp.Click(css("#svc-create")),
 			chromedp.WaitVisible(css(`#services tbody a`)))
+		var nsID string
+		for _, ns := range e.cloudMap(t, "ListNamespaces", map[string]any{})["Namespaces"].([]any) {
+			if ns := ns.(map[string]any); ns["Name"] == "colors.local" && ns["Type"] == "DNS_PRIVATE" {
+				nsID, _ = ns["Id"].(string)
+			}
+		}
+		svcs := e.cloudMap(t, "ListServices", map[string]any{"Filters": []any{map[string]any{"Name": "NAMESPACE_ID", "Values": []string{nsID}}}})["Services"].([]any)
+		if nsID == "" || len(svcs) != 1 || svcs[0].(map[string]any)["Name"] != "yellow" {
+			t.Fatalf("Cloud Map after the console's forms: namespace %q, services %v", nsID, svcs)
+		}
 		e.run(t, "a node discovered through Cloud Map",
 			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/new/virtualNode"),
 			chromedp.WaitVisible(css("#submit")),
