@@ -1,10 +1,13 @@
 package console
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -134,6 +137,115 @@ func TestEventsBounded(t *testing.T) {
 	}
 }
 
+// TestEventsMaxStreamAge: a stream ends at its maximum age, saying so, so
+// that the client connects again and its credentials are checked again.
+func TestEventsMaxStreamAge(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Update(t.Context(), func(tx store.Tx) error { return tx.Put(appmesh.MeshKey("111122223333", "m"), []byte(`{}`)) })
+	ev := NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return "111122223333" }, MaxStreamAge: 100 * time.Millisecond})
+	srv := httptest.NewServer(ev)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/events?mesh=m", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("stream: %v %v", res, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body) // ends when the server ends the stream
+	if err != nil {
+		t.Fatalf("the stream did not end at its maximum age: %v (read %q)", err, body)
+	}
+	if !strings.HasPrefix(string(body), "event: hello\n") || !strings.Contains(string(body), "event: reconnect\n") {
+		t.Fatalf("stream: %q", body)
+	}
+}
+
+// TestEventsResume: a stream asked to start after an earlier revision
+// first sends the mesh's changes since (a reconnecting console misses
+// nothing and reads nothing again); a revision the store has not reached
+// starts the stream now; a malformed one is refused.
+func TestEventsResume(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const owner = "111122223333"
+	put := func(key string) store.Revision {
+		rev, err := st.Update(t.Context(), func(tx store.Tx) error { return tx.Put(key, []byte(`{}`)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	node := func(mesh, name string) string {
+		return appmesh.Ref{Owner: owner, Mesh: mesh, Kind: appmesh.KindVirtualNode, Name: name}.Key()
+	}
+	put(appmesh.MeshKey(owner, "m"))
+	put(appmesh.MeshKey(owner, "other"))
+	seen := put(node("m", "a"))
+	put(node("other", "x"))
+	last := put(node("m", "b"))
+	srv := httptest.NewServer(NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return owner }}))
+	defer srv.Close()
+
+	// open reads a stream's events up to and including the first of type
+	// until.
+	open := func(query, until string) []string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/events?mesh=m"+query, nil)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", query, res, err)
+		}
+		defer res.Body.Close()
+		var got []string
+		sc := bufio.NewScanner(res.Body)
+		event := ""
+		for sc.Scan() {
+			line := sc.Text()
+			if e, ok := strings.CutPrefix(line, "event: "); ok {
+				event = e
+			}
+			if d, ok := strings.CutPrefix(line, "data: "); ok {
+				got = append(got, event+" "+d)
+				if event == until {
+					return got
+				}
+			}
+		}
+		t.Fatalf("%s: stream ended (%v) after %q", query, sc.Err(), got)
+		return nil
+	}
+	got := open(fmt.Sprintf("&after=%d", seen), "change")
+	want := []string{
+		fmt.Sprintf(`hello {"mesh":"m","revision":%d}`, seen),
+		fmt.Sprintf(`change {"revision":%d,"kind":"virtualNode","mesh":"m","name":"b","op":"put"}`, last),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("resumed after %d:\n%s\nwant\n%s", seen, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := open(fmt.Sprintf("&after=%d", last+100), "hello"); got[0] != fmt.Sprintf(`hello {"mesh":"m","revision":%d}`, last) {
+		t.Fatalf("after a revision the store has not reached: %q", got)
+	}
+	res, err := http.Get(srv.URL + "/v1/events?mesh=m&after=-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 400 || res.Header.Get("x-amzn-ErrorType") != "BadRequestException" {
+		t.Fatalf("after=-1: %d %s", res.StatusCode, res.Header.Get("x-amzn-ErrorType"))
+	}
+}
+
 func TestAssetsServed(t *testing.T) {
 	h := New(nil)
 	for _, p := range []string{"/console/", "/console/js/app.js", "/console/app.css"} {
@@ -185,8 +297,12 @@ func TestAssetsHashedURLs(t *testing.T) {
 	}
 	imap := index[start+len(`<script type="importmap">`) : end]
 	sum := sha256.Sum256([]byte(imap))
-	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'") {
+	csp := w.Header().Get("Content-Security-Policy")
+	if !strings.Contains(csp, "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"';") {
 		t.Fatalf("the index's policy %q does not allow its import map", csp)
+	}
+	if strings.Contains(csp, "unsafe-") || strings.Count(index, "<script") != 2 {
+		t.Fatalf("the index needs more than its import map inline, or its policy allows it: %q\n%s", csp, index)
 	}
 	var m struct{ Imports map[string]string }
 	if err := json.Unmarshal([]byte(imap), &m); err != nil {

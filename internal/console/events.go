@@ -3,9 +3,11 @@ package console
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +30,12 @@ const (
 	// DefaultKeepAlive is the interval of comment lines that keep idle
 	// streams open through proxies.
 	DefaultKeepAlive = 25 * time.Second
+	// DefaultMaxStreamAge bounds one stream's life. The caller's
+	// credentials are checked when it connects; ending the stream makes
+	// the client connect again and be checked again, so a key removed
+	// from the credentials file, a changed policy or an ended console
+	// session stops receiving events within this time.
+	DefaultMaxStreamAge = 15 * time.Minute
 )
 
 // Watcher is what the event stream needs from the store.
@@ -65,14 +73,19 @@ type EventsConfig struct {
 	WriteTimeout    time.Duration
 	ProxiesInterval time.Duration
 	KeepAlive       time.Duration
+	MaxStreamAge    time.Duration
 	Log             *slog.Logger
 }
 
-// Events serves GET /v1/events?mesh=M as server-sent events: "hello" with
-// the revision the stream starts after, one "change" per resource of the
-// mesh that is written or deleted, "proxies" when the connected proxies'
-// status changes, and "resync" before the stream ends because the store
-// dropped the watch (the client reloads and reconnects).
+// Events serves GET /v1/events?mesh=M[&after=R] as server-sent events:
+// "hello" with the revision the stream starts after (R when given and the
+// store still holds the history after it, else the current one), one
+// "change" per resource of the mesh that is written or deleted, "proxies"
+// when the connected proxies' status changes, "resync" before the stream
+// ends because the store dropped the watch (the client reloads and
+// reconnects), and "reconnect" before it ends because it reached
+// MaxStreamAge (the client connects again with after=, its credentials
+// checked again).
 type Events struct {
 	cfg  EventsConfig
 	open atomic.Int64 // streams being served
@@ -91,6 +104,9 @@ func NewEvents(cfg EventsConfig) *Events {
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.MaxStreamAge <= 0 {
+		cfg.MaxStreamAge = DefaultMaxStreamAge
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -131,7 +147,24 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		restError(w, http.StatusNotFound, "NotFoundException", "Mesh "+mesh+" does not exist.")
 		return
 	}
-	changes, err := e.cfg.Store.Watch(ctx, appmesh.KeyPrefix, rev)
+	from := rev
+	if a := r.URL.Query().Get("after"); a != "" {
+		n, perr := strconv.ParseInt(a, 10, 64)
+		if perr != nil || n < 0 {
+			restError(w, http.StatusBadRequest, "BadRequestException", "after must be a store revision (an integer from 0).")
+			return
+		}
+		if store.Revision(n) <= rev { // later: another store (a backup restored); start now
+			from = store.Revision(n)
+		}
+	}
+	changes, err := e.cfg.Store.Watch(ctx, appmesh.KeyPrefix, from)
+	if errors.Is(err, store.ErrCompacted) {
+		// The history after from is gone: the stream starts now, and its
+		// hello says so (the client reads the mesh again).
+		from = rev
+		changes, err = e.cfg.Store.Watch(ctx, appmesh.KeyPrefix, from)
+	}
 	if err != nil {
 		restError(w, http.StatusServiceUnavailable, "ServiceUnavailableException", "The store cannot be watched now; retry.")
 		return
@@ -157,7 +190,7 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return err
 	}
-	if err := send("hello", map[string]any{"revision": rev, "mesh": mesh}); err != nil {
+	if err := send("hello", map[string]any{"revision": from, "mesh": mesh}); err != nil {
 		return
 	}
 	digest := ""
@@ -170,9 +203,14 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	keep := time.NewTicker(e.cfg.KeepAlive)
 	defer keep.Stop()
+	age := time.NewTimer(e.cfg.MaxStreamAge)
+	defer age.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-age.C:
+			send("reconnect", map[string]any{"reason": "the stream reached its maximum age; connect again"})
 			return
 		case <-e.cfg.Stop:
 			return

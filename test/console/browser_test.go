@@ -16,16 +16,24 @@ const mesh = "color-mesh"
 
 type css = chromedp.CSS
 
-// createViaForm fills a create form field by field (keys typed as a user
-// types them) and submits it; want is an element the next page shows.
-func (e *env) createViaForm(t *testing.T, hash string, fields [][2]string, want string) {
+// submitForm opens the page at hash, fills a form field by field (keys
+// typed as a user types them), clicks its button submit and waits for
+// want, an element the page then shows.
+func (e *env) submitForm(t *testing.T, what, hash string, fields [][2]string, submit, want string) {
 	t.Helper()
-	actions := []chromedp.Action[chromedp.Void]{chromedp.Navigate(e.base + "/console/" + hash), chromedp.WaitVisible(css("#submit"))}
+	actions := []chromedp.Action[chromedp.Void]{chromedp.Navigate(e.base + "/console/" + hash), chromedp.WaitVisible(css(submit))}
 	for _, f := range fields {
 		actions = append(actions, chromedp.SendKeys(css(f[0]), f[1]))
 	}
-	actions = append(actions, chromedp.Click(css("#submit")), chromedp.WaitVisible(css(want)))
-	e.run(t, "create via "+hash, actions...)
+	actions = append(actions, chromedp.Click(css(submit)), chromedp.WaitVisible(css(want)))
+	e.run(t, what, actions...)
+}
+
+// createViaForm submits a create form; want is an element the next page
+// shows.
+func (e *env) createViaForm(t *testing.T, hash string, fields [][2]string, want string) {
+	t.Helper()
+	e.submitForm(t, "create via "+hash, hash, fields, "#submit", want)
 }
 
 func eval[T any](t *testing.T, e *env, expr string) T {
@@ -208,18 +216,24 @@ func TestConsole(t *testing.T) {
 		// private DNS namespace, a service, a node that names them; then
 		// red gets a backend on its page, as the tutorial does in App
 		// Mesh's console.
-		e.run(t, "a private DNS namespace",
-			chromedp.Navigate(e.base+"/console/#/cloudmap"),
-			chromedp.WaitVisible(css("#ns-create")),
-			chromedp.SendKeys(css("#ns-name"), "colors.local"),
-			chromedp.SendKeys(css("#ns-vpc"), "vpc-0123456789abcdef0"),
-			chromedp.Click(css("#ns-create")),
-			chromedp.WaitVisible(css(`#namespaces tbody a`)),
+		e.submitForm(t, "a private DNS namespace", "#/cloudmap",
+			[][2]string{{"#ns-name", "colors.local"}, {"#ns-vpc", "vpc-0123456789abcdef0"}}, "#ns-create", `#namespaces tbody a`)
+		e.run(t, "a service in it",
 			chromedp.Click(css(`#namespaces tbody a`)),
 			chromedp.WaitVisible(css("#svc-create")),
 			chromedp.SendKeys(css("#svc-name"), "yellow"),
 			chromedp.Click(css("#svc-create")),
 			chromedp.WaitVisible(css(`#services tbody a`)))
+		var nsID string
+		for _, ns := range e.cloudMap(t, "ListNamespaces", map[string]any{})["Namespaces"].([]any) {
+			if ns := ns.(map[string]any); ns["Name"] == "colors.local" && ns["Type"] == "DNS_PRIVATE" {
+				nsID, _ = ns["Id"].(string)
+			}
+		}
+		svcs := e.cloudMap(t, "ListServices", map[string]any{"Filters": []any{map[string]any{"Name": "NAMESPACE_ID", "Values": []string{nsID}}}})["Services"].([]any)
+		if nsID == "" || len(svcs) != 1 || svcs[0].(map[string]any)["Name"] != "yellow" {
+			t.Fatalf("Cloud Map after the console's forms: namespace %q, services %v", nsID, svcs)
+		}
 		e.run(t, "a node discovered through Cloud Map",
 			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/new/virtualNode"),
 			chromedp.WaitVisible(css("#submit")),

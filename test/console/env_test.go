@@ -216,6 +216,25 @@ func (e *env) mustAPI(t *testing.T, method, path string, body any) map[string]an
 	return out
 }
 
+// cloudMap calls a Cloud Map operation as the CLI would on loopback.
+func (e *env) cloudMap(t *testing.T, op string, body any) map[string]any {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", e.base+"/", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	req.Header.Set("X-Amz-Target", "Route53AutoNaming_v20170314."+op)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%s: %d %v %v", op, resp.StatusCode, out, err)
+	}
+	return out
+}
+
 // startProxy runs weft proxy for nodeID in a new lab host until the test
 // ends.
 func (e *env) startProxy(t *testing.T, name, nodeID string) {

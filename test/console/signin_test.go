@@ -22,13 +22,8 @@ keys:
       - actions: ["appmesh:ListMeshes", "weft:GetEvents", "weft:GetProxies"]
         resources: ["*"]
 `)
-	e.run(t, "wrong secret",
-		chromedp.Navigate(e.base+"/console/"),
-		chromedp.WaitVisible(css("#sign-in")),
-		chromedp.SendKeys(css("#akid"), "AKIDMESHA"),
-		chromedp.SendKeys(css("#secret"), "not-the-secret"),
-		chromedp.Click(css("#sign-in")),
-		chromedp.WaitVisible(css(`.api-error[data-error-type="InvalidSignatureException"]`)))
+	e.submitForm(t, "wrong secret", "", [][2]string{{"#akid", "AKIDMESHA"}, {"#secret", "not-the-secret"}},
+		"#sign-in", `.api-error[data-error-type="InvalidSignatureException"]`)
 	e.screenshot(t, "sign-in-refused")
 	e.run(t, "sign in",
 		poll(`(document.getElementById('secret').value = '', true)`),

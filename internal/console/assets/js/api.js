@@ -156,7 +156,9 @@ export async function traffic(mesh) {
 // events follows GET /v1/events?mesh=M (server-sent events, read with
 // fetch so the CSRF header can be sent), calling on(type, data) for each
 // event, reconnecting after a second when the stream ends, until stop().
-export function events(mesh, on) {
+// after(), when given, names the revision a reconnect resumes after (0:
+// none, the stream starts now).
+export function events(mesh, on, after) {
   const ctl = new AbortController();
   let stopped = false;
   const run = async () => {
@@ -164,7 +166,8 @@ export function events(mesh, on) {
       try {
         const h = {};
         if (session.csrf) h['X-Weft-Csrf'] = session.csrf;
-        const res = await fetch(`/v1/events?mesh=${enc(mesh)}`, { headers: h, signal: ctl.signal, credentials: 'same-origin', cache: 'no-store' });
+        const from = after ? after() : 0;
+        const res = await fetch(`/v1/events?mesh=${enc(mesh)}${from > 0 ? `&after=${from}` : ''}`, { headers: h, signal: ctl.signal, credentials: 'same-origin', cache: 'no-store' });
         if (!res.ok) { on('error', { status: res.status }); throw new Error(String(res.status)); }
         on('open', {});
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

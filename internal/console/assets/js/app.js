@@ -68,7 +68,7 @@ async function route() {
 
 function whoBar() {
   const who = document.getElementById('who');
-  if (!api.session.auth) { who.replaceChildren(h('span', {}, 'loopback, no sign-in')); return; }
+  if (!api.session.auth) { who.replaceChildren(h('span', { title: 'This server has no credentials file: its API takes every request unsigned.' }, 'no sign-in')); return; }
   if (!api.session.signedIn) { who.replaceChildren(); return; }
   who.replaceChildren(
     h('span', { title: api.session.arn || '' }, api.session.accessKeyId),

@@ -274,11 +274,17 @@ export async function topologyView(ctx, m) {
       while (queue.length) await apply(queue.shift());
     } catch (e) { side.replaceChildren(errorBox(e)); } finally { running = false; }
   };
+  // A reconnect resumes after the last revision seen, less one: a stream
+  // cut inside a revision's changes has them all again (applying one
+  // twice is harmless).
+  let asked = 0;
+  const resume = () => (asked = stats.revision > 1 ? stats.revision - 1 : 0);
   const stop = api.events(m, (type, ev) => {
     if (type === 'hello') {
       status.textContent = `live · revision ${ev.revision}`;
-      // After a reconnect, what changed meanwhile is unknown: read it all.
-      if (stats.revision && ev.revision !== stats.revision) { queue.push('reload'); kick(); }
+      // A reconnect the server could not resume there (its history is
+      // gone): what changed meanwhile is unknown, read it all.
+      if (stats.revision && ev.revision !== (asked || stats.revision)) { queue.push('reload'); kick(); }
       stats.revision = ev.revision;
     }
     if (type === 'change') { status.textContent = `live · revision ${ev.revision} (${ev.op} ${ev.kind} ${ev.name})`; stats.revision = ev.revision; queue.push(ev); kick(); }
@@ -286,7 +292,7 @@ export async function topologyView(ctx, m) {
     if (type === 'resync') { queue.push('reload'); kick(); }
     if (type === 'closed') status.textContent = 'reconnecting…';
     if (type === 'error') status.textContent = `event stream refused (HTTP ${ev.status})`;
-  });
+  }, resume);
   const tick = setInterval(async () => { if (traffic) { await refreshTraffic(); draw(false); } }, 5000);
   ctx.onLeave(() => { stop(); clearInterval(tick); });
 }
