@@ -580,20 +580,30 @@ func (hc *h1Conn) fail(code int, msg string) {
 type continueReader struct {
 	io.ReadCloser
 	w    *h1Writer
-	sent bool
+	sent atomic.Bool // the body was asked for; set under w.headMu
 }
 
 func (r *continueReader) Read(p []byte) (int, error) {
-	if !r.sent {
-		r.sent = true
-		if !r.w.wroteHead {
-			// Straight to the connection, not through its write buffer
-			// (empty until the head is written): a transport may read a
-			// body on its own goroutine, even after the handler returned
-			// and the buffer went back to the pool.
-			if _, err := io.WriteString(r.w.hc.c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
-				return 0, err
+	if !r.sent.Load() {
+		// A transport may read the body on its own goroutine while the
+		// handler writes the response: under headMu, the 100 Continue
+		// is either sent before the head is begun or not at all.
+		w := r.w
+		w.headMu.Lock()
+		var err error
+		if !r.sent.Load() {
+			r.sent.Store(true)
+			if !w.wroteHead {
+				// Straight to the connection, not through its write
+				// buffer (empty until the head is written): the read may
+				// even come after the handler returned and the buffer
+				// went back to the pool.
+				_, err = io.WriteString(w.hc.c, "HTTP/1.1 100 Continue\r\n\r\n")
 			}
+		}
+		w.headMu.Unlock()
+		if err != nil {
+			return 0, err
 		}
 	}
 	return r.ReadCloser.Read(p)
@@ -618,6 +628,10 @@ type h1Writer struct {
 	closeAfter bool  // the connection ends after this response
 	hijacked   bool
 	err        error // first write error: the client is gone
+	// headMu orders setting wroteHead against a 100 Continue sent by a
+	// body read on another goroutine (continueReader). wroteHead is
+	// written only by the handler's goroutine, under headMu.
+	headMu sync.Mutex
 }
 
 // Header implements http.ResponseWriter.
@@ -659,7 +673,11 @@ func (w *h1Writer) writeStatusLine(code int) {
 // writeHead puts the status line and headers in the buffer, choosing the
 // body's framing.
 func (w *h1Writer) writeHead() {
+	w.headMu.Lock()
 	w.wroteHead = true
+	cr, asked := w.req.Body.(*continueReader)
+	unasked := asked && !cr.sent.Load()
+	w.headMu.Unlock()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -693,7 +711,7 @@ func (w *h1Writer) writeHead() {
 		// Draining: this response is the connection's last.
 		w.closeAfter = true
 	}
-	if cr, ok := w.req.Body.(*continueReader); ok && !cr.sent {
+	if unasked {
 		// Answered before asking for the body: the client may send it
 		// anyway or not at all, so the connection cannot tell where the
 		// next request starts (net/http's server closes too).

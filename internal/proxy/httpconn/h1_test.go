@@ -343,6 +343,43 @@ func TestH1ExpectContinueRefused(t *testing.T) {
 	}
 }
 
+// TestH1ContinueConcurrentResponse: a transport reading the body on its
+// own goroutine (asking for it, hence 100 Continue) while the handler
+// writes the response. Either the 100 Continue precedes the response or it
+// is not sent; the run under -race checks the two goroutines share the
+// writer's state safely.
+func TestH1ContinueConcurrentResponse(t *testing.T) {
+	srv := startH1(t, func(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+		read := make(chan struct{})
+		go func() { // the transport's body reader; ends after its read
+			defer close(read)
+			_, _ = r.Body.Read(make([]byte, 4))
+		}()
+		w.Header().Set("Content-Length", "2")
+		_, _ = io.WriteString(w, "ok")
+		w.(http.Flusher).Flush()
+		<-read
+	})
+	for i := range 20 {
+		c, err := net.Dial("tcp", srv.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, "POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err == nil && resp.StatusCode == http.StatusContinue {
+			_, _ = io.WriteString(c, "data")
+			resp, err = http.ReadResponse(br, nil)
+		}
+		if err != nil || resp.StatusCode != http.StatusOK || body(resp) != "ok" {
+			t.Fatalf("request %d: %v %v, want 200 \"ok\" (after 100 Continue or not at all)", i, resp, err)
+		}
+		_ = c.Close()
+	}
+}
+
 // TestH1ContinueAfterAbort: a transport may first read a request body on
 // its own goroutine after the handler aborted and the connection ended
 // (its write buffer back in the pool). That read gets an error; it sends
