@@ -488,7 +488,8 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		// here, when the body is first read, and do not forward Expect.
 		req.Header.Del("Expect")
 		if req.ContentLength != 0 {
-			req.Body = &continueReader{ReadCloser: req.Body, w: w}
+			w.cont = &continueReader{ReadCloser: req.Body, w: w}
+			req.Body = w.cont
 		}
 	} else if req.Header.Get("Expect") != "" {
 		hc.fail(http.StatusExpectationFailed, "417 Expectation Failed")
@@ -632,6 +633,9 @@ type h1Writer struct {
 	// body read on another goroutine (continueReader). wroteHead is
 	// written only by the handler's goroutine, under headMu.
 	headMu sync.Mutex
+	// cont is the request body when the client expects 100 Continue
+	// (the handler may wrap req.Body); else nil.
+	cont *continueReader
 }
 
 // Header implements http.ResponseWriter.
@@ -675,8 +679,7 @@ func (w *h1Writer) writeStatusLine(code int) {
 func (w *h1Writer) writeHead() {
 	w.headMu.Lock()
 	w.wroteHead = true
-	cr, asked := w.req.Body.(*continueReader)
-	unasked := asked && !cr.sent.Load()
+	unasked := w.cont != nil && !w.cont.sent.Load()
 	w.headMu.Unlock()
 	if w.status == 0 {
 		w.status = http.StatusOK
