@@ -22,10 +22,12 @@ type idleResult struct {
 }
 
 // idleConns opens n keep-alive connections to target, sends one GET on
-// each and reads its response (over mutual TLS when tc is set), and measures the proxy's memory with all
-// of them open and idle. settle is how long the connections stay idle
-// before the second measurement. open runs while they are open, after it. (the proxy's goroutines park, nothing else runs). The
-// connections are closed before it returns.
+// each and reads its response (over mutual TLS when tc is set), and
+// measures the proxy's memory with all of them open and idle. settle is
+// how long the connections stay idle (the proxy's goroutines park,
+// nothing else runs) before the second measurement. open runs after that
+// measurement, while the connections are still open. The connections are
+// closed before it returns.
 func idleConns(target string, tc *tls.Config, procs []*os.Process, n int, settle time.Duration, open func()) (idleResult, error) {
 	u, err := url.Parse(target)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 // TestUpstreamCutMidBody: a response the upstream breaks after its head
 // went downstream must not reach the client as a complete one: a chunked
 // response ends without its last chunk, a sized one short, and the
-// client sees an error.
+// client sees an error after the bytes the upstream did send.
 func TestUpstreamCutMidBody(t *testing.T) {
 	for _, tc := range []struct{ name, head string }{
 		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"},
@@ -49,6 +49,9 @@ func TestUpstreamCutMidBody(t *testing.T) {
 			b, err := io.ReadAll(resp.Body)
 			if err == nil {
 				t.Fatalf("the client read %q as a complete response", b)
+			}
+			if string(b) != "hello" {
+				t.Errorf("the client read %q before the cut, want what the upstream sent, \"hello\"", b)
 			}
 		})
 	}

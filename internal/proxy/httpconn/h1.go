@@ -488,7 +488,8 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		// here, when the body is first read, and do not forward Expect.
 		req.Header.Del("Expect")
 		if req.ContentLength != 0 {
-			req.Body = &continueReader{ReadCloser: req.Body, w: w}
+			w.cont = &continueReader{ReadCloser: req.Body, w: w}
+			req.Body = w.cont
 		}
 	} else if req.Header.Get("Expect") != "" {
 		hc.fail(http.StatusExpectationFailed, "417 Expectation Failed")
@@ -580,20 +581,30 @@ func (hc *h1Conn) fail(code int, msg string) {
 type continueReader struct {
 	io.ReadCloser
 	w    *h1Writer
-	sent bool
+	sent atomic.Bool // the body was asked for; set under w.headMu
 }
 
 func (r *continueReader) Read(p []byte) (int, error) {
-	if !r.sent {
-		r.sent = true
-		if !r.w.wroteHead {
-			// Straight to the connection, not through its write buffer
-			// (empty until the head is written): a transport may read a
-			// body on its own goroutine, even after the handler returned
-			// and the buffer went back to the pool.
-			if _, err := io.WriteString(r.w.hc.c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
-				return 0, err
+	if !r.sent.Load() {
+		// A transport may read the body on its own goroutine while the
+		// handler writes the response: under headMu, the 100 Continue
+		// is either sent before the head is begun or not at all.
+		w := r.w
+		w.headMu.Lock()
+		var err error
+		if !r.sent.Load() {
+			r.sent.Store(true)
+			if !w.wroteHead {
+				// Straight to the connection, not through its write
+				// buffer (empty until the head is written): the read may
+				// even come after the handler returned and the buffer
+				// went back to the pool.
+				_, err = io.WriteString(w.hc.c, "HTTP/1.1 100 Continue\r\n\r\n")
 			}
+		}
+		w.headMu.Unlock()
+		if err != nil {
+			return 0, err
 		}
 	}
 	return r.ReadCloser.Read(p)
@@ -618,6 +629,13 @@ type h1Writer struct {
 	closeAfter bool  // the connection ends after this response
 	hijacked   bool
 	err        error // first write error: the client is gone
+	// headMu orders setting wroteHead against a 100 Continue sent by a
+	// body read on another goroutine (continueReader). wroteHead is
+	// written only by the handler's goroutine, under headMu.
+	headMu sync.Mutex
+	// cont is the request body when the client expects 100 Continue
+	// (the handler may wrap req.Body); else nil.
+	cont *continueReader
 }
 
 // Header implements http.ResponseWriter.
@@ -659,7 +677,10 @@ func (w *h1Writer) writeStatusLine(code int) {
 // writeHead puts the status line and headers in the buffer, choosing the
 // body's framing.
 func (w *h1Writer) writeHead() {
+	w.headMu.Lock()
 	w.wroteHead = true
+	unasked := w.cont != nil && !w.cont.sent.Load()
+	w.headMu.Unlock()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -693,7 +714,7 @@ func (w *h1Writer) writeHead() {
 		// Draining: this response is the connection's last.
 		w.closeAfter = true
 	}
-	if cr, ok := w.req.Body.(*continueReader); ok && !cr.sent {
+	if unasked {
 		// Answered before asking for the body: the client may send it
 		// anyway or not at all, so the connection cannot tell where the
 		// next request starts (net/http's server closes too).

@@ -343,6 +343,82 @@ func TestH1ExpectContinueRefused(t *testing.T) {
 	}
 }
 
+// TestH1ContinueConcurrentResponse: a transport reading the body on its
+// own goroutine (asking for it, hence 100 Continue) while the handler
+// writes the response. Either the 100 Continue precedes the response or it
+// is not sent; the run under -race checks the two goroutines share the
+// writer's state safely.
+func TestH1ContinueConcurrentResponse(t *testing.T) {
+	srv := startH1(t, func(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+		read := make(chan struct{})
+		go func() { // the transport's body reader; ends after its read
+			defer close(read)
+			_, _ = r.Body.Read(make([]byte, 4))
+		}()
+		w.Header().Set("Content-Length", "2")
+		_, _ = io.WriteString(w, "ok")
+		w.(http.Flusher).Flush()
+		<-read
+	})
+	for i := range 20 {
+		c, err := net.Dial("tcp", srv.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, "POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err == nil && resp.StatusCode == http.StatusContinue {
+			_, _ = io.WriteString(c, "data")
+			resp, err = http.ReadResponse(br, nil)
+		}
+		if err != nil || resp.StatusCode != http.StatusOK || body(resp) != "ok" {
+			t.Fatalf("request %d: %v %v, want 200 \"ok\" (after 100 Continue or not at all)", i, resp, err)
+		}
+		_ = c.Close()
+	}
+}
+
+// TestH1ContinueAfterAbort: a transport may first read a request body on
+// its own goroutine after the handler aborted and the connection ended
+// (its write buffer back in the pool). That read gets an error; it sends
+// no 100 Continue into a buffer another connection may hold, nor crashes.
+func TestH1ContinueAfterAbort(t *testing.T) {
+	late := make(chan error, 1)
+	release := make(chan struct{})
+	srv := startH1(t, func(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/abort" {
+			echo(ctx, w, r)
+			return
+		}
+		go func() { // the late reader; ends once release is closed and it has read
+			<-release
+			_, err := r.Body.Read(make([]byte, 1))
+			late <- err
+		}()
+		panic(http.ErrAbortHandler)
+	})
+	c, err := net.Dial("tcp", srv.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(c, "POST /abort HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Fatalf("the aborted request's connection: %q %v, want a close and nothing else", b, err)
+	}
+	close(release)
+	if err := <-late; err == nil {
+		t.Error("a body read after the connection ended: no error")
+	}
+	// Another connection is served whole.
+	if got := srv.exchange(t, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 200 OK\r\n") || strings.Contains(got, "100 Continue") {
+		t.Errorf("the next connection got %q", got)
+	}
+}
+
 func TestH1Streaming(t *testing.T) {
 	next := make(chan struct{})
 	srv := startH1(t, func(_ context.Context, w http.ResponseWriter, _ *http.Request) {

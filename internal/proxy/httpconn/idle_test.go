@@ -39,6 +39,28 @@ func tcpPair(t *testing.T) (server, client net.Conn) {
 	return server, client
 }
 
+// waitAndRead waits for a request on hc as its connection loop does
+// between requests, sends raw from the client end and reads the request
+// from hc's read buffer. Reads are bounded by a deadline, so bytes lost
+// while waiting fail the test instead of hanging it.
+func waitAndRead(t *testing.T, hc *h1Conn, client io.Writer, raw string) *http.Request {
+	t.Helper()
+	_ = hc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	done := make(chan error, 1)
+	go func() { done <- hc.waitRequest() }() // ends when the request's first bytes arrive, or at the deadline
+	if _, err := io.WriteString(client, raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.ReadRequest(hc.br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
 // TestIdleReader: a keep-alive connection waiting for its next request
 // without its read buffer gets the request's bytes, its read deadline and
 // the client's close as it would with the buffer.
@@ -49,18 +71,7 @@ func TestIdleReader(t *testing.T) {
 		if hc.idle == nil {
 			t.Fatal("a TCP connection has no idle reader")
 		}
-		done := make(chan error, 1)
-		go func() { done <- hc.waitRequest() }() // ends when the request's first bytes arrive
-		if _, err := io.WriteString(cl, "GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-One: 1\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		req, err := http.ReadRequest(hc.br)
-		if err != nil {
-			t.Fatal(err)
-		}
+		req := waitAndRead(t, hc, cl, "GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-One: 1\r\n\r\n")
 		if req.Method != http.MethodGet || req.URL.RequestURI() != "/a?b=c" || req.Host != "x" || req.Header.Get("X-One") != "1" {
 			t.Fatalf("read %s %s host %q headers %v", req.Method, req.URL, req.Host, req.Header)
 		}
@@ -83,18 +94,8 @@ func TestIdleReader(t *testing.T) {
 			t.Fatalf("a TLS connection waits with tls %v, idle reader %v", hc.tls, hc.idle != nil)
 		}
 		for i := range 2 {
-			go func() { done <- hc.waitRequest() }() // ends when the request's first bytes arrive
 			big := strings.Repeat("v", 2*h1BufSize)
-			if _, err := fmt.Fprintf(tc, "GET /%d HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", i, big); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			req, err := http.ReadRequest(hc.br)
-			if err != nil {
-				t.Fatal(err)
-			}
+			req := waitAndRead(t, hc, tc, fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", i, big))
 			if req.Method != http.MethodGet || req.URL.Path != "/"+strconv.Itoa(i) || req.Header.Get("X-Big") != big {
 				t.Fatalf("request %d read as %s %s with X-Big of %d bytes", i, req.Method, req.URL, len(req.Header.Get("X-Big")))
 			}
