@@ -94,3 +94,7 @@ fi
 # developers run them (macOS); namespaces and interception stay Linux-only.
 GOOS=darwin GOARCH=arm64 go build -o /dev/null ./cmd/weft
 go test -count=1 -timeout 15m ./... "$@"
+# The packages where streams and connections share state across goroutines
+# run again under the race detector: a shared-response race in the xDS
+# server was visible only there (about a minute on 2 cores).
+go test -count=1 -race -timeout 10m ./internal/xds/server ./internal/proxy/httpconn ./internal/proxy/cluster "$@"
