@@ -244,6 +244,9 @@ func TestMutualTLS(t *testing.T) {
 	if a.count() != 2 {
 		t.Errorf("backend saw %d requests, want 2", a.count())
 	}
+	// Counted when the refused handshake returns on the proxy's side,
+	// which may be after the client has seen the refusal.
+	waitUntil(t, 5*time.Second, "ssl.connection_error = 3", func() bool { return h.listenerStat("ingress", "ssl.connection_error") >= 3 })
 	if n := h.listenerStat("ingress", "ssl.connection_error"); n != 3 {
 		t.Errorf("ssl.connection_error = %d, want 3", n)
 	}
