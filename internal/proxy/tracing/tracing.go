@@ -138,16 +138,12 @@ func ParsePropagation(s string) []string {
 
 // Tracer records and exports the spans of one proxy.
 type Tracer struct {
-	cfg     Config
-	tp      *sdktrace.TracerProvider
-	tracer  trace.Tracer
-	extract propagation.TextMapPropagator
-	inject  propagation.TextMapPropagator
-	clear   []string // every trace header weft knows, canonical form
-	// canon maps the header names the propagators ask for (lower case)
-	// to their canonical form, which carrier looks up without
-	// canonicalizing (an allocation per name, per request).
-	canon       map[string]string
+	cfg         Config
+	tp          *sdktrace.TracerProvider
+	tracer      trace.Tracer
+	extract     propagation.TextMapPropagator
+	inject      propagation.TextMapPropagator
+	clear       []string    // every trace header weft knows, canonical form
 	attrs       sync.Pool   // *[]attribute.KeyValue for Done; the SDK copies them
 	statusCodes [600]string // status codes as text, for the status_code tag
 	queue       *queue
@@ -235,17 +231,10 @@ func New(ctx context.Context, cfg Config, st *stats.Store, log *slog.Logger) (*T
 		inj = append(inj, all[f])
 	}
 	t.inject = propagation.NewCompositeTextMapPropagator(inj...)
-	t.canon = map[string]string{}
-	known := []string{"traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags", "x-amzn-trace-id"}
-	for _, f := range append(append(known, t.extract.Fields()...), t.inject.Fields()...) {
-		t.canon[f] = http.CanonicalHeaderKey(f)
-		t.canon[strings.ToLower(f)] = http.CanonicalHeaderKey(f)
-	}
 	for _, f := range t.extract.Fields() {
 		t.clear = append(t.clear, http.CanonicalHeaderKey(f))
 	}
 	t.clear = append(t.clear, "B3") // b3's Fields lists the single header under "b3"
-	t.canon["b3"] = "B3"
 	return t, nil
 }
 
@@ -342,7 +331,7 @@ type filter struct {
 func (f *filter) DecodeHeaders(x httpconn.Exchange, slot *any) *httpconn.LocalReply {
 	r := x.Request()
 	t := f.t
-	ctx := t.extract.Extract(context.Background(), carrier{r.Header, t.canon})
+	ctx := t.extract.Extract(context.Background(), carrier(r.Header))
 	if f.sampler != nil {
 		ctx = context.WithValue(ctx, samplerKey{}, f.sampler)
 	}
@@ -351,7 +340,7 @@ func (f *filter) DecodeHeaders(x httpconn.Exchange, slot *any) *httpconn.LocalRe
 	for _, h := range t.clear {
 		delete(r.Header, h) // canonical already: no need for Del's work
 	}
-	t.inject.Inject(ctx, carrier{r.Header, t.canon})
+	t.inject.Inject(ctx, carrier(r.Header))
 	*slot = span
 	return nil
 }
@@ -416,29 +405,46 @@ func (f *filter) Done(x httpconn.Exchange, slot any) {
 
 // carrier is propagation.HeaderCarrier without a canonicalization (and
 // its allocation) per header name: the propagators ask for a fixed set of
-// names, canon's keys.
-type carrier struct {
-	h     http.Header
-	canon map[string]string
-}
+// names, which canonicalKey knows. Being a map, it is stored in the
+// propagators' TextMapCarrier interface without an allocation.
+type carrier http.Header
 
-func (c carrier) key(k string) string {
-	if ck, ok := c.canon[k]; ok {
-		return ck
+// canonicalKey is http.CanonicalHeaderKey for the names the propagators
+// ask for, without its work.
+func canonicalKey(k string) string {
+	switch k {
+	case "traceparent":
+		return "Traceparent"
+	case "tracestate":
+		return "Tracestate"
+	case "b3":
+		return "B3"
+	case "x-b3-traceid":
+		return "X-B3-Traceid"
+	case "x-b3-spanid":
+		return "X-B3-Spanid"
+	case "x-b3-parentspanid":
+		return "X-B3-Parentspanid"
+	case "x-b3-sampled":
+		return "X-B3-Sampled"
+	case "x-b3-flags":
+		return "X-B3-Flags"
+	case "X-Amzn-Trace-Id", "x-amzn-trace-id":
+		return "X-Amzn-Trace-Id"
 	}
 	return http.CanonicalHeaderKey(k)
 }
 
 func (c carrier) Get(k string) string {
-	if v := c.h[c.key(k)]; len(v) > 0 {
+	if v := c[canonicalKey(k)]; len(v) > 0 {
 		return v[0]
 	}
 	return ""
 }
 
-func (c carrier) Set(k, v string) { c.h[c.key(k)] = []string{v} }
+func (c carrier) Set(k, v string) { c[canonicalKey(k)] = []string{v} }
 
-func (c carrier) Keys() []string { return propagation.HeaderCarrier(c.h).Keys() }
+func (c carrier) Keys() []string { return propagation.HeaderCarrier(c).Keys() }
 
 // ifPresent extracts with p only when the carrier holds one of names.
 type ifPresent struct {
