@@ -6,17 +6,20 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
-// queue is a span processor with a bounded queue: OnEnd never blocks (a
-// full queue drops the span and counts it), and one goroutine (run)
-// exports batches with a timeout. The SDK's batch processor drops too,
-// but keeps no count a proxy can show in its stats.
+// queue holds finished sampled spans for export, bounded: add never
+// blocks (a full queue drops the span and counts it), and one goroutine
+// (run) exports batches with a timeout. It takes the place of the SDK's
+// batch span processor, which drops too but keeps no count a proxy can
+// show in its stats, and of the SDK's processor pipeline altogether: see
+// Tracer.end for why.
 //
-// OnEnd appends to a slice under a mutex and wakes the exporter only when
+// add appends to a slice under a mutex and wakes the exporter only when
 // a batch is full; otherwise the exporter wakes on its timer (batchDelay).
 // A channel send per span, as this queue had before, woke the exporter
 // goroutine for every sampled request: at 1,000 requests/s that was a
@@ -41,9 +44,24 @@ type queue struct {
 	// pending are the spans ended since the exporter last took them;
 	// protected by mu. At most size: the exporter holds at most one more
 	// such slice while it exports (spare, when it is done).
-	pending []sdktrace.ReadOnlySpan
-	spare   []sdktrace.ReadOnlySpan // only run's goroutine uses it
+	pending []ended
+	spare   []ended                 // only run's goroutine uses it
+	ro      []sdktrace.ReadOnlySpan // what is exported, pointing into spare; only run's goroutine uses it
+	// attrs recycles the attribute slices of exported spans
+	// (*[]attribute.KeyValue).
+	attrs sync.Pool
 }
+
+// ended is a finished sampled span and the attributes the tracing filter
+// recorded for it, which stay out of the SDK's span (Tracer.end).
+type ended struct {
+	sdktrace.ReadOnlySpan
+	attrs *[]attribute.KeyValue
+}
+
+// Attributes are the filter's, in the order it recorded them; their keys
+// are distinct by construction, so there is nothing to de-duplicate.
+func (e *ended) Attributes() []attribute.KeyValue { return *e.attrs }
 
 func newQueue(exp sdktrace.SpanExporter, size, batch int, timeout time.Duration, sc stats.Scope, log *slog.Logger) *queue {
 	return &queue{exp: exp, size: size, batch: batch, timeout: timeout, delay: batchDelay,
@@ -51,23 +69,37 @@ func newQueue(exp sdktrace.SpanExporter, size, batch int, timeout time.Duration,
 		exportErr: sc.Counter("export_error"), log: log, wake: make(chan struct{}, 1)}
 }
 
-func (q *queue) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
-
-func (q *queue) OnEnd(s sdktrace.ReadOnlySpan) {
-	if !s.SpanContext().IsSampled() {
-		return
+// attrSlice returns an empty attribute slice for a span, recycled from
+// an exported one when there is one.
+func (q *queue) attrSlice() *[]attribute.KeyValue {
+	if ap, _ := q.attrs.Get().(*[]attribute.KeyValue); ap != nil {
+		return ap
 	}
+	return new([]attribute.KeyValue)
+}
+
+// release recycles a span's attribute slice once nothing reads it.
+func (q *queue) release(ap *[]attribute.KeyValue) {
+	clear(*ap) // the strings may go
+	*ap = (*ap)[:0]
+	q.attrs.Put(ap)
+}
+
+// add queues a finished sampled span for export, or drops and counts it
+// when the queue is full.
+func (q *queue) add(e ended) {
 	q.mu.Lock()
 	n := len(q.pending)
 	if n >= q.size {
 		q.mu.Unlock()
 		q.dropped.Inc()
+		q.release(e.attrs)
 		return
 	}
 	if q.pending == nil {
-		q.pending = make([]sdktrace.ReadOnlySpan, 0, q.size)
+		q.pending = make([]ended, 0, q.size)
 	}
-	q.pending = append(q.pending, s)
+	q.pending = append(q.pending, e)
 	q.mu.Unlock()
 	// Wake the exporter once, when the pending spans first fill a batch
 	// (or the queue, when it is smaller than a batch).
@@ -78,12 +110,6 @@ func (q *queue) OnEnd(s sdktrace.ReadOnlySpan) {
 		}
 	}
 }
-
-// Shutdown and ForceFlush belong to the SDK's life cycle; run owns the
-// export loop, so there is nothing left to do when they are called.
-func (q *queue) Shutdown(ctx context.Context) error { return q.exp.Shutdown(ctx) }
-
-func (q *queue) ForceFlush(context.Context) error { return nil }
 
 // run exports until ctx ends, then exports what is pending once more.
 // Exports outlive ctx by at most shutdownFlush, whatever the export
@@ -116,7 +142,11 @@ func (q *queue) drain(ctx context.Context) {
 	spans := q.pending
 	q.pending = q.spare
 	q.mu.Unlock()
-	b := spans
+	ro := q.ro[:0]
+	for i := range spans {
+		ro = append(ro, &spans[i])
+	}
+	b := ro
 	for len(b) > 0 && ctx.Err() == nil {
 		n := min(len(b), q.batch)
 		q.export(ctx, b[:n])
@@ -126,8 +156,13 @@ func (q *queue) drain(ctx context.Context) {
 	if len(b) > 0 {
 		q.dropped.Add(int64(len(b)))
 	}
+	// The exporters are done with the spans once ExportSpans returns.
+	for i := range spans {
+		q.release(spans[i].attrs)
+	}
+	clear(ro)
 	clear(spans) // the spans may go
-	q.spare = spans[:0]
+	q.ro, q.spare = ro[:0], spans[:0]
 }
 
 func (q *queue) export(ctx context.Context, buf []sdktrace.ReadOnlySpan) {

@@ -29,12 +29,14 @@ func newTestTracer(t *testing.T, endpoint string, queueSize, batch int) (*Tracer
 	return tr, st
 }
 
-// endSpans records n finished spans with two attributes each.
+// endSpans records n finished spans with two attributes each, as the
+// tracing filter does.
 func endSpans(tr *Tracer, n int) {
 	for i := range n {
 		_, s := tr.tracer.Start(context.Background(), "span")
-		s.SetAttributes(attribute.Int("i", i), attribute.String("http.method", "GET"))
-		s.End()
+		ap := tr.queue.attrSlice()
+		*ap = append(*ap, attribute.Int("i", i), attribute.String("http.method", "GET"))
+		tr.end(s, ap)
 	}
 }
 
