@@ -24,8 +24,8 @@ import (
 // A channel send per span, as this queue had before, woke the exporter
 // goroutine for every sampled request: at 1,000 requests/s that was a
 // thousand goroutine wake-ups a second (the scheduler finding it a thread,
-// futex wakes), which a CPU profile of a sidecar at a fixed 1,000
-// requests/s put at about a third of what 100 % sampling cost
+// futex wakes): in CPU profiles of a sidecar at a fixed 1,000
+// requests/s, the largest part of what 100 % sampling added
 // (docs/bench/proxy.md, "Observability overhead").
 type queue struct {
 	exp       sdktrace.SpanExporter
@@ -38,7 +38,7 @@ type queue struct {
 	exportErr *stats.Counter
 	log       *slog.Logger
 
-	// wake holds one token when a batch is ready; OnEnd never waits on it.
+	// wake holds one token when a batch is ready; add never waits on it.
 	wake chan struct{}
 	mu   sync.Mutex
 	// pending are the spans ended since the exporter last took them;

@@ -61,7 +61,8 @@ const (
 // Limits.
 const (
 	// DefaultQueueSize bounds the finished spans waiting for export; more
-	// are dropped and counted.
+	// are dropped and counted. (The exporter holds at most as many again:
+	// those it took and is sending.)
 	DefaultQueueSize = 2048
 	// DefaultBatchSize is the most spans sent in one export.
 	DefaultBatchSize = 256
