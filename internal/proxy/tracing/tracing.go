@@ -414,6 +414,9 @@ func (t *Tracer) end(span trace.Span, ap *[]attribute.KeyValue) {
 	span.End()
 	ro, ok := span.(sdktrace.ReadOnlySpan)
 	if !ok || !ro.SpanContext().IsSampled() {
+		if !ok && span.SpanContext().IsSampled() {
+			t.queue.dropped.Inc() // not the SDK's span: nothing to export
+		}
 		t.queue.release(ap)
 		return
 	}
