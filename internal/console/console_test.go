@@ -290,19 +290,34 @@ func TestAssetsHashedURLs(t *testing.T) {
 	if strings.Contains(withAuth.Body.String(), "data-auth") {
 		t.Fatalf("the index of a server with sign-in says it has none")
 	}
-	start := strings.Index(index, `<script type="importmap">`)
-	end := strings.Index(index, `</script>`)
-	if start < 0 || end < start {
-		t.Fatalf("no import map in the index:\n%s", index)
+	// Two inline scripts, each allowed by its hash: the first page's
+	// read, started before the modules load, and the import map.
+	inline := func(index, open string) string {
+		t.Helper()
+		start := strings.Index(index, open)
+		if start < 0 {
+			t.Fatalf("no %s in the index:\n%s", open, index)
+		}
+		end := start + strings.Index(index[start:], `</script>`)
+		return index[start+len(open) : end]
 	}
-	imap := index[start+len(`<script type="importmap">`) : end]
-	sum := sha256.Sum256([]byte(imap))
+	hash := func(s string) string {
+		sum := sha256.Sum256([]byte(s))
+		return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	}
+	imap, first := inline(index, `<script type="importmap">`), inline(index, `<script>`)
 	csp := w.Header().Get("Content-Security-Policy")
-	if !strings.Contains(csp, "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"';") {
-		t.Fatalf("the index's policy %q does not allow its import map", csp)
+	if !strings.Contains(csp, "script-src 'self' "+hash(imap)+" "+hash(first)+";") || !strings.Contains(first, "'/v20190125/meshes?limit=50'") {
+		t.Fatalf("the index's policy %q does not allow its import map and first read %q", csp, first)
 	}
-	if strings.Contains(csp, "unsafe-") || strings.Count(index, "<script") != 2 {
-		t.Fatalf("the index needs more than its import map inline, or its policy allows it: %q\n%s", csp, index)
+	if strings.Contains(csp, "unsafe-") || strings.Count(index, "<script") != 3 {
+		t.Fatalf("the index needs more inline scripts, or its policy allows them: %q\n%s", csp, index)
+	}
+	// With sign-in, the first read waits for the session (its CSRF
+	// token): no inline read.
+	authIndex := withAuth.Body.String()
+	if strings.Count(authIndex, "<script") != 2 || !strings.Contains(withAuth.Header().Get("Content-Security-Policy"), "script-src 'self' "+hash(inline(authIndex, `<script type="importmap">`))+";") {
+		t.Fatalf("index with sign-in: %q\n%s", withAuth.Header().Get("Content-Security-Policy"), authIndex)
 	}
 	var m struct{ Imports map[string]string }
 	if err := json.Unmarshal([]byte(imap), &m); err != nil {

@@ -14,6 +14,16 @@ export class ApiError extends Error {
   toString() { return `${this.type}: ${this.message}`; }
 }
 
+// firstRead returns the answer of the call the index started before the
+// modules loaded (the first page's list, on a server without sign-in),
+// once, when this request is that call; else null.
+async function firstRead(method, path, headers) {
+  const pre = window.weftFirstRead;
+  if (!pre || method !== 'GET' || pre.url !== path || Object.keys(headers).length) return null;
+  window.weftFirstRead = null;
+  try { return await pre.res; } catch { return null; } // ask again
+}
+
 export async function request(method, path, body, headers = {}) {
   const h = { ...headers };
   if (session.csrf) h['X-Weft-Csrf'] = session.csrf;
@@ -22,7 +32,7 @@ export async function request(method, path, body, headers = {}) {
     payload = JSON.stringify(body);
     if (!h['Content-Type']) h['Content-Type'] = 'application/json';
   }
-  const res = await fetch(path, { method, headers: h, body: payload, credentials: 'same-origin', cache: 'no-store' });
+  const res = await firstRead(method, path, h) || await fetch(path, { method, headers: h, body: payload, credentials: 'same-origin', cache: 'no-store' });
   const text = await res.text();
   let data = null;
   if (text) {
