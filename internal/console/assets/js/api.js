@@ -167,8 +167,10 @@ export async function traffic(mesh) {
 // fetch so the CSRF header can be sent), calling on(type, data) for each
 // event, reconnecting after a second when the stream ends, until stop().
 // after(), when given, names the revision a reconnect resumes after (0:
-// none, the stream starts now).
-export function events(mesh, on, after) {
+// none, the stream starts now). snapshot(), when given and true on a
+// connection that resumes nothing, asks the server for the mesh's
+// resources first ("snapshot" events, then "snapshot-end").
+export function events(mesh, on, after, snapshot) {
   const ctl = new AbortController();
   let stopped = false;
   const run = async () => {
@@ -177,7 +179,8 @@ export function events(mesh, on, after) {
         const h = {};
         if (session.csrf) h['X-Weft-Csrf'] = session.csrf;
         const from = after ? after() : 0;
-        const res = await fetch(`/v1/events?mesh=${enc(mesh)}${from > 0 ? `&after=${from}` : ''}`, { headers: h, signal: ctl.signal, credentials: 'same-origin', cache: 'no-store' });
+        const q = from > 0 ? `&after=${from}` : snapshot && snapshot() ? '&snapshot=true' : '';
+        const res = await fetch(`/v1/events?mesh=${enc(mesh)}${q}`, { headers: h, signal: ctl.signal, credentials: 'same-origin', cache: 'no-store' });
         if (!res.ok) { on('error', { status: res.status }); throw new Error(String(res.status)); }
         on('open', {});
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
