@@ -128,13 +128,19 @@ func (h *Handler) buildIndex() {
 	} else {
 		b.Write(head)
 	}
-	fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
+	// The import map first: no stylesheet is pending, so nothing can hold
+	// it up.
 	fmt.Fprintf(&b, "<script type=\"importmap\">%s</script>\n", imap)
+	fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
 	for _, name := range firstView {
 		fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"%s\">\n", url(name))
 	}
-	fmt.Fprintf(&b, "<script type=\"module\" src=\"%s\"></script>", url("js/app.js"))
-	b.Write(idx.body[j:])
+	// The app module at the end of the body, async: it runs as soon as its
+	// modules are ready (the elements it uses are parsed by then), instead
+	// of waiting for the whole document as a deferred module does.
+	tail := idx.body[j:]
+	app := fmt.Sprintf("<script type=\"module\" async src=\"%s\"></script>\n</body>", url("js/app.js"))
+	b.Write(bytes.Replace(tail, []byte("</body>"), []byte(app), 1))
 	h.files["index.html"] = newAsset("index.html", b.Bytes())
 	src := "script-src 'self'"
 	for _, s := range inline {
