@@ -89,17 +89,27 @@ func New(sessions *Sessions) *Handler {
 		h.files[name] = newAsset(name, b)
 		return nil
 	})
-	h.buildIndex()
+	bu, err := buildBundle()
+	if err != nil {
+		bu = nil // the modules as they are, through the import map (TestBundle keeps this from happening)
+	}
+	if bu != nil {
+		for name, b := range bu.files {
+			h.files[bundleDir+name] = newAsset(name, b)
+		}
+	}
+	h.buildIndex(bu)
 	return h
 }
 
 // buildIndex writes into index.html the links to the other assets at
-// their content-hashed URLs (name?v=hash, cached for a year: a new binary
-// with other content links to other URLs). The modules import each other
-// by plain relative names ("./api.js"); an import map sends each to its
-// hashed URL. The index itself stays small and is revalidated on each
-// load.
-func (h *Handler) buildIndex() {
+// their content-hashed URLs (name?v=hash, or the bundle's hashed names,
+// cached for a year: a new binary with other content links to other
+// URLs). With the bundle bu, the index loads its entry and preloads the
+// chunks it imports. Without it, the modules import each other by plain
+// relative names ("./api.js"), and an import map sends each to its hashed
+// URL. The index itself stays small and is revalidated on each load.
+func (h *Handler) buildIndex(bu *bundle) {
 	idx := h.files["index.html"]
 	i := bytes.Index(idx.body, []byte(assetsMarker))
 	if i < 0 {
@@ -128,18 +138,28 @@ func (h *Handler) buildIndex() {
 	} else {
 		b.Write(head)
 	}
-	// The import map first: no stylesheet is pending, so nothing can hold
-	// it up.
-	fmt.Fprintf(&b, "<script type=\"importmap\">%s</script>\n", imap)
-	fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
-	for _, name := range firstView {
-		fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"%s\">\n", url(name))
+	appURL := url("js/app.js")
+	if bu != nil {
+		inline = inline[1:] // no import map
+		fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
+		for _, name := range append([]string{bu.entry}, bu.preload...) {
+			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"/console/%s%s\">\n", bundleDir, name)
+		}
+		appURL = "/console/" + bundleDir + bu.entry
+	} else {
+		// The import map first: no stylesheet is pending, so nothing can
+		// hold it up.
+		fmt.Fprintf(&b, "<script type=\"importmap\">%s</script>\n", imap)
+		fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
+		for _, name := range firstView {
+			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"%s\">\n", url(name))
+		}
 	}
 	// The app module at the end of the body, async: it runs as soon as its
 	// modules are ready (the elements it uses are parsed by then), instead
 	// of waiting for the whole document as a deferred module does.
 	tail := idx.body[j:]
-	app := fmt.Sprintf("<script type=\"module\" async src=\"%s\"></script>\n</body>", url("js/app.js"))
+	app := fmt.Sprintf("<script type=\"module\" async src=\"%s\"></script>\n</body>", appURL)
 	b.Write(bytes.Replace(tail, []byte("</body>"), []byte(app), 1))
 	h.files["index.html"] = newAsset("index.html", b.Bytes())
 	src := "script-src 'self'"
@@ -212,7 +232,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
 	hd.Set("Content-Type", a.ctype)
 	hd.Set("ETag", a.etag)
-	if rest != "index.html" && r.URL.Query().Get("v") == a.version {
+	if strings.HasPrefix(rest, bundleDir) || (rest != "index.html" && r.URL.Query().Get("v") == a.version) {
 		// A content-hashed URL: what it names never changes.
 		hd.Set("Cache-Control", "public, max-age=31536000, immutable")
 	} else {

@@ -5,12 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -272,8 +272,8 @@ func TestAssetsServed(t *testing.T) {
 }
 
 // TestAssetsHashedURLs: the index links every asset at a content-hashed
-// URL that may be cached for a year, allows its import map by hash, and is
-// itself revalidated on each load.
+// URL that may be cached for a year, allows its one inline script by hash,
+// and is itself revalidated on each load.
 func TestAssetsHashedURLs(t *testing.T) {
 	h := New(nil)
 	w := httptest.NewRecorder()
@@ -290,8 +290,8 @@ func TestAssetsHashedURLs(t *testing.T) {
 	if strings.Contains(withAuth.Body.String(), "data-auth") {
 		t.Fatalf("the index of a server with sign-in says it has none")
 	}
-	// Two inline scripts, each allowed by its hash: the first page's
-	// read, started before the modules load, and the import map.
+	// One inline script, allowed by its hash: the first page's read,
+	// started before the modules load.
 	inline := func(index, open string) string {
 		t.Helper()
 		start := strings.Index(index, open)
@@ -301,38 +301,47 @@ func TestAssetsHashedURLs(t *testing.T) {
 		end := start + strings.Index(index[start:], `</script>`)
 		return index[start+len(open) : end]
 	}
-	hash := func(s string) string {
-		sum := sha256.Sum256([]byte(s))
-		return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
-	}
-	imap, first := inline(index, `<script type="importmap">`), inline(index, `<script>`)
+	first := inline(index, `<script>`)
+	sum := sha256.Sum256([]byte(first))
 	csp := w.Header().Get("Content-Security-Policy")
-	if !strings.Contains(csp, "script-src 'self' "+hash(imap)+" "+hash(first)+";") || !strings.Contains(first, "'/v20190125/meshes?limit=50'") {
-		t.Fatalf("the index's policy %q does not allow its import map and first read %q", csp, first)
+	if !strings.Contains(csp, "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"';") || !strings.Contains(first, "'/v20190125/meshes?limit=50'") {
+		t.Fatalf("the index's policy %q does not allow its first read %q", csp, first)
 	}
-	if strings.Contains(csp, "unsafe-") || strings.Count(index, "<script") != 3 {
+	if strings.Contains(csp, "unsafe-") || strings.Count(index, "<script") != 2 {
 		t.Fatalf("the index needs more inline scripts, or its policy allows them: %q\n%s", csp, index)
 	}
 	// With sign-in, the first read waits for the session (its CSRF
-	// token): no inline read.
+	// token): no inline script at all.
 	authIndex := withAuth.Body.String()
-	if strings.Count(authIndex, "<script") != 2 || !strings.Contains(withAuth.Header().Get("Content-Security-Policy"), "script-src 'self' "+hash(inline(authIndex, `<script type="importmap">`))+";") {
+	if strings.Count(authIndex, "<script") != 1 || withAuth.Header().Get("Content-Security-Policy") != basePolicy {
 		t.Fatalf("index with sign-in: %q\n%s", withAuth.Header().Get("Content-Security-Policy"), authIndex)
 	}
-	var m struct{ Imports map[string]string }
-	if err := json.Unmarshal([]byte(imap), &m); err != nil {
-		t.Fatal(err)
+	// The app's bundle and the chunks it imports are preloaded, at
+	// content-hashed names cached for a year; the modules themselves are
+	// still served as they are, revalidated.
+	var bundled []string
+	for _, m := range regexp.MustCompile(`href="(/console/b/[^"]+)"`).FindAllStringSubmatch(index, -1) {
+		bundled = append(bundled, m[1])
 	}
-	if len(m.Imports) < 10 || !strings.Contains(index, m.Imports["/console/js/app.js"]) {
-		t.Fatalf("import map %v; index:\n%s", m.Imports, index)
+	entry := regexp.MustCompile(`<script type="module" async src="(/console/b/app-[A-Z0-9]+\.js)"></script>\n</body>`).FindStringSubmatch(index)
+	if len(bundled) < 2 || entry == nil || bundled[0] != entry[1] {
+		t.Fatalf("bundle links %v, entry %v:\n%s", bundled, entry, index)
 	}
-	for plain, hashed := range m.Imports {
-		for _, c := range []struct{ url, cache string }{{hashed, "public, max-age=31536000, immutable"}, {plain, "no-cache"}, {plain + "?v=stale", "no-cache"}} {
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, httptest.NewRequest("GET", c.url, nil))
-			if w.Code != 200 || w.Header().Get("Cache-Control") != c.cache {
-				t.Fatalf("%s: %d, Cache-Control %q, want %q", c.url, w.Code, w.Header().Get("Cache-Control"), c.cache)
-			}
+	for _, c := range []struct{ url, cache string }{{bundled[0], "public, max-age=31536000, immutable"}, {bundled[1], "public, max-age=31536000, immutable"},
+		{"/console/js/api.js", "no-cache"}, {"/console/app.css?v=stale", "no-cache"}} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", c.url, nil))
+		if w.Code != 200 || w.Header().Get("Cache-Control") != c.cache {
+			t.Fatalf("%s: %d, Cache-Control %q, want %q", c.url, w.Code, w.Header().Get("Cache-Control"), c.cache)
 		}
+	}
+	css := regexp.MustCompile(`href="(/console/app\.css\?v=[0-9a-f]+)"`).FindStringSubmatch(index)
+	if css == nil {
+		t.Fatalf("no hashed stylesheet link:\n%s", index)
+	}
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", css[1], nil))
+	if w.Header().Get("Cache-Control") != "public, max-age=31536000, immutable" {
+		t.Fatalf("%s: Cache-Control %q", css[1], w.Header().Get("Cache-Control"))
 	}
 }
