@@ -345,3 +345,61 @@ func TestAssetsHashedURLs(t *testing.T) {
 		t.Fatalf("%s: Cache-Control %q", css[1], w.Header().Get("Cache-Control"))
 	}
 }
+
+// TestEventsSnapshotLimit: a mesh with more resources than MaxSnapshot is
+// sent in part, in chunks, and snapshot-end says it is incomplete (the
+// console then reads the mesh through the API); other meshes' resources
+// are not in it.
+func TestEventsSnapshotLimit(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const owner = "111122223333"
+	if _, err := st.Update(t.Context(), func(tx store.Tx) error {
+		for _, m := range []string{"m", "other"} {
+			if err := tx.Put(appmesh.MeshKey(owner, m), []byte(`{}`)); err != nil {
+				return err
+			}
+			for i := range 600 {
+				ref := appmesh.Ref{Owner: owner, Mesh: m, Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("n%03d", i)}
+				if err := tx.Put(ref.Key(), []byte(`{"virtualNodeName":"`+ref.Name+`"}`)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		max, want int
+		complete  bool
+	}{{0, 600, true}, {500, 500, false}} {
+		srv := httptest.NewServer(NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return owner }, MaxSnapshot: c.max}))
+		res, err := http.Get(srv.URL + "/v1/events?mesh=m&snapshot=true")
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("stream: %v %v", res, err)
+		}
+		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(nil, 1<<20)
+		got, chunks, end := 0, 0, ""
+		for end == "" && sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			switch {
+			case !ok:
+			case strings.HasPrefix(data, `{"resources":`):
+				chunks++
+				got += strings.Count(data, `"kind":"virtualNode"`) // other's would make it 1,200
+			case strings.Contains(data, `"complete"`):
+				end = data
+			}
+		}
+		res.Body.Close()
+		srv.Close()
+		if got != c.want || chunks != (c.want+snapshotChunk-1)/snapshotChunk || !strings.Contains(end, fmt.Sprintf(`"complete":%v`, c.complete)) {
+			t.Fatalf("MaxSnapshot %d: %d resources in %d chunks, end %s; want %d, complete %v", c.max, got, chunks, end, c.want, c.complete)
+		}
+	}
+}
