@@ -69,8 +69,12 @@ func newAsset(name string, b []byte) *asset {
 // endpoints under /console/api/.
 type Handler struct {
 	files    map[string]*asset // by path under assets/, "index.html" ...
-	indexCSP string            // the index's policy: the base one and its import map's hash
-	sessions *Sessions         // nil: no credentials file, no sign-in
+	indexCSP string            // the index's policy: the base one and its inline scripts' hashes
+	// indexLink is the index's Link header: the stylesheet and the first
+	// page's modules, which the browser starts fetching when the
+	// response's headers arrive, before it parses the index.
+	indexLink string
+	sessions  *Sessions // nil: no credentials file, no sign-in
 }
 
 // New returns the console's handler. sessions is nil when the server runs
@@ -142,9 +146,12 @@ func (h *Handler) buildIndex(bu *bundle) {
 	if bu != nil {
 		inline = inline[1:] // no import map
 		fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
+		links := []string{"<" + url("app.css") + ">; rel=preload; as=style"}
 		for _, name := range append([]string{bu.entry}, bu.preload...) {
 			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"/console/%s%s\">\n", bundleDir, name)
+			links = append(links, "</console/"+bundleDir+name+">; rel=modulepreload")
 		}
+		h.indexLink = strings.Join(links, ", ")
 		appURL = "/console/" + bundleDir + bu.entry
 	} else {
 		// The import map first: no stylesheet is pending, so nothing can
@@ -205,6 +212,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rest, ok := strings.CutPrefix(r.URL.Path, "/console/")
 	if (rest == "" || rest == "index.html") && h.indexCSP != "" {
 		securityHeaders(w, h.indexCSP)
+		if h.indexLink != "" {
+			w.Header().Set("Link", h.indexLink)
+		}
 	} else {
 		securityHeaders(w, basePolicy)
 	}

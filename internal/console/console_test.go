@@ -327,6 +327,13 @@ func TestAssetsHashedURLs(t *testing.T) {
 	if len(bundled) < 2 || entry == nil || bundled[0] != entry[1] {
 		t.Fatalf("bundle links %v, entry %v:\n%s", bundled, entry, index)
 	}
+	// The same in the response's Link header, fetched before the index
+	// is parsed.
+	for _, u := range bundled {
+		if link := w.Header().Get("Link"); !strings.Contains(link, "<"+u+">; rel=modulepreload") || !strings.Contains(link, "/console/app.css?v=") {
+			t.Fatalf("Link header %q lacks %s", link, u)
+		}
+	}
 	for _, c := range []struct{ url, cache string }{{bundled[0], "public, max-age=31536000, immutable"}, {bundled[1], "public, max-age=31536000, immutable"},
 		{"/console/js/api.js", "no-cache"}, {"/console/app.css?v=stale", "no-cache"}} {
 		w := httptest.NewRecorder()
