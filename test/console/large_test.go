@@ -1,7 +1,9 @@
 package console
 
 import (
+	"bufio"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -97,6 +99,22 @@ func TestConsoleLargeMesh(t *testing.T) {
 	}
 	parallel(t, reads, 6)
 	t.Logf("baseline: the same %d reads from Go over 6 connections took %v", len(reads), time.Since(start).Round(time.Millisecond))
+
+	// And the snapshot the topology reads, from Go: one event stream
+	// until snapshot-end.
+	start = time.Now()
+	resp, err := http.Get(e.base + "/v1/events?mesh=big&snapshot=true")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("events: %v %v", resp, err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 4<<20)
+	size := 0
+	for sc.Scan() && sc.Text() != "event: snapshot-end" {
+		size += len(sc.Bytes()) + 1
+	}
+	resp.Body.Close()
+	t.Logf("baseline: the mesh's snapshot from Go (GET /v1/events?snapshot=true, %d KB) took %v", size/1024, time.Since(start).Round(time.Millisecond))
 
 	e.run(t, "open the large topology",
 		chromedp.Navigate("about:blank"),

@@ -236,8 +236,10 @@ export async function topologyView(ctx, m) {
       trafficNote.textContent = traffic ? `traffic: last ${traffic.windowSeconds} s` : '';
     } catch (e) { traffic = null; }
   };
-  // reload reads the mesh (or takes the snapshot given) and draws it anew.
-  const reload = async (snapshot, t0 = performance.now()) => {
+  // reload reads the mesh (or takes the snapshot given) and draws it anew;
+  // sides, when given, is the proxies' and traffic's reading, started
+  // already.
+  const reload = async (snapshot, t0 = performance.now(), sides = null) => {
     // The page stays usable while the mesh is read; the status line says
     // how far it got (written at most once a frame).
     let shown = false, last = [0, 0];
@@ -253,7 +255,7 @@ export async function topologyView(ctx, m) {
     graph = build(m, data);
     lay = null;
     drawn = null;
-    await Promise.all([refreshProxies(), refreshTraffic()]);
+    await (sides || Promise.all([refreshProxies(), refreshTraffic()]));
     draw(!pz);
   };
   // Live: the event stream is opened first and asked for the mesh's
@@ -319,7 +321,8 @@ export async function topologyView(ctx, m) {
     if (type === 'closed') gotFirst(null);
   }, resume, () => !data);
   ctx.onLeave(stop);
-  await reload(await first, t0);
+  const sides = Promise.all([refreshProxies(), refreshTraffic()]); // while the snapshot comes
+  await reload(await first, t0, sides);
   ready = true;
   kick();
   const tick = setInterval(async () => { if (traffic) { await refreshTraffic(); draw(false); } }, 5000);
