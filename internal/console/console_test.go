@@ -353,10 +353,11 @@ func TestAssetsHashedURLs(t *testing.T) {
 	}
 }
 
-// TestEventsSnapshotLimit: a mesh with more resources than MaxSnapshot is
-// sent in part, in chunks, and snapshot-end says it is incomplete (the
-// console then reads the mesh through the API); other meshes' resources
-// are not in it.
+// TestEventsSnapshotLimit: a mesh with more than MaxSnapshotBytes of
+// resources is sent in part, in chunks, and snapshot-end says it is
+// incomplete (the console then reads the mesh through the API), as is
+// one asked for while MaxSnapshots are being sent; other meshes'
+// resources are not in it.
 func TestEventsSnapshotLimit(t *testing.T) {
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{NoSync: true})
 	if err != nil {
@@ -383,8 +384,13 @@ func TestEventsSnapshotLimit(t *testing.T) {
 	for _, c := range []struct {
 		max, want int
 		complete  bool
-	}{{0, 600, true}, {500, 500, false}} {
-		srv := httptest.NewServer(NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return owner }, MaxSnapshot: c.max}))
+		busy      bool // MaxSnapshots are being sent already
+	}{{0, 600, true, false}, {500 * len(`{"virtualNodeName":"n000"}`), 500, false, false}, {0, 0, false, true}} {
+		ev := NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return owner }, MaxSnapshotBytes: c.max, MaxSnapshots: 1})
+		if c.busy {
+			ev.snapshots <- struct{}{}
+		}
+		srv := httptest.NewServer(ev)
 		res, err := http.Get(srv.URL + "/v1/events?mesh=m&snapshot=true")
 		if err != nil || res.StatusCode != 200 {
 			t.Fatalf("stream: %v %v", res, err)
@@ -406,7 +412,7 @@ func TestEventsSnapshotLimit(t *testing.T) {
 		res.Body.Close()
 		srv.Close()
 		if got != c.want || chunks != (c.want+snapshotChunk-1)/snapshotChunk || !strings.Contains(end, fmt.Sprintf(`"complete":%v`, c.complete)) {
-			t.Fatalf("MaxSnapshot %d: %d resources in %d chunks, end %s; want %d, complete %v", c.max, got, chunks, end, c.want, c.complete)
+			t.Fatalf("MaxSnapshotBytes %d, busy %v: %d resources in %d chunks, end %s; want %d, complete %v", c.max, c.busy, got, chunks, end, c.want, c.complete)
 		}
 	}
 }

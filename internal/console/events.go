@@ -76,13 +76,14 @@ type EventsConfig struct {
 	// itself). Nil: streams end only with their request.
 	Stop <-chan struct{}
 
-	MaxSubscribers  int
-	WriteTimeout    time.Duration
-	ProxiesInterval time.Duration
-	KeepAlive       time.Duration
-	MaxStreamAge    time.Duration
-	MaxSnapshot     int // resources in one snapshot
-	Log             *slog.Logger
+	MaxSubscribers   int
+	WriteTimeout     time.Duration
+	ProxiesInterval  time.Duration
+	KeepAlive        time.Duration
+	MaxStreamAge     time.Duration
+	MaxSnapshotBytes int // resources' JSON in one snapshot
+	MaxSnapshots     int // snapshots being read or sent at once
+	Log              *slog.Logger
 }
 
 // Events serves GET /v1/events?mesh=M[&after=R|&snapshot=true] as
@@ -91,7 +92,7 @@ type EventsConfig struct {
 // current one); with snapshot=true, the mesh's resources at that revision
 // (those the caller may read) in "snapshot" events of up to 250, then
 // "snapshot-end" (complete false when the mesh had more than
-// MaxSnapshot); one
+// MaxSnapshotBytes, or MaxSnapshots were being sent already); one
 // "change" per resource of the mesh that is written or deleted, "proxies"
 // when the connected proxies' status changes, "resync" before the stream
 // ends because the store dropped the watch (the client reloads and
@@ -99,8 +100,9 @@ type EventsConfig struct {
 // MaxStreamAge (the client connects again with after=, its credentials
 // checked again).
 type Events struct {
-	cfg  EventsConfig
-	open atomic.Int64 // streams being served
+	cfg       EventsConfig
+	open      atomic.Int64  // streams being served
+	snapshots chan struct{} // one per snapshot being read or sent
 }
 
 // NewEvents returns the event stream handler.
@@ -120,13 +122,16 @@ func NewEvents(cfg EventsConfig) *Events {
 	if cfg.MaxStreamAge <= 0 {
 		cfg.MaxStreamAge = DefaultMaxStreamAge
 	}
-	if cfg.MaxSnapshot <= 0 {
-		cfg.MaxSnapshot = DefaultMaxSnapshot
+	if cfg.MaxSnapshotBytes <= 0 {
+		cfg.MaxSnapshotBytes = DefaultMaxSnapshotBytes
+	}
+	if cfg.MaxSnapshots <= 0 {
+		cfg.MaxSnapshots = DefaultMaxSnapshots
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Events{cfg: cfg}
+	return &Events{cfg: cfg, snapshots: make(chan struct{}, cfg.MaxSnapshots)}
 }
 
 func restError(w http.ResponseWriter, status int, code, msg string) {
@@ -160,13 +165,26 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	var exists, complete bool
 	var snap []Resource
+	reading := false // holds a snapshot slot
+	if snapshot {
+		select {
+		case e.snapshots <- struct{}{}:
+			reading = true
+			defer func() {
+				if reading {
+					<-e.snapshots
+				}
+			}()
+		default: // too many at once: an empty, incomplete one
+		}
+	}
 	rev, err := e.cfg.Store.View(ctx, func(tx store.Tx) error {
 		_, ok, err := tx.Get(appmesh.MeshKey(owner, mesh))
 		exists = ok
-		if err != nil || !ok || !snapshot {
+		if err != nil || !ok || !reading {
 			return err
 		}
-		snap, complete, err = readSnapshot(tx, owner, mesh, allowed, e.cfg.MaxSnapshot)
+		snap, complete, err = readSnapshot(tx, owner, mesh, allowed, e.cfg.MaxSnapshotBytes)
 		return err
 	})
 	if err != nil {
@@ -237,6 +255,10 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		snap = nil // the stream may last: let the collector have it
+		if reading {
+			<-e.snapshots
+			reading = false
+		}
 	}
 	digest := ""
 	var proxiesTick <-chan time.Time // nil: no proxies events

@@ -9,10 +9,16 @@ import (
 
 // Snapshot limits' defaults.
 const (
-	// DefaultMaxSnapshot bounds the resources one snapshot sends; a mesh
-	// with more is sent in part, and snapshot-end says so (the client
-	// then reads the mesh through the API).
-	DefaultMaxSnapshot = 50_000
+	// DefaultMaxSnapshotBytes bounds the resources' JSON one snapshot
+	// holds (a snapshot is read in one transaction, then sent, so it is
+	// held in memory meanwhile); a mesh with more is sent in part, and
+	// snapshot-end says so (the client then reads the mesh through the
+	// API). 1,251 resources of the benchmark's mesh are 0.7 MB.
+	DefaultMaxSnapshotBytes = 8 << 20
+	// DefaultMaxSnapshots bounds the snapshots being read or sent at
+	// once; a stream asking for one beyond it gets an empty, incomplete
+	// snapshot (the client reads the mesh through the API).
+	DefaultMaxSnapshots = 4
 	// snapshotChunk is the resources per "snapshot" event.
 	snapshotChunk = 250
 	// snapshotPage is the keys read from the store at a time.
@@ -30,11 +36,12 @@ type Resource struct {
 }
 
 // readSnapshot reads every resource of owner's mesh in tx that allowed
-// lets the caller read (nil: every one), at most max; complete is false
-// when there were more.
-func readSnapshot(tx store.Tx, owner, mesh string, allowed func(appmesh.Ref) bool, max int) (res []Resource, complete bool, err error) {
+// lets the caller read (nil: every one), at most maxBytes of their JSON;
+// complete is false when there were more.
+func readSnapshot(tx store.Tx, owner, mesh string, allowed func(appmesh.Ref) bool, maxBytes int) (res []Resource, complete bool, err error) {
 	prefix := appmesh.MeshChildrenPrefix(owner, mesh)
 	after := ""
+	size := 0
 	for {
 		kvs, err := tx.List(prefix, after, snapshotPage)
 		if err != nil {
@@ -45,7 +52,7 @@ func readSnapshot(tx store.Tx, owner, mesh string, allowed func(appmesh.Ref) boo
 			if !ok || ref.Kind == appmesh.KindMesh || (allowed != nil && !allowed(ref)) {
 				continue
 			}
-			if len(res) == max {
+			if size += len(kv.Value); size > maxBytes {
 				return res, false, nil
 			}
 			res = append(res, Resource{Kind: ref.Kind, Parent: ref.Parent, Name: ref.Name, Data: kv.Value})
