@@ -183,7 +183,7 @@ func (h *Handler) buildIndex(bu *bundle) {
 // again. It is the call the list makes itself (api.listPage), the same as
 // the CLI's.
 const firstRead = `if(!location.hash||location.hash==='#/meshes'){const u='/v20190125/meshes?limit=50';` +
-	`window.weftFirstRead={url:u,res:fetch(u,{credentials:'same-origin',cache:'no-store'})}}`
+	`window.weftFirstRead={url:u,res:fetch(u,{credentials:'same-origin',cache:'no-store'}).then((r)=>r.text().then((b)=>[r,b]))}}`
 
 // Sizes returns the assets' total size, raw and gzipped, in bytes.
 func (h *Handler) Sizes() (raw, gzipped int) {

@@ -134,6 +134,11 @@ func TestConsole(t *testing.T) {
 			  '; DOM interactive ' + f(n.domInteractive) + '; app module running ' + (app ? f(app.startTime) : '?') + '; API call ' + span(apiR) +
 			  '; DOMContentLoaded end ' + f(n.domContentLoadedEventEnd) + '; list drawn ' + f(view); })()`)
 		t.Logf("first page, from the request start: %s", parts)
+		// The list was asked for once: the page took the answer of the
+		// call its index started.
+		if n := eval[int](t, e, `performance.getEntriesByType('resource').filter((r) => r.name.includes('/v20190125/meshes')).length`); n != 1 {
+			t.Fatalf("the meshes list was read %d times, want once", n)
+		}
 		e.screenshot(t, "meshes-empty")
 		// Again, with the assets in the cache.
 		e.run(t, "reload", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"), chromedp.WaitVisible(css("#list-mesh")))

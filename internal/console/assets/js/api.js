@@ -15,8 +15,9 @@ export class ApiError extends Error {
 }
 
 // firstRead returns the answer of the call the index started before the
-// modules loaded (the first page's list, on a server without sign-in),
-// once, when this request is that call; else null.
+// modules loaded (the first page's list, on a server without sign-in), as
+// [response, body text] (the body read meanwhile too), once, when this
+// request is that call; else null.
 async function firstRead(method, path, headers) {
   const pre = window.weftFirstRead;
   if (!pre || method !== 'GET' || pre.url !== path || Object.keys(headers).length) return null;
@@ -32,8 +33,9 @@ export async function request(method, path, body, headers = {}) {
     payload = JSON.stringify(body);
     if (!h['Content-Type']) h['Content-Type'] = 'application/json';
   }
-  const res = await firstRead(method, path, h) || await fetch(path, { method, headers: h, body: payload, credentials: 'same-origin', cache: 'no-store' });
-  const text = await res.text();
+  const pre = await firstRead(method, path, h);
+  const res = pre ? pre[0] : await fetch(path, { method, headers: h, body: payload, credentials: 'same-origin', cache: 'no-store' });
+  const text = pre ? pre[1] : await res.text();
   let data = null;
   if (text) {
     try { data = JSON.parse(text); } catch { data = { message: text }; }
