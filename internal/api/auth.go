@@ -53,6 +53,16 @@ func Account(ctx context.Context) string {
 	return s
 }
 
+type callerKey struct{}
+
+// Caller returns the verified caller's key, or nil when the request was
+// not verified (no credentials file). A handler that reads several
+// resources for one request authorizes each with it (Key.Allowed).
+func Caller(ctx context.Context) *auth.Key {
+	k, _ := ctx.Value(callerKey{}).(*auth.Key)
+	return k
+}
+
 // check authenticates and authorizes r. On success it returns the request
 // to serve (its body replayable, its context carrying the account); on
 // failure it has written the AWS-shaped error.
@@ -125,7 +135,7 @@ func (g *Guard) check(w http.ResponseWriter, r *http.Request) (*http.Request, bo
 			return fail(err.(*auth.Error))
 		}
 	}
-	return r.WithContext(WithAccount(r.Context(), key.Account)), true
+	return r.WithContext(context.WithValue(WithAccount(r.Context(), key.Account), callerKey{}, key)), true
 }
 
 // WeftAction names weft's own endpoints under /v1/ as actions

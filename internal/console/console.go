@@ -69,8 +69,12 @@ func newAsset(name string, b []byte) *asset {
 // endpoints under /console/api/.
 type Handler struct {
 	files    map[string]*asset // by path under assets/, "index.html" ...
-	indexCSP string            // the index's policy: the base one and its import map's hash
-	sessions *Sessions         // nil: no credentials file, no sign-in
+	indexCSP string            // the index's policy: the base one and its inline scripts' hashes
+	// indexLink is the index's Link header: the stylesheet and the first
+	// page's modules, which the browser starts fetching when the
+	// response's headers arrive, before it parses the index.
+	indexLink string
+	sessions  *Sessions // nil: no credentials file, no sign-in
 }
 
 // New returns the console's handler. sessions is nil when the server runs
@@ -89,17 +93,27 @@ func New(sessions *Sessions) *Handler {
 		h.files[name] = newAsset(name, b)
 		return nil
 	})
-	h.buildIndex()
+	bu, err := buildBundle()
+	if err != nil {
+		bu = nil // the modules as they are, through the import map (TestBundle keeps this from happening)
+	}
+	if bu != nil {
+		for name, b := range bu.files {
+			h.files[bundleDir+name] = newAsset(name, b)
+		}
+	}
+	h.buildIndex(bu)
 	return h
 }
 
 // buildIndex writes into index.html the links to the other assets at
-// their content-hashed URLs (name?v=hash, cached for a year: a new binary
-// with other content links to other URLs). The modules import each other
-// by plain relative names ("./api.js"); an import map sends each to its
-// hashed URL. The index itself stays small and is revalidated on each
-// load.
-func (h *Handler) buildIndex() {
+// their content-hashed URLs (name?v=hash, or the bundle's hashed names,
+// cached for a year: a new binary with other content links to other
+// URLs). With the bundle bu, the index loads its entry and preloads the
+// chunks it imports. Without it, the modules import each other by plain
+// relative names ("./api.js"), and an import map sends each to its hashed
+// URL. The index itself stays small and is revalidated on each load.
+func (h *Handler) buildIndex(bu *bundle) {
 	idx := h.files["index.html"]
 	i := bytes.Index(idx.body, []byte(assetsMarker))
 	if i < 0 {
@@ -114,25 +128,62 @@ func (h *Handler) buildIndex() {
 		}
 	}
 	imap, _ := json.Marshal(map[string]any{"imports": imports}) // map keys are sorted: the same binary writes the same index
+	inline := [][]byte{imap}
 	head := idx.body[:i]
+	var b bytes.Buffer
 	if h.sessions == nil {
 		// No credentials file, so no sign-in: the page need not ask the
-		// server before its first API call.
+		// server before its first API call, and it starts it at once, in
+		// parallel with the modules (api.js takes the answer).
 		head = bytes.Replace(head, []byte("<html "), []byte(`<html data-auth="off" `), 1)
+		b.Write(head)
+		inline = append(inline, []byte(firstRead))
+		fmt.Fprintf(&b, "<script>%s</script>\n", firstRead)
+	} else {
+		b.Write(head)
 	}
-	var b bytes.Buffer
-	b.Write(head)
-	fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
-	fmt.Fprintf(&b, "<script type=\"importmap\">%s</script>\n", imap)
-	for _, name := range firstView {
-		fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"%s\">\n", url(name))
+	appURL := url("js/app.js")
+	if bu != nil {
+		inline = inline[1:] // no import map
+		fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
+		links := []string{"<" + url("app.css") + ">; rel=preload; as=style"}
+		for _, name := range append([]string{bu.entry}, bu.preload...) {
+			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"/console/%s%s\">\n", bundleDir, name)
+			links = append(links, "</console/"+bundleDir+name+">; rel=modulepreload")
+		}
+		h.indexLink = strings.Join(links, ", ")
+		appURL = "/console/" + bundleDir + bu.entry
+	} else {
+		// The import map first: no stylesheet is pending, so nothing can
+		// hold it up.
+		fmt.Fprintf(&b, "<script type=\"importmap\">%s</script>\n", imap)
+		fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
+		for _, name := range firstView {
+			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"%s\">\n", url(name))
+		}
 	}
-	fmt.Fprintf(&b, "<script type=\"module\" src=\"%s\"></script>", url("js/app.js"))
-	b.Write(idx.body[j:])
+	// The app module at the end of the body, async: it runs as soon as its
+	// modules are ready (the elements it uses are parsed by then), instead
+	// of waiting for the whole document as a deferred module does.
+	tail := idx.body[j:]
+	app := fmt.Sprintf("<script type=\"module\" async src=\"%s\"></script>\n</body>", appURL)
+	b.Write(bytes.Replace(tail, []byte("</body>"), []byte(app), 1))
 	h.files["index.html"] = newAsset("index.html", b.Bytes())
-	sum := sha256.Sum256(imap)
-	h.indexCSP = strings.Replace(basePolicy, "script-src 'self'", "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'", 1)
+	src := "script-src 'self'"
+	for _, s := range inline {
+		sum := sha256.Sum256(s)
+		src += " 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	}
+	h.indexCSP = strings.Replace(basePolicy, "script-src 'self'", src, 1)
 }
+
+// firstRead is the index's one inline script on a server without sign-in:
+// on the first page (the meshes list) it starts the list's API call while
+// the modules load; api.js's request takes the answer instead of asking
+// again. It is the call the list makes itself (api.listPage), the same as
+// the CLI's.
+const firstRead = `if(!location.hash||location.hash==='#/meshes'){const u='/v20190125/meshes?limit=50';` +
+	`window.weftFirstRead={url:u,res:fetch(u,{credentials:'same-origin',cache:'no-store'}).then((r)=>r.text().then((b)=>[r,b]))}}`
 
 // Sizes returns the assets' total size, raw and gzipped, in bytes.
 func (h *Handler) Sizes() (raw, gzipped int) {
@@ -161,6 +212,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rest, ok := strings.CutPrefix(r.URL.Path, "/console/")
 	if (rest == "" || rest == "index.html") && h.indexCSP != "" {
 		securityHeaders(w, h.indexCSP)
+		if h.indexLink != "" {
+			w.Header().Set("Link", h.indexLink)
+		}
 	} else {
 		securityHeaders(w, basePolicy)
 	}
@@ -188,7 +242,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
 	hd.Set("Content-Type", a.ctype)
 	hd.Set("ETag", a.etag)
-	if rest != "index.html" && r.URL.Query().Get("v") == a.version {
+	if strings.HasPrefix(rest, bundleDir) || (rest != "index.html" && r.URL.Query().Get("v") == a.version) {
 		// A content-hashed URL: what it names never changes.
 		hd.Set("Cache-Control", "public, max-age=31536000, immutable")
 	} else {

@@ -5,12 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -272,8 +272,8 @@ func TestAssetsServed(t *testing.T) {
 }
 
 // TestAssetsHashedURLs: the index links every asset at a content-hashed
-// URL that may be cached for a year, allows its import map by hash, and is
-// itself revalidated on each load.
+// URL that may be cached for a year, allows its one inline script by hash,
+// and is itself revalidated on each load.
 func TestAssetsHashedURLs(t *testing.T) {
 	h := New(nil)
 	w := httptest.NewRecorder()
@@ -290,34 +290,129 @@ func TestAssetsHashedURLs(t *testing.T) {
 	if strings.Contains(withAuth.Body.String(), "data-auth") {
 		t.Fatalf("the index of a server with sign-in says it has none")
 	}
-	start := strings.Index(index, `<script type="importmap">`)
-	end := strings.Index(index, `</script>`)
-	if start < 0 || end < start {
-		t.Fatalf("no import map in the index:\n%s", index)
+	// One inline script, allowed by its hash: the first page's read,
+	// started before the modules load.
+	inline := func(index, open string) string {
+		t.Helper()
+		start := strings.Index(index, open)
+		if start < 0 {
+			t.Fatalf("no %s in the index:\n%s", open, index)
+		}
+		end := start + strings.Index(index[start:], `</script>`)
+		return index[start+len(open) : end]
 	}
-	imap := index[start+len(`<script type="importmap">`) : end]
-	sum := sha256.Sum256([]byte(imap))
+	first := inline(index, `<script>`)
+	sum := sha256.Sum256([]byte(first))
 	csp := w.Header().Get("Content-Security-Policy")
-	if !strings.Contains(csp, "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"';") {
-		t.Fatalf("the index's policy %q does not allow its import map", csp)
+	if !strings.Contains(csp, "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"';") || !strings.Contains(first, "'/v20190125/meshes?limit=50'") {
+		t.Fatalf("the index's policy %q does not allow its first read %q", csp, first)
 	}
 	if strings.Contains(csp, "unsafe-") || strings.Count(index, "<script") != 2 {
-		t.Fatalf("the index needs more than its import map inline, or its policy allows it: %q\n%s", csp, index)
+		t.Fatalf("the index needs more inline scripts, or its policy allows them: %q\n%s", csp, index)
 	}
-	var m struct{ Imports map[string]string }
-	if err := json.Unmarshal([]byte(imap), &m); err != nil {
+	// With sign-in, the first read waits for the session (its CSRF
+	// token): no inline script at all.
+	authIndex := withAuth.Body.String()
+	if strings.Count(authIndex, "<script") != 1 || withAuth.Header().Get("Content-Security-Policy") != basePolicy {
+		t.Fatalf("index with sign-in: %q\n%s", withAuth.Header().Get("Content-Security-Policy"), authIndex)
+	}
+	// The app's bundle and the chunks it imports are preloaded, at
+	// content-hashed names cached for a year; the modules themselves are
+	// still served as they are, revalidated.
+	var bundled []string
+	for _, m := range regexp.MustCompile(`href="(/console/b/[^"]+)"`).FindAllStringSubmatch(index, -1) {
+		bundled = append(bundled, m[1])
+	}
+	entry := regexp.MustCompile(`<script type="module" async src="(/console/b/app-[A-Z0-9]+\.js)"></script>\n</body>`).FindStringSubmatch(index)
+	if len(bundled) < 2 || entry == nil || bundled[0] != entry[1] {
+		t.Fatalf("bundle links %v, entry %v:\n%s", bundled, entry, index)
+	}
+	// The same in the response's Link header, fetched before the index
+	// is parsed.
+	for _, u := range bundled {
+		if link := w.Header().Get("Link"); !strings.Contains(link, "<"+u+">; rel=modulepreload") || !strings.Contains(link, "/console/app.css?v=") {
+			t.Fatalf("Link header %q lacks %s", link, u)
+		}
+	}
+	for _, c := range []struct{ url, cache string }{{bundled[0], "public, max-age=31536000, immutable"}, {bundled[1], "public, max-age=31536000, immutable"},
+		{"/console/js/api.js", "no-cache"}, {"/console/app.css?v=stale", "no-cache"}} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", c.url, nil))
+		if w.Code != 200 || w.Header().Get("Cache-Control") != c.cache {
+			t.Fatalf("%s: %d, Cache-Control %q, want %q", c.url, w.Code, w.Header().Get("Cache-Control"), c.cache)
+		}
+	}
+	css := regexp.MustCompile(`href="(/console/app\.css\?v=[0-9a-f]+)"`).FindStringSubmatch(index)
+	if css == nil {
+		t.Fatalf("no hashed stylesheet link:\n%s", index)
+	}
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", css[1], nil))
+	if w.Header().Get("Cache-Control") != "public, max-age=31536000, immutable" {
+		t.Fatalf("%s: Cache-Control %q", css[1], w.Header().Get("Cache-Control"))
+	}
+}
+
+// TestEventsSnapshotLimit: a mesh with more than MaxSnapshotBytes of
+// resources is sent in part, in chunks, and snapshot-end says it is
+// incomplete (the console then reads the mesh through the API), as is
+// one asked for while MaxSnapshots are being sent; other meshes'
+// resources are not in it.
+func TestEventsSnapshotLimit(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{NoSync: true})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Imports) < 10 || !strings.Contains(index, m.Imports["/console/js/app.js"]) {
-		t.Fatalf("import map %v; index:\n%s", m.Imports, index)
-	}
-	for plain, hashed := range m.Imports {
-		for _, c := range []struct{ url, cache string }{{hashed, "public, max-age=31536000, immutable"}, {plain, "no-cache"}, {plain + "?v=stale", "no-cache"}} {
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, httptest.NewRequest("GET", c.url, nil))
-			if w.Code != 200 || w.Header().Get("Cache-Control") != c.cache {
-				t.Fatalf("%s: %d, Cache-Control %q, want %q", c.url, w.Code, w.Header().Get("Cache-Control"), c.cache)
+	defer st.Close()
+	const owner = "111122223333"
+	if _, err := st.Update(t.Context(), func(tx store.Tx) error {
+		for _, m := range []string{"m", "other"} {
+			if err := tx.Put(appmesh.MeshKey(owner, m), []byte(`{}`)); err != nil {
+				return err
 			}
+			for i := range 600 {
+				ref := appmesh.Ref{Owner: owner, Mesh: m, Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("n%03d", i)}
+				if err := tx.Put(ref.Key(), []byte(`{"virtualNodeName":"`+ref.Name+`"}`)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		max, want int
+		complete  bool
+		busy      bool // MaxSnapshots are being sent already
+	}{{0, 600, true, false}, {500 * len(`{"virtualNodeName":"n000"}`), 500, false, false}, {0, 0, false, true}} {
+		ev := NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return owner }, MaxSnapshotBytes: c.max, MaxSnapshots: 1})
+		if c.busy {
+			ev.snapshots <- struct{}{}
+		}
+		srv := httptest.NewServer(ev)
+		res, err := http.Get(srv.URL + "/v1/events?mesh=m&snapshot=true")
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("stream: %v %v", res, err)
+		}
+		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(nil, 1<<20)
+		got, chunks, end := 0, 0, ""
+		for end == "" && sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			switch {
+			case !ok:
+			case strings.HasPrefix(data, `{"resources":`):
+				chunks++
+				got += strings.Count(data, `"kind":"virtualNode"`) // other's would make it 1,200
+			case strings.Contains(data, `"complete"`):
+				end = data
+			}
+		}
+		res.Body.Close()
+		srv.Close()
+		if got != c.want || chunks != (c.want+snapshotChunk-1)/snapshotChunk || !strings.Contains(end, fmt.Sprintf(`"complete":%v`, c.complete)) {
+			t.Fatalf("MaxSnapshotBytes %d, busy %v: %d resources in %d chunks, end %s; want %d, complete %v", c.max, c.busy, got, chunks, end, c.want, c.complete)
 		}
 	}
 }

@@ -64,22 +64,35 @@ type EventsConfig struct {
 	// events); a change of it is sent as a "proxies" event.
 	ProxiesDigest func() string
 
+	// Allowed returns, for a request, whether its caller may read a
+	// resource, authorized exactly as the resource's Describe operation
+	// would be for that caller (DescribeAction on its ARN); nil, or a nil
+	// function, when every resource may be read (no credentials file). A
+	// snapshot holds, and change events name, only such resources.
+	Allowed func(r *http.Request) func(appmesh.Ref) bool
+
 	// Stop, when closed, ends every stream (the server is shutting down:
 	// a graceful shutdown waits for requests, and a stream never ends by
 	// itself). Nil: streams end only with their request.
 	Stop <-chan struct{}
 
-	MaxSubscribers  int
-	WriteTimeout    time.Duration
-	ProxiesInterval time.Duration
-	KeepAlive       time.Duration
-	MaxStreamAge    time.Duration
-	Log             *slog.Logger
+	MaxSubscribers   int
+	WriteTimeout     time.Duration
+	ProxiesInterval  time.Duration
+	KeepAlive        time.Duration
+	MaxStreamAge     time.Duration
+	MaxSnapshotBytes int // resources' JSON in one snapshot
+	MaxSnapshots     int // snapshots being read or sent at once
+	Log              *slog.Logger
 }
 
-// Events serves GET /v1/events?mesh=M[&after=R] as server-sent events:
-// "hello" with the revision the stream starts after (R when given and the
-// store still holds the history after it, else the current one), one
+// Events serves GET /v1/events?mesh=M[&after=R|&snapshot=true] as
+// server-sent events: "hello" with the revision the stream starts after (R
+// when given and the store still holds the history after it, else the
+// current one); with snapshot=true, the mesh's resources at that revision
+// (those the caller may read) in "snapshot" events of up to 250, then
+// "snapshot-end" (complete false when the mesh had more than
+// MaxSnapshotBytes, or MaxSnapshots were being sent already); one
 // "change" per resource of the mesh that is written or deleted, "proxies"
 // when the connected proxies' status changes, "resync" before the stream
 // ends because the store dropped the watch (the client reloads and
@@ -87,8 +100,9 @@ type EventsConfig struct {
 // MaxStreamAge (the client connects again with after=, its credentials
 // checked again).
 type Events struct {
-	cfg  EventsConfig
-	open atomic.Int64 // streams being served
+	cfg       EventsConfig
+	open      atomic.Int64  // streams being served
+	snapshots chan struct{} // one per snapshot being read or sent
 }
 
 // NewEvents returns the event stream handler.
@@ -108,10 +122,16 @@ func NewEvents(cfg EventsConfig) *Events {
 	if cfg.MaxStreamAge <= 0 {
 		cfg.MaxStreamAge = DefaultMaxStreamAge
 	}
+	if cfg.MaxSnapshotBytes <= 0 {
+		cfg.MaxSnapshotBytes = DefaultMaxSnapshotBytes
+	}
+	if cfg.MaxSnapshots <= 0 {
+		cfg.MaxSnapshots = DefaultMaxSnapshots
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Events{cfg: cfg}
+	return &Events{cfg: cfg, snapshots: make(chan struct{}, cfg.MaxSnapshots)}
 }
 
 func restError(w http.ResponseWriter, status int, code, msg string) {
@@ -125,6 +145,16 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owner := e.cfg.Account(r)
+	q := r.URL.Query()
+	snapshot := q.Get("snapshot") == "true"
+	if snapshot && q.Get("after") != "" {
+		restError(w, http.StatusBadRequest, "BadRequestException", "snapshot and after cannot be given together: a snapshot starts the stream now.")
+		return
+	}
+	var allowed func(appmesh.Ref) bool // nil: every resource
+	if e.cfg.Allowed != nil {
+		allowed = e.cfg.Allowed(r)
+	}
 	if n := e.open.Add(1); n > int64(e.cfg.MaxSubscribers) {
 		e.open.Add(-1)
 		restError(w, http.StatusServiceUnavailable, "ServiceUnavailableException", fmt.Sprintf("Too many event streams are open (at most %d).", e.cfg.MaxSubscribers))
@@ -133,10 +163,28 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer e.open.Add(-1)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	var exists bool
+	var exists, complete bool
+	var snap []Resource
+	reading := false // holds a snapshot slot
+	if snapshot {
+		select {
+		case e.snapshots <- struct{}{}:
+			reading = true
+			defer func() {
+				if reading {
+					<-e.snapshots
+				}
+			}()
+		default: // too many at once: an empty, incomplete one
+		}
+	}
 	rev, err := e.cfg.Store.View(ctx, func(tx store.Tx) error {
 		_, ok, err := tx.Get(appmesh.MeshKey(owner, mesh))
 		exists = ok
+		if err != nil || !ok || !reading {
+			return err
+		}
+		snap, complete, err = readSnapshot(tx, owner, mesh, allowed, e.cfg.MaxSnapshotBytes)
 		return err
 	})
 	if err != nil {
@@ -148,7 +196,7 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	from := rev
-	if a := r.URL.Query().Get("after"); a != "" {
+	if a := q.Get("after"); a != "" {
 		n, perr := strconv.ParseInt(a, 10, 64)
 		if perr != nil || n < 0 {
 			restError(w, http.StatusBadRequest, "BadRequestException", "after must be a store revision (an integer from 0).")
@@ -190,8 +238,27 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return err
 	}
-	if err := send("hello", map[string]any{"revision": from, "mesh": mesh}); err != nil {
+	hello := map[string]any{"revision": from, "mesh": mesh}
+	if snapshot {
+		hello["snapshot"] = true
+	}
+	if err := send("hello", hello); err != nil {
 		return
+	}
+	if snapshot {
+		for i := 0; i < len(snap); i += snapshotChunk {
+			if err := send("snapshot", map[string]any{"resources": snap[i:min(i+snapshotChunk, len(snap))]}); err != nil {
+				return
+			}
+		}
+		if err := send("snapshot-end", map[string]any{"revision": from, "complete": complete}); err != nil {
+			return
+		}
+		snap = nil // the stream may last: let the collector have it
+		if reading {
+			<-e.snapshots
+			reading = false
+		}
 	}
 	digest := ""
 	var proxiesTick <-chan time.Time // nil: no proxies events
@@ -223,7 +290,7 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			for _, ev := range c.Events {
 				ref, ok := appmesh.ParseKey(ev.KV.Key)
-				if !ok || ref.Mesh != mesh || ref.Owner != owner {
+				if !ok || ref.Mesh != mesh || ref.Owner != owner || (allowed != nil && !allowed(ref)) {
 					continue
 				}
 				op := "put"

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/weftmesh/weft/internal/api"
+	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/console"
 	"github.com/weftmesh/weft/internal/store"
 	xdsserver "github.com/weftmesh/weft/internal/xds/server"
@@ -15,7 +17,7 @@ import (
 // events at GET /v1/events (action weft:GetEvents) on mux. account names a
 // request's mesh owner as the App Mesh API does.
 // Closing stop ends the event streams (nil: they end with their requests).
-func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xdsserver.Server, account func(*http.Request) string, stop <-chan struct{}, log *slog.Logger) {
+func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xdsserver.Server, region string, account func(*http.Request) string, stop <-chan struct{}, log *slog.Logger) {
 	var sessions *console.Sessions
 	if sec != nil {
 		sessions = sec.sessions
@@ -30,5 +32,16 @@ func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xds
 			return string(sum[:])
 		}
 	}
-	mux.Handle("GET /v1/events", console.NewEvents(console.EventsConfig{Store: st, Account: account, ProxiesDigest: digest, Stop: stop, Log: log}))
+	// A snapshot holds, and change events name, only what the caller may
+	// Describe (with a credentials file).
+	allowed := func(r *http.Request) func(appmesh.Ref) bool {
+		key := api.Caller(r.Context())
+		if key == nil {
+			return nil
+		}
+		return func(ref appmesh.Ref) bool {
+			return key.Allowed(console.DescribeAction(ref.Kind), appmesh.ARN(region, ref))
+		}
+	}
+	mux.Handle("GET /v1/events", console.NewEvents(console.EventsConfig{Store: st, Account: account, ProxiesDigest: digest, Allowed: allowed, Stop: stop, Log: log}))
 }

@@ -76,7 +76,7 @@ func TestConsoleSession(t *testing.T) {
 	e := newAuthEnv(t, authFile)
 	anon := newConsoleClient(t, e.url)
 	resp, body := anon.do("GET", "/console/", "", nil)
-	if resp.StatusCode != 200 || !strings.Contains(body, "js/app.js") {
+	if resp.StatusCode != 200 || !strings.Contains(body, `src="/console/b/app-`) {
 		t.Fatalf("GET /console/: %d %s", resp.StatusCode, body)
 	}
 	resp, body = anon.do("GET", "/console/api/session", "", nil)

@@ -256,7 +256,7 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	other.Handle("GET /v1/backup", backupHandler(st, log.With("component", "backup")))
 	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
 	meshH := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID, Region: cfg.Region}, log.With("api", "appmesh"))
-	registerConsole(other, st, sec, xds, meshH.CallerAccount, cfg.streamsStop, log.With("component", "console"))
+	registerConsole(other, st, sec, xds, cfg.Region, meshH.CallerAccount, cfg.streamsStop, log.With("component", "console"))
 	if authority != nil {
 		authority.Register(other)
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -13,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +27,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/server"
+	"github.com/weftmesh/weft/internal/xds/lrs"
 )
 
 // env is a weft server, the lab its proxies run in, and a browser.
@@ -79,7 +83,10 @@ func newEnvWith(t *testing.T, authFile string) *env {
 	// The API stays on loopback (no sign-in, as on a laptop); xDS listens
 	// on the bridge for the proxies, in this test's own namespace.
 	cfg := server.Config{APIAddr: freePort(t, "127.0.0.1"), XDSAddr: freePort(t, "10.79.0.1"), DataDir: t.TempDir(),
-		Region: "us-east-1", AccountID: "111122223333", Insecure: true, XDSInsecure: true}
+		Region: "us-east-1", AccountID: "111122223333", Insecure: true, XDSInsecure: true,
+		// Proxies report their load every second (the least they accept),
+		// rates over the last 5 s: a new split shows within seconds.
+		LRS: lrs.Limits{Interval: time.Second, Window: 5 * time.Second}}
 	if authFile != "" {
 		cfg.AuthFile = filepath.Join(t.TempDir(), "auth.yaml")
 		if err := os.WriteFile(cfg.AuthFile, []byte(authFile), 0o600); err != nil {
@@ -160,10 +167,21 @@ func (e *env) run(t *testing.T, what string, actions ...chromedp.Action[chromedp
 	value(t, e, what, chromedp.Steps(actions...))
 }
 
+// runWithin runs browser actions with deadline d.
+func (e *env) runWithin(t *testing.T, d time.Duration, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	valueWithin(t, e, d, what, chromedp.Steps(actions...))
+}
+
 // value runs one browser action that returns a value, with a deadline.
 func value[T any](t *testing.T, e *env, what string, a chromedp.Action[T]) T {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(e.browser, 30*time.Second)
+	return valueWithin(t, e, 30*time.Second, what, a)
+}
+
+func valueWithin[T any](t *testing.T, e *env, d time.Duration, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(e.browser, d)
 	defer cancel()
 	v, err := chromedp.Run(ctx, a)
 	if err != nil {
@@ -237,13 +255,43 @@ func (e *env) cloudMap(t *testing.T, op string, body any) map[string]any {
 
 // startProxy runs weft proxy for nodeID in a new lab host until the test
 // ends.
-func (e *env) startProxy(t *testing.T, name, nodeID string) {
+func (e *env) startProxy(t *testing.T, name, nodeID string) *netns.Host {
+	t.Helper()
+	h := e.addHost(t, name, nil)
+	e.startProxyOn(t, h, nodeID)
+	return h
+}
+
+// addHost adds a host to the lab. hosts, when given, is its /etc/hosts
+// (ip netns exec mounts /etc/netns/<name>/hosts there): the names the
+// proxy in it resolves, as a VPC's private DNS would answer them.
+func (e *env) addHost(t *testing.T, name string, hosts map[string]netip.Addr) *netns.Host {
 	t.Helper()
 	e.next++
 	h, err := e.lab.AddHost(t.Context(), name, netip.AddrFrom4([4]byte{10, 79, 0, e.next}), netns.HostOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(hosts) > 0 {
+		var b strings.Builder
+		b.WriteString("127.0.0.1 localhost\n")
+		for n, a := range hosts {
+			fmt.Fprintf(&b, "%s %s\n", a, n)
+		}
+		dir := filepath.Join(netns.EtcDir, h.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil { // removed with the host by lab.Close
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
+// startProxyOn runs weft proxy for nodeID in host h until the test ends.
+func (e *env) startProxyOn(t *testing.T, h *netns.Host, nodeID string) {
+	t.Helper()
 	cmd := h.Command(context.Background(), -1, os.Args[0])
 	cmd.Env = append(os.Environ(), proxyNodeEnv+"="+nodeID, proxyXDSEnv+"="+e.xds)
 	var stderr bytes.Buffer
@@ -266,6 +314,89 @@ func (e *env) startProxy(t *testing.T, name, nodeID string) {
 			t.Logf("--- weft proxy %s:\n%s", nodeID, stderr.String())
 		}
 	})
+}
+
+// serveApp runs a node's application in host h: an HTTP server on addr
+// answering every request with name, until the test ends.
+func serveApp(t *testing.T, h *netns.Host, addr, name string) {
+	t.Helper()
+	var ln net.Listener
+	if err := h.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, name)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln) // ends with Close in Cleanup
+	t.Cleanup(func() { srv.Close() })
+}
+
+// sendLoad sends GET url at about rate requests per second until the test
+// ends, counting the answers by body (what each application answered)
+// and the failures.
+func sendLoad(t *testing.T, url string, rate int) *loadCounts {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &loadCounts{by: map[string]int{}}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	done := make(chan struct{})
+	go func() { // ends with cancel in Cleanup
+		defer close(done)
+		tick := time.NewTicker(time.Second / time.Duration(rate)) // the load's pace, not a wait
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				c.add("", true)
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			c.add(string(b), resp.StatusCode != 200)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		client.CloseIdleConnections()
+	})
+	return c
+}
+
+// loadCounts are sendLoad's answers so far.
+type loadCounts struct {
+	mu     sync.Mutex
+	by     map[string]int
+	failed int
+}
+
+func (c *loadCounts) add(body string, failed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if failed {
+		c.failed++
+		return
+	}
+	c.by[body]++
+}
+
+func (c *loadCounts) snapshot() (map[string]int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.by), c.failed
 }
 
 // proxyStatus is the part of /v1/proxies this test reads.

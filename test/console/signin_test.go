@@ -21,6 +21,15 @@ keys:
         resources: ["arn:aws:appmesh:*:444455556666:mesh/a", "arn:aws:appmesh:*:444455556666:mesh/a/*"]
       - actions: ["appmesh:ListMeshes", "weft:GetEvents", "weft:GetProxies"]
         resources: ["*"]
+  - id: AKIDVIEW
+    secret: view-secret
+    account: "444455556666"
+    user: node-viewer
+    allow:
+      - actions: ["appmesh:DescribeVirtualNode"]
+        resources: ["arn:aws:appmesh:*:444455556666:mesh/a/virtualNode/seen"]
+      - actions: ["appmesh:ListMeshes", "weft:GetEvents", "weft:GetProxies"]
+        resources: ["*"]
 `)
 	e.submitForm(t, "wrong secret", "", [][2]string{{"#akid", "AKIDMESHA"}, {"#secret", "not-the-secret"}},
 		"#sign-in", `.api-error[data-error-type="InvalidSignatureException"]`)
@@ -48,6 +57,9 @@ keys:
 		t.Fatalf("denial shown: %q", shown)
 	}
 	e.screenshot(t, "access-denied")
+	for _, n := range []string{"seen", "hidden"} {
+		e.createViaForm(t, "#/mesh/a/new/virtualNode", [][2]string{{"#name", n}, {"#f-hostname", n + ".local"}}, "#metadata")
+	}
 	e.run(t, "sign out",
 		chromedp.Click(css("#sign-out")),
 		chromedp.WaitVisible(css("#sign-in")))
@@ -55,5 +67,22 @@ keys:
 	got := value(t, e, "API after sign-out", chromedp.Evaluate[string](`fetch('/v20190125/meshes').then(r => r.status + ' ' + r.headers.get('x-amzn-ErrorType'))`, chromedp.EvalAwaitPromise))
 	if got != "403 MissingAuthenticationTokenException" {
 		t.Fatalf("API after sign-out: %s", got)
+	}
+	// A key that may Describe only node seen: the topology, drawn from
+	// the event stream's snapshot, holds that node and nothing else.
+	e.run(t, "sign in as the viewer",
+		chromedp.Navigate(e.base+"/console/#/meshes"),
+		chromedp.WaitVisible(css("#sign-in")),
+		chromedp.SendKeys(css("#akid"), "AKIDVIEW"),
+		chromedp.SendKeys(css("#secret"), "view-secret"),
+		chromedp.Click(css("#sign-in")),
+		chromedp.WaitVisible(css("#list-mesh")),
+		chromedp.Navigate(e.base+"/console/#/mesh/a"),
+		chromedp.WaitVisible(css(`#topology g[data-id="virtualNode:seen"]`)))
+	if ids := eval[[]string](t, e, `[...document.querySelectorAll('#topology g.n')].map(g => g.dataset.id)`); strings.Join(ids, ",") != "virtualNode:seen" {
+		t.Fatalf("the viewer's topology shows %v, want only virtualNode:seen", ids)
+	}
+	if !eval[bool](t, e, `window.__weftTopology.snapshot`) {
+		t.Fatal("the viewer's topology was not drawn from the snapshot")
 	}
 }

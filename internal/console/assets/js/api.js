@@ -14,6 +14,17 @@ export class ApiError extends Error {
   toString() { return `${this.type}: ${this.message}`; }
 }
 
+// firstRead returns the answer of the call the index started before the
+// modules loaded (the first page's list, on a server without sign-in), as
+// [response, body text] (the body read meanwhile too), once, when this
+// request is that call; else null.
+async function firstRead(method, path, headers) {
+  const pre = window.weftFirstRead;
+  if (!pre || method !== 'GET' || pre.url !== path || Object.keys(headers).length) return null;
+  window.weftFirstRead = null;
+  try { return await pre.res; } catch { return null; } // ask again
+}
+
 export async function request(method, path, body, headers = {}) {
   const h = { ...headers };
   if (session.csrf) h['X-Weft-Csrf'] = session.csrf;
@@ -22,8 +33,9 @@ export async function request(method, path, body, headers = {}) {
     payload = JSON.stringify(body);
     if (!h['Content-Type']) h['Content-Type'] = 'application/json';
   }
-  const res = await fetch(path, { method, headers: h, body: payload, credentials: 'same-origin', cache: 'no-store' });
-  const text = await res.text();
+  const pre = await firstRead(method, path, h);
+  const res = pre ? pre[0] : await fetch(path, { method, headers: h, body: payload, credentials: 'same-origin', cache: 'no-store' });
+  const text = pre ? pre[1] : await res.text();
   let data = null;
   if (text) {
     try { data = JSON.parse(text); } catch { data = { message: text }; }
@@ -157,8 +169,10 @@ export async function traffic(mesh) {
 // fetch so the CSRF header can be sent), calling on(type, data) for each
 // event, reconnecting after a second when the stream ends, until stop().
 // after(), when given, names the revision a reconnect resumes after (0:
-// none, the stream starts now).
-export function events(mesh, on, after) {
+// none, the stream starts now). snapshot(), when given and true on a
+// connection that resumes nothing, asks the server for the mesh's
+// resources first ("snapshot" events, then "snapshot-end").
+export function events(mesh, on, after, snapshot) {
   const ctl = new AbortController();
   let stopped = false;
   const run = async () => {
@@ -167,7 +181,8 @@ export function events(mesh, on, after) {
         const h = {};
         if (session.csrf) h['X-Weft-Csrf'] = session.csrf;
         const from = after ? after() : 0;
-        const res = await fetch(`/v1/events?mesh=${enc(mesh)}${from > 0 ? `&after=${from}` : ''}`, { headers: h, signal: ctl.signal, credentials: 'same-origin', cache: 'no-store' });
+        const q = from > 0 ? `&after=${from}` : snapshot && snapshot() ? '&snapshot=true' : '';
+        const res = await fetch(`/v1/events?mesh=${enc(mesh)}${q}`, { headers: h, signal: ctl.signal, credentials: 'same-origin', cache: 'no-store' });
         if (!res.ok) { on('error', { status: res.status }); throw new Error(String(res.status)); }
         on('open', {});
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

@@ -5,6 +5,8 @@ import { h, errorBox } from './dom.js';
 import * as mesh from './mesh.js';
 import { proxiesView } from './proxies.js';
 
+performance.mark('weft-app'); // its imports have run (the browser test reads it)
+
 // The topology and Cloud Map views are loaded when first opened: the
 // first page does not wait for them.
 const topologyView = async (...a) => (await import('./topology.js')).topologyView(...a);

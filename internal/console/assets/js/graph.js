@@ -143,13 +143,27 @@ function nodeLabel(g, n) {
   g.querySelector('text.sub').textContent = clip(n.sub || n.kind, Math.floor(n.w / 6));
 }
 
+// drawLabels writes the edges' labels above their targets. The labels of
+// edges leaving one node (a route's targets) are stacked one line apart,
+// each starting with its target's name, so that neighbours do not overlap.
 function drawLabels(lg, edges, chains) {
   lg.replaceChildren();
+  const fan = new Map(); // source -> its labelled edges
   for (const e of edges) {
-    const pts = chains.get(e);
-    if (!pts || !e.label) continue;
-    const a = pts[pts.length - 2], b = pts[pts.length - 1];
-    lg.append(el('text', { class: 'el', x: String((a.x + b.x) / 2 + 4), y: String(b.y - b.h / 2 - 18), 'data-edge': `${e.from}>${e.to}` }, e.label));
+    if (!e.label || !chains.get(e)) continue;
+    const l = fan.get(e.from) || [];
+    l.push(e);
+    fan.set(e.from, l);
+  }
+  for (const l of fan.values()) {
+    l.forEach((e, i) => {
+      const pts = chains.get(e);
+      const a = pts[pts.length - 2], b = pts[pts.length - 1];
+      const text = l.length > 1 ? `${b.name}: ${e.label}` : e.label;
+      const x = l.length > 1 ? Math.min(...l.map((o) => { const p = chains.get(o); return p[p.length - 1].x - p[p.length - 1].w / 2; })) : (a.x + b.x) / 2 + 4;
+      const y = b.y - b.h / 2 - 18 - 14 * (l.length - 1 - i);
+      lg.append(el('text', { class: 'el', x: String(x), y: String(y), 'data-edge': `${e.from}>${e.to}` }, text));
+    });
   }
 }
 

@@ -39,7 +39,7 @@ const PARALLEL = 16;
 // starts as soon as the list naming it has arrived.
 // progress(done, known) is called as reads end (known grows as lists
 // arrive).
-async function load(m, progress = () => {}) {
+export async function load(m, progress = () => {}) {
   const run = limiter(PARALLEL);
   let done = 0, known = 0;
   const counted = (fn) => { known++; return run(fn).finally(() => progress(++done, known)); };
@@ -59,6 +59,20 @@ async function load(m, progress = () => {}) {
     gatewaysP.then((gs) => children(gs, 'virtualGatewayName', 'gatewayRoute', 'gatewayRouteName')),
   ]);
   return { gateways, routers, svcD, routeD, nodeD, gwrD };
+}
+
+// ARRAYS names where each kind's resources are kept in a mesh's data.
+const ARRAYS = { virtualGateway: 'gateways', virtualRouter: 'routers', virtualService: 'svcD', route: 'routeD', virtualNode: 'nodeD', gatewayRoute: 'gwrD' };
+
+// fromSnapshot turns the event stream's snapshot (each resource as its
+// Describe returns it) into the data load returns.
+export function fromSnapshot(resources) {
+  const d = { gateways: [], routers: [], svcD: [], routeD: [], nodeD: [], gwrD: [] };
+  for (const r of resources) {
+    const a = ARRAYS[r.kind];
+    if (a) d[a].push(r.data);
+  }
+  return d;
 }
 
 function targetsOf(spec) {
@@ -222,8 +236,10 @@ export async function topologyView(ctx, m) {
       trafficNote.textContent = traffic ? `traffic: last ${traffic.windowSeconds} s` : '';
     } catch (e) { traffic = null; }
   };
-  const reload = async () => {
-    const t0 = performance.now();
+  // reload reads the mesh (or takes the snapshot given) and draws it anew;
+  // sides, when given, is the proxies' and traffic's reading, started
+  // already.
+  const reload = async (snapshot, t0 = performance.now(), sides = null) => {
     // The page stays usable while the mesh is read; the status line says
     // how far it got (written at most once a frame).
     let shown = false, last = [0, 0];
@@ -233,24 +249,31 @@ export async function topologyView(ctx, m) {
       shown = true;
       requestAnimationFrame(() => { shown = false; if (!graph) status.textContent = `reading the mesh: ${last[0]} of ${last[1]} resources`; });
     };
-    data = await load(m, progress);
+    data = snapshot || await load(m, progress);
     stats.lastLoadMs = performance.now() - t0;
+    stats.snapshot = !!snapshot;
     graph = build(m, data);
     lay = null;
     drawn = null;
-    await Promise.all([refreshProxies(), refreshTraffic()]);
+    await (sides || Promise.all([refreshProxies(), refreshTraffic()]));
     draw(!pz);
   };
-  await reload();
-  // Live: a change reads only the resource it names and redraws (a full
-  // reload after a resync); changes are applied one at a time, in order;
-  // a proxies event redraws the badges; traffic is read every 5 s when
-  // the server serves it.
+  // Live: the event stream is opened first and asked for the mesh's
+  // resources (one snapshot instead of a read per resource; the server
+  // sends only what this caller may Describe); a server without
+  // snapshots, or a partial one, and the mesh is read through the API.
+  // Then a change reads only the resource it names and redraws (a full
+  // reload after a resync); changes are applied one at a time, in order,
+  // once the first drawing is done; a proxies event redraws the badges;
+  // traffic is read every 5 s when the server serves it.
+  const t0 = performance.now();
   const queue = [];
-  let running = false;
+  let running = false, ready = false;
+  let snap = null, gotFirst;
+  const first = new Promise((resolve) => { gotFirst = resolve; });
   const apply = async (ev) => {
     if (ev === 'reload' || ev.kind === 'mesh') { await reload(); return; }
-    const arr = { virtualGateway: 'gateways', virtualRouter: 'routers', virtualService: 'svcD', route: 'routeD', virtualNode: 'nodeD', gatewayRoute: 'gwrD' }[ev.kind];
+    const arr = ARRAYS[ev.kind];
     if (!arr) return;
     const nameKey = api.KINDS[ev.kind].nameKey;
     const parentKey = ev.kind === 'route' ? 'virtualRouterName' : ev.kind === 'gatewayRoute' ? 'virtualGatewayName' : null;
@@ -268,7 +291,7 @@ export async function topologyView(ctx, m) {
     draw(false);
   };
   const kick = async () => {
-    if (running) return;
+    if (running || !ready) return;
     running = true;
     try {
       while (queue.length) await apply(queue.shift());
@@ -280,7 +303,10 @@ export async function topologyView(ctx, m) {
   let asked = 0;
   const resume = () => (asked = stats.revision > 1 ? stats.revision - 1 : 0);
   const stop = api.events(m, (type, ev) => {
+    if (type === 'snapshot') { if (snap) snap.push(...ev.resources); return; }
+    if (type === 'snapshot-end') { gotFirst(snap && ev.complete ? fromSnapshot(snap) : null); snap = null; return; }
     if (type === 'hello') {
+      if (ev.snapshot) snap = []; else gotFirst(null);
       status.textContent = `live · revision ${ev.revision}`;
       // A reconnect the server could not resume there (its history is
       // gone): what changed meanwhile is unknown, read it all.
@@ -288,11 +314,17 @@ export async function topologyView(ctx, m) {
       stats.revision = ev.revision;
     }
     if (type === 'change') { status.textContent = `live · revision ${ev.revision} (${ev.op} ${ev.kind} ${ev.name})`; stats.revision = ev.revision; queue.push(ev); kick(); }
-    if (type === 'proxies') refreshProxies().then(() => draw(false));
+    if (type === 'proxies' && ready) refreshProxies().then(() => draw(false));
     if (type === 'resync') { queue.push('reload'); kick(); }
     if (type === 'closed') status.textContent = 'reconnecting…';
-    if (type === 'error') status.textContent = `event stream refused (HTTP ${ev.status})`;
-  }, resume);
+    if (type === 'error') { status.textContent = `event stream refused (HTTP ${ev.status})`; gotFirst(null); }
+    if (type === 'closed') gotFirst(null);
+  }, resume, () => !data);
+  ctx.onLeave(stop);
+  const sides = Promise.all([refreshProxies(), refreshTraffic()]); // while the snapshot comes
+  await reload(await first, t0, sides);
+  ready = true;
+  kick();
   const tick = setInterval(async () => { if (traffic) { await refreshTraffic(); draw(false); } }, 5000);
-  ctx.onLeave(() => { stop(); clearInterval(tick); });
+  ctx.onLeave(() => clearInterval(tick));
 }
