@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -196,16 +197,25 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 			cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(t.s.seqKey), "<", t.rev+1)}
 		}
 	}
+	// Every op returns the key's previous value, so that this replica can
+	// hand its own change to its watchers from the response (see
+	// local.go) with the events etcd's watch will carry.
 	ops := make([]clientv3.Op, 0, t.w.Len()+1)
+	writes := make([]write, 0, t.w.Len())
 	t.w.Each(func(k string, value []byte, deleted bool) error {
+		writes = append(writes, write{key: k, value: value, deleted: deleted})
 		if deleted {
-			ops = append(ops, clientv3.OpDelete(t.s.kvPrefix+k))
+			ops = append(ops, clientv3.OpDelete(t.s.kvPrefix+k, clientv3.WithPrevKV()))
 		} else {
-			ops = append(ops, clientv3.OpPut(t.s.kvPrefix+k, string(value)))
+			ops = append(ops, clientv3.OpPut(t.s.kvPrefix+k, string(value), clientv3.WithPrevKV()))
 		}
 		return nil
 	})
-	ops = append(ops, clientv3.OpPut(t.s.seqKey, ""))
+	// The sequence key holds when the commit was sent (this replica's
+	// clock), for the replicas' learn latency metric; its previous mod
+	// revision is the weft write just before this one.
+	sent := time.Now()
+	ops = append(ops, clientv3.OpPut(t.s.seqKey, strconv.FormatInt(sent.UnixNano(), 10), clientv3.WithPrevKV()))
 	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
 	defer cancel()
 	resp, err := t.s.c.Txn(ctx).If(cmps...).Then(ops...).Commit()
@@ -215,6 +225,9 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 	if !resp.Succeeded {
 		return 0, false, nil
 	}
+	now := time.Now()
+	t.s.metrics.commit.Observe(now.Sub(sent).Seconds())
+	t.s.committed(writes, resp, sent, now)
 	return store.Revision(resp.Header.Revision), true, nil
 }
 
