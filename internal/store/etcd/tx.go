@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftmesh/weft/internal/store"
@@ -42,13 +43,28 @@ func (s *Store) newTx(ctx context.Context, readOnly bool) *tx {
 
 // get runs one etcd range read at the snapshot revision, fixing the
 // snapshot at the first read.
+//
+// The first read is linearizable (a quorum confirms the member is
+// current), so that a transaction sees every write acknowledged before it
+// began, through any replica. The later ones read the same fixed revision,
+// whose content no member can disagree on: they are serializable, answered
+// by the member from its own state without a round to the leader and a
+// quorum; a member that has not applied the revision yet answers
+// ErrFutureRev, and the read is made linearizable instead.
 func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-	if t.rev != 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
-	}
 	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
 	defer cancel()
-	resp, err := t.s.c.Get(ctx, key, opts...)
+	var resp *clientv3.GetResponse
+	var err error
+	if t.rev != 0 {
+		opts = append(opts, clientv3.WithRev(t.rev))
+		resp, err = t.s.c.Get(ctx, key, append(opts, clientv3.WithSerializable())...)
+		if errors.Is(err, rpctypes.ErrFutureRev) {
+			resp, err = t.s.c.Get(ctx, key, opts...)
+		}
+	} else {
+		resp, err = t.s.c.Get(ctx, key, opts...)
+	}
 	if err != nil {
 		err = t.s.wrap(ctx, err)
 		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
