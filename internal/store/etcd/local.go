@@ -23,7 +23,8 @@ import (
 //   - every weft write puts the sequence key, so the sequence key's
 //     previous mod revision in the commit's response (prev) is the weft
 //     write just before this one;
-//   - a watcher delivers a committed revision rev at once when it has
+//   - a watcher of every key (the xDS server's; prefix watchers take no
+//     commits) delivers a committed revision rev at once when it has
 //     already delivered everything up to prev (its watch covers every key
 //     weft writes, so it sees every weft revision); otherwise it parks the
 //     commit until its watch reaches prev;

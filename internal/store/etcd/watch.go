@@ -36,17 +36,26 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 		return nil, err
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	// The watch covers every key weft writes, the sequence key included,
-	// so that the watcher sees every weft revision and can tell when one of
-	// this replica's commits may be delivered ahead of its event (local.go);
-	// events outside prefix are dropped here.
-	wch := s.c.Watch(wctx, s.rootPrefix, clientv3.WithPrefix(), clientv3.WithRev(int64(from)+1), clientv3.WithPrevKV())
-	local := s.local.add()
+	// A watcher of every key (the xDS server's) covers every key weft
+	// writes, the sequence key included: it sees every weft revision and
+	// can tell when one of this replica's commits may be delivered ahead
+	// of its event (local.go). A watcher of a prefix (discovery, the
+	// console's events) is only sent its prefix's changes by etcd, and
+	// takes nothing from the commits: most writes are not its.
+	key := s.kvPrefix + prefix
+	var local chan localCommit // nil: no commits
+	if prefix == "" {
+		key = s.rootPrefix
+		local = s.local.add()
+	}
+	wch := s.c.Watch(wctx, key, clientv3.WithPrefix(), clientv3.WithRev(int64(from)+1), clientv3.WithPrevKV())
 	out := make(chan store.Change, s.opts.WatchBuffer)
 	go func() { // ends with ctx, Close, a broken etcd watch, a broken order or a slow receiver
 		defer close(out)
 		defer cancel()
-		defer s.local.remove(local)
+		if local != nil {
+			defer s.local.remove(local)
+		}
 		o := newOrderer(prefix, from)
 		send := func(c store.Change) bool {
 			select {
