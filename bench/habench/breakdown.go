@@ -2,15 +2,18 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -271,3 +274,48 @@ func (b *bench) printBreakdown(ws []writeTimes, before, after []map[string]*hist
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// profileEtcd starts a CPU profile of each etcd member (-etcd-cpu-profile)
+// lasting about as long as the writes will; the function returned waits
+// for them and writes them to files.
+func (b *bench) profileEtcd(ctx context.Context) func() {
+	if b.etcdProfile == "" || b.cluster == nil {
+		return func() {}
+	}
+	// About 150 ms per write; at least a second.
+	secs := max(1, b.writes*150/1000)
+	var wg sync.WaitGroup
+	for _, m := range b.cluster.Members {
+		wg.Go(func() { // ends when the profile has been read, or with ctx
+			url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", m.ClientURL, secs)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return
+			}
+			resp, err := (&http.Client{Timeout: time.Duration(secs)*time.Second + adminTimeout}).Do(req)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "habench: profile of etcd %s: %v\n", m.Name, err)
+				return
+			}
+			defer resp.Body.Close()
+			name := filepath.Join(b.etcdProfile, fmt.Sprintf("etcd-%s-%s.pprof", b.label(), m.Name))
+			f, err := os.Create(name)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "habench: %v\n", err)
+				return
+			}
+			defer f.Close()
+			if _, err := io.Copy(f, io.LimitReader(resp.Body, 64<<20)); err != nil {
+				fmt.Fprintf(os.Stderr, "habench: profile of etcd %s: %v\n", m.Name, err)
+				return
+			}
+			fmt.Printf("CPU profile of etcd %s over %d s of the writes: %s\n", m.Name, secs, name)
+		})
+	}
+	return wg.Wait
+}
+
+// label names the setup in file names.
+func (b *bench) label() string {
+	return fmt.Sprintf("%s%d-m%d", b.kind, b.replicas, b.members)
+}

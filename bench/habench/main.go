@@ -66,6 +66,7 @@ func main() {
 	setups := flag.String("setups", "bbolt:1,etcd:3", "setups run in turn: store:replicas, store bbolt or etcd (bbolt:N: N separate stores, each write made on all)")
 	etcdFlags := flag.String("etcd-flags", "", "more flags for every etcd member, space-separated (e.g. --unsafe-no-fsync, to measure the fsyncs' share)")
 	gogc := flag.String("replica-gogc", "", "GOGC of the weft replicas (default: Go's, 100)")
+	etcdProfile := flag.String("etcd-cpu-profile", "", "directory: write a CPU profile of each etcd member, taken during the writes (runs etcd with --enable-pprof)")
 	members := flag.Int("members", 3, "etcd members")
 	failover := flag.Bool("failover", true, "SIGKILL the first replica at the end (setups with several replicas)")
 	protocol := flag.String("protocol", "delta", "the proxies' xDS: delta (weft proxy's default) or sotw")
@@ -85,7 +86,10 @@ func main() {
 			os.Exit(2)
 		}
 		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
-			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc}
+			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, etcdProfile: *etcdProfile}
+		if *etcdProfile != "" {
+			b.etcdFlags = append(b.etcdFlags, "--enable-pprof")
+		}
 		if err := b.run(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "habench: %s: %v\n", s, err)
 			os.Exit(1)
@@ -103,6 +107,7 @@ type bench struct {
 	protocol                      string
 	etcdFlags                     []string
 	gogc                          string
+	etcdProfile                   string
 	cluster                       *etcdtest.Cluster
 	procs                         []*replica
 	sims                          []*sim
@@ -243,6 +248,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 		cpu0[i] = cpuTime(p.pid)
 	}
 	began := time.Now()
+	profiled := b.profileEtcd(ctx)
 	for k := range b.writes {
 		w := uint32(k + 2)
 		b.track.arm(w, b.proxies)
@@ -279,6 +285,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 		times = append(times, wt)
 	}
 	elapsed := time.Since(began)
+	profiled()
 	cpu1 := make([]time.Duration, len(procs))
 	for i, p := range procs {
 		cpu1[i] = cpuTime(p.pid)
