@@ -319,3 +319,94 @@ func (b *bench) profileEtcd(ctx context.Context) func() {
 func (b *bench) label() string {
 	return fmt.Sprintf("%s%d-m%d", b.kind, b.replicas, b.members)
 }
+
+// etcdCounters reads an etcd member's request counts by method (gRPC
+// calls answered OK) and its WAL fsyncs and backend commits (count and
+// seconds) from its /metrics; nil when it cannot be read.
+func etcdCounters(clientURL string) map[string]float64 {
+	resp, err := (&http.Client{Timeout: adminTimeout}).Get(clientURL + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 64<<20))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_code="OK"`):
+			i := strings.Index(line, `grpc_method="`)
+			if i < 0 {
+				continue
+			}
+			m := line[i+len(`grpc_method="`):]
+			out["requests "+m[:strings.IndexByte(m, '"')]] += v
+		case strings.HasPrefix(line, "etcd_disk_wal_fsync_duration_seconds_count"):
+			out["WAL fsyncs"] = v
+		case strings.HasPrefix(line, "etcd_disk_wal_fsync_duration_seconds_sum"):
+			out["WAL fsync seconds"] = v
+		case strings.HasPrefix(line, "etcd_disk_backend_commit_duration_seconds_count"):
+			out["backend commits"] = v
+		case strings.HasPrefix(line, "etcd_disk_backend_commit_duration_seconds_sum"):
+			out["backend commit seconds"] = v
+		}
+	}
+	return out
+}
+
+func (b *bench) scrapeEtcd() []map[string]float64 {
+	if b.cluster == nil {
+		return nil
+	}
+	var out []map[string]float64
+	for _, m := range b.cluster.Members {
+		out = append(out, etcdCounters(m.ClientURL))
+	}
+	return out
+}
+
+// printEtcd prints what the etcd members did per write between two
+// scrapes: requests by method, WAL fsyncs and their time.
+func (b *bench) printEtcd(before, after []map[string]float64, writes int) {
+	if len(before) == 0 {
+		return
+	}
+	fmt.Println("etcd members during the writes, per write (all members together; gRPC calls answered OK):")
+	var keys []string
+	for k := range after[0] {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		var d float64
+		var per []string
+		for i := range after {
+			if after[i] == nil || before[i] == nil {
+				continue
+			}
+			x := after[i][k] - before[i][k]
+			d += x
+			if strings.HasSuffix(k, "seconds") {
+				x *= 1000
+			}
+			per = append(per, strconv.FormatFloat(x/float64(writes), 'f', 2, 64))
+		}
+		if d == 0 {
+			continue
+		}
+		if strings.HasSuffix(k, "seconds") {
+			fmt.Printf("  %-28s %7.2f ms per write (members: %s)\n", k, 1000*d/float64(writes), strings.Join(per, ", "))
+			continue
+		}
+		fmt.Printf("  %-28s %7.2f per write (members: %s)\n", k, d/float64(writes), strings.Join(per, ", "))
+	}
+}

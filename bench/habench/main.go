@@ -247,6 +247,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	for i, p := range procs {
 		cpu0[i] = cpuTime(p.pid)
 	}
+	etcd0 := b.scrapeEtcd()
 	began := time.Now()
 	profiled := b.profileEtcd(ctx)
 	for k := range b.writes {
@@ -285,6 +286,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 		times = append(times, wt)
 	}
 	elapsed := time.Since(began)
+	etcd1 := b.scrapeEtcd()
 	profiled()
 	cpu1 := make([]time.Duration, len(procs))
 	for i, p := range procs {
@@ -299,6 +301,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	fmt.Printf("write -> all %d proxies applied: p50 %s p99 %s max %s over %d writes; per proxy p50 %s p99 %s\n",
 		b.proxies, ms(pct(all, 50)), ms(pct(all, 99)), ms(all[len(all)-1]), len(all), ms(pct(each, 50)), ms(pct(each, 99)))
 	b.printBreakdown(times, before, after, cpu0, cpu1, elapsed)
+	b.printEtcd(etcd0, etcd1, b.writes)
 	return nil
 }
 
