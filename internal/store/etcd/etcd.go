@@ -77,6 +77,10 @@ type Store struct {
 	metrics    *metrics
 	local      localWatchers // the watchers this replica's commits go to
 
+	// leader, when set, is a client of the member that said it was the
+	// leader at the last probe: commits go there (see guardEndpoints).
+	leader atomic.Pointer[clientv3.Client]
+
 	closing   chan struct{} // closed by Close
 	closeOnce sync.Once
 	guardDone chan struct{} // closed when guardEndpoints returns; nil without it

@@ -234,7 +234,7 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 	ops = append(ops, clientv3.OpPut(t.s.seqKey, strconv.FormatInt(sent.UnixNano(), 10), clientv3.WithPrevKV()))
 	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
 	defer cancel()
-	resp, err := t.s.c.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := t.s.commitClient(ctx).Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return 0, false, fmt.Errorf("commit: %w", t.s.wrap(ctx, err))
 	}
