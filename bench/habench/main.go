@@ -10,7 +10,16 @@
 //     all proxies connected;
 //   - failover (several replicas): SIGKILL the first replica, time until
 //     each of its proxies has a stream on another and has been configured
-//     there: p50/p99/max.
+//     there: p50/p99/max;
+//   - where a write's time goes: the API call, the first and last proxy
+//     applied on each replica, the replicas' own histograms (etcd commit,
+//     learning of the write from the commit or the watch, xDS recompute,
+//     route ACKs) and the CPU each process (replicas, etcd members, this
+//     benchmark) used during the writes.
+//
+// Setup bbolt:N with N > 1 runs N replicas on N separate bbolt stores,
+// each write made on all of them at once: three replicas' recompute and
+// pushes without etcd, to split etcd's cost from the replicas'.
 //
 // Build weft first (go build -o /tmp/weft ./cmd/weft), then
 //
@@ -54,7 +63,10 @@ func main() {
 	proxies := flag.Int("proxies", 1000, "simulated proxies (ADS streams), spread round-robin over the replicas")
 	nodes := flag.Int("nodes", 100, "virtual nodes the proxies are instances of")
 	writes := flag.Int("writes", 50, "route weight writes, one at a time, each through the next replica")
-	setups := flag.String("setups", "bbolt:1,etcd:3", "setups run in turn: store:replicas, store bbolt or etcd")
+	setups := flag.String("setups", "bbolt:1,etcd:3", "setups run in turn: store:replicas, store bbolt or etcd (bbolt:N: N separate stores, each write made on all)")
+	etcdFlags := flag.String("etcd-flags", "", "more flags for every etcd member, space-separated (e.g. --unsafe-no-fsync, to measure the fsyncs' share)")
+	gogc := flag.String("replica-gogc", "", "GOGC of the weft replicas (default: Go's, 100)")
+	etcdProfile := flag.String("etcd-cpu-profile", "", "directory: write a CPU profile of each etcd member, taken during the writes (runs etcd with --enable-pprof)")
 	members := flag.Int("members", 3, "etcd members")
 	failover := flag.Bool("failover", true, "SIGKILL the first replica at the end (setups with several replicas)")
 	protocol := flag.String("protocol", "delta", "the proxies' xDS: delta (weft proxy's default) or sotw")
@@ -69,11 +81,15 @@ func main() {
 	for _, s := range strings.Split(*setups, ",") {
 		kind, n, _ := strings.Cut(s, ":")
 		replicas, err := strconv.Atoi(n)
-		if err != nil || replicas < 1 || (kind != "bbolt" && kind != "etcd") || (kind == "bbolt" && replicas != 1) {
-			fmt.Fprintf(os.Stderr, "habench: bad setup %q (want bbolt:1 or etcd:N)\n", s)
+		if err != nil || replicas < 1 || (kind != "bbolt" && kind != "etcd") {
+			fmt.Fprintf(os.Stderr, "habench: bad setup %q (want bbolt:N or etcd:N)\n", s)
 			os.Exit(2)
 		}
-		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes, failover: *failover, protocol: *protocol}
+		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
+			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, etcdProfile: *etcdProfile}
+		if *etcdProfile != "" {
+			b.etcdFlags = append(b.etcdFlags, "--enable-pprof")
+		}
 		if err := b.run(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "habench: %s: %v\n", s, err)
 			os.Exit(1)
@@ -89,6 +105,10 @@ type bench struct {
 	proxies, nodes, writes        int
 	failover                      bool
 	protocol                      string
+	etcdFlags                     []string
+	gogc                          string
+	etcdProfile                   string
+	cluster                       *etcdtest.Cluster
 	procs                         []*replica
 	sims                          []*sim
 	track                         tracker
@@ -107,11 +127,12 @@ func (b *bench) run(ctx context.Context) error {
 	defer os.RemoveAll(dir)
 	var storeArgs []string
 	if b.kind == "etcd" {
-		cl, err := etcdtest.Launch(dir, b.members)
+		cl, err := etcdtest.Launch(dir, b.members, b.etcdFlags...)
 		if err != nil {
 			return err
 		}
 		defer cl.Stop()
+		b.cluster = cl
 		var hosts []string
 		for _, e := range cl.Endpoints() {
 			hosts = append(hosts, strings.TrimPrefix(e, "http://"))
@@ -121,21 +142,31 @@ func (b *bench) run(ctx context.Context) error {
 	for i := range b.replicas {
 		args := storeArgs
 		if b.kind == "bbolt" {
-			args = []string{"--data-dir", filepath.Join(dir, "data")}
+			args = []string{"--data-dir", filepath.Join(dir, fmt.Sprintf("data%d", i))}
 		}
-		r, err := startReplica(ctx, b.weft, fmt.Sprintf("r%d", i), args)
+		r, err := startReplica(ctx, b.weft, fmt.Sprintf("r%d", i), b.gogc, args)
 		if err != nil {
 			return err
 		}
 		defer r.Kill()
 		b.procs = append(b.procs, r)
 	}
-	if err := setUpMesh(ctx, client(b.procs[0]), b.nodes); err != nil {
-		return err
+	for _, r := range b.writers(0) {
+		if err := setUpMesh(ctx, client(r), b.nodes); err != nil {
+			return err
+		}
 	}
 	fmt.Printf("\n== %s, %d replica(s)", b.kind, b.replicas)
 	if b.kind == "etcd" {
 		fmt.Printf(" on %d members", b.members)
+		if len(b.etcdFlags) > 0 {
+			fmt.Printf(" with %s", strings.Join(b.etcdFlags, " "))
+		}
+	} else if b.replicas > 1 {
+		fmt.Printf(" on separate stores, each write made on all")
+	}
+	if b.gogc != "" {
+		fmt.Printf(", replicas with GOGC=%s", b.gogc)
 	}
 	fmt.Printf(" (load average %s)\n", loadavg())
 	for _, r := range b.procs {
@@ -192,28 +223,85 @@ func (b *bench) memory() {
 	}
 }
 
+// writers are the replicas write k is made through: the next one on a
+// shared store, all of them on separate ones.
+func (b *bench) writers(k int) []*replica {
+	if b.kind == "bbolt" {
+		return b.procs
+	}
+	return []*replica{b.procs[k%len(b.procs)]}
+}
+
 // measureWrites changes the route's weights writes times, each through
 // the next replica, and times each from before the API call until every
 // proxy applied it.
 func (b *bench) measureWrites(ctx context.Context) error {
 	var all, each []time.Duration
+	var times []writeTimes
+	before := make([]map[string]*hist, len(b.procs))
+	for i, r := range b.procs {
+		before[i] = r.scrape()
+	}
+	procs := b.processes()
+	cpu0 := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		cpu0[i] = cpuTime(p.pid)
+	}
+	etcd0 := b.scrapeEtcd()
+	began := time.Now()
+	profiled := b.profileEtcd(ctx)
 	for k := range b.writes {
 		w := uint32(k + 2)
 		b.track.arm(w, b.proxies)
 		start := time.Now()
-		if err := setWeights(ctx, client(b.procs[k%b.replicas]), int32(w), 1); err != nil {
-			return fmt.Errorf("write %d: %w", k, err)
+		var wg sync.WaitGroup
+		errs := make([]error, len(b.writers(k)))
+		for i, r := range b.writers(k) {
+			wg.Go(func() { errs[i] = setWeights(ctx, client(r), int32(w), 1) }) // ends with the API call
+		}
+		wg.Wait()
+		ok := time.Now()
+		for _, err := range errs {
+			if err != nil {
+				return fmt.Errorf("write %d: %w", k, err)
+			}
 		}
 		if missing := b.track.wait(ctx, 30*time.Second); missing > 0 {
 			return fmt.Errorf("write %d: %d proxies did not apply it within 30 s", k, missing)
 		}
 		all = append(all, time.Since(start))
 		each = append(each, b.track.latencies(start)...)
+		wt := writeTimes{start: start, ok: ok, first: make([]time.Time, len(b.procs)), last: make([]time.Time, len(b.procs))}
+		for _, a := range b.track.applies() {
+			if a.replica < 0 || a.replica >= len(b.procs) {
+				continue
+			}
+			if wt.first[a.replica].IsZero() || a.at.Before(wt.first[a.replica]) {
+				wt.first[a.replica] = a.at
+			}
+			if a.at.After(wt.last[a.replica]) {
+				wt.last[a.replica] = a.at
+			}
+		}
+		times = append(times, wt)
+	}
+	elapsed := time.Since(began)
+	etcd1 := b.scrapeEtcd()
+	profiled()
+	cpu1 := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		cpu1[i] = cpuTime(p.pid)
+	}
+	after := make([]map[string]*hist, len(b.procs))
+	for i, r := range b.procs {
+		after[i] = r.scrape()
 	}
 	slices.Sort(all)
 	slices.Sort(each)
 	fmt.Printf("write -> all %d proxies applied: p50 %s p99 %s max %s over %d writes; per proxy p50 %s p99 %s\n",
 		b.proxies, ms(pct(all, 50)), ms(pct(all, 99)), ms(all[len(all)-1]), len(all), ms(pct(each, 50)), ms(pct(each, 99)))
+	b.printBreakdown(times, before, after, cpu0, cpu1, elapsed)
+	b.printEtcd(etcd0, etcd1, b.writes)
 	return nil
 }
 
@@ -299,7 +387,20 @@ type replica struct{ *weftbin.Server }
 // /metrics, so that a stuck replica fails the run instead of hanging it.
 const adminTimeout = 30 * time.Second
 
-func startReplica(ctx context.Context, bin, name string, storeArgs []string) (*replica, error) {
+func startReplica(ctx context.Context, bin, name, gogc string, storeArgs []string) (*replica, error) {
+	if gogc != "" {
+		// The replica inherits the environment; this process's own GC
+		// was set up at its start and does not change.
+		old, had := os.LookupEnv("GOGC")
+		os.Setenv("GOGC", gogc)
+		defer func() {
+			if had {
+				os.Setenv("GOGC", old)
+			} else {
+				os.Unsetenv("GOGC")
+			}
+		}()
+	}
 	s, err := weftbin.StartServer(ctx, bin, name, append([]string{"--region", "us-east-1", "--account-id", account,
 		"--appmesh-limits", "virtualNodesPerMesh=100000"}, storeArgs...)...)
 	if err != nil {
@@ -448,8 +549,13 @@ type tracker struct {
 	mu      sync.Mutex
 	want    uint32
 	missing int
-	at      []time.Time // when each proxy applied it
+	at      []applied // when each proxy applied it, and on which replica
 	reached chan struct{}
+}
+
+type applied struct {
+	at      time.Time
+	replica int
 }
 
 func (t *tracker) arm(want uint32, n int) {
@@ -458,13 +564,13 @@ func (t *tracker) arm(want uint32, n int) {
 	t.want, t.missing, t.at, t.reached = want, n, t.at[:0], make(chan struct{})
 }
 
-// applied is called by a proxy that accepted blue weight w, having had
-// prev before.
-func (t *tracker) applied(prev, w uint32, at time.Time) {
+// applied is called by a proxy on replica that accepted blue weight w,
+// having had prev before.
+func (t *tracker) applied(prev, w uint32, at time.Time, replica int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if w >= t.want && prev < t.want && t.missing > 0 {
-		t.at = append(t.at, at)
+		t.at = append(t.at, applied{at, replica})
 		t.missing--
 		if t.missing == 0 {
 			close(t.reached)
@@ -493,10 +599,16 @@ func (t *tracker) latencies(since time.Time) []time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]time.Duration, 0, len(t.at))
-	for _, at := range t.at {
-		out = append(out, at.Sub(since))
+	for _, a := range t.at {
+		out = append(out, a.at.Sub(since))
 	}
 	return out
+}
+
+func (t *tracker) applies() []applied {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.at)
 }
 
 func pct(d []time.Duration, p int) time.Duration { return d[(len(d)-1)*p/100] }

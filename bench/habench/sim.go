@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -13,6 +15,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/grpc"
 
 	"github.com/weftmesh/weft/internal/proxy/xdsclient"
 )
@@ -23,6 +26,8 @@ import (
 type sim struct {
 	c     *xdsclient.Client
 	track *tracker
+	// replica is the index of the replica the last stream was dialled to.
+	replica atomic.Int32
 
 	mu   sync.Mutex
 	blue uint32 // blue's weight in the last accepted routes
@@ -35,7 +40,20 @@ type sim struct {
 
 func newSim(node string, servers []string, protocol string, track *tracker) *sim {
 	s := &sim{track: track}
-	s.c = xdsclient.New(xdsclient.Config{Server: strings.Join(servers, ","), Protocol: protocol,
+	index := map[string]int32{}
+	for i, a := range servers {
+		index[a] = int32(i)
+	}
+	// The dialler notes which replica the proxy is on, for the write
+	// breakdown per replica.
+	dial := grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			s.replica.Store(index[addr])
+		}
+		return conn, err
+	})
+	s.c = xdsclient.New(xdsclient.Config{Server: strings.Join(servers, ","), Protocol: protocol, DialOptions: []grpc.DialOption{dial},
 		Node: &corev3.Node{Id: "mesh/" + mesh + "/virtualNode/" + node, Cluster: node}}, s, slog.New(slog.DiscardHandler))
 	s.c.OnConnect = func(up bool) {
 		s.mu.Lock()
@@ -117,6 +135,6 @@ func (s *sim) Routes(_ context.Context, _ string, rs []*routev3.RouteConfigurati
 	prev := s.blue
 	s.blue = blue
 	s.mu.Unlock()
-	s.track.applied(prev, blue, now)
+	s.track.applied(prev, blue, now, int(s.replica.Load()))
 	return nil
 }

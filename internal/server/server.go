@@ -150,6 +150,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if c, ok := st.(prometheus.Collector); ok { // the etcd store's commit and learn latencies
+		reg.MustRegister(c)
+	}
 	var dnsErr chan error // nil without a DNS server, or once it has reported
 	if cfg.DNSAddr != "" {
 		dnsSrv, err := dns.Listen(cfg.DNSAddr, dns.Config{Upstreams: cfg.DNSUpstreams, Limits: cfg.DNS, Registry: reg}, log.With("component", "dns"))

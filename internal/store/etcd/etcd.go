@@ -67,12 +67,19 @@ type Options struct {
 
 // Store is a store.Store on etcd.
 type Store struct {
-	c         *clientv3.Client
-	kvPrefix  string
-	seqKey    string
-	formatKey string
-	opts      Options
-	log       *slog.Logger
+	c          *clientv3.Client
+	rootPrefix string // every key of the store's
+	kvPrefix   string
+	seqKey     string
+	formatKey  string
+	opts       Options
+	log        *slog.Logger
+	metrics    *metrics
+	local      localWatchers // the watchers this replica's commits go to
+
+	// leader, when set, is a client of the member that said it was the
+	// leader at the last probe: commits go there (see guardEndpoints).
+	leader atomic.Pointer[clientv3.Client]
 
 	closing   chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -139,13 +146,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("etcd %v: %w", opts.Endpoints, err)
 	}
 	s := &Store{
-		c:         c,
-		kvPrefix:  opts.Prefix + "/kv/",
-		seqKey:    opts.Prefix + "/meta/seq",
-		formatKey: opts.Prefix + "/meta/format",
-		opts:      opts,
-		log:       opts.Log,
-		closing:   make(chan struct{}),
+		c:          c,
+		rootPrefix: opts.Prefix + "/",
+		kvPrefix:   opts.Prefix + "/kv/",
+		seqKey:     opts.Prefix + "/meta/seq",
+		formatKey:  opts.Prefix + "/meta/format",
+		opts:       opts,
+		log:        opts.Log,
+		metrics:    newMetrics(),
+		closing:    make(chan struct{}),
 	}
 	if err := s.checkFormat(ctx); err != nil {
 		c.Close()

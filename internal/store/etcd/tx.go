@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftmesh/weft/internal/store"
@@ -41,13 +43,28 @@ func (s *Store) newTx(ctx context.Context, readOnly bool) *tx {
 
 // get runs one etcd range read at the snapshot revision, fixing the
 // snapshot at the first read.
+//
+// The first read is linearizable (a quorum confirms the member is
+// current), so that a transaction sees every write acknowledged before it
+// began, through any replica. The later ones read the same fixed revision,
+// whose content no member can disagree on: they are serializable, answered
+// by the member from its own state without a round to the leader and a
+// quorum; a member that has not applied the revision yet answers
+// ErrFutureRev, and the read is made linearizable instead.
 func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-	if t.rev != 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
-	}
 	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
 	defer cancel()
-	resp, err := t.s.c.Get(ctx, key, opts...)
+	var resp *clientv3.GetResponse
+	var err error
+	if t.rev != 0 {
+		opts = append(opts, clientv3.WithRev(t.rev))
+		resp, err = t.s.c.Get(ctx, key, append(opts, clientv3.WithSerializable())...)
+		if errors.Is(err, rpctypes.ErrFutureRev) {
+			resp, err = t.s.c.Get(ctx, key, opts...)
+		}
+	} else {
+		resp, err = t.s.c.Get(ctx, key, opts...)
+	}
 	if err != nil {
 		err = t.s.wrap(ctx, err)
 		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
@@ -196,25 +213,37 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 			cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(t.s.seqKey), "<", t.rev+1)}
 		}
 	}
+	// Every op returns the key's previous value, so that this replica can
+	// hand its own change to its watchers from the response (see
+	// local.go) with the events etcd's watch will carry.
 	ops := make([]clientv3.Op, 0, t.w.Len()+1)
+	writes := make([]write, 0, t.w.Len())
 	t.w.Each(func(k string, value []byte, deleted bool) error {
+		writes = append(writes, write{key: k, value: value, deleted: deleted})
 		if deleted {
-			ops = append(ops, clientv3.OpDelete(t.s.kvPrefix+k))
+			ops = append(ops, clientv3.OpDelete(t.s.kvPrefix+k, clientv3.WithPrevKV()))
 		} else {
-			ops = append(ops, clientv3.OpPut(t.s.kvPrefix+k, string(value)))
+			ops = append(ops, clientv3.OpPut(t.s.kvPrefix+k, string(value), clientv3.WithPrevKV()))
 		}
 		return nil
 	})
-	ops = append(ops, clientv3.OpPut(t.s.seqKey, ""))
+	// The sequence key holds when the commit was sent (this replica's
+	// clock), for the replicas' learn latency metric; its previous mod
+	// revision is the weft write just before this one.
+	sent := time.Now()
+	ops = append(ops, clientv3.OpPut(t.s.seqKey, strconv.FormatInt(sent.UnixNano(), 10), clientv3.WithPrevKV()))
 	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
 	defer cancel()
-	resp, err := t.s.c.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := t.s.commitClient(ctx).Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return 0, false, fmt.Errorf("commit: %w", t.s.wrap(ctx, err))
 	}
 	if !resp.Succeeded {
 		return 0, false, nil
 	}
+	now := time.Now()
+	t.s.metrics.commit.Observe(now.Sub(sent).Seconds())
+	t.s.committed(writes, resp, sent, now)
 	return store.Revision(resp.Header.Revision), true, nil
 }
 

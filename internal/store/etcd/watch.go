@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -35,25 +36,80 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 		return nil, err
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	wch := s.c.Watch(wctx, s.kvPrefix+prefix, clientv3.WithPrefix(), clientv3.WithRev(int64(from)+1), clientv3.WithPrevKV())
+	// A watcher of every key (the xDS server's) covers every key weft
+	// writes, the sequence key included: it sees every weft revision and
+	// can tell when one of this replica's commits may be delivered ahead
+	// of its event (local.go). A watcher of a prefix (discovery, the
+	// console's events) is only sent its prefix's changes by etcd, and
+	// takes nothing from the commits: most writes are not its.
+	key := s.kvPrefix + prefix
+	var local chan localCommit // nil: no commits
+	if prefix == "" {
+		key = s.rootPrefix
+		local = s.local.add()
+	}
+	wch := s.c.Watch(wctx, key, clientv3.WithPrefix(), clientv3.WithRev(int64(from)+1), clientv3.WithPrevKV())
 	out := make(chan store.Change, s.opts.WatchBuffer)
-	go func() { // ends with ctx, Close, a broken etcd watch or a slow receiver
+	go func() { // ends with ctx, Close, a broken etcd watch, a broken order or a slow receiver
 		defer close(out)
 		defer cancel()
+		if local != nil {
+			defer s.local.remove(local)
+		}
+		o := newOrderer(prefix, from)
+		send := func(c store.Change) bool {
+			select {
+			case out <- c:
+				return true
+			default:
+				// Too far behind: the receiver resynchronises.
+				s.log.Warn("watch receiver fell behind; closing its watch", "prefix", prefix, "buffer", cap(out), "revision", int64(c.Revision))
+				return false
+			}
+		}
+		sendLocal := func(cs []localCommit) bool {
+			for _, lc := range cs {
+				c, ok := o.change(lc)
+				if !ok {
+					continue
+				}
+				s.metrics.learned(viaCommit, lc.at.Sub(lc.sent))
+				if !send(c) {
+					return false
+				}
+			}
+			return true
+		}
 		for {
 			select {
 			case <-s.closing:
 				return
+			case lc := <-local:
+				if !sendLocal(o.fromCommit(lc)) {
+					return
+				}
 			case resp, ok := <-wch:
 				if !ok || resp.Canceled || resp.Err() != nil {
 					return
 				}
-				for _, c := range s.changes(resp.Events) {
-					select {
-					case out <- c:
-					default:
-						// Too far behind: the receiver resynchronises.
-						s.log.Warn("watch receiver fell behind; closing its watch", "prefix", prefix, "buffer", cap(out), "revision", int64(c.Revision))
+				for _, r := range s.changes(resp.Events, prefix) {
+					deliver, ok := o.fromWatch(r.c.Revision)
+					if !ok {
+						s.log.Warn("watch event older than a revision already delivered (a write to weft's keys outside weft?); closing the watch", "prefix", prefix, "revision", int64(r.c.Revision))
+						return
+					}
+					if !deliver {
+						continue
+					}
+					if len(r.c.Events) > 0 {
+						if !r.sent.IsZero() {
+							s.metrics.learned(viaWatch, r.c.Committed.Sub(r.sent))
+						}
+						if !send(r.c) {
+							return
+						}
+					}
+					if !sendLocal(o.afterWatch()) {
 						return
 					}
 				}
@@ -77,23 +133,47 @@ func (s *Store) checkRevision(ctx context.Context, from store.Revision) error {
 	return s.wrap(rctx, err)
 }
 
-// changes groups a watch response's events by revision: etcd never splits
-// one revision's events over two responses (fragmentation is off).
-func (s *Store) changes(evs []*clientv3.Event) []store.Change {
-	var out []store.Change
+// watched is one revision of a watch response: its events under the
+// watcher's prefix (maybe none) and when its commit was sent (from the
+// sequence key; zero when it holds none).
+type watched struct {
+	c    store.Change
+	sent time.Time
+}
+
+// changes groups a watch response's events by revision (etcd never splits
+// one revision's events over two responses: fragmentation is off), keeping
+// only the events under the kv prefix and prefix; every revision is
+// listed, with or without events.
+func (s *Store) changes(evs []*clientv3.Event, prefix string) []watched {
+	var out []watched
 	now := time.Now()
 	for _, ev := range evs {
+		rev := store.Revision(ev.Kv.ModRevision)
+		if n := len(out); n == 0 || out[n-1].c.Revision != rev {
+			// etcd does not say when a revision was committed; the moment
+			// this replica learnt of it is the closest it knows.
+			out = append(out, watched{c: store.Change{Revision: rev, Committed: now}})
+		}
+		w := &out[len(out)-1]
+		key := string(ev.Kv.Key)
+		if key == s.seqKey && ev.Type == mvccpb.PUT {
+			w.sent, _ = sentAt(ev.Kv.Value)
+			continue
+		}
+		key, ok := strings.CutPrefix(key, s.kvPrefix)
+		if !ok || !hasPrefix(key, prefix) {
+			continue
+		}
 		var e store.Event
 		switch ev.Type {
 		case mvccpb.PUT:
 			e = store.Event{Type: store.EventPut, KV: store.KV{
-				Key: string(ev.Kv.Key[len(s.kvPrefix):]), Value: ev.Kv.Value,
+				Key: key, Value: ev.Kv.Value,
 				CreateRevision: store.Revision(ev.Kv.CreateRevision), ModRevision: store.Revision(ev.Kv.ModRevision),
 			}}
 		case mvccpb.DELETE:
-			e = store.Event{Type: store.EventDelete, KV: store.KV{
-				Key: string(ev.Kv.Key[len(s.kvPrefix):]), ModRevision: store.Revision(ev.Kv.ModRevision),
-			}}
+			e = store.Event{Type: store.EventDelete, KV: store.KV{Key: key, ModRevision: store.Revision(ev.Kv.ModRevision)}}
 			if ev.PrevKv != nil {
 				e.KV.Value = ev.PrevKv.Value
 				e.KV.CreateRevision = store.Revision(ev.PrevKv.CreateRevision)
@@ -101,14 +181,7 @@ func (s *Store) changes(evs []*clientv3.Event) []store.Change {
 		default:
 			continue
 		}
-		rev := store.Revision(ev.Kv.ModRevision)
-		if n := len(out); n > 0 && out[n-1].Revision == rev {
-			out[n-1].Events = append(out[n-1].Events, e)
-			continue
-		}
-		// etcd does not say when a revision was committed; the moment this
-		// replica learnt of it is the closest it knows.
-		out = append(out, store.Change{Revision: rev, Events: []store.Event{e}, Committed: now})
+		w.c.Events = append(w.c.Events, e)
 	}
 	return out
 }

@@ -95,7 +95,8 @@ func StartTLS(t testing.TB, n int, tlsCfg *TLS) *Cluster {
 
 // Launch is Start for programs that are not tests (benchmarks): the
 // members' data goes under root, and the caller ends them with Stop.
-func Launch(root string, n int) (*Cluster, error) {
+// extra are more etcd flags for every member.
+func Launch(root string, n int, extra ...string) (*Cluster, error) {
 	bin := Binary()
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("etcd not found at %s (install Debian's etcd-server, or set WEFT_ETCD): %w", bin, err)
@@ -106,7 +107,7 @@ func Launch(root string, n int) (*Cluster, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := start(bin, dir, n, nil)
+		c, err := start(bin, dir, n, nil, extra...)
 		if err == nil {
 			return c, nil
 		}
@@ -134,7 +135,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func start(bin, root string, n int, tlsCfg *TLS) (*Cluster, error) {
+func start(bin, root string, n int, tlsCfg *TLS, extra ...string) (*Cluster, error) {
 	scheme := "http"
 	if tlsCfg != nil {
 		scheme = "https"
@@ -169,6 +170,7 @@ func start(bin, root string, n int, tlsCfg *TLS) (*Cluster, error) {
 			"--initial-cluster-token", filepath.Base(root),
 			"--logger", "zap", "--log-level", "warn",
 		}
+		m.args = append(m.args, extra...)
 		if tlsCfg != nil {
 			m.args = append(m.args, "--cert-file", tlsCfg.CertFile, "--key-file", tlsCfg.KeyFile)
 			if tlsCfg.ClientCAFile != "" {
@@ -236,6 +238,16 @@ func (c *Cluster) Endpoints() []string {
 		out = append(out, m.ClientURL)
 	}
 	return out
+}
+
+// Pid is the member's process id; 0 when it is not running.
+func (m *Member) Pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
 }
 
 // Kill sends SIGKILL to the member and waits for it to exit.

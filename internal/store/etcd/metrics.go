@@ -1,0 +1,60 @@
+package etcd
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// How a replica learnt of a revision (label "via" of learn_seconds).
+const (
+	viaCommit = "commit" // its own write, from the commit's response
+	viaWatch  = "watch"  // etcd's watch (another replica's write, or its own when the watch was first)
+)
+
+// metrics are the store's Prometheus series; the Store is their
+// prometheus.Collector, registered by whoever serves /metrics.
+type metrics struct {
+	commit prometheus.Histogram
+	learn  *prometheus.HistogramVec // by via
+}
+
+func newMetrics() *metrics {
+	// 250 µs to about 8 s, in steps of 1.41 (half an octave), fine enough
+	// to read a percentile off a benchmark's run.
+	buckets := prometheus.ExponentialBuckets(0.00025, 1.4142, 31)
+	return &metrics{
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "weft", Subsystem: "store_etcd", Name: "commit_seconds",
+			Help:    "Time from sending a write transaction to etcd to its successful response (the quorum's commit).",
+			Buckets: buckets,
+		}),
+		learn: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "weft", Subsystem: "store_etcd", Name: "learn_seconds",
+			Help: "Time from a weft replica sending a write to etcd to this replica's store watchers receiving it, per write and watcher it concerns, by how it was learnt (commit: this replica's own write, from the commit's response; watch: etcd's watch). " +
+				"Measured against the writer's clock, carried in the write: across machines it includes their clock difference.",
+			Buckets: buckets,
+		}, []string{"via"}),
+	}
+}
+
+// learned records one write reaching a watcher that it concerns (a change
+// under the watcher's prefix): each such watcher counts it once.
+func (m *metrics) learned(via string, d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	m.learn.WithLabelValues(via).Observe(d.Seconds())
+}
+
+// Describe implements prometheus.Collector.
+func (s *Store) Describe(ch chan<- *prometheus.Desc) {
+	s.metrics.commit.Describe(ch)
+	s.metrics.learn.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (s *Store) Collect(ch chan<- prometheus.Metric) {
+	s.metrics.commit.Collect(ch)
+	s.metrics.learn.Collect(ch)
+}
