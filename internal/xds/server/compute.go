@@ -104,7 +104,7 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	}
 	results := make([]result, len(tasks))
 	built := &assignments{m: map[assignmentKey]*assignment{}}
-	sh := &shared{memo: translate.NewMemo(), sums: map[proto.Message]marshalled{}}
+	sh := &shared{memo: translate.NewMemoKeeping(c.kept), sums: map[proto.Message]marshalled{}}
 	// One marshalling buffer per worker: most resources are already
 	// interned and need no bytes of their own.
 	bufs := make([][]byte, c.workers(len(tasks)))

@@ -54,6 +54,9 @@ type machine struct {
 	deps    map[appmesh.Ref]map[translate.Identity]struct{}
 	epDeps  map[nodeRef]map[translate.Identity]struct{}
 	entries map[[sha256.Size]byte]*entry // interned resources by content
+	// kept carries each identity's ingress from batch to batch while its
+	// node and mesh are unchanged (translate.Kept).
+	kept *translate.Kept
 
 	// The CA the store holds (nil: none) and the leaves issued from it
 	// (secrets.go).
@@ -124,6 +127,7 @@ func newMachine(opts *Options, m *metrics, entropy io.Reader) *machine {
 		deps:          map[appmesh.Ref]map[translate.Identity]struct{}{},
 		epDeps:        map[nodeRef]map[translate.Identity]struct{}{},
 		entries:       map[[sha256.Size]byte]*entry{},
+		kept:          translate.NewKept(),
 	}
 }
 
@@ -417,6 +421,7 @@ func (c *machine) Detach(id translate.Identity) {
 		c.release(p.snap, nil)
 	}
 	delete(c.proxies, id)
+	c.kept.Forget(id)
 	c.out = append(c.out, update{id: id, gone: true})
 }
 

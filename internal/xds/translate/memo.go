@@ -46,6 +46,8 @@ type Memo struct {
 	hosts map[hostKey]*routev3.VirtualHost
 	// values holds messages that follow from their key alone (memoized).
 	values map[any]any
+	// kept, when set, carries parts across batches (kept.go).
+	kept *Kept
 }
 
 // NewMemo returns an empty Memo.
@@ -150,8 +152,7 @@ func (m *Memo) part(b *build, k any, fill func(c *build)) (added, reused bool) {
 		c := newBuild(b.v, b.id)
 		c.memo = m
 		fill(c)
-		p = &egressPart{listeners: c.listeners, routes: c.routes, clusters: c.clusters,
-			endpoints: c.endpoints, sources: c.sources, deps: c.deps, eps: c.eps, secrets: c.secrets, err: c.err}
+		p = c.part()
 		m.mu.Lock()
 		if q := m.parts[k]; q != nil {
 			p = q
@@ -304,6 +305,12 @@ func (m *Memo) SharedClusters() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.clusters
+}
+
+// part is what c built, as a part to merge into other builds.
+func (c *build) part() *egressPart {
+	return &egressPart{listeners: c.listeners, routes: c.routes, clusters: c.clusters,
+		endpoints: c.endpoints, sources: c.sources, deps: c.deps, eps: c.eps, secrets: c.secrets, err: c.err}
 }
 
 // merge adds a part's output to b as if b had built it.
