@@ -104,7 +104,8 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	}
 	results := make([]result, len(tasks))
 	built := &assignments{m: map[assignmentKey]*assignment{}}
-	sh := &shared{memo: translate.NewMemoKeeping(c.kept), sums: map[proto.Message]marshalled{}}
+	// About ten messages per identity pass through sums.
+	sh := &shared{memo: translate.NewMemoKeeping(c.kept), sums: make(map[proto.Message]marshalled, 10*len(tasks))}
 	// One marshalling buffer per worker: most resources are already
 	// interned and need no bytes of their own.
 	bufs := make([][]byte, c.workers(len(tasks)))
@@ -231,13 +232,21 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 			}
 			r.items[t] = append(r.items[t], it)
 		}
-		slices.SortFunc(r.items[t], func(a, b item) int { return strings.Compare(a.name, b.name) })
+		// The translator's lists are sorted by name already: sort only a
+		// translator that does not (a test's).
+		if byName := func(a, b item) int { return strings.Compare(a.name, b.name) }; !slices.IsSortedFunc(r.items[t], byName) {
+			slices.SortFunc(r.items[t], byName)
+		}
 	}
 	// The identity's own resource and its mesh are dependencies whatever
-	// the translator reports: their deletion must reach the proxy.
-	r.deps = append(slices.Clone(res.Deps),
+	// the translator reports: their deletion must reach the proxy. res is
+	// this translation's own: its Deps are appended to in place.
+	r.deps = append(res.Deps,
 		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: appmesh.KindMesh, Name: id.Mesh},
 		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: id.Kind, Name: id.Name})
+	if p := c.proxies[id]; p != nil && slices.Equal(p.deps, r.deps) {
+		r.deps = p.deps // most writes change no dependency: keep one copy
+	}
 	for _, n := range res.EndpointsOf {
 		r.eps = append(r.eps, nodeRef{k, n})
 	}

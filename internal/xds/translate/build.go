@@ -99,7 +99,9 @@ func (b *build) result() (*Resources, error) {
 	if len(b.sources) > 0 {
 		r.EndpointSources = sortedValues(b.sources)
 	}
-	r.Deps = make([]appmesh.Ref, 0, len(b.deps))
+	// Room for two more: the xDS server appends the identity's own
+	// resource and mesh.
+	r.Deps = make([]appmesh.Ref, 0, len(b.deps)+2)
 	for d := range b.deps {
 		r.Deps = append(r.Deps, d)
 	}

@@ -172,6 +172,9 @@ func translate(v *View, id Identity, m *Memo) (*Resources, error) {
 		return nil, fmt.Errorf("mesh %q: %w", id.Mesh, ErrNotFound)
 	}
 	b := newBuild(v, id)
+	// A sidecar reads a dozen resources or more: sized once rather than
+	// grown (and rehashed) entry by entry.
+	b.deps = make(map[appmesh.Ref]struct{}, 16)
 	b.memo = m
 	b.dep(appmesh.KindMesh, "", id.Mesh)
 	var err error
