@@ -8,6 +8,9 @@ type metrics struct {
 	writeToAck   *prometheus.HistogramVec // by type
 	pushes       *prometheus.CounterVec   // by type
 	acks         *prometheus.CounterVec   // by type
+	// pushesBy and acksBy are pushes' and acks' series of each type,
+	// resolved once: a push and its ACK look up no label.
+	pushesBy, acksBy [numTypes]prometheus.Counter
 	nacks        *prometheus.CounterVec   // by type
 	rejected     *prometheus.CounterVec   // streams closed at identification, by gRPC code
 	streams      prometheus.Gauge
@@ -82,6 +85,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "weft", Subsystem: "xds", Name: "certificates_issued_total",
 			Help: "Leaf certificates issued to proxies: first issue, renewal at two thirds of the lifetime, new signing root or new DNS names.",
 		}),
+	}
+	for t := range numTypes {
+		m.pushesBy[t] = m.pushes.WithLabelValues(typeName(t))
+		m.acksBy[t] = m.acks.WithLabelValues(typeName(t))
 	}
 	if reg != nil {
 		reg.MustRegister(m.writeToAck, m.pushes, m.acks, m.nacks, m.rejected, m.streams,
