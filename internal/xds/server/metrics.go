@@ -5,23 +5,24 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are the xDS server's Prometheus series, registered on the
 // registry the caller passes in.
 type metrics struct {
-	writeToAck *prometheus.HistogramVec // by type
-	pushes     *prometheus.CounterVec   // by type
-	acks       *prometheus.CounterVec   // by type
+	writeToAck   *prometheus.HistogramVec // by type
+	pushes       *prometheus.CounterVec   // by type
+	acks         *prometheus.CounterVec   // by type
+	nacks        *prometheus.CounterVec   // by type
+	rejected     *prometheus.CounterVec   // streams closed at identification, by gRPC code
+	streams      prometheus.Gauge
+	translations prometheus.Counter
+	sharedEgress prometheus.Counter
+	epUpdates    prometheus.Counter
+	translateErr prometheus.Counter
+	checks       prometheus.Counter
+	recompute    prometheus.Histogram
+	interned     prometheus.Gauge
+	certIssued   prometheus.Counter
+
 	// pushesBy and acksBy are pushes' and acks' series of each type,
 	// resolved once: a push and its ACK look up no label.
 	pushesBy, acksBy [numTypes]prometheus.Counter
-	nacks            *prometheus.CounterVec // by type
-	rejected         *prometheus.CounterVec // streams closed at identification, by gRPC code
-	streams          prometheus.Gauge
-	translations     prometheus.Counter
-	sharedEgress     prometheus.Counter
-	epUpdates        prometheus.Counter
-	translateErr     prometheus.Counter
-	checks           prometheus.Counter
-	recompute        prometheus.Histogram
-	interned         prometheus.Gauge
-	certIssued       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
