@@ -105,7 +105,8 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	results := make([]result, len(tasks))
 	built := &assignments{m: map[assignmentKey]*assignment{}}
 	// About ten messages per identity pass through sums.
-	sh := &shared{memo: translate.NewMemoKeeping(c.kept), sums: make(map[proto.Message]marshalled, 10*len(tasks))}
+	sh := &shared{memo: translate.NewMemoKeeping(c.kept), sums: make(map[proto.Message]marshalled, 10*len(tasks)),
+		kept: map[proto.Message][sha256.Size]byte{}}
 	// One marshalling buffer per worker: most resources are already
 	// interned and need no bytes of their own.
 	bufs := make([][]byte, c.workers(len(tasks)))
@@ -119,6 +120,7 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 		}
 	})
 	c.metrics.sharedEgress.Add(float64(sh.memo.Shared()))
+	c.keepSums(sh.kept)
 	c.check(results)
 	c.preissue(tasks, results, now)
 	for i := range results {
@@ -148,6 +150,26 @@ type shared struct {
 	memo *translate.Memo
 	mu   sync.Mutex
 	sums map[proto.Message]marshalled
+	// kept are the sums of kept messages marshalled in this batch, for
+	// machine.keptSums.
+	kept map[proto.Message][sha256.Size]byte
+}
+
+// keepSums adds the batch's sums of kept messages to c.keptSums, and
+// drops those whose message is no longer kept when they outnumber the
+// kept ones (each identity keeps a handful).
+func (c *machine) keepSums(add map[proto.Message][sha256.Size]byte) {
+	for m, sum := range add {
+		c.keptSums[m] = sum
+	}
+	if len(add) == 0 || len(c.keptSums) <= 8*c.kept.Len()+64 {
+		return
+	}
+	for m := range c.keptSums {
+		if !c.kept.Holds(m) {
+			delete(c.keptSums, m)
+		}
+	}
 }
 
 type marshalled struct {
@@ -209,6 +231,16 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 			mm, ok := sh.sums[m]
 			sh.mu.Unlock()
 			if !ok {
+				if sum, hit := c.keptSums[m]; hit && c.entries[sum] != nil {
+					// Kept from an earlier batch, and interned: neither
+					// bytes nor hashing needed.
+					ok, mm = true, marshalled{sum: sum}
+					sh.mu.Lock()
+					sh.sums[m] = mm
+					sh.mu.Unlock()
+				}
+			}
+			if !ok {
 				// Deterministic, so that equal resources hash equal.
 				b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
 				if err != nil {
@@ -220,8 +252,12 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 				if c.entries[mm.sum] == nil {
 					mm.value = slices.Clone(b)
 				}
+				kept := c.kept.Holds(m)
 				sh.mu.Lock()
 				sh.sums[m] = mm
+				if kept {
+					sh.kept[m] = mm.sum
+				}
 				sh.mu.Unlock()
 			}
 			it := item{name: cache.GetResourceName(m), sum: mm.sum, msg: m}

@@ -57,6 +57,10 @@ type machine struct {
 	// kept carries each identity's ingress from batch to batch while its
 	// node and mesh are unchanged (translate.Kept).
 	kept *translate.Kept
+	// keptSums holds the content sum of each kept message (kept.Holds)
+	// met before: a message kept from batch to batch is marshalled and
+	// hashed once. Read by the workers during a batch, extended after it.
+	keptSums map[proto.Message][sha256.Size]byte
 
 	// The CA the store holds (nil: none) and the leaves issued from it
 	// (secrets.go).
@@ -128,6 +132,7 @@ func newMachine(opts *Options, m *metrics, entropy io.Reader) *machine {
 		epDeps:        map[nodeRef]map[translate.Identity]struct{}{},
 		entries:       map[[sha256.Size]byte]*entry{},
 		kept:          translate.NewKept(),
+		keptSums:      map[proto.Message][sha256.Size]byte{},
 	}
 }
 

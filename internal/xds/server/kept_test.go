@@ -133,6 +133,14 @@ func TestKeptIngressFollowsChanges(t *testing.T) {
 		t.Fatalf("a route write: %d clients took their ingress as kept, want %d", got, clients)
 	}
 	sameAsFull("a route write")
+	// The kept messages' sums are kept with them: the next batch neither
+	// marshals nor hashes them.
+	if len(l.keptSums) < clients {
+		t.Fatalf("%d sums of kept messages, want one or more per client", len(l.keptSums))
+	}
+	route(30)
+	follow()
+	sameAsFull("a second route write")
 
 	// Each client's listener port, then a backend added to each.
 	before = versions()

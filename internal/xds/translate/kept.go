@@ -27,6 +27,8 @@ type Kept struct {
 	mu      sync.Mutex
 	ingress map[Identity]*keptPart
 	reused  int // translations that took their ingress from a kept part
+	// msgs holds every message of the kept parts (Holds).
+	msgs map[any]struct{}
 }
 
 // keptPart is a part and the inputs it was built from.
@@ -38,7 +40,7 @@ type keptPart struct {
 
 // NewKept returns an empty Kept.
 func NewKept() *Kept {
-	return &Kept{ingress: map[Identity]*keptPart{}}
+	return &Kept{ingress: map[Identity]*keptPart{}, msgs: map[any]struct{}{}}
 }
 
 // NewMemoKeeping returns an empty Memo whose translations also take, and
@@ -52,8 +54,36 @@ func NewMemoKeeping(k *Kept) *Memo {
 // Forget drops what k keeps for id.
 func (k *Kept) Forget(id Identity) {
 	k.mu.Lock()
+	k.drop(k.ingress[id])
 	delete(k.ingress, id)
 	k.mu.Unlock()
+}
+
+// Holds reports whether m is a message of a part k keeps: the next
+// translations hand out this very message while its inputs stand, so a
+// caller may keep what it derives from it (its encoding) by pointer.
+func (k *Kept) Holds(m any) bool {
+	k.mu.Lock()
+	_, ok := k.msgs[m]
+	k.mu.Unlock()
+	return ok
+}
+
+// keep records kp's messages in k.msgs, and drop forgets them; called
+// with mu held.
+func (k *Kept) keep(kp *keptPart) {
+	for _, m := range kp.part.messages() {
+		k.msgs[m] = struct{}{}
+	}
+}
+
+func (k *Kept) drop(kp *keptPart) {
+	if kp == nil {
+		return
+	}
+	for _, m := range kp.part.messages() {
+		delete(k.msgs, m)
+	}
 }
 
 // Len is how many identities k keeps a part for.
@@ -92,7 +122,28 @@ func (k *Kept) addIngress(b *build, vn *appmesh.VirtualNodeData, fill func(c *bu
 	if c.err != nil {
 		return
 	}
+	kp = &keptPart{node: vn, mesh: b.v.Mesh, part: p}
 	k.mu.Lock()
-	k.ingress[b.id] = &keptPart{node: vn, mesh: b.v.Mesh, part: p}
+	k.drop(k.ingress[b.id])
+	k.ingress[b.id] = kp
+	k.keep(kp)
 	k.mu.Unlock()
+}
+
+// messages lists the part's messages.
+func (p *egressPart) messages() []any {
+	out := make([]any, 0, len(p.listeners)+len(p.routes)+len(p.clusters)+len(p.endpoints))
+	for _, m := range p.listeners {
+		out = append(out, m)
+	}
+	for _, m := range p.routes {
+		out = append(out, m)
+	}
+	for _, m := range p.clusters {
+		out = append(out, m)
+	}
+	for _, m := range p.endpoints {
+		out = append(out, m)
+	}
+	return out
 }
