@@ -14,7 +14,9 @@
 //	         names.go holds App Mesh's naming scheme.
 //	TranslateWith is Translate with a Memo (memo.go): translations of one
 //	batch share the egress of nodes whose egress inputs are equal, and
-//	otherwise each egress cluster and each service's virtual host.
+//	otherwise each egress cluster and each service's virtual host; a
+//	Kept (kept.go) carries each sidecar's ingress from batch to batch
+//	while its node and mesh are the same.
 //	Resources ─ Check (check.go) ─▶ the xDS server pushes them
 //	            = CheckResource on each resource (the server: once per
 //	              distinct resource) + CheckRefs on what they name
