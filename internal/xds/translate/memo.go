@@ -2,6 +2,8 @@ package translate
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"sync"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -48,11 +50,81 @@ type Memo struct {
 	values map[any]any
 	// kept, when set, carries parts across batches (kept.go).
 	kept *Kept
+	// tables holds each sidecar egress route table (egressTable).
+	tables map[tableKey]*routev3.RouteConfiguration
+}
+
+// tableKey names a sidecar's egress route table: its name and port, its
+// virtual hosts (each a hostKey but for the port, which is domainPort
+// here), and whether the mesh lets unknown hosts through (allow_all).
+type tableKey struct {
+	v        *View
+	owner    string
+	mesh     string
+	name     string
+	port     uint32
+	allowAll bool
+	services string // each host's service and port, in order
+}
+
+// egressTable is the route table of a sidecar's egress port p, built
+// once per Memo for the same hosts: callers whose backends differ
+// still share the table of the services they have in common on a port.
+// What building it adds to the build is the clusters of its routes'
+// targets (as in virtualHost), which a caller taking a built table adds
+// itself.
+func (b *build) egressTable(name string, sps []svcPort, p uint32, allowAll bool) *routev3.RouteConfiguration {
+	newTable := func() *routev3.RouteConfiguration {
+		var extra []*routev3.VirtualHost
+		if allowAll {
+			extra = append(extra, b.allowAllVirtualHost())
+		}
+		return b.egressRouteConfig(name, sps, p, envoyFlavor, extra...)
+	}
+	m := b.memo
+	if m == nil {
+		return newTable()
+	}
+	var services strings.Builder
+	for _, sp := range sps {
+		services.WriteString(sp.service)
+		services.WriteByte(':')
+		services.WriteString(strconv.FormatUint(uint64(sp.port), 10))
+		services.WriteByte(' ')
+	}
+	k := tableKey{v: b.v, owner: b.id.MeshOwner, mesh: b.id.Mesh, name: name, port: p, allowAll: allowAll, services: services.String()}
+	m.mu.Lock()
+	rc := m.tables[k]
+	m.mu.Unlock()
+	if rc != nil {
+		for _, sp := range sps {
+			for _, r := range sp.routes {
+				for _, t := range r.targets {
+					b.egressCluster(sp.service, t, envoyFlavor)
+				}
+			}
+		}
+		return rc
+	}
+	rc = newTable()
+	if b.err != nil {
+		// Not shared, as in virtualHost.
+		return rc
+	}
+	m.mu.Lock()
+	if q := m.tables[k]; q != nil {
+		rc = q // built twice at once: equal, the first stored is kept
+	} else {
+		m.tables[k] = rc
+	}
+	m.mu.Unlock()
+	return rc
 }
 
 // NewMemo returns an empty Memo.
 func NewMemo() *Memo {
-	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, values: map[any]any{}}
+	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, values: map[any]any{},
+		tables: map[tableKey]*routev3.RouteConfiguration{}}
 }
 
 // hostKey names a virtual host of an Envoy egress route table: what
