@@ -538,6 +538,12 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 			// its endpoints (App Mesh roadmap #192).
 			salt = snap.types[typeCluster].version
 		}
+		if prev != nil && sameItems(prev.types[t].entries, r.items[t]) && (t != typeEndpoint || prev.types[typeCluster].version == salt) {
+			// The same names and contents (and, for EDS, the same
+			// clusters): the same version, without hashing it again.
+			snap.types[t] = prev.types[t]
+			continue
+		}
 		version := versionOfItems(r.items[t], salt)
 		if prev != nil && prev.types[t].version == version {
 			// Unchanged: share the type with the previous snapshot (never
@@ -572,6 +578,20 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 		drops = append(drops, drop{prev, snap})
 	}
 	return drops
+}
+
+// sameItems reports whether items name the same resources with the same
+// contents as entries, in the same order.
+func sameItems(entries []*entry, items []item) bool {
+	if len(entries) != len(items) {
+		return false
+	}
+	for i, e := range entries {
+		if e.name != items[i].name || e.sum != items[i].sum {
+			return false
+		}
+	}
+	return true
 }
 
 // release drops a snapshot's references to interned entries, except for
