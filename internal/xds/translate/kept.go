@@ -134,16 +134,16 @@ func (k *Kept) addIngress(b *build, vn *appmesh.VirtualNodeData, fill func(c *bu
 func (p *egressPart) messages() []any {
 	out := make([]any, 0, len(p.listeners)+len(p.routes)+len(p.clusters)+len(p.endpoints))
 	for _, m := range p.listeners {
-		out = append(out, m)
+		out = append(out, m.v)
 	}
 	for _, m := range p.routes {
-		out = append(out, m)
+		out = append(out, m.v)
 	}
 	for _, m := range p.clusters {
-		out = append(out, m)
+		out = append(out, m.v)
 	}
 	for _, m := range p.endpoints {
-		out = append(out, m)
+		out = append(out, m.v)
 	}
 	return out
 }

@@ -182,17 +182,41 @@ type egressInputs struct {
 	DualStack       bool                     `json:"s,omitempty"`
 }
 
-// egressPart is one part as built: what it added to its build.
+// egressPart is one part as built: what it added to its build, as flat
+// lists (merging walks them for every build that takes the part, which
+// is cheaper over a slice than over a map).
 type egressPart struct {
-	listeners map[string]*listenerv3.Listener
-	routes    map[string]*routev3.RouteConfiguration
-	clusters  map[string]*clusterv3.Cluster
-	endpoints map[string]*endpointv3.ClusterLoadAssignment
-	sources   map[string]EndpointSource
-	deps      map[appmesh.Ref]struct{}
-	eps       map[string]struct{}
-	secrets   map[string]SecretRole
+	listeners []named[*listenerv3.Listener]
+	routes    []named[*routev3.RouteConfiguration]
+	clusters  []named[*clusterv3.Cluster]
+	endpoints []named[*endpointv3.ClusterLoadAssignment]
+	sources   []named[EndpointSource]
+	deps      []appmesh.Ref
+	eps       []string
+	secrets   []named[SecretRole]
 	err       error
+}
+
+// named is one entry of a build's map by name.
+type named[T any] struct {
+	name string
+	v    T
+}
+
+func flat[T any](m map[string]T) []named[T] {
+	out := make([]named[T], 0, len(m))
+	for n, v := range m {
+		out = append(out, named[T]{n, v})
+	}
+	return out
+}
+
+func keys[K comparable, V any](m map[K]V) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 // TranslateWith is Translate sharing what it can with the other
@@ -381,36 +405,37 @@ func (m *Memo) SharedClusters() int {
 
 // part is what c built, as a part to merge into other builds.
 func (c *build) part() *egressPart {
-	return &egressPart{listeners: c.listeners, routes: c.routes, clusters: c.clusters,
-		endpoints: c.endpoints, sources: c.sources, deps: c.deps, eps: c.eps, secrets: c.secrets, err: c.err}
+	return &egressPart{listeners: flat(c.listeners), routes: flat(c.routes), clusters: flat(c.clusters),
+		endpoints: flat(c.endpoints), sources: flat(c.sources), deps: keys(c.deps), eps: keys(c.eps),
+		secrets: flat(c.secrets), err: c.err}
 }
 
 // merge adds a part's output to b as if b had built it.
 func (b *build) merge(p *egressPart) {
-	for n, l := range p.listeners {
-		b.listeners[n] = l
+	for _, l := range p.listeners {
+		b.listeners[l.name] = l.v
 	}
-	for n, r := range p.routes {
-		b.routes[n] = r
+	for _, r := range p.routes {
+		b.routes[r.name] = r.v
 	}
-	for n, c := range p.clusters {
-		b.clusters[n] = c
+	for _, c := range p.clusters {
+		b.clusters[c.name] = c.v
 	}
-	for n, e := range p.endpoints {
-		b.endpoints[n] = e
-		delete(b.sources, n)
+	for _, e := range p.endpoints {
+		b.endpoints[e.name] = e.v
+		delete(b.sources, e.name)
 	}
-	for n, s := range p.sources {
-		b.sources[n] = s
+	for _, s := range p.sources {
+		b.sources[s.name] = s.v
 	}
-	for d := range p.deps {
+	for _, d := range p.deps {
 		b.deps[d] = struct{}{}
 	}
-	for n := range p.eps {
+	for _, n := range p.eps {
 		b.eps[n] = struct{}{}
 	}
-	for n, r := range p.secrets {
-		b.secrets[n] |= r
+	for _, r := range p.secrets {
+		b.secrets[r.name] |= r.v
 	}
 	if b.err == nil {
 		b.err = p.err
