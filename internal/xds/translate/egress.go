@@ -89,7 +89,7 @@ func (b *build) egressChain(p uint32, sps []svcPort, allowAll bool, logs []*acce
 	if len(httpSps) > 0 {
 		pp.proto = httpSps[0].proto
 		rds := egressRouteName(pp.proto, p)
-		b.addRoute(b.egressTable(rds, httpSps, p, allowAll))
+		b.addEgressTable(rds, httpSps, p, allowAll)
 		f = b.envoyHCMFilter("egress", rds, pp.proto, logs)
 	} else {
 		pp.proto = sps[0].proto

@@ -67,6 +67,53 @@ type tableKey struct {
 	services string // each host's service and port, in order
 }
 
+func (b *build) tableKey(name string, sps []svcPort, p uint32, allowAll bool) tableKey {
+	var services strings.Builder
+	for _, sp := range sps {
+		services.WriteString(sp.service)
+		services.WriteByte(':')
+		services.WriteString(strconv.FormatUint(uint64(sp.port), 10))
+		services.WriteByte(' ')
+	}
+	return tableKey{v: b.v, owner: b.id.MeshOwner, mesh: b.id.Mesh, name: name, port: p, allowAll: allowAll, services: services.String()}
+}
+
+// tablePartKey names a sidecar's egress route table with what building
+// it adds (the clusters of its routes' targets, their assignments and
+// dependencies), for callers with no client policy toward its services:
+// those clusters then follow from the targets and where the caller's
+// sds secrets come from alone (clusterKey).
+type tablePartKey struct {
+	table     tableKey
+	sdsSocket bool
+}
+
+// addEgressTable adds the route table of a sidecar's egress port p to b.
+// A caller with no client policy toward the table's services takes it
+// as a part, built once per Memo: one merge instead of building each
+// target's cluster name and looking it up. Others share the table alone
+// (egressTable).
+func (b *build) addEgressTable(name string, sps []svcPort, p uint32, allowAll bool) {
+	if b.memo != nil && !b.anyCallerPolicy(sps) {
+		k := tablePartKey{table: b.tableKey(name, sps, p, allowAll), sdsSocket: b.id.SDSSocket}
+		if added, _ := b.memo.part(b, k, func(c *build) { c.addRoute(c.egressTable(name, sps, p, allowAll)) }); added {
+			return
+		}
+	}
+	b.addRoute(b.egressTable(name, sps, p, allowAll))
+}
+
+// anyCallerPolicy reports whether b's proxy has a client policy toward
+// one of the services.
+func (b *build) anyCallerPolicy(sps []svcPort) bool {
+	for _, sp := range sps {
+		if node, gateway := b.callerPolicySpec(sp.service); node != nil || gateway != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // egressTable is the route table of a sidecar's egress port p, built
 // once per Memo for the same hosts: callers whose backends differ
 // still share the table of the services they have in common on a port.
@@ -85,14 +132,7 @@ func (b *build) egressTable(name string, sps []svcPort, p uint32, allowAll bool)
 	if m == nil {
 		return newTable()
 	}
-	var services strings.Builder
-	for _, sp := range sps {
-		services.WriteString(sp.service)
-		services.WriteByte(':')
-		services.WriteString(strconv.FormatUint(uint64(sp.port), 10))
-		services.WriteByte(' ')
-	}
-	k := tableKey{v: b.v, owner: b.id.MeshOwner, mesh: b.id.Mesh, name: name, port: p, allowAll: allowAll, services: services.String()}
+	k := b.tableKey(name, sps, p, allowAll)
 	m.mu.Lock()
 	rc := m.tables[k]
 	m.mu.Unlock()
