@@ -275,11 +275,18 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 		}
 	}
 	// The identity's own resource and its mesh are dependencies whatever
-	// the translator reports: their deletion must reach the proxy. res is
-	// this translation's own: its Deps are appended to in place.
-	r.deps = append(res.Deps,
-		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: appmesh.KindMesh, Name: id.Mesh},
-		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: id.Kind, Name: id.Name})
+	// the translator reports: their deletion must reach the proxy.
+	// translate.Translate lists both; a copy is made only for a
+	// translator that does not (res.Deps is not ours to append to).
+	r.deps = res.Deps
+	for _, own := range [...]appmesh.Ref{
+		{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: appmesh.KindMesh, Name: id.Mesh},
+		{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: id.Kind, Name: id.Name},
+	} {
+		if !slices.Contains(r.deps, own) {
+			r.deps = append(slices.Clip(r.deps), own)
+		}
+	}
 	if p := c.proxies[id]; p != nil && slices.Equal(p.deps, r.deps) {
 		r.deps = p.deps // most writes change no dependency: keep one copy
 	}

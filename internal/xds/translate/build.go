@@ -100,9 +100,7 @@ func (b *build) result() (*Resources, error) {
 	if len(b.sources) > 0 {
 		r.EndpointSources = sortedValues(b.sources)
 	}
-	// Room for two more: the xDS server appends the identity's own
-	// resource and mesh.
-	r.Deps = make([]appmesh.Ref, 0, len(b.deps)+2)
+	r.Deps = make([]appmesh.Ref, 0, len(b.deps))
 	for d := range b.deps {
 		r.Deps = append(r.Deps, d)
 	}
