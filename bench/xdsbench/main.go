@@ -84,6 +84,8 @@ func main() {
 	every := flag.Bool("every", false, "the headline shape: every client node uses service 0, and every write changes its route's weights (RDS), so every proxy is affected; with -replicas 1 -unique-egress, one identity per proxy, each with its own route table")
 	unique := flag.Bool("unique-egress", false, "give each client node a backend of its own (a virtual service that does not exist), so that no two share a whole egress configuration: each identity is translated and gets a route table of its own (the server still shares what the services they have in common translate to: virtual hosts, clusters)")
 	memprofile := flag.String("memprofile", "", "write the server's heap profile to this file after the writes, and to this file.base before them")
+	serverGOGC := flag.String("server-gogc", "", "run the server with this GOGC (and -server-gomemlimit with this GOMEMLIMIT), leaving the simulated proxies' own at Go's default; empty: the environment's")
+	serverMemLimit := flag.String("server-gomemlimit", "", "run the server with this GOMEMLIMIT (e.g. 400MiB)")
 	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
 	flag.Parse()
 	var steps []int
@@ -98,7 +100,14 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, steps); err != nil {
+	var serverEnv []string
+	if *serverGOGC != "" {
+		serverEnv = append(serverEnv, "GOGC="+*serverGOGC)
+	}
+	if *serverMemLimit != "" {
+		serverEnv = append(serverEnv, "GOMEMLIMIT="+*serverMemLimit)
+	}
+	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, steps, serverEnv); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -155,6 +164,8 @@ func serve(args []string) error {
 			}
 		}
 	}()
+	// As weft server: its GOGC default unless the environment sets one.
+	server.SetGCDefault(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	return server.Run(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
@@ -169,7 +180,7 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile string, steps []int) error {
+func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile string, steps []int, serverEnv []string) error {
 	if every && services < 2 {
 		return fmt.Errorf("-every needs -services 2 or more")
 	}
@@ -188,6 +199,9 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 	apiAddr, xdsAddr := freeAddr(), freeAddr()
 	child := exec.Command(self, "serve", "-api", apiAddr, "-xds", xdsAddr, "-data", filepath.Join(dir, "data"), "-cpuprofile", cpuprofile, "-memprofile", memprofile)
 	child.Stderr = os.Stderr
+	if serverEnv != nil {
+		child.Env = append(os.Environ(), serverEnv...)
+	}
 	if err := child.Start(); err != nil {
 		return err
 	}

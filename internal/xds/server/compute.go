@@ -104,7 +104,9 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	}
 	results := make([]result, len(tasks))
 	built := &assignments{m: map[assignmentKey]*assignment{}}
-	sh := &shared{memo: translate.NewMemo(), sums: map[proto.Message]marshalled{}}
+	// About ten messages per identity pass through sums.
+	sh := &shared{memo: translate.NewMemoKeeping(c.kept), sums: make(map[proto.Message]marshalled, 10*len(tasks)),
+		kept: map[proto.Message][sha256.Size]byte{}}
 	// One marshalling buffer per worker: most resources are already
 	// interned and need no bytes of their own.
 	bufs := make([][]byte, c.workers(len(tasks)))
@@ -118,6 +120,7 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 		}
 	})
 	c.metrics.sharedEgress.Add(float64(sh.memo.Shared()))
+	c.keepSums(sh.kept)
 	c.check(results)
 	c.preissue(tasks, results, now)
 	for i := range results {
@@ -147,6 +150,26 @@ type shared struct {
 	memo *translate.Memo
 	mu   sync.Mutex
 	sums map[proto.Message]marshalled
+	// kept are the sums of kept messages marshalled in this batch, for
+	// machine.keptSums.
+	kept map[proto.Message][sha256.Size]byte
+}
+
+// keepSums adds the batch's sums of kept messages to c.keptSums, and
+// drops those whose message is no longer kept when they outnumber the
+// kept ones (each identity keeps a handful).
+func (c *machine) keepSums(add map[proto.Message][sha256.Size]byte) {
+	for m, sum := range add {
+		c.keptSums[m] = sum
+	}
+	if len(add) == 0 || len(c.keptSums) <= 8*c.kept.Len()+64 {
+		return
+	}
+	for m := range c.keptSums {
+		if !c.kept.Holds(m) {
+			delete(c.keptSums, m)
+		}
+	}
 }
 
 type marshalled struct {
@@ -208,6 +231,16 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 			mm, ok := sh.sums[m]
 			sh.mu.Unlock()
 			if !ok {
+				if sum, hit := c.keptSums[m]; hit && c.entries[sum] != nil {
+					// Kept from an earlier batch, and interned: neither
+					// bytes nor hashing needed.
+					ok, mm = true, marshalled{sum: sum}
+					sh.mu.Lock()
+					sh.sums[m] = mm
+					sh.mu.Unlock()
+				}
+			}
+			if !ok {
 				// Deterministic, so that equal resources hash equal.
 				b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
 				if err != nil {
@@ -219,8 +252,12 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 				if c.entries[mm.sum] == nil {
 					mm.value = slices.Clone(b)
 				}
+				kept := c.kept.Holds(m)
 				sh.mu.Lock()
 				sh.sums[m] = mm
+				if kept {
+					sh.kept[m] = mm.sum
+				}
 				sh.mu.Unlock()
 			}
 			it := item{name: cache.GetResourceName(m), sum: mm.sum, msg: m}
@@ -231,13 +268,28 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 			}
 			r.items[t] = append(r.items[t], it)
 		}
-		slices.SortFunc(r.items[t], func(a, b item) int { return strings.Compare(a.name, b.name) })
+		// The translator's lists are sorted by name already: sort only a
+		// translator that does not (a test's).
+		if byName := func(a, b item) int { return strings.Compare(a.name, b.name) }; !slices.IsSortedFunc(r.items[t], byName) {
+			slices.SortFunc(r.items[t], byName)
+		}
 	}
 	// The identity's own resource and its mesh are dependencies whatever
 	// the translator reports: their deletion must reach the proxy.
-	r.deps = append(slices.Clone(res.Deps),
-		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: appmesh.KindMesh, Name: id.Mesh},
-		appmesh.Ref{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: id.Kind, Name: id.Name})
+	// translate.Translate lists both; a copy is made only for a
+	// translator that does not (res.Deps is not ours to append to).
+	r.deps = res.Deps
+	for _, own := range [...]appmesh.Ref{
+		{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: appmesh.KindMesh, Name: id.Mesh},
+		{Owner: id.MeshOwner, Mesh: id.Mesh, Kind: id.Kind, Name: id.Name},
+	} {
+		if !slices.Contains(r.deps, own) {
+			r.deps = append(slices.Clip(r.deps), own)
+		}
+	}
+	if p := c.proxies[id]; p != nil && slices.Equal(p.deps, r.deps) {
+		r.deps = p.deps // most writes change no dependency: keep one copy
+	}
 	for _, n := range res.EndpointsOf {
 		r.eps = append(r.eps, nodeRef{k, n})
 	}
@@ -493,6 +545,12 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 			// its endpoints (App Mesh roadmap #192).
 			salt = snap.types[typeCluster].version
 		}
+		if prev != nil && sameItems(prev.types[t].entries, r.items[t]) && (t != typeEndpoint || prev.types[typeCluster].version == salt) {
+			// The same names and contents (and, for EDS, the same
+			// clusters): the same version, without hashing it again.
+			snap.types[t] = prev.types[t]
+			continue
+		}
 		version := versionOfItems(r.items[t], salt)
 		if prev != nil && prev.types[t].version == version {
 			// Unchanged: share the type with the previous snapshot (never
@@ -527,6 +585,20 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 		drops = append(drops, drop{prev, snap})
 	}
 	return drops
+}
+
+// sameItems reports whether items name the same resources with the same
+// contents as entries, in the same order.
+func sameItems(entries []*entry, items []item) bool {
+	if len(entries) != len(items) {
+		return false
+	}
+	for i, e := range entries {
+		if e.name != items[i].name || e.sum != items[i].sum {
+			return false
+		}
+	}
+	return true
 }
 
 // release drops a snapshot's references to interned entries, except for

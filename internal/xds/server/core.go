@@ -54,6 +54,13 @@ type machine struct {
 	deps    map[appmesh.Ref]map[translate.Identity]struct{}
 	epDeps  map[nodeRef]map[translate.Identity]struct{}
 	entries map[[sha256.Size]byte]*entry // interned resources by content
+	// kept carries each identity's ingress from batch to batch while its
+	// node and mesh are unchanged (translate.Kept).
+	kept *translate.Kept
+	// keptSums holds the content sum of each kept message (kept.Holds)
+	// met before: a message kept from batch to batch is marshalled and
+	// hashed once. Read by the workers during a batch, extended after it.
+	keptSums map[proto.Message][sha256.Size]byte
 
 	// The CA the store holds (nil: none) and the leaves issued from it
 	// (secrets.go).
@@ -124,6 +131,8 @@ func newMachine(opts *Options, m *metrics, entropy io.Reader) *machine {
 		deps:          map[appmesh.Ref]map[translate.Identity]struct{}{},
 		epDeps:        map[nodeRef]map[translate.Identity]struct{}{},
 		entries:       map[[sha256.Size]byte]*entry{},
+		kept:          translate.NewKept(),
+		keptSums:      map[proto.Message][sha256.Size]byte{},
 	}
 }
 
@@ -417,6 +426,7 @@ func (c *machine) Detach(id translate.Identity) {
 		c.release(p.snap, nil)
 	}
 	delete(c.proxies, id)
+	c.kept.Forget(id)
 	c.out = append(c.out, update{id: id, gone: true})
 }
 

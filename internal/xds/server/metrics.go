@@ -19,6 +19,10 @@ type metrics struct {
 	recompute    prometheus.Histogram
 	interned     prometheus.Gauge
 	certIssued   prometheus.Counter
+
+	// pushesBy and acksBy are pushes' and acks' series of each type,
+	// resolved once: a push and its ACK look up no label.
+	pushesBy, acksBy [numTypes]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -82,6 +86,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "weft", Subsystem: "xds", Name: "certificates_issued_total",
 			Help: "Leaf certificates issued to proxies: first issue, renewal at two thirds of the lifetime, new signing root or new DNS names.",
 		}),
+	}
+	for t := range numTypes {
+		m.pushesBy[t] = m.pushes.WithLabelValues(typeName(t))
+		m.acksBy[t] = m.acks.WithLabelValues(typeName(t))
 	}
 	if reg != nil {
 		reg.MustRegister(m.writeToAck, m.pushes, m.acks, m.nacks, m.rejected, m.streams,

@@ -201,7 +201,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 		st.known = version
 		st.acked = version
 		st.ackedAt = time.Now()
-		c.metrics.acks.WithLabelValues(typeName(t)).Inc()
+		c.metrics.acksBy[t].Inc()
 		if s.obs != nil {
 			s.obs.Acked(AckInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: req.typeURL, Version: version, Nonce: st.sentNonce})
 		}
@@ -219,11 +219,31 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 // fullResponse's, shared by every stream sent it. An empty list deletes
 // nothing while the legacy wildcard holds, and every name after.
 func resubscribe(st *streamType, names []string) {
+	if !st.legacyWildcard && !st.sub.IsWildcard() && sameNames(st.sub.SubscribedResources(), names) {
+		// An ACK naming what the stream subscribes to already (most
+		// requests): nothing would change, and nothing is allocated.
+		return
+	}
 	if !st.legacyWildcard || len(names) > 0 {
 		ownReturned(&st.sub, names)
 		st.legacyWildcard = false
 	}
 	st.sub.SetResourceSubscription(names)
+}
+
+// sameNames reports whether names, a short list, is exactly the set cur
+// (no wildcard, no duplicate); a long list is reported different, to be
+// applied as ever.
+func sameNames(cur map[string]struct{}, names []string) bool {
+	if len(names) != len(cur) || len(names) > 64 {
+		return false
+	}
+	for i, n := range names {
+		if _, ok := cur[n]; !ok || n == "*" || slices.Contains(names[:i], n) {
+			return false
+		}
+	}
+	return true
 }
 
 func ownReturned(sub *xdsstream.Subscription, names []string) {
@@ -332,7 +352,7 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		st.sentVersion = ts.version
 		st.sentNonce = nonce
 		st.lastPushAt = time.Now()
-		c.metrics.pushes.WithLabelValues(typeName(t)).Inc()
+		c.metrics.pushesBy[t].Inc()
 		if s.obs != nil {
 			s.obs.Pushed(PushInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: typeURL(t), Version: ts.version, Nonce: nonce, Revision: snap.rev, Initial: initial})
 		}

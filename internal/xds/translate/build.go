@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -126,11 +127,22 @@ func sortedValues[T any](m map[string]T) []T {
 	return out
 }
 
+// compareRefs orders Refs by Owner, Mesh, Kind, Parent, Name; it stops at
+// the first field that differs (cmp.Or would compare all five first).
 func compareRefs(a, b appmesh.Ref) int {
-	return cmp.Or(
-		cmp.Compare(a.Owner, b.Owner), cmp.Compare(a.Mesh, b.Mesh),
-		cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Parent, b.Parent),
-		cmp.Compare(a.Name, b.Name))
+	if c := strings.Compare(a.Owner, b.Owner); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Mesh, b.Mesh); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Kind, b.Kind); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Parent, b.Parent); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
 }
 
 func sortedKeys[T any](m map[string]T) []string {

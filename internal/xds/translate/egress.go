@@ -89,11 +89,7 @@ func (b *build) egressChain(p uint32, sps []svcPort, allowAll bool, logs []*acce
 	if len(httpSps) > 0 {
 		pp.proto = httpSps[0].proto
 		rds := egressRouteName(pp.proto, p)
-		var extra []*routev3.VirtualHost
-		if allowAll {
-			extra = append(extra, b.allowAllVirtualHost())
-		}
-		b.addRoute(b.egressRouteConfig(rds, httpSps, p, envoyFlavor, extra...))
+		b.addEgressTable(rds, httpSps, p, allowAll)
 		f = b.envoyHCMFilter("egress", rds, pp.proto, logs)
 	} else {
 		pp.proto = sps[0].proto
@@ -149,6 +145,18 @@ func (b *build) allowAllVirtualHost() *routev3.VirtualHost {
 func (b *build) amazonawsChain(logs []*accesslogv3.AccessLog) *listenerv3.FilterChain {
 	name := amazonawsClusterName(b.id.Mesh)
 	b.passthrough(name)
+	if len(logs) == 0 {
+		// Without access logs the chain follows from the mesh alone: one
+		// per Memo (its TCP proxy is encoded once).
+		return memoized(b, amazonawsKey{b.id.MeshOwner, b.id.Mesh}, func() *listenerv3.FilterChain { return b.newAmazonawsChain(name, nil) })
+	}
+	return b.newAmazonawsChain(name, logs)
+}
+
+// amazonawsKey names a mesh's amazonaws chain without access logs.
+type amazonawsKey struct{ owner, mesh string }
+
+func (b *build) newAmazonawsChain(name string, logs []*accesslogv3.AccessLog) *listenerv3.FilterChain {
 	m := portMatch(443)
 	m.ServerNames = []string{"*.amazonaws.com"}
 	return &listenerv3.FilterChain{Name: "amazonaws", FilterChainMatch: m,

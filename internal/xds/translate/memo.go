@@ -2,6 +2,8 @@ package translate
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"sync"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -46,11 +48,123 @@ type Memo struct {
 	hosts map[hostKey]*routev3.VirtualHost
 	// values holds messages that follow from their key alone (memoized).
 	values map[any]any
+	// kept, when set, carries parts across batches (kept.go).
+	kept *Kept
+	// tables holds each sidecar egress route table (egressTable).
+	tables map[tableKey]*routev3.RouteConfiguration
+}
+
+// tableKey names a sidecar's egress route table: its name and port, its
+// virtual hosts (each a hostKey but for the port, which is domainPort
+// here), and whether the mesh lets unknown hosts through (allow_all).
+type tableKey struct {
+	v        *View
+	owner    string
+	mesh     string
+	name     string
+	port     uint32
+	allowAll bool
+	services string // each host's service and port, in order
+}
+
+func (b *build) tableKey(name string, sps []svcPort, p uint32, allowAll bool) tableKey {
+	var services strings.Builder
+	for _, sp := range sps {
+		services.WriteString(sp.service)
+		services.WriteByte(':')
+		services.WriteString(strconv.FormatUint(uint64(sp.port), 10))
+		services.WriteByte(' ')
+	}
+	return tableKey{v: b.v, owner: b.id.MeshOwner, mesh: b.id.Mesh, name: name, port: p, allowAll: allowAll, services: services.String()}
+}
+
+// tablePartKey names a sidecar's egress route table with what building
+// it adds (the clusters of its routes' targets, their assignments and
+// dependencies), for callers with no client policy toward its services:
+// those clusters then follow from the targets and where the caller's
+// sds secrets come from alone (clusterKey).
+type tablePartKey struct {
+	table     tableKey
+	sdsSocket bool
+}
+
+// addEgressTable adds the route table of a sidecar's egress port p to b.
+// A caller with no client policy toward the table's services takes it
+// as a part, built once per Memo: one merge instead of building each
+// target's cluster name and looking it up. Others share the table alone
+// (egressTable).
+func (b *build) addEgressTable(name string, sps []svcPort, p uint32, allowAll bool) {
+	if b.memo != nil && !b.anyCallerPolicy(sps) {
+		k := tablePartKey{table: b.tableKey(name, sps, p, allowAll), sdsSocket: b.id.SDSSocket}
+		if added, _ := b.memo.part(b, k, func(c *build) { c.addRoute(c.egressTable(name, sps, p, allowAll)) }); added {
+			return
+		}
+	}
+	b.addRoute(b.egressTable(name, sps, p, allowAll))
+}
+
+// anyCallerPolicy reports whether b's proxy has a client policy toward
+// one of the services.
+func (b *build) anyCallerPolicy(sps []svcPort) bool {
+	for _, sp := range sps {
+		if node, gateway := b.callerPolicySpec(sp.service); node != nil || gateway != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// egressTable is the route table of a sidecar's egress port p, built
+// once per Memo for the same hosts: callers whose backends differ
+// still share the table of the services they have in common on a port.
+// What building it adds to the build is the clusters of its routes'
+// targets (as in virtualHost), which a caller taking a built table adds
+// itself.
+func (b *build) egressTable(name string, sps []svcPort, p uint32, allowAll bool) *routev3.RouteConfiguration {
+	newTable := func() *routev3.RouteConfiguration {
+		var extra []*routev3.VirtualHost
+		if allowAll {
+			extra = append(extra, b.allowAllVirtualHost())
+		}
+		return b.egressRouteConfig(name, sps, p, envoyFlavor, extra...)
+	}
+	m := b.memo
+	if m == nil {
+		return newTable()
+	}
+	k := b.tableKey(name, sps, p, allowAll)
+	m.mu.Lock()
+	rc := m.tables[k]
+	m.mu.Unlock()
+	if rc != nil {
+		for _, sp := range sps {
+			for _, r := range sp.routes {
+				for _, t := range r.targets {
+					b.egressCluster(sp.service, t, envoyFlavor)
+				}
+			}
+		}
+		return rc
+	}
+	rc = newTable()
+	if b.err != nil {
+		// Not shared, as in virtualHost.
+		return rc
+	}
+	m.mu.Lock()
+	if q := m.tables[k]; q != nil {
+		rc = q // built twice at once: equal, the first stored is kept
+	} else {
+		m.tables[k] = rc
+	}
+	m.mu.Unlock()
+	return rc
 }
 
 // NewMemo returns an empty Memo.
 func NewMemo() *Memo {
-	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, values: map[any]any{}}
+	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, values: map[any]any{},
+		tables: map[tableKey]*routev3.RouteConfiguration{}}
 }
 
 // hostKey names a virtual host of an Envoy egress route table: what
@@ -108,17 +222,41 @@ type egressInputs struct {
 	DualStack       bool                     `json:"s,omitempty"`
 }
 
-// egressPart is one part as built: what it added to its build.
+// egressPart is one part as built: what it added to its build, as flat
+// lists (merging walks them for every build that takes the part, which
+// is cheaper over a slice than over a map).
 type egressPart struct {
-	listeners map[string]*listenerv3.Listener
-	routes    map[string]*routev3.RouteConfiguration
-	clusters  map[string]*clusterv3.Cluster
-	endpoints map[string]*endpointv3.ClusterLoadAssignment
-	sources   map[string]EndpointSource
-	deps      map[appmesh.Ref]struct{}
-	eps       map[string]struct{}
-	secrets   map[string]SecretRole
+	listeners []named[*listenerv3.Listener]
+	routes    []named[*routev3.RouteConfiguration]
+	clusters  []named[*clusterv3.Cluster]
+	endpoints []named[*endpointv3.ClusterLoadAssignment]
+	sources   []named[EndpointSource]
+	deps      []appmesh.Ref
+	eps       []string
+	secrets   []named[SecretRole]
 	err       error
+}
+
+// named is one entry of a build's map by name.
+type named[T any] struct {
+	name string
+	v    T
+}
+
+func flat[T any](m map[string]T) []named[T] {
+	out := make([]named[T], 0, len(m))
+	for n, v := range m {
+		out = append(out, named[T]{n, v})
+	}
+	return out
+}
+
+func keys[K comparable, V any](m map[K]V) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 // TranslateWith is Translate sharing what it can with the other
@@ -150,8 +288,7 @@ func (m *Memo) part(b *build, k any, fill func(c *build)) (added, reused bool) {
 		c := newBuild(b.v, b.id)
 		c.memo = m
 		fill(c)
-		p = &egressPart{listeners: c.listeners, routes: c.routes, clusters: c.clusters,
-			endpoints: c.endpoints, sources: c.sources, deps: c.deps, eps: c.eps, secrets: c.secrets, err: c.err}
+		p = c.part()
 		m.mu.Lock()
 		if q := m.parts[k]; q != nil {
 			p = q
@@ -306,32 +443,39 @@ func (m *Memo) SharedClusters() int {
 	return m.clusters
 }
 
+// part is what c built, as a part to merge into other builds.
+func (c *build) part() *egressPart {
+	return &egressPart{listeners: flat(c.listeners), routes: flat(c.routes), clusters: flat(c.clusters),
+		endpoints: flat(c.endpoints), sources: flat(c.sources), deps: keys(c.deps), eps: keys(c.eps),
+		secrets: flat(c.secrets), err: c.err}
+}
+
 // merge adds a part's output to b as if b had built it.
 func (b *build) merge(p *egressPart) {
-	for n, l := range p.listeners {
-		b.listeners[n] = l
+	for _, l := range p.listeners {
+		b.listeners[l.name] = l.v
 	}
-	for n, r := range p.routes {
-		b.routes[n] = r
+	for _, r := range p.routes {
+		b.routes[r.name] = r.v
 	}
-	for n, c := range p.clusters {
-		b.clusters[n] = c
+	for _, c := range p.clusters {
+		b.clusters[c.name] = c.v
 	}
-	for n, e := range p.endpoints {
-		b.endpoints[n] = e
-		delete(b.sources, n)
+	for _, e := range p.endpoints {
+		b.endpoints[e.name] = e.v
+		delete(b.sources, e.name)
 	}
-	for n, s := range p.sources {
-		b.sources[n] = s
+	for _, s := range p.sources {
+		b.sources[s.name] = s.v
 	}
-	for d := range p.deps {
+	for _, d := range p.deps {
 		b.deps[d] = struct{}{}
 	}
-	for n := range p.eps {
+	for _, n := range p.eps {
 		b.eps[n] = struct{}{}
 	}
-	for n, r := range p.secrets {
-		b.secrets[n] |= r
+	for _, r := range p.secrets {
+		b.secrets[r.name] |= r.v
 	}
 	if b.err == nil {
 		b.err = p.err

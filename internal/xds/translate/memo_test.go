@@ -31,7 +31,7 @@ func TestMemoSameAsTranslate(t *testing.T) {
 		addTwins(t, v)
 		views, owners = append(views, v), append(owners, defaultAccount)
 	}
-	shared, clusters := 0, 0
+	shared, clusters, reused := 0, 0, 0
 	for i, v := range views {
 		ids := proxies(v, owners[i])
 		want := make([][]byte, len(ids))
@@ -43,10 +43,17 @@ func TestMemoSameAsTranslate(t *testing.T) {
 			}
 			want[j], wantSrc[j] = render(t, id, r), r.EndpointSources
 		}
-		m := NewMemo()
+		kept := NewKept()
+		m := NewMemoKeeping(kept)
 		// Twice, the second time backwards, so that parts are both built
-		// and reused by every identity.
-		for pass := range 2 {
+		// and reused by every identity; a third time with a new Memo (the
+		// next batch), which takes each ingress from kept.
+		for pass := range 3 {
+			if pass == 2 {
+				shared += m.Shared()
+				clusters += m.SharedClusters()
+				m = NewMemoKeeping(kept)
+			}
 			for k := range ids {
 				j := k
 				if pass == 1 {
@@ -64,8 +71,10 @@ func TestMemoSameAsTranslate(t *testing.T) {
 				}
 			}
 		}
-		shared += m.Shared()
-		clusters += m.SharedClusters()
+		reused += kept.Reused()
+	}
+	if reused == 0 {
+		t.Fatal("no translation took its ingress from a Kept")
 	}
 	if shared == 0 {
 		t.Fatal("no translation shared an egress: the twins should have")
@@ -73,7 +82,7 @@ func TestMemoSameAsTranslate(t *testing.T) {
 	if clusters == 0 {
 		t.Fatal("no translation took a cluster from the Memo")
 	}
-	t.Logf("%d translations took their egress from a Memo, %d clusters", shared, clusters)
+	t.Logf("%d translations took their egress from a Memo, %d clusters; %d their ingress from a Kept", shared, clusters, reused)
 }
 
 // addTwins adds, for each virtual node, one with another name and the same

@@ -15,7 +15,13 @@ func (b *build) virtualNode() error {
 	}
 	logs := b.accessLogs(b.nodeAccessLog(vn))
 	dualStack := b.ipPreference(nodeIPPreference(vn)) != ""
-	b.nodeIngress(vn, logs, dualStack)
+	if b.memo != nil && b.memo.kept != nil {
+		// logs and dualStack follow from vn and the mesh, which key the
+		// kept part.
+		b.memo.kept.addIngress(b, vn, func(c *build) { c.nodeIngress(vn, logs, dualStack) })
+	} else {
+		b.nodeIngress(vn, logs, dualStack)
+	}
 	b.egress(vn, logs, dualStack)
 	return nil
 }

@@ -14,7 +14,9 @@
 //	         names.go holds App Mesh's naming scheme.
 //	TranslateWith is Translate with a Memo (memo.go): translations of one
 //	batch share the egress of nodes whose egress inputs are equal, and
-//	otherwise each egress cluster and each service's virtual host.
+//	otherwise each egress cluster and each service's virtual host; a
+//	Kept (kept.go) carries each sidecar's ingress from batch to batch
+//	while its node and mesh are the same.
 //	Resources ─ Check (check.go) ─▶ the xDS server pushes them
 //	            = CheckResource on each resource (the server: once per
 //	              distinct resource) + CheckRefs on what they name
@@ -172,6 +174,9 @@ func translate(v *View, id Identity, m *Memo) (*Resources, error) {
 		return nil, fmt.Errorf("mesh %q: %w", id.Mesh, ErrNotFound)
 	}
 	b := newBuild(v, id)
+	// A sidecar reads a dozen resources or more: sized once rather than
+	// grown (and rehashed) entry by entry.
+	b.deps = make(map[appmesh.Ref]struct{}, 16)
 	b.memo = m
 	b.dep(appmesh.KindMesh, "", id.Mesh)
 	var err error
