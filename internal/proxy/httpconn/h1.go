@@ -64,6 +64,9 @@ const (
 	connIdle
 	connFresh
 	connClosing
+	// connParked: idle, with no goroutine; the Server's poller (park.go)
+	// owns the connection until it claims it back.
+	connParked
 )
 
 // freshDrainGrace is how long a connection that drains before its first
@@ -97,6 +100,13 @@ type h1Conn struct {
 	// onDrainClose counts a connection closed because it was draining
 	// (shutdown, or its listener or filter chain changed); nil in tests.
 	onDrainClose func()
+
+	// Parking (park.go): set when a Server serves the connection, so that
+	// a goroutine the poller starts can carry on where the loop parked.
+	srv   *Server
+	h     handlerFunc
+	onEnd func() // untracks and counts the connection's end; runs once, by whichever goroutine ends it
+	park  parkState
 }
 
 // h1Writers holds the write buffers of downstream connections between
@@ -153,6 +163,11 @@ func (hc *h1Conn) drain() {
 	switch hc.state.Swap(connClosing) {
 	case connIdle:
 		_ = hc.c.SetReadDeadline(aLongTimeAgo)
+	case connParked:
+		// No goroutine waits on it: one is started to close it (unless
+		// the poller or the idle timer claimed it first, and started one).
+		_ = hc.c.SetReadDeadline(aLongTimeAgo)
+		hc.srv.unpark(hc)
 	case connFresh:
 		if d := deadline(freshDrainGrace); hc.firstDeadline.IsZero() || d.Before(hc.firstDeadline) {
 			_ = hc.c.SetReadDeadline(d)
@@ -194,10 +209,10 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 		_ = c.Close()
 		return
 	}
-	defer s.untrack(hc)
 	c.OnDrain(hc.drain)
 	_, err := hc.br.Peek(1)
 	if err != nil {
+		s.untrack(hc)
 		if !errors.Is(err, io.EOF) {
 			s.log.Debug("connection closed before its first request", "src", c.Src.String(), "err", err, "draining", hc.state.Load() == connClosing)
 		}
@@ -220,6 +235,7 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	_ = c.SetReadDeadline(deadline(hc.headerTimeout))
 	h2, err := startsWithPreface(hc.br)
 	if err != nil {
+		s.untrack(hc)
 		s.log.Debug("connection closed in its first bytes", "src", c.Src.String(), "err", err)
 		if isTimeout(err) {
 			count(hc.onHeaderTimeout)
@@ -238,19 +254,44 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	m.stats.cxTotal.Inc()
 	m.stats.cxHTTP1.Inc()
 	m.stats.cxActive.Inc()
-	defer func() {
+	s.serveFast(hc, func(ctx context.Context, w http.ResponseWriter, r *http.Request) { m.serve(ctx, w, r, c) }, func() {
 		m.stats.cxActive.Dec()
 		m.stats.cxDestroy.Inc()
-	}()
-	hc.loop(s.base, s.log, func(ctx context.Context, w http.ResponseWriter, r *http.Request) { m.serve(ctx, w, r, c) })
+		s.untrack(hc)
+	})
+}
+
+// serveFast serves the requests of a tracked connection whose first
+// bytes have arrived. end runs once when the connection is done with: on
+// this goroutine, or on the one that served its last request after it
+// was parked.
+func (s *Server) serveFast(hc *h1Conn, h handlerFunc, end func()) {
+	hc.srv, hc.h, hc.onEnd = s, h, end
+	if !hc.loop(s.base, s.log, h) {
+		end()
+	}
+}
+
+// resume carries on serving a connection the poller, its idle timer or
+// a drain claimed back from parking: its next request (or its end) is
+// there to read. Runs on a goroutine of its own.
+func (hc *h1Conn) resume() {
+	hc.br = h1Readers.Get().(*bufio.Reader)
+	hc.br.Reset(&hc.lim)
+	if hc.wake(hc.waitRequest()) && hc.loop(hc.srv.base, hc.srv.log, hc.h) {
+		return // parked again
+	}
+	hc.onEnd()
 }
 
 // handlerFunc serves one request; ctx ends with the connection.
 type handlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request)
 
-// loop serves requests until the connection ends. base is the parent of
-// the connection's context; when it ends, the connection is closed.
-func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
+// loop serves requests until the connection ends, or parks it between
+// two requests (parked true: another goroutine owns it now). base is the
+// parent of the connection's context; when it ends, the connection is
+// closed.
+func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) (parked bool) {
 	c := hc.c
 	cctx, cancel := context.WithCancel(base)
 	defer cancel()
@@ -262,7 +303,7 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 		hc.bw = bw
 		hijacked, keep := hc.serveOne(cctx, log, h)
 		if hijacked {
-			return // the hijacker owns and closes the connection, and the buffer
+			return false // the hijacker owns and closes the connection, and the buffer
 		}
 		// Everything was flushed (or the connection is closing): the
 		// buffer is free for another connection's response.
@@ -270,29 +311,58 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 		h1Writers.Put(bw)
 		hc.bw = nil
 		// The idle deadline is set before the connection is marked idle,
-		// so that shutdown's abort (drain) comes after it.
-		_ = c.SetReadDeadline(deadline(hc.idleTimeout))
+		// so that shutdown's abort (drain) comes after it. A connection
+		// that may park waits on its goroutine only until parkAfter.
+		idleDeadline := deadline(hc.idleTimeout)
+		parkAt := hc.parkDeadline(idleDeadline)
+		if parkAt.IsZero() {
+			_ = c.SetReadDeadline(idleDeadline)
+		} else {
+			_ = c.SetReadDeadline(parkAt)
+		}
 		if !keep || !hc.state.CompareAndSwap(connBusy, connIdle) {
 			if hc.state.Load() == connClosing {
 				count(hc.onDrainClose)
 			}
 			_ = c.Close()
-			return
+			return false
 		}
 		hc.lim.n = maxHeaderBytes
 		err := hc.waitRequest()
-		if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
-			if hc.state.Load() == connClosing {
-				count(hc.onDrainClose)
+		if !parkAt.IsZero() && isTimeout(err) && (idleDeadline.IsZero() || time.Now().Before(idleDeadline)) {
+			// Idle past parkAt, not past the idle timeout: park, unless
+			// draining (the timeout was drain's abort) or the connection
+			// cannot (then it waits here for the rest of its idle time).
+			if hc.srv.park(hc, idleDeadline) {
+				return true // the deferred stop and cancel touch only this loop's context
 			}
-			if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
-				count(hc.onIdleTimeout)
+			_ = c.SetReadDeadline(idleDeadline)
+			if hc.state.Load() != connClosing {
+				err = hc.waitRequest()
 			}
-			_ = c.Close()
-			return
 		}
-		_ = c.SetReadDeadline(deadline(hc.headerTimeout))
+		if !hc.wake(err) {
+			return false
+		}
 	}
+}
+
+// wake takes a connection that waited for its next request back to
+// serving it; false (the connection closed) when the wait failed or the
+// connection is draining.
+func (hc *h1Conn) wake(err error) bool {
+	if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+		if hc.state.Load() == connClosing {
+			count(hc.onDrainClose)
+		}
+		if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
+			count(hc.onIdleTimeout)
+		}
+		_ = hc.c.Close()
+		return false
+	}
+	_ = hc.c.SetReadDeadline(deadline(hc.headerTimeout))
+	return true
 }
 
 // waitRequest waits for the first byte of the next request on a
