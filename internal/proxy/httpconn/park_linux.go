@@ -94,12 +94,11 @@ func newPoller(log *slog.Logger) (*poller, error) {
 
 // run waits for parked connections to become readable and starts a
 // goroutine serving each, until stop. It holds its OS thread: the thread
-// sleeps in epoll_wait, not in Go's scheduler.
+// sleeps in epoll_wait, not in Go's scheduler. close releases the
+// descriptors once it returned.
 func (p *poller) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	defer unix.Close(p.epfd)
-	defer unix.Close(p.stopfd)
 	events := make([]unix.EpollEvent, maxPollEvents)
 	for {
 		n, err := unix.EpollWait(p.epfd, events, -1)
@@ -107,10 +106,11 @@ func (p *poller) run() {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			// Not expected with a valid epoll descriptor: parked
-			// connections are left to their idle timers and drain.
+			// Not expected with a valid epoll descriptor: nothing parks
+			// any more, and the parked connections wait on goroutines.
 			p.log.Error("connection poller stopped", "err", err)
 			p.stopParking()
+			p.resumeAll()
 			return
 		}
 		for i := range events[:n] {
@@ -141,6 +141,30 @@ func (p *poller) stopParking() {
 	p.mu.Lock()
 	p.shut = true
 	p.mu.Unlock()
+}
+
+// close releases the descriptors, after run returned.
+func (p *poller) close() {
+	_ = unix.Close(p.epfd)
+	_ = unix.Close(p.stopfd)
+}
+
+// resumeAll hands every parked connection back to a goroutine.
+func (p *poller) resumeAll() {
+	p.mu.Lock()
+	var hcs []*h1Conn
+	for tok, hc := range p.conns {
+		delete(p.conns, tok)
+		if hc.park.timer != nil {
+			hc.park.timer.Stop()
+		}
+		hcs = append(hcs, hc)
+	}
+	p.mu.Unlock()
+	for _, hc := range hcs {
+		hc.state.CompareAndSwap(connParked, connIdle)
+		go hc.resume() // ends when the connection closes (it cannot park again)
+	}
 }
 
 // claim takes a parked connection out of the poller; nil when another

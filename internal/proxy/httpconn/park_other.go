@@ -15,8 +15,9 @@ type poller struct{}
 
 func newPoller(*slog.Logger) (*poller, error) { return nil, errNoPoller }
 
-func (p *poller) run()  {}
-func (p *poller) stop() {}
+func (p *poller) run()   {}
+func (p *poller) stop()  {}
+func (p *poller) close() {}
 
 func (hc *h1Conn) parkDeadline(time.Time) time.Time { return time.Time{} }
 

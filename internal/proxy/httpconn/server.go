@@ -113,8 +113,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	if polled != nil {
 		// No connection is left to park or be parked.
-		s.poll.Load().stop()
+		p := s.poll.Load()
+		p.stop()
 		<-polled
+		p.close()
 	}
 	return nil
 }
