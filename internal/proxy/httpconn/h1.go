@@ -64,7 +64,7 @@ const (
 	connIdle
 	connFresh
 	connClosing
-	// connParked: idle, with no goroutine; the Server's poller (park.go)
+	// connParked: idle, with no goroutine; the Server's poller (park_linux.go)
 	// owns the connection until it claims it back.
 	connParked
 )
@@ -101,7 +101,7 @@ type h1Conn struct {
 	// (shutdown, or its listener or filter chain changed); nil in tests.
 	onDrainClose func()
 
-	// Parking (park.go): set when a Server serves the connection, so that
+	// Parking (park_linux.go): set when a Server serves the connection, so that
 	// a goroutine the poller starts can carry on where the loop parked.
 	srv   *Server
 	h     handlerFunc
