@@ -175,7 +175,7 @@ func TestParkIdleTimeout(t *testing.T) {
 				ca = tlstest.NewCA(t, "park")
 			}
 			var cnt parkCounters
-			s := parkServer(t, ca, 200*time.Millisecond, &cnt)
+			s := parkServer(t, ca, time.Second, &cnt) // long enough that the connection parks first on a loaded machine
 			pc := dialPark(t, s, ca)
 			pc.get(t, "/a")
 			pc.expectClosed(t)
