@@ -68,3 +68,42 @@ func TestParkedConnections(t *testing.T) {
 		t.Errorf("http.old.downstream_rq_total = %d, want %d", got, 3*n)
 	}
 }
+
+// TestParkedConnectionsHoldCapSlots: a parked connection still holds its
+// slot of the listener's connection cap (as a waiting one does), and its
+// slot comes back when its client closes it.
+func TestParkedConnectionsHoldCapSlots(t *testing.T) {
+	const maxConns = 3
+	h := newHarness(t, func(c *Config) {
+		c.ParkIdleAfter = time.Nanosecond
+		c.ListenerMaxConnections = maxConns
+	})
+	b := newBackend(t, "b")
+	h.push(httpListener("l", httpManager("l", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))), staticCluster("c", b.addr()))
+	addr := h.addr("l")
+	var held []net.Conn
+	for i := range maxConns {
+		c := dialRaw(t, addr)
+		if resp, err := rawGet(t, c, bufio.NewReader(c), "/"); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("connection %d: %v %v", i, resp, err)
+		}
+		held = append(held, c)
+	}
+	over := dialRaw(t, addr)
+	_, _ = fmt.Fprint(over, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if out := readUntilClosed(t, over); out != "" {
+		t.Errorf("a connection over the cap was answered %q; want it closed", out)
+	}
+	if got := h.stat("listener.127.0.0.1_0.downstream_cx_overflow"); got != 1 {
+		t.Errorf("downstream_cx_overflow = %d, want 1", got)
+	}
+	_ = held[0].Close()
+	waitUntil(t, 10*time.Second, "a slot to free up", func() bool {
+		return h.stat("listener.127.0.0.1_0.downstream_cx_active") < maxConns
+	})
+	c := dialRaw(t, addr)
+	if resp, err := rawGet(t, c, bufio.NewReader(c), "/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a connection after a parked one closed: %v %v", resp, err)
+	}
+}
