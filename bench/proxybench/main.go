@@ -71,9 +71,12 @@ func main() {
 	relayTo := flag.String("relay-to", "", "internal: the relay's upstream")
 	tracingPaths := flag.Bool("tracing", false, "add the paths \"one weft proxy, tracing 1%\" and \"... 100%\": the same sidecar exporting spans over OTLP gRPC to a collector in the bench process")
 	idleN := flag.Int("idle-conns", 0, "after the other runs, open this many keep-alive connections to each one-proxy path, plaintext and mutual TLS (one request each, then idle) and report the proxy's memory per idle connection; 0 skips it")
+	idleSettle := flag.Duration("idle-settle", 3*time.Second, "with -idle-conns: how long the connections stay idle before the proxy's memory is measured (Go returns freed memory to the system after a GC, which an idle process runs every 2 minutes)")
 	idleProf := flag.String("idle-heap-profile", "", "with -idle-conns: save each weft proxy's heap profile with the connections open to this prefix + pid + .pb.gz")
 	weftB := flag.String("weft-b", "", "a second weft binary (the build before a change, say): adds the path \"one weft proxy B\" served by it, interleaved with the others, and prints its ratios to \"one weft proxy\"")
+	weftBArgs := flag.String("weft-b-args", "", "extra weft proxy arguments, space-separated, for the proxies of the \"B\" paths (with -weft-b, which may name the same binary as -weft: the same build with another setting, e.g. \"--park-idle-after=1ns\")")
 	flag.Parse()
+	bArgs := strings.Fields(*weftBArgs)
 	if *relay != "" {
 		runRelay(*relay, *relayTo)
 		return
@@ -166,10 +169,10 @@ func main() {
 		// The same sidecar as proxy B, run by the other binary.
 		pBB := freePort()
 		xds.set("mesh/bench/virtualNode/server-b", resources("ingress", pBB, "cds_ingress_bench_server_http_9080", app, true))
-		procBB := b.startProxy(*weftB, "mesh/bench/virtualNode/server-b", xds.addr)
+		procBB := b.startProxy(*weftB, "mesh/bench/virtualNode/server-b", xds.addr, bArgs...)
 		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBB))
 		targets[2].url, targets[2].procs = fmt.Sprintf("http://127.0.0.1:%d/", pBB), []*os.Process{procBB}
-		fmt.Printf("one weft proxy B: %s\n", *weftB)
+		fmt.Printf("one weft proxy B: %s %s\n", *weftB, *weftBArgs)
 	}
 	if *tracingPaths {
 		otlp := startCollector()
@@ -335,7 +338,7 @@ func main() {
 			tls   *tls.Config // mutual TLS into the proxy
 		}
 		var its []idleTarget
-		addWeft := func(name, bin, node string, mtls bool) {
+		addWeft := func(name, bin, node string, mtls bool, extra ...string) {
 			p := freePort()
 			rs := resources("ingress", p, "cds_ingress_bench_server_http_9080", app, true)
 			u := fmt.Sprintf("http://127.0.0.1:%d/", p)
@@ -345,17 +348,17 @@ func main() {
 				u, tc = fmt.Sprintf("https://127.0.0.1:%d/", p), k.clientTLS()
 			}
 			xds.set(node, rs)
-			proc := b.startProxy(bin, node, xds.addr, "--pprof")
+			proc := b.startProxy(bin, node, xds.addr, append([]string{"--pprof"}, extra...)...)
 			waitHTTP(u, tc)
 			its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid], tc})
 		}
 		addWeft("one weft proxy", b.weft, "mesh/bench/virtualNode/server-idle", false)
 		if *weftB != "" {
-			addWeft("one weft proxy B", *weftB, "mesh/bench/virtualNode/server-idle-b", false)
+			addWeft("one weft proxy B", *weftB, "mesh/bench/virtualNode/server-idle-b", false, bArgs...)
 		}
 		addWeft("one weft proxy, mTLS in", b.weft, "mesh/bench/virtualNode/server-idle-tls", true)
 		if *weftB != "" {
-			addWeft("one weft proxy B, mTLS in", *weftB, "mesh/bench/virtualNode/server-idle-tls-b", true)
+			addWeft("one weft proxy B, mTLS in", *weftB, "mesh/bench/virtualNode/server-idle-tls-b", true, bArgs...)
 		}
 		pHI := freePort()
 		procHI := b.startHAProxy(pHI, app)
@@ -371,7 +374,7 @@ func main() {
 		// configuration settles (internal/proxy's pagesSettle): measured
 		// before that, the release would hide the connections' cost.
 		time.Sleep(8 * time.Second)
-		fmt.Printf("\nIdle keep-alive connections: a freshly started proxy per path (one GET to warm it), then %d connections, one GET each, idle for 3 s; the proxy's memory before and with them open, each once its RSS held steady for a second:\n\n", *idleN)
+		fmt.Printf("\nIdle keep-alive connections: a freshly started proxy per path (one GET to warm it), then %d connections, one GET each, idle for %v; the proxy's memory before and with them open, each once its RSS held steady for a second:\n\n", *idleN, *idleSettle)
 		fmt.Println("| path | connections | RSS before MB | RSS with them MB | KB per connection (RSS) | private KB per connection | Go stack / heap in use, KB per connection |")
 		fmt.Println("|---|---|---|---|---|---|---|")
 		for _, t := range its {
@@ -383,7 +386,7 @@ func main() {
 			if t.admin != "" {
 				goBefore = goMemOf(t.admin)
 			}
-			r, err := idleConns(t.url, t.tls, []*os.Process{t.proc}, *idleN, 3*time.Second, func() {
+			r, err := idleConns(t.url, t.tls, []*os.Process{t.proc}, *idleN, *idleSettle, func() {
 				if t.admin != "" {
 					goAfter = goMemOf(t.admin)
 					if *idleProf != "" {

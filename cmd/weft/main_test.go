@@ -43,6 +43,7 @@ func TestProxyLimitEnv(t *testing.T) {
 		"WEFT_PROXY_REQUEST_HEADERS_TIMEOUT":  "soon",
 		"WEFT_PROXY_LISTENER_MAX_CONNECTIONS": "many",
 		"WEFT_PROXY_DRAIN_TIME":               "later",
+		"WEFT_PROXY_PARK_IDLE_AFTER":          "idle",
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, val)

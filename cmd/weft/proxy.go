@@ -56,6 +56,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"time from a request's first byte to the end of its head, and for a new connection's first byte, unless the HCM sets request_headers_timeout; 0 for none (env WEFT_PROXY_REQUEST_HEADERS_TIMEOUT)")
 	drainTime := fs.Duration("drain-time", envDuration("WEFT_PROXY_DRAIN_TIME", proxy.DefaultDrainTime, &envErrs),
 		"how long the connections of a removed listener or of a changed or removed filter chain have to finish before they are closed, as Envoy's --drain-time-s; 0 closes them at once (env WEFT_PROXY_DRAIN_TIME)")
+	parkAfter := fs.Duration("park-idle-after", envDuration("WEFT_PROXY_PARK_IDLE_AFTER", httpconn.DefaultParkIdleAfter, &envErrs),
+		"how long a keep-alive HTTP/1.1 connection waits for its next request holding a goroutine before it parks in an epoll set without one (Linux), freeing the goroutine's stack; 0 never parks, 1ns parks at once (env WEFT_PROXY_PARK_IDLE_AFTER)")
 	ingressPort := fs.Uint("ingress-port", uint(envInt("APPMESH_ENVOY_INGRESS_PORT", 15000, &envErrs)),
 		"port the traffic interception sends inbound traffic to, as weft intercept's --proxy-ingress-port and ECS's ProxyIngressPort; weft server puts the ingress listener there (env APPMESH_ENVOY_INGRESS_PORT)")
 	egressPort := fs.Uint("egress-port", uint(envInt("APPMESH_ENVOY_EGRESS_PORT", 15001, &envErrs)),
@@ -99,6 +101,10 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.RequestHeadersTimeout = -1 // none
 	}
 	cfg.DrainTime = *drainTime
+	cfg.ParkIdleAfter = *parkAfter
+	if *parkAfter <= 0 {
+		cfg.ParkIdleAfter = -1 // never
+	}
 	if *drainTime <= 0 {
 		cfg.DrainTime = -1 // at once
 	}

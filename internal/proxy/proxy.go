@@ -119,6 +119,11 @@ type Config struct {
 	// closed (Envoy's --drain-time-s); 0 uses DefaultDrainTime, negative
 	// closes them at once.
 	DrainTime time.Duration
+	// ParkIdleAfter is how long a keep-alive HTTP/1.1 downstream
+	// connection waits between requests on a goroutine of its own before
+	// it parks in the proxy's epoll set without one (Linux); 0 uses
+	// httpconn.DefaultParkIdleAfter, negative never parks.
+	ParkIdleAfter time.Duration
 	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
 	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names
 	// as cluster static_cluster_sds_unix_socket. When set, the node's
@@ -237,7 +242,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer cancel()
 	p.clusters = cluster.NewManager(ctx, p.Stats, p.log)
 	p.clusters.SetTLS(p.tls)
-	p.server = httpconn.NewServer(p.log)
+	p.server = httpconn.NewServer(p.log, httpconn.Options{ParkIdleAfter: p.cfg.ParkIdleAfter})
 	p.registerServerStats()
 	if err := p.startObservability(ctx); err != nil {
 		p.clusters.Close()

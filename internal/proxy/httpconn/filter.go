@@ -104,7 +104,7 @@ func (x Exchange) UpstreamHost() string {
 }
 
 // Flags are the stream's response flags.
-func (x Exchange) Flags() accesslog.Flags { return x.s.flags }
+func (x Exchange) Flags() accesslog.Flags { return x.s.allFlags() }
 
 // BytesReceived and BytesSent count body bytes from and to downstream.
 func (x Exchange) BytesReceived() int64 { return x.s.rxBytes.Load() }

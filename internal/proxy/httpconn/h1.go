@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,71 +55,6 @@ const (
 // h2Preface is what a prior-knowledge HTTP/2 connection starts with.
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-// limitedReader is the connection as the read buffer sees it: while a
-// request head is read, at most n bytes, so that a huge head fails
-// instead of growing without bound.
-type limitedReader struct {
-	c   net.Conn
-	n   int64
-	chk *headCheck // fed what is read while a head is checked; else nil
-	err error      // the last read error
-	// pending is what the connection's idle wait read, read before the
-	// connection; pendingBuf, when set, holds it and goes back to h1Bufs
-	// once it is read.
-	pending    []byte
-	pendingBuf *[h1BufSize]byte
-}
-
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, errHeadTooLarge
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	var n int
-	var err error
-	if len(l.pending) > 0 {
-		n = copy(p, l.pending)
-		l.pending = l.pending[n:]
-		if len(l.pending) == 0 {
-			if l.pendingBuf != nil {
-				h1Bufs.Put(l.pendingBuf)
-			}
-			l.pending, l.pendingBuf = nil, nil
-		}
-	} else {
-		n, err = l.c.Read(p)
-	}
-	l.n -= int64(n)
-	if err != nil {
-		l.err = err
-	}
-	if l.chk != nil && n > 0 && l.chk.scan(p[:n]) {
-		l.chk = nil
-	}
-	return n, err
-}
-
-var errHeadTooLarge = errors.New("request head too large")
-
-// replayConn hands a connection to the net/http server with the bytes
-// already buffered in front.
-type replayConn struct {
-	net.Conn
-	br *bufio.Reader // nil once drained
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if c.br != nil {
-		if c.br.Buffered() > 0 {
-			return c.br.Read(p)
-		}
-		c.br = nil
-	}
-	return c.Conn.Read(p)
-}
-
 // connState tracks a fast-path connection for draining: fresh (accepted,
 // its first request not begun), idle (between requests, safe to close) or
 // busy; closing once it drains (shutdown, or its listener or filter chain
@@ -130,6 +64,9 @@ const (
 	connIdle
 	connFresh
 	connClosing
+	// connParked: idle, with no goroutine; the Server's poller (park_linux.go)
+	// owns the connection until it claims it back.
+	connParked
 )
 
 // freshDrainGrace is how long a connection that drains before its first
@@ -163,6 +100,13 @@ type h1Conn struct {
 	// onDrainClose counts a connection closed because it was draining
 	// (shutdown, or its listener or filter chain changed); nil in tests.
 	onDrainClose func()
+
+	// Parking (park_linux.go): set when a Server serves the connection, so that
+	// a goroutine the poller starts can carry on where the loop parked.
+	srv   *Server
+	h     handlerFunc
+	onEnd func() // untracks and counts the connection's end; runs once, by whichever goroutine ends it
+	park  parkState
 }
 
 // h1Writers holds the write buffers of downstream connections between
@@ -219,6 +163,11 @@ func (hc *h1Conn) drain() {
 	switch hc.state.Swap(connClosing) {
 	case connIdle:
 		_ = hc.c.SetReadDeadline(aLongTimeAgo)
+	case connParked:
+		// No goroutine waits on it: one is started to close it (unless
+		// the poller or the idle timer claimed it first, and started one).
+		_ = hc.c.SetReadDeadline(aLongTimeAgo)
+		hc.srv.unpark(hc)
 	case connFresh:
 		if d := deadline(freshDrainGrace); hc.firstDeadline.IsZero() || d.Before(hc.firstDeadline) {
 			_ = hc.c.SetReadDeadline(d)
@@ -260,10 +209,10 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 		_ = c.Close()
 		return
 	}
-	defer s.untrack(hc)
 	c.OnDrain(hc.drain)
 	_, err := hc.br.Peek(1)
 	if err != nil {
+		s.untrack(hc)
 		if !errors.Is(err, io.EOF) {
 			s.log.Debug("connection closed before its first request", "src", c.Src.String(), "err", err, "draining", hc.state.Load() == connClosing)
 		}
@@ -286,6 +235,7 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	_ = c.SetReadDeadline(deadline(hc.headerTimeout))
 	h2, err := startsWithPreface(hc.br)
 	if err != nil {
+		s.untrack(hc)
 		s.log.Debug("connection closed in its first bytes", "src", c.Src.String(), "err", err)
 		if isTimeout(err) {
 			count(hc.onHeaderTimeout)
@@ -304,19 +254,44 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	m.stats.cxTotal.Inc()
 	m.stats.cxHTTP1.Inc()
 	m.stats.cxActive.Inc()
-	defer func() {
+	s.serveFast(hc, func(ctx context.Context, w http.ResponseWriter, r *http.Request) { m.serve(ctx, w, r, c) }, func() {
 		m.stats.cxActive.Dec()
 		m.stats.cxDestroy.Inc()
-	}()
-	hc.loop(s.base, s.log, func(ctx context.Context, w http.ResponseWriter, r *http.Request) { m.serve(ctx, w, r, c) })
+		s.untrack(hc)
+	})
+}
+
+// serveFast serves the requests of a tracked connection whose first
+// bytes have arrived. end runs once when the connection is done with: on
+// this goroutine, or on the one that served its last request after it
+// was parked.
+func (s *Server) serveFast(hc *h1Conn, h handlerFunc, end func()) {
+	hc.srv, hc.h, hc.onEnd = s, h, end
+	if !hc.loop(s.base, s.log, h) {
+		end()
+	}
+}
+
+// resume carries on serving a connection the poller, its idle timer or
+// a drain claimed back from parking: its next request (or its end) is
+// there to read. Runs on a goroutine of its own.
+func (hc *h1Conn) resume() {
+	hc.br = h1Readers.Get().(*bufio.Reader)
+	hc.br.Reset(&hc.lim)
+	if hc.wake(hc.waitRequest()) && hc.loop(hc.srv.base, hc.srv.log, hc.h) {
+		return // parked again
+	}
+	hc.onEnd()
 }
 
 // handlerFunc serves one request; ctx ends with the connection.
 type handlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request)
 
-// loop serves requests until the connection ends. base is the parent of
-// the connection's context; when it ends, the connection is closed.
-func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
+// loop serves requests until the connection ends, or parks it between
+// two requests (parked true: another goroutine owns it now). base is the
+// parent of the connection's context; when it ends, the connection is
+// closed.
+func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) (parked bool) {
 	c := hc.c
 	cctx, cancel := context.WithCancel(base)
 	defer cancel()
@@ -328,7 +303,7 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 		hc.bw = bw
 		hijacked, keep := hc.serveOne(cctx, log, h)
 		if hijacked {
-			return // the hijacker owns and closes the connection, and the buffer
+			return false // the hijacker owns and closes the connection, and the buffer
 		}
 		// Everything was flushed (or the connection is closing): the
 		// buffer is free for another connection's response.
@@ -336,29 +311,58 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) {
 		h1Writers.Put(bw)
 		hc.bw = nil
 		// The idle deadline is set before the connection is marked idle,
-		// so that shutdown's abort (drain) comes after it.
-		_ = c.SetReadDeadline(deadline(hc.idleTimeout))
+		// so that shutdown's abort (drain) comes after it. A connection
+		// that may park waits on its goroutine only until parkAfter.
+		idleDeadline := deadline(hc.idleTimeout)
+		parkAt := hc.parkDeadline(idleDeadline)
+		if parkAt.IsZero() {
+			_ = c.SetReadDeadline(idleDeadline)
+		} else {
+			_ = c.SetReadDeadline(parkAt)
+		}
 		if !keep || !hc.state.CompareAndSwap(connBusy, connIdle) {
 			if hc.state.Load() == connClosing {
 				count(hc.onDrainClose)
 			}
 			_ = c.Close()
-			return
+			return false
 		}
 		hc.lim.n = maxHeaderBytes
 		err := hc.waitRequest()
-		if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
-			if hc.state.Load() == connClosing {
-				count(hc.onDrainClose)
+		if !parkAt.IsZero() && isTimeout(err) && (idleDeadline.IsZero() || time.Now().Before(idleDeadline)) {
+			// Idle past parkAt, not past the idle timeout: park, unless
+			// draining (the timeout was drain's abort) or the connection
+			// cannot (then it waits here for the rest of its idle time).
+			if hc.srv.park(hc, idleDeadline) {
+				return true // the deferred stop and cancel touch only this loop's context
 			}
-			if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
-				count(hc.onIdleTimeout)
+			_ = c.SetReadDeadline(idleDeadline)
+			if hc.state.Load() != connClosing {
+				err = hc.waitRequest()
 			}
-			_ = c.Close()
-			return
 		}
-		_ = c.SetReadDeadline(deadline(hc.headerTimeout))
+		if !hc.wake(err) {
+			return false
+		}
 	}
+}
+
+// wake takes a connection that waited for its next request back to
+// serving it; false (the connection closed) when the wait failed or the
+// connection is draining.
+func (hc *h1Conn) wake(err error) bool {
+	if !hc.state.CompareAndSwap(connIdle, connBusy) || err != nil {
+		if hc.state.Load() == connClosing {
+			count(hc.onDrainClose)
+		}
+		if err != nil && isTimeout(err) && hc.state.Load() != connClosing {
+			count(hc.onIdleTimeout)
+		}
+		_ = hc.c.Close()
+		return false
+	}
+	_ = hc.c.SetReadDeadline(deadline(hc.headerTimeout))
+	return true
 }
 
 // waitRequest waits for the first byte of the next request on a
@@ -574,302 +578,5 @@ func (hc *h1Conn) fail(code int, msg string) {
 	if cw, ok := hc.c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 		_ = hc.c.SetReadDeadline(time.Now().Add(rstAvoidance))
 		_, _ = io.CopyN(io.Discard, hc.c.Conn, maxDrain)
-	}
-}
-
-// continueReader sends 100 Continue before the request body's first read.
-type continueReader struct {
-	io.ReadCloser
-	w    *h1Writer
-	sent atomic.Bool // the body was asked for; set under w.headMu
-}
-
-func (r *continueReader) Read(p []byte) (int, error) {
-	if !r.sent.Load() {
-		// A transport may read the body on its own goroutine while the
-		// handler writes the response: under headMu, the 100 Continue
-		// is either sent before the head is begun or not at all.
-		w := r.w
-		w.headMu.Lock()
-		var err error
-		if !r.sent.Load() {
-			r.sent.Store(true)
-			if !w.wroteHead {
-				// Straight to the connection, not through its write
-				// buffer (empty until the head is written): the read may
-				// even come after the handler returned and the buffer
-				// went back to the pool.
-				_, err = io.WriteString(w.hc.c, "HTTP/1.1 100 Continue\r\n\r\n")
-			}
-		}
-		w.headMu.Unlock()
-		if err != nil {
-			return 0, err
-		}
-	}
-	return r.ReadCloser.Read(p)
-}
-
-// h1Writer is the fast path's http.ResponseWriter. The head is written
-// when the first body byte, a flush or the end of the handler needs it:
-// framed by the response's Content-Length, else chunked (HTTP/1.1) or
-// ended by closing the connection (HTTP/1.0). A response that declares
-// trailers is chunked. Writes go to the connection's buffer; a flush or
-// the end of the response sends them.
-type h1Writer struct {
-	hc         *h1Conn
-	req        *http.Request
-	header     http.Header
-	status     int  // final status; 0 until WriteHeader
-	wroteHead  bool // head is in the buffer
-	chunked    bool
-	noBody     bool  // HEAD, 204, 304
-	length     int64 // declared Content-Length; -1 when none
-	written    int64 // body bytes written
-	closeAfter bool  // the connection ends after this response
-	hijacked   bool
-	err        error // first write error: the client is gone
-	// headMu orders setting wroteHead against a 100 Continue sent by a
-	// body read on another goroutine (continueReader). wroteHead is
-	// written only by the handler's goroutine, under headMu.
-	headMu sync.Mutex
-	// cont is the request body when the client expects 100 Continue
-	// (the handler may wrap req.Body); else nil.
-	cont *continueReader
-}
-
-// Header implements http.ResponseWriter.
-func (w *h1Writer) Header() http.Header { return w.header }
-
-// WriteHeader implements http.ResponseWriter. 1xx statuses other than
-// 101 are sent at once as informational responses.
-func (w *h1Writer) WriteHeader(code int) {
-	if w.status != 0 || w.hijacked {
-		return
-	}
-	if code < 100 || code > 999 {
-		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
-	}
-	if code < 200 && code != http.StatusSwitchingProtocols {
-		w.writeStatusLine(code)
-		_ = w.header.Write(w.hc.bw)
-		_, _ = io.WriteString(w.hc.bw, "\r\n")
-		w.flush()
-		return
-	}
-	w.status = code
-}
-
-func (w *h1Writer) writeStatusLine(code int) {
-	b := w.hc.scratch[:0]
-	if w.req.ProtoAtLeast(1, 1) {
-		b = append(b, "HTTP/1.1 "...)
-	} else {
-		b = append(b, "HTTP/1.0 "...)
-	}
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, ' ')
-	b = append(b, http.StatusText(code)...)
-	b = append(b, "\r\n"...)
-	_, _ = w.hc.bw.Write(b)
-}
-
-// writeHead puts the status line and headers in the buffer, choosing the
-// body's framing.
-func (w *h1Writer) writeHead() {
-	w.headMu.Lock()
-	w.wroteHead = true
-	unasked := w.cont != nil && !w.cont.sent.Load()
-	w.headMu.Unlock()
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	h := w.header
-	code := w.status
-	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified ||
-		code == http.StatusSwitchingProtocols
-	delete(h, "Transfer-Encoding") // the framing is this writer's
-	if code == http.StatusNoContent {
-		delete(h, "Content-Length")
-	}
-	if v := h["Content-Length"]; len(v) > 0 {
-		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 && len(v) == 1 {
-			w.length = n
-		} else {
-			delete(h, "Content-Length")
-		}
-	}
-	if _, ok := h["Trailer"]; ok && !w.noBody {
-		w.length = -1
-		delete(h, "Content-Length")
-	}
-	if w.length < 0 && !w.noBody {
-		if w.req.ProtoAtLeast(1, 1) {
-			w.chunked = true
-		} else {
-			w.closeAfter = true
-		}
-	}
-	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") || w.hc.state.Load() == connClosing {
-		// Draining: this response is the connection's last.
-		w.closeAfter = true
-	}
-	if unasked {
-		// Answered before asking for the body: the client may send it
-		// anyway or not at all, so the connection cannot tell where the
-		// next request starts (net/http's server closes too).
-		w.closeAfter = true
-	}
-	if w.closeAfter {
-		h.Set("Connection", "close")
-	} else if !w.req.ProtoAtLeast(1, 1) {
-		h.Set("Connection", "keep-alive") // HTTP/1.0 closes unless told otherwise
-	}
-	bw := w.hc.bw
-	w.writeStatusLine(code)
-	if _, ok := h["Date"]; !ok {
-		b := append(w.hc.scratch[:0], "Date: "...)
-		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
-		b = append(b, "\r\n"...)
-		_, _ = bw.Write(b)
-	}
-	_ = h.Write(bw)
-	if w.chunked {
-		_, _ = io.WriteString(bw, "Transfer-Encoding: chunked\r\n")
-	}
-	_, _ = io.WriteString(bw, "\r\n")
-}
-
-// Write implements http.ResponseWriter.
-func (w *h1Writer) Write(p []byte) (int, error) {
-	if w.err != nil {
-		return 0, w.err
-	}
-	if w.hijacked {
-		return 0, http.ErrHijacked
-	}
-	if !w.wroteHead {
-		w.writeHead()
-	}
-	if w.noBody {
-		if w.req.Method == http.MethodHead {
-			return len(p), nil
-		}
-		return 0, http.ErrBodyNotAllowed
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	var short error
-	if w.length >= 0 && w.written+int64(len(p)) > w.length {
-		p = p[:w.length-w.written]
-		short = http.ErrContentLength
-	}
-	bw := w.hc.bw
-	if w.chunked {
-		b := strconv.AppendInt(w.hc.scratch[:0], int64(len(p)), 16)
-		b = append(b, "\r\n"...)
-		_, _ = bw.Write(b)
-	}
-	n, err := bw.Write(p)
-	if w.chunked && err == nil {
-		_, err = io.WriteString(bw, "\r\n")
-	}
-	w.written += int64(n)
-	if err != nil {
-		w.err = err
-		return n, err
-	}
-	return n, short
-}
-
-// Flush implements http.Flusher.
-func (w *h1Writer) Flush() {
-	if w.hijacked {
-		return
-	}
-	if !w.wroteHead {
-		w.writeHead()
-	}
-	w.flush()
-}
-
-func (w *h1Writer) flush() {
-	if w.err == nil {
-		w.err = w.hc.bw.Flush()
-	}
-}
-
-// Hijack implements http.Hijacker, for upgrades. Bytes the client sent
-// after the request are read first from the returned connection.
-func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	if w.hijacked || w.wroteHead {
-		return nil, nil, http.ErrHijacked
-	}
-	w.hijacked = true
-	c := w.hc.c
-	_ = c.SetDeadline(time.Time{})
-	conn := net.Conn(c)
-	if w.hc.br.Buffered() > 0 {
-		conn = &replayConn{Conn: c, br: w.hc.br}
-	}
-	return conn, bufio.NewReadWriter(bufio.NewReader(conn), w.hc.bw), nil
-}
-
-// finish ends the response: the head if no body was written (with
-// Content-Length: 0 when nothing declared another length), the last chunk
-// and trailers, and a flush.
-func (w *h1Writer) finish() {
-	if w.err != nil {
-		return
-	}
-	if !w.wroteHead {
-		h := w.header
-		_, declared := h["Content-Length"]
-		_, trailers := h["Trailer"]
-		if !declared && !trailers && w.status != http.StatusNoContent && w.status != http.StatusNotModified &&
-			(w.status == 0 || w.status >= 200) {
-			h["Content-Length"] = []string{"0"}
-		}
-		w.writeHead()
-	}
-	bw := w.hc.bw
-	switch {
-	case w.chunked:
-		_, _ = io.WriteString(bw, "0\r\n")
-		w.writeTrailers()
-		_, _ = io.WriteString(bw, "\r\n")
-	case w.length >= 0 && w.written < w.length && !w.noBody:
-		// Shorter than declared: the client can only tell by the close.
-		w.closeAfter = true
-	}
-	w.flush()
-}
-
-// writeTrailers writes the trailers a handler set: values of keys the
-// Trailer header declared, and keys prefixed with http.TrailerPrefix.
-func (w *h1Writer) writeTrailers() {
-	var t http.Header
-	for _, decl := range w.header["Trailer"] {
-		for _, k := range strings.Split(decl, ",") {
-			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-			if vv, ok := w.header[k]; ok && k != "" {
-				if t == nil {
-					t = http.Header{}
-				}
-				t[k] = vv
-			}
-		}
-	}
-	for k, vv := range w.header {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			if t == nil {
-				t = http.Header{}
-			}
-			t[strings.TrimPrefix(k, http.TrailerPrefix)] = vv
-		}
-	}
-	if t != nil {
-		_ = t.Write(w.hc.bw)
 	}
 }

@@ -19,22 +19,34 @@ import (
 )
 
 // h1Server runs the fast path's connection loop over real TCP connections
-// with h as the handler.
+// with h as the handler, under a Server that parks every connection idle
+// between requests at once (where parking exists), so that every test of
+// the loop goes through parking and resuming too.
 type h1Server struct {
 	ln    net.Listener
+	srv   *Server
 	mu    sync.Mutex
 	conns []*h1Conn // protected by mu
 	wg    sync.WaitGroup
 }
 
 func startH1(t testing.TB, h handlerFunc) *h1Server {
+	return startH1With(t, h, Options{ParkIdleAfter: time.Nanosecond}, nil)
+}
+
+// startH1With is startH1 with the Server's options; setup, when set,
+// adjusts each connection before it is served (timeouts, counters) and
+// may replace it (a TLS server connection).
+func startH1With(t testing.TB, h handlerFunc, o Options, setup func(hc *h1Conn) *h1Conn) *h1Server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &h1Server{ln: ln}
+	s := &h1Server{ln: ln, srv: NewServer(slog.New(slog.DiscardHandler), o)}
 	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- s.srv.Run(ctx) }() // ends with cancel in Cleanup, once every connection is gone
 	s.wg.Add(1)
 	go func() { // accept loop; ends when ln is closed in Cleanup
 		defer s.wg.Done()
@@ -44,19 +56,34 @@ func startH1(t testing.TB, h handlerFunc) *h1Server {
 				return
 			}
 			hc := newH1Conn(&listener.Conn{Conn: raw})
+			if setup != nil {
+				hc = setup(hc)
+			}
+			if !s.srv.track(hc) {
+				_ = raw.Close()
+				continue
+			}
 			s.mu.Lock()
 			s.conns = append(s.conns, hc)
 			s.mu.Unlock()
 			s.wg.Add(1)
-			go func() { // one connection; ends when its loop does
+			go func() { // one connection; ends when its loop ends or parks it
 				defer s.wg.Done()
-				hc.loop(ctx, slog.New(slog.DiscardHandler), h)
+				s.srv.serveFast(hc, h, func() { s.srv.untrack(hc) })
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		_ = ln.Close()
-		cancel() // closes the connections still open
+		cancel() // drains and closes the connections still open
+		select {
+		case err := <-runDone:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("the server's Run did not return")
+		}
 		s.wg.Wait()
 	})
 	return s
@@ -642,7 +669,7 @@ func FuzzH1(f *testing.F) {
 // including one that never sent a byte, without waiting for its idle
 // timeout.
 func TestServerShutdown(t *testing.T) {
-	s := NewServer(slog.New(slog.DiscardHandler))
+	s := NewServer(slog.New(slog.DiscardHandler), Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- s.Run(ctx) }() // ends with cancel below

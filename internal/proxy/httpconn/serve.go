@@ -60,7 +60,12 @@ type stream struct {
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
 	idleArmed bool            // an idle timer runs; set before any body I/O
 	rxBytes   atomic.Int64
-	bodyBroke bool                  // reading the upstream response body failed (not EOF); set on the handler goroutine
+	// bodyBroke and bodyFlags record that reading the upstream response
+	// body failed (not EOF), and why: atomic, because for an upgraded
+	// connection ReverseProxy reads the body on a goroutine of its own,
+	// which may outlive the handler.
+	bodyBroke atomic.Bool
+	bodyFlags atomic.Uint32         // accesslog.Flags
 	bodyErr   atomic.Pointer[error] // the first error reading the downstream request body
 	details   string
 	rw        *respWriter
@@ -73,6 +78,12 @@ type streamKey struct{}
 func streamFrom(ctx context.Context) *stream {
 	s, _ := ctx.Value(streamKey{}).(*stream)
 	return s
+}
+
+// allFlags are the stream's response flags, with those the upstream body
+// recorded.
+func (s *stream) allFlags() accesslog.Flags {
+	return s.flags | accesslog.Flags(s.bodyFlags.Load())
 }
 
 func (s *stream) touch() {
@@ -216,7 +227,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		return
 	}
 	m.rp().ServeHTTP(rw, r.WithContext(sctx))
-	if s.bodyBroke && r.ProtoMajor == 1 && rw.code != http.StatusSwitchingProtocols {
+	if r.ProtoMajor == 1 && rw.code != http.StatusSwitchingProtocols && s.bodyBroke.Load() {
 		// ReverseProxy aborts a response whose body broke only under
 		// net/http's server (it looks for http.ServerContextKey). On the
 		// HTTP/1.1 fast path a normal return would end a chunked response
@@ -537,7 +548,7 @@ func (m *HCM) finish(s *stream, rw *respWriter) {
 	e := accesslog.Entry{
 		Start: s.start, Duration: time.Since(s.start), RequestDuration: -1, ResponseDuration: -1,
 		Request: s.in, Protocol: s.in.Proto, ResponseCode: code, ResponseHeader: rw.Header(),
-		ResponseTrailer: rw.Header(), CodeDetails: s.details, Flags: s.flags,
+		ResponseTrailer: rw.Header(), CodeDetails: s.details, Flags: s.allFlags(),
 		BytesReceived: s.rxBytes.Load(), BytesSent: rw.bytes, Attempts: s.attempts,
 		DownstreamRemote: s.conn.Src.String(), DownstreamLocal: s.conn.Dst.String(),
 		DownstreamDirectPeer: s.conn.Src.String(), ServerName: s.conn.ServerName, ConnectionID: s.conn.ID,

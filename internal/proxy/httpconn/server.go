@@ -2,9 +2,11 @@ package httpconn
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
@@ -30,13 +32,41 @@ type Server struct {
 	h1conns  map[*h1Conn]struct{} // fast-path connections; protected by mu
 	h2conns  map[*h2Conn]struct{} // HTTP/2 connections; protected by mu
 	none     chan struct{}        // closed when draining leaves no connection; protected by mu
+
+	// parkAfter is how long a keep-alive HTTP/1.1 connection waits for
+	// its next request on its goroutine before it parks (park_linux.go);
+	// negative: never. poll is the poller while Run runs; nil: none.
+	parkAfter time.Duration
+	poll      atomic.Pointer[poller]
 }
+
+// Options tune a Server.
+type Options struct {
+	// ParkIdleAfter is how long a keep-alive HTTP/1.1 connection waits
+	// between requests holding a goroutine before it parks: its socket
+	// goes to an epoll instance of the server's and its goroutine ends,
+	// until the next request (Linux). 0 uses DefaultParkIdleAfter; a
+	// negative value never parks.
+	ParkIdleAfter time.Duration
+}
+
+// DefaultParkIdleAfter is Options.ParkIdleAfter's default: a connection
+// that carries a request every second or more often never parks (no
+// epoll_ctl and no new goroutine per request), one idle for longer gives
+// its goroutine's stack back. Chosen by measurement (docs/bench/proxy.md,
+// "Idle connections without a goroutine").
+const DefaultParkIdleAfter = time.Second
+
+var errNoPoller = errors.New("connection parking needs epoll (Linux)")
 
 type connKey struct{}
 
 // NewServer returns a server; Run serves.
-func NewServer(logger *slog.Logger) *Server {
-	s := &Server{log: logger, h1conns: map[*h1Conn]struct{}{}, h2conns: map[*h2Conn]struct{}{}}
+func NewServer(logger *slog.Logger, o Options) *Server {
+	s := &Server{log: logger, h1conns: map[*h1Conn]struct{}{}, h2conns: map[*h2Conn]struct{}{}, parkAfter: o.ParkIdleAfter}
+	if s.parkAfter == 0 {
+		s.parkAfter = DefaultParkIdleAfter
+	}
 	s.cond = sync.NewCond(&s.mu)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	return s
@@ -54,6 +84,20 @@ func (w slogWriter) Write(b []byte) (int, error) {
 // Run serves until ctx ends, then closes every connection and returns
 // once every request handler has returned.
 func (s *Server) Run(ctx context.Context) error {
+	var polled chan struct{}
+	if s.parkAfter >= 0 {
+		p, err := newPoller(s.log)
+		if err != nil {
+			s.log.Warn("idle connections will not park", "err", err)
+		} else {
+			polled = make(chan struct{})
+			s.poll.Store(p)
+			go func() { // the parked connections' poller; ends when stopped below, once every connection is gone
+				defer close(polled)
+				p.run()
+			}()
+		}
+	}
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	// Let responses in flight finish briefly: idle HTTP/1.1 connections
@@ -67,6 +111,13 @@ func (s *Server) Run(ctx context.Context) error {
 		s.cond.Wait()
 	}
 	s.mu.Unlock()
+	if polled != nil {
+		// No connection is left to park or be parked.
+		p := s.poll.Load()
+		p.stop()
+		<-polled
+		p.close()
+	}
 	return nil
 }
 

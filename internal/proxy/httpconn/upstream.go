@@ -271,15 +271,17 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF {
 		// The response broke after its headers went downstream: record why.
 		s := b.s
-		s.bodyBroke = true
+		s.bodyBroke.Store(true)
+		var f accesslog.Flags
 		switch {
 		case s.down.Err() != nil:
-			s.flags |= accesslog.DownstreamConnectionTermination
+			f = accesslog.DownstreamConnectionTermination
 		case context.Cause(s.ctx) != nil:
-			s.flags |= s.ctxError(s.ctx).flags
+			f = s.ctxError(s.ctx).flags
 		default:
-			s.flags |= accesslog.UpstreamRemoteReset
+			f = accesslog.UpstreamRemoteReset
 		}
+		s.bodyFlags.Or(uint32(f))
 	}
 	return n, err
 }

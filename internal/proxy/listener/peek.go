@@ -13,10 +13,20 @@ import (
 // peekedConn replays bytes read during inspection before reading on.
 type peekedConn struct {
 	net.Conn
-	r io.Reader
+	pre *bytes.Reader // what inspection read, not yet replayed
+	r   io.Reader
 }
 
 func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// Buffered is how many bytes inspection read that are still to be
+// replayed: until none are, the socket's readiness does not tell whether
+// there is something to read (the HTTP server parks an idle connection
+// only then).
+func (p *peekedConn) Buffered() int { return p.pre.Len() }
+
+// NetConn returns the connection under the replayed bytes.
+func (p *peekedConn) NetConn() net.Conn { return p.Conn }
 
 // CloseWrite half-closes the underlying TCP connection (for tcp_proxy).
 func (p *peekedConn) CloseWrite() error {
@@ -68,7 +78,8 @@ func inspectTLS(c net.Conn, timeout time.Duration) (out net.Conn, isTLS bool, sn
 	var ne net.Error
 	timedOut = n == 0 && errors.As(err, &ne) && ne.Timeout()
 	_ = c.SetReadDeadline(time.Time{})
-	return &peekedConn{Conn: c, r: io.MultiReader(bytes.NewReader(rec.buf.Bytes()), c)}, isTLS, sni, timedOut
+	pre := bytes.NewReader(rec.buf.Bytes())
+	return &peekedConn{Conn: c, pre: pre, r: io.MultiReader(pre, c)}, isTLS, sni, timedOut
 }
 
 // prefixed hands crypto/tls the byte already read, then the recorder.

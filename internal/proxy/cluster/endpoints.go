@@ -1,0 +1,183 @@
+package cluster
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"github.com/weftmesh/weft/internal/proxy/strict"
+)
+
+func (c *Cluster) buildLoadAssignment(la *endpointv3.ClusterLoadAssignment, path string) error {
+	switch c.Type {
+	case EDS, OriginalDst:
+		if la != nil && len(la.GetEndpoints()) > 0 {
+			return fmt.Errorf("%s: not allowed for EDS and ORIGINAL_DST clusters", path)
+		}
+		return nil
+	}
+	if la == nil {
+		return fmt.Errorf("%s: required for STATIC and DNS clusters", path)
+	}
+	if c.Type == Static {
+		hosts, err := hostsFromCLA(la, path, nil)
+		if err != nil {
+			return err
+		}
+		c.hosts.Store(newHostSet(hosts))
+		return nil
+	}
+	err := walkCLA(la, path, func(ep *endpointv3.LbEndpoint, sa *corev3.SocketAddress, w uint32) error {
+		c.dnsTarget = append(c.dnsTarget, dnsTarget{host: sa.GetAddress(), port: sa.GetPortValue(), weight: w})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if c.Type == LogicalDNS && len(c.dnsTarget) != 1 {
+		return fmt.Errorf("%s: LOGICAL_DNS clusters take exactly one endpoint, got %d", path, len(c.dnsTarget))
+	}
+	c.hosts.Store(newHostSet(nil))
+	return nil
+}
+
+// walkCLA checks a ClusterLoadAssignment and calls fn for every endpoint.
+func walkCLA(la *endpointv3.ClusterLoadAssignment, path string, fn func(*endpointv3.LbEndpoint, *corev3.SocketAddress, uint32) error) error {
+	// policy.overprovisioning_factor only matters with several priorities
+	// or locality weighting, which weft does not do.
+	if err := strict.Fields(la, path, "cluster_name", "endpoints", "policy"); err != nil {
+		return err
+	}
+	if p := la.GetPolicy(); p != nil {
+		if err := strict.Fields(p, path+".policy", "overprovisioning_factor", "weighted_priority_health"); err != nil {
+			return err
+		}
+	}
+	for i, loc := range la.GetEndpoints() {
+		lp := strict.Join(path, "endpoints", i)
+		if err := strict.Fields(loc, lp, "locality", "lb_endpoints", "load_balancing_weight", "priority", "metadata"); err != nil {
+			return err
+		}
+		if loc.GetPriority() != 0 {
+			return strict.Value(lp, "priority", loc.GetPriority(), "weft proxy balances over priority 0 only")
+		}
+		for j, ep := range loc.GetLbEndpoints() {
+			ep2 := strict.Join(lp, "lb_endpoints", j)
+			if err := strict.Fields(ep, ep2, "endpoint", "health_status", "metadata", "load_balancing_weight"); err != nil {
+				return err
+			}
+			e := ep.GetEndpoint()
+			if err := strict.Fields(e, ep2+".endpoint", "address", "hostname", "health_check_config"); err != nil {
+				return err
+			}
+			if hc := e.GetHealthCheckConfig(); hc != nil {
+				if err := strict.Fields(hc, ep2+".endpoint.health_check_config", "port_value"); err != nil {
+					return err
+				}
+			}
+			a := e.GetAddress()
+			if err := strict.Fields(a, ep2+".endpoint.address", "socket_address"); err != nil {
+				return err
+			}
+			sa := a.GetSocketAddress()
+			if sa == nil {
+				return fmt.Errorf("%s.endpoint.address: socket_address is required", ep2)
+			}
+			if err := strict.Fields(sa, ep2+".endpoint.address.socket_address", "protocol", "address", "port_value", "ipv4_compat"); err != nil {
+				return err
+			}
+			if sa.GetProtocol() != corev3.SocketAddress_TCP {
+				return strict.Value(ep2, "socket_address.protocol", sa.GetProtocol(), "TCP only")
+			}
+			w := uint32(1)
+			if ep.GetLoadBalancingWeight() != nil {
+				w = ep.GetLoadBalancingWeight().GetValue()
+			}
+			if err := fn(ep, sa, w); err != nil {
+				return fmt.Errorf("%s: %w", ep2, err)
+			}
+		}
+	}
+	return nil
+}
+
+// hostsFromCLA returns hosts for an assignment, reusing hosts of old that
+// keep their address so health and outlier state survive the update.
+func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSet) ([]*Host, error) {
+	prev := map[string]*Host{}
+	if old != nil {
+		for _, h := range old.hosts {
+			prev[h.Addr] = h
+		}
+	}
+	var hosts []*Host
+	seen := map[string]bool{}
+	err := walkCLA(la, path, func(ep *endpointv3.LbEndpoint, sa *corev3.SocketAddress, w uint32) error {
+		ip := net.ParseIP(sa.GetAddress())
+		if ip == nil {
+			return fmt.Errorf("address %q is not an IP address", sa.GetAddress())
+		}
+		addr := net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
+		if seen[addr] {
+			return nil // Envoy dedups identical endpoints too
+		}
+		seen[addr] = true
+		h := prev[addr]
+		if h == nil || h.Weight != w {
+			nh := &Host{Addr: addr, Weight: w}
+			if h != nil {
+				nh.flags.Store(h.flags.Load())
+			}
+			h = nh
+		}
+		switch ep.GetHealthStatus() {
+		case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
+			h.setFlag(edsUnhealthy, true)
+		default:
+			h.setFlag(edsUnhealthy, false)
+		}
+		hosts = append(hosts, h)
+		return nil
+	})
+	return hosts, err
+}
+
+// CheckEndpoints validates an assignment without applying it.
+func CheckEndpoints(la *endpointv3.ClusterLoadAssignment) error {
+	_, err := hostsFromCLA(la, "cluster_load_assignment "+la.GetClusterName(), nil)
+	return err
+}
+
+func (c *Cluster) setHosts(hosts []*Host) {
+	if c.hc != nil {
+		for _, h := range hosts {
+			if !h.checked.Load() && h.flags.Load()&failedActiveHC == 0 {
+				// New hosts are unhealthy until their first check passes, as in Envoy.
+				h.setFlag(failedActiveHC|pendingActiveHC, true)
+			}
+		}
+	}
+	c.hosts.Store(newHostSet(hosts))
+	c.Stats.membershipChange.Inc()
+	select {
+	case c.hostWake <- struct{}{}:
+	default:
+	}
+}
+
+// setEndpoints applies an EDS assignment.
+func (c *Cluster) setEndpoints(la *endpointv3.ClusterLoadAssignment) error {
+	hosts, err := hostsFromCLA(la, "cluster_load_assignment "+la.GetClusterName(), c.hosts.Load())
+	if err != nil {
+		return err
+	}
+	c.setHosts(hosts)
+	c.Stats.updateSuccess.Inc()
+	if len(hosts) == 0 {
+		c.Stats.updateEmpty.Inc()
+	}
+	return nil
+}
