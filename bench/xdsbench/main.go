@@ -164,8 +164,6 @@ func serve(args []string) error {
 			}
 		}
 	}()
-	// As weft server: its GOGC default unless the environment sets one.
-	server.SetGCDefault(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	return server.Run(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))

@@ -90,6 +90,5 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	log.Info("garbage collection", "GOGC", server.SetGCDefault(os.Getenv))
 	return server.Run(ctx, cfg, log)
 }

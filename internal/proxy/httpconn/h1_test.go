@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,16 @@ func startH1With(t testing.TB, h handlerFunc, o Options, setup func(hc *h1Conn) 
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- s.srv.Run(ctx) }() // ends with cancel in Cleanup, once every connection is gone
+	if s.srv.parkAfter >= 0 && runtime.GOOS == "linux" {
+		// Run makes the poller on its goroutine; a connection served
+		// before that would never park.
+		for deadline := time.Now().Add(5 * time.Second); s.srv.poll.Load() == nil; {
+			if time.Now().After(deadline) {
+				t.Fatal("the server's poller did not start")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	s.wg.Add(1)
 	go func() { // accept loop; ends when ln is closed in Cleanup
 		defer s.wg.Done()
