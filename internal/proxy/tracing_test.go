@@ -263,6 +263,96 @@ func TestTracingUnsampledParentIsFollowed(t *testing.T) {
 	}
 }
 
+// TestTracingUnsampledInEveryFormat: through a real proxy, a parent with
+// the sampled flag off, in each format, yields no span, and the upstream
+// gets the same trace ID with a new span ID and the flag off; a new trace
+// that the rate leaves out (0 %) still reaches the upstream with a trace
+// ID and the flag off, as Envoy forwards an unsampled request's context.
+func TestTracingUnsampledInEveryFormat(t *testing.T) {
+	const traceID, parent = "5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8"
+	// parse reads the upstream's header in one format: trace ID, span ID, sampled.
+	xray := func(v string) (string, string, string) {
+		var tr, sp, smp string
+		for _, kv := range strings.Split(v, ";") {
+			k, val, _ := strings.Cut(kv, "=")
+			switch k {
+			case "Root":
+				tr = strings.ReplaceAll(strings.TrimPrefix(val, "1-"), "-", "")
+			case "Parent":
+				sp = val
+			case "Sampled":
+				smp = val
+			}
+		}
+		return tr, sp, smp
+	}
+	for _, tc := range []struct {
+		format string
+		in     []string
+		parse  func(h http.Header) (string, string, string)
+	}{
+		{tracing.FormatTraceContext, []string{"traceparent", "00-" + traceID + "-" + parent + "-00"}, func(h http.Header) (string, string, string) {
+			p := strings.Split(h.Get("Traceparent"), "-")
+			if len(p) != 4 {
+				return "", "", ""
+			}
+			return p[1], p[2], strings.TrimPrefix(p[3], "0") // flags 00 or 01
+		}},
+		{tracing.FormatB3, []string{"b3", traceID + "-" + parent + "-0"}, func(h http.Header) (string, string, string) {
+			p := strings.Split(h.Get("B3"), "-")
+			if len(p) != 3 {
+				return "", "", ""
+			}
+			return p[0], p[1], p[2]
+		}},
+		{tracing.FormatB3Multi, []string{"X-B3-TraceId", traceID, "X-B3-SpanId", parent, "X-B3-Sampled", "0"}, func(h http.Header) (string, string, string) {
+			return h.Get("X-B3-Traceid"), h.Get("X-B3-Spanid"), h.Get("X-B3-Sampled")
+		}},
+		{tracing.FormatXRay, []string{"X-Amzn-Trace-Id", "Root=1-" + traceID[:8] + "-" + traceID[8:] + ";Parent=" + parent + ";Sampled=0"},
+			func(h http.Header) (string, string, string) { return xray(h.Get("X-Amzn-Trace-Id")) }},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			rx := startOTLP(t)
+			app := newBackend(t, "app")
+			for _, rate := range []float64{1, 0} {
+				h := newHarness(t, func(c *Config) {
+					withTracing("n", rx.addr, tc.format)(c)
+					c.Observability.Tracing.SampleRate = rate
+				})
+				h.push(httpListener("ingress", httpManager("ingress", "rds", tracingOn)),
+					routeConfig("rds", vhost("all", []string{"*"}, routeTo("/", "local"))), staticCluster("local", app.addr()))
+				if rate == 1 { // every new trace sampled: only the parent says no
+					_, e, _ := get(t, http.DefaultClient, h.addr("ingress"), "x", "/", tc.in...)
+					if tr, sp, smp := tc.parse(e.Header); tr != traceID || sp == parent || len(sp) != 16 || smp != "0" {
+						t.Errorf("unsampled parent: upstream got trace %q span %q sampled %q (headers %v), want %s, a new span, 0",
+							tr, sp, smp, e.Header, traceID)
+					}
+					continue
+				}
+				_, e, _ := get(t, http.DefaultClient, h.addr("ingress"), "x", "/")
+				if tr, sp, smp := tc.parse(e.Header); len(tr) != 32 || tr == strings.Repeat("0", 32) || len(sp) != 16 || smp != "0" {
+					t.Errorf("new trace at 0 %%: upstream got trace %q span %q sampled %q (headers %v)", tr, sp, smp, e.Header)
+				}
+				if n := h.stat("tracing.spans_started"); n != 1 {
+					t.Errorf("tracing.spans_started = %d, want 1", n)
+				}
+			}
+			// A sampled request after them reaches the collector; the
+			// unsampled ones never do.
+			h := newHarness(t, withTracing("n", rx.addr, tracing.FormatTraceContext))
+			h.push(httpListener("ingress", httpManager("ingress", "rds", tracingOn)),
+				routeConfig("rds", vhost("all", []string{"*"}, routeTo("/", "local"))), staticCluster("local", app.addr()))
+			sampled := "0af7651916cd43dd8448eb211c80319c"
+			get(t, http.DefaultClient, h.addr("ingress"), "x", "/", "traceparent", "00-"+sampled+"-b7ad6b7169203331-01")
+			sid, _ := hex.DecodeString(sampled)
+			rx.waitSpans(t, sid, 1)
+			if got := len(rx.received()); got != 1 {
+				t.Errorf("the collector received %d spans, want only the sampled one", got)
+			}
+		})
+	}
+}
+
 func TestTracingCollectorThatNeverAnswersDropsSpans(t *testing.T) {
 	// A collector that accepts connections and never answers: exports
 	// hang, the bounded queue fills, later spans are dropped and counted,

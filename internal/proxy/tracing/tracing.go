@@ -28,18 +28,15 @@ import (
 	"strings"
 	"time"
 
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"go.opentelemetry.io/contrib/propagators/aws/xray"
 	"go.opentelemetry.io/contrib/propagators/b3"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/weftmesh/weft/internal/proxy/httpconn"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
@@ -149,6 +146,13 @@ type Tracer struct {
 	log         *slog.Logger
 	// spans counts spans started, sampled or not.
 	spans *stats.Counter
+	// root samples new traces at the proxy's rate; filters may have
+	// their connection manager's.
+	root ratio
+	// xrayIDs: new trace IDs begin with the epoch second (X-Ray's rule).
+	xrayIDs bool
+	// rootValues is how many header values an unsampled new trace gets.
+	rootValues int
 }
 
 // New builds a tracer. Nothing is dialled: exporters connect when they
@@ -204,15 +208,20 @@ func New(ctx context.Context, cfg Config, st *stats.Store, log *slog.Logger) (*T
 		attribute.String("aws.appmesh.mesh", cfg.Mesh), attribute.String("aws.appmesh."+cfg.ResourceType, cfg.Resource),
 		attribute.String("component", "proxy"), attribute.String("node_id", cfg.NodeID), attribute.String("zone", ""))
 	// No span processor: Tracer.end hands finished spans to the queue.
+	// The filter decides sampling before it starts a span (filter.start)
+	// and asks the SDK only for the spans it samples: a sampled parent's
+	// child, or a new trace the rate picked.
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(rootSampler{def: sdktrace.TraceIDRatioBased(cfg.SampleRate)}))}
-	if cfg.Exporter == ExporterXRay || contains(cfg.Propagation, FormatXRay) {
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample()))}
+	xrayIDs := cfg.Exporter == ExporterXRay || contains(cfg.Propagation, FormatXRay)
+	if xrayIDs {
 		// X-Ray trace IDs begin with the epoch second; the daemon refuses
 		// others.
 		opts = append(opts, sdktrace.WithIDGenerator(xray.NewIDGenerator()))
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
-	t := &Tracer{cfg: cfg, tp: tp, tracer: tp.Tracer("weft-proxy"), queue: q, log: log, spans: sc.Counter("spans_started")}
+	t := &Tracer{cfg: cfg, tp: tp, tracer: tp.Tracer("weft-proxy"), queue: q, log: log, spans: sc.Counter("spans_started"),
+		root: newRatio(cfg.SampleRate), xrayIDs: xrayIDs, rootValues: rootValues(cfg.Propagation)}
 	for i := range t.statusCodes {
 		t.statusCodes[i] = strconv.Itoa(i)
 	}
@@ -262,143 +271,6 @@ func (t *Tracer) Run(ctx context.Context) {
 // Config returns the tracer's configuration after defaults.
 func (t *Tracer) Config() Config { return t.cfg }
 
-type samplerKey struct{}
-
-// rootSampler samples new traces at the rate the connection manager
-// chose (its tracing.random_sampling), or at the proxy's rate.
-type rootSampler struct{ def sdktrace.Sampler }
-
-func (r rootSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
-	if s, ok := p.ParentContext.Value(samplerKey{}).(sdktrace.Sampler); ok {
-		return s.ShouldSample(p)
-	}
-	return r.def.ShouldSample(p)
-}
-
-func (r rootSampler) Description() string { return "weft-root(" + r.def.Description() + ")" }
-
-// Filter returns the tracing filter for one connection manager, or nil
-// when the connection manager has no tracing block. Its random_sampling,
-// when set, replaces the proxy's rate for new traces unless the proxy's
-// own configuration fixed it (override).
-func (t *Tracer) Filter(info httpconn.HCMInfo, override bool) httpconn.Filter {
-	if info.Tracing == nil {
-		return nil
-	}
-	f := &filter{t: t, egress: info.Egress, kind: trace.WithSpanKind(trace.SpanKindServer), name: "ingress"}
-	if info.Egress {
-		f.kind, f.name = trace.WithSpanKind(trace.SpanKindClient), "egress"
-	}
-	if rs := info.Tracing.GetRandomSampling(); rs != nil && !override {
-		f.sampler = sdktrace.TraceIDRatioBased(rs.GetValue() / 100)
-	}
-	return f
-}
-
-// SamplingOf returns the fraction an HCM tracing block samples, and
-// whether it sets one.
-func SamplingOf(tr *hcmv3.HttpConnectionManager_Tracing) (float64, bool) {
-	if rs := tr.GetRandomSampling(); rs != nil {
-		return rs.GetValue() / 100, true
-	}
-	return 0, false
-}
-
-// filter is the tracing HTTP filter of one connection manager.
-//
-// What it costs per request, measured with
-// go test -run XXX -bench HTTPOneHopTracing -benchtime 3000x -benchmem ./internal/proxy/
-// (client, proxy, backend and the OTLP collector's decoding in one
-// process; allocations are stable, the ns/op of a shared machine are
-// not): no tracer 172 allocs/op; 1 % sampling 182 (the header carrier
-// fits the propagators' interface without an allocation; 195 before the
-// propagators' header names stopped being canonicalized at every lookup,
-// B3's extraction stopped running without any B3 header, and the egress
-// span's name stopped being built for unsampled requests); 100 % sampling
-// 256 allocs and 20.7 KB (Envoy's three tags that are the same on every
-// span, component, node_id and zone, are resource attributes, sent once
-// per export batch; the attributes skip the SDK's span and its snapshot,
-// Tracer.end; their slices are recycled after export; status codes are
-// not formatted).
-type filter struct {
-	t       *Tracer
-	egress  bool
-	sampler sdktrace.Sampler // nil: the proxy's rate
-	// kind and name start every span: egress spans are named for the
-	// host once they are known to record (Done), so that an unsampled
-	// request builds no name.
-	kind trace.SpanStartOption
-	name string
-}
-
-func (f *filter) DecodeHeaders(x httpconn.Exchange, slot *any) *httpconn.LocalReply {
-	r := x.Request()
-	t := f.t
-	ctx := t.extract.Extract(context.Background(), carrier(r.Header))
-	if f.sampler != nil {
-		ctx = context.WithValue(ctx, samplerKey{}, f.sampler)
-	}
-	ctx, span := t.tracer.Start(ctx, f.name, f.kind, trace.WithTimestamp(x.Start()))
-	t.spans.Inc()
-	for _, h := range t.clear {
-		delete(r.Header, h) // canonical already: no need for Del's work
-	}
-	t.inject.Inject(ctx, carrier(r.Header))
-	*slot = span
-	return nil
-}
-
-func (f *filter) Done(x httpconn.Exchange, slot any) {
-	span, _ := slot.(trace.Span)
-	if span == nil || !span.IsRecording() {
-		return
-	}
-	r := x.Request()
-	if d := x.Decorator(); d != "" {
-		span.SetName(d)
-	} else if f.egress {
-		span.SetName("egress " + r.Host)
-	}
-	proto := r.Proto
-	if r.ProtoMajor == 2 {
-		proto = "HTTP/2"
-	}
-	status := x.Status()
-	flags := x.Flags().String()
-	if flags == "" {
-		flags = "-"
-	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	ap := f.t.queue.attrSlice()
-	*ap = append(*ap,
-		attribute.String("guid:x-request-id", r.Header.Get("X-Request-Id")),
-		attribute.String("http.url", scheme+"://"+r.Host+r.URL.RequestURI()),
-		attribute.String("http.method", r.Method),
-		attribute.String("downstream_cluster", orDash(r.Header.Get("X-Envoy-Downstream-Service-Cluster"))),
-		attribute.String("user_agent", orDash(r.UserAgent())),
-		attribute.String("http.protocol", proto),
-		attribute.String("peer.address", x.Downstream()),
-		attribute.Int64("request_size", x.BytesReceived()),
-		attribute.Int64("response_size", x.BytesSent()),
-		attribute.String("http.status_code", f.t.statusText(status)),
-		attribute.String("response_flags", flags),
-	)
-	if c := x.Cluster(); c != "" {
-		*ap = append(*ap, attribute.String("upstream_cluster", c), attribute.String("upstream_cluster.name", c))
-	}
-	if h := x.UpstreamHost(); h != "" {
-		*ap = append(*ap, attribute.String("upstream_address", h))
-	}
-	if status >= 500 || status == 0 {
-		*ap = append(*ap, attribute.String("error", "true"))
-		span.SetStatus(codes.Error, f.t.statusText(status))
-	}
-	f.t.end(span, ap)
-}
-
 // end ends span and queues it for export with the attributes in ap,
 // which the queue owns from then on.
 //
@@ -421,64 +293,6 @@ func (t *Tracer) end(span trace.Span, ap *[]attribute.KeyValue) {
 		return
 	}
 	t.queue.add(ended{ReadOnlySpan: ro, attrs: ap})
-}
-
-// carrier is propagation.HeaderCarrier without a canonicalization (and
-// its allocation) per header name: the propagators ask for a fixed set of
-// names, which canonicalKey knows. Being a map, it is stored in the
-// propagators' TextMapCarrier interface without an allocation.
-type carrier http.Header
-
-// canonicalKey is http.CanonicalHeaderKey for the names the propagators
-// ask for, without its work.
-func canonicalKey(k string) string {
-	switch k {
-	case "traceparent":
-		return "Traceparent"
-	case "tracestate":
-		return "Tracestate"
-	case "b3":
-		return "B3"
-	case "x-b3-traceid":
-		return "X-B3-Traceid"
-	case "x-b3-spanid":
-		return "X-B3-Spanid"
-	case "x-b3-parentspanid":
-		return "X-B3-Parentspanid"
-	case "x-b3-sampled":
-		return "X-B3-Sampled"
-	case "x-b3-flags":
-		return "X-B3-Flags"
-	case "X-Amzn-Trace-Id", "x-amzn-trace-id":
-		return "X-Amzn-Trace-Id"
-	}
-	return http.CanonicalHeaderKey(k)
-}
-
-func (c carrier) Get(k string) string {
-	if v := c[canonicalKey(k)]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
-func (c carrier) Set(k, v string) { c[canonicalKey(k)] = []string{v} }
-
-func (c carrier) Keys() []string { return propagation.HeaderCarrier(c).Keys() }
-
-// ifPresent extracts with p only when the carrier holds one of names.
-type ifPresent struct {
-	propagation.TextMapPropagator
-	names []string
-}
-
-func (p ifPresent) Extract(ctx context.Context, c propagation.TextMapCarrier) context.Context {
-	for _, n := range p.names {
-		if c.Get(n) != "" {
-			return p.TextMapPropagator.Extract(ctx, c)
-		}
-	}
-	return ctx
 }
 
 // statusText is strconv.Itoa(code) without an allocation for the codes
