@@ -70,6 +70,7 @@ func main() {
 	relay := flag.String("relay", "", "internal: run the Go TCP relay on this address (to -relay-to) instead of the bench")
 	relayTo := flag.String("relay-to", "", "internal: the relay's upstream")
 	tracingPaths := flag.Bool("tracing", false, "add the paths \"one weft proxy, tracing 1%\" and \"... 100%\": the same sidecar exporting spans over OTLP gRPC to a collector in the bench process")
+	tracingOnlyList := flag.String("tracing-only", "", "comma-separated sample rates (e.g. 0.01): run only tracing's overhead, the tracing paths at these rates next to \"one weft proxy\" and \"one weft proxy B\" (implies -tracing; see tracingonly.go)")
 	idleN := flag.Int("idle-conns", 0, "after the other runs, open this many keep-alive connections to each one-proxy path, plaintext and mutual TLS (one request each, then idle) and report the proxy's memory per idle connection; 0 skips it")
 	idleSettle := flag.Duration("idle-settle", 3*time.Second, "with -idle-conns: how long the connections stay idle before the proxy's memory is measured (Go returns freed memory to the system after a GC, which an idle process runs every 2 minutes)")
 	idleProf := flag.String("idle-heap-profile", "", "with -idle-conns: save each weft proxy's heap profile with the connections open to this prefix + pid + .pb.gz")
@@ -83,6 +84,10 @@ func main() {
 	}
 	if *weft == "" {
 		log.Fatal("-weft is required")
+	}
+	tracingRates, keepPath, err := tracingOnly(*tracingOnlyList)
+	if err != nil {
+		log.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -174,26 +179,22 @@ func main() {
 		targets[2].url, targets[2].procs = fmt.Sprintf("http://127.0.0.1:%d/", pBB), []*os.Process{procBB}
 		fmt.Printf("one weft proxy B: %s %s\n", *weftB, *weftBArgs)
 	}
-	if *tracingPaths {
+	if *tracingPaths || *tracingOnlyList != "" {
 		otlp := startCollector()
-		for i, rate := range []string{"0.01", "1"} {
+		for i, rate := range tracingRates {
 			node := fmt.Sprintf("mesh/bench/virtualNode/server-trace-%d", i)
 			pT := freePort()
 			xds.set(node, resources("ingress", pT, "cds_ingress_bench_server_http_9080", app, true))
 			procT := b.startProxy(b.weft, node, xds.addr, "--tracing", "otlp-grpc", "--tracing-endpoint", otlp.addr, "--tracing-sample-rate", rate)
 			waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pT))
-			name := "one weft proxy, tracing 1%"
-			if rate == "1" {
-				name = "one weft proxy, tracing 100%"
-			}
-			targets = append(targets, target{name, fmt.Sprintf("http://127.0.0.1:%d/", pT), []*os.Process{procT}, nil})
+			targets = append(targets, target{tracingPathName(rate), fmt.Sprintf("http://127.0.0.1:%d/", pT), []*os.Process{procT}, nil})
 		}
 		defer func() { fmt.Printf("\nSpans received by the bench's OTLP collector: %d\n", otlp.count.Load()) }()
 	}
 	fmt.Print(machine(*weft))
 	var run []target
 	for _, t := range targets {
-		if t.url != "" && (*only == "" || strings.Contains(t.name, *only)) {
+		if t.url != "" && (*only == "" || strings.Contains(t.name, *only)) && keepPath(t.name) {
 			run = append(run, t)
 		}
 	}
