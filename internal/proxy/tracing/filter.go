@@ -95,6 +95,16 @@ func (f *filter) DecodeHeaders(x httpconn.Exchange, slot *any) *httpconn.LocalRe
 func (f *filter) start(h http.Header, start time.Time) trace.Span {
 	t := f.t
 	t.spans.Inc()
+	if !t.hasTraceHeaders(h) {
+		// A new trace, the most common request at a sidecar's edge:
+		// nothing to extract, nothing to clear.
+		tid, sid := t.newIDs(start)
+		if f.root.sample(tid) {
+			return f.startSpan(context.Background(), h, start)
+		}
+		t.injectRoot(h, tid, sid)
+		return nil
+	}
 	bg := context.Background()
 	ctx := t.extract.Extract(bg, carrier(h))
 	psc := trace.SpanContextFromContext(ctx)
@@ -133,6 +143,16 @@ func (f *filter) startSpan(ctx context.Context, h http.Header, start time.Time) 
 	f.t.clearHeaders(h)
 	f.t.inject.Inject(ctx, carrier(h))
 	return span
+}
+
+// hasTraceHeaders tells whether h holds any trace header weft knows.
+func (t *Tracer) hasTraceHeaders(h http.Header) bool {
+	for _, k := range t.clear {
+		if _, ok := h[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // clearHeaders removes every trace header weft knows from h, so that the
