@@ -3,16 +3,20 @@ package tracing
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"net/http"
 	"reflect"
+	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"go.opentelemetry.io/contrib/propagators/aws/xray"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
@@ -208,4 +212,74 @@ func BenchmarkFilterStart(b *testing.B) {
 	b.Run("sampled", func(b *testing.B) {
 		run(b, 1, func(f *filter, h http.Header, start time.Time) { f.start(h, start).End() })
 	})
+}
+
+// TestHeadersAsWhenEveryRequestHadASpan: deciding sampling first changes
+// no header the upstream gets. For each incoming context (none, W3C with
+// and without trace state, B3 single and multiple headers sampled, not,
+// deferred and debug, X-Ray, and broken ones) and at 0 % and 100 %, the
+// filter's headers are those of the way it worked before: extraction, the
+// SDK's span (recording or not) under ParentBased(TraceIDRatioBased), and
+// the propagators' injection, with every ID the two make up at random
+// masked.
+func TestHeadersAsWhenEveryRequestHadASpan(t *testing.T) {
+	const tid, sid = "5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8"
+	xrayRoot := "Root=1-" + tid[:8] + "-" + tid[8:] + ";Parent=" + sid
+	inputs := []http.Header{
+		{},
+		{"Traceparent": {"00-" + tid + "-" + sid + "-01"}},
+		{"Traceparent": {"00-" + tid + "-" + sid + "-00"}, "Tracestate": {"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"}},
+		{"Traceparent": {"00-" + tid + "-" + sid + "-02"}},
+		{"Traceparent": {"garbage"}},
+		{"B3": {tid + "-" + sid + "-1"}},
+		{"B3": {tid + "-" + sid + "-0"}},
+		{"B3": {tid + "-" + sid}},
+		{"B3": {tid + "-" + sid + "-d"}},
+		{"B3": {"0"}},
+		{"B3": {"d"}},
+		{"X-B3-Traceid": {tid}, "X-B3-Spanid": {sid}, "X-B3-Sampled": {"0"}},
+		{"X-B3-Traceid": {tid}, "X-B3-Spanid": {sid}},
+		{"X-B3-Traceid": {tid}, "X-B3-Spanid": {sid}, "X-B3-Flags": {"1"}},
+		{"X-B3-Sampled": {"0"}},
+		{"X-Amzn-Trace-Id": {xrayRoot + ";Sampled=0"}},
+		{"X-Amzn-Trace-Id": {xrayRoot + ";Sampled=1"}},
+		{"X-Amzn-Trace-Id": {"Root=nonsense"}},
+	}
+	known := map[string]bool{tid: true, tid[:8]: true, tid[8:]: true, sid: true}
+	ids := regexp.MustCompile(`[0-9a-f]{32}|[0-9a-f]{24}|[0-9a-f]{16}|[0-9a-f]{8}`)
+	mask := func(h http.Header) string {
+		var lines []string
+		for k, vs := range h {
+			for _, v := range vs {
+				lines = append(lines, k+": "+ids.ReplaceAllStringFunc(v, func(s string) string {
+					if known[s] {
+						return s
+					}
+					return fmt.Sprintf("<%d new>", len(s))
+				}))
+			}
+		}
+		sort.Strings(lines)
+		return strings.Join(lines, "\n")
+	}
+	all := []string{FormatTraceContext, FormatB3, FormatB3Multi, FormatXRay}
+	for _, rate := range []float64{0, 1} {
+		f := newFilter(t, rate, all...)
+		old := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(rate))),
+			sdktrace.WithIDGenerator(xray.NewIDGenerator())).Tracer("before")
+		for _, in := range inputs {
+			got, want := in.Clone(), in.Clone()
+			span := f.start(got, time.Now())
+			ctx := f.t.extract.Extract(context.Background(), carrier(want))
+			ctx, oldSpan := old.Start(ctx, f.name, f.kind)
+			f.t.clearHeaders(want)
+			f.t.inject.Inject(ctx, carrier(want))
+			if g, w := mask(got), mask(want); g != w {
+				t.Errorf("rate %v, request %v: upstream headers\n%s\nwant (a span for every request)\n%s", rate, in, g, w)
+			}
+			if (span != nil) != oldSpan.IsRecording() {
+				t.Errorf("rate %v, request %v: span %v, want recording %v", rate, in, span != nil, oldSpan.IsRecording())
+			}
+		}
+	}
 }
