@@ -15,15 +15,18 @@ import (
 // bundleDir is where the bundled modules are served, under /console/.
 const bundleDir = "b/"
 
-// bundle is the console's modules bundled at start (esbuild, in
-// process): the first page's modules in one file, and the views loaded
-// later (topology, Cloud Map) in chunks of their own, each named by its
-// content's hash. One request instead of seven, and no module graph to
-// walk, for the first page.
+// bundle is the console's modules bundled and minified at start (esbuild,
+// in process), split where app.js imports a view with import(): the
+// first page's code (app.js, lists.js) in the entry, what every view
+// shares (api.js, dom.js) in a chunk, and each view loaded later (details
+// and forms, topology, Cloud Map, proxies) in chunks of its own, each file
+// named by its content's hash. The first page fetches and compiles only
+// the entry and the chunks it imports statically.
 type bundle struct {
-	files   map[string][]byte // by name under bundleDir
-	entry   string            // the app's bundle, a name of files
-	preload []string          // what the entry imports statically
+	files   map[string][]byte   // by name under bundleDir
+	entry   string              // the app's bundle, a name of files
+	preload []string            // what the entry imports statically, directly or not
+	inputs  map[string][]string // by name of files: the modules it holds ("js/api.js")
 }
 
 // buildBundle bundles js/app.js and what it imports from the embedded
@@ -56,9 +59,15 @@ func buildBundle() (*bundle, error) {
 		EntryNames:  "[name]-[hash]",
 		ChunkNames:  "[name]-[hash]",
 		Metafile:    true,
-		Write:       false,
-		LogLevel:    esbuild.LogLevelSilent,
-		Plugins:     []esbuild.Plugin{embedded},
+		// Minified: fewer bytes to fetch and, above all, to parse and
+		// compile before the first page is drawn.
+		MinifyWhitespace:  true,
+		MinifyIdentifiers: true,
+		MinifySyntax:      true,
+		LegalComments:     esbuild.LegalCommentsNone,
+		Write:             false,
+		LogLevel:          esbuild.LogLevelSilent,
+		Plugins:           []esbuild.Plugin{embedded},
 	})
 	if len(res.Errors) > 0 {
 		var msgs []string
@@ -78,21 +87,40 @@ func buildBundle() (*bundle, error) {
 				Path string `json:"path"`
 				Kind string `json:"kind"`
 			} `json:"imports"`
+			Inputs map[string]json.RawMessage `json:"inputs"`
 		} `json:"outputs"`
 	}
 	if err := json.Unmarshal([]byte(res.Metafile), &meta); err != nil {
 		return nil, fmt.Errorf("bundle metafile: %w", err)
 	}
+	static := map[string][]string{} // by output: the outputs it imports statically
+	bu.inputs = map[string][]string{}
 	for out, o := range meta.Outputs {
-		if !strings.HasSuffix(o.EntryPoint, "js/app.js") { // the lazily loaded views are entry points too
-			continue
+		name := path.Base(out)
+		for in := range o.Inputs {
+			bu.inputs[name] = append(bu.inputs[name], strings.TrimPrefix(in, "weft:"))
 		}
-		bu.entry = path.Base(out)
+		sort.Strings(bu.inputs[name])
 		for _, im := range o.Imports {
-			if im.Kind == "import-statement" && !slices.Contains(bu.preload, path.Base(im.Path)) {
-				bu.preload = append(bu.preload, path.Base(im.Path))
+			if im.Kind == "import-statement" {
+				static[name] = append(static[name], path.Base(im.Path))
 			}
 		}
+		if strings.HasSuffix(o.EntryPoint, "js/app.js") { // the lazily loaded views are entry points too
+			bu.entry = name
+		}
+	}
+	// The entry's static imports, and theirs: the first page needs them
+	// all before it runs.
+	todo := slices.Clone(static[bu.entry])
+	for len(todo) > 0 {
+		name := todo[0]
+		todo = todo[1:]
+		if name == bu.entry || slices.Contains(bu.preload, name) {
+			continue
+		}
+		bu.preload = append(bu.preload, name)
+		todo = append(todo, static[name]...)
 	}
 	sort.Strings(bu.preload)
 	if bu.files[bu.entry] == nil {

@@ -37,18 +37,19 @@ var assets embed.FS
 
 // firstView are the modules the first page (the meshes list) runs: the
 // index preloads them; the others are loaded when a view needs them.
-var firstView = []string{"js/app.js", "js/api.js", "js/dom.js", "js/mesh.js", "js/forms.js", "js/acks.js", "js/proxies.js"}
+var firstView = []string{"js/app.js", "js/api.js", "js/dom.js", "js/lists.js"}
 
 // assetsMarker is the comment of assets/index.html that the server
 // replaces with the links to the other assets.
 const assetsMarker = "<!-- weft:assets"
 
-// asset is one embedded file, gzipped once at start.
+// asset is one embedded file, gzipped once at start. Its two
+// representations, as is and gzipped, have ETags of their own.
 type asset struct {
-	body, gz []byte
-	ctype    string
-	etag     string
-	version  string // ?v= of its content-hashed URL
+	body, gz     []byte
+	ctype        string
+	etag, gzEtag string
+	version      string // ?v= of its content-hashed URL
 }
 
 func newAsset(name string, b []byte) *asset {
@@ -62,7 +63,7 @@ func newAsset(name string, b []byte) *asset {
 		ct = "application/octet-stream"
 	}
 	v := hex.EncodeToString(sum[:8])
-	return &asset{body: b, gz: gz.Bytes(), ctype: ct, etag: `"` + v + `"`, version: v}
+	return &asset{body: b, gz: gz.Bytes(), ctype: ct, etag: `"` + v + `"`, gzEtag: `"` + v + `-gz"`, version: v}
 }
 
 // Handler serves everything under /console/: the assets, and the session
@@ -241,7 +242,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", a.ctype)
-	hd.Set("ETag", a.etag)
 	if strings.HasPrefix(rest, bundleDir) || (rest != "index.html" && r.URL.Query().Get("v") == a.version) {
 		// A content-hashed URL: what it names never changes.
 		hd.Set("Cache-Control", "public, max-age=31536000, immutable")
@@ -249,16 +249,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hd.Set("Cache-Control", "no-cache") // revalidate: a new binary serves new assets
 	}
 	hd.Add("Vary", "Accept-Encoding")
-	if match := r.Header.Get("If-None-Match"); match == a.etag {
+	body, etag := a.body, a.etag
+	if acceptsGzip(r) {
+		hd.Set("Content-Encoding", "gzip")
+		body, etag = a.gz, a.gzEtag
+	}
+	hd.Set("ETag", etag)
+	if noneMatch(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	body := a.body
-	if acceptsGzip(r) {
-		hd.Set("Content-Encoding", "gzip")
-		body = a.gz
-	}
 	w.Write(body)
+}
+
+// noneMatch reports whether an If-None-Match header names etag (weak
+// comparison, as RFC 9110 asks for If-None-Match) or is "*".
+func noneMatch(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag || t == "*" {
+			return true
+		}
+	}
+	return false
 }
 
 func acceptsGzip(r *http.Request) bool {

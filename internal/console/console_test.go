@@ -2,6 +2,8 @@ package console
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -256,12 +258,38 @@ func TestAssetsServed(t *testing.T) {
 		if w.Code != 200 || w.Header().Get("Content-Encoding") != "gzip" || w.Header().Get("Content-Security-Policy") == "" {
 			t.Fatalf("%s: %d %v", p, w.Code, w.Header())
 		}
+		gzTag := w.Header().Get("ETag")
+		zr, err := gzip.NewReader(w.Body)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		unzipped, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		r = httptest.NewRequest("GET", p, nil)
+		r.Header.Set("Accept-Encoding", "gzip, br")
+		r.Header.Set("If-None-Match", `"other", W/`+gzTag)
+		w = httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusNotModified || w.Header().Get("ETag") != gzTag || w.Header().Get("Vary") != "Accept-Encoding" {
+			t.Fatalf("%s revalidated: %d %v", p, w.Code, w.Header())
+		}
+		// Not gzipped: another representation, with an ETag of its own,
+		// so a cache holding the gzipped one does not take it for this one.
+		r = httptest.NewRequest("GET", p, nil)
+		r.Header.Set("If-None-Match", gzTag)
+		w = httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 || w.Header().Get("Content-Encoding") != "" || w.Header().Get("ETag") == gzTag || !bytes.Equal(w.Body.Bytes(), unzipped) {
+			t.Fatalf("%s without gzip: %d %v, body equal to the gzipped one's: %v", p, w.Code, w.Header(), bytes.Equal(w.Body.Bytes(), unzipped))
+		}
 		r = httptest.NewRequest("GET", p, nil)
 		r.Header.Set("If-None-Match", w.Header().Get("ETag"))
 		w = httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		if w.Code != http.StatusNotModified {
-			t.Fatalf("%s revalidated: %d", p, w.Code)
+			t.Fatalf("%s revalidated without gzip: %d", p, w.Code)
 		}
 	}
 	w := httptest.NewRecorder()
