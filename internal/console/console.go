@@ -29,6 +29,7 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 )
 
@@ -259,6 +260,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	hd.Set("Content-Length", strconv.Itoa(len(body))) // known: sent in one piece, not chunked
 	w.Write(body)
 }
 

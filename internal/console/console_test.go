@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -255,7 +256,8 @@ func TestAssetsServed(t *testing.T) {
 		r.Header.Set("Accept-Encoding", "gzip")
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
-		if w.Code != 200 || w.Header().Get("Content-Encoding") != "gzip" || w.Header().Get("Content-Security-Policy") == "" {
+		if w.Code != 200 || w.Header().Get("Content-Encoding") != "gzip" || w.Header().Get("Content-Security-Policy") == "" ||
+			w.Header().Get("Content-Length") != strconv.Itoa(w.Body.Len()) {
 			t.Fatalf("%s: %d %v", p, w.Code, w.Header())
 		}
 		gzTag := w.Header().Get("ETag")
