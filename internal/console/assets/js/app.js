@@ -126,6 +126,8 @@ window.addEventListener('hashchange', route);
   }
   whoBar();
   await route();
-  // Then, while the user reads the first page, the other views' modules.
-  setTimeout(() => { for (const f of Object.values(load)) f().catch(() => {}); }, 0);
+  // Then, once the first page is painted and the page is idle, the other
+  // views' modules, while the user reads it.
+  const prefetch = () => { for (const f of Object.values(load)) f().catch(() => {}); };
+  requestAnimationFrame(() => (window.requestIdleCallback ? requestIdleCallback(prefetch, { timeout: 1000 }) : setTimeout(prefetch, 0)));
 })();
