@@ -36,8 +36,9 @@ import (
 //go:embed assets
 var assets embed.FS
 
-// firstView are the modules the first page (the meshes list) runs: the
-// index preloads them; the others are loaded when a view needs them.
+// firstView are the modules the first page (the meshes list) runs: when
+// the bundle cannot be built, the index preloads them; the others are
+// loaded when a view needs them.
 var firstView = []string{"js/app.js", "js/api.js", "js/dom.js", "js/lists.js"}
 
 // assetsMarker is the comment of assets/index.html that the server
@@ -72,9 +73,10 @@ func newAsset(name string, b []byte) *asset {
 type Handler struct {
 	files    map[string]*asset // by path under assets/, "index.html" ...
 	indexCSP string            // the index's policy: the base one and its inline scripts' hashes
-	// indexLink is the index's Link header: the stylesheet and the first
-	// page's modules, which the browser starts fetching when the
-	// response's headers arrive, before it parses the index.
+	// indexLink is the index's Link header: the stylesheet (and, without
+	// the bundle, the first page's modules), which the browser starts
+	// fetching when the response's headers arrive, before it parses the
+	// index.
 	indexLink string
 	sessions  *Sessions // nil: no credentials file, no sign-in
 }
@@ -108,13 +110,14 @@ func New(sessions *Sessions) *Handler {
 	return h
 }
 
-// buildIndex writes into index.html the links to the other assets at
-// their content-hashed URLs (name?v=hash, or the bundle's hashed names,
-// cached for a year: a new binary with other content links to other
-// URLs). With the bundle bu, the index loads its entry and preloads the
-// chunks it imports. Without it, the modules import each other by plain
-// relative names ("./api.js"), and an import map sends each to its hashed
-// URL. The index itself stays small and is revalidated on each load.
+// buildIndex writes into index.html the link to the stylesheet at its
+// content-hashed URL (app.css?v=hash, cached for a year: a new binary
+// with other content links to another URL) and the first page's code.
+// With the bundle bu, that code is inline (the later views' files, which
+// it imports when opened, have hashed names too). Without it, the
+// modules import each other by plain relative names ("./api.js"), and an
+// import map sends each to its hashed URL. The index itself is
+// revalidated on each load.
 func (h *Handler) buildIndex(bu *bundle) {
 	idx := h.files["index.html"]
 	i := bytes.Index(idx.body, []byte(assetsMarker))
@@ -144,17 +147,20 @@ func (h *Handler) buildIndex(bu *bundle) {
 	} else {
 		b.Write(head)
 	}
-	appURL := url("js/app.js")
+	tail := idx.body[j:]
+	var app string
 	if bu != nil {
 		inline = inline[1:] // no import map
+		// The first page's code is in the index: no script to fetch
+		// before the list is drawn. Only the stylesheet is linked (and
+		// named in the Link header, fetched before the index is parsed).
 		fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
-		links := []string{"<" + url("app.css") + ">; rel=preload; as=style"}
-		for _, name := range append([]string{bu.entry}, bu.preload...) {
-			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"/console/%s%s\">\n", bundleDir, name)
-			links = append(links, "</console/"+bundleDir+name+">; rel=modulepreload")
-		}
-		h.indexLink = strings.Join(links, ", ")
-		appURL = "/console/" + bundleDir + bu.entry
+		h.indexLink = "<" + url("app.css") + ">; rel=preload; as=style"
+		inline = append(inline, bu.first)
+		// At the end of the body, async: it runs as soon as it is parsed
+		// (the elements it uses are there by then), instead of waiting
+		// for the whole document as a deferred module does.
+		app = fmt.Sprintf("<script type=\"module\" async>%s</script>\n</body>", bu.first)
 	} else {
 		// The import map first: no stylesheet is pending, so nothing can
 		// hold it up.
@@ -163,12 +169,8 @@ func (h *Handler) buildIndex(bu *bundle) {
 		for _, name := range firstView {
 			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"%s\">\n", url(name))
 		}
+		app = fmt.Sprintf("<script type=\"module\" async src=\"%s\"></script>\n</body>", url("js/app.js"))
 	}
-	// The app module at the end of the body, async: it runs as soon as its
-	// modules are ready (the elements it uses are parsed by then), instead
-	// of waiting for the whole document as a deferred module does.
-	tail := idx.body[j:]
-	app := fmt.Sprintf("<script type=\"module\" async src=\"%s\"></script>\n</body>", appURL)
 	b.Write(bytes.Replace(tail, []byte("</body>"), []byte(app), 1))
 	h.files["index.html"] = newAsset("index.html", b.Bytes())
 	src := "script-src 'self'"
@@ -197,7 +199,7 @@ func (h *Handler) Sizes() (raw, gzipped int) {
 }
 
 // basePolicy keeps the console's pages to their own origin: no inline
-// script (but the index's import map, by its hash), no framing.
+// script (but the index's own, each allowed by its hash), no framing.
 const basePolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
 // securityHeaders set the content policy csp, and send no referrer to

@@ -320,51 +320,49 @@ func TestAssetsHashedURLs(t *testing.T) {
 	if strings.Contains(withAuth.Body.String(), "data-auth") {
 		t.Fatalf("the index of a server with sign-in says it has none")
 	}
-	// One inline script, allowed by its hash: the first page's read,
-	// started before the modules load.
-	inline := func(index, open string) string {
+	// Two inline scripts, each allowed by its hash: the first page's
+	// read, started at once, and the first page's code.
+	scripts := regexp.MustCompile(`(?s)<script([^>]*)>(.*?)</script>`)
+	policyOf := func(index string) (string, []string) {
 		t.Helper()
-		start := strings.Index(index, open)
-		if start < 0 {
-			t.Fatalf("no %s in the index:\n%s", open, index)
+		src := "script-src 'self'"
+		var bodies []string
+		for _, m := range scripts.FindAllStringSubmatch(index, -1) {
+			if strings.Contains(m[1], "src=") {
+				t.Fatalf("the index loads a script file: %s", m[0][:min(len(m[0]), 200)])
+			}
+			sum := sha256.Sum256([]byte(m[2]))
+			src += " 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+			bodies = append(bodies, m[2])
 		}
-		end := start + strings.Index(index[start:], `</script>`)
-		return index[start+len(open) : end]
+		return strings.Replace(basePolicy, "script-src 'self'", src, 1), bodies
 	}
-	first := inline(index, `<script>`)
-	sum := sha256.Sum256([]byte(first))
-	csp := w.Header().Get("Content-Security-Policy")
-	if !strings.Contains(csp, "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"';") || !strings.Contains(first, "'/v20190125/meshes?limit=50'") {
-		t.Fatalf("the index's policy %q does not allow its first read %q", csp, first)
-	}
-	if strings.Contains(csp, "unsafe-") || strings.Count(index, "<script") != 2 {
-		t.Fatalf("the index needs more inline scripts, or its policy allows them: %q\n%s", csp, index)
+	want, bodies := policyOf(index)
+	if csp := w.Header().Get("Content-Security-Policy"); csp != want || len(bodies) != 2 || !strings.Contains(bodies[0], "'/v20190125/meshes?limit=50'") ||
+		!strings.Contains(index, `<script type="module" async>`+bodies[1]+"</script>\n</body>") || strings.Contains(csp, "unsafe-") {
+		t.Fatalf("the index's policy %q, want %q, for its scripts:\n%s", csp, want, index)
 	}
 	// With sign-in, the first read waits for the session (its CSRF
-	// token): no inline script at all.
+	// token): only the first page's code.
 	authIndex := withAuth.Body.String()
-	if strings.Count(authIndex, "<script") != 1 || withAuth.Header().Get("Content-Security-Policy") != basePolicy {
-		t.Fatalf("index with sign-in: %q\n%s", withAuth.Header().Get("Content-Security-Policy"), authIndex)
+	want, bodies = policyOf(authIndex)
+	if csp := withAuth.Header().Get("Content-Security-Policy"); csp != want || len(bodies) != 1 {
+		t.Fatalf("index with sign-in: %q, want %q\n%s", csp, want, authIndex)
 	}
-	// The app's bundle and the chunks it imports are preloaded, at
-	// content-hashed names cached for a year; the modules themselves are
-	// still served as they are, revalidated.
-	var bundled []string
-	for _, m := range regexp.MustCompile(`href="(/console/b/[^"]+)"`).FindAllStringSubmatch(index, -1) {
-		bundled = append(bundled, m[1])
+	// The first page fetches no script: it imports each later view from
+	// a file with a content-hashed name, cached for a year; the modules
+	// themselves are still served as they are, revalidated.
+	if link := w.Header().Get("Link"); strings.Contains(index, "modulepreload") || !strings.Contains(link, "/console/app.css?v=") || strings.Contains(link, "modulepreload") {
+		t.Fatalf("Link header %q, index:\n%s", link, index)
 	}
-	entry := regexp.MustCompile(`<script type="module" async src="(/console/b/app-[A-Z0-9]+\.js)"></script>\n</body>`).FindStringSubmatch(index)
-	if len(bundled) < 2 || entry == nil || bundled[0] != entry[1] {
-		t.Fatalf("bundle links %v, entry %v:\n%s", bundled, entry, index)
+	var views []string
+	for _, m := range regexp.MustCompile(`import\("(/console/b/[a-z]+-[A-Z0-9]+\.js)"\)`).FindAllStringSubmatch(bodies[0], -1) {
+		views = append(views, m[1])
 	}
-	// The same in the response's Link header, fetched before the index
-	// is parsed.
-	for _, u := range bundled {
-		if link := w.Header().Get("Link"); !strings.Contains(link, "<"+u+">; rel=modulepreload") || !strings.Contains(link, "/console/app.css?v=") {
-			t.Fatalf("Link header %q lacks %s", link, u)
-		}
+	if len(views) != 4 {
+		t.Fatalf("the first page imports the views %v", views)
 	}
-	for _, c := range []struct{ url, cache string }{{bundled[0], "public, max-age=31536000, immutable"}, {bundled[1], "public, max-age=31536000, immutable"},
+	for _, c := range []struct{ url, cache string }{{views[0], "public, max-age=31536000, immutable"}, {views[3], "public, max-age=31536000, immutable"},
 		{"/console/js/api.js", "no-cache"}, {"/console/app.css?v=stale", "no-cache"}} {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest("GET", c.url, nil))
