@@ -1,29 +1,56 @@
 package console
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
 
-// TestBundle: the modules bundle, the first page's in one file that
-// imports only shared chunks, the lazily loaded views in their own.
+// firstPageModules are the modules the first page (the meshes list)
+// needs: the code inlined in the index holds these and nothing else.
+var firstPageModules = []string{"js/api.js", "js/app.js", "js/dom.js", "js/lists.js"}
+
+// TestBundle: the modules bundle; the first page's code holds only the
+// modules it needs, every other view's modules are in files it imports
+// when opened, and those files do not carry their own api.js or dom.js.
 func TestBundle(t *testing.T) {
 	b, err := buildBundle()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
+	t.Logf("first page: %d bytes, %v", len(b.first), b.firstInputs)
 	for n, c := range b.files {
-		names = append(names, n)
-		t.Logf("%s: %d bytes", n, len(c))
+		t.Logf("%s: %d bytes, %v", n, len(c), b.inputs[n])
 	}
-	t.Logf("entry %s, preload %v", b.entry, b.preload)
-	if !strings.HasPrefix(b.entry, "app-") || !strings.Contains(string(b.files[b.entry]), "meshesView") {
-		t.Fatalf("entry %q of %v", b.entry, names)
+	if !slices.Equal(b.firstInputs, firstPageModules) {
+		t.Errorf("the first page's code holds %v, want %v", b.firstInputs, firstPageModules)
 	}
-	for _, view := range []string{"topologyView", "namespacesView"} {
-		if strings.Contains(string(b.files[b.entry]), "function "+view) {
-			t.Errorf("the first page's bundle holds %s, which loads later", view)
+	later := map[string]bool{}
+	for _, ins := range b.inputs {
+		for _, in := range ins {
+			later[in] = true
+		}
+	}
+	for _, m := range []string{"js/mesh.js", "js/forms.js", "js/acks.js", "js/proxies.js", "js/topology.js", "js/graph.js", "js/cloudmap.js"} {
+		if !later[m] {
+			t.Errorf("%s is not in a file loaded later", m)
+		}
+	}
+	for _, m := range append(firstPageModules, "js/shared.js") {
+		if later[m] {
+			t.Errorf("%s is in a later view's file: it would be a second instance", m)
+		}
+	}
+	// The first page imports each view from its file, by the file's URL.
+	for _, v := range []string{"mesh", "topology", "cloudmap", "proxies"} {
+		var file string
+		for n := range b.files {
+			if strings.HasPrefix(n, v+"-") {
+				file = n
+			}
+		}
+		if file == "" || !strings.Contains(string(b.first), `import("/console/b/`+file+`")`) {
+			t.Errorf("the first page does not import the view %s from its file %q", v, file)
 		}
 	}
 }

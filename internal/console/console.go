@@ -29,26 +29,29 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 )
 
 //go:embed assets
 var assets embed.FS
 
-// firstView are the modules the first page (the meshes list) runs: the
-// index preloads them; the others are loaded when a view needs them.
-var firstView = []string{"js/app.js", "js/api.js", "js/dom.js", "js/mesh.js", "js/forms.js", "js/acks.js", "js/proxies.js"}
+// firstView are the modules the first page (the meshes list) runs: when
+// the bundle cannot be built, the index preloads them; the others are
+// loaded when a view needs them.
+var firstView = []string{"js/app.js", "js/api.js", "js/dom.js", "js/lists.js"}
 
 // assetsMarker is the comment of assets/index.html that the server
 // replaces with the links to the other assets.
 const assetsMarker = "<!-- weft:assets"
 
-// asset is one embedded file, gzipped once at start.
+// asset is one embedded file, gzipped once at start. Its two
+// representations, as is and gzipped, have ETags of their own.
 type asset struct {
-	body, gz []byte
-	ctype    string
-	etag     string
-	version  string // ?v= of its content-hashed URL
+	body, gz     []byte
+	ctype        string
+	etag, gzEtag string
+	version      string // ?v= of its content-hashed URL
 }
 
 func newAsset(name string, b []byte) *asset {
@@ -62,7 +65,7 @@ func newAsset(name string, b []byte) *asset {
 		ct = "application/octet-stream"
 	}
 	v := hex.EncodeToString(sum[:8])
-	return &asset{body: b, gz: gz.Bytes(), ctype: ct, etag: `"` + v + `"`, version: v}
+	return &asset{body: b, gz: gz.Bytes(), ctype: ct, etag: `"` + v + `"`, gzEtag: `"` + v + `-gz"`, version: v}
 }
 
 // Handler serves everything under /console/: the assets, and the session
@@ -70,9 +73,10 @@ func newAsset(name string, b []byte) *asset {
 type Handler struct {
 	files    map[string]*asset // by path under assets/, "index.html" ...
 	indexCSP string            // the index's policy: the base one and its inline scripts' hashes
-	// indexLink is the index's Link header: the stylesheet and the first
-	// page's modules, which the browser starts fetching when the
-	// response's headers arrive, before it parses the index.
+	// indexLink is the index's Link header: the stylesheet (and, without
+	// the bundle, the first page's modules), which the browser starts
+	// fetching when the response's headers arrive, before it parses the
+	// index.
 	indexLink string
 	sessions  *Sessions // nil: no credentials file, no sign-in
 }
@@ -106,13 +110,14 @@ func New(sessions *Sessions) *Handler {
 	return h
 }
 
-// buildIndex writes into index.html the links to the other assets at
-// their content-hashed URLs (name?v=hash, or the bundle's hashed names,
-// cached for a year: a new binary with other content links to other
-// URLs). With the bundle bu, the index loads its entry and preloads the
-// chunks it imports. Without it, the modules import each other by plain
-// relative names ("./api.js"), and an import map sends each to its hashed
-// URL. The index itself stays small and is revalidated on each load.
+// buildIndex writes into index.html the link to the stylesheet at its
+// content-hashed URL (app.css?v=hash, cached for a year: a new binary
+// with other content links to another URL) and the first page's code.
+// With the bundle bu, that code is inline (the later views' files, which
+// it imports when opened, have hashed names too). Without it, the
+// modules import each other by plain relative names ("./api.js"), and an
+// import map sends each to its hashed URL. The index itself is
+// revalidated on each load.
 func (h *Handler) buildIndex(bu *bundle) {
 	idx := h.files["index.html"]
 	i := bytes.Index(idx.body, []byte(assetsMarker))
@@ -142,17 +147,20 @@ func (h *Handler) buildIndex(bu *bundle) {
 	} else {
 		b.Write(head)
 	}
-	appURL := url("js/app.js")
+	tail := idx.body[j:]
+	var app string
 	if bu != nil {
 		inline = inline[1:] // no import map
+		// The first page's code is in the index: no script to fetch
+		// before the list is drawn. Only the stylesheet is linked (and
+		// named in the Link header, fetched before the index is parsed).
 		fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
-		links := []string{"<" + url("app.css") + ">; rel=preload; as=style"}
-		for _, name := range append([]string{bu.entry}, bu.preload...) {
-			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"/console/%s%s\">\n", bundleDir, name)
-			links = append(links, "</console/"+bundleDir+name+">; rel=modulepreload")
-		}
-		h.indexLink = strings.Join(links, ", ")
-		appURL = "/console/" + bundleDir + bu.entry
+		h.indexLink = "<" + url("app.css") + ">; rel=preload; as=style"
+		inline = append(inline, bu.first)
+		// At the end of the body, async: it runs as soon as it is parsed
+		// (the elements it uses are there by then), instead of waiting
+		// for the whole document as a deferred module does.
+		app = fmt.Sprintf("<script type=\"module\" async>%s</script>\n</body>", bu.first)
 	} else {
 		// The import map first: no stylesheet is pending, so nothing can
 		// hold it up.
@@ -161,12 +169,8 @@ func (h *Handler) buildIndex(bu *bundle) {
 		for _, name := range firstView {
 			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"%s\">\n", url(name))
 		}
+		app = fmt.Sprintf("<script type=\"module\" async src=\"%s\"></script>\n</body>", url("js/app.js"))
 	}
-	// The app module at the end of the body, async: it runs as soon as its
-	// modules are ready (the elements it uses are parsed by then), instead
-	// of waiting for the whole document as a deferred module does.
-	tail := idx.body[j:]
-	app := fmt.Sprintf("<script type=\"module\" async src=\"%s\"></script>\n</body>", appURL)
 	b.Write(bytes.Replace(tail, []byte("</body>"), []byte(app), 1))
 	h.files["index.html"] = newAsset("index.html", b.Bytes())
 	src := "script-src 'self'"
@@ -195,7 +199,7 @@ func (h *Handler) Sizes() (raw, gzipped int) {
 }
 
 // basePolicy keeps the console's pages to their own origin: no inline
-// script (but the index's import map, by its hash), no framing.
+// script (but the index's own, each allowed by its hash), no framing.
 const basePolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
 // securityHeaders set the content policy csp, and send no referrer to
@@ -241,7 +245,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", a.ctype)
-	hd.Set("ETag", a.etag)
 	if strings.HasPrefix(rest, bundleDir) || (rest != "index.html" && r.URL.Query().Get("v") == a.version) {
 		// A content-hashed URL: what it names never changes.
 		hd.Set("Cache-Control", "public, max-age=31536000, immutable")
@@ -249,16 +252,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hd.Set("Cache-Control", "no-cache") // revalidate: a new binary serves new assets
 	}
 	hd.Add("Vary", "Accept-Encoding")
-	if match := r.Header.Get("If-None-Match"); match == a.etag {
+	body, etag := a.body, a.etag
+	if acceptsGzip(r) {
+		hd.Set("Content-Encoding", "gzip")
+		body, etag = a.gz, a.gzEtag
+	}
+	hd.Set("ETag", etag)
+	if noneMatch(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	body := a.body
-	if acceptsGzip(r) {
-		hd.Set("Content-Encoding", "gzip")
-		body = a.gz
-	}
+	hd.Set("Content-Length", strconv.Itoa(len(body))) // known: sent in one piece, not chunked
 	w.Write(body)
+}
+
+// noneMatch reports whether an If-None-Match header names etag (weak
+// comparison, as RFC 9110 asks for If-None-Match) or is "*".
+func noneMatch(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag || t == "*" {
+			return true
+		}
+	}
+	return false
 }
 
 func acceptsGzip(r *http.Request) bool {

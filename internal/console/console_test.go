@@ -2,6 +2,8 @@ package console
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -11,6 +13,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -253,15 +256,42 @@ func TestAssetsServed(t *testing.T) {
 		r.Header.Set("Accept-Encoding", "gzip")
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
-		if w.Code != 200 || w.Header().Get("Content-Encoding") != "gzip" || w.Header().Get("Content-Security-Policy") == "" {
+		if w.Code != 200 || w.Header().Get("Content-Encoding") != "gzip" || w.Header().Get("Content-Security-Policy") == "" ||
+			w.Header().Get("Content-Length") != strconv.Itoa(w.Body.Len()) {
 			t.Fatalf("%s: %d %v", p, w.Code, w.Header())
+		}
+		gzTag := w.Header().Get("ETag")
+		zr, err := gzip.NewReader(w.Body)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		unzipped, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		r = httptest.NewRequest("GET", p, nil)
+		r.Header.Set("Accept-Encoding", "gzip, br")
+		r.Header.Set("If-None-Match", `"other", W/`+gzTag)
+		w = httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusNotModified || w.Header().Get("ETag") != gzTag || w.Header().Get("Vary") != "Accept-Encoding" {
+			t.Fatalf("%s revalidated: %d %v", p, w.Code, w.Header())
+		}
+		// Not gzipped: another representation, with an ETag of its own,
+		// so a cache holding the gzipped one does not take it for this one.
+		r = httptest.NewRequest("GET", p, nil)
+		r.Header.Set("If-None-Match", gzTag)
+		w = httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 || w.Header().Get("Content-Encoding") != "" || w.Header().Get("ETag") == gzTag || !bytes.Equal(w.Body.Bytes(), unzipped) {
+			t.Fatalf("%s without gzip: %d %v, body equal to the gzipped one's: %v", p, w.Code, w.Header(), bytes.Equal(w.Body.Bytes(), unzipped))
 		}
 		r = httptest.NewRequest("GET", p, nil)
 		r.Header.Set("If-None-Match", w.Header().Get("ETag"))
 		w = httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		if w.Code != http.StatusNotModified {
-			t.Fatalf("%s revalidated: %d", p, w.Code)
+			t.Fatalf("%s revalidated without gzip: %d", p, w.Code)
 		}
 	}
 	w := httptest.NewRecorder()
@@ -290,51 +320,49 @@ func TestAssetsHashedURLs(t *testing.T) {
 	if strings.Contains(withAuth.Body.String(), "data-auth") {
 		t.Fatalf("the index of a server with sign-in says it has none")
 	}
-	// One inline script, allowed by its hash: the first page's read,
-	// started before the modules load.
-	inline := func(index, open string) string {
+	// Two inline scripts, each allowed by its hash: the first page's
+	// read, started at once, and the first page's code.
+	scripts := regexp.MustCompile(`(?s)<script([^>]*)>(.*?)</script>`)
+	policyOf := func(index string) (string, []string) {
 		t.Helper()
-		start := strings.Index(index, open)
-		if start < 0 {
-			t.Fatalf("no %s in the index:\n%s", open, index)
+		src := "script-src 'self'"
+		var bodies []string
+		for _, m := range scripts.FindAllStringSubmatch(index, -1) {
+			if strings.Contains(m[1], "src=") {
+				t.Fatalf("the index loads a script file: %s", m[0][:min(len(m[0]), 200)])
+			}
+			sum := sha256.Sum256([]byte(m[2]))
+			src += " 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+			bodies = append(bodies, m[2])
 		}
-		end := start + strings.Index(index[start:], `</script>`)
-		return index[start+len(open) : end]
+		return strings.Replace(basePolicy, "script-src 'self'", src, 1), bodies
 	}
-	first := inline(index, `<script>`)
-	sum := sha256.Sum256([]byte(first))
-	csp := w.Header().Get("Content-Security-Policy")
-	if !strings.Contains(csp, "script-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"';") || !strings.Contains(first, "'/v20190125/meshes?limit=50'") {
-		t.Fatalf("the index's policy %q does not allow its first read %q", csp, first)
-	}
-	if strings.Contains(csp, "unsafe-") || strings.Count(index, "<script") != 2 {
-		t.Fatalf("the index needs more inline scripts, or its policy allows them: %q\n%s", csp, index)
+	want, bodies := policyOf(index)
+	if csp := w.Header().Get("Content-Security-Policy"); csp != want || len(bodies) != 2 || !strings.Contains(bodies[0], "'/v20190125/meshes?limit=50'") ||
+		!strings.Contains(index, `<script type="module" async>`+bodies[1]+"</script>\n</body>") || strings.Contains(csp, "unsafe-") {
+		t.Fatalf("the index's policy %q, want %q, for its scripts:\n%s", csp, want, index)
 	}
 	// With sign-in, the first read waits for the session (its CSRF
-	// token): no inline script at all.
+	// token): only the first page's code.
 	authIndex := withAuth.Body.String()
-	if strings.Count(authIndex, "<script") != 1 || withAuth.Header().Get("Content-Security-Policy") != basePolicy {
-		t.Fatalf("index with sign-in: %q\n%s", withAuth.Header().Get("Content-Security-Policy"), authIndex)
+	want, bodies = policyOf(authIndex)
+	if csp := withAuth.Header().Get("Content-Security-Policy"); csp != want || len(bodies) != 1 {
+		t.Fatalf("index with sign-in: %q, want %q\n%s", csp, want, authIndex)
 	}
-	// The app's bundle and the chunks it imports are preloaded, at
-	// content-hashed names cached for a year; the modules themselves are
-	// still served as they are, revalidated.
-	var bundled []string
-	for _, m := range regexp.MustCompile(`href="(/console/b/[^"]+)"`).FindAllStringSubmatch(index, -1) {
-		bundled = append(bundled, m[1])
+	// The first page fetches no script: it imports each later view from
+	// a file with a content-hashed name, cached for a year; the modules
+	// themselves are still served as they are, revalidated.
+	if link := w.Header().Get("Link"); strings.Contains(index, "modulepreload") || !strings.Contains(link, "/console/app.css?v=") || strings.Contains(link, "modulepreload") {
+		t.Fatalf("Link header %q, index:\n%s", link, index)
 	}
-	entry := regexp.MustCompile(`<script type="module" async src="(/console/b/app-[A-Z0-9]+\.js)"></script>\n</body>`).FindStringSubmatch(index)
-	if len(bundled) < 2 || entry == nil || bundled[0] != entry[1] {
-		t.Fatalf("bundle links %v, entry %v:\n%s", bundled, entry, index)
+	var views []string
+	for _, m := range regexp.MustCompile(`import\("(/console/b/[a-z]+-[A-Z0-9]+\.js)"\)`).FindAllStringSubmatch(bodies[0], -1) {
+		views = append(views, m[1])
 	}
-	// The same in the response's Link header, fetched before the index
-	// is parsed.
-	for _, u := range bundled {
-		if link := w.Header().Get("Link"); !strings.Contains(link, "<"+u+">; rel=modulepreload") || !strings.Contains(link, "/console/app.css?v=") {
-			t.Fatalf("Link header %q lacks %s", link, u)
-		}
+	if len(views) != 4 {
+		t.Fatalf("the first page imports the views %v", views)
 	}
-	for _, c := range []struct{ url, cache string }{{bundled[0], "public, max-age=31536000, immutable"}, {bundled[1], "public, max-age=31536000, immutable"},
+	for _, c := range []struct{ url, cache string }{{views[0], "public, max-age=31536000, immutable"}, {views[3], "public, max-age=31536000, immutable"},
 		{"/console/js/api.js", "no-cache"}, {"/console/app.css?v=stale", "no-cache"}} {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest("GET", c.url, nil))
@@ -413,6 +441,109 @@ func TestEventsSnapshotLimit(t *testing.T) {
 		srv.Close()
 		if got != c.want || chunks != (c.want+snapshotChunk-1)/snapshotChunk || !strings.Contains(end, fmt.Sprintf(`"complete":%v`, c.complete)) {
 			t.Fatalf("MaxSnapshotBytes %d, busy %v: %d resources in %d chunks, end %s; want %d, complete %v", c.max, c.busy, got, chunks, end, c.want, c.complete)
+		}
+	}
+}
+
+// countingReader counts the bytes read through it: the bytes on the wire.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// TestEventsSnapshotGzip: a snapshot stream is gzipped for a client that
+// takes gzip, decodes (with the standard library's reader) to the same
+// events as the plain stream, smaller on the wire; and an event written
+// after the snapshot can be read at once, while the stream stays open.
+func TestEventsSnapshotGzip(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const owner = "111122223333"
+	if _, err := st.Update(t.Context(), func(tx store.Tx) error {
+		if err := tx.Put(appmesh.MeshKey(owner, "m"), []byte(`{}`)); err != nil {
+			return err
+		}
+		for i := range 600 {
+			ref := appmesh.Ref{Owner: owner, Mesh: "m", Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("n%03d", i)}
+			if err := tx.Put(ref.Key(), []byte(`{"meshName":"m","virtualNodeName":"`+ref.Name+`","spec":{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}]}}`)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return owner }}))
+	defer srv.Close()
+	// read opens the stream with Accept-Encoding enc, reads it until
+	// snapshot-end, and returns the text read and the bytes on the wire.
+	read := func(enc string) (*http.Response, *bufio.Reader, *countingReader, string) {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/v1/events?mesh=m&snapshot=true", nil)
+		req.Header.Set("Accept-Encoding", enc) // set: the client does not decode it itself
+		res, err := http.DefaultClient.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("%s stream: %v %v", enc, res, err)
+		}
+		wire := &countingReader{r: res.Body}
+		var body io.Reader = wire
+		if res.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(wire)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = zr
+		}
+		br := bufio.NewReaderSize(body, 1<<20)
+		var text strings.Builder
+		for !strings.Contains(text.String(), "event: snapshot-end\n") {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s stream, after %d bytes: %v", enc, text.Len(), err)
+			}
+			text.WriteString(line)
+		}
+		line, _ := br.ReadString('\n') // snapshot-end's data
+		text.WriteString(line)
+		return res, br, wire, text.String()
+	}
+	plainRes, _, plainWire, plain := read("identity")
+	plainRes.Body.Close()
+	res, br, wire, zipped := read("gzip")
+	defer res.Body.Close()
+	if plainRes.Header.Get("Content-Encoding") != "" || res.Header.Get("Content-Encoding") != "gzip" ||
+		res.Header.Get("Content-Type") != "text/event-stream" || res.Header.Get("Vary") != "Accept-Encoding" {
+		t.Fatalf("headers: plain %v, gzip %v", plainRes.Header, res.Header)
+	}
+	if zipped != plain || strings.Count(plain, `"kind":"virtualNode"`) != 600 {
+		t.Fatalf("the gzipped stream decodes to other events (%d bytes, %d bytes plain)", len(zipped), len(plain))
+	}
+	t.Logf("snapshot of 600 nodes: %d bytes plain, %d gzipped", plainWire.n, wire.n)
+	if wire.n*3 > plainWire.n {
+		t.Fatalf("gzipped %d bytes, plain %d", wire.n, plainWire.n)
+	}
+	// A change after the snapshot reaches the reader without the stream
+	// ending.
+	if _, err := st.Update(t.Context(), func(tx store.Tx) error {
+		return tx.Put(appmesh.Ref{Owner: owner, Mesh: "m", Kind: appmesh.KindVirtualNode, Name: "late"}.Key(), []byte(`{}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after the snapshot: %v", err)
+		}
+		if strings.Contains(line, `"name":"late"`) {
+			break
 		}
 	}
 }

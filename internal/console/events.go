@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/store"
@@ -223,15 +226,29 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
+	h.Add("Vary", "Accept-Encoding")
+	// A stream that starts with a snapshot is gzipped when the client
+	// takes gzip (a browser does): the snapshot is JSON of the whole mesh,
+	// some 0.7 MB for 1,251 resources, and shrinks about tenfold. Each
+	// event is compressed on its own (stateless: no compressor state is
+	// kept between events, so a stream open for minutes holds no
+	// compression memory) and is on the wire, decodable, once written.
+	var out io.Writer = w
+	if snapshot && acceptsGzip(r) {
+		h.Set("Content-Encoding", "gzip")
+		zw, _ := gzip.NewWriterLevel(w, gzip.StatelessCompression) // a valid level: no error
+		defer zw.Close()                                           // the gzip trailer, when the stream ends
+		out = zw
+	}
 	w.WriteHeader(http.StatusOK)
 	send := func(event string, v any) error {
 		rc.SetWriteDeadline(time.Now().Add(e.cfg.WriteTimeout))
 		var err error
 		if v == nil {
-			_, err = fmt.Fprintf(w, ": %s\n\n", event)
+			_, err = fmt.Fprintf(out, ": %s\n\n", event)
 		} else {
 			b, _ := json.Marshal(v)
-			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
+			_, err = fmt.Fprintf(out, "event: %s\ndata: %s\n\n", event, b)
 		}
 		if err == nil {
 			err = rc.Flush()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,6 +94,12 @@ func loadSummary(c *loadCounts) string {
 	return fmt.Sprintf("blue %d, red %d, failed %d", by["blue"], by["red"], failed)
 }
 
+// scriptsBeforeView reads, in the page, the script files fetched before
+// the view was drawn (the weft-view mark): paths, sorted.
+const scriptsBeforeView = `(() => { const view = performance.getEntriesByName('weft-view')[0].startTime;
+	return performance.getEntriesByType('resource').filter((r) => r.startTime < view).map((r) => new URL(r.name).pathname)
+	  .filter((p) => p.endsWith('.js')).sort(); })()`
+
 // TestConsole walks the tutorial's steps in the console: the mesh created
 // through the forms, a bad spec refused inline with nothing written, the
 // live topology, the 4:1 split moved to 1:1 with the slider and ACKed by
@@ -139,6 +146,15 @@ func TestConsole(t *testing.T) {
 		if n := eval[int](t, e, `performance.getEntriesByType('resource').filter((r) => r.name.includes('/v20190125/meshes')).length`); n != 1 {
 			t.Fatalf("the meshes list was read %d times, want once", n)
 		}
+		// The first page fetched no script before it was drawn (its code
+		// is in the index); the other views' files come after it is
+		// drawn, in the background.
+		if js := eval[[]string](t, e, scriptsBeforeView); len(js) != 0 {
+			t.Fatalf("the first page fetched %v before it was drawn, want no script", js)
+		}
+		e.run(t, "the other views' code prefetched after the first page", poll(`(() => {
+			const js = performance.getEntriesByType('resource').map((r) => new URL(r.name).pathname);
+			return ['mesh', 'topology', 'cloudmap', 'proxies'].every((v) => js.some((p) => p.startsWith('/console/b/' + v + '-'))); })()`))
 		e.screenshot(t, "meshes-empty")
 		// Again, with the assets in the cache.
 		e.run(t, "reload", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"), chromedp.WaitVisible(css("#list-mesh")))
@@ -173,6 +189,25 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("service spec: %s", got)
 		}
 		e.mustAPI(t, "GET", "/v20190125/meshes/"+mesh+"/virtualGateway/gateway/gatewayRoutes/gateway-route", nil)
+	})
+
+	t.Run("a deep link loads its view's code", func(t *testing.T) {
+		// A route's page opened directly, as from a bookmark: its view's
+		// chunk (details, forms, the weights editor) is fetched before it
+		// is drawn, and the topology's is not.
+		e.run(t, "open a route's page directly", chromedp.Navigate("about:blank"),
+			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/route/color-router/color-route"), chromedp.WaitVisible(css("#save-weights")))
+		js := eval[[]string](t, e, scriptsBeforeView)
+		t.Logf("the route's page fetched, before it was drawn: %v", js)
+		if !slices.ContainsFunc(js, func(p string) bool { return strings.HasPrefix(p, "/console/b/mesh-") }) {
+			t.Fatalf("the route's page was drawn without its chunk: %v", js)
+		}
+		if slices.ContainsFunc(js, func(p string) bool { return strings.HasPrefix(p, "/console/b/topology-") }) {
+			t.Fatalf("the route's page fetched the topology's code before it was drawn: %v", js)
+		}
+		if v := eval[string](t, e, `document.getElementById('version').textContent`); v == "" {
+			t.Fatal("the route's page shows no version")
+		}
 	})
 
 	t.Run("inline validation error, nothing written", func(t *testing.T) {

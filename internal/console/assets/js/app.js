@@ -2,19 +2,29 @@
 
 import * as api from './api.js';
 import { h, errorBox } from './dom.js';
-import * as mesh from './mesh.js';
-import { proxiesView } from './proxies.js';
+import { meshesView, listView } from './lists.js';
 
 performance.mark('weft-app'); // its imports have run (the browser test reads it)
 
-// The topology and Cloud Map views are loaded when first opened: the
-// first page does not wait for them.
-const topologyView = async (...a) => (await import('./topology.js')).topologyView(...a);
-const cloudmap = {
-  namespacesView: async (...a) => (await import('./cloudmap.js')).namespacesView(...a),
-  servicesView: async (...a) => (await import('./cloudmap.js')).servicesView(...a),
-  instancesView: async (...a) => (await import('./cloudmap.js')).instancesView(...a),
+// The first page (the meshes list) runs only this module, lists.js and
+// what every view shares (api.js, dom.js). The other views are loaded
+// when first opened (a deep link loads its own at once), and fetched in
+// the background once the first page is drawn.
+const load = {
+  mesh: () => import('./mesh.js'), // details, create and edit forms, the route weights editor
+  topology: () => import('./topology.js'),
+  cloudmap: () => import('./cloudmap.js'),
+  proxies: () => import('./proxies.js'),
 };
+const lazy = (mod, fn) => async (...a) => (await load[mod]())[fn](...a);
+const mesh = { meshesView, listView, createView: lazy('mesh', 'createView'), detailView: lazy('mesh', 'detailView') };
+const topologyView = lazy('topology', 'topologyView');
+const cloudmap = {
+  namespacesView: lazy('cloudmap', 'namespacesView'),
+  servicesView: lazy('cloudmap', 'servicesView'),
+  instancesView: lazy('cloudmap', 'instancesView'),
+};
+const proxiesView = lazy('proxies', 'proxiesView');
 
 const view = document.getElementById('view');
 let cleanup = null; // ends the current view's streams and timers
@@ -116,6 +126,8 @@ window.addEventListener('hashchange', route);
   }
   whoBar();
   await route();
-  // Then, while the user reads the first page, the other views' modules.
-  setTimeout(() => { import('./topology.js').catch(() => {}); import('./cloudmap.js').catch(() => {}); }, 0);
+  // Then, once the first page is painted and the page is idle, the other
+  // views' modules, while the user reads it.
+  const prefetch = () => { for (const f of Object.values(load)) f().catch(() => {}); };
+  requestAnimationFrame(() => (window.requestIdleCallback ? requestIdleCallback(prefetch, { timeout: 1000 }) : setTimeout(prefetch, 0)));
 })();

@@ -1,4 +1,9 @@
-// Small DOM helpers shared by the views.
+// Small DOM helpers shared by the views, and the links between the
+// console's pages (the mesh tabs, breadcrumbs, a resource's address).
+// Every view imports this module: the bundle puts it in the chunk they
+// all share, with api.js.
+
+import { KINDS } from './api.js';
 
 export function h(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -40,4 +45,24 @@ export function tagsFromText(s) {
     const i = x.indexOf('=');
     return i < 0 ? { key: x, value: '' } : { key: x.slice(0, i).trim(), value: x.slice(i + 1).trim() };
   });
+}
+
+const CHILD_KINDS = ['virtualGateway', 'virtualService', 'virtualRouter', 'virtualNode'];
+
+export function meshTabs(m, current) {
+  const tab = (href, label, key) => h('a', { href, 'aria-current': current === key ? 'page' : null }, label);
+  return h('nav', { class: 'tabs', 'aria-label': 'Mesh' },
+    tab(`#/mesh/${enc(m)}`, 'Topology', 'topology'),
+    CHILD_KINDS.map((k) => tab(`#/mesh/${enc(m)}/list/${k}`, KINDS[k].label, k)),
+    tab(`#/mesh/${enc(m)}/detail`, 'Mesh details', 'mesh'));
+}
+
+export function crumbs(...parts) {
+  return h('div', { class: 'crumbs' }, parts.map((p, i) => [i ? ' / ' : '', p]));
+}
+
+export function hrefOf(kind, m, parent, name) {
+  if (kind === 'mesh') return `#/mesh/${enc(name)}`;
+  if (kind === 'route' || kind === 'gatewayRoute') return `#/mesh/${enc(m)}/${kind}/${enc(parent)}/${enc(name)}`;
+  return `#/mesh/${enc(m)}/${kind}/${enc(name)}`;
 }

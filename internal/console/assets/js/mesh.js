@@ -1,97 +1,11 @@
-// App Mesh views: lists, details, create, edit, delete, tags, and the
-// route weights editor.
+// App Mesh views: details, create, edit, delete, tags, the route weights
+// editor and a node's backends.
 
 import * as api from './api.js';
-import { h, errorBox, okBox, enc, when, tagsFromText } from './dom.js';
+import { h, errorBox, okBox, enc, when, tagsFromText, meshTabs, crumbs, hrefOf } from './dom.js';
 import { specForm } from './forms.js';
 import { ackWatcher } from './acks.js';
 import { proxyRows, PROXY_COLUMNS } from './proxies.js';
-
-const CHILD_KINDS = ['virtualGateway', 'virtualService', 'virtualRouter', 'virtualNode'];
-
-export function meshTabs(m, current) {
-  const tab = (href, label, key) => h('a', { href, 'aria-current': current === key ? 'page' : null }, label);
-  return h('nav', { class: 'tabs', 'aria-label': 'Mesh' },
-    tab(`#/mesh/${enc(m)}`, 'Topology', 'topology'),
-    CHILD_KINDS.map((k) => tab(`#/mesh/${enc(m)}/list/${k}`, api.KINDS[k].label, k)),
-    tab(`#/mesh/${enc(m)}/detail`, 'Mesh details', 'mesh'));
-}
-
-function crumbs(...parts) {
-  return h('div', { class: 'crumbs' }, parts.map((p, i) => [i ? ' / ' : '', p]));
-}
-
-export function hrefOf(kind, m, parent, name) {
-  if (kind === 'mesh') return `#/mesh/${enc(name)}`;
-  if (kind === 'route' || kind === 'gatewayRoute') return `#/mesh/${enc(m)}/${kind}/${enc(parent)}/${enc(name)}`;
-  return `#/mesh/${enc(m)}/${kind}/${enc(name)}`;
-}
-
-// pagedList draws a searchable, paginated list of one kind.
-async function pagedList(kind, m, parent, columns) {
-  const k = api.KINDS[kind];
-  const body = h('tbody');
-  const more = h('button', { type: 'button', id: `more-${kind}` }, 'Load more');
-  const search = h('input', { type: 'search', placeholder: `Search ${k.label.toLowerCase()}`, 'aria-label': `Search ${k.label.toLowerCase()}` });
-  const status = h('div', { class: 'status-line', role: 'status' });
-  let token = '', items = [];
-  const draw = () => {
-    const q = search.value.trim().toLowerCase();
-    const shown = items.filter((it) => !q || it[k.nameKey].toLowerCase().includes(q));
-    body.replaceChildren(...shown.map((it) => h('tr', {},
-      h('td', {}, h('a', { href: hrefOf(kind, m, it.virtualRouterName || it.virtualGatewayName || parent, it[k.nameKey]) }, it[k.nameKey])),
-      columns.map((c) => h('td', {}, c(it))))));
-    status.textContent = `${shown.length} shown of ${items.length} loaded${token ? ' (more on the server)' : ''}`;
-    more.hidden = !token;
-  };
-  const load = async () => {
-    const p = await api.listPage(kind, m, parent, token);
-    items = items.concat(p.items);
-    token = p.nextToken;
-    draw();
-  };
-  more.addEventListener('click', () => load().catch((e) => status.replaceChildren(errorBox(e))));
-  search.addEventListener('input', draw);
-  await load();
-  return h('div', {},
-    h('div', { class: 'toolbar' }, search, status),
-    h('div', { class: 'scroll' }, h('table', { id: `list-${kind}` },
-      h('thead', {}, h('tr', {}, h('th', {}, 'Name'), columns.map((c) => h('th', {}, c.title)))), body)),
-    more);
-}
-
-const col = (title, f) => Object.assign(f, { title });
-const version = col('Version', (it) => it.version);
-const updated = col('Last updated', (it) => when(it.lastUpdatedAt));
-const arnCol = col('ARN', (it) => h('span', { class: 'muted' }, it.arn));
-
-export async function meshesView(ctx) {
-  const list = await pagedList('mesh', '', '', [version, updated, arnCol]);
-  ctx.view.replaceChildren(
-    h('h1', {}, 'Meshes'),
-    h('div', { class: 'toolbar' }, h('a', { class: 'button primary', href: '#/new/mesh', id: 'create-mesh' }, 'Create mesh')),
-    list);
-}
-
-export async function listView(ctx, kind, m, parent) {
-  const k = api.KINDS[kind];
-  if (!k) throw new Error(`no kind ${kind}`);
-  const out = [crumbs(h('a', { href: '#/meshes' }, 'Meshes'), h('a', { href: `#/mesh/${enc(m)}` }, m)), h('h1', {}, k.label), meshTabs(m, kind)];
-  if (kind === 'virtualRouter' || kind === 'virtualGateway') {
-    // Each router's routes (each gateway's gateway routes) are one click away.
-    const child = kind === 'virtualRouter' ? 'route' : 'gatewayRoute';
-    out.push(h('div', { class: 'toolbar' }, h('a', { class: 'button primary', href: `#/mesh/${enc(m)}/new/${kind}`, id: `create-${kind}` }, `Create ${k.one}`)));
-    out.push(await pagedList(kind, m, '', [col(api.KINDS[child].label, (it) => h('a', { href: `#/mesh/${enc(m)}/list/${child}/${enc(it[k.nameKey])}` }, 'show')), version, updated]));
-  } else if (kind === 'route' || kind === 'gatewayRoute') {
-    out.push(h('p', {}, `${api.KINDS[api.KINDS[kind].parent].one}: `, h('a', { href: hrefOf(api.KINDS[kind].parent, m, '', parent) }, parent)));
-    out.push(h('div', { class: 'toolbar' }, h('a', { class: 'button primary', href: `#/mesh/${enc(m)}/new/${kind}/${enc(parent)}`, id: `create-${kind}` }, `Create ${k.one}`)));
-    out.push(await pagedList(kind, m, parent, [version, updated]));
-  } else {
-    out.push(h('div', { class: 'toolbar' }, h('a', { class: 'button primary', href: `#/mesh/${enc(m)}/new/${kind}`, id: `create-${kind}` }, `Create ${k.one}`)));
-    out.push(await pagedList(kind, m, '', [version, updated]));
-  }
-  ctx.view.replaceChildren(...out);
-}
 
 export async function createView(ctx, kind, m, parent) {
   const k = api.KINDS[kind];

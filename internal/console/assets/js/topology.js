@@ -4,9 +4,8 @@
 // /v1/traffic on the edges and proxies from /v1/proxies on the nodes.
 
 import * as api from './api.js';
-import { h, enc, errorBox } from './dom.js';
+import { h, enc, errorBox, meshTabs, hrefOf } from './dom.js';
 import { layout, render, patch, sameShape, panZoom } from './graph.js';
-import { meshTabs, hrefOf } from './mesh.js';
 import { proxyAcked } from './acks.js';
 
 // limiter returns run(fn, first): fn is called when fewer than n calls
