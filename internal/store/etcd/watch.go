@@ -92,6 +92,7 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 				if !ok || resp.Canceled || resp.Err() != nil {
 					return
 				}
+				s.observe(resp.Header.Revision)
 				for _, r := range s.changes(resp.Events, prefix) {
 					deliver, ok := o.fromWatch(r.c.Revision)
 					if !ok {
