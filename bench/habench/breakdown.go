@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -35,6 +36,10 @@ type hist struct {
 	count  float64
 }
 
+// staleReads counts an etcd replica's writes whose first read was
+// serializable, by outcome.
+const staleReads = "weft_store_etcd_stale_first_reads_total"
+
 // scrape reads the histograms of breakdownSeries from a replica's
 // /metrics; a missing series is an empty hist.
 func (r *replica) scrape() map[string]*hist {
@@ -48,6 +53,16 @@ func (r *replica) scrape() map[string]*hist {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		// Counters: a hist with only a count, under "counter " and the
+		// series with its labels.
+		if rest, ok := strings.CutPrefix(line, staleReads+"{"); ok {
+			if sp := strings.LastIndexByte(rest, ' '); sp >= 0 {
+				if v, err := strconv.ParseFloat(rest[sp+1:], 64); err == nil {
+					out["counter "+rest[:sp]] = &hist{count: v}
+				}
+			}
+			continue
+		}
 		for _, s := range breakdownSeries {
 			key := s.name + s.label
 			rest, ok := strings.CutPrefix(line, s.name)
@@ -245,6 +260,17 @@ func (b *bench) printBreakdown(ws []writeTimes, before, after []map[string]*hist
 			merged[key] = merged[key].add(d)
 			fmt.Printf("  %s: %s: %s\n", r.Name, s.what, d)
 		}
+	}
+	counters := map[string]float64{}
+	for i := range b.procs {
+		for k, h := range after[i] {
+			if strings.HasPrefix(k, "counter ") {
+				counters[strings.TrimPrefix(k, "counter ")] += h.minus(before[i][k]).count
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(counters)) {
+		fmt.Printf("  all replicas: %s{%s: %.2f per write\n", staleReads, k, counters[k]/float64(len(ws)))
 	}
 	if len(b.procs) > 1 {
 		for _, s := range breakdownSeries {

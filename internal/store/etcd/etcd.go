@@ -359,6 +359,7 @@ func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error, staleFirst
 	t.staleFirst = staleFirst
 	err := call(fn, t)
 	if t.stale && (err != nil && rerunnable(ctx, err) || err == nil && t.w.Len() == 0) {
+		s.metrics.stale.WithLabelValues(staleRerun).Inc()
 		return s.attempt(ctx, fn, false)
 	}
 	if err != nil {
@@ -366,6 +367,7 @@ func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error, staleFirst
 	}
 	rev, ok, err := t.commit()
 	if err == nil && !ok && t.stale {
+		s.metrics.stale.WithLabelValues(staleRerun).Inc()
 		return s.attempt(ctx, fn, false)
 	}
 	return rev, ok, err

@@ -90,8 +90,10 @@ func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, 
 			// The member is behind what this replica already saw (its
 			// own commits, its watch): that snapshot would only fail
 			// the commit.
+			t.s.metrics.stale.WithLabelValues(staleBehind).Inc()
 			resp, err = t.s.c.Get(ctx, key, opts...)
 		default:
+			t.s.metrics.stale.WithLabelValues(staleUsed).Inc()
 			t.stale = true
 			if t.s.staleAt != 0 {
 				resp.Header.Revision = t.s.staleAt
