@@ -59,8 +59,10 @@ func (s *Store) newTx(ctx context.Context, readOnly bool) *tx {
 // etcd holds when it commits: a snapshot that missed a write to anything
 // the transaction read fails the Txn, and the next attempt reads
 // linearizably. What the commit cannot check is an attempt that commits
-// nothing (fn failed, or wrote nothing): Update runs those again with a
-// linearizable first read (see Update).
+// nothing (fn failed, or wrote nothing): those run again with a
+// linearizable first read (Store.attempt). An answer older than a
+// revision this replica has already seen (Store.known) is known to be
+// stale: the read is made again linearizably at once.
 //
 // The later reads read the same fixed revision, whose content no member
 // can disagree on: they are serializable, answered
