@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -514,4 +517,108 @@ func get(t *testing.T, s *Store, key string) string {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// Prefetch reads several keys in one request, and a key read through it
+// is checked at commit like any other: a write to it after the snapshot
+// fails the transaction, which runs again.
+func TestPrefetch(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := open(t, c.Endpoints(), "/pre")
+	other := open(t, c.Endpoints(), "/pre")
+	ctx := context.Background()
+	if _, err := s.Update(ctx, func(tx store.Tx) error {
+		for _, k := range []string{"a", "b", "c", "x"} {
+			if err := tx.Put(k, []byte(k+"1")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// One Range (the first read) and one Txn for four keys.
+	m := c.Members[0].ClientURL
+	ranges, txs := handled(t, m, "Range"), handled(t, m, "Txn")
+	var got []string
+	if _, err := s.View(ctx, func(tx store.Tx) error {
+		if _, _, err := tx.Get("x"); err != nil {
+			return err
+		}
+		if err := tx.(interface{ Prefetch(...string) error }).Prefetch("a", "b", "c", "missing"); err != nil {
+			return err
+		}
+		for _, k := range []string{"a", "b", "c", "missing"} {
+			kv, _, err := tx.Get(k)
+			if err != nil {
+				return err
+			}
+			got = append(got, string(kv.Value))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "a1,b1,c1," {
+		t.Errorf("prefetched reads gave %q, want a1,b1,c1 and nothing", got)
+	}
+	if r, x := handled(t, m, "Range")-ranges, handled(t, m, "Txn")-txs; r != 1 || x != 1 {
+		t.Errorf("a view reading five keys, four prefetched, made %.0f Range and %.0f Txn requests, want 1 and 1", r, x)
+	}
+
+	// A write to a prefetched key between the snapshot and the commit.
+	runs := 0
+	if _, err := s.Update(ctx, func(tx store.Tx) error {
+		runs++
+		if _, _, err := tx.Get("x"); err != nil {
+			return err
+		}
+		if err := tx.(interface{ Prefetch(...string) error }).Prefetch("a", "b"); err != nil {
+			return err
+		}
+		if runs == 1 {
+			if _, err := other.Update(ctx, func(tx store.Tx) error { return tx.Put("b", []byte("b2")) }); err != nil {
+				return err
+			}
+		}
+		a, _, err := tx.Get("a")
+		if err != nil {
+			return err
+		}
+		b, _, err := tx.Get("b")
+		if err != nil {
+			return err
+		}
+		return tx.Put("out", append(a.Value, b.Value...))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(t, s, "out"); v != "a1b2" || runs != 2 {
+		t.Errorf("out = %q after %d runs, want a1b2 after 2 (the write to b must fail the first commit)", v, runs)
+	}
+}
+
+// handled is the member's count of gRPC calls of method answered OK.
+func handled(t *testing.T, clientURL, method string) float64 {
+	t.Helper()
+	resp, err := http.Get(clientURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_code="OK"`) && strings.Contains(line, `grpc_method="`+method+`"`) {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	return 0
 }

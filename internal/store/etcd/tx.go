@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -34,6 +35,9 @@ type tx struct {
 	w                 *txbuf.Buffer
 	// reads holds the mod revision of every key read (0: absent).
 	reads map[string]int64
+	// prefetched holds what Prefetch read, by key (nil: absent), for the
+	// Gets to come.
+	prefetched map[string]*mvccpb.KeyValue
 	// ranges holds every [start, end) range a List or Count read, as etcd
 	// keys.
 	ranges []keyRange
@@ -136,20 +140,94 @@ func (t *tx) toKV(key string, create, mod int64, value []byte) store.KV {
 }
 
 func (t *tx) stored(key string) (store.KV, bool, error) {
-	resp, err := t.get(t.s.kvPrefix + key)
-	if err != nil {
-		return store.KV{}, false, err
+	kv, ok := t.prefetched[key]
+	if !ok {
+		resp, err := t.get(t.s.kvPrefix + key)
+		if err != nil {
+			return store.KV{}, false, err
+		}
+		if len(resp.Kvs) > 0 {
+			kv = resp.Kvs[0]
+		}
 	}
-	if len(resp.Kvs) == 0 {
+	if kv == nil {
 		t.reads[key] = 0
 		return store.KV{}, false, nil
 	}
-	kv := resp.Kvs[0]
 	t.reads[key] = kv.ModRevision
 	return t.toKV(key, kv.CreateRevision, kv.ModRevision, kv.Value), true, nil
 }
 
 func (t *tx) Get(key string) (store.KV, bool, error) { return t.w.Get(key, t.stored) }
+
+// maxPrefetch bounds the reads of one Prefetch Txn, under etcd's default
+// --max-txn-ops (128).
+const maxPrefetch = 100
+
+// Prefetch reads keys the transaction is about to Get in one etcd Txn of
+// range reads at its snapshot revision, instead of a round trip each: the
+// Gets then answer from what it read, and record their reads for the
+// commit's compares as any Get does (a key prefetched but never read is
+// not compared: nothing depended on it). It does nothing before the
+// snapshot is fixed (the first read decides it), for keys already read or
+// written, or beyond maxPrefetch keys.
+func (t *tx) Prefetch(keys ...string) error {
+	if t.rev == 0 {
+		return nil
+	}
+	var want []string
+	for _, k := range keys {
+		if _, read := t.reads[k]; read || t.w.Shadows(k) || slices.Contains(want, k) {
+			continue
+		}
+		if _, done := t.prefetched[k]; done {
+			continue
+		}
+		want = append(want, k)
+	}
+	if len(want) < 2 || len(want) > maxPrefetch {
+		return nil // one read is no better in a Txn; too many: read as they come
+	}
+	read := func(serializable bool) (*clientv3.TxnResponse, error) {
+		ops := make([]clientv3.Op, len(want))
+		for i, k := range want {
+			opts := []clientv3.OpOption{clientv3.WithRev(t.rev)}
+			if serializable {
+				opts = append(opts, clientv3.WithSerializable())
+			}
+			ops[i] = clientv3.OpGet(t.s.kvPrefix+k, opts...)
+		}
+		ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
+		defer cancel()
+		resp, err := t.s.c.Txn(ctx).Then(ops...).Commit()
+		return resp, t.s.wrap(ctx, err)
+	}
+	resp, err := read(true)
+	if errors.Is(err, rpctypes.ErrFutureRev) {
+		resp, err = read(false)
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
+			t.restart = true
+			return errRestart
+		}
+		return err
+	}
+	if len(resp.Responses) != len(want) {
+		return nil // not what was asked: the Gets read for themselves
+	}
+	if t.prefetched == nil {
+		t.prefetched = make(map[string]*mvccpb.KeyValue, len(want))
+	}
+	for i, k := range want {
+		var kv *mvccpb.KeyValue
+		if kvs := resp.Responses[i].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			kv = kvs[0]
+		}
+		t.prefetched[k] = kv
+	}
+	return nil
+}
 
 // prefixEnd is the first key after every key with the prefix.
 func prefixEnd(prefix string) string {
