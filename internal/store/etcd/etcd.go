@@ -326,7 +326,11 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (store.Revi
 		if s.isClosed() {
 			return 0, store.ErrClosed
 		}
-		rev, ok, err := s.attempt(ctx, fn, attempt == 0)
+		// A first attempt may start from a stale read, unless writes here
+		// are contending: a snapshot even slightly behind would then
+		// mostly conflict.
+		stale := attempt == 0 && time.Now().UnixNano() >= s.contendedUntil.Load()
+		rev, ok, err := s.attempt(ctx, fn, stale)
 		if err != nil {
 			if errors.Is(err, errRestart) {
 				continue
