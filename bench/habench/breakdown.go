@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -35,6 +36,10 @@ type hist struct {
 	count  float64
 }
 
+// staleReads counts an etcd replica's writes whose first read was
+// serializable, by outcome.
+const staleReads = "weft_store_etcd_stale_first_reads_total"
+
 // scrape reads the histograms of breakdownSeries from a replica's
 // /metrics; a missing series is an empty hist.
 func (r *replica) scrape() map[string]*hist {
@@ -48,6 +53,16 @@ func (r *replica) scrape() map[string]*hist {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		// Counters: a hist with only a count, under "counter " and the
+		// series with its labels.
+		if rest, ok := strings.CutPrefix(line, staleReads+"{"); ok {
+			if sp := strings.LastIndexByte(rest, ' '); sp >= 0 {
+				if v, err := strconv.ParseFloat(rest[sp+1:], 64); err == nil {
+					out["counter "+rest[:sp]] = &hist{count: v}
+				}
+			}
+			continue
+		}
 		for _, s := range breakdownSeries {
 			key := s.name + s.label
 			rest, ok := strings.CutPrefix(line, s.name)
@@ -246,6 +261,17 @@ func (b *bench) printBreakdown(ws []writeTimes, before, after []map[string]*hist
 			fmt.Printf("  %s: %s: %s\n", r.Name, s.what, d)
 		}
 	}
+	counters := map[string]float64{}
+	for i := range b.procs {
+		for k, h := range after[i] {
+			if strings.HasPrefix(k, "counter ") {
+				counters[strings.TrimPrefix(k, "counter ")] += h.minus(before[i][k]).count
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(counters)) {
+		fmt.Printf("  all replicas: %s{%s: %.2f per write\n", staleReads, k, counters[k]/float64(len(ws)))
+	}
 	if len(b.procs) > 1 {
 		for _, s := range breakdownSeries {
 			if h := merged[s.name+s.label]; h != nil {
@@ -271,6 +297,55 @@ func (b *bench) printBreakdown(ws []writeTimes, before, after []map[string]*hist
 		fmt.Printf("  %-40s %6.2f CPU-s (%5.1f ms per write, %4.0f%% of one core)\n", u.name, u.d.Seconds(), msf(u.d)/float64(len(ws)), 100*u.d.Seconds()/elapsed.Seconds())
 	}
 	fmt.Printf("  %-40s %6.2f CPU-s (%4.0f%% of two cores)\n", "total", total.Seconds(), 50*total.Seconds()/elapsed.Seconds())
+	if b.idleCPU > 0 {
+		var members time.Duration
+		for i, p := range procs {
+			if strings.HasPrefix(p.name, "etcd ") {
+				members += cpu1[i] - cpu0[i]
+			}
+		}
+		above := members.Seconds() - b.idleCPU*elapsed.Seconds()
+		fmt.Printf("  etcd members above their idle rate: %.1f ms per write (%.1f during the writes, %.1f idle over as long)\n",
+			1000*above/float64(len(ws)), msf(members)/float64(len(ws)), 1000*b.idleCPU*elapsed.Seconds()/float64(len(ws)))
+	}
+}
+
+// measureIdle measures the etcd members' CPU and requests with every
+// proxy connected and nothing written: what the replicas cost etcd
+// without writes (the endpoint probe, watches, keepalives).
+func (b *bench) measureIdle(ctx context.Context) error {
+	if b.cluster == nil || b.idle <= 0 {
+		return nil
+	}
+	procs := b.processes()
+	cpu0 := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		cpu0[i] = cpuTime(p.pid)
+	}
+	etcd0 := b.scrapeEtcd()
+	began := time.Now()
+	t := time.NewTimer(b.idle)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	elapsed := time.Since(began)
+	etcd1 := b.scrapeEtcd()
+	fmt.Printf("idle %.1f s (every proxy connected, no writes), CPU per second:", elapsed.Seconds())
+	var members time.Duration
+	for i, p := range procs {
+		d := cpuTime(p.pid) - cpu0[i]
+		if strings.HasPrefix(p.name, "etcd ") {
+			members += d
+		}
+		fmt.Printf(" %s %.1f ms;", p.name, msf(d)/elapsed.Seconds())
+	}
+	fmt.Println()
+	b.idleCPU = members.Seconds() / elapsed.Seconds()
+	b.printEtcdRates("etcd members while idle, per second", etcd0, etcd1, elapsed.Seconds())
+	return nil
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -377,10 +452,20 @@ func (b *bench) scrapeEtcd() []map[string]float64 {
 // printEtcd prints what the etcd members did per write between two
 // scrapes: requests by method, WAL fsyncs and their time.
 func (b *bench) printEtcd(before, after []map[string]float64, writes int) {
-	if len(before) == 0 {
+	b.printEtcdRates("etcd members during the writes, per write", before, after, float64(writes))
+}
+
+// printEtcdRates prints the members' counters' growth divided by per
+// (writes, or seconds).
+func (b *bench) printEtcdRates(title string, before, after []map[string]float64, div float64) {
+	if len(before) == 0 || div <= 0 {
 		return
 	}
-	fmt.Println("etcd members during the writes, per write (all members together; gRPC calls answered OK):")
+	unit := "per write"
+	if !strings.HasSuffix(title, unit) {
+		unit = "per second"
+	}
+	fmt.Println(title + " (all members together; gRPC calls answered OK):")
 	var keys []string
 	for k := range after[0] {
 		keys = append(keys, k)
@@ -398,15 +483,15 @@ func (b *bench) printEtcd(before, after []map[string]float64, writes int) {
 			if strings.HasSuffix(k, "seconds") {
 				x *= 1000
 			}
-			per = append(per, strconv.FormatFloat(x/float64(writes), 'f', 2, 64))
+			per = append(per, strconv.FormatFloat(x/div, 'f', 2, 64))
 		}
 		if d == 0 {
 			continue
 		}
 		if strings.HasSuffix(k, "seconds") {
-			fmt.Printf("  %-28s %7.2f ms per write (members: %s)\n", k, 1000*d/float64(writes), strings.Join(per, ", "))
+			fmt.Printf("  %-28s %7.2f ms %s (members: %s)\n", k, 1000*d/div, unit, strings.Join(per, ", "))
 			continue
 		}
-		fmt.Printf("  %-28s %7.2f per write (members: %s)\n", k, d/float64(writes), strings.Join(per, ", "))
+		fmt.Printf("  %-28s %7.2f %s (members: %s)\n", k, d/div, unit, strings.Join(per, ", "))
 	}
 }

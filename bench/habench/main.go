@@ -70,6 +70,7 @@ func main() {
 	members := flag.Int("members", 3, "etcd members")
 	failover := flag.Bool("failover", true, "SIGKILL the first replica at the end (setups with several replicas)")
 	protocol := flag.String("protocol", "delta", "the proxies' xDS: delta (weft proxy's default) or sotw")
+	idle := flag.Duration("idle", 5*time.Second, "before the writes, measure the etcd members' CPU and requests this long with every proxy connected and nothing written (0: skip)")
 	flag.Parse()
 	if *weft == "" || *proxies < 1 || *nodes < 1 || *writes < 1 || (*protocol != "delta" && *protocol != "sotw") {
 		fmt.Fprintln(os.Stderr, "habench: -weft is required; -proxies, -nodes and -writes must be positive; -protocol delta or sotw")
@@ -86,7 +87,7 @@ func main() {
 			os.Exit(2)
 		}
 		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
-			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, etcdProfile: *etcdProfile}
+			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, etcdProfile: *etcdProfile, idle: *idle}
 		if *etcdProfile != "" {
 			b.etcdFlags = append(b.etcdFlags, "--enable-pprof")
 		}
@@ -99,15 +100,19 @@ func main() {
 }
 
 type bench struct {
-	weft                          string
-	kind                          string
-	replicas, members             int
-	proxies, nodes, writes        int
-	failover                      bool
-	protocol                      string
-	etcdFlags                     []string
-	gogc                          string
-	etcdProfile                   string
+	weft                   string
+	kind                   string
+	replicas, members      int
+	proxies, nodes, writes int
+	failover               bool
+	protocol               string
+	etcdFlags              []string
+	gogc                   string
+	etcdProfile            string
+	idle                   time.Duration
+	// idleCPU is the etcd members' CPU per second of the idle window,
+	// all members together (0: not measured).
+	idleCPU                       float64
 	cluster                       *etcdtest.Cluster
 	procs                         []*replica
 	sims                          []*sim
@@ -197,6 +202,9 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	fmt.Printf("%d proxies configured %v after the first connected\n", b.proxies, time.Since(start).Round(time.Millisecond))
 	b.memory()
+	if err := b.measureIdle(ctx); err != nil {
+		return err
+	}
 	if err := b.measureWrites(ctx); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -52,6 +53,17 @@ func etcdURL(c *etcdtest.Cluster) string {
 }
 
 // startReplica runs weft server on store until the test ends.
+// weftBinary is the weft binary the tests run: $WEFT_BIN when set (a
+// binary built beforehand, so that a timed run builds nothing), otherwise
+// one built from this tree.
+func weftBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("WEFT_BIN"); bin != "" {
+		return bin
+	}
+	return weftbin.Build(t)
+}
+
 func startReplica(t *testing.T, bin, name, store string) *replica {
 	t.Helper()
 	r, err := weftbin.StartServer(t.Context(), bin, name, "--store", store,
@@ -305,7 +317,7 @@ func connectedAs(t *testing.T, rs []*replica, suffix string) *replica {
 }
 
 func startReplicas(t *testing.T, c *etcdtest.Cluster, n int) []*replica {
-	return startReplicasOf(t, weftbin.Build(t), c, n)
+	return startReplicasOf(t, weftBinary(t), c, n)
 }
 
 func startReplicasOf(t *testing.T, bin string, c *etcdtest.Cluster, n int) []*replica {

@@ -11,7 +11,6 @@ import (
 	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
 
 	"github.com/weftmesh/weft/internal/store/etcdtest"
-	"github.com/weftmesh/weft/internal/weftbin"
 )
 
 func weft(t *testing.T, bin string, args ...string) string {
@@ -41,7 +40,7 @@ func nodes(t *testing.T, r *replica) []string {
 // copied onto etcd, served there, copied back to bbolt, and restored from
 // the backup; every step serves the same mesh.
 func TestMoveBetweenStores(t *testing.T) {
-	bin := weftbin.Build(t)
+	bin := weftBinary(t)
 	dir := t.TempDir()
 	boltURL := "bolt://" + filepath.Join(dir, "one", "weft.db")
 	single := startReplica(t, bin, "single", boltURL)

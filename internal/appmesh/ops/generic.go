@@ -79,6 +79,37 @@ func getData[D any](tx store.Tx, r appmesh.Ref) (*D, bool, error) {
 	return d, true, nil
 }
 
+// prefetcher is a store transaction that can read several keys in one
+// round trip (etcd's); later Gets of those keys answer from what it read.
+type prefetcher interface {
+	Prefetch(keys ...string) error
+}
+
+// prefetchUpdate reads at once, on a store that can, the keys an update
+// of r reads one after the other next: its parent (checked), the
+// resources its new spec refers to (checked), and its old references'
+// index keys (replaced).
+func (k *kind[S, D, R]) prefetchUpdate(tx store.Tx, r appmesh.Ref, spec *S, old *D) error {
+	p, ok := tx.(prefetcher)
+	if !ok {
+		return nil
+	}
+	var keys []string
+	if pk := parentKind(r.Kind); pk != "" {
+		keys = append(keys, appmesh.Ref{Owner: r.Owner, Mesh: r.Mesh, Kind: pk, Name: r.Parent}.Key())
+	}
+	if k.refs != nil {
+		for _, to := range k.refs(r, spec) {
+			keys = append(keys, to.Key())
+		}
+		oldSpec, _ := k.unwrap(old)
+		for _, to := range k.refs(r, oldSpec) {
+			keys = append(keys, refKey(r, to))
+		}
+	}
+	return p.Prefetch(keys...)
+}
+
 // mustExist returns the NotFoundException for r if r does not exist.
 func mustExist(tx store.Tx, r appmesh.Ref) error {
 	_, ok, err := tx.Get(r.Key())
@@ -259,6 +290,9 @@ func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appm
 				return nil, err
 			}
 			return nil, notFound(r)
+		}
+		if err := k.prefetchUpdate(tx, r, spec, old); err != nil {
+			return nil, err
 		}
 		if k.check != nil {
 			if err := k.check(s, tx, r, spec); err != nil {

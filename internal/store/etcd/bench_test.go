@@ -2,7 +2,12 @@ package etcd
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -14,8 +19,11 @@ import (
 // sent to the leader and to a follower of a three-member cluster on this
 // machine: a commit (a Txn with a compare and two puts), a linearizable
 // read (the first of a transaction) and a serializable read at a fixed
-// revision (the others). It shows what sending writes to the leader would
-// save, and what the serializable reads save.
+// revision (the others), eight such reads in one Txn, and the endpoint
+// probe's Status. It shows what sending writes to the leader would save,
+// and what the serializable reads save. Besides the time per request it
+// reports the CPU the three members used per request (member-us/op, from
+// /proc: user and system time; coarse, so use a few hundred requests).
 //
 //	go test ./internal/store/etcd/ -run '^$' -bench BenchmarkMemberRequests -benchtime 300x
 func BenchmarkMemberRequests(b *testing.B) {
@@ -45,7 +53,32 @@ func BenchmarkMemberRequests(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		run := func(name string, op func() error) {
+			b.Run(m.name+"/"+name, func(b *testing.B) {
+				cpu0 := membersCPU(c)
+				for b.Loop() {
+					if err := op(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64((membersCPU(c)-cpu0).Microseconds())/float64(b.N), "member-us/op")
+			})
+		}
+		run("status", func() error {
+			_, err := cli.Status(ctx, m.ClientURL)
+			return err
+		})
+		run("8-serializable-reads-in-one-txn", func() error {
+			ops := make([]clientv3.Op, 8)
+			for i := range ops {
+				ops[i] = clientv3.OpGet(fmt.Sprintf("k%d", i), clientv3.WithRev(put.Header.Revision), clientv3.WithSerializable())
+			}
+			_, err := cli.Txn(ctx).Then(ops...).Commit()
+			return err
+		})
 		b.Run(m.name+"/commit", func(b *testing.B) {
+			cpu0 := membersCPU(c)
+			defer func() { b.ReportMetric(float64((membersCPU(c)-cpu0).Microseconds())/float64(b.N), "member-us/op") }()
 			for b.Loop() {
 				if _, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision("k"), ">", 0)).
 					Then(clientv3.OpPut("k", "v"), clientv3.OpPut("seq", "")).Commit(); err != nil {
@@ -54,6 +87,8 @@ func BenchmarkMemberRequests(b *testing.B) {
 			}
 		})
 		b.Run(m.name+"/linearizable-read", func(b *testing.B) {
+			cpu0 := membersCPU(c)
+			defer func() { b.ReportMetric(float64((membersCPU(c)-cpu0).Microseconds())/float64(b.N), "member-us/op") }()
 			for b.Loop() {
 				if _, err := cli.Get(ctx, "k"); err != nil {
 					b.Fatal(err)
@@ -61,6 +96,8 @@ func BenchmarkMemberRequests(b *testing.B) {
 			}
 		})
 		b.Run(m.name+"/serializable-read-at-revision", func(b *testing.B) {
+			cpu0 := membersCPU(c)
+			defer func() { b.ReportMetric(float64((membersCPU(c)-cpu0).Microseconds())/float64(b.N), "member-us/op") }()
 			for b.Loop() {
 				if _, err := cli.Get(ctx, "k", clientv3.WithRev(put.Header.Revision), clientv3.WithSerializable()); err != nil {
 					b.Fatal(err)
@@ -68,4 +105,25 @@ func BenchmarkMemberRequests(b *testing.B) {
 			}
 		})
 	}
+}
+
+// membersCPU is the CPU time (user and system) the cluster's members used
+// so far, from /proc.
+func membersCPU(c *etcdtest.Cluster) time.Duration {
+	var d time.Duration
+	for _, m := range c.Members {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.Pid()))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		d += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	}
+	return d
 }

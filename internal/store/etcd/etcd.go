@@ -90,6 +90,15 @@ type Store struct {
 	// invalidating each other. First attempts stay concurrent, and
 	// writers on other replicas are still resolved optimistically.
 	retryMu sync.Mutex
+	// known is the highest etcd revision this store has seen (reads,
+	// commits, watch responses): a serializable read answered at an
+	// older one is stale for sure (tx.get).
+	known atomic.Int64
+
+	// staleAt, when set (tests), is the revision an Update's first,
+	// serializable read reads at: a member that far behind.
+	staleAt int64
+
 	// contendedUntil (Unix ns) is when the last conflict here stops making
 	// new transactions queue on retryMu.
 	contendedUntil atomic.Int64
@@ -317,15 +326,15 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (store.Revi
 		if s.isClosed() {
 			return 0, store.ErrClosed
 		}
-		t := s.newTx(ctx, false)
-		if err := call(fn, t); err != nil {
+		// A first attempt may start from a stale read, unless writes here
+		// are contending: a snapshot even slightly behind would then
+		// mostly conflict.
+		stale := attempt == 0 && time.Now().UnixNano() >= s.contendedUntil.Load()
+		rev, ok, err := s.attempt(ctx, fn, stale)
+		if err != nil {
 			if errors.Is(err, errRestart) {
 				continue
 			}
-			return 0, err
-		}
-		rev, ok, err := t.commit()
-		if err != nil {
 			return 0, err
 		}
 		if ok {
@@ -341,6 +350,49 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (store.Revi
 		}
 	}
 	return 0, store.ErrConflict
+}
+
+// attempt runs fn once on a new transaction and commits what it wrote;
+// ok=false is a conflict. With staleFirst the transaction's first read
+// may be stale (see tx.get): when it was, and the attempt failed, wrote
+// nothing or conflicted, fn runs again at once on a linearizable
+// snapshot, and that outcome stands. A conflict of a stale snapshot says
+// nothing about contention between writers.
+func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error, staleFirst bool) (store.Revision, bool, error) {
+	t := s.newTx(ctx, false)
+	t.staleFirst = staleFirst
+	err := call(fn, t)
+	if t.stale && (err != nil && rerunnable(ctx, err) || err == nil && t.w.Len() == 0) {
+		s.metrics.stale.WithLabelValues(staleRerun).Inc()
+		return s.attempt(ctx, fn, false)
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	rev, ok, err := t.commit()
+	if err == nil && !ok && t.stale {
+		s.metrics.stale.WithLabelValues(staleRerun).Inc()
+		return s.attempt(ctx, fn, false)
+	}
+	return rev, ok, err
+}
+
+// observe notes that etcd has reached rev.
+func (s *Store) observe(rev int64) {
+	for {
+		cur := s.known.Load()
+		if rev <= cur || s.known.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
+// rerunnable says whether fn's error may come from a stale snapshot, so
+// that running fn again on a current one may change it: not when the
+// store is lost or closed, or ctx ended (running again would only wait
+// again).
+func rerunnable(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, store.ErrClosed)
 }
 
 // lockCtx takes mu unless ctx ends first.

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -409,4 +412,213 @@ func TestPausedMemberAvoided(t *testing.T) {
 			t.Fatalf("write %d with %s paused: %v", i, follower.Name, err)
 		}
 	}
+}
+
+// An Update's first read may be served from a member behind the cluster
+// (serializable): its outcome must still be the one a current snapshot
+// gives. staleAt makes the first read of every first attempt read at an
+// old revision, as a member that far behind would answer.
+func TestStaleFirstReadNeverDecides(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := open(t, c.Endpoints(), "/stale")
+	ctx := context.Background()
+	old, err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("counter", []byte("0")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("counter", []byte("1")) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("node", []byte("blue")) }); err != nil {
+		t.Fatal(err)
+	}
+	s.staleAt = int64(old) // "counter" is 0 there and "node" absent
+
+	// A write that depends on a key the stale snapshot holds an older
+	// value of: the commit's compare fails, and the write is made from
+	// the current value (no lost update).
+	runs := 0
+	if _, err := s.Update(ctx, func(tx store.Tx) error {
+		runs++
+		kv, _, err := tx.Get("counter")
+		if err != nil {
+			return err
+		}
+		return tx.Put("counter", append(kv.Value, '+'))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(t, s, "counter"); v != "1+" || runs != 2 {
+		t.Errorf("counter %q after %d runs, want \"1+\" after 2 (the stale run's commit must fail)", v, runs)
+	}
+
+	// An attempt that fails on what the stale snapshot lacks runs again
+	// on a current one.
+	errMissing := errors.New("node missing")
+	if _, err := s.Update(ctx, func(tx store.Tx) error {
+		if _, ok, err := tx.Get("node"); err != nil {
+			return err
+		} else if !ok {
+			return errMissing
+		}
+		return tx.Put("route", []byte("to blue"))
+	}); err != nil {
+		t.Fatalf("update needing a node written before it began: %v", err)
+	}
+
+	// An attempt that writes nothing is decided on a current snapshot.
+	var seen string
+	if _, err := s.Update(ctx, func(tx store.Tx) error {
+		kv, _, err := tx.Get("node")
+		seen = string(kv.Value)
+		return err
+	}); err != nil || seen != "blue" {
+		t.Fatalf("read-only update saw %q (%v), want blue", seen, err)
+	}
+}
+
+// Updates through members other than the one a key was written through
+// always see it, on a real three-member cluster (a follower may lag the
+// quorum that acknowledged the write).
+func TestUpdateSeesWritesThroughOtherMembers(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	ctx := context.Background()
+	var stores []*Store
+	for _, ep := range c.Endpoints() {
+		stores = append(stores, open(t, []string{ep}, "/members"))
+	}
+	for i := range 100 {
+		key := fmt.Sprintf("k%d", i)
+		if _, err := stores[i%3].Update(ctx, func(tx store.Tx) error { return tx.Put(key, []byte("v")) }); err != nil {
+			t.Fatal(err)
+		}
+		other := stores[(i+1)%3]
+		if _, err := other.Update(ctx, func(tx store.Tx) error {
+			if _, ok, err := tx.Get(key); err != nil {
+				return err
+			} else if !ok {
+				return fmt.Errorf("%s not found", key)
+			}
+			return tx.Put("seen", []byte(key))
+		}); err != nil {
+			t.Fatalf("write %d through member %d, update through member %d: %v", i, i%3, (i+1)%3, err)
+		}
+	}
+}
+
+func get(t *testing.T, s *Store, key string) string {
+	t.Helper()
+	var v string
+	if _, err := s.View(context.Background(), func(tx store.Tx) error {
+		kv, _, err := tx.Get(key)
+		v = string(kv.Value)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// Prefetch reads several keys in one request, and a key read through it
+// is checked at commit like any other: a write to it after the snapshot
+// fails the transaction, which runs again.
+func TestPrefetch(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := open(t, c.Endpoints(), "/pre")
+	other := open(t, c.Endpoints(), "/pre")
+	ctx := context.Background()
+	if _, err := s.Update(ctx, func(tx store.Tx) error {
+		for _, k := range []string{"a", "b", "c", "x"} {
+			if err := tx.Put(k, []byte(k+"1")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// One Range (the first read) and one Txn for four keys.
+	m := c.Members[0].ClientURL
+	ranges, txs := handled(t, m, "Range"), handled(t, m, "Txn")
+	var got []string
+	if _, err := s.View(ctx, func(tx store.Tx) error {
+		if _, _, err := tx.Get("x"); err != nil {
+			return err
+		}
+		if err := tx.(interface{ Prefetch(...string) error }).Prefetch("a", "b", "c", "missing"); err != nil {
+			return err
+		}
+		for _, k := range []string{"a", "b", "c", "missing"} {
+			kv, _, err := tx.Get(k)
+			if err != nil {
+				return err
+			}
+			got = append(got, string(kv.Value))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "a1,b1,c1," {
+		t.Errorf("prefetched reads gave %q, want a1,b1,c1 and nothing", got)
+	}
+	if r, x := handled(t, m, "Range")-ranges, handled(t, m, "Txn")-txs; r != 1 || x != 1 {
+		t.Errorf("a view reading five keys, four prefetched, made %.0f Range and %.0f Txn requests, want 1 and 1", r, x)
+	}
+
+	// A write to a prefetched key between the snapshot and the commit.
+	runs := 0
+	if _, err := s.Update(ctx, func(tx store.Tx) error {
+		runs++
+		if _, _, err := tx.Get("x"); err != nil {
+			return err
+		}
+		if err := tx.(interface{ Prefetch(...string) error }).Prefetch("a", "b"); err != nil {
+			return err
+		}
+		if runs == 1 {
+			if _, err := other.Update(ctx, func(tx store.Tx) error { return tx.Put("b", []byte("b2")) }); err != nil {
+				return err
+			}
+		}
+		a, _, err := tx.Get("a")
+		if err != nil {
+			return err
+		}
+		b, _, err := tx.Get("b")
+		if err != nil {
+			return err
+		}
+		return tx.Put("out", append(a.Value, b.Value...))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(t, s, "out"); v != "a1b2" || runs != 2 {
+		t.Errorf("out = %q after %d runs, want a1b2 after 2 (the write to b must fail the first commit)", v, runs)
+	}
+}
+
+// handled is the member's count of gRPC calls of method answered OK.
+func handled(t *testing.T, clientURL, method string) float64 {
+	t.Helper()
+	resp, err := http.Get(clientURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_code="OK"`) && strings.Contains(line, `grpc_method="`+method+`"`) {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	return 0
 }

@@ -3,9 +3,6 @@ package etcd
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -90,23 +87,5 @@ func waitLeaderKnown(ctx context.Context, s *Store) bool {
 // txns is the member's count of Txn requests answered OK.
 func txns(t *testing.T, clientURL string) float64 {
 	t.Helper()
-	resp, err := http.Get(clientURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_code="OK"`) && strings.Contains(line, `grpc_method="Txn"`) {
-			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	return 0
+	return handled(t, clientURL, "Txn")
 }

@@ -17,7 +17,16 @@ const (
 type metrics struct {
 	commit prometheus.Histogram
 	learn  *prometheus.HistogramVec // by via
+	stale  *prometheus.CounterVec   // by outcome
 }
+
+// Outcomes of a write's serializable first read (label "outcome" of
+// stale_first_reads_total).
+const (
+	staleUsed   = "used"   // the attempt went on with it
+	staleBehind = "behind" // older than a revision the replica had seen: read again linearizably
+	staleRerun  = "rerun"  // the attempt failed, wrote nothing or conflicted: run again linearizably
+)
 
 func newMetrics() *metrics {
 	// 250 µs to about 8 s, in steps of 1.41 (half an octave), fine enough
@@ -35,6 +44,10 @@ func newMetrics() *metrics {
 				"Measured against the writer's clock, carried in the write: across machines it includes their clock difference.",
 			Buckets: buckets,
 		}, []string{"via"}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "store_etcd", Name: "stale_first_reads_total",
+			Help: "Write attempts whose first read was serializable, by outcome: used (the attempt went on with it), behind (the member was behind a revision this replica had seen; read again linearizably), rerun (the attempt failed, wrote nothing or conflicted, and ran again on a linearizable snapshot; also counted as used).",
+		}, []string{"outcome"}),
 	}
 }
 
@@ -51,10 +64,12 @@ func (m *metrics) learned(via string, d time.Duration) {
 func (s *Store) Describe(ch chan<- *prometheus.Desc) {
 	s.metrics.commit.Describe(ch)
 	s.metrics.learn.Describe(ch)
+	s.metrics.stale.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (s *Store) Collect(ch chan<- prometheus.Metric) {
 	s.metrics.commit.Collect(ch)
 	s.metrics.learn.Collect(ch)
+	s.metrics.stale.Collect(ch)
 }

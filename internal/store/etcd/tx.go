@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -25,11 +27,17 @@ type tx struct {
 	ctx      context.Context
 	s        *Store
 	readOnly bool
-	rev      int64 // snapshot revision; 0 until the first read
-	restart  bool  // a read failed with a compacted snapshot
-	w        *txbuf.Buffer
+	// staleFirst lets the first read be serializable (see get); stale
+	// says it was.
+	staleFirst, stale bool
+	rev               int64 // snapshot revision; 0 until the first read
+	restart           bool  // a read failed with a compacted snapshot
+	w                 *txbuf.Buffer
 	// reads holds the mod revision of every key read (0: absent).
 	reads map[string]int64
+	// prefetched holds what Prefetch read, by key (nil: absent), for the
+	// Gets to come.
+	prefetched map[string]*mvccpb.KeyValue
 	// ranges holds every [start, end) range a List or Count read, as etcd
 	// keys.
 	ranges []keyRange
@@ -44,10 +52,24 @@ func (s *Store) newTx(ctx context.Context, readOnly bool) *tx {
 // get runs one etcd range read at the snapshot revision, fixing the
 // snapshot at the first read.
 //
-// The first read is linearizable (a quorum confirms the member is
-// current), so that a transaction sees every write acknowledged before it
-// began, through any replica. The later ones read the same fixed revision,
-// whose content no member can disagree on: they are serializable, answered
+// The first read of a View is linearizable (a quorum confirms the member
+// is current), so that it sees every write acknowledged before it began,
+// through any replica. The first read of an Update's first attempt is
+// serializable (staleFirst): the member answers from its own state, which
+// may lack the last writes, without the round to the leader and a quorum
+// that costs every member CPU (a linearizable read costs the members
+// about four times a serializable one: BenchmarkMemberRequests). That is
+// safe because the commit compares every key and range read against what
+// etcd holds when it commits: a snapshot that missed a write to anything
+// the transaction read fails the Txn, and the next attempt reads
+// linearizably. What the commit cannot check is an attempt that commits
+// nothing (fn failed, or wrote nothing): those run again with a
+// linearizable first read (Store.attempt). An answer older than a
+// revision this replica has already seen (Store.known) is known to be
+// stale: the read is made again linearizably at once.
+//
+// The later reads read the same fixed revision, whose content no member
+// can disagree on: they are serializable, answered
 // by the member from its own state without a round to the leader and a
 // quorum; a member that has not applied the revision yet answers
 // ErrFutureRev, and the read is made linearizable instead.
@@ -62,6 +84,27 @@ func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, 
 		if errors.Is(err, rpctypes.ErrFutureRev) {
 			resp, err = t.s.c.Get(ctx, key, opts...)
 		}
+	} else if t.staleFirst {
+		sopts := append(slices.Clone(opts), clientv3.WithSerializable())
+		if t.s.staleAt != 0 {
+			sopts = append(sopts, clientv3.WithRev(t.s.staleAt))
+		}
+		resp, err = t.s.c.Get(ctx, key, sopts...)
+		switch {
+		case err != nil:
+		case resp.Header.Revision < t.s.known.Load():
+			// The member is behind what this replica already saw (its
+			// own commits, its watch): that snapshot would only fail
+			// the commit.
+			t.s.metrics.stale.WithLabelValues(staleBehind).Inc()
+			resp, err = t.s.c.Get(ctx, key, opts...)
+		default:
+			t.s.metrics.stale.WithLabelValues(staleUsed).Inc()
+			t.stale = true
+			if t.s.staleAt != 0 {
+				resp.Header.Revision = t.s.staleAt
+			}
+		}
 	} else {
 		resp, err = t.s.c.Get(ctx, key, opts...)
 	}
@@ -75,6 +118,9 @@ func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, 
 	}
 	if t.rev == 0 {
 		t.rev = resp.Header.Revision
+		if !t.stale {
+			t.s.observe(t.rev)
+		}
 	}
 	return resp, nil
 }
@@ -94,20 +140,94 @@ func (t *tx) toKV(key string, create, mod int64, value []byte) store.KV {
 }
 
 func (t *tx) stored(key string) (store.KV, bool, error) {
-	resp, err := t.get(t.s.kvPrefix + key)
-	if err != nil {
-		return store.KV{}, false, err
+	kv, ok := t.prefetched[key]
+	if !ok {
+		resp, err := t.get(t.s.kvPrefix + key)
+		if err != nil {
+			return store.KV{}, false, err
+		}
+		if len(resp.Kvs) > 0 {
+			kv = resp.Kvs[0]
+		}
 	}
-	if len(resp.Kvs) == 0 {
+	if kv == nil {
 		t.reads[key] = 0
 		return store.KV{}, false, nil
 	}
-	kv := resp.Kvs[0]
 	t.reads[key] = kv.ModRevision
 	return t.toKV(key, kv.CreateRevision, kv.ModRevision, kv.Value), true, nil
 }
 
 func (t *tx) Get(key string) (store.KV, bool, error) { return t.w.Get(key, t.stored) }
+
+// maxPrefetch bounds the reads of one Prefetch Txn, under etcd's default
+// --max-txn-ops (128).
+const maxPrefetch = 100
+
+// Prefetch reads keys the transaction is about to Get in one etcd Txn of
+// range reads at its snapshot revision, instead of a round trip each: the
+// Gets then answer from what it read, and record their reads for the
+// commit's compares as any Get does (a key prefetched but never read is
+// not compared: nothing depended on it). It does nothing before the
+// snapshot is fixed (the first read decides it), for keys already read or
+// written, or beyond maxPrefetch keys.
+func (t *tx) Prefetch(keys ...string) error {
+	if t.rev == 0 {
+		return nil
+	}
+	var want []string
+	for _, k := range keys {
+		if _, read := t.reads[k]; read || t.w.Shadows(k) || slices.Contains(want, k) {
+			continue
+		}
+		if _, done := t.prefetched[k]; done {
+			continue
+		}
+		want = append(want, k)
+	}
+	if len(want) < 2 || len(want) > maxPrefetch {
+		return nil // one read is no better in a Txn; too many: read as they come
+	}
+	read := func(serializable bool) (*clientv3.TxnResponse, error) {
+		ops := make([]clientv3.Op, len(want))
+		for i, k := range want {
+			opts := []clientv3.OpOption{clientv3.WithRev(t.rev)}
+			if serializable {
+				opts = append(opts, clientv3.WithSerializable())
+			}
+			ops[i] = clientv3.OpGet(t.s.kvPrefix+k, opts...)
+		}
+		ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
+		defer cancel()
+		resp, err := t.s.c.Txn(ctx).Then(ops...).Commit()
+		return resp, t.s.wrap(ctx, err)
+	}
+	resp, err := read(true)
+	if errors.Is(err, rpctypes.ErrFutureRev) {
+		resp, err = read(false)
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
+			t.restart = true
+			return errRestart
+		}
+		return err
+	}
+	if len(resp.Responses) != len(want) {
+		return nil // not what was asked: the Gets read for themselves
+	}
+	if t.prefetched == nil {
+		t.prefetched = make(map[string]*mvccpb.KeyValue, len(want))
+	}
+	for i, k := range want {
+		var kv *mvccpb.KeyValue
+		if kvs := resp.Responses[i].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			kv = kvs[0]
+		}
+		t.prefetched[k] = kv
+	}
+	return nil
+}
 
 // prefixEnd is the first key after every key with the prefix.
 func prefixEnd(prefix string) string {
@@ -241,6 +361,7 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 	if !resp.Succeeded {
 		return 0, false, nil
 	}
+	t.s.observe(resp.Header.Revision)
 	now := time.Now()
 	t.s.metrics.commit.Observe(now.Sub(sent).Seconds())
 	t.s.committed(writes, resp, sent, now)

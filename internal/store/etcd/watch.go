@@ -48,7 +48,10 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 		key = s.rootPrefix
 		local = s.local.add()
 	}
-	wch := s.c.Watch(wctx, key, clientv3.WithPrefix(), clientv3.WithRev(int64(from)+1), clientv3.WithPrevKV())
+	// Without previous values: etcd would read each event's previous
+	// value from its backend for every watcher, though only a delete's is
+	// used (deletedValues reads those).
+	wch := s.c.Watch(wctx, key, clientv3.WithPrefix(), clientv3.WithRev(int64(from)+1))
 	out := make(chan store.Change, s.opts.WatchBuffer)
 	go func() { // ends with ctx, Close, a broken etcd watch, a broken order or a slow receiver
 		defer close(out)
@@ -92,7 +95,13 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 				if !ok || resp.Canceled || resp.Err() != nil {
 					return
 				}
-				for _, r := range s.changes(resp.Events, prefix) {
+				s.observe(resp.Header.Revision)
+				changes := s.changes(resp.Events, prefix)
+				if err := s.deletedValues(wctx, changes); err != nil {
+					s.log.Warn("reading the values of deleted keys; closing the watch", "prefix", prefix, "err", err)
+					return
+				}
+				for _, r := range changes {
 					deliver, ok := o.fromWatch(r.c.Revision)
 					if !ok {
 						s.log.Warn("watch event older than a revision already delivered (a write to weft's keys outside weft?); closing the watch", "prefix", prefix, "revision", int64(r.c.Revision))
@@ -173,15 +182,71 @@ func (s *Store) changes(evs []*clientv3.Event, prefix string) []watched {
 				CreateRevision: store.Revision(ev.Kv.CreateRevision), ModRevision: store.Revision(ev.Kv.ModRevision),
 			}}
 		case mvccpb.DELETE:
+			// Its value and create revision: deletedValues.
 			e = store.Event{Type: store.EventDelete, KV: store.KV{Key: key, ModRevision: store.Revision(ev.Kv.ModRevision)}}
-			if ev.PrevKv != nil {
-				e.KV.Value = ev.PrevKv.Value
-				e.KV.CreateRevision = store.Revision(ev.PrevKv.CreateRevision)
-			}
 		default:
 			continue
 		}
 		w.c.Events = append(w.c.Events, e)
 	}
 	return out
+}
+
+// maxDeletedReads bounds the reads of one Txn of deletedValues, under
+// etcd's default --max-txn-ops (128).
+const maxDeletedReads = 100
+
+// deletedValues fills in the value and create revision every delete event
+// of cs had before it (the store's contract), read at the revision before
+// the delete: serializable (the watch's member has applied it; another
+// may not have, then linearizable), up to maxDeletedReads keys per Txn.
+// Deletes are rare (a resource deleted, a client token expired), so this
+// costs etcd less than previous values on every event of every watch.
+func (s *Store) deletedValues(ctx context.Context, cs []watched) error {
+	type ref struct{ c, e int }
+	var refs []ref
+	for i := range cs {
+		for j, e := range cs[i].c.Events {
+			if e.Type == store.EventDelete {
+				refs = append(refs, ref{i, j})
+			}
+		}
+	}
+	for len(refs) > 0 {
+		n := min(len(refs), maxDeletedReads)
+		batch := refs[:n]
+		refs = refs[n:]
+		read := func(serializable bool) (*clientv3.TxnResponse, error) {
+			ops := make([]clientv3.Op, len(batch))
+			for k, r := range batch {
+				e := cs[r.c].c.Events[r.e]
+				opts := []clientv3.OpOption{clientv3.WithRev(int64(e.KV.ModRevision) - 1)}
+				if serializable {
+					opts = append(opts, clientv3.WithSerializable())
+				}
+				ops[k] = clientv3.OpGet(s.kvPrefix+e.KV.Key, opts...)
+			}
+			rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+			defer cancel()
+			resp, err := s.c.Txn(rctx).Then(ops...).Commit()
+			return resp, s.wrap(rctx, err)
+		}
+		resp, err := read(true)
+		if errors.Is(err, rpctypes.ErrFutureRev) {
+			resp, err = read(false)
+		}
+		if err != nil {
+			return err
+		}
+		for k, r := range batch {
+			kvs := resp.Responses[k].GetResponseRange().GetKvs()
+			if len(kvs) == 0 {
+				continue // etcd reports no delete of a missing key
+			}
+			e := &cs[r.c].c.Events[r.e]
+			e.KV.Value = kvs[0].Value
+			e.KV.CreateRevision = store.Revision(kvs[0].CreateRevision)
+		}
+	}
+	return nil
 }
