@@ -29,6 +29,9 @@ type Kept struct {
 	reused  int // translations that took their ingress from a kept part
 	// msgs holds every message of the kept parts (Holds).
 	msgs map[any]struct{}
+	// ports holds each virtual service's resolution (resolve.go).
+	ports       map[portsKey]*resolution
+	portsReused int
 }
 
 // keptPart is a part and the inputs it was built from.
@@ -40,7 +43,7 @@ type keptPart struct {
 
 // NewKept returns an empty Kept.
 func NewKept() *Kept {
-	return &Kept{ingress: map[Identity]*keptPart{}, msgs: map[any]struct{}{}}
+	return &Kept{ingress: map[Identity]*keptPart{}, msgs: map[any]struct{}{}, ports: map[portsKey]*resolution{}}
 }
 
 // NewMemoKeeping returns an empty Memo whose translations also take, and

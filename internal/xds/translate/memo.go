@@ -52,6 +52,8 @@ type Memo struct {
 	kept *Kept
 	// tables holds each sidecar egress route table (egressTable).
 	tables map[tableKey]*routev3.RouteConfiguration
+	// ports holds each virtual service's resolution (resolve.go).
+	ports map[portsKey]*resolution
 }
 
 // tableKey names a sidecar's egress route table: its name and port, its
@@ -164,7 +166,7 @@ func (b *build) egressTable(name string, sps []svcPort, p uint32, allowAll bool)
 // NewMemo returns an empty Memo.
 func NewMemo() *Memo {
 	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, values: map[any]any{},
-		tables: map[tableKey]*routev3.RouteConfiguration{}}
+		tables: map[tableKey]*routev3.RouteConfiguration{}, ports: map[portsKey]*resolution{}}
 }
 
 // hostKey names a virtual host of an Envoy egress route table: what
