@@ -32,6 +32,9 @@ type Kept struct {
 	// ports holds each virtual service's resolution (resolve.go).
 	ports       map[portsKey]*resolution
 	portsReused int
+	// listeners holds sidecar egress listeners (keptegress.go).
+	listeners       map[listenerKey]*keptListener
+	listenersReused int
 }
 
 // keptPart is a part and the inputs it was built from.
@@ -43,7 +46,8 @@ type keptPart struct {
 
 // NewKept returns an empty Kept.
 func NewKept() *Kept {
-	return &Kept{ingress: map[Identity]*keptPart{}, msgs: map[any]struct{}{}, ports: map[portsKey]*resolution{}}
+	return &Kept{ingress: map[Identity]*keptPart{}, msgs: map[any]struct{}{}, ports: map[portsKey]*resolution{},
+		listeners: map[listenerKey]*keptListener{}}
 }
 
 // NewMemoKeeping returns an empty Memo whose translations also take, and

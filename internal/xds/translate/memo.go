@@ -309,18 +309,22 @@ func (m *Memo) part(b *build, k any, fill func(c *build)) (added, reused bool) {
 // built before.
 func (b *build) egress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLog, dualStack bool) {
 	if b.memo == nil || vn.Spec == nil {
-		b.nodeEgress(vn, logs, dualStack)
+		b.nodeEgress(vn, logs, dualStack, nil)
 		return
 	}
 	in, err := json.Marshal(egressInputs{Backends: vn.Spec.Backends, BackendDefaults: vn.Spec.BackendDefaults, Logging: vn.Spec.Logging, DualStack: dualStack})
 	if err != nil {
-		b.nodeEgress(vn, logs, dualStack)
+		b.nodeEgress(vn, logs, dualStack, nil)
 		return
 	}
 	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: string(in), sdsSocket: b.id.SDSSocket, egressPort: b.egressPort()}
-	added, reused := b.memo.part(b, k, func(c *build) { c.nodeEgress(vn, logs, dualStack) })
+	var lk *listenerKey
+	if b.memo.kept != nil {
+		lk = &listenerKey{owner: b.id.MeshOwner, mesh: b.id.Mesh, spec: k.spec, sdsSocket: k.sdsSocket, egressPort: k.egressPort}
+	}
+	added, reused := b.memo.part(b, k, func(c *build) { c.nodeEgress(vn, logs, dualStack, lk) })
 	if !added {
-		b.nodeEgress(vn, logs, dualStack)
+		b.nodeEgress(vn, logs, dualStack, lk)
 		return
 	}
 	if reused {

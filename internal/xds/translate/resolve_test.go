@@ -42,11 +42,16 @@ func TestKeptResolutionsFollowChanges(t *testing.T) {
 			}
 		}
 		check("first batch")
-		resolved := len(kept.ports)
-		before := kept.PortsReused()
+		resolved, listeners := len(kept.ports), len(kept.listeners)
+		before, beforeListeners := kept.PortsReused(), kept.ListenersReused()
 		check("no change")
 		if got := kept.PortsReused() - before; got != resolved {
 			t.Fatalf("seed %d: %d resolutions taken as kept with nothing changed, want %d", seed, got, resolved)
+		}
+		// Each at least once: the first caller of a batch builds its
+		// egress itself, and the second the Memo's part.
+		if got := kept.ListenersReused() - beforeListeners; got < listeners {
+			t.Fatalf("seed %d: %d egress listeners taken as kept with nothing changed, want at least %d", seed, got, listeners)
 		}
 
 		// Every route's weights and match changed.
@@ -136,9 +141,10 @@ func TestKeptResolutionsFollowChanges(t *testing.T) {
 	}
 }
 
-// TestKeptResolutionsRouteWrite: a write to one router's routes resolves
-// the service it provides again and takes every other service's
-// resolution as kept.
+// TestKeptResolutionsRouteWrite: a write to one router's route weights
+// resolves the service it provides again and takes every other service's
+// resolution as kept, and every egress listener (it names route tables,
+// not weights).
 func TestKeptResolutionsRouteWrite(t *testing.T) {
 	v := bigMesh()
 	kept := NewKept()
@@ -166,6 +172,11 @@ func TestKeptResolutionsRouteWrite(t *testing.T) {
 	next := make([]*appmesh.RouteData, len(list))
 	for i, rd := range list {
 		next[i] = clone(t, rd)
+		if h := next[i].Spec.HttpRoute; h != nil && h.Action != nil {
+			for j := range h.Action.WeightedTargets {
+				h.Action.WeightedTargets[j].Weight = ptr(int64(j + 3))
+			}
+		}
 	}
 	v.Routes[router] = next
 	providers := 0
@@ -174,10 +185,27 @@ func TestKeptResolutionsRouteWrite(t *testing.T) {
 			providers++
 		}
 	}
-	before := kept.PortsReused()
+	listeners := len(kept.listeners)
+	before, beforeListeners := kept.PortsReused(), kept.ListenersReused()
 	translateAll()
 	if got, want := kept.PortsReused()-before, resolved-providers; got != want {
 		t.Fatalf("after a write to %s's routes, %d resolutions taken as kept, want %d (%d resolved, %d services on the router)", router, got, want, resolved, providers)
+	}
+	if got := kept.ListenersReused() - beforeListeners; got < listeners || listeners == 0 {
+		t.Fatalf("after a write to %s's route weights, %d egress listeners taken as kept, want at least %d", router, got, listeners)
+	}
+	for _, id := range ids {
+		want, err := Translate(v, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := TranslateWith(v, id, NewMemoKeeping(kept))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w, g := render(t, id, want), render(t, id, got); !bytes.Equal(w, g) {
+			t.Fatalf("%s: with kept parts differs from Translate:\n%s", goldenName(id), firstDiff(w, g))
+		}
 	}
 }
 
