@@ -31,13 +31,21 @@ type ads struct {
 	limits  Limits
 	open    atomic.Int64 // streams open, at most limits.MaxStreams
 	obs     Observer     // Options.Observer; nil: none
+	// preEncode: the gRPC server's codec is xdsCodec, which sends
+	// preEncoded responses.
+	preEncode bool
 }
 
 func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	return serve(a, st, false, func(req *discovery.DiscoveryRequest) request {
 		return request{typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), errDetail: req.GetErrorDetail(),
 			version: req.GetVersionInfo(), names: req.GetResourceNames()}
-	}, func(o outgoing) error { return st.Send(o.sotw) })
+	}, func(o outgoing) error {
+		if o.shared != nil {
+			return st.SendMsg(o.shared)
+		}
+		return st.Send(o.sotw)
+	})
 }
 
 func (a *ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
@@ -68,6 +76,7 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	}
 	s := a.hub.open(a.streams.Add(1), delta, addr)
 	s.obs = a.obs
+	s.preEncode = a.preEncode && !delta
 	defer a.hub.close(s)
 
 	reqs := make(chan R)

@@ -54,6 +54,10 @@ type stream struct {
 	seen *snapshot // the identity's snapshot the stream last looked at
 	// nonce counts the responses sent, for their nonces.
 	nonce int64
+	// preEncode: a state-of-the-world response carrying every resource of
+	// a type is sent as the bytes encoded once for every stream that gets
+	// it (codec.go). Set by serve before the stream runs.
+	preEncode bool
 
 	mu     sync.Mutex // protects the fields below, which Proxies reads
 	node   *core.Node
@@ -281,10 +285,12 @@ func (s *stream) notice(snap *snapshot) {
 	}
 }
 
-// outgoing is one response to send: SotW or delta.
+// outgoing is one response to send: SotW (a message, or encoded but for
+// its nonce) or delta.
 type outgoing struct {
-	sotw  *discovery.DiscoveryResponse
-	delta *discovery.DeltaDiscoveryResponse
+	sotw   *discovery.DiscoveryResponse
+	shared *preEncoded
+	delta  *discovery.DeltaDiscoveryResponse
 }
 
 // next appends to out the responses the stream should be sent now, in
@@ -327,7 +333,13 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		if s.delta {
 			o.delta = s.deltaResponse(t, ts, &snap.types[typeCluster])
 		} else if st.known != ts.version || newNames(st.sub, ts, s.hidesKeys(t)) {
-			o.sotw = s.sotwResponse(t, ts)
+			var full bool
+			o.sotw, full = s.sotwResponse(t, ts)
+			if full && s.preEncode {
+				if body := ts.full.body(o.sotw); body != nil {
+					o.shared = &preEncoded{body: body}
+				}
+			}
 		}
 		if o.sotw == nil && o.delta == nil {
 			st.current = ts.version
@@ -342,9 +354,13 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		}
 		s.nonce++
 		nonce := strconv.FormatInt(s.nonce, 10)
-		if o.sotw != nil {
+		switch {
+		case o.shared != nil:
+			o.shared.nonce = nonce
+			o.sotw = nil
+		case o.sotw != nil:
 			o.sotw.Nonce = nonce
-		} else {
+		default:
 			o.delta.Nonce = nonce
 		}
 		st.awaiting = true
@@ -394,8 +410,9 @@ func newNames(sub xdsstream.Subscription, ts *typeSnapshot, hideKeys bool) bool 
 }
 
 // sotwResponse is the state-of-the-world response of type t: what the
-// stream subscribes to and may have. Called with mu held.
-func (s *stream) sotwResponse(t int, ts *typeSnapshot) *discovery.DiscoveryResponse {
+// stream subscribes to and may have; full says it carries every resource
+// of ts (those of ts.full). Called with mu held.
+func (s *stream) sotwResponse(t int, ts *typeSnapshot) (r *discovery.DiscoveryResponse, full bool) {
 	st := &s.types[t]
 	var anys []*anypb.Any
 	var returned map[string]string
@@ -412,6 +429,7 @@ func (s *stream) sotwResponse(t int, ts *typeSnapshot) *discovery.DiscoveryRespo
 		}
 	case st.sub.IsWildcard() || subscribesAll(st.sub, ts):
 		anys, returned = ts.full.get(ts)
+		full = true
 	default:
 		// Only what was asked for, in name order: a gRPC client asks for
 		// the listeners, routes and clusters it uses; asking for a
@@ -428,7 +446,7 @@ func (s *stream) sotwResponse(t int, ts *typeSnapshot) *discovery.DiscoveryRespo
 	st.sub.SetReturnedResources(returned)
 	// A fresh DiscoveryResponse per stream: it carries the stream's nonce.
 	// The Anys inside are shared and only read.
-	return &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)}
+	return &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)}, full
 }
 
 // deltaResponse is the delta response of type t: the subscribed resources
@@ -541,6 +559,23 @@ type fullResponse struct {
 	once     sync.Once
 	anys     []*anypb.Any
 	returned map[string]string
+
+	// encoded is the response's encoding without its nonce, made once
+	// for every stream sent it (codec.go); nil when encoding failed.
+	encodeOnce sync.Once
+	encoded    []byte
+}
+
+// body returns the encoding of r, the response carrying f's resources,
+// without its nonce; nil when it cannot be encoded (the stream then
+// sends r).
+func (f *fullResponse) body(r *discovery.DiscoveryResponse) []byte {
+	f.encodeOnce.Do(func() {
+		if b, err := encodeBody(r); err == nil {
+			f.encoded = b
+		}
+	})
+	return f.encoded
 }
 
 // get returns the shared resources, building them on first use.
