@@ -104,6 +104,8 @@ func TestReplicasShareEncodedResponses(t *testing.T) {
 		c.ack(cds)
 	}
 	for _, id := range []string{"mesh/m/virtualNode/red"} {
-		waitStatus(t, srv.Server, id, func(p ProxyStatus) bool { return p.Types["cds"].Acked != "" && p.Types["cds"].Acked != la[cdsType].GetVersionInfo() })
+		waitStatus(t, srv.Server, id, func(p ProxyStatus) bool {
+			return p.Types["cds"].Acked != "" && p.Types["cds"].Acked != la[cdsType].GetVersionInfo()
+		})
 	}
 }
