@@ -136,7 +136,7 @@ func (c *hub) close(s *stream) {
 // identify parses the first request's node, attaches the stream to its
 // identity (which makes the runner translate it if no other replica did),
 // and registers the stream with the identity. Errors are gRPC status
-// errors. Called on the stream's goroutine.
+// errors. Called holding the stream's turn (serve).
 func (c *hub) identify(ctx context.Context, s *stream, node *core.Node) error {
 	if node == nil || node.GetId() == "" {
 		s.log.Info("proxy rejected: no node id")

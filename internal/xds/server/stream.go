@@ -23,9 +23,10 @@ import (
 
 // stream is one ADS stream (one proxy replica), state of the world or
 // delta: both are served from the identity's one snapshot. Its state is
-// owned by the stream's goroutine (ads.go), which handles each request
-// and, when woken (poke), works out what to send; mu guards the fields
-// that Server.Proxies reads from other goroutines.
+// used by one goroutine at a time, the one holding serve's turn (ads.go):
+// the goroutine that received a request handles it, and the handler's,
+// when woken (poke), works out what to send; mu guards the fields that
+// Server.Proxies reads from other goroutines.
 //
 // The protocol rules, those of go-control-plane's servers:
 //   - A request whose nonce is not the latest response's of its type is
@@ -44,10 +45,10 @@ type stream struct {
 	addr        string // the client's address (gRPC peer), "" when unknown
 	connectedAt time.Time
 	// wake (cap 1) is written by the hub when the identity's snapshot
-	// changes and read by the stream's goroutine; never closed.
+	// changes and read by the stream's handler; never closed.
 	wake chan struct{}
 
-	// Set by identify on the stream's goroutine. is is read under
+	// Set by identify, holding the stream's turn (serve). is is read under
 	// hub.mu by Proxies (identify sets it holding hub.mu).
 	is   *identState
 	log  *slog.Logger
@@ -104,7 +105,7 @@ type streamType struct {
 	lastPushAt time.Time
 }
 
-// poke wakes the stream's goroutine; a wake-up already pending covers
+// poke wakes the stream's handler (serve); a wake-up already pending covers
 // this one too.
 func (s *stream) poke() {
 	select {
@@ -126,7 +127,7 @@ type request struct {
 }
 
 // handle applies one request of the stream; an error (a gRPC status)
-// closes the stream. Called on its goroutine.
+// closes the stream. Called holding its turn (serve).
 func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 	t := typeIndex(req.typeURL)
 	if t < 0 {
@@ -295,7 +296,7 @@ type outgoing struct {
 
 // next appends to out the responses the stream should be sent now, in
 // type order, and records them as sent; a non-nil error (a gRPC status)
-// closes the stream. Called on the stream's goroutine.
+// closes the stream. Called holding the stream's turn (serve).
 func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 	if s.is == nil {
 		return out, nil
