@@ -336,7 +336,9 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		} else if st.known != ts.version || newNames(st.sub, ts, s.hidesKeys(t)) {
 			var full bool
 			o.sotw, full = s.sotwResponse(t, ts)
-			if full && s.preEncode {
+			// Encoded once for several replicas: a lone stream's
+			// response is encoded as it is sent, and not kept.
+			if full && s.preEncode && s.is.replicas.Load() > 1 {
 				if body := ts.full.body(o.sotw); body != nil {
 					o.shared = &preEncoded{body: body}
 				}
