@@ -35,6 +35,8 @@ type Kept struct {
 	// listeners holds sidecar egress listeners (keptegress.go).
 	listeners       map[listenerKey]*keptListener
 	listenersReused int
+	// specs holds each sidecar's egress inputs as JSON (keptegress.go).
+	specs map[Identity]keptSpec
 }
 
 // keptPart is a part and the inputs it was built from.
@@ -47,7 +49,7 @@ type keptPart struct {
 // NewKept returns an empty Kept.
 func NewKept() *Kept {
 	return &Kept{ingress: map[Identity]*keptPart{}, msgs: map[any]struct{}{}, ports: map[portsKey]*resolution{},
-		listeners: map[listenerKey]*keptListener{}}
+		listeners: map[listenerKey]*keptListener{}, specs: map[Identity]keptSpec{}}
 }
 
 // NewMemoKeeping returns an empty Memo whose translations also take, and
@@ -63,6 +65,7 @@ func (k *Kept) Forget(id Identity) {
 	k.mu.Lock()
 	k.drop(k.ingress[id])
 	delete(k.ingress, id)
+	delete(k.specs, id)
 	k.mu.Unlock()
 }
 

@@ -155,3 +155,36 @@ func (k *Kept) ListenersReused() int {
 	defer k.mu.Unlock()
 	return k.listenersReused
 }
+
+// keptSpec is a node's egressInputs as JSON, the memoKey's spec, and the
+// node and IP preference it was made from.
+type keptSpec struct {
+	vn        *appmesh.VirtualNodeData
+	dualStack bool
+	spec      string
+}
+
+// egressSpec returns the egress inputs kept for id when they were made
+// from vn and dualStack; ok is false otherwise (or when k is nil).
+func (k *Kept) egressSpec(id Identity, vn *appmesh.VirtualNodeData, dualStack bool) (spec string, ok bool) {
+	if k == nil {
+		return "", false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ks, found := k.specs[id]
+	if !found || ks.vn != vn || ks.dualStack != dualStack {
+		return "", false
+	}
+	return ks.spec, true
+}
+
+// keepEgressSpec keeps id's egress inputs, made from vn and dualStack.
+func (k *Kept) keepEgressSpec(id Identity, vn *appmesh.VirtualNodeData, dualStack bool, spec string) {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	k.specs[id] = keptSpec{vn: vn, dualStack: dualStack, spec: spec}
+	k.mu.Unlock()
+}

@@ -312,12 +312,17 @@ func (b *build) egress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLo
 		b.nodeEgress(vn, logs, dualStack, nil)
 		return
 	}
-	in, err := json.Marshal(egressInputs{Backends: vn.Spec.Backends, BackendDefaults: vn.Spec.BackendDefaults, Logging: vn.Spec.Logging, DualStack: dualStack})
-	if err != nil {
-		b.nodeEgress(vn, logs, dualStack, nil)
-		return
+	spec, ok := b.memo.kept.egressSpec(b.id, vn, dualStack)
+	if !ok {
+		in, err := json.Marshal(egressInputs{Backends: vn.Spec.Backends, BackendDefaults: vn.Spec.BackendDefaults, Logging: vn.Spec.Logging, DualStack: dualStack})
+		if err != nil {
+			b.nodeEgress(vn, logs, dualStack, nil)
+			return
+		}
+		spec = string(in)
+		b.memo.kept.keepEgressSpec(b.id, vn, dualStack, spec)
 	}
-	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: string(in), sdsSocket: b.id.SDSSocket, egressPort: b.egressPort()}
+	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: spec, sdsSocket: b.id.SDSSocket, egressPort: b.egressPort()}
 	var lk *listenerKey
 	if b.memo.kept != nil {
 		lk = &listenerKey{owner: b.id.MeshOwner, mesh: b.id.Mesh, spec: k.spec, sdsSocket: k.sdsSocket, egressPort: k.egressPort}
