@@ -135,14 +135,18 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	// client closed it or it broke.
 	ended := make(chan error, 1)
 	go func() { // ends when RecvMsg fails, which it does once this handler returns, or a request ends the stream
+		// One message for every request: handling one is over before
+		// the next is received, and decoding replaces every field (what
+		// a request left to the stream, its names or its node, is not
+		// the message's any more).
+		var req R
+		switch any(req).(type) {
+		case *discovery.DiscoveryRequest:
+			req = any(new(discovery.DiscoveryRequest)).(R)
+		default:
+			req = any(new(discovery.DeltaDiscoveryRequest)).(R)
+		}
 		for {
-			var req R
-			switch any(req).(type) {
-			case *discovery.DiscoveryRequest:
-				req = any(new(discovery.DiscoveryRequest)).(R)
-			default:
-				req = any(new(discovery.DeltaDiscoveryRequest)).(R)
-			}
 			if err := st.RecvMsg(req); err != nil {
 				ended <- nil
 				return
