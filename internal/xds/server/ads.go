@@ -1,6 +1,8 @@
 package server
 
 import (
+	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,13 +33,21 @@ type ads struct {
 	limits  Limits
 	open    atomic.Int64 // streams open, at most limits.MaxStreams
 	obs     Observer     // Options.Observer; nil: none
+	// preEncode: the gRPC server's codec is xdsCodec, which sends
+	// preEncoded responses.
+	preEncode bool
 }
 
 func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	return serve(a, st, false, func(req *discovery.DiscoveryRequest) request {
 		return request{typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), errDetail: req.GetErrorDetail(),
 			version: req.GetVersionInfo(), names: req.GetResourceNames()}
-	}, func(o outgoing) error { return st.Send(o.sotw) })
+	}, func(o outgoing) error {
+		if o.shared != nil {
+			return st.SendMsg(o.shared)
+		}
+		return st.Send(o.sotw)
+	})
 }
 
 func (a *ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
@@ -68,68 +78,24 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	}
 	s := a.hub.open(a.streams.Add(1), delta, addr)
 	s.obs = a.obs
+	s.preEncode = a.preEncode && !delta
 	defer a.hub.close(s)
 
-	reqs := make(chan R)
-	go func() { // ends when RecvMsg fails, which it does once this handler returns
-		defer close(reqs)
-		for {
-			var req R
-			switch any(req).(type) {
-			case *discovery.DiscoveryRequest:
-				req = any(new(discovery.DiscoveryRequest)).(R)
-			default:
-				req = any(new(discovery.DeltaDiscoveryRequest)).(R)
-			}
-			if err := st.RecvMsg(req); err != nil {
-				return
-			}
-			select {
-			case reqs <- req:
-			case <-ctx.Done():
-				return
-			case <-a.done:
-				return
-			}
-		}
+	// turn is held by the goroutine that handles a request or sends:
+	// the stream's state and st's SendMsg are used by one at a time. A
+	// request is handled on the goroutine that received it, without a
+	// hand-off; a push, on this one, when the hub wakes it.
+	var turn sync.Mutex
+	closed := false // the handler is returning: nothing more is sent
+	defer func() {
+		turn.Lock()
+		closed = true
+		turn.Unlock()
 	}()
-
-	// A stream that does not say who it is within FirstRequestTimeout is
-	// closed: it holds one of MaxStreams' slots.
-	first := time.NewTimer(a.limits.FirstRequestTimeout)
-	defer first.Stop()
 	var out []outgoing
-	for {
-		var firstC <-chan time.Time
-		if s.is == nil {
-			firstC = first.C
-		}
-		select {
-		case <-a.done:
-			return nil
-		case <-firstC:
-			a.hub.metrics.rejected.WithLabelValues(codes.DeadlineExceeded.String()).Inc()
-			return status.Errorf(codes.DeadlineExceeded, "no request naming the node within %s of the stream's start", a.limits.FirstRequestTimeout)
-		case req, ok := <-reqs:
-			if !ok {
-				return nil // the client closed the stream, or it broke
-			}
-			if req.GetTypeUrl() == "" {
-				return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
-			}
-			if s.is == nil {
-				// The first request names the proxy; Envoy repeats the
-				// node in every request, gRPC clients only in the first.
-				if err := a.hub.identify(ctx, s, nodeOf(req)); err != nil {
-					a.hub.metrics.rejected.WithLabelValues(status.Code(err).String()).Inc()
-					return err
-				}
-			}
-			if err := s.handle(ctx, a.hub, parse(req)); err != nil {
-				return err
-			}
-		case <-s.wake:
-		}
+	// push sends what the stream owes; called with turn held.
+	push := func() error {
+		var err error
 		if out, err = s.next(a.hub, out[:0]); err != nil {
 			return err
 		}
@@ -142,8 +108,95 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 			a.hub.bump()
 		}
 		clear(out)
+		return nil
+	}
+	// receive handles one request; called with turn held.
+	receive := func(req R) error {
+		if closed {
+			return errStreamDone
+		}
+		if req.GetTypeUrl() == "" {
+			return status.Errorf(codes.InvalidArgument, "type URL is required for ADS")
+		}
+		if s.is == nil {
+			// The first request names the proxy; Envoy repeats the
+			// node in every request, gRPC clients only in the first.
+			if err := a.hub.identify(ctx, s, nodeOf(req)); err != nil {
+				a.hub.metrics.rejected.WithLabelValues(status.Code(err).String()).Inc()
+				return err
+			}
+		}
+		if err := s.handle(ctx, a.hub, parse(req)); err != nil {
+			return err
+		}
+		return push()
+	}
+	// ended gets the error a request ends the stream with, nil when the
+	// client closed it or it broke.
+	ended := make(chan error, 1)
+	go func() { // ends when RecvMsg fails, which it does once this handler returns, or a request ends the stream
+		// One message for every request: handling one is over before
+		// the next is received, and decoding replaces every field (what
+		// a request left to the stream, its names or its node, is not
+		// the message's any more).
+		var req R
+		switch any(req).(type) {
+		case *discovery.DiscoveryRequest:
+			req = any(new(discovery.DiscoveryRequest)).(R)
+		default:
+			req = any(new(discovery.DeltaDiscoveryRequest)).(R)
+		}
+		for {
+			if err := st.RecvMsg(req); err != nil {
+				ended <- nil
+				return
+			}
+			turn.Lock()
+			err := receive(req)
+			turn.Unlock()
+			if err != nil {
+				if errors.Is(err, errStreamDone) {
+					err = nil
+				}
+				ended <- err
+				return
+			}
+		}
+	}()
+
+	// A stream that does not say who it is within FirstRequestTimeout is
+	// closed: it holds one of MaxStreams' slots.
+	first := time.NewTimer(a.limits.FirstRequestTimeout)
+	defer first.Stop()
+	firstC := first.C
+	for {
+		select {
+		case <-a.done:
+			return nil
+		case <-firstC:
+			firstC = nil
+			turn.Lock()
+			identified := s.is != nil
+			turn.Unlock()
+			if !identified {
+				a.hub.metrics.rejected.WithLabelValues(codes.DeadlineExceeded.String()).Inc()
+				return status.Errorf(codes.DeadlineExceeded, "no request naming the node within %s of the stream's start", a.limits.FirstRequestTimeout)
+			}
+		case err := <-ended:
+			return err // nil: the client closed the stream, or it broke
+		case <-s.wake:
+			turn.Lock()
+			err := push()
+			turn.Unlock()
+			if err != nil {
+				return err
+			}
+		}
 	}
 }
+
+// errStreamDone: a request arrived as the stream's handler returned.
+var errStreamDone = errors.New("stream done")
 
 func nodeOf[R xdsRequest](req R) *core.Node {
 	switch r := any(req).(type) {

@@ -67,6 +67,8 @@ type identState struct {
 	// first translates it; written by deliver, read by the streams.
 	snap    atomic.Pointer[snapshot]
 	streams map[*stream]struct{}
+	// replicas is len(streams), for the streams to read without mu.
+	replicas atomic.Int32
 	// err is the last translation or validation error, "" once a
 	// translation succeeds again.
 	err    string
@@ -123,6 +125,7 @@ func (c *hub) close(s *stream) {
 	delete(c.streams, s.id)
 	if s.is != nil {
 		delete(s.is.streams, s)
+		s.is.replicas.Store(int32(len(s.is.streams)))
 	}
 	c.mu.Unlock()
 	c.bump()
@@ -136,7 +139,7 @@ func (c *hub) close(s *stream) {
 // identify parses the first request's node, attaches the stream to its
 // identity (which makes the runner translate it if no other replica did),
 // and registers the stream with the identity. Errors are gRPC status
-// errors. Called on the stream's goroutine.
+// errors. Called holding the stream's turn (serve).
 func (c *hub) identify(ctx context.Context, s *stream, node *core.Node) error {
 	if node == nil || node.GetId() == "" {
 		s.log.Info("proxy rejected: no node id")
@@ -184,6 +187,7 @@ func (c *hub) identify(ctx context.Context, s *stream, node *core.Node) error {
 	c.mu.Lock()
 	is := c.ident(ident)
 	is.streams[s] = struct{}{}
+	is.replicas.Store(int32(len(is.streams)))
 	s.is = is
 	// What the identity serves now is no write's doing for this stream:
 	// its first responses answer its subscriptions (see stream.notice).

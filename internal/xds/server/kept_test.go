@@ -139,8 +139,31 @@ func TestKeptIngressFollowsChanges(t *testing.T) {
 		t.Fatalf("%d sums of kept messages, want one or more per client", len(l.keptSums))
 	}
 	route(30)
+	lreused := l.kept.ListenersReused()
 	follow()
 	sameAsFull("a second route write")
+	// The egress listener names the route table, not its weights: kept.
+	if l.kept.ListenersReused() == lreused {
+		t.Fatal("a route write built the egress listener again")
+	}
+
+	// The router's listener port, then the service's provider switched
+	// from the router to a node and back: each reaches every client.
+	before = versions()
+	putRaw(t, st, ref("m", appmesh.KindVirtualRouter, "", "r"),
+		`{"meshName":"m","virtualRouterName":"r","spec":{"listeners":[{"portMapping":{"port":8081,"protocol":"http"}}]}}`)
+	follow()
+	changed("the router's port", before, typeListener, true)
+	changed("the router's port", before, typeRoute, true)
+	sameAsFull("the router's port")
+	putRaw(t, st, ref("m", appmesh.KindVirtualService, "", "s"),
+		`{"meshName":"m","virtualServiceName":"s","spec":{"provider":{"virtualNode":{"virtualNodeName":"b"}}}}`)
+	follow()
+	sameAsFull("the provider switched to a node")
+	putRaw(t, st, ref("m", appmesh.KindVirtualService, "", "s"),
+		`{"meshName":"m","virtualServiceName":"s","spec":{"provider":{"virtualRouter":{"virtualRouterName":"r"}}}}`)
+	follow()
+	sameAsFull("the provider switched back to the router")
 
 	// Each client's listener port, then a backend added to each.
 	before = versions()

@@ -126,10 +126,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	gopts := append(s.opts.Limits.grpcOptions(), s.opts.GRPCOptions...)
+	codec, codecErr := newCodec()
+	if codecErr == nil {
+		gopts = append(gopts, grpc.ForceServerCodecV2(codec))
+	}
 	gs := grpc.NewServer(gopts...)
 	// ctx ends every stream's loop: on shutdown, streams end with OK, as
 	// App Mesh's periodic graceful disconnect did.
-	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, done: ctx.Done(), limits: s.opts.Limits, obs: s.opts.Observer})
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{hub: s.hub, done: ctx.Done(), limits: s.opts.Limits, obs: s.opts.Observer,
+		preEncode: codecErr == nil})
 
 	loopErr := make(chan error, 1)
 	go func() { loopErr <- s.runner.run(ctx) }() // ends with ctx

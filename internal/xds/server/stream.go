@@ -23,9 +23,10 @@ import (
 
 // stream is one ADS stream (one proxy replica), state of the world or
 // delta: both are served from the identity's one snapshot. Its state is
-// owned by the stream's goroutine (ads.go), which handles each request
-// and, when woken (poke), works out what to send; mu guards the fields
-// that Server.Proxies reads from other goroutines.
+// used by one goroutine at a time, the one holding serve's turn (ads.go):
+// the goroutine that received a request handles it, and the handler's,
+// when woken (poke), works out what to send; mu guards the fields that
+// Server.Proxies reads from other goroutines.
 //
 // The protocol rules, those of go-control-plane's servers:
 //   - A request whose nonce is not the latest response's of its type is
@@ -44,16 +45,20 @@ type stream struct {
 	addr        string // the client's address (gRPC peer), "" when unknown
 	connectedAt time.Time
 	// wake (cap 1) is written by the hub when the identity's snapshot
-	// changes and read by the stream's goroutine; never closed.
+	// changes and read by the stream's handler; never closed.
 	wake chan struct{}
 
-	// Set by identify on the stream's goroutine. is is read under
+	// Set by identify, holding the stream's turn (serve). is is read under
 	// hub.mu by Proxies (identify sets it holding hub.mu).
 	is   *identState
 	log  *slog.Logger
 	seen *snapshot // the identity's snapshot the stream last looked at
 	// nonce counts the responses sent, for their nonces.
 	nonce int64
+	// preEncode: a state-of-the-world response carrying every resource of
+	// a type is sent as the bytes encoded once for every stream that gets
+	// it (codec.go). Set by serve before the stream runs.
+	preEncode bool
 
 	mu     sync.Mutex // protects the fields below, which Proxies reads
 	node   *core.Node
@@ -100,7 +105,7 @@ type streamType struct {
 	lastPushAt time.Time
 }
 
-// poke wakes the stream's goroutine; a wake-up already pending covers
+// poke wakes the stream's handler (serve); a wake-up already pending covers
 // this one too.
 func (s *stream) poke() {
 	select {
@@ -122,7 +127,7 @@ type request struct {
 }
 
 // handle applies one request of the stream; an error (a gRPC status)
-// closes the stream. Called on its goroutine.
+// closes the stream. Called holding its turn (serve).
 func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 	t := typeIndex(req.typeURL)
 	if t < 0 {
@@ -281,15 +286,17 @@ func (s *stream) notice(snap *snapshot) {
 	}
 }
 
-// outgoing is one response to send: SotW or delta.
+// outgoing is one response to send: SotW (a message, or encoded but for
+// its nonce) or delta.
 type outgoing struct {
-	sotw  *discovery.DiscoveryResponse
-	delta *discovery.DeltaDiscoveryResponse
+	sotw   *discovery.DiscoveryResponse
+	shared *preEncoded
+	delta  *discovery.DeltaDiscoveryResponse
 }
 
 // next appends to out the responses the stream should be sent now, in
 // type order, and records them as sent; a non-nil error (a gRPC status)
-// closes the stream. Called on the stream's goroutine.
+// closes the stream. Called holding the stream's turn (serve).
 func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 	if s.is == nil {
 		return out, nil
@@ -327,7 +334,15 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		if s.delta {
 			o.delta = s.deltaResponse(t, ts, &snap.types[typeCluster])
 		} else if st.known != ts.version || newNames(st.sub, ts, s.hidesKeys(t)) {
-			o.sotw = s.sotwResponse(t, ts)
+			var full bool
+			o.sotw, full = s.sotwResponse(t, ts)
+			// Encoded once for several replicas: a lone stream's
+			// response is encoded as it is sent, and not kept.
+			if full && s.preEncode && s.is.replicas.Load() > 1 {
+				if body := ts.full.body(o.sotw); body != nil {
+					o.shared = &preEncoded{body: body}
+				}
+			}
 		}
 		if o.sotw == nil && o.delta == nil {
 			st.current = ts.version
@@ -342,9 +357,13 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		}
 		s.nonce++
 		nonce := strconv.FormatInt(s.nonce, 10)
-		if o.sotw != nil {
+		switch {
+		case o.shared != nil:
+			o.shared.nonce = nonce
+			o.sotw = nil
+		case o.sotw != nil:
 			o.sotw.Nonce = nonce
-		} else {
+		default:
 			o.delta.Nonce = nonce
 		}
 		st.awaiting = true
@@ -394,8 +413,9 @@ func newNames(sub xdsstream.Subscription, ts *typeSnapshot, hideKeys bool) bool 
 }
 
 // sotwResponse is the state-of-the-world response of type t: what the
-// stream subscribes to and may have. Called with mu held.
-func (s *stream) sotwResponse(t int, ts *typeSnapshot) *discovery.DiscoveryResponse {
+// stream subscribes to and may have; full says it carries every resource
+// of ts (those of ts.full). Called with mu held.
+func (s *stream) sotwResponse(t int, ts *typeSnapshot) (r *discovery.DiscoveryResponse, full bool) {
 	st := &s.types[t]
 	var anys []*anypb.Any
 	var returned map[string]string
@@ -412,6 +432,7 @@ func (s *stream) sotwResponse(t int, ts *typeSnapshot) *discovery.DiscoveryRespo
 		}
 	case st.sub.IsWildcard() || subscribesAll(st.sub, ts):
 		anys, returned = ts.full.get(ts)
+		full = true
 	default:
 		// Only what was asked for, in name order: a gRPC client asks for
 		// the listeners, routes and clusters it uses; asking for a
@@ -428,7 +449,7 @@ func (s *stream) sotwResponse(t int, ts *typeSnapshot) *discovery.DiscoveryRespo
 	st.sub.SetReturnedResources(returned)
 	// A fresh DiscoveryResponse per stream: it carries the stream's nonce.
 	// The Anys inside are shared and only read.
-	return &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)}
+	return &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)}, full
 }
 
 // deltaResponse is the delta response of type t: the subscribed resources
@@ -541,6 +562,23 @@ type fullResponse struct {
 	once     sync.Once
 	anys     []*anypb.Any
 	returned map[string]string
+
+	// encoded is the response's encoding without its nonce, made once
+	// for every stream sent it (codec.go); nil when encoding failed.
+	encodeOnce sync.Once
+	encoded    []byte
+}
+
+// body returns the encoding of r, the response carrying f's resources,
+// without its nonce; nil when it cannot be encoded (the stream then
+// sends r).
+func (f *fullResponse) body(r *discovery.DiscoveryResponse) []byte {
+	f.encodeOnce.Do(func() {
+		if b, err := encodeBody(r); err == nil {
+			f.encoded = b
+		}
+	})
+	return f.encoded
 }
 
 // get returns the shared resources, building them on first use.

@@ -18,7 +18,12 @@ import (
 // targets. The egress filter decides the rest: DROP_ALL leaves no chain
 // for anything else, so Envoy closes the connection; ALLOW_ALL forwards it
 // to where it was going. Both let TLS to *.amazonaws.com through.
-func (b *build) nodeEgress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLog, dualStack bool) {
+//
+// lk, when not nil, names the listener in the Kept, which holds it from
+// batch to batch while the mesh and the listener's shape are the same:
+// its route tables and clusters are still added, only the listener is
+// not built again.
+func (b *build) nodeEgress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLog, dualStack bool, lk *listenerKey) {
 	byPort := map[uint32][]svcPort{}
 	for _, name := range backendNames(vn) {
 		for _, sp := range b.servicePorts(name) {
@@ -26,8 +31,17 @@ func (b *build) nodeEgress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.Acce
 		}
 	}
 	allowAll := b.allowAll()
+	ports := sortedPorts(byPort)
+	var shape string
+	if lk != nil {
+		shape = egressShape(ports, byPort)
+		if l := b.memo.kept.listener(*lk, b.v.Mesh, shape); l != nil {
+			b.keptEgress(l, ports, byPort, allowAll)
+			return
+		}
+	}
 	var chains []*listenerv3.FilterChain
-	for _, p := range sortedPorts(byPort) {
+	for _, p := range ports {
 		if fc := b.egressChain(p, byPort[p], allowAll, logs); fc != nil {
 			chains = append(chains, fc)
 		}
@@ -42,6 +56,9 @@ func (b *build) nodeEgress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.Acce
 		b.passthrough(allowAllClusterName(b.id.Mesh))
 	}
 	b.addListener(l)
+	if lk != nil && b.err == nil {
+		b.memo.kept.keepListener(*lk, b.v.Mesh, shape, l)
+	}
 }
 
 // backendNames lists a node's backend virtual services, sorted, once each.

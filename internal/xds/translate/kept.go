@@ -29,6 +29,14 @@ type Kept struct {
 	reused  int // translations that took their ingress from a kept part
 	// msgs holds every message of the kept parts (Holds).
 	msgs map[any]struct{}
+	// ports holds each virtual service's resolution (resolve.go).
+	ports       map[portsKey]*resolution
+	portsReused int
+	// listeners holds sidecar egress listeners (keptegress.go).
+	listeners       map[listenerKey]*keptListener
+	listenersReused int
+	// specs holds each sidecar's egress inputs as JSON (keptegress.go).
+	specs map[Identity]keptSpec
 }
 
 // keptPart is a part and the inputs it was built from.
@@ -40,7 +48,8 @@ type keptPart struct {
 
 // NewKept returns an empty Kept.
 func NewKept() *Kept {
-	return &Kept{ingress: map[Identity]*keptPart{}, msgs: map[any]struct{}{}}
+	return &Kept{ingress: map[Identity]*keptPart{}, msgs: map[any]struct{}{}, ports: map[portsKey]*resolution{},
+		listeners: map[listenerKey]*keptListener{}, specs: map[Identity]keptSpec{}}
 }
 
 // NewMemoKeeping returns an empty Memo whose translations also take, and
@@ -56,6 +65,7 @@ func (k *Kept) Forget(id Identity) {
 	k.mu.Lock()
 	k.drop(k.ingress[id])
 	delete(k.ingress, id)
+	delete(k.specs, id)
 	k.mu.Unlock()
 }
 

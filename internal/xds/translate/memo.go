@@ -52,6 +52,8 @@ type Memo struct {
 	kept *Kept
 	// tables holds each sidecar egress route table (egressTable).
 	tables map[tableKey]*routev3.RouteConfiguration
+	// ports holds each virtual service's resolution (resolve.go).
+	ports map[portsKey]*resolution
 }
 
 // tableKey names a sidecar's egress route table: its name and port, its
@@ -164,7 +166,7 @@ func (b *build) egressTable(name string, sps []svcPort, p uint32, allowAll bool)
 // NewMemo returns an empty Memo.
 func NewMemo() *Memo {
 	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, values: map[any]any{},
-		tables: map[tableKey]*routev3.RouteConfiguration{}}
+		tables: map[tableKey]*routev3.RouteConfiguration{}, ports: map[portsKey]*resolution{}}
 }
 
 // hostKey names a virtual host of an Envoy egress route table: what
@@ -307,18 +309,27 @@ func (m *Memo) part(b *build, k any, fill func(c *build)) (added, reused bool) {
 // built before.
 func (b *build) egress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLog, dualStack bool) {
 	if b.memo == nil || vn.Spec == nil {
-		b.nodeEgress(vn, logs, dualStack)
+		b.nodeEgress(vn, logs, dualStack, nil)
 		return
 	}
-	in, err := json.Marshal(egressInputs{Backends: vn.Spec.Backends, BackendDefaults: vn.Spec.BackendDefaults, Logging: vn.Spec.Logging, DualStack: dualStack})
-	if err != nil {
-		b.nodeEgress(vn, logs, dualStack)
-		return
+	spec, ok := b.memo.kept.egressSpec(b.id, vn, dualStack)
+	if !ok {
+		in, err := json.Marshal(egressInputs{Backends: vn.Spec.Backends, BackendDefaults: vn.Spec.BackendDefaults, Logging: vn.Spec.Logging, DualStack: dualStack})
+		if err != nil {
+			b.nodeEgress(vn, logs, dualStack, nil)
+			return
+		}
+		spec = string(in)
+		b.memo.kept.keepEgressSpec(b.id, vn, dualStack, spec)
 	}
-	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: string(in), sdsSocket: b.id.SDSSocket, egressPort: b.egressPort()}
-	added, reused := b.memo.part(b, k, func(c *build) { c.nodeEgress(vn, logs, dualStack) })
+	k := memoKey{v: b.v, owner: b.id.MeshOwner, spec: spec, sdsSocket: b.id.SDSSocket, egressPort: b.egressPort()}
+	var lk *listenerKey
+	if b.memo.kept != nil {
+		lk = &listenerKey{owner: b.id.MeshOwner, mesh: b.id.Mesh, spec: k.spec, sdsSocket: k.sdsSocket, egressPort: k.egressPort}
+	}
+	added, reused := b.memo.part(b, k, func(c *build) { c.nodeEgress(vn, logs, dualStack, lk) })
 	if !added {
-		b.nodeEgress(vn, logs, dualStack)
+		b.nodeEgress(vn, logs, dualStack, lk)
 		return
 	}
 	if reused {

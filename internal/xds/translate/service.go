@@ -43,7 +43,19 @@ func httpFamily(p appmesh.PortProtocol) bool {
 
 // servicePorts resolves a virtual service to the ports it answers on, sorted
 // by port. A missing service or provider gives none: it serves no traffic.
+// With a Memo the resolution is made once per batch, and with a Kept once
+// per change of what it read (resolve.go); the result is only read.
 func (b *build) servicePorts(name string) []svcPort {
+	if b.memo != nil {
+		return b.memo.servicePorts(b, name)
+	}
+	return b.resolveServicePorts(name)
+}
+
+// resolveServicePorts is servicePorts without sharing: it reads the
+// View's virtual service, its provider (a node's listeners, or a router,
+// its routes and their targets' nodes) and records each as a dependency.
+func (b *build) resolveServicePorts(name string) []svcPort {
 	b.dep(appmesh.KindVirtualService, "", name)
 	vs := b.v.VirtualServices[name]
 	if vs == nil || vs.Spec == nil || vs.Spec.Provider == nil {
