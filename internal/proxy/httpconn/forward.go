@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
@@ -46,7 +45,10 @@ const maxQueryParams = 10000
 // context.
 func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 	in := s.in
-	out := in.Clone(s.ctx)
+	// 1xx responses go downstream as they arrive, until the final one.
+	s.w1xx = w
+	s.trace.Got1xxResponse = s.got1xx
+	out := in.Clone(httptrace.WithClientTrace(s.ctx, &s.trace))
 	if in.ContentLength == 0 {
 		out.Body = nil // nothing to send, and retries need no replay
 	}
@@ -83,28 +85,10 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 		out.Header.Set("User-Agent", "")
 	}
 
-	// 1xx responses go downstream as they arrive, until the final one.
-	var (
-		mu   sync.Mutex
-		done bool
-	)
-	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if done {
-			return nil
-		}
-		dh := w.Header()
-		addHeaders(dh, http.Header(h))
-		w.WriteHeader(code)
-		clear(dh) // a 1xx's headers are not the final response's
-		return nil
-	}}
-	out = out.WithContext(httptrace.WithClientTrace(s.ctx, trace))
 	res, err := s.roundTrip(out)
-	mu.Lock()
-	done = true
-	mu.Unlock()
+	s.mu1xx.Lock()
+	s.done1xx = true
+	s.mu1xx.Unlock()
 	if err != nil {
 		m.errorHandler(w, s, err)
 		return
@@ -151,6 +135,21 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 			dh.Add(http.TrailerPrefix+k, v)
 		}
 	}
+}
+
+// got1xx sends an informational response downstream, unless the final
+// response arrived: the transport may call it from another goroutine.
+func (s *stream) got1xx(code int, h textproto.MIMEHeader) error {
+	s.mu1xx.Lock()
+	defer s.mu1xx.Unlock()
+	if s.done1xx {
+		return nil
+	}
+	dh := s.w1xx.Header()
+	addHeaders(dh, http.Header(h))
+	s.w1xx.WriteHeader(code)
+	clear(dh) // a 1xx's headers are not the final response's
+	return nil
 }
 
 // streaming says whether a response is flushed after every write: server-

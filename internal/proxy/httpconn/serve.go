@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -65,7 +66,14 @@ type stream struct {
 	details   string
 	rw        *respWriter
 	slots     []any // one per filter; nil without filters
-	ran       int   // filters whose DecodeHeaders ran
+	// The forwarder's 1xx relay (forward.go): the transport reports
+	// informational responses through trace until the final one
+	// (done1xx, under mu1xx).
+	trace   httptrace.ClientTrace
+	w1xx    http.ResponseWriter
+	mu1xx   sync.Mutex
+	done1xx bool
+	ran     int // filters whose DecodeHeaders ran
 }
 
 // allFlags are the stream's response flags, with those the upstream body
