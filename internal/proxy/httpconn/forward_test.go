@@ -88,6 +88,10 @@ func startFwdBackend(t *testing.T) *fwdBackend {
 	}
 	b := &fwdBackend{ln: ln, tries: map[string]int{}, sseRead: make(chan struct{}, 1)}
 	b.srv = &http.Server{Handler: http.HandlerFunc(b.serve), ErrorLog: log.New(io.Discard, "", 0)}
+	// HTTP/1.1, and h2c for clusters that speak HTTP/2 upstream.
+	b.srv.Protocols = new(http.Protocols)
+	b.srv.Protocols.SetHTTP1(true)
+	b.srv.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = b.srv.Serve(ln) }() // ends when Close in Cleanup closes ln
 	t.Cleanup(func() { _ = b.srv.Close() })
 	return b
@@ -215,13 +219,17 @@ type fwdProxy struct {
 	m  *HCM
 }
 
-func startFwdProxy(t *testing.T, upstream string, reference bool) *fwdProxy {
+func startFwdProxy(t *testing.T, upstream string, reference, h2up bool) *fwdProxy {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(upstream)
 	p, _ := strconv.Atoi(port)
 	st := stats.NewStore()
 	discard := slog.New(slog.DiscardHandler)
-	c, err := cluster.Build(&clusterv3.Cluster{Name: "up", ConnectTimeout: durationpb.New(time.Second),
+	var h2opts *corev3.Http2ProtocolOptions
+	if h2up {
+		h2opts = &corev3.Http2ProtocolOptions{}
+	}
+	c, err := cluster.Build(&clusterv3.Cluster{Name: "up", Http2ProtocolOptions: h2opts, ConnectTimeout: durationpb.New(time.Second),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: "up", Endpoints: []*endpointv3.LocalityLbEndpoints{{
 			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
@@ -351,7 +359,10 @@ type fwdCase struct {
 	// h1only: the case cannot be sent over HTTP/2 (connection-specific
 	// headers).
 	h1only bool
-	want   func(t *testing.T, s seen) // what both paths must show, beyond being equal
+	// h1up: the backend's behaviour needs HTTP/1.1 (a Connection header
+	// in its response, a hijacked connection).
+	h1up bool
+	want func(t *testing.T, s seen) // what both paths must show, beyond being equal
 }
 
 func (b *fwdBackend) do(t *testing.T, c *http.Client, base string, tc fwdCase, key string) seen {
@@ -429,11 +440,14 @@ func (b *fwdBackend) do(t *testing.T, c *http.Client, base string, tc fwdCase, k
 
 // TestForwarderMatchesReverseProxy sends the same requests through the
 // forwarder and through httputil.ReverseProxy with the same hooks, over
-// HTTP/1.1 and h2c, and compares what the client receives.
+// HTTP/1.1 and h2c, to HTTP/1.1 and h2c upstreams, and compares what the
+// client receives.
 func TestForwarderMatchesReverseProxy(t *testing.T) {
 	be := startFwdBackend(t)
-	ours := startFwdProxy(t, be.ln.Addr().String(), false)
-	ref := startFwdProxy(t, be.ln.Addr().String(), true)
+	ours := startFwdProxy(t, be.ln.Addr().String(), false, false)
+	ref := startFwdProxy(t, be.ln.Addr().String(), true, false)
+	ours2 := startFwdProxy(t, be.ln.Addr().String(), false, true)
+	ref2 := startFwdProxy(t, be.ln.Addr().String(), true, true)
 	status := func(code int) func(*testing.T, seen) {
 		return func(t *testing.T, s seen) {
 			if s.status != code {
@@ -448,7 +462,7 @@ func TestForwarderMatchesReverseProxy(t *testing.T) {
 				t.Errorf("query not cleaned: %s", s.body)
 			}
 		}},
-		{name: "hop-by-hop", h1only: true, path: "/hop", header: map[string]string{
+		{name: "hop-by-hop", h1only: true, h1up: true, path: "/hop", header: map[string]string{
 			"Connection": "X-Conn-Listed, X-Forwarded-For", "X-Conn-Listed": "1", "Keep-Alive": "timeout=5",
 			"Proxy-Authorization": "Basic x", "Te": "trailers, deflate", "X-Forwarded-For": "10.0.0.1", "Forwarded": "for=x",
 			"Proxy-Connection": "keep-alive"},
@@ -513,7 +527,7 @@ func TestForwarderMatchesReverseProxy(t *testing.T) {
 				t.Error("a cut response read as complete")
 			}
 		}},
-		{name: "upstream reset", path: "/reset", want: status(503)},
+		{name: "upstream reset", h1up: true, path: "/reset", want: status(503)},
 		{name: "timeout", path: "/slow", want: status(504)},
 		{name: "retries", method: "POST", path: "/flaky", body: "again", want: func(t *testing.T, s seen) {
 			if s.status != 200 || s.body != `try 3 body "again"` {
@@ -533,16 +547,18 @@ func TestForwarderMatchesReverseProxy(t *testing.T) {
 		return &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	}
 	for _, proto := range []struct {
-		name   string
-		client func() *http.Client
-	}{{"HTTP/1.1", h1}, {"h2c", h2}} {
+		name      string
+		client    func() *http.Client
+		ours, ref *fwdProxy
+		h2up      bool
+	}{{"HTTP/1.1", h1, ours, ref, false}, {"h2c", h2, ours, ref, false}, {"HTTP/1.1 to h2c", h1, ours2, ref2, true}, {"h2c to h2c", h2, ours2, ref2, true}} {
 		for _, tc := range cases {
-			if tc.h1only && proto.name != "HTTP/1.1" {
+			if tc.h1only && !strings.HasPrefix(proto.name, "HTTP/1.1") || tc.h1up && proto.h2up {
 				continue
 			}
 			t.Run(proto.name+"/"+tc.name, func(t *testing.T) {
-				a := be.do(t, proto.client(), "http://"+ours.ln.Addr().String(), tc, "ours "+proto.name+tc.name)
-				b := be.do(t, proto.client(), "http://"+ref.ln.Addr().String(), tc, "ref "+proto.name+tc.name)
+				a := be.do(t, proto.client(), "http://"+proto.ours.ln.Addr().String(), tc, "ours "+proto.name+tc.name)
+				b := be.do(t, proto.client(), "http://"+proto.ref.ln.Addr().String(), tc, "ref "+proto.name+tc.name)
 				if a.String() != b.String() {
 					t.Errorf("the forwarder:\n%s\nReverseProxy:\n%s", a, b)
 				}
@@ -579,8 +595,8 @@ func TestForwarderWebSocket(t *testing.T) {
 		rest, _ := io.ReadAll(br)
 		return fmt.Sprintf("%d %v %q %q", res.StatusCode, flat(res.Header), line, rest)
 	}
-	a := run(startFwdProxy(t, be.ln.Addr().String(), false))
-	b := run(startFwdProxy(t, be.ln.Addr().String(), true))
+	a := run(startFwdProxy(t, be.ln.Addr().String(), false, false))
+	b := run(startFwdProxy(t, be.ln.Addr().String(), true, false))
 	if a != b {
 		t.Errorf("the forwarder: %s\nReverseProxy: %s", a, b)
 	}
