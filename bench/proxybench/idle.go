@@ -153,8 +153,10 @@ func memRow(name string, procs []*os.Process, m memory, admin map[int]string) st
 	n := float64(len(procs))
 	mb := func(kb int64) float64 { return float64(kb) / 1024 / n }
 	var g goMem
+	goCols := false
 	for _, p := range procs {
 		if a := admin[p.Pid]; a != "" {
+			goCols = true
 			x := goMemOf(a)
 			g.stack += x.stack
 			g.heap += x.heap
@@ -166,6 +168,9 @@ func memRow(name string, procs []*os.Process, m memory, admin map[int]string) st
 	gb := func(b int64) float64 { return float64(b) / (1 << 20) / n }
 	idle := g.heapIdle - g.released
 	other := g.sys - g.heap - g.heapIdle - g.stack
-	return fmt.Sprintf("| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |", name, mb(m.rss), mb(m.anon), mb(m.rss-m.anon), mb(m.private),
-		gb(g.heap), gb(idle), gb(g.stack), gb(other))
+	row := fmt.Sprintf("| %s | %.1f | %.1f | %.1f | %.1f |", name, mb(m.rss), mb(m.anon), mb(m.rss-m.anon), mb(m.private))
+	if !goCols {
+		return row + " n/a | n/a | n/a | n/a |"
+	}
+	return row + fmt.Sprintf(" %.1f | %.1f | %.1f | %.1f |", gb(g.heap), gb(idle), gb(g.stack), gb(other))
 }

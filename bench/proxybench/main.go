@@ -260,7 +260,7 @@ func main() {
 	for i, t := range run {
 		r := summarize(accs[i].lat, accs[i].errors, accs[i].wall)
 		mem := memKB(t.procs)
-		if *memBreak && strings.Contains(t.name, "weft") {
+		if *memBreak && t.name != "app direct" {
 			memRows = append(memRows, memRow(t.name, t.procs, mem, b.admin))
 		}
 		if t.name == "app direct" {
@@ -303,7 +303,7 @@ func main() {
 		fmt.Println(l)
 	}
 	if len(memRows) > 0 {
-		fmt.Printf("\nMemory at the end of the fixed-rate runs, MB per proxy (file-backed: the executable's pages and other mapped files; the Go columns from the runtime's MemStats):\n\n")
+		fmt.Printf("\nMemory at the end of the fixed-rate runs, MB per proxy (file-backed: the executable's and shared libraries' pages and other mapped files; the Go columns from weft proxy's runtime MemStats):\n\n")
 		fmt.Println("| path | RSS | anonymous | file-backed | private | Go heap in use | Go heap idle, not released | Go stacks | other runtime (GC, spans, caches) |")
 		fmt.Println("|---|---|---|---|---|---|---|---|---|")
 		for _, l := range memRows {
