@@ -93,8 +93,9 @@ func steadyMem(procs []*os.Process) memory {
 	return m
 }
 
-// goMem is a Go process's stack and heap in use, in bytes.
-type goMem struct{ stack, heap int64 }
+// goMem is a Go process's stack and heap in use, in bytes, and what else
+// the runtime holds from the system.
+type goMem struct{ stack, heap, heapIdle, released, sys int64 }
 
 // goMemOf reads them from a weft proxy's /debug/pprof/heap?debug=1
 // (admin listener with --pprof), whose tail prints the runtime's
@@ -117,6 +118,15 @@ func goMemOf(admin string) goMem {
 		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
 			m.heap, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		}
+		if v, ok := strings.CutPrefix(line, "# HeapIdle = "); ok {
+			m.heapIdle, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "# HeapReleased = "); ok {
+			m.released, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "# Sys = "); ok {
+			m.sys, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
 	}
 	return m
 }
@@ -136,4 +146,31 @@ func fetch(url, file string) {
 	}
 	defer f.Close()
 	_, _ = io.Copy(f, resp.Body)
+}
+
+// memRow is a row of the -mem table: a path's memory per proxy, in MB.
+func memRow(name string, procs []*os.Process, m memory, admin map[int]string) string {
+	n := float64(len(procs))
+	mb := func(kb int64) float64 { return float64(kb) / 1024 / n }
+	var g goMem
+	goCols := false
+	for _, p := range procs {
+		if a := admin[p.Pid]; a != "" {
+			goCols = true
+			x := goMemOf(a)
+			g.stack += x.stack
+			g.heap += x.heap
+			g.heapIdle += x.heapIdle
+			g.released += x.released
+			g.sys += x.sys
+		}
+	}
+	gb := func(b int64) float64 { return float64(b) / (1 << 20) / n }
+	idle := g.heapIdle - g.released
+	other := g.sys - g.heap - g.heapIdle - g.stack
+	row := fmt.Sprintf("| %s | %.1f | %.1f | %.1f | %.1f |", name, mb(m.rss), mb(m.anon), mb(m.rss-m.anon), mb(m.private))
+	if !goCols {
+		return row + " n/a | n/a | n/a | n/a |"
+	}
+	return row + fmt.Sprintf(" %.1f | %.1f | %.1f | %.1f |", gb(g.heap), gb(idle), gb(g.stack), gb(other))
 }

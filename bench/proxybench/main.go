@@ -76,6 +76,7 @@ func main() {
 	idleProf := flag.String("idle-heap-profile", "", "with -idle-conns: save each weft proxy's heap profile with the connections open to this prefix + pid + .pb.gz")
 	weftB := flag.String("weft-b", "", "a second weft binary (the build before a change, say): adds the path \"one weft proxy B\" served by it, interleaved with the others, and prints its ratios to \"one weft proxy\"")
 	weftBArgs := flag.String("weft-b-args", "", "extra weft proxy arguments, space-separated, for the proxies of the \"B\" paths (with -weft-b, which may name the same binary as -weft: the same build with another setting, e.g. \"--park-idle-after=1ns\")")
+	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
 	if *relay != "" {
@@ -91,7 +92,7 @@ func main() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b := &bench{weft: *weft, dir: mustTemp(), pprof: *profile != "", gomaxprocs: *procs}
+	b := &bench{weft: *weft, dir: mustTemp(), pprof: *profile != "" || *memBreak, gomaxprocs: *procs}
 	defer os.RemoveAll(b.dir)
 	defer b.stopAll()
 
@@ -249,7 +250,7 @@ func main() {
 		name     string
 		p50, p99 float64
 	}
-	var fixed, sat []string
+	var fixed, sat, memRows []string
 	var direct result
 	var adds []added
 	type row struct {
@@ -260,6 +261,9 @@ func main() {
 	for i, t := range run {
 		r := summarize(accs[i].lat, accs[i].errors, accs[i].wall)
 		mem := memKB(t.procs)
+		if *memBreak && t.name != "app direct" {
+			memRows = append(memRows, memRow(t.name, t.procs, mem, b.admin))
+		}
 		if t.name == "app direct" {
 			direct = r
 		} else if direct.achieved > 0 {
@@ -298,6 +302,14 @@ func main() {
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, l := range fixed {
 		fmt.Println(l)
+	}
+	if len(memRows) > 0 {
+		fmt.Printf("\nMemory at the end of the fixed-rate runs, MB per proxy (file-backed: the executable's and shared libraries' pages and other mapped files; the Go columns from weft proxy's runtime MemStats):\n\n")
+		fmt.Println("| path | RSS | anonymous | file-backed | private | Go heap in use | Go heap idle, not released | Go stacks | other runtime (GC, spans, caches) |")
+		fmt.Println("|---|---|---|---|---|---|---|---|---|")
+		for _, l := range memRows {
+			fmt.Println(l)
+		}
 	}
 	if len(adds) > 0 {
 		fmt.Printf("\nAdded latency at %d requests/s (path minus app direct, same run):\n\n", *rate)
@@ -756,7 +768,7 @@ func cpuTime(ps []*os.Process) time.Duration {
 // memory is the summed memory of processes, in kB: resident (VmRSS),
 // proportional (PSS: shared pages divided among the processes mapping
 // them) and private (pages no other process maps).
-type memory struct{ rss, pss, private int64 }
+type memory struct{ rss, pss, private, anon int64 }
 
 func memKB(ps []*os.Process) memory {
 	var m memory
@@ -778,6 +790,8 @@ func memKB(ps []*os.Process) memory {
 				m.pss += v
 			case "Private_Clean:", "Private_Dirty:":
 				m.private += v
+			case "Anonymous:":
+				m.anon += v
 			}
 		}
 	}

@@ -15,7 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http/httputil"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -103,7 +103,9 @@ type HCM struct {
 	filters []Filter // before the router, in order; nil for the router alone
 
 	stats hcmStats
-	proxy *httputil.ReverseProxy
+	// forwardWith replaces the forwarder in tests that compare it with
+	// another path; nil: m.forward.
+	forwardWith func(http.ResponseWriter, *stream)
 }
 
 type hcmStats struct {
@@ -272,7 +274,6 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 		m.logs = append(m.logs, l)
 	}
 	m.stats = newHCMStats(deps.Stats, m.StatPrefix)
-	m.proxy = m.newProxy()
 	return m, nil
 }
 

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -61,11 +61,16 @@ type parkState struct {
 const maxPollEvents = 256
 
 // poller is the Server's epoll instance for parked connections and the
-// goroutine waiting on it.
+// goroutine waiting on it. The epoll descriptor is itself registered with
+// Go's netpoller (an epoll descriptor becomes readable when one of its own
+// has an event), so the goroutine waits for it as for a socket: no thread
+// of its own, and a wake-up costs no hand-off between threads.
 type poller struct {
 	log    *slog.Logger
 	epfd   int
-	stopfd int // eventfd that stops run
+	ep     *os.File        // epfd, as Go's netpoller sees it; owns the descriptor
+	rc     syscall.RawConn // ep's
+	stopfd int             // eventfd that stops run
 	mu     sync.Mutex
 	conns  map[uint64]*h1Conn // parked connections by token; protected by mu
 	next   uint64             // last token handed out; protected by mu
@@ -89,23 +94,44 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		_ = unix.Close(wake)
 		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
 	}
-	return &poller{log: log, epfd: epfd, stopfd: wake, conns: map[uint64]*h1Conn{}}, nil
+	// Non-blocking, so that os.NewFile hands it to the netpoller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		return nil, fmt.Errorf("epoll descriptor non-blocking: %w", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		_ = ep.Close()
+		_ = unix.Close(wake)
+		return nil, fmt.Errorf("epoll descriptor: %w", err)
+	}
+	return &poller{log: log, epfd: epfd, ep: ep, rc: rc, stopfd: wake, conns: map[uint64]*h1Conn{}}, nil
 }
 
 // run waits for parked connections to become readable and starts a
-// goroutine serving each, until stop. It holds its OS thread: the thread
-// sleeps in epoll_wait, not in Go's scheduler. close releases the
-// descriptors once it returned.
+// goroutine serving each, until stop. It waits in Go's netpoller: each
+// round takes the ready events without blocking (epoll_wait with a zero
+// timeout) and, when there are none, parks the goroutine until the epoll
+// descriptor is readable. close releases the descriptors once it
+// returned.
 func (p *poller) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	events := make([]unix.EpollEvent, maxPollEvents)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
+		var n int
+		var werr error
+		err := p.rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			if errors.Is(werr, unix.EINTR) {
+				n, werr = 0, nil
 			}
+			return n > 0 || werr != nil
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
 			// Not expected with a valid epoll descriptor: nothing parks
 			// any more, and the parked connections wait on goroutines.
 			p.log.Error("connection poller stopped", "err", err)
@@ -145,7 +171,7 @@ func (p *poller) stopParking() {
 
 // close releases the descriptors, after run returned.
 func (p *poller) close() {
-	_ = unix.Close(p.epfd)
+	_ = p.ep.Close()
 	_ = unix.Close(p.stopfd)
 }
 

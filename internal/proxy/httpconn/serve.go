@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httputil"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -31,10 +30,8 @@ var (
 	errPerTry       = errors.New("per try timeout")
 )
 
-// stream is one request's state, owned by the handler goroutine; the
-// upstream round tripper and ReverseProxy hooks reach it through the
-// request context. It keeps the stream's context because those hooks
-// receive only requests and responses, and the response body needs the
+// stream is one request's state, owned by the handler goroutine. It
+// keeps the stream's context because the upstream response body needs the
 // cancellation cause to set the right response flag.
 type stream struct {
 	m         *HCM
@@ -62,22 +59,21 @@ type stream struct {
 	rxBytes   atomic.Int64
 	// bodyBroke and bodyFlags record that reading the upstream response
 	// body failed (not EOF), and why: atomic, because for an upgraded
-	// connection ReverseProxy reads the body on a goroutine of its own,
-	// which may outlive the handler.
+	// connection the forwarder reads the body on a goroutine of its own.
 	bodyBroke atomic.Bool
 	bodyFlags atomic.Uint32         // accesslog.Flags
 	bodyErr   atomic.Pointer[error] // the first error reading the downstream request body
 	details   string
 	rw        *respWriter
 	slots     []any // one per filter; nil without filters
-	ran       int   // filters whose DecodeHeaders ran
-}
-
-type streamKey struct{}
-
-func streamFrom(ctx context.Context) *stream {
-	s, _ := ctx.Value(streamKey{}).(*stream)
-	return s
+	// The forwarder's 1xx relay (forward.go): the transport reports
+	// informational responses through trace until the final one
+	// (done1xx, under mu1xx).
+	trace   httptrace.ClientTrace
+	w1xx    http.ResponseWriter
+	mu1xx   sync.Mutex
+	done1xx bool
+	ran     int // filters whose DecodeHeaders ran
 }
 
 // allFlags are the stream's response flags, with those the upstream body
@@ -210,7 +206,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	// normalized path cannot reach it in its raw form.
 	s.changed = s.upPath != r.URL.EscapedPath()
 
-	sctx, cancel := context.WithCancelCause(context.WithValue(ctx, streamKey{}, s))
+	sctx, cancel := context.WithCancelCause(ctx)
 	s.cancel, s.ctx = cancel, sctx
 	defer cancel(nil)
 	for _, t := range m.timers(s) {
@@ -226,17 +222,11 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		}
 		return
 	}
-	m.rp().ServeHTTP(rw, r.WithContext(sctx))
-	if r.ProtoMajor == 1 && rw.code != http.StatusSwitchingProtocols && s.bodyBroke.Load() {
-		// ReverseProxy aborts a response whose body broke only under
-		// net/http's server (it looks for http.ServerContextKey). On the
-		// HTTP/1.1 fast path a normal return would end a chunked response
-		// with its last chunk, and the client would take a cut response
-		// for a complete one. What was received goes out, then the
-		// connection is closed, as Envoy resets the stream.
-		_ = http.NewResponseController(rw).Flush()
-		panic(http.ErrAbortHandler)
+	if m.forwardWith != nil {
+		m.forwardWith(rw, s)
+		return
 	}
+	m.forward(rw, s)
 }
 
 // timers arms the route timeout, the max stream duration and the stream
@@ -314,10 +304,7 @@ func parseGRPCTimeout(v string) (time.Duration, bool) {
 	return time.Duration(n) * unit, true
 }
 
-var (
-	bufPool  = &bytePool{p: sync.Pool{New: func() any { return new([copyBuf]byte) }}}
-	quietLog = log.New(io.Discard, "", 0)
-)
+var bufPool = &bytePool{p: sync.Pool{New: func() any { return new([copyBuf]byte) }}}
 
 // copyBuf is the size of the buffers response bodies are copied through.
 const copyBuf = 32 << 10
@@ -334,25 +321,10 @@ func (b *bytePool) Put(x []byte) {
 	}
 }
 
-// rp returns the HCM's reverse proxy.
-func (m *HCM) rp() *httputil.ReverseProxy { return m.proxy }
-
-func (m *HCM) newProxy() *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		Rewrite:        m.rewrite,
-		Transport:      upstream{},
-		ModifyResponse: m.modifyResponse,
-		ErrorHandler:   m.errorHandler,
-		BufferPool:     bufPool,
-		ErrorLog:       quietLog, // copy errors are reflected in flags and stats
-	}
-}
-
 // rewrite builds the upstream request: path and host rewrites, header
 // mutations, Envoy's request headers.
-func (m *HCM) rewrite(pr *httputil.ProxyRequest) {
-	s := streamFrom(pr.In.Context())
-	out := pr.Out
+func (m *HCM) rewrite(s *stream, out *http.Request) {
+	in := s.in
 	out.URL.Scheme = "http"
 	out.URL.Host = "upstream" // replaced by the chosen host on each attempt
 	if s.changed {
@@ -360,16 +332,19 @@ func (m *HCM) rewrite(pr *httputil.ProxyRequest) {
 		out.URL.Path, _ = url.PathUnescape(s.upPath)
 	}
 	if s.rewrote {
-		out.Header.Set("X-Envoy-Original-Path", pr.In.URL.RequestURI())
+		out.Header.Set("X-Envoy-Original-Path", in.URL.RequestURI())
 	}
-	out.Host = pr.In.Host
+	out.Host = in.Host
 	if s.rt.HostRewrite != "" {
 		out.Host = s.rt.HostRewrite
 	}
-	// ReverseProxy drops X-Forwarded-* before Rewrite; Envoy keeps them.
-	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"} {
-		if v, ok := pr.In.Header[k]; ok {
-			out.Header[k] = v
+	// Envoy keeps the client's X-Forwarded-* even when its Connection
+	// header names them.
+	for _, k := range forwardedHeaders {
+		if v, ok := in.Header[k]; ok {
+			if _, kept := out.Header[k]; !kept {
+				out.Header[k] = cloneValues(v)
+			}
 		}
 	}
 	if m.useRemoteAddress {
@@ -440,11 +415,10 @@ func rcOps(c *route.Config) *route.HeaderOps {
 	return &c.Headers
 }
 
-func (m *HCM) modifyResponse(resp *http.Response) error {
-	s := streamFrom(resp.Request.Context())
+// modifyResponse adds Envoy's response headers and the header mutations.
+func (m *HCM) modifyResponse(s *stream, resp *http.Response) {
 	resp.Header.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(s.svcTime.Milliseconds(), 10))
 	m.applyResponseHeaders(s, resp.Header)
-	return nil
 }
 
 // localError is what the upstream round tripper returns instead of a
@@ -460,8 +434,9 @@ type localError struct {
 
 func (e *localError) Error() string { return e.body }
 
-func (m *HCM) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	s := streamFrom(r.Context())
+// errorHandler answers a stream whose upstream exchange failed before a
+// response: with the local reply err describes, or none.
+func (m *HCM) errorHandler(w http.ResponseWriter, s *stream, err error) {
 	var le *localError
 	if !errors.As(err, &le) {
 		le = &localError{code: http.StatusServiceUnavailable, flags: accesslog.UpstreamConnectionTermination,
@@ -477,7 +452,7 @@ func (m *HCM) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 		s.details = le.details
 		panic(http.ErrAbortHandler)
 	}
-	if le.close && r.ProtoMajor == 1 {
+	if le.close && s.in.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
 	m.localReply(w, s, le.code, le.flags, le.body, le.details)

@@ -23,13 +23,11 @@ import (
 // once, without retries.
 const maxRetryBuffer = 1 << 20
 
-// upstream is the ReverseProxy transport: it picks hosts, applies circuit
-// breakers and per-try timeouts, and retries by the route's policy. It
-// returns a response, or a *localError describing the local reply.
-type upstream struct{}
-
-func (upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	s := streamFrom(req.Context())
+// roundTrip sends the stream's upstream request: it picks hosts, applies
+// circuit breakers and per-try timeouts, and retries by the route's
+// policy. It returns a response, or a *localError describing the local
+// reply.
+func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 	c := s.cl
 	rp := s.rt.Retry
 	ctx := req.Context()
@@ -183,7 +181,7 @@ func (upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }}
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
-			// An upgraded connection: ReverseProxy writes to it as well.
+			// An upgraded connection: the forwarder writes to it as well.
 			resp.Body = &upgradedBody{upstreamBody: ub, w: rwc}
 			return resp, nil
 		}

@@ -1,0 +1,366 @@
+package httpconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// The forwarder: what sends a routed request upstream and its response
+// downstream. It keeps the message semantics of net/http/httputil's
+// ReverseProxy (hop-by-hop headers, Te: trailers, upgrades, 1xx
+// responses, trailers, streaming flushes, query cleaning) without what
+// ReverseProxy adds for its general use and weft proxy does not need: the
+// ProxyRequest and request copies for its hooks, the CloseNotifier watch,
+// a media-type parse per response and a flush timer per streamed
+// response. forward_test.go sends the same requests through both and
+// compares what the client receives.
+
+// hopHeaders are removed from both directions (RFC 9110 section 7.6.1,
+// and the RFC 2616 list ReverseProxy keeps for compatibility).
+var hopHeaders = [...]string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// forwardedHeaders are kept from the client, as Envoy keeps them.
+var forwardedHeaders = [...]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
+
+// maxQueryParams is the number of query parameters above which the query
+// is re-encoded (net/url's limit for parsing one).
+const maxQueryParams = 10000
+
+// forward proxies the stream's request to its cluster and the response
+// back to w. It runs on the handler's goroutine; s.ctx is the stream's
+// context.
+func (m *HCM) forward(w http.ResponseWriter, s *stream) {
+	in := s.in
+	// 1xx responses go downstream as they arrive, until the final one.
+	s.w1xx = w
+	s.trace.Got1xxResponse = s.got1xx
+	out := in.Clone(httptrace.WithClientTrace(s.ctx, &s.trace))
+	if in.ContentLength == 0 {
+		out.Body = nil // nothing to send, and retries need no replay
+	}
+	if out.Body != nil {
+		// The transport may close the body it was given (a failed
+		// connect); the client's body must stay readable for the drain
+		// after the response.
+		nc := &noCloseBody{r: out.Body}
+		out.Body = nc
+		defer nc.Close()
+	}
+	if out.Header == nil {
+		out.Header = make(http.Header)
+	}
+	out.Close = false
+	upType := upgradeType(out.Header)
+	if !printable(upType) {
+		m.errorHandler(w, s, fmt.Errorf("client tried to switch to invalid protocol %q", upType))
+		return
+	}
+	removeHopHeaders(out.Header)
+	if httpguts.HeaderValuesContainsToken(in.Header["Te"], "trailers") {
+		out.Header.Set("Te", "trailers")
+	}
+	if upType != "" {
+		out.Header.Set("Connection", "Upgrade")
+		out.Header.Set("Upgrade", upType)
+	}
+	out.URL.RawQuery = cleanQuery(out.URL.RawQuery)
+	m.rewrite(s, out)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		// No User-Agent from the client: none upstream either, rather
+		// than Go's default.
+		out.Header.Set("User-Agent", "")
+	}
+
+	res, err := s.roundTrip(out)
+	s.mu1xx.Lock()
+	s.done1xx = true
+	s.mu1xx.Unlock()
+	if err != nil {
+		m.errorHandler(w, s, err)
+		return
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		m.modifyResponse(s, res)
+		m.switchProtocols(w, s, out, res)
+		return
+	}
+	removeHopHeaders(res.Header)
+	m.modifyResponse(s, res)
+	dh := w.Header()
+	addHeaders(dh, res.Header)
+	announced := len(res.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		dh.Add("Trailer", strings.Join(keys, ", "))
+	}
+	w.WriteHeader(res.StatusCode)
+	if err := copyBody(w, res, streaming(res)); err != nil {
+		_ = res.Body.Close()
+		if s.in.ProtoMajor == 1 && s.bodyBroke.Load() {
+			// What was received goes out, then the connection is
+			// closed, as Envoy resets the stream: a chunked response
+			// must not end with its last chunk and look complete.
+			_ = http.NewResponseController(w).Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}
+	_ = res.Body.Close() // now: this fills res.Trailer
+	if len(res.Trailer) > 0 {
+		// Chunked, so that the trailers have somewhere to go.
+		_ = http.NewResponseController(w).Flush()
+	}
+	if len(res.Trailer) == announced {
+		addHeaders(dh, res.Trailer)
+		return
+	}
+	for k, vv := range res.Trailer {
+		for _, v := range vv {
+			dh.Add(http.TrailerPrefix+k, v)
+		}
+	}
+}
+
+// got1xx sends an informational response downstream, unless the final
+// response arrived: the transport may call it from another goroutine.
+func (s *stream) got1xx(code int, h textproto.MIMEHeader) error {
+	s.mu1xx.Lock()
+	defer s.mu1xx.Unlock()
+	if s.done1xx {
+		return nil
+	}
+	dh := s.w1xx.Header()
+	addHeaders(dh, http.Header(h))
+	s.w1xx.WriteHeader(code)
+	clear(dh) // a 1xx's headers are not the final response's
+	return nil
+}
+
+// streaming says whether a response is flushed after every write: server-
+// sent events, and bodies of unknown length (streams).
+func streaming(res *http.Response) bool {
+	if res.ContentLength == -1 {
+		return true
+	}
+	ct, _, _ := strings.Cut(res.Header.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+}
+
+// copyBody copies the response body to w through a pooled buffer,
+// flushing the head at once and after every write when flush is set.
+func copyBody(w http.ResponseWriter, res *http.Response, flush bool) error {
+	var fl func() error
+	if flush {
+		fl = http.NewResponseController(w).Flush
+		// The head goes out even if the body is slow to come.
+		_ = fl()
+	}
+	buf := bufPool.Get()
+	defer bufPool.Put(buf)
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			wn, werr := w.Write(buf[:n])
+			if werr != nil {
+				return werr
+			}
+			if wn != n {
+				return io.ErrShortWrite
+			}
+			if fl != nil {
+				_ = fl()
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// switchProtocols completes an upgrade the upstream accepted (101): the
+// head goes downstream, then bytes are copied both ways until either side
+// is done.
+func (m *HCM) switchProtocols(w http.ResponseWriter, s *stream, out *http.Request, res *http.Response) {
+	reqType, resType := upgradeType(out.Header), upgradeType(res.Header)
+	if !printable(resType) {
+		m.errorHandler(w, s, fmt.Errorf("backend tried to switch to invalid protocol %q", resType))
+		return
+	}
+	if !strings.EqualFold(reqType, resType) {
+		m.errorHandler(w, s, fmt.Errorf("backend tried to switch protocol %q when %q was requested", resType, reqType))
+		return
+	}
+	back, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		m.errorHandler(w, s, errors.New("101 switching protocols response with non-writable body"))
+		return
+	}
+	defer back.Close()
+	// The stream's end (a timeout, shutdown) closes the upstream side.
+	stop := context.AfterFunc(s.ctx, func() { _ = back.Close() })
+	defer stop()
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		m.errorHandler(w, s, fmt.Errorf("hijack on protocol switch: %w", err))
+		return
+	}
+	defer conn.Close()
+	addHeaders(w.Header(), res.Header)
+	res.Header = w.Header()
+	res.Body = nil // the head only
+	if err := res.Write(brw); err != nil {
+		m.errorHandler(w, s, fmt.Errorf("response write: %w", err))
+		return
+	}
+	if err := brw.Flush(); err != nil {
+		m.errorHandler(w, s, fmt.Errorf("response flush: %w", err))
+		return
+	}
+	errc := make(chan error, 2)
+	// Both copies end when their source ends or fails; the second at the
+	// latest when both connections are closed below.
+	go func() { errc <- pipe(conn, back) }()
+	go func() { errc <- pipe(back, conn) }()
+	waited := 1
+	if err := <-errc; err == nil {
+		// One side ended cleanly and was half-closed: wait for the other.
+		<-errc
+		waited = 2
+	}
+	_ = conn.Close()
+	_ = back.Close()
+	for ; waited < 2; waited++ {
+		<-errc
+	}
+}
+
+// errCopyDone ends an upgraded connection: one side ended and the other
+// cannot be half-closed.
+var errCopyDone = errors.New("upgraded connection: copy done")
+
+// pipe copies src to dst, then half-closes dst when it can.
+func pipe(dst io.Writer, src io.Reader) error {
+	if _, err := io.Copy(dst, src); err != nil {
+		return err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errCopyDone
+}
+
+// upgradeType is the protocol a message asks to switch to, or "".
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// removeHopHeaders removes the headers the Connection header names and
+// the hop-by-hop ones.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k) // canonical already
+	}
+}
+
+// addHeaders appends src's values to dst.
+func addHeaders(dst, src http.Header) {
+	for k, vv := range src {
+		dst[k] = append(dst[k], vv...)
+	}
+}
+
+// cleanQuery re-encodes a query that the upstream could parse differently
+// from weft proxy: one with ';' separators, malformed escapes or too many
+// parameters; unparsable parameters are dropped.
+func cleanQuery(q string) string {
+	if q == "" {
+		return q
+	}
+	if strings.Count(q, "&")+1 > maxQueryParams {
+		return reencodeQuery(q)
+	}
+	for i := 0; i < len(q); i++ {
+		switch q[i] {
+		case ';':
+			return reencodeQuery(q)
+		case '%':
+			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
+				return reencodeQuery(q)
+			}
+			i += 2
+		}
+	}
+	return q
+}
+
+func reencodeQuery(q string) string {
+	v, _ := url.ParseQuery(q)
+	return v.Encode()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// noCloseBody is the downstream request body as the transport sees it:
+// closing it stops reads through it but leaves the client's body open.
+type noCloseBody struct {
+	r      io.ReadCloser
+	closed atomic.Bool
+}
+
+var errBodyClosed = errors.New("request body read after the forwarder closed it")
+
+func (b *noCloseBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, errBodyClosed
+	}
+	return b.r.Read(p)
+}
+
+func (b *noCloseBody) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
+// cloneValues copies a header's values, so that changes upstream do not
+// reach the client's request.
+func cloneValues(v []string) []string { return slices.Clone(v) }
