@@ -107,3 +107,36 @@ func (c *Collector) WaitSpans(tb testing.TB, timeout time.Duration, done func([]
 		}
 	}
 }
+
+// NeverAnswers listens on a free loopback port and accepts connections
+// that it holds open without ever reading or writing: a collector that
+// hangs every export. Everything closes in tb's Cleanup.
+func NeverAnswers(tb testing.TB) net.Listener {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() { // accepts until ln closes in Cleanup
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	tb.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln
+}

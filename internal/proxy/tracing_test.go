@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -357,31 +356,7 @@ func TestTracingCollectorThatNeverAnswersDropsSpans(t *testing.T) {
 	// A collector that accepts connections and never answers: exports
 	// hang, the bounded queue fills, later spans are dropped and counted,
 	// and every request is still served.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	go func() { // accepts until ln closes in Cleanup
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-	})
+	ln := otlptest.NeverAnswers(t)
 	h := newHarness(t, func(c *Config) {
 		withTracing("n", ln.Addr().String(), tracing.FormatTraceContext)(c)
 		c.Observability.Tracing.QueueSize = 4

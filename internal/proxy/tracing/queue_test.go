@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -124,31 +123,7 @@ func TestQueueFlushesAtShutdown(t *testing.T) {
 // rest without blocking, and the flush at shutdown gives up within its
 // bound, counting what it could not send.
 func TestQueueDropsWhenFull(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	go func() { // accepts until ln closes in Cleanup
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-	})
+	ln := otlptest.NeverAnswers(t)
 	tr, st := newTestTracer(t, ln.Addr().String(), 4, 2)
 	endSpans(tr, 10) // nothing exports yet: 4 wait, 6 are dropped
 	if d := counter(st, "tracing.spans_dropped"); d != 6 {

@@ -153,14 +153,7 @@ func (b *build) egressTable(name string, sps []svcPort, p uint32, allowAll bool)
 		// Not shared, as in virtualHost.
 		return rc
 	}
-	m.mu.Lock()
-	if q := m.tables[k]; q != nil {
-		rc = q // built twice at once: equal, the first stored is kept
-	} else {
-		m.tables[k] = rc
-	}
-	m.mu.Unlock()
-	return rc
+	return keepFirst(&m.mu, m.tables, k, rc)
 }
 
 // NewMemo returns an empty Memo.
@@ -389,14 +382,7 @@ func (m *Memo) virtualHost(b *build, sp svcPort, domainPort uint32) *routev3.Vir
 		// cause, and must then fail each caller.
 		return vh
 	}
-	m.mu.Lock()
-	if q := m.hosts[k]; q != nil {
-		vh = q // built twice at once: equal, the first stored is kept
-	} else {
-		m.hosts[k] = vh
-	}
-	m.mu.Unlock()
-	return vh
+	return keepFirst(&m.mu, m.hosts, k, vh)
 }
 
 // memoized returns what build returns for k, built once per Memo when b
@@ -417,14 +403,7 @@ func memoized[T any](b *build, k any, build func() T) T {
 	if b.err != nil {
 		return t // not shared, as in virtualHost
 	}
-	m.mu.Lock()
-	if v, ok := m.values[k]; ok {
-		t = v.(T) // built twice at once: equal, the first stored is kept
-	} else {
-		m.values[k] = t
-	}
-	m.mu.Unlock()
-	return t
+	return keepFirst(&m.mu, m.values, k, any(t)).(T)
 }
 
 // passthrough adds the passthrough cluster name, shared by every proxy
@@ -491,4 +470,17 @@ func (b *build) merge(p *egressPart) {
 	if b.err == nil {
 		b.err = p.err
 	}
+}
+
+// keepFirst stores v under k in m unless a value is there already, and
+// returns the one stored: two translations that built the same part at
+// once built equal values, and every caller then shares the first.
+func keepFirst[K comparable, V any](mu *sync.Mutex, m map[K]V, k K, v V) V {
+	mu.Lock()
+	defer mu.Unlock()
+	if q, ok := m[k]; ok {
+		return q
+	}
+	m[k] = v
+	return v
 }
