@@ -265,7 +265,47 @@ func (m *Member) Kill() {
 }
 
 // Pause stops the member with SIGSTOP; Resume continues it.
-func (m *Member) Pause() { m.signal(syscall.SIGSTOP) }
+//
+// Pause returns once every thread of the process is stopped (or after 5 s):
+// a signal is only queued when kill returns, and a thread running on another
+// core can still answer a request in between, which made "a write while
+// paused fails" tests pass a write now and then.
+func (m *Member) Pause() {
+	m.signal(syscall.SIGSTOP)
+	m.mu.Lock()
+	pid := 0
+	if m.cmd != nil && m.cmd.Process != nil {
+		pid = m.cmd.Process.Pid
+	}
+	m.mu.Unlock()
+	if pid == 0 {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !allStopped(pid) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// allStopped reports whether every task of pid is in the stopped state
+// ('T' in /proc/PID/task/TID/stat, after the parenthesised command name).
+func allStopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+			return false
+		}
+	}
+	return true
+}
 
 // Resume continues a paused member.
 func (m *Member) Resume() { m.signal(syscall.SIGCONT) }
