@@ -67,6 +67,7 @@ func main() {
 	etcdFlags := flag.String("etcd-flags", "", "more flags for every etcd member, space-separated (e.g. --unsafe-no-fsync, to measure the fsyncs' share)")
 	gogc := flag.String("replica-gogc", "", "GOGC of the weft replicas (default: Go's, 100)")
 	etcdProfile := flag.String("etcd-cpu-profile", "", "directory: write a CPU profile of each etcd member, taken during the writes (runs etcd with --enable-pprof)")
+	replicaProfile := flag.String("replica-cpu-profile", "", "directory: sample each weft replica's CPU with Linux perf during the writes (perf.data files, one per replica)")
 	members := flag.Int("members", 3, "etcd members")
 	failover := flag.Bool("failover", true, "SIGKILL the first replica at the end (setups with several replicas)")
 	protocol := flag.String("protocol", "delta", "the proxies' xDS: delta (weft proxy's default) or sotw")
@@ -87,7 +88,7 @@ func main() {
 			os.Exit(2)
 		}
 		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
-			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, etcdProfile: *etcdProfile, idle: *idle}
+			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle}
 		if *etcdProfile != "" {
 			b.etcdFlags = append(b.etcdFlags, "--enable-pprof")
 		}
@@ -109,6 +110,7 @@ type bench struct {
 	etcdFlags              []string
 	gogc                   string
 	etcdProfile            string
+	replicaProfile         string
 	idle                   time.Duration
 	// idleCPU is the etcd members' CPU per second of the idle window,
 	// all members together (0: not measured).
@@ -258,6 +260,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	etcd0 := b.scrapeEtcd()
 	began := time.Now()
 	profiled := b.profileEtcd(ctx)
+	perfDone := b.profileReplicas()
 	for k := range b.writes {
 		w := uint32(k + 2)
 		b.track.arm(w, b.proxies)
@@ -295,6 +298,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	}
 	elapsed := time.Since(began)
 	etcd1 := b.scrapeEtcd()
+	perfDone()
 	profiled()
 	cpu1 := make([]time.Duration, len(procs))
 	for i, p := range procs {
