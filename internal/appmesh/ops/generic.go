@@ -110,6 +110,49 @@ func (k *kind[S, D, R]) prefetchUpdate(tx store.Tx, r appmesh.Ref, spec *S, old 
 	return p.Prefetch(keys...)
 }
 
+// batchReader is a store transaction that can make, in one round trip,
+// the reads a transaction is about to make (etcd's): keys it will Get,
+// prefixes it will Count, prefixes it will List from their start (with
+// the limit given); made first, it is the transaction's first read.
+type batchReader interface {
+	PrefetchReads(keys, counts []string, lists map[string]int) error
+}
+
+// prefetchCreate reads at once, on a store that can, everything a create
+// of r reads, before its first read: the client token's record, the mesh
+// and the parent (checked), the resource's own key (must be absent), the
+// resources its spec refers to (checked), the resources counted for the
+// quota, and the first client token expiries (remember). The create is
+// then one read round trip and its commit, which compares all it read.
+func (k *kind[S, D, R]) prefetchCreate(tx store.Tx, s *Service, c Caller, r appmesh.Ref, spec *S, req request) error {
+	p, ok := tx.(batchReader)
+	if !ok {
+		return nil
+	}
+	var keys, counts []string
+	var lists map[string]int
+	if req.token != "" {
+		keys = append(keys, tokenKey(c.Account, req.token))
+		lists = map[string]int{tokenExpPrefix: expiredPerWrite}
+	}
+	if r.Kind != appmesh.KindMesh {
+		keys = append(keys, appmesh.Ref{Owner: r.Owner, Mesh: r.Mesh, Kind: appmesh.KindMesh, Name: r.Mesh}.Key())
+	}
+	if pk := parentKind(r.Kind); pk != "" {
+		keys = append(keys, appmesh.Ref{Owner: r.Owner, Mesh: r.Mesh, Kind: pk, Name: r.Parent}.Key())
+	}
+	keys = append(keys, r.Key())
+	if k.refs != nil {
+		for _, to := range k.refs(r, spec) {
+			keys = append(keys, to.Key())
+		}
+	}
+	if prefix, _, ok := k.quotaScope(s, r); ok {
+		counts = append(counts, prefix)
+	}
+	return p.PrefetchReads(keys, counts, lists)
+}
+
 // mustExist returns the NotFoundException for r if r does not exist.
 func mustExist(tx store.Tx, r appmesh.Ref) error {
 	_, ok, err := tx.Get(r.Key())
@@ -153,7 +196,8 @@ func (k *kind[S, D, R]) create(ctx context.Context, s *Service, c Caller, r appm
 	if spec == nil && k.emptySpec != nil {
 		spec = k.emptySpec()
 	}
-	return write(ctx, s, c, req, func(tx store.Tx) (*D, error) {
+	prefetch := func(tx store.Tx) error { return k.prefetchCreate(tx, s, c, r, spec, req) }
+	return write(ctx, s, c, req, prefetch, func(tx store.Tx) (*D, error) {
 		if err := ancestors(tx, r); err != nil {
 			return nil, err
 		}
@@ -185,19 +229,29 @@ func (k *kind[S, D, R]) create(ctx context.Context, s *Service, c Caller, r appm
 	})
 }
 
-func (k *kind[S, D, R]) checkQuota(s *Service, tx store.Tx, r appmesh.Ref) error {
-	max := k.quota(s.limits)
-	if max <= 0 {
-		return nil
+// quotaScope returns the prefix of the resources counted for r's quota
+// and how a message names it; ok=false when r's kind has no quota.
+func (k *kind[S, D, R]) quotaScope(s *Service, r appmesh.Ref) (prefix, where string, ok bool) {
+	if k.quota(s.limits) <= 0 {
+		return "", "", false
 	}
-	prefix := appmesh.ChildrenPrefix(r.Owner, r.Mesh, r.Kind, r.Parent)
-	where := "mesh " + r.Mesh
+	prefix = appmesh.ChildrenPrefix(r.Owner, r.Mesh, r.Kind, r.Parent)
+	where = "mesh " + r.Mesh
 	switch r.Kind {
 	case appmesh.KindMesh:
 		prefix, where = meshesPrefix(r.Owner), "account "+r.Owner
 	case appmesh.KindRoute, appmesh.KindGatewayRoute:
 		where = label(parentKind(r.Kind)) + " " + r.Parent
 	}
+	return prefix, where, true
+}
+
+func (k *kind[S, D, R]) checkQuota(s *Service, tx store.Tx, r appmesh.Ref) error {
+	prefix, where, ok := k.quotaScope(s, r)
+	if !ok {
+		return nil
+	}
+	max := k.quota(s.limits)
 	n, err := tx.Count(prefix)
 	if err != nil {
 		return err
@@ -221,10 +275,16 @@ func putData(tx store.Tx, r appmesh.Ref, d any) error {
 }
 
 // write runs a write in a transaction, replaying the first result of a
-// request made again with the same client token.
-func write[D any](ctx context.Context, s *Service, c Caller, req request, fn func(tx store.Tx) (*D, error)) (*D, error) {
+// request made again with the same client token. prefetch, when not nil,
+// runs first in every run of the transaction (prefetchCreate).
+func write[D any](ctx context.Context, s *Service, c Caller, req request, prefetch func(tx store.Tx) error, fn func(tx store.Tx) (*D, error)) (*D, error) {
 	replayed := false // set by the transaction's last run
 	d, err := update(ctx, s, func(tx store.Tx) (*D, error) {
+		if prefetch != nil {
+			if err := prefetch(tx); err != nil {
+				return nil, err
+			}
+		}
 		prior, err := replay(tx, c, req)
 		if err != nil {
 			return nil, err
@@ -280,7 +340,7 @@ func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appm
 	if spec == nil && k.emptySpec != nil {
 		spec = k.emptySpec()
 	}
-	return write(ctx, s, c, req, func(tx store.Tx) (*D, error) {
+	return write(ctx, s, c, req, nil, func(tx store.Tx) (*D, error) {
 		old, ok, err := getData[D](tx, r)
 		if err != nil {
 			return nil, err

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -38,6 +40,10 @@ type tx struct {
 	// prefetched holds what Prefetch read, by key (nil: absent), for the
 	// Gets to come.
 	prefetched map[string]*mvccpb.KeyValue
+	// counted and listed hold what PrefetchReads read for Count and for
+	// List, by prefix.
+	counted map[string][]*mvccpb.KeyValue
+	listed  map[string]prefetchedList
 	// ranges holds every [start, end) range a List or Count read, as etcd
 	// keys.
 	ranges []keyRange
@@ -142,6 +148,9 @@ func (t *tx) toKV(key string, create, mod int64, value []byte) store.KV {
 func (t *tx) stored(key string) (store.KV, bool, error) {
 	kv, ok := t.prefetched[key]
 	if !ok {
+		kv, ok = t.fromListed(key)
+	}
+	if !ok {
 		resp, err := t.get(t.s.kvPrefix + key)
 		if err != nil {
 			return store.KV{}, false, err
@@ -158,11 +167,45 @@ func (t *tx) stored(key string) (store.KV, bool, error) {
 	return t.toKV(key, kv.CreateRevision, kv.ModRevision, kv.Value), true, nil
 }
 
+// fromListed answers a read of key from the rows PrefetchReads listed,
+// when they cover it: a key under a listed prefix, up to the last row
+// read (or anywhere under it when the rows were all there was), is among
+// them or absent. ok=false: they do not say.
+func (t *tx) fromListed(key string) (kv *mvccpb.KeyValue, ok bool) {
+	for p, pre := range t.listed {
+		if !strings.HasPrefix(key, p) {
+			continue
+		}
+		full := t.s.kvPrefix + key
+		if pre.more && (len(pre.kvs) == 0 || full > string(pre.kvs[len(pre.kvs)-1].Key)) {
+			return nil, false
+		}
+		i, found := slices.BinarySearchFunc(pre.kvs, full, func(kv *mvccpb.KeyValue, k string) int { return strings.Compare(string(kv.Key), k) })
+		if found {
+			return pre.kvs[i], true
+		}
+		return nil, true
+	}
+	return nil, false
+}
+
 func (t *tx) Get(key string) (store.KV, bool, error) { return t.w.Get(key, t.stored) }
 
 // maxPrefetch bounds the reads of one Prefetch Txn, under etcd's default
 // --max-txn-ops (128).
 const maxPrefetch = 100
+
+// listSlack is how many rows more than asked a prefetched List reads, for
+// the rows the transaction's own writes hide (a List asks for its limit
+// plus the writes buffered when it runs).
+const listSlack = 32
+
+// prefetchedList is what PrefetchReads read for a List from the start of
+// a prefix: its first rows, and whether there were more.
+type prefetchedList struct {
+	kvs  []*mvccpb.KeyValue
+	more bool
+}
 
 // Prefetch reads keys the transaction is about to Get in one etcd Txn of
 // range reads at its snapshot revision, instead of a round trip each: the
@@ -175,6 +218,16 @@ func (t *tx) Prefetch(keys ...string) error {
 	if t.rev == 0 {
 		return nil
 	}
+	want := t.unread(keys)
+	if len(want) < 2 {
+		return nil // one read is no better in a Txn
+	}
+	return t.PrefetchReads(want, nil, nil)
+}
+
+// unread returns keys, once each, less those already read, prefetched or
+// written.
+func (t *tx) unread(keys []string) []string {
 	var want []string
 	for _, k := range keys {
 		if _, read := t.reads[k]; read || t.w.Shadows(k) || slices.Contains(want, k) {
@@ -185,48 +238,137 @@ func (t *tx) Prefetch(keys ...string) error {
 		}
 		want = append(want, k)
 	}
-	if len(want) < 2 || len(want) > maxPrefetch {
-		return nil // one read is no better in a Txn; too many: read as they come
+	return want
+}
+
+// PrefetchReads reads, in one etcd Txn of range reads, what the
+// transaction is about to read: keys it will Get, prefixes it will Count,
+// and prefixes it will List from their start with at most the limit lists
+// gives (plus the rows its own writes will hide). The reads to come then
+// answer from it and record what they depend on for the commit's compares
+// as usual (what was prefetched but never read is not compared). Made
+// before the transaction's first read, it is that first read: it fixes
+// the snapshot as get does (serializable for an Update's first attempt,
+// linearizable otherwise), so that a write which reads what it checks
+// up front costs one read round trip and its commit. Beyond maxPrefetch
+// reads, it reads nothing: the reads go one by one as they come.
+func (t *tx) PrefetchReads(keys, counts []string, lists map[string]int) error {
+	keys = t.unread(keys)
+	counts = slices.DeleteFunc(slices.Clone(counts), func(p string) bool { _, done := t.counted[p]; return done })
+	n := len(keys) + len(counts) + len(lists)
+	if n == 0 || n > maxPrefetch {
+		return nil
 	}
-	read := func(serializable bool) (*clientv3.TxnResponse, error) {
-		ops := make([]clientv3.Op, len(want))
-		for i, k := range want {
-			opts := []clientv3.OpOption{clientv3.WithRev(t.rev)}
-			if serializable {
-				opts = append(opts, clientv3.WithSerializable())
-			}
-			ops[i] = clientv3.OpGet(t.s.kvPrefix+k, opts...)
+	var ops []clientv3.Op
+	build := func(extra ...clientv3.OpOption) []clientv3.Op {
+		ops = ops[:0]
+		for _, k := range keys {
+			ops = append(ops, clientv3.OpGet(t.s.kvPrefix+k, extra...))
 		}
-		ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
-		defer cancel()
-		resp, err := t.s.c.Txn(ctx).Then(ops...).Commit()
-		return resp, t.s.wrap(ctx, err)
+		for _, p := range counts {
+			start := t.s.kvPrefix + p
+			ops = append(ops, clientv3.OpGet(start, append([]clientv3.OpOption{clientv3.WithRange(prefixEnd(start)), clientv3.WithKeysOnly()}, extra...)...))
+		}
+		for _, p := range slices.Sorted(maps.Keys(lists)) {
+			start := t.s.kvPrefix + p
+			ops = append(ops, clientv3.OpGet(start, append([]clientv3.OpOption{clientv3.WithRange(prefixEnd(start)),
+				clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(int64(lists[p] + listSlack))}, extra...)...))
+		}
+		return ops
 	}
-	resp, err := read(true)
-	if errors.Is(err, rpctypes.ErrFutureRev) {
-		resp, err = read(false)
-	}
+	resp, err := t.readTxn(build)
 	if err != nil {
-		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
-			t.restart = true
-			return errRestart
-		}
 		return err
 	}
-	if len(resp.Responses) != len(want) {
-		return nil // not what was asked: the Gets read for themselves
+	if len(resp.Responses) != n {
+		return nil // not what was asked: the reads go one by one
 	}
-	if t.prefetched == nil {
-		t.prefetched = make(map[string]*mvccpb.KeyValue, len(want))
+	i := 0
+	if len(keys) > 0 && t.prefetched == nil {
+		t.prefetched = make(map[string]*mvccpb.KeyValue, len(keys))
 	}
-	for i, k := range want {
+	for _, k := range keys {
 		var kv *mvccpb.KeyValue
 		if kvs := resp.Responses[i].GetResponseRange().GetKvs(); len(kvs) > 0 {
 			kv = kvs[0]
 		}
 		t.prefetched[k] = kv
+		i++
+	}
+	for _, p := range counts {
+		if t.counted == nil {
+			t.counted = map[string][]*mvccpb.KeyValue{}
+		}
+		t.counted[p] = resp.Responses[i].GetResponseRange().GetKvs()
+		i++
+	}
+	for _, p := range slices.Sorted(maps.Keys(lists)) {
+		if t.listed == nil {
+			t.listed = map[string]prefetchedList{}
+		}
+		r := resp.Responses[i].GetResponseRange()
+		t.listed[p] = prefetchedList{kvs: r.GetKvs(), more: r.GetMore()}
+		i++
 	}
 	return nil
+}
+
+// readTxn runs one etcd Txn of the range reads build returns (given the
+// options every read takes) as get runs one read: at the snapshot revision
+// when it is fixed, serializable, else linearizable; as the first read,
+// serializable for an Update's first attempt (unless the member is
+// behind a revision this replica saw), linearizable otherwise, fixing the
+// snapshot at the revision the Txn read.
+func (t *tx) readTxn(build func(...clientv3.OpOption) []clientv3.Op) (*clientv3.TxnResponse, error) {
+	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
+	defer cancel()
+	txn := func(opts ...clientv3.OpOption) (*clientv3.TxnResponse, error) {
+		return t.s.c.Txn(ctx).Then(build(opts...)...).Commit()
+	}
+	var resp *clientv3.TxnResponse
+	var err error
+	switch {
+	case t.rev != 0:
+		resp, err = txn(clientv3.WithRev(t.rev), clientv3.WithSerializable())
+		if errors.Is(err, rpctypes.ErrFutureRev) {
+			resp, err = txn(clientv3.WithRev(t.rev))
+		}
+	case t.staleFirst:
+		opts := []clientv3.OpOption{clientv3.WithSerializable()}
+		if t.s.staleAt != 0 {
+			opts = append(opts, clientv3.WithRev(t.s.staleAt))
+		}
+		resp, err = txn(opts...)
+		switch {
+		case err != nil:
+		case resp.Header.Revision < t.s.known.Load():
+			t.s.metrics.stale.WithLabelValues(staleBehind).Inc()
+			resp, err = txn()
+		default:
+			t.s.metrics.stale.WithLabelValues(staleUsed).Inc()
+			t.stale = true
+			if t.s.staleAt != 0 {
+				resp.Header.Revision = t.s.staleAt
+			}
+		}
+	default:
+		resp, err = txn()
+	}
+	if err != nil {
+		err = t.s.wrap(ctx, err)
+		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
+			t.restart = true
+			return nil, errRestart
+		}
+		return nil, err
+	}
+	if t.rev == 0 {
+		t.rev = resp.Header.Revision
+		if !t.stale {
+			t.s.observe(t.rev)
+		}
+	}
+	return resp, nil
 }
 
 // prefixEnd is the first key after every key with the prefix.
@@ -244,11 +386,7 @@ func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
 	if limit > 0 {
 		want = int64(limit + t.w.Extra())
 	}
-	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
-	if want > 0 {
-		opts = append(opts, clientv3.WithLimit(want))
-	}
-	resp, err := t.get(start, opts...)
+	kvs, more, err := t.listRows(prefix, after, start, end, want)
 	if err != nil {
 		return nil, err
 	}
@@ -256,12 +394,12 @@ func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
 	// stopped at the limit, the range up to its last key; otherwise the
 	// whole rest of the prefix.
 	readEnd := end
-	if resp.More && len(resp.Kvs) > 0 {
-		readEnd = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	if more && len(kvs) > 0 {
+		readEnd = string(kvs[len(kvs)-1].Key) + "\x00"
 	}
 	t.ranges = append(t.ranges, keyRange{start, readEnd})
 	var out []store.KV
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		key := string(kv.Key[len(t.s.kvPrefix):])
 		t.reads[key] = kv.ModRevision
 		if t.w.Shadows(key) {
@@ -272,18 +410,45 @@ func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
 	return t.w.Merge(out, prefix, after, limit, t.stored)
 }
 
+// listRows reads the rows of a List from start (want of them, 0: all),
+// from what PrefetchReads read when that covers them, and says whether
+// the range holds more.
+func (t *tx) listRows(prefix, after, start, end string, want int64) ([]*mvccpb.KeyValue, bool, error) {
+	if pre, ok := t.listed[prefix]; ok && after < prefix {
+		switch {
+		case want > 0 && int64(len(pre.kvs)) > want:
+			return pre.kvs[:want], true, nil
+		case want > 0 && int64(len(pre.kvs)) == want, !pre.more:
+			return pre.kvs, pre.more, nil
+		}
+	}
+	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+	if want > 0 {
+		opts = append(opts, clientv3.WithLimit(want))
+	}
+	resp, err := t.get(start, opts...)
+	if err != nil {
+		return nil, false, err
+	}
+	return resp.Kvs, resp.More, nil
+}
+
 func (t *tx) Count(prefix string) (int, error) {
 	start := t.s.kvPrefix + prefix
 	end := prefixEnd(start)
-	// Keys only, not a bare count: commit needs each key's revision to
-	// notice one deleted after the snapshot.
-	resp, err := t.get(start, clientv3.WithRange(end), clientv3.WithKeysOnly())
-	if err != nil {
-		return 0, err
+	kvs, ok := t.counted[prefix]
+	if !ok {
+		// Keys only, not a bare count: commit needs each key's revision
+		// to notice one deleted after the snapshot.
+		resp, err := t.get(start, clientv3.WithRange(end), clientv3.WithKeysOnly())
+		if err != nil {
+			return 0, err
+		}
+		kvs = resp.Kvs
 	}
 	t.ranges = append(t.ranges, keyRange{start, end})
 	n := 0
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		key := string(kv.Key[len(t.s.kvPrefix):])
 		t.reads[key] = kv.ModRevision
 		if !t.w.Shadows(key) {

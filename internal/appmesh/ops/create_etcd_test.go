@@ -1,0 +1,122 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/store/etcd"
+	"github.com/weftmesh/weft/internal/store/etcdtest"
+)
+
+// On etcd a create reads everything it checks in one request before its
+// commit: one read Txn and the commit Txn, no Range, whatever the kind
+// (parent, references, quota, client token); and it still decides as
+// before: a name taken is a ConflictException, a token used again
+// replays the first answer.
+func TestCreateOneReadOnEtcd(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := etcd.Open(octx, etcd.Options{Endpoints: c.Endpoints(), Prefix: "/ops"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := &clock{time.Unix(1800000000, 0)}
+	svc := New(st, Config{Region: "us-east-1", Now: clk.now}, nil)
+	caller := Caller{Account: "111122223333"}
+	member := c.Members[0].ClientURL
+	listener := []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: p(80), Protocol: appmesh.PortProtocolHttp}}}
+	creates := []struct {
+		what string
+		fn   func() error
+	}{
+		{"mesh", func() error {
+			_, err := svc.CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m"), ClientToken: s("t-mesh")})
+			return err
+		}},
+		{"virtual node", func() error {
+			_, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+				Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("t-vn"),
+				Tags: []appmesh.TagRef{{Key: s("k"), Value: s("v")}}})
+			return err
+		}},
+		{"virtual router", func() error {
+			_, err := svc.CreateVirtualRouter(ctx, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+				Spec: &appmesh.VirtualRouterSpec{Listeners: []appmesh.VirtualRouterListener{{PortMapping: listener[0].PortMapping}}}})
+			return err
+		}},
+		{"route", func() error {
+			_, err := svc.CreateRoute(ctx, caller, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
+					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(1)}}}}},
+				ClientToken: s("t-route")})
+			return err
+		}},
+		{"virtual service", func() error {
+			_, err := svc.CreateVirtualService(ctx, caller, &appmesh.CreateVirtualServiceInput{MeshName: s("m"), VirtualServiceName: s("s.local"),
+				Spec: &appmesh.VirtualServiceSpec{Provider: &appmesh.VirtualServiceProvider{VirtualRouter: &appmesh.VirtualRouterServiceProvider{VirtualRouterName: s("vr")}}}})
+			return err
+		}},
+	}
+	for _, cr := range creates {
+		ranges, txns := served(t, member, "Range"), served(t, member, "Txn")
+		if err := cr.fn(); err != nil {
+			t.Fatalf("create %s: %v", cr.what, err)
+		}
+		if r, x := served(t, member, "Range")-ranges, served(t, member, "Txn")-txns; r != 0 || x != 2 {
+			t.Errorf("create %s: %.0f Range and %.0f Txn requests, want 0 and 2 (one read, one commit)", cr.what, r, x)
+		}
+	}
+
+	// The same token and request: the first answer again.
+	first, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn2"),
+		Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("t-vn2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn2"),
+		Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("t-vn2")})
+	if err != nil || *again.VirtualNode.Metadata.Uid != *first.VirtualNode.Metadata.Uid {
+		t.Errorf("create made again with its client token: %v, want the first answer", err)
+	}
+	// A name taken, without a token: ConflictException.
+	_, err = svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+		Spec: &appmesh.VirtualNodeSpec{Listeners: listener}})
+	var ae *appmesh.Error
+	if !errors.As(err, &ae) || ae.Code != appmesh.CodeConflict {
+		t.Errorf("create of a node that exists: %v, want ConflictException", err)
+	}
+}
+
+// served is the member's count of gRPC calls of method answered OK.
+func served(t *testing.T, clientURL, method string) float64 {
+	t.Helper()
+	resp, err := http.Get(clientURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_code="OK"`) && strings.Contains(line, `grpc_method="`+method+`"`) {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	return 0
+}
