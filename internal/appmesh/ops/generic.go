@@ -129,12 +129,8 @@ func (k *kind[S, D, R]) prefetchCreate(tx store.Tx, s *Service, c Caller, r appm
 	if !ok {
 		return nil
 	}
-	var keys, counts []string
-	var lists map[string]int
-	if req.token != "" {
-		keys = append(keys, tokenKey(c.Account, req.token))
-		lists = map[string]int{tokenExpPrefix: expiredPerWrite}
-	}
+	keys, lists := tokenReads(c, req)
+	var counts []string
 	if r.Kind != appmesh.KindMesh {
 		keys = append(keys, appmesh.Ref{Owner: r.Owner, Mesh: r.Mesh, Kind: appmesh.KindMesh, Name: r.Mesh}.Key())
 	}
@@ -151,6 +147,28 @@ func (k *kind[S, D, R]) prefetchCreate(tx store.Tx, s *Service, c Caller, r appm
 		counts = append(counts, prefix)
 	}
 	return p.PrefetchReads(keys, counts, lists)
+}
+
+// prefetchUpdateFirst reads at once, on a store that can, what an update
+// of r reads first: the client token's record, the resource, and the
+// first client token expiries (remember); prefetchUpdate then reads what
+// the resource's old and new specs name.
+func prefetchUpdateFirst(tx store.Tx, c Caller, r appmesh.Ref, req request) error {
+	p, ok := tx.(batchReader)
+	if !ok {
+		return nil
+	}
+	keys, lists := tokenReads(c, req)
+	return p.PrefetchReads(append(keys, r.Key()), nil, lists)
+}
+
+// tokenReads are the reads of a write's client token: its record (replay)
+// and the first expiries (remember); none without a token.
+func tokenReads(c Caller, req request) (keys []string, lists map[string]int) {
+	if req.token == "" {
+		return nil, nil
+	}
+	return []string{tokenKey(c.Account, req.token)}, map[string]int{tokenExpPrefix: expiredPerWrite}
 }
 
 // mustExist returns the NotFoundException for r if r does not exist.
@@ -340,7 +358,8 @@ func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appm
 	if spec == nil && k.emptySpec != nil {
 		spec = k.emptySpec()
 	}
-	return write(ctx, s, c, req, nil, func(tx store.Tx) (*D, error) {
+	prefetch := func(tx store.Tx) error { return prefetchUpdateFirst(tx, c, r, req) }
+	return write(ctx, s, c, req, prefetch, func(tx store.Tx) (*D, error) {
 		old, ok, err := getData[D](tx, r)
 		if err != nil {
 			return nil, err

@@ -17,10 +17,10 @@ import (
 
 // On etcd a create reads everything it checks in one request before its
 // commit: one read Txn and the commit Txn, no Range, whatever the kind
-// (parent, references, quota, client token); and it still decides as
-// before: a name taken is a ConflictException, a token used again
-// replays the first answer.
-func TestCreateOneReadOnEtcd(t *testing.T) {
+// (parent, references, quota, client token); an update two at most; and
+// they still decide as before: a name taken is a ConflictException, a
+// token used again replays the first answer.
+func TestWriteReadsOnEtcd(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -74,6 +74,36 @@ func TestCreateOneReadOnEtcd(t *testing.T) {
 		}
 		if r, x := served(t, member, "Range")-ranges, served(t, member, "Txn")-txns; r != 0 || x != 2 {
 			t.Errorf("create %s: %.0f Range and %.0f Txn requests, want 0 and 2 (one read, one commit)", cr.what, r, x)
+		}
+	}
+
+	// An update reads the token, the resource and the expiries at once,
+	// then what its old and new specs name: two reads, one commit (a
+	// virtual node's spec names nothing to check: one read).
+	for _, up := range []struct {
+		what string
+		txns float64
+		fn   func() error
+	}{
+		{"virtual node", 2, func() error {
+			_, err := svc.UpdateVirtualNode(ctx, caller, &appmesh.UpdateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+				Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("u-vn")})
+			return err
+		}},
+		{"route", 3, func() error {
+			_, err := svc.UpdateRoute(ctx, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
+					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(2)}}}}},
+				ClientToken: s("u-route")})
+			return err
+		}},
+	} {
+		ranges, txns := served(t, member, "Range"), served(t, member, "Txn")
+		if err := up.fn(); err != nil {
+			t.Fatalf("update %s: %v", up.what, err)
+		}
+		if r, x := served(t, member, "Range")-ranges, served(t, member, "Txn")-txns; r != 0 || x != up.txns {
+			t.Errorf("update %s: %.0f Range and %.0f Txn requests, want 0 and %.0f", up.what, r, x, up.txns)
 		}
 	}
 
