@@ -150,16 +150,28 @@ func (k *kind[S, D, R]) prefetchCreate(tx store.Tx, s *Service, c Caller, r appm
 }
 
 // prefetchUpdateFirst reads at once, on a store that can, what an update
-// of r reads first: the client token's record, the resource, and the
-// first client token expiries (remember); prefetchUpdate then reads what
-// the resource's old and new specs name.
-func prefetchUpdateFirst(tx store.Tx, c Caller, r appmesh.Ref, req request) error {
+// of r reads first: the client token's record, the resource, the first
+// client token expiries (remember), and what the new spec names (its
+// parent, the resources it refers to, their index keys). prefetchUpdate
+// then reads what the old spec names and this did not read: nothing
+// when an update keeps the references (a route's weights), so that such
+// an update is one read round trip and its commit.
+func (k *kind[S, D, R]) prefetchUpdateFirst(tx store.Tx, c Caller, r appmesh.Ref, spec *S, req request) error {
 	p, ok := tx.(batchReader)
 	if !ok {
 		return nil
 	}
 	keys, lists := tokenReads(c, req)
-	return p.PrefetchReads(append(keys, r.Key()), nil, lists)
+	keys = append(keys, r.Key())
+	if pk := parentKind(r.Kind); pk != "" {
+		keys = append(keys, appmesh.Ref{Owner: r.Owner, Mesh: r.Mesh, Kind: pk, Name: r.Parent}.Key())
+	}
+	if k.refs != nil {
+		for _, to := range k.refs(r, spec) {
+			keys = append(keys, to.Key(), refKey(r, to))
+		}
+	}
+	return p.PrefetchReads(keys, nil, lists)
 }
 
 // tokenReads are the reads of a write's client token: its record (replay)
@@ -358,7 +370,7 @@ func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appm
 	if spec == nil && k.emptySpec != nil {
 		spec = k.emptySpec()
 	}
-	prefetch := func(tx store.Tx) error { return prefetchUpdateFirst(tx, c, r, req) }
+	prefetch := func(tx store.Tx) error { return k.prefetchUpdateFirst(tx, c, r, spec, req) }
 	return write(ctx, s, c, req, prefetch, func(tx store.Tx) (*D, error) {
 		old, ok, err := getData[D](tx, r)
 		if err != nil {

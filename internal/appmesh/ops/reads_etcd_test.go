@@ -77,24 +77,39 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 		}
 	}
 
-	// An update reads the token, the resource and the expiries at once,
-	// then what its old and new specs name: two reads, one commit (a
-	// virtual node's spec names nothing to check: one read).
+	// An update reads the token, the resource, the expiries and what its
+	// new spec names at once, then what its old spec named and that did
+	// not cover: one read and the commit when the references stay (a
+	// route's weights).
+	for _, name := range []string{"vn3", "vn4"} {
+		if _, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s(name),
+			Spec: &appmesh.VirtualNodeSpec{Listeners: listener}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, up := range []struct {
-		what string
-		txns float64
-		fn   func() error
+		what         string
+		ranges, txns float64
+		fn           func() error
 	}{
-		{"virtual node", 2, func() error {
+		{"virtual node", 0, 2, func() error {
 			_, err := svc.UpdateVirtualNode(ctx, caller, &appmesh.UpdateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
 				Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("u-vn")})
 			return err
 		}},
-		{"route", 3, func() error {
+		{"route's weights", 0, 2, func() error {
 			_, err := svc.UpdateRoute(ctx, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
 				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
 					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(2)}}}}},
 				ClientToken: s("u-route")})
+			return err
+		}},
+		// The old target's index key, alone, is read by itself.
+		{"route's targets", 1, 2, func() error {
+			_, err := svc.UpdateRoute(ctx, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
+					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn3"), Weight: p(1)}, {VirtualNode: s("vn4"), Weight: p(1)}}}}},
+				ClientToken: s("u-route2")})
 			return err
 		}},
 	} {
@@ -102,8 +117,8 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 		if err := up.fn(); err != nil {
 			t.Fatalf("update %s: %v", up.what, err)
 		}
-		if r, x := served(t, member, "Range")-ranges, served(t, member, "Txn")-txns; r != 0 || x != up.txns {
-			t.Errorf("update %s: %.0f Range and %.0f Txn requests, want 0 and %.0f", up.what, r, x, up.txns)
+		if r, x := served(t, member, "Range")-ranges, served(t, member, "Txn")-txns; r != up.ranges || x != up.txns {
+			t.Errorf("update %s: %.0f Range and %.0f Txn requests, want %.0f and %.0f", up.what, r, x, up.ranges, up.txns)
 		}
 	}
 
