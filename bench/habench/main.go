@@ -66,6 +66,7 @@ func main() {
 	setups := flag.String("setups", "bbolt:1,etcd:3", "setups run in turn: store:replicas, store bbolt or etcd (bbolt:N: N separate stores, each write made on all)")
 	etcdFlags := flag.String("etcd-flags", "", "more flags for every etcd member, space-separated (e.g. --unsafe-no-fsync, to measure the fsyncs' share)")
 	gogc := flag.String("replica-gogc", "", "GOGC of the weft replicas (default: Go's, 100)")
+	procs := flag.Int("replica-gomaxprocs", 0, "GOMAXPROCS of the weft replicas (default: Go's, every core)")
 	etcdProfile := flag.String("etcd-cpu-profile", "", "directory: write a CPU profile of each etcd member, taken during the writes (runs etcd with --enable-pprof)")
 	replicaProfile := flag.String("replica-cpu-profile", "", "directory: sample each weft replica's CPU with Linux perf during the writes (perf.data files, one per replica)")
 	members := flag.Int("members", 3, "etcd members")
@@ -88,7 +89,7 @@ func main() {
 			os.Exit(2)
 		}
 		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
-			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle}
+			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, gomaxprocs: *procs, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle}
 		if *etcdProfile != "" {
 			b.etcdFlags = append(b.etcdFlags, "--enable-pprof")
 		}
@@ -109,6 +110,7 @@ type bench struct {
 	protocol               string
 	etcdFlags              []string
 	gogc                   string
+	gomaxprocs             int
 	etcdProfile            string
 	replicaProfile         string
 	idle                   time.Duration
@@ -151,7 +153,7 @@ func (b *bench) run(ctx context.Context) error {
 		if b.kind == "bbolt" {
 			args = []string{"--data-dir", filepath.Join(dir, fmt.Sprintf("data%d", i))}
 		}
-		r, err := startReplica(ctx, b.weft, fmt.Sprintf("r%d", i), b.gogc, args)
+		r, err := startReplica(ctx, b.weft, fmt.Sprintf("r%d", i), b.env(), args)
 		if err != nil {
 			return err
 		}
@@ -172,8 +174,8 @@ func (b *bench) run(ctx context.Context) error {
 	} else if b.replicas > 1 {
 		fmt.Printf(" on separate stores, each write made on all")
 	}
-	if b.gogc != "" {
-		fmt.Printf(", replicas with GOGC=%s", b.gogc)
+	if env := b.env(); len(env) > 0 {
+		fmt.Printf(", replicas with %s", strings.Join(env, " "))
 	}
 	fmt.Printf(" (load average %s)\n", loadavg())
 	for _, r := range b.procs {
@@ -399,17 +401,30 @@ type replica struct{ *weftbin.Server }
 // /metrics, so that a stuck replica fails the run instead of hanging it.
 const adminTimeout = 30 * time.Second
 
-func startReplica(ctx context.Context, bin, name, gogc string, storeArgs []string) (*replica, error) {
-	if gogc != "" {
-		// The replica inherits the environment; this process's own GC
-		// was set up at its start and does not change.
-		old, had := os.LookupEnv("GOGC")
-		os.Setenv("GOGC", gogc)
+// env is the environment the replicas get on top of this process's.
+func (b *bench) env() []string {
+	var env []string
+	if b.gogc != "" {
+		env = append(env, "GOGC="+b.gogc)
+	}
+	if b.gomaxprocs > 0 {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", b.gomaxprocs))
+	}
+	return env
+}
+
+func startReplica(ctx context.Context, bin, name string, env []string, storeArgs []string) (*replica, error) {
+	for _, kv := range env {
+		// The replica inherits the environment; this process's own
+		// runtime was set up at its start and does not change.
+		k, v, _ := strings.Cut(kv, "=")
+		old, had := os.LookupEnv(k)
+		os.Setenv(k, v)
 		defer func() {
 			if had {
-				os.Setenv("GOGC", old)
+				os.Setenv(k, old)
 			} else {
-				os.Unsetenv("GOGC")
+				os.Unsetenv(k)
 			}
 		}()
 	}
