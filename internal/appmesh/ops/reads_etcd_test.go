@@ -165,3 +165,71 @@ func served(t *testing.T, clientURL, method string) float64 {
 	}
 	return 0
 }
+
+// Creates whose reads were all made up front, through three replicas
+// at once, still decide on what etcd holds when they commit: of 15
+// creates of 12 names under a quota of 5 nodes, exactly 5 names are
+// created, none twice, and the other creates answer LimitExceededException
+// or (a name asked for twice) ConflictException.
+func TestConcurrentCreatesOnEtcd(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	limits := appmesh.DefaultLimits()
+	limits.VirtualNodesPerMesh = 5
+	clk := &clock{time.Unix(1800000000, 0)}
+	caller := Caller{Account: "111122223333"}
+	var svcs []*Service
+	for range 3 {
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		st, err := etcd.Open(octx, etcd.Options{Endpoints: c.Endpoints(), Prefix: "/race"})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		svcs = append(svcs, New(st, Config{Region: "us-east-1", Now: clk.now, Limits: limits}, nil))
+	}
+	if _, err := svcs[0].CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m")}); err != nil {
+		t.Fatal(err)
+	}
+	listener := []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: p(80), Protocol: appmesh.PortProtocolHttp}}}
+	names := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "a", "b", "c"}
+	errs := make([]error, len(names))
+	start := make(chan struct{})
+	done := make(chan struct{})
+	for i, name := range names {
+		go func() { // ends when the create has an answer
+			defer func() { done <- struct{}{} }()
+			<-start
+			_, errs[i] = svcs[i%3].CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"),
+				VirtualNodeName: s(name), Spec: &appmesh.VirtualNodeSpec{Listeners: listener}})
+		}()
+	}
+	close(start)
+	for range names {
+		<-done
+	}
+	created := map[string]int{}
+	for i, err := range errs {
+		var ae *appmesh.Error
+		switch {
+		case err == nil:
+			created[names[i]]++
+		case errors.As(err, &ae) && (ae.Code == appmesh.CodeLimitExceeded || ae.Code == appmesh.CodeConflict):
+		default:
+			t.Errorf("create %s: %v, want success, LimitExceededException or ConflictException", names[i], err)
+		}
+	}
+	for name, n := range created {
+		if n != 1 {
+			t.Errorf("%s created %d times", name, n)
+		}
+	}
+	out, err := svcs[1].ListVirtualNodes(ctx, caller, &appmesh.ListVirtualNodesInput{MeshName: s("m")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(created) != 5 || len(out.VirtualNodes) != 5 {
+		t.Errorf("%d names created, %d listed; want 5 and 5 (the quota)", len(created), len(out.VirtualNodes))
+	}
+}
