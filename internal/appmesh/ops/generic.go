@@ -129,7 +129,7 @@ func (k *kind[S, D, R]) prefetchCreate(tx store.Tx, s *Service, c Caller, r appm
 	if !ok {
 		return nil
 	}
-	keys, lists := tokenReads(c, req)
+	keys, lists := tokenReads(s, c, req)
 	var counts []string
 	if r.Kind != appmesh.KindMesh {
 		keys = append(keys, appmesh.Ref{Owner: r.Owner, Mesh: r.Mesh, Kind: appmesh.KindMesh, Name: r.Mesh}.Key())
@@ -156,12 +156,12 @@ func (k *kind[S, D, R]) prefetchCreate(tx store.Tx, s *Service, c Caller, r appm
 // then reads what the old spec names and this did not read: nothing
 // when an update keeps the references (a route's weights), so that such
 // an update is one read round trip and its commit.
-func (k *kind[S, D, R]) prefetchUpdateFirst(tx store.Tx, c Caller, r appmesh.Ref, spec *S, req request) error {
+func (k *kind[S, D, R]) prefetchUpdateFirst(tx store.Tx, s *Service, c Caller, r appmesh.Ref, spec *S, req request) error {
 	p, ok := tx.(batchReader)
 	if !ok {
 		return nil
 	}
-	keys, lists := tokenReads(c, req)
+	keys, lists := tokenReads(s, c, req)
 	keys = append(keys, r.Key())
 	if pk := parentKind(r.Kind); pk != "" {
 		keys = append(keys, appmesh.Ref{Owner: r.Owner, Mesh: r.Mesh, Kind: pk, Name: r.Parent}.Key())
@@ -174,13 +174,16 @@ func (k *kind[S, D, R]) prefetchUpdateFirst(tx store.Tx, c Caller, r appmesh.Ref
 	return p.PrefetchReads(keys, nil, lists)
 }
 
-// tokenReads are the reads of a write's client token: its record (replay)
-// and the first expiries (remember); none without a token.
-func tokenReads(c Caller, req request) (keys []string, lists map[string]int) {
+// tokenReads are the reads of a write's client token: its record (replay),
+// the first expiries and the expiry entry remember will write (a List
+// reads the keys a transaction wrote under its prefix); none without a
+// token.
+func tokenReads(s *Service, c Caller, req request) (keys []string, lists map[string]int) {
 	if req.token == "" {
 		return nil, nil
 	}
-	return []string{tokenKey(c.Account, req.token)}, map[string]int{tokenExpPrefix: expiredPerWrite}
+	exp := tokenExpKey(req.now.Add(s.tokenTTL).UnixNano(), c.Account, req.token)
+	return []string{tokenKey(c.Account, req.token), exp}, map[string]int{tokenExpPrefix: expiredPerWrite}
 }
 
 // mustExist returns the NotFoundException for r if r does not exist.
@@ -370,7 +373,7 @@ func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appm
 	if spec == nil && k.emptySpec != nil {
 		spec = k.emptySpec()
 	}
-	prefetch := func(tx store.Tx) error { return k.prefetchUpdateFirst(tx, c, r, spec, req) }
+	prefetch := func(tx store.Tx) error { return k.prefetchUpdateFirst(tx, s, c, r, spec, req) }
 	return write(ctx, s, c, req, prefetch, func(tx store.Tx) (*D, error) {
 		old, ok, err := getData[D](tx, r)
 		if err != nil {

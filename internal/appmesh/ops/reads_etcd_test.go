@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -67,7 +68,19 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 			return err
 		}},
 	}
-	for _, cr := range creates {
+	for i, cr := range creates {
+		if i == 1 {
+			// More live client tokens than a write lists expiries of: its
+			// own expiry entry sorts after them all.
+			for j := range 50 {
+				if _, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"),
+					VirtualNodeName: s(fmt.Sprintf("pad%d", j)), Spec: &appmesh.VirtualNodeSpec{Listeners: listener},
+					ClientToken: s(fmt.Sprintf("t-pad%d", j))}); err != nil {
+					t.Fatal(err)
+				}
+				clk.t = clk.t.Add(time.Second)
+			}
+		}
 		ranges, txns := served(t, member, "Range"), served(t, member, "Txn")
 		if err := cr.fn(); err != nil {
 			t.Fatalf("create %s: %v", cr.what, err)
@@ -75,6 +88,7 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 		if r, x := served(t, member, "Range")-ranges, served(t, member, "Txn")-txns; r != 0 || x != 2 {
 			t.Errorf("create %s: %.0f Range and %.0f Txn requests, want 0 and 2 (one read, one commit)", cr.what, r, x)
 		}
+		clk.t = clk.t.Add(time.Second)
 	}
 
 	// An update reads the token, the resource, the expiries and what its
