@@ -287,8 +287,13 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 			r.deps = append(slices.Clip(r.deps), own)
 		}
 	}
-	if p := c.proxies[id]; p != nil && slices.Equal(p.deps, r.deps) {
+	p := c.proxies[id]
+	if p != nil && equalSlices(p.deps, r.deps) {
 		r.deps = p.deps // most writes change no dependency: keep one copy
+	}
+	if p != nil && sameEndpointsOf(p.eps, k, res.EndpointsOf) {
+		r.eps = p.eps
+		return r
 	}
 	for _, n := range res.EndpointsOf {
 		r.eps = append(r.eps, nodeRef{k, n})
@@ -614,4 +619,28 @@ func (c *machine) release(s, next *snapshot) {
 			}
 		}
 	}
+}
+
+// equalSlices is slices.Equal, without comparing a slice with itself
+// element by element (the translator hands out an identity's kept
+// dependency list again when the set is the same).
+func equalSlices[T comparable](a, b []T) bool {
+	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
+		return true
+	}
+	return slices.Equal(a, b)
+}
+
+// sameEndpointsOf reports whether eps are the nodes names of mesh k, in
+// order.
+func sameEndpointsOf(eps []nodeRef, k meshKey, names []string) bool {
+	if len(eps) != len(names) {
+		return false
+	}
+	for i, n := range names {
+		if eps[i] != (nodeRef{k, n}) {
+			return false
+		}
+	}
+	return true
 }

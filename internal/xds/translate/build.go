@@ -91,20 +91,28 @@ func (b *build) result() (*Resources, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
-	r := &Resources{
-		Listeners: sortedValues(b.listeners),
-		Routes:    sortedValues(b.routes),
-		Clusters:  sortedValues(b.clusters),
-		Endpoints: sortedValues(b.endpoints),
+	var k *Kept
+	if b.memo != nil {
+		k = b.memo.kept
 	}
+	was := k.order(b.id)
+	if was == nil {
+		was = &keptOrder{}
+	}
+	o := &keptOrder{}
+	r := &Resources{}
+	r.Listeners, o.listeners = valuesInOrder(b.listeners, was.listeners)
+	r.Routes, o.routes = valuesInOrder(b.routes, was.routes)
+	r.Clusters, o.clusters = valuesInOrder(b.clusters, was.clusters)
+	r.Endpoints, o.endpoints = valuesInOrder(b.endpoints, was.endpoints)
 	if len(b.sources) > 0 {
 		r.EndpointSources = sortedValues(b.sources)
 	}
-	r.Deps = make([]appmesh.Ref, 0, len(b.deps))
-	for d := range b.deps {
-		r.Deps = append(r.Deps, d)
+	r.Deps = b.sortedDeps(was.deps)
+	o.deps = r.Deps
+	if k != nil && !o.same(was) {
+		k.keepOrder(b.id, o)
 	}
-	slices.SortFunc(r.Deps, compareRefs)
 	if len(b.eps) > 0 {
 		r.EndpointsOf = make([]string, 0, len(b.eps))
 	}
