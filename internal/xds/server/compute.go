@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -153,6 +154,9 @@ type shared struct {
 	// kept are the sums of kept messages marshalled in this batch, for
 	// machine.keptSums.
 	kept map[proto.Message][sha256.Size]byte
+	// hosts are the encodings of the virtual hosts of the route tables
+	// assembled in this batch (assemble.go).
+	hosts map[*routev3.VirtualHost]*hostEncoding
 }
 
 // keepSums adds the batch's sums of kept messages to c.keptSums, and
@@ -241,16 +245,26 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 				}
 			}
 			if !ok {
-				// Deterministic, so that equal resources hash equal.
-				b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
-				if err != nil {
-					r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
-					return r
-				}
-				*buf = b
-				mm.sum = sha256.Sum256(b)
-				if c.entries[mm.sum] == nil {
-					mm.value = slices.Clone(b)
+				if rc, isRoute := m.(*routev3.RouteConfiguration); isRoute && assemblable(rc) {
+					// Assembled from its hosts' encodings (assemble.go).
+					sum, value, err := sh.assembleRoute(rc, c.entries)
+					if err != nil {
+						r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
+						return r
+					}
+					mm = marshalled{sum: sum, value: value}
+				} else {
+					// Deterministic, so that equal resources hash equal.
+					b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
+					if err != nil {
+						r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
+						return r
+					}
+					*buf = b
+					mm.sum = sha256.Sum256(b)
+					if c.entries[mm.sum] == nil {
+						mm.value = slices.Clone(b)
+					}
 				}
 				kept := c.kept.Holds(m)
 				sh.mu.Lock()
