@@ -69,6 +69,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "floor-serve" {
+		if err := floorServe(os.Args[2:]); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "serve" {
 		if err := serve(os.Args[2:]); err != nil {
 			log.Fatal(err)
@@ -87,7 +93,17 @@ func main() {
 	serverGOGC := flag.String("server-gogc", "", "run the server with this GOGC (and -server-gomemlimit with this GOMEMLIMIT), leaving the simulated proxies' own at Go's default; empty: the environment's")
 	serverMemLimit := flag.String("server-gomemlimit", "", "run the server with this GOMEMLIMIT (e.g. 400MiB)")
 	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
+	floorN := flag.Int("floor", 0, "instead of the mesh: the floor of a push, N loopback TCP connections to a child that writes -floor-msg bytes to each and reads -floor-ack bytes back per round, plain Go net (floor.go)")
+	floorMsg := flag.Int("floor-msg", 600, "with -floor: the pushed message's size in bytes")
+	floorAck := flag.Int("floor-ack", 200, "with -floor: the reply's size in bytes")
+	floorRounds := flag.Int("floor-rounds", 30, "with -floor: rounds measured")
 	flag.Parse()
+	if *floorN > 0 {
+		if err := floor(*floorN, *floorMsg, *floorAck, *floorRounds); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	var steps []int
 	if *stepsFlag != "" {
 		for _, f := range strings.Split(*stepsFlag, ",") {
