@@ -210,83 +210,23 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 	r.grpc = translate.ForGRPC(res)
 	r.sources = res.EndpointSources
 	r.secrets, r.leafDNS = res.Secrets, res.LeafDNSNames
-	lists := [numTypes][]proto.Message{
-		typeCluster:  make([]proto.Message, 0, len(res.Clusters)),
-		typeEndpoint: make([]proto.Message, 0, len(res.Endpoints)),
-		typeListener: make([]proto.Message, 0, len(res.Listeners)),
-		typeRoute:    make([]proto.Message, 0, len(res.Routes)),
+	// Each type's list is walked as the translator typed it: no list of
+	// proto.Message is made.
+	if r.items[typeCluster], err = itemsOf(c, typeCluster, res.Clusters, sh, buf, r.grpc); err != nil {
+		r.err = err
+		return r
 	}
-	for _, m := range res.Clusters {
-		lists[typeCluster] = append(lists[typeCluster], m)
+	if r.items[typeEndpoint], err = itemsOf(c, typeEndpoint, res.Endpoints, sh, buf, r.grpc); err != nil {
+		r.err = err
+		return r
 	}
-	for _, m := range res.Endpoints {
-		lists[typeEndpoint] = append(lists[typeEndpoint], m)
+	if r.items[typeListener], err = itemsOf(c, typeListener, res.Listeners, sh, buf, r.grpc); err != nil {
+		r.err = err
+		return r
 	}
-	for _, m := range res.Listeners {
-		lists[typeListener] = append(lists[typeListener], m)
-	}
-	for _, m := range res.Routes {
-		lists[typeRoute] = append(lists[typeRoute], m)
-	}
-	for t, list := range lists {
-		r.items[t] = make([]item, 0, len(list))
-		for _, m := range list {
-			sh.mu.Lock()
-			mm, ok := sh.sums[m]
-			sh.mu.Unlock()
-			if !ok {
-				if sum, hit := c.keptSums[m]; hit && c.entries[sum] != nil {
-					// Kept from an earlier batch, and interned: neither
-					// bytes nor hashing needed.
-					ok, mm = true, marshalled{sum: sum}
-					sh.mu.Lock()
-					sh.sums[m] = mm
-					sh.mu.Unlock()
-				}
-			}
-			if !ok {
-				if rc, isRoute := m.(*routev3.RouteConfiguration); isRoute && assemblable(rc) {
-					// Assembled from its hosts' encodings (assemble.go).
-					sum, value, err := sh.assembleRoute(rc, c.entries)
-					if err != nil {
-						r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
-						return r
-					}
-					mm = marshalled{sum: sum, value: value}
-				} else {
-					// Deterministic, so that equal resources hash equal.
-					b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
-					if err != nil {
-						r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
-						return r
-					}
-					*buf = b
-					mm.sum = sha256.Sum256(b)
-					if c.entries[mm.sum] == nil {
-						mm.value = slices.Clone(b)
-					}
-				}
-				kept := c.kept.Holds(m)
-				sh.mu.Lock()
-				sh.sums[m] = mm
-				if kept {
-					sh.kept[m] = mm.sum
-				}
-				sh.mu.Unlock()
-			}
-			it := item{name: cache.GetResourceName(m), sum: mm.sum, msg: m}
-			if e := c.entries[it.sum]; e != nil {
-				it.facts = e.facts[index(r.grpc)]
-			} else {
-				it.value = mm.value
-			}
-			r.items[t] = append(r.items[t], it)
-		}
-		// The translator's lists are sorted by name already: sort only a
-		// translator that does not (a test's).
-		if byName := func(a, b item) int { return strings.Compare(a.name, b.name) }; !slices.IsSortedFunc(r.items[t], byName) {
-			slices.SortFunc(r.items[t], byName)
-		}
+	if r.items[typeRoute], err = itemsOf(c, typeRoute, res.Routes, sh, buf, r.grpc); err != nil {
+		r.err = err
+		return r
 	}
 	// The identity's own resource and its mesh are dependencies whatever
 	// the translator reports: their deletion must reach the proxy.
@@ -313,6 +253,81 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 		r.eps = append(r.eps, nodeRef{k, n})
 	}
 	return r
+}
+
+// itemsOf marshals and sums one type's resources of a translation (see
+// item), in the translator's order: by name.
+func itemsOf[M proto.Message](c *machine, t int, list []M, sh *shared, buf *[]byte, grpc bool) ([]item, error) {
+	items := make([]item, 0, len(list))
+	for _, m := range list {
+		it, err := c.item(t, m, sh, buf, grpc)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, it)
+	}
+	// The translator's lists are sorted by name already: sort only a
+	// translator that does not (a test's).
+	if byName := func(a, b item) int { return strings.Compare(a.name, b.name) }; !slices.IsSortedFunc(items, byName) {
+		slices.SortFunc(items, byName)
+	}
+	return items, nil
+}
+
+// item is one resource of a translation: its sum, taken from the batch
+// (a message another identity's translation handed out too) or from an
+// earlier batch (a kept message), or marshalled (or, for a route table,
+// assembled) and summed here; its bytes when no interned entry has that
+// sum. It runs on a worker: it only reads the machine's state.
+func (c *machine) item(t int, m proto.Message, sh *shared, buf *[]byte, grpc bool) (item, error) {
+	sh.mu.Lock()
+	mm, ok := sh.sums[m]
+	sh.mu.Unlock()
+	if !ok {
+		if sum, hit := c.keptSums[m]; hit && c.entries[sum] != nil {
+			// Kept from an earlier batch, and interned: neither
+			// bytes nor hashing needed.
+			ok, mm = true, marshalled{sum: sum}
+			sh.mu.Lock()
+			sh.sums[m] = mm
+			sh.mu.Unlock()
+		}
+	}
+	if !ok {
+		if rc, isRoute := m.(*routev3.RouteConfiguration); isRoute && assemblable(rc) {
+			// Assembled from its hosts' encodings (assemble.go).
+			sum, value, err := sh.assembleRoute(rc, c.entries)
+			if err != nil {
+				return item{}, fmt.Errorf("marshal %s: %w", typeName(t), err)
+			}
+			mm = marshalled{sum: sum, value: value}
+		} else {
+			// Deterministic, so that equal resources hash equal.
+			b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
+			if err != nil {
+				return item{}, fmt.Errorf("marshal %s: %w", typeName(t), err)
+			}
+			*buf = b
+			mm.sum = sha256.Sum256(b)
+			if c.entries[mm.sum] == nil {
+				mm.value = slices.Clone(b)
+			}
+		}
+		kept := c.kept.Holds(m)
+		sh.mu.Lock()
+		sh.sums[m] = mm
+		if kept {
+			sh.kept[m] = mm.sum
+		}
+		sh.mu.Unlock()
+	}
+	it := item{name: cache.GetResourceName(m), sum: mm.sum, msg: m}
+	if e := c.entries[it.sum]; e != nil {
+		it.facts = e.facts[index(grpc)]
+	} else {
+		it.value = mm.value
+	}
+	return it, nil
 }
 
 // computeEndpoints is compute for an identity whose Cloud Map endpoints
