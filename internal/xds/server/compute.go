@@ -10,7 +10,6 @@ import (
 	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -176,11 +175,6 @@ func (c *machine) keepSums(add map[proto.Message][sha256.Size]byte) {
 	}
 }
 
-type marshalled struct {
-	sum   [sha256.Size]byte
-	value []byte // nil when the message was already interned
-}
-
 // compute translates one identity and marshals its resources, in buf
 // (the worker's, grown as needed). It must not write to the machine's state:
 // it runs on a worker.
@@ -253,81 +247,6 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 		r.eps = append(r.eps, nodeRef{k, n})
 	}
 	return r
-}
-
-// itemsOf marshals and sums one type's resources of a translation (see
-// item), in the translator's order: by name.
-func itemsOf[M proto.Message](c *machine, t int, list []M, sh *shared, buf *[]byte, grpc bool) ([]item, error) {
-	items := make([]item, 0, len(list))
-	for _, m := range list {
-		it, err := c.item(t, m, sh, buf, grpc)
-		if err != nil {
-			return nil, err
-		}
-		items = append(items, it)
-	}
-	// The translator's lists are sorted by name already: sort only a
-	// translator that does not (a test's).
-	if byName := func(a, b item) int { return strings.Compare(a.name, b.name) }; !slices.IsSortedFunc(items, byName) {
-		slices.SortFunc(items, byName)
-	}
-	return items, nil
-}
-
-// item is one resource of a translation: its sum, taken from the batch
-// (a message another identity's translation handed out too) or from an
-// earlier batch (a kept message), or marshalled (or, for a route table,
-// assembled) and summed here; its bytes when no interned entry has that
-// sum. It runs on a worker: it only reads the machine's state.
-func (c *machine) item(t int, m proto.Message, sh *shared, buf *[]byte, grpc bool) (item, error) {
-	sh.mu.Lock()
-	mm, ok := sh.sums[m]
-	sh.mu.Unlock()
-	if !ok {
-		if sum, hit := c.keptSums[m]; hit && c.entries[sum] != nil {
-			// Kept from an earlier batch, and interned: neither
-			// bytes nor hashing needed.
-			ok, mm = true, marshalled{sum: sum}
-			sh.mu.Lock()
-			sh.sums[m] = mm
-			sh.mu.Unlock()
-		}
-	}
-	if !ok {
-		if rc, isRoute := m.(*routev3.RouteConfiguration); isRoute && assemblable(rc) {
-			// Assembled from its hosts' encodings (assemble.go).
-			sum, value, err := sh.assembleRoute(rc, c.entries)
-			if err != nil {
-				return item{}, fmt.Errorf("marshal %s: %w", typeName(t), err)
-			}
-			mm = marshalled{sum: sum, value: value}
-		} else {
-			// Deterministic, so that equal resources hash equal.
-			b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
-			if err != nil {
-				return item{}, fmt.Errorf("marshal %s: %w", typeName(t), err)
-			}
-			*buf = b
-			mm.sum = sha256.Sum256(b)
-			if c.entries[mm.sum] == nil {
-				mm.value = slices.Clone(b)
-			}
-		}
-		kept := c.kept.Holds(m)
-		sh.mu.Lock()
-		sh.sums[m] = mm
-		if kept {
-			sh.kept[m] = mm.sum
-		}
-		sh.mu.Unlock()
-	}
-	it := item{name: cache.GetResourceName(m), sum: mm.sum, msg: m}
-	if e := c.entries[it.sum]; e != nil {
-		it.facts = e.facts[index(grpc)]
-	} else {
-		it.value = mm.value
-	}
-	return it, nil
 }
 
 // computeEndpoints is compute for an identity whose Cloud Map endpoints
