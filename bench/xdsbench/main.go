@@ -69,6 +69,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "floor-serve" {
+		if err := floorServe(os.Args[2:]); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "serve" {
 		if err := serve(os.Args[2:]); err != nil {
 			log.Fatal(err)
@@ -81,13 +87,23 @@ func main() {
 	writes := flag.Int("writes", 100, "API writes, one at a time")
 	perConn := flag.Int("streams-per-conn", 1, "ADS streams sharing one gRPC connection")
 	cpuprofile := flag.String("cpuprofile", "", "write the server's CPU profile during the writes to this file")
-	every := flag.Bool("every", false, "the headline shape: every client node uses service 0, and every write changes its route's weights (RDS), so every proxy is affected; with -replicas 1 -unique-egress, one identity per proxy, each with its own route table")
-	unique := flag.Bool("unique-egress", false, "give each client node a backend of its own (a virtual service that does not exist), so that no two share a whole egress configuration: each identity is translated and gets a route table of its own (the server still shares what the services they have in common translate to: virtual hosts, clusters)")
+	every := flag.Bool("every", false, "the headline shape: every client node uses service 0, and every write changes its route's weights (RDS), so every proxy is affected; with -replicas 1 -unique-egress, one identity per proxy, each translated on every write")
+	unique := flag.Bool("unique-egress", false, "give each client node a backend of its own (a virtual service that does not exist), so that no two share a whole egress configuration: each identity is translated and gets an egress listener of its own (the backend of its own resolves to nothing, so the route tables, virtual hosts and clusters of the services nodes have in common are still shared)")
 	memprofile := flag.String("memprofile", "", "write the server's heap profile to this file after the writes, and to this file.base before them")
 	serverGOGC := flag.String("server-gogc", "", "run the server with this GOGC (and -server-gomemlimit with this GOMEMLIMIT), leaving the simulated proxies' own at Go's default; empty: the environment's")
 	serverMemLimit := flag.String("server-gomemlimit", "", "run the server with this GOMEMLIMIT (e.g. 400MiB)")
 	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
+	floorN := flag.Int("floor", 0, "instead of the mesh: the floor of a push, N loopback TCP connections to a child that writes -floor-msg bytes to each and reads -floor-ack bytes back per round, plain Go net (floor.go)")
+	floorMsg := flag.Int("floor-msg", 600, "with -floor: the pushed message's size in bytes")
+	floorAck := flag.Int("floor-ack", 200, "with -floor: the reply's size in bytes")
+	floorRounds := flag.Int("floor-rounds", 30, "with -floor: rounds measured")
 	flag.Parse()
+	if *floorN > 0 {
+		if err := floor(*floorN, *floorMsg, *floorAck, *floorRounds); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	var steps []int
 	if *stepsFlag != "" {
 		for _, f := range strings.Split(*stepsFlag, ",") {
@@ -302,6 +318,7 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	m0 := scrape("http://" + apiAddr + "/metrics")
 	cpu0, _ := procCPU(pid)
 	self0, _ := procCPU(os.Getpid())
+	sysr0, sysw0 := procSyscalls(pid)
 	load0 := loadavg()
 	syscall.Kill(pid, syscall.SIGUSR1)
 	var lat, apiLat []time.Duration
@@ -331,6 +348,11 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 		t0 := time.Now()
 		if typ == rdsType {
 			a := 1 + rnd.IntN(98)
+			if a == w.weights[k] {
+				// The same weights would change nothing, and no proxy
+				// would have a new version to ACK.
+				a = a%98 + 1
+			}
 			err = w.setWeights(ctx, k, a, 100-a)
 		} else {
 			err = w.toggleInstance(ctx, k)
@@ -371,6 +393,7 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	syscall.Kill(pid, syscall.SIGUSR2)
 	cpu1, _ := procCPU(pid)
 	self1, _ := procCPU(os.Getpid())
+	sysr1, sysw1 := procSyscalls(pid)
 	log.Printf("machine load average (1, 5, 15 min) before the writes %s, after %s; the simulated proxies (this process) used %v of CPU per write",
 		load0, loadavg(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
 	rss, hwm := procRSS(pid)
@@ -400,6 +423,10 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	affectedPerWrite := affectedTotal / writes
 	if affectedPerWrite > 0 {
 		log.Printf("server CPU per affected proxy per write: %v; API p99 %s", (cpuPerWrite / time.Duration(affectedPerWrite)).Round(time.Microsecond), ms(pct(apiLat, 99)))
+		if affectedTotal > 0 && sysr1 >= sysr0 {
+			log.Printf("server system calls per affected proxy per write (/proc/PID/io): %.2f read, %.2f write",
+				float64(sysr1-sysr0)/float64(affectedTotal), float64(sysw1-sysw0)/float64(affectedTotal))
+		}
 	}
 	row := func(d []time.Duration, p int) string {
 		if len(d) == 0 {
@@ -452,6 +479,30 @@ func procCPU(pid int) (time.Duration, error) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+// procSyscalls is the process's read and write system calls so far
+// (syscr, syscw of /proc/PID/io: read, readv, recvfrom... and their
+// write counterparts); zero when unreadable.
+func procSyscalls(pid int) (reads, writes int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes
 }
 
 // loadavg is the machine's 1, 5 and 15 minute load averages: the other
@@ -517,12 +568,13 @@ type world struct {
 	api        apiClients
 	serviceIDs []string // Cloud Map service of each target pair
 	extra      []bool   // whether target pair k has its extra instance
+	weights    []int    // the weight of router k's first target (setWeights)
 }
 
 const meshName = "bench"
 
 func setup(ctx context.Context, api apiClients, nodes, services int, unique, every bool) (*world, error) {
-	w := &world{api: api, extra: make([]bool, services)}
+	w := &world{api: api, extra: make([]bool, services), weights: slices.Repeat([]int{50}, services)}
 	ns, err := api.cm.CreateHttpNamespace(ctx, &servicediscovery.CreateHttpNamespaceInput{Name: aws.String("bench.local")})
 	if err != nil {
 		return nil, err
@@ -632,6 +684,9 @@ func routeSpec(k, a, b int) *mesh.RouteSpec {
 func (w *world) setWeights(ctx context.Context, k, a, b int) error {
 	_, err := w.api.mesh.UpdateRoute(ctx, &appmesh.UpdateRouteInput{MeshName: aws.String(meshName),
 		VirtualRouterName: aws.String(fmt.Sprintf("router-%d", k)), RouteName: aws.String("split"), Spec: routeSpec(k, a, b)})
+	if err == nil {
+		w.weights[k] = a
+	}
 	return err
 }
 

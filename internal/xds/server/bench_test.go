@@ -21,7 +21,7 @@ import (
 // streams: this is the recompute alone (translate, validate, marshal,
 // intern, index), on the benchmark's cores.
 func BenchmarkRouteWrite(b *testing.B) {
-	benchWrites(b, false, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, i%benchServices, 1+i%98) })
+	benchWrites(b, shapeFifth, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, i%benchServices, 1+i%98) })
 }
 
 // BenchmarkRouteWriteEvery is bench/xdsbench's headline shape: every
@@ -29,14 +29,22 @@ func BenchmarkRouteWrite(b *testing.B) {
 // (so no two share an egress), and each write changes service 0's
 // weights, so every one of the 500 identities is recomputed.
 func BenchmarkRouteWriteEvery(b *testing.B) {
-	benchWrites(b, true, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, 0, 1+i%98) })
+	benchWrites(b, shapeEvery, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, 0, 1+i%98) })
+}
+
+// BenchmarkRouteWriteEveryOwnTable is BenchmarkRouteWriteEvery with no
+// two nodes sharing a route table: besides service 0, each node calls a
+// subset of services 1-9 of its own, so each identity's route table is
+// its own, made of the virtual hosts the services have in common.
+func BenchmarkRouteWriteEveryOwnTable(b *testing.B) {
+	benchWrites(b, shapeOwnTable, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, 0, 1+i%98) })
 }
 
 // BenchmarkEndpointWrite is the same for a Cloud Map instance registered
 // or deregistered: the 100 identities that read it get their
 // ClusterLoadAssignments rebuilt, nothing is translated.
 func BenchmarkEndpointWrite(b *testing.B) {
-	benchWrites(b, false, func(b *testing.B, st store.Store, i int) {
+	benchWrites(b, shapeFifth, func(b *testing.B, st store.Store, i int) {
 		k := i % benchServices
 		key := cloudmap.InstanceKey(fmt.Sprintf("srv-tgt-%d", k), "extra")
 		if i/benchServices%2 == 1 {
@@ -52,11 +60,28 @@ func BenchmarkEndpointWrite(b *testing.B) {
 
 const benchNodes, benchServices = 500, 10
 
+// benchShape is how benchMesh's client nodes pick their backends.
+type benchShape int
+
+const (
+	// shapeFifth: two services each, so a route write affects a fifth of
+	// the nodes.
+	shapeFifth benchShape = iota
+	// shapeEvery: bench/xdsbench's headline shape, service 0 and one
+	// other for every node, and a backend of its own (a service that does
+	// not exist), so that no two nodes share an egress.
+	shapeEvery
+	// shapeOwnTable: service 0 for every node and a subset of the others
+	// of its own (node j calls service k when bit k-1 of j is set), so
+	// that no two nodes share a route table.
+	shapeOwnTable
+)
+
 // benchWrites times the push loop's apply of each write, with and
-// without validation; every: benchMesh's headline shape.
-func benchWrites(b *testing.B, every bool, write func(b *testing.B, st store.Store, i int)) {
+// without validation.
+func benchWrites(b *testing.B, shape benchShape, write func(b *testing.B, st store.Store, i int)) {
 	affected := 2 * benchNodes / benchServices
-	if every {
+	if shape != shapeFifth {
 		affected = benchNodes
 	}
 	for _, bc := range []struct {
@@ -68,7 +93,7 @@ func benchWrites(b *testing.B, every bool, write func(b *testing.B, st store.Sto
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			st := openStore(b)
-			benchMesh(b, st, benchNodes, benchServices, every)
+			benchMesh(b, st, benchNodes, benchServices, shape)
 			log := slog.New(slog.DiscardHandler)
 			opts := &Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}
 			bc.checks(opts)
@@ -109,10 +134,8 @@ func benchWrites(b *testing.B, every bool, write func(b *testing.B, st store.Sto
 }
 
 // benchMesh is bench/xdsbench's mesh: nodes client nodes calling
-// services routed services. Each node has two of them as backends;
-// every: service 0 and one other, and a backend of its own (a service
-// that does not exist), so that no two nodes share an egress.
-func benchMesh(t testing.TB, st store.Store, nodes, services int, every bool) {
+// services routed services, with backends as shape says.
+func benchMesh(t testing.TB, st store.Store, nodes, services int, shape benchShape) {
 	putNamespace(t, st)
 	putRaw(t, st, ref("bench", appmesh.KindMesh, "", "bench"), `{"meshName":"bench","spec":{"egressFilter":{"type":"DROP_ALL"}}}`)
 	listener := `[{"portMapping":{"port":8080,"protocol":"http"}}]`
@@ -132,9 +155,17 @@ func benchMesh(t testing.TB, st store.Store, nodes, services int, every bool) {
 	}
 	for j := range nodes {
 		a, b, own := j%services, (j+1)%services, ""
-		if every {
+		switch shape {
+		case shapeEvery:
 			a, b = 0, 1+j%(services-1)
 			own = fmt.Sprintf(`,{"virtualService":{"virtualServiceName":"own-%d.bench.local"}}`, j)
+		case shapeOwnTable:
+			a, b = 0, 0
+			for k := 1; k < services; k++ {
+				if j&(1<<(k-1)) != 0 {
+					own += fmt.Sprintf(`,{"virtualService":{"virtualServiceName":"svc-%d.bench.local"}}`, k)
+				}
+			}
 		}
 		putRaw(t, st, ref("bench", appmesh.KindVirtualNode, "", fmt.Sprintf("client-%d", j)), fmt.Sprintf(`{"meshName":"bench","virtualNodeName":"client-%d","spec":{"listeners":%s,
 			"serviceDiscovery":{"dns":{"hostname":"client-%d.bench.local"}},

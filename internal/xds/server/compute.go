@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -153,6 +153,9 @@ type shared struct {
 	// kept are the sums of kept messages marshalled in this batch, for
 	// machine.keptSums.
 	kept map[proto.Message][sha256.Size]byte
+	// hosts are the encodings of the virtual hosts of the route tables
+	// assembled in this batch (assemble.go).
+	hosts map[*routev3.VirtualHost]*hostEncoding
 }
 
 // keepSums adds the batch's sums of kept messages to c.keptSums, and
@@ -170,11 +173,6 @@ func (c *machine) keepSums(add map[proto.Message][sha256.Size]byte) {
 			delete(c.keptSums, m)
 		}
 	}
-}
-
-type marshalled struct {
-	sum   [sha256.Size]byte
-	value []byte // nil when the message was already interned
 }
 
 // compute translates one identity and marshals its resources, in buf
@@ -206,73 +204,23 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 	r.grpc = translate.ForGRPC(res)
 	r.sources = res.EndpointSources
 	r.secrets, r.leafDNS = res.Secrets, res.LeafDNSNames
-	lists := [numTypes][]proto.Message{
-		typeCluster:  make([]proto.Message, 0, len(res.Clusters)),
-		typeEndpoint: make([]proto.Message, 0, len(res.Endpoints)),
-		typeListener: make([]proto.Message, 0, len(res.Listeners)),
-		typeRoute:    make([]proto.Message, 0, len(res.Routes)),
+	// Each type's list is walked as the translator typed it: no list of
+	// proto.Message is made.
+	if r.items[typeCluster], err = itemsOf(c, typeCluster, res.Clusters, sh, buf, r.grpc); err != nil {
+		r.err = err
+		return r
 	}
-	for _, m := range res.Clusters {
-		lists[typeCluster] = append(lists[typeCluster], m)
+	if r.items[typeEndpoint], err = itemsOf(c, typeEndpoint, res.Endpoints, sh, buf, r.grpc); err != nil {
+		r.err = err
+		return r
 	}
-	for _, m := range res.Endpoints {
-		lists[typeEndpoint] = append(lists[typeEndpoint], m)
+	if r.items[typeListener], err = itemsOf(c, typeListener, res.Listeners, sh, buf, r.grpc); err != nil {
+		r.err = err
+		return r
 	}
-	for _, m := range res.Listeners {
-		lists[typeListener] = append(lists[typeListener], m)
-	}
-	for _, m := range res.Routes {
-		lists[typeRoute] = append(lists[typeRoute], m)
-	}
-	for t, list := range lists {
-		r.items[t] = make([]item, 0, len(list))
-		for _, m := range list {
-			sh.mu.Lock()
-			mm, ok := sh.sums[m]
-			sh.mu.Unlock()
-			if !ok {
-				if sum, hit := c.keptSums[m]; hit && c.entries[sum] != nil {
-					// Kept from an earlier batch, and interned: neither
-					// bytes nor hashing needed.
-					ok, mm = true, marshalled{sum: sum}
-					sh.mu.Lock()
-					sh.sums[m] = mm
-					sh.mu.Unlock()
-				}
-			}
-			if !ok {
-				// Deterministic, so that equal resources hash equal.
-				b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
-				if err != nil {
-					r.err = fmt.Errorf("marshal %s: %w", typeName(t), err)
-					return r
-				}
-				*buf = b
-				mm.sum = sha256.Sum256(b)
-				if c.entries[mm.sum] == nil {
-					mm.value = slices.Clone(b)
-				}
-				kept := c.kept.Holds(m)
-				sh.mu.Lock()
-				sh.sums[m] = mm
-				if kept {
-					sh.kept[m] = mm.sum
-				}
-				sh.mu.Unlock()
-			}
-			it := item{name: cache.GetResourceName(m), sum: mm.sum, msg: m}
-			if e := c.entries[it.sum]; e != nil {
-				it.facts = e.facts[index(r.grpc)]
-			} else {
-				it.value = mm.value
-			}
-			r.items[t] = append(r.items[t], it)
-		}
-		// The translator's lists are sorted by name already: sort only a
-		// translator that does not (a test's).
-		if byName := func(a, b item) int { return strings.Compare(a.name, b.name) }; !slices.IsSortedFunc(r.items[t], byName) {
-			slices.SortFunc(r.items[t], byName)
-		}
+	if r.items[typeRoute], err = itemsOf(c, typeRoute, res.Routes, sh, buf, r.grpc); err != nil {
+		r.err = err
+		return r
 	}
 	// The identity's own resource and its mesh are dependencies whatever
 	// the translator reports: their deletion must reach the proxy.
@@ -287,8 +235,13 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 			r.deps = append(slices.Clip(r.deps), own)
 		}
 	}
-	if p := c.proxies[id]; p != nil && slices.Equal(p.deps, r.deps) {
+	p := c.proxies[id]
+	if p != nil && equalSlices(p.deps, r.deps) {
 		r.deps = p.deps // most writes change no dependency: keep one copy
+	}
+	if p != nil && sameEndpointsOf(p.eps, k, res.EndpointsOf) {
+		r.eps = p.eps
+		return r
 	}
 	for _, n := range res.EndpointsOf {
 		r.eps = append(r.eps, nodeRef{k, n})
@@ -614,4 +567,28 @@ func (c *machine) release(s, next *snapshot) {
 			}
 		}
 	}
+}
+
+// equalSlices is slices.Equal, without comparing a slice with itself
+// element by element (the translator hands out an identity's kept
+// dependency list again when the set is the same).
+func equalSlices[T comparable](a, b []T) bool {
+	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
+		return true
+	}
+	return slices.Equal(a, b)
+}
+
+// sameEndpointsOf reports whether eps are the nodes names of mesh k, in
+// order.
+func sameEndpointsOf(eps []nodeRef, k meshKey, names []string) bool {
+	if len(eps) != len(names) {
+		return false
+	}
+	for i, n := range names {
+		if eps[i] != (nodeRef{k, n}) {
+			return false
+		}
+	}
+	return true
 }

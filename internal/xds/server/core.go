@@ -432,7 +432,7 @@ func (c *machine) Detach(id translate.Identity) {
 
 // setDeps replaces an identity's entries in the dependency index.
 func (c *machine) setDeps(id translate.Identity, p *proxy, deps []appmesh.Ref, eps []nodeRef) {
-	if slices.Equal(p.deps, deps) && slices.Equal(p.eps, eps) {
+	if equalSlices(p.deps, deps) && equalSlices(p.eps, eps) {
 		return // most writes change no dependency
 	}
 	for _, d := range p.deps {

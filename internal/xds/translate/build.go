@@ -44,10 +44,9 @@ func newBuild(v *View, id Identity) *build {
 		routes:    map[string]*routev3.RouteConfiguration{},
 		clusters:  map[string]*clusterv3.Cluster{},
 		endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
-		sources:   map[string]EndpointSource{},
 		deps:      map[appmesh.Ref]struct{}{},
-		eps:       map[string]struct{}{},
-		secrets:   map[string]SecretRole{},
+		// sources, eps and secrets are made on first use (most parts
+		// have none): see the set* methods.
 	}
 }
 
@@ -80,8 +79,29 @@ func (b *build) addEndpoints(e *endpointv3.ClusterLoadAssignment, src *EndpointS
 	b.endpoints[e.GetClusterName()] = e
 	delete(b.sources, e.GetClusterName())
 	if src != nil {
-		b.sources[e.GetClusterName()] = *src
+		b.setSource(e.GetClusterName(), *src)
 	}
+}
+
+func (b *build) setSource(cluster string, src EndpointSource) {
+	if b.sources == nil {
+		b.sources = map[string]EndpointSource{}
+	}
+	b.sources[cluster] = src
+}
+
+func (b *build) addEps(node string) {
+	if b.eps == nil {
+		b.eps = map[string]struct{}{}
+	}
+	b.eps[node] = struct{}{}
+}
+
+func (b *build) addSecret(name string, role SecretRole) {
+	if b.secrets == nil {
+		b.secrets = map[string]SecretRole{}
+	}
+	b.secrets[name] |= role
 }
 
 func (b *build) hasCluster(name string) bool { _, ok := b.clusters[name]; return ok }
@@ -91,20 +111,28 @@ func (b *build) result() (*Resources, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
-	r := &Resources{
-		Listeners: sortedValues(b.listeners),
-		Routes:    sortedValues(b.routes),
-		Clusters:  sortedValues(b.clusters),
-		Endpoints: sortedValues(b.endpoints),
+	var k *Kept
+	if b.memo != nil {
+		k = b.memo.kept
 	}
+	was := k.order(b.id)
+	if was == nil {
+		was = &keptOrder{}
+	}
+	o := &keptOrder{}
+	r := &Resources{}
+	r.Listeners, o.listeners = valuesInOrder(b.listeners, was.listeners)
+	r.Routes, o.routes = valuesInOrder(b.routes, was.routes)
+	r.Clusters, o.clusters = valuesInOrder(b.clusters, was.clusters)
+	r.Endpoints, o.endpoints = valuesInOrder(b.endpoints, was.endpoints)
 	if len(b.sources) > 0 {
 		r.EndpointSources = sortedValues(b.sources)
 	}
-	r.Deps = make([]appmesh.Ref, 0, len(b.deps))
-	for d := range b.deps {
-		r.Deps = append(r.Deps, d)
+	r.Deps = b.sortedDeps(was.deps)
+	o.deps = r.Deps
+	if k != nil && !o.same(was) {
+		k.keepOrder(b.id, o)
 	}
-	slices.SortFunc(r.Deps, compareRefs)
 	if len(b.eps) > 0 {
 		r.EndpointsOf = make([]string, 0, len(b.eps))
 	}

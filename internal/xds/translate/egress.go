@@ -25,7 +25,13 @@ import (
 // not built again.
 func (b *build) nodeEgress(vn *appmesh.VirtualNodeData, logs []*accesslogv3.AccessLog, dualStack bool, lk *listenerKey) {
 	byPort := map[uint32][]svcPort{}
-	for _, name := range backendNames(vn) {
+	var names []string
+	if b.memo != nil {
+		names = b.memo.kept.backendNames(b.id, vn) // kept with the node's egress inputs
+	} else {
+		names = backendNames(vn)
+	}
+	for _, name := range names {
 		for _, sp := range b.servicePorts(name) {
 			byPort[sp.port] = append(byPort[sp.port], sp)
 		}

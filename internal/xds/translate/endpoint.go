@@ -17,7 +17,7 @@ func (b *build) cloudMapEndpoints(cluster string, t target, cm *appmesh.AwsCloud
 	if cm == nil {
 		return &endpointv3.ClusterLoadAssignment{ClusterName: cluster}, nil
 	}
-	b.eps[t.node] = struct{}{}
+	b.addEps(t.node)
 	src = &EndpointSource{
 		Cluster: cluster, Node: t.node, Port: t.port, HealthCheckPort: hcPort,
 		IPPreference: b.ipPreference(cm.IpPreference),

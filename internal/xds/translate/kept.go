@@ -37,6 +37,9 @@ type Kept struct {
 	listenersReused int
 	// specs holds each sidecar's egress inputs as JSON (keptegress.go).
 	specs map[Identity]keptSpec
+	// orders holds each identity's sorted names and dependencies
+	// (keptorder.go).
+	orders map[Identity]*keptOrder
 }
 
 // keptPart is a part and the inputs it was built from.
@@ -49,7 +52,7 @@ type keptPart struct {
 // NewKept returns an empty Kept.
 func NewKept() *Kept {
 	return &Kept{ingress: map[Identity]*keptPart{}, msgs: map[any]struct{}{}, ports: map[portsKey]*resolution{},
-		listeners: map[listenerKey]*keptListener{}, specs: map[Identity]keptSpec{}}
+		listeners: map[listenerKey]*keptListener{}, specs: map[Identity]keptSpec{}, orders: map[Identity]*keptOrder{}}
 }
 
 // NewMemoKeeping returns an empty Memo whose translations also take, and
@@ -66,6 +69,7 @@ func (k *Kept) Forget(id Identity) {
 	k.drop(k.ingress[id])
 	delete(k.ingress, id)
 	delete(k.specs, id)
+	delete(k.orders, id)
 	k.mu.Unlock()
 }
 

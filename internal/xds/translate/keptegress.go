@@ -157,11 +157,13 @@ func (k *Kept) ListenersReused() int {
 }
 
 // keptSpec is a node's egressInputs as JSON, the memoKey's spec, and the
-// node and IP preference it was made from.
+// node and IP preference it was made from; backends are the node's
+// backendNames.
 type keptSpec struct {
 	vn        *appmesh.VirtualNodeData
 	dualStack bool
 	spec      string
+	backends  []string
 }
 
 // egressSpec returns the egress inputs kept for id when they were made
@@ -185,6 +187,21 @@ func (k *Kept) keepEgressSpec(id Identity, vn *appmesh.VirtualNodeData, dualStac
 		return
 	}
 	k.mu.Lock()
-	k.specs[id] = keptSpec{vn: vn, dualStack: dualStack, spec: spec}
+	k.specs[id] = keptSpec{vn: vn, dualStack: dualStack, spec: spec, backends: backendNames(vn)}
 	k.mu.Unlock()
+}
+
+// backendNames returns vn's backendNames, as kept for id when its egress
+// inputs were kept from vn (the list is shared: read only).
+func (k *Kept) backendNames(id Identity, vn *appmesh.VirtualNodeData) []string {
+	if k == nil {
+		return backendNames(vn)
+	}
+	k.mu.Lock()
+	ks, found := k.specs[id]
+	k.mu.Unlock()
+	if !found || ks.vn != vn {
+		return backendNames(vn)
+	}
+	return ks.backends
 }

@@ -456,16 +456,16 @@ func (b *build) merge(p *egressPart) {
 		delete(b.sources, e.name)
 	}
 	for _, s := range p.sources {
-		b.sources[s.name] = s.v
+		b.setSource(s.name, s.v)
 	}
 	for _, d := range p.deps {
 		b.deps[d] = struct{}{}
 	}
 	for _, n := range p.eps {
-		b.eps[n] = struct{}{}
+		b.addEps(n)
 	}
 	for _, r := range p.secrets {
-		b.secrets[r.name] |= r.v
+		b.addSecret(r.name, r.v)
 	}
 	if b.err == nil {
 		b.err = p.err

@@ -123,7 +123,7 @@ func (b *build) sdsSecret(name string, role SecretRole) *tlsv3.SdsSecretConfig {
 
 // adsSecret is a secret asked of the control plane, recorded in role.
 func (b *build) adsSecret(name string, role SecretRole) *tlsv3.SdsSecretConfig {
-	b.secrets[name] |= role
+	b.addSecret(name, role)
 	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: adsSource()}
 }
 

@@ -100,6 +100,8 @@ type Resources struct {
 	// <gateway>", {Kind: virtualService} "every virtual service of the mesh".
 	// EndpointsOf lists the virtual nodes whose Endpoints it read. Both
 	// sorted (Ref by Owner, Mesh, Kind, Parent, Name), without duplicates.
+	// Deps may be the very slice an earlier translation of the identity
+	// returned (through a Kept): callers must not modify it.
 	Deps        []appmesh.Ref
 	EndpointsOf []string
 	// EndpointSources says, for each ClusterLoadAssignment built from a

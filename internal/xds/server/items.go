@@ -1,0 +1,96 @@
+package server
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// A translation's resources as the core interns them: each message's
+// content sum, and its bytes when no interned entry has that sum.
+
+// marshalled is one message's content sum and, when new, its bytes.
+type marshalled struct {
+	sum   [sha256.Size]byte
+	value []byte // nil when the message was already interned
+}
+
+// itemsOf marshals and sums one type's resources of a translation (see
+// item), in the translator's order: by name.
+func itemsOf[M proto.Message](c *machine, t int, list []M, sh *shared, buf *[]byte, grpc bool) ([]item, error) {
+	items := make([]item, 0, len(list))
+	for _, m := range list {
+		it, err := c.item(t, m, sh, buf, grpc)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, it)
+	}
+	// The translator's lists are sorted by name already: sort only a
+	// translator that does not (a test's).
+	if byName := func(a, b item) int { return strings.Compare(a.name, b.name) }; !slices.IsSortedFunc(items, byName) {
+		slices.SortFunc(items, byName)
+	}
+	return items, nil
+}
+
+// item is one resource of a translation: its sum, taken from the batch
+// (a message another identity's translation handed out too) or from an
+// earlier batch (a kept message), or marshalled (or, for a route table,
+// assembled) and summed here; its bytes when no interned entry has that
+// sum. It runs on a worker: it only reads the machine's state.
+func (c *machine) item(t int, m proto.Message, sh *shared, buf *[]byte, grpc bool) (item, error) {
+	sh.mu.Lock()
+	mm, ok := sh.sums[m]
+	sh.mu.Unlock()
+	if !ok {
+		if sum, hit := c.keptSums[m]; hit && c.entries[sum] != nil {
+			// Kept from an earlier batch, and interned: neither
+			// bytes nor hashing needed.
+			ok, mm = true, marshalled{sum: sum}
+			sh.mu.Lock()
+			sh.sums[m] = mm
+			sh.mu.Unlock()
+		}
+	}
+	if !ok {
+		if rc, isRoute := m.(*routev3.RouteConfiguration); isRoute && assemblable(rc) {
+			// Assembled from its hosts' encodings (assemble.go).
+			sum, value, err := sh.assembleRoute(rc, c.entries)
+			if err != nil {
+				return item{}, fmt.Errorf("marshal %s: %w", typeName(t), err)
+			}
+			mm = marshalled{sum: sum, value: value}
+		} else {
+			// Deterministic, so that equal resources hash equal.
+			b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend((*buf)[:0], m)
+			if err != nil {
+				return item{}, fmt.Errorf("marshal %s: %w", typeName(t), err)
+			}
+			*buf = b
+			mm.sum = sha256.Sum256(b)
+			if c.entries[mm.sum] == nil {
+				mm.value = slices.Clone(b)
+			}
+		}
+		kept := c.kept.Holds(m)
+		sh.mu.Lock()
+		sh.sums[m] = mm
+		if kept {
+			sh.kept[m] = mm.sum
+		}
+		sh.mu.Unlock()
+	}
+	it := item{name: cache.GetResourceName(m), sum: mm.sum, msg: m}
+	if e := c.entries[it.sum]; e != nil {
+		it.facts = e.facts[index(grpc)]
+	} else {
+		it.value = mm.value
+	}
+	return it, nil
+}
