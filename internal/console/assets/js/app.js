@@ -29,6 +29,22 @@ const proxiesView = lazy('proxies', 'proxiesView');
 const view = document.getElementById('view');
 let cleanup = null; // ends the current view's streams and timers
 
+// The server drew the first view into the page (the meshes list, or the
+// sign-in form) from the API's answer, which it hands over here with the
+// session: the first route() draws the same view from the same answer,
+// without asking again, and the DOM stays the one the server drew.
+const first = (() => {
+  const el = document.getElementById('weft-first');
+  if (!el) return null;
+  try { return JSON.parse(el.textContent); } catch { return null; }
+})();
+if (first && first.list) {
+  const l = first.list;
+  const headers = l.errorType ? { 'x-amzn-ErrorType': l.errorType } : {};
+  window.weftFirstRead = { url: l.url, res: Promise.resolve([new Response(l.body, { status: l.status, headers }), l.body]) };
+}
+let drawn = !!first; // #view holds the server's drawing of the first view
+
 // ctx is what a view gets: where to draw, and a way to register cleanups.
 function newCtx() {
   const stops = [];
@@ -55,7 +71,13 @@ const routes = [
 
 async function route() {
   if (cleanup) { cleanup(); cleanup = null; }
+  document.documentElement.classList.remove('weft-deep'); // see console.go's deepLink
   const hash = location.hash || '#/meshes';
+  // The server's drawing stays until the view is drawn again, the same;
+  // on another page, its answer is not used later.
+  const keep = drawn && hash === '#/meshes';
+  if (!keep) window.weftFirstRead = null;
+  drawn = false;
   const section = hash.startsWith('#/cloudmap') ? 'cloudmap' : hash.startsWith('#/proxies') ? 'proxies' : 'meshes';
   for (const a of document.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
@@ -65,7 +87,7 @@ async function route() {
     const m = hash.match(re);
     if (m) {
       const ctx = newCtx();
-      view.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+      if (!keep) view.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
       try {
         await fn(ctx, ...m.slice(1).map(decodeURIComponent));
         performance.mark('weft-view'); // the view is drawn (the browser test reads it)
@@ -91,9 +113,16 @@ function whoBar() {
 
 function signInView() {
   const out = h('div');
-  const id = h('input', { id: 'akid', name: 'accessKeyId', autocomplete: 'username', required: true });
+  // What was typed in the server's form before this module ran is kept.
+  const typed = (i) => { const e = document.getElementById(i); return e && e.value ? e.value : null; };
+  const id = h('input', { id: 'akid', name: 'accessKeyId', autocomplete: 'username', required: true, autofocus: true });
   const secret = h('input', { id: 'secret', name: 'secretAccessKey', type: 'password', autocomplete: 'current-password', required: true });
-  const form = h('form', { class: 'card signin', onsubmit: async (ev) => {
+  const had = [typed('akid'), typed('secret')];
+  if (had[0]) id.value = had[0];
+  if (had[1]) secret.value = had[1];
+  // method and action: a form sent before the module runs posts its
+  // secret to the sign-in endpoint (refused: it takes JSON), never in a URL.
+  const form = h('form', { class: 'card signin', method: 'post', action: '/console/api/session', onsubmit: async (ev) => {
     ev.preventDefault();
     out.replaceChildren();
     try {
@@ -119,7 +148,8 @@ window.addEventListener('hashchange', route);
   try {
     // Without a credentials file the server says so in the page itself
     // (data-auth="off"): no sign-in, no session to ask for.
-    if (document.documentElement.dataset.auth !== 'off') await api.loadSession();
+    if (first && first.session) Object.assign(api.session, { auth: false, signedIn: false, csrf: '' }, first.session);
+    else if (document.documentElement.dataset.auth !== 'off') await api.loadSession();
   } catch (e) {
     view.replaceChildren(errorBox(e));
     return;
