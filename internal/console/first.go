@@ -241,7 +241,8 @@ func meshesView(ans *firstAnswer) (string, bool) {
 		list, true
 }
 
-// signInForm is app.js's signInView.
+// signInForm is app.js's signInView's form, its button disabled until
+// the module takes the form over.
 func signInForm() string {
 	return el("form", attrs{"class", "card signin", "method", "post", "action", "/console/api/session"},
 		el("h1", nil, text("Sign in")),
@@ -250,8 +251,8 @@ func signInForm() string {
 		el("input", attrs{"id", "akid", "name", "accessKeyId", "autocomplete", "username", "required", "", "autofocus", ""}),
 		el("label", attrs{"for", "secret"}, text("Secret access key")),
 		el("input", attrs{"id", "secret", "name", "secretAccessKey", "type", "password", "autocomplete", "current-password", "required", ""}),
-		el("p", nil, el("button", attrs{"class", "primary", "type", "submit", "id", "sign-in"}, text("Sign in"))),
-		el("div", nil))
+		el("p", nil, el("button", attrs{"class", "primary", "type", "submit", "id", "sign-in", "disabled", ""}, text("Sign in"))),
+		el("div", attrs{"id", "signin-result"}))
 }
 
 // whenText is dom.js's when() for an App Mesh timestamp (seconds since

@@ -77,12 +77,13 @@ async function route() {
   // on another page, its answer is not used later.
   const keep = drawn && hash === '#/meshes';
   if (!keep) window.weftFirstRead = null;
+  const drawn0 = drawn;
   drawn = false;
   const section = hash.startsWith('#/cloudmap') ? 'cloudmap' : hash.startsWith('#/proxies') ? 'proxies' : 'meshes';
   for (const a of document.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
-  if (api.session.auth && !api.session.signedIn) { signInView(); return; }
+  if (api.session.auth && !api.session.signedIn) { signInView(drawn0 && !!view.querySelector('form.signin')); return; }
   for (const [re, fn] of routes) {
     const m = hash.match(re);
     if (m) {
@@ -111,18 +112,16 @@ function whoBar() {
     } }, 'Sign out'));
 }
 
-function signInView() {
-  const out = h('div');
-  // What was typed in the server's form before this module ran is kept.
-  const typed = (i) => { const e = document.getElementById(i); return e && e.value ? e.value : null; };
-  const id = h('input', { id: 'akid', name: 'accessKeyId', autocomplete: 'username', required: true, autofocus: true });
-  const secret = h('input', { id: 'secret', name: 'secretAccessKey', type: 'password', autocomplete: 'current-password', required: true });
-  const had = [typed('akid'), typed('secret')];
-  if (had[0]) id.value = had[0];
-  if (had[1]) secret.value = had[1];
-  // method and action: a form sent before the module runs posts its
-  // secret to the sign-in endpoint (refused: it takes JSON), never in a URL.
-  const form = h('form', { class: 'card signin', method: 'post', action: '/console/api/session', onsubmit: async (ev) => {
+// signInView shows the sign-in form. The one the server drew (adopt) is
+// taken over as it is: what was typed in it stays, and its button,
+// disabled until now (a form sent before this module runs would go
+// nowhere useful), is enabled.
+function signInView(adopt) {
+  const drawnForm = adopt ? view.querySelector('form.signin') : null;
+  const out = drawnForm ? drawnForm.querySelector('#signin-result') : h('div', { id: 'signin-result' });
+  const id = drawnForm ? drawnForm.querySelector('#akid') : h('input', { id: 'akid', name: 'accessKeyId', autocomplete: 'username', required: true, autofocus: true });
+  const secret = drawnForm ? drawnForm.querySelector('#secret') : h('input', { id: 'secret', name: 'secretAccessKey', type: 'password', autocomplete: 'current-password', required: true });
+  const submit = async (ev) => {
     ev.preventDefault();
     out.replaceChildren();
     try {
@@ -131,14 +130,23 @@ function signInView() {
       whoBar();
       route();
     } catch (e) { out.replaceChildren(errorBox(e)); }
-  } },
-  h('h1', {}, 'Sign in'),
-  h('p', { class: 'muted' }, 'This server checks every API call against its credentials file. Sign in with an access key of that file: the console acts with exactly its permissions.'),
-  h('label', { for: 'akid' }, 'Access key ID'), id,
-  h('label', { for: 'secret' }, 'Secret access key'), secret,
-  h('p', {}, h('button', { class: 'primary', type: 'submit', id: 'sign-in' }, 'Sign in')), out);
+  };
+  if (drawnForm) {
+    drawnForm.addEventListener('submit', submit);
+    drawnForm.querySelector('#sign-in').disabled = false;
+    performance.mark('weft-view');
+    return;
+  }
+  // method and action: never a secret in a URL, whatever sends the form.
+  const form = h('form', { class: 'card signin', method: 'post', action: '/console/api/session', onsubmit: submit },
+    h('h1', {}, 'Sign in'),
+    h('p', { class: 'muted' }, 'This server checks every API call against its credentials file. Sign in with an access key of that file: the console acts with exactly its permissions.'),
+    h('label', { for: 'akid' }, 'Access key ID'), id,
+    h('label', { for: 'secret' }, 'Secret access key'), secret,
+    h('p', {}, h('button', { class: 'primary', type: 'submit', id: 'sign-in' }, 'Sign in')), out);
   view.replaceChildren(form);
   id.focus();
+  performance.mark('weft-view');
 }
 
 window.addEventListener('weft-signed-out', () => { api.session.signedIn = false; api.session.csrf = ''; whoBar(); route(); });

@@ -1,0 +1,120 @@
+package console
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+)
+
+// scripts turns the page's scripts off or on (as a browser with
+// JavaScript disabled).
+func scripts(on bool) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: !on})
+		return chromedp.Void{}, err
+	}
+}
+
+// withoutScripts runs f with the page's scripts off, then leaves the
+// page it loaded (a link to it would only change its fragment, and its
+// scripts would never run).
+func (e *env) withoutScripts(t *testing.T, f func()) {
+	t.Helper()
+	e.run(t, "scripts off", scripts(false))
+	defer e.run(t, "scripts on", chromedp.Navigate("about:blank"), scripts(true))
+	f()
+}
+
+// viewHTML is the view and the who bar as the browser holds them.
+const viewHTML = `document.getElementById('who').innerHTML + '\n' + document.getElementById('view').innerHTML`
+
+// TestConsoleFirstViewServerDrawn: the meshes list is in /console/'s HTML,
+// drawn before any script runs, every name escaped; the page's module
+// then leaves the same DOM (it draws the same view from the same answer,
+// without asking the API again) and the list works as before; a link to
+// another view never shows the server's list.
+func TestConsoleFirstViewServerDrawn(t *testing.T) {
+	e := newEnv(t)
+	const odd = `a<b&c"d`
+	for _, m := range []string{odd, "plain"} {
+		e.mustAPI(t, "PUT", "/v20190125/meshes", map[string]any{"meshName": m})
+	}
+
+	// The HTML itself: the names escaped, in text and in attributes.
+	resp, err := http.Get(e.base + "/console/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(b)
+	if !strings.Contains(body, `<a href="#/mesh/a%3Cb%26c%22d">a&lt;b&amp;c&#34;d</a>`) || strings.Contains(body, odd) ||
+		resp.Header.Get("Cache-Control") != "no-store" || !strings.Contains(resp.Header.Get("Vary"), "Cookie") {
+		t.Fatalf("GET /console/: %v\n%s", resp.Header, body)
+	}
+
+	// No script runs: the list is there, with the names as they are.
+	var drawn string
+	e.withoutScripts(t, func() {
+		e.run(t, "the meshes page without scripts", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"),
+			chromedp.WaitVisible(css("#list-mesh")))
+		names := eval[[]string](t, e, `[...document.querySelectorAll('#list-mesh tbody tr td:first-child a')].map((a) => a.textContent + ' ' + a.getAttribute('href'))`)
+		if strings.Join(names, ", ") != odd+" #/mesh/a%3Cb%26c%22d, plain #/mesh/plain" {
+			t.Fatalf("the list without scripts: %q", names)
+		}
+		if eval[bool](t, e, `performance.getEntriesByName('weft-app').length > 0`) {
+			t.Fatal("the module ran with scripts off")
+		}
+		drawn = eval[string](t, e, viewHTML)
+	})
+	e.screenshot(t, "meshes-server-drawn")
+
+	// Scripts on: the module draws the same view, from the answer in
+	// the page (no API call), and the list works.
+	e.run(t, "the meshes page", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"),
+		poll(`performance.getEntriesByName('weft-view').length > 0`))
+	if got := eval[string](t, e, viewHTML); got != drawn {
+		t.Fatalf("the module drew another view:\n%s\nthe server's:\n%s", got, drawn)
+	}
+	if n := eval[int](t, e, `performance.getEntriesByType('resource').filter((r) => r.name.includes('/v20190125/')).length`); n != 0 {
+		t.Fatalf("the page read the API %d times for the list it holds", n)
+	}
+	e.run(t, "search the list", chromedp.SendKeys(css(`#view input[type="search"]`), "pla"),
+		poll(`document.querySelectorAll('#list-mesh tbody tr').length === 1 && document.querySelector('#list-mesh tbody a').textContent === 'plain'`))
+	// The list's answer was used once: back on the list, it is read
+	// from the API again (a mesh created meanwhile shows).
+	e.mustAPI(t, "PUT", "/v20190125/meshes", map[string]any{"meshName": "later"})
+	e.run(t, "away and back", chromedp.Navigate(e.base+"/console/#/proxies"), chromedp.WaitVisible(css("#proxies")),
+		chromedp.Navigate(e.base+"/console/#/meshes"), chromedp.WaitVisible(css(`#list-mesh a[href="#/mesh/later"]`)))
+
+	// A link to another view: the server's list is hidden until that
+	// view is drawn.
+	probe := value(t, e, "add the visibility probe", chromedp.Action[page.ScriptIdentifier](func(ctx context.Context, tg *chromedp.Target) (page.ScriptIdentifier, error) {
+		r, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `(() => {
+			const mo = new MutationObserver(() => {
+				const v = document.getElementById('view');
+				if (v && document.getElementById('list-mesh') && window.__weftListVisible === undefined) {
+					window.__weftListVisible = getComputedStyle(v).visibility; mo.disconnect(); } });
+			mo.observe(document, { childList: true, subtree: true }); })()`})
+		return r.Identifier, err
+	}))
+	e.run(t, "open the proxies page directly", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/#/proxies"),
+		chromedp.WaitVisible(css("#proxies")))
+	if v := eval[string](t, e, `window.__weftListVisible`); v != "hidden" {
+		t.Fatalf("the server's list was %q on a link to the proxies page, want hidden", v)
+	}
+	if eval[bool](t, e, `document.documentElement.classList.contains('weft-deep') || !!document.getElementById('list-mesh')`) {
+		t.Fatal("the proxies page is hidden or still holds the list")
+	}
+	e.run(t, "remove the probe", chromedp.Action[chromedp.Void](func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, page.RemoveScriptToEvaluateOnNewDocument, page.RemoveScriptToEvaluateOnNewDocumentParams{Identifier: probe})
+		return chromedp.Void{}, err
+	}))
+}
