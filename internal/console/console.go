@@ -130,10 +130,18 @@ var indexHoles = []string{"<html ", "<!-- weft:who -->", "<!-- weft:view -->", "
 // (app.js's route() shows #view again).
 const deepLink = `const d=document.documentElement;if(d.dataset.first==='meshes'&&location.hash&&location.hash!=='#/meshes')d.classList.add('weft-deep')`
 
+// firstCode is the index's script that loads the first page's code (%s:
+// its URL) once the first frame is drawn: requestAnimationFrame runs
+// just before that frame, and the task it posts just after it. A hidden
+// page, which draws no frame, loads it at once; a second at most in any
+// case.
+const firstCode = `(()=>{let d=0;const go=()=>{if(!d){d=1;import('%s')}};requestAnimationFrame(()=>setTimeout(go,0));setTimeout(go,document.hidden?0:1000)})()`
+
 // buildIndex writes into index.html the stylesheet, inline (no request
 // before the first paint; allowed by its hash), and the first page's
-// code. With the bundle bu, that code is inline too (the later views'
-// files, which it imports when opened, have hashed names). Without it,
+// code. With the bundle bu, that code is a file loaded once the first
+// view (drawn by the server) is painted; the later views' files, which
+// it imports when opened, have hashed names too. Without it,
 // the modules import each other by plain relative names ("./api.js"),
 // and an import map sends each to its hashed URL. The index is then
 // split at its holes, which serveIndex fills for each request.
@@ -166,13 +174,17 @@ func (h *Handler) buildIndex(bu *bundle) {
 	tail := idx.body[j:]
 	var app string
 	if bu != nil {
-		// The first page's code is in the index: no script to fetch
-		// before the module takes over the view.
-		inline = append(inline, bu.first)
-		// At the end of the body, async: it runs as soon as it is parsed
-		// (the elements it uses are there by then), instead of waiting
-		// for the whole document as a deferred module does.
-		app = fmt.Sprintf("%s<script type=\"module\" async>%s</script>\n</body>", indexHoles[3], bu.first)
+		// The first view is in the HTML: the first page's code is not
+		// needed to show it, only to use it. It is a file of its own
+		// (content-hashed, cached for a year), loaded once the first
+		// frame is drawn (see firstCode): neither fetching it nor
+		// compiling and running it holds up the first paint.
+		first := newAsset("first.js", bu.first)
+		name := bundleDir + "first-" + first.version + ".js"
+		h.files[name] = first
+		loader := fmt.Sprintf(firstCode, "/console/"+name)
+		inline = append(inline, []byte(loader))
+		app = fmt.Sprintf("%s<script>%s</script>\n</body>", indexHoles[3], loader)
 	} else {
 		inline = append(inline, imap)
 		fmt.Fprintf(&b, "<script type=\"importmap\">%s</script>\n", imap)

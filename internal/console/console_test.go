@@ -311,9 +311,9 @@ func TestAssetsServed(t *testing.T) {
 	}
 }
 
-// TestAssetsHashedURLs: the index carries the stylesheet and the first
-// page's code inline, each allowed by its hash, and imports the later
-// views from content-hashed URLs that may be cached for a year.
+// TestAssetsHashedURLs: the index carries the stylesheet inline, allowed
+// by its hash, and loads the first page's code, which imports the later
+// views, from content-hashed URLs that may be cached for a year.
 func TestAssetsHashedURLs(t *testing.T) {
 	h := New(nil)
 	w := httptest.NewRecorder()
@@ -328,8 +328,9 @@ func TestAssetsHashedURLs(t *testing.T) {
 		t.Fatalf("the index of a server with sign-in says it has none")
 	}
 	// Two inline scripts, each allowed by its hash: the one that hides
-	// the server's meshes list on a link to another view, and the first
-	// page's code; the data block is not run. One inline stylesheet.
+	// the server's meshes list on a link to another view, and the one
+	// that loads the first page's code after the first frame; the data
+	// block is not run. One inline stylesheet.
 	scripts := regexp.MustCompile(`(?s)<script([^>]*)>(.*?)</script>`)
 	styles := regexp.MustCompile(`(?s)<style>(.*?)</style>`)
 	hash := func(s string) string {
@@ -361,7 +362,7 @@ func TestAssetsHashedURLs(t *testing.T) {
 		index := page.Body.String()
 		want, bodies := policyOf(index)
 		if csp := page.Header().Get("Content-Security-Policy"); csp != want || len(bodies) != 2 || bodies[0] != deepLink ||
-			!strings.Contains(index, `<script type="module" async>`+bodies[1]+"</script>\n</body>") || strings.Contains(csp, "unsafe-") {
+			!strings.Contains(index, `<script>`+bodies[1]+"</script>\n</body>") || strings.Contains(csp, "unsafe-") {
 			t.Fatalf("the index's policy %q, want %q, for its scripts:\n%s", csp, want, index)
 		}
 		if strings.Contains(index, "<link rel=\"stylesheet\"") || strings.Contains(index, "modulepreload") || page.Header().Get("Link") != "" {
@@ -369,8 +370,17 @@ func TestAssetsHashedURLs(t *testing.T) {
 		}
 	}
 	_, bodies := policyOf(index)
+	first := regexp.MustCompile(`import\('(/console/b/first-[0-9a-f]+\.js)'\)`).FindStringSubmatch(bodies[1])
+	if first == nil {
+		t.Fatalf("the index does not load the first page's code: %s", bodies[1])
+	}
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", first[1], nil))
+	if w.Code != 200 || w.Header().Get("Content-Type") != "text/javascript; charset=utf-8" || w.Header().Get("Cache-Control") != "public, max-age=31536000, immutable" {
+		t.Fatalf("%s: %d %v", first[1], w.Code, w.Header())
+	}
 	var views []string
-	for _, m := range regexp.MustCompile(`import\("(/console/b/[a-z]+-[A-Z0-9]+\.js)"\)`).FindAllStringSubmatch(bodies[1], -1) {
+	for _, m := range regexp.MustCompile(`import\("(/console/b/[a-z]+-[A-Z0-9]+\.js)"\)`).FindAllStringSubmatch(w.Body.String(), -1) {
 		views = append(views, m[1])
 	}
 	if len(views) != 4 {

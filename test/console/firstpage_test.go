@@ -16,15 +16,23 @@ import (
 
 // listProbe runs in every document before the page's own scripts: it
 // notes when the meshes list (#list-mesh) is first in the document,
-// whoever put it there (the HTML parser or the page's code), and when the
-// frame that draws it starts (the next animation frame).
+// whoever put it there (the HTML parser or the page's code), when the
+// frame that draws it starts (the next animation frame), and when it was
+// first painted: its title and header cells carry an elementtiming
+// attribute (Element Timing API), set as soon as they are in the
+// document, so the browser reports when they were first shown.
 const listProbe = `(() => {
 	const t = {};
 	window.__weftList = t;
+	new PerformanceObserver((l) => {
+		for (const e of l.getEntries()) if (e.identifier === 'weft-list' && t.paint === undefined) t.paint = e.renderTime || e.startTime;
+	}).observe({ type: 'element', buffered: true });
 	const mo = new MutationObserver(() => {
-		if (t.dom === undefined && document.getElementById('list-mesh')) {
+		const list = document.getElementById('list-mesh');
+		if (!list) return;
+		for (const e of document.querySelectorAll('#list-mesh th:not([elementtiming]), #view > h1:not([elementtiming])')) e.setAttribute('elementtiming', 'weft-list');
+		if (t.dom === undefined) {
 			t.dom = performance.now();
-			mo.disconnect();
 			requestAnimationFrame(() => { t.frame = performance.now(); });
 		}
 	});
@@ -40,6 +48,7 @@ const firstPageTimes = `(() => {
 	const l = window.__weftList || {};
 	return { before: t0, response: n.responseEnd - t0, interactive: n.domInteractive - t0,
 		listDOM: l.dom === undefined ? -1 : l.dom - t0, listFrame: l.frame === undefined ? -1 : l.frame - t0,
+		listPaint: l.paint === undefined ? -1 : l.paint - t0,
 		fcp: fcp ? fcp.startTime - t0 : -1, app: mark('weft-app'), view: mark('weft-view'),
 		requests: performance.getEntriesByType('resource').filter((r) => r.startTime < (l.frame || 0)).length + 1 }; })()`
 
@@ -73,25 +82,25 @@ func TestConsoleFirstPage(t *testing.T) {
 	if s, err := strconv.Atoi(os.Getenv("WEFT_FIRST_PAGE_SAMPLES")); err == nil && s >= 0 {
 		samples = s
 	}
-	var lists, paints, bases []float64
+	var lists, frames, bases []float64
 	for i := 0; i <= samples; i++ {
 		e.run(t, "baseline", clearCache, chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/healthz"))
 		base := eval[map[string]float64](t, e, `(() => { const n = performance.getEntriesByType('navigation')[0];
 			return { load: n.loadEventEnd - n.requestStart }; })()`)
 		e.run(t, "the meshes page", clearCache, chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"),
-			chromedp.WaitVisible(css(`#list-mesh a[href="#/mesh/gamma"]`)), poll(`window.__weftList.frame !== undefined && performance.getEntriesByName('weft-view').length > 0 &&
+			chromedp.WaitVisible(css(`#list-mesh a[href="#/mesh/gamma"]`)), poll(`window.__weftList.frame !== undefined && window.__weftList.paint !== undefined && performance.getEntriesByName('weft-view').length > 0 &&
 				performance.getEntriesByName('first-contentful-paint').length > 0`))
 		f := eval[map[string]float64](t, e, firstPageTimes)
 		what := "cold browser"
 		if i > 0 {
 			what = fmt.Sprintf("sample %d, HTTP cache emptied", i)
 		}
-		t.Logf("first page (%s), ms from the request start: meshes list drawn (frame) %.1f, in the document %.1f; first paint %.1f; "+
+		t.Logf("first page (%s), ms from the request start: meshes list painted %.1f, in the document %.1f, its frame started %.1f; first paint %.1f; "+
 			"index response end %.1f, DOM interactive %.1f, app module running %.1f, module's view drawn %.1f; %.0f requests; "+
 			"%.1f ms before the request; baseline /healthz loaded %.1f",
-			what, f["listFrame"], f["listDOM"], f["fcp"], f["response"], f["interactive"], f["app"], f["view"], f["requests"], f["before"], base["load"])
-		lists = append(lists, f["listFrame"])
-		paints = append(paints, f["fcp"])
+			what, f["listPaint"], f["listDOM"], f["listFrame"], f["fcp"], f["response"], f["interactive"], f["app"], f["view"], f["requests"], f["before"], base["load"])
+		lists = append(lists, f["listPaint"])
+		frames = append(frames, f["listFrame"])
 		bases = append(bases, base["load"])
 	}
 	under := 0
@@ -100,8 +109,8 @@ func TestConsoleFirstPage(t *testing.T) {
 			under++
 		}
 	}
-	t.Logf("first page: meshes list drawn (frame), median %.1f ms (%.1f-%.1f), %d of %d under 200 ms; first paint median %.1f ms; baseline /healthz loaded, median %.1f ms",
-		median(lists), minOf(lists), maxOf(lists), under, len(lists), median(paints), median(bases))
+	t.Logf("first page: meshes list painted, median %.1f ms (%.1f-%.1f), %d of %d under 200 ms; its frame started, median %.1f ms; baseline /healthz loaded, median %.1f ms",
+		median(lists), minOf(lists), maxOf(lists), under, len(lists), median(frames), median(bases))
 	if n := eval[int](t, e, `document.querySelectorAll('#list-mesh tbody tr').length`); n != 3 {
 		t.Fatalf("the list shows %d meshes, want 3", n)
 	}

@@ -37,9 +37,9 @@ const viewHTML = `document.getElementById('who').innerHTML + '\n' + document.get
 
 // TestConsoleFirstViewServerDrawn: the meshes list is in /console/'s HTML,
 // drawn before any script runs, every name escaped; the page's module
-// then leaves the same DOM (it draws the same view from the same answer,
-// without asking the API again) and the list works as before; a link to
-// another view never shows the server's list.
+// then takes it over as it is (the same elements, the same DOM, from the
+// answer in the page, without asking the API again) and the list works
+// as before; a link to another view never shows the server's list.
 func TestConsoleFirstViewServerDrawn(t *testing.T) {
 	e := newEnv(t)
 	const odd = `a<b&c"d`
@@ -76,12 +76,34 @@ func TestConsoleFirstViewServerDrawn(t *testing.T) {
 	})
 	e.screenshot(t, "meshes-server-drawn")
 
-	// Scripts on: the module draws the same view, from the answer in
-	// the page (no API call), and the list works.
+	// A probe, in every page from here on, notes the list the HTML
+	// parser put in the page, before the module ran, and whether #view
+	// was visible then.
+	probe := value(t, e, "add the probe", chromedp.Action[page.ScriptIdentifier](func(ctx context.Context, tg *chromedp.Target) (page.ScriptIdentifier, error) {
+		r, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `(() => {
+			const mo = new MutationObserver(() => {
+				const v = document.getElementById('view'), l = document.getElementById('list-mesh');
+				if (v && l && window.__weftServerList === undefined) {
+					window.__weftServerList = performance.getEntriesByName('weft-app').length ? null : l;
+					window.__weftListVisible = getComputedStyle(v).visibility; mo.disconnect(); } });
+			mo.observe(document, { childList: true, subtree: true }); })()`})
+		return r.Identifier, err
+	}))
+	defer e.run(t, "remove the probe", chromedp.Action[chromedp.Void](func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, page.RemoveScriptToEvaluateOnNewDocument, page.RemoveScriptToEvaluateOnNewDocumentParams{Identifier: probe})
+		return chromedp.Void{}, err
+	}))
+
+	// Scripts on: the module takes the server's list over (the same
+	// elements, not drawn again) from the answer in the page (no API
+	// call), and the list works.
 	e.run(t, "the meshes page", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"),
-		poll(`performance.getEntriesByName('weft-view').length > 0`))
+		chromedp.WaitVisible(css(`#list-mesh a[href="#/mesh/plain"]`)), poll(`performance.getEntriesByName('weft-view').length > 0`))
 	if got := eval[string](t, e, viewHTML); got != drawn {
 		t.Fatalf("the module drew another view:\n%s\nthe server's:\n%s", got, drawn)
+	}
+	if !eval[bool](t, e, `window.__weftServerList === document.getElementById('list-mesh')`) {
+		t.Fatal("the module drew the list again instead of taking the server's over")
 	}
 	if n := eval[int](t, e, `performance.getEntriesByType('resource').filter((r) => r.name.includes('/v20190125/')).length`); n != 0 {
 		t.Fatalf("the page read the API %d times for the list it holds", n)
@@ -96,15 +118,6 @@ func TestConsoleFirstViewServerDrawn(t *testing.T) {
 
 	// A link to another view: the server's list is hidden until that
 	// view is drawn.
-	probe := value(t, e, "add the visibility probe", chromedp.Action[page.ScriptIdentifier](func(ctx context.Context, tg *chromedp.Target) (page.ScriptIdentifier, error) {
-		r, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `(() => {
-			const mo = new MutationObserver(() => {
-				const v = document.getElementById('view');
-				if (v && document.getElementById('list-mesh') && window.__weftListVisible === undefined) {
-					window.__weftListVisible = getComputedStyle(v).visibility; mo.disconnect(); } });
-			mo.observe(document, { childList: true, subtree: true }); })()`})
-		return r.Identifier, err
-	}))
 	e.run(t, "open the proxies page directly", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/#/proxies"),
 		chromedp.WaitVisible(css("#proxies")))
 	if v := eval[string](t, e, `window.__weftListVisible`); v != "hidden" {
@@ -113,8 +126,5 @@ func TestConsoleFirstViewServerDrawn(t *testing.T) {
 	if eval[bool](t, e, `document.documentElement.classList.contains('weft-deep') || !!document.getElementById('list-mesh')`) {
 		t.Fatal("the proxies page is hidden or still holds the list")
 	}
-	e.run(t, "remove the probe", chromedp.Action[chromedp.Void](func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-		_, err := cdp.Call(ctx, tg, page.RemoveScriptToEvaluateOnNewDocument, page.RemoveScriptToEvaluateOnNewDocumentParams{Identifier: probe})
-		return chromedp.Void{}, err
-	}))
+
 }

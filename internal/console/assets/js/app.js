@@ -31,8 +31,8 @@ let cleanup = null; // ends the current view's streams and timers
 
 // The server drew the first view into the page (the meshes list, or the
 // sign-in form) from the API's answer, which it hands over here with the
-// session: the first route() draws the same view from the same answer,
-// without asking again, and the DOM stays the one the server drew.
+// session: the first route() takes that view over (its elements stay,
+// with their handlers added) from the same answer, without asking again.
 const first = (() => {
   const el = document.getElementById('weft-first');
   if (!el) return null;
@@ -45,11 +45,12 @@ if (first && first.list) {
 }
 let drawn = !!first; // #view holds the server's drawing of the first view
 
-// ctx is what a view gets: where to draw, and a way to register cleanups.
-function newCtx() {
+// ctx is what a view gets: where to draw, and a way to register cleanups;
+// drawn says the view holds the server's drawing of it (the first view).
+function newCtx(drawn) {
   const stops = [];
   cleanup = () => { for (const s of stops) s(); };
-  return { view, onLeave: (f) => stops.push(f) };
+  return { view, drawn, onLeave: (f) => stops.push(f) };
 }
 
 const routes = [
@@ -87,7 +88,7 @@ async function route() {
   for (const [re, fn] of routes) {
     const m = hash.match(re);
     if (m) {
-      const ctx = newCtx();
+      const ctx = newCtx(keep);
       if (!keep) view.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
       try {
         await fn(ctx, ...m.slice(1).map(decodeURIComponent));
