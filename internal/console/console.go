@@ -131,11 +131,14 @@ var indexHoles = []string{"<html ", "<!-- weft:who -->", "<!-- weft:view -->", "
 const deepLink = `const d=document.documentElement;if(d.dataset.first==='meshes'&&location.hash&&location.hash!=='#/meshes')d.classList.add('weft-deep')`
 
 // firstCode is the index's script that loads the first page's code (%s:
-// its URL) once the first frame is drawn: requestAnimationFrame runs
-// just before that frame, and the task it posts just after it. A hidden
-// page, which draws no frame, loads it at once; a second at most in any
-// case.
-const firstCode = `(()=>{let d=0;const go=()=>{if(!d){d=1;import('%s')}};requestAnimationFrame(()=>setTimeout(go,0));setTimeout(go,document.hidden?0:1000)})()`
+// its URL) once the first paint is on the screen (a "paint" performance
+// entry is reported when the frame is presented), so that compiling and
+// running it takes no CPU from drawing the list. Without the Paint
+// Timing API, after the first frame; a hidden page, which paints
+// nothing, loads it at once; a second at most in any case.
+const firstCode = `(()=>{let d=0;const go=()=>{if(!d){d=1;import('%s')}};` +
+	`try{new PerformanceObserver(go).observe({type:'paint',buffered:true})}catch{requestAnimationFrame(()=>setTimeout(go,0))}` +
+	`setTimeout(go,document.hidden?0:1000)})()`
 
 // buildIndex writes into index.html the stylesheet, inline (no request
 // before the first paint; allowed by its hash), and the first page's
@@ -177,7 +180,7 @@ func (h *Handler) buildIndex(bu *bundle) {
 		// The first view is in the HTML: the first page's code is not
 		// needed to show it, only to use it. It is a file of its own
 		// (content-hashed, cached for a year), loaded once the first
-		// frame is drawn (see firstCode): neither fetching it nor
+		// paint is shown (see firstCode): neither fetching it nor
 		// compiling and running it holds up the first paint.
 		first := newAsset("first.js", bu.first)
 		name := bundleDir + "first-" + first.version + ".js"
