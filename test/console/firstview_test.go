@@ -81,6 +81,8 @@ func TestConsoleFirstViewServerDrawn(t *testing.T) {
 	// was visible then.
 	probe := value(t, e, "add the probe", chromedp.Action[page.ScriptIdentifier](func(ctx context.Context, tg *chromedp.Target) (page.ScriptIdentifier, error) {
 		r, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `(() => {
+			window.__weftCSP = [];
+			document.addEventListener('securitypolicyviolation', (e) => window.__weftCSP.push(e.violatedDirective + ' ' + e.blockedURI));
 			const mo = new MutationObserver(() => {
 				const v = document.getElementById('view'), l = document.getElementById('list-mesh');
 				if (v && l && window.__weftServerList === undefined) {
@@ -104,6 +106,14 @@ func TestConsoleFirstViewServerDrawn(t *testing.T) {
 	}
 	if !eval[bool](t, e, `window.__weftServerList === document.getElementById('list-mesh')`) {
 		t.Fatal("the module drew the list again instead of taking the server's over")
+	}
+	// The page's own policy allows its inline stylesheet and scripts,
+	// and nothing else was refused.
+	if v := eval[[]string](t, e, `window.__weftCSP`); len(v) != 0 {
+		t.Fatalf("the content policy refused %v", v)
+	}
+	if bg := eval[string](t, e, `getComputedStyle(document.querySelector('header.top')).backgroundColor`); bg != "rgb(13, 27, 42)" {
+		t.Fatalf("the header's background is %q: the inline stylesheet was not applied", bg)
 	}
 	if n := eval[int](t, e, `performance.getEntriesByType('resource').filter((r) => r.name.includes('/v20190125/')).length`); n != 0 {
 		t.Fatalf("the page read the API %d times for the list it holds", n)
