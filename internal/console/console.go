@@ -32,6 +32,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	esbuild "github.com/evanw/esbuild/pkg/api"
 )
 
 //go:embed assets
@@ -163,7 +165,7 @@ func (h *Handler) buildIndex(bu *bundle) {
 		}
 	}
 	imap, _ := json.Marshal(map[string]any{"imports": imports}) // map keys are sorted: the same binary writes the same index
-	css := bytes.TrimSpace(h.files["app.css"].body)
+	css := minifyCSS(h.files["app.css"].body)
 	inline := [][]byte{[]byte(deepLink)}
 	var b bytes.Buffer
 	head := idx.body[:i]
@@ -289,6 +291,17 @@ func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write(body)
+}
+
+// minifyCSS returns the stylesheet minified (esbuild, in process), or as
+// it is if it cannot be: fewer bytes to parse before the first paint.
+func minifyCSS(b []byte) []byte {
+	res := esbuild.Transform(string(b), esbuild.TransformOptions{Loader: esbuild.LoaderCSS,
+		MinifyWhitespace: true, MinifySyntax: true, LogLevel: esbuild.LogLevelSilent})
+	if len(res.Errors) > 0 || len(res.Code) == 0 {
+		return bytes.TrimSpace(b)
+	}
+	return bytes.TrimSpace(res.Code)
 }
 
 // Sizes returns the assets' total size, raw and gzipped, in bytes.

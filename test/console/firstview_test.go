@@ -73,8 +73,8 @@ func TestConsoleFirstViewServerDrawn(t *testing.T) {
 			t.Fatal("the module ran with scripts off")
 		}
 		drawn = eval[string](t, e, viewHTML)
+		e.screenshot(t, "meshes-server-drawn")
 	})
-	e.screenshot(t, "meshes-server-drawn")
 
 	// A probe, in every page from here on, notes the list the HTML
 	// parser put in the page, before the module ran, and whether #view
