@@ -31,6 +31,9 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
+
+	esbuild "github.com/evanw/esbuild/pkg/api"
 )
 
 //go:embed assets
@@ -72,19 +75,28 @@ func newAsset(name string, b []byte) *asset {
 // endpoints under /console/api/.
 type Handler struct {
 	files    map[string]*asset // by path under assets/, "index.html" ...
-	indexCSP string            // the index's policy: the base one and its inline scripts' hashes
-	// indexLink is the index's Link header: the stylesheet (and, without
-	// the bundle, the first page's modules), which the browser starts
-	// fetching when the response's headers arrive, before it parses the
-	// index.
-	indexLink string
-	sessions  *Sessions // nil: no credentials file, no sign-in
+	indexCSP string            // the index's policy: the base one and its inline scripts' and style's hashes
+	// indexParts is the index split at its holes (indexHoles), which
+	// serveIndex fills for each request; nil: the index is served as is.
+	indexParts [][]byte
+	sessions   *Sessions // nil: no credentials file, no sign-in
+	// api is the API's handler chain (its Guard included), which the
+	// first view is read through; nil: the page's module reads it.
+	api               http.Handler
+	maxFirstViewBytes int
+	gzips             sync.Pool // *gzip.Writer, for the index
 }
+
+// UseAPI names the API's handler chain, the one the browser's and the
+// CLI's requests go through (its authentication and authorization
+// included): the index's first view is read through it. It must be called
+// before the handler serves.
+func (h *Handler) UseAPI(api http.Handler) { h.api = api }
 
 // New returns the console's handler. sessions is nil when the server runs
 // without a credentials file: the console then needs no sign-in.
 func New(sessions *Sessions) *Handler {
-	h := &Handler{files: map[string]*asset{}, sessions: sessions}
+	h := &Handler{files: map[string]*asset{}, sessions: sessions, maxFirstViewBytes: DefaultMaxFirstViewBytes}
 	fs.WalkDir(assets, "assets", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -110,14 +122,34 @@ func New(sessions *Sessions) *Handler {
 	return h
 }
 
-// buildIndex writes into index.html the link to the stylesheet at its
-// content-hashed URL (app.css?v=hash, cached for a year: a new binary
-// with other content links to another URL) and the first page's code.
-// With the bundle bu, that code is inline (the later views' files, which
-// it imports when opened, have hashed names too). Without it, the
-// modules import each other by plain relative names ("./api.js"), and an
-// import map sends each to its hashed URL. The index itself is
-// revalidated on each load.
+// The index's holes, filled on each request (serveIndex): the html
+// element's attributes, the who bar, the view, the data block.
+var indexHoles = []string{"<html ", "<!-- weft:who -->", "<!-- weft:view -->", "<!-- weft:data -->"}
+
+// deepLink is the index's script in the head: on a page opened at
+// another view than the meshes list (a link to a route, say), it hides
+// the meshes list the server drew until the module draws that view
+// (app.js's route() shows #view again).
+const deepLink = `const d=document.documentElement;if(d.dataset.first==='meshes'&&location.hash&&location.hash!=='#/meshes')d.classList.add('weft-deep')`
+
+// firstCode is the index's script that loads the first page's code (%s:
+// its URL) once the first paint is on the screen (a "paint" performance
+// entry is reported when the frame is presented), so that compiling and
+// running it takes no CPU from drawing the list. Without the Paint
+// Timing API, after the first frame; a hidden page, which paints
+// nothing, loads it at once; a second at most in any case.
+const firstCode = `(()=>{let d=0;const go=()=>{if(!d){d=1;import('%s')}};` +
+	`try{new PerformanceObserver(go).observe({type:'paint',buffered:true})}catch{requestAnimationFrame(()=>setTimeout(go,0))}` +
+	`setTimeout(go,document.hidden?0:1000)})()`
+
+// buildIndex writes into index.html the stylesheet, inline (no request
+// before the first paint; allowed by its hash), and the first page's
+// code. With the bundle bu, that code is a file loaded once the first
+// view (drawn by the server) is painted; the later views' files, which
+// it imports when opened, have hashed names too. Without it,
+// the modules import each other by plain relative names ("./api.js"),
+// and an import map sends each to its hashed URL. The index is then
+// split at its holes, which serveIndex fills for each request.
 func (h *Handler) buildIndex(bu *bundle) {
 	idx := h.files["index.html"]
 	i := bytes.Index(idx.body, []byte(assetsMarker))
@@ -133,61 +165,144 @@ func (h *Handler) buildIndex(bu *bundle) {
 		}
 	}
 	imap, _ := json.Marshal(map[string]any{"imports": imports}) // map keys are sorted: the same binary writes the same index
-	inline := [][]byte{imap}
-	head := idx.body[:i]
+	css := minifyCSS(h.files["app.css"].body)
+	inline := [][]byte{[]byte(deepLink)}
 	var b bytes.Buffer
+	head := idx.body[:i]
 	if h.sessions == nil {
 		// No credentials file, so no sign-in: the page need not ask the
-		// server before its first API call, and it starts it at once, in
-		// parallel with the modules (api.js takes the answer).
+		// server for a session.
 		head = bytes.Replace(head, []byte("<html "), []byte(`<html data-auth="off" `), 1)
-		b.Write(head)
-		inline = append(inline, []byte(firstRead))
-		fmt.Fprintf(&b, "<script>%s</script>\n", firstRead)
-	} else {
-		b.Write(head)
 	}
+	b.Write(head)
+	fmt.Fprintf(&b, "<script>%s</script>\n<style>%s</style>\n", deepLink, css)
 	tail := idx.body[j:]
 	var app string
 	if bu != nil {
-		inline = inline[1:] // no import map
-		// The first page's code is in the index: no script to fetch
-		// before the list is drawn. Only the stylesheet is linked (and
-		// named in the Link header, fetched before the index is parsed).
-		fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
-		h.indexLink = "<" + url("app.css") + ">; rel=preload; as=style"
-		inline = append(inline, bu.first)
-		// At the end of the body, async: it runs as soon as it is parsed
-		// (the elements it uses are there by then), instead of waiting
-		// for the whole document as a deferred module does.
-		app = fmt.Sprintf("<script type=\"module\" async>%s</script>\n</body>", bu.first)
+		// The first view is in the HTML: the first page's code is not
+		// needed to show it, only to use it. It is a file of its own
+		// (content-hashed, cached for a year), loaded once the first
+		// paint is shown (see firstCode): neither fetching it nor
+		// compiling and running it holds up the first paint.
+		first := newAsset("first.js", bu.first)
+		name := bundleDir + "first-" + first.version + ".js"
+		h.files[name] = first
+		loader := fmt.Sprintf(firstCode, "/console/"+name)
+		inline = append(inline, []byte(loader))
+		app = fmt.Sprintf("%s<script>%s</script>\n</body>", indexHoles[3], loader)
 	} else {
-		// The import map first: no stylesheet is pending, so nothing can
-		// hold it up.
+		inline = append(inline, imap)
 		fmt.Fprintf(&b, "<script type=\"importmap\">%s</script>\n", imap)
-		fmt.Fprintf(&b, "<link rel=\"stylesheet\" href=\"%s\">\n", url("app.css"))
 		for _, name := range firstView {
 			fmt.Fprintf(&b, "<link rel=\"modulepreload\" href=\"%s\">\n", url(name))
 		}
-		app = fmt.Sprintf("<script type=\"module\" async src=\"%s\"></script>\n</body>", url("js/app.js"))
+		app = fmt.Sprintf("%s<script type=\"module\" async src=\"%s\"></script>\n</body>", indexHoles[3], url("js/app.js"))
 	}
 	b.Write(bytes.Replace(tail, []byte("</body>"), []byte(app), 1))
-	h.files["index.html"] = newAsset("index.html", b.Bytes())
+	page := b.Bytes()
+	// Split at the holes, in the order they come in the page.
+	var parts [][]byte
+	for k, hole := range indexHoles {
+		n := bytes.Index(page, []byte(hole))
+		if n < 0 {
+			return // served as the module draws it: no holes
+		}
+		if k == 0 {
+			n += len(hole) // after "<html "
+			parts = append(parts, page[:n])
+			page = page[n:]
+			continue
+		}
+		parts = append(parts, page[:n])
+		page = page[n+len(hole):]
+	}
+	h.indexParts = append(parts, page)
+	h.files["index.html"] = newAsset("index.html", h.index(firstPage{}))
 	src := "script-src 'self'"
 	for _, s := range inline {
 		sum := sha256.Sum256(s)
 		src += " 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 	}
-	h.indexCSP = strings.Replace(basePolicy, "script-src 'self'", src, 1)
+	sum := sha256.Sum256(css)
+	policy := strings.Replace(basePolicy, "script-src 'self'", src, 1)
+	h.indexCSP = strings.Replace(policy, "style-src 'self'", "style-src 'self' 'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'", 1)
 }
 
-// firstRead is the index's one inline script on a server without sign-in:
-// on the first page (the meshes list) it starts the list's API call while
-// the modules load; api.js's request takes the answer instead of asking
-// again. It is the call the list makes itself (api.listPage), the same as
-// the CLI's.
-const firstRead = `if(!location.hash||location.hash==='#/meshes'){const u='/v20190125/meshes?limit=50';` +
-	`window.weftFirstRead={url:u,res:fetch(u,{credentials:'same-origin',cache:'no-store'}).then((r)=>r.text().then((b)=>[r,b]))}}`
+// index returns the index with the first view fv in its holes; the zero
+// firstPage is the page the module draws itself ("Loading…").
+func (h *Handler) index(fv firstPage) []byte {
+	view := fv.view
+	if view == "" {
+		view = `<p class="muted">Loading…</p>`
+	}
+	attr := ""
+	if fv.page != "" {
+		attr = `data-first="` + fv.page + `" `
+	}
+	data := ""
+	if fv.data.Session != nil || fv.data.List != nil {
+		data = dataBlock(fv.data)
+	}
+	p := h.indexParts
+	var b bytes.Buffer
+	b.Grow(len(p[0]) + len(p[1]) + len(p[2]) + len(p[3]) + len(p[4]) + len(view) + len(data) + len(fv.who) + 64)
+	b.Write(p[0])
+	b.WriteString(attr)
+	b.Write(p[1])
+	b.WriteString(fv.who)
+	b.Write(p[2])
+	b.WriteString(view)
+	b.Write(p[3])
+	b.WriteString(data)
+	b.Write(p[4])
+	return b.Bytes()
+}
+
+// serveIndex serves /console/: the index with the first view drawn for
+// this caller (its session's key), so no cache may store it.
+func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
+	fv, ok := h.renderFirst(r)
+	if !ok {
+		// The module draws the view; the session, when known, is still
+		// handed over.
+		fv = firstPage{who: fv.who, data: firstData{Session: fv.data.Session}}
+	}
+	body := h.index(fv)
+	hd := w.Header()
+	hd.Set("Content-Type", "text/html; charset=utf-8")
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("Vary", "Cookie, Accept-Encoding")
+	if acceptsGzip(r) {
+		var gz bytes.Buffer
+		zw, _ := h.gzips.Get().(*gzip.Writer)
+		if zw == nil {
+			zw, _ = gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+		} else {
+			zw.Reset(&gz)
+		}
+		zw.Write(body)
+		zw.Close()
+		h.gzips.Put(zw)
+		body = gz.Bytes()
+		hd.Set("Content-Encoding", "gzip")
+	}
+	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	w.Write(body)
+}
+
+// minifyCSS returns the stylesheet minified (esbuild, in process), or as
+// it is if it cannot be: fewer bytes to parse before the first paint.
+func minifyCSS(b []byte) []byte {
+	res := esbuild.Transform(string(b), esbuild.TransformOptions{Loader: esbuild.LoaderCSS,
+		MinifyWhitespace: true, MinifySyntax: true, LogLevel: esbuild.LogLevelSilent})
+	if len(res.Errors) > 0 || len(res.Code) == 0 {
+		return bytes.TrimSpace(b)
+	}
+	return bytes.TrimSpace(res.Code)
+}
 
 // Sizes returns the assets' total size, raw and gzipped, in bytes.
 func (h *Handler) Sizes() (raw, gzipped int) {
@@ -214,11 +329,9 @@ func securityHeaders(w http.ResponseWriter, csp string) {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rest, ok := strings.CutPrefix(r.URL.Path, "/console/")
-	if (rest == "" || rest == "index.html") && h.indexCSP != "" {
+	isIndex := rest == "" || rest == "index.html"
+	if isIndex && h.indexCSP != "" {
 		securityHeaders(w, h.indexCSP)
-		if h.indexLink != "" {
-			w.Header().Set("Link", h.indexLink)
-		}
 	} else {
 		securityHeaders(w, basePolicy)
 	}
@@ -233,6 +346,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if isIndex && h.indexParts != nil {
+		h.serveIndex(w, r)
 		return
 	}
 	if rest == "" {

@@ -251,7 +251,17 @@ func TestEventsResume(t *testing.T) {
 
 func TestAssetsServed(t *testing.T) {
 	h := New(nil)
-	for _, p := range []string{"/console/", "/console/js/app.js", "/console/app.css"} {
+	// The index is drawn for each caller: gzipped, never stored.
+	r := httptest.NewRequest("GET", "/console/", nil)
+	r.Header.Set("Accept-Encoding", "gzip")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 200 || w.Header().Get("Content-Encoding") != "gzip" || w.Header().Get("Content-Security-Policy") == "" ||
+		w.Header().Get("Content-Length") != strconv.Itoa(w.Body.Len()) || w.Header().Get("Cache-Control") != "no-store" ||
+		w.Header().Get("Vary") != "Cookie, Accept-Encoding" || w.Header().Get("ETag") != "" {
+		t.Fatalf("/console/: %d %v", w.Code, w.Header())
+	}
+	for _, p := range []string{"/console/js/app.js", "/console/app.css"} {
 		r := httptest.NewRequest("GET", p, nil)
 		r.Header.Set("Accept-Encoding", "gzip")
 		w := httptest.NewRecorder()
@@ -294,25 +304,22 @@ func TestAssetsServed(t *testing.T) {
 			t.Fatalf("%s revalidated without gzip: %d", p, w.Code)
 		}
 	}
-	w := httptest.NewRecorder()
+	w = httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/console/nope.js", nil))
 	if w.Code != 404 {
 		t.Fatalf("missing asset: %d", w.Code)
 	}
 }
 
-// TestAssetsHashedURLs: the index links every asset at a content-hashed
-// URL that may be cached for a year, allows its one inline script by hash,
-// and is itself revalidated on each load.
+// TestAssetsHashedURLs: the index carries the stylesheet inline, allowed
+// by its hash, and loads the first page's code, which imports the later
+// views, from content-hashed URLs that may be cached for a year.
 func TestAssetsHashedURLs(t *testing.T) {
 	h := New(nil)
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/console/", nil))
 	index := w.Body.String()
-	if w.Header().Get("Cache-Control") != "no-cache" {
-		t.Fatalf("index Cache-Control %q", w.Header().Get("Cache-Control"))
-	}
-	if !strings.Contains(index, `<html data-auth="off" lang="en">`) {
+	if !strings.Contains(index, `data-auth="off" lang="en">`) {
 		t.Fatalf("the index of a server without sign-in does not say so:\n%s", index)
 	}
 	withAuth := httptest.NewRecorder()
@@ -320,9 +327,16 @@ func TestAssetsHashedURLs(t *testing.T) {
 	if strings.Contains(withAuth.Body.String(), "data-auth") {
 		t.Fatalf("the index of a server with sign-in says it has none")
 	}
-	// Two inline scripts, each allowed by its hash: the first page's
-	// read, started at once, and the first page's code.
+	// Two inline scripts, each allowed by its hash: the one that hides
+	// the server's meshes list on a link to another view, and the one
+	// that loads the first page's code after the first frame; the data
+	// block is not run. One inline stylesheet.
 	scripts := regexp.MustCompile(`(?s)<script([^>]*)>(.*?)</script>`)
+	styles := regexp.MustCompile(`(?s)<style>(.*?)</style>`)
+	hash := func(s string) string {
+		sum := sha256.Sum256([]byte(s))
+		return " 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	}
 	policyOf := func(index string) (string, []string) {
 		t.Helper()
 		src := "script-src 'self'"
@@ -331,53 +345,55 @@ func TestAssetsHashedURLs(t *testing.T) {
 			if strings.Contains(m[1], "src=") {
 				t.Fatalf("the index loads a script file: %s", m[0][:min(len(m[0]), 200)])
 			}
-			sum := sha256.Sum256([]byte(m[2]))
-			src += " 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+			if m[1] == ` type="application/json" id="weft-first"` {
+				continue
+			}
+			src += hash(m[2])
 			bodies = append(bodies, m[2])
 		}
-		return strings.Replace(basePolicy, "script-src 'self'", src, 1), bodies
+		css := styles.FindAllStringSubmatch(index, -1)
+		if len(css) != 1 {
+			t.Fatalf("%d inline stylesheets", len(css))
+		}
+		policy := strings.Replace(basePolicy, "script-src 'self'", src, 1)
+		return strings.Replace(policy, "style-src 'self'", "style-src 'self'"+hash(css[0][1]), 1), bodies
 	}
-	want, bodies := policyOf(index)
-	if csp := w.Header().Get("Content-Security-Policy"); csp != want || len(bodies) != 2 || !strings.Contains(bodies[0], "'/v20190125/meshes?limit=50'") ||
-		!strings.Contains(index, `<script type="module" async>`+bodies[1]+"</script>\n</body>") || strings.Contains(csp, "unsafe-") {
-		t.Fatalf("the index's policy %q, want %q, for its scripts:\n%s", csp, want, index)
+	for _, page := range []*httptest.ResponseRecorder{w, withAuth} {
+		index := page.Body.String()
+		want, bodies := policyOf(index)
+		if csp := page.Header().Get("Content-Security-Policy"); csp != want || len(bodies) != 2 || bodies[0] != deepLink ||
+			!strings.Contains(index, `<script>`+bodies[1]+"</script>\n</body>") || strings.Contains(csp, "unsafe-") {
+			t.Fatalf("the index's policy %q, want %q, for its scripts:\n%s", csp, want, index)
+		}
+		if strings.Contains(index, "<link rel=\"stylesheet\"") || strings.Contains(index, "modulepreload") || page.Header().Get("Link") != "" {
+			t.Fatalf("the index links files to fetch before its first paint: Link %q\n%s", page.Header().Get("Link"), index)
+		}
 	}
-	// With sign-in, the first read waits for the session (its CSRF
-	// token): only the first page's code.
-	authIndex := withAuth.Body.String()
-	want, bodies = policyOf(authIndex)
-	if csp := withAuth.Header().Get("Content-Security-Policy"); csp != want || len(bodies) != 1 {
-		t.Fatalf("index with sign-in: %q, want %q\n%s", csp, want, authIndex)
+	_, bodies := policyOf(index)
+	first := regexp.MustCompile(`import\('(/console/b/first-[0-9a-f]+\.js)'\)`).FindStringSubmatch(bodies[1])
+	if first == nil {
+		t.Fatalf("the index does not load the first page's code: %s", bodies[1])
 	}
-	// The first page fetches no script: it imports each later view from
-	// a file with a content-hashed name, cached for a year; the modules
-	// themselves are still served as they are, revalidated.
-	if link := w.Header().Get("Link"); strings.Contains(index, "modulepreload") || !strings.Contains(link, "/console/app.css?v=") || strings.Contains(link, "modulepreload") {
-		t.Fatalf("Link header %q, index:\n%s", link, index)
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", first[1], nil))
+	if w.Code != 200 || w.Header().Get("Content-Type") != "text/javascript; charset=utf-8" || w.Header().Get("Cache-Control") != "public, max-age=31536000, immutable" {
+		t.Fatalf("%s: %d %v", first[1], w.Code, w.Header())
 	}
 	var views []string
-	for _, m := range regexp.MustCompile(`import\("(/console/b/[a-z]+-[A-Z0-9]+\.js)"\)`).FindAllStringSubmatch(bodies[0], -1) {
+	for _, m := range regexp.MustCompile(`import\("(/console/b/[a-z]+-[A-Z0-9]+\.js)"\)`).FindAllStringSubmatch(w.Body.String(), -1) {
 		views = append(views, m[1])
 	}
 	if len(views) != 4 {
 		t.Fatalf("the first page imports the views %v", views)
 	}
 	for _, c := range []struct{ url, cache string }{{views[0], "public, max-age=31536000, immutable"}, {views[3], "public, max-age=31536000, immutable"},
-		{"/console/js/api.js", "no-cache"}, {"/console/app.css?v=stale", "no-cache"}} {
+		{"/console/js/api.js", "no-cache"}, {"/console/app.css?v=stale", "no-cache"},
+		{"/console/app.css?v=" + h.files["app.css"].version, "public, max-age=31536000, immutable"}} {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest("GET", c.url, nil))
 		if w.Code != 200 || w.Header().Get("Cache-Control") != c.cache {
 			t.Fatalf("%s: %d, Cache-Control %q, want %q", c.url, w.Code, w.Header().Get("Cache-Control"), c.cache)
 		}
-	}
-	css := regexp.MustCompile(`href="(/console/app\.css\?v=[0-9a-f]+)"`).FindStringSubmatch(index)
-	if css == nil {
-		t.Fatalf("no hashed stylesheet link:\n%s", index)
-	}
-	w = httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest("GET", css[1], nil))
-	if w.Header().Get("Cache-Control") != "public, max-age=31536000, immutable" {
-		t.Fatalf("%s: Cache-Control %q", css[1], w.Header().Get("Cache-Control"))
 	}
 }
 

@@ -17,12 +17,15 @@ import (
 // events at GET /v1/events (action weft:GetEvents) on mux. account names a
 // request's mesh owner as the App Mesh API does.
 // Closing stop ends the event streams (nil: they end with their requests).
-func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xdsserver.Server, region string, account func(*http.Request) string, stop <-chan struct{}, log *slog.Logger) {
+// The caller hands the returned console the API's handler chain
+// (UseAPI), which its first page is read through.
+func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xdsserver.Server, region string, account func(*http.Request) string, stop <-chan struct{}, log *slog.Logger) *console.Handler {
 	var sessions *console.Sessions
 	if sec != nil {
 		sessions = sec.sessions
 	}
-	mux.Handle("/console/", console.New(sessions))
+	con := console.New(sessions)
+	mux.Handle("/console/", con)
 	mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
 	var digest func() string
 	if xds != nil {
@@ -44,4 +47,5 @@ func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xds
 		}
 	}
 	mux.Handle("GET /v1/events", console.NewEvents(console.EventsConfig{Store: st, Account: account, ProxiesDigest: digest, Allowed: allowed, Stop: stop, Log: log}))
+	return con
 }

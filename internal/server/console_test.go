@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -76,8 +78,9 @@ func TestConsoleSession(t *testing.T) {
 	e := newAuthEnv(t, authFile)
 	anon := newConsoleClient(t, e.url)
 	resp, body := anon.do("GET", "/console/", "", nil)
-	// The first page's code is inline; the other views are hashed files.
-	if resp.StatusCode != 200 || !strings.Contains(body, `<script type="module"`) || !strings.Contains(body, `/console/b/mesh-`) {
+	// The first page's code is a hashed file, loaded after the first
+	// frame.
+	if resp.StatusCode != 200 || !strings.Contains(body, `import('/console/b/first-`) {
 		t.Fatalf("GET /console/: %d %s", resp.StatusCode, body)
 	}
 	resp, body = anon.do("GET", "/console/api/session", "", nil)
@@ -275,4 +278,136 @@ func TestShutdownEndsEventStreams(t *testing.T) {
 	if _, err := io.ReadAll(r); err != nil {
 		t.Logf("stream after shutdown: %v", err)
 	}
+}
+
+// TestConsoleFirstView: /console/ carries its first view drawn by the
+// server, read through the API as the caller: without a session the
+// sign-in form and no mesh, with one the meshes list exactly as the
+// session's key reads it (its account, its permissions), every name
+// escaped; the page is never cached.
+func TestConsoleFirstView(t *testing.T) {
+	e := newAuthEnv(t, authFile)
+	admin := newConsoleClient(t, e.url)
+	if resp := admin.signIn("AKIDADMIN", "admin-secret"); resp.StatusCode != 200 {
+		t.Fatalf("sign-in: %d", resp.StatusCode)
+	}
+	const odd = `x<y&z"q`
+	if resp, body := admin.do("PUT", "/v20190125/meshes", `{"meshName":"x<y&z\"q"}`, map[string]string{console.CSRFHeader: admin.csrf}); resp.StatusCode != 200 {
+		t.Fatalf("create mesh: %d %s", resp.StatusCode, body)
+	}
+	// Another account's key, and its mesh.
+	other := newConsoleClient(t, e.url)
+	if resp := other.signIn("123456789012", "digits-secret"); resp.StatusCode != 200 {
+		t.Fatalf("sign-in: %d", resp.StatusCode)
+	}
+	if resp, body := other.do("PUT", "/v20190125/meshes", `{"meshName":"digits-mesh"}`, map[string]string{console.CSRFHeader: other.csrf}); resp.StatusCode != 200 {
+		t.Fatalf("create mesh digits-mesh: %d %s", resp.StatusCode, body)
+	}
+	page := func(t *testing.T, cc *consoleClient) string {
+		t.Helper()
+		resp, body := cc.do("GET", "/console/", "", nil) // a navigation: the cookie, no CSRF header
+		if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-store" || !strings.Contains(resp.Header.Get("Vary"), "Cookie") {
+			t.Fatalf("GET /console/: %d %v", resp.StatusCode, resp.Header)
+		}
+		return body
+	}
+	view := func(page string) string {
+		i, j := strings.Index(page, `<main id="view" tabindex="-1">`), strings.Index(page, "</main>")
+		if i < 0 || j < i {
+			t.Fatalf("no view in the page:\n%s", page)
+		}
+		return page[i:j]
+	}
+	leaks := []string{"x&lt;y", `x\u003cy`, ":mesh/", `id="list-mesh"`}
+
+	t.Run("signed out: the sign-in form, no mesh", func(t *testing.T) {
+		for _, cc := range []*consoleClient{newConsoleClient(t, e.url), func() *consoleClient {
+			cc := newConsoleClient(t, e.url) // a cookie that names no session
+			u, _ := url.Parse(e.url)
+			cc.c.Jar.SetCookies(u, []*http.Cookie{{Name: console.CookieName, Value: "forged"}})
+			return cc
+		}()} {
+			body := page(t, cc)
+			if v := view(body); !strings.Contains(v, `<form class="card signin" method="post" action="/console/api/session">`) || !strings.Contains(v, `id="sign-in"`) {
+				t.Fatalf("signed-out view:\n%s", v)
+			}
+			for _, s := range leaks {
+				if strings.Contains(body, s) {
+					t.Fatalf("the signed-out page holds %q:\n%s", s, view(body))
+				}
+			}
+			if !strings.Contains(body, `"session":{"auth":true,"signedIn":false}`) {
+				t.Fatalf("the page does not hand over the signed-out session:\n%s", body)
+			}
+		}
+	})
+
+	t.Run("signed in: the list as the key reads it", func(t *testing.T) {
+		for _, c := range []struct {
+			cc         *consoleClient
+			want, not  []string
+			errorTyped string
+		}{
+			{admin, []string{`<a href="#/mesh/x%3Cy%26z%22q">x&lt;y&amp;z&#34;q</a>`, "1 shown of 1 loaded", `<span title="arn:aws:iam::111122223333:user/admin">AKIDADMIN</span>`}, []string{odd, "digits-mesh"}, ""},
+			{other, []string{`<a href="#/mesh/digits-mesh">digits-mesh</a>`, "1 shown of 1 loaded"}, []string{"x&lt;y", `x\u003cy`}, ""},
+		} {
+			body := page(t, c.cc)
+			for _, s := range c.want {
+				if !strings.Contains(body, s) {
+					t.Fatalf("the page lacks %q:\n%s", s, view(body))
+				}
+			}
+			for _, s := range c.not {
+				if strings.Contains(body, s) {
+					t.Fatalf("the page holds %q:\n%s", s, view(body))
+				}
+			}
+			// The same answer as the key's own call, handed to the module.
+			resp, list := c.cc.do("GET", "/v20190125/meshes?limit=50", "", map[string]string{console.CSRFHeader: c.cc.csrf})
+			if resp.StatusCode != 200 {
+				t.Fatalf("list: %d %s", resp.StatusCode, list)
+			}
+			var block struct {
+				Session struct{ CSRF string }
+				List    struct {
+					URL, Body string
+					Status    int
+				}
+			}
+			i := strings.Index(body, `<script type="application/json" id="weft-first">`)
+			if i < 0 {
+				t.Fatalf("no data block:\n%s", body)
+			}
+			raw := body[i+len(`<script type="application/json" id="weft-first">`):]
+			raw = raw[:strings.Index(raw, "</script>")]
+			if err := json.Unmarshal([]byte(raw), &block); err != nil {
+				t.Fatal(err)
+			}
+			strip := func(s string) string {
+				return regexp.MustCompile(`"lastUpdatedAt":[0-9.]+|"createdAt":[0-9.]+`).ReplaceAllString(s, "")
+			}
+			if block.List.Status != 200 || block.List.URL != "/v20190125/meshes?limit=50" || strip(block.List.Body) != strip(strings.TrimSpace(list)) || block.Session.CSRF != c.cc.csrf {
+				t.Fatalf("data block %+v, want the list %s and the session's token", block, list)
+			}
+		}
+	})
+
+	t.Run("a key without ListMeshes sees the API's refusal", func(t *testing.T) {
+		cc := newConsoleClient(t, e.url)
+		if resp := cc.signIn("AKIDMESHA", "mesh-a-secret"); resp.StatusCode != 200 {
+			t.Fatal(resp.StatusCode)
+		}
+		resp, list := cc.do("GET", "/v20190125/meshes?limit=50", "", map[string]string{console.CSRFHeader: cc.csrf})
+		wantStatus(t, resp, list, 403, "AccessDeniedException")
+		body := page(t, cc)
+		want := `<h1>Error</h1><div class="api-error" role="alert" data-error-type="AccessDeniedException">AccessDeniedException: User: arn:aws:iam::444455556666:user/AKIDMESHA is not authorized to perform: appmesh:ListMeshes on resource: *</div>`
+		if v := view(body); v != `<main id="view" tabindex="-1">`+want {
+			t.Fatalf("view %s, want %s", v, want)
+		}
+		for _, s := range leaks {
+			if strings.Contains(body, s) {
+				t.Fatalf("the page holds %q:\n%s", s, view(body))
+			}
+		}
+	})
 }

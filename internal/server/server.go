@@ -259,7 +259,7 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	other.Handle("GET /v1/backup", backupHandler(st, log.With("component", "backup")))
 	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
 	meshH := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID, Region: cfg.Region}, log.With("api", "appmesh"))
-	registerConsole(other, st, sec, xds, cfg.Region, meshH.CallerAccount, cfg.streamsStop, log.With("component", "console"))
+	con := registerConsole(other, st, sec, xds, cfg.Region, meshH.CallerAccount, cfg.streamsStop, log.With("component", "console"))
 	if authority != nil {
 		authority.Register(other)
 	}
@@ -267,13 +267,15 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
 	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID})
-	return &api.Handler{
+	h := &api.Handler{
 		AppMesh:  meshH,
 		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),
 		STS:      stsapi.New(stsapi.Config{Region: cfg.Region, Account: meshH.CallerAccount}, log.With("api", "sts")),
 		Other:    other,
 		Guard:    sec.guard(cfg, meshH),
 	}
+	con.UseAPI(h) // the console's first page reads the API through the same chain, its Guard included
+	return h
 }
 
 // openCA opens the mesh's CA in the store, importing cfg's CA files at

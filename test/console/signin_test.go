@@ -60,6 +60,14 @@ keys:
 	for _, n := range []string{"seen", "hidden"} {
 		e.createViaForm(t, "#/mesh/a/new/virtualNode", [][2]string{{"#name", n}, {"#f-hostname", n + ".local"}}, "#metadata")
 	}
+	// The page, before any script runs, holds the list as this key
+	// reads it.
+	e.withoutScripts(t, func() {
+		e.run(t, "the meshes page without scripts, signed in", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"),
+			chromedp.WaitVisible(css(`#list-mesh a[href="#/mesh/a"]`)), chromedp.WaitVisible(css("#sign-out")))
+	})
+	e.run(t, "the meshes page with scripts", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/#/meshes"),
+		chromedp.WaitVisible(css(`#list-mesh a[href="#/mesh/a"]`)), poll(`performance.getEntriesByName('weft-view').length > 0`))
 	e.run(t, "sign out",
 		chromedp.Click(css("#sign-out")),
 		chromedp.WaitVisible(css("#sign-in")))
@@ -68,11 +76,20 @@ keys:
 	if got != "403 MissingAuthenticationTokenException" {
 		t.Fatalf("API after sign-out: %s", got)
 	}
+	// Signed out, the page holds the sign-in form and no mesh.
+	e.withoutScripts(t, func() {
+		e.run(t, "the meshes page without scripts, signed out", chromedp.Navigate("about:blank"), chromedp.Navigate(e.base+"/console/"),
+			chromedp.WaitVisible(css("#sign-in")))
+		if html := eval[string](t, e, viewHTML); strings.Contains(html, "list-mesh") || strings.Contains(html, "#/mesh/a") || strings.Contains(html, "mesh-a-operator") {
+			t.Fatalf("the signed-out page holds the list or the key: %s", html)
+		}
+	})
 	// A key that may Describe only node seen: the topology, drawn from
 	// the event stream's snapshot, holds that node and nothing else.
 	e.run(t, "sign in as the viewer",
 		chromedp.Navigate(e.base+"/console/#/meshes"),
 		chromedp.WaitVisible(css("#sign-in")),
+		chromedp.WaitEnabled(css("#sign-in")),
 		chromedp.SendKeys(css("#akid"), "AKIDVIEW"),
 		chromedp.SendKeys(css("#secret"), "view-secret"),
 		chromedp.Click(css("#sign-in")),

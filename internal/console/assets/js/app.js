@@ -29,11 +29,28 @@ const proxiesView = lazy('proxies', 'proxiesView');
 const view = document.getElementById('view');
 let cleanup = null; // ends the current view's streams and timers
 
-// ctx is what a view gets: where to draw, and a way to register cleanups.
-function newCtx() {
+// The server drew the first view into the page (the meshes list, or the
+// sign-in form) from the API's answer, which it hands over here with the
+// session: the first route() takes that view over (its elements stay,
+// with their handlers added) from the same answer, without asking again.
+const first = (() => {
+  const el = document.getElementById('weft-first');
+  if (!el) return null;
+  try { return JSON.parse(el.textContent); } catch { return null; }
+})();
+if (first && first.list) {
+  const l = first.list;
+  const headers = l.errorType ? { 'x-amzn-ErrorType': l.errorType } : {};
+  window.weftFirstRead = { url: l.url, res: Promise.resolve([new Response(l.body, { status: l.status, headers }), l.body]) };
+}
+let drawn = !!first; // #view holds the server's drawing of the first view
+
+// ctx is what a view gets: where to draw, and a way to register cleanups;
+// drawn says the view holds the server's drawing of it (the first view).
+function newCtx(drawn) {
   const stops = [];
   cleanup = () => { for (const s of stops) s(); };
-  return { view, onLeave: (f) => stops.push(f) };
+  return { view, drawn, onLeave: (f) => stops.push(f) };
 }
 
 const routes = [
@@ -55,17 +72,24 @@ const routes = [
 
 async function route() {
   if (cleanup) { cleanup(); cleanup = null; }
+  document.documentElement.classList.remove('weft-deep'); // see console.go's deepLink
   const hash = location.hash || '#/meshes';
+  // The server's drawing stays until the view is drawn again, the same;
+  // on another page, its answer is not used later.
+  const keep = drawn && hash === '#/meshes';
+  if (!keep) window.weftFirstRead = null;
+  const drawn0 = drawn;
+  drawn = false;
   const section = hash.startsWith('#/cloudmap') ? 'cloudmap' : hash.startsWith('#/proxies') ? 'proxies' : 'meshes';
   for (const a of document.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
-  if (api.session.auth && !api.session.signedIn) { signInView(); return; }
+  if (api.session.auth && !api.session.signedIn) { signInView(drawn0 && !!view.querySelector('form.signin')); return; }
   for (const [re, fn] of routes) {
     const m = hash.match(re);
     if (m) {
-      const ctx = newCtx();
-      view.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+      const ctx = newCtx(keep);
+      if (!keep) view.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
       try {
         await fn(ctx, ...m.slice(1).map(decodeURIComponent));
         performance.mark('weft-view'); // the view is drawn (the browser test reads it)
@@ -89,11 +113,16 @@ function whoBar() {
     } }, 'Sign out'));
 }
 
-function signInView() {
-  const out = h('div');
-  const id = h('input', { id: 'akid', name: 'accessKeyId', autocomplete: 'username', required: true });
-  const secret = h('input', { id: 'secret', name: 'secretAccessKey', type: 'password', autocomplete: 'current-password', required: true });
-  const form = h('form', { class: 'card signin', onsubmit: async (ev) => {
+// signInView shows the sign-in form. The one the server drew (adopt) is
+// taken over as it is: what was typed in it stays, and its button,
+// disabled until now (a form sent before this module runs would go
+// nowhere useful), is enabled.
+function signInView(adopt) {
+  const drawnForm = adopt ? view.querySelector('form.signin') : null;
+  const out = drawnForm ? drawnForm.querySelector('#signin-result') : h('div', { id: 'signin-result' });
+  const id = drawnForm ? drawnForm.querySelector('#akid') : h('input', { id: 'akid', name: 'accessKeyId', autocomplete: 'username', required: true, autofocus: true });
+  const secret = drawnForm ? drawnForm.querySelector('#secret') : h('input', { id: 'secret', name: 'secretAccessKey', type: 'password', autocomplete: 'current-password', required: true });
+  const submit = async (ev) => {
     ev.preventDefault();
     out.replaceChildren();
     try {
@@ -102,14 +131,23 @@ function signInView() {
       whoBar();
       route();
     } catch (e) { out.replaceChildren(errorBox(e)); }
-  } },
-  h('h1', {}, 'Sign in'),
-  h('p', { class: 'muted' }, 'This server checks every API call against its credentials file. Sign in with an access key of that file: the console acts with exactly its permissions.'),
-  h('label', { for: 'akid' }, 'Access key ID'), id,
-  h('label', { for: 'secret' }, 'Secret access key'), secret,
-  h('p', {}, h('button', { class: 'primary', type: 'submit', id: 'sign-in' }, 'Sign in')), out);
+  };
+  if (drawnForm) {
+    drawnForm.addEventListener('submit', submit);
+    drawnForm.querySelector('#sign-in').disabled = false;
+    performance.mark('weft-view');
+    return;
+  }
+  // method and action: never a secret in a URL, whatever sends the form.
+  const form = h('form', { class: 'card signin', method: 'post', action: '/console/api/session', onsubmit: submit },
+    h('h1', {}, 'Sign in'),
+    h('p', { class: 'muted' }, 'This server checks every API call against its credentials file. Sign in with an access key of that file: the console acts with exactly its permissions.'),
+    h('label', { for: 'akid' }, 'Access key ID'), id,
+    h('label', { for: 'secret' }, 'Secret access key'), secret,
+    h('p', {}, h('button', { class: 'primary', type: 'submit', id: 'sign-in' }, 'Sign in')), out);
   view.replaceChildren(form);
   id.focus();
+  performance.mark('weft-view');
 }
 
 window.addEventListener('weft-signed-out', () => { api.session.signedIn = false; api.session.csrf = ''; whoBar(); route(); });
@@ -119,7 +157,8 @@ window.addEventListener('hashchange', route);
   try {
     // Without a credentials file the server says so in the page itself
     // (data-auth="off"): no sign-in, no session to ask for.
-    if (document.documentElement.dataset.auth !== 'off') await api.loadSession();
+    if (first && first.session) Object.assign(api.session, { auth: false, signedIn: false, csrf: '' }, first.session);
+    else if (document.documentElement.dataset.auth !== 'off') await api.loadSession();
   } catch (e) {
     view.replaceChildren(errorBox(e));
     return;

@@ -33,10 +33,12 @@ export function okBox(text) {
 
 export function enc(s) { return encodeURIComponent(s); }
 
+// when shows a time in UTC to the second, the same in every browser and
+// in the first view the server draws (console/first.go's whenText).
 export function when(t) {
   if (!t) return '';
   const d = typeof t === 'number' ? new Date(t * 1000) : new Date(t);
-  return isNaN(d) ? String(t) : d.toLocaleString();
+  return isNaN(d) ? String(t) : d.toISOString().slice(0, 19).replace('T', ' ') + ' UTC';
 }
 
 // tagsFromText reads "k=v, k2=v2" into App Mesh tags.

@@ -6,13 +6,17 @@
 import * as api from './api.js';
 import { h, errorBox, enc, when, meshTabs, crumbs, hrefOf } from './dom.js';
 
-// pagedList draws a searchable, paginated list of one kind.
-async function pagedList(kind, m, parent, columns) {
+// pagedList draws a searchable, paginated list of one kind. drawn, when
+// set, is the same list the server drew (its wrapper element): it is
+// taken over as it is, its rows drawn again only if a search was typed
+// before this code ran.
+async function pagedList(kind, m, parent, columns, drawn) {
   const k = api.KINDS[kind];
-  const body = h('tbody');
-  const more = h('button', { type: 'button', id: `more-${kind}` }, 'Load more');
-  const search = h('input', { type: 'search', placeholder: `Search ${k.label.toLowerCase()}`, 'aria-label': `Search ${k.label.toLowerCase()}` });
-  const status = h('div', { class: 'status-line', role: 'status' });
+  const q = (sel) => drawn && drawn.querySelector(sel);
+  const body = q(`#list-${kind} tbody`) || h('tbody');
+  const more = q(`#more-${kind}`) || h('button', { type: 'button', id: `more-${kind}` }, 'Load more');
+  const search = q('input[type="search"]') || h('input', { type: 'search', placeholder: `Search ${k.label.toLowerCase()}`, 'aria-label': `Search ${k.label.toLowerCase()}` });
+  const status = q('.status-line') || h('div', { class: 'status-line', role: 'status' });
   let token = '', items = [];
   const draw = () => {
     const q = search.value.trim().toLowerCase();
@@ -23,15 +27,16 @@ async function pagedList(kind, m, parent, columns) {
     status.textContent = `${shown.length} shown of ${items.length} loaded${token ? ' (more on the server)' : ''}`;
     more.hidden = !token;
   };
-  const load = async () => {
+  const load = async (redraw = true) => {
     const p = await api.listPage(kind, m, parent, token);
     items = items.concat(p.items);
     token = p.nextToken;
-    draw();
+    if (redraw) draw();
   };
   more.addEventListener('click', () => load().catch((e) => status.replaceChildren(errorBox(e))));
   search.addEventListener('input', draw);
-  await load();
+  await load(!drawn || !!search.value);
+  if (drawn) return drawn;
   return h('div', {},
     h('div', { class: 'toolbar' }, search, status),
     h('div', { class: 'scroll' }, h('table', { id: `list-${kind}` },
@@ -44,8 +49,12 @@ const version = col('Version', (it) => it.version);
 const updated = col('Last updated', (it) => when(it.lastUpdatedAt));
 const arnCol = col('ARN', (it) => h('span', { class: 'muted' }, it.arn));
 
+// meshesView draws the meshes list; when ctx.drawn, the view holds the
+// same list, drawn by the server from the same answer: it is taken over.
 export async function meshesView(ctx) {
-  const list = await pagedList('mesh', '', '', [version, updated, arnCol]);
+  const drawn = ctx.drawn && ctx.view.querySelector('#list-mesh') ? ctx.view.lastElementChild : null;
+  const list = await pagedList('mesh', '', '', [version, updated, arnCol], drawn);
+  if (drawn) return;
   ctx.view.replaceChildren(
     h('h1', {}, 'Meshes'),
     h('div', { class: 'toolbar' }, h('a', { class: 'button primary', href: '#/new/mesh', id: 'create-mesh' }, 'Create mesh')),
