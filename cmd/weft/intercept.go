@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 
+	"github.com/weftmesh/weft/internal/envvar"
 	"github.com/weftmesh/weft/internal/intercept"
 )
 
@@ -80,14 +80,5 @@ func runIntercept(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // envInt is envOr for integers. A malformed value is added to errs rather
 // than dropped, so the command can refuse to run on it.
 func envInt(name string, def int, errs *[]error) int {
-	s := envOr(name, "")
-	if s == "" {
-		return def
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		*errs = append(*errs, fmt.Errorf("env %s=%q: not an integer", name, s))
-		return def
-	}
-	return n
+	return envvar.Int(name, def, errs)
 }
