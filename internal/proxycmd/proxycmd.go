@@ -141,6 +141,7 @@ func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writ
 			log.Warn("the join token is sent to xDS without TLS: anyone on the path can read it; give --xds-ca on a shared network", "xds", cfg.XDS)
 		}
 	}
+	tuneRuntime(cfg.Pprof)
 	p, err := proxy.New(cfg, log)
 	if err != nil {
 		return err

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -58,5 +61,33 @@ func TestUsageNamesProg(t *testing.T) {
 	}
 	if help := errOut.String(); !strings.HasPrefix(help, "usage: weft-proxy proxy [flags]") || !strings.Contains(help, "-resource-arn") {
 		t.Fatalf("usage:\n%s", help)
+	}
+}
+
+// TestTuneRuntime: without GOGC in the environment the proxy collects at
+// DefaultGCPercent; a GOGC the user set is left as the runtime applied it.
+// Heap profile sampling stops unless --pprof can serve the profiles.
+func TestTuneRuntime(t *testing.T) {
+	prevGC, prevRate := debug.SetGCPercent(100), runtime.MemProfileRate
+	t.Cleanup(func() { debug.SetGCPercent(prevGC); runtime.MemProfileRate = prevRate })
+
+	t.Setenv("GOGC", "") // restored at cleanup
+	os.Unsetenv("GOGC")
+	tuneRuntime(true)
+	if got := debug.SetGCPercent(100); got != DefaultGCPercent {
+		t.Errorf("GOGC unset: GC percent %d, want %d", got, DefaultGCPercent)
+	}
+	if runtime.MemProfileRate == 0 {
+		t.Error("--pprof: heap profile sampling turned off")
+	}
+
+	t.Setenv("GOGC", "200")
+	debug.SetGCPercent(200) // as the runtime applied it at start
+	tuneRuntime(false)
+	if got := debug.SetGCPercent(100); got != 200 {
+		t.Errorf("GOGC=200: GC percent %d, want 200 kept", got)
+	}
+	if runtime.MemProfileRate != 0 {
+		t.Errorf("no --pprof: MemProfileRate %d, want 0", runtime.MemProfileRate)
 	}
 }
