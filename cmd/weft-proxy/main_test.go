@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,6 +34,9 @@ import (
 )
 
 const node = "mesh/m/virtualNode/n"
+
+// started is weft proxy's start-up log line; it names the bound admin address.
+var started = regexp.MustCompile(`msg="weft proxy started".* admin=(127\.0\.0\.1:[0-9]+)`)
 
 // build builds cmd/weft-proxy into a directory removed when t ends.
 func build(t *testing.T) string {
@@ -67,23 +73,54 @@ func TestBinary(t *testing.T) {
 	}))
 	defer app.Close()
 	xds := xdstest.Start(t, node)
-	admin := freeAddr(t)
-	cmd := exec.Command(bin, "proxy", "--admin-addr", admin, "--xds-protocol", "sotw", "--concurrency", "1", "--log-level", "warn")
+	// The admin listener on an ephemeral port, which the start-up log line
+	// names; stderr through a pipe of our own, read to its end here.
+	cmd := exec.Command(bin, "proxy", "--admin-addr", "127.0.0.1:0", "--xds-protocol", "sotw", "--concurrency", "1", "--log-level", "info")
 	cmd.Env = append(cmd.Environ(), "APPMESH_RESOURCE_ARN="+node, "APPMESH_XDS_ENDPOINT="+xds.Addr)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	pw.Close()
+	adminc := make(chan string, 1)
+	var logged []string // the process's stderr, complete once logDone is closed
+	logDone := make(chan struct{})
+	go func() { // ends at EOF, when the process has exited
+		defer close(logDone)
+		defer pr.Close()
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if len(logged) < 200 {
+				logged = append(logged, sc.Text())
+			}
+			if m := started.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case adminc <- m[1]:
+				default: // one start-up line; never block the reader
+				}
+			}
+		}
+	}()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }() // ends when the process does (SIGTERM below, SIGKILL on failure)
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
+		<-logDone
 		if t.Failed() {
-			t.Logf("weft-proxy stderr:\n%s", stderr.String())
+			t.Logf("weft-proxy stderr:\n%s", strings.Join(logged, "\n"))
 		}
 	})
+	var admin string
+	select {
+	case admin = <-adminc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no start-up line naming the admin address within 30s")
+	}
 
 	v := xds.Set(
 		&listenerv3.Listener{Name: "ingress", Address: socketAddr("127.0.0.1", 0),
@@ -162,18 +199,6 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		}
 		<-tick.C
 	}
-}
-
-// freeAddr returns a loopback address no one listens on, for the admin
-// listener of a process whose bound address cannot be read back.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func mustAny(t *testing.T, m proto.Message) *anypb.Any {
