@@ -54,7 +54,8 @@ func build(t *testing.T) string {
 // TestBinary runs the built weft-proxy as weft proxy is run (`proxy` first,
 // App Mesh's variables): it takes its configuration from a go-control-plane
 // ADS server, forwards a request to the app, and ends on SIGTERM with
-// status 0. Unknown commands exit 2; -h exits 0 with the usage.
+// status 0. Unknown commands exit 2; -h exits 0 with the usage; intercept
+// is weft intercept.
 func TestBinary(t *testing.T) {
 	bin := build(t)
 
@@ -66,6 +67,16 @@ func TestBinary(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `unknown command "server"`) {
 		t.Errorf("weft-proxy server: %v\n%s", err, out)
+	}
+
+	// weft intercept's command, refusing a bad flag before it touches iptables.
+	out, err = exec.Command(bin, "intercept", "-h").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "usage: weft-proxy intercept [flags]") {
+		t.Errorf("weft-proxy intercept -h: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "intercept", "--app-ports", "http").CombinedOutput()
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "--app-ports") {
+		t.Errorf("weft-proxy intercept --app-ports http: %v\n%s", err, out)
 	}
 
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,7 +1,7 @@
-// Package proxycmd is the `proxy` command, shared by the weft binary
-// (weft proxy) and the proxy-only one (weft-proxy): its flags, the App
-// Mesh Envoy image's environment variables they default from, and the
-// start of the proxy.
+// Package proxycmd holds the data plane's commands, shared by the weft
+// binary (weft proxy, weft intercept) and the proxy-only one (weft-proxy
+// proxy, weft-proxy intercept): their flags, the App Mesh environment
+// variables they default from, and the start of the proxy.
 package proxycmd
 
 import (
