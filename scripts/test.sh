@@ -90,9 +90,10 @@ if [ -n "$unformatted" ]; then
   echo "test.sh: gofmt needed: $unformatted" >&2
   exit 1
 fi
-# weft server and weft proxy's portable parts must keep building where
+# weft server and weft proxy's portable parts (and weft-proxy) must keep building where
 # developers run them (macOS); namespaces and interception stay Linux-only.
 GOOS=darwin GOARCH=arm64 go build -o /dev/null ./cmd/weft
+GOOS=darwin GOARCH=arm64 go build -o /dev/null ./cmd/weft-proxy
 go test -count=1 -timeout 15m ./... "$@"
 # The packages where streams and connections share state across goroutines
 # run again under the race detector: a shared-response race in the xDS

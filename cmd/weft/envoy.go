@@ -6,8 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 
+	"github.com/weftmesh/weft/internal/envvar"
 	"github.com/weftmesh/weft/internal/xds/bootstrap"
 	xdsserver "github.com/weftmesh/weft/internal/xds/server"
 )
@@ -88,8 +88,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 // lookupUint reads an unsigned environment variable, as App Mesh's agent
 // read ENVOY_ADMIN_ACCESS_PORT.
 func lookupUint(name string) (uint, bool) {
-	v, err := strconv.ParseUint(envOr(name, ""), 10, 32)
-	return uint(v), err == nil
+	return envvar.Uint(name)
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/weftmesh/weft/internal/envvar"
 )
 
 // command is one subcommand. run returns when ctx ends or the work is done.
@@ -82,8 +84,5 @@ func main() {
 
 // envOr returns the environment variable's value, or def when it is unset.
 func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
+	return envvar.Or(name, def)
 }

@@ -25,17 +25,6 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-func TestLogLevel(t *testing.T) {
-	for _, in := range []string{"debug", "info", "warn", "error", "trace", "warning", "critical", "off", "INFO"} {
-		if _, err := logLevel(in); err != nil {
-			t.Errorf("%q: %v", in, err)
-		}
-	}
-	if _, err := logLevel("loud"); err == nil {
-		t.Error(`"loud" was accepted`)
-	}
-}
-
 // TestProxyLimitEnv: a malformed limit in the environment stops weft proxy
 // before it starts, naming the variable, rather than running without it.
 func TestProxyLimitEnv(t *testing.T) {

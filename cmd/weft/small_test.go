@@ -39,19 +39,6 @@ func TestProxyWithoutARN(t *testing.T) {
 	}
 }
 
-// TestAdminPortFromEnv: ENVOY_ADMIN_ACCESS_PORT moves the proxy's default
-// admin port, as it moved Envoy's in the App Mesh image.
-func TestAdminPortFromEnv(t *testing.T) {
-	t.Setenv("ENVOY_ADMIN_ACCESS_PORT", "9902")
-	if got := defaultAdminAddr(); got != "127.0.0.1:9902" {
-		t.Errorf("with ENVOY_ADMIN_ACCESS_PORT=9902: %s", got)
-	}
-	t.Setenv("ENVOY_ADMIN_ACCESS_PORT", "")
-	if got := defaultAdminAddr(); got != "127.0.0.1:9901" {
-		t.Errorf("without ENVOY_ADMIN_ACCESS_PORT: %s", got)
-	}
-}
-
 // TestHelpDescribes: the long-running commands say what they do before
 // their flags.
 func TestHelpDescribes(t *testing.T) {

@@ -347,7 +347,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			errc <- err
 		}
 	}()
-	p.log.Info("weft proxy started", "xds", p.cfg.XDS, "admin", p.cfg.AdminAddr)
+	p.log.Info("weft proxy started", "xds", p.cfg.XDS, "admin", p.AdminAddr()) // bound: --admin-addr 127.0.0.1:0 names its port here
 	var err error
 	select {
 	case <-ctx.Done():

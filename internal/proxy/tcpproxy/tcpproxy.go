@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -211,25 +210,6 @@ loop:
 	e.BytesReceived, e.BytesSent = rx, tx
 	p.rxBytes.Add(rx)
 	p.txBytes.Add(tx)
-}
-
-func copyCounting(dst io.Writer, src io.Reader, last *atomic.Int64) int64 {
-	buf := make([]byte, 32<<10)
-	var n int64
-	for {
-		k, err := src.Read(buf)
-		if k > 0 {
-			last.Store(time.Now().UnixNano())
-			w, werr := dst.Write(buf[:k])
-			n += int64(w)
-			if werr != nil {
-				return n
-			}
-		}
-		if err != nil {
-			return n
-		}
-	}
 }
 
 func closeWrite(c net.Conn) {

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImports keeps weft-proxy the data plane alone: of weft's packages
+// only the proxy's, the traffic interception's, their commands and the
+// environment reader, and none of the control plane's libraries. Each of
+// them would add its package initialisation to the proxy's heap and its
+// code to the pages it maps.
+// The same check on cmd/weft must find them, or the check is blind.
+func TestImports(t *testing.T) {
+	if bad := strayDeps(t, "github.com/weftmesh/weft/cmd/weft-proxy"); len(bad) > 0 {
+		t.Errorf("weft-proxy imports %q", bad)
+	}
+	bad := strayDeps(t, "github.com/weftmesh/weft/cmd/weft")
+	for _, want := range []string{"github.com/weftmesh/weft/internal/server", "go.etcd.io/etcd/client/v3", "github.com/aws/aws-sdk-go-v2/aws"} {
+		found := false
+		for _, b := range bad {
+			found = found || b == want
+		}
+		if !found {
+			t.Errorf("the check does not see %s in cmd/weft", want)
+		}
+	}
+}
+
+// strayDeps lists what pkg depends on that a proxy-only binary must not.
+func strayDeps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", pkg).Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v", pkg, err)
+	}
+	allowed := []string{ // weft's packages a proxy links: these and below
+		"github.com/weftmesh/weft/cmd/weft-proxy",
+		"github.com/weftmesh/weft/internal/proxy",
+		"github.com/weftmesh/weft/internal/proxycmd",
+		"github.com/weftmesh/weft/internal/envvar",
+		"github.com/weftmesh/weft/internal/intercept",
+	}
+	forbidden := []string{ // prefixes of the control plane's libraries
+		"go.etcd.io/",                  // etcd client and server, bbolt
+		"github.com/aws/",              // the AWS SDK (Cloud Map federation, SigV4)
+		"github.com/miekg/dns",         // the DNS server
+		"github.com/chromedp/",         // the console's browser driver
+		"github.com/prometheus/client", // the server's metrics
+		"github.com/envoyproxy/go-control-plane/pkg/server", // the xDS server
+		"github.com/envoyproxy/go-control-plane/pkg/cache",
+	}
+	var bad []string
+	for _, dep := range strings.Fields(string(out)) {
+		switch {
+		case strings.HasPrefix(dep, "github.com/weftmesh/weft/"):
+			ok := false
+			for _, a := range allowed {
+				ok = ok || dep == a || strings.HasPrefix(dep, a+"/")
+			}
+			if !ok {
+				bad = append(bad, dep)
+			}
+		default:
+			for _, f := range forbidden {
+				if strings.HasPrefix(dep, f) {
+					bad = append(bad, dep)
+					break
+				}
+			}
+		}
+	}
+	return bad
+}
