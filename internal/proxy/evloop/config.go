@@ -81,11 +81,11 @@ type clusterDef struct {
 }
 
 type route struct {
-	domain   string // lower case; "*" any; leading "*." a suffix
-	prefix   string
-	cluster  int // index into the loop's clusters
-	anyHost  bool
-	suffix   bool
+	domain  string // lower case; "*" any; leading "*." a suffix
+	prefix  string
+	cluster int // index into the loop's clusters
+	anyHost bool
+	suffix  bool
 }
 
 func compile(c *Config) (*routeTable, error) {

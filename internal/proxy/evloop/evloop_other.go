@@ -19,4 +19,6 @@ func Listen(cfg Config) (*Server, error) {
 func (s *Server) Addr() string { return "" }
 
 // Serve does nothing off Linux.
-func (s *Server) Serve(ctx context.Context) error { return errors.New("evloop: event loops need Linux (epoll)") }
+func (s *Server) Serve(ctx context.Context) error {
+	return errors.New("evloop: event loops need Linux (epoll)")
+}
