@@ -43,6 +43,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("evloopproxy", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:15001", "listener address")
 	loops := fs.Int("loops", 0, "event loops (0: GOMAXPROCS)")
+	lockThreads := fs.Bool("lock-threads", false, "block each loop's locked OS thread in epoll_wait between events (default: park the loop's goroutine in Go's netpoller)")
 	admin := fs.String("admin", "", "serve the stats as text on this loopback address (/stats); empty: off")
 	var rs routes
 	fs.Var(&rs, "route", "DOMAIN/PREFIX=CLUSTER=ENDPOINT[,ENDPOINT...] (repeatable, matched in order)")
@@ -50,7 +51,7 @@ func run(args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg := evloop.Config{Listen: *listen, Loops: *loops, Clusters: map[string][]string{}, Stats: stats.NewStore(), Log: log}
+	cfg := evloop.Config{Listen: *listen, Loops: *loops, LockThreads: *lockThreads, Clusters: map[string][]string{}, Stats: stats.NewStore(), Log: log}
 	for _, r := range rs {
 		match, rest, ok := strings.Cut(r, "=")
 		name, eps, ok2 := strings.Cut(rest, "=")

@@ -25,6 +25,11 @@ type Config struct {
 	// Loops is the number of event loops, each on its own OS thread and
 	// with its own listening socket; 0 means GOMAXPROCS.
 	Loops int
+	// LockThreads blocks each loop's locked OS thread in epoll_wait
+	// between events. By default a loop's goroutine parks in Go's
+	// netpoller until its epoll descriptor is readable, which costs the
+	// scheduler far less per wake-up (docs/bench/proxy.md, step 5).
+	LockThreads bool
 	// Routes are matched in order: the first whose domain matches the
 	// Host header and whose prefix starts the path.
 	Routes []Route

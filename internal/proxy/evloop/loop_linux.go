@@ -163,13 +163,23 @@ func (l *loop) wakeUp() {
 	_, _ = unix.Write(l.wake, one[:])
 }
 
-// run serves events until woken up. It holds its OS thread: the loop is
-// the only goroutine that runs on it.
+// run serves events until woken up. With LockThreads it holds its OS
+// thread, the only goroutine that runs on it.
 func (l *loop) run() error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	var w waiter = threadWaiter{l.ep}
+	if l.srv.cfg.LockThreads {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	} else {
+		nw, err := newNetpollWaiter(l.ep)
+		if err != nil {
+			return fmt.Errorf("netpoll waiter: %w", err)
+		}
+		w = nw
+	}
+	defer w.close()
 	for {
-		n, err := unix.EpollWait(l.ep, l.events[:], int(sweepEvery/time.Millisecond))
+		n, err := w.wait(l.events[:], sweepEvery)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -340,7 +350,7 @@ func (l *loop) readDown(d *down) {
 			return
 		}
 	}
-	n, err := unix.Read(d.fd, d.in[len(d.in):cap(d.in)])
+	n, err := rawRead(d.fd, d.in[len(d.in):cap(d.in)])
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			l.releaseIn(d)
@@ -589,7 +599,7 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 // resumes the upstream it paused, or closes the connection if it ends.
 func (l *loop) flushDown(d *down) {
 	for d.outOff < len(d.out) {
-		n, err := unix.Write(d.fd, d.out[d.outOff:])
+		n, err := rawWrite(d.fd, d.out[d.outOff:])
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -643,7 +653,7 @@ func (l *loop) writeDown(d *down, b []byte) {
 		}
 	}
 	for len(b) > 0 {
-		n, err := unix.Write(d.fd, b)
+		n, err := rawWrite(d.fd, b)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -770,7 +780,7 @@ func (l *loop) onUp(u *up, ev uint32) {
 // resumes reading the client's body if that was paused.
 func (l *loop) flushUp(u *up) {
 	for u.outOff < len(u.out) {
-		n, err := unix.Write(u.fd, u.out[u.outOff:])
+		n, err := rawWrite(u.fd, u.out[u.outOff:])
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -850,7 +860,7 @@ func (l *loop) readUp(u *up) {
 			return
 		}
 	}
-	n, err := unix.Read(u.fd, u.in[len(u.in):cap(u.in)])
+	n, err := rawRead(u.fd, u.in[len(u.in):cap(u.in)])
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			return

@@ -85,14 +85,24 @@ func start(t *testing.T, cfg Config) (*Server, *stats.Store) {
 }
 
 func oneRoute(t *testing.T) (*Server, *stats.Store, *httptest.Server) {
+	return oneRouteLocked(t, false)
+}
+
+func oneRouteLocked(t *testing.T, locked bool) (*Server, *stats.Store, *httptest.Server) {
 	b := backend(t, "a")
-	srv, st := start(t, Config{Loops: 2, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
+	srv, st := start(t, Config{Loops: 2, LockThreads: locked, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
 		Clusters: map[string][]string{"a": {hostOf(b)}}})
 	return srv, st, b
 }
 
 func TestForwardsWithWeftsHeaders(t *testing.T) {
-	srv, st, _ := oneRoute(t)
+	for _, locked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("locked threads %v", locked), func(t *testing.T) { testForwards(t, locked) })
+	}
+}
+
+func testForwards(t *testing.T, locked bool) {
+	srv, st, _ := oneRouteLocked(t, locked)
 	c := &http.Client{Timeout: 5 * time.Second}
 	ids := map[string]bool{}
 	for i := range 20 {
@@ -467,7 +477,13 @@ func TestUpstreamCutMidBody(t *testing.T) {
 }
 
 func TestConcurrentClients(t *testing.T) {
-	srv, st, _ := oneRoute(t)
+	for _, locked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("locked threads %v", locked), func(t *testing.T) { testConcurrent(t, locked) })
+	}
+}
+
+func testConcurrent(t *testing.T, locked bool) {
+	srv, st, _ := oneRouteLocked(t, locked)
 	tr := &http.Transport{MaxIdleConnsPerHost: 32}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
