@@ -44,6 +44,9 @@ type Config struct {
 	// IdleTimeout closes a downstream connection without a request in
 	// flight after this long; 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// HeadersTimeout bounds the wait for a request head once its first
+	// byte came (408 after it); 0 means DefaultHeadersTimeout.
+	HeadersTimeout time.Duration
 	// RequestTimeout bounds the wait for an upstream's complete response
 	// (the route timeout App Mesh sets: 15 s); 0 means DefaultRequestTimeout.
 	RequestTimeout time.Duration
@@ -63,6 +66,7 @@ const (
 	DefaultMaxConns        = 16384
 	DefaultMaxIdleUpstream = 256
 	DefaultIdleTimeout     = 5 * time.Minute
+	DefaultHeadersTimeout  = 10 * time.Second // weft proxy's default
 	DefaultRequestTimeout  = 15 * time.Second
 	DefaultConnectTimeout  = time.Second
 )

@@ -65,6 +65,7 @@ type down struct {
 	idx        int   // position in loop.downs
 	last       int64 // last activity, loop time
 	reqStart   int64
+	headStart  int64 // when the first byte of the head being read came
 	retries    int
 }
 
@@ -389,6 +390,9 @@ func (l *loop) process(d *down) {
 				l.releaseIn(d)
 				return
 			}
+			if d.headStart == 0 {
+				d.headStart = l.now + 1 // 0 means no head under way
+			}
 			n, err := d.scan.scan(b)
 			if err != nil {
 				l.badRequest(d, err)
@@ -397,6 +401,7 @@ func (l *loop) process(d *down) {
 			if n == 0 {
 				return
 			}
+			d.headStart = 0
 			l.dispatch(d, b[:n])
 		case dsBody:
 			b := d.in[d.off:]
@@ -554,6 +559,8 @@ func reason(status int) string {
 		return "Bad Request"
 	case 404:
 		return "Not Found"
+	case 408:
+		return "Request Timeout"
 	case 431:
 		return "Request Header Fields Too Large"
 	case 501:
@@ -1185,6 +1192,11 @@ func (l *loop) sweep() {
 		d := l.downs[i]
 		u := d.u
 		switch {
+		case u == nil && d.state == dsHead && d.headStart != 0 && l.now-d.headStart > int64(cfg.HeadersTimeout):
+			l.srv.st.rqHeaderTimeout.Inc()
+			d.off = len(d.in)
+			d.reqStart = l.now
+			l.localReply(d, 408, "request header timeout", true)
 		case u == nil && d.state == dsHead && l.now-d.last > int64(cfg.IdleTimeout):
 			l.closeDown(d)
 		case u != nil && u.connecting && l.now-u.started > int64(cfg.ConnectTimeout):

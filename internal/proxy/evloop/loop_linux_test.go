@@ -533,3 +533,23 @@ func TestIdleTimeoutClosesClient(t *testing.T) {
 		t.Errorf("idle connection: %v, want EOF", err)
 	}
 }
+
+func TestHeadersTimeout(t *testing.T) {
+	b := backend(t, "a")
+	srv, st := start(t, Config{Loops: 1, HeadersTimeout: 10 * time.Millisecond, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
+		Clusters: map[string][]string{"a": {hostOf(b)}}})
+	c, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHo")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the sweep runs every second
+	out, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(out), "HTTP/1.1 408 ") {
+		t.Errorf("answered %q, want a 408", out)
+	}
+	if v, _ := st.Value("http.ingress.downstream_rq_header_timeout"); v != 1 {
+		t.Errorf("downstream_rq_header_timeout %d", v)
+	}
+}

@@ -44,6 +44,9 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.HeadersTimeout <= 0 {
+		cfg.HeadersTimeout = DefaultHeadersTimeout
+	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
