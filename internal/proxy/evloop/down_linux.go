@@ -248,6 +248,18 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if r.hasLength {
 		d.bodyLeft = r.contentLength
 	}
+	if r.expectContinue && d.bodyLeft > 0 && d.off == len(d.in) {
+		// The client waits for this before it sends the body.
+		if d.out == nil {
+			d.out, d.outOff = l.getBuf(), 0
+		}
+		d.out = append(d.out, "HTTP/1.1 100 Continue\r\n\r\n"...)
+		l.flushDown(d)
+		if d.closed {
+			l.closeUp(u)
+			return
+		}
+	}
 	// As much of the body as fits goes with the head, in one write.
 	if d.bodyLeft > 0 {
 		avail := d.in[d.off:]
@@ -286,6 +298,8 @@ func reason(status int) string {
 		return "Bad Request"
 	case 404:
 		return "Not Found"
+	case 417:
+		return "Expectation Failed"
 	case 408:
 		return "Request Timeout"
 	case 431:

@@ -363,6 +363,9 @@ func TestBadRequests(t *testing.T) {
 		{"upgrade", "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", 501},
 		{"absolute form", "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n", 501},
 		{"http/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
+		{"bad host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"bad escape", "GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"expectation", "GET / HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n", 417},
 		{"too many headers", "GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-A: b\r\n", 101) + "\r\n", 431},
 		{"head too large", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("b", 61<<10) + "\r\n\r\n", 431},
 	} {
@@ -551,5 +554,47 @@ func TestHeadersTimeout(t *testing.T) {
 	}
 	if v, _ := st.Value("http.ingress.downstream_rq_header_timeout"); v != 1 {
 		t.Errorf("downstream_rq_header_timeout %d", v)
+	}
+}
+
+// Expect: 100-continue is answered by the proxy, as weft proxy does, and
+// not forwarded.
+func TestExpectContinue(t *testing.T) {
+	var sawExpect bool
+	var mu sync.Mutex
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sawExpect = r.Header.Get("Expect") != ""
+		mu.Unlock()
+		_, _ = io.Copy(w, r.Body)
+	}))
+	defer b.Close()
+	srv, _ := start(t, Config{Loops: 1, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
+		Clusters: map[string][]string{"a": {hostOf(b)}}})
+	c, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(c, "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+	br := bufio.NewReader(c)
+	first, err := http.ReadResponse(br, nil)
+	if err != nil || first.StatusCode != 100 {
+		t.Fatalf("before the body: %v %v, want 100 Continue", first, err)
+	}
+	_, _ = io.WriteString(c, "body")
+	final, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(final.Body)
+	if final.StatusCode != 200 || string(got) != "body" {
+		t.Errorf("%d %q", final.StatusCode, got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if sawExpect {
+		t.Error("Expect reached the upstream")
 	}
 }

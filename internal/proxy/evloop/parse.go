@@ -39,6 +39,7 @@ var (
 	errUpgrade    = &parseError{501, "upgrade not implemented"}
 	errTarget     = &parseError{501, "only origin-form request targets are implemented"}
 	errConnTokens = &parseError{400, "too many connection tokens"}
+	errExpect     = &parseError{417, "expectation failed"}
 )
 
 // span is a range of the buffer a head was parsed from.
@@ -98,6 +99,7 @@ type request struct {
 	head           bool // HEAD: the response has no body
 	closeAfter     bool // the client asked to close, or HTTP/1.0 without keep-alive
 	hasRequestID   bool
+	expectContinue bool
 	hasXFP         bool
 	// lines are the header lines, name and value, in order.
 	lines []headerLine
@@ -133,9 +135,17 @@ func parseRequest(b []byte, r *request) error {
 			return errRequest
 		}
 	}
-	for _, c := range target {
-		if c <= ' ' || c == 0x7f {
+	path := true // before '?': percent-escapes must be whole, as net/url requires
+	for i, c := range target {
+		switch {
+		case c <= ' ' || c == 0x7f:
 			return errRequest
+		case c == '?':
+			path = false
+		case c == '%' && path:
+			if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
+				return errRequest
+			}
 		}
 	}
 	if len(proto) != 8 || string(proto[:5]) != "HTTP/" || proto[6] != '.' || !isDigit(proto[5]) || !isDigit(proto[7]) {
@@ -196,6 +206,11 @@ func parseRequest(b []byte, r *request) error {
 			if r.hasHost {
 				return errHost
 			}
+			for _, ch := range val {
+				if !isHostChar(ch) {
+					return errHost
+				}
+			}
 			r.hasHost, r.host = true, h.value
 		case equalFold(name, "content-length"):
 			n, ok := parseLength(val)
@@ -217,6 +232,13 @@ func parseRequest(b []byte, r *request) error {
 		case equalFold(name, "te"):
 			// Envoy keeps "TE: trailers" only.
 			h.hop = !equalFold(val, "trailers")
+		case equalFold(name, "expect"):
+			// As weft proxy: 100-continue is answered by the proxy and not
+			// forwarded; any other expectation fails.
+			if !equalFold(val, "100-continue") {
+				return errExpect
+			}
+			h.hop, r.expectContinue = true, true
 		case equalFold(name, "x-request-id"):
 			r.hasRequestID = true
 		case equalFold(name, "x-forwarded-proto"):
@@ -547,6 +569,21 @@ func unhex(c byte) byte {
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func isHex(c byte) bool { return isDigit(c) || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+// isHostChar reports whether c may appear in a Host header, as Go's
+// server (httpguts.ValidHostHeader) allows it.
+func isHostChar(c byte) bool {
+	if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+		return true
+	}
+	switch c {
+	case '!', '$', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', ':', ';', '=', '[', ']', '_', '~':
+		return true
+	}
+	return false
+}
 
 // isTokenChar reports whether c may appear in an RFC 9110 token.
 func isTokenChar(c byte) bool {

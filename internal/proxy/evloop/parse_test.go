@@ -1,10 +1,14 @@
 package evloop
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // feed scans a head given in pieces of n bytes, as reads would bring it.
@@ -69,6 +73,13 @@ func TestParseRequestErrors(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", 0},
 		{"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
 		{"GET / HTTP/1.1\r\nHost: x\r\nConnection: a,b,c,d,e,f,g,h,i\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400},
+		{"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"GET /%4 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"GET /%41?q=%zz HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n", 417},
 	} {
 		var r request
 		err := parseRequest([]byte(tc.in), &r)
@@ -164,6 +175,11 @@ func FuzzRequestHead(f *testing.F) {
 		"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"\r\n\r\n", "GET / HTTP/1.1\nHost: x\n\n",
+		"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+		"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", "GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 01\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nX-A: \xff\r\n\r\n",
 	} {
 		f.Add([]byte(s), uint8(3))
 	}
@@ -201,6 +217,21 @@ func FuzzRequestHead(f *testing.F) {
 		}
 		for _, s := range r.connTokens[:r.nConn] {
 			check(s)
+		}
+		// No more lenient than Go's own server: what the prototype
+		// forwards, net/http reads too, with the same length and host.
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil {
+			t.Fatalf("accepted a head net/http refuses (%v): %q", err, head)
+		}
+		if r.hasLength && req.ContentLength != r.contentLength {
+			t.Fatalf("content-length %d, net/http %d: %q", r.contentLength, req.ContentLength, head)
+		}
+		if !httpguts.ValidHostHeader(req.Host) {
+			t.Fatalf("accepted host %q, which net/http's server refuses", req.Host)
+		}
+		if r.hasHost && req.Host != string(r.host.of(head)) {
+			t.Fatalf("host %q, net/http %q: %q", r.host.of(head), req.Host, head)
 		}
 	})
 }
