@@ -136,10 +136,17 @@ func (l *loop) process(d *down) {
 				l.releaseIn(d)
 				return
 			}
-			take := int(min(int64(len(b)), d.bodyLeft))
+			take, done, err := d.bodyPart(b)
+			if err != nil {
+				// The upstream has part of a request: it cannot be reused.
+				u := d.u
+				u.d, d.u = nil, nil
+				l.closeUp(u)
+				l.badRequest(d, errChunkBody)
+				return
+			}
 			d.off += take
-			d.bodyLeft -= int64(take)
-			if d.bodyLeft == 0 {
+			if done {
 				d.state = dsWait
 			}
 			if !l.sendUp(d.u, b[:take]) {
@@ -244,11 +251,12 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 	}
 	o = append(o, "\r\n"...)
-	d.bodyLeft = 0
+	d.bodyLeft, d.chunked, d.chunks = 0, r.chunked, chunkScanner{}
 	if r.hasLength {
 		d.bodyLeft = r.contentLength
 	}
-	if r.expectContinue && d.bodyLeft > 0 && d.off == len(d.in) {
+	more := d.chunked || d.bodyLeft > 0 // a body follows the head
+	if r.expectContinue && more && d.off == len(d.in) {
 		// The client waits for this before it sends the body.
 		if d.out == nil {
 			d.out, d.outOff = l.getBuf(), 0
@@ -261,24 +269,40 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 	}
 	// As much of the body as fits goes with the head, in one write.
-	if d.bodyLeft > 0 {
+	if more {
 		avail := d.in[d.off:]
-		take := int(min(int64(len(avail)), d.bodyLeft, int64(max(0, cap(o)-len(o)))))
+		take, done, err := d.bodyPart(avail[:min(len(avail), max(0, cap(o)-len(o)))])
+		if err != nil {
+			l.closeUp(u)
+			l.badRequest(d, errChunkBody)
+			return
+		}
 		o = append(o, avail[:take]...)
 		d.off += take
-		d.bodyLeft -= int64(take)
+		more = !done
 	}
 	u.out, u.outOff = o, 0
-	u.replayable = d.bodyLeft == 0
+	u.replayable = !more
 	u.d, d.u = d, u
 	u.started = l.now
 	d.state = dsWait
-	if d.bodyLeft > 0 {
+	if more {
 		d.state = dsBody
 	}
 	if !u.connecting {
 		l.flushUp(u)
 	}
+}
+
+// bodyPart returns how many of b's bytes belong to the request body in
+// flight, and whether the body ends with them.
+func (d *down) bodyPart(b []byte) (int, bool, error) {
+	if d.chunked {
+		return d.chunks.scan(b)
+	}
+	take := int(min(int64(len(b)), d.bodyLeft))
+	d.bodyLeft -= int64(take)
+	return take, d.bodyLeft == 0, nil
 }
 
 // lengthDropped reports whether the Content-Length line was left out as

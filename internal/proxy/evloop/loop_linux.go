@@ -53,12 +53,14 @@ type down struct {
 	out        []byte // borrowed; bytes still to write to the client, from outOff
 	outOff     int
 	state      uint8
-	bodyLeft   int64 // request body bytes still to forward
-	u          *up   // the upstream exchange in flight
-	closeAfter bool  // close once the current response is written
-	head       bool  // the request in flight is a HEAD
-	pausedIn   bool  // not reading: the buffer is full or the upstream is not taking the body
-	wantOut    bool  // waiting for the socket to take out
+	bodyLeft   int64 // request body bytes still to forward (Content-Length)
+	chunked    bool  // the request body is chunked: chunks finds its end
+	chunks     chunkScanner
+	u          *up  // the upstream exchange in flight
+	closeAfter bool // close once the current response is written
+	head       bool // the request in flight is a HEAD
+	pausedIn   bool // not reading: the buffer is full or the upstream is not taking the body
+	wantOut    bool // waiting for the socket to take out
 	mask       uint32
 	closed     bool
 	idx        int   // position in loop.downs

@@ -359,7 +359,11 @@ func TestBadRequests(t *testing.T) {
 		{"space before colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400},
 		{"obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n", 400},
 		{"ctl in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: b\x01c\r\n\r\n", 400},
-		{"chunked request", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
+		{"gzip request", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+		{"two codings", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
+		{"chunked HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"framing hop-by-hop", "POST / HTTP/1.1\r\nHost: x\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"bad chunk", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
 		{"upgrade", "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", 501},
 		{"absolute form", "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n", 501},
 		{"http/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
@@ -596,5 +600,28 @@ func TestExpectContinue(t *testing.T) {
 	defer mu.Unlock()
 	if sawExpect {
 		t.Error("Expect reached the upstream")
+	}
+}
+
+// Chunked request bodies are relayed as they are, in one piece or many,
+// and the next pipelined request follows.
+func TestChunkedRequestBody(t *testing.T) {
+	srv, _, _ := oneRoute(t)
+	send := "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nT: 1\r\n\r\n" +
+		"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+	rs, bodies, _ := raw(t, srv.Addr(), send, 2)
+	if bodies[0] != "hello world" || bodies[1] != "ok" || rs[1].Header.Get("X-Seen-Path") != "/b" {
+		t.Errorf("got %q, %q", bodies[0], bodies[1])
+	}
+	// A large chunked body from Go's client (a reader of unknown length).
+	big := bytes.Repeat([]byte("chunk"), 200000)
+	resp, err := http.Post("http://"+srv.Addr()+"/", "text/plain", io.MultiReader(bytes.NewReader(big)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got, big) {
+		t.Errorf("chunked 1 MB body: %d bytes back", len(got))
 	}
 }

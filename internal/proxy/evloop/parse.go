@@ -35,7 +35,8 @@ var (
 	errLength     = &parseError{400, "bad content-length"}
 	errSmuggle    = &parseError{400, "content-length with transfer-encoding"}
 	errVersion    = &parseError{505, "http version not supported"}
-	errChunked    = &parseError{501, "request transfer-encoding not implemented"}
+	errChunked    = &parseError{501, "transfer-encoding not implemented"}
+	errChunkBody  = &parseError{400, "malformed chunked request body"}
 	errUpgrade    = &parseError{501, "upgrade not implemented"}
 	errTarget     = &parseError{501, "only origin-form request targets are implemented"}
 	errConnTokens = &parseError{400, "too many connection tokens"}
@@ -96,6 +97,7 @@ type request struct {
 	hasHost        bool
 	contentLength  int64
 	hasLength      bool
+	chunked        bool // Transfer-Encoding: chunked
 	head           bool // HEAD: the response has no body
 	closeAfter     bool // the client asked to close, or HTTP/1.0 without keep-alive
 	hasRequestID   bool
@@ -170,7 +172,7 @@ func parseRequest(b []byte, r *request) error {
 	r.target = span{int32(sp1 + 1), int32(sp2)}
 	r.head = string(method) == "HEAD"
 	r.closeAfter = r.minor == 0
-	var chunked, upgrade bool
+	var upgrade bool
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
 		l := b[p:e]
@@ -219,7 +221,12 @@ func parseRequest(b []byte, r *request) error {
 			}
 			r.hasLength, r.contentLength = true, n
 		case equalFold(name, "transfer-encoding"):
-			chunked = true
+			// As Go's server: one coding, chunked; the body is relayed as
+			// it is, so the header is too.
+			if r.chunked || !equalFold(val, "chunked") {
+				return errChunked
+			}
+			r.chunked = true
 		case equalFold(name, "connection"):
 			h.hop = true
 			if err := r.connection(b, h.value, &upgrade); err != nil {
@@ -247,11 +254,10 @@ func parseRequest(b []byte, r *request) error {
 		r.lines = append(r.lines, h)
 		p = e + 2
 	}
-	if chunked && r.hasLength {
+	if r.chunked && (r.hasLength || r.minor == 0) {
+		// Both framings, or a chunked HTTP/1.0 body net/http would not
+		// read as one: refused, as a smuggling attempt would be.
 		return errSmuggle
-	}
-	if chunked {
-		return errChunked
 	}
 	if upgrade {
 		return errUpgrade
@@ -259,10 +265,14 @@ func parseRequest(b []byte, r *request) error {
 	if !r.hasHost && r.minor == 1 {
 		return errHost
 	}
-	// Headers the Connection header names are hop-by-hop too.
+	// Headers the Connection header names are hop-by-hop too, but the
+	// body's framing must reach the upstream.
 	for i := range r.lines {
 		for _, t := range r.connTokens[:r.nConn] {
 			if equalFoldBytes(r.lines[i].name.of(b), t.of(b)) {
+				if r.chunked && equalFold(r.lines[i].name.of(b), "transfer-encoding") {
+					return errSmuggle
+				}
 				r.lines[i].hop = true
 			}
 		}

@@ -72,6 +72,8 @@ func TestParseRequestErrors(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
 		{"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", 0},
 		{"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+		{"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501},
 		{"GET / HTTP/1.1\r\nHost: x\r\nConnection: a,b,c,d,e,f,g,h,i\r\n\r\n", 400},
 		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
 		{"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400},
