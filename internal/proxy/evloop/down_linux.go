@@ -54,9 +54,44 @@ func (l *loop) onDown(d *down, ev uint32) {
 	}
 }
 
+// drain ends a connection whose last response is out: no more is
+// written, and what the client still sends is read and dropped until it
+// closes (or maxDrain, or drainFor).
+func (l *loop) drain(d *down) {
+	if d.draining {
+		return
+	}
+	if err := unix.Shutdown(d.fd, unix.SHUT_WR); err != nil {
+		l.closeDown(d)
+		return
+	}
+	d.draining, d.last = true, l.now
+	if d.in != nil {
+		l.putBuf(d.in)
+		d.in, d.off = nil, 0
+	}
+	if d.pausedIn {
+		d.pausedIn = false
+		l.watchDown(d)
+	}
+}
+
 // readDown reads what the client sent (one read: the loop is level
 // triggered, so what remains is reported again) and acts on it.
 func (l *loop) readDown(d *down) {
+	if d.draining {
+		b := l.getBuf()
+		n, err := rawRead(d.fd, b[:cap(b)])
+		l.putBuf(b)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			return
+		}
+		d.drained += n
+		if n == 0 || err != nil || d.drained > maxDrain {
+			l.closeDown(d)
+		}
+		return
+	}
 	if d.in == nil {
 		d.in, d.off = l.getBuf(), 0
 	}
@@ -106,7 +141,7 @@ func (l *loop) releaseIn(d *down) {
 // process handles the buffered client bytes: the next request head, or
 // the body of the one in flight.
 func (l *loop) process(d *down) {
-	for !d.closed {
+	for !d.closed && !d.draining {
 		switch d.state {
 		case dsHead:
 			if d.closeAfter {
@@ -397,7 +432,7 @@ func (l *loop) flushDown(d *down) {
 		l.watchDown(d)
 	}
 	if d.closeAfter && d.u == nil && d.state == dsHead {
-		l.closeDown(d)
+		l.drain(d)
 		return
 	}
 	if u := d.u; u != nil && u.pausedIn {

@@ -23,6 +23,12 @@ const (
 	acceptBatch = 64
 	// sweepEvery is how often a loop checks its timeouts.
 	sweepEvery = time.Second
+	// maxDrain and drainFor bound how much and how long a connection that
+	// ends is read after its last response, so that closing it with
+	// unread bytes does not reset it before the client read the answer
+	// (weft proxy's HTTP/1.1 path does the same).
+	maxDrain = 256 << 10
+	drainFor = 500 * time.Millisecond
 	// maxRetries is the route's retry budget for a request that failed
 	// before any response byte (connect failure, reset): App Mesh's
 	// default retry policy gives 2.
@@ -68,6 +74,8 @@ type down struct {
 	reqStart   int64
 	headStart  int64 // when the first byte of the head being read came
 	retries    int
+	draining   bool // the last response is out: reading what the client still sends, then closing
+	drained    int
 }
 
 // up is an upstream connection, idle in its pool or serving one request.
@@ -297,6 +305,8 @@ func (l *loop) sweep() {
 		d := l.downs[i]
 		u := d.u
 		switch {
+		case d.draining && l.now-d.last > int64(drainFor):
+			l.closeDown(d)
 		case u == nil && d.state == dsHead && d.headStart != 0 && l.now-d.headStart > int64(cfg.HeadersTimeout):
 			l.srv.st.rqHeaderTimeout.Inc()
 			d.off = len(d.in)

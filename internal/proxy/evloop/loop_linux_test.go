@@ -625,3 +625,32 @@ func TestChunkedRequestBody(t *testing.T) {
 		t.Errorf("chunked 1 MB body: %d bytes back", len(got))
 	}
 }
+
+// A refused request followed by more bytes: the proxy reads and drops
+// them before closing, so the client sees the answer and then the end of
+// the stream, not a reset (closing with unread bytes sends one).
+func TestErrorReplyNotReset(t *testing.T) {
+	srv, _, _ := oneRoute(t)
+	c, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	junk := "GET / HTTP/1.1\r\nHost: a b\r\n\r\n" + strings.Repeat("x", 100<<10)
+	if _, err := io.WriteString(c, junk); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 {
+		t.Errorf("status %d", resp.StatusCode)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the answer: %v, want the end of the stream", err)
+	}
+}
