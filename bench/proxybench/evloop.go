@@ -23,10 +23,20 @@ func (b *bench) evloopTargets(bin string, loops int, app string) []target {
 	}
 }
 
+// evloopB starts the prototype with extra arguments in front of the app.
+func (b *bench) evloopB(bin string, loops int, app string, extra []string) target {
+	p := freePort()
+	proc := b.startEvloop(bin, loops, p, app, extra...)
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", p))
+	fmt.Printf("evloop prototype B: %s\n", strings.Join(extra, " "))
+	return target{"evloop prototype B", fmt.Sprintf("http://127.0.0.1:%d/", p), []*os.Process{proc}, nil}
+}
+
 // startEvloop runs the prototype on port with one route to upstream.
-func (b *bench) startEvloop(bin string, loops, port int, upstream string) *os.Process {
-	return b.start(bin, nil, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-loops", strconv.Itoa(loops),
-		"-route", "*/=cds_ingress_bench_server_http_9080="+upstream).Process
+func (b *bench) startEvloop(bin string, loops, port int, upstream string, extra ...string) *os.Process {
+	args := append([]string{"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-loops", strconv.Itoa(loops),
+		"-route", "*/=cds_ingress_bench_server_http_9080=" + upstream}, extra...)
+	return b.start(bin, nil, args...).Process
 }
 
 // selected reports whether the path name passes -only (any of its
