@@ -74,6 +74,10 @@ type netpollWaiter struct {
 	f        *os.File
 	rc       syscall.RawConn
 	deadline time.Time
+	evs      []unix.EpollEvent
+	n        int
+	err      error
+	poll     func(uintptr) bool // w.pollReady, allocated once
 }
 
 func newNetpollWaiter(ep int) (*netpollWaiter, error) {
@@ -91,7 +95,16 @@ func newNetpollWaiter(ep int) (*netpollWaiter, error) {
 		f.Close()
 		return nil, err
 	}
-	return &netpollWaiter{ep: ep, f: f, rc: rc}, nil
+	w := &netpollWaiter{ep: ep, f: f, rc: rc}
+	w.poll = w.pollReady
+	return w, nil
+}
+
+// pollReady is rc.Read's callback: true once there are events or an
+// error other than an interruption.
+func (w *netpollWaiter) pollReady(uintptr) bool {
+	w.n, w.err = pollNow(w.ep, w.evs)
+	return w.n > 0 || (w.err != nil && w.err != unix.EINTR)
 }
 
 func (w *netpollWaiter) wait(evs []unix.EpollEvent, timeout time.Duration) (int, error) {
@@ -102,19 +115,16 @@ func (w *netpollWaiter) wait(evs []unix.EpollEvent, timeout time.Duration) (int,
 			return 0, err
 		}
 	}
-	var n int
-	var perr error
-	err := w.rc.Read(func(uintptr) bool {
-		n, perr = pollNow(w.ep, evs)
-		return n > 0 || (perr != nil && perr != unix.EINTR)
-	})
+	w.evs = evs
+	err := w.rc.Read(w.poll)
+	w.evs = nil
 	if err != nil {
 		if os.IsTimeout(err) {
 			return 0, nil
 		}
 		return 0, err
 	}
-	return n, perr
+	return w.n, w.err
 }
 
 func (w *netpollWaiter) close() { w.f.Close() }
