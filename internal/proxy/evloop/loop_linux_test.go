@@ -654,3 +654,47 @@ func TestErrorReplyNotReset(t *testing.T) {
 		t.Errorf("after the answer: %v, want the end of the stream", err)
 	}
 }
+
+// Connections over MaxConns are closed as they are accepted; the ones
+// within it are served.
+func TestConnectionCap(t *testing.T) {
+	b := backend(t, "a")
+	srv, _ := start(t, Config{Loops: 1, MaxConns: 2, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
+		Clusters: map[string][]string{"a": {hostOf(b)}}})
+	var kept []net.Conn
+	for range 2 {
+		rs, _, c := raw(t, srv.Addr(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+		if rs[0].StatusCode != 200 {
+			t.Fatalf("within the cap: %d", rs[0].StatusCode)
+		}
+		kept = append(kept, c)
+	}
+	c, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Errorf("over the cap: read %d bytes, want the connection closed", n)
+	}
+	// One closes: a new connection fits again.
+	kept[0].Close()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		c2, err := net.Dial("tcp", srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c2.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c2, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c2), nil)
+		c2.Close()
+		if err == nil && resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no connection served after one closed")
+		}
+	}
+}
