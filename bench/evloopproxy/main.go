@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -44,6 +45,7 @@ func run(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:15001", "listener address")
 	loops := fs.Int("loops", 0, "event loops (0: GOMAXPROCS)")
 	lockThreads := fs.Bool("lock-threads", false, "block each loop's locked OS thread in epoll_wait between events (default: park the loop's goroutine in Go's netpoller)")
+	rawWait := fs.Bool("raw-wait", false, "wait in epoll_wait as a raw system call, the scheduler never told (sets GOMAXPROCS to the loops + 1)")
 	admin := fs.String("admin", "", "serve the stats as text on this loopback address (/stats); empty: off")
 	var rs routes
 	fs.Var(&rs, "route", "DOMAIN/PREFIX=CLUSTER=ENDPOINT[,ENDPOINT...] (repeatable, matched in order)")
@@ -51,7 +53,7 @@ func run(args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg := evloop.Config{Listen: *listen, Loops: *loops, LockThreads: *lockThreads, Clusters: map[string][]string{}, Stats: stats.NewStore(), Log: log}
+	cfg := evloop.Config{Listen: *listen, Loops: *loops, LockThreads: *lockThreads, RawWait: *rawWait, Clusters: map[string][]string{}, Stats: stats.NewStore(), Log: log}
 	for _, r := range rs {
 		match, rest, ok := strings.Cut(r, "=")
 		name, eps, ok2 := strings.Cut(rest, "=")
@@ -61,6 +63,14 @@ func run(args []string) error {
 		}
 		cfg.Routes = append(cfg.Routes, evloop.Route{Domain: match[:slash], Prefix: match[slash:], Cluster: name})
 		cfg.Clusters[name] = append(cfg.Clusters[name], strings.Split(eps, ",")...)
+	}
+	if *rawWait {
+		n := *loops
+		if n <= 0 {
+			n = runtime.GOMAXPROCS(0)
+			cfg.Loops = n
+		}
+		runtime.GOMAXPROCS(n + 1)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -30,6 +30,14 @@ type Config struct {
 	// netpoller until its epoll descriptor is readable, which costs the
 	// scheduler far less per wake-up (docs/bench/proxy.md, step 5).
 	LockThreads bool
+	// RawWait blocks each loop in epoll_wait without telling the Go
+	// scheduler (a raw system call): the loop keeps its thread and P
+	// while it waits, as a C event loop keeps its thread. The process
+	// needs a P more than it has loops, for everything else (the garbage
+	// collector stops a waiting loop with its preemption signal, which
+	// interrupts the wait); Listen refuses it otherwise. An experiment:
+	// the cheapest wake-up Go allows.
+	RawWait bool
 	// Routes are matched in order: the first whose domain matches the
 	// Host header and whose prefix starts the path.
 	Routes []Route

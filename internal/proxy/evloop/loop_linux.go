@@ -177,10 +177,16 @@ func (l *loop) wakeUp() {
 // thread, the only goroutine that runs on it.
 func (l *loop) run() error {
 	var w waiter = threadWaiter{l.ep}
-	if l.srv.cfg.LockThreads {
+	switch {
+	case l.srv.cfg.RawWait:
+		// Not locked: preempted (every 10 ms by sysmon), the goroutine
+		// is picked up again by whichever thread is free, with no
+		// hand-off between threads.
+		w = rawWaiter{l.ep}
+	case l.srv.cfg.LockThreads:
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-	} else {
+	default:
 		nw, err := newNetpollWaiter(l.ep)
 		if err != nil {
 			return fmt.Errorf("netpoll waiter: %w", err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,20 +90,31 @@ func oneRoute(t *testing.T) (*Server, *stats.Store, *httptest.Server) {
 }
 
 func oneRouteLocked(t *testing.T, locked bool) (*Server, *stats.Store, *httptest.Server) {
+	return oneRouteWait(t, locked, false)
+}
+
+func oneRouteWait(t *testing.T, locked, raw bool) (*Server, *stats.Store, *httptest.Server) {
 	b := backend(t, "a")
-	srv, st := start(t, Config{Loops: 2, LockThreads: locked, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
+	loops := 2
+	if raw {
+		loops = runtime.GOMAXPROCS(0) - 1
+		if loops < 1 {
+			t.Skip("raw waits need GOMAXPROCS above 1") // GOMAXPROCS=1 runs only
+		}
+	}
+	srv, st := start(t, Config{Loops: loops, LockThreads: locked, RawWait: raw, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
 		Clusters: map[string][]string{"a": {hostOf(b)}}})
 	return srv, st, b
 }
 
 func TestForwardsWithWeftsHeaders(t *testing.T) {
-	for _, locked := range []bool{false, true} {
-		t.Run(fmt.Sprintf("locked threads %v", locked), func(t *testing.T) { testForwards(t, locked) })
+	for _, w := range []struct{ locked, raw bool }{{false, false}, {true, false}, {false, true}} {
+		t.Run(fmt.Sprintf("locked threads %v raw %v", w.locked, w.raw), func(t *testing.T) { testForwards(t, w.locked, w.raw) })
 	}
 }
 
-func testForwards(t *testing.T, locked bool) {
-	srv, st, _ := oneRouteLocked(t, locked)
+func testForwards(t *testing.T, locked, raw bool) {
+	srv, st, _ := oneRouteWait(t, locked, raw)
 	c := &http.Client{Timeout: 5 * time.Second}
 	ids := map[string]bool{}
 	for i := range 20 {
@@ -484,13 +496,13 @@ func TestUpstreamCutMidBody(t *testing.T) {
 }
 
 func TestConcurrentClients(t *testing.T) {
-	for _, locked := range []bool{false, true} {
-		t.Run(fmt.Sprintf("locked threads %v", locked), func(t *testing.T) { testConcurrent(t, locked) })
+	for _, w := range []struct{ locked, raw bool }{{false, false}, {true, false}, {false, true}} {
+		t.Run(fmt.Sprintf("locked threads %v raw %v", w.locked, w.raw), func(t *testing.T) { testConcurrent(t, w.locked, w.raw) })
 	}
 }
 
-func testConcurrent(t *testing.T, locked bool) {
-	srv, st, _ := oneRouteLocked(t, locked)
+func testConcurrent(t *testing.T, locked, raw bool) {
+	srv, st, _ := oneRouteWait(t, locked, raw)
 	tr := &http.Transport{MaxIdleConnsPerHost: 32}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}

@@ -63,6 +63,9 @@ func Listen(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.RawWait && runtime.GOMAXPROCS(0) <= cfg.Loops {
+		return nil, fmt.Errorf("raw waits need GOMAXPROCS (%d) above the loops (%d)", runtime.GOMAXPROCS(0), cfg.Loops)
+	}
 	table, err := compile(&cfg)
 	if err != nil {
 		return nil, err

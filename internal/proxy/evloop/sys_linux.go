@@ -66,6 +66,30 @@ func (w threadWaiter) wait(evs []unix.EpollEvent, timeout time.Duration) (int, e
 
 func (w threadWaiter) close() {}
 
+// rawWaiter blocks its thread in epoll_wait as a raw system
+// call: the scheduler never hears of the wait. A preemption signal (the
+// garbage collector stopping the world, or sysmon every 10 ms) ends it
+// with EINTR, and the loop's next call is where it is preempted; the
+// timeout bounds the wait if signals are off (GODEBUG=asyncpreemptoff=1).
+type rawWaiter struct{ ep int }
+
+// rawWaitMax bounds one raw wait.
+const rawWaitMax = 10 * time.Millisecond
+
+func (w rawWaiter) wait(evs []unix.EpollEvent, timeout time.Duration) (int, error) {
+	ms := int(min(timeout, rawWaitMax) / time.Millisecond)
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.ep), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), uintptr(ms), 0, 0)
+	if e == unix.EINTR {
+		return 0, nil
+	}
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func (w rawWaiter) close() {}
+
 // netpollWaiter parks the loop's goroutine in Go's own netpoller until
 // the loop's epoll descriptor is readable (it has events), then takes
 // them without waiting. The goroutine holds no OS thread while parked.
