@@ -9,7 +9,8 @@
 // scheduled time, so a stall shows up as latency instead of being hidden),
 // interleaved between the paths in slices so that all see the same noise,
 // then a saturation load with wrk, and reads the processes' CPU time and
-// memory (RSS, PSS, private) from /proc.
+// memory (RSS, PSS, private) from /proc. With -evloop it measures the
+// event-loop prototype of the HTTP/1.1 path (bench/evloopproxy) as well.
 //
 //	go build -o /tmp/weft ./cmd/weft && go run ./bench/proxybench -weft /tmp/weft
 package main
