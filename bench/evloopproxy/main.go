@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -79,6 +80,10 @@ func run(args []string) error {
 		return err
 	}
 	if *admin != "" {
+		// The stats carry no credentials: loopback only.
+		if ap, err := netip.ParseAddrPort(*admin); err != nil || !ap.Addr().IsLoopback() {
+			return fmt.Errorf("-admin %q: want a loopback ip:port", *admin)
+		}
 		ln, err := net.Listen("tcp", *admin)
 		if err != nil {
 			return err
