@@ -9,7 +9,8 @@
 // scheduled time, so a stall shows up as latency instead of being hidden),
 // interleaved between the paths in slices so that all see the same noise,
 // then a saturation load with wrk, and reads the processes' CPU time and
-// memory (RSS, PSS, private) from /proc.
+// memory (RSS, PSS, private) from /proc. With -evloop it measures the
+// event-loop prototype of the HTTP/1.1 path (bench/evloopproxy) as well.
 //
 //	go build -o /tmp/weft ./cmd/weft && go run ./bench/proxybench -weft /tmp/weft
 package main
@@ -65,7 +66,8 @@ func main() {
 	satConns := flag.Int("sat-conns", 64, "wrk connections at saturation")
 	profile := flag.String("profile", "", "write a CPU profile of the single proxy during its fixed-rate run to this file")
 	procs := flag.Int("concurrency", 0, "weft proxy --concurrency (0: every core)")
-	only := flag.String("only", "", "run only the paths whose name contains this")
+	only := flag.String("only", "", "run only the paths whose name contains this (or, comma-separated, any of these)")
+	skip := flag.String("skip", "", "leave out the paths whose name contains this (e.g. mTLS)")
 	hold := flag.Bool("hold", false, "set everything up, print addresses and pids, and wait for Ctrl-C (to profile by hand)")
 	relay := flag.String("relay", "", "internal: run the Go TCP relay on this address (to -relay-to) instead of the bench")
 	relayTo := flag.String("relay-to", "", "internal: the relay's upstream")
@@ -76,6 +78,9 @@ func main() {
 	idleProf := flag.String("idle-heap-profile", "", "with -idle-conns: save each weft proxy's heap profile with the connections open to this prefix + pid + .pb.gz")
 	weftB := flag.String("weft-b", "", "a second weft binary (the build before a change, say): adds the path \"one weft proxy B\" served by it, interleaved with the others, and prints its ratios to \"one weft proxy\"")
 	weftBArgs := flag.String("weft-b-args", "", "extra weft proxy arguments, space-separated, for the proxies of the \"B\" paths (with -weft-b, which may name the same binary as -weft: the same build with another setting, e.g. \"--park-idle-after=1ns\")")
+	evloopBin := flag.String("evloop", "", "a built bench/evloopproxy (go build -o /tmp/evloopproxy ./bench/evloopproxy): adds the paths \"evloop prototype\" and \"two evloop prototypes\", the event-loop prototype of the HTTP/1.1 path (internal/proxy/evloop) with the same route as one weft proxy")
+	evloopLoops := flag.Int("evloop-loops", 0, "with -evloop: its event loops (0: GOMAXPROCS)")
+	evloopB := flag.String("evloop-b-args", "", "with -evloop: add the path \"evloop prototype B\", the prototype with these extra arguments, space-separated (e.g. -lock-threads)")
 	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
@@ -150,12 +155,6 @@ func main() {
 		<-sig
 		return
 	}
-	type target struct {
-		name  string
-		url   string
-		procs []*os.Process // whose CPU and memory the row shows
-		tls   *tls.Config   // the load generator's TLS (mutual TLS into the first proxy)
-	}
 	appProc, _ := os.FindProcess(b.appPid)
 	targets := []target{
 		{"app direct", "http://" + app + "/", []*os.Process{appProc}, nil},
@@ -180,6 +179,12 @@ func main() {
 		targets[2].url, targets[2].procs = fmt.Sprintf("http://127.0.0.1:%d/", pBB), []*os.Process{procBB}
 		fmt.Printf("one weft proxy B: %s %s\n", *weftB, *weftBArgs)
 	}
+	if *evloopBin != "" {
+		targets = append(targets, b.evloopTargets(*evloopBin, *evloopLoops, app)...)
+		if *evloopB != "" {
+			targets = append(targets, b.evloopB(*evloopBin, *evloopLoops, app, strings.Fields(*evloopB)))
+		}
+	}
 	if *tracingPaths || *tracingOnlyList != "" {
 		otlp := startCollector()
 		for i, rate := range tracingRates {
@@ -195,7 +200,7 @@ func main() {
 	fmt.Print(machine(*weft))
 	var run []target
 	for _, t := range targets {
-		if t.url != "" && (*only == "" || strings.Contains(t.name, *only)) && keepPath(t.name) {
+		if t.url != "" && selected(t.name, *only, *skip) && keepPath(t.name) {
 			run = append(run, t)
 		}
 	}
@@ -380,6 +385,11 @@ func main() {
 		b.startHAProxyTLS(k, pHIT, app, true, false)
 		procHIT := b.procs[len(b.procs)-1].Process
 		its = append(its, idleTarget{"haproxy, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pHIT), procHIT, "", k.clientTLS()})
+		if *evloopBin != "" {
+			pEI := freePort()
+			procEI := b.startEvloop(*evloopBin, *evloopLoops, pEI, app)
+			its = append(its, idleTarget{"evloop prototype", fmt.Sprintf("http://127.0.0.1:%d/", pEI), procEI, "", nil})
+		}
 		pRI := freePort()
 		procRI := b.startRelay(pRI, app)
 		its = append(its, idleTarget{"Go TCP relay", fmt.Sprintf("http://127.0.0.1:%d/", pRI), procRI, "", nil})
@@ -391,7 +401,7 @@ func main() {
 		fmt.Println("| path | connections | RSS before MB | RSS with them MB | KB per connection (RSS) | private KB per connection | Go stack / heap in use, KB per connection |")
 		fmt.Println("|---|---|---|---|---|---|---|")
 		for _, t := range its {
-			if *only != "" && !strings.Contains(t.name, *only) {
+			if !selected(t.name, *only, *skip) {
 				continue
 			}
 			waitHTTP(t.url, t.tls)
@@ -419,6 +429,14 @@ func main() {
 				float64(r.after.rss-r.before.rss)/float64(r.n), float64(r.after.private-r.before.private)/float64(r.n), goCol)
 		}
 	}
+}
+
+// target is one path the load goes through.
+type target struct {
+	name  string
+	url   string
+	procs []*os.Process // whose CPU and memory the row shows
+	tls   *tls.Config   // the load generator's TLS (mutual TLS into the first proxy)
 }
 
 type bench struct {

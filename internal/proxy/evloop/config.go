@@ -1,0 +1,179 @@
+// Package evloop is a prototype of weft proxy's plaintext HTTP/1.1 path
+// on event loops: one per core, each a locked OS thread with its own epoll
+// and SO_REUSEPORT listener, parsing requests in place in reused buffers
+// and forwarding them over upstream keep-alive connections the same loop
+// owns. It exists to measure how far below the goroutine-per-connection
+// design such a path gets (docs/bench/proxy.md, "Speed work, step 5"); it
+// serves a static configuration and answers 501 to what it does not
+// implement (chunked request bodies, upgrades, absolute-form targets).
+package evloop
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/stats"
+)
+
+// Config is a static listener -> routes -> clusters configuration.
+type Config struct {
+	// Listen is the listener's address, host:port (port 0 picks one).
+	Listen string
+	// Loops is the number of event loops, each on its own OS thread and
+	// with its own listening socket; 0 means GOMAXPROCS.
+	Loops int
+	// LockThreads blocks each loop's locked OS thread in epoll_wait
+	// between events. By default a loop's goroutine parks in Go's
+	// netpoller until its epoll descriptor is readable, which costs the
+	// scheduler far less per wake-up (docs/bench/proxy.md, step 5).
+	LockThreads bool
+	// RawWait blocks each loop in epoll_wait without telling the Go
+	// scheduler (a raw system call): the loop keeps its thread and P
+	// while it waits, as a C event loop keeps its thread. The process
+	// needs a P more than it has loops, for everything else (the garbage
+	// collector stops a waiting loop with its preemption signal, which
+	// interrupts the wait); Listen refuses it otherwise. An experiment:
+	// the cheapest wake-up Go allows.
+	RawWait bool
+	// Routes are matched in order: the first whose domain matches the
+	// Host header and whose prefix starts the path.
+	Routes []Route
+	// Clusters by name: their endpoints, ip:port.
+	Clusters map[string][]string
+	// MaxConns bounds the downstream connections of the whole listener
+	// (split evenly between the loops); 0 means DefaultMaxConns.
+	MaxConns int
+	// MaxIdleUpstream bounds the idle upstream connections each loop
+	// keeps per cluster; 0 means DefaultMaxIdleUpstream.
+	MaxIdleUpstream int
+	// IdleTimeout closes a downstream connection without a request in
+	// flight after this long; 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// HeadersTimeout bounds the wait for a request head once its first
+	// byte came (408 after it); 0 means DefaultHeadersTimeout.
+	HeadersTimeout time.Duration
+	// RequestTimeout bounds the wait for an upstream's complete response
+	// (the route timeout App Mesh sets: 15 s); 0 means DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// ConnectTimeout bounds an upstream connect; 0 means DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// StatPrefix names the connection manager's stats (http.<prefix>.*).
+	StatPrefix string
+	// Stats receives the counters; nil makes a private store.
+	Stats *stats.Store
+	// Log gets connection errors at debug level and loop failures at
+	// error level; nil discards.
+	Log *slog.Logger
+}
+
+// Defaults of the limits.
+const (
+	DefaultMaxConns        = 16384
+	DefaultMaxIdleUpstream = 256
+	DefaultIdleTimeout     = 5 * time.Minute
+	DefaultHeadersTimeout  = 10 * time.Second // weft proxy's default
+	DefaultRequestTimeout  = 15 * time.Second
+	DefaultConnectTimeout  = time.Second
+)
+
+// Route sends requests whose Host matches Domain and whose path starts
+// with Prefix to Cluster. Domain is "*", an exact host (without port), or
+// "*.suffix".
+type Route struct {
+	Domain, Prefix, Cluster string
+}
+
+// routeTable is the compiled, read-only configuration the loops share.
+type routeTable struct {
+	routes   []route
+	clusters []clusterDef
+}
+
+type clusterDef struct {
+	name      string
+	endpoints []netip.AddrPort
+}
+
+type route struct {
+	domain  string // lower case; "*" any; leading "*." a suffix
+	prefix  string
+	cluster int // index into the loop's clusters
+	anyHost bool
+	suffix  bool
+}
+
+func compile(c *Config) (*routeTable, error) {
+	index := map[string]int{}
+	t := &routeTable{}
+	for _, r := range c.Routes {
+		eps, ok := c.Clusters[r.Cluster]
+		if !ok || len(eps) == 0 {
+			return nil, fmt.Errorf("route %s%s: cluster %q has no endpoints", r.Domain, r.Prefix, r.Cluster)
+		}
+		if !strings.HasPrefix(r.Prefix, "/") {
+			return nil, fmt.Errorf("route %s%s: prefix must start with /", r.Domain, r.Prefix)
+		}
+		i, seen := index[r.Cluster]
+		if !seen {
+			cd := clusterDef{name: r.Cluster}
+			for _, e := range eps {
+				ap, err := netip.ParseAddrPort(e)
+				if err != nil {
+					return nil, fmt.Errorf("cluster %q: endpoint %q: %w", r.Cluster, e, err)
+				}
+				cd.endpoints = append(cd.endpoints, ap)
+			}
+			i = len(t.clusters)
+			index[r.Cluster] = i
+			t.clusters = append(t.clusters, cd)
+		}
+		rt := route{domain: strings.ToLower(r.Domain), prefix: r.Prefix, cluster: i}
+		rt.anyHost = rt.domain == "*" || rt.domain == ""
+		rt.suffix = strings.HasPrefix(rt.domain, "*.")
+		if rt.suffix {
+			rt.domain = rt.domain[1:] // ".suffix"
+		}
+		t.routes = append(t.routes, rt)
+	}
+	return t, nil
+}
+
+// match returns the route for host (the Host header's value, port
+// included) and path, or nil.
+func (t *routeTable) match(host, path []byte) *route {
+	if i := lastColon(host); i >= 0 {
+		host = host[:i]
+	}
+	for i := range t.routes {
+		r := &t.routes[i]
+		if !r.anyHost {
+			if r.suffix {
+				if len(host) <= len(r.domain) || !equalFold(host[len(host)-len(r.domain):], r.domain) {
+					continue
+				}
+			} else if !equalFold(host, r.domain) {
+				continue
+			}
+		}
+		if len(path) >= len(r.prefix) && string(path[:len(r.prefix)]) == r.prefix {
+			return r
+		}
+	}
+	return nil
+}
+
+// lastColon finds a port separator (not inside an IPv6 literal).
+func lastColon(h []byte) int {
+	for i := len(h) - 1; i >= 0; i-- {
+		switch h[i] {
+		case ':':
+			return i
+		case ']':
+			return -1
+		}
+	}
+	return -1
+}

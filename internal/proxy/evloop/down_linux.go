@@ -1,0 +1,508 @@
+package evloop
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The downstream side of a loop: accepting clients, reading and parsing
+// their requests, dispatching them, writing responses back.
+
+func (l *loop) accept() {
+	for range acceptBatch {
+		fd, _, err := unix.Accept4(l.ln, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+			case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
+				continue
+			default:
+				l.srv.log.Error("accept", "err", err)
+			}
+			return
+		}
+		if len(l.downs) >= l.maxConns {
+			unix.Close(fd)
+			continue
+		}
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		d := &down{fd: fd, last: l.now, idx: len(l.downs)}
+		l.downs = append(l.downs, d)
+		l.setFd(fd, fdRef{d: d})
+		l.watchDown(d)
+		l.srv.st.cxTotal.Inc()
+		l.srv.st.cxActive.Inc()
+	}
+}
+
+func (l *loop) onDown(d *down, ev uint32) {
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && d.pausedIn && !d.wantOut {
+		l.closeDown(d) // nothing else would hear of it
+		return
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && d.wantOut {
+		l.flushDown(d)
+		if d.closed {
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && !d.pausedIn {
+		l.readDown(d)
+	}
+}
+
+// drain ends a connection whose last response is out: no more is
+// written, and what the client still sends is read and dropped until it
+// closes (or maxDrain, or drainFor).
+func (l *loop) drain(d *down) {
+	if d.draining {
+		return
+	}
+	if err := unix.Shutdown(d.fd, unix.SHUT_WR); err != nil {
+		l.closeDown(d)
+		return
+	}
+	d.draining, d.last = true, l.now
+	if d.in != nil {
+		l.putBuf(d.in)
+		d.in, d.off = nil, 0
+	}
+	if d.pausedIn {
+		d.pausedIn = false
+		l.watchDown(d)
+	}
+}
+
+// readDown reads what the client sent (one read: the loop is level
+// triggered, so what remains is reported again) and acts on it.
+func (l *loop) readDown(d *down) {
+	if d.draining {
+		b := l.getBuf()
+		n, err := rawRead(d.fd, b[:cap(b)])
+		l.putBuf(b)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			return
+		}
+		d.drained += n
+		if n == 0 || err != nil || d.drained > maxDrain {
+			l.closeDown(d)
+		}
+		return
+	}
+	if d.in == nil {
+		d.in, d.off = l.getBuf(), 0
+	}
+	if len(d.in) == cap(d.in) {
+		switch {
+		case d.off > 0:
+			n := copy(d.in, d.in[d.off:])
+			d.in, d.off = d.in[:n], 0
+		case d.state == dsHead && cap(d.in) < maxHeadBytes+bufSize:
+			nb := make([]byte, len(d.in), 2*cap(d.in))
+			copy(nb, d.in)
+			l.putBuf(d.in)
+			d.in = nb
+		default:
+			// Pipelined requests fill the buffer while one is in flight:
+			// wait for its response before reading more.
+			d.pausedIn = true
+			l.watchDown(d)
+			return
+		}
+	}
+	n, err := rawRead(d.fd, d.in[len(d.in):cap(d.in)])
+	if err != nil {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			l.releaseIn(d)
+			return
+		}
+		l.closeDown(d)
+		return
+	}
+	if n == 0 {
+		l.closeDown(d)
+		return
+	}
+	d.in = d.in[:len(d.in)+n]
+	d.last = l.now
+	l.process(d)
+}
+
+func (l *loop) releaseIn(d *down) {
+	if d.in != nil && d.off == len(d.in) {
+		l.putBuf(d.in)
+		d.in, d.off = nil, 0
+	}
+}
+
+// process handles the buffered client bytes: the next request head, or
+// the body of the one in flight.
+func (l *loop) process(d *down) {
+	for !d.closed && !d.draining {
+		switch d.state {
+		case dsHead:
+			if d.closeAfter {
+				return // the connection ends with the response in flight
+			}
+			b := d.in[d.off:]
+			if len(b) == 0 {
+				l.releaseIn(d)
+				return
+			}
+			if d.headStart == 0 {
+				d.headStart = l.now + 1 // 0 means no head under way
+			}
+			n, err := d.scan.scan(b)
+			if err != nil {
+				l.badRequest(d, err)
+				return
+			}
+			if n == 0 {
+				return
+			}
+			d.headStart = 0
+			l.dispatch(d, b[:n])
+		case dsBody:
+			b := d.in[d.off:]
+			if len(b) == 0 {
+				l.releaseIn(d)
+				return
+			}
+			take, done, err := d.bodyPart(b)
+			if err != nil {
+				// The upstream has part of a request: it cannot be reused.
+				u := d.u
+				u.d, d.u = nil, nil
+				l.closeUp(u)
+				l.badRequest(d, errChunkBody)
+				return
+			}
+			d.off += take
+			if done {
+				d.state = dsWait
+			}
+			if !l.sendUp(d.u, b[:take]) {
+				return
+			}
+		case dsWait:
+			if d.in != nil && len(d.in) == cap(d.in) && d.off == 0 && !d.pausedIn {
+				d.pausedIn = true
+				l.watchDown(d)
+			}
+			l.releaseIn(d)
+			return
+		}
+	}
+}
+
+func (l *loop) badRequest(d *down, err error) {
+	st := 400
+	var pe *parseError
+	if errors.As(err, &pe) {
+		st = pe.status
+	}
+	l.srv.st.cxProtocolError.Inc()
+	l.srv.st.rqTotal.Inc()
+	d.off = len(d.in)
+	l.localReply(d, st, err.Error(), true)
+}
+
+// dispatch routes one parsed request head and sends it upstream.
+func (l *loop) dispatch(d *down, head []byte) {
+	st := l.srv.st
+	r := &l.req
+	if err := parseRequest(head, r); err != nil {
+		l.badRequest(d, err)
+		return
+	}
+	st.rqTotal.Inc()
+	st.rqHTTP1.Inc()
+	d.off += len(head)
+	d.head, d.closeAfter, d.reqStart, d.retries = r.head, r.closeAfter, l.now, 0
+	target := r.target.of(head)
+	path := target
+	for i, c := range target {
+		if c == '?' {
+			path = target[:i]
+			break
+		}
+	}
+	rt := l.srv.table.match(r.host.of(head), path)
+	if rt == nil {
+		st.noRoute.Inc()
+		l.localReply(d, 404, "", r.hasLength && r.contentLength > 0)
+		return
+	}
+	pool := &l.pools[rt.cluster]
+	pool.st.rqTotal.Inc()
+	u, err := l.getUp(pool)
+	if err != nil {
+		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", r.hasLength && r.contentLength > 0)
+		return
+	}
+	// The upstream request: the client's head without its hop-by-hop
+	// headers, plus x-forwarded-proto and x-request-id as weft adds them.
+	o := u.out
+	o = append(o, r.method.of(head)...)
+	o = append(o, ' ')
+	o = append(o, target...)
+	o = append(o, " HTTP/1.1\r\n"...)
+	run := -1 // start of a run of header lines copied at once
+	for i := range r.lines {
+		h := &r.lines[i]
+		if h.hop {
+			if run >= 0 {
+				o = append(o, head[run:h.line.off]...)
+				run = -1
+			}
+			continue
+		}
+		if run < 0 {
+			run = int(h.line.off)
+		}
+	}
+	if run >= 0 {
+		o = append(o, head[run:r.lines[len(r.lines)-1].line.end]...)
+	}
+	if !r.hasXFP {
+		o = append(o, "x-forwarded-proto: http\r\n"...)
+	}
+	if !r.hasRequestID {
+		o = append(o, "x-request-id: "...)
+		o = appendUUID(o, l.rng)
+		o = append(o, "\r\n"...)
+	}
+	if r.hasLength {
+		// Connection's tokens may have named Content-Length: it is
+		// written again so that the body's framing always reaches the
+		// upstream.
+		if l.lengthDropped(head, r) {
+			o = append(o, "content-length: "...)
+			o = strconv.AppendInt(o, r.contentLength, 10)
+			o = append(o, "\r\n"...)
+		}
+	}
+	o = append(o, "\r\n"...)
+	d.bodyLeft, d.chunked, d.chunks = 0, r.chunked, chunkScanner{}
+	if r.hasLength {
+		d.bodyLeft = r.contentLength
+	}
+	more := d.chunked || d.bodyLeft > 0 // a body follows the head
+	if r.expectContinue && more && d.off == len(d.in) {
+		// The client waits for this before it sends the body.
+		if d.out == nil {
+			d.out, d.outOff = l.getBuf(), 0
+		}
+		d.out = append(d.out, "HTTP/1.1 100 Continue\r\n\r\n"...)
+		l.flushDown(d)
+		if d.closed {
+			l.closeUp(u)
+			return
+		}
+	}
+	// As much of the body as fits goes with the head, in one write.
+	if more {
+		avail := d.in[d.off:]
+		take, done, err := d.bodyPart(avail[:min(len(avail), max(0, cap(o)-len(o)))])
+		if err != nil {
+			l.closeUp(u)
+			l.badRequest(d, errChunkBody)
+			return
+		}
+		o = append(o, avail[:take]...)
+		d.off += take
+		more = !done
+	}
+	u.out, u.outOff = o, 0
+	u.replayable = !more
+	u.d, d.u = d, u
+	u.started = l.now
+	d.state = dsWait
+	if more {
+		d.state = dsBody
+	}
+	if !u.connecting {
+		l.flushUp(u)
+	}
+}
+
+// bodyPart returns how many of b's bytes belong to the request body in
+// flight, and whether the body ends with them.
+func (d *down) bodyPart(b []byte) (int, bool, error) {
+	if d.chunked {
+		return d.chunks.scan(b)
+	}
+	take := int(min(int64(len(b)), d.bodyLeft))
+	d.bodyLeft -= int64(take)
+	return take, d.bodyLeft == 0, nil
+}
+
+// lengthDropped reports whether the Content-Length line was left out as
+// hop-by-hop.
+func (l *loop) lengthDropped(head []byte, r *request) bool {
+	for i := range r.lines {
+		if equalFold(r.lines[i].name.of(head), "content-length") {
+			return r.lines[i].hop
+		}
+	}
+	return false
+}
+
+func reason(status int) string {
+	switch status {
+	case 400:
+		return "Bad Request"
+	case 404:
+		return "Not Found"
+	case 417:
+		return "Expectation Failed"
+	case 408:
+		return "Request Timeout"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 501:
+		return "Not Implemented"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return "Unknown"
+}
+
+// localReply answers the client from the proxy, as Envoy's local replies.
+func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
+	if d.out == nil {
+		d.out, d.outOff = l.getBuf(), 0
+	}
+	d.closeAfter = d.closeAfter || closeAfter
+	o := append(d.out, "HTTP/1.1 "...)
+	o = strconv.AppendInt(o, int64(status), 10)
+	o = append(o, ' ')
+	o = append(o, reason(status)...)
+	o = append(o, "\r\ncontent-length: "...)
+	o = strconv.AppendInt(o, int64(len(body)), 10)
+	o = append(o, "\r\ncontent-type: text/plain\r\nserver: envoy\r\n"...)
+	if d.closeAfter {
+		o = append(o, "connection: close\r\n"...)
+	}
+	o = append(o, "\r\n"...)
+	o = append(o, body...)
+	d.out = o
+	l.srv.st.response(status)
+	l.srv.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	d.state = dsHead
+	l.flushDown(d)
+}
+
+// flushDown writes the pending client bytes. When they are all out it
+// resumes the upstream it paused, or closes the connection if it ends.
+func (l *loop) flushDown(d *down) {
+	for d.outOff < len(d.out) {
+		n, err := rawWrite(d.fd, d.out[d.outOff:])
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if errors.Is(err, unix.EAGAIN) {
+				if !d.wantOut {
+					d.wantOut = true
+					l.watchDown(d)
+				}
+				return
+			}
+			l.closeDown(d)
+			return
+		}
+		d.outOff += n
+	}
+	if d.out != nil {
+		l.putBuf(d.out)
+		d.out, d.outOff = nil, 0
+	}
+	if d.wantOut {
+		d.wantOut = false
+		l.watchDown(d)
+	}
+	if d.closeAfter && d.u == nil && d.state == dsHead {
+		l.drain(d)
+		return
+	}
+	if u := d.u; u != nil && u.pausedIn {
+		u.pausedIn = false
+		l.watchUp(u)
+		l.processUp(u)
+	}
+}
+
+// writeDown sends response body bytes: appended to the pending bytes if
+// any (the head just built), written directly otherwise.
+func (l *loop) writeDown(d *down, b []byte) {
+	if d.out != nil && d.outOff < len(d.out) && len(d.out)+len(b) <= cap(d.out) {
+		d.out = append(d.out, b...)
+		return
+	}
+	if d.out != nil && d.outOff < len(d.out) {
+		l.flushDown(d)
+		if d.closed {
+			return
+		}
+		if d.out != nil {
+			d.out = append(d.out, b...)
+			return
+		}
+	}
+	for len(b) > 0 {
+		n, err := rawWrite(d.fd, b)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if errors.Is(err, unix.EAGAIN) {
+				break
+			}
+			l.closeDown(d)
+			return
+		}
+		b = b[n:]
+	}
+	if len(b) > 0 {
+		d.out, d.outOff = append(l.getBuf(), b...), 0
+		d.wantOut = true
+		l.watchDown(d)
+	}
+}
+
+func (l *loop) closeDown(d *down) {
+	if d.closed {
+		return
+	}
+	d.closed = true
+	unix.Close(d.fd)
+	l.fds[d.fd] = fdRef{}
+	last := l.downs[len(l.downs)-1]
+	l.downs[d.idx], last.idx = last, d.idx
+	l.downs = l.downs[:len(l.downs)-1]
+	if d.in != nil {
+		l.putBuf(d.in)
+		d.in = nil
+	}
+	if d.out != nil {
+		l.putBuf(d.out)
+		d.out = nil
+	}
+	if u := d.u; u != nil {
+		// Mid-exchange: the upstream connection cannot be reused.
+		d.u, u.d = nil, nil
+		l.closeUp(u)
+	}
+	l.srv.st.cxDestroy.Inc()
+	l.srv.st.cxActive.Dec()
+}

@@ -1,0 +1,24 @@
+//go:build !linux
+
+package evloop
+
+import (
+	"context"
+	"errors"
+)
+
+// Server is one listener served by event loops (Linux only).
+type Server struct{}
+
+// Listen reports that the event loops need Linux's epoll.
+func Listen(cfg Config) (*Server, error) {
+	return nil, errors.New("evloop: event loops need Linux (epoll)")
+}
+
+// Addr is the listener's address.
+func (s *Server) Addr() string { return "" }
+
+// Serve does nothing off Linux.
+func (s *Server) Serve(ctx context.Context) error {
+	return errors.New("evloop: event loops need Linux (epoll)")
+}

@@ -1,0 +1,357 @@
+package evloop
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// bufSize is the size of the buffers connections borrow from their
+	// loop while they have bytes to hold; an idle connection holds none.
+	bufSize = 16 << 10
+	// maxFreeBufs bounds the buffers a loop keeps for reuse.
+	maxFreeBufs = 256
+	// maxEvents is how many events one epoll_wait returns at most.
+	maxEvents = 256
+	// acceptBatch bounds the connections accepted per wake-up.
+	acceptBatch = 64
+	// sweepEvery is how often a loop checks its timeouts.
+	sweepEvery = time.Second
+	// maxDrain and drainFor bound how much and how long a connection that
+	// ends is read after its last response, so that closing it with
+	// unread bytes does not reset it before the client read the answer
+	// (weft proxy's HTTP/1.1 path does the same).
+	maxDrain = 256 << 10
+	drainFor = 500 * time.Millisecond
+	// maxRetries is the route's retry budget for a request that failed
+	// before any response byte (connect failure, reset): App Mesh's
+	// default retry policy gives 2.
+	maxRetries = 2
+)
+
+// Downstream states.
+const (
+	dsHead = iota // reading a request head
+	dsBody        // forwarding the request's body
+	dsWait        // request sent, waiting for the end of the response
+)
+
+// Upstream response states.
+const (
+	rsHead    = iota // reading the response head
+	rsLength         // Content-Length body
+	rsChunked        // chunked body
+	rsClose          // body delimited by the upstream's close
+)
+
+// down is a client connection. Every field is owned by its loop.
+type down struct {
+	fd         int
+	in         []byte // borrowed; nil when no byte is buffered
+	off        int    // first unconsumed byte of in
+	scan       headScanner
+	out        []byte // borrowed; bytes still to write to the client, from outOff
+	outOff     int
+	state      uint8
+	bodyLeft   int64 // request body bytes still to forward (Content-Length)
+	chunked    bool  // the request body is chunked: chunks finds its end
+	chunks     chunkScanner
+	u          *up  // the upstream exchange in flight
+	closeAfter bool // close once the current response is written
+	head       bool // the request in flight is a HEAD
+	pausedIn   bool // not reading: the buffer is full or the upstream is not taking the body
+	wantOut    bool // waiting for the socket to take out
+	mask       uint32
+	closed     bool
+	idx        int   // position in loop.downs
+	last       int64 // last activity, loop time
+	reqStart   int64
+	headStart  int64 // when the first byte of the head being read came
+	retries    int
+	draining   bool // the last response is out: reading what the client still sends, then closing
+	drained    int
+}
+
+// up is an upstream connection, idle in its pool or serving one request.
+type up struct {
+	fd         int
+	pool       *clusterPool
+	d          *down  // the client it serves; nil when idle
+	in         []byte // borrowed response bytes
+	off        int
+	out        []byte // borrowed request bytes, kept until the response starts (a retry replays them)
+	outOff     int
+	replayable bool // out holds the whole request
+	connecting bool
+	reused     bool
+	scan       headScanner
+	rstate     uint8
+	left       int64
+	chunks     chunkScanner
+	status     int
+	gotResp    bool // a response byte arrived
+	keep       bool // reusable once the response ends
+	pausedIn   bool
+	wantOut    bool
+	mask       uint32
+	closed     bool
+	started    int64 // connect start, then request sent
+}
+
+type fdRef struct {
+	d *down
+	u *up
+}
+
+type clusterPool struct {
+	def  *clusterDef
+	idle []*up
+	next int // round robin over the endpoints
+	st   *clusterCounters
+}
+
+// loop is one event loop: its epoll, listening socket, connections,
+// upstream pools and buffers. Only its own goroutine touches it after
+// newLoop, except wakeUp.
+type loop struct {
+	srv      *Server
+	id       int
+	ep       int
+	ln       int
+	wake     int // eventfd: written to stop the loop
+	fds      []fdRef
+	downs    []*down
+	pools    []clusterPool
+	bufs     [][]byte
+	req      request
+	resp     response
+	rng      *mrand.ChaCha8
+	epoch    time.Time
+	now      int64
+	sweptAt  int64
+	maxConns int
+	events   [maxEvents]unix.EpollEvent
+}
+
+func newLoop(s *Server, id, ln int) (*loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	var seed [32]byte
+	_, _ = rand.Read(seed[:]) // never fails (crypto/rand)
+	l := &loop{srv: s, id: id, ep: ep, ln: ln, wake: wake, rng: mrand.NewChaCha8(seed), epoch: time.Now(),
+		maxConns: max(1, s.cfg.MaxConns/len(s.lns)), req: request{lines: make([]headerLine, 0, 32)},
+		resp: response{lines: make([]headerLine, 0, 32)}}
+	for i := range s.table.clusters {
+		l.pools = append(l.pools, clusterPool{def: &s.table.clusters[i], st: &s.st.clusters[i]})
+	}
+	for _, fd := range []int{ln, wake} {
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			unix.Close(ep)
+			unix.Close(wake)
+			return nil, fmt.Errorf("epoll_ctl: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// wakeUp makes the loop return; safe from any goroutine.
+func (l *loop) wakeUp() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(l.wake, one[:])
+}
+
+// run serves events until woken up. With LockThreads it holds its OS
+// thread, the only goroutine that runs on it.
+func (l *loop) run() error {
+	var w waiter = threadWaiter{l.ep}
+	switch {
+	case l.srv.cfg.RawWait:
+		// Not locked: preempted (every 10 ms by sysmon), the goroutine
+		// is picked up again by whichever thread is free, with no
+		// hand-off between threads.
+		w = rawWaiter{l.ep}
+	case l.srv.cfg.LockThreads:
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	default:
+		nw, err := newNetpollWaiter(l.ep)
+		if err != nil {
+			return fmt.Errorf("netpoll waiter: %w", err)
+		}
+		w = nw
+	}
+	defer w.close()
+	for {
+		n, err := w.wait(l.events[:], sweepEvery)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return fmt.Errorf("epoll_wait: %w", err)
+		}
+		l.now = int64(time.Since(l.epoch))
+		for i := range n {
+			ev := &l.events[i]
+			fd := int(ev.Fd)
+			switch {
+			case fd == l.ln:
+				l.accept()
+			case fd == l.wake:
+				return nil
+			case fd < len(l.fds):
+				r := l.fds[fd]
+				if r.d != nil {
+					l.onDown(r.d, ev.Events)
+				} else if r.u != nil {
+					l.onUp(r.u, ev.Events)
+				}
+			}
+		}
+		if l.now-l.sweptAt >= int64(sweepEvery) {
+			l.sweep()
+		}
+	}
+}
+
+// closeAll closes every connection and the loop's descriptors. It runs
+// after run returned.
+func (l *loop) closeAll() {
+	for len(l.downs) > 0 {
+		l.closeDown(l.downs[len(l.downs)-1])
+	}
+	for i := range l.pools {
+		for _, u := range l.pools[i].idle {
+			l.closeUp(u)
+		}
+		l.pools[i].idle = nil
+	}
+	unix.Close(l.ep)
+	unix.Close(l.wake)
+}
+
+// --- buffers and registration -----------------------------------------
+
+func (l *loop) getBuf() []byte {
+	if n := len(l.bufs); n > 0 {
+		b := l.bufs[n-1]
+		l.bufs = l.bufs[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, bufSize)
+}
+
+func (l *loop) putBuf(b []byte) {
+	if cap(b) == bufSize && len(l.bufs) < maxFreeBufs {
+		l.bufs = append(l.bufs, b[:0])
+	}
+}
+
+func (l *loop) setFd(fd int, r fdRef) {
+	for fd >= len(l.fds) {
+		l.fds = append(l.fds, fdRef{})
+	}
+	l.fds[fd] = r
+}
+
+// registered marks a mask whose descriptor is in the epoll set (not an
+// epoll flag).
+const registered = 1 << 24
+
+// watch sets the events a descriptor is registered for, with one
+// epoll_ctl when they change. With neither, it still hears of errors and
+// hang-ups (EPOLLERR and EPOLLHUP are always reported).
+func (l *loop) watch(fd int, mask *uint32, in, out bool) {
+	m := uint32(registered)
+	if in {
+		m |= unix.EPOLLIN
+	}
+	if out {
+		m |= unix.EPOLLOUT
+	}
+	if m == *mask {
+		return
+	}
+	op := unix.EPOLL_CTL_MOD
+	if *mask&registered == 0 {
+		op = unix.EPOLL_CTL_ADD
+	}
+	*mask = m
+	if err := unix.EpollCtl(l.ep, op, fd, &unix.EpollEvent{Events: m &^ registered, Fd: int32(fd)}); err != nil {
+		l.srv.log.Error("epoll_ctl", "fd", fd, "err", err)
+	}
+}
+
+func (l *loop) watchDown(d *down) { l.watch(d.fd, &d.mask, !d.pausedIn, d.wantOut) }
+func (l *loop) watchUp(u *up)     { l.watch(u.fd, &u.mask, !u.pausedIn, u.wantOut || u.connecting) }
+
+// sweep enforces the timeouts: idle clients, upstream connects and the
+// request timeout.
+func (l *loop) sweep() {
+	l.sweptAt = l.now
+	cfg := &l.srv.cfg
+	// Backwards: closing a connection moves the last one into its place,
+	// which was checked already.
+	for i := len(l.downs) - 1; i >= 0; i-- {
+		if i >= len(l.downs) {
+			continue
+		}
+		d := l.downs[i]
+		u := d.u
+		switch {
+		case d.draining && l.now-d.last > int64(drainFor):
+			l.closeDown(d)
+		case u == nil && d.state == dsHead && d.headStart != 0 && l.now-d.headStart > int64(cfg.HeadersTimeout):
+			l.srv.st.rqHeaderTimeout.Inc()
+			d.off = len(d.in)
+			d.reqStart = l.now
+			l.localReply(d, 408, "request header timeout", true)
+		case u == nil && d.state == dsHead && l.now-d.last > int64(cfg.IdleTimeout):
+			l.closeDown(d)
+		case u != nil && u.connecting && l.now-u.started > int64(cfg.ConnectTimeout):
+			u.pool.st.cxConnectFail.Inc()
+			l.upFailed(u)
+		case u != nil && l.now-d.reqStart > int64(cfg.RequestTimeout):
+			l.srv.st.rqTimeout.Inc()
+			if u.status != 0 {
+				l.cutResponse(u)
+				continue
+			}
+			u.d, d.u = nil, nil
+			l.closeUp(u)
+			l.localReply(d, 504, "upstream request timeout", true)
+		}
+	}
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendUUID appends a random version 4 UUID, as weft's x-request-id.
+func appendUUID(b []byte, r *mrand.ChaCha8) []byte {
+	var u [16]byte
+	x, y := r.Uint64(), r.Uint64()
+	for i := range 8 {
+		u[i], u[8+i] = byte(x>>(8*i)), byte(y>>(8*i))
+	}
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return b
+}

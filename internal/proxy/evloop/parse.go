@@ -1,0 +1,644 @@
+package evloop
+
+import (
+	"bytes"
+	"errors"
+)
+
+// Limits of a request head, as weft proxy's HTTP/1.1 path has them.
+const (
+	// maxHeadBytes bounds a request or response head: Envoy's
+	// max_request_headers_kb default (60 KiB).
+	maxHeadBytes = 60 << 10
+	// maxHeaders bounds the header lines of a head: Envoy's
+	// max_request_headers_count default.
+	maxHeaders = 100
+	// maxConnTokens bounds the header names a Connection header may
+	// name as hop-by-hop; more is answered 400.
+	maxConnTokens = 8
+)
+
+// A parse error names the status the client gets.
+type parseError struct {
+	status int
+	msg    string
+}
+
+func (e *parseError) Error() string { return e.msg }
+
+var (
+	errTooLarge   = &parseError{431, "request header fields too large"}
+	errBareLF     = &parseError{400, "bare LF in head"}
+	errRequest    = &parseError{400, "malformed request line"}
+	errHeader     = &parseError{400, "malformed header line"}
+	errHost       = &parseError{400, "missing or repeated host"}
+	errLength     = &parseError{400, "bad content-length"}
+	errSmuggle    = &parseError{400, "content-length with transfer-encoding"}
+	errVersion    = &parseError{505, "http version not supported"}
+	errChunked    = &parseError{501, "transfer-encoding not implemented"}
+	errChunkBody  = &parseError{400, "malformed chunked request body"}
+	errUpgrade    = &parseError{501, "upgrade not implemented"}
+	errTarget     = &parseError{501, "only origin-form request targets are implemented"}
+	errConnTokens = &parseError{400, "too many connection tokens"}
+	errExpect     = &parseError{417, "expectation failed"}
+)
+
+// span is a range of the buffer a head was parsed from.
+type span struct{ off, end int32 }
+
+func (s span) of(b []byte) []byte { return b[s.off:s.end] }
+
+// headScanner finds the end of a head across reads: it remembers where
+// the next line starts, so bytes already scanned are not scanned again.
+type headScanner struct {
+	line int // offset of the first byte of the line being scanned
+}
+
+// scan looks for the empty line ending the head in b (the whole head so
+// far, from its first byte). It returns the head's length including the
+// final CRLF, or 0 if the head is incomplete. Lines must end in CRLF.
+func (s *headScanner) scan(b []byte) (int, error) {
+	for {
+		i := bytes.IndexByte(b[s.line:], '\n')
+		if i < 0 {
+			if len(b) > maxHeadBytes {
+				return 0, errTooLarge
+			}
+			return 0, nil
+		}
+		end := s.line + i // index of '\n'
+		if end == 0 || b[end-1] != '\r' {
+			return 0, errBareLF
+		}
+		if end+1 > maxHeadBytes {
+			return 0, errTooLarge
+		}
+		empty := end-1 == s.line
+		s.line = end + 1
+		if empty {
+			if end == 1 {
+				// An empty line before the request line: RFC 9112 §2.2
+				// lets a server skip it; we refuse it to stay simple.
+				return 0, errRequest
+			}
+			n := s.line
+			s.line = 0
+			return n, nil
+		}
+	}
+}
+
+// request is a parsed request head: spans into the buffer it was parsed
+// from, valid while that buffer is.
+type request struct {
+	method, target span
+	minor          byte // HTTP/1.<minor>
+	host           span
+	hasHost        bool
+	contentLength  int64
+	hasLength      bool
+	chunked        bool // Transfer-Encoding: chunked
+	head           bool // HEAD: the response has no body
+	closeAfter     bool // the client asked to close, or HTTP/1.0 without keep-alive
+	hasRequestID   bool
+	expectContinue bool
+	hasXFP         bool
+	// lines are the header lines, name and value, in order.
+	lines []headerLine
+	// connTokens are the header names the Connection header declares
+	// hop-by-hop (besides close and keep-alive).
+	connTokens [maxConnTokens]span
+	nConn      int
+}
+
+type headerLine struct {
+	name, value span
+	line        span // the whole line with its CRLF
+	hop         bool // not forwarded
+}
+
+// parseRequest parses the complete head b (as scan found it).
+func parseRequest(b []byte, r *request) error {
+	*r = request{lines: r.lines[:0]}
+	eol := bytes.IndexByte(b, '\n') - 1 // '\r'
+	line := b[:eol]
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return errRequest
+	}
+	sp2 := bytes.IndexByte(line[sp1+1:], ' ')
+	if sp2 <= 0 {
+		return errRequest
+	}
+	sp2 += sp1 + 1
+	method, target, proto := line[:sp1], line[sp1+1:sp2], line[sp2+1:]
+	for _, c := range method {
+		if !isTokenChar(c) {
+			return errRequest
+		}
+	}
+	path := true // before '?': percent-escapes must be whole, as net/url requires
+	for i, c := range target {
+		switch {
+		case c <= ' ' || c == 0x7f:
+			return errRequest
+		case c == '?':
+			path = false
+		case c == '%' && path:
+			if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
+				return errRequest
+			}
+		}
+	}
+	if len(proto) != 8 || string(proto[:5]) != "HTTP/" || proto[6] != '.' || !isDigit(proto[5]) || !isDigit(proto[7]) {
+		return errRequest
+	}
+	if proto[5] != '1' {
+		return errVersion
+	}
+	switch proto[7] {
+	case '0', '1':
+		r.minor = proto[7] - '0'
+	default:
+		return errVersion
+	}
+	if string(method) == "CONNECT" || target[0] != '/' {
+		if string(method) == "OPTIONS" && string(target) == "*" {
+			return errTarget
+		}
+		return errTarget
+	}
+	r.method = span{0, int32(sp1)}
+	r.target = span{int32(sp1 + 1), int32(sp2)}
+	r.head = string(method) == "HEAD"
+	r.closeAfter = r.minor == 0
+	var upgrade bool
+	for p := eol + 2; p < len(b)-2; {
+		e := p + bytes.IndexByte(b[p:], '\n') - 1
+		l := b[p:e]
+		if len(r.lines) == maxHeaders {
+			return errTooLarge
+		}
+		c := bytes.IndexByte(l, ':')
+		if c <= 0 {
+			return errHeader // also obs-fold: a line starting with SP/HT has no token before ':'
+		}
+		name := l[:c]
+		for _, ch := range name {
+			if !isTokenChar(ch) {
+				return errHeader
+			}
+		}
+		vs, ve := c+1, len(l)
+		for vs < ve && (l[vs] == ' ' || l[vs] == '\t') {
+			vs++
+		}
+		for ve > vs && (l[ve-1] == ' ' || l[ve-1] == '\t') {
+			ve--
+		}
+		for _, ch := range l[vs:ve] {
+			if (ch < ' ' && ch != '\t') || ch == 0x7f {
+				return errHeader
+			}
+		}
+		h := headerLine{name: span{int32(p), int32(p + c)}, value: span{int32(p + vs), int32(p + ve)}, line: span{int32(p), int32(e + 2)}}
+		val := l[vs:ve]
+		switch {
+		case equalFold(name, "host"):
+			if r.hasHost {
+				return errHost
+			}
+			for _, ch := range val {
+				if !isHostChar(ch) {
+					return errHost
+				}
+			}
+			r.hasHost, r.host = true, h.value
+		case equalFold(name, "content-length"):
+			n, ok := parseLength(val)
+			if !ok || (r.hasLength && n != r.contentLength) {
+				return errLength
+			}
+			r.hasLength, r.contentLength = true, n
+		case equalFold(name, "transfer-encoding"):
+			// As Go's server: one coding, chunked; the body is relayed as
+			// it is, so the header is too.
+			if r.chunked || !equalFold(val, "chunked") {
+				return errChunked
+			}
+			r.chunked = true
+		case equalFold(name, "connection"):
+			h.hop = true
+			if err := r.connection(b, h.value, &upgrade); err != nil {
+				return err
+			}
+		case equalFold(name, "upgrade"):
+			upgrade = true
+		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"):
+			h.hop = true
+		case equalFold(name, "te"):
+			// Envoy keeps "TE: trailers" only.
+			h.hop = !equalFold(val, "trailers")
+		case equalFold(name, "expect"):
+			// As weft proxy: 100-continue is answered by the proxy and not
+			// forwarded; any other expectation fails.
+			if !equalFold(val, "100-continue") {
+				return errExpect
+			}
+			h.hop, r.expectContinue = true, true
+		case equalFold(name, "x-request-id"):
+			r.hasRequestID = true
+		case equalFold(name, "x-forwarded-proto"):
+			r.hasXFP = true
+		}
+		r.lines = append(r.lines, h)
+		p = e + 2
+	}
+	if r.chunked && (r.hasLength || r.minor == 0) {
+		// Both framings, or a chunked HTTP/1.0 body net/http would not
+		// read as one: refused, as a smuggling attempt would be.
+		return errSmuggle
+	}
+	if upgrade {
+		return errUpgrade
+	}
+	if !r.hasHost && r.minor == 1 {
+		return errHost
+	}
+	// Headers the Connection header names are hop-by-hop too, but the
+	// body's framing must reach the upstream.
+	for i := range r.lines {
+		for _, t := range r.connTokens[:r.nConn] {
+			if equalFoldBytes(r.lines[i].name.of(b), t.of(b)) {
+				if r.chunked && equalFold(r.lines[i].name.of(b), "transfer-encoding") {
+					return errSmuggle
+				}
+				r.lines[i].hop = true
+			}
+		}
+	}
+	return nil
+}
+
+// connection reads a Connection header's tokens.
+func (r *request) connection(b []byte, v span, upgrade *bool) error {
+	val := v.of(b)
+	for len(val) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(val, ','); i >= 0 {
+			tok, val = val[:i], val[i+1:]
+		} else {
+			tok, val = val, nil
+		}
+		s, e := 0, len(tok)
+		for s < e && (tok[s] == ' ' || tok[s] == '\t') {
+			s++
+		}
+		for e > s && (tok[e-1] == ' ' || tok[e-1] == '\t') {
+			e--
+		}
+		tok = tok[s:e]
+		switch {
+		case len(tok) == 0:
+		case equalFold(tok, "close"):
+			r.closeAfter = true
+		case equalFold(tok, "keep-alive"):
+			if r.minor == 0 {
+				r.closeAfter = false
+			}
+		case equalFold(tok, "upgrade"):
+			*upgrade = true
+		default:
+			if r.nConn == maxConnTokens {
+				return errConnTokens
+			}
+			off := int32(cap(b[:0]) - cap(tok[:0])) // tok's offset in b
+			r.connTokens[r.nConn] = span{off, off + int32(len(tok))}
+			r.nConn++
+		}
+	}
+	return nil
+}
+
+func parseLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// response is a parsed response head.
+type response struct {
+	status        int
+	contentLength int64
+	hasLength     bool
+	chunked       bool
+	closeAfter    bool
+	lines         []headerLine
+	statusLine    span // "HTTP/1.1 200 OK" without CRLF
+}
+
+var errResponse = errors.New("malformed upstream response head")
+
+// parseResponse parses the complete response head b.
+func parseResponse(b []byte, r *response) error {
+	*r = response{lines: r.lines[:0]}
+	eol := bytes.IndexByte(b, '\n') - 1
+	line := b[:eol]
+	if len(line) < 12 || string(line[:7]) != "HTTP/1." || line[8] != ' ' {
+		return errResponse
+	}
+	minor := line[7]
+	if minor != '0' && minor != '1' {
+		return errResponse
+	}
+	st := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return errResponse
+		}
+		st = st*10 + int(c-'0')
+	}
+	if st < 100 || (len(line) > 12 && line[12] != ' ') {
+		return errResponse
+	}
+	r.status, r.statusLine, r.closeAfter = st, span{0, int32(eol)}, minor == '0'
+	keepAlive10 := false
+	var tokens [maxConnTokens]span
+	nTok := 0
+	for p := eol + 2; p < len(b)-2; {
+		e := p + bytes.IndexByte(b[p:], '\n') - 1
+		l := b[p:e]
+		if len(r.lines) == maxHeaders {
+			return errResponse
+		}
+		c := bytes.IndexByte(l, ':')
+		if c <= 0 {
+			return errResponse
+		}
+		name := l[:c]
+		for _, ch := range name {
+			if !isTokenChar(ch) {
+				return errResponse
+			}
+		}
+		vs, ve := c+1, len(l)
+		for vs < ve && (l[vs] == ' ' || l[vs] == '\t') {
+			vs++
+		}
+		for ve > vs && (l[ve-1] == ' ' || l[ve-1] == '\t') {
+			ve--
+		}
+		val := l[vs:ve]
+		h := headerLine{name: span{int32(p), int32(p + c)}, value: span{int32(p + vs), int32(p + ve)}, line: span{int32(p), int32(e + 2)}}
+		switch {
+		case equalFold(name, "content-length"):
+			n, ok := parseLength(val)
+			if !ok || (r.hasLength && n != r.contentLength) {
+				return errResponse
+			}
+			r.hasLength, r.contentLength = true, n
+			h.hop = true // written again by the proxy
+		case equalFold(name, "transfer-encoding"):
+			if !equalFold(val, "chunked") {
+				return errResponse
+			}
+			r.chunked = true
+			h.hop = true
+		case equalFold(name, "connection"):
+			h.hop = true
+			for _, tok := range bytes.Split(val, []byte(",")) {
+				tok = bytes.TrimSpace(tok)
+				switch {
+				case equalFold(tok, "close"):
+					r.closeAfter = true
+				case equalFold(tok, "keep-alive"):
+					keepAlive10 = true
+				case len(tok) > 0 && nTok < maxConnTokens:
+					off := int32(cap(b[:0]) - cap(tok[:0]))
+					tokens[nTok] = span{off, off + int32(len(tok))}
+					nTok++
+				}
+			}
+		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"), equalFold(name, "upgrade"),
+			equalFold(name, "server"), equalFold(name, "x-envoy-upstream-service-time"):
+			h.hop = true
+		}
+		r.lines = append(r.lines, h)
+		p = e + 2
+	}
+	if minor == '0' && keepAlive10 {
+		r.closeAfter = false
+	}
+	if r.chunked {
+		r.hasLength = false
+	}
+	for i := range r.lines {
+		for _, t := range tokens[:nTok] {
+			if equalFoldBytes(r.lines[i].name.of(b), t.of(b)) {
+				r.lines[i].hop = true
+			}
+		}
+	}
+	return nil
+}
+
+// bodyless reports whether a response to this request has no body
+// whatever its headers say (RFC 9112 §6.3).
+func (r *response) bodyless(head bool) bool {
+	return head || r.status == 204 || r.status == 304 || (r.status >= 100 && r.status < 200)
+}
+
+// chunkScanner follows a chunked body across reads to find where it ends.
+// It does not decode: the bytes are relayed as they are.
+type chunkScanner struct {
+	state int
+	left  int64 // data bytes left in the current chunk
+	size  int   // hex digits read in the size
+}
+
+const (
+	csSize     = iota // reading hex digits
+	csExt             // chunk extension, until CR
+	csSizeLF          // after CR of the size line
+	csData            // data bytes
+	csDataCR          // CR after data
+	csDataLF          // LF after data
+	csTrailer         // start of a trailer line (or the final CRLF)
+	csTrailerL        // inside a trailer line
+	csTrailerF        // LF of a trailer line
+	csLastLF          // LF of the final CRLF
+	csDone
+)
+
+var errChunk = errors.New("malformed chunked body")
+
+// scan consumes b and returns how many bytes belong to the body, and
+// whether the body ended within them.
+func (c *chunkScanner) scan(b []byte) (int, bool, error) {
+	for i := 0; i < len(b); i++ {
+		ch := b[i]
+		switch c.state {
+		case csSize:
+			switch {
+			case ch >= '0' && ch <= '9', ch >= 'a' && ch <= 'f', ch >= 'A' && ch <= 'F':
+				if c.size == 15 {
+					return 0, false, errChunk
+				}
+				c.left = c.left<<4 | int64(unhex(ch))
+				c.size++
+			case ch == ';' || ch == ' ' || ch == '\t':
+				if c.size == 0 {
+					return 0, false, errChunk
+				}
+				c.state = csExt
+			case ch == '\r':
+				if c.size == 0 {
+					return 0, false, errChunk
+				}
+				c.state = csSizeLF
+			default:
+				return 0, false, errChunk
+			}
+		case csExt:
+			if ch == '\r' {
+				c.state = csSizeLF
+			} else if ch == '\n' {
+				return 0, false, errChunk
+			}
+		case csSizeLF:
+			if ch != '\n' {
+				return 0, false, errChunk
+			}
+			if c.left == 0 {
+				c.state = csTrailer
+			} else {
+				c.state = csData
+			}
+		case csData:
+			n := min(int64(len(b)-i), c.left)
+			c.left -= n
+			i += int(n) - 1
+			if c.left == 0 {
+				c.state = csDataCR
+			}
+		case csDataCR:
+			if ch != '\r' {
+				return 0, false, errChunk
+			}
+			c.state = csDataLF
+		case csDataLF:
+			if ch != '\n' {
+				return 0, false, errChunk
+			}
+			c.state, c.size = csSize, 0
+		case csTrailer:
+			if ch == '\r' {
+				c.state = csLastLF
+			} else {
+				c.state = csTrailerL
+			}
+		case csTrailerL:
+			if ch == '\r' {
+				c.state = csTrailerF
+			} else if ch == '\n' {
+				return 0, false, errChunk
+			}
+		case csTrailerF:
+			if ch != '\n' {
+				return 0, false, errChunk
+			}
+			c.state = csTrailer
+		case csLastLF:
+			if ch != '\n' {
+				return 0, false, errChunk
+			}
+			c.state = csDone
+			return i + 1, true, nil
+		}
+	}
+	return len(b), false, nil
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	default:
+		return c - 'a' + 10
+	}
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func isHex(c byte) bool { return isDigit(c) || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+// isHostChar reports whether c may appear in a Host header, as Go's
+// server (httpguts.ValidHostHeader) allows it.
+func isHostChar(c byte) bool {
+	if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+		return true
+	}
+	switch c {
+	case '!', '$', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', ':', ';', '=', '[', ']', '_', '~':
+		return true
+	}
+	return false
+}
+
+// isTokenChar reports whether c may appear in an RFC 9110 token.
+func isTokenChar(c byte) bool {
+	if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
+
+// equalFold compares b with the lower-case ASCII s, ignoring case.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func equalFoldBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if x >= 'A' && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if y >= 'A' && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

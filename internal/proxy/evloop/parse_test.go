@@ -1,0 +1,268 @@
+package evloop
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// feed scans a head given in pieces of n bytes, as reads would bring it.
+func feed(t testing.TB, in []byte, n int) (int, error) {
+	var s headScanner
+	for end := n; ; end += n {
+		end = min(end, len(in))
+		got, err := s.scan(in[:end])
+		if err != nil || got > 0 || end == len(in) {
+			return got, err
+		}
+	}
+}
+
+func TestScanInPieces(t *testing.T) {
+	req := []byte("GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\nGET /next HTTP/1.1\r\n")
+	want := bytes.Index(req, []byte("\r\n\r\n")) + 4
+	for n := 1; n <= len(req); n++ {
+		got, err := feed(t, req, n)
+		if err != nil || got != want {
+			t.Fatalf("pieces of %d: %d, %v; want %d", n, got, err, want)
+		}
+	}
+	var r request
+	if err := parseRequest(req[:want], &r); err != nil {
+		t.Fatal(err)
+	}
+	if string(r.method.of(req)) != "GET" || string(r.target.of(req)) != "/a?b=c" || string(r.host.of(req)) != "x" || r.minor != 1 || len(r.lines) != 2 {
+		t.Errorf("parsed %+v", r)
+	}
+}
+
+func TestScanIncomplete(t *testing.T) {
+	for _, in := range []string{"", "GET", "GET / HTTP/1.1\r", "GET / HTTP/1.1\r\nHost: x\r\n", "GET / HTTP/1.1\r\nHost: x\r\n\r"} {
+		var s headScanner
+		if n, err := s.scan([]byte(in)); n != 0 || err != nil {
+			t.Errorf("%q: %d %v, want incomplete", in, n, err)
+		}
+	}
+}
+
+func TestParseRequestErrors(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		status int
+	}{
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+		{"GET / HTTP/1.0\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\n\r\n", 400},
+		{"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"GET / HTTP/1.1 \r\nHost: x\r\n\r\n", 400},
+		{"GET / FOO/1.1\r\nHost: x\r\n\r\n", 400},
+		{"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505},
+		{"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+		{"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 501},
+		{"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", 501},
+		{"GET / HTTP/1.1\r\n: x\r\nHost: x\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: x\r\nNo-Colon\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+		{"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501},
+		{"GET / HTTP/1.1\r\nHost: x\r\nConnection: a,b,c,d,e,f,g,h,i\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400},
+		{"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"GET /%4 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"GET /%41?q=%zz HTTP/1.1\r\nHost: x\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n", 417},
+	} {
+		var r request
+		err := parseRequest([]byte(tc.in), &r)
+		var pe *parseError
+		switch {
+		case tc.status == 0 && err != nil:
+			t.Errorf("%q: %v", tc.in, err)
+		case tc.status != 0 && (!errors.As(err, &pe) || pe.status != tc.status):
+			t.Errorf("%q: %v, want %d", tc.in, err, tc.status)
+		}
+	}
+}
+
+func TestHopByHop(t *testing.T) {
+	in := []byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nTE2: gzip\r\nX-Keep: 2\r\n\r\n")
+	var r request
+	if err := parseRequest(in, &r); err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, h := range r.lines {
+		if !h.hop {
+			kept = append(kept, string(h.name.of(in)))
+		}
+	}
+	if got := strings.Join(kept, ","); got != "Host,TE,TE2,X-Keep" || !r.closeAfter {
+		t.Errorf("kept %s close %v", got, r.closeAfter)
+	}
+}
+
+func TestHTTP10KeepAlive(t *testing.T) {
+	var r request
+	in := []byte("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+	if err := parseRequest(in, &r); err != nil || r.closeAfter {
+		t.Errorf("HTTP/1.0 keep-alive: %v close %v", err, r.closeAfter)
+	}
+	in = []byte("GET / HTTP/1.0\r\n\r\n")
+	if err := parseRequest(in, &r); err != nil || !r.closeAfter {
+		t.Errorf("HTTP/1.0: %v close %v", err, r.closeAfter)
+	}
+}
+
+func TestParseResponse(t *testing.T) {
+	in := []byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: app\r\nX-A: b\r\nConnection: keep-alive\r\n\r\n")
+	var r response
+	if err := parseResponse(in, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.status != 200 || !r.hasLength || r.contentLength != 5 || r.closeAfter || r.chunked {
+		t.Errorf("%+v", r)
+	}
+	for _, bad := range []string{"HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 200OK\r\n\r\n", "HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"} {
+		if err := parseResponse([]byte(bad), &r); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+func TestChunkScanner(t *testing.T) {
+	body := "5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nTrailer: x\r\n\r\n"
+	next := "HTTP/1.1 200 OK\r\n"
+	in := []byte(body + next)
+	for n := 1; n <= len(in); n++ {
+		var c chunkScanner
+		total, done := 0, false
+		for p := 0; p < len(in) && !done; p += n {
+			k, d, err := c.scan(in[p:min(p+n, len(in))])
+			if err != nil {
+				t.Fatalf("pieces of %d: %v", n, err)
+			}
+			total += k
+			done = d
+		}
+		if !done || total != len(body) {
+			t.Fatalf("pieces of %d: %d bytes, done %v; want %d", n, total, done, len(body))
+		}
+	}
+	for _, bad := range []string{"x\r\n", "\r\n", "5\r\nhelloX", "5\nhello", "1234567890abcdef0\r\n"} {
+		var c chunkScanner
+		if _, _, err := c.scan([]byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// FuzzRequestHead feeds arbitrary bytes to the scanner in pieces and then
+// to the parser: no panic, the same head whatever the pieces, and every
+// span inside the head.
+func FuzzRequestHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close, X-A\r\nX-A: 1\r\n\r\nabc",
+		"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"\r\n\r\n", "GET / HTTP/1.1\nHost: x\n\n",
+		"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+		"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", "GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 01\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nX-A: \xff\r\n\r\n",
+	} {
+		f.Add([]byte(s), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, piece uint8) {
+		n := int(piece)%16 + 1
+		whole, werr := feed(t, in, len(in)+1)
+		got, err := feed(t, in, n)
+		if got != whole || (err == nil) != (werr == nil) {
+			t.Fatalf("in pieces of %d: %d %v; whole: %d %v", n, got, err, whole, werr)
+		}
+		if err != nil || got == 0 {
+			return
+		}
+		head := in[:got]
+		var r request
+		if err := parseRequest(head, &r); err != nil {
+			var pe *parseError
+			if !errors.As(err, &pe) || pe.status < 400 {
+				t.Fatalf("error %v is not a parse error", err)
+			}
+			return
+		}
+		check := func(s span) {
+			if s.off < 0 || s.end < s.off || int(s.end) > len(head) {
+				t.Fatalf("span %v outside the head of %d bytes", s, len(head))
+			}
+		}
+		check(r.method)
+		check(r.target)
+		check(r.host)
+		for _, h := range r.lines {
+			check(h.name)
+			check(h.value)
+			check(h.line)
+		}
+		for _, s := range r.connTokens[:r.nConn] {
+			check(s)
+		}
+		// No more lenient than Go's own server: what the prototype
+		// forwards, net/http reads too, with the same length and host.
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil {
+			t.Fatalf("accepted a head net/http refuses (%v): %q", err, head)
+		}
+		if r.hasLength && req.ContentLength != r.contentLength {
+			t.Fatalf("content-length %d, net/http %d: %q", r.contentLength, req.ContentLength, head)
+		}
+		if !httpguts.ValidHostHeader(req.Host) {
+			t.Fatalf("accepted host %q, which net/http's server refuses", req.Host)
+		}
+		if r.hasHost && req.Host != string(r.host.of(head)) {
+			t.Fatalf("host %q, net/http %q: %q", r.host.of(head), req.Host, head)
+		}
+	})
+}
+
+// FuzzChunked checks the chunk scanner gives the same end in any pieces.
+func FuzzChunked(f *testing.F) {
+	f.Add([]byte("5\r\nhello\r\n0\r\n\r\nrest"), uint8(2))
+	f.Add([]byte("a;x\r\n0123456789\r\n0\r\nT: 1\r\n\r\n"), uint8(1))
+	f.Fuzz(func(t *testing.T, in []byte, piece uint8) {
+		n := int(piece)%16 + 1
+		run := func(n int) (int, bool, bool) {
+			var c chunkScanner
+			total := 0
+			for p := 0; p < len(in); p += n {
+				k, done, err := c.scan(in[p:min(p+n, len(in))])
+				if err != nil {
+					return 0, false, true
+				}
+				total += k
+				if done {
+					return total, true, false
+				}
+			}
+			return total, false, false
+		}
+		a, ad, ae := run(len(in) + 1)
+		b, bd, be := run(n)
+		if a != b || ad != bd || ae != be {
+			t.Fatalf("whole %d %v %v, pieces of %d %d %v %v", a, ad, ae, n, b, bd, be)
+		}
+	})
+}

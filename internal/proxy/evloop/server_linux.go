@@ -1,0 +1,200 @@
+package evloop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/stats"
+)
+
+// listenBacklog is each listening socket's accept queue.
+const listenBacklog = 1024
+
+// Server is one listener served by event loops.
+type Server struct {
+	cfg   Config
+	table *routeTable
+	st    *counters
+	lns   []int // one SO_REUSEPORT socket per loop; closed by Serve
+	addr  netip.AddrPort
+	log   *slog.Logger
+}
+
+// Listen checks cfg, applies the defaults and opens the listening sockets,
+// one per loop, all bound to the same address with SO_REUSEPORT (the
+// kernel spreads new connections between them). Serve runs the loops.
+func Listen(cfg Config) (*Server, error) {
+	if cfg.Loops <= 0 {
+		cfg.Loops = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxIdleUpstream <= 0 {
+		cfg.MaxIdleUpstream = DefaultMaxIdleUpstream
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.HeadersTimeout <= 0 {
+		cfg.HeadersTimeout = DefaultHeadersTimeout
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.StatPrefix == "" {
+		cfg.StatPrefix = "ingress"
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = stats.NewStore()
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.RawWait && runtime.GOMAXPROCS(0) <= cfg.Loops {
+		return nil, fmt.Errorf("raw waits need GOMAXPROCS (%d) above the loops (%d)", runtime.GOMAXPROCS(0), cfg.Loops)
+	}
+	table, err := compile(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	ap, err := netip.ParseAddrPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
+	}
+	s := &Server{cfg: cfg, table: table, st: newCounters(cfg.Stats, cfg.StatPrefix, table.clusters), log: log}
+	for range cfg.Loops {
+		fd, err := listenSocket(ap)
+		if err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("listen %s: %w", ap, err)
+		}
+		if ap.Port() == 0 {
+			sa, err := unix.Getsockname(fd)
+			if err != nil {
+				unix.Close(fd)
+				s.closeListeners()
+				return nil, fmt.Errorf("listen %s: %w", ap, err)
+			}
+			ap = netip.AddrPortFrom(ap.Addr(), uint16(portOf(sa)))
+		}
+		s.lns = append(s.lns, fd)
+	}
+	s.addr = ap
+	return s, nil
+}
+
+// Addr is the address the listener is bound to.
+func (s *Server) Addr() string { return s.addr.String() }
+
+func (s *Server) closeListeners() {
+	for _, fd := range s.lns {
+		unix.Close(fd)
+	}
+	s.lns = nil
+}
+
+// Serve runs one event loop per listening socket, each on a locked OS
+// thread, until ctx ends or a loop fails; then it closes every connection
+// and the listeners, and returns once every loop has stopped.
+func (s *Server) Serve(ctx context.Context) error {
+	defer s.closeListeners()
+	loops := make([]*loop, 0, len(s.lns))
+	defer func() {
+		for _, l := range loops {
+			l.closeAll()
+		}
+	}()
+	for i, fd := range s.lns {
+		l, err := newLoop(s, i, fd)
+		if err != nil {
+			return err
+		}
+		loops = append(loops, l)
+	}
+	var (
+		wg       sync.WaitGroup
+		stopOnce sync.Once
+		stop     = make(chan struct{})
+		errs     = make([]error, len(loops))
+	)
+	for i, l := range loops {
+		wg.Add(1)
+		go func() { // one event loop; ends when woken by the stopper below, or on an epoll failure
+			defer wg.Done()
+			if err := l.run(); err != nil {
+				errs[i] = err
+				stopOnce.Do(func() { close(stop) })
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { // wakes every loop to stop; ends when ctx ends or a loop failed
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		for _, l := range loops {
+			l.wakeUp()
+		}
+	}()
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func listenSocket(ap netip.AddrPort) (int, error) {
+	domain := unix.AF_INET
+	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+		domain = unix.AF_INET6
+	}
+	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	for _, o := range []int{unix.SO_REUSEADDR, unix.SO_REUSEPORT} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o, 1); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("setsockopt: %w", err)
+		}
+	}
+	if err := unix.Bind(fd, sockaddr(ap)); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.Listen(fd, listenBacklog); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("listen: %w", err)
+	}
+	return fd, nil
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+}
+
+func portOf(sa unix.Sockaddr) int {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port
+	case *unix.SockaddrInet6:
+		return a.Port
+	}
+	return 0
+}

@@ -1,0 +1,69 @@
+package evloop
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/weftmesh/weft/internal/proxy/stats"
+)
+
+// counters are the stats a request updates, under weft proxy's names: the
+// connection manager's (http.<prefix>.*) and the cluster's (cluster.<name>.*).
+type counters struct {
+	rqTotal, rqHTTP1, rqCompleted *stats.Counter
+	cxTotal, cxDestroy            *stats.Counter
+	cxProtocolError, noRoute      *stats.Counter
+	rqTimeout, rqHeaderTimeout    *stats.Counter
+	cxActive                      *stats.Gauge
+	rqTime                        *stats.Histogram
+	classes                       [6]*stats.Counter
+	clusters                      []clusterCounters
+}
+
+type clusterCounters struct {
+	rqTotal, rqCompleted, cxTotal, cxConnectFail *stats.Counter
+	rqTime                                       *stats.Histogram
+	classes                                      [6]*stats.Counter
+}
+
+func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counters {
+	sc := st.Scope("http."+prefix+".", "envoy_http_", stats.Label{Name: "envoy_http_conn_manager_prefix", Value: prefix})
+	c := &counters{
+		rqTotal: sc.Counter("downstream_rq_total"), rqHTTP1: sc.Counter("downstream_rq_http1_total"),
+		rqCompleted: sc.Counter("downstream_rq_completed"), cxTotal: sc.Counter("downstream_cx_total"),
+		cxDestroy: sc.Counter("downstream_cx_destroy"), cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
+		noRoute: sc.Counter("no_route"), rqTimeout: sc.Counter("downstream_rq_timeout"),
+		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"),
+		cxActive:        sc.Gauge("downstream_cx_active"), rqTime: sc.Histogram("downstream_rq_time"),
+	}
+	for i := 1; i <= 5; i++ {
+		c.classes[i] = sc.TaggedCounter(fmt.Sprintf("downstream_rq_%dxx", i), "downstream_rq_xx",
+			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
+	}
+	for _, cd := range clusters {
+		cs := st.Scope("cluster."+cd.name+".", "envoy_cluster_", stats.Label{Name: "envoy_cluster_name", Value: cd.name})
+		cc := clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
+			cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
+			rqTime: cs.Histogram("upstream_rq_time")}
+		for i := 1; i <= 5; i++ {
+			cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
+				stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
+		}
+		c.clusters = append(c.clusters, cc)
+	}
+	return c
+}
+
+func (c *counters) response(code int) {
+	if code >= 100 && code < 600 {
+		c.classes[code/100].Inc()
+	}
+	c.rqCompleted.Inc()
+}
+
+func (c *clusterCounters) response(code int) {
+	if code >= 100 && code < 600 {
+		c.classes[code/100].Inc()
+	}
+	c.rqCompleted.Inc()
+}

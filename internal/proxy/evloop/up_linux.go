@@ -1,0 +1,482 @@
+package evloop
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The upstream side of a loop: pooled connections, sending requests,
+// relaying responses, failures and retries.
+
+// getUp returns an idle connection of the pool, or a new one (its connect
+// under way).
+func (l *loop) getUp(p *clusterPool) (*up, error) {
+	if n := len(p.idle); n > 0 {
+		u := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		u.reused = true
+		u.out = l.getBuf()
+		return u, nil
+	}
+	return l.dial(p)
+}
+
+func (l *loop) dial(p *clusterPool) (*up, error) {
+	ep := p.def.endpoints[p.next%len(p.def.endpoints)]
+	p.next++
+	domain := unix.AF_INET
+	if ep.Addr().Is6() && !ep.Addr().Is4In6() {
+		domain = unix.AF_INET6
+	}
+	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		p.st.cxConnectFail.Inc()
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	u := &up{fd: fd, pool: p, started: l.now, out: l.getBuf()}
+	err = unix.Connect(fd, sockaddr(ep))
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.EINPROGRESS):
+		u.connecting = true
+	default:
+		unix.Close(fd)
+		l.putBuf(u.out)
+		p.st.cxConnectFail.Inc()
+		return nil, fmt.Errorf("connect %s: %w", ep, err)
+	}
+	p.st.cxTotal.Inc()
+	l.setFd(fd, fdRef{u: u})
+	l.watchUp(u)
+	return u, nil
+}
+
+func (l *loop) onUp(u *up, ev uint32) {
+	if u.connecting {
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		if errno, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
+			u.pool.st.cxConnectFail.Inc()
+			l.upFailed(u)
+			return
+		}
+		u.connecting = false
+		l.watchUp(u)
+		l.flushUp(u)
+		return
+	}
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && u.pausedIn && !u.wantOut {
+		l.upFailed(u) // nothing else would hear of it
+		return
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && u.wantOut {
+		l.flushUp(u)
+		if u.closed {
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && !u.pausedIn {
+		l.readUp(u)
+	}
+}
+
+// flushUp writes the pending request bytes. When they are all out it
+// resumes reading the client's body if that was paused.
+func (l *loop) flushUp(u *up) {
+	for u.outOff < len(u.out) {
+		n, err := rawWrite(u.fd, u.out[u.outOff:])
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if errors.Is(err, unix.EAGAIN) {
+				if !u.wantOut {
+					u.wantOut = true
+					l.watchUp(u)
+				}
+				return
+			}
+			l.upFailed(u)
+			return
+		}
+		u.outOff += n
+	}
+	if !u.replayable && u.out != nil {
+		u.out, u.outOff = u.out[:0], 0
+	}
+	if u.wantOut {
+		u.wantOut = false
+		l.watchUp(u)
+	}
+	if d := u.d; d != nil && d.pausedIn && d.state == dsBody {
+		d.pausedIn = false
+		l.watchDown(d)
+		l.process(d)
+	}
+}
+
+// sendUp forwards request body bytes; false if the exchange ended.
+func (l *loop) sendUp(u *up, b []byte) bool {
+	if u.connecting || u.outOff < len(u.out) {
+		u.out = append(u.out, b...) // bounded: the client is paused below until it drains
+	} else {
+		u.out, u.outOff = append(u.out[:0], b...), 0
+	}
+	if !u.connecting {
+		l.flushUp(u)
+	}
+	if u.closed || u.d == nil {
+		return false
+	}
+	if u.outOff < len(u.out) {
+		// The upstream is not keeping up: stop reading the body.
+		d := u.d
+		d.pausedIn = true
+		l.watchDown(d)
+		return false
+	}
+	return true
+}
+
+func (l *loop) readUp(u *up) {
+	if u.d == nil {
+		// Idle in the pool: the upstream closed, or sent bytes nobody
+		// asked for. Either way the connection is done.
+		l.removeIdle(u)
+		l.closeUp(u)
+		return
+	}
+	if u.in == nil {
+		u.in, u.off = l.getBuf(), 0
+	}
+	if len(u.in) == cap(u.in) {
+		switch {
+		case u.off > 0:
+			n := copy(u.in, u.in[u.off:])
+			u.in, u.off = u.in[:n], 0
+		case u.rstate == rsHead && cap(u.in) < maxHeadBytes+bufSize:
+			nb := make([]byte, len(u.in), 2*cap(u.in))
+			copy(nb, u.in)
+			l.putBuf(u.in)
+			u.in = nb
+		default:
+			l.badGateway(u)
+			return
+		}
+	}
+	n, err := rawRead(u.fd, u.in[len(u.in):cap(u.in)])
+	if err != nil {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			return
+		}
+		l.upFailed(u)
+		return
+	}
+	if n == 0 {
+		if u.rstate == rsClose {
+			l.finish(u, false)
+			return
+		}
+		l.upFailed(u)
+		return
+	}
+	u.in = u.in[:len(u.in)+n]
+	if !u.gotResp {
+		u.gotResp = true
+		if u.out != nil {
+			l.putBuf(u.out)
+			u.out, u.outOff, u.replayable = nil, 0, false
+		}
+	}
+	l.processUp(u)
+}
+
+// processUp relays the buffered response bytes to the client.
+func (l *loop) processUp(u *up) {
+	for !u.closed && u.d != nil && !u.pausedIn {
+		d := u.d
+		b := u.in[u.off:]
+		if len(b) == 0 {
+			if u.in != nil {
+				u.in, u.off = u.in[:0], 0
+			}
+			break
+		}
+		switch u.rstate {
+		case rsHead:
+			n, err := u.scan.scan(b)
+			if err != nil {
+				l.badGateway(u)
+				return
+			}
+			if n == 0 {
+				return
+			}
+			if !l.responseHead(u, d, b[:n]) {
+				return
+			}
+			u.off += n
+			if u.rstate == rsLength && u.left == 0 {
+				l.finish(u, true)
+				return
+			}
+			if u.rstate == rsHead && u.status >= 200 {
+				l.finish(u, true) // bodyless
+				return
+			}
+		case rsLength:
+			take := int(min(int64(len(b)), u.left))
+			u.off += take
+			u.left -= int64(take)
+			l.writeDown(d, b[:take])
+			if d.closed {
+				return
+			}
+			if u.left == 0 {
+				l.finish(u, true)
+				return
+			}
+		case rsChunked:
+			take, done, err := u.chunks.scan(b)
+			if err != nil {
+				l.cutResponse(u)
+				return
+			}
+			u.off += take
+			l.writeDown(d, b[:take])
+			if d.closed {
+				return
+			}
+			if done {
+				l.finish(u, true)
+				return
+			}
+		case rsClose:
+			u.off += len(b)
+			l.writeDown(d, b)
+			if d.closed {
+				return
+			}
+		}
+	}
+	if d := u.d; d != nil && !d.closed {
+		if d.outOff < len(d.out) {
+			l.flushDown(d)
+		}
+		if !d.closed && d.wantOut && !u.pausedIn && u.d != nil {
+			// The client is not keeping up: stop reading the response.
+			u.pausedIn = true
+			l.watchUp(u)
+		}
+	}
+}
+
+// responseHead writes the client's response head for the upstream's head
+// b and sets how the body is framed; false if the exchange ended.
+func (l *loop) responseHead(u *up, d *down, b []byte) bool {
+	rs := &l.resp
+	if err := parseResponse(b, rs); err != nil || rs.status == 101 {
+		l.badGateway(u)
+		return false
+	}
+	u.status = rs.status
+	if d.out == nil {
+		d.out, d.outOff = l.getBuf(), 0
+	}
+	o := append(d.out, "HTTP/1.1 "...)
+	o = append(o, rs.statusLine.of(b)[9:]...)
+	if rs.statusLine.end == 12 {
+		o = append(o, ' ')
+	}
+	o = append(o, "\r\n"...)
+	for i := range rs.lines {
+		if h := &rs.lines[i]; !h.hop {
+			o = append(o, h.line.of(b)...)
+		}
+	}
+	if rs.status < 200 {
+		// An interim response goes down as it is; the final one follows.
+		d.out = append(o, "\r\n"...)
+		u.scan = headScanner{}
+		return true
+	}
+	switch {
+	case rs.bodyless(d.head):
+		u.rstate = rsHead
+		if rs.hasLength {
+			o = append(o, "content-length: "...)
+			o = strconv.AppendInt(o, rs.contentLength, 10)
+			o = append(o, "\r\n"...)
+		}
+	case rs.chunked:
+		u.rstate, u.chunks = rsChunked, chunkScanner{}
+		o = append(o, "transfer-encoding: chunked\r\n"...)
+	case rs.hasLength:
+		u.rstate, u.left = rsLength, rs.contentLength
+		o = append(o, "content-length: "...)
+		o = strconv.AppendInt(o, rs.contentLength, 10)
+		o = append(o, "\r\n"...)
+	default:
+		u.rstate = rsClose
+		d.closeAfter = true
+	}
+	u.keep = !rs.closeAfter && u.rstate != rsClose
+	if d.state == dsBody {
+		// The response came before the whole body: the rest of the body
+		// cannot be told from the next request.
+		d.closeAfter = true
+		u.keep = false
+	}
+	o = append(o, "server: envoy\r\nx-envoy-upstream-service-time: "...)
+	o = strconv.AppendInt(o, (l.now-u.started)/int64(time.Millisecond), 10)
+	o = append(o, "\r\n"...)
+	if d.closeAfter {
+		o = append(o, "connection: close\r\n"...)
+	}
+	d.out = append(o, "\r\n"...)
+	u.scan = headScanner{}
+	l.srv.st.response(rs.status)
+	u.pool.st.response(rs.status)
+	u.pool.st.rqTime.Record(uint64((l.now - u.started) / int64(time.Millisecond)))
+	return true
+}
+
+// finish ends an exchange whose response is complete: the upstream goes
+// back to its pool if it can be reused, and the client's next request
+// (pipelined already, perhaps) is processed.
+func (l *loop) finish(u *up, reusable bool) {
+	d := u.d
+	extra := u.in != nil && u.off < len(u.in)
+	u.d, d.u = nil, nil
+	u.rstate, u.left, u.off, u.gotResp, u.status = rsHead, 0, 0, false, 0
+	if u.in != nil {
+		l.putBuf(u.in)
+		u.in = nil
+	}
+	if u.out != nil {
+		l.putBuf(u.out)
+		u.out, u.outOff = nil, 0
+	}
+	p := u.pool
+	if reusable && u.keep && !extra && !u.wantOut && len(p.idle) < l.srv.cfg.MaxIdleUpstream {
+		u.pausedIn = false
+		l.watchUp(u)
+		p.idle = append(p.idle, u)
+	} else {
+		l.closeUp(u)
+	}
+	l.srv.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	if d.state == dsBody {
+		d.closeAfter = true
+	}
+	d.state = dsHead
+	l.flushDown(d)
+	if d.closed {
+		return
+	}
+	if d.pausedIn && d.outOff >= len(d.out) {
+		d.pausedIn = false
+		l.watchDown(d)
+	}
+	l.process(d)
+}
+
+// upFailed handles an upstream that failed before or during its
+// response: the request is retried on a new connection if nothing of the
+// response came and the whole request is at hand, answered 503 if
+// nothing went to the client yet, and cut otherwise.
+func (l *loop) upFailed(u *up) {
+	d := u.d
+	if d == nil {
+		l.removeIdle(u)
+		l.closeUp(u)
+		return
+	}
+	if !u.gotResp && u.replayable && d.retries < maxRetries {
+		d.retries++
+		nu, err := l.dial(u.pool)
+		if err == nil {
+			nu.out = append(nu.out, u.out...)
+			l.putBuf(u.out)
+			u.out = nil
+			nu.replayable, nu.d, d.u = true, d, nu
+			nu.started = l.now
+			u.d = nil
+			l.closeUp(u)
+			if !nu.connecting {
+				l.flushUp(nu)
+			}
+			return
+		}
+	}
+	if u.status == 0 {
+		u.d, d.u = nil, nil
+		l.closeUp(u)
+		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", d.state == dsBody)
+		return
+	}
+	l.cutResponse(u)
+}
+
+// badGateway answers 502 for an upstream that sent a malformed response
+// head, or cuts the client's connection if a response already started.
+func (l *loop) badGateway(u *up) {
+	d := u.d
+	if d == nil || u.status != 0 {
+		l.cutResponse(u)
+		return
+	}
+	u.d, d.u = nil, nil
+	l.closeUp(u)
+	l.localReply(d, 502, "upstream sent a malformed response", d.state == dsBody)
+}
+
+// cutResponse closes both sides: the client cannot be told the response
+// is incomplete in any other way (Envoy resets the stream).
+func (l *loop) cutResponse(u *up) {
+	d := u.d
+	l.closeUp(u)
+	if d != nil {
+		if d.outOff < len(d.out) {
+			l.flushDown(d)
+		}
+		l.closeDown(d)
+	}
+}
+
+func (l *loop) removeIdle(u *up) {
+	idle := u.pool.idle
+	for i, x := range idle {
+		if x == u {
+			idle[i] = idle[len(idle)-1]
+			u.pool.idle = idle[:len(idle)-1]
+			return
+		}
+	}
+}
+
+func (l *loop) closeUp(u *up) {
+	if u.closed {
+		return
+	}
+	u.closed = true
+	unix.Close(u.fd)
+	l.fds[u.fd] = fdRef{}
+	if u.in != nil {
+		l.putBuf(u.in)
+		u.in = nil
+	}
+	if u.out != nil {
+		l.putBuf(u.out)
+		u.out = nil
+	}
+	if d := u.d; d != nil {
+		d.u, u.d = nil, nil
+	}
+}
