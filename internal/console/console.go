@@ -137,8 +137,11 @@ const deepLink = `const d=document.documentElement;if(d.dataset.first==='meshes'
 // entry is reported when the frame is presented), so that compiling and
 // running it takes no CPU from drawing the list. Without the Paint
 // Timing API, after the first frame; a hidden page, which paints
-// nothing, loads it at once; a second at most in any case.
+// nothing, loads it at once; a second at most in any case. A page opened
+// at another view (deepLink's weft-deep) has nothing of ours to paint
+// before the code runs, so it loads the code at once.
 const firstCode = `(()=>{let d=0;const go=()=>{if(!d){d=1;import('%s')}};` +
+	`if(document.documentElement.classList.contains('weft-deep')){go();return}` +
 	`try{new PerformanceObserver(go).observe({type:'paint',buffered:true})}catch{requestAnimationFrame(()=>setTimeout(go,0))}` +
 	`setTimeout(go,document.hidden?0:1000)})()`
 
