@@ -4,10 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -81,11 +77,11 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 				clk.t = clk.t.Add(time.Second)
 			}
 		}
-		ranges, txns := served(t, member, "Range"), served(t, member, "Txn")
+		ranges, txns := etcdtest.Handled(t, member, "Range"), etcdtest.Handled(t, member, "Txn")
 		if err := cr.fn(); err != nil {
 			t.Fatalf("create %s: %v", cr.what, err)
 		}
-		if r, x := served(t, member, "Range")-ranges, served(t, member, "Txn")-txns; r != 0 || x != 2 {
+		if r, x := etcdtest.Handled(t, member, "Range")-ranges, etcdtest.Handled(t, member, "Txn")-txns; r != 0 || x != 2 {
 			t.Errorf("create %s: %.0f Range and %.0f Txn requests, want 0 and 2 (one read, one commit)", cr.what, r, x)
 		}
 		clk.t = clk.t.Add(time.Second)
@@ -127,11 +123,11 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 			return err
 		}},
 	} {
-		ranges, txns := served(t, member, "Range"), served(t, member, "Txn")
+		ranges, txns := etcdtest.Handled(t, member, "Range"), etcdtest.Handled(t, member, "Txn")
 		if err := up.fn(); err != nil {
 			t.Fatalf("update %s: %v", up.what, err)
 		}
-		if r, x := served(t, member, "Range")-ranges, served(t, member, "Txn")-txns; r != up.ranges || x != up.txns {
+		if r, x := etcdtest.Handled(t, member, "Range")-ranges, etcdtest.Handled(t, member, "Txn")-txns; r != up.ranges || x != up.txns {
 			t.Errorf("update %s: %.0f Range and %.0f Txn requests, want %.0f and %.0f", up.what, r, x, up.ranges, up.txns)
 		}
 	}
@@ -154,30 +150,6 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Code != appmesh.CodeConflict {
 		t.Errorf("create of a node that exists: %v, want ConflictException", err)
 	}
-}
-
-// served is the member's count of gRPC calls of method answered OK.
-func served(t *testing.T, clientURL, method string) float64 {
-	t.Helper()
-	resp, err := http.Get(clientURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_code="OK"`) && strings.Contains(line, `grpc_method="`+method+`"`) {
-			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	return 0
 }
 
 // Creates whose reads were all made up front, through three replicas

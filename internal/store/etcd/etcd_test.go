@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -540,7 +537,7 @@ func TestPrefetch(t *testing.T) {
 
 	// One Range (the first read) and one Txn for four keys.
 	m := c.Members[0].ClientURL
-	ranges, txs := handled(t, m, "Range"), handled(t, m, "Txn")
+	ranges, txs := etcdtest.Handled(t, m, "Range"), etcdtest.Handled(t, m, "Txn")
 	var got []string
 	if _, err := s.View(ctx, func(tx store.Tx) error {
 		if _, _, err := tx.Get("x"); err != nil {
@@ -563,7 +560,7 @@ func TestPrefetch(t *testing.T) {
 	if strings.Join(got, ",") != "a1,b1,c1," {
 		t.Errorf("prefetched reads gave %q, want a1,b1,c1 and nothing", got)
 	}
-	if r, x := handled(t, m, "Range")-ranges, handled(t, m, "Txn")-txs; r != 1 || x != 1 {
+	if r, x := etcdtest.Handled(t, m, "Range")-ranges, etcdtest.Handled(t, m, "Txn")-txs; r != 1 || x != 1 {
 		t.Errorf("a view reading five keys, four prefetched, made %.0f Range and %.0f Txn requests, want 1 and 1", r, x)
 	}
 
@@ -597,28 +594,4 @@ func TestPrefetch(t *testing.T) {
 	if v := get(t, s, "out"); v != "a1b2" || runs != 2 {
 		t.Errorf("out = %q after %d runs, want a1b2 after 2 (the write to b must fail the first commit)", v, runs)
 	}
-}
-
-// handled is the member's count of gRPC calls of method answered OK.
-func handled(t *testing.T, clientURL, method string) float64 {
-	t.Helper()
-	resp, err := http.Get(clientURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_code="OK"`) && strings.Contains(line, `grpc_method="`+method+`"`) {
-			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	return 0
 }

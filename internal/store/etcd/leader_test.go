@@ -87,5 +87,5 @@ func waitLeaderKnown(ctx context.Context, s *Store) bool {
 // txns is the member's count of Txn requests answered OK.
 func txns(t *testing.T, clientURL string) float64 {
 	t.Helper()
-	return handled(t, clientURL, "Txn")
+	return etcdtest.Handled(t, clientURL, "Txn")
 }

@@ -91,11 +91,11 @@ func TestPrefetchReadsFirst(t *testing.T) {
 	}
 
 	m := c.Members[0].ClientURL
-	ranges, txs := handled(t, m, "Range"), handled(t, m, "Txn")
+	ranges, txs := etcdtest.Handled(t, m, "Range"), etcdtest.Handled(t, m, "Txn")
 	if runs, out := create("c", nil); runs != 1 || out != "2 exp/1,exp/2" {
 		t.Errorf("create c: %d runs, saw %q; want 1 run, \"2 exp/1,exp/2\"", runs, out)
 	}
-	if r, x := handled(t, m, "Range")-ranges, handled(t, m, "Txn")-txs; r != 0 || x != 2 {
+	if r, x := etcdtest.Handled(t, m, "Range")-ranges, etcdtest.Handled(t, m, "Txn")-txs; r != 0 || x != 2 {
 		t.Errorf("a create reading four keys, a count and a list made %.0f Range and %.0f Txn requests, want 0 and 2 (one read, one commit)", r, x)
 	}
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -80,55 +81,9 @@ func (s *Store) newTx(ctx context.Context, readOnly bool) *tx {
 // quorum; a member that has not applied the revision yet answers
 // ErrFutureRev, and the read is made linearizable instead.
 func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
-	defer cancel()
-	var resp *clientv3.GetResponse
-	var err error
-	if t.rev != 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
-		resp, err = t.s.c.Get(ctx, key, append(opts, clientv3.WithSerializable())...)
-		if errors.Is(err, rpctypes.ErrFutureRev) {
-			resp, err = t.s.c.Get(ctx, key, opts...)
-		}
-	} else if t.staleFirst {
-		sopts := append(slices.Clone(opts), clientv3.WithSerializable())
-		if t.s.staleAt != 0 {
-			sopts = append(sopts, clientv3.WithRev(t.s.staleAt))
-		}
-		resp, err = t.s.c.Get(ctx, key, sopts...)
-		switch {
-		case err != nil:
-		case resp.Header.Revision < t.s.known.Load():
-			// The member is behind what this replica already saw (its
-			// own commits, its watch): that snapshot would only fail
-			// the commit.
-			t.s.metrics.stale.WithLabelValues(staleBehind).Inc()
-			resp, err = t.s.c.Get(ctx, key, opts...)
-		default:
-			t.s.metrics.stale.WithLabelValues(staleUsed).Inc()
-			t.stale = true
-			if t.s.staleAt != 0 {
-				resp.Header.Revision = t.s.staleAt
-			}
-		}
-	} else {
-		resp, err = t.s.c.Get(ctx, key, opts...)
-	}
-	if err != nil {
-		err = t.s.wrap(ctx, err)
-		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
-			t.restart = true
-			return nil, errRestart
-		}
-		return nil, err
-	}
-	if t.rev == 0 {
-		t.rev = resp.Header.Revision
-		if !t.stale {
-			t.s.observe(t.rev)
-		}
-	}
-	return resp, nil
+	return read(t, func(ctx context.Context, more ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+		return t.s.c.Get(ctx, key, append(opts[:len(opts):len(opts)], more...)...)
+	}, func(r *clientv3.GetResponse) *etcdserverpb.ResponseHeader { return r.Header })
 }
 
 // ensureRev fixes the snapshot revision of a transaction that read
@@ -314,56 +269,63 @@ func (t *tx) PrefetchReads(keys, counts []string, lists map[string]int) error {
 }
 
 // readTxn runs one etcd Txn of the range reads build returns (given the
-// options every read takes) as get runs one read: at the snapshot revision
-// when it is fixed, serializable, else linearizable; as the first read,
-// serializable for an Update's first attempt (unless the member is
-// behind a revision this replica saw), linearizable otherwise, fixing the
-// snapshot at the revision the Txn read.
+// options every read takes) as get runs one read.
 func (t *tx) readTxn(build func(...clientv3.OpOption) []clientv3.Op) (*clientv3.TxnResponse, error) {
+	return read(t, func(ctx context.Context, opts ...clientv3.OpOption) (*clientv3.TxnResponse, error) {
+		return t.s.c.Txn(ctx).Then(build(opts...)...).Commit()
+	}, func(r *clientv3.TxnResponse) *etcdserverpb.ResponseHeader { return r.Header })
+}
+
+// read runs one read of a transaction, do given the options it takes (get's
+// comment says when each is used): at the snapshot revision when it is
+// fixed, serializable; as the first read, serializable for an Update's first
+// attempt unless the member is behind a revision this replica saw,
+// linearizable otherwise, fixing the snapshot at the revision it read.
+func read[R any](t *tx, do func(context.Context, ...clientv3.OpOption) (R, error), header func(R) *etcdserverpb.ResponseHeader) (R, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
 	defer cancel()
-	txn := func(opts ...clientv3.OpOption) (*clientv3.TxnResponse, error) {
-		return t.s.c.Txn(ctx).Then(build(opts...)...).Commit()
-	}
-	var resp *clientv3.TxnResponse
+	var resp, none R
 	var err error
 	switch {
 	case t.rev != 0:
-		resp, err = txn(clientv3.WithRev(t.rev), clientv3.WithSerializable())
+		resp, err = do(ctx, clientv3.WithRev(t.rev), clientv3.WithSerializable())
 		if errors.Is(err, rpctypes.ErrFutureRev) {
-			resp, err = txn(clientv3.WithRev(t.rev))
+			resp, err = do(ctx, clientv3.WithRev(t.rev))
 		}
 	case t.staleFirst:
 		opts := []clientv3.OpOption{clientv3.WithSerializable()}
 		if t.s.staleAt != 0 {
 			opts = append(opts, clientv3.WithRev(t.s.staleAt))
 		}
-		resp, err = txn(opts...)
+		resp, err = do(ctx, opts...)
 		switch {
 		case err != nil:
-		case resp.Header.Revision < t.s.known.Load():
+		case header(resp).Revision < t.s.known.Load():
+			// The member is behind what this replica already saw (its
+			// own commits, its watch): that snapshot would only fail
+			// the commit.
 			t.s.metrics.stale.WithLabelValues(staleBehind).Inc()
-			resp, err = txn()
+			resp, err = do(ctx)
 		default:
 			t.s.metrics.stale.WithLabelValues(staleUsed).Inc()
 			t.stale = true
 			if t.s.staleAt != 0 {
-				resp.Header.Revision = t.s.staleAt
+				header(resp).Revision = t.s.staleAt
 			}
 		}
 	default:
-		resp, err = txn()
+		resp, err = do(ctx)
 	}
 	if err != nil {
 		err = t.s.wrap(ctx, err)
 		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
 			t.restart = true
-			return nil, errRestart
+			return none, errRestart
 		}
-		return nil, err
+		return none, err
 	}
 	if t.rev == 0 {
-		t.rev = resp.Header.Revision
+		t.rev = header(resp).Revision
 		if !t.stale {
 			t.s.observe(t.rev)
 		}

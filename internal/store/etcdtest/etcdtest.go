@@ -7,10 +7,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -430,4 +433,29 @@ func (c *Cluster) Leader(ctx context.Context) (*Member, error) {
 		}
 	}
 	return nil, fmt.Errorf("no leader among the running members")
+}
+
+// Handled is the etcd member's count (at clientURL) of gRPC calls of method
+// ("Range", "Txn", ...) it answered OK, read from its /metrics.
+func Handled(t testing.TB, clientURL, method string) float64 {
+	t.Helper()
+	resp, err := http.Get(clientURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_code="OK"`) && strings.Contains(line, `grpc_method="`+method+`"`) {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	return 0
 }
