@@ -22,20 +22,7 @@ func TestKeptFollowsChanges(t *testing.T) {
 		ids := proxies(v, defaultAccount)
 		check := func(step string) {
 			t.Helper()
-			m := NewMemoKeeping(kept)
-			for _, id := range ids {
-				want, err := Translate(v, id)
-				if err != nil {
-					t.Fatalf("seed %d %s %s: %v", seed, step, goldenName(id), err)
-				}
-				got, err := TranslateWith(v, id, m)
-				if err != nil {
-					t.Fatalf("seed %d %s %s: %v", seed, step, goldenName(id), err)
-				}
-				if w, g := render(t, id, want), render(t, id, got); !bytes.Equal(w, g) {
-					t.Fatalf("seed %d, after %s, %s: with a Kept differs from Translate:\n%s", seed, step, goldenName(id), firstDiff(w, g))
-				}
-			}
+			keptEqualsTranslate(t, v, ids, kept, seed, step)
 		}
 		check("first batch")
 		sidecars := 0
@@ -102,5 +89,26 @@ func TestKeptForget(t *testing.T) {
 	kept.Forget(sidecar)
 	if got := kept.Len(); got != n-1 {
 		t.Fatalf("kept %d after Forget, want %d", got, n-1)
+	}
+}
+
+// keptEqualsTranslate translates every proxy of ids with a Memo keeping
+// from kept, and fails unless each equals a plain Translate of v: the
+// check after each step of the Kept tests (seed and step name the step).
+func keptEqualsTranslate(t *testing.T, v *View, ids []Identity, kept *Kept, seed uint64, step string) {
+	t.Helper()
+	m := NewMemoKeeping(kept)
+	for _, id := range ids {
+		want, err := Translate(v, id)
+		if err != nil {
+			t.Fatalf("seed %d %s %s: %v", seed, step, goldenName(id), err)
+		}
+		got, err := TranslateWith(v, id, m)
+		if err != nil {
+			t.Fatalf("seed %d %s %s: %v", seed, step, goldenName(id), err)
+		}
+		if w, g := render(t, id, want), render(t, id, got); !bytes.Equal(w, g) {
+			t.Fatalf("seed %d, after %s, %s: with what was kept, differs from Translate:\n%s", seed, step, goldenName(id), firstDiff(w, g))
+		}
 	}
 }

@@ -26,20 +26,7 @@ func TestKeptResolutionsFollowChanges(t *testing.T) {
 		ids := proxies(v, defaultAccount)
 		check := func(step string) {
 			t.Helper()
-			m := NewMemoKeeping(kept)
-			for _, id := range ids {
-				want, err := Translate(v, id)
-				if err != nil {
-					t.Fatalf("seed %d %s %s: %v", seed, step, goldenName(id), err)
-				}
-				got, err := TranslateWith(v, id, m)
-				if err != nil {
-					t.Fatalf("seed %d %s %s: %v", seed, step, goldenName(id), err)
-				}
-				if w, g := render(t, id, want), render(t, id, got); !bytes.Equal(w, g) {
-					t.Fatalf("seed %d, after %s, %s: with kept resolutions differs from Translate:\n%s", seed, step, goldenName(id), firstDiff(w, g))
-				}
-			}
+			keptEqualsTranslate(t, v, ids, kept, seed, step)
 		}
 		check("first batch")
 		resolved, listeners := len(kept.ports), len(kept.listeners)
