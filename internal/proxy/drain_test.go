@@ -370,23 +370,7 @@ func TestDrainH2GoAway(t *testing.T) {
 // on during the drain time; one of a removed listener is closed when the
 // drain time ends.
 func TestDrainTimeClosesTCP(t *testing.T) {
-	echoLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = echoLn.Close() })
-	go func() { // echo server; ends when echoLn is closed
-		for {
-			c, err := echoLn.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // one echo connection; ends when either side closes
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	echoLn := echoServer(t)
 	ping := func(c net.Conn) error {
 		if _, err := io.WriteString(c, "ping\n"); err != nil {
 			return err

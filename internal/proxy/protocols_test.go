@@ -216,23 +216,7 @@ func TestH2C(t *testing.T) {
 
 func TestTCPProxy(t *testing.T) {
 	h := newHarness(t)
-	echoLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = echoLn.Close() })
-	go func() { // echo server; ends when echoLn is closed
-		for {
-			c, err := echoLn.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // one echo connection; ends at the client's EOF
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	echoLn := echoServer(t)
 	logPath := filepath.Join(t.TempDir(), "tcp.log")
 	tp := &tcpv3.TcpProxy{StatPrefix: "egress", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "echo"},
 		IdleTimeout: durationpb.New(time.Hour), AccessLog: []*accesslogv3.AccessLog{fileLog(logPath, nil)}}
@@ -258,4 +242,28 @@ func TestTCPProxy(t *testing.T) {
 	if h.stat("tcp.egress.downstream_cx_total") != 1 || h.stat("tcp.egress.downstream_cx_rx_bytes_total") != 5 {
 		t.Errorf("tcp stats: total %d rx %d", h.stat("tcp.egress.downstream_cx_total"), h.stat("tcp.egress.downstream_cx_rx_bytes_total"))
 	}
+}
+
+// echoServer listens on a loopback port and writes back what each
+// connection sends until it closes; closed at the test's end.
+func echoServer(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() { // echo server; ends when ln is closed
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // one echo connection; ends when either side closes
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln
 }

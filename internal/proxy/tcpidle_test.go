@@ -19,23 +19,7 @@ import (
 // process with the echo server's side included, per idle connection.
 func TestTCPProxyIdleMemory(t *testing.T) {
 	h := newHarness(t)
-	echoLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = echoLn.Close() })
-	go func() { // echo server; ends when echoLn is closed
-		for {
-			c, err := echoLn.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // one echo connection; ends at the client's close
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	echoLn := echoServer(t)
 	tp := &tcpv3.TcpProxy{StatPrefix: "idle", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "echo"}, IdleTimeout: durationpb.New(time.Hour)}
 	h.push(tcpListener("tcp", tp), edsCluster("echo"), cla("echo", echoLn.Addr().String()))
 	addr := h.addr("tcp")
