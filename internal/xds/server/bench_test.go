@@ -116,6 +116,7 @@ func benchWrites(b *testing.B, shape benchShape, write func(b *testing.B, st sto
 			}
 			translations0, updates0 := testutil.ToFloat64(l.metrics.translations), testutil.ToFloat64(l.metrics.epUpdates)
 			shared0 := testutil.ToFloat64(l.metrics.sharedEgress)
+			routes0 := testutil.ToFloat64(l.metrics.routeUpdates)
 			b.ResetTimer()
 			for i := range b.N {
 				b.StopTimer()
@@ -129,6 +130,7 @@ func benchWrites(b *testing.B, shape benchShape, write func(b *testing.B, st sto
 			b.ReportMetric((testutil.ToFloat64(l.metrics.translations)-translations0)/float64(b.N), "translations/op")
 			b.ReportMetric((testutil.ToFloat64(l.metrics.epUpdates)-updates0)/float64(b.N), "endpoint-updates/op")
 			b.ReportMetric((testutil.ToFloat64(l.metrics.sharedEgress)-shared0)/float64(b.N), "shared-egress/op")
+			b.ReportMetric((testutil.ToFloat64(l.metrics.routeUpdates)-routes0)/float64(b.N), "route-updates/op")
 		})
 	}
 }

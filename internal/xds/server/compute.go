@@ -32,9 +32,16 @@ type result struct {
 	eps      []nodeRef
 	sources  []translate.EndpointSource
 	// endpointsOnly: computeEndpoints rebuilt assignments, nothing was
-	// translated; secretsOnly: only the secrets are rebuilt.
+	// translated; secretsOnly: only the secrets are rebuilt; routesOnly:
+	// computeRoutes assembled route tables again, nothing was translated.
 	endpointsOnly bool
 	secretsOnly   bool
+	routesOnly    bool
+	// tables are the recipes of items[typeRoute] when recipes
+	// (hostsonly.go); a result of neither kind keeps the proxy's.
+	tables  []*tableRecipe
+	recipes bool
+	whole   bool // a translation: tables and recipes replace the proxy's
 	// secrets and leafDNS are what the secrets are built from; cert and
 	// certErr what they hold (snapshot.cert, certErr).
 	secrets []translate.SecretRef
@@ -54,6 +61,9 @@ type task struct {
 	// secretsOnly: nothing id reads changed, only its secrets are rebuilt
 	// (a leaf renewal, a CA change).
 	secretsOnly bool
+	// routes: only what its egress route tables' hosts hold changed
+	// (hostsonly.go).
+	routes bool
 }
 
 // whole is a task per identity, each translated whole.
@@ -113,6 +123,8 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	c.run(len(tasks), func(w, i int) {
 		if tasks[i].secretsOnly {
 			results[i] = c.sameResources(tasks[i].id)
+		} else if tasks[i].routes {
+			results[i] = c.computeRoutes(tasks[i].id, sh, &bufs[w])
 		} else if tasks[i].eps != nil {
 			results[i] = c.computeEndpoints(tasks[i].id, tasks[i].eps, built, sh, &bufs[w])
 		} else {
@@ -156,6 +168,10 @@ type shared struct {
 	// hosts are the encodings of the virtual hosts of the route tables
 	// assembled in this batch (assemble.go).
 	hosts map[*routev3.VirtualHost]*hostEncoding
+	// recipes are the recipes of the batch's route tables, and tables
+	// the tables assembled again (hostsonly.go).
+	recipes map[*routev3.RouteConfiguration]*tableRecipe
+	tables  rebuilt
 }
 
 // keepSums adds the batch's sums of kept messages to c.keptSums, and
@@ -221,6 +237,10 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 	if r.items[typeRoute], err = itemsOf(c, typeRoute, res.Routes, sh, buf, r.grpc); err != nil {
 		r.err = err
 		return r
+	}
+	r.whole = true
+	if id.Kind == appmesh.KindVirtualNode && !id.Proxyless {
+		r.tables, r.recipes = sh.recipesOf(r.items[typeRoute])
 	}
 	// The identity's own resource and its mesh are dependencies whatever
 	// the translator reports: their deletion must reach the proxy.
@@ -473,6 +493,8 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 	switch {
 	case r.endpointsOnly:
 		c.metrics.epUpdates.Inc()
+	case r.routesOnly:
+		c.metrics.routeUpdates.Inc()
 	case r.secretsOnly:
 	default:
 		c.metrics.translations.Inc()
@@ -484,6 +506,9 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 	}
 	p.grpc, p.sources = r.grpc, r.sources
 	p.secrets, p.leafDNS = r.secrets, r.leafDNS
+	if r.whole {
+		p.tables, p.recipes = r.tables, r.recipes
+	}
 	snap := &snapshot{cert: r.cert, certErr: r.certErr}
 	var prev *snapshot // the snapshot replaced, if it served resources
 	if p.snap != nil && p.snap.closeErr == nil {

@@ -162,6 +162,10 @@ type proxy struct {
 	// LeafDNSNames of that translation.
 	secrets []translate.SecretRef
 	leafDNS []string
+	// tables are the recipes of snap's route tables, in order, when
+	// recipes (hostsonly.go).
+	tables  []*tableRecipe
+	recipes bool
 }
 
 // Reset rebuilds every mesh from a store snapshot at revision rev and
@@ -214,16 +218,19 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 	affected := map[translate.Identity]struct{}{}
 	dirtyEps := map[nodeRef]struct{}{}
 	caChanged := false
+	routes := routeChanges{hostsOnly: true}
 	for _, ch := range batch {
 		var cm []store.Event
 		for _, ev := range ch.Events {
 			switch {
 			case strings.HasPrefix(ev.KV.Key, ca.KeyPrefix):
 				caChanged = c.applyCA(ev) || caChanged
+				routes.hostsOnly = false
 			case strings.HasPrefix(ev.KV.Key, appmesh.KeyPrefix):
-				c.applyAppMesh(ev, affected, dirtyEps)
+				c.applyAppMesh(ev, affected, dirtyEps, &routes)
 			case strings.HasPrefix(ev.KV.Key, cloudmap.KeyPrefix):
 				cm = append(cm, ev)
+				routes.hostsOnly = false
 			}
 		}
 		if len(cm) == 0 || c.disc == nil {
@@ -259,8 +266,9 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 		}
 	}
 	tasks := make([]task, 0, len(affected)+len(epOnly))
+	hostsOnly := routes.hostsOnly && routes.any && len(dirtyEps) == 0 && !caChanged
 	for id := range affected {
-		tasks = append(tasks, task{id: id})
+		tasks = append(tasks, task{id: id, routes: hostsOnly && c.hostsOnly(id)})
 	}
 	for id := range epOnly {
 		tasks = append(tasks, task{id: id, eps: changed})
@@ -280,8 +288,8 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 }
 
 // applyAppMesh applies one App Mesh event to its mesh and collects the
-// proxies that read the resource.
-func (c *machine) applyAppMesh(ev store.Event, affected map[translate.Identity]struct{}, dirtyEps map[nodeRef]struct{}) {
+// proxies that read the resource; routes learns what changed.
+func (c *machine) applyAppMesh(ev store.Event, affected map[translate.Identity]struct{}, dirtyEps map[nodeRef]struct{}, routes *routeChanges) {
 	ref, ok := appmesh.ParseKey(ev.KV.Key)
 	if !ok {
 		return // bookkeeping (tags, tokens)
@@ -296,9 +304,19 @@ func (c *machine) applyAppMesh(ev store.Event, affected map[translate.Identity]s
 	if ev.Type == store.EventPut {
 		value = ev.KV.Value
 	}
+	var oldRoute *appmesh.RouteData
+	if ref.Kind == appmesh.KindRoute {
+		oldRoute = ms.routes[ref.Parent][ref.Name]
+	}
 	if err := ms.set(ref, value); err != nil {
 		c.log.Error("skipping undecodable resource", "key", ev.KV.Key, "error", err)
+		routes.hostsOnly = false
 		return
+	}
+	if ref.Kind == appmesh.KindRoute {
+		routes.note(ref, oldRoute, ms.routes[ref.Parent][ref.Name])
+	} else {
+		routes.hostsOnly = false
 	}
 	// Proxies that read this resource, and those that read every resource
 	// of its kind (and parent): translate.Resources.Deps holds such a Ref

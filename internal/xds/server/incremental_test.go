@@ -39,23 +39,32 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		// rebuilding assignments alone, which needs the translator's
 		// EndpointSources (fakeTranslate gives none).
 		endpointUpdates bool
+		// routeUpdates: some route writes are followed by assembling
+		// route tables alone (hostsonly.go), which needs the real
+		// translator's virtual hosts.
+		routeUpdates bool
 	}{
-		{"fake", fakeTranslate, randomWrite, false},
+		{"fake", fakeTranslate, randomWrite, false, false},
 		// The real translator's Deps, EndpointsOf and EndpointSources must
 		// be complete too.
-		{"translate", translate.TranslateWith, randomWrite, true},
+		{"translate", translate.TranslateWith, randomWrite, true, false},
 		// Nodes drawing from two backend sets, so that a write often
 		// affects several nodes with the same backends, which share
 		// their egress (translate.Memo).
-		{"translate/shared", translate.TranslateWith, randomWriteTwoBackendSets, true},
+		{"translate/shared", translate.TranslateWith, randomWriteTwoBackendSets, true, false},
+		// Route writes that change only what the routes do (weights,
+		// match, priority, timeouts, retries) mixed with every other
+		// write: the route tables assembled alone must be what a
+		// translation gives.
+		{"translate/hostsonly", translate.TranslateWith, randomWriteHostsOnly, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkIncremental(t, tc.tr, tc.gen, 300, tc.endpointUpdates)
+			checkIncremental(t, tc.tr, tc.gen, 300, tc.endpointUpdates, tc.routeUpdates)
 		})
 	}
 }
 
-func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *testing.T, store.Store), writes int, endpointUpdates bool) {
+func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *testing.T, store.Store), writes int, endpointUpdates, routeUpdates bool) {
 	t.Helper()
 	ctx := context.Background()
 	st := openStore(t)
@@ -166,6 +175,15 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	if (updates > 0) != endpointUpdates {
 		t.Fatalf("%v endpoint-only updates; want some: %t", updates, endpointUpdates)
 	}
+	routes := testutil.ToFloat64(l.metrics.routeUpdates)
+	if routeUpdates && routes == 0 {
+		t.Fatal("no route write was followed by assembling route tables alone")
+	}
+	if tr == nil || strings.HasSuffix(t.Name(), "/fake") {
+		if routes > 0 {
+			t.Fatalf("%v route-only updates with a translator that builds no egress host", routes)
+		}
+	}
 	// The real translator shares the egress of nodes with equal backends
 	// within a batch (translate.Memo); the versions compared above show
 	// that what it shares is what a translation alone gives.
@@ -173,7 +191,7 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	if strings.HasSuffix(t.Name(), "/shared") && shared == 0 {
 		t.Fatal("no translation shared its egress with another node's")
 	}
-	t.Logf("most resources of one proxy, by type (cds eds lds rds): %v; %v endpoint-only updates; %v shared egresses", seen, updates, shared)
+	t.Logf("most resources of one proxy, by type (cds eds lds rds): %v; %v endpoint-only updates; %v route-only updates; %v shared egresses", seen, updates, routes, shared)
 }
 
 // randomWrite makes one random change to mesh m's nodes n0..n4, services
@@ -197,6 +215,42 @@ func randomWriteTwoBackendSets(rnd *rand.Rand, t *testing.T, st store.Store) {
 	} else {
 		putNodeMaybeTLS(rnd, t, st, node, "s2")
 	}
+}
+
+// randomWriteHostsOnly is randomWrite with, as often, a route write that
+// changes only what the route does: routes rt0 and rt1 of each router
+// always target the same nodes, with random weights (some all zero),
+// prefix, priority, timeouts and retries; now and then a route of the
+// same name with other targets, or a TCP route, breaks the pattern.
+func randomWriteHostsOnly(rnd *rand.Rand, t *testing.T, st store.Store) {
+	if rnd.IntN(2) == 0 {
+		randomWriteKind(rnd, t, st, rnd.IntN(10))
+		return
+	}
+	router := fmt.Sprintf("r%d", rnd.IntN(2))
+	k := rnd.IntN(2)
+	route := fmt.Sprintf("rt%d", k)
+	a, b := fmt.Sprintf("n%d", k), fmt.Sprintf("n%d", k+2)
+	switch rnd.IntN(10) {
+	case 0:
+		b = fmt.Sprintf("n%d", rnd.IntN(5))
+	case 1:
+		putRaw(t, st, ref("m", appmesh.KindRoute, router, route), fmt.Sprintf(
+			`{"meshName":"m","virtualRouterName":%q,"routeName":%q,"spec":{"tcpRoute":{"action":{"weightedTargets":[{"virtualNode":%q,"weight":1}]}}}}`,
+			router, route, a))
+		return
+	}
+	var extra string
+	if rnd.IntN(2) == 0 {
+		extra += fmt.Sprintf(`,"timeout":{"perRequest":{"unit":"ms","value":%d}}`, 100*(1+rnd.IntN(50)))
+	}
+	if rnd.IntN(2) == 0 {
+		extra += fmt.Sprintf(`,"retryPolicy":{"httpRetryEvents":["server-error"],"maxRetries":%d,"perRetryTimeout":{"unit":"ms","value":%d}}`, rnd.IntN(4), 100*(1+rnd.IntN(9)))
+	}
+	putRaw(t, st, ref("m", appmesh.KindRoute, router, route), fmt.Sprintf(
+		`{"meshName":"m","virtualRouterName":%q,"routeName":%q,"spec":{"priority":%d,"httpRoute":{"match":{"prefix":"/%s%d"},
+		"action":{"weightedTargets":[{"virtualNode":%q,"weight":%d},{"virtualNode":%q,"weight":%d}]}%s}}}`,
+		router, route, rnd.IntN(3), route, rnd.IntN(3), a, rnd.IntN(5), b, rnd.IntN(5), extra))
 }
 
 // randomWriteKind makes one random write of the given kind (0 to 9; 0

@@ -7,14 +7,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
-// TestKeptIngressFollowsChanges: a write that changes only a route keeps
-// every sidecar's ingress (translate.Kept) and changes only its route
-// tables; a write to what an ingress reads (a node's listener port, a
+// TestKeptIngressFollowsChanges: a write that changes only a route's
+// weights changes only every sidecar's route tables, assembled without a
+// translation; one that changes its targets keeps every sidecar's
+// ingress (translate.Kept); a write to what an ingress reads (a node's listener port, a
 // backend added to a node, the mesh's IP preference) reaches every
 // identity it concerns. After each write every proxy's configuration
 // equals a translation from scratch of the store's state.
@@ -123,16 +126,35 @@ func TestKeptIngressFollowsChanges(t *testing.T) {
 	}
 
 	// A route's weights: every client's route tables change, nothing
-	// else, and every client took its ingress as kept.
-	before, reused := versions(), l.kept.Reused()
+	// else, and no client is translated: its route tables are assembled
+	// again from the new virtual host (hostsonly.go).
+	before := versions()
+	translations, routeUpdates := testutil.ToFloat64(l.metrics.translations), testutil.ToFloat64(l.metrics.routeUpdates)
 	route(80)
 	follow()
 	changed("a route write", before, typeRoute, true)
 	changed("a route write", before, typeListener, false)
-	if got := l.kept.Reused() - reused; got != clients {
-		t.Fatalf("a route write: %d clients took their ingress as kept, want %d", got, clients)
+	changed("a route write", before, typeCluster, false)
+	if got := testutil.ToFloat64(l.metrics.translations) - translations; got != 0 {
+		t.Fatalf("a weights write: %v translations, want none", got)
+	}
+	if got := testutil.ToFloat64(l.metrics.routeUpdates) - routeUpdates; got != clients {
+		t.Fatalf("a weights write: %v route-only updates, want %d", got, clients)
 	}
 	sameAsFull("a route write")
+	// A route's targets: translated, and every client took its ingress
+	// as kept.
+	before, reused := versions(), l.kept.Reused()
+	putRaw(t, st, ref("m", appmesh.KindRoute, "r", "rt"),
+		`{"meshName":"m","virtualRouterName":"r","routeName":"rt","spec":{"httpRoute":{"match":{"prefix":"/"},
+		"action":{"weightedTargets":[{"virtualNode":"a","weight":1}]}}}}`)
+	follow()
+	changed("a route's targets", before, typeRoute, true)
+	changed("a route's targets", before, typeListener, false)
+	if got := l.kept.Reused() - reused; got != clients {
+		t.Fatalf("a route's targets: %d clients took their ingress as kept, want %d", got, clients)
+	}
+	sameAsFull("a route's targets")
 	// The kept messages' sums are kept with them: the next batch neither
 	// marshals nor hashes them.
 	if len(l.keptSums) < clients {

@@ -14,6 +14,7 @@ type metrics struct {
 	translations prometheus.Counter
 	sharedEgress prometheus.Counter
 	epUpdates    prometheus.Counter
+	routeUpdates prometheus.Counter
 	translateErr prometheus.Counter
 	checks       prometheus.Counter
 	recompute    prometheus.Histogram
@@ -65,6 +66,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "weft", Subsystem: "xds", Name: "endpoint_updates_total",
 			Help: "Proxy configurations recomputed by rebuilding only the ClusterLoadAssignments whose Cloud Map endpoints changed, without a translation.",
 		}),
+		routeUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "route_updates_total",
+			Help: "Proxy configurations recomputed by assembling only the route tables whose virtual hosts a route write changed (weights, match, timeouts, retries), without a translation.",
+		}),
 		translateErr: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "translation_errors_total",
 			Help: "Proxy configurations that failed translation or validation; the proxy keeps its previous configuration.",
@@ -93,7 +98,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.writeToAck, m.pushes, m.acks, m.nacks, m.rejected, m.streams,
-			m.translations, m.sharedEgress, m.epUpdates, m.translateErr, m.checks, m.recompute, m.interned, m.certIssued)
+			m.translations, m.sharedEgress, m.epUpdates, m.routeUpdates, m.translateErr, m.checks, m.recompute, m.interned, m.certIssued)
 	}
 	return m
 }

@@ -46,6 +46,8 @@ type Memo struct {
 	// hosts holds each virtual host of a virtual service in an egress
 	// route table.
 	hosts map[hostKey]*routev3.VirtualHost
+	// hostRefs names each host of hosts (EgressHostRef).
+	hostRefs map[*routev3.VirtualHost]HostRef
 	// values holds messages that follow from their key alone (memoized).
 	values map[any]any
 	// kept, when set, carries parts across batches (kept.go).
@@ -158,7 +160,7 @@ func (b *build) egressTable(name string, sps []svcPort, p uint32, allowAll bool)
 
 // NewMemo returns an empty Memo.
 func NewMemo() *Memo {
-	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, values: map[any]any{},
+	return &Memo{parts: map[any]*egressPart{}, hosts: map[hostKey]*routev3.VirtualHost{}, hostRefs: map[*routev3.VirtualHost]HostRef{}, values: map[any]any{},
 		tables: map[tableKey]*routev3.RouteConfiguration{}, ports: map[portsKey]*resolution{}}
 }
 
@@ -382,7 +384,7 @@ func (m *Memo) virtualHost(b *build, sp svcPort, domainPort uint32) *routev3.Vir
 		// cause, and must then fail each caller.
 		return vh
 	}
-	return keepFirst(&m.mu, m.hosts, k, vh)
+	return m.keepHost(k, vh)
 }
 
 // memoized returns what build returns for k, built once per Memo when b

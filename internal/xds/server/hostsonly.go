@@ -1,0 +1,221 @@
+package server
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"sync"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/xds/translate"
+)
+
+// A write that changes only what routes do with requests (weights,
+// matches, timeouts, retry policies: translate.RouteHostsOnly) changes
+// nothing of a sidecar's configuration but the virtual hosts of its
+// egress route tables. The core then does not translate the sidecars it
+// affects: each keeps its resources, versions and dependencies, and its
+// egress route tables are assembled again (assemble.go) from the hosts
+// of this batch, each host built once per batch (translate.Memo's
+// EgressHost) and marshalled once, however many tables hold it.
+//
+// What makes that possible is each sidecar's table recipes, taken from
+// its last whole translation: which hosts (translate.HostRef) each of its
+// route tables is made of. A table with no such host (an ingress table)
+// reads no route and is kept as it is. An identity whose tables cannot
+// be described so (a gateway, a proxyless client, a table mixing egress
+// hosts with others), whose last translation failed, or whose snapshot
+// holds a resource not checked as its kind, is translated whole.
+
+// tableRecipe is what one route table of a sidecar is made of: its egress
+// hosts, in order; none for a table that holds no egress host.
+type tableRecipe struct {
+	hosts []translate.HostRef
+}
+
+// recipesOf returns a recipe for each route table of items (the routes of
+// one translation, in order), or false when a table mixes egress hosts
+// with others or is not assemblable, or when no table holds an egress
+// host: the hosts are the translator's (translate.TranslateWith's)
+// evidence that routes reach the proxy through them alone, and a
+// translator that builds none (a test's) is always followed whole. The
+// recipes of a table are made once per batch however many identities
+// hold it.
+func (sh *shared) recipesOf(items []item) ([]*tableRecipe, bool) {
+	out := make([]*tableRecipe, len(items))
+	hosts := false
+	for i := range items {
+		rc, ok := items[i].msg.(*routev3.RouteConfiguration)
+		if !ok {
+			return nil, false
+		}
+		sh.mu.Lock()
+		rec, seen := sh.recipes[rc]
+		sh.mu.Unlock()
+		if !seen {
+			rec = sh.recipe(rc)
+			sh.mu.Lock()
+			if sh.recipes == nil {
+				sh.recipes = map[*routev3.RouteConfiguration]*tableRecipe{}
+			}
+			sh.recipes[rc] = rec
+			sh.mu.Unlock()
+		}
+		if rec == nil {
+			return nil, false
+		}
+		hosts = hosts || len(rec.hosts) > 0
+		out[i] = rec
+	}
+	return out, hosts
+}
+
+// noHosts is the recipe of a table that holds no egress host.
+var noHosts = &tableRecipe{}
+
+// recipe describes rc; nil when it cannot be.
+func (sh *shared) recipe(rc *routev3.RouteConfiguration) *tableRecipe {
+	var refs []translate.HostRef
+	others := 0
+	for _, vh := range rc.GetVirtualHosts() {
+		if ref, ok := sh.memo.EgressHostRef(vh); ok {
+			refs = append(refs, ref)
+		} else {
+			others++
+		}
+	}
+	switch {
+	case len(refs) == 0:
+		return noHosts
+	case others > 0 || !assemblable(rc):
+		return nil
+	}
+	return &tableRecipe{hosts: refs}
+}
+
+// routeChanges follows whether every change of a batch is a route update
+// that translate.RouteHostsOnly allows.
+type routeChanges struct {
+	hostsOnly bool // every App Mesh event so far was such an update
+	any       bool // some event was
+}
+
+// note records one App Mesh event of the batch: ref changed from old
+// (nil: created) to new (nil: deleted).
+func (rc *routeChanges) note(ref appmesh.Ref, old, new *appmesh.RouteData) {
+	if ref.Kind != appmesh.KindRoute || !translate.RouteHostsOnly(old, new) {
+		rc.hostsOnly = false
+		return
+	}
+	rc.any = true
+}
+
+// hostsOnly reports whether id can follow the batch's route updates by
+// re-assembling its route tables.
+func (c *machine) hostsOnly(id translate.Identity) bool {
+	p := c.proxies[id]
+	return id.Kind == appmesh.KindVirtualNode && !id.Proxyless && p != nil && p.recipes &&
+		p.snap != nil && p.snap.closeErr == nil && p.err == "" &&
+		len(p.tables) == len(p.snap.types[typeRoute].entries)
+}
+
+// rebuiltTable is a route table assembled again in one batch.
+type rebuiltTable struct {
+	sum   [sha256.Size]byte
+	value []byte
+	msg   *routev3.RouteConfiguration
+	err   error
+}
+
+// rebuilt holds the tables assembled again in a batch, by their previous
+// content sum: a table's content names its hosts (each host's name and
+// domains are its service's and port), so one previous sum is one recipe.
+type rebuilt struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*rebuiltTable
+}
+
+// computeRoutes is compute for a sidecar whose routes changed only in
+// what its egress hosts hold (hostsOnly): its snapshot's resources, with
+// each egress route table assembled again from the batch's hosts. It
+// must not write to the machine's state: it runs on a worker.
+func (c *machine) computeRoutes(id translate.Identity, sh *shared, buf *[]byte) (r result) {
+	defer func() {
+		if p := recover(); p != nil {
+			r = result{err: fmt.Errorf("assemble routes panicked: %v", p)}
+		}
+	}()
+	p := c.proxies[id]
+	ms := c.meshes[meshKey{id.MeshOwner, id.Mesh}]
+	if !ms.exists(id) {
+		return c.compute(id, sh, buf)
+	}
+	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, secrets: p.secrets, leafDNS: p.leafDNS,
+		routesOnly: true, recipes: true, tables: p.tables}
+	g := index(p.grpc)
+	for t := range numTypes {
+		if t == typeSecret {
+			continue // rebuilt by buildSecrets
+		}
+		old := p.snap.types[t].entries
+		r.items[t] = make([]item, len(old))
+		for i, e := range old {
+			if c.checkResource != nil && e.facts[g] == nil {
+				// Not checked as this proxy's kind: translate whole,
+				// which checks.
+				return c.compute(id, sh, buf)
+			}
+			r.items[t][i] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
+		}
+	}
+	for i, rec := range p.tables {
+		if len(rec.hosts) == 0 {
+			continue // reads no route
+		}
+		it := &r.items[typeRoute][i]
+		tb := sh.rebuildTable(id, ms.view, it.name, it.sum, rec, c.entries)
+		if tb.err != nil {
+			// The host is gone or failed to build: a whole translation
+			// says what the proxy gets.
+			return c.compute(id, sh, buf)
+		}
+		*it = item{name: it.name, sum: tb.sum, msg: tb.msg}
+		if e := c.entries[tb.sum]; e != nil {
+			it.facts = e.facts[g]
+		} else {
+			it.value = tb.value
+		}
+	}
+	return r
+}
+
+// rebuildTable assembles the table name (previously of content sum was)
+// from rec's hosts as v now makes them, once per batch.
+func (sh *shared) rebuildTable(id translate.Identity, v *translate.View, name string, was [sha256.Size]byte, rec *tableRecipe, interned map[[sha256.Size]byte]*entry) *rebuiltTable {
+	sh.tables.mu.Lock()
+	tb := sh.tables.m[was]
+	sh.tables.mu.Unlock()
+	if tb != nil {
+		return tb
+	}
+	tb = &rebuiltTable{msg: &routev3.RouteConfiguration{Name: name, VirtualHosts: make([]*routev3.VirtualHost, len(rec.hosts))}}
+	for i, ref := range rec.hosts {
+		if tb.msg.VirtualHosts[i], tb.err = sh.memo.EgressHost(v, id, ref); tb.err != nil {
+			break
+		}
+	}
+	if tb.err == nil {
+		tb.sum, tb.value, tb.err = sh.assembleRoute(tb.msg, interned)
+	}
+	sh.tables.mu.Lock()
+	defer sh.tables.mu.Unlock()
+	if q := sh.tables.m[was]; q != nil {
+		return q // assembled twice at once: equal, keep the first
+	}
+	if sh.tables.m == nil {
+		sh.tables.m = map[[sha256.Size]byte]*rebuiltTable{}
+	}
+	sh.tables.m[was] = tb
+	return tb
+}

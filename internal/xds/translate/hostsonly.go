@@ -1,0 +1,149 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+)
+
+// A route write that changes only what a route does with a request (its
+// weights, match, timeouts, retry policy, priority) changes nothing of a
+// sidecar's configuration but the virtual hosts of the service's egress
+// route tables: which router ports the route applies to, which listeners
+// it sends to (hence the callers' egress clusters, their assignments and
+// dependencies) and which nodes it names (the providers' certificate
+// names, secrets.go) stay as they were. RouteHostsOnly tells such a write
+// apart; the xDS server then rebuilds each changed host once per batch
+// (Memo.EgressHost) and re-assembles the route tables that hold it,
+// instead of translating every caller again.
+//
+// What reads a route outside such a host, and is left to a whole
+// translation: a TCP route (the egress listener's TCP proxy filter), a
+// gateway (a gateway route copies its target's timeouts) and a
+// proxyless gRPC client (its hosts are its own).
+
+// RouteHostsOnly reports whether a route changing from old to new can
+// change nothing but the virtual hosts built from it, for a sidecar
+// (Envoy or weft proxy) calling its router's services: the same kinds of
+// route (HTTP, HTTP/2, gRPC; none TCP), each with the same match port and
+// the same weighted targets (node and port, in order) but for their
+// weights.
+func RouteHostsOnly(old, new *appmesh.RouteData) bool {
+	if old == nil || new == nil || old.Spec == nil || new.Spec == nil {
+		return false
+	}
+	o, n := old.Spec, new.Spec
+	if o.TcpRoute != nil || n.TcpRoute != nil {
+		return false
+	}
+	if str(old.RouteName) != str(new.RouteName) || str(old.VirtualRouterName) != str(new.VirtualRouterName) {
+		return false
+	}
+	return sameHTTPShape(o.HttpRoute, n.HttpRoute) && sameHTTPShape(o.Http2Route, n.Http2Route) && sameGRPCShape(o.GrpcRoute, n.GrpcRoute)
+}
+
+func sameHTTPShape(a, b *appmesh.HttpRoute) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return sameInt(httpMatchPort(a), httpMatchPort(b)) && sameTargets(httpTargets(a), httpTargets(b))
+}
+
+func sameGRPCShape(a, b *appmesh.GrpcRoute) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return sameInt(grpcMatchPort(a), grpcMatchPort(b)) && sameTargets(grpcTargets(a), grpcTargets(b))
+}
+
+// sameTargets compares weighted targets but for their weights.
+func sameTargets(a, b []appmesh.WeightedTarget) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if str(a[i].VirtualNode) != str(b[i].VirtualNode) || !sameInt(a[i].Port, b[i].Port) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameInt(a, b *int64) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// HostRef names the virtual host of one port of a virtual service in a
+// sidecar's egress route table of domainPort (the same port for a
+// sidecar's tables), in the mesh of the identity that holds it.
+type HostRef struct {
+	Service    string
+	Port       uint32
+	DomainPort uint32
+}
+
+// ErrNoHost is EgressHost's error when the View has no such host any
+// more (the service or its port is gone).
+var ErrNoHost = errors.New("no such virtual host")
+
+// EgressHostRef tells which host of a sidecar's egress route table vh
+// is, when m built it (or took it from another translation) for an
+// Envoy egress route table; false for any other host (the ALLOW_ALL
+// host, an ingress table's, one built by a failing translation).
+func (m *Memo) EgressHostRef(vh *routev3.VirtualHost) (HostRef, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.hostRefs[vh]
+	return r, ok
+}
+
+// EgressHost returns the host ref names for identities of id's mesh, as
+// a translation of v with m would put it in a sidecar's egress route
+// table: built once per Memo, the same *VirtualHost every translation
+// with m gets.
+func (m *Memo) EgressHost(v *View, id Identity, ref HostRef) (*routev3.VirtualHost, error) {
+	k := hostKey{v: v, owner: id.MeshOwner, mesh: id.Mesh, service: ref.Service, port: ref.Port, domainPort: ref.DomainPort}
+	m.mu.Lock()
+	vh := m.hosts[k]
+	m.mu.Unlock()
+	if vh != nil {
+		return vh, nil
+	}
+	// A build of its own, without the Memo: the clusters the host's
+	// routes name are built on it and dropped (each caller has them).
+	b := newBuild(v, id)
+	var sp *svcPort
+	for _, p := range m.servicePorts(b, ref.Service) {
+		if p.port == ref.Port && httpFamily(p.proto) {
+			sp = &p
+			break
+		}
+	}
+	if sp == nil {
+		return nil, fmt.Errorf("%w: %s port %d", ErrNoHost, ref.Service, ref.Port)
+	}
+	vh = b.newEgressVirtualHost(*sp, ref.DomainPort, envoyFlavor)
+	if b.err != nil {
+		return nil, b.err
+	}
+	return m.keepHost(k, vh), nil
+}
+
+// keepHost stores vh as the host named k unless one is there already,
+// and returns the one stored.
+func (m *Memo) keepHost(k hostKey, vh *routev3.VirtualHost) *routev3.VirtualHost {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if q := m.hosts[k]; q != nil {
+		return q
+	}
+	m.hosts[k] = vh
+	m.hostRefs[vh] = HostRef{Service: k.service, Port: k.port, DomainPort: k.domainPort}
+	return vh
+}
