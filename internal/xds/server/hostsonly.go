@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sync"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -152,42 +153,75 @@ func (c *machine) computeRoutes(id translate.Identity, sh *shared, buf *[]byte) 
 		return c.compute(id, sh, buf)
 	}
 	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, secrets: p.secrets, leafDNS: p.leafDNS,
-		routesOnly: true, recipes: true, tables: p.tables}
+		routesOnly: true, recipes: true, tables: p.tables, prev: p.snap}
 	g := index(p.grpc)
 	for t := range numTypes {
 		if t == typeSecret {
 			continue // rebuilt by buildSecrets
 		}
-		old := p.snap.types[t].entries
-		r.items[t] = make([]item, len(old))
-		for i, e := range old {
+		for _, e := range p.snap.types[t].entries {
 			if c.checkResource != nil && e.facts[g] == nil {
 				// Not checked as this proxy's kind: translate whole,
 				// which checks.
 				return c.compute(id, sh, buf)
 			}
-			r.items[t][i] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
 		}
+		r.same[t] = t != typeRoute
 	}
+	old := p.snap.types[typeRoute].entries
+	var items []item // made on the first table whose content changed
 	for i, rec := range p.tables {
 		if len(rec.hosts) == 0 {
 			continue // reads no route
 		}
-		it := &r.items[typeRoute][i]
-		tb := sh.rebuildTable(id, ms.view, it.name, it.sum, rec, c.entries)
+		e := old[i]
+		tb := sh.rebuildTable(id, ms.view, e.name, e.sum, rec, c.entries)
 		if tb.err != nil {
 			// The host is gone or failed to build: a whole translation
 			// says what the proxy gets.
 			return c.compute(id, sh, buf)
 		}
-		*it = item{name: it.name, sum: tb.sum, msg: tb.msg}
-		if e := c.entries[tb.sum]; e != nil {
-			it.facts = e.facts[g]
+		if tb.sum == e.sum {
+			continue
+		}
+		if items == nil {
+			items = make([]item, len(old))
+			for j, e := range old {
+				items[j] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
+			}
+		}
+		it := item{name: e.name, sum: tb.sum, msg: tb.msg}
+		if n := c.entries[tb.sum]; n != nil {
+			it.facts = n.facts[g]
 		} else {
 			it.value = tb.value
 		}
+		items[i] = it
 	}
+	r.items[typeRoute] = items
+	r.same[typeRoute] = items == nil
 	return r
+}
+
+// sameRouteFacts reports whether the route tables of r, a routesOnly
+// result, have the facts its previous tables had.
+func sameRouteFacts(r *result) bool {
+	if r.same[typeRoute] {
+		return true
+	}
+	g := index(r.grpc)
+	old := r.prev.types[typeRoute].entries
+	for i, it := range r.items[typeRoute] {
+		a, b := old[i].facts[g], it.facts
+		if a == b {
+			continue
+		}
+		if a == nil || b == nil || a.Name != b.Name || a.Port != b.Port || a.EDS != b.EDS ||
+			!slices.Equal(a.Routes, b.Routes) || !slices.Equal(a.Clusters, b.Clusters) {
+			return false
+		}
+	}
+	return true
 }
 
 // rebuildTable assembles the table name (previously of content sum was)
