@@ -116,7 +116,13 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	if len(tasks) == 0 {
 		return
 	}
-	results := make([]result, len(tasks))
+	// The results are the machine's, from batch to batch: a write that
+	// affects every proxy would otherwise allocate one per proxy.
+	if cap(c.results) < len(tasks) {
+		c.results = make([]result, len(tasks))
+	}
+	results := c.results[:len(tasks)]
+	defer clear(results) // no snapshot or message held past the batch
 	built := &assignments{m: map[assignmentKey]*assignment{}}
 	// About ten messages per translated identity pass through sums.
 	translated := 0
@@ -155,6 +161,7 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	// was computed, so no entry may disappear before the whole batch
 	// holds its references.
 	var drops []drop
+	c.out = slices.Grow(c.out, len(tasks))
 	for i, t := range tasks {
 		drops = c.install(t.id, &results[i], at, drops)
 	}
@@ -577,7 +584,9 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 		ts.changedAt = at
 		ts.full = &fullResponse{}
 		ts.entries = make([]*entry, len(r.items[t]))
-		ts.byName = make(map[string]*entry, len(r.items[t]))
+		if len(r.items[t]) > smallType {
+			ts.byName = make(map[string]*entry, len(r.items[t]))
+		}
 		for i, it := range r.items[t] {
 			e := c.entries[it.sum]
 			if e == nil {
@@ -589,7 +598,9 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 			}
 			e.refs++
 			ts.entries[i] = e
-			ts.byName[e.name] = e
+			if ts.byName != nil {
+				ts.byName[e.name] = e
+			}
 		}
 	}
 	c.setDeps(id, p, r.deps, r.eps)

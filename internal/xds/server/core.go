@@ -71,6 +71,8 @@ type machine struct {
 
 	// out is what the steps since the last Ready produced, in order.
 	out []update
+	// results is recompute's, reused from batch to batch (cleared).
+	results []result
 }
 
 // update is one thing the streams of an identity must learn, in the order

@@ -111,8 +111,10 @@ type typeSnapshot struct {
 	// version is a hash of the names and contents, so the same resources
 	// always have the same version, across restarts too.
 	version string
-	entries []*entry          // sorted by name
-	byName  map[string]*entry // the same entries
+	entries []*entry // sorted by name
+	// byName holds the same entries when there are more than
+	// smallType; entry looks the others up in entries.
+	byName map[string]*entry
 	// changedAt is when the write that produced this version was
 	// committed; zero for the first translation of an identity, which no
 	// write caused.
@@ -120,6 +122,24 @@ type typeSnapshot struct {
 	// full is the response carrying every resource, which the hub fills
 	// on first use; never nil.
 	full *fullResponse
+}
+
+// smallType is the most entries a type's snapshot looks up without a map:
+// most proxies have one or two of a type, and a write makes a new
+// typeSnapshot of each type it changes for every proxy it affects.
+const smallType = 8
+
+// entry returns the entry named name, nil when there is none.
+func (ts *typeSnapshot) entry(name string) *entry {
+	if ts.byName != nil {
+		return ts.byName[name]
+	}
+	for _, e := range ts.entries {
+		if e.name == name {
+			return e
+		}
+	}
+	return nil
 }
 
 // snapshot is everything one proxy identity is served. It never changes

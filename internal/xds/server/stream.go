@@ -402,7 +402,7 @@ func newNames(sub xdsstream.Subscription, ts *typeSnapshot, hideKeys bool) bool 
 		return false
 	}
 	for name := range sub.SubscribedResources() {
-		if e, ok := ts.byName[name]; !ok || (hideKeys && e.key) {
+		if e := ts.entry(name); e == nil || (hideKeys && e.key) {
 			continue
 		}
 		if _, ok := returned[name]; !ok {
@@ -471,7 +471,7 @@ func (s *stream) deltaResponse(t int, ts, clusters *typeSnapshot) *discovery.Del
 			return
 		}
 		version, salt := e.version, ""
-		if c := clusters.byName[e.name]; t == typeEndpoint && c != nil {
+		if c := clusters.entry(e.name); t == typeEndpoint && c != nil {
 			salt = c.version
 		}
 		if v, ok := returned[e.name]; ok && saltedIs(v, version, salt) {
@@ -490,7 +490,7 @@ func (s *stream) deltaResponse(t int, ts, clusters *typeSnapshot) *discovery.Del
 		}
 	}
 	for name := range st.sub.SubscribedResources() {
-		if e := ts.byName[name]; e != nil && !(hide && e.key) {
+		if e := ts.entry(name); e != nil && !(hide && e.key) {
 			if !st.sub.IsWildcard() {
 				send(e)
 			}
@@ -509,7 +509,7 @@ func (s *stream) deltaResponse(t int, ts, clusters *typeSnapshot) *discovery.Del
 		removed = append(removed, name)
 	}
 	for name := range returned {
-		if e := ts.byName[name]; e != nil && !(hide && e.key) {
+		if e := ts.entry(name); e != nil && !(hide && e.key) {
 			continue
 		}
 		delete(returned, name)
