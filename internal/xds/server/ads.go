@@ -92,12 +92,35 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 		closed = true
 		turn.Unlock()
 	}()
+	// One message for every request: handling one is over before the
+	// next is received, and decoding replaces every field (what a request
+	// left to the stream, its names or its node, is not the message's any
+	// more). into is what RecvMsg decodes into: a state-of-the-world
+	// stream's is sotw when the codec is xdsCodec (decode.go).
+	var req R
+	var into any
+	var sotw *sotwRecv
+	switch any(req).(type) {
+	case *discovery.DiscoveryRequest:
+		r := new(discovery.DiscoveryRequest)
+		req, into = any(r).(R), r
+		if a.preEncode {
+			sotw = &sotwRecv{req: r}
+			into = sotw
+		}
+	default:
+		req = any(new(discovery.DeltaDiscoveryRequest)).(R)
+		into = req
+	}
 	var out []outgoing
 	// push sends what the stream owes; called with turn held.
 	push := func() error {
 		var err error
 		if out, err = s.next(a.hub, out[:0]); err != nil {
 			return err
+		}
+		if sotw != nil && len(out) > 0 {
+			sotw.setSent(s) // before the client can ACK it
 		}
 		for _, o := range out {
 			if err := send(o); err != nil {
@@ -135,24 +158,16 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	// client closed it or it broke.
 	ended := make(chan error, 1)
 	go func() { // ends when RecvMsg fails, which it does once this handler returns, or a request ends the stream
-		// One message for every request: handling one is over before
-		// the next is received, and decoding replaces every field (what
-		// a request left to the stream, its names or its node, is not
-		// the message's any more).
-		var req R
-		switch any(req).(type) {
-		case *discovery.DiscoveryRequest:
-			req = any(new(discovery.DiscoveryRequest)).(R)
-		default:
-			req = any(new(discovery.DeltaDiscoveryRequest)).(R)
-		}
 		for {
-			if err := st.RecvMsg(req); err != nil {
+			if err := st.RecvMsg(into); err != nil {
 				ended <- nil
 				return
 			}
 			turn.Lock()
 			err := receive(req)
+			if sotw != nil {
+				sotw.skipNode = s.is != nil
+			}
 			turn.Unlock()
 			if err != nil {
 				if errors.Is(err, errStreamDone) {

@@ -49,7 +49,21 @@ func (c xdsCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.proto.Marshal(v)
 }
 
-func (c xdsCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+// Unmarshal decodes a state-of-the-world stream's request with
+// decodeRequest (decode.go), anything else as the proto codec does.
+func (c xdsCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	r, ok := v.(*sotwRecv)
+	if !ok {
+		return c.proto.Unmarshal(data, v)
+	}
+	if len(data) == 1 {
+		// Read in place: the strings decodeRequest keeps are copies.
+		return r.decode(data[0].ReadOnlyData())
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return r.decode(buf.ReadOnlyData())
+}
 
 // Name is proto's: the content type stays application/grpc+proto.
 func (c xdsCodec) Name() string { return c.proto.Name() }
