@@ -1,0 +1,120 @@
+package translate
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+)
+
+// TestEgressHostAsTranslated: every virtual host of a sidecar's egress
+// route tables is one the Memo names (EgressHostRef), and EgressHost,
+// asked on a Memo of its own, builds it exactly as the translation did,
+// for every sidecar of every case and of random meshes.
+func TestEgressHostAsTranslated(t *testing.T) {
+	var views []*View
+	var owners []string
+	for _, dir := range caseDirs(t) {
+		v, owner := replay(t, dir)
+		views, owners = append(views, v), append(owners, owner)
+	}
+	for seed := range uint64(60) {
+		views, owners = append(views, randomMesh(rand.New(rand.NewPCG(seed, 11)))), append(owners, defaultAccount)
+	}
+	hosts := 0
+	for i, v := range views {
+		m := NewMemo()
+		for _, id := range proxies(v, owners[i]) {
+			if id.Kind != appmesh.KindVirtualNode || id.Proxyless {
+				continue
+			}
+			r, err := TranslateWith(v, id, m)
+			if err != nil {
+				continue // refused inputs have no tables to follow
+			}
+			for _, rc := range r.Routes {
+				if !strings.HasPrefix(rc.GetName(), "rds_egress_") {
+					continue
+				}
+				for _, vh := range rc.GetVirtualHosts() {
+					ref, ok := m.EgressHostRef(vh)
+					if !ok {
+						if vh.GetName() != "allow_all" {
+							t.Fatalf("%s: %s: host %s is not named by the Memo", goldenName(id), rc.GetName(), vh.GetName())
+						}
+						continue
+					}
+					got, err := NewMemo().EgressHost(v, id, ref)
+					if err != nil {
+						t.Fatalf("%s: %s: host %+v: %v", goldenName(id), rc.GetName(), ref, err)
+					}
+					a, _ := proto.MarshalOptions{Deterministic: true}.Marshal(vh)
+					b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(got)
+					if string(a) != string(b) {
+						t.Fatalf("%s: %s: host %+v built alone differs:\n%v\ntranslated:\n%v", goldenName(id), rc.GetName(), ref, got, vh)
+					}
+					hosts++
+				}
+			}
+		}
+	}
+	if hosts < 100 {
+		t.Fatalf("only %d hosts compared", hosts)
+	}
+	t.Logf("%d hosts compared", hosts)
+}
+
+// TestRouteHostsOnly: what a route update may change for the sidecars
+// to follow it by their virtual hosts alone.
+func TestRouteHostsOnly(t *testing.T) {
+	i64 := func(n int64) *int64 { return &n }
+	s := func(v string) *string { return &v }
+	route := func(mod func(*appmesh.RouteData)) *appmesh.RouteData {
+		rd := &appmesh.RouteData{RouteName: s("rt"), VirtualRouterName: s("r"), Spec: &appmesh.RouteSpec{
+			HttpRoute: &appmesh.HttpRoute{
+				Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
+				Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{
+					{VirtualNode: s("a"), Weight: i64(50)}, {VirtualNode: s("b"), Port: i64(8080), Weight: i64(50)}}},
+			}}}
+		if mod != nil {
+			mod(rd)
+		}
+		return rd
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*appmesh.RouteData)
+		want bool
+	}{
+		{"the same", nil, true},
+		{"weights", func(r *appmesh.RouteData) { r.Spec.HttpRoute.Action.WeightedTargets[0].Weight = i64(0) }, true},
+		{"match", func(r *appmesh.RouteData) { r.Spec.HttpRoute.Match.Prefix = s("/v2") }, true},
+		{"priority", func(r *appmesh.RouteData) { r.Spec.Priority = i64(3) }, true},
+		{"timeout", func(r *appmesh.RouteData) {
+			r.Spec.HttpRoute.Timeout = &appmesh.HttpTimeout{PerRequest: &appmesh.Duration{Unit: "ms", Value: i64(100)}}
+		}, true},
+		{"a target's node", func(r *appmesh.RouteData) { r.Spec.HttpRoute.Action.WeightedTargets[0].VirtualNode = s("c") }, false},
+		{"a target's port", func(r *appmesh.RouteData) { r.Spec.HttpRoute.Action.WeightedTargets[1].Port = i64(9090) }, false},
+		{"a target more", func(r *appmesh.RouteData) {
+			r.Spec.HttpRoute.Action.WeightedTargets = append(r.Spec.HttpRoute.Action.WeightedTargets, appmesh.WeightedTarget{VirtualNode: s("c"), Weight: i64(1)})
+		}, false},
+		{"the match port", func(r *appmesh.RouteData) { r.Spec.HttpRoute.Match.Port = i64(8080) }, false},
+		{"http2 instead", func(r *appmesh.RouteData) { r.Spec.Http2Route, r.Spec.HttpRoute = r.Spec.HttpRoute, nil }, false},
+		{"tcp", func(r *appmesh.RouteData) {
+			r.Spec.HttpRoute = nil
+			r.Spec.TcpRoute = &appmesh.TcpRoute{Action: &appmesh.TcpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("a"), Weight: i64(1)}}}}
+		}, false},
+		{"another route", func(r *appmesh.RouteData) { r.RouteName = s("other") }, false},
+		{"no spec", func(r *appmesh.RouteData) { r.Spec = nil }, false},
+	} {
+		if got := RouteHostsOnly(route(nil), route(tc.mod)); got != tc.want {
+			t.Errorf("%s: RouteHostsOnly = %t, want %t", tc.name, got, tc.want)
+		}
+	}
+	if RouteHostsOnly(nil, route(nil)) || RouteHostsOnly(route(nil), nil) {
+		t.Error("a route created or deleted is not an update of its hosts")
+	}
+}
