@@ -22,6 +22,10 @@ type build struct {
 	v    *View
 	id   Identity
 	memo *Memo // nil: share nothing
+	// hostOnly: the build makes a virtual host alone (Memo.EgressHost):
+	// egressCluster names the clusters its routes send to and builds
+	// none.
+	hostOnly bool
 
 	listeners map[string]*listenerv3.Listener
 	routes    map[string]*routev3.RouteConfiguration

@@ -15,7 +15,7 @@ import (
 // health check and outlier detection (reference §2.3).
 func (b *build) egressCluster(service string, t target, fl flavor) string {
 	name := egressClusterName(b.id.Mesh, t.node, t.proto, t.port)
-	if b.hasCluster(name) {
+	if b.hostOnly || b.hasCluster(name) {
 		return name
 	}
 	if b.memo != nil && b.memo.cluster(b, name, service, t, fl) {

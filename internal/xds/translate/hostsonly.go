@@ -115,9 +115,10 @@ func (m *Memo) EgressHost(v *View, id Identity, ref HostRef) (*routev3.VirtualHo
 	if vh != nil {
 		return vh, nil
 	}
-	// A build of its own, without the Memo: the clusters the host's
-	// routes name are built on it and dropped (each caller has them).
+	// A build of its own, without the Memo, that names the clusters the
+	// host's routes send to and builds none (each caller has them).
 	b := newBuild(v, id)
+	b.hostOnly = true
 	var sp *svcPort
 	for _, p := range m.servicePorts(b, ref.Service) {
 		if p.port == ref.Port && httpFamily(p.proto) {
