@@ -32,13 +32,20 @@ import (
 // tableRecipe is what one route table of a sidecar is made of: its egress
 // hosts, in order; none for a table that holds no egress host.
 type tableRecipe struct {
-	hosts []translate.HostRef
+	hosts []hostSlot
+}
+
+// hostSlot is one host of a table: rebuilt from ref in each batch, or,
+// for a host that reads no route (ref.Fixed), fixed, as it was.
+type hostSlot struct {
+	ref   translate.HostRef
+	fixed *routev3.VirtualHost
 }
 
 // recipesOf returns a recipe for each route table of items (the routes of
 // one translation, in order), or false when a table mixes egress hosts
-// with others or is not assemblable, or when no table holds an egress
-// host: the hosts are the translator's (translate.TranslateWith's)
+// with hosts the Memo does not name or is not assemblable, or when no
+// table holds an egress host: the hosts are the translator's (translate.TranslateWith's)
 // evidence that routes reach the proxy through them alone, and a
 // translator that builds none (a test's) is always followed whole. The
 // recipes of a table are made once per batch however many identities
@@ -77,22 +84,27 @@ var noHosts = &tableRecipe{}
 
 // recipe describes rc; nil when it cannot be.
 func (sh *shared) recipe(rc *routev3.RouteConfiguration) *tableRecipe {
-	var refs []translate.HostRef
-	others := 0
+	var slots []hostSlot
+	rebuilt, others := 0, 0
 	for _, vh := range rc.GetVirtualHosts() {
-		if ref, ok := sh.memo.EgressHostRef(vh); ok {
-			refs = append(refs, ref)
-		} else {
+		ref, ok := sh.memo.EgressHostRef(vh)
+		switch {
+		case !ok:
 			others++
+		case ref.Fixed:
+			slots = append(slots, hostSlot{ref: ref, fixed: vh})
+		default:
+			slots = append(slots, hostSlot{ref: ref})
+			rebuilt++
 		}
 	}
 	switch {
-	case len(refs) == 0:
+	case rebuilt == 0:
 		return noHosts
 	case others > 0 || !assemblable(rc):
 		return nil
 	}
-	return &tableRecipe{hosts: refs}
+	return &tableRecipe{hosts: slots}
 }
 
 // routeChanges follows whether every change of a batch is a route update
@@ -234,8 +246,12 @@ func (sh *shared) rebuildTable(id translate.Identity, v *translate.View, name st
 		return tb
 	}
 	tb = &rebuiltTable{msg: &routev3.RouteConfiguration{Name: name, VirtualHosts: make([]*routev3.VirtualHost, len(rec.hosts))}}
-	for i, ref := range rec.hosts {
-		if tb.msg.VirtualHosts[i], tb.err = sh.memo.EgressHost(v, id, ref); tb.err != nil {
+	for i, h := range rec.hosts {
+		if h.fixed != nil {
+			tb.msg.VirtualHosts[i] = h.fixed
+			continue
+		}
+		if tb.msg.VirtualHosts[i], tb.err = sh.memo.EgressHost(v, id, h.ref); tb.err != nil {
 			break
 		}
 	}

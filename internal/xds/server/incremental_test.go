@@ -221,7 +221,8 @@ func randomWriteTwoBackendSets(rnd *rand.Rand, t *testing.T, st store.Store) {
 // changes only what the route does: routes rt0 and rt1 of each router
 // always target the same nodes, with random weights (some all zero),
 // prefix, priority, timeouts and retries; now and then a route of the
-// same name with other targets, or a TCP route, breaks the pattern.
+// same name with other targets, or a TCP route, breaks the pattern, and
+// the mesh's egress filter changes.
 func randomWriteHostsOnly(rnd *rand.Rand, t *testing.T, st store.Store) {
 	if rnd.IntN(2) == 0 {
 		randomWriteKind(rnd, t, st, rnd.IntN(10))
@@ -231,9 +232,18 @@ func randomWriteHostsOnly(rnd *rand.Rand, t *testing.T, st store.Store) {
 	k := rnd.IntN(2)
 	route := fmt.Sprintf("rt%d", k)
 	a, b := fmt.Sprintf("n%d", k), fmt.Sprintf("n%d", k+2)
-	switch rnd.IntN(10) {
+	switch rnd.IntN(12) {
 	case 0:
 		b = fmt.Sprintf("n%d", rnd.IntN(5))
+	case 2:
+		// The mesh's egress filter: ALLOW_ALL adds a host of its own to
+		// each egress route table, which the route writes leave as it is.
+		filter := "DROP_ALL"
+		if rnd.IntN(2) == 0 {
+			filter = "ALLOW_ALL"
+		}
+		putRaw(t, st, ref("m", appmesh.KindMesh, "", "m"), fmt.Sprintf(`{"meshName":"m","spec":{"egressFilter":{"type":%q}}}`, filter))
+		return
 	case 1:
 		putRaw(t, st, ref("m", appmesh.KindRoute, router, route), fmt.Sprintf(
 			`{"meshName":"m","virtualRouterName":%q,"routeName":%q,"spec":{"tcpRoute":{"action":{"weightedTargets":[{"virtualNode":%q,"weight":1}]}}}}`,

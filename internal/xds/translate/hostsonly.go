@@ -81,11 +81,14 @@ func sameInt(a, b *int64) bool {
 
 // HostRef names the virtual host of one port of a virtual service in a
 // sidecar's egress route table of domainPort (the same port for a
-// sidecar's tables), in the mesh of the identity that holds it.
+// sidecar's tables), in the mesh of the identity that holds it; or, when
+// Fixed, a host of such a table that reads no route (the ALLOW_ALL
+// host), which a route write leaves as it is.
 type HostRef struct {
 	Service    string
 	Port       uint32
 	DomainPort uint32
+	Fixed      bool
 }
 
 // ErrNoHost is EgressHost's error when the View has no such host any
@@ -94,8 +97,8 @@ var ErrNoHost = errors.New("no such virtual host")
 
 // EgressHostRef tells which host of a sidecar's egress route table vh
 // is, when m built it (or took it from another translation) for an
-// Envoy egress route table; false for any other host (the ALLOW_ALL
-// host, an ingress table's, one built by a failing translation).
+// Envoy egress route table; false for any other host (an ingress
+// table's, a gateway's, one built by a failing translation).
 func (m *Memo) EgressHostRef(vh *routev3.VirtualHost) (HostRef, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -108,6 +111,9 @@ func (m *Memo) EgressHostRef(vh *routev3.VirtualHost) (HostRef, bool) {
 // table: built once per Memo, the same *VirtualHost every translation
 // with m gets.
 func (m *Memo) EgressHost(v *View, id Identity, ref HostRef) (*routev3.VirtualHost, error) {
+	if ref.Fixed {
+		return nil, fmt.Errorf("%w: a fixed host is not rebuilt", ErrNoHost)
+	}
 	k := hostKey{v: v, owner: id.MeshOwner, mesh: id.Mesh, service: ref.Service, port: ref.Port, domainPort: ref.DomainPort}
 	m.mu.Lock()
 	vh := m.hosts[k]
@@ -134,6 +140,14 @@ func (m *Memo) EgressHost(v *View, id Identity, ref HostRef) (*routev3.VirtualHo
 		return nil, b.err
 	}
 	return m.keepHost(k, vh), nil
+}
+
+// fixedHost records vh as a host of an egress route table that reads no
+// route.
+func (m *Memo) fixedHost(vh *routev3.VirtualHost) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hostRefs[vh] = HostRef{Fixed: true}
 }
 
 // keepHost stores vh as the host named k unless one is there already,

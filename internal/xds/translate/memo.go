@@ -128,7 +128,11 @@ func (b *build) egressTable(name string, sps []svcPort, p uint32, allowAll bool)
 	newTable := func() *routev3.RouteConfiguration {
 		var extra []*routev3.VirtualHost
 		if allowAll {
-			extra = append(extra, b.allowAllVirtualHost())
+			vh := b.allowAllVirtualHost()
+			if b.memo != nil {
+				b.memo.fixedHost(vh)
+			}
+			extra = append(extra, vh)
 		}
 		return b.egressRouteConfig(name, sps, p, envoyFlavor, extra...)
 	}
