@@ -423,7 +423,18 @@ func (c *machine) check(results []result) {
 			}
 		}
 	}
-	c.run(len(list), func(_, i int) { list[i].run(c.checkResource) })
+	check := c.checkResource
+	if c.checkAssembled != nil {
+		// Route tables made of shared hosts: each host once per batch.
+		hosts := translate.NewHostChecks()
+		check = func(m proto.Message, grpc bool) (translate.Facts, error) {
+			if rc, ok := m.(*routev3.RouteConfiguration); ok {
+				return c.checkAssembled(hosts, rc, grpc)
+			}
+			return c.checkResource(m, grpc)
+		}
+	}
+	c.run(len(list), func(_, i int) { list[i].run(check) })
 	c.metrics.checks.Add(float64(len(list)))
 	for i := range results {
 		r := &results[i]

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -32,9 +33,12 @@ import (
 type machine struct {
 	translate     TranslateFunc
 	checkResource func(proto.Message, bool) (translate.Facts, error)
-	checkRefs     func(translate.Summary) error
-	log           *slog.Logger
-	metrics       *metrics
+	// checkAssembled checks route tables in checkResource's stead, with
+	// one HostChecks per batch; nil: checkResource does.
+	checkAssembled func(*translate.HostChecks, *routev3.RouteConfiguration, bool) (translate.Facts, error)
+	checkRefs      func(translate.Summary) error
+	log            *slog.Logger
+	metrics        *metrics
 	// parallel calls fn(w, i) for i in [0, n) and returns when every call
 	// has; w < workers(n) numbers the caller's worker. The runner's runs
 	// them on goroutines; nil calls them in turn.
@@ -117,24 +121,25 @@ func newMachine(opts *Options, m *metrics, entropy io.Reader) *machine {
 		lifetime = ca.DefaultLeafLifetime
 	}
 	return &machine{
-		translate:     opts.Translate,
-		checkResource: opts.CheckResource,
-		checkRefs:     opts.CheckRefs,
-		log:           opts.Log,
-		metrics:       m,
-		entropy:       entropy,
-		workers:       func(int) int { return 1 },
-		leaves:        map[leafKey]*leafState{},
-		trustDomain:   td,
-		certLifetime:  lifetime,
-		meshes:        map[meshKey]*meshState{},
-		byCMSvc:       map[CloudMapService]map[nodeRef]struct{}{},
-		proxies:       map[translate.Identity]*proxy{},
-		deps:          map[appmesh.Ref]map[translate.Identity]struct{}{},
-		epDeps:        map[nodeRef]map[translate.Identity]struct{}{},
-		entries:       map[[sha256.Size]byte]*entry{},
-		kept:          translate.NewKept(),
-		keptSums:      map[proto.Message][sha256.Size]byte{},
+		translate:      opts.Translate,
+		checkResource:  opts.CheckResource,
+		checkAssembled: opts.CheckAssembled,
+		checkRefs:      opts.CheckRefs,
+		log:            opts.Log,
+		metrics:        m,
+		entropy:        entropy,
+		workers:        func(int) int { return 1 },
+		leaves:         map[leafKey]*leafState{},
+		trustDomain:    td,
+		certLifetime:   lifetime,
+		meshes:         map[meshKey]*meshState{},
+		byCMSvc:        map[CloudMapService]map[nodeRef]struct{}{},
+		proxies:        map[translate.Identity]*proxy{},
+		deps:           map[appmesh.Ref]map[translate.Identity]struct{}{},
+		epDeps:         map[nodeRef]map[translate.Identity]struct{}{},
+		entries:        map[[sha256.Size]byte]*entry{},
+		kept:           translate.NewKept(),
+		keptSums:       map[proto.Message][sha256.Size]byte{},
 	}
 }
 

@@ -190,6 +190,7 @@ func fakeTranslate(v *translate.View, id translate.Identity, _ *translate.Memo) 
 // weft server does.
 func withChecks(o *Options) {
 	o.CheckResource, o.CheckRefs = translate.CheckResource, translate.CheckRefs
+	o.CheckAssembled = (*translate.HostChecks).CheckAssembled
 }
 
 // testServer is a running xDS server on 127.0.0.1:0.

@@ -36,6 +36,7 @@ import (
 	"strings"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -67,6 +68,11 @@ type Options struct {
 	// with the interned resource. A nil CheckResource skips validation.
 	CheckResource func(m proto.Message, grpc bool) (translate.Facts, error)
 	CheckRefs     func(translate.Summary) error
+	// CheckAssembled, when set with CheckResource, checks the route
+	// tables of a batch instead, each with the batch's HostChecks: it
+	// must give what CheckResource gives
+	// ((*translate.HostChecks).CheckAssembled, for translate.CheckResource).
+	CheckAssembled func(hosts *translate.HostChecks, rc *routev3.RouteConfiguration, grpc bool) (translate.Facts, error)
 	// DefaultOwner is the mesh owner for node ids that name none.
 	DefaultOwner string
 	Log          *slog.Logger
