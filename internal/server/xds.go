@@ -83,23 +83,26 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 	}
 	opts = append(opts, load.UnknownServiceHandler())
 	srv := xdsserver.New(xdsserver.Options{
-		Authorize:      authorize,
-		Store:          st,
-		LoadDiscovery:  xdsserver.CloudMap,
-		Translate:      translate.TranslateWithTracing(cfg.ProxyTracing),
-		CheckResource:  translate.CheckResource,
-		CheckRefs:      translate.CheckRefs,
-		CheckAssembled: (*translate.HostChecks).CheckAssembled,
-		DefaultOwner:   cfg.AccountID,
-		Log:            log,
-		Registry:       reg,
-		GRPCOptions:    opts,
-		Limits:         cfg.XDS,
+		Authorize:     authorize,
+		Store:         st,
+		LoadDiscovery: xdsserver.CloudMap,
+		Translate:     translate.TranslateWithTracing(cfg.ProxyTracing),
+		CheckResource: translate.CheckResource,
+		CheckRefs:     translate.CheckRefs,
+		DefaultOwner:  cfg.AccountID,
+		Log:           log,
+		Registry:      reg,
+		GRPCOptions:   opts,
+		Limits:        cfg.XDS,
 
 		TrustDomain:     cfg.TrustDomain,
 		CertLifetime:    cfg.CertLifetime,
 		InsecureSecrets: insecure,
 		Observer:        cfg.xdsObserver,
+
+		// Route tables made of shared virtual hosts: each host checked
+		// once per batch, with CheckResource's result.
+		CheckAssembled: (*translate.HostChecks).CheckAssembled,
 	})
 	ctx, cancel := context.WithCancel(ctx)
 	x := &xdsRun{srv: srv, lrs: load, errc: make(chan error, 1), done: make(chan struct{}), cancel: cancel}
