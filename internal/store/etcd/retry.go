@@ -66,12 +66,12 @@ func (s *Store) otherMember(avoid *clientv3.Client) *clientv3.Client {
 	return cands[rand.N(len(cands))]
 }
 
-// guarded says whether every key the transaction writes is covered by a
-// compare that a commit of this same transaction would have broken: a key
-// read (its mod revision compared), a key inside a compared range, or the
-// sequence key's compare that replaces them. A second try of such a
-// commit can never apply it twice: if the first try was applied, the
-// second fails its compares.
+// guarded says whether a second try of the commit can never apply it
+// twice: it writes a key that its compares check (a key it read, whose
+// mod revision is compared, or a key inside a compared range), or it
+// compares the sequence key, which every commit puts. A commit is
+// applied whole or not at all, so if the first try was applied after
+// all, that key changed with it, and the second try fails its compares.
 func (t *tx) guarded(seqCompared bool) bool {
 	if t.rev == 0 {
 		return false
@@ -79,22 +79,26 @@ func (t *tx) guarded(seqCompared bool) bool {
 	if seqCompared {
 		return true
 	}
-	ok := true
+	found := false
 	t.w.Each(func(k string, _ []byte, _ bool) error {
 		if _, read := t.reads[k]; read {
-			return nil
+			found = true
+			return errStop
 		}
 		full := t.s.kvPrefix + k
 		for _, r := range t.ranges {
 			if full >= r.start && full < r.end {
-				return nil
+				found = true
+				return errStop
 			}
 		}
-		ok = false
 		return nil
 	})
-	return ok
+	return found
 }
+
+// errStop ends an iteration early.
+var errStop = errors.New("stop")
 
 // appliedAt looks for the commit whose sequence key value is token
 // among the weft writes after revision from, up to revision to (the

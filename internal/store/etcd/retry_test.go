@@ -142,8 +142,8 @@ func TestCommitRetriedWhenLeaderPaused(t *testing.T) {
 	}
 }
 
-// Only a commit whose compares cover every key it writes may be tried
-// twice.
+// Only a commit that writes a key its compares check (or that compares
+// the sequence key) may be tried twice.
 func TestGuardedCommits(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	s := open(t, c.Endpoints(), "/guarded")
@@ -168,10 +168,20 @@ func TestGuardedCommits(t *testing.T) {
 	if err := readFirst.Put("b", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
-	if readFirst.guarded(false) {
-		t.Fatal("a put of a key not read, next to one read, counts as guarded")
+	if !readFirst.guarded(false) {
+		t.Fatal("a put of a key not read, with a put of a key read, is not guarded")
 	}
-	if !readFirst.guarded(true) {
+	readOther := s.newTx(ctx, false)
+	if _, _, err := readOther.Get("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := readOther.Put("c", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if readOther.guarded(false) {
+		t.Fatal("a put of a key never read counts as guarded because another key was read")
+	}
+	if !readOther.guarded(true) {
 		t.Fatal("under the sequence key's compare, a transaction that read is not guarded")
 	}
 	listed := s.newTx(ctx, false)
