@@ -8,20 +8,20 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/connectivity"
 )
 
 // A request sent to a member that has just stopped answering (paused,
 // cut off without a reset) waits for its timeout: the endpoint probe
 // takes the member out of the client's endpoints within about two probe
 // intervals, but a request already sent there stays there. So a read, or
-// a commit that cannot have been applied twice, gets half the request
-// timeout on its first member and, when that runs out, is sent once more
-// through a member that answered the last probe, within what is left of
-// the request timeout: the store's answer still comes within
-// RequestTimeout, and a write sent right after a member stopped answering
-// succeeds instead of answering 503.
+// a commit that cannot be applied twice, gets half the request timeout on
+// its first member and, when that runs out (or its connection breaks, as
+// when the leader dies under a commit), is sent once more through a
+// member that answered the last probe, within what is left of the
+// request timeout: the store's answer still comes within RequestTimeout,
+// and a write sent right after a member stopped answering succeeds
+// instead of answering 503.
 
 // tryTimeouts returns the deadline of a request started now, and how long
 // its first try may take: all of it when no other member can be tried.
@@ -33,22 +33,18 @@ func (s *Store) tryTimeouts(start time.Time) (deadline time.Time, first time.Dur
 	return deadline, s.opts.RequestTimeout / 2
 }
 
-// timedOut says whether a try failed because its own timeout ran out
-// while the caller's context is still live: the member did not answer in
-// time, and another may.
-func timedOut(parent context.Context, err error) bool {
-	if err == nil || parent.Err() != nil {
-		return false
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.DeadlineExceeded
+// noAnswer says whether a try failed without an answer from etcd's state
+// while the caller's context is still live: its own timeout ran out (the
+// member did not answer in time), its connection broke, or the member
+// could not serve it (no leader, leader lost, too busy). Another member
+// may answer.
+func noAnswer(parent context.Context, err error) bool {
+	return err != nil && parent.Err() == nil && unavailable(err)
 }
 
 // otherMember returns the client of a member that answered the last
-// probe, not avoid, picked at random; nil when there is none.
+// probe, not avoid and whose connection is not known broken, picked at
+// random; nil when there is none.
 func (s *Store) otherMember(avoid *clientv3.Client) *clientv3.Client {
 	p := s.answering.Load()
 	if p == nil {
@@ -56,9 +52,15 @@ func (s *Store) otherMember(avoid *clientv3.Client) *clientv3.Client {
 	}
 	var cands []*clientv3.Client
 	for _, c := range *p {
-		if c != avoid {
-			cands = append(cands, c)
+		if c == avoid {
+			continue
 		}
+		// A connection known broken (a member that died since the
+		// probe) would fail the try at once.
+		if st := c.ActiveConnection().GetState(); st == connectivity.TransientFailure || st == connectivity.Shutdown {
+			continue
+		}
+		cands = append(cands, c)
 	}
 	if len(cands) == 0 {
 		return nil

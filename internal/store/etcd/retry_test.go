@@ -89,56 +89,76 @@ func TestWritesRightAfterMemberPaused(t *testing.T) {
 	}
 }
 
-// The leader is paused while a write is between its reads and its
-// commit: the commit, sent to the leader, times out; it is sent again
-// through another member once etcd elected a new leader, and applied
-// once, also after the old leader resumes with the first try in its
-// socket.
-func TestCommitRetriedWhenLeaderPaused(t *testing.T) {
-	c := etcdtest.Start(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	// Half of it, the first try's time, covers etcd's election (1-2 s,
-	// twice that when a vote splits).
-	s, err := Open(ctx, Options{Endpoints: c.Endpoints(), Prefix: "/pauselead", RequestTimeout: 16 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if !waitLeaderKnown(ctx, s) {
-		t.Fatal("the probe never found the leader")
-	}
-	if err := increment(ctx, s, "n", nil); err != nil {
-		t.Fatal(err)
-	}
-	leader, err := c.Leader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	paused := false
-	err = increment(ctx, s, "n", func() {
-		if !paused {
-			paused = true
-			leader.Pause()
-		}
-	})
-	leader.Resume()
-	if err != nil {
-		t.Fatalf("write whose commit went to the paused leader: %v", err)
-	}
-	if got := testutil.ToFloat64(s.metrics.retried.WithLabelValues("commit")); got != 1 {
-		t.Fatalf("commits tried again: %v, want 1", got)
-	}
-	// The resumed member catches up; a write through the cluster then
-	// shows every put there was.
-	if err := c.WaitHealthy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := increment(ctx, s, "n", nil); err != nil {
-		t.Fatal(err)
-	}
-	if v, puts := counter(t, c, s, "n"); v != "3" || puts != 3 {
-		t.Fatalf("after 3 acknowledged increments: value %s, put %d times", v, puts)
+// The leader is paused (or killed) while a write is between its reads and
+// its commit: the commit, sent to the paused leader, times out and is sent
+// again through another member once etcd elected a new leader (a killed
+// leader's connection is down before the commit: it goes to another
+// member at once). Either way the write succeeds and is applied once,
+// also after the old leader comes back with the first try in its socket.
+func TestCommitRetriedWhenLeaderLost(t *testing.T) {
+	for _, fault := range []string{"paused", "killed"} {
+		t.Run(fault, func(t *testing.T) {
+			c := etcdtest.Start(t, 3)
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			defer cancel()
+			// Half of it, the first try's time, covers etcd's election
+			// (1-2 s, twice that when a vote splits).
+			s, err := Open(ctx, Options{Endpoints: c.Endpoints(), Prefix: "/lostlead", RequestTimeout: 16 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if !waitLeaderKnown(ctx, s) {
+				t.Fatal("the probe never found the leader")
+			}
+			if err := increment(ctx, s, "n", nil); err != nil {
+				t.Fatal(err)
+			}
+			leader, err := c.Leader(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := false
+			err = increment(ctx, s, "n", func() {
+				if done {
+					return
+				}
+				done = true
+				if fault == "paused" {
+					leader.Pause()
+				} else {
+					leader.Kill()
+				}
+			})
+			if fault == "paused" {
+				leader.Resume()
+			} else {
+				leader.Restart(t)
+			}
+			if err != nil {
+				t.Fatalf("write whose commit went to the %s leader: %v", fault, err)
+			}
+			// A paused leader keeps the commit until its first try's
+			// time runs out: it is tried again. A killed one breaks the
+			// connection at once: the commit, unless it was already in
+			// flight (tried again), goes through another member after
+			// the election (commitClient).
+			got := testutil.ToFloat64(s.metrics.retried.WithLabelValues("commit"))
+			if fault == "paused" && got != 1 || got > 1 {
+				t.Fatalf("commits tried again: %v, want 1 (paused) or at most 1 (killed)", got)
+			}
+			// The old leader catches up; a write through the cluster then
+			// shows every put there was.
+			if err := c.WaitHealthy(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := increment(ctx, s, "n", nil); err != nil {
+				t.Fatal(err)
+			}
+			if v, puts := counter(t, c, s, "n"); v != "3" || puts != 3 {
+				t.Fatalf("after 3 acknowledged increments: value %s, put %d times", v, puts)
+			}
+		})
 	}
 }
 

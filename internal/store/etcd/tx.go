@@ -288,7 +288,7 @@ func read[R any](t *tx, do func(context.Context, *clientv3.Client, ...clientv3.O
 	ctx, cancel := context.WithTimeout(t.ctx, first)
 	defer cancel()
 	resp, err := readOnce(t, ctx, t.s.c, do, header)
-	if timedOut(t.ctx, err) {
+	if noAnswer(t.ctx, err) {
 		if c := t.s.otherMember(nil); c != nil {
 			t.s.metrics.retried.WithLabelValues("read").Inc()
 			var rcancel context.CancelFunc
@@ -511,15 +511,18 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 	defer cancel()
 	c := t.s.commitClient(ctx)
 	resp, err := c.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if timedOut(t.ctx, err) && first < t.s.opts.RequestTimeout {
+	if noAnswer(t.ctx, err) && first < t.s.opts.RequestTimeout && time.Until(deadline) > 0 {
 		if other := t.s.otherMember(c); other != nil {
 			// A second try of the same Txn: its compares fail if the
 			// first was applied after all, and then the sequence key's
-			// history says whether it was this commit.
+			// history says whether it was this commit. A linearizable
+			// read first waits for the cluster to have a leader (the
+			// first try may have failed with the leader).
 			t.s.metrics.retried.WithLabelValues("commit").Inc()
 			var rcancel context.CancelFunc
 			ctx, rcancel = context.WithDeadline(t.ctx, deadline)
 			defer rcancel()
+			other.Get(ctx, t.s.formatKey, clientv3.WithCountOnly()) // an error shows in the Txn
 			resp, err = other.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(t.s.seqKey, clientv3.WithKeysOnly())).Commit()
 			if err == nil && !resp.Succeeded {
 				rev, err := t.firstTryApplied(ctx, other, token, resp)
