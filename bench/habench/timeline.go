@@ -85,6 +85,12 @@ func (b *bench) printTimeline(ws []writeTimes) {
 	}
 	fmt.Println("time line per write, median over the writes (ms from the API call's start; replica steps from its /metrics, one scrape after each write):")
 	fmt.Printf("  %-6s %7s %9s %9s %11s %11s %11s %10s %10s\n", "", "2xx", "commit", "learned", "recomputed", "first appl", "last appl", "recompute", "ack mean")
+	num := func(w int, v float64) string {
+		if math.IsNaN(v) {
+			return fmt.Sprintf("%*s", w, "-")
+		}
+		return fmt.Sprintf("%*.1f", w, v)
+	}
 	for i, r := range b.procs {
 		var okAt, commit, learned, recomputed, first, last, recompute, ack []float64
 		for k, w := range ws {
@@ -112,8 +118,8 @@ func (b *bench) printTimeline(ws []writeTimes) {
 				last = append(last, msf(w.last[i].Sub(w.start)))
 			}
 		}
-		fmt.Printf("  %-6s %7.1f %9.1f %9.1f %11.1f %11.1f %11.1f %10.1f %10.1f\n", r.Name, median(okAt), median(commit), median(learned),
-			median(recomputed), median(first), median(last), median(recompute), median(ack))
+		fmt.Printf("  %-6s %s %s %s %s %s %s %s %s\n", r.Name, num(7, median(okAt)), num(9, median(commit)), num(9, median(learned)),
+			num(11, median(recomputed)), num(11, median(first)), num(11, median(last)), num(10, median(recompute)), num(10, median(ack)))
 	}
 }
 
