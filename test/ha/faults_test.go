@@ -28,7 +28,7 @@ type load struct {
 	failed []string
 	phase  atomic.Pointer[string] // the last fault made
 	n      atomic.Int64
-	more  chan struct{} // closed and replaced at every acknowledged write
+	more   chan struct{} // closed and replaced at every acknowledged write
 }
 
 func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{}) *sync.WaitGroup {
