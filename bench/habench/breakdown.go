@@ -207,6 +207,9 @@ type writeTimes struct {
 	// first and last proxy applied, by replica the proxy is on (zero: none
 	// there)
 	first, last []time.Time
+	// steps are each replica's steps of the write (-timeline; nil
+	// without).
+	steps []stepTimes
 }
 
 // printBreakdown prints, over the writes, the p50/p99 of each step and

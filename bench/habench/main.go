@@ -72,6 +72,8 @@ func main() {
 	members := flag.Int("members", 3, "etcd members")
 	failover := flag.Bool("failover", true, "SIGKILL the first replica at the end (setups with several replicas)")
 	protocol := flag.String("protocol", "delta", "the proxies' xDS: delta (weft proxy's default) or sotw")
+	tuneOnly := flag.String("tune-only", "", "apply -replica-gogc and -replica-gomaxprocs only to the setups of this store (bbolt or etcd; default: all), to compare a tuned setup with an untuned one in the same run")
+	timeline := flag.Bool("timeline", false, "scrape every replica's /metrics after each write and print each replica's steps on the writes' time line (the scrapes add replica CPU between writes)")
 	idle := flag.Duration("idle", 5*time.Second, "before the writes, measure the etcd members' CPU and requests this long with every proxy connected and nothing written (0: skip)")
 	flag.Parse()
 	if *weft == "" || *proxies < 1 || *nodes < 1 || *writes < 1 || (*protocol != "delta" && *protocol != "sotw") {
@@ -89,7 +91,7 @@ func main() {
 			os.Exit(2)
 		}
 		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
-			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, gomaxprocs: *procs, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle}
+			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, gomaxprocs: *procs, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle, timeline: *timeline, tuneOnly: *tuneOnly}
 		if *etcdProfile != "" {
 			b.etcdFlags = append(b.etcdFlags, "--enable-pprof")
 		}
@@ -113,6 +115,8 @@ type bench struct {
 	gomaxprocs             int
 	etcdProfile            string
 	replicaProfile         string
+	timeline               bool
+	tuneOnly               string
 	idle                   time.Duration
 	// idleCPU is the etcd members' CPU per second of the idle window,
 	// all members together (0: not measured).
@@ -254,6 +258,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	for i, r := range b.procs {
 		before[i] = r.scrape()
 	}
+	last := slices.Clone(before) // -timeline: the scrape after the previous write
 	procs := b.processes()
 	cpu0 := make([]time.Duration, len(procs))
 	for i, p := range procs {
@@ -296,6 +301,14 @@ func (b *bench) measureWrites(ctx context.Context) error {
 				wt.last[a.replica] = a.at
 			}
 		}
+		if b.timeline {
+			wt.steps = make([]stepTimes, len(b.procs))
+			for i, r := range b.procs {
+				now := r.scrape()
+				wt.steps[i] = writeSteps(last[i], now)
+				last[i] = now
+			}
+		}
 		times = append(times, wt)
 	}
 	elapsed := time.Since(began)
@@ -315,6 +328,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	fmt.Printf("write -> all %d proxies applied: p50 %s p99 %s max %s over %d writes; per proxy p50 %s p99 %s\n",
 		b.proxies, ms(pct(all, 50)), ms(pct(all, 99)), ms(all[len(all)-1]), len(all), ms(pct(each, 50)), ms(pct(each, 99)))
 	b.printBreakdown(times, before, after, cpu0, cpu1, elapsed)
+	b.printTimeline(times)
 	b.printEtcd(etcd0, etcd1, b.writes)
 	return nil
 }
@@ -404,6 +418,9 @@ const adminTimeout = 30 * time.Second
 // env is the environment the replicas get on top of this process's.
 func (b *bench) env() []string {
 	var env []string
+	if b.tuneOnly != "" && b.tuneOnly != b.kind {
+		return nil
+	}
 	if b.gogc != "" {
 		env = append(env, "GOGC="+b.gogc)
 	}

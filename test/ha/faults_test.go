@@ -23,8 +23,12 @@ type load struct {
 	mu    sync.Mutex
 	acked map[string]string // name -> uid
 	fails atomic.Int64
-	n     atomic.Int64
-	more  chan struct{} // closed and replaced at every acknowledged write
+	// failed notes the first failures: when (since the load started) and
+	// why, for the log.
+	failed []string
+	phase  atomic.Pointer[string] // the last fault made
+	n      atomic.Int64
+	more   chan struct{} // closed and replaced at every acknowledged write
 }
 
 func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{}) *sync.WaitGroup {
@@ -42,7 +46,11 @@ func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{
 				out, err := c.CreateVirtualNode(t.Context(), &sdk.CreateVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(name),
 					Spec: &types.VirtualNodeSpec{Listeners: httpListener()}})
 				if err != nil {
-					l.fails.Add(1)
+					if l.fails.Add(1) <= 20 {
+						l.mu.Lock()
+						l.failed = append(l.failed, fmt.Sprintf("after %s: %v", l.at(), err))
+						l.mu.Unlock()
+					}
 					continue
 				}
 				l.mu.Lock()
@@ -55,6 +63,21 @@ func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{
 		})
 	}
 	return &wg
+}
+
+// fault notes a fault being made now, for the failures' log.
+func (l *load) fault(what string) {
+	p := fmt.Sprintf("%s at %s", what, time.Now().Format("15:04:05.000"))
+	l.phase.Store(&p)
+}
+
+// at says the last fault made and the time now.
+func (l *load) at() string {
+	p := "no fault"
+	if f := l.phase.Load(); f != nil {
+		p = *f
+	}
+	return p + ", failed at " + time.Now().Format("15:04:05.000")
 }
 
 // probe sends a create every 100 ms from now on, each through the next
@@ -288,6 +311,7 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	if victim == nil {
 		t.Fatal("no replica lists proxy gw-0")
 	}
+	l.fault("SIGKILL of weft replica")
 	killed := time.Now()
 	victim.Kill()
 	fresh := l.probe(t, rs, "replica")
@@ -308,6 +332,7 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	killedAt := time.Now()
+	l.fault("SIGKILL of the etcd leader")
 	leader.Kill()
 	elected := electionTime(c, killedAt)
 	fresh = l.probe(t, rs, "kill")
@@ -332,6 +357,7 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	beforePause := written.Load()
+	l.fault("SIGSTOP of the etcd leader")
 	leader.Pause()
 	fresh = l.probe(t, rs, "pause")
 	d = l.waitAcks(t, 30, 60*time.Second, "with the etcd leader "+leader.Name+" paused")
@@ -379,6 +405,9 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		break // the list proved presence; one describe proves the uid survives
 	}
 	t.Logf("%d acknowledged writes all present; %d writes failed during the faults", len(l.acked), l.fails.Load())
+	for _, f := range l.failed {
+		t.Logf("failed write %s", f)
+	}
 
 	// The weight checks below cover every fault only if weights were
 	// still being written after the last one.

@@ -174,6 +174,39 @@ func (k *kind[S, D, R]) prefetchUpdateFirst(tx store.Tx, s *Service, c Caller, r
 	return p.PrefetchReads(keys, nil, lists)
 }
 
+// prefetchDelete reads at once, on a store that can, everything a delete
+// of r reads before it knows r's spec, as its first read: the resource,
+// its tags (deleted with it), the first resources that refer to it and
+// the first of the children that keep it (ResourceInUse). Only the index
+// keys of what its spec refers to are left (prefetchRefs): a delete of a
+// resource that refers to nothing, or to one resource, is one read round
+// trip and its commit, which compares all it read.
+func prefetchDelete(tx store.Tx, r appmesh.Ref) error {
+	p, ok := tx.(batchReader)
+	if !ok {
+		return nil
+	}
+	lists := map[string]int{refsTo(r): referrersNamed}
+	if prefix, ok := inUsePrefix(r); ok {
+		lists[prefix] = 1
+	}
+	return p.PrefetchReads([]string{r.Key(), tagsKey(r)}, nil, lists)
+}
+
+// prefetchRefs reads at once, on a store that can, the index keys of the
+// references from r to refs, which a delete removes one by one.
+func prefetchRefs(tx store.Tx, r appmesh.Ref, refs []appmesh.Ref) error {
+	p, ok := tx.(prefetcher)
+	if !ok || len(refs) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(refs))
+	for _, to := range refs {
+		keys = append(keys, refKey(r, to))
+	}
+	return p.Prefetch(keys...)
+}
+
 // tokenReads are the reads of a write's client token: its record (replay),
 // the first expiries and the expiry entry remember will write (a List
 // reads the keys a transaction wrote under its prefix); none without a
@@ -412,6 +445,9 @@ func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appm
 // status DELETED.
 func (k *kind[S, D, R]) delete(ctx context.Context, s *Service, r appmesh.Ref, now time.Time) (*D, error) {
 	return update(ctx, s, func(tx store.Tx) (*D, error) {
+		if err := prefetchDelete(tx, r); err != nil {
+			return nil, err
+		}
 		old, ok, err := getData[D](tx, r)
 		if err != nil {
 			return nil, err
@@ -427,6 +463,9 @@ func (k *kind[S, D, R]) delete(ctx context.Context, s *Service, r appmesh.Ref, n
 		}
 		spec, oldMD := k.unwrap(old)
 		if k.refs != nil {
+			if err := prefetchRefs(tx, r, k.refs(r, spec)); err != nil {
+				return nil, err
+			}
 			if err := setRefs(tx, r, k.refs(r, spec), nil); err != nil {
 				return nil, err
 			}
@@ -443,8 +482,11 @@ func (k *kind[S, D, R]) delete(ctx context.Context, s *Service, r appmesh.Ref, n
 	})
 }
 
+// referrersNamed is how many referrers a ResourceInUseException names.
+const referrersNamed = 10
+
 func (k *kind[S, D, R]) checkInUse(tx store.Tx, r appmesh.Ref) error {
-	from, err := referrers(tx, r, 10)
+	from, err := referrers(tx, r, referrersNamed)
 	if err != nil {
 		return err
 	}

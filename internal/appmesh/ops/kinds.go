@@ -223,7 +223,8 @@ func newKinds() kinds {
 
 // meshInUse refuses to delete a mesh that still holds resources.
 func meshInUse(tx store.Tx, r appmesh.Ref) error {
-	kvs, err := tx.List(appmesh.MeshChildrenPrefix(r.Owner, r.Mesh), "", 1)
+	prefix, _ := inUsePrefix(r)
+	kvs, err := tx.List(prefix, "", 1)
 	if err != nil || len(kvs) == 0 {
 		return err
 	}
@@ -237,11 +238,27 @@ func meshInUse(tx store.Tx, r appmesh.Ref) error {
 // hasChildren refuses to delete a router with routes or a gateway with
 // gateway routes.
 func hasChildren(tx store.Tx, r appmesh.Ref, child appmesh.Kind) error {
-	kvs, err := tx.List(appmesh.ChildrenPrefix(r.Owner, r.Mesh, child, r.Name), "", 1)
+	prefix, _ := inUsePrefix(r)
+	kvs, err := tx.List(prefix, "", 1)
 	if err != nil || len(kvs) == 0 {
 		return err
 	}
 	return appmesh.InUse("%s with name %s cannot be deleted because it has active %s", label(r.Kind), r.Name, plural(child))
+}
+
+// inUsePrefix is the prefix whose first key stops r's deletion (meshInUse,
+// hasChildren, and prefetchDelete reads it up front); ok=false for kinds
+// that have none.
+func inUsePrefix(r appmesh.Ref) (prefix string, ok bool) {
+	switch r.Kind {
+	case appmesh.KindMesh:
+		return appmesh.MeshChildrenPrefix(r.Owner, r.Mesh), true
+	case appmesh.KindVirtualRouter:
+		return appmesh.ChildrenPrefix(r.Owner, r.Mesh, appmesh.KindRoute, r.Name), true
+	case appmesh.KindVirtualGateway:
+		return appmesh.ChildrenPrefix(r.Owner, r.Mesh, appmesh.KindGatewayRoute, r.Name), true
+	}
+	return "", false
 }
 
 // plural names a kind in messages: "virtual nodes", "gateway routes".

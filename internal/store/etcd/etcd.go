@@ -80,6 +80,10 @@ type Store struct {
 	// leader, when set, is a client of the member that said it was the
 	// leader at the last probe: commits go there (see guardEndpoints).
 	leader atomic.Pointer[clientv3.Client]
+	// answering holds the probe clients of the members that answered the
+	// last probe: a request that timed out on one member is tried again
+	// through one of them (retry.go).
+	answering atomic.Pointer[[]*clientv3.Client]
 
 	closing   chan struct{} // closed by Close
 	closeOnce sync.Once

@@ -51,6 +51,7 @@ func (s *Store) guardEndpoints(interval time.Duration) {
 	probes := make([]*clientv3.Client, len(all))
 	defer func() {
 		s.leader.Store(nil)
+		s.answering.Store(nil)
 		for _, c := range probes {
 			if c != nil {
 				c.Close()
@@ -89,6 +90,13 @@ func (s *Store) guardEndpoints(interval time.Duration) {
 		if elected {
 			leader, term = s.findLeader(all, probes, results)
 		}
+		answering := make([]*clientv3.Client, 0, len(all))
+		for i, r := range results {
+			if r.ok && probes[i] != nil {
+				answering = append(answering, probes[i])
+			}
+		}
+		s.answering.Store(&answering)
 		if leader >= 0 {
 			s.leader.Store(probes[leader])
 		} else {

@@ -18,6 +18,10 @@ type metrics struct {
 	commit prometheus.Histogram
 	learn  *prometheus.HistogramVec // by via
 	stale  *prometheus.CounterVec   // by outcome
+	// retried counts requests tried again through another member after
+	// their first member did not answer in time, by request (read,
+	// commit).
+	retried *prometheus.CounterVec
 }
 
 // Outcomes of a write's serializable first read (label "outcome" of
@@ -48,6 +52,10 @@ func newMetrics() *metrics {
 			Namespace: "weft", Subsystem: "store_etcd", Name: "stale_first_reads_total",
 			Help: "Write attempts whose first read was serializable, by outcome: used (the attempt went on with it), behind (the member was behind a revision this replica had seen; read again linearizably), rerun (the attempt failed, wrote nothing or conflicted, and ran again on a linearizable snapshot; also counted as used).",
 		}, []string{"outcome"}),
+		retried: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "store_etcd", Name: "retried_requests_total",
+			Help: "Requests sent once more through another etcd member after their first member did not answer within half the request timeout, by request (read; commit: only a commit whose compares make a second application impossible).",
+		}, []string{"request"}),
 	}
 }
 
@@ -65,6 +73,7 @@ func (s *Store) Describe(ch chan<- *prometheus.Desc) {
 	s.metrics.commit.Describe(ch)
 	s.metrics.learn.Describe(ch)
 	s.metrics.stale.Describe(ch)
+	s.metrics.retried.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -72,4 +81,5 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 	s.metrics.commit.Collect(ch)
 	s.metrics.learn.Collect(ch)
 	s.metrics.stale.Collect(ch)
+	s.metrics.retried.Collect(ch)
 }

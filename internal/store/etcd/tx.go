@@ -81,8 +81,8 @@ func (s *Store) newTx(ctx context.Context, readOnly bool) *tx {
 // quorum; a member that has not applied the revision yet answers
 // ErrFutureRev, and the read is made linearizable instead.
 func (t *tx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-	return read(t, func(ctx context.Context, more ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-		return t.s.c.Get(ctx, key, append(opts[:len(opts):len(opts)], more...)...)
+	return read(t, func(ctx context.Context, c *clientv3.Client, more ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+		return c.Get(ctx, key, append(opts[:len(opts):len(opts)], more...)...)
 	}, func(r *clientv3.GetResponse) *etcdserverpb.ResponseHeader { return r.Header })
 }
 
@@ -271,51 +271,33 @@ func (t *tx) PrefetchReads(keys, counts []string, lists map[string]int) error {
 // readTxn runs one etcd Txn of the range reads build returns (given the
 // options every read takes) as get runs one read.
 func (t *tx) readTxn(build func(...clientv3.OpOption) []clientv3.Op) (*clientv3.TxnResponse, error) {
-	return read(t, func(ctx context.Context, opts ...clientv3.OpOption) (*clientv3.TxnResponse, error) {
-		return t.s.c.Txn(ctx).Then(build(opts...)...).Commit()
+	return read(t, func(ctx context.Context, c *clientv3.Client, opts ...clientv3.OpOption) (*clientv3.TxnResponse, error) {
+		return c.Txn(ctx).Then(build(opts...)...).Commit()
 	}, func(r *clientv3.TxnResponse) *etcdserverpb.ResponseHeader { return r.Header })
 }
 
-// read runs one read of a transaction, do given the options it takes (get's
-// comment says when each is used): at the snapshot revision when it is
-// fixed, serializable; as the first read, serializable for an Update's first
-// attempt unless the member is behind a revision this replica saw,
-// linearizable otherwise, fixing the snapshot at the revision it read.
-func read[R any](t *tx, do func(context.Context, ...clientv3.OpOption) (R, error), header func(R) *etcdserverpb.ResponseHeader) (R, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
+// read runs one read of a transaction, do given the client and the options
+// it takes (get's comment says when each is used): at the snapshot revision
+// when it is fixed, serializable; as the first read, serializable for an
+// Update's first attempt unless the member is behind a revision this
+// replica saw, linearizable otherwise, fixing the snapshot at the revision
+// it read. A read whose member did not answer within its first try's time
+// is made once more through another member (retry.go).
+func read[R any](t *tx, do func(context.Context, *clientv3.Client, ...clientv3.OpOption) (R, error), header func(R) *etcdserverpb.ResponseHeader) (R, error) {
+	deadline, first := t.s.tryTimeouts(time.Now())
+	ctx, cancel := context.WithTimeout(t.ctx, first)
 	defer cancel()
-	var resp, none R
-	var err error
-	switch {
-	case t.rev != 0:
-		resp, err = do(ctx, clientv3.WithRev(t.rev), clientv3.WithSerializable())
-		if errors.Is(err, rpctypes.ErrFutureRev) {
-			resp, err = do(ctx, clientv3.WithRev(t.rev))
+	resp, err := readOnce(t, ctx, t.s.c, do, header)
+	if noAnswer(t.ctx, err) {
+		if c := t.s.otherMember(nil); c != nil {
+			t.s.metrics.retried.WithLabelValues("read").Inc()
+			var rcancel context.CancelFunc
+			ctx, rcancel = context.WithDeadline(t.ctx, deadline)
+			defer rcancel()
+			resp, err = readOnce(t, ctx, c, do, header)
 		}
-	case t.staleFirst:
-		opts := []clientv3.OpOption{clientv3.WithSerializable()}
-		if t.s.staleAt != 0 {
-			opts = append(opts, clientv3.WithRev(t.s.staleAt))
-		}
-		resp, err = do(ctx, opts...)
-		switch {
-		case err != nil:
-		case header(resp).Revision < t.s.known.Load():
-			// The member is behind what this replica already saw (its
-			// own commits, its watch): that snapshot would only fail
-			// the commit.
-			t.s.metrics.stale.WithLabelValues(staleBehind).Inc()
-			resp, err = do(ctx)
-		default:
-			t.s.metrics.stale.WithLabelValues(staleUsed).Inc()
-			t.stale = true
-			if t.s.staleAt != 0 {
-				header(resp).Revision = t.s.staleAt
-			}
-		}
-	default:
-		resp, err = do(ctx)
 	}
+	var none R
 	if err != nil {
 		err = t.s.wrap(ctx, err)
 		if errors.Is(err, store.ErrCompacted) && !t.readOnly {
@@ -331,6 +313,43 @@ func read[R any](t *tx, do func(context.Context, ...clientv3.OpOption) (R, error
 		}
 	}
 	return resp, nil
+}
+
+// readOnce is one try of read, through client c.
+func readOnce[R any](t *tx, ctx context.Context, c *clientv3.Client, do func(context.Context, *clientv3.Client, ...clientv3.OpOption) (R, error), header func(R) *etcdserverpb.ResponseHeader) (R, error) {
+	var resp R
+	var err error
+	switch {
+	case t.rev != 0:
+		resp, err = do(ctx, c, clientv3.WithRev(t.rev), clientv3.WithSerializable())
+		if errors.Is(err, rpctypes.ErrFutureRev) {
+			resp, err = do(ctx, c, clientv3.WithRev(t.rev))
+		}
+	case t.staleFirst:
+		opts := []clientv3.OpOption{clientv3.WithSerializable()}
+		if t.s.staleAt != 0 {
+			opts = append(opts, clientv3.WithRev(t.s.staleAt))
+		}
+		resp, err = do(ctx, c, opts...)
+		switch {
+		case err != nil:
+		case header(resp).Revision < t.s.known.Load():
+			// The member is behind what this replica already saw (its
+			// own commits, its watch): that snapshot would only fail
+			// the commit.
+			t.s.metrics.stale.WithLabelValues(staleBehind).Inc()
+			resp, err = do(ctx, c)
+		default:
+			t.s.metrics.stale.WithLabelValues(staleUsed).Inc()
+			t.stale = true
+			if t.s.staleAt != 0 {
+				header(resp).Revision = t.s.staleAt
+			}
+		}
+	default:
+		resp, err = do(ctx, c)
+	}
+	return resp, err
 }
 
 // prefixEnd is the first key after every key with the prefix.
@@ -449,6 +468,7 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 		return store.Revision(t.rev), true, nil
 	}
 	var cmps []clientv3.Cmp
+	seqCompared := false
 	if t.rev != 0 {
 		for key, mod := range t.reads {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(t.s.kvPrefix+key), "=", mod))
@@ -458,6 +478,7 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 		}
 		if len(cmps) > t.s.opts.MaxCompares {
 			cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(t.s.seqKey), "<", t.rev+1)}
+			seqCompared = true
 		}
 	}
 	// Every op returns the key's previous value, so that this replica can
@@ -476,12 +497,45 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 	})
 	// The sequence key holds when the commit was sent (this replica's
 	// clock), for the replicas' learn latency metric; its previous mod
-	// revision is the weft write just before this one.
+	// revision is the weft write just before this one. The value also
+	// tells this commit from others when a second try must find out
+	// whether the first was applied.
 	sent := time.Now()
-	ops = append(ops, clientv3.OpPut(t.s.seqKey, strconv.FormatInt(sent.UnixNano(), 10), clientv3.WithPrevKV()))
-	ctx, cancel := context.WithTimeout(t.ctx, t.s.opts.RequestTimeout)
+	token := strconv.FormatInt(sent.UnixNano(), 10)
+	ops = append(ops, clientv3.OpPut(t.s.seqKey, token, clientv3.WithPrevKV()))
+	deadline, first := t.s.tryTimeouts(sent)
+	if !t.guarded(seqCompared) {
+		first = t.s.opts.RequestTimeout // no second try: it could apply the commit twice
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, first)
 	defer cancel()
-	resp, err := t.s.commitClient(ctx).Txn(ctx).If(cmps...).Then(ops...).Commit()
+	c := t.s.commitClient(ctx)
+	resp, err := c.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if noAnswer(t.ctx, err) && first < t.s.opts.RequestTimeout && time.Until(deadline) > 0 {
+		if other := t.s.otherMember(c); other != nil {
+			// A second try of the same Txn: its compares fail if the
+			// first was applied after all, and then the sequence key's
+			// history says whether it was this commit. A linearizable
+			// read first waits for the cluster to have a leader (the
+			// first try may have failed with the leader).
+			t.s.metrics.retried.WithLabelValues("commit").Inc()
+			var rcancel context.CancelFunc
+			ctx, rcancel = context.WithDeadline(t.ctx, deadline)
+			defer rcancel()
+			other.Get(ctx, t.s.formatKey, clientv3.WithCountOnly()) // an error shows in the Txn
+			resp, err = other.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(t.s.seqKey, clientv3.WithKeysOnly())).Commit()
+			if err == nil && !resp.Succeeded {
+				rev, err := t.firstTryApplied(ctx, other, token, resp)
+				if err != nil {
+					return 0, false, fmt.Errorf("commit: finding whether a timed-out commit was applied: %w", t.s.wrap(ctx, err))
+				}
+				if rev != 0 {
+					t.s.observe(rev)
+					return store.Revision(rev), true, nil // its watch event tells this replica's watchers
+				}
+			}
+		}
+	}
 	if err != nil {
 		return 0, false, fmt.Errorf("commit: %w", t.s.wrap(ctx, err))
 	}
@@ -493,6 +547,20 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 	t.s.metrics.commit.Observe(now.Sub(sent).Seconds())
 	t.s.committed(writes, resp, sent, now)
 	return store.Revision(resp.Header.Revision), true, nil
+}
+
+// firstTryApplied says at which revision the first try of a commit whose
+// second try failed its compares was applied (0: it was not), from the
+// sequence key's mod revision the second try's Else read.
+func (t *tx) firstTryApplied(ctx context.Context, c *clientv3.Client, token string, resp *clientv3.TxnResponse) (int64, error) {
+	if len(resp.Responses) != 1 {
+		return 0, errors.New("unexpected response")
+	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 || kvs[0].ModRevision <= t.rev {
+		return 0, nil
+	}
+	return t.s.appliedAt(ctx, c, token, t.rev, kvs[0].ModRevision)
 }
 
 // backoff waits a little, randomly, before the next attempt of a
