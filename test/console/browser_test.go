@@ -186,6 +186,7 @@ func TestConsole(t *testing.T) {
 		e.createViaForm(t, "#/mesh/"+mesh+"/new/gatewayRoute/gateway",
 			[][2]string{{"#name", "gateway-route"}, {"#f-service", "color.colors.local"}}, "#metadata")
 		e.screenshot(t, "gateway-route-detail")
+		checkContrast(t, e, "gateway-route-detail")
 		// Everything is in the API, as the CLI sees it.
 		route := e.mustAPI(t, "GET", "/v20190125/meshes/"+mesh+"/virtualRouter/color-router/routes/color-route", nil)
 		if got := jsonString(route["spec"]); !strings.Contains(got, `"weightedTargets":[{"virtualNode":"blue","weight":4},{"virtualNode":"red","weight":1}]`) {
@@ -237,6 +238,7 @@ func TestConsole(t *testing.T) {
 		}
 		t.Logf("shown inline: %s", shown)
 		e.screenshot(t, "validation-error")
+		checkContrast(t, e, "validation-error")
 		if code, _ := e.api(t, "GET", "/v20190125/meshes/"+mesh+"/virtualNodes/bad", nil); code != 404 {
 			t.Fatalf("the bad node exists after its create failed: %d", code)
 		}
@@ -315,6 +317,7 @@ func TestConsole(t *testing.T) {
 		}
 		t.Logf("after saving: %s", status)
 		e.screenshot(t, "route-weights")
+		checkContrast(t, e, "route-weights")
 		after := e.mustAPI(t, "GET", "/v20190125/meshes/"+mesh+"/virtualRouter/color-router/routes/color-route", nil)
 		if got := jsonString(after["spec"]); !strings.Contains(got, `[{"virtualNode":"blue","weight":4},{"virtualNode":"red","weight":4}]`) {
 			t.Fatalf("route after the slider: %s", got)
@@ -329,6 +332,7 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("edge labels %q: want requests/s, error ratio and p99", labels)
 		}
 		e.screenshot(t, "topology-traffic-1-1")
+		checkContrast(t, e, "topology-traffic-1-1")
 		// The proxies page lists them, filtered by node.
 		e.run(t, "proxies page",
 			chromedp.Navigate(e.base+"/console/#/proxies"),
@@ -339,6 +343,7 @@ func TestConsole(t *testing.T) {
 		}
 		e.run(t, "clear the filter", poll(`(() => { const f = document.getElementById('filter-node'); f.value = ''; f.dispatchEvent(new Event('input')); return true; })()`))
 		e.screenshot(t, "proxies")
+		checkContrast(t, e, "proxies")
 		e.run(t, "a node's page lists its proxies",
 			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/virtualNode/red"),
 			chromedp.WaitVisible(css(`#node-proxies tr[data-node="mesh/`+mesh+`/virtualNode/red"]`)))
@@ -398,6 +403,7 @@ func TestConsole(t *testing.T) {
 			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh),
 			chromedp.WaitVisible(css(`#topology path.e.backend[data-from="virtualNode:red"][data-to="virtualService:color.colors.local"]`)))
 		e.screenshot(t, "node-backends")
+		checkContrast(t, e, "node-backends")
 	})
 
 	t.Run("a target added to the route and removed", func(t *testing.T) {
@@ -451,6 +457,7 @@ func TestConsole(t *testing.T) {
 			}
 		}
 		e.screenshot(t, "delete-in-use")
+		checkContrast(t, e, "delete-in-use")
 	})
 
 	t.Run("narrow window and keyboard", func(t *testing.T) {
@@ -464,6 +471,7 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("first Tab stop %q, want the skip link", focused)
 		}
 		e.screenshot(t, "narrow-route")
+		checkContrast(t, e, "narrow-route")
 		e.run(t, "wide again", chromedp.EmulateViewport(1280, 860))
 	})
 }
