@@ -333,7 +333,7 @@ func TestConsole(t *testing.T) {
 		}
 		e.screenshot(t, "topology-traffic-1-1")
 		checkContrast(t, e, "topology-traffic-1-1")
-		// The proxies page lists them, filtered by node.
+		// The proxies page lists them, filtered by node and by mesh.
 		e.run(t, "proxies page",
 			chromedp.Navigate(e.base+"/console/#/proxies"),
 			chromedp.WaitVisible(css(`#proxies tr[data-node="mesh/`+mesh+`/virtualNode/red"]`)),
@@ -342,6 +342,12 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("%d proxies shown for node filter blue, want 1", rows)
 		}
 		e.run(t, "clear the filter", poll(`(() => { const f = document.getElementById('filter-node'); f.value = ''; f.dispatchEvent(new Event('input')); return true; })()`))
+		// And by mesh: another mesh's name shows none, this one's all three.
+		rows := `document.querySelectorAll('#proxies tbody tr').length`
+		e.run(t, "filter by another mesh", chromedp.SendKeys(css("#filter-mesh"), "no-such-mesh"), poll(rows+` === 0`))
+		e.run(t, "filter by this mesh", poll(`(() => { const f = document.getElementById('filter-mesh'); f.value = '`+mesh+`'; f.dispatchEvent(new Event('input')); return true; })()`),
+			poll(rows+` === 3`))
+		e.run(t, "clear the mesh filter", poll(`(() => { const f = document.getElementById('filter-mesh'); f.value = ''; f.dispatchEvent(new Event('input')); return true; })()`))
 		e.screenshot(t, "proxies")
 		checkContrast(t, e, "proxies")
 		e.run(t, "a node's page lists its proxies",

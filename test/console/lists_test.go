@@ -65,10 +65,11 @@ func checkContrast(t *testing.T, e *env, page string) {
 // TestConsoleListsAndTags: a list longer than a page (55 virtual nodes,
 // 50 a page) shows the first 50 and says there are more, "Load more"
 // reads the rest with the API's nextToken, and search filters what was
-// loaded; a mesh's page adds two tags and removes one, each read back
-// through the API. Every text of the pages passed (the meshes list, the
-// nodes list, the topology, the mesh's page) has WCAG AA contrast, in a
-// wide and in a narrow window.
+// loaded; a node's whole spec is edited as JSON and saved; a mesh's page
+// adds two tags and removes one, each read back through the API. Every
+// text of the pages passed (the meshes list, the nodes list, a node's
+// page, the topology, the mesh's page) has WCAG AA contrast, in a wide
+// and in a narrow window.
 func TestConsoleListsAndTags(t *testing.T) {
 	e := newEnv(t)
 	e.mustAPI(t, "PUT", "/v20190125/meshes", map[string]any{"meshName": "lists"})
@@ -104,6 +105,19 @@ func TestConsoleListsAndTags(t *testing.T) {
 	if s := eval[string](t, e, status); s != "5 shown of 55 loaded" {
 		t.Fatalf("search n-5: %q", s)
 	}
+	// A node's whole spec edited as JSON and saved: the API has it, one
+	// version more.
+	e.run(t, "a node's page", chromedp.Navigate(e.base+"/console/#/mesh/lists/virtualNode/n-54"), chromedp.WaitVisible(css("#spec-json")),
+		poll(`(() => { document.getElementById('spec-json').value = '{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}]}'; return true; })()`),
+		chromedp.Click(css("#save-spec")), chromedp.WaitVisible(css("#action-result .api-ok")))
+	node := e.mustAPI(t, "GET", "/v20190125/meshes/lists/virtualNodes/n-54", nil)
+	if v := node["metadata"].(map[string]any)["version"]; v != 2.0 || !strings.Contains(jsonString(node["spec"]), `"port":8080`) {
+		t.Fatalf("after saving the spec: version %v, spec %s", v, jsonString(node["spec"]))
+	}
+	if s := eval[string](t, e, `document.querySelector('#action-result .api-ok').textContent + ' ' + document.getElementById('version').textContent`); s != "Saved: version 2. 2" {
+		t.Fatalf("the page says %q after saving the spec", s)
+	}
+	checkContrast(t, e, "a node's page")
 	e.run(t, "the topology", chromedp.Navigate(e.base+"/console/#/mesh/lists"), chromedp.WaitVisible(css(`#topology g[data-id="virtualNode:n-54"]`)))
 	checkContrast(t, e, "the topology")
 
