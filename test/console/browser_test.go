@@ -356,6 +356,18 @@ func TestConsole(t *testing.T) {
 		e.run(t, "topology with proxies", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh),
 			chromedp.WaitVisible(css(`#topology g[data-id="virtualNode:red"]`)),
 			poll(`[...document.querySelectorAll('#topology g.n.virtualNode text.sub')].filter(t => t.textContent.includes('ACK')).length === 2`))
+		// Each node's tooltip names its proxy and the configuration it
+		// ACKed, per type, as /v1/proxies has it.
+		var want string
+		for _, p := range e.proxies(t).Proxies {
+			if p.Mesh == mesh && p.Kind == "virtualNode" && p.Name == "red" {
+				want = p.NodeID + ": 1 replica(s); ACKed lds " + p.Types["lds"].Acked + ", rds " + p.Types["rds"].Acked
+			}
+		}
+		if want == "" {
+			t.Fatal("/v1/proxies has no proxy for red")
+		}
+		e.run(t, "red's tooltip", poll(`(document.querySelector('#topology g[data-id="virtualNode:red"] title') || {}).textContent?.startsWith(`+jsonString(want)+`)`))
 		e.screenshot(t, "topology-proxies")
 	})
 
