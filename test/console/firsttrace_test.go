@@ -199,7 +199,41 @@ func logTrace(t *testing.T, events []traceEvent) {
 		}
 	}
 	t.Logf("trace: font, shaping and glyph events (%d):%s", fonts, b.String())
+	// The first load's main costs, each event counted once (an event
+	// inside another of the same name on its thread is left out).
+	b.Reset()
+	for _, name := range []string{"FontCache::GetFontPlatformData", "WebSandboxSupportLinux::GetWebFontRenderStyleForStrike",
+		"FontDataManager::onMatchFamilyStyle", "UpdateLayoutTree", "Layout", "Paint", "RasterTask", "LocalWindowProxy::Initialize"} {
+		n, total := outermost(events, name)
+		fmt.Fprintf(&b, "\n  %-55s %3d  %7.1f ms", name, n, total/1000)
+	}
+	t.Logf("trace: the first load's main costs (count, ms in all):%s", b.String())
 	if paints == 0 {
 		t.Fatal("the trace holds no Paint event")
 	}
+}
+
+// outermost counts the complete ("X") events named name, and their time
+// in µs, leaving out those inside another of the same name on their
+// thread.
+func outermost(events []traceEvent, name string) (n int, total float64) {
+	var evs []traceEvent
+	for _, ev := range events {
+		if ev.Ph == "X" && ev.Name == name {
+			evs = append(evs, ev)
+		}
+	}
+	slices.SortFunc(evs, func(a, b traceEvent) int { return cmp.Compare(a.Ts, b.Ts) })
+	type key struct{ pid, tid int }
+	end := map[key]float64{}
+	for _, ev := range evs {
+		k := key{ev.Pid, ev.Tid}
+		if ev.Ts < end[k] {
+			continue
+		}
+		end[k] = ev.Ts + ev.Dur
+		n++
+		total += ev.Dur
+	}
+	return n, total
 }
