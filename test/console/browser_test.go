@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -476,6 +477,41 @@ func TestConsole(t *testing.T) {
 		}
 		e.screenshot(t, "delete-in-use")
 		checkContrast(t, e, "delete-in-use")
+	})
+
+	t.Run("a NACK shown with the proxy's message", func(t *testing.T) {
+		// A proxy for blue; then blue's listener given a certificate file
+		// that does not exist, written as the CLI would: the proxy NACKs
+		// the listener with a message naming the file (and keeps serving
+		// the last good one), which the graph and the proxies page show.
+		e.startProxy(t, "nack", "mesh/"+mesh+"/virtualNode/blue")
+		acked := `(() => { const g = document.querySelector('#topology g[data-id="virtualNode:blue"]');
+			return !!g && !g.classList.contains('nack') && g.querySelector('text.sub').textContent.includes('ACK'); })()`
+		e.runWithin(t, 40*time.Second, "blue's proxy ACKs", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh), pollFor(30*time.Second, acked))
+		nodePath := "/v20190125/meshes/" + mesh + "/virtualNodes/blue"
+		spec := e.mustAPI(t, "GET", nodePath, nil)["spec"].(map[string]any)
+		good := jsonString(spec)
+		const missing = "/nonexistent/weft/chain.pem"
+		var bad map[string]any
+		json.Unmarshal([]byte(good), &bad)
+		l := bad["listeners"].([]any)[0].(map[string]any)
+		l["tls"] = map[string]any{"mode": "STRICT", "certificate": map[string]any{"file": map[string]any{"certificateChain": missing, "privateKey": "/nonexistent/weft/key.pem"}}}
+		e.mustAPI(t, "PUT", nodePath, map[string]any{"spec": bad})
+		e.runWithin(t, 40*time.Second, "blue NACKs on the graph", pollFor(30*time.Second, `(() => { const g = document.querySelector('#topology g[data-id="virtualNode:blue"]');
+				return g.classList.contains('nack') && g.querySelector('text.sub').textContent.includes('NACK') &&
+					g.querySelector('title').textContent.includes('last NACK: ') && g.querySelector('title').textContent.includes('`+missing+`'); })()`))
+		e.screenshot(t, "topology-nack")
+		e.run(t, "blue's NACK on the proxies page", chromedp.Navigate(e.base+"/console/#/proxies"),
+			chromedp.WaitVisible(css(`#proxies tr[data-node="mesh/`+mesh+`/virtualNode/blue"] .api-error`)))
+		if msg := eval[string](t, e, `document.querySelector('#proxies tr[data-node="mesh/`+mesh+`/virtualNode/blue"] .api-error').textContent`); !strings.HasPrefix(msg, "last NACK: ") || !strings.Contains(msg, missing) {
+			t.Fatalf("blue's row says %q, want its NACK naming %s", msg, missing)
+		}
+		checkContrast(t, e, "proxies with a NACK")
+		// The good spec again: blue ACKs it.
+		var restore map[string]any
+		json.Unmarshal([]byte(good), &restore)
+		e.mustAPI(t, "PUT", nodePath, map[string]any{"spec": restore})
+		e.runWithin(t, 40*time.Second, "blue ACKs again", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh), pollFor(30*time.Second, acked))
 	})
 
 	t.Run("narrow window and keyboard", func(t *testing.T) {
