@@ -83,6 +83,7 @@ type Handler struct {
 	// api is the API's handler chain (its Guard included), which the
 	// first view is read through; nil: the page's module reads it.
 	api               http.Handler
+	first             *firstViews // the first view's templates
 	maxFirstViewBytes int
 	gzips             sync.Pool // *gzip.Writer, for the index
 }
@@ -96,7 +97,7 @@ func (h *Handler) UseAPI(api http.Handler) { h.api = api }
 // New returns the console's handler. sessions is nil when the server runs
 // without a credentials file: the console then needs no sign-in.
 func New(sessions *Sessions) *Handler {
-	h := &Handler{files: map[string]*asset{}, sessions: sessions, maxFirstViewBytes: DefaultMaxFirstViewBytes}
+	h := &Handler{files: map[string]*asset{}, sessions: sessions, first: newFirstViews(), maxFirstViewBytes: DefaultMaxFirstViewBytes}
 	fs.WalkDir(assets, "assets", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

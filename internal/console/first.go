@@ -2,9 +2,10 @@ package console
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"fmt"
-	"html"
+	"html/template"
 	"math"
 	"net/http"
 	"strconv"
@@ -67,19 +68,20 @@ func (h *Handler) renderFirst(r *http.Request) (fv firstPage, ok bool) {
 		return fv, false
 	}
 	if h.sessions == nil {
-		fv.who = el("span", attrs{"title", "This server has no credentials file: its API takes every request unsigned."}, text("no sign-in"))
+		fv.who = h.first.whoOff
 	} else {
 		se, key, aerr, _ := h.sessions.lookup(r)
 		if se == nil || aerr != nil {
 			in := sessionInfo{Auth: true}
 			fv.data.Session = &in
-			fv.view, fv.page = signInForm(), "signin"
+			fv.view, fv.page = h.first.signIn, "signin"
 			return fv, true
 		}
 		in := info(se, key)
 		fv.data.Session = &in
-		fv.who = el("span", attrs{"title", in.ARN}, text(in.KeyID)) +
-			el("button", attrs{"type", "button", "id", "sign-out"}, text("Sign out"))
+		if fv.who, ok = h.first.exec("who", in); !ok {
+			return firstPage{}, false
+		}
 		// The request the page's module would send: the session's
 		// cookie and its CSRF token, authenticated and authorized by the
 		// API's Guard as any other.
@@ -101,7 +103,7 @@ func (h *Handler) renderFirst(r *http.Request) (fv firstPage, ok bool) {
 	}
 	ans := &firstAnswer{URL: firstListURL, Status: cw.status, ErrorType: cw.header.Get("x-amzn-ErrorType"), Body: cw.body.String()}
 	fv.data.List, fv.hasAns, fv.page = ans, true, "meshes"
-	if fv.view, ok = meshesView(ans); !ok {
+	if fv.view, ok = h.first.meshesView(ans); !ok {
 		return firstPage{}, false
 	}
 	return fv, true
@@ -133,39 +135,51 @@ func (c *captureWriter) Write(b []byte) (int, error) {
 	return c.body.Write(b)
 }
 
-// The markup below is what the module's code (dom.js's h(), lists.js's
-// meshesView, app.js's signInView and whoBar) builds, element for
-// element and attribute for attribute in the same order, so that the
-// module's drawing leaves the same DOM. Every text and attribute value
-// is escaped.
+// firstTemplates is the first view's markup (templates/first.html).
+//
+//go:embed templates/first.html
+var firstTemplates string
 
-type attrs []string // name, value, name, value...
-
-func el(tag string, a attrs, children ...string) string {
-	var b strings.Builder
-	b.WriteString("<" + tag)
-	for i := 0; i+1 < len(a); i += 2 {
-		b.WriteString(" " + a[i])
-		if a[i+1] != "" {
-			b.WriteString(`="` + html.EscapeString(a[i+1]) + `"`)
-		}
-	}
-	b.WriteString(">")
-	if tag == "input" {
-		return b.String()
-	}
-	for _, c := range children {
-		b.WriteString(c)
-	}
-	b.WriteString("</" + tag + ">")
-	return b.String()
+// firstViews are the first view's templates, parsed once when the
+// handler is made, and what of them does not change between requests,
+// drawn then: html/template escapes every name, ARN and message, in
+// text, attributes and URLs alike.
+type firstViews struct {
+	t      *template.Template
+	whoOff string // the who bar without sign-in
+	signIn string // the sign-in form
 }
 
-func text(s string) string { return html.EscapeString(s) }
+// newFirstViews parses templates/first.html (its line breaks and the
+// indentation after them taken out). An error is the binary's own, which
+// TestFirstViewGolden catches.
+func newFirstViews() *firstViews {
+	var src strings.Builder
+	for i, line := range strings.Split(firstTemplates, "\n") {
+		if i > 0 {
+			line = strings.TrimLeft(line, " \t")
+		}
+		src.WriteString(line)
+	}
+	f := &firstViews{t: template.Must(template.New("first").Parse(src.String()))}
+	f.whoOff, _ = f.exec("who-off", nil)
+	f.signIn, _ = f.exec("signin", nil)
+	return f
+}
 
-// errorBox is dom.js's errorBox for an API error.
-func errorBox(typ, msg string) string {
-	return el("div", attrs{"class", "api-error", "role", "alert", "data-error-type", typ}, text(typ+": "+msg))
+// exec draws the template name with data; ok is false if it cannot be
+// drawn (the page's module then draws the view).
+func (f *firstViews) exec(name string, data any) (string, bool) {
+	var b strings.Builder
+	if err := f.t.ExecuteTemplate(&b, name, data); err != nil {
+		return "", false
+	}
+	return b.String(), true
+}
+
+// meshRow is one row of the meshes list, as the template shows it.
+type meshRow struct {
+	Href, Name, Version, When, ARN string
 }
 
 // meshItem is what the meshes list shows of each mesh.
@@ -178,7 +192,7 @@ type meshItem struct {
 
 // meshesView is lists.js's meshesView (and, for an error, app.js's error
 // view) for the API's answer.
-func meshesView(ans *firstAnswer) (string, bool) {
+func (f *firstViews) meshesView(ans *firstAnswer) (string, bool) {
 	var data struct {
 		Meshes    []meshItem `json:"meshes"`
 		NextToken string     `json:"nextToken"`
@@ -204,55 +218,24 @@ func meshesView(ans *firstAnswer) (string, bool) {
 		if perr != nil || msg == "" {
 			return "", false // the module says it as the browser does
 		}
-		return el("h1", nil, text("Error")) + errorBox(typ, msg), true
+		return f.exec("error", struct{ Type, Message string }{typ, msg})
 	}
 	if perr != nil {
 		return "", false
 	}
-	var rows strings.Builder
+	rows := make([]meshRow, 0, len(data.Meshes))
 	for _, m := range data.Meshes {
 		when, ok := whenText(m.LastUpdatedAt)
 		if !ok {
 			return "", false
 		}
-		rows.WriteString(el("tr", nil,
-			el("td", nil, el("a", attrs{"href", "#/mesh/" + encodeURIComponent(m.MeshName)}, text(m.MeshName))),
-			el("td", nil, text(m.Version.String())),
-			el("td", nil, text(when)),
-			el("td", nil, el("span", attrs{"class", "muted"}, text(m.ARN)))))
+		rows = append(rows, meshRow{Href: "#/mesh/" + encodeURIComponent(m.MeshName), Name: m.MeshName,
+			Version: m.Version.String(), When: when, ARN: m.ARN})
 	}
-	more := " (more on the server)"
-	moreAttrs := attrs{"type", "button", "id", "more-mesh"}
-	if data.NextToken == "" {
-		more = ""
-		moreAttrs = append(moreAttrs, "hidden", "")
-	}
-	n := strconv.Itoa(len(data.Meshes))
-	list := el("div", nil,
-		el("div", attrs{"class", "toolbar"},
-			el("input", attrs{"type", "search", "placeholder", "Search meshes", "aria-label", "Search meshes"}),
-			el("div", attrs{"class", "status-line", "role", "status"}, text(n+" shown of "+n+" loaded"+more))),
-		el("div", attrs{"class", "scroll"}, el("table", attrs{"id", "list-mesh"},
-			el("thead", nil, el("tr", nil, el("th", nil, "Name"), el("th", nil, "Version"), el("th", nil, "Last updated"), el("th", nil, "ARN"))),
-			el("tbody", nil, rows.String()))),
-		el("button", moreAttrs, text("Load more")))
-	return el("h1", nil, text("Meshes")) +
-		el("div", attrs{"class", "toolbar"}, el("a", attrs{"class", "button primary", "href", "#/new/mesh", "id", "create-mesh"}, text("Create mesh"))) +
-		list, true
-}
-
-// signInForm is app.js's signInView's form, its button disabled until
-// the module takes the form over.
-func signInForm() string {
-	return el("form", attrs{"class", "card signin", "method", "post", "action", "/console/api/session"},
-		el("h1", nil, text("Sign in")),
-		el("p", attrs{"class", "muted"}, text("This server checks every API call against its credentials file. Sign in with an access key of that file: the console acts with exactly its permissions.")),
-		el("label", attrs{"for", "akid"}, text("Access key ID")),
-		el("input", attrs{"id", "akid", "name", "accessKeyId", "autocomplete", "username", "required", "", "autofocus", ""}),
-		el("label", attrs{"for", "secret"}, text("Secret access key")),
-		el("input", attrs{"id", "secret", "name", "secretAccessKey", "type", "password", "autocomplete", "current-password", "required", ""}),
-		el("p", nil, el("button", attrs{"class", "primary", "type", "submit", "id", "sign-in", "disabled", ""}, text("Sign in"))),
-		el("div", attrs{"id", "signin-result"}))
+	return f.exec("meshes", struct {
+		Meshes []meshRow
+		More   bool
+	}{rows, data.NextToken != ""})
 }
 
 // whenText is dom.js's when() for an App Mesh timestamp (seconds since

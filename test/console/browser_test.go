@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -186,6 +187,7 @@ func TestConsole(t *testing.T) {
 		e.createViaForm(t, "#/mesh/"+mesh+"/new/gatewayRoute/gateway",
 			[][2]string{{"#name", "gateway-route"}, {"#f-service", "color.colors.local"}}, "#metadata")
 		e.screenshot(t, "gateway-route-detail")
+		checkContrast(t, e, "gateway-route-detail")
 		// Everything is in the API, as the CLI sees it.
 		route := e.mustAPI(t, "GET", "/v20190125/meshes/"+mesh+"/virtualRouter/color-router/routes/color-route", nil)
 		if got := jsonString(route["spec"]); !strings.Contains(got, `"weightedTargets":[{"virtualNode":"blue","weight":4},{"virtualNode":"red","weight":1}]`) {
@@ -237,6 +239,7 @@ func TestConsole(t *testing.T) {
 		}
 		t.Logf("shown inline: %s", shown)
 		e.screenshot(t, "validation-error")
+		checkContrast(t, e, "validation-error")
 		if code, _ := e.api(t, "GET", "/v20190125/meshes/"+mesh+"/virtualNodes/bad", nil); code != 404 {
 			t.Fatalf("the bad node exists after its create failed: %d", code)
 		}
@@ -315,6 +318,7 @@ func TestConsole(t *testing.T) {
 		}
 		t.Logf("after saving: %s", status)
 		e.screenshot(t, "route-weights")
+		checkContrast(t, e, "route-weights")
 		after := e.mustAPI(t, "GET", "/v20190125/meshes/"+mesh+"/virtualRouter/color-router/routes/color-route", nil)
 		if got := jsonString(after["spec"]); !strings.Contains(got, `[{"virtualNode":"blue","weight":4},{"virtualNode":"red","weight":4}]`) {
 			t.Fatalf("route after the slider: %s", got)
@@ -329,7 +333,8 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("edge labels %q: want requests/s, error ratio and p99", labels)
 		}
 		e.screenshot(t, "topology-traffic-1-1")
-		// The proxies page lists them, filtered by node.
+		checkContrast(t, e, "topology-traffic-1-1")
+		// The proxies page lists them, filtered by node and by mesh.
 		e.run(t, "proxies page",
 			chromedp.Navigate(e.base+"/console/#/proxies"),
 			chromedp.WaitVisible(css(`#proxies tr[data-node="mesh/`+mesh+`/virtualNode/red"]`)),
@@ -338,13 +343,32 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("%d proxies shown for node filter blue, want 1", rows)
 		}
 		e.run(t, "clear the filter", poll(`(() => { const f = document.getElementById('filter-node'); f.value = ''; f.dispatchEvent(new Event('input')); return true; })()`))
+		// And by mesh: another mesh's name shows none, this one's all three.
+		rows := `document.querySelectorAll('#proxies tbody tr').length`
+		e.run(t, "filter by another mesh", chromedp.SendKeys(css("#filter-mesh"), "no-such-mesh"), poll(rows+` === 0`))
+		e.run(t, "filter by this mesh", poll(`(() => { const f = document.getElementById('filter-mesh'); f.value = '`+mesh+`'; f.dispatchEvent(new Event('input')); return true; })()`),
+			poll(rows+` === 3`))
+		e.run(t, "clear the mesh filter", poll(`(() => { const f = document.getElementById('filter-mesh'); f.value = ''; f.dispatchEvent(new Event('input')); return true; })()`))
 		e.screenshot(t, "proxies")
+		checkContrast(t, e, "proxies")
 		e.run(t, "a node's page lists its proxies",
 			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh+"/virtualNode/red"),
 			chromedp.WaitVisible(css(`#node-proxies tr[data-node="mesh/`+mesh+`/virtualNode/red"]`)))
 		e.run(t, "topology with proxies", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh),
 			chromedp.WaitVisible(css(`#topology g[data-id="virtualNode:red"]`)),
 			poll(`[...document.querySelectorAll('#topology g.n.virtualNode text.sub')].filter(t => t.textContent.includes('ACK')).length === 2`))
+		// Each node's tooltip names its proxy and the configuration it
+		// ACKed, per type, as /v1/proxies has it.
+		var want string
+		for _, p := range e.proxies(t).Proxies {
+			if p.Mesh == mesh && p.Kind == "virtualNode" && p.Name == "red" {
+				want = p.NodeID + ": 1 replica(s); ACKed lds " + p.Types["lds"].Acked + ", rds " + p.Types["rds"].Acked
+			}
+		}
+		if want == "" {
+			t.Fatal("/v1/proxies has no proxy for red")
+		}
+		e.run(t, "red's tooltip", poll(`(document.querySelector('#topology g[data-id="virtualNode:red"] title') || {}).textContent?.startsWith(`+jsonString(want)+`)`))
 		e.screenshot(t, "topology-proxies")
 	})
 
@@ -398,6 +422,7 @@ func TestConsole(t *testing.T) {
 			chromedp.Navigate(e.base+"/console/#/mesh/"+mesh),
 			chromedp.WaitVisible(css(`#topology path.e.backend[data-from="virtualNode:red"][data-to="virtualService:color.colors.local"]`)))
 		e.screenshot(t, "node-backends")
+		checkContrast(t, e, "node-backends")
 	})
 
 	t.Run("a target added to the route and removed", func(t *testing.T) {
@@ -451,6 +476,42 @@ func TestConsole(t *testing.T) {
 			}
 		}
 		e.screenshot(t, "delete-in-use")
+		checkContrast(t, e, "delete-in-use")
+	})
+
+	t.Run("a NACK shown with the proxy's message", func(t *testing.T) {
+		// A proxy for blue; then blue's listener given a certificate file
+		// that does not exist, written as the CLI would: the proxy NACKs
+		// the listener with a message naming the file (and keeps serving
+		// the last good one), which the graph and the proxies page show.
+		e.startProxy(t, "nack", "mesh/"+mesh+"/virtualNode/blue")
+		acked := `(() => { const g = document.querySelector('#topology g[data-id="virtualNode:blue"]');
+			return !!g && !g.classList.contains('nack') && g.querySelector('text.sub').textContent.includes('ACK'); })()`
+		e.runWithin(t, 40*time.Second, "blue's proxy ACKs", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh), pollFor(30*time.Second, acked))
+		nodePath := "/v20190125/meshes/" + mesh + "/virtualNodes/blue"
+		spec := e.mustAPI(t, "GET", nodePath, nil)["spec"].(map[string]any)
+		good := jsonString(spec)
+		const missing = "/nonexistent/weft/chain.pem"
+		var bad map[string]any
+		json.Unmarshal([]byte(good), &bad)
+		l := bad["listeners"].([]any)[0].(map[string]any)
+		l["tls"] = map[string]any{"mode": "STRICT", "certificate": map[string]any{"file": map[string]any{"certificateChain": missing, "privateKey": "/nonexistent/weft/key.pem"}}}
+		e.mustAPI(t, "PUT", nodePath, map[string]any{"spec": bad})
+		e.runWithin(t, 40*time.Second, "blue NACKs on the graph", pollFor(30*time.Second, `(() => { const g = document.querySelector('#topology g[data-id="virtualNode:blue"]');
+				return g.classList.contains('nack') && g.querySelector('text.sub').textContent.includes('NACK') &&
+					g.querySelector('title').textContent.includes('last NACK: ') && g.querySelector('title').textContent.includes('`+missing+`'); })()`))
+		e.screenshot(t, "topology-nack")
+		e.run(t, "blue's NACK on the proxies page", chromedp.Navigate(e.base+"/console/#/proxies"),
+			chromedp.WaitVisible(css(`#proxies tr[data-node="mesh/`+mesh+`/virtualNode/blue"] .api-error`)))
+		if msg := eval[string](t, e, `document.querySelector('#proxies tr[data-node="mesh/`+mesh+`/virtualNode/blue"] .api-error').textContent`); !strings.HasPrefix(msg, "last NACK: ") || !strings.Contains(msg, missing) {
+			t.Fatalf("blue's row says %q, want its NACK naming %s", msg, missing)
+		}
+		checkContrast(t, e, "proxies with a NACK")
+		// The good spec again: blue ACKs it.
+		var restore map[string]any
+		json.Unmarshal([]byte(good), &restore)
+		e.mustAPI(t, "PUT", nodePath, map[string]any{"spec": restore})
+		e.runWithin(t, 40*time.Second, "blue ACKs again", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh), pollFor(30*time.Second, acked))
 	})
 
 	t.Run("narrow window and keyboard", func(t *testing.T) {
@@ -464,6 +525,7 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("first Tab stop %q, want the skip link", focused)
 		}
 		e.screenshot(t, "narrow-route")
+		checkContrast(t, e, "narrow-route")
 		e.run(t, "wide again", chromedp.EmulateViewport(1280, 860))
 	})
 }

@@ -33,6 +33,7 @@ func TestConsoleCloudMap(t *testing.T) {
 		chromedp.Click(css(`#instances tr[data-instance="blue-1"] button[data-health="UNHEALTHY"]`)),
 		poll(`document.querySelector('#instances tr[data-instance="blue-1"] .health')?.textContent === 'UNHEALTHY'`))
 	e.screenshot(t, "cloudmap-instances")
+	checkContrast(t, e, "cloudmap-instances")
 	e.run(t, "deregister it",
 		chromedp.Click(css(`#instances tr[data-instance="blue-1"] button[data-deregister]`)),
 		poll(`document.querySelector('#instances') && !document.querySelector('#instances tr[data-instance="blue-1"]')`))

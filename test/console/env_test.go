@@ -115,14 +115,23 @@ func newEnvWith(t *testing.T, authFile string) *env {
 	if e.shots == "" {
 		e.shots = t.TempDir() // WEFT_CONSOLE_SCREENSHOTS keeps them
 	}
+	bctx, stop := startBrowser(t, chromium)
+	t.Cleanup(stop)
+	e.browser = bctx
+	return e
+}
+
+// startBrowser starts a new Chromium (a new profile: nothing cached) and
+// returns its context; stop ends it. Script errors fail the test.
+func startBrowser(t *testing.T, chromium string) (context.Context, func()) {
+	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
 		chromedp.WindowSize(1280, 860), chromedp.Flag("disable-dev-shm-usage", true))
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(acancel)
 	bctx, bcancel := chromedp.NewContext(actx)
-	t.Cleanup(bcancel)
-	// Script errors fail the test: the console must not throw.
+	stop := func() { bcancel(); acancel() }
 	if err := chromedp.Do(bctx); err != nil { // starts the browser
+		stop()
 		t.Fatalf("start chromium: %v", err)
 	}
 	// chromedp turns on DevTools' network recording, which a user's
@@ -134,8 +143,10 @@ func newEnvWith(t *testing.T, authFile string) *env {
 		_, err := cdp.Call(ctx, tg, network.Disable, cdp.Empty{})
 		return err
 	})); err != nil {
+		stop()
 		t.Fatalf("network recording off: %v", err)
 	}
+	// Script errors fail the test: the console must not throw.
 	if err := chromedp.Listen(bctx, func(ev any) {
 		switch ev := ev.(type) {
 		case *runtime.EventExceptionThrown:
@@ -155,10 +166,10 @@ func newEnvWith(t *testing.T, authFile string) *env {
 			}
 		}
 	}); err != nil {
+		stop()
 		t.Fatal(err)
 	}
-	e.browser = bctx
-	return e
+	return bctx, stop
 }
 
 // run runs browser actions with a deadline.

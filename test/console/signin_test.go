@@ -34,6 +34,7 @@ keys:
 	e.submitForm(t, "wrong secret", "", [][2]string{{"#akid", "AKIDMESHA"}, {"#secret", "not-the-secret"}},
 		"#sign-in", `.api-error[data-error-type="InvalidSignatureException"]`)
 	e.screenshot(t, "sign-in-refused")
+	checkContrast(t, e, "sign-in-refused")
 	e.run(t, "sign in",
 		poll(`(document.getElementById('secret').value = '', true)`),
 		chromedp.SendKeys(css("#secret"), "mesh-a-secret"),
@@ -57,6 +58,7 @@ keys:
 		t.Fatalf("denial shown: %q", shown)
 	}
 	e.screenshot(t, "access-denied")
+	checkContrast(t, e, "access-denied")
 	for _, n := range []string{"seen", "hidden"} {
 		e.createViaForm(t, "#/mesh/a/new/virtualNode", [][2]string{{"#name", n}, {"#f-hostname", n + ".local"}}, "#metadata")
 	}

@@ -150,7 +150,10 @@ export function decorate(g, proxies, traffic) {
     n.nack = !!(nack || err);
     n.sub = replicas ? `${replicas} prox${replicas === 1 ? 'y' : 'ies'} · ${nack ? 'NACK' : err ? 'error' : ps.every(proxyAcked) ? 'ACK' : 'pending'}` : 'no proxy';
     n.proxies = ps;
-    n.title = ps.map((p) => `${p.nodeId}: ${p.replicas} replica(s)${p.lastNack ? `; last NACK: ${p.lastNack.message || ''}` : ''}${p.error ? `; error: ${p.error}` : ''}`).join('\n');
+    // Its title (the node's tooltip): each proxy's configuration version
+    // ACKed per type, its last NACK with the proxy's message, any
+    // translation error.
+    n.title = ps.map((p) => `${p.nodeId}: ${p.replicas} replica(s); ACKed ${ackedVersions(p)}${p.lastNack ? `; last NACK: ${p.lastNack.message || ''}` : ''}${p.error ? `; error: ${p.error}` : ''}`).join('\n');
   }
   // Weights are written on the edges of a graph small enough to read
   // them; on a large one they are on each route's box.
@@ -326,4 +329,9 @@ export async function topologyView(ctx, m) {
   kick();
   const tick = setInterval(async () => { if (traffic) { await refreshTraffic(); draw(false); } }, 5000);
   ctx.onLeave(() => clearInterval(tick));
+}
+
+// ackedVersions is what a proxy ACKed, per type: "lds 3f2a…, rds 9c1e…".
+function ackedVersions(p) {
+  return ['lds', 'rds', 'cds', 'eds', 'sds'].filter((t) => p.types && p.types[t]).map((t) => `${t} ${p.types[t].acked || '—'}`).join(', ');
 }
