@@ -29,7 +29,7 @@ type peers struct {
 
 // serverCert returns a CA and a server certificate for "server", the
 // SPIFFE ID spiffe://mesh/server in its URI SAN.
-func serverCert(t *testing.T) (*tlstest.CA, tls.Certificate) {
+func serverCert(t testing.TB) (*tlstest.CA, tls.Certificate) {
 	t.Helper()
 	ca := tlstest.NewCA(t, "mesh ca")
 	return ca, ca.Issue(t, []string{"server"}, "spiffe://mesh/server").TLS(t)
@@ -90,7 +90,7 @@ func mustServe(t *testing.T, version uint16) *peers {
 	return p
 }
 
-func configs(t *testing.T, version uint16) (server, client *tls.Config) {
+func configs(t testing.TB, version uint16) (server, client *tls.Config) {
 	t.Helper()
 	ca, cert := serverCert(t)
 	return &tls.Config{Certificates: []tls.Certificate{cert}},
