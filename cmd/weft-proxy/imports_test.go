@@ -7,10 +7,10 @@ import (
 )
 
 // TestImports keeps weft-proxy the data plane alone: of weft's packages
-// only the proxy's, the traffic interception's, their commands and the
-// environment reader, and none of the control plane's libraries. Each of
-// them would add its package initialisation to the proxy's heap and its
-// code to the pages it maps.
+// only the proxy's, the traffic interception's, their commands, the
+// environment reader and the build information, and none of the control
+// plane's libraries. Each of them would add its package initialisation to
+// the proxy's heap and its code to the pages it maps.
 // The same check on cmd/weft must find them, or the check is blind.
 func TestImports(t *testing.T) {
 	if bad := strayDeps(t, "github.com/weftmesh/weft/cmd/weft-proxy"); len(bad) > 0 {
@@ -41,6 +41,7 @@ func strayDeps(t *testing.T, pkg string) []string {
 		"github.com/weftmesh/weft/internal/proxycmd",
 		"github.com/weftmesh/weft/internal/envvar",
 		"github.com/weftmesh/weft/internal/intercept",
+		"github.com/weftmesh/weft/internal/buildinfo",
 	}
 	forbidden := []string{ // prefixes of the control plane's libraries
 		"go.etcd.io/",                  // etcd client and server, bbolt
