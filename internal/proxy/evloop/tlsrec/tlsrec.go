@@ -169,7 +169,18 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) Pending() []byte { return c.mc.out.Bytes() }
 
 // Drain drops the first n bytes of Pending: the bytes the socket took.
-func (c *Conn) Drain(n int) { c.mc.out.Next(n) }
+// Once all is sent, the output buffer is kept for the next response
+// unless a large one grew it past keepOut.
+func (c *Conn) Drain(n int) {
+	c.mc.out.Next(n)
+	if c.mc.out.Len() == 0 && c.mc.out.Cap() > keepOut {
+		c.mc.out = bytes.Buffer{}
+	}
+}
+
+// keepOut is the largest output buffer an idle Conn keeps: a few records'
+// worth, so a large download does not stay pinned to the connection.
+const keepOut = 64 << 10
 
 // CloseWrite appends close_notify to Pending; Write fails after it, Feed
 // still works (the peer may answer before closing).

@@ -425,3 +425,20 @@ func TestNotTLS(t *testing.T) {
 		t.Fatal("plaintext HTTP: handshake succeeded")
 	}
 }
+
+// TestLargeOutputNotKept: once a large response is drained, the Conn
+// does not keep the output buffer it grew to.
+func TestLargeOutputNotKept(t *testing.T) {
+	p := mustServe(t, tls.VersionTLS13)
+	if _, err := p.c.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if p.c.mc.out.Cap() < 1<<20 {
+		t.Fatalf("output buffer %d bytes for a 1 MB response", p.c.mc.out.Cap())
+	}
+	go func() { _, _ = io.Copy(io.Discard, p.peer) }() // ends when the sockets close at cleanup
+	p.flush(t)
+	if got := p.c.mc.out.Cap(); got > keepOut {
+		t.Errorf("output buffer of %d bytes kept after it was drained", got)
+	}
+}
