@@ -6,8 +6,8 @@
 #
 # Not built or run in CI: our CI machines have no container engine.
 
-# Build stages: static binaries with release.sh's flags, one stage each so
-# that a --target builds only its own.
+# Build stages: static binaries with release.sh's flags (grpcnotrace: see
+# release.sh), one stage each so that a --target builds only its own.
 FROM golang:1.26-bookworm AS source
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -18,11 +18,11 @@ ARG COMMIT=unknown
 ENV CGO_ENABLED=0 LDFLAGS_STAMP="-X main.releaseVersion=${VERSION} -X main.releaseCommit=${COMMIT}"
 
 FROM source AS build-weft
-RUN go build -trimpath -buildvcs=false -ldflags "-s -w -buildid= ${LDFLAGS_STAMP}" -o /out/weft ./cmd/weft \
+RUN go build -trimpath -buildvcs=false -tags grpcnotrace -ldflags "-s -w -buildid= ${LDFLAGS_STAMP}" -o /out/weft ./cmd/weft \
  && mkdir -p /out/data
 
 FROM source AS build-weft-proxy
-RUN go build -trimpath -buildvcs=false -ldflags "-s -w -buildid= ${LDFLAGS_STAMP}" -o /out/weft-proxy ./cmd/weft-proxy
+RUN go build -trimpath -buildvcs=false -tags grpcnotrace -ldflags "-s -w -buildid= ${LDFLAGS_STAMP}" -o /out/weft-proxy ./cmd/weft-proxy
 
 # weft-proxy: the data plane alone (weft-proxy proxy, weft-proxy intercept),
 # for sidecars and gateways. CA roots for TLS to remote endpoints.

@@ -13,6 +13,12 @@
 # (-buildid=), the date from the commit (SOURCE_DATE_EPOCH), the VCS stamp
 # left out (-buildvcs=false) and written with -X instead, so that a tree's
 # state outside its files (a worktree, a dirty index) changes nothing.
+#
+# -tags grpcnotrace leaves out grpc's request tracing (golang.org/x/net/trace,
+# which weft does not use) and with it text/template, whose calls of methods
+# by name make the linker keep every exported method of every type: without
+# them weft-proxy is 25 MB instead of 38, weft 54 instead of 66, and a
+# sidecar maps about 1 MB less of its executable (docs/bench/proxy.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +53,7 @@ for bin in $binaries; do
   for target in $targets; do
     goos=${target%/*} goarch=${target#*/}
     name="$bin-$version-$goos-$goarch"
-    GOOS=$goos GOARCH=$goarch go build -trimpath -buildvcs=false \
+    GOOS=$goos GOARCH=$goarch go build -trimpath -buildvcs=false -tags grpcnotrace \
       -ldflags "-s -w -buildid= -X main.releaseVersion=$version -X main.releaseCommit=$commit -X main.releaseDate=$date" \
       -o "$out/$name" "./cmd/$bin"
     touch -d "@$SOURCE_DATE_EPOCH" "$out/$name"
