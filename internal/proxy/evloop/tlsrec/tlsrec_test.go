@@ -442,3 +442,22 @@ func TestLargeOutputNotKept(t *testing.T) {
 		t.Errorf("output buffer of %d bytes kept after it was drained", got)
 	}
 }
+
+// TestClose: Close queues close_notify (the peer reads EOF) and ends the
+// Conn: Feed and Write fail after it.
+func TestClose(t *testing.T) {
+	p := mustServe(t, tls.VersionTLS13)
+	if err := p.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p.flush(t)
+	if got, err := io.ReadAll(p.peer); err != nil || len(got) != 0 {
+		t.Fatalf("peer read %q, %v; want EOF", got, err)
+	}
+	if _, err := p.c.Write([]byte("x")); err == nil {
+		t.Error("Write after Close: no error")
+	}
+	if _, err := p.c.Feed(nil, []byte{23, 3, 3, 0, 1, 0}); err == nil {
+		t.Error("Feed after Close: no error")
+	}
+}
