@@ -226,61 +226,117 @@ func BenchmarkRecords1KB(b *testing.B) {
 	}
 }
 
-// BenchmarkIdleHeap: the Go heap a Conn keeps while its connection is idle
-// after one 1 KB request and response (the tls.Conn inside, its record
-// buffers, the output buffer), per connection; 200 connections in memory,
-// both ends tlsrec, the pair's heap halved. A loop holds this and no
-// goroutine; a tls.Conn on the goroutine path holds the same tls.Conn
-// plus a goroutine's stack.
+// BenchmarkIdleMemory: the memory a TLS connection keeps while idle
+// after one 1 KB request and response: Go heap and goroutine stacks over
+// 200 connections, per connection. The client end is a Conn in both; the
+// server end is a Conn ("tlsrec": what a loop would hold, no goroutine) or
+// a tls.Conn with a goroutine blocked in Read for the next request
+// ("tls.Conn+goroutine": the goroutine path). Both ends are counted, so
+// the difference between the two is the server end's.
 //
-//	go test -run '^$' -bench IdleHeap -benchtime 1x ./internal/proxy/evloop/tlsrec
-func BenchmarkIdleHeap(b *testing.B) {
+//	go test -run '^$' -bench IdleMemory -benchtime 1x ./internal/proxy/evloop/tlsrec
+func BenchmarkIdleMemory(b *testing.B) {
 	const n = 200
-	scfg, ccfg := configs(b, tls.VersionTLS13)
-	ccfg.ClientSessionCache = nil
-	scfg.SessionTicketsDisabled = true // no ticket cache growing with n
-	for range b.N {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		conns := make([]*Conn, 0, 2*n)
-		for range n {
-			sraw, craw := net.Pipe()
-			cres := make(chan *Conn, 1)
-			go func() { // ends with the client's handshake
-				c, err := Handshake(context.Background(), craw, Client(ccfg))
-				if err != nil {
-					b.Error(err)
-				}
-				cres <- c
-			}()
-			srv, err := Handshake(context.Background(), sraw, Server(scfg))
-			cli := <-cres
-			if err != nil || cli == nil {
-				b.Fatal(err)
-			}
-			sraw.Close()
-			craw.Close()
-			if _, err := cli.Write(make([]byte, 1024)); err != nil {
-				b.Fatal(err)
-			}
-			plain, err := srv.Feed(nil, cli.Pending())
-			if err != nil || len(plain) != 1024 {
-				b.Fatal(len(plain), err)
-			}
-			cli.Drain(len(cli.Pending()))
-			if _, err := srv.Write(plain); err != nil {
-				b.Fatal(err)
-			}
-			if plain, err = cli.Feed(nil, srv.Pending()); err != nil || len(plain) != 1024 {
-				b.Fatal(len(plain), err)
-			}
-			srv.Drain(len(srv.Pending()))
-			conns = append(conns, srv, cli)
+	for _, onLoop := range []bool{true, false} {
+		name := "tlsrec"
+		if !onLoop {
+			name = "tls.Conn+goroutine"
 		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(conns)), "heap-B/conn")
-		runtime.KeepAlive(conns)
+		b.Run(name, func(b *testing.B) {
+			scfg, ccfg := configs(b, tls.VersionTLS13)
+			scfg.SessionTicketsDisabled = true // no ticket cache growing with n
+			for range b.N {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				var keep []any
+				var pipes []net.Conn
+				for range n {
+					sraw, craw := net.Pipe()
+					pipes = append(pipes, sraw, craw)
+					keep = append(keep, idlePair(b, sraw, craw, scfg, ccfg, onLoop)...)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				used := int64(after.HeapAlloc+after.StackInuse) - int64(before.HeapAlloc+before.StackInuse)
+				b.ReportMetric(float64(used)/n, "B/conn")
+				runtime.KeepAlive(keep)
+				for _, c := range pipes {
+					c.Close() // ends the blocked server goroutines
+				}
+			}
+		})
 	}
+}
+
+// idlePair makes one connection over a pipe, runs one 1 KB exchange and
+// returns what must stay alive: the client Conn and the server end.
+func idlePair(b *testing.B, sraw, craw net.Conn, scfg, ccfg *tls.Config, onLoop bool) []any {
+	type result struct {
+		c   *Conn
+		err error
+	}
+	cres := make(chan result, 1)
+	go func() { // ends with the client's handshake
+		c, err := Handshake(context.Background(), craw, Client(ccfg))
+		cres <- result{c, err}
+	}()
+	var srv *Conn
+	var stc *tls.Conn
+	var err error
+	if onLoop {
+		srv, err = Handshake(context.Background(), sraw, Server(scfg))
+	} else {
+		stc = tls.Server(sraw, scfg)
+		err = stc.Handshake()
+	}
+	r := <-cres
+	if err != nil || r.err != nil {
+		b.Fatal(err, r.err)
+	}
+	cli := r.c
+	if _, err := cli.Write(make([]byte, 1024)); err != nil {
+		b.Fatal(err)
+	}
+	if onLoop {
+		plain, err := srv.Feed(nil, cli.Pending())
+		if err != nil || len(plain) != 1024 {
+			b.Fatal(len(plain), err)
+		}
+		cli.Drain(len(cli.Pending()))
+		if _, err := srv.Write(plain); err != nil {
+			b.Fatal(err)
+		}
+		if plain, err = cli.Feed(nil, srv.Pending()); err != nil || len(plain) != 1024 {
+			b.Fatal(len(plain), err)
+		}
+		srv.Drain(len(srv.Pending()))
+		return []any{cli, srv}
+	}
+	go func() { // ends when the pipe is closed: serves one request, then waits for the next
+		buf := make([]byte, 1024)
+		if _, err := io.ReadFull(stc, buf); err != nil {
+			return
+		}
+		if _, err := stc.Write(buf); err != nil {
+			return
+		}
+		_, _ = stc.Read(buf[:1])
+	}()
+	if _, err := craw.Write(cli.Pending()); err != nil {
+		b.Fatal(err)
+	}
+	cli.Drain(len(cli.Pending()))
+	buf := make([]byte, 2048)
+	var plain []byte
+	for len(plain) < 1024 {
+		m, err := craw.Read(buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if plain, err = cli.Feed(plain, buf[:m]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return []any{cli, stc}
 }
