@@ -33,7 +33,11 @@
 //
 //  1. On accept, the loop hands the socket to a goroutine that calls
 //     Handshake (with a deadline) and gives the Conn back to the loop, or
-//     closes the socket on error.
+//     closes the socket on error. The goroutine needs a net.Conn: the
+//     connection as Go's listener accepted it, whose descriptor the loop
+//     takes afterwards (SyscallConn, or net.Conn's File for a duplicate),
+//     or net.FileConn over a duplicate of a descriptor the loop accepted.
+//     The goroutine lives for the handshake only.
 //  2. The loop calls Feed(plain, nil) once at once: the handshake may have
 //     read application data that arrived behind its last message, and the
 //     socket will not report it readable again.
