@@ -7,6 +7,7 @@
 //	weft-proxy proxy [flags]       # as `weft proxy [flags]`
 //	weft-proxy [flags]             # the same
 //	weft-proxy intercept [flags]   # as `weft intercept [flags]`
+//	weft-proxy version             # as `weft version` (also --version)
 //
 // The flags and environment variables are weft's: both binaries run
 // internal/proxycmd.
@@ -44,8 +45,8 @@ func main() {
 
 var errUsage = errors.New("usage")
 
-// run accepts `proxy` and `intercept` as the first argument, as weft
-// does, so scripts and task definitions written for weft run with either
+// run accepts `proxy`, `intercept` and `version` as the first argument,
+// as weft does, so scripts and task definitions written for weft run with either
 // binary; without a command the arguments are the proxy's flags.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
@@ -54,10 +55,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return proxycmd.Run(ctx, "weft-proxy proxy", args[1:], stdout, stderr)
 		case "intercept":
 			return proxycmd.Intercept(ctx, "weft-proxy intercept", args[1:], stdout, stderr)
+		case "version", "--version", "-version":
+			return runVersion(args[1:], stdout, stderr)
 		}
 	}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(stderr, "weft-proxy: unknown command %q: weft-proxy runs the proxy (weft-proxy [proxy] [flags]) and weft-proxy intercept; the other commands are weft's\n", args[0])
+		fmt.Fprintf(stderr, "weft-proxy: unknown command %q: weft-proxy runs the proxy (weft-proxy [proxy] [flags]), weft-proxy intercept and weft-proxy version; the other commands are weft's\n", args[0])
 		return errUsage
 	}
 	return proxycmd.Run(ctx, "weft-proxy [proxy]", args, stdout, stderr)

@@ -38,14 +38,16 @@ const node = "mesh/m/virtualNode/n"
 // started is weft proxy's start-up log line; it names the bound admin address.
 var started = regexp.MustCompile(`msg="weft proxy started".* admin=(127\.0\.0\.1:[0-9]+)`)
 
-// build builds cmd/weft-proxy into a directory removed when t ends.
+// build builds cmd/weft-proxy into a directory removed when t ends, with
+// the release builds' tags (scripts/release.sh), so that what ships is
+// what runs here.
 func build(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "weft-proxy")
 	// Bounded: a cold module cache must fail the test, not hang it.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/weftmesh/weft/cmd/weft-proxy").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "go", "build", "-tags", "grpcnotrace", "-o", bin, "github.com/weftmesh/weft/cmd/weft-proxy").CombinedOutput(); err != nil {
 		t.Fatalf("go build weft-proxy: %v\n%s", err, out)
 	}
 	return bin

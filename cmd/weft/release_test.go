@@ -22,7 +22,7 @@ func TestReleaseBuildRunsVersion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "../../scripts/release.sh", "v0.0.0-test")
-	cmd.Env = append(os.Environ(), "OUT="+out, "TARGETS=linux/amd64", "SOURCE_DATE_EPOCH=1700000000")
+	cmd.Env = append(os.Environ(), "OUT="+out, "TARGETS=linux/amd64", "BINARIES=weft", "SOURCE_DATE_EPOCH=1700000000")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("release.sh: %v\n%s", err, b)
 	}
