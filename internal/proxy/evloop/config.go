@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
@@ -41,6 +42,10 @@ type Config struct {
 	// Routes are matched in order: the first whose domain matches the
 	// Host header and whose prefix starts the path.
 	Routes []Route
+	// Router, when set, chooses every request's upstream instead of
+	// Routes and Clusters: weft proxy's route configuration and its
+	// clusters' load balancers. It runs on a loop and must not block.
+	Router Router
 	// Clusters by name: their endpoints, ip:port.
 	Clusters map[string][]string
 	// MaxConns bounds the downstream connections of the whole listener
@@ -78,6 +83,24 @@ const (
 	DefaultRequestTimeout  = 15 * time.Second
 	DefaultConnectTimeout  = time.Second
 )
+
+// Router chooses where a request goes, from its head.
+type Router interface {
+	Route(h proxyroute.Head) Target
+}
+
+// Target is a Router's answer: a cluster's host, or a local reply.
+type Target struct {
+	// Status, when not 0, is answered by the proxy with Body (404 when
+	// no route matches, 503 for an unknown cluster or no healthy host).
+	Status int
+	Body   string
+	// Cluster names the cluster (its stats, cluster.<name>.*) and Host
+	// the address the request goes to. Each loop keeps a pool of idle
+	// connections per cluster and host.
+	Cluster string
+	Host    netip.AddrPort
+}
 
 // Route sends requests whose Host matches Domain and whose path starts
 // with Prefix to Cluster. Domain is "*", an exact host (without port), or

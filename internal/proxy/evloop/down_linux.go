@@ -230,13 +230,27 @@ func (l *loop) dispatch(d *down, head []byte) {
 			break
 		}
 	}
-	rt := l.srv.table.match(r.host.of(head), path)
-	if rt == nil {
-		st.noRoute.Inc()
-		l.localReply(d, 404, "", r.hasLength && r.contentLength > 0)
-		return
+	var pool *clusterPool
+	if rtr := l.srv.cfg.Router; rtr != nil {
+		l.hv = headView{head, r}
+		t := rtr.Route(&l.hv)
+		if t.Status != 0 {
+			if t.Status == 404 {
+				st.noRoute.Inc()
+			}
+			l.localReply(d, t.Status, t.Body, r.hasLength && r.contentLength > 0)
+			return
+		}
+		pool = l.hostPool(t.Cluster, t.Host)
+	} else {
+		rt := l.srv.table.match(r.host.of(head), path)
+		if rt == nil {
+			st.noRoute.Inc()
+			l.localReply(d, 404, "", r.hasLength && r.contentLength > 0)
+			return
+		}
+		pool = &l.pools[rt.cluster]
 	}
-	pool := &l.pools[rt.cluster]
 	pool.st.rqTotal.Inc()
 	u, err := l.getUp(pool)
 	if err != nil {

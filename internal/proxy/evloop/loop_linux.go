@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/netip"
 	"runtime"
 	"time"
 
@@ -114,7 +115,23 @@ type clusterPool struct {
 	idle []*up
 	next int // round robin over the endpoints
 	st   *clusterCounters
+	used int64 // loop time of the last request (pools of a Router's hosts)
+	gone bool  // dropped from hostPools: connections that finish close
 }
+
+// hostKey names the pool of one host of a Router's cluster.
+type hostKey struct {
+	cluster string
+	host    netip.AddrPort
+}
+
+const (
+	// maxHostPools bounds the pools of a Router's hosts per loop; beyond
+	// it, the sweep drops the pools unused the longest.
+	maxHostPools = 4096
+	// hostPoolIdle is how long a host's pool is kept without requests.
+	hostPoolIdle = time.Minute
+)
 
 // loop is one event loop: its epoll, listening socket, connections,
 // upstream pools and buffers. Only its own goroutine touches it after
@@ -128,6 +145,8 @@ type loop struct {
 	fds      []fdRef
 	downs    []*down
 	pools    []clusterPool
+	hpools   map[hostKey]*clusterPool // with a Router
+	hv       headView
 	bufs     [][]byte
 	req      request
 	resp     response
@@ -153,7 +172,7 @@ func newLoop(s *Server, id, ln int) (*loop, error) {
 	_, _ = rand.Read(seed[:]) // never fails (crypto/rand)
 	l := &loop{srv: s, id: id, ep: ep, ln: ln, wake: wake, rng: mrand.NewChaCha8(seed), epoch: time.Now(),
 		maxConns: max(1, s.cfg.MaxConns/len(s.lns)), req: request{lines: make([]headerLine, 0, 32)},
-		resp: response{lines: make([]headerLine, 0, 32)}}
+		resp: response{lines: make([]headerLine, 0, 32)}, hpools: map[hostKey]*clusterPool{}}
 	for i := range s.table.clusters {
 		l.pools = append(l.pools, clusterPool{def: &s.table.clusters[i], st: &s.st.clusters[i]})
 	}
@@ -238,8 +257,52 @@ func (l *loop) closeAll() {
 		}
 		l.pools[i].idle = nil
 	}
+	for k, p := range l.hpools {
+		l.dropPool(k, p)
+	}
 	unix.Close(l.ep)
 	unix.Close(l.wake)
+}
+
+// hostPool returns the pool of a Router's cluster host, made on first use.
+func (l *loop) hostPool(cluster string, host netip.AddrPort) *clusterPool {
+	k := hostKey{cluster, host}
+	p := l.hpools[k]
+	if p == nil {
+		if len(l.hpools) >= maxHostPools {
+			l.sweepPools(0)
+		}
+		p = &clusterPool{def: &clusterDef{name: cluster, endpoints: []netip.AddrPort{host}}, st: l.srv.clusterCounters(cluster)}
+		l.hpools[k] = p
+	}
+	p.used = l.now
+	return p
+}
+
+// sweepPools drops the host pools without a request for longer than
+// idle, or, when there are too many, the older half.
+func (l *loop) sweepPools(idle time.Duration) {
+	cut := l.now - int64(idle)
+	if idle == 0 {
+		cut = l.now
+		for _, p := range l.hpools {
+			cut = min(cut, p.used)
+		}
+		cut += (l.now - cut) / 2
+	}
+	for k, p := range l.hpools {
+		if p.used <= cut {
+			l.dropPool(k, p)
+		}
+	}
+}
+
+func (l *loop) dropPool(k hostKey, p *clusterPool) {
+	for _, u := range p.idle {
+		l.closeUp(u)
+	}
+	p.idle, p.gone = nil, true
+	delete(l.hpools, k)
 }
 
 // --- buffers and registration -----------------------------------------
@@ -301,6 +364,9 @@ func (l *loop) watchUp(u *up)     { l.watch(u.fd, &u.mask, !u.pausedIn, u.wantOu
 // request timeout.
 func (l *loop) sweep() {
 	l.sweptAt = l.now
+	if len(l.hpools) > 0 {
+		l.sweepPools(hostPoolIdle)
+	}
 	cfg := &l.srv.cfg
 	// Backwards: closing a connection moves the last one into its place,
 	// which was checked already.

@@ -26,6 +26,22 @@ type Server struct {
 	lns   []int // one SO_REUSEPORT socket per loop; closed by Serve
 	addr  netip.AddrPort
 	log   *slog.Logger
+
+	cmu sync.Mutex                  // guards cst
+	cst map[string]*clusterCounters // a Router's clusters' counters, by name
+}
+
+// clusterCounters returns the counters of a cluster a Router named; the
+// loops call it when they make a pool, not per request.
+func (s *Server) clusterCounters(name string) *clusterCounters {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	c, ok := s.cst[name]
+	if !ok {
+		c = newClusterCounters(s.cfg.Stats, name)
+		s.cst[name] = c
+	}
+	return c
 }
 
 // Listen checks cfg, applies the defaults and opens the listening sockets,
@@ -74,7 +90,8 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
 	}
-	s := &Server{cfg: cfg, table: table, st: newCounters(cfg.Stats, cfg.StatPrefix, table.clusters), log: log}
+	s := &Server{cfg: cfg, table: table, st: newCounters(cfg.Stats, cfg.StatPrefix, table.clusters), log: log,
+		cst: map[string]*clusterCounters{}}
 	for range cfg.Loops {
 		fd, err := listenSocket(ap)
 		if err != nil {

@@ -41,17 +41,21 @@ func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counter
 			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
 	}
 	for _, cd := range clusters {
-		cs := st.Scope("cluster."+cd.name+".", "envoy_cluster_", stats.Label{Name: "envoy_cluster_name", Value: cd.name})
-		cc := clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
-			cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
-			rqTime: cs.Histogram("upstream_rq_time")}
-		for i := 1; i <= 5; i++ {
-			cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
-				stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
-		}
-		c.clusters = append(c.clusters, cc)
+		c.clusters = append(c.clusters, *newClusterCounters(st, cd.name))
 	}
 	return c
+}
+
+func newClusterCounters(st *stats.Store, name string) *clusterCounters {
+	cs := st.Scope("cluster."+name+".", "envoy_cluster_", stats.Label{Name: "envoy_cluster_name", Value: name})
+	cc := &clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
+		cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
+		rqTime: cs.Histogram("upstream_rq_time")}
+	for i := 1; i <= 5; i++ {
+		cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
+			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
+	}
+	return cc
 }
 
 func (c *counters) response(code int) {

@@ -364,7 +364,7 @@ func (l *loop) finish(u *up, reusable bool) {
 		u.out, u.outOff = nil, 0
 	}
 	p := u.pool
-	if reusable && u.keep && !extra && !u.wantOut && len(p.idle) < l.srv.cfg.MaxIdleUpstream {
+	if reusable && u.keep && !extra && !u.wantOut && !p.gone && len(p.idle) < l.srv.cfg.MaxIdleUpstream {
 		u.pausedIn = false
 		l.watchUp(u)
 		p.idle = append(p.idle, u)

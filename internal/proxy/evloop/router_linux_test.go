@@ -1,0 +1,85 @@
+package evloop
+
+import (
+	"io"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// TestRouterRoutes: with a Router, the loops send each request where
+// weft's route configuration says (virtual host, prefix and header
+// matchers, direct responses), to a host of the cluster's list, and count
+// it under the cluster's name; no route is 404, a cluster without hosts
+// 503.
+func TestRouterRoutes(t *testing.T) {
+	a, b := backend(t, "a"), backend(t, "b")
+	toCluster := func(name string, m *routev3.RouteMatch) *routev3.Route {
+		return &routev3.Route{Name: name, Match: m,
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}}}}
+	}
+	prefix := func(p string) *routev3.RouteMatch {
+		return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: p}}
+	}
+	canary := prefix("/b")
+	canary.Headers = []*routev3.HeaderMatcher{{Name: "x-canary", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+		StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "yes"}, IgnoreCase: true}}}}
+	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
+		{Name: "svc", Domains: []string{"svc.local", "svc.local:80"}, Routes: []*routev3.Route{
+			toCluster("b", canary),
+			{Name: "direct", Match: prefix("/direct"), Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+				Status: 200, Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "hi"}}}}},
+			toCluster("empty", prefix("/empty")),
+			toCluster("a", prefix("/")),
+		}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := func(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+	r := &ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {ap(hostOf(a))}, "b": {ap(hostOf(b))}}}
+	srv, st := start(t, Config{Loops: 2, Router: r})
+	c := &http.Client{Timeout: 5 * time.Second}
+	for _, tc := range []struct {
+		host, path, canary string
+		status             int
+		backend, body      string
+	}{
+		{"svc.local", "/", "", 200, "a", ""},
+		{"SVC.local", "/b/x", "", 200, "a", ""},
+		{"svc.local", "/b/x", "YES", 200, "b", ""},
+		{"svc.local:80", "/b", "yes", 200, "b", ""},
+		{"svc.local", "/direct", "", 200, "", "hi"},
+		{"svc.local", "/empty", "", 503, "", "no healthy upstream"},
+		{"other.local", "/", "", 404, "", ""},
+	} {
+		req, _ := http.NewRequest("GET", "http://"+srv.Addr()+tc.path, nil)
+		req.Host = tc.host
+		if tc.canary != "" {
+			req.Header.Set("X-Canary", tc.canary)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || resp.Header.Get("X-Backend") != tc.backend || (tc.body != "" && string(body) != tc.body) {
+			t.Errorf("%s%s canary %q: %d from %q, %q; want %d from %q", tc.host, tc.path, tc.canary,
+				resp.StatusCode, resp.Header.Get("X-Backend"), body, tc.status, tc.backend)
+		}
+	}
+	for name, want := range map[string]int64{"cluster.a.upstream_rq_total": 2, "cluster.b.upstream_rq_total": 2,
+		"cluster.b.upstream_rq_2xx": 2, "http.ingress.no_route": 1, "http.ingress.downstream_rq_5xx": 1} {
+		if got, _ := st.Value(name); got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+}
