@@ -46,6 +46,14 @@ type Config struct {
 	// Routes and Clusters: weft proxy's route configuration and its
 	// clusters' load balancers. It runs on a loop and must not block.
 	Router Router
+	// HandOff, when set, takes the connections the loops do not serve
+	// themselves: an h2c preface, an Upgrade request, and requests whose
+	// Target says HandOff. It gets the descriptor (its owner from then
+	// on: the loop forgets it) and the bytes read from it that no answer
+	// consumed, the current request's head first. It is called on a loop
+	// and must not block. Without it those requests are refused (501,
+	// 505).
+	HandOff func(fd int, buffered []byte)
 	// Clusters by name: their endpoints, ip:port.
 	Clusters map[string][]string
 	// MaxConns bounds the downstream connections of the whole listener
@@ -100,6 +108,9 @@ type Target struct {
 	// connections per cluster and host.
 	Cluster string
 	Host    netip.AddrPort
+	// HandOff, with Config.HandOff set, gives the connection to it with
+	// this request: for what the loops do not implement.
+	HandOff bool
 }
 
 // Route sends requests whose Host matches Domain and whose path starts

@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"time"
@@ -215,8 +216,21 @@ func (l *loop) dispatch(d *down, head []byte) {
 	st := l.srv.st
 	r := &l.req
 	if err := parseRequest(head, r); err != nil {
+		if l.canHandOff(d) && (err == errUpgrade || bytes.HasPrefix(head, h2cPreface)) {
+			l.handOff(d)
+			return
+		}
 		l.badRequest(d, err)
 		return
+	}
+	var t Target
+	if rtr := l.srv.cfg.Router; rtr != nil {
+		l.hv = headView{head, r}
+		t = rtr.Route(&l.hv)
+		if t.HandOff && l.canHandOff(d) {
+			l.handOff(d)
+			return
+		}
 	}
 	st.rqTotal.Inc()
 	st.rqHTTP1.Inc()
@@ -231,9 +245,11 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 	}
 	var pool *clusterPool
-	if rtr := l.srv.cfg.Router; rtr != nil {
-		l.hv = headView{head, r}
-		t := rtr.Route(&l.hv)
+	if l.srv.cfg.Router != nil {
+		if t.HandOff {
+			l.localReply(d, 501, "", true) // no HandOff to take it
+			return
+		}
 		if t.Status != 0 {
 			if t.Status == 404 {
 				st.noRoute.Inc()
@@ -494,12 +510,40 @@ func (l *loop) writeDown(d *down, b []byte) {
 	}
 }
 
+// h2cPreface starts an HTTP/2 connection without TLS (RFC 9113 3.4).
+var h2cPreface = []byte("PRI * HTTP/2.0\r\n")
+
+// canHandOff reports whether d can go to Config.HandOff: there is one,
+// and every answer d had is written.
+func (l *loop) canHandOff(d *down) bool {
+	return l.srv.cfg.HandOff != nil && d.outOff >= len(d.out)
+}
+
+// handOff gives a connection waiting for a request to Config.HandOff with
+// the bytes not yet consumed, the current head first.
+func (l *loop) handOff(d *down) {
+	buffered := append([]byte(nil), d.in[d.off:]...)
+	fd := d.fd
+	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, nil)
+	l.forgetDown(d)
+	l.srv.st.cxActive.Dec()
+	l.srv.cfg.HandOff(fd, buffered)
+}
+
 func (l *loop) closeDown(d *down) {
 	if d.closed {
 		return
 	}
-	d.closed = true
 	unix.Close(d.fd)
+	l.forgetDown(d)
+	l.srv.st.cxDestroy.Inc()
+	l.srv.st.cxActive.Dec()
+}
+
+// forgetDown drops a connection from the loop (its descriptor closed or
+// handed off) with what it holds.
+func (l *loop) forgetDown(d *down) {
+	d.closed = true
 	l.fds[d.fd] = fdRef{}
 	last := l.downs[len(l.downs)-1]
 	l.downs[d.idx], last.idx = last, d.idx
@@ -517,6 +561,4 @@ func (l *loop) closeDown(d *down) {
 		d.u, u.d = nil, nil
 		l.closeUp(u)
 	}
-	l.srv.st.cxDestroy.Inc()
-	l.srv.st.cxActive.Dec()
 }

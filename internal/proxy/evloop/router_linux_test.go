@@ -1,9 +1,13 @@
 package evloop
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,4 +86,75 @@ func TestRouterRoutes(t *testing.T) {
 			t.Errorf("%s = %d, want %d", name, got, want)
 		}
 	}
+}
+
+// TestHandOff: an h2c preface, an Upgrade request and a request the
+// Router hands off reach Config.HandOff with the descriptor and every
+// byte the client sent; the loop serves the connection no longer.
+func TestHandOff(t *testing.T) {
+	a := backend(t, "a")
+	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"},
+		Routes: []*routev3.Route{{Name: "a", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := &ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostOf(a))}}}
+	handed := make(chan string, 4)
+	srv, _ := start(t, Config{Loops: 1, Router: handOffRouter{inner}, HandOff: func(fd int, buffered []byte) {
+		f := os.NewFile(uintptr(fd), "handed")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		go func() { // answers the handed connection; ends when the client closed it
+			defer c.Close()
+			rest, _ := io.ReadAll(c)
+			handed <- string(buffered) + string(rest)
+		}()
+	}})
+	for _, send := range []string{
+		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00",
+		"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nframes",
+		"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /handoff HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, send); err != nil {
+			t.Fatal(err)
+		}
+		want := send
+		if strings.HasPrefix(send, "GET /first") {
+			// The first request is the loop's; the rest is handed off.
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.Header.Get("X-Backend") != "a" {
+				t.Fatalf("first request: %v %v", resp, err)
+			}
+			want = send[strings.Index(send, "GET /handoff"):]
+		}
+		c.(*net.TCPConn).CloseWrite()
+		select {
+		case got := <-handed:
+			if got != want {
+				t.Errorf("handed off %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%q: not handed off", send)
+		}
+		c.Close()
+	}
+}
+
+// handOffRouter hands off the requests for /handoff.
+type handOffRouter struct{ inner Router }
+
+func (h handOffRouter) Route(hd proxyroute.Head) Target {
+	if strings.HasPrefix(string(hd.Target()), "/handoff") {
+		return Target{HandOff: true}
+	}
+	return h.inner.Route(hd)
 }
