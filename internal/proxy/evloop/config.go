@@ -54,6 +54,10 @@ type Config struct {
 	// and must not block. Without it those requests are refused (501,
 	// 505).
 	HandOff func(fd int, buffered []byte)
+	// HandOffAll, when set and true, makes the loops hand every new
+	// connection to HandOff as soon as it is accepted (a listener whose
+	// configuration the loops no longer serve).
+	HandOffAll func() bool
 	// Clusters by name: their endpoints, ip:port.
 	Clusters map[string][]string
 	// MaxConns bounds the downstream connections of the whole listener
@@ -108,6 +112,11 @@ type Target struct {
 	// connections per cluster and host.
 	Cluster string
 	Host    netip.AddrPort
+	// Retries bounds the new connections tried after a connect failure
+	// or a reset before any response byte (the route's retry policy for
+	// connect-failure and reset). A pooled connection found closed is
+	// replaced once besides, as Go's HTTP client does.
+	Retries int
 	// HandOff, with Config.HandOff set, gives the connection to it with
 	// this request: for what the loops do not implement.
 	HandOff bool

@@ -29,6 +29,10 @@ func (l *loop) accept() {
 			unix.Close(fd)
 			continue
 		}
+		if h := l.srv.cfg.HandOffAll; h != nil && l.srv.cfg.HandOff != nil && h() {
+			l.srv.cfg.HandOff(fd, nil)
+			continue
+		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		d := &down{fd: fd, last: l.now, idx: len(l.downs)}
 		l.downs = append(l.downs, d)
@@ -235,7 +239,11 @@ func (l *loop) dispatch(d *down, head []byte) {
 	st.rqTotal.Inc()
 	st.rqHTTP1.Inc()
 	d.off += len(head)
-	d.head, d.closeAfter, d.reqStart, d.retries = r.head, r.closeAfter, l.now, 0
+	d.head, d.closeAfter, d.reqStart, d.retries, d.staleRetry = r.head, r.closeAfter, l.now, 0, false
+	d.maxRetries = maxRetries
+	if l.srv.cfg.Router != nil {
+		d.maxRetries = t.Retries
+	}
 	target := r.target.of(head)
 	path := target
 	for i, c := range target {

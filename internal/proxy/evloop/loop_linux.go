@@ -75,6 +75,8 @@ type down struct {
 	reqStart   int64
 	headStart  int64 // when the first byte of the head being read came
 	retries    int
+	maxRetries int  // the request's budget of new connections
+	staleRetry bool // a pooled connection found closed was replaced
 	draining   bool // the last response is out: reading what the client still sends, then closing
 	drained    int
 }

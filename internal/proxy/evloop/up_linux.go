@@ -398,8 +398,13 @@ func (l *loop) upFailed(u *up) {
 		l.closeUp(u)
 		return
 	}
-	if !u.gotResp && u.replayable && d.retries < maxRetries {
-		d.retries++
+	stale := u.reused && !d.staleRetry
+	if !u.gotResp && u.replayable && (d.retries < d.maxRetries || stale) {
+		if stale {
+			d.staleRetry = true
+		} else {
+			d.retries++
+		}
 		nu, err := l.dial(u.pool)
 		if err == nil {
 			nu.out = append(nu.out, u.out...)
