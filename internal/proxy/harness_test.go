@@ -67,6 +67,9 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 	// type whose resources did not change. Delta is tested in xdsclient
 	// and against weft server (internal/xds/server).
 	cfg := Config{ResourceARN: testNode, XDS: xds.Addr, XDSProtocol: xdsclient.ProtocolSotW, AdminAddr: "127.0.0.1:0", XDSBackoffBase: 20 * time.Millisecond}
+	// WEFT_PROXY_TEST_EVLOOP=1 runs the tests with --experimental-evloop:
+	// the listeners the event loops can serve are served by them.
+	cfg.ExperimentalEvloop = os.Getenv("WEFT_PROXY_TEST_EVLOOP") == "1"
 	mod(&cfg)
 	p, err := New(cfg, log)
 	if err != nil {

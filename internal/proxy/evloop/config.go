@@ -61,7 +61,7 @@ type Config struct {
 	// Clusters by name: their endpoints, ip:port.
 	Clusters map[string][]string
 	// MaxConns bounds the downstream connections of the whole listener
-	// (split evenly between the loops); 0 means DefaultMaxConns.
+	// (every loop's); 0 means DefaultMaxConns.
 	MaxConns int
 	// MaxIdleUpstream bounds the idle upstream connections each loop
 	// keeps per cluster; 0 means DefaultMaxIdleUpstream.
@@ -81,9 +81,18 @@ type Config struct {
 	StatPrefix string
 	// Stats receives the counters; nil makes a private store.
 	Stats *stats.Store
+	// Listener, when set, are the listener's own stats
+	// (listener.<address>.*), counted besides the connection manager's.
+	Listener *ListenerStats
 	// Log gets connection errors at debug level and loop failures at
 	// error level; nil discards.
 	Log *slog.Logger
+}
+
+// ListenerStats are a listener's connection stats.
+type ListenerStats struct {
+	CxTotal, CxDestroy, CxOverflow *stats.Counter
+	CxActive                       *stats.Gauge
 }
 
 // Defaults of the limits.

@@ -25,21 +25,35 @@ func (l *loop) accept() {
 			}
 			return
 		}
-		if len(l.downs) >= l.maxConns {
+		ls := l.srv.cfg.Listener
+		if l.srv.conns.Load() >= int64(l.srv.cfg.MaxConns) {
 			unix.Close(fd)
+			if ls != nil {
+				ls.CxOverflow.Inc()
+			}
 			continue
 		}
 		if h := l.srv.cfg.HandOffAll; h != nil && l.srv.cfg.HandOff != nil && h() {
+			if ls != nil {
+				ls.CxTotal.Inc() // the goroutine path counts it active
+			}
 			l.srv.cfg.HandOff(fd, nil)
 			continue
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		d := &down{fd: fd, last: l.now, idx: len(l.downs)}
+		// The head of the first request is timed from the accept: a
+		// connection that sends nothing is closed after the timeout.
+		d := &down{fd: fd, last: l.now, idx: len(l.downs), headStart: l.now + 1}
+		l.srv.conns.Add(1)
 		l.downs = append(l.downs, d)
 		l.setFd(fd, fdRef{d: d})
 		l.watchDown(d)
 		l.srv.st.cxTotal.Inc()
 		l.srv.st.cxActive.Inc()
+		if ls != nil {
+			ls.CxTotal.Inc()
+			ls.CxActive.Inc()
+		}
 	}
 }
 
@@ -535,6 +549,9 @@ func (l *loop) handOff(d *down) {
 	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, nil)
 	l.forgetDown(d)
 	l.srv.st.cxActive.Dec()
+	if ls := l.srv.cfg.Listener; ls != nil {
+		ls.CxActive.Dec() // the goroutine path counts it again
+	}
 	l.srv.cfg.HandOff(fd, buffered)
 }
 
@@ -546,11 +563,16 @@ func (l *loop) closeDown(d *down) {
 	l.forgetDown(d)
 	l.srv.st.cxDestroy.Inc()
 	l.srv.st.cxActive.Dec()
+	if ls := l.srv.cfg.Listener; ls != nil {
+		ls.CxDestroy.Inc()
+		ls.CxActive.Dec()
+	}
 }
 
 // forgetDown drops a connection from the loop (its descriptor closed or
 // handed off) with what it holds.
 func (l *loop) forgetDown(d *down) {
+	l.srv.conns.Add(-1)
 	d.closed = true
 	l.fds[d.fd] = fdRef{}
 	last := l.downs[len(l.downs)-1]

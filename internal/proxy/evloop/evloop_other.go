@@ -22,3 +22,6 @@ func (s *Server) Addr() string { return "" }
 func (s *Server) Serve(ctx context.Context) error {
 	return errors.New("evloop: event loops need Linux (epoll)")
 }
+
+// Close does nothing off Linux.
+func (s *Server) Close() {}

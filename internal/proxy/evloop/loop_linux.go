@@ -139,25 +139,24 @@ const (
 // upstream pools and buffers. Only its own goroutine touches it after
 // newLoop, except wakeUp.
 type loop struct {
-	srv      *Server
-	id       int
-	ep       int
-	ln       int
-	wake     int // eventfd: written to stop the loop
-	fds      []fdRef
-	downs    []*down
-	pools    []clusterPool
-	hpools   map[hostKey]*clusterPool // with a Router
-	hv       headView
-	bufs     [][]byte
-	req      request
-	resp     response
-	rng      *mrand.ChaCha8
-	epoch    time.Time
-	now      int64
-	sweptAt  int64
-	maxConns int
-	events   [maxEvents]unix.EpollEvent
+	srv     *Server
+	id      int
+	ep      int
+	ln      int
+	wake    int // eventfd: written to stop the loop
+	fds     []fdRef
+	downs   []*down
+	pools   []clusterPool
+	hpools  map[hostKey]*clusterPool // with a Router
+	hv      headView
+	bufs    [][]byte
+	req     request
+	resp    response
+	rng     *mrand.ChaCha8
+	epoch   time.Time
+	now     int64
+	sweptAt int64
+	events  [maxEvents]unix.EpollEvent
 }
 
 func newLoop(s *Server, id, ln int) (*loop, error) {
@@ -173,7 +172,7 @@ func newLoop(s *Server, id, ln int) (*loop, error) {
 	var seed [32]byte
 	_, _ = rand.Read(seed[:]) // never fails (crypto/rand)
 	l := &loop{srv: s, id: id, ep: ep, ln: ln, wake: wake, rng: mrand.NewChaCha8(seed), epoch: time.Now(),
-		maxConns: max(1, s.cfg.MaxConns/len(s.lns)), req: request{lines: make([]headerLine, 0, 32)},
+		req:  request{lines: make([]headerLine, 0, 32)},
 		resp: response{lines: make([]headerLine, 0, 32)}, hpools: map[hostKey]*clusterPool{}}
 	for i := range s.table.clusters {
 		l.pools = append(l.pools, clusterPool{def: &s.table.clusters[i], st: &s.st.clusters[i]})
@@ -383,10 +382,15 @@ func (l *loop) sweep() {
 			l.closeDown(d)
 		case u == nil && d.state == dsHead && d.headStart != 0 && l.now-d.headStart > int64(cfg.HeadersTimeout):
 			l.srv.st.rqHeaderTimeout.Inc()
+			if d.in == nil || d.off == len(d.in) {
+				l.closeDown(d) // not a byte since it was accepted: nothing to answer
+				continue
+			}
 			d.off = len(d.in)
 			d.reqStart = l.now
 			l.localReply(d, 408, "request header timeout", true)
 		case u == nil && d.state == dsHead && l.now-d.last > int64(cfg.IdleTimeout):
+			l.srv.st.cxIdleTimeout.Inc()
 			l.closeDown(d)
 		case u != nil && u.connecting && l.now-u.started > int64(cfg.ConnectTimeout):
 			u.pool.st.cxConnectFail.Inc()

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -26,6 +27,8 @@ type Server struct {
 	lns   []int // one SO_REUSEPORT socket per loop; closed by Serve
 	addr  netip.AddrPort
 	log   *slog.Logger
+
+	conns atomic.Int64 // open downstream connections, every loop's
 
 	cmu sync.Mutex                  // guards cst
 	cst map[string]*clusterCounters // a Router's clusters' counters, by name
@@ -115,6 +118,9 @@ func Listen(cfg Config) (*Server, error) {
 
 // Addr is the address the listener is bound to.
 func (s *Server) Addr() string { return s.addr.String() }
+
+// Close closes the listening sockets of a Server that never served.
+func (s *Server) Close() { s.closeListeners() }
 
 func (s *Server) closeListeners() {
 	for _, fd := range s.lns {

@@ -1,0 +1,129 @@
+package proxy
+
+// weft proxy --experimental-evloop: plaintext HTTP/1.1 listeners served
+// by event loops (internal/proxy/evloop). A listener goes to the loops
+// when the loops can serve it as the goroutine path would; per request,
+// a route that needs more than the loops do hands the connection to the
+// goroutine path (httpconn) with the bytes read.
+
+import (
+	"bytes"
+	"net/netip"
+	"runtime"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/internal/proxy/cluster"
+	"github.com/weftmesh/weft/internal/proxy/evloop"
+	"github.com/weftmesh/weft/internal/proxy/httpconn"
+	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// loopsFor returns how the loops serve cfg, or nil and why they cannot:
+// one plaintext filter chain matching every connection, no listener
+// filter, and an HTTP connection manager with codec AUTO or HTTP1 whose
+// settings the loops implement (httpconn.HCM.LoopReady).
+func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops, string) {
+	if runtime.GOOS != "linux" {
+		return nil, "event loops need Linux"
+	}
+	if cfg.OriginalDst || cfg.InspectTLS {
+		return nil, "listener filters"
+	}
+	var ch *listener.Chain
+	switch {
+	case len(cfg.Chains) == 1 && cfg.Default == nil:
+		ch = &cfg.Chains[0]
+	case len(cfg.Chains) == 0 && cfg.Default != nil:
+		ch = cfg.Default
+	default:
+		return nil, "more than one filter chain"
+	}
+	if ch.TLS != nil || ch.Source.GetTransportSocket() != nil {
+		return nil, "TLS"
+	}
+	if m := ch.Source.GetFilterChainMatch(); m != nil && proto.Size(m) > 0 {
+		return nil, "filter_chain_match"
+	}
+	h, ok := ch.Handler.(*httpconn.HCM)
+	if !ok {
+		return nil, "not an HTTP connection manager"
+	}
+	pb := &hcmv3.HttpConnectionManager{}
+	if fs := ch.Source.GetFilters(); len(fs) != 1 || fs[0].GetTypedConfig().UnmarshalTo(pb) != nil {
+		return nil, "not an HTTP connection manager"
+	}
+	if c := pb.GetCodecType(); c != hcmv3.HttpConnectionManager_AUTO && c != hcmv3.HttpConnectionManager_HTTP1 {
+		return nil, "codec " + c.String()
+	}
+	if why := h.LoopReady(); why != "" {
+		return nil, why
+	}
+	headers, idle := h.Timeouts()
+	return &listener.Loops{Router: &loopRouter{hcm: h, clusters: clusters}, StatPrefix: h.StatPrefix,
+		HeadersTimeout: headers, IdleTimeout: idle}, ""
+}
+
+// loopRouter routes a listener's requests on the loops as its connection
+// manager would, and hands off those whose route needs more.
+type loopRouter struct {
+	hcm      *httpconn.HCM
+	clusters *cluster.Manager
+}
+
+var handOff = evloop.Target{HandOff: true}
+
+func (r *loopRouter) Route(h route.Head) evloop.Target {
+	path, ok := route.EscapedPath(h.Target(), nil)
+	if !ok {
+		return handOff
+	}
+	if bytes.Contains(path, []byte("//")) || bytes.Contains(path, []byte("/.")) {
+		if np := r.hcm.Normalize(string(path)); np != string(path) {
+			return handOff // the upstream gets the normalised path
+		}
+	}
+	rc := r.hcm.RouteConfig()
+	if rc == nil {
+		return handOff
+	}
+	vh, rt := rc.MatchHead(h, path)
+	if rt == nil || !loopRoute(rc, vh, rt) {
+		return handOff // the goroutine path answers, logs and counts as it does
+	}
+	name, wops := rt.Pick()
+	if wops != nil && !emptyOps(wops) {
+		return handOff
+	}
+	cl := r.clusters.Get(name)
+	if cl == nil || cl.HTTP2 || cl.UseDownstream || cl.Type == cluster.OriginalDst || cl.TLS != nil {
+		return handOff
+	}
+	host, err := cl.Pick(nil, 1)
+	if err != nil {
+		return handOff
+	}
+	ap, err := netip.ParseAddrPort(host.Addr)
+	if err != nil {
+		return handOff
+	}
+	return evloop.Target{Cluster: name, Host: ap}
+}
+
+// loopRoute reports whether the loops forward a request on rt exactly as
+// the goroutine path would: to a cluster, the path and host unchanged, no
+// header mutations, App Mesh's default timeout (the loops' request
+// timeout) and no retry policy.
+func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
+	return (rt.Kind == route.ToCluster || rt.Kind == route.ToWeighted) &&
+		rt.PrefixRewrite == "" && rt.RegexRewrite == nil && rt.HostRewrite == "" &&
+		rt.Timeout == evloop.DefaultRequestTimeout && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
+		!rt.UseGRPCTimeout && rt.Retry == nil &&
+		emptyOps(&rt.Headers) && emptyOps(&vh.Headers) && emptyOps(&rc.Headers)
+}
+
+func emptyOps(o *route.HeaderOps) bool {
+	return len(o.RequestAdd) == 0 && len(o.RequestRemove) == 0 && len(o.ResponseAdd) == 0 && len(o.ResponseRemove) == 0
+}
