@@ -62,7 +62,7 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 		return nil, why
 	}
 	headers, idle := h.Timeouts()
-	return &listener.Loops{Router: &loopRouter{hcm: h, clusters: clusters}, StatPrefix: h.StatPrefix,
+	return &listener.Loops{Router: &loopRouter{hcm: h, clusters: clusters}, Observer: loopObserver{clusters}, StatPrefix: h.StatPrefix,
 		HeadersTimeout: headers, IdleTimeout: idle}, ""
 }
 
@@ -101,6 +101,9 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 	if cl == nil || cl.HTTP2 || cl.UseDownstream || cl.Type == cluster.OriginalDst || cl.TLS != nil {
 		return handOff
 	}
+	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {
+		return handOff // circuit breakers tighter than Envoy's defaults: the goroutine path applies them
+	}
 	host, err := cl.Pick(nil, 1)
 	if err != nil {
 		return handOff
@@ -109,7 +112,39 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 	if err != nil {
 		return handOff
 	}
-	return evloop.Target{Cluster: name, Host: ap}
+	return evloop.Target{Cluster: name, Host: ap, Tag: host}
+}
+
+// loopMinThreshold: the loops do not apply circuit breakers; clusters
+// whose thresholds are below Envoy's default (1,024) stay on the goroutine
+// path.
+const loopMinThreshold = 1024
+
+// loopObserver records the loops' upstream attempts as the goroutine path
+// does: host stats, outlier detection, response codes.
+type loopObserver struct{ clusters *cluster.Manager }
+
+func (o loopObserver) Started(name string, tag any) {
+	if h, ok := tag.(*cluster.Host); ok {
+		h.RequestStarted()
+	}
+}
+
+func (o loopObserver) Done(name string, tag any, code int, timedOut bool) {
+	h, ok := tag.(*cluster.Host)
+	c := o.clusters.Get(name)
+	if !ok || c == nil {
+		return
+	}
+	switch {
+	case code < 0:
+		c.RequestReset(h)
+	case code == 0:
+		c.RequestDone(h, 0, true, timedOut)
+	default:
+		c.Stats.Response(code)
+		c.RequestDone(h, code, false, false)
+	}
 }
 
 // loopRoute reports whether the loops forward a request on rt exactly as

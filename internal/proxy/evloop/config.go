@@ -54,6 +54,10 @@ type Config struct {
 	// and must not block. Without it those requests are refused (501,
 	// 505).
 	HandOff func(fd int, buffered []byte)
+	// Observer, when set, hears of every upstream attempt a Router's
+	// Target started, and counts its response codes in place of the
+	// loops (cluster.<name>.upstream_rq_<code> and classes, completed).
+	Observer Observer
 	// HandOffAll, when set and true, makes the loops hand every new
 	// connection to HandOff as soon as it is accepted (a listener whose
 	// configuration the loops no longer serve).
@@ -110,6 +114,17 @@ type Router interface {
 	Route(h proxyroute.Head) Target
 }
 
+// Observer hears how the upstream attempts of a Router's targets went.
+// Its methods run on a loop and must not block.
+type Observer interface {
+	// Started: an attempt to the target's host begins.
+	Started(cluster string, tag any)
+	// Done: the attempt got a response head with code, or failed without
+	// one (code 0; timedOut for the request timeout), or the client side
+	// ended it (code -1).
+	Done(cluster string, tag any, code int, timedOut bool)
+}
+
 // Target is a Router's answer: a cluster's host, or a local reply.
 type Target struct {
 	// Status, when not 0, is answered by the proxy with Body (404 when
@@ -121,6 +136,9 @@ type Target struct {
 	// connections per cluster and host.
 	Cluster string
 	Host    netip.AddrPort
+	// Tag is given back to Config.Observer with the exchange's outcome
+	// (a pointer: the host, say).
+	Tag any
 	// Retries bounds the new connections tried after a connect failure
 	// or a reset before any response byte (the route's retry policy for
 	// connect-failure and reset). A pooled connection found closed is

@@ -43,13 +43,13 @@ func (l *loop) accept() {
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		// The head of the first request is timed from the accept: a
 		// connection that sends nothing is closed after the timeout.
-		d := &down{fd: fd, last: l.now, idx: len(l.downs), headStart: l.now + 1}
+		d := &down{fd: fd, last: l.now, idx: len(l.downs), headStart: l.now + 1, gen: l.srv.gen.Load()}
 		l.srv.conns.Add(1)
 		l.downs = append(l.downs, d)
 		l.setFd(fd, fdRef{d: d})
 		l.watchDown(d)
-		l.srv.st.cxTotal.Inc()
-		l.srv.st.cxActive.Inc()
+		d.gen.st.cxTotal.Inc()
+		d.gen.st.cxActive.Inc()
 		if ls != nil {
 			ls.CxTotal.Inc()
 			ls.CxActive.Inc()
@@ -223,15 +223,15 @@ func (l *loop) badRequest(d *down, err error) {
 	if errors.As(err, &pe) {
 		st = pe.status
 	}
-	l.srv.st.cxProtocolError.Inc()
-	l.srv.st.rqTotal.Inc()
+	d.gen.st.cxProtocolError.Inc()
+	d.gen.st.rqTotal.Inc()
 	d.off = len(d.in)
 	l.localReply(d, st, err.Error(), true)
 }
 
 // dispatch routes one parsed request head and sends it upstream.
 func (l *loop) dispatch(d *down, head []byte) {
-	st := l.srv.st
+	st := d.gen.st
 	r := &l.req
 	if err := parseRequest(head, r); err != nil {
 		if l.canHandOff(d) && (err == errUpgrade || bytes.HasPrefix(head, h2cPreface)) {
@@ -242,7 +242,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		return
 	}
 	var t Target
-	if rtr := l.srv.cfg.Router; rtr != nil {
+	if rtr := d.gen.router; rtr != nil {
 		l.hv = headView{head, r}
 		t = rtr.Route(&l.hv)
 		if t.HandOff && l.canHandOff(d) {
@@ -253,9 +253,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 	st.rqTotal.Inc()
 	st.rqHTTP1.Inc()
 	d.off += len(head)
-	d.head, d.closeAfter, d.reqStart, d.retries, d.staleRetry = r.head, r.closeAfter, l.now, 0, false
+	d.head, d.closeAfter, d.reqStart, d.retries, d.staleRetry = r.head, r.closeAfter || d.drainNext, l.now, 0, false
+	d.requests++
 	d.maxRetries = maxRetries
-	if l.srv.cfg.Router != nil {
+	if d.gen.router != nil {
 		d.maxRetries = t.Retries
 	}
 	target := r.target.of(head)
@@ -267,7 +268,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 	}
 	var pool *clusterPool
-	if l.srv.cfg.Router != nil {
+	if d.gen.router != nil {
 		if t.HandOff {
 			l.localReply(d, 501, "", true) // no HandOff to take it
 			return
@@ -291,6 +292,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 	}
 	pool.st.rqTotal.Inc()
 	u, err := l.getUp(pool)
+	if err == nil {
+		l.observeStart(u, t.Cluster, t.Tag)
+	}
 	if err != nil {
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", r.hasLength && r.contentLength > 0)
 		return
@@ -448,8 +452,8 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	o = append(o, "\r\n"...)
 	o = append(o, body...)
 	d.out = o
-	l.srv.st.response(status)
-	l.srv.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	d.gen.st.response(status)
+	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	d.state = dsHead
 	l.flushDown(d)
 }
@@ -548,7 +552,7 @@ func (l *loop) handOff(d *down) {
 	fd := d.fd
 	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, nil)
 	l.forgetDown(d)
-	l.srv.st.cxActive.Dec()
+	d.gen.st.cxActive.Dec()
 	if ls := l.srv.cfg.Listener; ls != nil {
 		ls.CxActive.Dec() // the goroutine path counts it again
 	}
@@ -561,8 +565,8 @@ func (l *loop) closeDown(d *down) {
 	}
 	unix.Close(d.fd)
 	l.forgetDown(d)
-	l.srv.st.cxDestroy.Inc()
-	l.srv.st.cxActive.Dec()
+	d.gen.st.cxDestroy.Inc()
+	d.gen.st.cxActive.Dec()
 	if ls := l.srv.cfg.Listener; ls != nil {
 		ls.CxDestroy.Inc()
 		ls.CxActive.Dec()

@@ -25,3 +25,9 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Close does nothing off Linux.
 func (s *Server) Close() {}
+
+// Drain does nothing off Linux.
+func (s *Server) Drain() {}
+
+// Update does nothing off Linux.
+func (s *Server) Update(router Router, statPrefix string) {}

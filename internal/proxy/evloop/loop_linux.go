@@ -30,6 +30,9 @@ const (
 	// (weft proxy's HTTP/1.1 path does the same).
 	maxDrain = 256 << 10
 	drainFor = 500 * time.Millisecond
+	// freshDrainGrace is how long a connection drained before its first
+	// request has to send it (weft proxy's HTTP/1.1 path waits as long).
+	freshDrainGrace = time.Second
 	// maxRetries is the route's retry budget for a request that failed
 	// before any response byte (connect failure, reset): App Mesh's
 	// default retry policy gives 2.
@@ -75,9 +78,13 @@ type down struct {
 	reqStart   int64
 	headStart  int64 // when the first byte of the head being read came
 	retries    int
-	maxRetries int  // the request's budget of new connections
-	staleRetry bool // a pooled connection found closed was replaced
-	draining   bool // the last response is out: reading what the client still sends, then closing
+	gen        *generation // the configuration it was accepted under
+	requests   int         // requests dispatched
+	drainNext  bool        // drained before its first request: that one is its last
+	drainBy    int64       // loop time by which the first request must come when drainNext
+	maxRetries int         // the request's budget of new connections
+	staleRetry bool        // a pooled connection found closed was replaced
+	draining   bool        // the last response is out: reading what the client still sends, then closing
 	drained    int
 }
 
@@ -105,6 +112,11 @@ type up struct {
 	mask       uint32
 	closed     bool
 	started    int64 // connect start, then request sent
+	// With an Observer: the attempt's target, and whether its outcome is
+	// still to be told.
+	tag       any
+	cluster   string
+	observing bool
 }
 
 type fdRef struct {
@@ -149,6 +161,7 @@ type loop struct {
 	pools   []clusterPool
 	hpools  map[hostKey]*clusterPool // with a Router
 	hv      headView
+	drained uint64 // the Server's drainGen last acted on
 	bufs    [][]byte
 	req     request
 	resp    response
@@ -230,7 +243,15 @@ func (l *loop) run() error {
 			case fd == l.ln:
 				l.accept()
 			case fd == l.wake:
-				return nil
+				var b [8]byte
+				_, _ = unix.Read(l.wake, b[:]) // resets the eventfd
+				if l.srv.stopping.Load() {
+					return nil
+				}
+				if g := l.srv.drainGen.Load(); g != l.drained {
+					l.drained = g
+					l.drainConns()
+				}
 			case fd < len(l.fds):
 				r := l.fds[fd]
 				if r.d != nil {
@@ -263,6 +284,49 @@ func (l *loop) closeAll() {
 	}
 	unix.Close(l.ep)
 	unix.Close(l.wake)
+}
+
+// drainConns closes the connections without a request in flight and
+// makes the others close after their response.
+func (l *loop) drainConns() {
+	for i := len(l.downs) - 1; i >= 0; i-- {
+		if i >= len(l.downs) {
+			continue
+		}
+		d := l.downs[i]
+		if d.drainNext || d.closeAfter {
+			continue
+		}
+		d.gen.st.cxDrainClose.Inc()
+		idle := d.u == nil && d.state == dsHead && (d.in == nil || d.off == len(d.in)) && d.outOff >= len(d.out)
+		switch {
+		case idle && d.requests == 0:
+			// Its client may have sent a request already that is on its
+			// way: it is served, as the connection's last, if it comes
+			// within freshDrainGrace.
+			d.drainNext, d.drainBy = true, l.now+int64(freshDrainGrace)
+		case idle:
+			l.closeDown(d)
+		default:
+			d.closeAfter = true
+		}
+	}
+}
+
+// observeStart tells the Observer an attempt on u begins.
+func (l *loop) observeStart(u *up, cluster string, tag any) {
+	if o := l.srv.cfg.Observer; o != nil {
+		u.cluster, u.tag, u.observing = cluster, tag, true
+		o.Started(cluster, tag)
+	}
+}
+
+// observeDone tells the Observer how u's attempt ended, once.
+func (l *loop) observeDone(u *up, code int, timedOut bool) {
+	if u.observing {
+		u.observing = false
+		l.srv.cfg.Observer.Done(u.cluster, u.tag, code, timedOut)
+	}
 }
 
 // hostPool returns the pool of a Router's cluster host, made on first use.
@@ -378,10 +442,12 @@ func (l *loop) sweep() {
 		d := l.downs[i]
 		u := d.u
 		switch {
+		case d.drainNext && d.requests == 0 && l.now > d.drainBy && (d.in == nil || d.off == len(d.in)):
+			l.closeDown(d)
 		case d.draining && l.now-d.last > int64(drainFor):
 			l.closeDown(d)
 		case u == nil && d.state == dsHead && d.headStart != 0 && l.now-d.headStart > int64(cfg.HeadersTimeout):
-			l.srv.st.rqHeaderTimeout.Inc()
+			d.gen.st.rqHeaderTimeout.Inc()
 			if d.in == nil || d.off == len(d.in) {
 				l.closeDown(d) // not a byte since it was accepted: nothing to answer
 				continue
@@ -390,13 +456,14 @@ func (l *loop) sweep() {
 			d.reqStart = l.now
 			l.localReply(d, 408, "request header timeout", true)
 		case u == nil && d.state == dsHead && l.now-d.last > int64(cfg.IdleTimeout):
-			l.srv.st.cxIdleTimeout.Inc()
+			d.gen.st.cxIdleTimeout.Inc()
 			l.closeDown(d)
 		case u != nil && u.connecting && l.now-u.started > int64(cfg.ConnectTimeout):
 			u.pool.st.cxConnectFail.Inc()
 			l.upFailed(u)
 		case u != nil && l.now-d.reqStart > int64(cfg.RequestTimeout):
-			l.srv.st.rqTimeout.Inc()
+			d.gen.st.rqTimeout.Inc()
+			l.observeDone(u, 0, true)
 			if u.status != 0 {
 				l.cutResponse(u)
 				continue

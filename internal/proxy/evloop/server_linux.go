@@ -29,6 +29,12 @@ type Server struct {
 	log   *slog.Logger
 
 	conns atomic.Int64 // open downstream connections, every loop's
+	gen   atomic.Pointer[generation]
+
+	stopping atomic.Bool   // Serve is ending: a woken loop returns
+	drainGen atomic.Uint64 // Drain calls; a woken loop drains when it changed
+	rmu      sync.Mutex    // guards running
+	running  []*loop       // the loops, while Serve runs
 
 	cmu sync.Mutex                  // guards cst
 	cst map[string]*clusterCounters // a Router's clusters' counters, by name
@@ -113,11 +119,38 @@ func Listen(cfg Config) (*Server, error) {
 		s.lns = append(s.lns, fd)
 	}
 	s.addr = ap
+	s.gen.Store(&generation{router: cfg.Router, st: s.st})
 	return s, nil
 }
 
 // Addr is the address the listener is bound to.
 func (s *Server) Addr() string { return s.addr.String() }
+
+// generation is what a connection is served with: the Router and the
+// connection manager's counters in force when it was accepted.
+type generation struct {
+	router Router
+	st     *counters
+}
+
+// Update makes the loops serve the connections accepted from now on with
+// router, counting under statPrefix (a listener update). The connections
+// open keep what they had: Drain them to end them.
+func (s *Server) Update(router Router, statPrefix string) {
+	s.gen.Store(&generation{router: router, st: newCounters(s.cfg.Stats, statPrefix, nil)})
+}
+
+// Drain makes every connection of the loops close once its response in
+// flight is written (at once when it has none): a listener update that
+// changed its filter chain. Connections accepted later are served.
+func (s *Server) Drain() {
+	s.drainGen.Add(1)
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	for _, l := range s.running {
+		l.wakeUp()
+	}
+}
 
 // Close closes the listening sockets of a Server that never served.
 func (s *Server) Close() { s.closeListeners() }
@@ -147,6 +180,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		loops = append(loops, l)
 	}
+	s.rmu.Lock()
+	s.running = loops
+	s.rmu.Unlock()
+	defer func() {
+		s.rmu.Lock()
+		s.running = nil
+		s.rmu.Unlock()
+	}()
 	var (
 		wg       sync.WaitGroup
 		stopOnce sync.Once
@@ -170,6 +211,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		case <-ctx.Done():
 		case <-stop:
 		}
+		s.stopping.Store(true)
 		for _, l := range loops {
 			l.wakeUp()
 		}

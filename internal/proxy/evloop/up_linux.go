@@ -341,8 +341,12 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	}
 	d.out = append(o, "\r\n"...)
 	u.scan = headScanner{}
-	l.srv.st.response(rs.status)
-	u.pool.st.response(rs.status)
+	d.gen.st.response(rs.status)
+	if u.observing {
+		l.observeDone(u, rs.status, false)
+	} else {
+		u.pool.st.response(rs.status)
+	}
 	u.pool.st.rqTime.Record(uint64((l.now - u.started) / int64(time.Millisecond)))
 	return true
 }
@@ -371,7 +375,7 @@ func (l *loop) finish(u *up, reusable bool) {
 	} else {
 		l.closeUp(u)
 	}
-	l.srv.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	if d.state == dsBody {
 		d.closeAfter = true
 	}
@@ -398,6 +402,7 @@ func (l *loop) upFailed(u *up) {
 		l.closeUp(u)
 		return
 	}
+	l.observeDone(u, 0, false)
 	stale := u.reused && !d.staleRetry
 	if !u.gotResp && u.replayable && (d.retries < d.maxRetries || stale) {
 		if stale {
@@ -411,6 +416,7 @@ func (l *loop) upFailed(u *up) {
 			l.putBuf(u.out)
 			u.out = nil
 			nu.replayable, nu.d, d.u = true, d, nu
+			l.observeStart(nu, u.cluster, u.tag)
 			nu.started = l.now
 			u.d = nil
 			l.closeUp(u)
@@ -437,6 +443,7 @@ func (l *loop) badGateway(u *up) {
 		l.cutResponse(u)
 		return
 	}
+	l.observeDone(u, 0, false)
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	l.localReply(d, 502, "upstream sent a malformed response", d.state == dsBody)
@@ -470,6 +477,7 @@ func (l *loop) closeUp(u *up) {
 	if u.closed {
 		return
 	}
+	l.observeDone(u, -1, false) // ended from the client's side
 	u.closed = true
 	unix.Close(u.fd)
 	l.fds[u.fd] = fdRef{}

@@ -274,7 +274,10 @@ func (l *Listener) Update(cfg *Config, drainAll bool) {
 	defer func() { runHooks(hooks) }()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.cfg.Store(cfg)
+	prev := l.cfg.Swap(cfg)
+	if l.loops != nil {
+		l.updateLoops(prev, cfg, drainAll)
+	}
 	kept := map[*Chain]bool{}
 	for c := range l.conns {
 		k, ok := kept[c.Chain]

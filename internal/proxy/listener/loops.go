@@ -24,6 +24,9 @@ import (
 type Loops struct {
 	// Router chooses each request's upstream, or hands it off.
 	Router evloop.Router
+	// Observer hears how the upstream attempts went (host stats,
+	// outlier detection); nil: the loops count on their own.
+	Observer evloop.Observer
 	// StatPrefix names the connection manager's stats (http.<prefix>.*).
 	StatPrefix string
 	// HeadersTimeout and IdleTimeout are the connection manager's; 0 is
@@ -58,10 +61,11 @@ func (l *Listener) listenLoops(cfg *Config, st *stats.Store) error {
 	if maxConns <= 0 {
 		maxConns = 1 << 30
 	}
-	srv, err := evloop.Listen(evloop.Config{Listen: cfg.Addr, Router: loopRouter{l}, StatPrefix: lo.StatPrefix, Stats: st,
+	srv, err := evloop.Listen(evloop.Config{Listen: cfg.Addr, Router: lo.Router, StatPrefix: lo.StatPrefix, Stats: st,
 		Log: l.log, MaxConns: maxConns, HeadersTimeout: orNone(lo.HeadersTimeout), IdleTimeout: orNone(lo.IdleTimeout),
 		Listener: &evloop.ListenerStats{CxTotal: l.stats.CxTotal, CxDestroy: l.stats.CxDestroy, CxOverflow: l.stats.CxOverflow,
 			CxActive: l.stats.CxActive},
+		Observer:   lo.Observer,
 		HandOff:    l.handOff,
 		HandOffAll: func() bool { return l.cfg.Load().Loops == nil }})
 	if err != nil {
@@ -71,17 +75,32 @@ func (l *Listener) listenLoops(cfg *Config, st *stats.Store) error {
 	return nil
 }
 
-// loopRouter routes with the configuration in force, and hands every
-// request off once an update took the listener off the loops.
-type loopRouter struct{ l *Listener }
-
-func (r loopRouter) Route(h route.Head) evloop.Target {
-	lo := r.l.cfg.Load().Loops
-	if lo == nil {
-		return evloop.Target{HandOff: true}
+// loopChain is the one chain of a configuration the loops serve.
+func (cfg *Config) loopChain() *Chain {
+	if len(cfg.Chains) == 1 {
+		return &cfg.Chains[0]
 	}
-	return lo.Router.Route(h)
+	return cfg.Default
 }
+
+// updateLoops makes the loops serve new connections with cfg, and drains
+// theirs when the update changed their chain; without cfg.Loops every
+// request, and every new connection, goes to the goroutine path.
+func (l *Listener) updateLoops(prev, cfg *Config, drainAll bool) {
+	if cfg.Loops != nil {
+		l.loops.Update(cfg.Loops.Router, cfg.Loops.StatPrefix)
+	} else if prev.Loops != nil {
+		l.loops.Update(handOffRouter{}, prev.Loops.StatPrefix)
+	}
+	if drainAll || !cfg.has(prev.loopChain()) {
+		l.loops.Drain()
+	}
+}
+
+// handOffRouter hands every request to the goroutine path.
+type handOffRouter struct{}
+
+func (handOffRouter) Route(route.Head) evloop.Target { return evloop.Target{HandOff: true} }
 
 // handOff is the loops' HandOff: it runs on a loop and must not block.
 func (l *Listener) handOff(fd int, buffered []byte) {
