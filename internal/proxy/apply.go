@@ -123,7 +123,9 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		if p.cfg.ExperimentalEvloop {
 			var why string
 			if cfg.Loops, why = loopsFor(cfg, p.clusters); cfg.Loops == nil {
-				p.log.Debug("listener stays off the event loops", "listener", cfg.Name, "why", why)
+				p.log.Info("listener stays off the event loops", "listener", cfg.Name, "why", why)
+			} else {
+				p.log.Info("listener on the event loops", "listener", cfg.Name)
 			}
 		}
 		pl := &plan{cfg: cfg, rds: rds, drainAll: old != nil && !chainsOnly(p.lpb[l.GetName()], l)}

@@ -112,7 +112,24 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 	if err != nil {
 		return handOff
 	}
-	return evloop.Target{Cluster: name, Host: ap, Tag: host}
+	t := evloop.Target{Cluster: name, Host: ap, Tag: host}
+	if rp := rt.Retry; rp != nil {
+		t.Retries, t.RetryOn5xx, t.RetryOnGateway = rp.NumRetries, rp.On&route.On5xx != 0, rp.On&route.OnGatewayError != 0
+	}
+	return t
+}
+
+// loopRetries are the retry conditions the loops implement: failures
+// before the response (connect failure, reset, refused stream) and
+// response statuses (5xx, gateway errors), retried at once on the same
+// host's pool.
+const loopRetries = route.On5xx | route.OnGatewayError | route.OnReset | route.OnConnectFailure | route.OnRefusedStream
+
+// loopRetry reports whether the loops implement a route's retry policy:
+// App Mesh's HTTP retry events without per-try timeouts or extra status
+// codes.
+func loopRetry(rp *route.RetryPolicy) bool {
+	return rp == nil || rp.On&^loopRetries == 0 && rp.PerTryTimeout == 0 && len(rp.StatusCodes) == 0
 }
 
 // loopMinThreshold: the loops do not apply circuit breakers; clusters
@@ -150,12 +167,12 @@ func (o loopObserver) Done(name string, tag any, code int, timedOut bool) {
 // loopRoute reports whether the loops forward a request on rt exactly as
 // the goroutine path would: to a cluster, the path and host unchanged, no
 // header mutations, App Mesh's default timeout (the loops' request
-// timeout) and no retry policy.
+// timeout) and a retry policy the loops implement.
 func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
 	return (rt.Kind == route.ToCluster || rt.Kind == route.ToWeighted) &&
 		rt.PrefixRewrite == "" && rt.RegexRewrite == nil && rt.HostRewrite == "" &&
 		rt.Timeout == evloop.DefaultRequestTimeout && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
-		!rt.UseGRPCTimeout && rt.Retry == nil &&
+		!rt.UseGRPCTimeout && loopRetry(rt.Retry) &&
 		emptyOps(&rt.Headers) && emptyOps(&vh.Headers) && emptyOps(&rc.Headers)
 }
 

@@ -144,6 +144,10 @@ type Target struct {
 	// connect-failure and reset). A pooled connection found closed is
 	// replaced once besides, as Go's HTTP client does.
 	Retries int
+	// RetryOn5xx and RetryOnGateway spend Retries on responses too: any
+	// 5xx, or 502, 503 and 504 (retry_on 5xx and gateway-error), when the
+	// whole request is at hand; the response is discarded.
+	RetryOn5xx, RetryOnGateway bool
 	// HandOff, with Config.HandOff set, gives the connection to it with
 	// this request: for what the loops do not implement.
 	HandOff bool

@@ -255,9 +255,15 @@ func (l *loop) dispatch(d *down, head []byte) {
 	d.off += len(head)
 	d.head, d.closeAfter, d.reqStart, d.retries, d.staleRetry = r.head, r.closeAfter || d.drainNext, l.now, 0, false
 	d.requests++
-	d.maxRetries = maxRetries
+	d.maxRetries, d.retryOn = maxRetries, 0
 	if d.gen.router != nil {
 		d.maxRetries = t.Retries
+		if t.RetryOn5xx {
+			d.retryOn |= retryOn5xx
+		}
+		if t.RetryOnGateway {
+			d.retryOn |= retryOnGateway
+		}
 	}
 	target := r.target.of(head)
 	path := target

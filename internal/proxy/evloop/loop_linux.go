@@ -39,6 +39,12 @@ const (
 	maxRetries = 2
 )
 
+// Response statuses a Target's retries cover.
+const (
+	retryOn5xx = 1 << iota
+	retryOnGateway
+)
+
 // Downstream states.
 const (
 	dsHead = iota // reading a request head
@@ -83,6 +89,7 @@ type down struct {
 	drainNext  bool        // drained before its first request: that one is its last
 	drainBy    int64       // loop time by which the first request must come when drainNext
 	maxRetries int         // the request's budget of new connections
+	retryOn    uint8       // response statuses retried (retryOn*)
 	staleRetry bool        // a pooled connection found closed was replaced
 	draining   bool        // the last response is out: reading what the client still sends, then closing
 	drained    int

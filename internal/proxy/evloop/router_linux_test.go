@@ -5,9 +5,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,3 +160,48 @@ func (h handOffRouter) Route(hd proxyroute.Head) Target {
 	}
 	return h.inner.Route(hd)
 }
+
+// TestRetryOnStatus: a Target retrying gateway errors sends the request
+// again after a 503 (the 503 is not seen), and gives the client the last
+// answer once the budget is spent; a 500 is not a gateway error.
+func TestRetryOnStatus(t *testing.T) {
+	var hits, fail, failCode atomic.Int32
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		if fail.Add(-1) >= 0 {
+			w.WriteHeader(int(failCode.Load()))
+			return
+		}
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(b.Close)
+	host := netip.MustParseAddrPort(hostOf(b))
+	srv, _ := start(t, Config{Loops: 1, Router: routerFunc(func(proxyroute.Head) Target {
+		return Target{Cluster: "c", Host: host, Retries: 2, RetryOnGateway: true}
+	})})
+	c := &http.Client{Timeout: 5 * time.Second}
+	for _, tc := range []struct {
+		fails, code  int32
+		status, hits int
+	}{
+		{1, 503, 200, 2}, {2, 502, 200, 3}, {3, 504, 504, 3}, {1, 500, 500, 1},
+	} {
+		hits.Store(0)
+		fail.Store(tc.fails)
+		failCode.Store(tc.code)
+		resp, err := c.Post("http://"+srv.Addr()+"/", "text/plain", strings.NewReader("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || int(hits.Load()) != tc.hits || (tc.status == 200 && string(body) != "payload") {
+			t.Errorf("%d failures with %d: %d %q after %d attempts, want %d after %d", tc.fails, tc.code, resp.StatusCode, body, hits.Load(), tc.status, tc.hits)
+		}
+	}
+}
+
+type routerFunc func(proxyroute.Head) Target
+
+func (f routerFunc) Route(h proxyroute.Head) Target { return f(h) }

@@ -189,7 +189,7 @@ func (l *loop) readUp(u *up) {
 	u.in = u.in[:len(u.in)+n]
 	if !u.gotResp {
 		u.gotResp = true
-		if u.out != nil {
+		if u.out != nil && (!u.replayable || u.d.retryOn == 0 || u.d.retries >= u.d.maxRetries) {
 			l.putBuf(u.out)
 			u.out, u.outOff, u.replayable = nil, 0, false
 		}
@@ -284,6 +284,18 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	if err := parseResponse(b, rs); err != nil || rs.status == 101 {
 		l.badGateway(u)
 		return false
+	}
+	if u.out != nil && rs.status >= 200 {
+		// Kept for a retry on the response's status (readUp).
+		if u.replayable && d.retryStatus(rs.status) {
+			l.observeDone(u, rs.status, false)
+			d.retries++
+			if l.redial(u) {
+				return false
+			}
+		}
+		l.putBuf(u.out)
+		u.out, u.outOff, u.replayable = nil, 0, false
 	}
 	u.status = rs.status
 	if d.out == nil {
@@ -410,19 +422,7 @@ func (l *loop) upFailed(u *up) {
 		} else {
 			d.retries++
 		}
-		nu, err := l.dial(u.pool)
-		if err == nil {
-			nu.out = append(nu.out, u.out...)
-			l.putBuf(u.out)
-			u.out = nil
-			nu.replayable, nu.d, d.u = true, d, nu
-			l.observeStart(nu, u.cluster, u.tag)
-			nu.started = l.now
-			u.d = nil
-			l.closeUp(u)
-			if !nu.connecting {
-				l.flushUp(nu)
-			}
+		if l.redial(u) {
 			return
 		}
 	}
@@ -433,6 +433,38 @@ func (l *loop) upFailed(u *up) {
 		return
 	}
 	l.cutResponse(u)
+}
+
+// redial sends u's request again on a new connection of its pool, and
+// closes u; false when no connection could be made.
+func (l *loop) redial(u *up) bool {
+	d := u.d
+	nu, err := l.dial(u.pool)
+	if err != nil {
+		return false
+	}
+	nu.out = append(nu.out, u.out...)
+	l.putBuf(u.out)
+	u.out = nil
+	nu.replayable, nu.d, d.u = true, d, nu
+	l.observeStart(nu, u.cluster, u.tag)
+	nu.started = l.now
+	u.d = nil
+	l.closeUp(u)
+	if !nu.connecting {
+		l.flushUp(nu)
+	}
+	return true
+}
+
+// retryStatus reports whether a final response status is retried under
+// the request's policy, budget left.
+func (d *down) retryStatus(code int) bool {
+	if d.retries >= d.maxRetries {
+		return false
+	}
+	return d.retryOn&retryOn5xx != 0 && code >= 500 ||
+		d.retryOn&retryOnGateway != 0 && (code == 502 || code == 503 || code == 504)
 }
 
 // badGateway answers 502 for an upstream that sent a malformed response
