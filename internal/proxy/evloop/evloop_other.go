@@ -31,3 +31,6 @@ func (s *Server) Drain() {}
 
 // Update does nothing off Linux.
 func (s *Server) Update(router Router, statPrefix string) {}
+
+// Shutdown does nothing off Linux.
+func (s *Server) Shutdown() {}

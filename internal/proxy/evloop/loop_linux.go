@@ -255,6 +255,14 @@ func (l *loop) run() error {
 				if l.srv.stopping.Load() {
 					return nil
 				}
+				if l.srv.shutdown.Load() && l.ln >= 0 {
+					// Accept no more: the kernel sends new connections to
+					// the listeners left (none once every loop is here).
+					_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.ln, nil)
+					unix.Close(l.ln)
+					l.srv.lns[l.id] = -1 // read by Serve after this loop returned
+					l.ln = -1
+				}
 				if g := l.srv.drainGen.Load(); g != l.drained {
 					l.drained = g
 					l.drainConns()
@@ -270,6 +278,9 @@ func (l *loop) run() error {
 		}
 		if l.now-l.sweptAt >= int64(sweepEvery) {
 			l.sweep()
+		}
+		if l.ln < 0 && len(l.downs) == 0 {
+			return nil // shut down and drained
 		}
 	}
 }

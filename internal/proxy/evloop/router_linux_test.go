@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -205,3 +206,70 @@ func TestRetryOnStatus(t *testing.T) {
 type routerFunc func(proxyroute.Head) Target
 
 func (f routerFunc) Route(h proxyroute.Head) Target { return f(h) }
+
+// TestShutdownDrains: after Shutdown, the request in flight is answered
+// (with Connection: close), an idle connection is closed, new
+// connections are refused, and Serve returns once nothing is left.
+func TestShutdownDrains(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			arrived <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(b.Close)
+	host := netip.MustParseAddrPort(hostOf(b))
+	srv, err := Listen(Config{Listen: "127.0.0.1:0", Loops: 2, Router: routerFunc(func(proxyroute.Head) Target {
+		return Target{Cluster: "c", Host: host}
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background()) }() // ends when drained after Shutdown, below
+	idle, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idleR := bufio.NewReader(idle)
+	_, _ = io.WriteString(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(idleR, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	} else {
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}
+	busy, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, _ = io.WriteString(busy, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	srv.Shutdown()
+	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idleR.ReadByte(); err == nil {
+		t.Error("the idle connection was not closed")
+	}
+	close(release)
+	_ = busy.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(busy), nil)
+	if err != nil || resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("the request in flight: %v %v", resp, err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return once drained")
+	}
+	if c, err := net.DialTimeout("tcp", srv.Addr(), time.Second); err == nil {
+		c.Close()
+		t.Error("a connection was accepted after Shutdown")
+	}
+}

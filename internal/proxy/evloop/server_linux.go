@@ -32,6 +32,7 @@ type Server struct {
 	gen   atomic.Pointer[generation]
 
 	stopping atomic.Bool   // Serve is ending: a woken loop returns
+	shutdown atomic.Bool   // Shutdown: loops close their listeners and return once drained
 	drainGen atomic.Uint64 // Drain calls; a woken loop drains when it changed
 	rmu      sync.Mutex    // guards running
 	running  []*loop       // the loops, while Serve runs
@@ -152,11 +153,22 @@ func (s *Server) Drain() {
 	}
 }
 
+// Shutdown stops accepting and drains every connection (see Drain); each
+// loop returns once it has none left, and Serve when all have. Cancel
+// Serve's context to end the connections left earlier.
+func (s *Server) Shutdown() {
+	s.shutdown.Store(true)
+	s.Drain()
+}
+
 // Close closes the listening sockets of a Server that never served.
 func (s *Server) Close() { s.closeListeners() }
 
 func (s *Server) closeListeners() {
 	for _, fd := range s.lns {
+		if fd < 0 {
+			continue // closed by its loop at Shutdown
+		}
 		unix.Close(fd)
 	}
 	s.lns = nil
@@ -183,6 +195,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.rmu.Lock()
 	s.running = loops
 	s.rmu.Unlock()
+	if s.shutdown.Load() {
+		s.Drain() // a Shutdown that came before the loops ran
+	}
 	defer func() {
 		s.rmu.Lock()
 		s.running = nil
@@ -194,12 +209,17 @@ func (s *Server) Serve(ctx context.Context) error {
 		stop     = make(chan struct{})
 		errs     = make([]error, len(loops))
 	)
+	var remaining atomic.Int32
+	remaining.Store(int32(len(loops)))
 	for i, l := range loops {
 		wg.Add(1)
-		go func() { // one event loop; ends when woken by the stopper below, or on an epoll failure
+		go func() { // one event loop; ends when woken by the stopper below, on an epoll failure, or drained after Shutdown
 			defer wg.Done()
-			if err := l.run(); err != nil {
+			err := l.run()
+			if err != nil {
 				errs[i] = err
+			}
+			if remaining.Add(-1) == 0 || err != nil {
 				stopOnce.Do(func() { close(stop) })
 			}
 		}()

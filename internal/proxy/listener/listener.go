@@ -354,12 +354,13 @@ func (l *Listener) Serve(ctx context.Context) {
 // Stop closes the socket and drains the accepted connections, as Envoy
 // does for a removed listener: they finish what is in flight and close,
 // and are closed regardless when the drain time ends.
-//
-// On event loops, the loops' own connections are closed at once.
 func (l *Listener) Stop() {
 	if l.loops != nil {
 		if l.stopLoops != nil {
-			l.stopLoops()
+			// The loops' connections drain as the others below, and are
+			// closed when the drain time ends.
+			l.loops.Shutdown()
+			time.AfterFunc(l.cfg.Load().drainTime(), l.stopLoops) // one-shot
 		} else {
 			l.loops.Close() // never served
 		}
