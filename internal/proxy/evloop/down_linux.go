@@ -133,15 +133,14 @@ func (l *loop) readDown(d *down) {
 		}
 	}
 	n, err := rawRead(d.fd, d.in[len(d.in):cap(d.in)])
-	if err != nil {
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-			l.releaseIn(d)
-			return
-		}
-		l.closeDown(d)
+	if err != nil && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) {
+		l.releaseIn(d)
 		return
 	}
-	if n == 0 {
+	if err != nil || n == 0 {
+		if d.u != nil {
+			d.gen.st.rqRxReset.Inc() // the client went with its request in flight
+		}
 		l.closeDown(d)
 		return
 	}

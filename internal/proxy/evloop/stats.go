@@ -15,6 +15,7 @@ type counters struct {
 	cxProtocolError, noRoute      *stats.Counter
 	rqTimeout, rqHeaderTimeout    *stats.Counter
 	cxIdleTimeout, cxDrainClose   *stats.Counter
+	rqRxReset                     *stats.Counter
 	cxActive                      *stats.Gauge
 	rqTime                        *stats.Histogram
 	classes                       [6]*stats.Counter
@@ -35,8 +36,8 @@ func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counter
 		cxDestroy: sc.Counter("downstream_cx_destroy"), cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
 		noRoute: sc.Counter("no_route"), rqTimeout: sc.Counter("downstream_rq_timeout"),
 		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
-		cxDrainClose: sc.Counter("downstream_cx_drain_close"),
-		cxActive:     sc.Gauge("downstream_cx_active"), rqTime: sc.Histogram("downstream_rq_time"),
+		cxDrainClose: sc.Counter("downstream_cx_drain_close"), rqRxReset: sc.Counter("downstream_rq_rx_reset"),
+		cxActive: sc.Gauge("downstream_cx_active"), rqTime: sc.Histogram("downstream_rq_time"),
 	}
 	for i := 1; i <= 5; i++ {
 		c.classes[i] = sc.TaggedCounter(fmt.Sprintf("downstream_rq_%dxx", i), "downstream_rq_xx",
