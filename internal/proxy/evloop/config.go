@@ -1,11 +1,13 @@
-// Package evloop is a prototype of weft proxy's plaintext HTTP/1.1 path
-// on event loops: one per core, each a locked OS thread with its own epoll
-// and SO_REUSEPORT listener, parsing requests in place in reused buffers
-// and forwarding them over upstream keep-alive connections the same loop
-// owns. It exists to measure how far below the goroutine-per-connection
-// design such a path gets (docs/bench/proxy.md, "Speed work, step 5"); it
-// serves a static configuration and answers 501 to what it does not
-// implement (chunked request bodies, upgrades, absolute-form targets).
+// Package evloop is weft proxy's plaintext HTTP/1.1 path on event loops:
+// one per core, each with its own epoll and SO_REUSEPORT listener,
+// parsing requests in place in reused buffers and forwarding them over
+// upstream keep-alive connections the same loop owns (docs/bench/proxy.md,
+// "Speed work", steps 5 and 6). With a static configuration (Routes,
+// Clusters) it is the prototype bench/evloopproxy runs; with a Router it
+// serves weft proxy's listeners under --experimental-evloop, handing what
+// it does not implement (h2c, upgrades, routes that need more) to the
+// goroutine path through HandOff. Without HandOff those are refused (501,
+// 505).
 package evloop
 
 import (
