@@ -73,44 +73,42 @@ type loopRouter struct {
 	clusters *cluster.Manager
 }
 
-var handOff = evloop.Target{HandOff: true}
-
 func (r *loopRouter) Route(h route.Head) evloop.Target {
 	path, ok := route.EscapedPath(h.Target(), nil)
 	if !ok {
-		return handOff
+		return evloop.Target{HandOff: true}
 	}
 	if bytes.Contains(path, []byte("//")) || bytes.Contains(path, []byte("/.")) {
 		if np := r.hcm.Normalize(string(path)); np != string(path) {
-			return handOff // the upstream gets the normalised path
+			return evloop.Target{HandOff: true} // the upstream gets the normalised path
 		}
 	}
 	rc := r.hcm.RouteConfig()
 	if rc == nil {
-		return handOff
+		return evloop.Target{HandOff: true}
 	}
 	vh, rt := rc.MatchHead(h, path)
 	if rt == nil || !loopRoute(rc, vh, rt) {
-		return handOff // the goroutine path answers, logs and counts as it does
+		return evloop.Target{HandOff: true} // the goroutine path answers, logs and counts as it does
 	}
 	name, wops := rt.Pick()
 	if wops != nil && !emptyOps(wops) {
-		return handOff
+		return evloop.Target{HandOff: true}
 	}
 	cl := r.clusters.Get(name)
 	if cl == nil || cl.HTTP2 || cl.UseDownstream || cl.Type == cluster.OriginalDst || cl.TLS != nil {
-		return handOff
+		return evloop.Target{HandOff: true}
 	}
 	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {
-		return handOff // circuit breakers tighter than Envoy's defaults: the goroutine path applies them
+		return evloop.Target{HandOff: true} // circuit breakers tighter than Envoy's defaults: the goroutine path applies them
 	}
 	host, err := cl.Pick(nil, 1)
 	if err != nil {
-		return handOff
+		return evloop.Target{HandOff: true}
 	}
 	ap, err := netip.ParseAddrPort(host.Addr)
 	if err != nil {
-		return handOff
+		return evloop.Target{HandOff: true}
 	}
 	t := evloop.Target{Cluster: name, Host: ap, Tag: host}
 	if rp := rt.Retry; rp != nil {

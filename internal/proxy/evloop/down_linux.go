@@ -233,7 +233,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	st := d.gen.st
 	r := &l.req
 	if err := parseRequest(head, r); err != nil {
-		if l.canHandOff(d) && (err == errUpgrade || bytes.HasPrefix(head, h2cPreface)) {
+		if l.canHandOff(d) && (errors.Is(err, errUpgrade) || bytes.HasPrefix(head, []byte(h2cPreface))) {
 			l.handOff(d)
 			return
 		}
@@ -542,7 +542,7 @@ func (l *loop) writeDown(d *down, b []byte) {
 }
 
 // h2cPreface starts an HTTP/2 connection without TLS (RFC 9113 3.4).
-var h2cPreface = []byte("PRI * HTTP/2.0\r\n")
+const h2cPreface = "PRI * HTTP/2.0\r\n"
 
 // canHandOff reports whether d can go to Config.HandOff: there is one,
 // and every answer d had is written.
