@@ -11,9 +11,11 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
 func (h *harness) listener(name string) *listener.Listener {
@@ -139,5 +141,40 @@ func TestEvloopClientErrorsAreDownstreamErrors(t *testing.T) {
 	}
 	if n := h.listener("egress").HandedOff(); n != 0 {
 		t.Errorf("%d connections handed off: the test is not the loops'", n)
+	}
+}
+
+// TestEvloopUpdateOffTheLoops: an update that makes a listener on the
+// loops TLS-only keeps its socket; from then on its connections go to the
+// goroutine path as they are accepted, and are served with TLS.
+func TestEvloopUpdateOffTheLoops(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	ca := tlstest.NewCA(t, "mesh")
+	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
+	a := newBackend(t, "a")
+	rc, cl, ep := routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))), edsCluster("c"), cla("c", a.addr())
+	h.push(httpListener("ingress", httpManager("ingress", "rds")), rc, cl, ep)
+	l := h.listener("ingress")
+	if !l.OnLoops() {
+		t.Fatal("the plaintext listener is not on the loops")
+	}
+	if code, err := plainGet(h.addr("ingress")); err != nil || code != 200 {
+		t.Fatalf("plaintext on the loops: %d %v", code, err)
+	}
+	h.push(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: f.common(false)}), rc, cl, ep)
+	if h.listener("ingress") != l {
+		t.Fatal("the update replaced the listener")
+	}
+	if code, _, err := tlsGet(h.addr("ingress"), clientTLS(ca, "svc.local")); err != nil || code != 200 {
+		t.Fatalf("TLS after the update: %d %v", code, err)
+	}
+	if code, err := plainGet(h.addr("ingress")); err == nil && code == 200 {
+		t.Error("plaintext still served after the listener became TLS-only")
+	}
+	if l.HandedOff() < 2 {
+		t.Errorf("%d connections handed off, want the two after the update", l.HandedOff())
 	}
 }
