@@ -9,6 +9,11 @@
 // Each -route is DOMAIN/PREFIX=CLUSTER=ENDPOINT[,ENDPOINT...]: requests
 // whose Host matches DOMAIN ("*", a host, or "*.suffix") and whose path
 // starts with /PREFIX go to the cluster's endpoints, round robin.
+//
+// With -weft-routes the same routes are compiled into weft's route
+// configuration (a virtual host per domain, a prefix route each) and
+// matched as weft proxy matches them (route.Config.MatchHead), through
+// the loops' Router interface: the cost of weft's routing on the loops.
 package main
 
 import (
@@ -25,7 +30,10 @@ import (
 	"strings"
 	"syscall"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
 	"github.com/weftmesh/weft/internal/proxy/evloop"
+	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
@@ -47,6 +55,7 @@ func run(args []string) error {
 	loops := fs.Int("loops", 0, "event loops (0: GOMAXPROCS)")
 	lockThreads := fs.Bool("lock-threads", false, "block each loop's locked OS thread in epoll_wait between events (default: park the loop's goroutine in Go's netpoller)")
 	rawWait := fs.Bool("raw-wait", false, "wait in epoll_wait as a raw system call, the scheduler never told (sets GOMAXPROCS to the loops + 1)")
+	weftRoutes := fs.Bool("weft-routes", false, "route with weft's compiled route configuration (route.Config.MatchHead) through the loops' Router, instead of the prototype's own table")
 	admin := fs.String("admin", "", "serve the stats as text on this loopback address (/stats); empty: off")
 	var rs routes
 	fs.Var(&rs, "route", "DOMAIN/PREFIX=CLUSTER=ENDPOINT[,ENDPOINT...] (repeatable, matched in order)")
@@ -64,6 +73,13 @@ func run(args []string) error {
 		}
 		cfg.Routes = append(cfg.Routes, evloop.Route{Domain: match[:slash], Prefix: match[slash:], Cluster: name})
 		cfg.Clusters[name] = append(cfg.Clusters[name], strings.Split(eps, ",")...)
+	}
+	if *weftRoutes {
+		r, err := weftRouter(cfg.Routes, cfg.Clusters)
+		if err != nil {
+			return err
+		}
+		cfg.Router, cfg.Routes, cfg.Clusters = r, nil, nil
 	}
 	if *rawWait {
 		n := *loops
@@ -98,4 +114,37 @@ func run(args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "evloopproxy: listening on %s\n", srv.Addr())
 	return srv.Serve(ctx)
+}
+
+// weftRouter compiles the routes into a RouteConfiguration, a virtual
+// host per domain in the order they first appear.
+func weftRouter(rs []evloop.Route, clusters map[string][]string) (*evloop.ConfigRouter, error) {
+	rc := &routev3.RouteConfiguration{Name: "evloopproxy"}
+	vhs := map[string]*routev3.VirtualHost{}
+	for _, r := range rs {
+		vh := vhs[r.Domain]
+		if vh == nil {
+			vh = &routev3.VirtualHost{Name: r.Domain, Domains: []string{r.Domain}}
+			vhs[r.Domain] = vh
+			rc.VirtualHosts = append(rc.VirtualHosts, vh)
+		}
+		vh.Routes = append(vh.Routes, &routev3.Route{Name: r.Cluster,
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: r.Prefix}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: r.Cluster}}}})
+	}
+	c, err := route.Compile(rc)
+	if err != nil {
+		return nil, err
+	}
+	hosts := map[string][]netip.AddrPort{}
+	for name, eps := range clusters {
+		for _, e := range eps {
+			ap, err := netip.ParseAddrPort(e)
+			if err != nil {
+				return nil, fmt.Errorf("cluster %q: endpoint %q: %w", name, e, err)
+			}
+			hosts[name] = append(hosts[name], ap)
+		}
+	}
+	return &evloop.ConfigRouter{Routes: c, Hosts: hosts}, nil
 }

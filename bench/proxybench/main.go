@@ -76,7 +76,7 @@ func main() {
 	idleN := flag.Int("idle-conns", 0, "after the other runs, open this many keep-alive connections to each one-proxy path, plaintext and mutual TLS (one request each, then idle) and report the proxy's memory per idle connection; 0 skips it")
 	idleSettle := flag.Duration("idle-settle", 3*time.Second, "with -idle-conns: how long the connections stay idle before the proxy's memory is measured (Go returns freed memory to the system after a GC, which an idle process runs every 2 minutes)")
 	idleProf := flag.String("idle-heap-profile", "", "with -idle-conns: save each weft proxy's heap profile with the connections open to this prefix + pid + .pb.gz")
-	weftB := flag.String("weft-b", "", "a second weft binary (the build before a change, say): adds the path \"one weft proxy B\" served by it, interleaved with the others, and prints its ratios to \"one weft proxy\"")
+	weftB := flag.String("weft-b", "", "a second weft binary (the build before a change, say): adds the paths \"one weft proxy B\" and \"two weft proxies B\" (both sidecars B) served by it, interleaved with the others, and prints its ratios to \"one weft proxy\"")
 	weftBArgs := flag.String("weft-b-args", "", "extra weft proxy arguments, space-separated, for the proxies of the \"B\" paths (with -weft-b, which may name the same binary as -weft: the same build with another setting, e.g. \"--park-idle-after=1ns\")")
 	evloopBin := flag.String("evloop", "", "a built bench/evloopproxy (go build -o /tmp/evloopproxy ./bench/evloopproxy): adds the paths \"evloop prototype\" and \"two evloop prototypes\", the event-loop prototype of the HTTP/1.1 path (internal/proxy/evloop) with the same route as one weft proxy")
 	evloopLoops := flag.Int("evloop-loops", 0, "with -evloop: its event loops (0: GOMAXPROCS)")
@@ -177,7 +177,14 @@ func main() {
 		procBB := b.startProxy(*weftB, "mesh/bench/virtualNode/server-b", xds.addr, bArgs...)
 		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBB))
 		targets[2].url, targets[2].procs = fmt.Sprintf("http://127.0.0.1:%d/", pBB), []*os.Process{procBB}
-		fmt.Printf("one weft proxy B: %s %s\n", *weftB, *weftBArgs)
+		// And the client's sidecar in front of it, by the same binary:
+		// both hops B.
+		pBA := freePort()
+		xds.set("mesh/bench/virtualNode/client-b", resources("egress", pBA, "cds_egress_bench_server_http_9080", fmt.Sprintf("127.0.0.1:%d", pBB), false))
+		procBA := b.startProxy(*weftB, "mesh/bench/virtualNode/client-b", xds.addr, bArgs...)
+		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBA))
+		targets = append(targets, target{"two weft proxies B", fmt.Sprintf("http://127.0.0.1:%d/", pBA), []*os.Process{procBA, procBB}, nil})
+		fmt.Printf("one weft proxy B, two weft proxies B: %s %s\n", *weftB, *weftBArgs)
 	}
 	if *evloopBin != "" {
 		targets = append(targets, b.evloopTargets(*evloopBin, *evloopLoops, app)...)

@@ -120,6 +120,14 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		}
 		cfg.MaxConnections = p.cfg.ListenerMaxConnections
 		cfg.DrainTime = p.cfg.DrainTime
+		if p.cfg.ExperimentalEvloop {
+			var why string
+			if cfg.Loops, why = loopsFor(cfg, p.clusters); cfg.Loops == nil {
+				p.log.Info("listener stays off the event loops", "listener", cfg.Name, "why", why)
+			} else {
+				p.log.Info("listener on the event loops", "listener", cfg.Name)
+			}
+		}
 		pl := &plan{cfg: cfg, rds: rds, drainAll: old != nil && !chainsOnly(p.lpb[l.GetName()], l)}
 		if old != nil && old.ConfiguredAddr() == cfg.Addr {
 			pl.reuse = old

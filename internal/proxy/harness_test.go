@@ -67,6 +67,9 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 	// type whose resources did not change. Delta is tested in xdsclient
 	// and against weft server (internal/xds/server).
 	cfg := Config{ResourceARN: testNode, XDS: xds.Addr, XDSProtocol: xdsclient.ProtocolSotW, AdminAddr: "127.0.0.1:0", XDSBackoffBase: 20 * time.Millisecond}
+	// WEFT_PROXY_TEST_EVLOOP=1 runs the tests with --experimental-evloop:
+	// the listeners the event loops can serve are served by them.
+	cfg.ExperimentalEvloop = os.Getenv("WEFT_PROXY_TEST_EVLOOP") == "1"
 	mod(&cfg)
 	p, err := New(cfg, log)
 	if err != nil {
@@ -86,6 +89,22 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 			t.Errorf("proxy Run did not return within 10s of cancel")
 		}
 	})
+	if cfg.ExperimentalEvloop {
+		t.Cleanup(func() { // before the proxy stops: which listeners the loops served
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			var on, off []string
+			var handed int64
+			for name, l := range p.listeners {
+				if l.OnLoops() {
+					on, handed = append(on, name), handed+l.HandedOff()
+				} else {
+					off = append(off, name)
+				}
+			}
+			t.Logf("evloop: listeners on the loops %v (%d connections handed off), off %v", on, handed, off)
+		})
+	}
 	waitUntil(t, 10*time.Second, "the admin listener", func() bool { return p.AdminAddr() != "" })
 	return &harness{t: t, xds: xds, p: p}
 }

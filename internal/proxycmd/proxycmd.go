@@ -65,6 +65,8 @@ func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writ
 		"how long the connections of a removed listener or of a changed or removed filter chain have to finish before they are closed, as Envoy's --drain-time-s; 0 closes them at once (env WEFT_PROXY_DRAIN_TIME)")
 	parkAfter := fs.Duration("park-idle-after", envvar.Duration("WEFT_PROXY_PARK_IDLE_AFTER", httpconn.DefaultParkIdleAfter, &envErrs),
 		"how long a keep-alive HTTP/1.1 connection waits for its next request holding a goroutine before it parks in an epoll set without one (Linux), freeing the goroutine's stack; 0 never parks, 1ns parks at once (env WEFT_PROXY_PARK_IDLE_AFTER)")
+	evloopOn := fs.Bool("experimental-evloop", envvar.Or("WEFT_PROXY_EXPERIMENTAL_EVLOOP", "") == "1",
+		"serve plaintext HTTP/1.1 listeners on event loops (Linux) where they can serve them as the default path does; other listeners and requests stay on the default path (env WEFT_PROXY_EXPERIMENTAL_EVLOOP=1)")
 	ingressPort := fs.Uint("ingress-port", uint(envvar.Int("APPMESH_ENVOY_INGRESS_PORT", 15000, &envErrs)),
 		"port the traffic interception sends inbound traffic to, as weft intercept's --proxy-ingress-port and ECS's ProxyIngressPort; weft server puts the ingress listener there (env APPMESH_ENVOY_INGRESS_PORT)")
 	egressPort := fs.Uint("egress-port", uint(envvar.Int("APPMESH_ENVOY_EGRESS_PORT", 15001, &envErrs)),
@@ -108,6 +110,7 @@ func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writ
 		cfg.RequestHeadersTimeout = -1 // none
 	}
 	cfg.DrainTime = *drainTime
+	cfg.ExperimentalEvloop = *evloopOn
 	cfg.ParkIdleAfter = *parkAfter
 	if *parkAfter <= 0 {
 		cfg.ParkIdleAfter = -1 // never

@@ -1,11 +1,13 @@
-// Package evloop is a prototype of weft proxy's plaintext HTTP/1.1 path
-// on event loops: one per core, each a locked OS thread with its own epoll
-// and SO_REUSEPORT listener, parsing requests in place in reused buffers
-// and forwarding them over upstream keep-alive connections the same loop
-// owns. It exists to measure how far below the goroutine-per-connection
-// design such a path gets (docs/bench/proxy.md, "Speed work, step 5"); it
-// serves a static configuration and answers 501 to what it does not
-// implement (chunked request bodies, upgrades, absolute-form targets).
+// Package evloop is weft proxy's plaintext HTTP/1.1 path on event loops:
+// one per core, each with its own epoll and SO_REUSEPORT listener,
+// parsing requests in place in reused buffers and forwarding them over
+// upstream keep-alive connections the same loop owns (docs/bench/proxy.md,
+// "Speed work", steps 5 and 6). With a static configuration (Routes,
+// Clusters) it is the prototype bench/evloopproxy runs; with a Router it
+// serves weft proxy's listeners under --experimental-evloop, handing what
+// it does not implement (h2c, upgrades, routes that need more) to the
+// goroutine path through HandOff. Without HandOff those are refused (501,
+// 505).
 package evloop
 
 import (
@@ -15,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
@@ -41,10 +44,30 @@ type Config struct {
 	// Routes are matched in order: the first whose domain matches the
 	// Host header and whose prefix starts the path.
 	Routes []Route
+	// Router, when set, chooses every request's upstream instead of
+	// Routes and Clusters: weft proxy's route configuration and its
+	// clusters' load balancers. It runs on a loop and must not block.
+	Router Router
+	// HandOff, when set, takes the connections the loops do not serve
+	// themselves: an h2c preface, an Upgrade request, and requests whose
+	// Target says HandOff. It gets the descriptor (its owner from then
+	// on: the loop forgets it) and the bytes read from it that no answer
+	// consumed, the current request's head first. It is called on a loop
+	// and must not block. Without it those requests are refused (501,
+	// 505).
+	HandOff func(fd int, buffered []byte)
+	// Observer, when set, hears of every upstream attempt a Router's
+	// Target started, and counts its response codes in place of the
+	// loops (cluster.<name>.upstream_rq_<code> and classes, completed).
+	Observer Observer
+	// HandOffAll, when set and true, makes the loops hand every new
+	// connection to HandOff as soon as it is accepted (a listener whose
+	// configuration the loops no longer serve).
+	HandOffAll func() bool
 	// Clusters by name: their endpoints, ip:port.
 	Clusters map[string][]string
 	// MaxConns bounds the downstream connections of the whole listener
-	// (split evenly between the loops); 0 means DefaultMaxConns.
+	// (every loop's); 0 means DefaultMaxConns.
 	MaxConns int
 	// MaxIdleUpstream bounds the idle upstream connections each loop
 	// keeps per cluster; 0 means DefaultMaxIdleUpstream.
@@ -64,9 +87,18 @@ type Config struct {
 	StatPrefix string
 	// Stats receives the counters; nil makes a private store.
 	Stats *stats.Store
+	// Listener, when set, are the listener's own stats
+	// (listener.<address>.*), counted besides the connection manager's.
+	Listener *ListenerStats
 	// Log gets connection errors at debug level and loop failures at
 	// error level; nil discards.
 	Log *slog.Logger
+}
+
+// ListenerStats are a listener's connection stats.
+type ListenerStats struct {
+	CxTotal, CxDestroy, CxOverflow *stats.Counter
+	CxActive                       *stats.Gauge
 }
 
 // Defaults of the limits.
@@ -78,6 +110,50 @@ const (
 	DefaultRequestTimeout  = 15 * time.Second
 	DefaultConnectTimeout  = time.Second
 )
+
+// Router chooses where a request goes, from its head.
+type Router interface {
+	Route(h proxyroute.Head) Target
+}
+
+// Observer hears how the upstream attempts of a Router's targets went.
+// Its methods run on a loop and must not block.
+type Observer interface {
+	// Started: an attempt to the target's host begins.
+	Started(cluster string, tag any)
+	// Done: the attempt got a response head with code, or failed without
+	// one (code 0; timedOut for the request timeout), or the client side
+	// ended it (code -1).
+	Done(cluster string, tag any, code int, timedOut bool)
+}
+
+// Target is a Router's answer: a cluster's host, or a local reply.
+type Target struct {
+	// Status, when not 0, is answered by the proxy with Body (404 when
+	// no route matches, 503 for an unknown cluster or no healthy host).
+	Status int
+	Body   string
+	// Cluster names the cluster (its stats, cluster.<name>.*) and Host
+	// the address the request goes to. Each loop keeps a pool of idle
+	// connections per cluster and host.
+	Cluster string
+	Host    netip.AddrPort
+	// Tag is given back to Config.Observer with the exchange's outcome
+	// (a pointer: the host, say).
+	Tag any
+	// Retries bounds the new connections tried after a connect failure
+	// or a reset before any response byte (the route's retry policy for
+	// connect-failure and reset). A pooled connection found closed is
+	// replaced once besides, as Go's HTTP client does.
+	Retries int
+	// RetryOn5xx and RetryOnGateway spend Retries on responses too: any
+	// 5xx, or 502, 503 and 504 (retry_on 5xx and gateway-error), when the
+	// whole request is at hand; the response is discarded.
+	RetryOn5xx, RetryOnGateway bool
+	// HandOff, with Config.HandOff set, gives the connection to it with
+	// this request: for what the loops do not implement.
+	HandOff bool
+}
 
 // Route sends requests whose Host matches Domain and whose path starts
 // with Prefix to Cluster. Domain is "*", an exact host (without port), or

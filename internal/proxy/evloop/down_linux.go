@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"time"
@@ -24,17 +25,35 @@ func (l *loop) accept() {
 			}
 			return
 		}
-		if len(l.downs) >= l.maxConns {
+		ls := l.srv.cfg.Listener
+		if l.srv.conns.Load() >= int64(l.srv.cfg.MaxConns) {
 			unix.Close(fd)
+			if ls != nil {
+				ls.CxOverflow.Inc()
+			}
+			continue
+		}
+		if h := l.srv.cfg.HandOffAll; h != nil && l.srv.cfg.HandOff != nil && h() {
+			if ls != nil {
+				ls.CxTotal.Inc() // the goroutine path counts it active
+			}
+			l.srv.cfg.HandOff(fd, nil)
 			continue
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		d := &down{fd: fd, last: l.now, idx: len(l.downs)}
+		// The head of the first request is timed from the accept: a
+		// connection that sends nothing is closed after the timeout.
+		d := &down{fd: fd, last: l.now, idx: len(l.downs), headStart: l.now + 1, gen: l.srv.gen.Load()}
+		l.srv.conns.Add(1)
 		l.downs = append(l.downs, d)
 		l.setFd(fd, fdRef{d: d})
 		l.watchDown(d)
-		l.srv.st.cxTotal.Inc()
-		l.srv.st.cxActive.Inc()
+		d.gen.st.cxTotal.Inc()
+		d.gen.st.cxActive.Inc()
+		if ls != nil {
+			ls.CxTotal.Inc()
+			ls.CxActive.Inc()
+		}
 	}
 }
 
@@ -114,15 +133,14 @@ func (l *loop) readDown(d *down) {
 		}
 	}
 	n, err := rawRead(d.fd, d.in[len(d.in):cap(d.in)])
-	if err != nil {
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-			l.releaseIn(d)
-			return
-		}
-		l.closeDown(d)
+	if err != nil && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) {
+		l.releaseIn(d)
 		return
 	}
-	if n == 0 {
+	if err != nil || n == 0 {
+		if d.u != nil {
+			d.gen.st.rqRxReset.Inc() // the client went with its request in flight
+		}
 		l.closeDown(d)
 		return
 	}
@@ -204,24 +222,48 @@ func (l *loop) badRequest(d *down, err error) {
 	if errors.As(err, &pe) {
 		st = pe.status
 	}
-	l.srv.st.cxProtocolError.Inc()
-	l.srv.st.rqTotal.Inc()
+	d.gen.st.cxProtocolError.Inc()
+	d.gen.st.rqTotal.Inc()
 	d.off = len(d.in)
 	l.localReply(d, st, err.Error(), true)
 }
 
 // dispatch routes one parsed request head and sends it upstream.
 func (l *loop) dispatch(d *down, head []byte) {
-	st := l.srv.st
+	st := d.gen.st
 	r := &l.req
 	if err := parseRequest(head, r); err != nil {
+		if l.canHandOff(d) && (errors.Is(err, errUpgrade) || bytes.HasPrefix(head, []byte(h2cPreface))) {
+			l.handOff(d)
+			return
+		}
 		l.badRequest(d, err)
 		return
+	}
+	var t Target
+	if rtr := d.gen.router; rtr != nil {
+		l.hv = headView{head, r}
+		t = rtr.Route(&l.hv)
+		if t.HandOff && l.canHandOff(d) {
+			l.handOff(d)
+			return
+		}
 	}
 	st.rqTotal.Inc()
 	st.rqHTTP1.Inc()
 	d.off += len(head)
-	d.head, d.closeAfter, d.reqStart, d.retries = r.head, r.closeAfter, l.now, 0
+	d.head, d.closeAfter, d.reqStart, d.retries, d.staleRetry = r.head, r.closeAfter || d.drainNext, l.now, 0, false
+	d.requests++
+	d.maxRetries, d.retryOn = maxRetries, 0
+	if d.gen.router != nil {
+		d.maxRetries = t.Retries
+		if t.RetryOn5xx {
+			d.retryOn |= retryOn5xx
+		}
+		if t.RetryOnGateway {
+			d.retryOn |= retryOnGateway
+		}
+	}
 	target := r.target.of(head)
 	path := target
 	for i, c := range target {
@@ -230,15 +272,34 @@ func (l *loop) dispatch(d *down, head []byte) {
 			break
 		}
 	}
-	rt := l.srv.table.match(r.host.of(head), path)
-	if rt == nil {
-		st.noRoute.Inc()
-		l.localReply(d, 404, "", r.hasLength && r.contentLength > 0)
-		return
+	var pool *clusterPool
+	if d.gen.router != nil {
+		if t.HandOff {
+			l.localReply(d, 501, "", true) // no HandOff to take it
+			return
+		}
+		if t.Status != 0 {
+			if t.Status == 404 {
+				st.noRoute.Inc()
+			}
+			l.localReply(d, t.Status, t.Body, r.hasLength && r.contentLength > 0)
+			return
+		}
+		pool = l.hostPool(t.Cluster, t.Host)
+	} else {
+		rt := l.srv.table.match(r.host.of(head), path)
+		if rt == nil {
+			st.noRoute.Inc()
+			l.localReply(d, 404, "", r.hasLength && r.contentLength > 0)
+			return
+		}
+		pool = &l.pools[rt.cluster]
 	}
-	pool := &l.pools[rt.cluster]
 	pool.st.rqTotal.Inc()
 	u, err := l.getUp(pool)
+	if err == nil {
+		l.observeStart(u, t.Cluster, t.Tag)
+	}
 	if err != nil {
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", r.hasLength && r.contentLength > 0)
 		return
@@ -396,8 +457,8 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	o = append(o, "\r\n"...)
 	o = append(o, body...)
 	d.out = o
-	l.srv.st.response(status)
-	l.srv.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	d.gen.st.response(status)
+	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	d.state = dsHead
 	l.flushDown(d)
 }
@@ -480,12 +541,48 @@ func (l *loop) writeDown(d *down, b []byte) {
 	}
 }
 
+// h2cPreface starts an HTTP/2 connection without TLS (RFC 9113 3.4).
+const h2cPreface = "PRI * HTTP/2.0\r\n"
+
+// canHandOff reports whether d can go to Config.HandOff: there is one,
+// and every answer d had is written.
+func (l *loop) canHandOff(d *down) bool {
+	return l.srv.cfg.HandOff != nil && d.outOff >= len(d.out)
+}
+
+// handOff gives a connection waiting for a request to Config.HandOff with
+// the bytes not yet consumed, the current head first.
+func (l *loop) handOff(d *down) {
+	buffered := append([]byte(nil), d.in[d.off:]...)
+	fd := d.fd
+	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, nil)
+	l.forgetDown(d)
+	d.gen.st.cxActive.Dec()
+	if ls := l.srv.cfg.Listener; ls != nil {
+		ls.CxActive.Dec() // the goroutine path counts it again
+	}
+	l.srv.cfg.HandOff(fd, buffered)
+}
+
 func (l *loop) closeDown(d *down) {
 	if d.closed {
 		return
 	}
-	d.closed = true
 	unix.Close(d.fd)
+	l.forgetDown(d)
+	d.gen.st.cxDestroy.Inc()
+	d.gen.st.cxActive.Dec()
+	if ls := l.srv.cfg.Listener; ls != nil {
+		ls.CxDestroy.Inc()
+		ls.CxActive.Dec()
+	}
+}
+
+// forgetDown drops a connection from the loop (its descriptor closed or
+// handed off) with what it holds.
+func (l *loop) forgetDown(d *down) {
+	l.srv.conns.Add(-1)
+	d.closed = true
 	l.fds[d.fd] = fdRef{}
 	last := l.downs[len(l.downs)-1]
 	l.downs[d.idx], last.idx = last, d.idx
@@ -503,6 +600,4 @@ func (l *loop) closeDown(d *down) {
 		d.u, u.d = nil, nil
 		l.closeUp(u)
 	}
-	l.srv.st.cxDestroy.Inc()
-	l.srv.st.cxActive.Dec()
 }

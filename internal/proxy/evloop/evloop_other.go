@@ -22,3 +22,15 @@ func (s *Server) Addr() string { return "" }
 func (s *Server) Serve(ctx context.Context) error {
 	return errors.New("evloop: event loops need Linux (epoll)")
 }
+
+// Close does nothing off Linux.
+func (s *Server) Close() {}
+
+// Drain does nothing off Linux.
+func (s *Server) Drain() {}
+
+// Update does nothing off Linux.
+func (s *Server) Update(router Router, statPrefix string) {}
+
+// Shutdown does nothing off Linux.
+func (s *Server) Shutdown() {}

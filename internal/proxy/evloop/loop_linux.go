@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/netip"
 	"runtime"
 	"time"
 
@@ -29,10 +30,19 @@ const (
 	// (weft proxy's HTTP/1.1 path does the same).
 	maxDrain = 256 << 10
 	drainFor = 500 * time.Millisecond
+	// freshDrainGrace is how long a connection drained before its first
+	// request has to send it (weft proxy's HTTP/1.1 path waits as long).
+	freshDrainGrace = time.Second
 	// maxRetries is the route's retry budget for a request that failed
 	// before any response byte (connect failure, reset): App Mesh's
 	// default retry policy gives 2.
 	maxRetries = 2
+)
+
+// Response statuses a Target's retries cover.
+const (
+	retryOn5xx = 1 << iota
+	retryOnGateway
 )
 
 // Downstream states.
@@ -74,7 +84,14 @@ type down struct {
 	reqStart   int64
 	headStart  int64 // when the first byte of the head being read came
 	retries    int
-	draining   bool // the last response is out: reading what the client still sends, then closing
+	gen        *generation // the configuration it was accepted under
+	requests   int         // requests dispatched
+	drainNext  bool        // drained before its first request: that one is its last
+	drainBy    int64       // loop time by which the first request must come when drainNext
+	maxRetries int         // the request's budget of new connections
+	retryOn    uint8       // response statuses retried (retryOn*)
+	staleRetry bool        // a pooled connection found closed was replaced
+	draining   bool        // the last response is out: reading what the client still sends, then closing
 	drained    int
 }
 
@@ -102,6 +119,11 @@ type up struct {
 	mask       uint32
 	closed     bool
 	started    int64 // connect start, then request sent
+	// With an Observer: the attempt's target, and whether its outcome is
+	// still to be told.
+	tag       any
+	cluster   string
+	observing bool
 }
 
 type fdRef struct {
@@ -114,29 +136,47 @@ type clusterPool struct {
 	idle []*up
 	next int // round robin over the endpoints
 	st   *clusterCounters
+	used int64 // loop time of the last request (pools of a Router's hosts)
+	gone bool  // dropped from hostPools: connections that finish close
 }
+
+// hostKey names the pool of one host of a Router's cluster.
+type hostKey struct {
+	cluster string
+	host    netip.AddrPort
+}
+
+const (
+	// maxHostPools bounds the pools of a Router's hosts per loop; beyond
+	// it, the sweep drops the pools unused the longest.
+	maxHostPools = 4096
+	// hostPoolIdle is how long a host's pool is kept without requests.
+	hostPoolIdle = time.Minute
+)
 
 // loop is one event loop: its epoll, listening socket, connections,
 // upstream pools and buffers. Only its own goroutine touches it after
 // newLoop, except wakeUp.
 type loop struct {
-	srv      *Server
-	id       int
-	ep       int
-	ln       int
-	wake     int // eventfd: written to stop the loop
-	fds      []fdRef
-	downs    []*down
-	pools    []clusterPool
-	bufs     [][]byte
-	req      request
-	resp     response
-	rng      *mrand.ChaCha8
-	epoch    time.Time
-	now      int64
-	sweptAt  int64
-	maxConns int
-	events   [maxEvents]unix.EpollEvent
+	srv     *Server
+	id      int
+	ep      int
+	ln      int
+	wake    int // eventfd: written to stop the loop
+	fds     []fdRef
+	downs   []*down
+	pools   []clusterPool
+	hpools  map[hostKey]*clusterPool // with a Router
+	hv      headView
+	drained uint64 // the Server's drainGen last acted on
+	bufs    [][]byte
+	req     request
+	resp    response
+	rng     *mrand.ChaCha8
+	epoch   time.Time
+	now     int64
+	sweptAt int64
+	events  [maxEvents]unix.EpollEvent
 }
 
 func newLoop(s *Server, id, ln int) (*loop, error) {
@@ -152,8 +192,8 @@ func newLoop(s *Server, id, ln int) (*loop, error) {
 	var seed [32]byte
 	_, _ = rand.Read(seed[:]) // never fails (crypto/rand)
 	l := &loop{srv: s, id: id, ep: ep, ln: ln, wake: wake, rng: mrand.NewChaCha8(seed), epoch: time.Now(),
-		maxConns: max(1, s.cfg.MaxConns/len(s.lns)), req: request{lines: make([]headerLine, 0, 32)},
-		resp: response{lines: make([]headerLine, 0, 32)}}
+		req:  request{lines: make([]headerLine, 0, 32)},
+		resp: response{lines: make([]headerLine, 0, 32)}, hpools: map[hostKey]*clusterPool{}}
 	for i := range s.table.clusters {
 		l.pools = append(l.pools, clusterPool{def: &s.table.clusters[i], st: &s.st.clusters[i]})
 	}
@@ -210,7 +250,23 @@ func (l *loop) run() error {
 			case fd == l.ln:
 				l.accept()
 			case fd == l.wake:
-				return nil
+				var b [8]byte
+				_, _ = unix.Read(l.wake, b[:]) // resets the eventfd
+				if l.srv.stopping.Load() {
+					return nil
+				}
+				if l.srv.shutdown.Load() && l.ln >= 0 {
+					// Accept no more: the kernel sends new connections to
+					// the listeners left (none once every loop is here).
+					_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, l.ln, nil)
+					unix.Close(l.ln)
+					l.srv.lns[l.id] = -1 // read by Serve after this loop returned
+					l.ln = -1
+				}
+				if g := l.srv.drainGen.Load(); g != l.drained {
+					l.drained = g
+					l.drainConns()
+				}
 			case fd < len(l.fds):
 				r := l.fds[fd]
 				if r.d != nil {
@@ -222,6 +278,9 @@ func (l *loop) run() error {
 		}
 		if l.now-l.sweptAt >= int64(sweepEvery) {
 			l.sweep()
+		}
+		if l.ln < 0 && len(l.downs) == 0 {
+			return nil // shut down and drained
 		}
 	}
 }
@@ -238,8 +297,95 @@ func (l *loop) closeAll() {
 		}
 		l.pools[i].idle = nil
 	}
+	for k, p := range l.hpools {
+		l.dropPool(k, p)
+	}
 	unix.Close(l.ep)
 	unix.Close(l.wake)
+}
+
+// drainConns closes the connections without a request in flight and
+// makes the others close after their response.
+func (l *loop) drainConns() {
+	for i := len(l.downs) - 1; i >= 0; i-- {
+		if i >= len(l.downs) {
+			continue
+		}
+		d := l.downs[i]
+		if d.drainNext || d.closeAfter {
+			continue
+		}
+		d.gen.st.cxDrainClose.Inc()
+		idle := d.u == nil && d.state == dsHead && (d.in == nil || d.off == len(d.in)) && d.outOff >= len(d.out)
+		switch {
+		case idle && d.requests == 0:
+			// Its client may have sent a request already that is on its
+			// way: it is served, as the connection's last, if it comes
+			// within freshDrainGrace.
+			d.drainNext, d.drainBy = true, l.now+int64(freshDrainGrace)
+		case idle:
+			l.closeDown(d)
+		default:
+			d.closeAfter = true
+		}
+	}
+}
+
+// observeStart tells the Observer an attempt on u begins.
+func (l *loop) observeStart(u *up, cluster string, tag any) {
+	if o := l.srv.cfg.Observer; o != nil {
+		u.cluster, u.tag, u.observing = cluster, tag, true
+		o.Started(cluster, tag)
+	}
+}
+
+// observeDone tells the Observer how u's attempt ended, once.
+func (l *loop) observeDone(u *up, code int, timedOut bool) {
+	if u.observing {
+		u.observing = false
+		l.srv.cfg.Observer.Done(u.cluster, u.tag, code, timedOut)
+	}
+}
+
+// hostPool returns the pool of a Router's cluster host, made on first use.
+func (l *loop) hostPool(cluster string, host netip.AddrPort) *clusterPool {
+	k := hostKey{cluster, host}
+	p := l.hpools[k]
+	if p == nil {
+		if len(l.hpools) >= maxHostPools {
+			l.sweepPools(0)
+		}
+		p = &clusterPool{def: &clusterDef{name: cluster, endpoints: []netip.AddrPort{host}}, st: l.srv.clusterCounters(cluster)}
+		l.hpools[k] = p
+	}
+	p.used = l.now
+	return p
+}
+
+// sweepPools drops the host pools without a request for longer than
+// idle, or, when there are too many, the older half.
+func (l *loop) sweepPools(idle time.Duration) {
+	cut := l.now - int64(idle)
+	if idle == 0 {
+		cut = l.now
+		for _, p := range l.hpools {
+			cut = min(cut, p.used)
+		}
+		cut += (l.now - cut) / 2
+	}
+	for k, p := range l.hpools {
+		if p.used <= cut {
+			l.dropPool(k, p)
+		}
+	}
+}
+
+func (l *loop) dropPool(k hostKey, p *clusterPool) {
+	for _, u := range p.idle {
+		l.closeUp(u)
+	}
+	p.idle, p.gone = nil, true
+	delete(l.hpools, k)
 }
 
 // --- buffers and registration -----------------------------------------
@@ -301,6 +447,9 @@ func (l *loop) watchUp(u *up)     { l.watch(u.fd, &u.mask, !u.pausedIn, u.wantOu
 // request timeout.
 func (l *loop) sweep() {
 	l.sweptAt = l.now
+	if len(l.hpools) > 0 {
+		l.sweepPools(hostPoolIdle)
+	}
 	cfg := &l.srv.cfg
 	// Backwards: closing a connection moves the last one into its place,
 	// which was checked already.
@@ -311,20 +460,28 @@ func (l *loop) sweep() {
 		d := l.downs[i]
 		u := d.u
 		switch {
+		case d.drainNext && d.requests == 0 && l.now > d.drainBy && (d.in == nil || d.off == len(d.in)):
+			l.closeDown(d)
 		case d.draining && l.now-d.last > int64(drainFor):
 			l.closeDown(d)
 		case u == nil && d.state == dsHead && d.headStart != 0 && l.now-d.headStart > int64(cfg.HeadersTimeout):
-			l.srv.st.rqHeaderTimeout.Inc()
+			d.gen.st.rqHeaderTimeout.Inc()
+			if d.in == nil || d.off == len(d.in) {
+				l.closeDown(d) // not a byte since it was accepted: nothing to answer
+				continue
+			}
 			d.off = len(d.in)
 			d.reqStart = l.now
 			l.localReply(d, 408, "request header timeout", true)
 		case u == nil && d.state == dsHead && l.now-d.last > int64(cfg.IdleTimeout):
+			d.gen.st.cxIdleTimeout.Inc()
 			l.closeDown(d)
 		case u != nil && u.connecting && l.now-u.started > int64(cfg.ConnectTimeout):
 			u.pool.st.cxConnectFail.Inc()
 			l.upFailed(u)
 		case u != nil && l.now-d.reqStart > int64(cfg.RequestTimeout):
-			l.srv.st.rqTimeout.Inc()
+			d.gen.st.rqTimeout.Inc()
+			l.observeDone(u, 0, true)
 			if u.status != 0 {
 				l.cutResponse(u)
 				continue

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -26,6 +27,31 @@ type Server struct {
 	lns   []int // one SO_REUSEPORT socket per loop; closed by Serve
 	addr  netip.AddrPort
 	log   *slog.Logger
+
+	conns atomic.Int64 // open downstream connections, every loop's
+	gen   atomic.Pointer[generation]
+
+	stopping atomic.Bool   // Serve is ending: a woken loop returns
+	shutdown atomic.Bool   // Shutdown: loops close their listeners and return once drained
+	drainGen atomic.Uint64 // Drain calls; a woken loop drains when it changed
+	rmu      sync.Mutex    // guards running
+	running  []*loop       // the loops, while Serve runs
+
+	cmu sync.Mutex                  // guards cst
+	cst map[string]*clusterCounters // a Router's clusters' counters, by name
+}
+
+// clusterCounters returns the counters of a cluster a Router named; the
+// loops call it when they make a pool, not per request.
+func (s *Server) clusterCounters(name string) *clusterCounters {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	c, ok := s.cst[name]
+	if !ok {
+		c = newClusterCounters(s.cfg.Stats, name)
+		s.cst[name] = c
+	}
+	return c
 }
 
 // Listen checks cfg, applies the defaults and opens the listening sockets,
@@ -74,7 +100,8 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
 	}
-	s := &Server{cfg: cfg, table: table, st: newCounters(cfg.Stats, cfg.StatPrefix, table.clusters), log: log}
+	s := &Server{cfg: cfg, table: table, st: newCounters(cfg.Stats, cfg.StatPrefix, table.clusters), log: log,
+		cst: map[string]*clusterCounters{}}
 	for range cfg.Loops {
 		fd, err := listenSocket(ap)
 		if err != nil {
@@ -93,14 +120,55 @@ func Listen(cfg Config) (*Server, error) {
 		s.lns = append(s.lns, fd)
 	}
 	s.addr = ap
+	s.gen.Store(&generation{router: cfg.Router, st: s.st})
 	return s, nil
 }
 
 // Addr is the address the listener is bound to.
 func (s *Server) Addr() string { return s.addr.String() }
 
+// generation is what a connection is served with: the Router and the
+// connection manager's counters in force when it was accepted.
+type generation struct {
+	router Router
+	st     *counters
+}
+
+// Update makes the loops serve the connections accepted from now on with
+// router, counting under statPrefix (a listener update). The connections
+// open keep what they had: Drain them to end them.
+func (s *Server) Update(router Router, statPrefix string) {
+	s.gen.Store(&generation{router: router, st: newCounters(s.cfg.Stats, statPrefix, nil)})
+}
+
+// Drain makes every connection of the loops close once its response in
+// flight is written (at once when it has none): a listener update that
+// changed its filter chain. Connections accepted later are served.
+func (s *Server) Drain() {
+	s.drainGen.Add(1)
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	for _, l := range s.running {
+		l.wakeUp()
+	}
+}
+
+// Shutdown stops accepting and drains every connection (see Drain); each
+// loop returns once it has none left, and Serve when all have. Cancel
+// Serve's context to end the connections left earlier.
+func (s *Server) Shutdown() {
+	s.shutdown.Store(true)
+	s.Drain()
+}
+
+// Close closes the listening sockets of a Server that never served.
+func (s *Server) Close() { s.closeListeners() }
+
 func (s *Server) closeListeners() {
 	for _, fd := range s.lns {
+		if fd < 0 {
+			continue // closed by its loop at Shutdown
+		}
 		unix.Close(fd)
 	}
 	s.lns = nil
@@ -124,18 +192,34 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		loops = append(loops, l)
 	}
+	s.rmu.Lock()
+	s.running = loops
+	s.rmu.Unlock()
+	if s.shutdown.Load() {
+		s.Drain() // a Shutdown that came before the loops ran
+	}
+	defer func() {
+		s.rmu.Lock()
+		s.running = nil
+		s.rmu.Unlock()
+	}()
 	var (
 		wg       sync.WaitGroup
 		stopOnce sync.Once
 		stop     = make(chan struct{})
 		errs     = make([]error, len(loops))
 	)
+	var remaining atomic.Int32
+	remaining.Store(int32(len(loops)))
 	for i, l := range loops {
 		wg.Add(1)
-		go func() { // one event loop; ends when woken by the stopper below, or on an epoll failure
+		go func() { // one event loop; ends when woken by the stopper below, on an epoll failure, or drained after Shutdown
 			defer wg.Done()
-			if err := l.run(); err != nil {
+			err := l.run()
+			if err != nil {
 				errs[i] = err
+			}
+			if remaining.Add(-1) == 0 || err != nil {
 				stopOnce.Do(func() { close(stop) })
 			}
 		}()
@@ -147,6 +231,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		case <-ctx.Done():
 		case <-stop:
 		}
+		s.stopping.Store(true)
 		for _, l := range loops {
 			l.wakeUp()
 		}

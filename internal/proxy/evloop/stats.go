@@ -14,6 +14,8 @@ type counters struct {
 	cxTotal, cxDestroy            *stats.Counter
 	cxProtocolError, noRoute      *stats.Counter
 	rqTimeout, rqHeaderTimeout    *stats.Counter
+	cxIdleTimeout, cxDrainClose   *stats.Counter
+	rqRxReset                     *stats.Counter
 	cxActive                      *stats.Gauge
 	rqTime                        *stats.Histogram
 	classes                       [6]*stats.Counter
@@ -33,25 +35,30 @@ func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counter
 		rqCompleted: sc.Counter("downstream_rq_completed"), cxTotal: sc.Counter("downstream_cx_total"),
 		cxDestroy: sc.Counter("downstream_cx_destroy"), cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
 		noRoute: sc.Counter("no_route"), rqTimeout: sc.Counter("downstream_rq_timeout"),
-		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"),
-		cxActive:        sc.Gauge("downstream_cx_active"), rqTime: sc.Histogram("downstream_rq_time"),
+		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
+		cxDrainClose: sc.Counter("downstream_cx_drain_close"), rqRxReset: sc.Counter("downstream_rq_rx_reset"),
+		cxActive: sc.Gauge("downstream_cx_active"), rqTime: sc.Histogram("downstream_rq_time"),
 	}
 	for i := 1; i <= 5; i++ {
 		c.classes[i] = sc.TaggedCounter(fmt.Sprintf("downstream_rq_%dxx", i), "downstream_rq_xx",
 			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
 	}
 	for _, cd := range clusters {
-		cs := st.Scope("cluster."+cd.name+".", "envoy_cluster_", stats.Label{Name: "envoy_cluster_name", Value: cd.name})
-		cc := clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
-			cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
-			rqTime: cs.Histogram("upstream_rq_time")}
-		for i := 1; i <= 5; i++ {
-			cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
-				stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
-		}
-		c.clusters = append(c.clusters, cc)
+		c.clusters = append(c.clusters, *newClusterCounters(st, cd.name))
 	}
 	return c
+}
+
+func newClusterCounters(st *stats.Store, name string) *clusterCounters {
+	cs := st.Scope("cluster."+name+".", "envoy_cluster_", stats.Label{Name: "envoy_cluster_name", Value: name})
+	cc := &clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
+		cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
+		rqTime: cs.Histogram("upstream_rq_time")}
+	for i := 1; i <= 5; i++ {
+		cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
+			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
+	}
+	return cc
 }
 
 func (c *counters) response(code int) {

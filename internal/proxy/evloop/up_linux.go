@@ -189,7 +189,7 @@ func (l *loop) readUp(u *up) {
 	u.in = u.in[:len(u.in)+n]
 	if !u.gotResp {
 		u.gotResp = true
-		if u.out != nil {
+		if u.out != nil && (!u.replayable || u.d.retryOn == 0 || u.d.retries >= u.d.maxRetries) {
 			l.putBuf(u.out)
 			u.out, u.outOff, u.replayable = nil, 0, false
 		}
@@ -285,6 +285,18 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		l.badGateway(u)
 		return false
 	}
+	if u.out != nil && rs.status >= 200 {
+		// Kept for a retry on the response's status (readUp).
+		if u.replayable && d.retryStatus(rs.status) {
+			l.observeDone(u, rs.status, false)
+			d.retries++
+			if l.redial(u) {
+				return false
+			}
+		}
+		l.putBuf(u.out)
+		u.out, u.outOff, u.replayable = nil, 0, false
+	}
 	u.status = rs.status
 	if d.out == nil {
 		d.out, d.outOff = l.getBuf(), 0
@@ -341,8 +353,12 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	}
 	d.out = append(o, "\r\n"...)
 	u.scan = headScanner{}
-	l.srv.st.response(rs.status)
-	u.pool.st.response(rs.status)
+	d.gen.st.response(rs.status)
+	if u.observing {
+		l.observeDone(u, rs.status, false)
+	} else {
+		u.pool.st.response(rs.status)
+	}
 	u.pool.st.rqTime.Record(uint64((l.now - u.started) / int64(time.Millisecond)))
 	return true
 }
@@ -364,14 +380,14 @@ func (l *loop) finish(u *up, reusable bool) {
 		u.out, u.outOff = nil, 0
 	}
 	p := u.pool
-	if reusable && u.keep && !extra && !u.wantOut && len(p.idle) < l.srv.cfg.MaxIdleUpstream {
+	if reusable && u.keep && !extra && !u.wantOut && !p.gone && len(p.idle) < l.srv.cfg.MaxIdleUpstream {
 		u.pausedIn = false
 		l.watchUp(u)
 		p.idle = append(p.idle, u)
 	} else {
 		l.closeUp(u)
 	}
-	l.srv.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	if d.state == dsBody {
 		d.closeAfter = true
 	}
@@ -398,20 +414,15 @@ func (l *loop) upFailed(u *up) {
 		l.closeUp(u)
 		return
 	}
-	if !u.gotResp && u.replayable && d.retries < maxRetries {
-		d.retries++
-		nu, err := l.dial(u.pool)
-		if err == nil {
-			nu.out = append(nu.out, u.out...)
-			l.putBuf(u.out)
-			u.out = nil
-			nu.replayable, nu.d, d.u = true, d, nu
-			nu.started = l.now
-			u.d = nil
-			l.closeUp(u)
-			if !nu.connecting {
-				l.flushUp(nu)
-			}
+	l.observeDone(u, 0, false)
+	stale := u.reused && !d.staleRetry
+	if !u.gotResp && u.replayable && (d.retries < d.maxRetries || stale) {
+		if stale {
+			d.staleRetry = true
+		} else {
+			d.retries++
+		}
+		if l.redial(u) {
 			return
 		}
 	}
@@ -424,6 +435,38 @@ func (l *loop) upFailed(u *up) {
 	l.cutResponse(u)
 }
 
+// redial sends u's request again on a new connection of its pool, and
+// closes u; false when no connection could be made.
+func (l *loop) redial(u *up) bool {
+	d := u.d
+	nu, err := l.dial(u.pool)
+	if err != nil {
+		return false
+	}
+	nu.out = append(nu.out, u.out...)
+	l.putBuf(u.out)
+	u.out = nil
+	nu.replayable, nu.d, d.u = true, d, nu
+	l.observeStart(nu, u.cluster, u.tag)
+	nu.started = l.now
+	u.d = nil
+	l.closeUp(u)
+	if !nu.connecting {
+		l.flushUp(nu)
+	}
+	return true
+}
+
+// retryStatus reports whether a final response status is retried under
+// the request's policy, budget left.
+func (d *down) retryStatus(code int) bool {
+	if d.retries >= d.maxRetries {
+		return false
+	}
+	return d.retryOn&retryOn5xx != 0 && code >= 500 ||
+		d.retryOn&retryOnGateway != 0 && (code == 502 || code == 503 || code == 504)
+}
+
 // badGateway answers 502 for an upstream that sent a malformed response
 // head, or cuts the client's connection if a response already started.
 func (l *loop) badGateway(u *up) {
@@ -432,6 +475,7 @@ func (l *loop) badGateway(u *up) {
 		l.cutResponse(u)
 		return
 	}
+	l.observeDone(u, 0, false)
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	l.localReply(d, 502, "upstream sent a malformed response", d.state == dsBody)
@@ -465,6 +509,7 @@ func (l *loop) closeUp(u *up) {
 	if u.closed {
 		return
 	}
+	l.observeDone(u, -1, false) // ended from the client's side
 	u.closed = true
 	unix.Close(u.fd)
 	l.fds[u.fd] = fdRef{}

@@ -23,6 +23,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/internal/proxy/evloop"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
@@ -70,7 +71,11 @@ type Config struct {
 	// it is closed regardless (Envoy's --drain-time-s); 0 uses
 	// DefaultDrainTime, negative closes it at once.
 	DrainTime time.Duration
-	matches   []Match
+	// Loops, when set, serves the listener on event loops (see Loops).
+	// It is read when the listener is bound; an update that clears it
+	// hands the loops' connections to the chains from then on.
+	Loops   *Loops
+	matches []Match
 }
 
 // DefaultDrainTime is Envoy's default --drain-time-s.
@@ -193,6 +198,13 @@ type Listener struct {
 	mu      sync.Mutex
 	conns   map[*Conn]struct{} // open connections that matched a chain; protected by mu
 	stopped bool               // protected by mu
+
+	// With Loops: the event loops (ln is nil), what they hand off, and
+	// what stops them.
+	loops     *evloop.Server
+	handoffs  chan handed
+	stopLoops context.CancelFunc
+	handedOff atomic.Int64
 }
 
 // Prepare computes the match table of cfg and checks it.
@@ -206,13 +218,17 @@ func (cfg *Config) Prepare() error {
 
 // Listen binds cfg.Addr. The socket accepts nothing until Serve.
 func Listen(cfg *Config, st *stats.Store, ids *atomic.Uint64, log *slog.Logger) (*Listener, error) {
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("listener %s: bind %s: %w", cfg.Name, cfg.Addr, err)
-	}
-	name := StatName(ln.Addr().String())
-	if strings.HasSuffix(cfg.Addr, ":0") {
-		name = StatName(cfg.Addr)
+	var ln net.Listener
+	name := StatName(cfg.Addr)
+	if cfg.Loops == nil {
+		var err error
+		ln, err = net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: bind %s: %w", cfg.Name, cfg.Addr, err)
+		}
+		if !strings.HasSuffix(cfg.Addr, ":0") {
+			name = StatName(ln.Addr().String())
+		}
 	}
 	sc := st.Scope("listener."+name+".", "envoy_listener_", stats.Label{Name: "envoy_listener_address", Value: name})
 	l := &Listener{name: cfg.Name, addr: cfg.Addr, log: log.With("listener", cfg.Name), ln: ln, ids: ids,
@@ -221,11 +237,25 @@ func Listen(cfg *Config, st *stats.Store, ids *atomic.Uint64, log *slog.Logger) 
 			CxOverflow: sc.Counter("downstream_cx_overflow")},
 		conns: map[*Conn]struct{}{}}
 	l.cfg.Store(cfg)
+	if cfg.Loops != nil {
+		if err := l.listenLoops(cfg, st); err != nil {
+			return nil, err
+		}
+	}
 	return l, nil
 }
 
 // Addr is the bound address (useful when the configured port was 0).
-func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+func (l *Listener) Addr() net.Addr {
+	if l.loops != nil {
+		a, _ := net.ResolveTCPAddr("tcp", l.loops.Addr())
+		return a
+	}
+	return l.ln.Addr()
+}
+
+// OnLoops reports whether the listener is served by event loops.
+func (l *Listener) OnLoops() bool { return l.loops != nil }
 
 // ConfiguredAddr is the address the configuration asked for.
 func (l *Listener) ConfiguredAddr() string { return l.addr }
@@ -244,7 +274,10 @@ func (l *Listener) Update(cfg *Config, drainAll bool) {
 	defer func() { runHooks(hooks) }()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.cfg.Store(cfg)
+	prev := l.cfg.Swap(cfg)
+	if l.loops != nil {
+		l.updateLoops(prev, cfg, drainAll)
+	}
 	kept := map[*Chain]bool{}
 	for c := range l.conns {
 		k, ok := kept[c.Chain]
@@ -310,6 +343,10 @@ func (l *Listener) forget(c *Conn) {
 // Serve starts accepting. Connections are served until ctx ends.
 func (l *Listener) Serve(ctx context.Context) {
 	ctx, l.cancel = context.WithCancel(ctx)
+	if l.loops != nil {
+		l.serveLoops(ctx)
+		return
+	}
 	l.wg.Add(1)
 	go l.acceptLoop(ctx) // ends when Stop closes the socket; waited for by Wait
 }
@@ -318,7 +355,18 @@ func (l *Listener) Serve(ctx context.Context) {
 // does for a removed listener: they finish what is in flight and close,
 // and are closed regardless when the drain time ends.
 func (l *Listener) Stop() {
-	_ = l.ln.Close()
+	if l.loops != nil {
+		if l.stopLoops != nil {
+			// The loops' connections drain as the others below, and are
+			// closed when the drain time ends.
+			l.loops.Shutdown()
+			time.AfterFunc(l.cfg.Load().drainTime(), l.stopLoops) // one-shot
+		} else {
+			l.loops.Close() // never served
+		}
+	} else {
+		_ = l.ln.Close()
+	}
 	var hooks []func()
 	defer func() { runHooks(hooks) }()
 	l.mu.Lock()

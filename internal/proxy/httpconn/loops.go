@@ -1,0 +1,59 @@
+package httpconn
+
+import (
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// What weft proxy's event loops (internal/proxy/evloop, behind
+// --experimental-evloop) need to know of a connection manager to serve
+// its requests as this package would. Connections the loops hand back
+// are served by ServeConn like any other.
+
+// LoopReady returns "" when the loops can serve this connection manager's
+// HTTP/1.1 requests exactly as ServeConn would, given a route that needs
+// nothing more (the caller checks the route per request); else what
+// keeps it on the goroutine path.
+func (m *HCM) LoopReady() string {
+	switch {
+	case len(m.logs) > 0:
+		return "access logs"
+	case len(m.filters) > 0:
+		return "HTTP filters besides the router (or tracing)"
+	case m.requestTimeout != 0:
+		return "request_timeout"
+	case m.maxStreamDuration != 0:
+		return "max_stream_duration"
+	case m.streamIdle != 0 && m.streamIdle != 5*time.Minute:
+		return "stream_idle_timeout"
+	case m.serverName != "envoy" || m.serverHeader != 0:
+		return "server_name or server_header_transformation"
+	case !m.generateRequestID:
+		return "generate_request_id false"
+	case m.useRemoteAddress:
+		return "use_remote_address"
+	case m.forwardWith != nil:
+		return "a test's forwarder"
+	}
+	return ""
+}
+
+// RouteConfig is the route configuration in force: the inline one, or
+// the RDS one of that name (nil until it arrives).
+func (m *HCM) RouteConfig() *route.Config { return m.routeConfig() }
+
+// Normalize returns the path as the connection manager matches it:
+// slashes merged and dot segments removed when configured.
+func (m *HCM) Normalize(path string) string {
+	if m.mergeSlashes {
+		path = mergeSlashes(path)
+	}
+	if m.normalizePath {
+		path = removeDotSegments(path)
+	}
+	return path
+}
+
+// Timeouts are the request head's and the idle connection's; 0 is none.
+func (m *HCM) Timeouts() (headers, idle time.Duration) { return m.headersTimeout, m.idleTimeout }

@@ -1,0 +1,194 @@
+package listener
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/evloop"
+	"github.com/weftmesh/weft/internal/proxy/route"
+	"github.com/weftmesh/weft/internal/proxy/stats"
+)
+
+// Loops, set in a Config given to Listen, serves the listener on event
+// loops (package evloop) instead of a goroutine per connection: weft
+// proxy's --experimental-evloop, for plaintext HTTP/1.1 listeners. What
+// the loops do not serve themselves (h2c, upgrades, requests whose route
+// needs more than they do) they hand back, connection and bytes read, to
+// the configuration's chain as an accepted connection.
+type Loops struct {
+	// Router chooses each request's upstream, or hands it off.
+	Router evloop.Router
+	// Observer hears how the upstream attempts went (host stats,
+	// outlier detection); nil: the loops count on their own.
+	Observer evloop.Observer
+	// StatPrefix names the connection manager's stats (http.<prefix>.*).
+	StatPrefix string
+	// HeadersTimeout and IdleTimeout are the connection manager's; 0 is
+	// none.
+	HeadersTimeout, IdleTimeout time.Duration
+}
+
+// maxPendingHandOffs bounds the connections handed off by the loops that
+// wait for their goroutine; beyond it they are closed (and counted as
+// overflow).
+const maxPendingHandOffs = 1024
+
+// none stands for "no timeout" in the loops' configuration, where 0
+// means the default.
+const none = 100 * 365 * 24 * time.Hour
+
+type handed struct {
+	fd       int
+	buffered []byte
+}
+
+// listenLoops binds cfg.Addr with one socket per event loop.
+func (l *Listener) listenLoops(cfg *Config, st *stats.Store) error {
+	lo := cfg.Loops
+	orNone := func(d time.Duration) time.Duration {
+		if d <= 0 {
+			return none
+		}
+		return d
+	}
+	maxConns := cfg.MaxConnections
+	if maxConns <= 0 {
+		maxConns = 1 << 30
+	}
+	srv, err := evloop.Listen(evloop.Config{Listen: cfg.Addr, Router: lo.Router, StatPrefix: lo.StatPrefix, Stats: st,
+		Log: l.log, MaxConns: maxConns, HeadersTimeout: orNone(lo.HeadersTimeout), IdleTimeout: orNone(lo.IdleTimeout),
+		Listener: &evloop.ListenerStats{CxTotal: l.stats.CxTotal, CxDestroy: l.stats.CxDestroy, CxOverflow: l.stats.CxOverflow,
+			CxActive: l.stats.CxActive},
+		Observer:   lo.Observer,
+		HandOff:    l.handOff,
+		HandOffAll: func() bool { return l.cfg.Load().Loops == nil }})
+	if err != nil {
+		return fmt.Errorf("listener %s: bind %s on event loops: %w", cfg.Name, cfg.Addr, err)
+	}
+	l.loops, l.handoffs = srv, make(chan handed, maxPendingHandOffs)
+	return nil
+}
+
+// loopChain is the one chain of a configuration the loops serve.
+func (cfg *Config) loopChain() *Chain {
+	if len(cfg.Chains) == 1 {
+		return &cfg.Chains[0]
+	}
+	return cfg.Default
+}
+
+// updateLoops makes the loops serve new connections with cfg, and drains
+// theirs when the update changed their chain; without cfg.Loops every
+// request, and every new connection, goes to the goroutine path.
+func (l *Listener) updateLoops(prev, cfg *Config, drainAll bool) {
+	if cfg.Loops != nil {
+		l.loops.Update(cfg.Loops.Router, cfg.Loops.StatPrefix)
+	} else if prev.Loops != nil {
+		l.loops.Update(handOffRouter{}, prev.Loops.StatPrefix)
+	}
+	if drainAll || !cfg.has(prev.loopChain()) {
+		l.loops.Drain()
+	}
+}
+
+// handOffRouter hands every request to the goroutine path.
+type handOffRouter struct{}
+
+func (handOffRouter) Route(route.Head) evloop.Target { return evloop.Target{HandOff: true} }
+
+// handOff is the loops' HandOff: it runs on a loop and must not block.
+func (l *Listener) handOff(fd int, buffered []byte) {
+	select {
+	case l.handoffs <- handed{fd, buffered}:
+	default:
+		unix.Close(fd)
+		l.stats.CxOverflow.Inc()
+	}
+}
+
+// serveLoops runs the loops and serves what they hand off, until ctx ends
+// (the loops stop earlier with Stop).
+func (l *Listener) serveLoops(ctx context.Context) {
+	lctx, stop := context.WithCancel(ctx)
+	l.stopLoops = stop
+	l.wg.Add(2)
+	go func() { // the event loops; end when Stop or ctx cancels lctx
+		defer l.wg.Done()
+		if err := l.loops.Serve(lctx); err != nil {
+			l.log.Error("event loops failed", "err", err)
+		}
+	}()
+	go func() { // starts a goroutine per handed-off connection; ends with ctx
+		defer l.wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				for {
+					select {
+					case h := <-l.handoffs:
+						unix.Close(h.fd)
+					default:
+						return
+					}
+				}
+			case h := <-l.handoffs:
+				f := os.NewFile(uintptr(h.fd), "handed-off")
+				raw, err := net.FileConn(f) // a dup; f is closed below
+				_ = f.Close()
+				if err != nil {
+					l.log.Debug("handed-off connection", "err", err)
+					continue
+				}
+				var c net.Conn = raw
+				if len(h.buffered) > 0 {
+					c = &replayConn{Conn: raw, pending: h.buffered}
+				}
+				l.handedOff.Add(1)
+				l.stats.CxActive.Inc()
+				l.wg.Add(1)
+				go l.handle(ctx, c) // ends when the chain handler returns; waited for by Wait
+			}
+		}
+	}()
+}
+
+// HandedOff is the number of connections the loops handed to the
+// goroutine path.
+func (l *Listener) HandedOff() int64 { return l.handedOff.Load() }
+
+// replayConn is a connection with bytes already read from it in front.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite half-closes the connection.
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// SyscallConn gives the socket (for SO_ORIGINAL_DST).
+func (c *replayConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, fmt.Errorf("not a socket")
+}

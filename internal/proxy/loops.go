@@ -1,0 +1,179 @@
+package proxy
+
+// weft proxy --experimental-evloop: plaintext HTTP/1.1 listeners served
+// by event loops (internal/proxy/evloop). A listener goes to the loops
+// when the loops can serve it as the goroutine path would; per request,
+// a route that needs more than the loops do hands the connection to the
+// goroutine path (httpconn) with the bytes read.
+
+import (
+	"bytes"
+	"net/netip"
+	"runtime"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/internal/proxy/cluster"
+	"github.com/weftmesh/weft/internal/proxy/evloop"
+	"github.com/weftmesh/weft/internal/proxy/httpconn"
+	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// loopsFor returns how the loops serve cfg, or nil and why they cannot:
+// one plaintext filter chain matching every connection, no listener
+// filter, and an HTTP connection manager with codec AUTO or HTTP1 whose
+// settings the loops implement (httpconn.HCM.LoopReady).
+func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops, string) {
+	if runtime.GOOS != "linux" {
+		return nil, "event loops need Linux"
+	}
+	if cfg.OriginalDst || cfg.InspectTLS {
+		return nil, "listener filters"
+	}
+	var ch *listener.Chain
+	switch {
+	case len(cfg.Chains) == 1 && cfg.Default == nil:
+		ch = &cfg.Chains[0]
+	case len(cfg.Chains) == 0 && cfg.Default != nil:
+		ch = cfg.Default
+	default:
+		return nil, "more than one filter chain"
+	}
+	if ch.TLS != nil || ch.Source.GetTransportSocket() != nil {
+		return nil, "TLS"
+	}
+	if m := ch.Source.GetFilterChainMatch(); m != nil && proto.Size(m) > 0 {
+		return nil, "filter_chain_match"
+	}
+	h, ok := ch.Handler.(*httpconn.HCM)
+	if !ok {
+		return nil, "not an HTTP connection manager"
+	}
+	pb := &hcmv3.HttpConnectionManager{}
+	if fs := ch.Source.GetFilters(); len(fs) != 1 || fs[0].GetTypedConfig().UnmarshalTo(pb) != nil {
+		return nil, "not an HTTP connection manager"
+	}
+	if c := pb.GetCodecType(); c != hcmv3.HttpConnectionManager_AUTO && c != hcmv3.HttpConnectionManager_HTTP1 {
+		return nil, "codec " + c.String()
+	}
+	if why := h.LoopReady(); why != "" {
+		return nil, why
+	}
+	headers, idle := h.Timeouts()
+	return &listener.Loops{Router: &loopRouter{hcm: h, clusters: clusters}, Observer: loopObserver{clusters}, StatPrefix: h.StatPrefix,
+		HeadersTimeout: headers, IdleTimeout: idle}, ""
+}
+
+// loopRouter routes a listener's requests on the loops as its connection
+// manager would, and hands off those whose route needs more.
+type loopRouter struct {
+	hcm      *httpconn.HCM
+	clusters *cluster.Manager
+}
+
+func (r *loopRouter) Route(h route.Head) evloop.Target {
+	path, ok := route.EscapedPath(h.Target(), nil)
+	if !ok {
+		return evloop.Target{HandOff: true}
+	}
+	if bytes.Contains(path, []byte("//")) || bytes.Contains(path, []byte("/.")) {
+		if np := r.hcm.Normalize(string(path)); np != string(path) {
+			return evloop.Target{HandOff: true} // the upstream gets the normalised path
+		}
+	}
+	rc := r.hcm.RouteConfig()
+	if rc == nil {
+		return evloop.Target{HandOff: true}
+	}
+	vh, rt := rc.MatchHead(h, path)
+	if rt == nil || !loopRoute(rc, vh, rt) {
+		return evloop.Target{HandOff: true} // the goroutine path answers, logs and counts as it does
+	}
+	name, wops := rt.Pick()
+	if wops != nil && !emptyOps(wops) {
+		return evloop.Target{HandOff: true}
+	}
+	cl := r.clusters.Get(name)
+	if cl == nil || cl.HTTP2 || cl.UseDownstream || cl.Type == cluster.OriginalDst || cl.TLS != nil {
+		return evloop.Target{HandOff: true}
+	}
+	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {
+		return evloop.Target{HandOff: true} // circuit breakers tighter than Envoy's defaults: the goroutine path applies them
+	}
+	host, err := cl.Pick(nil, 1)
+	if err != nil {
+		return evloop.Target{HandOff: true}
+	}
+	ap, err := netip.ParseAddrPort(host.Addr)
+	if err != nil {
+		return evloop.Target{HandOff: true}
+	}
+	t := evloop.Target{Cluster: name, Host: ap, Tag: host}
+	if rp := rt.Retry; rp != nil {
+		t.Retries, t.RetryOn5xx, t.RetryOnGateway = rp.NumRetries, rp.On&route.On5xx != 0, rp.On&route.OnGatewayError != 0
+	}
+	return t
+}
+
+// loopRetries are the retry conditions the loops implement: failures
+// before the response (connect failure, reset, refused stream) and
+// response statuses (5xx, gateway errors), retried at once on the same
+// host's pool.
+const loopRetries = route.On5xx | route.OnGatewayError | route.OnReset | route.OnConnectFailure | route.OnRefusedStream
+
+// loopRetry reports whether the loops implement a route's retry policy:
+// App Mesh's HTTP retry events without per-try timeouts or extra status
+// codes.
+func loopRetry(rp *route.RetryPolicy) bool {
+	return rp == nil || rp.On&^loopRetries == 0 && rp.PerTryTimeout == 0 && len(rp.StatusCodes) == 0
+}
+
+// loopMinThreshold: the loops do not apply circuit breakers; clusters
+// whose thresholds are below Envoy's default (1,024) stay on the goroutine
+// path.
+const loopMinThreshold = 1024
+
+// loopObserver records the loops' upstream attempts as the goroutine path
+// does: host stats, outlier detection, response codes.
+type loopObserver struct{ clusters *cluster.Manager }
+
+func (o loopObserver) Started(name string, tag any) {
+	if h, ok := tag.(*cluster.Host); ok {
+		h.RequestStarted()
+	}
+}
+
+func (o loopObserver) Done(name string, tag any, code int, timedOut bool) {
+	h, ok := tag.(*cluster.Host)
+	c := o.clusters.Get(name)
+	if !ok || c == nil {
+		return
+	}
+	switch {
+	case code < 0:
+		c.RequestReset(h)
+	case code == 0:
+		c.RequestDone(h, 0, true, timedOut)
+	default:
+		c.Stats.Response(code)
+		c.RequestDone(h, code, false, false)
+	}
+}
+
+// loopRoute reports whether the loops forward a request on rt exactly as
+// the goroutine path would: to a cluster, the path and host unchanged, no
+// header mutations, App Mesh's default timeout (the loops' request
+// timeout) and a retry policy the loops implement.
+func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
+	return (rt.Kind == route.ToCluster || rt.Kind == route.ToWeighted) &&
+		rt.PrefixRewrite == "" && rt.RegexRewrite == nil && rt.HostRewrite == "" &&
+		rt.Timeout == evloop.DefaultRequestTimeout && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
+		!rt.UseGRPCTimeout && loopRetry(rt.Retry) &&
+		emptyOps(&rt.Headers) && emptyOps(&vh.Headers) && emptyOps(&rc.Headers)
+}
+
+func emptyOps(o *route.HeaderOps) bool {
+	return len(o.RequestAdd) == 0 && len(o.RequestRemove) == 0 && len(o.ResponseAdd) == 0 && len(o.ResponseRemove) == 0
+}
