@@ -28,6 +28,13 @@ import (
 // type or repeated where proto would merge, invalid UTF-8, a malformed
 // encoding) is left to proto's ordinary decode, so that the result is
 // always what proto.Unmarshal gives (less the node, when skipped).
+//
+// Measured (BenchmarkDecodeACK, an Envoy-like ACK: the node with metadata,
+// locality, build version and 80 extensions, as Envoy repeats it in every
+// request by default; 2 vCPU, load 4.5, 2026-12-03): proto.Unmarshal
+// 73-93 µs, 471 allocations, 26 KB per ACK; decodeRequest 0.34-0.40 µs and
+// none. In xdsbench, whose proxies send their node once, the difference
+// was not separable from the noise (docs/bench/xds.md).
 
 // sotwRecv is what a state-of-the-world stream receives into when the
 // server's codec is xdsCodec.

@@ -8,6 +8,7 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -190,4 +191,79 @@ func randomRequestBytes(rnd *rand.Rand) []byte {
 		b = protowire.AppendBytes(b, []byte{0x08})
 	}
 	return b
+}
+
+// envoyLikeNode is a node as Envoy sends it with every request by default
+// (set_node_on_first_message_only is false): identity, metadata, locality,
+// its build version and the list of extensions it was built with.
+func envoyLikeNode() *core.Node {
+	md, err := structpb.NewStruct(map[string]any{
+		"APPMESH_RESOURCE_ARN":             "arn:aws:appmesh:us-east-1:111122223333:mesh/apps/virtualNode/colorteller-red",
+		"aws.appmesh.task.interfaces.ipv4": []any{"10.0.1.17"},
+		"aws.appmesh.platformInfo":         map[string]any{"ecs": map[string]any{"cluster": "apps"}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	n := &core.Node{
+		Id:            "arn:aws:appmesh:us-east-1:111122223333:mesh/apps/virtualNode/colorteller-red",
+		Cluster:       "colorteller-red",
+		Metadata:      md,
+		Locality:      &core.Locality{Region: "us-east-1", Zone: "us-east-1a"},
+		UserAgentName: "envoy",
+		UserAgentVersionType: &core.Node_UserAgentBuildVersion{UserAgentBuildVersion: &core.BuildVersion{
+			Version: &typev3.SemanticVersion{MajorNumber: 1, MinorNumber: 29, Patch: 4},
+		}},
+		ClientFeatures: []string{"envoy.lb.does_not_support_overprovisioning", "envoy.lrs.supports_send_all_clusters"},
+	}
+	for i := range 80 {
+		n.Extensions = append(n.Extensions, &core.Extension{
+			Name:     fmt.Sprintf("envoy.filters.http.extension_%d", i),
+			Category: "envoy.filters.http",
+			TypeUrls: []string{fmt.Sprintf("type.googleapis.com/envoy.extensions.filters.http.v3.Extension%d", i)},
+		})
+	}
+	return n
+}
+
+// BenchmarkDecodeACK: an Envoy-like ACK of a route response (the node
+// repeated, two resource names), decoded by proto.Unmarshal and by
+// decodeRequest on a stream that knows the node.
+func BenchmarkDecodeACK(b *testing.B) {
+	node := envoyLikeNode()
+	nodeBytes, err := proto.Marshal(node)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ack, err := proto.Marshal(&discovery.DiscoveryRequest{
+		VersionInfo: "0123456789abcdef", Node: node, ResponseNonce: "17", TypeUrl: resource.RouteType,
+		ResourceNames: []string{"rds_egress_http_8080", "rds_ingress_http_9080"},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("ACK %d bytes, node %d bytes", len(ack), len(nodeBytes))
+	b.Run("proto.Unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var req discovery.DiscoveryRequest
+			if err := proto.Unmarshal(ack, &req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("decodeRequest", func(b *testing.B) {
+		var sent [numTypes]sentPair
+		sent[typeRoute] = sentPair{"0123456789abcdef", "17"}
+		var req discovery.DiscoveryRequest
+		if _, err := decodeRequest(ack, &req, nil, &sent); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeRequest(ack, &req, nodeBytes, &sent); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
