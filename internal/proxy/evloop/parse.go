@@ -3,6 +3,8 @@ package evloop
 import (
 	"bytes"
 	"errors"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // Limits of a request head, as weft proxy's HTTP/1.1 path has them.
@@ -269,7 +271,7 @@ func parseRequest(b []byte, r *request) error {
 	// body's framing must reach the upstream.
 	for i := range r.lines {
 		for _, t := range r.connTokens[:r.nConn] {
-			if equalFoldBytes(r.lines[i].name.of(b), t.of(b)) {
+			if proxyroute.EqualFoldASCII(r.lines[i].name.of(b), t.of(b)) {
 				if r.chunked && equalFold(r.lines[i].name.of(b), "transfer-encoding") {
 					return errSmuggle
 				}
@@ -442,7 +444,7 @@ func parseResponse(b []byte, r *response) error {
 	}
 	for i := range r.lines {
 		for _, t := range tokens[:nTok] {
-			if equalFoldBytes(r.lines[i].name.of(b), t.of(b)) {
+			if proxyroute.EqualFoldASCII(r.lines[i].name.of(b), t.of(b)) {
 				r.lines[i].hop = true
 			}
 		}
@@ -618,25 +620,6 @@ func equalFold(b []byte, s string) bool {
 			c += 'a' - 'A'
 		}
 		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalFoldBytes(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range len(a) {
-		x, y := a[i], b[i]
-		if x >= 'A' && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if y >= 'A' && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
 			return false
 		}
 	}

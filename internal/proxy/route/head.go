@@ -330,7 +330,7 @@ func rawHeader(h Head, name string, first bool, buf []byte) ([]byte, bool) {
 	n := 0
 	for i := range h.NumHeaders() {
 		k, v := h.Header(i)
-		if !equalFoldCanonical(k, name) {
+		if !EqualFoldASCII(k, name) {
 			continue
 		}
 		switch n {
@@ -351,22 +351,23 @@ func rawHeader(h Head, name string, first bool, buf []byte) ([]byte, bool) {
 	return val, n > 0
 }
 
-// equalFoldCanonical compares a header name as sent with a canonical
-// one. Names net/http accepts are tokens, and for those its
-// canonicalisation only changes case.
-func equalFoldCanonical(k []byte, name string) bool {
-	if len(k) != len(name) {
+// EqualFoldASCII says whether a and b are the same bytes but for the case
+// of ASCII letters: how header names are compared. Names net/http accepts
+// are tokens, and for those its canonicalisation only changes case. The
+// event loop's parser compares names with it too.
+func EqualFoldASCII[A, B ~string | ~[]byte](a A, b B) bool {
+	if len(a) != len(b) {
 		return false
 	}
-	for i := range len(k) {
-		a, b := k[i], name[i]
-		if a >= 'A' && a <= 'Z' {
-			a += 'a' - 'A'
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if x >= 'A' && x <= 'Z' {
+			x += 'a' - 'A'
 		}
-		if b >= 'A' && b <= 'Z' {
-			b += 'a' - 'A'
+		if y >= 'A' && y <= 'Z' {
+			y += 'a' - 'A'
 		}
-		if a != b {
+		if x != y {
 			return false
 		}
 	}
