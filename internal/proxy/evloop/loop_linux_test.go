@@ -279,11 +279,7 @@ func TestPipelinedInOrder(t *testing.T) {
 
 func TestRequestInPieces(t *testing.T) {
 	srv, _, _ := oneRoute(t)
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, srv.Addr())
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	req := "POST /pieces HTTP/1.1\r\nHost: x\r\nX-Hop: kept\r\nContent-Length: 11\r\n\r\nhello world"
 	for i := 0; i < len(req); i += 7 {
@@ -337,11 +333,7 @@ func TestChunkedResponseRelayed(t *testing.T) {
 
 func TestInterimResponseRelayed(t *testing.T) {
 	srv, _, _ := oneRoute(t)
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, srv.Addr())
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	_, _ = io.WriteString(c, "POST /continue HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
 	br := bufio.NewReader(c)
@@ -542,11 +534,7 @@ func TestIdleTimeoutClosesClient(t *testing.T) {
 	b := backend(t, "a")
 	srv, _ := start(t, Config{Loops: 1, IdleTimeout: 10 * time.Millisecond, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
 		Clusters: map[string][]string{"a": {hostOf(b)}}})
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, srv.Addr())
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the sweep runs every second
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("idle connection: %v, want EOF", err)
@@ -557,11 +545,7 @@ func TestHeadersTimeout(t *testing.T) {
 	b := backend(t, "a")
 	srv, st := start(t, Config{Loops: 1, HeadersTimeout: 10 * time.Millisecond, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
 		Clusters: map[string][]string{"a": {hostOf(b)}}})
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, srv.Addr())
 	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHo")
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the sweep runs every second
 	out, _ := io.ReadAll(c)
@@ -587,11 +571,7 @@ func TestExpectContinue(t *testing.T) {
 	defer b.Close()
 	srv, _ := start(t, Config{Loops: 1, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
 		Clusters: map[string][]string{"a": {hostOf(b)}}})
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, srv.Addr())
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	_, _ = io.WriteString(c, "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
 	br := bufio.NewReader(c)
@@ -643,11 +623,7 @@ func TestChunkedRequestBody(t *testing.T) {
 // the stream, not a reset (closing with unread bytes sends one).
 func TestErrorReplyNotReset(t *testing.T) {
 	srv, _, _ := oneRoute(t)
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, srv.Addr())
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	junk := "GET / HTTP/1.1\r\nHost: a b\r\n\r\n" + strings.Repeat("x", 100<<10)
 	if _, err := io.WriteString(c, junk); err != nil {
@@ -681,11 +657,7 @@ func TestConnectionCap(t *testing.T) {
 		}
 		kept = append(kept, c)
 	}
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, srv.Addr())
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if n, err := c.Read(make([]byte, 1)); err == nil {
@@ -709,4 +681,16 @@ func TestConnectionCap(t *testing.T) {
 			t.Fatal("no connection served after one closed")
 		}
 	}
+}
+
+// dial connects to the proxy at addr; the connection is closed when the
+// test ends.
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
