@@ -14,6 +14,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -376,9 +377,15 @@ func TestH2RapidReset(t *testing.T) {
 // downstream side, never retried and never held against the upstream
 // hosts by outlier detection.
 func TestClientErrorsAreDownstreamErrors(t *testing.T) {
-	h := newHarness(t)
+	checkClientErrorsAreDownstreamErrors(t, newHarness(t), retryRoute("c", "5xx,reset,connect-failure", 3), true)
+}
+
+// checkClientErrorsAreDownstreamErrors is TestClientErrorsAreDownstreamErrors
+// on h, retry being a route to cluster "c" with a retry policy;
+// countsRetries: the path serving it counts upstream_rq_retry.
+func checkClientErrorsAreDownstreamErrors(t *testing.T, h *harness, retry *routev3.Route, countsRetries bool) {
+	t.Helper()
 	one, two := newBackend(t, "one"), newBackend(t, "two")
-	retry := retryRoute("c", "5xx,reset,connect-failure", 3)
 	h.push(httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, retry)),
 		edsCluster("c", func(c *clusterv3.Cluster) {
@@ -389,15 +396,14 @@ func TestClientErrorsAreDownstreamErrors(t *testing.T) {
 		cla("c", one.addr(), two.addr()))
 	addr := h.addr("egress")
 	const bad = 8
-	for i := 0; i < bad; i++ {
+	for range bad {
 		c := dialRaw(t, addr)
 		_, _ = io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nmore\r\n0\r\n\r\n")
-		out := readUntilClosed(t, c)
-		if !strings.HasPrefix(out, "HTTP/1.1 400 ") {
+		if out := readUntilClosed(t, c); !strings.HasPrefix(out, "HTTP/1.1 400 ") {
 			t.Fatalf("bad chunking answered %q, want 400", out)
 		}
 	}
-	for i := 0; i < bad; i++ {
+	for range bad {
 		c := dialRaw(t, addr)
 		_, _ = io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a part")
 		_ = c.(*net.TCPConn).CloseWrite()
@@ -405,26 +411,19 @@ func TestClientErrorsAreDownstreamErrors(t *testing.T) {
 			t.Fatalf("a client gone mid-body was answered %q", out)
 		}
 	}
-	if got := h.stat("cluster.c.outlier_detection.ejections_enforced_total"); got != 0 {
-		t.Errorf("%d hosts ejected for the clients' errors", got)
+	want := map[string]int64{"cluster.c.outlier_detection.ejections_enforced_total": 0,
+		"http.egress.downstream_rq_4xx": bad, "http.egress.downstream_cx_protocol_error": bad,
+		"http.egress.downstream_rq_rx_reset": bad, "http.egress.downstream_rq_5xx": 0}
+	if countsRetries {
+		want["cluster.c.upstream_rq_retry"] = 0
 	}
-	if got := h.stat("cluster.c.upstream_rq_retry"); got != 0 {
-		t.Errorf("upstream_rq_retry = %d: client errors were retried", got)
-	}
-	if got := h.stat("http.egress.downstream_rq_4xx"); got != bad {
-		t.Errorf("downstream_rq_4xx = %d, want %d", got, bad)
-	}
-	if got := h.stat("http.egress.downstream_cx_protocol_error"); got != bad {
-		t.Errorf("downstream_cx_protocol_error = %d, want %d", got, bad)
-	}
-	if got := h.stat("http.egress.downstream_rq_rx_reset"); got != bad {
-		t.Errorf("downstream_rq_rx_reset = %d, want %d", got, bad)
-	}
-	if got := h.stat("http.egress.downstream_rq_5xx"); got != 0 {
-		t.Errorf("downstream_rq_5xx = %d", got)
+	for name, n := range want {
+		if got := h.stat(name); got != n {
+			t.Errorf("%s = %d, want %d", name, got, n)
+		}
 	}
 	c := newClient(t)
-	for i := 0; i < 10; i++ {
+	for range 10 {
 		if resp, _, _ := get(t, c, addr, "x", "/"); resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}

@@ -1,18 +1,12 @@
 package proxy
 
 import (
-	"io"
-	"net"
 	"os"
 	"runtime"
-	"strings"
 	"testing"
-	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
@@ -95,50 +89,9 @@ func TestEvloopClientErrorsAreDownstreamErrors(t *testing.T) {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
 	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
-	one, two := newBackend(t, "one"), newBackend(t, "two")
 	retry := routeTo("/", "c")
 	retry.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,reset,connect-failure", NumRetries: u32(3)}
-	h.push(httpListener("egress", httpManager("egress", "rds")),
-		routeConfig("rds", vhost("v", []string{"*"}, retry)),
-		edsCluster("c", func(c *clusterv3.Cluster) {
-			c.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: u32(2), ConsecutiveGatewayFailure: u32(2),
-				EnforcingConsecutiveGatewayFailure: u32(100), Interval: durationpb.New(time.Hour),
-				BaseEjectionTime: durationpb.New(time.Hour), MaxEjectionPercent: u32(100)}
-		}),
-		cla("c", one.addr(), two.addr()))
-	addr := h.addr("egress")
-	const bad = 8
-	for range bad {
-		c := dialRaw(t, addr)
-		_, _ = io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nmore\r\n0\r\n\r\n")
-		if out := readUntilClosed(t, c); !strings.HasPrefix(out, "HTTP/1.1 400 ") {
-			t.Fatalf("bad chunking answered %q, want 400", out)
-		}
-	}
-	for range bad {
-		c := dialRaw(t, addr)
-		_, _ = io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a part")
-		_ = c.(*net.TCPConn).CloseWrite()
-		if out := readUntilClosed(t, c); strings.Contains(out, " 503 ") {
-			t.Fatalf("a client gone mid-body was answered %q", out)
-		}
-	}
-	for name, want := range map[string]int64{"cluster.c.outlier_detection.ejections_enforced_total": 0,
-		"http.egress.downstream_rq_4xx": bad, "http.egress.downstream_cx_protocol_error": bad,
-		"http.egress.downstream_rq_rx_reset": bad, "http.egress.downstream_rq_5xx": 0} {
-		if got := h.stat(name); got != want {
-			t.Errorf("%s = %d, want %d", name, got, want)
-		}
-	}
-	c := newClient(t)
-	for range 10 {
-		if resp, _, _ := get(t, c, addr, "x", "/"); resp.StatusCode != 200 {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
-	}
-	if one.count() == 0 || two.count() == 0 {
-		t.Errorf("hosts served %d and %d requests: one was ejected", one.count(), two.count())
-	}
+	checkClientErrorsAreDownstreamErrors(t, h, retry, false)
 	if n := h.listener("egress").HandedOff(); n != 0 {
 		t.Errorf("%d connections handed off: the test is not the loops'", n)
 	}
