@@ -33,12 +33,9 @@ func BenchmarkMemberRequests(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var follower *etcdtest.Member
-	for _, m := range c.Members {
-		if m != leader {
-			follower = m
-			break
-		}
+	follower, err := c.Follower(ctx)
+	if err != nil {
+		b.Fatal(err)
 	}
 	for _, m := range []struct {
 		name string

@@ -382,15 +382,9 @@ func TestPausedMemberAvoided(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	leader, err := c.Leader(ctx)
+	follower, err := c.Follower(ctx)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var follower *etcdtest.Member
-	for _, m := range c.Members {
-		if m != leader {
-			follower = m
-		}
 	}
 	follower.Pause()
 	defer follower.Resume()

@@ -63,15 +63,9 @@ func TestWritesRightAfterMemberPaused(t *testing.T) {
 	if !waitLeaderKnown(ctx, s) {
 		t.Fatal("the probe never found the leader")
 	}
-	leader, err := c.Leader(ctx)
+	follower, err := c.Follower(ctx)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var follower *etcdtest.Member
-	for _, m := range c.Members {
-		if m != leader {
-			follower = m
-		}
 	}
 	follower.Pause()
 	defer follower.Resume()

@@ -435,6 +435,23 @@ func (c *Cluster) Leader(ctx context.Context) (*Member, error) {
 	return nil, fmt.Errorf("no leader among the running members")
 }
 
+// Follower returns a running member that is not the leader.
+func (c *Cluster) Follower(ctx context.Context) (*Member, error) {
+	leader, err := c.Leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range c.Members {
+		m.mu.Lock()
+		running := m.cmd != nil
+		m.mu.Unlock()
+		if m != leader && running {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("no running follower")
+}
+
 // Handled is the etcd member's count (at clientURL) of gRPC calls of method
 // ("Range", "Txn", ...) it answered OK, read from its /metrics.
 func Handled(t testing.TB, clientURL, method string) float64 {
