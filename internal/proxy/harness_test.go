@@ -94,15 +94,15 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			var on, off []string
-			var handed int64
+			var handed, overTLS int64
 			for name, l := range p.listeners {
 				if l.OnLoops() {
-					on, handed = append(on, name), handed+l.HandedOff()
+					on, handed, overTLS = append(on, name), handed+l.HandedOff(), overTLS+l.LoopTLSConns()
 				} else {
 					off = append(off, name)
 				}
 			}
-			t.Logf("evloop: listeners on the loops %v (%d connections handed off), off %v", on, handed, off)
+			t.Logf("evloop: listeners on the loops %v (%d connections handed off, %d served over TLS), off %v", on, handed, overTLS, off)
 		})
 	}
 	waitUntil(t, 10*time.Second, "the admin listener", func() bool { return p.AdminAddr() != "" })

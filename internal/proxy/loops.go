@@ -1,10 +1,11 @@
 package proxy
 
-// weft proxy --experimental-evloop: plaintext HTTP/1.1 listeners served
-// by event loops (internal/proxy/evloop). A listener goes to the loops
-// when the loops can serve it as the goroutine path would; per request,
-// a route that needs more than the loops do hands the connection to the
-// goroutine path (httpconn) with the bytes read.
+// weft proxy --experimental-evloop: HTTP/1.1 listeners, plaintext or
+// TLS, served by event loops (internal/proxy/evloop). A listener goes to
+// the loops when the loops can serve it as the goroutine path would; per
+// request, a route that needs more than the loops do hands the
+// connection to the goroutine path (httpconn) with the bytes read (and,
+// over TLS, the TLS connection carried on in blocking mode).
 
 import (
 	"bytes"
@@ -22,9 +23,12 @@ import (
 )
 
 // loopsFor returns how the loops serve cfg, or nil and why they cannot:
-// one plaintext filter chain matching every connection, no listener
-// filter, and an HTTP connection manager with codec AUTO or HTTP1 whose
-// settings the loops implement (httpconn.HCM.LoopReady).
+// one filter chain, plaintext or TLS, matching every connection, no
+// listener filter, and an HTTP connection manager with codec AUTO or
+// HTTP1 whose settings the loops implement (httpconn.HCM.LoopReady). A
+// TLS chain's handshake is the goroutine path's (tlsctx.Server), run on a
+// goroutine per connection; its records are sealed and opened on the
+// loops.
 func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops, string) {
 	if runtime.GOOS != "linux" {
 		return nil, "event loops need Linux"
@@ -41,8 +45,8 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 	default:
 		return nil, "more than one filter chain"
 	}
-	if ch.TLS != nil || ch.Source.GetTransportSocket() != nil {
-		return nil, "TLS"
+	if ch.TLS == nil && ch.Source.GetTransportSocket() != nil {
+		return nil, "a transport socket other than TLS"
 	}
 	if m := ch.Source.GetFilterChainMatch(); m != nil && proto.Size(m) > 0 {
 		return nil, "filter_chain_match"
@@ -63,7 +67,7 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 	}
 	headers, idle := h.Timeouts()
 	return &listener.Loops{Router: &loopRouter{hcm: h, clusters: clusters}, Observer: loopObserver{clusters}, StatPrefix: h.StatPrefix,
-		HeadersTimeout: headers, IdleTimeout: idle}, ""
+		HeadersTimeout: headers, IdleTimeout: idle, TLS: ch.TLS}, ""
 }
 
 // loopRouter routes a listener's requests on the loops as its connection

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
@@ -56,6 +57,15 @@ type Config struct {
 	// and must not block. Without it those requests are refused (501,
 	// 505).
 	HandOff func(fd int, buffered []byte)
+	// TLS, when set, terminates TLS on every connection (see TLS); Update
+	// replaces it for the connections accepted afterwards.
+	TLS *TLS
+	// HandOffTLS takes what HandOff takes from a connection served over
+	// TLS: its descriptor, the TLS connection (tlsrec.Conn.Resume carries
+	// it on in blocking mode) and the plaintext read that no answer
+	// consumed. Without it such connections are refused as without
+	// HandOff. It is called on a loop and must not block.
+	HandOffTLS func(fd int, c *tlsrec.Conn, buffered []byte)
 	// Observer, when set, hears of every upstream attempt a Router's
 	// Target started, and counts its response codes in place of the
 	// loops (cluster.<name>.upstream_rq_<code> and classes, completed).

@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strconv"
 	"time"
@@ -12,7 +13,7 @@ import (
 // The downstream side of a loop: accepting clients, reading and parsing
 // their requests, dispatching them, writing responses back.
 
-func (l *loop) accept() {
+func (l *loop) accept(ctx context.Context) {
 	for range acceptBatch {
 		fd, _, err := unix.Accept4(l.ln, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
@@ -41,6 +42,10 @@ func (l *loop) accept() {
 			continue
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		if g := l.srv.gen.Load(); g.tls != nil {
+			l.startHandshake(ctx, fd, g)
+			continue
+		}
 		// The head of the first request is timed from the accept: a
 		// connection that sends nothing is closed after the timeout.
 		d := &down{fd: fd, last: l.now, idx: len(l.downs), headStart: l.now + 1, gen: l.srv.gen.Load()}
@@ -80,6 +85,7 @@ func (l *loop) drain(d *down) {
 	if d.draining {
 		return
 	}
+	l.closeNotify(d)
 	if err := unix.Shutdown(d.fd, unix.SHUT_WR); err != nil {
 		l.closeDown(d)
 		return
@@ -132,16 +138,17 @@ func (l *loop) readDown(d *down) {
 			return
 		}
 	}
+	if d.tls != nil {
+		l.readDownTLS(d)
+		return
+	}
 	n, err := rawRead(d.fd, d.in[len(d.in):cap(d.in)])
 	if err != nil && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) {
 		l.releaseIn(d)
 		return
 	}
 	if err != nil || n == 0 {
-		if d.u != nil {
-			d.gen.st.rqRxReset.Inc() // the client went with its request in flight
-		}
-		l.closeDown(d)
+		l.clientGone(d)
 		return
 	}
 	d.in = d.in[:len(d.in)+n]
@@ -328,7 +335,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if run >= 0 {
 		o = append(o, head[run:r.lines[len(r.lines)-1].line.end]...)
 	}
-	if !r.hasXFP {
+	if !r.hasXFP && d.tls != nil {
+		o = append(o, "x-forwarded-proto: https\r\n"...)
+	} else if !r.hasXFP {
 		o = append(o, "x-forwarded-proto: http\r\n"...)
 	}
 	if !r.hasRequestID {
@@ -466,8 +475,8 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 // flushDown writes the pending client bytes. When they are all out it
 // resumes the upstream it paused, or closes the connection if it ends.
 func (l *loop) flushDown(d *down) {
-	for d.outOff < len(d.out) {
-		n, err := rawWrite(d.fd, d.out[d.outOff:])
+	for d.outOff < len(d.out) || d.tlsPending() {
+		n, err := l.writeSock(d, d.out[d.outOff:])
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -521,7 +530,7 @@ func (l *loop) writeDown(d *down, b []byte) {
 		}
 	}
 	for len(b) > 0 {
-		n, err := rawWrite(d.fd, b)
+		n, err := l.writeSock(d, b)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -538,6 +547,9 @@ func (l *loop) writeDown(d *down, b []byte) {
 		d.out, d.outOff = append(l.getBuf(), b...), 0
 		d.wantOut = true
 		l.watchDown(d)
+	} else if d.tlsPending() && !d.wantOut {
+		d.wantOut = true // records sealed, not all sent: flushDown sends them
+		l.watchDown(d)
 	}
 }
 
@@ -547,7 +559,7 @@ const h2cPreface = "PRI * HTTP/2.0\r\n"
 // canHandOff reports whether d can go to Config.HandOff: there is one,
 // and every answer d had is written.
 func (l *loop) canHandOff(d *down) bool {
-	return l.srv.cfg.HandOff != nil && d.outOff >= len(d.out)
+	return l.srv.cfg.HandOff != nil && d.outOff >= len(d.out) && (d.tls == nil || l.srv.cfg.HandOffTLS != nil)
 }
 
 // handOff gives a connection waiting for a request to Config.HandOff with
@@ -561,6 +573,10 @@ func (l *loop) handOff(d *down) {
 	if ls := l.srv.cfg.Listener; ls != nil {
 		ls.CxActive.Dec() // the goroutine path counts it again
 	}
+	if d.tls != nil {
+		l.srv.cfg.HandOffTLS(fd, d.tls, buffered)
+		return
+	}
 	l.srv.cfg.HandOff(fd, buffered)
 }
 
@@ -568,6 +584,7 @@ func (l *loop) closeDown(d *down) {
 	if d.closed {
 		return
 	}
+	l.closeNotify(d)
 	unix.Close(d.fd)
 	l.forgetDown(d)
 	d.gen.st.cxDestroy.Inc()

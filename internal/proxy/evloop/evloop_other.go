@@ -30,7 +30,10 @@ func (s *Server) Close() {}
 func (s *Server) Drain() {}
 
 // Update does nothing off Linux.
-func (s *Server) Update(router Router, statPrefix string) {}
+func (s *Server) Update(router Router, statPrefix string, tls *TLS) {}
+
+// TLSConns is 0 off Linux.
+func (s *Server) TLSConns() int64 { return 0 }
 
 // Shutdown does nothing off Linux.
 func (s *Server) Shutdown() {}

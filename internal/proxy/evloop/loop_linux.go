@@ -1,15 +1,19 @@
 package evloop
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net/netip"
 	"runtime"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
 )
 
 const (
@@ -93,6 +97,7 @@ type down struct {
 	staleRetry bool        // a pooled connection found closed was replaced
 	draining   bool        // the last response is out: reading what the client still sends, then closing
 	drained    int
+	tls        *tlsrec.Conn // the connection's TLS after its handshake; nil in plaintext
 }
 
 // up is an upstream connection, idle in its pool or serving one request.
@@ -177,6 +182,15 @@ type loop struct {
 	now     int64
 	sweptAt int64
 	events  [maxEvents]unix.EpollEvent
+
+	// TLS: the handshakes this loop started and has not taken back, and
+	// their outcomes, posted by their goroutines (hsMu guards hsDone and
+	// hsClosed; the rest is the loop's).
+	handshaking int
+	hsMu        sync.Mutex
+	hsDone      []handshaken
+	hsClosed    bool   // closeAll ran: a finishing handshake closes its socket itself
+	tlsIn       []byte // ciphertext read, before Feed
 }
 
 func newLoop(s *Server, id, ln int) (*loop, error) {
@@ -215,7 +229,7 @@ func (l *loop) wakeUp() {
 
 // run serves events until woken up. With LockThreads it holds its OS
 // thread, the only goroutine that runs on it.
-func (l *loop) run() error {
+func (l *loop) run(ctx context.Context) error {
 	var w waiter = threadWaiter{l.ep}
 	switch {
 	case l.srv.cfg.RawWait:
@@ -248,13 +262,14 @@ func (l *loop) run() error {
 			fd := int(ev.Fd)
 			switch {
 			case fd == l.ln:
-				l.accept()
+				l.accept(ctx)
 			case fd == l.wake:
 				var b [8]byte
 				_, _ = unix.Read(l.wake, b[:]) // resets the eventfd
 				if l.srv.stopping.Load() {
 					return nil
 				}
+				l.takeHandshakes()
 				if l.srv.shutdown.Load() && l.ln >= 0 {
 					// Accept no more: the kernel sends new connections to
 					// the listeners left (none once every loop is here).
@@ -279,7 +294,7 @@ func (l *loop) run() error {
 		if l.now-l.sweptAt >= int64(sweepEvery) {
 			l.sweep()
 		}
-		if l.ln < 0 && len(l.downs) == 0 {
+		if l.ln < 0 && len(l.downs) == 0 && l.handshaking == 0 {
 			return nil // shut down and drained
 		}
 	}
@@ -288,6 +303,7 @@ func (l *loop) run() error {
 // closeAll closes every connection and the loop's descriptors. It runs
 // after run returned.
 func (l *loop) closeAll() {
+	l.dropHandshakes()
 	for len(l.downs) > 0 {
 		l.closeDown(l.downs[len(l.downs)-1])
 	}

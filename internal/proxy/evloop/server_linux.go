@@ -39,7 +39,14 @@ type Server struct {
 
 	cmu sync.Mutex                  // guards cst
 	cst map[string]*clusterCounters // a Router's clusters' counters, by name
+
+	hs       sync.WaitGroup // TLS handshake goroutines; Serve waits for them
+	tlsConns atomic.Int64   // connections served over TLS after their handshake
 }
+
+// TLSConns is the number of connections the loops took over after a TLS
+// handshake: served over TLS on a loop.
+func (s *Server) TLSConns() int64 { return s.tlsConns.Load() }
 
 // clusterCounters returns the counters of a cluster a Router named; the
 // loops call it when they make a pool, not per request.
@@ -120,25 +127,28 @@ func Listen(cfg Config) (*Server, error) {
 		s.lns = append(s.lns, fd)
 	}
 	s.addr = ap
-	s.gen.Store(&generation{router: cfg.Router, st: s.st})
+	s.gen.Store(&generation{router: cfg.Router, st: s.st, tls: cfg.TLS})
 	return s, nil
 }
 
 // Addr is the address the listener is bound to.
 func (s *Server) Addr() string { return s.addr.String() }
 
-// generation is what a connection is served with: the Router and the
-// connection manager's counters in force when it was accepted.
+// generation is what a connection is served with: the Router, the
+// connection manager's counters and the TLS in force when it was
+// accepted.
 type generation struct {
 	router Router
 	st     *counters
+	tls    *TLS
 }
 
 // Update makes the loops serve the connections accepted from now on with
-// router, counting under statPrefix (a listener update). The connections
-// open keep what they had: Drain them to end them.
-func (s *Server) Update(router Router, statPrefix string) {
-	s.gen.Store(&generation{router: router, st: newCounters(s.cfg.Stats, statPrefix, nil)})
+// router, counting under statPrefix, with tls (nil: plaintext) (a listener
+// update). The connections open keep what they had: Drain them to end
+// them.
+func (s *Server) Update(router Router, statPrefix string, tls *TLS) {
+	s.gen.Store(&generation{router: router, st: newCounters(s.cfg.Stats, statPrefix, nil), tls: tls})
 }
 
 // Drain makes every connection of the loops close once its response in
@@ -185,6 +195,12 @@ func (s *Server) Serve(ctx context.Context) error {
 			l.closeAll()
 		}
 	}()
+	// The TLS handshakes' context: cancelled once the loops returned,
+	// which interrupts the handshakes still running; they give their
+	// connections back (closed by closeAll) before Serve returns.
+	hctx, cancelHandshakes := context.WithCancel(ctx)
+	defer s.hs.Wait()
+	defer cancelHandshakes()
 	for i, fd := range s.lns {
 		l, err := newLoop(s, i, fd)
 		if err != nil {
@@ -215,7 +231,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() { // one event loop; ends when woken by the stopper below, on an epoll failure, or drained after Shutdown
 			defer wg.Done()
-			err := l.run()
+			err := l.run(hctx)
 			if err != nil {
 				errs[i] = err
 			}

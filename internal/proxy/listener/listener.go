@@ -413,11 +413,14 @@ func (l *Listener) acceptLoop(ctx context.Context) {
 		l.stats.CxTotal.Inc()
 		l.stats.CxActive.Inc()
 		l.wg.Add(1)
-		go l.handle(ctx, c) // ends when the chain handler returns; waited for by Wait
+		go l.handle(ctx, c, nil) // ends when the chain handler returns; waited for by Wait
 	}
 }
 
-func (l *Listener) handle(ctx context.Context, raw net.Conn) {
+// handle serves an accepted connection. tc, when not nil, is raw's TLS
+// carried on from the event loops' handshake (with the plaintext they
+// read in front): the chain's handshake is not run again.
+func (l *Listener) handle(ctx context.Context, raw, tc net.Conn) {
 	defer l.wg.Done()
 	cfg := l.cfg.Load()
 	c := &Conn{Conn: raw, raw: raw, ID: l.ids.Add(1), Listener: cfg.Name, stats: &l.stats}
@@ -458,7 +461,11 @@ func (l *Listener) handle(ctx context.Context, raw net.Conn) {
 	}
 	c.Chain = ch
 	l.register(c, cfg)
-	if !l.startTLS(ctx, c) {
+	if tc != nil {
+		if !l.resumeTLS(c, tc) {
+			return
+		}
+	} else if !l.startTLS(ctx, c) {
 		return
 	}
 	ch.Handler.ServeConn(ctx, c)

@@ -2,6 +2,7 @@ package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftmesh/weft/internal/proxy/evloop"
+	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
 	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
@@ -32,6 +34,17 @@ type Loops struct {
 	// HeadersTimeout and IdleTimeout are the connection manager's; 0 is
 	// none.
 	HeadersTimeout, IdleTimeout time.Duration
+	// TLS, when set, is the chain's TLS: the loops run its handshake (on
+	// a goroutine per connection) and carry the records.
+	TLS TLS
+}
+
+// evloopTLS is the loops' TLS for a chain's.
+func (lo *Loops) evloopTLS() *evloop.TLS {
+	if lo.TLS == nil {
+		return nil
+	}
+	return &evloop.TLS{Handshake: lo.TLS.Handshake}
 }
 
 // maxPendingHandOffs bounds the connections handed off by the loops that
@@ -46,6 +59,7 @@ const none = 100 * 365 * 24 * time.Hour
 type handed struct {
 	fd       int
 	buffered []byte
+	tls      *tlsrec.Conn // the connection's TLS, terminated on the loops; nil in plaintext
 }
 
 // listenLoops binds cfg.Addr with one socket per event loop.
@@ -66,6 +80,8 @@ func (l *Listener) listenLoops(cfg *Config, st *stats.Store) error {
 		Listener: &evloop.ListenerStats{CxTotal: l.stats.CxTotal, CxDestroy: l.stats.CxDestroy, CxOverflow: l.stats.CxOverflow,
 			CxActive: l.stats.CxActive},
 		Observer:   lo.Observer,
+		TLS:        lo.evloopTLS(),
+		HandOffTLS: l.handOffTLS,
 		HandOff:    l.handOff,
 		HandOffAll: func() bool { return l.cfg.Load().Loops == nil }})
 	if err != nil {
@@ -88,9 +104,9 @@ func (cfg *Config) loopChain() *Chain {
 // request, and every new connection, goes to the goroutine path.
 func (l *Listener) updateLoops(prev, cfg *Config, drainAll bool) {
 	if cfg.Loops != nil {
-		l.loops.Update(cfg.Loops.Router, cfg.Loops.StatPrefix)
+		l.loops.Update(cfg.Loops.Router, cfg.Loops.StatPrefix, cfg.Loops.evloopTLS())
 	} else if prev.Loops != nil {
-		l.loops.Update(handOffRouter{}, prev.Loops.StatPrefix)
+		l.loops.Update(handOffRouter{}, prev.Loops.StatPrefix, prev.Loops.evloopTLS())
 	}
 	if drainAll || !cfg.has(prev.loopChain()) {
 		l.loops.Drain()
@@ -104,8 +120,14 @@ func (handOffRouter) Route(route.Head) evloop.Target { return evloop.Target{Hand
 
 // handOff is the loops' HandOff: it runs on a loop and must not block.
 func (l *Listener) handOff(fd int, buffered []byte) {
+	l.handOffTLS(fd, nil, buffered)
+}
+
+// handOffTLS is the loops' HandOffTLS: handOff for a connection whose
+// TLS the loops terminated.
+func (l *Listener) handOffTLS(fd int, tc *tlsrec.Conn, buffered []byte) {
 	select {
-	case l.handoffs <- handed{fd, buffered}:
+	case l.handoffs <- handed{fd, buffered, tc}:
 	default:
 		unix.Close(fd)
 		l.stats.CxOverflow.Inc()
@@ -132,7 +154,7 @@ func (l *Listener) serveLoops(ctx context.Context) {
 				for {
 					select {
 					case h := <-l.handoffs:
-						unix.Close(h.fd)
+						unix.Close(h.fd) // a TLS one without close_notify: the proxy is stopping
 					default:
 						return
 					}
@@ -145,14 +167,24 @@ func (l *Listener) serveLoops(ctx context.Context) {
 					l.log.Debug("handed-off connection", "err", err)
 					continue
 				}
-				var c net.Conn = raw
-				if len(h.buffered) > 0 {
+				var c, tc net.Conn = raw, nil
+				if h.tls != nil {
+					// Blocking from here on (Resume writes what the loop had
+					// sealed): on this goroutine, not the loop's.
+					resumed, err := h.tls.Resume(raw)
+					if err != nil {
+						l.log.Debug("handed-off connection", "err", err)
+						_ = raw.Close()
+						continue
+					}
+					tc = &resumedConn{Conn: resumed, pending: h.buffered}
+				} else if len(h.buffered) > 0 {
 					c = &replayConn{Conn: raw, pending: h.buffered}
 				}
 				l.handedOff.Add(1)
 				l.stats.CxActive.Inc()
 				l.wg.Add(1)
-				go l.handle(ctx, c) // ends when the chain handler returns; waited for by Wait
+				go l.handle(ctx, c, tc) // ends when the chain handler returns; waited for by Wait
 			}
 		}
 	}()
@@ -162,6 +194,15 @@ func (l *Listener) serveLoops(ctx context.Context) {
 // goroutine path.
 func (l *Listener) HandedOff() int64 { return l.handedOff.Load() }
 
+// LoopTLSConns is the number of connections the loops served over TLS
+// (counted once their handshake succeeded).
+func (l *Listener) LoopTLSConns() int64 {
+	if l.loops == nil {
+		return 0
+	}
+	return l.loops.TLSConns()
+}
+
 // replayConn is a connection with bytes already read from it in front.
 type replayConn struct {
 	net.Conn
@@ -169,6 +210,22 @@ type replayConn struct {
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// resumedConn is a TLS connection the loops handed off, with the
+// plaintext they read and did not consume in front.
+type resumedConn struct {
+	*tls.Conn
+	pending []byte
+}
+
+func (c *resumedConn) Read(p []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
 		c.pending = c.pending[n:]

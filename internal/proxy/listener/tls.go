@@ -26,10 +26,28 @@ func (l *Listener) startTLS(ctx context.Context, c *Conn) bool {
 		_ = c.Close()
 		return false
 	}
+	useTLS(c, tc)
+	return true
+}
+
+// useTLS makes c's reads and writes go through tc.
+func useTLS(c *Conn, tc net.Conn) {
 	c.Conn = tc
 	if st, ok := tc.(interface{ ConnectionState() tls.ConnectionState }); ok && c.ServerName == "" {
 		c.ServerName = strings.ToLower(st.ConnectionState().ServerName)
 	}
+}
+
+// resumeTLS serves c over tc, the TLS the event loops terminated. false
+// means c's chain (chosen again under the configuration now in force) has
+// no TLS any more and c is closed: never served in plaintext.
+func (l *Listener) resumeTLS(c *Conn, tc net.Conn) bool {
+	if c.Chain.TLS == nil {
+		l.log.Debug("connection from the loops closed: its chain has no TLS any more", "src", c.Src.String(), "chain", c.Chain.Name)
+		_ = c.Close()
+		return false
+	}
+	useTLS(c, tc)
 	return true
 }
 

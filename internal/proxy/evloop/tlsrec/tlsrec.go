@@ -194,6 +194,25 @@ func (c *Conn) CloseWrite() error { return c.tc.CloseWrite() }
 // Conn: Write and Feed fail after it. It does not close the socket.
 func (c *Conn) Close() error { return c.tc.Close() }
 
+// Resume gives the connection back to blocking I/O over raw (a
+// goroutine's net.Conn over the same socket): it writes Pending to raw,
+// then the returned *tls.Conn reads and writes raw directly, as during
+// Handshake, carrying on from any partial record it holds. The Conn must
+// not be used after it; plaintext that Feed returned and nobody consumed
+// is the caller's to put in front. For a loop that hands a connection to
+// the goroutine path.
+func (c *Conn) Resume(raw net.Conn) (*tls.Conn, error) {
+	if p := c.mc.out.Bytes(); len(p) > 0 {
+		if _, err := raw.Write(p); err != nil {
+			return nil, fmt.Errorf("resume tls: write pending records: %w", err)
+		}
+	}
+	c.mc.out = bytes.Buffer{}
+	c.mc.in = nil
+	c.mc.raw = raw
+	return c.tc, nil
+}
+
 // ConnectionState is the handshake's outcome (version, cipher suite, ALPN,
 // the peer's verified certificates).
 func (c *Conn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }

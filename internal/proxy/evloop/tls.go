@@ -1,0 +1,22 @@
+package evloop
+
+import (
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
+)
+
+// TLS terminates TLS on a listener's connections on the loops: the
+// handshake runs on a goroutine per new connection (crypto/tls cannot
+// pause one half-way), bounded by Timeout; the records afterwards are
+// sealed and opened on the connection's loop (package tlsrec).
+type TLS struct {
+	// Handshake runs the server side of the handshake: weft's
+	// tlsctx.Server.Handshake, with its certificate checks and ssl.*
+	// counters, so that the loops accept and refuse exactly the clients
+	// the goroutine path does.
+	Handshake tlsrec.HandshakeFunc
+	// Timeout bounds each handshake; 0 means tlsctx.HandshakeTimeout,
+	// the goroutine path's.
+	Timeout time.Duration
+}

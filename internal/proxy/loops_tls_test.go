@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"runtime"
+	"testing"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
+)
+
+// getOn sends GET path on c (keep-alive) and decodes the backend's echo.
+func getOn(t *testing.T, c *http.Client, url string) (int, echo) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var e echo
+	if resp.StatusCode == 200 {
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, e
+}
+
+// TestEvloopServesMutualTLS: with --experimental-evloop, an App Mesh
+// STRICT listener with mutual TLS (client certificate required, SPIFFE
+// SAN matched) is served by the loops: the handshake is weft's (a client
+// with another SAN is refused and counted in ssl.fail_verify_san, as on
+// the goroutine path, and never reaches the loops' connection manager);
+// an allowed client's keep-alive requests are forwarded by the loops over
+// TLS (counted by the loops, none handed off, X-Forwarded-Proto https),
+// and a request whose route the loops do not implement hands the TLS
+// connection to the goroutine path, which serves it and the requests
+// after it on the same connection.
+func TestEvloopServesMutualTLS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	ca := tlstest.NewCA(t, "mesh")
+	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
+	b := newBackend(t, "b")
+	allowed := "spiffe://weft.local/mesh/m/virtualNode/front"
+	rw := routeTo("/rw/", "c")
+	rw.GetRoute().PrefixRewrite = "/x/"
+	h.push(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: f.common(true, allowed),
+		RequireClientCertificate: wrapperspb.Bool(true)}),
+		routeConfig("rds", vhost("v", []string{"*"}, rw, routeTo("/", "c"))), staticCluster("c", b.addr()))
+	l := h.listener("ingress")
+	if !l.OnLoops() {
+		t.Fatal("the mutual-TLS listener is not on the loops")
+	}
+	addr := h.addr("ingress")
+
+	other := ca.Issue(t, nil, "spiffe://weft.local/mesh/m/virtualNode/other")
+	if _, _, err := tlsGet(addr, clientTLS(ca, "svc.local", other.TLS(t))); err == nil {
+		t.Fatal("a client whose SAN is not listed was served")
+	}
+	waitUntil(t, 5*time.Second, "ssl.fail_verify_san = 1", func() bool { return h.listenerStat("ingress", "ssl.fail_verify_san") == 1 })
+	waitUntil(t, 5*time.Second, "the refused connection closed", func() bool {
+		return h.listenerStat("ingress", "downstream_cx_destroy") == 1
+	})
+	if n := h.stat("http.ingress.downstream_cx_total"); n != 0 {
+		t.Errorf("http.ingress.downstream_cx_total = %d after a refused handshake, want 0", n)
+	}
+
+	tr := &http.Transport{TLSClientConfig: clientTLS(ca, "svc.local", ca.Issue(t, nil, allowed).TLS(t)), MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for i := range 3 {
+		code, e := getOn(t, c, "https://"+addr+"/a")
+		if code != 200 || e.Path != "/a" {
+			t.Fatalf("request %d: %d %+v", i, code, e)
+		}
+		if p := e.Header.Get("X-Forwarded-Proto"); p != "https" {
+			t.Errorf("request %d: upstream got X-Forwarded-Proto %q, want https", i, p)
+		}
+	}
+	if n, handed := l.LoopTLSConns(), l.HandedOff(); n != 1 || handed != 0 {
+		t.Fatalf("on the loops: %d connections over TLS, %d handed off; want 1 and 0", n, handed)
+	}
+	// The rewrite is the goroutine path's: the connection goes there.
+	if code, e := getOn(t, c, "https://"+addr+"/rw/y"); code != 200 || e.Path != "/x/y" {
+		t.Fatalf("rewritten request: %d %+v", code, e)
+	}
+	if code, e := getOn(t, c, "https://"+addr+"/a"); code != 200 || e.Path != "/a" {
+		t.Fatalf("after the hand-off: %d %+v", code, e)
+	}
+	if handed := l.HandedOff(); handed != 1 {
+		t.Errorf("%d connections handed off, want 1", handed)
+	}
+	if n := h.listenerStat("ingress", "ssl.handshake"); n != 1 {
+		t.Errorf("ssl.handshake = %d, want 1 (one connection for every allowed request)", n)
+	}
+	if b.count() != 5 {
+		t.Errorf("backend saw %d requests, want 5", b.count())
+	}
+}
+
+// TestEvloopTLSUpdate: an update that makes a plaintext listener on the
+// loops TLS-only keeps it on the loops; the connections accepted after it
+// are served over TLS there, plaintext ones are refused.
+func TestEvloopTLSUpdate(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	ca := tlstest.NewCA(t, "mesh")
+	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
+	a := newBackend(t, "a")
+	rc, cl, ep := routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))), edsCluster("c"), cla("c", a.addr())
+	h.push(httpListener("ingress", httpManager("ingress", "rds")), rc, cl, ep)
+	l := h.listener("ingress")
+	if code, err := plainGet(h.addr("ingress")); err != nil || code != 200 {
+		t.Fatalf("plaintext on the loops: %d %v", code, err)
+	}
+	h.push(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: f.common(false)}), rc, cl, ep)
+	if h.listener("ingress") != l || !l.OnLoops() {
+		t.Fatal("the update replaced the listener or took it off the loops")
+	}
+	code, st, err := tlsGet(h.addr("ingress"), clientTLS(ca, "svc.local"))
+	if err != nil || code != 200 || st == nil {
+		t.Fatalf("TLS after the update: %d %v", code, err)
+	}
+	if code, err := plainGet(h.addr("ingress")); err == nil && code == 200 {
+		t.Error("plaintext still served after the listener became TLS-only")
+	}
+	if n, handed := l.LoopTLSConns(), l.HandedOff(); n != 1 || handed != 0 {
+		t.Errorf("%d connections over TLS on the loops, %d handed off; want 1 and 0", n, handed)
+	}
+}
