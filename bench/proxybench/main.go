@@ -77,6 +77,7 @@ func main() {
 	idleSettle := flag.Duration("idle-settle", 3*time.Second, "with -idle-conns: how long the connections stay idle before the proxy's memory is measured (Go returns freed memory to the system after a GC, which an idle process runs every 2 minutes)")
 	idleProf := flag.String("idle-heap-profile", "", "with -idle-conns: save each weft proxy's heap profile with the connections open to this prefix + pid + .pb.gz")
 	weftB := flag.String("weft-b", "", "a second weft binary (the build before a change, say): adds the paths \"one weft proxy B\" and \"two weft proxies B\" (both sidecars B) served by it, interleaved with the others, and prints its ratios to \"one weft proxy\"")
+	weftArgs := flag.String("weft-args", "", "extra weft proxy arguments, space-separated, for the proxies of the paths run by -weft (not the B paths), e.g. \"--experimental-evloop\"")
 	weftBArgs := flag.String("weft-b-args", "", "extra weft proxy arguments, space-separated, for the proxies of the \"B\" paths (with -weft-b, which may name the same binary as -weft: the same build with another setting, e.g. \"--park-idle-after=1ns\")")
 	evloopBin := flag.String("evloop", "", "a built bench/evloopproxy (go build -o /tmp/evloopproxy ./bench/evloopproxy): adds the paths \"evloop prototype\" and \"two evloop prototypes\", the event-loop prototype of the HTTP/1.1 path (internal/proxy/evloop) with the same route as one weft proxy")
 	evloopLoops := flag.Int("evloop-loops", 0, "with -evloop: its event loops (0: GOMAXPROCS)")
@@ -84,6 +85,7 @@ func main() {
 	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
+	aArgs := strings.Fields(*weftArgs)
 	if *relay != "" {
 		runRelay(*relay, *relayTo)
 		return
@@ -110,8 +112,8 @@ func main() {
 	// wide open).
 	xds.set("mesh/bench/virtualNode/server", resources("ingress", pB, "cds_ingress_bench_server_http_9080", app, true))
 	xds.set("mesh/bench/virtualNode/client", resources("egress", pA, "cds_egress_bench_server_http_9080", fmt.Sprintf("127.0.0.1:%d", pB), false))
-	procB := b.startProxy(b.weft, "mesh/bench/virtualNode/server", xds.addr)
-	procA := b.startProxy(b.weft, "mesh/bench/virtualNode/client", xds.addr)
+	procB := b.startProxy(b.weft, "mesh/bench/virtualNode/server", xds.addr, aArgs...)
+	procA := b.startProxy(b.weft, "mesh/bench/virtualNode/client", xds.addr, aArgs...)
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pB))
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pA))
 	pH := freePort()
@@ -135,8 +137,8 @@ func main() {
 	pBT, pAT := freePort(), freePort()
 	xds.set("mesh/bench/virtualNode/server-tls", k.withMTLS(resources("ingress", pBT, "cds_ingress_bench_server_http_9080", app, true), true, false))
 	xds.set("mesh/bench/virtualNode/client-tls", k.withMTLS(resources("egress", pAT, "cds_egress_bench_server_http_9080", fmt.Sprintf("127.0.0.1:%d", pBT), false), false, true))
-	procBT := b.startProxy(b.weft, "mesh/bench/virtualNode/server-tls", xds.addr)
-	procAT := b.startProxy(b.weft, "mesh/bench/virtualNode/client-tls", xds.addr)
+	procBT := b.startProxy(b.weft, "mesh/bench/virtualNode/server-tls", xds.addr, aArgs...)
+	procAT := b.startProxy(b.weft, "mesh/bench/virtualNode/client-tls", xds.addr, aArgs...)
 	waitHTTP(fmt.Sprintf("https://127.0.0.1:%d/", pBT), k.clientTLS())
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pAT))
 	pHT, pHT2 := freePort(), freePort()
@@ -184,6 +186,17 @@ func main() {
 		procBA := b.startProxy(*weftB, "mesh/bench/virtualNode/client-b", xds.addr, bArgs...)
 		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBA))
 		targets = append(targets, target{"two weft proxies B", fmt.Sprintf("http://127.0.0.1:%d/", pBA), []*os.Process{procBA, procBB}, nil})
+		// The mutual-TLS sidecars, both by the other binary.
+		pBBT, pBAT := freePort(), freePort()
+		xds.set("mesh/bench/virtualNode/server-tls-b", k.withMTLS(resources("ingress", pBBT, "cds_ingress_bench_server_http_9080", app, true), true, false))
+		xds.set("mesh/bench/virtualNode/client-tls-b", k.withMTLS(resources("egress", pBAT, "cds_egress_bench_server_http_9080", fmt.Sprintf("127.0.0.1:%d", pBBT), false), false, true))
+		procBBT := b.startProxy(*weftB, "mesh/bench/virtualNode/server-tls-b", xds.addr, bArgs...)
+		procBAT := b.startProxy(*weftB, "mesh/bench/virtualNode/client-tls-b", xds.addr, bArgs...)
+		waitHTTP(fmt.Sprintf("https://127.0.0.1:%d/", pBBT), k.clientTLS())
+		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBAT))
+		targets = append(targets,
+			target{"one weft proxy B, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pBBT), []*os.Process{procBBT}, k.clientTLS()},
+			target{"two weft proxies B, mTLS between", fmt.Sprintf("http://127.0.0.1:%d/", pBAT), []*os.Process{procBAT, procBBT}, nil})
 		fmt.Printf("one weft proxy B, two weft proxies B: %s %s\n", *weftB, *weftBArgs)
 	}
 	if *evloopBin != "" {
@@ -198,7 +211,7 @@ func main() {
 			node := fmt.Sprintf("mesh/bench/virtualNode/server-trace-%d", i)
 			pT := freePort()
 			xds.set(node, resources("ingress", pT, "cds_ingress_bench_server_http_9080", app, true))
-			procT := b.startProxy(b.weft, node, xds.addr, "--tracing", "otlp-grpc", "--tracing-endpoint", otlp.addr, "--tracing-sample-rate", rate)
+			procT := b.startProxy(b.weft, node, xds.addr, append([]string{"--tracing", "otlp-grpc", "--tracing-endpoint", otlp.addr, "--tracing-sample-rate", rate}, aArgs...)...)
 			waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pT))
 			targets = append(targets, target{tracingPathName(rate), fmt.Sprintf("http://127.0.0.1:%d/", pT), []*os.Process{procT}, nil})
 		}
@@ -377,11 +390,11 @@ func main() {
 			waitHTTP(u, tc)
 			its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid], tc})
 		}
-		addWeft("one weft proxy", b.weft, "mesh/bench/virtualNode/server-idle", false)
+		addWeft("one weft proxy", b.weft, "mesh/bench/virtualNode/server-idle", false, aArgs...)
 		if *weftB != "" {
 			addWeft("one weft proxy B", *weftB, "mesh/bench/virtualNode/server-idle-b", false, bArgs...)
 		}
-		addWeft("one weft proxy, mTLS in", b.weft, "mesh/bench/virtualNode/server-idle-tls", true)
+		addWeft("one weft proxy, mTLS in", b.weft, "mesh/bench/virtualNode/server-idle-tls", true, aArgs...)
 		if *weftB != "" {
 			addWeft("one weft proxy B, mTLS in", *weftB, "mesh/bench/virtualNode/server-idle-tls-b", true, bArgs...)
 		}

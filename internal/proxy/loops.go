@@ -100,7 +100,7 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 		return evloop.Target{HandOff: true}
 	}
 	cl := r.clusters.Get(name)
-	if cl == nil || cl.HTTP2 || cl.UseDownstream || cl.Type == cluster.OriginalDst || cl.TLS != nil {
+	if cl == nil || cl.HTTP2 || cl.UseDownstream || cl.Type == cluster.OriginalDst {
 		return evloop.Target{HandOff: true}
 	}
 	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {
@@ -115,6 +115,9 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 		return evloop.Target{HandOff: true}
 	}
 	t := evloop.Target{Cluster: name, Host: ap, Tag: host}
+	if cl.TLS != nil {
+		t.TLS = cl.TLS // the cluster's handshake, checks and ssl.* counters
+	}
 	if rp := rt.Retry; rp != nil {
 		t.Retries, t.RetryOn5xx, t.RetryOnGateway = rp.NumRetries, rp.On&route.On5xx != 0, rp.On&route.OnGatewayError != 0
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -137,5 +138,72 @@ func TestEvloopTLSUpdate(t *testing.T) {
 	}
 	if n, handed := l.LoopTLSConns(), l.HandedOff(); n != 1 || handed != 0 {
 		t.Errorf("%d connections over TLS on the loops, %d handed off; want 1 and 0", n, handed)
+	}
+}
+
+// TestEvloopSidecarToSidecarMutualTLS: App Mesh's mTLS path with both
+// sidecar legs on the loops: an egress listener whose cluster originates
+// TLS (client certificate, the server's SPIFFE SAN checked) to a STRICT
+// ingress listener requiring the client's. The loops make the one pooled
+// TLS connection between them and reuse it (one handshake each side, no
+// connection handed off); an upstream whose certificate does not carry
+// the SAN the cluster asks for is refused as on the goroutine path (503,
+// ssl.fail_verify_san, upstream_cx_connect_fail).
+func TestEvloopSidecarToSidecarMutualTLS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	ca := tlstest.NewCA(t, "mesh")
+	front, back := "spiffe://weft.local/mesh/m/virtualNode/front", "spiffe://weft.local/mesh/m/virtualNode/back"
+	server := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"back.local"}, back))
+	client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, front))
+	b := newBackend(t, "b")
+	in := httpListener("ingress", httpManager("ingress", "rds-in"))
+	in.FilterChains[0].TransportSocket = tlsSocket(&tlsv3.DownstreamTlsContext{CommonTlsContext: server.common(true, front),
+		RequireClientCertificate: wrapperspb.Bool(true)})
+	inRoutes, app := routeConfig("rds-in", vhost("in", []string{"*"}, routeTo("/", "app"))), staticCluster("app", b.addr())
+	h.push(in, inRoutes, app)
+	mesh := func(san string) *clusterv3.Cluster {
+		c := staticCluster("mesh", h.addr("ingress"))
+		c.TransportSocket = tlsSocket(&tlsv3.UpstreamTlsContext{Sni: "back.local", CommonTlsContext: client.common(true, san)})
+		return c
+	}
+	out, outRoutes := httpListener("egress", httpManager("egress", "rds")), routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "mesh")))
+	h.push(in, inRoutes, app, out, outRoutes, mesh(back))
+	for _, name := range []string{"ingress", "egress"} {
+		if !h.listener(name).OnLoops() {
+			t.Fatalf("%s is not on the loops", name)
+		}
+	}
+	c := newClient(t)
+	for i := range 3 {
+		resp, e, body := get(t, c, h.addr("egress"), "svc.local", "/a")
+		if resp.StatusCode != 200 || e.Backend != "b" || e.Path != "/a" {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	if n := h.listener("egress").HandedOff() + h.listener("ingress").HandedOff(); n != 0 {
+		t.Errorf("%d connections handed off, want none", n)
+	}
+	if n := h.listener("ingress").LoopTLSConns(); n != 1 {
+		t.Errorf("the ingress loops served %d connections over TLS, want 1 (the egress's pooled connection)", n)
+	}
+	if n := h.stat("cluster.mesh.ssl.handshake"); n != 1 {
+		t.Errorf("cluster.mesh.ssl.handshake = %d, want 1 (one pooled connection)", n)
+	}
+
+	h.push(in, inRoutes, app, out, outRoutes, mesh("spiffe://weft.local/mesh/m/virtualNode/elsewhere"))
+	if resp, _, body := get(t, c, h.addr("egress"), "svc.local", "/a"); resp.StatusCode != 503 {
+		t.Fatalf("upstream without the SAN asked for: %d %s, want 503", resp.StatusCode, body)
+	}
+	if n := h.stat("cluster.mesh.ssl.fail_verify_san"); n != 1 {
+		t.Errorf("cluster.mesh.ssl.fail_verify_san = %d, want 1", n)
+	}
+	if n := h.stat("cluster.mesh.upstream_cx_connect_fail"); n != 1 {
+		t.Errorf("cluster.mesh.upstream_cx_connect_fail = %d, want 1", n)
+	}
+	if n := h.listener("egress").HandedOff(); n != 0 {
+		t.Errorf("%d connections handed off, want none", n)
 	}
 }

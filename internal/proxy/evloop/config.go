@@ -163,6 +163,9 @@ type Target struct {
 	// HandOff, with Config.HandOff set, gives the connection to it with
 	// this request: for what the loops do not implement.
 	HandOff bool
+	// TLS, when set, is the cluster's: the connections to Host originate
+	// TLS with it (handshake on a goroutine, records on the loop).
+	TLS ClientTLS
 }
 
 // Route sends requests whose Host matches Domain and whose path starts

@@ -293,6 +293,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 			return
 		}
 		pool = l.hostPool(t.Cluster, t.Host)
+		l.poolTLS(pool, t.TLS)
 	} else {
 		rt := l.srv.table.match(r.host.of(head), path)
 		if rt == nil {

@@ -129,6 +129,10 @@ type up struct {
 	tag       any
 	cluster   string
 	observing bool
+	// Over TLS: the connection's records after the handshake, and whether
+	// the handshake runs (on a goroutine; connecting meanwhile).
+	tls         *tlsrec.Conn
+	handshaking bool
 }
 
 type fdRef struct {
@@ -141,8 +145,9 @@ type clusterPool struct {
 	idle []*up
 	next int // round robin over the endpoints
 	st   *clusterCounters
-	used int64 // loop time of the last request (pools of a Router's hosts)
-	gone bool  // dropped from hostPools: connections that finish close
+	used int64     // loop time of the last request (pools of a Router's hosts)
+	gone bool      // dropped from hostPools: connections that finish close
+	tls  ClientTLS // new connections originate TLS with it (the Target's, last request); nil: plaintext
 }
 
 // hostKey names the pool of one host of a Router's cluster.
@@ -287,7 +292,7 @@ func (l *loop) run(ctx context.Context) error {
 				if r.d != nil {
 					l.onDown(r.d, ev.Events)
 				} else if r.u != nil {
-					l.onUp(r.u, ev.Events)
+					l.onUp(ctx, r.u, ev.Events)
 				}
 			}
 		}
@@ -457,7 +462,12 @@ func (l *loop) watch(fd int, mask *uint32, in, out bool) {
 }
 
 func (l *loop) watchDown(d *down) { l.watch(d.fd, &d.mask, !d.pausedIn, d.wantOut) }
-func (l *loop) watchUp(u *up)     { l.watch(u.fd, &u.mask, !u.pausedIn, u.wantOut || u.connecting) }
+func (l *loop) watchUp(u *up) {
+	if u.handshaking {
+		return // out of the epoll set: its handshake goroutine has the socket
+	}
+	l.watch(u.fd, &u.mask, !u.pausedIn, u.wantOut || u.connecting)
+}
 
 // sweep enforces the timeouts: idle clients, upstream connects and the
 // request timeout.

@@ -1,10 +1,21 @@
 package evloop
 
 import (
+	"context"
+	"net"
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
+
+// ClientTLS originates TLS to upstream hosts: a cluster's
+// tlsctx.Client, with its certificate checks and ssl.* counters. The
+// loops ask for HTTP/1.1 (tlsctx.ALPNHTTP11), as the goroutine path's
+// HTTP/1.1 pools do.
+type ClientTLS interface {
+	Handshake(ctx context.Context, c net.Conn, alpn tlsctx.ALPN) (net.Conn, error)
+}
 
 // TLS terminates TLS on a listener's connections on the loops: the
 // handshake runs on a goroutine per new connection (crypto/tls cannot

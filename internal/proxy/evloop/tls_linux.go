@@ -25,12 +25,13 @@ import (
 // goroutine path does.
 
 // handshaken is a handshake's outcome, posted to the loop that accepted
-// the connection.
+// (or dialled) the connection.
 type handshaken struct {
 	fd      int
 	gen     *generation
 	tc      *tlsrec.Conn // nil: the handshake failed
 	drained uint64       // the Server's drainGen at the accept
+	u       *up          // an upstream connection's; fd and gen unused then
 }
 
 // startHandshake hands a new connection to a handshake goroutine.
@@ -40,33 +41,42 @@ func (l *loop) startHandshake(ctx context.Context, fd int, g *generation) {
 		ls.CxTotal.Inc()
 		ls.CxActive.Inc()
 	}
-	l.handshaking++
 	timeout := g.tls.Timeout
 	if timeout <= 0 {
 		timeout = tlsctx.HandshakeTimeout
 	}
 	h := handshaken{fd: fd, gen: g, drained: l.srv.drainGen.Load()}
+	l.goHandshake(ctx, fd, g.tls.Handshake, timeout, h)
+}
+
+// goHandshake runs hs on a duplicate of fd on a goroutine and posts h
+// with its outcome. The duplicate is made here, on the loop: the loop may
+// close fd (an upstream's connect timeout) while the handshake runs.
+func (l *loop) goHandshake(ctx context.Context, fd int, hs tlsrec.HandshakeFunc, timeout time.Duration, h handshaken) {
+	l.handshaking++
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		l.srv.log.Debug("TLS handshake: dup", "err", err)
+		dup = -1
+	}
 	l.srv.hs.Add(1)
 	go func() { // one TLS handshake; ends when it completes or fails, within timeout (or when Serve's ctx ends)
 		defer l.srv.hs.Done()
-		h.tc = l.srv.handshake(ctx, fd, g.tls.Handshake, timeout)
+		if dup >= 0 {
+			h.tc = l.srv.handshake(ctx, dup, hs, timeout)
+		}
 		l.post(h)
 	}()
 }
 
-// handshake runs hs on a duplicate of fd, which it closes after; fd stays
-// the loop's. nil means the handshake failed (the caller closes fd).
-func (s *Server) handshake(ctx context.Context, fd int, hs tlsrec.HandshakeFunc, timeout time.Duration) *tlsrec.Conn {
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		s.log.Debug("downstream TLS handshake: dup", "err", err)
-		return nil
-	}
+// handshake runs hs on dup, a duplicate of a loop's descriptor, and closes
+// it. nil means the handshake failed.
+func (s *Server) handshake(ctx context.Context, dup int, hs tlsrec.HandshakeFunc, timeout time.Duration) *tlsrec.Conn {
 	f := os.NewFile(uintptr(dup), "tls-handshake")
 	c, err := net.FileConn(f) // another duplicate, in Go's poller; f's is closed below
 	_ = f.Close()
 	if err != nil {
-		s.log.Debug("downstream TLS handshake: socket", "err", err)
+		s.log.Debug("TLS handshake: socket", "err", err)
 		return nil
 	}
 	defer c.Close()
@@ -74,7 +84,7 @@ func (s *Server) handshake(ctx context.Context, fd int, hs tlsrec.HandshakeFunc,
 	defer cancel()
 	tc, err := tlsrec.Handshake(hctx, c, hs)
 	if err != nil {
-		s.log.Debug("downstream TLS handshake failed", "src", c.RemoteAddr().String(), "err", err)
+		s.log.Debug("TLS handshake failed", "peer", c.RemoteAddr().String(), "err", err)
 		return nil
 	}
 	return tc
@@ -101,11 +111,14 @@ func (l *loop) takeHandshakes() {
 	l.hsMu.Unlock()
 	for _, h := range done {
 		l.handshaking--
-		if h.tc == nil {
+		switch {
+		case h.u != nil:
+			l.upHandshaken(h)
+		case h.tc == nil:
 			l.dropHandshake(h)
-			continue
+		default:
+			l.addTLS(h)
 		}
-		l.addTLS(h)
 	}
 }
 
@@ -126,6 +139,12 @@ func (l *loop) dropHandshakes() {
 // manager. It may run on a handshake goroutine: it touches only the
 // socket and atomic counters.
 func (l *loop) dropHandshake(h handshaken) {
+	if h.u != nil {
+		if h.tc != nil {
+			_ = h.tc.Close() // the socket is the up's, closed with it
+		}
+		return
+	}
 	if h.tc != nil {
 		_ = h.tc.Close()
 		if p := h.tc.Pending(); len(p) > 0 {
@@ -224,40 +243,52 @@ func (l *loop) feedDown(d *down, ciphertext []byte) {
 	}
 }
 
-// writeSock is the downstream write path: rawWrite, or over TLS, b sealed
-// (all of it, at once) after what was sealed earlier has been sent.
-// EAGAIN, before b was taken, means the socket is full; after, the records
-// wait in Pending for flushDown.
+// writeSock is the downstream write path: rawWrite, or writeTLS.
 func (l *loop) writeSock(d *down, b []byte) (int, error) {
 	if d.tls == nil {
 		return rawWrite(d.fd, b)
 	}
-	if err := l.sendPending(d); err != nil {
+	return writeTLS(d.fd, d.tls, b)
+}
+
+// writeSockUp is the upstream write path: rawWrite, or writeTLS.
+func (l *loop) writeSockUp(u *up, b []byte) (int, error) {
+	if u.tls == nil {
+		return rawWrite(u.fd, b)
+	}
+	return writeTLS(u.fd, u.tls, b)
+}
+
+// writeTLS seals b (all of it, at once) after what was sealed earlier has
+// been sent. EAGAIN, before b was taken, means the socket is full; after,
+// the records wait in Pending for the next flush (flushDown, flushUp).
+func writeTLS(fd int, tc *tlsrec.Conn, b []byte) (int, error) {
+	if err := sendPending(fd, tc); err != nil {
 		return 0, err
 	}
 	if len(b) == 0 {
 		return 0, nil
 	}
-	if _, err := d.tls.Write(b); err != nil {
+	if _, err := tc.Write(b); err != nil {
 		return 0, err
 	}
-	if err := l.sendPending(d); err != nil && !errors.Is(err, unix.EAGAIN) {
+	if err := sendPending(fd, tc); err != nil && !errors.Is(err, unix.EAGAIN) {
 		return 0, err
 	}
 	return len(b), nil
 }
 
 // sendPending writes the sealed records until the socket is full (EAGAIN).
-func (l *loop) sendPending(d *down) error {
-	for p := d.tls.Pending(); len(p) > 0; p = d.tls.Pending() {
-		n, err := rawWrite(d.fd, p)
+func sendPending(fd int, tc *tlsrec.Conn) error {
+	for p := tc.Pending(); len(p) > 0; p = tc.Pending() {
+		n, err := rawWrite(fd, p)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
 			return err
 		}
-		d.tls.Drain(n)
+		tc.Drain(n)
 	}
 	return nil
 }
@@ -273,5 +304,126 @@ func (l *loop) closeNotify(d *down) {
 		return
 	}
 	_ = d.tls.CloseWrite() // a second call sends nothing
-	_ = l.sendPending(d)
+	_ = sendPending(d.fd, d.tls)
+}
+
+// --- upstream: TLS to a cluster's hosts ----------------------------------
+
+// startUpHandshake runs the client side of a new upstream connection's
+// handshake on a goroutine, within the connect timeout (counted from the
+// connect's start by the sweep too). The socket leaves the loop's epoll
+// set meanwhile; u stays connecting, so the request waits in u.out.
+func (l *loop) startUpHandshake(ctx context.Context, u *up) {
+	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, u.fd, nil)
+	u.mask, u.handshaking = 0, true
+	tc := u.pool.tls
+	hs := func(ctx context.Context, c net.Conn) (net.Conn, error) {
+		return tc.Handshake(ctx, c, tlsctx.ALPNHTTP11)
+	}
+	l.goHandshake(ctx, u.fd, hs, l.srv.cfg.ConnectTimeout, handshaken{u: u})
+}
+
+// poolTLS makes p's new connections originate TLS with tc (nil:
+// plaintext). When that changed (a cluster update), the idle connections
+// made under the old setting are closed: none is reused under the new.
+func (l *loop) poolTLS(p *clusterPool, tc ClientTLS) {
+	if p.tls == tc {
+		return
+	}
+	for _, u := range p.idle {
+		l.closeUp(u)
+	}
+	p.idle, p.tls = p.idle[:0], tc
+}
+
+// upHandshaken takes an upstream connection back from its handshake.
+func (l *loop) upHandshaken(h handshaken) {
+	u := h.u
+	u.handshaking = false
+	switch {
+	case u.closed:
+		// Timed out by the sweep, or its client went: nothing waits.
+		if h.tc != nil {
+			_ = h.tc.Close()
+		}
+	case h.tc == nil:
+		// As on the goroutine path, a connection that fails its
+		// handshake never connected (the ssl.* counters tell why).
+		u.pool.st.cxConnectFail.Inc()
+		l.upFailed(u)
+	default:
+		u.tls, u.connecting = h.tc, false
+		l.watchUp(u)
+		// Records behind the handshake (a NewSessionTicket) are taken
+		// when the socket reports them readable: a server speaks first
+		// in no other way.
+		l.flushUp(u)
+	}
+}
+
+// readUpTLS reads ciphertext (no more than u.in has room for) and appends
+// its plaintext to u.in's spare capacity: readUp's rawRead over TLS. It
+// returns the plaintext's length; 0 with a nil error is the end (FIN or
+// close_notify); EAGAIN, no plaintext yet.
+func (l *loop) readUpTLS(u *up) (int, error) {
+	if l.tlsIn == nil {
+		l.tlsIn = make([]byte, bufSize)
+	}
+	n, err := rawRead(u.fd, l.tlsIn[:min(cap(u.in)-len(u.in), len(l.tlsIn))])
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	had := len(u.in)
+	plain, err := u.tls.Feed(u.in, l.tlsIn[:n])
+	if cap(plain) != cap(u.in) {
+		l.putBuf(u.in) // Feed needed more room: a record begun in an earlier read
+	}
+	u.in = plain[:had]
+	if sendPending(u.fd, u.tls) != nil && !u.wantOut {
+		u.wantOut = true // an answer to a KeyUpdate: flushUp sends the rest
+		l.watchUp(u)
+	}
+	got := len(plain) - had
+	switch {
+	case got > 0:
+		return got, nil // an error or close_notify after it shows on the next read
+	case err == nil:
+		return 0, unix.EAGAIN
+	case errors.Is(err, io.EOF):
+		return 0, nil
+	default:
+		return 0, err
+	}
+}
+
+// idleTLSRecords reads what an idle pooled connection's server sent:
+// true if it was only TLS housekeeping (a NewSessionTicket) and the
+// connection stays in the pool.
+func (l *loop) idleTLSRecords(u *up) bool {
+	if l.tlsIn == nil {
+		l.tlsIn = make([]byte, bufSize)
+	}
+	n, err := rawRead(u.fd, l.tlsIn)
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		return true
+	}
+	if err != nil || n == 0 {
+		return false
+	}
+	plain, err := u.tls.Feed(nil, l.tlsIn[:n])
+	_ = sendPending(u.fd, u.tls)
+	return err == nil && len(plain) == 0
+}
+
+// tlsPending reports whether sealed records wait to be sent.
+func (u *up) tlsPending() bool { return u.tls != nil && len(u.tls.Pending()) > 0 }
+
+// closeNotifyUp sends close_notify before an upstream connection closes,
+// best effort, as the goroutine path's pools close tls.Conns.
+func (l *loop) closeNotifyUp(u *up) {
+	if u.tls == nil {
+		return
+	}
+	_ = u.tls.CloseWrite()
+	_ = sendPending(u.fd, u.tls)
 }

@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -42,6 +43,9 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 	err = unix.Connect(fd, sockaddr(ep))
 	switch {
 	case err == nil:
+		// Over TLS, connected once the handshake is done: onUp starts it
+		// when the socket reports writable.
+		u.connecting = p.tls != nil
 	case errors.Is(err, unix.EINPROGRESS):
 		u.connecting = true
 	default:
@@ -56,7 +60,7 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 	return u, nil
 }
 
-func (l *loop) onUp(u *up, ev uint32) {
+func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
 	if u.connecting {
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
@@ -64,6 +68,10 @@ func (l *loop) onUp(u *up, ev uint32) {
 		if errno, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
 			u.pool.st.cxConnectFail.Inc()
 			l.upFailed(u)
+			return
+		}
+		if u.pool.tls != nil {
+			l.startUpHandshake(ctx, u) // connecting until it is done
 			return
 		}
 		u.connecting = false
@@ -89,8 +97,8 @@ func (l *loop) onUp(u *up, ev uint32) {
 // flushUp writes the pending request bytes. When they are all out it
 // resumes reading the client's body if that was paused.
 func (l *loop) flushUp(u *up) {
-	for u.outOff < len(u.out) {
-		n, err := rawWrite(u.fd, u.out[u.outOff:])
+	for u.outOff < len(u.out) || u.tlsPending() {
+		n, err := l.writeSockUp(u, u.out[u.outOff:])
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -145,6 +153,9 @@ func (l *loop) sendUp(u *up, b []byte) bool {
 }
 
 func (l *loop) readUp(u *up) {
+	if u.d == nil && u.tls != nil && l.idleTLSRecords(u) {
+		return // a NewSessionTicket, say
+	}
 	if u.d == nil {
 		// Idle in the pool: the upstream closed, or sent bytes nobody
 		// asked for. Either way the connection is done.
@@ -170,7 +181,13 @@ func (l *loop) readUp(u *up) {
 			return
 		}
 	}
-	n, err := rawRead(u.fd, u.in[len(u.in):cap(u.in)])
+	var n int
+	var err error
+	if u.tls != nil {
+		n, err = l.readUpTLS(u)
+	} else {
+		n, err = rawRead(u.fd, u.in[len(u.in):cap(u.in)])
+	}
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			return
@@ -511,6 +528,7 @@ func (l *loop) closeUp(u *up) {
 	}
 	l.observeDone(u, -1, false) // ended from the client's side
 	u.closed = true
+	l.closeNotifyUp(u)
 	unix.Close(u.fd)
 	l.fds[u.fd] = fdRef{}
 	if u.in != nil {
