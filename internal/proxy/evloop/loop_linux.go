@@ -145,9 +145,12 @@ type clusterPool struct {
 	idle []*up
 	next int // round robin over the endpoints
 	st   *clusterCounters
-	used int64     // loop time of the last request (pools of a Router's hosts)
-	gone bool      // dropped from hostPools: connections that finish close
-	tls  ClientTLS // new connections originate TLS with it (the Target's, last request); nil: plaintext
+	used int64 // loop time of the last request (pools of a Router's hosts)
+	gone bool  // dropped from hostPools: connections that finish close
+
+	// tls: new connections originate TLS with it (the Target's of the
+	// last request); nil: plaintext.
+	tls ClientTLS
 }
 
 // hostKey names the pool of one host of a Router's cluster.
