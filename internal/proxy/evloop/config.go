@@ -1,8 +1,9 @@
-// Package evloop is weft proxy's plaintext HTTP/1.1 path on event loops:
-// one per core, each with its own epoll and SO_REUSEPORT listener,
+// Package evloop is weft proxy's HTTP/1.1 path on event loops, plaintext
+// or TLS: one per core, each with its own epoll and SO_REUSEPORT listener,
 // parsing requests in place in reused buffers and forwarding them over
 // upstream keep-alive connections the same loop owns (docs/bench/proxy.md,
-// "Speed work", steps 5 and 6). With a static configuration (Routes,
+// "Speed work", steps 5 to 7). TLS handshakes run on a goroutine per new
+// connection, the records after them on the loop (tls_linux.go). With a static configuration (Routes,
 // Clusters) it is the prototype bench/evloopproxy runs; with a Router it
 // serves weft proxy's listeners under --experimental-evloop, handing what
 // it does not implement (h2c, upgrades, routes that need more) to the
