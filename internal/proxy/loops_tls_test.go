@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,8 +206,8 @@ func TestEvloopSidecarToSidecarMutualTLS(t *testing.T) {
 	}
 
 	h.push(in, inRoutes, app, out, outRoutes, mesh("spiffe://weft.local/mesh/m/virtualNode/elsewhere"))
-	if resp, _, body := get(t, c, h.addr("egress"), "svc.local", "/a"); resp.StatusCode != 503 {
-		t.Fatalf("upstream without the SAN asked for: %d %s, want 503", resp.StatusCode, body)
+	if resp, _, body := get(t, c, h.addr("egress"), "svc.local", "/a"); resp.StatusCode != 503 || !strings.HasSuffix(body, "reset reason: connection failure") {
+		t.Fatalf("upstream without the SAN asked for: %d %q, want 503 and the goroutine path's connection failure", resp.StatusCode, body)
 	}
 	if n := h.stat("cluster.mesh.ssl.fail_verify_san"); n != 1 {
 		t.Errorf("cluster.mesh.ssl.fail_verify_san = %d, want 1", n)

@@ -444,9 +444,13 @@ func (l *loop) upFailed(u *up) {
 		}
 	}
 	if u.status == 0 {
+		reason := "connection termination"
+		if u.connecting {
+			reason = "connection failure" // the connect or its TLS handshake, as the goroutine path's ConnectError
+		}
 		u.d, d.u = nil, nil
 		l.closeUp(u)
-		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", d.state == dsBody)
+		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+reason, d.state == dsBody)
 		return
 	}
 	l.cutResponse(u)
