@@ -168,27 +168,44 @@ func (l *Listener) serveLoops(ctx context.Context) {
 					l.log.Debug("handed-off connection", "err", err)
 					continue
 				}
-				var c, tc net.Conn = raw, nil
-				if h.tls != nil {
-					// Blocking from here on (Resume writes what the loop had
-					// sealed): on this goroutine, not the loop's.
-					resumed, err := h.tls.Resume(raw)
-					if err != nil {
-						l.log.Debug("handed-off connection", "err", err)
-						_ = raw.Close()
-						continue
-					}
-					tc = &resumedConn{Conn: resumed, pending: h.buffered}
-				} else if len(h.buffered) > 0 {
+				var c net.Conn = raw
+				if len(h.buffered) > 0 && h.tls == nil {
 					c = &replayConn{Conn: raw, pending: h.buffered}
 				}
 				l.handedOff.Add(1)
 				l.stats.CxActive.Inc()
 				l.wg.Add(1)
-				go l.handle(ctx, c, tc) // ends when the chain handler returns; waited for by Wait
+				if h.tls != nil {
+					go l.handleResumed(ctx, raw, h) // ends when the chain handler returns; waited for by Wait
+					continue
+				}
+				go l.handle(ctx, c, nil) // ends when the chain handler returns; waited for by Wait
 			}
 		}
 	}()
+}
+
+// resumeTimeout bounds the write of the records the loop had sealed but
+// not sent when it handed a TLS connection off.
+const resumeTimeout = 10 * time.Second
+
+// handleResumed serves a TLS connection the loops handed off: its TLS
+// carried on in blocking mode over raw (Resume writes what the loop had
+// sealed, on this goroutine: a slow client holds only its own), the
+// plaintext the loop read in front.
+func (l *Listener) handleResumed(ctx context.Context, raw net.Conn, h handed) {
+	_ = raw.SetWriteDeadline(time.Now().Add(resumeTimeout))
+	tc, err := h.tls.Resume(raw)
+	_ = raw.SetWriteDeadline(time.Time{})
+	if err != nil {
+		l.log.Debug("handed-off connection", "err", err)
+		_ = raw.Close()
+		l.stats.CxActive.Dec()
+		l.stats.CxDestroy.Inc()
+		l.wg.Done()
+		return
+	}
+	l.handle(ctx, raw, &resumedConn{replayConn{Conn: tc, pending: h.buffered}, tc})
 }
 
 // HandedOff is the number of connections the loops handed to the
@@ -222,18 +239,12 @@ func (c *replayConn) Read(p []byte) (int, error) {
 // resumedConn is a TLS connection the loops handed off, with the
 // plaintext they read and did not consume in front.
 type resumedConn struct {
-	*tls.Conn
-	pending []byte
+	replayConn
+	tc *tls.Conn
 }
 
-func (c *resumedConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
+// ConnectionState is the handshake's outcome, as the loops' handshake had it.
+func (c *resumedConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
 // CloseWrite half-closes the connection.
 func (c *replayConn) CloseWrite() error {
