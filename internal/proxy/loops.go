@@ -111,23 +111,61 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 		return evloop.Target{HandOff: true}
 	}
 	t := evloop.Target{Cluster: name, Host: ap, Tag: host}
-	if rp := rt.Retry; rp != nil {
-		t.Retries, t.RetryOn5xx, t.RetryOnGateway = rp.NumRetries, rp.On&route.On5xx != 0, rp.On&route.OnGatewayError != 0
+	if rt.Retry != nil {
+		t.Retry, t.Upstream = rt.Retry, (*loopCluster)(cl)
 	}
 	return t
 }
 
-// loopRetries are the retry conditions the loops implement: failures
-// before the response (connect failure, reset, refused stream) and
-// response statuses (5xx, gateway errors), retried at once on the same
-// host's pool.
-const loopRetries = route.On5xx | route.OnGatewayError | route.OnReset | route.OnConnectFailure | route.OnRefusedStream
+// loopRetries are the retry conditions the loops implement: all but
+// gRPC's, which need the response's grpc-status.
+const loopRetries = route.On5xx | route.OnGatewayError | route.OnReset | route.OnConnectFailure | route.OnRefusedStream |
+	route.OnRetriableStatusCodes | route.OnRetriable4xx
 
-// loopRetry reports whether the loops implement a route's retry policy:
-// App Mesh's HTTP retry events without per-try timeouts or extra status
-// codes.
+// loopRetry reports whether the loops implement a route's retry policy.
 func loopRetry(rp *route.RetryPolicy) bool {
-	return rp == nil || rp.On&^loopRetries == 0 && rp.PerTryTimeout == 0 && len(rp.StatusCodes) == 0
+	return rp == nil || rp.On&^loopRetries == 0
+}
+
+// loopCluster is a cluster as the loops' retries use it
+// (evloop.Upstream): the same budget, stats and load balancer as the
+// goroutine path's roundTrip.
+type loopCluster cluster.Cluster
+
+func (c *loopCluster) Retry() func() {
+	cl := (*cluster.Cluster)(c)
+	release, ok := cl.AcquireRetry()
+	if !ok {
+		return nil
+	}
+	cl.Stats.RqRetry.Inc()
+	return release
+}
+
+func (c *loopCluster) RetryEnd(exceeded bool) {
+	if exceeded {
+		c.Stats.RqRetryLimit.Inc()
+	} else {
+		c.Stats.RqRetrySuccess.Inc()
+	}
+}
+
+func (c *loopCluster) PerTryTimeout() { c.Stats.RqPerTryTimeout.Inc() }
+
+func (c *loopCluster) Pick(avoid func(any) bool, attempts int) (netip.AddrPort, any, bool) {
+	var av func(*cluster.Host) bool
+	if avoid != nil {
+		av = func(h *cluster.Host) bool { return avoid(h) }
+	}
+	h, err := (*cluster.Cluster)(c).Pick(av, attempts)
+	if err != nil {
+		return netip.AddrPort{}, nil, false
+	}
+	ap, err := netip.ParseAddrPort(h.Addr)
+	if err != nil {
+		return netip.AddrPort{}, nil, false
+	}
+	return ap, h, true
 }
 
 // loopMinThreshold: the loops do not apply circuit breakers; clusters

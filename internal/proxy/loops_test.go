@@ -4,9 +4,11 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
@@ -129,5 +131,53 @@ func TestEvloopUpdateOffTheLoops(t *testing.T) {
 	}
 	if l.HandedOff() < 2 {
 		t.Errorf("%d connections handed off, want the two after the update", l.HandedOff())
+	}
+}
+
+// TestEvloopRetries is TestRetries on the event loops (no access log, so
+// that the listener is theirs): retries on another host after the
+// policy's back-off, the cluster's retry budget and the retry stats, as
+// the goroutine path does; nothing handed off.
+func TestEvloopRetries(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	checkRetries(t, h, "")
+	l := h.listener("egress")
+	if !l.OnLoops() {
+		t.Fatal("the listener is not on the event loops")
+	}
+	if n := l.HandedOff(); n != 0 {
+		t.Errorf("%d connections handed off: the test is not the loops'", n)
+	}
+}
+
+// TestEvloopPerTryTimeout: on the loops, an attempt that outlives the
+// route's per-try timeout is counted and retried on the other host.
+func TestEvloopPerTryTimeout(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	slow, fast := newBackend(t, "slow"), newBackend(t, "fast")
+	slow.slow = 10 * time.Second
+	perTry := retryRoute("mixed", "5xx", 1)
+	perTry.GetRoute().RetryPolicy.PerTryTimeout = durationpb.New(50 * time.Millisecond)
+	h.push(httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, perTry)),
+		edsCluster("mixed"), cla("mixed", slow.addr(), fast.addr()))
+	c := newClient(t)
+	for range 4 {
+		resp, e, body := get(t, c, h.addr("egress"), "x", "/pertry")
+		if resp.StatusCode != 200 || e.Backend != "fast" {
+			t.Fatalf("status %d %s", resp.StatusCode, body)
+		}
+	}
+	if got := h.stat("cluster.mixed.upstream_rq_per_try_timeout"); got < 1 {
+		t.Errorf("upstream_rq_per_try_timeout = %d", got)
+	}
+	if n := h.listener("egress").HandedOff(); n != 0 {
+		t.Errorf("%d connections handed off: the test is not the loops'", n)
 	}
 }

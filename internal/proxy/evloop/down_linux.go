@@ -48,6 +48,7 @@ func (l *loop) accept() {
 		l.downs = append(l.downs, d)
 		l.setFd(fd, fdRef{d: d})
 		l.watchDown(d)
+		l.arm(d)
 		d.gen.st.cxTotal.Inc()
 		d.gen.st.cxActive.Inc()
 		if ls != nil {
@@ -138,7 +139,7 @@ func (l *loop) readDown(d *down) {
 		return
 	}
 	if err != nil || n == 0 {
-		if d.u != nil {
+		if d.u != nil || d.rs.waiting {
 			d.gen.st.rqRxReset.Inc() // the client went with its request in flight
 		}
 		l.closeDown(d)
@@ -252,18 +253,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 	st.rqTotal.Inc()
 	st.rqHTTP1.Inc()
 	d.off += len(head)
-	d.head, d.closeAfter, d.reqStart, d.retries, d.staleRetry = r.head, r.closeAfter || d.drainNext, l.now, 0, false
+	d.head, d.closeAfter, d.reqStart = r.head, r.closeAfter || d.drainNext, l.now
 	d.requests++
-	d.maxRetries, d.retryOn = maxRetries, 0
-	if d.gen.router != nil {
-		d.maxRetries = t.Retries
-		if t.RetryOn5xx {
-			d.retryOn |= retryOn5xx
-		}
-		if t.RetryOnGateway {
-			d.retryOn |= retryOnGateway
-		}
-	}
+	l.startRetries(d, &t, d.gen.router != nil)
 	target := r.target.of(head)
 	path := target
 	for i, c := range target {
@@ -460,6 +452,7 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	d.gen.st.response(status)
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	d.state = dsHead
+	l.endRetries(d)
 	l.flushDown(d)
 }
 
@@ -583,6 +576,8 @@ func (l *loop) closeDown(d *down) {
 func (l *loop) forgetDown(d *down) {
 	l.srv.conns.Add(-1)
 	d.closed = true
+	l.stopTimer(d)
+	l.endRetries(d)
 	l.fds[d.fd] = fdRef{}
 	last := l.downs[len(l.downs)-1]
 	l.downs[d.idx], last.idx = last, d.idx

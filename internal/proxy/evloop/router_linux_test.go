@@ -179,7 +179,7 @@ func TestRetryOnStatus(t *testing.T) {
 	t.Cleanup(b.Close)
 	host := netip.MustParseAddrPort(hostOf(b))
 	srv, _ := start(t, Config{Loops: 1, Router: routerFunc(func(proxyroute.Head) Target {
-		return Target{Cluster: "c", Host: host, Retries: 2, RetryOnGateway: true}
+		return Target{Cluster: "c", Host: host, Retry: &proxyroute.RetryPolicy{On: proxyroute.OnGatewayError, NumRetries: 2}}
 	})})
 	c := &http.Client{Timeout: 5 * time.Second}
 	for _, tc := range []struct {

@@ -189,7 +189,7 @@ func (l *loop) readUp(u *up) {
 	u.in = u.in[:len(u.in)+n]
 	if !u.gotResp {
 		u.gotResp = true
-		if u.out != nil && (!u.replayable || u.d.retryOn == 0 || u.d.retries >= u.d.maxRetries) {
+		if u.out != nil && (!u.replayable || !u.d.statusRetry()) {
 			l.putBuf(u.out)
 			u.out, u.outOff, u.replayable = nil, 0, false
 		}
@@ -285,15 +285,11 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		l.badGateway(u)
 		return false
 	}
+	if rs.status >= 200 && l.responseRetry(d, u, rs.status) {
+		return false
+	}
 	if u.out != nil && rs.status >= 200 {
 		// Kept for a retry on the response's status (readUp).
-		if u.replayable && d.retryStatus(rs.status) {
-			l.observeDone(u, rs.status, false)
-			d.retries++
-			if l.redial(u) {
-				return false
-			}
-		}
 		l.putBuf(u.out)
 		u.out, u.outOff, u.replayable = nil, 0, false
 	}
@@ -388,6 +384,7 @@ func (l *loop) finish(u *up, reusable bool) {
 		l.closeUp(u)
 	}
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	l.endRetries(d)
 	if d.state == dsBody {
 		d.closeAfter = true
 	}
@@ -415,21 +412,26 @@ func (l *loop) upFailed(u *up) {
 		return
 	}
 	l.observeDone(u, 0, false)
-	stale := u.reused && !d.staleRetry
-	if !u.gotResp && u.replayable && (d.retries < d.maxRetries || stale) {
-		if stale {
+	if !u.gotResp {
+		if u.reused && !d.staleRetry && u.replayable {
+			// A pooled connection found closed: replaced at once, as
+			// Go's HTTP client does, not counted as a retry.
 			d.staleRetry = true
-		} else {
-			d.retries++
-		}
-		if l.redial(u) {
+			if l.redial(u) {
+				return
+			}
+		} else if p := d.rs.policy; p != nil && l.retry(d, u, p.RetriableReset(u.connecting, false), 0, false) {
 			return
 		}
 	}
 	if u.status == 0 {
+		why := "connection termination"
+		if u.connecting {
+			why = "connection failure"
+		}
 		u.d, d.u = nil, nil
 		l.closeUp(u)
-		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", d.state == dsBody)
+		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, d.state == dsBody)
 		return
 	}
 	l.cutResponse(u)
@@ -455,16 +457,6 @@ func (l *loop) redial(u *up) bool {
 		l.flushUp(nu)
 	}
 	return true
-}
-
-// retryStatus reports whether a final response status is retried under
-// the request's policy, budget left.
-func (d *down) retryStatus(code int) bool {
-	if d.retries >= d.maxRetries {
-		return false
-	}
-	return d.retryOn&retryOn5xx != 0 && code >= 500 ||
-		d.retryOn&retryOnGateway != 0 && (code == 502 || code == 503 || code == 504)
 }
 
 // badGateway answers 502 for an upstream that sent a malformed response
