@@ -7,13 +7,16 @@ package proxy
 // goroutine path (httpconn) with the bytes read.
 
 import (
+	"bufio"
 	"bytes"
+	"net/http"
 	"net/netip"
 	"runtime"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/evloop"
 	"github.com/weftmesh/weft/internal/proxy/httpconn"
@@ -62,8 +65,41 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 		return nil, why
 	}
 	headers, idle := h.Timeouts()
-	return &listener.Loops{Router: &loopRouter{hcm: h, clusters: clusters}, Observer: loopObserver{clusters}, StatPrefix: h.StatPrefix,
+	var rtr evloop.Router = &loopRouter{hcm: h, clusters: clusters}
+	if h.Logged() {
+		rtr = loggedRouter{rtr.(*loopRouter)}
+	}
+	return &listener.Loops{Router: rtr, Observer: loopObserver{clusters}, StatPrefix: h.StatPrefix,
 		HeadersTimeout: headers, IdleTimeout: idle}, ""
+}
+
+// loggedRouter is the loopRouter of a connection manager with access
+// logs: it turns the loops' records into the entries the goroutine path
+// writes (httpconn's finish), the request read from the same head bytes
+// as net/http reads it there, so that every format gives the same line.
+type loggedRouter struct{ *loopRouter }
+
+func (r loggedRouter) Log(rec *evloop.LogRecord) {
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(rec.Head)))
+	if err != nil {
+		return // the loops parsed and forwarded this head: not reached
+	}
+	if rec.RequestID != nil {
+		req.Header.Set("X-Request-Id", string(rec.RequestID))
+	}
+	e := accesslog.Entry{Start: rec.Start, Duration: rec.Duration, RequestDuration: -1, ResponseDuration: rec.ResponseDuration,
+		Request: req, Protocol: req.Proto, ResponseCode: rec.Code, Flags: rec.Flags,
+		BytesReceived: rec.BytesReceived, BytesSent: rec.BytesSent, Attempts: rec.Attempts, UpstreamCluster: rec.Cluster,
+		DownstreamRemote: rec.Remote.String(), DownstreamLocal: rec.Local.String(), DownstreamDirectPeer: rec.Remote.String()}
+	if rec.Host.IsValid() {
+		e.UpstreamHost = rec.Host.String()
+	}
+	if rec.ResponseHead != nil {
+		if resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(rec.ResponseHead)), req); err == nil {
+			e.ResponseHeader, e.ResponseTrailer = resp.Header, resp.Header
+		}
+	}
+	r.hcm.Log(&e)
 }
 
 // loopRouter routes a listener's requests on the loops as its connection

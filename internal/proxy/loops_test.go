@@ -1,11 +1,18 @@
 package proxy
 
 import (
+	"bytes"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -29,8 +36,8 @@ func (h *harness) listener(name string) *listener.Listener {
 // plaintext HTTP/1.1 listener is served by the event loops, which forward
 // as the goroutine path does (weft's headers, stats); a request whose
 // route rewrites the path is handed to the goroutine path with its
-// connection, and answered as before; a listener with an access log stays
-// off the loops.
+// connection, and answered as before; a listener with an access log is
+// on the loops too.
 func TestEvloopServesPlaintextListeners(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
@@ -48,8 +55,8 @@ func TestEvloopServesPlaintextListeners(t *testing.T) {
 	if !l.OnLoops() {
 		t.Fatal("the plaintext listener is not on the event loops")
 	}
-	if h.listener("logged").OnLoops() {
-		t.Error("a listener with an access log is on the event loops")
+	if !h.listener("logged").OnLoops() {
+		t.Error("a listener with an access log is not on the event loops")
 	}
 	c := newClient(t)
 	for range 3 {
@@ -180,4 +187,97 @@ func TestEvloopPerTryTimeout(t *testing.T) {
 	if n := h.listener("egress").HandedOff(); n != 0 {
 		t.Errorf("%d connections handed off: the test is not the loops'", n)
 	}
+}
+
+// TestEvloopAccessLogSameLines: a listener with access logs goes to the
+// loops, and its lines are the goroutine path's for the same requests
+// (a proxy without the flag, same configuration, same backends), in
+// Envoy's default format and in one with the cluster, response headers
+// and addresses; only the times and generated request IDs differ.
+func TestEvloopAccessLogSameLines(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	ok, bad := newBackend(t, "ok"), newBackend(t, "bad")
+	bad.set(502, -1)
+	dead := newBackend(t, "dead")
+	deadAddr := dead.addr()
+	dead.srv.Close()
+	custom := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% %REQ(:PATH)% " +
+		"%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %RESP(CONTENT-TYPE)% " +
+		"%RESP(SERVER)% %REQ(:AUTHORITY)% %PROTOCOL% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%\n"}}
+	run := func(loops bool) (string, string) {
+		h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = loops })
+		dir := t.TempDir()
+		def, cus := filepath.Join(dir, "default.log"), filepath.Join(dir, "custom.log")
+		// The retried route has a virtual host of its own: retryRoute
+		// matches every path.
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(def, nil), withAccessLog(cus, custom))),
+			routeConfig("rds", vhost("bad", []string{"bad.local"}, retryRoute("bad", "gateway-error", 1)),
+				vhost("v", []string{"*"}, routeTo("/dead", "dead"), routeTo("/", "ok"))),
+			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("dead"), cla("dead", deadAddr),
+			edsCluster("bad"), cla("bad", bad.addr()))
+		c := newClient(t)
+		addr := h.addr("egress")
+		send := func(method, host, path, body string, hdr ...string) {
+			t.Helper()
+			req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+			if body == "" {
+				req.Body = nil
+			}
+			req.Host = host
+			for i := 0; i+1 < len(hdr); i += 2 {
+				req.Header.Set(hdr[i], hdr[i+1])
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		send("GET", "svc.local", "/a?q=1", "", "User-Agent", "ua-1", "X-Forwarded-For", "10.0.0.1", "X-Request-Id", "id-1")
+		send("POST", "svc.local:8080", "/b", "hello", "X-Request-Id", "id-2")
+		send("GET", "bad.local", "/retried", "", "X-Request-Id", "id-3")
+		send("GET", "svc.local", "/dead", "", "X-Request-Id", "id-4")
+		send("GET", "svc.local", "/generated", "")
+		const lines = 5
+		var d, u []byte
+		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
+			d, _ = os.ReadFile(def)
+			u, _ = os.ReadFile(cus)
+			return bytes.Count(d, []byte("\n")) == lines && bytes.Count(u, []byte("\n")) == lines
+		})
+		if l := h.listener("egress"); l.OnLoops() != loops || l.HandedOff() != 0 {
+			t.Fatalf("on the loops %v (want %v), %d connections handed off", l.OnLoops(), loops, l.HandedOff())
+		}
+		return string(d), string(u)
+	}
+	gd, gc := run(false)
+	ld, lc := run(true)
+	for _, tc := range []struct{ name, goroutines, loops string }{{"default", gd, ld}, {"custom", gc, lc}} {
+		g, l := normalizeLog(tc.goroutines), normalizeLog(tc.loops)
+		if g != l {
+			t.Errorf("%s format:\ngoroutine path:\n%s\nloops:\n%s", tc.name, tc.goroutines, tc.loops)
+		}
+	}
+}
+
+var (
+	logTimes = regexp.MustCompile(`(?m)^\[[^]]*\] ("[^"]*" \d+ \S+ \d+ \d+) \d+ (-|\d+) `)
+	logUUID  = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}`)
+)
+
+// normalizeLog masks what differs between two runs: the start times and
+// durations (the default format's), a generated request ID.
+func normalizeLog(s string) string {
+	s = logTimes.ReplaceAllStringFunc(s, func(m string) string {
+		sub := logTimes.FindStringSubmatch(m)
+		st := "-"
+		if sub[2] != "-" {
+			st = "N"
+		}
+		return "[T] " + sub[1] + " D " + st + " "
+	})
+	return logUUID.ReplaceAllString(s, "UUID")
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 )
 
 // The downstream side of a loop: accepting clients, reading and parsing
@@ -200,6 +202,9 @@ func (l *loop) process(d *down) {
 				return
 			}
 			d.off += take
+			if d.lg != nil {
+				d.lg.rec.BytesReceived += int64(take)
+			}
 			if done {
 				d.state = dsWait
 			}
@@ -256,6 +261,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	d.head, d.closeAfter, d.reqStart = r.head, r.closeAfter || d.drainNext, l.now
 	d.requests++
 	l.startRetries(d, &t, d.gen.router != nil)
+	l.logStart(d, head, &t)
 	target := r.target.of(head)
 	path := target
 	for i, c := range target {
@@ -293,6 +299,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		l.observeStart(u, t.Cluster, t.Tag)
 	}
 	if err != nil {
+		d.logFlags(accesslog.UpstreamConnectionFailure)
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", r.hasLength && r.contentLength > 0)
 		return
 	}
@@ -326,6 +333,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if !r.hasRequestID {
 		o = append(o, "x-request-id: "...)
 		o = appendUUID(o, l.rng)
+		if d.logged() {
+			d.lg.rid = append(d.lg.rid[:0], o[len(o)-36:]...)
+		}
 		o = append(o, "\r\n"...)
 	}
 	if r.hasLength {
@@ -367,6 +377,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 		o = append(o, avail[:take]...)
 		d.off += take
+		if d.lg != nil {
+			d.lg.rec.BytesReceived += int64(take)
+		}
 		more = !done
 	}
 	u.out, u.outOff = o, 0
@@ -436,6 +449,7 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 		d.out, d.outOff = l.getBuf(), 0
 	}
 	d.closeAfter = d.closeAfter || closeAfter
+	hs := len(d.out)
 	o := append(d.out, "HTTP/1.1 "...)
 	o = strconv.AppendInt(o, int64(status), 10)
 	o = append(o, ' ')
@@ -447,12 +461,17 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 		o = append(o, "connection: close\r\n"...)
 	}
 	o = append(o, "\r\n"...)
+	if d.logged() {
+		l.logResponse(d, o[hs:])
+		d.lg.rec.BytesSent += int64(len(body))
+	}
 	o = append(o, body...)
 	d.out = o
 	d.gen.st.response(status)
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	d.state = dsHead
 	l.endRetries(d)
+	l.logDone(d, status)
 	l.flushDown(d)
 }
 
@@ -499,6 +518,9 @@ func (l *loop) flushDown(d *down) {
 // writeDown sends response body bytes: appended to the pending bytes if
 // any (the head just built), written directly otherwise.
 func (l *loop) writeDown(d *down, b []byte) {
+	if d.lg != nil {
+		d.lg.rec.BytesSent += int64(len(b))
+	}
 	if d.out != nil && d.outOff < len(d.out) && len(d.out)+len(b) <= cap(d.out) {
 		d.out = append(d.out, b...)
 		return
@@ -575,6 +597,7 @@ func (l *loop) closeDown(d *down) {
 // handed off) with what it holds.
 func (l *loop) forgetDown(d *down) {
 	l.srv.conns.Add(-1)
+	l.logEnded(d)
 	d.closed = true
 	l.stopTimer(d)
 	l.endRetries(d)

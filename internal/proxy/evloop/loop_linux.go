@@ -86,6 +86,7 @@ type down struct {
 	drained    int
 	rs         retryState // retry_linux.go
 	tm         timerSlot  // timer_linux.go
+	lg         *logState  // accesslog_linux.go; nil when not logged
 }
 
 // up is an upstream connection, idle in its pool or serving one request.

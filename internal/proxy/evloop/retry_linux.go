@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
@@ -82,6 +83,7 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 		if rs.upstream != nil {
 			rs.upstream.RetryEnd(true)
 		}
+		d.logFlags(accesslog.UpstreamRetryLimitExceeded)
 		return false
 	}
 	if !u.replayable || u.out == nil {
@@ -131,6 +133,7 @@ func (l *loop) retryNow(d *down) {
 		}
 		pool, tag = l.hostPool(pool.def.name, host), t
 		rs.tag = t
+		d.logAttempt(host)
 		if rs.triedN < len(rs.tried) {
 			rs.tried[rs.triedN] = t
 		}
@@ -182,6 +185,7 @@ func (l *loop) perTryTimeout(u *up) {
 	}
 	u.d, d.u = nil, nil
 	l.closeUp(u)
+	d.logFlags(accesslog.UpstreamRequestTimeout)
 	l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
 }
 

@@ -3,6 +3,8 @@ package evloop
 import (
 	"math"
 	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 )
 
 // A loop's timeouts: each client connection is in the loop's timer heap
@@ -216,6 +218,7 @@ func (l *loop) expire(d *down) {
 		l.upFailed(u)
 	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= int64(cfg.RequestTimeout):
 		d.gen.st.rqTimeout.Inc()
+		d.logFlags(accesslog.UpstreamRequestTimeout)
 		if u == nil {
 			l.localReply(d, 504, "upstream request timeout", true)
 			return

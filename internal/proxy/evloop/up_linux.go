@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 )
 
 // The upstream side of a loop: pooled connections, sending requests,
@@ -297,6 +299,7 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	if d.out == nil {
 		d.out, d.outOff = l.getBuf(), 0
 	}
+	hs := len(d.out)
 	o := append(d.out, "HTTP/1.1 "...)
 	o = append(o, rs.statusLine.of(b)[9:]...)
 	if rs.statusLine.end == 12 {
@@ -348,6 +351,7 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		o = append(o, "connection: close\r\n"...)
 	}
 	d.out = append(o, "\r\n"...)
+	l.logResponse(d, d.out[hs:])
 	u.scan = headScanner{}
 	d.gen.st.response(rs.status)
 	if u.observing {
@@ -365,6 +369,7 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 func (l *loop) finish(u *up, reusable bool) {
 	d := u.d
 	extra := u.in != nil && u.off < len(u.in)
+	code := u.status
 	u.d, d.u = nil, nil
 	u.rstate, u.left, u.off, u.gotResp, u.status = rsHead, 0, 0, false, 0
 	if u.in != nil {
@@ -385,6 +390,7 @@ func (l *loop) finish(u *up, reusable bool) {
 	}
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	l.endRetries(d)
+	l.logDone(d, code)
 	if d.state == dsBody {
 		d.closeAfter = true
 	}
@@ -425,10 +431,11 @@ func (l *loop) upFailed(u *up) {
 		}
 	}
 	if u.status == 0 {
-		why := "connection termination"
+		why, flag := "connection termination", accesslog.UpstreamConnectionTermination
 		if u.connecting {
-			why = "connection failure"
+			why, flag = "connection failure", accesslog.UpstreamConnectionFailure
 		}
+		d.logFlags(flag)
 		u.d, d.u = nil, nil
 		l.closeUp(u)
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, d.state == dsBody)
@@ -477,6 +484,12 @@ func (l *loop) badGateway(u *up) {
 // is incomplete in any other way (Envoy resets the stream).
 func (l *loop) cutResponse(u *up) {
 	d := u.d
+	if d != nil {
+		d.logFlags(accesslog.UpstreamRemoteReset)
+		if u.status != 0 {
+			l.logEnded(d) // with the status sent
+		}
+	}
 	l.closeUp(u)
 	if d != nil {
 		if d.outOff < len(d.out) {
