@@ -120,7 +120,9 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 		}
 	}
 	rc := r.hcm.RouteConfig()
-	if rc == nil {
+	if rc == nil || rc.MatchesRequestID && !hasHeader(h, "x-request-id") {
+		// The goroutine path generates the request's ID before it
+		// matches the routes; the loops add it after.
 		return evloop.Target{HandOff: true}
 	}
 	vh, rt := rc.MatchHead(h, path)
@@ -246,6 +248,16 @@ func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
 		rt.Timeout == evloop.DefaultRequestTimeout && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
 		!rt.UseGRPCTimeout && loopRetry(rt.Retry) &&
 		emptyOps(&rt.Headers) && emptyOps(&vh.Headers) && emptyOps(&rc.Headers)
+}
+
+// hasHeader reports whether h has a header line named name (lower case).
+func hasHeader(h route.Head, name string) bool {
+	for i := range h.NumHeaders() {
+		if n, _ := h.Header(i); route.EqualFoldASCII(n, name) {
+			return true
+		}
+	}
+	return false
 }
 
 func emptyOps(o *route.HeaderOps) bool {

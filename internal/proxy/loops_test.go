@@ -281,3 +281,31 @@ func normalizeLog(s string) string {
 	})
 	return logUUID.ReplaceAllString(s, "UUID")
 }
+
+// TestEvloopRequestIDMatcher: a route matching on x-request-id sees the
+// ID the proxy generates for a request without one, as on the goroutine
+// path (the loops hand such requests to it); requests with an ID stay on
+// the loops.
+func TestEvloopRequestIDMatcher(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	withID := routeTo("/", "a")
+	withID.Match.Headers = []*routev3.HeaderMatcher{{Name: "x-request-id",
+		HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}}
+	h.push(httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, withID, routeTo("/", "b"))),
+		edsCluster("a"), cla("a", a.addr()), edsCluster("b"), cla("b", b.addr()))
+	l := h.listener("egress")
+	if _, e, body := get(t, newClient(t), h.addr("egress"), "x", "/", "X-Request-Id", "rid-1"); e.Backend != "a" {
+		t.Fatalf("with an ID: %q %s", e.Backend, body)
+	}
+	if n := l.HandedOff(); n != 0 {
+		t.Fatalf("%d connections handed off, want the loops to serve a request with an ID", n)
+	}
+	if _, e, body := get(t, newClient(t), h.addr("egress"), "x", "/"); e.Backend != "a" {
+		t.Fatalf("without an ID: went to %q, want a (the generated ID matches) %s", e.Backend, body)
+	}
+}
