@@ -165,8 +165,8 @@ func (l *loop) process(d *down) {
 	for !d.closed && !d.draining {
 		switch d.state {
 		case dsHead:
-			if d.closeAfter {
-				return // the connection ends with the response in flight
+			if d.closeAfter || d.handOffNext {
+				return // the connection ends with the response in flight, or goes to HandOff once it is out
 			}
 			b := d.in[d.off:]
 			if len(b) == 0 {
@@ -239,8 +239,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	st := d.gen.st
 	r := &l.req
 	if err := parseRequest(head, r); err != nil {
-		if l.canHandOff(d) && (errors.Is(err, errUpgrade) || bytes.HasPrefix(head, []byte(h2cPreface))) {
-			l.handOff(d)
+		if (errors.Is(err, errUpgrade) || bytes.HasPrefix(head, []byte(h2cPreface))) && l.handOffWhenWritten(d) {
 			return
 		}
 		l.badRequest(d, err)
@@ -250,8 +249,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if rtr := d.gen.router; rtr != nil {
 		l.hv = headView{head, r}
 		t = rtr.Route(&l.hv)
-		if t.HandOff && l.canHandOff(d) {
-			l.handOff(d)
+		if t.HandOff && l.handOffWhenWritten(d) {
 			return
 		}
 	}
@@ -508,6 +506,10 @@ func (l *loop) flushDown(d *down) {
 		l.drain(d)
 		return
 	}
+	if d.handOffNext {
+		l.handOff(d)
+		return
+	}
 	if u := d.u; u != nil && u.pausedIn {
 		u.pausedIn = false
 		l.watchUp(u)
@@ -559,10 +561,23 @@ func (l *loop) writeDown(d *down, b []byte) {
 // h2cPreface starts an HTTP/2 connection without TLS (RFC 9113 3.4).
 const h2cPreface = "PRI * HTTP/2.0\r\n"
 
-// canHandOff reports whether d can go to Config.HandOff: there is one,
-// and every answer d had is written.
-func (l *loop) canHandOff(d *down) bool {
-	return l.srv.cfg.HandOff != nil && d.outOff >= len(d.out)
+// handOffWhenWritten gives d to Config.HandOff with the request just
+// parsed, at once or, behind a pipelined answer not written yet, once
+// that is out (d reads no more meanwhile); false without a HandOff.
+func (l *loop) handOffWhenWritten(d *down) bool {
+	if l.srv.cfg.HandOff == nil {
+		return false
+	}
+	if d.outOff >= len(d.out) {
+		l.handOff(d)
+		return true
+	}
+	d.handOffNext = true
+	if !d.pausedIn {
+		d.pausedIn = true
+		l.watchDown(d)
+	}
+	return true
 }
 
 // handOff gives a connection waiting for a request to Config.HandOff with

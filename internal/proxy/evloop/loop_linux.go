@@ -55,38 +55,39 @@ const (
 
 // down is a client connection. Every field is owned by its loop.
 type down struct {
-	fd         int
-	in         []byte // borrowed; nil when no byte is buffered
-	off        int    // first unconsumed byte of in
-	scan       headScanner
-	out        []byte // borrowed; bytes still to write to the client, from outOff
-	outOff     int
-	state      uint8
-	bodyLeft   int64 // request body bytes still to forward (Content-Length)
-	chunked    bool  // the request body is chunked: chunks finds its end
-	chunks     chunkScanner
-	u          *up  // the upstream exchange in flight
-	closeAfter bool // close once the current response is written
-	head       bool // the request in flight is a HEAD
-	pausedIn   bool // not reading: the buffer is full or the upstream is not taking the body
-	wantOut    bool // waiting for the socket to take out
-	mask       uint32
-	closed     bool
-	idx        int   // position in loop.downs
-	last       int64 // last activity, loop time
-	reqStart   int64
-	headStart  int64       // when the first byte of the head being read came
-	retries    int         // retries of the request in flight
-	gen        *generation // the configuration it was accepted under
-	requests   int         // requests dispatched
-	drainNext  bool        // drained before its first request: that one is its last
-	drainBy    int64       // loop time by which the first request must come when drainNext
-	staleRetry bool        // a pooled connection found closed was replaced
-	draining   bool        // the last response is out: reading what the client still sends, then closing
-	drained    int
-	rs         retryState // retry_linux.go
-	tm         timerSlot  // timer_linux.go
-	lg         *logState  // accesslog_linux.go; nil when not logged
+	fd          int
+	in          []byte // borrowed; nil when no byte is buffered
+	off         int    // first unconsumed byte of in
+	scan        headScanner
+	out         []byte // borrowed; bytes still to write to the client, from outOff
+	outOff      int
+	state       uint8
+	bodyLeft    int64 // request body bytes still to forward (Content-Length)
+	chunked     bool  // the request body is chunked: chunks finds its end
+	chunks      chunkScanner
+	u           *up  // the upstream exchange in flight
+	closeAfter  bool // close once the current response is written
+	head        bool // the request in flight is a HEAD
+	pausedIn    bool // not reading: the buffer is full or the upstream is not taking the body
+	wantOut     bool // waiting for the socket to take out
+	mask        uint32
+	closed      bool
+	idx         int   // position in loop.downs
+	last        int64 // last activity, loop time
+	reqStart    int64
+	headStart   int64       // when the first byte of the head being read came
+	retries     int         // retries of the request in flight
+	gen         *generation // the configuration it was accepted under
+	requests    int         // requests dispatched
+	drainNext   bool        // drained before its first request: that one is its last
+	drainBy     int64       // loop time by which the first request must come when drainNext
+	staleRetry  bool        // a pooled connection found closed was replaced
+	draining    bool        // the last response is out: reading what the client still sends, then closing
+	handOffNext bool        // the next request goes to HandOff once the answers before it are written
+	drained     int
+	rs          retryState // retry_linux.go
+	tm          timerSlot  // timer_linux.go
+	lg          *logState  // accesslog_linux.go; nil when not logged
 }
 
 // up is an upstream connection, idle in its pool or serving one request.
