@@ -37,11 +37,13 @@ import (
 	"syscall"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -81,6 +83,7 @@ func main() {
 	evloopBin := flag.String("evloop", "", "a built bench/evloopproxy (go build -o /tmp/evloopproxy ./bench/evloopproxy): adds the paths \"evloop prototype\" and \"two evloop prototypes\", the event-loop prototype of the HTTP/1.1 path (internal/proxy/evloop) with the same route as one weft proxy")
 	evloopLoops := flag.Int("evloop-loops", 0, "with -evloop: its event loops (0: GOMAXPROCS)")
 	evloopB := flag.String("evloop-b-args", "", "with -evloop: add the path \"evloop prototype B\", the prototype with these extra arguments, space-separated (e.g. -lock-threads)")
+	flag.BoolVar(&accessLogs, "access-log", false, "give every weft proxy's listener a file access log on /dev/stdout in Envoy's default format, as App Mesh configures a virtual node's logging (the proxies' output goes to files in the bench's temporary directory); haproxy logs nothing")
 	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
@@ -612,10 +615,18 @@ func (x *xdsServer) set(node string, rs []types.Resource) {
 	}
 }
 
+// accessLogs is -access-log, set once by main before any resources call.
+var accessLogs bool
+
 func resources(prefix string, port int, clusterName, upstream string, static bool) []types.Resource {
 	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}
 	router, _ := anypb.New(&routerv3.Router{})
-	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: prefix,
+	var logs []*accesslogv3.AccessLog
+	if accessLogs {
+		fl, _ := anypb.New(&filev3.FileAccessLog{Path: "/dev/stdout"})
+		logs = append(logs, &accesslogv3.AccessLog{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: fl}})
+	}
+	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: prefix, AccessLog: logs,
 		// As the translator: an empty tracing block, so that a tracer
 		// configured on the proxy applies.
 		Tracing:        &hcmv3.HttpConnectionManager_Tracing{},
