@@ -113,3 +113,29 @@ func TestTimeoutsFireOnTime(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkTimersPerRequest: what the timers cost a request on a loop
+// with 16 keep-alive connections (the bench's 1,000 requests/s): arm at
+// the request's start (its timeout comes first), arm at its end (nothing
+// moves earlier), and the expiry check after the loop's events.
+func BenchmarkTimersPerRequest(b *testing.B) {
+	l := &loop{srv: &Server{cfg: Config{HeadersTimeout: DefaultHeadersTimeout, IdleTimeout: DefaultIdleTimeout,
+		RequestTimeout: DefaultRequestTimeout, ConnectTimeout: DefaultConnectTimeout}}}
+	ds := make([]*down, 16)
+	for i := range ds {
+		ds[i] = &down{}
+		l.arm(ds[i])
+	}
+	u := &up{}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		d := ds[i%len(ds)]
+		l.now += int64(time.Millisecond)
+		d.last, d.reqStart, d.u = l.now, l.now, u
+		l.arm(d)
+		l.expireTimers()
+		d.u = nil
+		l.arm(d)
+		l.expireTimers()
+	}
+}
