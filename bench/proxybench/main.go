@@ -228,6 +228,7 @@ func main() {
 		errors int
 		cpu    time.Duration
 		wall   time.Duration
+		gcs    int64 // with -mem: the weft proxies' GC cycles during the slices
 	}
 	accs := make([]acc, len(run))
 	slice := *dur / time.Duration(*rounds)
@@ -249,9 +250,11 @@ func main() {
 					f.Close()
 				}()
 			}
+			gc0 := b.numGC(t.procs, *memBreak)
 			cpu0 := cpuTime(t.procs)
 			lat, errs, wall := constantRate(t.url, *rate, slice, *conns, t.tls)
 			accs[i].cpu += cpuTime(t.procs) - cpu0
+			accs[i].gcs += b.numGC(t.procs, *memBreak) - gc0
 			accs[i].lat = append(accs[i].lat, lat...)
 			accs[i].errors += errs
 			accs[i].wall += wall
@@ -278,6 +281,9 @@ func main() {
 		mem := memKB(t.procs)
 		if *memBreak && t.name != "app direct" {
 			memRows = append(memRows, memRow(t.name, t.procs, mem, b.admin))
+			if _, weft := b.admin[t.procs[0].Pid]; weft {
+				fmt.Printf("GC cycles of %s during its fixed-rate slices (%v, %.0f requests/s): %d\n", t.name, accs[i].wall.Round(time.Millisecond), r.achieved, accs[i].gcs)
+			}
 		}
 		if t.name == "app direct" {
 			direct = r
