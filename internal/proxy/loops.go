@@ -91,7 +91,7 @@ func (r loggedRouter) Log(rec *evloop.LogRecord) {
 		req.Header.Set("X-Request-Id", string(rec.RequestID))
 	}
 	e := accesslog.Entry{Start: rec.Start, Duration: rec.Duration, RequestDuration: -1, ResponseDuration: rec.ResponseDuration,
-		Request: req, Protocol: req.Proto, ResponseCode: rec.Code, Flags: rec.Flags,
+		Request: req, Protocol: req.Proto, ResponseCode: rec.Code, Flags: rec.Flags, CodeDetails: rec.Details,
 		BytesReceived: rec.BytesReceived, BytesSent: rec.BytesSent, Attempts: rec.Attempts, UpstreamCluster: rec.Cluster,
 		DownstreamRemote: rec.Remote.String(), DownstreamLocal: rec.Local.String(), DownstreamDirectPeer: rec.Remote.String()}
 	if rec.Host.IsValid() {

@@ -203,9 +203,14 @@ func TestEvloopAccessLogSameLines(t *testing.T) {
 	dead := newBackend(t, "dead")
 	deadAddr := dead.addr()
 	dead.srv.Close()
+	slow := newBackend(t, "slow")
+	slow.slow = 10 * time.Second
+	perTry := retryRoute("slow", "5xx", 0)
+	perTry.GetRoute().RetryPolicy.PerTryTimeout = durationpb.New(50 * time.Millisecond)
 	custom := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% %REQ(:PATH)% " +
 		"%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %RESP(CONTENT-TYPE)% " +
-		"%RESP(SERVER)% %REQ(:AUTHORITY)% %PROTOCOL% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%\n"}}
+		"%RESP(SERVER)% %REQ(:AUTHORITY)% %PROTOCOL% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% " +
+		"%RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
 	run := func(loops bool) (string, string) {
 		h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = loops })
 		dir := t.TempDir()
@@ -214,9 +219,10 @@ func TestEvloopAccessLogSameLines(t *testing.T) {
 		// matches every path.
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(def, nil), withAccessLog(cus, custom))),
 			routeConfig("rds", vhost("bad", []string{"bad.local"}, retryRoute("bad", "gateway-error", 1)),
+				vhost("slow", []string{"slow.local"}, perTry),
 				vhost("v", []string{"*"}, routeTo("/dead", "dead"), routeTo("/", "ok"))),
 			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("dead"), cla("dead", deadAddr),
-			edsCluster("bad"), cla("bad", bad.addr()))
+			edsCluster("bad"), cla("bad", bad.addr()), edsCluster("slow"), cla("slow", slow.addr()))
 		c := newClient(t)
 		addr := h.addr("egress")
 		send := func(method, host, path, body string, hdr ...string) {
@@ -241,7 +247,8 @@ func TestEvloopAccessLogSameLines(t *testing.T) {
 		send("GET", "bad.local", "/retried", "", "X-Request-Id", "id-3")
 		send("GET", "svc.local", "/dead", "", "X-Request-Id", "id-4")
 		send("GET", "svc.local", "/generated", "")
-		const lines = 5
+		send("GET", "slow.local", "/pertry", "", "X-Request-Id", "id-6")
+		const lines = 6
 		var d, u []byte
 		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
 			d, _ = os.ReadFile(def)

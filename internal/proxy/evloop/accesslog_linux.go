@@ -36,6 +36,7 @@ type LogRecord struct {
 	ResponseHead     []byte        // the final response head as sent; nil when none was
 	Code             int           // the response's status; 0 when none was sent
 	Flags            accesslog.Flags
+	Details          string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
 	// BytesReceived and BytesSent count the bodies.
 	BytesReceived, BytesSent int64
 	Cluster                  string
@@ -79,7 +80,7 @@ func (l *loop) logStart(d *down, head []byte, t *Target) {
 	g.rid, g.resp = g.rid[:0], g.resp[:0]
 	r := &g.rec
 	r.Start = l.epoch.Add(time.Duration(l.now))
-	r.Flags, r.BytesReceived, r.BytesSent, r.Code = 0, 0, 0, 0
+	r.Flags, r.Details, r.BytesReceived, r.BytesSent, r.Code = 0, "", 0, 0, 0
 	r.Cluster, r.Host, r.Attempts = t.Cluster, t.Host, 0
 	if t.Cluster != "" {
 		r.Attempts = 1
@@ -98,10 +99,14 @@ func addrOf(sa unix.Sockaddr) netip.AddrPort {
 
 func (d *down) logged() bool { return d.lg != nil && d.lg.active }
 
-// logFlags adds response flags to the request's record.
-func (d *down) logFlags(f accesslog.Flags) {
+// logFlags adds response flags to the request's record, and the local
+// reply's details unless empty.
+func (d *down) logFlags(f accesslog.Flags, details string) {
 	if d.logged() {
 		d.lg.rec.Flags |= f
+		if details != "" {
+			d.lg.rec.Details = details
+		}
 	}
 }
 

@@ -297,7 +297,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		l.observeStart(u, t.Cluster, t.Tag)
 	}
 	if err != nil {
-		d.logFlags(accesslog.UpstreamConnectionFailure)
+		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", r.hasLength && r.contentLength > 0)
 		return
 	}

@@ -83,7 +83,7 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 		if rs.upstream != nil {
 			rs.upstream.RetryEnd(true)
 		}
-		d.logFlags(accesslog.UpstreamRetryLimitExceeded)
+		d.logFlags(accesslog.UpstreamRetryLimitExceeded, "")
 		return false
 	}
 	if !u.replayable || u.out == nil {
@@ -185,7 +185,7 @@ func (l *loop) perTryTimeout(u *up) {
 	}
 	u.d, d.u = nil, nil
 	l.closeUp(u)
-	d.logFlags(accesslog.UpstreamRequestTimeout)
+	d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_per_try_timeout")
 	l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
 }
 

@@ -218,7 +218,7 @@ func (l *loop) expire(d *down) {
 		l.upFailed(u)
 	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= int64(cfg.RequestTimeout):
 		d.gen.st.rqTimeout.Inc()
-		d.logFlags(accesslog.UpstreamRequestTimeout)
+		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
 		if u == nil {
 			l.localReply(d, 504, "upstream request timeout", true)
 			return

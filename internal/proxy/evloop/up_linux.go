@@ -431,11 +431,11 @@ func (l *loop) upFailed(u *up) {
 		}
 	}
 	if u.status == 0 {
-		why, flag := "connection termination", accesslog.UpstreamConnectionTermination
+		why, flag, details := "connection termination", accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}"
 		if u.connecting {
-			why, flag = "connection failure", accesslog.UpstreamConnectionFailure
+			why, flag, details = "connection failure", accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}"
 		}
-		d.logFlags(flag)
+		d.logFlags(flag, details)
 		u.d, d.u = nil, nil
 		l.closeUp(u)
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, d.state == dsBody)
@@ -485,7 +485,7 @@ func (l *loop) badGateway(u *up) {
 func (l *loop) cutResponse(u *up) {
 	d := u.d
 	if d != nil {
-		d.logFlags(accesslog.UpstreamRemoteReset)
+		d.logFlags(accesslog.UpstreamRemoteReset, "")
 		if u.status != 0 {
 			l.logEnded(d) // with the status sent
 		}
