@@ -91,7 +91,7 @@ func (r loggedRouter) Log(rec *evloop.LogRecord) {
 		req.Header.Set("X-Request-Id", string(rec.RequestID))
 	}
 	e := accesslog.Entry{Start: rec.Start, Duration: rec.Duration, RequestDuration: -1, ResponseDuration: rec.ResponseDuration,
-		Request: req, Protocol: req.Proto, ResponseCode: rec.Code, Flags: rec.Flags, CodeDetails: rec.Details,
+		Request: req, Protocol: req.Proto, ResponseCode: rec.Code, Flags: rec.Flags, CodeDetails: rec.Details, RouteName: rec.Route,
 		BytesReceived: rec.BytesReceived, BytesSent: rec.BytesSent, Attempts: rec.Attempts, UpstreamCluster: rec.Cluster,
 		DownstreamRemote: rec.Remote.String(), DownstreamLocal: rec.Local.String(), DownstreamDirectPeer: rec.Remote.String()}
 	if rec.Host.IsValid() {
@@ -151,7 +151,7 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 	if err != nil {
 		return evloop.Target{HandOff: true}
 	}
-	t := evloop.Target{Cluster: name, Host: ap, Tag: host}
+	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name}
 	if rt.Retry != nil {
 		t.Retry, t.Upstream = rt.Retry, (*loopCluster)(cl)
 	}

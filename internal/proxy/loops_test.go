@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -207,10 +208,19 @@ func TestEvloopAccessLogSameLines(t *testing.T) {
 	slow.slow = 10 * time.Second
 	perTry := retryRoute("slow", "5xx", 0)
 	perTry.GetRoute().RetryPolicy.PerTryTimeout = durationpb.New(50 * time.Millisecond)
+	perTry.Name = "per-try"
+	// A chunked response: its framing is not counted in the bytes sent.
+	chunked := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range 3 {
+			_, _ = io.WriteString(w, "part;")
+			w.(http.Flusher).Flush()
+		}
+	}))
+	t.Cleanup(chunked.Close)
 	custom := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% %REQ(:PATH)% " +
 		"%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %RESP(CONTENT-TYPE)% " +
 		"%RESP(SERVER)% %REQ(:AUTHORITY)% %PROTOCOL% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% " +
-		"%RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
+		"%RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %ROUTE_NAME%\n"}}
 	run := func(loops bool) (string, string) {
 		h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = loops })
 		dir := t.TempDir()
@@ -220,9 +230,11 @@ func TestEvloopAccessLogSameLines(t *testing.T) {
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(def, nil), withAccessLog(cus, custom))),
 			routeConfig("rds", vhost("bad", []string{"bad.local"}, retryRoute("bad", "gateway-error", 1)),
 				vhost("slow", []string{"slow.local"}, perTry),
+				vhost("chunked", []string{"chunked.local"}, routeTo("/", "chunked")),
 				vhost("v", []string{"*"}, routeTo("/dead", "dead"), routeTo("/", "ok"))),
 			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("dead"), cla("dead", deadAddr),
-			edsCluster("bad"), cla("bad", bad.addr()), edsCluster("slow"), cla("slow", slow.addr()))
+			edsCluster("bad"), cla("bad", bad.addr()), edsCluster("slow"), cla("slow", slow.addr()),
+			edsCluster("chunked"), cla("chunked", strings.TrimPrefix(chunked.URL, "http://")))
 		c := newClient(t)
 		addr := h.addr("egress")
 		send := func(method, host, path, body string, hdr ...string) {
@@ -248,7 +260,8 @@ func TestEvloopAccessLogSameLines(t *testing.T) {
 		send("GET", "svc.local", "/dead", "", "X-Request-Id", "id-4")
 		send("GET", "svc.local", "/generated", "")
 		send("GET", "slow.local", "/pertry", "", "X-Request-Id", "id-6")
-		const lines = 6
+		send("GET", "chunked.local", "/", "", "X-Request-Id", "id-7")
+		const lines = 7
 		var d, u []byte
 		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
 			d, _ = os.ReadFile(def)

@@ -40,6 +40,7 @@ type LogRecord struct {
 	// BytesReceived and BytesSent count the bodies.
 	BytesReceived, BytesSent int64
 	Cluster                  string
+	Route                    string         // Target.Route
 	Host                     netip.AddrPort // the last attempt's; zero when none
 	Attempts                 int
 	Remote, Local            netip.AddrPort
@@ -81,7 +82,7 @@ func (l *loop) logStart(d *down, head []byte, t *Target) {
 	r := &g.rec
 	r.Start = l.epoch.Add(time.Duration(l.now))
 	r.Flags, r.Details, r.BytesReceived, r.BytesSent, r.Code = 0, "", 0, 0, 0
-	r.Cluster, r.Host, r.Attempts = t.Cluster, t.Host, 0
+	r.Cluster, r.Route, r.Host, r.Attempts = t.Cluster, t.Route, t.Host, 0
 	if t.Cluster != "" {
 		r.Attempts = 1
 	}
@@ -107,6 +108,13 @@ func (d *down) logFlags(f accesslog.Flags, details string) {
 		if details != "" {
 			d.lg.rec.Details = details
 		}
+	}
+}
+
+// logSent counts response body bytes sent.
+func (d *down) logSent(n int64) {
+	if d.lg != nil {
+		d.lg.rec.BytesSent += n
 	}
 }
 

@@ -141,6 +141,8 @@ type Target struct {
 	// Tag is given back to Config.Observer with the exchange's outcome
 	// (a pointer: the host, say).
 	Tag any
+	// Route is the route's name, for access logs.
+	Route string
 	// Retry is the route's retry policy (nil: none), applied as weft's
 	// goroutine path applies it: its conditions, retries, back-off and
 	// per-try timeout. The loops implement every condition but gRPC's

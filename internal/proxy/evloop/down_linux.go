@@ -520,9 +520,6 @@ func (l *loop) flushDown(d *down) {
 // writeDown sends response body bytes: appended to the pending bytes if
 // any (the head just built), written directly otherwise.
 func (l *loop) writeDown(d *down, b []byte) {
-	if d.lg != nil {
-		d.lg.rec.BytesSent += int64(len(b))
-	}
 	if d.out != nil && d.outOff < len(d.out) && len(d.out)+len(b) <= cap(d.out) {
 		d.out = append(d.out, b...)
 		return

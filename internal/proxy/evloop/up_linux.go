@@ -236,6 +236,7 @@ func (l *loop) processUp(u *up) {
 			take := int(min(int64(len(b)), u.left))
 			u.off += take
 			u.left -= int64(take)
+			d.logSent(int64(take))
 			l.writeDown(d, b[:take])
 			if d.closed {
 				return
@@ -245,12 +246,14 @@ func (l *loop) processUp(u *up) {
 				return
 			}
 		case rsChunked:
+			data := u.chunks.data
 			take, done, err := u.chunks.scan(b)
 			if err != nil {
 				l.cutResponse(u)
 				return
 			}
 			u.off += take
+			d.logSent(u.chunks.data - data) // the body's bytes, as the goroutine path counts them
 			l.writeDown(d, b[:take])
 			if d.closed {
 				return
@@ -261,6 +264,7 @@ func (l *loop) processUp(u *up) {
 			}
 		case rsClose:
 			u.off += len(b)
+			d.logSent(int64(len(b)))
 			l.writeDown(d, b)
 			if d.closed {
 				return
