@@ -128,6 +128,7 @@ func (l *loop) retryNow(d *down) {
 		}
 		host, t, ok := rs.upstream.Pick(avoid, rs.policy.HostSelectionAttempts)
 		if !ok {
+			d.logFlags(accesslog.NoHealthyUpstream, "no_healthy_upstream")
 			l.localReply(d, 503, "no healthy upstream", false)
 			return
 		}
@@ -142,6 +143,7 @@ func (l *loop) retryNow(d *down) {
 	pool.st.rqTotal.Inc()
 	u, err := l.getUp(pool)
 	if err != nil {
+		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
 		return
 	}
