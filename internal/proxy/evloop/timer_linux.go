@@ -112,12 +112,13 @@ func (l *loop) stopTimer(d *down) {
 const never = math.MaxInt64
 
 // deadline returns the earliest loop time one of d's timeouts may be due,
-// from its state: what expire checks.
+// from its state: what expire checks, under the same conditions (a
+// deadline past that expire does not act on would spin the loop).
 func (l *loop) deadline(d *down) int64 {
 	cfg := &l.srv.cfg
 	u := d.u
 	at := int64(never)
-	if d.drainNext && d.requests == 0 {
+	if d.drainNext && d.requests == 0 && (d.in == nil || d.off == len(d.in)) {
 		at = min(at, d.drainBy)
 	}
 	if d.draining {
@@ -166,8 +167,13 @@ func (l *loop) expireTimers() {
 		d := l.timers[0]
 		l.stopTimer(d)
 		l.expire(d)
-		if !d.closed {
-			l.arm(d)
+		if d.closed {
+			continue
+		}
+		if at := l.deadline(d); at != never {
+			// Not before the next millisecond: a deadline expire did not
+			// act on (none should be) is looked at again, not spun on.
+			l.setTimer(d, max(at, l.now+int64(time.Millisecond)))
 		}
 	}
 }
