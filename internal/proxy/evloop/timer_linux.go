@@ -223,12 +223,13 @@ func (l *loop) expire(d *down) {
 		u.pool.st.cxConnectFail.Inc()
 		l.upFailed(u)
 	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= int64(cfg.RequestTimeout):
-		d.gen.st.rqTimeout.Inc()
 		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
 		if u == nil {
+			d.rs.pool.st.rqTimeout.Inc()
 			l.localReply(d, 504, "upstream request timeout", true)
 			return
 		}
+		u.pool.st.rqTimeout.Inc()
 		l.observeDone(u, 0, true)
 		if u.status != 0 {
 			l.cutResponse(u)

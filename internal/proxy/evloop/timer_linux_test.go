@@ -76,7 +76,7 @@ func TestTimeoutsFireOnTime(t *testing.T) {
 		request = 400 * time.Millisecond
 		slack   = 700 * time.Millisecond
 	)
-	srv, _ := start(t, Config{Loops: 1, HeadersTimeout: headers, IdleTimeout: idle, RequestTimeout: request,
+	srv, st := start(t, Config{Loops: 1, HeadersTimeout: headers, IdleTimeout: idle, RequestTimeout: request,
 		Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}}, Clusters: map[string][]string{"a": {hostOf(b)}}})
 	for _, tc := range []struct {
 		name, send, want string
@@ -111,6 +111,10 @@ func TestTimeoutsFireOnTime(t *testing.T) {
 				t.Errorf("fired after %v, want %v (at most %v late)", took, tc.after, slack)
 			}
 		})
+	}
+	// The route timeout is the cluster's, as the goroutine path counts it.
+	if v, _ := st.Value("cluster.a.upstream_rq_timeout"); v != 1 {
+		t.Errorf("cluster.a.upstream_rq_timeout = %d, want 1", v)
 	}
 }
 
