@@ -151,7 +151,7 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 	if err != nil {
 		return evloop.Target{HandOff: true}
 	}
-	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name}
+	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout}
 	if rt.Retry != nil {
 		t.Retry, t.Upstream = rt.Retry, (*loopCluster)(cl)
 	}
@@ -264,12 +264,13 @@ func (o loopObserver) Done(name string, tag any, code int, timedOut bool) {
 
 // loopRoute reports whether the loops forward a request on rt exactly as
 // the goroutine path would: to a cluster, the path and host unchanged, no
-// header mutations, App Mesh's default timeout (the loops' request
-// timeout) and a retry policy the loops implement.
+// header mutations, a route timeout (none, 0, needs the connection
+// manager's stream idle timeout, which the loops do not keep) and a retry
+// policy the loops implement.
 func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
 	return (rt.Kind == route.ToCluster || rt.Kind == route.ToWeighted) &&
 		rt.PrefixRewrite == "" && rt.RegexRewrite == nil && rt.HostRewrite == "" &&
-		rt.Timeout == evloop.DefaultRequestTimeout && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
+		rt.Timeout > 0 && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
 		!rt.UseGRPCTimeout && loopRetry(rt.Retry) &&
 		emptyOps(&rt.Headers) && emptyOps(&vh.Headers) && emptyOps(&rc.Headers)
 }

@@ -143,6 +143,9 @@ type Target struct {
 	Tag any
 	// Route is the route's name, for access logs.
 	Route string
+	// Timeout is the route timeout, from the request's start to its
+	// response's end (504 after it); 0 means Config.RequestTimeout.
+	Timeout time.Duration
 	// Retry is the route's retry policy (nil: none), applied as weft's
 	// goroutine path applies it: its conditions, retries, back-off and
 	// per-try timeout. The loops implement every condition but gRPC's

@@ -257,6 +257,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 	st.rqHTTP1.Inc()
 	d.off += len(head)
 	d.head, d.closeAfter, d.reqStart = r.head, r.closeAfter || d.drainNext, l.now
+	d.timeout = int64(l.srv.cfg.RequestTimeout)
+	if t.Timeout > 0 {
+		d.timeout = int64(t.Timeout)
+	}
 	d.requests++
 	l.startRetries(d, &t, d.gen.router != nil)
 	l.logStart(d, head, &t)

@@ -75,6 +75,7 @@ type down struct {
 	idx         int   // position in loop.downs
 	last        int64 // last activity, loop time
 	reqStart    int64
+	timeout     int64       // the request's route timeout (Target.Timeout)
 	headStart   int64       // when the first byte of the head being read came
 	retries     int         // retries of the request in flight
 	gen         *generation // the configuration it was accepted under

@@ -134,7 +134,7 @@ func (l *loop) deadline(d *down) int64 {
 		at = min(at, u.started+int64(cfg.ConnectTimeout))
 	}
 	if u != nil || d.rs.waiting {
-		at = min(at, d.reqStart+int64(cfg.RequestTimeout))
+		at = min(at, d.reqStart+d.timeout)
 	}
 	if u != nil && d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 {
 		at = min(at, d.rs.tryStart+int64(d.rs.policy.PerTryTimeout))
@@ -222,7 +222,7 @@ func (l *loop) expire(d *down) {
 	case u != nil && u.connecting && l.now-u.started >= int64(cfg.ConnectTimeout):
 		u.pool.st.cxConnectFail.Inc()
 		l.upFailed(u)
-	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= int64(cfg.RequestTimeout):
+	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= d.timeout:
 		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
 		if u == nil {
 			d.rs.pool.st.rqTimeout.Inc()
