@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
@@ -264,13 +265,12 @@ func (o loopObserver) Done(name string, tag any, code int, timedOut bool) {
 
 // loopRoute reports whether the loops forward a request on rt exactly as
 // the goroutine path would: to a cluster, the path and host unchanged, no
-// header mutations, a route timeout (none, 0, needs the connection
-// manager's stream idle timeout, which the loops do not keep) and a retry
-// policy the loops implement.
+// header mutations, a route timeout the stream idle timeout cannot beat
+// (the loops keep none) and a retry policy the loops implement.
 func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
 	return (rt.Kind == route.ToCluster || rt.Kind == route.ToWeighted) &&
 		rt.PrefixRewrite == "" && rt.RegexRewrite == nil && rt.HostRewrite == "" &&
-		rt.Timeout > 0 && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
+		rt.Timeout > 0 && rt.Timeout <= loopMaxRouteTimeout && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
 		!rt.UseGRPCTimeout && loopRetry(rt.Retry) &&
 		emptyOps(&rt.Headers) && emptyOps(&vh.Headers) && emptyOps(&rc.Headers)
 }
@@ -284,6 +284,12 @@ func hasHeader(h route.Head, name string) bool {
 	}
 	return false
 }
+
+// loopMaxRouteTimeout is the longest route timeout the loops serve: the
+// stream idle timeout LoopReady lets through (Envoy's 5 minutes) fires no
+// sooner than a route timeout up to it. Routes without a timeout, or a
+// longer one, go to the goroutine path, which keeps the idle timeout.
+const loopMaxRouteTimeout = 5 * time.Minute
 
 func emptyOps(o *route.HeaderOps) bool {
 	return len(o.RequestAdd) == 0 && len(o.RequestRemove) == 0 && len(o.ResponseAdd) == 0 && len(o.ResponseRemove) == 0
