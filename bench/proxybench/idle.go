@@ -100,6 +100,35 @@ type goMem struct{ stack, heap, heapIdle, released, sys int64 }
 // goMemOf reads them from a weft proxy's /debug/pprof/heap?debug=1
 // (admin listener with --pprof), whose tail prints the runtime's
 // MemStats: "# Stack = inuse / sys" and "# HeapInuse = n".
+// numGC is the GC cycles the weft proxies among procs ran so far, from
+// their heap profiles (on only with -mem, which runs them with --pprof).
+func (b *bench) numGC(procs []*os.Process, on bool) int64 {
+	if !on {
+		return 0
+	}
+	var n int64
+	for _, p := range procs {
+		admin, ok := b.admin[p.Pid]
+		if !ok {
+			continue
+		}
+		resp, err := http.Get("http://" + admin + "/debug/pprof/heap?debug=1")
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "# NumGC = "); ok {
+				k, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += k
+			}
+		}
+		resp.Body.Close()
+	}
+	return n
+}
+
 func goMemOf(admin string) goMem {
 	var m goMem
 	resp, err := http.Get("http://" + admin + "/debug/pprof/heap?debug=1")

@@ -37,11 +37,13 @@ import (
 	"syscall"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -82,6 +84,7 @@ func main() {
 	evloopBin := flag.String("evloop", "", "a built bench/evloopproxy (go build -o /tmp/evloopproxy ./bench/evloopproxy): adds the paths \"evloop prototype\" and \"two evloop prototypes\", the event-loop prototype of the HTTP/1.1 path (internal/proxy/evloop) with the same route as one weft proxy")
 	evloopLoops := flag.Int("evloop-loops", 0, "with -evloop: its event loops (0: GOMAXPROCS)")
 	evloopB := flag.String("evloop-b-args", "", "with -evloop: add the path \"evloop prototype B\", the prototype with these extra arguments, space-separated (e.g. -lock-threads)")
+	flag.BoolVar(&accessLogs, "access-log", false, "give every weft proxy's listener a file access log on /dev/stdout in Envoy's default format, as App Mesh configures a virtual node's logging (the proxies' output goes to files in the bench's temporary directory); haproxy logs nothing")
 	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
@@ -238,6 +241,7 @@ func main() {
 		errors int
 		cpu    time.Duration
 		wall   time.Duration
+		gcs    int64 // with -mem: the weft proxies' GC cycles during the slices
 	}
 	accs := make([]acc, len(run))
 	slice := *dur / time.Duration(*rounds)
@@ -259,9 +263,11 @@ func main() {
 					f.Close()
 				}()
 			}
+			gc0 := b.numGC(t.procs, *memBreak)
 			cpu0 := cpuTime(t.procs)
 			lat, errs, wall := constantRate(t.url, *rate, slice, *conns, t.tls)
 			accs[i].cpu += cpuTime(t.procs) - cpu0
+			accs[i].gcs += b.numGC(t.procs, *memBreak) - gc0
 			accs[i].lat = append(accs[i].lat, lat...)
 			accs[i].errors += errs
 			accs[i].wall += wall
@@ -288,6 +294,9 @@ func main() {
 		mem := memKB(t.procs)
 		if *memBreak && t.name != "app direct" {
 			memRows = append(memRows, memRow(t.name, t.procs, mem, b.admin))
+			if _, weft := b.admin[t.procs[0].Pid]; weft {
+				fmt.Printf("GC cycles of %s during its fixed-rate slices (%v, %.0f requests/s): %d\n", t.name, accs[i].wall.Round(time.Millisecond), r.achieved, accs[i].gcs)
+			}
 		}
 		if t.name == "app direct" {
 			direct = r
@@ -625,10 +634,18 @@ func (x *xdsServer) set(node string, rs []types.Resource) {
 	}
 }
 
+// accessLogs is -access-log, set once by main before any resources call.
+var accessLogs bool
+
 func resources(prefix string, port int, clusterName, upstream string, static bool) []types.Resource {
 	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}
 	router, _ := anypb.New(&routerv3.Router{})
-	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: prefix,
+	var logs []*accesslogv3.AccessLog
+	if accessLogs {
+		fl, _ := anypb.New(&filev3.FileAccessLog{Path: "/dev/stdout"})
+		logs = append(logs, &accesslogv3.AccessLog{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: fl}})
+	}
+	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: prefix, AccessLog: logs,
 		// As the translator: an empty tracing block, so that a tracer
 		// configured on the proxy applies.
 		Tracing:        &hcmv3.HttpConnectionManager_Tracing{},

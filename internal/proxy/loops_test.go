@@ -1,12 +1,22 @@
 package proxy
 
 import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
@@ -27,8 +37,8 @@ func (h *harness) listener(name string) *listener.Listener {
 // plaintext HTTP/1.1 listener is served by the event loops, which forward
 // as the goroutine path does (weft's headers, stats); a request whose
 // route rewrites the path is handed to the goroutine path with its
-// connection, and answered as before; a listener with an access log stays
-// off the loops.
+// connection, and answered as before; a listener with an access log is
+// on the loops too.
 func TestEvloopServesPlaintextListeners(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
@@ -46,8 +56,8 @@ func TestEvloopServesPlaintextListeners(t *testing.T) {
 	if !l.OnLoops() {
 		t.Fatal("the plaintext listener is not on the event loops")
 	}
-	if h.listener("logged").OnLoops() {
-		t.Error("a listener with an access log is on the event loops")
+	if !h.listener("logged").OnLoops() {
+		t.Error("a listener with an access log is not on the event loops")
 	}
 	c := newClient(t)
 	for range 3 {
@@ -134,5 +144,193 @@ func TestEvloopUpdateOffTheLoops(t *testing.T) {
 	}
 	if l.HandedOff() < 2 {
 		t.Errorf("%d connections handed off, want the two after the update", l.HandedOff())
+	}
+}
+
+// TestEvloopRetries is TestRetries on the event loops (no access log, so
+// that the listener is theirs): retries on another host after the
+// policy's back-off, the cluster's retry budget and the retry stats, as
+// the goroutine path does; nothing handed off.
+func TestEvloopRetries(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	checkRetries(t, h, "")
+	l := h.listener("egress")
+	if !l.OnLoops() {
+		t.Fatal("the listener is not on the event loops")
+	}
+	if n := l.HandedOff(); n != 0 {
+		t.Errorf("%d connections handed off: the test is not the loops'", n)
+	}
+}
+
+// TestEvloopPerTryTimeout: on the loops, an attempt that outlives the
+// route's per-try timeout is counted and retried on the other host.
+func TestEvloopPerTryTimeout(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	slow, fast := newBackend(t, "slow"), newBackend(t, "fast")
+	slow.slow = 10 * time.Second
+	perTry := retryRoute("mixed", "5xx", 1)
+	perTry.GetRoute().RetryPolicy.PerTryTimeout = durationpb.New(50 * time.Millisecond)
+	h.push(httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, perTry)),
+		edsCluster("mixed"), cla("mixed", slow.addr(), fast.addr()))
+	c := newClient(t)
+	for range 4 {
+		resp, e, body := get(t, c, h.addr("egress"), "x", "/pertry")
+		if resp.StatusCode != 200 || e.Backend != "fast" {
+			t.Fatalf("status %d %s", resp.StatusCode, body)
+		}
+	}
+	if got := h.stat("cluster.mixed.upstream_rq_per_try_timeout"); got < 1 {
+		t.Errorf("upstream_rq_per_try_timeout = %d", got)
+	}
+	if n := h.listener("egress").HandedOff(); n != 0 {
+		t.Errorf("%d connections handed off: the test is not the loops'", n)
+	}
+}
+
+// TestEvloopAccessLogSameLines: a listener with access logs goes to the
+// loops, and its lines are the goroutine path's for the same requests
+// (a proxy without the flag, same configuration, same backends), in
+// Envoy's default format and in one with the cluster, response headers
+// and addresses; only the times and generated request IDs differ.
+func TestEvloopAccessLogSameLines(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	ok, bad := newBackend(t, "ok"), newBackend(t, "bad")
+	bad.set(502, -1)
+	dead := newBackend(t, "dead")
+	deadAddr := dead.addr()
+	dead.srv.Close()
+	slow := newBackend(t, "slow")
+	slow.slow = 10 * time.Second
+	perTry := retryRoute("slow", "5xx", 0)
+	perTry.GetRoute().RetryPolicy.PerTryTimeout = durationpb.New(50 * time.Millisecond)
+	perTry.Name = "per-try"
+	// A chunked response: its framing is not counted in the bytes sent.
+	chunked := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range 3 {
+			_, _ = io.WriteString(w, "part;")
+			w.(http.Flusher).Flush()
+		}
+	}))
+	t.Cleanup(chunked.Close)
+	custom := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% %REQ(:PATH)% " +
+		"%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %RESP(CONTENT-TYPE)% " +
+		"%RESP(SERVER)% %REQ(:AUTHORITY)% %PROTOCOL% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% " +
+		"%RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %ROUTE_NAME%\n"}}
+	run := func(loops bool) (string, string) {
+		h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = loops })
+		dir := t.TempDir()
+		def, cus := filepath.Join(dir, "default.log"), filepath.Join(dir, "custom.log")
+		// The retried route has a virtual host of its own: retryRoute
+		// matches every path.
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(def, nil), withAccessLog(cus, custom))),
+			routeConfig("rds", vhost("bad", []string{"bad.local"}, retryRoute("bad", "gateway-error", 1)),
+				vhost("slow", []string{"slow.local"}, perTry),
+				vhost("chunked", []string{"chunked.local"}, routeTo("/", "chunked")),
+				vhost("v", []string{"*"}, routeTo("/dead", "dead"), routeTo("/", "ok"))),
+			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("dead"), cla("dead", deadAddr),
+			edsCluster("bad"), cla("bad", bad.addr()), edsCluster("slow"), cla("slow", slow.addr()),
+			edsCluster("chunked"), cla("chunked", strings.TrimPrefix(chunked.URL, "http://")))
+		c := newClient(t)
+		addr := h.addr("egress")
+		send := func(method, host, path, body string, hdr ...string) {
+			t.Helper()
+			req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+			if body == "" {
+				req.Body = nil
+			}
+			req.Host = host
+			for i := 0; i+1 < len(hdr); i += 2 {
+				req.Header.Set(hdr[i], hdr[i+1])
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		send("GET", "svc.local", "/a?q=1", "", "User-Agent", "ua-1", "X-Forwarded-For", "10.0.0.1", "X-Request-Id", "id-1")
+		send("POST", "svc.local:8080", "/b", "hello", "X-Request-Id", "id-2")
+		send("GET", "bad.local", "/retried", "", "X-Request-Id", "id-3")
+		send("GET", "svc.local", "/dead", "", "X-Request-Id", "id-4")
+		send("GET", "svc.local", "/generated", "")
+		send("GET", "slow.local", "/pertry", "", "X-Request-Id", "id-6")
+		send("GET", "chunked.local", "/", "", "X-Request-Id", "id-7")
+		const lines = 7
+		var d, u []byte
+		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
+			d, _ = os.ReadFile(def)
+			u, _ = os.ReadFile(cus)
+			return bytes.Count(d, []byte("\n")) == lines && bytes.Count(u, []byte("\n")) == lines
+		})
+		if l := h.listener("egress"); l.OnLoops() != loops || l.HandedOff() != 0 {
+			t.Fatalf("on the loops %v (want %v), %d connections handed off", l.OnLoops(), loops, l.HandedOff())
+		}
+		return string(d), string(u)
+	}
+	gd, gc := run(false)
+	ld, lc := run(true)
+	for _, tc := range []struct{ name, goroutines, loops string }{{"default", gd, ld}, {"custom", gc, lc}} {
+		g, l := normalizeLog(tc.goroutines), normalizeLog(tc.loops)
+		if g != l {
+			t.Errorf("%s format:\ngoroutine path:\n%s\nloops:\n%s", tc.name, tc.goroutines, tc.loops)
+		}
+	}
+}
+
+var (
+	logTimes = regexp.MustCompile(`(?m)^\[[^]]*\] ("[^"]*" \d+ \S+ \d+ \d+) \d+ (-|\d+) `)
+	logUUID  = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}`)
+)
+
+// normalizeLog masks what differs between two runs: the start times and
+// durations (the default format's), a generated request ID.
+func normalizeLog(s string) string {
+	s = logTimes.ReplaceAllStringFunc(s, func(m string) string {
+		sub := logTimes.FindStringSubmatch(m)
+		st := "-"
+		if sub[2] != "-" {
+			st = "N"
+		}
+		return "[T] " + sub[1] + " D " + st + " "
+	})
+	return logUUID.ReplaceAllString(s, "UUID")
+}
+
+// TestEvloopRequestIDMatcher: a route matching on x-request-id sees the
+// ID the proxy generates for a request without one, as on the goroutine
+// path (the loops hand such requests to it); requests with an ID stay on
+// the loops.
+func TestEvloopRequestIDMatcher(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	withID := routeTo("/", "a")
+	withID.Match.Headers = []*routev3.HeaderMatcher{{Name: "x-request-id",
+		HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}}
+	h.push(httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, withID, routeTo("/", "b"))),
+		edsCluster("a"), cla("a", a.addr()), edsCluster("b"), cla("b", b.addr()))
+	l := h.listener("egress")
+	if _, e, body := get(t, newClient(t), h.addr("egress"), "x", "/", "X-Request-Id", "rid-1"); e.Backend != "a" {
+		t.Fatalf("with an ID: %q %s", e.Backend, body)
+	}
+	if n := l.HandedOff(); n != 0 {
+		t.Fatalf("%d connections handed off, want the loops to serve a request with an ID", n)
+	}
+	if _, e, body := get(t, newClient(t), h.addr("egress"), "x", "/"); e.Backend != "a" {
+		t.Fatalf("without an ID: went to %q, want a (the generated ID matches) %s", e.Backend, body)
 	}
 }

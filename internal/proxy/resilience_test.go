@@ -13,6 +13,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -33,11 +34,29 @@ func retryRoute(cluster, retryOn string, n uint32, codes ...uint32) *routev3.Rou
 }
 
 func TestRetries(t *testing.T) {
-	h := newHarness(t)
+	checkRetries(t, newHarness(t), filepath.Join(t.TempDir(), "access.log"))
+}
+
+// checkRetries runs the retry cases on h's egress listener: with logPath,
+// the listener writes an access log there and the cases check its flags.
+func checkRetries(t *testing.T, h *harness, logPath string) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
-	logPath := filepath.Join(t.TempDir(), "access.log")
+	var logged []func(*hcmv3.HttpConnectionManager)
+	if logPath != "" {
+		logged = append(logged, withAccessLog(logPath, nil))
+	}
+	inLog := func(what, s string) {
+		t.Helper()
+		if logPath == "" {
+			return
+		}
+		waitUntil(t, 5*time.Second, what+" in the access log", func() bool {
+			l, _ := os.ReadFile(logPath)
+			return strings.Contains(string(l), s)
+		})
+	}
 	h.push(
-		httpListener("egress", httpManager("egress", "rds", withAccessLog(logPath, nil))),
+		httpListener("egress", httpManager("egress", "rds", logged...)),
 		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("c", "gateway-error,reset,retriable-status-codes", 2, 409))),
 		edsCluster("c"), cla("c", a.addr(), b.addr()))
 	c := newClient(t)
@@ -72,7 +91,7 @@ func TestRetries(t *testing.T) {
 		b.set(502, -1)
 		defer a.set(0, 0)
 		defer b.set(0, 0)
-		before := a.count() + b.count()
+		before, limit := a.count()+b.count(), h.stat("cluster.c.upstream_rq_retry_limit_exceeded")
 		resp, _, body := get(t, c, addr, "x", "/")
 		if resp.StatusCode != 502 || !strings.Contains(body, "failing") {
 			t.Fatalf("status %d %q, want the upstream 502", resp.StatusCode, body)
@@ -80,17 +99,41 @@ func TestRetries(t *testing.T) {
 		if got := a.count() + b.count() - before; got != 3 {
 			t.Errorf("%d attempts, want 1 + 2 retries", got)
 		}
-		waitUntil(t, 5*time.Second, "URX in the access log", func() bool {
-			l, _ := os.ReadFile(logPath)
-			return strings.Contains(string(l), " 502 URX ")
-		})
+		if got := h.stat("cluster.c.upstream_rq_retry_limit_exceeded") - limit; got != 1 {
+			t.Errorf("upstream_rq_retry_limit_exceeded went up by %d, want 1", got)
+		}
+		inLog("URX", " 502 URX ")
+	})
+	t.Run("retry budget spent: the response passes through, counted as an overflow", func(t *testing.T) {
+		h.push(
+			httpListener("egress", httpManager("egress", "rds", logged...)),
+			routeConfig("rds", vhost("v", []string{"*"}, retryRoute("c", "gateway-error", 2))),
+			edsCluster("c", func(c *clusterv3.Cluster) {
+				c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRetries: u32(0)}}}
+			}),
+			cla("c", a.addr(), b.addr()))
+		a.set(503, -1)
+		b.set(503, -1)
+		defer a.set(0, 0)
+		defer b.set(0, 0)
+		before := a.count() + b.count()
+		resp, _, _ := get(t, c, addr, "x", "/")
+		if resp.StatusCode != 503 {
+			t.Fatalf("status %d, want the upstream 503", resp.StatusCode)
+		}
+		if got := a.count() + b.count() - before; got != 1 {
+			t.Errorf("%d attempts, want 1 (no retry budget)", got)
+		}
+		if got := h.stat("cluster.c.upstream_rq_retry_overflow"); got < 1 {
+			t.Errorf("upstream_rq_retry_overflow = %d", got)
+		}
 	})
 	t.Run("connection failure is retried", func(t *testing.T) {
 		dead := newBackend(t, "dead")
 		deadAddr := dead.addr()
 		dead.srv.Close()
 		h.push(
-			httpListener("egress", httpManager("egress", "rds", withAccessLog(logPath, nil))),
+			httpListener("egress", httpManager("egress", "rds", logged...)),
 			routeConfig("rds", vhost("v", []string{"*"}, retryRoute("c", "connect-failure", 3))),
 			edsCluster("c", func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN }),
 			cla("c", deadAddr, b.addr()))
@@ -109,17 +152,14 @@ func TestRetries(t *testing.T) {
 		deadAddr := dead.addr()
 		dead.srv.Close()
 		h.push(
-			httpListener("egress", httpManager("egress", "rds", withAccessLog(logPath, nil))),
+			httpListener("egress", httpManager("egress", "rds", logged...)),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))),
 			edsCluster("c"), cla("c", deadAddr))
 		resp, _, body := get(t, c, addr, "x", "/uf")
 		if resp.StatusCode != 503 || !strings.Contains(body, "connection failure") {
 			t.Fatalf("status %d %q", resp.StatusCode, body)
 		}
-		waitUntil(t, 5*time.Second, "UF in the access log", func() bool {
-			l, _ := os.ReadFile(logPath)
-			return strings.Contains(string(l), `"GET /uf HTTP/1.1" 503 UF `)
-		})
+		inLog("UF", `"GET /uf HTTP/1.1" 503 UF `)
 	})
 }
 

@@ -152,21 +152,50 @@ type Target struct {
 	// Tag is given back to Config.Observer with the exchange's outcome
 	// (a pointer: the host, say).
 	Tag any
-	// Retries bounds the new connections tried after a connect failure
-	// or a reset before any response byte (the route's retry policy for
-	// connect-failure and reset). A pooled connection found closed is
-	// replaced once besides, as Go's HTTP client does.
-	Retries int
-	// RetryOn5xx and RetryOnGateway spend Retries on responses too: any
-	// 5xx, or 502, 503 and 504 (retry_on 5xx and gateway-error), when the
-	// whole request is at hand; the response is discarded.
-	RetryOn5xx, RetryOnGateway bool
+	// Route is the route's name, for access logs.
+	Route string
+	// Timeout is the route timeout, from the request's start to its
+	// response's end (504 after it); 0 means Config.RequestTimeout.
+	Timeout time.Duration
+	// Retry is the route's retry policy (nil: none), applied as weft's
+	// goroutine path applies it: its conditions, retries, back-off and
+	// per-try timeout. The loops implement every condition but gRPC's
+	// (those need the grpc-status header). A pooled connection found
+	// closed is replaced once besides, as Go's HTTP client does.
+	Retry *proxyroute.RetryPolicy
+	// Upstream, when set, is the cluster's side of the retries: budget,
+	// stats and the next attempt's host. Without it a retry goes to the
+	// same host, unbudgeted.
+	Upstream Upstream
 	// HandOff, with Config.HandOff set, gives the connection to it with
 	// this request: for what the loops do not implement.
 	HandOff bool
 	// TLS, when set, is the cluster's: the connections to Host originate
 	// TLS with it (handshake on a goroutine, records on the loop).
 	TLS ClientTLS
+}
+
+// Upstream is the cluster side of a Target's retries, as weft's
+// goroutine path does them: the cluster's retry budget (the max_retries
+// circuit breaker), its retry stats, and its load balancer for the next
+// attempt's host. Its methods run on a loop and must not block.
+type Upstream interface {
+	// Retry reserves a retry under the cluster's budget and counts it
+	// (upstream_rq_retry); nil, counted as an overflow, when the budget
+	// is spent. The loop calls release when the retry's attempt ends.
+	Retry() (release func())
+	// RetryEnd counts how a request's retries ended: exceeded when the
+	// policy would retry its last outcome but no retry is left
+	// (upstream_rq_retry_limit_exceeded), else a success after retries
+	// (upstream_rq_retry_success).
+	RetryEnd(exceeded bool)
+	// PerTryTimeout counts an attempt the per-try timeout ended
+	// (upstream_rq_per_try_timeout).
+	PerTryTimeout()
+	// Pick chooses the next attempt's host and its tag (Target.Tag);
+	// avoid, when not nil, rejects the hosts tried (previous_hosts),
+	// drawn up to attempts times. False when no host is healthy.
+	Pick(avoid func(tag any) bool, attempts int) (host netip.AddrPort, tag any, ok bool)
 }
 
 // Route sends requests whose Host matches Domain and whose path starts

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 )
 
 // The downstream side of a loop: accepting clients, reading and parsing
@@ -53,6 +55,7 @@ func (l *loop) accept(ctx context.Context) {
 		l.downs = append(l.downs, d)
 		l.setFd(fd, fdRef{d: d})
 		l.watchDown(d)
+		l.arm(d)
 		d.gen.st.cxTotal.Inc()
 		d.gen.st.cxActive.Inc()
 		if ls != nil {
@@ -169,8 +172,8 @@ func (l *loop) process(d *down) {
 	for !d.closed && !d.draining {
 		switch d.state {
 		case dsHead:
-			if d.closeAfter {
-				return // the connection ends with the response in flight
+			if d.closeAfter || d.handOffNext {
+				return // the connection ends with the response in flight, or goes to HandOff once it is out
 			}
 			b := d.in[d.off:]
 			if len(b) == 0 {
@@ -206,6 +209,9 @@ func (l *loop) process(d *down) {
 				return
 			}
 			d.off += take
+			if d.lg != nil {
+				d.lg.rec.BytesReceived += int64(take)
+			}
 			if done {
 				d.state = dsWait
 			}
@@ -240,8 +246,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	st := d.gen.st
 	r := &l.req
 	if err := parseRequest(head, r); err != nil {
-		if l.canHandOff(d) && (errors.Is(err, errUpgrade) || bytes.HasPrefix(head, []byte(h2cPreface))) {
-			l.handOff(d)
+		if (errors.Is(err, errUpgrade) || bytes.HasPrefix(head, []byte(h2cPreface))) && l.handOffWhenWritten(d) {
 			return
 		}
 		l.badRequest(d, err)
@@ -251,26 +256,21 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if rtr := d.gen.router; rtr != nil {
 		l.hv = headView{head, r}
 		t = rtr.Route(&l.hv)
-		if t.HandOff && l.canHandOff(d) {
-			l.handOff(d)
+		if t.HandOff && l.handOffWhenWritten(d) {
 			return
 		}
 	}
 	st.rqTotal.Inc()
 	st.rqHTTP1.Inc()
 	d.off += len(head)
-	d.head, d.closeAfter, d.reqStart, d.retries, d.staleRetry = r.head, r.closeAfter || d.drainNext, l.now, 0, false
-	d.requests++
-	d.maxRetries, d.retryOn = maxRetries, 0
-	if d.gen.router != nil {
-		d.maxRetries = t.Retries
-		if t.RetryOn5xx {
-			d.retryOn |= retryOn5xx
-		}
-		if t.RetryOnGateway {
-			d.retryOn |= retryOnGateway
-		}
+	d.head, d.closeAfter, d.reqStart = r.head, r.closeAfter || d.drainNext, l.now
+	d.timeout = int64(l.srv.cfg.RequestTimeout)
+	if t.Timeout > 0 {
+		d.timeout = int64(t.Timeout)
 	}
+	d.requests++
+	l.startRetries(d, &t, d.gen.router != nil)
+	l.logStart(d, head, &t)
 	target := r.target.of(head)
 	path := target
 	for i, c := range target {
@@ -309,6 +309,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		l.observeStart(u, t.Cluster, t.Tag)
 	}
 	if err != nil {
+		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", r.hasLength && r.contentLength > 0)
 		return
 	}
@@ -344,6 +345,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if !r.hasRequestID {
 		o = append(o, "x-request-id: "...)
 		o = appendUUID(o, l.rng)
+		if d.logged() {
+			d.lg.rid = append(d.lg.rid[:0], o[len(o)-36:]...)
+		}
 		o = append(o, "\r\n"...)
 	}
 	if r.hasLength {
@@ -385,6 +389,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 		o = append(o, avail[:take]...)
 		d.off += take
+		if d.lg != nil {
+			d.lg.rec.BytesReceived += int64(take)
+		}
 		more = !done
 	}
 	u.out, u.outOff = o, 0
@@ -454,6 +461,7 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 		d.out, d.outOff = l.getBuf(), 0
 	}
 	d.closeAfter = d.closeAfter || closeAfter
+	hs := len(d.out)
 	o := append(d.out, "HTTP/1.1 "...)
 	o = strconv.AppendInt(o, int64(status), 10)
 	o = append(o, ' ')
@@ -465,11 +473,17 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 		o = append(o, "connection: close\r\n"...)
 	}
 	o = append(o, "\r\n"...)
+	if d.logged() {
+		l.logResponse(d, o[hs:])
+		d.lg.rec.BytesSent += int64(len(body))
+	}
 	o = append(o, body...)
 	d.out = o
 	d.gen.st.response(status)
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	d.state = dsHead
+	l.endRetries(d)
+	l.logDone(d, status)
 	l.flushDown(d)
 }
 
@@ -504,6 +518,10 @@ func (l *loop) flushDown(d *down) {
 	}
 	if d.closeAfter && d.u == nil && d.state == dsHead {
 		l.drain(d)
+		return
+	}
+	if d.handOffNext {
+		l.handOff(d)
 		return
 	}
 	if u := d.u; u != nil && u.pausedIn {
@@ -557,10 +575,24 @@ func (l *loop) writeDown(d *down, b []byte) {
 // h2cPreface starts an HTTP/2 connection without TLS (RFC 9113 3.4).
 const h2cPreface = "PRI * HTTP/2.0\r\n"
 
-// canHandOff reports whether d can go to Config.HandOff: there is one,
-// and every answer d had is written.
-func (l *loop) canHandOff(d *down) bool {
-	return l.srv.cfg.HandOff != nil && d.outOff >= len(d.out) && (d.tls == nil || l.srv.cfg.HandOffTLS != nil)
+// handOffWhenWritten gives d to Config.HandOff with the request just
+// parsed, at once or, behind a pipelined answer not written yet (TLS
+// records included), once that is out (d reads no more meanwhile); false
+// without a HandOff (HandOffTLS over TLS).
+func (l *loop) handOffWhenWritten(d *down) bool {
+	if l.srv.cfg.HandOff == nil || (d.tls != nil && l.srv.cfg.HandOffTLS == nil) {
+		return false
+	}
+	if d.outOff >= len(d.out) && !d.tlsPending() {
+		l.handOff(d)
+		return true
+	}
+	d.handOffNext = true
+	if !d.pausedIn {
+		d.pausedIn = true
+		l.watchDown(d)
+	}
+	return true
 }
 
 // handOff gives a connection waiting for a request to Config.HandOff with
@@ -600,7 +632,10 @@ func (l *loop) closeDown(d *down) {
 // handed off) with what it holds.
 func (l *loop) forgetDown(d *down) {
 	l.srv.conns.Add(-1)
+	l.logEnded(d)
 	d.closed = true
+	l.stopTimer(d)
+	l.endRetries(d)
 	l.fds[d.fd] = fdRef{}
 	last := l.downs[len(l.downs)-1]
 	l.downs[d.idx], last.idx = last, d.idx

@@ -26,8 +26,6 @@ const (
 	maxEvents = 256
 	// acceptBatch bounds the connections accepted per wake-up.
 	acceptBatch = 64
-	// sweepEvery is how often a loop checks its timeouts.
-	sweepEvery = time.Second
 	// maxDrain and drainFor bound how much and how long a connection that
 	// ends is read after its last response, so that closing it with
 	// unread bytes does not reset it before the client read the answer
@@ -37,16 +35,11 @@ const (
 	// freshDrainGrace is how long a connection drained before its first
 	// request has to send it (weft proxy's HTTP/1.1 path waits as long).
 	freshDrainGrace = time.Second
-	// maxRetries is the route's retry budget for a request that failed
-	// before any response byte (connect failure, reset): App Mesh's
-	// default retry policy gives 2.
+	// maxRetries is the static routes' retry budget for a request that
+	// failed before any response byte (connect failure, reset): App
+	// Mesh's default retry policy gives 2. A Router's targets bring their
+	// route's policy (Target.Retry).
 	maxRetries = 2
-)
-
-// Response statuses a Target's retries cover.
-const (
-	retryOn5xx = 1 << iota
-	retryOnGateway
 )
 
 // Downstream states.
@@ -66,38 +59,41 @@ const (
 
 // down is a client connection. Every field is owned by its loop.
 type down struct {
-	fd         int
-	in         []byte // borrowed; nil when no byte is buffered
-	off        int    // first unconsumed byte of in
-	scan       headScanner
-	out        []byte // borrowed; bytes still to write to the client, from outOff
-	outOff     int
-	state      uint8
-	bodyLeft   int64 // request body bytes still to forward (Content-Length)
-	chunked    bool  // the request body is chunked: chunks finds its end
-	chunks     chunkScanner
-	u          *up  // the upstream exchange in flight
-	closeAfter bool // close once the current response is written
-	head       bool // the request in flight is a HEAD
-	pausedIn   bool // not reading: the buffer is full or the upstream is not taking the body
-	wantOut    bool // waiting for the socket to take out
-	mask       uint32
-	closed     bool
-	idx        int   // position in loop.downs
-	last       int64 // last activity, loop time
-	reqStart   int64
-	headStart  int64 // when the first byte of the head being read came
-	retries    int
-	gen        *generation // the configuration it was accepted under
-	requests   int         // requests dispatched
-	drainNext  bool        // drained before its first request: that one is its last
-	drainBy    int64       // loop time by which the first request must come when drainNext
-	maxRetries int         // the request's budget of new connections
-	retryOn    uint8       // response statuses retried (retryOn*)
-	staleRetry bool        // a pooled connection found closed was replaced
-	draining   bool        // the last response is out: reading what the client still sends, then closing
-	drained    int
-	tls        *tlsrec.Conn // the connection's TLS after its handshake; nil in plaintext
+	fd          int
+	in          []byte // borrowed; nil when no byte is buffered
+	off         int    // first unconsumed byte of in
+	scan        headScanner
+	out         []byte // borrowed; bytes still to write to the client, from outOff
+	outOff      int
+	state       uint8
+	bodyLeft    int64 // request body bytes still to forward (Content-Length)
+	chunked     bool  // the request body is chunked: chunks finds its end
+	chunks      chunkScanner
+	u           *up  // the upstream exchange in flight
+	closeAfter  bool // close once the current response is written
+	head        bool // the request in flight is a HEAD
+	pausedIn    bool // not reading: the buffer is full or the upstream is not taking the body
+	wantOut     bool // waiting for the socket to take out
+	mask        uint32
+	closed      bool
+	idx         int   // position in loop.downs
+	last        int64 // last activity, loop time
+	reqStart    int64
+	timeout     int64       // the request's route timeout (Target.Timeout)
+	headStart   int64       // when the first byte of the head being read came
+	retries     int         // retries of the request in flight
+	gen         *generation // the configuration it was accepted under
+	requests    int         // requests dispatched
+	drainNext   bool        // drained before its first request: that one is its last
+	drainBy     int64       // loop time by which the first request must come when drainNext
+	staleRetry  bool        // a pooled connection found closed was replaced
+	draining    bool        // the last response is out: reading what the client still sends, then closing
+	handOffNext bool        // the next request goes to HandOff once the answers before it are written
+	drained     int
+	rs          retryState   // retry_linux.go
+	tm          timerSlot    // timer_linux.go
+	lg          *logState    // accesslog_linux.go; nil when not logged
+	tls         *tlsrec.Conn // the connection's TLS after its handshake; nil in plaintext
 }
 
 // up is an upstream connection, idle in its pool or serving one request.
@@ -188,7 +184,8 @@ type loop struct {
 	rng     *mrand.ChaCha8
 	epoch   time.Time
 	now     int64
-	sweptAt int64
+	sweptAt int64     // the host pools' last sweep
+	timers  timerHeap // timer_linux.go
 	events  [maxEvents]unix.EpollEvent
 
 	// TLS: the handshakes this loop started and has not taken back, and
@@ -257,7 +254,7 @@ func (l *loop) run(ctx context.Context) error {
 	}
 	defer w.close()
 	for {
-		n, err := w.wait(l.events[:], sweepEvery)
+		n, err := w.wait(l.events[:], l.waitFor())
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -292,15 +289,22 @@ func (l *loop) run(ctx context.Context) error {
 				}
 			case fd < len(l.fds):
 				r := l.fds[fd]
-				if r.d != nil {
-					l.onDown(r.d, ev.Events)
-				} else if r.u != nil {
-					l.onUp(ctx, r.u, ev.Events)
+				if d := r.d; d != nil {
+					l.onDown(d, ev.Events)
+					l.arm(d)
+				} else if u := r.u; u != nil {
+					d := u.d
+					l.onUp(ctx, u, ev.Events)
+					if d != nil {
+						l.arm(d)
+					}
 				}
 			}
 		}
-		if l.now-l.sweptAt >= int64(sweepEvery) {
-			l.sweep()
+		l.expireTimers()
+		if l.now-l.sweptAt >= int64(poolSweepEvery) {
+			l.sweptAt = l.now
+			l.sweepPools(hostPoolIdle)
 		}
 		if l.ln < 0 && len(l.downs) == 0 && l.handshaking == 0 {
 			return nil // shut down and drained
@@ -352,6 +356,9 @@ func (l *loop) drainConns() {
 		default:
 			d.closeAfter = true
 		}
+	}
+	for _, d := range l.downs {
+		l.arm(d)
 	}
 }
 
@@ -470,56 +477,6 @@ func (l *loop) watchUp(u *up) {
 		return // out of the epoll set: its handshake goroutine has the socket
 	}
 	l.watch(u.fd, &u.mask, !u.pausedIn, u.wantOut || u.connecting)
-}
-
-// sweep enforces the timeouts: idle clients, upstream connects and the
-// request timeout.
-func (l *loop) sweep() {
-	l.sweptAt = l.now
-	if len(l.hpools) > 0 {
-		l.sweepPools(hostPoolIdle)
-	}
-	cfg := &l.srv.cfg
-	// Backwards: closing a connection moves the last one into its place,
-	// which was checked already.
-	for i := len(l.downs) - 1; i >= 0; i-- {
-		if i >= len(l.downs) {
-			continue
-		}
-		d := l.downs[i]
-		u := d.u
-		switch {
-		case d.drainNext && d.requests == 0 && l.now > d.drainBy && (d.in == nil || d.off == len(d.in)):
-			l.closeDown(d)
-		case d.draining && l.now-d.last > int64(drainFor):
-			l.closeDown(d)
-		case u == nil && d.state == dsHead && d.headStart != 0 && l.now-d.headStart > int64(cfg.HeadersTimeout):
-			d.gen.st.rqHeaderTimeout.Inc()
-			if d.in == nil || d.off == len(d.in) {
-				l.closeDown(d) // not a byte since it was accepted: nothing to answer
-				continue
-			}
-			d.off = len(d.in)
-			d.reqStart = l.now
-			l.localReply(d, 408, "request header timeout", true)
-		case u == nil && d.state == dsHead && l.now-d.last > int64(cfg.IdleTimeout):
-			d.gen.st.cxIdleTimeout.Inc()
-			l.closeDown(d)
-		case u != nil && u.connecting && l.now-u.started > int64(cfg.ConnectTimeout):
-			u.pool.st.cxConnectFail.Inc()
-			l.upFailed(u)
-		case u != nil && l.now-d.reqStart > int64(cfg.RequestTimeout):
-			d.gen.st.rqTimeout.Inc()
-			l.observeDone(u, 0, true)
-			if u.status != 0 {
-				l.cutResponse(u)
-				continue
-			}
-			u.d, d.u = nil, nil
-			l.closeUp(u)
-			l.localReply(d, 504, "upstream request timeout", true)
-		}
-	}
 }
 
 const hexDigits = "0123456789abcdef"

@@ -464,6 +464,7 @@ type chunkScanner struct {
 	state int
 	left  int64 // data bytes left in the current chunk
 	size  int   // hex digits read in the size
+	data  int64 // data bytes scanned, every chunk's (the body without its framing)
 }
 
 const (
@@ -527,6 +528,7 @@ func (c *chunkScanner) scan(b []byte) (int, bool, error) {
 		case csData:
 			n := min(int64(len(b)-i), c.left)
 			c.left -= n
+			c.data += n
 			i += int(n) - 1
 			if c.left == 0 {
 				c.state = csDataCR

@@ -179,7 +179,7 @@ func TestRetryOnStatus(t *testing.T) {
 	t.Cleanup(b.Close)
 	host := netip.MustParseAddrPort(hostOf(b))
 	srv, _ := start(t, Config{Loops: 1, Router: routerFunc(func(proxyroute.Head) Target {
-		return Target{Cluster: "c", Host: host, Retries: 2, RetryOnGateway: true}
+		return Target{Cluster: "c", Host: host, Retry: &proxyroute.RetryPolicy{On: proxyroute.OnGatewayError, NumRetries: 2}}
 	})})
 	c := &http.Client{Timeout: 5 * time.Second}
 	for _, tc := range []struct {
@@ -271,5 +271,52 @@ func TestShutdownDrains(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", srv.Addr(), time.Second); err == nil {
 		c.Close()
 		t.Error("a connection was accepted after Shutdown")
+	}
+}
+
+// TestHandOffBehindPipelinedResponse: a request to hand off, pipelined
+// behind a response the client has not read yet (the proxy cannot write
+// it all), goes to HandOff once that response is out, instead of a 501.
+func TestHandOffBehindPipelinedResponse(t *testing.T) {
+	const big = 16 << 20 // more than the sockets buffer: the proxy waits for the client
+	handed := make(chan string, 1)
+	srv, _ := start(t, Config{Loops: 1, Router: handOffRouter{routerFunc(func(proxyroute.Head) Target {
+		return Target{Status: 200, Body: strings.Repeat("x", big)} // a direct response, written at once
+	})}, HandOff: func(fd int, buffered []byte) {
+		handed <- string(buffered)
+		f := os.NewFile(uintptr(fd), "handed")
+		defer f.Close()
+		_, _ = io.WriteString(f, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhanded")
+	}})
+	c := dial(t, srv.Addr())
+	second := "GET /handoff HTTP/1.1\r\nHost: x\r\n\r\n"
+	if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"+second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // not reading: the first response fills the buffers
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first response: %v %v", resp, err)
+	}
+	if n, _ := io.Copy(io.Discard, resp.Body); n != big {
+		t.Fatalf("first response: %d bytes, want %d", n, big)
+	}
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "handed" {
+		t.Errorf("second response: %d %q, want the handed-off connection's", resp.StatusCode, body)
+	}
+	select {
+	case got := <-handed:
+		if got != second {
+			t.Errorf("handed off %q, want %q", got, second)
+		}
+	default:
+		t.Error("not handed off")
 	}
 }

@@ -13,7 +13,7 @@ type counters struct {
 	rqTotal, rqHTTP1, rqCompleted *stats.Counter
 	cxTotal, cxDestroy            *stats.Counter
 	cxProtocolError, noRoute      *stats.Counter
-	rqTimeout, rqHeaderTimeout    *stats.Counter
+	rqHeaderTimeout               *stats.Counter
 	cxIdleTimeout, cxDrainClose   *stats.Counter
 	rqRxReset                     *stats.Counter
 	cxActive                      *stats.Gauge
@@ -24,6 +24,7 @@ type counters struct {
 
 type clusterCounters struct {
 	rqTotal, rqCompleted, cxTotal, cxConnectFail *stats.Counter
+	rqTimeout                                    *stats.Counter // the route timeout, as the goroutine path counts it
 	rqTime                                       *stats.Histogram
 	classes                                      [6]*stats.Counter
 }
@@ -34,7 +35,7 @@ func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counter
 		rqTotal: sc.Counter("downstream_rq_total"), rqHTTP1: sc.Counter("downstream_rq_http1_total"),
 		rqCompleted: sc.Counter("downstream_rq_completed"), cxTotal: sc.Counter("downstream_cx_total"),
 		cxDestroy: sc.Counter("downstream_cx_destroy"), cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
-		noRoute: sc.Counter("no_route"), rqTimeout: sc.Counter("downstream_rq_timeout"),
+		noRoute:         sc.Counter("no_route"),
 		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
 		cxDrainClose: sc.Counter("downstream_cx_drain_close"), rqRxReset: sc.Counter("downstream_rq_rx_reset"),
 		cxActive: sc.Gauge("downstream_cx_active"), rqTime: sc.Histogram("downstream_rq_time"),
@@ -53,7 +54,8 @@ func newClusterCounters(st *stats.Store, name string) *clusterCounters {
 	cs := st.Scope("cluster."+name+".", "envoy_cluster_", stats.Label{Name: "envoy_cluster_name", Value: name})
 	cc := &clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
 		cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
-		rqTime: cs.Histogram("upstream_rq_time")}
+		rqTimeout: cs.Counter("upstream_rq_timeout"),
+		rqTime:    cs.Histogram("upstream_rq_time")}
 	for i := 1; i <= 5; i++ {
 		cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
 			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})

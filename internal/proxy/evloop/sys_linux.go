@@ -54,6 +54,12 @@ type waiter interface {
 	close()
 }
 
+// waitMillis is epoll_wait's timeout for d: rounded up, so that a wait
+// never ends before the timer it waits for is due.
+func waitMillis(d time.Duration) int {
+	return int((d + time.Millisecond - 1) / time.Millisecond)
+}
+
 // threadWaiter blocks its locked OS thread in epoll_wait.
 type threadWaiter struct{ ep int }
 
@@ -61,7 +67,7 @@ func (w threadWaiter) wait(evs []unix.EpollEvent, timeout time.Duration) (int, e
 	if n, err := pollNow(w.ep, evs); n > 0 || err != nil {
 		return n, err
 	}
-	return unix.EpollWait(w.ep, evs, int(timeout/time.Millisecond))
+	return unix.EpollWait(w.ep, evs, waitMillis(timeout))
 }
 
 func (w threadWaiter) close() {}
@@ -77,7 +83,7 @@ type rawWaiter struct{ ep int }
 const rawWaitMax = 10 * time.Millisecond
 
 func (w rawWaiter) wait(evs []unix.EpollEvent, timeout time.Duration) (int, error) {
-	ms := int(min(timeout, rawWaitMax) / time.Millisecond)
+	ms := waitMillis(min(timeout, rawWaitMax))
 	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.ep), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), uintptr(ms), 0, 0)
 	if e == unix.EINTR {
 		return 0, nil
@@ -133,8 +139,10 @@ func (w *netpollWaiter) pollReady(uintptr) bool {
 
 func (w *netpollWaiter) wait(evs []unix.EpollEvent, timeout time.Duration) (int, error) {
 	now := time.Now()
-	if w.deadline.Before(now) {
-		w.deadline = now.Add(timeout)
+	// A deadline is set only when it comes earlier than the one set (or
+	// that one passed): a later one costs an early wake-up, not a call.
+	if until := now.Add(timeout); w.deadline.Before(now) || until.Before(w.deadline) {
+		w.deadline = until
 		if err := w.f.SetReadDeadline(w.deadline); err != nil {
 			return 0, err
 		}

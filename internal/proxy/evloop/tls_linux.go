@@ -179,6 +179,7 @@ func (l *loop) addTLS(h handshaken) {
 	// The handshake may have read records behind its last message (the
 	// first request, often); the socket will not report them again.
 	l.feedDown(d, nil)
+	l.arm(d)
 }
 
 // readDownTLS reads ciphertext (no more than d.in has room for, so that
@@ -205,7 +206,7 @@ func (l *loop) readDownTLS(d *down) {
 // clientGone closes a connection its client ended (FIN, reset or
 // close_notify).
 func (l *loop) clientGone(d *down) {
-	if d.u != nil {
+	if d.u != nil || d.rs.waiting {
 		d.gen.st.rqRxReset.Inc() // the client went with its request in flight
 	}
 	l.closeDown(d)
@@ -340,9 +341,12 @@ func (l *loop) poolTLS(p *clusterPool, tc ClientTLS) {
 func (l *loop) upHandshaken(h handshaken) {
 	u := h.u
 	u.handshaking = false
+	if d := u.d; d != nil {
+		defer l.arm(d) // what follows may move its deadline
+	}
 	switch {
 	case u.closed:
-		// Timed out by the sweep, or its client went: nothing waits.
+		// Timed out by its timer, or its client went: nothing waits.
 		if h.tc != nil {
 			_ = h.tc.Close()
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 )
 
 // The upstream side of a loop: pooled connections, sending requests,
@@ -206,7 +208,7 @@ func (l *loop) readUp(u *up) {
 	u.in = u.in[:len(u.in)+n]
 	if !u.gotResp {
 		u.gotResp = true
-		if u.out != nil && (!u.replayable || u.d.retryOn == 0 || u.d.retries >= u.d.maxRetries) {
+		if u.out != nil && (!u.replayable || !u.d.statusRetry()) {
 			l.putBuf(u.out)
 			u.out, u.outOff, u.replayable = nil, 0, false
 		}
@@ -251,6 +253,7 @@ func (l *loop) processUp(u *up) {
 			take := int(min(int64(len(b)), u.left))
 			u.off += take
 			u.left -= int64(take)
+			d.logSent(int64(take))
 			l.writeDown(d, b[:take])
 			if d.closed {
 				return
@@ -260,12 +263,14 @@ func (l *loop) processUp(u *up) {
 				return
 			}
 		case rsChunked:
+			data := u.chunks.data
 			take, done, err := u.chunks.scan(b)
 			if err != nil {
 				l.cutResponse(u)
 				return
 			}
 			u.off += take
+			d.logSent(u.chunks.data - data) // the body's bytes, as the goroutine path counts them
 			l.writeDown(d, b[:take])
 			if d.closed {
 				return
@@ -276,6 +281,7 @@ func (l *loop) processUp(u *up) {
 			}
 		case rsClose:
 			u.off += len(b)
+			d.logSent(int64(len(b)))
 			l.writeDown(d, b)
 			if d.closed {
 				return
@@ -302,15 +308,11 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		l.badGateway(u)
 		return false
 	}
+	if rs.status >= 200 && l.responseRetry(d, u, rs.status) {
+		return false
+	}
 	if u.out != nil && rs.status >= 200 {
 		// Kept for a retry on the response's status (readUp).
-		if u.replayable && d.retryStatus(rs.status) {
-			l.observeDone(u, rs.status, false)
-			d.retries++
-			if l.redial(u) {
-				return false
-			}
-		}
 		l.putBuf(u.out)
 		u.out, u.outOff, u.replayable = nil, 0, false
 	}
@@ -318,6 +320,7 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	if d.out == nil {
 		d.out, d.outOff = l.getBuf(), 0
 	}
+	hs := len(d.out)
 	o := append(d.out, "HTTP/1.1 "...)
 	o = append(o, rs.statusLine.of(b)[9:]...)
 	if rs.statusLine.end == 12 {
@@ -369,6 +372,7 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		o = append(o, "connection: close\r\n"...)
 	}
 	d.out = append(o, "\r\n"...)
+	l.logResponse(d, d.out[hs:])
 	u.scan = headScanner{}
 	d.gen.st.response(rs.status)
 	if u.observing {
@@ -386,6 +390,7 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 func (l *loop) finish(u *up, reusable bool) {
 	d := u.d
 	extra := u.in != nil && u.off < len(u.in)
+	code := u.status
 	u.d, d.u = nil, nil
 	u.rstate, u.left, u.off, u.gotResp, u.status = rsHead, 0, 0, false, 0
 	if u.in != nil {
@@ -405,6 +410,8 @@ func (l *loop) finish(u *up, reusable bool) {
 		l.closeUp(u)
 	}
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	l.endRetries(d)
+	l.logDone(d, code)
 	if d.state == dsBody {
 		d.closeAfter = true
 	}
@@ -432,25 +439,27 @@ func (l *loop) upFailed(u *up) {
 		return
 	}
 	l.observeDone(u, 0, false)
-	stale := u.reused && !d.staleRetry
-	if !u.gotResp && u.replayable && (d.retries < d.maxRetries || stale) {
-		if stale {
+	if !u.gotResp {
+		if u.reused && !d.staleRetry && u.replayable {
+			// A pooled connection found closed: replaced at once, as
+			// Go's HTTP client does, not counted as a retry.
 			d.staleRetry = true
-		} else {
-			d.retries++
-		}
-		if l.redial(u) {
+			if l.redial(u) {
+				return
+			}
+		} else if p := d.rs.policy; p != nil && l.retry(d, u, p.RetriableReset(u.connecting, false), 0, false) {
 			return
 		}
 	}
 	if u.status == 0 {
-		reason := "connection termination"
+		why, flag, details := "connection termination", accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}"
 		if u.connecting {
-			reason = "connection failure" // the connect or its TLS handshake, as the goroutine path's ConnectError
+			why, flag, details = "connection failure", accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}" // the connect or its TLS handshake, as the goroutine path's ConnectError
 		}
+		d.logFlags(flag, details)
 		u.d, d.u = nil, nil
 		l.closeUp(u)
-		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+reason, d.state == dsBody)
+		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, d.state == dsBody)
 		return
 	}
 	l.cutResponse(u)
@@ -478,16 +487,6 @@ func (l *loop) redial(u *up) bool {
 	return true
 }
 
-// retryStatus reports whether a final response status is retried under
-// the request's policy, budget left.
-func (d *down) retryStatus(code int) bool {
-	if d.retries >= d.maxRetries {
-		return false
-	}
-	return d.retryOn&retryOn5xx != 0 && code >= 500 ||
-		d.retryOn&retryOnGateway != 0 && (code == 502 || code == 503 || code == 504)
-}
-
 // badGateway answers 502 for an upstream that sent a malformed response
 // head, or cuts the client's connection if a response already started.
 func (l *loop) badGateway(u *up) {
@@ -506,6 +505,12 @@ func (l *loop) badGateway(u *up) {
 // is incomplete in any other way (Envoy resets the stream).
 func (l *loop) cutResponse(u *up) {
 	d := u.d
+	if d != nil {
+		d.logFlags(accesslog.UpstreamRemoteReset, "")
+		if u.status != 0 {
+			l.logEnded(d) // with the status sent
+		}
+	}
 	l.closeUp(u)
 	if d != nil {
 		if d.outOff < len(d.out) {

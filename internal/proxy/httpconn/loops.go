@@ -3,6 +3,7 @@ package httpconn
 import (
 	"time"
 
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
@@ -17,8 +18,6 @@ import (
 // keeps it on the goroutine path.
 func (m *HCM) LoopReady() string {
 	switch {
-	case len(m.logs) > 0:
-		return "access logs"
 	case len(m.filters) > 0:
 		return "HTTP filters besides the router (or tracing)"
 	case m.requestTimeout != 0:
@@ -37,6 +36,17 @@ func (m *HCM) LoopReady() string {
 		return "a test's forwarder"
 	}
 	return ""
+}
+
+// Logged reports whether the connection manager writes access logs.
+func (m *HCM) Logged() bool { return len(m.logs) > 0 }
+
+// Log writes e to the connection manager's access logs: the entry of a
+// request the loops served, built as finish builds its own.
+func (m *HCM) Log(e *accesslog.Entry) {
+	for _, l := range m.logs {
+		l.Log(e)
+	}
 }
 
 // RouteConfig is the route configuration in force: the inline one, or

@@ -193,12 +193,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 // backoff sleeps Envoy's jittered exponential retry back-off before retry
 // n (1-based); false when ctx ended first.
 func backoff(ctx context.Context, rp *route.RetryPolicy, n int) bool {
-	ceil := rp.BackoffBase << min(n-1, 20)
-	if ceil > rp.BackoffMax || ceil <= 0 {
-		ceil = rp.BackoffMax
-	}
-	d := time.Duration(rand.Int64N(int64(ceil) + 1))
-	t := time.NewTimer(d)
+	t := time.NewTimer(rp.Backoff(n))
 	defer t.Stop()
 	select {
 	case <-t.C:

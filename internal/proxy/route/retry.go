@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -109,6 +110,19 @@ func (p *RetryPolicy) RetriableReset(connectFailure, refused bool) bool {
 // treats it as a 504 for 5xx and gateway-error, and as a reset.
 func (p *RetryPolicy) RetriableTimeout() bool {
 	return p.On&(On5xx|OnGatewayError|OnReset) != 0
+}
+
+// Backoff returns Envoy's jittered exponential back-off before retry n
+// (1-based): uniform in [0, min(base * 2^(n-1), max)].
+func (p *RetryPolicy) Backoff(n int) time.Duration {
+	ceil := p.BackoffBase << min(n-1, 20)
+	if ceil > p.BackoffMax || ceil <= 0 {
+		ceil = p.BackoffMax
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(ceil) + 1))
 }
 
 func compileRetry(rp *routev3.RetryPolicy, path string) (*RetryPolicy, error) {

@@ -33,6 +33,10 @@ type Config struct {
 	prefix  []wildcard              // "x.*", longest first
 	any     *VirtualHost            // "*"
 	Headers HeaderOps               // route-config level mutations
+	// MatchesRequestID: a route's header matcher reads x-request-id,
+	// which the connection manager generates before matching when the
+	// request has none.
+	MatchesRequestID bool
 }
 
 type wildcard struct {
@@ -215,6 +219,11 @@ func Compile(rc *routev3.RouteConfiguration) (*Config, error) {
 		vh, err := compileVirtualHost(v, vp)
 		if err != nil {
 			return nil, err
+		}
+		for _, r := range vh.Routes {
+			for _, h := range r.m.headers {
+				c.MatchesRequestID = c.MatchesRequestID || h.name == "X-Request-Id"
+			}
 		}
 		if len(v.GetDomains()) == 0 {
 			return nil, fmt.Errorf("%s: domains must not be empty", vp)

@@ -1,0 +1,175 @@
+package evloop
+
+import (
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+)
+
+// Access logs on the loops: a Router whose connection manager writes
+// access logs implements AccessLogger, and the loops give it a record of
+// each request they answered, with the request's and the response's
+// heads as they crossed the proxy, so that it can build the same entry
+// (and the same line) as the goroutine path. A connection keeps the
+// buffers of its records; a listener without access logs pays one type
+// assertion per request.
+
+// AccessLogger is implemented by a Router whose requests are logged.
+type AccessLogger interface {
+	// Log is called on the loop once a request is answered, or its
+	// connection ended it; r's slices are valid until Log returns. It
+	// must not keep r.
+	Log(r *LogRecord)
+}
+
+// LogRecord is what the loops know of a request when it is done.
+type LogRecord struct {
+	// Start is the wall clock when the request's head was read.
+	Start            time.Time
+	Duration         time.Duration
+	ResponseDuration time.Duration // to the response head; -1 when none was sent
+	Head             []byte        // the request head as received
+	RequestID        []byte        // the x-request-id the proxy added; nil when the client sent one
+	ResponseHead     []byte        // the final response head as sent; nil when none was
+	Code             int           // the response's status; 0 when none was sent
+	Flags            accesslog.Flags
+	Details          string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
+	// BytesReceived and BytesSent count the bodies.
+	BytesReceived, BytesSent int64
+	Cluster                  string
+	Route                    string         // Target.Route
+	Host                     netip.AddrPort // the last attempt's; zero when none
+	Attempts                 int
+	Remote, Local            netip.AddrPort
+}
+
+// logState is a logged connection's record in the making.
+type logState struct {
+	to     AccessLogger
+	rec    LogRecord
+	head   []byte // backing of rec.Head, reused by the connection's requests
+	resp   []byte
+	rid    []byte
+	active bool // a request is logged when done
+	start  int64
+	respAt int64
+}
+
+// logStart begins the record of a request dispatched to t, when its
+// connection's Router logs.
+func (l *loop) logStart(d *down, head []byte, t *Target) {
+	to, ok := d.gen.router.(AccessLogger)
+	if !ok {
+		return
+	}
+	g := d.lg
+	if g == nil {
+		g = &logState{}
+		if sa, err := unix.Getpeername(d.fd); err == nil {
+			g.rec.Remote = addrOf(sa)
+		}
+		if sa, err := unix.Getsockname(d.fd); err == nil {
+			g.rec.Local = addrOf(sa)
+		}
+		d.lg = g
+	}
+	g.to, g.active, g.start, g.respAt = to, true, l.now, -1
+	g.head = append(g.head[:0], head...)
+	g.rid, g.resp = g.rid[:0], g.resp[:0]
+	r := &g.rec
+	r.Start = l.epoch.Add(time.Duration(l.now))
+	r.Flags, r.Details, r.BytesReceived, r.BytesSent, r.Code = 0, "", 0, 0, 0
+	r.Cluster, r.Route, r.Host, r.Attempts = t.Cluster, t.Route, t.Host, 0
+	if t.Cluster != "" {
+		r.Attempts = 1
+	}
+}
+
+func addrOf(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+func (d *down) logged() bool { return d.lg != nil && d.lg.active }
+
+// logFlags adds response flags to the request's record, and the local
+// reply's details unless empty.
+func (d *down) logFlags(f accesslog.Flags, details string) {
+	if d.logged() {
+		d.lg.rec.Flags |= f
+		if details != "" {
+			d.lg.rec.Details = details
+		}
+	}
+}
+
+// logSent counts response body bytes sent.
+func (d *down) logSent(n int64) {
+	if d.lg != nil {
+		d.lg.rec.BytesSent += n
+	}
+}
+
+// logAttempt records a retry's host.
+func (d *down) logAttempt(host netip.AddrPort) {
+	if d.logged() {
+		d.lg.rec.Host = host
+		d.lg.rec.Attempts++
+	}
+}
+
+// logResponse records the final response head sent down.
+func (l *loop) logResponse(d *down, head []byte) {
+	if d.logged() {
+		d.lg.resp = append(d.lg.resp[:0], head...)
+		d.lg.respAt = l.now
+	}
+}
+
+// logDone gives the request's record to the logger, once.
+func (l *loop) logDone(d *down, code int) {
+	if !d.logged() {
+		return
+	}
+	g := d.lg
+	g.active = false
+	r := &g.rec
+	r.Code = code
+	r.Duration = time.Duration(l.now - g.start)
+	r.ResponseDuration = -1
+	if g.respAt >= 0 {
+		r.ResponseDuration = time.Duration(g.respAt - g.start)
+	}
+	r.Head, r.RequestID, r.ResponseHead = g.head, nil, nil
+	if len(g.rid) > 0 {
+		r.RequestID = g.rid
+	}
+	if len(g.resp) > 0 {
+		r.ResponseHead = g.resp
+	}
+	g.to.Log(r)
+}
+
+// logEnded logs a request its connection ended: the client left (DC),
+// or the upstream cut the response (flags set by the caller).
+func (l *loop) logEnded(d *down) {
+	if !d.logged() {
+		return
+	}
+	code := 0
+	if u := d.u; u != nil {
+		code = u.status
+	}
+	if d.lg.rec.Flags == 0 {
+		d.lg.rec.Flags = accesslog.DownstreamConnectionTermination
+	}
+	l.logDone(d, code)
+}

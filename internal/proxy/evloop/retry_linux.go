@@ -1,0 +1,211 @@
+package evloop
+
+import (
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// Retries on the loops, by the route's policy as weft's goroutine path
+// applies it (internal/proxy/httpconn, roundTrip): the same conditions
+// (proxyroute.RetryPolicy's), the cluster's retry budget and stats and
+// another host through Target.Upstream, Envoy's jittered back-off waited
+// on the loop's timers (the connection waits in its heap entry; the loop
+// serves the others meanwhile), and the per-try timeout.
+
+// staticRetry is the prototype's policy (static Routes, no Router): a
+// failure before any response byte is retried at once, twice.
+var staticRetry = &proxyroute.RetryPolicy{On: proxyroute.OnReset | proxyroute.OnConnectFailure, NumRetries: maxRetries}
+
+// statusRetries are the conditions retried on a response's status.
+const statusRetries = proxyroute.On5xx | proxyroute.OnGatewayError | proxyroute.OnRetriable4xx | proxyroute.OnRetriableStatusCodes
+
+// retryState is the retry side of a client's request in flight.
+type retryState struct {
+	policy   *proxyroute.RetryPolicy // nil: not retried (a stale pooled connection is still replaced once)
+	upstream Upstream                // nil: the same pool again, no budget
+	tried    [4]any                  // the tags of the hosts tried (previous_hosts)
+	triedN   int
+	release  func() // the retry reservation of the attempt in flight
+	waiting  bool   // between attempts, until at: the back-off
+	at       int64
+	replay   []byte       // borrowed: the request while waiting
+	pool     *clusterPool // the last attempt's pool
+	tag      any          // the last attempt's host tag
+	tryStart int64        // when the attempt in flight began (per-try timeout)
+}
+
+// startRetries sets up the retries of a request dispatched to t.
+func (l *loop) startRetries(d *down, t *Target, router bool) {
+	rs := &d.rs
+	l.endRetries(d)
+	*rs = retryState{policy: staticRetry, tryStart: l.now}
+	if router {
+		rs.policy, rs.upstream, rs.tag = t.Retry, t.Upstream, t.Tag
+		rs.tried[0], rs.triedN = t.Tag, 1
+	}
+	d.retries, d.staleRetry = 0, false
+}
+
+// endRetries releases what the request's retries hold; the request is
+// answered, or its connection gone.
+func (l *loop) endRetries(d *down) {
+	rs := &d.rs
+	if rs.release != nil {
+		rs.release()
+		rs.release = nil
+	}
+	if rs.replay != nil {
+		l.putBuf(rs.replay)
+		rs.replay = nil
+	}
+	rs.waiting = false
+}
+
+// statusRetry reports whether a response status may still be retried:
+// the request's bytes are kept until its response head came.
+func (d *down) statusRetry() bool {
+	p := d.rs.policy
+	return p != nil && p.On&statusRetries != 0 && d.retries < p.NumRetries
+}
+
+// retry decides whether the failed attempt u (its outcome retriable by
+// the policy) is retried, as the goroutine path does: a retry left, the
+// whole request at hand, the cluster's budget. When it is, the Observer
+// hears of u's outcome (code, timedOut: as Observer.Done), u is closed
+// and the request waits for its back-off.
+func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bool {
+	rs := &d.rs
+	p := rs.policy
+	if !retriable || p == nil {
+		return false
+	}
+	if d.retries >= p.NumRetries {
+		if rs.upstream != nil {
+			rs.upstream.RetryEnd(true)
+		}
+		d.logFlags(accesslog.UpstreamRetryLimitExceeded, "")
+		return false
+	}
+	if !u.replayable || u.out == nil {
+		return false
+	}
+	if rs.release != nil {
+		rs.release() // the previous retry's attempt is over
+		rs.release = nil
+	}
+	if rs.upstream != nil {
+		rel := rs.upstream.Retry()
+		if rel == nil {
+			return false // the budget is spent (counted as an overflow)
+		}
+		rs.release = rel
+	}
+	d.retries++
+	rs.replay, u.out, u.outOff, u.replayable = u.out, nil, 0, false
+	rs.pool = u.pool
+	l.observeDone(u, code, timedOut)
+	u.d, d.u = nil, nil
+	l.closeUp(u)
+	rs.waiting = true
+	rs.at = l.now + int64(p.Backoff(d.retries))
+	if rs.at <= l.now {
+		l.retryNow(d)
+	}
+	return true
+}
+
+// retryNow starts the next attempt of a request whose back-off ended:
+// on a host the cluster's load balancer picks (avoiding those tried when
+// the policy says so), else the last attempt's pool.
+func (l *loop) retryNow(d *down) {
+	rs := &d.rs
+	rs.waiting = false
+	pool, tag := rs.pool, rs.tag
+	if rs.upstream != nil {
+		var avoid func(any) bool
+		if rs.policy.PreviousHosts {
+			avoid = rs.triedBefore
+		}
+		host, t, ok := rs.upstream.Pick(avoid, rs.policy.HostSelectionAttempts)
+		if !ok {
+			d.logFlags(accesslog.NoHealthyUpstream, "no_healthy_upstream")
+			l.localReply(d, 503, "no healthy upstream", false)
+			return
+		}
+		next := l.hostPool(pool.def.name, host)
+		l.poolTLS(next, pool.tls) // the cluster's TLS, as the first attempt's pool had it
+		pool, tag = next, t
+		rs.tag = t
+		d.logAttempt(host)
+		if rs.triedN < len(rs.tried) {
+			rs.tried[rs.triedN] = t
+		}
+		rs.triedN++
+	}
+	pool.st.rqTotal.Inc()
+	u, err := l.getUp(pool)
+	if err != nil {
+		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
+		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
+		return
+	}
+	l.putBuf(u.out)
+	u.out, u.outOff, u.replayable = rs.replay, 0, true
+	rs.replay = nil
+	u.d, d.u = d, u
+	l.observeStart(u, pool.def.name, tag)
+	u.started, rs.tryStart = l.now, l.now
+	if !u.connecting {
+		l.flushUp(u)
+	}
+}
+
+// triedBefore is the previous_hosts predicate over the hosts tried.
+func (rs *retryState) triedBefore(tag any) bool {
+	for _, t := range rs.tried[:min(rs.triedN, len(rs.tried))] {
+		if t == tag {
+			return true
+		}
+	}
+	return false
+}
+
+// perTryTimeout ends an attempt that outlived the policy's per-try
+// timeout: retried when the policy retries timeouts, else answered 504
+// (a response already under way is cut, as the goroutine path's
+// attempt context cuts its body).
+func (l *loop) perTryTimeout(u *up) {
+	d := u.d
+	l.observeDone(u, 0, true)
+	if u.status != 0 {
+		l.cutResponse(u)
+		return
+	}
+	if up := d.rs.upstream; up != nil {
+		up.PerTryTimeout()
+	}
+	if l.retry(d, u, d.rs.policy.RetriableTimeout(), 0, true) {
+		return
+	}
+	u.d, d.u = nil, nil
+	l.closeUp(u)
+	d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_per_try_timeout")
+	l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
+}
+
+// responseRetry is told of a final response status on u: true when the
+// response is dropped for a retry. Otherwise it counts a retried
+// request's success.
+func (l *loop) responseRetry(d *down, u *up, status int) bool {
+	p := d.rs.policy
+	if p == nil {
+		return false
+	}
+	if !p.RetriableStatus(status, -1) {
+		if d.retries > 0 && d.rs.upstream != nil {
+			d.rs.upstream.RetryEnd(false)
+		}
+		return false
+	}
+	return l.retry(d, u, true, status, false)
+}

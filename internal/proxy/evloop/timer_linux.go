@@ -1,0 +1,246 @@
+package evloop
+
+import (
+	"math"
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+)
+
+// A loop's timeouts: each client connection is in the loop's timer heap
+// at most once, keyed by the earliest time one of its timeouts may be due
+// (deadline). The loop waits in epoll until the heap's first deadline,
+// then expires what is due. A deadline that moves earlier (a request
+// starts, a connect, a back-off) re-keys the connection at once (arm,
+// after every event); one that moves later (activity pushes the idle
+// timeout back) is left: the connection's entry fires early, finds
+// nothing due and is re-keyed then. At 1,000 requests/s over 16
+// connections that is one early expiry per connection per request
+// timeout (15 s), and one heap fix per request (the request timeout
+// comes before the idle one): O(log connections), no allocation.
+//
+// A hashed wheel would make arm O(1), but the heap's log n over a loop's
+// connections is a few comparisons at the connection counts a sidecar
+// sees, and it fires each timeout at its time rather than at a tick.
+
+// timerSlot is a connection's place in its loop's timer heap.
+type timerSlot struct {
+	at  int64 // loop time its entry fires; valid while idx > 0
+	idx int   // position in the heap + 1; 0 when not in it
+}
+
+// timerHeap is a binary min-heap of connections by tm.at.
+type timerHeap []*down
+
+func (h timerHeap) less(i, j int) bool { return h[i].tm.at < h[j].tm.at }
+
+func (h timerHeap) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].tm.idx, h[j].tm.idx = i+1, j+1
+}
+
+func (h timerHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			return
+		}
+		h.swap(i, p)
+		i = p
+	}
+}
+
+func (h timerHeap) down(i int) {
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			return
+		}
+		if c+1 < len(h) && h.less(c+1, c) {
+			c++
+		}
+		if !h.less(c, i) {
+			return
+		}
+		h.swap(i, c)
+		i = c
+	}
+}
+
+// set puts d in the heap at at, or moves it there.
+func (l *loop) setTimer(d *down, at int64) {
+	h := l.timers
+	if d.tm.idx == 0 {
+		d.tm.at = at
+		h = append(h, d)
+		d.tm.idx = len(h)
+		h.up(len(h) - 1)
+		l.timers = h
+		return
+	}
+	old := d.tm.at
+	d.tm.at = at
+	if at < old {
+		h.up(d.tm.idx - 1)
+	} else {
+		h.down(d.tm.idx - 1)
+	}
+}
+
+// stopTimer takes d out of the heap.
+func (l *loop) stopTimer(d *down) {
+	i := d.tm.idx - 1
+	if i < 0 {
+		return
+	}
+	h := l.timers
+	last := len(h) - 1
+	if i != last {
+		h.swap(i, last)
+	}
+	h[last] = nil
+	h = h[:last]
+	l.timers = h
+	d.tm.idx = 0
+	if i < last {
+		h.down(i)
+		h.up(i)
+	}
+}
+
+// never is a deadline that does not come.
+const never = math.MaxInt64
+
+// deadline returns the earliest loop time one of d's timeouts may be due,
+// from its state: what expire checks, under the same conditions (a
+// deadline past that expire does not act on would spin the loop).
+func (l *loop) deadline(d *down) int64 {
+	cfg := &l.srv.cfg
+	u := d.u
+	at := int64(never)
+	if d.drainNext && d.requests == 0 && (d.in == nil || d.off == len(d.in)) {
+		at = min(at, d.drainBy)
+	}
+	if d.draining {
+		return d.last + int64(drainFor) // its only timeout left
+	}
+	if u == nil && d.state == dsHead && !d.rs.waiting {
+		if d.headStart != 0 {
+			at = min(at, d.headStart+int64(cfg.HeadersTimeout))
+		}
+		at = min(at, d.last+int64(cfg.IdleTimeout))
+	}
+	if u != nil && u.connecting {
+		at = min(at, u.started+int64(cfg.ConnectTimeout))
+	}
+	if u != nil || d.rs.waiting {
+		at = min(at, d.reqStart+d.timeout)
+	}
+	if u != nil && d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 {
+		at = min(at, d.rs.tryStart+int64(d.rs.policy.PerTryTimeout))
+	}
+	if d.rs.waiting {
+		at = min(at, d.rs.at)
+	}
+	return at
+}
+
+// arm makes d's entry fire no later than its deadline; called after
+// anything that may have moved the deadline earlier.
+func (l *loop) arm(d *down) {
+	if d.closed {
+		return
+	}
+	at := l.deadline(d)
+	if at == never {
+		return // an entry still there fires early and is dropped then
+	}
+	if d.tm.idx == 0 || at < d.tm.at {
+		l.setTimer(d, at)
+	}
+}
+
+// expireTimers expires the connections whose entries are due, and re-keys
+// those that stay open.
+func (l *loop) expireTimers() {
+	for len(l.timers) > 0 && l.timers[0].tm.at <= l.now {
+		d := l.timers[0]
+		l.stopTimer(d)
+		l.expire(d)
+		if d.closed {
+			continue
+		}
+		if at := l.deadline(d); at != never {
+			// Not before the next millisecond: a deadline expire did not
+			// act on (none should be) is looked at again, not spun on.
+			l.setTimer(d, max(at, l.now+int64(time.Millisecond)))
+		}
+	}
+}
+
+// waitFor is how long the loop may wait for events: until the first
+// deadline, and at most poolSweepEvery (the host pools' sweep).
+func (l *loop) waitFor() time.Duration {
+	w := time.Duration(l.sweptAt + int64(poolSweepEvery) - l.now)
+	if len(l.timers) > 0 {
+		w = min(w, time.Duration(l.timers[0].tm.at-l.now))
+	}
+	return max(w, 0)
+}
+
+// poolSweepEvery is how often a loop drops the host pools unused for
+// hostPoolIdle.
+const poolSweepEvery = hostPoolIdle / 4
+
+// expire enforces d's timeouts that are due: the fresh drain's grace,
+// the drain's end, the head and idle timeouts, the upstream connect, the
+// request timeout, the per-try timeout and the end of a retry's back-off.
+func (l *loop) expire(d *down) {
+	cfg := &l.srv.cfg
+	u := d.u
+	if d.draining {
+		if l.now-d.last >= int64(drainFor) {
+			l.closeDown(d)
+		}
+		return
+	}
+	switch {
+	case d.drainNext && d.requests == 0 && l.now >= d.drainBy && (d.in == nil || d.off == len(d.in)):
+		l.closeDown(d)
+	case u == nil && d.state == dsHead && !d.rs.waiting && d.headStart != 0 && l.now-d.headStart >= int64(cfg.HeadersTimeout):
+		d.gen.st.rqHeaderTimeout.Inc()
+		if d.in == nil || d.off == len(d.in) {
+			l.closeDown(d) // not a byte since it was accepted: nothing to answer
+			return
+		}
+		d.off = len(d.in)
+		d.reqStart = l.now
+		l.localReply(d, 408, "request header timeout", true)
+	case u == nil && d.state == dsHead && !d.rs.waiting && l.now-d.last >= int64(cfg.IdleTimeout):
+		d.gen.st.cxIdleTimeout.Inc()
+		l.closeDown(d)
+	case u != nil && u.connecting && l.now-u.started >= int64(cfg.ConnectTimeout):
+		u.pool.st.cxConnectFail.Inc()
+		l.upFailed(u)
+	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= d.timeout:
+		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
+		if u == nil {
+			d.rs.pool.st.rqTimeout.Inc()
+			l.localReply(d, 504, "upstream request timeout", true)
+			return
+		}
+		u.pool.st.rqTimeout.Inc()
+		l.observeDone(u, 0, true)
+		if u.status != 0 {
+			l.cutResponse(u)
+			return
+		}
+		u.d, d.u = nil, nil
+		l.closeUp(u)
+		l.localReply(d, 504, "upstream request timeout", true)
+	case u != nil && d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
+		l.perTryTimeout(u)
+	case d.rs.waiting && l.now >= d.rs.at:
+		l.retryNow(d)
+	}
+}
