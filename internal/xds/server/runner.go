@@ -56,6 +56,7 @@ func newRunner(opts *Options, h *hub, m *metrics) *runner {
 	}
 	c := newMachine(opts, m, rand.Reader)
 	c.parallel, c.workers = parallel, workers
+	h.fanout = parallel
 	return &runner{
 		st:            opts.Store,
 		loadDiscovery: opts.LoadDiscovery,

@@ -4,8 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,8 +45,27 @@ type stream struct {
 	addr        string // the client's address (gRPC peer), "" when unknown
 	connectedAt time.Time
 	// wake (cap 1) is written by the hub when the identity's snapshot
-	// changes and read by the stream's handler; never closed.
+	// changes and the stream's owed responses were not sent at once
+	// (pushNow), and by pushNow; read by the stream's handler; never
+	// closed.
 	wake chan struct{}
+	// nonces makes the random part of the stream's nonces (push.go);
+	// used holding the turn.
+	nonces *rand.ChaCha8
+
+	// turn is held by the goroutine that handles a request or sends:
+	// the stream's protocol state and its gRPC stream's SendMsg are used
+	// by one goroutine at a time (serve, pushNow).
+	turn sync.Mutex
+	// Guarded by turn: ended, the handler (serve) is returning and
+	// nothing more may be sent; pushErr, a push sent by pushNow failed
+	// and the handler must end the stream with it; send, set by serve
+	// before the stream joins its identity, sends at most limit of the
+	// responses the stream owes (0: all) and says how many it sent;
+	// more as next's.
+	ended   bool
+	pushErr error
+	send    func(limit int) (sent int, more bool, err error)
 
 	// Set by identify, holding the stream's turn (serve). is is read under
 	// hub.mu by Proxies (identify sets it holding hub.mu).
@@ -295,19 +314,21 @@ type outgoing struct {
 }
 
 // next appends to out the responses the stream should be sent now, in
-// type order, and records them as sent; a non-nil error (a gRPC status)
-// closes the stream. Called holding the stream's turn (serve).
-func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
+// type order, at most limit of them (0: no limit), and records them as
+// sent; more says it stopped at limit before a type whose version it has
+// not sent, which may be owed too. A non-nil error (a gRPC status) closes
+// the stream. Called holding the stream's turn (serve).
+func (s *stream) next(c *hub, out []outgoing, limit int) (_ []outgoing, more bool, err error) {
 	if s.is == nil {
-		return out, nil
+		return out, false, nil
 	}
 	snap := s.is.snap.Load()
 	if snap == nil {
-		return out, nil
+		return out, false, nil
 	}
 	if snap.closeErr != nil {
 		s.log.Info("closing stream", "error", snap.closeErr)
-		return out, snap.closeErr
+		return out, false, snap.closeErr
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -318,12 +339,18 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 			continue
 		}
 		ts := &snap.types[t]
+		if limit > 0 && len(out) >= limit {
+			if st.sentVersion != ts.version && st.current != ts.version {
+				return out, true, nil
+			}
+			continue
+		}
 		if st.awaiting {
 			// Sent and not yet answered. Sent the current version: the
 			// next type may follow. Owes a newer one: the types after it
 			// wait.
 			if st.sentVersion != ts.version && st.known != ts.version {
-				return out, nil
+				return out, false, nil
 			}
 			continue
 		}
@@ -355,8 +382,7 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 			}
 			continue
 		}
-		s.nonce++
-		nonce := strconv.FormatInt(s.nonce, 10)
+		nonce := s.nextNonce()
 		switch {
 		case o.shared != nil:
 			o.shared.nonce = nonce
@@ -380,7 +406,7 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		}
 		out = append(out, o)
 	}
-	return out, nil
+	return out, false, nil
 }
 
 // hidesKeys reports whether type t of the stream leaves out the secrets
