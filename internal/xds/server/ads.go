@@ -41,9 +41,9 @@ func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_
 	return serve(a, st, false, func(req *discovery.DiscoveryRequest) request {
 		return request{typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), errDetail: req.GetErrorDetail(),
 			version: req.GetVersionInfo(), names: req.GetResourceNames()}
-	}, func(o outgoing) error {
-		if o.shared != nil {
-			return st.SendMsg(o.shared)
+	}, func(o *outgoing) error {
+		if o.enc.set() {
+			return st.SendMsg(&o.enc)
 		}
 		return st.Send(o.sotw)
 	})
@@ -53,7 +53,7 @@ func (a *ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_D
 	return serve(a, st, true, func(req *discovery.DeltaDiscoveryRequest) request {
 		return request{typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), errDetail: req.GetErrorDetail(),
 			subscribe: req.GetResourceNamesSubscribe(), unsub: req.GetResourceNamesUnsubscribe(), initial: req.GetInitialResourceVersions()}
-	}, func(o outgoing) error { return st.Send(o.delta) })
+	}, func(o *outgoing) error { return st.Send(o.delta) })
 }
 
 // xdsRequest is a request of either variant.
@@ -64,7 +64,7 @@ type xdsRequest interface {
 
 // serve runs one stream of either variant until the client ends it, it
 // breaks, the hub closes it, or the server stops.
-func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R) request, send func(outgoing) error) error {
+func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R) request, send func(*outgoing) error) error {
 	release, err := a.admitStream()
 	if err != nil {
 		return err
@@ -122,8 +122,8 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 		if sotw != nil && len(out) > 0 {
 			sotw.setSent(s) // before the client can ACK it
 		}
-		for _, o := range out {
-			if err := send(o); err != nil {
+		for i := range out {
+			if err := send(&out[i]); err != nil {
 				return 0, false, err
 			}
 		}
