@@ -22,9 +22,11 @@ type metrics struct {
 	interned     prometheus.Gauge
 	certIssued   prometheus.Counter
 
-	// pushesBy and acksBy are pushes' and acks' series of each type,
-	// resolved once: a push and its ACK look up no label.
+	// pushesBy, acksBy and writeToAckBy are pushes', acks' and
+	// writeToAck's series of each type, resolved once: a push and its
+	// ACK look up no label.
 	pushesBy, acksBy [numTypes]prometheus.Counter
+	writeToAckBy     [numTypes]prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -100,6 +102,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for t := range numTypes {
 		m.pushesBy[t] = m.pushes.WithLabelValues(typeName(t))
 		m.acksBy[t] = m.acks.WithLabelValues(typeName(t))
+		m.writeToAckBy[t] = m.writeToAck.WithLabelValues(typeName(t))
 	}
 	if reg != nil {
 		reg.MustRegister(m.writeToAck, m.pushes, m.inlinePushes, m.acks, m.nacks, m.rejected, m.streams,

@@ -238,7 +238,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 			s.obs.Acked(AckInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: req.typeURL, Version: version, Nonce: st.sentNonce})
 		}
 		if snap := s.seen; !st.pending.IsZero() && snap != nil && snap.types[t].version == st.acked {
-			c.metrics.writeToAck.WithLabelValues(typeName(t)).Observe(st.ackedAt.Sub(st.pending).Seconds())
+			c.metrics.writeToAckBy[t].Observe(st.ackedAt.Sub(st.pending).Seconds())
 			st.pending = time.Time{}
 		}
 	}
