@@ -93,6 +93,7 @@ func main() {
 	serverGOGC := flag.String("server-gogc", "", "run the server with this GOGC (and -server-gomemlimit with this GOMEMLIMIT), leaving the simulated proxies' own at Go's default; empty: the environment's")
 	serverMemLimit := flag.String("server-gomemlimit", "", "run the server with this GOMEMLIMIT (e.g. 400MiB)")
 	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
+	staticWindow := flag.Bool("static-window", false, "the simulated proxies keep a fixed HTTP/2 flow-control window, as Envoy does, instead of grpc-go's default bandwidth-delay estimation, which sends the server a PING after each response received (one more read and PING-ACK write per push on the server); a grpc-go proxyless client sends them")
 	floorN := flag.Int("floor", 0, "instead of the mesh: the floor of a push, N loopback TCP connections to a child that writes -floor-msg bytes to each and reads -floor-ack bytes back per round, plain Go net (floor.go)")
 	floorMsg := flag.Int("floor-msg", 600, "with -floor: the pushed message's size in bytes")
 	floorAck := flag.Int("floor-ack", 200, "with -floor: the reply's size in bytes")
@@ -123,7 +124,12 @@ func main() {
 	if *serverMemLimit != "" {
 		serverEnv = append(serverEnv, "GOMEMLIMIT="+*serverMemLimit)
 	}
-	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, steps, serverEnv); err != nil {
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if *staticWindow {
+		// Envoy's own defaults: 256 MiB per stream, 1 MiB per connection.
+		dial = append(dial, grpc.WithStaticStreamWindowSize(256<<20), grpc.WithStaticConnWindowSize(1<<20))
+	}
+	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, steps, serverEnv, dial); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -194,7 +200,7 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile string, steps []int, serverEnv []string) error {
+func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile string, steps []int, serverEnv []string, dial []grpc.DialOption) error {
 	if every && services < 2 {
 		return fmt.Errorf("-every needs -services 2 or more")
 	}
@@ -256,7 +262,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 		sem := make(chan struct{}, 64)
 		for i := from; i < to; i++ {
 			if i%perConn == 0 {
-				c, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				c, err := grpc.NewClient(xdsAddr, dial...)
 				if err != nil {
 					return err
 				}
@@ -265,9 +271,13 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 			}
 			clients[i] = &client{id: i, node: i / replicas, events: events}
 			sem <- struct{}{}
+			// The connection of this client, read now: conn changes as the
+			// loop goes on (read inside the goroutine, it put most
+			// clients on whichever connection was newest when they ran).
+			cc := conn
 			wg.Go(func() { // ends when the stream is open
 				defer func() { <-sem }()
-				if err := clients[i].start(ctx, conn, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/replicas)); err != nil {
+				if err := clients[i].start(ctx, cc, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/replicas)); err != nil {
 					err = fmt.Errorf("client %d: %w", i, err)
 					startErr.CompareAndSwap(nil, &err)
 				}
@@ -290,7 +300,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 			}
 		}
 		connected = time.Since(start)
-		log.Printf("%d clients connected and configured in %v (%d in all)", to-from, connected.Round(time.Millisecond), to)
+		log.Printf("%d clients connected and configured in %v (%d in all, on %d gRPC connections)", to-from, connected.Round(time.Millisecond), to, len(conns))
 		return nil
 	}
 	if len(steps) == 0 {
@@ -406,10 +416,10 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 		return time.Duration((m1[name+"_sum"] - m0[name+"_sum"]) / n * float64(time.Second))
 	}
 	perWrite := func(name string) float64 { return (m1[name] - m0[name]) / float64(writes) }
-	log.Printf("server side, means over the writes: recompute (commit seen -> snapshots handed to streams) %v per batch; write->ACK %v per proxy and type; per write: %.0f translations, %.0f endpoint-only updates, %.0f route-only updates, %.1f resources deep-validated, %.0f pushes",
+	log.Printf("server side, means over the writes: recompute (commit seen -> snapshots handed to streams) %v per batch; write->ACK %v per proxy and type; per write: %.0f translations, %.0f endpoint-only updates, %.0f route-only updates, %.1f resources deep-validated, %.0f pushes (%.0f sent by the fan-out without waking the stream's goroutine)",
 		mean("weft_xds_recompute_seconds").Round(10*time.Microsecond), mean("weft_xds_write_to_ack_seconds").Round(10*time.Microsecond),
 		perWrite("weft_xds_translations_total"), perWrite("weft_xds_endpoint_updates_total"), perWrite("weft_xds_route_updates_total"),
-		perWrite("weft_xds_resource_checks_total"), perWrite("weft_xds_pushes_total"))
+		perWrite("weft_xds_resource_checks_total"), perWrite("weft_xds_pushes_total"), perWrite("weft_xds_inline_pushes_total"))
 	slices.Sort(lat)
 	slices.Sort(apiLat)
 	log.Printf("API calls with %d proxies connected (HTTP, validation, fsync'd commit): p50 %s, p99 %s, max %s", len(active), ms(pct(apiLat, 50)), ms(pct(apiLat, 99)), ms(apiLat[len(apiLat)-1]))

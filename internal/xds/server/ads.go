@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,9 +41,9 @@ func (a *ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_
 	return serve(a, st, false, func(req *discovery.DiscoveryRequest) request {
 		return request{typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), errDetail: req.GetErrorDetail(),
 			version: req.GetVersionInfo(), names: req.GetResourceNames()}
-	}, func(o outgoing) error {
-		if o.shared != nil {
-			return st.SendMsg(o.shared)
+	}, func(o *outgoing) error {
+		if o.enc.set() {
+			return st.SendMsg(&o.enc)
 		}
 		return st.Send(o.sotw)
 	})
@@ -54,7 +53,7 @@ func (a *ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_D
 	return serve(a, st, true, func(req *discovery.DeltaDiscoveryRequest) request {
 		return request{typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), errDetail: req.GetErrorDetail(),
 			subscribe: req.GetResourceNamesSubscribe(), unsub: req.GetResourceNamesUnsubscribe(), initial: req.GetInitialResourceVersions()}
-	}, func(o outgoing) error { return st.Send(o.delta) })
+	}, func(o *outgoing) error { return st.Send(o.delta) })
 }
 
 // xdsRequest is a request of either variant.
@@ -65,7 +64,7 @@ type xdsRequest interface {
 
 // serve runs one stream of either variant until the client ends it, it
 // breaks, the hub closes it, or the server stops.
-func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R) request, send func(outgoing) error) error {
+func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R) request, send func(*outgoing) error) error {
 	release, err := a.admitStream()
 	if err != nil {
 		return err
@@ -81,15 +80,15 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	s.preEncode = a.preEncode && !delta
 	defer a.hub.close(s)
 
-	// turn is held by the goroutine that handles a request or sends:
-	// the stream's state and st's SendMsg are used by one at a time. A
-	// request is handled on the goroutine that received it, without a
-	// hand-off; a push, on this one, when the hub wakes it.
-	var turn sync.Mutex
-	closed := false // the handler is returning: nothing more is sent
+	// The stream's turn (s.turn) is held by the goroutine that handles a
+	// request or sends: the stream's state and st's SendMsg are used by
+	// one at a time. A request is handled on the goroutine that received
+	// it, without a hand-off; a push, by the hub's fan-out when the
+	// stream is idle (push.go), else on this goroutine when woken.
+	turn := &s.turn
 	defer func() {
 		turn.Lock()
-		closed = true
+		s.ended = true
 		turn.Unlock()
 	}()
 	// One message for every request: handling one is over before the
@@ -113,29 +112,31 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 		into = req
 	}
 	var out []outgoing
-	// push sends what the stream owes; called with turn held.
-	push := func() error {
-		var err error
-		if out, err = s.next(a.hub, out[:0]); err != nil {
-			return err
+	// push sends what the stream owes, at most limit responses (0: no
+	// limit); called with turn held, by this handler's goroutines or the
+	// hub's fan-out (s.send).
+	push := func(limit int) (sent int, more bool, err error) {
+		if out, more, err = s.next(a.hub, out[:0], limit); err != nil {
+			return 0, false, err
 		}
 		if sotw != nil && len(out) > 0 {
 			sotw.setSent(s) // before the client can ACK it
 		}
-		for _, o := range out {
-			if err := send(o); err != nil {
-				return err
+		for i := range out {
+			if err := send(&out[i]); err != nil {
+				return 0, false, err
 			}
 		}
-		if len(out) > 0 {
+		if sent = len(out); sent > 0 {
 			a.hub.bump()
 		}
 		clear(out)
-		return nil
+		return sent, more, nil
 	}
+	s.send = push // before identify: the fan-out finds s only after it
 	// receive handles one request; called with turn held.
 	receive := func(req R) error {
-		if closed {
+		if s.ended {
 			return errStreamDone
 		}
 		if req.GetTypeUrl() == "" {
@@ -152,7 +153,8 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 		if err := s.handle(ctx, a.hub, parse(req)); err != nil {
 			return err
 		}
-		return push()
+		_, _, err := push(0)
+		return err
 	}
 	// ended gets the error a request ends the stream with, nil when the
 	// client closed it or it broke.
@@ -201,7 +203,10 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 			return err // nil: the client closed the stream, or it broke
 		case <-s.wake:
 			turn.Lock()
-			err := push()
+			err := s.pushErr // a push of the fan-out's failed
+			if err == nil {
+				_, _, err = push(0)
+			}
 			turn.Unlock()
 			if err != nil {
 				return err

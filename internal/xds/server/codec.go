@@ -7,27 +7,99 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // A state-of-the-world response that carries every resource of a type is
-// the same for every stream of an identity but for its nonce (each
-// stream's own, so that its ACKs match exactly). Its content is encoded
-// once (fullResponse.body) and each stream sends those bytes followed by
-// its nonce's field: protobuf's encoding of a message is the
-// concatenation of its fields', in any order. The gRPC server's codec
-// passes such a preEncoded through and encodes everything else as the
-// proto codec does; compression, when a client asks for it, applies to
-// the bytes as usual.
+// encoded by appendResponse from the type's entries, whose resources are
+// encoded already: no DiscoveryResponse is built, and proto's size and
+// marshal passes are not run. For the replicas of an identity it is
+// encoded once without its nonce (fullResponse.body), and each stream
+// sends those bytes followed by its nonce's field: protobuf's encoding of
+// a message is the concatenation of its fields'. A lone stream's is
+// encoded as it is sent, nonce included, into one buffer of gRPC's pool.
+// The gRPC server's codec passes such a preEncoded through and encodes
+// everything else as the proto codec does; compression, when a client
+// asks for it, applies to the bytes as usual. Either way gRPC copies the
+// bytes once more, into its connection's write buffer.
 
-// preEncoded is a DiscoveryResponse encoded but for its nonce.
+// preEncoded is a DiscoveryResponse carrying every resource of ts, of
+// type typ: encoded but for its nonce (body, shared and only read), or to
+// be encoded from ts when body is nil.
 type preEncoded struct {
-	body  []byte // the response without nonce, encoded; only read
+	body  []byte
+	ts    *typeSnapshot
+	typ   int
 	nonce string
 }
 
-// nonceField is DiscoveryResponse.nonce's field number.
-var nonceField = protowire.Number((&discovery.DiscoveryResponse{}).ProtoReflect().Descriptor().Fields().ByName("nonce").Number())
+// set reports whether p holds a response.
+func (p *preEncoded) set() bool { return p.ts != nil }
+
+// DiscoveryResponse's and Any's field numbers.
+var (
+	responseFields = (&discovery.DiscoveryResponse{}).ProtoReflect().Descriptor().Fields()
+	versionField   = responseFields.ByName("version_info").Number()
+	resourcesField = responseFields.ByName("resources").Number()
+	typeURLField   = responseFields.ByName("type_url").Number()
+	nonceField     = responseFields.ByName("nonce").Number()
+	anyFields      = (&anypb.Any{}).ProtoReflect().Descriptor().Fields()
+	anyTypeField   = anyFields.ByName("type_url").Number()
+	anyValueField  = anyFields.ByName("value").Number()
+)
+
+// responseSize is the length of appendResponse's encoding.
+func responseSize(ts *typeSnapshot, typ int, nonce string) int {
+	n := stringSize(versionField, ts.version) + stringSize(typeURLField, typeURL(typ))
+	if nonce != "" {
+		n += stringSize(nonceField, nonce)
+	}
+	for _, e := range ts.entries {
+		n += protowire.SizeTag(resourcesField) + protowire.SizeBytes(anySize(e.any))
+	}
+	return n
+}
+
+func stringSize(f protowire.Number, s string) int {
+	if s == "" {
+		return 0
+	}
+	return protowire.SizeTag(f) + protowire.SizeBytes(len(s))
+}
+
+func anySize(a *anypb.Any) int {
+	n := stringSize(anyTypeField, a.GetTypeUrl())
+	if len(a.GetValue()) > 0 {
+		n += protowire.SizeTag(anyValueField) + protowire.SizeBytes(len(a.GetValue()))
+	}
+	return n
+}
+
+// appendResponse appends the encoding of the DiscoveryResponse carrying
+// every resource of ts, with nonce when not "": the bytes proto.Marshal
+// gives for it (fields in number order, empty ones left out;
+// TestAppendResponseIsProtos).
+func appendResponse(b []byte, ts *typeSnapshot, typ int, nonce string) []byte {
+	b = appendString(b, versionField, ts.version)
+	for _, e := range ts.entries {
+		b = protowire.AppendTag(b, resourcesField, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(anySize(e.any)))
+		b = appendString(b, anyTypeField, e.any.GetTypeUrl())
+		if v := e.any.GetValue(); len(v) > 0 {
+			b = protowire.AppendTag(b, anyValueField, protowire.BytesType)
+			b = protowire.AppendBytes(b, v)
+		}
+	}
+	b = appendString(b, typeURLField, typeURL(typ))
+	return appendString(b, nonceField, nonce)
+}
+
+func appendString(b []byte, f protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return protowire.AppendString(protowire.AppendTag(b, f, protowire.BytesType), s)
+}
 
 // xdsCodec is the gRPC codec of the xDS server: proto's, and preEncoded
 // messages as they are.
@@ -42,11 +114,22 @@ func newCodec() (xdsCodec, error) {
 }
 
 func (c xdsCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if p, ok := v.(*preEncoded); ok {
-		n := protowire.AppendString(protowire.AppendTag(make([]byte, 0, 2+len(p.nonce)), nonceField, protowire.BytesType), p.nonce)
+	p, ok := v.(*preEncoded)
+	switch {
+	case !ok:
+		return c.proto.Marshal(v)
+	case p.body != nil:
+		n := appendString(make([]byte, 0, 2+len(p.nonce)), nonceField, p.nonce)
 		return mem.BufferSlice{mem.SliceBuffer(p.body), mem.SliceBuffer(n)}, nil
 	}
-	return c.proto.Marshal(v)
+	size := responseSize(p.ts, p.typ, p.nonce)
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		return mem.BufferSlice{mem.SliceBuffer(appendResponse(make([]byte, 0, size), p.ts, p.typ, p.nonce))}, nil
+	}
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(size)
+	*buf = appendResponse((*buf)[:0], p.ts, p.typ, p.nonce)
+	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
 // Unmarshal decodes a state-of-the-world stream's request with
@@ -67,8 +150,3 @@ func (c xdsCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 // Name is proto's: the content type stays application/grpc+proto.
 func (c xdsCodec) Name() string { return c.proto.Name() }
-
-// encodeBody encodes a response without its nonce.
-func encodeBody(r *discovery.DiscoveryResponse) ([]byte, error) {
-	return proto.Marshal(&discovery.DiscoveryResponse{VersionInfo: r.GetVersionInfo(), Resources: r.GetResources(), TypeUrl: r.GetTypeUrl()})
-}

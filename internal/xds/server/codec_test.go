@@ -5,47 +5,52 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// TestPreEncodedIsTheResponse: a response encoded once without its nonce
-// and sent with a stream's nonce decodes as the response with that nonce,
-// and the codec encodes every other message as the proto codec does.
+// TestPreEncodedIsTheResponse: a response carrying every resource of a
+// type, encoded by the codec as a lone stream's or once for several with
+// each stream's nonce added, is byte for byte proto's encoding of the
+// response with that nonce; and the codec encodes every other message as
+// the proto codec does.
 func TestPreEncodedIsTheResponse(t *testing.T) {
 	c, err := newCodec()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &discovery.DiscoveryResponse{VersionInfo: "v1", TypeUrl: cdsType, Resources: []*anypb.Any{
-		{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Value: []byte{0x0a, 0x01, 'a'}},
-		{TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Value: []byte{0x0a, 0x01, 'b'}},
-	}}
-	body, err := encodeBody(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, nonce := range []string{"1", "42", "p9"} {
-		data, err := c.Marshal(&preEncoded{body: body, nonce: nonce})
-		if err != nil {
-			t.Fatal(err)
+	for _, size := range []int{0, 1, 3, 700, 70000} { // below and above gRPC's pooling threshold
+		ts := &typeSnapshot{version: "v1"}
+		if size > 0 {
+			ts.entries = append(ts.entries, newEntry(typeCluster, "a", [32]byte{1}, false, []byte{0x0a, 0x01, 'a'}))
+			ts.entries = append(ts.entries, newEntry(typeCluster, "b", [32]byte{2}, false, make([]byte, size)))
 		}
-		var got discovery.DiscoveryResponse
-		if err := proto.Unmarshal(data.Materialize(), &got); err != nil {
-			t.Fatal(err)
+		ts.full = &fullResponse{names: &nameSet{}}
+		r := &discovery.DiscoveryResponse{VersionInfo: ts.version, TypeUrl: cdsType}
+		for _, e := range ts.entries {
+			r.Resources = append(r.Resources, e.any)
 		}
-		want := proto.Clone(r).(*discovery.DiscoveryResponse)
-		want.Nonce = nonce
-		if !proto.Equal(&got, want) {
-			t.Fatalf("nonce %s: decoded %v, want %v", nonce, &got, want)
+		body := ts.full.body(ts, typeCluster)
+		for _, nonce := range []string{"1", "42.x8z3", "p9"} {
+			want := proto.Clone(r).(*discovery.DiscoveryResponse)
+			want.Nonce = nonce
+			wantBytes, err := proto.Marshal(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []*preEncoded{{body: body, ts: ts, typ: typeCluster, nonce: nonce}, {ts: ts, typ: typeCluster, nonce: nonce}} {
+				data, err := c.Marshal(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := data.Materialize(); string(got) != string(wantBytes) {
+					t.Fatalf("size %d, nonce %s, shared body %v: encoded %x, want proto's %x", size, nonce, p.body != nil, got, wantBytes)
+				}
+				data.Free()
+			}
 		}
-	}
-	// The shared body is never written to.
-	again, err := encodeBody(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(again) != string(body) {
-		t.Fatal("the encoded body changed")
+		// The shared body is never written to.
+		if again := appendResponse(nil, ts, typeCluster, ""); string(again) != string(body) {
+			t.Fatal("the encoded body changed")
+		}
 	}
 	// Other messages: as proto.
 	req := &discovery.DiscoveryRequest{TypeUrl: ldsType, ResponseNonce: "3"}

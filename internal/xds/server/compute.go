@@ -463,7 +463,10 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 		ts := &snap.types[t]
 		ts.version = version
 		ts.changedAt = at
-		ts.full = &fullResponse{}
+		ts.full = &fullResponse{names: &nameSet{}}
+		if prev != nil && prev.types[t].full != nil && sameNamesAs(prev.types[t].entries, r.items[t]) {
+			ts.full.names = prev.types[t].full.names
+		}
 		ts.entries = make([]*entry, len(r.items[t]))
 		if len(r.items[t]) > smallType {
 			ts.byName = make(map[string]*entry, len(r.items[t]))
@@ -491,6 +494,20 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 		drops = append(drops, drop{prev, snap})
 	}
 	return drops
+}
+
+// sameNamesAs reports whether items name the same resources as entries,
+// in the same order, whatever their contents.
+func sameNamesAs(entries []*entry, items []item) bool {
+	if len(entries) != len(items) {
+		return false
+	}
+	for i, e := range entries {
+		if e.name != items[i].name {
+			return false
+		}
+	}
+	return true
 }
 
 // sameItems reports whether items name the same resources with the same

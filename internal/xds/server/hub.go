@@ -43,6 +43,12 @@ type hub struct {
 	// InsecureSecrets.
 	authorize       func(ctx context.Context, id translate.Identity) (bool, error)
 	insecureSecrets bool
+	// fanout calls fn(w, i) for i in [0, n) and returns when every call
+	// has (the runner's parallel); nil calls them in turn.
+	fanout func(n int, fn func(w, i int))
+	// woken is deliver's list of the streams to push to, reused from
+	// call to call; used by the runner's goroutine only.
+	woken []*stream
 
 	// mu protects the maps below and identState.streams and err. Lock
 	// order: mu before a stream's mu (Proxies); a stream holding its own
@@ -228,13 +234,15 @@ func (c *hub) ident(id translate.Identity) *identState {
 	return is
 }
 
-// deliver publishes the machine's updates, in order, and wakes the
-// streams of the identities that have a new snapshot. Called by the
-// runner only.
+// deliver publishes the machine's updates, in order, and pushes to the
+// streams of the identities that have a new snapshot: an idle stream's
+// response is sent here, on the fan-out's goroutines, and a busy one is
+// woken to send it itself (push.go). Called by the runner only.
 func (c *hub) deliver(ups []update) {
 	if len(ups) == 0 {
 		return
 	}
+	woken := c.woken[:0]
 	c.mu.Lock()
 	for _, u := range ups {
 		switch {
@@ -251,10 +259,39 @@ func (c *hub) deliver(ups []update) {
 				is.err = ""
 			}
 			for s := range is.streams {
-				s.poke()
+				woken = append(woken, s)
 			}
 		}
 	}
 	c.mu.Unlock()
+	// Outside mu: a push takes the stream's mu, and Proxies takes mu
+	// before a stream's. A stream closed since is found ended.
+	var inline atomic.Int64
+	push := func(_, i int) {
+		s := woken[i]
+		handled, sent := s.pushNow()
+		if !handled {
+			s.poke()
+		}
+		if sent {
+			inline.Add(1)
+		}
+	}
+	switch {
+	case len(woken) == 0:
+	case c.fanout == nil || len(woken) < fanoutMin:
+		for i := range woken {
+			push(0, i)
+		}
+	default:
+		c.fanout(len(woken), push)
+	}
+	c.metrics.inlinePushes.Add(float64(inline.Load()))
+	clear(woken)
+	c.woken = woken
 	c.bump()
 }
+
+// fanoutMin is the fewest streams deliver pushes to on the fan-out's
+// goroutines; fewer are pushed to on the runner's.
+const fanoutMin = 64

@@ -56,6 +56,17 @@ const (
 	// so that a proxy gone without a FIN frees its streams.
 	keepaliveTime    = time.Minute
 	keepaliveTimeout = 20 * time.Second
+	// recvWindow is the HTTP/2 flow-control window of every stream and
+	// connection the xDS listener receives on, fixed: grpc-go's default
+	// grows it by bandwidth-delay estimation, which sends a PING after
+	// each burst of data received (each request: an ACK) and reads its
+	// answer, one more write and read per push and proxy, for windows
+	// that requests (a few hundred bytes; MaxRecvMsgSize at most) never
+	// need. Measured with strace on the xDS server: a 47-byte write of
+	// control frames beside each pushed response (docs/bench/xds.md,
+	// round 9). 1 MiB bounds what one client can send unread, below the
+	// 16 MiB the estimation may grow to.
+	recvWindow = 1 << 20
 )
 
 // Limits bound what clients can hold of the server. A zero field takes its
@@ -95,6 +106,8 @@ func (l Limits) grpcOptions() []grpc.ServerOption {
 		grpc.MaxHeaderListSize(maxHeaderListSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.StaticStreamWindowSize(recvWindow),
+		grpc.StaticConnWindowSize(recvWindow),
 	}
 }
 

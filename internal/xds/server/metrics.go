@@ -7,9 +7,10 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	writeToAck   *prometheus.HistogramVec // by type
 	pushes       *prometheus.CounterVec   // by type
-	acks         *prometheus.CounterVec   // by type
-	nacks        *prometheus.CounterVec   // by type
-	rejected     *prometheus.CounterVec   // streams closed at identification, by gRPC code
+	inlinePushes prometheus.Counter
+	acks         *prometheus.CounterVec // by type
+	nacks        *prometheus.CounterVec // by type
+	rejected     *prometheus.CounterVec // streams closed at identification, by gRPC code
 	streams      prometheus.Gauge
 	translations prometheus.Counter
 	sharedEgress prometheus.Counter
@@ -21,9 +22,11 @@ type metrics struct {
 	interned     prometheus.Gauge
 	certIssued   prometheus.Counter
 
-	// pushesBy and acksBy are pushes' and acks' series of each type,
-	// resolved once: a push and its ACK look up no label.
+	// pushesBy, acksBy and writeToAckBy are pushes', acks' and
+	// writeToAck's series of each type, resolved once: a push and its
+	// ACK look up no label.
 	pushesBy, acksBy [numTypes]prometheus.Counter
+	writeToAckBy     [numTypes]prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,6 +41,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "weft", Subsystem: "xds", Name: "pushes_total",
 			Help: "Discovery responses sent, by resource type.",
 		}, []string{"type"}),
+		inlinePushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "inline_pushes_total",
+			Help: "Pushes to an idle stream sent by the fan-out that delivered the snapshot, without waking the stream's goroutine.",
+		}),
 		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "acks_total",
 			Help: "Discovery responses ACKed, by resource type.",
@@ -95,9 +102,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for t := range numTypes {
 		m.pushesBy[t] = m.pushes.WithLabelValues(typeName(t))
 		m.acksBy[t] = m.acks.WithLabelValues(typeName(t))
+		m.writeToAckBy[t] = m.writeToAck.WithLabelValues(typeName(t))
 	}
 	if reg != nil {
-		reg.MustRegister(m.writeToAck, m.pushes, m.acks, m.nacks, m.rejected, m.streams,
+		reg.MustRegister(m.writeToAck, m.pushes, m.inlinePushes, m.acks, m.nacks, m.rejected, m.streams,
 			m.translations, m.sharedEgress, m.epUpdates, m.routeUpdates, m.translateErr, m.checks, m.recompute, m.interned, m.certIssued)
 	}
 	return m

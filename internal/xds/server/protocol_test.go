@@ -142,7 +142,7 @@ func TestEnvoyProtocol(t *testing.T) {
 		return p.Replicas == 1 && p.Types["cds"].Acked == cds.GetVersionInfo() && p.Types["eds"].Acked == eds2.GetVersionInfo() &&
 			p.Types["rds"].Acked == rds.GetVersionInfo() && p.Types["lds"].Acked == last[ldsType].GetVersionInfo() && p.LastNack == nil
 	})
-	if n := testutil.CollectAndCount(srv.reg, "weft_xds_write_to_ack_seconds"); n == 0 {
+	if writeToAckCount(t, srv, "eds") == 0 {
 		t.Fatal("no write-to-ACK observations")
 	}
 

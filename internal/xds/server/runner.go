@@ -56,6 +56,7 @@ func newRunner(opts *Options, h *hub, m *metrics) *runner {
 	}
 	c := newMachine(opts, m, rand.Reader)
 	c.parallel, c.workers = parallel, workers
+	h.fanout = parallel
 	return &runner{
 		st:            opts.Store,
 		loadDiscovery: opts.LoadDiscovery,
@@ -252,28 +253,23 @@ func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d
 // workers is how many goroutines parallel runs for n calls.
 func workers(n int) int { return max(min(runtime.GOMAXPROCS(0), n), 1) }
 
-// parallel calls fn(w, 0) ... fn(w, n-1) on workers(n) goroutines, w
-// being the goroutine's number, and returns when every call has.
+// parallel calls fn(w, 0) ... fn(w, n-1) on workers(n) goroutines, the
+// caller's being worker 0 and w the goroutine's number, and returns when
+// every call has. Each worker takes the next index from a shared counter:
+// no channel operation, and so no hand-off between goroutines, per call
+// (the fan-out calls it once per stream pushed to).
 func parallel(n int, fn func(w, i int)) {
 	nw := workers(n)
-	if nw == 1 {
-		for i := range n {
-			fn(0, i)
+	var next atomic.Int64
+	work := func(w int) {
+		for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+			fn(w, i)
 		}
-		return
 	}
 	var wg sync.WaitGroup
-	next := make(chan int)
-	for w := range nw {
-		wg.Go(func() { // ends when next is closed below
-			for i := range next {
-				fn(w, i)
-			}
-		})
+	for w := 1; w < nw; w++ {
+		wg.Go(func() { work(w) }) // ends when every index is taken
 	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
+	work(0)
 	wg.Wait()
 }

@@ -4,8 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,8 +45,27 @@ type stream struct {
 	addr        string // the client's address (gRPC peer), "" when unknown
 	connectedAt time.Time
 	// wake (cap 1) is written by the hub when the identity's snapshot
-	// changes and read by the stream's handler; never closed.
+	// changes and the stream's owed responses were not sent at once
+	// (pushNow), and by pushNow; read by the stream's handler; never
+	// closed.
 	wake chan struct{}
+	// nonces makes the random part of the stream's nonces (push.go);
+	// used holding the turn.
+	nonces *rand.ChaCha8
+
+	// turn is held by the goroutine that handles a request or sends:
+	// the stream's protocol state and its gRPC stream's SendMsg are used
+	// by one goroutine at a time (serve, pushNow).
+	turn sync.Mutex
+	// Guarded by turn: ended, the handler (serve) is returning and
+	// nothing more may be sent; pushErr, a push sent by pushNow failed
+	// and the handler must end the stream with it; send, set by serve
+	// before the stream joins its identity, sends at most limit of the
+	// responses the stream owes (0: all) and says how many it sent;
+	// more as next's.
+	ended   bool
+	pushErr error
+	send    func(limit int) (sent int, more bool, err error)
 
 	// Set by identify, holding the stream's turn (serve). is is read under
 	// hub.mu by Proxies (identify sets it holding hub.mu).
@@ -93,6 +112,12 @@ type streamType struct {
 	// current is a version for which the subscription was found to need
 	// nothing: it holds until the next request changes the subscription.
 	current string
+	// allNames (state of the world) is the names of a type's snapshots
+	// that the subscription was found to name every one of
+	// (subscribesAll), nil when none: it holds until a request changes the
+	// subscription, so that a new snapshot with the same names (a route
+	// write's) is not looked up name by name again.
+	allNames *nameSet
 	// absent (delta) holds the subscribed names the client was told do
 	// not exist, in a response's removed_resources.
 	absent map[string]struct{}
@@ -158,7 +183,9 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 		st.sub = xdsstream.NewSotwSubscription(req.names, true)
 		st.legacyWildcard = len(req.names) == 0
 	case !s.delta:
-		resubscribe(st, req.names)
+		if resubscribe(st, req.names) {
+			st.allNames = nil
+		}
 	case first:
 		st.sub = xdsstream.NewDeltaSubscription(req.subscribe, req.unsub, req.initial, true)
 	default:
@@ -211,7 +238,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 			s.obs.Acked(AckInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: req.typeURL, Version: version, Nonce: st.sentNonce})
 		}
 		if snap := s.seen; !st.pending.IsZero() && snap != nil && snap.types[t].version == st.acked {
-			c.metrics.writeToAck.WithLabelValues(typeName(t)).Observe(st.ackedAt.Sub(st.pending).Seconds())
+			c.metrics.writeToAckBy[t].Observe(st.ackedAt.Sub(st.pending).Seconds())
 			st.pending = time.Time{}
 		}
 	}
@@ -223,17 +250,18 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 // subscription would delete some from it: the map may be a
 // fullResponse's, shared by every stream sent it. An empty list deletes
 // nothing while the legacy wildcard holds, and every name after.
-func resubscribe(st *streamType, names []string) {
+func resubscribe(st *streamType, names []string) (changed bool) {
 	if !st.legacyWildcard && !st.sub.IsWildcard() && sameNames(st.sub.SubscribedResources(), names) {
 		// An ACK naming what the stream subscribes to already (most
 		// requests): nothing would change, and nothing is allocated.
-		return
+		return false
 	}
 	if !st.legacyWildcard || len(names) > 0 {
 		ownReturned(&st.sub, names)
 		st.legacyWildcard = false
 	}
 	st.sub.SetResourceSubscription(names)
+	return true
 }
 
 // sameNames reports whether names, a short list, is exactly the set cur
@@ -286,28 +314,30 @@ func (s *stream) notice(snap *snapshot) {
 	}
 }
 
-// outgoing is one response to send: SotW (a message, or encoded but for
-// its nonce) or delta.
+// outgoing is one response to send: SotW (a message, or one carrying
+// every resource of a type, encoded by the codec) or delta.
 type outgoing struct {
-	sotw   *discovery.DiscoveryResponse
-	shared *preEncoded
-	delta  *discovery.DeltaDiscoveryResponse
+	sotw  *discovery.DiscoveryResponse
+	enc   preEncoded
+	delta *discovery.DeltaDiscoveryResponse
 }
 
 // next appends to out the responses the stream should be sent now, in
-// type order, and records them as sent; a non-nil error (a gRPC status)
-// closes the stream. Called holding the stream's turn (serve).
-func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
+// type order, at most limit of them (0: no limit), and records them as
+// sent; more says it stopped at limit before a type whose version it has
+// not sent, which may be owed too. A non-nil error (a gRPC status) closes
+// the stream. Called holding the stream's turn (serve).
+func (s *stream) next(c *hub, out []outgoing, limit int) (_ []outgoing, more bool, err error) {
 	if s.is == nil {
-		return out, nil
+		return out, false, nil
 	}
 	snap := s.is.snap.Load()
 	if snap == nil {
-		return out, nil
+		return out, false, nil
 	}
 	if snap.closeErr != nil {
 		s.log.Info("closing stream", "error", snap.closeErr)
-		return out, snap.closeErr
+		return out, false, snap.closeErr
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -318,12 +348,18 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 			continue
 		}
 		ts := &snap.types[t]
+		if limit > 0 && len(out) >= limit {
+			if st.sentVersion != ts.version && st.current != ts.version {
+				return out, true, nil
+			}
+			continue
+		}
 		if st.awaiting {
 			// Sent and not yet answered. Sent the current version: the
 			// next type may follow. Owes a newer one: the types after it
 			// wait.
 			if st.sentVersion != ts.version && st.known != ts.version {
-				return out, nil
+				return out, false, nil
 			}
 			continue
 		}
@@ -334,17 +370,20 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		if s.delta {
 			o.delta = s.deltaResponse(t, ts, &snap.types[typeCluster])
 		} else if st.known != ts.version || newNames(st.sub, ts, s.hidesKeys(t)) {
-			var full bool
-			o.sotw, full = s.sotwResponse(t, ts)
-			// Encoded once for several replicas: a lone stream's
-			// response is encoded as it is sent, and not kept.
-			if full && s.preEncode && s.is.replicas.Load() > 1 {
-				if body := ts.full.body(o.sotw); body != nil {
-					o.shared = &preEncoded{body: body}
+			if s.preEncode && !s.hidesKeys(t) && s.subscribesFull(st, ts) {
+				// Every resource of the type, encoded by the codec:
+				// once for several replicas; a lone stream's as it is
+				// sent, and not kept.
+				st.sub.SetReturnedResources(ts.full.names.get(ts))
+				o.enc = preEncoded{ts: ts, typ: t}
+				if s.is.replicas.Load() > 1 {
+					o.enc.body = ts.full.body(ts, t)
 				}
+			} else {
+				o.sotw = s.sotwResponse(t, ts)
 			}
 		}
-		if o.sotw == nil && o.delta == nil {
+		if o.sotw == nil && o.delta == nil && !o.enc.set() {
 			st.current = ts.version
 			if st.acked != "" && st.acked == st.sentVersion {
 				// The client ACKed what it was last sent and this version
@@ -355,12 +394,10 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 			}
 			continue
 		}
-		s.nonce++
-		nonce := strconv.FormatInt(s.nonce, 10)
+		nonce := s.nextNonce()
 		switch {
-		case o.shared != nil:
-			o.shared.nonce = nonce
-			o.sotw = nil
+		case o.enc.set():
+			o.enc.nonce = nonce
 		case o.sotw != nil:
 			o.sotw.Nonce = nonce
 		default:
@@ -380,7 +417,7 @@ func (s *stream) next(c *hub, out []outgoing) ([]outgoing, error) {
 		}
 		out = append(out, o)
 	}
-	return out, nil
+	return out, false, nil
 }
 
 // hidesKeys reports whether type t of the stream leaves out the secrets
@@ -412,10 +449,24 @@ func newNames(sub xdsstream.Subscription, ts *typeSnapshot, hideKeys bool) bool 
 	return false
 }
 
+// subscribesFull reports whether the stream's subscription st takes every
+// resource of ts: a wildcard, or one naming them all. Called with mu held.
+func (s *stream) subscribesFull(st *streamType, ts *typeSnapshot) bool {
+	switch {
+	case st.sub.IsWildcard():
+		return true
+	case ts.full.names != nil && st.allNames == ts.full.names:
+		return true
+	case subscribesAll(st.sub, ts):
+		st.allNames = ts.full.names
+		return true
+	}
+	return false
+}
+
 // sotwResponse is the state-of-the-world response of type t: what the
-// stream subscribes to and may have; full says it carries every resource
-// of ts (those of ts.full). Called with mu held.
-func (s *stream) sotwResponse(t int, ts *typeSnapshot) (r *discovery.DiscoveryResponse, full bool) {
+// stream subscribes to and may have. Called with mu held.
+func (s *stream) sotwResponse(t int, ts *typeSnapshot) *discovery.DiscoveryResponse {
 	st := &s.types[t]
 	var anys []*anypb.Any
 	var returned map[string]string
@@ -430,9 +481,8 @@ func (s *stream) sotwResponse(t int, ts *typeSnapshot) (r *discovery.DiscoveryRe
 				returned[e.name] = ts.version
 			}
 		}
-	case st.sub.IsWildcard() || subscribesAll(st.sub, ts):
+	case s.subscribesFull(st, ts):
 		anys, returned = ts.full.get(ts)
-		full = true
 	default:
 		// Only what was asked for, in name order: a gRPC client asks for
 		// the listeners, routes and clusters it uses; asking for a
@@ -449,7 +499,7 @@ func (s *stream) sotwResponse(t int, ts *typeSnapshot) (r *discovery.DiscoveryRe
 	st.sub.SetReturnedResources(returned)
 	// A fresh DiscoveryResponse per stream: it carries the stream's nonce.
 	// The Anys inside are shared and only read.
-	return &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)}, full
+	return &discovery.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: typeURL(t)}
 }
 
 // deltaResponse is the delta response of type t: the subscribed resources
@@ -559,37 +609,59 @@ func subscribesAll(sub xdsstream.Subscription, ts *typeSnapshot) bool {
 // sent it (the replicas of an identity): nobody modifies the slice or
 // the map, the streams and go-control-plane's Subscription included.
 type fullResponse struct {
-	once     sync.Once
-	anys     []*anypb.Any
-	returned map[string]string
+	once sync.Once
+	anys []*anypb.Any
+	// names is the set of the typeSnapshot's names, shared with the
+	// identity's earlier snapshots of the type that have the same names;
+	// set by the core (install) before the snapshot is handed over.
+	names *nameSet
 
 	// encoded is the response's encoding without its nonce, made once
-	// for every stream sent it (codec.go); nil when encoding failed.
+	// for every stream sent it (codec.go).
 	encodeOnce sync.Once
 	encoded    []byte
 }
 
-// body returns the encoding of r, the response carrying f's resources,
-// without its nonce; nil when it cannot be encoded (the stream then
-// sends r).
-func (f *fullResponse) body(r *discovery.DiscoveryResponse) []byte {
+// body returns the encoding of the response carrying every resource of
+// ts, of type t, without its nonce.
+func (f *fullResponse) body(ts *typeSnapshot, t int) []byte {
 	f.encodeOnce.Do(func() {
-		if b, err := encodeBody(r); err == nil {
-			f.encoded = b
-		}
+		f.encoded = appendResponse(make([]byte, 0, responseSize(ts, t, "")), ts, t, "")
 	})
 	return f.encoded
 }
 
-// get returns the shared resources, building them on first use.
+// get returns the shared resources and the names sent (a stream's
+// returned resources), building them on first use.
 func (f *fullResponse) get(ts *typeSnapshot) ([]*anypb.Any, map[string]string) {
 	f.once.Do(func() {
 		f.anys = make([]*anypb.Any, len(ts.entries))
-		f.returned = make(map[string]string, len(ts.entries))
 		for i, e := range ts.entries {
 			f.anys[i] = e.any
-			f.returned[e.name] = ts.version
 		}
 	})
-	return f.anys, f.returned
+	return f.anys, f.names.get(ts)
+}
+
+// nameSet is the names of a type's resources, shared by every snapshot of
+// an identity's type that names the same resources in turn (a route
+// write changes a route table, not its name): a stream sent one of them
+// and then the next is not given a new map of what it was sent.
+type nameSet struct {
+	once sync.Once
+	// returned maps each name to ""; nobody modifies it (see
+	// fullResponse). State of the world reads only its names: a request
+	// carries one version for the whole type, which the stream keeps.
+	returned map[string]string
+}
+
+// get returns the set, building it from ts's names on first use.
+func (n *nameSet) get(ts *typeSnapshot) map[string]string {
+	n.once.Do(func() {
+		n.returned = make(map[string]string, len(ts.entries))
+		for _, e := range ts.entries {
+			n.returned[e.name] = ""
+		}
+	})
+	return n.returned
 }
