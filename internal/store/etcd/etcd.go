@@ -76,6 +76,7 @@ type Store struct {
 	log        *slog.Logger
 	metrics    *metrics
 	local      localWatchers // the watchers this replica's commits go to
+	mirror     mirror        // weft's keys as the watch of every key delivered them
 
 	// leader, when set, is a client of the member that said it was the
 	// leader at the last probe: commits go there (see guardEndpoints).
@@ -365,6 +366,9 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (store.Revi
 func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error, staleFirst bool) (store.Revision, bool, error) {
 	t := s.newTx(ctx, false)
 	t.staleFirst = staleFirst
+	if staleFirst && t.fromMirror() {
+		s.metrics.stale.WithLabelValues(staleMirror).Inc()
+	}
 	err := call(fn, t)
 	if t.stale && (err != nil && rerunnable(ctx, err) || err == nil && t.w.Len() == 0) {
 		s.metrics.stale.WithLabelValues(staleRerun).Inc()

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/btree"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -48,6 +49,9 @@ type tx struct {
 	// ranges holds every [start, end) range a List or Count read, as etcd
 	// keys.
 	ranges []keyRange
+	// snap, when set, is the mirror's copy at rev that every read of the
+	// transaction answers from (mirror.go).
+	snap *btree.BTreeG[*mvccpb.KeyValue]
 }
 
 type keyRange struct{ start, end string }
@@ -104,6 +108,9 @@ func (t *tx) stored(key string) (store.KV, bool, error) {
 	kv, ok := t.prefetched[key]
 	if !ok {
 		kv, ok = t.fromListed(key)
+	}
+	if !ok && t.snap != nil {
+		kv, ok = t.snapGet(t.s.kvPrefix+key), true
 	}
 	if !ok {
 		resp, err := t.get(t.s.kvPrefix + key)
@@ -208,6 +215,9 @@ func (t *tx) unread(keys []string) []string {
 // up front costs one read round trip and its commit. Beyond maxPrefetch
 // reads, it reads nothing: the reads go one by one as they come.
 func (t *tx) PrefetchReads(keys, counts []string, lists map[string]int) error {
+	if t.snap != nil {
+		return nil // the mirror answers every read
+	}
 	keys = t.unread(keys)
 	counts = slices.DeleteFunc(slices.Clone(counts), func(p string) bool { _, done := t.counted[p]; return done })
 	n := len(keys) + len(counts) + len(lists)
@@ -403,6 +413,10 @@ func (t *tx) listRows(prefix, after, start, end string, want int64) ([]*mvccpb.K
 			return pre.kvs, pre.more, nil
 		}
 	}
+	if t.snap != nil {
+		kvs, more := t.snapRange(start, end, want)
+		return kvs, more, nil
+	}
 	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
 	if want > 0 {
 		opts = append(opts, clientv3.WithLimit(want))
@@ -418,6 +432,10 @@ func (t *tx) Count(prefix string) (int, error) {
 	start := t.s.kvPrefix + prefix
 	end := prefixEnd(start)
 	kvs, ok := t.counted[prefix]
+	if !ok && t.snap != nil {
+		kvs, _ = t.snapRange(start, end, 0)
+		ok = true
+	}
 	if !ok {
 		// Keys only, not a bare count: commit needs each key's revision
 		// to notice one deleted after the snapshot.

@@ -1,0 +1,207 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/etcdtest"
+)
+
+// A replica that watches every key answers a write's reads from its
+// mirror: a write that reads keys, counts a prefix and lists another is
+// one etcd request, its commit. A write by another replica after the
+// mirror's revision to anything the write read fails that commit, and the
+// write runs again on etcd's current state, answering as if it had run
+// after the other: a name taken (conflict), a resource in use, a resource
+// created meanwhile found, and, with both replicas writing one counter at
+// once, every increment applied exactly once.
+func TestMirrorWrites(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	a := open(t, c.Endpoints(), "/mirror")
+	b := open(t, c.Endpoints(), "/mirror")
+	ctx := context.Background()
+	put := func(s *Store, kvs ...string) store.Revision {
+		t.Helper()
+		rev, err := s.Update(ctx, func(tx store.Tx) error {
+			for i := 0; i < len(kvs); i += 2 {
+				if err := tx.Put(kvs[i], []byte(kvs[i+1])); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	put(b, "mesh", "m", "nodes/a", "", "nodes/b", "", "exp/1", "", "exp/2", "", "exp/3", "")
+	caughtA := etcdtest.FollowAll(t, a)
+	put(b, "exp/4", "")
+	caughtA()
+
+	errExists := errors.New("exists")
+	errInUse := errors.New("in use")
+	errNoMesh := errors.New("no mesh")
+	// create adds nodes/<name> as a create does: the mesh must exist, the
+	// node must not; the nodes are counted, the first expiries listed.
+	create := func(name string, interfere func()) (runs int, out string, err error) {
+		t.Helper()
+		_, err = a.Update(ctx, func(tx store.Tx) error {
+			runs++
+			if runs == 1 && interfere != nil {
+				interfere()
+			}
+			if _, ok, err := tx.Get("mesh"); err != nil {
+				return err
+			} else if !ok {
+				return errNoMesh
+			}
+			if _, ok, err := tx.Get("nodes/" + name); err != nil {
+				return err
+			} else if ok {
+				return errExists
+			}
+			n, err := tx.Count("nodes/")
+			if err != nil {
+				return err
+			}
+			kvs, err := tx.List("exp/", "", 2)
+			if err != nil {
+				return err
+			}
+			var listed []string
+			for _, kv := range kvs {
+				listed = append(listed, kv.Key)
+			}
+			out = fmt.Sprintf("%d %s", n, strings.Join(listed, ","))
+			return tx.Put("nodes/"+name, []byte("a"))
+		})
+		return runs, out, err
+	}
+
+	m := c.Members[0].ClientURL
+	ranges, txs := etcdtest.Handled(t, m, "Range"), etcdtest.Handled(t, m, "Txn")
+	if runs, out, err := create("c", nil); err != nil || runs != 1 || out != "2 exp/1,exp/2" {
+		t.Errorf("create c: %d runs, saw %q, %v; want 1 run, \"2 exp/1,exp/2\"", runs, out, err)
+	}
+	if r, x := etcdtest.Handled(t, m, "Range")-ranges, etcdtest.Handled(t, m, "Txn")-txs; r != 0 || x != 1 {
+		t.Errorf("a create reading two keys, a count and a list from the mirror made %.0f Range and %.0f Txn requests, want 0 and 1 (the commit)", r, x)
+	}
+
+	by := func(kvs ...string) func() { return func() { put(b, kvs...) } }
+	for _, tc := range []struct {
+		name, what string
+		interfere  func()
+		runs       int
+		out        string
+		err        error
+	}{
+		{"d", "a write to a key read", by("mesh", "m2"), 2, "3 exp/1,exp/2", nil},
+		{"e", "a key created in the counted prefix", by("nodes/x", ""), 2, "5 exp/1,exp/2", nil},
+		{"f", "a key created among the listed rows", by("exp/0", ""), 2, "6 exp/0,exp/1", nil},
+		{"g", "a write elsewhere", by("elsewhere", ""), 1, "7 exp/0,exp/1", nil},
+		{"h", "the same name created (conflict)", by("nodes/h", "b"), 2, "", errExists},
+		{"i", "the mesh created after the mirror's revision, found on etcd", nil, 2, "9 exp/0,exp/1", nil},
+	} {
+		if tc.name == "i" {
+			// The mesh goes; the write that creates it again is made
+			// during the first run, after the mirror's revision.
+			if _, err := b.Update(ctx, func(tx store.Tx) error { return tx.Delete("mesh") }); err != nil {
+				t.Fatal(err)
+			}
+			caughtA()
+			tc.interfere = by("mesh", "m3")
+		}
+		// The previous case's conflict made a's writes skip stale first
+		// reads for a while (contentionWindow); each case is its own.
+		a.contendedUntil.Store(0)
+		before := staleCount(a, staleMirror)
+		runs, out, err := create(tc.name, tc.interfere)
+		if runs != tc.runs || out != tc.out && tc.err == nil || !errors.Is(err, tc.err) {
+			t.Errorf("%s during a create: %d runs, saw %q, %v; want %d, %q, %v", tc.what, runs, out, err, tc.runs, tc.out, tc.err)
+		}
+		if got := staleCount(a, staleMirror) - before; got != 1 {
+			t.Errorf("%s: %v first attempts read from the mirror, want 1", tc.what, got)
+		}
+		caughtA()
+	}
+	if v := get(t, a, "nodes/h"); v != "b" {
+		t.Errorf("nodes/h after the conflicting creates: %q, want the other replica's \"b\"", v)
+	}
+
+	// A delete of the mesh while it has no children, racing a child's
+	// create on the other replica: the delete answers "in use", and the
+	// mesh stays.
+	runs := 0
+	a.contendedUntil.Store(0)
+	_, err := a.Update(ctx, func(tx store.Tx) error {
+		runs++
+		if runs == 1 {
+			put(b, "children/1", "")
+		}
+		n, err := tx.Count("children/")
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return errInUse
+		}
+		return tx.Delete("mesh")
+	})
+	if !errors.Is(err, errInUse) || runs != 2 {
+		t.Errorf("delete racing a child's create: %v after %d runs, want in use after 2", err, runs)
+	}
+	if v := get(t, a, "mesh"); v != "m3" {
+		t.Errorf("mesh after the refused delete: %q, want \"m3\"", v)
+	}
+	caughtA()
+
+	// Both replicas keep a mirror and increment one counter at once:
+	// each increment is applied exactly once.
+	etcdtest.FollowAll(t, b)
+	const writers, each = 4, 15
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*writers)
+	for _, s := range []*Store{a, b} {
+		for range writers {
+			wg.Add(1)
+			go func() { // ends after its increments
+				defer wg.Done()
+				for range each {
+					if _, err := s.Update(ctx, func(tx store.Tx) error {
+						kv, _, err := tx.Get("counter")
+						if err != nil {
+							return err
+						}
+						n, _ := strconv.Atoi(string(kv.Value))
+						return tx.Put("counter", []byte(strconv.Itoa(n+1)))
+					}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("increment: %v", err)
+	}
+	if v, want := get(t, a, "counter"), strconv.Itoa(2*writers*each); v != want {
+		t.Errorf("counter after %s increments from two replicas: %s", want, v)
+	}
+}
+
+func staleCount(s *Store, outcome string) float64 {
+	return testutil.ToFloat64(s.metrics.stale.WithLabelValues(outcome))
+}
