@@ -58,6 +58,20 @@ func TestStoreOneMember(t *testing.T) {
 	storetest.Run(t, factory(etcdtest.Start(t, 1)))
 }
 
+// The contract again with every store following all its keys, as weft
+// server's stores do: their writes' first attempts read from the mirror.
+func TestStoreMirrored(t *testing.T) {
+	f := factory(etcdtest.Start(t, 1))
+	follow := func(t *testing.T, s store.Store) store.Store {
+		etcdtest.FollowAll(t, s)()
+		return s
+	}
+	newStore, reopen := f.New, f.Reopen
+	f.New = func(t *testing.T) store.Store { return follow(t, newStore(t)) }
+	f.Reopen = func(t *testing.T, s store.Store) store.Store { return follow(t, reopen(t, s)) }
+	storetest.Run(t, f)
+}
+
 func TestStoreThreeMembers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the one-member run covers the contract; -short skips the cluster run")

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/google/btree"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/etcdtest"
@@ -199,6 +202,40 @@ func TestMirrorWrites(t *testing.T) {
 	}
 	if v, want := get(t, a, "counter"), strconv.Itoa(2*writers*each); v != want {
 		t.Errorf("counter after %s increments from two replicas: %s", want, v)
+	}
+
+	// Deletes from either replica: the mirror holds what etcd holds at
+	// its revision, key for key.
+	for _, s := range []*Store{a, b} {
+		if _, err := s.Update(ctx, func(tx store.Tx) error {
+			for _, k := range []string{"exp/0", "children/1", "nodes/" + s.opts.Prefix} {
+				if err := tx.Delete(k); err != nil {
+					return err
+				}
+			}
+			return tx.Put("nodes/x", []byte(s.opts.Prefix))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caughtA()
+	snap, rev := a.mirror.snapshot(0)
+	if snap == nil {
+		t.Fatal("no mirror")
+	}
+	want, err := a.loadMirror(ctx, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, exp []string
+	for tree, out := range map[*btree.BTreeG[*mvccpb.KeyValue]]*[]string{snap: &got, want: &exp} {
+		tree.Ascend(func(kv *mvccpb.KeyValue) bool {
+			*out = append(*out, fmt.Sprintf("%s=%q c%d m%d", kv.Key, kv.Value, kv.CreateRevision, kv.ModRevision))
+			return true
+		})
+	}
+	if !slices.Equal(got, exp) {
+		t.Errorf("mirror at revision %d:\n%s\netcd at that revision:\n%s", rev, strings.Join(got, "\n"), strings.Join(exp, "\n"))
 	}
 }
 
