@@ -18,7 +18,7 @@ import (
 	"github.com/weftmesh/weft/internal/store/storetest"
 )
 
-func open(t *testing.T, endpoints []string, prefix string) *Store {
+func open(t testing.TB, endpoints []string, prefix string) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
