@@ -242,3 +242,129 @@ func TestMirrorWrites(t *testing.T) {
 func staleCount(s *Store, outcome string) float64 {
 	return testutil.ToFloat64(s.metrics.stale.WithLabelValues(outcome))
 }
+
+// A write's reads answered by the mirror are those etcd answers: keys
+// present and absent, lists from the start and after a key, with and
+// without a limit, with the transaction's own writes among them, counts.
+func TestMirrorReadsEqualEtcd(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := open(t, c.Endpoints(), "/mirreads")
+	ctx := context.Background()
+	if _, err := s.Update(ctx, func(tx store.Tx) error {
+		for _, k := range []string{"a", "b/1", "b/2", "b/3", "b/30", "b/4", "b0", "c/x"} {
+			if err := tx.Put(k, []byte("v"+k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reads := func(tx store.Tx) (string, error) {
+		var out []string
+		for _, k := range []string{"a", "b/3", "b/5", "z"} {
+			kv, ok, err := tx.Get(k)
+			if err != nil {
+				return "", err
+			}
+			out = append(out, fmt.Sprintf("get %s %v %q c%d m%d", k, ok, kv.Value, kv.CreateRevision, kv.ModRevision))
+		}
+		for _, l := range []struct {
+			prefix, after string
+			limit         int
+		}{{"b/", "", 0}, {"b/", "", 2}, {"b/", "b/2", 2}, {"b/", "b/30", 0}, {"b/", "b/4", 1}, {"", "", 3}, {"c/", "", 5}, {"d/", "", 1}} {
+			kvs, err := tx.List(l.prefix, l.after, l.limit)
+			if err != nil {
+				return "", err
+			}
+			var keys []string
+			for _, kv := range kvs {
+				keys = append(keys, fmt.Sprintf("%s=%q", kv.Key, kv.Value))
+			}
+			out = append(out, fmt.Sprintf("list %q after %q limit %d: %s", l.prefix, l.after, l.limit, strings.Join(keys, ",")))
+		}
+		for _, p := range []string{"b/", "", "d/"} {
+			n, err := tx.Count(p)
+			if err != nil {
+				return "", err
+			}
+			out = append(out, fmt.Sprintf("count %q %d", p, n))
+		}
+		return strings.Join(out, "\n"), nil
+	}
+	// Own writes first, so that the reads merge them in.
+	write := func(tx store.Tx) error {
+		if err := tx.Put("b/25", []byte("new")); err != nil {
+			return err
+		}
+		return tx.Delete("b/3")
+	}
+	// What etcd answers: a View's reads, and an Update's that writes
+	// first (failed on purpose, so that nothing is written; on a mirror
+	// the failed attempt runs again on etcd, and its reads are kept).
+	expected := func(own bool) string {
+		t.Helper()
+		var out string
+		errDone := errors.New("done")
+		if !own {
+			if _, err := s.View(ctx, func(tx store.Tx) error {
+				var err error
+				out, err = reads(tx)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		if _, err := s.Update(ctx, func(tx store.Tx) error {
+			if err := write(tx); err != nil {
+				return err
+			}
+			var err error
+			out, err = reads(tx)
+			if err != nil {
+				return err
+			}
+			return errDone
+		}); !errors.Is(err, errDone) {
+			t.Fatal(err)
+		}
+		return out
+	}
+	caughtUp := etcdtest.FollowAll(t, s)
+	for _, own := range []bool{false, true} {
+		w := expected(own)
+		caughtUp()
+		before := staleCount(s, staleMirror)
+		var got string
+		runs := 0
+		if _, err := s.Update(ctx, func(tx store.Tx) error {
+			runs++
+			if runs > 1 {
+				return nil
+			}
+			if own {
+				if err := write(tx); err != nil {
+					return err
+				}
+			}
+			var err error
+			got, err = reads(tx)
+			if err != nil {
+				return err
+			}
+			return tx.Put("other", []byte("x")) // so that the first run stands
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if staleCount(s, staleMirror)-before != 1 {
+			t.Fatal("the write did not read from the mirror")
+		}
+		if runs != 1 {
+			t.Errorf("own writes %v: %d runs, want 1 (no other writer)", own, runs)
+		}
+		if got != w {
+			t.Errorf("own writes %v: reads from the mirror:\n%s\nfrom etcd:\n%s", own, got, w)
+		}
+	}
+}
