@@ -3,6 +3,7 @@ package etcd
 import (
 	"bytes"
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/google/btree"
@@ -97,7 +98,7 @@ func (m *mirror) apply(o *orderer, evs []store.Event, prefix string, seen store.
 			continue
 		}
 		m.tree.ReplaceOrInsert(&mvccpb.KeyValue{
-			Key: key, Value: e.KV.Value,
+			Key: key, Value: slices.Clip(e.KV.Value), // shared with the watch's receiver, which may append
 			CreateRevision: int64(e.KV.CreateRevision), ModRevision: int64(e.KV.ModRevision),
 		})
 	}

@@ -100,8 +100,12 @@ func (t *tx) ensureRev() error {
 	return err
 }
 
+// toKV is a key as a transaction returns it. The value is clipped to its
+// length: values read from the mirror are shared by every transaction
+// reading them, and an append to one (a counter's) must not write into
+// the array the others see.
 func (t *tx) toKV(key string, create, mod int64, value []byte) store.KV {
-	return store.KV{Key: key, Value: value, CreateRevision: store.Revision(create), ModRevision: store.Revision(mod)}
+	return store.KV{Key: key, Value: slices.Clip(value), CreateRevision: store.Revision(create), ModRevision: store.Revision(mod)}
 }
 
 func (t *tx) stored(key string) (store.KV, bool, error) {
