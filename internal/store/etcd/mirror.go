@@ -36,6 +36,15 @@ import (
 //
 // Memory: one btree node entry per key, sharing the values with the watch
 // events (which the watch receiver holds anyway).
+//
+// Measured (BenchmarkUpdateFromMirror: a route-like write reading eight
+// keys and a count, three members on this 2-vCPU machine, load average
+// 5-8, four runs of 300 writes each way): 3.6-4.8 ms per write (median
+// 4.0) against 3.9-4.8 (4.6) with the reads from etcd, and 3.2-3.8 ms of
+// the members' CPU per write (3.6) against 3.6-4.5 (4.1): the read round
+// trip and its work on a member, about half a millisecond of each.
+// Cloud Map's RegisterInstance, whose reads are not batched, went from 8
+// read requests one after the other to none (TestInstanceWritesOnEtcd).
 
 // mirrorDegree is the btree's degree (google/btree's own examples use 32;
 // a clone copies a node of up to 2*degree entries on the first write to it).
