@@ -2,7 +2,10 @@
 // sharing one state. Update is an optimistic transaction: fn runs on a
 // snapshot at etcd revision R while every read is recorded, then one etcd
 // Txn commits the writes if nothing fn read changed after R, and fn runs
-// again on a newer snapshot if something did. Revisions are etcd's.
+// again on a newer snapshot if something did. On a replica that watches
+// every key, the first attempt's snapshot is its own copy of the keys
+// (mirror.go), so that the commit is the write's only request. Revisions
+// are etcd's.
 //
 // Keys live under <prefix>/kv/; <prefix>/meta/ holds the format version and
 // a sequence key every write transaction touches (see tx.commit).
