@@ -49,6 +49,7 @@ import (
 	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
 
+	"github.com/weftmesh/weft/bench/internal/loadavg"
 	"github.com/weftmesh/weft/internal/store/etcdtest"
 	"github.com/weftmesh/weft/internal/weftbin"
 )
@@ -82,7 +83,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Printf("habench: %d proxies (%s xDS) over %d virtual nodes, %d writes; load average before %s\n", *proxies, *protocol, *nodes, *writes, loadavg())
+	fmt.Printf("habench: %d proxies (%s xDS) over %d virtual nodes, %d writes; load average before %s\n", *proxies, *protocol, *nodes, *writes, loadavg.String())
 	for _, s := range strings.Split(*setups, ",") {
 		kind, n, _ := strings.Cut(s, ":")
 		replicas, err := strconv.Atoi(n)
@@ -100,7 +101,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	fmt.Printf("load average after %s\n", loadavg())
+	fmt.Printf("load average after %s\n", loadavg.String())
 }
 
 type bench struct {
@@ -181,7 +182,7 @@ func (b *bench) run(ctx context.Context) error {
 	if env := b.env(); len(env) > 0 {
 		fmt.Printf(", replicas with %s", strings.Join(env, " "))
 	}
-	fmt.Printf(" (load average %s)\n", loadavg())
+	fmt.Printf(" (load average %s)\n", loadavg.String())
 	for _, r := range b.procs {
 		rss, heap := r.memory()
 		b.baseRSS, b.baseHeap = append(b.baseRSS, rss), append(b.baseHeap, heap)
@@ -658,12 +659,3 @@ func (t *tracker) applies() []applied {
 func pct(d []time.Duration, p int) time.Duration { return d[(len(d)-1)*p/100] }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}

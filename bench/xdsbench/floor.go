@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/weftmesh/weft/bench/internal/loadavg"
 )
 
 // The floor of a push: what the server's side of one connection costs
@@ -142,7 +144,7 @@ func floor(n, msg, ack, rounds int) error {
 	if _, err := round(); err != nil { // warm-up
 		return err
 	}
-	load := loadavg()
+	load := loadavg.String()
 	cpu0, _ := procCPU(child.Process.Pid)
 	self0, _ := procCPU(os.Getpid())
 	r0, w0 := procSyscalls(child.Process.Pid)
@@ -162,7 +164,7 @@ func floor(n, msg, ack, rounds int) error {
 	for _, d := range walls {
 		sum += d
 	}
-	log.Printf("load average before %s, after %s", load, loadavg())
+	log.Printf("load average before %s, after %s", load, loadavg.String())
 	log.Printf("floor: %d loopback TCP connections, %d rounds of one %d-byte write and one %d-byte read per connection (plain Go net, one goroutine per connection)", n, rounds, msg, ack)
 	log.Printf("server CPU per connection and round: %.1f µs (%v per round); clients' CPU per connection and round: %.1f µs; round wall mean %v; server system calls per connection and round: %.2f read, %.2f write",
 		float64(cpu1-cpu0)/per/1e3, time.Duration(float64(cpu1-cpu0)/float64(rounds)).Round(10*time.Microsecond),

@@ -64,6 +64,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weftmesh/weft/bench/internal/loadavg"
 	weftappmesh "github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/server"
 )
@@ -329,7 +330,7 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	cpu0, _ := procCPU(pid)
 	self0, _ := procCPU(os.Getpid())
 	sysr0, sysw0 := procSyscalls(pid)
-	load0 := loadavg()
+	load0 := loadavg.String()
 	syscall.Kill(pid, syscall.SIGUSR1)
 	var lat, apiLat []time.Duration
 	byType := map[string][]time.Duration{} // lat by the type the write changes
@@ -405,7 +406,7 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	self1, _ := procCPU(os.Getpid())
 	sysr1, sysw1 := procSyscalls(pid)
 	log.Printf("machine load average (1, 5, 15 min) before the writes %s, after %s; the simulated proxies (this process) used %v of CPU per write",
-		load0, loadavg(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
+		load0, loadavg.String(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
 	rss, hwm := procRSS(pid)
 	m1 := scrape("http://" + apiAddr + "/metrics")
 	mean := func(name string) time.Duration {
@@ -514,17 +515,6 @@ func procSyscalls(pid int) (reads, writes int64) {
 		}
 	}
 	return reads, writes
-}
-
-// loadavg is the machine's 1, 5 and 15 minute load averages: the other
-// work competing for its cores.
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // procRSS is the process's resident set and its peak, in bytes.

@@ -156,9 +156,17 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 // at once, still decide on what etcd holds when they commit: of 15
 // creates of 12 names under a quota of 5 nodes, exactly 5 names are
 // created, none twice, and the other creates answer LimitExceededException
-// or (a name asked for twice) ConflictException.
+// or (a name asked for twice) ConflictException. The same when each
+// replica reads from its mirror (it watches every key, as weft server
+// does): the reads are then of a snapshot no request confirmed.
 func TestConcurrentCreatesOnEtcd(t *testing.T) {
 	c := etcdtest.Start(t, 1)
+	for _, mirrored := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mirrored=%v", mirrored), func(t *testing.T) { concurrentCreates(t, c, mirrored) })
+	}
+}
+
+func concurrentCreates(t *testing.T, c *etcdtest.Cluster, mirrored bool) {
 	ctx := context.Background()
 	limits := appmesh.DefaultLimits()
 	limits.VirtualNodesPerMesh = 5
@@ -167,12 +175,15 @@ func TestConcurrentCreatesOnEtcd(t *testing.T) {
 	var svcs []*Service
 	for range 3 {
 		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		st, err := etcd.Open(octx, etcd.Options{Endpoints: c.Endpoints(), Prefix: "/race"})
+		st, err := etcd.Open(octx, etcd.Options{Endpoints: c.Endpoints(), Prefix: fmt.Sprintf("/race%v", mirrored)})
 		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
+		if mirrored {
+			etcdtest.FollowAll(t, st)
+		}
 		svcs = append(svcs, New(st, Config{Region: "us-east-1", Now: clk.now, Limits: limits}, nil))
 	}
 	if _, err := svcs[0].CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m")}); err != nil {
@@ -218,4 +229,99 @@ func TestConcurrentCreatesOnEtcd(t *testing.T) {
 	if len(created) != 5 || len(out.VirtualNodes) != 5 {
 		t.Errorf("%d names created, %d listed; want 5 and 5 (the quota)", len(created), len(out.VirtualNodes))
 	}
+}
+
+// On a replica that keeps a mirror of the store (one that watches every
+// key, as weft server does), a write reads what it checks from the
+// mirror: the tutorial's writes are one etcd request each, the commit.
+func TestWritesFromMirrorOnEtcd(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := etcd.Open(octx, etcd.Options{Endpoints: c.Endpoints(), Prefix: "/mirror"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	caughtUp := etcdtest.FollowAll(t, st)
+	clk := &clock{time.Unix(1800000000, 0)}
+	svc := New(st, Config{Region: "us-east-1", Now: clk.now}, nil)
+	caller := Caller{Account: "111122223333"}
+	member := c.Members[0].ClientURL
+	listener := []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: p(80), Protocol: appmesh.PortProtocolHttp}}}
+	route := func(weight int64, token string) func() error {
+		return func() error {
+			_, err := svc.UpdateRoute(ctx, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
+					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(weight)}}}}},
+				ClientToken: s(token)})
+			return err
+		}
+	}
+	for _, w := range []struct {
+		what string
+		// watchTxn: the watch may read the values a delete removed in
+		// one more Txn (when its event arrives before the commit's
+		// answer), which is not the write's.
+		watchTxn bool
+		fn       func() error
+	}{
+		{"create mesh", false, func() error {
+			_, err := svc.CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m"), ClientToken: s("t-mesh")})
+			return err
+		}},
+		{"create virtual node", false, func() error {
+			_, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+				Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("t-vn"),
+				Tags: []appmesh.TagRef{{Key: s("k"), Value: s("v")}}})
+			return err
+		}},
+		{"create virtual router", false, func() error {
+			_, err := svc.CreateVirtualRouter(ctx, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+				Spec: &appmesh.VirtualRouterSpec{Listeners: []appmesh.VirtualRouterListener{{PortMapping: listener[0].PortMapping}}}})
+			return err
+		}},
+		{"create route", false, func() error {
+			_, err := svc.CreateRoute(ctx, caller, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
+					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(1)}}}}},
+				ClientToken: s("t-route")})
+			return err
+		}},
+		{"update route's weights", false, route(2, "u-route")},
+		{"update route's weights again", false, route(3, "u-route2")},
+		{"update virtual node", false, func() error {
+			_, err := svc.UpdateVirtualNode(ctx, caller, &appmesh.UpdateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+				Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("u-vn")})
+			return err
+		}},
+		{"delete virtual router's route", true, func() error {
+			_, err := svc.DeleteRoute(ctx, caller, &appmesh.DeleteRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r")})
+			return err
+		}},
+	} {
+		caughtUp()
+		ranges, txns := etcdtest.Handled(t, member, "Range"), etcdtest.Handled(t, member, "Txn")
+		if err := w.fn(); err != nil {
+			t.Fatalf("%s: %v", w.what, err)
+		}
+		if r, x := etcdtest.Handled(t, member, "Range")-ranges, etcdtest.Handled(t, member, "Txn")-txns; r != 0 || x != 1 && !(w.watchTxn && x == 2) {
+			t.Errorf("%s: %.0f Range and %.0f Txn requests, want 0 and 1 (the commit)", w.what, r, x)
+		}
+		clk.t = clk.t.Add(time.Second)
+	}
+	// The same weight again with the first token: the first answer,
+	// from the mirror too, with no commit (nothing to write) and so a
+	// second run on etcd's state: two reads, no commit.
+	caughtUp()
+	ranges, txns := etcdtest.Handled(t, member, "Range"), etcdtest.Handled(t, member, "Txn")
+	if err := route(2, "u-route")(); err != nil {
+		var ae *appmesh.Error
+		if !errors.As(err, &ae) {
+			t.Fatalf("update replayed with its token: %v", err)
+		}
+	}
+	t.Logf("a replayed update (nothing written): %.0f Range and %.0f Txn requests",
+		etcdtest.Handled(t, member, "Range")-ranges, etcdtest.Handled(t, member, "Txn")-txns)
 }

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/etcdtest"
 )
 
@@ -109,18 +110,88 @@ func BenchmarkMemberRequests(b *testing.B) {
 func membersCPU(c *etcdtest.Cluster) time.Duration {
 	var d time.Duration
 	for _, m := range c.Members {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.Pid()))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		d += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+		d += procCPU(m.Pid())
 	}
 	return d
+}
+
+// BenchmarkUpdateFromMirror times a write shaped like a route's weight
+// update (one batch of eight key reads, a count of a prefix, one put) on a
+// three-member cluster on this machine, with its reads made to etcd (one
+// read Txn, then the commit) and from the mirror of a replica that
+// follows every key (the commit alone). Besides the time per write it
+// reports the members' CPU per write (member-us/op) and this process's
+// (self-us/op: the replica's side, the benchmark loop included).
+//
+//	go test ./internal/store/etcd/ -run '^$' -bench BenchmarkUpdateFromMirror -benchtime 300x
+func BenchmarkUpdateFromMirror(b *testing.B) {
+	c := etcdtest.Start(b, 3)
+	ctx := context.Background()
+	keys := make([]string, 8)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("mesh/r/%d", i)
+	}
+	for _, mirrored := range []bool{false, true} {
+		name := "reads-from-etcd"
+		if mirrored {
+			name = "reads-from-mirror"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := open(b, c.Endpoints(), "/bench-"+name)
+			if _, err := s.Update(ctx, func(tx store.Tx) error {
+				for _, k := range keys {
+					if err := tx.Put(k, []byte(strings.Repeat("x", 300))); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+			if mirrored {
+				etcdtest.FollowAll(b, s)()
+			}
+			cpu0, self0 := membersCPU(c), procCPU(os.Getpid())
+			n := 0
+			for b.Loop() {
+				n++
+				if _, err := s.Update(ctx, func(tx store.Tx) error {
+					if err := tx.(interface {
+						PrefetchReads(keys, counts []string, lists map[string]int) error
+					}).PrefetchReads(keys, []string{"mesh/"}, nil); err != nil {
+						return err
+					}
+					for _, k := range keys {
+						if _, _, err := tx.Get(k); err != nil {
+							return err
+						}
+					}
+					if _, err := tx.Count("mesh/"); err != nil {
+						return err
+					}
+					return tx.Put(keys[0], []byte(strings.Repeat("y", 290)+strconv.Itoa(n)))
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64((membersCPU(c)-cpu0).Microseconds())/float64(b.N), "member-us/op")
+			b.ReportMetric(float64((procCPU(os.Getpid())-self0).Microseconds())/float64(b.N), "self-us/op")
+		})
+	}
+}
+
+// procCPU is the CPU time (user and system) process pid used so far.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }

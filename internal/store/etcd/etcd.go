@@ -2,7 +2,10 @@
 // sharing one state. Update is an optimistic transaction: fn runs on a
 // snapshot at etcd revision R while every read is recorded, then one etcd
 // Txn commits the writes if nothing fn read changed after R, and fn runs
-// again on a newer snapshot if something did. Revisions are etcd's.
+// again on a newer snapshot if something did. On a replica that watches
+// every key, the first attempt's snapshot is its own copy of the keys
+// (mirror.go), so that the commit is the write's only request. Revisions
+// are etcd's.
 //
 // Keys live under <prefix>/kv/; <prefix>/meta/ holds the format version and
 // a sequence key every write transaction touches (see tx.commit).
@@ -76,6 +79,7 @@ type Store struct {
 	log        *slog.Logger
 	metrics    *metrics
 	local      localWatchers // the watchers this replica's commits go to
+	mirror     mirror        // weft's keys as the watch of every key delivered them
 
 	// leader, when set, is a client of the member that said it was the
 	// leader at the last probe: commits go there (see guardEndpoints).
@@ -365,6 +369,9 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (store.Revi
 func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error, staleFirst bool) (store.Revision, bool, error) {
 	t := s.newTx(ctx, false)
 	t.staleFirst = staleFirst
+	if staleFirst && t.fromMirror() {
+		s.metrics.stale.WithLabelValues(staleMirror).Inc()
+	}
 	err := call(fn, t)
 	if t.stale && (err != nil && rerunnable(ctx, err) || err == nil && t.w.Len() == 0) {
 		s.metrics.stale.WithLabelValues(staleRerun).Inc()

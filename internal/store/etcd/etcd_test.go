@@ -18,7 +18,7 @@ import (
 	"github.com/weftmesh/weft/internal/store/storetest"
 )
 
-func open(t *testing.T, endpoints []string, prefix string) *Store {
+func open(t testing.TB, endpoints []string, prefix string) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -56,6 +56,20 @@ func factory(c *etcdtest.Cluster) storetest.Factory {
 
 func TestStoreOneMember(t *testing.T) {
 	storetest.Run(t, factory(etcdtest.Start(t, 1)))
+}
+
+// The contract again with every store following all its keys, as weft
+// server's stores do: their writes' first attempts read from the mirror.
+func TestStoreMirrored(t *testing.T) {
+	f := factory(etcdtest.Start(t, 1))
+	follow := func(t *testing.T, s store.Store) store.Store {
+		etcdtest.FollowAll(t, s)()
+		return s
+	}
+	newStore, reopen := f.New, f.Reopen
+	f.New = func(t *testing.T) store.Store { return follow(t, newStore(t)) }
+	f.Reopen = func(t *testing.T, s store.Store) store.Store { return follow(t, reopen(t, s)) }
+	storetest.Run(t, f)
 }
 
 func TestStoreThreeMembers(t *testing.T) {

@@ -30,6 +30,7 @@ const (
 	staleUsed   = "used"   // the attempt went on with it
 	staleBehind = "behind" // older than a revision the replica had seen: read again linearizably
 	staleRerun  = "rerun"  // the attempt failed, wrote nothing or conflicted: run again linearizably
+	staleMirror = "mirror" // read from the replica's mirror (mirror.go), not from a member
 )
 
 func newMetrics() *metrics {
@@ -50,7 +51,7 @@ func newMetrics() *metrics {
 		}, []string{"via"}),
 		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "store_etcd", Name: "stale_first_reads_total",
-			Help: "Write attempts whose first read was serializable, by outcome: used (the attempt went on with it), behind (the member was behind a revision this replica had seen; read again linearizably), rerun (the attempt failed, wrote nothing or conflicted, and ran again on a linearizable snapshot; also counted as used).",
+			Help: "Write attempts whose first read was serializable, by outcome: used (the attempt went on with it), behind (the member was behind a revision this replica had seen; read again linearizably), rerun (the attempt failed, wrote nothing or conflicted, and ran again on a linearizable snapshot; also counted as used or mirror), mirror (the attempt read from this replica's copy of the keys its watch keeps, with no request to etcd).",
 		}, []string{"outcome"}),
 		retried: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "store_etcd", Name: "retried_requests_total",

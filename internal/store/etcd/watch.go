@@ -53,13 +53,31 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 	// used (deletedValues reads those).
 	wch := s.c.Watch(wctx, key, clientv3.WithPrefix(), clientv3.WithRev(int64(from)+1))
 	out := make(chan store.Change, s.opts.WatchBuffer)
+	o := newOrderer(prefix, from)
+	// The first watch of every key keeps the mirror (mirror.go).
+	keeps := prefix == "" && from > 0 && s.mirror.claim(o)
+	if keeps {
+		// Loaded before the watch starts, so that the caller's next
+		// write can use it.
+		tree, err := s.loadMirror(ctx, int64(from))
+		if err != nil {
+			// The watch goes on; writes read from etcd.
+			s.log.Warn("reading the keys for the mirror; writes read from etcd", "err", err)
+			s.mirror.release(o)
+			keeps = false
+		} else {
+			s.mirror.loaded(o, tree, int64(from))
+		}
+	}
 	go func() { // ends with ctx, Close, a broken etcd watch, a broken order or a slow receiver
 		defer close(out)
 		defer cancel()
 		if local != nil {
 			defer s.local.remove(local)
 		}
-		o := newOrderer(prefix, from)
+		if keeps {
+			defer s.mirror.release(o)
+		}
 		send := func(c store.Change) bool {
 			select {
 			case out <- c:
@@ -72,6 +90,9 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 		}
 		sendLocal := func(cs []localCommit) bool {
 			for _, lc := range cs {
+				if keeps {
+					s.mirror.apply(o, lc.events, s.kvPrefix, lc.rev)
+				}
 				c, ok := o.change(lc)
 				if !ok {
 					continue
@@ -97,7 +118,9 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 				}
 				s.observe(resp.Header.Revision)
 				changes := s.changes(resp.Events, prefix)
-				if err := s.deletedValues(wctx, changes); err != nil {
+				// A revision this replica's commit already delivered is
+				// skipped below: its deletes need no values.
+				if err := s.deletedValues(wctx, changes, func(rev store.Revision) bool { return o.early[rev] }); err != nil {
 					s.log.Warn("reading the values of deleted keys; closing the watch", "prefix", prefix, "err", err)
 					return
 				}
@@ -109,6 +132,9 @@ func (s *Store) Watch(ctx context.Context, prefix string, from store.Revision) (
 					}
 					if !deliver {
 						continue
+					}
+					if keeps {
+						s.mirror.apply(o, r.c.Events, s.kvPrefix, r.c.Revision)
 					}
 					if len(r.c.Events) > 0 {
 						if !r.sent.IsZero() {
@@ -201,11 +227,16 @@ const maxDeletedReads = 100
 // the delete: serializable (the watch's member has applied it; another
 // may not have, then linearizable), up to maxDeletedReads keys per Txn.
 // Deletes are rare (a resource deleted, a client token expired), so this
-// costs etcd less than previous values on every event of every watch.
-func (s *Store) deletedValues(ctx context.Context, cs []watched) error {
+// costs etcd less than previous values on every event of every watch. The
+// revisions delivered says were delivered already (this replica's
+// commits: local.go) are left as they are.
+func (s *Store) deletedValues(ctx context.Context, cs []watched, delivered func(store.Revision) bool) error {
 	type ref struct{ c, e int }
 	var refs []ref
 	for i := range cs {
+		if delivered(cs[i].c.Revision) {
+			continue
+		}
 		for j, e := range cs[i].c.Events {
 			if e.Type == store.EventDelete {
 				refs = append(refs, ref{i, j})

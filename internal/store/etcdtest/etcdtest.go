@@ -22,6 +22,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/weftmesh/weft/internal/store"
 )
 
 // Binary is the etcd executable the tests run; WEFT_ETCD overrides it.
@@ -475,4 +477,57 @@ func Handled(t testing.TB, clientURL, method string) float64 {
 		}
 	}
 	return 0
+}
+
+// FollowAll watches every key of st until the test ends, as weft
+// server's xDS watcher does (an etcd store then keeps a mirror of its
+// keys and answers writes' reads from it); caughtUp waits until the watch
+// delivered every write made so far.
+func FollowAll(t testing.TB, st store.Store) (caughtUp func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	rev, err := st.View(ctx, func(store.Tx) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := st.Watch(ctx, "", rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := rev
+	moved := make(chan struct{}, 1)
+	go func() { // ends when the watch's channel closes (cancel at cleanup)
+		for c := range ch {
+			mu.Lock()
+			seen = c.Revision
+			mu.Unlock()
+			select {
+			case moved <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return func() {
+		t.Helper()
+		want, err := st.View(ctx, func(store.Tx) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(30 * time.Second)
+		for {
+			mu.Lock()
+			done := seen >= want
+			mu.Unlock()
+			if done {
+				return
+			}
+			select {
+			case <-moved:
+			case <-deadline:
+				t.Fatalf("the watch did not reach revision %d within 30 s", want)
+			}
+		}
+	}
 }
