@@ -558,13 +558,16 @@ func TestConsole(t *testing.T) {
 		if shown := eval[string](t, e, `document.querySelector('`+row+` .api-error').textContent`); shown != msg {
 			t.Fatalf("the gateway's row says %q, want the server's message %q", shown, msg)
 		}
+		if state := eval[string](t, e, `document.querySelector('`+row+` .badge').textContent`); state != "error" {
+			t.Fatalf("the gateway's row's state is %q, want error", state)
+		}
 		checkContrast(t, e, "proxies with a translation error")
 		// The first spec again: the error clears, on both pages.
 		var restore map[string]any
 		json.Unmarshal([]byte(good), &restore)
 		e.mustAPI(t, "PUT", gwPath, map[string]any{"spec": restore})
 		e.runWithin(t, 40*time.Second, "the error cleared on the proxies page", pollFor(30*time.Second,
-			`(() => { const r = document.querySelector('`+row+`'); return !!r && !r.querySelector('.api-error'); })()`))
+			`(() => { const r = document.querySelector('`+row+`'); return !!r && !r.querySelector('.api-error') && r.querySelector('.badge').textContent === 'ACK'; })()`))
 		e.runWithin(t, 40*time.Second, "the gateway ACKs again on the graph", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh), pollFor(30*time.Second, acked))
 	})
 
