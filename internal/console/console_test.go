@@ -21,6 +21,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/auth"
+	"github.com/weftmesh/weft/internal/console/consoletest"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
 )
@@ -461,18 +462,6 @@ func TestEventsSnapshotLimit(t *testing.T) {
 	}
 }
 
-// countingReader counts the bytes read through it: the bytes on the wire.
-type countingReader struct {
-	r io.Reader
-	n int
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += n
-	return n, err
-}
-
 // TestEventsSnapshotGzip: a snapshot stream is gzipped for a client that
 // takes gzip, decodes (with the standard library's reader) to the same
 // events as the plain stream, smaller on the wire; and an event written
@@ -500,41 +489,15 @@ func TestEventsSnapshotGzip(t *testing.T) {
 	}
 	srv := httptest.NewServer(NewEvents(EventsConfig{Store: st, Account: func(*http.Request) string { return owner }}))
 	defer srv.Close()
-	// read opens the stream with Accept-Encoding enc, reads it until
-	// snapshot-end, and returns the text read and the bytes on the wire.
-	read := func(enc string) (*http.Response, *bufio.Reader, *countingReader, string) {
-		req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/v1/events?mesh=m&snapshot=true", nil)
-		req.Header.Set("Accept-Encoding", enc) // set: the client does not decode it itself
-		res, err := http.DefaultClient.Do(req)
-		if err != nil || res.StatusCode != 200 {
-			t.Fatalf("%s stream: %v %v", enc, res, err)
-		}
-		wire := &countingReader{r: res.Body}
-		var body io.Reader = wire
-		if res.Header.Get("Content-Encoding") == "gzip" {
-			zr, err := gzip.NewReader(wire)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body = zr
-		}
-		br := bufio.NewReaderSize(body, 1<<20)
-		var text strings.Builder
-		for !strings.Contains(text.String(), "event: snapshot-end\n") {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				t.Fatalf("%s stream, after %d bytes: %v", enc, text.Len(), err)
-			}
-			text.WriteString(line)
-		}
-		line, _ := br.ReadString('\n') // snapshot-end's data
-		text.WriteString(line)
-		return res, br, wire, text.String()
-	}
-	plainRes, _, plainWire, plain := read("identity")
+	url := srv.URL + "/v1/events?mesh=m&snapshot=true"
+	plainStream := consoletest.Open(t, url, "identity")
+	plain := plainStream.UntilSnapshotEnd(t)
+	plainRes, plainWire := plainStream.Resp, plainStream.WireBytes()
 	plainRes.Body.Close()
-	res, br, wire, zipped := read("gzip")
-	defer res.Body.Close()
+	zs := consoletest.Open(t, url, "gzip")
+	res, br := zs.Resp, zs.R
+	defer res.Body.Close() // before the deferred srv.Close, which waits for the stream's handler
+	zipped := zs.UntilSnapshotEnd(t)
 	if plainRes.Header.Get("Content-Encoding") != "" || res.Header.Get("Content-Encoding") != "gzip" ||
 		res.Header.Get("Content-Type") != "text/event-stream" || res.Header.Get("Vary") != "Accept-Encoding" {
 		t.Fatalf("headers: plain %v, gzip %v", plainRes.Header, res.Header)
@@ -542,9 +505,9 @@ func TestEventsSnapshotGzip(t *testing.T) {
 	if zipped != plain || strings.Count(plain, `"kind":"virtualNode"`) != 600 {
 		t.Fatalf("the gzipped stream decodes to other events (%d bytes, %d bytes plain)", len(zipped), len(plain))
 	}
-	t.Logf("snapshot of 600 nodes: %d bytes plain, %d gzipped", plainWire.n, wire.n)
-	if wire.n*3 > plainWire.n {
-		t.Fatalf("gzipped %d bytes, plain %d", wire.n, plainWire.n)
+	t.Logf("snapshot of 600 nodes: %d bytes plain, %d gzipped", plainWire, zs.WireBytes())
+	if zs.WireBytes()*3 > plainWire {
+		t.Fatalf("gzipped %d bytes, plain %d", zs.WireBytes(), plainWire)
 	}
 	// A change after the snapshot reaches the reader without the stream
 	// ending.

@@ -1,9 +1,13 @@
 package demo
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -21,7 +25,9 @@ import (
 
 // TestDemo runs weft demo briefly in each layout and checks from its output
 // that requests flowed, were split about 4:1 between green and yellow, and
-// passed through the proxies (their own request counters).
+// passed through the proxies (their own request counters), and that the
+// console's address it prints answers, while it runs, with the console
+// listing the demo's mesh.
 func TestDemo(t *testing.T) {
 	bin := weftbin.Build(t)
 	tests := []struct {
@@ -41,18 +47,61 @@ func TestDemo(t *testing.T) {
 			defer cancel()
 			argv := []string{bin, "demo", "--layout", tt.layout, "--duration", "5s", "--rate", "100"}
 			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+			client := &http.Client{Timeout: 10 * time.Second} // reaches the API the demo prints
 			switch {
 			case tt.layout == LayoutNetns:
 				netnstest.Require(t, "iptables", "iptables-restore", "setpriv")
 			case os.Geteuid() == 0:
 				// As root, the loopback layout gets a network namespace
 				// of its own, so its proxy's fixed egress port 15001
-				// meets nothing else running here.
-				cmd = isolated(t, ctx, argv)
+				// meets nothing else running here; its API is reached
+				// from inside that namespace.
+				var h *netns.Host
+				cmd, h = isolated(t, ctx, argv)
+				client.Transport = &http.Transport{DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+					err = h.Do(func() error { // addr is ip:port: no name resolved on the namespace's thread
+						c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+						return err
+					})
+					return c, err
+				}}
+				t.Cleanup(client.CloseIdleConnections)
 			}
+			// Its output is read as it comes: the console's address is
+			// fetched while the demo runs.
 			var out, errOut bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &errOut
-			err := cmd.Run()
+			pr, pw := io.Pipe()
+			cmd.Stdout, cmd.Stderr = pw, &errOut
+			consoleURL := make(chan string, 1)
+			scanned := make(chan struct{})
+			go func() { // ends when pw is closed, after the demo has exited
+				defer close(scanned)
+				sc := bufio.NewScanner(pr)
+				for sc.Scan() {
+					out.WriteString(sc.Text() + "\n")
+					if m := consoleLine.FindStringSubmatch(sc.Text()); m != nil {
+						select {
+						case consoleURL <- m[1]:
+						default:
+						}
+					}
+				}
+				io.Copy(io.Discard, pr)
+			}()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait(); pw.Close() }() // ends when the demo exits (ctx kills it at the latest)
+			var err error
+			select {
+			case u := <-consoleURL:
+				checkConsole(t, client, u)
+				err = <-exited
+			case err = <-exited:
+				t.Errorf("weft demo exited without printing the console's address")
+			}
+			<-scanned
 			if tt.layout == LayoutNetns && cmd.Process != nil {
 				if left := netns.Remaining(ctx, netns.Prefix(netnsFamily, cmd.Process.Pid)); len(left) > 0 {
 					t.Errorf("weft demo left behind: %v", left)
@@ -89,9 +138,37 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// consoleLine is weft demo's line giving the console's address.
+var consoleLine = regexp.MustCompile(`^weft demo: .*in the console.*: (http://\S+)$`)
+
+// checkConsole fetches the console's address weft demo printed, as a
+// browser would, and checks that it is the console with the demo's mesh
+// in its list.
+func checkConsole(t *testing.T, client *http.Client, u string) {
+	t.Helper()
+	resp, err := client.Get(u) // the fragment (the view) stays in the browser
+	if err != nil {
+		t.Fatalf("the console's address %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("the console's address %s: %v", u, err)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("the console's address %s: %s, %s", u, resp.Status, resp.Header.Get("Content-Type"))
+	}
+	// The page is drawn with the meshes list in it: the demo's mesh
+	// links to its own view.
+	if !strings.Contains(string(body), `id="list-mesh"`) || !strings.Contains(string(body), `href="#/mesh/color-mesh"`) {
+		t.Fatalf("the console's address %s is not the console listing color-mesh:\n%.2000s", u, body)
+	}
+	t.Logf("the console at %s: %d bytes, lists color-mesh", u, len(body))
+}
+
 // isolated returns argv as a command inside a network namespace of its own
-// (loopback only), removed when the test ends.
-func isolated(t *testing.T, ctx context.Context, argv []string) *exec.Cmd {
+// (loopback only), removed when the test ends, and that namespace.
+func isolated(t *testing.T, ctx context.Context, argv []string) (*exec.Cmd, *netns.Host) {
 	t.Helper()
 	const family = "wftl"
 	netns.Sweep(ctx, family)
@@ -108,7 +185,7 @@ func isolated(t *testing.T, ctx context.Context, argv []string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h.Command(ctx, -1, argv...)
+	return h.Command(ctx, -1, argv...), h
 }
 
 func lastLine(s, prefix string) string {

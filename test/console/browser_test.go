@@ -514,6 +514,63 @@ func TestConsole(t *testing.T) {
 		e.runWithin(t, 40*time.Second, "blue ACKs again", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh), pollFor(30*time.Second, acked))
 	})
 
+	t.Run("a translation error shown with the server's message", func(t *testing.T) {
+		// A proxy for the gateway; then the gateway's listener moved to
+		// port 15001, written as the CLI would. The API takes it (App Mesh
+		// did not know the proxy's ports), but the gateway's proxy already
+		// binds 15001 for its second hop (the egress listener): the
+		// server's check of the translated listeners refuses the pair, the
+		// proxy keeps its last configuration, and /v1/proxies gives the
+		// reason as the proxy's error, which the graph and the proxies page
+		// show. The first spec again clears it.
+		const nodeID = "mesh/" + mesh + "/virtualGateway/gateway"
+		e.startProxy(t, "translate", nodeID)
+		gwSel := `#topology g[data-id="virtualGateway:gateway"]`
+		acked := `(() => { const g = document.querySelector('` + gwSel + `');
+			return !!g && !g.classList.contains('nack') && g.querySelector('text.sub').textContent.includes('ACK'); })()`
+		e.runWithin(t, 40*time.Second, "the gateway's proxy ACKs", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh), pollFor(30*time.Second, acked))
+		gwPath := "/v20190125/meshes/" + mesh + "/virtualGateways/gateway"
+		good := jsonString(e.mustAPI(t, "GET", gwPath, nil)["spec"])
+		var bad map[string]any
+		json.Unmarshal([]byte(good), &bad)
+		bad["listeners"].([]any)[0].(map[string]any)["portMapping"].(map[string]any)["port"] = 15001
+		e.mustAPI(t, "PUT", gwPath, map[string]any{"spec": bad})
+		var msg string
+		waitFor(t, 30*time.Second, "the gateway's translation error in /v1/proxies", func() bool {
+			for _, p := range e.proxies(t).Proxies {
+				if p.NodeID == nodeID {
+					msg = p.Error
+				}
+			}
+			return msg != ""
+		})
+		t.Logf("the server's error for %s: %s", nodeID, msg)
+		if !strings.Contains(msg, "15001") {
+			t.Fatalf("the error %q does not name the port", msg)
+		}
+		msgJS := jsonString(msg)
+		e.runWithin(t, 40*time.Second, "the gateway's error on the graph", pollFor(30*time.Second, `(() => { const g = document.querySelector('`+gwSel+`');
+				return g.classList.contains('nack') && g.querySelector('text.sub').textContent.includes('error') &&
+					g.querySelector('title').textContent.includes('; error: ' + `+msgJS+`); })()`))
+		e.screenshot(t, "topology-translation-error")
+		row := `#proxies tr[data-node="` + nodeID + `"]`
+		e.run(t, "the gateway's error on the proxies page", chromedp.Navigate(e.base+"/console/#/proxies"), chromedp.WaitVisible(css(row+" .api-error")))
+		if shown := eval[string](t, e, `document.querySelector('`+row+` .api-error').textContent`); shown != msg {
+			t.Fatalf("the gateway's row says %q, want the server's message %q", shown, msg)
+		}
+		if state := eval[string](t, e, `document.querySelector('`+row+` .badge').textContent`); state != "error" {
+			t.Fatalf("the gateway's row's state is %q, want error", state)
+		}
+		checkContrast(t, e, "proxies with a translation error")
+		// The first spec again: the error clears, on both pages.
+		var restore map[string]any
+		json.Unmarshal([]byte(good), &restore)
+		e.mustAPI(t, "PUT", gwPath, map[string]any{"spec": restore})
+		e.runWithin(t, 40*time.Second, "the error cleared on the proxies page", pollFor(30*time.Second,
+			`(() => { const r = document.querySelector('`+row+`'); return !!r && !r.querySelector('.api-error') && r.querySelector('.badge').textContent === 'ACK'; })()`))
+		e.runWithin(t, 40*time.Second, "the gateway ACKs again on the graph", chromedp.Navigate(e.base+"/console/#/mesh/"+mesh), pollFor(30*time.Second, acked))
+	})
+
 	t.Run("narrow window and keyboard", func(t *testing.T) {
 		e.run(t, "narrow",
 			chromedp.EmulateViewport(420, 860),

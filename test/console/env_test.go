@@ -56,8 +56,8 @@ func newEnv(t *testing.T) *env {
 }
 
 // newEnvWith starts the server with a credentials file (its YAML; none
-// when "").
-func newEnvWith(t *testing.T, authFile string) *env {
+// when "") and what opts change in its configuration.
+func newEnvWith(t *testing.T, authFile string, opts ...func(*server.Config)) *env {
 	t.Helper()
 	needNamespace(t)
 	chromium, err := exec.LookPath("chromium")
@@ -92,6 +92,9 @@ func newEnvWith(t *testing.T, authFile string) *env {
 		if err := os.WriteFile(cfg.AuthFile, []byte(authFile), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -1,16 +1,14 @@
 package console
 
 import (
-	"bufio"
-	"compress/gzip"
 	"fmt"
-	"io"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/weftmesh/weft/internal/console/consoletest"
 )
 
 // TestConsoleLargeMesh draws a mesh of 200 virtual nodes and 1,000 routes
@@ -107,28 +105,11 @@ func TestConsoleLargeMesh(t *testing.T) {
 	// It asks for gzip, as a browser does, and counts the bytes on the
 	// wire.
 	start = time.Now()
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", e.base+"/v1/events?mesh=big&snapshot=true", nil)
-	req.Header.Set("Accept-Encoding", "gzip")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("events: %v %v", resp, err)
-	}
-	wire := &countingReader{r: resp.Body}
-	var body io.Reader = wire
-	if resp.Header.Get("Content-Encoding") == "gzip" {
-		if body, err = gzip.NewReader(wire); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sc := bufio.NewScanner(body)
-	sc.Buffer(nil, 4<<20)
-	size := 0
-	for sc.Scan() && sc.Text() != "event: snapshot-end" {
-		size += len(sc.Bytes()) + 1
-	}
-	resp.Body.Close()
+	events := consoletest.Open(t, e.base+"/v1/events?mesh=big&snapshot=true", "gzip")
+	size := len(events.UntilSnapshotEnd(t))
+	events.Resp.Body.Close()
 	t.Logf("baseline: the mesh's snapshot from Go (GET /v1/events?snapshot=true, %d KB, %d KB on the wire, Content-Encoding %q) took %v",
-		size/1024, wire.n/1024, resp.Header.Get("Content-Encoding"), time.Since(start).Round(time.Millisecond))
+		size/1024, events.WireBytes()/1024, events.Resp.Header.Get("Content-Encoding"), time.Since(start).Round(time.Millisecond))
 
 	e.run(t, "open the large topology",
 		chromedp.Navigate("about:blank"),
@@ -208,16 +189,4 @@ func parallel(t *testing.T, fns []func(), n int) {
 	}
 	close(work)
 	wg.Wait()
-}
-
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n int
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += n
-	return n, err
 }

@@ -3,7 +3,7 @@
 // proxies ACKing the configuration the console's writes produce.
 //
 // The test binary re-executes itself in a network namespace of its own
-// (unshare --net), as test/integration does: the proxies bind the ports the
+// (netns.OwnNamespace, as test/integration does): the proxies bind the ports the
 // translator gives them (15000, 15001, listener ports) in namespaces on a
 // bridge that exists only there. It needs root; without it the tests skip,
 // and fail under WEFT_CI=1.
@@ -11,10 +11,10 @@ package console
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"syscall"
 	"testing"
@@ -35,35 +35,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(proxyNodeEnv) != "" {
 		os.Exit(runProxy())
 	}
-	if os.Getenv(nsEnv) == "" {
-		if os.Geteuid() != 0 {
-			if os.Getenv("WEFT_CI") != "" {
-				fmt.Fprintln(os.Stderr, "test/console needs root (a network namespace of its own)")
-				os.Exit(1)
-			}
-			os.Exit(m.Run()) // every test skips, saying why
-		}
-		cmd := exec.Command("unshare", append([]string{"--net", "--", os.Args[0]}, os.Args[1:]...)...)
-		cmd.Env = append(os.Environ(), nsEnv+"=1")
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with go test
-		if err := cmd.Run(); err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				os.Exit(ee.ExitCode())
-			}
-			fmt.Fprintln(os.Stderr, "unshare:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "ip link set lo up: %v: %s\n", err, out)
+	switch err := netns.OwnNamespace(context.Background(), nsEnv, labFamily, os.Stderr); {
+	case errors.Is(err, netns.ErrNotRoot) && os.Getenv("WEFT_CI") == "":
+		// every test skips, saying why
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "test/console needs a network namespace of its own:", err)
 		os.Exit(1)
-	}
-	if gone, err := netns.Sweep(context.Background(), labFamily); err != nil {
-		fmt.Fprintln(os.Stderr, "sweep:", err)
-	} else if len(gone) > 0 {
-		fmt.Fprintln(os.Stderr, "removed what dead runs left:", gone)
 	}
 	os.Exit(m.Run())
 }

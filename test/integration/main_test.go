@@ -6,10 +6,9 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"syscall"
 	"testing"
 
 	"github.com/weftmesh/weft/internal/netns"
@@ -34,38 +33,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(proxyNodeEnv) != "" {
 		os.Exit(runProxy())
 	}
-	if os.Getenv(nsEnv) == "" {
-		if os.Geteuid() != 0 {
-			if os.Getenv("WEFT_CI") != "" {
-				fmt.Fprintln(os.Stderr, "test/integration needs root (a network namespace of its own)")
-				os.Exit(1)
-			}
-			os.Exit(m.Run()) // every test skips, saying why
-		}
-		cmd := exec.Command("unshare", append([]string{"--net", "--", os.Args[0]}, os.Args[1:]...)...)
-		cmd.Env = append(os.Environ(), nsEnv+"=1")
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		// The child dies with this process (go test's timeout kills it).
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Run(); err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				os.Exit(ee.ExitCode())
-			}
-			fmt.Fprintln(os.Stderr, "unshare:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "ip link set lo up: %v: %s\n", err, out)
+	switch err := netns.OwnNamespace(context.Background(), nsEnv, labFamily, os.Stderr); {
+	case errors.Is(err, netns.ErrNotRoot) && os.Getenv("WEFT_CI") == "":
+		// every test skips, saying why
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "test/integration needs a network namespace of its own:", err)
 		os.Exit(1)
-	}
-	// Namespaces a killed run of this test left behind (named with its
-	// pid, which is gone).
-	if gone, err := netns.Sweep(context.Background(), labFamily); err != nil {
-		fmt.Fprintln(os.Stderr, "sweep:", err)
-	} else if len(gone) > 0 {
-		fmt.Fprintln(os.Stderr, "removed what dead runs left:", gone)
 	}
 	os.Exit(m.Run())
 }

@@ -142,16 +142,6 @@ export function cloudMap(op, body = {}) {
   });
 }
 
-export async function cloudMapAll(op, body, key) {
-  let out = [], token;
-  do {
-    const data = await cloudMap(op, token ? { ...body, NextToken: token } : body);
-    out = out.concat(data[key] || []);
-    token = data.NextToken;
-  } while (token);
-  return out;
-}
-
 export const proxies = () => request('GET', '/v1/proxies');
 
 // traffic returns the mesh's traffic edges, or null when the server does

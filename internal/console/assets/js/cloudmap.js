@@ -4,23 +4,52 @@
 import * as api from './api.js';
 import { h, errorBox, okBox, enc, when } from './dom.js';
 
-function searchable(table, rows, nameOf) {
+// PAGE is how many items a Cloud Map list reads at a time, as the App Mesh
+// lists do.
+const PAGE = 50;
+
+// pagedTable reads a Cloud Map list one page at a time (the operation op
+// with params, its items under key): "Load more" reads the next page with
+// the answer's NextToken, and the search filters what was loaded. rowsOf
+// turns one page's items into their rows, in order; nameOf is what the
+// search matches. It returns the parts to place: search, status, table and
+// the Load more button (id more-<id>).
+async function pagedTable(id, op, params, key, headers, rowsOf, nameOf) {
+  const body = h('tbody');
   const search = h('input', { type: 'search', placeholder: 'Search', 'aria-label': 'Search' });
+  const status = h('span', { class: 'status-line', role: 'status' });
+  const more = h('button', { type: 'button', id: `more-${id}` }, 'Load more');
+  let token = '', rows = [];
   const draw = () => {
     const q = search.value.trim().toLowerCase();
-    table.replaceChildren(...rows.filter((r) => !q || nameOf(r).toLowerCase().includes(q)).map((r) => r.tr));
+    const shown = rows.filter((r) => !q || r.name.toLowerCase().includes(q));
+    body.replaceChildren(...shown.map((r) => r.tr));
+    status.textContent = `${shown.length} shown of ${rows.length} loaded${token ? ' (more on the server)' : ''}`;
+    more.hidden = !token;
   };
+  const load = async () => {
+    const data = await api.cloudMap(op, token ? { ...params, MaxResults: PAGE, NextToken: token } : { ...params, MaxResults: PAGE });
+    const items = data[key] || [];
+    const trs = await rowsOf(items);
+    rows = rows.concat(items.map((it, i) => ({ name: nameOf(it), tr: trs[i] })));
+    token = data.NextToken || '';
+    draw();
+  };
+  more.addEventListener('click', () => load().catch((e) => status.replaceChildren(errorBox(e))));
   search.addEventListener('input', draw);
-  draw();
-  return search;
+  await load();
+  return {
+    search, status, more,
+    table: h('div', { class: 'scroll' }, h('table', { id }, h('thead', {}, h('tr', {}, headers.map((x) => h('th', {}, x)))), body)),
+  };
 }
 
 export async function namespacesView(ctx) {
-  const nss = await api.cloudMapAll('ListNamespaces', {}, 'Namespaces');
-  const body = h('tbody');
-  const rows = nss.map((n) => ({ n, tr: h('tr', {},
-    h('td', {}, h('a', { href: `#/cloudmap/ns/${enc(n.Id)}` }, n.Name)), h('td', {}, n.Type), h('td', {}, n.Id),
-    h('td', {}, String(n.ServiceCount ?? '')), h('td', {}, when(n.CreateDate))) }));
+  const list = await pagedTable('namespaces', 'ListNamespaces', {}, 'Namespaces', ['Name', 'Type', 'ID', 'Services', 'Created'],
+    (nss) => nss.map((n) => h('tr', {},
+      h('td', {}, h('a', { href: `#/cloudmap/ns/${enc(n.Id)}` }, n.Name)), h('td', {}, n.Type), h('td', {}, n.Id),
+      h('td', {}, String(n.ServiceCount ?? '')), h('td', {}, when(n.CreateDate)))),
+    (n) => n.Name);
   const out = h('div');
   const name = h('input', { id: 'ns-name', required: true, placeholder: 'colors.local' });
   const type = h('select', { id: 'ns-type' }, h('option', { value: 'CreatePrivateDnsNamespace' }, 'Private DNS'), h('option', { value: 'CreateHttpNamespace' }, 'HTTP'));
@@ -37,23 +66,23 @@ export async function namespacesView(ctx) {
     } catch (e) { out.replaceChildren(errorBox(e)); }
   } }, h('h2', {}, 'Create namespace'),
   h('div', { class: 'row' }, h('label', { for: 'ns-name' }, 'Name'), name, h('label', { for: 'ns-type' }, 'Type'), type, h('label', { for: 'ns-vpc' }, 'VPC'), vpc, h('button', { type: 'submit', class: 'primary', id: 'ns-create' }, 'Create')), out);
-  const search = searchable(body, rows, (r) => r.n.Name);
-  ctx.view.replaceChildren(h('h1', {}, 'Cloud Map namespaces'), h('div', { class: 'toolbar' }, search),
-    h('div', { class: 'scroll' }, h('table', { id: 'namespaces' }, h('thead', {}, h('tr', {}, ['Name', 'Type', 'ID', 'Services', 'Created'].map((x) => h('th', {}, x)))), body)), form);
+  ctx.view.replaceChildren(h('h1', {}, 'Cloud Map namespaces'), h('div', { class: 'toolbar' }, list.search, list.status),
+    list.table, list.more, form);
 }
 
 export async function servicesView(ctx, nsId) {
   const ns = (await api.cloudMap('GetNamespace', { Id: nsId })).Namespace;
-  const svcs = await api.cloudMapAll('ListServices', { Filters: [{ Name: 'NAMESPACE_ID', Values: [nsId], Condition: 'EQ' }] }, 'Services');
-  const body = h('tbody');
   const out = h('div');
-  const rows = svcs.map((s) => ({ s, tr: h('tr', {},
-    h('td', {}, h('a', { href: `#/cloudmap/svc/${enc(s.Id)}` }, s.Name)), h('td', {}, s.Id), h('td', {}, String(s.InstanceCount ?? '')),
-    h('td', {}, s.HealthCheckCustomConfig ? 'custom' : s.HealthCheckConfig ? s.HealthCheckConfig.Type : 'none'),
-    h('td', {}, h('button', { type: 'button', class: 'danger', onclick: async () => {
-      if (!window.confirm(`Delete service ${s.Name}?`)) return;
-      try { await api.cloudMap('DeleteService', { Id: s.Id }); servicesView(ctx, nsId); } catch (e) { out.replaceChildren(errorBox(e)); }
-    } }, 'Delete'))) }));
+  const list = await pagedTable('services', 'ListServices', { Filters: [{ Name: 'NAMESPACE_ID', Values: [nsId], Condition: 'EQ' }] }, 'Services',
+    ['Name', 'ID', 'Instances', 'Health check', ''],
+    (svcs) => svcs.map((s) => h('tr', {},
+      h('td', {}, h('a', { href: `#/cloudmap/svc/${enc(s.Id)}` }, s.Name)), h('td', {}, s.Id), h('td', {}, String(s.InstanceCount ?? '')),
+      h('td', {}, s.HealthCheckCustomConfig ? 'custom' : s.HealthCheckConfig ? s.HealthCheckConfig.Type : 'none'),
+      h('td', {}, h('button', { type: 'button', class: 'danger', onclick: async () => {
+        if (!window.confirm(`Delete service ${s.Name}?`)) return;
+        try { await api.cloudMap('DeleteService', { Id: s.Id }); servicesView(ctx, nsId); } catch (e) { out.replaceChildren(errorBox(e)); }
+      } }, 'Delete')))),
+    (s) => s.Name);
   const name = h('input', { id: 'svc-name', required: true });
   const custom = h('input', { id: 'svc-custom', type: 'checkbox', checked: true });
   const form = h('form', { class: 'card', onsubmit: async (ev) => {
@@ -72,29 +101,22 @@ export async function servicesView(ctx, nsId) {
   ctx.view.replaceChildren(h('div', { class: 'crumbs' }, h('a', { href: '#/cloudmap' }, 'Cloud Map'), ' / ', ns.Name),
     h('h1', {}, `Namespace ${ns.Name}`),
     h('dl', { class: 'meta card' }, h('dt', {}, 'ID'), h('dd', {}, ns.Id), h('dt', {}, 'ARN'), h('dd', {}, ns.Arn), h('dt', {}, 'Type'), h('dd', {}, ns.Type)),
-    h('div', { class: 'toolbar' }, searchable(body, rows, (r) => r.s.Name), del), out,
-    h('div', { class: 'scroll' }, h('table', { id: 'services' }, h('thead', {}, h('tr', {}, ['Name', 'ID', 'Instances', 'Health check', ''].map((x) => h('th', {}, x)))), body)), form);
+    h('div', { class: 'toolbar' }, list.search, list.status, del), out, list.table, list.more, form);
 }
 
 export async function instancesView(ctx, svcId) {
   const svc = (await api.cloudMap('GetService', { Id: svcId })).Service;
-  const insts = await api.cloudMapAll('ListInstances', { ServiceId: svcId }, 'Instances');
-  let health = {};
-  if (insts.length) {
-    try { health = (await api.cloudMap('GetInstancesHealthStatus', { ServiceId: svcId })).Status || {}; } catch { health = {}; }
-  }
   const out = h('div');
-  const body = h('tbody');
-  const rows = insts.map((i) => ({ i, tr: h('tr', { 'data-instance': i.Id },
-    h('td', {}, i.Id),
-    h('td', {}, h('code', {}, Object.entries(i.Attributes || {}).map(([k, v]) => `${k}=${v}`).join(' '))),
-    h('td', {}, h('span', { class: `badge health ${health[i.Id] === 'HEALTHY' ? 'ok' : health[i.Id] ? 'bad' : 'warn'}` }, health[i.Id] || 'unknown')),
-    h('td', {}, svc.HealthCheckCustomConfig ? ['HEALTHY', 'UNHEALTHY'].map((st) => h('button', { type: 'button', 'data-health': st, onclick: async () => {
-      try { await api.cloudMap('UpdateInstanceCustomHealthStatus', { ServiceId: svcId, InstanceId: i.Id, Status: st }); instancesView(ctx, svcId); } catch (e) { out.replaceChildren(errorBox(e)); }
-    } }, `Set ${st.toLowerCase()}`)) : null,
-    ' ', h('button', { type: 'button', class: 'danger', 'data-deregister': i.Id, onclick: async () => {
-      try { await api.cloudMap('DeregisterInstance', { ServiceId: svcId, InstanceId: i.Id }); setTimeout(() => instancesView(ctx, svcId), 200); } catch (e) { out.replaceChildren(errorBox(e)); }
-    } }, 'Deregister'))) }));
+  // Each page's rows with that page's instances' health (one call, naming
+  // them: a service may have more instances than one answer holds).
+  const rowsOf = async (insts) => {
+    let health = {};
+    if (insts.length) {
+      try { health = (await api.cloudMap('GetInstancesHealthStatus', { ServiceId: svcId, Instances: insts.map((i) => i.Id) })).Status || {}; } catch { health = {}; }
+    }
+    return insts.map((i) => instanceRow(ctx, svc, svcId, out, health, i));
+  };
+  const list = await pagedTable('instances', 'ListInstances', { ServiceId: svcId }, 'Instances', ['Instance', 'Attributes', 'Health', ''], rowsOf, (i) => i.Id);
   const id = h('input', { id: 'inst-id', required: true });
   const attrs = h('textarea', { id: 'inst-attrs', class: 'short' }, '{\n  "AWS_INSTANCE_IPV4": "10.0.0.10",\n  "AWS_INSTANCE_PORT": "8080"\n}');
   const form = h('form', { class: 'card', onsubmit: async (ev) => {
@@ -112,6 +134,20 @@ export async function instancesView(ctx, svcId) {
     h('div', { class: 'crumbs' }, h('a', { href: '#/cloudmap' }, 'Cloud Map'), ' / ', h('a', { href: `#/cloudmap/ns/${enc(svc.NamespaceId)}` }, svc.NamespaceId), ' / ', svc.Name),
     h('h1', {}, `Service ${svc.Name}`),
     h('dl', { class: 'meta card' }, h('dt', {}, 'ID'), h('dd', {}, svc.Id), h('dt', {}, 'ARN'), h('dd', {}, svc.Arn)),
-    h('div', { class: 'toolbar' }, searchable(body, rows, (r) => r.i.Id)), out,
-    h('div', { class: 'scroll' }, h('table', { id: 'instances' }, h('thead', {}, h('tr', {}, ['Instance', 'Attributes', 'Health', ''].map((x) => h('th', {}, x)))), body)), form);
+    h('div', { class: 'toolbar' }, list.search, list.status), out, list.table, list.more, form);
+}
+
+// instanceRow is one instance's row: its attributes, its health and what
+// can be done to it; errors go to out.
+function instanceRow(ctx, svc, svcId, out, health, i) {
+  return h('tr', { 'data-instance': i.Id },
+    h('td', {}, i.Id),
+    h('td', {}, h('code', {}, Object.entries(i.Attributes || {}).map(([k, v]) => `${k}=${v}`).join(' '))),
+    h('td', {}, h('span', { class: `badge health ${health[i.Id] === 'HEALTHY' ? 'ok' : health[i.Id] ? 'bad' : 'warn'}` }, health[i.Id] || 'unknown')),
+    h('td', {}, svc.HealthCheckCustomConfig ? ['HEALTHY', 'UNHEALTHY'].map((st) => h('button', { type: 'button', 'data-health': st, onclick: async () => {
+      try { await api.cloudMap('UpdateInstanceCustomHealthStatus', { ServiceId: svcId, InstanceId: i.Id, Status: st }); instancesView(ctx, svcId); } catch (e) { out.replaceChildren(errorBox(e)); }
+    } }, `Set ${st.toLowerCase()}`)) : null,
+    ' ', h('button', { type: 'button', class: 'danger', 'data-deregister': i.Id, onclick: async () => {
+      try { await api.cloudMap('DeregisterInstance', { ServiceId: svcId, InstanceId: i.Id }); setTimeout(() => instancesView(ctx, svcId), 200); } catch (e) { out.replaceChildren(errorBox(e)); }
+    } }, 'Deregister')));
 }

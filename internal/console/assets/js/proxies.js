@@ -17,7 +17,9 @@ export function proxyRows(list) {
       const ts = p.types[t];
       return h('div', {}, h('code', {}, `${t} ${ts.version}`), ts.acked === ts.version ? ' ✓' : ` (acked ${ts.acked || '—'}, ${ts.ackedReplicas}/${p.replicas})`);
     })),
-    h('td', {}, proxyAcked(p) ? h('span', { class: 'badge ok' }, 'ACK') : h('span', { class: 'badge warn' }, 'pending'),
+    // A translation error leaves the proxy on the configuration it ACKed
+    // before: the state says error, as the graph does, not ACK.
+    h('td', {}, p.error ? h('span', { class: 'badge bad' }, 'error') : proxyAcked(p) ? h('span', { class: 'badge ok' }, 'ACK') : h('span', { class: 'badge warn' }, 'pending'),
       p.lastNack ? h('div', { class: 'api-error' }, `last NACK: ${p.lastNack.message || JSON.stringify(p.lastNack)}`) : null,
       p.error ? h('div', { class: 'api-error' }, p.error) : null,
       p.certificateError ? h('div', { class: 'muted' }, p.certificateError) : null)));
