@@ -1,0 +1,45 @@
+package evloop
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+)
+
+// Access logs on the loops: a Router whose connection manager writes
+// access logs implements AccessLogger, and the loops give it a record of
+// each request they answered, with the request's and the response's
+// heads as they crossed the proxy, so that it can build the same entry
+// (and the same line) as the goroutine path. A connection keeps the
+// buffers of its records; a listener without access logs pays one type
+// assertion per request.
+
+// AccessLogger is implemented by a Router whose requests are logged.
+type AccessLogger interface {
+	// Log is called on the loop once a request is answered, or its
+	// connection ended it; r's slices are valid until Log returns. It
+	// must not keep r.
+	Log(r *LogRecord)
+}
+
+// LogRecord is what the loops know of a request when it is done.
+type LogRecord struct {
+	// Start is the wall clock when the request's head was read.
+	Start            time.Time
+	Duration         time.Duration
+	ResponseDuration time.Duration // to the response head; -1 when none was sent
+	Head             []byte        // the request head as received
+	RequestID        []byte        // the x-request-id the proxy added; nil when the client sent one
+	ResponseHead     []byte        // the final response head as sent; nil when none was
+	Code             int           // the response's status; 0 when none was sent
+	Flags            accesslog.Flags
+	Details          string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
+	// BytesReceived and BytesSent count the bodies.
+	BytesReceived, BytesSent int64
+	Cluster                  string
+	Route                    string         // Target.Route
+	Host                     netip.AddrPort // the last attempt's; zero when none
+	Attempts                 int
+	Remote, Local            netip.AddrPort
+}
