@@ -7,7 +7,9 @@
 // serves weft proxy's listeners under --experimental-evloop, handing what
 // it does not implement (h2c, upgrades, routes that need more) to the
 // goroutine path through HandOff. Without HandOff those are refused (501,
-// 505).
+// 505). Timeouts are kept in a heap per loop (timer_linux.go), retries
+// follow the route's policy (retry_linux.go), and a Router that is an
+// AccessLogger gets a record of every request (accesslog_linux.go).
 package evloop
 
 import (
