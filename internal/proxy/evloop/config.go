@@ -2,13 +2,16 @@
 // or TLS: one per core, each with its own epoll and SO_REUSEPORT listener,
 // parsing requests in place in reused buffers and forwarding them over
 // upstream keep-alive connections the same loop owns (docs/bench/proxy.md,
-// "Speed work", steps 5 to 7). TLS handshakes run on a goroutine per new
-// connection, the records after them on the loop (tls_linux.go). With a static configuration (Routes,
-// Clusters) it is the prototype bench/evloopproxy runs; with a Router it
-// serves weft proxy's listeners under --experimental-evloop, handing what
-// it does not implement (h2c, upgrades, routes that need more) to the
-// goroutine path through HandOff. Without HandOff those are refused (501,
-// 505).
+// "Speed work", steps 5 to 8). TLS handshakes run on a goroutine per new
+// connection, the records after them on the loop (tls_linux.go). With a
+// static configuration (Routes, Clusters) it is the prototype
+// bench/evloopproxy runs; with a Router it serves weft proxy's listeners
+// under --experimental-evloop, handing what it does not implement (h2c,
+// upgrades, routes that need more) to the goroutine path through HandOff.
+// Without HandOff those are refused (501, 505). Timeouts are kept in a
+// heap per loop (timer_linux.go), retries follow the route's policy
+// (retry_linux.go), and a Router that is an AccessLogger gets a record of
+// every request (accesslog_linux.go).
 package evloop
 
 import (
