@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -449,9 +450,28 @@ func (c *Client) send(st discoveryv3.AggregatedDiscoveryService_StreamAggregated
 		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
 	}
 	if err := st.Send(req); err != nil {
-		return fmt.Errorf("send %s request: %w", short(t.url), err)
+		return fmt.Errorf("send %s request: %w", short(t.url), streamEnd(err, st.Recv))
 	}
 	return nil
+}
+
+// streamEnd is the error a failed Send stands for: grpc-go's Send answers
+// io.EOF when the stream has ended, and only Recv returns its status (the
+// control plane's refusal with InvalidArgument, say, which must not be
+// retried). Recv returns the responses still buffered first: a few at
+// most, since the stream is over; after maxBuffered the Send's own error
+// is kept.
+func streamEnd[T any](err error, recv func() (T, error)) error {
+	const maxBuffered = 64
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for range maxBuffered {
+		if _, rerr := recv(); rerr != nil {
+			return rerr
+		}
+	}
+	return err
 }
 
 func short(url string) string {

@@ -56,7 +56,7 @@ func (c *Client) deltaStream(ctx context.Context, ads discoveryv3.AggregatedDisc
 			c.log.Debug("xds update accepted", "type", short(t.url), "version", t.version, "resources", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
 		}
 		if err := st.Send(ack); err != nil {
-			return progressed, fmt.Errorf("send %s ack: %w", short(t.url), err)
+			return progressed, fmt.Errorf("send %s ack: %w", short(t.url), streamEnd(err, st.Recv))
 		}
 		for _, sub := range subs {
 			dep := c.types[sub.url]
@@ -106,7 +106,7 @@ func (c *Client) deltaSubscribe(st discoveryv3.AggregatedDiscoveryService_DeltaA
 		t.onStream = slices.Clone(t.names)
 	}
 	if err := st.Send(req); err != nil {
-		return fmt.Errorf("send %s request: %w", short(t.url), err)
+		return fmt.Errorf("send %s request: %w", short(t.url), streamEnd(err, st.Recv))
 	}
 	return nil
 }

@@ -67,18 +67,25 @@ func serveRefusing(t *testing.T, code codes.Code) (*refusingServer, string) {
 }
 
 // TestInvalidArgumentIsFinal: a stream refused with InvalidArgument ends
-// Run with the server's reason, after one attempt.
+// Run with the server's reason, after one attempt, in both protocols. The
+// refusal often ends the stream while the client is still sending its
+// first requests (their Send fails with io.EOF, the status comes from
+// Recv): repeated so that this ordering is met.
 func TestInvalidArgumentIsFinal(t *testing.T) {
-	rs, addr := serveRefusing(t, codes.InvalidArgument)
-	c := xdsclient.New(xdsclient.Config{Server: addr, Node: &corev3.Node{Id: "foo"}, BackoffBase: 10 * time.Millisecond}, &handler{}, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := c.Run(ctx)
-	if err == nil || !strings.Contains(err.Error(), "refused this proxy") || !strings.Contains(err.Error(), `node.id "foo"`) {
-		t.Fatalf("Run: %v; want the refusal and its reason", err)
-	}
-	if n := rs.streams.Load(); n != 1 {
-		t.Errorf("%d streams, want 1: a permanent refusal is not retried", n)
+	for _, protocol := range []string{xdsclient.ProtocolDelta, xdsclient.ProtocolSotW} {
+		for range 25 {
+			rs, addr := serveRefusing(t, codes.InvalidArgument)
+			c := xdsclient.New(xdsclient.Config{Server: addr, Node: &corev3.Node{Id: "foo"}, Protocol: protocol, BackoffBase: 10 * time.Millisecond}, &handler{}, slog.New(slog.DiscardHandler))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := c.Run(ctx)
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), "refused this proxy") || !strings.Contains(err.Error(), `node.id "foo"`) {
+				t.Fatalf("%s: Run: %v; want the refusal and its reason", protocol, err)
+			}
+			if n := rs.streams.Load(); n != 1 {
+				t.Fatalf("%s: %d streams, want 1: a permanent refusal is not retried", protocol, n)
+			}
+		}
 	}
 }
 
