@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -146,12 +145,7 @@ func (l *loop) readDown(d *down) {
 		return
 	}
 	n, err := rawRead(d.fd, d.in[len(d.in):cap(d.in)])
-	if err != nil && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) {
-		l.releaseIn(d)
-		return
-	}
-	if err != nil || n == 0 {
-		l.clientGone(d)
+	if l.readEnded(d, n, err) {
 		return
 	}
 	d.in = d.in[:len(d.in)+n]
@@ -164,6 +158,21 @@ func (l *loop) releaseIn(d *down) {
 		l.putBuf(d.in)
 		d.in, d.off = nil, 0
 	}
+}
+
+// readEnded deals with a client read that brought nothing to parse: no
+// bytes yet (the buffer is released until the next), or the client gone
+// (EOF or an error). False means n bytes arrived.
+func (l *loop) readEnded(d *down, n int, err error) bool {
+	if err != nil && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) {
+		l.releaseIn(d)
+		return true
+	}
+	if err != nil || n == 0 {
+		l.clientGone(d)
+		return true
+	}
+	return false
 }
 
 // process handles the buffered client bytes: the next request head, or
@@ -227,18 +236,6 @@ func (l *loop) process(d *down) {
 			return
 		}
 	}
-}
-
-func (l *loop) badRequest(d *down, err error) {
-	st := 400
-	var pe *parseError
-	if errors.As(err, &pe) {
-		st = pe.status
-	}
-	d.gen.st.cxProtocolError.Inc()
-	d.gen.st.rqTotal.Inc()
-	d.off = len(d.in)
-	l.localReply(d, st, err.Error(), true)
 }
 
 // dispatch routes one parsed request head and sends it upstream.
@@ -429,64 +426,6 @@ func (l *loop) lengthDropped(head []byte, r *request) bool {
 	return false
 }
 
-func reason(status int) string {
-	switch status {
-	case 400:
-		return "Bad Request"
-	case 404:
-		return "Not Found"
-	case 417:
-		return "Expectation Failed"
-	case 408:
-		return "Request Timeout"
-	case 431:
-		return "Request Header Fields Too Large"
-	case 501:
-		return "Not Implemented"
-	case 502:
-		return "Bad Gateway"
-	case 503:
-		return "Service Unavailable"
-	case 504:
-		return "Gateway Timeout"
-	case 505:
-		return "HTTP Version Not Supported"
-	}
-	return "Unknown"
-}
-
-// localReply answers the client from the proxy, as Envoy's local replies.
-func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
-	if d.out == nil {
-		d.out, d.outOff = l.getBuf(), 0
-	}
-	d.closeAfter = d.closeAfter || closeAfter
-	hs := len(d.out)
-	o := append(d.out, "HTTP/1.1 "...)
-	o = strconv.AppendInt(o, int64(status), 10)
-	o = append(o, ' ')
-	o = append(o, reason(status)...)
-	o = append(o, "\r\ncontent-length: "...)
-	o = strconv.AppendInt(o, int64(len(body)), 10)
-	o = append(o, "\r\ncontent-type: text/plain\r\nserver: envoy\r\n"...)
-	if d.closeAfter {
-		o = append(o, "connection: close\r\n"...)
-	}
-	o = append(o, "\r\n"...)
-	if d.logged() {
-		l.logResponse(d, o[hs:])
-		d.lg.rec.BytesSent += int64(len(body))
-	}
-	o = append(o, body...)
-	d.out = o
-	d.gen.st.response(status)
-	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
-	d.state = dsHead
-	l.endRetries(d)
-	l.logDone(d, status)
-	l.flushDown(d)
-}
-
 // flushDown writes the pending client bytes. When they are all out it
 // resumes the upstream it paused, or closes the connection if it ends.
 func (l *loop) flushDown(d *down) {
@@ -570,47 +509,6 @@ func (l *loop) writeDown(d *down, b []byte) {
 		d.wantOut = true // records sealed, not all sent: flushDown sends them
 		l.watchDown(d)
 	}
-}
-
-// h2cPreface starts an HTTP/2 connection without TLS (RFC 9113 3.4).
-const h2cPreface = "PRI * HTTP/2.0\r\n"
-
-// handOffWhenWritten gives d to Config.HandOff with the request just
-// parsed, at once or, behind a pipelined answer not written yet (TLS
-// records included), once that is out (d reads no more meanwhile); false
-// without a HandOff (HandOffTLS over TLS).
-func (l *loop) handOffWhenWritten(d *down) bool {
-	if l.srv.cfg.HandOff == nil || (d.tls != nil && l.srv.cfg.HandOffTLS == nil) {
-		return false
-	}
-	if d.outOff >= len(d.out) && !d.tlsPending() {
-		l.handOff(d)
-		return true
-	}
-	d.handOffNext = true
-	if !d.pausedIn {
-		d.pausedIn = true
-		l.watchDown(d)
-	}
-	return true
-}
-
-// handOff gives a connection waiting for a request to Config.HandOff with
-// the bytes not yet consumed, the current head first.
-func (l *loop) handOff(d *down) {
-	buffered := append([]byte(nil), d.in[d.off:]...)
-	fd := d.fd
-	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, nil)
-	l.forgetDown(d)
-	d.gen.st.cxActive.Dec()
-	if ls := l.srv.cfg.Listener; ls != nil {
-		ls.CxActive.Dec() // the goroutine path counts it again
-	}
-	if d.tls != nil {
-		l.srv.cfg.HandOffTLS(fd, d.tls, buffered)
-		return
-	}
-	l.srv.cfg.HandOff(fd, buffered)
 }
 
 func (l *loop) closeDown(d *down) {

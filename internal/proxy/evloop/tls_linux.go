@@ -191,12 +191,7 @@ func (l *loop) readDownTLS(d *down) {
 	}
 	room := min(cap(d.in)-len(d.in), len(l.tlsIn))
 	n, err := rawRead(d.fd, l.tlsIn[:room])
-	if err != nil && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) {
-		l.releaseIn(d)
-		return
-	}
-	if err != nil || n == 0 {
-		l.clientGone(d)
+	if l.readEnded(d, n, err) {
 		return
 	}
 	d.last = l.now
