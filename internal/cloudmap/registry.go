@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/weftmesh/weft/internal/shape"
@@ -30,6 +31,10 @@ type Registry struct {
 	now       func() time.Time
 	rand      io.Reader
 	retention time.Duration
+
+	idMu   sync.Mutex // guards the two below
+	idLast uint64     // the millisecond of the last sortable id
+	idSeq  uint64     // ids made in it before the next
 }
 
 // Config configures a Registry. Zero fields take the defaults given.
@@ -86,19 +91,38 @@ func (r *Registry) randomString(alphabet string, n int) (string, error) {
 
 // sortableID returns an id that sorts by time: ten characters of the
 // millisecond clock, then random ones, shaped like AWS operation ids
-// (32 characters, a dash, 8 more).
+// (32 characters, a dash, 8 more). Ids this registry makes sort in the
+// order they were made, also within one millisecond (the first four
+// characters after the clock count them) and if the clock steps back.
 func (r *Registry) sortableID(now time.Time) (string, error) {
+	const seqChars = 4 // 20 bits: ids per millisecond before the next is borrowed
 	ms := uint64(now.UnixMilli())
-	var head [10]byte
-	for i := len(head) - 1; i >= 0; i-- {
+	r.idMu.Lock()
+	switch {
+	case ms > r.idLast:
+		r.idLast, r.idSeq = ms, 0
+	case r.idSeq+1 < 1<<(5*seqChars):
+		r.idSeq++
+	default:
+		r.idLast, r.idSeq = r.idLast+1, 0
+	}
+	ms, seq := r.idLast, r.idSeq
+	r.idMu.Unlock()
+	var head [10 + seqChars]byte
+	for i := seqChars - 1; i >= 0; i-- {
+		head[10+i] = sortable[seq&31]
+		seq >>= 5
+	}
+	for i := 9; i >= 0; i-- {
 		head[i] = sortable[ms&31]
 		ms >>= 5
 	}
-	tail, err := r.randomString(sortable, 30)
+	tail, err := r.randomString(sortable, 30-seqChars)
 	if err != nil {
 		return "", err
 	}
-	return string(head[:]) + tail[:22] + "-" + tail[22:], nil
+	id := string(head[:]) + tail
+	return id[:32] + "-" + id[32:], nil
 }
 
 // sortableTime is the time a sortableID was made at.

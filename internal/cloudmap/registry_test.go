@@ -33,6 +33,35 @@ func TestSortableIDs(t *testing.T) {
 	}
 }
 
+// TestSortableIDsWithinAMillisecond: ids made in one millisecond, or
+// after the clock stepped back, still sort in the order they were made
+// (ListOperations lists oldest first by id).
+func TestSortableIDsWithinAMillisecond(t *testing.T) {
+	r := NewRegistry(nil, Config{})
+	at := time.Date(2026, 9, 30, 0, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := range 2000 {
+		now := at
+		if i >= 1000 {
+			now = at.Add(-time.Second) // the clock stepped back
+		}
+		id, err := r.sortableID(now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(id) != 41 || id[32] != '-' {
+			t.Fatalf("id %q is not shaped like an AWS operation id", id)
+		}
+		if got, ok := sortableTime(id); !ok || !got.Equal(at) {
+			t.Fatalf("sortableTime(%q) = %v, want %v (the last millisecond used)", id, got, at)
+		}
+		if len(ids) > 0 && id <= ids[len(ids)-1] {
+			t.Fatalf("id %d %q sorts before or with the one made before it, %q", i, id, ids[len(ids)-1])
+		}
+		ids = append(ids, id)
+	}
+}
+
 // TestRetention checks that operations and request ids are forgotten after
 // the retention, by later writes.
 func TestRetention(t *testing.T) {
