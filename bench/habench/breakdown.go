@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/weftmesh/weft/internal/procstat"
 )
 
 // The replicas' histograms the write breakdown reads from /metrics.
@@ -165,23 +167,6 @@ func (h *hist) String() string {
 	return fmt.Sprintf("mean %.1f, p50 ~%.1f, p99 ~%.1f ms (n=%.0f)", 1000*h.sum/h.count, 1000*h.quantile(0.5), 1000*h.quantile(0.99), h.count)
 }
 
-// cpuTime is a process's user+system CPU time so far; 0 when unknown.
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which may hold spaces), in ")".
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
-}
-
 // proc is one process whose CPU the breakdown counts.
 type proc struct {
 	name string
@@ -323,7 +308,7 @@ func (b *bench) measureIdle(ctx context.Context) error {
 	procs := b.processes()
 	cpu0 := make([]time.Duration, len(procs))
 	for i, p := range procs {
-		cpu0[i] = cpuTime(p.pid)
+		cpu0[i] = procstat.CPU(p.pid)
 	}
 	etcd0 := b.scrapeEtcd()
 	began := time.Now()
@@ -339,7 +324,7 @@ func (b *bench) measureIdle(ctx context.Context) error {
 	fmt.Printf("idle %.1f s (every proxy connected, no writes), CPU per second:", elapsed.Seconds())
 	var members time.Duration
 	for i, p := range procs {
-		d := cpuTime(p.pid) - cpu0[i]
+		d := procstat.CPU(p.pid) - cpu0[i]
 		if strings.HasPrefix(p.name, "etcd ") {
 			members += d
 		}

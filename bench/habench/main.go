@@ -50,6 +50,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
 
 	"github.com/weftmesh/weft/bench/internal/loadavg"
+	"github.com/weftmesh/weft/internal/procstat"
 	"github.com/weftmesh/weft/internal/store/etcdtest"
 	"github.com/weftmesh/weft/internal/weftbin"
 )
@@ -263,7 +264,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	procs := b.processes()
 	cpu0 := make([]time.Duration, len(procs))
 	for i, p := range procs {
-		cpu0[i] = cpuTime(p.pid)
+		cpu0[i] = procstat.CPU(p.pid)
 	}
 	etcd0 := b.scrapeEtcd()
 	began := time.Now()
@@ -318,7 +319,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	profiled()
 	cpu1 := make([]time.Duration, len(procs))
 	for i, p := range procs {
-		cpu1[i] = cpuTime(p.pid)
+		cpu1[i] = procstat.CPU(p.pid)
 	}
 	after := make([]map[string]*hist, len(b.procs))
 	for i, r := range b.procs {

@@ -55,6 +55,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/procstat"
 )
 
 func main() {
@@ -805,17 +807,7 @@ func hey(url string, d time.Duration, conns, rate int) satResult {
 func cpuTime(ps []*os.Process) time.Duration {
 	var total time.Duration
 	for _, p := range ps {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid))
-		if err != nil {
-			continue
-		}
-		// Fields after the parenthesised command name; utime and stime are
-		// the 14th and 15th fields, in clock ticks (100 Hz on Linux).
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(ut+st) * 10 * time.Millisecond
+		total += procstat.CPU(p.Pid)
 	}
 	return total
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/bench/internal/loadavg"
+	"github.com/weftmesh/weft/internal/procstat"
 )
 
 // The floor of a push: what the server's side of one connection costs
@@ -145,8 +146,8 @@ func floor(n, msg, ack, rounds int) error {
 		return err
 	}
 	load := loadavg.String()
-	cpu0, _ := procCPU(child.Process.Pid)
-	self0, _ := procCPU(os.Getpid())
+	cpu0 := procstat.CPU(child.Process.Pid)
+	self0 := procstat.CPU(os.Getpid())
 	r0, w0 := procSyscalls(child.Process.Pid)
 	var walls []time.Duration
 	for range rounds {
@@ -156,8 +157,8 @@ func floor(n, msg, ack, rounds int) error {
 		}
 		walls = append(walls, d)
 	}
-	cpu1, _ := procCPU(child.Process.Pid)
-	self1, _ := procCPU(os.Getpid())
+	cpu1 := procstat.CPU(child.Process.Pid)
+	self1 := procstat.CPU(os.Getpid())
 	r1, w1 := procSyscalls(child.Process.Pid)
 	per := float64(rounds * n)
 	var sum time.Duration

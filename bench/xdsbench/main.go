@@ -66,6 +66,7 @@ import (
 
 	"github.com/weftmesh/weft/bench/internal/loadavg"
 	weftappmesh "github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/procstat"
 	"github.com/weftmesh/weft/internal/server"
 )
 
@@ -327,8 +328,8 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-chan ackEvent, active []*client, connected time.Duration, nodes, services, writes int, every bool) error {
 	var err error
 	m0 := scrape("http://" + apiAddr + "/metrics")
-	cpu0, _ := procCPU(pid)
-	self0, _ := procCPU(os.Getpid())
+	cpu0 := procstat.CPU(pid)
+	self0 := procstat.CPU(os.Getpid())
 	sysr0, sysw0 := procSyscalls(pid)
 	load0 := loadavg.String()
 	syscall.Kill(pid, syscall.SIGUSR1)
@@ -402,8 +403,8 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 		byType[typ] = append(byType[typ], last.Sub(t0))
 	}
 	syscall.Kill(pid, syscall.SIGUSR2)
-	cpu1, _ := procCPU(pid)
-	self1, _ := procCPU(os.Getpid())
+	cpu1 := procstat.CPU(pid)
+	self1 := procstat.CPU(os.Getpid())
 	sysr1, sysw1 := procSyscalls(pid)
 	log.Printf("machine load average (1, 5, 15 min) before the writes %s, after %s; the simulated proxies (this process) used %v of CPU per write",
 		load0, loadavg.String(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
@@ -479,19 +480,6 @@ func scrape(url string) map[string]float64 {
 func pct(d []time.Duration, p int) time.Duration { return d[(len(d)-1)*p/100] }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
-
-// procCPU is the process's user+system CPU time.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which is in parentheses.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
-}
 
 // procSyscalls is the process's read and write system calls so far
 // (syscr, syscw of /proc/PID/io: read, readv, recvfrom... and their

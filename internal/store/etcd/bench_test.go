@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/weftmesh/weft/internal/procstat"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/etcdtest"
 )
@@ -110,7 +111,7 @@ func BenchmarkMemberRequests(b *testing.B) {
 func membersCPU(c *etcdtest.Cluster) time.Duration {
 	var d time.Duration
 	for _, m := range c.Members {
-		d += procCPU(m.Pid())
+		d += procstat.CPU(m.Pid())
 	}
 	return d
 }
@@ -151,7 +152,7 @@ func BenchmarkUpdateFromMirror(b *testing.B) {
 			if mirrored {
 				etcdtest.FollowAll(b, s)()
 			}
-			cpu0, self0 := membersCPU(c), procCPU(os.Getpid())
+			cpu0, self0 := membersCPU(c), procstat.CPU(os.Getpid())
 			n := 0
 			for b.Loop() {
 				n++
@@ -175,23 +176,7 @@ func BenchmarkUpdateFromMirror(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64((membersCPU(c)-cpu0).Microseconds())/float64(b.N), "member-us/op")
-			b.ReportMetric(float64((procCPU(os.Getpid())-self0).Microseconds())/float64(b.N), "self-us/op")
+			b.ReportMetric(float64((procstat.CPU(os.Getpid())-self0).Microseconds())/float64(b.N), "self-us/op")
 		})
 	}
-}
-
-// procCPU is the CPU time (user and system) process pid used so far.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }

@@ -1,0 +1,44 @@
+package procstat
+
+import (
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func TestParseCPU(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want time.Duration
+	}{
+		{"4242 (weft) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 130 0 0 20 0 9 0 100 0 0", 3800 * time.Millisecond},
+		{"7 (a) b) (c d) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5 0 0", 30 * time.Millisecond},
+		{"7 (short) R 1 7", 0},
+		{"no parenthesis", 0},
+		{"7 (x) R 1 7 7 0 -1 0 0 0 0 0 nan 2 0 0", 0},
+	} {
+		if got := parseCPU([]byte(c.line)); got != c.want {
+			t.Errorf("parseCPU(%q) = %v, want %v", c.line, got, c.want)
+		}
+	}
+}
+
+// TestCPUOfThisProcess: the time read grows while this process computes.
+func TestCPUOfThisProcess(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/<pid>/stat is Linux's") // CI runs Linux
+	}
+	before := CPU(os.Getpid())
+	deadline := time.Now().Add(300 * time.Millisecond)
+	x := 0
+	for time.Now().Before(deadline) {
+		x++
+	}
+	if after := CPU(os.Getpid()); after-before < 100*time.Millisecond {
+		t.Errorf("CPU went from %v to %v over 300 ms of computing (%d loops)", before, after, x)
+	}
+	if CPU(-1) != 0 {
+		t.Error("CPU of no process is not 0")
+	}
+}
