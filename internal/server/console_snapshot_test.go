@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"encoding/json"
 	"net/http"
 	"sort"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/console"
+	"github.com/weftmesh/weft/internal/console/consoletest"
 )
 
 // snapshotAuthFile: an admin, and a console user who may read the event
@@ -34,56 +34,21 @@ keys:
         resources: ["arn:aws:appmesh:*:111122223333:mesh/m/virtualRouter/r/route/*"]
 `
 
-// sse reads a server-sent event stream: event type and data.
+// sse is an open /v1/events stream of a test.
 type sse struct {
-	t      *testing.T
-	events chan [2]string
+	t *testing.T
+	s *consoletest.Stream
 }
 
 func openEvents(t *testing.T, c *http.Client, url string, hdr map[string]string) *sse {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", url, nil)
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"))
-	}
-	s := &sse{t: t, events: make(chan [2]string, 64)}
-	go func() { // ends when the body is closed (Cleanup above)
-		defer close(s.events)
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(nil, 16<<20)
-		typ := ""
-		for sc.Scan() {
-			l := sc.Text()
-			if v, ok := strings.CutPrefix(l, "event: "); ok {
-				typ = v
-			} else if v, ok := strings.CutPrefix(l, "data: "); ok {
-				s.events <- [2]string{typ, v}
-			}
-		}
-	}()
-	return s
+	return &sse{t: t, s: consoletest.OpenWith(t, c, url, hdr)}
 }
 
 func (s *sse) next() (string, string) {
 	s.t.Helper()
-	select {
-	case ev, ok := <-s.events:
-		if !ok {
-			s.t.Fatal("the event stream ended")
-		}
-		return ev[0], ev[1]
-	case <-time.After(10 * time.Second):
-		s.t.Fatal("no event within 10 s")
-	}
-	return "", ""
+	ev := s.s.Next(s.t, 10*time.Second)
+	return ev.Type, ev.Data
 }
 
 // snapshot reads hello, the snapshot events and snapshot-end.

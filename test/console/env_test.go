@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/weftmesh/weft/internal/netns"
+	"github.com/weftmesh/weft/internal/proxy/proxytest"
 	"github.com/weftmesh/weft/internal/server"
 	"github.com/weftmesh/weft/internal/xds/lrs"
 )
@@ -306,28 +306,7 @@ func (e *env) addHost(t *testing.T, name string, hosts map[string]netip.Addr) *n
 // startProxyOn runs weft proxy for nodeID in host h until the test ends.
 func (e *env) startProxyOn(t *testing.T, h *netns.Host, nodeID string) {
 	t.Helper()
-	cmd := h.Command(context.Background(), -1, os.Args[0])
-	cmd.Env = append(os.Environ(), proxyNodeEnv+"="+nodeID, proxyXDSEnv+"="+e.xds)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }() // ends when the process does; Cleanup makes sure it does
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("--- weft proxy %s:\n%s", nodeID, stderr.String())
-		}
-	})
+	proxytest.Start(t, h, nodeID, e.xds)
 }
 
 // serveApp runs a node's application in host h: an HTTP server on addr

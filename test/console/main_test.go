@@ -13,28 +13,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/weftmesh/weft/internal/netns"
-	"github.com/weftmesh/weft/internal/proxy"
+	"github.com/weftmesh/weft/internal/proxy/proxytest"
 )
 
 const (
-	nsEnv        = "WEFT_CONSOLE_NETNS"      // set in the re-executed test binary
-	proxyNodeEnv = "WEFT_CONSOLE_PROXY_NODE" // run as weft proxy for this node id
-	proxyXDSEnv  = "WEFT_CONSOLE_PROXY_XDS"
-	labFamily    = "wfcs" // names of this package's network namespaces
+	nsEnv     = "WEFT_CONSOLE_NETNS" // set in the re-executed test binary
+	labFamily = "wfcs"               // names of this package's network namespaces
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(proxyNodeEnv) != "" {
-		os.Exit(runProxy())
-	}
+	proxytest.RunIfChild()
 	switch err := netns.OwnNamespace(context.Background(), nsEnv, labFamily, os.Stderr); {
 	case errors.Is(err, netns.ErrNotRoot) && os.Getenv("WEFT_CI") == "":
 		// every test skips, saying why
@@ -43,24 +35,6 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
-}
-
-// runProxy is the test binary run as weft proxy inside a lab host.
-func runProxy() int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	p, err := proxy.New(proxy.Config{ResourceARN: os.Getenv(proxyNodeEnv), XDS: os.Getenv(proxyXDSEnv),
-		AdminAddr: "127.0.0.1:9901", XDSBackoffBase: 20 * time.Millisecond}, log)
-	if err != nil {
-		log.Error("proxy", "err", err)
-		return 1
-	}
-	if err := p.Run(ctx); err != nil {
-		log.Error("proxy", "err", err)
-		return 1
-	}
-	return 0
 }
 
 // needNamespace skips a test outside the namespace TestMain made.

@@ -6,55 +6,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/weftmesh/weft/internal/netns"
-	"github.com/weftmesh/weft/internal/proxy"
+	"github.com/weftmesh/weft/internal/proxy/proxytest"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
 	"github.com/weftmesh/weft/internal/server"
 )
-
-// Environment of a test binary re-executed as one weft proxy inside a
-// network namespace (see runProxy).
-const (
-	proxyNodeEnv = "WEFT_INTEGRATION_PROXY_NODE"
-	proxyXDSEnv  = "WEFT_INTEGRATION_PROXY_XDS"
-)
-
-// runProxy is the test binary as weft proxy for one node, until SIGTERM.
-// A proxy's sockets belong to the network namespace of the thread that
-// opens them, and weft proxy opens them from many goroutines: to put one
-// in a namespace, the whole process runs there (ip netns exec), as
-// `weft proxy` does in test/e2e.
-func runProxy() int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	p, err := proxy.New(proxy.Config{ResourceARN: os.Getenv(proxyNodeEnv), XDS: os.Getenv(proxyXDSEnv),
-		AdminAddr: "127.0.0.1:9901", XDSBackoffBase: 20 * time.Millisecond}, log)
-	if err != nil {
-		log.Error("proxy", "err", err)
-		return 1
-	}
-	if err := p.Run(ctx); err != nil {
-		log.Error("proxy", "err", err)
-		return 1
-	}
-	return 0
-}
 
 // tlsCase is one TLS case of the conformance corpus: a gateway in front
 // of virtual nodes.
@@ -338,9 +306,9 @@ func (c tlsCase) run(t *testing.T, gw *netns.Host, nodes []*netns.Host) {
 		w.aws(t, nil, "appmesh", s.Op, "--cli-input-json", "file://"+f)
 		if !started && i == startAt {
 			// The whole topology exists: start its proxies.
-			startNSProxy(t, gw, gwID, cfg.XDSAddr)
+			proxytest.Start(t, gw, gwID, cfg.XDSAddr)
 			for j := range c.nodes {
-				startNSProxy(t, nodes[j], ids[j+1], cfg.XDSAddr)
+				proxytest.Start(t, nodes[j], ids[j+1], cfg.XDSAddr)
 			}
 			started = true
 		}
@@ -482,42 +450,6 @@ func fetchHost(c *http.Client, url, host string) (string, int, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), resp.StatusCode, err
-}
-
-// startNSProxy runs this test binary as weft proxy for nodeID inside h
-// until the test ends.
-func startNSProxy(t *testing.T, h *netns.Host, nodeID, xds string) {
-	t.Helper()
-	cmd := h.Command(context.Background(), -1, os.Args[0])
-	cmd.Env = append(os.Environ(), proxyNodeEnv+"="+nodeID, proxyXDSEnv+"="+xds)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }() // ends when the process does; Cleanup makes sure it does
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("--- weft proxy %s:\n%s", nodeID, tail(stderr.String(), 30))
-		}
-	})
-}
-
-func tail(s string, n int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
 }
 
 // corpusDir is the App Mesh examples corpus.
