@@ -202,12 +202,16 @@ type KeyFile struct {
 	sum  atomic.Pointer[[32]byte] // of the content in force
 	// reloaded receives a value after each successful reload (cap 1).
 	reloaded chan struct{}
+	// changed is closed, and replaced, when a new version is put in
+	// force: every holder of the old channel learns of it (Changed).
+	changed atomic.Pointer[chan struct{}]
 }
 
 // LoadKeyFile reads the credentials file at path; it fails if the file
 // cannot be read or parsed.
 func LoadKeyFile(path string, log *slog.Logger) (*KeyFile, error) {
 	f := &KeyFile{path: path, log: log, reloaded: make(chan struct{}, 1)}
+	f.changed.Store(newSignal())
 	b, err := readBounded(path)
 	if err != nil {
 		return nil, err
@@ -229,6 +233,7 @@ func LoadKeyFile(path string, log *slog.Logger) (*KeyFile, error) {
 // embedding).
 func StaticKeys(ks *Keys) *KeyFile {
 	f := &KeyFile{reloaded: make(chan struct{}, 1)}
+	f.changed.Store(newSignal())
 	f.cur.Store(ks)
 	return f
 }
@@ -238,6 +243,17 @@ func (f *KeyFile) Keys() *Keys { return f.cur.Load() }
 
 // Reloaded receives a value after each successful reload.
 func (f *KeyFile) Reloaded() <-chan struct{} { return f.reloaded }
+
+// Changed returns a channel that is closed when a version of the file
+// other than the one in force at the call is put in force: whoever holds
+// what a caller was allowed (an open event stream) checks again.
+func (f *KeyFile) Changed() <-chan struct{} { return *f.changed.Load() }
+
+// newSignal is a channel to be closed once, for Changed.
+func newSignal() *chan struct{} {
+	ch := make(chan struct{})
+	return &ch
+}
 
 func readBounded(path string) ([]byte, error) {
 	fh, err := os.Open(path)
@@ -279,6 +295,7 @@ func (f *KeyFile) apply(b []byte) (bool, error) {
 	}
 	f.cur.Store(ks)
 	f.sum.Store(&sum)
+	close(*f.changed.Swap(newSignal()))
 	select {
 	case f.reloaded <- struct{}{}:
 	default:

@@ -260,12 +260,18 @@ func TestReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	changed := f.Changed()
 	write("keys: [")
 	if changed, err := f.Reload(); err == nil || changed {
 		t.Fatalf("bad file: changed=%t err=%v", changed, err)
 	}
 	if f.Keys().Lookup("one") == nil {
 		t.Fatal("the last good version was dropped")
+	}
+	select {
+	case <-changed:
+		t.Fatal("Changed closed by a rejected version")
+	default:
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -278,6 +284,16 @@ func TestReload(t *testing.T) {
 	}
 	if f.Keys().Lookup("two") == nil || f.Keys().Lookup("one") != nil {
 		t.Fatal("reloaded keys are not the file's")
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed not closed by the new version")
+	}
+	select {
+	case <-f.Changed():
+		t.Fatal("the channel after the change is closed already")
+	default:
 	}
 }
 

@@ -73,6 +73,12 @@ type EventsConfig struct {
 	// function, when every resource may be read (no credentials file). A
 	// snapshot holds, and change events name, only such resources.
 	Allowed func(r *http.Request) func(appmesh.Ref) bool
+	// CredentialsChanged returns a channel closed when the credentials
+	// in force change after the call (nil: they never do). A stream
+	// then ends with "reconnect": its caller is authorized again when
+	// it connects again, and one whose key was removed or narrowed
+	// does not keep what it was allowed.
+	CredentialsChanged func() <-chan struct{}
 
 	// Stop, when closed, ends every stream (the server is shutting down:
 	// a graceful shutdown waits for requests, and a stream never ends by
@@ -153,6 +159,10 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if snapshot && q.Get("after") != "" {
 		restError(w, http.StatusBadRequest, "BadRequestException", "snapshot and after cannot be given together: a snapshot starts the stream now.")
 		return
+	}
+	var credsChanged <-chan struct{} // nil: never
+	if e.cfg.CredentialsChanged != nil {
+		credsChanged = e.cfg.CredentialsChanged()
 	}
 	var allowed func(appmesh.Ref) bool // nil: every resource
 	if e.cfg.Allowed != nil {
@@ -295,6 +305,9 @@ func (e *Events) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-age.C:
 			send("reconnect", map[string]any{"reason": "the stream reached its maximum age; connect again"})
+			return
+		case <-credsChanged:
+			send("reconnect", map[string]any{"reason": "the server's credentials changed; connect again"})
 			return
 		case <-e.cfg.Stop:
 			return

@@ -46,6 +46,11 @@ func registerConsole(mux *http.ServeMux, st store.Store, sec *security, xds *xds
 			return key.Allowed(console.DescribeAction(ref.Kind), appmesh.ARN(region, ref))
 		}
 	}
-	mux.Handle("GET /v1/events", console.NewEvents(console.EventsConfig{Store: st, Account: account, ProxiesDigest: digest, Allowed: allowed, Stop: stop, Log: log}))
+	var credsChanged func() <-chan struct{}
+	if sec != nil && sec.keys != nil {
+		credsChanged = sec.keys.Changed
+	}
+	mux.Handle("GET /v1/events", console.NewEvents(console.EventsConfig{Store: st, Account: account, ProxiesDigest: digest,
+		Allowed: allowed, CredentialsChanged: credsChanged, Stop: stop, Log: log}))
 	return con
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -153,6 +154,27 @@ func TestEventsSnapshot(t *testing.T) {
 		resp, b := admin.do("GET", "/v1/events?mesh=m&snapshot=true&after=1", "", csrf)
 		wantStatus(t, resp, b, 400, "BadRequestException")
 	})
+
+	// The credentials file changes: AKIDPART may no longer read events.
+	// Its open stream ends with "reconnect", and connecting again is
+	// refused (before, the stream kept the old policy up to its maximum
+	// age, 15 minutes). The stream is the parent test's: not a subtest.
+	narrowed := strings.Replace(snapshotAuthFile, `["weft:GetEvents"]`, `["appmesh:ListMeshes"]`, 1)
+	if narrowed == snapshotAuthFile {
+		t.Fatal("the test's credentials file no longer has the statement to narrow")
+	}
+	if err := os.WriteFile(e.cfg.AuthFile, []byte(narrowed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := e.sec.keys.Reload(); !changed || err != nil {
+		t.Fatalf("reload: %v %v", changed, err)
+	}
+	typ, data = stream.next()
+	if typ != "reconnect" || !strings.Contains(data, "credentials changed") {
+		t.Fatalf("after the credentials changed: %s %s, want reconnect", typ, data)
+	}
+	resp, b := part.do("GET", "/v1/events?mesh=m&snapshot=true", "", pcsrf)
+	wantStatus(t, resp, b, 403, "AccessDeniedException")
 
 	t.Run("no credentials file", func(t *testing.T) {
 		open := newAuthEnv(t, "")
