@@ -193,7 +193,14 @@ func (c *Client) Run(ctx context.Context) error {
 			delay = c.cfg.BackoffBase
 		}
 		wait := time.Duration(rand.Int64N(int64(delay))) + delay/2 // jitter around delay
-		c.log.Warn("xds stream ended; reconnecting", "server", c.cfg.Server, "err", err, "in", wait.Round(time.Millisecond))
+		if err == nil || errors.Is(err, io.EOF) {
+			// Ended with OK: the control plane resets streams
+			// periodically (weft's and App Mesh's, about every 30
+			// minutes), which is no failure.
+			c.log.Info("xds stream closed by the control plane; reconnecting", "server", c.cfg.Server, "in", wait.Round(time.Millisecond))
+		} else {
+			c.log.Warn("xds stream ended; reconnecting", "server", c.cfg.Server, "err", err, "in", wait.Round(time.Millisecond))
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -186,9 +187,15 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	first := time.NewTimer(a.limits.FirstRequestTimeout)
 	defer first.Stop()
 	firstC := first.C
+	// A stream that reached its age ends with OK: the proxy connects
+	// again and is authorized again (Limits.MaxStreamAge).
+	age := time.NewTimer(a.limits.streamAge(rand.Float64()))
+	defer age.Stop()
 	for {
 		select {
 		case <-a.done:
+			return nil
+		case <-age.C:
 			return nil
 		case <-firstC:
 			firstC = nil

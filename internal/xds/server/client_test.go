@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/weftmesh/weft/internal/proxy/xdsclient"
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // proxyState records what weft proxy's xDS client hands its proxy.
@@ -143,4 +145,45 @@ func bumpEDS(t *testing.T, s string) string {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("cds=%v eds=%v lds=%v rds=%v ", cds, eds+1, lds, rds)
+}
+
+// TestWeftProxyClientAcrossStreamAge: with streams reset at their age,
+// weft proxy's client connects again (authorized each time) in both
+// protocols and keeps following writes.
+func TestWeftProxyClientAcrossStreamAge(t *testing.T) {
+	for _, protocol := range []string{xdsclient.ProtocolDelta, xdsclient.ProtocolSotW} {
+		t.Run(protocol, func(t *testing.T) {
+			st := colorStore(t)
+			var streams atomic.Int32
+			srv := startServer(t, st, fakeTranslate, func(o *Options) {
+				o.Limits.MaxStreamAge = 200 * time.Millisecond
+				o.Authorize = func(context.Context, translate.Identity) (bool, error) {
+					streams.Add(1)
+					return false, nil
+				}
+			})
+			p := &proxyState{changed: make(chan struct{})}
+			c := xdsclient.New(xdsclient.Config{Server: srv.addr, Node: &core.Node{Id: "mesh/m/virtualNode/red"}, Protocol: protocol, BackoffBase: 10 * time.Millisecond},
+				p, slog.New(slog.DiscardHandler))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }() // ends with cancel below
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+			}()
+			p.waitFor(t, "its configuration", func(p *proxyState) bool { return p.eps["cds_egress_m_blue"] == 1 })
+			deadline := time.Now().Add(wait)
+			for streams.Load() < 3 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d streams within %v, want 3: the client did not connect again", streams.Load(), wait)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			putInstance(t, st, "blue", "blue-2", "10.0.0.2")
+			p.waitFor(t, "the new endpoint after the resets", func(p *proxyState) bool { return p.eps["cds_egress_m_blue"] == 2 })
+		})
+	}
 }

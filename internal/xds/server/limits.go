@@ -29,6 +29,16 @@ const (
 	// request (the one naming its node): a stream that says nothing holds
 	// a slot of MaxStreams and is closed with DeadlineExceeded.
 	DefaultFirstRequestTimeout = 10 * time.Second
+	// DefaultMaxStreamAge is how long an ADS stream lasts before the
+	// server ends it with OK, as App Mesh's management service reset
+	// each stream about every 30 minutes (the App Mesh agent's own
+	// grpc.max_connection_age_ms, 40 minutes, was set to match it): the
+	// proxy connects again, is authorized again (a key removed from the
+	// credentials file, a join token or certificate expired, stops
+	// working within this time), and gets a full state of the world.
+	// Each stream's age is jittered by ±10 % so that proxies started
+	// together do not reconnect together.
+	DefaultMaxStreamAge = 30 * time.Minute
 	// DefaultMaxRecvMsgSize bounds one DiscoveryRequest (grpc-go's default,
 	// kept explicit).
 	DefaultMaxRecvMsgSize = 4 << 20
@@ -77,6 +87,7 @@ type Limits struct {
 	MaxStreams            int
 	MaxRecvMsgSize        int
 	FirstRequestTimeout   time.Duration
+	MaxStreamAge          time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -95,7 +106,16 @@ func (l Limits) withDefaults() Limits {
 	if l.FirstRequestTimeout <= 0 {
 		l.FirstRequestTimeout = DefaultFirstRequestTimeout
 	}
+	if l.MaxStreamAge <= 0 {
+		l.MaxStreamAge = DefaultMaxStreamAge
+	}
 	return l
+}
+
+// streamAge is one stream's MaxStreamAge, jittered by ±10 % with r, a
+// uniform number in [0, 1).
+func (l Limits) streamAge(r float64) time.Duration {
+	return time.Duration(float64(l.MaxStreamAge) * (0.9 + 0.2*r))
 }
 
 // grpcOptions are the gRPC server options that enforce l.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // TestStreamsPerConnection opens 10,000 ADS streams on one HTTP/2
@@ -320,5 +323,54 @@ func TestMaxHeaderSize(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("%d bytes of metadata: %v, want success %v", tc.size, err, tc.ok)
 		}
+	}
+}
+
+// TestStreamMaxAge: a stream ends with OK once it reaches its jittered
+// MaxStreamAge, as App Mesh's management service reset streams; the proxy
+// connects again and is authorized again.
+func TestStreamMaxAge(t *testing.T) {
+	st := openStore(t)
+	putMesh(t, st, "m")
+	putNode(t, st, "m", "a")
+	const age = 300 * time.Millisecond
+	var authorized atomic.Int32
+	ts := startServer(t, st, fakeTranslate, func(o *Options) {
+		o.Limits.MaxStreamAge = age
+		o.Authorize = func(context.Context, translate.Identity) (bool, error) {
+			authorized.Add(1)
+			return false, nil
+		}
+	})
+	for i := range 2 {
+		start := time.Now()
+		c := dialADS(t, ts.addr, &core.Node{Id: "mesh/m/virtualNode/a"})
+		c.request(resource.ClusterType, "", "", nil, "")
+		c.next()
+		if err := c.ended(); err != nil && err != io.EOF {
+			t.Fatalf("stream %d at its age: %v, want OK", i, err)
+		}
+		if d := time.Since(start); d < age*9/10 {
+			t.Fatalf("stream %d ended after %v, before 90 %% of its age %v", i, d, age)
+		}
+		if got := authorized.Load(); got != int32(i+1) {
+			t.Fatalf("after stream %d: authorized %d times", i, got)
+		}
+	}
+}
+
+// TestStreamAgeJitter: a stream's age is within ±10 % of MaxStreamAge.
+func TestStreamAgeJitter(t *testing.T) {
+	l := Limits{MaxStreamAge: 30 * time.Minute}
+	for _, r := range []float64{0, 0.5, 0.999999} {
+		if got := l.streamAge(r); got < 27*time.Minute || got > 33*time.Minute {
+			t.Fatalf("streamAge(%v) = %v, outside 27-33 min", r, got)
+		}
+	}
+	if l.streamAge(0) == l.streamAge(0.999999) {
+		t.Fatal("no jitter")
+	}
+	if got := (Limits{}).withDefaults().MaxStreamAge; got != DefaultMaxStreamAge {
+		t.Fatalf("default age %v", got)
 	}
 }
