@@ -123,8 +123,13 @@ func TestServerOnEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A write that answered 503 may still be committed when etcd comes
+	// back (its request was in etcd's socket when it stopped): as an AWS
+	// client does, the retry below repeats the clientToken, and is
+	// answered as the same request whichever way the first one went.
 	c.Members[0].Pause()
-	_, err := mesh.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: aws.String("m2")})
+	m2 := &sdk.CreateMeshInput{MeshName: aws.String("m2"), ClientToken: aws.String("m2-token")}
+	_, err := mesh.CreateMesh(ctx, m2)
 	wantAPIError(t, err, "ServiceUnavailableException", "cannot be reached")
 	body := waitStatus(t, base+"/readyz", http.StatusServiceUnavailable, 30*time.Second)
 	if !strings.Contains(body, "store unreachable") {
@@ -138,8 +143,8 @@ func TestServerOnEtcd(t *testing.T) {
 
 	c.Members[0].Resume()
 	waitStatus(t, base+"/readyz", http.StatusOK, 60*time.Second)
-	if _, err := mesh.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: aws.String("m2")}); err != nil {
-		t.Fatalf("create after etcd is back: %v", err)
+	if _, err := mesh.CreateMesh(ctx, m2); err != nil {
+		t.Fatalf("create after etcd is back, with the same clientToken: %v", err)
 	}
 	out, err := mesh.ListMeshes(ctx, &sdk.ListMeshesInput{})
 	if err != nil || len(out.Meshes) != 2 {
