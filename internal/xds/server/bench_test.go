@@ -48,6 +48,12 @@ func BenchmarkRouteWriteGateways(b *testing.B) {
 	benchWrites(b, shapeGateways, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, 0, 1+i%98) })
 }
 
+// BenchmarkRouteWriteProxyless is BenchmarkRouteWriteEvery with every
+// client a proxyless gRPC client (translate.Identity.Proxyless).
+func BenchmarkRouteWriteProxyless(b *testing.B) {
+	benchWrites(b, shapeProxyless, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, 0, 1+i%98) })
+}
+
 // BenchmarkEndpointWrite is the same for a Cloud Map instance registered
 // or deregistered: the 100 identities that read it get their
 // ClusterLoadAssignments rebuilt, nothing is translated.
@@ -86,6 +92,8 @@ const (
 	// shapeGateways: gateways instead of client nodes, each routing to
 	// service 0 and one other (as shapeEvery's nodes call them).
 	shapeGateways
+	// shapeProxyless: shapeEvery's mesh, every client proxyless.
+	shapeProxyless
 )
 
 // benchWrites times the push loop's apply of each write, with and
@@ -119,6 +127,7 @@ func benchWrites(b *testing.B, shape benchShape, write func(b *testing.B, st sto
 				if shape == shapeGateways {
 					id.Kind, id.Name = appmesh.KindVirtualGateway, fmt.Sprintf("gw-%d", j)
 				}
+				id.Proxyless = shape == shapeProxyless
 				if err := l.attach(id); err != nil {
 					b.Fatal(err)
 				}
@@ -183,7 +192,7 @@ func benchMesh(t testing.TB, st store.Store, nodes, services int, shape benchSha
 		}
 		a, b, own := j%services, (j+1)%services, ""
 		switch shape {
-		case shapeEvery:
+		case shapeEvery, shapeProxyless:
 			a, b = 0, 1+j%(services-1)
 			own = fmt.Sprintf(`,{"virtualService":{"virtualServiceName":"own-%d.bench.local"}}`, j)
 		case shapeOwnTable:
