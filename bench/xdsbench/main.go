@@ -41,6 +41,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,6 +93,8 @@ func main() {
 	every := flag.Bool("every", false, "the headline shape: every client node uses service 0, and every write changes its route's weights (RDS), so every proxy is affected; with -replicas 1 -unique-egress, one identity per proxy, each translated on every write")
 	unique := flag.Bool("unique-egress", false, "give each client node a backend of its own (a virtual service that does not exist), so that no two share a whole egress configuration: each identity is translated and gets an egress listener of its own (the backend of its own resolves to nothing, so the route tables, virtual hosts and clusters of the services nodes have in common are still shared)")
 	memprofile := flag.String("memprofile", "", "write the server's heap profile to this file after the writes, and to this file.base before them")
+	settle := flag.Bool("settle", false, "before each write, wait until the server has counted an ACK from every proxy the writes so far affected (weft_xds_acks_total), so that the API call does not queue behind the previous write's tail: the ACKs, PINGs and window updates the server is still handling when the harness sees the last ACK sent; compare the API's latency with and without")
+	traceFile := flag.String("trace", "", "write the server's execution trace (runtime/trace) during the writes to this file: what an API call waits for (go tool trace)")
 	serverGOGC := flag.String("server-gogc", "", "run the server with this GOGC (and -server-gomemlimit with this GOMEMLIMIT), leaving the simulated proxies' own at Go's default; empty: the environment's")
 	serverMemLimit := flag.String("server-gomemlimit", "", "run the server with this GOMEMLIMIT (e.g. 400MiB)")
 	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
@@ -131,7 +134,7 @@ func main() {
 		// Envoy's own defaults: 256 MiB per stream, 1 MiB per connection.
 		dial = append(dial, grpc.WithStaticStreamWindowSize(256<<20), grpc.WithStaticConnWindowSize(1<<20))
 	}
-	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, steps, serverEnv, dial); err != nil {
+	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, *traceFile, *settle, steps, serverEnv, dial); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -146,6 +149,7 @@ func serve(args []string) error {
 	fs.StringVar(&cfg.XDSAddr, "xds", "", "")
 	profile := fs.String("cpuprofile", "", "")
 	memprofile := fs.String("memprofile", "", "")
+	traceFile := fs.String("trace", "", "")
 	fs.Parse(args)
 	cfg.Region, cfg.AccountID = "us-east-1", "111122223333"
 	var err error
@@ -160,7 +164,7 @@ func serve(args []string) error {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
 	go func() { // ends with the process
-		var f *os.File
+		var f, tf *os.File
 		heap := func(name string) {
 			if *memprofile == "" {
 				return
@@ -176,6 +180,15 @@ func serve(args []string) error {
 				heap(*memprofile + ".base")
 			case syscall.SIGUSR2:
 				heap(*memprofile)
+			}
+			switch {
+			case s == syscall.SIGUSR1 && *traceFile != "" && tf == nil:
+				tf, _ = os.Create(*traceFile)
+				trace.Start(tf)
+			case s == syscall.SIGUSR2 && tf != nil:
+				trace.Stop()
+				tf.Close()
+				tf = nil
 			}
 			switch {
 			case s == syscall.SIGUSR1 && *profile != "" && f == nil:
@@ -202,7 +215,7 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile string, steps []int, serverEnv []string, dial []grpc.DialOption) error {
+func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile, traceFile string, settle bool, steps []int, serverEnv []string, dial []grpc.DialOption) error {
 	if every && services < 2 {
 		return fmt.Errorf("-every needs -services 2 or more")
 	}
@@ -219,7 +232,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 		return err
 	}
 	apiAddr, xdsAddr := freeAddr(), freeAddr()
-	child := exec.Command(self, "serve", "-api", apiAddr, "-xds", xdsAddr, "-data", filepath.Join(dir, "data"), "-cpuprofile", cpuprofile, "-memprofile", memprofile)
+	child := exec.Command(self, "serve", "-api", apiAddr, "-xds", xdsAddr, "-data", filepath.Join(dir, "data"), "-cpuprofile", cpuprofile, "-memprofile", memprofile, "-trace", traceFile)
 	child.Stderr = os.Stderr
 	if serverEnv != nil {
 		child.Env = append(os.Environ(), serverEnv...)
@@ -314,7 +327,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 			return err
 		}
 		from = to
-		if err := measure(ctx, child.Process.Pid, apiAddr, w, events, clients[:to], connected, nodes, services, writes, every); err != nil {
+		if err := measure(ctx, child.Process.Pid, apiAddr, w, events, clients[:to], connected, nodes, services, writes, every, settle); err != nil {
 			return err
 		}
 	}
@@ -325,7 +338,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 // connected, and prints what they cost: write -> last affected ACK, the
 // API call, the server's CPU and memory. The server's CPU profile
 // (-cpuprofile) covers the writes of the last call.
-func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-chan ackEvent, active []*client, connected time.Duration, nodes, services, writes int, every bool) error {
+func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-chan ackEvent, active []*client, connected time.Duration, nodes, services, writes int, every, settle bool) error {
 	var err error
 	m0 := scrape("http://" + apiAddr + "/metrics")
 	cpu0 := procstat.CPU(pid)
@@ -356,6 +369,11 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 		before := map[int]string{}
 		for id := range affected {
 			before[id] = active[id].version(typ)
+		}
+		if settle {
+			if err := settleACKs(ctx, apiAddr, m0["weft_xds_acks_total"]+float64(affectedTotal-len(affected))); err != nil {
+				return fmt.Errorf("write %d: %w", i, err)
+			}
 		}
 		t0 := time.Now()
 		if typ == rdsType {
@@ -475,6 +493,25 @@ func scrape(url string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// settleACKs waits until the server's ACK count reaches want (-settle),
+// at most 30 seconds. Outside the timed part of a write.
+func settleACKs(ctx context.Context, apiAddr string, want float64) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if scrape("http://" + apiAddr + "/metrics")["weft_xds_acks_total"] >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the server counted fewer than %.0f ACKs after 30 s", want)
+		}
+		select {
+		case <-time.After(2 * time.Millisecond): // setup only, not timed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func pct(d []time.Duration, p int) time.Duration { return d[(len(d)-1)*p/100] }

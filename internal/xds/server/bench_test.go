@@ -40,6 +40,20 @@ func BenchmarkRouteWriteEveryOwnTable(b *testing.B) {
 	benchWrites(b, shapeOwnTable, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, 0, 1+i%98) })
 }
 
+// BenchmarkRouteWriteGateways is BenchmarkRouteWriteEvery with 500
+// virtual gateways in the clients' stead, each with gateway routes to
+// service 0 and one other: each write changes service 0's weights and
+// keeps its timeouts, so every gateway is affected.
+func BenchmarkRouteWriteGateways(b *testing.B) {
+	benchWrites(b, shapeGateways, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, 0, 1+i%98) })
+}
+
+// BenchmarkRouteWriteProxyless is BenchmarkRouteWriteEvery with every
+// client a proxyless gRPC client (translate.Identity.Proxyless).
+func BenchmarkRouteWriteProxyless(b *testing.B) {
+	benchWrites(b, shapeProxyless, func(b *testing.B, st store.Store, i int) { benchRoute(b, st, 0, 1+i%98) })
+}
+
 // BenchmarkEndpointWrite is the same for a Cloud Map instance registered
 // or deregistered: the 100 identities that read it get their
 // ClusterLoadAssignments rebuilt, nothing is translated.
@@ -75,6 +89,11 @@ const (
 	// of its own (node j calls service k when bit k-1 of j is set), so
 	// that no two nodes share a route table.
 	shapeOwnTable
+	// shapeGateways: gateways instead of client nodes, each routing to
+	// service 0 and one other (as shapeEvery's nodes call them).
+	shapeGateways
+	// shapeProxyless: shapeEvery's mesh, every client proxyless.
+	shapeProxyless
 )
 
 // benchWrites times the push loop's apply of each write, with and
@@ -104,7 +123,12 @@ func benchWrites(b *testing.B, shape benchShape, write func(b *testing.B, st sto
 				b.Fatal(err)
 			}
 			for j := range benchNodes {
-				if err := l.attach(translate.Identity{MeshOwner: owner, Mesh: "bench", Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("client-%d", j)}); err != nil {
+				id := translate.Identity{MeshOwner: owner, Mesh: "bench", Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("client-%d", j)}
+				if shape == shapeGateways {
+					id.Kind, id.Name = appmesh.KindVirtualGateway, fmt.Sprintf("gw-%d", j)
+				}
+				id.Proxyless = shape == shapeProxyless
+				if err := l.attach(id); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -156,9 +180,19 @@ func benchMesh(t testing.TB, st store.Store, nodes, services int, shape benchSha
 			`{"meshName":"bench","virtualServiceName":"svc-%d.bench.local","spec":{"provider":{"virtualRouter":{"virtualRouterName":"router-%d"}}}}`, k, k))
 	}
 	for j := range nodes {
+		if shape == shapeGateways {
+			putRaw(t, st, ref("bench", appmesh.KindVirtualGateway, "", fmt.Sprintf("gw-%d", j)), fmt.Sprintf(
+				`{"meshName":"bench","virtualGatewayName":"gw-%d","spec":{"listeners":[{"portMapping":{"port":9080,"protocol":"http"}}]}}`, j))
+			for r, k := range []int{0, 1 + j%(services-1)} {
+				putRaw(t, st, ref("bench", appmesh.KindGatewayRoute, fmt.Sprintf("gw-%d", j), fmt.Sprintf("to-%d", r)), fmt.Sprintf(
+					`{"meshName":"bench","virtualGatewayName":"gw-%d","gatewayRouteName":"to-%d","spec":{"httpRoute":{"match":{"prefix":"/%d"},
+					"action":{"target":{"virtualService":{"virtualServiceName":"svc-%d.bench.local"}}}}}}`, j, r, k, k))
+			}
+			continue
+		}
 		a, b, own := j%services, (j+1)%services, ""
 		switch shape {
-		case shapeEvery:
+		case shapeEvery, shapeProxyless:
 			a, b = 0, 1+j%(services-1)
 			own = fmt.Sprintf(`,{"virtualService":{"virtualServiceName":"own-%d.bench.local"}}`, j)
 		case shapeOwnTable:

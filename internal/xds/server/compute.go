@@ -242,7 +242,7 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 		return r
 	}
 	r.whole = true
-	if id.Kind == appmesh.KindVirtualNode && !id.Proxyless {
+	if !id.Proxyless {
 		r.tables, r.recipes = sh.recipesOf(r.items[typeRoute])
 	}
 	// The identity's own resource and its mesh are dependencies whatever

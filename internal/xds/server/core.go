@@ -225,7 +225,7 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 	affected := map[translate.Identity]struct{}{}
 	dirtyEps := map[nodeRef]struct{}{}
 	caChanged := false
-	routes := routeChanges{hostsOnly: true}
+	routes := routeChanges{hostsOnly: true, timeouts: true}
 	for _, ch := range batch {
 		var cm []store.Event
 		for _, ev := range ch.Events {
@@ -275,7 +275,7 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 	tasks := make([]task, 0, len(affected)+len(epOnly))
 	hostsOnly := routes.hostsOnly && routes.any && len(dirtyEps) == 0 && !caChanged
 	for id := range affected {
-		tasks = append(tasks, task{id: id, routes: hostsOnly && c.hostsOnly(id)})
+		tasks = append(tasks, task{id: id, routes: hostsOnly && c.hostsOnly(id, routes)})
 	}
 	for id := range epOnly {
 		tasks = append(tasks, task{id: id, eps: changed})

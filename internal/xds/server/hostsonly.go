@@ -24,10 +24,15 @@ import (
 // What makes that possible is each sidecar's table recipes, taken from
 // its last whole translation: which hosts (translate.HostRef) each of its
 // route tables is made of. A table with no such host (an ingress table)
-// reads no route and is kept as it is. An identity whose tables cannot
-// be described so (a gateway, a proxyless client, a table mixing egress
-// hosts with others), whose last translation failed, or whose snapshot
-// holds a resource not checked as its kind, is translated whole.
+// reads no route and is kept as it is. A gateway's are described the same
+// way: its egress table holds the services' hosts, and its gateway route
+// table, which holds none, reads of the routes only their per-request
+// timeouts, so a gateway follows a batch this way when the batch keeps
+// every timeout (translate.RouteTimeoutSame). An identity whose tables
+// cannot be described so (a proxyless client, a table mixing egress
+// hosts with others, such as a gateway's default_backend host), whose
+// last translation failed, or whose snapshot holds a resource not checked
+// as its kind, is translated whole.
 
 // tableRecipe is what one route table of a sidecar is made of: its egress
 // hosts, in order; none for a table that holds no egress host.
@@ -112,6 +117,9 @@ func (sh *shared) recipe(rc *routev3.RouteConfiguration) *tableRecipe {
 type routeChanges struct {
 	hostsOnly bool // every App Mesh event so far was such an update
 	any       bool // some event was
+	// timeouts: no such update so far changed a per-request timeout
+	// (translate.RouteTimeoutSame), so gateways may follow them too.
+	timeouts bool
 }
 
 // note records one App Mesh event of the batch: ref changed from old
@@ -122,13 +130,15 @@ func (rc *routeChanges) note(ref appmesh.Ref, old, new *appmesh.RouteData) {
 		return
 	}
 	rc.any = true
+	rc.timeouts = rc.timeouts && translate.RouteTimeoutSame(old, new)
 }
 
-// hostsOnly reports whether id can follow the batch's route updates by
-// re-assembling its route tables.
-func (c *machine) hostsOnly(id translate.Identity) bool {
+// hostsOnly reports whether id can follow the batch's route updates, rc,
+// by re-assembling its route tables.
+func (c *machine) hostsOnly(id translate.Identity, rc routeChanges) bool {
 	p := c.proxies[id]
-	return id.Kind == appmesh.KindVirtualNode && !id.Proxyless && p != nil && p.recipes &&
+	kind := id.Kind == appmesh.KindVirtualNode || id.Kind == appmesh.KindVirtualGateway && rc.timeouts
+	return kind && !id.Proxyless && p != nil && p.recipes &&
 		p.snap != nil && p.snap.closeErr == nil && p.err == "" &&
 		len(p.tables) == len(p.snap.types[typeRoute].entries)
 }

@@ -57,6 +57,10 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		// write: the route tables assembled alone must be what a
 		// translation gives.
 		{"translate/hostsonly", translate.TranslateWith, randomWriteHostsOnly, true, true},
+		// The same with gateway g0 and its routes written as often, and
+		// services provided by routers more often than not: a gateway's
+		// tables must follow the route writes as a translation does.
+		{"translate/gateway", translate.TranslateWith, randomWriteGateway, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkIncremental(t, tc.tr, tc.gen, 300, tc.endpointUpdates, tc.routeUpdates)
@@ -95,8 +99,15 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 			ids = append(ids, translate.Identity{MeshOwner: owner, Mesh: "m", Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("n%d", i), Proxyless: pl})
 		}
 	}
+	// A gateway (randomWriteHostsOnly writes one): its egress route
+	// table holds the services' hosts, as a sidecar's does, but its own
+	// gateway route table copies the targets' route timeouts and, for a
+	// route that keeps the request's host, the targets' routes, so a
+	// route write must reach it whole.
+	ids = append(ids, translate.Identity{MeshOwner: owner, Mesh: "m", Kind: appmesh.KindVirtualGateway, Name: "g0"})
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var seen [numTypes]int // most resources of each type one proxy had
+	gateway := 0           // writes after which g0 served route tables
 	for i := range writes {
 		before := st.Revision()
 		gen(rnd, t, st)
@@ -131,6 +142,9 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 				t.Fatalf("write %d: %v is attached incrementally but a fresh attach says %v", i, id, err)
 			}
 			fp := full.proxies[id]
+			if id.Kind == appmesh.KindVirtualGateway && fp.snap.closeErr == nil && len(fp.snap.types[typeRoute].entries) > 0 {
+				gateway++
+			}
 			for typ := range numTypes {
 				seen[typ] = max(seen[typ], len(fp.snap.types[typ].entries))
 			}
@@ -179,6 +193,9 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	if routeUpdates && routes == 0 {
 		t.Fatal("no route write was followed by assembling route tables alone")
 	}
+	if strings.HasSuffix(t.Name(), "/gateway") && gateway == 0 {
+		t.Fatal("the gateway never served a route table: its writes did not exercise it")
+	}
 	if tr == nil || strings.HasSuffix(t.Name(), "/fake") {
 		if routes > 0 {
 			t.Fatalf("%v route-only updates with a translator that builds no egress host", routes)
@@ -191,7 +208,7 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	if strings.HasSuffix(t.Name(), "/shared") && shared == 0 {
 		t.Fatal("no translation shared its egress with another node's")
 	}
-	t.Logf("most resources of one proxy, by type (cds eds lds rds): %v; %v endpoint-only updates; %v route-only updates; %v shared egresses", seen, updates, routes, shared)
+	t.Logf("most resources of one proxy, by type (cds eds lds rds): %v; %v endpoint-only updates; %v route-only updates; %v shared egresses; the gateway served route tables after %d writes", seen, updates, routes, shared, gateway)
 }
 
 // randomWrite makes one random change to mesh m's nodes n0..n4, services
@@ -261,6 +278,44 @@ func randomWriteHostsOnly(rnd *rand.Rand, t *testing.T, st store.Store) {
 		`{"meshName":"m","virtualRouterName":%q,"routeName":%q,"spec":{"priority":%d,"httpRoute":{"match":{"prefix":"/%s%d"},
 		"action":{"weightedTargets":[{"virtualNode":%q,"weight":%d},{"virtualNode":%q,"weight":%d}]}%s}}}`,
 		router, route, rnd.IntN(3), route, rnd.IntN(3), a, rnd.IntN(5), b, rnd.IntN(5), extra))
+}
+
+// randomWriteGateway is randomWriteHostsOnly with, a quarter of the time
+// each, a write of gateway g0 or its routes (randomGateway) and a write
+// that makes a node, a service's provider (a router, twice as often as a
+// node or nothing), a router or an instance.
+func randomWriteGateway(rnd *rand.Rand, t *testing.T, st store.Store) {
+	switch rnd.IntN(4) {
+	case 0:
+		randomGateway(rnd, t, st)
+	case 1:
+		randomWriteKind(rnd, t, st, []int{1, 3, 4, 6, 9, 9}[rnd.IntN(6)])
+	default:
+		randomWriteHostsOnly(rnd, t, st)
+	}
+}
+
+// randomGateway writes or deletes gateway g0 of mesh m, or one of its
+// gateway routes gr0 and gr1 to a random service (s0..s3), which keeps
+// the request's host half of the time.
+func randomGateway(rnd *rand.Rand, t *testing.T, st store.Store) {
+	switch rnd.IntN(6) {
+	case 0:
+		del(t, st, ref("m", appmesh.KindVirtualGateway, "", "g0").Key())
+	case 1, 2:
+		putRaw(t, st, ref("m", appmesh.KindVirtualGateway, "", "g0"),
+			`{"meshName":"m","virtualGatewayName":"g0","spec":{"listeners":[{"portMapping":{"port":9080,"protocol":"http"}}]}}`)
+	default:
+		gr := fmt.Sprintf("gr%d", rnd.IntN(2))
+		svc := fmt.Sprintf("s%d", rnd.IntN(4))
+		rewrite := ""
+		if rnd.IntN(2) == 0 {
+			rewrite = `,"rewrite":{"hostname":{"defaultTargetHostname":"DISABLED"}}`
+		}
+		putRaw(t, st, ref("m", appmesh.KindGatewayRoute, "g0", gr), fmt.Sprintf(
+			`{"meshName":"m","virtualGatewayName":"g0","gatewayRouteName":%q,"spec":{"httpRoute":{"match":{"prefix":"/%s"},
+			"action":{"target":{"virtualService":{"virtualServiceName":%q}}%s}}}}`, gr, gr, svc, rewrite))
+	}
 }
 
 // randomWriteKind makes one random write of the given kind (0 to 9; 0

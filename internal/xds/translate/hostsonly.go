@@ -22,8 +22,11 @@ import (
 //
 // What reads a route outside such a host, and is left to a whole
 // translation: a TCP route (the egress listener's TCP proxy filter), a
-// gateway (a gateway route copies its target's timeouts) and a
-// proxyless gRPC client (its hosts are its own).
+// gateway when the write changes a per-request timeout (a gateway route
+// copies its target's: RouteTimeoutSame) or when its egress table has a
+// default_backend host (a gateway route that keeps the request's host:
+// that host is not one the Memo names), and a proxyless gRPC client (its
+// hosts are its own, in gRPC's flavour).
 
 // RouteHostsOnly reports whether a route changing from old to new can
 // change nothing but the virtual hosts built from it, for a sidecar
@@ -43,6 +46,25 @@ func RouteHostsOnly(old, new *appmesh.RouteData) bool {
 		return false
 	}
 	return sameHTTPShape(o.HttpRoute, n.HttpRoute) && sameHTTPShape(o.Http2Route, n.Http2Route) && sameGRPCShape(o.GrpcRoute, n.GrpcRoute)
+}
+
+// RouteTimeoutSame reports whether a route changing from old to new, an
+// update RouteHostsOnly allows, keeps its per-request timeout: the one
+// thing of a route a gateway reads outside its egress hosts (its gateway
+// routes copy their targets' timeouts, gatewayTimeout).
+func RouteTimeoutSame(old, new *appmesh.RouteData) bool {
+	if old == nil || new == nil || old.Spec == nil || new.Spec == nil {
+		return false
+	}
+	o, n := old.Spec, new.Spec
+	return perRequest(meshRoute{http: o.HttpRoute}) == perRequest(meshRoute{http: n.HttpRoute}) &&
+		perRequest(meshRoute{http: o.Http2Route}) == perRequest(meshRoute{http: n.Http2Route}) &&
+		perRequest(meshRoute{grpc: o.GrpcRoute}) == perRequest(meshRoute{grpc: n.GrpcRoute})
+}
+
+func perRequest(r meshRoute) int64 {
+	pr, _ := routeTimeouts(r)
+	return pr
 }
 
 func sameHTTPShape(a, b *appmesh.HttpRoute) bool {

@@ -122,3 +122,44 @@ func TestRouteHostsOnly(t *testing.T) {
 		t.Error("a route created or deleted is not an update of its hosts")
 	}
 }
+
+func TestRouteTimeoutSame(t *testing.T) {
+	i64 := func(n int64) *int64 { return &n }
+	s := func(v string) *string { return &v }
+	route := func(mod func(*appmesh.RouteSpec)) *appmesh.RouteData {
+		rd := &appmesh.RouteData{RouteName: s("rt"), VirtualRouterName: s("r"), Spec: &appmesh.RouteSpec{
+			HttpRoute: &appmesh.HttpRoute{
+				Match:  &appmesh.HttpRouteMatch{Prefix: s("/")},
+				Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("a"), Weight: i64(1)}}},
+			}}}
+		if mod != nil {
+			mod(rd.Spec)
+		}
+		return rd
+	}
+	ms := func(v int64) *appmesh.Duration { return &appmesh.Duration{Unit: "ms", Value: i64(v)} }
+	for _, tc := range []struct {
+		name string
+		mod  func(*appmesh.RouteSpec)
+		want bool
+	}{
+		{"the same", nil, true},
+		{"weights", func(r *appmesh.RouteSpec) { r.HttpRoute.Action.WeightedTargets[0].Weight = i64(7) }, true},
+		{"per request", func(r *appmesh.RouteSpec) { r.HttpRoute.Timeout = &appmesh.HttpTimeout{PerRequest: ms(100)} }, false},
+		// 15 s is App Mesh's default: the gateway copies the same value.
+		{"per request, the default", func(r *appmesh.RouteSpec) { r.HttpRoute.Timeout = &appmesh.HttpTimeout{PerRequest: ms(15000)} }, true},
+		{"idle only", func(r *appmesh.RouteSpec) { r.HttpRoute.Timeout = &appmesh.HttpTimeout{Idle: ms(100)} }, true},
+		{"http2", func(r *appmesh.RouteSpec) {
+			r.Http2Route, r.HttpRoute = r.HttpRoute, nil
+			r.Http2Route.Timeout = &appmesh.HttpTimeout{PerRequest: ms(100)}
+		}, false},
+		{"an empty spec", func(r *appmesh.RouteSpec) { *r = appmesh.RouteSpec{} }, true},
+	} {
+		if got := RouteTimeoutSame(route(nil), route(tc.mod)); got != tc.want {
+			t.Errorf("%s: RouteTimeoutSame = %t, want %t", tc.name, got, tc.want)
+		}
+	}
+	if RouteTimeoutSame(nil, route(nil)) || RouteTimeoutSame(route(nil), &appmesh.RouteData{}) {
+		t.Error("a route created, deleted or without a spec has no timeout to keep")
+	}
+}
