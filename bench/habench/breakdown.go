@@ -42,6 +42,9 @@ type hist struct {
 // serializable, by outcome.
 const staleReads = "weft_store_etcd_stale_first_reads_total"
 
+// gcPauses is the Go collector's summary of a replica's GC pauses.
+const gcPauses = "go_gc_duration_seconds"
+
 // scrape reads the histograms of breakdownSeries from a replica's
 // /metrics; a missing series is an empty hist.
 func (r *replica) scrape() map[string]*hist {
@@ -62,6 +65,25 @@ func (r *replica) scrape() map[string]*hist {
 				if v, err := strconv.ParseFloat(rest[sp+1:], 64); err == nil {
 					out["counter "+rest[:sp]] = &hist{count: v}
 				}
+			}
+			continue
+		}
+		// The Go collector's GC pauses: their count is the replica's GC
+		// cycles (the tail's time line, -timeline).
+		if rest, ok := strings.CutPrefix(line, gcPauses); ok && (strings.HasPrefix(rest, "_count ") || strings.HasPrefix(rest, "_sum ")) {
+			h := out[gcPauses]
+			if h == nil {
+				h = &hist{}
+				out[gcPauses] = h
+			}
+			v, err := strconv.ParseFloat(rest[strings.IndexByte(rest, ' ')+1:], 64)
+			if err != nil {
+				continue
+			}
+			if strings.HasPrefix(rest, "_count") {
+				h.count = v
+			} else {
+				h.sum = v
 			}
 			continue
 		}
@@ -195,6 +217,15 @@ type writeTimes struct {
 	// steps are each replica's steps of the write (-timeline; nil
 	// without).
 	steps []stepTimes
+	// cpu is each process's CPU during the write (b.processes' order),
+	// from the API call's start to the last proxy applied (-timeline; at
+	// /proc's 10 ms resolution).
+	cpu []time.Duration
+	// etcd is what each member did during the write and the scrapes
+	// after it (-timeline on etcd).
+	etcd []map[string]float64
+	// gc is habench's own GC cycles during the write (-timeline).
+	gc uint64
 }
 
 // printBreakdown prints, over the writes, the p50/p99 of each step and

@@ -37,6 +37,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,15 +67,18 @@ func main() {
 	nodes := flag.Int("nodes", 100, "virtual nodes the proxies are instances of")
 	writes := flag.Int("writes", 50, "route weight writes, one at a time, each through the next replica")
 	setups := flag.String("setups", "bbolt:1,etcd:3", "setups run in turn: store:replicas, store bbolt or etcd (bbolt:N: N separate stores, each write made on all)")
-	etcdFlags := flag.String("etcd-flags", "", "more flags for every etcd member, space-separated (e.g. --unsafe-no-fsync, to measure the fsyncs' share)")
+	etcdFlags := flag.String("etcd-flags", "", "more flags for every etcd member, space-separated (e.g. --backend-batch-interval 1s; etcd 3.4 has no --unsafe-no-fsync)")
 	gogc := flag.String("replica-gogc", "", "GOGC of the weft replicas (default: Go's, 100)")
 	procs := flag.Int("replica-gomaxprocs", 0, "GOMAXPROCS of the weft replicas (default: Go's, every core)")
 	etcdProfile := flag.String("etcd-cpu-profile", "", "directory: write a CPU profile of each etcd member, taken during the writes (runs etcd with --enable-pprof)")
 	replicaProfile := flag.String("replica-cpu-profile", "", "directory: sample each weft replica's CPU with Linux perf during the writes (perf.data files, one per replica)")
 	members := flag.Int("members", 3, "etcd members")
+	etcdProcs := flag.Int("etcd-gomaxprocs", 0, "GOMAXPROCS of the etcd members (default: Go's, every core)")
 	failover := flag.Bool("failover", true, "SIGKILL the first replica at the end (setups with several replicas)")
 	protocol := flag.String("protocol", "delta", "the proxies' xDS: delta (weft proxy's default) or sotw")
 	tuneOnly := flag.String("tune-only", "", "apply -replica-gogc and -replica-gomaxprocs only to the setups of this store (bbolt or etcd; default: all), to compare a tuned setup with an untuned one in the same run")
+	gcBetween := flag.Bool("gc-between", false, "collect habench's own heap (runtime.GC) after each write, outside the timed window, so that the simulated proxies' GC does not land inside a write (real proxies run elsewhere)")
+	tail := flag.Int("tail", 5, "with -timeline, print the time line of this many slowest writes, one by one, next to the median write's")
 	timeline := flag.Bool("timeline", false, "scrape every replica's /metrics after each write and print each replica's steps on the writes' time line (the scrapes add replica CPU between writes)")
 	idle := flag.Duration("idle", 5*time.Second, "before the writes, measure the etcd members' CPU and requests this long with every proxy connected and nothing written (0: skip)")
 	flag.Parse()
@@ -93,7 +97,7 @@ func main() {
 			os.Exit(2)
 		}
 		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
-			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, gomaxprocs: *procs, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle, timeline: *timeline, tuneOnly: *tuneOnly}
+			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, gomaxprocs: *procs, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle, timeline: *timeline, tail: *tail, tuneOnly: *tuneOnly, etcdProcs: *etcdProcs, gcBetween: *gcBetween}
 		if *etcdProfile != "" {
 			b.etcdFlags = append(b.etcdFlags, "--enable-pprof")
 		}
@@ -115,9 +119,12 @@ type bench struct {
 	etcdFlags              []string
 	gogc                   string
 	gomaxprocs             int
+	etcdProcs              int
 	etcdProfile            string
 	replicaProfile         string
 	timeline               bool
+	gcBetween              bool
+	tail                   int
 	tuneOnly               string
 	idle                   time.Duration
 	// idleCPU is the etcd members' CPU per second of the idle window,
@@ -142,7 +149,15 @@ func (b *bench) run(ctx context.Context) error {
 	defer os.RemoveAll(dir)
 	var storeArgs []string
 	if b.kind == "etcd" {
-		cl, err := etcdtest.Launch(dir, b.members, b.etcdFlags...)
+		var env []string
+		if b.etcdProcs > 0 {
+			env = []string{fmt.Sprintf("GOMAXPROCS=%d", b.etcdProcs)}
+		}
+		var cl *etcdtest.Cluster
+		err := withEnv(env, func() (err error) {
+			cl, err = etcdtest.Launch(dir, b.members, b.etcdFlags...)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -174,6 +189,9 @@ func (b *bench) run(ctx context.Context) error {
 	fmt.Printf("\n== %s, %d replica(s)", b.kind, b.replicas)
 	if b.kind == "etcd" {
 		fmt.Printf(" on %d members", b.members)
+		if b.etcdProcs > 0 {
+			fmt.Printf(" with GOMAXPROCS=%d", b.etcdProcs)
+		}
 		if len(b.etcdFlags) > 0 {
 			fmt.Printf(" with %s", strings.Join(b.etcdFlags, " "))
 		}
@@ -256,6 +274,9 @@ func (b *bench) writers(k int) []*replica {
 func (b *bench) measureWrites(ctx context.Context) error {
 	var all, each []time.Duration
 	var times []writeTimes
+	if b.gcBetween {
+		runtime.GC()
+	}
 	before := make([]map[string]*hist, len(b.procs))
 	for i, r := range b.procs {
 		before[i] = r.scrape()
@@ -270,9 +291,15 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	began := time.Now()
 	profiled := b.profileEtcd(ctx)
 	perfDone := b.profileReplicas()
+	lastEtcd := etcd0 // -timeline: the members' counters after the previous write
 	for k := range b.writes {
 		w := uint32(k + 2)
 		b.track.arm(w, b.proxies)
+		var wcpu0 []time.Duration
+		if b.timeline {
+			wcpu0 = cpuOf(procs)
+		}
+		gc0 := gcCycles()
 		start := time.Now()
 		var wg sync.WaitGroup
 		errs := make([]error, len(b.writers(k)))
@@ -290,8 +317,14 @@ func (b *bench) measureWrites(ctx context.Context) error {
 			return fmt.Errorf("write %d: %d proxies did not apply it within 30 s", k, missing)
 		}
 		all = append(all, time.Since(start))
-		each = append(each, b.track.latencies(start)...)
 		wt := writeTimes{start: start, ok: ok, first: make([]time.Time, len(b.procs)), last: make([]time.Time, len(b.procs))}
+		wt.gc = gcCycles() - gc0
+		if b.timeline {
+			for i, c := range cpuOf(procs) {
+				wt.cpu = append(wt.cpu, c-wcpu0[i])
+			}
+		}
+		each = append(each, b.track.latencies(start)...)
 		for _, a := range b.track.applies() {
 			if a.replica < 0 || a.replica >= len(b.procs) {
 				continue
@@ -310,8 +343,27 @@ func (b *bench) measureWrites(ctx context.Context) error {
 				wt.steps[i] = writeSteps(last[i], now)
 				last[i] = now
 			}
+			if now := b.scrapeEtcd(); now != nil {
+				for i := range now {
+					d := map[string]float64{}
+					for key, v := range now[i] {
+						if lastEtcd[i] != nil {
+							v -= lastEtcd[i][key]
+						}
+						d[key] = v
+					}
+					wt.etcd = append(wt.etcd, d)
+				}
+				lastEtcd = now
+			}
 		}
 		times = append(times, wt)
+		if b.gcBetween {
+			// Outside the timed window: the next write starts with
+			// this process's heap collected, so that its own GC (1,000
+			// simulated proxies' worth) does not land inside a write.
+			runtime.GC()
+		}
 	}
 	elapsed := time.Since(began)
 	etcd1 := b.scrapeEtcd()
@@ -329,8 +381,10 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	slices.Sort(each)
 	fmt.Printf("write -> all %d proxies applied: p50 %s p99 %s max %s over %d writes; per proxy p50 %s p99 %s\n",
 		b.proxies, ms(pct(all, 50)), ms(pct(all, 99)), ms(all[len(all)-1]), len(all), ms(pct(each, 50)), ms(pct(each, 99)))
+	b.printGC(times)
 	b.printBreakdown(times, before, after, cpu0, cpu1, elapsed)
 	b.printTimeline(times)
+	b.printTail(times, procs, b.tail)
 	b.printEtcd(etcd0, etcd1, b.writes)
 	return nil
 }
@@ -432,10 +486,11 @@ func (b *bench) env() []string {
 	return env
 }
 
-func startReplica(ctx context.Context, bin, name string, env []string, storeArgs []string) (*replica, error) {
+// withEnv runs start with env (KEY=value) added to this process's
+// environment, which the processes it starts inherit; this process's own
+// runtime was set up at its start and does not change.
+func withEnv(env []string, start func() error) error {
 	for _, kv := range env {
-		// The replica inherits the environment; this process's own
-		// runtime was set up at its start and does not change.
 		k, v, _ := strings.Cut(kv, "=")
 		old, had := os.LookupEnv(k)
 		os.Setenv(k, v)
@@ -447,8 +502,16 @@ func startReplica(ctx context.Context, bin, name string, env []string, storeArgs
 			}
 		}()
 	}
-	s, err := weftbin.StartServer(ctx, bin, name, append([]string{"--region", "us-east-1", "--account-id", account,
-		"--appmesh-limits", "virtualNodesPerMesh=100000"}, storeArgs...)...)
+	return start()
+}
+
+func startReplica(ctx context.Context, bin, name string, env []string, storeArgs []string) (*replica, error) {
+	var s *weftbin.Server
+	err := withEnv(env, func() (err error) {
+		s, err = weftbin.StartServer(ctx, bin, name, append([]string{"--region", "us-east-1", "--account-id", account,
+			"--appmesh-limits", "virtualNodesPerMesh=100000"}, storeArgs...)...)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

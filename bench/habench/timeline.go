@@ -1,9 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math"
+	"runtime/metrics"
 	"slices"
+	"strings"
+	"time"
+
+	"github.com/weftmesh/weft/internal/procstat"
 )
 
 // With -timeline, each write is followed, once every proxy applied it, by
@@ -21,6 +27,8 @@ type stepTimes struct {
 	recompute float64 // the replica's xDS recompute time for the write (every batch, summed)
 	ackMean   float64 // the replica's xDS: change received -> a proxy's route ACK, mean over its proxies
 	ackMax    float64 // the same, the last proxy (upper bound of its histogram bucket)
+	gcCycles  float64 // the replica's GC cycles since the previous scrape
+	gcPause   float64 // their stop-the-world pauses, summed (ms)
 }
 
 // writeSteps is the difference between two scrapes of one replica.
@@ -57,6 +65,9 @@ func writeSteps(before, after map[string]*hist) stepTimes {
 	st.learn = mean(learn)
 	st.recompute = sum(d("weft_xds_recompute_seconds", ""))
 	ack := d("weft_xds_write_to_ack_seconds", `type="rds"`)
+	if gc := d(gcPauses, ""); gc != nil {
+		st.gcCycles, st.gcPause = gc.count, 1000*gc.sum
+	}
 	st.ackMean = mean(ack)
 	st.ackMax = math.NaN()
 	if ack != nil && ack.count > 0 {
@@ -131,4 +142,149 @@ func median(v []float64) float64 {
 	}
 	slices.Sort(v)
 	return v[len(v)/2]
+}
+
+// printTail prints the time line of the n slowest writes one by one, and
+// the median write's to compare: the p99 of 50 writes is the second
+// slowest, and a median over the writes says nothing of what made those
+// slow. For each: the 2xx and the writer's commit; per replica, when it
+// had the write, its recompute, its first and last proxy applied and its
+// GC cycles; each process's CPU during the write; habench's own GC
+// cycles; what the etcd members did (backend commits, WAL fsyncs).
+func (b *bench) printTail(ws []writeTimes, procs []proc, n int) {
+	if n <= 0 || len(ws) == 0 || ws[0].steps == nil {
+		return
+	}
+	totals := make([]time.Duration, len(ws))
+	for i, w := range ws {
+		totals[i] = w.total()
+	}
+	total := func(w writeTimes) time.Duration { return w.total() }
+	show := slowest(totals, n)
+	fmt.Printf("the %d slowest writes, then the median one (ms from the API call's start; per replica: had the write, recompute, first / last proxy applied, GC cycles and pauses since the previous write's scrape):\n", len(show)-1)
+	num := func(v float64) string {
+		if math.IsNaN(v) {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", v)
+	}
+	for rank, k := range show {
+		w := ws[k]
+		tag := fmt.Sprintf("#%d", rank+1)
+		if rank == len(show)-1 {
+			tag = "median"
+		}
+		ok := msf(w.ok.Sub(w.start))
+		sent := math.NaN()
+		line := fmt.Sprintf("  %s: write %d, all applied %.1f, 2xx %.1f", tag, k, msf(total(w)), ok)
+		if b.kind == "etcd" {
+			wi := k % len(b.procs)
+			c := w.steps[wi].commit
+			sent = ok - c
+			line += fmt.Sprintf(" (through %s, commit %s)", b.procs[wi].Name, num(c))
+		}
+		fmt.Println(line + fmt.Sprintf("; habench GC cycles %d", w.gc))
+		for i, r := range b.procs {
+			st := w.steps[i]
+			had := "-"
+			if b.kind == "etcd" {
+				had = num(sent + st.learn)
+			}
+			first, last := math.NaN(), math.NaN()
+			if !w.first[i].IsZero() {
+				first, last = msf(w.first[i].Sub(w.start)), msf(w.last[i].Sub(w.start))
+			}
+			fmt.Printf("    %-4s had %6s  recompute %5s  first %6s  last %6s  GC %.0f (%.2f ms)\n", r.Name, had, num(st.recompute), num(first), num(last), st.gcCycles, st.gcPause)
+		}
+		var cpu []string
+		for i, p := range procs {
+			if i < len(w.cpu) {
+				name, _ := strings.CutPrefix(p.name, "weft ")
+				name, _, _ = strings.Cut(name, " (")
+				cpu = append(cpu, fmt.Sprintf("%s %.0f", name, msf(w.cpu[i])))
+			}
+		}
+		fmt.Printf("    CPU ms: %s\n", strings.Join(cpu, ", "))
+		if len(w.etcd) > 0 {
+			var commits, fsyncs []string
+			var commitS, fsyncS float64
+			for _, m := range w.etcd {
+				commits = append(commits, fmt.Sprintf("%.0f", m["backend commits"]))
+				fsyncs = append(fsyncs, fmt.Sprintf("%.0f", m["WAL fsyncs"]))
+				commitS += m["backend commit seconds"]
+				fsyncS += m["WAL fsync seconds"]
+			}
+			fmt.Printf("    etcd members: backend commits %s (%.1f ms together), WAL fsyncs %s (%.1f ms together)\n",
+				strings.Join(commits, "/"), 1000*commitS, strings.Join(fsyncs, "/"), 1000*fsyncS)
+		}
+	}
+}
+
+// cpuOf is each process's CPU so far.
+func cpuOf(procs []proc) []time.Duration {
+	out := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		out[i] = procstat.CPU(p.pid)
+	}
+	return out
+}
+
+// gcCycles is how many GC cycles this process has completed.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
+// printGC prints how many writes habench's own GC landed in, and how long
+// those took against the others: habench runs 1,000 xDS clients in one
+// process, whose GC takes CPU that real proxies, on other machines, would
+// not take from the replicas.
+func (b *bench) printGC(ws []writeTimes) {
+	var hit, clean []float64
+	for _, w := range ws {
+		if w.gc > 0 {
+			hit = append(hit, msf(w.total()))
+		} else {
+			clean = append(clean, msf(w.total()))
+		}
+	}
+	num := func(v float64) string {
+		if math.IsNaN(v) {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", v)
+	}
+	slices.Sort(hit)
+	fmt.Printf("writes during which habench ran a GC cycle: %d of %d, median %s ms (%s); the others' median %s ms\n",
+		len(hit), len(ws), num(median(hit)), strings.Join(strings.Fields(strings.Trim(fmt.Sprintf("%.0f", hit), "[]")), " "), num(median(clean)))
+}
+
+// total is the write's time from the API call's start to the last proxy
+// applied it.
+func (w writeTimes) total() time.Duration {
+	var last time.Time
+	for _, t := range w.last {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last.Sub(w.start)
+}
+
+// slowest returns the indices of the n longest of totals, longest first
+// (ties in write order), then the index of the median one.
+func slowest(totals []time.Duration, n int) []int {
+	if len(totals) == 0 {
+		return nil
+	}
+	order := make([]int, len(totals))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, c int) int { return cmp.Compare(totals[c], totals[a]) })
+	return append(slices.Clone(order[:min(n, len(order))]), order[len(order)/2])
 }

@@ -35,7 +35,11 @@ import (
 // the mirror is dropped until the next watch of every key loads one.
 //
 // Memory: one btree node entry per key, sharing the values with the watch
-// events (which the watch receiver holds anyway).
+// events (which the watch receiver holds anyway). Measured with real
+// creates (BenchmarkMirrorMemory, internal/appmesh/ops: 2,000 virtual
+// nodes with client tokens): 2.2 KiB of heap per resource for 1,633 bytes
+// of keys and values in etcd, about 1.4 times the data; what bounds it is
+// in docs/ha.md ("How a write is made safe on etcd").
 //
 // Measured (BenchmarkUpdateFromMirror: a route-like write reading eight
 // keys and a count, three members on this 2-vCPU machine, load average
