@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -78,7 +77,7 @@ type Cluster struct {
 	// downstream protocol decides per request.
 	HTTP2, UseDownstream bool
 	h1                   *h1Client
-	h2                   *http.Transport
+	h2                   h2RoundTripper
 	// TLS, when set, wraps every upstream connection (transport_socket).
 	TLS *tlsctx.Client
 
