@@ -45,13 +45,9 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 const maxGate = 1 << 16
 
 func (c *Cluster) transports() {
-	newT := func(h2 bool) *http.Transport {
-		dial := c.dialH1
-		if h2 {
-			dial = c.dialH2
-		}
+	newT := func() *http.Transport {
 		t := &http.Transport{
-			DialContext:         dial,
+			DialContext:         c.dialH1,
 			MaxIdleConnsPerHost: 1024,
 			IdleConnTimeout:     c.idleTimeout(),
 			// The proxy passes bodies through untouched: no transparent
@@ -64,52 +60,34 @@ func (c *Cluster) transports() {
 			t.MaxConnsPerHost = int(c.cb.maxConnections)
 		}
 		p := new(http.Protocols)
-		if h2 {
-			p.SetUnencryptedHTTP2(true)
-		} else {
-			p.SetHTTP1(true)
-		}
+		p.SetHTTP1(true)
 		t.Protocols = p
 		return t
 	}
 	if c.HTTP2 || c.UseDownstream {
-		if c.cb.maxConnections < c.cb.maxRequests {
-			// max_connections can bind before max_requests does:
-			// net/http's Transport holds the connections to it
-			// (MaxConnsPerHost, above).
-			c.h2 = newT(true)
-		} else {
-			c.h2 = c.newH2Transport()
-		}
+		c.h2 = c.newH2Transport()
 	}
 	if !c.HTTP2 || c.UseDownstream {
-		c.h1 = newH1Client(c, newT(false))
+		c.h1 = newH1Client(c, newT())
 		if c.cb.maxConnections < maxGate {
 			c.gate = &gate{maxActive: int(c.cb.maxConnections), maxPending: int(min(c.cb.maxPending, maxGate))}
 		}
 	}
 }
 
-// h2RoundTripper is what a cluster uses of its HTTP/2 transport.
-type h2RoundTripper interface {
-	http.RoundTripper
-	CloseIdleConnections()
-}
-
-// newH2Transport is the HTTP/2 transport of a cluster whose max_requests
-// binds before its max_connections can (App Mesh's 2147483647 for both,
-// an http2 connection pool's maxRequests, Envoy's 1024 for both):
-// golang.org/x/net/http2's Transport on its own. It opens a connection
-// only when those it has carry as many streams as their server allows,
-// and Acquire holds the streams to max_requests, so the connections stay
-// below max_connections without a limit of its own. net/http's
-// Transport speaking h2c puts each request through its HTTP/1.1
-// connection pool first (a wanted-connection record, a cancelable
-// context and a queue per request) before handing it to the same HTTP/2
-// client: 5 % of weft proxy's CPU on the h2c path at 1,000 requests/s,
-// and a deeper stack on the handler's goroutine, which grows by copying
-// (docs/bench/proxy.md, round 10). Dials go through dialH2 as before; the
-// scheme stays http (TLS, when the cluster has it, is the dialer's).
+// newH2Transport is a cluster's HTTP/2 transport: golang.org/x/net/http2's
+// Transport on its own. net/http's Transport speaking h2c put each
+// request through its HTTP/1.1 connection pool first (a wanted-connection
+// record, a cancelable context and a queue per request) before handing it
+// to the same HTTP/2 client: 5 % of weft proxy's CPU on the h2c path at
+// 1,000 requests/s, and a deeper stack on the handler's goroutine, which
+// grows by copying (docs/bench/proxy.md, round 10). Neither holds HTTP/2
+// connections to max_connections: net/http's MaxConnsPerHost did not
+// bind on its h2c connections (set to 1, it opened one per stream of an
+// upstream allowing one), and this Transport opens a connection when the
+// streams of those it has are all taken; max_requests holds the streams
+// (Acquire). Dials go through dialH2 as before; the scheme stays http
+// (TLS, when the cluster has it, is the dialer's).
 func (c *Cluster) newH2Transport() *http2.Transport {
 	return &http2.Transport{
 		AllowHTTP:          true,
