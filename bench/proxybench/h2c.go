@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -142,8 +143,7 @@ func waitH2C(url string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	fmt.Fprintf(os.Stderr, "%s never answered 200 over h2c\n", url)
-	os.Exit(1)
+	log.Fatalf("%s never answered 200 over h2c", url)
 }
 
 // constantRateH2C is constantRate over h2c: workers senders share

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-
 	"golang.org/x/net/http2"
 
 	"github.com/weftmesh/weft/internal/proxy/stats"
