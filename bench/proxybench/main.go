@@ -9,7 +9,8 @@
 // scheduled time, so a stall shows up as latency instead of being hidden),
 // interleaved between the paths in slices so that all see the same noise,
 // then a saturation load with wrk, and reads the processes' CPU time and
-// memory (RSS, PSS, private) from /proc. With -evloop it measures the
+// memory (RSS, PSS, private) from /proc. With -h2c it measures the same
+// paths over HTTP/2 without TLS (h2c.go). With -evloop it measures the
 // event-loop prototype of the HTTP/1.1 path (bench/evloopproxy) as well.
 //
 //	go build -o /tmp/weft ./cmd/weft && go run ./bench/proxybench -weft /tmp/weft
@@ -87,6 +88,12 @@ func main() {
 	evloopLoops := flag.Int("evloop-loops", 0, "with -evloop: its event loops (0: GOMAXPROCS)")
 	evloopB := flag.String("evloop-b-args", "", "with -evloop: add the path \"evloop prototype B\", the prototype with these extra arguments, space-separated (e.g. -lock-threads)")
 	flag.BoolVar(&accessLogs, "access-log", false, "give every weft proxy's listener a file access log on /dev/stdout in Envoy's default format, as App Mesh configures a virtual node's logging (the proxies' output goes to files in the bench's temporary directory); haproxy logs nothing")
+	h2cOn := flag.Bool("h2c", false, "add the h2c paths (\"... h2c\": the app, one and two weft proxies as for an http2 listener, one and two haproxies, HTTP/2 without TLS on every hop; see h2c.go); -only naming h2c adds them too")
+	h2cConns := flag.Int("h2c-conns", 4, "HTTP/2 connections of the fixed-rate generator on the h2c paths (its -conns senders share them)")
+	h2cSatConns := flag.Int("h2c-sat-conns", 16, "h2load connections at saturation on the h2c paths")
+	h2cSatStreams := flag.Int("h2c-sat-streams", 4, "h2load concurrent streams per connection at saturation on the h2c paths")
+	appBin := flag.String("app", "", "the weft binary that runs the app (weft colorapp; it must speak h2c for the h2c paths); default -weft")
+	profPath := flag.String("profile-path", "one weft proxy", "with -profile: the path whose (first) proxy is profiled")
 	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
@@ -104,7 +111,7 @@ func main() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b := &bench{weft: *weft, dir: mustTemp(), pprof: *profile != "" || *memBreak, gomaxprocs: *procs}
+	b := &bench{weft: *weft, app: *appBin, dir: mustTemp(), pprof: *profile != "" || *memBreak, gomaxprocs: *procs}
 	defer os.RemoveAll(b.dir)
 	defer b.stopAll()
 
@@ -204,6 +211,9 @@ func main() {
 			target{"two weft proxies B, mTLS between", fmt.Sprintf("http://127.0.0.1:%d/", pBAT), []*os.Process{procBAT, procBBT}, nil})
 		fmt.Printf("one weft proxy B, two weft proxies B: %s %s\n", *weftB, *weftBArgs)
 	}
+	if h2cWanted(*h2cOn, *only) {
+		targets = append(targets, b.h2cTargets(xds, app, aArgs, *weftB, bArgs)...)
+	}
 	if *evloopBin != "" {
 		targets = append(targets, b.evloopTargets(*evloopBin, *evloopLoops, app)...)
 		if *evloopB != "" {
@@ -230,6 +240,10 @@ func main() {
 		}
 	}
 	for _, t := range run {
+		if isH2C(t.name) {
+			constantRateH2C(t.url, 500, 2*time.Second, 8, *h2cConns)
+			continue
+		}
 		warm(t.url, t.tls)
 	}
 	// The fixed-rate load is interleaved: each path gets -rounds slices
@@ -250,11 +264,11 @@ func main() {
 	var profDone chan struct{}
 	for round := 0; round < *rounds; round++ {
 		for i, t := range run {
-			if *profile != "" && t.name == "one weft proxy" && profDone == nil {
+			if *profile != "" && t.name == *profPath && profDone == nil {
 				profDone = make(chan struct{})
 				go func() { // fetches the profile; ends with the HTTP call
 					defer close(profDone)
-					resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.admin[procB.Pid], max(1, int(slice.Seconds())-1)))
+					resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.admin[t.procs[0].Pid], max(1, int(slice.Seconds())-1)))
 					if err != nil {
 						log.Printf("profile: %v", err)
 						return
@@ -267,7 +281,18 @@ func main() {
 			}
 			gc0 := b.numGC(t.procs, *memBreak)
 			cpu0 := cpuTime(t.procs)
-			lat, errs, wall := constantRate(t.url, *rate, slice, *conns, t.tls)
+			var lat []time.Duration
+			var errs int
+			var wall time.Duration
+			if isH2C(t.name) {
+				var dialed int64
+				lat, errs, wall, dialed = constantRateH2C(t.url, *rate, slice, *conns, *h2cConns)
+				if dialed != int64(*h2cConns) {
+					fmt.Printf("%s: the generator opened %d connections, not %d\n", t.name, dialed, *h2cConns)
+				}
+			} else {
+				lat, errs, wall = constantRate(t.url, *rate, slice, *conns, t.tls)
+			}
 			accs[i].cpu += cpuTime(t.procs) - cpu0
 			accs[i].gcs += b.numGC(t.procs, *memBreak) - gc0
 			accs[i].lat = append(accs[i].lat, lat...)
@@ -284,7 +309,7 @@ func main() {
 		p50, p99 float64
 	}
 	var fixed, sat, memRows []string
-	var direct result
+	var direct, directH2C result
 	var adds []added
 	type row struct {
 		r    result
@@ -294,15 +319,20 @@ func main() {
 	for i, t := range run {
 		r := summarize(accs[i].lat, accs[i].errors, accs[i].wall)
 		mem := memKB(t.procs)
-		if *memBreak && t.name != "app direct" {
+		if *memBreak && !strings.HasPrefix(t.name, "app direct") {
 			memRows = append(memRows, memRow(t.name, t.procs, mem, b.admin))
 			if _, weft := b.admin[t.procs[0].Pid]; weft {
 				fmt.Printf("GC cycles of %s during its fixed-rate slices (%v, %.0f requests/s): %d\n", t.name, accs[i].wall.Round(time.Millisecond), r.achieved, accs[i].gcs)
 			}
 		}
-		if t.name == "app direct" {
+		switch {
+		case t.name == "app direct":
 			direct = r
-		} else if direct.achieved > 0 {
+		case t.name == "app direct"+h2cSuffix:
+			directH2C = r
+		case isH2C(t.name) && directH2C.achieved > 0:
+			adds = append(adds, added{t.name, r.p50 - directH2C.p50, r.p99 - directH2C.p99})
+		case !isH2C(t.name) && direct.achieved > 0:
 			adds = append(adds, added{t.name, r.p50 - direct.p50, r.p99 - direct.p99})
 		}
 		n := float64(len(t.procs))
@@ -319,11 +349,18 @@ func main() {
 				heyRows = append(heyRows, fmt.Sprintf("| %s | n/a (needs a client certificate) | | |", t.name))
 				continue
 			}
+			if isH2C(t.name) {
+				continue // hey speaks HTTP/2 over TLS only
+			}
 			h := hey(t.url, *heyDur, *conns, *rate)
 			heyRows = append(heyRows, fmt.Sprintf("| %s | %s | %s | %s |", t.name, h.rps, h.p50, h.p99))
 		}
 	}
+	h2cSat := h2cSaturation(run, *satDur, *h2cSatConns, *h2cSatStreams)
 	for _, t := range run {
+		if isH2C(t.name) {
+			continue // h2load, above
+		}
 		if t.tls != nil {
 			sat = append(sat, fmt.Sprintf("| %s | n/a (wrk has no client certificate) | | | |", t.name))
 			continue
@@ -333,6 +370,9 @@ func main() {
 	}
 	fmt.Printf("\nFixed rate %d requests/s for %v per path, in %d interleaved slices of %v, %d connections (latency in ms from the scheduled send time).\n", *rate, *dur, *rounds, slice, *conns)
 	fmt.Printf("CPU and memory are the proxy's (each, for two); on the direct row the app's. Load average after the fixed-rate runs: %s.\n", fixedLoad)
+	if h2cWanted(*h2cOn, *only) {
+		fmt.Printf("On the h2c paths the %d senders share %d HTTP/2 connections (at most %d streams in flight per connection); added latency is against app direct h2c.\n", *conns, *h2cConns, (*conns+*h2cConns-1) / *h2cConns)
+	}
 	fmt.Println()
 	fmt.Println("| path | achieved rps | p50 ms | p99 ms | max ms | errors | vCPU per 1,000 rps | RSS MB | PSS MB | private MB |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
@@ -355,10 +395,12 @@ func main() {
 			fmt.Printf("| %s | %.3f | %.3f |\n", a.name, a.p50, a.p99)
 		}
 	}
-	if a, ok := rows["one weft proxy"]; ok {
-		if b, ok := rows["one weft proxy B"]; ok {
-			fmt.Printf("\nB / A (one weft proxy B over one weft proxy, same run): vCPU per 1,000 rps %.3f, p50 %.3f, p99 %.3f\n",
-				b.perK/a.perK, b.r.p50/a.r.p50, b.r.p99/a.r.p99)
+	for _, sfx := range []string{"", h2cSuffix} {
+		if a, ok := rows["one weft proxy"+sfx]; ok {
+			if b, ok := rows["one weft proxy B"+sfx]; ok {
+				fmt.Printf("\nB / A (one weft proxy B%s over one weft proxy%s, same run): vCPU per 1,000 rps %.3f, p50 %.3f, p99 %.3f\n",
+					sfx, sfx, b.perK/a.perK, b.r.p50/a.r.p50, b.r.p99/a.r.p99)
+			}
 		}
 	}
 	if len(heyRows) > 0 {
@@ -369,12 +411,15 @@ func main() {
 			fmt.Println(l)
 		}
 	}
-	fmt.Printf("\nSaturation: wrk -t2 -c%d -d%v --latency:\n\n", *satConns, *satDur)
-	fmt.Println("| path | requests/s | p50 | p99 | load |")
-	fmt.Println("|---|---|---|---|---|")
-	for _, l := range sat {
-		fmt.Println(l)
+	if len(sat) > 0 {
+		fmt.Printf("\nSaturation: wrk -t2 -c%d -d%v --latency:\n\n", *satConns, *satDur)
+		fmt.Println("| path | requests/s | p50 | p99 | load |")
+		fmt.Println("|---|---|---|---|---|")
+		for _, l := range sat {
+			fmt.Println(l)
+		}
 	}
+	printH2CSaturation(h2cSat, *satDur, *h2cSatConns, *h2cSatStreams)
 	if *idleN > 0 {
 		// Fresh processes, started now: the ones measured above keep
 		// the heap and stacks the saturation runs grew, in which idle
@@ -476,6 +521,7 @@ type bench struct {
 	admin      map[int]string // admin address by pid
 	appPid     int
 	weft       string
+	app        string // the binary that runs weft colorapp; weft when empty
 	dir        string
 	mu         sync.Mutex
 	procs      []*exec.Cmd
@@ -515,7 +561,11 @@ func (b *bench) stopAll() {
 
 func (b *bench) startApp() string {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
-	b.appPid = b.start(b.weft, []string{"COLOR=blue"}, "colorapp", "--listen", addr).Process.Pid
+	bin := b.weft
+	if b.app != "" {
+		bin = b.app
+	}
+	b.appPid = b.start(bin, []string{"COLOR=blue"}, "colorapp", "--listen", addr).Process.Pid
 	waitHTTP("http://" + addr + "/")
 	return addr
 }

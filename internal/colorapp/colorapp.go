@@ -31,9 +31,13 @@ func Handler(color string) http.Handler {
 }
 
 // Serve answers on ln until ctx ends, then stops accepting and waits up to
-// a few seconds for requests in flight. It closes ln.
+// a few seconds for requests in flight. It closes ln. It speaks HTTP/1.1
+// and HTTP/2 without TLS (h2c with prior knowledge), so that it can stand
+// behind a virtual node listener of protocol http2 or grpc as well.
 func Serve(ctx context.Context, ln net.Listener, color string, log *slog.Logger) error {
-	srv := &http.Server{Handler: Handler(color), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: Handler(color), ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }() // ends with Shutdown below
 	log.Info("color app listening", "addr", ln.Addr().String(), "color", color)

@@ -14,13 +14,13 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"golang.org/x/net/http2"
 
 	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/proxy/tlsctx"
@@ -78,7 +78,7 @@ type Cluster struct {
 	// downstream protocol decides per request.
 	HTTP2, UseDownstream bool
 	h1                   *h1Client
-	h2                   *http.Transport
+	h2                   *http2.Transport
 	// TLS, when set, wraps every upstream connection (transport_socket).
 	TLS *tlsctx.Client
 

@@ -247,7 +247,14 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 		s.untrack(hc)
 		_ = c.SetReadDeadline(time.Time{})
 		hc.lim.n = math.MaxInt64
-		c.Conn = &replayConn{Conn: c.Conn, br: hc.br}
+		// The reader stays in front of the connection for its life:
+		// golang.org/x/net/http2's server reads each frame's 9-byte
+		// header and then its payload straight from the connection it
+		// is given, two read syscalls per frame where a buffer takes
+		// one for all the frames that arrived together (measured in
+		// docs/bench/proxy.md, round 10). It is not put back in the
+		// pool: the connection keeps it until it closes.
+		c.Conn = &h2ReadConn{Conn: c.Conn, br: hc.br}
 		s.serveH2(ctx, c, m)
 		return
 	}

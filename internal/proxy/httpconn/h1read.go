@@ -61,6 +61,15 @@ type replayConn struct {
 	br *bufio.Reader // nil once drained
 }
 
+// h2ReadConn reads an HTTP/2 connection through its buffered reader,
+// which holds the client preface and whatever followed it.
+type h2ReadConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c *h2ReadConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
 func (c *replayConn) Read(p []byte) (int, error) {
 	if c.br != nil {
 		if c.br.Buffered() > 0 {

@@ -1,0 +1,58 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+)
+
+// BenchmarkH2COneHop is BenchmarkHTTPOneHop over h2c on both sides, as
+// for a virtual node listener of protocol http2: the client's streams
+// share one connection to the proxy, the proxy's one connection to the
+// backend (allocations of client and backend included, the same in
+// every run).
+func BenchmarkH2COneHop(b *testing.B) {
+	h := newHarness(b)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "blue")
+	}), Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }() // ends with srv.Close in Cleanup
+	b.Cleanup(func() { _ = srv.Close() })
+	h.push(
+		httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("h2", "gateway-error,reset", 2))),
+		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
+		cla("h2", ln.Addr().String()))
+	url := "http://" + h.addr("egress") + "/"
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				b.Errorf("HTTP/%d", resp.ProtoMajor)
+				return
+			}
+		}
+	})
+}

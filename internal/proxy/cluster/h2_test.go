@@ -1,0 +1,119 @@
+package cluster
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/proxy/stats"
+)
+
+// TestH2StreamLimit: requests beyond the streams an HTTP/2 upstream
+// allows per connection wait for a stream or go on another connection of
+// the cluster's HTTP/2 transport, over HTTP/2, and none fails. The
+// upstream allows one stream per connection and holds each request until
+// three are in flight or a short wait passed.
+func TestH2StreamLimit(t *testing.T) {
+	var conns, inflight atomic.Int32
+	all := make(chan struct{})
+	var closeAll sync.Once
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if inflight.Add(1) == 3 {
+			closeAll.Do(func() { close(all) })
+		}
+		defer inflight.Add(-1)
+		select {
+		case <-all:
+		case <-time.After(200 * time.Millisecond): // the others wait for this stream
+		}
+		_, _ = io.WriteString(w, "ok")
+	}), ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}, Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1}}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }() // ends with srv.Close below
+	defer srv.Close()
+	c := h2Cluster(t, ln.Addr().String(), 1024, 1024)
+	rt, http1 := c.Transport(1)
+	if http1 {
+		t.Fatal("an http2 cluster gave its HTTP/1.1 transport")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for range 3 {
+		wg.Add(1)
+		go func() { // one request; ends with its response
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(WithHost(ctx, c.Hosts()[0]), "GET", "http://"+ln.Addr().String()+"/", nil)
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.ProtoMajor != 2 || string(b) != "ok" {
+				errs <- &protoErr{resp.Proto + " " + strconv.Quote(string(b))}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := conns.Load(); n < 1 || n > 3 {
+		t.Errorf("%d connections for 3 requests", n)
+	}
+	if got := c.cxActive.Load(); got != int64(conns.Load()) {
+		t.Errorf("cx_active %d, the upstream saw %d connections", got, conns.Load())
+	}
+}
+
+type protoErr struct{ s string }
+
+func (e *protoErr) Error() string { return "response " + e.s }
+
+// h2Cluster is a static cluster speaking h2c to addr with these circuit
+// breakers.
+func h2Cluster(t *testing.T, addr string, maxConns, maxReqs uint32) *Cluster {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	pb := &clusterv3.Cluster{Name: "c", ConnectTimeout: durationpb.New(time.Second),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			MaxConnections: wrapperspb.UInt32(maxConns), MaxRequests: wrapperspb.UInt32(maxReqs)}}},
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}}}}}}}}}
+	c, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.halt)
+	return c
+}
