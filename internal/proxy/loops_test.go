@@ -43,7 +43,7 @@ func TestEvloopServesPlaintextListeners(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	b := newBackend(t, "b")
 	rw := routeTo("/rw/", "c")
 	rw.GetRoute().PrefixRewrite = "/x/"
@@ -98,7 +98,7 @@ func TestEvloopClientErrorsAreDownstreamErrors(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	retry := routeTo("/", "c")
 	retry.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,reset,connect-failure", NumRetries: u32(3)}
 	checkClientErrorsAreDownstreamErrors(t, h, retry, false)
@@ -116,7 +116,7 @@ func TestEvloopUpdateOffTheLoops(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	ca := tlstest.NewCA(t, "mesh")
 	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
 	a := newBackend(t, "a")
@@ -155,7 +155,7 @@ func TestEvloopRetries(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	checkRetries(t, h, "")
 	l := h.listener("egress")
 	if !l.OnLoops() {
@@ -172,7 +172,7 @@ func TestEvloopPerTryTimeout(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	slow, fast := newBackend(t, "slow"), newBackend(t, "fast")
 	slow.slow = 10 * time.Second
 	perTry := retryRoute("mixed", "5xx", 1)
@@ -227,7 +227,7 @@ func TestEvloopAccessLogSameLines(t *testing.T) {
 		"%RESP(SERVER)% %REQ(:AUTHORITY)% %PROTOCOL% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% " +
 		"%RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %ROUTE_NAME%\n"}}
 	run := func(loops bool) (string, string) {
-		h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = loops })
+		h := newHarness(t, func(c *Config) { c.Goroutines = !loops })
 		dir := t.TempDir()
 		def, cus := filepath.Join(dir, "default.log"), filepath.Join(dir, "custom.log")
 		// The retried route has a virtual host of its own: retryRoute
@@ -315,7 +315,7 @@ func TestEvloopRequestIDMatcher(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	withID := routeTo("/", "a")
 	withID.Match.Headers = []*routev3.HeaderMatcher{{Name: "x-request-id",
