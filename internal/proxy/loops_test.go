@@ -14,9 +14,12 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
@@ -87,6 +90,53 @@ func TestEvloopServesPlaintextListeners(t *testing.T) {
 	if resp, _, _ := get(t, c, h.addr("egress"), "svc.local", "/a"); resp.StatusCode != 200 || l.HandedOff() != 1 {
 		t.Errorf("after the hand-off: %d, %d handed off", resp.StatusCode, l.HandedOff())
 	}
+}
+
+// TestEvloopServesMatchedChain: App Mesh's ingress listener, the
+// original_dst listener filter and one filter chain with a match (there
+// the app's port; here the destination address, which a test can choose
+// without NAT), is on the event loops. A connection the chain matches is
+// served by the loops; one it does not match is handed off at accept and
+// closed for want of a chain, as the goroutine path closes it.
+func TestEvloopServesMatchedChain(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
+	b := newBackend(t, "b")
+	ingress := func(name, dst string) *listenerv3.Listener {
+		l := httpListener(name, httpManager(name, "rds"))
+		l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.original_dst",
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&originaldstv3.OriginalDst{})}}}
+		l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{
+			PrefixRanges: []*corev3.CidrRange{{AddressPrefix: dst, PrefixLen: wrapperspb.UInt32(32)}}}
+		return l
+	}
+	h.push(ingress("in", "127.0.0.1"), ingress("elsewhere", "127.0.0.2"),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))), edsCluster("c"), cla("c", b.addr()))
+	in, elsewhere := h.listener("in"), h.listener("elsewhere")
+	if !in.OnLoops() || !elsewhere.OnLoops() {
+		t.Fatalf("on the loops: %v, %v; want both", in.OnLoops(), elsewhere.OnLoops())
+	}
+	c := newClient(t)
+	for range 3 {
+		if resp, _, body := get(t, c, h.addr("in"), "svc.local", "/a"); resp.StatusCode != 200 {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	if n := in.HandedOff(); n != 0 {
+		t.Fatalf("%d connections handed off, want the loops to serve them", n)
+	}
+	if resp, err := c.Get("http://" + h.addr("elsewhere") + "/a"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a connection no chain matches was answered %d", resp.StatusCode)
+	}
+	if n := elsewhere.HandedOff(); n == 0 {
+		t.Error("the connection no chain matches was not handed off")
+	}
+	waitUntil(t, 10*time.Second, "no_filter_chain_match", func() bool {
+		return h.stat("listener.127.0.0.1_0.no_filter_chain_match") >= 1
+	})
 }
 
 // TestEvloopClientErrorsAreDownstreamErrors is TestClientErrorsAreDownstreamErrors
