@@ -47,6 +47,21 @@ func Duration(name string, def time.Duration, errs *[]error) time.Duration {
 	return d
 }
 
+// Bool is Int for booleans, in the words strconv.ParseBool and the flag
+// package take (1, t, true, 0, f, false, ...).
+func Bool(name string, def bool, errs *[]error) bool {
+	s := Or(name, "")
+	if s == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("env %s=%q: not a boolean (true or false)", name, s))
+		return def
+	}
+	return b
+}
+
 // Uint reads an unsigned variable, as App Mesh's agent read
 // ENVOY_ADMIN_ACCESS_PORT; ok is false when it is unset or not a number.
 func Uint(name string) (uint, bool) {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -120,7 +121,7 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		}
 		cfg.MaxConnections = p.cfg.ListenerMaxConnections
 		cfg.DrainTime = p.cfg.DrainTime
-		if p.cfg.ExperimentalEvloop {
+		if !p.cfg.Goroutines && runtime.GOOS == "linux" { // no loops elsewhere: nothing to log
 			var why string
 			if cfg.Loops, why = loopsFor(cfg, p.clusters); cfg.Loops == nil {
 				p.log.Info("listener stays off the event loops", "listener", cfg.Name, "why", why)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,9 +68,10 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 	// type whose resources did not change. Delta is tested in xdsclient
 	// and against weft server (internal/xds/server).
 	cfg := Config{ResourceARN: testNode, XDS: xds.Addr, XDSProtocol: xdsclient.ProtocolSotW, AdminAddr: "127.0.0.1:0", XDSBackoffBase: 20 * time.Millisecond}
-	// WEFT_PROXY_TEST_EVLOOP=1 runs the tests with --experimental-evloop:
-	// the listeners the event loops can serve are served by them.
-	cfg.ExperimentalEvloop = os.Getenv("WEFT_PROXY_TEST_EVLOOP") == "1"
+	// The listeners the event loops can serve are served by them, as
+	// weft proxy's default; WEFT_PROXY_TEST_EVLOOP=0 runs the tests with
+	// --evloop=false, every listener on the goroutine path.
+	cfg.Goroutines = os.Getenv("WEFT_PROXY_TEST_EVLOOP") == "0"
 	mod(&cfg)
 	p, err := New(cfg, log)
 	if err != nil {
@@ -89,7 +91,7 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 			t.Errorf("proxy Run did not return within 10s of cancel")
 		}
 	})
-	if cfg.ExperimentalEvloop {
+	if !cfg.Goroutines && runtime.GOOS == "linux" {
 		t.Cleanup(func() { // before the proxy stops: which listeners the loops served
 			p.mu.Lock()
 			defer p.mu.Unlock()

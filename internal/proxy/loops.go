@@ -38,8 +38,8 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 	if runtime.GOOS != "linux" {
 		return nil, "event loops need Linux"
 	}
-	if cfg.OriginalDst || cfg.InspectTLS {
-		return nil, "listener filters"
+	if cfg.InspectTLS {
+		return nil, "tls_inspector"
 	}
 	var ch *listener.Chain
 	switch {
@@ -53,9 +53,10 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 	if ch.TLS == nil && ch.Source.GetTransportSocket() != nil {
 		return nil, "a transport socket other than TLS"
 	}
-	if m := ch.Source.GetFilterChainMatch(); m != nil && proto.Size(m) > 0 {
-		return nil, "filter_chain_match"
-	}
+	// A chain with a match (App Mesh's ingress: the app's port, as the
+	// original_dst listener filter recovers it) is the loops' for the
+	// connections it matches; they hand the others off at accept.
+	selects := proto.Size(ch.Source.GetFilterChainMatch()) > 0
 	h, ok := ch.Handler.(*httpconn.HCM)
 	if !ok {
 		return nil, "not an HTTP connection manager"
@@ -78,10 +79,16 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 			// and the like would read as plaintext).
 			return nil, "access logs over TLS"
 		}
+		if cfg.OriginalDst {
+			// The loops' log records carry the socket's local address,
+			// not the destination before the interception's NAT
+			// (%DOWNSTREAM_LOCAL_ADDRESS%).
+			return nil, "access logs with original_dst"
+		}
 		rtr = loggedRouter{rtr.(*loopRouter)}
 	}
 	return &listener.Loops{Router: rtr, Observer: loopObserver{clusters}, StatPrefix: h.StatPrefix,
-		HeadersTimeout: headers, IdleTimeout: idle, TLS: ch.TLS}, ""
+		HeadersTimeout: headers, IdleTimeout: idle, TLS: ch.TLS, Select: selects}, ""
 }
 
 // loggedRouter is the loopRouter of a connection manager with access

@@ -14,9 +14,12 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
@@ -43,7 +46,7 @@ func TestEvloopServesPlaintextListeners(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	b := newBackend(t, "b")
 	rw := routeTo("/rw/", "c")
 	rw.GetRoute().PrefixRewrite = "/x/"
@@ -89,6 +92,53 @@ func TestEvloopServesPlaintextListeners(t *testing.T) {
 	}
 }
 
+// TestEvloopServesMatchedChain: App Mesh's ingress listener, the
+// original_dst listener filter and one filter chain with a match (there
+// the app's port; here the destination address, which a test can choose
+// without NAT), is on the event loops. A connection the chain matches is
+// served by the loops; one it does not match is handed off at accept and
+// closed for want of a chain, as the goroutine path closes it.
+func TestEvloopServesMatchedChain(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux") // CI runs Linux
+	}
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
+	b := newBackend(t, "b")
+	ingress := func(name, dst string) *listenerv3.Listener {
+		l := httpListener(name, httpManager(name, "rds"))
+		l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.original_dst",
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&originaldstv3.OriginalDst{})}}}
+		l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{
+			PrefixRanges: []*corev3.CidrRange{{AddressPrefix: dst, PrefixLen: wrapperspb.UInt32(32)}}}
+		return l
+	}
+	h.push(ingress("in", "127.0.0.1"), ingress("elsewhere", "127.0.0.2"),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))), edsCluster("c"), cla("c", b.addr()))
+	in, elsewhere := h.listener("in"), h.listener("elsewhere")
+	if !in.OnLoops() || !elsewhere.OnLoops() {
+		t.Fatalf("on the loops: %v, %v; want both", in.OnLoops(), elsewhere.OnLoops())
+	}
+	c := newClient(t)
+	for range 3 {
+		if resp, _, body := get(t, c, h.addr("in"), "svc.local", "/a"); resp.StatusCode != 200 {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	if n := in.HandedOff(); n != 0 {
+		t.Fatalf("%d connections handed off, want the loops to serve them", n)
+	}
+	if resp, err := c.Get("http://" + h.addr("elsewhere") + "/a"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a connection no chain matches was answered %d", resp.StatusCode)
+	}
+	if n := elsewhere.HandedOff(); n == 0 {
+		t.Error("the connection no chain matches was not handed off")
+	}
+	waitUntil(t, 10*time.Second, "no_filter_chain_match", func() bool {
+		return h.stat("listener.127.0.0.1_0.no_filter_chain_match") >= 1
+	})
+}
+
 // TestEvloopClientErrorsAreDownstreamErrors is TestClientErrorsAreDownstreamErrors
 // on the event loops themselves: a retry policy they implement (no
 // per-try timeout), so that nothing is handed off. Bad chunking is a 400
@@ -98,7 +148,7 @@ func TestEvloopClientErrorsAreDownstreamErrors(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	retry := routeTo("/", "c")
 	retry.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,reset,connect-failure", NumRetries: u32(3)}
 	checkClientErrorsAreDownstreamErrors(t, h, retry, false)
@@ -116,7 +166,7 @@ func TestEvloopUpdateOffTheLoops(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	ca := tlstest.NewCA(t, "mesh")
 	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
 	a := newBackend(t, "a")
@@ -155,7 +205,7 @@ func TestEvloopRetries(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	checkRetries(t, h, "")
 	l := h.listener("egress")
 	if !l.OnLoops() {
@@ -172,7 +222,7 @@ func TestEvloopPerTryTimeout(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	slow, fast := newBackend(t, "slow"), newBackend(t, "fast")
 	slow.slow = 10 * time.Second
 	perTry := retryRoute("mixed", "5xx", 1)
@@ -227,7 +277,7 @@ func TestEvloopAccessLogSameLines(t *testing.T) {
 		"%RESP(SERVER)% %REQ(:AUTHORITY)% %PROTOCOL% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% " +
 		"%RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %ROUTE_NAME%\n"}}
 	run := func(loops bool) (string, string) {
-		h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = loops })
+		h := newHarness(t, func(c *Config) { c.Goroutines = !loops })
 		dir := t.TempDir()
 		def, cus := filepath.Join(dir, "default.log"), filepath.Join(dir, "custom.log")
 		// The retried route has a virtual host of its own: retryRoute
@@ -315,7 +365,7 @@ func TestEvloopRequestIDMatcher(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	withID := routeTo("/", "a")
 	withID.Match.Headers = []*routev3.HeaderMatcher{{Name: "x-request-id",

@@ -48,7 +48,7 @@ func TestEvloopServesMutualTLS(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	ca := tlstest.NewCA(t, "mesh")
 	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
 	b := newBackend(t, "b")
@@ -116,7 +116,7 @@ func TestEvloopTLSUpdate(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	ca := tlstest.NewCA(t, "mesh")
 	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
 	a := newBackend(t, "a")
@@ -154,7 +154,7 @@ func TestEvloopSidecarToSidecarMutualTLS(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
 	}
-	h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = true })
+	h := newHarness(t, func(c *Config) { c.Goroutines = false })
 	ca := tlstest.NewCA(t, "mesh")
 	front, back := "spiffe://weft.local/mesh/m/virtualNode/front", "spiffe://weft.local/mesh/m/virtualNode/back"
 	server := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"back.local"}, back))

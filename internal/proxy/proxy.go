@@ -124,11 +124,13 @@ type Config struct {
 	// it parks in the proxy's epoll set without one (Linux); 0 uses
 	// httpconn.DefaultParkIdleAfter, negative never parks.
 	ParkIdleAfter time.Duration
-	// ExperimentalEvloop serves plaintext HTTP/1.1 listeners on event
-	// loops (package evloop) where the loops can serve them as the
-	// goroutine path does (loops.go); other listeners, and requests the
-	// loops hand back, stay on the goroutine path.
-	ExperimentalEvloop bool
+	// Goroutines serves every listener on the goroutine path (weft proxy
+	// --evloop=false). By default, on Linux, HTTP/1.1 listeners are
+	// served by event loops (package evloop) where the loops can serve
+	// them as the goroutine path does (loops.go); other listeners, and
+	// the connections the loops hand back, stay on the goroutine path.
+	// Other systems have only the goroutine path.
+	Goroutines bool
 	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
 	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names
 	// as cluster static_cluster_sds_unix_socket. When set, the node's

@@ -28,6 +28,21 @@ import (
 // Run runs the proxy until ctx ends. prog is how the usage names the
 // command ("weft proxy"). -h prints the usage and returns flag.ErrHelp.
 func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writer) error {
+	cfg, log, err := parse(ctx, prog, args, stderr)
+	if err != nil {
+		return err
+	}
+	tuneRuntime(cfg.Pprof)
+	p, err := proxy.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}
+
+// parse reads the flags and their environment variables into the
+// proxy's configuration and its logger (on stderr).
+func parse(ctx context.Context, prog string, args []string, stderr io.Writer) (proxy.Config, *slog.Logger, error) {
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -65,8 +80,12 @@ func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writ
 		"how long the connections of a removed listener or of a changed or removed filter chain have to finish before they are closed, as Envoy's --drain-time-s; 0 closes them at once (env WEFT_PROXY_DRAIN_TIME)")
 	parkAfter := fs.Duration("park-idle-after", envvar.Duration("WEFT_PROXY_PARK_IDLE_AFTER", httpconn.DefaultParkIdleAfter, &envErrs),
 		"how long a keep-alive HTTP/1.1 connection waits for its next request holding a goroutine before it parks in an epoll set without one (Linux), freeing the goroutine's stack; 0 never parks, 1ns parks at once (env WEFT_PROXY_PARK_IDLE_AFTER)")
-	evloopOn := fs.Bool("experimental-evloop", envvar.Or("WEFT_PROXY_EXPERIMENTAL_EVLOOP", "") == "1",
-		"serve plaintext HTTP/1.1 listeners on event loops (Linux) where they can serve them as the default path does; other listeners and requests stay on the default path (env WEFT_PROXY_EXPERIMENTAL_EVLOOP=1)")
+	evloopOn := fs.Bool("evloop", envvar.Bool("WEFT_PROXY_EVLOOP", true, &envErrs),
+		"serve HTTP/1.1 listeners, plaintext and TLS, on event loops (Linux; one per core) where they can serve them as the goroutine path does; other listeners, connections and requests stay on the goroutine path; false serves everything on goroutines. No effect on other systems (env WEFT_PROXY_EVLOOP=false)")
+	// The old name, from when the loops were opt-in; they are the
+	// default now, so it is accepted for the scripts that pass it and
+	// changes nothing (nor does WEFT_PROXY_EXPERIMENTAL_EVLOOP).
+	fs.Bool("experimental-evloop", false, "old name from when the event loops were opt-in; accepted and ignored (see --evloop)")
 	ingressPort := fs.Uint("ingress-port", uint(envvar.Int("APPMESH_ENVOY_INGRESS_PORT", 15000, &envErrs)),
 		"port the traffic interception sends inbound traffic to, as weft intercept's --proxy-ingress-port and ECS's ProxyIngressPort; weft server puts the ingress listener there (env APPMESH_ENVOY_INGRESS_PORT)")
 	egressPort := fs.Uint("egress-port", uint(envvar.Int("APPMESH_ENVOY_EGRESS_PORT", 15001, &envErrs)),
@@ -75,16 +94,16 @@ func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writ
 		"how long to wait for the first clusters and listeners before going LIVE without them, seconds or a duration (10, 10s); 0 waits for them, as the App Mesh image's default (env ENVOY_INITIAL_FETCH_TIMEOUT)")
 	obsFlags := addObservabilityFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	if cfg.XDSProtocol != "delta" && cfg.XDSProtocol != "sotw" {
 		envErrs = append(envErrs, fmt.Errorf("--xds-protocol %q: want delta or sotw", cfg.XDSProtocol))
 	}
 	if err := errors.Join(envErrs...); err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	if *ingressPort < 1 || *ingressPort > 65535 || *egressPort < 1 || *egressPort > 65535 || *ingressPort == *egressPort {
-		return fmt.Errorf("--ingress-port %d, --egress-port %d: want two different ports 1-65535", *ingressPort, *egressPort)
+		return proxy.Config{}, nil, fmt.Errorf("--ingress-port %d, --egress-port %d: want two different ports 1-65535", *ingressPort, *egressPort)
 	}
 	if *ingressPort != 15000 {
 		cfg.IngressPort = uint32(*ingressPort)
@@ -94,11 +113,11 @@ func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writ
 	}
 	var err error
 	if cfg.InitialFetchTimeout, err = seconds(*fetchTimeout); err != nil {
-		return fmt.Errorf("--initial-fetch-timeout (ENVOY_INITIAL_FETCH_TIMEOUT): %w", err)
+		return proxy.Config{}, nil, fmt.Errorf("--initial-fetch-timeout (ENVOY_INITIAL_FETCH_TIMEOUT): %w", err)
 	}
 	obs, err := obsFlags.resolve(cfg.ResourceARN)
 	if err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	cfg.Observability = obs
 	cfg.ListenerMaxConnections = *maxConns
@@ -110,7 +129,7 @@ func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writ
 		cfg.RequestHeadersTimeout = -1 // none
 	}
 	cfg.DrainTime = *drainTime
-	cfg.ExperimentalEvloop = *evloopOn
+	cfg.Goroutines = !*evloopOn
 	cfg.ParkIdleAfter = *parkAfter
 	if *parkAfter <= 0 {
 		cfg.ParkIdleAfter = -1 // never
@@ -123,33 +142,28 @@ func Run(ctx context.Context, prog string, args []string, stdout, stderr io.Writ
 	}
 	lv, err := logLevel(*level)
 	if err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	tlsOn := *xdsCA != "" || *xdsCert != "" || *xdsKey != ""
 	if tlsOn {
 		opts, err := xdsclient.TLSOptions(*xdsCA, *xdsCert, *xdsKey)
 		if err != nil {
-			return err
+			return proxy.Config{}, nil, err
 		}
 		cfg.XDSDialOptions = append(cfg.XDSDialOptions, opts...)
 	}
 	if *tokenFile != "" {
 		tf := xdsclient.TokenFile{Path: *tokenFile, Secure: tlsOn}
 		if _, err := tf.GetRequestMetadata(ctx); err != nil {
-			return err
+			return proxy.Config{}, nil, err
 		}
 		cfg.XDSDialOptions = append(cfg.XDSDialOptions, grpc.WithPerRPCCredentials(tf))
 		if !tlsOn && !loopbackHost(cfg.XDS) {
 			log.Warn("the join token is sent to xDS without TLS: anyone on the path can read it; give --xds-ca on a shared network", "xds", cfg.XDS)
 		}
 	}
-	tuneRuntime(cfg.Pprof)
-	p, err := proxy.New(cfg, log)
-	if err != nil {
-		return err
-	}
-	return p.Run(ctx)
+	return cfg, log, nil
 }
 
 // defaultAdminAddr is 127.0.0.1:9901, or 127.0.0.1:$ENVOY_ADMIN_ACCESS_PORT

@@ -91,3 +91,52 @@ func TestTuneRuntime(t *testing.T) {
 		t.Errorf("no --pprof: MemProfileRate %d, want 0", runtime.MemProfileRate)
 	}
 }
+
+// TestEvloopFlag: the event loops are on unless --evloop=false or
+// WEFT_PROXY_EVLOOP=false (the flag wins over the variable); the old
+// opt-in, --experimental-evloop and WEFT_PROXY_EXPERIMENTAL_EVLOOP, is
+// accepted and changes nothing; a variable that is not a boolean is
+// refused rather than ignored.
+func TestEvloopFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		env            map[string]string
+		args           []string
+		wantGoroutines bool
+		wantErr        string
+	}{
+		{name: "default"},
+		{name: "flag off", args: []string{"--evloop=false"}, wantGoroutines: true},
+		{name: "flag on", args: []string{"--evloop"}},
+		{name: "env off", env: map[string]string{"WEFT_PROXY_EVLOOP": "false"}, wantGoroutines: true},
+		{name: "env 0", env: map[string]string{"WEFT_PROXY_EVLOOP": "0"}, wantGoroutines: true},
+		{name: "env off, flag on", env: map[string]string{"WEFT_PROXY_EVLOOP": "false"}, args: []string{"--evloop=true"}},
+		{name: "old flag", args: []string{"--experimental-evloop"}},
+		{name: "old flag with off", args: []string{"--experimental-evloop", "--evloop=false"}, wantGoroutines: true},
+		{name: "old env", env: map[string]string{"WEFT_PROXY_EXPERIMENTAL_EVLOOP": "1"}},
+		{name: "old env with env off", env: map[string]string{"WEFT_PROXY_EXPERIMENTAL_EVLOOP": "1", "WEFT_PROXY_EVLOOP": "false"}, wantGoroutines: true},
+		{name: "env not a boolean", env: map[string]string{"WEFT_PROXY_EVLOOP": "sometimes"}, wantErr: `env WEFT_PROXY_EVLOOP="sometimes": not a boolean`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("WEFT_PROXY_EVLOOP", "")
+			t.Setenv("WEFT_PROXY_EXPERIMENTAL_EVLOOP", "")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var errOut bytes.Buffer
+			cfg, _, err := parse(t.Context(), "weft proxy", tc.args, &errOut)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parse %v: %v (%s)", tc.args, err, errOut.String())
+			}
+			if cfg.Goroutines != tc.wantGoroutines {
+				t.Errorf("Goroutines %v, want %v", cfg.Goroutines, tc.wantGoroutines)
+			}
+		})
+	}
+}

@@ -74,10 +74,12 @@ type Config struct {
 	// Target started, and counts its response codes in place of the
 	// loops (cluster.<name>.upstream_rq_<code> and classes, completed).
 	Observer Observer
-	// HandOffAll, when set and true, makes the loops hand every new
-	// connection to HandOff as soon as it is accepted (a listener whose
-	// configuration the loops no longer serve).
-	HandOffAll func() bool
+	// HandOffConn, when set, is asked about every new connection as soon
+	// as it is accepted, with its descriptor; true hands it to HandOff
+	// at once (a listener whose configuration the loops no longer serve,
+	// or a connection whose filter chain is not the one they serve). It
+	// is called on a loop and must not block.
+	HandOffConn func(fd int) bool
 	// Clusters by name: their endpoints, ip:port.
 	Clusters map[string][]string
 	// MaxConns bounds the downstream connections of the whole listener

@@ -35,7 +35,7 @@ func (l *loop) accept(ctx context.Context) {
 			}
 			continue
 		}
-		if h := l.srv.cfg.HandOffAll; h != nil && l.srv.cfg.HandOff != nil && h() {
+		if h := l.srv.cfg.HandOffConn; h != nil && l.srv.cfg.HandOff != nil && h(fd) {
 			if ls != nil {
 				ls.CxTotal.Inc() // the goroutine path counts it active
 			}

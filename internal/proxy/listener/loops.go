@@ -38,6 +38,14 @@ type Loops struct {
 	// TLS, when set, is the chain's TLS: the loops run its handshake (on
 	// a goroutine per connection) and carry the records.
 	TLS TLS
+	// Select, when set, makes the loops choose each new connection's
+	// filter chain as the goroutine path does (its original destination
+	// recovered under the original_dst listener filter, then Select):
+	// they serve it when that is their chain, and hand it off otherwise,
+	// where it is closed for want of a chain or served by another. For a
+	// chain with a filter_chain_match; without one every connection is
+	// the chain's.
+	Select bool
 }
 
 // evloopTLS is the loops' TLS for a chain's.
@@ -80,16 +88,39 @@ func (l *Listener) listenLoops(cfg *Config, st *stats.Store) error {
 		Log: l.log, MaxConns: maxConns, HeadersTimeout: orNone(lo.HeadersTimeout), IdleTimeout: orNone(lo.IdleTimeout),
 		Listener: &evloop.ListenerStats{CxTotal: l.stats.CxTotal, CxDestroy: l.stats.CxDestroy, CxOverflow: l.stats.CxOverflow,
 			CxActive: l.stats.CxActive},
-		Observer:   lo.Observer,
-		TLS:        lo.evloopTLS(),
-		HandOffTLS: l.handOffTLS,
-		HandOff:    l.handOff,
-		HandOffAll: func() bool { return l.cfg.Load().Loops == nil }})
+		Observer:    lo.Observer,
+		TLS:         lo.evloopTLS(),
+		HandOffTLS:  l.handOffTLS,
+		HandOff:     l.handOff,
+		HandOffConn: l.notForLoops})
 	if err != nil {
 		return fmt.Errorf("listener %s: bind %s on event loops: %w", cfg.Name, cfg.Addr, err)
 	}
 	l.loops, l.handoffs = srv, make(chan handed, maxPendingHandOffs)
 	return nil
+}
+
+// notForLoops reports whether a connection the loops accepted is the
+// goroutine path's from the start: the configuration in force has no
+// loops, or the filter chain that handle would pick for it is not the
+// loops' (or there is none, or its addresses cannot be read: handle then
+// logs, counts and closes as for any connection).
+func (l *Listener) notForLoops(fd int) bool {
+	cfg := l.cfg.Load()
+	if cfg.Loops == nil {
+		return true
+	}
+	if !cfg.Loops.Select {
+		return false
+	}
+	ci, err := connInfoFD(fd, cfg.OriginalDst)
+	if err != nil {
+		return true
+	}
+	if i := Select(cfg.matches, ci); i >= 0 {
+		return &cfg.Chains[i] != cfg.loopChain()
+	}
+	return cfg.Default == nil || cfg.Default != cfg.loopChain()
 }
 
 // loopChain is the one chain of a configuration the loops serve.

@@ -31,30 +31,35 @@ func OriginalDst(c net.Conn) (addr netip.AddrPort, ok bool, err error) {
 	}
 	local, _ := c.LocalAddr().(*net.TCPAddr)
 	v6 := local != nil && local.IP.To4() == nil
+	ctrlErr := raw.Control(func(fd uintptr) { addr, ok, err = originalDstFD(int(fd), v6) })
+	if ctrlErr != nil {
+		return netip.AddrPort{}, false, fmt.Errorf("original destination: %w", ctrlErr)
+	}
+	return addr, ok, err
+}
+
+// originalDstFD is OriginalDst on a socket's descriptor; v6 says whether
+// its local address is IPv6 (not IPv4-mapped).
+func originalDstFD(fd int, v6 bool) (addr netip.AddrPort, ok bool, err error) {
 	var sockErr error
-	ctrlErr := raw.Control(func(fd uintptr) {
-		if v6 {
-			// sockaddr_in6 is 28 bytes; IPv6MTUInfo is the getsockopt
-			// helper whose buffer (32 bytes) holds it.
-			var info *unix.IPv6MTUInfo
-			info, sockErr = unix.GetsockoptIPv6MTUInfo(int(fd), unix.SOL_IPV6, soOriginalDst)
-			if sockErr == nil {
-				port := binary.BigEndian.Uint16((*[2]byte)(unsafePortBytes(&info.Addr.Port))[:])
-				addr = netip.AddrPortFrom(netip.AddrFrom16(info.Addr.Addr), port)
-			}
-			return
+	if v6 {
+		// sockaddr_in6 is 28 bytes; IPv6MTUInfo is the getsockopt
+		// helper whose buffer (32 bytes) holds it.
+		var info *unix.IPv6MTUInfo
+		info, sockErr = unix.GetsockoptIPv6MTUInfo(fd, unix.SOL_IPV6, soOriginalDst)
+		if sockErr == nil {
+			port := binary.BigEndian.Uint16((*[2]byte)(unsafePortBytes(&info.Addr.Port))[:])
+			addr = netip.AddrPortFrom(netip.AddrFrom16(info.Addr.Addr), port)
 		}
+	} else {
 		// sockaddr_in is 16 bytes; IPv6Mreq (20 bytes) holds it.
 		var m *unix.IPv6Mreq
-		m, sockErr = unix.GetsockoptIPv6Mreq(int(fd), unix.SOL_IP, soOriginalDst)
+		m, sockErr = unix.GetsockoptIPv6Mreq(fd, unix.SOL_IP, soOriginalDst)
 		if sockErr == nil {
 			b := m.Multiaddr
 			port := binary.BigEndian.Uint16(b[2:4])
 			addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{b[4], b[5], b[6], b[7]}), port)
 		}
-	})
-	if ctrlErr != nil {
-		return netip.AddrPort{}, false, fmt.Errorf("original destination: %w", ctrlErr)
 	}
 	if sockErr != nil {
 		if sockErr == unix.ENOENT || sockErr == unix.ENOPROTOOPT {
@@ -63,4 +68,42 @@ func OriginalDst(c net.Conn) (addr netip.AddrPort, ok bool, err error) {
 		return netip.AddrPort{}, false, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", sockErr)
 	}
 	return addr, true, nil
+}
+
+// connInfoFD is what handle learns of a connection before TLS
+// inspection, read from its descriptor: the peer, and the local address
+// or, with originalDst, the destination before NAT when there was one.
+func connInfoFD(fd int, originalDst bool) (ConnInfo, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return ConnInfo{}, fmt.Errorf("getsockname: %w", err)
+	}
+	pa, err := unix.Getpeername(fd)
+	if err != nil {
+		return ConnInfo{}, fmt.Errorf("getpeername: %w", err)
+	}
+	local, src := sockaddrPort(sa), sockaddrPort(pa)
+	ci := ConnInfo{Dst: local, Src: src, DirectSrc: src}
+	if originalDst {
+		od, ok, err := originalDstFD(fd, local.Addr().Is6())
+		if err != nil {
+			return ConnInfo{}, err
+		}
+		if ok {
+			ci.Dst = netip.AddrPortFrom(od.Addr().Unmap(), od.Port())
+		}
+	}
+	return ci, nil
+}
+
+// sockaddrPort is a TCP socket address as handle reads it (IPv4-mapped
+// addresses unmapped).
+func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
 }
