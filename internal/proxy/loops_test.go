@@ -225,7 +225,7 @@ func TestEvloopAccessLogSameLines(t *testing.T) {
 	custom := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% %REQ(:PATH)% " +
 		"%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %RESP(CONTENT-TYPE)% " +
 		"%RESP(SERVER)% %REQ(:AUTHORITY)% %PROTOCOL% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% " +
-		"%RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %ROUTE_NAME%\n"}}
+		"%RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %ROUTE_NAME% %CONNECTION_ID%\n"}}
 	run := func(loops bool) (string, string) {
 		h := newHarness(t, func(c *Config) { c.ExperimentalEvloop = loops })
 		dir := t.TempDir()

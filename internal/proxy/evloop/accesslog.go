@@ -42,4 +42,5 @@ type LogRecord struct {
 	Host                     netip.AddrPort // the last attempt's; zero when none
 	Attempts                 int
 	Remote, Local            netip.AddrPort
+	ConnectionID             uint64 // %CONNECTION_ID%: from Config.ConnIDs, once per connection
 }

@@ -37,6 +37,7 @@ func (l *loop) logStart(d *down, head []byte, t *Target) {
 		if sa, err := unix.Getsockname(d.fd); err == nil {
 			g.rec.Local = addrOf(sa)
 		}
+		g.rec.ConnectionID = l.srv.cfg.ConnIDs.Add(1)
 		d.lg = g
 	}
 	g.to, g.active, g.start, g.respAt = to, true, l.now, -1
