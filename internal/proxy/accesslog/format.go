@@ -259,7 +259,7 @@ func portOf(a string) value {
 func simpleOperators(host string) map[string]operator {
 	return map[string]operator{
 		"RESPONSE_CODE": func(e *Entry) value {
-			if e.Request == nil {
+			if e.Request == nil && e.Head == nil {
 				return num(0)
 			}
 			return num(int64(e.ResponseCode))
@@ -334,6 +334,9 @@ func grpcStatus(e *Entry, number bool) value {
 func requestHeader(arg string, withoutQuery bool) operator {
 	main, alt, _ := strings.Cut(arg, "?")
 	get := func(e *Entry, name string) string {
+		if e.Head != nil && name != "" {
+			return headField(e.Head, name, withoutQuery)
+		}
 		r := e.Request
 		if r == nil || name == "" {
 			return ""
@@ -367,6 +370,31 @@ func requestHeader(arg string, withoutQuery bool) operator {
 		}
 		return str(get(e, alt))
 	}
+}
+
+// headField is requestHeader's lookup in a RequestHead: the loops serve
+// plaintext only (a logged TLS listener stays on goroutines), so the
+// scheme is http.
+func headField(h RequestHead, name string, withoutQuery bool) string {
+	switch strings.ToLower(name) {
+	case ":method":
+		return h.Method()
+	case ":path":
+		p := h.RequestURI()
+		if withoutQuery {
+			p, _, _ = strings.Cut(p, "?")
+		}
+		return p
+	case ":authority", "host":
+		return h.Host()
+	case ":scheme":
+		return "http"
+	}
+	v := h.Header(name)
+	if withoutQuery && strings.EqualFold(name, "x-envoy-original-path") {
+		v, _, _ = strings.Cut(v, "?")
+	}
+	return v
 }
 
 // compileTime compiles a START_TIME format. Empty means Envoy's default,
