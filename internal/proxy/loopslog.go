@@ -96,64 +96,69 @@ func (h loopHead) Header(name string) string {
 	if h.r.RequestID != nil && route.EqualFoldASCII(name, "x-request-id") {
 		return string(h.r.RequestID) // the ID the proxy added
 	}
-	return string(headerOf(name, func(yield func(n, v []byte) bool) {
-		for _, f := range h.r.Headers {
-			if !yield(f.Name, f.Value) {
-				return
-			}
+	var hl headerLookup
+	for _, f := range h.r.Headers {
+		if hl.line(name, f.Name, f.Value) {
+			break
 		}
-	}))
+	}
+	return hl.value(name)
 }
 
-// headerOf is Header.Get of the http.Header net/http reads from a head
-// whose lines each yields (name, trimmed value): the first value, none
-// for Transfer-Encoding (net/http takes it out of the map), and
-// "no-cache" for a Cache-Control that a Pragma: no-cache stands in for.
-func headerOf(name string, each func(func(n, v []byte) bool)) []byte {
-	if route.EqualFoldASCII([]byte("transfer-encoding"), name) {
-		return nil
-	}
-	var found, pragma []byte
-	cc := route.EqualFoldASCII([]byte("cache-control"), name)
-	each(func(n, v []byte) bool {
-		if route.EqualFoldASCII(n, name) {
-			found = v
-			return false
-		}
-		if cc && pragma == nil && route.EqualFoldASCII(n, "pragma") {
-			pragma = v
-		}
+// headerLookup is Header.Get of the http.Header net/http reads from a
+// head, fed the head's lines (name, value without the whitespace around
+// it) in order: the first value, none for Transfer-Encoding (net/http
+// takes it out of the map), and "no-cache" for a Cache-Control that a
+// Pragma: no-cache stands in for (net/http adds it).
+type headerLookup struct{ found, pragma []byte }
+
+// line looks at one line; true when the value is found.
+func (hl *headerLookup) line(name string, n, v []byte) bool {
+	if route.EqualFoldASCII(n, name) {
+		hl.found = v
 		return true
-	})
-	if found == nil && cc && string(pragma) == "no-cache" {
-		return pragma
 	}
-	return found
+	if hl.pragma == nil && route.EqualFoldASCII(n, "pragma") {
+		hl.pragma = v
+	}
+	return false
+}
+
+func (hl *headerLookup) value(name string) string {
+	switch {
+	case route.EqualFoldASCII(name, "transfer-encoding"):
+		return ""
+	case hl.found != nil:
+		return string(hl.found)
+	case string(hl.pragma) == "no-cache" && route.EqualFoldASCII(name, "cache-control"):
+		return "no-cache"
+	}
+	return ""
 }
 
 // respHead is the response head the loops sent, as an accesslog.Header.
 type respHead []byte
 
 func (h respHead) Get(name string) string {
-	return string(headerOf(name, func(yield func(n, v []byte) bool) {
-		b := []byte(h)
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:] // past the status line
+	var hl headerLookup
+	b := []byte(h)
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[i+1:] // past the status line
+	}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			i = len(b)
 		}
-		for len(b) > 0 {
-			i := bytes.IndexByte(b, '\n')
-			if i < 0 {
-				i = len(b)
-			}
-			line := bytes.TrimRight(b[:i], "\r")
-			b = b[min(i+1, len(b)):]
-			c := bytes.IndexByte(line, ':')
-			if c <= 0 {
-				continue // the blank line ending the head
-			}
-			if !yield(line[:c], bytes.Trim(line[c+1:], " \t")) {
-				return
-			}
+		line := bytes.TrimRight(b[:i], "\r")
+		b = b[min(i+1, len(b)):]
+		c := bytes.IndexByte(line, ':')
+		if c <= 0 {
+			continue // the blank line ending the head
 		}
-	}))
+		if hl.line(name, line[:c], bytes.Trim(line[c+1:], " \t")) {
+			break
+		}
+	}
+	return hl.value(name)
 }

@@ -332,7 +332,9 @@ func grpcStatus(e *Entry, number bool) value {
 // requestHeader implements REQ(X?Y): header X, else header Y. Pseudo
 // headers map onto the request line: :method, :path, :authority, :scheme.
 func requestHeader(arg string, withoutQuery bool) operator {
-	main, alt, _ := strings.Cut(arg, "?")
+	// Lower case once here: header lookups ignore case, and the pseudo
+	// headers are matched lower case.
+	main, alt, _ := strings.Cut(strings.ToLower(arg), "?")
 	get := func(e *Entry, name string) string {
 		if e.Head != nil && name != "" {
 			return headField(e.Head, name, withoutQuery)
@@ -341,7 +343,7 @@ func requestHeader(arg string, withoutQuery bool) operator {
 		if r == nil || name == "" {
 			return ""
 		}
-		switch strings.ToLower(name) {
+		switch name {
 		case ":method":
 			return r.Method
 		case ":path":
@@ -359,7 +361,7 @@ func requestHeader(arg string, withoutQuery bool) operator {
 			return "http"
 		}
 		v := r.Header.Get(name)
-		if withoutQuery && strings.EqualFold(name, "x-envoy-original-path") {
+		if withoutQuery && name == "x-envoy-original-path" {
 			v, _, _ = strings.Cut(v, "?")
 		}
 		return v
@@ -372,11 +374,11 @@ func requestHeader(arg string, withoutQuery bool) operator {
 	}
 }
 
-// headField is requestHeader's lookup in a RequestHead: the loops serve
-// plaintext only (a logged TLS listener stays on goroutines), so the
-// scheme is http.
+// headField is requestHeader's lookup of name (lower case) in a
+// RequestHead: the loops serve plaintext only (a logged TLS listener
+// stays on goroutines), so the scheme is http.
 func headField(h RequestHead, name string, withoutQuery bool) string {
-	switch strings.ToLower(name) {
+	switch name {
 	case ":method":
 		return h.Method()
 	case ":path":
@@ -391,7 +393,7 @@ func headField(h RequestHead, name string, withoutQuery bool) string {
 		return "http"
 	}
 	v := h.Header(name)
-	if withoutQuery && strings.EqualFold(name, "x-envoy-original-path") {
+	if withoutQuery && name == "x-envoy-original-path" {
 		v, _, _ = strings.Cut(v, "?")
 	}
 	return v
