@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -87,14 +88,18 @@ func (s *Sinks) open(path string) (*sink, error) {
 	return k, nil
 }
 
-// Close writes what the sinks hold (waiting a bounded time for each) and
+// Close writes what the sinks hold (waiting closeWait at most for all) and
 // closes every file opened. Lines logged afterwards are dropped.
 func (s *Sinks) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, k := range s.m {
+		k.stopTaking()
+	}
+	deadline := time.Now().Add(closeWait) // one wait for every sink
 	var first error
 	for p, k := range s.m {
-		if err := k.close(); err != nil && first == nil {
+		if err := k.wait(deadline); err != nil && first == nil {
 			first = err
 		}
 		delete(s.m, p)

@@ -172,20 +172,25 @@ func (s *sink) flush(spare []byte) []byte {
 	return b[:0]
 }
 
-// close stops taking lines, waits for the writer to write the rest (at
-// most closeWait) and closes the file if the sink opened it.
-func (s *sink) close() error {
+// stopTaking makes the sink drop lines from now on and tells the writer
+// to write the rest and end; once only.
+func (s *sink) stopTaking() {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
 	}
-	s.closed = true
-	s.mu.Unlock()
-	close(s.stop)
+}
+
+// wait waits for the writer to end, until deadline, then closes the file
+// if the sink opened it.
+func (s *sink) wait(deadline time.Time) error {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
 	select {
 	case <-s.ended:
-	case <-time.After(closeWait):
+	case <-t.C:
 		// The writer is stuck in a write; it ends when the write
 		// returns. The file stays open for it.
 		return fmt.Errorf("close access log %s: the last lines were not written in %v", s.path, closeWait)
