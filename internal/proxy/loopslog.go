@@ -23,7 +23,7 @@ func (r loggedRouter) Log(rec *evloop.LogRecord) {
 	e := accesslog.Entry{Start: rec.Start, Duration: rec.Duration, RequestDuration: -1, ResponseDuration: rec.ResponseDuration,
 		Head: h, Protocol: h.proto(), ResponseCode: rec.Code, Flags: rec.Flags, CodeDetails: rec.Details, RouteName: rec.Route,
 		BytesReceived: rec.BytesReceived, BytesSent: rec.BytesSent, Attempts: rec.Attempts, UpstreamCluster: rec.Cluster,
-		DownstreamRemote: rec.Remote.String(), DownstreamLocal: rec.Local.String(), DownstreamDirectPeer: rec.Remote.String(),
+		DownstreamRemote: rec.RemoteText, DownstreamLocal: rec.LocalText, DownstreamDirectPeer: rec.RemoteText,
 		ConnectionID: rec.ConnectionID}
 	if rec.Host.IsValid() {
 		e.UpstreamHost = rec.Host.String()

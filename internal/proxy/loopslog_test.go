@@ -22,7 +22,8 @@ func BenchmarkLoopLogLine(b *testing.B) {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nX-Envoy-Upstream-Service-Time: 0\r\nServer: envoy\r\n\r\n")
 	rec := &evloop.LogRecord{Start: time.Now(), Head: head, ResponseHead: resp, Code: 200, Method: head[:3], Target: head[4:14],
 		Remote: netip.MustParseAddrPort("127.0.0.1:5555"), Local: netip.MustParseAddrPort("127.0.0.1:15001"),
-		Host: netip.MustParseAddrPort("127.0.0.1:9080"), Cluster: "c", Attempts: 1}
+		Host: netip.MustParseAddrPort("127.0.0.1:9080"), Cluster: "c", Attempts: 1,
+		RemoteText: "127.0.0.1:5555", LocalText: "127.0.0.1:15001"}
 	for l := bytes.Split(head[bytes.IndexByte(head, '\n')+1:len(head)-4], []byte("\r\n")); len(l) > 0; l = l[1:] {
 		n, v, _ := bytes.Cut(l[0], []byte(": "))
 		rec.Headers = append(rec.Headers, evloop.HeaderField{Name: n, Value: v})
@@ -34,7 +35,8 @@ func BenchmarkLoopLogLine(b *testing.B) {
 	entry := func(e *accesslog.Entry) {
 		e.Start, e.Duration, e.RequestDuration, e.ResponseDuration = rec.Start, rec.Duration, -1, rec.ResponseDuration
 		e.ResponseCode, e.Attempts, e.UpstreamCluster = rec.Code, rec.Attempts, rec.Cluster
-		e.DownstreamRemote, e.DownstreamLocal, e.UpstreamHost = rec.Remote.String(), rec.Local.String(), rec.Host.String()
+		e.DownstreamRemote, e.DownstreamLocal, e.DownstreamDirectPeer = rec.RemoteText, rec.LocalText, rec.RemoteText
+		e.UpstreamHost = rec.Host.String()
 	}
 	var out []byte
 	b.Run("record", func(b *testing.B) {

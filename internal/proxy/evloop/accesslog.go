@@ -50,5 +50,8 @@ type LogRecord struct {
 	Host                     netip.AddrPort // the last attempt's; zero when none
 	Attempts                 int
 	Remote, Local            netip.AddrPort
-	ConnectionID             uint64 // %CONNECTION_ID%: from Config.ConnIDs, once per connection
+	// RemoteText and LocalText are Remote and Local as ip:port, made
+	// once per connection.
+	RemoteText, LocalText string
+	ConnectionID          uint64 // %CONNECTION_ID%: from Config.ConnIDs, once per connection
 }

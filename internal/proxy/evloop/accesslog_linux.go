@@ -38,6 +38,7 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 		if sa, err := unix.Getsockname(d.fd); err == nil {
 			g.rec.Local = addrOf(sa)
 		}
+		g.rec.RemoteText, g.rec.LocalText = g.rec.Remote.String(), g.rec.Local.String()
 		g.rec.ConnectionID = l.srv.cfg.ConnIDs.Add(1)
 		d.lg = g
 	}
