@@ -87,7 +87,7 @@ func main() {
 	evloopBin := flag.String("evloop", "", "a built bench/evloopproxy (go build -o /tmp/evloopproxy ./bench/evloopproxy): adds the paths \"evloop prototype\" and \"two evloop prototypes\", the event-loop prototype of the HTTP/1.1 path (internal/proxy/evloop) with the same route as one weft proxy")
 	evloopLoops := flag.Int("evloop-loops", 0, "with -evloop: its event loops (0: GOMAXPROCS)")
 	evloopB := flag.String("evloop-b-args", "", "with -evloop: add the path \"evloop prototype B\", the prototype with these extra arguments, space-separated (e.g. -lock-threads)")
-	flag.BoolVar(&accessLogs, "access-log", false, "give every weft proxy's listener a file access log on /dev/stdout in Envoy's default format, as App Mesh configures a virtual node's logging (the proxies' output goes to files in the bench's temporary directory); haproxy logs nothing")
+	flag.BoolVar(&accessLogs, "access-log", false, "give every weft proxy's listener a file access log on /dev/stdout in Envoy's default format, as App Mesh configures a virtual node's logging (the proxies' output goes to files in the bench's temporary directory); adds the path \"haproxy, access log\", haproxy logging the same fields to its stdout (accesslog.go)")
 	h2cOn := flag.Bool("h2c", false, "add the h2c paths (\"... h2c\": the app, one and two weft proxies as for an http2 listener, one and two haproxies, HTTP/2 without TLS on every hop; see h2c.go); -only naming h2c adds them too")
 	h2cConns := flag.Int("h2c-conns", 4, "HTTP/2 connections of the fixed-rate generator on the h2c paths (its -conns senders share them)")
 	h2cSatConns := flag.Int("h2c-sat-conns", 16, "h2load connections at saturation on the h2c paths")
@@ -183,6 +183,13 @@ func main() {
 		{"two weft proxies, mTLS between", fmt.Sprintf("http://127.0.0.1:%d/", pAT), []*os.Process{procAT, procBT}, nil},
 		{"haproxy, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pHT), []*os.Process{procHT}, k.clientTLS()},
 		{"two haproxies, mTLS between", fmt.Sprintf("http://127.0.0.1:%d/", pHT2), []*os.Process{procHT2, procHT}, nil},
+	}
+	if accessLogs { // accesslog.go
+		pHL := freePort()
+		procHL := b.startHAProxyLogged(pHL, app)
+		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pHL))
+		targets = append(targets, target{"haproxy, access log", fmt.Sprintf("http://127.0.0.1:%d/", pHL), []*os.Process{procHL}, nil})
+		defer b.logBytes()
 	}
 	if *weftB != "" {
 		// The same sidecar as proxy B, run by the other binary.

@@ -49,7 +49,7 @@ func TestTranslatorGoldens(t *testing.T) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st := stats.NewStore()
-	sinks := accesslog.NewSinks()
+	sinks := accesslog.NewSinks(accesslog.Buffering{}, st)
 	defer sinks.Close()
 	built, tls, withTLS := 0, 0, 0
 	pki := goldenPKI(t)

@@ -8,18 +8,14 @@ package proxy
 // over TLS, the TLS connection carried on in blocking mode).
 
 import (
-	"bufio"
 	"bytes"
-	"net/http"
 	"net/netip"
 	"runtime"
-	"sync"
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/evloop"
 	"github.com/weftmesh/weft/internal/proxy/httpconn"
@@ -91,37 +87,6 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 		HeadersTimeout: headers, IdleTimeout: idle, TLS: ch.TLS, Select: selects}, ""
 }
 
-// loggedRouter is the loopRouter of a connection manager with access
-// logs: it turns the loops' records into the entries the goroutine path
-// writes (httpconn's finish), the request read from the same head bytes
-// as net/http reads it there, so that every format gives the same line.
-type loggedRouter struct{ *loopRouter }
-
-func (r loggedRouter) Log(rec *evloop.LogRecord) {
-	hr := headReaders.Get().(*headReader)
-	defer headReaders.Put(hr)
-	req, err := http.ReadRequest(hr.reset(rec.Head))
-	if err != nil {
-		return // the loops parsed and forwarded this head: not reached
-	}
-	if rec.RequestID != nil {
-		req.Header.Set("X-Request-Id", string(rec.RequestID))
-	}
-	e := accesslog.Entry{Start: rec.Start, Duration: rec.Duration, RequestDuration: -1, ResponseDuration: rec.ResponseDuration,
-		Request: req, Protocol: req.Proto, ResponseCode: rec.Code, Flags: rec.Flags, CodeDetails: rec.Details, RouteName: rec.Route,
-		BytesReceived: rec.BytesReceived, BytesSent: rec.BytesSent, Attempts: rec.Attempts, UpstreamCluster: rec.Cluster,
-		DownstreamRemote: rec.Remote.String(), DownstreamLocal: rec.Local.String(), DownstreamDirectPeer: rec.Remote.String()}
-	if rec.Host.IsValid() {
-		e.UpstreamHost = rec.Host.String()
-	}
-	if rec.ResponseHead != nil {
-		if resp, err := http.ReadResponse(hr.reset(rec.ResponseHead), req); err == nil {
-			e.ResponseHeader, e.ResponseTrailer = resp.Header, resp.Header
-		}
-	}
-	r.hcm.Log(&e)
-}
-
 // loopRouter routes a listener's requests on the loops as its connection
 // manager would, and hands off those whose route needs more.
 type loopRouter struct {
@@ -176,27 +141,6 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 		t.Retry, t.Upstream = rt.Retry, (*loopCluster)(cl)
 	}
 	return t
-}
-
-// headReader reads a head already in memory; pooled, since its bufio
-// buffer (4 KB) was most of what a logged request allocated: measured
-// at 1,000 requests/s with access logs (proxybench -mem -access-log, busy
-// machine), 9 GC cycles in 2 s without the pool, 5 in 4 s with it.
-type headReader struct {
-	r  bytes.Reader
-	br *bufio.Reader
-}
-
-var headReaders = sync.Pool{New: func() any {
-	hr := &headReader{}
-	hr.br = bufio.NewReaderSize(&hr.r, 4096)
-	return hr
-}}
-
-func (hr *headReader) reset(b []byte) *bufio.Reader {
-	hr.r.Reset(b)
-	hr.br.Reset(&hr.r)
-	return hr.br
 }
 
 // loopRetries are the retry conditions the loops implement: all but

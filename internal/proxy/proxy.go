@@ -151,6 +151,11 @@ type Config struct {
 	// Observability: stats tags, a StatsD sink and tracing (see
 	// observability.go; ObservabilityFromEnv reads App Mesh's variables).
 	Observability Observability
+	// AccessLogBuffering is how the access log sinks buffer lines for
+	// their writers (accesslog.Buffering; the zero value is the
+	// defaults): requests never wait for a sink, and a sink that cannot
+	// keep up loses lines, counted in filesystem.write_dropped.
+	AccessLogBuffering accesslog.Buffering
 }
 
 // Proxy is one weft proxy. Create with New, run with Run.
@@ -215,11 +220,12 @@ func New(cfg Config, log *slog.Logger) (*Proxy, error) {
 		cfg.ListenerMaxConnections = DefaultListenerMaxConnections
 	}
 	p := &Proxy{cfg: cfg, log: log.With("node", cfg.ResourceARN), start: time.Now(),
-		Stats: stats.NewStoreWithTags(cfg.Observability.StatsTags...), sinks: accesslog.NewSinks(),
+		Stats:     stats.NewStoreWithTags(cfg.Observability.StatsTags...),
 		listeners: map[string]*listener.Listener{}, lpb: map[string]*listenerv3.Listener{},
 		rpb: map[string]*routev3.RouteConfiguration{}, versions: map[string]string{},
 		updated: map[string]time.Time{}, liveCh: make(chan struct{}), changed: make(chan struct{}, 1),
 		warmL: map[string]warming{}}
+	p.sinks = accesslog.NewSinks(cfg.AccessLogBuffering, p.Stats)
 	p.node = &corev3.Node{Id: cfg.ResourceARN, Cluster: cfg.NodeCluster, UserAgentName: "weft-proxy",
 		UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
 	md := map[string]*structpb.Value{}

@@ -106,12 +106,14 @@ type Entry struct {
 	// negative when unknown.
 	RequestDuration, ResponseDuration time.Duration
 
-	// HTTP only; nil Request means a TCP connection.
+	// HTTP only: Request, or Head (the event loops' requests, read
+	// without net/http); neither means a TCP connection.
 	Request         *http.Request // downstream request as received (not modified)
-	Protocol        string        // HTTP/1.1, HTTP/2
-	ResponseCode    int           // 0 when no response was sent
-	ResponseHeader  http.Header
-	ResponseTrailer http.Header
+	Head            RequestHead
+	Protocol        string // HTTP/1.1, HTTP/2
+	ResponseCode    int    // 0 when no response was sent
+	ResponseHeader  Header // nil when none was sent
+	ResponseTrailer Header
 	CodeDetails     string
 	RouteName       string
 
@@ -130,4 +132,21 @@ type Entry struct {
 	DownstreamDirectPeer string
 	ServerName           string // SNI
 	ConnectionID         uint64
+}
+
+// RequestHead is a request read without net/http (the event loops'
+// records). Each method gives what the http.Request net/http reads from
+// the same bytes would: the formats print the same line for both.
+type RequestHead interface {
+	Method() string
+	RequestURI() string // as URL.RequestURI
+	Host() string
+	// Header is the first value of the header name (any case), as
+	// Header.Get of the request net/http reads.
+	Header(name string) string
+}
+
+// Header is response headers or trailers; http.Header is one.
+type Header interface {
+	Get(name string) string
 }

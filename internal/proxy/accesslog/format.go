@@ -259,7 +259,7 @@ func portOf(a string) value {
 func simpleOperators(host string) map[string]operator {
 	return map[string]operator{
 		"RESPONSE_CODE": func(e *Entry) value {
-			if e.Request == nil {
+			if e.Request == nil && e.Head == nil {
 				return num(0)
 			}
 			return num(int64(e.ResponseCode))
@@ -332,13 +332,18 @@ func grpcStatus(e *Entry, number bool) value {
 // requestHeader implements REQ(X?Y): header X, else header Y. Pseudo
 // headers map onto the request line: :method, :path, :authority, :scheme.
 func requestHeader(arg string, withoutQuery bool) operator {
-	main, alt, _ := strings.Cut(arg, "?")
+	// Lower case once here: header lookups ignore case, and the pseudo
+	// headers are matched lower case.
+	main, alt, _ := strings.Cut(strings.ToLower(arg), "?")
 	get := func(e *Entry, name string) string {
+		if e.Head != nil && name != "" {
+			return headField(e.Head, name, withoutQuery)
+		}
 		r := e.Request
 		if r == nil || name == "" {
 			return ""
 		}
-		switch strings.ToLower(name) {
+		switch name {
 		case ":method":
 			return r.Method
 		case ":path":
@@ -356,7 +361,7 @@ func requestHeader(arg string, withoutQuery bool) operator {
 			return "http"
 		}
 		v := r.Header.Get(name)
-		if withoutQuery && strings.EqualFold(name, "x-envoy-original-path") {
+		if withoutQuery && name == "x-envoy-original-path" {
 			v, _, _ = strings.Cut(v, "?")
 		}
 		return v
@@ -367,6 +372,31 @@ func requestHeader(arg string, withoutQuery bool) operator {
 		}
 		return str(get(e, alt))
 	}
+}
+
+// headField is requestHeader's lookup of name (lower case) in a
+// RequestHead: the loops serve plaintext only (a logged TLS listener
+// stays on goroutines), so the scheme is http.
+func headField(h RequestHead, name string, withoutQuery bool) string {
+	switch name {
+	case ":method":
+		return h.Method()
+	case ":path":
+		p := h.RequestURI()
+		if withoutQuery {
+			p, _, _ = strings.Cut(p, "?")
+		}
+		return p
+	case ":authority", "host":
+		return h.Host()
+	case ":scheme":
+		return "http"
+	}
+	v := h.Header(name)
+	if withoutQuery && name == "x-envoy-original-path" {
+		v, _, _ = strings.Cut(v, "?")
+	}
+	return v
 }
 
 // compileTime compiles a START_TIME format. Empty means Envoy's default,

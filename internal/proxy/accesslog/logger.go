@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -11,6 +12,7 @@ import (
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/proxy/strict"
 )
 
@@ -37,28 +39,31 @@ func (l *Logger) Log(e *Entry) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// sink is one open file shared by every logger writing to its path.
-type sink struct {
-	mu  sync.Mutex
-	f   *os.File // protected by mu
-	own bool     // opened by Sinks, so closed by it
-}
-
-func (s *sink) write(b []byte) {
-	s.mu.Lock()
-	_, _ = s.f.Write(b) // one write per line keeps lines whole (O_APPEND)
-	s.mu.Unlock()
-}
-
 // Sinks opens each path once and keeps it open until Close, so that
-// configuration updates do not reopen files. Safe for concurrent use.
+// configuration updates do not reopen files; each sink has its writer
+// (sink.go). Safe for concurrent use.
 type Sinks struct {
+	st *sinkStats
+	b  Buffering
+
 	mu sync.Mutex
 	m  map[string]*sink // protected by mu
 }
 
-// NewSinks returns an empty set of sinks.
-func NewSinks() *Sinks { return &Sinks{m: make(map[string]*sink)} }
+// NewSinks returns an empty set of sinks buffering as b says, counting in
+// st (filesystem.*; nil counts in a private store).
+func NewSinks(b Buffering, st *stats.Store) *Sinks {
+	if b.FlushInterval <= 0 {
+		b.FlushInterval = DefaultFlushInterval
+	}
+	if b.FlushSize <= 0 {
+		b.FlushSize = DefaultFlushSize
+	}
+	if b.MaxBuffered <= 0 {
+		b.MaxBuffered = DefaultMaxBuffered
+	}
+	return &Sinks{st: newSinkStats(st), b: b, m: make(map[string]*sink)}
+}
 
 func (s *Sinks) open(path string) (*sink, error) {
 	s.mu.Lock()
@@ -69,32 +74,33 @@ func (s *Sinks) open(path string) (*sink, error) {
 	var k *sink
 	switch path {
 	case "/dev/stdout":
-		k = &sink{f: os.Stdout}
+		k = newSink(os.Stdout, false, path, s.st, s.b)
 	case "/dev/stderr":
-		k = &sink{f: os.Stderr}
+		k = newSink(os.Stderr, false, path, s.st, s.b)
 	default:
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
 			return nil, fmt.Errorf("open access log: %w", err)
 		}
-		k = &sink{f: f, own: true}
+		k = newSink(f, true, path, s.st, s.b)
 	}
 	s.m[path] = k
 	return k, nil
 }
 
-// Close closes every file opened.
+// Close writes what the sinks hold (waiting closeWait at most for all) and
+// closes every file opened. Lines logged afterwards are dropped.
 func (s *Sinks) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, k := range s.m {
+		k.stopTaking()
+	}
+	deadline := time.Now().Add(closeWait) // one wait for every sink
 	var first error
 	for p, k := range s.m {
-		if k.own {
-			k.mu.Lock()
-			if err := k.f.Close(); err != nil && first == nil {
-				first = fmt.Errorf("close access log %s: %w", p, err)
-			}
-			k.mu.Unlock()
+		if err := k.wait(deadline); err != nil && first == nil {
+			first = err
 		}
 		delete(s.m, p)
 	}

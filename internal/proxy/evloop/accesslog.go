@@ -23,6 +23,10 @@ type AccessLogger interface {
 	Log(r *LogRecord)
 }
 
+// HeaderField is one header line of a LogRecord's head: the name as
+// received, the value without the whitespace around it.
+type HeaderField struct{ Name, Value []byte }
+
 // LogRecord is what the loops know of a request when it is done.
 type LogRecord struct {
 	// Start is the wall clock when the request's head was read.
@@ -30,11 +34,15 @@ type LogRecord struct {
 	Duration         time.Duration
 	ResponseDuration time.Duration // to the response head; -1 when none was sent
 	Head             []byte        // the request head as received
-	RequestID        []byte        // the x-request-id the proxy added; nil when the client sent one
-	ResponseHead     []byte        // the final response head as sent; nil when none was
-	Code             int           // the response's status; 0 when none was sent
-	Flags            accesslog.Flags
-	Details          string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
+	// Method, Target and Headers are Head as the loop parsed it (slices
+	// of Head): the log reads them without parsing the head again.
+	Method, Target []byte
+	Headers        []HeaderField
+	RequestID      []byte // the x-request-id the proxy added; nil when the client sent one
+	ResponseHead   []byte // the final response head as sent; nil when none was
+	Code           int    // the response's status; 0 when none was sent
+	Flags          accesslog.Flags
+	Details        string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
 	// BytesReceived and BytesSent count the bodies.
 	BytesReceived, BytesSent int64
 	Cluster                  string
@@ -42,4 +50,8 @@ type LogRecord struct {
 	Host                     netip.AddrPort // the last attempt's; zero when none
 	Attempts                 int
 	Remote, Local            netip.AddrPort
+	// RemoteText and LocalText are Remote and Local as ip:port, made
+	// once per connection.
+	RemoteText, LocalText string
+	ConnectionID          uint64 // %CONNECTION_ID%: from Config.ConnIDs, once per connection
 }

@@ -16,14 +16,15 @@ type logState struct {
 	head   []byte // backing of rec.Head, reused by the connection's requests
 	resp   []byte
 	rid    []byte
-	active bool // a request is logged when done
+	fields []HeaderField // backing of rec.Headers
+	active bool          // a request is logged when done
 	start  int64
 	respAt int64
 }
 
 // logStart begins the record of a request dispatched to t, when its
 // connection's Router logs.
-func (l *loop) logStart(d *down, head []byte, t *Target) {
+func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	to, ok := d.gen.router.(AccessLogger)
 	if !ok {
 		return
@@ -37,10 +38,18 @@ func (l *loop) logStart(d *down, head []byte, t *Target) {
 		if sa, err := unix.Getsockname(d.fd); err == nil {
 			g.rec.Local = addrOf(sa)
 		}
+		g.rec.RemoteText, g.rec.LocalText = g.rec.Remote.String(), g.rec.Local.String()
+		g.rec.ConnectionID = l.srv.cfg.ConnIDs.Add(1)
 		d.lg = g
 	}
 	g.to, g.active, g.start, g.respAt = to, true, l.now, -1
 	g.head = append(g.head[:0], head...)
+	g.fields = g.fields[:0]
+	for i := range req.lines {
+		h := &req.lines[i]
+		g.fields = append(g.fields, HeaderField{h.name.of(g.head), h.value.of(g.head)})
+	}
+	g.rec.Method, g.rec.Target = req.method.of(g.head), req.target.of(g.head)
 	g.rid, g.resp = g.rid[:0], g.resp[:0]
 	r := &g.rec
 	r.Start = l.epoch.Add(time.Duration(l.now))
@@ -71,6 +80,20 @@ func (d *down) logFlags(f accesslog.Flags, details string) {
 		if details != "" {
 			d.lg.rec.Details = details
 		}
+	}
+}
+
+// logReceived counts request body bytes received: of take bytes of the
+// body, a chunked body's data without its framing (the chunk scanner's
+// count was data before them), as the goroutine path counts it.
+func (d *down) logReceived(take int, data int64) {
+	if d.lg == nil {
+		return
+	}
+	if d.chunked {
+		d.lg.rec.BytesReceived += d.chunks.data - data
+	} else {
+		d.lg.rec.BytesReceived += int64(take)
 	}
 }
 
@@ -111,7 +134,7 @@ func (l *loop) logDone(d *down, code int) {
 	if g.respAt >= 0 {
 		r.ResponseDuration = time.Duration(g.respAt - g.start)
 	}
-	r.Head, r.RequestID, r.ResponseHead = g.head, nil, nil
+	r.Head, r.Headers, r.RequestID, r.ResponseHead = g.head, g.fields, nil, nil
 	if len(g.rid) > 0 {
 		r.RequestID = g.rid
 	}

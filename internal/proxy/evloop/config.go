@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
@@ -109,6 +110,11 @@ type Config struct {
 	// Log gets connection errors at debug level and loop failures at
 	// error level; nil discards.
 	Log *slog.Logger
+	// ConnIDs, when set, numbers the downstream connections whose
+	// requests are logged (LogRecord.ConnectionID), from the counter the
+	// goroutine path numbers its connections with, so that an id is
+	// unique across both; nil numbers them from a counter of the Server.
+	ConnIDs *atomic.Uint64
 }
 
 // ListenerStats are a listener's connection stats.

@@ -208,6 +208,7 @@ func (l *loop) process(d *down) {
 				l.releaseIn(d)
 				return
 			}
+			data := d.chunks.data
 			take, done, err := d.bodyPart(b)
 			if err != nil {
 				// The upstream has part of a request: it cannot be reused.
@@ -218,9 +219,7 @@ func (l *loop) process(d *down) {
 				return
 			}
 			d.off += take
-			if d.lg != nil {
-				d.lg.rec.BytesReceived += int64(take)
-			}
+			d.logReceived(take, data)
 			if done {
 				d.state = dsWait
 			}
@@ -267,7 +266,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	}
 	d.requests++
 	l.startRetries(d, &t, d.gen.router != nil)
-	l.logStart(d, head, &t)
+	l.logStart(d, head, r, &t)
 	target := r.target.of(head)
 	path := target
 	for i, c := range target {
@@ -378,6 +377,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	// As much of the body as fits goes with the head, in one write.
 	if more {
 		avail := d.in[d.off:]
+		data := d.chunks.data
 		take, done, err := d.bodyPart(avail[:min(len(avail), max(0, cap(o)-len(o)))])
 		if err != nil {
 			l.closeUp(u)
@@ -386,9 +386,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 		o = append(o, avail[:take]...)
 		d.off += take
-		if d.lg != nil {
-			d.lg.rec.BytesReceived += int64(take)
-		}
+		d.logReceived(take, data)
 		more = !done
 	}
 	u.out, u.outOff = o, 0

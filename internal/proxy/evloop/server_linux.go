@@ -68,6 +68,9 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.Loops <= 0 {
 		cfg.Loops = runtime.GOMAXPROCS(0)
 	}
+	if cfg.ConnIDs == nil {
+		cfg.ConnIDs = new(atomic.Uint64)
+	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}

@@ -85,7 +85,7 @@ func (l *Listener) listenLoops(cfg *Config, st *stats.Store) error {
 		maxConns = 1 << 30
 	}
 	srv, err := evloop.Listen(evloop.Config{Listen: cfg.Addr, Router: lo.Router, StatPrefix: lo.StatPrefix, Stats: st,
-		Log: l.log, MaxConns: maxConns, HeadersTimeout: orNone(lo.HeadersTimeout), IdleTimeout: orNone(lo.IdleTimeout),
+		Log: l.log, ConnIDs: l.ids, MaxConns: maxConns, HeadersTimeout: orNone(lo.HeadersTimeout), IdleTimeout: orNone(lo.IdleTimeout),
 		Listener: &evloop.ListenerStats{CxTotal: l.stats.CxTotal, CxDestroy: l.stats.CxDestroy, CxOverflow: l.stats.CxOverflow,
 			CxActive: l.stats.CxActive},
 		Observer:    lo.Observer,

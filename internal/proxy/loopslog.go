@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"bytes"
+	"net/url"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/evloop"
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// loggedRouter is the loopRouter of a connection manager with access
+// logs: it turns the loops' records into the entries the goroutine path
+// writes (httpconn's finish). The request is read from what the loop
+// parsed (loopHead), the response headers from the head it sent
+// (respHead): no head is parsed a second time, and each lookup gives
+// what net/http's Request and Response, read from the same bytes on the
+// goroutine path, would (TestEvloopAccessLogSameLines compares lines).
+type loggedRouter struct{ *loopRouter }
+
+func (r loggedRouter) Log(rec *evloop.LogRecord) {
+	h := loopHead{rec}
+	e := accesslog.Entry{Start: rec.Start, Duration: rec.Duration, RequestDuration: -1, ResponseDuration: rec.ResponseDuration,
+		Head: h, Protocol: h.proto(), ResponseCode: rec.Code, Flags: rec.Flags, CodeDetails: rec.Details, RouteName: rec.Route,
+		BytesReceived: rec.BytesReceived, BytesSent: rec.BytesSent, Attempts: rec.Attempts, UpstreamCluster: rec.Cluster,
+		DownstreamRemote: rec.RemoteText, DownstreamLocal: rec.LocalText, DownstreamDirectPeer: rec.RemoteText,
+		ConnectionID: rec.ConnectionID}
+	if rec.Host.IsValid() {
+		e.UpstreamHost = rec.Host.String()
+	}
+	if rec.ResponseHead != nil {
+		rh := respHead(rec.ResponseHead)
+		e.ResponseHeader, e.ResponseTrailer = rh, rh // as the goroutine path's, which gives the writer's headers for both
+	}
+	r.hcm.Log(&e)
+}
+
+// loopHead is an evloop.LogRecord's request as an accesslog.RequestHead.
+// The loops accept origin-form targets only, with whole percent-escapes
+// in the path, header values without surrounding whitespace and one Host
+// header (evloop's parseRequest), which keeps the rules below short.
+type loopHead struct{ r *evloop.LogRecord }
+
+func (h loopHead) Method() string { return string(h.r.Method) }
+
+// proto is HTTP/1.0 or HTTP/1.1, the head's request line's.
+func (h loopHead) proto() string {
+	line := h.r.Head
+	if i := bytes.IndexByte(line, '\r'); i >= 0 {
+		line = line[:i]
+	}
+	if bytes.HasSuffix(line, []byte("HTTP/1.0")) {
+		return "HTTP/1.0"
+	}
+	return "HTTP/1.1"
+}
+
+// RequestURI is the target when net/url keeps it as it is (URL.EscapedPath
+// returns a path that is validly encoded unchanged), else net/url's.
+func (h loopHead) RequestURI() string {
+	t := h.r.Target
+	path := t
+	if i := bytes.IndexByte(t, '?'); i >= 0 {
+		path = t[:i]
+	}
+	for _, c := range path {
+		if !keptInPath(c) {
+			u, err := url.ParseRequestURI(string(t))
+			if err != nil {
+				return string(t) // the loops checked what net/url checks: not reached
+			}
+			return u.RequestURI()
+		}
+	}
+	return string(t)
+}
+
+// keptInPath reports whether net/url's EscapedPath keeps c as received:
+// the characters its validEncoded accepts in a path, and the escapes'
+// '%'.
+func keptInPath(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '-', '_', '.', '~', '/', '%', '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=', ':', '@', '[', ']':
+		return true
+	}
+	return false
+}
+
+func (h loopHead) Host() string { return h.Header("host") }
+
+func (h loopHead) Header(name string) string {
+	if h.r.RequestID != nil && route.EqualFoldASCII(name, "x-request-id") {
+		return string(h.r.RequestID) // the ID the proxy added
+	}
+	var hl headerLookup
+	for _, f := range h.r.Headers {
+		if hl.line(name, f.Name, f.Value) {
+			break
+		}
+	}
+	return hl.value(name)
+}
+
+// headerLookup is Header.Get of the http.Header net/http reads from a
+// head, fed the head's lines (name, value without the whitespace around
+// it) in order: the first value, none for Transfer-Encoding (net/http
+// takes it out of the map), and "no-cache" for a Cache-Control that a
+// Pragma: no-cache stands in for (net/http adds it).
+type headerLookup struct{ found, pragma []byte }
+
+// line looks at one line; true when the value is found.
+func (hl *headerLookup) line(name string, n, v []byte) bool {
+	if route.EqualFoldASCII(n, name) {
+		hl.found = v
+		return true
+	}
+	if hl.pragma == nil && route.EqualFoldASCII(n, "pragma") {
+		hl.pragma = v
+	}
+	return false
+}
+
+func (hl *headerLookup) value(name string) string {
+	switch {
+	case route.EqualFoldASCII(name, "transfer-encoding"):
+		return ""
+	case hl.found != nil:
+		return string(hl.found)
+	case string(hl.pragma) == "no-cache" && route.EqualFoldASCII(name, "cache-control"):
+		return "no-cache"
+	}
+	return ""
+}
+
+// respHead is the response head the loops sent, as an accesslog.Header.
+type respHead []byte
+
+func (h respHead) Get(name string) string {
+	var hl headerLookup
+	b := []byte(h)
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[i+1:] // past the status line
+	}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			i = len(b)
+		}
+		line := bytes.TrimRight(b[:i], "\r")
+		b = b[min(i+1, len(b)):]
+		c := bytes.IndexByte(line, ':')
+		if c <= 0 {
+			continue // the blank line ending the head
+		}
+		if hl.line(name, line[:c], bytes.Trim(line[c+1:], " \t")) {
+			break
+		}
+	}
+	return hl.value(name)
+}
