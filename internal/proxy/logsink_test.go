@@ -43,7 +43,7 @@ func TestEvloopAccessLogStalledSink(t *testing.T) {
 	r := os.NewFile(uintptr(rfd), path)
 	t.Cleanup(func() { r.Close() })
 	h := newHarness(t, func(c *Config) {
-		c.ExperimentalEvloop = true
+		c.Goroutines = false // this test is of the loops
 		c.AccessLogBuffering = accesslog.Buffering{MaxBuffered: 16 << 10, FlushSize: 4 << 10}
 	})
 	ok := newBackend(t, "ok")
