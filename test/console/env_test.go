@@ -25,7 +25,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/weftmesh/weft/internal/netns"
-	"github.com/weftmesh/weft/internal/proxy/proxytest"
+	"github.com/weftmesh/weft/internal/labproxy"
 	"github.com/weftmesh/weft/internal/server"
 	"github.com/weftmesh/weft/internal/xds/lrs"
 )
@@ -306,7 +306,7 @@ func (e *env) addHost(t *testing.T, name string, hosts map[string]netip.Addr) *n
 // startProxyOn runs weft proxy for nodeID in host h until the test ends.
 func (e *env) startProxyOn(t *testing.T, h *netns.Host, nodeID string) {
 	t.Helper()
-	proxytest.Start(t, h, nodeID, e.xds)
+	labproxy.Start(t, h, nodeID, e.xds)
 }
 
 // serveApp runs a node's application in host h: an HTTP server on addr

@@ -17,7 +17,7 @@ import (
 	"testing"
 
 	"github.com/weftmesh/weft/internal/netns"
-	"github.com/weftmesh/weft/internal/proxy/proxytest"
+	"github.com/weftmesh/weft/internal/labproxy"
 )
 
 const (
@@ -26,7 +26,7 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	proxytest.RunIfChild()
+	labproxy.RunIfChild()
 	switch err := netns.OwnNamespace(context.Background(), nsEnv, labFamily, os.Stderr); {
 	case errors.Is(err, netns.ErrNotRoot) && os.Getenv("WEFT_CI") == "":
 		// every test skips, saying why

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/netns"
-	"github.com/weftmesh/weft/internal/proxy/proxytest"
+	"github.com/weftmesh/weft/internal/labproxy"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
 	"github.com/weftmesh/weft/internal/server"
 )
@@ -306,9 +306,9 @@ func (c tlsCase) run(t *testing.T, gw *netns.Host, nodes []*netns.Host) {
 		w.aws(t, nil, "appmesh", s.Op, "--cli-input-json", "file://"+f)
 		if !started && i == startAt {
 			// The whole topology exists: start its proxies.
-			proxytest.Start(t, gw, gwID, cfg.XDSAddr)
+			labproxy.Start(t, gw, gwID, cfg.XDSAddr)
 			for j := range c.nodes {
-				proxytest.Start(t, nodes[j], ids[j+1], cfg.XDSAddr)
+				labproxy.Start(t, nodes[j], ids[j+1], cfg.XDSAddr)
 			}
 			started = true
 		}

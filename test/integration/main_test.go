@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/weftmesh/weft/internal/netns"
-	"github.com/weftmesh/weft/internal/proxy/proxytest"
+	"github.com/weftmesh/weft/internal/labproxy"
 )
 
 // nsEnv marks the test binary re-executed inside its own network
@@ -31,7 +31,7 @@ const labFamily = "wfit"
 // machine. It needs root, as test/e2e does: without it the tests skip,
 // and fail under WEFT_CI=1.
 func TestMain(m *testing.M) {
-	proxytest.RunIfChild()
+	labproxy.RunIfChild()
 	switch err := netns.OwnNamespace(context.Background(), nsEnv, labFamily, os.Stderr); {
 	case errors.Is(err, netns.ErrNotRoot) && os.Getenv("WEFT_CI") == "":
 		// every test skips, saying why

@@ -1,11 +1,11 @@
-// Package proxytest runs weft proxies as child processes of a test binary,
+// Package labproxy runs weft proxies as child processes of a test binary,
 // each inside a lab host (a network namespace of internal/netns). A
 // proxy's sockets belong to the namespace of the thread that opens them,
 // and weft proxy opens them from many goroutines: to put one in a
 // namespace, the whole process runs there (ip netns exec), as `weft proxy`
 // does in test/e2e. The test binary is re-executed as the proxy: its
 // TestMain calls RunIfChild first.
-package proxytest
+package labproxy
 
 import (
 	"context"
