@@ -24,8 +24,8 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/labproxy"
+	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/server"
 	"github.com/weftmesh/weft/internal/xds/lrs"
 )

@@ -16,8 +16,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/labproxy"
+	"github.com/weftmesh/weft/internal/netns"
 )
 
 const (

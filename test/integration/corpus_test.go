@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/labproxy"
+	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
 	"github.com/weftmesh/weft/internal/server"
 )

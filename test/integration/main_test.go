@@ -11,8 +11,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/weftmesh/weft/internal/netns"
 	"github.com/weftmesh/weft/internal/labproxy"
+	"github.com/weftmesh/weft/internal/netns"
 )
 
 // nsEnv marks the test binary re-executed inside its own network
