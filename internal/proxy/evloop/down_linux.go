@@ -29,10 +29,12 @@ func (l *loop) accept(ctx context.Context) {
 		}
 		ls := l.srv.cfg.Listener
 		if l.srv.conns.Load() >= int64(l.srv.cfg.MaxConns) {
-			unix.Close(fd)
+			// Counted before the close: a client that sees the close
+			// may read the counter next (TestListenerConnectionCap).
 			if ls != nil {
 				ls.CxOverflow.Inc()
 			}
+			unix.Close(fd)
 			continue
 		}
 		if h := l.srv.cfg.HandOffConn; h != nil && l.srv.cfg.HandOff != nil && h(fd) {

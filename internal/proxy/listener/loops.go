@@ -161,8 +161,8 @@ func (l *Listener) handOffTLS(fd int, tc *tlsrec.Conn, buffered []byte) {
 	select {
 	case l.handoffs <- handed{fd, buffered, tc}:
 	default:
+		l.stats.CxOverflow.Inc() // before the close, which the client may see first
 		unix.Close(fd)
-		l.stats.CxOverflow.Inc()
 	}
 }
 
