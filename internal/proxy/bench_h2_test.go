@@ -33,26 +33,7 @@ func BenchmarkH2COneHop(b *testing.B) {
 		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("h2", "gateway-error,reset", 2))),
 		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
 		cla("h2", ln.Addr().String()))
-	url := "http://" + h.addr("egress") + "/"
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			resp, err := c.Get(url)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.ProtoMajor != 2 {
-				b.Errorf("HTTP/%d", resp.ProtoMajor)
-				return
-			}
-		}
-	})
+	getInParallel(b, tr, "http://"+h.addr("egress")+"/", 2)
 }
