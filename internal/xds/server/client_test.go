@@ -87,6 +87,26 @@ func (p *proxyState) waitFor(t *testing.T, what string, ok func(p *proxyState) b
 	}
 }
 
+// runWeftClient runs weft proxy's xDS client for node against the server
+// at addr, in protocol, until the test ends, and returns what it was
+// handed.
+func runWeftClient(t *testing.T, addr, node, protocol string) *proxyState {
+	t.Helper()
+	p := &proxyState{changed: make(chan struct{})}
+	c := xdsclient.New(xdsclient.Config{Server: addr, Node: &core.Node{Id: node}, Protocol: protocol, BackoffBase: 10 * time.Millisecond},
+		p, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }() // ends with cancel in Cleanup
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return p
+}
+
 // TestWeftProxyClient: weft proxy's xDS client, in both protocols,
 // against the server: it gets its configuration, follows a write, and
 // over delta is sent only the type the write changed.
@@ -95,18 +115,7 @@ func TestWeftProxyClient(t *testing.T) {
 		t.Run(protocol, func(t *testing.T) {
 			st := colorStore(t)
 			srv := startServer(t, st, fakeTranslate)
-			p := &proxyState{changed: make(chan struct{})}
-			c := xdsclient.New(xdsclient.Config{Server: srv.addr, Node: &core.Node{Id: "mesh/m/virtualNode/red"}, Protocol: protocol, BackoffBase: 10 * time.Millisecond},
-				p, slog.New(slog.DiscardHandler))
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }() // ends with cancel below
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Error(err)
-				}
-			}()
+			p := runWeftClient(t, srv.addr, "mesh/m/virtualNode/red", protocol)
 			p.waitFor(t, "its configuration", func(p *proxyState) bool {
 				return slices.Equal(p.clusters, []string{"cds_egress_m_blue"}) && p.eps["cds_egress_m_blue"] == 1 && p.routes == 1
 			})
@@ -162,18 +171,7 @@ func TestWeftProxyClientAcrossStreamAge(t *testing.T) {
 					return false, nil
 				}
 			})
-			p := &proxyState{changed: make(chan struct{})}
-			c := xdsclient.New(xdsclient.Config{Server: srv.addr, Node: &core.Node{Id: "mesh/m/virtualNode/red"}, Protocol: protocol, BackoffBase: 10 * time.Millisecond},
-				p, slog.New(slog.DiscardHandler))
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }() // ends with cancel below
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Error(err)
-				}
-			}()
+			p := runWeftClient(t, srv.addr, "mesh/m/virtualNode/red", protocol)
 			p.waitFor(t, "its configuration", func(p *proxyState) bool { return p.eps["cds_egress_m_blue"] == 1 })
 			deadline := time.Now().Add(wait)
 			for streams.Load() < 3 {
