@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 	"sort"
@@ -53,11 +52,7 @@ frontend fe
 backend app
   server app %s
 `, port, app)
-	p := filepath.Join(b.dir, fmt.Sprintf("haproxy-logged-%d.cfg", port))
-	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
-		log.Fatal(err)
-	}
-	return b.start("haproxy", nil, "-db", "-f", p).Process
+	return b.runHAProxy(fmt.Sprintf("haproxy-logged-%d.cfg", port), cfg)
 }
 
 // logBytes prints, for each process output in the bench's directory that

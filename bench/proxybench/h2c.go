@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -155,48 +154,8 @@ func constantRateH2C(url string, rate int, d time.Duration, workers, h2cConns in
 	var dials atomic.Int64
 	clients, done := h2cClients(h2cConns, &dials)
 	defer done()
-	n := int(d.Seconds() * float64(rate))
-	interval := time.Second / time.Duration(rate)
-	sched := make(chan time.Time, n)
-	idx := make(chan int, n)
-	lat = make([]time.Duration, n)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := range workers {
-		c := clients[w%len(clients)]
-		wg.Add(1)
-		go func() { // one sender's share of the requests; ends when sched closes
-			defer wg.Done()
-			for at := range sched {
-				i := <-idx
-				if wait := time.Until(at); wait > 0 {
-					time.Sleep(wait)
-				}
-				resp, err := c.Get(url)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
-						err = fmt.Errorf("%s %d", resp.Proto, resp.StatusCode)
-					}
-				}
-				lat[i] = time.Since(at)
-				if err != nil {
-					mu.Lock()
-					errs++
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := range n {
-		idx <- i
-		sched <- start.Add(time.Duration(i) * interval)
-	}
-	close(sched)
-	wg.Wait()
-	return lat, errs, time.Since(start), dials.Load()
+	lat, errs, wall = sendScheduled(url, rate, d, workers, func(w int) *http.Client { return clients[w%len(clients)] }, 2)
+	return lat, errs, wall, dials.Load()
 }
 
 // h2loadResult is one h2load run's figures.

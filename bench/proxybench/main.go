@@ -619,7 +619,13 @@ frontend fe
 backend app
   server app %s
 `, bind, server)
-	p := filepath.Join(b.dir, fmt.Sprintf("haproxy-%d.cfg", port))
+	return b.runHAProxy(fmt.Sprintf("haproxy-%d.cfg", port), cfg)
+}
+
+// runHAProxy writes cfg to the file name in the bench's directory and
+// runs haproxy in the foreground with it.
+func (b *bench) runHAProxy(name, cfg string) *os.Process {
+	p := filepath.Join(b.dir, name)
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		log.Fatal(err)
 	}
@@ -756,29 +762,39 @@ func constantRate(url string, rate int, d time.Duration, conns int, tlsCfg *tls.
 	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true, TLSClientConfig: tlsCfg}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	return sendScheduled(url, rate, d, conns, func(int) *http.Client { return client }, 1)
+}
+
+// sendScheduled sends rate requests/s to url for d from workers senders,
+// worker w through clientOf(w). Each request has a scheduled send time and
+// its latency is measured from it, so queueing behind a slow request
+// counts (no coordinated omission). An answer other than 200 over HTTP
+// major version proto is an error.
+func sendScheduled(url string, rate int, d time.Duration, workers int, clientOf func(w int) *http.Client, proto int) (lat []time.Duration, errs int, wall time.Duration) {
 	n := int(d.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
 	sched := make(chan time.Time, n)
+	idx := make(chan int, n)
 	lat = make([]time.Duration, n)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	idx := make(chan int, n)
 	start := time.Now()
-	for w := 0; w < conns; w++ {
+	for w := range workers {
+		c := clientOf(w)
 		wg.Add(1)
-		go func() { // one connection's worth of requests; ends when sched closes
+		go func() { // one sender's share of the requests; ends when sched closes
 			defer wg.Done()
 			for at := range sched {
 				i := <-idx
 				if wait := time.Until(at); wait > 0 {
 					time.Sleep(wait)
 				}
-				resp, err := client.Get(url)
+				resp, err := c.Get(url)
 				if err == nil {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = fmt.Errorf("status %d", resp.StatusCode)
+					if resp.StatusCode != 200 || resp.ProtoMajor != proto {
+						err = fmt.Errorf("%s %d", resp.Proto, resp.StatusCode)
 					}
 				}
 				lat[i] = time.Since(at)
@@ -790,7 +806,7 @@ func constantRate(url string, rate int, d time.Duration, conns int, tlsCfg *tls.
 			}
 		}()
 	}
-	for i := 0; i < n; i++ {
+	for i := range n {
 		idx <- i
 		sched <- start.Add(time.Duration(i) * interval)
 	}
