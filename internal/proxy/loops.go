@@ -1,6 +1,6 @@
 package proxy
 
-// weft proxy --experimental-evloop: HTTP/1.1 listeners, plaintext or
+// weft proxy's event loops (the default on Linux): HTTP/1.1 listeners, plaintext or
 // TLS, served by event loops (internal/proxy/evloop). A listener goes to
 // the loops when the loops can serve it as the goroutine path would; per
 // request, a route that needs more than the loops do hands the

@@ -39,7 +39,7 @@ func (h *harness) listener(name string) *listener.Listener {
 	return l
 }
 
-// TestEvloopServesPlaintextListeners: with --experimental-evloop, a
+// TestEvloopServesPlaintextListeners: on the event loops, a
 // plaintext HTTP/1.1 listener is served by the event loops, which forward
 // as the goroutine path does (weft's headers, stats); a request whose
 // route rewrites the path is handed to the goroutine path with its

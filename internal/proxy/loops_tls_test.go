@@ -34,7 +34,7 @@ func getOn(t *testing.T, c *http.Client, url string) (int, echo) {
 	return resp.StatusCode, e
 }
 
-// TestEvloopServesMutualTLS: with --experimental-evloop, an App Mesh
+// TestEvloopServesMutualTLS: on the event loops, an App Mesh
 // STRICT listener with mutual TLS (client certificate required, SPIFFE
 // SAN matched) is served by the loops: the handshake is weft's (a client
 // with another SAN is refused and counted in ssl.fail_verify_san, as on

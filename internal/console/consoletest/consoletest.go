@@ -98,7 +98,9 @@ func (s *Stream) Next(t testing.TB, wait time.Duration) Event {
 	t.Helper()
 	if s.events == nil {
 		s.events = make(chan Event, 64)
-		go s.readEvents() // ends when the body ends or is closed (Open's Cleanup)
+		stop := make(chan struct{})
+		t.Cleanup(func() { close(stop) })
+		go s.readEvents(stop) // ends when the body ends or is closed (Open's Cleanup), or at stop
 	}
 	select {
 	case ev, ok := <-s.events:
@@ -112,8 +114,9 @@ func (s *Stream) Next(t testing.TB, wait time.Duration) Event {
 	return Event{}
 }
 
-// readEvents parses R into events until it ends, then closes s.events.
-func (s *Stream) readEvents() {
+// readEvents parses R into events until it ends or stop is closed, then
+// closes s.events.
+func (s *Stream) readEvents(stop <-chan struct{}) {
 	defer close(s.events)
 	sc := bufio.NewScanner(s.R)
 	sc.Buffer(nil, 16<<20)
@@ -123,7 +126,11 @@ func (s *Stream) readEvents() {
 		if v, ok := strings.CutPrefix(l, "event: "); ok {
 			typ = v
 		} else if v, ok := strings.CutPrefix(l, "data: "); ok {
-			s.events <- Event{typ, v}
+			select {
+			case s.events <- Event{typ, v}:
+			case <-stop: // the test is over and reads no more
+				return
+			}
 		}
 	}
 }

@@ -46,8 +46,9 @@ type Sinks struct {
 	st *sinkStats
 	b  Buffering
 
-	mu sync.Mutex
-	m  map[string]*sink // protected by mu
+	mu     sync.Mutex
+	m      map[string]*sink // protected by mu
+	closed bool             // Close was called; protected by mu
 }
 
 // NewSinks returns an empty set of sinks buffering as b says, counting in
@@ -71,6 +72,11 @@ func (s *Sinks) open(path string) (*sink, error) {
 	if k, ok := s.m[path]; ok {
 		return k, nil
 	}
+	if s.closed {
+		// A configuration applied while the proxy stops: no writer
+		// would be stopped after this one.
+		return nil, fmt.Errorf("open access log %s: the proxy is stopping", path)
+	}
 	var k *sink
 	switch path {
 	case "/dev/stdout":
@@ -93,6 +99,7 @@ func (s *Sinks) open(path string) (*sink, error) {
 func (s *Sinks) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	for _, k := range s.m {
 		k.stopTaking()
 	}

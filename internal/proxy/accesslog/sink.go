@@ -107,9 +107,10 @@ func (s *sink) write(b []byte) {
 	}
 	s.buf = append(s.buf, b...)
 	n := len(s.buf)
-	s.mu.Unlock()
+	// Counted before the writer can take the line (and subtract it).
 	s.st.buffered.Inc()
 	s.st.total.Add(int64(len(b)))
+	s.mu.Unlock()
 	if n >= s.b.FlushSize {
 		select {
 		case s.wake <- struct{}{}:

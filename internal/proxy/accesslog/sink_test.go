@@ -77,6 +77,11 @@ func TestSinksCloseWritesEverything(t *testing.T) {
 	if v, _ := st.Value("filesystem.write_total_buffered"); v != 0 {
 		t.Fatalf("write_total_buffered = %d after Close", v)
 	}
+	// A log configured while the proxy stops gets no writer that
+	// nothing would stop.
+	if _, err := s.open(filepath.Join(t.TempDir(), "late.log")); err == nil {
+		t.Fatal("a sink opened after Close")
+	}
 }
 
 // TestSinkStalledDropsAndCounts: a sink that is a pipe nobody reads takes

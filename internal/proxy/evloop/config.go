@@ -6,7 +6,7 @@
 // connection, the records after them on the loop (tls_linux.go). With a
 // static configuration (Routes, Clusters) it is the prototype
 // bench/evloopproxy runs; with a Router it serves weft proxy's listeners
-// under --experimental-evloop, handing what it does not implement (h2c,
+// by default on Linux, handing what it does not implement (h2c,
 // upgrades, routes that need more) to the goroutine path through HandOff.
 // Without HandOff those are refused (501, 505). Timeouts are kept in a
 // heap per loop (timer_linux.go), retries follow the route's policy

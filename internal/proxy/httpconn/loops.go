@@ -7,8 +7,8 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
-// What weft proxy's event loops (internal/proxy/evloop, behind
-// --experimental-evloop) need to know of a connection manager to serve
+// What weft proxy's event loops (internal/proxy/evloop, its default on
+// Linux) need to know of a connection manager to serve
 // its requests as this package would. Connections the loops hand back
 // are served by ServeConn like any other.
 

@@ -19,7 +19,7 @@ import (
 
 // Loops, set in a Config given to Listen, serves the listener on event
 // loops (package evloop) instead of a goroutine per connection: weft
-// proxy's --experimental-evloop, for HTTP/1.1 listeners, plaintext or TLS
+// proxy's event loops (its default on Linux), for HTTP/1.1 listeners, plaintext or TLS
 // (the chain's own handshake, on a goroutine per connection). What the
 // loops do not serve themselves (h2c, upgrades, requests whose route
 // needs more than they do) they hand back, connection and bytes read, to

@@ -102,8 +102,9 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	// A gateway (randomWriteHostsOnly writes one): its egress route
 	// table holds the services' hosts, as a sidecar's does, but its own
 	// gateway route table copies the targets' route timeouts and, for a
-	// route that keeps the request's host, the targets' routes, so a
-	// route write must reach it whole.
+	// route that keeps the request's host, the targets' routes: a
+	// route write that changes a timeout must reach it whole; one that
+	// keeps every timeout may take the route-only path (hostsonly.go).
 	ids = append(ids, translate.Identity{MeshOwner: owner, Mesh: "m", Kind: appmesh.KindVirtualGateway, Name: "g0"})
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var seen [numTypes]int // most resources of each type one proxy had
