@@ -132,13 +132,21 @@ func TestConsoleLargeMesh(t *testing.T) {
 	// For comparison, in the same page: the mesh read through the API as
 	// before snapshots (the lists, then one Describe per resource), which
 	// the topology still does on a server without them.
-	viaAPI := value(t, e, "read the mesh through the API", chromedp.Evaluate[float64](`(async () => {
+	// A comparison, not behaviour: Chromium sometimes fails one of the
+	// 1,251 concurrent fetches ("Failed to fetch", seen at b0f1bec too),
+	// and the figure is then not measured rather than the test failed.
+	viaAPI := value(t, e, "read the mesh through the API", chromedp.Evaluate[map[string]any](`(async () => {
 		const t = await import('/console/js/topology.js');
 		const t0 = performance.now();
-		const d = await t.load('big');
+		let d;
+		try { d = await t.load('big'); } catch (err) { return {error: String(err)}; }
 		if (d.routeD.length !== 1000 || d.nodeD.length !== 200) throw new Error('read ' + d.routeD.length + ' routes');
-		return performance.now() - t0; })()`, chromedp.EvalAwaitPromise))
-	t.Logf("the same mesh read through the API in the same page (1,251 requests): %.0f ms", viaAPI)
+		return {ms: performance.now() - t0}; })()`, chromedp.EvalAwaitPromise))
+	if msg, failed := viaAPI["error"]; failed {
+		t.Logf("the same mesh read through the API in the same page (1,251 requests): not measured, the browser said %v", msg)
+	} else {
+		t.Logf("the same mesh read through the API in the same page (1,251 requests): %.0f ms", viaAPI["ms"])
+	}
 	e.run(t, "wait for the event stream", poll(`document.getElementById('live').textContent.startsWith('live')`),
 		poll(`(window.__frames = [], (function tick(ts) { window.__frames.push(ts); if (window.__frames.length < 100000) requestAnimationFrame(tick); })(performance.now()), true)`),
 		// Long tasks (over 50 ms on the page's main thread) are what hold a
