@@ -14,7 +14,6 @@ import (
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/evloop"
@@ -23,36 +22,53 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
-// loopsFor returns how the loops serve cfg, or nil and why they cannot:
-// one filter chain, plaintext or TLS, matching every connection, no
-// listener filter, and an HTTP connection manager with codec AUTO or
-// HTTP1 whose settings the loops implement (httpconn.HCM.LoopReady). A
-// TLS chain's handshake is the goroutine path's (tlsctx.Server), run on a
-// goroutine per connection; its records are sealed and opened on the
-// loops.
+// loopsFor returns how the loops serve cfg, or nil and why they cannot.
+// They serve each filter chain that is plaintext or TLS and an HTTP
+// connection manager with codec AUTO or HTTP1 whose settings they
+// implement (httpconn.HCM.LoopReady), and are not logged over TLS; a
+// listener with at least one such chain is theirs. Per new connection
+// they choose its chain as the goroutine path does (listener.Select, the
+// destination before NAT under original_dst) and hand it off at accept
+// when the chain is not one of theirs (a TCP proxy, the egress's
+// allow-all default chain) or the TLS inspector applies to it (App Mesh's
+// egress peeks at port 443 only). A TLS chain's handshake is the
+// goroutine path's (tlsctx.Server), run on a goroutine per connection;
+// its records are sealed and opened on the loops.
 func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops, string) {
 	if runtime.GOOS != "linux" {
 		return nil, "event loops need Linux"
 	}
-	if cfg.InspectTLS {
-		return nil, "tls_inspector"
+	if cfg.InspectTLS && cfg.TLSDisabled == nil {
+		return nil, "tls_inspector" // it peeks at every connection
 	}
-	var ch *listener.Chain
-	switch {
-	case len(cfg.Chains) == 1 && cfg.Default == nil:
-		ch = &cfg.Chains[0]
-	case len(cfg.Chains) == 0 && cfg.Default != nil:
-		ch = cfg.Default
-	default:
-		return nil, "more than one filter chain"
+	lo := &listener.Loops{Observer: loopObserver{clusters}, Chains: make([]*listener.LoopChain, len(cfg.Chains))}
+	why, served := "no filter chain", false
+	for i := range cfg.Chains {
+		lc, w := loopChain(&cfg.Chains[i], clusters)
+		if lc == nil {
+			why = w
+		}
+		lo.Chains[i], served = lc, served || lc != nil
 	}
+	if cfg.Default != nil {
+		lc, w := loopChain(cfg.Default, clusters)
+		if lc == nil {
+			why = w
+		}
+		lo.Default, served = lc, served || lc != nil
+	}
+	if !served {
+		return nil, why
+	}
+	return lo, ""
+}
+
+// loopChain returns how the loops serve one filter chain, or nil and why
+// they cannot.
+func loopChain(ch *listener.Chain, clusters *cluster.Manager) (*listener.LoopChain, string) {
 	if ch.TLS == nil && ch.Source.GetTransportSocket() != nil {
 		return nil, "a transport socket other than TLS"
 	}
-	// A chain with a match (App Mesh's ingress: the app's port, as the
-	// original_dst listener filter recovers it) is the loops' for the
-	// connections it matches; they hand the others off at accept.
-	selects := proto.Size(ch.Source.GetFilterChainMatch()) > 0
 	h, ok := ch.Handler.(*httpconn.HCM)
 	if !ok {
 		return nil, "not an HTTP connection manager"
@@ -75,16 +91,10 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 			// and the like would read as plaintext).
 			return nil, "access logs over TLS"
 		}
-		if cfg.OriginalDst {
-			// The loops' log records carry the socket's local address,
-			// not the destination before the interception's NAT
-			// (%DOWNSTREAM_LOCAL_ADDRESS%).
-			return nil, "access logs with original_dst"
-		}
 		rtr = loggedRouter{rtr.(*loopRouter)}
 	}
-	return &listener.Loops{Router: rtr, Observer: loopObserver{clusters}, StatPrefix: h.StatPrefix,
-		HeadersTimeout: headers, IdleTimeout: idle, TLS: ch.TLS, Select: selects}, ""
+	return &listener.LoopChain{Router: rtr, StatPrefix: h.StatPrefix, HeadersTimeout: headers, IdleTimeout: idle,
+		TLS: ch.TLS, Logged: h.Logged()}, ""
 }
 
 // loopRouter routes a listener's requests on the loops as its connection

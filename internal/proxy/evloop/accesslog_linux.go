@@ -39,8 +39,10 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 			g.rec.Local = addrOf(sa)
 		}
 		g.rec.RemoteText, g.rec.LocalText = g.rec.Remote.String(), g.rec.Local.String()
-		g.rec.ConnectionID = l.srv.cfg.ConnIDs.Add(1)
 		d.lg = g
+	}
+	if g.rec.ConnectionID == 0 {
+		g.rec.ConnectionID = l.srv.cfg.ConnIDs.Add(1)
 	}
 	g.to, g.active, g.start, g.respAt = to, true, l.now, -1
 	g.head = append(g.head[:0], head...)
@@ -58,6 +60,23 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	if t.Cluster != "" {
 		r.Attempts = 1
 	}
+}
+
+// logAddrs keeps the addresses Config.Classify read of a new connection,
+// when its Router logs: its records carry them (the destination before
+// NAT, under original_dst, as the goroutine path logs it) and the socket
+// is not asked again.
+func (l *loop) logAddrs(d *down, acc *Accept) {
+	if !acc.Local.IsValid() {
+		return
+	}
+	if _, ok := d.gen.router.(AccessLogger); !ok {
+		return
+	}
+	d.lg = &logState{}
+	r := &d.lg.rec
+	r.Local, r.Remote = acc.Local, acc.Remote
+	r.LocalText, r.RemoteText = r.Local.String(), r.Remote.String()
 }
 
 func addrOf(sa unix.Sockaddr) netip.AddrPort {

@@ -75,12 +75,13 @@ type Config struct {
 	// Target started, and counts its response codes in place of the
 	// loops (cluster.<name>.upstream_rq_<code> and classes, completed).
 	Observer Observer
-	// HandOffConn, when set, is asked about every new connection as soon
-	// as it is accepted, with its descriptor; true hands it to HandOff
-	// at once (a listener whose configuration the loops no longer serve,
-	// or a connection whose filter chain is not the one they serve). It
-	// is called on a loop and must not block.
-	HandOffConn func(fd int) bool
+	// Classify, when set, is asked about every new connection as soon as
+	// it is accepted, with its descriptor: it hands it to HandOff at once
+	// (a listener whose configuration the loops no longer serve, or a
+	// connection whose filter chain is not one they serve), or names the
+	// Chain that serves it (chain.go). It is called on a loop and must
+	// not block.
+	Classify func(fd int) Accept
 	// Clusters by name: their endpoints, ip:port.
 	Clusters map[string][]string
 	// MaxConns bounds the downstream connections of the whole listener

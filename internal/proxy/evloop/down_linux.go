@@ -37,21 +37,36 @@ func (l *loop) accept(ctx context.Context) {
 			unix.Close(fd)
 			continue
 		}
-		if h := l.srv.cfg.HandOffConn; h != nil && l.srv.cfg.HandOff != nil && h(fd) {
-			if ls != nil {
-				ls.CxTotal.Inc() // the goroutine path counts it active
+		g := l.srv.gen.Load()
+		var acc Accept
+		if c := l.srv.cfg.Classify; c != nil && l.srv.cfg.HandOff != nil {
+			if acc = c(fd); acc.HandOff {
+				if ls != nil {
+					ls.CxTotal.Inc() // the goroutine path counts it active
+				}
+				l.srv.cfg.HandOff(fd, nil)
+				continue
 			}
-			l.srv.cfg.HandOff(fd, nil)
-			continue
+			if acc.Chain != nil {
+				g = acc.Chain.g
+			}
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		if g := l.srv.gen.Load(); g.tls != nil {
+		if g.tls != nil {
 			l.startHandshake(ctx, fd, g)
 			continue
 		}
 		// The head of the first request is timed from the accept: a
 		// connection that sends nothing is closed after the timeout.
-		d := &down{fd: fd, last: l.now, idx: len(l.downs), headStart: l.now + 1, gen: l.srv.gen.Load()}
+		d := &down{fd: fd, last: l.now, idx: len(l.downs), headStart: l.now + 1, gen: g}
+		l.logAddrs(d, &acc)
+		if g.retired.Load() {
+			// Classified with a chain an update retired meanwhile: served
+			// one request, if it comes in time, as a connection drained
+			// before its first.
+			g.st.cxDrainClose.Inc()
+			d.drainNext, d.drainBy = true, l.now+int64(freshDrainGrace)
+		}
 		l.srv.conns.Add(1)
 		l.downs = append(l.downs, d)
 		l.setFd(fd, fdRef{d: d})

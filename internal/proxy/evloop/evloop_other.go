@@ -37,3 +37,12 @@ func (s *Server) TLSConns() int64 { return 0 }
 
 // Shutdown does nothing off Linux.
 func (s *Server) Shutdown() {}
+
+// generation is the loops' configuration of a connection (Linux only).
+type generation struct{}
+
+// NewChain does nothing off Linux.
+func (s *Server) NewChain(c ChainConfig) *Chain { return &Chain{} }
+
+// Retire does nothing off Linux.
+func (s *Server) Retire(chains ...*Chain) {}

@@ -178,6 +178,7 @@ type loop struct {
 	hpools  map[hostKey]*clusterPool // with a Router
 	hv      headView
 	drained uint64 // the Server's drainGen last acted on
+	retired uint64 // the Server's retireGen last acted on
 	bufs    [][]byte
 	req     request
 	resp    response
@@ -285,7 +286,11 @@ func (l *loop) run(ctx context.Context) error {
 				}
 				if g := l.srv.drainGen.Load(); g != l.drained {
 					l.drained = g
-					l.drainConns()
+					l.drainConns(false)
+				}
+				if g := l.srv.retireGen.Load(); g != l.retired {
+					l.retired = g
+					l.drainConns(true)
 				}
 			case fd < len(l.fds):
 				r := l.fds[fd]
@@ -333,14 +338,15 @@ func (l *loop) closeAll() {
 }
 
 // drainConns closes the connections without a request in flight and
-// makes the others close after their response.
-func (l *loop) drainConns() {
+// makes the others close after their response: every one, or with
+// retired those of retired chains.
+func (l *loop) drainConns(retired bool) {
 	for i := len(l.downs) - 1; i >= 0; i-- {
 		if i >= len(l.downs) {
 			continue
 		}
 		d := l.downs[i]
-		if d.drainNext || d.closeAfter {
+		if d.drainNext || d.closeAfter || retired && !d.gen.retired.Load() {
 			continue
 		}
 		d.gen.st.cxDrainClose.Inc()

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -34,6 +35,7 @@ type Server struct {
 	stopping atomic.Bool   // Serve is ending: a woken loop returns
 	shutdown atomic.Bool   // Shutdown: loops close their listeners and return once drained
 	drainGen atomic.Uint64 // Drain calls; a woken loop drains when it changed
+	retireGen atomic.Uint64 // Retire calls; a woken loop drains the retired chains' connections when it changed
 	rmu      sync.Mutex    // guards running
 	running  []*loop       // the loops, while Serve runs
 
@@ -130,7 +132,8 @@ func Listen(cfg Config) (*Server, error) {
 		s.lns = append(s.lns, fd)
 	}
 	s.addr = ap
-	s.gen.Store(&generation{router: cfg.Router, st: s.st, tls: cfg.TLS})
+	s.gen.Store(&generation{router: cfg.Router, st: s.st, tls: cfg.TLS, headers: cfg.HeadersTimeout, idle: cfg.IdleTimeout,
+		retired: new(atomic.Bool)})
 	return s, nil
 }
 
@@ -138,12 +141,14 @@ func Listen(cfg Config) (*Server, error) {
 func (s *Server) Addr() string { return s.addr.String() }
 
 // generation is what a connection is served with: the Router, the
-// connection manager's counters and the TLS in force when it was
-// accepted.
+// connection manager's counters, timeouts and the TLS in force when it
+// was accepted (Update's), or its filter chain's (NewChain's).
 type generation struct {
-	router Router
-	st     *counters
-	tls    *TLS
+	router        Router
+	st            *counters
+	tls           *TLS
+	headers, idle time.Duration
+	retired       *atomic.Bool // Retire: its connections drain; shared by the generations of one filter chain
 }
 
 // Update makes the loops serve the connections accepted from now on with
@@ -151,7 +156,8 @@ type generation struct {
 // update). The connections open keep what they had: Drain them to end
 // them.
 func (s *Server) Update(router Router, statPrefix string, tls *TLS) {
-	s.gen.Store(&generation{router: router, st: newCounters(s.cfg.Stats, statPrefix, nil), tls: tls})
+	s.gen.Store(&generation{router: router, st: newCounters(s.cfg.Stats, statPrefix, nil), tls: tls,
+		headers: s.cfg.HeadersTimeout, idle: s.cfg.IdleTimeout, retired: new(atomic.Bool)})
 }
 
 // Drain makes every connection of the loops close once its response in

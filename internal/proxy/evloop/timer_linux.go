@@ -126,9 +126,9 @@ func (l *loop) deadline(d *down) int64 {
 	}
 	if u == nil && d.state == dsHead && !d.rs.waiting {
 		if d.headStart != 0 {
-			at = min(at, d.headStart+int64(cfg.HeadersTimeout))
+			at = min(at, d.headStart+int64(d.gen.headers))
 		}
-		at = min(at, d.last+int64(cfg.IdleTimeout))
+		at = min(at, d.last+int64(d.gen.idle))
 	}
 	if u != nil && u.connecting {
 		at = min(at, u.started+int64(cfg.ConnectTimeout))
@@ -207,7 +207,7 @@ func (l *loop) expire(d *down) {
 	switch {
 	case d.drainNext && d.requests == 0 && l.now >= d.drainBy && (d.in == nil || d.off == len(d.in)):
 		l.closeDown(d)
-	case u == nil && d.state == dsHead && !d.rs.waiting && d.headStart != 0 && l.now-d.headStart >= int64(cfg.HeadersTimeout):
+	case u == nil && d.state == dsHead && !d.rs.waiting && d.headStart != 0 && l.now-d.headStart >= int64(d.gen.headers):
 		d.gen.st.rqHeaderTimeout.Inc()
 		if d.in == nil || d.off == len(d.in) {
 			l.closeDown(d) // not a byte since it was accepted: nothing to answer
@@ -216,7 +216,7 @@ func (l *loop) expire(d *down) {
 		d.off = len(d.in)
 		d.reqStart = l.now
 		l.localReply(d, 408, "request header timeout", true)
-	case u == nil && d.state == dsHead && !d.rs.waiting && l.now-d.last >= int64(cfg.IdleTimeout):
+	case u == nil && d.state == dsHead && !d.rs.waiting && l.now-d.last >= int64(d.gen.idle):
 		d.gen.st.cxIdleTimeout.Inc()
 		l.closeDown(d)
 	case u != nil && u.connecting && l.now-u.started >= int64(cfg.ConnectTimeout):

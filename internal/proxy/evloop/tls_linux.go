@@ -170,7 +170,7 @@ func (l *loop) addTLS(h handshaken) {
 	d.gen.st.cxTotal.Inc()
 	d.gen.st.cxActive.Inc()
 	l.srv.tlsConns.Add(1)
-	if h.drained != l.srv.drainGen.Load() {
+	if h.drained != l.srv.drainGen.Load() || h.gen.retired.Load() {
 		// Drained during its handshake: like a connection drained before
 		// its first request, it is served one, if it comes in time.
 		d.gen.st.cxDrainClose.Inc()

@@ -274,6 +274,13 @@ func (l *Listener) Update(cfg *Config, drainAll bool) {
 	defer func() { runHooks(hooks) }()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.loops != nil {
+		var prev *Config // drainAll: no chain carries on
+		if !drainAll {
+			prev = l.cfg.Load()
+		}
+		l.makeLoopChains(prev, cfg)
+	}
 	prev := l.cfg.Swap(cfg)
 	if l.loops != nil {
 		l.updateLoops(prev, cfg, drainAll)

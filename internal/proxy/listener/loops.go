@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/internal/proxy/evloop"
 	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
@@ -19,17 +22,31 @@ import (
 
 // Loops, set in a Config given to Listen, serves the listener on event
 // loops (package evloop) instead of a goroutine per connection: weft
-// proxy's event loops (its default on Linux), for HTTP/1.1 listeners, plaintext or TLS
-// (the chain's own handshake, on a goroutine per connection). What the
-// loops do not serve themselves (h2c, upgrades, requests whose route
-// needs more than they do) they hand back, connection and bytes read, to
-// the configuration's chain as an accepted connection.
+// proxy's event loops (its default on Linux), for the listener's HTTP/1.1
+// filter chains, plaintext or TLS (the chain's own handshake, on a
+// goroutine per connection). The loops choose each new connection's
+// chain as handle does (the original destination recovered under the
+// original_dst listener filter, then Select) and serve it when that chain
+// is one of theirs; they hand the others off at accept (the chain is not
+// theirs, the TLS inspector applies to the connection, or no chain
+// matches: handle then closes it). What the loops do not serve themselves
+// (h2c, upgrades, requests whose route needs more than they do) they hand
+// back, connection and bytes read, to the chain as an accepted
+// connection.
 type Loops struct {
-	// Router chooses each request's upstream, or hands it off.
-	Router evloop.Router
 	// Observer hears how the upstream attempts went (host stats,
 	// outlier detection); nil: the loops count on their own.
 	Observer evloop.Observer
+	// Chains are the loops' chains, by their index in Config.Chains, and
+	// Default Config.Default's; nil for a chain the loops do not serve.
+	Chains  []*LoopChain
+	Default *LoopChain
+}
+
+// LoopChain is how the loops serve one filter chain.
+type LoopChain struct {
+	// Router chooses each request's upstream, or hands it off.
+	Router evloop.Router
 	// StatPrefix names the connection manager's stats (http.<prefix>.*).
 	StatPrefix string
 	// HeadersTimeout and IdleTimeout are the connection manager's; 0 is
@@ -38,22 +55,42 @@ type Loops struct {
 	// TLS, when set, is the chain's TLS: the loops run its handshake (on
 	// a goroutine per connection) and carry the records.
 	TLS TLS
-	// Select, when set, makes the loops choose each new connection's
-	// filter chain as the goroutine path does (its original destination
-	// recovered under the original_dst listener filter, then Select):
-	// they serve it when that is their chain, and hand it off otherwise,
-	// where it is closed for want of a chain or served by another. For a
-	// chain with a filter_chain_match; without one every connection is
-	// the chain's.
-	Select bool
+	// Logged is set when the chain's requests are logged: under
+	// original_dst the loops then read a connection's destination before
+	// NAT even when the chain matches every connection.
+	Logged bool
+
+	ev *evloop.Chain // made by the listener when it applies the configuration
 }
 
 // evloopTLS is the loops' TLS for a chain's.
-func (lo *Loops) evloopTLS() *evloop.TLS {
-	if lo.TLS == nil {
+func (lc *LoopChain) evloopTLS() *evloop.TLS {
+	if lc.TLS == nil {
 		return nil
 	}
-	return &evloop.TLS{Handshake: lo.TLS.Handshake}
+	return &evloop.TLS{Handshake: lc.TLS.Handshake}
+}
+
+// every is the loops' chain when it takes every connection without
+// looking at it (one chain without a match, or only a default one, no TLS
+// inspector), else nil.
+func (cfg *Config) every() *LoopChain {
+	lo := cfg.Loops
+	switch {
+	case cfg.InspectTLS:
+		return nil
+	case len(cfg.Chains) == 1 && cfg.Default == nil && isAny(&cfg.Chains[0].Match):
+		return lo.Chains[0]
+	case len(cfg.Chains) == 0:
+		return lo.Default
+	}
+	return nil
+}
+
+// isAny reports whether m matches every connection.
+func isAny(m *Match) bool {
+	return m.DstPort == 0 && len(m.DstPrefixes) == 0 && len(m.ServerNames) == 0 && m.Transport == "" &&
+		m.SrcType == listenerv3.FilterChainMatch_ANY && len(m.SrcPrefixes) == 0 && len(m.DirectSrc) == 0 && len(m.SrcPorts) == 0
 }
 
 // maxPendingHandOffs bounds the connections handed off by the loops that
@@ -74,75 +111,133 @@ type handed struct {
 // listenLoops binds cfg.Addr with one socket per event loop.
 func (l *Listener) listenLoops(cfg *Config, st *stats.Store) error {
 	lo := cfg.Loops
+	maxConns := cfg.MaxConnections
+	if maxConns <= 0 {
+		maxConns = 1 << 30
+	}
+	// The Server's own configuration serves nothing: classify names a
+	// chain for every connection the loops keep. Its stat prefix is a
+	// chain's, so that it adds no stats of its own.
+	prefix := ""
+	for _, lc := range append(slices.Clone(lo.Chains), lo.Default) {
+		if lc != nil {
+			prefix = lc.StatPrefix
+			break
+		}
+	}
+	srv, err := evloop.Listen(evloop.Config{Listen: cfg.Addr, Router: handOffRouter{}, StatPrefix: prefix, Stats: st,
+		Log: l.log, ConnIDs: l.ids, MaxConns: maxConns, HeadersTimeout: none, IdleTimeout: none,
+		Listener: &evloop.ListenerStats{CxTotal: l.stats.CxTotal, CxDestroy: l.stats.CxDestroy, CxOverflow: l.stats.CxOverflow,
+			CxActive: l.stats.CxActive},
+		Observer:   lo.Observer,
+		HandOffTLS: l.handOffTLS,
+		HandOff:    l.handOff,
+		Classify:   l.classify})
+	if err != nil {
+		return fmt.Errorf("listener %s: bind %s on event loops: %w", cfg.Name, cfg.Addr, err)
+	}
+	l.loops, l.handoffs = srv, make(chan handed, maxPendingHandOffs)
+	l.makeLoopChains(nil, cfg)
+	return nil
+}
+
+// makeLoopChains makes the loops' side of cfg's loop chains, before cfg
+// is in force (once per listener update, not per connection). A chain
+// that was prev's (the same FilterChain) carries on prev's: an update
+// that later changes it retires the connections of both.
+func (l *Listener) makeLoopChains(prev, cfg *Config) {
+	if cfg.Loops == nil {
+		return
+	}
 	orNone := func(d time.Duration) time.Duration {
 		if d <= 0 {
 			return none
 		}
 		return d
 	}
-	maxConns := cfg.MaxConnections
-	if maxConns <= 0 {
-		maxConns = 1 << 30
+	make1 := func(ch *Chain, lc *LoopChain) {
+		if lc == nil {
+			return
+		}
+		lc.ev = l.loops.NewChain(evloop.ChainConfig{Router: lc.Router, StatPrefix: lc.StatPrefix, TLS: lc.evloopTLS(),
+			HeadersTimeout: orNone(lc.HeadersTimeout), IdleTimeout: orNone(lc.IdleTimeout), Continues: prev.loopChainOf(ch)})
 	}
-	srv, err := evloop.Listen(evloop.Config{Listen: cfg.Addr, Router: lo.Router, StatPrefix: lo.StatPrefix, Stats: st,
-		Log: l.log, ConnIDs: l.ids, MaxConns: maxConns, HeadersTimeout: orNone(lo.HeadersTimeout), IdleTimeout: orNone(lo.IdleTimeout),
-		Listener: &evloop.ListenerStats{CxTotal: l.stats.CxTotal, CxDestroy: l.stats.CxDestroy, CxOverflow: l.stats.CxOverflow,
-			CxActive: l.stats.CxActive},
-		Observer:    lo.Observer,
-		TLS:         lo.evloopTLS(),
-		HandOffTLS:  l.handOffTLS,
-		HandOff:     l.handOff,
-		HandOffConn: l.notForLoops})
-	if err != nil {
-		return fmt.Errorf("listener %s: bind %s on event loops: %w", cfg.Name, cfg.Addr, err)
+	for i, lc := range cfg.Loops.Chains {
+		make1(&cfg.Chains[i], lc)
 	}
-	l.loops, l.handoffs = srv, make(chan handed, maxPendingHandOffs)
+	make1(cfg.Default, cfg.Loops.Default)
+}
+
+// loopChainOf is the loops' side of cfg's chain with ch's FilterChain;
+// nil when there is none.
+func (cfg *Config) loopChainOf(ch *Chain) *evloop.Chain {
+	if cfg == nil || cfg.Loops == nil || ch.Source == nil {
+		return nil
+	}
+	for i, lc := range cfg.Loops.Chains {
+		if lc != nil && cfg.Chains[i].Source != nil && proto.Equal(cfg.Chains[i].Source, ch.Source) {
+			return lc.ev
+		}
+	}
+	if lc := cfg.Loops.Default; lc != nil && cfg.Default.Source != nil && proto.Equal(cfg.Default.Source, ch.Source) {
+		return lc.ev
+	}
 	return nil
 }
 
-// notForLoops reports whether a connection the loops accepted is the
-// goroutine path's from the start: the configuration in force has no
-// loops, or the filter chain that handle would pick for it is not the
-// loops' (or there is none, or its addresses cannot be read: handle then
-// logs, counts and closes as for any connection).
-func (l *Listener) notForLoops(fd int) bool {
+// classify is the loops' Classify: it chooses a new connection's filter
+// chain as handle does (Select, on the same ConnInfo) and names the
+// loops' chain that serves it, or hands the connection off: the
+// configuration in force has no loops, the chain is not theirs, the TLS
+// inspector applies to the connection (it peeks on the goroutine path),
+// or no chain matches or the addresses cannot be read (handle then logs,
+// counts and closes it as any connection). System calls: none when one
+// chain takes every connection and nothing needs its addresses; else
+// getsockname, getpeername and, under original_dst, getsockopt
+// (SO_ORIGINAL_DST), whose results the access log reuses.
+func (l *Listener) classify(fd int) evloop.Accept {
+	handOff := evloop.Accept{HandOff: true}
 	cfg := l.cfg.Load()
 	if cfg.Loops == nil {
-		return true
+		return handOff
 	}
-	if !cfg.Loops.Select {
-		return false
+	if lc := cfg.every(); lc != nil && (!cfg.OriginalDst || !lc.Logged) {
+		return evloop.Accept{Chain: lc.ev}
 	}
 	ci, err := connInfoFD(fd, cfg.OriginalDst)
 	if err != nil {
-		return true
+		return handOff
 	}
+	if cfg.InspectTLS && (cfg.TLSDisabled == nil || !cfg.TLSDisabled(ci.Dst.Port())) {
+		return handOff
+	}
+	lc := cfg.Loops.Default
 	if i := Select(cfg.matches, ci); i >= 0 {
-		return &cfg.Chains[i] != cfg.loopChain()
+		lc = cfg.Loops.Chains[i]
 	}
-	return cfg.Default == nil || cfg.Default != cfg.loopChain()
+	if lc == nil {
+		return handOff
+	}
+	return evloop.Accept{Chain: lc.ev, Local: ci.Dst, Remote: ci.Src}
 }
 
-// loopChain is the one chain of a configuration the loops serve.
-func (cfg *Config) loopChain() *Chain {
-	if len(cfg.Chains) == 1 {
-		return &cfg.Chains[0]
-	}
-	return cfg.Default
-}
-
-// updateLoops makes the loops serve new connections with cfg, and drains
-// theirs when the update changed their chain; without cfg.Loops every
-// request, and every new connection, goes to the goroutine path.
+// updateLoops makes the loops serve new connections with cfg (without
+// cfg.Loops every new connection goes to the goroutine path), and drains
+// their connections whose chain the update changed or removed.
 func (l *Listener) updateLoops(prev, cfg *Config, drainAll bool) {
-	if cfg.Loops != nil {
-		l.loops.Update(cfg.Loops.Router, cfg.Loops.StatPrefix, cfg.Loops.evloopTLS())
-	} else if prev.Loops != nil {
-		l.loops.Update(handOffRouter{}, prev.Loops.StatPrefix, prev.Loops.evloopTLS())
+	if prev.Loops == nil {
+		return
 	}
-	if drainAll || !cfg.has(prev.loopChain()) {
-		l.loops.Drain()
+	var retired []*evloop.Chain
+	for i, lc := range prev.Loops.Chains {
+		if lc != nil && (drainAll || !cfg.has(&prev.Chains[i])) {
+			retired = append(retired, lc.ev)
+		}
 	}
+	if lc := prev.Loops.Default; lc != nil && (drainAll || !cfg.has(prev.Default)) {
+		retired = append(retired, lc.ev)
+	}
+	l.loops.Retire(retired...)
 }
 
 // handOffRouter hands every request to the goroutine path.
