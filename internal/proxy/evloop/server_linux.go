@@ -32,12 +32,12 @@ type Server struct {
 	conns atomic.Int64 // open downstream connections, every loop's
 	gen   atomic.Pointer[generation]
 
-	stopping atomic.Bool   // Serve is ending: a woken loop returns
-	shutdown atomic.Bool   // Shutdown: loops close their listeners and return once drained
-	drainGen atomic.Uint64 // Drain calls; a woken loop drains when it changed
+	stopping  atomic.Bool   // Serve is ending: a woken loop returns
+	shutdown  atomic.Bool   // Shutdown: loops close their listeners and return once drained
+	drainGen  atomic.Uint64 // Drain calls; a woken loop drains when it changed
 	retireGen atomic.Uint64 // Retire calls; a woken loop drains the retired chains' connections when it changed
-	rmu      sync.Mutex    // guards running
-	running  []*loop       // the loops, while Serve runs
+	rmu       sync.Mutex    // guards running
+	running   []*loop       // the loops, while Serve runs
 
 	cmu sync.Mutex                  // guards cst
 	cst map[string]*clusterCounters // a Router's clusters' counters, by name
