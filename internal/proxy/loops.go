@@ -153,10 +153,11 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 	return t
 }
 
-// loopRetries are the retry conditions the loops implement: all but
-// gRPC's, which need the response's grpc-status.
+// loopRetries are the retry conditions the loops implement: all, gRPC's
+// on the response head's grpc-status as the goroutine path reads it.
 const loopRetries = route.On5xx | route.OnGatewayError | route.OnReset | route.OnConnectFailure | route.OnRefusedStream |
-	route.OnRetriableStatusCodes | route.OnRetriable4xx
+	route.OnRetriableStatusCodes | route.OnRetriable4xx | route.OnGRPCCancelled | route.OnGRPCDeadlineExceeded |
+	route.OnGRPCInternal | route.OnGRPCResourceExhausted | route.OnGRPCUnavailable
 
 // loopRetry reports whether the loops implement a route's retry policy.
 func loopRetry(rp *route.RetryPolicy) bool {

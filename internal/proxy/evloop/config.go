@@ -171,8 +171,8 @@ type Target struct {
 	Timeout time.Duration
 	// Retry is the route's retry policy (nil: none), applied as weft's
 	// goroutine path applies it: its conditions, retries, back-off and
-	// per-try timeout. The loops implement every condition but gRPC's
-	// (those need the grpc-status header). A pooled connection found
+	// per-try timeout. The loops implement every condition (gRPC's on
+	// the response head's grpc-status header). A pooled connection found
 	// closed is replaced once besides, as Go's HTTP client does.
 	Retry *proxyroute.RetryPolicy
 	// Upstream, when set, is the cluster's side of the retries: budget,

@@ -1,6 +1,8 @@
 package evloop
 
 import (
+	"strconv"
+
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
@@ -16,8 +18,15 @@ import (
 // failure before any response byte is retried at once, twice.
 var staticRetry = &proxyroute.RetryPolicy{On: proxyroute.OnReset | proxyroute.OnConnectFailure, NumRetries: maxRetries}
 
-// statusRetries are the conditions retried on a response's status.
-const statusRetries = proxyroute.On5xx | proxyroute.OnGatewayError | proxyroute.OnRetriable4xx | proxyroute.OnRetriableStatusCodes
+// statusRetries are the conditions retried on a response's status (or
+// its grpc-status header).
+const statusRetries = proxyroute.On5xx | proxyroute.OnGatewayError | proxyroute.OnRetriable4xx | proxyroute.OnRetriableStatusCodes |
+	grpcRetries
+
+// grpcRetries are the conditions retried on a response's grpc-status
+// header (App Mesh's default HTTP retry policy has "unavailable").
+const grpcRetries = proxyroute.OnGRPCCancelled | proxyroute.OnGRPCDeadlineExceeded | proxyroute.OnGRPCInternal |
+	proxyroute.OnGRPCResourceExhausted | proxyroute.OnGRPCUnavailable
 
 // retryState is the retry side of a client's request in flight.
 type retryState struct {
@@ -193,19 +202,45 @@ func (l *loop) perTryTimeout(u *up) {
 	l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
 }
 
-// responseRetry is told of a final response status on u: true when the
-// response is dropped for a retry. Otherwise it counts a retried
-// request's success.
-func (l *loop) responseRetry(d *down, u *up, status int) bool {
+// responseRetry is told of a final response on u (its status, and its
+// head as parsed in rs): true when the response is dropped for a retry.
+// Otherwise it counts a retried request's success.
+func (l *loop) responseRetry(d *down, u *up, head []byte, rs *response) bool {
 	p := d.rs.policy
 	if p == nil {
 		return false
 	}
-	if !p.RetriableStatus(status, -1) {
+	status := rs.status
+	gs := -1
+	if p.On&grpcRetries != 0 {
+		gs = grpcStatus(head, rs)
+	}
+	if !p.RetriableStatus(status, gs) {
 		if d.retries > 0 && d.rs.upstream != nil {
 			d.rs.upstream.RetryEnd(false)
 		}
 		return false
 	}
 	return l.retry(d, u, true, status, false)
+}
+
+// grpcStatus is the response's grpc-status as the goroutine path reads
+// it (its first header's value; 0 when not a number), -1 without one.
+func grpcStatus(head []byte, rs *response) int {
+	for i := range rs.lines {
+		h := &rs.lines[i]
+		if !equalFold(h.name.of(head), "grpc-status") {
+			continue
+		}
+		v := h.value.of(head)
+		if len(v) == 0 {
+			return -1
+		}
+		n, err := strconv.Atoi(string(v))
+		if err != nil {
+			return 0
+		}
+		return n
+	}
+	return -1
 }

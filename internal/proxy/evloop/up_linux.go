@@ -308,7 +308,7 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		l.badGateway(u)
 		return false
 	}
-	if rs.status >= 200 && l.responseRetry(d, u, rs.status) {
+	if rs.status >= 200 && l.responseRetry(d, u, b, rs) {
 		return false
 	}
 	if u.out != nil && rs.status >= 200 {
