@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -408,5 +409,53 @@ func TestEvloopRequestIDMatcher(t *testing.T) {
 	}
 	if _, e, body := get(t, newClient(t), h.addr("egress"), "x", "/"); e.Backend != "a" {
 		t.Fatalf("without an ID: went to %q, want a (the generated ID matches) %s", e.Backend, body)
+	}
+}
+
+// TestEvloopRetriesGRPCStatus: a route retrying on "unavailable" (App
+// Mesh's default HTTP retry policy has it) is the loops' (nothing handed
+// off); a response whose head says grpc-status 14 is retried on the
+// other host, one saying 13 is not, as on the goroutine path
+// (WEFT_PROXY_TEST_EVLOOP=0).
+func TestEvloopRetriesGRPCStatus(t *testing.T) {
+	h := newHarness(t)
+	grpcBackend := func(name string, status *atomic.Value) string {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Grpc-Status", status.Load().(string))
+			_, _ = io.WriteString(w, name)
+		}))
+		t.Cleanup(s.Close)
+		return strings.TrimPrefix(s.URL, "http://")
+	}
+	var failing, fine atomic.Value
+	failing.Store("14")
+	fine.Store("0")
+	a, b := grpcBackend("a", &failing), grpcBackend("b", &fine)
+	h.push(httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("c", "connect-failure,reset,unavailable", 2))),
+		edsCluster("c"), cla("c", a, b))
+	c := newClient(t)
+	for i := range 6 {
+		resp, _, body := get(t, c, h.addr("egress"), "x", "/")
+		if resp.StatusCode != 200 || body != "b" {
+			t.Fatalf("request %d: %d %q, want b's answer (a's grpc-status 14 retried)", i, resp.StatusCode, body)
+		}
+	}
+	if n := h.stat("cluster.c.upstream_rq_retry"); n < 1 {
+		t.Errorf("upstream_rq_retry = %d, want a's answers retried", n)
+	}
+	failing.Store("13")
+	before := h.stat("cluster.c.upstream_rq_retry")
+	sawA := false
+	for range 6 {
+		_, _, body := get(t, c, h.addr("egress"), "x", "/")
+		sawA = sawA || body == "a"
+	}
+	if !sawA || h.stat("cluster.c.upstream_rq_retry") != before {
+		t.Errorf("grpc-status 13 under 'unavailable': a answered %v, retries %d -> %d; want a's answers, no retry",
+			sawA, before, h.stat("cluster.c.upstream_rq_retry"))
+	}
+	if l := h.listener("egress"); l.OnLoops() && l.HandedOff() != 0 {
+		t.Errorf("%d connections handed off: the loops do not serve the gRPC retry conditions", l.HandedOff())
 	}
 }
