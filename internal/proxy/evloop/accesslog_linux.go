@@ -2,9 +2,8 @@ package evloop
 
 import (
 	"net/netip"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 )
@@ -32,10 +31,12 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	g := d.lg
 	if g == nil {
 		g = &logState{}
-		if sa, err := unix.Getpeername(d.fd); err == nil {
+		// Package syscall's: x/sys/unix's ask the socket's protocol
+		// besides (a system call more each).
+		if sa, err := syscall.Getpeername(d.fd); err == nil {
 			g.rec.Remote = addrOf(sa)
 		}
-		if sa, err := unix.Getsockname(d.fd); err == nil {
+		if sa, err := syscall.Getsockname(d.fd); err == nil {
 			g.rec.Local = addrOf(sa)
 		}
 		g.rec.RemoteText, g.rec.LocalText = g.rec.Remote.String(), g.rec.Local.String()
@@ -79,11 +80,11 @@ func (l *loop) logAddrs(d *down, acc *Accept) {
 	r.LocalText, r.RemoteText = r.Local.String(), r.Remote.String()
 }
 
-func addrOf(sa unix.Sockaddr) netip.AddrPort {
+func addrOf(sa syscall.Sockaddr) netip.AddrPort {
 	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
 	}
 	return netip.AddrPort{}
