@@ -126,7 +126,8 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 			if cfg.Loops, why = loopsFor(cfg, p.clusters); cfg.Loops == nil {
 				p.log.Info("listener stays off the event loops", "listener", cfg.Name, "why", why)
 			} else {
-				p.log.Info("listener on the event loops", "listener", cfg.Name)
+				on, all := cfg.Loops.Served(cfg)
+				p.log.Info("listener on the event loops", "listener", cfg.Name, "chains", on, "of", all)
 			}
 		}
 		pl := &plan{cfg: cfg, rds: rds, drainAll: old != nil && !chainsOnly(p.lpb[l.GetName()], l)}

@@ -63,6 +63,21 @@ type LoopChain struct {
 	ev *evloop.Chain // made by the listener when it applies the configuration
 }
 
+// Served counts the chains of cfg the loops serve, and all its chains
+// (the default one included).
+func (lo *Loops) Served(cfg *Config) (on, all int) {
+	for _, lc := range append(slices.Clone(lo.Chains), lo.Default) {
+		if lc != nil {
+			on++
+		}
+	}
+	all = len(cfg.Chains)
+	if cfg.Default != nil {
+		all++
+	}
+	return on, all
+}
+
 // evloopTLS is the loops' TLS for a chain's.
 func (lc *LoopChain) evloopTLS() *evloop.TLS {
 	if lc.TLS == nil {
