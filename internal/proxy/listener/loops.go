@@ -94,9 +94,9 @@ func (cfg *Config) every() *LoopChain {
 	switch {
 	case cfg.InspectTLS:
 		return nil
-	case len(cfg.Chains) == 1 && cfg.Default == nil && isAny(&cfg.Chains[0].Match):
+	case len(cfg.Chains) == 1 && len(lo.Chains) == 1 && cfg.Default == nil && isAny(&cfg.Chains[0].Match):
 		return lo.Chains[0]
-	case len(cfg.Chains) == 0:
+	case len(cfg.Chains) == 0 && cfg.Default != nil:
 		return lo.Default
 	}
 	return nil
@@ -194,7 +194,7 @@ func (cfg *Config) loopChainOf(ch *Chain) *evloop.Chain {
 			return lc.ev
 		}
 	}
-	if lc := cfg.Loops.Default; lc != nil && cfg.Default.Source != nil && proto.Equal(cfg.Default.Source, ch.Source) {
+	if lc := cfg.Loops.Default; lc != nil && cfg.Default != nil && cfg.Default.Source != nil && proto.Equal(cfg.Default.Source, ch.Source) {
 		return lc.ev
 	}
 	return nil
@@ -227,8 +227,14 @@ func (l *Listener) classify(fd int) evloop.Accept {
 		return handOff
 	}
 	lc := cfg.Loops.Default
+	if cfg.Default == nil {
+		lc = nil
+	}
 	if i := Select(cfg.matches, ci); i >= 0 {
-		lc = cfg.Loops.Chains[i]
+		lc = nil
+		if i < len(cfg.Loops.Chains) {
+			lc = cfg.Loops.Chains[i]
+		}
 	}
 	if lc == nil {
 		return handOff
