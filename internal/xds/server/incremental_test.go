@@ -61,6 +61,11 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		// services provided by routers more often than not: a gateway's
 		// tables must follow the route writes as a translation does.
 		{"translate/gateway", translate.TranslateWith, randomWriteGateway, true, true},
+		// A sidecar's egress table and a proxyless client's whose
+		// contents are the same (a service whose routes all have weight
+		// 0: a host without routes, in either flavour) are rebuilt
+		// differently when a weight comes back, then random writes.
+		{"translate/flavours", translate.TranslateWith, scriptThen(flavourScript, randomWriteHostsOnly), true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkIncremental(t, tc.tr, tc.gen, 300, tc.endpointUpdates, tc.routeUpdates)
@@ -275,10 +280,51 @@ func randomWriteHostsOnly(rnd *rand.Rand, t *testing.T, st store.Store) {
 	if rnd.IntN(2) == 0 {
 		extra += fmt.Sprintf(`,"retryPolicy":{"httpRetryEvents":["server-error"],"maxRetries":%d,"perRetryTimeout":{"unit":"ms","value":%d}}`, rnd.IntN(4), 100*(1+rnd.IntN(9)))
 	}
+	// A method match: a proxyless gRPC client leaves out a route whose
+	// method is not POST, and its targets' clusters with it, so a write
+	// that changes it must reach proxyless clients whole.
+	method := []string{"", `,"method":"GET"`, `,"method":"POST"`}[rnd.IntN(3)]
 	putRaw(t, st, ref("m", appmesh.KindRoute, router, route), fmt.Sprintf(
-		`{"meshName":"m","virtualRouterName":%q,"routeName":%q,"spec":{"priority":%d,"httpRoute":{"match":{"prefix":"/%s%d"},
+		`{"meshName":"m","virtualRouterName":%q,"routeName":%q,"spec":{"priority":%d,"httpRoute":{"match":{"prefix":"/%s%d"%s},
 		"action":{"weightedTargets":[{"virtualNode":%q,"weight":%d},{"virtualNode":%q,"weight":%d}]}%s}}}`,
-		router, route, rnd.IntN(3), route, rnd.IntN(3), a, rnd.IntN(5), b, rnd.IntN(5), extra))
+		router, route, rnd.IntN(3), route, rnd.IntN(3), method, a, rnd.IntN(5), b, rnd.IntN(5), extra))
+}
+
+// scriptThen makes the writes of script, in order, then those of gen.
+func scriptThen(script []func(*testing.T, store.Store), gen func(*rand.Rand, *testing.T, store.Store)) func(*rand.Rand, *testing.T, store.Store) {
+	i := 0
+	return func(rnd *rand.Rand, t *testing.T, st store.Store) {
+		if i < len(script) {
+			i++
+			script[i-1](t, st)
+			return
+		}
+		gen(rnd, t, st)
+	}
+}
+
+// flavourScript: service s0 routed by r0 to n2 and n3, called by n0,
+// first with both weights 0 then with both 1.
+var flavourScript = []func(*testing.T, store.Store){
+	func(t *testing.T, st store.Store) { put(t, st, ref("m", appmesh.KindVirtualNode, "", "n2").Key(), nodeData("m", "n2")) },
+	func(t *testing.T, st store.Store) { put(t, st, ref("m", appmesh.KindVirtualNode, "", "n3").Key(), nodeData("m", "n3")) },
+	func(t *testing.T, st store.Store) {
+		putRaw(t, st, ref("m", appmesh.KindVirtualRouter, "", "r0"),
+			`{"meshName":"m","virtualRouterName":"r0","spec":{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}]}}`)
+	},
+	func(t *testing.T, st store.Store) {
+		putRaw(t, st, ref("m", appmesh.KindVirtualService, "", "s0"),
+			`{"meshName":"m","virtualServiceName":"s0","spec":{"provider":{"virtualRouter":{"virtualRouterName":"r0"}}}}`)
+	},
+	func(t *testing.T, st store.Store) { flavourRoute(t, st, 0) },
+	func(t *testing.T, st store.Store) { put(t, st, ref("m", appmesh.KindVirtualNode, "", "n0").Key(), nodeData("m", "n0", "s0")) },
+	func(t *testing.T, st store.Store) { flavourRoute(t, st, 1) },
+}
+
+func flavourRoute(t *testing.T, st store.Store, weight int) {
+	putRaw(t, st, ref("m", appmesh.KindRoute, "r0", "rt0"), fmt.Sprintf(
+		`{"meshName":"m","virtualRouterName":"r0","routeName":"rt0","spec":{"httpRoute":{"match":{"prefix":"/"},
+		"action":{"weightedTargets":[{"virtualNode":"n2","weight":%d},{"virtualNode":"n3","weight":%d}]}}}}`, weight, weight))
 }
 
 // randomWriteGateway is randomWriteHostsOnly with, a quarter of the time
