@@ -306,8 +306,12 @@ func scriptThen(script []func(*testing.T, store.Store), gen func(*rand.Rand, *te
 // flavourScript: service s0 routed by r0 to n2 and n3, called by n0,
 // first with both weights 0 then with both 1.
 var flavourScript = []func(*testing.T, store.Store){
-	func(t *testing.T, st store.Store) { put(t, st, ref("m", appmesh.KindVirtualNode, "", "n2").Key(), nodeData("m", "n2")) },
-	func(t *testing.T, st store.Store) { put(t, st, ref("m", appmesh.KindVirtualNode, "", "n3").Key(), nodeData("m", "n3")) },
+	func(t *testing.T, st store.Store) {
+		put(t, st, ref("m", appmesh.KindVirtualNode, "", "n2").Key(), nodeData("m", "n2"))
+	},
+	func(t *testing.T, st store.Store) {
+		put(t, st, ref("m", appmesh.KindVirtualNode, "", "n3").Key(), nodeData("m", "n3"))
+	},
 	func(t *testing.T, st store.Store) {
 		putRaw(t, st, ref("m", appmesh.KindVirtualRouter, "", "r0"),
 			`{"meshName":"m","virtualRouterName":"r0","spec":{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}]}}`)
@@ -317,7 +321,9 @@ var flavourScript = []func(*testing.T, store.Store){
 			`{"meshName":"m","virtualServiceName":"s0","spec":{"provider":{"virtualRouter":{"virtualRouterName":"r0"}}}}`)
 	},
 	func(t *testing.T, st store.Store) { flavourRoute(t, st, 0) },
-	func(t *testing.T, st store.Store) { put(t, st, ref("m", appmesh.KindVirtualNode, "", "n0").Key(), nodeData("m", "n0", "s0")) },
+	func(t *testing.T, st store.Store) {
+		put(t, st, ref("m", appmesh.KindVirtualNode, "", "n0").Key(), nodeData("m", "n0", "s0"))
+	},
 	func(t *testing.T, st store.Store) { flavourRoute(t, st, 1) },
 }
 
