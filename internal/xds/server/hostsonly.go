@@ -161,21 +161,23 @@ type rebuiltTable struct {
 }
 
 // rebuilt holds the tables assembled again in a batch, by their previous
-// content sum and flavour: a table's content names its hosts (each
+// content sum, mesh and flavour: a table's content names its hosts (each
 // host's name and domains are its service's and port), so one previous
-// sum is one recipe of a flavour; a sidecar's table and a proxyless
-// client's may have the same content (no route in either) and be
-// rebuilt differently.
+// sum is one recipe of a mesh and flavour. Tables of two meshes, or a
+// sidecar's and a proxyless client's, may have the same content (no
+// route in any host: the cluster names that tell meshes apart are in the
+// routes) and be rebuilt differently.
 type rebuilt struct {
 	mu sync.Mutex
 	m  map[rebuiltKey]*rebuiltTable
 }
 
 // rebuiltKey names a table assembled again: its previous content sum,
-// and whether it is a proxyless client's.
+// its mesh, and whether it is a proxyless client's.
 type rebuiltKey struct {
-	was  [sha256.Size]byte
-	grpc bool
+	was         [sha256.Size]byte
+	owner, mesh string
+	grpc        bool
 }
 
 // computeRoutes is compute for a sidecar whose routes changed only in
@@ -268,7 +270,7 @@ func sameRouteFacts(r *result) bool {
 // rebuildTable assembles the table name (previously of content sum was)
 // from rec's hosts as v now makes them, once per batch.
 func (sh *shared) rebuildTable(id translate.Identity, v *translate.View, name string, was [sha256.Size]byte, rec *tableRecipe, interned map[[sha256.Size]byte]*entry) *rebuiltTable {
-	k := rebuiltKey{was: was, grpc: id.Proxyless}
+	k := rebuiltKey{was: was, owner: id.MeshOwner, mesh: id.Mesh, grpc: id.Proxyless}
 	sh.tables.mu.Lock()
 	tb := sh.tables.m[k]
 	sh.tables.mu.Unlock()

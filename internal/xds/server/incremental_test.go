@@ -61,10 +61,10 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		// services provided by routers more often than not: a gateway's
 		// tables must follow the route writes as a translation does.
 		{"translate/gateway", translate.TranslateWith, randomWriteGateway, true, true},
-		// A sidecar's egress table and a proxyless client's whose
-		// contents are the same (a service whose routes all have weight
-		// 0: a host without routes, in either flavour) are rebuilt
-		// differently when a weight comes back, then random writes.
+		// Egress tables whose contents are the same (a service whose
+		// routes all have weight 0: a host without routes) in a
+		// sidecar's and a proxyless client's, in two meshes, are rebuilt
+		// differently when a weight comes back; then random writes.
 		{"translate/flavours", translate.TranslateWith, scriptThen(flavourScript, randomWriteHostsOnly), true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,6 +111,10 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	// route write that changes a timeout must reach it whole; one that
 	// keeps every timeout may take the route-only path (hostsonly.go).
 	ids = append(ids, translate.Identity{MeshOwner: owner, Mesh: "m", Kind: appmesh.KindVirtualGateway, Name: "g0"})
+	// Node n0 of mesh m2, which translate/flavours writes.
+	for _, pl := range []bool{false, true} {
+		ids = append(ids, translate.Identity{MeshOwner: owner, Mesh: "m2", Kind: appmesh.KindVirtualNode, Name: "n0", Proxyless: pl})
+	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var seen [numTypes]int // most resources of each type one proxy had
 	gateway := 0           // writes after which g0 served route tables
@@ -120,15 +124,19 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 		if st.Revision() == before {
 			continue // deleted what did not exist
 		}
+		// The changes of one write (a script's step may make several)
+		// are applied as one batch, as the runner may batch them.
+		var batch []store.Change
 		for done := false; !done; {
 			select {
 			case c := <-changes:
-				l.apply([]store.Change{c}, time.Now())
+				batch = append(batch, c)
 				done = c.Revision == st.Revision()
 			case <-time.After(wait):
 				t.Fatal("no change from the store")
 			}
 		}
+		l.apply(batch, time.Now())
 		// Proxies connect as their nodes appear; a deleted node's
 		// proxies are closed and reconnect (and are refused) later.
 		for _, id := range ids {
@@ -176,7 +184,7 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 			// (assemble.go), in both machines: the bytes served must be
 			// what marshalling a translation of the proxy alone gives.
 			if p.snap.closeErr == nil && p.err == "" {
-				if err := routesAsMarshalled(tr, l.meshes[meshKey{owner, "m"}].view, id, p.snap.types[typeRoute].entries); err != nil {
+				if err := routesAsMarshalled(tr, l.meshes[meshKey{owner, id.Mesh}].view, id, p.snap.types[typeRoute].entries); err != nil {
 					t.Fatalf("write %d: rds of %s: %v", i, id.Name, err)
 				}
 			}
@@ -303,34 +311,44 @@ func scriptThen(script []func(*testing.T, store.Store), gen func(*rand.Rand, *te
 	}
 }
 
-// flavourScript: service s0 routed by r0 to n2 and n3, called by n0,
-// first with both weights 0 then with both 1.
-var flavourScript = []func(*testing.T, store.Store){
-	func(t *testing.T, st store.Store) {
-		put(t, st, ref("m", appmesh.KindVirtualNode, "", "n2").Key(), nodeData("m", "n2"))
-	},
-	func(t *testing.T, st store.Store) {
-		put(t, st, ref("m", appmesh.KindVirtualNode, "", "n3").Key(), nodeData("m", "n3"))
-	},
-	func(t *testing.T, st store.Store) {
-		putRaw(t, st, ref("m", appmesh.KindVirtualRouter, "", "r0"),
-			`{"meshName":"m","virtualRouterName":"r0","spec":{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}]}}`)
-	},
-	func(t *testing.T, st store.Store) {
-		putRaw(t, st, ref("m", appmesh.KindVirtualService, "", "s0"),
-			`{"meshName":"m","virtualServiceName":"s0","spec":{"provider":{"virtualRouter":{"virtualRouterName":"r0"}}}}`)
-	},
-	func(t *testing.T, st store.Store) { flavourRoute(t, st, 0) },
-	func(t *testing.T, st store.Store) {
-		put(t, st, ref("m", appmesh.KindVirtualNode, "", "n0").Key(), nodeData("m", "n0", "s0"))
-	},
-	func(t *testing.T, st store.Store) { flavourRoute(t, st, 1) },
-}
+// flavourScript: in meshes m and m2 alike, service s0 routed by r0 to
+// n2 and n3, called by n0, first with both weights 0; then one batch
+// sets both weights to 1 in both meshes. n0's tables, as a sidecar and
+// as a proxyless client, in either mesh, have the same content before.
+var flavourScript = func() []func(*testing.T, store.Store) {
+	var script []func(*testing.T, store.Store)
+	for _, mesh := range []string{"m", "m2"} {
+		script = append(script,
+			func(t *testing.T, st store.Store) { putMesh(t, st, mesh) },
+			func(t *testing.T, st store.Store) {
+				put(t, st, ref(mesh, appmesh.KindVirtualNode, "", "n2").Key(), nodeData(mesh, "n2"))
+			},
+			func(t *testing.T, st store.Store) {
+				put(t, st, ref(mesh, appmesh.KindVirtualNode, "", "n3").Key(), nodeData(mesh, "n3"))
+			},
+			func(t *testing.T, st store.Store) {
+				putRaw(t, st, ref(mesh, appmesh.KindVirtualRouter, "", "r0"), fmt.Sprintf(
+					`{"meshName":%q,"virtualRouterName":"r0","spec":{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}]}}`, mesh))
+			},
+			func(t *testing.T, st store.Store) {
+				putRaw(t, st, ref(mesh, appmesh.KindVirtualService, "", "s0"), fmt.Sprintf(
+					`{"meshName":%q,"virtualServiceName":"s0","spec":{"provider":{"virtualRouter":{"virtualRouterName":"r0"}}}}`, mesh))
+			},
+			func(t *testing.T, st store.Store) { flavourRoute(t, st, mesh, 0) },
+			func(t *testing.T, st store.Store) {
+				put(t, st, ref(mesh, appmesh.KindVirtualNode, "", "n0").Key(), nodeData(mesh, "n0", "s0"))
+			})
+	}
+	return append(script, func(t *testing.T, st store.Store) {
+		flavourRoute(t, st, "m", 1)
+		flavourRoute(t, st, "m2", 1)
+	})
+}()
 
-func flavourRoute(t *testing.T, st store.Store, weight int) {
-	putRaw(t, st, ref("m", appmesh.KindRoute, "r0", "rt0"), fmt.Sprintf(
-		`{"meshName":"m","virtualRouterName":"r0","routeName":"rt0","spec":{"httpRoute":{"match":{"prefix":"/"},
-		"action":{"weightedTargets":[{"virtualNode":"n2","weight":%d},{"virtualNode":"n3","weight":%d}]}}}}`, weight, weight))
+func flavourRoute(t *testing.T, st store.Store, mesh string, weight int) {
+	putRaw(t, st, ref(mesh, appmesh.KindRoute, "r0", "rt0"), fmt.Sprintf(
+		`{"meshName":%q,"virtualRouterName":"r0","routeName":"rt0","spec":{"httpRoute":{"match":{"prefix":"/"},
+		"action":{"weightedTargets":[{"virtualNode":"n2","weight":%d},{"virtualNode":"n3","weight":%d}]}}}}`, mesh, weight, weight))
 }
 
 // randomWriteGateway is randomWriteHostsOnly with, a quarter of the time
