@@ -6,7 +6,8 @@
 //
 // The server is weft's own assembly (internal/server.Run: API, store,
 // xDS) in a child process, so that its CPU and RSS are its own; the
-// proxies are Envoy-like ADS clients over real gRPC (wildcard CDS and LDS,
+// proxies are Envoy-like ADS clients over real gRPC (with weft proxy's flow
+// control, or grpc-go's default with -client grpc; wildcard CDS and LDS,
 // then EDS and RDS for what those name, ACKing every response), each with
 // its own stream, `-replicas` of them per virtual node. The mesh: `-services`
 // virtual services, each a router splitting between two virtual nodes
@@ -68,6 +69,7 @@ import (
 	"github.com/weftmesh/weft/bench/internal/loadavg"
 	weftappmesh "github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/procstat"
+	"github.com/weftmesh/weft/internal/proxy/xdsclient"
 	"github.com/weftmesh/weft/internal/server"
 )
 
@@ -98,7 +100,7 @@ func main() {
 	serverGOGC := flag.String("server-gogc", "", "run the server with this GOGC (and -server-gomemlimit with this GOMEMLIMIT), leaving the simulated proxies' own at Go's default; empty: the environment's")
 	serverMemLimit := flag.String("server-gomemlimit", "", "run the server with this GOMEMLIMIT (e.g. 400MiB)")
 	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
-	staticWindow := flag.Bool("static-window", false, "the simulated proxies keep a fixed HTTP/2 flow-control window, as Envoy does, instead of grpc-go's default bandwidth-delay estimation, which sends the server a PING after each response received (one more read and PING-ACK write per push on the server); a grpc-go proxyless client sends them")
+	client := flag.String("client", "weft", "the simulated proxies' HTTP/2 flow control: \"weft\", weft proxy's own (a fixed window, xdsclient.WindowOptions, as Envoy keeps one), the headline; or \"grpc\", grpc-go's default bandwidth-delay estimation, as proxyless gRPC apps dial, which sends the server a PING after each response received (one more read and PING-ACK write per push on the server)")
 	floorN := flag.Int("floor", 0, "instead of the mesh: the floor of a push, N loopback TCP connections to a child that writes -floor-msg bytes to each and reads -floor-ack bytes back per round, plain Go net (floor.go)")
 	floorMsg := flag.Int("floor-msg", 600, "with -floor: the pushed message's size in bytes")
 	floorAck := flag.Int("floor-ack", 200, "with -floor: the reply's size in bytes")
@@ -130,9 +132,14 @@ func main() {
 		serverEnv = append(serverEnv, "GOMEMLIMIT="+*serverMemLimit)
 	}
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	if *staticWindow {
-		// Envoy's own defaults: 256 MiB per stream, 1 MiB per connection.
-		dial = append(dial, grpc.WithStaticStreamWindowSize(256<<20), grpc.WithStaticConnWindowSize(1<<20))
+	switch *client {
+	case "weft":
+		dial = append(dial, xdsclient.WindowOptions()...)
+		log.Printf("client: weft proxy's flow control (fixed windows)")
+	case "grpc":
+		log.Printf("client: grpc-go's default flow control (a PING per response received)")
+	default:
+		log.Fatalf("-client %q: want weft or grpc", *client)
 	}
 	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, *traceFile, *settle, steps, serverEnv, dial); err != nil {
 		log.Fatal(err)

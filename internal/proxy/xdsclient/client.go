@@ -164,7 +164,8 @@ func (c *Client) Run(ctx context.Context) error {
 		// The same keepalive the App Mesh agent configures for Envoy.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
-	}, c.cfg.DialOptions...)
+	}, WindowOptions()...)
+	opts = append(opts, c.cfg.DialOptions...)
 	target, topts, err := DialTarget(c.cfg.Server)
 	if err != nil {
 		return err

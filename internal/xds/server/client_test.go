@@ -16,8 +16,11 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 
+	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/proxy/xdsclient"
+	"github.com/weftmesh/weft/internal/proxy/xdstest"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -89,11 +92,11 @@ func (p *proxyState) waitFor(t *testing.T, what string, ok func(p *proxyState) b
 
 // runWeftClient runs weft proxy's xDS client for node against the server
 // at addr, in protocol, until the test ends, and returns what it was
-// handed.
-func runWeftClient(t *testing.T, addr, node, protocol string) *proxyState {
+// handed; opts are added to its dial options.
+func runWeftClient(t *testing.T, addr, node, protocol string, opts ...grpc.DialOption) *proxyState {
 	t.Helper()
 	p := &proxyState{changed: make(chan struct{})}
-	c := xdsclient.New(xdsclient.Config{Server: addr, Node: &core.Node{Id: node}, Protocol: protocol, BackoffBase: 10 * time.Millisecond},
+	c := xdsclient.New(xdsclient.Config{Server: addr, Node: &core.Node{Id: node}, Protocol: protocol, BackoffBase: 10 * time.Millisecond, DialOptions: opts},
 		p, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -141,6 +144,40 @@ func TestWeftProxyClient(t *testing.T) {
 			// One EDS push, nothing else.
 			if want := bumpEDS(t, before); after != want {
 				t.Fatalf("pushes %s, then %s; want %s", before, after, want)
+			}
+		})
+	}
+}
+
+// TestWeftProxyNoPings: weft proxy's client and the server, over a real
+// connection, follow writes without a PING either way: the client keeps
+// fixed windows (xdsclient.WindowOptions) and so does the server
+// (limits.go); grpc-go's default bandwidth-delay estimation on either
+// side sends a PING after the data of each push or ACK it receives.
+func TestWeftProxyNoPings(t *testing.T) {
+	const writes = 20
+	for _, protocol := range []string{xdsclient.ProtocolDelta, xdsclient.ProtocolSotW} {
+		t.Run(protocol, func(t *testing.T) {
+			st := colorStore(t)
+			srv := startServer(t, st, fakeTranslate)
+			var pings xdstest.Pings
+			p := runWeftClient(t, srv.addr, "mesh/m/virtualNode/red", protocol, pings.Dialer())
+			p.waitFor(t, "its configuration", func(p *proxyState) bool { return p.eps["cds_egress_m_blue"] == 1 })
+			for i := range writes {
+				// Instance blue-2 registered, then deregistered.
+				want := 1
+				if i%2 == 0 {
+					putInstance(t, st, "blue", "blue-2", "10.0.0.2")
+					want = 2
+				} else {
+					del(t, st, cloudmap.InstanceKey("srv-blue", "blue-2"))
+				}
+				p.waitFor(t, fmt.Sprintf("%d endpoints after write %d", want, i), func(p *proxyState) bool { return p.eps["cds_egress_m_blue"] == want })
+			}
+			conns, sent, received := pings.Count()
+			t.Logf("%d writes followed over %d connection(s): %d PINGs from the client, %d from the server", writes, conns, sent, received)
+			if conns == 0 || sent > 1 || received > 1 {
+				t.Errorf("%d PINGs from the client and %d from the server over %d writes; want none", sent, received, writes)
 			}
 		})
 	}

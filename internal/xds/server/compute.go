@@ -242,9 +242,7 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 		return r
 	}
 	r.whole = true
-	if !id.Proxyless {
-		r.tables, r.recipes = sh.recipesOf(r.items[typeRoute])
-	}
+	r.tables, r.recipes = sh.recipesOf(r.items[typeRoute])
 	// The identity's own resource and its mesh are dependencies whatever
 	// the translator reports: their deletion must reach the proxy.
 	// translate.Translate lists both; a copy is made only for a

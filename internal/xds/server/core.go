@@ -225,7 +225,7 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 	affected := map[translate.Identity]struct{}{}
 	dirtyEps := map[nodeRef]struct{}{}
 	caChanged := false
-	routes := routeChanges{hostsOnly: true, timeouts: true}
+	routes := routeChanges{hostsOnly: true, timeouts: true, proxyless: true}
 	for _, ch := range batch {
 		var cm []store.Event
 		for _, ev := range ch.Events {

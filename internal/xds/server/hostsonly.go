@@ -28,8 +28,12 @@ import (
 // way: its egress table holds the services' hosts, and its gateway route
 // table, which holds none, reads of the routes only their per-request
 // timeouts, so a gateway follows a batch this way when the batch keeps
-// every timeout (translate.RouteTimeoutSame). An identity whose tables
-// cannot be described so (a proxyless client, a table mixing egress
+// every timeout (translate.RouteTimeoutSame). A proxyless gRPC client's
+// tables hold hosts of gRPC's flavour (translate.HostRef.GRPC), which
+// leave out a route whose :method match excludes POST and the clusters
+// of its targets with it: such a client follows a batch this way when
+// the batch keeps the routes it keeps (translate.RouteProxylessSame). An
+// identity whose tables cannot be described so (a table mixing egress
 // hosts with others, such as a gateway's default_backend host), whose
 // last translation failed, or whose snapshot holds a resource not checked
 // as its kind, is translated whole.
@@ -120,6 +124,10 @@ type routeChanges struct {
 	// timeouts: no such update so far changed a per-request timeout
 	// (translate.RouteTimeoutSame), so gateways may follow them too.
 	timeouts bool
+	// proxyless: no such update so far changed which routes a gRPC
+	// client keeps (translate.RouteProxylessSame), so proxyless clients
+	// may follow them too.
+	proxyless bool
 }
 
 // note records one App Mesh event of the batch: ref changed from old
@@ -131,6 +139,7 @@ func (rc *routeChanges) note(ref appmesh.Ref, old, new *appmesh.RouteData) {
 	}
 	rc.any = true
 	rc.timeouts = rc.timeouts && translate.RouteTimeoutSame(old, new)
+	rc.proxyless = rc.proxyless && translate.RouteProxylessSame(old, new)
 }
 
 // hostsOnly reports whether id can follow the batch's route updates, rc,
@@ -138,7 +147,7 @@ func (rc *routeChanges) note(ref appmesh.Ref, old, new *appmesh.RouteData) {
 func (c *machine) hostsOnly(id translate.Identity, rc routeChanges) bool {
 	p := c.proxies[id]
 	kind := id.Kind == appmesh.KindVirtualNode || id.Kind == appmesh.KindVirtualGateway && rc.timeouts
-	return kind && !id.Proxyless && p != nil && p.recipes &&
+	return kind && (!id.Proxyless || rc.proxyless) && p != nil && p.recipes &&
 		p.snap != nil && p.snap.closeErr == nil && p.err == "" &&
 		len(p.tables) == len(p.snap.types[typeRoute].entries)
 }
@@ -152,11 +161,23 @@ type rebuiltTable struct {
 }
 
 // rebuilt holds the tables assembled again in a batch, by their previous
-// content sum: a table's content names its hosts (each host's name and
-// domains are its service's and port), so one previous sum is one recipe.
+// content sum, mesh and flavour: a table's content names its hosts (each
+// host's name and domains are its service's and port), so one previous
+// sum is one recipe of a mesh and flavour. Tables of two meshes, or a
+// sidecar's and a proxyless client's, may have the same content (no
+// route in any host: the cluster names that tell meshes apart are in the
+// routes) and be rebuilt differently.
 type rebuilt struct {
 	mu sync.Mutex
-	m  map[[sha256.Size]byte]*rebuiltTable
+	m  map[rebuiltKey]*rebuiltTable
+}
+
+// rebuiltKey names a table assembled again: its previous content sum,
+// its mesh, and whether it is a proxyless client's.
+type rebuiltKey struct {
+	was         [sha256.Size]byte
+	owner, mesh string
+	grpc        bool
 }
 
 // computeRoutes is compute for a sidecar whose routes changed only in
@@ -249,8 +270,9 @@ func sameRouteFacts(r *result) bool {
 // rebuildTable assembles the table name (previously of content sum was)
 // from rec's hosts as v now makes them, once per batch.
 func (sh *shared) rebuildTable(id translate.Identity, v *translate.View, name string, was [sha256.Size]byte, rec *tableRecipe, interned map[[sha256.Size]byte]*entry) *rebuiltTable {
+	k := rebuiltKey{was: was, owner: id.MeshOwner, mesh: id.Mesh, grpc: id.Proxyless}
 	sh.tables.mu.Lock()
-	tb := sh.tables.m[was]
+	tb := sh.tables.m[k]
 	sh.tables.mu.Unlock()
 	if tb != nil {
 		return tb
@@ -270,12 +292,12 @@ func (sh *shared) rebuildTable(id translate.Identity, v *translate.View, name st
 	}
 	sh.tables.mu.Lock()
 	defer sh.tables.mu.Unlock()
-	if q := sh.tables.m[was]; q != nil {
+	if q := sh.tables.m[k]; q != nil {
 		return q // assembled twice at once: equal, keep the first
 	}
 	if sh.tables.m == nil {
-		sh.tables.m = map[[sha256.Size]byte]*rebuiltTable{}
+		sh.tables.m = map[rebuiltKey]*rebuiltTable{}
 	}
-	sh.tables.m[was] = tb
+	sh.tables.m[k] = tb
 	return tb
 }

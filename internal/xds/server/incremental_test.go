@@ -61,6 +61,11 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		// services provided by routers more often than not: a gateway's
 		// tables must follow the route writes as a translation does.
 		{"translate/gateway", translate.TranslateWith, randomWriteGateway, true, true},
+		// Egress tables whose contents are the same (a service whose
+		// routes all have weight 0: a host without routes) in a
+		// sidecar's and a proxyless client's, in two meshes, are rebuilt
+		// differently when a weight comes back; then random writes.
+		{"translate/flavours", translate.TranslateWith, scriptThen(flavourScript, randomWriteHostsOnly), true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkIncremental(t, tc.tr, tc.gen, 300, tc.endpointUpdates, tc.routeUpdates)
@@ -106,6 +111,10 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 	// route write that changes a timeout must reach it whole; one that
 	// keeps every timeout may take the route-only path (hostsonly.go).
 	ids = append(ids, translate.Identity{MeshOwner: owner, Mesh: "m", Kind: appmesh.KindVirtualGateway, Name: "g0"})
+	// Node n0 of mesh m2, which translate/flavours writes.
+	for _, pl := range []bool{false, true} {
+		ids = append(ids, translate.Identity{MeshOwner: owner, Mesh: "m2", Kind: appmesh.KindVirtualNode, Name: "n0", Proxyless: pl})
+	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var seen [numTypes]int // most resources of each type one proxy had
 	gateway := 0           // writes after which g0 served route tables
@@ -115,15 +124,19 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 		if st.Revision() == before {
 			continue // deleted what did not exist
 		}
+		// The changes of one write (a script's step may make several)
+		// are applied as one batch, as the runner may batch them.
+		var batch []store.Change
 		for done := false; !done; {
 			select {
 			case c := <-changes:
-				l.apply([]store.Change{c}, time.Now())
+				batch = append(batch, c)
 				done = c.Revision == st.Revision()
 			case <-time.After(wait):
 				t.Fatal("no change from the store")
 			}
 		}
+		l.apply(batch, time.Now())
 		// Proxies connect as their nodes appear; a deleted node's
 		// proxies are closed and reconnect (and are refused) later.
 		for _, id := range ids {
@@ -171,7 +184,7 @@ func checkIncremental(t *testing.T, tr TranslateFunc, gen func(*rand.Rand, *test
 			// (assemble.go), in both machines: the bytes served must be
 			// what marshalling a translation of the proxy alone gives.
 			if p.snap.closeErr == nil && p.err == "" {
-				if err := routesAsMarshalled(tr, l.meshes[meshKey{owner, "m"}].view, id, p.snap.types[typeRoute].entries); err != nil {
+				if err := routesAsMarshalled(tr, l.meshes[meshKey{owner, id.Mesh}].view, id, p.snap.types[typeRoute].entries); err != nil {
 					t.Fatalf("write %d: rds of %s: %v", i, id.Name, err)
 				}
 			}
@@ -275,10 +288,67 @@ func randomWriteHostsOnly(rnd *rand.Rand, t *testing.T, st store.Store) {
 	if rnd.IntN(2) == 0 {
 		extra += fmt.Sprintf(`,"retryPolicy":{"httpRetryEvents":["server-error"],"maxRetries":%d,"perRetryTimeout":{"unit":"ms","value":%d}}`, rnd.IntN(4), 100*(1+rnd.IntN(9)))
 	}
+	// A method match: a proxyless gRPC client leaves out a route whose
+	// method is not POST, and its targets' clusters with it, so a write
+	// that changes it must reach proxyless clients whole.
+	method := []string{"", `,"method":"GET"`, `,"method":"POST"`}[rnd.IntN(3)]
 	putRaw(t, st, ref("m", appmesh.KindRoute, router, route), fmt.Sprintf(
-		`{"meshName":"m","virtualRouterName":%q,"routeName":%q,"spec":{"priority":%d,"httpRoute":{"match":{"prefix":"/%s%d"},
+		`{"meshName":"m","virtualRouterName":%q,"routeName":%q,"spec":{"priority":%d,"httpRoute":{"match":{"prefix":"/%s%d"%s},
 		"action":{"weightedTargets":[{"virtualNode":%q,"weight":%d},{"virtualNode":%q,"weight":%d}]}%s}}}`,
-		router, route, rnd.IntN(3), route, rnd.IntN(3), a, rnd.IntN(5), b, rnd.IntN(5), extra))
+		router, route, rnd.IntN(3), route, rnd.IntN(3), method, a, rnd.IntN(5), b, rnd.IntN(5), extra))
+}
+
+// scriptThen makes the writes of script, in order, then those of gen.
+func scriptThen(script []func(*testing.T, store.Store), gen func(*rand.Rand, *testing.T, store.Store)) func(*rand.Rand, *testing.T, store.Store) {
+	i := 0
+	return func(rnd *rand.Rand, t *testing.T, st store.Store) {
+		if i < len(script) {
+			i++
+			script[i-1](t, st)
+			return
+		}
+		gen(rnd, t, st)
+	}
+}
+
+// flavourScript: in meshes m and m2 alike, service s0 routed by r0 to
+// n2 and n3, called by n0, first with both weights 0; then one batch
+// sets both weights to 1 in both meshes. n0's tables, as a sidecar and
+// as a proxyless client, in either mesh, have the same content before.
+var flavourScript = func() []func(*testing.T, store.Store) {
+	var script []func(*testing.T, store.Store)
+	for _, mesh := range []string{"m", "m2"} {
+		script = append(script,
+			func(t *testing.T, st store.Store) { putMesh(t, st, mesh) },
+			func(t *testing.T, st store.Store) {
+				put(t, st, ref(mesh, appmesh.KindVirtualNode, "", "n2").Key(), nodeData(mesh, "n2"))
+			},
+			func(t *testing.T, st store.Store) {
+				put(t, st, ref(mesh, appmesh.KindVirtualNode, "", "n3").Key(), nodeData(mesh, "n3"))
+			},
+			func(t *testing.T, st store.Store) {
+				putRaw(t, st, ref(mesh, appmesh.KindVirtualRouter, "", "r0"), fmt.Sprintf(
+					`{"meshName":%q,"virtualRouterName":"r0","spec":{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}]}}`, mesh))
+			},
+			func(t *testing.T, st store.Store) {
+				putRaw(t, st, ref(mesh, appmesh.KindVirtualService, "", "s0"), fmt.Sprintf(
+					`{"meshName":%q,"virtualServiceName":"s0","spec":{"provider":{"virtualRouter":{"virtualRouterName":"r0"}}}}`, mesh))
+			},
+			func(t *testing.T, st store.Store) { flavourRoute(t, st, mesh, 0) },
+			func(t *testing.T, st store.Store) {
+				put(t, st, ref(mesh, appmesh.KindVirtualNode, "", "n0").Key(), nodeData(mesh, "n0", "s0"))
+			})
+	}
+	return append(script, func(t *testing.T, st store.Store) {
+		flavourRoute(t, st, "m", 1)
+		flavourRoute(t, st, "m2", 1)
+	})
+}()
+
+func flavourRoute(t *testing.T, st store.Store, mesh string, weight int) {
+	putRaw(t, st, ref(mesh, appmesh.KindRoute, "r0", "rt0"), fmt.Sprintf(
+		`{"meshName":%q,"virtualRouterName":"r0","routeName":"rt0","spec":{"httpRoute":{"match":{"prefix":"/"},
+		"action":{"weightedTargets":[{"virtualNode":"n2","weight":%d},{"virtualNode":"n3","weight":%d}]}}}}`, mesh, weight, weight))
 }
 
 // randomWriteGateway is randomWriteHostsOnly with, a quarter of the time

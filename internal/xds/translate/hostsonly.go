@@ -25,8 +25,11 @@ import (
 // gateway when the write changes a per-request timeout (a gateway route
 // copies its target's: RouteTimeoutSame) or when its egress table has a
 // default_backend host (a gateway route that keeps the request's host:
-// that host is not one the Memo names), and a proxyless gRPC client (its
-// hosts are its own, in gRPC's flavour).
+// that host is not one the Memo names), and a proxyless gRPC client when
+// the write changes which of the routes it keeps (RouteProxylessSame: a
+// gRPC client's table leaves out a route whose :method match excludes
+// POST, and the clusters of its targets with it). A proxyless client's
+// hosts are built in gRPC's flavour and named so (HostRef.GRPC).
 
 // RouteHostsOnly reports whether a route changing from old to new can
 // change nothing but the virtual hosts built from it, for a sidecar
@@ -60,6 +63,25 @@ func RouteTimeoutSame(old, new *appmesh.RouteData) bool {
 	return perRequest(meshRoute{http: o.HttpRoute}) == perRequest(meshRoute{http: n.HttpRoute}) &&
 		perRequest(meshRoute{http: o.Http2Route}) == perRequest(meshRoute{http: n.Http2Route}) &&
 		perRequest(meshRoute{grpc: o.GrpcRoute}) == perRequest(meshRoute{grpc: n.GrpcRoute})
+}
+
+// RouteProxylessSame reports whether a route changing from old to new,
+// an update RouteHostsOnly allows, keeps the routes a proxyless gRPC
+// client keeps: what its tables hold besides their hosts is the clusters
+// of the kept routes' targets (grpcKeeps).
+func RouteProxylessSame(old, new *appmesh.RouteData) bool {
+	if old == nil || new == nil || old.Spec == nil || new.Spec == nil {
+		return false
+	}
+	o, n := old.Spec, new.Spec
+	return grpcKept(meshRoute{http: o.HttpRoute}) == grpcKept(meshRoute{http: n.HttpRoute}) &&
+		grpcKept(meshRoute{http: o.Http2Route}) == grpcKept(meshRoute{http: n.Http2Route}) &&
+		grpcKept(meshRoute{grpc: o.GrpcRoute}) == grpcKept(meshRoute{grpc: n.GrpcRoute})
+}
+
+// grpcKept is grpcKeeps for a route of one kind, false where r has none.
+func grpcKept(r meshRoute) bool {
+	return (r.http != nil || r.grpc != nil) && grpcKeeps(r)
 }
 
 func perRequest(r meshRoute) int64 {
@@ -103,13 +125,15 @@ func sameInt(a, b *int64) bool {
 
 // HostRef names the virtual host of one port of a virtual service in a
 // sidecar's egress route table of domainPort (the same port for a
-// sidecar's tables), in the mesh of the identity that holds it; or, when
+// sidecar's tables), in the mesh of the identity that holds it, in
+// Envoy's flavour or, when GRPC, in a proxyless gRPC client's; or, when
 // Fixed, a host of such a table that reads no route (the ALLOW_ALL
 // host), which a route write leaves as it is.
 type HostRef struct {
 	Service    string
 	Port       uint32
 	DomainPort uint32
+	GRPC       bool
 	Fixed      bool
 }
 
@@ -117,10 +141,11 @@ type HostRef struct {
 // more (the service or its port is gone).
 var ErrNoHost = errors.New("no such virtual host")
 
-// EgressHostRef tells which host of a sidecar's egress route table vh
-// is, when m built it (or took it from another translation) for an
-// Envoy egress route table; false for any other host (an ingress
-// table's, a gateway's, one built by a failing translation).
+// EgressHostRef tells which host of an egress route table vh is, when m
+// built it (or took it from another translation) for a sidecar's,
+// gateway's or proxyless client's egress route table; false for any
+// other host (an ingress table's, a gateway route table's, one built by
+// a failing translation).
 func (m *Memo) EgressHostRef(vh *routev3.VirtualHost) (HostRef, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -136,7 +161,11 @@ func (m *Memo) EgressHost(v *View, id Identity, ref HostRef) (*routev3.VirtualHo
 	if ref.Fixed {
 		return nil, fmt.Errorf("%w: a fixed host is not rebuilt", ErrNoHost)
 	}
-	k := hostKey{v: v, owner: id.MeshOwner, mesh: id.Mesh, service: ref.Service, port: ref.Port, domainPort: ref.DomainPort}
+	fl := envoyFlavor
+	if ref.GRPC {
+		fl = grpcFlavor
+	}
+	k := hostKey{v: v, owner: id.MeshOwner, mesh: id.Mesh, service: ref.Service, port: ref.Port, domainPort: ref.DomainPort, fl: fl}
 	m.mu.Lock()
 	vh := m.hosts[k]
 	m.mu.Unlock()
@@ -157,7 +186,7 @@ func (m *Memo) EgressHost(v *View, id Identity, ref HostRef) (*routev3.VirtualHo
 	if sp == nil {
 		return nil, fmt.Errorf("%w: %s port %d", ErrNoHost, ref.Service, ref.Port)
 	}
-	vh = b.newEgressVirtualHost(*sp, ref.DomainPort, envoyFlavor)
+	vh = b.newEgressVirtualHost(*sp, ref.DomainPort, fl)
 	if b.err != nil {
 		return nil, b.err
 	}
@@ -181,6 +210,6 @@ func (m *Memo) keepHost(k hostKey, vh *routev3.VirtualHost) *routev3.VirtualHost
 		return q
 	}
 	m.hosts[k] = vh
-	m.hostRefs[vh] = HostRef{Service: k.service, Port: k.port, DomainPort: k.domainPort}
+	m.hostRefs[vh] = HostRef{Service: k.service, Port: k.port, DomainPort: k.domainPort, GRPC: k.fl == grpcFlavor}
 	return vh
 }

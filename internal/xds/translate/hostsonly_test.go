@@ -10,10 +10,11 @@ import (
 	"github.com/weftmesh/weft/internal/appmesh"
 )
 
-// TestEgressHostAsTranslated: every virtual host of a sidecar's egress
-// route tables is one the Memo names (EgressHostRef), and EgressHost,
-// asked on a Memo of its own, builds it exactly as the translation did,
-// for every sidecar of every case and of random meshes.
+// TestEgressHostAsTranslated: every virtual host of a sidecar's or
+// proxyless client's egress route tables is one the Memo names
+// (EgressHostRef, in the client's flavour), and EgressHost, asked on a
+// Memo of its own, builds it exactly as the translation did, for every
+// sidecar and proxyless client of every case and of random meshes.
 func TestEgressHostAsTranslated(t *testing.T) {
 	var views []*View
 	var owners []string
@@ -24,11 +25,11 @@ func TestEgressHostAsTranslated(t *testing.T) {
 	for seed := range uint64(60) {
 		views, owners = append(views, randomMesh(rand.New(rand.NewPCG(seed, 11)))), append(owners, defaultAccount)
 	}
-	hosts, fixed := 0, 0
+	hosts, fixed, grpcHosts := 0, 0, 0
 	for i, v := range views {
 		m := NewMemo()
 		for _, id := range proxies(v, owners[i]) {
-			if id.Kind != appmesh.KindVirtualNode || id.Proxyless {
+			if id.Kind != appmesh.KindVirtualNode {
 				continue
 			}
 			r, err := TranslateWith(v, id, m)
@@ -51,6 +52,12 @@ func TestEgressHostAsTranslated(t *testing.T) {
 						fixed++
 						continue
 					}
+					if ref.GRPC != id.Proxyless {
+						t.Fatalf("%s: %s: host %s named in the flavour GRPC=%t", goldenName(id), rc.GetName(), vh.GetName(), ref.GRPC)
+					}
+					if ref.GRPC {
+						grpcHosts++
+					}
 					got, err := NewMemo().EgressHost(v, id, ref)
 					if err != nil {
 						t.Fatalf("%s: %s: host %+v: %v", goldenName(id), rc.GetName(), ref, err)
@@ -65,10 +72,10 @@ func TestEgressHostAsTranslated(t *testing.T) {
 			}
 		}
 	}
-	if hosts < 100 {
-		t.Fatalf("only %d hosts compared", hosts)
+	if hosts < 100 || grpcHosts < 20 {
+		t.Fatalf("only %d hosts compared, %d of proxyless clients", hosts, grpcHosts)
 	}
-	t.Logf("%d hosts compared, %d ALLOW_ALL hosts", hosts, fixed)
+	t.Logf("%d hosts compared (%d of proxyless clients), %d ALLOW_ALL hosts", hosts, grpcHosts, fixed)
 }
 
 // TestRouteHostsOnly: what a route update may change for the sidecars
@@ -161,5 +168,53 @@ func TestRouteTimeoutSame(t *testing.T) {
 	}
 	if RouteTimeoutSame(nil, route(nil)) || RouteTimeoutSame(route(nil), &appmesh.RouteData{}) {
 		t.Error("a route created, deleted or without a spec has no timeout to keep")
+	}
+}
+
+// TestRouteProxylessSame: an update keeps a proxyless client's tables
+// to their hosts when it keeps which routes a gRPC client keeps (a
+// :method match that admits POST), whatever else it changes.
+func TestRouteProxylessSame(t *testing.T) {
+	i64 := func(n int64) *int64 { return &n }
+	s := func(v string) *string { return &v }
+	route := func(mod func(*appmesh.RouteSpec)) *appmesh.RouteData {
+		rd := &appmesh.RouteData{RouteName: s("rt"), VirtualRouterName: s("r"), Spec: &appmesh.RouteSpec{
+			HttpRoute: &appmesh.HttpRoute{
+				Match:  &appmesh.HttpRouteMatch{Prefix: s("/")},
+				Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("a"), Weight: i64(1)}}},
+			}}}
+		if mod != nil {
+			mod(rd.Spec)
+		}
+		return rd
+	}
+	method := func(m appmesh.HttpMethod) func(*appmesh.RouteSpec) {
+		return func(r *appmesh.RouteSpec) { r.HttpRoute.Match.Method = m }
+	}
+	for _, tc := range []struct {
+		name     string
+		old, new func(*appmesh.RouteSpec)
+		want     bool
+	}{
+		{"the same", nil, nil, true},
+		{"weights", nil, func(r *appmesh.RouteSpec) { r.HttpRoute.Action.WeightedTargets[0].Weight = i64(7) }, true},
+		{"POST added", nil, method(appmesh.HttpMethodPost), true},
+		{"GET added", nil, method(appmesh.HttpMethodGet), false},
+		{"GET to PUT", method(appmesh.HttpMethodGet), method(appmesh.HttpMethodPut), true},
+		{"GET to POST", method(appmesh.HttpMethodGet), method(appmesh.HttpMethodPost), false},
+		{"gRPC metadata :method", func(r *appmesh.RouteSpec) {
+			r.GrpcRoute, r.HttpRoute = &appmesh.GrpcRoute{Match: &appmesh.GrpcRouteMatch{}, Action: &appmesh.GrpcRouteAction{WeightedTargets: r.HttpRoute.Action.WeightedTargets}}, nil
+		}, func(r *appmesh.RouteSpec) {
+			r.GrpcRoute, r.HttpRoute = &appmesh.GrpcRoute{Match: &appmesh.GrpcRouteMatch{Metadata: []appmesh.GrpcRouteMetadata{
+				{Name: s(":method"), Match: &appmesh.GrpcRouteMetadataMatchMethod{Exact: s("GET")}}}},
+				Action: &appmesh.GrpcRouteAction{WeightedTargets: r.HttpRoute.Action.WeightedTargets}}, nil
+		}, false},
+	} {
+		if got := RouteProxylessSame(route(tc.old), route(tc.new)); got != tc.want {
+			t.Errorf("%s: RouteProxylessSame = %t, want %t", tc.name, got, tc.want)
+		}
+	}
+	if RouteProxylessSame(nil, route(nil)) || RouteProxylessSame(route(nil), &appmesh.RouteData{}) {
+		t.Error("a route created, deleted or without a spec keeps no routes")
 	}
 }

@@ -168,11 +168,12 @@ func NewMemo() *Memo {
 		tables: map[tableKey]*routev3.RouteConfiguration{}, ports: map[portsKey]*resolution{}}
 }
 
-// hostKey names a virtual host of an Envoy egress route table: what
+// hostKey names a virtual host of an egress route table: what
 // newEgressVirtualHost reads is the View (through servicePorts, which
-// gives the same svcPort for the same service and port) and the port its
-// domains name; the clusters its routes name are the caller's
-// (egressCluster), which virtualHost adds to each caller's build.
+// gives the same svcPort for the same service and port), the port its
+// domains name and the flavour (Envoy's, or a proxyless gRPC client's);
+// the clusters its routes name are the caller's (egressCluster), which
+// virtualHost adds to each caller's build.
 type hostKey struct {
 	v          *View
 	owner      string
@@ -180,6 +181,7 @@ type hostKey struct {
 	service    string
 	port       uint32
 	domainPort uint32
+	fl         flavor
 }
 
 // memoKey names an egress: the View it was built from (a Memo may serve
@@ -364,25 +366,30 @@ func (m *Memo) cluster(b *build, name, service string, t target, fl flavor) bool
 	return added
 }
 
-// virtualHost is newEgressVirtualHost for Envoy, built once per service
-// and port. The host is the same for every caller; what building it adds
+// virtualHost is newEgressVirtualHost, built once per service, port and
+// flavour. The host is the same for every caller; what building it adds
 // to the build is the clusters of its routes' targets, as the caller sees
 // them, so a caller taking a built host adds those clusters itself, in
-// the order building it would have.
-func (m *Memo) virtualHost(b *build, sp svcPort, domainPort uint32) *routev3.VirtualHost {
-	k := hostKey{v: b.v, owner: b.id.MeshOwner, mesh: b.id.Mesh, service: sp.service, port: sp.port, domainPort: domainPort}
+// the order building it would have: of every route for Envoy, of the
+// routes kept for a gRPC client (a route whose :method match excludes
+// POST is left out, and its targets' clusters with it: grpcKeeps).
+func (m *Memo) virtualHost(b *build, sp svcPort, domainPort uint32, fl flavor) *routev3.VirtualHost {
+	k := hostKey{v: b.v, owner: b.id.MeshOwner, mesh: b.id.Mesh, service: sp.service, port: sp.port, domainPort: domainPort, fl: fl}
 	m.mu.Lock()
 	vh := m.hosts[k]
 	m.mu.Unlock()
 	if vh != nil {
 		for _, r := range sp.routes {
+			if fl == grpcFlavor && !grpcKeeps(r) {
+				continue
+			}
 			for _, t := range r.targets {
-				b.egressCluster(sp.service, t, envoyFlavor)
+				b.egressCluster(sp.service, t, fl)
 			}
 		}
 		return vh
 	}
-	vh = b.newEgressVirtualHost(sp, domainPort, envoyFlavor)
+	vh = b.newEgressVirtualHost(sp, domainPort, fl)
 	if b.err != nil {
 		// Not shared: a host built by a failing translation may be the
 		// cause, and must then fail each caller.

@@ -35,8 +35,8 @@ func (b *build) egressRouteConfig(name string, sps []svcPort, domainPort uint32,
 // shared through the Memo by every caller of the service (see
 // Memo.virtualHost).
 func (b *build) egressVirtualHost(sp svcPort, domainPort uint32, fl flavor) *routev3.VirtualHost {
-	if b.memo != nil && fl == envoyFlavor {
-		return b.memo.virtualHost(b, sp, domainPort)
+	if b.memo != nil {
+		return b.memo.virtualHost(b, sp, domainPort, fl)
 	}
 	return b.newEgressVirtualHost(sp, domainPort, fl)
 }
@@ -107,6 +107,12 @@ func grpcMethod(m *routev3.RouteMatch) bool {
 	}
 	m.Headers = kept
 	return true
+}
+
+// grpcKeeps reports whether a gRPC client's table keeps route r
+// (grpcMethod: its :method match admits POST).
+func grpcKeeps(r meshRoute) bool {
+	return grpcMethod(routeMatch(r))
 }
 
 func routeMatch(r meshRoute) *routev3.RouteMatch {
