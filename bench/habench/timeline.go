@@ -259,8 +259,12 @@ func (b *bench) printGC(ws []writeTimes) {
 		return fmt.Sprintf("%.1f", v)
 	}
 	slices.Sort(hit)
-	fmt.Printf("writes during which habench ran a GC cycle: %d of %d, median %s ms (%s); the others' median %s ms\n",
-		len(hit), len(ws), num(median(hit)), strings.Join(strings.Fields(strings.Trim(fmt.Sprintf("%.0f", hit), "[]")), " "), num(median(clean)))
+	how := "habench's heap collected after each write, outside the timed windows (-gc-between)"
+	if !b.gcBetween {
+		how = "-gc-between=false: its GC may land inside the timed windows"
+	}
+	fmt.Printf("writes during which habench ran a GC cycle (%s): %d of %d, median %s ms (%s); the others' median %s ms\n",
+		how, len(hit), len(ws), num(median(hit)), strings.Join(strings.Fields(strings.Trim(fmt.Sprintf("%.0f", hit), "[]")), " "), num(median(clean)))
 }
 
 // total is the write's time from the API call's start to the last proxy
