@@ -144,9 +144,9 @@ type bench struct {
 	simWG                         sync.WaitGroup
 	stopSims                      context.CancelFunc
 	baseRSS, baseHeap             []float64
+	proxyRSS, proxyHeap, perProxy []float64
 	// gcs are the replicas' GC cycles, by replica (-replica-gc).
 	gcs []*gcTrace
-	proxyRSS, proxyHeap, perProxy []float64
 }
 
 func (b *bench) run(ctx context.Context) error {
