@@ -117,6 +117,7 @@ func (b *bench) printReplicaGC(ws []writeTimes) {
 		return fmt.Sprintf("%.1f", v)
 	}
 	anyHit := make([]bool, len(ws))
+	hitBy := make([][]string, len(ws)) // the replicas whose GC landed in each write
 	fmt.Printf("writes during which a replica ran a GC cycle (its GODEBUG=gctrace=1 lines; a write lasts from the API call's start to the last proxy applied):\n")
 	for i, g := range b.gcs {
 		var hit, clean []float64
@@ -128,6 +129,7 @@ func (b *bench) printReplicaGC(ws []writeTimes) {
 			inside += in
 			if n > 0 {
 				anyHit[k] = true
+				hitBy[k] = append(hitBy[k], b.procs[i].Name)
 				hit = append(hit, msf(w.total()))
 			} else {
 				clean = append(clean, msf(w.total()))
@@ -149,4 +151,19 @@ func (b *bench) printReplicaGC(ws []writeTimes) {
 		fmt.Printf("  any  %d of %d writes, their median %s ms (%s); the others' %s ms\n",
 			len(hit), len(ws), num(median(hit)), strings.Join(strings.Fields(strings.Trim(fmt.Sprintf("%.0f", hit), "[]")), " "), num(median(clean)))
 	}
+	// The slowest writes (with 50 writes, the p99 is the second slowest).
+	totals := make([]time.Duration, len(ws))
+	for k, w := range ws {
+		totals[k] = w.total()
+	}
+	order := slowest(totals, 5)
+	var parts []string
+	for _, k := range order[:len(order)-1] {
+		by := "no GC"
+		if len(hitBy[k]) > 0 {
+			by = "GC of " + strings.Join(hitBy[k], ", ")
+		}
+		parts = append(parts, fmt.Sprintf("%.1f ms (%s)", msf(totals[k]), by))
+	}
+	fmt.Printf("  slowest writes: %s\n", strings.Join(parts, "; "))
 }

@@ -49,6 +49,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/weftmesh/weft/bench/internal/loadavg"
 	"github.com/weftmesh/weft/internal/procstat"
@@ -147,6 +149,9 @@ type bench struct {
 	proxyRSS, proxyHeap, perProxy []float64
 	// gcs are the replicas' GC cycles, by replica (-replica-gc).
 	gcs []*gcTrace
+	// etcdClient reads, after each write, when the writer sent its
+	// commit (-timeline on etcd).
+	etcdClient *clientv3.Client
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -171,6 +176,14 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		defer cl.Stop()
 		b.cluster = cl
+		if b.timeline {
+			c, err := clientv3.New(clientv3.Config{Endpoints: cl.Endpoints(), DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			b.etcdClient = c
+		}
 		var hosts []string
 		for _, e := range cl.Endpoints() {
 			hosts = append(hosts, strings.TrimPrefix(e, "http://"))
@@ -352,6 +365,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 			}
 		}
 		if b.timeline {
+			wt.sent = b.commitSent(ctx)
 			wt.steps = make([]stepTimes, len(b.procs))
 			for i, r := range b.procs {
 				now := r.scrape()
