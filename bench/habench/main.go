@@ -15,7 +15,12 @@
 //     applied on each replica, the replicas' own histograms (etcd commit,
 //     learning of the write from the commit or the watch, xDS recompute,
 //     route ACKs) and the CPU each process (replicas, etcd members, this
-//     benchmark) used during the writes.
+//     benchmark) used during the writes;
+//   - the writes a GC cycle of a replica landed in (from its
+//     GODEBUG=gctrace=1 lines), and of habench itself, whose heap (1,000
+//     simulated proxies' worth) is collected between writes, outside the
+//     timed windows, unless -gc-between=false: real proxies run on other
+//     machines and do not share the replicas' cores or GC.
 //
 // Setup bbolt:N with N > 1 runs N replicas on N separate bbolt stores,
 // each write made on all of them at once: three replicas' recompute and
