@@ -226,6 +226,9 @@ type writeTimes struct {
 	etcd []map[string]float64
 	// gc is habench's own GC cycles during the write (-timeline).
 	gc uint64
+	// sent is when the writer sent the write's commit to etcd (-timeline
+	// on etcd; zero: not known).
+	sent time.Time
 }
 
 // printBreakdown prints, over the writes, the p50/p99 of each step and

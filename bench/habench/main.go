@@ -15,7 +15,12 @@
 //     applied on each replica, the replicas' own histograms (etcd commit,
 //     learning of the write from the commit or the watch, xDS recompute,
 //     route ACKs) and the CPU each process (replicas, etcd members, this
-//     benchmark) used during the writes.
+//     benchmark) used during the writes;
+//   - the writes a GC cycle of a replica landed in (from its
+//     GODEBUG=gctrace=1 lines), and of habench itself, whose heap (1,000
+//     simulated proxies' worth) is collected between writes, outside the
+//     timed windows, unless -gc-between=false: real proxies run on other
+//     machines and do not share the replicas' cores or GC.
 //
 // Setup bbolt:N with N > 1 runs N replicas on N separate bbolt stores,
 // each write made on all of them at once: three replicas' recompute and
@@ -49,6 +54,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/weftmesh/weft/bench/internal/loadavg"
 	"github.com/weftmesh/weft/internal/procstat"
@@ -77,7 +84,8 @@ func main() {
 	failover := flag.Bool("failover", true, "SIGKILL the first replica at the end (setups with several replicas)")
 	protocol := flag.String("protocol", "delta", "the proxies' xDS: delta (weft proxy's default) or sotw")
 	tuneOnly := flag.String("tune-only", "", "apply -replica-gogc and -replica-gomaxprocs only to the setups of this store (bbolt or etcd; default: all), to compare a tuned setup with an untuned one in the same run")
-	gcBetween := flag.Bool("gc-between", false, "collect habench's own heap (runtime.GC) after each write, outside the timed window, so that the simulated proxies' GC does not land inside a write (real proxies run elsewhere)")
+	gcBetween := flag.Bool("gc-between", true, "collect habench's own heap (runtime.GC) after each write, outside the timed window, so that the simulated proxies' GC does not land inside a write (real proxies run elsewhere, not on the replicas' cores); -gc-between=false: the shape of round 10 and before")
+	replicaGC := flag.Bool("replica-gc", true, "run the replicas with GODEBUG=gctrace=1 and count the writes each replica's GC cycles landed in")
 	tail := flag.Int("tail", 5, "with -timeline, print the time line of this many slowest writes, one by one, next to the median write's")
 	timeline := flag.Bool("timeline", false, "scrape every replica's /metrics after each write and print each replica's steps on the writes' time line (the scrapes add replica CPU between writes)")
 	idle := flag.Duration("idle", 5*time.Second, "before the writes, measure the etcd members' CPU and requests this long with every proxy connected and nothing written (0: skip)")
@@ -88,7 +96,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Printf("habench: %d proxies (%s xDS) over %d virtual nodes, %d writes; load average before %s\n", *proxies, *protocol, *nodes, *writes, loadavg.String())
+	shape := "habench's own GC kept out of the timed windows (-gc-between; real proxies do not share the replicas' cores or GC)"
+	if !*gcBetween {
+		shape = "habench's own GC may land inside the timed windows (-gc-between=false, the shape before 2026-12-03 round 11)"
+	}
+	fmt.Printf("habench: %d proxies (%s xDS) over %d virtual nodes, %d writes, %s; load average before %s\n", *proxies, *protocol, *nodes, *writes, shape, loadavg.String())
 	for _, s := range strings.Split(*setups, ",") {
 		kind, n, _ := strings.Cut(s, ":")
 		replicas, err := strconv.Atoi(n)
@@ -97,7 +109,7 @@ func main() {
 			os.Exit(2)
 		}
 		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
-			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, gomaxprocs: *procs, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle, timeline: *timeline, tail: *tail, tuneOnly: *tuneOnly, etcdProcs: *etcdProcs, gcBetween: *gcBetween}
+			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, gomaxprocs: *procs, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle, timeline: *timeline, tail: *tail, tuneOnly: *tuneOnly, etcdProcs: *etcdProcs, gcBetween: *gcBetween, replicaGC: *replicaGC}
 		if *etcdProfile != "" {
 			b.etcdFlags = append(b.etcdFlags, "--enable-pprof")
 		}
@@ -124,6 +136,7 @@ type bench struct {
 	replicaProfile         string
 	timeline               bool
 	gcBetween              bool
+	replicaGC              bool
 	tail                   int
 	tuneOnly               string
 	idle                   time.Duration
@@ -139,6 +152,11 @@ type bench struct {
 	stopSims                      context.CancelFunc
 	baseRSS, baseHeap             []float64
 	proxyRSS, proxyHeap, perProxy []float64
+	// gcs are the replicas' GC cycles, by replica (-replica-gc).
+	gcs []*gcTrace
+	// etcdClient reads, after each write, when the writer sent its
+	// commit (-timeline on etcd).
+	etcdClient *clientv3.Client
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -163,6 +181,14 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		defer cl.Stop()
 		b.cluster = cl
+		if b.timeline {
+			c, err := clientv3.New(clientv3.Config{Endpoints: cl.Endpoints(), DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			b.etcdClient = c
+		}
 		var hosts []string
 		for _, e := range cl.Endpoints() {
 			hosts = append(hosts, strings.TrimPrefix(e, "http://"))
@@ -174,7 +200,14 @@ func (b *bench) run(ctx context.Context) error {
 		if b.kind == "bbolt" {
 			args = []string{"--data-dir", filepath.Join(dir, fmt.Sprintf("data%d", i))}
 		}
-		r, err := startReplica(ctx, b.weft, fmt.Sprintf("r%d", i), b.env(), args)
+		env := b.env()
+		var onLine func(time.Time, string)
+		if b.replicaGC {
+			g := &gcTrace{}
+			b.gcs = append(b.gcs, g)
+			env, onLine = append(env, "GODEBUG=gctrace=1"), g.line
+		}
+		r, err := startReplica(ctx, b.weft, fmt.Sprintf("r%d", i), env, onLine, args)
 		if err != nil {
 			return err
 		}
@@ -337,6 +370,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 			}
 		}
 		if b.timeline {
+			wt.sent = b.commitSent(ctx)
 			wt.steps = make([]stepTimes, len(b.procs))
 			for i, r := range b.procs {
 				now := r.scrape()
@@ -382,6 +416,7 @@ func (b *bench) measureWrites(ctx context.Context) error {
 	fmt.Printf("write -> all %d proxies applied: p50 %s p99 %s max %s over %d writes; per proxy p50 %s p99 %s\n",
 		b.proxies, ms(pct(all, 50)), ms(pct(all, 99)), ms(all[len(all)-1]), len(all), ms(pct(each, 50)), ms(pct(each, 99)))
 	b.printGC(times)
+	b.printReplicaGC(times)
 	b.printBreakdown(times, before, after, cpu0, cpu1, elapsed)
 	b.printTimeline(times)
 	b.printTail(times, procs, b.tail)
@@ -505,10 +540,10 @@ func withEnv(env []string, start func() error) error {
 	return start()
 }
 
-func startReplica(ctx context.Context, bin, name string, env []string, storeArgs []string) (*replica, error) {
+func startReplica(ctx context.Context, bin, name string, env []string, onLine func(time.Time, string), storeArgs []string) (*replica, error) {
 	var s *weftbin.Server
 	err := withEnv(env, func() (err error) {
-		s, err = weftbin.StartServer(ctx, bin, name, append([]string{"--region", "us-east-1", "--account-id", account,
+		s, err = weftbin.StartServerLines(ctx, bin, name, onLine, append([]string{"--region", "us-east-1", "--account-id", account,
 			"--appmesh-limits", "virtualNodesPerMesh=100000"}, storeArgs...)...)
 		return err
 	})

@@ -2,10 +2,12 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"math"
 	"runtime/metrics"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,9 +80,8 @@ func writeSteps(before, after map[string]*hist) stepTimes {
 
 // printTimeline prints, per replica, the median over the writes of each
 // step's moment, in ms from the API call's start: the write's 2xx; when
-// the replica's store watchers had the write (etcd: the writer's commit
-// sent, estimated as its 2xx less its commit time, plus the replica's
-// learn time); its recompute done (that plus the recompute time: an upper
+// the writer sent its commit (sentAt); when the replica's store watchers
+// had the write (etcd: the commit sent plus the replica's learn time); its recompute done (that plus the recompute time: an upper
 // bound on the first push's start); its first and last proxy applied.
 // What lies between "recompute done" and "first proxy applied" is the
 // push: marshalling, the stream's queue, the socket, the proxy.
@@ -95,7 +96,7 @@ func (b *bench) printTimeline(ws []writeTimes) {
 		return k % len(b.procs)
 	}
 	fmt.Println("time line per write, median over the writes (ms from the API call's start; replica steps from its /metrics, one scrape after each write):")
-	fmt.Printf("  %-6s %7s %9s %9s %11s %11s %11s %10s %10s\n", "", "2xx", "commit", "learned", "recomputed", "first appl", "last appl", "recompute", "ack mean")
+	fmt.Printf("  %-6s %7s %9s %9s %9s %11s %11s %11s %10s %10s\n", "", "2xx", "sent", "commit", "learned", "recomputed", "first appl", "last appl", "recompute", "ack mean")
 	num := func(w int, v float64) string {
 		if math.IsNaN(v) {
 			return fmt.Sprintf("%*s", w, "-")
@@ -103,18 +104,17 @@ func (b *bench) printTimeline(ws []writeTimes) {
 		return fmt.Sprintf("%*.1f", w, v)
 	}
 	for i, r := range b.procs {
-		var okAt, commit, learned, recomputed, first, last, recompute, ack []float64
+		var okAt, sentMs, commit, learned, recomputed, first, last, recompute, ack []float64
 		for k, w := range ws {
 			st := w.steps[i]
 			ok := msf(w.ok.Sub(w.start))
 			okAt = append(okAt, ok)
-			// The write's commit was sent at about 2xx - commit (the
-			// writer's own commit time).
 			var sent float64 = math.NaN()
 			if wi := writer(k); wi >= 0 {
 				c := w.steps[wi].commit
 				commit = append(commit, c)
-				sent = ok - c
+				sent = sentAt(w, c)
+				sentMs = append(sentMs, sent)
 			}
 			l := sent + st.learn
 			if b.kind == "bbolt" {
@@ -129,7 +129,7 @@ func (b *bench) printTimeline(ws []writeTimes) {
 				last = append(last, msf(w.last[i].Sub(w.start)))
 			}
 		}
-		fmt.Printf("  %-6s %s %s %s %s %s %s %s %s\n", r.Name, num(7, median(okAt)), num(9, median(commit)), num(9, median(learned)),
+		fmt.Printf("  %-6s %s %s %s %s %s %s %s %s %s\n", r.Name, num(7, median(okAt)), num(9, median(sentMs)), num(9, median(commit)), num(9, median(learned)),
 			num(11, median(recomputed)), num(11, median(first)), num(11, median(last)), num(10, median(recompute)), num(10, median(ack)))
 	}
 }
@@ -180,8 +180,8 @@ func (b *bench) printTail(ws []writeTimes, procs []proc, n int) {
 		if b.kind == "etcd" {
 			wi := k % len(b.procs)
 			c := w.steps[wi].commit
-			sent = ok - c
-			line += fmt.Sprintf(" (through %s, commit %s)", b.procs[wi].Name, num(c))
+			sent = sentAt(w, c)
+			line += fmt.Sprintf(" (through %s, commit sent %s, commit %s)", b.procs[wi].Name, num(sent), num(c))
 		}
 		fmt.Println(line + fmt.Sprintf("; habench GC cycles %d", w.gc))
 		for i, r := range b.procs {
@@ -218,6 +218,43 @@ func (b *bench) printTail(ws []writeTimes, procs []proc, n int) {
 				strings.Join(commits, "/"), 1000*commitS, strings.Join(fsyncs, "/"), 1000*fsyncS)
 		}
 	}
+}
+
+// seqKey is the key every weft write on etcd puts, with the time its
+// commit was sent (the writer's clock, this machine's) as its value: the
+// anchor of the replicas' learn times (internal/store/etcd, local.go).
+const seqKey = "/weft/meta/seq"
+
+// commitSent reads when the last write's commit was sent (zero when it
+// cannot be read). Nothing else writes between two timed writes, so the
+// sequence key's value is that write's.
+func (b *bench) commitSent(ctx context.Context) time.Time {
+	if b.etcdClient == nil {
+		return time.Time{}
+	}
+	rctx, cancel := context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	resp, err := b.etcdClient.Get(rctx, seqKey)
+	if err != nil || len(resp.Kvs) == 0 {
+		return time.Time{}
+	}
+	n, err := strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// sentAt is when write w's commit was sent, in ms from its API call's
+// start: read from etcd when known, else estimated as the 2xx less the
+// writer's commit time (which the writer's busy cores can delay by
+// several ms: the 2xx then comes after other replicas' proxies applied
+// the write).
+func sentAt(w writeTimes, commit float64) float64 {
+	if !w.sent.IsZero() {
+		return msf(w.sent.Sub(w.start))
+	}
+	return msf(w.ok.Sub(w.start)) - commit
 }
 
 // cpuOf is each process's CPU so far.
@@ -259,8 +296,12 @@ func (b *bench) printGC(ws []writeTimes) {
 		return fmt.Sprintf("%.1f", v)
 	}
 	slices.Sort(hit)
-	fmt.Printf("writes during which habench ran a GC cycle: %d of %d, median %s ms (%s); the others' median %s ms\n",
-		len(hit), len(ws), num(median(hit)), strings.Join(strings.Fields(strings.Trim(fmt.Sprintf("%.0f", hit), "[]")), " "), num(median(clean)))
+	how := "habench's heap collected after each write, outside the timed windows (-gc-between)"
+	if !b.gcBetween {
+		how = "-gc-between=false: its GC may land inside the timed windows"
+	}
+	fmt.Printf("writes during which habench ran a GC cycle (%s): %d of %d, median %s ms (%s); the others' median %s ms\n",
+		how, len(hit), len(ws), num(median(hit)), strings.Join(strings.Fields(strings.Trim(fmt.Sprintf("%.0f", hit), "[]")), " "), num(median(clean)))
 }
 
 // total is the write's time from the API call's start to the last proxy

@@ -33,3 +33,17 @@ func TestSlowest(t *testing.T) {
 		})
 	}
 }
+
+// The commit's send time read from etcd is the anchor when known; without
+// it, the 2xx less the writer's commit time.
+func TestSentAt(t *testing.T) {
+	start := time.Unix(1000, 0)
+	w := writeTimes{start: start, ok: start.Add(30 * time.Millisecond)}
+	if got := sentAt(w, 12); got != 18 {
+		t.Errorf("without the sequence key: %v ms, want 18 (2xx 30 less commit 12)", got)
+	}
+	w.sent = start.Add(3 * time.Millisecond)
+	if got := sentAt(w, 12); got != 3 {
+		t.Errorf("with the sequence key: %v ms, want 3", got)
+	}
+}

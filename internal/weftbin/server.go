@@ -46,6 +46,13 @@ const tailLines = 20
 // killed with SIGKILL if the calling program dies; otherwise the caller
 // ends it with Kill.
 func StartServer(ctx context.Context, bin, name string, args ...string) (*Server, error) {
+	return StartServerLines(ctx, bin, name, nil, args...)
+}
+
+// StartServerLines is StartServer with every stderr line of the process
+// also handed to onLine (when not nil) with the time it was read, on the
+// goroutine reading them: onLine must not block.
+func StartServerLines(ctx context.Context, bin, name string, onLine func(at time.Time, line string), args ...string) (*Server, error) {
 	cmd := exec.Command(bin, append([]string{"server", "--api-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
@@ -61,6 +68,9 @@ func StartServer(ctx context.Context, bin, name string, args ...string) (*Server
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
+			if onLine != nil {
+				onLine(time.Now(), line)
+			}
 			if m := apiListening.FindStringSubmatch(line); m != nil {
 				addrs <- [2]string{"api", m[1]}
 			}
