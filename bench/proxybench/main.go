@@ -95,6 +95,8 @@ func main() {
 	appBin := flag.String("app", "", "the weft binary that runs the app (weft colorapp; it must speak h2c for the h2c paths); default -weft")
 	profPath := flag.String("profile-path", "one weft proxy", "with -profile: the path whose (first) proxy is profiled")
 	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
+	appmeshOn := flag.Bool("appmesh", false, "instead of the other paths: two sidecars as App Mesh configures them, in network namespaces with iptables interception, configured by weft server (-weft) over xDS from a mesh made through the App Mesh API, against the app directly and two haproxies on the same hosts; with -weft-b, the same two sidecars of that build as well; needs root (appmesh.go)")
+	appmeshLog := flag.Bool("appmesh-log", false, "with -appmesh: the virtual nodes log to /dev/stdout, and the haproxies log too")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
 	aArgs := strings.Fields(*weftArgs)
@@ -104,6 +106,13 @@ func main() {
 	}
 	if *weft == "" {
 		log.Fatal("-weft is required")
+	}
+	if *appmeshOn {
+		if err := runAppMesh(appmeshOpts{weft: *weft, weftB: *weftB, app: *appBin, logs: *appmeshLog, rate: *rate, conns: *conns,
+			rounds: *rounds, satConns: *satConns, dur: *dur, satDur: *satDur}); err != nil {
+			log.Fatal(err)
+		}
+		return
 	}
 	tracingRates, keepPath, err := tracingOnly(*tracingOnlyList)
 	if err != nil {
@@ -604,7 +613,13 @@ func (b *bench) startHAProxy(port int, app string) *os.Process {
 // haproxy runs haproxy with one frontend bound as bind and one server
 // line.
 func (b *bench) haproxy(port int, bind, server string) *os.Process {
-	cfg := fmt.Sprintf(`global
+	return b.runHAProxy(fmt.Sprintf("haproxy-%d.cfg", port), haproxyConfig(bind, server))
+}
+
+// haproxyConfig is haproxy's configuration as an HTTP reverse proxy with
+// keep-alive both ways, one frontend bound as bind and one server line.
+func haproxyConfig(bind, server string) string {
+	return fmt.Sprintf(`global
   maxconn 4096
 defaults
   mode http
@@ -619,7 +634,6 @@ frontend fe
 backend app
   server app %s
 `, bind, server)
-	return b.runHAProxy(fmt.Sprintf("haproxy-%d.cfg", port), cfg)
 }
 
 // runHAProxy writes cfg to the file name in the bench's directory and
@@ -836,7 +850,17 @@ var (
 )
 
 func wrk(url string, d time.Duration, conns int) satResult {
-	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(int(d.Seconds()))+"s", "--latency", url).CombinedOutput()
+	out, err := exec.Command("wrk", wrkArgs(url, d, conns)...).CombinedOutput()
+	return parseWrk(out, err)
+}
+
+// wrkArgs are wrk's arguments for a saturation run.
+func wrkArgs(url string, d time.Duration, conns int) []string {
+	return []string{"-t2", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", url}
+}
+
+// parseWrk reads wrk's rate and p50/p99 from its output.
+func parseWrk(out []byte, err error) satResult {
 	if err != nil {
 		return satResult{"wrk failed: " + err.Error(), "-", "-"}
 	}
@@ -960,20 +984,24 @@ func runRelay(listen, to string) {
 		if err != nil {
 			log.Fatal(err)
 		}
-		go func() { // one downstream connection; ends when either side closes
-			defer c.Close()
-			u, err := net.Dial("tcp", to)
-			if err != nil {
-				return
-			}
-			defer u.Close()
-			go func() { // client to upstream; ends at the client's EOF or an error
-				_, _ = io.Copy(u, c)
-				_ = u.(*net.TCPConn).CloseWrite()
-			}()
-			_, _ = io.Copy(c, u)
-		}()
+		go relayConn(c, to) // one downstream connection; ends when either side closes
 	}
+}
+
+// relayConn copies c to a new connection to to and back, until either
+// side closes.
+func relayConn(c net.Conn, to string) {
+	defer c.Close()
+	u, err := net.Dial("tcp", to)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	go func() { // client to upstream; ends at the client's EOF or an error
+		_, _ = io.Copy(u, c)
+		_ = u.(*net.TCPConn).CloseWrite()
+	}()
+	_, _ = io.Copy(c, u)
 }
 
 func (b *bench) startRelay(port int, app string) *os.Process {
