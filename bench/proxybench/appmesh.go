@@ -6,7 +6,7 @@ package main
 // mesh as the tutorial builds it: virtual nodes client and server, the
 // server's listener on the app's port, a virtual router and route, the
 // virtual service server.bench.local they provide, and the client's backend
-// that service. Each task is a network namespace on a bridge of its own
+// that service. Each task is a network namespace on the bench's bridge
 // (internal/netns), with the interception ECS sets up for an APPMESH
 // proxyConfiguration, installed by `weft intercept`; its sidecar is `weft
 // proxy` as UID 1337, identified by APPMESH_RESOURCE_ARN, configured by weft
@@ -21,10 +21,10 @@ package main
 // In the same run, interleaved: the app reached directly (a second app
 // process on 8081, which the client's interception leaves alone), and two
 // haproxies configured by hand (the two-haproxy shape of the other paths)
-// on the same hosts: one in the client's namespace on 127.0.0.1 as UID
-// 1337, one in the server's namespace, no interception on their path. With
+// as the sidecars of two more tasks with the same interception, on the
+// same bridge: the same path, the same iptables, another proxy. With
 // -weft-b, the same two tasks again in namespaces of their own with
-// sidecars of that build (a second mesh on the same server).
+// sidecars and weft server of that build (-weft-b).
 
 import (
 	"context"
@@ -60,8 +60,6 @@ const (
 	mbAppPort    = 8080  // the server virtual node's listener: the app's port
 	mbDirectPort = 8081  // the same app, a second process, outside the interception
 	mbXDSPort    = 15128 // in every namespace, forwarded to weft server's xDS
-	mbHAClient   = 10001 // the client task's haproxy, on its 127.0.0.1
-	mbHAServer   = 10002 // the server task's haproxy, on its address
 	mbAdmin      = "127.0.0.1:9901"
 )
 
@@ -98,11 +96,11 @@ type sidecars struct {
 
 // mbRun is the -appmesh run's state, torn down by close.
 type mbRun struct {
-	b      *bench
-	lab    *netns.Lab
-	server *weftbin.Server
-	lns    []net.Listener // the xDS forwarders
-	once   sync.Once
+	b       *bench
+	lab     *netns.Lab
+	servers []*weftbin.Server
+	lns     []net.Listener // the xDS forwarders
+	once    sync.Once
 }
 
 func (r *mbRun) close() {
@@ -111,8 +109,8 @@ func (r *mbRun) close() {
 		for _, ln := range r.lns {
 			ln.Close()
 		}
-		if r.server != nil {
-			r.server.Kill()
+		for _, s := range r.servers {
+			s.Kill()
 		}
 		if r.lab != nil {
 			if err := r.lab.Close(); err != nil {
@@ -159,19 +157,13 @@ func runAppMesh(o appmeshOpts) error {
 	if r.lab, err = netns.New(ctx, mbFamily, mbSubnet, slog.New(slog.DiscardHandler)); err != nil {
 		return err
 	}
-	r.server, err = weftbin.StartServer(ctx, o.weft, "bench", "--data-dir", filepath.Join(r.b.dir, "data"),
-		"--region", mbRegion, "--account-id", mbAccount)
-	if err != nil {
-		return err
-	}
-	api := newMeshAPI(r.server.API)
-	a, err := r.sidecars(ctx, api, o, "", "bench", o.weft, 11, 12)
+	a, err := r.sidecars(ctx, o, "", "bench", o.weft, 11, 12)
 	if err != nil {
 		return err
 	}
 	sides := []*sidecars{a}
 	if o.weftB != "" {
-		bs, err := r.sidecars(ctx, api, o, " B", "bench-b", o.weftB, 21, 22)
+		bs, err := r.sidecars(ctx, o, " B", "bench-b", o.weftB, 21, 22)
 		if err != nil {
 			return err
 		}
@@ -181,7 +173,7 @@ func runAppMesh(o appmeshOpts) error {
 	if err != nil {
 		return err
 	}
-	haS, haC, err := r.haproxies(a, o.logs)
+	haHost, haProcs, err := r.haproxies(ctx, o.logs)
 	if err != nil {
 		return err
 	}
@@ -191,16 +183,17 @@ func runAppMesh(o appmeshOpts) error {
 			url: fmt.Sprintf("http://%s:%d/", mbService, mbAppPort), dial: netip.AddrPortFrom(s.server.host.Addr, mbAppPort).String(),
 			procs: []*os.Process{s.client.proxy, s.server.proxy}})
 	}
-	targets = append(targets, mbTarget{name: "two haproxies", host: a.client.host, url: fmt.Sprintf("http://127.0.0.1:%d/", mbHAClient), procs: []*os.Process{haC, haS}})
+	targets = append(targets, mbTarget{name: "two haproxies, intercepted", host: haHost, url: fmt.Sprintf("http://%s:%d/", mbService, mbAppPort),
+		dial: netip.AddrPortFrom(mbAddr(32), mbAppPort).String(), procs: haProcs})
 	for _, t := range targets {
 		if err := t.wait(ctx, 60*time.Second); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
 	fmt.Print(machine(o.weft))
-	fmt.Printf("-appmesh: weft server %s; sidecars %s", o.weft, o.weft)
+	fmt.Printf("-appmesh: weft server and sidecars %s", o.weft)
 	if o.weftB != "" {
-		fmt.Printf(", B %s", o.weftB)
+		fmt.Printf("; B: weft server and sidecars %s", o.weftB)
 	}
 	fmt.Printf("; access logs %v\n", o.logs)
 	measureAppMesh(o, targets)
@@ -226,16 +219,25 @@ func appBin(b *bench) string {
 	return b.weft
 }
 
-// sidecars builds one mesh and its two tasks, with their sidecars run by
-// bin; the tasks' addresses end in cl and sv.
-func (r *mbRun) sidecars(ctx context.Context, api *meshAPI, o appmeshOpts, label, mesh, bin string, cl, sv byte) (*sidecars, error) {
+// sidecars starts weft server of build bin (its embedded store in the
+// bench's directory), creates one mesh there and builds its two tasks,
+// with sidecars of the same build; the tasks' addresses end in cl and sv.
+// A build's sidecars are configured by the same build's server, so that a
+// before and an after compare as releases do.
+func (r *mbRun) sidecars(ctx context.Context, o appmeshOpts, label, mesh, bin string, cl, sv byte) (*sidecars, error) {
 	s := &sidecars{label: label, mesh: mesh}
 	suffix := strings.ToLower(strings.TrimSpace(label))
-	var err error
-	if s.client.host, err = r.task(ctx, "client"+suffix, mbAddr(cl), "", strconv.Itoa(mbDirectPort)); err != nil {
+	srv, err := weftbin.StartServer(ctx, bin, mesh, "--data-dir", filepath.Join(r.b.dir, "data-"+mesh),
+		"--region", mbRegion, "--account-id", mbAccount)
+	if err != nil {
 		return nil, err
 	}
-	if s.server.host, err = r.task(ctx, "server"+suffix, mbAddr(sv), strconv.Itoa(mbAppPort), ""); err != nil {
+	r.servers = append(r.servers, srv)
+	api := newMeshAPI(srv.API)
+	if s.client.host, err = r.task(ctx, "client"+suffix, mbAddr(cl), "", strconv.Itoa(mbDirectPort), srv.XDS); err != nil {
+		return nil, err
+	}
+	if s.server.host, err = r.task(ctx, "server"+suffix, mbAddr(sv), strconv.Itoa(mbAppPort), "", srv.XDS); err != nil {
 		return nil, err
 	}
 	if _, err := r.b.startIn(s.server.host, -1, "app"+suffix, appBin(r.b), []string{"COLOR=blue"}, "colorapp", "--listen", fmt.Sprintf(":%d", mbAppPort)); err != nil {
@@ -261,32 +263,21 @@ func (r *mbRun) sidecars(ctx context.Context, api *meshAPI, o appmeshOpts, label
 	return s, nil
 }
 
-// task creates a namespace with the xDS forwarder and the interception:
-// inbound TCP to appPorts goes to the ingress listener, outbound TCP to
-// anywhere but ignoredPorts (and 22) from any UID but the proxy's to the
-// egress listener.
-func (r *mbRun) task(ctx context.Context, name string, addr netip.Addr, appPorts, ignoredPorts string) (*netns.Host, error) {
+// task creates a namespace with the interception: inbound TCP to appPorts
+// goes to the ingress listener, outbound TCP to anywhere but ignoredPorts
+// (and 22) from any UID but the proxy's to the egress listener. With xds,
+// the namespace's 127.0.0.1:15128 is forwarded to that address on this
+// process's loopback (weft server's xDS).
+func (r *mbRun) task(ctx context.Context, name string, addr netip.Addr, appPorts, ignoredPorts, xds string) (*netns.Host, error) {
 	h, err := r.lab.AddHost(ctx, name, addr, netns.HostOptions{})
 	if err != nil {
 		return nil, err
 	}
-	var ln net.Listener
-	if err := h.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", mbXDSPort))
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("%s: xDS forwarder: %w", name, err)
-	}
-	r.lns = append(r.lns, ln)
-	go func() { // accepts until close closes ln
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go relayConn(c, r.server.XDS) // ends when the proxy or weft server closes
+	if xds != "" {
+		if err := r.forward(h, xds); err != nil {
+			return nil, fmt.Errorf("%s: xDS forwarder: %w", name, err)
 		}
-	}()
+	}
 	out, err := h.Command(ctx, -1, r.b.weft, "intercept", "--app-ports", appPorts,
 		"--ignored-uid", strconv.Itoa(intercept.DefaultIgnoredUID),
 		"--proxy-ingress-port", strconv.Itoa(intercept.DefaultProxyIngressPort),
@@ -298,26 +289,67 @@ func (r *mbRun) task(ctx context.Context, name string, addr netip.Addr, appPorts
 	return h, nil
 }
 
-// haproxies starts the two-haproxy chain on side a's hosts.
-func (r *mbRun) haproxies(a *sidecars, logs bool) (server, client *os.Process, err error) {
+// forward listens on 127.0.0.1:15128 inside h and relays each connection
+// to to, on this process's loopback.
+func (r *mbRun) forward(h *netns.Host, to string) error {
+	var ln net.Listener
+	if err := h.Do(func() (err error) {
+		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", mbXDSPort))
+		return err
+	}); err != nil {
+		return err
+	}
+	r.lns = append(r.lns, ln)
+	go func() { // accepts until close closes ln
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go relayConn(c, to) // ends when the proxy or weft server closes
+		}
+	}()
+	return nil
+}
+
+// haproxies builds two more tasks with the same interception, whose
+// sidecars are haproxies configured by hand (the two-haproxy shape of the
+// other paths): the client's on the egress port, as the proxy's UID, to
+// the server task's app port; the server's on the ingress port, to the app
+// on 127.0.0.1. It returns the client task's host and the two processes,
+// client's first.
+func (r *mbRun) haproxies(ctx context.Context, logs bool) (*netns.Host, []*os.Process, error) {
 	cfg := haproxyConfig
 	if logs {
 		cfg = haproxyLoggedConfig
 	}
-	start := func(h *netns.Host, uid int, name, bind, to string) (*os.Process, error) {
-		p := filepath.Join(r.b.dir, name+".cfg")
-		if err := os.WriteFile(p, []byte(cfg(bind, to)), 0o644); err != nil {
-			return nil, err
-		}
-		return r.b.startIn(h, uid, name, "haproxy", nil, "-db", "-f", p)
-	}
-	if server, err = start(a.server.host, -1, "haproxy-server", fmt.Sprintf(":%d", mbHAServer), fmt.Sprintf("127.0.0.1:%d", mbAppPort)); err != nil {
+	client, err := r.task(ctx, "client-h", mbAddr(31), "", "", "")
+	if err != nil {
 		return nil, nil, err
 	}
-	// As the proxy's UID, so that the client's interception leaves it alone.
-	client, err = start(a.client.host, intercept.DefaultIgnoredUID, "haproxy-client", fmt.Sprintf("127.0.0.1:%d", mbHAClient),
-		netip.AddrPortFrom(a.server.host.Addr, mbHAServer).String())
-	return server, client, err
+	server, err := r.task(ctx, "server-h", mbAddr(32), strconv.Itoa(mbAppPort), "", "")
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := r.b.startIn(server, -1, "app-h", appBin(r.b), []string{"COLOR=blue"}, "colorapp", "--listen", fmt.Sprintf(":%d", mbAppPort)); err != nil {
+		return nil, nil, err
+	}
+	start := func(h *netns.Host, name string, port int, to string) (*os.Process, error) {
+		p := filepath.Join(r.b.dir, name+".cfg")
+		if err := os.WriteFile(p, []byte(cfg(fmt.Sprintf(":%d", port), to)), 0o644); err != nil {
+			return nil, err
+		}
+		return r.b.startIn(h, intercept.DefaultIgnoredUID, name, "haproxy", nil, "-db", "-f", p)
+	}
+	hs, err := start(server, "haproxy-server", intercept.DefaultProxyIngressPort, fmt.Sprintf("127.0.0.1:%d", mbAppPort))
+	if err != nil {
+		return nil, nil, err
+	}
+	hc, err := start(client, "haproxy-client", intercept.DefaultProxyEgressPort, netip.AddrPortFrom(server.Addr, mbAppPort).String())
+	if err != nil {
+		return nil, nil, err
+	}
+	return client, []*os.Process{hc, hs}, nil
 }
 
 // startIn runs argv in h's namespace as uid (-1: as this process), its
