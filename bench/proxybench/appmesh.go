@@ -27,6 +27,7 @@ package main
 // sidecars and weft server of that build (-weft-b).
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,6 +75,7 @@ func mbAddr(last byte) netip.Addr {
 // appmeshOpts are the flags -appmesh reads.
 type appmeshOpts struct {
 	weft, weftB, app string
+	proxy, proxyB    string // the sidecars' binaries; -weft's and -weft-b's when empty
 	logs             bool
 	rate, conns      int
 	rounds, satConns int
@@ -157,13 +159,13 @@ func runAppMesh(o appmeshOpts) error {
 	if r.lab, err = netns.New(ctx, mbFamily, mbSubnet, slog.New(slog.DiscardHandler)); err != nil {
 		return err
 	}
-	a, err := r.sidecars(ctx, o, "", "bench", o.weft, 11, 12)
+	a, err := r.sidecars(ctx, o, "", "bench", o.weft, cmp.Or(o.proxy, o.weft), 11, 12)
 	if err != nil {
 		return err
 	}
 	sides := []*sidecars{a}
 	if o.weftB != "" {
-		bs, err := r.sidecars(ctx, o, " B", "bench-b", o.weftB, 21, 22)
+		bs, err := r.sidecars(ctx, o, " B", "bench-b", o.weftB, cmp.Or(o.proxyB, o.weftB), 21, 22)
 		if err != nil {
 			return err
 		}
@@ -191,9 +193,9 @@ func runAppMesh(o appmeshOpts) error {
 		}
 	}
 	fmt.Print(machine(o.weft))
-	fmt.Printf("-appmesh: weft server and sidecars %s", o.weft)
+	fmt.Printf("-appmesh: weft server %s, sidecars %s", o.weft, cmp.Or(o.proxy, o.weft))
 	if o.weftB != "" {
-		fmt.Printf("; B: weft server and sidecars %s", o.weftB)
+		fmt.Printf("; B: weft server %s, sidecars %s", o.weftB, cmp.Or(o.proxyB, o.weftB))
 	}
 	fmt.Printf("; access logs %v\n", o.logs)
 	measureAppMesh(o, targets)
@@ -219,15 +221,16 @@ func appBin(b *bench) string {
 	return b.weft
 }
 
-// sidecars starts weft server of build bin (its embedded store in the
-// bench's directory), creates one mesh there and builds its two tasks,
-// with sidecars of the same build; the tasks' addresses end in cl and sv.
-// A build's sidecars are configured by the same build's server, so that a
-// before and an after compare as releases do.
-func (r *mbRun) sidecars(ctx context.Context, o appmeshOpts, label, mesh, bin string, cl, sv byte) (*sidecars, error) {
+// sidecars starts weft server (the binary server; its embedded store in
+// the bench's directory), creates one mesh there and builds its two tasks,
+// with sidecars run by proxy (weft or weft-proxy of the same build); the
+// tasks' addresses end in cl and sv. A build's sidecars are configured by
+// the same build's server, so that a before and an after compare as
+// releases do.
+func (r *mbRun) sidecars(ctx context.Context, o appmeshOpts, label, mesh, server, proxy string, cl, sv byte) (*sidecars, error) {
 	s := &sidecars{label: label, mesh: mesh}
 	suffix := strings.ToLower(strings.TrimSpace(label))
-	srv, err := weftbin.StartServer(ctx, bin, mesh, "--data-dir", filepath.Join(r.b.dir, "data-"+mesh),
+	srv, err := weftbin.StartServer(ctx, server, mesh, "--data-dir", filepath.Join(r.b.dir, "data-"+mesh),
 		"--region", mbRegion, "--account-id", mbAccount)
 	if err != nil {
 		return nil, err
@@ -255,7 +258,7 @@ func (r *mbRun) sidecars(ctx context.Context, o appmeshOpts, label, mesh, bin st
 			fmt.Sprintf("APPMESH_XDS_ENDPOINT=127.0.0.1:%d", mbXDSPort),
 		}
 		name := "proxy-" + t.node + suffix
-		if t.task.proxy, err = r.b.startIn(t.task.host, intercept.DefaultIgnoredUID, name, bin, env, "proxy", "--admin-addr", mbAdmin); err != nil {
+		if t.task.proxy, err = r.b.startIn(t.task.host, intercept.DefaultIgnoredUID, name, proxy, env, "proxy", "--admin-addr", mbAdmin); err != nil {
 			return nil, err
 		}
 		t.task.log = filepath.Join(r.b.dir, name+".log")

@@ -97,6 +97,8 @@ func main() {
 	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
 	appmeshOn := flag.Bool("appmesh", false, "instead of the other paths: two sidecars as App Mesh configures them, in network namespaces with iptables interception, configured by weft server (-weft) over xDS from a mesh made through the App Mesh API, against the app directly and two haproxies on the same hosts; with -weft-b, the same two sidecars of that build as well; needs root (appmesh.go)")
 	appmeshLog := flag.Bool("appmesh-log", false, "with -appmesh: the virtual nodes log to /dev/stdout, and the haproxies log too")
+	appmeshProxy := flag.String("appmesh-proxy", "", "with -appmesh: the binary that runs the sidecars, weft or weft-proxy of -weft's build (default -weft)")
+	appmeshProxyB := flag.String("appmesh-proxy-b", "", "with -appmesh and -weft-b: the binary that runs the B sidecars (default -weft-b)")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
 	aArgs := strings.Fields(*weftArgs)
@@ -108,7 +110,7 @@ func main() {
 		log.Fatal("-weft is required")
 	}
 	if *appmeshOn {
-		if err := runAppMesh(appmeshOpts{weft: *weft, weftB: *weftB, app: *appBin, logs: *appmeshLog, rate: *rate, conns: *conns,
+		if err := runAppMesh(appmeshOpts{weft: *weft, weftB: *weftB, proxy: *appmeshProxy, proxyB: *appmeshProxyB, app: *appBin, logs: *appmeshLog, rate: *rate, conns: *conns,
 			rounds: *rounds, satConns: *satConns, dur: *dur, satDur: *satDur}); err != nil {
 			log.Fatal(err)
 		}
