@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // -appmesh: the request as App Mesh configures it. weft server (the -weft
@@ -70,16 +72,6 @@ func mbAddr(last byte) netip.Addr {
 	a := mbSubnet.Addr().As4()
 	a[3] = last
 	return netip.AddrFrom4(a)
-}
-
-// appmeshOpts are the flags -appmesh reads.
-type appmeshOpts struct {
-	weft, weftB, app string
-	proxy, proxyB    string // the sidecars' binaries; -weft's and -weft-b's when empty
-	logs             bool
-	rate, conns      int
-	rounds, satConns int
-	dur, satDur      time.Duration
 }
 
 // task is one ECS task: a namespace with its sidecar.
