@@ -84,13 +84,14 @@ type task struct {
 // sidecars is one build's two tasks.
 type sidecars struct {
 	label          string // "" or " B"
-	mesh           string
 	client, server task
 }
 
-// mbRun is the -appmesh run's state, torn down by close.
+// mbRun is the -appmesh run's state, torn down by close (from the run or
+// from the signal handler).
 type mbRun struct {
 	b       *bench
+	mu      sync.Mutex // protects lab, servers and lns
 	lab     *netns.Lab
 	servers []*weftbin.Server
 	lns     []net.Listener // the xDS forwarders
@@ -100,6 +101,8 @@ type mbRun struct {
 func (r *mbRun) close() {
 	r.once.Do(func() {
 		r.b.stopAll()
+		r.mu.Lock()
+		defer r.mu.Unlock()
 		for _, ln := range r.lns {
 			ln.Close()
 		}
@@ -147,10 +150,13 @@ func runAppMesh(o appmeshOpts) error {
 	if gone, err := netns.Sweep(ctx, mbFamily); err != nil || len(gone) > 0 {
 		log.Printf("removed what earlier runs left: %v (err %v)", gone, err)
 	}
-	var err error
-	if r.lab, err = netns.New(ctx, mbFamily, mbSubnet, slog.New(slog.DiscardHandler)); err != nil {
+	lab, err := netns.New(ctx, mbFamily, mbSubnet, slog.New(slog.DiscardHandler))
+	if err != nil {
 		return err
 	}
+	r.mu.Lock()
+	r.lab = lab
+	r.mu.Unlock()
 	a, err := r.sidecars(ctx, o, "", "bench", o.weft, cmp.Or(o.proxy, o.weft), 11, 12)
 	if err != nil {
 		return err
@@ -220,14 +226,16 @@ func appBin(b *bench) string {
 // the same build's server, so that a before and an after compare as
 // releases do.
 func (r *mbRun) sidecars(ctx context.Context, o appmeshOpts, label, mesh, server, proxy string, cl, sv byte) (*sidecars, error) {
-	s := &sidecars{label: label, mesh: mesh}
+	s := &sidecars{label: label}
 	suffix := strings.ToLower(strings.TrimSpace(label))
 	srv, err := weftbin.StartServer(ctx, server, mesh, "--data-dir", filepath.Join(r.b.dir, "data-"+mesh),
 		"--region", mbRegion, "--account-id", mbAccount)
 	if err != nil {
 		return nil, err
 	}
+	r.mu.Lock()
 	r.servers = append(r.servers, srv)
+	r.mu.Unlock()
 	api := newMeshAPI(srv.API)
 	if s.client.host, err = r.task(ctx, "client"+suffix, mbAddr(cl), "", strconv.Itoa(mbDirectPort), srv.XDS); err != nil {
 		return nil, err
@@ -264,7 +272,10 @@ func (r *mbRun) sidecars(ctx context.Context, o appmeshOpts, label, mesh, server
 // the namespace's 127.0.0.1:15128 is forwarded to that address on this
 // process's loopback (weft server's xDS).
 func (r *mbRun) task(ctx context.Context, name string, addr netip.Addr, appPorts, ignoredPorts, xds string) (*netns.Host, error) {
-	h, err := r.lab.AddHost(ctx, name, addr, netns.HostOptions{})
+	r.mu.Lock()
+	lab := r.lab
+	r.mu.Unlock()
+	h, err := lab.AddHost(ctx, name, addr, netns.HostOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +305,9 @@ func (r *mbRun) forward(h *netns.Host, to string) error {
 	}); err != nil {
 		return err
 	}
+	r.mu.Lock()
 	r.lns = append(r.lns, ln)
+	r.mu.Unlock()
 	go func() { // accepts until close closes ln
 		for {
 			c, err := ln.Accept()
