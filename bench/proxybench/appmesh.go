@@ -190,6 +190,13 @@ func runAppMesh(o appmeshOpts) error {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
+	if o.hold {
+		for _, t := range targets {
+			fmt.Printf("%s: %s from namespace %s (dialing %s), pids %v\n", t.name, t.url, t.host.Name, cmp.Or(t.dial, hostOf(t.url)), pids(t.procs))
+		}
+		fmt.Printf("sidecars' admin on %s in their namespaces; outputs in %s; Ctrl-C tears down\n", mbAdmin, r.b.dir)
+		select {} // the signal handler tears down and exits
+	}
 	fmt.Print(machine(o.weft))
 	fmt.Printf("-appmesh: weft server %s, sidecars %s", o.weft, cmp.Or(o.proxy, o.weft))
 	if o.weftB != "" {
@@ -209,6 +216,14 @@ func runAppMesh(o appmeshOpts) error {
 		r.b.logBytes()
 	}
 	return nil
+}
+
+func pids(ps []*os.Process) []int {
+	var out []int
+	for _, p := range ps {
+		out = append(out, p.Pid)
+	}
+	return out
 }
 
 // appBin is the binary that runs weft colorapp.

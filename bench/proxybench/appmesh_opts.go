@@ -6,7 +6,7 @@ import "time"
 type appmeshOpts struct {
 	weft, weftB, app string
 	proxy, proxyB    string // the sidecars' binaries; -weft's and -weft-b's when empty
-	logs             bool
+	logs, hold       bool
 	rate, conns      int
 	rounds, satConns int
 	dur, satDur      time.Duration
