@@ -157,13 +157,13 @@ func runAppMesh(o appmeshOpts) error {
 	r.mu.Lock()
 	r.lab = lab
 	r.mu.Unlock()
-	a, err := r.sidecars(ctx, o, "", "bench", o.weft, cmp.Or(o.proxy, o.weft), 11, 12)
+	a, err := r.sidecars(ctx, o, "", "bench", o.weft, cmp.Or(o.proxy, o.weft), o.args, 11, 12)
 	if err != nil {
 		return err
 	}
 	sides := []*sidecars{a}
 	if o.weftB != "" {
-		bs, err := r.sidecars(ctx, o, " B", "bench-b", o.weftB, cmp.Or(o.proxyB, o.weftB), 21, 22)
+		bs, err := r.sidecars(ctx, o, " B", "bench-b", o.weftB, cmp.Or(o.proxyB, o.weftB), o.argsB, 21, 22)
 		if err != nil {
 			return err
 		}
@@ -236,11 +236,11 @@ func appBin(b *bench) string {
 
 // sidecars starts weft server (the binary server; its embedded store in
 // the bench's directory), creates one mesh there and builds its two tasks,
-// with sidecars run by proxy (weft or weft-proxy of the same build); the
-// tasks' addresses end in cl and sv. A build's sidecars are configured by
+// with sidecars run by proxy (weft or weft-proxy of the same build) with
+// the extra arguments; the tasks' addresses end in cl and sv. A build's sidecars are configured by
 // the same build's server, so that a before and an after compare as
 // releases do.
-func (r *mbRun) sidecars(ctx context.Context, o appmeshOpts, label, mesh, server, proxy string, cl, sv byte) (*sidecars, error) {
+func (r *mbRun) sidecars(ctx context.Context, o appmeshOpts, label, mesh, server, proxy string, extra []string, cl, sv byte) (*sidecars, error) {
 	s := &sidecars{label: label}
 	suffix := strings.ToLower(strings.TrimSpace(label))
 	srv, err := weftbin.StartServer(ctx, server, mesh, "--data-dir", filepath.Join(r.b.dir, "data-"+mesh),
@@ -273,7 +273,8 @@ func (r *mbRun) sidecars(ctx context.Context, o appmeshOpts, label, mesh, server
 			fmt.Sprintf("APPMESH_XDS_ENDPOINT=127.0.0.1:%d", mbXDSPort),
 		}
 		name := "proxy-" + t.node + suffix
-		if t.task.proxy, err = r.b.startIn(t.task.host, intercept.DefaultIgnoredUID, name, proxy, env, "proxy", "--admin-addr", mbAdmin); err != nil {
+		args := append([]string{"proxy", "--admin-addr", mbAdmin}, extra...)
+		if t.task.proxy, err = r.b.startIn(t.task.host, intercept.DefaultIgnoredUID, name, proxy, env, args...); err != nil {
 			return nil, err
 		}
 		t.task.log = filepath.Join(r.b.dir, name+".log")

@@ -110,7 +110,7 @@ func main() {
 		log.Fatal("-weft is required")
 	}
 	if *appmeshOn {
-		if err := runAppMesh(appmeshOpts{weft: *weft, weftB: *weftB, proxy: *appmeshProxy, proxyB: *appmeshProxyB, app: *appBin, logs: *appmeshLog, hold: *hold, rate: *rate, conns: *conns,
+		if err := runAppMesh(appmeshOpts{weft: *weft, weftB: *weftB, proxy: *appmeshProxy, proxyB: *appmeshProxyB, args: aArgs, argsB: bArgs, app: *appBin, logs: *appmeshLog, hold: *hold, rate: *rate, conns: *conns,
 			rounds: *rounds, satConns: *satConns, dur: *dur, satDur: *satDur}); err != nil {
 			log.Fatal(err)
 		}
