@@ -104,7 +104,11 @@ func printPlacement(name string, t task) {
 		return
 	}
 	fmt.Printf("\n%s's sidecar (pid %d), its listeners:\n\n", name, t.proxy.Pid)
-	for _, p := range loopPlacement(string(b)) {
+	ps := loopPlacement(string(b))
+	if len(ps) == 0 {
+		fmt.Println("- none logged (the loops off: --evloop=false)")
+	}
+	for _, p := range ps {
 		if p.loops {
 			fmt.Printf("- %s: on the event loops\n", p.listener)
 		} else {
