@@ -12,6 +12,8 @@
 // memory (RSS, PSS, private) from /proc. With -h2c it measures the same
 // paths over HTTP/2 without TLS (h2c.go). With -evloop it measures the
 // event-loop prototype of the HTTP/1.1 path (bench/evloopproxy) as well.
+// With -appmesh it measures instead two sidecars as App Mesh configures
+// them, behind iptables interception in network namespaces (appmesh.go).
 //
 //	go build -o /tmp/weft ./cmd/weft && go run ./bench/proxybench -weft /tmp/weft
 package main
@@ -95,7 +97,7 @@ func main() {
 	appBin := flag.String("app", "", "the weft binary that runs the app (weft colorapp; it must speak h2c for the h2c paths); default -weft")
 	profPath := flag.String("profile-path", "one weft proxy", "with -profile: the path whose (first) proxy is profiled")
 	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
-	appmeshOn := flag.Bool("appmesh", false, "instead of the other paths: two sidecars as App Mesh configures them, in network namespaces with iptables interception, configured by weft server (-weft) over xDS from a mesh made through the App Mesh API, against the app directly and two haproxies on the same hosts; with -weft-b, the same two sidecars of that build as well; needs root (appmesh.go)")
+	appmeshOn := flag.Bool("appmesh", false, "instead of the other paths: two sidecars as App Mesh configures them, in network namespaces with weft intercept's iptables, configured over xDS by weft server (-weft) from a mesh made through the App Mesh API, against the app reached directly and two haproxies as the sidecars of two more intercepted tasks; with -weft-b, that build's server and sidecars as well; needs root (appmesh.go)")
 	appmeshLog := flag.Bool("appmesh-log", false, "with -appmesh: the virtual nodes log to /dev/stdout, and the haproxies log too")
 	appmeshProxy := flag.String("appmesh-proxy", "", "with -appmesh: the binary that runs the sidecars, weft or weft-proxy of -weft's build (default -weft)")
 	appmeshProxyB := flag.String("appmesh-proxy-b", "", "with -appmesh and -weft-b: the binary that runs the B sidecars (default -weft-b)")
