@@ -181,7 +181,10 @@ func runAppMesh(o appmeshOpts) error {
 	for _, s := range sides {
 		targets = append(targets, mbTarget{name: "two weft sidecars, App Mesh" + s.label, host: s.client.host,
 			url: fmt.Sprintf("http://%s:%d/", mbService, mbAppPort), dial: netip.AddrPortFrom(s.server.host.Addr, mbAppPort).String(),
-			procs: []*os.Process{s.client.proxy, s.server.proxy}})
+			procs: []*os.Process{s.client.proxy, s.server.proxy},
+			// The translator's stat prefixes of the egress and ingress
+			// connection managers.
+			counted: []counter{{s.client.host, "http.egress.downstream_rq_total"}, {s.server.host, "http.ingress.downstream_rq_total"}}})
 	}
 	targets = append(targets, mbTarget{name: "two haproxies, intercepted", host: haHost, url: fmt.Sprintf("http://%s:%d/", mbService, mbAppPort),
 		dial: netip.AddrPortFrom(mbAddr(32), mbAppPort).String(), procs: haProcs})

@@ -95,6 +95,19 @@ func servedStats(body string) []string {
 	return out
 }
 
+// statValue is the value of the stat name in admin /stats' "name: value"
+// lines, or -1 when it is not there.
+func statValue(body, name string) int64 {
+	for _, line := range strings.Split(body, "\n") {
+		if n, v, ok := strings.Cut(line, ": "); ok && n == name {
+			if x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return x
+			}
+		}
+	}
+	return -1
+}
+
 // printPlacement prints a sidecar's listeners' placement and its served
 // stats.
 func printPlacement(name string, t task) {

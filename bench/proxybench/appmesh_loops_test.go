@@ -50,3 +50,16 @@ func TestServedStats(t *testing.T) {
 		t.Errorf("servedStats:\n got %q\nwant %q", got, want)
 	}
 }
+
+func TestStatValue(t *testing.T) {
+	body := "http.egress.downstream_rq_total_x: 7\nhttp.egress.downstream_rq_total: 12\nhttp.ingress.downstream_rq_total: 11\n"
+	for name, want := range map[string]int64{
+		"http.egress.downstream_rq_total":  12,
+		"http.ingress.downstream_rq_total": 11,
+		"http.egress.downstream_rq":        -1,
+	} {
+		if got := statValue(body, name); got != want {
+			t.Errorf("statValue(%s) = %d, want %d", name, got, want)
+		}
+	}
+}

@@ -22,6 +22,25 @@ type mbTarget struct {
 	url   string
 	dial  string
 	procs []*os.Process // whose CPU and memory the row shows: the proxies, client's first
+	// counted are the sidecars' request counters (weft's paths only):
+	// every request sent on the path must be counted by each.
+	counted []counter
+}
+
+// counter is one stat of a sidecar's admin /stats, read from inside its
+// namespace.
+type counter struct {
+	host *netns.Host
+	name string
+}
+
+// read returns the counter's value, or -1 when it cannot be read.
+func (c counter) read() int64 {
+	code, body, err := nsGet(context.Background(), c.host, "", "http://"+mbAdmin+"/stats")
+	if err != nil || code != http.StatusOK {
+		return -1
+	}
+	return statValue(body, c.name)
 }
 
 // mbClient is an HTTP client whose up to conns keep-alive connections are
@@ -87,10 +106,14 @@ func measureAppMesh(o appmeshOpts, targets []mbTarget) {
 		wall   time.Duration
 	}
 	accs := make([]acc, len(targets))
+	counted0 := make([][]int64, len(targets))
 	clients := make([]*http.Client, len(targets))
 	for i, t := range targets {
 		accs[i].cpu = make([]time.Duration, len(t.procs))
 		clients[i] = mbClient(t.host, t.dial, o.conns)
+		for _, c := range t.counted {
+			counted0[i] = append(counted0[i], c.read())
+		}
 	}
 	load0 := loadavg()
 	slice := o.dur / time.Duration(o.rounds)
@@ -114,6 +137,15 @@ func measureAppMesh(o appmeshOpts, targets []mbTarget) {
 		c.CloseIdleConnections()
 	}
 	fixedLoad := loadavg()
+	// Each request of the fixed-rate run crossed both sidecars, or the
+	// interception did not do its job and the row measures something else.
+	for i, t := range targets {
+		for j, c := range t.counted {
+			if got, want := c.read()-counted0[i][j], int64(len(accs[i].lat)); got != want {
+				fmt.Printf("%s: %s counted %d requests of the fixed-rate run, not the %d sent\n", t.name, c.name, got, want)
+			}
+		}
+	}
 	fmt.Printf("\nFixed rate %d requests/s for %v per path, in %d interleaved slices of %v, %d connections opened in the client task's namespace (latency in ms from the scheduled send time). Load average %s before, %s after.\n",
 		o.rate, o.dur, o.rounds, slice, o.conns, load0, fixedLoad)
 	fmt.Printf("vCPU per 1,000 rps: all the path's proxies together, then each (client's sidecar / server's); on the direct row the app's. RSS per process.\n\n")
