@@ -30,7 +30,12 @@ import (
 
 // startHAProxyLogged runs haproxy as startHAProxy does, with the log.
 func (b *bench) startHAProxyLogged(port int, app string) *os.Process {
-	cfg := fmt.Sprintf(`global
+	return b.runHAProxy(fmt.Sprintf("haproxy-logged-%d.cfg", port), haproxyLoggedConfig(fmt.Sprintf("127.0.0.1:%d", port), app))
+}
+
+// haproxyLoggedConfig is haproxyConfig with the access log.
+func haproxyLoggedConfig(bind, server string) string {
+	return fmt.Sprintf(`global
   maxconn 4096
   log stdout format raw local0
 defaults
@@ -42,7 +47,7 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:%d
+  bind %s
   capture request header X-Forwarded-For len 128
   capture request header User-Agent len 128
   capture request header X-Request-Id len 128
@@ -51,8 +56,7 @@ frontend fe
   default_backend app
 backend app
   server app %s
-`, port, app)
-	return b.runHAProxy(fmt.Sprintf("haproxy-logged-%d.cfg", port), cfg)
+`, bind, server)
 }
 
 // logBytes prints, for each process output in the bench's directory that

@@ -12,6 +12,8 @@
 // memory (RSS, PSS, private) from /proc. With -h2c it measures the same
 // paths over HTTP/2 without TLS (h2c.go). With -evloop it measures the
 // event-loop prototype of the HTTP/1.1 path (bench/evloopproxy) as well.
+// With -appmesh it measures instead two sidecars as App Mesh configures
+// them, behind iptables interception in network namespaces (appmesh.go).
 //
 //	go build -o /tmp/weft ./cmd/weft && go run ./bench/proxybench -weft /tmp/weft
 package main
@@ -95,6 +97,10 @@ func main() {
 	appBin := flag.String("app", "", "the weft binary that runs the app (weft colorapp; it must speak h2c for the h2c paths); default -weft")
 	profPath := flag.String("profile-path", "one weft proxy", "with -profile: the path whose (first) proxy is profiled")
 	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
+	appmeshOn := flag.Bool("appmesh", false, "instead of the other paths: two sidecars as App Mesh configures them, in network namespaces with weft intercept's iptables, configured over xDS by weft server (-weft) from a mesh made through the App Mesh API, against the app reached directly and two haproxies as the sidecars of two more intercepted tasks; with -weft-b, that build's server and sidecars as well; needs root (appmesh.go)")
+	appmeshLog := flag.Bool("appmesh-log", false, "with -appmesh: the virtual nodes log to /dev/stdout, and the haproxies log too")
+	appmeshProxy := flag.String("appmesh-proxy", "", "with -appmesh: the binary that runs the sidecars, weft or weft-proxy of -weft's build (default -weft)")
+	appmeshProxyB := flag.String("appmesh-proxy-b", "", "with -appmesh and -weft-b: the binary that runs the B sidecars (default -weft-b)")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
 	aArgs := strings.Fields(*weftArgs)
@@ -104,6 +110,13 @@ func main() {
 	}
 	if *weft == "" {
 		log.Fatal("-weft is required")
+	}
+	if *appmeshOn {
+		if err := runAppMesh(appmeshOpts{weft: *weft, weftB: *weftB, proxy: *appmeshProxy, proxyB: *appmeshProxyB, args: aArgs, argsB: bArgs, app: *appBin, logs: *appmeshLog, hold: *hold, rate: *rate, conns: *conns,
+			rounds: *rounds, satConns: *satConns, dur: *dur, satDur: *satDur}); err != nil {
+			log.Fatal(err)
+		}
+		return
 	}
 	tracingRates, keepPath, err := tracingOnly(*tracingOnlyList)
 	if err != nil {
@@ -604,7 +617,13 @@ func (b *bench) startHAProxy(port int, app string) *os.Process {
 // haproxy runs haproxy with one frontend bound as bind and one server
 // line.
 func (b *bench) haproxy(port int, bind, server string) *os.Process {
-	cfg := fmt.Sprintf(`global
+	return b.runHAProxy(fmt.Sprintf("haproxy-%d.cfg", port), haproxyConfig(bind, server))
+}
+
+// haproxyConfig is haproxy's configuration as an HTTP reverse proxy with
+// keep-alive both ways, one frontend bound as bind and one server line.
+func haproxyConfig(bind, server string) string {
+	return fmt.Sprintf(`global
   maxconn 4096
 defaults
   mode http
@@ -619,7 +638,6 @@ frontend fe
 backend app
   server app %s
 `, bind, server)
-	return b.runHAProxy(fmt.Sprintf("haproxy-%d.cfg", port), cfg)
 }
 
 // runHAProxy writes cfg to the file name in the bench's directory and
@@ -836,7 +854,17 @@ var (
 )
 
 func wrk(url string, d time.Duration, conns int) satResult {
-	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(int(d.Seconds()))+"s", "--latency", url).CombinedOutput()
+	out, err := exec.Command("wrk", wrkArgs(url, d, conns)...).CombinedOutput()
+	return parseWrk(out, err)
+}
+
+// wrkArgs are wrk's arguments for a saturation run.
+func wrkArgs(url string, d time.Duration, conns int) []string {
+	return []string{"-t2", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", url}
+}
+
+// parseWrk reads wrk's rate and p50/p99 from its output.
+func parseWrk(out []byte, err error) satResult {
 	if err != nil {
 		return satResult{"wrk failed: " + err.Error(), "-", "-"}
 	}
@@ -960,20 +988,24 @@ func runRelay(listen, to string) {
 		if err != nil {
 			log.Fatal(err)
 		}
-		go func() { // one downstream connection; ends when either side closes
-			defer c.Close()
-			u, err := net.Dial("tcp", to)
-			if err != nil {
-				return
-			}
-			defer u.Close()
-			go func() { // client to upstream; ends at the client's EOF or an error
-				_, _ = io.Copy(u, c)
-				_ = u.(*net.TCPConn).CloseWrite()
-			}()
-			_, _ = io.Copy(c, u)
-		}()
+		go relayConn(c, to) // one downstream connection; ends when either side closes
 	}
+}
+
+// relayConn copies c to a new connection to to and back, until either
+// side closes.
+func relayConn(c net.Conn, to string) {
+	defer c.Close()
+	u, err := net.Dial("tcp", to)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	go func() { // client to upstream; ends at the client's EOF or an error
+		_, _ = io.Copy(u, c)
+		_ = u.(*net.TCPConn).CloseWrite()
+	}()
+	_, _ = io.Copy(c, u)
 }
 
 func (b *bench) startRelay(port int, app string) *os.Process {
