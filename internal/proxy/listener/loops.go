@@ -27,6 +27,9 @@ import (
 type Loops struct {
 	// Router chooses each request's upstream, or hands it off.
 	Router evloop.Router
+	// H2 serves h2c connections on the loops when Router accepts them
+	// (evloop.H2Router); else they are handed off.
+	H2 bool
 	// Observer hears how the upstream attempts went (host stats,
 	// outlier detection); nil: the loops count on their own.
 	Observer evloop.Observer
@@ -92,7 +95,8 @@ func (l *Listener) listenLoops(cfg *Config, st *stats.Store) error {
 		TLS:         lo.evloopTLS(),
 		HandOffTLS:  l.handOffTLS,
 		HandOff:     l.handOff,
-		HandOffConn: l.notForLoops})
+		HandOffConn: l.notForLoops,
+		H2:          lo.H2})
 	if err != nil {
 		return fmt.Errorf("listener %s: bind %s on event loops: %w", cfg.Name, cfg.Addr, err)
 	}
