@@ -39,6 +39,9 @@ func (r *loopRouter) H2() (evloop.H2Settings, bool) {
 		TooManyResets: httpconn.TooManyPrematureResets, ResetLifetime: httpconn.PrematureResetLifetime}, true
 }
 
+// RouteH2 implements evloop.H2Router.
+func (r *loopRouter) RouteH2(h route.Head) evloop.Target { return r.route(h, true) }
+
 // h2Clusters reports whether every cluster of rt is one the loops
 // forward to (as Route checks per request).
 func (r *loopRouter) h2Clusters(rt *route.Route) bool {
@@ -63,6 +66,9 @@ func (r *loopRouter) h2Clusters(rt *route.Route) bool {
 	}
 	return true
 }
+
+// RouteH2 is not used: H2 refuses.
+func (r loggedRouter) RouteH2(h route.Head) evloop.Target { return evloop.Target{HandOff: true} }
 
 // H2: access logs of h2 streams are not written on the loops yet.
 func (loggedRouter) H2() (evloop.H2Settings, bool) { return evloop.H2Settings{}, false }

@@ -264,7 +264,11 @@ func (l *loop) dispatch(d *down, head []byte) {
 	var t Target
 	if rtr := d.gen.router; rtr != nil {
 		l.hv = headView{head, r}
-		t = rtr.Route(&l.hv)
+		if d.h2 != nil {
+			t = rtr.(H2Router).RouteH2(&l.hv)
+		} else {
+			t = rtr.Route(&l.hv)
+		}
 		if t.HandOff && d.h2 == nil && l.handOffWhenWritten(d) {
 			return
 		}

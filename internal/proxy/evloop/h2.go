@@ -1,14 +1,23 @@
 package evloop
 
-import "time"
+import (
+	"time"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+)
 
 // H2Router is a Router that tells, at each h2c connection's preface,
 // whether the loops may serve that connection's streams (ok): every route
 // of the listener is one they forward as the goroutine path would, to a
 // cluster spoken to over HTTP/1.1; and with which limits.
+//
+// RouteH2 routes a stream's request as Route does, but cannot hand it
+// off: what Route hands off for the goroutine path to answer (no route,
+// say) it answers itself when it can; a HandOff left is answered 501.
 type H2Router interface {
 	Router
 	H2() (s H2Settings, ok bool)
+	RouteH2(h proxyroute.Head) Target
 }
 
 // H2Settings are the connection manager's HTTP/2 limits, as the

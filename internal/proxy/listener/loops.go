@@ -256,6 +256,14 @@ func (l *Listener) LoopTLSConns() int64 {
 	return l.loops.TLSConns()
 }
 
+// LoopH2Conns is the number of h2c connections the loops served.
+func (l *Listener) LoopH2Conns() int64 {
+	if l.loops == nil {
+		return 0
+	}
+	return l.loops.H2Conns()
+}
+
 // replayConn is a connection with bytes already read from it in front.
 type replayConn struct {
 	net.Conn
