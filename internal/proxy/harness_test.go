@@ -98,15 +98,15 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			var on, off []string
-			var handed, overTLS int64
+			var handed, overTLS, h2 int64
 			for name, l := range p.listeners {
 				if l.OnLoops() {
-					on, handed, overTLS = append(on, name), handed+l.HandedOff(), overTLS+l.LoopTLSConns()
+					on, handed, overTLS, h2 = append(on, name), handed+l.HandedOff(), overTLS+l.LoopTLSConns(), h2+l.LoopH2Conns()
 				} else {
 					off = append(off, name)
 				}
 			}
-			t.Logf("evloop: listeners on the loops %v (%d connections handed off, %d served over TLS), off %v", on, handed, overTLS, off)
+			t.Logf("evloop: listeners on the loops %v (%d connections handed off, %d served over TLS, %d h2c on the loops), off %v", on, handed, overTLS, h2, off)
 		})
 	}
 	waitUntil(t, 10*time.Second, "the admin listener", func() bool { return p.AdminAddr() != "" })

@@ -287,11 +287,8 @@ func FuzzH2LoopFrames(f *testing.F) {
 	_ = fr.WriteData(1, true, []byte("x"))
 	f.Add(b.Bytes())
 	f.Add([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8})
-	var srv *Server
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if srv == nil {
-			srv = startH2(t)
-		}
+		srv := startH2(t)
 		c, err := net.Dial("tcp", srv.Addr())
 		if err != nil {
 			t.Fatal(err)
