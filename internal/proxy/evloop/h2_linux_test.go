@@ -27,7 +27,7 @@ func (r h2TestRouter) H2() (H2Settings, bool) {
 func (r h2TestRouter) RouteH2(h proxyroute.Head) Target { return r.Route(h) }
 
 // startH2 runs a loop serving h2c with every path routed to a backend.
-func startH2(t *testing.T) *Server {
+func startH2(t *testing.T, mod ...func(*Config)) *Server {
 	t.Helper()
 	a := backend(t, "a")
 	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
@@ -39,7 +39,11 @@ func startH2(t *testing.T) *Server {
 		t.Fatal(err)
 	}
 	r := h2TestRouter{&ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostOf(a))}}}}
-	srv, _ := start(t, Config{Loops: 1, Router: r, H2: true})
+	cfg := Config{Loops: 1, Router: r, H2: true}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	srv, _ := start(t, cfg)
 	return srv
 }
 
@@ -274,6 +278,34 @@ func TestH2LoopControlFrames(t *testing.T) {
 	if code := h.goAway(); code != http2.ErrCodeNo {
 		t.Errorf("rapid reset: GOAWAY %v, want NO_ERROR", code)
 	}
+}
+
+// TestH2LoopIdleTimeout: a connection whose last stream ended is closed
+// after the idle timeout, with GOAWAY NO_ERROR.
+func TestH2LoopIdleTimeout(t *testing.T) {
+	srv := startH2(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true, ":path", "/big/70000") // beyond the first window: WINDOW_UPDATE needed
+	got := 0
+	h.until(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok {
+			got += len(d.Data())
+			if got >= 65535 && got < 70000 {
+				_ = h.fr.WriteWindowUpdate(0, 10000)
+				_ = h.fr.WriteWindowUpdate(1, 10000)
+			}
+			return d.StreamEnded()
+		}
+		return false
+	})
+	if got != 70000 {
+		t.Fatalf("%d of 70,000 bytes", got)
+	}
+	start := time.Now()
+	if code := h.goAway(); code != http2.ErrCodeNo {
+		t.Errorf("GOAWAY %v", code)
+	}
+	t.Logf("closed %v after the stream", time.Since(start))
 }
 
 // FuzzH2LoopFrames: whatever follows the preface, the loop answers or

@@ -521,6 +521,9 @@ func (l *loop) h2EndStream(st *h2stream) {
 	l.h2Dirty(c)
 	l.h2Ended(c, st)
 	c.d.last = l.now
+	if len(c.streams) == 0 {
+		l.arm(c.d) // its idle timeout runs again
+	}
 	l.h2MaybeClose(c)
 }
 
