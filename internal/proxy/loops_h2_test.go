@@ -72,7 +72,11 @@ func TestH2CLoops(t *testing.T) {
 	req, _ := http.NewRequest("GET", base+"/get?q=1", nil)
 	req.Header.Add("Cookie", "a=1")
 	req.Header.Add("Cookie", "b=2")
-	if a, _ := do(req); a.Path != "/get?q=1" || a.Xfp != "http" || len(a.Rid) != 36 || a.Cookie != "a=1; b=2" || a.Host != h.addr("egress") {
+	a, resp := do(req)
+	if resp.ContentLength <= 0 {
+		t.Errorf("GET: the upstream's content-length did not come through (%d)", resp.ContentLength)
+	}
+	if a.Path != "/get?q=1" || a.Xfp != "http" || len(a.Rid) != 36 || a.Cookie != "a=1; b=2" || a.Host != h.addr("egress") {
 		t.Errorf("GET: upstream saw %+v", a)
 	}
 	big := strings.Repeat("x", 300<<10) // beyond both windows: WINDOW_UPDATEs needed

@@ -328,7 +328,8 @@ func FuzzH2LoopFrames(f *testing.F) {
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 		_, _ = c.Write(append([]byte(http2.ClientPreface), in...))
-		_, _ = io.Copy(io.Discard, c) // until closed or the deadline
+		_ = c.(*net.TCPConn).CloseWrite() // the loop sees the end of the input
+		_, _ = io.Copy(io.Discard, c)     // until closed or the deadline
 		c2, err := net.Dial("tcp", srv.Addr())
 		if err != nil {
 			t.Fatal(err)

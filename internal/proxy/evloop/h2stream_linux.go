@@ -302,17 +302,17 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 		if h.hop {
 			continue
 		}
-		n := h.name.of(b)
-		if equalFold(n, "content-length") && u.rstate != rsLength && u.rstate != rsHead {
-			continue
-		}
-		lower := append(name[:0], n...)
+		lower := append(name[:0], h.name.of(b)...)
 		for j, ch := range lower {
 			if ch >= 'A' && ch <= 'Z' {
 				lower[j] = ch + 'a' - 'A'
 			}
 		}
 		_ = c.enc.WriteField(hpack.HeaderField{Name: string(lower), Value: string(h.value.of(b))})
+	}
+	if rs.hasLength && (u.rstate == rsLength || u.rstate == rsHead) {
+		// Parsed (and left out above) as HTTP/1.1's framing, and kept.
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(rs.contentLength, 10)})
 	}
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
