@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"testing"
 	"time"
@@ -306,6 +308,34 @@ func TestH2LoopIdleTimeout(t *testing.T) {
 		t.Errorf("GOAWAY %v", code)
 	}
 	t.Logf("closed %v after the stream", time.Since(start))
+}
+
+// TestH2LoopIdleAfterSlowStream: the idle timeout passes while a stream
+// waits for a slow upstream; once that stream ends (an upstream event,
+// nothing from the client) the connection's idle timeout runs again.
+func TestH2LoopIdleAfterSlowStream(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(600 * time.Millisecond)
+		_, _ = io.WriteString(w, "late")
+	}))
+	t.Cleanup(slow.Close)
+	srv := startH2(t, func(c *Config) {
+		c.IdleTimeout = 300 * time.Millisecond
+		r := c.Router.(h2TestRouter)
+		r.Hosts = map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostOf(slow))}}
+	})
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	if f := h.until(func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamEnded() }); f == nil {
+		t.Fatal("no response")
+	}
+	start := time.Now()
+	if code := h.goAway(); code != http2.ErrCodeNo {
+		t.Errorf("GOAWAY %v", code)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("closed %v after its last stream, idle timeout 300 ms", d)
+	}
 }
 
 // FuzzH2LoopFrames: whatever follows the preface, the loop answers or
