@@ -224,7 +224,7 @@ func h2FrameLen(b []byte) int {
 
 // h2Need is how many bytes the first frame at b needs.
 func h2Need(b []byte) int {
-	return 9 + int(b[0])<<16 | int(b[1])<<8 | int(b[2])
+	return 9 + (int(b[0])<<16 | int(b[1])<<8 | int(b[2]))
 }
 
 // h2Frame acts on one frame.
