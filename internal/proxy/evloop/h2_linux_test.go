@@ -3,11 +3,13 @@ package evloop
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -279,6 +281,33 @@ func TestH2LoopControlFrames(t *testing.T) {
 	}
 	if code := h.goAway(); code != http2.ErrCodeNo {
 		t.Errorf("rapid reset: GOAWAY %v, want NO_ERROR", code)
+	}
+}
+
+// TestH2LoopLimits: a header list over SETTINGS_MAX_HEADER_LIST_SIZE is
+// answered 431; a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS is
+// refused while the others are open (held by a closed window here).
+func TestH2LoopLimits(t *testing.T) {
+	srv := startH2(t)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	var big []string
+	for i := range 10 {
+		big = append(big, fmt.Sprintf("x-big-%d", i), strings.Repeat("b", 1<<10))
+	}
+	h.headers(1, true, big...)
+	f := h.until(func(f http2.Frame) bool { return f.Header().StreamID == 1 })
+	if hf, ok := f.(*http2.MetaHeadersFrame); !ok || hf.PseudoValue("status") != "431" {
+		t.Fatalf("over the header list limit: %v", f)
+	}
+	_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	for i := range 4 {
+		h.headers(uint32(3+2*i), true)
+	}
+	h.headers(11, true) // the fifth open stream: the limit is 4
+	f = h.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.StreamID != 11 ||
+		(rst.ErrCode != http2.ErrCodeRefusedStream && rst.ErrCode != http2.ErrCodeProtocol) {
+		t.Fatalf("fifth stream: %v", f)
 	}
 }
 

@@ -160,15 +160,15 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	}
 	b = append(b, "\r\n"...)
 	sd.in, sd.off = b, 0
+	if f.StreamEnded() {
+		st.reqEnded = true
+	}
 	if f.Truncated {
 		// Over SETTINGS_MAX_HEADER_LIST_SIZE: 431, as net/http's server.
 		sd.reqStart = l.now
 		d.gen.st.rqTotal.Inc()
 		l.localReply(sd, 431, "", false)
 		return
-	}
-	if f.StreamEnded() {
-		st.reqEnded = true
 	}
 	l.dispatch(sd, b)
 	if !sd.closed {
