@@ -50,10 +50,20 @@ func h2cWanted(flagOn bool, only string) bool {
 	return flagOn || strings.Contains(only, "h2c")
 }
 
+// h2cUpstreamH1 (-h2c-upstream-h1): the h2c paths' proxies speak
+// HTTP/1.1 to their upstreams (the clusters without
+// http2_protocol_options, haproxy's servers without "proto h2"): h2c on
+// the client's hop only, the shape weft proxy --h2loops serves on its
+// event loops (step 1).
+var h2cUpstreamH1 bool
+
 // h2cResources is resources with the cluster speaking HTTP/2 to its
-// endpoints.
+// endpoints (HTTP/1.1 with -h2c-upstream-h1).
 func h2cResources(prefix string, port int, clusterName, upstream string, static bool) []types.Resource {
 	rs := resources(prefix, port, clusterName, upstream, static)
+	if h2cUpstreamH1 {
+		return rs
+	}
 	opts, _ := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
 			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
@@ -91,8 +101,13 @@ func (b *bench) h2cTargets(x *xdsServer, app string, args []string, binB string,
 		weft("weft proxy B", binB, "mesh/bench/virtualNode/h2c-b", argsB)
 	}
 	pH, pH2 := freePort(), freePort()
-	h1 := b.haproxy(pH, fmt.Sprintf("127.0.0.1:%d proto h2", pH), app+" proto h2")
+	up := " proto h2"
+	if h2cUpstreamH1 {
+		up = ""
+	}
+	h1 := b.haproxy(pH, fmt.Sprintf("127.0.0.1:%d proto h2", pH), app+up)
 	waitH2C(url(pH))
+	// The second haproxy speaks h2 to the first, whose bind takes only h2.
 	h2 := b.haproxy(pH2, fmt.Sprintf("127.0.0.1:%d proto h2", pH2), fmt.Sprintf("127.0.0.1:%d proto h2", pH))
 	waitH2C(url(pH2))
 	return append(ts,

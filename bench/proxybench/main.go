@@ -91,6 +91,7 @@ func main() {
 	evloopB := flag.String("evloop-b-args", "", "with -evloop: add the path \"evloop prototype B\", the prototype with these extra arguments, space-separated (e.g. -lock-threads)")
 	flag.BoolVar(&accessLogs, "access-log", false, "give every weft proxy's listener a file access log on /dev/stdout in Envoy's default format, as App Mesh configures a virtual node's logging (the proxies' output goes to files in the bench's temporary directory); adds the path \"haproxy, access log\", haproxy logging the same fields to its stdout (accesslog.go)")
 	h2cOn := flag.Bool("h2c", false, "add the h2c paths (\"... h2c\": the app, one and two weft proxies as for an http2 listener, one and two haproxies, HTTP/2 without TLS on every hop; see h2c.go); -only naming h2c adds them too")
+	flag.BoolVar(&h2cUpstreamH1, "h2c-upstream-h1", false, "on the h2c paths, the proxies speak HTTP/1.1 to their upstreams (clusters without http2_protocol_options, haproxy servers without proto h2): h2c on the client's hop only, what weft proxy --h2loops serves on its loops")
 	h2cConns := flag.Int("h2c-conns", 4, "HTTP/2 connections of the fixed-rate generator on the h2c paths (its -conns senders share them)")
 	h2cSatConns := flag.Int("h2c-sat-conns", 16, "h2load connections at saturation on the h2c paths")
 	h2cSatStreams := flag.Int("h2c-sat-streams", 4, "h2load concurrent streams per connection at saturation on the h2c paths")

@@ -72,6 +72,8 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 	// weft proxy's default; WEFT_PROXY_TEST_EVLOOP=0 runs the tests with
 	// --evloop=false, every listener on the goroutine path.
 	cfg.Goroutines = os.Getenv("WEFT_PROXY_TEST_EVLOOP") == "0"
+	// WEFT_PROXY_TEST_H2LOOPS=1: h2c on the loops too (--h2loops).
+	cfg.H2Loops = os.Getenv("WEFT_PROXY_TEST_H2LOOPS") == "1"
 	mod(&cfg)
 	p, err := New(cfg, log)
 	if err != nil {
@@ -96,15 +98,15 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			var on, off []string
-			var handed, overTLS int64
+			var handed, overTLS, h2 int64
 			for name, l := range p.listeners {
 				if l.OnLoops() {
-					on, handed, overTLS = append(on, name), handed+l.HandedOff(), overTLS+l.LoopTLSConns()
+					on, handed, overTLS, h2 = append(on, name), handed+l.HandedOff(), overTLS+l.LoopTLSConns(), h2+l.LoopH2Conns()
 				} else {
 					off = append(off, name)
 				}
 			}
-			t.Logf("evloop: listeners on the loops %v (%d connections handed off, %d served over TLS), off %v", on, handed, overTLS, off)
+			t.Logf("evloop: listeners on the loops %v (%d connections handed off, %d served over TLS, %d h2c on the loops), off %v", on, handed, overTLS, h2, off)
 		})
 	}
 	waitUntil(t, 10*time.Second, "the admin listener", func() bool { return p.AdminAddr() != "" })

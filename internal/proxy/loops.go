@@ -104,7 +104,11 @@ type loopRouter struct {
 	clusters *cluster.Manager
 }
 
-func (r *loopRouter) Route(h route.Head) evloop.Target {
+func (r *loopRouter) Route(h route.Head) evloop.Target { return r.route(h, false) }
+
+// route is Route; for an HTTP/2 stream (h2) it answers a request no
+// route matches itself (404, as the goroutine path).
+func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	path, ok := route.EscapedPath(h.Target(), nil)
 	if !ok {
 		return evloop.Target{HandOff: true}
@@ -121,6 +125,9 @@ func (r *loopRouter) Route(h route.Head) evloop.Target {
 		return evloop.Target{HandOff: true}
 	}
 	vh, rt := rc.MatchHead(h, path)
+	if rt == nil && h2 {
+		return evloop.Target{Status: 404}
+	}
 	if rt == nil || !loopRoute(rc, vh, rt) {
 		return evloop.Target{HandOff: true} // the goroutine path answers, logs and counts as it does
 	}

@@ -47,6 +47,10 @@ type Config struct {
 	// interrupts the wait); Listen refuses it otherwise. An experiment:
 	// the cheapest wake-up Go allows.
 	RawWait bool
+	// H2 serves h2c (prior knowledge) connections on the loops when the
+	// Router is an H2Router that accepts them (h2conn_linux.go); else
+	// they go to HandOff as before.
+	H2 bool
 	// Routes are matched in order: the first whose domain matches the
 	// Host header and whose prefix starts the path.
 	Routes []Route

@@ -195,7 +195,14 @@ func (l *loop) readEnded(d *down, n int, err error) bool {
 // process handles the buffered client bytes: the next request head, or
 // the body of the one in flight.
 func (l *loop) process(d *down) {
-	for !d.closed && !d.draining {
+	if d.h2c != nil {
+		l.h2Input(d)
+		return
+	}
+	if d.h2 != nil {
+		defer l.h2Credit(d.h2)
+	}
+	for !d.closed && !d.draining && d.h2c == nil {
 		switch d.state {
 		case dsHead:
 			if d.closeAfter || d.handOffNext {
@@ -259,6 +266,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 	st := d.gen.st
 	r := &l.req
 	if err := parseRequest(head, r); err != nil {
+		if bytes.HasPrefix(head, []byte(h2cPreface)) && l.startH2(d, head) {
+			l.process(d)
+			return
+		}
 		if (errors.Is(err, errUpgrade) || bytes.HasPrefix(head, []byte(h2cPreface))) && l.handOffWhenWritten(d) {
 			return
 		}
@@ -268,13 +279,21 @@ func (l *loop) dispatch(d *down, head []byte) {
 	var t Target
 	if rtr := d.gen.router; rtr != nil {
 		l.hv = headView{head, r}
-		t = rtr.Route(&l.hv)
-		if t.HandOff && l.handOffWhenWritten(d) {
+		if d.h2 != nil {
+			t = rtr.(H2Router).RouteH2(&l.hv)
+		} else {
+			t = rtr.Route(&l.hv)
+		}
+		if t.HandOff && d.h2 == nil && l.handOffWhenWritten(d) {
 			return
 		}
 	}
 	st.rqTotal.Inc()
-	st.rqHTTP1.Inc()
+	if d.h2 != nil {
+		st.rqHTTP2.Inc()
+	} else {
+		st.rqHTTP1.Inc()
+	}
 	d.off += len(head)
 	d.head, d.closeAfter, d.reqStart = r.head, r.closeAfter || d.drainNext, l.now
 	d.timeout = int64(l.srv.cfg.RequestTimeout)
@@ -444,6 +463,10 @@ func (l *loop) lengthDropped(head []byte, r *request) bool {
 // flushDown writes the pending client bytes. When they are all out it
 // resumes the upstream it paused, or closes the connection if it ends.
 func (l *loop) flushDown(d *down) {
+	if d.h2 != nil {
+		l.h2Complete(d)
+		return
+	}
 	for d.outOff < len(d.out) || d.tlsPending() {
 		n, err := l.writeSock(d, d.out[d.outOff:])
 		if err != nil {
@@ -488,6 +511,10 @@ func (l *loop) flushDown(d *down) {
 // writeDown sends response body bytes: appended to the pending bytes if
 // any (the head just built), written directly otherwise.
 func (l *loop) writeDown(d *down, b []byte) {
+	if d.h2 != nil {
+		l.h2Body(d, b)
+		return
+	}
 	if d.out != nil && d.outOff < len(d.out) && len(d.out)+len(b) <= cap(d.out) {
 		d.out = append(d.out, b...)
 		return
@@ -530,6 +557,10 @@ func (l *loop) closeDown(d *down) {
 	if d.closed {
 		return
 	}
+	if d.h2 != nil {
+		l.h2Reset(d)
+		return
+	}
 	l.closeNotify(d)
 	unix.Close(d.fd)
 	l.forgetDown(d)
@@ -545,6 +576,9 @@ func (l *loop) closeDown(d *down) {
 // handed off) with what it holds.
 func (l *loop) forgetDown(d *down) {
 	l.srv.conns.Add(-1)
+	if d.h2c != nil {
+		l.h2Forget(d)
+	}
 	l.logEnded(d)
 	d.closed = true
 	l.stopTimer(d)

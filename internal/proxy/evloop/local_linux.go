@@ -55,6 +55,11 @@ func reason(status int) string {
 
 // localReply answers the client from the proxy, as Envoy's local replies.
 func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
+	if d.h2 != nil {
+		l.h2Reply(d, status, body)
+		l.replyDone(d, status)
+		return
+	}
 	if d.out == nil {
 		d.out, d.outOff = l.getBuf(), 0
 	}
@@ -77,6 +82,11 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	}
 	o = append(o, body...)
 	d.out = o
+	l.replyDone(d, status)
+}
+
+// replyDone counts and logs a local reply, and sends it.
+func (l *loop) replyDone(d *down, status int) {
 	d.gen.st.response(status)
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	d.state = dsHead

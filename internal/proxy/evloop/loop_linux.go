@@ -94,6 +94,8 @@ type down struct {
 	tm          timerSlot    // timer_linux.go
 	lg          *logState    // accesslog_linux.go; nil when not logged
 	tls         *tlsrec.Conn // the connection's TLS after its handshake; nil in plaintext
+	h2c         *h2conn      // an HTTP/2 connection's (h2conn_linux.go)
+	h2          *h2stream    // an HTTP/2 stream's request: no descriptor of its own (h2stream_linux.go)
 }
 
 // up is an upstream connection, idle in its pool or serving one request.
@@ -197,6 +199,8 @@ type loop struct {
 	hsDone      []handshaken
 	hsClosed    bool   // closeAll ran: a finishing handshake closes its socket itself
 	tlsIn       []byte // ciphertext read, before Feed
+
+	h2dirty []*h2conn // HTTP/2 connections with frames to write at the iteration's end
 }
 
 func newLoop(s *Server, id, ln int) (*loop, error) {
@@ -307,6 +311,9 @@ func (l *loop) run(ctx context.Context) error {
 			}
 		}
 		l.expireTimers()
+		if len(l.h2dirty) > 0 {
+			l.flushH2()
+		}
 		if l.now-l.sweptAt >= int64(poolSweepEvery) {
 			l.sweptAt = l.now
 			l.sweepPools(hostPoolIdle)
@@ -347,6 +354,10 @@ func (l *loop) drainConns(retired bool) {
 		}
 		d := l.downs[i]
 		if d.drainNext || d.closeAfter || retired && !d.gen.retired.Load() {
+			continue
+		}
+		if d.h2c != nil {
+			l.h2Drain(d)
 			continue
 		}
 		d.gen.st.cxDrainClose.Inc()
@@ -477,7 +488,12 @@ func (l *loop) watch(fd int, mask *uint32, in, out bool) {
 	}
 }
 
-func (l *loop) watchDown(d *down) { l.watch(d.fd, &d.mask, !d.pausedIn, d.wantOut) }
+func (l *loop) watchDown(d *down) {
+	if d.h2 != nil {
+		return // a stream: its connection is watched
+	}
+	l.watch(d.fd, &d.mask, !d.pausedIn, d.wantOut)
+}
 func (l *loop) watchUp(u *up) {
 	if u.handshaking {
 		return // out of the epoll set: its handshake goroutine has the socket

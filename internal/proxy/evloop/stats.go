@@ -11,6 +11,7 @@ import (
 // connection manager's (http.<prefix>.*) and the cluster's (cluster.<name>.*).
 type counters struct {
 	rqTotal, rqHTTP1, rqCompleted *stats.Counter
+	rqHTTP2, prematureResets      *stats.Counter
 	cxTotal, cxDestroy            *stats.Counter
 	cxProtocolError, noRoute      *stats.Counter
 	rqHeaderTimeout               *stats.Counter
@@ -33,6 +34,7 @@ func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counter
 	sc := st.Scope("http."+prefix+".", "envoy_http_", stats.Label{Name: "envoy_http_conn_manager_prefix", Value: prefix})
 	c := &counters{
 		rqTotal: sc.Counter("downstream_rq_total"), rqHTTP1: sc.Counter("downstream_rq_http1_total"),
+		rqHTTP2: sc.Counter("downstream_rq_http2_total"), prematureResets: sc.Counter("downstream_rq_too_many_premature_resets"),
 		rqCompleted: sc.Counter("downstream_rq_completed"), cxTotal: sc.Counter("downstream_cx_total"),
 		cxDestroy: sc.Counter("downstream_cx_destroy"), cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
 		noRoute:         sc.Counter("no_route"),

@@ -115,6 +115,9 @@ const never = math.MaxInt64
 // from its state: what expire checks, under the same conditions (a
 // deadline past that expire does not act on would spin the loop).
 func (l *loop) deadline(d *down) int64 {
+	if d.h2c != nil && !d.draining {
+		return l.h2Deadline(d)
+	}
 	cfg := &l.srv.cfg
 	u := d.u
 	at := int64(never)
@@ -196,6 +199,10 @@ const poolSweepEvery = hostPoolIdle / 4
 // the drain's end, the head and idle timeouts, the upstream connect, the
 // request timeout, the per-try timeout and the end of a retry's back-off.
 func (l *loop) expire(d *down) {
+	if d.h2c != nil && !d.draining {
+		l.h2Expire(d)
+		return
+	}
 	cfg := &l.srv.cfg
 	u := d.u
 	if d.draining {

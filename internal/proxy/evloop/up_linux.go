@@ -317,6 +317,9 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		u.out, u.outOff, u.replayable = nil, 0, false
 	}
 	u.status = rs.status
+	if d.h2 != nil {
+		return l.h2ResponseHead(u, d, b)
+	}
 	if d.out == nil {
 		d.out, d.outOff = l.getBuf(), 0
 	}

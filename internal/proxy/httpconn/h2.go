@@ -113,12 +113,22 @@ func (t *resetTracker) streamEnded(premature bool) bool {
 		return false
 	}
 	p := t.premature.Add(1)
-	over := p*2 >= ended
-	if ended < prematureResetTotal {
-		over = p*2 >= prematureResetTotal
-	}
-	return over && t.tripped.CompareAndSwap(false, true)
+	return TooManyPrematureResets(ended, p) && t.tripped.CompareAndSwap(false, true)
 }
+
+// TooManyPrematureResets is the heuristic's verdict for a connection
+// whose streams ended ended times, premature of them reset prematurely;
+// PrematureResetLifetime is how young a reset stream is premature. The
+// loops' HTTP/2 connections apply it too.
+func TooManyPrematureResets(ended, premature int64) bool {
+	if ended < prematureResetTotal {
+		return premature*2 >= prematureResetTotal
+	}
+	return premature*2 >= ended
+}
+
+// PrematureResetLifetime: see TooManyPrematureResets.
+const PrematureResetLifetime = prematureResetLifetime
 
 // closeForResets makes the connection send GOAWAY and close: net/http's
 // HTTP/2 server starts a graceful shutdown of a connection when a

@@ -38,6 +38,15 @@ func (m *HCM) LoopReady() string {
 	return ""
 }
 
+// H2Limits are the HTTP/2 limits ServeConn applies:
+// SETTINGS_MAX_CONCURRENT_STREAMS (http2_protocol_options'
+// max_concurrent_streams, 100 by default) and the
+// SETTINGS_MAX_HEADER_LIST_SIZE net/http's HTTP/2 server advertises for
+// its MaxHeaderBytes (that plus 32 bytes for each of 10 typical fields).
+func (m *HCM) H2Limits() (maxStreams, maxHeaderList uint32) {
+	return m.h2MaxStreams, maxHeaderBytes + 10*32
+}
+
 // Logged reports whether the connection manager writes access logs.
 func (m *HCM) Logged() bool { return len(m.logs) > 0 }
 

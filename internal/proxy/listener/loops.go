@@ -34,6 +34,9 @@ import (
 // back, connection and bytes read, to the chain as an accepted
 // connection.
 type Loops struct {
+	// H2 serves h2c connections on the loops when the chain's Router
+	// accepts them (evloop.H2Router); else they are handed off.
+	H2 bool
 	// Observer hears how the upstream attempts went (host stats,
 	// outlier detection); nil: the loops count on their own.
 	Observer evloop.Observer
@@ -147,7 +150,8 @@ func (l *Listener) listenLoops(cfg *Config, st *stats.Store) error {
 		Observer:   lo.Observer,
 		HandOffTLS: l.handOffTLS,
 		HandOff:    l.handOff,
-		Classify:   l.classify})
+		Classify:   l.classify,
+		H2:         lo.H2})
 	if err != nil {
 		return fmt.Errorf("listener %s: bind %s on event loops: %w", cfg.Name, cfg.Addr, err)
 	}
@@ -366,6 +370,14 @@ func (l *Listener) LoopTLSConns() int64 {
 		return 0
 	}
 	return l.loops.TLSConns()
+}
+
+// LoopH2Conns is the number of h2c connections the loops served.
+func (l *Listener) LoopH2Conns() int64 {
+	if l.loops == nil {
+		return 0
+	}
+	return l.loops.H2Conns()
 }
 
 // replayConn is a connection with bytes already read from it in front.

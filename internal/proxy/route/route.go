@@ -183,6 +183,29 @@ func (c *Config) VirtualHost(host string) *VirtualHost {
 	return c.any
 }
 
+// EachVirtualHost calls f with every virtual host, each once, until f
+// returns false.
+func (c *Config) EachVirtualHost(f func(*VirtualHost) bool) {
+	for _, vh := range c.exact {
+		if !f(vh) {
+			return
+		}
+	}
+	for _, w := range c.suffix {
+		if !f(w.vh) {
+			return
+		}
+	}
+	for _, w := range c.prefix {
+		if !f(w.vh) {
+			return
+		}
+	}
+	if c.any != nil {
+		f(c.any)
+	}
+}
+
 // lower avoids an allocation when s is already lower case, the common case.
 func lower(s string) string {
 	for i := 0; i < len(s); i++ {

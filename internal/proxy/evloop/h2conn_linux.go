@@ -1,0 +1,434 @@
+package evloop
+
+// h2c (HTTP/2 with prior knowledge) on the loops, step 1: the connection.
+// A client connection whose first bytes are the h2c preface stays on its
+// loop when Config.H2 is set and the Router serves HTTP/2 there
+// (H2Router): its frames are read from the connection's buffer with
+// golang.org/x/net/http2's Framer (HPACK by its hpack package), every
+// stream becomes a request the loop forwards over HTTP/1.1 as it forwards
+// its HTTP/1.1 requests (h2stream_linux.go), and the frames a loop
+// iteration produces for the connection go out in one write at the end of
+// the iteration (flushH2). Decided per connection at the preface: HPACK
+// state ties a connection's streams together, so none of them can be
+// handed to the goroutine path alone.
+
+import (
+	"bytes"
+	"errors"
+	"io"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+const (
+	// h2Window is the flow-control window the loops give each stream and
+	// the connection (RFC 9113's initial 65,535): a stream's request body
+	// bytes are credited back once the upstream took them.
+	h2Window = 65535
+	// h2MaxOut is how many bytes a connection's output may hold before its
+	// streams' upstreams are paused until the socket takes them.
+	h2MaxOut = 256 << 10
+)
+
+// h2conn is an HTTP/2 connection's state; the connection's down holds it.
+type h2conn struct {
+	d          *down
+	fr         *http2.Framer
+	rd         bytes.Reader // the frame being read, from d.in
+	wr         h2writer     // frames written go to d.out
+	hbuf       bytes.Buffer // a header block being encoded
+	enc        *hpack.Encoder
+	streams    map[uint32]*h2stream
+	lastID     uint32 // the highest stream the client opened
+	maxStreams uint32
+	preface    bool // the client preface's last 6 bytes were read
+	sendWindow int64
+	initWindow int32  // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	maxFrame   uint32 // the client's SETTINGS_MAX_FRAME_SIZE
+	recvUnack  int64  // connection-level bytes received, not credited yet
+	goAway     bool   // GOAWAY sent: no new stream
+	peerAway   bool   // the client sent GOAWAY
+	dirty      bool   // in loop.h2dirty
+	blocked    []*h2stream
+	settled    bool // the client acknowledged our SETTINGS
+	set        H2Settings
+	recvAvail  int64 // what the client may still send on the connection
+	ended      int64 // streams ended, premature of them reset early
+	premature  int64
+}
+
+// h2writer appends the framer's output to the connection's pending
+// bytes.
+type h2writer struct {
+	c *h2conn
+	l *loop
+}
+
+func (w h2writer) Write(b []byte) (int, error) {
+	d := w.c.d
+	if d.out == nil {
+		d.out, d.outOff = w.l.getBuf(), 0
+	}
+	d.out = append(d.out, b...)
+	w.l.h2Dirty(w.c)
+	return len(b), nil
+}
+
+// startH2 makes d, whose bytes begin with the h2c preface's first line
+// (head), an HTTP/2 connection on the loop; false when the loops do not
+// serve HTTP/2 for it (the caller hands it off as before).
+func (l *loop) startH2(d *down, head []byte) bool {
+	if !l.srv.cfg.H2 || d.requests > 0 || d.tls != nil || d.h2c != nil {
+		return false
+	}
+	hr, ok := d.gen.router.(H2Router)
+	if !ok {
+		return false
+	}
+	set, ok := hr.H2()
+	if !ok {
+		return false
+	}
+	maxStreams, maxList := set.MaxStreams, set.MaxHeaderList
+	c := &h2conn{d: d, streams: map[uint32]*h2stream{}, maxStreams: maxStreams, sendWindow: h2Window,
+		initWindow: h2Window, maxFrame: 16384, set: set, recvAvail: h2Window}
+	c.wr = h2writer{c, l}
+	c.fr = http2.NewFramer(c.wr, &c.rd)
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = maxList
+	c.fr.SetMaxReadFrameSize(16384)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	d.h2c = c
+	d.off += len(head)
+	d.headStart = 0
+	l.srv.h2Conns.Add(1)
+	_ = c.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxList},
+	)
+	return true
+}
+
+// h2Dirty queues c for the write at the end of the loop's iteration.
+func (l *loop) h2Dirty(c *h2conn) {
+	if !c.dirty {
+		c.dirty = true
+		l.h2dirty = append(l.h2dirty, c)
+	}
+}
+
+// flushH2 writes what each connection's frames of this iteration added,
+// one write per connection, and resumes the streams paused for room.
+func (l *loop) flushH2() {
+	for i := 0; i < len(l.h2dirty); i++ {
+		c := l.h2dirty[i]
+		c.dirty = false
+		d := c.d
+		if d.closed {
+			continue
+		}
+		if c.recvUnack > 0 && !d.closeAfter {
+			_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnack))
+			c.recvAvail += c.recvUnack
+			c.recvUnack = 0
+		}
+		l.flushDown(d)
+		if d.closed {
+			continue
+		}
+		l.h2Resume(c)
+	}
+	clear(l.h2dirty)
+	l.h2dirty = l.h2dirty[:0]
+}
+
+// h2Input reads the complete frames buffered in d.in.
+func (l *loop) h2Input(d *down) {
+	c := d.h2c
+	for !d.closed && !d.draining && !c.goAwayDone() {
+		b := d.in[d.off:]
+		if !c.preface {
+			const rest = "SM\r\n\r\n"
+			if len(b) < len(rest) {
+				break
+			}
+			if string(b[:len(rest)]) != rest {
+				l.h2Fail(c, http2.ErrCodeProtocol)
+				return
+			}
+			d.off += len(rest)
+			c.preface = true
+			continue
+		}
+		n := h2FrameLen(b)
+		if n < 0 {
+			if len(b) >= 9 && h2Need(b) > maxHeadBytes {
+				l.h2Fail(c, http2.ErrCodeFrameSize)
+				return
+			}
+			break
+		}
+		c.rd.Reset(b[:n])
+		f, err := c.fr.ReadFrame()
+		d.off += n
+		d.last = l.now
+		if err != nil {
+			var se http2.StreamError
+			var ce http2.ConnectionError
+			switch {
+			case errors.As(err, &se):
+				l.h2StreamError(c, se.StreamID, se.Code)
+				continue
+			case errors.As(err, &ce):
+				l.h2Fail(c, http2.ErrCode(ce))
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				l.h2Fail(c, http2.ErrCodeFrameSize)
+			default:
+				l.h2Fail(c, http2.ErrCodeProtocol)
+			}
+			return
+		}
+		l.h2Frame(c, f)
+	}
+	l.releaseIn(d)
+}
+
+// goAwayDone: the connection failed (GOAWAY with an error sent): nothing
+// more is read.
+func (c *h2conn) goAwayDone() bool { return c.d.closeAfter }
+
+// h2FrameLen is the length of the frame (with its CONTINUATIONs) at b's
+// start when it is all buffered, else -1.
+func h2FrameLen(b []byte) int {
+	n := 0
+	for {
+		if len(b)-n < 9 {
+			return -1
+		}
+		size := int(b[n])<<16 | int(b[n+1])<<8 | int(b[n+2])
+		typ, flags := http2.FrameType(b[n+3]), http2.Flags(b[n+4])
+		if len(b)-n < 9+size {
+			return -1
+		}
+		n += 9 + size
+		if (typ != http2.FrameHeaders && typ != http2.FrameContinuation && typ != http2.FramePushPromise) ||
+			flags.Has(http2.FlagHeadersEndHeaders) {
+			return n
+		}
+		if n > maxHeadBytes {
+			return n // the Framer refuses it
+		}
+	}
+}
+
+// h2Need is how many bytes the first frame at b needs.
+func h2Need(b []byte) int {
+	return 9 + (int(b[0])<<16 | int(b[1])<<8 | int(b[2]))
+}
+
+// h2Frame acts on one frame.
+func (l *loop) h2Frame(c *h2conn, f http2.Frame) {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			c.settled = true
+			return
+		}
+		err := f.ForeachSetting(func(s http2.Setting) error {
+			if err := s.Valid(); err != nil {
+				return err
+			}
+			switch s.ID {
+			case http2.SettingInitialWindowSize:
+				delta := int64(s.Val) - int64(c.initWindow)
+				for _, st := range c.streams {
+					st.window += delta
+					if st.window > 1<<31-1 {
+						return http2.ConnectionError(http2.ErrCodeFlowControl)
+					}
+				}
+				c.initWindow = int32(s.Val)
+			case http2.SettingMaxFrameSize:
+				c.maxFrame = s.Val
+			case http2.SettingHeaderTableSize:
+				c.enc.SetMaxDynamicTableSizeLimit(s.Val)
+			}
+			return nil
+		})
+		if err != nil {
+			code := http2.ErrCodeProtocol
+			if ce, ok := err.(http2.ConnectionError); ok {
+				code = http2.ErrCode(ce)
+			}
+			l.h2Fail(c, code)
+			return
+		}
+		_ = c.fr.WriteSettingsAck()
+		l.h2Resume(c)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			_ = c.fr.WritePing(true, f.Data)
+		}
+	case *http2.WindowUpdateFrame:
+		if f.StreamID == 0 {
+			c.sendWindow += int64(f.Increment)
+			if c.sendWindow > 1<<31-1 {
+				l.h2Fail(c, http2.ErrCodeFlowControl)
+				return
+			}
+			l.h2Resume(c)
+			return
+		}
+		if st := c.streams[f.StreamID]; st != nil {
+			st.window += int64(f.Increment)
+			if st.window > 1<<31-1 {
+				l.h2StreamError(c, f.StreamID, http2.ErrCodeFlowControl)
+				return
+			}
+			l.h2Resume(c)
+		} else if f.StreamID > c.lastID {
+			l.h2Fail(c, http2.ErrCodeProtocol) // an idle stream
+		}
+	case *http2.RSTStreamFrame:
+		if f.StreamID > c.lastID {
+			l.h2Fail(c, http2.ErrCodeProtocol)
+			return
+		}
+		if st := c.streams[f.StreamID]; st != nil {
+			st.peerReset = true
+			if !st.sd.closed && (st.sd.u != nil || st.sd.rs.waiting) {
+				c.d.gen.st.rqRxReset.Inc()
+			}
+			l.h2EndStream(st)
+		}
+	case *http2.GoAwayFrame:
+		c.peerAway = true
+		l.h2MaybeClose(c)
+	case *http2.MetaHeadersFrame:
+		l.h2Headers(c, f)
+	case *http2.DataFrame:
+		l.h2DataIn(c, f)
+	case *http2.PushPromiseFrame:
+		l.h2Fail(c, http2.ErrCodeProtocol) // a client does not push
+	}
+}
+
+// h2StreamError resets one stream (RST_STREAM code).
+func (l *loop) h2StreamError(c *h2conn, id uint32, code http2.ErrCode) {
+	if id > c.lastID && id&1 == 1 {
+		c.lastID = id
+	}
+	_ = c.fr.WriteRSTStream(id, code)
+	if st := c.streams[id]; st != nil {
+		st.reset = true
+		l.h2EndStream(st)
+	}
+}
+
+// h2Fail ends the connection for a connection error: GOAWAY with code,
+// the streams reset, then the connection drained and closed once the
+// frame is out.
+func (l *loop) h2Fail(c *h2conn, code http2.ErrCode) {
+	if c.d.closeAfter {
+		return
+	}
+	c.d.gen.st.cxProtocolError.Inc()
+	_ = c.fr.WriteGoAway(c.lastID, code, nil)
+	c.goAway = true
+	c.d.closeAfter = true
+	for _, st := range c.streams {
+		st.reset = true
+		l.h2EndStream(st)
+	}
+}
+
+// h2Ended counts a stream's end for the premature-reset heuristic, and
+// sends a connection whose clients reset too many streams away: GOAWAY
+// NO_ERROR, its streams reset, the connection closed once that is out.
+func (l *loop) h2Ended(c *h2conn, st *h2stream) {
+	c.ended++
+	if !st.peerReset || l.now-st.start >= int64(c.set.ResetLifetime) {
+		return
+	}
+	c.premature++
+	if c.d.closeAfter || c.set.TooManyResets == nil || !c.set.TooManyResets(c.ended, c.premature) {
+		return
+	}
+	c.d.gen.st.prematureResets.Inc()
+	_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
+	c.goAway = true
+	c.d.closeAfter = true
+	for _, o := range c.streams {
+		_ = c.fr.WriteRSTStream(o.id, http2.ErrCodeCancel)
+		o.reset = true
+		l.h2EndStream(o)
+	}
+}
+
+// h2Drain starts a graceful close (a listener drain): GOAWAY, the streams
+// in flight finish, then the connection closes.
+func (l *loop) h2Drain(d *down) {
+	c := d.h2c
+	if c.goAway {
+		return
+	}
+	d.gen.st.cxDrainClose.Inc()
+	_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
+	c.goAway = true
+	l.h2MaybeClose(c)
+}
+
+// h2MaybeClose closes, once its last frames are out, a connection that is
+// going away and has no stream left.
+func (l *loop) h2MaybeClose(c *h2conn) {
+	if (c.goAway || c.peerAway) && len(c.streams) == 0 {
+		if !c.goAway {
+			_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
+			c.goAway = true
+		}
+		c.d.closeAfter = true
+		l.h2Dirty(c)
+	}
+}
+
+// h2Forget ends the streams of a connection that closes.
+func (l *loop) h2Forget(d *down) {
+	c := d.h2c
+	for _, st := range c.streams {
+		st.reset = true
+		l.h2EndStream(st)
+	}
+}
+
+// h2Deadline is an HTTP/2 connection's next timeout: the idle timeout
+// while it has no stream.
+func (l *loop) h2Deadline(d *down) int64 {
+	if len(d.h2c.streams) > 0 {
+		return never
+	}
+	return d.last + int64(d.gen.idle)
+}
+
+// h2Expire enforces the idle timeout: GOAWAY, then the close.
+func (l *loop) h2Expire(d *down) {
+	c := d.h2c
+	if len(c.streams) > 0 || l.now-d.last < int64(d.gen.idle) {
+		return
+	}
+	d.gen.st.cxIdleTimeout.Inc()
+	if !c.goAway {
+		_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
+		c.goAway = true
+	}
+	d.closeAfter = true
+	l.flushDown(d)
+	if !d.closed && !d.draining {
+		l.closeDown(d)
+	}
+}
+
+var _ io.Writer = h2writer{}
+
+// H2Conns is the number of h2c connections the loops served.
+func (s *Server) H2Conns() int64 { return s.h2Conns.Load() }

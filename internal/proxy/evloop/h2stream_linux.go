@@ -1,0 +1,550 @@
+package evloop
+
+// h2c on the loops, step 1: the streams. Each stream is a request the
+// loop serves as it serves an HTTP/1.1 one: its HEADERS become an
+// HTTP/1.1 head (its DATA the body, chunked when no content-length came)
+// that dispatch routes and forwards over the cluster's HTTP/1.1
+// connections; the response comes back as HEADERS and DATA frames under
+// both flow-control windows. A stream's requests go through a down of
+// its own (down.h2) that shares the connection's descriptor for the
+// access log's addresses but is not in the loop's descriptor table:
+// writes to it become frames on the connection (h2Body, h2Complete,
+// h2Reply), and its close resets the stream (h2Reset).
+
+import (
+	"strconv"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2stream is one stream of an h2conn.
+type h2stream struct {
+	c          *h2conn
+	id         uint32
+	sd         *down // the stream's request
+	start      int64 // loop time of its HEADERS
+	window     int64 // what the client lets us send on it
+	recvAvail  int64 // what the client may still send on it
+	unpaid     int64 // request bytes received, not credited back yet
+	pending    []byte
+	endPending bool // END_STREAM follows pending
+	blocked    bool // in c.blocked
+	reqEnded   bool // the client's END_STREAM came
+	reqChunked bool // the request body goes upstream chunked
+	declared   int64
+	received   int64
+	chunked    bool         // the response body comes chunked: dc strips the framing
+	dc         chunkScanner // over the response's chunked body
+	reset      bool
+	peerReset  bool
+	gone       bool // out of c.streams
+}
+
+// h2Headers opens a stream (or ends a request with its trailers).
+func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
+	id := f.StreamID
+	if st := c.streams[id]; st != nil {
+		// Trailers: their fields do not reach an HTTP/1.1 upstream
+		// (the goroutine path's h2-to-h1 forwarding drops them too).
+		if st.reqEnded || !f.StreamEnded() {
+			l.h2StreamError(c, id, http2.ErrCodeProtocol)
+			return
+		}
+		l.h2ReqEnd(st)
+		return
+	}
+	if id&1 == 0 || id <= c.lastID {
+		code := http2.ErrCodeProtocol
+		if id&1 == 1 {
+			code = http2.ErrCodeStreamClosed
+		}
+		l.h2Fail(c, code)
+		return
+	}
+	c.lastID = id
+	if c.goAway {
+		return // after our GOAWAY: not processed (RFC 9113 6.8)
+	}
+	if uint32(len(c.streams)) >= c.maxStreams {
+		code := http2.ErrCodeRefusedStream
+		if c.settled {
+			code = http2.ErrCodeProtocol // over the limit the client acknowledged (as net/http's server)
+		}
+		_ = c.fr.WriteRSTStream(id, code)
+		return
+	}
+	method, path, scheme, authority := f.PseudoValue("method"), f.PseudoValue("path"), f.PseudoValue("scheme"), f.PseudoValue("authority")
+	if method == "" || method != "CONNECT" && (path == "" || scheme == "") {
+		_ = c.fr.WriteRSTStream(id, http2.ErrCodeProtocol)
+		return
+	}
+	st := &h2stream{c: c, id: id, start: l.now, window: int64(c.initWindow), recvAvail: h2Window, declared: -1}
+	d := c.d
+	sd := &down{fd: d.fd, h2: st, gen: d.gen, last: l.now, idx: -1}
+	st.sd = sd
+	c.streams[id] = st
+	b := l.getBuf()
+	b = append(b, method...)
+	b = append(b, ' ')
+	b = append(b, path...)
+	b = append(b, " HTTP/1.1\r\n"...)
+	if authority != "" {
+		b = append(b, "host: "...)
+		b = append(b, authority...)
+		b = append(b, "\r\n"...)
+	}
+	cookies := 0
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			l.h2StreamError(c, id, http2.ErrCodeProtocol) // connection-specific (RFC 9113 8.2.2)
+			l.putBuf(b)
+			return
+		case "te":
+			if hf.Value != "trailers" {
+				l.h2StreamError(c, id, http2.ErrCodeProtocol)
+				l.putBuf(b)
+				return
+			}
+			continue // hop-by-hop for the HTTP/1.1 upstream
+		case "host":
+			if authority != "" {
+				continue
+			}
+		case "expect":
+			continue // the body comes as DATA whatever the client waits for
+		case "content-length":
+			n, err := strconv.ParseInt(hf.Value, 10, 64)
+			if err != nil || n < 0 || st.declared >= 0 && n != st.declared {
+				l.h2StreamError(c, id, http2.ErrCodeProtocol)
+				l.putBuf(b)
+				return
+			}
+			st.declared = n
+		case "cookie":
+			// HTTP/2 splits cookies into fields; HTTP/1.1 wants them in one
+			// line (RFC 9113 8.2.3).
+			if cookies > 0 {
+				continue
+			}
+			cookies++
+			b = append(b, "cookie: "...)
+			first := true
+			for _, o := range f.RegularFields() {
+				if o.Name == "cookie" {
+					if !first {
+						b = append(b, "; "...)
+					}
+					b = append(b, o.Value...)
+					first = false
+				}
+			}
+			b = append(b, "\r\n"...)
+			continue
+		}
+		b = append(b, hf.Name...)
+		b = append(b, ": "...)
+		b = append(b, hf.Value...)
+		b = append(b, "\r\n"...)
+	}
+	if f.StreamEnded() && st.declared > 0 {
+		l.h2StreamError(c, id, http2.ErrCodeProtocol)
+		l.putBuf(b)
+		return
+	}
+	if !f.StreamEnded() && st.declared < 0 {
+		b = append(b, "transfer-encoding: chunked\r\n"...)
+		st.reqChunked = true
+	}
+	b = append(b, "\r\n"...)
+	sd.in, sd.off = b, 0
+	if f.StreamEnded() {
+		st.reqEnded = true
+	}
+	if f.Truncated {
+		// Over SETTINGS_MAX_HEADER_LIST_SIZE: 431, as net/http's server.
+		sd.reqStart = l.now
+		d.gen.st.rqTotal.Inc()
+		l.localReply(sd, 431, "", false)
+		return
+	}
+	l.dispatch(sd, b)
+	if !sd.closed {
+		l.arm(sd)
+	}
+}
+
+// h2DataIn takes a DATA frame's bytes for its stream's request body.
+func (l *loop) h2DataIn(c *h2conn, f *http2.DataFrame) {
+	n := int64(f.Length)
+	c.recvAvail -= n
+	if c.recvAvail < 0 {
+		l.h2Fail(c, http2.ErrCodeFlowControl)
+		return
+	}
+	c.recvUnack += n
+	l.h2Dirty(c)
+	id := f.StreamID
+	st := c.streams[id]
+	if st == nil {
+		if id > c.lastID {
+			l.h2Fail(c, http2.ErrCodeProtocol) // an idle stream
+			return
+		}
+		_ = c.fr.WriteRSTStream(id, http2.ErrCodeStreamClosed)
+		return
+	}
+	if st.reqEnded {
+		l.h2StreamError(c, id, http2.ErrCodeStreamClosed)
+		return
+	}
+	st.recvAvail -= n
+	if st.recvAvail < 0 {
+		l.h2StreamError(c, id, http2.ErrCodeFlowControl)
+		return
+	}
+	st.unpaid += n
+	data := f.Data()
+	st.received += int64(len(data))
+	if st.declared >= 0 && st.received > st.declared {
+		l.h2StreamError(c, id, http2.ErrCodeProtocol)
+		return
+	}
+	sd := st.sd
+	if !sd.closed && sd.state == dsBody && len(data) > 0 {
+		if sd.in == nil {
+			sd.in, sd.off = l.getBuf(), 0
+		}
+		if st.reqChunked {
+			sd.in = strconv.AppendInt(sd.in, int64(len(data)), 16)
+			sd.in = append(sd.in, "\r\n"...)
+			sd.in = append(sd.in, data...)
+			sd.in = append(sd.in, "\r\n"...)
+		} else {
+			sd.in = append(sd.in, data...)
+		}
+	}
+	if f.StreamEnded() {
+		l.h2ReqEnd(st)
+		if st.gone {
+			return
+		}
+	}
+	if !sd.closed && sd.state == dsBody && !sd.pausedIn {
+		l.process(sd)
+	}
+	l.h2Credit(st)
+}
+
+// h2ReqEnd: the client's side of the stream ended.
+func (l *loop) h2ReqEnd(st *h2stream) {
+	st.reqEnded = true
+	if st.declared >= 0 && st.received != st.declared {
+		l.h2StreamError(st.c, st.id, http2.ErrCodeProtocol)
+		return
+	}
+	sd := st.sd
+	if st.reqChunked && !sd.closed && sd.state == dsBody {
+		if sd.in == nil {
+			sd.in, sd.off = l.getBuf(), 0
+		}
+		sd.in = append(sd.in, "0\r\n\r\n"...)
+		if !sd.pausedIn {
+			l.process(sd)
+		}
+	}
+	if sd.closed && !st.endPending {
+		l.h2EndStream(st) // its response was a reset
+	}
+}
+
+// h2Credit gives the client its stream's window back once the request
+// bytes it sent left for the upstream (or were dropped).
+func (l *loop) h2Credit(st *h2stream) {
+	sd := st.sd
+	if st.unpaid == 0 || st.reqEnded || st.gone || (!sd.closed && sd.state == dsBody && sd.in != nil && sd.off < len(sd.in)) {
+		return
+	}
+	_ = st.c.fr.WriteWindowUpdate(st.id, uint32(st.unpaid))
+	st.recvAvail += st.unpaid
+	st.unpaid = 0
+}
+
+// h2ResponseHead sends the response head of u's exchange as HEADERS and
+// sets how its body is framed (responseHead's work for a stream).
+func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
+	rs := &l.resp
+	st := d.h2
+	if rs.status < 200 {
+		u.scan = headScanner{} // interim responses are not relayed
+		return true
+	}
+	switch {
+	case rs.bodyless(d.head):
+		u.rstate = rsHead
+	case rs.chunked:
+		u.rstate, u.chunks = rsChunked, chunkScanner{}
+		st.chunked, st.dc = true, chunkScanner{}
+	case rs.hasLength:
+		u.rstate, u.left = rsLength, rs.contentLength
+	default:
+		u.rstate = rsClose
+	}
+	u.keep = !rs.closeAfter && u.rstate != rsClose && d.state != dsBody
+	c := st.c
+	c.hbuf.Reset()
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(rs.status)})
+	var name [64]byte
+	for i := range rs.lines {
+		h := &rs.lines[i]
+		if h.hop {
+			continue
+		}
+		lower := append(name[:0], h.name.of(b)...)
+		for j, ch := range lower {
+			if ch >= 'A' && ch <= 'Z' {
+				lower[j] = ch + 'a' - 'A'
+			}
+		}
+		_ = c.enc.WriteField(hpack.HeaderField{Name: string(lower), Value: string(h.value.of(b))})
+	}
+	if rs.hasLength && (u.rstate == rsLength || u.rstate == rsHead) {
+		// Parsed (and left out above) as HTTP/1.1's framing, and kept.
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(rs.contentLength, 10)})
+	}
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
+		Value: strconv.FormatInt((l.now-u.started)/int64(time.Millisecond), 10)})
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+	u.scan = headScanner{}
+	d.gen.st.response(rs.status)
+	if u.observing {
+		l.observeDone(u, rs.status, false)
+	} else {
+		u.pool.st.response(rs.status)
+	}
+	u.pool.st.rqTime.Record(uint64((l.now - u.started) / int64(time.Millisecond)))
+	return true
+}
+
+// h2WriteHeaders writes a header block as HEADERS and CONTINUATIONs.
+func (l *loop) h2WriteHeaders(c *h2conn, id uint32, block []byte, end bool) {
+	max := int(c.maxFrame)
+	first := true
+	for first || len(block) > 0 {
+		frag := block[:min(len(block), max)]
+		block = block[len(frag):]
+		if first {
+			_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end,
+				EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			_ = c.fr.WriteContinuation(id, len(block) == 0, frag)
+		}
+	}
+}
+
+// h2Body sends response body bytes (writeDown's work for a stream):
+// chunked framing stripped, as DATA frames as far as the windows let,
+// the rest kept until a WINDOW_UPDATE, with the upstream paused.
+func (l *loop) h2Body(d *down, b []byte) {
+	st := d.h2
+	if st.gone {
+		return
+	}
+	if !st.chunked {
+		l.h2Queue(st, b)
+	} else {
+		for len(b) > 0 {
+			if st.dc.state == csData {
+				n := int(min(int64(len(b)), st.dc.left))
+				_, _, _ = st.dc.scan(b[:n])
+				l.h2Queue(st, b[:n])
+				b = b[n:]
+				continue
+			}
+			_, _, _ = st.dc.scan(b[:1]) // framing: checked by the upstream side's scanner already
+			b = b[1:]
+		}
+	}
+	l.h2Push(st)
+}
+
+func (l *loop) h2Queue(st *h2stream, b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if len(st.pending) == 0 {
+		st.pending = l.getBuf()
+	}
+	st.pending = append(st.pending, b...)
+}
+
+// h2Push sends what the windows let of st's pending body, and its
+// END_STREAM after it when the response is complete.
+func (l *loop) h2Push(st *h2stream) {
+	c := st.c
+	if st.gone || c.d.closed {
+		return
+	}
+	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 {
+		n := min(len(st.pending), int(min(st.window, c.sendWindow)), int(c.maxFrame))
+		end := st.endPending && n == len(st.pending)
+		_ = c.fr.WriteData(st.id, end, st.pending[:n])
+		st.window -= int64(n)
+		c.sendWindow -= int64(n)
+		if n == len(st.pending) {
+			l.putBuf(st.pending)
+			st.pending = nil
+			if end {
+				l.h2Sent(st)
+				return
+			}
+			break
+		}
+		st.pending = st.pending[n:]
+	}
+	if len(st.pending) == 0 && st.endPending {
+		_ = c.fr.WriteData(st.id, true, nil)
+		l.h2Sent(st)
+		return
+	}
+	full := c.d.outOff < len(c.d.out) && len(c.d.out)-c.d.outOff > h2MaxOut
+	if len(st.pending) > 0 || full {
+		st.sd.wantOut = true // processUp pauses the upstream
+		if !st.blocked {
+			st.blocked = true
+			c.blocked = append(c.blocked, st)
+		}
+	} else {
+		st.sd.wantOut = false
+	}
+}
+
+// h2Resume pushes the blocked streams' bodies after a WINDOW_UPDATE or a
+// write, and resumes their upstreams once they have nothing waiting.
+func (l *loop) h2Resume(c *h2conn) {
+	if len(c.blocked) == 0 {
+		return
+	}
+	bl := c.blocked
+	c.blocked = nil
+	for _, st := range bl {
+		st.blocked = false
+		if st.gone {
+			continue
+		}
+		l.h2Push(st)
+		sd := st.sd
+		if st.blocked || sd.closed {
+			continue
+		}
+		sd.wantOut = false
+		if u := sd.u; u != nil && u.pausedIn {
+			u.pausedIn = false
+			l.watchUp(u)
+			l.processUp(u)
+		}
+	}
+}
+
+// h2Sent: END_STREAM is out. A client still sending its body is told to
+// stop (RST_STREAM NO_ERROR, RFC 9113 8.1).
+func (l *loop) h2Sent(st *h2stream) {
+	if !st.reqEnded {
+		_ = st.c.fr.WriteRSTStream(st.id, http2.ErrCodeNo)
+	}
+	l.h2EndStream(st)
+}
+
+// h2Complete: the stream's response is complete (flushDown's work for a
+// stream): its END_STREAM goes after the body still waiting, and the
+// request is done on the loop's side.
+func (l *loop) h2Complete(d *down) {
+	st := d.h2
+	if d.u != nil || d.state != dsHead || d.rs.waiting || d.closed {
+		return
+	}
+	l.h2Done(d)
+	if !st.gone {
+		st.endPending = true
+		l.h2Push(st)
+	}
+}
+
+// h2Done drops the stream's request from the loop: timers, retries,
+// buffers, its upstream exchange if one is left.
+func (l *loop) h2Done(d *down) {
+	if d.closed {
+		return
+	}
+	d.closed = true
+	l.logEnded(d)
+	l.stopTimer(d)
+	l.endRetries(d)
+	if d.in != nil {
+		l.putBuf(d.in)
+		d.in = nil
+	}
+	if u := d.u; u != nil {
+		d.u, u.d = nil, nil
+		l.closeUp(u)
+	}
+}
+
+// h2Reset resets a stream whose exchange failed mid-response (closeDown's
+// work for a stream).
+func (l *loop) h2Reset(d *down) {
+	st := d.h2
+	if !st.gone {
+		_ = st.c.fr.WriteRSTStream(st.id, http2.ErrCodeInternal)
+		st.reset = true
+	}
+	l.h2EndStream(st)
+}
+
+// h2EndStream forgets a stream: reset, or its response sent.
+func (l *loop) h2EndStream(st *h2stream) {
+	l.h2Done(st.sd)
+	if st.gone {
+		return
+	}
+	st.gone = true
+	c := st.c
+	delete(c.streams, st.id)
+	if st.pending != nil {
+		l.putBuf(st.pending)
+		st.pending = nil
+	}
+	l.h2Dirty(c)
+	l.h2Ended(c, st)
+	c.d.last = l.now
+	if len(c.streams) == 0 {
+		l.arm(c.d) // its idle timeout runs again
+	}
+	l.h2MaybeClose(c)
+}
+
+// h2Reply writes a local reply's head and body as frames (localReply's
+// work for a stream).
+func (l *loop) h2Reply(d *down, status int, body string) {
+	st := d.h2
+	if st.gone {
+		return
+	}
+	c := st.c
+	c.hbuf.Reset()
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain"})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+	if d.logged() {
+		d.lg.rec.BytesSent += int64(len(body))
+	}
+	if body != "" {
+		st.pending = append(l.getBuf(), body...)
+	}
+}
