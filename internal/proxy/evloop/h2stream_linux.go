@@ -318,14 +318,7 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
 		Value: strconv.FormatInt((l.now-u.started)/int64(time.Millisecond), 10)})
 	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
-	u.scan = headScanner{}
-	d.gen.st.response(rs.status)
-	if u.observing {
-		l.observeDone(u, rs.status, false)
-	} else {
-		u.pool.st.response(rs.status)
-	}
-	u.pool.st.rqTime.Record(uint64((l.now - u.started) / int64(time.Millisecond)))
+	l.responseCounted(u, d, rs.status)
 	return true
 }
 

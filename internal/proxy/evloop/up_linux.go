@@ -376,15 +376,23 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	}
 	d.out = append(o, "\r\n"...)
 	l.logResponse(d, d.out[hs:])
+	l.responseCounted(u, d, rs.status)
+	return true
+}
+
+// responseCounted ends a response head's work, HTTP/1.1's or an HTTP/2
+// stream's: the head scanner reset, the status counted for the
+// connection manager and the cluster (or its observer), the upstream
+// time recorded.
+func (l *loop) responseCounted(u *up, d *down, status int) {
 	u.scan = headScanner{}
-	d.gen.st.response(rs.status)
+	d.gen.st.response(status)
 	if u.observing {
-		l.observeDone(u, rs.status, false)
+		l.observeDone(u, status, false)
 	} else {
-		u.pool.st.response(rs.status)
+		u.pool.st.response(status)
 	}
 	u.pool.st.rqTime.Record(uint64((l.now - u.started) / int64(time.Millisecond)))
-	return true
 }
 
 // finish ends an exchange whose response is complete: the upstream goes
