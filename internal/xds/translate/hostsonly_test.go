@@ -132,18 +132,7 @@ func TestRouteHostsOnly(t *testing.T) {
 
 func TestRouteTimeoutSame(t *testing.T) {
 	i64 := func(n int64) *int64 { return &n }
-	s := func(v string) *string { return &v }
-	route := func(mod func(*appmesh.RouteSpec)) *appmesh.RouteData {
-		rd := &appmesh.RouteData{RouteName: s("rt"), VirtualRouterName: s("r"), Spec: &appmesh.RouteSpec{
-			HttpRoute: &appmesh.HttpRoute{
-				Match:  &appmesh.HttpRouteMatch{Prefix: s("/")},
-				Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("a"), Weight: i64(1)}}},
-			}}}
-		if mod != nil {
-			mod(rd.Spec)
-		}
-		return rd
-	}
+	route := httpRouteData
 	ms := func(v int64) *appmesh.Duration { return &appmesh.Duration{Unit: "ms", Value: i64(v)} }
 	for _, tc := range []struct {
 		name string
@@ -177,17 +166,7 @@ func TestRouteTimeoutSame(t *testing.T) {
 func TestRouteProxylessSame(t *testing.T) {
 	i64 := func(n int64) *int64 { return &n }
 	s := func(v string) *string { return &v }
-	route := func(mod func(*appmesh.RouteSpec)) *appmesh.RouteData {
-		rd := &appmesh.RouteData{RouteName: s("rt"), VirtualRouterName: s("r"), Spec: &appmesh.RouteSpec{
-			HttpRoute: &appmesh.HttpRoute{
-				Match:  &appmesh.HttpRouteMatch{Prefix: s("/")},
-				Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("a"), Weight: i64(1)}}},
-			}}}
-		if mod != nil {
-			mod(rd.Spec)
-		}
-		return rd
-	}
+	route := httpRouteData
 	method := func(m appmesh.HttpMethod) func(*appmesh.RouteSpec) {
 		return func(r *appmesh.RouteSpec) { r.HttpRoute.Match.Method = m }
 	}
@@ -217,4 +196,18 @@ func TestRouteProxylessSame(t *testing.T) {
 	if RouteProxylessSame(nil, route(nil)) || RouteProxylessSame(route(nil), &appmesh.RouteData{}) {
 		t.Error("a route created, deleted or without a spec keeps no routes")
 	}
+}
+
+// httpRouteData is route rt of router r: an HTTP route on / to node a
+// with weight 1, changed by mod when it is not nil.
+func httpRouteData(mod func(*appmesh.RouteSpec)) *appmesh.RouteData {
+	rd := &appmesh.RouteData{RouteName: ptr("rt"), VirtualRouterName: ptr("r"), Spec: &appmesh.RouteSpec{
+		HttpRoute: &appmesh.HttpRoute{
+			Match:  &appmesh.HttpRouteMatch{Prefix: ptr("/")},
+			Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: ptr("a"), Weight: ptr[int64](1)}}},
+		}}}
+	if mod != nil {
+		mod(rd.Spec)
+	}
+	return rd
 }
