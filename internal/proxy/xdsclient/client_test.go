@@ -75,15 +75,7 @@ func TestProtocol(t *testing.T) {
 	h := &handler{}
 	c := xdsclient.New(xdsclient.Config{Server: srv.Addr, Node: &corev3.Node{Id: "n1"}, BackoffBase: 10 * time.Millisecond, Protocol: xdsclient.ProtocolSotW}, h,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }() // ends with cancel below
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	run(t, c)
 	srv.WaitFor(5*time.Second, "initial CDS and LDS", func(r xdstest.Request) bool { return r.TypeURL == xdsclient.ListenerType })
 
 	v1 := srv.Set(&clusterv3.Cluster{Name: "a"}, &endpointv3.ClusterLoadAssignment{ClusterName: "a"},
@@ -149,5 +141,18 @@ func TestProtocol(t *testing.T) {
 	})
 	srv.WaitSince(mark, 10*time.Second, "EDS resubscription", func(r xdstest.Request) bool {
 		return r.TypeURL == xdsclient.EndpointType && len(r.Names) == 1 && r.Names[0] == "a" && r.Nonce == ""
+	})
+}
+
+// run runs c until the test ends; Run must then return without an error.
+func run(t *testing.T, c *xdsclient.Client) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }() // ends with cancel in Cleanup
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	})
 }

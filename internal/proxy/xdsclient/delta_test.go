@@ -1,7 +1,6 @@
 package xdsclient_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"strings"
@@ -27,15 +26,7 @@ func TestDeltaProtocol(t *testing.T) {
 	h := &handler{}
 	c := xdsclient.New(xdsclient.Config{Server: srv.Addr, Node: &corev3.Node{Id: "n1"}, BackoffBase: 10 * time.Millisecond}, h,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }() // ends with cancel below
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	run(t, c)
 	first := srv.WaitFor(5*time.Second, "initial CDS", func(r xdstest.Request) bool { return r.TypeURL == xdsclient.ClusterType })
 	if !first.Delta {
 		t.Fatal("the client did not open a delta stream")

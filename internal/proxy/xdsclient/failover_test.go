@@ -25,15 +25,7 @@ func TestFailover(t *testing.T) {
 	h := &handler{}
 	c := xdsclient.New(xdsclient.Config{Server: a.Addr + "," + b.Addr, Node: &corev3.Node{Id: "n1"}, BackoffBase: 10 * time.Millisecond}, h,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }() // ends with cancel below
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	run(t, c)
 	// Which server the client picked is random; wait for either's ACK.
 	deadline := time.Now().Add(10 * time.Second)
 	var first, other *xdstest.Server

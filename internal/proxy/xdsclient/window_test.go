@@ -1,7 +1,6 @@
 package xdsclient_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"strconv"
@@ -28,15 +27,7 @@ func TestNoPingPerPush(t *testing.T) {
 			var pings xdstest.Pings
 			c := xdsclient.New(xdsclient.Config{Server: srv.Addr, Node: &corev3.Node{Id: "n1"}, Protocol: protocol,
 				DialOptions: []grpc.DialOption{pings.Dialer()}}, &handler{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }() // ends with cancel below
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Error(err)
-				}
-			}()
+			run(t, c)
 			srv.WaitFor(5*time.Second, "initial CDS", func(r xdstest.Request) bool { return r.TypeURL == xdsclient.ClusterType })
 			for i := range pushes {
 				v := srv.Set(&clusterv3.Cluster{Name: "c" + strconv.Itoa(i)})
