@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"testing"
 
@@ -17,23 +16,14 @@ import (
 // every run).
 func BenchmarkH2COneHop(b *testing.B) {
 	h := newHarness(b)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := h2cUpstream(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "blue")
-	}), Protocols: new(http.Protocols)}
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }() // ends with srv.Close in Cleanup
-	b.Cleanup(func() { _ = srv.Close() })
+	}))
 	h.push(
 		httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("h2", "gateway-error,reset", 2))),
 		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
-		cla("h2", ln.Addr().String()))
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	getInParallel(b, tr, "http://"+h.addr("egress")+"/", 2)
+		cla("h2", up))
+	getInParallel(b, h2cClient(b).Transport.(*http.Transport), "http://"+h.addr("egress")+"/", 2)
 }

@@ -17,11 +17,25 @@ import (
 )
 
 // h2cClient is an HTTP/2 client with prior knowledge (h2c).
-func h2cClient(t *testing.T) *http.Client {
+func h2cClient(tb testing.TB) *http.Client {
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
-	t.Cleanup(tr.CloseIdleConnections)
+	tb.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
+}
+
+// h2cUpstream serves h on loopback over h2c (and HTTP/1.1) until the
+// test ends, and returns its address.
+func h2cUpstream(tb testing.TB, h http.Handler) string {
+	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }() // ends with srv.Close in Cleanup
+	tb.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
 }
 
 // TestH2CLoops: with --h2loops, an h2c connection to a listener whose
@@ -144,21 +158,13 @@ func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 		t.Skip("event loops need Linux")
 	}
 	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := h2cUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.Proto)
-	})}
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }() // ends with srv.Close in Cleanup
-	t.Cleanup(func() { _ = srv.Close() })
+	}))
 	h.push(httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))),
 		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
-		cla("h2", ln.Addr().String()))
+		cla("h2", up))
 	resp, err := h2cClient(t).Get("http://" + h.addr("egress") + "/")
 	if err != nil {
 		t.Fatal(err)

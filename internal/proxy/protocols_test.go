@@ -175,29 +175,18 @@ func TestGRPCPassthrough(t *testing.T) {
 func TestH2C(t *testing.T) {
 	h := newHarness(t)
 	var sawProto atomic.Int32
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := h2cUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sawProto.Store(int32(r.ProtoMajor))
 		w.Header().Set("Trailer", "X-Sum")
 		_, _ = io.WriteString(w, "h2c ok")
 		w.Header().Set("X-Sum", "42")
-	})}
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }() // ends with srv.Close in Cleanup
-	t.Cleanup(func() { _ = srv.Close() })
+	}))
 	h.push(
 		httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))),
 		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
-		cla("h2", ln.Addr().String()))
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Get("http://" + h.addr("egress") + "/")
+		cla("h2", up))
+	resp, err := h2cClient(t).Get("http://" + h.addr("egress") + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
