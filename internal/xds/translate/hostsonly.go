@@ -55,28 +55,24 @@ func RouteHostsOnly(old, new *appmesh.RouteData) bool {
 // update RouteHostsOnly allows, keeps its per-request timeout: the one
 // thing of a route a gateway reads outside its egress hosts (its gateway
 // routes copy their targets' timeouts, gatewayTimeout).
-func RouteTimeoutSame(old, new *appmesh.RouteData) bool {
-	if old == nil || new == nil || old.Spec == nil || new.Spec == nil {
-		return false
-	}
-	o, n := old.Spec, new.Spec
-	return perRequest(meshRoute{http: o.HttpRoute}) == perRequest(meshRoute{http: n.HttpRoute}) &&
-		perRequest(meshRoute{http: o.Http2Route}) == perRequest(meshRoute{http: n.Http2Route}) &&
-		perRequest(meshRoute{grpc: o.GrpcRoute}) == perRequest(meshRoute{grpc: n.GrpcRoute})
-}
+func RouteTimeoutSame(old, new *appmesh.RouteData) bool { return sameByKind(old, new, perRequest) }
 
 // RouteProxylessSame reports whether a route changing from old to new,
 // an update RouteHostsOnly allows, keeps the routes a proxyless gRPC
 // client keeps: what its tables hold besides their hosts is the clusters
 // of the kept routes' targets (grpcKeeps).
-func RouteProxylessSame(old, new *appmesh.RouteData) bool {
+func RouteProxylessSame(old, new *appmesh.RouteData) bool { return sameByKind(old, new, grpcKept) }
+
+// sameByKind reports whether old and new, both with a spec, give the
+// same f for each kind of route (HTTP, HTTP/2, gRPC).
+func sameByKind[T comparable](old, new *appmesh.RouteData, f func(meshRoute) T) bool {
 	if old == nil || new == nil || old.Spec == nil || new.Spec == nil {
 		return false
 	}
 	o, n := old.Spec, new.Spec
-	return grpcKept(meshRoute{http: o.HttpRoute}) == grpcKept(meshRoute{http: n.HttpRoute}) &&
-		grpcKept(meshRoute{http: o.Http2Route}) == grpcKept(meshRoute{http: n.Http2Route}) &&
-		grpcKept(meshRoute{grpc: o.GrpcRoute}) == grpcKept(meshRoute{grpc: n.GrpcRoute})
+	return f(meshRoute{http: o.HttpRoute}) == f(meshRoute{http: n.HttpRoute}) &&
+		f(meshRoute{http: o.Http2Route}) == f(meshRoute{http: n.Http2Route}) &&
+		f(meshRoute{grpc: o.GrpcRoute}) == f(meshRoute{grpc: n.GrpcRoute})
 }
 
 // grpcKept is grpcKeeps for a route of one kind, false where r has none.
