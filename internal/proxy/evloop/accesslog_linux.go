@@ -34,10 +34,10 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 		// Package syscall's: x/sys/unix's ask the socket's protocol
 		// besides (a system call more each).
 		if sa, err := syscall.Getpeername(d.fd); err == nil {
-			g.rec.Remote = addrOf(sa)
+			g.rec.Remote = AddrPortOf(sa)
 		}
 		if sa, err := syscall.Getsockname(d.fd); err == nil {
-			g.rec.Local = addrOf(sa)
+			g.rec.Local = AddrPortOf(sa)
 		}
 		g.rec.RemoteText, g.rec.LocalText = g.rec.Remote.String(), g.rec.Local.String()
 		d.lg = g
@@ -80,12 +80,16 @@ func (l *loop) logAddrs(d *down, acc *Accept) {
 	r.LocalText, r.RemoteText = r.Local.String(), r.Remote.String()
 }
 
-func addrOf(sa syscall.Sockaddr) netip.AddrPort {
+// AddrPortOf is a TCP socket address as the goroutine path reads a
+// connection's (IPv4-mapped addresses unmapped, so that a dual-stack
+// socket's IPv4 peer reads a.b.c.d on both paths); the zero AddrPort for
+// other kinds.
+func AddrPortOf(sa syscall.Sockaddr) netip.AddrPort {
 	switch a := sa.(type) {
 	case *syscall.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
 	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
 	}
 	return netip.AddrPort{}
 }

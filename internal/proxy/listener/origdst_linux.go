@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/evloop"
 )
 
 // soOriginalDst is SO_ORIGINAL_DST (and IP6T_SO_ORIGINAL_DST), from
@@ -89,7 +91,7 @@ func connInfoFD(fd int, originalDst bool) (ConnInfo, error) {
 	if err != nil {
 		return ConnInfo{}, fmt.Errorf("getpeername: %w", err)
 	}
-	local, src := sockaddrPort(sa), sockaddrPort(pa)
+	local, src := evloop.AddrPortOf(sa), evloop.AddrPortOf(pa)
 	ci := ConnInfo{Dst: local, Src: src, DirectSrc: src}
 	if originalDst {
 		od, ok, err := originalDstFD(fd, local.Addr().Is6())
@@ -103,14 +105,3 @@ func connInfoFD(fd int, originalDst bool) (ConnInfo, error) {
 	return ci, nil
 }
 
-// sockaddrPort is a TCP socket address as handle reads it (IPv4-mapped
-// addresses unmapped).
-func sockaddrPort(sa syscall.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
-	}
-	return netip.AddrPort{}
-}
