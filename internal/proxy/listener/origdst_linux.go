@@ -104,4 +104,3 @@ func connInfoFD(fd int, originalDst bool) (ConnInfo, error) {
 	}
 	return ci, nil
 }
-
