@@ -497,6 +497,10 @@ func (l *loop) flushDown(d *down) {
 		l.drain(d)
 		return
 	}
+	if d.h2c != nil {
+		l.h2Drained(d.h2c)
+		return
+	}
 	if d.handOffNext {
 		l.handOff(d)
 		return

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -404,4 +405,85 @@ func FuzzH2LoopFrames(f *testing.F) {
 			t.Fatalf("the loop no longer serves: %q %v", buf, err)
 		}
 	})
+}
+
+// TestH2LoopPingFloodBounded: a client that sends PINGs and reads none
+// of their answers is read no further once the answers waiting reach
+// h2MaxOut (CVE-2019-9512): its writes stall well before 64 MB; once it
+// reads, the connection goes on and serves a stream.
+func TestH2LoopPingFloodBounded(t *testing.T) {
+	srv := startH2(t)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	_ = h.c.SetDeadline(time.Time{})
+	var chunk bytes.Buffer
+	fr := http2.NewFramer(&chunk, nil)
+	for chunk.Len() < 64<<10 {
+		_ = fr.WritePing(false, [8]byte{1})
+	}
+	const limit = 64 << 20
+	var written atomic.Int64
+	var stop atomic.Bool
+	done := make(chan error, 1)
+	go func() { // the flood, then stream 1; ends when written, stopped or the connection closes (Cleanup)
+		for written.Load() < limit && !stop.Load() {
+			n, err := h.c.Write(chunk.Bytes())
+			written.Add(int64(n))
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		h.headers(1, true)
+		done <- nil
+	}()
+	// Stalled: no byte written for a second (the proxy reads on as long
+	// as it can, the old code to the end).
+	last, since := int64(-1), time.Now()
+	for time.Since(since) < time.Second {
+		if n := written.Load(); n != last {
+			if n >= limit {
+				t.Fatalf("%d MB of PINGs taken from a client that reads nothing", n>>20)
+			}
+			last, since = n, time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("stalled after %d KB of PINGs", last>>10)
+	stop.Store(true)
+	_ = h.c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	f := h.until(func(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok })
+	if hf, ok := f.(*http2.MetaHeadersFrame); !ok || hf.StreamID != 1 || hf.PseudoValue("status") != "200" {
+		t.Fatalf("after the flood: %v", f)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestH2LoopResumesAfterSocketFull: a response far beyond h2MaxOut to a
+// client whose windows allow all of it, and who reads only after a pause
+// and sends nothing more: the socket fills, the upstream is paused, and
+// the socket's draining (EPOLLOUT alone, no frame from the client)
+// resumes it to the end.
+func TestH2LoopResumesAfterSocketFull(t *testing.T) {
+	srv := startH2(t)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	const size = 16 << 20
+	_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	_ = h.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	h.headers(1, true, ":path", fmt.Sprintf("/big/%d", size))
+	time.Sleep(200 * time.Millisecond) // the socket fills meanwhile
+	_ = h.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got := 0
+	f := h.until(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok {
+			got += len(d.Data())
+			return d.StreamEnded()
+		}
+		_, rst := f.(*http2.RSTStreamFrame)
+		return rst
+	})
+	if f == nil || got != size {
+		t.Fatalf("%d of %d bytes, then %v", got, size, f)
+	}
 }

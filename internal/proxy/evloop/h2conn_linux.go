@@ -27,7 +27,10 @@ const (
 	// bytes are credited back once the upstream took them.
 	h2Window = 65535
 	// h2MaxOut is how many bytes a connection's output may hold before its
-	// streams' upstreams are paused until the socket takes them.
+	// streams' upstreams are paused, and its input, until the socket takes
+	// them: a client that sends frames answered by frames (PING,
+	// SETTINGS: CVE-2019-9512, -9515) and reads nothing holds at most
+	// this much of the loop's memory.
 	h2MaxOut = 256 << 10
 )
 
@@ -56,6 +59,8 @@ type h2conn struct {
 	recvAvail  int64 // what the client may still send on the connection
 	ended      int64 // streams ended, premature of them reset early
 	premature  int64
+	outPaused  bool // input paused until the output is out (h2MaxOut)
+	reading    bool // in h2Input
 }
 
 // h2writer appends the framer's output to the connection's pending
@@ -143,10 +148,38 @@ func (l *loop) flushH2() {
 	l.h2dirty = l.h2dirty[:0]
 }
 
+// h2Drained: the connection's output is all out (flushDown). The
+// streams paused for room go on, and so does the input paused for it.
+func (l *loop) h2Drained(c *h2conn) {
+	l.h2Resume(c)
+	d := c.d
+	if !c.outPaused || c.reading || d.closed {
+		return
+	}
+	c.outPaused = false
+	d.pausedIn = false
+	l.watchDown(d)
+	if d.in != nil {
+		l.h2Input(d)
+	}
+}
+
 // h2Input reads the complete frames buffered in d.in.
 func (l *loop) h2Input(d *down) {
 	c := d.h2c
+	c.reading = true
+	defer func() { c.reading = false }()
 	for !d.closed && !d.draining && !c.goAwayDone() {
+		if len(d.out)-d.outOff > h2MaxOut {
+			// The client does not read what its frames make us write:
+			// its next frames wait until that is out (h2Drained).
+			c.outPaused = true
+			if !d.pausedIn {
+				d.pausedIn = true
+				l.watchDown(d)
+			}
+			break
+		}
 		b := d.in[d.off:]
 		if !c.preface {
 			const rest = "SM\r\n\r\n"
