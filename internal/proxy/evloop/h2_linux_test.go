@@ -142,6 +142,10 @@ func TestH2LoopFrameErrors(t *testing.T) {
 		{"HEADERS on an even stream", func(h *h2Raw) { h.headers(2, true) }, http2.ErrCodeProtocol},
 		{"HEADERS on a stream below the last", func(h *h2Raw) { h.headers(5, true); h.headers(3, true) }, http2.ErrCodeStreamClosed},
 		{"frame over SETTINGS_MAX_FRAME_SIZE", func(h *h2Raw) { _ = h.fr.WriteData(1, false, make([]byte, 20000)) }, http2.ErrCodeFrameSize},
+		{"CONTINUATION announcing 1 MiB", func(h *h2Raw) {
+			_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82}})
+			_, _ = h.c.Write([]byte{0x10, 0, 0, byte(http2.FrameContinuation), 0, 0, 0, 0, 1, 0x84})
+		}, http2.ErrCodeFrameSize},
 		{"WINDOW_UPDATE of 0 on the connection", func(h *h2Raw) { _ = h.fr.WriteWindowUpdate(0, 0) }, http2.ErrCodeProtocol},
 		{"connection window overflow", func(h *h2Raw) { _ = h.fr.WriteWindowUpdate(0, 1<<31-1) }, http2.ErrCodeFlowControl},
 		{"SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1", func(h *h2Raw) {

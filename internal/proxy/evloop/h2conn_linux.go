@@ -32,6 +32,9 @@ const (
 	// SETTINGS: CVE-2019-9512, -9515) and reads nothing holds at most
 	// this much of the loop's memory.
 	h2MaxOut = 256 << 10
+	// h2MaxFrame is the SETTINGS_MAX_FRAME_SIZE the loops keep (RFC
+	// 9113's initial value: they do not advertise another).
+	h2MaxFrame = 16384
 )
 
 // h2conn is an HTTP/2 connection's state; the connection's down holds it.
@@ -102,7 +105,7 @@ func (l *loop) startH2(d *down, head []byte) bool {
 	c.fr = http2.NewFramer(c.wr, &c.rd)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = maxList
-	c.fr.SetMaxReadFrameSize(16384)
+	c.fr.SetMaxReadFrameSize(h2MaxFrame)
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	d.h2c = c
 	d.off += len(head)
@@ -195,11 +198,11 @@ func (l *loop) h2Input(d *down) {
 			continue
 		}
 		n := h2FrameLen(b)
+		if n == errFrameSize {
+			l.h2Fail(c, http2.ErrCodeFrameSize)
+			return
+		}
 		if n < 0 {
-			if len(b) >= 9 && h2Need(b) > maxHeadBytes {
-				l.h2Fail(c, http2.ErrCodeFrameSize)
-				return
-			}
 			break
 		}
 		c.rd.Reset(b[:n])
@@ -232,7 +235,9 @@ func (l *loop) h2Input(d *down) {
 func (c *h2conn) goAwayDone() bool { return c.d.closeAfter }
 
 // h2FrameLen is the length of the frame (with its CONTINUATIONs) at b's
-// start when it is all buffered, else -1.
+// start when it is all buffered, -1 when not yet, and errFrameSize when
+// one of its frames announces more than h2MaxFrame: refused as soon as
+// its 9-byte header is in, not waited for.
 func h2FrameLen(b []byte) int {
 	n := 0
 	for {
@@ -241,6 +246,9 @@ func h2FrameLen(b []byte) int {
 		}
 		size := int(b[n])<<16 | int(b[n+1])<<8 | int(b[n+2])
 		typ, flags := http2.FrameType(b[n+3]), http2.Flags(b[n+4])
+		if size > h2MaxFrame {
+			return errFrameSize
+		}
 		if len(b)-n < 9+size {
 			return -1
 		}
@@ -255,10 +263,8 @@ func h2FrameLen(b []byte) int {
 	}
 }
 
-// h2Need is how many bytes the first frame at b needs.
-func h2Need(b []byte) int {
-	return 9 + (int(b[0])<<16 | int(b[1])<<8 | int(b[2]))
-}
+// errFrameSize is h2FrameLen's answer for a frame over h2MaxFrame.
+const errFrameSize = -2
 
 // h2Frame acts on one frame.
 func (l *loop) h2Frame(c *h2conn, f http2.Frame) {
