@@ -166,7 +166,9 @@ func (l *loop) readDown(d *down) {
 		return
 	}
 	d.in = d.in[:len(d.in)+n]
-	d.last = l.now
+	if d.h2c == nil {
+		d.last = l.now // an h2 connection's moves with its streams (h2Deadline)
+	}
 	l.process(d)
 }
 

@@ -491,3 +491,47 @@ func TestH2LoopResumesAfterSocketFull(t *testing.T) {
 		t.Fatalf("%d of %d bytes, then %v", got, size, f)
 	}
 }
+
+// TestH2LoopStreamIdleTimeout: a stream whose response waits for a
+// window the client never opens is reset after the idle timeout, and
+// the connection, left without a stream, goes away after it.
+func TestH2LoopStreamIdleTimeout(t *testing.T) {
+	srv := startH2(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	h.headers(1, true, ":path", "/big/10")
+	f := h.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.StreamID != 1 || rst.ErrCode != http2.ErrCodeCancel {
+		t.Fatalf("stream held by a closed window: %v", f)
+	}
+	if code := h.goAway(); code != http2.ErrCodeNo {
+		t.Errorf("GOAWAY %v", code)
+	}
+}
+
+// TestH2LoopPingsDoNotKeepIdle: PINGs alone do not keep a connection
+// without a stream from its idle timeout.
+func TestH2LoopPingsDoNotKeepIdle(t *testing.T) {
+	srv := startH2(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // a PING every 100 ms; ends when the test returns or the connection fails
+		w := http2.NewFramer(h.c, nil)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if w.WritePing(false, [8]byte{7}) != nil {
+					return
+				}
+			}
+		}
+	}()
+	if code := h.goAway(); code != http2.ErrCodeNo {
+		t.Errorf("GOAWAY %v", code)
+	}
+}

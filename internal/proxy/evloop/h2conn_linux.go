@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -207,8 +208,7 @@ func (l *loop) h2Input(d *down) {
 		}
 		c.rd.Reset(b[:n])
 		f, err := c.fr.ReadFrame()
-		d.off += n
-		d.last = l.now
+		d.off += n // d.last is not moved: control frames keep no connection (h2DataIn, h2Headers)
 		if err != nil {
 			var se http2.StreamError
 			var ce http2.ConnectionError
@@ -441,18 +441,41 @@ func (l *loop) h2Forget(d *down) {
 }
 
 // h2Deadline is an HTTP/2 connection's next timeout: the idle timeout
-// while it has no stream.
+// while it has no stream, else the streams' idle timeout: that of the
+// first stream waiting to write (a window the client keeps closed, a
+// socket it does not read) that made no progress since.
 func (l *loop) h2Deadline(d *down) int64 {
-	if len(d.h2c.streams) > 0 {
-		return never
+	c := d.h2c
+	idle := int64(d.gen.idle)
+	if len(c.streams) == 0 {
+		return d.last + idle
 	}
-	return d.last + int64(d.gen.idle)
+	at := int64(never)
+	for _, st := range c.blocked {
+		if !st.gone {
+			at = min(at, st.last+idle)
+		}
+	}
+	return at
 }
 
-// h2Expire enforces the idle timeout: GOAWAY, then the close.
+// h2Expire enforces the idle timeouts: a stream stuck for as long is
+// reset (RST_STREAM CANCEL; Envoy's stream idle timeout), a connection
+// without a stream gets GOAWAY, then the close.
 func (l *loop) h2Expire(d *down) {
 	c := d.h2c
-	if len(c.streams) > 0 || l.now-d.last < int64(d.gen.idle) {
+	idle := int64(d.gen.idle)
+	if len(c.streams) > 0 {
+		for _, st := range slices.Clone(c.blocked) {
+			if !st.gone && l.now-st.last >= idle {
+				_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeCancel)
+				st.reset = true
+				l.h2EndStream(st)
+			}
+		}
+		return
+	}
+	if l.now-d.last < idle {
 		return
 	}
 	d.gen.st.cxIdleTimeout.Inc()

@@ -25,6 +25,7 @@ type h2stream struct {
 	id         uint32
 	sd         *down // the stream's request
 	start      int64 // loop time of its HEADERS
+	last       int64 // loop time it last sent (its idle timeout runs from it while blocked)
 	window     int64 // what the client lets us send on it
 	recvAvail  int64 // what the client may still send on it
 	unpaid     int64 // request bytes received, not credited back yet
@@ -80,8 +81,9 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		_ = c.fr.WriteRSTStream(id, http2.ErrCodeProtocol)
 		return
 	}
-	st := &h2stream{c: c, id: id, start: l.now, window: int64(c.initWindow), recvAvail: h2Window, declared: -1}
+	st := &h2stream{c: c, id: id, start: l.now, last: l.now, window: int64(c.initWindow), recvAvail: h2Window, declared: -1}
 	d := c.d
+	d.last = l.now
 	sd := &down{fd: d.fd, h2: st, gen: d.gen, last: l.now, idx: -1}
 	st.sd = sd
 	c.streams[id] = st
@@ -206,6 +208,7 @@ func (l *loop) h2DataIn(c *h2conn, f *http2.DataFrame) {
 		return
 	}
 	st.unpaid += n
+	c.d.last = l.now
 	data := f.Data()
 	st.received += int64(len(data))
 	if st.declared >= 0 && st.received > st.declared {
@@ -386,6 +389,7 @@ func (l *loop) h2Push(st *h2stream) {
 		n := min(len(st.pending), int(min(st.window, c.sendWindow)), int(c.maxFrame))
 		end := st.endPending && n == len(st.pending)
 		_ = c.fr.WriteData(st.id, end, st.pending[:n])
+		st.last = l.now
 		st.window -= int64(n)
 		c.sendWindow -= int64(n)
 		if n == len(st.pending) {
@@ -410,6 +414,9 @@ func (l *loop) h2Push(st *h2stream) {
 		if !st.blocked {
 			st.blocked = true
 			c.blocked = append(c.blocked, st)
+			if at := st.last + int64(c.d.gen.idle); c.d.tm.idx == 0 || at < c.d.tm.at {
+				l.setTimer(c.d, at) // its idle timeout (arm's work, without h2Deadline's walk)
+			}
 		}
 	} else {
 		st.sd.wantOut = false
