@@ -179,3 +179,53 @@ func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 		t.Errorf("loops served %d h2c connections and handed off %d, want 0 and 1", n, handed)
 	}
 }
+
+// TestH2CLoopsRefusesAfterUpdate: an update that takes a listener's h2c
+// off the loops (its route now goes to an HTTP/2 cluster) while a
+// connection is on them: that connection's next stream is refused
+// (REFUSED_STREAM, GOAWAY), and the client's retry on a new connection
+// is served by the goroutine path.
+func TestH2CLoopsRefusesAfterUpdate(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux")
+	}
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	up := h2cUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto)
+	}))
+	up1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto)
+	}))
+	t.Cleanup(up1.Close)
+	h2 := func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }
+	h.push(httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))),
+		edsCluster("c"), cla("c", strings.TrimPrefix(up1.URL, "http://")), edsCluster("h2", h2), cla("h2", up))
+	cl := h2cClient(t)
+	get := func() string {
+		t.Helper()
+		resp, err := cl.Get("http://" + h.addr("egress") + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+			t.Fatalf("HTTP/%d %d %q", resp.ProtoMajor, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if p := get(); p != "HTTP/1.1" {
+		t.Fatalf("on the loops, the upstream spoke %s", p)
+	}
+	h.push(httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))),
+		edsCluster("c"), cla("c", strings.TrimPrefix(up1.URL, "http://")), edsCluster("h2", h2), cla("h2", up))
+	if p := get(); p != "HTTP/2.0" {
+		t.Fatalf("after the update, the upstream spoke %s", p)
+	}
+	l := h.listener("egress")
+	if n, handed := l.LoopH2Conns(), l.HandedOff(); n != 1 || handed != 1 {
+		t.Errorf("loops served %d h2c connections and handed off %d, want 1 and 1", n, handed)
+	}
+}

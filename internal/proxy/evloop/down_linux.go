@@ -289,6 +289,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 		if t.HandOff && d.h2 == nil && l.handOffWhenWritten(d) {
 			return
 		}
+		if t.HandOff && d.h2 != nil && l.h2Refuse(d) {
+			return
+		}
 	}
 	st.rqTotal.Inc()
 	if d.h2 != nil {

@@ -13,7 +13,10 @@ import (
 //
 // RouteH2 routes a stream's request as Route does, but cannot hand it
 // off: what Route hands off for the goroutine path to answer (no route,
-// say) it answers itself when it can; a HandOff left is answered 501.
+// say) it answers itself when it can. A HandOff left is answered
+// REFUSED_STREAM, with GOAWAY, when H2 refuses by then (an update since
+// the preface: the client retries on a new connection, which the
+// goroutine path takes), else 501.
 type H2Router interface {
 	Router
 	H2() (s H2Settings, ok bool)

@@ -548,3 +548,26 @@ func (l *loop) h2Reply(d *down, status int, body string) {
 		st.pending = append(l.getBuf(), body...)
 	}
 }
+
+// h2Refuse answers a stream the router would hand off once the loops no
+// longer serve its listener over HTTP/2 (a route or cluster update after
+// the preface): REFUSED_STREAM, which a client may retry (RFC 9113 8.7),
+// and GOAWAY NO_ERROR, so that it retries on a new connection, which
+// goes to the goroutine path. False while the loops still serve the
+// listener (a request of its own that the router hands off: 501).
+func (l *loop) h2Refuse(d *down) bool {
+	if _, ok := d.gen.router.(H2Router).H2(); ok {
+		return false
+	}
+	st := d.h2
+	c := st.c
+	_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeRefusedStream)
+	st.reset = true
+	l.h2EndStream(st)
+	if !c.goAway {
+		_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
+		c.goAway = true
+	}
+	l.h2MaybeClose(c)
+	return true
+}
