@@ -535,3 +535,28 @@ func TestH2LoopPingsDoNotKeepIdle(t *testing.T) {
 		t.Errorf("GOAWAY %v", code)
 	}
 }
+
+// TestH2LoopTrailersAfterReset: trailers the client sends on a stream
+// the proxy reset meanwhile are ignored (RFC 9113 5.1), not a
+// connection error: the connection serves the next stream.
+func TestH2LoopTrailersAfterReset(t *testing.T) {
+	srv := startH2(t)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, false, ":path", "/post", "content-length", "1")
+	_ = h.fr.WriteData(1, false, []byte("xx")) // beyond its content-length: reset
+	f := h.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.StreamID != 1 {
+		t.Fatalf("stream 1: %v", f)
+	}
+	h.hbuf.Reset()
+	_ = h.enc.WriteField(hpack.HeaderField{Name: "x-trailer", Value: "1"})
+	_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+	h.headers(3, true)
+	f = h.until(func(f http2.Frame) bool {
+		_, away := f.(*http2.GoAwayFrame)
+		return away || f.Header().StreamID == 3
+	})
+	if hf, ok := f.(*http2.MetaHeadersFrame); !ok || hf.PseudoValue("status") != "200" {
+		t.Fatalf("after trailers on a reset stream: %v", f)
+	}
+}

@@ -64,7 +64,12 @@ type h2conn struct {
 	ended      int64 // streams ended, premature of them reset early
 	premature  int64
 	outPaused  bool // input paused until the output is out (h2MaxOut)
-	reading    bool // in h2Input
+	// cut holds the last streams closed while the client was still
+	// sending (reset, or answered early): its late frames on them, its
+	// trailers say, are ignored (RFC 9113 5.1), not a connection error.
+	cut     [16]uint32
+	cutN    int
+	reading bool // in h2Input
 }
 
 // h2writer appends the framer's output to the connection's pending
@@ -166,6 +171,17 @@ func (l *loop) h2Drained(c *h2conn) {
 	if d.in != nil {
 		l.h2Input(d)
 	}
+}
+
+// cutOff notes that id closed before the client's END_STREAM.
+func (c *h2conn) cutOff(id uint32) {
+	c.cut[c.cutN%len(c.cut)] = id
+	c.cutN++
+}
+
+// wasCut reports whether id is one of the last streams cutOff noted.
+func (c *h2conn) wasCut(id uint32) bool {
+	return slices.Contains(c.cut[:], id)
 }
 
 // h2Input reads the complete frames buffered in d.in.

@@ -56,6 +56,9 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		l.h2ReqEnd(st)
 		return
 	}
+	if id&1 == 1 && c.wasCut(id) {
+		return // trailers of a stream closed early: decoded (HPACK), ignored
+	}
 	if id&1 == 0 || id <= c.lastID {
 		code := http2.ErrCodeProtocol
 		if id&1 == 1 {
@@ -514,6 +517,9 @@ func (l *loop) h2EndStream(st *h2stream) {
 	st.gone = true
 	c := st.c
 	delete(c.streams, st.id)
+	if !st.reqEnded {
+		c.cutOff(st.id)
+	}
 	if st.pending != nil {
 		l.putBuf(st.pending)
 		st.pending = nil
