@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
 // h2TestRouter serves HTTP/2 on the loops with a ConfigRouter's routes.
@@ -558,5 +559,27 @@ func TestH2LoopTrailersAfterReset(t *testing.T) {
 	})
 	if hf, ok := f.(*http2.MetaHeadersFrame); !ok || hf.PseudoValue("status") != "200" {
 		t.Fatalf("after trailers on a reset stream: %v", f)
+	}
+}
+
+// TestH2LoopStreamBadRequest: a stream whose request the HTTP/1.1
+// parser refuses is answered 400 on its own; the connection is not in
+// error (downstream_cx_protocol_error stays 0) and serves the next one.
+func TestH2LoopStreamBadRequest(t *testing.T) {
+	st := stats.NewStore()
+	srv := startH2(t, func(c *Config) { c.Stats = st })
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true, ":path", "/a b")
+	f := h.until(func(f http2.Frame) bool { return f.Header().StreamID == 1 })
+	if hf, ok := f.(*http2.MetaHeadersFrame); !ok || hf.PseudoValue("status") != "400" {
+		t.Fatalf("stream 1: %v", f)
+	}
+	h.headers(3, true)
+	f = h.until(func(f http2.Frame) bool { return f.Header().StreamID == 3 })
+	if hf, ok := f.(*http2.MetaHeadersFrame); !ok || hf.PseudoValue("status") != "200" {
+		t.Fatalf("stream 3: %v", f)
+	}
+	if v, _ := st.Value("http.ingress.downstream_cx_protocol_error"); v != 0 {
+		t.Errorf("downstream_cx_protocol_error = %d for a stream's error", v)
 	}
 }

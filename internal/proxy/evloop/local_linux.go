@@ -20,7 +20,9 @@ func (l *loop) badRequest(d *down, err error) {
 	if errors.As(err, &pe) {
 		st = pe.status
 	}
-	d.gen.st.cxProtocolError.Inc()
+	if d.h2 == nil {
+		d.gen.st.cxProtocolError.Inc() // an h2 stream's error leaves its connection be
+	}
 	d.gen.st.rqTotal.Inc()
 	d.off = len(d.in)
 	l.localReply(d, st, err.Error(), true)
