@@ -202,7 +202,7 @@ func (l *loop) h2Input(d *down) {
 		}
 		b := d.in[d.off:]
 		if !c.preface {
-			const rest = "SM\r\n\r\n"
+			rest := http2.ClientPreface[len(h2cPreface+"\r\n"):] // after the head dispatch parsed
 			if len(b) < len(rest) {
 				break
 			}
@@ -389,9 +389,7 @@ func (l *loop) h2Fail(c *h2conn, code http2.ErrCode) {
 		return
 	}
 	c.d.gen.st.cxProtocolError.Inc()
-	_ = c.fr.WriteGoAway(c.lastID, code, nil)
-	c.goAway = true
-	c.d.closeAfter = true
+	l.h2GoAway(c, code, true)
 	for _, st := range c.streams {
 		st.reset = true
 		l.h2EndStream(st)
@@ -411,13 +409,25 @@ func (l *loop) h2Ended(c *h2conn, st *h2stream) {
 		return
 	}
 	c.d.gen.st.prematureResets.Inc()
-	_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
-	c.goAway = true
-	c.d.closeAfter = true
+	l.h2GoAway(c, http2.ErrCodeNo, true)
 	for _, o := range c.streams {
 		_ = c.fr.WriteRSTStream(o.id, http2.ErrCodeCancel)
 		o.reset = true
 		l.h2EndStream(o)
+	}
+}
+
+// h2GoAway sends GOAWAY with code: once for NO_ERROR, again for an
+// error after a graceful one. With close, the connection is closed once
+// that is out (no stream is read any more: goAwayDone).
+func (l *loop) h2GoAway(c *h2conn, code http2.ErrCode, close bool) {
+	if !c.goAway || code != http2.ErrCodeNo {
+		_ = c.fr.WriteGoAway(c.lastID, code, nil)
+		c.goAway = true
+	}
+	if close {
+		c.d.closeAfter = true
+		l.h2Dirty(c)
 	}
 }
 
@@ -429,8 +439,7 @@ func (l *loop) h2Drain(d *down) {
 		return
 	}
 	d.gen.st.cxDrainClose.Inc()
-	_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
-	c.goAway = true
+	l.h2GoAway(c, http2.ErrCodeNo, false)
 	l.h2MaybeClose(c)
 }
 
@@ -438,12 +447,7 @@ func (l *loop) h2Drain(d *down) {
 // going away and has no stream left.
 func (l *loop) h2MaybeClose(c *h2conn) {
 	if (c.goAway || c.peerAway) && len(c.streams) == 0 {
-		if !c.goAway {
-			_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
-			c.goAway = true
-		}
-		c.d.closeAfter = true
-		l.h2Dirty(c)
+		l.h2GoAway(c, http2.ErrCodeNo, true)
 	}
 }
 
@@ -495,11 +499,7 @@ func (l *loop) h2Expire(d *down) {
 		return
 	}
 	d.gen.st.cxIdleTimeout.Inc()
-	if !c.goAway {
-		_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
-		c.goAway = true
-	}
-	d.closeAfter = true
+	l.h2GoAway(c, http2.ErrCodeNo, true)
 	l.flushDown(d)
 	if !d.closed && !d.draining {
 		l.closeDown(d)

@@ -570,10 +570,7 @@ func (l *loop) h2Refuse(d *down) bool {
 	_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeRefusedStream)
 	st.reset = true
 	l.h2EndStream(st)
-	if !c.goAway {
-		_ = c.fr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
-		c.goAway = true
-	}
+	l.h2GoAway(c, http2.ErrCodeNo, false)
 	l.h2MaybeClose(c)
 	return true
 }
