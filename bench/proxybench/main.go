@@ -102,6 +102,11 @@ func main() {
 	appmeshLog := flag.Bool("appmesh-log", false, "with -appmesh: the virtual nodes log to /dev/stdout, and the haproxies log too")
 	appmeshProxy := flag.String("appmesh-proxy", "", "with -appmesh: the binary that runs the sidecars, weft or weft-proxy of -weft's build (default -weft)")
 	appmeshProxyB := flag.String("appmesh-proxy-b", "", "with -appmesh and -weft-b: the binary that runs the B sidecars (default -weft-b)")
+	nSlowest := flag.Int("slowest", 0, "after the fixed-rate run, print each path's N slowest requests with their scheduled time (UTC) and the GCs they overlapped (tail.go)")
+	gcTimes := flag.Bool("gc-times", false, "run the weft proxies with --pprof and read their GC times after the fixed-rate run: the tail table then says how many of the slowest requests overlapped a GC of their path's proxies")
+	weftEnv := flag.String("weft-env", "", "extra environment of the proxies of the paths run by -weft (not the B paths), space-separated NAME=value, e.g. \"GOGC=off\" or \"GODEBUG=gctrace=1\"")
+	weftBEnv := flag.String("weft-b-env", "", "extra environment of the proxies of the HTTP/1.1 \"B\" paths, as -weft-env")
+	logDir := flag.String("logdir", "", "keep the processes' logs and configuration in this directory (made if missing) instead of a temporary one removed at the end")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
 	aArgs := strings.Fields(*weftArgs)
@@ -125,8 +130,17 @@ func main() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b := &bench{weft: *weft, app: *appBin, dir: mustTemp(), pprof: *profile != "" || *memBreak, gomaxprocs: *procs}
-	defer os.RemoveAll(b.dir)
+	b := &bench{weft: *weft, app: *appBin, pprof: *profile != "" || *memBreak || *gcTimes, gomaxprocs: *procs,
+		envA: strings.Fields(*weftEnv), envB: strings.Fields(*weftBEnv)}
+	if *logDir != "" {
+		if err := os.MkdirAll(*logDir, 0o755); err != nil {
+			log.Fatal(err)
+		}
+		b.dir = *logDir
+	} else {
+		b.dir = mustTemp()
+		defer os.RemoveAll(b.dir)
+	}
 	defer b.stopAll()
 
 	app := b.startApp()
@@ -209,22 +223,22 @@ func main() {
 		// The same sidecar as proxy B, run by the other binary.
 		pBB := freePort()
 		xds.set("mesh/bench/virtualNode/server-b", resources("ingress", pBB, "cds_ingress_bench_server_http_9080", app, true))
-		procBB := b.startProxy(*weftB, "mesh/bench/virtualNode/server-b", xds.addr, bArgs...)
+		procBB := b.startProxyB(*weftB, "mesh/bench/virtualNode/server-b", xds.addr, bArgs...)
 		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBB))
 		targets[2].url, targets[2].procs = fmt.Sprintf("http://127.0.0.1:%d/", pBB), []*os.Process{procBB}
 		// And the client's sidecar in front of it, by the same binary:
 		// both hops B.
 		pBA := freePort()
 		xds.set("mesh/bench/virtualNode/client-b", resources("egress", pBA, "cds_egress_bench_server_http_9080", fmt.Sprintf("127.0.0.1:%d", pBB), false))
-		procBA := b.startProxy(*weftB, "mesh/bench/virtualNode/client-b", xds.addr, bArgs...)
+		procBA := b.startProxyB(*weftB, "mesh/bench/virtualNode/client-b", xds.addr, bArgs...)
 		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBA))
 		targets = append(targets, target{"two weft proxies B", fmt.Sprintf("http://127.0.0.1:%d/", pBA), []*os.Process{procBA, procBB}, nil})
 		// The mutual-TLS sidecars, both by the other binary.
 		pBBT, pBAT := freePort(), freePort()
 		xds.set("mesh/bench/virtualNode/server-tls-b", k.withMTLS(resources("ingress", pBBT, "cds_ingress_bench_server_http_9080", app, true), true, false))
 		xds.set("mesh/bench/virtualNode/client-tls-b", k.withMTLS(resources("egress", pBAT, "cds_egress_bench_server_http_9080", fmt.Sprintf("127.0.0.1:%d", pBBT), false), false, true))
-		procBBT := b.startProxy(*weftB, "mesh/bench/virtualNode/server-tls-b", xds.addr, bArgs...)
-		procBAT := b.startProxy(*weftB, "mesh/bench/virtualNode/client-tls-b", xds.addr, bArgs...)
+		procBBT := b.startProxyB(*weftB, "mesh/bench/virtualNode/server-tls-b", xds.addr, bArgs...)
+		procBAT := b.startProxyB(*weftB, "mesh/bench/virtualNode/client-tls-b", xds.addr, bArgs...)
 		waitHTTP(fmt.Sprintf("https://127.0.0.1:%d/", pBBT), k.clientTLS())
 		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pBAT))
 		targets = append(targets,
@@ -279,6 +293,10 @@ func main() {
 		cpu    time.Duration
 		wall   time.Duration
 		gcs    int64 // with -mem: the weft proxies' GC cycles during the slices
+		slices []runSlice
+		sched  schedStat // the path's proxies' threads (tail.go)
+		gen    schedStat // the generator's (this process)
+		app    schedStat // the app's
 	}
 	accs := make([]acc, len(run))
 	slice := *dur / time.Duration(*rounds)
@@ -302,9 +320,13 @@ func main() {
 			}
 			gc0 := b.numGC(t.procs, *memBreak)
 			cpu0 := cpuTime(t.procs)
+			sch0, gen0, app0 := schedOf(pidsOf(t.procs)), schedOf([]int{os.Getpid()}), schedOf([]int{b.appPid})
 			var lat []time.Duration
 			var errs int
 			var wall time.Duration
+			// The generator's schedule starts within microseconds of t0
+			// (sendScheduled makes its clients first).
+			t0 := time.Now()
 			if isH2C(t.name) {
 				var dialed int64
 				lat, errs, wall, dialed = constantRateH2C(t.url, *rate, slice, *conns, *h2cConns)
@@ -315,8 +337,14 @@ func main() {
 				lat, errs, wall = constantRate(t.url, *rate, slice, *conns, t.tls)
 			}
 			accs[i].cpu += cpuTime(t.procs) - cpu0
+			if t.name != "app direct" && t.name != "app direct"+h2cSuffix {
+				accs[i].sched = accs[i].sched.add(schedOf(pidsOf(t.procs)).sub(sch0))
+			}
+			accs[i].gen = accs[i].gen.add(schedOf([]int{os.Getpid()}).sub(gen0))
+			accs[i].app = accs[i].app.add(schedOf([]int{b.appPid}).sub(app0))
 			accs[i].gcs += b.numGC(t.procs, *memBreak) - gc0
 			accs[i].lat = append(accs[i].lat, lat...)
+			accs[i].slices = append(accs[i].slices, runSlice{t0, time.Second / time.Duration(*rate), lat})
 			accs[i].errors += errs
 			accs[i].wall += wall
 			if profDone != nil {
@@ -325,6 +353,37 @@ func main() {
 		}
 	}
 	fixedLoad := loadavg()
+	// The tail (tail.go): before summarize sorts the pooled latencies.
+	var tailNames []string
+	var tailRuns [][]runSlice
+	var tailGCs [][]window
+	var directSlices []runSlice
+	for i, t := range run {
+		if t.name == "app direct" {
+			directSlices = accs[i].slices
+		}
+	}
+	for i, t := range run {
+		tailNames = append(tailNames, t.name)
+		tailRuns = append(tailRuns, accs[i].slices)
+		var ws []window
+		if _, weft := b.admin[t.procs[0].Pid]; weft && b.pprof {
+			ws = gcWindows(b.proxyPauseEnds(t.procs), gcWindowBefore, gcWindowAfter)
+		}
+		tailGCs = append(tailGCs, ws)
+	}
+	firstN = *conns
+	ownGC := gcWindows(ownPauseEnds(), gcWindowBefore, gcWindowAfter)
+	var tails []tailRow
+	for i, t := range run {
+		d := directSlices
+		if isH2C(t.name) || t.name == "app direct" {
+			d = nil // h2c's direct path is another row; the direct row has no added column
+		}
+		tr := tailTable(tailNames[i:i+1], tailRuns[i:i+1], d, tailGCs[i:i+1], ownGC)[0]
+		tr.sched, tr.gen, tr.app, tr.requests = accs[i].sched, accs[i].gen, accs[i].app, len(accs[i].lat)
+		tails = append(tails, tr)
+	}
 	type added struct {
 		name     string
 		p50, p99 float64
@@ -423,6 +482,11 @@ func main() {
 					sfx, sfx, b.perK/a.perK, b.r.p50/a.r.p50, b.r.p99/a.r.p99)
 			}
 		}
+	}
+	printTail(tails)
+	printVersus(versusHAProxy(tailNames, tailRuns))
+	if *nSlowest > 0 {
+		printSlowest(tailNames, tailRuns, tailGCs, ownGC, *nSlowest)
 	}
 	if len(heyRows) > 0 {
 		fmt.Printf("\nCross-check with hey at the same rate, each path once: hey -z %v -c %d -q %d (its latencies count from each send, so a stall is not charged to the requests it delays):\n\n", *heyDur, *conns, *rate / *conns)
@@ -539,6 +603,7 @@ type target struct {
 type bench struct {
 	gomaxprocs int
 	pprof      bool
+	envA, envB []string       // extra environment of the -weft proxies and of the B proxies
 	admin      map[int]string // admin address by pid
 	appPid     int
 	weft       string
@@ -591,13 +656,23 @@ func (b *bench) startApp() string {
 	return addr
 }
 
+// startProxy runs a weft proxy of the -weft paths, startProxyB one of the
+// B paths: each with its extra environment.
 func (b *bench) startProxy(bin, node, xds string, extra ...string) *os.Process {
+	return b.runProxy(bin, node, xds, b.envA, extra...)
+}
+
+func (b *bench) startProxyB(bin, node, xds string, extra ...string) *os.Process {
+	return b.runProxy(bin, node, xds, b.envB, extra...)
+}
+
+func (b *bench) runProxy(bin, node, xds string, extraEnv []string, extra ...string) *os.Process {
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort())
 	args := append([]string{"proxy", "--admin-addr", admin, "--log-level", "warn"}, extra...)
 	if b.pprof {
 		args = append(args, "--pprof")
 	}
-	env := []string{"APPMESH_RESOURCE_ARN=" + node, "APPMESH_XDS_ENDPOINT=" + xds}
+	env := append([]string{"APPMESH_RESOURCE_ARN=" + node, "APPMESH_XDS_ENDPOINT=" + xds}, extraEnv...)
 	if b.gomaxprocs > 0 {
 		args = append(args, "--concurrency", strconv.Itoa(b.gomaxprocs))
 	}
@@ -788,11 +863,12 @@ func constantRate(url string, rate int, d time.Duration, conns int, tlsCfg *tls.
 // worker w through clientOf(w). Each request has a scheduled send time and
 // its latency is measured from it, so queueing behind a slow request
 // counts (no coordinated omission). An answer other than 200 over HTTP
-// major version proto is an error.
+// major version proto is an error. Request i is scheduled at the start +
+// i/rate, and lat[i] is its latency (tail.go lines the slowest up with the
+// proxies' GCs by that time).
 func sendScheduled(url string, rate int, d time.Duration, workers int, clientOf func(w int) *http.Client, proto int) (lat []time.Duration, errs int, wall time.Duration) {
 	n := int(d.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
-	sched := make(chan time.Time, n)
 	idx := make(chan int, n)
 	lat = make([]time.Duration, n)
 	var mu sync.Mutex
@@ -801,10 +877,10 @@ func sendScheduled(url string, rate int, d time.Duration, workers int, clientOf 
 	for w := range workers {
 		c := clientOf(w)
 		wg.Add(1)
-		go func() { // one sender's share of the requests; ends when sched closes
+		go func() { // one sender's share of the requests; ends when idx closes
 			defer wg.Done()
-			for at := range sched {
-				i := <-idx
+			for i := range idx {
+				at := start.Add(time.Duration(i) * interval)
 				if wait := time.Until(at); wait > 0 {
 					time.Sleep(wait)
 				}
@@ -827,9 +903,8 @@ func sendScheduled(url string, rate int, d time.Duration, workers int, clientOf 
 	}
 	for i := range n {
 		idx <- i
-		sched <- start.Add(time.Duration(i) * interval)
 	}
-	close(sched)
+	close(idx)
 	wg.Wait()
 	return lat, errs, time.Since(start)
 }
