@@ -106,6 +106,7 @@ func main() {
 	gcTimes := flag.Bool("gc-times", false, "run the weft proxies with --pprof and read their GC times after the fixed-rate run: the tail table then says how many of the slowest requests overlapped a GC of their path's proxies")
 	weftEnv := flag.String("weft-env", "", "extra environment of the proxies of the paths run by -weft (not the B paths), space-separated NAME=value, e.g. \"GOGC=off\" or \"GODEBUG=gctrace=1\"")
 	weftBEnv := flag.String("weft-b-env", "", "extra environment of the proxies of the HTTP/1.1 \"B\" paths, as -weft-env")
+	paired := flag.Duration("paired", 0, "after the fixed-rate run, run the HTTP/1.1 paths at once for this long, -rate requests/s in total, taking turns request by request, in -rounds parts, and print their tail (paired.go); 0 skips it")
 	logDir := flag.String("logdir", "", "keep the processes' logs and configuration in this directory (made if missing) instead of a temporary one removed at the end")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
@@ -301,6 +302,7 @@ func main() {
 	accs := make([]acc, len(run))
 	slice := *dur / time.Duration(*rounds)
 	var profDone chan struct{}
+	steal0, fixedStart := stealTicks(), time.Now()
 	for round := 0; round < *rounds; round++ {
 		for i, t := range run {
 			if *profile != "" && t.name == *profPath && profDone == nil {
@@ -353,6 +355,7 @@ func main() {
 		}
 	}
 	fixedLoad := loadavg()
+	fixedSteal := fmt.Sprintf("%.1f ms per second", float64(stealTicks()-steal0)*10/time.Since(fixedStart).Seconds())
 	// The tail (tail.go): before summarize sorts the pooled latencies.
 	var tailNames []string
 	var tailRuns [][]runSlice
@@ -449,7 +452,7 @@ func main() {
 		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99, loadavg()))
 	}
 	fmt.Printf("\nFixed rate %d requests/s for %v per path, in %d interleaved slices of %v, %d connections (latency in ms from the scheduled send time).\n", *rate, *dur, *rounds, slice, *conns)
-	fmt.Printf("CPU and memory are the proxy's (each, for two); on the direct row the app's. Load average after the fixed-rate runs: %s.\n", fixedLoad)
+	fmt.Printf("CPU and memory are the proxy's (each, for two); on the direct row the app's. Load average after the fixed-rate runs: %s; steal time during them (both vCPUs): %s.\n", fixedLoad, fixedSteal)
 	if h2cWanted(*h2cOn, *only) {
 		fmt.Printf("On the h2c paths the %d senders share %d HTTP/2 connections (at most %d streams in flight per connection); added latency is against app direct h2c.\n", *conns, *h2cConns, (*conns+*h2cConns-1) / *h2cConns)
 	}
@@ -483,8 +486,40 @@ func main() {
 			}
 		}
 	}
-	printTail(tails)
+	printTail("fixed-rate run", tails)
 	printVersus(versusHAProxy(tailNames, tailRuns))
+	if *paired > 0 {
+		var pts []target
+		var pnames []string
+		for _, t := range run {
+			if !isH2C(t.name) {
+				pts = append(pts, t)
+				pnames = append(pnames, t.name)
+			}
+		}
+		pSteal0, pStart := stealTicks(), time.Now()
+		pruns := b.runPaired(pts, *rate, *paired, *rounds, *conns)
+		pSteal := float64(stealTicks()-pSteal0) * 10 / time.Since(pStart).Seconds()
+		var pdirect []runSlice
+		for i, n := range pnames {
+			if n == "app direct" {
+				pdirect = pruns[i]
+			}
+		}
+		fmt.Printf("\nPaired run: the %d HTTP/1.1 paths at once for %v, %d requests/s in total taking turns (request i to path i mod %d, %d connections per path), in %d parts; load average %s after, steal time %.1f ms per second:\n", len(pts), *paired, *rate, len(pts), *conns, *rounds, loadavg(), pSteal)
+		pown := gcWindows(ownPauseEnds(), gcWindowBefore, gcWindowAfter)
+		var prows []tailRow
+		for i, n := range pnames {
+			d := pdirect
+			if n == "app direct" {
+				d = nil
+			}
+			prows = append(prows, tailTable(pnames[i:i+1], pruns[i:i+1], d, [][]window{nil}, pown)...)
+		}
+		printTail("paired run (a slice is a part)", prows)
+		printVersus(versusHAProxy(pnames, pruns))
+		printCoincidence(pnames, pruns, pdirect)
+	}
 	if *nSlowest > 0 {
 		printSlowest(tailNames, tailRuns, tailGCs, ownGC, *nSlowest)
 	}
@@ -867,13 +902,16 @@ func constantRate(url string, rate int, d time.Duration, conns int, tlsCfg *tls.
 // i/rate, and lat[i] is its latency (tail.go lines the slowest up with the
 // proxies' GCs by that time).
 func sendScheduled(url string, rate int, d time.Duration, workers int, clientOf func(w int) *http.Client, proto int) (lat []time.Duration, errs int, wall time.Duration) {
-	n := int(d.Seconds() * float64(rate))
-	interval := time.Second / time.Duration(rate)
+	return sendAt(url, time.Now(), time.Second/time.Duration(rate), int(d.Seconds()*float64(rate)), workers, clientOf, proto)
+}
+
+// sendAt sends n requests to url, request i at start + i*interval, as
+// sendScheduled.
+func sendAt(url string, start time.Time, interval time.Duration, n, workers int, clientOf func(w int) *http.Client, proto int) (lat []time.Duration, errs int, wall time.Duration) {
 	idx := make(chan int, n)
 	lat = make([]time.Duration, n)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	start := time.Now()
 	for w := range workers {
 		c := clientOf(w)
 		wg.Add(1)

@@ -271,9 +271,9 @@ func tailTable(names []string, runs [][]runSlice, direct []runSlice, gcs [][]win
 	return rows
 }
 
-// printTail prints the tail table.
-func printTail(rows []tailRow) {
-	fmt.Printf("\nTail of the fixed-rate run: pooled p99 and p99.9; each slice's p99 and each round's added p99 (the path's slice minus the direct path's slice of the same round), min / median / max; the share of the slowest 1%% of requests (of all requests) that overlapped a GC window (%v before to %v after a GC's final pause) of the path's weft proxies, and of the generator:\n\n", gcWindowBefore, gcWindowAfter)
+// printTail prints the tail table of the run named what.
+func printTail(what string, rows []tailRow) {
+	fmt.Printf("\nTail of the %s: pooled p99 and p99.9; each slice's p99 and each round's added p99 (the path's slice minus the direct path's slice of the same round), min / median / max; the share of the slowest 1%% of requests (of all requests) that overlapped a GC window (%v before to %v after a GC's final pause) of the path's weft proxies, and of the generator:\n\n", what, gcWindowBefore, gcWindowAfter)
 	fmt.Println("| path | p99 ms | p99.9 ms | slice p99 min / med / max | added p99 per round min / med / max | slowest 1% in a proxy GC (all) | slowest 1% in a generator GC (all) | proxies' run-queue wait µs per request (time slices) | generator's | app's | slowest 1% among a slice's first requests (all) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
@@ -466,4 +466,65 @@ func versusHAProxy(names []string, runs [][]runSlice) []versus {
 		}
 	}
 	return vs
+}
+
+// stallWindows are the spans of the slowest 1% of ss's requests (each
+// from its scheduled time to its answer): on the direct path, the
+// machine's stalls.
+func stallWindows(ss []runSlice) []window {
+	n := 0
+	for _, s := range ss {
+		n += len(s.lat)
+	}
+	var ws []window
+	for _, r := range slowest(ss, max(1, n/100)) {
+		ws = append(ws, window{r.at, r.at.Add(r.lat)})
+	}
+	slices.SortFunc(ws, func(a, b window) int { return a.from.Compare(b.from) })
+	return ws
+}
+
+// printCoincidence prints, for each path of a paired run, the share of
+// its slowest 1% (and of all its requests) in flight while one of the
+// direct path's slowest 1% was: slow at the same moment as a request
+// that crossed no proxy, so slow for the machine's reasons.
+func printCoincidence(names []string, runs [][]runSlice, direct []runSlice) {
+	if direct == nil {
+		return
+	}
+	ws := stallWindows(direct)
+	fmt.Printf("\nSlow at the same time as the direct path (paired run): the share of each path's slowest 1%% of requests (of all its requests) in flight while one of the direct path's slowest 1%% was:\n\n")
+	fmt.Println("| path | slowest 1% (all) |")
+	fmt.Println("|---|---|")
+	for i, ss := range runs {
+		if names[i] == "app direct" {
+			continue
+		}
+		n := 0
+		for _, s := range ss {
+			n += len(s.lat)
+		}
+		fmt.Printf("| %s | %.0f%% (%.1f%%) |\n", names[i], 100*overlapShare(slowest(ss, max(1, n/100)), ws), 100*overlapShare(slowest(ss, n), ws))
+	}
+}
+
+// stealTicks is the machine's steal time so far (/proc/stat's first
+// line, eighth value, in clock ticks of 10 ms): time the hypervisor
+// gave a virtual CPU's turn to another machine.
+func stealTicks() int64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return parseSteal(line)
+}
+
+func parseSteal(cpuLine string) int64 {
+	f := strings.Fields(cpuLine)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	v, _ := strconv.ParseInt(f[8], 10, 64)
+	return v
 }

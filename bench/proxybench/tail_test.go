@@ -198,3 +198,25 @@ func TestTailTableRoundsAndVersus(t *testing.T) {
 		t.Errorf("a path against itself: below/above/tie = %d/%d/%d, want 0/0/3", v.below, v.above, v.tie)
 	}
 }
+
+func TestStallWindows(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	// 100 requests: the slowest 1% is one, request 40, 30 ms long.
+	d := []runSlice{slice100(t0, time.Millisecond, map[int]time.Duration{40: 30 * time.Millisecond})}
+	ws := stallWindows(d)
+	if len(ws) != 1 || !ws[0].from.Equal(t0.Add(40*time.Millisecond)) || !ws[0].to.Equal(t0.Add(70*time.Millisecond)) {
+		t.Fatalf("stall windows = %v", ws)
+	}
+	if !overlaps(t0.Add(60*time.Millisecond), time.Millisecond, ws) || overlaps(t0.Add(80*time.Millisecond), time.Millisecond, ws) {
+		t.Error("a request during the stall overlaps it, one after does not")
+	}
+}
+
+func TestParseSteal(t *testing.T) {
+	if got := parseSteal("cpu  2608407 11113 864562 4135647 31817 0 117116 132490 0 0"); got != 132490 {
+		t.Errorf("steal = %d, want 132490", got)
+	}
+	if got := parseSteal("cpu0 1 2 3 4 5 6 7 8 9 10"); got != 0 {
+		t.Errorf("a single CPU's line: %d, want 0", got)
+	}
+}
