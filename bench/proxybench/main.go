@@ -33,6 +33,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,6 +108,7 @@ func main() {
 	weftEnv := flag.String("weft-env", "", "extra environment of the proxies of the paths run by -weft (not the B paths), space-separated NAME=value, e.g. \"GOGC=off\" or \"GODEBUG=gctrace=1\"")
 	weftBEnv := flag.String("weft-b-env", "", "extra environment of the proxies of the HTTP/1.1 \"B\" paths, as -weft-env")
 	paired := flag.Duration("paired", 0, "after the fixed-rate run, run the HTTP/1.1 paths at once for this long, -rate requests/s in total, taking turns request by request, in -rounds parts, and print their tail (paired.go); 0 skips it")
+	genGOGC := flag.Int("gen-gogc", 1000, "the generator's (this process's) GOGC during the runs: its own collections stall its senders, and every path's tail with them (docs/bench/proxy.md, round 12); 0 keeps GOGC from the environment")
 	logDir := flag.String("logdir", "", "keep the processes' logs and configuration in this directory (made if missing) instead of a temporary one removed at the end")
 	flag.Parse()
 	bArgs := strings.Fields(*weftBArgs)
@@ -131,6 +133,9 @@ func main() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if *genGOGC > 0 {
+		debug.SetGCPercent(*genGOGC)
+	}
 	b := &bench{weft: *weft, app: *appBin, pprof: *profile != "" || *memBreak || *gcTimes, gomaxprocs: *procs,
 		envA: strings.Fields(*weftEnv), envB: strings.Fields(*weftBEnv)}
 	if *logDir != "" {
@@ -302,7 +307,7 @@ func main() {
 	accs := make([]acc, len(run))
 	slice := *dur / time.Duration(*rounds)
 	var profDone chan struct{}
-	steal0, fixedStart := stealTicks(), time.Now()
+	steal0, fixedStart, gcs0 := stealTicks(), time.Now(), ownNumGC()
 	for round := 0; round < *rounds; round++ {
 		for i, t := range run {
 			if *profile != "" && t.name == *profPath && profDone == nil {
@@ -355,7 +360,7 @@ func main() {
 		}
 	}
 	fixedLoad := loadavg()
-	fixedSteal := fmt.Sprintf("%.1f ms per second", float64(stealTicks()-steal0)*10/time.Since(fixedStart).Seconds())
+	fixedSteal := fmt.Sprintf("%.1f ms per second; the generator's GC cycles: %d", float64(stealTicks()-steal0)*10/time.Since(fixedStart).Seconds(), ownNumGC()-gcs0)
 	// The tail (tail.go): before summarize sorts the pooled latencies.
 	var tailNames []string
 	var tailRuns [][]runSlice
@@ -497,16 +502,17 @@ func main() {
 				pnames = append(pnames, t.name)
 			}
 		}
-		pSteal0, pStart := stealTicks(), time.Now()
+		pSteal0, pStart, pGCs0 := stealTicks(), time.Now(), ownNumGC()
 		pruns := b.runPaired(pts, *rate, *paired, *rounds, *conns)
 		pSteal := float64(stealTicks()-pSteal0) * 10 / time.Since(pStart).Seconds()
+		pGCs := ownNumGC() - pGCs0
 		var pdirect []runSlice
 		for i, n := range pnames {
 			if n == "app direct" {
 				pdirect = pruns[i]
 			}
 		}
-		fmt.Printf("\nPaired run: the %d HTTP/1.1 paths at once for %v, %d requests/s in total taking turns (request i to path i mod %d, %d connections per path), in %d parts; load average %s after, steal time %.1f ms per second:\n", len(pts), *paired, *rate, len(pts), *conns, *rounds, loadavg(), pSteal)
+		fmt.Printf("\nPaired run: the %d HTTP/1.1 paths at once for %v, %d requests/s in total taking turns (request i to path i mod %d, %d connections per path), in %d parts; load average %s after, steal time %.1f ms per second, the generator's GC cycles %d:\n", len(pts), *paired, *rate, len(pts), *conns, *rounds, loadavg(), pSteal, pGCs)
 		pown := gcWindows(ownPauseEnds(), gcWindowBefore, gcWindowAfter)
 		var prows []tailRow
 		for i, n := range pnames {

@@ -528,3 +528,10 @@ func parseSteal(cpuLine string) int64 {
 	v, _ := strconv.ParseInt(f[8], 10, 64)
 	return v
 }
+
+// ownNumGC is the generator's GC cycles so far.
+func ownNumGC() uint32 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.NumGC
+}
