@@ -135,6 +135,9 @@ func (l *loop) h2Dirty(c *h2conn) {
 // flushH2 writes what each connection's frames of this iteration added,
 // one write per connection, and resumes the streams paused for room.
 func (l *loop) flushH2() {
+	if len(l.h2updirty) > 0 {
+		l.flushH2Up()
+	}
 	for i := 0; i < len(l.h2dirty); i++ {
 		c := l.h2dirty[i]
 		c.dirty = false
@@ -352,7 +355,7 @@ func (l *loop) h2Frame(c *h2conn, f http2.Frame) {
 		}
 		if st := c.streams[f.StreamID]; st != nil {
 			st.peerReset = true
-			if !st.sd.closed && (st.sd.u != nil || st.sd.rs.waiting) {
+			if !st.sd.closed && (st.sd.u != nil || st.us != nil || st.sd.rs.waiting) {
 				c.d.gen.st.rqRxReset.Inc()
 			}
 			l.h2EndStream(st)

@@ -41,6 +41,12 @@ type h2stream struct {
 	reset      bool
 	peerReset  bool
 	gone       bool // out of c.streams
+	// To an HTTP/2 cluster (h2ustream_linux.go): the request's decoded
+	// fields until its upstream stream opens, that stream, and the
+	// response's trailers, sent after the body.
+	hf       *http2.MetaHeadersFrame
+	us       *h2ustream
+	trailers []hpack.HeaderField
 }
 
 // h2Headers opens a stream (or ends a request with its trailers).
@@ -51,6 +57,10 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		// (the goroutine path's h2-to-h1 forwarding drops them too).
 		if st.reqEnded || !f.StreamEnded() {
 			l.h2StreamError(c, id, http2.ErrCodeProtocol)
+			return
+		}
+		if st.us != nil {
+			l.h2uTrailers(st, f)
 			return
 		}
 		l.h2ReqEnd(st)
@@ -84,7 +94,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		_ = c.fr.WriteRSTStream(id, http2.ErrCodeProtocol)
 		return
 	}
-	st := &h2stream{c: c, id: id, start: l.now, last: l.now, window: int64(c.initWindow), recvAvail: h2Window, declared: -1}
+	st := &h2stream{c: c, id: id, start: l.now, last: l.now, window: int64(c.initWindow), recvAvail: h2Window, declared: -1, hf: f}
 	d := c.d
 	d.last = l.now
 	sd := &down{fd: d.fd, h2: st, gen: d.gen, last: l.now, idx: -1}
@@ -176,6 +186,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		return
 	}
 	l.dispatch(sd, b)
+	st.hf = nil
 	if !sd.closed {
 		l.arm(sd)
 	}
@@ -216,6 +227,10 @@ func (l *loop) h2DataIn(c *h2conn, f *http2.DataFrame) {
 	st.received += int64(len(data))
 	if st.declared >= 0 && st.received > st.declared {
 		l.h2StreamError(c, id, http2.ErrCodeProtocol)
+		return
+	}
+	if st.us != nil {
+		l.h2uBody(st, data, f.StreamEnded())
 		return
 	}
 	sd := st.sd
@@ -390,8 +405,11 @@ func (l *loop) h2Push(st *h2stream) {
 	}
 	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 {
 		n := min(len(st.pending), int(min(st.window, c.sendWindow)), int(c.maxFrame))
-		end := st.endPending && n == len(st.pending)
+		end := st.endPending && st.trailers == nil && n == len(st.pending)
 		_ = c.fr.WriteData(st.id, end, st.pending[:n])
+		if st.us != nil {
+			l.h2uConsumed(st.us, n)
+		}
 		st.last = l.now
 		st.window -= int64(n)
 		c.sendWindow -= int64(n)
@@ -407,7 +425,16 @@ func (l *loop) h2Push(st *h2stream) {
 		st.pending = st.pending[n:]
 	}
 	if len(st.pending) == 0 && st.endPending {
-		_ = c.fr.WriteData(st.id, true, nil)
+		if st.trailers != nil {
+			c.hbuf.Reset() // encoded as they go out: HPACK's table follows the wire's order
+			for _, hf := range st.trailers {
+				_ = c.enc.WriteField(hf)
+			}
+			st.trailers = nil
+			l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), true)
+		} else {
+			_ = c.fr.WriteData(st.id, true, nil)
+		}
 		l.h2Sent(st)
 		return
 	}
@@ -482,6 +509,9 @@ func (l *loop) h2Complete(d *down) {
 func (l *loop) h2Done(d *down) {
 	if d.closed {
 		return
+	}
+	if s := d.h2.us; s != nil {
+		l.h2uCancel(s)
 	}
 	d.closed = true
 	l.logEnded(d)
