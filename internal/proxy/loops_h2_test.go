@@ -151,7 +151,8 @@ func TestH2CLoops(t *testing.T) {
 }
 
 // TestH2CLoopsKeepsH2ClustersOnGoroutines: a listener with a route to a
-// cluster spoken to over HTTP/2 keeps its h2c connections on the
+// cluster spoken to over HTTP/2 with a retry policy (the loops do not
+// replay HTTP/2 upstream streams) keeps its h2c connections on the
 // goroutine path, switch on or not.
 func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 	if runtime.GOOS != "linux" {
@@ -162,7 +163,7 @@ func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 		_, _ = io.WriteString(w, r.Proto)
 	}))
 	h.push(httpListener("egress", httpManager("egress", "rds")),
-		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))),
+		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("h2", "5xx", 1))),
 		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
 		cla("h2", up))
 	resp, err := h2cClient(t).Get("http://" + h.addr("egress") + "/")
@@ -181,8 +182,9 @@ func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 }
 
 // TestH2CLoopsRefusesAfterUpdate: an update that takes a listener's h2c
-// off the loops (its route now goes to an HTTP/2 cluster) while a
-// connection is on them: that connection's next stream is refused
+// off the loops (its route now goes to an HTTP/2 cluster with a retry
+// policy) while a connection is on them: that connection's next stream
+// is refused
 // (REFUSED_STREAM, GOAWAY), and the client's retry on a new connection
 // is served by the goroutine path.
 func TestH2CLoopsRefusesAfterUpdate(t *testing.T) {
@@ -219,7 +221,7 @@ func TestH2CLoopsRefusesAfterUpdate(t *testing.T) {
 		t.Fatalf("on the loops, the upstream spoke %s", p)
 	}
 	h.push(httpListener("egress", httpManager("egress", "rds")),
-		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))),
+		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("h2", "5xx", 1))),
 		edsCluster("c"), cla("c", strings.TrimPrefix(up1.URL, "http://")), edsCluster("h2", h2), cla("h2", up))
 	if p := get(); p != "HTTP/2.0" {
 		t.Fatalf("after the update, the upstream spoke %s", p)

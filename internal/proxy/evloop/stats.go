@@ -58,7 +58,7 @@ func newClusterCounters(st *stats.Store, name string) *clusterCounters {
 	cc := &clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
 		cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
 		rqTimeout: cs.Counter("upstream_rq_timeout"), rqPendingOverflow: cs.Counter("upstream_rq_pending_overflow"),
-		rqTime:    cs.Histogram("upstream_rq_time")}
+		rqTime: cs.Histogram("upstream_rq_time")}
 	for i := 1; i <= 5; i++ {
 		cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
 			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
