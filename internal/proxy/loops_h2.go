@@ -5,7 +5,7 @@ package proxy
 // connection's preface, every route of its connection manager is one the
 // loops forward exactly as the goroutine path would, to a cluster the
 // loops speak HTTP/1.1 to or (step 2) a plaintext HTTP/2 cluster on a
-// route without retries; else the connection goes to the goroutine path
+// route without a per-try timeout; else the connection goes to the goroutine path
 // (its streams cannot be split: they share the connection's HPACK
 // state).
 
@@ -70,11 +70,10 @@ func (r *loopRouter) h2Clusters(rt *route.Route) bool {
 
 // loopH2Upstream reports whether the loops forward an h2c stream on rt to
 // cl, an HTTP/2 cluster, over HTTP/2 connections of their own (h2 step
-// 2): plaintext (h2c) only, and without a retry policy (the loops'
-// retries replay HTTP/1.1 requests; an HTTP/2 upstream stream is not
-// replayed yet).
+// 2): plaintext (h2c) only, and without a per-try timeout (the loops'
+// retries of HTTP/2 streams do not keep one yet).
 func loopH2Upstream(cl *cluster.Cluster, rt *route.Route) bool {
-	return cl.TLS == nil && rt.Retry == nil
+	return cl.TLS == nil && (rt.Retry == nil || rt.Retry.PerTryTimeout == 0)
 }
 
 // RouteH2 is not used: H2 refuses.

@@ -328,3 +328,55 @@ func TestGRPCLoops(t *testing.T) {
 	}
 	waitUntil(t, 5*time.Second, "the cancel counted", func() bool { return h.stat("http.egress.downstream_rq_rx_reset") == 1 })
 }
+
+// TestGRPCLoopsRetries: a route with App Mesh's gRPC retry policy (no
+// per-try timeout) to an HTTP/2 cluster stays on the loops, and a call
+// the server fails with UNAVAILABLE twice is retried there (the
+// trailers-only response's grpc-status), counted by the cluster.
+func TestGRPCLoopsRetries(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux")
+	}
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	svc := &testService{}
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, svc)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(ln) }() // ends with gs.Stop in Cleanup
+	t.Cleanup(gs.Stop)
+	rt := routeTo("/", "grpc")
+	rt.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "unavailable,reset,refused-stream,connect-failure", NumRetries: u32(2)}
+	h.push(httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("grpc", []string{"*"}, rt)),
+		edsCluster("grpc", h2Upstream), cla("grpc", ln.Addr().String()))
+	conn, err := grpc.NewClient("passthrough:///"+h.addr("egress"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := testpb.NewTestServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	svc.unavailable.Store(2)
+	body := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte(strings.Repeat("r", 10<<10))}}
+	if resp, err := client.UnaryCall(ctx, body); err != nil || len(resp.GetPayload().GetBody()) != 10<<10 {
+		t.Fatalf("after 2 retries: %v", err)
+	}
+	svc.unavailable.Store(3)
+	if _, err := client.UnaryCall(ctx, body); status.Code(err) != codes.Unavailable {
+		t.Fatalf("past the retries: %v", err)
+	}
+	l := h.listener("egress")
+	if n, handed, ups := l.LoopH2Conns(), l.HandedOff(), l.LoopH2UpstreamStreams(); n != 1 || handed != 0 || ups != 6 {
+		t.Errorf("loops served %d h2c connections, handed off %d, sent %d streams upstream; want 1, 0, 6", n, handed, ups)
+	}
+	for name, want := range map[string]int64{"cluster.grpc.upstream_rq_retry": 4, "cluster.grpc.upstream_rq_retry_success": 1,
+		"cluster.grpc.upstream_rq_retry_limit_exceeded": 1} {
+		if n := h.stat(name); n != want {
+			t.Errorf("%s = %d, want %d", name, n, want)
+		}
+	}
+}

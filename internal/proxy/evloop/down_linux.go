@@ -342,7 +342,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	}
 	pool.st.rqTotal.Inc()
 	if t.HTTP2 && d.h2 != nil {
-		l.h2uDispatch(d, pool, &t, r, head)
+		l.h2uDispatch(d, pool, &t, r)
 		return
 	}
 	u, err := l.getUp(pool)

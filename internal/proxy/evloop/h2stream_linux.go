@@ -47,6 +47,13 @@ type h2stream struct {
 	hf       *http2.MetaHeadersFrame
 	us       *h2ustream
 	trailers []hpack.HeaderField
+	toH2     bool                // dispatched to an HTTP/2 cluster
+	extra    []hpack.HeaderField // weft's fields added to the request's
+	// A request kept for a retry: its body (up to the stream window;
+	// replayCut past it) and trailers.
+	replay      []byte
+	replayCut   bool
+	reqTrailers []hpack.HeaderField
 }
 
 // h2Headers opens a stream (or ends a request with its trailers).
@@ -186,7 +193,9 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		return
 	}
 	l.dispatch(sd, b)
-	st.hf = nil
+	if !st.toH2 {
+		st.hf = nil
+	}
 	if !sd.closed {
 		l.arm(sd)
 	}
@@ -510,9 +519,7 @@ func (l *loop) h2Done(d *down) {
 	if d.closed {
 		return
 	}
-	if s := d.h2.us; s != nil {
-		l.h2uCancel(s)
-	}
+	l.h2uForget(d.h2)
 	d.closed = true
 	l.logEnded(d)
 	l.stopTimer(d)

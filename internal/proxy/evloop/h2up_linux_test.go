@@ -18,12 +18,16 @@ import (
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
-// h2UpRouter routes every h2c stream to an HTTP/2 cluster.
-type h2UpRouter struct{ h2TestRouter }
+// h2UpRouter routes every h2c stream to an HTTP/2 cluster, with retry
+// when set.
+type h2UpRouter struct {
+	h2TestRouter
+	retry *proxyroute.RetryPolicy
+}
 
 func (r h2UpRouter) RouteH2(h proxyroute.Head) Target {
 	t := r.Route(h)
-	t.HTTP2 = true
+	t.HTTP2, t.Retry = true, r.retry
 	return t
 }
 
@@ -40,6 +44,11 @@ type rawUp struct {
 // upstream the test plays (accept), which answers the proxy's preface
 // with settings.
 func startH2Up(t *testing.T, mod ...func(*Config)) (srv *Server, accept func(settings ...http2.Setting) *rawUp) {
+	return startH2UpRetry(t, nil, mod...)
+}
+
+// startH2UpRetry is startH2Up with a retry policy on the route.
+func startH2UpRetry(t *testing.T, retry *proxyroute.RetryPolicy, mod ...func(*Config)) (srv *Server, accept func(settings ...http2.Setting) *rawUp) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -77,7 +86,7 @@ func startH2Up(t *testing.T, mod ...func(*Config)) (srv *Server, accept func(set
 		t.Fatal(err)
 	}
 	r := h2UpRouter{h2TestRouter{&ConfigRouter{Routes: rc,
-		Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}}
+		Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}, retry}
 	cfg := Config{Loops: 1, Router: r, H2: true}
 	for _, m := range mod {
 		m(&cfg)
@@ -353,5 +362,61 @@ func TestH2UpstreamConcurrency(t *testing.T) {
 	})
 	if codes[1] != "200" || codes[3] != "201" {
 		t.Fatalf("responses %v", codes)
+	}
+}
+
+// TestH2UpstreamRetries: with a retry policy, a stream the upstream
+// refused by GOAWAY, one it reset and a 503 response are sent again
+// (body and trailers too) on the upstream's next stream or connection;
+// the client sees only the last answer.
+func TestH2UpstreamRetries(t *testing.T) {
+	policy := &proxyroute.RetryPolicy{On: proxyroute.OnRefusedStream | proxyroute.OnReset | proxyroute.On5xx, NumRetries: 3}
+	srv, accept := startH2UpRetry(t, policy)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, false, ":path", "/post")
+	_ = h.fr.WriteData(1, false, []byte("body"))
+	h.hbuf.Reset()
+	_ = h.enc.WriteField(hpack.HeaderField{Name: "x-t", Value: "1"})
+	_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+	u := accept()
+	// request reads a whole request: HEADERS, DATA, trailers.
+	whole := func(u *rawUp) (id uint32, body string, trailer string) {
+		t.Helper()
+		id = u.request().StreamID
+		for {
+			f := u.until(func(f http2.Frame) bool {
+				return isHeaders(f) || func() bool { _, ok := f.(*http2.DataFrame); return ok }()
+			})
+			switch f := f.(type) {
+			case *http2.DataFrame:
+				body += string(f.Data())
+			case *http2.MetaHeadersFrame:
+				return id, body, f.Fields[0].Name + "=" + f.Fields[0].Value
+			case nil:
+				t.Fatal("upstream closed")
+			}
+		}
+	}
+	id, body, tr := whole(u)
+	if body != "body" || tr != "x-t=1" {
+		t.Fatalf("first attempt: body %q trailer %q", body, tr)
+	}
+	_ = u.fr.WriteRSTStream(id, http2.ErrCodeInternal) // reset: retried
+	id, body, tr = whole(u)
+	if body != "body" || tr != "x-t=1" {
+		t.Fatalf("after the reset: body %q trailer %q", body, tr)
+	}
+	u.headers(id, true, ":status", "503") // retried
+	_, _, _ = whole(u)
+	_ = u.fr.WriteGoAway(0, http2.ErrCodeNo, nil) // refused: retried on a new connection
+	u2 := accept()
+	id, body, tr = whole(u2)
+	if body != "body" || tr != "x-t=1" {
+		t.Fatalf("after GOAWAY: body %q trailer %q", body, tr)
+	}
+	u2.headers(id, true, ":status", "200")
+	f := h.until(func(f http2.Frame) bool { return isHeaders(f) || isRST(f) })
+	if m, ok := f.(*http2.MetaHeadersFrame); !ok || m.PseudoValue("status") != "200" {
+		t.Fatalf("client got %v, want 200", f)
 	}
 }

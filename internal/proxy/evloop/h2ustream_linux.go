@@ -30,6 +30,7 @@ type h2ustream struct {
 	endPending bool      // the request ends after pending (trailers, if any, with it)
 	trailers   []hpack.HeaderField
 	unacked    int64 // response bytes taken, not credited back (credited as the client's side sends them)
+	replayed   int64 // bytes of pending sent again for a retry: the client's window had them back already
 	last       int64 // loop time of its last progress sending
 	blocked    bool  // in c.blocked
 	gotHead    bool
@@ -37,8 +38,36 @@ type h2ustream struct {
 }
 
 // h2uDispatch is dispatch's work for a client stream routed to an HTTP/2
-// cluster: an upstream stream on a connection of pool.
-func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request, head []byte) {
+// cluster: weft's fields added to the request's, then its first attempt.
+func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
+	st := d.h2
+	st.toH2 = true
+	if !r.hasXFP {
+		proto := "http"
+		if d.tls != nil {
+			proto = "https"
+		}
+		st.extra = append(st.extra, hpack.HeaderField{Name: "x-forwarded-proto", Value: proto})
+	}
+	if !r.hasRequestID {
+		rid := appendUUID(make([]byte, 0, 36), l.rng)
+		if d.logged() {
+			d.lg.rid = append(d.lg.rid[:0], rid...)
+		}
+		st.extra = append(st.extra, hpack.HeaderField{Name: "x-request-id", Value: string(rid)})
+	}
+	if d.in != nil {
+		l.putBuf(d.in) // the head built for routing
+		d.in, d.off = nil, 0
+	}
+	l.h2uOpen(d, pool, t.Cluster, t.Tag)
+}
+
+// h2uOpen starts an attempt: an upstream stream on a connection of pool,
+// its HEADERS encoded from the client's decoded fields (not through an
+// HTTP/1.1 head), and on a retry the request's body and trailers kept
+// for it.
+func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 	st := d.h2
 	c, err := l.h2UpConn(pool)
 	if c == nil {
@@ -61,36 +90,30 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	c.streams[s.id] = s
 	st.us = s
 	l.srv.h2UpRqs.Add(1)
-	l.observeStart(&s.x, t.Cluster, t.Tag)
+	l.observeStart(&s.x, cluster, tag)
+	d.rs.tryStart = l.now
 	d.state = dsWait
 	if !st.reqEnded {
 		d.state = dsBody
 	}
-	// The request's HEADERS: the client's fields as decoded, plus
-	// x-forwarded-proto and x-request-id as weft adds them.
 	c.hbuf.Reset()
 	for _, hf := range st.hf.Fields {
-		_ = c.enc.WriteField(hpack.HeaderField{Name: hf.Name, Value: hf.Value, Sensitive: hf.Sensitive})
+		_ = c.enc.WriteField(hf)
 	}
-	if !r.hasXFP {
-		proto := "http"
-		if d.tls != nil {
-			proto = "https"
-		}
-		_ = c.enc.WriteField(hpack.HeaderField{Name: "x-forwarded-proto", Value: proto})
+	for _, hf := range st.extra {
+		_ = c.enc.WriteField(hf)
 	}
-	if !r.hasRequestID {
-		rid := appendUUID(make([]byte, 0, 36), l.rng)
-		if d.logged() {
-			d.lg.rid = append(d.lg.rid[:0], rid...)
-		}
-		_ = c.enc.WriteField(hpack.HeaderField{Name: "x-request-id", Value: string(rid)})
+	if d.rs.policy == nil {
+		st.hf = nil // no retry: not sent again
 	}
-	st.hf = nil
-	l.h2uWriteHeaders(c, s.id, c.hbuf.Bytes(), st.reqEnded)
-	if d.in != nil {
-		l.putBuf(d.in) // the head built for routing
-		d.in, d.off = nil, 0
+	end := st.reqEnded && len(st.replay) == 0 && st.reqTrailers == nil
+	l.h2uWriteHeaders(c, s.id, c.hbuf.Bytes(), end)
+	if !end && (len(st.replay) > 0 || st.reqTrailers != nil) && st.reqEnded {
+		// A retry: the whole request again.
+		s.pending = append(l.getBuf(), st.replay...)
+		s.replayed = int64(len(st.replay))
+		s.trailers, s.endPending = st.reqTrailers, true
+		l.h2uPush(s)
 	}
 }
 
@@ -114,6 +137,19 @@ func (l *loop) h2uWriteHeaders(c *h2up, id uint32, block []byte, end bool) {
 // h2uBody takes a client DATA frame's bytes for the upstream stream.
 func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 	s := st.us
+	if len(data) > 0 && st.sd.rs.policy != nil && !st.replayCut {
+		// Kept for a retry, up to the client's stream window.
+		if len(st.replay)+len(data) > h2Window {
+			st.replayCut = true
+			l.putBuf(st.replay)
+			st.replay = nil
+		} else {
+			if st.replay == nil {
+				st.replay = l.getBuf()
+			}
+			st.replay = append(st.replay, data...)
+		}
+	}
 	if len(data) > 0 {
 		if s.pending == nil {
 			s.pending = l.getBuf()
@@ -143,6 +179,7 @@ func (l *loop) h2uTrailers(st *h2stream, f *http2.MetaHeadersFrame) {
 		return
 	}
 	s.trailers = f.RegularFields()
+	st.reqTrailers = s.trailers
 	s.endPending = true
 	st.sd.state = dsWait
 	l.h2uPush(s)
@@ -170,7 +207,15 @@ func (l *loop) h2uPush(s *h2ustream) {
 	}
 	if sent > 0 {
 		s.last = l.now
-		l.h2uCredit(s.st, int64(sent))
+		credit := int64(sent)
+		if s.replayed > 0 {
+			k := min(s.replayed, credit)
+			s.replayed -= k
+			credit -= k
+		}
+		if credit > 0 {
+			l.h2uCredit(s.st, credit)
+		}
 	}
 	if len(s.pending) == 0 {
 		if s.pending != nil {
@@ -244,6 +289,19 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	}
 	if status < 200 {
 		return // interim responses are not relayed
+	}
+	if p := d.rs.policy; p != nil {
+		gs := -1
+		if p.On&grpcRetries != 0 {
+			gs = h2GRPCStatus(f)
+		}
+		if !p.RetriableStatus(status, gs) {
+			if d.retries > 0 && d.rs.upstream != nil {
+				d.rs.upstream.RetryEnd(false)
+			}
+		} else if l.h2uRetry(s, status, !f.StreamEnded()) {
+			return
+		}
 	}
 	s.gotHead = true
 	s.x.status = status
@@ -368,6 +426,9 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		}
 		return
 	}
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, code == http2.ErrCodeRefusedStream) && l.h2uRetry(s, 0, false) {
+		return
+	}
 	if code == http2.ErrCodeRefusedStream {
 		// Not processed upstream: the client may send it again (RFC 9113
 		// 8.7), as a gRPC client does at once.
@@ -395,6 +456,9 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 		if !st.gone {
 			l.h2Reset(st.sd)
 		}
+		return
+	}
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false) {
 		return
 	}
 	why, flag, details := "connection termination", accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}"
