@@ -218,7 +218,8 @@ func (s *streamService) StreamingOutputCall(in *testpb.StreamingOutputCallReques
 // loops (--h2loops), the cluster speaking HTTP/2 and the route without a
 // retry policy: unary calls with trailers, a non-OK status in the
 // trailers, server streaming past the windows, bidirectional streaming,
-// and a call the client cancels; every stream on the loops.
+// a call the client cancels, and a local reply as a gRPC status; every
+// stream on the loops.
 func TestGRPCLoops(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
@@ -235,8 +236,8 @@ func TestGRPCLoops(t *testing.T) {
 	rt := routeTo("/", "grpc")
 	rt.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}, Grpc: &routev3.RouteMatch_GrpcRouteMatchOptions{}}
 	h.push(httpListener("egress", httpManager("egress", "rds")),
-		routeConfig("rds", vhost("grpc", []string{"*"}, rt)),
-		edsCluster("grpc", h2Upstream), cla("grpc", ln.Addr().String()))
+		routeConfig("rds", vhost("dead", []string{"dead.local:8080"}, routeTo("/", "dead")), vhost("grpc", []string{"*"}, rt)),
+		edsCluster("grpc", h2Upstream), cla("grpc", ln.Addr().String()), edsCluster("dead", h2Upstream), cla("dead", deadAddr(t)))
 	conn, err := grpc.NewClient("passthrough:///"+h.addr("egress"), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithAuthority("grpc.local:8080"))
 	if err != nil {
@@ -322,9 +323,22 @@ func TestGRPCLoops(t *testing.T) {
 	if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 		t.Fatalf("after a cancel: %v", err)
 	}
+	// A local reply (the upstream cannot be reached) is a gRPC status, as
+	// the goroutine path answers it.
+	dconn, err := grpc.NewClient("passthrough:///"+h.addr("egress"), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithAuthority("dead.local:8080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dconn.Close()
+	_, err = testpb.NewTestServiceClient(dconn).UnaryCall(ctx, &testpb.SimpleRequest{})
+	if s := status.Convert(err); s.Code() != codes.Unavailable ||
+		s.Message() != "upstream connect error or disconnect/reset before headers. reset reason: connection failure" {
+		t.Fatalf("unreachable upstream: %v", err)
+	}
 	l := h.listener("egress")
-	if n, handed, ups := l.LoopH2Conns(), l.HandedOff(), l.LoopH2UpstreamStreams(); n != 1 || handed != 0 || ups != 7 {
-		t.Errorf("loops served %d h2c connections, handed off %d, sent %d streams upstream; want 1, 0, 7", n, handed, ups)
+	if n, handed, ups := l.LoopH2Conns(), l.HandedOff(), l.LoopH2UpstreamStreams(); n != 2 || handed != 0 || ups != 8 {
+		t.Errorf("loops served %d h2c connections, handed off %d, sent %d streams upstream; want 2, 0, 8", n, handed, ups)
 	}
 	waitUntil(t, 5*time.Second, "the cancel counted", func() bool { return h.stat("http.egress.downstream_rq_rx_reset") == 1 })
 }

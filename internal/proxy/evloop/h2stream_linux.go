@@ -13,10 +13,13 @@ package evloop
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2stream is one stream of an h2conn.
@@ -48,6 +51,8 @@ type h2stream struct {
 	us       *h2ustream
 	trailers []hpack.HeaderField
 	toH2     bool                // dispatched to an HTTP/2 cluster
+	grpc     bool                // a gRPC request: local replies are gRPC statuses
+	ended    bool                // END_STREAM went with the response's HEADERS
 	extra    []hpack.HeaderField // weft's fields added to the request's
 	// A request kept for a retry: its body (up to the stream window;
 	// replayCut past it) and trailers.
@@ -145,6 +150,8 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 				return
 			}
 			st.declared = n
+		case "content-type":
+			st.grpc = strings.HasPrefix(hf.Value, "application/grpc")
 		case "cookie":
 			// HTTP/2 splits cookies into fields; HTTP/1.1 wants them in one
 			// line (RFC 9113 8.2.3).
@@ -508,6 +515,10 @@ func (l *loop) h2Complete(d *down) {
 	}
 	l.h2Done(d)
 	if !st.gone {
+		if st.ended {
+			l.h2Sent(st)
+			return
+		}
 		st.endPending = true
 		l.h2Push(st)
 	}
@@ -571,14 +582,28 @@ func (l *loop) h2EndStream(st *h2stream) {
 }
 
 // h2Reply writes a local reply's head and body as frames (localReply's
-// work for a stream).
-func (l *loop) h2Reply(d *down, status int, body string) {
+// work for a stream), and returns the status counted: a gRPC request's
+// is answered as the goroutine path answers it, 200 with the gRPC code
+// in the HEADERS that end the stream (trailers only).
+func (l *loop) h2Reply(d *down, status int, body string) int {
 	st := d.h2
 	if st.gone {
-		return
+		return status
 	}
 	c := st.c
 	c.hbuf.Reset()
+	if st.grpc {
+		_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(proxyroute.GRPCStatusFor(status))})
+		if body != "" {
+			_ = c.enc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: body})
+		}
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+		l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), true)
+		st.ended = true
+		return 200
+	}
 	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain"})
@@ -590,6 +615,7 @@ func (l *loop) h2Reply(d *down, status int, body string) {
 	if body != "" {
 		st.pending = append(l.getBuf(), body...)
 	}
+	return status
 }
 
 // h2Refuse answers a stream the router would hand off once the loops no
