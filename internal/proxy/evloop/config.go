@@ -192,7 +192,7 @@ type Target struct {
 	// HTTP2: the cluster speaks HTTP/2 (h2c): a stream of a loop's h2c
 	// connection goes out as a stream of the loop's HTTP/2 connections
 	// to Host (h2up_linux.go; retries: h2uretry_linux.go). Only for
-	// RouteH2's targets, without TLS or a per-try timeout.
+	// RouteH2's targets, without TLS.
 	HTTP2 bool
 }
 

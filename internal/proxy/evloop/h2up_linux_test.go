@@ -420,3 +420,26 @@ func TestH2UpstreamRetries(t *testing.T) {
 		t.Fatalf("client got %v, want 200", f)
 	}
 }
+
+// TestH2UpstreamPerTryTimeout: an attempt the upstream does not answer
+// within the policy's per-try timeout is reset (CANCEL) and retried; the
+// last one's timeout is answered 504.
+func TestH2UpstreamPerTryTimeout(t *testing.T) {
+	policy := &proxyroute.RetryPolicy{On: proxyroute.OnReset, NumRetries: 1, PerTryTimeout: 200 * time.Millisecond}
+	srv, accept := startH2UpRetry(t, policy)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	u := accept()
+	first := u.request().StreamID
+	if f := u.until(isRST); f == nil || f.(*http2.RSTStreamFrame).StreamID != first || f.(*http2.RSTStreamFrame).ErrCode != http2.ErrCodeCancel {
+		t.Fatalf("upstream got %v, want RST_STREAM CANCEL on the first attempt", f)
+	}
+	second := u.request().StreamID
+	if second == first {
+		t.Fatal("no second attempt")
+	}
+	f := h.until(isHeaders)
+	if f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "504" {
+		t.Fatalf("client got %v, want 504", f)
+	}
+}

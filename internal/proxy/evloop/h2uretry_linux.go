@@ -8,7 +8,8 @@ package evloop
 // response head whose status or grpc-status the policy retries. The
 // request is sent again from what the client's stream kept: its decoded
 // fields, its body up to the stream window and its trailers; a request
-// still being received, or with a longer body, is not retried.
+// still being received, or with a longer body, is not retried. The
+// per-try timeout is the HTTP/1.1 attempts' too (h2uPerTryTimeout).
 
 import (
 	"strconv"
@@ -23,7 +24,7 @@ import (
 // request kept, the cluster's budget. When it is, s ends (RST_STREAM
 // CANCEL when still open upstream) and the request waits for its
 // back-off.
-func (l *loop) h2uRetry(s *h2ustream, code int, open bool) bool {
+func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 	st := s.st
 	d := st.sd
 	rs := &d.rs
@@ -54,7 +55,7 @@ func (l *loop) h2uRetry(s *h2ustream, code int, open bool) bool {
 	}
 	d.retries++
 	rs.pool = s.x.pool
-	l.observeDone(&s.x, code, false)
+	l.observeDone(&s.x, code, timedOut)
 	if open && !s.c.u.closed {
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 	}
@@ -67,6 +68,31 @@ func (l *loop) h2uRetry(s *h2ustream, code int, open bool) bool {
 		l.arm(d)
 	}
 	return true
+}
+
+// h2uPerTryTimeout ends an attempt that outlived the policy's per-try
+// timeout, as perTryTimeout does for HTTP/1.1: retried when the policy
+// retries timeouts, else answered 504 (a response under way is reset).
+func (l *loop) h2uPerTryTimeout(s *h2ustream) {
+	d := s.st.sd
+	if s.gotHead {
+		l.observeDone(&s.x, 0, true)
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+		l.h2uDone(s)
+		l.h2Reset(d)
+		return
+	}
+	if up := d.rs.upstream; up != nil {
+		up.PerTryTimeout()
+	}
+	if d.rs.policy.RetriableTimeout() && l.h2uRetry(s, 0, true, true) {
+		return
+	}
+	l.observeDone(&s.x, 0, true)
+	_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+	l.h2uDone(s)
+	d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_per_try_timeout")
+	l.localReply(d, 504, "upstream request timeout", false)
 }
 
 // h2uForget drops what a client stream holds for its upstream side: the

@@ -299,7 +299,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			if d.retries > 0 && d.rs.upstream != nil {
 				d.rs.upstream.RetryEnd(false)
 			}
-		} else if l.h2uRetry(s, status, !f.StreamEnded()) {
+		} else if l.h2uRetry(s, status, !f.StreamEnded(), false) {
 			return
 		}
 	}
@@ -426,7 +426,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		}
 		return
 	}
-	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, code == http2.ErrCodeRefusedStream) && l.h2uRetry(s, 0, false) {
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, code == http2.ErrCodeRefusedStream) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
 	if code == http2.ErrCodeRefusedStream {
@@ -458,7 +458,7 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 		}
 		return
 	}
-	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false) {
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
 	why, flag, details := "connection termination", accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}"
@@ -482,8 +482,9 @@ func (l *loop) h2uFail(s *h2ustream, status int, body string) {
 }
 
 // h2uDeadline is the next timeout of a client stream served by an
-// upstream stream: the connect timeout, the route timeout, and the idle
-// timeout of a request body the upstream's window holds back.
+// upstream stream: the connect timeout, the route timeout, the idle
+// timeout of a request body the upstream's window holds back, and the
+// retry policy's per-try timeout.
 func (l *loop) h2uDeadline(d *down) int64 {
 	s := d.h2.us
 	at := d.reqStart + d.timeout
@@ -492,6 +493,9 @@ func (l *loop) h2uDeadline(d *down) int64 {
 	}
 	if s.blocked {
 		at = min(at, s.last+int64(d.gen.idle))
+	}
+	if p := d.rs.policy; p != nil && p.PerTryTimeout > 0 {
+		at = min(at, d.rs.tryStart+int64(p.PerTryTimeout))
 	}
 	return at
 }
@@ -516,6 +520,8 @@ func (l *loop) h2uExpire(d *down) {
 		}
 		l.h2uDone(s)
 		l.localReply(d, 504, "upstream request timeout", false)
+	case d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
+		l.h2uPerTryTimeout(s)
 	case s.blocked && l.now-s.last >= int64(d.gen.idle):
 		// The upstream keeps its window closed on the request body.
 		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
