@@ -443,3 +443,49 @@ func TestH2UpstreamPerTryTimeout(t *testing.T) {
 		t.Fatalf("client got %v, want 504", f)
 	}
 }
+
+// FuzzH2UpstreamFrames: any bytes from an HTTP/2 upstream in answer to a
+// stream, then its close: the client's stream is answered or reset, and
+// its next stream is served over a new upstream connection (no panic, no
+// stuck loop).
+func FuzzH2UpstreamFrames(f *testing.F) {
+	var b bytes.Buffer
+	fr := http2.NewFramer(&b, nil)
+	_ = fr.WriteSettingsAck()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	f.Add(append([]byte(nil), b.Bytes()...))
+	_ = fr.WriteData(1, false, []byte("data"))
+	_ = fr.WriteWindowUpdate(0, 10)
+	_ = fr.WritePing(false, [8]byte{1})
+	f.Add(append([]byte(nil), b.Bytes()...))
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x40, 1, 'a', 1, 'b'}, EndStream: true, EndHeaders: true})
+	f.Add(append([]byte(nil), b.Bytes()...))
+	_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+	f.Add(append([]byte(nil), b.Bytes()...))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		srv, accept := startH2Up(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		_ = h.c.SetDeadline(time.Now().Add(5 * time.Second))
+		h.headers(1, true)
+		u := accept()
+		u.request()
+		_, _ = u.c.Write(in)
+		u.c.Close()
+		if f := h.until(func(f http2.Frame) bool {
+			m, ok := f.(*http2.MetaHeadersFrame)
+			return ok && m.StreamEnded() || isRST(f) || func() bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamEnded() }()
+		}); f == nil {
+			t.Fatal("the client's stream was neither answered nor reset")
+		}
+		h.headers(3, true)
+		u2 := accept()
+		u2.headers(u2.request().StreamID, true, ":status", "204")
+		f := h.until(func(f http2.Frame) bool { m, ok := f.(*http2.MetaHeadersFrame); return ok && m.StreamID == 3 })
+		if f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "204" {
+			t.Fatalf("next stream: %v", f)
+		}
+	})
+}
