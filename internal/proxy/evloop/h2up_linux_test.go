@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 	"golang.org/x/net/http2/hpack"
 
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
@@ -488,4 +490,56 @@ func FuzzH2UpstreamFrames(f *testing.F) {
 			t.Fatalf("next stream: %v", f)
 		}
 	})
+}
+
+// TestH2UpstreamManyLargeResponses: eight 2 MB responses at once from
+// x/net's h2c server through one client connection, which opens its
+// windows wide: more than the connection's output bound waits at once,
+// so streams are paused for room and resumed as it drains, and each
+// resumption credits the upstream; every byte arrives.
+func TestH2UpstreamManyLargeResponses(t *testing.T) {
+	big := bytes.Repeat([]byte("z"), 2<<20)
+	up := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(big)
+	}), &http2.Server{})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = up.Serve(ln) }() // ends with up.Close in Cleanup
+	t.Cleanup(func() { _ = up.Close() })
+	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
+		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h2UpRouter{h2TestRouter: h2TestRouter{&ConfigRouter{Routes: rc,
+		Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}}
+	srv, _ := start(t, Config{Loops: 1, Router: r, H2: true})
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	_ = h.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	for id := uint32(1); id <= 7; id += 2 {
+		h.headers(id, true)
+	}
+	time.Sleep(300 * time.Millisecond) // the proxy's output fills before the client reads
+	got := map[uint32]int{}
+	done := 0
+	h.until(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok {
+			got[d.StreamID] += len(d.Data())
+			if d.StreamEnded() {
+				done++
+			}
+		}
+		return done == 4
+	})
+	for id := uint32(1); id <= 7; id += 2 {
+		if got[id] != len(big) {
+			t.Errorf("stream %d: %d bytes, want %d", id, got[id], len(big))
+		}
+	}
 }
