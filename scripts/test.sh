@@ -100,8 +100,9 @@ go test -count=1 -timeout 15m ./... "$@"
 # off and is the only path on other systems (about 35 s on 2 cores).
 WEFT_PROXY_TEST_EVLOOP=0 go test -count=1 -timeout 10m ./internal/proxy "$@"
 # And with --h2loops: h2c connections on the loops where their listener's
-# routes all go to HTTP/1.1 clusters (the h2, gRPC, drain and rapid-reset
-# tests among them; about 40 s on 2 cores).
+# routes all go to clusters the loops serve, HTTP/1.1 or plaintext HTTP/2
+# (the h2, gRPC, drain and rapid-reset tests among them; about 45 s on 2
+# cores; the harness logs how many streams went to HTTP/2 upstreams).
 WEFT_PROXY_TEST_H2LOOPS=1 go test -count=1 -timeout 10m ./internal/proxy "$@"
 # The packages where streams and connections share state across goroutines
 # run again under the race detector: a shared-response race in the xDS

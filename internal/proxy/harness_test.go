@@ -98,15 +98,16 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			var on, off []string
-			var handed, overTLS, h2 int64
+			var handed, overTLS, h2, h2up int64
 			for name, l := range p.listeners {
 				if l.OnLoops() {
 					on, handed, overTLS, h2 = append(on, name), handed+l.HandedOff(), overTLS+l.LoopTLSConns(), h2+l.LoopH2Conns()
+					h2up += l.LoopH2UpstreamStreams()
 				} else {
 					off = append(off, name)
 				}
 			}
-			t.Logf("evloop: listeners on the loops %v (%d connections handed off, %d served over TLS, %d h2c on the loops), off %v", on, handed, overTLS, h2, off)
+			t.Logf("evloop: listeners on the loops %v (%d connections handed off, %d served over TLS, %d h2c on the loops, %d streams to HTTP/2 upstreams), off %v", on, handed, overTLS, h2, h2up, off)
 		})
 	}
 	waitUntil(t, 10*time.Second, "the admin listener", func() bool { return p.AdminAddr() != "" })

@@ -151,8 +151,9 @@ func TestH2CLoops(t *testing.T) {
 }
 
 // TestH2CLoopsKeepsH2ClustersOnGoroutines: a listener with a route to a
-// cluster spoken to over HTTP/2 keeps its h2c connections on the
-// goroutine path, switch on or not.
+// cluster spoken to over HTTP/2 whose circuit breakers the loops do not
+// apply (max_requests below Envoy's default) keeps its h2c connections
+// on the goroutine path, switch on or not.
 func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
@@ -163,7 +164,10 @@ func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 	}))
 	h.push(httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))),
-		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
+		edsCluster("h2", func(c *clusterv3.Cluster) {
+			c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{}
+			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRequests: u32(10)}}}
+		}),
 		cla("h2", up))
 	resp, err := h2cClient(t).Get("http://" + h.addr("egress") + "/")
 	if err != nil {
@@ -181,8 +185,9 @@ func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 }
 
 // TestH2CLoopsRefusesAfterUpdate: an update that takes a listener's h2c
-// off the loops (its route now goes to an HTTP/2 cluster) while a
-// connection is on them: that connection's next stream is refused
+// off the loops (its route now goes to an HTTP/2 cluster whose circuit
+// breakers the loops do not apply) while a connection is on them: that connection's next stream
+// is refused
 // (REFUSED_STREAM, GOAWAY), and the client's retry on a new connection
 // is served by the goroutine path.
 func TestH2CLoopsRefusesAfterUpdate(t *testing.T) {
@@ -197,7 +202,10 @@ func TestH2CLoopsRefusesAfterUpdate(t *testing.T) {
 		_, _ = io.WriteString(w, r.Proto)
 	}))
 	t.Cleanup(up1.Close)
-	h2 := func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }
+	h2 := func(c *clusterv3.Cluster) {
+		c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{}
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRequests: u32(10)}}}
+	}
 	h.push(httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))),
 		edsCluster("c"), cla("c", strings.TrimPrefix(up1.URL, "http://")), edsCluster("h2", h2), cla("h2", up))

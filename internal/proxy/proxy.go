@@ -133,9 +133,10 @@ type Config struct {
 	Goroutines bool
 	// H2Loops serves h2c (prior knowledge) connections of the loops'
 	// listeners on the loops too, when every route of the listener is one
-	// the loops forward to an HTTP/1.1 cluster (loops_h2.go); else, and by
-	// default, they go to the goroutine path (weft proxy --h2loops, env
-	// WEFT_PROXY_H2LOOPS). Step 1: off by default.
+	// the loops forward, to an HTTP/1.1 cluster or a plaintext HTTP/2 one
+	// (loops_h2.go; the HTTP/2 upstreams are the loops' own connections);
+	// else, and by default, they go to the goroutine path (weft proxy
+	// --h2loops, env WEFT_PROXY_H2LOOPS). Off by default.
 	H2Loops bool
 	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
 	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names

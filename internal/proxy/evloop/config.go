@@ -189,6 +189,11 @@ type Target struct {
 	// TLS, when set, is the cluster's: the connections to Host originate
 	// TLS with it (handshake on a goroutine, records on the loop).
 	TLS ClientTLS
+	// HTTP2: the cluster speaks HTTP/2 (h2c): a stream of a loop's h2c
+	// connection goes out as a stream of the loop's HTTP/2 connections
+	// to Host (h2up_linux.go; retries: h2uretry_linux.go). Only for
+	// RouteH2's targets, without TLS.
+	HTTP2 bool
 }
 
 // Upstream is the cluster side of a Target's retries, as weft's

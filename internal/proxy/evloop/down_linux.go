@@ -341,6 +341,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 		pool = &l.pools[rt.cluster]
 	}
 	pool.st.rqTotal.Inc()
+	if t.HTTP2 && d.h2 != nil {
+		l.h2uDispatch(d, pool, &t, r)
+		return
+	}
 	u, err := l.getUp(pool)
 	if err == nil {
 		l.observeStart(u, t.Cluster, t.Tag)

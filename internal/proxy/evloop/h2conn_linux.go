@@ -133,28 +133,35 @@ func (l *loop) h2Dirty(c *h2conn) {
 }
 
 // flushH2 writes what each connection's frames of this iteration added,
-// one write per connection, and resumes the streams paused for room.
+// one write per connection, and resumes the streams paused for room; the
+// upstream HTTP/2 connections' frames first, and again when resuming
+// streams credited their upstreams (h2uConsumed), until none is left.
 func (l *loop) flushH2() {
-	for i := 0; i < len(l.h2dirty); i++ {
-		c := l.h2dirty[i]
-		c.dirty = false
-		d := c.d
-		if d.closed {
-			continue
+	for len(l.h2dirty) > 0 || len(l.h2updirty) > 0 {
+		if len(l.h2updirty) > 0 {
+			l.flushH2Up()
 		}
-		if c.recvUnack > 0 && !d.closeAfter {
-			_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnack))
-			c.recvAvail += c.recvUnack
-			c.recvUnack = 0
+		for i := 0; i < len(l.h2dirty); i++ {
+			c := l.h2dirty[i]
+			c.dirty = false
+			d := c.d
+			if d.closed {
+				continue
+			}
+			if c.recvUnack > 0 && !d.closeAfter {
+				_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnack))
+				c.recvAvail += c.recvUnack
+				c.recvUnack = 0
+			}
+			l.flushDown(d)
+			if d.closed {
+				continue
+			}
+			l.h2Resume(c)
 		}
-		l.flushDown(d)
-		if d.closed {
-			continue
-		}
-		l.h2Resume(c)
+		clear(l.h2dirty)
+		l.h2dirty = l.h2dirty[:0]
 	}
-	clear(l.h2dirty)
-	l.h2dirty = l.h2dirty[:0]
 }
 
 // h2Drained: the connection's output is all out (flushDown). The
@@ -352,7 +359,7 @@ func (l *loop) h2Frame(c *h2conn, f http2.Frame) {
 		}
 		if st := c.streams[f.StreamID]; st != nil {
 			st.peerReset = true
-			if !st.sd.closed && (st.sd.u != nil || st.sd.rs.waiting) {
+			if !st.sd.closed && (st.sd.u != nil || st.us != nil || st.sd.rs.waiting) {
 				c.d.gen.st.rqRxReset.Inc()
 			}
 			l.h2EndStream(st)

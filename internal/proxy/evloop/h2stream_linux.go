@@ -4,15 +4,19 @@ package evloop
 // loop serves as it serves an HTTP/1.1 one: its HEADERS become an
 // HTTP/1.1 head (its DATA the body, chunked when no content-length came)
 // that dispatch routes and forwards over the cluster's HTTP/1.1
-// connections; the response comes back as HEADERS and DATA frames under
+// connections (to an HTTP/2 cluster, as a stream of the loop's HTTP/2
+// connections, from the decoded fields: h2ustream_linux.go); the
+// response comes back as HEADERS and DATA frames under
 // both flow-control windows. A stream's requests go through a down of
 // its own (down.h2) that shares the connection's descriptor for the
 // access log's addresses but is not in the loop's descriptor table:
 // writes to it become frames on the connection (h2Body, h2Complete,
-// h2Reply), and its close resets the stream (h2Reset).
+// h2Reply in h2reply_linux.go), and its close resets the stream
+// (h2Reset).
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -41,6 +45,21 @@ type h2stream struct {
 	reset      bool
 	peerReset  bool
 	gone       bool // out of c.streams
+	// To an HTTP/2 cluster (h2ustream_linux.go): the request's decoded
+	// fields until its upstream stream opens, that stream, and the
+	// response's trailers, sent after the body.
+	hf       *http2.MetaHeadersFrame
+	us       *h2ustream
+	trailers []hpack.HeaderField
+	toH2     bool                // dispatched to an HTTP/2 cluster
+	grpc     bool                // a gRPC request: local replies are gRPC statuses
+	ended    bool                // END_STREAM went with the response's HEADERS
+	extra    []hpack.HeaderField // weft's fields added to the request's
+	// A request kept for a retry: its body (up to the stream window;
+	// replayCut past it) and trailers.
+	replay      []byte
+	replayCut   bool
+	reqTrailers []hpack.HeaderField
 }
 
 // h2Headers opens a stream (or ends a request with its trailers).
@@ -51,6 +70,10 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		// (the goroutine path's h2-to-h1 forwarding drops them too).
 		if st.reqEnded || !f.StreamEnded() {
 			l.h2StreamError(c, id, http2.ErrCodeProtocol)
+			return
+		}
+		if st.us != nil {
+			l.h2uTrailers(st, f)
 			return
 		}
 		l.h2ReqEnd(st)
@@ -84,7 +107,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		_ = c.fr.WriteRSTStream(id, http2.ErrCodeProtocol)
 		return
 	}
-	st := &h2stream{c: c, id: id, start: l.now, last: l.now, window: int64(c.initWindow), recvAvail: h2Window, declared: -1}
+	st := &h2stream{c: c, id: id, start: l.now, last: l.now, window: int64(c.initWindow), recvAvail: h2Window, declared: -1, hf: f}
 	d := c.d
 	d.last = l.now
 	sd := &down{fd: d.fd, h2: st, gen: d.gen, last: l.now, idx: -1}
@@ -128,6 +151,8 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 				return
 			}
 			st.declared = n
+		case "content-type":
+			st.grpc = strings.HasPrefix(hf.Value, "application/grpc")
 		case "cookie":
 			// HTTP/2 splits cookies into fields; HTTP/1.1 wants them in one
 			// line (RFC 9113 8.2.3).
@@ -176,6 +201,9 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		return
 	}
 	l.dispatch(sd, b)
+	if !st.toH2 {
+		st.hf = nil
+	}
 	if !sd.closed {
 		l.arm(sd)
 	}
@@ -216,6 +244,10 @@ func (l *loop) h2DataIn(c *h2conn, f *http2.DataFrame) {
 	st.received += int64(len(data))
 	if st.declared >= 0 && st.received > st.declared {
 		l.h2StreamError(c, id, http2.ErrCodeProtocol)
+		return
+	}
+	if st.us != nil {
+		l.h2uBody(st, data, f.StreamEnded())
 		return
 	}
 	sd := st.sd
@@ -390,8 +422,11 @@ func (l *loop) h2Push(st *h2stream) {
 	}
 	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 {
 		n := min(len(st.pending), int(min(st.window, c.sendWindow)), int(c.maxFrame))
-		end := st.endPending && n == len(st.pending)
+		end := st.endPending && st.trailers == nil && n == len(st.pending)
 		_ = c.fr.WriteData(st.id, end, st.pending[:n])
+		if st.us != nil {
+			l.h2uConsumed(st.us, n)
+		}
 		st.last = l.now
 		st.window -= int64(n)
 		c.sendWindow -= int64(n)
@@ -407,7 +442,16 @@ func (l *loop) h2Push(st *h2stream) {
 		st.pending = st.pending[n:]
 	}
 	if len(st.pending) == 0 && st.endPending {
-		_ = c.fr.WriteData(st.id, true, nil)
+		if st.trailers != nil {
+			c.hbuf.Reset() // encoded as they go out: HPACK's table follows the wire's order
+			for _, hf := range st.trailers {
+				_ = c.enc.WriteField(hf)
+			}
+			st.trailers = nil
+			l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), true)
+		} else {
+			_ = c.fr.WriteData(st.id, true, nil)
+		}
 		l.h2Sent(st)
 		return
 	}
@@ -472,6 +516,10 @@ func (l *loop) h2Complete(d *down) {
 	}
 	l.h2Done(d)
 	if !st.gone {
+		if st.ended {
+			l.h2Sent(st)
+			return
+		}
 		st.endPending = true
 		l.h2Push(st)
 	}
@@ -483,6 +531,7 @@ func (l *loop) h2Done(d *down) {
 	if d.closed {
 		return
 	}
+	l.h2uForget(d.h2)
 	d.closed = true
 	l.logEnded(d)
 	l.stopTimer(d)
@@ -531,46 +580,4 @@ func (l *loop) h2EndStream(st *h2stream) {
 		l.arm(c.d) // its idle timeout runs again
 	}
 	l.h2MaybeClose(c)
-}
-
-// h2Reply writes a local reply's head and body as frames (localReply's
-// work for a stream).
-func (l *loop) h2Reply(d *down, status int, body string) {
-	st := d.h2
-	if st.gone {
-		return
-	}
-	c := st.c
-	c.hbuf.Reset()
-	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
-	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
-	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain"})
-	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
-	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
-	if d.logged() {
-		d.lg.rec.BytesSent += int64(len(body))
-	}
-	if body != "" {
-		st.pending = append(l.getBuf(), body...)
-	}
-}
-
-// h2Refuse answers a stream the router would hand off once the loops no
-// longer serve its listener over HTTP/2 (a route or cluster update after
-// the preface): REFUSED_STREAM, which a client may retry (RFC 9113 8.7),
-// and GOAWAY NO_ERROR, so that it retries on a new connection, which
-// goes to the goroutine path. False while the loops still serve the
-// listener (a request of its own that the router hands off: 501).
-func (l *loop) h2Refuse(d *down) bool {
-	if _, ok := d.gen.router.(H2Router).H2(); ok {
-		return false
-	}
-	st := d.h2
-	c := st.c
-	_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeRefusedStream)
-	st.reset = true
-	l.h2EndStream(st)
-	l.h2GoAway(c, http2.ErrCodeNo, false)
-	l.h2MaybeClose(c)
-	return true
 }

@@ -58,8 +58,7 @@ func reason(status int) string {
 // localReply answers the client from the proxy, as Envoy's local replies.
 func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	if d.h2 != nil {
-		l.h2Reply(d, status, body)
-		l.replyDone(d, status)
+		l.replyDone(d, l.h2Reply(d, status, body))
 		return
 	}
 	if d.out == nil {

@@ -131,6 +131,7 @@ type up struct {
 	// the handshake runs (on a goroutine; connecting meanwhile).
 	tls         *tlsrec.Conn
 	handshaking bool
+	h2          *h2up // an HTTP/2 connection's (h2up_linux.go)
 }
 
 type fdRef struct {
@@ -145,6 +146,7 @@ type clusterPool struct {
 	st   *clusterCounters
 	used int64 // loop time of the last request (pools of a Router's hosts)
 	gone bool  // dropped from hostPools: connections that finish close
+	h2   []*up // HTTP/2 connections (h2up_linux.go)
 
 	// tls: new connections originate TLS with it (the Target's of the
 	// last request); nil: plaintext.
@@ -200,7 +202,8 @@ type loop struct {
 	hsClosed    bool   // closeAll ran: a finishing handshake closes its socket itself
 	tlsIn       []byte // ciphertext read, before Feed
 
-	h2dirty []*h2conn // HTTP/2 connections with frames to write at the iteration's end
+	h2dirty   []*h2conn // HTTP/2 connections with frames to write at the iteration's end
+	h2updirty []*h2up   // upstream HTTP/2 connections with frames to write (h2up_linux.go)
 }
 
 func newLoop(s *Server, id, ln int) (*loop, error) {
@@ -311,7 +314,7 @@ func (l *loop) run(ctx context.Context) error {
 			}
 		}
 		l.expireTimers()
-		if len(l.h2dirty) > 0 {
+		if len(l.h2dirty) > 0 || len(l.h2updirty) > 0 {
 			l.flushH2()
 		}
 		if l.now-l.sweptAt >= int64(poolSweepEvery) {
@@ -433,6 +436,7 @@ func (l *loop) dropPool(k hostKey, p *clusterPool) {
 		l.closeUp(u)
 	}
 	p.idle, p.gone = nil, true
+	l.h2UpDropPool(p)
 	delete(l.hpools, k)
 }
 

@@ -152,6 +152,10 @@ func (l *loop) retryNow(d *down) {
 		rs.triedN++
 	}
 	pool.st.rqTotal.Inc()
+	if d.h2 != nil && d.h2.toH2 {
+		l.h2uOpen(d, pool, pool.def.name, tag)
+		return
+	}
 	u, err := l.getUp(pool)
 	if err != nil {
 		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")

@@ -26,6 +26,7 @@ type counters struct {
 type clusterCounters struct {
 	rqTotal, rqCompleted, cxTotal, cxConnectFail *stats.Counter
 	rqTimeout                                    *stats.Counter // the route timeout, as the goroutine path counts it
+	rqPendingOverflow                            *stats.Counter // HTTP/2 upstreams: every connection full (h2up_linux.go)
 	rqTime                                       *stats.Histogram
 	classes                                      [6]*stats.Counter
 }
@@ -56,8 +57,8 @@ func newClusterCounters(st *stats.Store, name string) *clusterCounters {
 	cs := st.Scope("cluster."+name+".", "envoy_cluster_", stats.Label{Name: "envoy_cluster_name", Value: name})
 	cc := &clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
 		cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
-		rqTimeout: cs.Counter("upstream_rq_timeout"),
-		rqTime:    cs.Histogram("upstream_rq_time")}
+		rqTimeout: cs.Counter("upstream_rq_timeout"), rqPendingOverflow: cs.Counter("upstream_rq_pending_overflow"),
+		rqTime: cs.Histogram("upstream_rq_time")}
 	for i := 1; i <= 5; i++ {
 		cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
 			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})

@@ -118,6 +118,9 @@ func (l *loop) deadline(d *down) int64 {
 	if d.h2c != nil && !d.draining {
 		return l.h2Deadline(d)
 	}
+	if d.h2 != nil && d.h2.us != nil {
+		return l.h2uDeadline(d)
+	}
 	cfg := &l.srv.cfg
 	u := d.u
 	at := int64(never)
@@ -201,6 +204,10 @@ const poolSweepEvery = hostPoolIdle / 4
 func (l *loop) expire(d *down) {
 	if d.h2c != nil && !d.draining {
 		l.h2Expire(d)
+		return
+	}
+	if d.h2 != nil && d.h2.us != nil {
+		l.h2uExpire(d)
 		return
 	}
 	cfg := &l.srv.cfg

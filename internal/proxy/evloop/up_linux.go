@@ -63,6 +63,10 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 }
 
 func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
+	if u.h2 != nil {
+		l.h2UpEvent(u, ev)
+		return
+	}
 	if u.connecting {
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
@@ -443,6 +447,10 @@ func (l *loop) finish(u *up, reusable bool) {
 // response came and the whole request is at hand, answered 503 if
 // nothing went to the client yet, and cut otherwise.
 func (l *loop) upFailed(u *up) {
+	if u.h2 != nil {
+		l.h2UpFailed(u.h2)
+		return
+	}
 	d := u.d
 	if d == nil {
 		l.removeIdle(u)

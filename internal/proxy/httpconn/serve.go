@@ -469,7 +469,7 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 	m.applyResponseHeaders(s, h)
 	if strings.HasPrefix(s.in.Header.Get("Content-Type"), "application/grpc") {
 		h.Set("Content-Type", "application/grpc")
-		h.Set("Grpc-Status", strconv.Itoa(grpcStatusFor(code)))
+		h.Set("Grpc-Status", strconv.Itoa(route.GRPCStatusFor(code)))
 		if body != "" {
 			h.Set("Grpc-Message", body)
 		}
@@ -482,23 +482,6 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 	}
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, body)
-}
-
-// grpcStatusFor maps an HTTP status to a gRPC code as Envoy does.
-func grpcStatusFor(code int) int {
-	switch code {
-	case 400:
-		return 13
-	case 401:
-		return 16
-	case 403:
-		return 7
-	case 404:
-		return 12
-	case 429, 502, 503, 504:
-		return 14
-	}
-	return 2
 }
 
 // finish records stats and writes access logs once the request is done.

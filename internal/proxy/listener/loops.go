@@ -380,6 +380,15 @@ func (l *Listener) LoopH2Conns() int64 {
 	return l.loops.H2Conns()
 }
 
+// LoopH2UpstreamStreams is the number of requests the loops sent to
+// HTTP/2 upstreams, each a stream of their own connections.
+func (l *Listener) LoopH2UpstreamStreams() int64 {
+	if l.loops == nil {
+		return 0
+	}
+	return l.loops.H2UpstreamStreams()
+}
+
 // replayConn is a connection with bytes already read from it in front.
 type replayConn struct {
 	net.Conn

@@ -1,0 +1,71 @@
+package evloop
+
+// The answers the proxy gives an h2 stream itself: local replies (a gRPC
+// request's as a gRPC status) and the refusal of a stream an update took
+// off the loops.
+
+import (
+	"strconv"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// h2Reply writes a local reply's head and body as frames (localReply's
+// work for a stream), and returns the status counted: a gRPC request's
+// is answered as the goroutine path answers it, 200 with the gRPC code
+// in the HEADERS that end the stream (trailers only).
+func (l *loop) h2Reply(d *down, status int, body string) int {
+	st := d.h2
+	if st.gone {
+		return status
+	}
+	c := st.c
+	c.hbuf.Reset()
+	if st.grpc {
+		_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(proxyroute.GRPCStatusFor(status))})
+		if body != "" {
+			_ = c.enc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: body})
+		}
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+		l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), true)
+		st.ended = true
+		return 200
+	}
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain"})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+	if d.logged() {
+		d.lg.rec.BytesSent += int64(len(body))
+	}
+	if body != "" {
+		st.pending = append(l.getBuf(), body...)
+	}
+	return status
+}
+
+// h2Refuse answers a stream the router would hand off once the loops no
+// longer serve its listener over HTTP/2 (a route or cluster update after
+// the preface): REFUSED_STREAM, which a client may retry (RFC 9113 8.7),
+// and GOAWAY NO_ERROR, so that it retries on a new connection, which
+// goes to the goroutine path. False while the loops still serve the
+// listener (a request of its own that the router hands off: 501).
+func (l *loop) h2Refuse(d *down) bool {
+	if _, ok := d.gen.router.(H2Router).H2(); ok {
+		return false
+	}
+	st := d.h2
+	c := st.c
+	_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeRefusedStream)
+	st.reset = true
+	l.h2EndStream(st)
+	l.h2GoAway(c, http2.ErrCodeNo, false)
+	l.h2MaybeClose(c)
+	return true
+}

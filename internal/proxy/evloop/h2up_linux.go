@@ -1,0 +1,407 @@
+package evloop
+
+// HTTP/2 upstreams on the loops (h2 step 2): the connections. A stream of
+// a loop's h2c connection whose Target names a cluster spoken to over
+// HTTP/2 (Target.HTTP2) goes out as a stream of an HTTP/2 connection the
+// same loop keeps to the host (clusterPool.h2): its own stream IDs, HPACK
+// encoder and decoder (golang.org/x/net/http2's Framer and hpack),
+// SETTINGS, both flow-control windows. The connection is an up whose h2
+// field is set: dial, registration, writes (flushUp) and close (closeUp)
+// are the HTTP/1.1 upstreams'; what it reads is frames (h2UpRead). The
+// streams are in h2ustream_linux.go.
+
+import (
+	"bytes"
+	"errors"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// h2UpMaxConns bounds a loop's HTTP/2 connections to one host: past
+	// it, with every one at the peer's SETTINGS_MAX_CONCURRENT_STREAMS, a
+	// stream is answered 503 (the pending-request overflow).
+	h2UpMaxConns = 16
+	// h2UpDefaultStreams is the streams a connection takes before the
+	// peer's SETTINGS say how many (Go's Transport assumes as many).
+	h2UpDefaultStreams = 100
+	// h2UpMaxIn bounds what a connection's read buffer grows to for one
+	// frame with its CONTINUATIONs.
+	h2UpMaxIn = maxHeadBytes + bufSize
+	// h2UpMaxHeaderList is the header list a response may have (the
+	// decoder's limit; Envoy's max_response_headers_kb default, 60 KB,
+	// rounded up).
+	h2UpMaxHeaderList = 64 << 10
+)
+
+// h2up is an upstream HTTP/2 connection's state; its up holds it.
+type h2up struct {
+	u          *up
+	fr         *http2.Framer
+	rd         bytes.Reader // the frame being read, from u.in
+	hbuf       bytes.Buffer // a header block being encoded
+	enc        *hpack.Encoder
+	streams    map[uint32]*h2ustream
+	nextID     uint32
+	maxStreams uint32 // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+	sendWindow int64
+	initWindow int32  // the peer's SETTINGS_INITIAL_WINDOW_SIZE
+	maxFrame   uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
+	recvUnack  int64  // connection-level response bytes not credited yet
+	goAway     bool   // the peer sent GOAWAY (or IDs ran out): no new stream
+	dirty      bool   // in loop.h2updirty
+	blocked    []*h2ustream
+}
+
+// h2upWriter appends the framer's output to the connection's pending
+// bytes, written at the end of the loop's iteration (flushH2Up).
+type h2upWriter struct {
+	c *h2up
+	l *loop
+}
+
+func (w h2upWriter) Write(b []byte) (int, error) {
+	u := w.c.u
+	if u.out == nil {
+		u.out, u.outOff = w.l.getBuf(), 0
+	}
+	u.out = append(u.out, b...)
+	if !w.c.dirty {
+		w.c.dirty = true
+		w.l.h2updirty = append(w.l.h2updirty, w.c)
+	}
+	return len(b), nil
+}
+
+// h2UpConn returns a connection of p with room for a stream: one open, or
+// a new one (its connect under way); nil when the bound is reached
+// (overflow) or the connect failed at once (err).
+func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
+	live := 0
+	for _, u := range p.h2 {
+		c := u.h2
+		if c.goAway || u.closed {
+			continue
+		}
+		live++
+		if uint32(len(c.streams)) < c.maxStreams {
+			return c, nil
+		}
+	}
+	if live >= h2UpMaxConns {
+		return nil, nil
+	}
+	u, err := l.dial(p)
+	if err != nil {
+		return nil, err
+	}
+	c := &h2up{u: u, streams: map[uint32]*h2ustream{}, nextID: 1, maxStreams: h2UpDefaultStreams,
+		sendWindow: h2Window, initWindow: h2Window, maxFrame: h2MaxFrame}
+	u.h2 = c
+	c.fr = http2.NewFramer(h2upWriter{c, l}, &c.rd)
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = h2UpMaxHeaderList
+	c.fr.SetMaxReadFrameSize(h2MaxFrame)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	p.h2 = append(p.h2, u)
+	h2upWriter{c, l}.Write([]byte(http2.ClientPreface))
+	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	return c, nil
+}
+
+// flushH2Up writes what each upstream connection's frames of this
+// iteration added, one write per connection.
+func (l *loop) flushH2Up() {
+	for i := 0; i < len(l.h2updirty); i++ {
+		c := l.h2updirty[i]
+		c.dirty = false
+		u := c.u
+		if u.closed {
+			continue
+		}
+		if c.recvUnack > 0 {
+			_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnack))
+			c.recvUnack = 0
+		}
+		if !u.connecting {
+			l.flushUp(u)
+		}
+	}
+	clear(l.h2updirty)
+	l.h2updirty = l.h2updirty[:0]
+}
+
+// h2UpEvent is onUp's work for an HTTP/2 connection.
+func (l *loop) h2UpEvent(u *up, ev uint32) {
+	c := u.h2
+	if u.connecting {
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		if errno, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
+			u.pool.st.cxConnectFail.Inc()
+			l.h2UpFailed(c)
+			return
+		}
+		u.connecting = false
+		l.watchUp(u)
+		l.flushUp(u)
+		return
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && u.wantOut {
+		l.flushUp(u)
+		if u.closed {
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		l.h2UpRead(c)
+	}
+}
+
+// h2UpRead reads the connection's frames and acts on each complete one.
+func (l *loop) h2UpRead(c *h2up) {
+	u := c.u
+	if u.in == nil {
+		u.in, u.off = l.getBuf(), 0
+	}
+	if len(u.in) == cap(u.in) {
+		switch {
+		case u.off > 0:
+			n := copy(u.in, u.in[u.off:])
+			u.in, u.off = u.in[:n], 0
+		case cap(u.in) < h2UpMaxIn:
+			nb := make([]byte, len(u.in), 2*cap(u.in))
+			copy(nb, u.in)
+			l.putBuf(u.in)
+			u.in = nb
+		default:
+			l.h2UpGoAway(c, http2.ErrCodeFrameSize)
+			return
+		}
+	}
+	n, err := rawRead(u.fd, u.in[len(u.in):cap(u.in)])
+	if err != nil && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) {
+		return
+	}
+	if err != nil || n == 0 {
+		l.h2UpFailed(c)
+		return
+	}
+	u.in = u.in[:len(u.in)+n]
+	for !u.closed {
+		b := u.in[u.off:]
+		fl := h2FrameLen(b)
+		if fl == errFrameSize {
+			l.h2UpGoAway(c, http2.ErrCodeFrameSize)
+			return
+		}
+		if fl < 0 {
+			break
+		}
+		c.rd.Reset(b[:fl])
+		f, err := c.fr.ReadFrame()
+		u.off += fl
+		if err != nil {
+			var se http2.StreamError
+			var ce http2.ConnectionError
+			switch {
+			case errors.As(err, &se):
+				if s := c.streams[se.StreamID]; s != nil {
+					_ = c.fr.WriteRSTStream(se.StreamID, se.Code)
+					l.h2uPeerReset(s, se.Code)
+				}
+				continue
+			case errors.As(err, &ce):
+				l.h2UpGoAway(c, http2.ErrCode(ce))
+			default:
+				l.h2UpGoAway(c, http2.ErrCodeProtocol)
+			}
+			return
+		}
+		l.h2UpFrame(c, f)
+	}
+	if u.closed {
+		return
+	}
+	if u.off == len(u.in) {
+		l.putBuf(u.in)
+		u.in, u.off = nil, 0
+	}
+}
+
+// h2UpFrame acts on one frame from the upstream.
+func (l *loop) h2UpFrame(c *h2up, f http2.Frame) {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return
+		}
+		err := f.ForeachSetting(func(s http2.Setting) error {
+			if err := s.Valid(); err != nil {
+				return err
+			}
+			switch s.ID {
+			case http2.SettingMaxConcurrentStreams:
+				c.maxStreams = s.Val
+			case http2.SettingInitialWindowSize:
+				delta := int64(s.Val) - int64(c.initWindow)
+				for _, s := range c.streams {
+					s.window += delta
+					if s.window > 1<<31-1 {
+						return http2.ConnectionError(http2.ErrCodeFlowControl)
+					}
+				}
+				c.initWindow = int32(s.Val)
+			case http2.SettingMaxFrameSize:
+				c.maxFrame = s.Val
+			case http2.SettingHeaderTableSize:
+				c.enc.SetMaxDynamicTableSizeLimit(s.Val)
+			}
+			return nil
+		})
+		if err != nil {
+			code := http2.ErrCodeProtocol
+			if ce, ok := err.(http2.ConnectionError); ok {
+				code = http2.ErrCode(ce)
+			}
+			l.h2UpGoAway(c, code)
+			return
+		}
+		_ = c.fr.WriteSettingsAck()
+		l.h2UpResume(c)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			_ = c.fr.WritePing(true, f.Data)
+		}
+	case *http2.WindowUpdateFrame:
+		if f.StreamID == 0 {
+			c.sendWindow += int64(f.Increment)
+			if c.sendWindow > 1<<31-1 {
+				l.h2UpGoAway(c, http2.ErrCodeFlowControl)
+				return
+			}
+			l.h2UpResume(c)
+			return
+		}
+		if s := c.streams[f.StreamID]; s != nil {
+			s.window += int64(f.Increment)
+			if s.window > 1<<31-1 {
+				_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeFlowControl)
+				l.h2uPeerReset(s, http2.ErrCodeFlowControl)
+				return
+			}
+			l.h2UpResume(c)
+		}
+	case *http2.RSTStreamFrame:
+		if s := c.streams[f.StreamID]; s != nil {
+			l.h2uPeerReset(s, f.ErrCode)
+		}
+	case *http2.GoAwayFrame:
+		// Streams above its last ID were not processed: refused, so that
+		// the client may send them again (RFC 9113 6.8); those below it
+		// finish, then the connection closes.
+		c.goAway = true
+		for id, s := range c.streams {
+			if id > f.LastStreamID {
+				l.h2uPeerReset(s, http2.ErrCodeRefusedStream)
+			}
+		}
+		l.h2UpMaybeClose(c)
+	case *http2.MetaHeadersFrame:
+		if s := c.streams[f.StreamID]; s != nil {
+			l.h2uHeaders(s, f)
+		}
+	case *http2.DataFrame:
+		n := int64(f.Length)
+		c.recvUnack += n
+		l.h2upDirty(c)
+		s := c.streams[f.StreamID]
+		if s == nil {
+			return // a stream reset already: its window is the connection's only
+		}
+		l.h2uData(s, f)
+	case *http2.PushPromiseFrame:
+		l.h2UpGoAway(c, http2.ErrCodeProtocol) // push is off (SETTINGS_ENABLE_PUSH 0)
+	}
+}
+
+func (l *loop) h2upDirty(c *h2up) {
+	if !c.dirty {
+		c.dirty = true
+		l.h2updirty = append(l.h2updirty, c)
+	}
+}
+
+// h2UpGoAway ends the connection for an error of the upstream's: GOAWAY
+// with code, then h2UpFailed.
+func (l *loop) h2UpGoAway(c *h2up, code http2.ErrCode) {
+	_ = c.fr.WriteGoAway(0, code, nil)
+	if !c.u.connecting {
+		l.flushUp(c.u)
+	}
+	l.h2UpFailed(c)
+}
+
+// h2UpFailed closes the connection (failed, closed by the upstream, or
+// done): its streams without a response head are answered 503, the
+// others reset.
+func (l *loop) h2UpFailed(c *h2up) {
+	u := c.u
+	if u.closed {
+		return
+	}
+	connecting := u.connecting
+	l.h2UpForget(c)
+	l.closeUp(u)
+	for _, s := range c.streams {
+		l.h2uConnFailed(s, connecting)
+	}
+}
+
+// h2UpForget takes the connection out of its pool.
+func (l *loop) h2UpForget(c *h2up) {
+	p := c.u.pool
+	for i, x := range p.h2 {
+		if x == c.u {
+			p.h2[i] = p.h2[len(p.h2)-1]
+			p.h2[len(p.h2)-1] = nil
+			p.h2 = p.h2[:len(p.h2)-1]
+			break
+		}
+	}
+}
+
+// h2UpMaybeClose closes a connection without streams that takes no new
+// ones (GOAWAY, IDs spent, its pool dropped).
+func (l *loop) h2UpMaybeClose(c *h2up) {
+	if len(c.streams) == 0 && (c.goAway || c.u.pool.gone) {
+		l.h2UpFailed(c)
+	}
+}
+
+// h2UpDropPool closes the idle HTTP/2 connections of a pool being
+// dropped; those with streams close after their last one.
+func (l *loop) h2UpDropPool(p *clusterPool) {
+	for _, u := range append([]*up(nil), p.h2...) {
+		l.h2UpMaybeClose(u.h2)
+	}
+}
+
+// h2UpResume sends what the windows now let of the blocked streams'
+// request bodies.
+func (l *loop) h2UpResume(c *h2up) {
+	if len(c.blocked) == 0 {
+		return
+	}
+	bl := c.blocked
+	c.blocked = nil
+	for _, s := range bl {
+		s.blocked = false
+		if !s.done {
+			l.h2uPush(s)
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package evloop
+
+// Retries of requests sent to HTTP/2 upstreams, by the route's policy as
+// retry_linux.go applies it to HTTP/1.1 ones (the budget, the back-off
+// on the loop's timers, another host by the cluster's load balancer,
+// retryNow): a stream the upstream reset or refused (also by GOAWAY)
+// before its response head, a connection that failed under it, or a
+// response head whose status or grpc-status the policy retries. The
+// request is sent again from what the client's stream kept: its decoded
+// fields, its body up to the stream window and its trailers; a request
+// still being received, or with a longer body, is not retried. The
+// per-try timeout is the HTTP/1.1 attempts' too (h2uPerTryTimeout).
+
+import (
+	"strconv"
+
+	"golang.org/x/net/http2"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+)
+
+// h2uRetry decides whether s's failed attempt is retried (the caller
+// checked the policy retries its outcome): a retry left, the whole
+// request kept, the cluster's budget. When it is, s ends (RST_STREAM
+// CANCEL when still open upstream) and the request waits for its
+// back-off.
+func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
+	st := s.st
+	d := st.sd
+	rs := &d.rs
+	p := rs.policy
+	if p == nil || d.closed || st.gone {
+		return false
+	}
+	if d.retries >= p.NumRetries {
+		if rs.upstream != nil {
+			rs.upstream.RetryEnd(true)
+		}
+		d.logFlags(accesslog.UpstreamRetryLimitExceeded, "")
+		return false
+	}
+	if !st.reqEnded || st.replayCut || st.hf == nil {
+		return false
+	}
+	if rs.release != nil {
+		rs.release() // the previous retry's attempt is over
+		rs.release = nil
+	}
+	if rs.upstream != nil {
+		rel := rs.upstream.Retry()
+		if rel == nil {
+			return false // the budget is spent (counted as an overflow)
+		}
+		rs.release = rel
+	}
+	d.retries++
+	rs.pool = s.x.pool
+	l.observeDone(&s.x, code, timedOut)
+	if open && !s.c.u.closed {
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+	}
+	l.h2uDone(s)
+	rs.waiting = true
+	rs.at = l.now + int64(p.Backoff(d.retries))
+	if rs.at <= l.now {
+		l.retryNow(d)
+	} else {
+		l.arm(d)
+	}
+	return true
+}
+
+// h2uPerTryTimeout ends an attempt that outlived the policy's per-try
+// timeout, as perTryTimeout does for HTTP/1.1: retried when the policy
+// retries timeouts, else answered 504 (a response under way is reset).
+func (l *loop) h2uPerTryTimeout(s *h2ustream) {
+	d := s.st.sd
+	if s.gotHead {
+		l.observeDone(&s.x, 0, true)
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+		l.h2uDone(s)
+		l.h2Reset(d)
+		return
+	}
+	if up := d.rs.upstream; up != nil {
+		up.PerTryTimeout()
+	}
+	if d.rs.policy.RetriableTimeout() && l.h2uRetry(s, 0, true, true) {
+		return
+	}
+	l.observeDone(&s.x, 0, true)
+	_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+	l.h2uDone(s)
+	d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_per_try_timeout")
+	l.localReply(d, 504, "upstream request timeout", false)
+}
+
+// h2uForget drops what a client stream holds for its upstream side: the
+// upstream stream (reset with CANCEL when still open) and the request
+// kept for retries (h2Done's hook).
+func (l *loop) h2uForget(st *h2stream) {
+	if s := st.us; s != nil {
+		l.h2uCancel(s)
+	}
+	if st.replay != nil {
+		l.putBuf(st.replay)
+		st.replay = nil
+	}
+	st.hf, st.reqTrailers = nil, nil
+}
+
+// h2GRPCStatus is a response HEADERS' grpc-status as the goroutine path
+// reads it (0 when not a number), -1 without one: a trailers-only
+// response carries it there.
+func h2GRPCStatus(f *http2.MetaHeadersFrame) int {
+	for _, hf := range f.RegularFields() {
+		if hf.Name != "grpc-status" {
+			continue
+		}
+		if hf.Value == "" {
+			return -1
+		}
+		n, err := strconv.Atoi(hf.Value)
+		if err != nil {
+			return 0
+		}
+		return n
+	}
+	return -1
+}
