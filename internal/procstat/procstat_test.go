@@ -42,3 +42,29 @@ func TestCPUOfThisProcess(t *testing.T) {
 		t.Error("CPU of no process is not 0")
 	}
 }
+
+func TestParseSyscalls(t *testing.T) {
+	for _, c := range []struct {
+		io   string
+		r, w int64
+	}{
+		{"rchar: 10\nwchar: 20\nsyscr: 7\nsyscw: 3\nread_bytes: 0\n", 7, 3},
+		{"syscw: 12\n", 0, 12},
+		{"", 0, 0},
+		{"syscr: x\nsyscw: 5", 0, 5},
+	} {
+		if r, w := parseSyscalls(c.io); r != c.r || w != c.w {
+			t.Errorf("parseSyscalls(%q) = %d, %d, want %d, %d", c.io, r, w, c.r, c.w)
+		}
+	}
+}
+
+func TestParseRSS(t *testing.T) {
+	rss, hwm := parseRSS("Name:\tweft\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n")
+	if rss != 1<<20 || hwm != 2<<20 {
+		t.Errorf("parseRSS = %d, %d, want %d, %d", rss, hwm, 1<<20, 2<<20)
+	}
+	if rss, hwm := parseRSS(""); rss != 0 || hwm != 0 {
+		t.Errorf("parseRSS of nothing = %d, %d", rss, hwm)
+	}
+}
