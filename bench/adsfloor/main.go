@@ -17,6 +17,9 @@
 //	              connection's reader
 //	tcp           the same bytes length-prefixed over plain TCP: one
 //	              write per push, the ACK read by the connection's reader
+//	tcp-handoff   tcp with grpc-go's two hand-offs: each push written by
+//	              a writer goroutine of the connection, each ACK decoded
+//	              on a goroutine of the stream
 //
 // The clients, in this process, are grpc-go dialled as weft proxy dials
 // (fixed 16 MiB windows) for every mode but tcp. See docs/bench/xds.md
@@ -56,7 +59,7 @@ func main() {
 	n := flag.Int("n", 1000, "connections, one stream each")
 	rounds := flag.Int("rounds", 30, "rounds measured per run (after 3 of warm-up)")
 	reps := flag.Int("reps", 1, "times each mode runs, alternated")
-	modes := flag.String("modes", "grpc,h2,tcp,grpc-shared,grpc-nobuf,grpc-workers", "the servers, comma-separated, run in this order each rep")
+	modes := flag.String("modes", "grpc,h2,tcp,tcp-handoff,grpc-shared,grpc-nobuf,grpc-workers", "the servers, comma-separated, run in this order each rep")
 	workers := flag.Int("workers", 2, "the server's fan-out goroutines")
 	profile := flag.String("cpuprofile", "", "profile each mode's first run into this prefix + mode + .pprof")
 	flag.Parse()
@@ -117,7 +120,7 @@ func run(mode string, n, rounds, workers int, cpuprofile string) (string, error)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var closeClients func()
-	if mode == "tcp" {
+	if strings.HasPrefix(mode, "tcp") {
 		closeClients, err = tcpClients(addr, n)
 	} else {
 		closeClients, err = grpcClients(ctx, addr, n)

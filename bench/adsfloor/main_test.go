@@ -28,6 +28,7 @@ func TestRunModes(t *testing.T) {
 	}
 	t.Run("h2", func(t *testing.T) { runMode(t, "h2") })
 	t.Run("tcp", func(t *testing.T) { runMode(t, "tcp") })
+	t.Run("tcp-handoff", func(t *testing.T) { runMode(t, "tcp-handoff") })
 }
 
 func runMode(t *testing.T, mode string) {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"runtime"
@@ -182,8 +180,8 @@ func startServer(mode string, ln net.Listener, h *hub) (stop func(), err error) 
 		srv := h2ads.New(adsPath, h2Handler{h}, h2ads.Options{})
 		go srv.Serve(ln) // ends with srv.Close (stop)
 		return srv.Close, nil
-	case "tcp":
-		go serveTCP(ln, h) // ends when ln is closed (stop)
+	case "tcp", "tcp-handoff":
+		go serveTCP(ln, h, mode == "tcp-handoff") // ends when ln is closed (stop)
 		return func() { ln.Close() }, nil
 	}
 	opts, ok := grpcModes[mode]
@@ -294,84 +292,4 @@ type h2Target struct{ s *h2ads.Stream }
 func (t h2Target) send(p *push, id int) error {
 	var nonce [32]byte
 	return t.s.Send(p.body, appendNonce(nonce[:0], p.round, id))
-}
-
-// serveTCP is the syscall floor: each message is a 5-byte prefix (as
-// gRPC's) and the bytes, over plain TCP; a connection's goroutine reads
-// and decodes its requests, the fan-out writes each push with one write.
-func serveTCP(ln net.Listener, h *hub) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go readTCP(c, h) // ends when the connection fails or the client closes it
-	}
-}
-
-func readTCP(c net.Conn, h *hub) {
-	defer c.Close()
-	br := bufio.NewReaderSize(c, 32<<10)
-	var m *member
-	var req discovery.DiscoveryRequest
-	var buf []byte
-	for {
-		msg, err := readFramed(br, &buf)
-		if err != nil {
-			return
-		}
-		if err := proto.Unmarshal(msg, &req); err != nil {
-			h.bad.Add(1)
-			continue
-		}
-		if m == nil {
-			m = h.join(&tcpTarget{c: c})
-			continue
-		}
-		h.ack(m, &req)
-	}
-}
-
-// maxFramed bounds one length-prefixed message, as gRPC's receive limit.
-const maxFramed = 4 << 20
-
-// readFramed reads one length-prefixed message into *buf.
-func readFramed(r io.Reader, buf *[]byte) ([]byte, error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > maxFramed {
-		return nil, fmt.Errorf("message of %d bytes", n)
-	}
-	if cap(*buf) < int(n) {
-		*buf = make([]byte, n)
-	}
-	b := (*buf)[:n]
-	_, err := io.ReadFull(r, b)
-	return b, err
-}
-
-// appendFramed appends the length prefix of an n-byte message.
-func appendFramed(b []byte, n int) []byte {
-	return binary.BigEndian.AppendUint32(append(b, 0), uint32(n))
-}
-
-type tcpTarget struct {
-	c       net.Conn
-	mu      sync.Mutex // protects scratch and the connection's writes
-	scratch []byte
-}
-
-func (t *tcpTarget) send(p *push, id int) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var nonce [32]byte
-	n := appendNonce(nonce[:0], p.round, id)
-	b := appendFramed(t.scratch[:0], len(p.body)+len(n))
-	b = append(append(b, p.body...), n...)
-	t.scratch = b[:0]
-	_, err := t.c.Write(b)
-	return err
 }
