@@ -148,7 +148,7 @@ func floor(n, msg, ack, rounds int) error {
 	load := loadavg.String()
 	cpu0 := procstat.CPU(child.Process.Pid)
 	self0 := procstat.CPU(os.Getpid())
-	r0, w0 := procSyscalls(child.Process.Pid)
+	r0, w0 := procstat.Syscalls(child.Process.Pid)
 	var walls []time.Duration
 	for range rounds {
 		d, err := round()
@@ -159,7 +159,7 @@ func floor(n, msg, ack, rounds int) error {
 	}
 	cpu1 := procstat.CPU(child.Process.Pid)
 	self1 := procstat.CPU(os.Getpid())
-	r1, w1 := procSyscalls(child.Process.Pid)
+	r1, w1 := procstat.Syscalls(child.Process.Pid)
 	per := float64(rounds * n)
 	var sum time.Duration
 	for _, d := range walls {

@@ -350,7 +350,7 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	m0 := scrape("http://" + apiAddr + "/metrics")
 	cpu0 := procstat.CPU(pid)
 	self0 := procstat.CPU(os.Getpid())
-	sysr0, sysw0 := procSyscalls(pid)
+	sysr0, sysw0 := procstat.Syscalls(pid)
 	load0 := loadavg.String()
 	syscall.Kill(pid, syscall.SIGUSR1)
 	var lat, apiLat []time.Duration
@@ -430,10 +430,10 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	syscall.Kill(pid, syscall.SIGUSR2)
 	cpu1 := procstat.CPU(pid)
 	self1 := procstat.CPU(os.Getpid())
-	sysr1, sysw1 := procSyscalls(pid)
+	sysr1, sysw1 := procstat.Syscalls(pid)
 	log.Printf("machine load average (1, 5, 15 min) before the writes %s, after %s; the simulated proxies (this process) used %v of CPU per write",
 		load0, loadavg.String(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
-	rss, hwm := procRSS(pid)
+	rss, hwm := procstat.RSS(pid)
 	m1 := scrape("http://" + apiAddr + "/metrics")
 	mean := func(name string) time.Duration {
 		n := m1[name+"_count"] - m0[name+"_count"]
@@ -524,49 +524,6 @@ func settleACKs(ctx context.Context, apiAddr string, want float64) error {
 func pct(d []time.Duration, p int) time.Duration { return d[(len(d)-1)*p/100] }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
-
-// procSyscalls is the process's read and write system calls so far
-// (syscr, syscw of /proc/PID/io: read, readv, recvfrom... and their
-// write counterparts); zero when unreadable.
-func procSyscalls(pid int) (reads, writes int64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ": ")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		switch k {
-		case "syscr":
-			reads = n
-		case "syscw":
-			writes = n
-		}
-	}
-	return reads, writes
-}
-
-// procRSS is the process's resident set and its peak, in bytes.
-func procRSS(pid int) (rss, hwm int64) {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = v << 10
-		case "VmHWM:":
-			hwm = v << 10
-		}
-	}
-	return rss, hwm
-}
 
 // apiClients talk to weft's API as any AWS SDK program would.
 type apiClients struct {

@@ -1,5 +1,5 @@
 // Package procstat reads what Linux's /proc tells of a process that the
-// benchmarks report: its CPU time.
+// benchmarks report: its CPU time, its read and write system calls and its memory.
 package procstat
 
 import (
@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -42,4 +43,56 @@ func parseCPU(stat []byte) time.Duration {
 		return 0
 	}
 	return time.Duration(ut+st) * time.Second / ticks
+}
+
+// Syscalls is the number of read and write system calls process pid has
+// made so far (syscr and syscw of /proc/<pid>/io); 0, 0 when they cannot
+// be read.
+func Syscalls(pid int) (reads, writes int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0
+	}
+	return parseSyscalls(string(b))
+}
+
+func parseSyscalls(io string) (reads, writes int64) {
+	for _, line := range strings.Split(io, "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes
+}
+
+// RSS is process pid's resident set and its peak (VmRSS, VmHWM of
+// /proc/<pid>/status), in bytes; 0 when they cannot be read.
+func RSS(pid int) (rss, hwm int64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return parseRSS(string(b))
+}
+
+func parseRSS(status string) (rss, hwm int64) {
+	for _, line := range strings.Split(status, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = v << 10
+		case "VmHWM:":
+			hwm = v << 10
+		}
+	}
+	return rss, hwm
 }

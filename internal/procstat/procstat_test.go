@@ -29,16 +29,47 @@ func TestCPUOfThisProcess(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("/proc/<pid>/stat is Linux's") // CI runs Linux
 	}
+	// Computes until the time read has grown by 100 ms: on a loaded
+	// machine 300 ms of wall time may give this process less than that,
+	// so the deadline only bounds a time that never grows.
 	before := CPU(os.Getpid())
-	deadline := time.Now().Add(300 * time.Millisecond)
+	deadline := time.Now().Add(30 * time.Second)
 	x := 0
-	for time.Now().Before(deadline) {
-		x++
-	}
-	if after := CPU(os.Getpid()); after-before < 100*time.Millisecond {
-		t.Errorf("CPU went from %v to %v over 300 ms of computing (%d loops)", before, after, x)
+	for CPU(os.Getpid())-before < 100*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU went from %v to %v over 30 s of computing (%d loops)", before, CPU(os.Getpid()), x)
+		}
+		for range 1_000_000 {
+			x++
+		}
 	}
 	if CPU(-1) != 0 {
 		t.Error("CPU of no process is not 0")
+	}
+}
+
+func TestParseSyscalls(t *testing.T) {
+	for _, c := range []struct {
+		io   string
+		r, w int64
+	}{
+		{"rchar: 10\nwchar: 20\nsyscr: 7\nsyscw: 3\nread_bytes: 0\n", 7, 3},
+		{"syscw: 12\n", 0, 12},
+		{"", 0, 0},
+		{"syscr: x\nsyscw: 5", 0, 5},
+	} {
+		if r, w := parseSyscalls(c.io); r != c.r || w != c.w {
+			t.Errorf("parseSyscalls(%q) = %d, %d, want %d, %d", c.io, r, w, c.r, c.w)
+		}
+	}
+}
+
+func TestParseRSS(t *testing.T) {
+	rss, hwm := parseRSS("Name:\tweft\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n")
+	if rss != 1<<20 || hwm != 2<<20 {
+		t.Errorf("parseRSS = %d, %d, want %d, %d", rss, hwm, 1<<20, 2<<20)
+	}
+	if rss, hwm := parseRSS(""); rss != 0 || hwm != 0 {
+		t.Errorf("parseRSS of nothing = %d, %d", rss, hwm)
 	}
 }

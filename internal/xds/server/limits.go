@@ -118,8 +118,12 @@ func (l Limits) streamAge(r float64) time.Duration {
 	return time.Duration(float64(l.MaxStreamAge) * (0.9 + 0.2*r))
 }
 
-// grpcOptions are the gRPC server options that enforce l.
-func (l Limits) grpcOptions() []grpc.ServerOption {
+// GRPCOptions are the gRPC server options of the xDS listener that
+// enforce l (its zero fields taking their defaults) and fix its receive
+// windows; Serve adds its codec and Options.GRPCOptions. bench/adsfloor
+// serves its gRPC rows with them.
+func (l Limits) GRPCOptions() []grpc.ServerOption {
+	l = l.withDefaults()
 	return []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(l.MaxStreamsPerConn),
 		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),

@@ -131,7 +131,7 @@ func New(opts Options) *Server {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	gopts := append(s.opts.Limits.grpcOptions(), s.opts.GRPCOptions...)
+	gopts := append(s.opts.Limits.GRPCOptions(), s.opts.GRPCOptions...)
 	codec, codecErr := newCodec()
 	if codecErr == nil {
 		gopts = append(gopts, grpc.ForceServerCodecV2(codec))
