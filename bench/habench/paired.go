@@ -124,7 +124,8 @@ func printPaired(nameA, nameB string, a, b []time.Duration, goal time.Duration) 
 	}{{nameA, st.a}, {nameB, st.b}} {
 		fmt.Printf("  %-10s p50 %s p99 %s max %s\n", s.name, ms(s.sum.p50), ms(s.sum.p99), ms(s.sum.max))
 	}
-	fmt.Printf("  %s - %s, pair by pair: median %s, p90 %s\n", nameB, nameA, ms(st.diffMedian), ms(st.diffP90))
+	fmt.Printf("  %s - %s, pair by pair: median %s, p90 %s; median where %s wrote first %s, where %s did %s\n",
+		nameB, nameA, ms(st.diffMedian), ms(st.diffP90), nameA, ms(st.aFirst), nameB, ms(st.bFirst))
 	fmt.Printf("  difference of the p50s %s (95%% interval %s to %s); of the p99s %s (95%% interval %s to %s; bootstrap, %d resamples of the pairs)\n",
 		ms(st.p50Diff), ms(st.p50CI[0]), ms(st.p50CI[1]), ms(st.p99Diff), ms(st.p99CI[0]), ms(st.p99CI[1]), resamples)
 	fmt.Printf("  goal, %s within %s of %s at p99: %s; %.0f%% of the resamples at or under it\n",

@@ -37,8 +37,12 @@ func summarize(d []time.Duration) summary {
 type pairStats struct {
 	pairs int
 	a, b  summary
-	// diffMedian and diffP90 are the median and p90 of b[k] - a[k].
+	// diffMedian and diffP90 are the median and p90 of b[k] - a[k];
+	// aFirst and bFirst its median over the pairs where A wrote first
+	// (even k, pairOrder) and where B did: apart, they would show the
+	// order within a pair weighing on the result.
 	diffMedian, diffP90 time.Duration
+	aFirst, bFirst      time.Duration
 	// p50Diff and p99Diff are B's p50 (p99) less A's, and p50CI and
 	// p99CI their 95 % bootstrap intervals.
 	p50Diff, p99Diff time.Duration
@@ -61,9 +65,20 @@ func comparePairs(a, b []time.Duration, goal time.Duration, rng *rand.Rand) pair
 	n := len(a)
 	st := pairStats{pairs: n, a: summarize(a), b: summarize(b)}
 	diff := make([]time.Duration, n)
+	var byOrder [2][]time.Duration
 	for k := range n {
 		diff[k] = b[k] - a[k]
+		first := pairOrder(k)[0]
+		byOrder[first] = append(byOrder[first], diff[k])
 	}
+	mid := func(d []time.Duration) time.Duration {
+		if len(d) == 0 {
+			return 0
+		}
+		slices.Sort(d)
+		return pct(d, 50)
+	}
+	st.aFirst, st.bFirst = mid(byOrder[0]), mid(byOrder[1])
 	slices.Sort(diff)
 	st.diffMedian, st.diffP90 = pct(diff, 50), pct(diff, 90)
 	st.p50Diff, st.p99Diff = st.b.p50-st.a.p50, st.b.p99-st.a.p99

@@ -50,6 +50,8 @@ func TestComparePairs(t *testing.T) {
 	check("B max", st.b.max, 60*time.Millisecond)
 	check("per-pair median", st.diffMedian, 2*time.Millisecond)
 	check("per-pair p90", st.diffP90, 5*time.Millisecond)
+	check("median where A wrote first (pairs 0, 2, 4: 2, -1, 0)", st.aFirst, 0)
+	check("median where B wrote first (pairs 1, 3: 5, 20)", st.bFirst, 5*time.Millisecond)
 	check("p50 difference", st.p50Diff, -time.Millisecond)
 	check("p99 difference", st.p99Diff, 10*time.Millisecond)
 	if st.pairs != 5 {
