@@ -126,6 +126,7 @@ func printPaired(nameA, nameB string, a, b []time.Duration, goal time.Duration) 
 	}
 	fmt.Printf("  %s - %s, pair by pair: median %s, p90 %s; median where %s wrote first %s, where %s did %s\n",
 		nameB, nameA, ms(st.diffMedian), ms(st.diffP90), nameA, ms(st.aFirst), nameB, ms(st.bFirst))
+	fmt.Printf("  rank correlation of a pair's two writes %.2f (what the pairing takes out: the machine's state both shared)\n", st.rho)
 	fmt.Printf("  difference of the p50s %s (95%% interval %s to %s); of the p99s %s (95%% interval %s to %s; bootstrap, %d resamples of the pairs)\n",
 		ms(st.p50Diff), ms(st.p50CI[0]), ms(st.p50CI[1]), ms(st.p99Diff), ms(st.p99CI[0]), ms(st.p99CI[1]), resamples)
 	fmt.Printf("  goal, %s within %s of %s at p99: %s; %.0f%% of the resamples at or under it\n",

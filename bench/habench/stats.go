@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -47,6 +49,10 @@ type pairStats struct {
 	// p99CI their 95 % bootstrap intervals.
 	p50Diff, p99Diff time.Duration
 	p50CI, p99CI     [2]time.Duration
+	// rho is the rank correlation of the pairs' halves (Spearman's): how
+	// much of a write's time came from the machine's state, which both
+	// halves of a pair share and the per-pair difference removes.
+	rho float64
 	// p99Within is the share of bootstrap resamples whose p99 difference
 	// is at or under the goal.
 	p99Within float64
@@ -82,6 +88,7 @@ func comparePairs(a, b []time.Duration, goal time.Duration, rng *rand.Rand) pair
 	slices.Sort(diff)
 	st.diffMedian, st.diffP90 = pct(diff, 50), pct(diff, 90)
 	st.p50Diff, st.p99Diff = st.b.p50-st.a.p50, st.b.p99-st.a.p99
+	st.rho = rankCorrelation(a, b)
 	var within int
 	st.p50CI, st.p99CI, within = bootstrap(a, b, goal, rng)
 	st.p99Within = float64(within) / resamples
@@ -113,6 +120,45 @@ func bootstrap(a, b []time.Duration, goal time.Duration, rng *rand.Rand) (p50, p
 	slices.Sort(d99)
 	lo, hi := resamples*25/1000, resamples*975/1000-1
 	return [2]time.Duration{d50[lo], d50[hi]}, [2]time.Duration{d99[lo], d99[hi]}, within
+}
+
+// rankCorrelation is Spearman's rank correlation of a and b (same
+// length): Pearson's correlation of their ranks, tied values given their
+// mean rank; 0 when either has no spread.
+func rankCorrelation(a, b []time.Duration) float64 {
+	ra, rb := ranks(a), ranks(b)
+	n := float64(len(a))
+	mean := (n - 1) / 2
+	var sab, saa, sbb float64
+	for i := range ra {
+		da, db := ra[i]-mean, rb[i]-mean
+		sab, saa, sbb = sab+da*db, saa+da*da, sbb+db*db
+	}
+	if saa == 0 || sbb == 0 {
+		return 0
+	}
+	return sab / math.Sqrt(saa*sbb)
+}
+
+// ranks is each value's rank in v from 0, ties sharing their mean rank.
+func ranks(v []time.Duration) []float64 {
+	order := make([]int, len(v))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int { return cmp.Compare(v[x], v[y]) })
+	r := make([]float64, len(v))
+	for i := 0; i < len(order); {
+		j := i
+		for j < len(order) && v[order[j]] == v[order[i]] {
+			j++
+		}
+		for _, k := range order[i:j] {
+			r[k] = float64(i+j-1) / 2
+		}
+		i = j
+	}
+	return r
 }
 
 // verdict says whether B is within goal of A at p99, as sure as the

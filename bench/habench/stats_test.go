@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -195,5 +196,30 @@ func TestWeightsCarryTheWrite(t *testing.T) {
 	}
 	if got := writeOf(0, 5); got != 0 {
 		t.Errorf("writeOf without blue = %d, want 0", got)
+	}
+}
+
+func TestRankCorrelation(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		a, b []time.Duration
+		want float64
+	}{
+		{"same order", msList(10, 30, 20, 50), msList(1, 300, 2, 400), 1},
+		{"reversed", msList(10, 20, 30), msList(9, 8, 7), -1},
+		// ranks 0 1 2 3 against 1 0 3 2: sum of products of centred ranks 3, of squares 5
+		{"two swaps", msList(1, 2, 3, 4), msList(20, 10, 40, 30), 0.6},
+		// a's ranks 0.5, 0.5, 2 against 0, 1, 2: 1.5 / sqrt(1.5 * 2)
+		{"ties", msList(5, 5, 9), msList(1, 2, 3), math.Sqrt(3) / 2},
+		{"no spread", msList(5, 5, 5), msList(1, 2, 3), 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := rankCorrelation(c.a, c.b); math.Abs(got-c.want) > 1e-9 {
+				t.Errorf("rankCorrelation = %v, want %v", got, c.want)
+			}
+		})
+	}
+	if got := ranks(msList(7, 3, 7, 1)); !slices.Equal(got, []float64{2.5, 1, 2.5, 0}) {
+		t.Errorf("ranks = %v, want [2.5 1 2.5 0]", got)
 	}
 }
