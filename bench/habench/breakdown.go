@@ -218,7 +218,7 @@ type writeTimes struct {
 	// without).
 	steps []stepTimes
 	// cpu is each process's CPU during the write (b.processes' order),
-	// from the API call's start to the last proxy applied (-timeline; at
+	// from the API call's start to the last proxy applied (at
 	// /proc's 10 ms resolution).
 	cpu []time.Duration
 	// etcd is what each member did during the write and the scrapes
@@ -301,7 +301,11 @@ func (b *bench) printBreakdown(ws []writeTimes, before, after []map[string]*hist
 			}
 		}
 	}
-	fmt.Printf("CPU during the writes (%.1f s wall, %d writes; 2 cores = %.1f CPU-s):\n", elapsed.Seconds(), len(ws), 2*elapsed.Seconds())
+	during := "the writes"
+	if b.paired {
+		during = "this setup's own writes (the other's between them not counted)"
+	}
+	fmt.Printf("CPU during %s (%.1f s wall, %d writes; 2 cores = %.1f CPU-s):\n", during, elapsed.Seconds(), len(ws), 2*elapsed.Seconds())
 	procs := b.processes()
 	type use struct {
 		name string

@@ -26,9 +26,20 @@
 // each write made on all of them at once: three replicas' recompute and
 // pushes without etcd, to split etcd's cost from the replicas'.
 //
+// With two setups (the default bbolt:1,etcd:3), both run at once by
+// default (-paired), each with its own replicas, store and proxies, and
+// their writes alternate in pairs, so that the two halves of a pair see
+// the same load on the machine's shared cores; the report ends with the
+// comparison pair by pair: each setup's p50/p99/max, the per-pair
+// difference's median and p90, the difference of the p50s and of the
+// p99s with 95 % bootstrap intervals, and whether the second setup's p99
+// is within -goal of the first's. -paired=false runs the setups one after
+// the other, as before 2026-12-04. -pairs-out keeps a run's pairs and
+// -pool compares the pairs of several runs.
+//
 // Build weft first (go build -o /tmp/weft ./cmd/weft), then
 //
-//	go run ./bench/habench -weft /tmp/weft -proxies 1000 -writes 50
+//	go run ./bench/habench -weft /tmp/weft -proxies 1000 -writes 200
 package main
 
 import (
@@ -42,7 +53,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,15 +60,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	sdk "github.com/aws/aws-sdk-go-v2/service/appmesh"
-	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/weftmesh/weft/bench/internal/loadavg"
-	"github.com/weftmesh/weft/internal/procstat"
 	"github.com/weftmesh/weft/internal/store/etcdtest"
 	"github.com/weftmesh/weft/internal/weftbin"
 )
@@ -84,23 +89,28 @@ func main() {
 	failover := flag.Bool("failover", true, "SIGKILL the first replica at the end (setups with several replicas)")
 	protocol := flag.String("protocol", "delta", "the proxies' xDS: delta (weft proxy's default) or sotw")
 	tuneOnly := flag.String("tune-only", "", "apply -replica-gogc and -replica-gomaxprocs only to the setups of this store (bbolt or etcd; default: all), to compare a tuned setup with an untuned one in the same run")
-	gcBetween := flag.Bool("gc-between", true, "collect habench's own heap (runtime.GC) after each write, outside the timed window, so that the simulated proxies' GC does not land inside a write (real proxies run elsewhere, not on the replicas' cores); -gc-between=false: the shape of round 10 and before")
+	gcBetween := flag.Bool("gc-between", true, "collect habench's own heap (runtime.GC) after each write (-paired: after each pair), outside the timed window, so that the simulated proxies' GC does not land inside a write (real proxies run elsewhere, not on the replicas' cores); -gc-between=false: the shape of round 10 and before")
 	replicaGC := flag.Bool("replica-gc", true, "run the replicas with GODEBUG=gctrace=1 and count the writes each replica's GC cycles landed in")
 	tail := flag.Int("tail", 5, "with -timeline, print the time line of this many slowest writes, one by one, next to the median write's")
 	timeline := flag.Bool("timeline", false, "scrape every replica's /metrics after each write and print each replica's steps on the writes' time line (the scrapes add replica CPU between writes)")
 	idle := flag.Duration("idle", 5*time.Second, "before the writes, measure the etcd members' CPU and requests this long with every proxy connected and nothing written (0: skip)")
+	paired := flag.Bool("paired", true, "with two setups: start both, then make their writes in pairs (A B, then B A, ...), each timed until its own setup's proxies applied it, and compare them pair by pair with a bootstrap interval; -paired=false: the setups one after the other, the shape before 2026-12-04 round 12")
+	goal := flag.Duration("goal", 20*time.Millisecond, "with -paired or -pool: the second setup's p99 should be within this of the first's")
+	pairsOut := flag.String("pairs-out", "", "with -paired: write each pair's two times (ms) to this file, for -pool")
+	poolFiles := flag.String("pool", "", "comma-separated files written by -pairs-out: print the paired comparison over all their pairs and run nothing")
 	flag.Parse()
-	if *weft == "" || *proxies < 1 || *nodes < 1 || *writes < 1 || (*protocol != "delta" && *protocol != "sotw") {
-		fmt.Fprintln(os.Stderr, "habench: -weft is required; -proxies, -nodes and -writes must be positive; -protocol delta or sotw")
+	if *poolFiles != "" {
+		if err := pool(strings.Split(*poolFiles, ","), *goal); err != nil {
+			fmt.Fprintf(os.Stderr, "habench: -pool: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *weft == "" || *proxies < 1 || *nodes < 1 || *writes < 1 || *writes > maxWrite-2 || (*protocol != "delta" && *protocol != "sotw") {
+		fmt.Fprintf(os.Stderr, "habench: -weft is required; -proxies, -nodes and -writes must be positive, -writes at most %d; -protocol delta or sotw\n", maxWrite-2)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	shape := "habench's own GC kept out of the timed windows (-gc-between; real proxies do not share the replicas' cores or GC)"
-	if !*gcBetween {
-		shape = "habench's own GC may land inside the timed windows (-gc-between=false, the shape before 2026-12-03 round 11)"
-	}
-	fmt.Printf("habench: %d proxies (%s xDS) over %d virtual nodes, %d writes, %s; load average before %s\n", *proxies, *protocol, *nodes, *writes, shape, loadavg.String())
+	var benches []*bench
 	for _, s := range strings.Split(*setups, ",") {
 		kind, n, _ := strings.Cut(s, ":")
 		replicas, err := strconv.Atoi(n)
@@ -108,20 +118,55 @@ func main() {
 			fmt.Fprintf(os.Stderr, "habench: bad setup %q (want bbolt:N or etcd:N)\n", s)
 			os.Exit(2)
 		}
-		b := &bench{weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
+		b := &bench{name: s, weft: *weft, kind: kind, replicas: replicas, members: *members, proxies: *proxies, nodes: *nodes, writes: *writes,
 			failover: *failover && kind == "etcd", protocol: *protocol, etcdFlags: strings.Fields(*etcdFlags), gogc: *gogc, gomaxprocs: *procs, etcdProfile: *etcdProfile, replicaProfile: *replicaProfile, idle: *idle, timeline: *timeline, tail: *tail, tuneOnly: *tuneOnly, etcdProcs: *etcdProcs, gcBetween: *gcBetween, replicaGC: *replicaGC}
 		if *etcdProfile != "" {
 			b.etcdFlags = append(b.etcdFlags, "--enable-pprof")
 		}
-		if err := b.run(ctx); err != nil {
-			fmt.Fprintf(os.Stderr, "habench: %s: %v\n", s, err)
+		benches = append(benches, b)
+	}
+	if *paired && len(benches) > 2 {
+		fmt.Fprintln(os.Stderr, "habench: -paired compares two setups; -paired=false runs more in turn")
+		os.Exit(2)
+	}
+	pairedRun := *paired && len(benches) == 2
+	if *pairsOut != "" && !pairedRun {
+		fmt.Fprintln(os.Stderr, "habench: -pairs-out needs a paired run: -paired and two setups")
+		os.Exit(2)
+	}
+	for _, b := range benches {
+		b.paired = pairedRun
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	shape := "habench's own GC kept out of the timed windows (-gc-between; real proxies do not share the replicas' cores or GC)"
+	if !*gcBetween {
+		shape = "habench's own GC may land inside the timed windows (-gc-between=false, the shape before 2026-12-03 round 11)"
+	}
+	order := "the setups in turn (-paired=false)"
+	if pairedRun {
+		order = "both setups up at once, their writes in pairs (-paired)"
+	}
+	fmt.Printf("habench: %d proxies per setup (%s xDS) over %d virtual nodes, %d writes per setup, %s, %s; load average before %s\n",
+		*proxies, *protocol, *nodes, *writes, order, shape, loadavg.String())
+	if pairedRun {
+		if err := runPaired(ctx, [2]*bench{benches[0], benches[1]}, *goal, *pairsOut); err != nil {
+			fmt.Fprintf(os.Stderr, "habench: %v\n", err)
 			os.Exit(1)
+		}
+	} else {
+		for _, b := range benches {
+			if err := b.run(ctx); err != nil {
+				fmt.Fprintf(os.Stderr, "habench: %s: %v\n", b.name, err)
+				os.Exit(1)
+			}
 		}
 	}
 	fmt.Printf("load average after %s\n", loadavg.String())
 }
 
 type bench struct {
+	name                   string // the setup as given: store:replicas
 	weft                   string
 	kind                   string
 	replicas, members      int
@@ -140,6 +185,8 @@ type bench struct {
 	tail                   int
 	tuneOnly               string
 	idle                   time.Duration
+	// paired: this setup's writes alternate with another's (-paired).
+	paired bool
 	// idleCPU is the etcd members' CPU per second of the idle window,
 	// all members together (0: not measured).
 	idleCPU                       float64
@@ -147,9 +194,7 @@ type bench struct {
 	procs                         []*replica
 	sims                          []*sim
 	track                         tracker
-	simCtx                        context.Context
 	simWG                         sync.WaitGroup
-	stopSims                      context.CancelFunc
 	baseRSS, baseHeap             []float64
 	proxyRSS, proxyHeap, perProxy []float64
 	// gcs are the replicas' GC cycles, by replica (-replica-gc).
@@ -157,14 +202,50 @@ type bench struct {
 	// etcdClient reads, after each write, when the writer sent its
 	// commit (-timeline on etcd).
 	etcdClient *clientv3.Client
+	// closers undo start, in reverse order (close).
+	closers []func()
 }
 
+// run measures one setup on its own: start, writes, failover.
 func (b *bench) run(ctx context.Context) error {
+	defer b.close()
+	if err := b.start(ctx); err != nil {
+		return err
+	}
+	if err := b.measureIdle(ctx); err != nil {
+		return err
+	}
+	if err := b.measureWrites(ctx); err != nil {
+		return err
+	}
+	if b.failover && b.replicas > 1 {
+		return b.measureFailover(ctx)
+	}
+	return nil
+}
+
+// onClose adds f to what close undoes, in reverse order.
+func (b *bench) onClose(f func()) { b.closers = append(b.closers, f) }
+
+// close stops what start started, the last started first: the proxies,
+// the replicas, the etcd members, then the setup's directory goes.
+func (b *bench) close() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		b.closers[i]()
+	}
+	b.closers = nil
+}
+
+// start starts the setup: its store (etcd members or bbolt directories),
+// its replicas, the mesh, then its proxies; it returns once every proxy
+// is configured, having printed the replicas' memory per proxy. What it
+// started is stopped by close, also when it fails.
+func (b *bench) start(ctx context.Context) error {
 	dir, err := os.MkdirTemp("", "habench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	b.onClose(func() { os.RemoveAll(dir) })
 	var storeArgs []string
 	if b.kind == "etcd" {
 		var env []string
@@ -179,14 +260,14 @@ func (b *bench) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		defer cl.Stop()
+		b.onClose(cl.Stop)
 		b.cluster = cl
 		if b.timeline {
 			c, err := clientv3.New(clientv3.Config{Endpoints: cl.Endpoints(), DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			b.onClose(func() { c.Close() })
 			b.etcdClient = c
 		}
 		var hosts []string
@@ -211,7 +292,7 @@ func (b *bench) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		defer r.Kill()
+		b.onClose(r.Kill)
 		b.procs = append(b.procs, r)
 	}
 	for _, r := range b.writers(0) {
@@ -242,11 +323,10 @@ func (b *bench) run(ctx context.Context) error {
 
 	// The proxies, each knowing every replica.
 	simCtx, cancel := context.WithCancel(ctx)
-	b.simCtx, b.stopSims = simCtx, cancel
-	defer func() {
+	b.onClose(func() {
 		cancel()
 		b.simWG.Wait()
-	}()
+	})
 	var addrs []string
 	for _, r := range b.procs {
 		addrs = append(addrs, r.XDS)
@@ -263,15 +343,6 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	fmt.Printf("%d proxies configured %v after the first connected\n", b.proxies, time.Since(start).Round(time.Millisecond))
 	b.memory()
-	if err := b.measureIdle(ctx); err != nil {
-		return err
-	}
-	if err := b.measureWrites(ctx); err != nil {
-		return err
-	}
-	if b.failover && b.replicas > 1 {
-		return b.measureFailover(ctx)
-	}
 	return nil
 }
 
@@ -299,204 +370,6 @@ func (b *bench) writers(k int) []*replica {
 		return b.procs
 	}
 	return []*replica{b.procs[k%len(b.procs)]}
-}
-
-// measureWrites changes the route's weights writes times, each through
-// the next replica, and times each from before the API call until every
-// proxy applied it.
-func (b *bench) measureWrites(ctx context.Context) error {
-	var all, each []time.Duration
-	var times []writeTimes
-	if b.gcBetween {
-		runtime.GC()
-	}
-	before := make([]map[string]*hist, len(b.procs))
-	for i, r := range b.procs {
-		before[i] = r.scrape()
-	}
-	last := slices.Clone(before) // -timeline: the scrape after the previous write
-	procs := b.processes()
-	cpu0 := make([]time.Duration, len(procs))
-	for i, p := range procs {
-		cpu0[i] = procstat.CPU(p.pid)
-	}
-	etcd0 := b.scrapeEtcd()
-	began := time.Now()
-	profiled := b.profileEtcd(ctx)
-	perfDone := b.profileReplicas()
-	lastEtcd := etcd0 // -timeline: the members' counters after the previous write
-	for k := range b.writes {
-		w := uint32(k + 2)
-		b.track.arm(w, b.proxies)
-		var wcpu0 []time.Duration
-		if b.timeline {
-			wcpu0 = cpuOf(procs)
-		}
-		gc0 := gcCycles()
-		start := time.Now()
-		var wg sync.WaitGroup
-		errs := make([]error, len(b.writers(k)))
-		for i, r := range b.writers(k) {
-			wg.Go(func() { errs[i] = setWeights(ctx, client(r), int32(w), 1) }) // ends with the API call
-		}
-		wg.Wait()
-		ok := time.Now()
-		for _, err := range errs {
-			if err != nil {
-				return fmt.Errorf("write %d: %w", k, err)
-			}
-		}
-		if missing := b.track.wait(ctx, 30*time.Second); missing > 0 {
-			return fmt.Errorf("write %d: %d proxies did not apply it within 30 s", k, missing)
-		}
-		all = append(all, time.Since(start))
-		wt := writeTimes{start: start, ok: ok, first: make([]time.Time, len(b.procs)), last: make([]time.Time, len(b.procs))}
-		wt.gc = gcCycles() - gc0
-		if b.timeline {
-			for i, c := range cpuOf(procs) {
-				wt.cpu = append(wt.cpu, c-wcpu0[i])
-			}
-		}
-		each = append(each, b.track.latencies(start)...)
-		for _, a := range b.track.applies() {
-			if a.replica < 0 || a.replica >= len(b.procs) {
-				continue
-			}
-			if wt.first[a.replica].IsZero() || a.at.Before(wt.first[a.replica]) {
-				wt.first[a.replica] = a.at
-			}
-			if a.at.After(wt.last[a.replica]) {
-				wt.last[a.replica] = a.at
-			}
-		}
-		if b.timeline {
-			wt.sent = b.commitSent(ctx)
-			wt.steps = make([]stepTimes, len(b.procs))
-			for i, r := range b.procs {
-				now := r.scrape()
-				wt.steps[i] = writeSteps(last[i], now)
-				last[i] = now
-			}
-			if now := b.scrapeEtcd(); now != nil {
-				for i := range now {
-					d := map[string]float64{}
-					for key, v := range now[i] {
-						if lastEtcd[i] != nil {
-							v -= lastEtcd[i][key]
-						}
-						d[key] = v
-					}
-					wt.etcd = append(wt.etcd, d)
-				}
-				lastEtcd = now
-			}
-		}
-		times = append(times, wt)
-		if b.gcBetween {
-			// Outside the timed window: the next write starts with
-			// this process's heap collected, so that its own GC (1,000
-			// simulated proxies' worth) does not land inside a write.
-			runtime.GC()
-		}
-	}
-	elapsed := time.Since(began)
-	etcd1 := b.scrapeEtcd()
-	perfDone()
-	profiled()
-	cpu1 := make([]time.Duration, len(procs))
-	for i, p := range procs {
-		cpu1[i] = procstat.CPU(p.pid)
-	}
-	after := make([]map[string]*hist, len(b.procs))
-	for i, r := range b.procs {
-		after[i] = r.scrape()
-	}
-	slices.Sort(all)
-	slices.Sort(each)
-	fmt.Printf("write -> all %d proxies applied: p50 %s p99 %s max %s over %d writes; per proxy p50 %s p99 %s\n",
-		b.proxies, ms(pct(all, 50)), ms(pct(all, 99)), ms(all[len(all)-1]), len(all), ms(pct(each, 50)), ms(pct(each, 99)))
-	b.printGC(times)
-	b.printReplicaGC(times)
-	b.printBreakdown(times, before, after, cpu0, cpu1, elapsed)
-	b.printTimeline(times)
-	b.printTail(times, procs, b.tail)
-	b.printEtcd(etcd0, etcd1, b.writes)
-	return nil
-}
-
-// measureFailover SIGKILLs the first replica and times, for each of its
-// proxies, the new stream on another replica and the first response
-// applied there. On a delta stream a proxy whose resources are current
-// is sent nothing (it names their versions when the stream opens), so
-// only the stream is timed for all; on state-of-the-world streams
-// everything is sent again.
-func (b *bench) measureFailover(ctx context.Context) error {
-	want, err := b.procs[0].streams()
-	if err != nil {
-		return err
-	}
-	killed := time.Now()
-	for _, s := range b.sims {
-		s.watchFrom(killed)
-	}
-	b.procs[0].Kill()
-	// The proxies whose stream the kill ended are the replica's.
-	var victims []*sim
-	deadline := time.After(60 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		done := 0
-		victims = victims[:0]
-		for _, s := range b.sims {
-			down, c, a := s.failoverTimes()
-			if down.IsZero() {
-				continue
-			}
-			victims = append(victims, s)
-			if !c.IsZero() && (b.protocol == "delta" || !a.IsZero()) {
-				done++
-			}
-		}
-		if done == want {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline:
-			return fmt.Errorf("failover: %d of %d proxies of the killed replica on another within 60 s", done, want)
-		case <-tick.C:
-		}
-	}
-	var conn, conf []time.Duration
-	for _, s := range victims {
-		_, c, a := s.failoverTimes()
-		conn = append(conn, c.Sub(killed))
-		if !a.IsZero() {
-			conf = append(conf, a.Sub(killed))
-		}
-	}
-	slices.Sort(conn)
-	slices.Sort(conf)
-	fmt.Printf("failover of %d proxies after SIGKILL of replica %s: new stream on another p50 %s p99 %s max %s",
-		len(victims), b.procs[0].Name, ms(pct(conn, 50)), ms(pct(conn, 99)), ms(conn[len(conn)-1]))
-	if len(conf) > 0 {
-		fmt.Printf("; %d sent a configuration there: p50 %s p99 %s max %s", len(conf), ms(pct(conf, 50)), ms(pct(conf, 99)), ms(conf[len(conf)-1]))
-	}
-	fmt.Println()
-	// Writes through the survivors still reach every proxy.
-	w := uint32(b.writes + 2)
-	b.track.arm(w, b.proxies)
-	start := time.Now()
-	if err := setWeights(ctx, client(b.procs[1]), int32(w), 1); err != nil {
-		return err
-	}
-	if missing := b.track.wait(ctx, 30*time.Second); missing > 0 {
-		return fmt.Errorf("after failover: %d proxies did not apply a write within 30 s", missing)
-	}
-	fmt.Printf("after failover, a write reached all %d proxies in %s\n", b.proxies, ms(time.Since(start)))
-	return nil
 }
 
 // replica is one running `weft server`.
@@ -600,94 +473,6 @@ func (r *replica) memory() (rss, heap float64) {
 	return rss, heap
 }
 
-func client(r *replica) *sdk.Client {
-	return sdk.New(sdk.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String("http://" + r.API),
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: account, SecretAccessKey: "x"}, nil
-		}),
-		Retryer: retry.AddWithMaxAttempts(retry.NewStandard(), 1),
-	})
-}
-
-func httpListener(port int32) []types.Listener {
-	return []types.Listener{{PortMapping: &types.PortMapping{Port: aws.Int32(port), Protocol: types.PortProtocolHttp}}}
-}
-
-func dns(host string) types.ServiceDiscovery {
-	return &types.ServiceDiscoveryMemberDns{Value: types.DnsServiceDiscovery{Hostname: aws.String(host)}}
-}
-
-// setUpMesh: a router splitting between blue and green, its virtual
-// service, and nodes front-000... using it as their backend, so that
-// every route weight write changes every proxy's routes.
-func setUpMesh(ctx context.Context, c *sdk.Client, nodes int) error {
-	steps := []func() error{
-		func() error {
-			_, err := c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: aws.String(mesh)})
-			return err
-		},
-		func() error {
-			for _, n := range []string{"blue", "green"} {
-				if _, err := c.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(n),
-					Spec: &types.VirtualNodeSpec{Listeners: httpListener(8080), ServiceDiscovery: dns(n + ".ha.local")}}); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-		func() error {
-			_, err := c.CreateVirtualRouter(ctx, &sdk.CreateVirtualRouterInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
-				Spec: &types.VirtualRouterSpec{Listeners: []types.VirtualRouterListener{{PortMapping: &types.PortMapping{Port: aws.Int32(8080), Protocol: types.PortProtocolHttp}}}}})
-			return err
-		},
-		func() error {
-			_, err := c.CreateRoute(ctx, &sdk.CreateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"), RouteName: aws.String("split"),
-				Spec: routeSpec(1, 1)})
-			return err
-		},
-		func() error {
-			_, err := c.CreateVirtualService(ctx, &sdk.CreateVirtualServiceInput{MeshName: aws.String(mesh), VirtualServiceName: aws.String("color.ha.local"),
-				Spec: &types.VirtualServiceSpec{Provider: &types.VirtualServiceProviderMemberVirtualRouter{Value: types.VirtualRouterServiceProvider{VirtualRouterName: aws.String("router")}}}})
-			return err
-		},
-		func() error {
-			for i := range nodes {
-				n := fmt.Sprintf("front-%03d", i)
-				if _, err := c.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: aws.String(mesh), VirtualNodeName: aws.String(n),
-					Spec: &types.VirtualNodeSpec{Listeners: httpListener(8080), ServiceDiscovery: dns(n + ".ha.local"),
-						Backends: []types.Backend{&types.BackendMemberVirtualService{Value: types.VirtualServiceBackend{VirtualServiceName: aws.String("color.ha.local")}}}}}); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return fmt.Errorf("set up the mesh: %w", err)
-		}
-	}
-	return nil
-}
-
-func routeSpec(blue, green int32) *types.RouteSpec {
-	return &types.RouteSpec{HttpRoute: &types.HttpRoute{
-		Match: &types.HttpRouteMatch{Prefix: aws.String("/")},
-		Action: &types.HttpRouteAction{WeightedTargets: []types.WeightedTarget{
-			{VirtualNode: aws.String("blue"), Weight: blue},
-			{VirtualNode: aws.String("green"), Weight: green},
-		}},
-	}}
-}
-
-func setWeights(ctx context.Context, c *sdk.Client, blue, green int32) error {
-	_, err := c.UpdateRoute(ctx, &sdk.UpdateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
-		RouteName: aws.String("split"), Spec: routeSpec(blue, green)})
-	return err
-}
-
 // tracker counts the proxies that applied route weight want.
 type tracker struct {
 	mu      sync.Mutex
@@ -708,7 +493,7 @@ func (t *tracker) arm(want uint32, n int) {
 	t.want, t.missing, t.at, t.reached = want, n, t.at[:0], make(chan struct{})
 }
 
-// applied is called by a proxy on replica that accepted blue weight w,
+// applied is called by a proxy on replica that accepted the routes of write w,
 // having had prev before.
 func (t *tracker) applied(prev, w uint32, at time.Time, replica int) {
 	t.mu.Lock()

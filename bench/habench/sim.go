@@ -29,8 +29,8 @@ type sim struct {
 	// replica is the index of the replica the last stream was dialled to.
 	replica atomic.Int32
 
-	mu   sync.Mutex
-	blue uint32 // blue's weight in the last accepted routes
+	mu    sync.Mutex
+	write uint32 // the write of the last accepted routes (writeOf)
 	// After watchFrom(since): when the stream ended, when the next one
 	// opened and when a response was first applied on it (zero until
 	// then).
@@ -119,22 +119,26 @@ func (s *sim) Listeners(_ context.Context, _ string, ls []*listenerv3.Listener) 
 func (s *sim) Routes(_ context.Context, _ string, rs []*routev3.RouteConfiguration) error {
 	now := time.Now()
 	s.response()
-	var blue uint32
+	var blue, green uint32
 	for _, rc := range rs {
 		for _, vh := range rc.GetVirtualHosts() {
 			for _, r := range vh.GetRoutes() {
 				for _, wc := range r.GetRoute().GetWeightedClusters().GetClusters() {
-					if strings.Contains(wc.GetName(), "blue") {
+					switch {
+					case strings.Contains(wc.GetName(), "blue"):
 						blue = wc.GetWeight().GetValue()
+					case strings.Contains(wc.GetName(), "green"):
+						green = wc.GetWeight().GetValue()
 					}
 				}
 			}
 		}
 	}
+	w := writeOf(blue, green)
 	s.mu.Lock()
-	prev := s.blue
-	s.blue = blue
+	prev := s.write
+	s.write = w
 	s.mu.Unlock()
-	s.track.applied(prev, blue, now, int(s.replica.Load()))
+	s.track.applied(prev, w, now, int(s.replica.Load()))
 	return nil
 }

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/weftmesh/weft/internal/procstat"
 )
 
 // With -timeline, each write is followed, once every proxy applied it, by
@@ -257,15 +255,6 @@ func sentAt(w writeTimes, commit float64) float64 {
 	return msf(w.ok.Sub(w.start)) - commit
 }
 
-// cpuOf is each process's CPU so far.
-func cpuOf(procs []proc) []time.Duration {
-	out := make([]time.Duration, len(procs))
-	for i, p := range procs {
-		out[i] = procstat.CPU(p.pid)
-	}
-	return out
-}
-
 // gcCycles is how many GC cycles this process has completed.
 func gcCycles() uint64 {
 	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
@@ -297,6 +286,9 @@ func (b *bench) printGC(ws []writeTimes) {
 	}
 	slices.Sort(hit)
 	how := "habench's heap collected after each write, outside the timed windows (-gc-between)"
+	if b.paired {
+		how = "habench's heap collected after each pair, outside the timed windows (-gc-between)"
+	}
 	if !b.gcBetween {
 		how = "-gc-between=false: its GC may land inside the timed windows"
 	}
