@@ -297,32 +297,17 @@ func (l *loop) h2Frame(c *h2conn, f http2.Frame) {
 			c.settled = true
 			return
 		}
-		err := f.ForeachSetting(func(s http2.Setting) error {
-			if err := s.Valid(); err != nil {
-				return err
-			}
-			switch s.ID {
-			case http2.SettingInitialWindowSize:
-				delta := int64(s.Val) - int64(c.initWindow)
-				for _, st := range c.streams {
-					st.window += delta
-					if st.window > 1<<31-1 {
-						return http2.ConnectionError(http2.ErrCodeFlowControl)
-					}
+		shift := func(delta int64) bool {
+			for _, st := range c.streams {
+				if st.window += delta; st.window > 1<<31-1 {
+					return false
 				}
-				c.initWindow = int32(s.Val)
-			case http2.SettingMaxFrameSize:
-				c.maxFrame = s.Val
-			case http2.SettingHeaderTableSize:
-				c.enc.SetMaxDynamicTableSizeLimit(s.Val)
 			}
-			return nil
-		})
-		if err != nil {
-			code := http2.ErrCodeProtocol
-			if ce, ok := err.(http2.ConnectionError); ok {
-				code = http2.ErrCode(ce)
-			}
+			return true
+		}
+		// The client's SETTINGS_MAX_CONCURRENT_STREAMS limits streams the
+		// server would push; the loops push none, so it is not kept.
+		if code, ok := applyH2Settings(f, h2Peer{&c.initWindow, &c.maxFrame, nil, c.enc}, shift); !ok {
 			l.h2Fail(c, code)
 			return
 		}

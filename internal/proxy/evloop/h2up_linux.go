@@ -239,34 +239,15 @@ func (l *loop) h2UpFrame(c *h2up, f http2.Frame) {
 		if f.IsAck() {
 			return
 		}
-		err := f.ForeachSetting(func(s http2.Setting) error {
-			if err := s.Valid(); err != nil {
-				return err
-			}
-			switch s.ID {
-			case http2.SettingMaxConcurrentStreams:
-				c.maxStreams = s.Val
-			case http2.SettingInitialWindowSize:
-				delta := int64(s.Val) - int64(c.initWindow)
-				for _, s := range c.streams {
-					s.window += delta
-					if s.window > 1<<31-1 {
-						return http2.ConnectionError(http2.ErrCodeFlowControl)
-					}
+		shift := func(delta int64) bool {
+			for _, s := range c.streams {
+				if s.window += delta; s.window > 1<<31-1 {
+					return false
 				}
-				c.initWindow = int32(s.Val)
-			case http2.SettingMaxFrameSize:
-				c.maxFrame = s.Val
-			case http2.SettingHeaderTableSize:
-				c.enc.SetMaxDynamicTableSizeLimit(s.Val)
 			}
-			return nil
-		})
-		if err != nil {
-			code := http2.ErrCodeProtocol
-			if ce, ok := err.(http2.ConnectionError); ok {
-				code = http2.ErrCode(ce)
-			}
+			return true
+		}
+		if code, ok := applyH2Settings(f, h2Peer{&c.initWindow, &c.maxFrame, &c.maxStreams, c.enc}, shift); !ok {
 			l.h2UpGoAway(c, code)
 			return
 		}
