@@ -48,3 +48,22 @@ func applyH2Settings(f *http2.SettingsFrame, p h2Peer, shift func(delta int64) b
 	}
 	return http2.ErrCodeProtocol, false
 }
+
+// writeH2Headers writes a header block as one HEADERS frame and as many
+// CONTINUATIONs as the peer's SETTINGS_MAX_FRAME_SIZE needs. The Framer
+// buffers; errors surface on the connection's write.
+func writeH2Headers(fr *http2.Framer, maxFrame uint32, id uint32, block []byte, end bool) {
+	max := int(maxFrame)
+	first := true
+	for first || len(block) > 0 {
+		frag := block[:min(len(block), max)]
+		block = block[len(frag):]
+		if first {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end,
+				EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			_ = fr.WriteContinuation(id, len(block) == 0, frag)
+		}
+	}
+}

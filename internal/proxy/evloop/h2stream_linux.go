@@ -362,19 +362,7 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 
 // h2WriteHeaders writes a header block as HEADERS and CONTINUATIONs.
 func (l *loop) h2WriteHeaders(c *h2conn, id uint32, block []byte, end bool) {
-	max := int(c.maxFrame)
-	first := true
-	for first || len(block) > 0 {
-		frag := block[:min(len(block), max)]
-		block = block[len(frag):]
-		if first {
-			_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end,
-				EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			_ = c.fr.WriteContinuation(id, len(block) == 0, frag)
-		}
-	}
+	writeH2Headers(c.fr, c.maxFrame, id, block, end)
 }
 
 // h2Body sends response body bytes (writeDown's work for a stream):

@@ -119,19 +119,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 
 // h2uWriteHeaders writes a header block as HEADERS and CONTINUATIONs.
 func (l *loop) h2uWriteHeaders(c *h2up, id uint32, block []byte, end bool) {
-	max := int(c.maxFrame)
-	first := true
-	for first || len(block) > 0 {
-		frag := block[:min(len(block), max)]
-		block = block[len(frag):]
-		if first {
-			_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end,
-				EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			_ = c.fr.WriteContinuation(id, len(block) == 0, frag)
-		}
-	}
+	writeH2Headers(c.fr, c.maxFrame, id, block, end)
 }
 
 // h2uBody takes a client DATA frame's bytes for the upstream stream.
