@@ -42,16 +42,8 @@ func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 	if !st.reqEnded || st.replayCut || st.hf == nil {
 		return false
 	}
-	if rs.release != nil {
-		rs.release() // the previous retry's attempt is over
-		rs.release = nil
-	}
-	if rs.upstream != nil {
-		rel := rs.upstream.Retry()
-		if rel == nil {
-			return false // the budget is spent (counted as an overflow)
-		}
-		rs.release = rel
+	if !rs.reserve() {
+		return false // the budget is spent (counted as an overflow)
 	}
 	d.retries++
 	rs.pool = s.x.pool

@@ -98,16 +98,8 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 	if !u.replayable || u.out == nil {
 		return false
 	}
-	if rs.release != nil {
-		rs.release() // the previous retry's attempt is over
-		rs.release = nil
-	}
-	if rs.upstream != nil {
-		rel := rs.upstream.Retry()
-		if rel == nil {
-			return false // the budget is spent (counted as an overflow)
-		}
-		rs.release = rel
+	if !rs.reserve() {
+		return false // the budget is spent (counted as an overflow)
 	}
 	d.retries++
 	rs.replay, u.out, u.outOff, u.replayable = u.out, nil, 0, false
@@ -247,4 +239,22 @@ func grpcStatus(head []byte, rs *response) int {
 		return n
 	}
 	return -1
+}
+
+// reserve ends the previous retry's reservation and takes one for the
+// next attempt from the cluster's retry budget. It returns false when the
+// budget is spent (the budget counts that as an overflow).
+func (rs *retryState) reserve() bool {
+	if rs.release != nil {
+		rs.release() // the previous retry's attempt is over
+		rs.release = nil
+	}
+	if rs.upstream != nil {
+		rel := rs.upstream.Retry()
+		if rel == nil {
+			return false
+		}
+		rs.release = rel
+	}
+	return true
 }
