@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -93,15 +95,12 @@ func steadyMem(procs []*os.Process) memory {
 	return m
 }
 
-// goMem is a Go process's stack and heap in use, in bytes, and what else
-// the runtime holds from the system.
-type goMem struct{ stack, heap, heapIdle, released, sys int64 }
+// goMem is a Go process's stack and heap in use, in bytes.
+type goMem struct{ stack, heap int64 }
 
-// goMemOf reads them from a weft proxy's /debug/pprof/heap?debug=1
-// (admin listener with --pprof), whose tail prints the runtime's
-// MemStats: "# Stack = inuse / sys" and "# HeapInuse = n".
 // numGC is the GC cycles the weft proxies among procs ran so far, from
-// their heap profiles (on only with -mem, which runs them with --pprof).
+// their heap profiles (on only with -profile, which runs them with
+// --pprof).
 func (b *bench) numGC(procs []*os.Process, on bool) int64 {
 	if !on {
 		return 0
@@ -129,6 +128,9 @@ func (b *bench) numGC(procs []*os.Process, on bool) int64 {
 	return n
 }
 
+// goMemOf reads them from a weft proxy's /debug/pprof/heap?debug=1
+// (admin listener with --pprof), whose tail prints the runtime's
+// MemStats: "# Stack = inuse / sys" and "# HeapInuse = n".
 func goMemOf(admin string) goMem {
 	var m goMem
 	resp, err := http.Get("http://" + admin + "/debug/pprof/heap?debug=1")
@@ -146,15 +148,6 @@ func goMemOf(admin string) goMem {
 		}
 		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
 			m.heap, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
-		if v, ok := strings.CutPrefix(line, "# HeapIdle = "); ok {
-			m.heapIdle, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
-		if v, ok := strings.CutPrefix(line, "# HeapReleased = "); ok {
-			m.released, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
-		if v, ok := strings.CutPrefix(line, "# Sys = "); ok {
-			m.sys, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		}
 	}
 	return m
@@ -178,28 +171,61 @@ func fetch(url, file string) {
 }
 
 // memRow is a row of the -mem table: a path's memory per proxy, in MB.
+// The Go columns come from weft proxy's admin /memory (Envoy's shape, from
+// runtime/metrics): unlike a heap profile it needs no --pprof and
+// symbolises nothing, so reading it does not touch the executable's
+// function tables, which would then stay resident and count in the next
+// reading.
 func memRow(name string, procs []*os.Process, m memory, admin map[int]string) string {
 	n := float64(len(procs))
 	mb := func(kb int64) float64 { return float64(kb) / 1024 / n }
-	var g goMem
-	goCols := false
+	var objects, free, rest float64
+	goCols := true
 	for _, p := range procs {
-		if a := admin[p.Pid]; a != "" {
-			goCols = true
-			x := goMemOf(a)
-			g.stack += x.stack
-			g.heap += x.heap
-			g.heapIdle += x.heapIdle
-			g.released += x.released
-			g.sys += x.sys
+		a := admin[p.Pid]
+		if a == "" {
+			goCols = false
+			break
 		}
+		g, ok := envoyMemory(a)
+		if !ok {
+			goCols = false
+			break
+		}
+		objects += float64(g.allocated)
+		free += float64(g.free)
+		rest += float64(g.physical) - float64(g.allocated) - float64(g.free)
 	}
-	gb := func(b int64) float64 { return float64(b) / (1 << 20) / n }
-	idle := g.heapIdle - g.released
-	other := g.sys - g.heap - g.heapIdle - g.stack
+	gb := func(b float64) float64 { return b / (1 << 20) / n }
 	row := fmt.Sprintf("| %s | %.1f | %.1f | %.1f | %.1f |", name, mb(m.rss), mb(m.anon), mb(m.rss-m.anon), mb(m.private))
 	if !goCols {
-		return row + " n/a | n/a | n/a | n/a |"
+		return row + " n/a | n/a | n/a |"
 	}
-	return row + fmt.Sprintf(" %.1f | %.1f | %.1f | %.1f |", gb(g.heap), gb(idle), gb(g.stack), gb(other))
+	return row + fmt.Sprintf(" %.1f | %.1f | %.1f |", gb(objects), gb(free), gb(rest))
+}
+
+// envMem is the part of Envoy's /memory answer memRow uses, in bytes.
+type envMem struct{ allocated, free, physical uint64 }
+
+// envoyMemory reads admin's /memory; ok is false when the proxy has none.
+func envoyMemory(admin string) (envMem, bool) {
+	resp, err := http.Get("http://" + admin + "/memory")
+	if err != nil {
+		return envMem{}, false
+	}
+	defer resp.Body.Close()
+	var raw struct {
+		Allocated          string `json:"allocated"`
+		PageheapFree       string `json:"pageheap_free"`
+		TotalPhysicalBytes string `json:"total_physical_bytes"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&raw) != nil {
+		return envMem{}, false
+	}
+	var m envMem
+	var errs [3]error
+	m.allocated, errs[0] = strconv.ParseUint(raw.Allocated, 10, 64)
+	m.free, errs[1] = strconv.ParseUint(raw.PageheapFree, 10, 64)
+	m.physical, errs[2] = strconv.ParseUint(raw.TotalPhysicalBytes, 10, 64)
+	return m, errors.Join(errs[:]...) == nil
 }

@@ -56,6 +56,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -98,7 +99,7 @@ func main() {
 	h2cSatStreams := flag.Int("h2c-sat-streams", 4, "h2load concurrent streams per connection at saturation on the h2c paths")
 	appBin := flag.String("app", "", "the weft binary that runs the app (weft colorapp; it must speak h2c for the h2c paths); default -weft")
 	profPath := flag.String("profile-path", "one weft proxy", "with -profile: the path whose (first) proxy is profiled")
-	memBreak := flag.Bool("mem", false, "after the fixed-rate runs, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from the runtime (the proxies run with --pprof), Go heap in use, stacks and the rest the runtime holds")
+	memBreak := flag.Bool("mem", false, "at the end of each path's last fixed-rate slice, break each weft proxy's memory down: anonymous and file-backed resident pages (smaps_rollup) and, from its admin /memory (runtime/metrics; no --pprof), Go heap objects, heap free and the rest the runtime holds")
 	appmeshOn := flag.Bool("appmesh", false, "instead of the other paths: two sidecars as App Mesh configures them, in network namespaces with weft intercept's iptables, configured over xDS by weft server (-weft) from a mesh made through the App Mesh API, against the app reached directly and two haproxies as the sidecars of two more intercepted tasks; with -weft-b, that build's server and sidecars as well; needs root (appmesh.go)")
 	appmeshLog := flag.Bool("appmesh-log", false, "with -appmesh: the virtual nodes log to /dev/stdout, and the haproxies log too")
 	appmeshProxy := flag.String("appmesh-proxy", "", "with -appmesh: the binary that runs the sidecars, weft or weft-proxy of -weft's build (default -weft)")
@@ -136,7 +137,7 @@ func main() {
 	if *genGOGC > 0 {
 		debug.SetGCPercent(*genGOGC)
 	}
-	b := &bench{weft: *weft, app: *appBin, pprof: *profile != "" || *memBreak || *gcTimes, gomaxprocs: *procs,
+	b := &bench{weft: *weft, app: *appBin, pprof: *profile != "" || *gcTimes, gomaxprocs: *procs,
 		envA: strings.Fields(*weftEnv), envB: strings.Fields(*weftBEnv)}
 	if *logDir != "" {
 		if err := os.MkdirAll(*logDir, 0o755); err != nil {
@@ -196,8 +197,8 @@ func main() {
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pHT2))
 
 	if *hold {
-		fmt.Printf("app %s (pid %d)\none weft proxy http://127.0.0.1:%d/ (pid %d, admin %s)\ntwo weft proxies http://127.0.0.1:%d/ (pid %d, admin %s)\nhaproxy http://127.0.0.1:%d/ (pid %d)\nGo TCP relay http://127.0.0.1:%d/ (pid %d)\nlogs in %s\n",
-			app, b.appPid, pB, procB.Pid, b.admin[procB.Pid], pA, procA.Pid, b.admin[procA.Pid], pH, procH.Pid, pR, procR.Pid, b.dir)
+		fmt.Printf("app %s (pid %d)\none weft proxy http://127.0.0.1:%d/ (pid %d, admin %s)\ntwo weft proxies http://127.0.0.1:%d/ (pid %d, admin %s)\nhaproxy http://127.0.0.1:%d/ (pid %d)\nGo TCP relay http://127.0.0.1:%d/ (pid %d)\none weft proxy, mTLS in https://127.0.0.1:%d/ (pid %d, admin %s; client certificate in %s)\nlogs in %s\n",
+			app, b.appPid, pB, procB.Pid, b.admin[procB.Pid], pA, procA.Pid, b.admin[procA.Pid], pH, procH.Pid, pR, procR.Pid, pBT, procBT.Pid, b.admin[procBT.Pid], b.dir, b.dir)
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 		<-sig
@@ -298,11 +299,13 @@ func main() {
 		errors int
 		cpu    time.Duration
 		wall   time.Duration
-		gcs    int64 // with -mem: the weft proxies' GC cycles during the slices
+		gcs    int64 // with -profile or -gc-times: the weft proxies' GC cycles during the slices
 		slices []runSlice
 		sched  schedStat // the path's proxies' threads (tail.go)
 		gen    schedStat // the generator's (this process)
 		app    schedStat // the app's
+		mem    memory
+		memRow string // with -mem: the -mem table's row
 	}
 	accs := make([]acc, len(run))
 	slice := *dur / time.Duration(*rounds)
@@ -325,7 +328,7 @@ func main() {
 					f.Close()
 				}()
 			}
-			gc0 := b.numGC(t.procs, *memBreak)
+			gc0 := b.numGC(t.procs, b.pprof)
 			cpu0 := cpuTime(t.procs)
 			sch0, gen0, app0 := schedOf(pidsOf(t.procs)), schedOf([]int{os.Getpid()}), schedOf([]int{b.appPid})
 			var lat []time.Duration
@@ -349,7 +352,16 @@ func main() {
 			}
 			accs[i].gen = accs[i].gen.add(schedOf([]int{os.Getpid()}).sub(gen0))
 			accs[i].app = accs[i].app.add(schedOf([]int{b.appPid}).sub(app0))
-			accs[i].gcs += b.numGC(t.procs, *memBreak) - gc0
+			if round == *rounds-1 {
+				// Memory as the path's last slice leaves it, before any
+				// other request to the proxy (other paths' slices leave it
+				// idle, and its pages are released after a while).
+				accs[i].mem = memKB(t.procs)
+				if *memBreak && !strings.HasPrefix(t.name, "app direct") {
+					accs[i].memRow = memRow(t.name, t.procs, accs[i].mem, b.admin)
+				}
+			}
+			accs[i].gcs += b.numGC(t.procs, b.pprof) - gc0
 			accs[i].lat = append(accs[i].lat, lat...)
 			accs[i].slices = append(accs[i].slices, runSlice{t0, time.Second / time.Duration(*rate), lat})
 			accs[i].errors += errs
@@ -406,10 +418,10 @@ func main() {
 	rows := map[string]row{}
 	for i, t := range run {
 		r := summarize(accs[i].lat, accs[i].errors, accs[i].wall)
-		mem := memKB(t.procs)
-		if *memBreak && !strings.HasPrefix(t.name, "app direct") {
-			memRows = append(memRows, memRow(t.name, t.procs, mem, b.admin))
-			if _, weft := b.admin[t.procs[0].Pid]; weft {
+		mem := accs[i].mem
+		if accs[i].memRow != "" {
+			memRows = append(memRows, accs[i].memRow)
+			if _, weft := b.admin[t.procs[0].Pid]; weft && b.pprof {
 				fmt.Printf("GC cycles of %s during its fixed-rate slices (%v, %.0f requests/s): %d\n", t.name, accs[i].wall.Round(time.Millisecond), r.achieved, accs[i].gcs)
 			}
 		}
@@ -468,9 +480,9 @@ func main() {
 		fmt.Println(l)
 	}
 	if len(memRows) > 0 {
-		fmt.Printf("\nMemory at the end of the fixed-rate runs, MB per proxy (file-backed: the executable's and shared libraries' pages and other mapped files; the Go columns from weft proxy's runtime MemStats):\n\n")
-		fmt.Println("| path | RSS | anonymous | file-backed | private | Go heap in use | Go heap idle, not released | Go stacks | other runtime (GC, spans, caches) |")
-		fmt.Println("|---|---|---|---|---|---|---|---|---|")
+		fmt.Printf("\nMemory at the end of each path's last fixed-rate slice, MB per proxy (file-backed: the executable's and shared libraries' pages and other mapped files; the Go columns from weft proxy's admin /memory, runtime/metrics, read after smaps; n/a for a build without it):\n\n")
+		fmt.Println("| path | RSS | anonymous | file-backed | private | Go heap objects | Go heap free, not released | runtime, the rest (stacks, span slack, GC metadata), less released |")
+		fmt.Println("|---|---|---|---|---|---|---|---|")
 		for _, l := range memRows {
 			fmt.Println(l)
 		}
@@ -813,7 +825,12 @@ func startXDS(ctx context.Context) *xdsServer {
 	if err != nil {
 		log.Fatal(err)
 	}
-	g := grpc.NewServer()
+	// weft proxy pings its xDS connection every 10 s; gRPC's default
+	// policy (5 min) answers that with GOAWAY too_many_pings, and the
+	// reconnect resends every resource, which a real weft server does not
+	// cause (it permits 5 s, internal/xds/server's keepaliveMinTime) and
+	// which leaves the decoding's pages resident in the proxy.
+	g := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(ctx, cache, nil))
 	go func() { _ = g.Serve(ln) }() // lives as long as the bench process
 	return &xdsServer{addr: ln.Addr().String(), cache: cache}

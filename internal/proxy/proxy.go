@@ -37,7 +37,6 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/admin"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
-	"github.com/weftmesh/weft/internal/proxy/exepages"
 	"github.com/weftmesh/weft/internal/proxy/httpconn"
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/lrs"
@@ -100,9 +99,10 @@ type Config struct {
 	// Pprof serves Go profiles under /debug/pprof/ on the admin listener.
 	Pprof bool
 	// ReleaseStartupPages releases the executable's resident pages once
-	// the first configuration is in force, and again when later updates
-	// settle (package exepages). For a process of its own: in a test
-	// binary it would release the pages of every test.
+	// the first configuration is in force, again when later updates
+	// settle, and every pagesRefresh (package exepages; pages.go). For a
+	// process of its own: in a test binary it would release the pages of
+	// every test.
 	ReleaseStartupPages bool
 	// RequestHeadersTimeout bounds how long a downstream request head may
 	// take from its first byte when the HCM sets no
@@ -482,40 +482,6 @@ func (p *Proxy) accepted(typ, version string) {
 	select {
 	case p.changed <- struct{}{}:
 	default: // one pending signal is enough
-	}
-}
-
-// pagesSettle is how long configuration must be quiet before the
-// executable's pages are released again.
-const pagesSettle = 5 * time.Second
-
-// releasePages releases the executable's resident pages (package
-// exepages) once the proxy is LIVE and configuration has been quiet for
-// pagesSettle, and again after each later burst of updates: start-up and
-// building configuration touch code and descriptors that serving traffic
-// does not. It returns when ctx ends.
-func (p *Proxy) releasePages(ctx context.Context) {
-	select {
-	case <-p.liveCh:
-	case <-ctx.Done():
-		return
-	}
-	t := time.NewTimer(pagesSettle)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.changed:
-			t.Reset(pagesSettle)
-		case <-t.C:
-			n, err := exepages.Release()
-			if err != nil {
-				p.log.Warn("release the executable's start-up pages", "err", err)
-				continue
-			}
-			p.log.Debug("released the executable's resident pages", "bytes", n)
-		}
 	}
 }
 

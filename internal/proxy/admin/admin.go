@@ -1,7 +1,7 @@
 // Package admin serves weft proxy's admin endpoints in the shapes Envoy's
 // admin interface uses, so health checks, dashboards and scripts written
 // for App Mesh's Envoy keep working: /ready, /server_info, /stats,
-// /stats/prometheus, /config_dump, /clusters, /listeners.
+// /stats/prometheus, /config_dump, /clusters, /listeners, /memory.
 package admin
 
 import (
@@ -87,13 +87,14 @@ func Handler(src Source) http.Handler {
 			fmt.Fprintf(w, "%s::%s\n", n, ls[n])
 		}
 	})
+	mux.HandleFunc("GET /memory", handleMemory)
 	if src.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "weft proxy admin: /ready /server_info /stats /stats/prometheus /config_dump /clusters /listeners")
+		fmt.Fprintln(w, "weft proxy admin: /ready /server_info /stats /stats/prometheus /config_dump /clusters /listeners /memory")
 	})
 	return mux
 }
