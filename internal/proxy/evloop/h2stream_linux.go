@@ -408,7 +408,10 @@ func (l *loop) h2Push(st *h2stream) {
 	if st.gone || c.d.closed {
 		return
 	}
-	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 {
+	// Not past h2MaxOut waiting to be written: an HTTP/2 upstream is
+	// credited as the bytes go (h2uConsumed), so the bound is what holds a
+	// client that opens its windows and reads nothing.
+	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 && len(c.d.out)-c.d.outOff <= h2MaxOut {
 		n := min(len(st.pending), int(min(st.window, c.sendWindow)), int(c.maxFrame))
 		end := st.endPending && st.trailers == nil && n == len(st.pending)
 		_ = c.fr.WriteData(st.id, end, st.pending[:n])

@@ -148,12 +148,18 @@ func (l *loop) h2UpEvent(u *up, ev uint32) {
 		u.connecting = false
 		l.watchUp(u)
 		l.flushUp(u)
+		if !u.closed && !u.wantOut {
+			l.h2UpResume(c) // streams held by h2MaxOut while connecting
+		}
 		return
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && u.wantOut {
 		l.flushUp(u)
 		if u.closed {
 			return
+		}
+		if !u.wantOut {
+			l.h2UpResume(c) // the socket took what held streams back (h2MaxOut)
 		}
 	}
 	if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {

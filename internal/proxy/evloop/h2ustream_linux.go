@@ -181,7 +181,11 @@ func (l *loop) h2uPush(s *h2ustream) {
 		return
 	}
 	sent := 0
-	for len(s.pending) > 0 && s.window > 0 && c.sendWindow > 0 {
+	// Not past h2MaxOut waiting to be written to the upstream: the client
+	// is credited as the bytes go (h2uCredit), so the bound is what holds
+	// an upstream that opens its windows and reads nothing; h2UpEvent
+	// resumes the stream once the socket took them.
+	for len(s.pending) > 0 && s.window > 0 && c.sendWindow > 0 && len(c.u.out)-c.u.outOff <= h2MaxOut {
 		n := min(len(s.pending), int(min(s.window, c.sendWindow)), int(c.maxFrame))
 		end := s.endPending && s.trailers == nil && n == len(s.pending)
 		_ = c.fr.WriteData(s.id, end, s.pending[:n])
