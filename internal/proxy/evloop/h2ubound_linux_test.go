@@ -79,7 +79,7 @@ func TestH2UpstreamSlowClientBounded(t *testing.T) {
 	id := u.request().StreamID
 	_ = u.c.SetDeadline(time.Time{})
 	u.headers(id, false, ":status", "200")
-	w := newWindows() // what the proxy lets the upstream send
+	w := newWindows()
 	go func() { // ends when the upstream connection closes (the test's cleanup)
 		for {
 			f, err := u.fr.ReadFrame()
@@ -122,7 +122,7 @@ func TestH2UpstreamSlowUpstreamBounded(t *testing.T) {
 	u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
 	_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
 	u.request() // and nothing more is read from the proxy
-	w := newWindows() // what the proxy lets the client send
+	w := newWindows()
 	_ = h.c.SetDeadline(time.Time{})
 	go func() { // ends when the client connection closes (the test's cleanup)
 		for {
