@@ -107,7 +107,8 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	p.h2 = append(p.h2, u)
 	h2upWriter{c, l}.Write([]byte(http2.ClientPreface))
-	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2UpMaxHeaderList})
 	return c, nil
 }
 
@@ -298,10 +299,18 @@ func (l *loop) h2UpFrame(c *h2up, f http2.Frame) {
 		}
 		l.h2UpMaybeClose(c)
 	case *http2.MetaHeadersFrame:
+		if c.idle(f.StreamID) {
+			l.h2UpGoAway(c, http2.ErrCodeProtocol) // a stream we never opened (RFC 9113 5.1)
+			return
+		}
 		if s := c.streams[f.StreamID]; s != nil {
 			l.h2uHeaders(s, f)
 		}
 	case *http2.DataFrame:
+		if c.idle(f.StreamID) {
+			l.h2UpGoAway(c, http2.ErrCodeProtocol)
+			return
+		}
 		n := int64(f.Length)
 		c.recvUnack += n
 		l.h2upDirty(c)
@@ -313,6 +322,12 @@ func (l *loop) h2UpFrame(c *h2up, f http2.Frame) {
 	case *http2.PushPromiseFrame:
 		l.h2UpGoAway(c, http2.ErrCodeProtocol) // push is off (SETTINGS_ENABLE_PUSH 0)
 	}
+}
+
+// idle tells whether id names a stream the proxy has not opened: one the
+// upstream may not send HEADERS or DATA on (push is off).
+func (c *h2up) idle(id uint32) bool {
+	return id&1 == 0 || id >= c.nextID
 }
 
 func (l *loop) h2upDirty(c *h2up) {

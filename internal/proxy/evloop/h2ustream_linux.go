@@ -98,6 +98,9 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 	}
 	c.hbuf.Reset()
 	for _, hf := range st.hf.Fields {
+		if hf.Name == "expect" {
+			continue // answered by the proxy (h2Continue), as Envoy does
+		}
 		_ = c.enc.WriteField(hf)
 	}
 	for _, hf := range st.extra {
@@ -262,6 +265,18 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	st := s.st
 	d := st.sd
 	c := st.c
+	if f.Truncated {
+		// Over the SETTINGS_MAX_HEADER_LIST_SIZE we advertise: the fields
+		// decoded are not all of them. A malformed response, as a head
+		// over the HTTP/1.1 loops' limit is.
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+		if s.gotHead {
+			l.h2uPeerReset(s, http2.ErrCodeInternal)
+			return
+		}
+		l.h2uFail(s, 502, "upstream sent a malformed response")
+		return
+	}
 	if s.gotHead {
 		// Trailers: gRPC's grpc-status comes in them.
 		if !f.StreamEnded() {

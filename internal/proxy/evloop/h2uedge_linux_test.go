@@ -1,0 +1,129 @@
+package evloop
+
+import (
+	"strings"
+	"testing"
+
+	"golang.org/x/net/http2"
+)
+
+// TestH2UpstreamHeaderListLimit: the proxy tells the upstream its
+// SETTINGS_MAX_HEADER_LIST_SIZE, and a response whose fields decode past
+// it is answered 502 (a malformed response), not relayed cut short; the
+// upstream's stream is reset and its connection serves the next stream.
+func TestH2UpstreamHeaderListLimit(t *testing.T) {
+	srv, accept := startH2Up(t)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	u := accept()
+	var limit uint32
+	u.until(func(f http2.Frame) bool {
+		s, ok := f.(*http2.SettingsFrame)
+		if ok {
+			limit, _ = s.Value(http2.SettingMaxHeaderListSize)
+		}
+		return ok
+	})
+	if limit != h2UpMaxHeaderList {
+		t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", limit, h2UpMaxHeaderList)
+	}
+	id := u.request().StreamID
+	// 100 fields of 1 KB: HPACK indexes the repeated field, so the block
+	// is small and its list (~103 KB) over the limit.
+	fields := []string{":status", "200"}
+	big := strings.Repeat("v", 1000)
+	for range 100 {
+		fields = append(fields, "x-big", big)
+	}
+	u.headers(id, true, fields...)
+	f := h.until(func(f http2.Frame) bool { return isHeaders(f) || isRST(f) })
+	m, ok := f.(*http2.MetaHeadersFrame)
+	if !ok || m.PseudoValue("status") != "502" || len(m.Fields) > 10 {
+		t.Fatalf("client got %v, want a 502", f)
+	}
+	if r := u.until(isRST); r == nil || r.(*http2.RSTStreamFrame).StreamID != id {
+		t.Fatalf("upstream got %v, want RST_STREAM on %d", r, id)
+	}
+	h.headers(3, true)
+	u.headers(u.request().StreamID, true, ":status", "204")
+	if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "204" {
+		t.Fatalf("next stream: %v", f)
+	}
+}
+
+// TestH2UpstreamIdleStreamFrames: HEADERS or DATA from the upstream on a
+// stream the proxy never opened is a connection error (RFC 9113 5.1):
+// GOAWAY PROTOCOL_ERROR, and the client's stream is answered.
+func TestH2UpstreamIdleStreamFrames(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		send func(u *rawUp, id uint32)
+	}{
+		{"HEADERS on a stream not opened yet", func(u *rawUp, id uint32) { u.headers(id+2, true, ":status", "200") }},
+		{"DATA on an even stream", func(u *rawUp, id uint32) { _ = u.fr.WriteData(2, true, []byte("x")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, accept := startH2Up(t)
+			h := dialH2Raw(t, srv, http2.ClientPreface)
+			h.headers(1, true)
+			u := accept()
+			tc.send(u, u.request().StreamID)
+			g := u.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+			if g == nil || g.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeProtocol {
+				t.Fatalf("upstream got %v, want GOAWAY PROTOCOL_ERROR", g)
+			}
+			if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "503" {
+				t.Fatalf("client got %v, want 503", f)
+			}
+		})
+	}
+}
+
+// TestH2Expect100: a request with "expect: 100-continue" and a body to
+// come is answered 100 by the proxy once it went upstream, and its
+// expect field is not forwarded (as Envoy without proxy_100_continue);
+// the final response follows.
+func TestH2Expect100(t *testing.T) {
+	t.Run("HTTP/2 upstream", func(t *testing.T) {
+		srv, accept := startH2Up(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, false, ":path", "/post", "expect", "100-continue", "content-length", "4")
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "100" ||
+			f.(*http2.MetaHeadersFrame).StreamEnded() {
+			t.Fatalf("client got %v, want a 100 first", f)
+		}
+		_ = h.fr.WriteData(1, true, []byte("body"))
+		u := accept()
+		req := u.request()
+		for _, hf := range req.Fields {
+			if hf.Name == "expect" {
+				t.Errorf("upstream got %s: %s", hf.Name, hf.Value)
+			}
+		}
+		u.until(func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamEnded() })
+		u.headers(req.StreamID, true, ":status", "201")
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "201" {
+			t.Fatalf("client got %v, want 201", f)
+		}
+	})
+	t.Run("HTTP/1.1 upstream", func(t *testing.T) {
+		srv := startH2(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, false, ":path", "/post", "expect", "100-continue", "content-length", "4")
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "100" {
+			t.Fatalf("client got %v, want a 100 first", f)
+		}
+		_ = h.fr.WriteData(1, true, []byte("body"))
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "200" {
+			t.Fatalf("client got %v, want 200", f)
+		}
+	})
+	t.Run("no body", func(t *testing.T) {
+		srv := startH2(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, true, "expect", "100-continue")
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "200" {
+			t.Fatalf("client got %v, want 200 and no 100", f)
+		}
+	})
+}
