@@ -69,3 +69,18 @@ func (l *loop) h2Refuse(d *down) bool {
 	l.h2MaybeClose(c)
 	return true
 }
+
+// h2Continue answers a request's "expect: 100-continue" with a 100
+// HEADERS once the request went upstream with its body still to come,
+// as the goroutine path's HTTP/2 server does when the body is first read
+// and Envoy does without proxy_100_continue; not after a local reply.
+func (l *loop) h2Continue(st *h2stream) {
+	sd := st.sd
+	if st.gone || sd.closed || st.reqEnded || sd.state != dsBody {
+		return
+	}
+	c := st.c
+	c.hbuf.Reset()
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+}

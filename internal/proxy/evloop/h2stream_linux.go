@@ -124,6 +124,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		b = append(b, "\r\n"...)
 	}
 	cookies := 0
+	expect100 := false
 	for _, hf := range f.RegularFields() {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
@@ -142,7 +143,11 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 				continue
 			}
 		case "expect":
-			continue // the body comes as DATA whatever the client waits for
+			// Not forwarded: the proxy answers 100-continue itself once
+			// the request goes upstream (h2Continue), as Envoy does
+			// without proxy_100_continue; the body comes as DATA anyway.
+			expect100 = expect100 || strings.EqualFold(hf.Value, "100-continue")
+			continue
 		case "content-length":
 			n, err := strconv.ParseInt(hf.Value, 10, 64)
 			if err != nil || n < 0 || st.declared >= 0 && n != st.declared {
@@ -203,6 +208,9 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	l.dispatch(sd, b)
 	if !st.toH2 {
 		st.hf = nil
+	}
+	if expect100 {
+		l.h2Continue(st)
 	}
 	if !sd.closed {
 		l.arm(sd)
