@@ -155,3 +155,58 @@ func TestH2UpstreamSlowUpstreamBounded(t *testing.T) {
 		t.Fatalf("upstream got %d bytes (ended %v), the client sent %d", got, f != nil, sent)
 	}
 }
+
+// TestH2UpstreamPingFloodBounded: an HTTP/2 upstream that sends PINGs and
+// reads nothing holds at most the connection's output bound of their
+// ACKs (and the socket buffers): the proxy stops reading it. Once it
+// reads, its stream's response comes through.
+func TestH2UpstreamPingFloodBounded(t *testing.T) {
+	srv, accept := startH2Up(t)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	u := accept()
+	id := u.request().StreamID
+	_ = u.c.SetDeadline(time.Time{})
+	var chunk bytes.Buffer
+	fr := http2.NewFramer(&chunk, nil)
+	for chunk.Len() < 64<<10 {
+		_ = fr.WritePing(false, [8]byte{1})
+	}
+	var written atomic.Int64
+	var stop atomic.Bool
+	go func() { // ends when h2BoundTotal went, the test stops it or the connection closes (Cleanup)
+		for written.Load() < h2BoundTotal && !stop.Load() {
+			n, err := u.c.Write(chunk.Bytes())
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	last, since := int64(-1), time.Now()
+	for time.Since(since) < 500*time.Millisecond {
+		if n := written.Load(); n != last {
+			if n >= h2BoundTotal {
+				t.Fatalf("%d MB of PINGs taken from an upstream that reads nothing", n>>20)
+			}
+			last, since = n, time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("stalled after %d KB of PINGs", last>>10)
+	stop.Store(true)
+	go func() { // the upstream reads now; ends when its connection closes (Cleanup)
+		for {
+			if _, err := u.fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	// A write of the flood still under way goes first: net.Conn's writes
+	// do not interleave.
+	u.headers(id, true, ":status", "200")
+	_ = h.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "200" {
+		t.Fatalf("after the flood: %v", f)
+	}
+}

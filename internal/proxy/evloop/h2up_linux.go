@@ -160,6 +160,10 @@ func (l *loop) h2UpEvent(u *up, ev uint32) {
 			return
 		}
 		if !u.wantOut {
+			if u.pausedIn {
+				u.pausedIn = false // h2UpRead's pause
+				l.watchUp(u)
+			}
 			l.h2UpResume(c) // the socket took what held streams back (h2MaxOut)
 		}
 	}
@@ -171,6 +175,14 @@ func (l *loop) h2UpEvent(u *up, ev uint32) {
 // h2UpRead reads the connection's frames and acts on each complete one.
 func (l *loop) h2UpRead(c *h2up) {
 	u := c.u
+	if u.wantOut && len(u.out)-u.outOff > h2MaxOut {
+		// The upstream reads nothing of what its frames make us write
+		// (PING and SETTINGS ACKs): none of them is read until it does,
+		// as step 1 holds a client (h2MaxOut).
+		u.pausedIn = true
+		l.watchUp(u)
+		return
+	}
 	if u.in == nil {
 		u.in, u.off = l.getBuf(), 0
 	}
