@@ -3,6 +3,7 @@ package evloop
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -126,4 +127,37 @@ func TestH2Expect100(t *testing.T) {
 			t.Fatalf("client got %v, want 200 and no 100", f)
 		}
 	})
+}
+
+// TestH2UpstreamIdleTimeout: an HTTP/2 upstream connection without a
+// stream for the cluster's idle timeout is closed (GOAWAY NO_ERROR), and
+// the next stream opens a new one; within it, the connection is reused.
+func TestH2UpstreamIdleTimeout(t *testing.T) {
+	srv, accept := startH2Up(t, func(c *Config) {
+		r := c.Router.(h2UpRouter)
+		r.idle = 300 * time.Millisecond
+		c.Router = r
+	})
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	u := accept()
+	u.headers(u.request().StreamID, true, ":status", "200")
+	h.until(isHeaders)
+	h.headers(3, true) // at once: the same connection
+	u.headers(u.request().StreamID, true, ":status", "200")
+	h.until(isHeaders)
+	time.Sleep(500 * time.Millisecond) // past the idle timeout
+	h.headers(5, true)
+	g := u.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+	if g == nil || g.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeNo {
+		t.Fatalf("idle upstream connection got %v, want GOAWAY NO_ERROR", g)
+	}
+	if f := u.until(func(http2.Frame) bool { return false }); f != nil {
+		t.Fatal("unreachable")
+	}
+	u2 := accept()
+	u2.headers(u2.request().StreamID, true, ":status", "204")
+	if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "204" {
+		t.Fatalf("stream 5: %v", f)
+	}
 }

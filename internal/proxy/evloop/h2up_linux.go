@@ -51,6 +51,7 @@ type h2up struct {
 	maxFrame   uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
 	recvUnack  int64  // connection-level response bytes not credited yet
 	goAway     bool   // the peer sent GOAWAY (or IDs ran out): no new stream
+	idleSince  int64  // loop time its last stream ended (or it opened)
 	dirty      bool   // in loop.h2updirty
 	blocked    []*h2ustream
 }
@@ -79,6 +80,7 @@ func (w h2upWriter) Write(b []byte) (int, error) {
 // a new one (its connect under way); nil when the bound is reached
 // (overflow) or the connect failed at once (err).
 func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
+	l.h2UpCloseIdle(p)
 	live := 0
 	for _, u := range p.h2 {
 		c := u.h2
@@ -98,7 +100,7 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 		return nil, err
 	}
 	c := &h2up{u: u, streams: map[uint32]*h2ustream{}, nextID: 1, maxStreams: h2UpDefaultStreams,
-		sendWindow: h2Window, initWindow: h2Window, maxFrame: h2MaxFrame}
+		sendWindow: h2Window, initWindow: h2Window, maxFrame: h2MaxFrame, idleSince: l.now}
 	u.h2 = c
 	c.fr = http2.NewFramer(h2upWriter{c, l}, &c.rd)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -393,6 +395,23 @@ func (l *loop) h2UpForget(c *h2up) {
 func (l *loop) h2UpMaybeClose(c *h2up) {
 	if len(c.streams) == 0 && (c.goAway || c.u.pool.gone) {
 		l.h2UpFailed(c)
+	}
+}
+
+// h2UpCloseIdle closes p's HTTP/2 connections without a stream for the
+// cluster's idle timeout (GOAWAY NO_ERROR), as the goroutine path's
+// Transport closes its idle ones: at the pool's next stream and at the
+// loop's sweep of its pools.
+func (l *loop) h2UpCloseIdle(p *clusterPool) {
+	if p.h2Idle <= 0 {
+		return
+	}
+	for i := 0; i < len(p.h2); i++ {
+		c := p.h2[i].h2
+		if len(c.streams) == 0 && !c.u.connecting && l.now-c.idleSince >= int64(p.h2Idle) {
+			l.h2UpGoAway(c, http2.ErrCodeNo) // takes it out of p.h2
+			i--
+		}
 	}
 }
 

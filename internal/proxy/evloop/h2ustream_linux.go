@@ -60,6 +60,7 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 		l.putBuf(d.in) // the head built for routing
 		d.in, d.off = nil, 0
 	}
+	pool.h2Idle = t.IdleTimeout
 	l.h2uOpen(d, pool, t.Cluster, t.Tag)
 }
 
@@ -397,6 +398,9 @@ func (l *loop) h2uDone(s *h2ustream) {
 	s.done = true
 	c := s.c
 	delete(c.streams, s.id)
+	if len(c.streams) == 0 {
+		c.idleSince = l.now
+	}
 	s.st.us = nil
 	if s.pending != nil {
 		l.putBuf(s.pending[:0:cap(s.pending)])
