@@ -130,6 +130,12 @@ func (l *loop) flushH2Up() {
 		}
 		if !u.connecting {
 			l.flushUp(u)
+			if !u.closed && !u.wantOut {
+				// All out: streams h2uPush held for h2MaxOut in this
+				// iteration go on (their frames come round this loop again);
+				// no EPOLLOUT would wake them.
+				l.h2UpResume(c)
+			}
 		}
 	}
 	clear(l.h2updirty)
