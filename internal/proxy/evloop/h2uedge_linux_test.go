@@ -161,3 +161,59 @@ func TestH2UpstreamIdleTimeout(t *testing.T) {
 		t.Fatalf("stream 5: %v", f)
 	}
 }
+
+// TestH2UpstreamInterim: an HTTP/2 upstream's 1xx responses (103 Early
+// Hints) reach the client before the final response, as the goroutine
+// path relays them; a 100 is not relayed (the proxy answers
+// expect: 100-continue itself), and a sixth 1xx is a malformed response.
+func TestH2UpstreamInterim(t *testing.T) {
+	t.Run("relayed", func(t *testing.T) {
+		srv, accept := startH2Up(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, true)
+		u := accept()
+		id := u.request().StreamID
+		u.headers(id, false, ":status", "100")
+		u.headers(id, false, ":status", "103", "link", "</a.css>; rel=preload", "connection", "close")
+		u.headers(id, true, ":status", "200")
+		var got []string
+		h.until(func(f http2.Frame) bool {
+			m, ok := f.(*http2.MetaHeadersFrame)
+			if ok {
+				s := m.PseudoValue("status")
+				for _, hf := range m.RegularFields() {
+					if hf.Name == "link" || hf.Name == "connection" {
+						s += " " + hf.Name + "=" + hf.Value
+					}
+				}
+				got = append(got, s)
+			}
+			return ok && m.StreamEnded()
+		})
+		if strings.Join(got, ",") != "103 link=</a.css>; rel=preload,200" {
+			t.Fatalf("client got %q, want the 103 with its link, then the 200", got)
+		}
+	})
+	t.Run("too many", func(t *testing.T) {
+		srv, accept := startH2Up(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, true)
+		u := accept()
+		id := u.request().StreamID
+		for range 6 {
+			u.headers(id, false, ":status", "103")
+		}
+		var got []string
+		h.until(func(f http2.Frame) bool {
+			m, ok := f.(*http2.MetaHeadersFrame)
+			if ok {
+				got = append(got, m.PseudoValue("status"))
+			}
+			d, data := f.(*http2.DataFrame)
+			return ok && m.StreamEnded() || data && d.StreamEnded() || isRST(f)
+		})
+		if strings.Join(got, ",") != "103,103,103,103,103,502" {
+			t.Fatalf("client got %q, want five 103s and a 502", got)
+		}
+	})
+}

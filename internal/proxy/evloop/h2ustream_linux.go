@@ -34,6 +34,7 @@ type h2ustream struct {
 	last       int64 // loop time of its last progress sending
 	blocked    bool  // in c.blocked
 	gotHead    bool
+	interims   int8 // 1xx responses relayed
 	done       bool // out of c.streams
 }
 
@@ -296,7 +297,8 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 		return
 	}
 	if status < 200 {
-		return // interim responses are not relayed
+		l.h2uInterim(s, f, status)
+		return
 	}
 	if p := d.rs.policy; p != nil {
 		gs := -1
@@ -333,6 +335,39 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	if f.StreamEnded() {
 		l.h2uFinish(s, true)
 	}
+}
+
+// h2uMaxInterim bounds the 1xx responses relayed per stream, as Go's
+// Transport bounds those it reads (5); past it the response is malformed.
+const h2uMaxInterim = 5
+
+// h2uInterim relays a 1xx response as the goroutine path does (its
+// Got1xxResponse hook): HEADERS without END_STREAM, the fields minus
+// connection-specific ones. A 100 is not relayed: the proxy answers
+// expect: 100-continue itself (h2Continue). A 101, or a 1xx ending the
+// stream, is malformed in HTTP/2 (RFC 9113 8.1, 8.6).
+func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
+	if status == 101 || f.StreamEnded() || s.interims >= h2uMaxInterim {
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+		l.h2uFail(s, 502, "upstream sent a malformed response")
+		return
+	}
+	st := s.st
+	if status == 100 || st.gone {
+		return
+	}
+	s.interims++
+	c := st.c
+	c.hbuf.Reset()
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			continue
+		}
+		_ = c.enc.WriteField(hf)
+	}
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
 }
 
 // h2uData relays a response DATA frame's bytes.
