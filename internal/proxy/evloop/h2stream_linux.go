@@ -44,6 +44,7 @@ type h2stream struct {
 	dc         chunkScanner // over the response's chunked body
 	reset      bool
 	peerReset  bool
+	interims   int8 // 1xx responses relayed from an HTTP/1.1 upstream
 	gone       bool // out of c.streams
 	// To an HTTP/2 cluster (h2ustream_linux.go): the request's decoded
 	// fields until its upstream stream opens, that stream, and the
@@ -324,7 +325,8 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 	rs := &l.resp
 	st := d.h2
 	if rs.status < 200 {
-		u.scan = headScanner{} // interim responses are not relayed
+		u.scan = headScanner{}
+		l.h2Interim(st, rs, b)
 		return true
 	}
 	switch {
@@ -340,6 +342,22 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 	}
 	u.keep = !rs.closeAfter && u.rstate != rsClose && d.state != dsBody
 	c := st.c
+	h2EncodeHead(c, rs, b)
+	if rs.hasLength && (u.rstate == rsLength || u.rstate == rsHead) {
+		// Parsed (and left out above) as HTTP/1.1's framing, and kept.
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(rs.contentLength, 10)})
+	}
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
+		Value: strconv.FormatInt((l.now-u.started)/int64(time.Millisecond), 10)})
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+	l.responseCounted(u, d, rs.status)
+	return true
+}
+
+// h2EncodeHead starts c's header block with an HTTP/1.1 response head's
+// status and fields, names lower-cased, hop-by-hop ones left out.
+func h2EncodeHead(c *h2conn, rs *response, b []byte) {
 	c.hbuf.Reset()
 	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(rs.status)})
 	var name [64]byte
@@ -356,16 +374,6 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 		}
 		_ = c.enc.WriteField(hpack.HeaderField{Name: string(lower), Value: string(h.value.of(b))})
 	}
-	if rs.hasLength && (u.rstate == rsLength || u.rstate == rsHead) {
-		// Parsed (and left out above) as HTTP/1.1's framing, and kept.
-		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(rs.contentLength, 10)})
-	}
-	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
-	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
-		Value: strconv.FormatInt((l.now-u.started)/int64(time.Millisecond), 10)})
-	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
-	l.responseCounted(u, d, rs.status)
-	return true
 }
 
 // h2WriteHeaders writes a header block as HEADERS and CONTINUATIONs.

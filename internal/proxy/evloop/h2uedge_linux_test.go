@@ -1,11 +1,18 @@
 package evloop
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // TestH2UpstreamHeaderListLimit: the proxy tells the upstream its
@@ -216,4 +223,46 @@ func TestH2UpstreamInterim(t *testing.T) {
 			t.Fatalf("client got %q, want five 103s and a 502", got)
 		}
 	})
+}
+
+// TestH2InterimFromHTTP1: an HTTP/1.1 upstream's 103 reaches the h2
+// client as HEADERS before the final response, as the HTTP/1.1 loops and
+// the goroutine path relay it.
+func TestH2InterimFromHTTP1(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(app.Close)
+	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
+		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h2TestRouter{&ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostOf(app))}}}}
+	srv, _ := start(t, Config{Loops: 1, Router: r, H2: true})
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	var got []string
+	h.until(func(f http2.Frame) bool {
+		if m, ok := f.(*http2.MetaHeadersFrame); ok {
+			s := m.PseudoValue("status")
+			for _, hf := range m.RegularFields() {
+				if hf.Name == "link" {
+					s += " link=" + hf.Value
+				}
+			}
+			got = append(got, s)
+		}
+		d, ok := f.(*http2.DataFrame)
+		return ok && d.StreamEnded()
+	})
+	if strings.Join(got, ",") != "103 link=</a.css>; rel=preload,200" {
+		t.Fatalf("client got %q, want the 103 with its link, then the 200", got)
+	}
 }
