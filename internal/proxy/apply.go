@@ -126,7 +126,7 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 			if cfg.Loops, why = loopsFor(cfg, p.clusters); cfg.Loops == nil {
 				p.log.Info("listener stays off the event loops", "listener", cfg.Name, "why", why)
 			} else {
-				cfg.Loops.H2 = p.cfg.H2Loops
+				cfg.Loops.H2 = !p.cfg.H2Goroutines
 				on, all := cfg.Loops.Served(cfg)
 				p.log.Info("listener on the event loops", "listener", cfg.Name, "chains", on, "of", all)
 			}

@@ -72,8 +72,9 @@ func newHarnessWith(t testing.TB, mod func(*Config)) *harness {
 	// weft proxy's default; WEFT_PROXY_TEST_EVLOOP=0 runs the tests with
 	// --evloop=false, every listener on the goroutine path.
 	cfg.Goroutines = os.Getenv("WEFT_PROXY_TEST_EVLOOP") == "0"
-	// WEFT_PROXY_TEST_H2LOOPS=1: h2c on the loops too (--h2loops).
-	cfg.H2Loops = os.Getenv("WEFT_PROXY_TEST_H2LOOPS") == "1"
+	// h2c on the loops too, as weft proxy's default; WEFT_PROXY_TEST_H2LOOPS=0
+	// hands every h2c connection to the goroutine path (--h2loops=false).
+	cfg.H2Goroutines = os.Getenv("WEFT_PROXY_TEST_H2LOOPS") == "0"
 	mod(&cfg)
 	p, err := New(cfg, log)
 	if err != nil {

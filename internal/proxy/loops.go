@@ -150,7 +150,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if err != nil {
 		return evloop.Target{HandOff: true}
 	}
-	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2}
+	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout}
 	if cl.TLS != nil {
 		t.TLS = cl.TLS // the cluster's handshake, checks and ssl.* counters
 	}

@@ -47,7 +47,7 @@ func TestH2CLoops(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
 	}
-	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = false, false })
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Backend", "b")
@@ -158,7 +158,7 @@ func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
 	}
-	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = false, false })
 	up := h2cUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.Proto)
 	}))
@@ -194,7 +194,7 @@ func TestH2CLoopsRefusesAfterUpdate(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
 	}
-	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = false, false })
 	up := h2cUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.Proto)
 	}))

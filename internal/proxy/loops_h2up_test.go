@@ -90,7 +90,7 @@ func TestH2CLoopsH2Upstream(t *testing.T) {
 	t.Cleanup(func() { // after the proxy stopped (cleanups run last first)
 		waitUntil(t, 5*time.Second, "the loops' upstream connections closed", func() bool { return open.Load() == 0 })
 	})
-	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = false, false })
 	h.push(httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/down", "dead"), routeTo("/", "h2"))),
 		edsCluster("h2", h2Upstream), cla("h2", up), edsCluster("dead", h2Upstream), cla("dead", deadAddr(t)))
@@ -224,7 +224,7 @@ func TestGRPCLoops(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
 	}
-	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = false, false })
 	gs := grpc.NewServer()
 	testpb.RegisterTestServiceServer(gs, &streamService{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -351,7 +351,7 @@ func TestGRPCLoopsRetries(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
 	}
-	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = false, false })
 	svc := &testService{}
 	gs := grpc.NewServer()
 	testpb.RegisterTestServiceServer(gs, svc)

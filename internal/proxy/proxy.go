@@ -131,13 +131,13 @@ type Config struct {
 	// the connections the loops hand back, stay on the goroutine path.
 	// Other systems have only the goroutine path.
 	Goroutines bool
-	// H2Loops serves h2c (prior knowledge) connections of the loops'
-	// listeners on the loops too, when every route of the listener is one
-	// the loops forward, to an HTTP/1.1 cluster or a plaintext HTTP/2 one
-	// (loops_h2.go; the HTTP/2 upstreams are the loops' own connections);
-	// else, and by default, they go to the goroutine path (weft proxy
-	// --h2loops, env WEFT_PROXY_H2LOOPS). Off by default.
-	H2Loops bool
+	// H2Goroutines hands every h2c connection to the goroutine path
+	// (weft proxy --h2loops=false, env WEFT_PROXY_H2LOOPS=0). By default
+	// the loops serve an h2c (prior knowledge) connection of their
+	// listeners too, when every route of the listener is one the loops
+	// forward, to an HTTP/1.1 cluster or a plaintext HTTP/2 one
+	// (loops_h2.go; the HTTP/2 upstreams are the loops' own connections).
+	H2Goroutines bool
 	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
 	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names
 	// as cluster static_cluster_sds_unix_socket. When set, the node's

@@ -140,3 +140,34 @@ func TestEvloopFlag(t *testing.T) {
 		})
 	}
 }
+
+// TestH2LoopsFlag: h2c on the event loops is on unless --h2loops=false or
+// WEFT_PROXY_H2LOOPS=false (or 0); the flag wins over the variable.
+func TestH2LoopsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		env     string
+		args    []string
+		wantOff bool
+	}{
+		{name: "default"},
+		{name: "flag off", args: []string{"--h2loops=false"}, wantOff: true},
+		{name: "flag on", args: []string{"--h2loops"}},
+		{name: "env 0", env: "0", wantOff: true},
+		{name: "env false", env: "false", wantOff: true},
+		{name: "env 1", env: "1"},
+		{name: "env off, flag on", env: "0", args: []string{"--h2loops=true"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("WEFT_PROXY_H2LOOPS", tc.env)
+			var errOut bytes.Buffer
+			cfg, _, err := parse(t.Context(), "weft proxy", tc.args, &errOut)
+			if err != nil {
+				t.Fatalf("parse %v: %v (%s)", tc.args, err, errOut.String())
+			}
+			if cfg.H2Goroutines != tc.wantOff {
+				t.Errorf("H2Goroutines %v, want %v", cfg.H2Goroutines, tc.wantOff)
+			}
+		})
+	}
+}

@@ -130,6 +130,7 @@ func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger, ts *tlsctx.
 	if err := c.buildProtocol(pb, path); err != nil {
 		return nil, err
 	}
+	c.IdleTimeout = c.idleTimeout()
 	if err := c.buildTLS(pb, path, st, ts); err != nil {
 		return nil, err
 	}

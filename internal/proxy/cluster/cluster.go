@@ -77,8 +77,13 @@ type Cluster struct {
 	// HTTP2 is set when upstream requests use h2c; UseDownstream when the
 	// downstream protocol decides per request.
 	HTTP2, UseDownstream bool
-	h1                   *h1Client
-	h2                   *http2.Transport
+	// IdleTimeout is common_http_protocol_options.idle_timeout (Envoy's
+	// default an hour): an upstream connection without a request that
+	// long is closed. Set by Build, for the event loops' HTTP/2
+	// connections; the Transports here take it at their start.
+	IdleTimeout time.Duration
+	h1          *h1Client
+	h2          *http2.Transport
 	// TLS, when set, wraps every upstream connection (transport_socket).
 	TLS *tlsctx.Client
 

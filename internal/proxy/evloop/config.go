@@ -194,6 +194,11 @@ type Target struct {
 	// to Host (h2up_linux.go; retries: h2uretry_linux.go). Only for
 	// RouteH2's targets, without TLS.
 	HTTP2 bool
+	// IdleTimeout is the cluster's idle_timeout for those HTTP/2
+	// connections: one without a stream that long is closed, as the
+	// goroutine path's Transport closes it; 0 keeps it while the host's
+	// pool lives.
+	IdleTimeout time.Duration
 }
 
 // Upstream is the cluster side of a Target's retries, as weft's

@@ -69,3 +69,33 @@ func (l *loop) h2Refuse(d *down) bool {
 	l.h2MaybeClose(c)
 	return true
 }
+
+// h2Continue answers a request's "expect: 100-continue" with a 100
+// HEADERS once the request went upstream with its body still to come,
+// as the goroutine path's HTTP/2 server does when the body is first read
+// and Envoy does without proxy_100_continue; not after a local reply.
+func (l *loop) h2Continue(st *h2stream) {
+	sd := st.sd
+	if st.gone || sd.closed || st.reqEnded || sd.state != dsBody {
+		return
+	}
+	c := st.c
+	c.hbuf.Reset()
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+}
+
+// h2Interim relays an HTTP/1.1 upstream's 1xx response (103 Early
+// Hints, say) as HEADERS without END_STREAM, as the goroutine path and
+// the HTTP/1.1 loops relay it; at most h2uMaxInterim per stream, the
+// rest dropped. A 100 is not relayed: the proxy answers expect itself
+// (h2Continue), and the request went without it.
+func (l *loop) h2Interim(st *h2stream, rs *response, b []byte) {
+	if rs.status == 100 || rs.status == 101 || st.gone || st.interims >= h2uMaxInterim {
+		return
+	}
+	st.interims++
+	c := st.c
+	h2EncodeHead(c, rs, b)
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+}

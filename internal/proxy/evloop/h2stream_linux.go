@@ -44,6 +44,7 @@ type h2stream struct {
 	dc         chunkScanner // over the response's chunked body
 	reset      bool
 	peerReset  bool
+	interims   int8 // 1xx responses relayed from an HTTP/1.1 upstream
 	gone       bool // out of c.streams
 	// To an HTTP/2 cluster (h2ustream_linux.go): the request's decoded
 	// fields until its upstream stream opens, that stream, and the
@@ -124,6 +125,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		b = append(b, "\r\n"...)
 	}
 	cookies := 0
+	expect100 := false
 	for _, hf := range f.RegularFields() {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
@@ -142,7 +144,11 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 				continue
 			}
 		case "expect":
-			continue // the body comes as DATA whatever the client waits for
+			// Not forwarded: the proxy answers 100-continue itself once
+			// the request goes upstream (h2Continue), as Envoy does
+			// without proxy_100_continue; the body comes as DATA anyway.
+			expect100 = expect100 || strings.EqualFold(hf.Value, "100-continue")
+			continue
 		case "content-length":
 			n, err := strconv.ParseInt(hf.Value, 10, 64)
 			if err != nil || n < 0 || st.declared >= 0 && n != st.declared {
@@ -203,6 +209,9 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	l.dispatch(sd, b)
 	if !st.toH2 {
 		st.hf = nil
+	}
+	if expect100 {
+		l.h2Continue(st)
 	}
 	if !sd.closed {
 		l.arm(sd)
@@ -316,7 +325,8 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 	rs := &l.resp
 	st := d.h2
 	if rs.status < 200 {
-		u.scan = headScanner{} // interim responses are not relayed
+		u.scan = headScanner{}
+		l.h2Interim(st, rs, b)
 		return true
 	}
 	switch {
@@ -332,6 +342,22 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 	}
 	u.keep = !rs.closeAfter && u.rstate != rsClose && d.state != dsBody
 	c := st.c
+	h2EncodeHead(c, rs, b)
+	if rs.hasLength && (u.rstate == rsLength || u.rstate == rsHead) {
+		// Parsed (and left out above) as HTTP/1.1's framing, and kept.
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(rs.contentLength, 10)})
+	}
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
+		Value: strconv.FormatInt((l.now-u.started)/int64(time.Millisecond), 10)})
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+	l.responseCounted(u, d, rs.status)
+	return true
+}
+
+// h2EncodeHead starts c's header block with an HTTP/1.1 response head's
+// status and fields, names lower-cased, hop-by-hop ones left out.
+func h2EncodeHead(c *h2conn, rs *response, b []byte) {
 	c.hbuf.Reset()
 	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(rs.status)})
 	var name [64]byte
@@ -348,16 +374,6 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 		}
 		_ = c.enc.WriteField(hpack.HeaderField{Name: string(lower), Value: string(h.value.of(b))})
 	}
-	if rs.hasLength && (u.rstate == rsLength || u.rstate == rsHead) {
-		// Parsed (and left out above) as HTTP/1.1's framing, and kept.
-		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(rs.contentLength, 10)})
-	}
-	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
-	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
-		Value: strconv.FormatInt((l.now-u.started)/int64(time.Millisecond), 10)})
-	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
-	l.responseCounted(u, d, rs.status)
-	return true
 }
 
 // h2WriteHeaders writes a header block as HEADERS and CONTINUATIONs.
@@ -408,7 +424,10 @@ func (l *loop) h2Push(st *h2stream) {
 	if st.gone || c.d.closed {
 		return
 	}
-	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 {
+	// Not past h2MaxOut waiting to be written: an HTTP/2 upstream is
+	// credited as the bytes go (h2uConsumed), so the bound is what holds a
+	// client that opens its windows and reads nothing.
+	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 && len(c.d.out)-c.d.outOff <= h2MaxOut {
 		n := min(len(st.pending), int(min(st.window, c.sendWindow)), int(c.maxFrame))
 		end := st.endPending && st.trailers == nil && n == len(st.pending)
 		_ = c.fr.WriteData(st.id, end, st.pending[:n])

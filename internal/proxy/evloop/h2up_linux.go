@@ -51,6 +51,7 @@ type h2up struct {
 	maxFrame   uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
 	recvUnack  int64  // connection-level response bytes not credited yet
 	goAway     bool   // the peer sent GOAWAY (or IDs ran out): no new stream
+	idleSince  int64  // loop time its last stream ended (or it opened)
 	dirty      bool   // in loop.h2updirty
 	blocked    []*h2ustream
 }
@@ -79,6 +80,7 @@ func (w h2upWriter) Write(b []byte) (int, error) {
 // a new one (its connect under way); nil when the bound is reached
 // (overflow) or the connect failed at once (err).
 func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
+	l.h2UpCloseIdle(p)
 	live := 0
 	for _, u := range p.h2 {
 		c := u.h2
@@ -98,7 +100,7 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 		return nil, err
 	}
 	c := &h2up{u: u, streams: map[uint32]*h2ustream{}, nextID: 1, maxStreams: h2UpDefaultStreams,
-		sendWindow: h2Window, initWindow: h2Window, maxFrame: h2MaxFrame}
+		sendWindow: h2Window, initWindow: h2Window, maxFrame: h2MaxFrame, idleSince: l.now}
 	u.h2 = c
 	c.fr = http2.NewFramer(h2upWriter{c, l}, &c.rd)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -107,7 +109,8 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	p.h2 = append(p.h2, u)
 	h2upWriter{c, l}.Write([]byte(http2.ClientPreface))
-	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2UpMaxHeaderList})
 	return c, nil
 }
 
@@ -127,6 +130,12 @@ func (l *loop) flushH2Up() {
 		}
 		if !u.connecting {
 			l.flushUp(u)
+			if !u.closed && !u.wantOut {
+				// All out: streams h2uPush held for h2MaxOut in this
+				// iteration go on (their frames come round this loop again);
+				// no EPOLLOUT would wake them.
+				l.h2UpResume(c)
+			}
 		}
 	}
 	clear(l.h2updirty)
@@ -148,12 +157,22 @@ func (l *loop) h2UpEvent(u *up, ev uint32) {
 		u.connecting = false
 		l.watchUp(u)
 		l.flushUp(u)
+		if !u.closed && !u.wantOut {
+			l.h2UpResume(c) // streams held by h2MaxOut while connecting
+		}
 		return
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && u.wantOut {
 		l.flushUp(u)
 		if u.closed {
 			return
+		}
+		if !u.wantOut {
+			if u.pausedIn {
+				u.pausedIn = false // h2UpRead's pause
+				l.watchUp(u)
+			}
+			l.h2UpResume(c) // the socket took what held streams back (h2MaxOut)
 		}
 	}
 	if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
@@ -164,6 +183,14 @@ func (l *loop) h2UpEvent(u *up, ev uint32) {
 // h2UpRead reads the connection's frames and acts on each complete one.
 func (l *loop) h2UpRead(c *h2up) {
 	u := c.u
+	if u.wantOut && len(u.out)-u.outOff > h2MaxOut {
+		// The upstream reads nothing of what its frames make us write
+		// (PING and SETTINGS ACKs): none of them is read until it does,
+		// as step 1 holds a client (h2MaxOut).
+		u.pausedIn = true
+		l.watchUp(u)
+		return
+	}
 	if u.in == nil {
 		u.in, u.off = l.getBuf(), 0
 	}
@@ -292,10 +319,18 @@ func (l *loop) h2UpFrame(c *h2up, f http2.Frame) {
 		}
 		l.h2UpMaybeClose(c)
 	case *http2.MetaHeadersFrame:
+		if c.idle(f.StreamID) {
+			l.h2UpGoAway(c, http2.ErrCodeProtocol) // a stream we never opened (RFC 9113 5.1)
+			return
+		}
 		if s := c.streams[f.StreamID]; s != nil {
 			l.h2uHeaders(s, f)
 		}
 	case *http2.DataFrame:
+		if c.idle(f.StreamID) {
+			l.h2UpGoAway(c, http2.ErrCodeProtocol)
+			return
+		}
 		n := int64(f.Length)
 		c.recvUnack += n
 		l.h2upDirty(c)
@@ -307,6 +342,12 @@ func (l *loop) h2UpFrame(c *h2up, f http2.Frame) {
 	case *http2.PushPromiseFrame:
 		l.h2UpGoAway(c, http2.ErrCodeProtocol) // push is off (SETTINGS_ENABLE_PUSH 0)
 	}
+}
+
+// idle tells whether id names a stream the proxy has not opened: one the
+// upstream may not send HEADERS or DATA on (push is off).
+func (c *h2up) idle(id uint32) bool {
+	return id&1 == 0 || id >= c.nextID
 }
 
 func (l *loop) h2upDirty(c *h2up) {
@@ -360,6 +401,23 @@ func (l *loop) h2UpForget(c *h2up) {
 func (l *loop) h2UpMaybeClose(c *h2up) {
 	if len(c.streams) == 0 && (c.goAway || c.u.pool.gone) {
 		l.h2UpFailed(c)
+	}
+}
+
+// h2UpCloseIdle closes p's HTTP/2 connections without a stream for the
+// cluster's idle timeout (GOAWAY NO_ERROR), as the goroutine path's
+// Transport closes its idle ones: at the pool's next stream and at the
+// loop's sweep of its pools.
+func (l *loop) h2UpCloseIdle(p *clusterPool) {
+	if p.h2Idle <= 0 {
+		return
+	}
+	for i := 0; i < len(p.h2); i++ {
+		c := p.h2[i].h2
+		if len(c.streams) == 0 && !c.u.connecting && l.now-c.idleSince >= int64(p.h2Idle) {
+			l.h2UpGoAway(c, http2.ErrCodeNo) // takes it out of p.h2
+			i--
+		}
 	}
 }
 

@@ -25,11 +25,12 @@ import (
 type h2UpRouter struct {
 	h2TestRouter
 	retry *proxyroute.RetryPolicy
+	idle  time.Duration // the cluster's idle timeout
 }
 
 func (r h2UpRouter) RouteH2(h proxyroute.Head) Target {
 	t := r.Route(h)
-	t.HTTP2, t.Retry = true, r.retry
+	t.HTTP2, t.Retry, t.IdleTimeout = true, r.retry, r.idle
 	return t
 }
 
@@ -87,8 +88,8 @@ func startH2UpRetry(t *testing.T, retry *proxyroute.RetryPolicy, mod ...func(*Co
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := h2UpRouter{h2TestRouter{&ConfigRouter{Routes: rc,
-		Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}, retry}
+	r := h2UpRouter{h2TestRouter: h2TestRouter{&ConfigRouter{Routes: rc,
+		Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}, retry: retry}
 	cfg := Config{Loops: 1, Router: r, H2: true}
 	for _, m := range mod {
 		m(&cfg)

@@ -34,6 +34,7 @@ type h2ustream struct {
 	last       int64 // loop time of its last progress sending
 	blocked    bool  // in c.blocked
 	gotHead    bool
+	interims   int8 // 1xx responses relayed
 	done       bool // out of c.streams
 }
 
@@ -60,6 +61,7 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 		l.putBuf(d.in) // the head built for routing
 		d.in, d.off = nil, 0
 	}
+	pool.h2Idle = t.IdleTimeout
 	l.h2uOpen(d, pool, t.Cluster, t.Tag)
 }
 
@@ -98,6 +100,9 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 	}
 	c.hbuf.Reset()
 	for _, hf := range st.hf.Fields {
+		if hf.Name == "expect" {
+			continue // answered by the proxy (h2Continue), as Envoy does
+		}
 		_ = c.enc.WriteField(hf)
 	}
 	for _, hf := range st.extra {
@@ -181,7 +186,11 @@ func (l *loop) h2uPush(s *h2ustream) {
 		return
 	}
 	sent := 0
-	for len(s.pending) > 0 && s.window > 0 && c.sendWindow > 0 {
+	// Not past h2MaxOut waiting to be written to the upstream: the client
+	// is credited as the bytes go (h2uCredit), so the bound is what holds
+	// an upstream that opens its windows and reads nothing; h2UpEvent
+	// resumes the stream once the socket took them.
+	for len(s.pending) > 0 && s.window > 0 && c.sendWindow > 0 && len(c.u.out)-c.u.outOff <= h2MaxOut {
 		n := min(len(s.pending), int(min(s.window, c.sendWindow)), int(c.maxFrame))
 		end := s.endPending && s.trailers == nil && n == len(s.pending)
 		_ = c.fr.WriteData(s.id, end, s.pending[:n])
@@ -258,6 +267,18 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	st := s.st
 	d := st.sd
 	c := st.c
+	if f.Truncated {
+		// Over the SETTINGS_MAX_HEADER_LIST_SIZE we advertise: the fields
+		// decoded are not all of them. A malformed response, as a head
+		// over the HTTP/1.1 loops' limit is.
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+		if s.gotHead {
+			l.h2uPeerReset(s, http2.ErrCodeInternal)
+			return
+		}
+		l.h2uFail(s, 502, "upstream sent a malformed response")
+		return
+	}
 	if s.gotHead {
 		// Trailers: gRPC's grpc-status comes in them.
 		if !f.StreamEnded() {
@@ -276,7 +297,8 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 		return
 	}
 	if status < 200 {
-		return // interim responses are not relayed
+		l.h2uInterim(s, f, status)
+		return
 	}
 	if p := d.rs.policy; p != nil {
 		gs := -1
@@ -313,6 +335,39 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	if f.StreamEnded() {
 		l.h2uFinish(s, true)
 	}
+}
+
+// h2uMaxInterim bounds the 1xx responses relayed per stream, as Go's
+// Transport bounds those it reads (5); past it the response is malformed.
+const h2uMaxInterim = 5
+
+// h2uInterim relays a 1xx response as the goroutine path does (its
+// Got1xxResponse hook): HEADERS without END_STREAM, the fields minus
+// connection-specific ones. A 100 is not relayed: the proxy answers
+// expect: 100-continue itself (h2Continue). A 101, or a 1xx ending the
+// stream, is malformed in HTTP/2 (RFC 9113 8.1, 8.6).
+func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
+	if status == 101 || f.StreamEnded() || s.interims >= h2uMaxInterim {
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+		l.h2uFail(s, 502, "upstream sent a malformed response")
+		return
+	}
+	st := s.st
+	if status == 100 || st.gone {
+		return
+	}
+	s.interims++
+	c := st.c
+	c.hbuf.Reset()
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			continue
+		}
+		_ = c.enc.WriteField(hf)
+	}
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
 }
 
 // h2uData relays a response DATA frame's bytes.
@@ -378,6 +433,9 @@ func (l *loop) h2uDone(s *h2ustream) {
 	s.done = true
 	c := s.c
 	delete(c.streams, s.id)
+	if len(c.streams) == 0 {
+		c.idleSince = l.now
+	}
 	s.st.us = nil
 	if s.pending != nil {
 		l.putBuf(s.pending[:0:cap(s.pending)])

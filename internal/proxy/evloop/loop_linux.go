@@ -147,6 +147,8 @@ type clusterPool struct {
 	used int64 // loop time of the last request (pools of a Router's hosts)
 	gone bool  // dropped from hostPools: connections that finish close
 	h2   []*up // HTTP/2 connections (h2up_linux.go)
+	// h2Idle is Target.IdleTimeout of the last request (h2up_linux.go).
+	h2Idle time.Duration
 
 	// tls: new connections originate TLS with it (the Target's of the
 	// last request); nil: plaintext.
@@ -427,6 +429,8 @@ func (l *loop) sweepPools(idle time.Duration) {
 	for k, p := range l.hpools {
 		if p.used <= cut {
 			l.dropPool(k, p)
+		} else if len(p.h2) > 0 {
+			l.h2UpCloseIdle(p)
 		}
 	}
 }

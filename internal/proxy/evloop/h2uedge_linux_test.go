@@ -1,0 +1,268 @@
+package evloop
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"golang.org/x/net/http2"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// TestH2UpstreamHeaderListLimit: the proxy tells the upstream its
+// SETTINGS_MAX_HEADER_LIST_SIZE, and a response whose fields decode past
+// it is answered 502 (a malformed response), not relayed cut short; the
+// upstream's stream is reset and its connection serves the next stream.
+func TestH2UpstreamHeaderListLimit(t *testing.T) {
+	srv, accept := startH2Up(t)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	u := accept()
+	var limit uint32
+	u.until(func(f http2.Frame) bool {
+		s, ok := f.(*http2.SettingsFrame)
+		if ok {
+			limit, _ = s.Value(http2.SettingMaxHeaderListSize)
+		}
+		return ok
+	})
+	if limit != h2UpMaxHeaderList {
+		t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", limit, h2UpMaxHeaderList)
+	}
+	id := u.request().StreamID
+	// 100 fields of 1 KB: HPACK indexes the repeated field, so the block
+	// is small and its list (~103 KB) over the limit.
+	fields := []string{":status", "200"}
+	big := strings.Repeat("v", 1000)
+	for range 100 {
+		fields = append(fields, "x-big", big)
+	}
+	u.headers(id, true, fields...)
+	f := h.until(func(f http2.Frame) bool { return isHeaders(f) || isRST(f) })
+	m, ok := f.(*http2.MetaHeadersFrame)
+	if !ok || m.PseudoValue("status") != "502" || len(m.Fields) > 10 {
+		t.Fatalf("client got %v, want a 502", f)
+	}
+	if r := u.until(isRST); r == nil || r.(*http2.RSTStreamFrame).StreamID != id {
+		t.Fatalf("upstream got %v, want RST_STREAM on %d", r, id)
+	}
+	h.headers(3, true)
+	u.headers(u.request().StreamID, true, ":status", "204")
+	if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "204" {
+		t.Fatalf("next stream: %v", f)
+	}
+}
+
+// TestH2UpstreamIdleStreamFrames: HEADERS or DATA from the upstream on a
+// stream the proxy never opened is a connection error (RFC 9113 5.1):
+// GOAWAY PROTOCOL_ERROR, and the client's stream is answered.
+func TestH2UpstreamIdleStreamFrames(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		send func(u *rawUp, id uint32)
+	}{
+		{"HEADERS on a stream not opened yet", func(u *rawUp, id uint32) { u.headers(id+2, true, ":status", "200") }},
+		{"DATA on an even stream", func(u *rawUp, id uint32) { _ = u.fr.WriteData(2, true, []byte("x")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, accept := startH2Up(t)
+			h := dialH2Raw(t, srv, http2.ClientPreface)
+			h.headers(1, true)
+			u := accept()
+			tc.send(u, u.request().StreamID)
+			g := u.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+			if g == nil || g.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeProtocol {
+				t.Fatalf("upstream got %v, want GOAWAY PROTOCOL_ERROR", g)
+			}
+			if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "503" {
+				t.Fatalf("client got %v, want 503", f)
+			}
+		})
+	}
+}
+
+// TestH2Expect100: a request with "expect: 100-continue" and a body to
+// come is answered 100 by the proxy once it went upstream, and its
+// expect field is not forwarded (as Envoy without proxy_100_continue);
+// the final response follows.
+func TestH2Expect100(t *testing.T) {
+	t.Run("HTTP/2 upstream", func(t *testing.T) {
+		srv, accept := startH2Up(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, false, ":path", "/post", "expect", "100-continue", "content-length", "4")
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "100" ||
+			f.(*http2.MetaHeadersFrame).StreamEnded() {
+			t.Fatalf("client got %v, want a 100 first", f)
+		}
+		_ = h.fr.WriteData(1, true, []byte("body"))
+		u := accept()
+		req := u.request()
+		for _, hf := range req.Fields {
+			if hf.Name == "expect" {
+				t.Errorf("upstream got %s: %s", hf.Name, hf.Value)
+			}
+		}
+		u.until(func(f http2.Frame) bool { d, ok := f.(*http2.DataFrame); return ok && d.StreamEnded() })
+		u.headers(req.StreamID, true, ":status", "201")
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "201" {
+			t.Fatalf("client got %v, want 201", f)
+		}
+	})
+	t.Run("HTTP/1.1 upstream", func(t *testing.T) {
+		srv := startH2(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, false, ":path", "/post", "expect", "100-continue", "content-length", "4")
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "100" {
+			t.Fatalf("client got %v, want a 100 first", f)
+		}
+		_ = h.fr.WriteData(1, true, []byte("body"))
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "200" {
+			t.Fatalf("client got %v, want 200", f)
+		}
+	})
+	t.Run("no body", func(t *testing.T) {
+		srv := startH2(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, true, "expect", "100-continue")
+		if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "200" {
+			t.Fatalf("client got %v, want 200 and no 100", f)
+		}
+	})
+}
+
+// TestH2UpstreamIdleTimeout: an HTTP/2 upstream connection without a
+// stream for the cluster's idle timeout is closed (GOAWAY NO_ERROR), and
+// the next stream opens a new one; within it, the connection is reused.
+func TestH2UpstreamIdleTimeout(t *testing.T) {
+	srv, accept := startH2Up(t, func(c *Config) {
+		r := c.Router.(h2UpRouter)
+		r.idle = 300 * time.Millisecond
+		c.Router = r
+	})
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	u := accept()
+	u.headers(u.request().StreamID, true, ":status", "200")
+	h.until(isHeaders)
+	h.headers(3, true) // at once: the same connection
+	u.headers(u.request().StreamID, true, ":status", "200")
+	h.until(isHeaders)
+	time.Sleep(500 * time.Millisecond) // past the idle timeout
+	h.headers(5, true)
+	g := u.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+	if g == nil || g.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeNo {
+		t.Fatalf("idle upstream connection got %v, want GOAWAY NO_ERROR", g)
+	}
+	if f := u.until(func(http2.Frame) bool { return false }); f != nil {
+		t.Fatal("unreachable")
+	}
+	u2 := accept()
+	u2.headers(u2.request().StreamID, true, ":status", "204")
+	if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "204" {
+		t.Fatalf("stream 5: %v", f)
+	}
+}
+
+// TestH2UpstreamInterim: an HTTP/2 upstream's 1xx responses (103 Early
+// Hints) reach the client before the final response, as the goroutine
+// path relays them; a 100 is not relayed (the proxy answers
+// expect: 100-continue itself), and a sixth 1xx is a malformed response.
+func TestH2UpstreamInterim(t *testing.T) {
+	t.Run("relayed", func(t *testing.T) {
+		srv, accept := startH2Up(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, true)
+		u := accept()
+		id := u.request().StreamID
+		u.headers(id, false, ":status", "100")
+		u.headers(id, false, ":status", "103", "link", "</a.css>; rel=preload", "connection", "close")
+		u.headers(id, true, ":status", "200")
+		var got []string
+		h.until(func(f http2.Frame) bool {
+			m, ok := f.(*http2.MetaHeadersFrame)
+			if ok {
+				s := m.PseudoValue("status")
+				for _, hf := range m.RegularFields() {
+					if hf.Name == "link" || hf.Name == "connection" {
+						s += " " + hf.Name + "=" + hf.Value
+					}
+				}
+				got = append(got, s)
+			}
+			return ok && m.StreamEnded()
+		})
+		if strings.Join(got, ",") != "103 link=</a.css>; rel=preload,200" {
+			t.Fatalf("client got %q, want the 103 with its link, then the 200", got)
+		}
+	})
+	t.Run("too many", func(t *testing.T) {
+		srv, accept := startH2Up(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, true)
+		u := accept()
+		id := u.request().StreamID
+		for range 6 {
+			u.headers(id, false, ":status", "103")
+		}
+		var got []string
+		h.until(func(f http2.Frame) bool {
+			m, ok := f.(*http2.MetaHeadersFrame)
+			if ok {
+				got = append(got, m.PseudoValue("status"))
+			}
+			d, data := f.(*http2.DataFrame)
+			return ok && m.StreamEnded() || data && d.StreamEnded() || isRST(f)
+		})
+		if strings.Join(got, ",") != "103,103,103,103,103,502" {
+			t.Fatalf("client got %q, want five 103s and a 502", got)
+		}
+	})
+}
+
+// TestH2InterimFromHTTP1: an HTTP/1.1 upstream's 103 reaches the h2
+// client as HEADERS before the final response, as the HTTP/1.1 loops and
+// the goroutine path relay it.
+func TestH2InterimFromHTTP1(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(app.Close)
+	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
+		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h2TestRouter{&ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostOf(app))}}}}
+	srv, _ := start(t, Config{Loops: 1, Router: r, H2: true})
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	var got []string
+	h.until(func(f http2.Frame) bool {
+		if m, ok := f.(*http2.MetaHeadersFrame); ok {
+			s := m.PseudoValue("status")
+			for _, hf := range m.RegularFields() {
+				if hf.Name == "link" {
+					s += " link=" + hf.Value
+				}
+			}
+			got = append(got, s)
+		}
+		d, ok := f.(*http2.DataFrame)
+		return ok && d.StreamEnded()
+	})
+	if strings.Join(got, ",") != "103 link=</a.css>; rel=preload,200" {
+		t.Fatalf("client got %q, want the 103 with its link, then the 200", got)
+	}
+}
