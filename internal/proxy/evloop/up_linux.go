@@ -63,11 +63,11 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 }
 
 func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
-	if u.h2 != nil {
+	if u.h2 != nil && !u.connecting {
 		l.h2UpEvent(u, ev)
 		return
 	}
-	if u.connecting {
+	if u.connecting { // an HTTP/2 connection's too (upFailed is its h2UpFailed)
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
