@@ -3,7 +3,12 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"io"
+	"log"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -304,5 +309,49 @@ func TestGRPCLoopsSidecarToSidecarMutualTLS(t *testing.T) {
 	}
 	if n := egress.HandedOff() + ingress.HandedOff() - handed; n != 0 {
 		t.Errorf("%d connections handed off, want none", n)
+	}
+}
+
+// TestH2LoopsUpstreamOffersOnlyHTTP11: an HTTP/2 cluster with TLS whose
+// server offers only http/1.1 in ALPN fails the handshake (the cluster
+// offers h2 alone, as the goroutine path's HTTP/2 pool): 503, connection
+// failure, counted as a connect failure, the same on the loops (the
+// client's stream served there, nothing handed off) and on the
+// goroutine path.
+func TestH2LoopsUpstreamOffersOnlyHTTP11(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux")
+	}
+	for _, loops := range []bool{true, false} {
+		t.Run(fmt.Sprintf("loops=%v", loops), func(t *testing.T) {
+			ca := tlstest.NewCA(t, "mesh")
+			app := "spiffe://weft.local/mesh/m/virtualNode/app"
+			s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.WriteString(w, r.Proto)
+			}))
+			s.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+			s.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{"app.local"}, app).TLS(t)}, NextProtos: []string{"http/1.1"}}
+			s.StartTLS()
+			t.Cleanup(s.Close)
+			h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = !loops, true })
+			client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, "spiffe://weft.local/mesh/m/virtualNode/proxy"))
+			h.push(httpListener("egress", httpManager("egress", "rds")), routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h1only"))),
+				edsCluster("h1only", h2Upstream, upstreamTLS(client, "app.local", app)), cla("h1only", s.Listener.Addr().String()))
+			resp, err := h2cClient(t).Get("http://" + h.addr("egress") + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 || resp.StatusCode != 503 || !strings.HasSuffix(string(b), "reset reason: connection failure") {
+				t.Errorf("HTTP/%d %d %q, want 503 and a connection failure", resp.ProtoMajor, resp.StatusCode, b)
+			}
+			if n := h.stat("cluster.h1only.upstream_cx_connect_fail"); n < 1 {
+				t.Errorf("cluster.h1only.upstream_cx_connect_fail = %d, want the failed handshake counted", n)
+			}
+			if l := h.listener("egress"); loops && (l.LoopH2Conns() != 1 || l.HandedOff() != 0) {
+				t.Errorf("loops served %d HTTP/2 connections and handed off %d, want 1 and 0", l.LoopH2Conns(), l.HandedOff())
+			}
+		})
 	}
 }
