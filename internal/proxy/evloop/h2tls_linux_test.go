@@ -122,11 +122,10 @@ func (f h2RouterFunc) H2() (H2Settings, bool) {
 	return H2Settings{MaxStreams: 100, MaxHeaderList: 8 << 10, ResetLifetime: time.Second}, true
 }
 
-// TestH2TLSLoopPingsDoNotKeepIdle: over TLS too, PINGs alone do not keep
-// an HTTP/2 connection without a stream from its idle timeout.
-func TestH2TLSLoopPingsDoNotKeepIdle(t *testing.T) {
-	server, client := h2TLSServer(t)
-	srv := startH2(t, func(c *Config) { c.IdleTimeout, c.TLS = 300*time.Millisecond, server })
+// dialH2TLS opens an HTTP/2 connection over TLS to srv with client's
+// configuration: the preface and empty SETTINGS sent.
+func dialH2TLS(t *testing.T, srv *Server, client *tls.Config) *h2Raw {
+	t.Helper()
 	tc, err := tls.Dial("tcp", srv.Addr(), client)
 	if err != nil {
 		t.Fatal(err)
@@ -135,14 +134,24 @@ func TestH2TLSLoopPingsDoNotKeepIdle(t *testing.T) {
 	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 	h := &h2Raw{t: t, c: tc, fr: http2.NewFramer(tc, tc)}
 	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	h.enc = hpack.NewEncoder(&h.hbuf)
 	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
 	_ = h.fr.WriteSettings()
+	return h
+}
+
+// TestH2TLSLoopPingsDoNotKeepIdle: over TLS too, PINGs alone do not keep
+// an HTTP/2 connection without a stream from its idle timeout.
+func TestH2TLSLoopPingsDoNotKeepIdle(t *testing.T) {
+	server, client := h2TLSServer(t)
+	srv := startH2(t, func(c *Config) { c.IdleTimeout, c.TLS = 300*time.Millisecond, server })
+	h := dialH2TLS(t, srv, client)
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() { // a PING every 100 ms; ends when the test returns or the connection fails
-		w := http2.NewFramer(tc, nil)
+		w := http2.NewFramer(h.c, nil)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -162,4 +171,13 @@ func TestH2TLSLoopPingsDoNotKeepIdle(t *testing.T) {
 	if srv.H2Conns() != 1 {
 		t.Errorf("the loop served %d HTTP/2 connections, want 1", srv.H2Conns())
 	}
+}
+
+// TestH2TLSLoopPingFloodBounded: over TLS, a client that sends PINGs and
+// reads none of their answers is read no further once they fill the
+// socket and h2MaxOut (the records sealed for the socket add at most one
+// write's worth), as in plaintext; once it reads, a stream is served.
+func TestH2TLSLoopPingFloodBounded(t *testing.T) {
+	server, client := h2TLSServer(t)
+	pingFloodBounded(t, dialH2TLS(t, startH2(t, func(c *Config) { c.TLS = server }), client))
 }
