@@ -355,3 +355,41 @@ func TestH2LoopsUpstreamOffersOnlyHTTP11(t *testing.T) {
 		})
 	}
 }
+
+// TestGRPCLoopsMutualTLSHandsOff: with --h2loops, an HTTP/2 connection
+// over TLS to a listener with a route the loops do not forward (a prefix
+// rewrite) is handed to the goroutine path at its preface, TLS carried on:
+// the calls go through there, none on the loops.
+func TestGRPCLoopsMutualTLSHandsOff(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux")
+	}
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	ca := tlstest.NewCA(t, "mesh")
+	front, app := "spiffe://weft.local/mesh/m/virtualNode/front", "spiffe://weft.local/mesh/m/virtualNode/app"
+	up := mtlsGRPCServer(t, ca, "app.local", app)
+	server := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
+	client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, "spiffe://weft.local/mesh/m/virtualNode/proxy"))
+	common := server.common(true, front)
+	common.AlpnProtocols = []string{"h2"}
+	rw := grpcRoute("grpc")
+	rw.GetRoute().PrefixRewrite = "/"
+	h.push(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: common, RequireClientCertificate: wrapperspb.Bool(true)}),
+		routeConfig("rds", vhost("v", []string{"*"}, rw)),
+		edsCluster("grpc", h2Upstream, upstreamTLS(client, "app.local", app)), cla("grpc", up))
+	l := h.listener("ingress")
+	if !l.OnLoops() {
+		t.Fatal("the mutual-TLS listener is not on the loops")
+	}
+	conn, err := grpc.NewClient("passthrough:///"+h.addr("ingress"),
+		grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(ca, "svc.local", ca.Issue(t, nil, front).TLS(t)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	grpcCalls(t, conn)
+	if n, tc, handed, ups := l.LoopH2Conns(), l.LoopTLSConns(), l.HandedOff(), l.LoopH2UpstreamStreams(); n != 0 || tc != 1 || handed != 1 || ups != 0 {
+		t.Errorf("loops served %d HTTP/2 connections (%d TLS handshakes), handed off %d, sent %d streams upstream; want 0 (1), 1, 0",
+			n, tc, handed, ups)
+	}
+}
