@@ -41,11 +41,15 @@ import (
 // h2cSuffix ends the name of every h2c path.
 const h2cSuffix = " h2c"
 
-// isH2C reports whether the path named name speaks h2c.
-func isH2C(name string) bool { return strings.HasSuffix(name, h2cSuffix) }
+// isH2C reports whether the path named name speaks h2c, or HTTP/2 over
+// mutual TLS (h2tls.go): both are measured the same way.
+func isH2C(name string) bool {
+	return strings.HasSuffix(name, h2cSuffix) || strings.HasSuffix(name, h2tlsSuffix)
+}
 
 // h2cWanted reports whether the h2c paths are set up: with -h2c, or when
-// -only names one of them.
+// -only names one of them (app direct h2c is the HTTP/2-over-mutual-TLS
+// paths' baseline too).
 func h2cWanted(flagOn bool, only string) bool {
 	return flagOn || strings.Contains(only, "h2c")
 }
@@ -90,8 +94,8 @@ func (b *bench) h2cTargets(x *xdsServer, app string, args []string, binB string,
 		x.set(node+"-client-h2c", h2cResources("egress", pOut, "cds_egress_bench_server_http2_9080", fmt.Sprintf("127.0.0.1:%d", pIn), false))
 		in := b.startProxy(bin, node+"-server-h2c", x.addr, extra...)
 		out := b.startProxy(bin, node+"-client-h2c", x.addr, extra...)
-		waitH2C(url(pIn))
-		waitH2C(url(pOut))
+		waitH2(url(pIn), nil)
+		waitH2(url(pOut), nil)
 		ts = append(ts,
 			target{"one " + name + h2cSuffix, url(pIn), []*os.Process{in}, nil},
 			target{"two " + strings.Replace(name, "proxy", "proxies", 1) + h2cSuffix, url(pOut), []*os.Process{out, in}, nil})
@@ -106,22 +110,22 @@ func (b *bench) h2cTargets(x *xdsServer, app string, args []string, binB string,
 		up = ""
 	}
 	h1 := b.haproxy(pH, fmt.Sprintf("127.0.0.1:%d proto h2", pH), app+up)
-	waitH2C(url(pH))
+	waitH2(url(pH), nil)
 	// The second haproxy speaks h2 to the first, whose bind takes only h2.
 	h2 := b.haproxy(pH2, fmt.Sprintf("127.0.0.1:%d proto h2", pH2), fmt.Sprintf("127.0.0.1:%d proto h2", pH))
-	waitH2C(url(pH2))
+	waitH2(url(pH2), nil)
 	return append(ts,
 		target{"haproxy" + h2cSuffix, url(pH), []*os.Process{h1}, nil},
 		target{"two haproxies" + h2cSuffix, url(pH2), []*os.Process{h2, h1}, nil})
 }
 
 // h2cClients returns n HTTP/2-only clients without TLS (prior knowledge),
-// each on a transport of its own, hence on a connection of its own while
+// or over TLS with tc (its NextProtos h2), each on a transport of its own, hence on a connection of its own while
 // its streams fit the server's limit (golang.org/x/net/http2's pool dials
 // once per address at a time; net/http's h2c transport dials whenever no
 // connection is idle, which opened 6 or 7 instead of 4). dials counts the
 // connections they open.
-func h2cClients(n int, dials *atomic.Int64) ([]*http.Client, func()) {
+func h2cClients(n int, dials *atomic.Int64, tc *tls.Config) ([]*http.Client, func()) {
 	var cs []*http.Client
 	var ts []*http2.Transport
 	for range n {
@@ -129,6 +133,9 @@ func h2cClients(n int, dials *atomic.Int64) ([]*http.Client, func()) {
 		t := &http2.Transport{AllowHTTP: true, DisableCompression: true,
 			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 				dials.Add(1)
+				if tc != nil {
+					return (&tls.Dialer{NetDialer: &d, Config: tc}).DialContext(ctx, network, addr)
+				}
 				return d.DialContext(ctx, network, addr)
 			}}
 		ts = append(ts, t)
@@ -141,9 +148,9 @@ func h2cClients(n int, dials *atomic.Int64) ([]*http.Client, func()) {
 	}
 }
 
-func waitH2C(url string) {
+func waitH2(url string, tc *tls.Config) {
 	var dials atomic.Int64
-	cs, done := h2cClients(1, &dials)
+	cs, done := h2cClients(1, &dials, tc)
 	defer done()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -157,17 +164,17 @@ func waitH2C(url string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	log.Fatalf("%s never answered 200 over h2c", url)
+	log.Fatalf("%s never answered 200 over HTTP/2", url)
 }
 
-// constantRateH2C is constantRate over h2c: workers senders share
+// constantRateH2C is constantRate over h2c (over TLS with tc): workers senders share
 // h2cConns HTTP/2 connections (worker w uses connection w mod h2cConns),
 // each request timed from its scheduled send time. dialed is how many
 // connections the clients opened (h2cConns unless one was lost or a
 // server's stream limit made the transport open another).
-func constantRateH2C(url string, rate int, d time.Duration, workers, h2cConns int) (lat []time.Duration, errs int, wall time.Duration, dialed int64) {
+func constantRateH2C(url string, rate int, d time.Duration, workers, h2cConns int, tc *tls.Config) (lat []time.Duration, errs int, wall time.Duration, dialed int64) {
 	var dials atomic.Int64
-	clients, done := h2cClients(h2cConns, &dials)
+	clients, done := h2cClients(h2cConns, &dials, tc)
 	defer done()
 	lat, errs, wall = sendScheduled(url, rate, d, workers, func(w int) *http.Client { return clients[w%len(clients)] }, 2)
 	return lat, errs, wall, dials.Load()
@@ -215,6 +222,10 @@ func h2cSaturation(run []target, d time.Duration, conns, streams int) []string {
 	var rows []string
 	for _, t := range run {
 		if !isH2C(t.name) {
+			continue
+		}
+		if t.tls != nil {
+			rows = append(rows, fmt.Sprintf("| %s | n/a (h2load has no client certificate) | | | | | |", t.name))
 			continue
 		}
 		r := h2load(t.url, d, conns, streams)

@@ -94,6 +94,7 @@ func main() {
 	flag.BoolVar(&accessLogs, "access-log", false, "give every weft proxy's listener a file access log on /dev/stdout in Envoy's default format, as App Mesh configures a virtual node's logging (the proxies' output goes to files in the bench's temporary directory); adds the path \"haproxy, access log\", haproxy logging the same fields to its stdout (accesslog.go)")
 	h2cOn := flag.Bool("h2c", false, "add the h2c paths (\"... h2c\": the app, one and two weft proxies as for an http2 listener, one and two haproxies, HTTP/2 without TLS on every hop; see h2c.go); -only naming h2c adds them too")
 	flag.BoolVar(&h2cUpstreamH1, "h2c-upstream-h1", false, "on the h2c paths, the proxies speak HTTP/1.1 to their upstreams (clusters without http2_protocol_options, haproxy servers without proto h2): h2c on the client's hop only, what weft proxy --h2loops serves on its loops")
+	h2tlsOn := flag.Bool("h2-mtls", false, "add the HTTP/2-over-mutual-TLS paths (\"... h2 mTLS\": one and two weft proxies as App Mesh's sidecars of an http2 or grpc node with TLS, HTTP/2 over mutual TLS into the first, h2c to the app; one and two haproxies; see h2tls.go), with the h2c paths (app direct h2c is their baseline); -only naming \"h2 mTLS\" adds them too")
 	h2cConns := flag.Int("h2c-conns", 4, "HTTP/2 connections of the fixed-rate generator on the h2c paths (its -conns senders share them)")
 	h2cSatConns := flag.Int("h2c-sat-conns", 16, "h2load connections at saturation on the h2c paths")
 	h2cSatStreams := flag.Int("h2c-sat-streams", 4, "h2load concurrent streams per connection at saturation on the h2c paths")
@@ -253,8 +254,11 @@ func main() {
 			target{"two weft proxies B, mTLS between", fmt.Sprintf("http://127.0.0.1:%d/", pBAT), []*os.Process{procBAT, procBBT}, nil})
 		fmt.Printf("one weft proxy B, two weft proxies B: %s %s\n", *weftB, *weftBArgs)
 	}
-	if h2cWanted(*h2cOn, *only) {
+	if h2cWanted(*h2cOn || *h2tlsOn, *only) || h2tlsWanted(*h2tlsOn, *only) {
 		targets = append(targets, b.h2cTargets(xds, app, aArgs, *weftB, bArgs)...)
+	}
+	if h2tlsWanted(*h2tlsOn, *only) {
+		targets = append(targets, b.h2tlsTargets(xds, k, app, aArgs, *weftB, bArgs)...)
 	}
 	if *evloopBin != "" {
 		targets = append(targets, b.evloopTargets(*evloopBin, *evloopLoops, app)...)
@@ -283,7 +287,7 @@ func main() {
 	}
 	for _, t := range run {
 		if isH2C(t.name) {
-			constantRateH2C(t.url, 500, 2*time.Second, 8, *h2cConns)
+			constantRateH2C(t.url, 500, 2*time.Second, 8, *h2cConns, t.tls)
 			continue
 		}
 		warm(t.url, t.tls)
@@ -339,7 +343,7 @@ func main() {
 			t0 := time.Now()
 			if isH2C(t.name) {
 				var dialed int64
-				lat, errs, wall, dialed = constantRateH2C(t.url, *rate, slice, *conns, *h2cConns)
+				lat, errs, wall, dialed = constantRateH2C(t.url, *rate, slice, *conns, *h2cConns, t.tls)
 				if dialed != int64(*h2cConns) {
 					fmt.Printf("%s: the generator opened %d connections, not %d\n", t.name, dialed, *h2cConns)
 				}
@@ -470,8 +474,8 @@ func main() {
 	}
 	fmt.Printf("\nFixed rate %d requests/s for %v per path, in %d interleaved slices of %v, %d connections (latency in ms from the scheduled send time).\n", *rate, *dur, *rounds, slice, *conns)
 	fmt.Printf("CPU and memory are the proxy's (each, for two); on the direct row the app's. Load average after the fixed-rate runs: %s; steal time during them (both vCPUs): %s.\n", fixedLoad, fixedSteal)
-	if h2cWanted(*h2cOn, *only) {
-		fmt.Printf("On the h2c paths the %d senders share %d HTTP/2 connections (at most %d streams in flight per connection); added latency is against app direct h2c.\n", *conns, *h2cConns, (*conns+*h2cConns-1) / *h2cConns)
+	if h2cWanted(*h2cOn || *h2tlsOn, *only) || h2tlsWanted(*h2tlsOn, *only) {
+		fmt.Printf("On the h2c (and h2 mTLS) paths the %d senders share %d HTTP/2 connections (at most %d streams in flight per connection); added latency is against app direct h2c.\n", *conns, *h2cConns, (*conns+*h2cConns-1) / *h2cConns)
 	}
 	fmt.Println()
 	fmt.Println("| path | achieved rps | p50 ms | p99 ms | max ms | errors | vCPU per 1,000 rps | RSS MB | PSS MB | private MB |")
@@ -495,7 +499,7 @@ func main() {
 			fmt.Printf("| %s | %.3f | %.3f |\n", a.name, a.p50, a.p99)
 		}
 	}
-	for _, sfx := range []string{"", h2cSuffix} {
+	for _, sfx := range []string{"", h2cSuffix, h2tlsSuffix} {
 		if a, ok := rows["one weft proxy"+sfx]; ok {
 			if b, ok := rows["one weft proxy B"+sfx]; ok {
 				fmt.Printf("\nB / A (one weft proxy B%s over one weft proxy%s, same run): vCPU per 1,000 rps %.3f, p50 %.3f, p99 %.3f\n",

@@ -458,7 +458,7 @@ func versusHAProxy(names []string, runs [][]runSlice) []versus {
 			h += ", mTLS in"
 		case strings.HasSuffix(n, ", mTLS between"):
 			h += ", mTLS between"
-		case strings.Contains(n, ",") || strings.HasSuffix(n, h2cSuffix):
+		case strings.Contains(n, ",") || isH2C(n):
 			continue // tracing, h2c: compared elsewhere
 		}
 		if hr, ok := by[h]; ok {

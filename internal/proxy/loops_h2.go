@@ -1,12 +1,14 @@
 package proxy
 
-// h2c on the event loops (weft proxy --h2loops, step 1): a loops'
-// listener serves an h2c connection on its loop when, at the
-// connection's preface, every route of its connection manager is one the
-// loops forward exactly as the goroutine path would, to a cluster the
-// loops speak HTTP/1.1 to or (step 2) a plaintext HTTP/2 cluster; else the connection goes to the goroutine path
-// (its streams cannot be split: they share the connection's HPACK
-// state).
+// HTTP/2 on the event loops (weft proxy --h2loops): a loops' listener
+// serves an HTTP/2 connection (h2c, or over TLS one that opens with the
+// preface) on its loop when, at the connection's preface, every route of
+// its connection manager is one the loops forward exactly as the
+// goroutine path would, to a cluster the loops speak HTTP/1.1 to or
+// (step 2) an HTTP/2 cluster, plaintext or TLS (ALPN h2, the cluster's
+// SNI, trust and client certificate, as for HTTP/1.1); else the
+// connection goes to the goroutine path (its streams cannot be split:
+// they share the connection's HPACK state).
 
 import (
 	"github.com/weftmesh/weft/internal/proxy/cluster"
@@ -57,7 +59,7 @@ func (r *loopRouter) h2Clusters(rt *route.Route) bool {
 	}
 	for _, name := range names {
 		cl := r.clusters.Get(name)
-		if cl == nil || cl.HTTP2 && !loopH2Upstream(cl) || cl.UseDownstream || cl.Type == cluster.OriginalDst {
+		if cl == nil || cl.UseDownstream || cl.Type == cluster.OriginalDst {
 			return false
 		}
 		if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {
@@ -66,11 +68,6 @@ func (r *loopRouter) h2Clusters(rt *route.Route) bool {
 	}
 	return true
 }
-
-// loopH2Upstream reports whether the loops forward an h2c stream to cl,
-// an HTTP/2 cluster, over HTTP/2 connections of their own (h2 step 2):
-// plaintext (h2c) only; h2 over TLS (ALPN) stays on the goroutine path.
-func loopH2Upstream(cl *cluster.Cluster) bool { return cl.TLS == nil }
 
 // RouteH2 is not used: H2 refuses.
 func (r loggedRouter) RouteH2(h route.Head) evloop.Target { return evloop.Target{HandOff: true} }

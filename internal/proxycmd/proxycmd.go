@@ -83,7 +83,7 @@ func parse(ctx context.Context, prog string, args []string, stderr io.Writer) (p
 	evloopOn := fs.Bool("evloop", envvar.Bool("WEFT_PROXY_EVLOOP", true, &envErrs),
 		"serve HTTP/1.1 listeners, plaintext and TLS, on event loops (Linux; one per core) where they can serve them as the goroutine path does; other listeners, connections and requests stay on the goroutine path; false serves everything on goroutines. No effect on other systems (env WEFT_PROXY_EVLOOP=false)")
 	h2loops := fs.Bool("h2loops", envvar.Bool("WEFT_PROXY_H2LOOPS", true, &envErrs),
-		"with --evloop, serve h2c (prior knowledge) connections on the event loops too where every route of the listener goes to a cluster the loops serve (HTTP/1.1, or HTTP/2 without TLS); false hands every h2c connection to the goroutine path (env WEFT_PROXY_H2LOOPS=0)")
+		"with --evloop, serve HTTP/2 connections (h2c with prior knowledge, and over TLS) on the event loops too where every route of the listener goes to a cluster the loops serve (HTTP/1.1, or HTTP/2 plaintext or over TLS); false hands them to the goroutine path (env WEFT_PROXY_H2LOOPS=0)")
 	// The old name, from when the loops were opt-in; they are the
 	// default now, so it is accepted for the scripts that pass it and
 	// changes nothing (nor does WEFT_PROXY_EXPERIMENTAL_EVLOOP).

@@ -47,9 +47,10 @@ type Config struct {
 	// interrupts the wait); Listen refuses it otherwise. An experiment:
 	// the cheapest wake-up Go allows.
 	RawWait bool
-	// H2 serves h2c (prior knowledge) connections on the loops when the
-	// Router is an H2Router that accepts them (h2conn_linux.go); else
-	// they go to HandOff as before.
+	// H2 serves HTTP/2 connections on the loops (h2c with prior
+	// knowledge, and over TLS those that open with the preface:
+	// h2tls_linux.go) when the Router is an H2Router that accepts them
+	// (h2conn_linux.go); else they go to HandOff as before.
 	H2 bool
 	// Routes are matched in order: the first whose domain matches the
 	// Host header and whose prefix starts the path.
@@ -189,10 +190,10 @@ type Target struct {
 	// TLS, when set, is the cluster's: the connections to Host originate
 	// TLS with it (handshake on a goroutine, records on the loop).
 	TLS ClientTLS
-	// HTTP2: the cluster speaks HTTP/2 (h2c): a stream of a loop's h2c
-	// connection goes out as a stream of the loop's HTTP/2 connections
-	// to Host (h2up_linux.go; retries: h2uretry_linux.go). Only for
-	// RouteH2's targets, without TLS.
+	// HTTP2: the cluster speaks HTTP/2 (h2c, or with TLS h2): a stream
+	// of a loop's HTTP/2 connection goes out as a stream of the loop's
+	// HTTP/2 connections to Host (h2up_linux.go; retries:
+	// h2uretry_linux.go). Only for RouteH2's targets.
 	HTTP2 bool
 	// IdleTimeout is the cluster's idle_timeout for those HTTP/2
 	// connections: one without a stream that long is closed, as the

@@ -378,7 +378,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if run >= 0 {
 		o = append(o, head[run:r.lines[len(r.lines)-1].line.end]...)
 	}
-	if !r.hasXFP && d.tls != nil {
+	if !r.hasXFP && d.overTLS() {
 		o = append(o, "x-forwarded-proto: https\r\n"...)
 	} else if !r.hasXFP {
 		o = append(o, "x-forwarded-proto: http\r\n"...)

@@ -417,8 +417,12 @@ func FuzzH2LoopFrames(f *testing.F) {
 // h2MaxOut (CVE-2019-9512): its writes stall well before 64 MB; once it
 // reads, the connection goes on and serves a stream.
 func TestH2LoopPingFloodBounded(t *testing.T) {
-	srv := startH2(t)
-	h := dialH2Raw(t, srv, http2.ClientPreface)
+	pingFloodBounded(t, dialH2Raw(t, startH2(t), http2.ClientPreface))
+}
+
+// pingFloodBounded is TestH2LoopPingFloodBounded on h, a connection to a
+// loop serving HTTP/2.
+func pingFloodBounded(t *testing.T, h *h2Raw) {
 	_ = h.c.SetDeadline(time.Time{})
 	var chunk bytes.Buffer
 	fr := http2.NewFramer(&chunk, nil)

@@ -93,7 +93,7 @@ func (w h2writer) Write(b []byte) (int, error) {
 // (head), an HTTP/2 connection on the loop; false when the loops do not
 // serve HTTP/2 for it (the caller hands it off as before).
 func (l *loop) startH2(d *down, head []byte) bool {
-	if !l.srv.cfg.H2 || d.requests > 0 || d.tls != nil || d.h2c != nil {
+	if !l.srv.cfg.H2 || d.requests > 0 || d.h2c != nil { // over TLS too (h2tls_linux.go)
 		return false
 	}
 	hr, ok := d.gen.router.(H2Router)

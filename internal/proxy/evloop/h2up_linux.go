@@ -7,8 +7,9 @@ package evloop
 // encoder and decoder (golang.org/x/net/http2's Framer and hpack),
 // SETTINGS, both flow-control windows. The connection is an up whose h2
 // field is set: dial, registration, writes (flushUp) and close (closeUp)
-// are the HTTP/1.1 upstreams'; what it reads is frames (h2UpRead). The
-// streams are in h2ustream_linux.go.
+// are the HTTP/1.1 upstreams', and so are connect and TLS (over TLS it
+// offers ALPN h2: h2tls_linux.go); what it reads is frames (h2UpRead).
+// The streams are in h2ustream_linux.go.
 
 import (
 	"bytes"
@@ -142,26 +143,10 @@ func (l *loop) flushH2Up() {
 	l.h2updirty = l.h2updirty[:0]
 }
 
-// h2UpEvent is onUp's work for an HTTP/2 connection.
+// h2UpEvent is onUp's work for a connected HTTP/2 connection (its
+// connect and TLS handshake are the HTTP/1.1 upstreams').
 func (l *loop) h2UpEvent(u *up, ev uint32) {
 	c := u.h2
-	if u.connecting {
-		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
-			return
-		}
-		if errno, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
-			u.pool.st.cxConnectFail.Inc()
-			l.h2UpFailed(c)
-			return
-		}
-		u.connecting = false
-		l.watchUp(u)
-		l.flushUp(u)
-		if !u.closed && !u.wantOut {
-			l.h2UpResume(c) // streams held by h2MaxOut while connecting
-		}
-		return
-	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && u.wantOut {
 		l.flushUp(u)
 		if u.closed {
@@ -209,7 +194,7 @@ func (l *loop) h2UpRead(c *h2up) {
 			return
 		}
 	}
-	n, err := rawRead(u.fd, u.in[len(u.in):cap(u.in)])
+	n, err := l.h2UpReadSock(u)
 	if err != nil && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)) {
 		return
 	}

@@ -45,7 +45,7 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 	st.toH2 = true
 	if !r.hasXFP {
 		proto := "http"
-		if d.tls != nil {
+		if d.overTLS() {
 			proto = "https"
 		}
 		st.extra = append(st.extra, hpack.HeaderField{Name: "x-forwarded-proto", Value: proto})

@@ -11,8 +11,8 @@ import (
 
 // ClientTLS originates TLS to upstream hosts: a cluster's
 // tlsctx.Client, with its certificate checks and ssl.* counters. The
-// loops ask for HTTP/1.1 (tlsctx.ALPNHTTP11), as the goroutine path's
-// HTTP/1.1 pools do.
+// loops offer the protocol the connection speaks (tlsctx.ALPNHTTP11 or
+// tlsctx.ALPNH2), as the goroutine path's pools do.
 type ClientTLS interface {
 	Handshake(ctx context.Context, c net.Conn, alpn tlsctx.ALPN) (net.Conn, error)
 }

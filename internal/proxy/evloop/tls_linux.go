@@ -194,7 +194,9 @@ func (l *loop) readDownTLS(d *down) {
 	if l.readEnded(d, n, err) {
 		return
 	}
-	d.last = l.now
+	if d.h2c == nil {
+		d.last = l.now // an h2 connection's moves with its streams (h2Deadline)
+	}
 	l.feedDown(d, l.tlsIn[:n])
 }
 
@@ -312,16 +314,17 @@ func (l *loop) closeNotify(d *down) {
 func (l *loop) startUpHandshake(ctx context.Context, u *up) {
 	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, u.fd, nil)
 	u.mask, u.handshaking = 0, true
-	tc := u.pool.tls
+	tc, alpn := u.pool.tls, upALPN(u)
 	hs := func(ctx context.Context, c net.Conn) (net.Conn, error) {
-		return tc.Handshake(ctx, c, tlsctx.ALPNHTTP11)
+		return tc.Handshake(ctx, c, alpn)
 	}
 	l.goHandshake(ctx, u.fd, hs, l.srv.cfg.ConnectTimeout, handshaken{u: u})
 }
 
 // poolTLS makes p's new connections originate TLS with tc (nil:
 // plaintext). When that changed (a cluster update), the idle connections
-// made under the old setting are closed: none is reused under the new.
+// made under the old setting are closed, and the HTTP/2 ones take no new
+// stream: none is reused under the new.
 func (l *loop) poolTLS(p *clusterPool, tc ClientTLS) {
 	if p.tls == tc {
 		return
@@ -330,6 +333,7 @@ func (l *loop) poolTLS(p *clusterPool, tc ClientTLS) {
 		l.closeUp(u)
 	}
 	p.idle, p.tls = p.idle[:0], tc
+	l.h2UpRetire(p)
 }
 
 // upHandshaken takes an upstream connection back from its handshake.
@@ -355,8 +359,11 @@ func (l *loop) upHandshaken(h handshaken) {
 		l.watchUp(u)
 		// Records behind the handshake (a NewSessionTicket) are taken
 		// when the socket reports them readable: a server speaks first
-		// in no other way.
+		// in no other way but HTTP/2's SETTINGS.
 		l.flushUp(u)
+		if u.h2 != nil {
+			l.h2UpHandshaken(u)
+		}
 	}
 }
 
@@ -372,8 +379,15 @@ func (l *loop) readUpTLS(u *up) (int, error) {
 	if err != nil || n == 0 {
 		return 0, err
 	}
+	return l.feedUpTLS(u, l.tlsIn[:n])
+}
+
+// feedUpTLS opens the records in ciphertext and appends their plaintext
+// to u.in's spare capacity, as readUpTLS returns it; ciphertext nil takes
+// the plaintext of records already buffered.
+func (l *loop) feedUpTLS(u *up, ciphertext []byte) (int, error) {
 	had := len(u.in)
-	plain, err := u.tls.Feed(u.in, l.tlsIn[:n])
+	plain, err := u.tls.Feed(u.in, ciphertext)
 	if cap(plain) != cap(u.in) {
 		l.putBuf(u.in) // Feed needed more room: a record begun in an earlier read
 	}

@@ -63,11 +63,11 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 }
 
 func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
-	if u.h2 != nil {
+	if u.h2 != nil && !u.connecting {
 		l.h2UpEvent(u, ev)
 		return
 	}
-	if u.connecting {
+	if u.connecting { // an HTTP/2 connection's too (upFailed is its h2UpFailed)
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
@@ -83,6 +83,9 @@ func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
 		u.connecting = false
 		l.watchUp(u)
 		l.flushUp(u)
+		if u.h2 != nil && !u.closed && !u.wantOut {
+			l.h2UpResume(u.h2) // streams held by h2MaxOut while connecting
+		}
 		return
 	}
 	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && u.pausedIn && !u.wantOut {

@@ -34,8 +34,9 @@ import (
 // back, connection and bytes read, to the chain as an accepted
 // connection.
 type Loops struct {
-	// H2 serves h2c connections on the loops when the chain's Router
-	// accepts them (evloop.H2Router); else they are handed off.
+	// H2 serves HTTP/2 connections (h2c, and over a TLS chain those that
+	// open with the preface) on the loops when the chain's Router accepts
+	// them (evloop.H2Router); else they are handed off.
 	H2 bool
 	// Observer hears how the upstream attempts went (host stats,
 	// outlier detection); nil: the loops count on their own.
