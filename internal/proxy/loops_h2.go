@@ -71,9 +71,3 @@ func (r *loopRouter) h2Clusters(rt *route.Route) bool {
 // an HTTP/2 cluster, over HTTP/2 connections of their own (h2 step 2):
 // plaintext (h2c) only; h2 over TLS (ALPN) stays on the goroutine path.
 func loopH2Upstream(cl *cluster.Cluster) bool { return cl.TLS == nil }
-
-// RouteH2 is not used: H2 refuses.
-func (r loggedRouter) RouteH2(h route.Head) evloop.Target { return evloop.Target{HandOff: true} }
-
-// H2: access logs of h2 streams are not written on the loops yet.
-func (loggedRouter) H2() (evloop.H2Settings, bool) { return evloop.H2Settings{}, false }

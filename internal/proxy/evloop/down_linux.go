@@ -325,6 +325,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		if t.Status != 0 {
 			if t.Status == 404 {
 				st.noRoute.Inc()
+				d.logFlags(accesslog.NoRouteFound, "route_not_found")
 			}
 			l.localReply(d, t.Status, t.Body, r.hasLength && r.contentLength > 0)
 			return

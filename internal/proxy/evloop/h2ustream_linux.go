@@ -266,6 +266,9 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			return
 		}
 		st.trailers = f.RegularFields()
+		if d.logged() {
+			d.logH2Trailers(st.trailers)
+		}
 		l.h2uFinish(s, false)
 		return
 	}
@@ -309,6 +312,9 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	// A response without a body ends with its HEADERS (gRPC's
 	// trailers-only response must: its grpc-status is in them).
 	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), f.StreamEnded())
+	if d.logged() {
+		l.logH2Head(d, status, f.RegularFields(), s.x.started)
+	}
 	l.responseCounted(&s.x, d, status)
 	if f.StreamEnded() {
 		l.h2uFinish(s, true)
