@@ -45,10 +45,10 @@ type LogRecord struct {
 	ResponseHead []byte
 	// HTTP2: the request came as an HTTP/2 stream (Head is the HTTP/1.1
 	// head the loop built from its HEADERS for routing).
-	HTTP2 bool
-	Code           int    // the response's status; 0 when none was sent
-	Flags          accesslog.Flags
-	Details        string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
+	HTTP2   bool
+	Code    int // the response's status; 0 when none was sent
+	Flags   accesslog.Flags
+	Details string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
 	// BytesReceived and BytesSent count the bodies.
 	BytesReceived, BytesSent int64
 	Cluster                  string
