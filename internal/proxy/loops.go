@@ -136,7 +136,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		return evloop.Target{HandOff: true}
 	}
 	cl := r.clusters.Get(name)
-	if cl == nil || cl.HTTP2 && !(h2 && loopH2Upstream(cl)) || cl.UseDownstream || cl.Type == cluster.OriginalDst {
+	if cl == nil || cl.HTTP2 && !loopH2Upstream(cl) || cl.UseDownstream || cl.Type == cluster.OriginalDst {
 		return evloop.Target{HandOff: true}
 	}
 	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {

@@ -188,6 +188,8 @@ func (l *loop) logEnded(d *down) {
 	code := 0
 	if u := d.u; u != nil {
 		code = u.status
+	} else if d.hb != nil {
+		code = d.hb.status
 	}
 	if d.lg.rec.Flags == 0 {
 		d.lg.rec.Flags = accesslog.DownstreamConnectionTermination
