@@ -1,0 +1,96 @@
+package evloop
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// h1UpRouter routes HTTP/1.1 requests to the HTTP/2 cluster too.
+type h1UpRouter struct{ h2UpRouter }
+
+func (r h1UpRouter) Route(h proxyroute.Head) Target { return r.RouteH2(h) }
+
+// TestH1UpstreamRequestBody: an HTTP/1.1 request to an HTTP/2 upstream
+// that opens its stream window 1,000 bytes at a time: the request's
+// fields as HTTP/2 ones, and every byte of a chunked body far beyond the
+// window, sent without the chunk framing; the client, no longer read
+// while the stream holds a window's worth, is read again as the upstream
+// takes the bytes. The response (no length) goes down chunked.
+func TestH1UpstreamRequestBody(t *testing.T) {
+	srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
+	c, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	const chunks, size = 60, 5000
+	go func() { // ends when the body is written or the connection closes (defer above)
+		w := bufio.NewWriter(c)
+		fmt.Fprintf(w, "PUT /put?x=1 HTTP/1.1\r\nHost: svc.local\r\nConnection: X-Hop\r\nX-Hop: 1\r\nTE: gzip\r\n"+
+			"Transfer-Encoding: chunked\r\nX-App: a\r\n\r\n")
+		for range chunks {
+			fmt.Fprintf(w, "%x\r\n%s\r\n", size, strings.Repeat("b", size))
+		}
+		_, _ = io.WriteString(w, "0\r\n\r\n")
+		_ = w.Flush()
+	}()
+	u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1000})
+	req := u.request()
+	var got []string
+	for _, f := range req.Fields {
+		if f.Name != "x-request-id" {
+			got = append(got, f.Name+"="+f.Value)
+		}
+	}
+	want := ":method=PUT :scheme=http :authority=svc.local :path=/put?x=1 x-app=a x-forwarded-proto=http"
+	if strings.Join(got, " ") != want || req.StreamEnded() {
+		t.Fatalf("upstream request fields %v (end %v), want %s", got, req.StreamEnded(), want)
+	}
+	id := req.StreamID
+	n := 0
+	for {
+		f := u.until(func(f http2.Frame) bool { _, ok := f.(*http2.DataFrame); return ok })
+		if f == nil {
+			t.Fatalf("upstream connection ended after %d body bytes", n)
+		}
+		d := f.(*http2.DataFrame)
+		if bytes.ContainsAny(d.Data(), "\r\n0123456789") {
+			t.Fatalf("chunk framing in the DATA sent upstream: %q", d.Data())
+		}
+		n += len(d.Data())
+		if d.StreamEnded() {
+			break
+		}
+		if len(d.Data()) > 0 {
+			_ = u.fr.WriteWindowUpdate(id, uint32(len(d.Data())))
+			_ = u.fr.WriteWindowUpdate(0, uint32(len(d.Data())))
+		}
+	}
+	if n != chunks*size {
+		t.Fatalf("upstream got %d body bytes, want %d", n, chunks*size)
+	}
+	u.headers(id, false, ":status", "201", "x-up", "1")
+	_ = u.fr.WriteData(id, false, []byte("hello "))
+	_ = u.fr.WriteData(id, true, []byte("world"))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 201 || string(body) != "hello world" || resp.Header.Get("X-Up") != "1" ||
+		len(resp.TransferEncoding) != 1 || resp.Header.Get("Server") != "envoy" {
+		t.Fatalf("client got %d %q %v (%v), headers %v", resp.StatusCode, body, resp.TransferEncoding, err, resp.Header)
+	}
+}
