@@ -23,7 +23,8 @@ import (
 // request, in Envoy's default format, a text format and App Mesh's JSON
 // one: %PROTOCOL% HTTP/2, the bytes of each stream, response headers,
 // upstream hosts, flags and details, to HTTP/1.1 and HTTP/2 clusters, a
-// cluster that cannot be reached and a request no route matches.
+// cluster that cannot be reached and a request no route matches; and an
+// HTTP/1.1 request to the HTTP/2 cluster.
 func TestEvloopH2AccessLogSameLines(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
@@ -98,7 +99,18 @@ func TestEvloopH2AccessLogSameLines(t *testing.T) {
 		send("PUT", "svc.local", "/h2/t", "abc", "X-Request-Id", "id-t")
 		send("GET", "svc.local", "/dead", "", "X-Request-Id", "id-5")
 		send("GET", "only.local", "/nowhere", "", "X-Request-Id", "id-6")
-		const lines = 7
+		// An HTTP/1.1 request to the HTTP/2 cluster (on the loops, a
+		// stream of their HTTP/2 connections too).
+		req, _ := http.NewRequest("POST", "http://"+addr+"/h2/h1", strings.NewReader("xyz"))
+		req.Host = "svc.local"
+		req.Header.Set("X-Request-Id", "id-h1")
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		const lines = 8
 		out := make([]string, len(files))
 		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
 			for i, f := range files {
@@ -114,8 +126,8 @@ func TestEvloopH2AccessLogSameLines(t *testing.T) {
 		if l.OnLoops() != loops || l.HandedOff() != 0 {
 			t.Fatalf("on the loops %v (want %v), %d connections handed off", l.OnLoops(), loops, l.HandedOff())
 		}
-		if loops && (l.LoopH2Conns() != 1 || l.LoopH2UpstreamStreams() != 3) {
-			t.Fatalf("%d h2c connections on the loops (want 1), %d streams to HTTP/2 upstreams (want 3)",
+		if loops && (l.LoopH2Conns() != 1 || l.LoopH2UpstreamStreams() != 4) {
+			t.Fatalf("%d h2c connections on the loops (want 1), %d streams to HTTP/2 upstreams (want 4)",
 				l.LoopH2Conns(), l.LoopH2UpstreamStreams())
 		}
 		return out
