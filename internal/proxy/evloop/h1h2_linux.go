@@ -337,6 +337,7 @@ func (l *loop) h1uEnd(d *down) {
 		l.watchDown(d)
 	}
 	l.process(d)
+	l.arm(d) // its idle timeout, which the stream's did not include (the upstream's events arm no client)
 }
 
 // h1uRelease drops d's upstream HTTP/2 side: the stream if still open
