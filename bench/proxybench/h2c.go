@@ -46,7 +46,7 @@ const h2cSuffix = " h2c"
 // the app: App Mesh's http listener routing to an http2 or grpc virtual
 // node. Measured with the HTTP/1.1 generators; added latency is against
 // app direct (HTTP/1.1).
-const h1ToH2Suffix = ", h1 to h2"
+const h1ToH2Suffix = " h1 to h2"
 
 // isH2C reports whether the path named name speaks h2c.
 func isH2C(name string) bool { return strings.HasSuffix(name, h2cSuffix) }
