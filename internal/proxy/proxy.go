@@ -136,7 +136,10 @@ type Config struct {
 	// the loops forward, to an HTTP/1.1 cluster or a plaintext HTTP/2 one
 	// (loops_h2.go; the HTTP/2 upstreams are the loops' own connections);
 	// else, and by default, they go to the goroutine path (weft proxy
-	// --h2loops, env WEFT_PROXY_H2LOOPS). Off by default.
+	// --h2loops, env WEFT_PROXY_H2LOOPS). With it, HTTP/1.1 requests to a
+	// plaintext HTTP/2 cluster go out over the loops' HTTP/2 connections
+	// too (without it, they are handed to the goroutine path). Off by
+	// default.
 	H2Loops bool
 	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
 	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names

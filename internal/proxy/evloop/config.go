@@ -49,7 +49,9 @@ type Config struct {
 	RawWait bool
 	// H2 serves h2c (prior knowledge) connections on the loops when the
 	// Router is an H2Router that accepts them (h2conn_linux.go); else
-	// they go to HandOff as before.
+	// they go to HandOff as before. With it, an HTTP/1.1 request whose
+	// Target is HTTP2 goes out as a stream of the loop's HTTP/2
+	// connections (h1h2_linux.go); without it, to HandOff.
 	H2 bool
 	// Routes are matched in order: the first whose domain matches the
 	// Host header and whose prefix starts the path.
