@@ -22,8 +22,8 @@ import (
 // Host, TE: trailers kept), bodies with a content-length and chunked
 // beyond both windows, responses with and without a length, trailers as
 // the last chunk's, an upstream reset before the head (503) and after it
-// (the connection cut), an unreachable cluster (503), a retried 503, and
-// keep-alive over one client connection.
+// (the connection cut), an unreachable cluster (503), a retried 503,
+// keep-alive over one client connection, and pipelined requests.
 func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
@@ -139,6 +139,26 @@ func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 		if n := dials.Load(); n != 1 {
 			t.Errorf("%d client connections for the requests above, want 1 (keep-alive)", n)
 		}
+		// Pipelined: a POST with a body, then a GET, in one write; the
+		// answers come in order on the one connection.
+		pc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		_, _ = io.WriteString(pc, "POST /p1 HTTP/1.1\r\nHost: svc.local\r\nContent-Length: 4\r\n\r\nbodyGET /p2 HTTP/1.1\r\nHost: svc.local\r\n\r\n")
+		_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(pc)
+		for _, w := range []string{"POST /p1 ", "GET /p2 "} {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("pipelined %s: %v", w, err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || !strings.HasPrefix(string(b), w) {
+				t.Errorf("pipelined: %q (%v), want %s...", b, err, w)
+			}
+		}
 		// An upstream reset after the head: the response is cut.
 		raw, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -158,8 +178,8 @@ func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 		if l.OnLoops() != loops || l.HandedOff() != 0 {
 			t.Fatalf("on the loops %v (want %v), %d connections handed off", l.OnLoops(), loops, l.HandedOff())
 		}
-		if streams := l.LoopH2UpstreamStreams(); loops && streams != 10 {
-			t.Errorf("%d requests on the loops' HTTP/2 upstreams, want 10", streams)
+		if streams := l.LoopH2UpstreamStreams(); loops && streams != 12 {
+			t.Errorf("%d requests on the loops' HTTP/2 upstreams, want 12", streams)
 		}
 		if n := h.stat("cluster.h2.upstream_rq_retry"); n != 1 {
 			t.Errorf("upstream_rq_retry %d, want 1", n)
