@@ -12,6 +12,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
 // TestEvloopHTTP1ToH2Upstream: an HTTP/1.1 client's requests to a
@@ -187,4 +192,47 @@ func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 	}
 	t.Run("goroutines", func(t *testing.T) { flaky.Store(0); run(t, false) })
 	t.Run("loops", func(t *testing.T) { flaky.Store(0); run(t, true) })
+}
+
+// TestEvloopTLSToH2Upstream: App Mesh's STRICT (mutual TLS) listener in
+// front of an http2 application: with --h2loops the loops serve the TLS
+// connection and send its HTTP/1.1 requests as streams of their HTTP/2
+// connections to the application (x-forwarded-proto https), a body beyond
+// the windows both ways included.
+func TestEvloopTLSToH2Upstream(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops need Linux")
+	}
+	up, _ := xnetH2CUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Seen", r.Proto+" "+r.Header.Get("X-Forwarded-Proto"))
+		_, _ = w.Write(body)
+	}))
+	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Loops = false, true })
+	ca := tlstest.NewCA(t, "mesh")
+	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
+	allowed := "spiffe://weft.local/mesh/m/virtualNode/front"
+	h.push(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: f.common(true, allowed),
+		RequireClientCertificate: wrapperspb.Bool(true)}),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))), edsCluster("h2", h2Upstream), cla("h2", up))
+	tr := &http.Transport{TLSClientConfig: clientTLS(ca, "svc.local", ca.Issue(t, nil, allowed).TLS(t))}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	big := strings.Repeat("x", 200000)
+	for _, body := range []string{"", "small", big} {
+		resp, err := c.Post("https://"+h.addr("ingress")+"/echo", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(b) != body || resp.Header.Get("X-Seen") != "HTTP/2.0 https" {
+			t.Fatalf("POST %d bytes: %d, %d bytes back (%v), headers %v", len(body), resp.StatusCode, len(b), err, resp.Header)
+		}
+	}
+	l := h.listener("ingress")
+	if !l.OnLoops() || l.HandedOff() != 0 || l.LoopTLSConns() == 0 || l.LoopH2UpstreamStreams() != 3 {
+		t.Fatalf("on the loops %v, %d handed off, %d TLS connections on the loops, %d streams to HTTP/2 upstreams (want 3)",
+			l.OnLoops(), l.HandedOff(), l.LoopTLSConns(), l.LoopH2UpstreamStreams())
+	}
 }
