@@ -24,6 +24,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 )
 
 // h1h2 is an HTTP/1.1 request's side of an upstream HTTP/2 stream.
@@ -33,6 +35,10 @@ type h1h2 struct {
 	http10  bool     // an HTTP/1.0 request: a body without a length ends with the connection
 	status  int      // the response's, once its head went down
 	owed    int      // response bytes waiting in d.out, credited upstream once written
+	// left is what the response's content-length still announces, -1
+	// without one; bodyless: a response to HEAD, a 204 or a 304.
+	left     int64
+	bodyless bool
 	inBody  bool     // h1uBody is feeding the stream (h1uCredit must not re-enter it)
 }
 
@@ -191,8 +197,31 @@ func (l *loop) h1uCredit(st *h2stream) {
 func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	d := s.st.sd
 	hb := d.hb
+	hasLength, hasTrailer, length := false, false, int64(-1)
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "content-length":
+			n, err := strconv.ParseInt(hf.Value, 10, 64)
+			if err != nil || n < 0 || hasLength && n != length {
+				_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+				l.h2uFail(s, 502, "upstream sent a malformed response")
+				return
+			}
+			hasLength, length = true, n
+		case "trailer":
+			hasTrailer = true
+		}
+	}
 	s.gotHead = true
 	s.x.status, hb.status = status, status
+	bodyless := d.head || status == 204 || status == 304
+	// As the goroutine path's writer frames it: declared trailers need
+	// chunks, a 204 has no length.
+	dropLength := status == 204 || hasTrailer && !bodyless
+	hb.bodyless, hb.left = bodyless, -1
+	if hasLength && !dropLength && !bodyless {
+		hb.left = length
+	}
 	if d.out == nil {
 		d.out, d.outOff = l.getBuf(), 0
 	}
@@ -202,19 +231,6 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	o = append(o, ' ')
 	o = append(o, http.StatusText(status)...)
 	o = append(o, "\r\n"...)
-	hasLength, hasTrailer := false, false
-	for _, hf := range f.RegularFields() {
-		switch hf.Name {
-		case "content-length":
-			hasLength = true
-		case "trailer":
-			hasTrailer = true
-		}
-	}
-	bodyless := d.head || status == 204 || status == 304
-	// As the goroutine path's writer frames it: declared trailers need
-	// chunks, a 204 has no length.
-	dropLength := status == 204 || hasTrailer && !bodyless
 	for _, hf := range f.RegularFields() {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
@@ -269,6 +285,23 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 func (l *loop) h1uData(s *h2ustream, data []byte, end bool) {
 	d := s.st.sd
 	hb := d.hb
+	if hb.bodyless && len(data) > 0 {
+		l.h2uConsumed(s, len(data)) // a body where none may be: not relayed
+		data = nil
+	}
+	if hb.left >= 0 && int64(len(data)) > hb.left {
+		// Past its content-length: what followed would read as the
+		// next response. The response is cut.
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+		d.logFlags(accesslog.UpstreamProtocolError, "")
+		l.observeDone(&s.x, 0, false)
+		l.h2uDone(s)
+		l.closeDown(d)
+		return
+	}
+	if hb.left >= 0 {
+		hb.left -= int64(len(data))
+	}
 	if len(data) > 0 {
 		d.logSent(int64(len(data)))
 		if d.out == nil {
@@ -326,6 +359,9 @@ func (l *loop) h1uEnd(d *down) {
 	}
 	if !st.reqEnded {
 		d.closeAfter = true // the rest of the body cannot be told from the next request
+	}
+	if hb.left > 0 {
+		d.closeAfter = true // shorter than its content-length: the client can tell only by the close
 	}
 	l.h1uRelease(d)
 	l.flushDown(d)

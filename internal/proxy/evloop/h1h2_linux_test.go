@@ -3,6 +3,7 @@ package evloop
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -92,5 +93,65 @@ func TestH1UpstreamRequestBody(t *testing.T) {
 	if err != nil || resp.StatusCode != 201 || string(body) != "hello world" || resp.Header.Get("X-Up") != "1" ||
 		len(resp.TransferEncoding) != 1 || resp.Header.Get("Server") != "envoy" {
 		t.Fatalf("client got %d %q %v (%v), headers %v", resp.StatusCode, body, resp.TransferEncoding, err, resp.Header)
+	}
+}
+
+// TestH1UpstreamResponseLength: an HTTP/2 response whose DATA does not
+// match its content-length must not reach an HTTP/1.1 client as a
+// complete response (or as the start of the next one): longer, the
+// response is cut before the extra bytes and the upstream stream reset;
+// shorter, the connection closes after what came. A body sent to HEAD is
+// not relayed, and the connection goes on.
+func TestH1UpstreamResponseLength(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, length string
+		data                 []string
+		wantBody             string
+		wantErr, wantRST     bool
+	}{
+		{"longer", "GET", "5", []string{"abc", "defgh"}, "abc", true, true},
+		{"shorter", "GET", "10", []string{"abc"}, "abc", true, false},
+		{"head", "HEAD", "5", []string{"abcde"}, "", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
+			c, err := net.Dial("tcp", srv.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "%s /x HTTP/1.1\r\nHost: svc.local\r\n\r\n", tc.method)
+			u := accept()
+			id := u.request().StreamID
+			u.headers(id, false, ":status", "200", "content-length", tc.length)
+			for i, d := range tc.data {
+				_ = u.fr.WriteData(id, i == len(tc.data)-1, []byte(d))
+			}
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, &http.Request{Method: tc.method})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			// The close, not a timeout, ends what the client reads.
+			if string(body) != tc.wantBody || errors.Is(err, io.ErrUnexpectedEOF) != tc.wantErr || !tc.wantErr && err != nil {
+				t.Fatalf("client got %q, %v; want %q, an unexpected EOF %v", body, err, tc.wantBody, tc.wantErr)
+			}
+			if tc.wantRST {
+				if f := u.until(isRST); f == nil || f.(*http2.RSTStreamFrame).StreamID != id {
+					t.Fatalf("upstream got %v, want RST_STREAM", f)
+				}
+			}
+			if !tc.wantErr {
+				// The connection goes on: a second request is answered.
+				fmt.Fprintf(c, "GET /y HTTP/1.1\r\nHost: svc.local\r\n\r\n")
+				id := u.request().StreamID
+				u.headers(id, true, ":status", "204")
+				if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 204 {
+					t.Fatalf("second request: %v, %v", resp, err)
+				}
+			}
+		})
 	}
 }
