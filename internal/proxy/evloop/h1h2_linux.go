@@ -39,7 +39,7 @@ type h1h2 struct {
 	// without one; bodyless: a response to HEAD, a 204 or a 304.
 	left     int64
 	bodyless bool
-	inBody  bool     // h1uBody is feeding the stream (h1uCredit must not re-enter it)
+	inBody   bool // h1uBody is feeding the stream (h1uCredit must not re-enter it)
 }
 
 // ustream is the h2stream an upstream HTTP/2 stream serves for d: an h2c
