@@ -62,10 +62,13 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	hb := &h1h2{http10: r.minor == 0}
 	st := &hb.st
 	st.sd, st.declared, st.toH2, st.start, st.last = d, -1, true, l.now, l.now
-	authority := r.host.of(head)
+	authority := string(r.host.of(head))
+	if authority == "" {
+		authority = t.Host.String() // HTTP/1.0 without Host: the host's address, as Go's Transport sends it
+	}
 	fields := make([]hpack.HeaderField, 0, len(r.lines)+4)
 	fields = append(fields, hpack.HeaderField{Name: ":method", Value: string(r.method.of(head))},
-		hpack.HeaderField{Name: ":scheme", Value: "http"}, hpack.HeaderField{Name: ":authority", Value: string(authority)},
+		hpack.HeaderField{Name: ":scheme", Value: "http"}, hpack.HeaderField{Name: ":authority", Value: authority},
 		hpack.HeaderField{Name: ":path", Value: string(r.target.of(head))})
 	var name [64]byte
 	for i := range r.lines {

@@ -155,3 +155,30 @@ func TestH1UpstreamResponseLength(t *testing.T) {
 		})
 	}
 }
+
+// TestH1UpstreamHTTP10: an HTTP/1.0 request without Host to an HTTP/2
+// upstream: :authority is the upstream's address (as Go's Transport
+// sends it), and a response without a length ends with the connection,
+// not chunked.
+func TestH1UpstreamHTTP10(t *testing.T) {
+	srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
+	c, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(c, "GET /old HTTP/1.0\r\n\r\n")
+	u := accept()
+	req := u.request()
+	if a := req.PseudoValue("authority"); a != u.c.LocalAddr().String() {
+		t.Fatalf(":authority %q, want the upstream's address %s", a, u.c.LocalAddr())
+	}
+	u.headers(req.StreamID, false, ":status", "200")
+	_ = u.fr.WriteData(req.StreamID, true, []byte("old"))
+	all, err := io.ReadAll(c)
+	if err != nil || !bytes.HasSuffix(all, []byte("\r\n\r\nold")) || bytes.Contains(all, []byte("chunked")) ||
+		!bytes.Contains(all, []byte("connection: close")) {
+		t.Fatalf("client got %q (%v)", all, err)
+	}
+}
