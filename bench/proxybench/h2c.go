@@ -47,6 +47,13 @@ func isH2C(name string) bool {
 	return strings.HasSuffix(name, h2cSuffix) || strings.HasSuffix(name, h2tlsSuffix)
 }
 
+// h1ToH2Suffix ends the name of the paths where an HTTP/1.1 client
+// reaches the one-proxy h2c path's proxy, whose cluster speaks HTTP/2 to
+// the app: App Mesh's http listener routing to an http2 or grpc virtual
+// node. Measured with the HTTP/1.1 generators; added latency is against
+// app direct (HTTP/1.1).
+const h1ToH2Suffix = " h1 to h2"
+
 // h2cWanted reports whether the h2c paths are set up: with -h2c, or when
 // -only names one of them (app direct h2c is the HTTP/2-over-mutual-TLS
 // paths' baseline too).
@@ -83,7 +90,8 @@ func h2cResources(prefix string, port int, clusterName, upstream string, static 
 
 // h2cTargets starts the h2c paths: the app direct, one and two weft
 // proxies (by bin, with args), one and two haproxies; with binB, one and
-// two weft proxies B.
+// two weft proxies B; and the one-proxy paths for HTTP/1.1 clients
+// (h1ToH2Suffix).
 func (b *bench) h2cTargets(x *xdsServer, app string, args []string, binB string, argsB []string) []target {
 	url := func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/", port) }
 	appProc, _ := os.FindProcess(b.appPid)
@@ -98,7 +106,10 @@ func (b *bench) h2cTargets(x *xdsServer, app string, args []string, binB string,
 		waitH2(url(pOut), nil)
 		ts = append(ts,
 			target{"one " + name + h2cSuffix, url(pIn), []*os.Process{in}, nil},
-			target{"two " + strings.Replace(name, "proxy", "proxies", 1) + h2cSuffix, url(pOut), []*os.Process{out, in}, nil})
+			target{"two " + strings.Replace(name, "proxy", "proxies", 1) + h2cSuffix, url(pOut), []*os.Process{out, in}, nil},
+			// The same proxy for HTTP/1.1 clients: its listener takes both,
+			// its cluster speaks HTTP/2 (h2c) to the app.
+			target{"one " + name + h1ToH2Suffix, url(pIn), []*os.Process{in}, nil})
 	}
 	weft("weft proxy", b.weft, "mesh/bench/virtualNode/h2c", args)
 	if binB != "" {

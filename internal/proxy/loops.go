@@ -136,7 +136,9 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		return evloop.Target{HandOff: true}
 	}
 	cl := r.clusters.Get(name)
-	if cl == nil || cl.HTTP2 && !h2 || cl.UseDownstream || cl.Type == cluster.OriginalDst {
+	// An HTTP/1.1 request to an HTTP/2 cluster over TLS is handed off:
+	// the loops' HTTP/1.1-to-HTTP/2 streams were tested in plaintext only.
+	if cl == nil || cl.HTTP2 && !h2 && cl.TLS != nil || cl.UseDownstream || cl.Type == cluster.OriginalDst {
 		return evloop.Target{HandOff: true}
 	}
 	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {

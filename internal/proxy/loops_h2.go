@@ -68,9 +68,3 @@ func (r *loopRouter) h2Clusters(rt *route.Route) bool {
 	}
 	return true
 }
-
-// RouteH2 is not used: H2 refuses.
-func (r loggedRouter) RouteH2(h route.Head) evloop.Target { return evloop.Target{HandOff: true} }
-
-// H2: access logs of h2 streams are not written on the loops yet.
-func (loggedRouter) H2() (evloop.H2Settings, bool) { return evloop.H2Settings{}, false }

@@ -25,6 +25,9 @@ func (r loggedRouter) Log(rec *evloop.LogRecord) {
 		BytesReceived: rec.BytesReceived, BytesSent: rec.BytesSent, Attempts: rec.Attempts, UpstreamCluster: rec.Cluster,
 		DownstreamRemote: rec.RemoteText, DownstreamLocal: rec.LocalText, DownstreamDirectPeer: rec.RemoteText,
 		ConnectionID: rec.ConnectionID}
+	if rec.HTTP2 {
+		e.Protocol = "HTTP/2" // as the goroutine path names it
+	}
 	if rec.Host.IsValid() {
 		e.UpstreamHost = rec.Host.String()
 	}

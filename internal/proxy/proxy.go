@@ -131,12 +131,14 @@ type Config struct {
 	// the connections the loops hand back, stay on the goroutine path.
 	// Other systems have only the goroutine path.
 	Goroutines bool
-	// H2Goroutines hands every h2c connection to the goroutine path
+	// H2Goroutines hands every HTTP/2 connection to the goroutine path
 	// (weft proxy --h2loops=false, env WEFT_PROXY_H2LOOPS=0). By default
-	// the loops serve an h2c (prior knowledge) connection of their
-	// listeners too, when every route of the listener is one the loops
-	// forward, to an HTTP/1.1 cluster or a plaintext HTTP/2 one
-	// (loops_h2.go; the HTTP/2 upstreams are the loops' own connections).
+	// the loops serve an HTTP/2 connection of their listeners too (h2c
+	// with prior knowledge, or over TLS), when every route of the
+	// listener is one the loops forward, to an HTTP/1.1 cluster or an
+	// HTTP/2 one (loops_h2.go; the HTTP/2 upstreams are the loops' own
+	// connections), and HTTP/1.1 requests to a plaintext HTTP/2 cluster
+	// go out over those connections too (with it, to the goroutine path).
 	H2Goroutines bool
 	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
 	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names

@@ -39,10 +39,16 @@ type LogRecord struct {
 	Method, Target []byte
 	Headers        []HeaderField
 	RequestID      []byte // the x-request-id the proxy added; nil when the client sent one
-	ResponseHead   []byte // the final response head as sent; nil when none was
-	Code           int    // the response's status; 0 when none was sent
-	Flags          accesslog.Flags
-	Details        string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
+	// ResponseHead is the final response head as sent; nil when none
+	// was. An HTTP/2 stream's is written as an HTTP/1.1 head would be
+	// ("HTTP/2 200", then a line per field as sent).
+	ResponseHead []byte
+	// HTTP2: the request came as an HTTP/2 stream (Head is the HTTP/1.1
+	// head the loop built from its HEADERS for routing).
+	HTTP2   bool
+	Code    int // the response's status; 0 when none was sent
+	Flags   accesslog.Flags
+	Details string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
 	// BytesReceived and BytesSent count the bodies.
 	BytesReceived, BytesSent int64
 	Cluster                  string

@@ -28,6 +28,32 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	if !ok {
 		return
 	}
+	if d.h2 != nil && d.lg == nil {
+		d.lg = l.h2LogState(d) // its connection's addresses and ID (h2log_linux.go)
+	}
+	g := l.logConn(d)
+	g.rec.HTTP2 = d.h2 != nil
+	g.to, g.active, g.start, g.respAt = to, true, l.now, -1
+	g.head = append(g.head[:0], head...)
+	g.fields = g.fields[:0]
+	for i := range req.lines {
+		h := &req.lines[i]
+		g.fields = append(g.fields, HeaderField{h.name.of(g.head), h.value.of(g.head)})
+	}
+	g.rec.Method, g.rec.Target = req.method.of(g.head), req.target.of(g.head)
+	g.rid, g.resp = g.rid[:0], g.resp[:0]
+	r := &g.rec
+	r.Start = l.epoch.Add(time.Duration(l.now))
+	r.Flags, r.Details, r.BytesReceived, r.BytesSent, r.Code = 0, "", 0, 0, 0
+	r.Cluster, r.Route, r.Host, r.Attempts = t.Cluster, t.Route, t.Host, 0
+	if t.Cluster != "" {
+		r.Attempts = 1
+	}
+}
+
+// logConn returns d's log state, made with the connection's addresses
+// and ID when it has none yet.
+func (l *loop) logConn(d *down) *logState {
 	g := d.lg
 	if g == nil {
 		g = &logState{}
@@ -45,22 +71,7 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	if g.rec.ConnectionID == 0 {
 		g.rec.ConnectionID = l.srv.cfg.ConnIDs.Add(1)
 	}
-	g.to, g.active, g.start, g.respAt = to, true, l.now, -1
-	g.head = append(g.head[:0], head...)
-	g.fields = g.fields[:0]
-	for i := range req.lines {
-		h := &req.lines[i]
-		g.fields = append(g.fields, HeaderField{h.name.of(g.head), h.value.of(g.head)})
-	}
-	g.rec.Method, g.rec.Target = req.method.of(g.head), req.target.of(g.head)
-	g.rid, g.resp = g.rid[:0], g.resp[:0]
-	r := &g.rec
-	r.Start = l.epoch.Add(time.Duration(l.now))
-	r.Flags, r.Details, r.BytesReceived, r.BytesSent, r.Code = 0, "", 0, 0, 0
-	r.Cluster, r.Route, r.Host, r.Attempts = t.Cluster, t.Route, t.Host, 0
-	if t.Cluster != "" {
-		r.Attempts = 1
-	}
+	return g
 }
 
 // logAddrs keeps the addresses Config.Classify read of a new connection,
@@ -177,6 +188,8 @@ func (l *loop) logEnded(d *down) {
 	code := 0
 	if u := d.u; u != nil {
 		code = u.status
+	} else if d.hb != nil {
+		code = d.hb.status
 	}
 	if d.lg.rec.Flags == 0 {
 		d.lg.rec.Flags = accesslog.DownstreamConnectionTermination

@@ -50,7 +50,9 @@ type Config struct {
 	// H2 serves HTTP/2 connections on the loops (h2c with prior
 	// knowledge, and over TLS those that open with the preface:
 	// h2tls_linux.go) when the Router is an H2Router that accepts them
-	// (h2conn_linux.go); else they go to HandOff as before.
+	// (h2conn_linux.go); else they go to HandOff as before. With it, an
+	// HTTP/1.1 request whose Target is HTTP2 goes out as a stream of the
+	// loop's HTTP/2 connections (h1h2_linux.go); without it, to HandOff.
 	H2 bool
 	// Routes are matched in order: the first whose domain matches the
 	// Host header and whose prefix starts the path.

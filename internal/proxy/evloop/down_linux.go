@@ -229,6 +229,12 @@ func (l *loop) process(d *down) {
 			d.headStart = 0
 			l.dispatch(d, b[:n])
 		case dsBody:
+			if d.hb != nil {
+				if !l.h1uBody(d) {
+					return
+				}
+				continue
+			}
 			b := d.in[d.off:]
 			if len(b) == 0 {
 				l.releaseIn(d)
@@ -285,6 +291,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 			t = rtr.(H2Router).RouteH2(&l.hv)
 		} else {
 			t = rtr.Route(&l.hv)
+			t.HandOff = t.HandOff || t.HTTP2 && !l.srv.cfg.H2 // HTTP/2 upstreams are behind the switch
 		}
 		if t.HandOff && d.h2 == nil && l.handOffWhenWritten(d) {
 			return
@@ -325,6 +332,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		if t.Status != 0 {
 			if t.Status == 404 {
 				st.noRoute.Inc()
+				d.logFlags(accesslog.NoRouteFound, "route_not_found")
 			}
 			l.localReply(d, t.Status, t.Body, r.hasLength && r.contentLength > 0)
 			return
@@ -343,6 +351,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 	pool.st.rqTotal.Inc()
 	if t.HTTP2 && d.h2 != nil {
 		l.h2uDispatch(d, pool, &t, r)
+		return
+	}
+	if t.HTTP2 {
+		l.h1uDispatch(d, pool, &t, r, head)
 		return
 	}
 	u, err := l.getUp(pool)
@@ -514,6 +526,9 @@ func (l *loop) flushDown(d *down) {
 		l.handOff(d)
 		return
 	}
+	if d.hb != nil {
+		l.h1uFlushed(d)
+	}
 	if u := d.u; u != nil && u.pausedIn {
 		u.pausedIn = false
 		l.watchUp(u)
@@ -593,6 +608,7 @@ func (l *loop) forgetDown(d *down) {
 		l.h2Forget(d)
 	}
 	l.logEnded(d)
+	l.h1uRelease(d)
 	d.closed = true
 	l.stopTimer(d)
 	l.endRetries(d)

@@ -22,6 +22,9 @@ func (l *loop) h2Reply(d *down, status int, body string) int {
 	if st.gone {
 		return status
 	}
+	if d.logged() {
+		l.logH2Reply(d, status, body)
+	}
 	c := st.c
 	c.hbuf.Reset()
 	if st.grpc {

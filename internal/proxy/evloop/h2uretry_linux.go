@@ -71,7 +71,7 @@ func (l *loop) h2uPerTryTimeout(s *h2ustream) {
 		l.observeDone(&s.x, 0, true)
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 		l.h2uDone(s)
-		l.h2Reset(d)
+		l.h2uResetDown(d)
 		return
 	}
 	if up := d.rs.upstream; up != nil {

@@ -43,6 +43,18 @@ type h2ustream struct {
 func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 	st := d.h2
 	st.toH2 = true
+	l.h2uExtra(d, st, r)
+	if d.in != nil {
+		l.putBuf(d.in) // the head built for routing
+		d.in, d.off = nil, 0
+	}
+	pool.h2Idle = t.IdleTimeout
+	l.h2uOpen(d, pool, t.Cluster, t.Tag)
+}
+
+// h2uExtra adds weft's fields to a request for an HTTP/2 upstream:
+// x-forwarded-proto and x-request-id unless the client sent them.
+func (l *loop) h2uExtra(d *down, st *h2stream, r *request) {
 	if !r.hasXFP {
 		proto := "http"
 		if d.overTLS() {
@@ -57,12 +69,6 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 		}
 		st.extra = append(st.extra, hpack.HeaderField{Name: "x-request-id", Value: string(rid)})
 	}
-	if d.in != nil {
-		l.putBuf(d.in) // the head built for routing
-		d.in, d.off = nil, 0
-	}
-	pool.h2Idle = t.IdleTimeout
-	l.h2uOpen(d, pool, t.Cluster, t.Tag)
 }
 
 // h2uOpen starts an attempt: an upstream stream on a connection of pool,
@@ -70,7 +76,7 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 // HTTP/1.1 head), and on a retry the request's body and trailers kept
 // for it.
 func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
-	st := d.h2
+	st := d.ustream()
 	c, err := l.h2UpConn(pool)
 	if c == nil {
 		if err == nil {
@@ -148,7 +154,9 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 			s.pending = l.getBuf()
 		}
 		s.pending = append(s.pending, data...)
-		st.sd.logReceived(len(data), 0)
+		if st.c != nil {
+			st.sd.logReceived(len(data), 0) // an HTTP/1.1 request's is counted as parsed (h1uBody)
+		}
 	}
 	if end {
 		st.reqEnded = true
@@ -245,6 +253,10 @@ func (l *loop) h2uPush(s *h2ustream) {
 // they left for the upstream.
 func (l *loop) h2uCredit(st *h2stream, n int64) {
 	st.unpaid -= n
+	if st.c == nil {
+		l.h1uCredit(st)
+		return
+	}
 	if st.gone || st.reqEnded {
 		return
 	}
@@ -287,6 +299,9 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			return
 		}
 		st.trailers = f.RegularFields()
+		if d.logged() {
+			d.logH2Trailers(st.trailers)
+		}
 		l.h2uFinish(s, false)
 		return
 	}
@@ -313,6 +328,10 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			return
 		}
 	}
+	if c == nil {
+		l.h1uHead(s, f, status)
+		return
+	}
 	s.gotHead = true
 	s.x.status = status
 	c.hbuf.Reset()
@@ -331,6 +350,9 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	// A response without a body ends with its HEADERS (gRPC's
 	// trailers-only response must: its grpc-status is in them).
 	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), f.StreamEnded())
+	if d.logged() {
+		l.logH2Head(d, status, f.RegularFields(), s.x.started)
+	}
 	l.responseCounted(&s.x, d, status)
 	if f.StreamEnded() {
 		l.h2uFinish(s, true)
@@ -389,6 +411,10 @@ func (l *loop) h2uData(s *h2ustream, f *http2.DataFrame) {
 		l.h2uConsumed(s, int(pad)) // padding is not relayed
 	}
 	st := s.st
+	if st.c == nil {
+		l.h1uData(s, f.Data(), f.StreamEnded())
+		return
+	}
 	if data := f.Data(); len(data) > 0 {
 		st.sd.logSent(int64(len(data)))
 		l.h2Queue(st, data)
@@ -416,6 +442,10 @@ func (l *loop) h2uFinish(s *h2ustream, sent bool) {
 	l.endRetries(d)
 	l.logDone(d, s.x.status)
 	d.state = dsHead
+	if st.c == nil {
+		l.h1uEnd(d)
+		return
+	}
 	if sent {
 		l.h2Done(d)
 		l.h2Sent(st)
@@ -465,7 +495,9 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		d.logFlags(accesslog.UpstreamRemoteReset, "")
 		l.observeDone(&s.x, 0, false)
 		l.h2uDone(s)
-		if !st.gone {
+		if st.c == nil {
+			l.closeDown(d) // the response cannot be completed
+		} else if !st.gone {
 			_ = st.c.fr.WriteRSTStream(st.id, code)
 			st.reset = true
 			l.h2EndStream(st)
@@ -475,7 +507,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, code == http2.ErrCodeRefusedStream) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
-	if code == http2.ErrCodeRefusedStream {
+	if code == http2.ErrCodeRefusedStream && s.st.c != nil {
 		// Not processed upstream: the client may send it again (RFC 9113
 		// 8.7), as a gRPC client does at once.
 		st := s.st
@@ -500,7 +532,7 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 		l.observeDone(&s.x, 0, false)
 		l.h2uDone(s)
 		if !st.gone {
-			l.h2Reset(st.sd)
+			l.h2uResetDown(st.sd)
 		}
 		return
 	}
@@ -532,7 +564,7 @@ func (l *loop) h2uFail(s *h2ustream, status int, body string) {
 // timeout of a request body the upstream's window holds back, and the
 // retry policy's per-try timeout.
 func (l *loop) h2uDeadline(d *down) int64 {
-	s := d.h2.us
+	s := d.ustream().us
 	at := d.reqStart + d.timeout
 	if u := s.c.u; u.connecting {
 		at = min(at, u.started+int64(l.srv.cfg.ConnectTimeout))
@@ -548,7 +580,7 @@ func (l *loop) h2uDeadline(d *down) int64 {
 
 // h2uExpire enforces them.
 func (l *loop) h2uExpire(d *down) {
-	s := d.h2.us
+	s := d.ustream().us
 	c := s.c
 	switch {
 	case c.u.connecting && l.now-c.u.started >= int64(l.srv.cfg.ConnectTimeout):
@@ -561,7 +593,7 @@ func (l *loop) h2uExpire(d *down) {
 		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 		if s.gotHead {
 			l.h2uDone(s)
-			l.h2Reset(d)
+			l.h2uResetDown(d)
 			return
 		}
 		l.h2uDone(s)
@@ -573,7 +605,7 @@ func (l *loop) h2uExpire(d *down) {
 		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 		l.observeDone(&s.x, 0, false)
 		l.h2uDone(s)
-		l.h2Reset(d)
+		l.h2uResetDown(d)
 	}
 }
 

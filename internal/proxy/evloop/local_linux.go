@@ -61,6 +61,9 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 		l.replyDone(d, l.h2Reply(d, status, body))
 		return
 	}
+	if d.hb != nil {
+		closeAfter = l.h1uReply(d) || closeAfter
+	}
 	if d.out == nil {
 		d.out, d.outOff = l.getBuf(), 0
 	}

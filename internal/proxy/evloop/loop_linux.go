@@ -96,6 +96,7 @@ type down struct {
 	tls         *tlsrec.Conn // the connection's TLS after its handshake; nil in plaintext
 	h2c         *h2conn      // an HTTP/2 connection's (h2conn_linux.go)
 	h2          *h2stream    // an HTTP/2 stream's request: no descriptor of its own (h2stream_linux.go)
+	hb          *h1h2        // an HTTP/1.1 request's stream to an HTTP/2 upstream (h1h2_linux.go)
 }
 
 // up is an upstream connection, idle in its pool or serving one request.

@@ -144,7 +144,7 @@ func (l *loop) retryNow(d *down) {
 		rs.triedN++
 	}
 	pool.st.rqTotal.Inc()
-	if d.h2 != nil && d.h2.toH2 {
+	if st := d.ustream(); st != nil && st.toH2 {
 		l.h2uOpen(d, pool, pool.def.name, tag)
 		return
 	}

@@ -118,7 +118,7 @@ func (l *loop) deadline(d *down) int64 {
 	if d.h2c != nil && !d.draining {
 		return l.h2Deadline(d)
 	}
-	if d.h2 != nil && d.h2.us != nil {
+	if st := d.ustream(); st != nil && st.us != nil {
 		return l.h2uDeadline(d)
 	}
 	cfg := &l.srv.cfg
@@ -206,7 +206,7 @@ func (l *loop) expire(d *down) {
 		l.h2Expire(d)
 		return
 	}
-	if d.h2 != nil && d.h2.us != nil {
+	if st := d.ustream(); st != nil && st.us != nil {
 		l.h2uExpire(d)
 		return
 	}

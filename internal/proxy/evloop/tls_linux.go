@@ -203,7 +203,7 @@ func (l *loop) readDownTLS(d *down) {
 // clientGone closes a connection its client ended (FIN, reset or
 // close_notify).
 func (l *loop) clientGone(d *down) {
-	if d.u != nil || d.rs.waiting {
+	if d.u != nil || d.hb != nil || d.rs.waiting {
 		d.gen.st.rqRxReset.Inc() // the client went with its request in flight
 	}
 	l.closeDown(d)
