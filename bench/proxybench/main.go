@@ -568,6 +568,7 @@ func main() {
 			proc  *os.Process
 			admin string      // weft proxy's admin address (with --pprof): its Go stack and heap
 			tls   *tls.Config // mutual TLS into the proxy
+			h2c   bool        // HTTP/2 without TLS (idleh2c.go)
 		}
 		var its []idleTarget
 		addWeft := func(name, bin, node string, mtls bool, extra ...string) {
@@ -582,7 +583,7 @@ func main() {
 			xds.set(node, rs)
 			proc := b.startProxy(bin, node, xds.addr, append([]string{"--pprof"}, extra...)...)
 			waitHTTP(u, tc)
-			its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid], tc})
+			its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid], tc, false})
 		}
 		addWeft("one weft proxy", b.weft, "mesh/bench/virtualNode/server-idle", false, aArgs...)
 		if *weftB != "" {
@@ -594,19 +595,43 @@ func main() {
 		}
 		pHI := freePort()
 		procHI := b.startHAProxy(pHI, app)
-		its = append(its, idleTarget{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pHI), procHI, "", nil})
+		its = append(its, idleTarget{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pHI), procHI, "", nil, false})
 		pHIT := freePort()
 		b.startHAProxyTLS(k, pHIT, app, true, false)
 		procHIT := b.procs[len(b.procs)-1].Process
-		its = append(its, idleTarget{"haproxy, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pHIT), procHIT, "", k.clientTLS()})
+		its = append(its, idleTarget{"haproxy, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pHIT), procHIT, "", k.clientTLS(), false})
+		if h2cWanted(*h2cOn, *only) {
+			// The h2c listener of an http2 virtual node, its cluster
+			// speaking HTTP/2 to the app, as on the h2c paths.
+			addH2C := func(name, bin, node string, extra ...string) {
+				p := freePort()
+				xds.set(node, h2cResources("ingress", p, "cds_ingress_bench_server_http2_9080", app, true))
+				proc := b.startProxy(bin, node, xds.addr, append([]string{"--pprof"}, extra...)...)
+				u := fmt.Sprintf("http://127.0.0.1:%d/", p)
+				waitH2C(u)
+				its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid], nil, true})
+			}
+			addH2C("one weft proxy"+h2cSuffix, b.weft, "mesh/bench/virtualNode/server-idle-h2c", aArgs...)
+			if *weftB != "" {
+				addH2C("one weft proxy B"+h2cSuffix, *weftB, "mesh/bench/virtualNode/server-idle-h2c-b", bArgs...)
+			}
+			pHI2 := freePort()
+			up := " proto h2"
+			if h2cUpstreamH1 {
+				up = ""
+			}
+			procHI2 := b.haproxy(pHI2, fmt.Sprintf("127.0.0.1:%d proto h2", pHI2), app+up)
+			waitH2C(fmt.Sprintf("http://127.0.0.1:%d/", pHI2))
+			its = append(its, idleTarget{"haproxy" + h2cSuffix, fmt.Sprintf("http://127.0.0.1:%d/", pHI2), procHI2, "", nil, true})
+		}
 		if *evloopBin != "" {
 			pEI := freePort()
 			procEI := b.startEvloop(*evloopBin, *evloopLoops, pEI, app)
-			its = append(its, idleTarget{"evloop prototype", fmt.Sprintf("http://127.0.0.1:%d/", pEI), procEI, "", nil})
+			its = append(its, idleTarget{"evloop prototype", fmt.Sprintf("http://127.0.0.1:%d/", pEI), procEI, "", nil, false})
 		}
 		pRI := freePort()
 		procRI := b.startRelay(pRI, app)
-		its = append(its, idleTarget{"Go TCP relay", fmt.Sprintf("http://127.0.0.1:%d/", pRI), procRI, "", nil})
+		its = append(its, idleTarget{"Go TCP relay", fmt.Sprintf("http://127.0.0.1:%d/", pRI), procRI, "", nil, false})
 		// weft proxy releases its start-up pages 5 s after its
 		// configuration settles (internal/proxy's pagesSettle): measured
 		// before that, the release would hide the connections' cost.
@@ -618,12 +643,16 @@ func main() {
 			if !selected(t.name, *only, *skip) {
 				continue
 			}
-			waitHTTP(t.url, t.tls)
+			if t.h2c {
+				waitH2C(t.url)
+			} else {
+				waitHTTP(t.url, t.tls)
+			}
 			var goBefore, goAfter goMem
 			if t.admin != "" {
 				goBefore = goMemOf(t.admin)
 			}
-			r, err := idleConns(t.url, t.tls, []*os.Process{t.proc}, *idleN, *idleSettle, func() {
+			r, err := idleConns(t.url, t.tls, t.h2c, []*os.Process{t.proc}, *idleN, *idleSettle, func() {
 				if t.admin != "" {
 					goAfter = goMemOf(t.admin)
 					if *idleProf != "" {
