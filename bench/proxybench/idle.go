@@ -24,13 +24,14 @@ type idleResult struct {
 }
 
 // idleConns opens n keep-alive connections to target, sends one GET on
-// each and reads its response (over mutual TLS when tc is set), and
+// each and reads its response (over mutual TLS when tc is set; over h2c,
+// one stream, when h2c is set: idleh2c.go), and
 // measures the proxy's memory with all of them open and idle. settle is
 // how long the connections stay idle (the proxy's goroutines park,
 // nothing else runs) before the second measurement. open runs after that
 // measurement, while the connections are still open. The connections are
 // closed before it returns.
-func idleConns(target string, tc *tls.Config, procs []*os.Process, n int, settle time.Duration, open func()) (idleResult, error) {
+func idleConns(target string, tc *tls.Config, h2c bool, procs []*os.Process, n int, settle time.Duration, open func()) (idleResult, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return idleResult{}, err
@@ -56,6 +57,14 @@ func idleConns(target string, tc *tls.Config, procs []*os.Process, n int, settle
 		}
 		conns = append(conns, c)
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if h2c {
+			if err := h2cGet(c, u); err != nil {
+				return res, fmt.Errorf("connection %d: %w", i, err)
+			}
+			_ = c.SetDeadline(time.Time{})
+			res.n++
+			continue
+		}
 		if _, err := c.Write([]byte(req)); err != nil {
 			return res, fmt.Errorf("connection %d: %w", i, err)
 		}

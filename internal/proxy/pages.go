@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/exepages"
@@ -23,9 +24,17 @@ const pagesSettle = 5 * time.Second
 // block: about a hundred faults a minute, measured there.
 const pagesRefresh = time.Minute
 
-// releasePages runs pageSchedule with exepages.Release. It returns when
-// ctx ends.
+// releasePages runs pageSchedule with exepages.Release, and releases the
+// function tables after every collection (exepages.ReleaseTables). It
+// returns when ctx ends.
 func (p *Proxy) releasePages(ctx context.Context) {
+	afterCollections(ctx, func() bool {
+		if _, err := exepages.ReleaseTables(); err != nil {
+			p.log.Warn("release the executable's function tables", "err", err)
+			return false
+		}
+		return true
+	})
 	pageSchedule(ctx, p.liveCh, p.changed, pagesSettle, pagesRefresh, func() {
 		n, err := exepages.Release()
 		if err != nil {
@@ -60,4 +69,28 @@ func pageSchedule(ctx context.Context, live <-chan struct{}, changes <-chan stru
 			t.Reset(refresh)
 		}
 	}
+}
+
+// gcSentinel is an object no one references, so that the next collection
+// finds it; its pointer keeps it out of the tiny allocator, whose blocks
+// hold several objects and are freed only when all of them are.
+type gcSentinel struct {
+	_ *gcSentinel
+	_ [8]byte
+}
+
+// afterCollections calls f on the runtime's cleanup goroutine after each
+// garbage collection, until ctx ends or f returns false: each call arms
+// the next by allocating a sentinel for the following collection to find.
+// f must be quick: cleanups run one at a time.
+func afterCollections(ctx context.Context, f func() bool) {
+	var arm func()
+	arm = func() {
+		runtime.AddCleanup(new(gcSentinel), func(struct{}) {
+			if ctx.Err() == nil && f() {
+				arm()
+			}
+		}, struct{}{})
+	}
+	arm()
 }

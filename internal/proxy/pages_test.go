@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -52,5 +53,56 @@ func TestPageSchedule(t *testing.T) {
 			wait("at the first refresh")
 			wait("at the second refresh")
 		})
+	}
+}
+
+// TestAfterCollections: f runs after each collection, and not after one
+// that follows its false.
+func TestAfterCollections(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	calls := make(chan int, 16)
+	n := 0
+	afterCollections(ctx, func() bool {
+		n++ // cleanups run one at a time
+		calls <- n
+		return n < 2
+	})
+	wait := func(want int) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			runtime.GC()
+			select {
+			case got := <-calls:
+				if got != want {
+					t.Fatalf("call %d, want %d", got, want)
+				}
+				return
+			case <-deadline:
+				t.Fatalf("no call %d after collections", want)
+			case <-time.After(10 * time.Millisecond): // collect again: the sentinel may predate a collection in progress
+			}
+		}
+	}
+	wait(1)
+	wait(2)
+	// A probe armed now runs after a later collection than the one f
+	// would have been called after, had it not returned false.
+	probe := make(chan struct{})
+	afterCollections(ctx, func() bool { close(probe); return false })
+	for done := false; !done; {
+		runtime.GC()
+		select {
+		case <-probe:
+			done = true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	runtime.GC()
+	select {
+	case got := <-calls:
+		t.Fatalf("call %d after f returned false", got)
+	default:
 	}
 }

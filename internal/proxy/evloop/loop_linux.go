@@ -20,7 +20,12 @@ const (
 	// bufSize is the size of the buffers connections borrow from their
 	// loop while they have bytes to hold; an idle connection holds none.
 	bufSize = 16 << 10
-	// maxFreeBufs bounds the buffers a loop keeps for reuse.
+	// maxFreeBufs bounds the buffers a loop keeps for reuse. The free
+	// buffers a whole poolSweepEvery did not need are freed (trimBufs):
+	// at 1,000 requests/s a loop's working set is a few buffers, while a
+	// burst (wrk -c256 at saturation) leaves the list full, 4 MB per
+	// loop held until the process ends before trimBufs (docs/bench/
+	// proxy.md, "Memory: h2c and weft proxy with mTLS").
 	maxFreeBufs = 256
 	// maxEvents is how many events one epoll_wait returns at most.
 	maxEvents = 256
@@ -187,6 +192,7 @@ type loop struct {
 	drained uint64 // the Server's drainGen last acted on
 	retired uint64 // the Server's retireGen last acted on
 	bufs    [][]byte
+	bufsLow int // the fewest free buffers held since the last trimBufs
 	req     request
 	resp    response
 	rng     *mrand.ChaCha8
@@ -323,6 +329,7 @@ func (l *loop) run(ctx context.Context) error {
 		if l.now-l.sweptAt >= int64(poolSweepEvery) {
 			l.sweptAt = l.now
 			l.sweepPools(hostPoolIdle)
+			l.trimBufs()
 		}
 		if l.ln < 0 && len(l.downs) == 0 && l.handshaking == 0 {
 			return nil // shut down and drained
@@ -448,18 +455,33 @@ func (l *loop) dropPool(k hostKey, p *clusterPool) {
 // --- buffers and registration -----------------------------------------
 
 func (l *loop) getBuf() []byte {
-	if n := len(l.bufs); n > 0 {
-		b := l.bufs[n-1]
-		l.bufs = l.bufs[:n-1]
-		return b[:0]
+	n := len(l.bufs)
+	if n == 0 {
+		l.bufsLow = 0
+		return make([]byte, 0, bufSize)
 	}
-	return make([]byte, 0, bufSize)
+	b := l.bufs[n-1]
+	l.bufs[n-1] = nil
+	l.bufs = l.bufs[:n-1]
+	l.bufsLow = min(l.bufsLow, n-1)
+	return b[:0]
 }
 
 func (l *loop) putBuf(b []byte) {
 	if cap(b) == bufSize && len(l.bufs) < maxFreeBufs {
 		l.bufs = append(l.bufs, b[:0])
 	}
+}
+
+// trimBufs frees the free buffers no getBuf needed since the last
+// trimBufs: a burst's buffers go within two calls, a steady load keeps
+// the ones it cycles through. Only free buffers are dropped; those a
+// connection holds are its own until it puts them back.
+func (l *loop) trimBufs() {
+	keep := len(l.bufs) - l.bufsLow
+	clear(l.bufs[keep:])
+	l.bufs = l.bufs[:keep]
+	l.bufsLow = keep
 }
 
 func (l *loop) setFd(fd int, r fdRef) {

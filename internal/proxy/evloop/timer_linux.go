@@ -195,7 +195,7 @@ func (l *loop) waitFor() time.Duration {
 }
 
 // poolSweepEvery is how often a loop drops the host pools unused for
-// hostPoolIdle.
+// hostPoolIdle and frees the buffers it did not need (trimBufs).
 const poolSweepEvery = hostPoolIdle / 4
 
 // expire enforces d's timeouts that are due: the fresh drain's grace,

@@ -4,9 +4,11 @@ package exepages
 
 import (
 	"bufio"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -114,4 +116,54 @@ func TestReleaseBuildModes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReleaseTables: the function tables' resident pages go, and the
+// tracebacks and collections that read them go on working.
+func TestReleaseTables(t *testing.T) {
+	r, err := tables()
+	if err != nil || r.end == r.start {
+		t.Fatalf("no .gopclntab range in the test binary: %v", err)
+	}
+	buf := make([]byte, 1<<16)
+	runtime.GC()
+	runtime.Stack(buf, true) // every goroutine's frames: reads the tables
+	before := residentPages(t, r)
+	if before == 0 {
+		t.Fatal("no page of the function tables resident after a traceback")
+	}
+	n, err := ReleaseTables()
+	if err != nil || n != int64(r.end-r.start) {
+		t.Fatalf("released %d bytes of %d: %v", n, r.end-r.start, err)
+	}
+	if after := residentPages(t, r); after >= before {
+		t.Errorf("resident pages of the function tables: %d before, %d after", before, after)
+	}
+	runtime.GC()
+	if s := string(buf[:runtime.Stack(buf, false)]); !strings.Contains(s, "TestReleaseTables") {
+		t.Errorf("traceback after the release lacks this function:\n%s", s)
+	}
+}
+
+// residentPages counts the pages of r this process has mapped, from
+// /proc/self/pagemap (bit 63: present).
+func residentPages(t *testing.T, r span) int {
+	t.Helper()
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	page := uintptr(os.Getpagesize())
+	b := make([]byte, 8*((r.end-r.start)/page))
+	if _, err := f.ReadAt(b, int64(r.start/page*8)); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i := 0; i < len(b); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:])>>63 == 1 {
+			n++
+		}
+	}
+	return n
 }

@@ -3,7 +3,6 @@ package server
 import (
 	"fmt"
 
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -36,16 +35,20 @@ type preEncoded struct {
 // set reports whether p holds a response.
 func (p *preEncoded) set() bool { return p.ts != nil }
 
-// DiscoveryResponse's and Any's field numbers.
-var (
-	responseFields = (&discovery.DiscoveryResponse{}).ProtoReflect().Descriptor().Fields()
-	versionField   = responseFields.ByName("version_info").Number()
-	resourcesField = responseFields.ByName("resources").Number()
-	typeURLField   = responseFields.ByName("type_url").Number()
-	nonceField     = responseFields.ByName("nonce").Number()
-	anyFields      = (&anypb.Any{}).ProtoReflect().Descriptor().Fields()
-	anyTypeField   = anyFields.ByName("type_url").Number()
-	anyValueField  = anyFields.ByName("value").Number()
+// DiscoveryResponse's and Any's field numbers: wire constants of the xDS
+// and protobuf APIs (TestFieldNumbers compares them with the
+// descriptors). Read from the descriptors at package initialisation,
+// they made every process of the weft binary, weft proxy's included,
+// build both files' descriptors at start-up: 46 KB and 160 allocations of
+// the 3.8 MB weft's initialisation allocates (GODEBUG=inittrace=1;
+// docs/bench/proxy.md, "Memory: h2c and weft proxy with mTLS").
+const (
+	versionField   protowire.Number = 1 // DiscoveryResponse.version_info
+	resourcesField protowire.Number = 2 // DiscoveryResponse.resources
+	typeURLField   protowire.Number = 4 // DiscoveryResponse.type_url
+	nonceField     protowire.Number = 5 // DiscoveryResponse.nonce
+	anyTypeField   protowire.Number = 1 // Any.type_url
+	anyValueField  protowire.Number = 2 // Any.value
 )
 
 // responseSize is the length of appendResponse's encoding.

@@ -4,8 +4,30 @@ import (
 	"testing"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 )
+
+// TestFieldNumbers: the codec's field numbers are the descriptors'.
+func TestFieldNumbers(t *testing.T) {
+	resp := (&discovery.DiscoveryResponse{}).ProtoReflect().Descriptor().Fields()
+	anyf := (&anypb.Any{}).ProtoReflect().Descriptor().Fields()
+	for _, c := range []struct {
+		fields protoreflect.FieldDescriptors
+		name   protoreflect.Name
+		got    protowire.Number
+	}{
+		{resp, "version_info", versionField}, {resp, "resources", resourcesField},
+		{resp, "type_url", typeURLField}, {resp, "nonce", nonceField},
+		{anyf, "type_url", anyTypeField}, {anyf, "value", anyValueField},
+	} {
+		if want := c.fields.ByName(c.name).Number(); c.got != want {
+			t.Errorf("%s: field %d, the descriptor says %d", c.name, c.got, want)
+		}
+	}
+}
 
 // TestPreEncodedIsTheResponse: a response carrying every resource of a
 // type, encoded by the codec as a lone stream's or once for several with
