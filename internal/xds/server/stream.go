@@ -162,7 +162,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 	defer s.mu.Unlock()
 	defer c.bump()
 	st := &s.types[t]
-	if s.log.Enabled(ctx, slog.LevelDebug) {
+	if c.debug(ctx) {
 		s.log.Debug("request", "type", typeName(t), "version", req.version, "nonce", req.nonce, "names", req.names, "subscribe", req.subscribe, "unsubscribe", req.unsub, "nack", req.errDetail != nil)
 	}
 	stale := st.awaiting && req.nonce != st.sentNonce
@@ -175,7 +175,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 	// must be kept.
 	first := !st.subscribed
 	st.subscribed = true
-	st.current = ""
+	changed := true // the subscription may have changed
 	switch {
 	case !s.delta && first:
 		// Legacy wildcard stays on: Envoy's first LDS and CDS requests
@@ -183,7 +183,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 		st.sub = xdsstream.NewSotwSubscription(req.names, true)
 		st.legacyWildcard = len(req.names) == 0
 	case !s.delta:
-		if resubscribe(st, req.names) {
+		if changed = resubscribe(st, req.names); changed {
 			st.allNames = nil
 		}
 	case first:
@@ -199,6 +199,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 		s.log.Info("closing stream", "error", "too many names subscribed", "type", typeName(t), "names", n)
 		return status.Errorf(codes.ResourceExhausted, "%s: %d resource names subscribed on one stream, more than the limit of %d", typeName(t), n, maxSubscribedNames)
 	}
+	st.current = ""
 	if stale {
 		return nil
 	}
@@ -241,6 +242,15 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 			c.metrics.writeToAckBy[t].Observe(st.ackedAt.Sub(st.pending).Seconds())
 			st.pending = time.Time{}
 		}
+	}
+	if answer && !changed && !s.delta && st.known == st.sentVersion {
+		// The ACK (or NACK) of the latest response, naming what the
+		// stream subscribed to when it was sent. That response carried
+		// every resource of its version the subscription names (next),
+		// so the client is owed nothing more of that version: next need
+		// not look the names up again (newNames) on every ACK.
+		// TestAckKeepsCurrent compares this with looking them up.
+		st.current = st.sentVersion
 	}
 	return nil
 }
@@ -412,7 +422,7 @@ func (s *stream) next(c *hub, out []outgoing, limit int) (_ []outgoing, more boo
 		if s.obs != nil {
 			s.obs.Pushed(PushInfo{StreamID: s.id, NodeID: s.nodeID, TypeURL: typeURL(t), Version: ts.version, Nonce: nonce, Revision: snap.rev, Initial: initial})
 		}
-		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		if c.debug(context.Background()) {
 			s.log.Debug("push", "type", typeName(t), "version", ts.version, "wildcard", st.sub.IsWildcard(), "delta", s.delta)
 		}
 		out = append(out, o)
