@@ -461,10 +461,13 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 		ts := &snap.types[t]
 		ts.version = version
 		ts.changedAt = at
-		ts.full = &fullResponse{names: &nameSet{}}
+		var names *nameSet
 		if prev != nil && prev.types[t].full != nil && sameNamesAs(prev.types[t].entries, r.items[t]) {
-			ts.full.names = prev.types[t].full.names
+			names = prev.types[t].full.names // a route write's: the same tables
+		} else {
+			names = &nameSet{}
 		}
+		ts.full = &fullResponse{names: names}
 		ts.entries = make([]*entry, len(r.items[t]))
 		if len(r.items[t]) > smallType {
 			ts.byName = make(map[string]*entry, len(r.items[t]))

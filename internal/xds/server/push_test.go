@@ -159,7 +159,7 @@ func newPushStream(t testing.TB, preEncode bool) (*hub, *stream, xdsCodec) {
 	c := newHub(slog.New(slog.DiscardHandler), newMetrics(nil), owner)
 	s := c.open(1, false, "")
 	s.preEncode = preEncode
-	s.is = &identState{streams: map[*stream]struct{}{s: {}}}
+	s.is = &identState{streams: []*stream{s}}
 	s.is.replicas.Store(1)
 	codec, err := newCodec()
 	if err != nil {
