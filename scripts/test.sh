@@ -100,9 +100,9 @@ go test -count=1 -timeout 15m ./... "$@"
 # off and is the only path on other systems (about 35 s on 2 cores).
 WEFT_PROXY_TEST_EVLOOP=0 go test -count=1 -timeout 10m ./internal/proxy "$@"
 # And with --h2loops=false: the loops on, but every h2c connection on the
-# goroutine path, which serves the h2c the loops hand off (TLS, logged
-# listeners, HTTP/2 clusters over TLS) and what an operator falls back to
-# (about 40 s on 2 cores). The default run above has h2c on the loops; the
+# goroutine path, which serves the HTTP/2 connections the loops hand off
+# (listeners with a route the loops do not forward) and what an operator
+# falls back to (about 40 s on 2 cores). The default run above has h2c on the loops; the
 # harness logs how many streams went to HTTP/2 upstreams.
 WEFT_PROXY_TEST_H2LOOPS=0 go test -count=1 -timeout 10m ./internal/proxy "$@"
 # The packages where streams and connections share state across goroutines
