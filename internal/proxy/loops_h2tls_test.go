@@ -98,21 +98,7 @@ func grpcCalls(t *testing.T, conn *grpc.ClientConn) (metadata.MD, int64) {
 	if string(resp.GetPayload().GetBody()) != "hello" || strings.Join(trailer.Get("x-trailer"), ",") != "t-value" {
 		t.Fatalf("unary: payload %q trailer %v", resp.GetPayload().GetBody(), trailer)
 	}
-	params := []*testpb.ResponseParameters{{Size: 10}, {Size: 100 << 10}, {Size: 1}}
-	ss, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params,
-		ResponseStatus: &testpb.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "after three"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, p := range params {
-		m, err := ss.Recv()
-		if err != nil || len(m.GetPayload().GetBody()) != int(p.GetSize()) {
-			t.Fatalf("server streaming message %d: %v (%d bytes)", i, err, len(m.GetPayload().GetBody()))
-		}
-	}
-	if _, err := ss.Recv(); status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("server streaming end: %v", err)
-	}
+	serverStreaming(ctx, t, client, []*testpb.ResponseParameters{{Size: 10}, {Size: 100 << 10}, {Size: 1}})
 	_, err = client.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.NotFound), Message: "no such thing"}})
 	if s := status.Convert(err); s.Code() != codes.NotFound || s.Message() != "no such thing" {
 		t.Fatalf("unary status: got %v", err)

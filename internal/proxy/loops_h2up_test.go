@@ -268,23 +268,9 @@ func TestGRPCLoops(t *testing.T) {
 		t.Fatalf("unary 200 KB: %v", err)
 	}
 
-	params := []*testpb.ResponseParameters{{Size: 10}, {Size: 100 << 10}, {Size: 50 << 10}, {Size: 1}}
-	ss, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params,
-		ResponseStatus: &testpb.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "after four"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, p := range params {
-		m, err := ss.Recv()
-		if err != nil || len(m.GetPayload().GetBody()) != int(p.GetSize()) {
-			t.Fatalf("server streaming message %d: %v (%d bytes)", i, err, len(m.GetPayload().GetBody()))
-		}
-	}
-	if _, err := ss.Recv(); status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("server streaming end: %v", err)
-	}
-	if got := ss.Trailer().Get("x-sent"); len(got) != 1 || got[0] != "2+" {
-		t.Errorf("server streaming trailer %v", ss.Trailer())
+	ssTrailer := serverStreaming(ctx, t, client, []*testpb.ResponseParameters{{Size: 10}, {Size: 100 << 10}, {Size: 50 << 10}, {Size: 1}})
+	if got := ssTrailer.Get("x-sent"); len(got) != 1 || got[0] != "2+" {
+		t.Errorf("server streaming trailer %v", ssTrailer)
 	}
 
 	fd, err := client.FullDuplexCall(ctx)
@@ -393,4 +379,26 @@ func TestGRPCLoopsRetries(t *testing.T) {
 			t.Errorf("%s = %d, want %d", name, n, want)
 		}
 	}
+}
+
+// serverStreaming makes a server-streaming call asking for messages of
+// the sizes given, ending in FailedPrecondition, checks each message's
+// size and the status, and returns the call's trailer.
+func serverStreaming(ctx context.Context, t *testing.T, client testpb.TestServiceClient, sizes []*testpb.ResponseParameters) metadata.MD {
+	t.Helper()
+	ss, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: sizes,
+		ResponseStatus: &testpb.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "after the last"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range sizes {
+		m, err := ss.Recv()
+		if err != nil || len(m.GetPayload().GetBody()) != int(p.GetSize()) {
+			t.Fatalf("server streaming message %d: %v (%d bytes)", i, err, len(m.GetPayload().GetBody()))
+		}
+	}
+	if _, err := ss.Recv(); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("server streaming end: %v", err)
+	}
+	return ss.Trailer()
 }

@@ -35,7 +35,13 @@ func (r h2TestRouter) RouteH2(h proxyroute.Head) Target { return r.Route(h) }
 // startH2 runs a loop serving h2c with every path routed to a backend.
 func startH2(t *testing.T, mod ...func(*Config)) *Server {
 	t.Helper()
-	a := backend(t, "a")
+	return startH2To(t, hostOf(backend(t, "a")), mod...)
+}
+
+// startH2To runs a loop serving h2c with every path routed to the
+// HTTP/1.1 server at hostport.
+func startH2To(t *testing.T, hostport string, mod ...func(*Config)) *Server {
+	t.Helper()
 	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
 		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
 			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
@@ -44,7 +50,7 @@ func startH2(t *testing.T, mod ...func(*Config)) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := h2TestRouter{&ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostOf(a))}}}}
+	r := h2TestRouter{&ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostport)}}}}
 	cfg := Config{Loops: 1, Router: r, H2: true}
 	for _, m := range mod {
 		m(&cfg)
@@ -514,14 +520,14 @@ func TestH2LoopStreamIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestH2LoopPingsDoNotKeepIdle: PINGs alone do not keep a connection
-// without a stream from its idle timeout.
-func TestH2LoopPingsDoNotKeepIdle(t *testing.T) {
-	srv := startH2(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
-	h := dialH2Raw(t, srv, http2.ClientPreface)
+// pingUntilGoAway sends a PING every 100 ms on h, which has no stream,
+// until the proxy's GOAWAY, and checks it is a graceful one (the idle
+// timeout's).
+func pingUntilGoAway(t *testing.T, h *h2Raw) {
+	t.Helper()
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() { // a PING every 100 ms; ends when the test returns or the connection fails
+	go func() { // ends when pingUntilGoAway returns or the connection fails
 		w := http2.NewFramer(h.c, nil)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
@@ -539,6 +545,14 @@ func TestH2LoopPingsDoNotKeepIdle(t *testing.T) {
 	if code := h.goAway(); code != http2.ErrCodeNo {
 		t.Errorf("GOAWAY %v", code)
 	}
+}
+
+// TestH2LoopPingsDoNotKeepIdle: PINGs alone do not keep a connection
+// without a stream from its idle timeout.
+func TestH2LoopPingsDoNotKeepIdle(t *testing.T) {
+	srv := startH2(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	pingUntilGoAway(t, h)
 }
 
 // TestH2LoopTrailersAfterReset: trailers the client sends on a stream

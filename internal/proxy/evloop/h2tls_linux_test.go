@@ -148,26 +148,7 @@ func TestH2TLSLoopPingsDoNotKeepIdle(t *testing.T) {
 	server, client := h2TLSServer(t)
 	srv := startH2(t, func(c *Config) { c.IdleTimeout, c.TLS = 300*time.Millisecond, server })
 	h := dialH2TLS(t, srv, client)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() { // a PING every 100 ms; ends when the test returns or the connection fails
-		w := http2.NewFramer(h.c, nil)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if w.WritePing(false, [8]byte{7}) != nil {
-					return
-				}
-			}
-		}
-	}()
-	if code := h.goAway(); code != http2.ErrCodeNo {
-		t.Errorf("GOAWAY %v", code)
-	}
+	pingUntilGoAway(t, h)
 	if srv.H2Conns() != 1 {
 		t.Errorf("the loop served %d HTTP/2 connections, want 1", srv.H2Conns())
 	}

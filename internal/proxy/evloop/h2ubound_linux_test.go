@@ -161,11 +161,7 @@ func TestH2UpstreamSlowUpstreamBounded(t *testing.T) {
 // ACKs (and the socket buffers): the proxy stops reading it. Once it
 // reads, its stream's response comes through.
 func TestH2UpstreamPingFloodBounded(t *testing.T) {
-	srv, accept := startH2Up(t)
-	h := dialH2Raw(t, srv, http2.ClientPreface)
-	h.headers(1, true)
-	u := accept()
-	id := u.request().StreamID
+	h, u, id := openH2Up(t)
 	_ = u.c.SetDeadline(time.Time{})
 	var chunk bytes.Buffer
 	fr := http2.NewFramer(&chunk, nil)

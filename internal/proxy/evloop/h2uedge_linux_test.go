@@ -4,15 +4,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
 
-	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // TestH2UpstreamHeaderListLimit: the proxy tells the upstream its
@@ -175,11 +172,7 @@ func TestH2UpstreamIdleTimeout(t *testing.T) {
 // expect: 100-continue itself), and a sixth 1xx is a malformed response.
 func TestH2UpstreamInterim(t *testing.T) {
 	t.Run("relayed", func(t *testing.T) {
-		srv, accept := startH2Up(t)
-		h := dialH2Raw(t, srv, http2.ClientPreface)
-		h.headers(1, true)
-		u := accept()
-		id := u.request().StreamID
+		h, u, id := openH2Up(t)
 		u.headers(id, false, ":status", "100")
 		u.headers(id, false, ":status", "103", "link", "</a.css>; rel=preload", "connection", "close")
 		u.headers(id, true, ":status", "200")
@@ -202,11 +195,7 @@ func TestH2UpstreamInterim(t *testing.T) {
 		}
 	})
 	t.Run("too many", func(t *testing.T) {
-		srv, accept := startH2Up(t)
-		h := dialH2Raw(t, srv, http2.ClientPreface)
-		h.headers(1, true)
-		u := accept()
-		id := u.request().StreamID
+		h, u, id := openH2Up(t)
 		for range 6 {
 			u.headers(id, false, ":status", "103")
 		}
@@ -236,16 +225,7 @@ func TestH2InterimFromHTTP1(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	t.Cleanup(app.Close)
-	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
-		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := h2TestRouter{&ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostOf(app))}}}}
-	srv, _ := start(t, Config{Loops: 1, Router: r, H2: true})
+	srv := startH2To(t, hostOf(app))
 	h := dialH2Raw(t, srv, http2.ClientPreface)
 	h.headers(1, true)
 	var got []string

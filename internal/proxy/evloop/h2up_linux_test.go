@@ -50,6 +50,17 @@ func startH2Up(t *testing.T, mod ...func(*Config)) (srv *Server, accept func(set
 	return startH2UpRetry(t, nil, mod...)
 }
 
+// openH2Up is startH2Up with one GET on stream 1 already at the upstream:
+// the client's connection, the upstream's, and the upstream's stream id.
+func openH2Up(t *testing.T) (h *h2Raw, u *rawUp, id uint32) {
+	t.Helper()
+	srv, accept := startH2Up(t)
+	h = dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, true)
+	u = accept()
+	return h, u, u.request().StreamID
+}
+
 // startH2UpRetry is startH2Up with a retry policy on the route.
 func startH2UpRetry(t *testing.T, retry *proxyroute.RetryPolicy, mod ...func(*Config)) (srv *Server, accept func(settings ...http2.Setting) *rawUp) {
 	t.Helper()
@@ -221,11 +232,7 @@ func TestH2UpstreamResets(t *testing.T) {
 		}
 	})
 	t.Run("upstream reset mid-response", func(t *testing.T) {
-		srv, accept := startH2Up(t)
-		h := dialH2Raw(t, srv, http2.ClientPreface)
-		h.headers(1, true)
-		u := accept()
-		id := u.request().StreamID
+		h, u, id := openH2Up(t)
 		u.headers(id, false, ":status", "200")
 		_ = u.fr.WriteRSTStream(id, http2.ErrCodeInternal)
 		if f := h.until(isRST); f == nil || f.(*http2.RSTStreamFrame).StreamID != 1 {
