@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-
 )
 
 // TestH2UpstreamHeaderListLimit: the proxy tells the upstream its
