@@ -105,6 +105,7 @@ func main() {
 	floorMsg := flag.Int("floor-msg", 600, "with -floor: the pushed message's size in bytes")
 	floorAck := flag.Int("floor-ack", 200, "with -floor: the reply's size in bytes")
 	floorRounds := flag.Int("floor-rounds", 30, "with -floor: rounds measured")
+	window := flag.Int("max-pushes-in-flight", 0, "the server's push window (weft server --xds-max-pushes-in-flight): 0, weft's default; -1, no window (every push of a write sent at once, as before round 14)")
 	flag.Parse()
 	if *floorN > 0 {
 		if err := floor(*floorN, *floorMsg, *floorAck, *floorRounds); err != nil {
@@ -131,6 +132,9 @@ func main() {
 	if *serverMemLimit != "" {
 		serverEnv = append(serverEnv, "GOMEMLIMIT="+*serverMemLimit)
 	}
+	if *window != 0 {
+		serverEnv = append(serverEnv, fmt.Sprintf("%s=%d", windowEnv, *window))
+	}
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	switch *client {
 	case "weft":
@@ -145,6 +149,9 @@ func main() {
 		log.Fatal(err)
 	}
 }
+
+// windowEnv passes -max-pushes-in-flight to the child.
+const windowEnv = "XDSBENCH_MAX_PUSHES_IN_FLIGHT"
 
 // serve is the child: weft's server with a CPU profile that SIGUSR1
 // starts and SIGUSR2 stops, and heap profiles written at both.
@@ -168,6 +175,11 @@ func serve(args []string) error {
 	// (-n over 20,000, -streams-per-conn over 100): the bench measures
 	// convergence, not the limits.
 	cfg.XDS.MaxStreams, cfg.XDS.MaxStreamsPerConn = 1<<30, 1<<20
+	if v := os.Getenv(windowEnv); v != "" {
+		if cfg.XDS.MaxPushesInFlight, err = strconv.Atoi(v); err != nil {
+			return fmt.Errorf("%s: %w", windowEnv, err)
+		}
+	}
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
 	go func() { // ends with the process

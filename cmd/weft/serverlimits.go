@@ -31,6 +31,7 @@ func limitFlags(fs *flag.FlagSet, cfg *server.Config) func() error {
 	perConn := fs.Uint("xds-max-streams-per-conn", xdsserver.DefaultMaxStreamsPerConn, "xDS: concurrent streams on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)"+add("xds-max-streams-per-conn"))
 	fs.IntVar(&x.MaxStreamsPerIdentity, "xds-max-streams-per-node", xdsserver.DefaultMaxStreamsPerIdentity, "xDS: streams of one node id; beyond, ResourceExhausted"+add("xds-max-streams-per-node"))
 	fs.IntVar(&cfg.XDSMaxConns, "xds-max-conns", server.DefaultXDSMaxConns, "xDS: open connections from peers other than loopback; beyond, a new one is closed at once"+add("xds-max-conns"))
+	fs.IntVar(&x.MaxPushesInFlight, "xds-max-pushes-in-flight", xdsserver.DefaultMaxPushesInFlight, "xDS: proxies a write's pushes may await answers from at once; the others wait their turn; -1 for no bound"+add("xds-max-pushes-in-flight"))
 	fs.IntVar(&x.MaxStreams, "xds-max-streams", xdsserver.DefaultMaxStreams, "xDS: streams of the whole server; beyond, ResourceExhausted"+add("xds-max-streams"))
 	fs.IntVar(&cfg.DNS.MaxUDPSize, "dns-max-udp-size", dns.DefaultMaxUDPSize, "DNS: largest UDP answer whatever EDNS size a client advertises (512 without EDNS); longer ones are truncated"+add("dns-max-udp-size"))
 	fs.IntVar(&cfg.DNS.MaxTCPConns, "dns-max-tcp-conns", dns.DefaultMaxTCPConns, "DNS: open TCP connections; a client beyond waits until one closes"+add("dns-max-tcp-conns"))

@@ -117,6 +117,9 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	// limit); called with turn held, by this handler's goroutines or the
 	// hub's fan-out (s.send).
 	push := func(limit int) (sent int, more bool, err error) {
+		if s.owesWrite() && !a.hub.win.take(s) {
+			return 0, false, nil // queued: pushed to when a slot frees (window.go)
+		}
 		if out, more, err = s.next(a.hub, out[:0], limit); err != nil {
 			return 0, false, err
 		}
@@ -171,7 +174,9 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 			if sotw != nil {
 				sotw.skipNode = s.is != nil
 			}
+			next := s.settle(a.hub.win) // an ACK frees the stream's slot
 			turn.Unlock()
+			a.hub.win.run(next)
 			if err != nil {
 				if errors.Is(err, errStreamDone) {
 					err = nil
@@ -214,7 +219,9 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 			if err == nil {
 				_, _, err = push(0)
 			}
+			next := s.settle(a.hub.win)
 			turn.Unlock()
+			a.hub.win.run(next)
 			if err != nil {
 				return err
 			}

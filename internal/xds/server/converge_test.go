@@ -26,15 +26,26 @@ import (
 // them, ACKing as they go; when the writes stop, every replica has ACKed
 // exactly the versions the server holds for it, of every type, and
 // nothing was NACKed. Ordering, parking, subscription changes and
-// coalesced batches all race here.
+// coalesced batches all race here; and, with a push window of 2 slots for
+// 10 streams, pushes queued and granted as answers come back.
 func TestConvergenceUnderRandomWrites(t *testing.T) {
+	t.Run("default window", func(t *testing.T) { convergeUnderRandomWrites(t) })
+	t.Run("window of 2", func(t *testing.T) {
+		srv := convergeUnderRandomWrites(t, windowOf(2, time.Minute))
+		if testutil.ToFloat64(srv.hub.metrics.pushesQueued) == 0 {
+			t.Fatal("no push waited for a slot of the window")
+		}
+	})
+}
+
+func convergeUnderRandomWrites(t *testing.T, opts ...func(*Options)) *testServer {
 	st := openStore(t)
 	putNamespace(t, st)
 	putMesh(t, st, "m")
 	for i := range 5 {
 		putNode(t, st, "m", fmt.Sprintf("n%d", i))
 	}
-	srv := startServer(t, st, translate.TranslateWith, withChecks)
+	srv := startServer(t, st, translate.TranslateWith, append(opts, withChecks)...)
 	conn, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +100,7 @@ func TestConvergenceUnderRandomWrites(t *testing.T) {
 		t.Fatal("300 writes pushed nothing")
 	}
 	t.Logf("%v pushes to 10 proxies over 300 writes", pushes()-before)
+	return srv
 }
 
 // waitRevision waits until the server has pushed every write up to rev.

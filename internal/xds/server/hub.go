@@ -47,6 +47,9 @@ type hub struct {
 	// fanout calls fn(w, i) for i in [0, n) and returns when every call
 	// has (the runner's parallel); nil calls them in turn.
 	fanout func(n int, fn func(w, i int))
+	// win bounds the pushes a write sends out at once (window.go); nil:
+	// no bound.
+	win *window
 	// woken is deliver's list of the streams to push to, reused from
 	// call to call; used by the runner's goroutine only.
 	woken []*stream
@@ -141,6 +144,7 @@ func (c *hub) close(s *stream) {
 		s.is.replicas.Store(int32(len(s.is.streams)))
 	}
 	c.mu.Unlock()
+	c.win.run(c.win.leave(s))
 	c.bump()
 	c.metrics.streams.Dec()
 	if s.is != nil {
@@ -283,10 +287,11 @@ func (c *hub) deliver(ups []update) {
 	var inline atomic.Int64
 	push := func(_, i int) {
 		s := woken[i]
-		handled, sent := s.pushNow()
+		handled, sent, next := s.pushNow(c.win)
 		if !handled {
 			s.poke()
 		}
+		c.win.run(next)
 		if sent {
 			inline.Add(1)
 		}

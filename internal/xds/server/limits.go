@@ -77,6 +77,15 @@ const (
 	// round 9). 1 MiB bounds what one client can send unread, below the
 	// 16 MiB the estimation may grow to.
 	recvWindow = 1 << 20
+	// DefaultMaxPushesInFlight is the push window (window.go): the
+	// streams a write's pushes may await answers from at once. 256 keeps
+	// the ACKs that come back from competing with the API (docs/bench/
+	// xds.md, round 14) and is far above what one ACK's round trip needs
+	// to keep the fan-out busy on 2 cores.
+	DefaultMaxPushesInFlight = 256
+	// DefaultPushTimeout frees a window slot whose client has not
+	// answered in this time.
+	DefaultPushTimeout = time.Second
 )
 
 // Limits bound what clients can hold of the server. A zero field takes its
@@ -88,6 +97,10 @@ type Limits struct {
 	MaxRecvMsgSize        int
 	FirstRequestTimeout   time.Duration
 	MaxStreamAge          time.Duration
+	// MaxPushesInFlight is the push window's size (window.go); negative:
+	// no window.
+	MaxPushesInFlight int
+	PushTimeout       time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -108,6 +121,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxStreamAge <= 0 {
 		l.MaxStreamAge = DefaultMaxStreamAge
+	}
+	if l.MaxPushesInFlight == 0 {
+		l.MaxPushesInFlight = DefaultMaxPushesInFlight
+	}
+	if l.PushTimeout <= 0 {
+		l.PushTimeout = DefaultPushTimeout
 	}
 	return l
 }

@@ -21,6 +21,9 @@ type metrics struct {
 	recompute    prometheus.Histogram
 	interned     prometheus.Gauge
 	certIssued   prometheus.Counter
+	// The push window's (window.go).
+	pushesInFlight, pushesWaiting prometheus.Gauge
+	pushesQueued, pushTimeouts    prometheus.Counter
 
 	// pushesBy, acksBy and writeToAckBy are pushes', acks' and
 	// writeToAck's series of each type, resolved once: a push and its
@@ -98,6 +101,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "weft", Subsystem: "xds", Name: "certificates_issued_total",
 			Help: "Leaf certificates issued to proxies: first issue, renewal at two thirds of the lifetime, new signing root or new DNS names.",
 		}),
+		pushesInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "pushes_in_flight",
+			Help: "Streams sent a write's push and not yet answered: slots of the push window (--xds-max-pushes-in-flight) held.",
+		}),
+		pushesWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "pushes_waiting",
+			Help: "Streams owed a write's push, waiting for a slot of the push window.",
+		}),
+		pushesQueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "pushes_queued_total",
+			Help: "Pushes that waited for a slot of the push window because it was full.",
+		}),
+		pushTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "xds", Name: "push_timeouts_total",
+			Help: "Slots of the push window freed because the proxy did not answer its push within the push timeout.",
+		}),
 	}
 	for t := range numTypes {
 		m.pushesBy[t] = m.pushes.WithLabelValues(typeName(t))
@@ -106,7 +125,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.writeToAck, m.pushes, m.inlinePushes, m.acks, m.nacks, m.rejected, m.streams,
-			m.translations, m.sharedEgress, m.epUpdates, m.routeUpdates, m.translateErr, m.checks, m.recompute, m.interned, m.certIssued)
+			m.translations, m.sharedEgress, m.epUpdates, m.routeUpdates, m.translateErr, m.checks, m.recompute, m.interned, m.certIssued,
+			m.pushesInFlight, m.pushesWaiting, m.pushesQueued, m.pushTimeouts)
 	}
 	return m
 }

@@ -35,30 +35,76 @@ import (
 // (see above), on the calling goroutine. handled reports whether it did
 // what the stream needed (false: the caller must wake the stream, poke),
 // sent whether a response went out. A response left owed after the one
-// sent is left to the stream's own goroutine, woken here.
-func (s *stream) pushNow() (handled, sent bool) {
+// sent is left to the stream's own goroutine, woken here. When the push
+// window (window.go) is full the stream is queued instead, and handled;
+// next is a stream that got the push window's slot this one did not need
+// (its client holds what it would be sent): the caller pushes to it
+// (window.run).
+func (s *stream) pushNow(w *window) (handled, sent bool, next *stream) {
 	if !s.turn.TryLock() {
-		return false, false
+		return false, false, nil
 	}
 	defer s.turn.Unlock()
 	if s.ended || s.pushErr != nil || s.send == nil {
-		return true, false // the handler is returning, or will with pushErr
+		return true, false, nil // the handler is returning, or will with pushErr
 	}
 	if !s.idle() {
-		return false, false
+		return false, false, nil
 	}
 	n, more, err := s.send(1)
 	if err != nil {
 		s.pushErr = err
 		s.poke()
-		return true, false
+		return true, false, nil
 	}
 	if more {
 		// A later type's new version may be owed too (a first snapshot,
 		// a node's change): the stream's goroutine sends it.
 		s.poke()
 	}
-	return true, n > 0
+	return true, n > 0, s.settle(w)
+}
+
+// pushGranted pushes to a stream the push window just gave a slot to,
+// as pushNow, or wakes it when it is busy; it returns the stream the slot
+// goes to next when this one needs it for nothing.
+func (s *stream) pushGranted(w *window) (next *stream) {
+	if !s.turn.TryLock() {
+		s.poke() // its goroutine pushes, holding the slot
+		return nil
+	}
+	defer s.turn.Unlock()
+	if s.ended || s.pushErr != nil || s.send == nil {
+		return w.release(s)
+	}
+	_, more, err := s.send(1)
+	if err != nil {
+		s.pushErr = err
+		s.poke()
+		return w.release(s)
+	}
+	if more {
+		s.poke()
+	}
+	return s.settle(w)
+}
+
+// owesWrite reports whether what the stream would send next is a new
+// snapshot's (a write's) to an idle stream: such a push takes a slot of
+// the push window. Called holding the turn.
+func (s *stream) owesWrite() bool {
+	return s.is != nil && s.is.snap.Load() != s.seen && s.idle()
+}
+
+// settle frees the stream's slot of the push window once the stream is
+// idle, and returns the stream the slot went to, for the caller to push
+// to once it no longer holds this stream's turn (window.run). Called
+// holding the turn.
+func (s *stream) settle(w *window) *stream {
+	if !s.idle() {
+		return nil
+	}
+	return w.release(s)
 }
 
 // idle reports whether every response the stream was sent has been

@@ -119,6 +119,7 @@ func New(opts Options) *Server {
 	m := newMetrics(opts.Registry)
 	c := newHub(opts.Log, m, opts.DefaultOwner)
 	c.maxPerIdentity = opts.Limits.MaxStreamsPerIdentity
+	c.win = newWindow(opts.Limits.MaxPushesInFlight, opts.Limits.PushTimeout, m)
 	c.authorize, c.insecureSecrets = opts.Authorize, opts.InsecureSecrets
 	r := newRunner(&opts, c, m)
 	c.attach, c.detach = r.requestAttach, r.requestDetach
@@ -159,6 +160,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	cancel()
 	gs.GracefulStop()
+	s.hub.win.stop()
 	<-serveErr
 	if lerr := <-loopErr; err == nil {
 		err = lerr

@@ -65,6 +65,13 @@ type stream struct {
 	pushErr error
 	send    func(limit int) (sent int, more bool, err error)
 
+	// Guarded by the hub's window's mu (window.go): slot, the number of
+	// the push window's slot the stream holds (0: none); queued, of its
+	// place in the window's queue (0: not queued); left, the stream
+	// closed.
+	slot, queued uint64
+	left         bool
+
 	// Set by identify, holding the stream's turn (serve). is is read under
 	// hub.mu by Proxies (identify sets it holding hub.mu).
 	is   *identState

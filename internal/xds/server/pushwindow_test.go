@@ -1,0 +1,175 @@
+package server
+
+import (
+	"testing"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// windowOf sets the push window's size and timeout.
+func windowOf(n int, timeout time.Duration) func(*Options) {
+	return func(o *Options) { o.Limits.MaxPushesInFlight, o.Limits.PushTimeout = n, timeout }
+}
+
+// replicasOf starts n Envoy-like replicas of red, each through Envoy's
+// start, and waits until the server has their ACKs.
+func replicasOf(t *testing.T, srv *testServer, n int) []*adsClient {
+	t.Helper()
+	cs := make([]*adsClient, n)
+	for i := range cs {
+		cs[i] = dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+		envoyStart(t, cs[i])
+	}
+	waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool {
+		return p.Replicas == n && p.Types["rds"].AckedReplicas == n && p.Types["eds"].AckedReplicas == n
+	})
+	return cs
+}
+
+// nextOf waits for a response on any of cs but those in skip, and says
+// whose it is.
+func nextOf(t *testing.T, cs []*adsClient, skip map[int]bool) (int, *discovery.DiscoveryResponse) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		for i, c := range cs {
+			if skip[i] {
+				continue
+			}
+			select {
+			case r, ok := <-c.recv:
+				if !ok {
+					t.Fatalf("replica %d: stream ended: %v", i, c.err)
+				}
+				return i, r
+			default:
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("no response within %v", wait)
+	return 0, nil
+}
+
+// quiet checks that none of cs but those in skip gets a response for d.
+func quiet(t *testing.T, cs []*adsClient, skip map[int]bool, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		for i, c := range cs {
+			if skip[i] {
+				continue
+			}
+			select {
+			case r := <-c.recv:
+				t.Fatalf("replica %d was pushed %s version %s with the window full", i, r.GetTypeUrl(), r.GetVersionInfo())
+			default:
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPushWindow: with a window of 2, a write that affects 4 replicas is
+// pushed to 2 of them; the others wait, and are pushed to one by one as
+// an ACK or a NACK frees a slot. The gauges say how many hold and wait.
+func TestPushWindow(t *testing.T) {
+	st := colorStore(t)
+	srv := startServer(t, st, fakeTranslate, windowOf(2, time.Minute))
+	cs := replicasOf(t, srv, 4)
+	m := srv.hub.metrics
+	queuedBefore := testutil.ToFloat64(m.pushesQueued)
+
+	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
+	got := map[int]bool{}
+	var first []*discovery.DiscoveryResponse
+	var firstOf []int
+	for range 2 {
+		i, r := nextOf(t, cs, got)
+		expect(t, r, edsType, "cds_egress_m_blue")
+		got[i] = true
+		first, firstOf = append(first, r), append(firstOf, i)
+	}
+	quiet(t, cs, got, 200*time.Millisecond)
+	if in, w := testutil.ToFloat64(m.pushesInFlight), testutil.ToFloat64(m.pushesWaiting); in != 2 || w != 2 {
+		t.Fatalf("in flight %v, waiting %v; want 2 and 2", in, w)
+	}
+
+	// An ACK frees a slot: one more replica is pushed to.
+	cs[firstOf[0]].ack(first[0], "cds_egress_m_blue")
+	i, r := nextOf(t, cs, got)
+	expect(t, r, edsType, "cds_egress_m_blue")
+	got[i] = true
+	quiet(t, cs, got, 100*time.Millisecond)
+
+	// A NACK frees one too: the last replica is pushed to.
+	cs[firstOf[1]].request(edsType, "", first[1].GetNonce(), []string{"cds_egress_m_blue"}, "rejected")
+	i, last := nextOf(t, cs, got)
+	expect(t, last, edsType, "cds_egress_m_blue")
+	if q := testutil.ToFloat64(m.pushesQueued) - queuedBefore; q != 2 {
+		t.Fatalf("pushes_queued_total rose by %v, want 2", q)
+	}
+	cs[i].ack(last, "cds_egress_m_blue")
+	if testutil.ToFloat64(m.pushesWaiting) != 0 {
+		t.Fatal("a replica still waits")
+	}
+}
+
+// TestPushWindowClose: a stream that closes holding a slot gives it to
+// the next one waiting.
+func TestPushWindowClose(t *testing.T) {
+	st := colorStore(t)
+	srv := startServer(t, st, fakeTranslate, windowOf(1, time.Minute))
+	cs := replicasOf(t, srv, 2)
+	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
+	i, r := nextOf(t, cs, nil)
+	expect(t, r, edsType, "cds_egress_m_blue")
+	quiet(t, cs, map[int]bool{i: true}, 200*time.Millisecond)
+	cs[i].close()
+	_, r = nextOf(t, cs, map[int]bool{i: true})
+	expect(t, r, edsType, "cds_egress_m_blue")
+	waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool { return p.Replicas == 1 })
+	if in := testutil.ToFloat64(srv.hub.metrics.pushesInFlight); in != 1 {
+		t.Fatalf("in flight %v, want 1 (the remaining replica's)", in)
+	}
+}
+
+// TestPushWindowTimeout: clients that never answer hold their slots for
+// the push timeout only; the timer then pushes to the next ones, with no
+// other event to drive it.
+func TestPushWindowTimeout(t *testing.T) {
+	st := colorStore(t)
+	srv := startServer(t, st, fakeTranslate, windowOf(1, 100*time.Millisecond))
+	cs := replicasOf(t, srv, 3)
+	before := testutil.ToFloat64(srv.hub.metrics.pushTimeouts)
+	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
+	got := map[int]bool{}
+	for range 3 {
+		i, r := nextOf(t, cs, got)
+		expect(t, r, edsType, "cds_egress_m_blue")
+		got[i] = true
+	}
+	if n := testutil.ToFloat64(srv.hub.metrics.pushTimeouts) - before; n < 2 {
+		t.Fatalf("push_timeouts_total rose by %v, want at least 2", n)
+	}
+}
+
+// TestPushWindowUnbounded: a negative size means no window: every replica
+// is pushed to at once, none answering.
+func TestPushWindowUnbounded(t *testing.T) {
+	st := colorStore(t)
+	srv := startServer(t, st, fakeTranslate, windowOf(-1, 0))
+	cs := replicasOf(t, srv, 3)
+	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
+	got := map[int]bool{}
+	for range 3 {
+		i, r := nextOf(t, cs, got)
+		expect(t, r, edsType, "cds_egress_m_blue")
+		got[i] = true
+	}
+	if srv.hub.win != nil {
+		t.Fatalf("a window of size %d", srv.hub.win.max)
+	}
+}
