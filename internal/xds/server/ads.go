@@ -115,9 +115,11 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	var out []outgoing
 	// push sends what the stream owes, at most limit responses (0: no
 	// limit); called with turn held, by this handler's goroutines or the
-	// hub's fan-out (s.send).
-	push := func(limit int) (sent int, more bool, err error) {
-		if s.owesWrite() && !a.hub.win.take(s) {
+	// hub's fan-out (s.send). windowed: a new snapshot's push to an idle
+	// stream takes a slot of the push window first, or waits for one;
+	// the answer to a request does not wait.
+	push := func(limit int, windowed bool) (sent int, more bool, err error) {
+		if windowed && s.owesWrite() && !a.hub.win.take(s) {
 			return 0, false, nil // queued: pushed to when a slot frees (window.go)
 		}
 		if out, more, err = s.next(a.hub, out[:0], limit); err != nil {
@@ -137,7 +139,8 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 		clear(out)
 		return sent, more, nil
 	}
-	s.send = push // before identify: the fan-out finds s only after it
+	// Before identify: the fan-out finds s only after it.
+	s.send = func(limit int) (int, bool, error) { return push(limit, true) }
 	// receive handles one request; called with turn held.
 	receive := func(req R) error {
 		if s.ended {
@@ -157,7 +160,7 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 		if err := s.handle(ctx, a.hub, parse(req)); err != nil {
 			return err
 		}
-		_, _, err := push(0)
+		_, _, err := push(0, false)
 		return err
 	}
 	// ended gets the error a request ends the stream with, nil when the
@@ -217,7 +220,7 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 			turn.Lock()
 			err := s.pushErr // a push of the fan-out's failed
 			if err == nil {
-				_, _, err = push(0)
+				_, _, err = push(0, true)
 			}
 			next := s.settle(a.hub.win)
 			turn.Unlock()

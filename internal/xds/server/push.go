@@ -77,6 +77,12 @@ func (s *stream) pushGranted(w *window) (next *stream) {
 	if s.ended || s.pushErr != nil || s.send == nil {
 		return w.release(s)
 	}
+	if !s.idle() {
+		// Its request's answer went out meanwhile: it is pushed to, with
+		// the slot, when the client answers it (serve), not from here,
+		// where a send could wait on the client (see above).
+		return nil
+	}
 	_, more, err := s.send(1)
 	if err != nil {
 		s.pushErr = err
@@ -90,18 +96,25 @@ func (s *stream) pushGranted(w *window) (next *stream) {
 }
 
 // owesWrite reports whether what the stream would send next is a new
-// snapshot's (a write's) to an idle stream: such a push takes a slot of
-// the push window. Called holding the turn.
+// snapshot's (a write's) to an idle stream: such a push, but for one
+// that closes the stream, takes a slot of the push window. Called
+// holding the turn.
 func (s *stream) owesWrite() bool {
-	return s.is != nil && s.is.snap.Load() != s.seen && s.idle()
+	if s.is == nil {
+		return false
+	}
+	snap := s.is.snap.Load()
+	return snap != nil && snap != s.seen && snap.closeErr == nil && s.idle()
 }
 
 // settle frees the stream's slot of the push window once the stream is
-// idle, and returns the stream the slot went to, for the caller to push
-// to once it no longer holds this stream's turn (window.run). Called
-// holding the turn.
+// idle and owes no new snapshot's push, and returns the stream the slot
+// went to, for the caller to push to once it no longer holds this
+// stream's turn (window.run). A stream that owes one was woken (poke) by
+// whoever made it owe: the fan-out, or the window that gave it the slot
+// it keeps for that push. Called holding the turn.
 func (s *stream) settle(w *window) *stream {
-	if !s.idle() {
+	if !s.idle() || s.owesWrite() {
 		return nil
 	}
 	return w.release(s)

@@ -47,6 +47,7 @@ func TestPushWithoutHandoff(t *testing.T) {
 	waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool {
 		return p.Types["eds"].Acked == last[edsType].GetVersionInfo() && p.Types["rds"].Acked == last[rdsType].GetVersionInfo()
 	})
+	turnsFree(srv)
 	const inline = "weft_xds_inline_pushes_total"
 	before := counter(t, srv.reg, inline)
 
@@ -84,6 +85,24 @@ func TestPushWithoutHandoff(t *testing.T) {
 	expect(t, c.next(), edsType, "cds_egress_m_blue")
 	expect(t, c.next(), rdsType, "rds_egress_http_80")
 	c.ack(cds)
+}
+
+// turnsFree waits until no goroutine holds a stream's turn: the status
+// shows a request's ACK as soon as it is handled, but the goroutine that
+// received it holds the turn a little longer (its push, with nothing to
+// send), and a fan-out that finds the turn held wakes the stream instead
+// of pushing inline. Called when no request is on its way.
+func turnsFree(srv *testServer) {
+	srv.hub.mu.Lock()
+	streams := make([]*stream, 0, len(srv.hub.streams))
+	for _, s := range srv.hub.streams {
+		streams = append(streams, s)
+	}
+	srv.hub.mu.Unlock()
+	for _, s := range streams {
+		s.turn.Lock()
+		s.turn.Unlock() //nolint:staticcheck // waiting for the holder is the point
+	}
 }
 
 // A nonce carries a random part: a client cannot answer a response it

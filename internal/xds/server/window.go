@@ -71,9 +71,10 @@ func newWindow(max int, timeout time.Duration, m *metrics) *window {
 	return &window{max: max, timeout: timeout, metrics: m, now: time.Now}
 }
 
-// take gives s a slot if it holds none and one is free, and reports
-// whether s holds one. When none is free, s is queued (once) and will be
-// pushed to when one is (grant). Called holding s's turn.
+// take gives s a slot if it holds none and one is free with nobody
+// waiting, and reports whether s holds one. Otherwise s is queued (once)
+// and will be pushed to when a slot comes to it (grant). Called holding
+// s's turn.
 func (w *window) take(s *stream) bool {
 	if w == nil {
 		return true
@@ -87,11 +88,13 @@ func (w *window) take(s *stream) bool {
 		return false
 	}
 	now := w.now()
-	w.expire(now)
-	if w.inFlight < w.max {
+	if w.inFlight < w.max && w.waiters == 0 {
 		w.give(s, now)
 		return true
 	}
+	// Slots past their timeout are freed by fire, which gives them in
+	// the queue's order: a slot is only ever given to a stream that is
+	// not in the queue (here, none waiting) or that leaves it (grant).
 	if s.queued == 0 {
 		w.seq++
 		s.queued = w.seq
