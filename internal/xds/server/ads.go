@@ -117,7 +117,7 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 	// limit); called with turn held, by this handler's goroutines or the
 	// hub's fan-out (s.send). windowed: a new snapshot's push to an idle
 	// stream takes a slot of the push window first, or waits for one;
-	// the answer to a request does not wait.
+	// the answer to a new subscription does not wait.
 	push := func(limit int, windowed bool) (sent int, more bool, err error) {
 		if windowed && s.owesWrite() && !a.hub.win.take(s) {
 			return 0, false, nil // queued: pushed to when a slot frees (window.go)
@@ -160,7 +160,9 @@ func serve[R xdsRequest](a *ads, st grpc.ServerStream, delta bool, parse func(R)
 		if err := s.handle(ctx, a.hub, parse(req)); err != nil {
 			return err
 		}
-		_, _, err := push(0, false)
+		// An ACK's or NACK's push is windowed like the fan-out's; the
+		// answer to a subscription is not.
+		_, _, err := push(0, !s.asked)
 		return err
 	}
 	// ended gets the error a request ends the stream with, nil when the

@@ -79,6 +79,10 @@ type stream struct {
 	seen *snapshot // the identity's snapshot the stream last looked at
 	// nonce counts the responses sent, for their nonces.
 	nonce int64
+	// asked: the request handle last took asked for something the
+	// client was not sent (a first or changed subscription): the answer
+	// does not wait for the push window (window.go).
+	asked bool
 	// preEncode: a state-of-the-world response carrying every resource of
 	// a type is sent as the bytes encoded once for every stream that gets
 	// it (codec.go). Set by serve before the stream runs.
@@ -167,6 +171,7 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 	defer s.mu.Unlock()
 	defer c.bump()
 	st := &s.types[t]
+	s.asked = false
 	if c.debug(ctx) {
 		s.log.Debug("request", "type", typeName(t), "version", req.version, "nonce", req.nonce, "names", req.names, "subscribe", req.subscribe, "unsubscribe", req.unsub, "nack", req.errDetail != nil)
 	}
@@ -199,6 +204,10 @@ func (s *stream) handle(ctx context.Context, c *hub, req request) error {
 			delete(st.absent, n)
 		}
 	}
+	if s.delta {
+		changed = first || len(req.subscribe) > 0 || len(req.unsub) > 0
+	}
+	s.asked = changed
 	if n := len(st.sub.SubscribedResources()); n > maxSubscribedNames {
 		c.metrics.rejected.WithLabelValues(codes.ResourceExhausted.String()).Inc()
 		s.log.Info("closing stream", "error", "too many names subscribed", "type", typeName(t), "names", n)

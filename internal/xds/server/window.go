@@ -25,10 +25,11 @@ import (
 // with the fan-out: a slot is freed as soon as its ACK is read, so the
 // time to the last ACK is the same within the runs' noise.
 //
-// Responses that answer a request (a new subscription, the next type
-// after an ACK) are not held back: only a push to an idle stream that a
-// new snapshot caused takes a slot, and a stream that holds one keeps it
-// while it sends the rest of that snapshot's types.
+// Responses that answer a new subscription are not held back, nor is a
+// snapshot that closes the stream: only a push to an idle stream that a
+// new snapshot caused takes a slot, whether the fan-out or an ACK finds
+// it owed, and a stream that holds one keeps it while it sends the rest
+// of that snapshot's types.
 //
 // A slot's lifetime is bounded by timeout so that clients that never
 // answer (stalled, or slow to read) cannot hold the window shut: their
