@@ -197,13 +197,20 @@ func main() {
 	procHT2 := b.procs[len(b.procs)-1].Process
 	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pHT2))
 
-	if *hold {
-		fmt.Printf("app %s (pid %d)\none weft proxy http://127.0.0.1:%d/ (pid %d, admin %s)\ntwo weft proxies http://127.0.0.1:%d/ (pid %d, admin %s)\nhaproxy http://127.0.0.1:%d/ (pid %d)\nGo TCP relay http://127.0.0.1:%d/ (pid %d)\none weft proxy, mTLS in https://127.0.0.1:%d/ (pid %d, admin %s; client certificate in %s)\nlogs in %s\n",
-			app, b.appPid, pB, procB.Pid, b.admin[procB.Pid], pA, procA.Pid, b.admin[procA.Pid], pH, procH.Pid, pR, procR.Pid, pBT, procBT.Pid, b.admin[procBT.Pid], b.dir, b.dir)
+	// -hold with HTTP/2 paths waits once those are set up too.
+	holdH2 := *hold && (h2cWanted(*h2cOn || *h2tlsOn, *only) || h2tlsWanted(*h2tlsOn, *only))
+	waitSignal := func() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 		<-sig
-		return
+	}
+	if *hold {
+		fmt.Printf("app %s (pid %d)\none weft proxy http://127.0.0.1:%d/ (pid %d, admin %s)\ntwo weft proxies http://127.0.0.1:%d/ (pid %d, admin %s)\nhaproxy http://127.0.0.1:%d/ (pid %d)\nGo TCP relay http://127.0.0.1:%d/ (pid %d)\none weft proxy, mTLS in https://127.0.0.1:%d/ (pid %d, admin %s; client certificate in %s)\nlogs in %s\n",
+			app, b.appPid, pB, procB.Pid, b.admin[procB.Pid], pA, procA.Pid, b.admin[procA.Pid], pH, procH.Pid, pR, procR.Pid, pBT, procBT.Pid, b.admin[procBT.Pid], b.dir, b.dir)
+		if !holdH2 {
+			waitSignal()
+			return
+		}
 	}
 	appProc, _ := os.FindProcess(b.appPid)
 	targets := []target{
@@ -254,11 +261,23 @@ func main() {
 			target{"two weft proxies B, mTLS between", fmt.Sprintf("http://127.0.0.1:%d/", pBAT), []*os.Process{procBAT, procBBT}, nil})
 		fmt.Printf("one weft proxy B, two weft proxies B: %s %s\n", *weftB, *weftBArgs)
 	}
+	nH1 := len(targets)
 	if h2cWanted(*h2cOn || *h2tlsOn, *only) || h2tlsWanted(*h2tlsOn, *only) {
 		targets = append(targets, b.h2cTargets(xds, app, aArgs, *weftB, bArgs)...)
 	}
 	if h2tlsWanted(*h2tlsOn, *only) {
 		targets = append(targets, b.h2tlsTargets(xds, k, app, aArgs, *weftB, bArgs)...)
+	}
+	if holdH2 {
+		for _, t := range targets[nH1:] {
+			var pids []string
+			for _, p := range t.procs {
+				pids = append(pids, fmt.Sprintf("%d (admin %s)", p.Pid, b.admin[p.Pid]))
+			}
+			fmt.Printf("%s %s (pids %s)\n", t.name, t.url, strings.Join(pids, ", "))
+		}
+		waitSignal()
+		return
 	}
 	if *evloopBin != "" {
 		targets = append(targets, b.evloopTargets(*evloopBin, *evloopLoops, app)...)

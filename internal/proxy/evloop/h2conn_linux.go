@@ -42,6 +42,7 @@ const (
 type h2conn struct {
 	d          *down
 	fr         *http2.Framer
+	heads      *h2Heads     // decodes fr's header blocks
 	rd         bytes.Reader // the frame being read, from d.in
 	wr         h2writer     // frames written go to d.out
 	hbuf       bytes.Buffer // a header block being encoded
@@ -109,8 +110,8 @@ func (l *loop) startH2(d *down, head []byte) bool {
 		initWindow: h2Window, maxFrame: 16384, set: set, recvAvail: h2Window}
 	c.wr = h2writer{c, l}
 	c.fr = http2.NewFramer(c.wr, &c.rd)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = maxList
+	c.heads = newH2Heads(maxList)
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	d.h2c = c
@@ -230,7 +231,7 @@ func (l *loop) h2Input(d *down) {
 			break
 		}
 		c.rd.Reset(b[:n])
-		f, err := c.fr.ReadFrame()
+		f, err := c.heads.readFrame(c.fr)
 		d.off += n // d.last is not moved: control frames keep no connection (h2DataIn, h2Headers)
 		if err != nil {
 			var se http2.StreamError

@@ -41,6 +41,7 @@ const (
 type h2up struct {
 	u          *up
 	fr         *http2.Framer
+	heads      *h2Heads     // decodes fr's header blocks
 	rd         bytes.Reader // the frame being read, from u.in
 	hbuf       bytes.Buffer // a header block being encoded
 	enc        *hpack.Encoder
@@ -104,8 +105,8 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 		sendWindow: h2Window, initWindow: h2Window, maxFrame: h2MaxFrame, idleSince: l.now}
 	u.h2 = c
 	c.fr = http2.NewFramer(h2upWriter{c, l}, &c.rd)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = h2UpMaxHeaderList
+	c.heads = newH2Heads(h2UpMaxHeaderList)
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	p.h2 = append(p.h2, u)
@@ -214,7 +215,7 @@ func (l *loop) h2UpRead(c *h2up) {
 			break
 		}
 		c.rd.Reset(b[:fl])
-		f, err := c.fr.ReadFrame()
+		f, err := c.heads.readFrame(c.fr)
 		u.off += fl
 		if err != nil {
 			var se http2.StreamError
