@@ -55,6 +55,9 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 // h2uExtra adds weft's fields to a request for an HTTP/2 upstream:
 // x-forwarded-proto and x-request-id unless the client sent them.
 func (l *loop) h2uExtra(d *down, st *h2stream, r *request) {
+	if st.extra == nil && (!r.hasXFP || !r.hasRequestID) {
+		st.extra = make([]hpack.HeaderField, 0, 2) // one allocation, not one per field
+	}
 	if !r.hasXFP {
 		proto := "http"
 		if d.overTLS() {
