@@ -43,6 +43,9 @@ func newH2Heads(max uint32) *h2Heads {
 		max = 16 << 20
 	}
 	h := &h2Heads{max: max}
+	// HPACK's default table: neither side of the loops advertises
+	// SETTINGS_HEADER_TABLE_SIZE (h2settings.go changes the encoder only);
+	// advertising one would need SetMaxDynamicTableSize here.
 	h.dec = hpack.NewDecoder(4096, h.emit)
 	if int(max) > 0 {
 		h.dec.SetMaxStringLength(int(max))

@@ -54,6 +54,16 @@ func compareH2Heads(t *testing.T, wire []byte, max uint32) {
 	got := http2.NewFramer(nil, bytes.NewReader(wire))
 	got.MaxHeaderListSize = max
 	heads := newH2Heads(max)
+	// Every outcome is compared again at the end: a frame's fields must
+	// not change when later blocks are decoded (a stream keeps them).
+	var wants, gots []h2HeadsOutcome
+	defer func() {
+		for i := range wants {
+			if !reflect.DeepEqual(wants[i], gots[i]) {
+				t.Fatalf("frame %d changed after later frames were read: the Framer's\n%+v\nh2Heads'\n%+v", i, wants[i], gots[i])
+			}
+		}
+	}()
 	for i := 0; ; i++ {
 		w := h2HeadsOutcomeOf(want.ReadFrame())
 		g := h2HeadsOutcomeOf(heads.readFrame(got))
@@ -66,6 +76,7 @@ func compareH2Heads(t *testing.T, wire []byte, max uint32) {
 		if !reflect.DeepEqual(w, g) {
 			t.Fatalf("frame %d: the Framer's reading gave\n%+v\nh2Heads gave\n%+v", i, w, g)
 		}
+		wants, gots = append(wants, w), append(gots, g)
 		if w.Kind == "conn" || w.Kind == "other" {
 			return
 		}
@@ -214,7 +225,17 @@ func FuzzH2Heads(f *testing.F) {
 	fr := http2.NewFramer(&wire, nil)
 	enc := hpack.NewEncoder(&buf)
 	h2Block(fr, enc, &buf, 1, true, 5, hf(":method", "GET"), hf(":path", "/"), hf("a", "b"))
-	f.Add(wire.Bytes(), uint16(300))
+	f.Add(bytes.Clone(wire.Bytes()), uint16(300))
+	wire.Reset()
+	h2Block(fr, enc, &buf, 1, false, 16384, hf(":method", "POST"), hf(":path", "/"), hf("trailer", "x,y"))
+	h2Block(fr, enc, &buf, 1, true, 3, hf("x", "1"), hf("Y", "2"))
+	f.Add(bytes.Clone(wire.Bytes()), uint16(100))
+	wire.Reset()
+	buf.Reset()
+	_ = enc.WriteField(hf(":status", "200"))
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: buf.Bytes(), EndHeaders: true, PadLength: 7})
+	h2Block(fr, enc, &buf, 5, true, 16384, hf(":status", "200"), hf("v", "a\x7fb"))
+	f.Add(bytes.Clone(wire.Bytes()), uint16(0))
 	f.Fuzz(func(t *testing.T, wire []byte, max uint16) {
 		compareH2Heads(t, wire, uint32(max))
 	})
