@@ -28,26 +28,34 @@ func replicasOf(t *testing.T, srv *testServer, n int) []*adsClient {
 	return cs
 }
 
+// pollOnce returns a response waiting on one of cs but those in skip,
+// without waiting: -1 when none is.
+func pollOnce(t *testing.T, cs []*adsClient, skip map[int]bool) (int, *discovery.DiscoveryResponse) {
+	t.Helper()
+	for i, c := range cs {
+		if skip[i] {
+			continue
+		}
+		select {
+		case r, ok := <-c.recv:
+			if !ok {
+				t.Fatalf("replica %d: stream ended: %v", i, c.err)
+			}
+			return i, r
+		default:
+		}
+	}
+	return -1, nil
+}
+
 // nextOf waits for a response on any of cs but those in skip, and says
 // whose it is.
 func nextOf(t *testing.T, cs []*adsClient, skip map[int]bool) (int, *discovery.DiscoveryResponse) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		for i, c := range cs {
-			if skip[i] {
-				continue
-			}
-			select {
-			case r, ok := <-c.recv:
-				if !ok {
-					t.Fatalf("replica %d: stream ended: %v", i, c.err)
-				}
-				return i, r
-			default:
-			}
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if i, r := pollOnce(t, cs, skip); i >= 0 {
+			return i, r
 		}
-		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("no response within %v", wait)
 	return 0, nil
@@ -56,19 +64,10 @@ func nextOf(t *testing.T, cs []*adsClient, skip map[int]bool) (int, *discovery.D
 // quiet checks that none of cs but those in skip gets a response for d.
 func quiet(t *testing.T, cs []*adsClient, skip map[int]bool, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		for i, c := range cs {
-			if skip[i] {
-				continue
-			}
-			select {
-			case r := <-c.recv:
-				t.Fatalf("replica %d was pushed %s version %s with the window full", i, r.GetTypeUrl(), r.GetVersionInfo())
-			default:
-			}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if i, r := pollOnce(t, cs, skip); i >= 0 {
+			t.Fatalf("replica %d was pushed %s version %s with the window full", i, r.GetTypeUrl(), r.GetVersionInfo())
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
