@@ -455,7 +455,7 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 		return time.Duration((m1[name+"_sum"] - m0[name+"_sum"]) / n * float64(time.Second))
 	}
 	perWrite := func(name string) float64 { return (m1[name] - m0[name]) / float64(writes) }
-	log.Printf("server side, means over the writes: recompute (commit seen -> snapshots handed to streams) %v per batch; write->ACK %v per proxy and type; per write: %.0f translations, %.0f endpoint-only updates, %.0f route-only updates, %.1f resources deep-validated, %.0f pushes (%.0f sent by the fan-out without waking the stream's goroutine)",
+	log.Printf("server side, means over the writes: recompute (commit seen -> snapshots handed to streams) %v per batch; write->ACK %v per proxy and type; per write: %.0f translations, %.0f endpoint-only updates, %.0f route-only updates, %.1f resources deep-validated, %.0f pushes (%.0f sent without waking the stream's goroutine: by the fan-out, or where a push window slot was freed)",
 		mean("weft_xds_recompute_seconds").Round(10*time.Microsecond), mean("weft_xds_write_to_ack_seconds").Round(10*time.Microsecond),
 		perWrite("weft_xds_translations_total"), perWrite("weft_xds_endpoint_updates_total"), perWrite("weft_xds_route_updates_total"),
 		perWrite("weft_xds_resource_checks_total"), perWrite("weft_xds_pushes_total"), perWrite("weft_xds_inline_pushes_total"))

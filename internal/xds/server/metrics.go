@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"type"}),
 		inlinePushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "inline_pushes_total",
-			Help: "Pushes to an idle stream sent by the fan-out that delivered the snapshot, without waking the stream's goroutine.",
+			Help: "Pushes to an idle stream sent without waking the stream's goroutine: by the fan-out that delivered the snapshot, or by the goroutine that freed a slot of the push window.",
 		}),
 		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "weft", Subsystem: "xds", Name: "acks_total",

@@ -83,11 +83,14 @@ func (s *stream) pushGranted(w *window) (next *stream) {
 		// where a send could wait on the client (see above).
 		return nil
 	}
-	_, more, err := s.send(1)
+	n, more, err := s.send(1)
 	if err != nil {
 		s.pushErr = err
 		s.poke()
 		return w.release(s)
+	}
+	if n > 0 {
+		w.metrics.inlinePushes.Inc()
 	}
 	if more {
 		s.poke()
