@@ -17,13 +17,14 @@ import (
 // sends 10,000 responses in a few hundred milliseconds and the answers
 // (an ACK, and from grpc-go's default client a bandwidth-delay PING too)
 // come back as 10,000 runnable goroutines; an API call that lands among
-// them waits in Go's run queue behind them (p50 47-80 ms, p99 105 ms in
-// round 14's -steps run with the default grpc-go client). With a window
-// the answers arrive as fast as slots are freed, never more than max at
-// once, and the call waits behind at most those (p50 1.9-2.6 ms, p99
-// 5.4 ms, same run; docs/bench/xds.md, round 14). The window keeps up
-// with the fan-out: a slot is freed as soon as its ACK is read, so the
-// time to the last ACK is the same within the runs' noise.
+// them waits in Go's run queue behind them: p50 52-79 ms, p99 97-129 ms
+// in round 14's -steps runs with the default grpc-go client. With a
+// window the answers arrive as fast as slots are freed, never more than
+// max at once, and the call waits behind at most those: p50 2-3 ms, p99
+// 4-17 ms, with 256 or 1,024 slots (docs/bench/xds.md, round 14). A
+// window that is full also has a cost: the pushes past it wait for ACKs
+// instead of going out at once, 4-12 ms at p99 for 1,000 proxies with
+// 256 slots; hence the default of 1,024 (DefaultMaxPushesInFlight).
 //
 // Responses that answer a new subscription are not held back, nor is a
 // snapshot that closes the stream: only a push to an idle stream that a
