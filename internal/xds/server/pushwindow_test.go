@@ -71,6 +71,22 @@ func quiet(t *testing.T, cs []*adsClient, skip map[int]bool, d time.Duration) {
 	}
 }
 
+// edsPushes waits for an EDS push of the write on n replicas of cs not
+// yet in got, adds each to got, and returns the pushes and whose they
+// are, in the order they came.
+func edsPushes(t *testing.T, cs []*adsClient, got map[int]bool, n int) ([]*discovery.DiscoveryResponse, []int) {
+	t.Helper()
+	var rs []*discovery.DiscoveryResponse
+	var of []int
+	for range n {
+		i, r := nextOf(t, cs, got)
+		expect(t, r, edsType, "cds_egress_m_blue")
+		got[i] = true
+		rs, of = append(rs, r), append(of, i)
+	}
+	return rs, of
+}
+
 // TestPushWindow: with a window of 2, a write that affects 4 replicas is
 // pushed to 2 of them; the others wait, and are pushed to one by one as
 // an ACK or a NACK frees a slot. The gauges say how many hold and wait.
@@ -83,14 +99,7 @@ func TestPushWindow(t *testing.T) {
 
 	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
 	got := map[int]bool{}
-	var first []*discovery.DiscoveryResponse
-	var firstOf []int
-	for range 2 {
-		i, r := nextOf(t, cs, got)
-		expect(t, r, edsType, "cds_egress_m_blue")
-		got[i] = true
-		first, firstOf = append(first, r), append(firstOf, i)
-	}
+	first, firstOf := edsPushes(t, cs, got, 2)
 	quiet(t, cs, got, 200*time.Millisecond)
 	if in, w := testutil.ToFloat64(m.pushesInFlight), testutil.ToFloat64(m.pushesWaiting); in != 2 || w != 2 {
 		t.Fatalf("in flight %v, waiting %v; want 2 and 2", in, w)
@@ -98,19 +107,16 @@ func TestPushWindow(t *testing.T) {
 
 	// An ACK frees a slot: one more replica is pushed to.
 	cs[firstOf[0]].ack(first[0], "cds_egress_m_blue")
-	i, r := nextOf(t, cs, got)
-	expect(t, r, edsType, "cds_egress_m_blue")
-	got[i] = true
+	edsPushes(t, cs, got, 1)
 	quiet(t, cs, got, 100*time.Millisecond)
 
 	// A NACK frees one too: the last replica is pushed to.
 	cs[firstOf[1]].request(edsType, "", first[1].GetNonce(), []string{"cds_egress_m_blue"}, "rejected")
-	i, last := nextOf(t, cs, got)
-	expect(t, last, edsType, "cds_egress_m_blue")
+	lasts, lastOf := edsPushes(t, cs, got, 1)
 	if q := testutil.ToFloat64(m.pushesQueued) - queuedBefore; q != 2 {
 		t.Fatalf("pushes_queued_total rose by %v, want 2", q)
 	}
-	cs[i].ack(last, "cds_egress_m_blue")
+	cs[lastOf[0]].ack(lasts[0], "cds_egress_m_blue")
 	if testutil.ToFloat64(m.pushesWaiting) != 0 {
 		t.Fatal("a replica still waits")
 	}
@@ -123,12 +129,11 @@ func TestPushWindowClose(t *testing.T) {
 	srv := startServer(t, st, fakeTranslate, windowOf(1, time.Minute))
 	cs := replicasOf(t, srv, 2)
 	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
-	i, r := nextOf(t, cs, nil)
-	expect(t, r, edsType, "cds_egress_m_blue")
-	quiet(t, cs, map[int]bool{i: true}, 200*time.Millisecond)
-	cs[i].close()
-	_, r = nextOf(t, cs, map[int]bool{i: true})
-	expect(t, r, edsType, "cds_egress_m_blue")
+	got := map[int]bool{}
+	_, of := edsPushes(t, cs, got, 1)
+	quiet(t, cs, got, 200*time.Millisecond)
+	cs[of[0]].close()
+	edsPushes(t, cs, got, 1)
 	waitStatus(t, srv.Server, "mesh/m/virtualNode/red", func(p ProxyStatus) bool { return p.Replicas == 1 })
 	if in := testutil.ToFloat64(srv.hub.metrics.pushesInFlight); in != 1 {
 		t.Fatalf("in flight %v, want 1 (the remaining replica's)", in)
@@ -144,12 +149,7 @@ func TestPushWindowTimeout(t *testing.T) {
 	cs := replicasOf(t, srv, 3)
 	before := testutil.ToFloat64(srv.hub.metrics.pushTimeouts)
 	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
-	got := map[int]bool{}
-	for range 3 {
-		i, r := nextOf(t, cs, got)
-		expect(t, r, edsType, "cds_egress_m_blue")
-		got[i] = true
-	}
+	edsPushes(t, cs, map[int]bool{}, 3)
 	if n := testutil.ToFloat64(srv.hub.metrics.pushTimeouts) - before; n < 2 {
 		t.Fatalf("push_timeouts_total rose by %v, want at least 2", n)
 	}
@@ -162,12 +162,7 @@ func TestPushWindowUnbounded(t *testing.T) {
 	srv := startServer(t, st, fakeTranslate, windowOf(-1, 0))
 	cs := replicasOf(t, srv, 3)
 	putInstance(t, st, "blue", "blue-2", "10.0.0.2")
-	got := map[int]bool{}
-	for range 3 {
-		i, r := nextOf(t, cs, got)
-		expect(t, r, edsType, "cds_egress_m_blue")
-		got[i] = true
-	}
+	edsPushes(t, cs, map[int]bool{}, 3)
 	if srv.hub.win != nil {
 		t.Fatalf("a window of size %d", srv.hub.win.max)
 	}
