@@ -307,7 +307,15 @@ func (l *loop) dispatch(d *down, head []byte) {
 		st.rqHTTP1.Inc()
 	}
 	d.off += len(head)
-	d.head, d.closeAfter, d.reqStart = r.head, r.closeAfter || d.drainNext, l.now
+	// A request read after its chain was retired is the connection's
+	// last even when this loop has not yet acted on the retirement (its
+	// wake-up may come later in the same batch of events).
+	last := r.closeAfter || d.drainNext
+	if !last && d.h2 == nil && d.gen.retired.Load() {
+		last = true
+		d.gen.st.cxDrainClose.Inc() // drainConns passes it by: it closes after this one
+	}
+	d.head, d.closeAfter, d.reqStart = r.head, last, l.now
 	d.timeout = int64(l.srv.cfg.RequestTimeout)
 	if t.Timeout > 0 {
 		d.timeout = int64(t.Timeout)
