@@ -19,7 +19,6 @@ import (
 	"slices"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 const (
@@ -46,7 +45,7 @@ type h2conn struct {
 	rd         bytes.Reader // the frame being read, from d.in
 	wr         h2writer     // frames written go to d.out
 	hbuf       bytes.Buffer // a header block being encoded
-	enc        *hpack.Encoder
+	enc        *hpackEnc
 	streams    map[uint32]*h2stream
 	lastID     uint32 // the highest stream the client opened
 	maxStreams uint32
@@ -113,7 +112,8 @@ func (l *loop) startH2(d *down, head []byte) bool {
 	c.fr.MaxHeaderListSize = maxList
 	c.heads = newH2Heads(maxList)
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
-	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next is read
+	c.enc = newHPACKEnc(&c.hbuf)
 	d.h2c = c
 	d.off += len(head)
 	d.headStart = 0

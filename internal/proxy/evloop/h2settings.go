@@ -2,7 +2,6 @@ package evloop
 
 import (
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // h2Peer is what a peer's SETTINGS change on our side of an HTTP/2
@@ -11,7 +10,7 @@ type h2Peer struct {
 	initWindow *int32  // SETTINGS_INITIAL_WINDOW_SIZE
 	maxFrame   *uint32 // SETTINGS_MAX_FRAME_SIZE
 	maxStreams *uint32 // SETTINGS_MAX_CONCURRENT_STREAMS; nil where it limits nothing we open
-	enc        *hpack.Encoder
+	enc        *hpackEnc
 }
 
 // applyH2Settings applies a (non-ACK) SETTINGS frame: shift moves every

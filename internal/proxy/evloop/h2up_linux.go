@@ -16,7 +16,6 @@ import (
 	"errors"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +43,7 @@ type h2up struct {
 	heads      *h2Heads     // decodes fr's header blocks
 	rd         bytes.Reader // the frame being read, from u.in
 	hbuf       bytes.Buffer // a header block being encoded
-	enc        *hpack.Encoder
+	enc        *hpackEnc
 	streams    map[uint32]*h2ustream
 	nextID     uint32
 	maxStreams uint32 // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
@@ -108,7 +107,8 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 	c.fr.MaxHeaderListSize = h2UpMaxHeaderList
 	c.heads = newH2Heads(h2UpMaxHeaderList)
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
-	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next is read
+	c.enc = newHPACKEnc(&c.hbuf)
 	p.h2 = append(p.h2, u)
 	h2upWriter{c, l}.Write([]byte(http2.ClientPreface))
 	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0},
