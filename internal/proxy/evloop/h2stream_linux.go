@@ -453,7 +453,7 @@ func (l *loop) h2Push(st *h2stream) {
 	}
 	if len(st.pending) == 0 && st.endPending {
 		if st.trailers != nil {
-			c.hbuf.Reset() // encoded as they go out: HPACK's table follows the wire's order
+			c.hbuf.Reset() // encoded as they go out, after the body
 			for _, hf := range st.trailers {
 				_ = c.enc.WriteField(hf)
 			}

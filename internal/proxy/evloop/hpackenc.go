@@ -15,10 +15,11 @@ import (
 //
 // Measured, not assumed (docs/bench/proxy.md, "HPACK without the dynamic
 // table"): x/net's Encoder, which searches its dynamic table through maps
-// for every field, was 10 % of a proxy's CPU at h2c saturation; on the
-// blocks of a proxied request and response this encoder takes a fraction of
-// its time (BenchmarkHPACKEncode), for larger blocks: bytes are cheap on
-// the hops a sidecar serves, CPU is not.
+// for every field, was 10 % of a proxy's CPU at h2c saturation. On the two
+// blocks of a proxied request and its response this encoder takes about
+// 200 ns against x/net's 740-920 (BenchmarkHPACKEncode), and sends 271
+// bytes against 14: bytes are cheap on the hops a sidecar serves, CPU is
+// not. With it, CPU per request at saturation fell 7-9 %.
 type hpackEnc struct {
 	w *bytes.Buffer
 	// limit is the largest table the peer allows (its SETTINGS_HEADER_TABLE_SIZE,
