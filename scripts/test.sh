@@ -37,6 +37,7 @@ have npm || need_pkgs+=(nodejs npm)
 [ -x /usr/bin/etcd ] || need_pkgs+=(etcd-server)   # the etcd store's tests start real members
 have chromium || need_pkgs+=(chromium)   # test/console drives it with chromedp
 have prometheus || need_pkgs+=(prometheus)   # scrapes weft proxy in internal/proxy's Prometheus test
+have nghttp || need_pkgs+=(nghttp2-client)   # nghttp2's HTTP/2 client against the loops' h2c (internal/proxy)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${need_pkgs[*]}" >&2

@@ -29,8 +29,13 @@ import (
 // until the test ends, and returns its address and how many of the
 // connections it accepted are still open.
 func xnetH2CUpstream(tb testing.TB, h http.Handler) (addr string, open *atomic.Int64) {
+	return xnetH2CUpstreamWith(tb, &http2.Server{}, h)
+}
+
+// xnetH2CUpstreamWith is xnetH2CUpstream with the HTTP/2 server's settings.
+func xnetH2CUpstreamWith(tb testing.TB, h2s *http2.Server, h http.Handler) (addr string, open *atomic.Int64) {
 	open = new(atomic.Int64)
-	srv := &http.Server{Handler: h2c.NewHandler(h, &http2.Server{})}
+	srv := &http.Server{Handler: h2c.NewHandler(h, h2s)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
