@@ -105,10 +105,17 @@ func TestPushWindow(t *testing.T) {
 		t.Fatalf("in flight %v, waiting %v; want 2 and 2", in, w)
 	}
 
-	// An ACK frees a slot: one more replica is pushed to.
+	// An ACK frees a slot: one more replica is pushed to, by the
+	// goroutine that read the ACK (counted as an inline push: no
+	// goroutine woken for it).
+	turnsFree(srv)
+	inlineBefore := testutil.ToFloat64(m.inlinePushes)
 	cs[firstOf[0]].ack(first[0], "cds_egress_m_blue")
 	edsPushes(t, cs, got, 1)
 	quiet(t, cs, got, 100*time.Millisecond)
+	if n := testutil.ToFloat64(m.inlinePushes) - inlineBefore; n != 1 {
+		t.Fatalf("inline_pushes_total rose by %v for the push a freed slot granted, want 1", n)
+	}
 
 	// A NACK frees one too: the last replica is pushed to.
 	cs[firstOf[1]].request(edsType, "", first[1].GetNonce(), []string{"cds_egress_m_blue"}, "rejected")
