@@ -285,8 +285,19 @@ func TestH2LoopControlFrames(t *testing.T) {
 		t.Errorf("chunked response as %q", body)
 	}
 
-	// Rapid reset: HEADERS then RST_STREAM, again and again.
-	h = dialH2Raw(t, srv, http2.ClientPreface)
+	// Rapid reset: HEADERS then RST_STREAM, again and again, to an
+	// upstream that does not answer (one that did could end a stream
+	// before its reset was read, and the stream would not count).
+	hold := make(chan struct{})
+	held := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-hold:
+		}
+	}))
+	t.Cleanup(held.Close)
+	t.Cleanup(func() { close(hold) }) // runs first: held.Close waits for its handlers
+	h = dialH2Raw(t, startH2To(t, hostOf(held)), http2.ClientPreface)
 	for i := range 30 {
 		h.headers(uint32(2*i+1), true, ":path", "/slow")
 		_ = h.fr.WriteRSTStream(uint32(2*i+1), http2.ErrCodeCancel)
