@@ -61,6 +61,9 @@ type h2stream struct {
 	replay      []byte
 	replayCut   bool
 	reqTrailers []hpack.HeaderField
+	// The stream's request (sd points here): one allocation with the
+	// stream, recycled with it (h2pool_linux.go).
+	req down
 }
 
 // h2Headers opens a stream (or ends a request with its trailers).
@@ -108,10 +111,12 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		_ = c.fr.WriteRSTStream(id, http2.ErrCodeProtocol)
 		return
 	}
-	st := &h2stream{c: c, id: id, start: l.now, last: l.now, window: int64(c.initWindow), recvAvail: h2Window, declared: -1, hf: f}
 	d := c.d
 	d.last = l.now
-	sd := &down{fd: d.fd, h2: st, gen: d.gen, last: l.now, idx: -1}
+	st := l.newH2Stream()
+	st.c, st.id, st.start, st.last, st.window, st.recvAvail, st.declared, st.hf = c, id, l.now, l.now, int64(c.initWindow), h2Window, -1, f
+	sd := &st.req
+	sd.fd, sd.h2, sd.gen, sd.last, sd.idx = d.fd, st, d.gen, l.now, -1
 	st.sd = sd
 	c.streams[id] = st
 	b := l.getBuf()
@@ -574,6 +579,9 @@ func (l *loop) h2EndStream(st *h2stream) {
 		return
 	}
 	st.gone = true
+	if st.sd == &st.req { // not an HTTP/1.1 request's (h1h2_linux.go), which its h1h2 holds
+		l.deadST = append(l.deadST, st) // recycled at the iteration's end (h2pool_linux.go)
+	}
 	c := st.c
 	delete(c.streams, st.id)
 	if !st.reqEnded {

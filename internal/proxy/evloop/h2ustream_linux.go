@@ -92,8 +92,9 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
 		return
 	}
-	s := &h2ustream{c: c, id: c.nextID, st: st, window: int64(c.initWindow), last: l.now}
-	s.x = up{fd: -1, pool: pool, started: l.now}
+	s := l.newH2UStream()
+	s.c, s.id, s.st, s.window, s.last = c, c.nextID, st, int64(c.initWindow), l.now
+	s.x.fd, s.x.pool, s.x.started = -1, pool, l.now
 	c.nextID += 2
 	if c.nextID > 1<<31-1 {
 		c.goAway = true // IDs spent: the next stream opens a new connection
@@ -464,6 +465,7 @@ func (l *loop) h2uDone(s *h2ustream) {
 		return
 	}
 	s.done = true
+	l.deadUS = append(l.deadUS, s) // recycled at the iteration's end (h2pool_linux.go)
 	c := s.c
 	delete(c.streams, s.id)
 	if len(c.streams) == 0 {

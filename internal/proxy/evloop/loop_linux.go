@@ -213,6 +213,11 @@ type loop struct {
 
 	h2dirty   []*h2conn // HTTP/2 connections with frames to write at the iteration's end
 	h2updirty []*h2up   // upstream HTTP/2 connections with frames to write (h2up_linux.go)
+
+	// HTTP/2 streams ended in this iteration, and those kept for reuse
+	// (h2pool_linux.go).
+	deadST, freeST []*h2stream
+	deadUS, freeUS []*h2ustream
 }
 
 func newLoop(s *Server, id, ln int) (*loop, error) {
@@ -325,6 +330,9 @@ func (l *loop) run(ctx context.Context) error {
 		l.expireTimers()
 		if len(l.h2dirty) > 0 || len(l.h2updirty) > 0 {
 			l.flushH2()
+		}
+		if len(l.deadST) > 0 || len(l.deadUS) > 0 {
+			l.recycleDead()
 		}
 		if l.now-l.sweptAt >= int64(poolSweepEvery) {
 			l.sweptAt = l.now
