@@ -40,6 +40,7 @@ func applyH2Settings(f *http2.SettingsFrame, p h2Peer, shift func(delta int64) b
 		return nil
 	})
 	if err == nil {
+		p.enc.PeerSettled()
 		return 0, true
 	}
 	if ce, ok := err.(http2.ConnectionError); ok {

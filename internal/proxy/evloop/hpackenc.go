@@ -2,45 +2,101 @@ package evloop
 
 import (
 	"bytes"
+	"strings"
 
 	"golang.org/x/net/http2/hpack"
 )
 
-// hpackEnc encodes the header blocks the loops send (RFC 7541) without
-// the dynamic table: a field the static table holds whole is its index,
-// every other is a literal that is not indexed, its name the static
-// table's index where it has one, its strings not Huffman-coded. The
-// peer's decoder keeps an empty table, so the encoder has no state but
-// the table size update a smaller SETTINGS_HEADER_TABLE_SIZE asks for.
+// hpackEnc encodes the header blocks the loops send (RFC 7541) with a
+// small dynamic table searched by a scan, not by hashing: a field the
+// static table holds whole is its index, one the dynamic table holds is
+// its index there, and any other is a literal, added to the dynamic
+// table unless it is sensitive, too large, or of a name whose value is
+// new with every request (hpackUnique: added once, for the name's index).
+// Strings are not Huffman-coded.
 //
 // Measured, not assumed (docs/bench/proxy.md, "HPACK without the dynamic
-// table"): x/net's Encoder, which searches its dynamic table through maps
-// for every field, was 10 % of a proxy's CPU at h2c saturation. On the two
-// blocks of a proxied request and its response this encoder takes about
-// 200 ns against x/net's 740-920 (BenchmarkHPACKEncode), and sends 271
-// bytes against 14. With it, CPU per request at saturation fell 7-9 %.
-// The bytes grow with what a client repeats: a large token or cookie now
-// crosses each hop with every request, where the dynamic table sent it
-// once per connection.
+// table" and "HPACK with a small table"): x/net's Encoder, which searches
+// its table through two maps for every field, was 10 % of a proxy's CPU
+// at h2c saturation. Without any table, the two blocks of a proxied
+// request and its response took about 200 ns against x/net's 740-920, but
+// sent 271 bytes against 14, and a large token or cookie crossed each hop
+// with every request. A scan of the table's entries (a dozen, for a
+// connection that carries one service's requests) keeps the bytes where
+// x/net had them for the fields a connection repeats
+// (BenchmarkHPACKEncode).
 type hpackEnc struct {
 	w *bytes.Buffer
 	// limit is the largest table the peer allows (its SETTINGS_HEADER_TABLE_SIZE,
-	// 4096 until it says); update, that the next block must start by
-	// telling the peer our table is empty, after the limit went down.
-	limit  uint32
-	update bool
+	// 4096 until it says); low, the smallest it allowed since the last
+	// block; update, that the next block must start by telling the peer
+	// the table's new size (RFC 7541 4.2).
+	limit, low uint32
+	update     bool
+	// settled: the peer's first SETTINGS came. Nothing is added to the
+	// table before: a decoder may hold its advertised limit from the
+	// connection's start, not from its SETTINGS' acknowledgement (x/net's
+	// server does), and an upstream's SETTINGS can come after the first
+	// request.
+	settled bool
+	// The dynamic table: max is its size limit as the peer last heard it
+	// (at most hpackTableSize), size the sum of its entries' sizes (RFC
+	// 7541 4.1), ents a ring of its n entries from the oldest at first.
+	max, size uint32
+	ents      []hpackEntry
+	first, n  int
 }
 
-func newHPACKEnc(w *bytes.Buffer) *hpackEnc { return &hpackEnc{w: w, limit: 4096} }
+type hpackEntry struct{ name, value string }
+
+const (
+	// hpackTableSize is the dynamic table's size when the peer allows it:
+	// RFC 7541's default, which a peer's decoder allows without a word.
+	hpackTableSize = 4096
+	// hpackEntries is the ring's first size, made at the first field
+	// added: 512 bytes, which a request's and a response's repeated
+	// fields fit in; it doubles when full.
+	hpackEntries = 16
+)
+
+func newHPACKEnc(w *bytes.Buffer) *hpackEnc {
+	return &hpackEnc{w: w, limit: 4096, low: 4096, max: hpackTableSize}
+}
 
 // SetMaxDynamicTableSizeLimit takes the peer's SETTINGS_HEADER_TABLE_SIZE.
-// A decoder whose limit went below the table size it last heard of waits
-// for a size update (RFC 7541 4.2): the next block starts with one, to 0.
+// The table's size follows it up to hpackTableSize: the next block starts
+// by telling the peer (a decoder whose limit went below the size it last
+// heard of waits for that).
 func (e *hpackEnc) SetMaxDynamicTableSizeLimit(v uint32) {
-	if v < e.limit {
-		e.update = true
-	}
 	e.limit = v
+	e.low = min(e.low, v)
+	e.update = e.update || e.low < e.max || min(v, hpackTableSize) != e.max
+}
+
+// PeerSettled notes that the peer's SETTINGS came: fields are added to
+// the table from the next one on.
+func (e *hpackEnc) PeerSettled() { e.settled = true }
+
+// sizeUpdate starts a block with the size updates (RFC 7541 4.2): the
+// table's new size, after a signal of 0 when the limit dipped below it
+// since the last block. RFC 7541 lets that signal be the smallest limit
+// seen; x/net's decoder (Go's and grpc-go's HTTP/2) takes a second update
+// in a block only with its table empty, so the dip empties it.
+func (e *hpackEnc) sizeUpdate(b []byte) []byte {
+	e.update = false
+	m := min(e.limit, hpackTableSize)
+	if e.low < e.max && e.low < m {
+		e.evict(0)
+		e.max = 0
+		b = hpackInt(b, 0x20, 5, 0)
+	}
+	if m != e.max {
+		e.evict(m)
+		e.max = m
+		b = hpackInt(b, 0x20, 5, uint64(m))
+	}
+	e.low = e.limit
+	return b
 }
 
 // WriteField appends f's representation to the block being encoded; it
@@ -48,26 +104,105 @@ func (e *hpackEnc) SetMaxDynamicTableSizeLimit(v uint32) {
 func (e *hpackEnc) WriteField(f hpack.HeaderField) error {
 	b := e.w.AvailableBuffer()
 	if e.update {
-		e.update = false
-		b = append(b, 0x20) // dynamic table size update (001 prefix) to 0
+		b = e.sizeUpdate(b)
 	}
 	name, whole := staticIndex(f.Name, f.Value)
-	switch {
-	case whole != 0 && !f.Sensitive:
+	if whole != 0 && !f.Sensitive {
 		b = hpackInt(b, 0x80, 7, uint64(whole)) // indexed field
-	default:
-		first := byte(0x00) // literal, not indexed
-		if f.Sensitive {
-			first = 0x10 // literal, never indexed
-		}
-		b = hpackInt(b, first, 4, uint64(name))
-		if name == 0 {
-			b = hpackString(b, f.Name)
-		}
-		b = hpackString(b, f.Value)
+		_, _ = e.w.Write(b)
+		return nil
 	}
+	var dname int
+	if e.n > 0 && !f.Sensitive {
+		var dwhole int
+		dname, dwhole = e.find(f.Name, f.Value)
+		if dwhole != 0 {
+			b = hpackInt(b, 0x80, 7, uint64(dwhole))
+			_, _ = e.w.Write(b)
+			return nil
+		}
+	}
+	nameIdx := uint64(name)
+	if name == 0 {
+		nameIdx = uint64(dname)
+	}
+	switch size := uint32(len(f.Name) + len(f.Value) + 32); {
+	case f.Sensitive:
+		b = hpackInt(b, 0x10, 4, nameIdx) // literal, never indexed
+	case e.settled && size <= e.max/2 && (nameIdx == 0 || !hpackUnique(f.Name)):
+		// Literal, added to the table; a name whose values do not repeat
+		// only once, for its name's index.
+		b = hpackInt(b, 0x40, 6, nameIdx)
+		e.add(f.Name, f.Value, size)
+	default:
+		b = hpackInt(b, 0x00, 4, nameIdx) // literal, not indexed
+	}
+	if nameIdx == 0 {
+		b = hpackString(b, f.Name)
+	}
+	b = hpackString(b, f.Value)
 	_, _ = e.w.Write(b)
 	return nil
+}
+
+// find returns the dynamic table's index of the newest entry named name
+// (0 if none) and of one that is name and value (0 if none).
+func (e *hpackEnc) find(name, value string) (nameIdx, whole int) {
+	for k := range e.n { // k = 0 is the newest, index 62
+		en := &e.ents[(e.first+e.n-1-k)%len(e.ents)]
+		if len(en.name) != len(name) || en.name != name {
+			continue
+		}
+		if len(en.value) == len(value) && en.value == value {
+			return 62 + k, 62 + k
+		}
+		if nameIdx == 0 {
+			nameIdx = 62 + k
+		}
+	}
+	return nameIdx, 0
+}
+
+// add puts a field in the table as the peer's decoder does, the oldest
+// entries evicted until it fits (size is at most half the table's). The
+// ring grows when full, to hpackTableSize/32 entries at most, which is as
+// many as the table can hold; the table keeps copies of the strings.
+func (e *hpackEnc) add(name, value string, size uint32) {
+	e.evict(e.max - size)
+	if e.n == len(e.ents) {
+		ents := make([]hpackEntry, max(hpackEntries, 2*len(e.ents)))
+		for k := range e.n {
+			ents[k] = e.ents[(e.first+k)%len(e.ents)]
+		}
+		e.ents, e.first = ents, 0
+	}
+	e.ents[(e.first+e.n)%len(e.ents)] = hpackEntry{strings.Clone(name), strings.Clone(value)}
+	e.n++
+	e.size += size
+}
+
+// evict drops the oldest entries until the table's size is at most to.
+func (e *hpackEnc) evict(to uint32) {
+	for e.size > to {
+		en := &e.ents[e.first]
+		e.size -= uint32(len(en.name) + len(en.value) + 32)
+		*en = hpackEntry{}
+		e.first = (e.first + 1) % len(e.ents)
+		e.n--
+	}
+}
+
+// hpackUnique reports names whose values are new with every request (an
+// ID): added to the table they would only push out the fields that
+// repeat, and cost a copy each. A date, a content length or an upstream
+// service time repeats often enough to be kept.
+func hpackUnique(name string) bool {
+	switch name {
+	case "x-request-id", "traceparent", "tracestate", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+		"x-amzn-trace-id", "grpc-timeout":
+		return true
+	}
+	return false
 }
 
 // hpackInt appends i with an n-bit prefix after the bits of first (RFC 7541 5.1).

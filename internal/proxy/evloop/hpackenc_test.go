@@ -2,8 +2,10 @@ package evloop
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,6 +38,13 @@ func decodeBlock(t testing.TB, block []byte) []hpack.HeaderField {
 	return fs
 }
 
+// settledEnc is an encoder whose peer's SETTINGS came.
+func settledEnc() *hpackEnc {
+	e := newHPACKEnc(new(bytes.Buffer))
+	e.PeerSettled()
+	return e
+}
+
 func encodeBlock(e *hpackEnc, fs []hpack.HeaderField) []byte {
 	e.w.Reset()
 	for _, f := range fs {
@@ -46,17 +55,18 @@ func encodeBlock(e *hpackEnc, fs []hpack.HeaderField) []byte {
 
 // TestHPACKEncStaticTable: every name of the static table, with its own
 // value and another, decodes to itself; a pair the table holds whole is
-// one byte, its index; a name it holds is sent as its index.
+// one byte, its index; a name it holds is sent as its index, in a literal
+// added to the dynamic table unless its values are new with every
+// request.
 func TestHPACKEncStaticTable(t *testing.T) {
 	if len(staticTableNames) != 61 {
 		t.Fatalf("the table has 61 entries, the test %d", len(staticTableNames))
 	}
-	e := newHPACKEnc(new(bytes.Buffer))
 	for i, name := range staticTableNames {
 		idx := i + 1
 		if v, ok := staticTablePairs[idx]; ok {
 			f := hpack.HeaderField{Name: name, Value: v}
-			b := encodeBlock(e, []hpack.HeaderField{f})
+			b := encodeBlock(settledEnc(), []hpack.HeaderField{f})
 			if !bytes.Equal(b, []byte{0x80 | byte(idx)}) {
 				t.Errorf("%s: %s is %x, want the index %d alone", name, v, b, idx)
 			}
@@ -65,11 +75,14 @@ func TestHPACKEncStaticTable(t *testing.T) {
 			}
 		}
 		f := hpack.HeaderField{Name: name, Value: "x-other"}
-		b := encodeBlock(e, []hpack.HeaderField{f})
+		b := encodeBlock(settledEnc(), []hpack.HeaderField{f})
 		for idx > 1 && staticTableNames[idx-2] == name { // :method and others name several entries: the first
 			idx--
 		}
-		want := hpackString(hpackInt(nil, 0, 4, uint64(idx)), "x-other")
+		want := hpackString(hpackInt(nil, 0x40, 6, uint64(idx)), "x-other")
+		if hpackUnique(name) {
+			want = hpackString(hpackInt(nil, 0, 4, uint64(idx)), "x-other")
+		}
 		if !bytes.Equal(b, want) {
 			t.Errorf("%s: %x, want the name's index %d: %x", name, b, idx, want)
 		}
@@ -79,9 +92,11 @@ func TestHPACKEncStaticTable(t *testing.T) {
 	}
 }
 
-// TestHPACKEncRoundTrip: random blocks (names of the table and others,
-// empty and long strings, sensitive fields) decode to what was encoded,
-// each block by itself.
+// TestHPACKEncRoundTrip: random blocks (names of the static table, a few
+// that repeat, and others; empty, short and long strings; sensitive
+// fields) decode to what was encoded by one decoder that keeps its table
+// from block to block, as a peer's does, while the peer's table limit
+// moves now and then.
 func TestHPACKEncRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	str := func(n int) string {
@@ -91,11 +106,31 @@ func TestHPACKEncRoundTrip(t *testing.T) {
 		}
 		return string(b)
 	}
-	e := newHPACKEnc(new(bytes.Buffer))
-	for range 2000 {
+	var repeated []hpack.HeaderField
+	for i := range 40 {
+		repeated = append(repeated, hpack.HeaderField{Name: fmt.Sprintf("x-r%d", i%25), Value: str(rng.Intn(3) * rng.Intn(400))})
+	}
+	e := settledEnc()
+	d := hpack.NewDecoder(4096, nil)
+	hits := 0
+	for blk := range 3000 {
+		if rng.Intn(50) == 0 {
+			limit := []uint32{0, 31, 64, 100, 1000, 4096, 8192, 65536}[rng.Intn(8)]
+			e.SetMaxDynamicTableSizeLimit(limit)
+			d.SetAllowedMaxDynamicTableSize(limit)
+			if rng.Intn(2) == 0 { // a second SETTINGS before the next block
+				limit = []uint32{0, 100, 4096}[rng.Intn(3)]
+				e.SetMaxDynamicTableSizeLimit(limit)
+				d.SetAllowedMaxDynamicTableSize(limit)
+			}
+		}
 		fs := make([]hpack.HeaderField, rng.Intn(12))
 		for i := range fs {
 			f := &fs[i]
+			if rng.Intn(2) == 0 {
+				*f = repeated[rng.Intn(len(repeated))]
+				continue
+			}
 			switch rng.Intn(3) {
 			case 0:
 				f.Name = staticTableNames[rng.Intn(61)]
@@ -116,35 +151,121 @@ func TestHPACKEncRoundTrip(t *testing.T) {
 			}
 			f.Sensitive = rng.Intn(5) == 0
 		}
-		if got := decodeBlock(t, encodeBlock(e, fs)); len(fs) > 0 && !reflect.DeepEqual(got, fs) || len(got) != len(fs) {
-			t.Fatalf("encoded %q, decoded %q", fs, got)
+		b := encodeBlock(e, fs)
+		got, err := d.DecodeFull(b)
+		if err != nil || len(fs) > 0 && !reflect.DeepEqual(got, fs) || len(got) != len(fs) {
+			t.Fatalf("block %d: %d fields encoded in %d bytes, %d decoded: %v", blk, len(fs), len(b), len(got), err)
+		}
+		for _, c := range b {
+			if c&0x80 != 0 && c&0x7f > 61 { // a one-byte index into the dynamic table (a rough count)
+				hits++
+			}
+		}
+	}
+	if hits < 1000 {
+		t.Fatalf("%d fields sent as a dynamic table index: the table is not used", hits)
+	}
+}
+
+// TestHPACKEncTable: what a connection repeats crosses it once. The
+// second request's block is the first's indexes, but for x-request-id,
+// which is new each time: its value is sent, its name is an index; a 1 KB
+// token is sent once; a sensitive field is never added.
+func TestHPACKEncTable(t *testing.T) {
+	e := settledEnc()
+	d := hpack.NewDecoder(4096, nil)
+	token := strings.Repeat("t", 1024)
+	req := append(slices.Clone(proxiedBlocks[0]), hpack.HeaderField{Name: "authorization", Value: "Bearer " + token},
+		hpack.HeaderField{Name: "cookie", Value: "s=secret", Sensitive: true})
+	var sizes []int
+	for i := range 3 {
+		req[6].Value = fmt.Sprintf("8c1f5a53-0d6b-4f3c-9b7e-2a4d1e6f9c0%d", i) // x-request-id
+		b := encodeBlock(e, req)
+		if got, err := d.DecodeFull(b); err != nil || !reflect.DeepEqual(got, req) {
+			t.Fatalf("request %d decoded %q, %v", i, got, err)
+		}
+		sizes = append(sizes, len(b))
+		if i > 0 && (!bytes.Contains(b, []byte(req[6].Value)) || !bytes.Contains(b, []byte("s=secret"))) {
+			t.Errorf("request %d: x-request-id or the sensitive cookie not sent as a literal: %x", i, b)
+		}
+	}
+	// Later: 8 one-byte indexes; x-request-id as a literal with its
+	// name's dynamic index (added with the first request; two bytes with
+	// a 4-bit prefix); the cookie as a never-indexed literal with its
+	// name's static index (32, two bytes too).
+	want := 8 + (2 + 1 + 36) + (2 + 1 + len("s=secret"))
+	if sizes[0] < 1100 || sizes[1] != want || sizes[2] != want {
+		t.Fatalf("request blocks of %v bytes, want over 1,100 then %d", sizes, want)
+	}
+}
+
+// TestHPACKEncBeforeSettings: until the peer's SETTINGS came, nothing is
+// added to the table, so a decoder that holds a table of 1 byte from the
+// connection's start (x/net's server with MaxDecoderHeaderTableSize 1)
+// takes the blocks; after them, the first block adds its fields.
+func TestHPACKEncBeforeSettings(t *testing.T) {
+	e := newHPACKEnc(new(bytes.Buffer))
+	d := hpack.NewDecoder(1, nil)
+	blk := proxiedBlocks[0]
+	first := encodeBlock(e, blk)
+	for i := range 3 {
+		b := encodeBlock(e, blk)
+		if got, err := d.DecodeFull(b); err != nil || !reflect.DeepEqual(got, blk) || !bytes.Equal(b, first) {
+			t.Fatalf("block %d before SETTINGS: %x decoded %q, %v", i, b, got, err)
+		}
+	}
+	e.PeerSettled()
+	d = hpack.NewDecoder(4096, nil)
+	for i := range 2 {
+		b := encodeBlock(e, blk)
+		if got, err := d.DecodeFull(b); err != nil || !reflect.DeepEqual(got, blk) {
+			t.Fatalf("block %d after SETTINGS: decoded %q, %v", i, got, err)
+		}
+		if i == 1 && len(b) >= len(first)/2 {
+			t.Errorf("the second block after SETTINGS is %d bytes, the first before them %d: the table is not used", len(b), len(first))
 		}
 	}
 }
 
-// TestHPACKEncTableSizeUpdate: a peer that lowers SETTINGS_HEADER_TABLE_SIZE
-// hears, at the start of the next block and only there, that our table is
-// empty; one that raises it or keeps it hears nothing.
+// TestHPACKEncTableSizeUpdate: a peer's SETTINGS_HEADER_TABLE_SIZE that
+// changes the table's size (up to 4,096) is answered at the start of the
+// next block, and only there, with the new size, after a 0 when the
+// limit dipped below it in between; one that leaves the size as it is
+// hears nothing. x/net's decoder, which refuses a second update unless
+// its table is empty, takes every block.
 func TestHPACKEncTableSizeUpdate(t *testing.T) {
-	e := newHPACKEnc(new(bytes.Buffer))
+	e := settledEnc()
+	d := hpack.NewDecoder(4096, nil)
 	f := []hpack.HeaderField{{Name: ":status", Value: "200"}}
 	for _, c := range []struct {
-		limit  uint32
-		update bool
-	}{{8192, false}, {4096, true}, {4096, false}, {0, true}, {100, false}, {50, true}} {
-		e.SetMaxDynamicTableSizeLimit(c.limit)
+		limits  []uint32 // SETTINGS before the block
+		updates []uint64 // the sizes the block starts with
+	}{
+		{[]uint32{8192}, nil},
+		{[]uint32{4096}, nil},
+		{[]uint32{0}, []uint64{0}},
+		{[]uint32{100}, []uint64{100}},
+		{[]uint32{50}, []uint64{50}},
+		{[]uint32{10, 4096}, []uint64{0, 4096}},
+		{[]uint32{65536}, nil},
+		{[]uint32{1000, 65536}, []uint64{0, 4096}},
+		{[]uint32{1000}, []uint64{1000}},
+	} {
+		for _, l := range c.limits {
+			e.SetMaxDynamicTableSizeLimit(l)
+			d.SetAllowedMaxDynamicTableSize(l)
+		}
+		var want []byte
+		for _, u := range c.updates {
+			want = hpackInt(want, 0x20, 5, u)
+		}
+		want = append(want, 0x88)
 		b := encodeBlock(e, f)
-		want := []byte{0x88}
-		if c.update {
-			want = []byte{0x20, 0x88}
-		}
 		if !bytes.Equal(b, want) {
-			t.Errorf("after a limit of %d: %x, want %x", c.limit, b, want)
+			t.Errorf("after limits %v: %x, want %x", c.limits, b, want)
 		}
-		d := hpack.NewDecoder(4096, nil)
-		d.SetAllowedMaxDynamicTableSize(c.limit)
 		if got, err := d.DecodeFull(b); err != nil || !reflect.DeepEqual(got, f) {
-			t.Errorf("after a limit of %d: decoded %v, %v", c.limit, got, err)
+			t.Errorf("after limits %v: decoded %v, %v", c.limits, got, err)
 		}
 		if b := encodeBlock(e, f); !bytes.Equal(b, []byte{0x88}) {
 			t.Errorf("the block after that: %x", b)
@@ -153,12 +274,23 @@ func TestHPACKEncTableSizeUpdate(t *testing.T) {
 }
 
 func FuzzHPACKEnc(f *testing.F) {
-	f.Add(":path", "/index.html", "x-a", "", false)
-	f.Add("content-type", strings.Repeat("v", 200), "", "\x00\xff", true)
-	f.Fuzz(func(t *testing.T, n1, v1, n2, v2 string, sensitive bool) {
+	f.Add(":path", "/index.html", "x-a", "", false, uint32(4096))
+	f.Add("content-type", strings.Repeat("v", 200), "", "\x00\xff", true, uint32(100))
+	f.Fuzz(func(t *testing.T, n1, v1, n2, v2 string, sensitive bool, limit uint32) {
 		fs := []hpack.HeaderField{{Name: n1, Value: v1, Sensitive: sensitive}, {Name: n2, Value: v2}}
-		if got := decodeBlock(t, encodeBlock(newHPACKEnc(new(bytes.Buffer)), fs)); !reflect.DeepEqual(got, fs) {
-			t.Fatalf("encoded %q, decoded %q", fs, got)
+		e := newHPACKEnc(new(bytes.Buffer))
+		d := hpack.NewDecoder(4096, nil)
+		for i := range 4 { // before the peer's SETTINGS, after (the table's entries used), the limit set before the last
+			if i == 1 {
+				e.PeerSettled()
+			}
+			if i == 3 {
+				e.SetMaxDynamicTableSizeLimit(limit)
+				d.SetAllowedMaxDynamicTableSize(limit)
+			}
+			if got, err := d.DecodeFull(encodeBlock(e, fs)); err != nil || !reflect.DeepEqual(got, fs) {
+				t.Fatalf("block %d: encoded %q, decoded %q, %v", i, fs, got, err)
+			}
 		}
 	})
 }
@@ -176,16 +308,24 @@ var proxiedBlocks = [][]hpack.HeaderField{
 }
 
 // BenchmarkHPACKEncode: x/net's Encoder (dynamic table) against hpackEnc,
-// one connection's encoder for many requests, as the loops use them.
+// one connection's encoder for many requests, as the loops use them; each
+// request with an x-request-id of its own.
 func BenchmarkHPACKEncode(b *testing.B) {
 	var buf bytes.Buffer
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("8c1f5a53-0d6b-4f3c-9b7e-2a4d1e6f%04x", i)
+	}
 	run := func(b *testing.B, write func(hpack.HeaderField) error) {
 		b.ReportAllocs()
 		n := 0
-		for range b.N {
+		for i := range b.N {
 			for _, blk := range proxiedBlocks {
 				buf.Reset()
 				for _, f := range blk {
+					if f.Name == "x-request-id" {
+						f.Value = ids[i%len(ids)]
+					}
 					_ = write(f)
 				}
 				n += buf.Len()
@@ -194,5 +334,9 @@ func BenchmarkHPACKEncode(b *testing.B) {
 		b.ReportMetric(float64(n)/float64(b.N), "bytes/request")
 	}
 	b.Run("x-net", func(b *testing.B) { run(b, hpack.NewEncoder(&buf).WriteField) })
-	b.Run("static", func(b *testing.B) { run(b, newHPACKEnc(&buf).WriteField) })
+	b.Run("table", func(b *testing.B) {
+		e := newHPACKEnc(&buf)
+		e.PeerSettled()
+		run(b, e.WriteField)
+	})
 }
