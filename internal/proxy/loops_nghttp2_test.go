@@ -14,13 +14,14 @@ import (
 
 // TestH2CLoopsNghttp2: nghttp2's client (nghttp; nghttp2 is the HTTP/2
 // library Envoy was built on) through the loops' h2c listener, to an
-// upstream that also lowered its HPACK table. The loops' encoder never uses
-// the dynamic table, but a decoder whose table limit went down waits for a
-// table size update at the start of the next block (RFC 7541 4.2), and
-// nghttp2 refuses a block without it. Several requests share one connection,
-// so blocks after the first are checked too. The upstream (x/net) lowers its
-// table to 1 byte: x/net's decoder does not insist on the update, but
-// refuses one larger than its limit.
+// upstream that also lowered its HPACK table. A decoder whose table limit
+// went down waits for a table size update at the start of the next block
+// (RFC 7541 4.2), and nghttp2 refuses a block without it; with its table
+// at 4,096 it resolves the loops' dynamic table indexes. Several requests
+// share one connection, so blocks after the first, which use the table, are
+// checked too. The upstream (x/net) lowers its table to 1 byte and holds
+// that limit from the connection's start: the loops' encoder adds nothing to
+// its table before the upstream's SETTINGS.
 func TestH2CLoopsNghttp2(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")

@@ -4,7 +4,8 @@ package evloop
 // A client connection whose first bytes are the h2c preface stays on its
 // loop when Config.H2 is set and the Router serves HTTP/2 there
 // (H2Router): its frames are read from the connection's buffer with
-// golang.org/x/net/http2's Framer (HPACK by its hpack package), every
+// golang.org/x/net/http2's Framer (HPACK decoded by its hpack package,
+// encoded by hpackEnc), every
 // stream becomes a request the loop forwards over HTTP/1.1 as it forwards
 // its HTTP/1.1 requests (h2stream_linux.go), and the frames a loop
 // iteration produces for the connection go out in one write at the end of

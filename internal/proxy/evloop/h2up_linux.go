@@ -4,7 +4,7 @@ package evloop
 // a loop's h2c connection whose Target names a cluster spoken to over
 // HTTP/2 (Target.HTTP2) goes out as a stream of an HTTP/2 connection the
 // same loop keeps to the host (clusterPool.h2): its own stream IDs, HPACK
-// encoder and decoder (golang.org/x/net/http2's Framer and hpack),
+// encoder (hpackEnc) and decoder (golang.org/x/net/http2's Framer and hpack),
 // SETTINGS, both flow-control windows. The connection is an up whose h2
 // field is set: dial, registration, writes (flushUp) and close (closeUp)
 // are the HTTP/1.1 upstreams', and so are connect and TLS (over TLS it
