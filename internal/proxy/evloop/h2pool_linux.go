@@ -31,71 +31,51 @@ package evloop
 const maxFreeStreams = 128
 
 // recycleStreams is off in this package's tests, which poison ended
-// streams instead (h2pool_linux_test.go).
+// streams instead (h2pool_linux_test.go): a stream left zeroed and not
+// reused has no connection and no request and is not marked ended, so any
+// use after its loop freed it faults.
 var recycleStreams = true
 
-// newH2Stream returns a zeroed client stream.
-func (l *loop) newH2Stream() *h2stream {
-	if n := len(l.freeST); n > 0 {
-		st := l.freeST[n-1]
-		l.freeST[n-1] = nil
-		l.freeST = l.freeST[:n-1]
-		return st
+// streamPool is a loop's streams of one kind that ended in this
+// iteration (dead), and those kept for reuse (free).
+type streamPool[T any] struct{ dead, free []*T }
+
+// get returns a zeroed stream.
+func (p *streamPool[T]) get() *T {
+	if n := len(p.free); n > 0 {
+		x := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		return x
 	}
-	return new(h2stream)
+	return new(T)
 }
 
-// newH2UStream returns a zeroed upstream stream.
-func (l *loop) newH2UStream() *h2ustream {
-	if n := len(l.freeUS); n > 0 {
-		s := l.freeUS[n-1]
-		l.freeUS[n-1] = nil
-		l.freeUS = l.freeUS[:n-1]
-		return s
+// ended takes a stream that ended; it is recycled at the iteration's end.
+func (p *streamPool[T]) ended(x *T) { p.dead = append(p.dead, x) }
+
+// recycle zeroes the dead streams that linked does not report and keeps
+// them for reuse, up to maxFreeStreams.
+func (p *streamPool[T]) recycle(linked func(*T) bool) {
+	for i, x := range p.dead {
+		p.dead[i] = nil
+		if linked(x) {
+			continue
+		}
+		var zero T
+		*x = zero
+		if recycleStreams && len(p.free) < maxFreeStreams {
+			p.free = append(p.free, x)
+		}
 	}
-	return new(h2ustream)
+	p.dead = p.dead[:0]
 }
 
 // recycleDead frees the streams that ended in this iteration (run's
 // last step).
 func (l *loop) recycleDead() {
-	for i, st := range l.deadST {
-		l.deadST[i] = nil
-		if st.blocked || st.us != nil || st.req.tm.idx != 0 || st.req.u != nil {
-			continue
-		}
-		if !recycleStreams {
-			poisonStream(st)
-			continue
-		}
-		*st = h2stream{}
-		if len(l.freeST) < maxFreeStreams {
-			l.freeST = append(l.freeST, st)
-		}
-	}
-	l.deadST = l.deadST[:0]
-	for i, s := range l.deadUS {
-		l.deadUS[i] = nil
-		if s.blocked {
-			continue
-		}
-		if !recycleStreams {
-			poisonUStream(s)
-			continue
-		}
-		*s = h2ustream{}
-		if len(l.freeUS) < maxFreeStreams {
-			l.freeUS = append(l.freeUS, s)
-		}
-	}
-	l.deadUS = l.deadUS[:0]
+	l.streams.recycle(func(st *h2stream) bool {
+		return st.blocked || st.us != nil || st.req.tm.idx != 0 || st.req.u != nil
+	})
+	l.ustreams.recycle(func(s *h2ustream) bool { return s.blocked })
 }
-
-// poisonStream makes a freed client stream fault on use: its connection
-// and request are nil, and it is not marked ended, so a check of gone
-// does not stop the code that then reaches for them.
-func poisonStream(st *h2stream) { *st = h2stream{} }
-
-// poisonUStream does the same to a freed upstream stream (its connection
-// and client stream nil, not marked done).
-func poisonUStream(s *h2ustream) { *s = h2ustream{} }

@@ -26,30 +26,7 @@ func TestMain(m *testing.M) {
 // serves the next stream. Freed at its end (poisoned here), the stream
 // would fault there.
 func TestH2UpstreamStreamFreedWhileBlocked(t *testing.T) {
-	srv, accept := startH2Up(t)
-	h := dialH2Raw(t, srv, http2.ClientPreface)
-	h.headers(1, false, ":path", "/post")
-	u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
-	_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
-	id := u.request().StreamID // and nothing more is read from the proxy for now
-	w := newWindows()
-	_ = h.c.SetDeadline(time.Time{})
-	frames := make(chan http2.Frame, 64)
-	go func() { // ends when the client connection closes (the test's cleanup)
-		defer close(frames)
-		for {
-			f, err := h.fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.WindowUpdateFrame:
-				w.credit(f)
-			case *http2.MetaHeadersFrame:
-				frames <- f
-			}
-		}
-	}()
+	h, u, id, w, heads := stalledUpload(t)
 	if sent := sendUnderCredit(h.fr, 1, w, h2BoundTotal, 300*time.Millisecond); sent >= h2BoundTotal {
 		t.Fatalf("the client sent all %d bytes: nothing was held", sent)
 	}
@@ -73,8 +50,8 @@ func TestH2UpstreamStreamFreedWhileBlocked(t *testing.T) {
 	}
 	u.headers(f.Header().StreamID, true, ":status", "204")
 	select {
-	case r := <-frames:
-		if r == nil || r.Header().StreamID != 3 || r.(*http2.MetaHeadersFrame).PseudoValue("status") != "204" {
+	case r := <-heads:
+		if r.StreamID != 3 || r.PseudoValue("status") != "204" {
 			t.Fatalf("client got %v, want 204 on stream 3", r)
 		}
 	case <-time.After(10 * time.Second):
@@ -89,11 +66,11 @@ func TestRecycleDead(t *testing.T) {
 	defer func() { recycleStreams = false }()
 	l := &loop{}
 	ended := func(set func(st *h2stream)) *h2stream {
-		st := l.newH2Stream()
+		st := l.streams.get()
 		st.sd, st.id, st.gone = &st.req, 7, true
 		st.req.h2, st.req.closed = st, true
 		set(st)
-		l.deadST = append(l.deadST, st)
+		l.streams.ended(st)
 		return st
 	}
 	free := ended(func(*h2stream) {})
@@ -101,37 +78,38 @@ func TestRecycleDead(t *testing.T) {
 	timed := ended(func(st *h2stream) { st.req.tm.idx = 1 })
 	linked := ended(func(st *h2stream) { st.us = &h2ustream{} })
 	exchange := ended(func(st *h2stream) { st.req.u = &up{} })
-	us := l.newH2UStream()
+	us := l.ustreams.get()
 	us.id, us.done = 9, true
-	usBlocked := l.newH2UStream()
+	usBlocked := l.ustreams.get()
 	usBlocked.blocked, usBlocked.done = true, true
-	l.deadUS = append(l.deadUS, us, usBlocked)
+	l.ustreams.ended(us)
+	l.ustreams.ended(usBlocked)
 	l.recycleDead()
-	if len(l.deadST) != 0 || len(l.deadUS) != 0 {
-		t.Fatalf("dead lists hold %d and %d after recycling", len(l.deadST), len(l.deadUS))
+	if len(l.streams.dead) != 0 || len(l.ustreams.dead) != 0 {
+		t.Fatalf("dead lists hold %d and %d after recycling", len(l.streams.dead), len(l.ustreams.dead))
 	}
-	if len(l.freeST) != 1 || l.freeST[0] != free || len(l.freeUS) != 1 || l.freeUS[0] != us {
-		t.Fatalf("free lists %v %v, want only the unlinked streams", l.freeST, l.freeUS)
+	if len(l.streams.free) != 1 || l.streams.free[0] != free || len(l.ustreams.free) != 1 || l.ustreams.free[0] != us {
+		t.Fatalf("free lists %v %v, want only the unlinked streams", l.streams.free, l.ustreams.free)
 	}
-	if st := l.newH2Stream(); st != free || !reflect.ValueOf(*st).IsZero() {
+	if st := l.streams.get(); st != free || !reflect.ValueOf(*st).IsZero() {
 		t.Fatalf("reused stream %p not zeroed: %+v", st, st)
 	}
-	if s := l.newH2UStream(); s != us || !reflect.ValueOf(*s).IsZero() {
+	if s := l.ustreams.get(); s != us || !reflect.ValueOf(*s).IsZero() {
 		t.Fatalf("reused upstream stream %p not zeroed: %+v", s, s)
 	}
 	for _, st := range []*h2stream{blocked, timed, linked, exchange} {
-		if l.newH2Stream() == st {
+		if l.streams.get() == st {
 			t.Fatalf("a stream still linked (%+v) was reused", st)
 		}
 	}
-	if l.newH2UStream() == usBlocked {
+	if l.ustreams.get() == usBlocked {
 		t.Fatal("an upstream stream still in its connection's blocked list was reused")
 	}
 	for range 2 * maxFreeStreams {
 		ended(func(*h2stream) {})
 	}
 	l.recycleDead()
-	if len(l.freeST) != maxFreeStreams {
-		t.Fatalf("%d free streams kept, want the bound %d", len(l.freeST), maxFreeStreams)
+	if len(l.streams.free) != maxFreeStreams {
+		t.Fatalf("%d free streams kept, want the bound %d", len(l.streams.free), maxFreeStreams)
 	}
 }

@@ -113,7 +113,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	}
 	d := c.d
 	d.last = l.now
-	st := l.newH2Stream()
+	st := l.streams.get()
 	st.c, st.id, st.start, st.last, st.window, st.recvAvail, st.declared, st.hf = c, id, l.now, l.now, int64(c.initWindow), h2Window, -1, f
 	sd := &st.req
 	sd.fd, sd.h2, sd.gen, sd.last, sd.idx = d.fd, st, d.gen, l.now, -1
@@ -580,7 +580,7 @@ func (l *loop) h2EndStream(st *h2stream) {
 	}
 	st.gone = true
 	if st.sd == &st.req { // not an HTTP/1.1 request's (h1h2_linux.go), which its h1h2 holds
-		l.deadST = append(l.deadST, st) // recycled at the iteration's end (h2pool_linux.go)
+		l.streams.ended(st) // recycled at the iteration's end (h2pool_linux.go)
 	}
 	c := st.c
 	delete(c.streams, st.id)

@@ -64,6 +64,48 @@ func sendUnderCredit(fr *http2.Framer, id uint32, w *windows, total int, quiet t
 	return sent
 }
 
+// creditFrom reads fr's frames on a goroutine: WINDOW_UPDATEs credit w,
+// HEADERS go to the channel it returns (dropped when it is full).
+func creditFrom(fr *http2.Framer, w *windows) <-chan *http2.MetaHeadersFrame {
+	heads := make(chan *http2.MetaHeadersFrame, 16)
+	go func() { // ends when fr's connection closes (the test's cleanup)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.WindowUpdateFrame:
+				w.credit(f)
+			case *http2.MetaHeadersFrame:
+				select {
+				case heads <- f:
+				default:
+				}
+			}
+		}
+	}()
+	return heads
+}
+
+// stalledUpload opens stream 1, a request with a body still to come,
+// through the loops to an HTTP/2 upstream that opens its windows wide and
+// then reads nothing: the client, the upstream, the upstream's stream ID,
+// the client's windows (credited as the proxy sends WINDOW_UPDATEs) and
+// the client's response HEADERS.
+func stalledUpload(t *testing.T) (h *h2Raw, u *rawUp, id uint32, w *windows, heads <-chan *http2.MetaHeadersFrame) {
+	t.Helper()
+	srv, accept := startH2Up(t)
+	h = dialH2Raw(t, srv, http2.ClientPreface)
+	h.headers(1, false, ":path", "/post")
+	u = accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	id = u.request().StreamID // and nothing more is read from the proxy for now
+	w = newWindows()
+	_ = h.c.SetDeadline(time.Time{})
+	return h, u, id, w, creditFrom(h.fr, w)
+}
+
 // TestH2UpstreamSlowClientBounded: a client that opens its windows wide
 // and reads nothing holds at most the connection's output bound (and the
 // socket buffers) of an HTTP/2 upstream's response: the upstream is
@@ -80,17 +122,7 @@ func TestH2UpstreamSlowClientBounded(t *testing.T) {
 	_ = u.c.SetDeadline(time.Time{})
 	u.headers(id, false, ":status", "200")
 	w := newWindows()
-	go func() { // ends when the upstream connection closes (the test's cleanup)
-		for {
-			f, err := u.fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			if wu, ok := f.(*http2.WindowUpdateFrame); ok {
-				w.credit(wu)
-			}
-		}
-	}()
+	creditFrom(u.fr, w)
 	sent := sendUnderCredit(u.fr, id, w, h2BoundTotal, 500*time.Millisecond)
 	t.Logf("the upstream sent %d bytes before its windows closed", sent)
 	if sent > h2BoundMax {
@@ -116,25 +148,7 @@ func TestH2UpstreamSlowClientBounded(t *testing.T) {
 // bound (and the socket buffers) of a request body: the client's stream
 // is credited only as bytes go out under that bound.
 func TestH2UpstreamSlowUpstreamBounded(t *testing.T) {
-	srv, accept := startH2Up(t)
-	h := dialH2Raw(t, srv, http2.ClientPreface)
-	h.headers(1, false, ":path", "/post")
-	u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
-	_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
-	u.request() // and nothing more is read from the proxy
-	w := newWindows()
-	_ = h.c.SetDeadline(time.Time{})
-	go func() { // ends when the client connection closes (the test's cleanup)
-		for {
-			f, err := h.fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			if wu, ok := f.(*http2.WindowUpdateFrame); ok {
-				w.credit(wu)
-			}
-		}
-	}()
+	h, u, _, w, _ := stalledUpload(t)
 	sent := sendUnderCredit(h.fr, 1, w, h2BoundTotal, 500*time.Millisecond)
 	t.Logf("the client sent %d bytes before its stream window closed", sent)
 	if sent > h2BoundMax {

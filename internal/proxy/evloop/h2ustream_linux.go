@@ -92,7 +92,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
 		return
 	}
-	s := l.newH2UStream()
+	s := l.ustreams.get()
 	s.c, s.id, s.st, s.window, s.last = c, c.nextID, st, int64(c.initWindow), l.now
 	s.x.fd, s.x.pool, s.x.started = -1, pool, l.now
 	c.nextID += 2
@@ -465,7 +465,7 @@ func (l *loop) h2uDone(s *h2ustream) {
 		return
 	}
 	s.done = true
-	l.deadUS = append(l.deadUS, s) // recycled at the iteration's end (h2pool_linux.go)
+	l.ustreams.ended(s) // recycled at the iteration's end (h2pool_linux.go)
 	c := s.c
 	delete(c.streams, s.id)
 	if len(c.streams) == 0 {

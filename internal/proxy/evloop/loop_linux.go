@@ -214,10 +214,9 @@ type loop struct {
 	h2dirty   []*h2conn // HTTP/2 connections with frames to write at the iteration's end
 	h2updirty []*h2up   // upstream HTTP/2 connections with frames to write (h2up_linux.go)
 
-	// HTTP/2 streams ended in this iteration, and those kept for reuse
-	// (h2pool_linux.go).
-	deadST, freeST []*h2stream
-	deadUS, freeUS []*h2ustream
+	// HTTP/2 client and upstream streams, recycled (h2pool_linux.go).
+	streams  streamPool[h2stream]
+	ustreams streamPool[h2ustream]
 }
 
 func newLoop(s *Server, id, ln int) (*loop, error) {
@@ -331,7 +330,7 @@ func (l *loop) run(ctx context.Context) error {
 		if len(l.h2dirty) > 0 || len(l.h2updirty) > 0 {
 			l.flushH2()
 		}
-		if len(l.deadST) > 0 || len(l.deadUS) > 0 {
+		if len(l.streams.dead) > 0 || len(l.ustreams.dead) > 0 {
 			l.recycleDead()
 		}
 		if l.now-l.sweptAt >= int64(poolSweepEvery) {
