@@ -26,7 +26,7 @@ package evloop
 
 // maxFreeStreams bounds each free list, per loop: a loop reuses as many
 // streams as it had in flight at once, and keeps no more than this many
-// idle: 128 × 776 bytes of client streams (a 896-byte size class) and
+// idle: 128 × 856 bytes of client streams (a 896-byte size class) and
 // 128 × 368 of upstream ones (384), 160 KB at most.
 const maxFreeStreams = 128
 

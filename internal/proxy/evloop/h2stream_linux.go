@@ -55,15 +55,16 @@ type h2stream struct {
 	toH2     bool                // dispatched to an HTTP/2 cluster
 	grpc     bool                // a gRPC request: local replies are gRPC statuses
 	ended    bool                // END_STREAM went with the response's HEADERS
-	extra    []hpack.HeaderField // weft's fields added to the request's
+	extra    []hpack.HeaderField // weft's fields added to the request's (in extraBuf)
 	// A request kept for a retry: its body (up to the stream window;
 	// replayCut past it) and trailers.
 	replay      []byte
 	replayCut   bool
 	reqTrailers []hpack.HeaderField
-	// The stream's request (sd points here): one allocation with the
-	// stream, recycled with it (h2pool_linux.go).
-	req down
+	// The stream's request (sd points here), and extra's room: one
+	// allocation with the stream, recycled with it (h2pool_linux.go).
+	req      down
+	extraBuf [2]hpack.HeaderField
 }
 
 // h2Headers opens a stream (or ends a request with its trailers).

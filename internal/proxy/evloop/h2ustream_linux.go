@@ -56,7 +56,7 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 // x-forwarded-proto and x-request-id unless the client sent them.
 func (l *loop) h2uExtra(d *down, st *h2stream, r *request) {
 	if st.extra == nil && (!r.hasXFP || !r.hasRequestID) {
-		st.extra = make([]hpack.HeaderField, 0, 2) // one allocation, not one per field
+		st.extra = st.extraBuf[:0]
 	}
 	if !r.hasXFP {
 		proto := "http"
