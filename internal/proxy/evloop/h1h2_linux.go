@@ -284,6 +284,37 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	l.flushDown(d)
 }
 
+// h1uInterim relays an HTTP/2 upstream's 1xx response (not a 100:
+// h2uInterim) to an HTTP/1.1 client as an interim head, as the goroutine
+// path's server writes one; an HTTP/1.0 client gets none (RFC 9110 15.2).
+// Before it, such a 1xx faulted the loop on the stream's nil connection.
+func (l *loop) h1uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
+	d := s.st.sd
+	if d.hb.http10 || d.closed {
+		return
+	}
+	if d.out == nil {
+		d.out, d.outOff = l.getBuf(), 0
+	}
+	o := append(d.out, "HTTP/1.1 "...)
+	o = strconv.AppendInt(o, int64(status), 10)
+	o = append(o, ' ')
+	o = append(o, http.StatusText(status)...)
+	o = append(o, "\r\n"...)
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			continue
+		}
+		o = append(o, hf.Name...)
+		o = append(o, ": "...)
+		o = append(o, hf.Value...)
+		o = append(o, "\r\n"...)
+	}
+	d.out = append(o, "\r\n"...)
+	l.flushDown(d)
+}
+
 // h1uData writes a response DATA frame's bytes to the HTTP/1.1 client
 // (a chunk when chunked), and credits them upstream once written.
 func (l *loop) h1uData(s *h2ustream, data []byte, end bool) {

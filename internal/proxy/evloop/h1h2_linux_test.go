@@ -182,3 +182,43 @@ func TestH1UpstreamHTTP10(t *testing.T) {
 		t.Fatalf("client got %q (%v)", all, err)
 	}
 }
+
+// TestH1UpstreamInterim: an HTTP/2 upstream's 103 reaches an HTTP/1.1
+// client as an interim head before the response, with its fields; an
+// HTTP/1.0 client gets the response alone.
+func TestH1UpstreamInterim(t *testing.T) {
+	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
+		t.Run(proto, func(t *testing.T) {
+			srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
+			c, err := net.Dial("tcp", srv.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "GET /x %s\r\nHost: svc.local\r\n\r\n", proto)
+			u := accept()
+			id := u.request().StreamID
+			u.headers(id, false, ":status", "103", "link", "</a.css>; rel=preload")
+			u.headers(id, false, ":status", "200", "content-length", "2")
+			_ = u.fr.WriteData(id, true, []byte("ok"))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if proto == "HTTP/1.1" {
+				if resp.StatusCode != 103 || resp.Header.Get("Link") != "</a.css>; rel=preload" {
+					t.Fatalf("first head %d %v, want 103 with the link", resp.StatusCode, resp.Header)
+				}
+				if resp, err = http.ReadResponse(br, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 10))
+			if resp.StatusCode != 200 || string(body) != "ok" {
+				t.Fatalf("response %d %q, want 200 ok", resp.StatusCode, body)
+			}
+		})
+	}
+}

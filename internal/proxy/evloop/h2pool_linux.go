@@ -55,9 +55,9 @@ func (p *streamPool[T]) get() *T {
 // ended takes a stream that ended; it is recycled at the iteration's end.
 func (p *streamPool[T]) ended(x *T) { p.dead = append(p.dead, x) }
 
-// recycle zeroes the dead streams that linked does not report and keeps
-// them for reuse, up to maxFreeStreams.
-func (p *streamPool[T]) recycle(linked func(*T) bool) {
+// recycle zeroes the dead streams that linked does not report and, with
+// reuse, keeps them for reuse, up to maxFreeStreams.
+func (p *streamPool[T]) recycle(reuse bool, linked func(*T) bool) {
 	for i, x := range p.dead {
 		p.dead[i] = nil
 		if linked(x) {
@@ -65,7 +65,7 @@ func (p *streamPool[T]) recycle(linked func(*T) bool) {
 		}
 		var zero T
 		*x = zero
-		if recycleStreams && len(p.free) < maxFreeStreams {
+		if reuse && len(p.free) < maxFreeStreams {
 			p.free = append(p.free, x)
 		}
 	}
@@ -73,10 +73,10 @@ func (p *streamPool[T]) recycle(linked func(*T) bool) {
 }
 
 // recycleDead frees the streams that ended in this iteration (run's
-// last step).
-func (l *loop) recycleDead() {
-	l.streams.recycle(func(st *h2stream) bool {
+// last step, with recycleStreams).
+func (l *loop) recycleDead(reuse bool) {
+	l.streams.recycle(reuse, func(st *h2stream) bool {
 		return st.blocked || st.us != nil || st.req.tm.idx != 0 || st.req.u != nil
 	})
-	l.ustreams.recycle(func(s *h2ustream) bool { return s.blocked })
+	l.ustreams.recycle(reuse, func(s *h2ustream) bool { return s.blocked })
 }

@@ -62,9 +62,7 @@ func TestH2UpstreamStreamFreedWhileBlocked(t *testing.T) {
 // TestRecycleDead: an ended stream comes back zeroed for the next one
 // unless something may still point to it; the free lists stay bounded.
 func TestRecycleDead(t *testing.T) {
-	recycleStreams = true
-	defer func() { recycleStreams = false }()
-	l := &loop{}
+	l := &loop{} // recycled with reuse, as the loops run outside this package's tests
 	ended := func(set func(st *h2stream)) *h2stream {
 		st := l.streams.get()
 		st.sd, st.id, st.gone = &st.req, 7, true
@@ -84,7 +82,7 @@ func TestRecycleDead(t *testing.T) {
 	usBlocked.blocked, usBlocked.done = true, true
 	l.ustreams.ended(us)
 	l.ustreams.ended(usBlocked)
-	l.recycleDead()
+	l.recycleDead(true)
 	if len(l.streams.dead) != 0 || len(l.ustreams.dead) != 0 {
 		t.Fatalf("dead lists hold %d and %d after recycling", len(l.streams.dead), len(l.ustreams.dead))
 	}
@@ -108,7 +106,7 @@ func TestRecycleDead(t *testing.T) {
 	for range 2 * maxFreeStreams {
 		ended(func(*h2stream) {})
 	}
-	l.recycleDead()
+	l.recycleDead(true)
 	if len(l.streams.free) != maxFreeStreams {
 		t.Fatalf("%d free streams kept, want the bound %d", len(l.streams.free), maxFreeStreams)
 	}

@@ -384,6 +384,10 @@ func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	}
 	s.interims++
 	c := st.c
+	if c == nil {
+		l.h1uInterim(s, f, status) // an HTTP/1.1 request's
+		return
+	}
 	c.hbuf.Reset()
 	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	for _, hf := range f.RegularFields() {

@@ -331,7 +331,7 @@ func (l *loop) run(ctx context.Context) error {
 			l.flushH2()
 		}
 		if len(l.streams.dead) > 0 || len(l.ustreams.dead) > 0 {
-			l.recycleDead()
+			l.recycleDead(recycleStreams)
 		}
 		if l.now-l.sweptAt >= int64(poolSweepEvery) {
 			l.sweptAt = l.now
