@@ -230,11 +230,7 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 		d.out, d.outOff = l.getBuf(), 0
 	}
 	hs := len(d.out)
-	o := append(d.out, "HTTP/1.1 "...)
-	o = strconv.AppendInt(o, int64(status), 10)
-	o = append(o, ' ')
-	o = append(o, http.StatusText(status)...)
-	o = append(o, "\r\n"...)
+	o := appendStatusLine(d.out, status)
 	for _, hf := range f.RegularFields() {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
@@ -245,10 +241,7 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 				continue
 			}
 		}
-		o = append(o, hf.Name...)
-		o = append(o, ": "...)
-		o = append(o, hf.Value...)
-		o = append(o, "\r\n"...)
+		o = appendField(o, hf.Name, hf.Value)
 	}
 	switch {
 	case bodyless:
@@ -296,23 +289,33 @@ func (l *loop) h1uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	if d.out == nil {
 		d.out, d.outOff = l.getBuf(), 0
 	}
-	o := append(d.out, "HTTP/1.1 "...)
-	o = strconv.AppendInt(o, int64(status), 10)
-	o = append(o, ' ')
-	o = append(o, http.StatusText(status)...)
-	o = append(o, "\r\n"...)
+	o := appendStatusLine(d.out, status)
 	for _, hf := range f.RegularFields() {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			continue
 		}
-		o = append(o, hf.Name...)
-		o = append(o, ": "...)
-		o = append(o, hf.Value...)
-		o = append(o, "\r\n"...)
+		o = appendField(o, hf.Name, hf.Value)
 	}
 	d.out = append(o, "\r\n"...)
 	l.flushDown(d)
+}
+
+// appendStatusLine appends an HTTP/1.1 status line for status.
+func appendStatusLine(o []byte, status int) []byte {
+	o = append(o, "HTTP/1.1 "...)
+	o = strconv.AppendInt(o, int64(status), 10)
+	o = append(o, ' ')
+	o = append(o, http.StatusText(status)...)
+	return append(o, "\r\n"...)
+}
+
+// appendField appends a header line.
+func appendField(o []byte, name, value string) []byte {
+	o = append(o, name...)
+	o = append(o, ": "...)
+	o = append(o, value...)
+	return append(o, "\r\n"...)
 }
 
 // h1uData writes a response DATA frame's bytes to the HTTP/1.1 client

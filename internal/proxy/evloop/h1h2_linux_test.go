@@ -22,6 +22,17 @@ type h1UpRouter struct{ h2UpRouter }
 
 func (r h1UpRouter) Route(h proxyroute.Head) Target { return r.RouteH2(h) }
 
+// startH1Up is startH2Up with HTTP/1.1 requests routed to the HTTP/2
+// cluster too, and a client connection to the loop (closed when the test
+// ends; a deadline of 20 s).
+func startH1Up(t *testing.T) (net.Conn, func(settings ...http2.Setting) *rawUp) {
+	t.Helper()
+	srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
+	c := dial(t, srv.Addr())
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c, accept
+}
+
 // TestH1UpstreamRequestBody: an HTTP/1.1 request to an HTTP/2 upstream
 // that opens its stream window 1,000 bytes at a time: the request's
 // fields as HTTP/2 ones, and every byte of a chunked body far beyond the
@@ -29,13 +40,7 @@ func (r h1UpRouter) Route(h proxyroute.Head) Target { return r.RouteH2(h) }
 // while the stream holds a window's worth, is read again as the upstream
 // takes the bytes. The response (no length) goes down chunked.
 func TestH1UpstreamRequestBody(t *testing.T) {
-	srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c, accept := startH1Up(t)
 	const chunks, size = 60, 5000
 	go func() { // ends when the body is written or the connection closes (defer above)
 		w := bufio.NewWriter(c)
@@ -114,13 +119,7 @@ func TestH1UpstreamResponseLength(t *testing.T) {
 		{"head", "HEAD", "5", []string{"abcde"}, "", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
-			c, err := net.Dial("tcp", srv.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c, accept := startH1Up(t)
 			fmt.Fprintf(c, "%s /x HTTP/1.1\r\nHost: svc.local\r\n\r\n", tc.method)
 			u := accept()
 			id := u.request().StreamID
@@ -161,13 +160,7 @@ func TestH1UpstreamResponseLength(t *testing.T) {
 // sends it), and a response without a length ends with the connection,
 // not chunked.
 func TestH1UpstreamHTTP10(t *testing.T) {
-	srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c, accept := startH1Up(t)
 	_, _ = io.WriteString(c, "GET /old HTTP/1.0\r\n\r\n")
 	u := accept()
 	req := u.request()
@@ -189,13 +182,7 @@ func TestH1UpstreamHTTP10(t *testing.T) {
 func TestH1UpstreamInterim(t *testing.T) {
 	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
 		t.Run(proto, func(t *testing.T) {
-			srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
-			c, err := net.Dial("tcp", srv.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c, accept := startH1Up(t)
 			fmt.Fprintf(c, "GET /x %s\r\nHost: svc.local\r\n\r\n", proto)
 			u := accept()
 			id := u.request().StreamID
