@@ -96,7 +96,9 @@ func TestHPACKEncStaticTable(t *testing.T) {
 // that repeat, and others; empty, short and long strings; sensitive
 // fields) decode to what was encoded by one decoder that keeps its table
 // from block to block, as a peer's does, while the peer's table limit
-// moves now and then.
+// moves now and then. Every 25 blocks a probe of five small fields goes
+// twice: with the table at 1,000 bytes or more, the second time is five
+// one-byte indexes into the dynamic table.
 func TestHPACKEncRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	str := func(n int) string {
@@ -112,7 +114,11 @@ func TestHPACKEncRoundTrip(t *testing.T) {
 	}
 	e := settledEnc()
 	d := hpack.NewDecoder(4096, nil)
-	hits := 0
+	probe := make([]hpack.HeaderField, 5)
+	for i := range probe {
+		probe[i] = hpack.HeaderField{Name: fmt.Sprintf("x-p%d", i), Value: fmt.Sprintf("v%d", i)}
+	}
+	probes := 0
 	for blk := range 3000 {
 		if rng.Intn(50) == 0 {
 			limit := []uint32{0, 31, 64, 100, 1000, 4096, 8192, 65536}[rng.Intn(8)]
@@ -156,14 +162,24 @@ func TestHPACKEncRoundTrip(t *testing.T) {
 		if err != nil || len(fs) > 0 && !reflect.DeepEqual(got, fs) || len(got) != len(fs) {
 			t.Fatalf("block %d: %d fields encoded in %d bytes, %d decoded: %v", blk, len(fs), len(b), len(got), err)
 		}
-		for _, c := range b {
-			if c&0x80 != 0 && c&0x7f > 61 { // a one-byte index into the dynamic table (a rough count)
-				hits++
+		if blk%25 != 0 {
+			continue
+		}
+		for i := range 2 {
+			b := encodeBlock(e, probe)
+			if got, err := d.DecodeFull(b); err != nil || !reflect.DeepEqual(got, probe) {
+				t.Fatalf("probe after block %d: decoded %q, %v", blk, got, err)
+			}
+			if i == 1 && e.max >= 1000 {
+				probes++
+				if !bytes.Equal(b, []byte{0x80 | 66, 0x80 | 65, 0x80 | 64, 0x80 | 63, 0x80 | 62}) {
+					t.Fatalf("probe after block %d, sent again: %x, want the five newest dynamic indexes", blk, b)
+				}
 			}
 		}
 	}
-	if hits < 1000 {
-		t.Fatalf("%d fields sent as a dynamic table index: the table is not used", hits)
+	if probes < 20 {
+		t.Fatalf("%d probes with the table at 1,000 bytes or more", probes)
 	}
 }
 
