@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
 // TestMain runs this package's tests with ended HTTP/2 streams poisoned
@@ -26,12 +28,22 @@ func TestMain(m *testing.M) {
 // serves the next stream. Freed at its end (poisoned here), the stream
 // would fault there.
 func TestH2UpstreamStreamFreedWhileBlocked(t *testing.T) {
-	h, u, id, w, heads := stalledUpload(t)
+	st := stats.NewStore()
+	h, u, id, w, heads := stalledUpload(t, func(c *Config) { c.Stats = st })
 	if sent := sendUnderCredit(h.fr, 1, w, h2BoundTotal, 300*time.Millisecond); sent >= h2BoundTotal {
 		t.Fatalf("the client sent all %d bytes: nothing was held", sent)
 	}
 	_ = h.fr.WriteRSTStream(1, http2.ErrCodeCancel)
-	time.Sleep(100 * time.Millisecond) // the reset is read while the upstream reads nothing
+	// The reset is read while the upstream reads nothing: the stream ends
+	// in its connection's blocked list.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if v, _ := st.Value("http.ingress.downstream_rq_rx_reset"); v == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy did not count the client's reset within 10 s")
+		}
+	}
 	// The upstream reads what was held: the ended stream's bytes, its
 	// reset, and nothing of it after that.
 	_ = u.c.SetDeadline(time.Now().Add(10 * time.Second))

@@ -93,9 +93,9 @@ func creditFrom(fr *http2.Framer, w *windows) <-chan *http2.MetaHeadersFrame {
 // then reads nothing: the client, the upstream, the upstream's stream ID,
 // the client's windows (credited as the proxy sends WINDOW_UPDATEs) and
 // the client's response HEADERS.
-func stalledUpload(t *testing.T) (h *h2Raw, u *rawUp, id uint32, w *windows, heads <-chan *http2.MetaHeadersFrame) {
+func stalledUpload(t *testing.T, mod ...func(*Config)) (h *h2Raw, u *rawUp, id uint32, w *windows, heads <-chan *http2.MetaHeadersFrame) {
 	t.Helper()
-	srv, accept := startH2Up(t)
+	srv, accept := startH2Up(t, mod...)
 	h = dialH2Raw(t, srv, http2.ClientPreface)
 	h.headers(1, false, ":path", "/post")
 	u = accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
