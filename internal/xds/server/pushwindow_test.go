@@ -174,3 +174,45 @@ func TestPushWindowUnbounded(t *testing.T) {
 		t.Fatalf("a window of size %d", srv.hub.win.max)
 	}
 }
+
+// TestPushWindowHeldBounded: the window's list of slots given stays about
+// the size of the slots held, in a window that never fills (no stream
+// waits, so no timer trims it) and with one stream holding its slot
+// throughout, at the list's head. It grew by an entry a push before.
+func TestPushWindowHeldBounded(t *testing.T) {
+	w := newWindow(1024, time.Minute, newMetrics(nil))
+	stuck := &stream{}
+	if !w.take(stuck) {
+		t.Fatal("no slot in an empty window")
+	}
+	streams := make([]*stream, 100)
+	for i := range streams {
+		streams[i] = &stream{}
+	}
+	for range 1000 {
+		for i, s := range streams {
+			if !w.take(s) {
+				t.Fatalf("stream %d: no slot with %d held of %d", i, w.inFlight, w.max)
+			}
+		}
+		for _, s := range streams {
+			if next := w.release(s); next != nil {
+				t.Fatal("a slot went to a waiter, with none waiting")
+			}
+		}
+	}
+	if w.inFlight != 1 || stuck.slot == 0 {
+		t.Fatalf("%d slots held, the stuck stream's slot %d; want 1, its own", w.inFlight, stuck.slot)
+	}
+	if n := len(w.held) - w.heldAt; n > 2*len(streams)+64+1 {
+		t.Fatalf("%d entries in the list of slots given after 100,000 pushes, with at most %d slots held at once", n, len(streams)+1)
+	}
+	// The one slot still held is still listed: its timeout still applies.
+	found := false
+	for _, e := range w.held[w.heldAt:] {
+		found = found || e.s == stuck && e.seq == stuck.slot
+	}
+	if !found {
+		t.Fatal("the slot still held is not in the list")
+	}
+}

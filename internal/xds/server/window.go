@@ -150,8 +150,28 @@ func (w *window) give(s *stream, now time.Time) {
 	w.seq++
 	s.slot = w.seq
 	w.inFlight++
+	if len(w.held)-w.heldAt >= 2*w.inFlight+64 {
+		w.prune()
+	}
 	w.held = append(w.held, windowEntry{s: s, seq: w.seq, at: now})
 	w.metrics.pushesInFlight.Set(float64(w.inFlight))
+}
+
+// prune drops the entries of slots no longer held, keeping the others in
+// order. give calls it once the list is twice the slots held (and more
+// than a few), so it runs after at least as many pushes as it walks. Only
+// expire trims the list otherwise, and it runs on the timer, which only
+// runs while streams wait: in a window that never fills, the list grew
+// by an entry a push, holding every stream pushed to, closed or not.
+func (w *window) prune() {
+	live := w.held[:0]
+	for _, e := range w.held[w.heldAt:] {
+		if e.s.slot == e.seq {
+			live = append(live, e)
+		}
+	}
+	clear(w.held[len(live):])
+	w.held, w.heldAt = live, 0
 }
 
 // grant gives a free slot to the first stream waiting, and returns it;
