@@ -146,7 +146,8 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	// result carries no bytes for a resource that was interned when it
 	// was computed, so no entry may disappear before the whole batch
 	// holds its references.
-	var drops []drop
+	drops := c.scratch.drops[:0]
+	c.emit() // the slice the last Ready returned, if any, reused
 	c.out = slices.Grow(c.out, len(tasks))
 	for i, t := range tasks {
 		drops = c.install(t.id, &results[i], at, drops)
@@ -154,6 +155,8 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	for _, d := range drops {
 		c.release(d.s, d.next)
 	}
+	clear(drops)
+	c.scratch.drops = drops[:0]
 	c.metrics.interned.Set(float64(len(c.entries)))
 }
 
@@ -396,8 +399,9 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 		if p.snap != nil {
 			drops = append(drops, drop{p.snap, nil})
 		}
-		p.snap = &snapshot{closeErr: r.closeErr}
-		c.out = append(c.out, update{id: id, snap: p.snap})
+		p.snap = newSnapshot()
+		p.snap.closeErr = r.closeErr
+		c.emit(update{id: id, snap: p.snap})
 		return drops
 	case r.err != nil:
 		c.metrics.translateErr.Inc()
@@ -405,7 +409,7 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 			p.err = msg
 			c.log.Error("proxy configuration not updated", "mesh", id.Mesh, "kind", id.Kind, "name", id.Name, "proxyless", id.Proxyless, "error", r.err)
 		}
-		c.out = append(c.out, update{id: id, err: r.err})
+		c.emit(update{id: id, err: r.err})
 		return drops
 	}
 	switch {
@@ -427,7 +431,8 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 	if r.whole {
 		p.tables, p.recipes = r.tables, r.recipes
 	}
-	snap := &snapshot{cert: r.cert, certErr: r.certErr}
+	snap := newSnapshot()
+	snap.cert, snap.certErr = r.cert, r.certErr
 	var prev *snapshot // the snapshot replaced, if it served resources
 	if p.snap != nil && p.snap.closeErr == nil {
 		prev = p.snap
@@ -458,8 +463,8 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 			snap.types[t] = prev.types[t]
 			continue
 		}
-		ts := &snap.types[t]
-		ts.version = version
+		ts := &typeSnapshot{version: version}
+		snap.types[t] = ts
 		ts.changedAt = at
 		var names *nameSet
 		if prev != nil && prev.types[t].full != nil && sameNamesAs(prev.types[t].entries, r.items[t]) {
@@ -490,7 +495,7 @@ func (c *machine) install(id translate.Identity, r *result, at time.Time, drops 
 	}
 	c.setDeps(id, p, r.deps, r.eps)
 	p.snap = snap
-	c.out = append(c.out, update{id: id, snap: snap, keepErr: keepErr})
+	c.emit(update{id: id, snap: snap, keepErr: keepErr})
 	if prev != nil {
 		drops = append(drops, drop{prev, snap})
 	}

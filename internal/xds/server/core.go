@@ -77,6 +77,37 @@ type machine struct {
 	out []update
 	// results is recompute's, reused from batch to batch (cleared).
 	results []result
+	// scratch is Apply's and recompute's working memory.
+	scratch scratch
+}
+
+// scratch is the working memory of one batch, cleared and reused from
+// batch to batch. A write that affects every proxy would otherwise grow
+// each of these anew: about 640 of the 1,620 bytes of garbage per proxy
+// such a write made (BenchmarkRouteWriteEvery, docs/bench/xds.md round
+// 17). Each keeps the size of the largest batch: a few bytes per proxy.
+type scratch struct {
+	affected, epOnly  map[translate.Identity]struct{}
+	dirtyEps, changed map[nodeRef]struct{}
+	tasks             []task
+	drops             []drop
+	// delivered is the slice the last Ready returned: its caller is done
+	// with it at the next step, which appends to it again.
+	delivered []update
+}
+
+// reset clears s for a new batch, making its maps on first use.
+func (s *scratch) reset() {
+	if s.affected == nil {
+		s.affected, s.epOnly = map[translate.Identity]struct{}{}, map[translate.Identity]struct{}{}
+		s.dirtyEps, s.changed = map[nodeRef]struct{}{}, map[nodeRef]struct{}{}
+	}
+	clear(s.affected)
+	clear(s.epOnly)
+	clear(s.dirtyEps)
+	clear(s.changed)
+	clear(s.tasks)
+	s.tasks = s.tasks[:0]
 }
 
 // update is one thing the streams of an identity must learn, in the order
@@ -96,10 +127,25 @@ type update struct {
 
 // Ready is what the core's steps produced since the last call, for the
 // streams (hub.deliver), and the store revision the snapshots now reflect.
+// The updates are the caller's until the machine's next step, which
+// reuses their slice.
 func (c *machine) Ready() ([]update, store.Revision) {
 	out := c.out
 	c.out = nil
+	if out != nil {
+		c.scratch.delivered = out
+	}
 	return out, c.rev
+}
+
+// emit appends u to what the next Ready returns, reusing the slice the
+// last Ready returned (its caller is done with it: this is a later step).
+func (c *machine) emit(u ...update) {
+	if c.out == nil && c.scratch.delivered != nil {
+		clear(c.scratch.delivered)
+		c.out, c.scratch.delivered = c.scratch.delivered[:0], nil
+	}
+	c.out = append(c.out, u...)
 }
 
 // state is one store snapshot as the core loads it: the App Mesh
@@ -222,8 +268,8 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 		return
 	}
 	defer func() { c.rev = batch[len(batch)-1].Revision }()
-	affected := map[translate.Identity]struct{}{}
-	dirtyEps := map[nodeRef]struct{}{}
+	c.scratch.reset()
+	affected, dirtyEps := c.scratch.affected, c.scratch.dirtyEps
 	caChanged := false
 	routes := routeChanges{hostsOnly: true, timeouts: true, proxyless: true}
 	for _, ch := range batch {
@@ -254,8 +300,7 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 	// A proxy that only reads the changed endpoints gets only its
 	// assignments rebuilt (translate.EndpointSources), unless its last
 	// translation failed: then it is translated whole.
-	changed := map[nodeRef]struct{}{}
-	epOnly := map[translate.Identity]struct{}{}
+	changed, epOnly := c.scratch.changed, c.scratch.epOnly
 	for n := range dirtyEps {
 		if !c.refreshEndpoints(n, c.meshes[n.mesh]) {
 			continue
@@ -272,7 +317,7 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 			}
 		}
 	}
-	tasks := make([]task, 0, len(affected)+len(epOnly))
+	tasks := slices.Grow(c.scratch.tasks, len(affected)+len(epOnly))
 	hostsOnly := routes.hostsOnly && routes.any && len(dirtyEps) == 0 && !caChanged
 	for id := range affected {
 		tasks = append(tasks, task{id: id, routes: hostsOnly && c.hostsOnly(id, routes)})
@@ -291,6 +336,7 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 			}
 		}
 	}
+	c.scratch.tasks = tasks
 	c.recompute(tasks, at, now)
 }
 
@@ -452,7 +498,7 @@ func (c *machine) Detach(id translate.Identity) {
 	}
 	delete(c.proxies, id)
 	c.kept.Forget(id)
-	c.out = append(c.out, update{id: id, gone: true})
+	c.emit(update{id: id, gone: true})
 }
 
 // setDeps replaces an identity's entries in the dependency index.

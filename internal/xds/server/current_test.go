@@ -58,8 +58,9 @@ func ackKeepsCurrent(t *testing.T, seed uint64, preEncode bool) {
 	both := []*stream{kept, looked}
 	var out []outgoing
 	snapshotOf := func(v int) *snapshot {
-		snap := &snapshot{}
-		ts := &snap.types[typeRoute]
+		snap := newSnapshot()
+		ts := &typeSnapshot{}
+		snap.types[typeRoute] = ts
 		for _, name := range pick() {
 			value := []byte(name + strconv.Itoa(v%3)) // contents repeat: versions may too
 			ts.entries = append(ts.entries, newEntry(typeRoute, name, sha256.Sum256(value), false, value))

@@ -97,7 +97,7 @@ func (f *fleet) snapshots(n, w int) []update {
 	ups := f.ups[:0]
 	for i := range n {
 		snap := routeSnapshots(1)[0]
-		ts := &snap.types[typeRoute]
+		ts := snap.types[typeRoute]
 		ts.version = "v" + strconv.Itoa(w) + "." + strconv.Itoa(i)
 		ts.full.names = f.names[i]
 		ups = append(ups, update{id: translate.Identity{Mesh: "m", Kind: "virtualNode", Name: "n" + strconv.Itoa(i)}, snap: snap})

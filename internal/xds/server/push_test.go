@@ -131,8 +131,9 @@ func routeSnapshots(n int) []*snapshot {
 	names := &nameSet{}
 	snaps := make([]*snapshot, n)
 	for i := range snaps {
-		snap := &snapshot{}
-		ts := &snap.types[typeRoute]
+		snap := newSnapshot()
+		ts := &typeSnapshot{}
+		snap.types[typeRoute] = ts
 		for _, name := range routeNames {
 			value := []byte(strings.Repeat(name, 30) + strconv.Itoa(i))
 			ts.entries = append(ts.entries, newEntry(typeRoute, name, sha256.Sum256(value), false, value))
@@ -164,7 +165,7 @@ func pushOnce(t testing.TB, c *hub, s *stream, codec xdsCodec, out *[]outgoing, 
 	}
 	data.Free()
 	clear(*out)
-	ts := &snap.types[typeRoute]
+	ts := snap.types[typeRoute]
 	st := &s.types[typeRoute]
 	if err := s.handle(context.Background(), c, request{typeURL: rdsType, version: ts.version, nonce: st.sentNonce, names: routeNames}); err != nil {
 		t.Fatal(err)

@@ -326,7 +326,7 @@ func (s *stream) notice(snap *snapshot) {
 		return
 	}
 	for t := range numTypes {
-		nt := &snap.types[t]
+		nt := snap.types[t]
 		if old != nil && old.types[t].version == nt.version || nt.changedAt.IsZero() {
 			continue
 		}
@@ -371,7 +371,7 @@ func (s *stream) next(c *hub, out []outgoing, limit int) (_ []outgoing, more boo
 		if !st.subscribed {
 			continue
 		}
-		ts := &snap.types[t]
+		ts := snap.types[t]
 		if limit > 0 && len(out) >= limit {
 			if st.sentVersion != ts.version && st.current != ts.version {
 				return out, true, nil
@@ -392,7 +392,7 @@ func (s *stream) next(c *hub, out []outgoing, limit int) (_ []outgoing, more boo
 		}
 		var o outgoing
 		if s.delta {
-			o.delta = s.deltaResponse(t, ts, &snap.types[typeCluster])
+			o.delta = s.deltaResponse(t, ts, snap.types[typeCluster])
 		} else if st.known != ts.version || newNames(st.sub, ts, s.hidesKeys(t)) {
 			if s.preEncode && !s.hidesKeys(t) && s.subscribesFull(st, ts) {
 				// Every resource of the type, encoded by the codec:
