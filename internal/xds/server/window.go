@@ -159,7 +159,8 @@ func (w *window) give(s *stream, now time.Time) {
 
 // prune drops the entries of slots no longer held, keeping the others in
 // order. give calls it once the list is twice the slots held (and more
-// than a few), so it runs after at least as many pushes as it walks. Only
+// than a few): fewer than half the entries walked survive, so the walks
+// come to at most twice the pushes, whatever their order. Only
 // expire trims the list otherwise, and it runs on the timer, which only
 // runs while streams wait: in a window that never fills, the list grew
 // by an entry a push, holding every stream pushed to, closed or not.
