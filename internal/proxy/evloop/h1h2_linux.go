@@ -88,7 +88,8 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	if r.hasLength {
 		fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(r.contentLength, 10)})
 	}
-	st.hf = &http2.MetaHeadersFrame{Fields: fields}
+	st.head = http2.MetaHeadersFrame{Fields: fields}
+	st.hf = &st.head
 	l.h2uExtra(d, st, r)
 	d.bodyLeft, d.chunked, d.chunks = 0, r.chunked, chunkScanner{}
 	if r.hasLength {

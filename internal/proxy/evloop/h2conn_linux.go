@@ -111,7 +111,7 @@ func (l *loop) startH2(d *down, head []byte) bool {
 	c.wr = h2writer{c, l}
 	c.fr = http2.NewFramer(c.wr, &c.rd)
 	c.fr.MaxHeaderListSize = maxList
-	c.heads = newH2Heads(maxList)
+	c.heads = newH2Heads(maxList, false)
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
 	c.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next is read
 	c.enc = newHPACKEnc(&c.hbuf)

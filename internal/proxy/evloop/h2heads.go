@@ -35,15 +35,28 @@ type h2Heads struct {
 	headersRemain, trailersRemain uint32
 	sawRegular, truncated         bool
 	invalid                       error
+	// mh is the *http2.MetaHeadersFrame readFrame returns, the
+	// decoder's until its next call: a caller that keeps the frame copies
+	// it (h2Headers, into its stream).
+	mh http2.MetaHeadersFrame
+	// reuse: the frame's fields are the decoder's until its next call
+	// too, not a copy. An upstream connection's decoder reuses: a
+	// response's head is relayed or refused before the next frame is
+	// read, and trailers, the one thing kept, are copied (h2uHeaders). A
+	// client connection's copies out each block's fields: its stream
+	// keeps the request's.
+	reuse bool
 }
 
 // newH2Heads returns a decoder for header lists of at most max bytes (0:
-// the Framer's default, 16 MiB).
-func newH2Heads(max uint32) *h2Heads {
+// the Framer's default, 16 MiB), reusing its fields or not
+// (h2Heads.reuse).
+func newH2Heads(max uint32, reuse bool) *h2Heads {
 	if max == 0 {
 		max = 16 << 20
 	}
 	h := &h2Heads{max: max}
+	h.reuse = reuse
 	// HPACK's default table: neither side of the loops advertises
 	// SETTINGS_HEADER_TABLE_SIZE (h2settings.go changes the encoder only);
 	// advertising one would need SetMaxDynamicTableSize here.
@@ -58,9 +71,16 @@ func newH2Heads(max uint32) *h2Heads {
 const maxKeptFields = 64
 
 // readFrame reads fr's next frame; a HEADERS frame comes back, with its
-// CONTINUATIONs read, as a *http2.MetaHeadersFrame. fr must not have
-// ReadMetaHeaders set.
+// CONTINUATIONs read, as a *http2.MetaHeadersFrame that is the decoder's
+// until the next call (h2Heads.mh). fr must not have ReadMetaHeaders set.
 func (h *h2Heads) readFrame(fr *http2.Framer) (http2.Frame, error) {
+	// The last block's frame (and, with reuse, fields) were the caller's
+	// until this call. Cleared, a caller that kept them finds no fields,
+	// which the tests of relayed heads and trailers would see.
+	h.mh = http2.MetaHeadersFrame{}
+	if h.reuse {
+		h.forget()
+	}
 	f, err := fr.ReadFrame()
 	if err != nil {
 		return nil, err
@@ -72,7 +92,9 @@ func (h *h2Heads) readFrame(fr *http2.Framer) (http2.Frame, error) {
 	h.headersRemain, h.trailersRemain = h.max, h.max
 	h.sawRegular, h.truncated, h.invalid = false, false, nil
 	h.fields = h.fields[:0]
-	defer h.forget()
+	if !h.reuse {
+		defer h.forget()
+	}
 	h.dec.SetEmitEnabled(true)
 	frag, ended := hf.HeaderBlockFragment(), hf.HeadersEnded()
 	for {
@@ -103,7 +125,12 @@ func (h *h2Heads) readFrame(fr *http2.Framer) (http2.Frame, error) {
 	if h.invalid != nil {
 		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: h.invalid}
 	}
-	mh := &http2.MetaHeadersFrame{HeadersFrame: hf, Fields: slices.Clone(h.fields), Truncated: h.truncated}
+	fields := h.fields
+	if !h.reuse {
+		fields = slices.Clone(fields)
+	}
+	h.mh = http2.MetaHeadersFrame{HeadersFrame: hf, Fields: fields, Truncated: h.truncated}
+	mh := &h.mh
 	if err := checkPseudos(mh.PseudoFields()); err != nil {
 		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
 	}

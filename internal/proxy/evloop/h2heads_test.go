@@ -53,7 +53,7 @@ func compareH2Heads(t *testing.T, wire []byte, max uint32) {
 	want.MaxHeaderListSize = max
 	got := http2.NewFramer(nil, bytes.NewReader(wire))
 	got.MaxHeaderListSize = max
-	heads := newH2Heads(max)
+	heads := newH2Heads(max, false)
 	// Every outcome is compared again at the end: a frame's fields must
 	// not change when later blocks are decoded (a stream keeps them).
 	var wants, gots []h2HeadsOutcome
@@ -274,7 +274,7 @@ func TestH2HeadsAllocations(t *testing.T) {
 	}
 	var rd bytes.Reader
 	fr := http2.NewFramer(nil, &rd)
-	heads := newH2Heads(1 << 16)
+	heads := newH2Heads(1<<16, false)
 	mine := count(fr, &rd, func() (http2.Frame, error) { return heads.readFrame(fr) })
 	theirs := http2.NewFramer(nil, &rd)
 	theirs.ReadMetaHeaders = hpack.NewDecoder(4096, nil)

@@ -65,6 +65,9 @@ type h2stream struct {
 	// allocation with the stream, recycled with it (h2pool_linux.go).
 	req      down
 	extraBuf [2]hpack.HeaderField
+	// head is the request's HEADERS (hf points here): the frame the
+	// connection's decoder returned is its own until the next (h2Heads).
+	head http2.MetaHeadersFrame
 }
 
 // h2Headers opens a stream (or ends a request with its trailers).
@@ -115,7 +118,8 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	d := c.d
 	d.last = l.now
 	st := l.streams.get()
-	st.c, st.id, st.start, st.last, st.window, st.recvAvail, st.declared, st.hf = c, id, l.now, l.now, int64(c.initWindow), h2Window, -1, f
+	st.head = *f
+	st.c, st.id, st.start, st.last, st.window, st.recvAvail, st.declared, st.hf = c, id, l.now, l.now, int64(c.initWindow), h2Window, -1, &st.head
 	sd := &st.req
 	sd.fd, sd.h2, sd.gen, sd.last, sd.idx = d.fd, st, d.gen, l.now, -1
 	st.sd = sd

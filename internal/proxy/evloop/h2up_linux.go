@@ -105,7 +105,7 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 	u.h2 = c
 	c.fr = http2.NewFramer(h2upWriter{c, l}, &c.rd)
 	c.fr.MaxHeaderListSize = h2UpMaxHeaderList
-	c.heads = newH2Heads(h2UpMaxHeaderList)
+	c.heads = newH2Heads(h2UpMaxHeaderList, true)
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
 	c.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next is read
 	c.enc = newHPACKEnc(&c.hbuf)

@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"bytes"
+	"fmt"
 	"errors"
 	"io"
 	"net"
@@ -549,5 +550,53 @@ func TestH2UpstreamManyLargeResponses(t *testing.T) {
 		if got[id] != len(big) {
 			t.Errorf("stream %d: %d bytes, want %d", id, got[id], len(big))
 		}
+	}
+}
+
+// TestH2UpstreamTrailersHeldWhileBlocked: a response's trailers that
+// arrive while the client's window holds its body back wait on the
+// stream, and reach the client intact once it opens the window, though the
+// upstream connection's decoder went on to the next response meanwhile
+// (its fields are reused from block to block, h2Heads.reuse).
+func TestH2UpstreamTrailersHeldWhileBlocked(t *testing.T) {
+	srv, accept := startH2Up(t)
+	h := dialH2Raw(t, srv, http2.ClientPreface)
+	_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100})
+	h.headers(1, true)
+	u := accept()
+	first := u.request().StreamID
+	u.headers(first, false, ":status", "200", "content-type", "application/grpc")
+	_ = u.fr.WriteData(first, false, bytes.Repeat([]byte("a"), 1000))
+	u.headers(first, true, "grpc-status", "7", "grpc-message", "held back")
+	// The next response on the same upstream connection, decoded while the
+	// first's trailers wait.
+	h.headers(3, true)
+	second := u.request().StreamID
+	u.headers(second, true, ":status", "204", "x-second", "decoded after")
+	body := 0
+	got := h.until(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			body += len(d.Data())
+		}
+		return f.Header().StreamID == 3
+	})
+	if hf, ok := got.(*http2.MetaHeadersFrame); !ok || hf.PseudoValue("status") != "204" {
+		t.Fatalf("stream 3: %v", got)
+	}
+	_ = h.fr.WriteWindowUpdate(1, 1000)
+	f := h.until(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			body += len(d.Data())
+		}
+		hf, ok := f.(*http2.MetaHeadersFrame)
+		return ok && hf.StreamID == 1 && hf.StreamEnded()
+	})
+	tr, _ := f.(*http2.MetaHeadersFrame)
+	if tr == nil || body != 1000 {
+		t.Fatalf("stream 1: %d bytes of body, then %v", body, f)
+	}
+	want := []hpack.HeaderField{{Name: "grpc-status", Value: "7"}, {Name: "grpc-message", Value: "held back"}}
+	if fmt.Sprint(tr.Fields) != fmt.Sprint(want) {
+		t.Fatalf("trailers %v, want %v", tr.Fields, want)
 	}
 }

@@ -10,6 +10,7 @@ package evloop
 // resets the other.
 
 import (
+	"slices"
 	"strconv"
 	"time"
 
@@ -302,7 +303,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			l.h2uPeerReset(s, http2.ErrCodeProtocol)
 			return
 		}
-		st.trailers = f.RegularFields()
+		st.trailers = slices.Clone(f.RegularFields()) // f is the decoder's (h2Heads.reuse)
 		if d.logged() {
 			d.logH2Trailers(st.trailers)
 		}
