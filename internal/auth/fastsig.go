@@ -38,24 +38,35 @@ type signingKeys struct {
 	keys map[string][]byte
 }
 
-const maxSigningKeys = 4096
+// maxSigningKeys bounds the cache's entries, and maxSigningKeyID the
+// length of what identifies one (a key derived for a longer scope, which
+// the client chooses, is not kept): 4096 × 256 bytes at most.
+const maxSigningKeys, maxSigningKeyID = 4096, 256
 
 func (c *signingKeys) get(secret, date, region, service string) []byte {
 	id := secret + "\x00" + date + "\x00" + region + "\x00" + service
+	if len(id) > maxSigningKeyID {
+		return deriveSigningKey(secret, date, region, service)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if k, ok := c.keys[id]; ok {
 		return k
 	}
-	k := hmacSHA256([]byte("AWS4"+secret), date)
-	k = hmacSHA256(k, region)
-	k = hmacSHA256(k, service)
-	k = hmacSHA256(k, "aws4_request")
+	k := deriveSigningKey(secret, date, region, service)
 	if c.keys == nil || len(c.keys) >= maxSigningKeys {
 		c.keys = make(map[string][]byte)
 	}
 	c.keys[id] = k
 	return k
+}
+
+// deriveSigningKey is SigV4's signing key for a credential scope.
+func deriveSigningKey(secret, date, region, service string) []byte {
+	k := hmacSHA256([]byte("AWS4"+secret), date)
+	k = hmacSHA256(k, region)
+	k = hmacSHA256(k, service)
+	return hmacSHA256(k, "aws4_request")
 }
 
 func hmacSHA256(key []byte, data string) []byte {

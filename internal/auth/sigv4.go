@@ -173,9 +173,42 @@ type Verifier struct {
 	// Services are the signing names accepted; empty accepts any.
 	Services []string
 
-	once   sync.Once
-	signer *v4.Signer // one for all requests: it caches derived keys
-	fast   signingKeys
+	fast signingKeys
+
+	mu sync.Mutex
+	// signers are the SDK signers by credential scope (signerFor).
+	signers map[string]*v4.Signer
+}
+
+// maxSigners bounds Verifier.signers, and maxSignerScope the length of a
+// scope given a signer of its own.
+const maxSigners, maxSignerScope = 64, 64
+
+// signerFor returns a signer for a region and service. The SDK's signer
+// caches the keys it derives by scope, without bound, and the scope is
+// the client's to choose: with a known key ID and a wrong signature, any
+// region was an entry kept for the life of the server. So each scope has
+// a signer of its own, at most maxSigners of them (all dropped when a new
+// one would pass that), and a long scope gets one for the request alone.
+func (v *Verifier) signerFor(region, service string) *v4.Signer {
+	newSigner := func() *v4.Signer {
+		return v4.NewSigner(func(o *v4.SignerOptions) { o.DisableHeaderHoisting = true })
+	}
+	scope := region + "/" + service
+	if len(scope) > maxSignerScope {
+		return newSigner()
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if sg := v.signers[scope]; sg != nil {
+		return sg
+	}
+	if v.signers == nil || len(v.signers) >= maxSigners {
+		v.signers = map[string]*v4.Signer{}
+	}
+	sg := newSigner()
+	v.signers[scope] = sg
+	return sg
 }
 
 // signed is what a signature covers, rebuilt from what was received.
@@ -232,10 +265,7 @@ func (v *Verifier) verify(ctx context.Context, authz string, s signed) (*Key, er
 	if sig, ok := v.fast.fastSignature(key, a, t, s); ok && subtle.ConstantTimeCompare([]byte(sig), []byte(a.Signature)) == 1 {
 		return key, nil
 	}
-	v.once.Do(func() {
-		v.signer = v4.NewSigner(func(o *v4.SignerOptions) { o.DisableHeaderHoisting = true })
-	})
-	want, err := sign(ctx, v.signer, key, a, t, s)
+	want, err := sign(ctx, v.signerFor(a.Region, a.Service), key, a, t, s)
 	if err != nil {
 		return nil, err
 	}

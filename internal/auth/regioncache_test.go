@@ -1,0 +1,59 @@
+package auth
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRejectedRegionsKeepNothing: requests naming a known access key ID,
+// a region of their own each (64 KiB long) and a wrong signature are
+// rejected and leave nothing behind. The SDK signer the verifier kept
+// cached a derived key per region for good, and the fast path's cache
+// kept each scope whole: a client without the secret could grow the
+// server's heap by 148 KB a request.
+func TestRejectedRegionsKeepNothing(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var v *Verifier
+	do := func(region string) {
+		r, _ := http.NewRequest("GET", "http://127.0.0.1:9080/v20190125/meshes", nil)
+		r.Header.Set("X-Amz-Date", now.Format("20060102T150405Z"))
+		r.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=AKIDMESHA/"+now.Format("20060102")+"/"+region+"/appmesh/aws4_request, SignedHeaders=host;x-amz-date, Signature="+fmt.Sprintf("%064x", 1))
+		_, err := v.VerifyHTTP(r, nil)
+		if e, ok := err.(*Error); !ok || e.Code != CodeInvalidSignature {
+			t.Fatalf("a wrong signature: %v, want %s", err, CodeInvalidSignature)
+		}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, c := range []struct {
+		name   string
+		n      int
+		region func(i int) string
+	}{
+		{"64 KiB regions", 200, func(i int) string { return fmt.Sprintf("r%d-%s", i, strings.Repeat("x", 64<<10)) }},
+		// Short ones fill the caches to their bounds, past them.
+		{"short regions", 20000, func(i int) string { return fmt.Sprintf("r%d", i) }},
+	} {
+		v = testVerifier(t, now)
+		do("us-east-1")
+		before := heap()
+		for i := range c.n {
+			do(c.region(i))
+		}
+		grew := int64(heap()) - int64(before)
+		t.Logf("%s: %d rejected requests, heap %+d bytes", c.name, c.n, grew)
+		if grew > 2<<20 {
+			t.Errorf("%s: the heap grew by %d bytes over %d rejected requests, %d a request", c.name, grew, c.n, grew/int64(c.n))
+		}
+	}
+	runtime.KeepAlive(v)
+}
