@@ -402,6 +402,9 @@ func (c *Cluster) cleanupLoop(ctx context.Context) {
 				}
 				return true
 			})
+			if c.h1 != nil {
+				c.h1.forget(func(addr string) bool { _, ok := c.origDst.Load(addr); return ok })
+			}
 		}
 	}
 }

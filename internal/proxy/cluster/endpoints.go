@@ -162,6 +162,13 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	}
 	c.hosts.Store(newHostSet(hosts))
 	c.Stats.membershipChange.Inc()
+	if c.h1 != nil && c.Type != OriginalDst {
+		in := make(map[string]bool, len(hosts))
+		for _, h := range hosts {
+			in[h.Addr] = true
+		}
+		c.h1.forget(func(addr string) bool { return in[addr] })
+	}
 	select {
 	case c.hostWake <- struct{}{}:
 	default:

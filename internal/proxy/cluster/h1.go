@@ -226,7 +226,11 @@ func (t *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 		}
 		pc := l[len(l)-1]
 		l[len(l)-1] = nil
-		t.idle[addr] = l[:len(l)-1]
+		if len(l) == 1 {
+			delete(t.idle, addr) // no key is left for an address gone
+		} else {
+			t.idle[addr] = l[:len(l)-1]
+		}
 		t.mu.Unlock()
 		if now.IsZero() {
 			now = time.Now()
@@ -272,6 +276,25 @@ func (t *h1Client) put(pc *h1Conn) {
 	t.mu.Unlock()
 	if expired != nil {
 		expired.close()
+	}
+}
+
+// forget closes the idle connections of the addresses keep refuses (hosts
+// that left the cluster) and drops their keys. Nothing else would: an
+// address no longer picked is never looked up again, and its connections,
+// closed by their peer as it went, stayed open on our side.
+func (t *h1Client) forget(keep func(addr string) bool) {
+	var gone []*h1Conn
+	t.mu.Lock()
+	for addr, l := range t.idle {
+		if !keep(addr) {
+			gone = append(gone, l...)
+			delete(t.idle, addr)
+		}
+	}
+	t.mu.Unlock()
+	for _, pc := range gone {
+		pc.close()
 	}
 }
 

@@ -170,6 +170,7 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 		hosts := c.Hosts()
 		var wg sync.WaitGroup
 		results := make([]bool, len(hosts))
+		checked := make(map[string]bool, len(grpcConns))
 		for i, h := range hosts {
 			addr := h.Addr
 			if hc.altPort != 0 {
@@ -178,6 +179,7 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 			}
 			var cc *grpc.ClientConn
 			if hc.kind == hcGRPC {
+				checked[addr] = true
 				cc = grpcConns[addr]
 				if cc == nil {
 					var err error
@@ -200,6 +202,14 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 			}()
 		}
 		wg.Wait()
+		// The connections of hosts no longer in the cluster: each kept its
+		// goroutines and redialled its old address for good.
+		for addr, cc := range grpcConns {
+			if !checked[addr] {
+				_ = cc.Close()
+				delete(grpcConns, addr)
+			}
+		}
 		if ctx.Err() != nil {
 			return
 		}

@@ -1,0 +1,178 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/proxy/stats"
+)
+
+// assignmentOf is an EDS assignment of one host.
+func assignmentOf(addr string) *endpointv3.ClusterLoadAssignment {
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	return &endpointv3.ClusterLoadAssignment{ClusterName: "e", Endpoints: []*endpointv3.LocalityLbEndpoints{{
+		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}}}}}}}}
+}
+
+// edsCluster is an EDS cluster named e, with mod applied, started.
+func edsCluster(t *testing.T, mod func(*clusterv3.Cluster)) *Cluster {
+	t.Helper()
+	pb := &clusterv3.Cluster{Name: "e", ConnectTimeout: durationpb.New(time.Second),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}}
+	if mod != nil {
+		mod(pb)
+	}
+	c, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.start(ctx, stats.NewStore())
+	t.Cleanup(func() { cancel(); c.halt() })
+	return c
+}
+
+// TestH1IdleForgetsDepartedHosts: as an EDS cluster's endpoints roll over
+// (each rollout a new pod address, the old pod gone), the HTTP/1.1
+// client's idle pool keeps connections of the hosts in the cluster only.
+// It kept every address it had ever sent to, with its idle connections:
+// an entry and open sockets per departed pod, for good.
+func TestH1IdleForgetsDepartedHosts(t *testing.T) {
+	c := edsCluster(t, nil)
+	const rollouts = 10
+	for i := range rollouts {
+		gone := make(chan struct{})
+		srv := newRawServer(t, func(cn net.Conn, br *bufio.Reader) {
+			go func() { <-gone; cn.Close() }() // ends when the pod goes, or the test ends
+			serveRequests(ok, false)(cn, br)
+		})
+		// Before the server's own clean-up, which waits for its handlers.
+		t.Cleanup(func() {
+			select {
+			case <-gone:
+			default:
+				close(gone)
+			}
+		})
+		if err := c.setEndpoints(assignmentOf(srv.addr())); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 3)
+		for range 3 { // 3 at once: 3 connections end idle
+			go func() { // ends with its request
+				_, _, err := get(t, c, context.Background(), http.MethodGet, srv.addr(), nil)
+				done <- err
+			}()
+		}
+		for range 3 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.h1.mu.Lock()
+		addrs, live := len(c.h1.idle), len(c.h1.idle[srv.addr()])
+		c.h1.mu.Unlock()
+		if addrs != 1 || live == 0 {
+			t.Fatalf("rollout %d: the idle pool holds %d addresses, %d connections to the one in the cluster; want 1, and some", i, addrs, live)
+		}
+		if i < rollouts-1 {
+			close(gone) // this pod goes with the next rollout
+		}
+	}
+}
+
+// TestHealthChecksForgetDepartedHosts: a gRPC-health-checked cluster
+// keeps a gRPC connection per host in it, not per host it ever checked.
+// Each departed host's connection kept its goroutines and redialled the
+// old address for good.
+func TestHealthChecksForgetDepartedHosts(t *testing.T) {
+	c := edsCluster(t, func(pb *clusterv3.Cluster) {
+		pb.HealthChecks = []*corev3.HealthCheck{{Timeout: durationpb.New(200 * time.Millisecond), Interval: durationpb.New(20 * time.Millisecond),
+			UnhealthyThreshold: wrapperspb.UInt32(2), HealthyThreshold: wrapperspb.UInt32(2),
+			HealthChecker: &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{}}}}
+	})
+	// Addresses nobody listens on: refused at once, as a gone pod's.
+	var addrs []string
+	for range 30 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, ln.Addr().String())
+		ln.Close()
+	}
+	if err := c.setEndpoints(assignmentOf(addrs[0])); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	base := runtime.NumGoroutine()
+	for _, a := range addrs[1:] {
+		if err := c.setEndpoints(assignmentOf(a)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // two rounds of checks
+	}
+	// Each connection has about 4 goroutines; 29 departed hosts kept
+	// over a hundred.
+	var n int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if n = runtime.NumGoroutine(); n <= base+20 {
+			return
+		}
+	}
+	t.Fatalf("%d goroutines after %d endpoint changes, %d before: the departed hosts' connections were kept", n, len(addrs)-1, base)
+}
+
+// TestH1IdleForgetsCleanedOriginalDst: an ORIGINAL_DST cluster's idle
+// connections to a destination go with its host, when the cleanup
+// interval drops it; they stayed, keyed by every destination ever seen.
+func TestH1IdleForgetsCleanedOriginalDst(t *testing.T) {
+	pb := &clusterv3.Cluster{Name: "passthrough", ConnectTimeout: durationpb.New(time.Second),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED, CleanupInterval: durationpb.New(50 * time.Millisecond)}
+	c, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.start(ctx, stats.NewStore())
+	t.Cleanup(func() { cancel(); c.halt() })
+	srv := newRawServer(t, serveRequests(ok, false))
+	c.OriginalDstHost(srv.addr())
+	if _, _, err := get(t, c, context.Background(), http.MethodGet, srv.addr(), nil); err != nil {
+		t.Fatal(err)
+	}
+	c.h1.mu.Lock()
+	n := len(c.h1.idle[srv.addr()])
+	c.h1.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d idle connections to the destination after a request, want 1", n)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		_, host := c.origDst.Load(srv.addr())
+		c.h1.mu.Lock()
+		n = len(c.h1.idle)
+		c.h1.mu.Unlock()
+		if !host && n == 0 {
+			return
+		}
+	}
+	t.Fatalf("the idle pool still holds %d addresses after the destination's host was cleaned up", n)
+}
