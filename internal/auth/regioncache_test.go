@@ -57,3 +57,33 @@ func TestRejectedRegionsKeepNothing(t *testing.T) {
 	}
 	runtime.KeepAlive(v)
 }
+
+// TestRotatedSecretRejected: once a key file's reload gives a key ID a new
+// secret, a request signed with the old one is refused, on the SDK
+// signer's path too (this request's query string takes it). The signer
+// derived the day's key once per key ID and scope, whatever the secret,
+// and went on accepting the old secret until the day's end.
+func TestRotatedSecretRejected(t *testing.T) {
+	now := time.Date(2026, 12, 2, 11, 30, 0, 0, time.UTC)
+	v := testVerifier(t, now)
+	body := `{"virtualNodeName":"n","spec":{}}`
+	verify := func(secret string) error {
+		r := signedRequest(t, "AKIDADMIN", secret, now, body, nil)
+		_, err := v.VerifyHTTP(r, []byte(body))
+		return err
+	}
+	if err := verify("admin-secret"); err != nil {
+		t.Fatalf("before the rotation: %v", err)
+	}
+	ks, err := ParseKeys([]byte(strings.Replace(testKeys, "secret: admin-secret", "secret: rotated-secret", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Keys.cur.Store(ks) // as a reload does
+	if err := verify("admin-secret"); err == nil {
+		t.Fatal("the old secret is still accepted after the rotation")
+	}
+	if err := verify("rotated-secret"); err != nil {
+		t.Fatalf("the new secret: %v", err)
+	}
+}

@@ -176,7 +176,7 @@ type Verifier struct {
 	fast signingKeys
 
 	mu sync.Mutex
-	// signers are the SDK signers by credential scope (signerFor).
+	// signers are the SDK signers by key and credential scope (signerFor).
 	signers map[string]*v4.Signer
 }
 
@@ -184,13 +184,17 @@ type Verifier struct {
 // scope given a signer of its own.
 const maxSigners, maxSignerScope = 64, 64
 
-// signerFor returns a signer for a region and service. The SDK's signer
-// caches the keys it derives by scope, without bound, and the scope is
-// the client's to choose: with a known key ID and a wrong signature, any
-// region was an entry kept for the life of the server. So each scope has
-// a signer of its own, at most maxSigners of them (all dropped when a new
-// one would pass that), and a long scope gets one for the request alone.
-func (v *Verifier) signerFor(region, service string) *v4.Signer {
+// signerFor returns a signer for a key, region and service. The SDK's
+// signer caches the keys it derives by key ID and scope, without bound,
+// and the scope is the client's to choose: with a known key ID and a
+// wrong signature, any region was an entry kept for the life of the
+// server. So each scope has a signer of its own, at most maxSigners of
+// them (all dropped when a new one would pass that), and a long scope
+// gets one for the request alone. The secret is part of a signer's key:
+// the SDK's cache does not look at it, and a signer kept across a key
+// file's reload went on accepting a rotated key's old secret until the
+// day's end.
+func (v *Verifier) signerFor(key *Key, region, service string) *v4.Signer {
 	newSigner := func() *v4.Signer {
 		return v4.NewSigner(func(o *v4.SignerOptions) { o.DisableHeaderHoisting = true })
 	}
@@ -198,16 +202,17 @@ func (v *Verifier) signerFor(region, service string) *v4.Signer {
 	if len(scope) > maxSignerScope {
 		return newSigner()
 	}
+	id := scope + "\x00" + key.ID + "\x00" + key.Secret
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if sg := v.signers[scope]; sg != nil {
+	if sg := v.signers[id]; sg != nil {
 		return sg
 	}
 	if v.signers == nil || len(v.signers) >= maxSigners {
 		v.signers = map[string]*v4.Signer{}
 	}
 	sg := newSigner()
-	v.signers[scope] = sg
+	v.signers[id] = sg
 	return sg
 }
 
@@ -265,7 +270,7 @@ func (v *Verifier) verify(ctx context.Context, authz string, s signed) (*Key, er
 	if sig, ok := v.fast.fastSignature(key, a, t, s); ok && subtle.ConstantTimeCompare([]byte(sig), []byte(a.Signature)) == 1 {
 		return key, nil
 	}
-	want, err := sign(ctx, v.signerFor(a.Region, a.Service), key, a, t, s)
+	want, err := sign(ctx, v.signerFor(key, a.Region, a.Service), key, a, t, s)
 	if err != nil {
 		return nil, err
 	}
