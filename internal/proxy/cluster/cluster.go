@@ -397,14 +397,19 @@ func (c *Cluster) cleanupLoop(ctx context.Context) {
 		case now := <-t.C:
 			c.origDst.Range(func(k, v any) bool {
 				h := v.(*Host)
-				if h.rqActive.Load() == 0 && h.cxActive.Load() == 0 && now.UnixNano()-h.lastUsed.Load() > int64(c.cleanup) {
-					c.origDst.Delete(k)
+				if h.rqActive.Load() == 0 && now.UnixNano()-h.lastUsed.Load() > int64(c.cleanup) {
+					// Its idle pooled connections count in cxActive: they go
+					// first, as Envoy drains a cleaned-up host's pools, or
+					// neither they nor the host ever would.
+					if c.h1 != nil {
+						c.h1.forgetAddr(k.(string))
+					}
+					if h.cxActive.Load() == 0 {
+						c.origDst.Delete(k)
+					}
 				}
 				return true
 			})
-			if c.h1 != nil {
-				c.h1.forget(func(addr string) bool { _, ok := c.origDst.Load(addr); return ok })
-			}
 		}
 	}
 }

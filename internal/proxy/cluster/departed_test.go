@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -98,6 +99,48 @@ func TestH1IdleForgetsDepartedHosts(t *testing.T) {
 	}
 }
 
+// TestH1ExchangeOutlivingItsHost: a connection whose host leaves the
+// cluster while its exchange runs is closed when the exchange ends, not
+// pooled under an address nothing will look up again.
+func TestH1ExchangeOutlivingItsHost(t *testing.T) {
+	c := edsCluster(t, nil)
+	answer := make(chan struct{})
+	old := newRawServer(t, func(cn net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		<-answer
+		_, _ = io.WriteString(cn, ok)
+		_, _ = br.ReadByte() // until the proxy's side closes
+	})
+	next := newRawServer(t, serveRequests(ok, false))
+	t.Cleanup(c.h1.closeIdle) // before the servers' clean-ups, which wait for their connections
+	if err := c.setEndpoints(assignmentOf(old.addr())); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { // ends with its request
+		_, _, err := get(t, c, context.Background(), http.MethodGet, old.addr(), nil)
+		done <- err
+	}()
+	for old.conns.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.setEndpoints(assignmentOf(next.addr())); err != nil {
+		t.Fatal(err)
+	}
+	close(answer)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.h1.mu.Lock()
+	n := len(c.h1.idle[old.addr()])
+	c.h1.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d connections pooled to the host that left", n)
+	}
+}
+
 // TestHealthChecksForgetDepartedHosts: a gRPC-health-checked cluster
 // keeps a gRPC connection per host in it, not per host it ever checked.
 // Each departed host's connection kept its goroutines and redialled the
@@ -155,9 +198,15 @@ func TestH1IdleForgetsCleanedOriginalDst(t *testing.T) {
 	c.start(ctx, stats.NewStore())
 	t.Cleanup(func() { cancel(); c.halt() })
 	srv := newRawServer(t, serveRequests(ok, false))
-	c.OriginalDstHost(srv.addr())
-	if _, _, err := get(t, c, context.Background(), http.MethodGet, srv.addr(), nil); err != nil {
+	t.Cleanup(c.h1.closeIdle) // before the server's clean-up, which waits for its connections
+	// As the proxy sends it: the host in the context, so that its
+	// connections count in its cxActive, the pooled one too.
+	h := c.OriginalDstHost(srv.addr())
+	if _, _, err := get(t, c, WithHost(context.Background(), h), http.MethodGet, srv.addr(), nil); err != nil {
 		t.Fatal(err)
+	}
+	if n := h.cxActive.Load(); n != 1 {
+		t.Fatalf("the host counts %d connections, want its pooled one", n)
 	}
 	c.h1.mu.Lock()
 	n := len(c.h1.idle[srv.addr()])

@@ -162,7 +162,10 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	}
 	c.hosts.Store(newHostSet(hosts))
 	c.Stats.membershipChange.Inc()
-	if c.h1 != nil && c.Type != OriginalDst {
+	// LOGICAL_DNS keeps its connections when its one address changes, as
+	// Envoy's does (round-robin DNS would close them every refresh);
+	// ORIGINAL_DST's go with its cleanup (cleanupLoop).
+	if c.h1 != nil && c.Type != OriginalDst && c.Type != LogicalDNS {
 		in := make(map[string]bool, len(hosts))
 		for _, h := range hosts {
 			in[h.Addr] = true

@@ -39,6 +39,10 @@ type h1Client struct {
 	mu     sync.Mutex
 	idle   map[string][]*h1Conn // by host address, least recently used first; protected by mu
 	closed bool                 // set by closeIdle; protected by mu
+	// keep is the last forget's: the addresses of hosts in the cluster,
+	// nil until a forget. A connection whose host left while its exchange
+	// ran is closed when it ends, not pooled. Protected by mu.
+	keep func(addr string) bool
 }
 
 const (
@@ -260,7 +264,7 @@ func (t *h1Client) put(pc *h1Conn) {
 	var expired *h1Conn
 	t.mu.Lock()
 	l := t.idle[pc.addr]
-	if t.closed || len(l) >= maxIdlePerHost {
+	if t.closed || len(l) >= maxIdlePerHost || t.keep != nil && !t.keep(pc.addr) {
 		t.mu.Unlock()
 		pc.close()
 		return
@@ -286,6 +290,7 @@ func (t *h1Client) put(pc *h1Conn) {
 func (t *h1Client) forget(keep func(addr string) bool) {
 	var gone []*h1Conn
 	t.mu.Lock()
+	t.keep = keep
 	for addr, l := range t.idle {
 		if !keep(addr) {
 			gone = append(gone, l...)
@@ -294,6 +299,18 @@ func (t *h1Client) forget(keep func(addr string) bool) {
 	}
 	t.mu.Unlock()
 	for _, pc := range gone {
+		pc.close()
+	}
+}
+
+// forgetAddr closes the idle connections to addr (an ORIGINAL_DST
+// destination cleaned up) and drops its key.
+func (t *h1Client) forgetAddr(addr string) {
+	t.mu.Lock()
+	l := t.idle[addr]
+	delete(t.idle, addr)
+	t.mu.Unlock()
+	for _, pc := range l {
 		pc.close()
 	}
 }
