@@ -40,6 +40,12 @@ func edsCluster(t *testing.T, mod func(*clusterv3.Cluster)) *Cluster {
 	if mod != nil {
 		mod(pb)
 	}
+	return startedCluster(t, pb)
+}
+
+// startedCluster builds pb's cluster and starts it until the test ends.
+func startedCluster(t *testing.T, pb *clusterv3.Cluster) *Cluster {
+	t.Helper()
 	c, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -190,13 +196,7 @@ func TestH1IdleForgetsCleanedOriginalDst(t *testing.T) {
 	pb := &clusterv3.Cluster{Name: "passthrough", ConnectTimeout: durationpb.New(time.Second),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED, CleanupInterval: durationpb.New(50 * time.Millisecond)}
-	c, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.start(ctx, stats.NewStore())
-	t.Cleanup(func() { cancel(); c.halt() })
+	c := startedCluster(t, pb)
 	srv := newRawServer(t, serveRequests(ok, false))
 	t.Cleanup(c.h1.closeIdle) // before the server's clean-up, which waits for its connections
 	// As the proxy sends it: the host in the context, so that its

@@ -12,6 +12,7 @@ import (
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/bolt"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -72,6 +73,39 @@ func BenchmarkEndpointWrite(b *testing.B) {
 	})
 }
 
+// benchMachine is a core on benchMesh's store, its benchNodes identities
+// attached, and the store's changes from then on, until the test ends.
+func benchMachine(t testing.TB, shape benchShape, checks func(*Options)) (*bolt.Store, *testMachine, <-chan store.Change) {
+	t.Helper()
+	st := openStore(t)
+	benchMesh(t, st, benchNodes, benchServices, shape)
+	opts := &Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: slog.New(slog.DiscardHandler)}
+	checks(opts)
+	l := newTestMachine(opts, nil)
+	ctx := context.Background()
+	rev, err := l.resync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := range benchNodes {
+		id := translate.Identity{MeshOwner: owner, Mesh: "bench", Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("client-%d", j)}
+		if shape == shapeGateways {
+			id.Kind, id.Name = appmesh.KindVirtualGateway, fmt.Sprintf("gw-%d", j)
+		}
+		id.Proxyless = shape == shapeProxyless
+		if err := l.attach(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	changes, err := st.Watch(wctx, "", rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, l, changes
+}
+
 const benchNodes, benchServices = 500, 10
 
 // benchShape is how benchMesh's client nodes pick their backends.
@@ -111,33 +145,7 @@ func benchWrites(b *testing.B, shape benchShape, write func(b *testing.B, st sto
 		{"nocheck", func(*Options) {}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			st := openStore(b)
-			benchMesh(b, st, benchNodes, benchServices, shape)
-			log := slog.New(slog.DiscardHandler)
-			opts := &Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: log}
-			bc.checks(opts)
-			l := newTestMachine(opts, nil)
-			ctx := context.Background()
-			rev, err := l.resync(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for j := range benchNodes {
-				id := translate.Identity{MeshOwner: owner, Mesh: "bench", Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("client-%d", j)}
-				if shape == shapeGateways {
-					id.Kind, id.Name = appmesh.KindVirtualGateway, fmt.Sprintf("gw-%d", j)
-				}
-				id.Proxyless = shape == shapeProxyless
-				if err := l.attach(id); err != nil {
-					b.Fatal(err)
-				}
-			}
-			wctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			changes, err := st.Watch(wctx, "", rev)
-			if err != nil {
-				b.Fatal(err)
-			}
+			st, l, changes := benchMachine(b, shape, bc.checks)
 			translations0, updates0 := testutil.ToFloat64(l.metrics.translations), testutil.ToFloat64(l.metrics.epUpdates)
 			shared0 := testutil.ToFloat64(l.metrics.sharedEgress)
 			routes0 := testutil.ToFloat64(l.metrics.routeUpdates)

@@ -1,18 +1,13 @@
 package server
 
 import (
-	"context"
-	"fmt"
-	"log/slog"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/store"
-	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
 // TestRouteWriteGarbage bounds the bytes the core allocates per affected
@@ -27,26 +22,7 @@ func TestRouteWriteGarbage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds 500 identities")
 	}
-	st := openStore(t)
-	benchMesh(t, st, benchNodes, benchServices, shapeEvery)
-	l := newTestMachine(&Options{Store: st, LoadDiscovery: CloudMap, Translate: translate.TranslateWith, Log: slog.New(slog.DiscardHandler)}, nil)
-	ctx := context.Background()
-	rev, err := l.resync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for j := range benchNodes {
-		id := translate.Identity{MeshOwner: owner, Mesh: "bench", Kind: appmesh.KindVirtualNode, Name: fmt.Sprintf("client-%d", j)}
-		if err := l.attach(id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	changes, err := st.Watch(wctx, "", rev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, l, changes := benchMachine(t, shapeEvery, func(*Options) {})
 	const warm, writes = 3, 20
 	var total uint64
 	var ms runtime.MemStats
