@@ -8,28 +8,16 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
-
-// assignmentOf is an EDS assignment of one host.
-func assignmentOf(addr string) *endpointv3.ClusterLoadAssignment {
-	host, port, _ := net.SplitHostPort(addr)
-	p, _ := strconv.Atoi(port)
-	return &endpointv3.ClusterLoadAssignment{ClusterName: "e", Endpoints: []*endpointv3.LocalityLbEndpoints{{
-		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}}}}}}}}
-}
 
 // edsCluster is an EDS cluster named e, with mod applied, started.
 func edsCluster(t *testing.T, mod func(*clusterv3.Cluster)) *Cluster {
@@ -78,7 +66,7 @@ func TestH1IdleForgetsDepartedHosts(t *testing.T) {
 				close(gone)
 			}
 		})
-		if err := c.setEndpoints(assignmentOf(srv.addr())); err != nil {
+		if err := c.setEndpoints(assignmentOf("e", srv.addr())); err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 3)
@@ -121,7 +109,7 @@ func TestH1ExchangeOutlivingItsHost(t *testing.T) {
 	})
 	next := newRawServer(t, serveRequests(ok, false))
 	t.Cleanup(c.h1.closeIdle) // before the servers' clean-ups, which wait for their connections
-	if err := c.setEndpoints(assignmentOf(old.addr())); err != nil {
+	if err := c.setEndpoints(assignmentOf("e", old.addr())); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -132,7 +120,7 @@ func TestH1ExchangeOutlivingItsHost(t *testing.T) {
 	for old.conns.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	if err := c.setEndpoints(assignmentOf(next.addr())); err != nil {
+	if err := c.setEndpoints(assignmentOf("e", next.addr())); err != nil {
 		t.Fatal(err)
 	}
 	close(answer)
@@ -167,13 +155,13 @@ func TestHealthChecksForgetDepartedHosts(t *testing.T) {
 		addrs = append(addrs, ln.Addr().String())
 		ln.Close()
 	}
-	if err := c.setEndpoints(assignmentOf(addrs[0])); err != nil {
+	if err := c.setEndpoints(assignmentOf("e", addrs[0])); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
 	base := runtime.NumGoroutine()
 	for _, a := range addrs[1:] {
-		if err := c.setEndpoints(assignmentOf(a)); err != nil {
+		if err := c.setEndpoints(assignmentOf("e", a)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(50 * time.Millisecond) // two rounds of checks

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,19 +83,21 @@ func serveRequests(respond string, closeAfter bool) func(net.Conn, *bufio.Reader
 	}
 }
 
+// assignmentOf is cluster name's assignment of one host, at addr.
+func assignmentOf(name, addr string) *endpointv3.ClusterLoadAssignment {
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	return &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}}}}}}}}
+}
+
 func testCluster(t *testing.T, addr string) *Cluster {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(addr)
-	var p uint32
-	for _, ch := range port {
-		p = p*10 + uint32(ch-'0')
-	}
 	pb := &clusterv3.Cluster{Name: "c", ConnectTimeout: durationpb.New(time.Second),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{{
-			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-					Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: p}}}}}}}}}}}}
+		LoadAssignment:       assignmentOf("c", addr)}
 	c, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -99,17 +98,12 @@ func (e *protoErr) Error() string { return "response " + e.s }
 // breakers.
 func h2Cluster(t *testing.T, addr string, maxConns, maxReqs uint32) *Cluster {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(addr)
-	p, _ := strconv.Atoi(port)
 	pb := &clusterv3.Cluster{Name: "c", ConnectTimeout: durationpb.New(time.Second),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
 		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
 			MaxConnections: wrapperspb.UInt32(maxConns), MaxRequests: wrapperspb.UInt32(maxReqs)}}},
-		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{{
-			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-					Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}}}}}}}}}
+		LoadAssignment: assignmentOf("c", addr)}
 	c, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -19,9 +19,6 @@ import (
 // slowest (docs/bench/xds.md, round 17). It was 1,614 bytes before the
 // scratch and the snapshot's shared types, 692 with them.
 func TestRouteWriteGarbage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds 500 identities")
-	}
 	st, l, changes := benchMachine(t, shapeEvery, func(*Options) {})
 	const warm, writes = 3, 20
 	var total uint64
