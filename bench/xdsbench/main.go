@@ -150,6 +150,12 @@ func main() {
 	}
 }
 
+// each prints every write's time as it ends, with the API call's: set
+// against GODEBUG=gctrace=1's lines (the server's and this process's),
+// it shows which writes a collection overlapped (docs/bench/xds.md,
+// round 17).
+var each = flag.Bool("each", false, "log each write's time (write -> last ACK) and its API call's as the write ends")
+
 // windowEnv passes -max-pushes-in-flight to the child.
 const windowEnv = "XDSBENCH_MAX_PUSHES_IN_FLIGHT"
 
@@ -437,6 +443,9 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 			}
 		}
 		lat = append(lat, last.Sub(t0))
+		if *each {
+			log.Printf("write %d: %v, API %v", i, last.Sub(t0).Round(100*time.Microsecond), apiLat[len(apiLat)-1].Round(100*time.Microsecond))
+		}
 		byType[typ] = append(byType[typ], last.Sub(t0))
 	}
 	syscall.Kill(pid, syscall.SIGUSR2)
