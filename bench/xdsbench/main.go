@@ -24,6 +24,8 @@
 //	go run ./bench/xdsbench -n 10000 -steps 0,1000,10000 -writes 10  # the API's latency at 0, 1,000 and 10,000 proxies, one run
 //	go run ./bench/xdsbench -n 1000 -memprofile /tmp/xds.mem     # its allocations during the writes:
 //	go tool pprof -sample_index=alloc_space -base /tmp/xds.mem.base /tmp/xds.mem
+//	# (the simulated proxies': -base /tmp/xds.mem.proxies.base /tmp/xds.mem.proxies)
+//	go run ./bench/xdsbench -n 1000 -replicas 1 -unique-egress -every -tls  # the headline, xDS over TLS
 package main
 
 import (
@@ -41,6 +43,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -94,7 +97,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write the server's CPU profile during the writes to this file")
 	every := flag.Bool("every", false, "the headline shape: every client node uses service 0, and every write changes its route's weights (RDS), so every proxy is affected; with -replicas 1 -unique-egress, one identity per proxy, each translated on every write")
 	unique := flag.Bool("unique-egress", false, "give each client node a backend of its own (a virtual service that does not exist), so that no two share a whole egress configuration: each identity is translated and gets an egress listener of its own (the backend of its own resolves to nothing, so the route tables, virtual hosts and clusters of the services nodes have in common are still shared)")
-	memprofile := flag.String("memprofile", "", "write the server's heap profile to this file after the writes, and to this file.base before them")
+	memprofile := flag.String("memprofile", "", "write the server's heap profile to this file after the writes, and to this file.base before them; the simulated proxies' to this file.proxies and .proxies.base")
 	settle := flag.Bool("settle", false, "before each write, wait until the server has counted an ACK from every proxy the writes so far affected (weft_xds_acks_total), so that the API call does not queue behind the previous write's tail: the ACKs, PINGs and window updates the server is still handling when the harness sees the last ACK sent; compare the API's latency with and without")
 	traceFile := flag.String("trace", "", "write the server's execution trace (runtime/trace) during the writes to this file: what an API call waits for (go tool trace)")
 	serverGOGC := flag.String("server-gogc", "", "run the server with this GOGC (and -server-gomemlimit with this GOMEMLIMIT), leaving the simulated proxies' own at Go's default; empty: the environment's")
@@ -106,7 +109,12 @@ func main() {
 	floorAck := flag.Int("floor-ack", 200, "with -floor: the reply's size in bytes")
 	floorRounds := flag.Int("floor-rounds", 30, "with -floor: rounds measured")
 	window := flag.Int("max-pushes-in-flight", 0, "the server's push window (weft server --xds-max-pushes-in-flight): 0, weft's default; -1, no window (every push of a write sent at once, as before round 14)")
+	withTLS := flag.Bool("tls", false, "serve xDS over TLS (weft server --xds-tls-cert and --xds-tls-key, a self-signed ECDSA P-256 certificate), as a control plane reached from other hosts is; the default is plaintext gRPC")
 	flag.Parse()
+	if *memprofile != "" {
+		runtime.MemProfileRate = 4096 // as serve's
+		proxiesProfile = *memprofile
+	}
 	if *floorN > 0 {
 		if err := floor(*floorN, *floorMsg, *floorAck, *floorRounds); err != nil {
 			log.Fatal(err)
@@ -136,6 +144,20 @@ func main() {
 		serverEnv = append(serverEnv, fmt.Sprintf("%s=%d", windowEnv, *window))
 	}
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if *withTLS {
+		dir, err := os.MkdirTemp("", "xdsbench-tls")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		env, creds, err := benchTLS(dir)
+		if err != nil {
+			log.Fatal(err)
+		}
+		serverEnv = append(serverEnv, env...)
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+		log.Printf("xDS over TLS 1.3 (ECDSA P-256)")
+	}
 	switch *client {
 	case "weft":
 		dial = append(dial, xdsclient.WindowOptions()...)
@@ -171,7 +193,13 @@ func serve(args []string) error {
 	memprofile := fs.String("memprofile", "", "")
 	traceFile := fs.String("trace", "", "")
 	fs.Parse(args)
+	if *memprofile != "" {
+		// One sample per 4 KB, not 512: a write allocates about a
+		// megabyte, too few samples to tell its callers apart.
+		runtime.MemProfileRate = 4096
+	}
 	cfg.Region, cfg.AccountID = "us-east-1", "111122223333"
+	cfg.XDSTLSCert, cfg.XDSTLSKey = os.Getenv(tlsCertEnv), os.Getenv(tlsKeyEnv)
 	var err error
 	cfg.Limits, err = weftappmesh.ParseLimits("virtualNodesPerMesh=100000,virtualServicesPerMesh=1000,virtualRoutersPerMesh=1000", weftappmesh.DefaultLimits())
 	if err != nil {
@@ -194,6 +222,7 @@ func serve(args []string) error {
 			if *memprofile == "" {
 				return
 			}
+			runtime.GC() // the profile is as of the last collection
 			if f, err := os.Create(name); err == nil {
 				pprof.Lookup("allocs").WriteTo(f, 0)
 				f.Close()
@@ -229,6 +258,22 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	return server.Run(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+// proxiesProfile is -memprofile, for selfHeap.
+var proxiesProfile string
+
+// selfHeap writes the simulated proxies' allocation profile to
+// -memprofile's name with suffix, if it is set.
+func selfHeap(suffix string) {
+	if proxiesProfile == "" {
+		return
+	}
+	runtime.GC() // the profile is as of the last collection
+	if f, err := os.Create(proxiesProfile + suffix); err == nil {
+		pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
+	}
 }
 
 func freeAddr() string {
@@ -368,9 +413,12 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	m0 := scrape("http://" + apiAddr + "/metrics")
 	cpu0 := procstat.CPU(pid)
 	self0 := procstat.CPU(os.Getpid())
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	sysr0, sysw0 := procstat.Syscalls(pid)
 	load0 := loadavg.String()
 	syscall.Kill(pid, syscall.SIGUSR1)
+	selfHeap(".proxies.base")
 	var lat, apiLat []time.Duration
 	byType := map[string][]time.Duration{} // lat by the type the write changes
 	rnd := rand.New(rand.NewPCG(7, 11))
@@ -449,8 +497,11 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 		byType[typ] = append(byType[typ], last.Sub(t0))
 	}
 	syscall.Kill(pid, syscall.SIGUSR2)
+	selfHeap(".proxies")
 	cpu1 := procstat.CPU(pid)
 	self1 := procstat.CPU(os.Getpid())
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
 	sysr1, sysw1 := procstat.Syscalls(pid)
 	log.Printf("machine load average (1, 5, 15 min) before the writes %s, after %s; the simulated proxies (this process) used %v of CPU per write",
 		load0, loadavg.String(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
@@ -468,6 +519,9 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 		mean("weft_xds_recompute_seconds").Round(10*time.Microsecond), mean("weft_xds_write_to_ack_seconds").Round(10*time.Microsecond),
 		perWrite("weft_xds_translations_total"), perWrite("weft_xds_endpoint_updates_total"), perWrite("weft_xds_route_updates_total"),
 		perWrite("weft_xds_resource_checks_total"), perWrite("weft_xds_pushes_total"), perWrite("weft_xds_inline_pushes_total"))
+	log.Printf("heap allocated per write: server %.0f KB in %.0f collections over the writes; the simulated proxies %.0f KB in %d collections",
+		perWrite("go_memstats_alloc_bytes_total")/1024, m1["go_gc_duration_seconds_count"]-m0["go_gc_duration_seconds_count"],
+		float64(ms1.TotalAlloc-ms0.TotalAlloc)/float64(writes)/1024, ms1.NumGC-ms0.NumGC)
 	slices.Sort(lat)
 	slices.Sort(apiLat)
 	log.Printf("API calls with %d proxies connected (HTTP, validation, fsync'd commit): p50 %s, p99 %s, max %s", len(active), ms(pct(apiLat, 50)), ms(pct(apiLat, 99)), ms(apiLat[len(apiLat)-1]))
