@@ -119,18 +119,21 @@ func (c *machine) recompute(tasks []task, at, now time.Time) {
 	}
 	sh := &shared{memo: translate.NewMemoKeeping(c.kept), sums: make(map[proto.Message]marshalled, 10*translated),
 		kept: map[proto.Message][sha256.Size]byte{}}
-	// One marshalling buffer per worker: most resources are already
-	// interned and need no bytes of their own.
-	bufs := make([][]byte, c.workers(len(tasks)))
+	ws := c.scratch.workersFor(c.workers(len(tasks)))
+	defer func() {
+		for i := range ws {
+			ws[i].done()
+		}
+	}()
 	c.run(len(tasks), func(w, i int) {
 		if tasks[i].secretsOnly {
-			results[i] = c.sameResources(tasks[i].id)
+			results[i] = c.sameResources(tasks[i].id, &ws[w])
 		} else if tasks[i].routes {
-			results[i] = c.computeRoutes(tasks[i].id, sh, &bufs[w])
+			results[i] = c.computeRoutes(tasks[i].id, sh, &ws[w])
 		} else if tasks[i].eps != nil {
-			results[i] = c.computeEndpoints(tasks[i].id, tasks[i].eps, built, sh, &bufs[w])
+			results[i] = c.computeEndpoints(tasks[i].id, tasks[i].eps, built, sh, &ws[w])
 		} else {
-			results[i] = c.compute(tasks[i].id, sh, &bufs[w])
+			results[i] = c.compute(tasks[i].id, sh, &ws[w])
 		}
 	})
 	c.metrics.sharedEgress.Add(float64(sh.memo.Shared()))
@@ -197,10 +200,10 @@ func (c *machine) keepSums(add map[proto.Message][sha256.Size]byte) {
 	}
 }
 
-// compute translates one identity and marshals its resources, in buf
-// (the worker's, grown as needed). It must not write to the machine's state:
+// compute translates one identity and marshals its resources, in w's
+// buffer (grown as needed). It must not write to the machine's state:
 // it runs on a worker.
-func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r result) {
+func (c *machine) compute(id translate.Identity, sh *shared, w *worker) (r result) {
 	// A translator bug met by one mesh's input must not take the control
 	// plane down: the proxy keeps its configuration and shows the error.
 	defer func() {
@@ -228,19 +231,19 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 	r.secrets, r.leafDNS = res.Secrets, res.LeafDNSNames
 	// Each type's list is walked as the translator typed it: no list of
 	// proto.Message is made.
-	if r.items[typeCluster], err = itemsOf(c, typeCluster, res.Clusters, sh, buf, r.grpc); err != nil {
+	if r.items[typeCluster], err = itemsOf(c, typeCluster, res.Clusters, sh, w, r.grpc); err != nil {
 		r.err = err
 		return r
 	}
-	if r.items[typeEndpoint], err = itemsOf(c, typeEndpoint, res.Endpoints, sh, buf, r.grpc); err != nil {
+	if r.items[typeEndpoint], err = itemsOf(c, typeEndpoint, res.Endpoints, sh, w, r.grpc); err != nil {
 		r.err = err
 		return r
 	}
-	if r.items[typeListener], err = itemsOf(c, typeListener, res.Listeners, sh, buf, r.grpc); err != nil {
+	if r.items[typeListener], err = itemsOf(c, typeListener, res.Listeners, sh, w, r.grpc); err != nil {
 		r.err = err
 		return r
 	}
-	if r.items[typeRoute], err = itemsOf(c, typeRoute, res.Routes, sh, buf, r.grpc); err != nil {
+	if r.items[typeRoute], err = itemsOf(c, typeRoute, res.Routes, sh, w, r.grpc); err != nil {
 		r.err = err
 		return r
 	}
@@ -278,7 +281,7 @@ func (c *machine) compute(id translate.Identity, sh *shared, buf *[]byte) (r res
 // the assignments built from those nodes' endpoints rebuilt
 // (translate.LoadAssignment). It must not write to the machine's state: it
 // runs on a worker.
-func (c *machine) computeEndpoints(id translate.Identity, changed map[nodeRef]struct{}, built *assignments, sh *shared, buf *[]byte) (r result) {
+func (c *machine) computeEndpoints(id translate.Identity, changed map[nodeRef]struct{}, built *assignments, sh *shared, w *worker) (r result) {
 	defer func() {
 		if p := recover(); p != nil {
 			r = result{err: fmt.Errorf("build endpoints panicked: %v", p)}
@@ -291,7 +294,7 @@ func (c *machine) computeEndpoints(id translate.Identity, changed map[nodeRef]st
 		if dirty && !slices.ContainsFunc(p.sources, func(s translate.EndpointSource) bool { return s.Node == n.name }) {
 			// The translator read these endpoints but did not say where
 			// they went: only a whole translation can follow them.
-			return c.compute(id, sh, buf)
+			return c.compute(id, sh, w)
 		}
 	}
 	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, secrets: p.secrets, leafDNS: p.leafDNS, endpointsOnly: true}
@@ -301,12 +304,12 @@ func (c *machine) computeEndpoints(id translate.Identity, changed map[nodeRef]st
 			continue // rebuilt by buildSecrets
 		}
 		old := p.snap.types[t].entries
-		r.items[t] = make([]item, len(old))
+		r.items[t] = w.take(len(old))
 		for i, e := range old {
 			if c.checkResource != nil && e.facts[g] == nil {
 				// Not checked as this proxy's kind (validation was off
 				// when it was interned): translate whole, which checks.
-				return c.compute(id, sh, buf)
+				return c.compute(id, sh, w)
 			}
 			r.items[t][i] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
 		}

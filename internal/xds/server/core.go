@@ -96,6 +96,16 @@ type scratch struct {
 	// delivered is the slice the last Ready returned: its caller is done
 	// with it at the next step, which appends to it again.
 	delivered []update
+	// workers are recompute's (worker); each ends its batch with done.
+	workers []worker
+}
+
+// workersFor returns n workers' memory.
+func (s *scratch) workersFor(n int) []worker {
+	if len(s.workers) < n {
+		s.workers = append(s.workers, make([]worker, n-len(s.workers))...)
+	}
+	return s.workers[:n]
 }
 
 // reset clears s for a new batch, making its maps on first use.

@@ -184,7 +184,7 @@ type rebuiltKey struct {
 // what its egress hosts hold (hostsOnly): its snapshot's resources, with
 // each egress route table assembled again from the batch's hosts. It
 // must not write to the machine's state: it runs on a worker.
-func (c *machine) computeRoutes(id translate.Identity, sh *shared, buf *[]byte) (r result) {
+func (c *machine) computeRoutes(id translate.Identity, sh *shared, w *worker) (r result) {
 	defer func() {
 		if p := recover(); p != nil {
 			r = result{err: fmt.Errorf("assemble routes panicked: %v", p)}
@@ -193,7 +193,7 @@ func (c *machine) computeRoutes(id translate.Identity, sh *shared, buf *[]byte) 
 	p := c.proxies[id]
 	ms := c.meshes[meshKey{id.MeshOwner, id.Mesh}]
 	if !ms.exists(id) {
-		return c.compute(id, sh, buf)
+		return c.compute(id, sh, w)
 	}
 	r = result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, secrets: p.secrets, leafDNS: p.leafDNS,
 		routesOnly: true, recipes: true, tables: p.tables, prev: p.snap}
@@ -206,7 +206,7 @@ func (c *machine) computeRoutes(id translate.Identity, sh *shared, buf *[]byte) 
 			if c.checkResource != nil && e.facts[g] == nil {
 				// Not checked as this proxy's kind: translate whole,
 				// which checks.
-				return c.compute(id, sh, buf)
+				return c.compute(id, sh, w)
 			}
 		}
 		r.same[t] = t != typeRoute
@@ -222,13 +222,13 @@ func (c *machine) computeRoutes(id translate.Identity, sh *shared, buf *[]byte) 
 		if tb.err != nil {
 			// The host is gone or failed to build: a whole translation
 			// says what the proxy gets.
-			return c.compute(id, sh, buf)
+			return c.compute(id, sh, w)
 		}
 		if tb.sum == e.sum {
 			continue
 		}
 		if items == nil {
-			items = make([]item, len(old))
+			items = w.take(len(old))
 			for j, e := range old {
 				items[j] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
 			}

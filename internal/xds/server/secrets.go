@@ -331,7 +331,7 @@ func (c *machine) refreshSecrets(ids []translate.Identity, now time.Time) {
 
 // sameResources is a result carrying an identity's current resources
 // unchanged, for its secrets alone to be rebuilt.
-func (c *machine) sameResources(id translate.Identity) result {
+func (c *machine) sameResources(id translate.Identity, w *worker) result {
 	p := c.proxies[id]
 	r := result{grpc: p.grpc, deps: p.deps, eps: p.eps, sources: p.sources, secrets: p.secrets, leafDNS: p.leafDNS, secretsOnly: true}
 	g := index(p.grpc)
@@ -340,7 +340,7 @@ func (c *machine) sameResources(id translate.Identity) result {
 			continue
 		}
 		old := p.snap.types[t].entries
-		r.items[t] = make([]item, len(old))
+		r.items[t] = w.take(len(old))
 		for i, e := range old {
 			r.items[t][i] = item{name: e.name, sum: e.sum, facts: e.facts[g]}
 		}
