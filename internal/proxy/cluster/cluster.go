@@ -280,6 +280,10 @@ func (c *Cluster) halt() {
 	if c.h2 != nil {
 		c.h2.CloseIdleConnections()
 	}
+	c.origDst.Range(func(_, v any) bool {
+		v.(*Host).origDst.closeIdle()
+		return true
+	})
 }
 
 // Pick chooses a host for a request. avoid, when non-nil, rejects hosts
@@ -404,6 +408,7 @@ func (c *Cluster) cleanupLoop(ctx context.Context) {
 					if c.h1 != nil {
 						c.h1.forgetAddr(k.(string))
 					}
+					h.origDst.closeIdle()
 					if h.cxActive.Load() == 0 {
 						c.origDst.Delete(k)
 					}

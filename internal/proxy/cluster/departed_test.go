@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,4 +213,62 @@ func TestH1IdleForgetsCleanedOriginalDst(t *testing.T) {
 		}
 	}
 	t.Fatalf("the idle pool still holds %d addresses after the destination's host was cleaned up", n)
+}
+
+// TestH2IdleForgetsCleanedOriginalDst: as TestH1IdleForgetsCleanedOriginalDst,
+// over HTTP/2. x/net's Transport closes the idle connections of every
+// address or of none, so a cleaned-up destination's idle connection, and
+// with it the host (the connection counts in its cxActive), stayed until
+// the idle timeout: an hour by default.
+func TestH2IdleForgetsCleanedOriginalDst(t *testing.T) {
+	var open atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				open.Add(-1)
+			}
+		}, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }() // ends with srv.Close
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+	pb := &clusterv3.Cluster{Name: "passthrough", ConnectTimeout: durationpb.New(time.Second),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED, CleanupInterval: durationpb.New(50 * time.Millisecond),
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}
+	c := startedCluster(t, pb)
+	rt, http1 := c.Transport(2)
+	if http1 {
+		t.Fatal("an http2 cluster gave its HTTP/1.1 transport")
+	}
+	h := c.OriginalDstHost(addr)
+	req, _ := http.NewRequestWithContext(WithHost(t.Context(), h), http.MethodGet, "http://"+addr+"/", nil)
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(b) != "ok" {
+		t.Fatalf("got %s %q, want HTTP/2 ok", resp.Proto, b)
+	}
+	if n := h.cxActive.Load(); n != 1 {
+		t.Fatalf("the host counts %d connections, want its idle one", n)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		_, host := c.origDst.Load(addr)
+		if !host && h.cxActive.Load() == 0 && open.Load() == 0 {
+			return
+		}
+	}
+	_, host := c.origDst.Load(addr)
+	t.Fatalf("after the cleanup interval: host kept %v, its connections %d, open at the destination %d; want none",
+		host, h.cxActive.Load(), open.Load())
 }

@@ -45,6 +45,9 @@ type Host struct {
 	// checker goroutine, checked is read by others.
 	hcFails, hcPasses int
 	checked           atomic.Bool
+
+	// origDst is an ORIGINAL_DST host's HTTP/2 Transport (origdst.go).
+	origDst hostH2
 }
 
 // Healthy reports whether no health flag is set.

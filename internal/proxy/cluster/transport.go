@@ -104,14 +104,23 @@ func (c *Cluster) newH2Transport() *http2.Transport {
 func (c *Cluster) Transport(downstreamMajor int) (http.RoundTripper, bool) {
 	if c.UseDownstream {
 		if downstreamMajor == 2 {
-			return c.h2, false
+			return c.h2Of(), false
 		}
 		return c.h1, true
 	}
 	if c.HTTP2 {
-		return c.h2, false
+		return c.h2Of(), false
 	}
 	return c.h1, true
+}
+
+// h2Of is the cluster's HTTP/2 round tripper: an ORIGINAL_DST cluster's
+// sends on each destination's own Transport (origdst.go).
+func (c *Cluster) h2Of() http.RoundTripper {
+	if c.Type == OriginalDst {
+		return origDstH2{c}
+	}
+	return c.h2
 }
 
 // dialH1 and dialH2 open upstream connections for net/http's Transports
