@@ -272,3 +272,49 @@ func TestH2IdleForgetsCleanedOriginalDst(t *testing.T) {
 	t.Fatalf("after the cleanup interval: host kept %v, its connections %d, open at the destination %d; want none",
 		host, h.cxActive.Load(), open.Load())
 }
+
+// TestHTTPHealthChecksForgetDepartedHosts: an HTTP-health-checked
+// cluster's idle check connections go with their hosts. The checker's
+// Transport has no idle timeout, so each departed host's connection stayed
+// open for good.
+func TestHTTPHealthChecksForgetDepartedHosts(t *testing.T) {
+	c := edsCluster(t, func(pb *clusterv3.Cluster) {
+		pb.HealthChecks = []*corev3.HealthCheck{{Timeout: durationpb.New(time.Second), Interval: durationpb.New(20 * time.Millisecond),
+			UnhealthyThreshold: wrapperspb.UInt32(2), HealthyThreshold: wrapperspb.UInt32(2),
+			HealthChecker: &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: &corev3.HealthCheck_HttpHealthCheck{Path: "/health"}}}}
+	})
+	var open atomic.Int32
+	var addrs []string
+	for range 5 {
+		srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}),
+			ConnState: func(_ net.Conn, s http.ConnState) {
+				switch s {
+				case http.StateNew:
+					open.Add(1)
+				case http.StateClosed, http.StateHijacked:
+					open.Add(-1)
+				}
+			}}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = srv.Serve(ln) }() // ends with srv.Close
+		t.Cleanup(func() { srv.Close() })
+		addrs = append(addrs, ln.Addr().String())
+	}
+	for _, a := range addrs {
+		if err := c.setEndpoints(assignmentOf("e", a)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(60 * time.Millisecond) // a few rounds of checks
+	}
+	// One host is left, checked each interval over its one connection.
+	var n int32
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if n = open.Load(); n <= 1 {
+			return
+		}
+	}
+	t.Fatalf("%d check connections open after %d endpoint changes, one host left: the departed hosts' were kept", n, len(addrs)-1)
+}

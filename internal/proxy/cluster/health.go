@@ -166,20 +166,21 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 	}()
 	t := time.NewTicker(hc.interval)
 	defer t.Stop()
+	var prev map[string]bool // the addresses the previous round checked
 	for {
 		hosts := c.Hosts()
 		var wg sync.WaitGroup
 		results := make([]bool, len(hosts))
-		checked := make(map[string]bool, len(grpcConns))
+		checked := make(map[string]bool, len(hosts))
 		for i, h := range hosts {
 			addr := h.Addr
 			if hc.altPort != 0 {
 				host, _, _ := net.SplitHostPort(addr)
 				addr = net.JoinHostPort(host, strconv.Itoa(int(hc.altPort)))
 			}
+			checked[addr] = true
 			var cc *grpc.ClientConn
 			if hc.kind == hcGRPC {
-				checked[addr] = true
 				cc = grpcConns[addr]
 				if cc == nil {
 					var err error
@@ -210,6 +211,18 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 				delete(grpcConns, addr)
 			}
 		}
+		// The HTTP client's idle connections to them: its Transport has
+		// no idle timeout (a check reuses its connection each interval),
+		// and can close the idle connections of every address or of
+		// none. So all go when a host departs; the others' are dialled
+		// again at their next check.
+		for addr := range prev {
+			if !checked[addr] {
+				client.CloseIdleConnections()
+				break
+			}
+		}
+		prev = checked
 		if ctx.Err() != nil {
 			return
 		}
