@@ -143,21 +143,27 @@ func main() {
 	if *window != 0 {
 		serverEnv = append(serverEnv, fmt.Sprintf("%s=%d", windowEnv, *window))
 	}
-	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	creds := insecure.NewCredentials()
+	cleanup := func() {}
+	// Only -tls gives the server a certificate, not the environment.
+	os.Unsetenv(tlsCertEnv)
+	os.Unsetenv(tlsKeyEnv)
 	if *withTLS {
 		dir, err := os.MkdirTemp("", "xdsbench-tls")
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer os.RemoveAll(dir)
-		env, creds, err := benchTLS(dir)
+		cleanup = func() { os.RemoveAll(dir) }
+		env, c, err := benchTLS(dir)
 		if err != nil {
+			cleanup()
 			log.Fatal(err)
 		}
 		serverEnv = append(serverEnv, env...)
-		dial = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+		creds = c
 		log.Printf("xDS over TLS 1.3 (ECDSA P-256)")
 	}
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	switch *client {
 	case "weft":
 		dial = append(dial, xdsclient.WindowOptions()...)
@@ -165,9 +171,12 @@ func main() {
 	case "grpc":
 		log.Printf("client: grpc-go's default flow control (a PING per response received)")
 	default:
+		cleanup()
 		log.Fatalf("-client %q: want weft or grpc", *client)
 	}
-	if err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, *traceFile, *settle, steps, serverEnv, dial); err != nil {
+	err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, *traceFile, *settle, steps, serverEnv, dial)
+	cleanup()
+	if err != nil {
 		log.Fatal(err)
 	}
 }
@@ -258,6 +267,20 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	return server.Run(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+// awaitServerProfile waits, with -memprofile, until the server has
+// written the profile SIGUSR1 asked for (after its forced collection), at
+// most 10 seconds.
+func awaitServerProfile(ctx context.Context) {
+	if proxiesProfile == "" {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(proxiesProfile + ".base"); err == nil {
+			return
+		}
+	}
 }
 
 // proxiesProfile is -memprofile, for selfHeap.
@@ -410,6 +433,14 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 // (-cpuprofile) covers the writes of the last call.
 func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-chan ackEvent, active []*client, connected time.Duration, nodes, services, writes int, every, settle bool) error {
 	var err error
+	// The profiles' forced collections come before the figures start
+	// and after they end.
+	if proxiesProfile != "" {
+		os.Remove(proxiesProfile + ".base")
+	}
+	syscall.Kill(pid, syscall.SIGUSR1)
+	selfHeap(".proxies.base")
+	awaitServerProfile(ctx)
 	m0 := scrape("http://" + apiAddr + "/metrics")
 	cpu0 := procstat.CPU(pid)
 	self0 := procstat.CPU(os.Getpid())
@@ -417,8 +448,6 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	runtime.ReadMemStats(&ms0)
 	sysr0, sysw0 := procstat.Syscalls(pid)
 	load0 := loadavg.String()
-	syscall.Kill(pid, syscall.SIGUSR1)
-	selfHeap(".proxies.base")
 	var lat, apiLat []time.Duration
 	byType := map[string][]time.Duration{} // lat by the type the write changes
 	rnd := rand.New(rand.NewPCG(7, 11))
@@ -496,17 +525,17 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 		}
 		byType[typ] = append(byType[typ], last.Sub(t0))
 	}
-	syscall.Kill(pid, syscall.SIGUSR2)
-	selfHeap(".proxies")
 	cpu1 := procstat.CPU(pid)
 	self1 := procstat.CPU(os.Getpid())
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
 	sysr1, sysw1 := procstat.Syscalls(pid)
+	m1 := scrape("http://" + apiAddr + "/metrics")
+	syscall.Kill(pid, syscall.SIGUSR2)
+	selfHeap(".proxies")
 	log.Printf("machine load average (1, 5, 15 min) before the writes %s, after %s; the simulated proxies (this process) used %v of CPU per write",
 		load0, loadavg.String(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
 	rss, hwm := procstat.RSS(pid)
-	m1 := scrape("http://" + apiAddr + "/metrics")
 	mean := func(name string) time.Duration {
 		n := m1[name+"_count"] - m0[name+"_count"]
 		if n == 0 {

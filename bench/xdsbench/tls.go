@@ -66,6 +66,6 @@ func benchTLS(dir string) (env []string, creds credentials.TransportCredentials,
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+	creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13})
 	return []string{tlsCertEnv + "=" + certFile, tlsKeyEnv + "=" + keyFile}, creds, nil
 }

@@ -47,8 +47,9 @@ func TestRouteWriteGarbage(t *testing.T) {
 
 // TestWorkerItems: the items a worker hands out are zeroed, none reaches
 // into another's (an append to one cannot overwrite the next), a batch's
-// end drops every reference they held, and a worker keeps no more than
-// maxKeptItems for the next batch.
+// end drops every reference they held, a batch of many lists takes blocks
+// of at most maxBlock items, and a worker keeps no more than one block of
+// maxBlock for the next batch.
 func TestWorkerItems(t *testing.T) {
 	var w worker
 	a := w.take(3)
@@ -75,9 +76,21 @@ func TestWorkerItems(t *testing.T) {
 	if &c[0] != &block[0] {
 		t.Fatal("the next batch did not reuse the kept block")
 	}
-	w.take(maxKeptItems + 1)
+	for range 10 { // 10 blocks' worth in lists of 1,000
+		for range maxBlock / 1000 {
+			w.take(1000)
+		}
+	}
+	if cap(w.items) > maxBlock {
+		t.Fatalf("a block of %d items, want at most %d", cap(w.items), maxBlock)
+	}
+	w.done()
+	if w.items == nil || len(w.items) != 0 {
+		t.Fatal("the last block was not kept for the next batch")
+	}
+	w.take(maxBlock + 1) // one list over a block
 	w.done()
 	if w.items != nil {
-		t.Fatalf("a worker keeps %d items after a batch, want at most %d", cap(w.items), maxKeptItems)
+		t.Fatalf("a worker keeps %d items after a batch, want at most %d", cap(w.items), maxBlock)
 	}
 }

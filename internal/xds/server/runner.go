@@ -250,8 +250,15 @@ type systemClock struct{}
 func (systemClock) Now() time.Time                         { return time.Now() }
 func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
+// procs is GOMAXPROCS as the package initialised. workers and parallel
+// read it, not GOMAXPROCS itself, which Go changes while the process runs
+// when its container's CPU limit does: the two must agree within a batch,
+// since recompute indexes memory sized by workers with parallel's worker
+// numbers. A changed limit takes effect at the next start.
+var procs = runtime.GOMAXPROCS(0)
+
 // workers is how many goroutines parallel runs for n calls.
-func workers(n int) int { return max(min(runtime.GOMAXPROCS(0), n), 1) }
+func workers(n int) int { return max(min(procs, n), 1) }
 
 // parallel calls fn(w, 0) ... fn(w, n-1) on workers(n) goroutines, the
 // caller's being worker 0 and w the goroutine's number, and returns when
