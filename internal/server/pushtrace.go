@@ -147,6 +147,7 @@ func (p *pushTracer) wrote(ctx context.Context, rev store.Revision, began time.T
 	}
 	delete(p.early, rev)
 	p.earlyN -= len(pushes)
+	p.pruneEarlyRevs()
 	for _, e := range pushes {
 		k := pushKey{e.in.StreamID, e.in.TypeURL}
 		if p.earlyBy[k] == e {
@@ -183,6 +184,26 @@ func (p *pushTracer) Pushed(in xdsserver.PushInfo) {
 		return
 	}
 	p.start(w, in, now)
+}
+
+// pruneEarlyRevs drops from earlyRevs the revisions whose pushes a write
+// claimed (wrote), once they are about half of it. Only keepEarly's
+// eviction took revisions out, and it runs only when earlyN reaches its
+// bound: with every write claiming its pushes, earlyRevs grew by one
+// revision per write for good. Claims come in any order, so one revision
+// still waiting can hold any number of claimed ones behind it. Called
+// with mu held.
+func (p *pushTracer) pruneEarlyRevs() {
+	if len(p.earlyRevs) < 2*len(p.early)+16 {
+		return
+	}
+	kept := p.earlyRevs[:0]
+	for _, r := range p.earlyRevs {
+		if _, ok := p.early[r]; ok {
+			kept = append(kept, r)
+		}
+	}
+	p.earlyRevs = kept
 }
 
 // keepEarly keeps a push whose write is not known (yet). Called with mu

@@ -134,3 +134,31 @@ func TestPushTracerBounds(t *testing.T) {
 		t.Error("an unsampled write was remembered")
 	}
 }
+
+// TestPushTracerEarlyRevsBounded: the pushes of a write seen before its
+// commit returned, claimed by the write (wrote), leave the list of
+// revisions waiting for a write too. With every write's pushes early, as
+// on one server where the pushes race the API's reply, the list grew by
+// a revision per write for good; one revision never claimed kept the
+// claimed ones behind it.
+func TestPushTracerEarlyRevsBounded(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	p := newPushTracer(tp)
+	ctx, req := tp.Tracer("t").Start(context.Background(), "request")
+	defer req.End()
+	// Revision 1's write is never traced: its push waits.
+	p.Pushed(xdsserver.PushInfo{StreamID: 2, TypeURL: "rds", Nonce: "w", Revision: 1})
+	const writes = 100_000
+	for rev := int64(2); rev < 2+writes; rev++ {
+		p.Pushed(xdsserver.PushInfo{StreamID: 1, TypeURL: "rds", Nonce: "n", Revision: store.Revision(rev)})
+		p.wrote(ctx, store.Revision(rev), time.Now())
+		p.Acked(xdsserver.AckInfo{StreamID: 1, TypeURL: "rds", Nonce: "n"})
+	}
+	if n := len(p.earlyRevs); n > 64 {
+		t.Fatalf("%d revisions wait for a write after %d writes claimed theirs, one left unclaimed", n, writes)
+	}
+	if !slices.Contains(p.earlyRevs, 1) || len(p.early[1]) != 1 {
+		t.Fatalf("the unclaimed push of revision 1 was dropped: revisions %v", p.earlyRevs)
+	}
+}
