@@ -35,6 +35,7 @@ func limitFlags(fs *flag.FlagSet, cfg *server.Config) func() error {
 	fs.IntVar(&x.MaxStreams, "xds-max-streams", xdsserver.DefaultMaxStreams, "xDS: streams of the whole server; beyond, ResourceExhausted"+add("xds-max-streams"))
 	fs.IntVar(&cfg.DNS.MaxUDPSize, "dns-max-udp-size", dns.DefaultMaxUDPSize, "DNS: largest UDP answer whatever EDNS size a client advertises (512 without EDNS); longer ones are truncated"+add("dns-max-udp-size"))
 	fs.IntVar(&cfg.DNS.MaxTCPConns, "dns-max-tcp-conns", dns.DefaultMaxTCPConns, "DNS: open TCP connections; a client beyond waits until one closes"+add("dns-max-tcp-conns"))
+	fs.IntVar(&cfg.DNS.MaxForwards, "dns-max-forwards", dns.DefaultMaxForwards, "DNS: queries forwarded to --dns-upstreams at once; beyond, SERVFAIL"+add("dns-max-forwards"))
 	rate := fs.Int("dns-rrl-rate", dns.DefaultRRLRate, "DNS: UDP responses per second per client /24 (IPv6 /56) outside --dns-allow before rate limiting; 0 for no limit"+add("dns-rrl-rate"))
 	slip := fs.Int("dns-rrl-slip", dns.DefaultRRLSlip, "DNS: every Nth rate-limited response is sent truncated (TC=1), the others dropped; 0 drops all"+add("dns-rrl-slip"))
 	allow := fs.String("dns-allow", "", "DNS: the mesh's clients (CIDRs or addresses, comma-separated): their other names go to --dns-upstreams and they are not rate limited; default: loopback and the networks of the interfaces --dns-addr is on"+add("dns-allow"))

@@ -29,6 +29,14 @@ const (
 	// waits in the listen backlog until one closes (each is closed after
 	// 10 s without a query).
 	DefaultMaxTCPConns = 1000
+	// DefaultMaxForwards caps the queries forwarded to the upstreams at
+	// once. Each holds a goroutine and a socket for up to the upstream
+	// timeout per upstream; beyond the cap a query is answered SERVFAIL
+	// at once (its client asks again). A query of the mesh's own clients
+	// is not rate limited, so without it a flood of names under a slow
+	// zone could take every descriptor of the process, whose xDS and
+	// API servers share them.
+	DefaultMaxForwards = 1024
 	// rrlSubnets bounds the subnets tracked; when full, a new subnet is
 	// limited until idle ones are forgotten.
 	rrlSubnets = 100000
@@ -52,6 +60,9 @@ type Limits struct {
 	RRLSlip int
 	// MaxTCPConns caps the open TCP connections.
 	MaxTCPConns int
+	// MaxForwards caps the queries forwarded to the upstreams at once;
+	// beyond, SERVFAIL.
+	MaxForwards int
 	// Allow are the mesh's own clients: their queries for other names
 	// are forwarded to the upstreams (others are REFUSED), and they are
 	// not rate limited. nil: loopback and the networks of the interfaces
@@ -72,6 +83,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxTCPConns <= 0 {
 		l.MaxTCPConns = DefaultMaxTCPConns
+	}
+	if l.MaxForwards <= 0 {
+		l.MaxForwards = DefaultMaxForwards
 	}
 	return l
 }
@@ -141,6 +155,9 @@ type dnsMetrics struct {
 	limited   *prometheus.CounterVec // by action: drop, slip
 	refused   prometheus.Counter
 	truncated prometheus.Counter
+	// forwardsFull counts the queries answered SERVFAIL because
+	// MaxForwards were in flight.
+	forwardsFull prometheus.Counter
 }
 
 func newDNSMetrics(reg prometheus.Registerer) *dnsMetrics {
@@ -157,9 +174,13 @@ func newDNSMetrics(reg prometheus.Registerer) *dnsMetrics {
 			Namespace: "weft", Subsystem: "dns", Name: "truncated_total",
 			Help: "UDP answers truncated (TC=1) to the client's EDNS buffer, 512 bytes without EDNS, or --dns-max-udp-size.",
 		}),
+		forwardsFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "dns", Name: "forwards_full_total",
+			Help: "Queries answered SERVFAIL without asking the upstreams, because --dns-max-forwards queries were forwarded already.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.limited, m.refused, m.truncated)
+		reg.MustRegister(m.limited, m.refused, m.truncated, m.forwardsFull)
 	}
 	return m
 }

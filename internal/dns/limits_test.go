@@ -388,3 +388,53 @@ func TestTCPConnectionCap(t *testing.T) {
 		t.Fatalf("once a connection closed: %v", err)
 	}
 }
+
+// TestForwardCap: the queries forwarded to the upstreams at once are
+// capped; beyond, a query is answered SERVFAIL at once rather than held.
+// Each forward holds a goroutine and a socket for the upstream's timeout,
+// and the mesh's own clients are not rate limited: 5,000 queries to an
+// upstream that never answers held 2,600 sockets before the cap.
+func TestForwardCap(t *testing.T) {
+	hole, err := net.ListenPacket("udp", "127.0.0.1:0") // never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	const capacity, queries = 8, 20
+	w := start(t, filepath.Join(t.TempDir(), "weft.db"), dns.Config{Upstreams: []string{hole.LocalAddr().String()},
+		UpstreamTimeout: 3 * time.Second, Limits: dns.Limits{MaxForwards: capacity}})
+	type answer struct {
+		rcode int
+		err   error
+	}
+	answers := make(chan answer, queries)
+	for i := range queries {
+		go func() { // one query; ends with its answer or the client's timeout
+			q := new(miekg.Msg)
+			q.SetQuestion(fmt.Sprintf("q%d.example.com.", i), miekg.TypeA)
+			c := &miekg.Client{Net: "udp", Timeout: time.Second}
+			r, _, err := c.Exchange(q, w.dns.Addr())
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			answers <- answer{rcode: r.Rcode}
+		}()
+	}
+	failed, unanswered := 0, 0
+	for range queries {
+		a := <-answers
+		switch {
+		case a.err != nil:
+			unanswered++ // forwarded: waits for the upstream's 3 s
+		case a.rcode == miekg.RcodeServerFailure:
+			failed++
+		default:
+			t.Errorf("rcode %s from a black-holed upstream", miekg.RcodeToString[a.rcode])
+		}
+	}
+	if unanswered != capacity || failed != queries-capacity {
+		t.Fatalf("%d of %d queries forwarded (no answer yet), %d SERVFAIL at once; want %d forwarded with a cap of %d",
+			unanswered, queries, failed, capacity, capacity)
+	}
+}

@@ -51,6 +51,7 @@ type Server struct {
 	limits    Limits
 	rrl       *rrl // nil when off
 	metrics   *dnsMetrics
+	forwards  chan struct{}                   // a slot per query being forwarded (MaxForwards)
 	ix        atomic.Pointer[discovery.Index] // written by Run's follower, read by every query
 	closeOnce sync.Once
 
@@ -79,6 +80,7 @@ func Listen(addr string, cfg Config, log *slog.Logger) (*Server, error) {
 		s.rrl = newRRL(s.limits.RRLRate, s.limits.RRLSlip)
 	}
 	s.metrics = newDNSMetrics(cfg.Registry)
+	s.forwards = make(chan struct{}, s.limits.MaxForwards)
 	if s.timeout <= 0 {
 		s.timeout = 2 * time.Second
 	}
@@ -290,11 +292,19 @@ func (s *Server) serveDNS(w miekg.ResponseWriter, req *miekg.Msg) {
 }
 
 // forward asks the upstreams in order, over the transport the query came
-// by; REFUSED without upstreams, SERVFAIL when none answers.
+// by; REFUSED without upstreams, SERVFAIL when none answers or MaxForwards
+// queries are being forwarded already.
 func (s *Server) forward(w miekg.ResponseWriter, req *miekg.Msg) *miekg.Msg {
 	m := new(miekg.Msg)
 	if len(s.upstreams) == 0 {
 		return m.SetRcode(req, miekg.RcodeRefused)
+	}
+	select {
+	case s.forwards <- struct{}{}:
+		defer func() { <-s.forwards }()
+	default:
+		s.metrics.forwardsFull.Inc()
+		return m.SetRcode(req, miekg.RcodeServerFailure)
 	}
 	c := &miekg.Client{Net: "udp", Timeout: s.timeout}
 	if _, isTCP := w.RemoteAddr().(*net.TCPAddr); isTCP {
