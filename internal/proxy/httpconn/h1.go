@@ -107,6 +107,9 @@ type h1Conn struct {
 	h     handlerFunc
 	onEnd func() // untracks and counts the connection's end; runs once, by whichever goroutine ends it
 	park  parkState
+	// writeDeadline: a response's handler set a write deadline
+	// (h1Writer.SetWriteDeadline), cleared before the next request.
+	writeDeadline atomic.Bool
 }
 
 // h1Writers holds the write buffers of downstream connections between
@@ -517,6 +520,10 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	w.finish()
 	if w.err != nil || w.closeAfter {
 		return false, false
+	}
+	if hc.writeDeadline.Swap(false) {
+		// Set by a timeout of this response, which still completed.
+		_ = c.SetWriteDeadline(time.Time{})
 	}
 	// A body the handler left unread: read it, up to a point, to reach the
 	// next request.

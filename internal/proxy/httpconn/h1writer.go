@@ -238,6 +238,16 @@ func (w *h1Writer) flush() {
 	}
 }
 
+// SetWriteDeadline is http.ResponseController's: a stream's timeout sets
+// one to end a write the client does not read (stream.abortWrites), from
+// the timer's goroutine, before the handler returns. A write it cut
+// leaves the connection to close (w.err); else serveOne clears it
+// before the next request.
+func (w *h1Writer) SetWriteDeadline(t time.Time) error {
+	w.hc.writeDeadline.Store(true)
+	return w.hc.c.SetWriteDeadline(t)
+}
+
 // Hijack implements http.Hijacker, for upgrades. Bytes the client sent
 // after the request are read first from the returned connection.
 func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {

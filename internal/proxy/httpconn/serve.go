@@ -34,6 +34,12 @@ var (
 // keeps the stream's context because the upstream response body needs the
 // cancellation cause to set the right response flag.
 type stream struct {
+	// w is the connection's ResponseWriter, for abortWrites; abortMu
+	// orders abortWrites, on a timer's goroutine, against the stream's
+	// end (done).
+	w         http.ResponseWriter
+	abortMu   sync.Mutex
+	done      bool
 	m         *HCM
 	conn      *listener.Conn
 	in        *http.Request
@@ -99,7 +105,8 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
-	s := &stream{m: m, conn: c, in: r, start: time.Now(), down: ctx}
+	s := &stream{m: m, conn: c, in: r, start: time.Now(), down: ctx, w: w}
+	defer s.ended()
 	m.stats.rqTotal.Inc()
 	m.stats.rqActive.Inc()
 	if r.ProtoMajor == 2 {
@@ -229,8 +236,39 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	m.forward(rw, s)
 }
 
+// writeGrace is how long a write may still take once a timeout ended its
+// stream (abortWrites): enough for the local reply (504) that follows a
+// timeout before the response began.
+const writeGrace = time.Second
+
+// abortWrites bounds the stream's writes to the client at writeGrace from
+// now, when a timeout ends it. The cancel stops what waits on the
+// upstream, but a write blocks until the client reads: a client that
+// never read held the stream, its goroutine and its upstream connection
+// for good, and enough of them filled the cluster's max_connections.
+// Envoy resets a stream its timeouts end while it waits on the client's
+// window. Over HTTP/1.1 a write past the deadline ends the connection
+// (h1Writer.SetWriteDeadline); over HTTP/2, x/net resets the stream.
+// Nothing is set once the stream ended: the connection may be serving
+// the next.
+func (s *stream) abortWrites() {
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	if !s.done && s.w != nil {
+		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Now().Add(writeGrace))
+	}
+}
+
+// ended marks the stream's end for abortWrites.
+func (s *stream) ended() {
+	s.abortMu.Lock()
+	s.done = true
+	s.abortMu.Unlock()
+}
+
 // timers arms the route timeout, the max stream duration and the stream
-// idle timeout; each cancels the stream with its cause.
+// idle timeout; each cancels the stream with its cause and bounds its
+// writes (abortWrites).
 func (m *HCM) timers(s *stream) []*time.Timer {
 	var ts []*time.Timer
 	rt := s.rt
@@ -249,14 +287,14 @@ func (m *HCM) timers(s *stream) []*time.Timer {
 		}
 	}
 	if timeout > 0 {
-		ts = append(ts, time.AfterFunc(timeout, func() { s.cancel(errRouteTimeout) }))
+		ts = append(ts, time.AfterFunc(timeout, func() { s.cancel(errRouteTimeout); s.abortWrites() }))
 	}
 	msd := rt.MaxStreamDuration
 	if msd == 0 {
 		msd = m.maxStreamDuration
 	}
 	if msd > 0 {
-		ts = append(ts, time.AfterFunc(msd, func() { s.cancel(errDuration) }))
+		ts = append(ts, time.AfterFunc(msd, func() { s.cancel(errDuration); s.abortWrites() }))
 	}
 	idle := m.streamIdle
 	if rt.HasIdleTimeout {
@@ -277,6 +315,7 @@ func (m *HCM) timers(s *stream) []*time.Timer {
 			quiet := time.Duration(time.Now().UnixNano() - s.activity.Load())
 			if quiet >= idle {
 				s.cancel(errIdleTimeout)
+				s.abortWrites()
 				return
 			}
 			t.Reset(idle - quiet)

@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// slowReaderSetup serves, behind listener "egress", a route with a 300 ms
+// timeout to an upstream that sends 64 MiB, with opts. It returns the
+// harness.
+func slowReaderSetup(t *testing.T, opts ...func(*Config)) *harness {
+	t.Helper()
+	h := newHarness(t, opts...)
+	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64<<10)
+		for range 1024 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(big.Close)
+	rt := routeTo("/", "big")
+	rt.GetRoute().Timeout = durationpb.New(300 * time.Millisecond)
+	h.push(
+		httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, rt)),
+		edsCluster("big"), cla("big", big.Listener.Addr().String()))
+	return h
+}
+
+// waitFreed waits until the proxy holds no request and no upstream
+// connection of the stalled one.
+func waitFreed(t *testing.T, h *harness, downstreamConns bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if h.stat("http.egress.downstream_rq_active") == 0 && h.stat("cluster.big.upstream_rq_active") == 0 &&
+			(!downstreamConns || h.stat("http.egress.downstream_cx_active") == 0) {
+			return
+		}
+	}
+	t.Fatalf("seconds after the 300 ms route timeout, with the client not reading: %d requests active, %d connections, upstream %d requests",
+		h.stat("http.egress.downstream_rq_active"), h.stat("http.egress.downstream_cx_active"), h.stat("cluster.big.upstream_rq_active"))
+}
+
+// goroutinePath serves every listener on the goroutine path, which the
+// loops also hand some requests to (a path to normalise, a request they
+// do not forward).
+func goroutinePath(c *Config) { c.Goroutines = true }
+
+// TestSlowReaderH1: a client that sends a request and never reads the
+// response. The route timeout ends the stream, and with it the write the
+// proxy was blocked in: the connection closes, as Envoy resets it. On
+// the goroutine path, the write held the request, its goroutine and its
+// upstream connection for good (max_connections counts them). The event
+// loops were bounded already, and are tested too.
+func TestSlowReaderH1(t *testing.T) {
+	for name, opts := range map[string][]func(*Config){"goroutines": {goroutinePath}, "loops": nil} {
+		t.Run(name, func(t *testing.T) { slowReaderH1(t, opts...) })
+	}
+}
+
+func slowReaderH1(t *testing.T, opts ...func(*Config)) {
+	h := slowReaderSetup(t, opts...)
+	c, err := net.Dial("tcp", h.addr("egress"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := c.Write([]byte("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the request reached the proxy", func() bool { return h.stat("http.egress.downstream_rq_total") >= 1 })
+	waitFreed(t, h, true)
+}
+
+// TestSlowReaderH2: the same over HTTP/2, a client that never opens its
+// flow-control window: the route timeout resets the stream.
+func TestSlowReaderH2(t *testing.T) {
+	for name, opts := range map[string][]func(*Config){"goroutines": {goroutinePath}, "loops": nil} {
+		t.Run(name, func(t *testing.T) { slowReaderH2(t, opts...) })
+	}
+}
+
+func slowReaderH2(t *testing.T, opts ...func(*Config)) {
+	h := slowReaderSetup(t, opts...)
+	cl := dialH2(t, h.addr("egress"))
+	if err := cl.headers(1, "/big"); err != nil {
+		t.Fatal(err)
+	}
+	_ = cl.bw.Flush()
+	waitUntil(t, 5*time.Second, "the request reached the proxy", func() bool { return h.stat("http.egress.downstream_rq_total") >= 1 })
+	waitFreed(t, h, false)
+	for f := range cl.frames {
+		if f.typ == http2.FrameRSTStream && f.stream == 1 {
+			return
+		}
+	}
+	t.Fatal("the connection ended without a RST_STREAM of the stalled stream")
+}
