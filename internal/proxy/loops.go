@@ -15,6 +15,7 @@ import (
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/evloop"
 	"github.com/weftmesh/weft/internal/proxy/httpconn"
@@ -113,9 +114,15 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if !ok {
 		return evloop.Target{HandOff: true}
 	}
+	var normalized string // the path the upstream gets, when not the request's
 	if bytes.Contains(path, []byte("//")) || bytes.Contains(path, []byte("/.")) {
 		if np := r.hcm.Normalize(string(path)); np != string(path) {
-			return evloop.Target{HandOff: true} // the upstream gets the normalised path
+			if !h2 {
+				return evloop.Target{HandOff: true} // the goroutine path sends the normalised path
+			}
+			// An HTTP/2 stream cannot be handed over: the loops route
+			// and send the normalised path themselves.
+			normalized, path = np, []byte(np)
 		}
 	}
 	rc := r.hcm.RouteConfig()
@@ -136,6 +143,12 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		return evloop.Target{HandOff: true}
 	}
 	cl := r.clusters.Get(name)
+	if cl == nil && h2 {
+		// Removed since H2 said the loops serve the listener: the
+		// goroutine path's answer, which an HTTP/2 stream cannot be
+		// handed over to get.
+		return evloop.Target{Status: 503, Flags: accesslog.NoClusterFound, Details: "cluster_not_found"}
+	}
 	// An HTTP/1.1 request to an HTTP/2 cluster over TLS is handed off:
 	// the loops' HTTP/1.1-to-HTTP/2 streams were tested in plaintext only.
 	if cl == nil || cl.HTTP2 && !h2 && cl.TLS != nil || cl.UseDownstream || cl.Type == cluster.OriginalDst {
@@ -145,6 +158,11 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		return evloop.Target{HandOff: true} // circuit breakers tighter than Envoy's defaults: the goroutine path applies them
 	}
 	host, err := cl.Pick(nil, 1)
+	if err != nil && h2 {
+		// As the goroutine path answers (a gRPC client sees UNAVAILABLE,
+		// and may retry): an HTTP/2 stream cannot be handed over.
+		return evloop.Target{Status: 503, Body: "no healthy upstream", Flags: accesslog.NoHealthyUpstream, Details: "no_healthy_upstream"}
+	}
 	if err != nil {
 		return evloop.Target{HandOff: true}
 	}
@@ -152,7 +170,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if err != nil {
 		return evloop.Target{HandOff: true}
 	}
-	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout}
+	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout, Path: normalized}
 	if cl.TLS != nil {
 		t.TLS = cl.TLS // the cluster's handshake, checks and ssl.* counters
 	}

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
@@ -160,9 +161,13 @@ type Observer interface {
 // Target is a Router's answer: a cluster's host, or a local reply.
 type Target struct {
 	// Status, when not 0, is answered by the proxy with Body (404 when
-	// no route matches, 503 for an unknown cluster or no healthy host).
-	Status int
-	Body   string
+	// no route matches, 503 for an unknown cluster or no healthy host),
+	// and logged with Flags and Details (404's are the loops' own). A
+	// reply flagged NoClusterFound counts in no_cluster.
+	Status  int
+	Body    string
+	Flags   accesslog.Flags
+	Details string
 	// Cluster names the cluster (its stats, cluster.<name>.*) and Host
 	// the address the request goes to. Each loop keeps a pool of idle
 	// connections per cluster and host.
@@ -197,6 +202,11 @@ type Target struct {
 	// HTTP/2 connections to Host (h2up_linux.go; retries:
 	// h2uretry_linux.go). Only for RouteH2's targets.
 	HTTP2 bool
+	// Path, RouteH2's only, is the path (without the query) the upstream
+	// gets when the connection manager normalised the request's
+	// (merge_slashes, normalize_path): routes matched it, and the
+	// upstream sees it, as on the goroutine path. Empty: the request's.
+	Path string
 	// IdleTimeout is the cluster's idle_timeout for those HTTP/2
 	// connections: one without a stream that long is closed, as the
 	// goroutine path's Transport closes it; 0 keeps it while the host's

@@ -338,9 +338,15 @@ func (l *loop) dispatch(d *down, head []byte) {
 			return
 		}
 		if t.Status != 0 {
-			if t.Status == 404 {
+			switch {
+			case t.Status == 404:
 				st.noRoute.Inc()
 				d.logFlags(accesslog.NoRouteFound, "route_not_found")
+			case t.Flags != 0:
+				if t.Flags&accesslog.NoClusterFound != 0 {
+					st.noCluster.Inc()
+				}
+				d.logFlags(t.Flags, t.Details)
 			}
 			l.localReply(d, t.Status, t.Body, r.hasLength && r.contentLength > 0)
 			return
@@ -358,6 +364,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 	}
 	pool.st.rqTotal.Inc()
 	if t.HTTP2 && d.h2 != nil {
+		if t.Path != "" {
+			d.h2.path = t.Path + string(target[len(path):])
+		}
 		l.h2uDispatch(d, pool, &t, r)
 		return
 	}
@@ -379,7 +388,12 @@ func (l *loop) dispatch(d *down, head []byte) {
 	o := u.out
 	o = append(o, r.method.of(head)...)
 	o = append(o, ' ')
-	o = append(o, target...)
+	if t.Path != "" {
+		o = append(o, t.Path...)
+		o = append(o, target[len(path):]...) // the query
+	} else {
+		o = append(o, target...)
+	}
 	o = append(o, " HTTP/1.1\r\n"...)
 	run := -1 // start of a run of header lines copied at once
 	for i := range r.lines {

@@ -56,6 +56,9 @@ type h2stream struct {
 	grpc     bool                // a gRPC request: local replies are gRPC statuses
 	ended    bool                // END_STREAM went with the response's HEADERS
 	extra    []hpack.HeaderField // weft's fields added to the request's (in extraBuf)
+	// path, when set, is the :path an HTTP/2 upstream gets instead of
+	// the request's (Target.Path, with the request's query).
+	path string
 	// A request kept for a retry: its body (up to the stream window;
 	// replayCut past it) and trailers.
 	replay      []byte

@@ -114,6 +114,9 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		if hf.Name == "expect" {
 			continue // answered by the proxy (h2Continue), as Envoy does
 		}
+		if hf.Name == ":path" && st.path != "" {
+			hf.Value = st.path
+		}
 		_ = c.enc.WriteField(hf)
 	}
 	for _, hf := range st.extra {

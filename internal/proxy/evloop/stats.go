@@ -14,6 +14,7 @@ type counters struct {
 	rqHTTP2, prematureResets      *stats.Counter
 	cxTotal, cxDestroy            *stats.Counter
 	cxProtocolError, noRoute      *stats.Counter
+	noCluster                     *stats.Counter
 	rqHeaderTimeout               *stats.Counter
 	cxIdleTimeout, cxDrainClose   *stats.Counter
 	rqRxReset                     *stats.Counter
@@ -38,7 +39,7 @@ func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counter
 		rqHTTP2: sc.Counter("downstream_rq_http2_total"), prematureResets: sc.Counter("downstream_rq_too_many_premature_resets"),
 		rqCompleted: sc.Counter("downstream_rq_completed"), cxTotal: sc.Counter("downstream_cx_total"),
 		cxDestroy: sc.Counter("downstream_cx_destroy"), cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
-		noRoute:         sc.Counter("no_route"),
+		noRoute: sc.Counter("no_route"), noCluster: sc.Counter("no_cluster"),
 		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
 		cxDrainClose: sc.Counter("downstream_cx_drain_close"), rqRxReset: sc.Counter("downstream_rq_rx_reset"),
 		cxActive: sc.Gauge("downstream_cx_active"), rqTime: sc.Histogram("downstream_rq_time"),
