@@ -401,8 +401,9 @@ func TestForwardCap(t *testing.T) {
 	}
 	defer hole.Close()
 	const capacity, queries = 8, 20
+	reg := prometheus.NewRegistry()
 	w := start(t, filepath.Join(t.TempDir(), "weft.db"), dns.Config{Upstreams: []string{hole.LocalAddr().String()},
-		UpstreamTimeout: 3 * time.Second, Limits: dns.Limits{MaxForwards: capacity}})
+		UpstreamTimeout: 3 * time.Second, Limits: dns.Limits{MaxForwards: capacity}, Registry: reg})
 	type answer struct {
 		rcode int
 		err   error
@@ -436,5 +437,8 @@ func TestForwardCap(t *testing.T) {
 	if unanswered != capacity || failed != queries-capacity {
 		t.Fatalf("%d of %d queries forwarded (no answer yet), %d SERVFAIL at once; want %d forwarded with a cap of %d",
 			unanswered, queries, failed, capacity, capacity)
+	}
+	if n := metric(t, reg, "weft_dns_forwards_full_total", ""); n != queries-capacity {
+		t.Errorf("weft_dns_forwards_full_total %v, want %d", n, queries-capacity)
 	}
 }

@@ -147,7 +147,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		// Removed since H2 said the loops serve the listener: the
 		// goroutine path's answer, which an HTTP/2 stream cannot be
 		// handed over to get.
-		return evloop.Target{Status: 503, Flags: accesslog.NoClusterFound, Details: "cluster_not_found"}
+		return evloop.Target{Status: 503, Flags: accesslog.NoClusterFound, Details: "cluster_not_found", Route: rt.Name}
 	}
 	// An HTTP/1.1 request to an HTTP/2 cluster over TLS is handed off:
 	// the loops' HTTP/1.1-to-HTTP/2 streams were tested in plaintext only.
@@ -161,7 +161,8 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if err != nil && h2 {
 		// As the goroutine path answers (a gRPC client sees UNAVAILABLE,
 		// and may retry): an HTTP/2 stream cannot be handed over.
-		return evloop.Target{Status: 503, Body: "no healthy upstream", Flags: accesslog.NoHealthyUpstream, Details: "no_healthy_upstream"}
+		return evloop.Target{Status: 503, Body: "no healthy upstream", Flags: accesslog.NoHealthyUpstream, Details: "no_healthy_upstream",
+			Cluster: name, Route: rt.Name}
 	}
 	if err != nil {
 		return evloop.Target{HandOff: true}

@@ -53,8 +53,8 @@ func h2Get(t *testing.T, goroutines bool, setup func(*harness), path string, grp
 // TestH2LoopsNoHealthyUpstream: an HTTP/2 stream to a cluster with no
 // healthy host is answered on the loops as on the goroutine path: 503 "no
 // healthy upstream" (a gRPC request: grpc-status 14, UNAVAILABLE, which
-// gRPC clients may retry). The loops answered 501 (a gRPC client saw 12,
-// UNIMPLEMENTED), because they cannot hand an HTTP/2 stream over.
+// gRPC clients may retry). The loops answered 501 (a gRPC client saw 2,
+// UNKNOWN), because they cannot hand an HTTP/2 stream over.
 func TestH2LoopsNoHealthyUpstream(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -23,8 +24,9 @@ import (
 // request, in Envoy's default format, a text format and App Mesh's JSON
 // one: %PROTOCOL% HTTP/2, the bytes of each stream, response headers,
 // upstream hosts, flags and details, to HTTP/1.1 and HTTP/2 clusters, a
-// cluster that cannot be reached and a request no route matches; and an
-// HTTP/1.1 request to the HTTP/2 cluster.
+// cluster that cannot be reached, one with no host, a path merge_slashes
+// changes and a request no route matches; and an HTTP/1.1 request to the
+// HTTP/2 cluster.
 func TestEvloopH2AccessLogSameLines(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux") // CI runs Linux
@@ -63,11 +65,11 @@ func TestEvloopH2AccessLogSameLines(t *testing.T) {
 		dir := t.TempDir()
 		files := []string{filepath.Join(dir, "default.log"), filepath.Join(dir, "text.log"), filepath.Join(dir, "json.log")}
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(files[0], nil),
-			withAccessLog(files[1], text), withAccessLog(files[2], js))),
+			withAccessLog(files[1], text), withAccessLog(files[2], js), func(m *hcmv3.HttpConnectionManager) { m.MergeSlashes = true })),
 			routeConfig("rds", vhost("only", []string{"only.local"}, routeTo("/only", "ok")),
-				vhost("v", []string{"*"}, routeTo("/dead", "dead"), routeTo("/h2", "h2"), routeTo("/", "ok"))),
+				vhost("v", []string{"*"}, routeTo("/dead", "dead"), routeTo("/none", "none"), routeTo("/h2", "h2"), routeTo("/", "ok"))),
 			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("h2", h2Upstream), cla("h2", up),
-			edsCluster("dead"), cla("dead", dead))
+			edsCluster("dead"), cla("dead", dead), edsCluster("none"), cla("none"))
 		c := h2cClient(t)
 		addr := h.addr("egress")
 		send := func(method, host, path, body string, hdr ...string) {
@@ -99,6 +101,8 @@ func TestEvloopH2AccessLogSameLines(t *testing.T) {
 		send("PUT", "svc.local", "/h2/t", "abc", "X-Request-Id", "id-t")
 		send("GET", "svc.local", "/dead", "", "X-Request-Id", "id-5")
 		send("GET", "only.local", "/nowhere", "", "X-Request-Id", "id-6")
+		send("GET", "svc.local", "/none/x", "", "X-Request-Id", "id-7")
+		send("GET", "svc.local", "//a//b?q=2", "", "X-Request-Id", "id-8")
 		// An HTTP/1.1 request to the HTTP/2 cluster (on the loops, a
 		// stream of their HTTP/2 connections too).
 		req, _ := http.NewRequest("POST", "http://"+addr+"/h2/h1", strings.NewReader("xyz"))
@@ -110,7 +114,7 @@ func TestEvloopH2AccessLogSameLines(t *testing.T) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		const lines = 8
+		const lines = 10
 		out := make([]string, len(files))
 		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
 			for i, f := range files {

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -104,4 +106,53 @@ func slowReaderH2(t *testing.T, opts ...func(*Config)) {
 		}
 	}
 	t.Fatal("the connection ended without a RST_STREAM of the stalled stream")
+}
+
+// TestKeepAliveAfterTimeout: a route timeout answered 504 on a kept
+// HTTP/1.1 connection bounds that response's writes (abortWrites); the
+// next request on the connection, after the bound has passed, is served.
+func TestKeepAliveAfterTimeout(t *testing.T) {
+	h := newHarness(t, goroutinePath)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(600 * time.Millisecond)
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	rt := routeTo("/", "c")
+	rt.GetRoute().Timeout = durationpb.New(200 * time.Millisecond)
+	h.push(httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, rt)),
+		edsCluster("c"), cla("c", up.Listener.Addr().String()))
+	c, err := net.Dial("tcp", h.addr("egress"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	get := func(path string) int {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("GET %s on the kept connection: %v", path, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.Close {
+			t.Fatalf("GET %s: the proxy closes the connection after its %d", path, resp.StatusCode)
+		}
+		return resp.StatusCode
+	}
+	if code := get("/slow"); code != http.StatusGatewayTimeout {
+		t.Fatalf("GET /slow: %d, want 504", code)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the 504's write bound, a second (httpconn.writeGrace)
+	if code := get("/fast"); code != http.StatusOK {
+		t.Fatalf("GET /fast: %d, want 200", code)
+	}
 }

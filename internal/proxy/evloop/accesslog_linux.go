@@ -46,7 +46,7 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	r.Start = l.epoch.Add(time.Duration(l.now))
 	r.Flags, r.Details, r.BytesReceived, r.BytesSent, r.Code = 0, "", 0, 0, 0
 	r.Cluster, r.Route, r.Host, r.Attempts = t.Cluster, t.Route, t.Host, 0
-	if t.Cluster != "" {
+	if t.Cluster != "" && t.Status == 0 {
 		r.Attempts = 1
 	}
 }

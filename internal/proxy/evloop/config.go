@@ -168,8 +168,9 @@ type Target struct {
 	Body    string
 	Flags   accesslog.Flags
 	Details string
-	// Cluster names the cluster (its stats, cluster.<name>.*) and Host
-	// the address the request goes to. Each loop keeps a pool of idle
+	// Cluster names the cluster (its stats, cluster.<name>.*; with
+	// Status, only the access log's) and Host the address the request
+	// goes to. Each loop keeps a pool of idle
 	// connections per cluster and host.
 	Cluster string
 	Host    netip.AddrPort

@@ -40,6 +40,7 @@ type stream struct {
 	w         http.ResponseWriter
 	abortMu   sync.Mutex
 	done      bool
+	deadline  bool // abortWrites set one
 	m         *HCM
 	conn      *listener.Conn
 	in        *http.Request
@@ -255,15 +256,22 @@ func (s *stream) abortWrites() {
 	s.abortMu.Lock()
 	defer s.abortMu.Unlock()
 	if !s.done && s.w != nil {
+		s.deadline = true
 		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Now().Add(writeGrace))
 	}
 }
 
-// ended marks the stream's end for abortWrites.
+// ended marks the stream's end for abortWrites, and clears a deadline it
+// set: x/net arms one on its connection's goroutine, after the stream may
+// have closed, and would then reset the ended stream a second later.
 func (s *stream) ended() {
 	s.abortMu.Lock()
 	s.done = true
+	set := s.deadline
 	s.abortMu.Unlock()
+	if set {
+		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Time{})
+	}
 }
 
 // timers arms the route timeout, the max stream duration and the stream

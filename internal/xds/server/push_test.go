@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -196,16 +197,22 @@ func newPushStream(t testing.TB, preEncode bool) (*hub, *stream, xdsCodec) {
 // TestPushAllocations bounds what a route write's push costs a lone
 // stream in allocations: its nonce and its encoding; the ACK allocates
 // nothing. As proto encodes it (a DiscoveryResponse and the list of its
-// resources besides): 4.
+// resources besides): 4. The fewest of three measurements counts: the
+// encoding's buffers come from sync.Pools, which a collection empties and
+// which the race detector drops from at random, so that one measurement
+// on a loaded machine under -race once counted 3.
 func TestPushAllocations(t *testing.T) {
 	c, s, codec := newPushStream(t, true)
-	snaps := routeSnapshots(102)
+	snaps := routeSnapshots(306)
 	i := 0
 	var out []outgoing
-	allocs := testing.AllocsPerRun(100, func() {
-		pushOnce(t, c, s, codec, &out, snaps[i])
-		i++
-	})
+	allocs := math.Inf(1)
+	for range 3 {
+		allocs = min(allocs, testing.AllocsPerRun(100, func() {
+			pushOnce(t, c, s, codec, &out, snaps[i])
+			i++
+		}))
+	}
 	t.Logf("%.1f allocations per push", allocs)
 	if allocs > maxPushAllocs {
 		t.Fatalf("%.1f allocations per push, want at most %d", allocs, maxPushAllocs)
