@@ -274,23 +274,26 @@ func TestH2IdleForgetsCleanedOriginalDst(t *testing.T) {
 }
 
 // TestHTTPHealthChecksForgetDepartedHosts: an HTTP-health-checked
-// cluster's idle check connections go with their hosts. The checker's
-// Transport has no idle timeout, so each departed host's connection stayed
-// open for good.
+// cluster's idle check connections go with their hosts, and only theirs.
+// The checker's one Transport had no idle timeout, so each departed
+// host's connection stayed open for good; and it can close every idle
+// connection or none, so a departure made every other host's check dial
+// again.
 func TestHTTPHealthChecksForgetDepartedHosts(t *testing.T) {
 	c := edsCluster(t, func(pb *clusterv3.Cluster) {
 		pb.HealthChecks = []*corev3.HealthCheck{{Timeout: durationpb.New(time.Second), Interval: durationpb.New(20 * time.Millisecond),
 			UnhealthyThreshold: wrapperspb.UInt32(2), HealthyThreshold: wrapperspb.UInt32(2),
 			HealthChecker: &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: &corev3.HealthCheck_HttpHealthCheck{Path: "/health"}}}}
 	})
-	var open atomic.Int32
-	var addrs []string
-	for range 5 {
+	// serve starts a server that counts its open connections in open and
+	// the connections it ever accepted in dialled.
+	serve := func(open, dialled *atomic.Int32) string {
 		srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}),
 			ConnState: func(_ net.Conn, s http.ConnState) {
 				switch s {
 				case http.StateNew:
 					open.Add(1)
+					dialled.Add(1)
 				case http.StateClosed, http.StateHijacked:
 					open.Add(-1)
 				}
@@ -301,20 +304,30 @@ func TestHTTPHealthChecksForgetDepartedHosts(t *testing.T) {
 		}
 		go func() { _ = srv.Serve(ln) }() // ends with srv.Close
 		t.Cleanup(func() { srv.Close() })
-		addrs = append(addrs, ln.Addr().String())
+		return ln.Addr().String()
 	}
-	for _, a := range addrs {
-		if err := c.setEndpoints(assignmentOf("e", a)); err != nil {
+	var keptOpen, keptDialled, goneOpen, goneDialled atomic.Int32
+	kept := serve(&keptOpen, &keptDialled)
+	var gone []string
+	for range 4 {
+		gone = append(gone, serve(&goneOpen, &goneDialled))
+	}
+	for _, a := range gone {
+		if err := c.setEndpoints(assignmentOf("e", kept, a)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(60 * time.Millisecond) // a few rounds of checks
 	}
-	// One host is left, checked each interval over its one connection.
-	var n int32
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if n = open.Load(); n <= 1 {
-			return
-		}
+	if err := c.setEndpoints(assignmentOf("e", kept)); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("%d check connections open after %d endpoint changes, one host left: the departed hosts' were kept", n, len(addrs)-1)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && goneOpen.Load() > 0; time.Sleep(20 * time.Millisecond) {
+	}
+	if n := goneOpen.Load(); n > 0 || goneDialled.Load() == 0 {
+		t.Fatalf("%d check connections of %d departed hosts still open (%d dialled)", n, len(gone), goneDialled.Load())
+	}
+	if n := keptDialled.Load(); n != 1 || keptOpen.Load() != 1 {
+		t.Fatalf("the host in the cluster throughout was dialled %d times (%d open) as %d others departed, want once",
+			n, keptOpen.Load(), len(gone))
+	}
 }

@@ -155,18 +155,23 @@ func payload(p *corev3.HealthCheck_Payload, path string) ([]byte, error) {
 func (c *Cluster) healthLoop(ctx context.Context) {
 	defer c.wg.Done()
 	hc := c.hc
-	client := &http.Client{Transport: c.hcTransport(), Timeout: hc.timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	defer client.CloseIdleConnections()
+	// A client per address checked over HTTP, its Transport's idle
+	// connection closed when the address leaves the cluster: one
+	// Transport for all can close the idle connections of every address
+	// or of none, and has no idle timeout (a check reuses its connection
+	// each interval).
+	clients := map[string]*http.Client{}
 	grpcConns := map[string]*grpc.ClientConn{}
 	defer func() {
+		for _, cl := range clients {
+			cl.CloseIdleConnections()
+		}
 		for _, cc := range grpcConns {
 			_ = cc.Close()
 		}
 	}()
 	t := time.NewTicker(hc.interval)
 	defer t.Stop()
-	var prev map[string]bool // the addresses the previous round checked
 	for {
 		hosts := c.Hosts()
 		var wg sync.WaitGroup
@@ -180,6 +185,12 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 			}
 			checked[addr] = true
 			var cc *grpc.ClientConn
+			client := clients[addr]
+			if hc.kind == hcHTTP && client == nil {
+				client = &http.Client{Transport: c.hcTransport(), Timeout: hc.timeout,
+					CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+				clients[addr] = client
+			}
 			if hc.kind == hcGRPC {
 				cc = grpcConns[addr]
 				if cc == nil {
@@ -211,18 +222,12 @@ func (c *Cluster) healthLoop(ctx context.Context) {
 				delete(grpcConns, addr)
 			}
 		}
-		// The HTTP client's idle connections to them: its Transport has
-		// no idle timeout (a check reuses its connection each interval),
-		// and can close the idle connections of every address or of
-		// none. So all go when a host departs; the others' are dialled
-		// again at their next check.
-		for addr := range prev {
+		for addr, cl := range clients {
 			if !checked[addr] {
-				client.CloseIdleConnections()
-				break
+				cl.CloseIdleConnections()
+				delete(clients, addr)
 			}
 		}
-		prev = checked
 		if ctx.Err() != nil {
 			return
 		}
