@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -378,16 +379,28 @@ func (c *Cluster) pickOnce(hs *hostSet, all bool) *Host {
 }
 
 // OriginalDstHost returns the host for an ORIGINAL_DST connection to addr.
+// It never returns a host the cleanup is removing (cleanOrigDst): one
+// taken as it was removed would keep its connections, which no cleanup
+// reaches once the host is out of the map, until their idle timeout.
 func (c *Cluster) OriginalDstHost(addr string) *Host {
-	if v, ok := c.origDst.Load(addr); ok {
+	for {
+		now := time.Now().UnixNano()
+		v, ok := c.origDst.Load(addr)
+		if !ok {
+			h := &Host{Addr: addr, Weight: 1}
+			h.lastUsed.Store(now)
+			v, _ = c.origDst.LoadOrStore(addr, h)
+		}
 		h := v.(*Host)
-		h.lastUsed.Store(time.Now().UnixNano())
-		return h
+		h.lastUsed.Store(now)
+		if !h.removing.Load() {
+			return h
+		}
+		// The cleanup removed it, or is deciding in a few instructions:
+		// it keeps the host (it sees the use just stored) or removes it.
+		// Either way the map says which.
+		runtime.Gosched()
 	}
-	h := &Host{Addr: addr, Weight: 1}
-	h.lastUsed.Store(time.Now().UnixNano())
-	v, _ := c.origDst.LoadOrStore(addr, h)
-	return v.(*Host)
 }
 
 func (c *Cluster) cleanupLoop(ctx context.Context) {
@@ -399,22 +412,43 @@ func (c *Cluster) cleanupLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			c.origDst.Range(func(k, v any) bool {
-				h := v.(*Host)
-				if h.rqActive.Load() == 0 && now.UnixNano()-h.lastUsed.Load() > int64(c.cleanup) {
-					// Its idle pooled connections count in cxActive: they go
-					// first, as Envoy drains a cleaned-up host's pools, or
-					// neither they nor the host ever would.
-					if c.h1 != nil {
-						c.h1.forgetAddr(k.(string))
-					}
-					h.origDst.closeIdle()
-					if h.cxActive.Load() == 0 {
-						c.origDst.Delete(k)
-					}
-				}
-				return true
-			})
+			c.cleanOrigDst(now.UnixNano())
 		}
 	}
+}
+
+// cleanOrigDst removes the ORIGINAL_DST hosts unused for the cleanup
+// interval, with their idle connections. A host is marked removing, then
+// checked for a use again: OriginalDstHost stores its use before it reads
+// the mark, so one of the two sees the other's write, and a host is never
+// both handed out and removed.
+func (c *Cluster) cleanOrigDst(now int64) {
+	unused := func(h *Host) bool {
+		return h.rqActive.Load() == 0 && now-h.lastUsed.Load() > int64(c.cleanup)
+	}
+	c.origDst.Range(func(k, v any) bool {
+		h := v.(*Host)
+		if !unused(h) {
+			return true
+		}
+		// Its idle pooled connections count in cxActive: they go first,
+		// as Envoy drains a cleaned-up host's pools, or neither they nor
+		// the host ever would.
+		if c.h1 != nil {
+			c.h1.forgetAddr(k.(string))
+		}
+		h.origDst.closeIdle()
+		if h.cxActive.Load() != 0 {
+			return true
+		}
+		h.removing.Store(true)
+		if unused(h) {
+			// Removed, and marked for good: a request that loaded it
+			// before looks the address up again.
+			c.origDst.Delete(k)
+		} else {
+			h.removing.Store(false) // used meanwhile: kept
+		}
+		return true
+	})
 }

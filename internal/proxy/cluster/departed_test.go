@@ -331,3 +331,49 @@ func TestHTTPHealthChecksForgetDepartedHosts(t *testing.T) {
 			n, keptOpen.Load(), len(gone))
 	}
 }
+
+// TestOriginalDstNeverHandsOutRemoved: OriginalDstHost does not return a
+// host the cleanup is removing or removed, which nothing would clean up
+// again once out of the map (its connections stayed until their idle
+// timeout); and a host used while the cleanup decides is kept.
+func TestOriginalDstNeverHandsOutRemoved(t *testing.T) {
+	pb := &clusterv3.Cluster{Name: "passthrough", ConnectTimeout: durationpb.New(time.Second),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED, CleanupInterval: durationpb.New(time.Hour)}
+	c := startedCluster(t, pb)
+	const addr = "10.0.0.1:80"
+	// A request loaded h just before the cleanup removed it.
+	h := c.OriginalDstHost(addr)
+	h.lastUsed.Store(0)
+	c.cleanOrigDst(time.Now().UnixNano())
+	if _, ok := c.origDst.Load(addr); ok {
+		t.Fatal("an unused host was kept")
+	}
+	if !h.removing.Load() {
+		t.Fatal("a removed host is not marked: a request that loaded it before would use it")
+	}
+	if got := c.OriginalDstHost(addr); got == h {
+		t.Fatal("the removed host was handed out again")
+	}
+	// The cleanup's mark, then a use: the request waits for the decision
+	// and gets the host the map holds.
+	k := c.OriginalDstHost(addr)
+	k.removing.Store(true)
+	done := make(chan *Host)
+	go func() { done <- c.OriginalDstHost(addr) }() // ends with the decision below
+	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("a host marked removing was handed out before the cleanup decided")
+	default:
+	}
+	k.removing.Store(false) // kept: it was used
+	if got := <-done; got != k {
+		t.Fatal("a host the cleanup kept was not handed out")
+	}
+	// Used since its last check: cleanOrigDst keeps it.
+	c.cleanOrigDst(time.Now().UnixNano())
+	if v, ok := c.origDst.Load(addr); !ok || v.(*Host) != k || k.removing.Load() {
+		t.Fatal("a host in use was removed, or left marked")
+	}
+}

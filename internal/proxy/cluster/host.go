@@ -46,8 +46,11 @@ type Host struct {
 	hcFails, hcPasses int
 	checked           atomic.Bool
 
-	// origDst is an ORIGINAL_DST host's HTTP/2 Transport (origdst.go).
-	origDst hostH2
+	// origDst is an ORIGINAL_DST host's HTTP/2 Transport (origdst.go);
+	// removing is set while the cleanup decides whether to remove it
+	// (Cluster.cleanOrigDst).
+	origDst  hostH2
+	removing atomic.Bool
 }
 
 // Healthy reports whether no health flag is set.
