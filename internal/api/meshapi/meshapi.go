@@ -365,10 +365,15 @@ func (h *Handler) input(w http.ResponseWriter, r *http.Request, rt *route, vars 
 var integer = regexp.MustCompile(`^-?[0-9]+$`)
 
 // queryValue types a query string value as its shape says, so that the
-// validator sees a number where the model wants one.
+// validator sees a number where the model wants one. The number is
+// written again in JSON's form: "007" is 7, as AWS reads it (JSON has no
+// leading zeros, and the request's encoding failed with a 500). One
+// beyond 64 bits stays a string, which the validator refuses.
 func queryValue(s *shape.Shape, v string) any {
 	if s != nil && (s.Kind == shape.Integer || s.Kind == shape.Long) && integer.MatchString(v) {
-		return json.Number(v)
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return json.Number(strconv.FormatInt(n, 10))
+		}
 	}
 	return v
 }

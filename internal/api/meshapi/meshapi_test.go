@@ -115,6 +115,8 @@ func TestHTTPErrors(t *testing.T) {
 		{"bad enum", "PUT", "/v20190125/meshes", `{"meshName":"m","spec":{"egressFilter":{"type":"SOME"}}}`, 400, "BadRequestException", "spec.egressFilter.type"},
 		{"limit not a number", "GET", "/v20190125/meshes?limit=ten", "", 400, "BadRequestException", "'limit'"},
 		{"limit too small", "GET", "/v20190125/meshes?limit=0", "", 400, "BadRequestException", "greater than or equal to 1"},
+		{"limit too small, leading zeros", "GET", "/v20190125/meshes?limit=-00", "", 400, "BadRequestException", "greater than or equal to 1"},
+		{"limit beyond 64 bits", "GET", "/v20190125/meshes?limit=99999999999999999999", "", 400, "BadRequestException", "'limit'"},
 		{"bad meshOwner", "GET", "/v20190125/meshes/m?meshOwner=1", "", 400, "BadRequestException", "'meshOwner'"},
 		{"body too large", "PUT", "/v20190125/meshes", `{"meshName":"m","x":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "RequestEntityTooLargeException", "exceeds"},
 		{"missing mesh", "GET", "/v20190125/meshes/absent", "", 404, "NotFoundException", "absent"},
@@ -171,6 +173,20 @@ func TestCallerAccount(t *testing.T) {
 		}
 		if *got.Metadata.MeshOwner != c.owner || *got.Metadata.ResourceOwner != c.owner {
 			t.Errorf("auth %q: owner %s, want %s", c.auth, *got.Metadata.MeshOwner, c.owner)
+		}
+	}
+}
+
+// TestQueryIntegerLeadingZeros: an integer query parameter with leading
+// zeros is the number it spells, as AWS reads it: "limit=007" lists. It
+// was encoded as a JSON number as written, which JSON refuses: a 500.
+func TestQueryIntegerLeadingZeros(t *testing.T) {
+	h, _ := newHandlerStore(t)
+	for _, target := range []string{"/v20190125/meshes?limit=007", "/v20190125/meshes?limit=00100"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", target, nil))
+		if w.Code != 200 {
+			t.Errorf("GET %s: %d %s", target, w.Code, w.Body)
 		}
 	}
 }
