@@ -11,11 +11,13 @@ import (
 // CheckServiceName checks a virtual service name. The model leaves
 // ServiceName unbounded, but App Mesh names are 1-255 characters and the
 // name is a key in the store and a DNS name.
+// It holds no control character either: it becomes a virtual host's
+// domain, which Envoy refuses with one.
 func CheckServiceName(field, name string) error {
 	if n := utf8.RuneCountInString(name); n < 1 || n > 255 {
 		return BadRequest("Value '%s' at '%s' failed to satisfy constraint: Member must have length between 1 and 255", name, field)
 	}
-	return nil
+	return checkName(name, field)
 }
 
 // RouteProtocol returns the listener protocol a route spec needs and the

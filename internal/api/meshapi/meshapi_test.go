@@ -121,6 +121,21 @@ func TestHTTPErrors(t *testing.T) {
 		{"body too large", "PUT", "/v20190125/meshes", `{"meshName":"m","x":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "RequestEntityTooLargeException", "exceeds"},
 		{"missing mesh", "GET", "/v20190125/meshes/absent", "", 404, "NotFoundException", "absent"},
 		{"tag without arn", "PUT", "/v20190125/tag", `{"tags":[]}`, 400, "BadRequestException", "resourceArn"},
+		// What the model leaves unbounded but no proxy can be configured
+		// with (appmesh.CheckSpec): accepted, each froze the proxies of
+		// the nodes that read it.
+		{"empty DNS hostname", "PUT", "/v20190125/meshes/m/virtualNodes", `{"virtualNodeName":"n","spec":{"serviceDiscovery":{"dns":{"hostname":""}}}}`,
+			400, "BadRequestException", "spec.serviceDiscovery.dns.hostname"},
+		{"DNS hostname with a newline", "PUT", "/v20190125/meshes/m/virtualNodes", `{"virtualNodeName":"n","spec":{"serviceDiscovery":{"dns":{"hostname":"a\nb"}}}}`,
+			400, "BadRequestException", "control characters"},
+		{"backend with a newline", "PUT", "/v20190125/meshes/m/virtualNodes", `{"virtualNodeName":"n","spec":{"backends":[{"virtualService":{"virtualServiceName":"x\ny"}}]}}`,
+			400, "BadRequestException", "spec.backends.1.member.virtualService.virtualServiceName"},
+		{"invalid regex", "PUT", "/v20190125/meshes/m/virtualRouter/r/routes",
+			`{"routeName":"x","spec":{"httpRoute":{"match":{"path":{"regex":"(["}},"action":{"weightedTargets":[{"virtualNode":"n","weight":1}]}}}}`,
+			400, "BadRequestException", "spec.httpRoute.match.path.regex"},
+		{"duration beyond protobuf's", "PUT", "/v20190125/meshes/m/virtualNodes",
+			`{"virtualNodeName":"n","spec":{"listeners":[{"portMapping":{"port":80,"protocol":"http"},"timeout":{"http":{"perRequest":{"unit":"s","value":9223372036854775807}}}}]}}`,
+			400, "BadRequestException", "less than or equal to 315576000000"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -188,5 +203,27 @@ func TestQueryIntegerLeadingZeros(t *testing.T) {
 		if w.Code != 200 {
 			t.Errorf("GET %s: %d %s", target, w.Code, w.Body)
 		}
+	}
+}
+
+// TestServiceNameControlCharacters: a virtual service name with a control
+// character is refused and changes nothing. It was accepted, and froze the
+// proxies of the nodes that named it as a backend: Envoy refuses it as a
+// virtual host's domain.
+func TestServiceNameControlCharacters(t *testing.T) {
+	h, st := newHandlerStore(t)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("PUT", "/v20190125/meshes", strings.NewReader(`{"meshName":"m"}`)))
+	if w.Code != 200 {
+		t.Fatalf("CreateMesh: %d %s", w.Code, w.Body)
+	}
+	before := st.Revision()
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("PUT", "/v20190125/meshes/m/virtualServices", strings.NewReader(`{"virtualServiceName":"a b\n","spec":{}}`)))
+	if w.Code != 400 || !strings.Contains(w.Body.String(), "control characters") {
+		t.Fatalf("CreateVirtualService with a newline in its name: %d %s", w.Code, w.Body)
+	}
+	if st.Revision() != before {
+		t.Fatal("a refused CreateVirtualService changed the store")
 	}
 }
