@@ -26,6 +26,7 @@ func limitFlags(fs *flag.FlagSet, cfg *server.Config) func() error {
 	fs.DurationVar(&a.ReadHeaderTimeout, "api-read-header-timeout", server.DefaultAPIReadHeaderTimeout, "API: time to read a request's headers"+add("api-read-header-timeout"))
 	fs.DurationVar(&a.ReadTimeout, "api-read-timeout", server.DefaultAPIReadTimeout, "API: time to read a whole request, headers and body; a slower client is cut off"+add("api-read-timeout"))
 	fs.DurationVar(&a.IdleTimeout, "api-idle-timeout", server.DefaultAPIIdleTimeout, "API: a keep-alive connection without a request for this long is closed"+add("api-idle-timeout"))
+	fs.DurationVar(&a.WriteTimeout, "api-write-timeout", server.DefaultAPIWriteTimeout, "API: time to write a response, from the end of its request's headers; a client that does not read it is cut off"+add("api-write-timeout"))
 	fs.IntVar(&a.MaxConns, "api-max-conns", server.DefaultAPIMaxConns, "API: open connections; beyond, a new one is answered 503 and closed"+add("api-max-conns"))
 	fs.IntVar(&a.LoopbackReserve, "api-loopback-reserve", server.DefaultAPILoopbackReserve, "API: connections beyond --api-max-conns that loopback peers (a local health probe) may still open; 0 for none"+add("api-loopback-reserve"))
 	perConn := fs.Uint("xds-max-streams-per-conn", xdsserver.DefaultMaxStreamsPerConn, "xDS: concurrent streams on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)"+add("xds-max-streams-per-conn"))

@@ -21,6 +21,13 @@ const (
 	// DefaultAPIIdleTimeout closes a keep-alive connection that sends no
 	// new request.
 	DefaultAPIIdleTimeout = 120 * time.Second
+	// DefaultAPIWriteTimeout bounds the writing of a response, from the
+	// end of its request's headers: a client that stops reading (a
+	// pipelined list of Cloud Map instances, say) held its connection, a
+	// slot of --api-max-conns and a goroutine for good. The streams that
+	// write for longer (the console's events, a backup) set a deadline
+	// per write.
+	DefaultAPIWriteTimeout = 60 * time.Second
 	// DefaultAPIMaxConns caps the open connections of peers other than
 	// loopback.
 	DefaultAPIMaxConns = 1024
@@ -47,6 +54,7 @@ type APILimits struct {
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
+	WriteTimeout      time.Duration
 	MaxConns          int
 	LoopbackReserve   int
 }
@@ -60,6 +68,7 @@ func (l APILimits) withDefaults() APILimits {
 	def(&l.ReadHeaderTimeout, DefaultAPIReadHeaderTimeout)
 	def(&l.ReadTimeout, DefaultAPIReadTimeout)
 	def(&l.IdleTimeout, DefaultAPIIdleTimeout)
+	def(&l.WriteTimeout, DefaultAPIWriteTimeout)
 	if l.MaxConns <= 0 {
 		l.MaxConns = DefaultAPIMaxConns
 	}
@@ -79,6 +88,7 @@ func newAPIServer(h http.Handler, lim APILimits) *http.Server {
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		ReadTimeout:       lim.ReadTimeout,
 		IdleTimeout:       lim.IdleTimeout,
+		WriteTimeout:      lim.WriteTimeout,
 		MaxHeaderBytes:    64 << 10,
 	}
 }

@@ -347,3 +347,39 @@ func TestXDSConnectionCap(t *testing.T) {
 		t.Errorf("a connection after the silent ones were closed: %v, want the server's SETTINGS", err)
 	}
 }
+
+// TestAPIWriteTimeout: a response to a client that does not read it is
+// cut off after the write timeout. Without one, a client pipelining large
+// lists and reading nothing held its connection (a slot of
+// --api-max-conns) and a goroutine for good.
+func TestAPIWriteTimeout(t *testing.T) {
+	ln := listenLoopback(t)
+	done := make(chan error, 1)
+	srv := newAPIServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64<<10)
+		for range 1024 { // 64 MiB, far more than the sockets' buffers
+			if _, err := w.Write(buf); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}), APILimits{WriteTimeout: 300 * time.Millisecond})
+	go func() { _ = srv.Serve(ln) }() // ends with srv.Close
+	t.Cleanup(func() { srv.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(4096)
+	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: weft\r\n\r\n")
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("64 MiB written to a client that reads nothing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the response to a client that reads nothing is still being written after 10 s")
+	}
+}
