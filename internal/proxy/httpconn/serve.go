@@ -261,15 +261,19 @@ func (s *stream) abortWrites() {
 	}
 }
 
-// ended marks the stream's end for abortWrites, and clears a deadline it
-// set: x/net arms one on its connection's goroutine, after the stream may
-// have closed, and would then reset the ended stream a second later.
+// ended marks the stream's end for abortWrites. Over HTTP/2 it clears a
+// deadline abortWrites set: x/net arms one on its connection's goroutine,
+// after the stream may have closed, and would then reset the ended stream
+// a second later. Over HTTP/1.1 the deadline stays for the response's last
+// flush (h1Conn.serveOne's w.finish: a 504's bytes, a chunked body's end),
+// which a client that stopped reading would block too; serveOne clears it
+// after that flush.
 func (s *stream) ended() {
 	s.abortMu.Lock()
 	s.done = true
 	set := s.deadline
 	s.abortMu.Unlock()
-	if set {
+	if set && s.in.ProtoMajor == 2 {
 		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Time{})
 	}
 }
