@@ -118,8 +118,10 @@ func TestH1ExchangeOutlivingItsHost(t *testing.T) {
 		_, _, err := get(t, c, context.Background(), http.MethodGet, old.addr(), nil)
 		done <- err
 	}()
-	for old.conns.Load() == 0 {
-		time.Sleep(time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); old.conns.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the request did not reach the old host in 5 s")
+		}
 	}
 	if err := c.setEndpoints(assignmentOf("e", next.addr())); err != nil {
 		t.Fatal(err)

@@ -83,7 +83,7 @@ func serveRequests(respond string, closeAfter bool) func(net.Conn, *bufio.Reader
 	}
 }
 
-// assignmentOf is cluster name's assignment of one host, at addr.
+// assignmentOf is cluster name's assignment of hosts at addrs.
 func assignmentOf(name string, addrs ...string) *endpointv3.ClusterLoadAssignment {
 	var eps []*endpointv3.LbEndpoint
 	for _, addr := range addrs {
