@@ -228,13 +228,8 @@ func serve(args []string) error {
 	go func() { // ends with the process
 		var f, tf *os.File
 		heap := func(name string) {
-			if *memprofile == "" {
-				return
-			}
-			runtime.GC() // the profile is as of the last collection
-			if f, err := os.Create(name); err == nil {
-				pprof.Lookup("allocs").WriteTo(f, 0)
-				f.Close()
+			if *memprofile != "" {
+				writeAllocs(name)
 			}
 		}
 		for s := range sig {
@@ -269,15 +264,21 @@ func serve(args []string) error {
 	return server.Run(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 }
 
-// awaitServerProfile waits, with -memprofile, until the server has
-// written the profile SIGUSR1 asked for (after its forced collection), at
-// most 10 seconds.
-func awaitServerProfile(ctx context.Context) {
+// signalProfile sends the server sig, which makes it write its profile
+// to -memprofile's name with suffix, and with -memprofile waits until the
+// whole profile is written (writeAllocs renames it into place), at most
+// 10 seconds: its forced collection and its writing fall outside the
+// figures measured after.
+func signalProfile(ctx context.Context, pid int, sig syscall.Signal, suffix string) {
+	if proxiesProfile != "" {
+		os.Remove(proxiesProfile + suffix)
+	}
+	syscall.Kill(pid, sig)
 	if proxiesProfile == "" {
 		return
 	}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(proxiesProfile + ".base"); err == nil {
+		if _, err := os.Stat(proxiesProfile + suffix); err == nil {
 			return
 		}
 	}
@@ -292,10 +293,21 @@ func selfHeap(suffix string) {
 	if proxiesProfile == "" {
 		return
 	}
-	runtime.GC() // the profile is as of the last collection
-	if f, err := os.Create(proxiesProfile + suffix); err == nil {
-		pprof.Lookup("allocs").WriteTo(f, 0)
-		f.Close()
+	writeAllocs(proxiesProfile + suffix)
+}
+
+// writeAllocs collects, then writes this process's allocation profile to
+// name (the profile is as of the last collection), through a temporary
+// file renamed when complete: awaitServerProfile waits for name.
+func writeAllocs(name string) {
+	runtime.GC()
+	f, err := os.Create(name + ".tmp")
+	if err != nil {
+		return
+	}
+	err = pprof.Lookup("allocs").WriteTo(f, 0)
+	if cerr := f.Close(); err == nil && cerr == nil {
+		os.Rename(name+".tmp", name)
 	}
 }
 
@@ -435,12 +447,8 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	var err error
 	// The profiles' forced collections come before the figures start
 	// and after they end.
-	if proxiesProfile != "" {
-		os.Remove(proxiesProfile + ".base")
-	}
-	syscall.Kill(pid, syscall.SIGUSR1)
+	signalProfile(ctx, pid, syscall.SIGUSR1, ".base")
 	selfHeap(".proxies.base")
-	awaitServerProfile(ctx)
 	m0 := scrape("http://" + apiAddr + "/metrics")
 	cpu0 := procstat.CPU(pid)
 	self0 := procstat.CPU(os.Getpid())
@@ -531,7 +539,7 @@ func measure(ctx context.Context, pid int, apiAddr string, w *world, events <-ch
 	runtime.ReadMemStats(&ms1)
 	sysr1, sysw1 := procstat.Syscalls(pid)
 	m1 := scrape("http://" + apiAddr + "/metrics")
-	syscall.Kill(pid, syscall.SIGUSR2)
+	signalProfile(ctx, pid, syscall.SIGUSR2, "")
 	selfHeap(".proxies")
 	log.Printf("machine load average (1, 5, 15 min) before the writes %s, after %s; the simulated proxies (this process) used %v of CPU per write",
 		load0, loadavg.String(), time.Duration(float64(self1-self0)/float64(writes)).Round(100*time.Microsecond))
