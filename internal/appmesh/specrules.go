@@ -19,7 +19,8 @@ const maxDurationSeconds = 315_576_000_000
 //   - A duration is at most protobuf's largest (its value in the unit it
 //     names): a larger one overflowed into a negative timeout.
 //   - A regex (route, gateway route and header matches) compiles: Envoy's
-//     RE2 and Go's take the same syntax.
+//     RE2 and Go's take the same syntax. Envoy also bounds a regex's
+//     program size, which this does not check.
 //   - A DNS hostname, and the virtual service a backend names, are not
 //     empty and hold no control character.
 func CheckSpec(spec any) error {
