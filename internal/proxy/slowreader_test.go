@@ -6,9 +6,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -155,4 +159,104 @@ func TestKeepAliveAfterTimeout(t *testing.T) {
 	if code := get("/fast"); code != http.StatusOK {
 		t.Fatalf("GET /fast: %d, want 200", code)
 	}
+}
+
+// TestSlowReaderLastFlush: a client pipelines requests for small
+// responses and never reads. Each response fits the connection's write
+// buffer, so the handler returns, with its timeouts stopped, before the
+// write that blocks: the last flush. The idle timeout (here 300 ms; the
+// route timeout is the default 15 s) bounds it, and the connection
+// closes, on both paths. The goroutine path held it for good.
+func TestSlowReaderLastFlush(t *testing.T) {
+	for name, opts := range map[string][]func(*Config){"goroutines": {goroutinePath}, "loops": nil} {
+		t.Run(name, func(t *testing.T) { slowReaderLastFlush(t, opts...) })
+	}
+}
+
+func slowReaderLastFlush(t *testing.T, opts ...func(*Config)) {
+	h := newHarness(t, opts...)
+	body := strings.Repeat("x", 3000)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A declared length: the proxy does not flush as it copies.
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(up.Close)
+	h.push(
+		httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
+			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(300 * time.Millisecond)}
+		})),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "small"))),
+		edsCluster("small"), cla("small", up.Listener.Addr().String()))
+	c, err := net.Dial("tcp", h.addr("egress"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(4096)
+	sent := make(chan struct{})
+	go func() { // ends when the proxy closes the connection, or the test does
+		defer close(sent)
+		req := []byte("GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+		for range 20000 {
+			if _, err := c.Write(req); err != nil {
+				return
+			}
+		}
+	}()
+	waitUntil(t, 5*time.Second, "the responses fill the socket buffers", func() bool {
+		return h.stat("http.egress.downstream_rq_total") >= 100
+	})
+	waitUntil(t, 5*time.Second, "the proxy closes the connection the client does not read", func() bool {
+		return h.stat("http.egress.downstream_cx_active") == 0
+	})
+	if got := h.stat("http.egress.downstream_cx_idle_timeout"); got != 1 {
+		t.Errorf("downstream_cx_idle_timeout = %d, want 1", got)
+	}
+	c.Close()
+	<-sent
+}
+
+// TestSlowReaderLastFlushH2: the same over HTTP/2, a client that gives the
+// proxy no flow-control window (SETTINGS_INITIAL_WINDOW_SIZE 0) asks for a
+// small response: it is reset once the idle timeout passes without the
+// window opening, on both paths.
+func TestSlowReaderLastFlushH2(t *testing.T) {
+	for name, opts := range map[string][]func(*Config){"goroutines": {goroutinePath}, "loops": nil} {
+		t.Run(name, func(t *testing.T) { slowReaderLastFlushH2(t, opts...) })
+	}
+}
+
+func slowReaderLastFlushH2(t *testing.T, opts ...func(*Config)) {
+	h := newHarness(t, opts...)
+	body := strings.Repeat("x", 3000)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(up.Close)
+	h.push(
+		httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
+			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(300 * time.Millisecond)}
+		})),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "small"))),
+		edsCluster("small"), cla("small", up.Listener.Addr().String()))
+	cl := dialH2(t, h.addr("egress"))
+	if err := cl.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.headers(1, "/small"); err != nil {
+		t.Fatal(err)
+	}
+	_ = cl.bw.Flush()
+	waitUntil(t, 5*time.Second, "the request reached the proxy", func() bool { return h.stat("http.egress.downstream_rq_total") >= 1 })
+	waitUntil(t, 5*time.Second, "the proxy ends the stream the client gives no window", func() bool {
+		return h.stat("http.egress.downstream_rq_active") == 0
+	})
+	for f := range cl.frames {
+		if f.typ == http2.FrameRSTStream && f.stream == 1 {
+			return
+		}
+	}
+	t.Fatal("the connection ended without a RST_STREAM of the stalled stream")
 }

@@ -517,12 +517,30 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	if w.hijacked {
 		return true, false
 	}
+	// The last flush (a small response's whole, a chunked body's end) is
+	// made after the handler returned, when no stream timeout runs any
+	// more: a client that stopped reading would hold it, the connection
+	// and its goroutine for good. It is bounded by the idle timeout, as
+	// the loops bound a response the client does not take (no activity on
+	// a connection with no request in flight), unless a timeout of this
+	// response already bounded it more tightly (abortWrites).
+	bounded := false
+	if hc.idleTimeout > 0 && !hc.writeDeadline.Load() {
+		bounded = true
+		_ = c.SetWriteDeadline(time.Now().Add(hc.idleTimeout))
+	}
 	w.finish()
-	if w.err != nil || w.closeAfter {
+	if w.err != nil {
+		if bounded && isTimeout(w.err) {
+			count(hc.onIdleTimeout)
+		}
 		return false, false
 	}
-	if hc.writeDeadline.Swap(false) {
-		// Set by a timeout of this response, which still completed.
+	if w.closeAfter {
+		return false, false
+	}
+	if hc.writeDeadline.Swap(false) || bounded {
+		// Set for this response, which completed.
 		_ = c.SetWriteDeadline(time.Time{})
 	}
 	// A body the handler left unread: read it, up to a point, to reach the

@@ -125,6 +125,9 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		if p != nil && ctx.Err() != nil {
 			s.flags |= accesslog.DownstreamConnectionTermination
 		}
+		if p == nil && r.ProtoMajor == 2 {
+			s.flushH2(rw)
+		}
 		m.finish(s, rw)
 		if resets != nil {
 			premature := ctx.Err() != nil && time.Since(s.start) < prematureResetLifetime
@@ -258,6 +261,39 @@ func (s *stream) abortWrites() {
 	if !s.done && s.w != nil {
 		s.deadline = true
 		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Now().Add(writeGrace))
+	}
+}
+
+// flushH2 sends, over HTTP/2, what the response left buffered (a body of
+// declared length, a local reply), bounded by the idle timeout. Else the
+// HTTP/2 server sends it after the handler returned, when no timeout of
+// the stream runs any more: a client that gives no flow-control window
+// would hold the stream, its handler's goroutine and a slot of the
+// connection's concurrent streams for good. The loops reset a stream
+// blocked that long likewise (evloop's h2Expire). A timeout that already
+// bounded the stream's writes (abortWrites) is left to do it.
+func (s *stream) flushH2(rw *respWriter) {
+	idle := s.m.idleTimeout
+	if !rw.unflushed || idle <= 0 {
+		return
+	}
+	rc := http.NewResponseController(rw.ResponseWriter)
+	s.abortMu.Lock()
+	own := !s.deadline
+	if own {
+		_ = rc.SetWriteDeadline(time.Now().Add(idle))
+	}
+	s.abortMu.Unlock()
+	_ = rw.FlushError()
+	if own {
+		// Cleared before the stream can end (the handler has not
+		// returned): x/net arms and clears deadlines on its connection's
+		// goroutine, in the order they were set.
+		s.abortMu.Lock()
+		if !s.deadline {
+			_ = rc.SetWriteDeadline(time.Time{})
+		}
+		s.abortMu.Unlock()
 	}
 }
 
@@ -585,10 +621,11 @@ func (m *HCM) finish(s *stream, rw *respWriter) {
 // respWriter records the status, the bytes sent and activity.
 type respWriter struct {
 	http.ResponseWriter
-	s     *stream
-	code  int
-	bytes int64
-	first time.Time
+	s         *stream
+	code      int
+	bytes     int64
+	first     time.Time
+	unflushed bool // body bytes were written since the last flush
 }
 
 func (w *respWriter) WriteHeader(code int) {
@@ -609,8 +646,15 @@ func (w *respWriter) Write(b []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
+	w.unflushed = w.unflushed || n > 0
 	w.s.touch()
 	return n, err
+}
+
+// FlushError is http.ResponseController's Flush.
+func (w *respWriter) FlushError() error {
+	w.unflushed = false
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // Unwrap lets http.ResponseController reach Flush and Hijack.
