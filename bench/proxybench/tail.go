@@ -458,8 +458,12 @@ func versusHAProxy(names []string, runs [][]runSlice) []versus {
 			h += ", mTLS in"
 		case strings.HasSuffix(n, ", mTLS between"):
 			h += ", mTLS between"
-		case strings.Contains(n, ",") || isH2C(n):
-			continue // tracing, h2c: compared elsewhere
+		case strings.HasSuffix(n, h2cSuffix):
+			h += h2cSuffix
+		case strings.HasSuffix(n, h2tlsSuffix):
+			h += h2tlsSuffix
+		case strings.Contains(n, ","):
+			continue // tracing: compared elsewhere
 		}
 		if hr, ok := by[h]; ok {
 			vs = append(vs, compareRounds(n, h, runs[i], hr))
@@ -497,7 +501,7 @@ func printCoincidence(names []string, runs [][]runSlice, direct []runSlice) {
 	fmt.Println("| path | slowest 1% (all) |")
 	fmt.Println("|---|---|")
 	for i, ss := range runs {
-		if names[i] == "app direct" {
+		if strings.HasPrefix(names[i], "app direct") {
 			continue
 		}
 		n := 0
