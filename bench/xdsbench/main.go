@@ -44,6 +44,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -102,6 +103,7 @@ func main() {
 	traceFile := flag.String("trace", "", "write the server's execution trace (runtime/trace) during the writes to this file: what an API call waits for (go tool trace)")
 	serverGOGC := flag.String("server-gogc", "", "run the server with this GOGC (and -server-gomemlimit with this GOMEMLIMIT), leaving the simulated proxies' own at Go's default; empty: the environment's")
 	serverMemLimit := flag.String("server-gomemlimit", "", "run the server with this GOMEMLIMIT (e.g. 400MiB)")
+	proxiesGOGC := flag.Int("proxies-gogc", 0, "the simulated proxies' GOGC (this process's; the server's stays the environment's or -server-gogc): their thousands of streams share one heap, so they collect together, where real proxies, each on its own host, collect apart; 0 keeps the environment's")
 	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
 	client := flag.String("client", "weft", "the simulated proxies' HTTP/2 flow control: \"weft\", weft proxy's own (a fixed window, xdsclient.WindowOptions, as Envoy keeps one), the headline; or \"grpc\", grpc-go's default bandwidth-delay estimation, as proxyless gRPC apps dial, which sends the server a PING after each response received (one more read and PING-ACK write per push on the server)")
 	floorN := flag.Int("floor", 0, "instead of the mesh: the floor of a push, N loopback TCP connections to a child that writes -floor-msg bytes to each and reads -floor-ack bytes back per round, plain Go net (floor.go)")
@@ -114,6 +116,10 @@ func main() {
 	if *memprofile != "" {
 		runtime.MemProfileRate = 4096 // as serve's
 		proxiesProfile = *memprofile
+	}
+	if *proxiesGOGC != 0 {
+		debug.SetGCPercent(*proxiesGOGC)
+		log.Printf("the simulated proxies' GOGC: %d", *proxiesGOGC)
 	}
 	if *floorN > 0 {
 		if err := floor(*floorN, *floorMsg, *floorAck, *floorRounds); err != nil {
