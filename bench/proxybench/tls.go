@@ -1,20 +1,10 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"log"
-	"math/big"
-	"net/url"
-	"os"
-	"path/filepath"
-	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,6 +14,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/bench/internal/benchpki"
 )
 
 // The mesh identities of the mTLS paths, as weft issues them (SPIFFE URI
@@ -44,52 +36,58 @@ type pki struct {
 	client                tls.Certificate
 }
 
+// newPKI makes the CA and the sidecars' certificates and writes them to
+// dir; it exits on error, as the bench cannot run without them.
 func newPKI(dir string) *pki {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "weft bench CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		log.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	k := &pki{pool: x509.NewCertPool()}
-	k.pool.AddCert(caCert)
-	write := func(name string, blocks ...*pem.Block) string {
-		var b []byte
-		for _, bl := range blocks {
-			b = append(b, pem.EncodeToMemory(bl)...)
-		}
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			log.Fatal(err)
-		}
-		return p
-	}
-	k.ca = write("ca.pem", &pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	leaf := func(serial int64, id string, dns []string) (*pem.Block, *pem.Block) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		u, _ := url.Parse(id)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: id}, DNSNames: dns, URIs: []*url.URL{u},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			log.Fatal(err)
-		}
-		kd, _ := x509.MarshalPKCS8PrivateKey(key)
-		return &pem.Block{Type: "CERTIFICATE", Bytes: der}, &pem.Block{Type: "PRIVATE KEY", Bytes: kd}
-	}
-	sc, sk := leaf(2, serverID, []string{serverSNI})
-	cc, ck := leaf(3, clientID, nil)
-	k.serverCert, k.serverKey, k.serverPEM = write("server.pem", sc), write("server.key", sk), write("server-both.pem", sc, sk)
-	k.clientCert, k.clientKey, k.clientPEM = write("client.pem", cc), write("client.key", ck), write("client-both.pem", cc, ck)
-	k.client, err = tls.LoadX509KeyPair(k.clientCert, k.clientKey)
+	k, err := writePKI(dir)
 	if err != nil {
 		log.Fatal(err)
 	}
 	return k
+}
+
+func writePKI(dir string) (*pki, error) {
+	ca, err := benchpki.NewCA(1, "weft bench CA")
+	if err != nil {
+		return nil, err
+	}
+	k := &pki{pool: ca.Pool()}
+	if k.ca, err = benchpki.WriteFile(dir, "ca.pem", ca.CertPEM()); err != nil {
+		return nil, err
+	}
+	// leaf issues a sidecar's certificate and writes it, its key, and
+	// both in one file.
+	leaf := func(serial int64, id string, dns []string, name string) (cert, key, both string, err error) {
+		c, err := ca.Issue(benchpki.Spec{Serial: serial, CommonName: id, DNSNames: dns, URIs: []string{id},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+		if err != nil {
+			return "", "", "", err
+		}
+		kb, err := c.PKCS8KeyPEM()
+		if err != nil {
+			return "", "", "", err
+		}
+		if cert, err = benchpki.WriteFile(dir, name+".pem", c.CertPEM()); err != nil {
+			return "", "", "", err
+		}
+		if key, err = benchpki.WriteFile(dir, name+".key", kb); err != nil {
+			return "", "", "", err
+		}
+		if both, err = benchpki.WriteFile(dir, name+"-both.pem", c.CertPEM(), kb); err != nil {
+			return "", "", "", err
+		}
+		return cert, key, both, nil
+	}
+	if k.serverCert, k.serverKey, k.serverPEM, err = leaf(2, serverID, []string{serverSNI}, "server"); err != nil {
+		return nil, err
+	}
+	if k.clientCert, k.clientKey, k.clientPEM, err = leaf(3, clientID, nil, "client"); err != nil {
+		return nil, err
+	}
+	if k.client, err = tls.LoadX509KeyPair(k.clientCert, k.clientKey); err != nil {
+		return nil, fmt.Errorf("load the client certificate: %w", err)
+	}
+	return k, nil
 }
 
 // clientTLS is the load generator's side of a mutual-TLS path: the
