@@ -3,4 +3,4 @@
 // ARNs, and the store layout of resources. It does no I/O.
 package appmesh
 
-//go:generate go run ../shape/shapegen -service appmesh/2019-01-25 -pkg appmesh -o model_gen.go
+//go:generate go run ../shape/shapegen -service appmesh/2019-01-25 -pkg appmesh -checks checks -o model_gen.go

@@ -2049,5 +2049,6 @@ var Model = sync.OnceValue(func() *shape.Model {
 			"UpdateVirtualRouter":    {Name: "UpdateVirtualRouter", Method: "PUT", URI: "/v20190125/meshes/{meshName}/virtualRouters/{virtualRouterName}", Input: "UpdateVirtualRouterInput", Output: "UpdateVirtualRouterOutput", ResponseCode: 200, Errors: []string{"NotFoundException", "BadRequestException", "ConflictException", "TooManyRequestsException", "ForbiddenException", "ServiceUnavailableException", "InternalServerErrorException", "LimitExceededException"}},
 			"UpdateVirtualService":   {Name: "UpdateVirtualService", Method: "PUT", URI: "/v20190125/meshes/{meshName}/virtualServices/{virtualServiceName}", Input: "UpdateVirtualServiceInput", Output: "UpdateVirtualServiceOutput", ResponseCode: 200, Errors: []string{"NotFoundException", "BadRequestException", "ConflictException", "TooManyRequestsException", "ForbiddenException", "ServiceUnavailableException", "InternalServerErrorException", "LimitExceededException"}},
 		},
+		Checks: checks(),
 	}
 })

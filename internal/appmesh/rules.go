@@ -1,23 +1,18 @@
 package appmesh
 
-import (
-	"unicode/utf8"
-)
+import "github.com/weftmesh/weft/internal/shape"
 
 // The rules here are App Mesh's checks beyond the model's constraints (the
 // model validator runs first, so required members are present). Each
 // returns a BadRequestException naming the field.
 
-// CheckServiceName checks a virtual service name. The model leaves
-// ServiceName unbounded, but App Mesh names are 1-255 characters and the
-// name is a key in the store and a DNS name.
-// It holds no control character either: it becomes a virtual host's
-// domain, which Envoy refuses with one.
+// CheckServiceName checks the name of a virtual service by the rule the
+// model's checks hold a backend's to (serviceNameRule).
 func CheckServiceName(field, name string) error {
-	if n := utf8.RuneCountInString(name); n < 1 || n > 255 {
-		return BadRequest("Value '%s' at '%s' failed to satisfy constraint: Member must have length between 1 and 255", name, field)
+	if rule := serviceNameRule(name); rule != "" {
+		return BadRequest("%s", shape.Message([]shape.Violation{{Path: field, Value: name, Rule: rule}}))
 	}
-	return checkName(name, field)
+	return nil
 }
 
 // RouteProtocol returns the listener protocol a route spec needs and the

@@ -1,108 +1,119 @@
 package appmesh
 
 import (
+	"encoding/json"
 	"fmt"
-	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/weftmesh/weft/internal/shape"
 )
 
 // maxDurationSeconds is protobuf's largest Duration, which Envoy's
 // configuration holds every App Mesh duration in (10,000 years).
 const maxDurationSeconds = 315_576_000_000
 
-// CheckSpec applies to a resource's spec the rules on what it holds,
-// wherever it holds it, that the model leaves out (botocore declares no
-// bound on these). What they refuse was accepted and committed, and then
-// could not be translated: the proxies of the nodes that read it stopped
-// getting configuration, or got what Envoy refuses.
+// checks returns App Mesh's rules on what a spec holds, wherever it holds
+// it, that botocore's model leaves out (it declares no bound on these), by
+// the shape they apply to: Model's Checks, which its validator runs in its
+// one walk of a request. What they refuse was accepted and committed, and
+// then could not be translated: the proxies of the nodes that read it
+// stopped getting configuration, or got what Envoy refuses.
 //   - A duration is at most protobuf's largest (its value in the unit it
 //     names): a larger one overflowed into a negative timeout.
-//   - A regex (route, gateway route and header matches) compiles: Envoy's
-//     RE2 and Go's take the same syntax. Envoy also bounds a regex's
-//     program size, which this does not check.
+//   - A regex (route, gateway route, header and gRPC metadata matches)
+//     compiles: Envoy's RE2 and Go's take the same syntax. Envoy also
+//     bounds a regex's program size, which this does not check.
 //   - A DNS hostname, and the virtual service a backend names, are not
 //     empty and hold no control character.
-func CheckSpec(spec any) error {
-	return checkValue(reflect.ValueOf(spec), "spec")
+//
+// A test checks that every shape named here is in the model, and that
+// every structure of the model with a regex member has its check.
+func checks() map[string]shape.Check {
+	return map[string]shape.Check{
+		"Duration":              checkDuration,
+		"DnsServiceDiscovery":   checkMember("hostname", nameRule),
+		"VirtualServiceBackend": checkMember("virtualServiceName", serviceNameRule),
+		// The structures with a regex member. (Their regex shares its
+		// shape, HeaderMatch, with exact, prefix and suffix members.)
+		"HttpPathMatch":                checkMember("regex", regexRule),
+		"HeaderMatchMethod":            checkMember("regex", regexRule),
+		"GrpcRouteMetadataMatchMethod": checkMember("regex", regexRule),
+		"GrpcMetadataMatchMethod":      checkMember("regex", regexRule),
+	}
 }
 
-var (
-	durationType = reflect.TypeFor[Duration]()
-	dnsType      = reflect.TypeFor[DnsServiceDiscovery]()
-	backendType  = reflect.TypeFor[VirtualServiceBackend]()
-)
-
-func checkValue(v reflect.Value, path string) error {
-	switch v.Kind() {
-	case reflect.Pointer, reflect.Interface:
-		if v.IsNil() {
-			return nil
-		}
-		return checkValue(v.Elem(), path)
-	case reflect.Slice:
-		for i := range v.Len() {
-			if err := checkValue(v.Index(i), fmt.Sprintf("%s.%d.member", path, i+1)); err != nil {
-				return err
-			}
-		}
-	case reflect.Struct:
-		switch v.Type() {
-		case durationType:
-			return checkDuration(v.Interface().(Duration), path)
-		case dnsType:
-			if h := v.Interface().(DnsServiceDiscovery).Hostname; h != nil {
-				return checkName(*h, path+".hostname")
-			}
-		case backendType:
-			if n := v.Interface().(VirtualServiceBackend).VirtualServiceName; n != nil {
-				if err := CheckServiceName(path+".virtualServiceName", *n); err != nil {
-					return err
-				}
-			}
-		}
-		t := v.Type()
-		for i := range t.NumField() {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			fv := v.Field(i)
-			if f.Name == "Regex" && f.Type == reflect.TypeFor[*string]() {
-				if !fv.IsNil() {
-					if _, err := regexp.Compile(*fv.Interface().(*string)); err != nil {
-						return BadRequest("Value '%s' at '%s.%s' is not a valid regular expression: %v", *fv.Interface().(*string), path, name, err)
-					}
-				}
-				continue
-			}
-			if err := checkValue(fv, path+"."+name); err != nil {
-				return err
-			}
-		}
+// checkDuration checks a Duration's value against protobuf's bound in the
+// duration's unit. The bound is in seconds unless the unit is ms.
+func checkDuration(path string, val any) []shape.Violation {
+	obj, _ := val.(map[string]any)
+	n, _ := obj["value"].(json.Number)
+	v, err := strconv.ParseInt(n.String(), 10, 64)
+	if err != nil {
+		return nil // absent, or not an integer: the model's rule says so
 	}
-	return nil
-}
-
-func checkDuration(d Duration, path string) error {
-	if d.Value == nil {
-		return nil
-	}
+	unit, _ := obj["unit"].(string)
 	limit := int64(maxDurationSeconds)
-	if d.Unit == DurationUnitMs {
+	if unit == string(DurationUnitMs) {
 		limit *= 1000
 	}
-	if *d.Value > limit {
-		return BadRequest("Value '%d' at '%s.value' failed to satisfy constraint: Member must have value less than or equal to %d (%s)", *d.Value, path, limit, d.Unit)
+	if v <= limit {
+		return nil
 	}
-	return nil
+	rule := fmt.Sprintf("Member must have value less than or equal to %d", limit)
+	if unit != "" {
+		rule += " (" + unit + ")"
+	}
+	return []shape.Violation{{Path: shape.MemberPath(path, "value"), Value: n, Rule: rule}}
 }
 
-// checkName refuses an empty name, and one with a control character.
-func checkName(s, path string) error {
+// checkMember returns a check of one string member of a structure: rule
+// returns the constraint the member's value breaks, or "".
+func checkMember(name string, rule func(string) string) shape.Check {
+	return func(path string, val any) []shape.Violation {
+		obj, _ := val.(map[string]any)
+		s, ok := obj[name].(string)
+		if !ok {
+			return nil // absent, or not a string: the model's rule says so
+		}
+		if r := rule(s); r != "" {
+			return []shape.Violation{{Path: shape.MemberPath(path, name), Value: s, Rule: r}}
+		}
+		return nil
+	}
+}
+
+// regexRule refuses a regex that does not compile.
+func regexRule(s string) string {
+	if _, err := regexp.Compile(s); err != nil {
+		return "Member must be a valid regular expression: " + err.Error()
+	}
+	return ""
+}
+
+// serviceNameRule returns the constraint a virtual service name breaks, or
+// "". The model leaves ServiceName unbounded, but App Mesh names are 1-255
+// characters and the name is a key in the store and a DNS name. It holds
+// no control character either (nameRule): it becomes a virtual host's
+// domain, which Envoy refuses with one.
+func serviceNameRule(name string) string {
+	if n := utf8.RuneCountInString(name); n < 1 || n > 255 {
+		return "Member must have length between 1 and 255"
+	}
+	return nameRule(name)
+}
+
+// nameRule returns the constraint a name that becomes a DNS name or an
+// Envoy domain breaks, or "": it is not empty and holds no control
+// character.
+func nameRule(s string) string {
 	if s == "" {
-		return BadRequest("Value '' at '%s' failed to satisfy constraint: Member must have length greater than or equal to 1", path)
+		return "Member must have length greater than or equal to 1"
 	}
 	if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return BadRequest("Value %q at '%s' failed to satisfy constraint: Member must not contain control characters", s, path)
+		return "Member must not contain control characters"
 	}
-	return nil
+	return ""
 }

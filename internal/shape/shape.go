@@ -86,6 +86,10 @@ type Operation struct {
 type Model struct {
 	Shapes     map[string]*Shape
 	Operations map[string]*Operation
+	// Checks are the service's rules that its model leaves out, by the
+	// name of the shape they apply to; Validate runs them in its walk.
+	// nil when the service has none.
+	Checks map[string]Check
 }
 
 // Member returns the member of a structure shape by JSON name.

@@ -128,3 +128,58 @@ func TestPatternsCompile(t *testing.T) {
 		t.Error("NamespaceName pattern ^[!-~]{1,1024}$ does not match as Java would")
 	}
 }
+
+// TestChecks: a model's check runs on each value of its shape the walk
+// meets, wherever it is, with the value's path; not on a value of the wrong
+// type, which the model's own rule refuses; and its violations join the
+// model's in the message.
+func TestChecks(t *testing.T) {
+	type call struct {
+		path string
+		val  any
+	}
+	var calls []call
+	m := &shape.Model{
+		Shapes: map[string]*shape.Shape{
+			"In":    {Name: "In", Kind: shape.Structure, Members: []shape.Member{{Name: "items", Shape: "Items"}, {Name: "n", Shape: "N"}}},
+			"Items": {Name: "Items", Kind: shape.List, Elem: "Item"},
+			"Item":  {Name: "Item", Kind: shape.Structure, Members: []shape.Member{{Name: "name", Shape: "Name"}}},
+			"Name":  {Name: "Name", Kind: shape.String, Max: 3, HasMax: true},
+			"N":     {Name: "N", Kind: shape.Long, Max: 9, HasMax: true},
+		},
+		Checks: map[string]shape.Check{
+			"Item": func(path string, val any) []shape.Violation {
+				calls = append(calls, call{path, val})
+				if name, _ := val.(map[string]any)["name"].(string); name == "bad" || name == "worse" {
+					return []shape.Violation{{Path: shape.MemberPath(path, "name"), Value: name, Rule: "Member must not be bad"}}
+				}
+				return nil
+			},
+			"N": func(path string, val any) []shape.Violation {
+				calls = append(calls, call{path, val})
+				return nil
+			},
+		},
+	}
+	vs := m.Validate("In", decode(t, `{"items":[{"name":"ok"},"not an item",{"name":"bad"},{"name":"worse"}],"n":10}`))
+	want := "5 validation errors detected: " +
+		"Value 'not an item' at 'items.2.member' failed to satisfy constraint: Member must be an object; " +
+		"Value 'bad' at 'items.3.member.name' failed to satisfy constraint: Member must not be bad; " +
+		"Value 'worse' at 'items.4.member.name' failed to satisfy constraint: Member must have length less than or equal to 3; " +
+		"Value 'worse' at 'items.4.member.name' failed to satisfy constraint: Member must not be bad; " +
+		"Value '10' at 'n' failed to satisfy constraint: Member must have value less than or equal to 9"
+	if got := shape.Message(vs); got != want {
+		t.Errorf("message\n %s, want\n %s", got, want)
+	}
+	var paths []string
+	for _, c := range calls {
+		paths = append(paths, c.path)
+	}
+	if got := strings.Join(paths, " "); got != "items.1.member items.3.member items.4.member n" {
+		t.Errorf("checks called at %s", got)
+	}
+	calls = nil
+	if vs := m.Validate("In", decode(t, `{"n":"9"}`)); len(vs) != 1 || len(calls) != 0 {
+		t.Errorf("a value of the wrong type: %v, checks called %v", vs, calls)
+	}
+}

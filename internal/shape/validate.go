@@ -52,14 +52,34 @@ func quote(v any) string {
 	}
 }
 
+// Check is a rule of a service that its model leaves out, on the values of
+// one shape. Validate calls it on each value of that shape it meets that is
+// of the shape's type (a map[string]any for a structure, a json.Number
+// holding an int64 for a long), after that value's other constraints and
+// its members' were checked. val may still break those, and what it breaks
+// is reported already: a check leaves alone what it does not understand (a
+// member of the wrong type, say) and reports only its own rule. path is
+// val's path; a member's is MemberPath(path, name). A check returns nil
+// when val keeps the rule, and must not modify val.
+type Check func(path string, val any) []Violation
+
+// MemberPath returns the path of the member name of the value at path, as
+// Violation paths are written.
+func MemberPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
 // maxViolations bounds the work and the message for hostile input.
 const maxViolations = 32
 
 // Validate checks doc, a value decoded by encoding/json with UseNumber,
 // against the named shape. It checks types, required members, lengths,
-// ranges, enums, patterns and unions, and ignores members the model does
-// not know, as AWS does. A nil result means doc decodes into the shape's Go
-// type without error.
+// ranges, enums, patterns and unions, and the model's Checks, and ignores
+// members the model does not know, as AWS does. A nil result means doc
+// decodes into the shape's Go type without error.
 func (m *Model) Validate(shapeName string, doc any) []Violation {
 	v := validator{m: m}
 	v.value(shapeName, "", doc)
@@ -75,13 +95,6 @@ func (v *validator) fail(path string, val any, format string, args ...any) {
 	if len(v.out) < maxViolations {
 		v.out = append(v.out, Violation{Path: path, Value: val, Rule: fmt.Sprintf(format, args...)})
 	}
-}
-
-func join(path, name string) string {
-	if path == "" {
-		return name
-	}
-	return path + "." + name
 }
 
 func (v *validator) value(shapeName, path string, val any) {
@@ -105,7 +118,7 @@ func (v *validator) value(shapeName, path string, val any) {
 		}
 		v.length(s, path, val, len(arr))
 		for i, e := range arr {
-			p := join(path, strconv.Itoa(i+1)+".member")
+			p := MemberPath(path, strconv.Itoa(i+1)+".member")
 			if e == nil {
 				v.fail(p, nil, "Member must not be null")
 				continue
@@ -120,12 +133,12 @@ func (v *validator) value(shapeName, path string, val any) {
 		}
 		v.length(s, path, val, len(obj))
 		for _, k := range sortedKeys(obj) {
-			v.value(s.Key, join(path, "key"), k)
+			v.value(s.Key, MemberPath(path, "key"), k)
 			if obj[k] == nil {
-				v.fail(join(path, k), nil, "Member must not be null")
+				v.fail(MemberPath(path, k), nil, "Member must not be null")
 				continue
 			}
-			v.value(s.Value, join(path, k), obj[k])
+			v.value(s.Value, MemberPath(path, k), obj[k])
 		}
 	case String:
 		str, ok := val.(string)
@@ -169,6 +182,7 @@ func (v *validator) value(shapeName, path string, val any) {
 	case Boolean:
 		if _, ok := val.(bool); !ok {
 			v.fail(path, val, "Member must be a boolean")
+			return
 		}
 	case Timestamp:
 		switch t := val.(type) {
@@ -182,10 +196,22 @@ func (v *validator) value(shapeName, path string, val any) {
 			}
 		default:
 			v.fail(path, val, "Member must be a timestamp")
+			return
 		}
 	case Blob:
 		if _, ok := val.(string); !ok {
 			v.fail(path, val, "Member must be a base64 string")
+			return
+		}
+	}
+	// Each return above is for a value not of the shape's type (not an
+	// object for a structure, not an integer for a long): a check is not
+	// given those.
+	if check := v.m.Checks[shapeName]; check != nil {
+		for _, x := range check(path, val) {
+			if len(v.out) < maxViolations {
+				v.out = append(v.out, x)
+			}
 		}
 	}
 }
@@ -208,19 +234,19 @@ func (v *validator) structure(s *Shape, path string, obj map[string]any) {
 	}
 	slices.Sort(folded)
 	for _, key := range folded {
-		v.fail(join(path, key), nil, "Member is not in the model: member names are case-sensitive")
+		v.fail(MemberPath(path, key), nil, "Member is not in the model: member names are case-sensitive")
 	}
 	set := 0
 	for _, mem := range s.Members {
 		val, present := obj[mem.Name]
 		if !present || val == nil {
 			if mem.Required {
-				v.fail(join(path, mem.Name), nil, "Member must not be null")
+				v.fail(MemberPath(path, mem.Name), nil, "Member must not be null")
 			}
 			continue
 		}
 		set++
-		v.value(mem.Shape, join(path, mem.Name), val)
+		v.value(mem.Shape, MemberPath(path, mem.Name), val)
 	}
 	if s.Union && set != 1 {
 		names := make([]string, len(s.Members))

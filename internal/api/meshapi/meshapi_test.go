@@ -121,9 +121,9 @@ func TestHTTPErrors(t *testing.T) {
 		{"body too large", "PUT", "/v20190125/meshes", `{"meshName":"m","x":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "RequestEntityTooLargeException", "exceeds"},
 		{"missing mesh", "GET", "/v20190125/meshes/absent", "", 404, "NotFoundException", "absent"},
 		{"tag without arn", "PUT", "/v20190125/tag", `{"tags":[]}`, 400, "BadRequestException", "resourceArn"},
-		// What the model leaves unbounded but no proxy can be configured
-		// with (appmesh.CheckSpec): accepted, each froze the proxies of
-		// the nodes that read it.
+		// What botocore's model leaves unbounded but no proxy can be
+		// configured with (the checks appmesh.Model adds): accepted, each
+		// froze the proxies of the nodes that read it.
 		{"empty DNS hostname", "PUT", "/v20190125/meshes/m/virtualNodes", `{"virtualNodeName":"n","spec":{"serviceDiscovery":{"dns":{"hostname":""}}}}`,
 			400, "BadRequestException", "spec.serviceDiscovery.dns.hostname"},
 		{"DNS hostname with a newline", "PUT", "/v20190125/meshes/m/virtualNodes", `{"virtualNodeName":"n","spec":{"serviceDiscovery":{"dns":{"hostname":"a\nb"}}}}`,

@@ -262,9 +262,6 @@ func (k *kind[S, D, R]) create(ctx context.Context, s *Service, c Caller, r appm
 	if spec == nil && k.emptySpec != nil {
 		spec = k.emptySpec()
 	}
-	if err := appmesh.CheckSpec(spec); err != nil {
-		return nil, err
-	}
 	prefetch := func(tx store.Tx) error { return k.prefetchCreate(tx, s, c, r, spec, req) }
 	return write(ctx, s, c, req, prefetch, func(tx store.Tx) (*D, error) {
 		if err := ancestors(tx, r); err != nil {
@@ -408,9 +405,6 @@ func (k *kind[S, D, R]) describe(ctx context.Context, s *Service, r appmesh.Ref)
 func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appmesh.Ref, spec *S, req request) (*D, error) {
 	if spec == nil && k.emptySpec != nil {
 		spec = k.emptySpec()
-	}
-	if err := appmesh.CheckSpec(spec); err != nil {
-		return nil, err
 	}
 	prefetch := func(tx store.Tx) error { return k.prefetchUpdateFirst(tx, s, c, r, spec, req) }
 	return write(ctx, s, c, req, prefetch, func(tx store.Tx) (*D, error) {

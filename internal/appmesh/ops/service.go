@@ -104,7 +104,8 @@ type request struct {
 	hash  string
 }
 
-// prepare validates a write's input against its model shape and returns
+// prepare validates a write's input against its model shape, with App
+// Mesh's rules that the model leaves out (the model's Checks), and returns
 // the request. token is the input's clientToken; it is left out of the
 // hash, which covers everything else the client sent.
 func (s *Service) prepare(op, inputShape string, in any, token *string) (request, error) {
