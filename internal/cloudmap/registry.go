@@ -31,6 +31,7 @@ type Registry struct {
 	now       func() time.Time
 	rand      io.Reader
 	retention time.Duration
+	limits    Limits
 
 	idMu   sync.Mutex // guards the two below
 	idLast uint64     // the millisecond of the last sortable id
@@ -46,11 +47,12 @@ type Config struct {
 	// Retention is how long operations (GetOperation) and request ids
 	// (CreatorRequestId idempotency) are kept; 24 hours.
 	Retention time.Duration
+	Limits    Limits // the quotas; all zero: DefaultLimits()
 }
 
 // NewRegistry returns the registry on st.
 func NewRegistry(st store.Store, cfg Config) *Registry {
-	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention}
+	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention, limits: cfg.Limits}
 	if r.region == "" {
 		r.region = "us-east-1"
 	}
@@ -65,6 +67,9 @@ func NewRegistry(st store.Store, cfg Config) *Registry {
 	}
 	if r.retention <= 0 {
 		r.retention = 24 * time.Hour
+	}
+	if r.limits == (Limits{}) {
+		r.limits = DefaultLimits()
 	}
 	return r
 }
