@@ -72,6 +72,7 @@ import (
 
 	"github.com/weftmesh/weft/bench/internal/loadavg"
 	weftappmesh "github.com/weftmesh/weft/internal/appmesh"
+	weftcloudmap "github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/procstat"
 	"github.com/weftmesh/weft/internal/proxy/xdsclient"
 	"github.com/weftmesh/weft/internal/server"
@@ -217,6 +218,12 @@ func serve(args []string) error {
 	cfg.XDSTLSCert, cfg.XDSTLSKey = os.Getenv(tlsCertEnv), os.Getenv(tlsKeyEnv)
 	var err error
 	cfg.Limits, err = weftappmesh.ParseLimits("virtualNodesPerMesh=100000,virtualServicesPerMesh=1000,virtualRoutersPerMesh=1000", weftappmesh.DefaultLimits())
+	if err != nil {
+		return err
+	}
+	// Up to three instances of each of -services Cloud Map services, all
+	// in one namespace.
+	cfg.CloudMapLimits, err = weftcloudmap.ParseLimits("instancesPerNamespace=100000,servicesPerNamespace=100000", weftcloudmap.DefaultLimits())
 	if err != nil {
 		return err
 	}

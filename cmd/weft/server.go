@@ -13,6 +13,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/ca"
+	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/server"
 	"github.com/weftmesh/weft/internal/xds/lrs"
 )
@@ -41,6 +42,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.Region, "region", envOr("WEFT_REGION", "us-east-1"), "region in ARNs (env WEFT_REGION)")
 	fs.StringVar(&cfg.AccountID, "account-id", envOr("WEFT_ACCOUNT_ID", "111122223333"), "account that owns resources (env WEFT_ACCOUNT_ID)")
 	limits := fs.String("appmesh-limits", envOr("WEFT_APPMESH_LIMITS", ""), "App Mesh quotas to change, as name=value,... (env WEFT_APPMESH_LIMITS; defaults: "+appmesh.DefaultLimits().String()+")")
+	cmLimits := fs.String("cloudmap-limits", envOr("WEFT_CLOUDMAP_LIMITS", ""), "Cloud Map quotas to change, as name=value,...; 0 for no limit (env WEFT_CLOUDMAP_LIMITS; defaults: "+cloudmap.DefaultLimits().String()+")")
 	fs.StringVar(&cfg.DNSAddr, "dns-addr", envOr("WEFT_DNS_ADDR", "127.0.0.1:5353"), "DNS server for Cloud Map's DNS namespaces, UDP and TCP; \"\" for none (env WEFT_DNS_ADDR)")
 	upstreams := fs.String("dns-upstreams", envOr("WEFT_DNS_UPSTREAMS", ""), "resolvers for other names, host[:port],...; none: such queries are REFUSED (env WEFT_DNS_UPSTREAMS)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", envOr("WEFT_XDS_ADDR", "127.0.0.1:15010"), "xDS (ADS) listen address for Envoy, weft proxy and proxyless gRPC; \"\" for none (env WEFT_XDS_ADDR)")
@@ -81,8 +83,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if u, err := url.Parse("spiffe://" + cfg.TrustDomain); err != nil || u.Host != cfg.TrustDomain || cfg.TrustDomain == "" || strings.ToLower(cfg.TrustDomain) != cfg.TrustDomain {
 		return fmt.Errorf("--trust-domain %q: want a lower-case DNS-like name, e.g. weft.local", cfg.TrustDomain)
 	}
-	if cfg.Limits, err = appmesh.ParseLimits(*limits, appmesh.DefaultLimits()); err != nil {
-		return fmt.Errorf("--appmesh-limits: %w", err)
+	if err := parseQuotas(&cfg, *limits, *cmLimits); err != nil {
+		return err
 	}
 	for _, u := range strings.Split(*upstreams, ",") {
 		if u = strings.TrimSpace(u); u != "" {
@@ -91,4 +93,18 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	return server.Run(ctx, cfg, log)
+}
+
+// parseQuotas sets cfg's App Mesh and Cloud Map quotas from the values of
+// --appmesh-limits and --cloudmap-limits, each applied to its API's
+// defaults.
+func parseQuotas(cfg *server.Config, appMesh, cloudMap string) error {
+	var err error
+	if cfg.Limits, err = appmesh.ParseLimits(appMesh, appmesh.DefaultLimits()); err != nil {
+		return fmt.Errorf("--appmesh-limits: %w", err)
+	}
+	if cfg.CloudMapLimits, err = cloudmap.ParseLimits(cloudMap, cloudmap.DefaultLimits()); err != nil {
+		return fmt.Errorf("--cloudmap-limits: %w", err)
+	}
+	return nil
 }

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"io"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/server"
 )
 
@@ -45,5 +49,44 @@ func TestLimitFlags(t *testing.T) {
 	fs.Parse(nil)
 	if err := finish(); err == nil {
 		t.Error("WEFT_XDS_MAX_STREAMS=many was accepted")
+	}
+}
+
+// TestQuotaFlags: --appmesh-limits and --cloudmap-limits change the
+// quotas they name over their API's defaults; a bad value, from the flag
+// or its variable, stops weft server before it starts, naming the flag.
+func TestQuotaFlags(t *testing.T) {
+	var cfg server.Config
+	if err := parseQuotas(&cfg, "meshes=3", "instancesPerService=5,namespaces=0"); err != nil {
+		t.Fatal(err)
+	}
+	wantMesh, wantCM := appmesh.DefaultLimits(), cloudmap.DefaultLimits()
+	wantMesh.Meshes = 3
+	wantCM.InstancesPerService, wantCM.Namespaces = 5, 0
+	if cfg.Limits != wantMesh || cfg.CloudMapLimits != wantCM {
+		t.Errorf("quotas %+v and %+v, want %+v and %+v", cfg.Limits, cfg.CloudMapLimits, wantMesh, wantCM)
+	}
+
+	for _, tt := range []struct {
+		name, env string
+		args      []string
+	}{
+		{"flag", "", []string{"--cloudmap-limits", "instancesPerNamespace=x"}},
+		{"variable", "bogus=1", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.env != "" {
+				t.Setenv("WEFT_CLOUDMAP_LIMITS", tt.env)
+			}
+			// Should the value pass, the server stops as soon as it has
+			// started: its context is already done.
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			args := append([]string{"--data-dir", t.TempDir(), "--api-addr", "127.0.0.1:0", "--dns-addr", "", "--xds-addr", ""}, tt.args...)
+			err := runServer(ctx, args, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "--cloudmap-limits") {
+				t.Fatalf("weft server %v with WEFT_CLOUDMAP_LIMITS=%q: %v, want an error naming --cloudmap-limits", tt.args, tt.env, err)
+			}
+		})
 	}
 }

@@ -1,10 +1,6 @@
 package appmesh
 
-import (
-	"fmt"
-	"strconv"
-	"strings"
-)
+import "github.com/weftmesh/weft/internal/quota"
 
 // Limits are App Mesh's service quotas. Exceeding one is a
 // LimitExceededException. A field of zero or less means no limit (but
@@ -37,60 +33,28 @@ func DefaultLimits() Limits {
 }
 
 // fields names each limit as ParseLimits and String write it.
-func (l *Limits) fields() []struct {
-	name string
-	v    *int
-} {
-	return []struct {
-		name string
-		v    *int
-	}{
-		{"meshes", &l.Meshes},
-		{"virtualNodesPerMesh", &l.VirtualNodesPerMesh},
-		{"virtualServicesPerMesh", &l.VirtualServicesPerMesh},
-		{"virtualRoutersPerMesh", &l.VirtualRoutersPerMesh},
-		{"virtualGatewaysPerMesh", &l.VirtualGatewaysPerMesh},
-		{"routesPerVirtualRouter", &l.RoutesPerVirtualRouter},
-		{"gatewayRoutesPerVirtualGateway", &l.GatewayRoutesPerVirtualGateway},
-		{"backendsPerVirtualNode", &l.BackendsPerVirtualNode},
+func (l *Limits) fields() []quota.Field {
+	return []quota.Field{
+		{Name: "meshes", Value: &l.Meshes},
+		{Name: "virtualNodesPerMesh", Value: &l.VirtualNodesPerMesh},
+		{Name: "virtualServicesPerMesh", Value: &l.VirtualServicesPerMesh},
+		{Name: "virtualRoutersPerMesh", Value: &l.VirtualRoutersPerMesh},
+		{Name: "virtualGatewaysPerMesh", Value: &l.VirtualGatewaysPerMesh},
+		{Name: "routesPerVirtualRouter", Value: &l.RoutesPerVirtualRouter},
+		{Name: "gatewayRoutesPerVirtualGateway", Value: &l.GatewayRoutesPerVirtualGateway},
+		{Name: "backendsPerVirtualNode", Value: &l.BackendsPerVirtualNode},
 	}
 }
 
 // String writes the limits in the form ParseLimits reads.
-func (l Limits) String() string {
-	var parts []string
-	for _, f := range l.fields() {
-		parts = append(parts, f.name+"="+strconv.Itoa(*f.v))
-	}
-	return strings.Join(parts, ",")
-}
+func (l Limits) String() string { return quota.Format(l.fields()) }
 
 // ParseLimits applies "name=value,..." to base and returns the result, so a
 // flag can raise one quota and keep the defaults of the others.
 func ParseLimits(s string, base Limits) (Limits, error) {
 	out := base
-	for item := range strings.SplitSeq(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		name, val, ok := strings.Cut(item, "=")
-		if !ok {
-			return base, fmt.Errorf("limit %q: want name=value", item)
-		}
-		n, err := strconv.Atoi(strings.TrimSpace(val))
-		if err != nil {
-			return base, fmt.Errorf("limit %q: %w", item, err)
-		}
-		found := false
-		for _, f := range out.fields() {
-			if strings.EqualFold(f.name, strings.TrimSpace(name)) {
-				*f.v, found = n, true
-			}
-		}
-		if !found {
-			return base, fmt.Errorf("unknown limit %q (known: %s)", name, DefaultLimits())
-		}
+	if err := quota.Parse(s, out.fields()); err != nil {
+		return base, err
 	}
 	return out, nil
 }

@@ -14,11 +14,10 @@ import (
 	"github.com/weftmesh/weft/internal/store"
 )
 
-// Cloud Map's quotas on an instance's attributes.
-const (
-	maxCustomAttributes = 30
-	maxAttributesSize   = 5000 // characters of all keys and values
-)
+// maxAttributesSize bounds an instance's attributes, in characters of all
+// keys and values, as Cloud Map's API reference does. (Their number is
+// Limits.CustomAttributesPerInstance.)
+const maxAttributesSize = 5000
 
 // reportedHealth is an instance's health as the API reports it: custom
 // health checks report the stored status, Route 53 health checks (which
@@ -41,8 +40,9 @@ func hasHealthCheck(svc *Service) bool {
 }
 
 // checkAttributes applies RegisterInstance's rules on attributes to an
-// instance of svc in ns.
-func checkAttributes(ns *Namespace, svc *Service, attrs map[string]string) error {
+// instance of svc in ns, with at most maxCustom custom attributes (those
+// not named AWS_...; zero or less: no limit).
+func checkAttributes(ns *Namespace, svc *Service, attrs map[string]string, maxCustom int) error {
 	custom, size := 0, 0
 	for k, v := range attrs {
 		size += len([]rune(k)) + len([]rune(v))
@@ -50,8 +50,8 @@ func checkAttributes(ns *Namespace, svc *Service, attrs map[string]string) error
 			custom++
 		}
 	}
-	if custom > maxCustomAttributes {
-		return invalid("An instance can have at most %d custom attributes", maxCustomAttributes)
+	if maxCustom > 0 && custom > maxCustom {
+		return invalid("An instance can have at most %d custom attributes; this one has %d", maxCustom, custom)
 	}
 	if size > maxAttributesSize {
 		return invalid("The attributes of an instance total %d characters; at most %d are allowed", size, maxAttributesSize)
@@ -148,8 +148,18 @@ func (r *Registry) RegisterInstance(ctx context.Context, req *RegisterInstanceRe
 		if err != nil {
 			return nil, err
 		}
-		if err := checkAttributes(&nsRec.Namespace, svc, req.Attributes); err != nil {
+		if err := checkAttributes(&nsRec.Namespace, svc, req.Attributes, r.limits.CustomAttributesPerInstance); err != nil {
 			return nil, err
+		}
+		srvID := deref(svc.Id)
+		// Registering an existing id replaces the instance: not a new one
+		// for the quotas.
+		if _, exists, err := tx.Get(InstanceKey(srvID, instID)); err != nil {
+			return nil, err
+		} else if !exists {
+			if err := r.roomForInstance(tx, deref(svc.NamespaceId), srvID); err != nil {
+				return nil, err
+			}
 		}
 		inst := InstanceRecord{
 			Instance: Instance{Id: ptr(instID), Attributes: maps.Clone(req.Attributes), CreatorRequestId: req.CreatorRequestId, CreatedByAccount: ptr(r.account)},
@@ -164,7 +174,6 @@ func (r *Registry) RegisterInstance(ctx context.Context, req *RegisterInstanceRe
 		case svc.HealthCheckConfig != nil:
 			inst.Health = HealthStatusHealthy
 		}
-		srvID := deref(svc.Id)
 		if err := putJSON(tx, InstanceKey(srvID, instID), inst); err != nil {
 			return nil, err
 		}

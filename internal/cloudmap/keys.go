@@ -49,7 +49,11 @@ func InstanceKey(srvID, instanceID string) string { return InstancesPrefix(srvID
 // OperationKey is the key of an operation.
 func OperationKey(opID string) string { return OperationPrefix + esc(opID) }
 
-func namespaceNameKey(owner, name string) string { return nsNamePrefix + esc(owner) + "/" + esc(name) }
+// namespaceNamesPrefix is the prefix of the name index of an account's
+// namespaces; counting it gives how many the account has.
+func namespaceNamesPrefix(owner string) string { return nsNamePrefix + esc(owner) + "/" }
+
+func namespaceNameKey(owner, name string) string { return namespaceNamesPrefix(owner) + esc(name) }
 
 // serviceNamesPrefix is the prefix of the name index of a namespace's
 // services; counting it gives the namespace's ServiceCount.

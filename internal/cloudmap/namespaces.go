@@ -111,6 +111,9 @@ func (r *Registry) createNamespace(ctx context.Context, spec namespaceSpec) (*st
 			}
 			return nil, e
 		}
+		if err := r.roomForNamespace(tx); err != nil {
+			return nil, err
+		}
 		ns := Namespace{
 			Id:            ptr(nsID),
 			Arn:           ptr(r.arn("namespace", nsID)),

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftmesh/weft/internal/pagetoken"
 	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/store"
 )
@@ -31,6 +32,7 @@ type Registry struct {
 	now       func() time.Time
 	rand      io.Reader
 	retention time.Duration
+	limits    Limits
 
 	idMu   sync.Mutex // guards the two below
 	idLast uint64     // the millisecond of the last sortable id
@@ -46,11 +48,12 @@ type Config struct {
 	// Retention is how long operations (GetOperation) and request ids
 	// (CreatorRequestId idempotency) are kept; 24 hours.
 	Retention time.Duration
+	Limits    Limits // the quotas; all zero: DefaultLimits()
 }
 
 // NewRegistry returns the registry on st.
 func NewRegistry(st store.Store, cfg Config) *Registry {
-	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention}
+	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention, limits: cfg.Limits}
 	if r.region == "" {
 		r.region = "us-east-1"
 	}
@@ -65,6 +68,9 @@ func NewRegistry(st store.Store, cfg Config) *Registry {
 	}
 	if r.retention <= 0 {
 		r.retention = 24 * time.Hour
+	}
+	if r.limits == (Limits{}) {
+		r.limits = DefaultLimits()
 	}
 	return r
 }
@@ -428,13 +434,17 @@ func maxResults(p *int64, def int) int {
 const listBatch = 256
 
 // page walks the keys under prefix that sort after the position token (a
-// NextToken: the last key's suffix, "" for the start) and passes each to
-// take until take has accepted max of them. It returns the NextToken of
-// the following page, or nil when no key follows.
+// NextToken that page returned for the same prefix, "" for the start)
+// and passes each to take until take has accepted max of them. It returns
+// the NextToken of the following page, or nil when no key follows; a
+// token it did not make for this prefix is InvalidInput.
 func page(tx store.Tx, prefix, token string, max int, take func(kv store.KV) (bool, error)) (*string, error) {
 	after := ""
 	if token != "" {
-		after = prefix + token
+		var ok bool
+		if after, ok = pagetoken.After(prefix, token); !ok {
+			return nil, invalid("The NextToken %q is not valid: pass the NextToken of the previous page of the same listing", token)
+		}
 	}
 	taken := 0
 	for {
@@ -444,7 +454,7 @@ func page(tx store.Tx, prefix, token string, max int, take func(kv store.KV) (bo
 		}
 		for _, kv := range kvs {
 			if taken == max {
-				return ptr(strings.TrimPrefix(after, prefix)), nil
+				return ptr(pagetoken.Make(prefix, after)), nil
 			}
 			ok, err := take(kv)
 			if err != nil {

@@ -108,6 +108,9 @@ func (r *Registry) CreateService(ctx context.Context, req *CreateServiceRequest)
 			}
 			return nil, e
 		}
+		if err := r.roomForService(tx, nsID); err != nil {
+			return nil, err
+		}
 		rec := ServiceRecord{Service: svc, Tags: mergeTags(nil, req.Tags)}
 		if err := putJSON(tx, ServiceKey(srvID), rec); err != nil {
 			return nil, err

@@ -49,6 +49,9 @@ type Config struct {
 	// Limits are the App Mesh quotas; the zero value means App Mesh's
 	// defaults.
 	Limits appmesh.Limits
+	// CloudMapLimits are the Cloud Map quotas; the zero value means Cloud
+	// Map's defaults.
+	CloudMapLimits cloudmap.Limits
 	// DNSAddr is host:port of the DNS server for Cloud Map's DNS
 	// namespaces (UDP and TCP); "" runs none.
 	DNSAddr string
@@ -266,7 +269,7 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
-	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID})
+	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID, Limits: cfg.CloudMapLimits})
 	h := &api.Handler{
 		AppMesh:  meshH,
 		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),

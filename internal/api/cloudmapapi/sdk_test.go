@@ -81,12 +81,18 @@ type testServer struct {
 
 func newServer(t testing.TB, path string) *testServer {
 	t.Helper()
+	return newServerWith(t, path, cloudmap.Limits{})
+}
+
+// newServerWith is newServer with the quotas given (zero: the defaults).
+func newServerWith(t testing.TB, path string, limits cloudmap.Limits) *testServer {
+	t.Helper()
 	st, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := &testServer{st: st}
-	reg := cloudmap.NewRegistry(st, cloudmap.Config{Region: region, AccountID: account})
+	reg := cloudmap.NewRegistry(st, cloudmap.Config{Region: region, AccountID: account, Limits: limits})
 	h := &api.Handler{CloudMap: cloudmapapi.New(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))}
 	ts.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ts.mu.Lock()

@@ -7,6 +7,7 @@ package meshapi_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -549,6 +550,25 @@ func testPagination(t *testing.T, rec *opRecorder) {
 		if wantPages := (n + 99) / 100; limit == nil && pages != wantPages {
 			t.Fatalf("default page size: %d pages, want %d", pages, wantPages)
 		}
+	}
+
+	// A nextToken only pages the listing that gave it.
+	first := must(c.ListVirtualNodes(ctx, &sdk.ListVirtualNodesInput{MeshName: m, Limit: aws.Int32(1)}))(t)
+	other := aws.String("other")
+	must(c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: other}))(t)
+	must(c.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: other, VirtualNodeName: aws.String("node-000"), Spec: nodeSpec()}))(t)
+	for name, in := range map[string]*sdk.ListVirtualNodesInput{
+		"another mesh's": {MeshName: other, NextToken: first.NextToken},
+		"the bare name":  {MeshName: m, NextToken: aws.String(base64.RawURLEncoding.EncodeToString([]byte("node-000")))},
+		"another kind's": {MeshName: m, NextToken: must(c.ListMeshes(ctx, &sdk.ListMeshesInput{Limit: aws.Int32(1)}))(t).NextToken},
+		"edited":         {MeshName: m, NextToken: aws.String(strings.ToUpper(aws.ToString(first.NextToken)))},
+	} {
+		_, err := c.ListVirtualNodes(ctx, in)
+		if err == nil {
+			t.Errorf("%s nextToken %q accepted", name, aws.ToString(in.NextToken))
+			continue
+		}
+		wantErr[*types.BadRequestException](t, err, "nextToken")
 	}
 }
 

@@ -2,13 +2,13 @@ package ops
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/pagetoken"
 	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/store"
 )
@@ -562,11 +562,10 @@ func (k *kind[S, D, R]) list(ctx context.Context, s *Service, parent appmesh.Ref
 	}
 	after := ""
 	if nextToken != nil {
-		name, err := base64.RawURLEncoding.DecodeString(*nextToken)
-		if err != nil || len(name) == 0 || strings.Contains(string(name), "/") {
+		var ok bool
+		if after, ok = pagetoken.After(prefix, *nextToken); !ok {
 			return page[R]{}, appmesh.BadRequest("The nextToken %q is not valid", *nextToken)
 		}
-		after = prefix + string(name)
 	}
 	return view(ctx, s, func(tx store.Tx) (page[R], error) {
 		if k.k != appmesh.KindMesh {
@@ -582,7 +581,7 @@ func (k *kind[S, D, R]) list(ctx context.Context, s *Service, parent appmesh.Ref
 		p := page[R]{items: make([]R, 0, min(len(kvs), n))}
 		for i, kv := range kvs {
 			if i == n {
-				tok := base64.RawURLEncoding.EncodeToString([]byte(strings.TrimPrefix(kvs[i-1].Key, prefix)))
+				tok := pagetoken.Make(prefix, kvs[i-1].Key)
 				p.next = &tok
 				break
 			}
