@@ -75,15 +75,21 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	o = append(o, reason(status)...)
 	o = append(o, "\r\ncontent-length: "...)
 	o = strconv.AppendInt(o, int64(len(body)), 10)
-	o = append(o, "\r\ncontent-type: text/plain\r\nserver: envoy\r\n"...)
+	if body != "" {
+		// As Envoy's local reply: a type only for a body.
+		o = append(o, "\r\ncontent-type: text/plain"...)
+	}
+	o = append(o, "\r\nserver: envoy\r\n"...)
 	if d.closeAfter {
 		o = append(o, "connection: close\r\n"...)
 	}
-	o = append(o, "\r\n"...)
 	if d.logged() {
+		// Without the date, as the goroutine path logs its reply (its
+		// writer adds the date on the wire only).
 		l.logResponse(d, o[hs:])
 		d.lg.rec.BytesSent += int64(len(body))
 	}
+	o = append(l.appendDate(o), "\r\n"...)
 	o = append(o, body...)
 	d.out = o
 	l.replyDone(d, status)
@@ -139,3 +145,4 @@ func (l *loop) handOff(d *down) {
 	}
 	l.srv.cfg.HandOff(fd, buffered)
 }
+
