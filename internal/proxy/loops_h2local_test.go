@@ -158,7 +158,8 @@ func TestH2LoopsNormalizedPath(t *testing.T) {
 // the goroutine path the loops hand h2c connections to (--h2loops=false),
 // and the loops, which cannot hand a stream over once the connection is
 // theirs and answer it themselves (loopRouter.route); to an HTTP/1.1
-// cluster and to an HTTP/2 one.
+// cluster and to an HTTP/2 one. The removed endpoint's idle upstream
+// connection is closed on every path.
 func TestH2ClusterGoneMidConnection(t *testing.T) {
 	type path struct {
 		name                     string
@@ -200,7 +201,9 @@ func TestH2ClusterGoneMidConnection(t *testing.T) {
 			{"endpoints removed", []types.Resource{edsCluster("c", up.mods...), cla("c")},
 				[2]h2Answer{{status: 503, body: "no healthy upstream"}, {status: 200, grpcStatus: "14", grpcMessage: "no healthy upstream"}},
 				[2]string{"GET 503 UH no_healthy_upstream c HTTP/2", "POST 200 UH no_healthy_upstream c HTTP/2"},
-				map[string]int64{"http.egress.no_cluster": 0, "cluster.c.upstream_cx_none_healthy": 2}},
+				// The removed host's idle connection is closed, as Envoy
+				// drains a removed host's pools.
+				map[string]int64{"http.egress.no_cluster": 0, "cluster.c.upstream_cx_none_healthy": 2, "cluster.c.upstream_cx_active": 0}},
 		} {
 			t.Run(up.name+", "+tc.name, func(t *testing.T) {
 				for _, p := range paths {

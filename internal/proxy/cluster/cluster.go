@@ -85,6 +85,7 @@ type Cluster struct {
 	IdleTimeout time.Duration
 	h1          *h1Client
 	h2          *http2.Transport
+	h2pool      *h2Pool // c.h2's connections (h2pool.go)
 	// TLS, when set, wraps every upstream connection (transport_socket).
 	TLS *tlsctx.Client
 
@@ -269,7 +270,8 @@ func (c *Cluster) start(ctx context.Context, st *stats.Store) {
 }
 
 // halt stops background work and closes idle upstream connections.
-// In-flight requests finish on their connections.
+// In-flight requests finish on their connections (HTTP/2 ones, drained,
+// close after their last).
 func (c *Cluster) halt() {
 	if c.stop != nil {
 		c.stop()
@@ -278,8 +280,8 @@ func (c *Cluster) halt() {
 	if c.h1 != nil {
 		c.h1.closeIdle()
 	}
-	if c.h2 != nil {
-		c.h2.CloseIdleConnections()
+	if c.h2pool != nil {
+		c.h2pool.drain(nil) // as Envoy drains a removed cluster's pools
 	}
 	c.origDst.Range(func(_, v any) bool {
 		v.(*Host).origDst.closeIdle()

@@ -164,13 +164,21 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	c.Stats.membershipChange.Inc()
 	// LOGICAL_DNS keeps its connections when its one address changes, as
 	// Envoy's does (round-robin DNS would close them every refresh);
-	// ORIGINAL_DST's go with its cleanup (cleanupLoop).
-	if c.h1 != nil && c.Type != OriginalDst && c.Type != LogicalDNS {
+	// ORIGINAL_DST's go with its cleanup (cleanupLoop). Envoy drains the
+	// pools of the hosts that left: the HTTP/1.1 pool forgets them, the
+	// HTTP/2 one drains their connections.
+	if (c.h1 != nil || c.h2pool != nil) && c.Type != OriginalDst && c.Type != LogicalDNS {
 		in := make(map[string]bool, len(hosts))
 		for _, h := range hosts {
 			in[h.Addr] = true
 		}
-		c.h1.forget(func(addr string) bool { return in[addr] })
+		keep := func(addr string) bool { return in[addr] }
+		if c.h1 != nil {
+			c.h1.forget(keep)
+		}
+		if c.h2pool != nil {
+			c.h2pool.drain(keep)
+		}
 	}
 	select {
 	case c.hostWake <- struct{}{}:

@@ -111,3 +111,80 @@ func h2Cluster(t *testing.T, addr string, maxConns, maxReqs uint32) *Cluster {
 	t.Cleanup(c.halt)
 	return c
 }
+
+// TestH2RemovedHostDrained: the hosts an update removes are drained, as
+// Envoy drains their pools: a stream in flight on a removed host's HTTP/2
+// connection finishes, takes the connection with it, and no request goes
+// on it meanwhile; an idle one closes at once.
+func TestH2RemovedHostDrained(t *testing.T) {
+	var open atomic.Int32
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	}), ConnState: func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }() // ends with srv.Close below
+	defer srv.Close()
+	addr := ln.Addr().String()
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	for _, inFlight := range []bool{false, true} {
+		c := h2Cluster(t, addr, 1024, 1024)
+		rt, _ := c.Transport(2)
+		h := c.Hosts()[0]
+		get := func(path string) error {
+			req, _ := http.NewRequestWithContext(WithHost(context.Background(), h), "GET", "http://"+addr+path, nil)
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				return err
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if string(b) != "ok" {
+				return &protoErr{strconv.Quote(string(b))}
+			}
+			return nil
+		}
+		if err := get("/"); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		if inFlight {
+			go func() { done <- get("/slow") }() // ends when release is closed
+			<-started
+		}
+		c.setHosts(nil)
+		if inFlight {
+			if got := c.cxActive.Load(); got != 1 {
+				t.Fatalf("in flight: cx_active %d after the removal, want 1", got)
+			}
+			close(release)
+			if err := <-done; err != nil {
+				t.Fatalf("the stream in flight at the removal: %v", err)
+			}
+		}
+		wait("the removed host's connection closed", func() bool { return c.cxActive.Load() == 0 && open.Load() == 0 })
+	}
+}

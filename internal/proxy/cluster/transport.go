@@ -66,6 +66,8 @@ func (c *Cluster) transports() {
 	}
 	if c.HTTP2 || c.UseDownstream {
 		c.h2 = c.newH2Transport()
+		c.h2pool = newH2Pool(c, c.h2)
+		c.h2.ConnPool = c.h2pool
 	}
 	if !c.HTTP2 || c.UseDownstream {
 		c.h1 = newH1Client(c, newT())

@@ -21,7 +21,7 @@ func TestRequestOnRetiredChainIsLast(t *testing.T) {
 	srv, st := start(t, Config{Loops: 1, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
 		Clusters: map[string][]string{"a": {hostOf(b)}},
 		Classify: func(int) Accept { return Accept{Chain: chain.Load()} },
-		HandOff:  func(fd int, _ []byte) { t.Errorf("connection %d handed off", fd) }})
+		HandOff:  func(fd int, _ []byte, _ Counted) { t.Errorf("connection %d handed off", fd) }})
 	old := srv.NewChain(ChainConfig{StatPrefix: "old"})
 	chain.Store(old)
 	get := func(br *bufio.Reader, c io.Writer) *http.Response {

@@ -66,10 +66,11 @@ type Config struct {
 	// themselves: an h2c preface, an Upgrade request, and requests whose
 	// Target says HandOff. It gets the descriptor (its owner from then
 	// on: the loop forgets it) and the bytes read from it that no answer
-	// consumed, the current request's head first. It is called on a loop
-	// and must not block. Without it those requests are refused (501,
-	// 505).
-	HandOff func(fd int, buffered []byte)
+	// consumed, the current request's head first, and which of the
+	// connection manager's per-connection counters the loops counted for
+	// it. It is called on a loop and must not block. Without it those
+	// requests are refused (501, 505).
+	HandOff func(fd int, buffered []byte, counted Counted)
 	// TLS, when set, terminates TLS on every connection (see TLS); Update
 	// replaces it for the connections accepted afterwards.
 	TLS *TLS
@@ -78,7 +79,7 @@ type Config struct {
 	// it on in blocking mode) and the plaintext read that no answer
 	// consumed. Without it such connections are refused as without
 	// HandOff. It is called on a loop and must not block.
-	HandOffTLS func(fd int, c *tlsrec.Conn, buffered []byte)
+	HandOffTLS func(fd int, c *tlsrec.Conn, buffered []byte, counted Counted)
 	// Observer, when set, hears of every upstream attempt a Router's
 	// Target started, and counts its response codes in place of the
 	// loops (cluster.<name>.upstream_rq_<code> and classes, completed).
@@ -125,6 +126,23 @@ type Config struct {
 	// unique across both; nil numbers them from a counter of the Server.
 	ConnIDs *atomic.Uint64
 }
+
+// Counted says which of a connection manager's per-connection counters
+// (http.<prefix>.*) the loops counted for a connection they hand off, so
+// that the goroutine path counts the others: each connection once, as
+// Envoy counts it. The loops give back downstream_cx_active themselves,
+// and never count a handed-off connection's downstream_cx_destroy, nor
+// downstream_cx_http2_total (they hand HTTP/2 off at its preface).
+type Counted uint8
+
+const (
+	// CountedCx: downstream_cx_total (the loops served the connection
+	// on a chain of theirs).
+	CountedCx Counted = 1 << iota
+	// CountedHTTP1: downstream_cx_http1_total (they served an HTTP/1.1
+	// request of it).
+	CountedHTTP1
+)
 
 // ListenerStats are a listener's connection stats.
 type ListenerStats struct {

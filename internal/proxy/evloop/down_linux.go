@@ -44,7 +44,7 @@ func (l *loop) accept(ctx context.Context) {
 				if ls != nil {
 					ls.CxTotal.Inc() // the goroutine path counts it active
 				}
-				l.srv.cfg.HandOff(fd, nil)
+				l.srv.cfg.HandOff(fd, nil, 0)
 				continue
 			}
 			if acc.Chain != nil {
@@ -305,6 +305,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 		st.rqHTTP2.Inc()
 	} else {
 		st.rqHTTP1.Inc()
+		if d.requests == 0 {
+			st.cxHTTP1.Inc() // once per connection; a hand-off says so (handOff)
+		}
 	}
 	d.off += len(head)
 	// A request read after its chain was retired is the connection's

@@ -202,9 +202,11 @@ func (l *loop) h1uCredit(st *h2stream) {
 func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	d := s.st.sd
 	hb := d.hb
-	hasLength, hasTrailer, length := false, false, int64(-1)
+	hasLength, hasTrailer, hasDate, length := false, false, false, int64(-1)
 	for _, hf := range f.RegularFields() {
 		switch hf.Name {
+		case "date":
+			hasDate = true
 		case "content-length":
 			n, err := strconv.ParseInt(hf.Value, 10, 64)
 			if err != nil || n < 0 || hasLength && n != length {
@@ -268,8 +270,12 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	if d.closeAfter {
 		o = append(o, "connection: close\r\n"...)
 	}
+	logged := len(o) // the head the goroutine path logs: without the date its writer adds
+	if !hasDate {
+		o = l.appendDate(o)
+	}
 	d.out = append(o, "\r\n"...)
-	l.logResponse(d, d.out[hs:])
+	l.logResponse(d, d.out[hs:logged])
 	l.responseCounted(&s.x, d, status)
 	if f.StreamEnded() {
 		l.h2uFinish(s, true)

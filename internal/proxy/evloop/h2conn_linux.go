@@ -119,6 +119,7 @@ func (l *loop) startH2(d *down, head []byte) bool {
 	d.off += len(head)
 	d.headStart = 0
 	l.srv.h2Conns.Add(1)
+	d.gen.st.cxHTTP2.Inc()
 	_ = c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxList},

@@ -35,14 +35,20 @@ func (l *loop) h2Reply(d *down, status int, body string) int {
 			_ = c.enc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: body})
 		}
 		_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+		l.h2Date(c)
 		l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), true)
 		st.ended = true
 		return 200
 	}
 	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
-	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain"})
+	if body != "" {
+		// As Envoy's local reply (and the access log above): a type
+		// only for a body.
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain"})
+	}
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+	l.h2Date(c)
 	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
 	if d.logged() {
 		d.lg.rec.BytesSent += int64(len(body))
@@ -101,4 +107,11 @@ func (l *loop) h2Interim(st *h2stream, rs *response, b []byte) {
 	c := st.c
 	h2EncodeHead(c, rs, b)
 	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+}
+
+// h2Date adds the date to the header block being encoded for c, as on
+// every response without one (date_linux.go); not logged, as the
+// goroutine path does not log the date its writer adds.
+func (l *loop) h2Date(c *h2conn) {
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "date", Value: l.date()})
 }

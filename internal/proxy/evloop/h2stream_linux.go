@@ -363,6 +363,9 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
 		Value: strconv.FormatInt((l.now-u.started)/int64(time.Millisecond), 10)})
+	if !rs.hasDate {
+		l.h2Date(c)
+	}
 	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
 	if d.logged() {
 		l.logH2FromH1(d, u, b)

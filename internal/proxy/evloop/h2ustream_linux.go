@@ -344,17 +344,23 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	s.x.status = status
 	c.hbuf.Reset()
 	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	hasDate := false
 	for _, hf := range f.RegularFields() {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
 			"server", "x-envoy-upstream-service-time":
 			continue // connection-specific, or written again by the proxy
+		case "date":
+			hasDate = true
 		}
 		_ = c.enc.WriteField(hf)
 	}
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
 		Value: strconv.FormatInt((l.now-s.x.started)/int64(time.Millisecond), 10)})
+	if !hasDate {
+		l.h2Date(c)
+	}
 	// A response without a body ends with its HEADERS (gRPC's
 	// trailers-only response must: its grpc-status is in them).
 	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), f.StreamEnded())

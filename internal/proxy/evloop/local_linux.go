@@ -5,6 +5,7 @@ package evloop
 // handed to the goroutine path.
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"time"
@@ -22,6 +23,7 @@ func (l *loop) badRequest(d *down, err error) {
 	}
 	if d.h2 == nil {
 		d.gen.st.cxProtocolError.Inc() // an h2 stream's error leaves its connection be
+		l.firstHeadEnded(d)
 	}
 	d.gen.st.rqTotal.Inc()
 	d.off = len(d.in)
@@ -75,15 +77,21 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	o = append(o, reason(status)...)
 	o = append(o, "\r\ncontent-length: "...)
 	o = strconv.AppendInt(o, int64(len(body)), 10)
-	o = append(o, "\r\ncontent-type: text/plain\r\nserver: envoy\r\n"...)
+	if body != "" {
+		// As Envoy's local reply: a type only for a body.
+		o = append(o, "\r\ncontent-type: text/plain"...)
+	}
+	o = append(o, "\r\nserver: envoy\r\n"...)
 	if d.closeAfter {
 		o = append(o, "connection: close\r\n"...)
 	}
-	o = append(o, "\r\n"...)
 	if d.logged() {
+		// Without the date, as the goroutine path logs its reply (its
+		// writer adds the date on the wire only).
 		l.logResponse(d, o[hs:])
 		d.lg.rec.BytesSent += int64(len(body))
 	}
+	o = append(l.appendDate(o), "\r\n"...)
 	o = append(o, body...)
 	d.out = o
 	l.replyDone(d, status)
@@ -125,6 +133,13 @@ func (l *loop) handOffWhenWritten(d *down) bool {
 // handOff gives a connection waiting for a request to Config.HandOff with
 // the bytes not yet consumed, the current head first.
 func (l *loop) handOff(d *down) {
+	// The loops counted the connection (at accept, or after its
+	// handshake), and as HTTP/1.1 once they served a request of its:
+	// the goroutine path counts the rest.
+	counted := CountedCx
+	if d.requests > 0 {
+		counted |= CountedHTTP1
+	}
 	buffered := append([]byte(nil), d.in[d.off:]...)
 	fd := d.fd
 	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fd, nil)
@@ -134,8 +149,20 @@ func (l *loop) handOff(d *down) {
 		ls.CxActive.Dec() // the goroutine path counts it again
 	}
 	if d.tls != nil {
-		l.srv.cfg.HandOffTLS(fd, d.tls, buffered)
+		l.srv.cfg.HandOffTLS(fd, d.tls, buffered, counted)
 		return
 	}
-	l.srv.cfg.HandOff(fd, buffered)
+	l.srv.cfg.HandOff(fd, buffered, counted)
+}
+
+// firstHeadEnded counts an HTTP/1.1 connection whose first request head
+// ends unserved (malformed, timed out, cut by the client) as HTTP/1.1
+// (downstream_cx_http1_total), as the goroutine path counts a connection
+// once its first bytes are not the h2c preface; dispatch counts the
+// others at their first request.
+func (l *loop) firstHeadEnded(d *down) {
+	if d.requests == 0 && d.h2 == nil && d.h2c == nil && d.in != nil && d.off < len(d.in) &&
+		!bytes.HasPrefix([]byte(h2cPreface), d.in[d.off:min(len(d.in), d.off+len(h2cPreface))]) {
+		d.gen.st.cxHTTP1.Inc()
+	}
 }

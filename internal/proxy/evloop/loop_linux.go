@@ -198,6 +198,7 @@ type loop struct {
 	rng     *mrand.ChaCha8
 	epoch   time.Time
 	now     int64
+	dt      loopDate  // date_linux.go
 	sweptAt int64     // the host pools' last sweep
 	timers  timerHeap // timer_linux.go
 	events  [maxEvents]unix.EpollEvent

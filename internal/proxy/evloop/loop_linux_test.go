@@ -190,6 +190,8 @@ func TestRoutesByHostAndPrefix(t *testing.T) {
 	}
 }
 
+// TestNoRoute: a request no route matches is answered 404, with no
+// body and so no content-type, and counted.
 func TestNoRoute(t *testing.T) {
 	b := backend(t, "a")
 	srv, st := start(t, Config{Loops: 1, Routes: []Route{{Domain: "*", Prefix: "/only/", Cluster: "a"}},
@@ -201,6 +203,11 @@ func TestNoRoute(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 404 {
 		t.Errorf("status %d, want 404", resp.StatusCode)
+	}
+	// As the goroutine path's and Envoy's local reply without a body: a
+	// length and a date, no type.
+	if _, ok := resp.Header["Content-Type"]; ok || resp.ContentLength != 0 || resp.Header.Get("Date") == "" {
+		t.Errorf("head %v (length %d), want a date and a length of 0 and no content-type", resp.Header, resp.ContentLength)
 	}
 	if v, _ := st.Value("http.ingress.no_route"); v != 1 {
 		t.Errorf("no_route %d", v)

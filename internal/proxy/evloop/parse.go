@@ -343,6 +343,7 @@ type response struct {
 	hasLength     bool
 	chunked       bool
 	closeAfter    bool
+	hasDate       bool // the proxy adds one when the upstream sent none
 	lines         []headerLine
 	statusLine    span // "HTTP/1.1 200 OK" without CRLF
 }
@@ -432,6 +433,8 @@ func parseResponse(b []byte, r *response) error {
 		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"), equalFold(name, "upgrade"),
 			equalFold(name, "server"), equalFold(name, "x-envoy-upstream-service-time"):
 			h.hop = true
+		case equalFold(name, "date"):
+			r.hasDate = true
 		}
 		r.lines = append(r.lines, h)
 		p = e + 2

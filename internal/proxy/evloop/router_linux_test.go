@@ -104,7 +104,7 @@ func TestHandOff(t *testing.T) {
 	}
 	inner := &ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostOf(a))}}}
 	handed := make(chan string, 4)
-	srv, _ := start(t, Config{Loops: 1, Router: handOffRouter{inner}, HandOff: func(fd int, buffered []byte) {
+	srv, _ := start(t, Config{Loops: 1, Router: handOffRouter{inner}, HandOff: func(fd int, buffered []byte, _ Counted) {
 		f := os.NewFile(uintptr(fd), "handed")
 		c, err := net.FileConn(f)
 		f.Close()
@@ -282,7 +282,7 @@ func TestHandOffBehindPipelinedResponse(t *testing.T) {
 	handed := make(chan string, 1)
 	srv, _ := start(t, Config{Loops: 1, Router: handOffRouter{routerFunc(func(proxyroute.Head) Target {
 		return Target{Status: 200, Body: strings.Repeat("x", big)} // a direct response, written at once
-	})}, HandOff: func(fd int, buffered []byte) {
+	})}, HandOff: func(fd int, buffered []byte, _ Counted) {
 		handed <- string(buffered)
 		f := os.NewFile(uintptr(fd), "handed")
 		defer f.Close()

@@ -13,6 +13,7 @@ type counters struct {
 	rqTotal, rqHTTP1, rqCompleted *stats.Counter
 	rqHTTP2, prematureResets      *stats.Counter
 	cxTotal, cxDestroy            *stats.Counter
+	cxHTTP1, cxHTTP2              *stats.Counter // per connection: at its first request head, at its preface
 	cxProtocolError, noRoute      *stats.Counter
 	noCluster                     *stats.Counter
 	rqHeaderTimeout               *stats.Counter
@@ -38,7 +39,8 @@ func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counter
 		rqTotal: sc.Counter("downstream_rq_total"), rqHTTP1: sc.Counter("downstream_rq_http1_total"),
 		rqHTTP2: sc.Counter("downstream_rq_http2_total"), prematureResets: sc.Counter("downstream_rq_too_many_premature_resets"),
 		rqCompleted: sc.Counter("downstream_rq_completed"), cxTotal: sc.Counter("downstream_cx_total"),
-		cxDestroy: sc.Counter("downstream_cx_destroy"), cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
+		cxDestroy: sc.Counter("downstream_cx_destroy"), cxHTTP1: sc.Counter("downstream_cx_http1_total"),
+		cxHTTP2: sc.Counter("downstream_cx_http2_total"), cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
 		noRoute: sc.Counter("no_route"), noCluster: sc.Counter("no_cluster"),
 		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
 		cxDrainClose: sc.Counter("downstream_cx_drain_close"), rqRxReset: sc.Counter("downstream_rq_rx_reset"),

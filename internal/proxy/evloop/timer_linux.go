@@ -227,6 +227,7 @@ func (l *loop) expire(d *down) {
 			l.closeDown(d) // not a byte since it was accepted: nothing to answer
 			return
 		}
+		l.firstHeadEnded(d)
 		d.off = len(d.in)
 		d.reqStart = l.now
 		l.localReply(d, 408, "request header timeout", true)

@@ -206,6 +206,7 @@ func (l *loop) clientGone(d *down) {
 	if d.u != nil || d.hb != nil || d.rs.waiting {
 		d.gen.st.rqRxReset.Inc() // the client went with its request in flight
 	}
+	l.firstHeadEnded(d)
 	l.closeDown(d)
 }
 

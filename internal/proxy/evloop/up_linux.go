@@ -381,8 +381,12 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	if d.closeAfter {
 		o = append(o, "connection: close\r\n"...)
 	}
+	logged := len(o) // the head the goroutine path logs: without the date its writer adds
+	if !rs.hasDate {
+		o = l.appendDate(o)
+	}
 	d.out = append(o, "\r\n"...)
-	l.logResponse(d, d.out[hs:])
+	l.logResponse(d, d.out[hs:logged])
 	l.responseCounted(u, d, rs.status)
 	return true
 }

@@ -102,6 +102,12 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 	m.modifyResponse(s, res)
 	dh := w.Header()
 	addHeaders(dh, res.Header)
+	if _, ok := dh["Content-Type"]; !ok && s.in.ProtoMajor == 2 {
+		// A response without a type goes down without one, as Envoy
+		// (and the loops, and the HTTP/1.1 writer) relay it; the key
+		// without a value keeps x/net's server from sniffing one.
+		dh["Content-Type"] = nil
+	}
 	announced := len(res.Trailer)
 	if announced > 0 {
 		keys := make([]string, 0, announced)

@@ -261,8 +261,14 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 		s.serveH2(ctx, c, m)
 		return
 	}
-	m.stats.cxTotal.Inc()
-	m.stats.cxHTTP1.Inc()
+	// A connection the loops handed off was counted there in part
+	// (listener.Conn.CountedCx): each counts once.
+	if !c.CountedCx {
+		m.stats.cxTotal.Inc()
+	}
+	if !c.CountedHTTP1 {
+		m.stats.cxHTTP1.Inc()
+	}
 	m.stats.cxActive.Inc()
 	s.serveFast(hc, func(ctx context.Context, w http.ResponseWriter, r *http.Request) { m.serve(ctx, w, r, c) }, func() {
 		m.stats.cxActive.Dec()

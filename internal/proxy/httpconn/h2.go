@@ -57,7 +57,9 @@ func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
 		return
 	}
 	defer s.untrackH2(hc)
-	m.stats.cxTotal.Inc()
+	if !c.CountedCx { // else counted by the loops that handed it off
+		m.stats.cxTotal.Inc()
+	}
 	m.stats.cxHTTP2.Inc()
 	m.stats.cxActive.Inc()
 	defer func() {

@@ -560,6 +560,14 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 		if body != "" {
 			h.Set("Grpc-Message", body)
 		}
+		if s.in.ProtoMajor == 2 {
+			// Headers only, as Envoy sends it: it drops any
+			// content-length from a gRPC local reply, and its HTTP/2
+			// codec adds none (its HTTP/1.1 codec adds "0", as the
+			// writer here does). The key without a value keeps x/net's
+			// server from adding one.
+			h["Content-Length"] = nil
+		}
 		w.WriteHeader(http.StatusOK)
 		return
 	}

@@ -95,6 +95,12 @@ type Conn struct {
 	raw        net.Conn  // the accepted socket, under any TLS wrapper
 	owner      *Listener // nil in tests that build a Conn by hand
 
+	// CountedCx and CountedHTTP1: the event loops handed the connection
+	// off having counted it in its connection manager's
+	// downstream_cx_total, and downstream_cx_http1_total
+	// (evloop.Counted); its handler counts the others.
+	CountedCx, CountedHTTP1 bool
+
 	draining atomic.Bool // set with owner.mu held
 	onDrain  func()      // protected by owner.mu
 	killer   *time.Timer // closes raw when the drain time ends; protected by owner.mu
@@ -420,17 +426,19 @@ func (l *Listener) acceptLoop(ctx context.Context) {
 		l.stats.CxTotal.Inc()
 		l.stats.CxActive.Inc()
 		l.wg.Add(1)
-		go l.handle(ctx, c, nil) // ends when the chain handler returns; waited for by Wait
+		go l.handle(ctx, c, nil, 0) // ends when the chain handler returns; waited for by Wait
 	}
 }
 
 // handle serves an accepted connection. tc, when not nil, is raw's TLS
 // carried on from the event loops' handshake (with the plaintext they
-// read in front): the chain's handshake is not run again.
-func (l *Listener) handle(ctx context.Context, raw, tc net.Conn) {
+// read in front): the chain's handshake is not run again. counted is
+// what the loops counted of a connection they handed off (Conn.CountedCx).
+func (l *Listener) handle(ctx context.Context, raw, tc net.Conn, counted evloop.Counted) {
 	defer l.wg.Done()
 	cfg := l.cfg.Load()
-	c := &Conn{Conn: raw, raw: raw, ID: l.ids.Add(1), Listener: cfg.Name, stats: &l.stats}
+	c := &Conn{Conn: raw, raw: raw, ID: l.ids.Add(1), Listener: cfg.Name, stats: &l.stats,
+		CountedCx: counted&evloop.CountedCx != 0, CountedHTTP1: counted&evloop.CountedHTTP1 != 0}
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}

@@ -125,6 +125,7 @@ type handed struct {
 	fd       int
 	buffered []byte
 	tls      *tlsrec.Conn // the connection's TLS, terminated on the loops; nil in plaintext
+	counted  evloop.Counted
 }
 
 // listenLoops binds cfg.Addr with one socket per event loop.
@@ -272,15 +273,15 @@ type handOffRouter struct{}
 func (handOffRouter) Route(route.Head) evloop.Target { return evloop.Target{HandOff: true} }
 
 // handOff is the loops' HandOff: it runs on a loop and must not block.
-func (l *Listener) handOff(fd int, buffered []byte) {
-	l.handOffTLS(fd, nil, buffered)
+func (l *Listener) handOff(fd int, buffered []byte, counted evloop.Counted) {
+	l.handOffTLS(fd, nil, buffered, counted)
 }
 
 // handOffTLS is the loops' HandOffTLS: handOff for a connection whose
 // TLS the loops terminated.
-func (l *Listener) handOffTLS(fd int, tc *tlsrec.Conn, buffered []byte) {
+func (l *Listener) handOffTLS(fd int, tc *tlsrec.Conn, buffered []byte, counted evloop.Counted) {
 	select {
-	case l.handoffs <- handed{fd, buffered, tc}:
+	case l.handoffs <- handed{fd, buffered, tc, counted}:
 	default:
 		l.stats.CxOverflow.Inc() // before the close, which the client may see first
 		unix.Close(fd)
@@ -331,7 +332,7 @@ func (l *Listener) serveLoops(ctx context.Context) {
 					go l.handleResumed(ctx, raw, h) // ends when the chain handler returns; waited for by Wait
 					continue
 				}
-				go l.handle(ctx, c, nil) // ends when the chain handler returns; waited for by Wait
+				go l.handle(ctx, c, nil, h.counted) // ends when the chain handler returns; waited for by Wait
 			}
 		}
 	}()
@@ -357,7 +358,7 @@ func (l *Listener) handleResumed(ctx context.Context, raw net.Conn, h handed) {
 		l.wg.Done()
 		return
 	}
-	l.handle(ctx, raw, &resumedConn{replayConn{Conn: tc, pending: h.buffered}, tc})
+	l.handle(ctx, raw, &resumedConn{replayConn{Conn: tc, pending: h.buffered}, tc}, h.counted)
 }
 
 // HandedOff is the number of connections the loops handed to the

@@ -1,0 +1,136 @@
+package cluster
+
+import (
+	"context"
+	"net/http"
+	"sync"
+
+	"golang.org/x/net/http2"
+)
+
+// A cluster's HTTP/2 connections are pooled by address in an h2Pool
+// (x/net's http2.ClientConnPool) rather than in x/net's own pool, which
+// closes the idle connections of every address or of none and never
+// shows a connection's address. Envoy drains the connection pools of the
+// hosts an update removes: their idle connections close at once, busy
+// ones take no new stream and close when their last stream ends. The
+// HTTP/1.1 pool forgets a removed address (h1Client.forget); h2Pool
+// drains its connections (drain), which kept a removed host's connection
+// open, and counted in upstream_cx_active, until the idle timeout (an
+// hour by default).
+
+// h2Pool is a cluster's HTTP/2 connections by address.
+type h2Pool struct {
+	c *Cluster
+	t *http2.Transport // whose ConnPool this is
+
+	mu      sync.Mutex
+	conns   map[string][]*http2.ClientConn // those that may take new streams
+	dialing map[string]*h2Dial
+}
+
+// h2Dial is a connection being opened; the requests that wait for it
+// share it.
+type h2Dial struct {
+	done chan struct{} // closed once cc or err is set
+	cc   *http2.ClientConn
+	err  error
+}
+
+func newH2Pool(c *Cluster, t *http2.Transport) *h2Pool {
+	return &h2Pool{c: c, t: t, conns: map[string][]*http2.ClientConn{}, dialing: map[string]*h2Dial{}}
+}
+
+// GetClientConn returns a connection to addr with a stream reserved for
+// req: one open with room, else a new one (a dial under way is shared).
+func (p *h2Pool) GetClientConn(req *http.Request, addr string) (*http2.ClientConn, error) {
+	for {
+		p.mu.Lock()
+		for _, cc := range p.conns[addr] {
+			if cc.ReserveNewRequest() {
+				p.mu.Unlock()
+				return cc, nil
+			}
+		}
+		d := p.dialing[addr]
+		if d == nil {
+			d = &h2Dial{done: make(chan struct{})}
+			p.dialing[addr] = d
+			// The dial outlives a request that stops waiting, as in
+			// x/net's pool; connect_timeout bounds it (dial).
+			go p.dial(req.Context(), addr, d) // ends with the dial
+		}
+		p.mu.Unlock()
+		select {
+		case <-d.done:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+		if d.err != nil {
+			return nil, d.err
+		}
+		// Full already (other requests took its streams): again.
+	}
+}
+
+// dial opens a connection to addr for d; ctx carries the request's host
+// (WithHost), for its stats.
+func (p *h2Pool) dial(ctx context.Context, addr string, d *h2Dial) {
+	nc, err := p.c.dialH2(ctx, "tcp", addr)
+	var cc *http2.ClientConn
+	if err == nil {
+		if cc, err = p.t.NewClientConn(nc); err != nil {
+			_ = nc.Close()
+		}
+	}
+	p.mu.Lock()
+	delete(p.dialing, addr)
+	if err == nil {
+		p.conns[addr] = append(p.conns[addr], cc)
+	}
+	d.cc, d.err = cc, err
+	close(d.done)
+	p.mu.Unlock()
+}
+
+// MarkDead forgets a connection that closed or went away (GOAWAY).
+func (p *h2Pool) MarkDead(cc *http2.ClientConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, l := range p.conns {
+		for i, c := range l {
+			if c == cc {
+				l = append(l[:i], l[i+1:]...)
+				if len(l) == 0 {
+					delete(p.conns, addr)
+				} else {
+					p.conns[addr] = l
+				}
+				return
+			}
+		}
+	}
+}
+
+// drain drains the connections of the addresses keep refuses (nil: of
+// every address): forgotten, so that they take no new stream, closed at
+// once when idle, else when their last stream ends (x/net closes a
+// connection marked not to be reused then).
+func (p *h2Pool) drain(keep func(addr string) bool) {
+	var gone []*http2.ClientConn
+	p.mu.Lock()
+	for addr, l := range p.conns {
+		if keep == nil || !keep(addr) {
+			gone = append(gone, l...)
+			delete(p.conns, addr)
+		}
+	}
+	// Reservations are made with mu held: none can start on these now.
+	for _, cc := range gone {
+		cc.SetDoNotReuse()
+		if st := cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
+			_ = cc.Close()
+		}
+	}
+	p.mu.Unlock()
+}
