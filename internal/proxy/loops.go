@@ -85,6 +85,7 @@ func loopChain(ch *listener.Chain, clusters *cluster.Manager) (*listener.LoopCha
 		return nil, why
 	}
 	headers, idle := h.Timeouts()
+	streamIdle, flush := h.StreamTimeouts()
 	var rtr evloop.Router = &loopRouter{hcm: h, clusters: clusters}
 	if h.Logged() {
 		if ch.TLS != nil {
@@ -95,6 +96,7 @@ func loopChain(ch *listener.Chain, clusters *cluster.Manager) (*listener.LoopCha
 		rtr = loggedRouter{rtr.(*loopRouter)}
 	}
 	return &listener.LoopChain{Router: rtr, StatPrefix: h.StatPrefix, HeadersTimeout: headers, IdleTimeout: idle,
+		StreamIdleTimeout: streamIdle, StreamFlushTimeout: flush,
 		TLS: ch.TLS, Logged: h.Logged()}, ""
 }
 

@@ -106,6 +106,9 @@ func slowReaderH2(t *testing.T, opts ...func(*Config)) {
 	waitFreed(t, h, false)
 	for f := range cl.frames {
 		if f.typ == http2.FrameRSTStream && f.stream == 1 {
+			if f.code != http2.ErrCodeInternal {
+				t.Errorf("RST_STREAM %v, want INTERNAL_ERROR (x/net's, resetting a stream whose write deadline passed)", f.code)
+			}
 			return
 		}
 	}
@@ -219,8 +222,9 @@ func slowReaderLastFlush(t *testing.T, opts ...func(*Config)) {
 
 // TestSlowReaderLastFlushH2: the same over HTTP/2, a client that gives the
 // proxy no flow-control window (SETTINGS_INITIAL_WINDOW_SIZE 0) asks for a
-// small response: it is reset once the idle timeout passes without the
-// window opening, on both paths.
+// small response: it is reset (INTERNAL_ERROR, as x/net resets a stream
+// whose write deadline passed) once stream_flush_timeout passes without
+// the window opening, and counted as Envoy counts it, on both paths.
 func TestSlowReaderLastFlushH2(t *testing.T) {
 	for name, opts := range map[string][]func(*Config){"goroutines": {goroutinePath}, "loops": nil} {
 		t.Run(name, func(t *testing.T) { slowReaderLastFlushH2(t, opts...) })
@@ -237,7 +241,7 @@ func slowReaderLastFlushH2(t *testing.T, opts ...func(*Config)) {
 	t.Cleanup(up.Close)
 	h.push(
 		httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
-			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(300 * time.Millisecond)}
+			m.StreamFlushTimeout = durationpb.New(300 * time.Millisecond)
 		})),
 		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "small"))),
 		edsCluster("small"), cla("small", up.Listener.Addr().String()))
@@ -250,13 +254,23 @@ func slowReaderLastFlushH2(t *testing.T, opts ...func(*Config)) {
 	}
 	_ = cl.bw.Flush()
 	waitUntil(t, 5*time.Second, "the request reached the proxy", func() bool { return h.stat("http.egress.downstream_rq_total") >= 1 })
+	reset := false
+	for f := range cl.frames {
+		if f.typ == http2.FrameRSTStream && f.stream == 1 {
+			if f.code != http2.ErrCodeInternal {
+				t.Errorf("RST_STREAM %v, want INTERNAL_ERROR", f.code)
+			}
+			reset = true
+			break
+		}
+	}
+	if !reset {
+		t.Fatal("the connection ended without a RST_STREAM of the stalled stream")
+	}
 	waitUntil(t, 5*time.Second, "the proxy ends the stream the client gives no window", func() bool {
 		return h.stat("http.egress.downstream_rq_active") == 0
 	})
-	for f := range cl.frames {
-		if f.typ == http2.FrameRSTStream && f.stream == 1 {
-			return
-		}
+	if got := h.stat("http2.tx_flush_timeout"); got != 1 {
+		t.Errorf("http2.tx_flush_timeout = %d, want 1", got)
 	}
-	t.Fatal("the connection ended without a RST_STREAM of the stalled stream")
 }

@@ -25,6 +25,9 @@ type ChainConfig struct {
 	// manager's; 0 means the Server's (Config.HeadersTimeout,
 	// Config.IdleTimeout).
 	HeadersTimeout, IdleTimeout time.Duration
+	// StreamIdleTimeout and StreamFlushTimeout are its stream_idle_timeout
+	// and stream_flush_timeout; 0 means the Server's.
+	StreamIdleTimeout, StreamFlushTimeout time.Duration
 	// Continues, when set, is the chain of the previous configuration
 	// this one carries on (the same filter chain, an update later): the
 	// connections of both are retired together.

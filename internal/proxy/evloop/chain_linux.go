@@ -7,7 +7,8 @@ import "sync/atomic"
 // http.<StatPrefix>.* of the Server's store from the start.
 func (s *Server) NewChain(c ChainConfig) *Chain {
 	g := &generation{router: c.Router, st: newCounters(s.cfg.Stats, c.StatPrefix, nil), tls: c.TLS,
-		headers: s.cfg.HeadersTimeout, idle: s.cfg.IdleTimeout, retired: new(atomic.Bool)}
+		headers: s.cfg.HeadersTimeout, idle: s.cfg.IdleTimeout, streamIdle: s.cfg.StreamIdleTimeout, flush: s.cfg.StreamFlushTimeout,
+		retired: new(atomic.Bool)}
 	if c.Continues != nil {
 		g.retired = c.Continues.g.retired
 	}
@@ -16,6 +17,12 @@ func (s *Server) NewChain(c ChainConfig) *Chain {
 	}
 	if c.IdleTimeout > 0 {
 		g.idle = c.IdleTimeout
+	}
+	if c.StreamIdleTimeout > 0 {
+		g.streamIdle = c.StreamIdleTimeout
+	}
+	if c.StreamFlushTimeout > 0 {
+		g.flush = c.StreamFlushTimeout
 	}
 	return &Chain{g}
 }

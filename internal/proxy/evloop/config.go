@@ -102,6 +102,12 @@ type Config struct {
 	// IdleTimeout closes a downstream connection without a request in
 	// flight after this long; 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// StreamIdleTimeout resets an HTTP/2 stream whose writes, or whose
+	// request body's, made no progress for this long; StreamFlushTimeout
+	// one whose response's end is buffered waiting for the client's
+	// window (Envoy's stream_idle_timeout and stream_flush_timeout). 0
+	// means DefaultStreamIdleTimeout.
+	StreamIdleTimeout, StreamFlushTimeout time.Duration
 	// HeadersTimeout bounds the wait for a request head once its first
 	// byte came (408 after it); 0 means DefaultHeadersTimeout.
 	HeadersTimeout time.Duration
@@ -155,9 +161,12 @@ const (
 	DefaultMaxConns        = 16384
 	DefaultMaxIdleUpstream = 256
 	DefaultIdleTimeout     = 5 * time.Minute
-	DefaultHeadersTimeout  = 10 * time.Second // weft proxy's default
-	DefaultRequestTimeout  = 15 * time.Second
-	DefaultConnectTimeout  = time.Second
+	// DefaultStreamIdleTimeout is Envoy's stream_idle_timeout default,
+	// and so stream_flush_timeout's.
+	DefaultStreamIdleTimeout = 5 * time.Minute
+	DefaultHeadersTimeout    = 10 * time.Second // weft proxy's default
+	DefaultRequestTimeout    = 15 * time.Second
+	DefaultConnectTimeout    = time.Second
 )
 
 // Router chooses where a request goes, from its head.

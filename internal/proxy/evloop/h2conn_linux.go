@@ -456,34 +456,48 @@ func (l *loop) h2Forget(d *down) {
 }
 
 // h2Deadline is an HTTP/2 connection's next timeout: the idle timeout
-// while it has no stream, else the streams' idle timeout: that of the
-// first stream waiting to write (a window the client keeps closed, a
-// socket it does not read) that made no progress since.
+// while it has no stream, else that of the first stream waiting to write
+// (a window the client keeps closed, a socket it does not read) that made
+// no progress since (stallLimit).
 func (l *loop) h2Deadline(d *down) int64 {
 	c := d.h2c
-	idle := int64(d.gen.idle)
 	if len(c.streams) == 0 {
-		return d.last + idle
+		return d.last + int64(d.gen.idle)
 	}
 	at := int64(never)
 	for _, st := range c.blocked {
 		if !st.gone {
-			at = min(at, st.last+idle)
+			at = min(at, st.last+d.gen.stallLimit(st))
 		}
 	}
 	return at
 }
 
-// h2Expire enforces the idle timeouts: a stream stuck for as long is
-// reset (RST_STREAM CANCEL; Envoy's stream idle timeout), a connection
-// without a stream gets GOAWAY, then the close.
+// stallLimit is how long a stream waiting to write may make no progress:
+// stream_flush_timeout once its response's end is buffered behind the
+// client's window, else stream_idle_timeout.
+func (g *generation) stallLimit(st *h2stream) int64 {
+	if st.endPending {
+		return int64(g.flush)
+	}
+	return int64(g.streamIdle)
+}
+
+// h2Expire enforces the timeouts: a stream stuck for its stallLimit is
+// reset (RST_STREAM INTERNAL_ERROR, as the goroutine path's HTTP/2 server
+// resets a stream whose write deadline passed; counted as
+// http2.tx_flush_timeout when its end was buffered), a connection without
+// a stream gets GOAWAY, then the close.
 func (l *loop) h2Expire(d *down) {
 	c := d.h2c
 	idle := int64(d.gen.idle)
 	if len(c.streams) > 0 {
 		for _, st := range slices.Clone(c.blocked) {
-			if !st.gone && l.now-st.last >= idle {
-				_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeCancel)
+			if !st.gone && l.now-st.last >= d.gen.stallLimit(st) {
+				if st.endPending {
+					d.gen.st.txFlushTimeout.Inc()
+				}
+				_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeInternal)
 				st.reset = true
 				l.h2EndStream(st)
 			}

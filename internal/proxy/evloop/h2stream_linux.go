@@ -487,7 +487,7 @@ func (l *loop) h2Push(st *h2stream) {
 		if !st.blocked {
 			st.blocked = true
 			c.blocked = append(c.blocked, st)
-			if at := st.last + int64(c.d.gen.idle); c.d.tm.idx == 0 || at < c.d.tm.at {
+			if at := st.last + c.d.gen.stallLimit(st); c.d.tm.idx == 0 || at < c.d.tm.at {
 				l.setTimer(c.d, at) // its idle timeout (arm's work, without h2Deadline's walk)
 			}
 		}

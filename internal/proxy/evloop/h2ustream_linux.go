@@ -589,7 +589,7 @@ func (l *loop) h2uDeadline(d *down) int64 {
 		at = min(at, u.started+int64(l.srv.cfg.ConnectTimeout))
 	}
 	if s.blocked {
-		at = min(at, s.last+int64(d.gen.idle))
+		at = min(at, s.last+int64(d.gen.streamIdle))
 	}
 	if p := d.rs.policy; p != nil && p.PerTryTimeout > 0 {
 		at = min(at, d.rs.tryStart+int64(p.PerTryTimeout))
@@ -619,7 +619,7 @@ func (l *loop) h2uExpire(d *down) {
 		l.localReply(d, 504, "upstream request timeout", false)
 	case d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.h2uPerTryTimeout(s)
-	case s.blocked && l.now-s.last >= int64(d.gen.idle):
+	case s.blocked && l.now-s.last >= int64(d.gen.streamIdle):
 		// The upstream keeps its window closed on the request body.
 		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 		l.observeDone(&s.x, 0, false)

@@ -84,6 +84,12 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.StreamIdleTimeout <= 0 {
+		cfg.StreamIdleTimeout = DefaultStreamIdleTimeout
+	}
+	if cfg.StreamFlushTimeout <= 0 {
+		cfg.StreamFlushTimeout = DefaultStreamIdleTimeout
+	}
 	if cfg.HeadersTimeout <= 0 {
 		cfg.HeadersTimeout = DefaultHeadersTimeout
 	}
@@ -135,7 +141,7 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	s.addr = ap
 	s.gen.Store(&generation{router: cfg.Router, st: s.st, tls: cfg.TLS, headers: cfg.HeadersTimeout, idle: cfg.IdleTimeout,
-		retired: new(atomic.Bool)})
+		streamIdle: cfg.StreamIdleTimeout, flush: cfg.StreamFlushTimeout, retired: new(atomic.Bool)})
 	return s, nil
 }
 
@@ -150,7 +156,10 @@ type generation struct {
 	st            *counters
 	tls           *TLS
 	headers, idle time.Duration
-	retired       *atomic.Bool // Retire: its connections drain; shared by the generations of one filter chain
+	// streamIdle and flush bound an HTTP/2 stream that made no progress
+	// (h2Deadline, h2uDeadline).
+	streamIdle, flush time.Duration
+	retired           *atomic.Bool // Retire: its connections drain; shared by the generations of one filter chain
 }
 
 // Update makes the loops serve the connections accepted from now on with
@@ -159,7 +168,8 @@ type generation struct {
 // them.
 func (s *Server) Update(router Router, statPrefix string, tls *TLS) {
 	s.gen.Store(&generation{router: router, st: newCounters(s.cfg.Stats, statPrefix, nil), tls: tls,
-		headers: s.cfg.HeadersTimeout, idle: s.cfg.IdleTimeout, retired: new(atomic.Bool)})
+		headers: s.cfg.HeadersTimeout, idle: s.cfg.IdleTimeout, streamIdle: s.cfg.StreamIdleTimeout, flush: s.cfg.StreamFlushTimeout,
+		retired: new(atomic.Bool)})
 }
 
 // Drain makes every connection of the loops close once its response in

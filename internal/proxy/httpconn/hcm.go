@@ -89,16 +89,20 @@ type HCM struct {
 
 	normalizePath, mergeSlashes bool
 	streamIdle                  time.Duration // 0: none
-	requestTimeout              time.Duration // 0: none
-	maxStreamDuration           time.Duration // 0: none
-	serverName                  string
-	serverHeader                hcmv3.HttpConnectionManager_ServerHeaderTransformation
-	generateRequestID           bool
-	useRemoteAddress            bool
-	websocket                   bool
-	headersTimeout              time.Duration // request head, from its first byte; 0: none
-	idleTimeout                 time.Duration // connection without a request; 0: none
-	h2MaxStreams                uint32
+	// streamFlush bounds an HTTP/2 response's last flush, all of it
+	// buffered, waiting for the client's window (stream_flush_timeout;
+	// stream_idle_timeout unless set); 0: none.
+	streamFlush       time.Duration
+	requestTimeout    time.Duration // 0: none
+	maxStreamDuration time.Duration // 0: none
+	serverName        string
+	serverHeader      hcmv3.HttpConnectionManager_ServerHeaderTransformation
+	generateRequestID bool
+	useRemoteAddress  bool
+	websocket         bool
+	headersTimeout    time.Duration // request head, from its first byte; 0: none
+	idleTimeout       time.Duration // connection without a request; 0: none
+	h2MaxStreams      uint32
 
 	filters []Filter // before the router, in order; nil for the router alone
 
@@ -118,6 +122,7 @@ type hcmStats struct {
 	rqHeaderTimeout, cxIdleTimeout         *stats.Counter
 	cxProtocolError, prematureResets       *stats.Counter
 	cxDrainClose                           *stats.Counter
+	txFlushTimeout                         *stats.Counter // http2.tx_flush_timeout, shared by every HCM as Envoy's codec stats
 	rqTime                                 *stats.Histogram
 	classes                                [6]*stats.Counter
 }
@@ -137,6 +142,7 @@ func newHCMStats(st *stats.Store, prefix string) hcmStats {
 		cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
 		prematureResets: sc.Counter("downstream_rq_too_many_premature_resets"),
 		cxDrainClose:    sc.Counter("downstream_cx_drain_close"),
+		txFlushTimeout:  st.Scope("http2.", "envoy_http2_").Counter("tx_flush_timeout"),
 		rqTime:          sc.Histogram("downstream_rq_time"),
 	}
 	for i := 1; i <= 5; i++ {
@@ -161,7 +167,7 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 		"xff_num_trusted_hops", "generate_request_id", "preserve_external_request_id",
 		"upgrade_configs", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
 		"internal_address_config", "max_request_headers_kb", "request_headers_timeout",
-		"always_set_request_id_in_response", "strip_matching_host_port"); err != nil {
+		"always_set_request_id_in_response", "strip_matching_host_port", "stream_flush_timeout"); err != nil {
 		return nil, err
 	}
 	if h.GetStatPrefix() == "" {
@@ -180,6 +186,10 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 	}
 	if t := h.GetStreamIdleTimeout(); t != nil {
 		m.streamIdle = t.AsDuration()
+	}
+	m.streamFlush = m.streamIdle
+	if t := h.GetStreamFlushTimeout(); t != nil {
+		m.streamFlush = t.AsDuration() // 0 turns it off, as in Envoy
 	}
 	if t := h.GetRequestTimeout(); t != nil {
 		m.requestTimeout = t.AsDuration()

@@ -76,3 +76,7 @@ func (m *HCM) Normalize(path string) string {
 
 // Timeouts are the request head's and the idle connection's; 0 is none.
 func (m *HCM) Timeouts() (headers, idle time.Duration) { return m.headersTimeout, m.idleTimeout }
+
+// StreamTimeouts returns stream_idle_timeout and stream_flush_timeout
+// (the former unless set); 0 is none.
+func (m *HCM) StreamTimeouts() (idle, flush time.Duration) { return m.streamIdle, m.streamFlush }

@@ -125,12 +125,12 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		if p != nil && ctx.Err() != nil {
 			s.flags |= accesslog.DownstreamConnectionTermination
 		}
-		if p == nil && r.ProtoMajor == 2 {
-			s.flushH2(rw)
-		}
+		flushTimedOut := p == nil && r.ProtoMajor == 2 && s.flushH2(rw)
 		m.finish(s, rw)
 		if resets != nil {
-			premature := ctx.Err() != nil && time.Since(s.start) < prematureResetLifetime
+			// A stream the proxy reset itself (its flush timed out) is
+			// not a client's premature reset.
+			premature := ctx.Err() != nil && !flushTimedOut && time.Since(s.start) < prematureResetLifetime
 			if resets.streamEnded(premature) {
 				m.stats.prematureResets.Inc()
 				closeForResets(rw, c)
@@ -265,36 +265,45 @@ func (s *stream) abortWrites() {
 }
 
 // flushH2 sends, over HTTP/2, what the response left buffered (a body of
-// declared length, a local reply), bounded by the idle timeout. Else the
-// HTTP/2 server sends it after the handler returned, when no timeout of
-// the stream runs any more: a client that gives no flow-control window
-// would hold the stream, its handler's goroutine and a slot of the
-// connection's concurrent streams for good. The loops reset a stream
-// blocked that long likewise (evloop's h2Expire). A timeout that already
-// bounded the stream's writes (abortWrites) is left to do it.
-func (s *stream) flushH2(rw *respWriter) {
-	idle := s.m.idleTimeout
-	if !rw.unflushed || idle <= 0 {
-		return
+// declared length, a local reply), bounded by stream_flush_timeout (the
+// stream idle timeout unless set), as Envoy bounds a stream whose end is
+// buffered waiting for the client's window. Else the HTTP/2 server sends
+// it after the handler returned, when no timeout of the stream runs any
+// more: a client that gives no window would hold the stream, its
+// handler's goroutine and a slot of the connection's concurrent streams
+// for good. The loops reset such a stream likewise (evloop's h2Expire). A
+// timeout that already bounded the stream's writes (abortWrites) is left
+// to do it. It reports whether the flush timed out.
+func (s *stream) flushH2(rw *respWriter) (timedOut bool) {
+	d := s.m.streamFlush
+	if !rw.unflushed || d <= 0 {
+		return false
 	}
 	rc := http.NewResponseController(rw.ResponseWriter)
 	s.abortMu.Lock()
 	own := !s.deadline
+	deadline := time.Now().Add(d)
 	if own {
-		_ = rc.SetWriteDeadline(time.Now().Add(idle))
+		_ = rc.SetWriteDeadline(deadline)
 	}
 	s.abortMu.Unlock()
-	_ = rw.FlushError()
-	if own {
-		// Cleared before the stream can end (the handler has not
-		// returned): x/net arms and clears deadlines on its connection's
-		// goroutine, in the order they were set.
-		s.abortMu.Lock()
-		if !s.deadline {
-			_ = rc.SetWriteDeadline(time.Time{})
-		}
-		s.abortMu.Unlock()
+	err := rw.FlushError()
+	if !own {
+		return false
 	}
+	// Cleared before the stream can end (the handler has not returned):
+	// x/net arms and clears deadlines on its connection's goroutine, in
+	// the order they were set.
+	s.abortMu.Lock()
+	if !s.deadline {
+		_ = rc.SetWriteDeadline(time.Time{})
+	}
+	s.abortMu.Unlock()
+	if err != nil && !time.Now().Before(deadline) {
+		s.m.stats.txFlushTimeout.Inc()
+		return true
+	}
+	return false
 }
 
 // ended marks the stream's end for abortWrites. Over HTTP/2 it clears a

@@ -56,6 +56,9 @@ type LoopChain struct {
 	// HeadersTimeout and IdleTimeout are the connection manager's; 0 is
 	// none.
 	HeadersTimeout, IdleTimeout time.Duration
+	// StreamIdleTimeout and StreamFlushTimeout are its stream_idle_timeout
+	// and stream_flush_timeout; 0 is none.
+	StreamIdleTimeout, StreamFlushTimeout time.Duration
 	// TLS, when set, is the chain's TLS: the loops run its handshake (on
 	// a goroutine per connection) and carry the records.
 	TLS TLS
@@ -181,7 +184,8 @@ func (l *Listener) makeLoopChains(prev, cfg *Config) {
 			return
 		}
 		lc.ev = l.loops.NewChain(evloop.ChainConfig{Router: lc.Router, StatPrefix: lc.StatPrefix, TLS: lc.evloopTLS(),
-			HeadersTimeout: orNone(lc.HeadersTimeout), IdleTimeout: orNone(lc.IdleTimeout), Continues: prev.loopChainOf(ch)})
+			HeadersTimeout: orNone(lc.HeadersTimeout), IdleTimeout: orNone(lc.IdleTimeout),
+			StreamIdleTimeout: orNone(lc.StreamIdleTimeout), StreamFlushTimeout: orNone(lc.StreamFlushTimeout), Continues: prev.loopChainOf(ch)})
 	}
 	for i, lc := range cfg.Loops.Chains {
 		make1(&cfg.Chains[i], lc)
