@@ -579,30 +579,6 @@ func (hc *h1Conn) run(ctx context.Context, log *slog.Logger, h handlerFunc, w *h
 	return true
 }
 
-// checkRequest applies the checks net/http's server makes beyond parsing.
-func checkRequest(req *http.Request) string {
-	if req.ProtoMajor != 1 {
-		return "unsupported protocol version"
-	}
-	if req.ProtoAtLeast(1, 1) && req.Host == "" && req.Method != http.MethodConnect {
-		return "missing required Host header"
-	}
-	if !httpguts.ValidHostHeader(req.Host) {
-		return "malformed Host header"
-	}
-	for k, vv := range req.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return "invalid header name"
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return "invalid header value"
-			}
-		}
-	}
-	return ""
-}
-
 // fail answers a request that could not be read and ends the
 // connection. What the client still sends is read and dropped for a
 // moment first: closing with unread data would reset the connection, and

@@ -1,0 +1,175 @@
+package httpconn
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// A stream's timeouts: the route timeout, the max stream duration and the
+// stream idle timeout (timers), what a timeout does to the writes it
+// cuts short (abortWrites), and the bound on an HTTP/2 response's last
+// flush (flushH2).
+
+// writeGrace is how long a write may still take once a timeout ended its
+// stream (abortWrites): enough for the local reply (504) that follows a
+// timeout before the response began.
+const writeGrace = time.Second
+
+// abortWrites bounds the stream's writes to the client at writeGrace from
+// now, when a timeout ends it. The cancel stops what waits on the
+// upstream, but a write blocks until the client reads: a client that
+// never read held the stream, its goroutine and its upstream connection
+// for good, and enough of them filled the cluster's max_connections.
+// Envoy resets a stream its timeouts end while it waits on the client's
+// window. Over HTTP/1.1 a write past the deadline ends the connection
+// (h1Writer.SetWriteDeadline); over HTTP/2, x/net resets the stream.
+// Nothing is set once the stream ended: the connection may be serving
+// the next.
+func (s *stream) abortWrites() {
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	if !s.done && s.w != nil {
+		s.deadline = true
+		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Now().Add(writeGrace))
+	}
+}
+
+// flushH2 sends, over HTTP/2, what the response left buffered (a body of
+// declared length, a local reply), bounded by stream_flush_timeout (the
+// stream idle timeout unless set), as Envoy bounds a stream whose end is
+// buffered waiting for the client's window. Else the HTTP/2 server sends
+// it after the handler returned, when no timeout of the stream runs any
+// more: a client that gives no window would hold the stream, its
+// handler's goroutine and a slot of the connection's concurrent streams
+// for good. The loops reset such a stream likewise (evloop's h2Expire). A
+// timeout that already bounded the stream's writes (abortWrites) is left
+// to do it. It reports whether the flush timed out.
+func (s *stream) flushH2(rw *respWriter) (timedOut bool) {
+	d := s.m.streamFlush
+	if !rw.unflushed || d <= 0 {
+		return false
+	}
+	rc := http.NewResponseController(rw.ResponseWriter)
+	s.abortMu.Lock()
+	own := !s.deadline
+	deadline := time.Now().Add(d)
+	if own {
+		_ = rc.SetWriteDeadline(deadline)
+	}
+	s.abortMu.Unlock()
+	err := rw.FlushError()
+	if !own {
+		return false
+	}
+	// Cleared before the stream can end (the handler has not returned):
+	// x/net arms and clears deadlines on its connection's goroutine, in
+	// the order they were set.
+	s.abortMu.Lock()
+	if !s.deadline {
+		_ = rc.SetWriteDeadline(time.Time{})
+	}
+	s.abortMu.Unlock()
+	if err != nil && !time.Now().Before(deadline) {
+		s.m.stats.txFlushTimeout.Inc()
+		return true
+	}
+	return false
+}
+
+// ended marks the stream's end for abortWrites. Over HTTP/2 it clears a
+// deadline abortWrites set: x/net arms one on its connection's goroutine,
+// after the stream may have closed, and would then reset the ended stream
+// a second later. Over HTTP/1.1 the deadline stays for the response's last
+// flush (h1Conn.serveOne's w.finish: a 504's bytes, a chunked body's end),
+// which a client that stopped reading would block too; serveOne clears it
+// after that flush.
+func (s *stream) ended() {
+	s.abortMu.Lock()
+	s.done = true
+	set := s.deadline
+	s.abortMu.Unlock()
+	if set && s.in.ProtoMajor == 2 {
+		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Time{})
+	}
+}
+
+// timers arms the route timeout, the max stream duration and the stream
+// idle timeout; each cancels the stream with its cause and bounds its
+// writes (abortWrites).
+func (m *HCM) timers(s *stream) []*time.Timer {
+	var ts []*time.Timer
+	rt := s.rt
+	timeout := rt.Timeout
+	if rt.UseGRPCTimeout {
+		if d, ok := parseGRPCTimeout(s.in.Header.Get("Grpc-Timeout")); ok {
+			d -= rt.GRPCTimeoutOffset
+			if rt.GRPCTimeoutHeaderMax > 0 && d > rt.GRPCTimeoutHeaderMax {
+				d = rt.GRPCTimeoutHeaderMax
+			}
+			timeout = max(d, time.Millisecond)
+		} else if rt.GRPCTimeoutHeaderMax > 0 || rt.Timeout == route.DefaultTimeout {
+			// max_stream_duration.grpc_timeout_header_max set without a
+			// header: Envoy falls back to the route timeout.
+			timeout = rt.Timeout
+		}
+	}
+	if timeout > 0 {
+		ts = append(ts, time.AfterFunc(timeout, func() { s.cancel(errRouteTimeout); s.abortWrites() }))
+	}
+	msd := rt.MaxStreamDuration
+	if msd == 0 {
+		msd = m.maxStreamDuration
+	}
+	if msd > 0 {
+		ts = append(ts, time.AfterFunc(msd, func() { s.cancel(errDuration); s.abortWrites() }))
+	}
+	idle := m.streamIdle
+	if rt.HasIdleTimeout {
+		idle = rt.IdleTimeout
+	}
+	if idle > 0 && timeout > 0 && idle >= timeout {
+		// The route timeout ends the stream first: no idle timer, and no
+		// clock reads on every body read and write (the common case:
+		// 15 s route timeout, 5 min idle timeout).
+		idle = 0
+	}
+	if idle > 0 {
+		s.idleArmed = true
+		s.touch()
+		var t *time.Timer
+		var check func()
+		check = func() {
+			quiet := time.Duration(time.Now().UnixNano() - s.activity.Load())
+			if quiet >= idle {
+				s.cancel(errIdleTimeout)
+				s.abortWrites()
+				return
+			}
+			t.Reset(idle - quiet)
+		}
+		t = time.AfterFunc(idle, check)
+		ts = append(ts, t)
+	}
+	return ts
+}
+
+// parseGRPCTimeout parses a grpc-timeout header value such as "100m".
+func parseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
+		'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
