@@ -172,4 +172,3 @@ func parseGRPCTimeout(v string) (time.Duration, bool) {
 	}
 	return time.Duration(n) * unit, true
 }
-
