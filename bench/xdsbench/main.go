@@ -216,17 +216,18 @@ func serve(args []string) error {
 	}
 	cfg.Region, cfg.AccountID = "us-east-1", "111122223333"
 	cfg.XDSTLSCert, cfg.XDSTLSKey = os.Getenv(tlsCertEnv), os.Getenv(tlsKeyEnv)
-	var err error
-	cfg.Limits, err = weftappmesh.ParseLimits("virtualNodesPerMesh=100000,virtualServicesPerMesh=1000,virtualRoutersPerMesh=1000", weftappmesh.DefaultLimits())
+	meshLimits, err := weftappmesh.ParseLimits("virtualNodesPerMesh=100000,virtualServicesPerMesh=1000,virtualRoutersPerMesh=1000", weftappmesh.DefaultLimits())
 	if err != nil {
 		return err
 	}
+	cfg.Limits = &meshLimits
 	// Up to three instances of each of -services Cloud Map services, all
 	// in one namespace.
-	cfg.CloudMapLimits, err = weftcloudmap.ParseLimits("instancesPerNamespace=100000,servicesPerNamespace=100000", weftcloudmap.DefaultLimits())
+	cmLimits, err := weftcloudmap.ParseLimits("instancesPerNamespace=100000,servicesPerNamespace=100000", weftcloudmap.DefaultLimits())
 	if err != nil {
 		return err
 	}
+	cfg.CloudMapLimits = &cmLimits
 	// The simulated fleet may pass weft server's default stream limits
 	// (-n over 20,000, -streams-per-conn over 100): the bench measures
 	// convergence, not the limits.

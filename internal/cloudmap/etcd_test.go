@@ -109,7 +109,7 @@ func TestQuotaConcurrentOnEtcd(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { st.Close() })
-				regs[i] = NewRegistry(st, Config{Limits: tt.limits})
+				regs[i] = NewRegistry(st, Config{Limits: &tt.limits})
 			}
 			ns, err := regs[0].CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr("ns")})
 			if err != nil {

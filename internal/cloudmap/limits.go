@@ -8,8 +8,7 @@ import (
 // Limits are Cloud Map's quotas. Going past a count of resources is
 // ResourceLimitExceeded; past the custom attributes of an instance,
 // InvalidInput (the request, not the account, is at fault). A field of
-// zero or less means no limit (but Config reads an all-zero Limits as
-// "the defaults").
+// zero or less means no limit; Config's nil Limits means DefaultLimits.
 type Limits struct {
 	Namespaces                  int // per account (AWS: per account and Region; a weft serves one Region)
 	ServicesPerNamespace        int
