@@ -142,7 +142,7 @@ func TestQuotaConcurrentOnEtcd(t *testing.T) {
 			start := make(chan struct{}) // releases the writers together
 			var wg sync.WaitGroup
 			for i := range writers {
-				wg.Go(func() {
+				wg.Go(func() { // ends when its RegisterInstance returns; waited for by wg
 					<-start
 					_, err := regs[i%len(regs)].RegisterInstance(ctx, &RegisterInstanceRequest{ServiceId: services[i%len(services)],
 						InstanceId: ptr(fmt.Sprintf("i%d", i)), Attributes: map[string]string{AttrIPv4: "10.0.0.1"}})
