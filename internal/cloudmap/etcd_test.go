@@ -134,8 +134,9 @@ func quotaNamespace(t *testing.T, r *Registry, services int) []*string {
 	return ids
 }
 
-// storeCounter is the sum of an etcd store's counter called name.
-func storeCounter(t *testing.T, st *etcd.Store, name string) float64 {
+// storeCounter is the sum of an etcd store's counter called name, over
+// the series with the label given ("" for all).
+func storeCounter(t *testing.T, st *etcd.Store, name, label, value string) float64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(st)
@@ -149,11 +150,19 @@ func storeCounter(t *testing.T, st *etcd.Store, name string) float64 {
 		}
 		sum := 0.0
 		for _, m := range mf.GetMetric() {
-			sum += m.GetCounter().GetValue()
+			match := label == ""
+			for _, l := range m.GetLabel() {
+				match = match || l.GetName() == label && l.GetValue() == value
+			}
+			if match {
+				sum += m.GetCounter().GetValue()
+			}
 		}
 		return sum
 	}
-	t.Fatalf("no metric %s", name)
+	if label == "" { // a counter always has its series, a vector not before its first count
+		t.Fatalf("no metric %s", name)
+	}
 	return 0
 }
 
@@ -164,12 +173,21 @@ func storeCounter(t *testing.T, st *etcd.Store, name string) float64 {
 // commit guarded by the sequence key, although the namespace holds more
 // instances than a transaction can compare. A registration conflicts
 // only with writes to its own service, as before there were quotas
-// (roomForInstance).
+// (roomForInstance). The same with each replica keeping a mirror of the
+// store, as weft server's do: first attempts mostly read from it.
 func TestRegistrationsDoNotConflictOnEtcd(t *testing.T) {
 	c := etcdtest.Start(t, 1)
+	for _, mirrored := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mirrored=%v", mirrored), func(t *testing.T) {
+			testRegistrationsDoNotConflict(t, c, mirrored)
+		})
+	}
+}
+
+func testRegistrationsDoNotConflict(t *testing.T, c *etcdtest.Cluster, mirrored bool) {
 	ctx := t.Context()
 	const services, quiet, each = 20, 5, 6
-	stores, regs := quotaReplicas(t, c, "/conflicts", 4, nil)
+	stores, regs := quotaReplicas(t, c, fmt.Sprintf("/conflicts-%v", mirrored), 4, nil)
 	ids := quotaNamespace(t, regs[0], services+quiet)
 	register := func(r *Registry, srv *string, id string) error {
 		_, err := r.RegisterInstance(ctx, &RegisterInstanceRequest{ServiceId: srv, InstanceId: ptr(id),
@@ -183,14 +201,24 @@ func TestRegistrationsDoNotConflictOnEtcd(t *testing.T) {
 			}
 		}
 	}
-	counters := func() (conflicts, seq float64) {
+	counters := func() (conflicts, seq, fromMirror float64) {
 		for _, st := range stores {
-			conflicts += storeCounter(t, st, "weft_store_etcd_conflicts_total")
-			seq += storeCounter(t, st, "weft_store_etcd_sequence_guarded_commits_total")
+			conflicts += storeCounter(t, st, "weft_store_etcd_conflicts_total", "", "")
+			seq += storeCounter(t, st, "weft_store_etcd_sequence_guarded_commits_total", "", "")
+			fromMirror += storeCounter(t, st, "weft_store_etcd_stale_first_reads_total", "outcome", "mirror")
 		}
-		return conflicts, seq
+		return conflicts, seq, fromMirror
 	}
-	conflicts0, seq0 := counters()
+	if mirrored {
+		var caughtUp []func()
+		for _, st := range stores {
+			caughtUp = append(caughtUp, etcdtest.FollowAll(t, st))
+		}
+		for _, f := range caughtUp {
+			f()
+		}
+	}
+	conflicts0, seq0, fromMirror0 := counters()
 
 	errs := make(chan error, services+quiet)
 	start := make(chan struct{}) // releases the writers together
@@ -214,7 +242,12 @@ func TestRegistrationsDoNotConflictOnEtcd(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	conflicts, seq := counters()
+	conflicts, seq, fromMirror := counters()
+	// Not all: a write whose replica has seen a revision its mirror has
+	// not applied yet reads from etcd.
+	if fromMirror -= fromMirror0; mirrored && fromMirror == 0 {
+		t.Errorf("no write read from a mirror, of %d", services+quiet)
+	}
 	if conflicts -= conflicts0; conflicts != 0 {
 		t.Errorf("%.0f commits conflicted; want none: the writes were all to different services", conflicts)
 	}
