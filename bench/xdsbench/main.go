@@ -104,7 +104,7 @@ func main() {
 	traceFile := flag.String("trace", "", "write the server's execution trace (runtime/trace) during the writes to this file: what an API call waits for (go tool trace)")
 	serverGOGC := flag.String("server-gogc", "", "run the server with this GOGC (and -server-gomemlimit with this GOMEMLIMIT), leaving the simulated proxies' own at Go's default; empty: the environment's")
 	serverMemLimit := flag.String("server-gomemlimit", "", "run the server with this GOMEMLIMIT (e.g. 400MiB)")
-	proxiesGOGC := flag.Int("proxies-gogc", 0, "the simulated proxies' GOGC (this process's; the server's stays the environment's or -server-gogc): their thousands of streams share one heap, so they collect together, where real proxies, each on its own host, collect apart; 0 keeps the environment's")
+	proxiesGOGC := flag.Int("proxies-gogc", 0, "the simulated proxies' GOGC (this process's; the server's stays the environment's or -server-gogc): their thousands of streams share one heap, so they collect together, where real proxies, each on its own host, collect apart; 0 keeps the environment's; not with -floor")
 	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
 	client := flag.String("client", "weft", "the simulated proxies' HTTP/2 flow control: \"weft\", weft proxy's own (a fixed window, xdsclient.WindowOptions, as Envoy keeps one), the headline; or \"grpc\", grpc-go's default bandwidth-delay estimation, as proxyless gRPC apps dial, which sends the server a PING after each response received (one more read and PING-ACK write per push on the server)")
 	floorN := flag.Int("floor", 0, "instead of the mesh: the floor of a push, N loopback TCP connections to a child that writes -floor-msg bytes to each and reads -floor-ack bytes back per round, plain Go net (floor.go)")
@@ -118,10 +118,7 @@ func main() {
 		runtime.MemProfileRate = 4096 // as serve's
 		proxiesProfile = *memprofile
 	}
-	if *proxiesGOGC != 0 {
-		debug.SetGCPercent(*proxiesGOGC)
-		log.Printf("the simulated proxies' GOGC: %d", *proxiesGOGC)
-	}
+	setProxiesGOGC(*proxiesGOGC, *floorN, debug.SetGCPercent)
 	if *floorN > 0 {
 		if err := floor(*floorN, *floorMsg, *floorAck, *floorRounds); err != nil {
 			log.Fatal(err)
@@ -188,6 +185,21 @@ func main() {
 	}
 }
 
+// setProxiesGOGC applies -proxies-gogc (0: keep the environment's) to
+// this process, the simulated proxies', through set (debug.SetGCPercent).
+// Not with -floor (floorN > 0): that is a plain-Go baseline, with no
+// simulated proxies, measured at Go's own settings.
+func setProxiesGOGC(gogc, floorN int, set func(int) int) {
+	switch {
+	case gogc == 0:
+	case floorN > 0:
+		log.Printf("-proxies-gogc %d ignored: -floor runs no simulated proxies", gogc)
+	default:
+		set(gogc)
+		log.Printf("the simulated proxies' GOGC: %d", gogc)
+	}
+}
+
 // each prints every write's time as it ends, with the API call's: set
 // against GODEBUG=gctrace=1's lines (the server's and this process's),
 // it shows which writes a collection overlapped (docs/bench/xds.md,
@@ -196,6 +208,23 @@ var each = flag.Bool("each", false, "log each write's time (write -> last ACK) a
 
 // windowEnv passes -max-pushes-in-flight to the child.
 const windowEnv = "XDSBENCH_MAX_PUSHES_IN_FLIGHT"
+
+// benchQuotas are the server's quotas: the defaults, but where the
+// simulated fleet passes them. Cloud Map: up to three instances of each
+// of -services services, all in one namespace, with no limit there (0),
+// so that the writes measured do not count the namespace's services and
+// instances for a quota (TestBenchQuotas).
+func benchQuotas() (*weftappmesh.Limits, *weftcloudmap.Limits, error) {
+	mesh, err := weftappmesh.ParseLimits("virtualNodesPerMesh=100000,virtualServicesPerMesh=1000,virtualRoutersPerMesh=1000", weftappmesh.DefaultLimits())
+	if err != nil {
+		return nil, nil, err
+	}
+	cm, err := weftcloudmap.ParseLimits("instancesPerNamespace=0,servicesPerNamespace=0", weftcloudmap.DefaultLimits())
+	if err != nil {
+		return nil, nil, err
+	}
+	return &mesh, &cm, nil
+}
 
 // serve is the child: weft's server with a CPU profile that SIGUSR1
 // starts and SIGUSR2 stops, and heap profiles written at both.
@@ -217,14 +246,7 @@ func serve(args []string) error {
 	cfg.Region, cfg.AccountID = "us-east-1", "111122223333"
 	cfg.XDSTLSCert, cfg.XDSTLSKey = os.Getenv(tlsCertEnv), os.Getenv(tlsKeyEnv)
 	var err error
-	cfg.Limits, err = weftappmesh.ParseLimits("virtualNodesPerMesh=100000,virtualServicesPerMesh=1000,virtualRoutersPerMesh=1000", weftappmesh.DefaultLimits())
-	if err != nil {
-		return err
-	}
-	// Up to three instances of each of -services Cloud Map services, all
-	// in one namespace.
-	cfg.CloudMapLimits, err = weftcloudmap.ParseLimits("instancesPerNamespace=100000,servicesPerNamespace=100000", weftcloudmap.DefaultLimits())
-	if err != nil {
+	if cfg.Limits, cfg.CloudMapLimits, err = benchQuotas(); err != nil {
 		return err
 	}
 	// The simulated fleet may pass weft server's default stream limits

@@ -63,8 +63,23 @@ func TestQuotaFlags(t *testing.T) {
 	wantMesh, wantCM := appmesh.DefaultLimits(), cloudmap.DefaultLimits()
 	wantMesh.Meshes = 3
 	wantCM.InstancesPerService, wantCM.Namespaces = 5, 0
-	if cfg.Limits != wantMesh || cfg.CloudMapLimits != wantCM {
+	if cfg.Limits == nil || cfg.CloudMapLimits == nil || *cfg.Limits != wantMesh || *cfg.CloudMapLimits != wantCM {
 		t.Errorf("quotas %+v and %+v, want %+v and %+v", cfg.Limits, cfg.CloudMapLimits, wantMesh, wantCM)
+	}
+	// Nothing given: the defaults. Every quota 0: none at all, which the
+	// server must not read as "the defaults" (internal/server's
+	// TestZeroLimitsAreNoLimits).
+	if err := parseQuotas(&cfg, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if *cfg.Limits != appmesh.DefaultLimits() || *cfg.CloudMapLimits != cloudmap.DefaultLimits() {
+		t.Errorf("no quota flags: %+v and %+v, want the defaults", cfg.Limits, cfg.CloudMapLimits)
+	}
+	if err := parseQuotas(&cfg, appmesh.Limits{}.String(), cloudmap.Limits{}.String()); err != nil {
+		t.Fatal(err)
+	}
+	if *cfg.Limits != (appmesh.Limits{}) || *cfg.CloudMapLimits != (cloudmap.Limits{}) {
+		t.Errorf("every quota 0 (%s; %s): %+v and %+v, want every one 0", appmesh.Limits{}, cloudmap.Limits{}, cfg.Limits, cfg.CloudMapLimits)
 	}
 
 	for _, tt := range []struct {

@@ -3,8 +3,8 @@ package appmesh
 import "github.com/weftmesh/weft/internal/quota"
 
 // Limits are App Mesh's service quotas. Exceeding one is a
-// LimitExceededException. A field of zero or less means no limit (but
-// ops.Config reads an all-zero Limits as "the defaults").
+// LimitExceededException. A field of zero or less means no limit;
+// ops.Config's nil Limits means DefaultLimits.
 type Limits struct {
 	Meshes                         int // per account
 	VirtualNodesPerMesh            int

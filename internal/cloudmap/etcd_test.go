@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/etcd"
 	"github.com/weftmesh/weft/internal/store/etcdtest"
@@ -79,90 +81,230 @@ func TestInstanceWritesOnEtcd(t *testing.T) {
 	}
 }
 
+// quotaReplicas opens n stores on one etcd prefix, as n weft replicas
+// would, each with a registry of the given limits (nil: the defaults).
+func quotaReplicas(t *testing.T, c *etcdtest.Cluster, prefix string, n int, limits *Limits) ([]*etcd.Store, []*Registry) {
+	t.Helper()
+	var stores []*etcd.Store
+	var regs []*Registry
+	for range n {
+		octx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		st, err := etcd.Open(octx, etcd.Options{Endpoints: c.Endpoints(), Prefix: prefix})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		stores = append(stores, st)
+		regs = append(regs, NewRegistry(st, Config{Limits: limits}))
+	}
+	return stores, regs
+}
+
+// quotaNamespace creates a namespace with the given services (custom
+// health checks) and returns their ids. It first creates more operations
+// than a registration's pruning reads (pruneBatch, and as many more as
+// the keys it writes): with fewer, a registration reads to the end of the
+// operations and any two conflict there, whatever the quota checks do.
+func quotaNamespace(t *testing.T, r *Registry, services int) []*string {
+	t.Helper()
+	ctx := t.Context()
+	ns, err := r.CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr("ns")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := r.GetOperation(ctx, &GetOperationRequest{OperationId: ns.OperationId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 * pruneBatch {
+		if _, err := r.CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr(fmt.Sprintf("other%d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []*string
+	for i := range services {
+		svc, err := r.CreateService(ctx, &CreateServiceRequest{Name: ptr(fmt.Sprintf("s%d", i)), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"]),
+			HealthCheckCustomConfig: &HealthCheckCustomConfig{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, svc.Service.Id)
+	}
+	return ids
+}
+
+// storeCounter is the sum of an etcd store's counter called name, over
+// the series with the label given ("" for all).
+func storeCounter(t *testing.T, st *etcd.Store, name, label, value string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(st)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		sum := 0.0
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, l := range m.GetLabel() {
+				match = match || l.GetName() == label && l.GetValue() == value
+			}
+			if match {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+		return sum
+	}
+	if label == "" { // a counter always has its series, a vector not before its first count
+		t.Fatalf("no metric %s", name)
+	}
+	return 0
+}
+
+// TestRegistrationsDoNotConflictOnEtcd: with the default quotas,
+// registrations into 20 services of one namespace, made at once through
+// four replicas while health updates go on in five more services of the
+// namespace, all commit on their first attempt: no conflict, and no
+// commit guarded by the sequence key, although the namespace holds more
+// instances than a transaction can compare. A registration conflicts
+// only with writes to its own service, as before there were quotas
+// (roomForInstance). The same with each replica keeping a mirror of the
+// store, as weft server's do: first attempts mostly read from it.
+func TestRegistrationsDoNotConflictOnEtcd(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	for _, mirrored := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mirrored=%v", mirrored), func(t *testing.T) {
+			testRegistrationsDoNotConflict(t, c, mirrored)
+		})
+	}
+}
+
+func testRegistrationsDoNotConflict(t *testing.T, c *etcdtest.Cluster, mirrored bool) {
+	ctx := t.Context()
+	const services, quiet, each = 20, 5, 6
+	stores, regs := quotaReplicas(t, c, fmt.Sprintf("/conflicts-%v", mirrored), 4, nil)
+	ids := quotaNamespace(t, regs[0], services+quiet)
+	register := func(r *Registry, srv *string, id string) error {
+		_, err := r.RegisterInstance(ctx, &RegisterInstanceRequest{ServiceId: srv, InstanceId: ptr(id),
+			CreatorRequestId: ptr("reg-" + *srv + "-" + id), Attributes: map[string]string{AttrIPv4: "10.0.0.1"}})
+		return err
+	}
+	for _, srv := range ids {
+		for i := range each { // 150 instances in all, and as many live request ids
+			if err := register(regs[0], srv, fmt.Sprintf("old%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	counters := func() (conflicts, seq, fromMirror float64) {
+		for _, st := range stores {
+			conflicts += storeCounter(t, st, "weft_store_etcd_conflicts_total", "", "")
+			seq += storeCounter(t, st, "weft_store_etcd_sequence_guarded_commits_total", "", "")
+			fromMirror += storeCounter(t, st, "weft_store_etcd_stale_first_reads_total", "outcome", "mirror")
+		}
+		return conflicts, seq, fromMirror
+	}
+	if mirrored {
+		var caughtUp []func()
+		for _, st := range stores {
+			caughtUp = append(caughtUp, etcdtest.FollowAll(t, st))
+		}
+		for _, f := range caughtUp {
+			f()
+		}
+	}
+	conflicts0, seq0, fromMirror0 := counters()
+
+	errs := make(chan error, services+quiet)
+	start := make(chan struct{}) // releases the writers together
+	var wg sync.WaitGroup
+	for i, srv := range ids {
+		r := regs[i%len(regs)]
+		wg.Go(func() { // ends when its write returns; waited for by wg
+			<-start
+			if i < services {
+				errs <- register(r, srv, "new")
+				return
+			}
+			errs <- r.UpdateInstanceCustomHealthStatus(ctx, &UpdateInstanceCustomHealthStatusRequest{ServiceId: srv, InstanceId: ptr("old0"), Status: CustomHealthStatusUnhealthy})
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	conflicts, seq, fromMirror := counters()
+	// Not all: a write whose replica has seen a revision its mirror has
+	// not applied yet reads from etcd.
+	if fromMirror -= fromMirror0; mirrored && fromMirror == 0 {
+		t.Errorf("no write read from a mirror, of %d", services+quiet)
+	}
+	if conflicts -= conflicts0; conflicts != 0 {
+		t.Errorf("%.0f commits conflicted; want none: the writes were all to different services", conflicts)
+	}
+	if seq -= seq0; seq != 0 {
+		t.Errorf("%.0f commits compared the sequence key; want none: a registration's compares must not grow with the namespace", seq)
+	}
+}
+
 // TestQuotaConcurrentOnEtcd: registrations racing from four replicas of
-// one etcd store never pass an instance quota together, of a service or
-// of a namespace. In a namespace they race in different services, so
-// nothing but the counted ranges ties them: the count is read in the
-// transaction that writes, and etcd's commit refuses a transaction whose
-// counted range changed. (Registrations in one service also conflict on
-// the service's record, which they all write.)
+// one etcd store never pass a service's instance quota together: they
+// all write the service's record, which each read, so their commits
+// conflict. A namespace's quota is a bound they may pass together, by
+// fewer than the registrations in flight at once (roomForInstance): in
+// waves of four registrations into four services, by three at most.
 func TestQuotaConcurrentOnEtcd(t *testing.T) {
 	c := etcdtest.Start(t, 1)
-	const max, writers = 2, 16
 	tests := []struct {
-		name     string
-		limits   Limits
-		services int
+		name             string
+		limits           Limits
+		services         int
+		max, waves, wave int
 	}{
-		{"service", Limits{InstancesPerService: max}, 1},
-		{"namespace", Limits{InstancesPerNamespace: max}, 4},
+		{"service", Limits{InstancesPerService: 2}, 1, 2, 1, 16},
+		{"namespace", Limits{InstancesPerNamespace: 6}, 4, 6, 5, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := t.Context()
-			var regs [4]*Registry
-			for i := range regs {
-				octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				st, err := etcd.Open(octx, etcd.Options{Endpoints: c.Endpoints(), Prefix: "/quota-" + tt.name})
-				cancel()
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { st.Close() })
-				regs[i] = NewRegistry(st, Config{Limits: tt.limits})
-			}
-			ns, err := regs[0].CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr("ns")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			op, err := regs[0].GetOperation(ctx, &GetOperationRequest{OperationId: ns.OperationId})
-			if err != nil {
-				t.Fatal(err)
-			}
-			// More operations than a registration's pruning reads
-			// (pruneBatch, and as many more as the keys it writes): with
-			// fewer, it reads to the end of the operations and any two
-			// registrations conflict there, serialised whatever the
-			// quota check does.
-			for i := range 2 * pruneBatch {
-				if _, err := regs[0].CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr(fmt.Sprintf("other%d", i))}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			var services []*string
-			for i := range tt.services {
-				svc, err := regs[0].CreateService(ctx, &CreateServiceRequest{Name: ptr(fmt.Sprintf("s%d", i)), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"])})
-				if err != nil {
-					t.Fatal(err)
-				}
-				services = append(services, svc.Service.Id)
-			}
-
-			errs := make(chan error, writers)
-			start := make(chan struct{}) // releases the writers together
-			var wg sync.WaitGroup
-			for i := range writers {
-				wg.Go(func() {
-					<-start
-					_, err := regs[i%len(regs)].RegisterInstance(ctx, &RegisterInstanceRequest{ServiceId: services[i%len(services)],
-						InstanceId: ptr(fmt.Sprintf("i%d", i)), Attributes: map[string]string{AttrIPv4: "10.0.0.1"}})
-					errs <- err
-				})
-			}
-			close(start)
-			wg.Wait()
-			close(errs)
+			_, regs := quotaReplicas(t, c, "/quota-"+tt.name, 4, &tt.limits)
+			services := quotaNamespace(t, regs[0], tt.services)
 			ok, refused := 0, 0
-			for err := range errs {
-				e, isAWS := AsError(err)
-				switch {
-				case err == nil:
-					ok++
-				case isAWS && e.Code == CodeResourceLimitExceeded:
-					refused++
-				case errors.Is(err, store.ErrConflict): // retries ran out: nothing written
-				default:
-					t.Errorf("register: %v", err)
+			for w := range tt.waves {
+				errs := make(chan error, tt.wave)
+				start := make(chan struct{}) // releases the wave's writers together
+				var wg sync.WaitGroup
+				for i := range tt.wave {
+					wg.Go(func() { // ends when its RegisterInstance returns; waited for by wg
+						<-start
+						_, err := regs[i%len(regs)].RegisterInstance(ctx, &RegisterInstanceRequest{ServiceId: services[i%len(services)],
+							InstanceId: ptr(fmt.Sprintf("w%di%d", w, i)), Attributes: map[string]string{AttrIPv4: "10.0.0.1"}})
+						errs <- err
+					})
+				}
+				close(start)
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					e, isAWS := AsError(err)
+					switch {
+					case err == nil:
+						ok++
+					case isAWS && e.Code == CodeResourceLimitExceeded:
+						refused++
+					case errors.Is(err, store.ErrConflict): // retries ran out: nothing written
+					default:
+						t.Errorf("register: %v", err)
+					}
 				}
 			}
 			stored := 0
@@ -173,9 +315,13 @@ func TestQuotaConcurrentOnEtcd(t *testing.T) {
 				}
 				stored += int(*out.Service.InstanceCount)
 			}
-			t.Logf("%d registered, %d refused over the quota of %d", ok, refused, max)
-			if stored > max || stored != ok || refused == 0 {
-				t.Errorf("%d instances stored, %d registrations answered success, %d ResourceLimitExceeded; want at most %d stored, all of them answered success, and some refused", stored, ok, refused, max)
+			limit := tt.max
+			if tt.name == "namespace" {
+				limit += tt.wave - 1
+			}
+			t.Logf("%d registered, %d refused over the quota of %d", ok, refused, tt.max)
+			if stored < tt.max || stored > limit || stored != ok || refused == 0 {
+				t.Errorf("%d instances stored, %d registrations answered success, %d ResourceLimitExceeded; want %d to %d stored, all of them answered success, and some refused", stored, ok, refused, tt.max, limit)
 			}
 		})
 	}

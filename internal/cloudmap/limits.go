@@ -8,12 +8,11 @@ import (
 // Limits are Cloud Map's quotas. Going past a count of resources is
 // ResourceLimitExceeded; past the custom attributes of an instance,
 // InvalidInput (the request, not the account, is at fault). A field of
-// zero or less means no limit (but Config reads an all-zero Limits as
-// "the defaults").
+// zero or less means no limit; Config's nil Limits means DefaultLimits.
 type Limits struct {
 	Namespaces                  int // per account (AWS: per account and Region; a weft serves one Region)
 	ServicesPerNamespace        int
-	InstancesPerNamespace       int
+	InstancesPerNamespace       int // on etcd, concurrent registrations may pass it by a few (roomForInstance)
 	InstancesPerService         int
 	CustomAttributesPerInstance int
 }
@@ -72,7 +71,9 @@ func ParseLimits(s string, base Limits) (Limits, error) {
 // before its writes, and count what is stored. The store commits that
 // transaction only if nothing it counted has changed since (etcd's commit
 // compares the counted ranges; bolt runs one writer at a time), so
-// concurrent creates cannot pass a quota together. What AWS's API answers
+// concurrent creates cannot pass a quota together; the exception is a
+// namespace's instances on etcd, a bound that concurrent registrations
+// may pass by a few (roomForInstance says why). What AWS's API answers
 // with ResourceLimitExceeded is refused at once here too, asynchronous
 // operations included: no operation is recorded for it.
 
@@ -114,11 +115,36 @@ func (r *Registry) roomForService(tx store.Tx, nsID string) error {
 
 // roomForInstance fails when a new instance of service srvID, in
 // namespace nsID, would pass the quota of the service or the namespace.
-// The namespace's count is the sum of its services' (bounded by
-// ServicesPerNamespace): no other key says which instances are in it.
+//
+// It counts with unguarded reads (store.Tx.Unguarded), which the commit
+// does not compare. Guarded, the counts made a registration depend on
+// every instance of the namespace: registrations in different services
+// conflicted with each other and with every health update in the
+// namespace, and past etcd's compare limit (100 keys) with any write at
+// all. Now a registration conflicts only on its own service, as it did
+// before there were quotas:
+//
+//   - The service's count stays exact: every write of an instance
+//     (register, deregister, health) also writes its service's record,
+//     which the registration reads guarded (getService), so a concurrent
+//     change to the service's instances fails its commit and it runs
+//     again on a snapshot that has it.
+//   - The namespace's count is a bound, not exact on etcd: registrations
+//     in different services that are in flight at once (from snapshot to
+//     commit, on any replica) each count without the others' instances,
+//     and may pass the quota together, by at most their number less one.
+//     On bolt, writes run one at a time and the count is exact.
+//
+// Neither alternative keeps both: a count kept in each service's record
+// is summed over the same reads of every service; one kept in the
+// namespace's record is written by every registration, which would all
+// conflict on it again. Without a mirror of the store (etcd.Store's),
+// the namespace's count is one read request per service of the
+// namespace, until the quota is reached.
 func (r *Registry) roomForInstance(tx store.Tx, nsID, srvID string) error {
+	loose := tx.Unguarded()
 	if max := r.limits.InstancesPerService; max > 0 {
-		n, err := tx.Count(InstancesPrefix(srvID))
+		n, err := loose.Count(InstancesPrefix(srvID))
 		if err != nil {
 			return err
 		}
@@ -130,13 +156,13 @@ func (r *Registry) roomForInstance(tx store.Tx, nsID, srvID string) error {
 	if max <= 0 {
 		return nil
 	}
-	services, err := tx.List(serviceNamesPrefix(nsID), "", 0)
+	services, err := loose.List(serviceNamesPrefix(nsID), "", 0)
 	if err != nil {
 		return err
 	}
 	total := 0
 	for _, kv := range services {
-		n, err := tx.Count(InstancesPrefix(string(kv.Value)))
+		n, err := loose.Count(InstancesPrefix(string(kv.Value)))
 		if err != nil {
 			return err
 		}

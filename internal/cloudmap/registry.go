@@ -48,12 +48,14 @@ type Config struct {
 	// Retention is how long operations (GetOperation) and request ids
 	// (CreatorRequestId idempotency) are kept; 24 hours.
 	Retention time.Duration
-	Limits    Limits // the quotas; all zero: DefaultLimits()
+	// Limits are the quotas, each field as given (zero or less: no
+	// limit); nil: DefaultLimits().
+	Limits *Limits
 }
 
 // NewRegistry returns the registry on st.
 func NewRegistry(st store.Store, cfg Config) *Registry {
-	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention, limits: cfg.Limits}
+	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention, limits: DefaultLimits()}
 	if r.region == "" {
 		r.region = "us-east-1"
 	}
@@ -69,8 +71,8 @@ func NewRegistry(st store.Store, cfg Config) *Registry {
 	if r.retention <= 0 {
 		r.retention = 24 * time.Hour
 	}
-	if r.limits == (Limits{}) {
-		r.limits = DefaultLimits()
+	if cfg.Limits != nil {
+		r.limits = *cfg.Limits
 	}
 	return r
 }

@@ -40,8 +40,12 @@ func Make(prefix, key string) string {
 // prefix starts, from a token Make returned for the same prefix. ok is
 // false for anything else.
 func After(prefix, token string) (key string, ok bool) {
-	b, err := base64.RawURLEncoding.Strict().DecodeString(token)
-	if err != nil || len(b) <= sumLen {
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	// Only Make's own spelling of those bytes: the decoder skips '\r'
+	// and '\n' anywhere (even in Strict mode) and, unless Strict, ignores
+	// the unused bits of the last character, so other tokens decode to
+	// the same position.
+	if err != nil || len(b) <= sumLen || base64.RawURLEncoding.EncodeToString(b) != token {
 		return "", false
 	}
 	name := string(b[sumLen:])

@@ -29,6 +29,10 @@ func TestRefused(t *testing.T) {
 		{"the raw key suffix", "cloudmap/instance/srv-a/", "i1"},
 		{"not base64", "cloudmap/instance/srv-a/", "!!"},
 		{"padded", "cloudmap/instance/srv-a/", good + "="},
+		{"a newline inside", "cloudmap/instance/srv-a/", good[:3] + "\n" + good[3:]},
+		{"a carriage return inside", "cloudmap/instance/srv-a/", good[:3] + "\r" + good[3:]},
+		{"a trailing newline", "cloudmap/instance/srv-a/", good + "\n"},
+		{"unused bits set", "cloudmap/instance/srv-a/", withTrailingBits(good)},
 		{"checksum only", "cloudmap/instance/srv-a/", base64.RawURLEncoding.EncodeToString(raw[:sumLen])},
 		{"empty", "cloudmap/instance/srv-a/", ""},
 		{"a slash", "cloudmap/instance/srv-a/", base64.RawURLEncoding.EncodeToString(slash)},
@@ -40,6 +44,15 @@ func TestRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withTrailingBits respells tok with the lowest, unused bit of its last
+// character flipped, which a lenient decoder reads as the same bytes
+// (tok must not encode a multiple of three bytes: then no bit is unused).
+func withTrailingBits(tok string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	return tok[:len(tok)-1] + string(alphabet[last^1])
 }
 
 // FuzzAfter: whatever a client sends, a token is refused or names one key

@@ -46,12 +46,12 @@ type Config struct {
 	Etcd      storeurl.Etcd
 	Region    string // region written into ARNs
 	AccountID string // account that owns resources by default
-	// Limits are the App Mesh quotas; the zero value means App Mesh's
-	// defaults.
-	Limits appmesh.Limits
-	// CloudMapLimits are the Cloud Map quotas; the zero value means Cloud
-	// Map's defaults.
-	CloudMapLimits cloudmap.Limits
+	// Limits are the App Mesh quotas (a field of zero: no limit); nil
+	// means App Mesh's defaults.
+	Limits *appmesh.Limits
+	// CloudMapLimits are the Cloud Map quotas (a field of zero: no
+	// limit); nil means Cloud Map's defaults.
+	CloudMapLimits *cloudmap.Limits
 	// DNSAddr is host:port of the DNS server for Cloud Map's DNS
 	// namespaces (UDP and TCP); "" runs none.
 	DNSAddr string

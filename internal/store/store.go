@@ -55,9 +55,9 @@ type Change struct {
 	Committed time.Time
 }
 
-// Tx is a transaction's view of the store. Reads see the transaction's own
-// writes. A Tx must not be used after its function returns.
-type Tx interface {
+// Reader is what a transaction reads, at its snapshot and with its own
+// writes.
+type Reader interface {
 	// Get returns the key, or ok=false when it does not exist.
 	Get(key string) (kv KV, ok bool, err error)
 	// List returns up to limit keys with the prefix that sort after the key
@@ -65,10 +65,30 @@ type Tx interface {
 	List(prefix, after string, limit int) ([]KV, error)
 	// Count returns the number of keys with the prefix.
 	Count(prefix string) (int, error)
+}
+
+// Tx is a transaction's view of the store. Reads see the transaction's own
+// writes. An Update commits only if nothing its reads returned has
+// changed since its snapshot, so that its writes are decided on what is
+// still true when they land. A Tx must not be used after its function
+// returns.
+type Tx interface {
+	Reader
 	// Put creates or replaces a key.
 	Put(key string, value []byte) error
 	// Delete removes a key; deleting a missing key is not an error.
 	Delete(key string) error
+	// Unguarded reads the same snapshot, with the transaction's own
+	// writes, but the commit does not depend on what it returns: a
+	// concurrent write to those keys does not make Update run fn again,
+	// so the transaction may commit on reads that are out of date by the
+	// writes committed between its snapshot and its commit. It is for a
+	// bound that concurrent writers may pass together, where guarded
+	// reads of everything the bound covers would make each writer
+	// conflict with all the others (a Cloud Map namespace's instances).
+	// The Reader must not be used after the Tx; in a View it reads as
+	// the Tx does.
+	Unguarded() Reader
 }
 
 // Store is a durable, revisioned key-value store.

@@ -22,8 +22,9 @@ func TestConsolePagination(t *testing.T) {
 	// 55 routes in one router: above App Mesh's default quota of 50, raised
 	// as an operator would (weft server --limits).
 	e := newEnvWith(t, "", func(c *server.Config) {
-		c.Limits = appmesh.DefaultLimits()
-		c.Limits.RoutesPerVirtualRouter = n
+		l := appmesh.DefaultLimits()
+		l.RoutesPerVirtualRouter = n
+		c.Limits = &l
 	})
 	e.mustAPI(t, "PUT", "/v20190125/meshes", map[string]any{"meshName": "pages"})
 	e.mustAPI(t, "PUT", "/v20190125/meshes/pages/virtualNodes", map[string]any{"virtualNodeName": "node",

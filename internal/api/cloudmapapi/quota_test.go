@@ -49,7 +49,7 @@ func namespaceCount(t *testing.T, c *sdk.Client) int {
 // poll) and changes nothing, a retry of an earlier create is still
 // answered, and deleting one makes room.
 func TestQuotaNamespaces(t *testing.T) {
-	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), cloudmap.Limits{Namespaces: 2})
+	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), &cloudmap.Limits{Namespaces: 2})
 	c := ts.client(nil)
 	first := &sdk.CreateHttpNamespaceInput{Name: aws.String("a"), CreatorRequestId: aws.String("create-a")}
 	firstOut := must(c.CreateHttpNamespace(ctx, first))(t)
@@ -85,7 +85,7 @@ func TestQuotaNamespaces(t *testing.T) {
 
 // TestQuotaBody: the refusal is awsJson1.1's error, as AWS sends it.
 func TestQuotaBody(t *testing.T) {
-	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), cloudmap.Limits{Namespaces: 1})
+	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), &cloudmap.Limits{Namespaces: 1})
 	httpNamespace(t, ts.client(nil), "a")
 	rev := ts.st.Revision()
 	req, err := http.NewRequest("POST", ts.URL+"/", strings.NewReader(`{"Name": "b"}`))
@@ -118,7 +118,7 @@ func TestQuotaBody(t *testing.T) {
 // TestQuotaServices: a namespace's services up to the quota, then
 // refused; deleting one makes room; other namespaces have their own.
 func TestQuotaServices(t *testing.T) {
-	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), cloudmap.Limits{ServicesPerNamespace: 2})
+	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), &cloudmap.Limits{ServicesPerNamespace: 2})
 	c := ts.client(nil)
 	nsID, other := httpNamespace(t, c, "a"), httpNamespace(t, c, "b")
 	first := createService(t, c, nsID, "s1", &sdk.CreateServiceInput{})
@@ -141,7 +141,7 @@ func TestQuotaServices(t *testing.T) {
 // changes nothing, registering an existing id again (an update) is not a
 // new instance, and deregistering one makes room.
 func TestQuotaInstances(t *testing.T) {
-	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), cloudmap.Limits{InstancesPerService: 2, InstancesPerNamespace: 3})
+	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), &cloudmap.Limits{InstancesPerService: 2, InstancesPerNamespace: 3})
 	c := ts.client(nil)
 	nsID := httpNamespace(t, c, "a")
 	s1 := createService(t, c, nsID, "s1", &sdk.CreateServiceInput{}).Id
@@ -192,7 +192,7 @@ func TestQuotaInstances(t *testing.T) {
 // TestQuotaCustomAttributes: an instance's custom attributes (not AWS_...)
 // up to the quota; more is InvalidInput and changes nothing.
 func TestQuotaCustomAttributes(t *testing.T) {
-	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), cloudmap.Limits{CustomAttributesPerInstance: 2})
+	ts := newServerWith(t, filepath.Join(t.TempDir(), "weft.db"), &cloudmap.Limits{CustomAttributesPerInstance: 2})
 	c := ts.client(nil)
 	svc := createService(t, c, httpNamespace(t, c, "a"), "s", &sdk.CreateServiceInput{}).Id
 	attrs := map[string]string{"AWS_INSTANCE_IPV4": "10.0.0.1", "AWS_INSTANCE_PORT": "80", "a": "1", "b": "2"}

@@ -81,11 +81,11 @@ type testServer struct {
 
 func newServer(t testing.TB, path string) *testServer {
 	t.Helper()
-	return newServerWith(t, path, cloudmap.Limits{})
+	return newServerWith(t, path, nil)
 }
 
-// newServerWith is newServer with the quotas given (zero: the defaults).
-func newServerWith(t testing.TB, path string, limits cloudmap.Limits) *testServer {
+// newServerWith is newServer with the quotas given (nil: the defaults).
+func newServerWith(t testing.TB, path string, limits *cloudmap.Limits) *testServer {
 	t.Helper()
 	st, err := bolt.Open(path, bolt.Options{})
 	if err != nil {

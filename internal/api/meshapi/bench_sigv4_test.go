@@ -79,7 +79,7 @@ func newSignedBenchServer(b *testing.B, verify bool) *signedBenchServer {
 	limits := appmesh.DefaultLimits()
 	limits.VirtualNodesPerMesh = 0
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	mh := meshapi.New(ops.New(st, ops.Config{Region: "us-east-1", Limits: limits}, log), meshapi.Config{DefaultAccount: "111122223333", Region: "us-east-1"}, log)
+	mh := meshapi.New(ops.New(st, ops.Config{Region: "us-east-1", Limits: &limits}, log), meshapi.Config{DefaultAccount: "111122223333", Region: "us-east-1"}, log)
 	h := &api.Handler{AppMesh: mh}
 	if verify {
 		ks, err := auth.ParseKeys([]byte(benchKeys))

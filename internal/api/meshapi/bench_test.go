@@ -55,7 +55,7 @@ func newBenchServerOn(b *testing.B, st store.Store) *benchServer {
 	limits := appmesh.DefaultLimits()
 	limits.VirtualNodesPerMesh = 0 // no limit: Create makes b.N nodes
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := &api.Handler{AppMesh: meshapi.New(ops.New(st, ops.Config{Region: "us-east-1", Limits: limits}, log),
+	h := &api.Handler{AppMesh: meshapi.New(ops.New(st, ops.Config{Region: "us-east-1", Limits: &limits}, log),
 		meshapi.Config{DefaultAccount: "111122223333"}, log)}
 	srv := httptest.NewServer(h)
 	b.Cleanup(srv.Close)

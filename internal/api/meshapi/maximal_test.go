@@ -121,7 +121,7 @@ func testMaximalSpecs(t *testing.T, rec *opRecorder) {
 	ctx := t.Context()
 	big := appmesh.Limits{Meshes: 1000, VirtualNodesPerMesh: 1000, VirtualServicesPerMesh: 1000, VirtualRoutersPerMesh: 1000,
 		VirtualGatewaysPerMesh: 1000, RoutesPerVirtualRouter: 1000, GatewayRoutesPerVirtualGateway: 1000, BackendsPerVirtualNode: 1000}
-	ts := newServer(t, big)
+	ts := newServer(t, &big)
 	c := ts.client(account, rec)
 	m := aws.String("max")
 	must(c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: m}))(t)

@@ -69,7 +69,9 @@ type testServer struct {
 	served   atomic.Int64 // PUTs whose response was replaced
 }
 
-func newServer(t *testing.T, limits appmesh.Limits) *testServer {
+// newServer serves App Mesh on a new store with the given quotas (nil:
+// the defaults).
+func newServer(t *testing.T, limits *appmesh.Limits) *testServer {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
 	if err != nil {
@@ -238,7 +240,7 @@ const arnPrefix = "arn:aws:appmesh:" + region + ":" + account + ":mesh/"
 
 func testLifecycle(t *testing.T, rec *opRecorder) {
 	ctx := t.Context()
-	c := newServer(t, appmesh.Limits{}).client(account, rec)
+	c := newServer(t, nil).client(account, rec)
 	m := aws.String("life")
 
 	mesh := must(c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: m,
@@ -368,7 +370,7 @@ func testLifecycle(t *testing.T, rec *opRecorder) {
 
 func testErrors(t *testing.T, rec *opRecorder) {
 	ctx := t.Context()
-	c := newServer(t, appmesh.Limits{}).client(account, rec)
+	c := newServer(t, nil).client(account, rec)
 	m := aws.String("errs")
 	must(c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: m}))(t)
 	must(c.CreateVirtualNode(ctx, &sdk.CreateVirtualNodeInput{MeshName: m, VirtualNodeName: aws.String("vn"), Spec: nodeSpec()}))(t)
@@ -498,7 +500,7 @@ func testPagination(t *testing.T, rec *opRecorder) {
 	ctx := t.Context()
 	limits := appmesh.DefaultLimits()
 	limits.VirtualNodesPerMesh = 1000
-	c := newServer(t, limits).client(account, rec)
+	c := newServer(t, &limits).client(account, rec)
 	m := aws.String("many")
 	must(c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: m}))(t)
 	const n = 250
@@ -574,7 +576,7 @@ func testPagination(t *testing.T, rec *opRecorder) {
 
 func testClientToken(t *testing.T, rec *opRecorder) {
 	ctx := t.Context()
-	ts := newServer(t, appmesh.Limits{})
+	ts := newServer(t, nil)
 	c := ts.client(account, rec)
 	m := aws.String("tokens")
 	must(c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: m}))(t)
@@ -619,7 +621,7 @@ func testClientToken(t *testing.T, rec *opRecorder) {
 
 func testVersions(t *testing.T, rec *opRecorder) {
 	ctx := t.Context()
-	c := newServer(t, appmesh.Limits{}).client(account, rec)
+	c := newServer(t, nil).client(account, rec)
 	m := aws.String("versions")
 	created := must(c.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: m}))(t).Mesh
 	for v := int64(2); v <= 5; v++ {
@@ -637,7 +639,7 @@ func testVersions(t *testing.T, rec *opRecorder) {
 
 func testCrossAccount(t *testing.T, rec *opRecorder) {
 	ctx := t.Context()
-	ts := newServer(t, appmesh.Limits{})
+	ts := newServer(t, nil)
 	owner, other := ts.client(account, rec), ts.client(otherAccount, rec)
 	m := aws.String("shared")
 	must(owner.CreateMesh(ctx, &sdk.CreateMeshInput{MeshName: m}))(t)

@@ -45,7 +45,7 @@ func BenchmarkMirrorMemory(b *testing.B) {
 	}
 	writer := openStore("/mem")
 	clk := &clock{time.Unix(1800000000, 0)}
-	svc := New(writer, Config{Region: "us-east-1", Now: clk.now, Limits: appmesh.Limits{VirtualNodesPerMesh: nodes + 1}}, nil)
+	svc := New(writer, Config{Region: "us-east-1", Now: clk.now, Limits: &appmesh.Limits{VirtualNodesPerMesh: nodes + 1}}, nil)
 	caller := Caller{Account: "111122223333"}
 	if _, err := svc.CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m"), ClientToken: s("t-mesh")}); err != nil {
 		b.Fatal(err)

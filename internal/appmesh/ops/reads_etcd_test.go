@@ -184,7 +184,7 @@ func concurrentCreates(t *testing.T, c *etcdtest.Cluster, mirrored bool) {
 		if mirrored {
 			etcdtest.FollowAll(t, st)
 		}
-		svcs = append(svcs, New(st, Config{Region: "us-east-1", Now: clk.now, Limits: limits}, nil))
+		svcs = append(svcs, New(st, Config{Region: "us-east-1", Now: clk.now, Limits: &limits}, nil))
 	}
 	if _, err := svcs[0].CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m")}); err != nil {
 		t.Fatal(err)

@@ -34,8 +34,10 @@ type Caller struct {
 
 // Config tunes a Service. Zero fields take the defaults.
 type Config struct {
-	Region string         // written into ARNs; default us-east-1
-	Limits appmesh.Limits // default appmesh.DefaultLimits()
+	Region string // written into ARNs; default us-east-1
+	// Limits are the quotas, each field as given (zero or less: no
+	// limit); nil: appmesh.DefaultLimits().
+	Limits *appmesh.Limits
 	// ClientTokenTTL is how long a clientToken is remembered (default 24h).
 	ClientTokenTTL time.Duration
 	// Now and NewUID are the clock and the uid source (tests fix them).
@@ -61,7 +63,7 @@ func New(st store.Store, cfg Config, log *slog.Logger) *Service {
 	s := &Service{
 		st:       st,
 		region:   cfg.Region,
-		limits:   cfg.Limits,
+		limits:   appmesh.DefaultLimits(),
 		tokenTTL: cfg.ClientTokenTTL,
 		now:      cfg.Now,
 		newUID:   cfg.NewUID,
@@ -71,8 +73,8 @@ func New(st store.Store, cfg Config, log *slog.Logger) *Service {
 	if s.region == "" {
 		s.region = "us-east-1"
 	}
-	if s.limits == (appmesh.Limits{}) {
-		s.limits = appmesh.DefaultLimits()
+	if cfg.Limits != nil {
+		s.limits = *cfg.Limits
 	}
 	if s.tokenTTL <= 0 {
 		s.tokenTTL = 24 * time.Hour

@@ -380,6 +380,11 @@ func (t *tx) Count(prefix string) (int, error) {
 	return n + t.w.Puts(prefix), nil
 }
 
+// Unguarded implements store.Tx. Nothing is compared at a bolt commit:
+// write transactions run one at a time, so no read can be out of date
+// when its transaction commits, guarded or not.
+func (t *tx) Unguarded() store.Reader { return t }
+
 func (t *tx) Put(key string, value []byte) error { return t.w.Put(key, value) }
 
 func (t *tx) Delete(key string) error { return t.w.Delete(key, t.stored) }

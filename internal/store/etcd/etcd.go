@@ -1,8 +1,9 @@
 // Package etcd is the Store on an etcd cluster, for several weft replicas
 // sharing one state. Update is an optimistic transaction: fn runs on a
-// snapshot at etcd revision R while every read is recorded, then one etcd
-// Txn commits the writes if nothing fn read changed after R, and fn runs
-// again on a newer snapshot if something did. On a replica that watches
+// snapshot at etcd revision R while every read is recorded (but those
+// made through Unguarded), then one etcd Txn commits the writes if
+// nothing fn read changed after R, and fn runs again on a newer snapshot
+// if something did. On a replica that watches
 // every key, the first attempt's snapshot is its own copy of the keys
 // (mirror.go), so that the commit is the write's only request. Revisions
 // are etcd's.

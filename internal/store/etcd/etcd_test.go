@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftmesh/weft/internal/store"
@@ -259,6 +260,76 @@ func TestManyReadsFallBackToSequence(t *testing.T) {
 	s.View(ctx, func(tx store.Tx) error { kv, _, _ := tx.Get("sum"); sum = string(kv.Value); return nil })
 	if sum != "119" {
 		t.Fatalf("sum = %s, want 119 (computed after the delete)", sum)
+	}
+}
+
+// What a transaction read through Unguarded is not compared at its
+// commit: a concurrent write there (through another replica) neither
+// makes it conflict nor, however much it read, makes it fall back to the
+// sequence key. The same reads guarded do both.
+func TestUnguardedReadsDoNotConflict(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		guarded   bool
+		read      func(r store.Reader) error
+		attempts  int
+		conflicts float64
+	}{
+		{"guarded list", true, func(r store.Reader) error { _, err := r.List("k/", "", 0); return err }, 2, 1},
+		{"guarded count", true, func(r store.Reader) error { _, err := r.Count("k/"); return err }, 2, 1},
+		{"unguarded list", false, func(r store.Reader) error { _, err := r.List("k/", "", 0); return err }, 1, 0},
+		{"unguarded count", false, func(r store.Reader) error { _, err := r.Count("k/"); return err }, 1, 0},
+		{"unguarded get", false, func(r store.Reader) error { _, _, err := r.Get("k/007"); return err }, 1, 0},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prefix := fmt.Sprintf("/unguarded%d", i)
+			s, other := open(t, c.Endpoints(), prefix), open(t, c.Endpoints(), prefix)
+			if _, err := s.Update(ctx, func(tx store.Tx) error {
+				for i := range 120 { // more than MaxCompares
+					tx.Put(fmt.Sprintf("k/%03d", i), nil)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			conflicts, seq := testutil.ToFloat64(s.metrics.conflicts), testutil.ToFloat64(s.metrics.seqGuarded)
+			attempts := 0
+			_, err := s.Update(ctx, func(tx store.Tx) error {
+				attempts++
+				r := tx.Unguarded()
+				if tt.guarded {
+					r = tx
+				}
+				if err := tt.read(r); err != nil {
+					return err
+				}
+				if attempts == 1 {
+					// Another replica changes what was read, before
+					// this commit.
+					if _, err := other.Update(ctx, func(tx store.Tx) error {
+						tx.Put("k/500", nil)
+						return tx.Delete("k/007")
+					}); err != nil {
+						return err
+					}
+				}
+				return tx.Put("sum", nil)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			conflicts, seq = testutil.ToFloat64(s.metrics.conflicts)-conflicts, testutil.ToFloat64(s.metrics.seqGuarded)-seq
+			wantSeq := 0.0
+			if tt.guarded {
+				wantSeq = float64(tt.attempts) // each read 120 keys
+			}
+			if attempts != tt.attempts || conflicts != tt.conflicts || seq != wantSeq {
+				t.Errorf("%d attempts, %.0f conflicts, %.0f commits guarded by the sequence key; want %d, %.0f, %.0f", attempts, conflicts, seq, tt.attempts, tt.conflicts, wantSeq)
+			}
+		})
 	}
 }
 

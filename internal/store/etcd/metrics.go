@@ -22,6 +22,13 @@ type metrics struct {
 	// their first member did not answer in time, by request (read,
 	// commit).
 	retried *prometheus.CounterVec
+	// conflicts counts commits that failed their compares: something
+	// the attempt read changed after its snapshot, and it runs again.
+	conflicts prometheus.Counter
+	// seqGuarded counts commits that compared the sequence key instead
+	// of what they read (more than MaxCompares reads): any write after
+	// their snapshot makes them conflict.
+	seqGuarded prometheus.Counter
 }
 
 // Outcomes of a write's serializable first read (label "outcome" of
@@ -57,6 +64,14 @@ func newMetrics() *metrics {
 			Namespace: "weft", Subsystem: "store_etcd", Name: "retried_requests_total",
 			Help: "Requests sent once more through another etcd member after their first member did not answer within half the request timeout, by request (read; commit: only a commit whose compares make a second application impossible).",
 		}, []string{"request"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "store_etcd", Name: "conflicts_total",
+			Help: "Write attempts whose commit etcd refused because something they read had changed since their snapshot (a concurrent write); each runs again.",
+		}),
+		seqGuarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "weft", Subsystem: "store_etcd", Name: "sequence_guarded_commits_total",
+			Help: "Write attempts that read more keys and ranges than fit in one etcd transaction's compares, and so were committed only if nothing at all had been written since their snapshot.",
+		}),
 	}
 }
 
@@ -75,6 +90,8 @@ func (s *Store) Describe(ch chan<- *prometheus.Desc) {
 	s.metrics.learn.Describe(ch)
 	s.metrics.stale.Describe(ch)
 	s.metrics.retried.Describe(ch)
+	s.metrics.conflicts.Describe(ch)
+	s.metrics.seqGuarded.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -83,4 +100,6 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 	s.metrics.learn.Collect(ch)
 	s.metrics.stale.Collect(ch)
 	s.metrics.retried.Collect(ch)
+	s.metrics.conflicts.Collect(ch)
+	s.metrics.seqGuarded.Collect(ch)
 }

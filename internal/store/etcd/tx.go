@@ -106,7 +106,14 @@ func (t *tx) toKV(key string, create, mod int64, value []byte) store.KV {
 	return store.KV{Key: key, Value: slices.Clip(value), CreateRevision: store.Revision(create), ModRevision: store.Revision(mod)}
 }
 
-func (t *tx) stored(key string) (store.KV, bool, error) {
+// stored reads key as the store holds it at the snapshot, recording the
+// read for the commit's compares.
+func (t *tx) stored(key string) (store.KV, bool, error) { return t.lookup(key, true) }
+
+// peek is stored without recording the read (Unguarded).
+func (t *tx) peek(key string) (store.KV, bool, error) { return t.lookup(key, false) }
+
+func (t *tx) lookup(key string, guard bool) (store.KV, bool, error) {
 	kv, ok := t.prefetched[key]
 	if !ok {
 		kv, ok = t.fromListed(key)
@@ -124,14 +131,40 @@ func (t *tx) stored(key string) (store.KV, bool, error) {
 		}
 	}
 	if kv == nil {
-		t.reads[key] = 0
+		if guard {
+			t.reads[key] = 0
+		}
 		return store.KV{}, false, nil
 	}
-	t.reads[key] = kv.ModRevision
+	if guard {
+		t.reads[key] = kv.ModRevision
+	}
 	return t.toKV(key, kv.CreateRevision, kv.ModRevision, kv.Value), true, nil
 }
 
 func (t *tx) Get(key string) (store.KV, bool, error) { return t.w.Get(key, t.stored) }
+
+func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
+	return t.list(prefix, after, limit, true)
+}
+
+func (t *tx) Count(prefix string) (int, error) { return t.count(prefix, true) }
+
+// Unguarded implements store.Tx: its reads are the transaction's, at the
+// same revision, but neither their keys nor their ranges are compared at
+// the commit.
+func (t *tx) Unguarded() store.Reader { return unguarded{t} }
+
+// unguarded reads t's snapshot without recording what it read.
+type unguarded struct{ t *tx }
+
+func (u unguarded) Get(key string) (store.KV, bool, error) { return u.t.w.Get(key, u.t.peek) }
+
+func (u unguarded) List(prefix, after string, limit int) ([]store.KV, error) {
+	return u.t.list(prefix, after, limit, false)
+}
+
+func (u unguarded) Count(prefix string) (int, error) { return u.t.count(prefix, false) }
 
 // read runs one read of a transaction, do given the client and the options
 // it takes (get's comment says when each is used): at the snapshot revision
@@ -214,7 +247,8 @@ func prefixEnd(prefix string) string {
 	return clientv3.GetPrefixRangeEnd(prefix)
 }
 
-func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
+// list is List; guard records what it read for the commit's compares.
+func (t *tx) list(prefix, after string, limit int, guard bool) ([]store.KV, error) {
 	start := t.s.kvPrefix + prefix
 	if after >= prefix {
 		start = t.s.kvPrefix + after + "\x00"
@@ -235,17 +269,23 @@ func (t *tx) List(prefix, after string, limit int) ([]store.KV, error) {
 	if more && len(kvs) > 0 {
 		readEnd = string(kvs[len(kvs)-1].Key) + "\x00"
 	}
-	t.ranges = append(t.ranges, keyRange{start, readEnd})
+	stored := t.peek
+	if guard {
+		t.ranges = append(t.ranges, keyRange{start, readEnd})
+		stored = t.stored
+	}
 	var out []store.KV
 	for _, kv := range kvs {
 		key := string(kv.Key[len(t.s.kvPrefix):])
-		t.reads[key] = kv.ModRevision
+		if guard {
+			t.reads[key] = kv.ModRevision
+		}
 		if t.w.Shadows(key) {
 			continue
 		}
 		out = append(out, t.toKV(key, kv.CreateRevision, kv.ModRevision, kv.Value))
 	}
-	return t.w.Merge(out, prefix, after, limit, t.stored)
+	return t.w.Merge(out, prefix, after, limit, stored)
 }
 
 // listRows reads the rows of a List from start (want of them, 0: all),
@@ -275,7 +315,8 @@ func (t *tx) listRows(prefix, after, start, end string, want int64) ([]*mvccpb.K
 	return resp.Kvs, resp.More, nil
 }
 
-func (t *tx) Count(prefix string) (int, error) {
+// count is Count; guard records what it read for the commit's compares.
+func (t *tx) count(prefix string, guard bool) (int, error) {
 	start := t.s.kvPrefix + prefix
 	end := prefixEnd(start)
 	kvs, ok := t.counted[prefix]
@@ -283,20 +324,34 @@ func (t *tx) Count(prefix string) (int, error) {
 		kvs, _ = t.snapRange(start, end, 0)
 		ok = true
 	}
+	if !ok && !guard && !t.w.Touches(prefix) {
+		// Nothing to compare and none of the transaction's writes to
+		// take out: etcd's count is the answer, without the keys.
+		resp, err := t.get(start, clientv3.WithRange(end), clientv3.WithCountOnly())
+		if err != nil {
+			return 0, err
+		}
+		return int(resp.Count), nil
+	}
 	if !ok {
 		// Keys only, not a bare count: commit needs each key's revision
-		// to notice one deleted after the snapshot.
+		// to notice one deleted after the snapshot, and the keys the
+		// transaction wrote must be told apart.
 		resp, err := t.get(start, clientv3.WithRange(end), clientv3.WithKeysOnly())
 		if err != nil {
 			return 0, err
 		}
 		kvs = resp.Kvs
 	}
-	t.ranges = append(t.ranges, keyRange{start, end})
+	if guard {
+		t.ranges = append(t.ranges, keyRange{start, end})
+	}
 	n := 0
 	for _, kv := range kvs {
 		key := string(kv.Key[len(t.s.kvPrefix):])
-		t.reads[key] = kv.ModRevision
+		if guard {
+			t.reads[key] = kv.ModRevision
+		}
 		if !t.w.Shadows(key) {
 			n++
 		}
@@ -344,6 +399,7 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 		if len(cmps) > t.s.opts.MaxCompares {
 			cmps = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(t.s.seqKey), "<", t.rev+1)}
 			seqCompared = true
+			t.s.metrics.seqGuarded.Inc()
 		}
 	}
 	// Every op returns the key's previous value, so that this replica can
@@ -405,6 +461,7 @@ func (t *tx) commit() (rev store.Revision, ok bool, err error) {
 		return 0, false, fmt.Errorf("commit: %w", t.s.wrap(ctx, err))
 	}
 	if !resp.Succeeded {
+		t.s.metrics.conflicts.Inc()
 		return 0, false, nil
 	}
 	t.s.observe(resp.Header.Revision)

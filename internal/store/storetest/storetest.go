@@ -152,6 +152,60 @@ func Run(t *testing.T, f Factory) {
 		}
 	})
 
+	// Unguarded reads the transaction's snapshot with its writes, as the
+	// Tx's own reads do; in a View, the same.
+	t.Run("UnguardedReads", func(t *testing.T) {
+		s := f.New(t)
+		put(t, s, "p/1", "a", "p/3", "c", "q/1", "x", "q/2", "y")
+		check := func(r store.Reader, own bool) error {
+			want := []string{"p/1", "p/3"}
+			if own {
+				want = []string{"p/1", "p/2"}
+			}
+			list, err := r.List("p/", "", 0)
+			if err != nil {
+				return err
+			}
+			if fmt.Sprint(keys(list)) != fmt.Sprint(want) {
+				return fmt.Errorf("unguarded list = %v, want %v", keys(list), want)
+			}
+			if n, err := r.Count("p/"); err != nil || n != 2 {
+				return fmt.Errorf("unguarded count of p/ = %d, %v; want 2", n, err)
+			}
+			if n, err := r.Count("q/"); err != nil || n != 2 {
+				return fmt.Errorf("unguarded count of q/ = %d, %v; want 2", n, err)
+			}
+			if page, err := r.List("q/", "q/1", 1); err != nil || fmt.Sprint(keys(page)) != "[q/2]" {
+				return fmt.Errorf("unguarded page after q/1 = %v, %v; want [q/2]", keys(page), err)
+			}
+			kv, ok, err := r.Get("p/3")
+			if err != nil || ok == own || !own && string(kv.Value) != "c" {
+				return fmt.Errorf("unguarded get of p/3 = %+v, %v, %v", kv, ok, err)
+			}
+			if kv, ok, err := r.Get(want[1]); err != nil || !ok || kv.Key != want[1] {
+				return fmt.Errorf("unguarded get of %s = %+v, %v, %v", want[1], kv, ok, err)
+			}
+			return nil
+		}
+		_, err := s.Update(ctx, func(tx store.Tx) error {
+			if err := check(tx.Unguarded(), false); err != nil {
+				return fmt.Errorf("before the writes: %w", err)
+			}
+			tx.Put("p/2", []byte("b"))
+			tx.Delete("p/3")
+			if err := check(tx.Unguarded(), true); err != nil {
+				return fmt.Errorf("after the writes: %w", err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.View(ctx, func(tx store.Tx) error { return check(tx.Unguarded(), true) }); err != nil {
+			t.Fatalf("in a view: %v", err)
+		}
+	})
+
 	t.Run("ListPages", func(t *testing.T) {
 		s := f.New(t)
 		for i := 0; i < 25; i++ {

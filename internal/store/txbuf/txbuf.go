@@ -108,6 +108,17 @@ func (b *Buffer) Puts(prefix string) int {
 	return n
 }
 
+// Touches reports whether a key under prefix was written (put or
+// deleted): a count of the stored keys must then know which they are.
+func (b *Buffer) Touches(prefix string) bool {
+	for key := range b.writes {
+		if strings.HasPrefix(key, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
 // Put records a put of a copy of value.
 func (b *Buffer) Put(key string, value []byte) error {
 	if b.readOnly {
