@@ -109,7 +109,7 @@ func main() {
 	gcTimes := flag.Bool("gc-times", false, "run the weft proxies with --pprof and read their GC times after the fixed-rate run: the tail table then says how many of the slowest requests overlapped a GC of their path's proxies")
 	weftEnv := flag.String("weft-env", "", "extra environment of the proxies of the paths run by -weft (not the B paths), space-separated NAME=value, e.g. \"GOGC=off\" or \"GODEBUG=gctrace=1\"")
 	weftBEnv := flag.String("weft-b-env", "", "extra environment of the proxies of the HTTP/1.1 \"B\" paths, as -weft-env")
-	paired := flag.Duration("paired", 0, "after the fixed-rate run, run the HTTP/1.1 paths at once for this long, -rate requests/s in total, taking turns request by request, in -rounds parts, and print their tail; then the same for the HTTP/2 paths (h2c and h2 mTLS) when there are any (paired.go); 0 skips it")
+	paired := flag.Duration("paired", 0, "after the fixed-rate run, run the HTTP/1.1 paths at once for this long, -rate requests/s in total, taking turns request by request, in -rounds parts, and print their tail (paired.go); 0 skips it")
 	genGOGC := flag.Int("gen-gogc", 1000, "the generator's (this process's) GOGC during the runs: its own collections stall its senders, and every path's tail with them (docs/bench/proxy.md, round 12); 0 keeps GOGC from the environment")
 	logDir := flag.String("logdir", "", "keep the processes' logs and configuration in this directory (made if missing) instead of a temporary one removed at the end")
 	flag.Parse()
@@ -529,7 +529,37 @@ func main() {
 	printTail("fixed-rate run", tails)
 	printVersus(versusHAProxy(tailNames, tailRuns))
 	if *paired > 0 {
-		b.pairedRuns(run, *rate, *paired, *rounds, *conns, *h2cConns)
+		var pts []target
+		var pnames []string
+		for _, t := range run {
+			if !isH2C(t.name) {
+				pts = append(pts, t)
+				pnames = append(pnames, t.name)
+			}
+		}
+		pSteal0, pStart, pGCs0 := stealTicks(), time.Now(), ownNumGC()
+		pruns := b.runPaired(pts, *rate, *paired, *rounds, *conns)
+		pSteal := float64(stealTicks()-pSteal0) * 10 / time.Since(pStart).Seconds()
+		pGCs := ownNumGC() - pGCs0
+		var pdirect []runSlice
+		for i, n := range pnames {
+			if n == "app direct" {
+				pdirect = pruns[i]
+			}
+		}
+		fmt.Printf("\nPaired run: the %d HTTP/1.1 paths at once for %v, %d requests/s in total taking turns (request i to path i mod %d, %d connections per path), in %d parts; load average %s after, steal time %.1f ms per second, the generator's GC cycles %d:\n", len(pts), *paired, *rate, len(pts), *conns, *rounds, loadavg(), pSteal, pGCs)
+		pown := gcWindows(ownPauseEnds(), gcWindowBefore, gcWindowAfter)
+		var prows []tailRow
+		for i, n := range pnames {
+			d := pdirect
+			if n == "app direct" {
+				d = nil
+			}
+			prows = append(prows, tailTable(pnames[i:i+1], pruns[i:i+1], d, [][]window{nil}, pown)...)
+		}
+		printTail("paired run (a slice is a part)", prows)
+		printVersus(versusHAProxy(pnames, pruns))
+		printCoincidence(pnames, pruns, pdirect)
 	}
 	if *nSlowest > 0 {
 		printSlowest(tailNames, tailRuns, tailGCs, ownGC, *nSlowest)
