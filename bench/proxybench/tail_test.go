@@ -194,6 +194,13 @@ func TestTailTableRoundsAndVersus(t *testing.T) {
 	if v := vs[0]; v.below != 2 || v.above != 1 || v.tie != 0 {
 		t.Errorf("below/above/tie = %d/%d/%d, want 2/1/0 (diffs %v)", v.below, v.above, v.tie, v.diffs)
 	}
+	// The HTTP/2 paths pair with haproxy's of the same protocol.
+	vs = versusHAProxy([]string{"app direct h2c", "one weft proxy h2c", "haproxy", "haproxy h2c", "two weft proxies B h2 mTLS", "two haproxies h2 mTLS"},
+		[][]runSlice{direct, proxy, hap, hap, proxy, hap})
+	if len(vs) != 2 || vs[0].a != "one weft proxy h2c" || vs[0].b != "haproxy h2c" ||
+		vs[1].a != "two weft proxies B h2 mTLS" || vs[1].b != "two haproxies h2 mTLS" {
+		t.Fatalf("HTTP/2 pairs = %+v", vs)
+	}
 	if v := compareRounds("a", "b", proxy, proxy); v.tie != 3 || v.below != 0 || v.above != 0 {
 		t.Errorf("a path against itself: below/above/tie = %d/%d/%d, want 0/0/3", v.below, v.above, v.tie)
 	}
