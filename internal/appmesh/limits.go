@@ -4,7 +4,9 @@ import "github.com/weftmesh/weft/internal/quota"
 
 // Limits are App Mesh's service quotas. Exceeding one is a
 // LimitExceededException. A field of zero or less means no limit;
-// ops.Config's nil Limits means DefaultLimits.
+// ops.Config's nil Limits means DefaultLimits. On etcd, a count of
+// resources with a quota above 20 is a bound that concurrent creates may
+// pass by a few; up to 20 it is exact (ops.checkQuota says why).
 type Limits struct {
 	Meshes                         int // per account
 	VirtualNodesPerMesh            int

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/etcd"
 	"github.com/weftmesh/weft/internal/store/etcdtest"
@@ -134,38 +132,6 @@ func quotaNamespace(t *testing.T, r *Registry, services int) []*string {
 	return ids
 }
 
-// storeCounter is the sum of an etcd store's counter called name, over
-// the series with the label given ("" for all).
-func storeCounter(t *testing.T, st *etcd.Store, name, label, value string) float64 {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(st)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		sum := 0.0
-		for _, m := range mf.GetMetric() {
-			match := label == ""
-			for _, l := range m.GetLabel() {
-				match = match || l.GetName() == label && l.GetValue() == value
-			}
-			if match {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-		return sum
-	}
-	if label == "" { // a counter always has its series, a vector not before its first count
-		t.Fatalf("no metric %s", name)
-	}
-	return 0
-}
-
 // TestRegistrationsDoNotConflictOnEtcd: with the default quotas,
 // registrations into 20 services of one namespace, made at once through
 // four replicas while health updates go on in five more services of the
@@ -203,9 +169,9 @@ func testRegistrationsDoNotConflict(t *testing.T, c *etcdtest.Cluster, mirrored 
 	}
 	counters := func() (conflicts, seq, fromMirror float64) {
 		for _, st := range stores {
-			conflicts += storeCounter(t, st, "weft_store_etcd_conflicts_total", "", "")
-			seq += storeCounter(t, st, "weft_store_etcd_sequence_guarded_commits_total", "", "")
-			fromMirror += storeCounter(t, st, "weft_store_etcd_stale_first_reads_total", "outcome", "mirror")
+			conflicts += etcdtest.Counter(t, st, "weft_store_etcd_conflicts_total", "", "")
+			seq += etcdtest.Counter(t, st, "weft_store_etcd_sequence_guarded_commits_total", "", "")
+			fromMirror += etcdtest.Counter(t, st, "weft_store_etcd_stale_first_reads_total", "outcome", "mirror")
 		}
 		return conflicts, seq, fromMirror
 	}

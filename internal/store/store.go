@@ -85,7 +85,8 @@ type Tx interface {
 	// writes committed between its snapshot and its commit. It is for a
 	// bound that concurrent writers may pass together, where guarded
 	// reads of everything the bound covers would make each writer
-	// conflict with all the others (a Cloud Map namespace's instances).
+	// conflict with all the others (a Cloud Map namespace's instances,
+	// an App Mesh mesh's virtual nodes).
 	// The Reader must not be used after the Tx; in a View it reads as
 	// the Tx does.
 	Unguarded() Reader

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -475,6 +476,38 @@ func Handled(t testing.TB, clientURL, method string) float64 {
 			}
 			return v
 		}
+	}
+	return 0
+}
+
+// Counter is the sum of the counter called name that c (an etcd store)
+// collects, over its series with the label given ("" for all).
+func Counter(t testing.TB, c prometheus.Collector, name, label, value string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		sum := 0.0
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, l := range m.GetLabel() {
+				match = match || l.GetName() == label && l.GetValue() == value
+			}
+			if match {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+		return sum
+	}
+	if label == "" { // a counter always has its series, a vector not before its first count
+		t.Fatalf("no metric %s", name)
 	}
 	return 0
 }
