@@ -81,13 +81,14 @@ func exceeded(format string, args ...any) *Error {
 	return errorf(CodeResourceLimitExceeded, format, args...)
 }
 
-// roomForNamespace fails when the account's namespaces fill their quota.
+// roomForNamespace fails when the account's namespaces fill their quota,
+// counted through quota.Reader: at the default (50) a bound on etcd.
 func (r *Registry) roomForNamespace(tx store.Tx) error {
 	max := r.limits.Namespaces
 	if max <= 0 {
 		return nil
 	}
-	n, err := tx.Count(namespaceNamesPrefix(r.account))
+	n, err := quota.Reader(tx, max).Count(namespaceNamesPrefix(r.account))
 	if err != nil {
 		return err
 	}
@@ -97,13 +98,14 @@ func (r *Registry) roomForNamespace(tx store.Tx) error {
 	return nil
 }
 
-// roomForService fails when a namespace's services fill their quota.
+// roomForService fails when a namespace's services fill their quota,
+// counted through quota.Reader: at the default (2,000) a bound on etcd.
 func (r *Registry) roomForService(tx store.Tx, nsID string) error {
 	max := r.limits.ServicesPerNamespace
 	if max <= 0 {
 		return nil
 	}
-	n, err := tx.Count(serviceNamesPrefix(nsID))
+	n, err := quota.Reader(tx, max).Count(serviceNamesPrefix(nsID))
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/weftmesh/weft/internal/store"
 )
 
 // Field is one named quota and the variable that holds its value.
@@ -61,4 +63,28 @@ func Parse(s string, fields []Field) error {
 		}
 	}
 	return nil
+}
+
+// ExactMax is the largest quota counted exactly on etcd (Reader). It is
+// well under the compares an etcd commit makes before it compares the
+// store's sequence key instead (etcd.DefaultMaxCompares, 100), with room
+// for a write's other reads.
+const ExactMax = 20
+
+// Reader returns what a quota of max is counted through in tx. Up to
+// ExactMax, tx itself: the count is guarded, concurrent creates in its
+// scope conflict and run again on a snapshot that has the others', and
+// the quota is exact. Above it, tx.Unguarded(): a guarded count of a
+// large scope made a create depend on every resource in it (conflicting
+// with every change to any of them), and past about 100 keys its commit
+// compared the sequence key and conflicted with any write at all. So a
+// larger quota is a bound on etcd: creates in one scope in flight at once
+// (snapshot to commit, on any replica) each count without the others,
+// and may pass it together by at most their number less one. On bolt,
+// writes run one at a time and every count is exact.
+func Reader(tx store.Tx, max int) store.Reader {
+	if max > ExactMax {
+		return tx.Unguarded()
+	}
+	return tx
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/pagetoken"
+	"github.com/weftmesh/weft/internal/quota"
 	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/store"
 )
@@ -312,54 +313,31 @@ func (k *kind[S, D, R]) quotaScope(s *Service, r appmesh.Ref) (prefix, where str
 	return prefix, where, true
 }
 
-// exactQuotaMax is the largest quota that checkQuota keeps exact on etcd.
-// At App Mesh's defaults that is the account's meshes (15), a mesh's
-// virtual gateways (3) and a gateway's gateway routes (10); a mesh's
-// virtual nodes, services and routers (200) and a router's routes (50)
-// are bounds. It is well under the compares an etcd commit makes before
-// it compares the sequence key instead (etcd.DefaultMaxCompares, 100),
-// with room for a create's other reads.
-const exactQuotaMax = 20
-
 // checkQuota fails when a new resource r would pass its kind's quota in
 // its scope (quotaScope): the account's meshes, a mesh's resources of
 // r's kind, a parent's routes or gateway routes.
 //
-// A quota of more than exactQuotaMax is counted with unguarded reads
-// (store.Tx.Unguarded), which the commit does not compare. Guarded, the
-// count made a create depend on every resource of its kind in the scope:
-// a virtual node's create conflicted with every create, update or delete
-// of another node of the mesh (a route's with every change of weights
-// under its router), and once the mesh held about 100 nodes its commit
-// compared the sequence key instead, and conflicted with any write at
-// all (other meshes, Cloud Map's registrations and health updates). So
-// such a quota is a bound on etcd, not an exact count: creates in one
-// scope that are in flight at once (from snapshot to commit, on any
-// replica) each count without the others, and may pass it together by
-// at most their number less one. No key a create already reads and
-// writes orders the creates of one scope, as a Cloud Map service's
-// record orders its registrations: a route's create reads its router's
-// record, but no route write changes it, so two route creates under one
-// router never conflict there. A count kept in the mesh's or the
-// parent's record would keep the quota exact, but every create of the
-// scope would write that record and conflict on it again.
-//
-// A quota of exactQuotaMax or less is counted guarded, and is exact:
-// concurrent creates in its scope conflict and run again on a snapshot
-// that has the others'. That costs a few compares, on resources seldom
-// written, and passing so small a quota by a few would be a large part
-// of it. On bolt, writes run one at a time and every count is exact.
+// It counts through quota.Reader: a quota above quota.ExactMax is a
+// bound on etcd, not an exact count. At App Mesh's defaults the account's
+// meshes (15), a mesh's virtual gateways (3) and a gateway's gateway
+// routes (10) are exact; a mesh's virtual nodes, services and routers
+// (200) and a router's routes (50) are bounds. Guarded, those counts made
+// a virtual node's create conflict with every change to another node of
+// the mesh (a route's with every change of weights under its router),
+// and once the mesh held about 100 nodes with any write at all. No key a
+// create already reads and writes orders the creates of one scope, as a
+// Cloud Map service's record orders its registrations: a route's create
+// reads its router's record, but no route write changes it. A count kept
+// in the mesh's or the parent's record would keep the quota exact, but
+// every create of the scope would write that record and conflict on it
+// again.
 func (k *kind[S, D, R]) checkQuota(s *Service, tx store.Tx, r appmesh.Ref) error {
 	prefix, where, ok := k.quotaScope(s, r)
 	if !ok {
 		return nil
 	}
 	max := k.quota(s.limits)
-	var count store.Reader = tx
-	if max > exactQuotaMax {
-		count = tx.Unguarded()
-	}
-	n, err := count.Count(prefix)
+	n, err := quota.Reader(tx, max).Count(prefix)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/quota"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
 	"github.com/weftmesh/weft/internal/store/etcd"
@@ -107,14 +108,14 @@ func quotaCases() []quotaCase {
 	defaults := appmesh.DefaultLimits()
 	mesh := func(t *testing.T) []any { return []any{input[appmesh.CreateMeshInput](t, meshIn, "m", "")} }
 	return []quotaCase{
-		// Above exactQuotaMax: a bound on etcd.
-		{name: "virtual nodes per mesh", limits: appmesh.Limits{VirtualNodesPerMesh: exactQuotaMax + 4}, max: exactQuotaMax + 4,
+		// Above quota.ExactMax: a bound on etcd.
+		{name: "virtual nodes per mesh", limits: appmesh.Limits{VirtualNodesPerMesh: quota.ExactMax + 4}, max: quota.ExactMax + 4,
 			setup: mesh,
 			create: func(t *testing.T, i int, token string) any {
 				return input[appmesh.CreateVirtualNodeInput](t, nodeIn, fmt.Sprintf("vn%d", i), token)
 			},
 			prefix: appmesh.ChildrenPrefix(quotaOwner, "m", appmesh.KindVirtualNode, "")},
-		{name: "routes per virtual router", limits: appmesh.Limits{RoutesPerVirtualRouter: exactQuotaMax + 2}, max: exactQuotaMax + 2,
+		{name: "routes per virtual router", limits: appmesh.Limits{RoutesPerVirtualRouter: quota.ExactMax + 2}, max: quota.ExactMax + 2,
 			setup: func(t *testing.T) []any {
 				return append(mesh(t), input[appmesh.CreateVirtualNodeInput](t, nodeIn, "target", ""),
 					input[appmesh.CreateVirtualRouterInput](t, routerIn, "vr", ""))
@@ -123,7 +124,7 @@ func quotaCases() []quotaCase {
 				return input[appmesh.CreateRouteInput](t, routeIn, fmt.Sprintf("r%d", i), token)
 			},
 			prefix: appmesh.ChildrenPrefix(quotaOwner, "m", appmesh.KindRoute, "vr")},
-		// exactQuotaMax or less: exact. The first three at App Mesh's
+		// quota.ExactMax or less: exact. The first three at App Mesh's
 		// defaults; the last the largest exact quota.
 		{name: "meshes", limits: appmesh.Limits{Meshes: defaults.Meshes}, max: defaults.Meshes,
 			setup: func(*testing.T) []any { return nil },
@@ -147,7 +148,7 @@ func quotaCases() []quotaCase {
 				return input[appmesh.CreateGatewayRouteInput](t, gwRouteIn, fmt.Sprintf("gr%d", i), token)
 			},
 			prefix: appmesh.ChildrenPrefix(quotaOwner, "m", appmesh.KindGatewayRoute, "g")},
-		{name: "virtual nodes per mesh, exact", limits: appmesh.Limits{VirtualNodesPerMesh: exactQuotaMax}, max: exactQuotaMax,
+		{name: "virtual nodes per mesh, exact", limits: appmesh.Limits{VirtualNodesPerMesh: quota.ExactMax}, max: quota.ExactMax,
 			setup: mesh,
 			create: func(t *testing.T, i int, token string) any {
 				return input[appmesh.CreateVirtualNodeInput](t, nodeIn, fmt.Sprintf("vn%d", i), token)
@@ -234,9 +235,9 @@ func TestQuotaSequential(t *testing.T) {
 // holds one resource less than its quota, each through its own replica,
 // all read before any commits (a hookStore holds each first run after
 // its reads until all have read: the worst case for a quota). A quota above
-// exactQuotaMax is a bound: all four commit, passing it by three, the
+// quota.ExactMax is a bound: all four commit, passing it by three, the
 // creates in flight less one, and no more (checkQuota). A quota of
-// exactQuotaMax or less, as the account's meshes, a mesh's virtual
+// quota.ExactMax or less, as the account's meshes, a mesh's virtual
 // gateways and a gateway's gateway routes are by default, is exact: one
 // commits, the others conflict, run again and are refused. Either way
 // the next create is refused.
@@ -304,7 +305,7 @@ func TestQuotaConcurrentOnEtcd(t *testing.T) {
 				}
 			}
 			want := tt.max
-			if tt.max > exactQuotaMax {
+			if tt.max > quota.ExactMax {
 				want += writers - 1
 			}
 			n := stored(t, setup.st, tt.prefix)
