@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -27,6 +28,12 @@ type h2Pool struct {
 	mu      sync.Mutex
 	conns   map[string][]*http2.ClientConn // those that may take new streams
 	dialing map[string]*h2Dial
+	// keep is the last drain's: an address it refuses gets no pooled
+	// connection, nor one dialled later (by a request that chose its
+	// host before the update, or a retry after the cluster was
+	// replaced); nil keeps every address. halted: drained of all.
+	keep   func(addr string) bool
+	halted bool
 }
 
 // h2Dial is a connection being opened; the requests that wait for it
@@ -35,7 +42,16 @@ type h2Dial struct {
 	done chan struct{} // closed once cc or err is set
 	cc   *http2.ClientConn
 	err  error
+	// unpooled: its address was drained while it dialled. The requests
+	// that waited for it take their streams on it, and it is shut down
+	// after orphanGrace (retire).
+	unpooled bool
 }
+
+// orphanGrace is how long a connection dialled for a drained address
+// takes streams before it is shut down: long enough for the requests
+// that waited for its dial to start theirs.
+const orphanGrace = time.Second
 
 func newH2Pool(c *Cluster, t *http2.Transport) *h2Pool {
 	return &h2Pool{c: c, t: t, conns: map[string][]*http2.ClientConn{}, dialing: map[string]*h2Dial{}}
@@ -69,6 +85,9 @@ func (p *h2Pool) GetClientConn(req *http.Request, addr string) (*http2.ClientCon
 		if d.err != nil {
 			return nil, d.err
 		}
+		if d.unpooled && d.cc.ReserveNewRequest() {
+			return d.cc, nil
+		}
 		// Full already (other requests took its streams): again.
 	}
 }
@@ -86,11 +105,36 @@ func (p *h2Pool) dial(ctx context.Context, addr string, d *h2Dial) {
 	p.mu.Lock()
 	delete(p.dialing, addr)
 	if err == nil {
-		p.conns[addr] = append(p.conns[addr], cc)
+		if p.kept(addr) {
+			p.conns[addr] = append(p.conns[addr], cc)
+		} else {
+			d.unpooled = true
+			// Ends after orphanGrace and the streams it took.
+			go func() {
+				time.Sleep(orphanGrace)
+				_ = cc.Shutdown(context.Background())
+			}()
+		}
 	}
 	d.cc, d.err = cc, err
 	close(d.done)
 	p.mu.Unlock()
+}
+
+// kept reports whether addr's connections may be pooled. Called with mu
+// held.
+func (p *h2Pool) kept(addr string) bool {
+	return !p.halted && (p.keep == nil || p.keep(addr))
+}
+
+// shutdown makes cc take no new stream and close once its streams (those
+// reserved included) end, without holding up the caller.
+func (p *h2Pool) shutdown(cc *http2.ClientConn) {
+	cc.SetDoNotReuse()
+	// Ends when cc's last stream ends and cc is closed (x/net's
+	// Shutdown waits for them; each is bounded by its route timeout), or
+	// at once for an idle connection.
+	go func() { _ = cc.Shutdown(context.Background()) }()
 }
 
 // MarkDead forgets a connection that closed or went away (GOAWAY).
@@ -100,7 +144,9 @@ func (p *h2Pool) MarkDead(cc *http2.ClientConn) {
 	for addr, l := range p.conns {
 		for i, c := range l {
 			if c == cc {
-				l = append(l[:i], l[i+1:]...)
+				copy(l[i:], l[i+1:])
+				l[len(l)-1] = nil // not kept reachable by the array
+				l = l[:len(l)-1]
 				if len(l) == 0 {
 					delete(p.conns, addr)
 				} else {
@@ -113,24 +159,27 @@ func (p *h2Pool) MarkDead(cc *http2.ClientConn) {
 }
 
 // drain drains the connections of the addresses keep refuses (nil: of
-// every address): forgotten, so that they take no new stream, closed at
-// once when idle, else when their last stream ends (x/net closes a
-// connection marked not to be reused then).
+// every address, for good): forgotten, so that they take no new stream,
+// closed at once when idle, else when their last stream ends (shutdown).
+// Connections dialled for those addresses later are drained likewise.
 func (p *h2Pool) drain(keep func(addr string) bool) {
 	var gone []*http2.ClientConn
 	p.mu.Lock()
+	if keep == nil {
+		p.halted = true
+	}
+	p.keep = keep
 	for addr, l := range p.conns {
-		if keep == nil || !keep(addr) {
+		if !p.kept(addr) {
 			gone = append(gone, l...)
 			delete(p.conns, addr)
 		}
 	}
 	// Reservations are made with mu held: none can start on these now.
-	for _, cc := range gone {
-		cc.SetDoNotReuse()
-		if st := cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
-			_ = cc.Close()
-		}
-	}
+	// A request that reserved a stream on one before keeps it, and
+	// shutdown waits for that stream too.
 	p.mu.Unlock()
+	for _, cc := range gone {
+		p.shutdown(cc)
+	}
 }
