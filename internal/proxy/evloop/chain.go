@@ -26,7 +26,8 @@ type ChainConfig struct {
 	// Config.IdleTimeout).
 	HeadersTimeout, IdleTimeout time.Duration
 	// StreamIdleTimeout and StreamFlushTimeout are its stream_idle_timeout
-	// and stream_flush_timeout; 0 means the Server's.
+	// and stream_flush_timeout; 0 means the Server's (for the flush
+	// timeout, the chain's StreamIdleTimeout when that is set).
 	StreamIdleTimeout, StreamFlushTimeout time.Duration
 	// Continues, when set, is the chain of the previous configuration
 	// this one carries on (the same filter chain, an update later): the

@@ -21,8 +21,11 @@ func (s *Server) NewChain(c ChainConfig) *Chain {
 	if c.StreamIdleTimeout > 0 {
 		g.streamIdle = c.StreamIdleTimeout
 	}
-	if c.StreamFlushTimeout > 0 {
+	switch {
+	case c.StreamFlushTimeout > 0:
 		g.flush = c.StreamFlushTimeout
+	case c.StreamIdleTimeout > 0:
+		g.flush = c.StreamIdleTimeout // as Envoy, unless set
 	}
 	return &Chain{g}
 }

@@ -106,7 +106,8 @@ type Config struct {
 	// request body's, made no progress for this long; StreamFlushTimeout
 	// one whose response's end is buffered waiting for the client's
 	// window (Envoy's stream_idle_timeout and stream_flush_timeout). 0
-	// means DefaultStreamIdleTimeout.
+	// means DefaultStreamIdleTimeout for the first, the first for the
+	// second.
 	StreamIdleTimeout, StreamFlushTimeout time.Duration
 	// HeadersTimeout bounds the wait for a request head once its first
 	// byte came (408 after it); 0 means DefaultHeadersTimeout.

@@ -458,7 +458,7 @@ func (l *loop) h2Forget(d *down) {
 // h2Deadline is an HTTP/2 connection's next timeout: the idle timeout
 // while it has no stream, else that of the first stream waiting to write
 // (a window the client keeps closed, a socket it does not read) that made
-// no progress since (stallLimit).
+// no progress since (stallDeadline).
 func (l *loop) h2Deadline(d *down) int64 {
 	c := d.h2c
 	if len(c.streams) == 0 {
@@ -467,23 +467,25 @@ func (l *loop) h2Deadline(d *down) int64 {
 	at := int64(never)
 	for _, st := range c.blocked {
 		if !st.gone {
-			at = min(at, st.last+d.gen.stallLimit(st))
+			at = min(at, d.gen.stallDeadline(st))
 		}
 	}
 	return at
 }
 
-// stallLimit is how long a stream waiting to write may make no progress:
-// stream_flush_timeout once its response's end is buffered behind the
-// client's window, else stream_idle_timeout.
-func (g *generation) stallLimit(st *h2stream) int64 {
+// stallDeadline is when a stream waiting to write (a window the client
+// keeps closed, a socket it does not read) is reset: stream_flush_timeout
+// after its response's end was buffered, or after its last progress if
+// later (Envoy's flush timer starts with the end); else
+// stream_idle_timeout after its last progress.
+func (g *generation) stallDeadline(st *h2stream) int64 {
 	if st.endPending {
-		return int64(g.flush)
+		return max(st.last, st.endAt) + int64(g.flush)
 	}
-	return int64(g.streamIdle)
+	return st.last + int64(g.streamIdle)
 }
 
-// h2Expire enforces the timeouts: a stream stuck for its stallLimit is
+// h2Expire enforces the timeouts: a stream stuck past its stallDeadline is
 // reset (RST_STREAM INTERNAL_ERROR, as the goroutine path's HTTP/2 server
 // resets a stream whose write deadline passed; counted as
 // http2.tx_flush_timeout when its end was buffered), a connection without
@@ -493,7 +495,7 @@ func (l *loop) h2Expire(d *down) {
 	idle := int64(d.gen.idle)
 	if len(c.streams) > 0 {
 		for _, st := range slices.Clone(c.blocked) {
-			if !st.gone && l.now-st.last >= d.gen.stallLimit(st) {
+			if !st.gone && l.now >= d.gen.stallDeadline(st) {
 				if st.endPending {
 					d.gen.st.txFlushTimeout.Inc()
 				}

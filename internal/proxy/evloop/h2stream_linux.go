@@ -34,10 +34,11 @@ type h2stream struct {
 	recvAvail  int64 // what the client may still send on it
 	unpaid     int64 // request bytes received, not credited back yet
 	pending    []byte
-	endPending bool // END_STREAM follows pending
-	blocked    bool // in c.blocked
-	reqEnded   bool // the client's END_STREAM came
-	reqChunked bool // the request body goes upstream chunked
+	endPending bool  // END_STREAM follows pending
+	endAt      int64 // loop time endPending was set: the flush timeout runs from it (stallDeadline)
+	blocked    bool  // in c.blocked
+	reqEnded   bool  // the client's END_STREAM came
+	reqChunked bool  // the request body goes upstream chunked
 	declared   int64
 	received   int64
 	chunked    bool         // the response body comes chunked: dc strips the framing
@@ -487,7 +488,7 @@ func (l *loop) h2Push(st *h2stream) {
 		if !st.blocked {
 			st.blocked = true
 			c.blocked = append(c.blocked, st)
-			if at := st.last + c.d.gen.stallLimit(st); c.d.tm.idx == 0 || at < c.d.tm.at {
+			if at := c.d.gen.stallDeadline(st); c.d.tm.idx == 0 || at < c.d.tm.at {
 				l.setTimer(c.d, at) // its idle timeout (arm's work, without h2Deadline's walk)
 			}
 		}
@@ -546,8 +547,15 @@ func (l *loop) h2Complete(d *down) {
 			l.h2Sent(st)
 			return
 		}
-		st.endPending = true
+		st.endPending, st.endAt = true, l.now
 		l.h2Push(st)
+		if st.blocked {
+			// Blocked before its end came: its deadline is now the flush
+			// timeout's, which may come before the stream idle one.
+			if c := st.c.d; c != nil && (c.tm.idx == 0 || c.gen.stallDeadline(st) < c.tm.at) {
+				l.setTimer(c, c.gen.stallDeadline(st))
+			}
+		}
 	}
 }
 

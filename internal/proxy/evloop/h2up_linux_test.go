@@ -332,7 +332,7 @@ func TestH2UpstreamFlowControl(t *testing.T) {
 		}
 	})
 	t.Run("request body stalled", func(t *testing.T) {
-		srv, accept := startH2Up(t, func(c *Config) { c.IdleTimeout, c.StreamIdleTimeout = 300*time.Millisecond, 300*time.Millisecond })
+		srv, accept := startH2Up(t, func(c *Config) { c.IdleTimeout, c.StreamIdleTimeout = 30*time.Second, 300*time.Millisecond })
 		h := dialH2Raw(t, srv, http2.ClientPreface)
 		h.headers(1, false, ":path", "/post")
 		u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})

@@ -88,7 +88,7 @@ func Listen(cfg Config) (*Server, error) {
 		cfg.StreamIdleTimeout = DefaultStreamIdleTimeout
 	}
 	if cfg.StreamFlushTimeout <= 0 {
-		cfg.StreamFlushTimeout = DefaultStreamIdleTimeout
+		cfg.StreamFlushTimeout = cfg.StreamIdleTimeout
 	}
 	if cfg.HeadersTimeout <= 0 {
 		cfg.HeadersTimeout = DefaultHeadersTimeout

@@ -124,6 +124,16 @@ const maxPendingHandOffs = 1024
 // means the default.
 const none = 100 * 365 * 24 * time.Hour
 
+// loopTimeout is a connection manager's timeout (0: none) as the loops
+// take it: none for 0, and none at most, since a deadline is a loop time
+// plus the timeout (a configured 10,000 years is MaxInt64 nanoseconds).
+func loopTimeout(d time.Duration) time.Duration {
+	if d <= 0 || d > none {
+		return none
+	}
+	return d
+}
+
 type handed struct {
 	fd       int
 	buffered []byte
@@ -173,19 +183,13 @@ func (l *Listener) makeLoopChains(prev, cfg *Config) {
 	if cfg.Loops == nil {
 		return
 	}
-	orNone := func(d time.Duration) time.Duration {
-		if d <= 0 {
-			return none
-		}
-		return d
-	}
 	make1 := func(ch *Chain, lc *LoopChain) {
 		if lc == nil {
 			return
 		}
 		lc.ev = l.loops.NewChain(evloop.ChainConfig{Router: lc.Router, StatPrefix: lc.StatPrefix, TLS: lc.evloopTLS(),
-			HeadersTimeout: orNone(lc.HeadersTimeout), IdleTimeout: orNone(lc.IdleTimeout),
-			StreamIdleTimeout: orNone(lc.StreamIdleTimeout), StreamFlushTimeout: orNone(lc.StreamFlushTimeout), Continues: prev.loopChainOf(ch)})
+			HeadersTimeout: loopTimeout(lc.HeadersTimeout), IdleTimeout: loopTimeout(lc.IdleTimeout),
+			StreamIdleTimeout: loopTimeout(lc.StreamIdleTimeout), StreamFlushTimeout: loopTimeout(lc.StreamFlushTimeout), Continues: prev.loopChainOf(ch)})
 	}
 	for i, lc := range cfg.Loops.Chains {
 		make1(&cfg.Chains[i], lc)
