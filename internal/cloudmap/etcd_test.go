@@ -168,21 +168,11 @@ func testRegistrationsDoNotConflict(t *testing.T, c *etcdtest.Cluster, mirrored 
 		}
 	}
 	counters := func() (conflicts, seq, fromMirror float64) {
-		for _, st := range stores {
-			conflicts += etcdtest.Counter(t, st, "weft_store_etcd_conflicts_total", "", "")
-			seq += etcdtest.Counter(t, st, "weft_store_etcd_sequence_guarded_commits_total", "", "")
-			fromMirror += etcdtest.Counter(t, st, "weft_store_etcd_stale_first_reads_total", "outcome", "mirror")
-		}
-		return conflicts, seq, fromMirror
+		c := etcdtest.Counts(t, stores)
+		return c.Conflicts, c.SequenceGuarded, c.FromMirror
 	}
 	if mirrored {
-		var caughtUp []func()
-		for _, st := range stores {
-			caughtUp = append(caughtUp, etcdtest.FollowAll(t, st))
-		}
-		for _, f := range caughtUp {
-			f()
-		}
+		etcdtest.FollowAllCaughtUp(t, stores)
 	}
 	conflicts0, seq0, fromMirror0 := counters()
 

@@ -60,11 +60,7 @@ func (l Limits) String() string { return quota.Format(l.fields()) }
 // ParseLimits applies "name=value,..." to base and returns the result, so
 // a flag can raise one quota and keep the defaults of the others.
 func ParseLimits(s string, base Limits) (Limits, error) {
-	out := base
-	if err := quota.Parse(s, out.fields()); err != nil {
-		return base, err
-	}
-	return out, nil
+	return quota.ParseOver(s, base, (*Limits).fields)
 }
 
 // The quota checks run in the transaction that creates the resource,

@@ -65,6 +65,17 @@ func Parse(s string, fields []Field) error {
 	return nil
 }
 
+// ParseOver returns base with the quotas s names set (Parse) through
+// fields, or base and the error: a flag can change one quota and keep
+// the defaults of the rest.
+func ParseOver[L any](s string, base L, fields func(*L) []Field) (L, error) {
+	out := base
+	if err := Parse(s, fields(&out)); err != nil {
+		return base, err
+	}
+	return out, nil
+}
+
 // ExactMax is the largest quota counted exactly on etcd (Reader). It is
 // well under the compares an etcd commit makes before it compares the
 // store's sequence key instead (etcd.DefaultMaxCompares, 100), with room

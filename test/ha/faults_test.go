@@ -27,6 +27,7 @@ type load struct {
 	// why, for the log.
 	failed []string
 	phase  atomic.Pointer[string] // the last fault made
+	faults atomic.Int32           // faults made so far
 	n      atomic.Int64
 	more   chan struct{} // closed and replaced at every acknowledged write
 }
@@ -69,6 +70,7 @@ func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{
 func (l *load) fault(what string) {
 	p := fmt.Sprintf("%s at %s", what, time.Now().Format("15:04:05.000"))
 	l.phase.Store(&p)
+	l.faults.Add(1)
 }
 
 // at says the last fault made and the time now.
@@ -276,11 +278,14 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 	// Route weights only ever increase (blue = i, one step per
 	// acknowledged node write): a proxy shown a smaller one after a larger
 	// went back in time. App Mesh caps a weight at 100, so the writer
-	// stops there; written is the last weight it had acknowledged.
+	// stops there, and it spreads them over the phases: at most 25 more
+	// after each fault (the node writes are fast enough to use all 100
+	// before the last fault). written is the last weight it had
+	// acknowledged.
 	var written atomic.Int32
 	var weightWG sync.WaitGroup
 	weightWG.Go(func() { // ends when stop is closed or at weight 100
-		for i := int32(2); i <= 100; i++ {
+		for i := int32(2); i <= 100; {
 			l.mu.Lock()
 			more := l.more
 			l.mu.Unlock()
@@ -289,10 +294,14 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 				return
 			case <-more:
 			}
+			if i > 25*(l.faults.Load()+1) {
+				continue // this phase's weights are written
+			}
 			if _, err := client(live(rs, int(i))).UpdateRoute(t.Context(), &sdk.UpdateRouteInput{MeshName: aws.String(mesh), VirtualRouterName: aws.String("router"),
 				RouteName: aws.String("split"), Spec: routeSpec(i, 1)}); err == nil {
 				written.Store(i)
 			}
+			i++
 		}
 	})
 	defer func() {

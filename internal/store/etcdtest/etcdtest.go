@@ -564,3 +564,34 @@ func FollowAll(t testing.TB, st store.Store) (caughtUp func()) {
 		}
 	}
 }
+
+// StoreCounts are what the conflict tests read of etcd stores' counters.
+type StoreCounts struct {
+	Conflicts, SequenceGuarded, FromMirror float64
+}
+
+// Counts sums, over stores, their conflicts, their commits guarded by
+// the sequence key and their first reads answered by the mirror.
+func Counts[S prometheus.Collector](t testing.TB, stores []S) StoreCounts {
+	t.Helper()
+	var c StoreCounts
+	for _, st := range stores {
+		c.Conflicts += Counter(t, st, "weft_store_etcd_conflicts_total", "", "")
+		c.SequenceGuarded += Counter(t, st, "weft_store_etcd_sequence_guarded_commits_total", "", "")
+		c.FromMirror += Counter(t, st, "weft_store_etcd_stale_first_reads_total", "outcome", "mirror")
+	}
+	return c
+}
+
+// FollowAllCaughtUp is FollowAll on each of stores, returning once every
+// one has caught up with the writes made so far.
+func FollowAllCaughtUp[S store.Store](t testing.TB, stores []S) {
+	t.Helper()
+	var caughtUp []func()
+	for _, st := range stores {
+		caughtUp = append(caughtUp, FollowAll(t, st))
+	}
+	for _, f := range caughtUp {
+		f()
+	}
+}
