@@ -164,6 +164,26 @@ func TestKeepAliveAfterTimeout(t *testing.T) {
 	}
 }
 
+// smallResponseSetup serves, behind listener "egress" with its
+// connection manager changed by hcm, a route to an upstream that answers
+// 3,000 bytes of declared length (the proxy does not flush as it copies
+// them), with opts. It returns the harness.
+func smallResponseSetup(t *testing.T, hcm func(*hcmv3.HttpConnectionManager), opts ...func(*Config)) *harness {
+	t.Helper()
+	h := newHarness(t, opts...)
+	body := strings.Repeat("x", 3000)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(up.Close)
+	h.push(
+		httpListener("egress", httpManager("egress", "rds", hcm)),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "small"))),
+		edsCluster("small"), cla("small", up.Listener.Addr().String()))
+	return h
+}
+
 // TestSlowReaderLastFlush: a client pipelines requests for small
 // responses and never reads. Each response fits the connection's write
 // buffer, so the handler returns, with its timeouts stopped, before the
@@ -177,20 +197,9 @@ func TestSlowReaderLastFlush(t *testing.T) {
 }
 
 func slowReaderLastFlush(t *testing.T, opts ...func(*Config)) {
-	h := newHarness(t, opts...)
-	body := strings.Repeat("x", 3000)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// A declared length: the proxy does not flush as it copies.
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		_, _ = io.WriteString(w, body)
-	}))
-	t.Cleanup(up.Close)
-	h.push(
-		httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
-			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(300 * time.Millisecond)}
-		})),
-		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "small"))),
-		edsCluster("small"), cla("small", up.Listener.Addr().String()))
+	h := smallResponseSetup(t, func(m *hcmv3.HttpConnectionManager) {
+		m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(300 * time.Millisecond)}
+	}, opts...)
 	c, err := net.Dial("tcp", h.addr("egress"))
 	if err != nil {
 		t.Fatal(err)
@@ -232,19 +241,9 @@ func TestSlowReaderLastFlushH2(t *testing.T) {
 }
 
 func slowReaderLastFlushH2(t *testing.T, opts ...func(*Config)) {
-	h := newHarness(t, opts...)
-	body := strings.Repeat("x", 3000)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		_, _ = io.WriteString(w, body)
-	}))
-	t.Cleanup(up.Close)
-	h.push(
-		httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
-			m.StreamFlushTimeout = durationpb.New(300 * time.Millisecond)
-		})),
-		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "small"))),
-		edsCluster("small"), cla("small", up.Listener.Addr().String()))
+	h := smallResponseSetup(t, func(m *hcmv3.HttpConnectionManager) {
+		m.StreamFlushTimeout = durationpb.New(300 * time.Millisecond)
+	}, opts...)
 	cl := dialH2(t, h.addr("egress"))
 	if err := cl.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
 		t.Fatal(err)

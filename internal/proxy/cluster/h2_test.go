@@ -117,31 +117,15 @@ func h2Cluster(t *testing.T, addr string, maxConns, maxReqs uint32) *Cluster {
 // connection finishes, takes the connection with it, and no request goes
 // on it meanwhile; an idle one closes at once.
 func TestH2RemovedHostDrained(t *testing.T) {
-	var open atomic.Int32
 	release := make(chan struct{})
 	started := make(chan struct{}, 1)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, open := h2Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			started <- struct{}{}
 			<-release
 		}
 		_, _ = io.WriteString(w, "ok")
-	}), ConnState: func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			open.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			open.Add(-1)
-		}
-	}, Protocols: new(http.Protocols)}
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }() // ends with srv.Close below
-	defer srv.Close()
-	addr := ln.Addr().String()
+	}))
 	wait := func(what string, cond func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {

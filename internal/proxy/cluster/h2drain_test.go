@@ -10,14 +10,15 @@ import (
 	"time"
 )
 
-// h2Upstream serves h2c on a loopback port and counts its open
+// okHandler answers "ok".
+var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+
+// h2Upstream serves h with h2c on a loopback port and counts its open
 // connections; it returns the address and the count.
-func h2Upstream(t *testing.T) (string, *atomic.Int32) {
+func h2Upstream(t *testing.T, h http.Handler) (string, *atomic.Int32) {
 	t.Helper()
 	var open atomic.Int32
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "ok")
-	}), ConnState: func(_ net.Conn, s http.ConnState) {
+	srv := &http.Server{Handler: h, ConnState: func(_ net.Conn, s http.ConnState) {
 		switch s {
 		case http.StateNew:
 			open.Add(1)
@@ -53,7 +54,7 @@ func waitH2Closed(t *testing.T, c *Cluster, open *atomic.Int32, what string) {
 // sent again on another, and the drained one closes, though no stream of
 // its own ended to close it.
 func TestH2DrainReserved(t *testing.T) {
-	addr, open := h2Upstream(t)
+	addr, open := h2Upstream(t, okHandler)
 	c := h2Cluster(t, addr, 1024, 1024)
 	req, _ := http.NewRequestWithContext(WithHost(context.Background(), c.Hosts()[0]), "GET", "http://"+addr+"/", nil)
 	cc, err := c.h2pool.GetClientConn(req, addr)
@@ -73,7 +74,7 @@ func TestH2DrainReserved(t *testing.T) {
 // stream, as the HTTP/1.1 pool closes such a connection.
 func TestH2DialAfterDrain(t *testing.T) {
 	for _, halt := range []bool{false, true} {
-		addr, open := h2Upstream(t)
+		addr, open := h2Upstream(t, okHandler)
 		c := h2Cluster(t, addr, 1024, 1024)
 		rt, _ := c.Transport(2)
 		h := c.Hosts()[0]
