@@ -167,49 +167,18 @@ func testRegistrationsDoNotConflict(t *testing.T, c *etcdtest.Cluster, mirrored 
 			}
 		}
 	}
-	counters := func() (conflicts, seq, fromMirror float64) {
-		c := etcdtest.Counts(t, stores)
-		return c.Conflicts, c.SequenceGuarded, c.FromMirror
-	}
-	if mirrored {
-		etcdtest.FollowAllCaughtUp(t, stores)
-	}
-	conflicts0, seq0, fromMirror0 := counters()
-
-	errs := make(chan error, services+quiet)
-	start := make(chan struct{}) // releases the writers together
-	var wg sync.WaitGroup
+	var fns []func() error
 	for i, srv := range ids {
 		r := regs[i%len(regs)]
-		wg.Go(func() { // ends when its write returns; waited for by wg
-			<-start
-			if i < services {
-				errs <- register(r, srv, "new")
-				return
-			}
-			errs <- r.UpdateInstanceCustomHealthStatus(ctx, &UpdateInstanceCustomHealthStatusRequest{ServiceId: srv, InstanceId: ptr("old0"), Status: CustomHealthStatusUnhealthy})
+		if i < services {
+			fns = append(fns, func() error { return register(r, srv, "new") })
+			continue
+		}
+		fns = append(fns, func() error {
+			return r.UpdateInstanceCustomHealthStatus(ctx, &UpdateInstanceCustomHealthStatusRequest{ServiceId: srv, InstanceId: ptr("old0"), Status: CustomHealthStatusUnhealthy})
 		})
 	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
-	conflicts, seq, fromMirror := counters()
-	// Not all: a write whose replica has seen a revision its mirror has
-	// not applied yet reads from etcd.
-	if fromMirror -= fromMirror0; mirrored && fromMirror == 0 {
-		t.Errorf("no write read from a mirror, of %d", services+quiet)
-	}
-	if conflicts -= conflicts0; conflicts != 0 {
-		t.Errorf("%.0f commits conflicted; want none: the writes were all to different services", conflicts)
-	}
-	if seq -= seq0; seq != 0 {
-		t.Errorf("%.0f commits compared the sequence key; want none: a registration's compares must not grow with the namespace", seq)
-	}
+	etcdtest.WritesDoNotConflict(t, stores, mirrored, fns)
 }
 
 // TestQuotaConcurrentOnEtcd: registrations racing from four replicas of

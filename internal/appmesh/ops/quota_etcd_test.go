@@ -382,43 +382,10 @@ func testCreatesDoNotConflict(t *testing.T, c *etcdtest.Cluster, mirrored bool) 
 			input[appmesh.CreateVirtualNodeInput](t, otherNode, fmt.Sprintf("new%d", i), fmt.Sprintf("t-other%d", i)))
 	}
 
-	counters := func() (conflicts, seq, fromMirror float64) {
-		c := etcdtest.Counts(t, stores)
-		return c.Conflicts, c.SequenceGuarded, c.FromMirror
-	}
-	if mirrored {
-		etcdtest.FollowAllCaughtUp(t, stores)
-	}
-	conflicts0, seq0, fromMirror0 := counters()
-
-	errs := make(chan error, len(writes))
-	start := make(chan struct{}) // releases the writers together
-	var wg sync.WaitGroup
+	var fns []func() error
 	for i, in := range writes {
 		svc := svcs[i%len(svcs)]
-		wg.Go(func() { // ends when its write returns; waited for by wg
-			<-start
-			errs <- create(ctx, svc, in)
-		})
+		fns = append(fns, func() error { return create(ctx, svc, in) })
 	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
-	conflicts, seq, fromMirror := counters()
-	// Not all: a write whose replica has seen a revision its mirror has
-	// not applied yet reads from etcd.
-	if fromMirror -= fromMirror0; mirrored && fromMirror == 0 {
-		t.Errorf("no write read from a mirror, of %d", len(writes))
-	}
-	if conflicts -= conflicts0; conflicts != 0 {
-		t.Errorf("%.0f commits conflicted; want none: no write changed what another read", conflicts)
-	}
-	if seq -= seq0; seq != 0 {
-		t.Errorf("%.0f commits compared the sequence key; want none: a create's compares must not grow with its siblings", seq)
-	}
+	etcdtest.WritesDoNotConflict(t, stores, mirrored, fns)
 }

@@ -223,24 +223,7 @@ func TestH1IdleForgetsCleanedOriginalDst(t *testing.T) {
 // with it the host (the connection counts in its cxActive), stayed until
 // the idle timeout: an hour by default.
 func TestH2IdleForgetsCleanedOriginalDst(t *testing.T) {
-	var open atomic.Int32
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
-		ConnState: func(_ net.Conn, s http.ConnState) {
-			switch s {
-			case http.StateNew:
-				open.Add(1)
-			case http.StateClosed, http.StateHijacked:
-				open.Add(-1)
-			}
-		}, Protocols: new(http.Protocols)}
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }() // ends with srv.Close
-	t.Cleanup(func() { srv.Close() })
-	addr := ln.Addr().String()
+	addr, open := h2Upstream(t, okHandler)
 	pb := &clusterv3.Cluster{Name: "passthrough", ConnectTimeout: durationpb.New(time.Second),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED, CleanupInterval: durationpb.New(50 * time.Millisecond),

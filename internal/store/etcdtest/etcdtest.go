@@ -595,3 +595,47 @@ func FollowAllCaughtUp[S store.Store](t testing.TB, stores []S) {
 		f()
 	}
 }
+
+// WritesDoNotConflict runs writes at once (released together, one
+// goroutine each) through stores, after each store's mirror caught up
+// when mirrored, and fails the test if any write failed, if any commit
+// conflicted or compared the sequence key, or, mirrored, if no write read
+// from a mirror (not all do: a write whose replica has seen a revision
+// its mirror has not applied yet reads from etcd).
+func WritesDoNotConflict[S interface {
+	store.Store
+	prometheus.Collector
+}](t testing.TB, stores []S, mirrored bool, writes []func() error) {
+	t.Helper()
+	if mirrored {
+		FollowAllCaughtUp(t, stores)
+	}
+	before := Counts(t, stores)
+	errs := make(chan error, len(writes))
+	start := make(chan struct{}) // releases the writers together
+	var wg sync.WaitGroup
+	for _, w := range writes {
+		wg.Go(func() { // ends when its write returns; waited for by wg
+			<-start
+			errs <- w()
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	after := Counts(t, stores)
+	if mirrored && after.FromMirror == before.FromMirror {
+		t.Errorf("no write read from a mirror, of %d", len(writes))
+	}
+	if n := after.Conflicts - before.Conflicts; n != 0 {
+		t.Errorf("%.0f commits conflicted; want none: no write changed what another read", n)
+	}
+	if n := after.SequenceGuarded - before.SequenceGuarded; n != 0 {
+		t.Errorf("%.0f commits compared the sequence key; want none: a write's compares must not grow with the keys it counts", n)
+	}
+}
