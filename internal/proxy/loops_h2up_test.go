@@ -190,17 +190,6 @@ func TestH2CLoopsH2Upstream(t *testing.T) {
 	cl.CloseIdleConnections()
 }
 
-// deadAddr is a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
-
 // streamService adds server streaming to testService.
 type streamService struct{ testService }
 
