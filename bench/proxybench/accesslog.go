@@ -28,6 +28,14 @@ import (
 // process's output in its temporary directory, and logBytes prints each
 // log's size per line at the end.
 
+// accessLogPath starts the path "haproxy, access log" in front of the app.
+func (b *bench) accessLogPath(app string) target {
+	pHL := freePort()
+	procHL := b.startHAProxyLogged(pHL, app)
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pHL))
+	return target{"haproxy, access log", fmt.Sprintf("http://127.0.0.1:%d/", pHL), []*os.Process{procHL}, nil}
+}
+
 // startHAProxyLogged runs haproxy as startHAProxy does, with the log.
 func (b *bench) startHAProxyLogged(port int, app string) *os.Process {
 	return b.runHAProxy(fmt.Sprintf("haproxy-logged-%d.cfg", port), haproxyLoggedConfig(fmt.Sprintf("127.0.0.1:%d", port), app))

@@ -34,3 +34,36 @@ func hey(url string, d time.Duration, conns, rate int) satResult {
 	}
 	return satResult{get(reHeyRPS, false), get(reHeyP50, true), get(reHeyP99, true)}
 }
+
+// heyCrossCheck runs hey through each path of run that it can reach
+// (-hey-duration; none when hey is not installed) and returns the
+// cross-check table's rows.
+func heyCrossCheck(run []target, o opts) []string {
+	var heyRows []string
+	if _, err := exec.LookPath("hey"); err == nil && o.heyDur > 0 {
+		for _, t := range run {
+			if t.tls != nil {
+				heyRows = append(heyRows, fmt.Sprintf("| %s | n/a (needs a client certificate) | | |", t.name))
+				continue
+			}
+			if isH2C(t.name) {
+				continue // hey speaks HTTP/2 over TLS only
+			}
+			h := hey(t.url, o.heyDur, o.conns, o.rate)
+			heyRows = append(heyRows, fmt.Sprintf("| %s | %s | %s | %s |", t.name, h.rps, h.p50, h.p99))
+		}
+	}
+	return heyRows
+}
+
+// printHey prints the cross-check table, if it has rows.
+func printHey(heyRows []string, o opts) {
+	if len(heyRows) > 0 {
+		fmt.Printf("\nCross-check with hey at the same rate, each path once: hey -z %v -c %d -q %d (its latencies count from each send, so a stall is not charged to the requests it delays):\n\n", o.heyDur, o.conns, o.rate/o.conns)
+		fmt.Println("| path | requests/s | p50 ms | p99 ms |")
+		fmt.Println("|---|---|---|---|")
+		for _, l := range heyRows {
+			fmt.Println(l)
+		}
+	}
+}

@@ -17,6 +17,130 @@ import (
 	"time"
 )
 
+// idleTarget is a path of the idle connections' run.
+type idleTarget struct {
+	name  string
+	url   string
+	proc  *os.Process
+	admin string      // weft proxy's admin address (with --pprof): its Go stack and heap
+	tls   *tls.Config // mutual TLS into the proxy
+	h2c   bool        // HTTP/2 without TLS (idleh2c.go)
+}
+
+// idleRun measures what idle keep-alive connections (-idle-conns) cost
+// each one-proxy path's proxy, on proxies started for it, and prints the
+// table.
+func (b *bench) idleRun(xds *xdsServer, k *pki, app string, o opts) {
+	// Fresh processes, started now: the ones the other runs measured
+	// keep the heap and stacks the saturation runs grew, in which idle
+	// connections would fit without a trace.
+	var its []idleTarget
+	addWeft := func(name, bin, node string, mtls bool, extra ...string) {
+		p := freePort()
+		rs := resources("ingress", p, "cds_ingress_bench_server_http_9080", app, true)
+		u := fmt.Sprintf("http://127.0.0.1:%d/", p)
+		var tc *tls.Config
+		if mtls {
+			rs = k.withMTLS(rs, true, false)
+			u, tc = fmt.Sprintf("https://127.0.0.1:%d/", p), k.clientTLS()
+		}
+		xds.set(node, rs)
+		proc := b.startProxy(bin, node, xds.addr, append([]string{"--pprof"}, extra...)...)
+		waitHTTP(u, tc)
+		its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid], tc, false})
+	}
+	addWeft("one weft proxy", b.weft, "mesh/bench/virtualNode/server-idle", false, o.aArgs...)
+	if o.weftB != "" {
+		addWeft("one weft proxy B", o.weftB, "mesh/bench/virtualNode/server-idle-b", false, o.bArgs...)
+	}
+	addWeft("one weft proxy, mTLS in", b.weft, "mesh/bench/virtualNode/server-idle-tls", true, o.aArgs...)
+	if o.weftB != "" {
+		addWeft("one weft proxy B, mTLS in", o.weftB, "mesh/bench/virtualNode/server-idle-tls-b", true, o.bArgs...)
+	}
+	pHI := freePort()
+	procHI := b.startHAProxy(pHI, app)
+	its = append(its, idleTarget{"haproxy", fmt.Sprintf("http://127.0.0.1:%d/", pHI), procHI, "", nil, false})
+	pHIT := freePort()
+	b.startHAProxyTLS(k, pHIT, app, true, false)
+	procHIT := b.procs[len(b.procs)-1].Process
+	its = append(its, idleTarget{"haproxy, mTLS in", fmt.Sprintf("https://127.0.0.1:%d/", pHIT), procHIT, "", k.clientTLS(), false})
+	if h2cWanted(o.h2c, o.only) {
+		// The h2c listener of an http2 virtual node, its cluster
+		// speaking HTTP/2 to the app, as on the h2c paths.
+		addH2C := func(name, bin, node string, extra ...string) {
+			p := freePort()
+			xds.set(node, h2cResources("ingress", p, "cds_ingress_bench_server_http2_9080", app, true))
+			proc := b.startProxy(bin, node, xds.addr, append([]string{"--pprof"}, extra...)...)
+			u := fmt.Sprintf("http://127.0.0.1:%d/", p)
+			waitH2(u, nil)
+			its = append(its, idleTarget{name, u, proc, b.admin[proc.Pid], nil, true})
+		}
+		addH2C("one weft proxy"+h2cSuffix, b.weft, "mesh/bench/virtualNode/server-idle-h2c", o.aArgs...)
+		if o.weftB != "" {
+			addH2C("one weft proxy B"+h2cSuffix, o.weftB, "mesh/bench/virtualNode/server-idle-h2c-b", o.bArgs...)
+		}
+		pHI2 := freePort()
+		up := " proto h2"
+		if h2cUpstreamH1 {
+			up = ""
+		}
+		procHI2 := b.haproxy(pHI2, fmt.Sprintf("127.0.0.1:%d proto h2", pHI2), app+up)
+		waitH2(fmt.Sprintf("http://127.0.0.1:%d/", pHI2), nil)
+		its = append(its, idleTarget{"haproxy" + h2cSuffix, fmt.Sprintf("http://127.0.0.1:%d/", pHI2), procHI2, "", nil, true})
+	}
+	if o.evloop != "" {
+		pEI := freePort()
+		procEI := b.startEvloop(o.evloop, o.evloopLoops, pEI, app)
+		its = append(its, idleTarget{"evloop prototype", fmt.Sprintf("http://127.0.0.1:%d/", pEI), procEI, "", nil, false})
+	}
+	pRI := freePort()
+	procRI := b.startRelay(pRI, app)
+	its = append(its, idleTarget{"Go TCP relay", fmt.Sprintf("http://127.0.0.1:%d/", pRI), procRI, "", nil, false})
+	// weft proxy releases its start-up pages 5 s after its
+	// configuration settles (internal/proxy's pagesSettle): measured
+	// before that, the release would hide the connections' cost.
+	time.Sleep(8 * time.Second)
+	fmt.Printf("\nIdle keep-alive connections: a freshly started proxy per path (one GET to warm it), then %d connections, one GET each, idle for %v; the proxy's memory before and with them open, each once its RSS held steady for a second:\n\n", o.idleN, o.idleSettle)
+	// The anonymous column is the one a release of weft proxy's
+	// executable pages (every minute, internal/proxy's pagesRefresh)
+	// cannot move: a release between the two readings makes the RSS
+	// column negative.
+	fmt.Println("| path | connections | RSS before MB | RSS with them MB | KB per connection (RSS) | anonymous KB per connection | private KB per connection | Go stack / heap in use, KB per connection |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, t := range its {
+		if !selected(t.name, o.only, o.skip) {
+			continue
+		}
+		if t.h2c {
+			waitH2(t.url, nil)
+		} else {
+			waitHTTP(t.url, t.tls)
+		}
+		var goBefore, goAfter goMem
+		if t.admin != "" {
+			goBefore = goMemOf(t.admin)
+		}
+		r, err := idleConns(t.url, t.tls, t.h2c, []*os.Process{t.proc}, o.idleN, o.idleSettle, func() {
+			if t.admin != "" {
+				goAfter = goMemOf(t.admin)
+				if o.idleProf != "" {
+					fetch("http://"+t.admin+"/debug/pprof/heap", fmt.Sprintf("%s-%d.pb.gz", o.idleProf, t.proc.Pid))
+				}
+			}
+		})
+		if err != nil {
+			fmt.Printf("| %s | %d | error: %v | | | | | |\n", t.name, r.n, err)
+			continue
+		}
+		goCol := "n/a"
+		if t.admin != "" {
+			goCol = fmt.Sprintf("%.1f / %.1f", float64(goAfter.stack-goBefore.stack)/1024/float64(r.n), float64(goAfter.heap-goBefore.heap)/1024/float64(r.n))
+		}
+		fmt.Printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %s |\n", t.name, r.n, float64(r.before.rss)/1024, float64(r.after.rss)/1024,
+			float64(r.after.rss-r.before.rss)/float64(r.n), float64(r.after.anon-r.before.anon)/float64(r.n), float64(r.after.private-r.before.private)/float64(r.n), goCol)
+	}
+}
+
 // idleResult is what n idle keep-alive connections cost a proxy.
 type idleResult struct {
 	before, after memory // the proxy's memory before opening them and with them open

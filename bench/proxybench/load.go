@@ -4,8 +4,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -94,4 +97,104 @@ func summarize(lat []time.Duration, errs int, wall time.Duration) result {
 
 func warm(url string, tlsCfg *tls.Config) {
 	constantRate(url, 500, 2*time.Second, 8, tlsCfg)
+}
+
+// pathRun is what one path's fixed-rate slices add up to.
+type pathRun struct {
+	lat    []time.Duration
+	errors int
+	cpu    time.Duration
+	wall   time.Duration
+	gcs    int64 // with -profile or -gc-times: the weft proxies' GC cycles during the slices
+	slices []runSlice
+	sched  schedStat // the path's proxies' threads (tail.go)
+	gen    schedStat // the generator's (this process)
+	app    schedStat // the app's
+	mem    memory
+	memRow string // with -mem: the -mem table's row
+}
+
+// fixedRun is the fixed-rate run: each path's slices, and the machine's
+// state over them.
+type fixedRun struct {
+	paths []pathRun // by run's order
+	load  string    // the load average after the run
+	steal string    // the steal time during it, and the generator's GC cycles
+}
+
+// fixedRate runs the fixed-rate load through the paths of run. The load
+// is interleaved: each path gets -rounds slices of -duration/-rounds, in
+// turn, and its latencies are pooled over its slices. Every path thus
+// samples the same stretch of the machine's noise, which a p99
+// difference of a fraction of a millisecond needs on a 2-core machine
+// shared with the load generator and the app. With -profile, the
+// -profile-path path's first proxy is profiled during its first slice.
+func (b *bench) fixedRate(run []target, o opts) fixedRun {
+	accs := make([]pathRun, len(run))
+	slice := o.slice()
+	var profDone chan struct{}
+	steal0, fixedStart, gcs0 := stealTicks(), time.Now(), ownNumGC()
+	for round := 0; round < o.rounds; round++ {
+		for i, t := range run {
+			if o.profile != "" && t.name == o.profPath && profDone == nil {
+				profDone = make(chan struct{})
+				go func() { // fetches the profile; ends with the HTTP call
+					defer close(profDone)
+					resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.admin[t.procs[0].Pid], max(1, int(slice.Seconds())-1)))
+					if err != nil {
+						log.Printf("profile: %v", err)
+						return
+					}
+					defer resp.Body.Close()
+					f, _ := os.Create(o.profile)
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+				}()
+			}
+			gc0 := b.numGC(t.procs, b.pprof)
+			cpu0 := cpuTime(t.procs)
+			sch0, gen0, app0 := schedOf(pidsOf(t.procs)), schedOf([]int{os.Getpid()}), schedOf([]int{b.appPid})
+			var lat []time.Duration
+			var errs int
+			var wall time.Duration
+			// The generator's schedule starts within microseconds of t0
+			// (sendScheduled makes its clients first).
+			t0 := time.Now()
+			if isH2C(t.name) {
+				var dialed int64
+				lat, errs, wall, dialed = constantRateH2C(t.url, o.rate, slice, o.conns, o.h2cConns, t.tls)
+				if dialed != int64(o.h2cConns) {
+					fmt.Printf("%s: the generator opened %d connections, not %d\n", t.name, dialed, o.h2cConns)
+				}
+			} else {
+				lat, errs, wall = constantRate(t.url, o.rate, slice, o.conns, t.tls)
+			}
+			accs[i].cpu += cpuTime(t.procs) - cpu0
+			if t.name != "app direct" && t.name != "app direct"+h2cSuffix {
+				accs[i].sched = accs[i].sched.add(schedOf(pidsOf(t.procs)).sub(sch0))
+			}
+			accs[i].gen = accs[i].gen.add(schedOf([]int{os.Getpid()}).sub(gen0))
+			accs[i].app = accs[i].app.add(schedOf([]int{b.appPid}).sub(app0))
+			if round == o.rounds-1 {
+				// Memory as the path's last slice leaves it, before any
+				// other request to the proxy (other paths' slices leave it
+				// idle, and its pages are released after a while).
+				accs[i].mem = memKB(t.procs)
+				if o.mem && !strings.HasPrefix(t.name, "app direct") {
+					accs[i].memRow = memRow(t.name, t.procs, accs[i].mem, b.admin)
+				}
+			}
+			accs[i].gcs += b.numGC(t.procs, b.pprof) - gc0
+			accs[i].lat = append(accs[i].lat, lat...)
+			accs[i].slices = append(accs[i].slices, runSlice{t0, time.Second / time.Duration(o.rate), lat})
+			accs[i].errors += errs
+			accs[i].wall += wall
+			if profDone != nil {
+				<-profDone
+			}
+		}
+	}
+	fixedLoad := loadavg()
+	fixedSteal := fmt.Sprintf("%.1f ms per second; the generator's GC cycles: %d", float64(stealTicks()-steal0)*10/time.Since(fixedStart).Seconds(), ownNumGC()-gcs0)
+	return fixedRun{accs, fixedLoad, fixedSteal}
 }

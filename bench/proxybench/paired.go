@@ -19,6 +19,43 @@ import (
 // the same few milliseconds and the paths' tails differ only by what
 // the paths themselves add.
 
+// pairedRun runs the HTTP/1.1 paths of run at once (-paired) and prints
+// their tail, their round-by-round comparison with haproxy, and how often
+// they were slow when the direct path was.
+func (b *bench) pairedRun(run []target, o opts) {
+	var pts []target
+	var pnames []string
+	for _, t := range run {
+		if !isH2C(t.name) {
+			pts = append(pts, t)
+			pnames = append(pnames, t.name)
+		}
+	}
+	pSteal0, pStart, pGCs0 := stealTicks(), time.Now(), ownNumGC()
+	pruns := b.runPaired(pts, o.rate, o.paired, o.rounds, o.conns)
+	pSteal := float64(stealTicks()-pSteal0) * 10 / time.Since(pStart).Seconds()
+	pGCs := ownNumGC() - pGCs0
+	var pdirect []runSlice
+	for i, n := range pnames {
+		if n == "app direct" {
+			pdirect = pruns[i]
+		}
+	}
+	fmt.Printf("\nPaired run: the %d HTTP/1.1 paths at once for %v, %d requests/s in total taking turns (request i to path i mod %d, %d connections per path), in %d parts; load average %s after, steal time %.1f ms per second, the generator's GC cycles %d:\n", len(pts), o.paired, o.rate, len(pts), o.conns, o.rounds, loadavg(), pSteal, pGCs)
+	pown := gcWindows(ownPauseEnds(), gcWindowBefore, gcWindowAfter)
+	var prows []tailRow
+	for i, n := range pnames {
+		d := pdirect
+		if n == "app direct" {
+			d = nil
+		}
+		prows = append(prows, tailTable(pnames[i:i+1], pruns[i:i+1], d, [][]window{nil}, pown)...)
+	}
+	printTail("paired run (a slice is a part)", prows)
+	printVersus(versusHAProxy(pnames, pruns))
+	printCoincidence(pnames, pruns, pdirect)
+}
+
 // runPaired runs the targets at once for d in rounds parts (new
 // connections in each, as the slices), rate requests/s in total, conns
 // connections per path, and returns each path's parts.

@@ -15,6 +15,8 @@ import (
 	"time"
 )
 
+// bench starts the processes of a run (the app, the proxies) and stops
+// them at the end; their logs and configuration files go to dir.
 type bench struct {
 	gomaxprocs int
 	pprof      bool

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -37,4 +38,35 @@ func parseWrk(out []byte, err error) satResult {
 		return "?"
 	}
 	return satResult{get(reRPS), get(reP50), get(reP99)}
+}
+
+// saturation runs wrk for d over conns connections through each HTTP/1.1
+// path of run (h2load runs the HTTP/2 ones: h2c.go) and returns the
+// saturation table's rows, each with the load average after its run.
+func saturation(run []target, d time.Duration, conns int) []string {
+	var sat []string
+	for _, t := range run {
+		if isH2C(t.name) {
+			continue // h2load's (h2cSaturation)
+		}
+		if t.tls != nil {
+			sat = append(sat, fmt.Sprintf("| %s | n/a (wrk has no client certificate) | | | |", t.name))
+			continue
+		}
+		s := wrk(t.url, d, conns)
+		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99, loadavg()))
+	}
+	return sat
+}
+
+// printSaturation prints the saturation table, if it has rows.
+func printSaturation(sat []string, d time.Duration, conns int) {
+	if len(sat) > 0 {
+		fmt.Printf("\nSaturation: wrk -t2 -c%d -d%v --latency:\n\n", conns, d)
+		fmt.Println("| path | requests/s | p50 | p99 | load |")
+		fmt.Println("|---|---|---|---|---|")
+		for _, l := range sat {
+			fmt.Println(l)
+		}
+	}
 }

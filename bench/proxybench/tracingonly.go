@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -37,4 +38,20 @@ func tracingOnly(list string) (rates []string, keep func(path string) bool, err 
 func tracingPathName(rate string) string {
 	f, _ := strconv.ParseFloat(rate, 64)
 	return "one weft proxy, tracing " + strconv.FormatFloat(f*100, 'f', -1, 64) + "%"
+}
+
+// tracingPaths starts the tracing paths, one per sample rate: the sidecar
+// of "one weft proxy" (with the extra arguments args) exporting its spans
+// over OTLP gRPC to the collector at otlp.
+func (b *bench) tracingPaths(xds *xdsServer, app, otlp string, rates, args []string) []target {
+	var targets []target
+	for i, rate := range rates {
+		node := fmt.Sprintf("mesh/bench/virtualNode/server-trace-%d", i)
+		pT := freePort()
+		xds.set(node, resources("ingress", pT, "cds_ingress_bench_server_http_9080", app, true))
+		procT := b.startProxy(b.weft, node, xds.addr, append([]string{"--tracing", "otlp-grpc", "--tracing-endpoint", otlp, "--tracing-sample-rate", rate}, args...)...)
+		waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", pT))
+		targets = append(targets, target{tracingPathName(rate), fmt.Sprintf("http://127.0.0.1:%d/", pT), []*os.Process{procT}, nil})
+	}
+	return targets
 }

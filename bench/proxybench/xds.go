@@ -28,11 +28,15 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
+// xdsServer is the bench's xDS server: go-control-plane's snapshot cache
+// served over ADS, one snapshot per node, from which the weft proxies of
+// the paths take their configuration (-appmesh runs weft server instead).
 type xdsServer struct {
 	addr  string
 	cache cachev3.SnapshotCache
 }
 
+// startXDS serves ADS on a loopback port until the process exits.
 func startXDS(ctx context.Context) *xdsServer {
 	cache := cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -50,6 +54,7 @@ func startXDS(ctx context.Context) *xdsServer {
 	return &xdsServer{addr: ln.Addr().String(), cache: cache}
 }
 
+// set gives node the resources rs.
 func (x *xdsServer) set(node string, rs []types.Resource) {
 	by := map[string][]types.Resource{}
 	for _, r := range rs {
@@ -68,6 +73,11 @@ func (x *xdsServer) set(node string, rs []types.Resource) {
 // accessLogs is -access-log, set once by main before any resources call.
 var accessLogs bool
 
+// resources is one sidecar's configuration, shaped like App Mesh's: a
+// listener on 127.0.0.1:port whose route sends everything to clusterName
+// (weighted cluster, 15 s timeout, retry policy, circuit breakers wide
+// open), and that cluster with upstream as its one endpoint, static or
+// through EDS.
 func resources(prefix string, port int, clusterName, upstream string, static bool) []types.Resource {
 	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}
 	router, _ := anypb.New(&routerv3.Router{})
