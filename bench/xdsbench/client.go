@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"log"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -130,5 +133,83 @@ func (c *client) receive() {
 				}
 			}
 		}
+	}
+}
+
+// fleet is the simulated proxies: clients[i] is proxy i of virtual node
+// client-(i/replicas), and perConn streams share each gRPC connection to
+// the server's xDS address. Every client's ACKs go to events.
+type fleet struct {
+	xdsAddr           string
+	dial              []grpc.DialOption
+	replicas, perConn int
+	events            chan ackEvent
+	clients           []*client
+	conns             []*grpc.ClientConn
+	conn              *grpc.ClientConn // the newest connection, which the next clients share
+}
+
+// newFleet makes a fleet of n proxies; connect opens their streams.
+func newFleet(n, replicas, perConn int, xdsAddr string, dial []grpc.DialOption) *fleet {
+	return &fleet{xdsAddr: xdsAddr, dial: dial, replicas: replicas, perConn: perConn, events: make(chan ackEvent, 1<<16), clients: make([]*client, n)}
+}
+
+// connect opens the streams of clients[from:to] as a restarted server
+// sees them: everyone at once (64 dials in flight), and waits until
+// each has ACKed its first RDS (the last type). It returns how long
+// that took.
+func (f *fleet) connect(ctx context.Context, from, to int) (time.Duration, error) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	var startErr atomic.Pointer[error]
+	sem := make(chan struct{}, 64)
+	for i := from; i < to; i++ {
+		if i%f.perConn == 0 {
+			c, err := grpc.NewClient(f.xdsAddr, f.dial...)
+			if err != nil {
+				return 0, err
+			}
+			f.conn = c
+			f.conns = append(f.conns, f.conn)
+		}
+		f.clients[i] = &client{id: i, node: i / f.replicas, events: f.events}
+		sem <- struct{}{}
+		// The connection of this client, read now: conn changes as the
+		// loop goes on (read inside the goroutine, it put most
+		// clients on whichever connection was newest when they ran).
+		cc := f.conn
+		wg.Go(func() { // ends when the stream is open
+			defer func() { <-sem }()
+			if err := f.clients[i].start(ctx, cc, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/f.replicas)); err != nil {
+				err = fmt.Errorf("client %d: %w", i, err)
+				startErr.CompareAndSwap(nil, &err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := startErr.Load(); err != nil {
+		return 0, *err
+	}
+	for ready := from; ready < to; {
+		select {
+		case e := <-f.events:
+			if e.typ == rdsType && e.first {
+				ready++
+			}
+		case <-time.After(60 * time.Second):
+			return 0, fmt.Errorf("only %d of %d clients configured after 60 s", ready, to)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	connected := time.Since(start)
+	log.Printf("%d clients connected and configured in %v (%d in all, on %d gRPC connections)", to-from, connected.Round(time.Millisecond), to, len(f.conns))
+	return connected, nil
+}
+
+// close closes the fleet's gRPC connections, and with them its streams.
+func (f *fleet) close() {
+	for _, c := range f.conns {
+		c.Close()
 	}
 }

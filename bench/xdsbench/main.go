@@ -34,15 +34,11 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -180,6 +176,9 @@ func setProxiesGOGC(gogc, floorN int, set func(int) int) {
 // round 17).
 var each = flag.Bool("each", false, "log each write's time (write -> last ACK) and its API call's as the write ends")
 
+// run starts the server as a child, makes the mesh through its API,
+// connects the simulated proxies (steps of them at a time, n by the
+// last) and measures the writes at each step.
 func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile, traceFile string, settle bool, steps []int, serverEnv []string, dial []grpc.DialOption) error {
 	if every && services < 2 {
 		return fmt.Errorf("-every needs -services 2 or more")
@@ -192,17 +191,8 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 		return err
 	}
 	defer os.RemoveAll(dir)
-	self, err := os.Executable()
+	child, apiAddr, xdsAddr, err := startServer(dir, cpuprofile, memprofile, traceFile, serverEnv)
 	if err != nil {
-		return err
-	}
-	apiAddr, xdsAddr := freeAddr(), freeAddr()
-	child := exec.Command(self, "serve", "-api", apiAddr, "-xds", xdsAddr, "-data", filepath.Join(dir, "data"), "-cpuprofile", cpuprofile, "-memprofile", memprofile, "-trace", traceFile)
-	child.Stderr = os.Stderr
-	if serverEnv != nil {
-		child.Env = append(os.Environ(), serverEnv...)
-	}
-	if err := child.Start(); err != nil {
 		return err
 	}
 	defer func() {
@@ -222,77 +212,19 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 	}
 	log.Printf("mesh created through the API in %v: %d client nodes, %d services", time.Since(start).Round(time.Millisecond), nodes, services)
 
-	events := make(chan ackEvent, 1<<16)
-	clients := make([]*client, n)
-	var conns []*grpc.ClientConn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	var conn *grpc.ClientConn
-	var connected time.Duration // the last connect's
-	// connect opens the streams of clients[from:to] as a restarted server
-	// sees them: everyone at once (64 dials in flight), and waits until
-	// each has ACKed its first RDS (the last type).
-	connect := func(from, to int) error {
-		start := time.Now()
-		var wg sync.WaitGroup
-		var startErr atomic.Pointer[error]
-		sem := make(chan struct{}, 64)
-		for i := from; i < to; i++ {
-			if i%perConn == 0 {
-				c, err := grpc.NewClient(xdsAddr, dial...)
-				if err != nil {
-					return err
-				}
-				conn = c
-				conns = append(conns, conn)
-			}
-			clients[i] = &client{id: i, node: i / replicas, events: events}
-			sem <- struct{}{}
-			// The connection of this client, read now: conn changes as the
-			// loop goes on (read inside the goroutine, it put most
-			// clients on whichever connection was newest when they ran).
-			cc := conn
-			wg.Go(func() { // ends when the stream is open
-				defer func() { <-sem }()
-				if err := clients[i].start(ctx, cc, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/replicas)); err != nil {
-					err = fmt.Errorf("client %d: %w", i, err)
-					startErr.CompareAndSwap(nil, &err)
-				}
-			})
-		}
-		wg.Wait()
-		if err := startErr.Load(); err != nil {
-			return *err
-		}
-		for ready := from; ready < to; {
-			select {
-			case e := <-events:
-				if e.typ == rdsType && e.first {
-					ready++
-				}
-			case <-time.After(60 * time.Second):
-				return fmt.Errorf("only %d of %d clients configured after 60 s", ready, to)
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		connected = time.Since(start)
-		log.Printf("%d clients connected and configured in %v (%d in all, on %d gRPC connections)", to-from, connected.Round(time.Millisecond), to, len(conns))
-		return nil
-	}
+	f := newFleet(n, replicas, perConn, xdsAddr, dial)
+	defer f.close()
 	if len(steps) == 0 {
 		steps = []int{n}
 	}
 	from := 0
 	for _, to := range steps {
-		if err := connect(from, to); err != nil {
+		connected, err := f.connect(ctx, from, to)
+		if err != nil {
 			return err
 		}
 		from = to
-		if err := measure(ctx, child.Process.Pid, apiAddr, w, events, clients[:to], connected, nodes, services, writes, every, settle); err != nil {
+		if err := measure(ctx, child.Process.Pid, apiAddr, w, f.events, f.clients[:to], connected, nodes, services, writes, every, settle); err != nil {
 			return err
 		}
 	}

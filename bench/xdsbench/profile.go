@@ -43,7 +43,7 @@ func selfHeap(suffix string) {
 
 // writeAllocs collects, then writes this process's allocation profile to
 // name (the profile is as of the last collection), through a temporary
-// file renamed when complete: awaitServerProfile waits for name.
+// file renamed when complete: signalProfile waits for name.
 func writeAllocs(name string) {
 	runtime.GC()
 	f, err := os.Create(name + ".tmp")

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
@@ -120,4 +122,25 @@ func freeAddr() string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// startServer starts the child (serve) with its data under dir, passing
+// on the profiles' flags, serverEnv added to this process's environment
+// (none: the same environment), and returns it with its API and xDS
+// addresses. The caller stops it.
+func startServer(dir, cpuprofile, memprofile, traceFile string, serverEnv []string) (child *exec.Cmd, apiAddr, xdsAddr string, err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", "", err
+	}
+	apiAddr, xdsAddr = freeAddr(), freeAddr()
+	child = exec.Command(self, "serve", "-api", apiAddr, "-xds", xdsAddr, "-data", filepath.Join(dir, "data"), "-cpuprofile", cpuprofile, "-memprofile", memprofile, "-trace", traceFile)
+	child.Stderr = os.Stderr
+	if serverEnv != nil {
+		child.Env = append(os.Environ(), serverEnv...)
+	}
+	if err := child.Start(); err != nil {
+		return nil, "", "", err
+	}
+	return child, apiAddr, xdsAddr, nil
 }
