@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftmesh/weft/bench/internal/loadavg"
 	"github.com/weftmesh/weft/internal/netns"
 )
 
@@ -115,7 +116,7 @@ func measureAppMesh(o appmeshOpts, targets []mbTarget) {
 			counted0[i] = append(counted0[i], c.read())
 		}
 	}
-	load0 := loadavg()
+	load0 := loadavg.OneMinute()
 	slice := o.dur / time.Duration(o.rounds)
 	for range o.rounds {
 		for i, t := range targets {
@@ -136,7 +137,7 @@ func measureAppMesh(o appmeshOpts, targets []mbTarget) {
 	for _, c := range clients {
 		c.CloseIdleConnections()
 	}
-	fixedLoad := loadavg()
+	fixedLoad := loadavg.OneMinute()
 	// Each request of the fixed-rate run crossed both sidecars, or the
 	// interception did not do its job and the row measures something else.
 	for i, t := range targets {
@@ -186,6 +187,6 @@ func measureAppMesh(o appmeshOpts, targets []mbTarget) {
 	fmt.Println("|---|---|---|---|---|")
 	for _, t := range targets {
 		s := t.wrk(o.satDur, o.satConns)
-		fmt.Printf("| %s | %s | %s | %s | %s |\n", t.name, s.rps, s.p50, s.p99, loadavg())
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", t.name, s.rps, s.p50, s.p99, loadavg.OneMinute())
 	}
 }

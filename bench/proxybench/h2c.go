@@ -22,6 +22,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/bench/internal/loadavg"
 )
 
 // The h2c paths (-h2c, or -only naming "h2c"): the same one- and two-hop
@@ -240,7 +242,7 @@ func h2cSaturation(run []target, d time.Duration, conns, streams int) []string {
 			continue
 		}
 		r := h2load(t.url, d, conns, streams)
-		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s |", t.name, r.rps, r.mean, r.sd, r.max, r.failed, loadavg()))
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s |", t.name, r.rps, r.mean, r.sd, r.max, r.failed, loadavg.OneMinute()))
 	}
 	return rows
 }

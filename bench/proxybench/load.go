@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/weftmesh/weft/bench/internal/loadavg"
 )
 
 type result struct {
@@ -194,7 +196,7 @@ func (b *bench) fixedRate(run []target, o opts) fixedRun {
 			}
 		}
 	}
-	fixedLoad := loadavg()
+	fixedLoad := loadavg.OneMinute()
 	fixedSteal := fmt.Sprintf("%.1f ms per second; the generator's GC cycles: %d", float64(stealTicks()-steal0)*10/time.Since(fixedStart).Seconds(), ownNumGC()-gcs0)
 	return fixedRun{accs, fixedLoad, fixedSteal}
 }

@@ -5,16 +5,9 @@ import (
 	"os"
 	"runtime"
 	"strings"
-)
 
-// loadavg is the machine's 1-minute load average.
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); len(f) > 0 {
-		return f[0]
-	}
-	return "?"
-}
+	"github.com/weftmesh/weft/bench/internal/loadavg"
+)
 
 // machine describes where the bench runs.
 func machine(weft string) string {
@@ -33,5 +26,5 @@ func machine(weft string) string {
 		size = fi.Size()
 	}
 	return fmt.Sprintf("Machine: %d vCPU (%s), Linux %s, %s; weft binary %.1f MB; load average at start %s.\n",
-		runtime.NumCPU(), model, strings.TrimSpace(string(kernel)), runtime.Version(), float64(size)/1e6, loadavg())
+		runtime.NumCPU(), model, strings.TrimSpace(string(kernel)), runtime.Version(), float64(size)/1e6, loadavg.OneMinute())
 }

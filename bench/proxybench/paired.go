@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/weftmesh/weft/bench/internal/loadavg"
 )
 
 // The paired tail run (-paired). The fixed-rate run gives each path
@@ -41,7 +43,7 @@ func (b *bench) pairedRun(run []target, o opts) {
 			pdirect = pruns[i]
 		}
 	}
-	fmt.Printf("\nPaired run: the %d HTTP/1.1 paths at once for %v, %d requests/s in total taking turns (request i to path i mod %d, %d connections per path), in %d parts; load average %s after, steal time %.1f ms per second, the generator's GC cycles %d:\n", len(pts), o.paired, o.rate, len(pts), o.conns, o.rounds, loadavg(), pSteal, pGCs)
+	fmt.Printf("\nPaired run: the %d HTTP/1.1 paths at once for %v, %d requests/s in total taking turns (request i to path i mod %d, %d connections per path), in %d parts; load average %s after, steal time %.1f ms per second, the generator's GC cycles %d:\n", len(pts), o.paired, o.rate, len(pts), o.conns, o.rounds, loadavg.OneMinute(), pSteal, pGCs)
 	pown := gcWindows(ownPauseEnds(), gcWindowBefore, gcWindowAfter)
 	var prows []tailRow
 	for i, n := range pnames {

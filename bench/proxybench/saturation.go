@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/weftmesh/weft/bench/internal/loadavg"
 )
 
 type satResult struct{ rps, p50, p99 string }
@@ -54,7 +56,7 @@ func saturation(run []target, d time.Duration, conns int) []string {
 			continue
 		}
 		s := wrk(t.url, d, conns)
-		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99, loadavg()))
+		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99, loadavg.OneMinute()))
 	}
 	return sat
 }

@@ -16,6 +16,18 @@ func String() string {
 	return parse(os.ReadFile(path))
 }
 
+// OneMinute returns the 1 minute load average, as /proc/loadavg gives
+// it, or "?" when it cannot be read.
+func OneMinute() string {
+	return oneMinute(String())
+}
+
+// oneMinute is the first of String's three averages ("?" stays "?").
+func oneMinute(all string) string {
+	first, _, _ := strings.Cut(all, " ")
+	return first
+}
+
 func parse(b []byte, err error) string {
 	if err != nil {
 		return "?"
