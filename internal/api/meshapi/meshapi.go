@@ -1,11 +1,13 @@
 // Package meshapi serves the App Mesh REST API (rest-json, /v20190125/...)
 // from the model's operation table: it matches the method and the path
 // template of one of the 38 operations, builds the input from the path, the
-// query string and the JSON body, validates it against the model, runs the
-// operation on ops.Service and writes the output (or the output's payload
-// member) or the error the way App Mesh does.
+// query string and the JSON body, validates it against the model (once:
+// the write operations take the appmesh.Valid that validation makes and do
+// not walk the model again), runs the operation on ops.Service and writes
+// the output (or the output's payload member) or the error the way App
+// Mesh does.
 //
-//	request -> route (model URI templates) -> input doc -> shape.Validate
+//	request -> route (model URI templates) -> input doc -> appmesh.Decode
 //	        -> ops.Service.<Operation> -> JSON body | x-amzn-ErrorType error
 package meshapi
 
@@ -63,34 +65,62 @@ type route struct {
 	op      *shape.Operation
 	in      *shape.Shape
 	segs    []string // literal segments, or "{name}" for path variables
-	call    func(ctx context.Context, c ops.Caller, input []byte) (any, error)
-	payload int  // index of the output's payload field, or -1
-	raw     bool // call returns the body itself, a json.RawMessage
+	call    func(ctx context.Context, c ops.Caller, doc map[string]any) (any, error)
+	input   reflect.Type // the Go type of in, which call decodes the input into
+	payload int          // index of the output's payload field, or -1
+	raw     bool         // call returns the body itself, a json.RawMessage
 }
 
 // operation is what bind makes of one ops.Service method.
 type operation struct {
-	call func(ctx context.Context, c ops.Caller, input []byte) (any, error)
-	out  reflect.Type // the output struct type; nil when raw
-	raw  bool         // call returns the response body as a json.RawMessage
+	call  func(ctx context.Context, c ops.Caller, doc map[string]any) (any, error)
+	input reflect.Type // the input struct type, named as its shape
+	out   reflect.Type // the output struct type; nil when raw
+	raw   bool         // call returns the response body as a json.RawMessage
 }
 
-// bind adapts an ops method: the input arrives as JSON that already
-// satisfies the model.
-func bind[In, Out any](fn func(context.Context, ops.Caller, *In) (*Out, error)) operation {
+// decode validates an operation's input document and decodes it: the one
+// walk of the model a request gets, in a span of the request's trace when
+// weft server traces its writes (a no-op otherwise).
+func decode[In any](ctx context.Context, doc map[string]any) (appmesh.Valid[In], error) {
+	_, span := trace.SpanFromContext(ctx).TracerProvider().Tracer("github.com/weftmesh/weft/internal/api/meshapi").Start(ctx, "validate")
+	defer span.End()
+	return appmesh.Decode[In](doc)
+}
+
+// bindWrite adapts a write, which takes its input validated.
+func bindWrite[In, Out any](fn func(context.Context, ops.Caller, appmesh.Valid[In]) (*Out, error)) operation {
 	return operation{
-		call: func(ctx context.Context, c ops.Caller, input []byte) (any, error) {
-			in := new(In)
-			if err := json.Unmarshal(input, in); err != nil {
-				return nil, appmesh.BadRequest("The request could not be read: %v", err)
-			}
-			out, err := fn(ctx, c, in)
+		call: func(ctx context.Context, c ops.Caller, doc map[string]any) (any, error) {
+			v, err := decode[In](ctx, doc)
 			if err != nil {
 				return nil, err
 			}
-			return out, nil
+			return fn(ctx, c, v)
 		},
-		out: reflect.TypeFor[Out](),
+		input: reflect.TypeFor[In](),
+		out:   reflect.TypeFor[Out](),
+	}
+}
+
+// bind adapts a read or a delete, which takes its input as it is: it is
+// validated here all the same, so that the client hears of a bad request
+// as App Mesh answers it.
+func bind[In, Out any](fn func(context.Context, ops.Caller, *In) (*Out, error)) operation {
+	return operation{
+		call: func(ctx context.Context, c ops.Caller, doc map[string]any) (any, error) {
+			v, err := decode[In](ctx, doc)
+			if err != nil {
+				return nil, err
+			}
+			in, err := v.Input()
+			if err != nil {
+				return nil, err
+			}
+			return fn(ctx, c, in)
+		},
+		input: reflect.TypeFor[In](),
+		out:   reflect.TypeFor[Out](),
 	}
 }
 
@@ -98,14 +128,19 @@ func bind[In, Out any](fn func(context.Context, ops.Caller, *In) (*Out, error)) 
 // Describe operations, whose payload the store holds verbatim.
 func bindJSON[In any](fn func(context.Context, ops.Caller, any) (json.RawMessage, error)) operation {
 	return operation{
-		call: func(ctx context.Context, c ops.Caller, input []byte) (any, error) {
-			in := new(In)
-			if err := json.Unmarshal(input, in); err != nil {
-				return nil, appmesh.BadRequest("The request could not be read: %v", err)
+		call: func(ctx context.Context, c ops.Caller, doc map[string]any) (any, error) {
+			v, err := decode[In](ctx, doc)
+			if err != nil {
+				return nil, err
+			}
+			in, err := v.Input()
+			if err != nil {
+				return nil, err
 			}
 			return fn(ctx, c, in)
 		},
-		raw: true,
+		input: reflect.TypeFor[In](),
+		raw:   true,
 	}
 }
 
@@ -113,43 +148,43 @@ func bindJSON[In any](fn func(context.Context, ops.Caller, any) (json.RawMessage
 // it.
 func operations(s *ops.Service) map[string]operation {
 	return map[string]operation{
-		"CreateMesh":             bind(s.CreateMesh),
+		"CreateMesh":             bindWrite(s.CreateMesh),
 		"DescribeMesh":           bindJSON[appmesh.DescribeMeshInput](s.DescribeJSON),
-		"UpdateMesh":             bind(s.UpdateMesh),
+		"UpdateMesh":             bindWrite(s.UpdateMesh),
 		"DeleteMesh":             bind(s.DeleteMesh),
 		"ListMeshes":             bind(s.ListMeshes),
-		"CreateVirtualNode":      bind(s.CreateVirtualNode),
+		"CreateVirtualNode":      bindWrite(s.CreateVirtualNode),
 		"DescribeVirtualNode":    bindJSON[appmesh.DescribeVirtualNodeInput](s.DescribeJSON),
-		"UpdateVirtualNode":      bind(s.UpdateVirtualNode),
+		"UpdateVirtualNode":      bindWrite(s.UpdateVirtualNode),
 		"DeleteVirtualNode":      bind(s.DeleteVirtualNode),
 		"ListVirtualNodes":       bind(s.ListVirtualNodes),
-		"CreateVirtualService":   bind(s.CreateVirtualService),
+		"CreateVirtualService":   bindWrite(s.CreateVirtualService),
 		"DescribeVirtualService": bindJSON[appmesh.DescribeVirtualServiceInput](s.DescribeJSON),
-		"UpdateVirtualService":   bind(s.UpdateVirtualService),
+		"UpdateVirtualService":   bindWrite(s.UpdateVirtualService),
 		"DeleteVirtualService":   bind(s.DeleteVirtualService),
 		"ListVirtualServices":    bind(s.ListVirtualServices),
-		"CreateVirtualRouter":    bind(s.CreateVirtualRouter),
+		"CreateVirtualRouter":    bindWrite(s.CreateVirtualRouter),
 		"DescribeVirtualRouter":  bindJSON[appmesh.DescribeVirtualRouterInput](s.DescribeJSON),
-		"UpdateVirtualRouter":    bind(s.UpdateVirtualRouter),
+		"UpdateVirtualRouter":    bindWrite(s.UpdateVirtualRouter),
 		"DeleteVirtualRouter":    bind(s.DeleteVirtualRouter),
 		"ListVirtualRouters":     bind(s.ListVirtualRouters),
-		"CreateRoute":            bind(s.CreateRoute),
+		"CreateRoute":            bindWrite(s.CreateRoute),
 		"DescribeRoute":          bindJSON[appmesh.DescribeRouteInput](s.DescribeJSON),
-		"UpdateRoute":            bind(s.UpdateRoute),
+		"UpdateRoute":            bindWrite(s.UpdateRoute),
 		"DeleteRoute":            bind(s.DeleteRoute),
 		"ListRoutes":             bind(s.ListRoutes),
-		"CreateVirtualGateway":   bind(s.CreateVirtualGateway),
+		"CreateVirtualGateway":   bindWrite(s.CreateVirtualGateway),
 		"DescribeVirtualGateway": bindJSON[appmesh.DescribeVirtualGatewayInput](s.DescribeJSON),
-		"UpdateVirtualGateway":   bind(s.UpdateVirtualGateway),
+		"UpdateVirtualGateway":   bindWrite(s.UpdateVirtualGateway),
 		"DeleteVirtualGateway":   bind(s.DeleteVirtualGateway),
 		"ListVirtualGateways":    bind(s.ListVirtualGateways),
-		"CreateGatewayRoute":     bind(s.CreateGatewayRoute),
+		"CreateGatewayRoute":     bindWrite(s.CreateGatewayRoute),
 		"DescribeGatewayRoute":   bindJSON[appmesh.DescribeGatewayRouteInput](s.DescribeJSON),
-		"UpdateGatewayRoute":     bind(s.UpdateGatewayRoute),
+		"UpdateGatewayRoute":     bindWrite(s.UpdateGatewayRoute),
 		"DeleteGatewayRoute":     bind(s.DeleteGatewayRoute),
 		"ListGatewayRoutes":      bind(s.ListGatewayRoutes),
-		"TagResource":            bind(s.TagResource),
-		"UntagResource":          bind(s.UntagResource),
+		"TagResource":            bindWrite(s.TagResource),
+		"UntagResource":          bindWrite(s.UntagResource),
 		"ListTagsForResource":    bind(s.ListTagsForResource),
 	}
 }
@@ -175,7 +210,7 @@ func New(svc *ops.Service, cfg Config, log *slog.Logger) *Handler {
 		if !ok {
 			continue
 		}
-		rt := &route{op: op, in: m.Shapes[op.Input], call: o.call, payload: -1, raw: o.raw}
+		rt := &route{op: op, in: m.Shapes[op.Input], call: o.call, input: o.input, payload: -1, raw: o.raw}
 		rt.segs = strings.Split(strings.TrimPrefix(op.URI, "/"), "/")
 		if out := m.Shapes[op.Output]; out != nil && out.Payload != "" && !o.raw {
 			for i := range o.out.NumField() {
@@ -271,12 +306,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	trace.SpanFromContext(r.Context()).SetName("appmesh." + rt.op.Name)
-	input, err := h.input(w, r, rt, vars)
+	doc, err := h.input(w, r, rt, vars)
 	if err != nil {
 		h.writeError(w, r, rt, err)
 		return
 	}
-	out, err := rt.call(r.Context(), h.caller(r), input)
+	out, err := rt.call(r.Context(), h.caller(r), doc)
 	if err != nil {
 		h.writeError(w, r, rt, err)
 		return
@@ -308,9 +343,8 @@ var errBodyTooLarge = errors.New("request body too large")
 var errBodyTimeout = errors.New("request body timed out")
 
 // input builds the operation's input document from the body, the path
-// variables and the query string, validates it against the model and
-// returns it as JSON.
-func (h *Handler) input(w http.ResponseWriter, r *http.Request, rt *route, vars map[string]string) ([]byte, error) {
+// variables and the query string; the route's call validates it.
+func (h *Handler) input(w http.ResponseWriter, r *http.Request, rt *route, vars map[string]string) (map[string]any, error) {
 	doc := map[string]any{}
 	if r.Body != nil && r.Method != http.MethodGet && r.Method != http.MethodDelete {
 		raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
@@ -351,15 +385,7 @@ func (h *Handler) input(w http.ResponseWriter, r *http.Request, rt *route, vars 
 			}
 		}
 	}
-	// A span of the request's trace when weft server traces its writes
-	// (a no-op otherwise).
-	_, span := trace.SpanFromContext(r.Context()).TracerProvider().Tracer("github.com/weftmesh/weft/internal/api/meshapi").Start(r.Context(), "validate")
-	vs := appmesh.Model().Validate(rt.op.Input, doc)
-	span.End()
-	if len(vs) > 0 {
-		return nil, appmesh.BadRequest("%s", shape.Message(vs))
-	}
-	return json.Marshal(doc)
+	return doc, nil
 }
 
 var integer = regexp.MustCompile(`^-?[0-9]+$`)

@@ -49,6 +49,9 @@ func TestEveryOperationServed(t *testing.T) {
 			t.Errorf("%s has no implementation", name)
 			continue
 		}
+		if rt.input.Name() != op.Input {
+			t.Errorf("%s decodes its input into %v, want the type of shape %s", name, rt.input, op.Input)
+		}
 		if p := m.Shapes[op.Output].Payload; (p != "") != (rt.payload >= 0 || rt.raw) {
 			t.Errorf("%s: payload %q but field index %d", name, p, rt.payload)
 		}

@@ -1,7 +1,6 @@
 package ops
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/appmesh"
-	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/store"
 )
 
@@ -29,20 +27,6 @@ const (
 )
 
 func esc(s string) string { return url.PathEscape(s) }
-
-// validate checks a marshalled input against its model shape.
-func validate(shapeName string, b []byte) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var doc any
-	if err := d.Decode(&doc); err != nil {
-		return fmt.Errorf("decode %s: %w", shapeName, err)
-	}
-	if vs := appmesh.Model().Validate(shapeName, doc); len(vs) > 0 {
-		return appmesh.BadRequest("%s", shape.Message(vs))
-	}
-	return nil
-}
 
 // --- tags
 

@@ -13,10 +13,11 @@ import (
 )
 
 // TestChecksWithoutHTTP: a caller of the operations that is not the HTTP
-// API (the API validates its requests too) gets App Mesh's rules that the
-// model leaves out, on create and update of each kind whose spec holds
-// what they check (virtual nodes, routes, gateway routes), and a refused
-// write changes nothing.
+// API gets App Mesh's rules that the model leaves out, from the validation
+// (appmesh.Check) that a write's input must pass to be given to the write
+// at all, on create and update of each kind whose spec holds what they
+// check (virtual nodes, routes, gateway routes), and a refused write
+// changes nothing.
 func TestChecksWithoutHTTP(t *testing.T) {
 	ctx := context.Background()
 	svc, st := newService(t, &clock{time.Unix(1800000000, 0)})
@@ -24,27 +25,27 @@ func TestChecksWithoutHTTP(t *testing.T) {
 	// A call decodes its input from JSON and makes one operation.
 	type call func(in string) error
 	createNode := func(in string) error {
-		_, err := svc.CreateVirtualNode(ctx, c, decodeInput[appmesh.CreateVirtualNodeInput](t, in))
+		_, err := checked(ctx, svc.CreateVirtualNode, c, decodeInput[appmesh.CreateVirtualNodeInput](t, in))
 		return err
 	}
 	updateNode := func(in string) error {
-		_, err := svc.UpdateVirtualNode(ctx, c, decodeInput[appmesh.UpdateVirtualNodeInput](t, in))
+		_, err := checked(ctx, svc.UpdateVirtualNode, c, decodeInput[appmesh.UpdateVirtualNodeInput](t, in))
 		return err
 	}
 	createRoute := func(in string) error {
-		_, err := svc.CreateRoute(ctx, c, decodeInput[appmesh.CreateRouteInput](t, in))
+		_, err := checked(ctx, svc.CreateRoute, c, decodeInput[appmesh.CreateRouteInput](t, in))
 		return err
 	}
 	updateRoute := func(in string) error {
-		_, err := svc.UpdateRoute(ctx, c, decodeInput[appmesh.UpdateRouteInput](t, in))
+		_, err := checked(ctx, svc.UpdateRoute, c, decodeInput[appmesh.UpdateRouteInput](t, in))
 		return err
 	}
 	createGatewayRoute := func(in string) error {
-		_, err := svc.CreateGatewayRoute(ctx, c, decodeInput[appmesh.CreateGatewayRouteInput](t, in))
+		_, err := checked(ctx, svc.CreateGatewayRoute, c, decodeInput[appmesh.CreateGatewayRouteInput](t, in))
 		return err
 	}
 	updateGatewayRoute := func(in string) error {
-		_, err := svc.UpdateGatewayRoute(ctx, c, decodeInput[appmesh.UpdateGatewayRouteInput](t, in))
+		_, err := checked(ctx, svc.UpdateGatewayRoute, c, decodeInput[appmesh.UpdateGatewayRouteInput](t, in))
 		return err
 	}
 
@@ -58,21 +59,21 @@ func TestChecksWithoutHTTP(t *testing.T) {
 		in string
 	}{
 		{func(in string) error {
-			_, err := svc.CreateMesh(ctx, c, decodeInput[appmesh.CreateMeshInput](t, in))
+			_, err := checked(ctx, svc.CreateMesh, c, decodeInput[appmesh.CreateMeshInput](t, in))
 			return err
 		}, `{"meshName":"m"}`},
 		{createNode, `{"meshName":"m","virtualNodeName":"vn","spec":{` + listener + `}}`},
 		{func(in string) error {
-			_, err := svc.CreateVirtualRouter(ctx, c, decodeInput[appmesh.CreateVirtualRouterInput](t, in))
+			_, err := checked(ctx, svc.CreateVirtualRouter, c, decodeInput[appmesh.CreateVirtualRouterInput](t, in))
 			return err
 		}, `{"meshName":"m","virtualRouterName":"vr","spec":{` + listener + `}}`},
 		{createRoute, `{"meshName":"m","virtualRouterName":"vr","routeName":"r","spec":{"httpRoute":{"match":{"prefix":"/"},` + action + `}}}`},
 		{func(in string) error {
-			_, err := svc.CreateVirtualService(ctx, c, decodeInput[appmesh.CreateVirtualServiceInput](t, in))
+			_, err := checked(ctx, svc.CreateVirtualService, c, decodeInput[appmesh.CreateVirtualServiceInput](t, in))
 			return err
 		}, `{"meshName":"m","virtualServiceName":"s.local","spec":{"provider":{"virtualRouter":{"virtualRouterName":"vr"}}}}`},
 		{func(in string) error {
-			_, err := svc.CreateVirtualGateway(ctx, c, decodeInput[appmesh.CreateVirtualGatewayInput](t, in))
+			_, err := checked(ctx, svc.CreateVirtualGateway, c, decodeInput[appmesh.CreateVirtualGatewayInput](t, in))
 			return err
 		}, `{"meshName":"m","virtualGatewayName":"g","spec":{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}]}}`},
 		{createGatewayRoute, `{"meshName":"m","virtualGatewayName":"g","gatewayRouteName":"gr","spec":{"httpRoute":{"match":{"prefix":"/"},` + target + `}}}`},

@@ -90,12 +90,12 @@ func TestDeleteReadsOnEtcd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(svc.CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m")}))
+	must(checked(ctx, svc.CreateMesh, caller, &appmesh.CreateMeshInput{MeshName: s("m")}))
 	for _, n := range []string{"a", "b", "c"} {
-		must(svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s(n),
+		must(checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s(n),
 			Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, Tags: []appmesh.TagRef{{Key: s("k"), Value: s("v")}}}))
 	}
-	must(svc.CreateVirtualRouter(ctx, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+	must(checked(ctx, svc.CreateVirtualRouter, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
 		Spec: &appmesh.VirtualRouterSpec{Listeners: []appmesh.VirtualRouterListener{{PortMapping: listener[0].PortMapping}}}}))
 	route := func(name string, targets ...string) *appmesh.CreateRouteInput {
 		var wt []appmesh.WeightedTarget
@@ -106,8 +106,8 @@ func TestDeleteReadsOnEtcd(t *testing.T) {
 			Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/" + name)},
 				Action: &appmesh.HttpRouteAction{WeightedTargets: wt}}}}
 	}
-	must(svc.CreateRoute(ctx, caller, route("one", "a")))
-	must(svc.CreateRoute(ctx, caller, route("two", "a", "b")))
+	must(checked(ctx, svc.CreateRoute, caller, route("one", "a")))
+	must(checked(ctx, svc.CreateRoute, caller, route("two", "a", "b")))
 
 	requests := func(what string, ranges, txns float64, fn func() error) {
 		t.Helper()
@@ -138,7 +138,7 @@ func TestDeleteReadsOnEtcd(t *testing.T) {
 	hook = func(run int) {
 		runs = run
 		if run == 1 {
-			must(other.CreateRoute(ctx, caller, route("late", "a")))
+			must(checked(ctx, other.CreateRoute, caller, route("late", "a")))
 		}
 	}
 	_, err := svc.DeleteVirtualNode(ctx, caller, &appmesh.DeleteVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("a")})
@@ -160,7 +160,7 @@ func TestDeleteReadsOnEtcd(t *testing.T) {
 	hook = func(run int) {
 		runs = run
 		if run == 1 {
-			must(other.TagResource(ctx, caller, &appmesh.TagResourceInput{ResourceArn: s(arn), Tags: []appmesh.TagRef{{Key: s("late"), Value: s("1")}}}))
+			must(checked(ctx, other.TagResource, caller, &appmesh.TagResourceInput{ResourceArn: s(arn), Tags: []appmesh.TagRef{{Key: s("late"), Value: s("1")}}}))
 		}
 	}
 	if _, err := svc.DeleteVirtualNode(ctx, caller, &appmesh.DeleteVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("b")}); err != nil {

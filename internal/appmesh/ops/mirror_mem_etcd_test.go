@@ -47,12 +47,12 @@ func BenchmarkMirrorMemory(b *testing.B) {
 	clk := &clock{time.Unix(1800000000, 0)}
 	svc := New(writer, Config{Region: "us-east-1", Now: clk.now, Limits: &appmesh.Limits{VirtualNodesPerMesh: nodes + 1}}, nil)
 	caller := Caller{Account: "111122223333"}
-	if _, err := svc.CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m"), ClientToken: s("t-mesh")}); err != nil {
+	if _, err := checked(ctx, svc.CreateMesh, caller, &appmesh.CreateMeshInput{MeshName: s("m"), ClientToken: s("t-mesh")}); err != nil {
 		b.Fatal(err)
 	}
 	for i := range nodes {
 		name := fmt.Sprintf("node-%04d", i)
-		if _, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s(name),
+		if _, err := checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s(name),
 			Spec: &appmesh.VirtualNodeSpec{
 				Listeners:        []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: p(8080), Protocol: appmesh.PortProtocolHttp}}},
 				ServiceDiscovery: &appmesh.ServiceDiscovery{Dns: &appmesh.DnsServiceDiscovery{Hostname: s(name + ".apps.local")}},

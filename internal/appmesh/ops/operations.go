@@ -31,8 +31,12 @@ func str(p *string) string {
 }
 
 // CreateMesh implements the CreateMesh operation.
-func (s *Service) CreateMesh(ctx context.Context, c Caller, in *appmesh.CreateMeshInput) (*appmesh.CreateMeshOutput, error) {
-	req, err := s.prepare("CreateMesh", "CreateMeshInput", in, in.ClientToken)
+func (s *Service) CreateMesh(ctx context.Context, c Caller, v appmesh.Valid[appmesh.CreateMeshInput]) (*appmesh.CreateMeshOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("CreateMesh", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -53,8 +57,12 @@ func (s *Service) DescribeMesh(ctx context.Context, c Caller, in *appmesh.Descri
 }
 
 // UpdateMesh implements the UpdateMesh operation.
-func (s *Service) UpdateMesh(ctx context.Context, c Caller, in *appmesh.UpdateMeshInput) (*appmesh.UpdateMeshOutput, error) {
-	req, err := s.prepare("UpdateMesh", "UpdateMeshInput", in, in.ClientToken)
+func (s *Service) UpdateMesh(ctx context.Context, c Caller, v appmesh.Valid[appmesh.UpdateMeshInput]) (*appmesh.UpdateMeshOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("UpdateMesh", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -84,8 +92,12 @@ func (s *Service) ListMeshes(ctx context.Context, c Caller, in *appmesh.ListMesh
 }
 
 // CreateVirtualNode implements the CreateVirtualNode operation.
-func (s *Service) CreateVirtualNode(ctx context.Context, c Caller, in *appmesh.CreateVirtualNodeInput) (*appmesh.CreateVirtualNodeOutput, error) {
-	req, err := s.prepare("CreateVirtualNode", "CreateVirtualNodeInput", in, in.ClientToken)
+func (s *Service) CreateVirtualNode(ctx context.Context, c Caller, v appmesh.Valid[appmesh.CreateVirtualNodeInput]) (*appmesh.CreateVirtualNodeOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("CreateVirtualNode", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -106,8 +118,12 @@ func (s *Service) DescribeVirtualNode(ctx context.Context, c Caller, in *appmesh
 }
 
 // UpdateVirtualNode implements the UpdateVirtualNode operation.
-func (s *Service) UpdateVirtualNode(ctx context.Context, c Caller, in *appmesh.UpdateVirtualNodeInput) (*appmesh.UpdateVirtualNodeOutput, error) {
-	req, err := s.prepare("UpdateVirtualNode", "UpdateVirtualNodeInput", in, in.ClientToken)
+func (s *Service) UpdateVirtualNode(ctx context.Context, c Caller, v appmesh.Valid[appmesh.UpdateVirtualNodeInput]) (*appmesh.UpdateVirtualNodeOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("UpdateVirtualNode", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -137,8 +153,12 @@ func (s *Service) ListVirtualNodes(ctx context.Context, c Caller, in *appmesh.Li
 }
 
 // CreateVirtualService implements the CreateVirtualService operation.
-func (s *Service) CreateVirtualService(ctx context.Context, c Caller, in *appmesh.CreateVirtualServiceInput) (*appmesh.CreateVirtualServiceOutput, error) {
-	req, err := s.prepare("CreateVirtualService", "CreateVirtualServiceInput", in, in.ClientToken)
+func (s *Service) CreateVirtualService(ctx context.Context, c Caller, v appmesh.Valid[appmesh.CreateVirtualServiceInput]) (*appmesh.CreateVirtualServiceOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("CreateVirtualService", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -159,8 +179,12 @@ func (s *Service) DescribeVirtualService(ctx context.Context, c Caller, in *appm
 }
 
 // UpdateVirtualService implements the UpdateVirtualService operation.
-func (s *Service) UpdateVirtualService(ctx context.Context, c Caller, in *appmesh.UpdateVirtualServiceInput) (*appmesh.UpdateVirtualServiceOutput, error) {
-	req, err := s.prepare("UpdateVirtualService", "UpdateVirtualServiceInput", in, in.ClientToken)
+func (s *Service) UpdateVirtualService(ctx context.Context, c Caller, v appmesh.Valid[appmesh.UpdateVirtualServiceInput]) (*appmesh.UpdateVirtualServiceOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("UpdateVirtualService", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -190,8 +214,12 @@ func (s *Service) ListVirtualServices(ctx context.Context, c Caller, in *appmesh
 }
 
 // CreateVirtualRouter implements the CreateVirtualRouter operation.
-func (s *Service) CreateVirtualRouter(ctx context.Context, c Caller, in *appmesh.CreateVirtualRouterInput) (*appmesh.CreateVirtualRouterOutput, error) {
-	req, err := s.prepare("CreateVirtualRouter", "CreateVirtualRouterInput", in, in.ClientToken)
+func (s *Service) CreateVirtualRouter(ctx context.Context, c Caller, v appmesh.Valid[appmesh.CreateVirtualRouterInput]) (*appmesh.CreateVirtualRouterOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("CreateVirtualRouter", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -212,8 +240,12 @@ func (s *Service) DescribeVirtualRouter(ctx context.Context, c Caller, in *appme
 }
 
 // UpdateVirtualRouter implements the UpdateVirtualRouter operation.
-func (s *Service) UpdateVirtualRouter(ctx context.Context, c Caller, in *appmesh.UpdateVirtualRouterInput) (*appmesh.UpdateVirtualRouterOutput, error) {
-	req, err := s.prepare("UpdateVirtualRouter", "UpdateVirtualRouterInput", in, in.ClientToken)
+func (s *Service) UpdateVirtualRouter(ctx context.Context, c Caller, v appmesh.Valid[appmesh.UpdateVirtualRouterInput]) (*appmesh.UpdateVirtualRouterOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("UpdateVirtualRouter", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -243,8 +275,12 @@ func (s *Service) ListVirtualRouters(ctx context.Context, c Caller, in *appmesh.
 }
 
 // CreateRoute implements the CreateRoute operation.
-func (s *Service) CreateRoute(ctx context.Context, c Caller, in *appmesh.CreateRouteInput) (*appmesh.CreateRouteOutput, error) {
-	req, err := s.prepare("CreateRoute", "CreateRouteInput", in, in.ClientToken)
+func (s *Service) CreateRoute(ctx context.Context, c Caller, v appmesh.Valid[appmesh.CreateRouteInput]) (*appmesh.CreateRouteOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("CreateRoute", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -265,8 +301,12 @@ func (s *Service) DescribeRoute(ctx context.Context, c Caller, in *appmesh.Descr
 }
 
 // UpdateRoute implements the UpdateRoute operation.
-func (s *Service) UpdateRoute(ctx context.Context, c Caller, in *appmesh.UpdateRouteInput) (*appmesh.UpdateRouteOutput, error) {
-	req, err := s.prepare("UpdateRoute", "UpdateRouteInput", in, in.ClientToken)
+func (s *Service) UpdateRoute(ctx context.Context, c Caller, v appmesh.Valid[appmesh.UpdateRouteInput]) (*appmesh.UpdateRouteOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("UpdateRoute", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -296,8 +336,12 @@ func (s *Service) ListRoutes(ctx context.Context, c Caller, in *appmesh.ListRout
 }
 
 // CreateVirtualGateway implements the CreateVirtualGateway operation.
-func (s *Service) CreateVirtualGateway(ctx context.Context, c Caller, in *appmesh.CreateVirtualGatewayInput) (*appmesh.CreateVirtualGatewayOutput, error) {
-	req, err := s.prepare("CreateVirtualGateway", "CreateVirtualGatewayInput", in, in.ClientToken)
+func (s *Service) CreateVirtualGateway(ctx context.Context, c Caller, v appmesh.Valid[appmesh.CreateVirtualGatewayInput]) (*appmesh.CreateVirtualGatewayOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("CreateVirtualGateway", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -318,8 +362,12 @@ func (s *Service) DescribeVirtualGateway(ctx context.Context, c Caller, in *appm
 }
 
 // UpdateVirtualGateway implements the UpdateVirtualGateway operation.
-func (s *Service) UpdateVirtualGateway(ctx context.Context, c Caller, in *appmesh.UpdateVirtualGatewayInput) (*appmesh.UpdateVirtualGatewayOutput, error) {
-	req, err := s.prepare("UpdateVirtualGateway", "UpdateVirtualGatewayInput", in, in.ClientToken)
+func (s *Service) UpdateVirtualGateway(ctx context.Context, c Caller, v appmesh.Valid[appmesh.UpdateVirtualGatewayInput]) (*appmesh.UpdateVirtualGatewayOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("UpdateVirtualGateway", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -349,8 +397,12 @@ func (s *Service) ListVirtualGateways(ctx context.Context, c Caller, in *appmesh
 }
 
 // CreateGatewayRoute implements the CreateGatewayRoute operation.
-func (s *Service) CreateGatewayRoute(ctx context.Context, c Caller, in *appmesh.CreateGatewayRouteInput) (*appmesh.CreateGatewayRouteOutput, error) {
-	req, err := s.prepare("CreateGatewayRoute", "CreateGatewayRouteInput", in, in.ClientToken)
+func (s *Service) CreateGatewayRoute(ctx context.Context, c Caller, v appmesh.Valid[appmesh.CreateGatewayRouteInput]) (*appmesh.CreateGatewayRouteOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("CreateGatewayRoute", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}
@@ -371,8 +423,12 @@ func (s *Service) DescribeGatewayRoute(ctx context.Context, c Caller, in *appmes
 }
 
 // UpdateGatewayRoute implements the UpdateGatewayRoute operation.
-func (s *Service) UpdateGatewayRoute(ctx context.Context, c Caller, in *appmesh.UpdateGatewayRouteInput) (*appmesh.UpdateGatewayRouteOutput, error) {
-	req, err := s.prepare("UpdateGatewayRoute", "UpdateGatewayRouteInput", in, in.ClientToken)
+func (s *Service) UpdateGatewayRoute(ctx context.Context, c Caller, v appmesh.Valid[appmesh.UpdateGatewayRouteInput]) (*appmesh.UpdateGatewayRouteOutput, error) {
+	in, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.prepare("UpdateGatewayRoute", in, in.ClientToken)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,16 @@ func newService(t *testing.T, clk *clock) (*Service, store.Store) {
 	return New(st, Config{Region: "us-east-1", Now: clk.now}, nil), st
 }
 
+// checked runs a write operation as a Go caller must: the input is validated
+// first (appmesh.Check), since the operation takes it only as a Valid.
+func checked[In, Out any](ctx context.Context, op func(context.Context, Caller, appmesh.Valid[In]) (*Out, error), c Caller, in *In) (*Out, error) {
+	v, err := appmesh.Check(in)
+	if err != nil {
+		return nil, err
+	}
+	return op(ctx, c, v)
+}
+
 func s(v string) *string { return &v }
 
 func p(v int64) *int64 { return &v }
@@ -65,15 +75,15 @@ func TestStoreLayout(t *testing.T) {
 	}
 	tags := []appmesh.TagRef{{Key: s("k"), Value: s("v")}}
 	listener := []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: p(80), Protocol: appmesh.PortProtocolHttp}}}
-	must(svc.CreateMesh(ctx, c, &appmesh.CreateMeshInput{MeshName: s("m"), Tags: tags, ClientToken: s("t1")}))
-	must(svc.CreateVirtualNode(ctx, c, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"), Tags: tags,
+	must(checked(ctx, svc.CreateMesh, c, &appmesh.CreateMeshInput{MeshName: s("m"), Tags: tags, ClientToken: s("t1")}))
+	must(checked(ctx, svc.CreateVirtualNode, c, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"), Tags: tags,
 		Spec: &appmesh.VirtualNodeSpec{Listeners: listener}}))
-	must(svc.CreateVirtualRouter(ctx, c, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+	must(checked(ctx, svc.CreateVirtualRouter, c, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
 		Spec: &appmesh.VirtualRouterSpec{Listeners: []appmesh.VirtualRouterListener{{PortMapping: listener[0].PortMapping}}}}))
-	must(svc.CreateRoute(ctx, c, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+	must(checked(ctx, svc.CreateRoute, c, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
 		Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
 			Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(1)}}}}}}))
-	must(svc.CreateVirtualService(ctx, c, &appmesh.CreateVirtualServiceInput{MeshName: s("m"), VirtualServiceName: s("s.local"),
+	must(checked(ctx, svc.CreateVirtualService, c, &appmesh.CreateVirtualServiceInput{MeshName: s("m"), VirtualServiceName: s("s.local"),
 		Spec: &appmesh.VirtualServiceSpec{Provider: &appmesh.VirtualServiceProvider{VirtualRouter: &appmesh.VirtualRouterServiceProvider{VirtualRouterName: s("vr")}}}}))
 
 	resources := 0
@@ -145,31 +155,31 @@ func TestClientTokenExpiry(t *testing.T) {
 	clk := &clock{time.Unix(1800000000, 0)}
 	svc, st := newService(t, clk)
 	c := Caller{Account: "111122223333"}
-	first, err := svc.CreateMesh(ctx, c, &appmesh.CreateMeshInput{MeshName: s("a"), ClientToken: s("tok")})
+	first, err := checked(ctx, svc.CreateMesh, c, &appmesh.CreateMeshInput{MeshName: s("a"), ClientToken: s("tok")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	clk.t = clk.t.Add(23 * time.Hour)
-	again, err := svc.CreateMesh(ctx, c, &appmesh.CreateMeshInput{MeshName: s("a"), ClientToken: s("tok")})
+	again, err := checked(ctx, svc.CreateMesh, c, &appmesh.CreateMeshInput{MeshName: s("a"), ClientToken: s("tok")})
 	if err != nil || *again.Mesh.Metadata.Uid != *first.Mesh.Metadata.Uid {
 		t.Fatalf("replay within the TTL: %v", err)
 	}
-	_, err = svc.CreateMesh(ctx, c, &appmesh.CreateMeshInput{MeshName: s("b"), ClientToken: s("tok")})
+	_, err = checked(ctx, svc.CreateMesh, c, &appmesh.CreateMeshInput{MeshName: s("b"), ClientToken: s("tok")})
 	if e, ok := appmesh.AsError(err); !ok || e.Code != appmesh.CodeConflict {
 		t.Fatalf("another request with the token: %v", err)
 	}
 	// Another account's token of the same value is another token.
-	if _, err := svc.CreateMesh(ctx, Caller{Account: "444455556666"}, &appmesh.CreateMeshInput{MeshName: s("b"), ClientToken: s("tok")}); err != nil {
+	if _, err := checked(ctx, svc.CreateMesh, Caller{Account: "444455556666"}, &appmesh.CreateMeshInput{MeshName: s("b"), ClientToken: s("tok")}); err != nil {
 		t.Fatal(err)
 	}
 
 	clk.t = clk.t.Add(2 * time.Hour) // 25 h after the first use
-	if _, err := svc.CreateMesh(ctx, c, &appmesh.CreateMeshInput{MeshName: s("b"), ClientToken: s("tok")}); err != nil {
+	if _, err := checked(ctx, svc.CreateMesh, c, &appmesh.CreateMeshInput{MeshName: s("b"), ClientToken: s("tok")}); err != nil {
 		t.Fatalf("expired token still held: %v", err)
 	}
 	clk.t = clk.t.Add(25 * time.Hour)
 	for i := range 3 {
-		if _, err := svc.CreateMesh(ctx, c, &appmesh.CreateMeshInput{MeshName: s(string(rune('c' + i))), ClientToken: s(string(rune('x' + i)))}); err != nil {
+		if _, err := checked(ctx, svc.CreateMesh, c, &appmesh.CreateMeshInput{MeshName: s(string(rune('c' + i))), ClientToken: s(string(rune('x' + i)))}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -46,21 +46,21 @@ func create(ctx context.Context, svc *Service, in any) error {
 	var err error
 	switch in := in.(type) {
 	case *appmesh.CreateMeshInput:
-		_, err = svc.CreateMesh(ctx, quotaCaller, in)
+		_, err = checked(ctx, svc.CreateMesh, quotaCaller, in)
 	case *appmesh.CreateVirtualNodeInput:
-		_, err = svc.CreateVirtualNode(ctx, quotaCaller, in)
+		_, err = checked(ctx, svc.CreateVirtualNode, quotaCaller, in)
 	case *appmesh.UpdateVirtualNodeInput:
-		_, err = svc.UpdateVirtualNode(ctx, quotaCaller, in)
+		_, err = checked(ctx, svc.UpdateVirtualNode, quotaCaller, in)
 	case *appmesh.CreateVirtualServiceInput:
-		_, err = svc.CreateVirtualService(ctx, quotaCaller, in)
+		_, err = checked(ctx, svc.CreateVirtualService, quotaCaller, in)
 	case *appmesh.CreateVirtualRouterInput:
-		_, err = svc.CreateVirtualRouter(ctx, quotaCaller, in)
+		_, err = checked(ctx, svc.CreateVirtualRouter, quotaCaller, in)
 	case *appmesh.CreateRouteInput:
-		_, err = svc.CreateRoute(ctx, quotaCaller, in)
+		_, err = checked(ctx, svc.CreateRoute, quotaCaller, in)
 	case *appmesh.CreateVirtualGatewayInput:
-		_, err = svc.CreateVirtualGateway(ctx, quotaCaller, in)
+		_, err = checked(ctx, svc.CreateVirtualGateway, quotaCaller, in)
 	case *appmesh.CreateGatewayRouteInput:
-		_, err = svc.CreateGatewayRoute(ctx, quotaCaller, in)
+		_, err = checked(ctx, svc.CreateGatewayRoute, quotaCaller, in)
 	default:
 		err = fmt.Errorf("no operation takes a %T", in)
 	}

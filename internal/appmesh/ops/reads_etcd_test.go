@@ -37,29 +37,29 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 		fn   func() error
 	}{
 		{"mesh", func() error {
-			_, err := svc.CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m"), ClientToken: s("t-mesh")})
+			_, err := checked(ctx, svc.CreateMesh, caller, &appmesh.CreateMeshInput{MeshName: s("m"), ClientToken: s("t-mesh")})
 			return err
 		}},
 		{"virtual node", func() error {
-			_, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+			_, err := checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
 				Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("t-vn"),
 				Tags: []appmesh.TagRef{{Key: s("k"), Value: s("v")}}})
 			return err
 		}},
 		{"virtual router", func() error {
-			_, err := svc.CreateVirtualRouter(ctx, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+			_, err := checked(ctx, svc.CreateVirtualRouter, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
 				Spec: &appmesh.VirtualRouterSpec{Listeners: []appmesh.VirtualRouterListener{{PortMapping: listener[0].PortMapping}}}})
 			return err
 		}},
 		{"route", func() error {
-			_, err := svc.CreateRoute(ctx, caller, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+			_, err := checked(ctx, svc.CreateRoute, caller, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
 				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
 					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(1)}}}}},
 				ClientToken: s("t-route")})
 			return err
 		}},
 		{"virtual service", func() error {
-			_, err := svc.CreateVirtualService(ctx, caller, &appmesh.CreateVirtualServiceInput{MeshName: s("m"), VirtualServiceName: s("s.local"),
+			_, err := checked(ctx, svc.CreateVirtualService, caller, &appmesh.CreateVirtualServiceInput{MeshName: s("m"), VirtualServiceName: s("s.local"),
 				Spec: &appmesh.VirtualServiceSpec{Provider: &appmesh.VirtualServiceProvider{VirtualRouter: &appmesh.VirtualRouterServiceProvider{VirtualRouterName: s("vr")}}}})
 			return err
 		}},
@@ -69,7 +69,7 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 			// More live client tokens than a write lists expiries of: its
 			// own expiry entry sorts after them all.
 			for j := range 50 {
-				if _, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"),
+				if _, err := checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"),
 					VirtualNodeName: s(fmt.Sprintf("pad%d", j)), Spec: &appmesh.VirtualNodeSpec{Listeners: listener},
 					ClientToken: s(fmt.Sprintf("t-pad%d", j))}); err != nil {
 					t.Fatal(err)
@@ -92,7 +92,7 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 	// not cover: one read and the commit when the references stay (a
 	// route's weights).
 	for _, name := range []string{"vn3", "vn4"} {
-		if _, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s(name),
+		if _, err := checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s(name),
 			Spec: &appmesh.VirtualNodeSpec{Listeners: listener}}); err != nil {
 			t.Fatal(err)
 		}
@@ -103,12 +103,12 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 		fn           func() error
 	}{
 		{"virtual node", 0, 2, func() error {
-			_, err := svc.UpdateVirtualNode(ctx, caller, &appmesh.UpdateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+			_, err := checked(ctx, svc.UpdateVirtualNode, caller, &appmesh.UpdateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
 				Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("u-vn")})
 			return err
 		}},
 		{"route's weights", 0, 2, func() error {
-			_, err := svc.UpdateRoute(ctx, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+			_, err := checked(ctx, svc.UpdateRoute, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
 				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
 					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(2)}}}}},
 				ClientToken: s("u-route")})
@@ -116,7 +116,7 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 		}},
 		// The old target's index key, alone, is read by itself.
 		{"route's targets", 1, 2, func() error {
-			_, err := svc.UpdateRoute(ctx, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+			_, err := checked(ctx, svc.UpdateRoute, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
 				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
 					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn3"), Weight: p(1)}, {VirtualNode: s("vn4"), Weight: p(1)}}}}},
 				ClientToken: s("u-route2")})
@@ -133,18 +133,18 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 	}
 
 	// The same token and request: the first answer again.
-	first, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn2"),
+	first, err := checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn2"),
 		Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("t-vn2")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn2"),
+	again, err := checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn2"),
 		Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("t-vn2")})
 	if err != nil || *again.VirtualNode.Metadata.Uid != *first.VirtualNode.Metadata.Uid {
 		t.Errorf("create made again with its client token: %v, want the first answer", err)
 	}
 	// A name taken, without a token: ConflictException.
-	_, err = svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+	_, err = checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
 		Spec: &appmesh.VirtualNodeSpec{Listeners: listener}})
 	var ae *appmesh.Error
 	if !errors.As(err, &ae) || ae.Code != appmesh.CodeConflict {
@@ -186,7 +186,7 @@ func concurrentCreates(t *testing.T, c *etcdtest.Cluster, mirrored bool) {
 		}
 		svcs = append(svcs, New(st, Config{Region: "us-east-1", Now: clk.now, Limits: &limits}, nil))
 	}
-	if _, err := svcs[0].CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m")}); err != nil {
+	if _, err := checked(ctx, svcs[0].CreateMesh, caller, &appmesh.CreateMeshInput{MeshName: s("m")}); err != nil {
 		t.Fatal(err)
 	}
 	listener := []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: p(80), Protocol: appmesh.PortProtocolHttp}}}
@@ -198,7 +198,7 @@ func concurrentCreates(t *testing.T, c *etcdtest.Cluster, mirrored bool) {
 		go func() { // ends when the create has an answer
 			defer func() { done <- struct{}{} }()
 			<-start
-			_, errs[i] = svcs[i%3].CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"),
+			_, errs[i] = checked(ctx, svcs[i%3].CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"),
 				VirtualNodeName: s(name), Spec: &appmesh.VirtualNodeSpec{Listeners: listener}})
 		}()
 	}
@@ -252,7 +252,7 @@ func TestWritesFromMirrorOnEtcd(t *testing.T) {
 	listener := []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: p(80), Protocol: appmesh.PortProtocolHttp}}}
 	route := func(weight int64, token string) func() error {
 		return func() error {
-			_, err := svc.UpdateRoute(ctx, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+			_, err := checked(ctx, svc.UpdateRoute, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
 				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
 					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(weight)}}}}},
 				ClientToken: s(token)})
@@ -268,22 +268,22 @@ func TestWritesFromMirrorOnEtcd(t *testing.T) {
 		fn       func() error
 	}{
 		{"create mesh", false, func() error {
-			_, err := svc.CreateMesh(ctx, caller, &appmesh.CreateMeshInput{MeshName: s("m"), ClientToken: s("t-mesh")})
+			_, err := checked(ctx, svc.CreateMesh, caller, &appmesh.CreateMeshInput{MeshName: s("m"), ClientToken: s("t-mesh")})
 			return err
 		}},
 		{"create virtual node", false, func() error {
-			_, err := svc.CreateVirtualNode(ctx, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+			_, err := checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
 				Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("t-vn"),
 				Tags: []appmesh.TagRef{{Key: s("k"), Value: s("v")}}})
 			return err
 		}},
 		{"create virtual router", false, func() error {
-			_, err := svc.CreateVirtualRouter(ctx, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+			_, err := checked(ctx, svc.CreateVirtualRouter, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
 				Spec: &appmesh.VirtualRouterSpec{Listeners: []appmesh.VirtualRouterListener{{PortMapping: listener[0].PortMapping}}}})
 			return err
 		}},
 		{"create route", false, func() error {
-			_, err := svc.CreateRoute(ctx, caller, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
+			_, err := checked(ctx, svc.CreateRoute, caller, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),
 				Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
 					Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(1)}}}}},
 				ClientToken: s("t-route")})
@@ -292,7 +292,7 @@ func TestWritesFromMirrorOnEtcd(t *testing.T) {
 		{"update route's weights", false, route(2, "u-route")},
 		{"update route's weights again", false, route(3, "u-route2")},
 		{"update virtual node", false, func() error {
-			_, err := svc.UpdateVirtualNode(ctx, caller, &appmesh.UpdateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+			_, err := checked(ctx, svc.UpdateVirtualNode, caller, &appmesh.UpdateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
 				Spec: &appmesh.VirtualNodeSpec{Listeners: listener}, ClientToken: s("u-vn")})
 			return err
 		}},

@@ -5,10 +5,12 @@
 //
 //	api (HTTP, model validation) -> ops.Service -> store.Update / View
 //
-// Inputs must satisfy the model: the API validates them before calling, and
-// write operations validate again so that another caller cannot store an
-// invalid spec. Errors meant for clients are *appmesh.Error; any other
-// error is internal.
+// A write operation takes its input as an appmesh.Valid, which only the
+// model's validator makes (appmesh.Decode for the API's request document,
+// appmesh.Check for a Go caller's input): no caller can store an invalid
+// spec, and ops does not walk the model again. Reads take their input as
+// it is; they store nothing. Errors meant for clients are *appmesh.Error;
+// any other error is internal.
 package ops
 
 import (
@@ -106,35 +108,45 @@ type request struct {
 	hash  string
 }
 
-// prepare validates a write's input against its model shape, with App
-// Mesh's rules that the model leaves out (the model's Checks), and returns
-// the request. token is the input's clientToken; it is left out of the
-// hash, which covers everything else the client sent.
-func (s *Service) prepare(op, inputShape string, in any, token *string) (request, error) {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return request{}, fmt.Errorf("encode %s input: %w", op, err)
+// prepare returns the request of a write whose input was validated (the
+// operation took it as an appmesh.Valid: it is not walked again here).
+// token is the input's clientToken; it is left out of the hash, which
+// covers everything else the client sent.
+func (s *Service) prepare(op string, in any, token *string) (request, error) {
+	r := request{op: op, now: s.now(), uid: s.newUID()}
+	if token == nil {
+		return r, nil
 	}
-	if err := validate(inputShape, b); err != nil {
+	if len(*token) > 255 {
+		return request{}, appmesh.BadRequest("Value at 'clientToken' failed to satisfy constraint: Member must have length less than or equal to 255")
+	}
+	r.token = *token
+	h, err := inputHash(op, in)
+	if err != nil {
 		return request{}, err
 	}
-	r := request{op: op, now: s.now(), uid: s.newUID()}
-	if token != nil {
-		if len(*token) > 255 {
-			return request{}, appmesh.BadRequest("Value at 'clientToken' failed to satisfy constraint: Member must have length less than or equal to 255")
-		}
-		r.token = *token
-		// Hash the input as sent, without the token itself.
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(b, &m); err != nil {
-			return request{}, fmt.Errorf("hash %s input: %w", op, err)
-		}
-		delete(m, "clientToken")
-		canon, _ := json.Marshal(m) // map keys are sorted: canonical
-		sum := sha256.Sum256(append([]byte(op+"\x00"), canon...))
-		r.hash = fmt.Sprintf("%x", sum)
-	}
+	r.hash = h
 	return r, nil
+}
+
+// inputHash is the hash a client token's record keeps of its request: the
+// operation's name and the input as the Go type encodes it, its top-level
+// members sorted and the clientToken left out. Records written by earlier
+// servers hold it, so that a retry they would have replayed is still
+// replayed: it must not change.
+func inputHash(op string, in any) (string, error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return "", fmt.Errorf("encode %s input: %w", op, err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return "", fmt.Errorf("hash %s input: %w", op, err)
+	}
+	delete(m, "clientToken")
+	canon, _ := json.Marshal(m) // map keys are sorted: canonical
+	sum := sha256.Sum256(append([]byte(op+"\x00"), canon...))
+	return fmt.Sprintf("%x", sum), nil
 }
 
 // update runs fn in a store transaction and returns what fn produced.

@@ -26,8 +26,9 @@ func (s *Service) tagged(arn *string) (appmesh.Ref, error) {
 }
 
 // TagResource implements the TagResource operation.
-func (s *Service) TagResource(ctx context.Context, c Caller, in *appmesh.TagResourceInput) (*appmesh.TagResourceOutput, error) {
-	if _, err := s.prepare("TagResource", "TagResourceInput", in, nil); err != nil {
+func (s *Service) TagResource(ctx context.Context, c Caller, v appmesh.Valid[appmesh.TagResourceInput]) (*appmesh.TagResourceOutput, error) {
+	in, err := v.Input()
+	if err != nil {
 		return nil, err
 	}
 	r, err := s.tagged(in.ResourceArn)
@@ -56,8 +57,9 @@ func (s *Service) TagResource(ctx context.Context, c Caller, in *appmesh.TagReso
 
 // UntagResource implements the UntagResource operation. Keys the resource
 // does not have are ignored.
-func (s *Service) UntagResource(ctx context.Context, c Caller, in *appmesh.UntagResourceInput) (*appmesh.UntagResourceOutput, error) {
-	if _, err := s.prepare("UntagResource", "UntagResourceInput", in, nil); err != nil {
+func (s *Service) UntagResource(ctx context.Context, c Caller, v appmesh.Valid[appmesh.UntagResourceInput]) (*appmesh.UntagResourceOutput, error) {
+	in, err := v.Input()
+	if err != nil {
 		return nil, err
 	}
 	r, err := s.tagged(in.ResourceArn)
