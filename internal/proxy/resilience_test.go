@@ -231,6 +231,9 @@ func TestTimeouts(t *testing.T) {
 			l, _ := os.ReadFile(logPath)
 			return strings.Contains(string(l), `"GET /idle HTTP/1.1" 408 SI `)
 		})
+		if got := h.stat("http.egress.downstream_rq_idle_timeout"); got != 1 {
+			t.Errorf("downstream_rq_idle_timeout = %d, want 1", got)
+		}
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -21,6 +22,14 @@ import (
 // timeout to an upstream that sends 64 MiB, with opts. It returns the
 // harness.
 func slowReaderSetup(t *testing.T, opts ...func(*Config)) *harness {
+	t.Helper()
+	return bigResponseSetup(t, func(ra *routev3.RouteAction) { ra.Timeout = durationpb.New(300 * time.Millisecond) }, opts...)
+}
+
+// bigResponseSetup serves, behind listener "egress", a route changed by
+// mod to an upstream ("big") that sends 64 MiB, with opts. It returns the
+// harness.
+func bigResponseSetup(t *testing.T, mod func(*routev3.RouteAction), opts ...func(*Config)) *harness {
 	t.Helper()
 	h := newHarness(t, opts...)
 	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -33,7 +42,7 @@ func slowReaderSetup(t *testing.T, opts ...func(*Config)) *harness {
 	}))
 	t.Cleanup(big.Close)
 	rt := routeTo("/", "big")
-	rt.GetRoute().Timeout = durationpb.New(300 * time.Millisecond)
+	mod(rt.GetRoute())
 	h.push(
 		httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, rt)),
@@ -51,7 +60,7 @@ func waitFreed(t *testing.T, h *harness, downstreamConns bool) {
 			return
 		}
 	}
-	t.Fatalf("seconds after the 300 ms route timeout, with the client not reading: %d requests active, %d connections, upstream %d requests",
+	t.Fatalf("seconds after the 300 ms timeout, with the client not reading: %d requests active, %d connections, upstream %d requests",
 		h.stat("http.egress.downstream_rq_active"), h.stat("http.egress.downstream_cx_active"), h.stat("cluster.big.upstream_rq_active"))
 }
 
@@ -113,6 +122,56 @@ func slowReaderH2(t *testing.T, opts ...func(*Config)) {
 		}
 	}
 	t.Fatal("the connection ended without a RST_STREAM of the stalled stream")
+}
+
+// TestSlowReaderStreamingH2: an HTTP/2 client that gives no window
+// (SETTINGS_INITIAL_WINDOW_SIZE 0) while the upstream keeps sending, on a
+// route without a timeout (App Mesh's perRequest 0) and a 300 ms idle
+// timeout. The response's end never comes, so stream_flush_timeout does
+// not apply (Envoy arms it once the end is buffered); the stream idle
+// timeout does, as the loops bound a blocked stream (stallDeadline): the
+// stream is reset (INTERNAL_ERROR) and counted as Envoy counts a stream
+// idle timeout, downstream_rq_idle_timeout. The loops hand a connection
+// with such a route to the goroutine path; both configurations are run.
+func TestSlowReaderStreamingH2(t *testing.T) {
+	for name, opts := range map[string][]func(*Config){"goroutines": {goroutinePath}, "loops": nil} {
+		t.Run(name, func(t *testing.T) { slowReaderStreamingH2(t, opts...) })
+	}
+}
+
+func slowReaderStreamingH2(t *testing.T, opts ...func(*Config)) {
+	h := bigResponseSetup(t, func(ra *routev3.RouteAction) {
+		ra.Timeout = durationpb.New(0)
+		ra.IdleTimeout = durationpb.New(300 * time.Millisecond)
+	}, opts...)
+	cl := dialH2(t, h.addr("egress"))
+	if err := cl.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.headers(1, "/big"); err != nil {
+		t.Fatal(err)
+	}
+	_ = cl.bw.Flush()
+	reset := false
+	for f := range cl.frames {
+		if f.typ == http2.FrameRSTStream && f.stream == 1 {
+			if f.code != http2.ErrCodeInternal {
+				t.Errorf("RST_STREAM %v, want INTERNAL_ERROR", f.code)
+			}
+			reset = true
+			break
+		}
+	}
+	if !reset {
+		t.Fatal("the connection ended without a RST_STREAM of the stalled stream")
+	}
+	waitFreed(t, h, false)
+	if got := h.stat("http.egress.downstream_rq_idle_timeout"); got != 1 {
+		t.Errorf("downstream_rq_idle_timeout = %d, want 1", got)
+	}
+	if got := h.stat("http2.tx_flush_timeout"); got != 0 {
+		t.Errorf("http2.tx_flush_timeout = %d, want 0 (the response's end never came)", got)
+	}
 }
 
 // TestKeepAliveAfterTimeout: a route timeout answered 504 on a kept

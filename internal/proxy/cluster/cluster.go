@@ -214,6 +214,10 @@ func (c *Cluster) start(ctx context.Context, st *stats.Store) {
 	if c.hosts.Load() == nil {
 		c.hosts.Store(newHostSet(nil))
 	}
+	if c.Type == Static && len(c.Hosts()) > 0 {
+		// Envoy's static cluster adds its hosts when it starts.
+		c.Stats.membershipChange.Inc()
+	}
 	sc := c.Stats.scope
 	sc.GaugeFunc("membership_total", func() int64 { return int64(len(c.Hosts())) })
 	sc.GaugeFunc("membership_healthy", func() int64 {

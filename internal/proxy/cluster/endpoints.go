@@ -30,7 +30,7 @@ func (c *Cluster) buildLoadAssignment(la *endpointv3.ClusterLoadAssignment, path
 		c.hosts.Store(newHostSet(hosts))
 		return nil
 	}
-	err := walkCLA(la, path, func(ep *endpointv3.LbEndpoint, sa *corev3.SocketAddress, w uint32) error {
+	err := walkCLA(la, path, func(_ *corev3.Locality, _ *endpointv3.LbEndpoint, sa *corev3.SocketAddress, w uint32) error {
 		c.dnsTarget = append(c.dnsTarget, dnsTarget{host: sa.GetAddress(), port: sa.GetPortValue(), weight: w})
 		return nil
 	})
@@ -44,8 +44,9 @@ func (c *Cluster) buildLoadAssignment(la *endpointv3.ClusterLoadAssignment, path
 	return nil
 }
 
-// walkCLA checks a ClusterLoadAssignment and calls fn for every endpoint.
-func walkCLA(la *endpointv3.ClusterLoadAssignment, path string, fn func(*endpointv3.LbEndpoint, *corev3.SocketAddress, uint32) error) error {
+// walkCLA checks a ClusterLoadAssignment and calls fn for every endpoint,
+// with its locality and weight.
+func walkCLA(la *endpointv3.ClusterLoadAssignment, path string, fn func(*corev3.Locality, *endpointv3.LbEndpoint, *corev3.SocketAddress, uint32) error) error {
 	// policy.overprovisioning_factor only matters with several priorities
 	// or locality weighting, which weft does not do.
 	if err := strict.Fields(la, path, "cluster_name", "endpoints", "policy"); err != nil {
@@ -96,7 +97,7 @@ func walkCLA(la *endpointv3.ClusterLoadAssignment, path string, fn func(*endpoin
 			if ep.GetLoadBalancingWeight() != nil {
 				w = ep.GetLoadBalancingWeight().GetValue()
 			}
-			if err := fn(ep, sa, w); err != nil {
+			if err := fn(loc.GetLocality(), ep, sa, w); err != nil {
 				return fmt.Errorf("%s: %w", ep2, err)
 			}
 		}
@@ -105,7 +106,9 @@ func walkCLA(la *endpointv3.ClusterLoadAssignment, path string, fn func(*endpoin
 }
 
 // hostsFromCLA returns hosts for an assignment, reusing hosts of old that
-// keep their address so health and outlier state survive the update.
+// keep their address so health and outlier state survive the update. A
+// host given a new weight or locality is a new Host with the old one's
+// health flags (its Weight is read without a lock).
 func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSet) ([]*Host, error) {
 	prev := map[string]*Host{}
 	if old != nil {
@@ -115,7 +118,7 @@ func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSe
 	}
 	var hosts []*Host
 	seen := map[string]bool{}
-	err := walkCLA(la, path, func(ep *endpointv3.LbEndpoint, sa *corev3.SocketAddress, w uint32) error {
+	err := walkCLA(la, path, func(l *corev3.Locality, ep *endpointv3.LbEndpoint, sa *corev3.SocketAddress, w uint32) error {
 		ip := net.ParseIP(sa.GetAddress())
 		if ip == nil {
 			return fmt.Errorf("address %q is not an IP address", sa.GetAddress())
@@ -126,8 +129,9 @@ func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSe
 		}
 		seen[addr] = true
 		h := prev[addr]
-		if h == nil || h.Weight != w {
-			nh := &Host{Addr: addr, Weight: w}
+		loc := locality{region: l.GetRegion(), zone: l.GetZone(), subZone: l.GetSubZone()}
+		if h == nil || h.Weight != w || h.locality != loc {
+			nh := &Host{Addr: addr, Weight: w, locality: loc}
 			if h != nil {
 				nh.flags.Store(h.flags.Load())
 			}
@@ -160,8 +164,11 @@ func (c *Cluster) setHosts(hosts []*Host) {
 			}
 		}
 	}
+	old := c.hosts.Load()
 	c.hosts.Store(newHostSet(hosts))
-	c.Stats.membershipChange.Inc()
+	if c.membershipChanged(old, hosts) {
+		c.Stats.membershipChange.Inc()
+	}
 	// LOGICAL_DNS keeps its connections when its one address changes, as
 	// Envoy's does (round-robin DNS would close them every refresh);
 	// ORIGINAL_DST's go with its cleanup (cleanupLoop). Envoy drains the
@@ -186,7 +193,41 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	}
 }
 
-// setEndpoints applies an EDS assignment.
+// membershipChanged reports whether hosts adds a host to old or removes
+// one, which is what Envoy counts as membership_change. A host is its
+// address in its locality: Envoy replaces a host that moves to another
+// locality (one removed, one added), and changes a weight or a health
+// status in place, which is no change of membership.
+func (c *Cluster) membershipChanged(old *hostSet, hosts []*Host) bool {
+	var was []*Host
+	if old != nil {
+		was = old.hosts
+	}
+	if c.Type == LogicalDNS {
+		// Envoy's LOGICAL_DNS cluster has one host, created by the first
+		// answer, that takes each later address in place.
+		return (len(was) == 0) != (len(hosts) == 0)
+	}
+	type member struct {
+		addr string
+		loc  locality
+	}
+	in := make(map[member]bool, len(was))
+	for _, h := range was {
+		in[member{h.Addr, h.locality}] = true
+	}
+	next := make(map[member]bool, len(hosts))
+	for _, h := range hosts {
+		m := member{h.Addr, h.locality}
+		if !in[m] {
+			return true
+		}
+		next[m] = true
+	}
+	return len(next) != len(in)
+}
+
+// setEndpoints applies an EDS assignment, counted as one update.
 func (c *Cluster) setEndpoints(la *endpointv3.ClusterLoadAssignment) error {
 	hosts, err := hostsFromCLA(la, "cluster_load_assignment "+la.GetClusterName(), c.hosts.Load())
 	if err != nil {
@@ -194,8 +235,5 @@ func (c *Cluster) setEndpoints(la *endpointv3.ClusterLoadAssignment) error {
 	}
 	c.setHosts(hosts)
 	c.Stats.updateSuccess.Inc()
-	if len(hosts) == 0 {
-		c.Stats.updateEmpty.Inc()
-	}
 	return nil
 }

@@ -20,6 +20,7 @@ type Host struct {
 	Addr     string // ip:port the proxy connects to
 	Hostname string // DNS name it came from, if any
 	Weight   uint32
+	locality locality // of an EDS host; a host that moves is a new Host
 
 	flags atomic.Uint32
 
@@ -52,6 +53,10 @@ type Host struct {
 	origDst  hostH2
 	removing atomic.Bool
 }
+
+// locality is an endpoint's corev3.Locality, compared as Envoy compares
+// them (region, zone, sub-zone).
+type locality struct{ region, zone, subZone string }
 
 // Healthy reports whether no health flag is set.
 func (h *Host) Healthy() bool { return h.flags.Load() == 0 }

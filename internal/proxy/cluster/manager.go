@@ -28,6 +28,10 @@ type Manager struct {
 
 	mu        sync.Mutex                                   // serialises Apply, SetEndpoints, Close
 	endpoints map[string]*endpointv3.ClusterLoadAssignment // last accepted, by cluster name; protected by mu
+	// withdrawn names the clusters whose assignment the last complete
+	// set left out while the cluster stayed (a delta removal): it keeps
+	// its hosts, as Envoy's does; protected by mu.
+	withdrawn map[string]bool
 	// warming holds updated clusters waiting for their TLS secrets while
 	// the version they replace keeps serving, as Envoy warms clusters;
 	// protected by mu.
@@ -37,7 +41,7 @@ type Manager struct {
 // NewManager returns a manager whose clusters run until ctx ends or Close.
 func NewManager(ctx context.Context, st *stats.Store, log *slog.Logger) *Manager {
 	m := &Manager{log: log, stats: st, ctx: ctx, endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
-		warming: map[string]*Cluster{}}
+		withdrawn: map[string]bool{}, warming: map[string]*Cluster{}}
 	empty := map[string]*Cluster{}
 	m.clusters.Store(&empty)
 	st.Scope("cluster_manager.", "envoy_cluster_manager_").GaugeFunc("active_clusters",
@@ -124,6 +128,7 @@ func (m *Manager) Apply(pbs []*clusterv3.Cluster) ([]string, error) {
 		}
 		if _, ok := next[name]; !ok {
 			delete(m.endpoints, name)
+			delete(m.withdrawn, name)
 		}
 	}
 	return eds, nil
@@ -173,8 +178,14 @@ func (m *Manager) Warming() []*Cluster {
 	return out
 }
 
-// SetEndpoints applies EDS assignments (a subset of clusters may be
-// named). All are validated before any is applied.
+// SetEndpoints applies the complete set of EDS assignments after a
+// response (a subset of clusters may be named). All are validated before
+// any is applied. An assignment that is the very message last accepted
+// for its cluster was not in the response (the xDS client hands over
+// what it did not resend as it was) and is no update of that cluster, as
+// Envoy hands a response's assignments to their clusters only. A cluster
+// whose assignment left the set keeps its hosts and counts update_empty
+// once, as Envoy's EDS cluster does for an update without its assignment.
 func (m *Manager) SetEndpoints(las []*endpointv3.ClusterLoadAssignment) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -184,13 +195,29 @@ func (m *Manager) SetEndpoints(las []*endpointv3.ClusterLoadAssignment) error {
 		}
 	}
 	cur := *m.clusters.Load()
+	in := make(map[string]bool, len(las))
 	for _, la := range las {
-		m.endpoints[la.GetClusterName()] = la
-		if c, ok := cur[la.GetClusterName()]; ok && c.Type == EDS {
+		name := la.GetClusterName()
+		in[name] = true
+		delete(m.withdrawn, name)
+		if m.endpoints[name] == la {
+			continue
+		}
+		m.endpoints[name] = la
+		if c, ok := cur[name]; ok && c.Type == EDS {
 			_ = c.setEndpoints(la) // validated above
 		}
-		if c, ok := m.warming[la.GetClusterName()]; ok && c.Type == EDS {
+		if c, ok := m.warming[name]; ok && c.Type == EDS {
 			_ = c.setEndpoints(la)
+		}
+	}
+	for name := range m.endpoints {
+		if in[name] || m.withdrawn[name] {
+			continue
+		}
+		m.withdrawn[name] = true
+		if c, ok := cur[name]; ok && c.Type == EDS {
+			c.Stats.updateEmpty.Inc()
 		}
 	}
 	return nil

@@ -514,27 +514,6 @@ func TestH2LoopResumesAfterSocketFull(t *testing.T) {
 	}
 }
 
-// TestH2LoopStreamIdleTimeout: a stream whose response waits for a
-// window the client never opens is reset (INTERNAL_ERROR, as x/net's
-// server resets one on the goroutine path) after the stream idle or
-// flush timeout, and the connection, left without a stream, goes away
-// after its idle timeout.
-func TestH2LoopStreamIdleTimeout(t *testing.T) {
-	srv := startH2(t, func(c *Config) {
-		c.IdleTimeout, c.StreamIdleTimeout, c.StreamFlushTimeout = 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond
-	})
-	h := dialH2Raw(t, srv, http2.ClientPreface)
-	_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	h.headers(1, true, ":path", "/big/10")
-	f := h.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
-	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.StreamID != 1 || rst.ErrCode != http2.ErrCodeInternal {
-		t.Fatalf("stream held by a closed window: %v", f)
-	}
-	if code := h.goAway(); code != http2.ErrCodeNo {
-		t.Errorf("GOAWAY %v", code)
-	}
-}
-
 // pingUntilGoAway sends a PING every 100 ms on h, which has no stream,
 // until the proxy's GOAWAY, and checks it is a graceful one (the idle
 // timeout's).

@@ -488,8 +488,9 @@ func (g *generation) stallDeadline(st *h2stream) int64 {
 // h2Expire enforces the timeouts: a stream stuck past its stallDeadline is
 // reset (RST_STREAM INTERNAL_ERROR, as the goroutine path's HTTP/2 server
 // resets a stream whose write deadline passed; counted as
-// http2.tx_flush_timeout when its end was buffered), a connection without
-// a stream gets GOAWAY, then the close.
+// http2.tx_flush_timeout when its end was buffered, else as
+// downstream_rq_idle_timeout, Envoy's stream idle timeout), a connection
+// without a stream gets GOAWAY, then the close.
 func (l *loop) h2Expire(d *down) {
 	c := d.h2c
 	idle := int64(d.gen.idle)
@@ -498,6 +499,8 @@ func (l *loop) h2Expire(d *down) {
 			if !st.gone && l.now >= d.gen.stallDeadline(st) {
 				if st.endPending {
 					d.gen.st.txFlushTimeout.Inc()
+				} else {
+					d.gen.st.rqIdleTimeout.Inc()
 				}
 				_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeInternal)
 				st.reset = true

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
 // h2UpRouter routes every h2c stream to an HTTP/2 cluster, with retry
@@ -332,7 +333,10 @@ func TestH2UpstreamFlowControl(t *testing.T) {
 		}
 	})
 	t.Run("request body stalled", func(t *testing.T) {
-		srv, accept := startH2Up(t, func(c *Config) { c.IdleTimeout, c.StreamIdleTimeout = 30*time.Second, 300*time.Millisecond })
+		st := stats.NewStore()
+		srv, accept := startH2Up(t, func(c *Config) {
+			c.IdleTimeout, c.StreamIdleTimeout, c.Stats = 30*time.Second, 300*time.Millisecond, st
+		})
 		h := dialH2Raw(t, srv, http2.ClientPreface)
 		h.headers(1, false, ":path", "/post")
 		u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
@@ -351,6 +355,9 @@ func TestH2UpstreamFlowControl(t *testing.T) {
 		}
 		if f := u.until(isRST); f == nil || f.(*http2.RSTStreamFrame).StreamID != id || f.(*http2.RSTStreamFrame).ErrCode != http2.ErrCodeCancel {
 			t.Fatalf("upstream got %v, want RST_STREAM CANCEL", f)
+		}
+		if v, _ := st.Value("http.ingress.downstream_rq_idle_timeout"); v != 1 {
+			t.Errorf("downstream_rq_idle_timeout = %d, want 1 (Envoy's stream idle timeout)", v)
 		}
 	})
 }

@@ -620,7 +620,9 @@ func (l *loop) h2uExpire(d *down) {
 	case d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.h2uPerTryTimeout(s)
 	case s.blocked && l.now-s.last >= int64(d.gen.streamIdle):
-		// The upstream keeps its window closed on the request body.
+		// The upstream keeps its window closed on the request body: the
+		// stream idle timeout, as Envoy counts it.
+		d.gen.st.rqIdleTimeout.Inc()
 		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 		l.observeDone(&s.x, 0, false)
 		l.h2uDone(s)

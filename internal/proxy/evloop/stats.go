@@ -17,6 +17,7 @@ type counters struct {
 	cxProtocolError, noRoute      *stats.Counter
 	noCluster                     *stats.Counter
 	rqHeaderTimeout               *stats.Counter
+	rqIdleTimeout                 *stats.Counter // a stream reset by the stream idle timeout
 	cxIdleTimeout, cxDrainClose   *stats.Counter
 	rqRxReset                     *stats.Counter
 	txFlushTimeout                *stats.Counter // http2.tx_flush_timeout, shared by every connection manager as Envoy's codec stats
@@ -45,7 +46,8 @@ func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counter
 		noRoute: sc.Counter("no_route"), noCluster: sc.Counter("no_cluster"),
 		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
 		cxDrainClose: sc.Counter("downstream_cx_drain_close"), rqRxReset: sc.Counter("downstream_rq_rx_reset"),
-		cxActive: sc.Gauge("downstream_cx_active"), rqTime: sc.Histogram("downstream_rq_time"),
+		rqIdleTimeout: sc.Counter("downstream_rq_idle_timeout"), cxActive: sc.Gauge("downstream_cx_active"),
+		rqTime:         sc.Histogram("downstream_rq_time"),
 		txFlushTimeout: st.Scope("http2.", "envoy_http2_").Counter("tx_flush_timeout"),
 	}
 	for i := 1; i <= 5; i++ {

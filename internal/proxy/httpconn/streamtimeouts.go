@@ -27,14 +27,16 @@ const writeGrace = time.Second
 // window. Over HTTP/1.1 a write past the deadline ends the connection
 // (h1Writer.SetWriteDeadline); over HTTP/2, x/net resets the stream.
 // Nothing is set once the stream ended: the connection may be serving
-// the next.
-func (s *stream) abortWrites() {
+// the next. It reports whether the stream was still on.
+func (s *stream) abortWrites() bool {
 	s.abortMu.Lock()
 	defer s.abortMu.Unlock()
-	if !s.done && s.w != nil {
-		s.deadline = true
-		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Now().Add(writeGrace))
+	if s.done || s.w == nil {
+		return false
 	}
+	s.deadline = true
+	_ = http.NewResponseController(s.w).SetWriteDeadline(time.Now().Add(writeGrace))
+	return true
 }
 
 // flushH2 sends, over HTTP/2, what the response left buffered (a body of
@@ -98,7 +100,12 @@ func (s *stream) ended() {
 
 // timers arms the route timeout, the max stream duration and the stream
 // idle timeout; each cancels the stream with its cause and bounds its
-// writes (abortWrites).
+// writes (abortWrites). The stream idle timeout is counted when it fires
+// (downstream_rq_idle_timeout, as Envoy counts it), whether or not the
+// response began: a stream blocked writing to a client that gives no
+// window (the upstream still sending, so the flush timeout does not
+// apply) is reset with nothing else to count it, as the loops reset one
+// past its stallDeadline.
 func (m *HCM) timers(s *stream) []*time.Timer {
 	var ts []*time.Timer
 	rt := s.rt
@@ -145,7 +152,9 @@ func (m *HCM) timers(s *stream) []*time.Timer {
 			quiet := time.Duration(time.Now().UnixNano() - s.activity.Load())
 			if quiet >= idle {
 				s.cancel(errIdleTimeout)
-				s.abortWrites()
+				if s.abortWrites() {
+					m.stats.rqIdleTimeout.Inc()
+				}
 				return
 			}
 			t.Reset(idle - quiet)

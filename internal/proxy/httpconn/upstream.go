@@ -209,8 +209,7 @@ func (s *stream) ctxError(ctx context.Context) *localError {
 	case errors.Is(cause, errRouteTimeout):
 		s.cl.Stats.RqTimeout.Inc()
 		return &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: "upstream_response_timeout"}
-	case errors.Is(cause, errIdleTimeout):
-		s.m.stats.rqIdleTimeout.Inc()
+	case errors.Is(cause, errIdleTimeout): // counted by its timer
 		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: "stream_idle_timeout"}
 	case errors.Is(cause, errDuration):
 		return &localError{code: 408, flags: accesslog.DurationTimeout, body: "downstream duration timeout", details: "max_duration_timeout"}
