@@ -212,7 +212,7 @@ func writeClusters(w io.Writer, cs map[string]*cluster.Cluster) {
 				fmt.Fprintf(&b, "%shostname::%s\n", p, h.Hostname)
 			}
 			fmt.Fprintf(&b, "%shealth_flags::%s\n%sweight::%d\n%sregion::\n%szone::\n%ssub_zone::\n%scanary::false\n%spriority::0\n%ssuccess_rate::-1\n%slocal_origin_success_rate::-1\n",
-				p, h.HealthString(), p, h.Weight, p, p, p, p, p, p, p)
+				p, h.HealthString(), p, h.Weight(), p, p, p, p, p, p, p)
 		}
 	}
 	_, _ = io.WriteString(w, b.String())
@@ -237,7 +237,7 @@ func clustersJSON(cs map[string]*cluster.Cluster) any {
 		cj := clusterJSON{Name: n, AddedViaAPI: true, HostStatuses: []hostJSON{}}
 		for _, h := range cs[n].Hosts() {
 			s := h.Snapshot()
-			cj.HostStatuses = append(cj.HostStatuses, hostJSON{Address: h.Addr, HealthStatus: h.HealthString(), Weight: h.Weight,
+			cj.HostStatuses = append(cj.HostStatuses, hostJSON{Address: h.Addr, HealthStatus: h.HealthString(), Weight: h.Weight(),
 				Stats: map[string]int64{"cx_active": s.CxActive, "cx_total": s.CxTotal, "rq_active": s.RqActive,
 					"rq_error": s.RqError, "rq_success": s.RqSuccess, "rq_timeout": s.RqTimeout, "rq_total": s.RqTotal}})
 		}

@@ -359,11 +359,12 @@ func (c *Cluster) pickOnce(hs *hostSet, all bool) *Host {
 		var total int64
 		best := -1
 		for i, h := range hs.hosts {
-			if !ok(h) || h.Weight == 0 {
+			w := int64(h.Weight())
+			if !ok(h) || w == 0 {
 				continue
 			}
-			hs.cur[i] += int64(h.Weight)
-			total += int64(h.Weight)
+			hs.cur[i] += w
+			total += w
 			if best < 0 || hs.cur[i] > hs.cur[best] {
 				best = i
 			}
@@ -393,7 +394,7 @@ func (c *Cluster) OriginalDstHost(addr string) *Host {
 		now := time.Now().UnixNano()
 		v, ok := c.origDst.Load(addr)
 		if !ok {
-			h := &Host{Addr: addr, Weight: 1}
+			h := newHost(addr, 1)
 			h.lastUsed.Store(now)
 			v, _ = c.origDst.LoadOrStore(addr, h)
 		}

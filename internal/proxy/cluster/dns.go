@@ -39,7 +39,8 @@ func (c *Cluster) resolveOnce(ctx context.Context) {
 			addr := net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(int(t.port)))
 			h := old[addr]
 			if h == nil {
-				h = &Host{Addr: addr, Hostname: t.host, Weight: t.weight}
+				h = newHost(addr, t.weight)
+				h.Hostname = t.host
 				changed = true
 			}
 			hosts = append(hosts, h)

@@ -23,10 +23,11 @@ func (c *Cluster) buildLoadAssignment(la *endpointv3.ClusterLoadAssignment, path
 		return fmt.Errorf("%s: required for STATIC and DNS clusters", path)
 	}
 	if c.Type == Static {
-		hosts, err := hostsFromCLA(la, path, nil)
+		hosts, apply, err := hostsFromCLA(la, path, nil)
 		if err != nil {
 			return err
 		}
+		apply()
 		c.hosts.Store(newHostSet(hosts))
 		return nil
 	}
@@ -105,20 +106,28 @@ func walkCLA(la *endpointv3.ClusterLoadAssignment, path string, fn func(*corev3.
 	return nil
 }
 
-// hostsFromCLA returns hosts for an assignment, reusing hosts of old that
-// keep their address so health and outlier state survive the update. A
-// host given a new weight or locality is a new Host with the old one's
-// health flags (its Weight is read without a lock).
-func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSet) ([]*Host, error) {
+// hostsFromCLA returns hosts for an assignment, and what applying it
+// changes in the hosts it keeps. A host of old that keeps its address and
+// locality is kept, so that its health, outlier and request state survive
+// the update; its new weight and EDS health status are set by apply, once
+// the whole assignment is known to be good (an assignment refused halfway
+// changes nothing). A host that moves to another locality is a new Host
+// with the old one's health flags.
+func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSet) (hosts []*Host, apply func(), err error) {
 	prev := map[string]*Host{}
 	if old != nil {
 		for _, h := range old.hosts {
 			prev[h.Addr] = h
 		}
 	}
-	var hosts []*Host
+	type change struct {
+		h         *Host
+		weight    uint32
+		unhealthy bool
+	}
+	var changes []change
 	seen := map[string]bool{}
-	err := walkCLA(la, path, func(l *corev3.Locality, ep *endpointv3.LbEndpoint, sa *corev3.SocketAddress, w uint32) error {
+	err = walkCLA(la, path, func(l *corev3.Locality, ep *endpointv3.LbEndpoint, sa *corev3.SocketAddress, w uint32) error {
 		ip := net.ParseIP(sa.GetAddress())
 		if ip == nil {
 			return fmt.Errorf("address %q is not an IP address", sa.GetAddress())
@@ -130,8 +139,9 @@ func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSe
 		seen[addr] = true
 		h := prev[addr]
 		loc := locality{region: l.GetRegion(), zone: l.GetZone(), subZone: l.GetSubZone()}
-		if h == nil || h.Weight != w || h.locality != loc {
-			nh := &Host{Addr: addr, Weight: w, locality: loc}
+		if h == nil || h.locality != loc {
+			nh := newHost(addr, w)
+			nh.locality = loc
 			if h != nil {
 				nh.flags.Store(h.flags.Load())
 			}
@@ -139,19 +149,27 @@ func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSe
 		}
 		switch ep.GetHealthStatus() {
 		case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
-			h.setFlag(edsUnhealthy, true)
+			changes = append(changes, change{h, w, true})
 		default:
-			h.setFlag(edsUnhealthy, false)
+			changes = append(changes, change{h, w, false})
 		}
 		hosts = append(hosts, h)
 		return nil
 	})
-	return hosts, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return hosts, func() {
+		for _, c := range changes {
+			c.h.weight.Store(c.weight)
+			c.h.setFlag(edsUnhealthy, c.unhealthy)
+		}
+	}, nil
 }
 
 // CheckEndpoints validates an assignment without applying it.
 func CheckEndpoints(la *endpointv3.ClusterLoadAssignment) error {
-	_, err := hostsFromCLA(la, "cluster_load_assignment "+la.GetClusterName(), nil)
+	_, _, err := hostsFromCLA(la, "cluster_load_assignment "+la.GetClusterName(), nil)
 	return err
 }
 
@@ -229,10 +247,11 @@ func (c *Cluster) membershipChanged(old *hostSet, hosts []*Host) bool {
 
 // setEndpoints applies an EDS assignment, counted as one update.
 func (c *Cluster) setEndpoints(la *endpointv3.ClusterLoadAssignment) error {
-	hosts, err := hostsFromCLA(la, "cluster_load_assignment "+la.GetClusterName(), c.hosts.Load())
+	hosts, apply, err := hostsFromCLA(la, "cluster_load_assignment "+la.GetClusterName(), c.hosts.Load())
 	if err != nil {
 		return err
 	}
+	apply()
 	c.setHosts(hosts)
 	c.Stats.updateSuccess.Inc()
 	return nil

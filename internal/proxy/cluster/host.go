@@ -17,10 +17,14 @@ const (
 // Host is one upstream endpoint. It outlives host-set updates that keep its
 // address, so health and outlier state carry over.
 type Host struct {
-	Addr     string // ip:port the proxy connects to
-	Hostname string // DNS name it came from, if any
-	Weight   uint32
+	Addr     string   // ip:port the proxy connects to
+	Hostname string   // DNS name it came from, if any
 	locality locality // of an EDS host; a host that moves is a new Host
+
+	// weight is its load-balancing weight. An EDS update changes it in
+	// place, as Envoy does: the host keeps its health, outlier and
+	// request state.
+	weight atomic.Uint32
 
 	flags atomic.Uint32
 
@@ -102,6 +106,16 @@ func (h *Host) HealthString() string {
 	return s
 }
 
+// Weight is the host's load-balancing weight.
+func (h *Host) Weight() uint32 { return h.weight.Load() }
+
+// newHost is a host at addr with weight w.
+func newHost(addr string, w uint32) *Host {
+	h := &Host{Addr: addr}
+	h.weight.Store(w)
+	return h
+}
+
 // RequestStarted and RequestDone keep per-host counts for least-request
 // balancing and /clusters.
 func (h *Host) RequestStarted() { h.rqActive.Add(1); h.rqTotal.Add(1) }
@@ -117,7 +131,7 @@ type hostSet struct {
 func newHostSet(hosts []*Host) *hostSet {
 	hs := &hostSet{hosts: hosts}
 	for _, h := range hosts {
-		if h.Weight != hosts[0].Weight {
+		if h.Weight() != hosts[0].Weight() {
 			hs.weighted = true
 			break
 		}
