@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2stream is one stream of an h2conn.
@@ -172,7 +174,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 			}
 			st.declared = n
 		case "content-type":
-			st.grpc = strings.HasPrefix(hf.Value, "application/grpc")
+			st.grpc = proxyroute.IsGRPC(hf.Value)
 		case "cookie":
 			// HTTP/2 splits cookies into fields; HTTP/1.1 wants them in one
 			// line (RFC 9113 8.2.3).

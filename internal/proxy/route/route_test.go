@@ -101,3 +101,12 @@ func TestRewrites(t *testing.T) {
 		}
 	}
 }
+
+func TestIsGRPC(t *testing.T) {
+	for ct, want := range map[string]bool{"application/grpc": true, "application/grpc+proto": true, "application/grpc-web": true,
+		"": false, "application/gr": false, "Application/grpc": false, "text/plain": false, " application/grpc": false} {
+		if IsGRPC(ct) != want || IsGRPC([]byte(ct)) != want {
+			t.Errorf("IsGRPC(%q) = %v, want %v", ct, !want, want)
+		}
+	}
+}
