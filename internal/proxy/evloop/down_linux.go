@@ -217,6 +217,9 @@ func (l *loop) process(d *down) {
 			}
 			if d.headStart == 0 {
 				d.headStart = l.now + 1 // 0 means no head under way
+				// The last request's: a reply to this head before
+				// dispatch (a 400, a 408) is not shaped by them.
+				d.head, d.grpc = false, false
 			}
 			n, err := d.scan.scan(b)
 			if err != nil {
@@ -247,7 +250,7 @@ func (l *loop) process(d *down) {
 				u := d.u
 				u.d, d.u = nil, nil
 				l.closeUp(u)
-				l.badRequest(d, errChunkBody)
+				l.badBody(d)
 				return
 			}
 			d.off += take
@@ -318,7 +321,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		last = true
 		d.gen.st.cxDrainClose.Inc() // drainConns passes it by: it closes after this one
 	}
-	d.head, d.closeAfter, d.reqStart = r.head, last, l.now
+	d.head, d.grpc, d.closeAfter, d.reqStart = r.head, r.grpc, last, l.now
 	d.timeout = int64(l.srv.cfg.RequestTimeout)
 	if t.Timeout > 0 {
 		d.timeout = int64(t.Timeout)
@@ -463,7 +466,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		take, done, err := d.bodyPart(avail[:min(len(avail), max(0, cap(o)-len(o)))])
 		if err != nil {
 			l.closeUp(u)
-			l.badRequest(d, errChunkBody)
+			l.badBody(d)
 			return
 		}
 		o = append(o, avail[:take]...)

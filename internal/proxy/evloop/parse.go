@@ -38,7 +38,6 @@ var (
 	errSmuggle    = &parseError{400, "content-length with transfer-encoding"}
 	errVersion    = &parseError{505, "http version not supported"}
 	errChunked    = &parseError{501, "transfer-encoding not implemented"}
-	errChunkBody  = &parseError{400, "malformed chunked request body"}
 	errUpgrade    = &parseError{501, "upgrade not implemented"}
 	errTarget     = &parseError{501, "only origin-form request targets are implemented"}
 	errConnTokens = &parseError{400, "too many connection tokens"}
@@ -105,6 +104,10 @@ type request struct {
 	hasRequestID   bool
 	expectContinue bool
 	hasXFP         bool
+	// grpc: the first Content-Type line makes it a gRPC request
+	// (proxyroute.IsGRPC), whose local replies are gRPC statuses; typed:
+	// a Content-Type line came.
+	grpc, typed bool
 	// lines are the header lines, name and value, in order.
 	lines []headerLine
 	// connTokens are the header names the Connection header declares
@@ -252,6 +255,10 @@ func parseRequest(b []byte, r *request) error {
 			r.hasRequestID = true
 		case equalFold(name, "x-forwarded-proto"):
 			r.hasXFP = true
+		case !r.typed && equalFold(name, "content-type"):
+			// The first line's, as net/http's Header.Get reads it on the
+			// goroutine path.
+			r.typed, r.grpc = true, proxyroute.IsGRPC(val)
 		}
 		r.lines = append(r.lines, h)
 		p = e + 2
