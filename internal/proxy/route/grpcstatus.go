@@ -1,10 +1,11 @@
 package route
 
 // IsGRPC reports whether a request whose first Content-Type value is
-// contentType is a gRPC request: one that starts with application/grpc.
-// A route's grpc match takes it, and the proxy's local replies to it
-// are gRPC statuses (GRPCStatusFor). For a header value as a string or
-// as the bytes of a head, without copying them.
+// contentType is a gRPC request, as Envoy tells one: application/grpc,
+// or application/grpc+ and a codec (application/grpc-web is not one). A
+// route's grpc match takes it, and the proxy's local replies to it are
+// gRPC statuses (GRPCStatusFor). For a header value as a string or as
+// the bytes of a head, without copying them.
 func IsGRPC[S ~string | ~[]byte](contentType S) bool {
 	const grpc = "application/grpc"
 	if len(contentType) < len(grpc) {
@@ -15,7 +16,7 @@ func IsGRPC[S ~string | ~[]byte](contentType S) bool {
 			return false
 		}
 	}
-	return true
+	return len(contentType) == len(grpc) || contentType[len(grpc)] == '+'
 }
 
 // GRPCStatusFor maps an HTTP status to the gRPC code Envoy answers a
