@@ -84,7 +84,8 @@ func wireHead(resp *http.Response, body []byte, keepDate bool) string {
 // TestResponseHeadersSamePaths: the answers of every path carry the same
 // headers, over HTTP/2 (h2c) and HTTP/1.1: local replies (cluster not
 // found with no body, no healthy upstream, connection failure; gRPC
-// requests answered headers only) and proxied responses, with and
+// requests answered headers only, over HTTP/1.1 too, where the loops
+// answered 503 text/plain) and proxied responses, with and
 // without the upstream's date. As Envoy: a date on every response (the
 // upstream's kept), a content-type only with a body, no content-length on
 // an HTTP/2 gRPC local reply (Envoy drops it; its HTTP/1.1 codec writes
@@ -129,7 +130,8 @@ func TestResponseHeadersSamePaths(t *testing.T) {
 		)
 	}
 	requests = append(requests,
-		request{name: "HTTP/2 gRPC connection failure", h2: true, grpc: true, path: "/dead", wantHeader: "-Content-Length"})
+		request{name: "HTTP/2 gRPC connection failure", h2: true, grpc: true, path: "/dead", wantHeader: "-Content-Length"},
+		request{name: "HTTP/1.1 gRPC connection failure", grpc: true, path: "/dead", wantHeader: "Content-Length: 0"})
 	// After the update that removes cluster c (the loops keep serving an
 	// h2c connection opened before it) and then its endpoints.
 	gone := []request{

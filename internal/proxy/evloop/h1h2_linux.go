@@ -165,7 +165,7 @@ func (l *loop) h1uBody(d *down) bool {
 		if err != nil {
 			l.h2uForget(st)
 			d.hb = nil
-			l.badRequest(d, errChunkBody)
+			l.badBody(d)
 			return false
 		}
 		d.off++

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // badRequest answers a head the parser refused (its status, 400 by
@@ -28,6 +31,17 @@ func (l *loop) badRequest(d *down, err error) {
 	d.gen.st.rqTotal.Inc()
 	d.off = len(d.in)
 	l.localReply(d, st, err.Error(), true)
+}
+
+// badBody answers a request whose body's framing is malformed (a chunk
+// size that is not one) once its head was dispatched, as the goroutine
+// path answers it (Envoy's codec error): 400 "Bad Request" (a gRPC
+// request's as a gRPC status), flagged DPE, and the connection closes.
+func (l *loop) badBody(d *down) {
+	d.gen.st.cxProtocolError.Inc()
+	d.logFlags(accesslog.DownstreamProtocolError, "downstream_protocol_error")
+	d.off = len(d.in)
+	l.localReply(d, 400, "Bad Request", true)
 }
 
 // reason is a local reply's reason phrase.
@@ -57,7 +71,9 @@ func reason(status int) string {
 	return "Unknown"
 }
 
-// localReply answers the client from the proxy, as Envoy's local replies.
+// localReply answers the client from the proxy, as Envoy's local replies:
+// status and body, or to a gRPC request 200 with the status as a gRPC
+// code (h2Reply and localReplyH1 say how).
 func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	if d.h2 != nil {
 		l.replyDone(d, l.h2Reply(d, status, body))
@@ -66,20 +82,45 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	if d.hb != nil {
 		closeAfter = l.h1uReply(d) || closeAfter
 	}
+	l.replyDone(d, l.localReplyH1(d, status, body, closeAfter))
+}
+
+// localReplyH1 writes a local reply's head and body to an HTTP/1.1
+// client, and returns the status counted. A gRPC request's is answered
+// as the goroutine path answers it, and Envoy over HTTP/1.1: 200,
+// application/grpc, the gRPC code in grpc-status and the text in
+// grpc-message, content-length 0 and no body. A HEAD request's has the
+// body's length and not the body.
+func (l *loop) localReplyH1(d *down, status int, body string, closeAfter bool) int {
 	if d.out == nil {
 		d.out, d.outOff = l.getBuf(), 0
 	}
 	d.closeAfter = d.closeAfter || closeAfter
 	hs := len(d.out)
 	o := append(d.out, "HTTP/1.1 "...)
-	o = strconv.AppendInt(o, int64(status), 10)
-	o = append(o, ' ')
-	o = append(o, reason(status)...)
-	o = append(o, "\r\ncontent-length: "...)
-	o = strconv.AppendInt(o, int64(len(body)), 10)
-	if body != "" {
-		// As Envoy's local reply: a type only for a body.
-		o = append(o, "\r\ncontent-type: text/plain"...)
+	// The goroutine path's log reads its header map before its writer
+	// adds the content-length of a reply without a body: that one comes
+	// after the logged head.
+	bodyLength := false
+	if d.grpc {
+		o = append(o, "200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: "...)
+		o = strconv.AppendInt(o, int64(proxyroute.GRPCStatusFor(status)), 10)
+		if body != "" {
+			o = append(o, "\r\ngrpc-message: "...)
+			o = append(o, body...)
+		}
+		status, body = 200, ""
+	} else {
+		o = strconv.AppendInt(o, int64(status), 10)
+		o = append(o, ' ')
+		o = append(o, reason(status)...)
+		if body != "" {
+			// As Envoy's local reply: a type only for a body.
+			bodyLength = true
+			o = append(o, "\r\ncontent-length: "...)
+			o = strconv.AppendInt(o, int64(len(body)), 10)
+			o = append(o, "\r\ncontent-type: text/plain"...)
+		}
 	}
 	o = append(o, "\r\nserver: envoy\r\n"...)
 	if d.closeAfter {
@@ -87,14 +128,20 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 	}
 	if d.logged() {
 		// Without the date, as the goroutine path logs its reply (its
-		// writer adds the date on the wire only).
+		// writer adds the date on the wire only), and the length of
+		// the body it was given (a HEAD request's too).
 		l.logResponse(d, o[hs:])
 		d.lg.rec.BytesSent += int64(len(body))
 	}
+	if !bodyLength {
+		o = append(o, "content-length: 0\r\n"...)
+	}
 	o = append(l.appendDate(o), "\r\n"...)
-	o = append(o, body...)
+	if !d.head {
+		o = append(o, body...)
+	}
 	d.out = o
-	l.replyDone(d, status)
+	return status
 }
 
 // replyDone counts and logs a local reply, and sends it.

@@ -76,7 +76,8 @@ type down struct {
 	chunks      chunkScanner
 	u           *up  // the upstream exchange in flight
 	closeAfter  bool // close once the current response is written
-	head        bool // the request in flight is a HEAD
+	head        bool // the request in flight is a HEAD: its answer has no body
+	grpc        bool // the request in flight is gRPC: a local reply is a gRPC status (localReply)
 	pausedIn    bool // not reading: the buffer is full or the upstream is not taking the body
 	wantOut     bool // waiting for the socket to take out
 	mask        uint32

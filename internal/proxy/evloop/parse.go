@@ -1,8 +1,14 @@
 package evloop
 
+// Parsing a client's HTTP/1.1 request head: finding its end across reads
+// (headScanner), then its request line and header lines as spans into
+// the buffer (parseRequest), refusing what net/http's server would not
+// read, each refusal with the status the client gets (parseError); and
+// the character classes the parsers share. Response heads are
+// parseresp.go's, chunked bodies chunked.go's.
+
 import (
 	"bytes"
-	"errors"
 
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
@@ -38,7 +44,6 @@ var (
 	errSmuggle    = &parseError{400, "content-length with transfer-encoding"}
 	errVersion    = &parseError{505, "http version not supported"}
 	errChunked    = &parseError{501, "transfer-encoding not implemented"}
-	errChunkBody  = &parseError{400, "malformed chunked request body"}
 	errUpgrade    = &parseError{501, "upgrade not implemented"}
 	errTarget     = &parseError{501, "only origin-form request targets are implemented"}
 	errConnTokens = &parseError{400, "too many connection tokens"}
@@ -105,6 +110,10 @@ type request struct {
 	hasRequestID   bool
 	expectContinue bool
 	hasXFP         bool
+	// grpc: the first Content-Type line makes it a gRPC request
+	// (proxyroute.IsGRPC), whose local replies are gRPC statuses; typed:
+	// a Content-Type line came.
+	grpc, typed bool
 	// lines are the header lines, name and value, in order.
 	lines []headerLine
 	// connTokens are the header names the Connection header declares
@@ -252,6 +261,10 @@ func parseRequest(b []byte, r *request) error {
 			r.hasRequestID = true
 		case equalFold(name, "x-forwarded-proto"):
 			r.hasXFP = true
+		case !r.typed && equalFold(name, "content-type"):
+			// The first line's, as net/http's Header.Get reads it on the
+			// goroutine path.
+			r.typed, r.grpc = true, proxyroute.IsGRPC(val)
 		}
 		r.lines = append(r.lines, h)
 		p = e + 2
@@ -334,255 +347,6 @@ func parseLength(v []byte) (int64, bool) {
 		n = n*10 + int64(c-'0')
 	}
 	return n, true
-}
-
-// response is a parsed response head.
-type response struct {
-	status        int
-	contentLength int64
-	hasLength     bool
-	chunked       bool
-	closeAfter    bool
-	hasDate       bool // the proxy adds one when the upstream sent none
-	lines         []headerLine
-	statusLine    span // "HTTP/1.1 200 OK" without CRLF
-}
-
-var errResponse = errors.New("malformed upstream response head")
-
-// parseResponse parses the complete response head b.
-func parseResponse(b []byte, r *response) error {
-	*r = response{lines: r.lines[:0]}
-	eol := bytes.IndexByte(b, '\n') - 1
-	line := b[:eol]
-	if len(line) < 12 || string(line[:7]) != "HTTP/1." || line[8] != ' ' {
-		return errResponse
-	}
-	minor := line[7]
-	if minor != '0' && minor != '1' {
-		return errResponse
-	}
-	st := 0
-	for _, c := range line[9:12] {
-		if c < '0' || c > '9' {
-			return errResponse
-		}
-		st = st*10 + int(c-'0')
-	}
-	if st < 100 || (len(line) > 12 && line[12] != ' ') {
-		return errResponse
-	}
-	r.status, r.statusLine, r.closeAfter = st, span{0, int32(eol)}, minor == '0'
-	keepAlive10 := false
-	var tokens [maxConnTokens]span
-	nTok := 0
-	for p := eol + 2; p < len(b)-2; {
-		e := p + bytes.IndexByte(b[p:], '\n') - 1
-		l := b[p:e]
-		if len(r.lines) == maxHeaders {
-			return errResponse
-		}
-		c := bytes.IndexByte(l, ':')
-		if c <= 0 {
-			return errResponse
-		}
-		name := l[:c]
-		for _, ch := range name {
-			if !isTokenChar(ch) {
-				return errResponse
-			}
-		}
-		vs, ve := c+1, len(l)
-		for vs < ve && (l[vs] == ' ' || l[vs] == '\t') {
-			vs++
-		}
-		for ve > vs && (l[ve-1] == ' ' || l[ve-1] == '\t') {
-			ve--
-		}
-		val := l[vs:ve]
-		h := headerLine{name: span{int32(p), int32(p + c)}, value: span{int32(p + vs), int32(p + ve)}, line: span{int32(p), int32(e + 2)}}
-		switch {
-		case equalFold(name, "content-length"):
-			n, ok := parseLength(val)
-			if !ok || (r.hasLength && n != r.contentLength) {
-				return errResponse
-			}
-			r.hasLength, r.contentLength = true, n
-			h.hop = true // written again by the proxy
-		case equalFold(name, "transfer-encoding"):
-			if !equalFold(val, "chunked") {
-				return errResponse
-			}
-			r.chunked = true
-			h.hop = true
-		case equalFold(name, "connection"):
-			h.hop = true
-			for _, tok := range bytes.Split(val, []byte(",")) {
-				tok = bytes.TrimSpace(tok)
-				switch {
-				case equalFold(tok, "close"):
-					r.closeAfter = true
-				case equalFold(tok, "keep-alive"):
-					keepAlive10 = true
-				case len(tok) > 0 && nTok < maxConnTokens:
-					off := int32(cap(b[:0]) - cap(tok[:0]))
-					tokens[nTok] = span{off, off + int32(len(tok))}
-					nTok++
-				}
-			}
-		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"), equalFold(name, "upgrade"),
-			equalFold(name, "server"), equalFold(name, "x-envoy-upstream-service-time"):
-			h.hop = true
-		case equalFold(name, "date"):
-			r.hasDate = true
-		}
-		r.lines = append(r.lines, h)
-		p = e + 2
-	}
-	if minor == '0' && keepAlive10 {
-		r.closeAfter = false
-	}
-	if r.chunked {
-		r.hasLength = false
-	}
-	for i := range r.lines {
-		for _, t := range tokens[:nTok] {
-			if proxyroute.EqualFoldASCII(r.lines[i].name.of(b), t.of(b)) {
-				r.lines[i].hop = true
-			}
-		}
-	}
-	return nil
-}
-
-// bodyless reports whether a response to this request has no body
-// whatever its headers say (RFC 9112 §6.3).
-func (r *response) bodyless(head bool) bool {
-	return head || r.status == 204 || r.status == 304 || (r.status >= 100 && r.status < 200)
-}
-
-// chunkScanner follows a chunked body across reads to find where it ends.
-// It does not decode: the bytes are relayed as they are.
-type chunkScanner struct {
-	state int
-	left  int64 // data bytes left in the current chunk
-	size  int   // hex digits read in the size
-	data  int64 // data bytes scanned, every chunk's (the body without its framing)
-}
-
-const (
-	csSize     = iota // reading hex digits
-	csExt             // chunk extension, until CR
-	csSizeLF          // after CR of the size line
-	csData            // data bytes
-	csDataCR          // CR after data
-	csDataLF          // LF after data
-	csTrailer         // start of a trailer line (or the final CRLF)
-	csTrailerL        // inside a trailer line
-	csTrailerF        // LF of a trailer line
-	csLastLF          // LF of the final CRLF
-	csDone
-)
-
-var errChunk = errors.New("malformed chunked body")
-
-// scan consumes b and returns how many bytes belong to the body, and
-// whether the body ended within them.
-func (c *chunkScanner) scan(b []byte) (int, bool, error) {
-	for i := 0; i < len(b); i++ {
-		ch := b[i]
-		switch c.state {
-		case csSize:
-			switch {
-			case ch >= '0' && ch <= '9', ch >= 'a' && ch <= 'f', ch >= 'A' && ch <= 'F':
-				if c.size == 15 {
-					return 0, false, errChunk
-				}
-				c.left = c.left<<4 | int64(unhex(ch))
-				c.size++
-			case ch == ';' || ch == ' ' || ch == '\t':
-				if c.size == 0 {
-					return 0, false, errChunk
-				}
-				c.state = csExt
-			case ch == '\r':
-				if c.size == 0 {
-					return 0, false, errChunk
-				}
-				c.state = csSizeLF
-			default:
-				return 0, false, errChunk
-			}
-		case csExt:
-			if ch == '\r' {
-				c.state = csSizeLF
-			} else if ch == '\n' {
-				return 0, false, errChunk
-			}
-		case csSizeLF:
-			if ch != '\n' {
-				return 0, false, errChunk
-			}
-			if c.left == 0 {
-				c.state = csTrailer
-			} else {
-				c.state = csData
-			}
-		case csData:
-			n := min(int64(len(b)-i), c.left)
-			c.left -= n
-			c.data += n
-			i += int(n) - 1
-			if c.left == 0 {
-				c.state = csDataCR
-			}
-		case csDataCR:
-			if ch != '\r' {
-				return 0, false, errChunk
-			}
-			c.state = csDataLF
-		case csDataLF:
-			if ch != '\n' {
-				return 0, false, errChunk
-			}
-			c.state, c.size = csSize, 0
-		case csTrailer:
-			if ch == '\r' {
-				c.state = csLastLF
-			} else {
-				c.state = csTrailerL
-			}
-		case csTrailerL:
-			if ch == '\r' {
-				c.state = csTrailerF
-			} else if ch == '\n' {
-				return 0, false, errChunk
-			}
-		case csTrailerF:
-			if ch != '\n' {
-				return 0, false, errChunk
-			}
-			c.state = csTrailer
-		case csLastLF:
-			if ch != '\n' {
-				return 0, false, errChunk
-			}
-			c.state = csDone
-			return i + 1, true, nil
-		}
-	}
-	return len(b), false, nil
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c <= 'F':
-		return c - 'A' + 10
-	default:
-		return c - 'a' + 10
-	}
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/net/http/httpguts"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // feed scans a head given in pieces of n bytes, as reads would bring it.
@@ -182,6 +184,8 @@ func FuzzRequestHead(f *testing.F) {
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 01\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: x\r\nX-A: \xff\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\ncontent-type: text/plain\r\nContent-Type: application/grpc\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Type:  application/grpc+proto \r\n\r\n",
 	} {
 		f.Add([]byte(s), uint8(3))
 	}
@@ -234,6 +238,10 @@ func FuzzRequestHead(f *testing.F) {
 		}
 		if r.hasHost && req.Host != string(r.host.of(head)) {
 			t.Fatalf("host %q, net/http %q: %q", r.host.of(head), req.Host, head)
+		}
+		// gRPC as the goroutine path tells it, from the first value.
+		if grpc := proxyroute.IsGRPC(req.Header.Get("Content-Type")); r.grpc != grpc {
+			t.Fatalf("gRPC %v, net/http's first content-type says %v: %q", r.grpc, grpc, head)
 		}
 	})
 }

@@ -239,9 +239,11 @@ func (l *loop) expire(d *down) {
 		l.upFailed(u)
 	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= d.timeout:
 		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
+		// The connection carries on unless the body is still coming,
+		// as on the goroutine path (and the per-try timeout's).
 		if u == nil {
 			d.rs.pool.st.rqTimeout.Inc()
-			l.localReply(d, 504, "upstream request timeout", true)
+			l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
 			return
 		}
 		u.pool.st.rqTimeout.Inc()
@@ -252,7 +254,7 @@ func (l *loop) expire(d *down) {
 		}
 		u.d, d.u = nil, nil
 		l.closeUp(u)
-		l.localReply(d, 504, "upstream request timeout", true)
+		l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
 	case u != nil && d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.perTryTimeout(u)
 	case d.rs.waiting && l.now >= d.rs.at:

@@ -403,7 +403,7 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 	}
 	h := w.Header()
 	m.applyResponseHeaders(s, h)
-	if strings.HasPrefix(s.in.Header.Get("Content-Type"), "application/grpc") {
+	if route.IsGRPC(s.in.Header.Get("Content-Type")) {
 		h.Set("Content-Type", "application/grpc")
 		h.Set("Grpc-Status", strconv.Itoa(route.GRPCStatusFor(code)))
 		if body != "" {

@@ -90,7 +90,7 @@ func lowerASCII(b, buf []byte) ([]byte, bool) {
 func (m *matcher) matchHead(h Head, path []byte) bool {
 	if m.grpc {
 		v, ok := headHeader(h, "Content-Type", true, nil)
-		if !ok || !bytes.HasPrefix(v, []byte("application/grpc")) {
+		if !ok || !IsGRPC(v) {
 			return false
 		}
 	}

@@ -34,7 +34,7 @@ type matcher struct {
 }
 
 func (m *matcher) match(req *http.Request, path string) bool {
-	if m.grpc && !strings.HasPrefix(req.Header.Get("Content-Type"), "application/grpc") {
+	if m.grpc && !IsGRPC(req.Header.Get("Content-Type")) {
 		return false
 	}
 	p := path

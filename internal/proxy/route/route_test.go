@@ -101,3 +101,13 @@ func TestRewrites(t *testing.T) {
 		}
 	}
 }
+
+func TestIsGRPC(t *testing.T) {
+	for ct, want := range map[string]bool{"application/grpc": true, "application/grpc+proto": true, "application/grpc+": true,
+		"application/grpc-web": false, "application/grpc-web+proto": false, "application/grpc;charset=utf-8": false,
+		"": false, "application/gr": false, "Application/grpc": false, "text/plain": false, " application/grpc": false} {
+		if IsGRPC(ct) != want || IsGRPC([]byte(ct)) != want {
+			t.Errorf("IsGRPC(%q) = %v, want %v", ct, !want, want)
+		}
+	}
+}

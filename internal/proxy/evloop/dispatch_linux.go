@@ -1,0 +1,254 @@
+package evloop
+
+// A request's way upstream: dispatch routes a parsed HTTP/1.1 head (or
+// the head an h2 stream's HEADERS became) to the goroutine path (a
+// hand-off), to a local reply, or upstream: the head the upstream gets
+// (the client's without its hop-by-hop headers, weft's added) and as
+// much of the body as came, on a pooled or new connection; to an HTTP/2
+// cluster through h2ustream_linux.go (h1h2_linux.go for an HTTP/1.1
+// request). The request body's framing: bodyPart, lengthDropped.
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+)
+
+// dispatch routes one parsed request head and sends it upstream.
+func (l *loop) dispatch(d *down, head []byte) {
+	st := d.gen.st
+	r := &l.req
+	if err := parseRequest(head, r); err != nil {
+		if bytes.HasPrefix(head, []byte(h2cPreface)) && l.startH2(d, head) {
+			l.process(d)
+			return
+		}
+		if (errors.Is(err, errUpgrade) || bytes.HasPrefix(head, []byte(h2cPreface))) && l.handOffWhenWritten(d) {
+			return
+		}
+		l.badRequest(d, err)
+		return
+	}
+	var t Target
+	if rtr := d.gen.router; rtr != nil {
+		l.hv = headView{head, r}
+		if d.h2 != nil {
+			t = rtr.(H2Router).RouteH2(&l.hv)
+		} else {
+			t = rtr.Route(&l.hv)
+			t.HandOff = t.HandOff || t.HTTP2 && !l.srv.cfg.H2 // HTTP/2 upstreams are behind the switch
+		}
+		if t.HandOff && d.h2 == nil && l.handOffWhenWritten(d) {
+			return
+		}
+		if t.HandOff && d.h2 != nil && l.h2Refuse(d) {
+			return
+		}
+	}
+	st.rqTotal.Inc()
+	if d.h2 != nil {
+		st.rqHTTP2.Inc()
+	} else {
+		st.rqHTTP1.Inc()
+		if d.requests == 0 {
+			st.cxHTTP1.Inc() // once per connection; a hand-off says so (handOff)
+		}
+	}
+	d.off += len(head)
+	// A request read after its chain was retired is the connection's
+	// last even when this loop has not yet acted on the retirement (its
+	// wake-up may come later in the same batch of events).
+	last := r.closeAfter || d.drainNext
+	if !last && d.h2 == nil && d.gen.retired.Load() {
+		last = true
+		d.gen.st.cxDrainClose.Inc() // drainConns passes it by: it closes after this one
+	}
+	d.head, d.grpc, d.closeAfter, d.reqStart = r.head, r.grpc, last, l.now
+	d.timeout = int64(l.srv.cfg.RequestTimeout)
+	if t.Timeout > 0 {
+		d.timeout = int64(t.Timeout)
+	}
+	d.requests++
+	l.startRetries(d, &t, d.gen.router != nil)
+	l.logStart(d, head, r, &t)
+	target := r.target.of(head)
+	path := target
+	for i, c := range target {
+		if c == '?' {
+			path = target[:i]
+			break
+		}
+	}
+	var pool *clusterPool
+	if d.gen.router != nil {
+		if t.HandOff {
+			l.localReply(d, 501, "", true) // no HandOff to take it
+			return
+		}
+		if t.Status != 0 {
+			switch {
+			case t.Status == 404:
+				st.noRoute.Inc()
+				d.logFlags(accesslog.NoRouteFound, "route_not_found")
+			case t.Flags != 0:
+				if t.Flags&accesslog.NoClusterFound != 0 {
+					st.noCluster.Inc()
+				}
+				d.logFlags(t.Flags, t.Details)
+			}
+			l.localReply(d, t.Status, t.Body, r.hasLength && r.contentLength > 0)
+			return
+		}
+		pool = l.hostPool(t.Cluster, t.Host)
+		l.poolTLS(pool, t.TLS)
+	} else {
+		rt := l.srv.table.match(r.host.of(head), path)
+		if rt == nil {
+			st.noRoute.Inc()
+			l.localReply(d, 404, "", r.hasLength && r.contentLength > 0)
+			return
+		}
+		pool = &l.pools[rt.cluster]
+	}
+	pool.st.rqTotal.Inc()
+	if t.HTTP2 && d.h2 != nil {
+		if t.Path != "" {
+			d.h2.path = t.Path + string(target[len(path):])
+		}
+		l.h2uDispatch(d, pool, &t, r)
+		return
+	}
+	if t.HTTP2 {
+		l.h1uDispatch(d, pool, &t, r, head)
+		return
+	}
+	u, err := l.getUp(pool)
+	if err == nil {
+		l.observeStart(u, t.Cluster, t.Tag)
+	}
+	if err != nil {
+		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
+		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", r.hasLength && r.contentLength > 0)
+		return
+	}
+	// The upstream request: the client's head without its hop-by-hop
+	// headers, plus x-forwarded-proto and x-request-id as weft adds them.
+	o := u.out
+	o = append(o, r.method.of(head)...)
+	o = append(o, ' ')
+	if t.Path != "" {
+		o = append(o, t.Path...)
+		o = append(o, target[len(path):]...) // the query
+	} else {
+		o = append(o, target...)
+	}
+	o = append(o, " HTTP/1.1\r\n"...)
+	run := -1 // start of a run of header lines copied at once
+	for i := range r.lines {
+		h := &r.lines[i]
+		if h.hop {
+			if run >= 0 {
+				o = append(o, head[run:h.line.off]...)
+				run = -1
+			}
+			continue
+		}
+		if run < 0 {
+			run = int(h.line.off)
+		}
+	}
+	if run >= 0 {
+		o = append(o, head[run:r.lines[len(r.lines)-1].line.end]...)
+	}
+	if !r.hasXFP && d.overTLS() {
+		o = append(o, "x-forwarded-proto: https\r\n"...)
+	} else if !r.hasXFP {
+		o = append(o, "x-forwarded-proto: http\r\n"...)
+	}
+	if !r.hasRequestID {
+		o = append(o, "x-request-id: "...)
+		o = appendUUID(o, l.rng)
+		if d.logged() {
+			d.lg.rid = append(d.lg.rid[:0], o[len(o)-36:]...)
+		}
+		o = append(o, "\r\n"...)
+	}
+	if r.hasLength {
+		// Connection's tokens may have named Content-Length: it is
+		// written again so that the body's framing always reaches the
+		// upstream.
+		if l.lengthDropped(head, r) {
+			o = append(o, "content-length: "...)
+			o = strconv.AppendInt(o, r.contentLength, 10)
+			o = append(o, "\r\n"...)
+		}
+	}
+	o = append(o, "\r\n"...)
+	d.bodyLeft, d.chunked, d.chunks = 0, r.chunked, chunkScanner{}
+	if r.hasLength {
+		d.bodyLeft = r.contentLength
+	}
+	more := d.chunked || d.bodyLeft > 0 // a body follows the head
+	if r.expectContinue && more && d.off == len(d.in) {
+		// The client waits for this before it sends the body.
+		if d.out == nil {
+			d.out, d.outOff = l.getBuf(), 0
+		}
+		d.out = append(d.out, "HTTP/1.1 100 Continue\r\n\r\n"...)
+		l.flushDown(d)
+		if d.closed {
+			l.closeUp(u)
+			return
+		}
+	}
+	// As much of the body as fits goes with the head, in one write.
+	if more {
+		avail := d.in[d.off:]
+		data := d.chunks.data
+		take, done, err := d.bodyPart(avail[:min(len(avail), max(0, cap(o)-len(o)))])
+		if err != nil {
+			l.closeUp(u)
+			l.badBody(d)
+			return
+		}
+		o = append(o, avail[:take]...)
+		d.off += take
+		d.logReceived(take, data)
+		more = !done
+	}
+	u.out, u.outOff = o, 0
+	u.replayable = !more
+	u.d, d.u = d, u
+	u.started = l.now
+	d.state = dsWait
+	if more {
+		d.state = dsBody
+	}
+	if !u.connecting {
+		l.flushUp(u)
+	}
+}
+
+// bodyPart returns how many of b's bytes belong to the request body in
+// flight, and whether the body ends with them.
+func (d *down) bodyPart(b []byte) (int, bool, error) {
+	if d.chunked {
+		return d.chunks.scan(b)
+	}
+	take := int(min(int64(len(b)), d.bodyLeft))
+	d.bodyLeft -= int64(take)
+	return take, d.bodyLeft == 0, nil
+}
+
+// lengthDropped reports whether the Content-Length line was left out as
+// hop-by-hop.
+func (l *loop) lengthDropped(head []byte, r *request) bool {
+	for i := range r.lines {
+		if equalFold(r.lines[i].name.of(head), "content-length") {
+			return r.lines[i].hop
+		}
+	}
+	return false
+}

@@ -1,0 +1,171 @@
+package evloop
+
+// How an upstream stream ends other than with its response: taken off
+// its connection (h2uDone), cancelled for the client, reset by the
+// upstream, its connection failed, a timeout (h2uDeadline, h2uExpire);
+// before the response head the client gets a local reply, after it its
+// stream is reset. Retries are h2uretry_linux.go's.
+
+import (
+	"golang.org/x/net/http2"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+)
+
+// h2uDone takes the upstream stream off its connection and the client's
+// stream.
+func (l *loop) h2uDone(s *h2ustream) {
+	if s.done {
+		return
+	}
+	s.done = true
+	l.ustreams.ended(s) // recycled at the iteration's end (h2pool_linux.go)
+	c := s.c
+	delete(c.streams, s.id)
+	if len(c.streams) == 0 {
+		c.idleSince = l.now
+	}
+	s.st.us = nil
+	if s.pending != nil {
+		l.putBuf(s.pending[:0:cap(s.pending)])
+		s.pending = nil
+	}
+	l.h2UpMaybeClose(c)
+}
+
+// h2uCancel: the client's stream ended before the upstream's (a reset,
+// the client gone, a timeout): RST_STREAM CANCEL upstream (h2Done's
+// hook).
+func (l *loop) h2uCancel(s *h2ustream) {
+	l.observeDone(&s.x, -1, false)
+	if !s.c.u.closed {
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+	}
+	l.h2uDone(s)
+}
+
+// h2uPeerReset: the upstream reset the stream (or refused it by GOAWAY).
+// Before the response head the client gets 503, as the goroutine path
+// answers; after it, its stream is reset with the upstream's code.
+func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
+	if s.gotHead {
+		st := s.st
+		d := st.sd
+		d.logFlags(accesslog.UpstreamRemoteReset, "")
+		l.observeDone(&s.x, 0, false)
+		l.h2uDone(s)
+		if st.c == nil {
+			l.closeDown(d) // the response cannot be completed
+		} else if !st.gone {
+			_ = st.c.fr.WriteRSTStream(st.id, code)
+			st.reset = true
+			l.h2EndStream(st)
+		}
+		return
+	}
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, code == http2.ErrCodeRefusedStream) && l.h2uRetry(s, 0, false, false) {
+		return
+	}
+	if code == http2.ErrCodeRefusedStream && s.st.c != nil {
+		// Not processed upstream: the client may send it again (RFC 9113
+		// 8.7), as a gRPC client does at once.
+		st := s.st
+		l.observeDone(&s.x, 0, false)
+		l.h2uDone(s)
+		if !st.gone {
+			_ = st.c.fr.WriteRSTStream(st.id, http2.ErrCodeRefusedStream)
+			st.reset = true
+			l.h2EndStream(st)
+		}
+		return
+	}
+	s.st.sd.logFlags(accesslog.UpstreamRemoteReset, "upstream_reset_before_response_started{remote_reset}")
+	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: remote reset")
+}
+
+// h2uConnFailed: the stream's connection closed or failed.
+func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
+	if s.gotHead {
+		st := s.st
+		st.sd.logFlags(accesslog.UpstreamConnectionTermination, "")
+		l.observeDone(&s.x, 0, false)
+		l.h2uDone(s)
+		if !st.gone {
+			l.h2uResetDown(st.sd)
+		}
+		return
+	}
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false, false) {
+		return
+	}
+	why, flag, details := "connection termination", accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}"
+	if connecting {
+		why, flag, details = "connection failure", accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}"
+	}
+	s.st.sd.logFlags(flag, details)
+	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why)
+}
+
+// h2uFail ends an upstream stream that has no response head with a local
+// reply to the client.
+func (l *loop) h2uFail(s *h2ustream, status int, body string) {
+	st := s.st
+	l.observeDone(&s.x, 0, false)
+	l.h2uDone(s)
+	if st.gone || st.sd.closed {
+		return
+	}
+	l.localReply(st.sd, status, body, false)
+}
+
+// h2uDeadline is the next timeout of a client stream served by an
+// upstream stream: the connect timeout, the route timeout, the idle
+// timeout of a request body the upstream's window holds back, and the
+// retry policy's per-try timeout.
+func (l *loop) h2uDeadline(d *down) int64 {
+	s := d.ustream().us
+	at := d.reqStart + d.timeout
+	if u := s.c.u; u.connecting {
+		at = min(at, u.started+int64(l.srv.cfg.ConnectTimeout))
+	}
+	if s.blocked {
+		at = min(at, s.last+int64(d.gen.streamIdle))
+	}
+	if p := d.rs.policy; p != nil && p.PerTryTimeout > 0 {
+		at = min(at, d.rs.tryStart+int64(p.PerTryTimeout))
+	}
+	return at
+}
+
+// h2uExpire enforces them.
+func (l *loop) h2uExpire(d *down) {
+	s := d.ustream().us
+	c := s.c
+	switch {
+	case c.u.connecting && l.now-c.u.started >= int64(l.srv.cfg.ConnectTimeout):
+		c.u.pool.st.cxConnectFail.Inc()
+		l.h2UpFailed(c)
+	case l.now-d.reqStart >= d.timeout:
+		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
+		s.x.pool.st.rqTimeout.Inc()
+		l.observeDone(&s.x, 0, true)
+		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+		if s.gotHead {
+			l.h2uDone(s)
+			l.h2uResetDown(d)
+			return
+		}
+		l.h2uDone(s)
+		l.localReply(d, 504, "upstream request timeout", false)
+	case d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
+		l.h2uPerTryTimeout(s)
+	case s.blocked && l.now-s.last >= int64(d.gen.streamIdle):
+		// The upstream keeps its window closed on the request body: the
+		// stream idle timeout, as Envoy counts it.
+		d.gen.st.rqIdleTimeout.Inc()
+		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+		l.observeDone(&s.x, 0, false)
+		l.h2uDone(s)
+		l.h2uResetDown(d)
+	}
+}

@@ -1,0 +1,215 @@
+package evloop
+
+// An upstream stream's response, relayed to the client's stream (an
+// HTTP/1.1 request's through h1h2_linux.go): its HEADERS, 1xx
+// responses, DATA under the window we give the upstream (credited back
+// as the client takes the bytes), trailers, and its end (h2uFinish).
+
+import (
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2uConsumed: n bytes of the response went to the client: the upstream
+// may send as many more on the stream (h2Push's hook).
+func (l *loop) h2uConsumed(s *h2ustream, n int) {
+	s.unacked -= int64(n)
+	if s.done || s.c.u.closed || n == 0 {
+		return
+	}
+	_ = s.c.fr.WriteWindowUpdate(s.id, uint32(n))
+}
+
+// h2uHeaders relays the response's HEADERS, or its trailers.
+func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
+	st := s.st
+	d := st.sd
+	c := st.c
+	if f.Truncated {
+		// Over the SETTINGS_MAX_HEADER_LIST_SIZE we advertise: the fields
+		// decoded are not all of them. A malformed response, as a head
+		// over the HTTP/1.1 loops' limit is.
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+		if s.gotHead {
+			l.h2uPeerReset(s, http2.ErrCodeInternal)
+			return
+		}
+		l.h2uFail(s, 502, "upstream sent a malformed response")
+		return
+	}
+	if s.gotHead {
+		// Trailers: gRPC's grpc-status comes in them.
+		if !f.StreamEnded() {
+			_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+			l.h2uPeerReset(s, http2.ErrCodeProtocol)
+			return
+		}
+		st.trailers = slices.Clone(f.RegularFields()) // f is the decoder's (h2Heads.reuse)
+		if d.logged() {
+			d.logH2Trailers(st.trailers)
+		}
+		l.h2uFinish(s, false)
+		return
+	}
+	status, err := strconv.Atoi(f.PseudoValue("status"))
+	if err != nil || status < 100 || status > 999 {
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+		l.h2uFail(s, 502, "upstream sent a malformed response")
+		return
+	}
+	if status < 200 {
+		l.h2uInterim(s, f, status)
+		return
+	}
+	if p := d.rs.policy; p != nil {
+		gs := -1
+		if p.On&grpcRetries != 0 {
+			gs = h2GRPCStatus(f)
+		}
+		if !p.RetriableStatus(status, gs) {
+			if d.retries > 0 && d.rs.upstream != nil {
+				d.rs.upstream.RetryEnd(false)
+			}
+		} else if l.h2uRetry(s, status, !f.StreamEnded(), false) {
+			return
+		}
+	}
+	if c == nil {
+		l.h1uHead(s, f, status)
+		return
+	}
+	s.gotHead = true
+	s.x.status = status
+	c.hbuf.Reset()
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	hasDate := false
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
+			"server", "x-envoy-upstream-service-time":
+			continue // connection-specific, or written again by the proxy
+		case "date":
+			hasDate = true
+		}
+		_ = c.enc.WriteField(hf)
+	}
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
+	_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-upstream-service-time",
+		Value: strconv.FormatInt((l.now-s.x.started)/int64(time.Millisecond), 10)})
+	if !hasDate {
+		l.h2Date(c)
+	}
+	// A response without a body ends with its HEADERS (gRPC's
+	// trailers-only response must: its grpc-status is in them).
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), f.StreamEnded())
+	if d.logged() {
+		l.logH2Head(d, status, f.RegularFields(), s.x.started)
+	}
+	l.responseCounted(&s.x, d, status)
+	if f.StreamEnded() {
+		l.h2uFinish(s, true)
+	}
+}
+
+// h2uMaxInterim bounds the 1xx responses relayed per stream, as Go's
+// Transport bounds those it reads (5); past it the response is malformed.
+const h2uMaxInterim = 5
+
+// h2uInterim relays a 1xx response as the goroutine path does (its
+// Got1xxResponse hook): HEADERS without END_STREAM, the fields minus
+// connection-specific ones. A 100 is not relayed: the proxy answers
+// expect: 100-continue itself (h2Continue). A 101, or a 1xx ending the
+// stream, is malformed in HTTP/2 (RFC 9113 8.1, 8.6).
+func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
+	if status == 101 || f.StreamEnded() || s.interims >= h2uMaxInterim {
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+		l.h2uFail(s, 502, "upstream sent a malformed response")
+		return
+	}
+	st := s.st
+	if status == 100 || st.gone {
+		return
+	}
+	s.interims++
+	c := st.c
+	if c == nil {
+		l.h1uInterim(s, f, status) // an HTTP/1.1 request's
+		return
+	}
+	c.hbuf.Reset()
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+			continue
+		}
+		_ = c.enc.WriteField(hf)
+	}
+	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+}
+
+// h2uData relays a response DATA frame's bytes.
+func (l *loop) h2uData(s *h2ustream, f *http2.DataFrame) {
+	if !s.gotHead {
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+		l.h2uFail(s, 502, "upstream sent a malformed response")
+		return
+	}
+	n := int64(f.Length)
+	s.unacked += n
+	if s.unacked > h2Window {
+		// Past the window we gave it.
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeFlowControl)
+		l.h2uPeerReset(s, http2.ErrCodeFlowControl)
+		return
+	}
+	if pad := n - int64(len(f.Data())); pad > 0 {
+		l.h2uConsumed(s, int(pad)) // padding is not relayed
+	}
+	st := s.st
+	if st.c == nil {
+		l.h1uData(s, f.Data(), f.StreamEnded())
+		return
+	}
+	if data := f.Data(); len(data) > 0 {
+		st.sd.logSent(int64(len(data)))
+		l.h2Queue(st, data)
+	}
+	if f.StreamEnded() {
+		l.h2uFinish(s, false)
+		return
+	}
+	l.h2Push(st)
+}
+
+// h2uFinish: the upstream's response is complete. The client's stream
+// ends after the body still waiting for its window, with the trailers;
+// or it ended already, with the HEADERS (sent).
+func (l *loop) h2uFinish(s *h2ustream, sent bool) {
+	st := s.st
+	d := st.sd
+	l.h2uDone(s)
+	if !st.reqEnded {
+		// The upstream answered before the whole request: it needs no
+		// more of it (RFC 9113 8.1).
+		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeNo)
+	}
+	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	l.endRetries(d)
+	l.logDone(d, s.x.status)
+	d.state = dsHead
+	if st.c == nil {
+		l.h1uEnd(d)
+		return
+	}
+	if sent {
+		l.h2Done(d)
+		l.h2Sent(st)
+		return
+	}
+	l.flushDown(d) // h2Complete: END_STREAM (or the trailers) after the body
+}

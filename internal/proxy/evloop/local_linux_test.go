@@ -1,0 +1,40 @@
+package evloop
+
+import (
+	"testing"
+)
+
+// TestLocalReplyShapedByItsRequest: a local reply is shaped by the
+// request it answers, and by no earlier one on the connection. A gRPC
+// request's (its first Content-Type application/grpc, with a suffix or
+// not) is 200 application/grpc with the 404's gRPC code (12,
+// UNIMPLEMENTED) in grpc-status, content-length 0 and no body, HEAD or
+// not; a request whose first Content-Type is another is answered 404;
+// and a malformed head after a gRPC HEAD request is answered 400
+// text/plain with the parser's text as its body.
+func TestLocalReplyShapedByItsRequest(t *testing.T) {
+	b := backend(t, "a")
+	srv, _ := start(t, Config{Loops: 1, Routes: []Route{{Domain: "*", Prefix: "/only/", Cluster: "a"}},
+		Clusters: map[string][]string{"a": {hostOf(b)}}})
+	send := "POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc+proto\r\nContent-Length: 0\r\n\r\n" +
+		"POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Type: application/grpc\r\nContent-Length: 0\r\n\r\n" +
+		"HEAD /elsewhere HTTP/1.1\r\nHost: x\r\ncontent-type: application/grpc\r\n\r\n" +
+		"GET / HTTP/1.1\r\nHost : x\r\n\r\n"
+	rs, bodies, _ := rawMethods(t, srv.Addr(), send, []string{"POST", "POST", "HEAD", "GET"})
+	for i, want := range []struct {
+		status              int
+		contentType, length string
+		grpcStatus, body    string
+	}{
+		{200, "application/grpc", "0", "12", ""},
+		{404, "", "0", "", ""},
+		{200, "application/grpc", "0", "12", ""},
+		{400, "text/plain", "21", "", "malformed header line"},
+	} {
+		r := rs[i]
+		if r.StatusCode != want.status || r.Header.Get("Content-Type") != want.contentType ||
+			r.Header.Get("Content-Length") != want.length || r.Header.Get("Grpc-Status") != want.grpcStatus || bodies[i] != want.body {
+			t.Errorf("answer %d: %d %v %q, want %+v", i, r.StatusCode, r.Header, bodies[i], want)
+		}
+	}
+}

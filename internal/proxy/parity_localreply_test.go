@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// TestHTTP1LocalRepliesSamePaths: an HTTP/1.1 request the proxy answers
+// itself (the upstream refuses the connection, or is too slow for the
+// route's timeout, or the request's chunked body is malformed) is
+// answered, counted and logged alike on every path. A gRPC request's
+// answer is Envoy's: 200, content-type application/grpc, grpc-status
+// (UNAVAILABLE for a 503 or a 504, INTERNAL for a 400), grpc-message with
+// the reply's text, content-length 0 and no body; it counts as a 2xx and
+// logs 200 with that grpc-status. The loops answered it as any other
+// request (503 text/plain, say). A malformed chunked body is answered
+// 400 "Bad Request", flagged DPE, and closes the connection (the loops
+// answered their parser's error, unflagged, and counted the request
+// twice); a route timeout leaves the connection open (the loops closed
+// it); a HEAD request's answer has the length of the text and no body
+// (the loops sent the body, which the client read as the next
+// response). Each request goes on a connection of its own, followed on
+// it by a GET the upstream answers unless the reply closed the
+// connection.
+func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
+	ok, slow := newBackend(t, "ok"), newBackend(t, "slow")
+	slow.slow = 10 * time.Second
+	dead := deadAddr(t)
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% " +
+		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_SENT% %UPSTREAM_CLUSTER% " +
+		"%RESP(CONTENT-TYPE)% %RESP(CONTENT-LENGTH)% %GRPC_STATUS% %GRPC_STATUS_NUMBER% %RESP(GRPC-MESSAGE)% %RESP(SERVER)%\n"}}
+	const grpcHeaders = "Content-Type: application/grpc\r\nTe: trailers\r\n"
+	type request struct {
+		name string
+		head string // request line and headers, without the blank line
+		body string
+		// closes: the reply ends the connection (no request follows).
+		closes bool
+		// status and want are the goroutine path's answer's status and
+		// some of its headers ("Name: value").
+		status int
+		want   []string
+	}
+	requests := []request{
+		{name: "connection failure", head: "GET /dead HTTP/1.1\r\nHost: x\r\n",
+			status: 503, want: []string{"Content-Type: text/plain"}},
+		{name: "gRPC connection failure", head: "POST /dead HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + grpcHeaders,
+			status: 200, want: []string{"Content-Type: application/grpc", "Grpc-Status: 14", "Content-Length: 0",
+				"Grpc-Message: upstream connect error or disconnect/reset before headers. reset reason: connection failure"}},
+		{name: "gRPC upstream timeout", head: "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + grpcHeaders,
+			status: 200, want: []string{"Grpc-Status: 14", "Grpc-Message: upstream request timeout", "Content-Length: 0"}},
+		{name: "gRPC malformed chunked body", head: "POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + grpcHeaders,
+			body: "zz\r\nabc\r\n0\r\n\r\n", closes: true, status: 200, want: []string{"Grpc-Status: 13", "Grpc-Message: Bad Request"}},
+		{name: "malformed chunked body", head: "POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n",
+			body: "zz\r\nabc\r\n0\r\n\r\n", closes: true, status: 400, want: []string{"Content-Type: text/plain"}},
+		{name: "HEAD connection failure", head: "HEAD /dead HTTP/1.1\r\nHost: x\r\n",
+			status: 503, want: []string{"Content-Type: text/plain"}},
+	}
+	type result struct {
+		answers []string // by request
+		stats   string
+		log     string
+	}
+	results := map[string]result{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) {
+			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
+			c.AccessLogBuffering.FlushInterval = time.Millisecond
+		})
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		slowRoute := routeTo("/slow", "slow")
+		slowRoute.GetRoute().Timeout = durationpb.New(100 * time.Millisecond)
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/dead", "dead"), slowRoute, routeTo("/", "ok"))),
+			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("slow"), cla("slow", slow.addr()), edsCluster("dead"), cla("dead", dead))
+		var res result
+		sent := 0
+		for _, r := range requests {
+			c, err := net.Dial("tcp", h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(c, r.head+"\r\n"+r.body)
+			br := bufio.NewReader(c)
+			method, _, _ := strings.Cut(r.head, " ")
+			resp, err := http.ReadResponse(br, &http.Request{Method: method})
+			if err != nil {
+				t.Fatalf("%s, %s: %v", p.name, r.name, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			answer := wireHead(resp, body, false)
+			if resp.Close {
+				answer += ", connection: close"
+			}
+			sent++
+			if !r.closes {
+				// The next request on the connection, after the reply.
+				_, _ = io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+				next, err := http.ReadResponse(br, nil)
+				if err != nil {
+					answer += fmt.Sprintf(", then %v", err)
+				} else {
+					_, _ = io.Copy(io.Discard, next.Body)
+					answer += fmt.Sprintf(", then %d", next.StatusCode)
+					sent++
+				}
+			}
+			_ = c.Close()
+			res.answers = append(res.answers, answer)
+			if p.goroutines {
+				if resp.StatusCode != r.status || resp.Close != r.closes {
+					t.Errorf("%s: the goroutine path answered %d, closing %v; want %d, closing %v", r.name, resp.StatusCode, resp.Close,
+						r.status, r.closes)
+				}
+				for _, w := range r.want {
+					name, v, _ := strings.Cut(w, ": ")
+					if got, has := resp.Header[name]; !has || strings.Join(got, ", ") != v {
+						t.Errorf("%s: the goroutine path answered %s %q, want %q", r.name, name, got, v)
+					}
+				}
+			}
+		}
+		// A line for each answer the client read (at least: a request
+		// whose answer it could not read may be logged too).
+		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
+			b, _ := os.ReadFile(logFile)
+			res.log = string(b)
+			return strings.Count(res.log, "\n") >= sent
+		})
+		res.log = sortLines(res.log)
+		var stats []string
+		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
+			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_rq_http1_total"} {
+			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
+		}
+		res.stats = strings.Join(stats, "\n")
+		if !p.goroutines {
+			if l := h.listener("egress"); !l.OnLoops() || l.HandedOff() != 0 {
+				t.Errorf("%s: on the loops %v, %d connections handed off; want true, 0", p.name, l.OnLoops(), l.HandedOff())
+			}
+		}
+		results[p.name] = res
+	}
+	want := results["goroutines"]
+	for path, got := range results {
+		for i, r := range requests {
+			if got.answers[i] != want.answers[i] {
+				t.Errorf("%s, %s: answered\n%s\nthe goroutine path\n%s", path, r.name, got.answers[i], want.answers[i])
+			}
+		}
+		if got.stats != want.stats {
+			t.Errorf("%s: counters\n%s\nthe goroutine path's\n%s", path, got.stats, want.stats)
+		}
+		if got.log != want.log {
+			t.Errorf("%s: access log\n%s\nthe goroutine path's\n%s", path, got.log, want.log)
+		}
+	}
+}
