@@ -17,6 +17,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/appmesh/ops"
+	"github.com/weftmesh/weft/internal/auth"
+	"github.com/weftmesh/weft/internal/ca"
+	"github.com/weftmesh/weft/internal/cloudmap"
+	"github.com/weftmesh/weft/internal/discovery"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/dump"
 	"github.com/weftmesh/weft/internal/store/storeurl"
@@ -50,6 +56,28 @@ func openTarget(ctx context.Context, raw string, e storeurl.Etcd) (store.Store, 
 		return nil, t, fmt.Errorf("open %s: %w", t, err)
 	}
 	return st, t, nil
+}
+
+// checkRecord is the check weft restore and weft store copy make of each
+// key before writing any: the key must be one weft writes, and its value
+// the record the key's owner would write there (each owner's check says
+// what it covers). A key under cloudmap/remote/ is discovery's, not the
+// registry's.
+func checkRecord(key string, value []byte) error {
+	switch {
+	case strings.HasPrefix(key, appmesh.KeyPrefix):
+		return ops.CheckRecord(key, value)
+	case strings.HasPrefix(key, discovery.RemotePrefix):
+		return discovery.CheckRemoteRecord(key, value)
+	case strings.HasPrefix(key, cloudmap.KeyPrefix):
+		return cloudmap.CheckRecord(key, value)
+	case key == ca.StateKey:
+		_, err := ca.Decode(value)
+		return err
+	case key == auth.TokenKeyKey:
+		return auth.CheckTokenKey(value)
+	}
+	return errors.New("not a key weft writes")
 }
 
 // runBackup fetches GET /v1/backup from a live server into a file.
@@ -128,7 +156,9 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: weft restore --in FILE --store URL\n\n"+
 			"Writes a backup (weft backup) into an empty store: bolt:///path/weft.db (no server may\n"+
-			"have it open) or etcd://host:2379,... (start the replicas after the restore).\n\nflags:")
+			"have it open) or etcd://host:2379,... (start the replicas after the restore). Every\n"+
+			"key is checked first (a key weft writes, holding the record weft would write there);\n"+
+			"one that is not stops the restore before anything is written.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	in := fs.String("in", "", "backup file (required)")
@@ -151,7 +181,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer st.Close()
-	n, err := dump.Restore(ctx, f, st)
+	n, err := dump.Restore(ctx, f, st, checkRecord)
 	if err != nil {
 		return fmt.Errorf("restore into %s: %w", t, err)
 	}
@@ -175,7 +205,8 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stderr, "usage: weft store copy --from URL --to URL\n\n"+
 			"Copies a consistent snapshot of one store into another, empty one: bbolt to etcd to\n"+
 			"move a single server onto replicas, etcd to bbolt to move back. Stop the servers\n"+
-			"using a bbolt file first (it is locked while open).\n\nflags:")
+			"using a bbolt file first (it is locked while open). Every key is checked as weft\n"+
+			"restore checks them, before anything is written.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	from := fs.String("from", "", "store to read (required): bolt:///path/weft.db (or a path) or etcd://host:2379,...[/prefix]")
@@ -198,7 +229,7 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer dst.Close()
-	n, err := dump.Copy(ctx, src, dst)
+	n, err := dump.Copy(ctx, src, dst, checkRecord)
 	if err != nil {
 		return fmt.Errorf("copy %s to %s: %w", ft, tt, err)
 	}

@@ -22,6 +22,9 @@ const TokenKeyKey = "auth/token-key"
 
 // Token limits.
 const (
+	// tokenKeyLen is the length of the signing key, in bytes; a shorter
+	// one is replaced at start.
+	tokenKeyLen     = 32
 	DefaultTokenTTL = 24 * time.Hour
 	MaxTokenTTL     = 366 * 24 * time.Hour
 	maxTokenBytes   = 4096
@@ -31,7 +34,7 @@ const (
 // random one at the first start.
 func LoadTokenKey(ctx context.Context, st store.Store) ([]byte, error) {
 	var key []byte
-	fresh := make([]byte, 32)
+	fresh := make([]byte, tokenKeyLen)
 	if _, err := rand.Read(fresh); err != nil {
 		return nil, fmt.Errorf("token key: %w", err)
 	}
@@ -40,7 +43,7 @@ func LoadTokenKey(ctx context.Context, st store.Store) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		if ok && len(kv.Value) >= 32 {
+		if ok && len(kv.Value) >= tokenKeyLen {
 			key = bytes.Clone(kv.Value)
 			return nil
 		}
@@ -51,6 +54,15 @@ func LoadTokenKey(ctx context.Context, st store.Store) ([]byte, error) {
 		return nil, fmt.Errorf("token key: %w", err)
 	}
 	return key, nil
+}
+
+// CheckTokenKey checks the value of TokenKeyKey as a restore must
+// before writing it: a key LoadTokenKey keeps, not one it replaces.
+func CheckTokenKey(value []byte) error {
+	if len(value) < tokenKeyLen {
+		return fmt.Errorf("a join token key of %d bytes; it must have %d at least", len(value), tokenKeyLen)
+	}
+	return nil
 }
 
 // Tokens issues and checks join tokens: JWTs (HS256) naming the resource

@@ -263,7 +263,7 @@ func (r *Registry) ListInstances(ctx context.Context, req *ListInstancesRequest)
 			return err
 		}
 		out.ResourceOwner = rec.Service.ResourceOwner
-		out.NextToken, err = page(tx, InstancesPrefix(deref(rec.Service.Id)), deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
+		out.NextToken, err = r.page(tx, InstancesPrefix(deref(rec.Service.Id)), deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
 			var inst InstanceRecord
 			if err := unmarshal(kv, &inst); err != nil {
 				return false, err
@@ -299,7 +299,7 @@ func (r *Registry) GetInstancesHealthStatus(ctx context.Context, req *GetInstanc
 				wanted[id] = true
 			}
 		}
-		out.NextToken, err = page(tx, InstancesPrefix(srvID), deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
+		out.NextToken, err = r.page(tx, InstancesPrefix(srvID), deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
 			var inst InstanceRecord
 			if err := unmarshal(kv, &inst); err != nil {
 				return false, err
@@ -411,7 +411,8 @@ func (r *Registry) DiscoverInstances(ctx context.Context, req *DiscoverInstances
 		for _, kv := range kvs {
 			var inst InstanceRecord
 			if err := unmarshal(kv, &inst); err != nil {
-				return err
+				r.log.Error("skipping undecodable record", "error", err)
+				continue
 			}
 			if !matchAll(inst.Instance.Attributes, req.QueryParameters) {
 				continue

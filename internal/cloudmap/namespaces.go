@@ -210,7 +210,7 @@ func (r *Registry) ListNamespaces(ctx context.Context, req *ListNamespacesReques
 	out := ListNamespacesResponse{Namespaces: []NamespaceSummary{}}
 	err = r.view(ctx, func(tx store.Tx) error {
 		var err error
-		out.NextToken, err = page(tx, NamespacePrefix, deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
+		out.NextToken, err = r.page(tx, NamespacePrefix, deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
 			var rec NamespaceRecord
 			if err := unmarshal(kv, &rec); err != nil {
 				return false, err

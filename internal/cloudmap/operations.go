@@ -45,7 +45,7 @@ func (r *Registry) ListOperations(ctx context.Context, req *ListOperationsReques
 	out := ListOperationsResponse{Operations: []OperationSummary{}}
 	err := r.view(ctx, func(tx store.Tx) error {
 		var err error
-		out.NextToken, err = page(tx, OperationPrefix, deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
+		out.NextToken, err = r.page(tx, OperationPrefix, deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
 			var op Operation
 			if err := unmarshal(kv, &op); err != nil {
 				return false, err

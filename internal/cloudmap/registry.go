@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,7 @@ type Registry struct {
 	rand      io.Reader
 	retention time.Duration
 	limits    Limits
+	log       *slog.Logger
 
 	idMu   sync.Mutex // guards the two below
 	idLast uint64     // the millisecond of the last sortable id
@@ -51,11 +53,16 @@ type Config struct {
 	// Limits are the quotas, each field as given (zero or less: no
 	// limit); nil: DefaultLimits().
 	Limits *Limits
+	// Log hears of records a listing leaves out (nil: none is told).
+	Log *slog.Logger
 }
 
 // NewRegistry returns the registry on st.
 func NewRegistry(st store.Store, cfg Config) *Registry {
-	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention, limits: DefaultLimits()}
+	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention, limits: DefaultLimits(), log: cfg.Log}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
 	if r.region == "" {
 		r.region = "us-east-1"
 	}
@@ -418,9 +425,16 @@ func AsError(err error) (*Error, bool) {
 
 // --- listing
 
+// errSkip marks a listed record that does not decode: a listing leaves
+// it out rather than fail. The registry writes none; a hand-edited
+// store may hold one, and it must not fail every listing that reaches
+// it.
+var errSkip = errors.New("not listed")
+
+// unmarshal decodes a listed record; an error wraps errSkip.
 func unmarshal(kv store.KV, v any) error {
 	if err := json.Unmarshal(kv.Value, v); err != nil {
-		return fmt.Errorf("decode %s: %w", kv.Key, err)
+		return fmt.Errorf("%w: decode %s: %v", errSkip, kv.Key, err)
 	}
 	return nil
 }
@@ -439,8 +453,9 @@ const listBatch = 256
 // NextToken that page returned for the same prefix, "" for the start)
 // and passes each to take until take has accepted max of them. It returns
 // the NextToken of the following page, or nil when no key follows; a
-// token it did not make for this prefix is InvalidInput.
-func page(tx store.Tx, prefix, token string, max int, take func(kv store.KV) (bool, error)) (*string, error) {
+// token it did not make for this prefix is InvalidInput. A key take
+// fails with errSkip is logged and left out.
+func (r *Registry) page(tx store.Tx, prefix, token string, max int, take func(kv store.KV) (bool, error)) (*string, error) {
 	after := ""
 	if token != "" {
 		var ok bool
@@ -459,7 +474,9 @@ func page(tx store.Tx, prefix, token string, max int, take func(kv store.KV) (bo
 				return ptr(pagetoken.Make(prefix, after)), nil
 			}
 			ok, err := take(kv)
-			if err != nil {
+			if errors.Is(err, errSkip) {
+				r.log.Error("skipping undecodable record", "error", err)
+			} else if err != nil {
 				return nil, err
 			}
 			if ok {

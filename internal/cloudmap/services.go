@@ -242,7 +242,7 @@ func (r *Registry) ListServices(ctx context.Context, req *ListServicesRequest) (
 	out := ListServicesResponse{Services: []ServiceSummary{}}
 	err := r.view(ctx, func(tx store.Tx) error {
 		var err error
-		out.NextToken, err = page(tx, ServicePrefix, deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
+		out.NextToken, err = r.page(tx, ServicePrefix, deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
 			var rec ServiceRecord
 			if err := unmarshal(kv, &rec); err != nil {
 				return false, err

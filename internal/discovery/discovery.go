@@ -7,7 +7,7 @@
 //
 //	var ix *discovery.Index
 //	rev, err := st.View(ctx, func(tx store.Tx) (err error) {
-//		ix, err = discovery.Load(tx, 0)
+//		ix, err = discovery.Load(tx, 0, logSkipped)
 //		return err
 //	})
 //	ix = ix.WithRevision(rev) // View tells the revision only after fn
@@ -182,7 +182,14 @@ func Empty() *Index {
 
 // Load reads every namespace, service and instance through tx and returns
 // their index, labelled with rev: the revision tx reads at. It only reads.
-func Load(tx store.Tx, rev store.Revision) (*Index, error) {
+// A record that does not decode, or whose namespace or service is not
+// there, is left out and passed to skip (when not nil), as Apply leaves
+// it out: one bad record (a hand-edited store) must not keep every
+// other from being served. Only a store error fails Load.
+func Load(tx store.Tx, rev store.Revision, skip func(key string, err error)) (*Index, error) {
+	if skip == nil {
+		skip = func(string, error) {}
+	}
 	b := &builder{ix: Empty(), ownNamespaces: true, ownRefs: true, ownRemote: true}
 	b.ix.rev = rev
 	// Namespaces, then services, then instances: each needs its parent.
@@ -193,7 +200,7 @@ func Load(tx store.Tx, rev store.Revision) (*Index, error) {
 		}
 		for _, kv := range kvs {
 			if err := b.put(kv); err != nil {
-				return nil, err
+				skip(kv.Key, err)
 			}
 		}
 	}
@@ -203,7 +210,7 @@ func Load(tx store.Tx, rev store.Revision) (*Index, error) {
 	}
 	for _, kv := range kvs {
 		if err := b.putRemote(kv.Key, kv.Value); err != nil {
-			return nil, err
+			skip(kv.Key, err)
 		}
 	}
 	return b.ix, nil

@@ -74,7 +74,7 @@ func load(t *testing.T, st store.Store) *discovery.Index {
 	t.Helper()
 	var ix *discovery.Index
 	rev, err := st.View(context.Background(), func(tx store.Tx) (err error) {
-		ix, err = discovery.Load(tx, 0)
+		ix, err = discovery.Load(tx, 0, nil)
 		return err
 	})
 	if err != nil {
@@ -306,4 +306,55 @@ func contains(refs []discovery.ServiceRef, r discovery.ServiceRef) bool {
 		}
 	}
 	return false
+}
+
+// TestLoadSkipsBadRecords: records Load cannot use (not JSON, of the
+// wrong type, naming a namespace or service that is not there) are left
+// out and reported; every other record is served, as after Apply.
+func TestLoadSkipsBadRecords(t *testing.T) {
+	st := openStore(t)
+	put(t, st, cloudmap.NamespaceKey("ns-1"), nsRecord("ns-1", "apps", cloudmap.NamespaceTypeHttp))
+	put(t, st, cloudmap.ServiceKey("srv-a"), svcRecord("srv-a", "ns-1", "a"))
+	put(t, st, cloudmap.InstanceKey("srv-a", "i1"), instRecord("i1", cloudmap.HealthStatusHealthy, map[string]string{cloudmap.AttrIPv4: "192.0.2.1"}))
+	bad := map[string]string{
+		cloudmap.NamespaceKey("ns-2"):          `{"Namespace":`,
+		cloudmap.ServiceKey("srv-b"):           `{"Service":{"Id":"srv-b","Name":"b","NamespaceId":"ns-nowhere"}}`,
+		cloudmap.ServiceKey("srv-c"):           `{"Service":{"Id":5}}`,
+		cloudmap.InstanceKey("srv-a", "i2"):    `{"Instance":`,
+		cloudmap.InstanceKey("srv-none", "i3"): `{"Instance":{"Id":"i3"},"Health":"HEALTHY"}`,
+		discovery.RemotePrefix + "apps/d":      `{"remote":`,
+	}
+	_, err := st.Update(context.Background(), func(tx store.Tx) error {
+		for k, v := range bad {
+			if err := tx.Put(k, []byte(v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipped := map[string]bool{}
+	_, err = st.View(context.Background(), func(tx store.Tx) error {
+		ix, err := discovery.Load(tx, 0, func(key string, err error) { skipped[key] = err != nil })
+		if err != nil {
+			return err
+		}
+		if eps := ix.Endpoints("apps", "a", nil); len(eps) != 1 || eps[0].IPv4 != "192.0.2.1" {
+			t.Errorf("endpoints of the good service: %+v", eps)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Load failed on bad records: %v", err)
+	}
+	for k := range bad {
+		if !skipped[k] {
+			t.Errorf("%s was not reported skipped", k)
+		}
+	}
+	if len(skipped) != len(bad) {
+		t.Errorf("skipped %v, want the %d bad records", skipped, len(bad))
+	}
 }

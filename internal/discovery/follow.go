@@ -26,11 +26,12 @@ type Update struct {
 // the store drops the watch (the reader fell behind, or history was
 // compacted) it reloads and publishes a Full update (internal/store/follow
 // does the following). publish runs on Follow's goroutine, one call at a
-// time. Follow returns ctx's error, or the store's when it cannot read.
-func Follow(ctx context.Context, src Source, publish func(Update)) error {
+// time. A record Load leaves out is passed to skip (when not nil). Follow
+// returns ctx's error, or the store's when it cannot read.
+func Follow(ctx context.Context, src Source, skip func(key string, err error), publish func(Update)) error {
 	var ix *Index
 	read := func(tx store.Tx) (err error) {
-		ix, err = Load(tx, 0)
+		ix, err = Load(tx, 0, skip)
 		if err != nil {
 			return fmt.Errorf("load discovery index: %w", err)
 		}

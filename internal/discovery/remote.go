@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/weftmesh/weft/internal/cloudmap"
+	"github.com/weftmesh/weft/internal/shape"
 )
 
 // RemotePrefix holds what weft learned from a remote Cloud Map (AWS Cloud
@@ -55,6 +57,23 @@ type RemoteRecord struct {
 	// DiscoverInstancesRevision returns it.
 	Revision  int64            `json:"revision"`
 	Instances []RemoteInstance `json:"instances"`
+}
+
+// CheckRemoteRecord checks one key under RemotePrefix and its value as
+// a restore must before writing them: a RemoteRecord, under the key of
+// the service it resolves, without members its type lacks.
+func CheckRemoteRecord(key string, value []byte) error {
+	if ref, ok := ParseRemoteKey(key); !ok || RemoteKey(ref) != key {
+		return errors.New("not the key of a remotely resolved service")
+	}
+	var rec RemoteRecord
+	if err := shape.DecodeStrict(value, &rec); err != nil {
+		return fmt.Errorf("not a remote service record: %w", err)
+	}
+	if rec.Remote == "" {
+		return errors.New("not a remote service record: no remote")
+	}
+	return nil
 }
 
 // RemoteInstance is one instance as DiscoverInstances returns it.

@@ -1,7 +1,9 @@
 package discovery_test
 
 import (
+	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/weftmesh/weft/internal/cloudmap"
@@ -68,5 +70,30 @@ func TestRemoteRecords(t *testing.T) {
 	}
 	if r, ok := discovery.ParseRemoteKey(discovery.RemoteKey(discovery.ServiceRef{Namespace: "a/b", Service: "c d"})); !ok || r.Namespace != "a/b" || r.Service != "c d" {
 		t.Fatalf("ParseRemoteKey round trip: %v %v", r, ok)
+	}
+}
+
+// TestCheckRemoteRecord: the record the follower writes passes the check
+// a restore makes; another spelling of its key, or another value, does
+// not.
+func TestCheckRemoteRecord(t *testing.T) {
+	ref := discovery.ServiceRef{Namespace: "apps", Service: "b/c"}
+	good, err := json.Marshal(discovery.RemoteRecord{Remote: "aws", Revision: 3, Instances: []discovery.RemoteInstance{{ID: "i1", Attributes: map[string]string{"AWS_INSTANCE_IPV4": "10.0.0.1"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := discovery.CheckRemoteRecord(discovery.RemoteKey(ref), good); err != nil {
+		t.Fatalf("the follower's record: %v", err)
+	}
+	for _, tc := range []struct{ key, value, want string }{
+		{discovery.RemotePrefix + "apps/b%2fc", string(good), "not the key"},
+		{discovery.RemotePrefix + "apps", string(good), "not the key"},
+		{discovery.RemoteKey(ref), `{"remote":"aws","instances":[{"id":"i1","port":80}]}`, `unknown field "port"`},
+		{discovery.RemoteKey(ref), `{"instances":[]}`, "no remote"},
+		{discovery.RemoteKey(ref), `{"remote":`, "not a remote service record"},
+	} {
+		if err := discovery.CheckRemoteRecord(tc.key, []byte(tc.value)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s = %s: %v; want an error saying %q", tc.key, tc.value, err, tc.want)
+		}
 	}
 }

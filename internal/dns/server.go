@@ -144,7 +144,8 @@ func (s *Server) Run(ctx context.Context, src discovery.Source) error {
 	followErr := make(chan error, 1)
 	go func() { // ends with ctx
 		first := true
-		followErr <- discovery.Follow(ctx, src, func(u discovery.Update) {
+		skip := func(key string, err error) { s.log.Error("skipping undecodable record", "key", key, "error", err) }
+		followErr <- discovery.Follow(ctx, src, skip, func(u discovery.Update) {
 			s.publish(u.Index)
 			if first {
 				first = false

@@ -269,10 +269,11 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
-	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID, Limits: cfg.CloudMapLimits})
+	cmLog := log.With("api", "cloudmap")
+	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID, Limits: cfg.CloudMapLimits, Log: cmLog})
 	h := &api.Handler{
 		AppMesh:  meshH,
-		CloudMap: cloudmapapi.New(registry, log.With("api", "cloudmap")),
+		CloudMap: cloudmapapi.New(registry, cmLog),
 		STS:      stsapi.New(stsapi.Config{Region: cfg.Region, Account: meshH.CallerAccount}, log.With("api", "sts")),
 		Other:    other,
 		Guard:    sec.guard(cfg, meshH),

@@ -16,8 +16,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/appmesh/types"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/appmesh/ops"
 	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/shape/shapetest"
+	"github.com/weftmesh/weft/internal/store"
 )
 
 // maximal generates App Mesh specs that set every member of every spec
@@ -200,6 +202,20 @@ func testMaximalSpecs(t *testing.T, rec *opRecorder) {
 			}
 			t.Logf("%s: %d documents set all %d members and enum values", specShape, len(docs), len(all))
 		})
+	}
+	// What the API stored of every member passes the check weft restore
+	// makes of each key: resources, tags, the in-use index.
+	_, err := ts.st.View(ctx, func(tx store.Tx) error {
+		kvs, err := tx.List(appmesh.KeyPrefix, "", 0)
+		for _, kv := range kvs {
+			if err := ops.CheckRecord(kv.Key, kv.Value); err != nil {
+				t.Errorf("%s: %v", kv.Key, err)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

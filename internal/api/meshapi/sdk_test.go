@@ -32,6 +32,7 @@ import (
 	"github.com/weftmesh/weft/internal/api/meshapi"
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/appmesh/ops"
+	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
 )
 
@@ -65,6 +66,7 @@ func (r *opRecorder) middleware(stack *middleware.Stack) error {
 // the response had been lost.
 type testServer struct {
 	URL      string
+	st       store.Store // the store the API writes
 	failNext atomic.Bool
 	served   atomic.Int64 // PUTs whose response was replaced
 }
@@ -80,7 +82,7 @@ func newServer(t *testing.T, limits *appmesh.Limits) *testServer {
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h := &api.Handler{AppMesh: meshapi.New(ops.New(st, ops.Config{Region: region, Limits: limits}, log), meshapi.Config{DefaultAccount: account}, log)}
-	ts := &testServer{}
+	ts := &testServer{st: st}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut && ts.failNext.CompareAndSwap(true, false) {
 			rec := httptest.NewRecorder()

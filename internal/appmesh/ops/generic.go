@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/appmesh"
-	"github.com/weftmesh/weft/internal/pagetoken"
 	"github.com/weftmesh/weft/internal/quota"
 	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/store"
@@ -539,77 +538,4 @@ func names(refs []appmesh.Ref) string {
 		out = append(out, n)
 	}
 	return strings.Join(out, ", ")
-}
-
-// listItem is the part of a stored Data that List answers with. Decoding
-// only it leaves the spec unparsed into Go values, which is most of the work.
-type listItem struct {
-	MeshName           *string                   `json:"meshName"`
-	VirtualNodeName    *string                   `json:"virtualNodeName"`
-	VirtualServiceName *string                   `json:"virtualServiceName"`
-	VirtualRouterName  *string                   `json:"virtualRouterName"`
-	RouteName          *string                   `json:"routeName"`
-	VirtualGatewayName *string                   `json:"virtualGatewayName"`
-	GatewayRouteName   *string                   `json:"gatewayRouteName"`
-	Metadata           *appmesh.ResourceMetadata `json:"metadata"`
-}
-
-// page is one page of a List.
-type page[R any] struct {
-	items []R
-	next  *string
-}
-
-// defaultPageSize is App Mesh's page size when the client sets no limit.
-const defaultPageSize = 100
-
-// list returns a page of the resources of a kind under a mesh (or, for
-// meshes, of an owner; for routes and gateway routes, of a parent).
-func (k *kind[S, D, R]) list(ctx context.Context, s *Service, parent appmesh.Ref, limit *int64, nextToken *string) (page[R], error) {
-	n := defaultPageSize
-	if limit != nil {
-		if *limit < 1 || *limit > defaultPageSize {
-			return page[R]{}, appmesh.BadRequest("Value '%d' at 'limit' failed to satisfy constraint: Member must have value between 1 and 100", *limit)
-		}
-		n = int(*limit)
-	}
-	var prefix string
-	if k.k == appmesh.KindMesh {
-		prefix = meshesPrefix(parent.Owner)
-	} else {
-		prefix = appmesh.ChildrenPrefix(parent.Owner, parent.Mesh, k.k, parent.Name)
-	}
-	after := ""
-	if nextToken != nil {
-		var ok bool
-		if after, ok = pagetoken.After(prefix, *nextToken); !ok {
-			return page[R]{}, appmesh.BadRequest("The nextToken %q is not valid", *nextToken)
-		}
-	}
-	return view(ctx, s, func(tx store.Tx) (page[R], error) {
-		if k.k != appmesh.KindMesh {
-			anchor := appmesh.Ref{Owner: parent.Owner, Mesh: parent.Mesh, Kind: k.k, Parent: parent.Name}
-			if err := ancestors(tx, anchor); err != nil {
-				return page[R]{}, err
-			}
-		}
-		kvs, err := tx.List(prefix, after, n+1)
-		if err != nil {
-			return page[R]{}, err
-		}
-		p := page[R]{items: make([]R, 0, min(len(kvs), n))}
-		for i, kv := range kvs {
-			if i == n {
-				tok := pagetoken.Make(prefix, kvs[i-1].Key)
-				p.next = &tok
-				break
-			}
-			var it listItem
-			if err := json.Unmarshal(kv.Value, &it); err != nil {
-				return page[R]{}, fmt.Errorf("decode %s: %w", kv.Key, err)
-			}
-			p.items = append(p.items, k.listRef(&it))
-		}
-		return p, nil
-	})
 }

@@ -11,6 +11,7 @@ package dump
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -98,31 +99,39 @@ func Write(ctx context.Context, st store.Store, w io.Writer) (int, store.Revisio
 // ErrNotEmpty is returned by Restore into a store that holds keys.
 var ErrNotEmpty = errors.New("the target store is not empty")
 
+// Check decides whether a restore may write a key with its value: nil,
+// or what is wrong with them. This package does not know what keys mean;
+// weft restore and weft store copy pass the checks of the packages that
+// own each key's format (cmd/weft).
+type Check func(key string, value []byte) error
+
 // Restore writes every key of the dump in r into st, which must be empty,
-// BatchSize keys per transaction. It fails on a truncated or foreign file
-// and on one written by a newer weft. A failure part-way leaves the keys
-// written so far: empty the store and run it again.
-func Restore(ctx context.Context, r io.Reader, st store.Store) (int, error) {
+// BatchSize keys per transaction. It reads r twice: first through to its
+// trailer, checking every key with check and writing nothing, then again
+// to write. It fails before writing on a truncated or foreign file, one
+// written by a newer weft, keys out of order, and a key check refuses;
+// the error names the line and the key. A store failure part-way leaves
+// the keys written so far: empty the store and run it again.
+func Restore(ctx context.Context, r io.ReadSeeker, st store.Store, check Check) (int, error) {
+	return restore(ctx, r, st, check, func(line int) string { return fmt.Sprintf("backup line %d: ", line) })
+}
+
+// restore is Restore; at starts an error about a line of the dump.
+func restore(ctx context.Context, r io.ReadSeeker, st store.Store, check Check, at func(line int) string) (int, error) {
 	if err := checkEmpty(ctx, st); err != nil {
 		return 0, err
 	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), MaxLine)
-	if !sc.Scan() {
-		if err := sc.Err(); err != nil {
-			return 0, fmt.Errorf("read backup: %w", err)
+	want, err := read(r, at, func(line int, rec record) error {
+		if err := check(rec.Key, rec.Value); err != nil {
+			return fmt.Errorf("%skey %q: %w", at(line), rec.Key, err)
 		}
-		return 0, errors.New("backup is empty")
-	}
-	var h header
-	if err := json.Unmarshal(sc.Bytes(), &h); err != nil || h.Format != formatName {
-		return 0, errors.New("not a weft backup (no weft-backup header)")
-	}
-	if h.Version != 1 {
-		return 0, fmt.Errorf("backup file version %d is not one this weft reads (1)", h.Version)
-	}
-	if err := store.CheckFormat(h.StoreFormat); err != nil {
+		return ctx.Err()
+	})
+	if err != nil {
 		return 0, err
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("read backup again: %w", err)
 	}
 	var batch []record
 	n := 0
@@ -145,34 +154,75 @@ func Restore(ctx context.Context, r io.Reader, st store.Store) (int, error) {
 		batch = batch[:0]
 		return nil
 	}
+	_, err = read(r, at, func(_ int, rec record) error {
+		batch = append(batch, rec)
+		if len(batch) < BatchSize {
+			return nil
+		}
+		return flush()
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err == nil && n != want {
+		err = fmt.Errorf("the backup changed while it was restored: %d keys checked, %d written", want, n)
+	}
+	return n, err
+}
+
+// read reads a dump through to its trailer, calling fn on each key's
+// record with its line number, and returns the number of keys. A file
+// that is not a dump, is cut before its trailer, says another number of
+// keys than it holds, or holds a key twice or out of order fails; at
+// starts the error about a line.
+func read(r io.Reader, at func(line int) string, fn func(line int, rec record) error) (int, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), MaxLine)
+	if !sc.Scan() {
+		if err := sc.Err(); err != nil {
+			return 0, fmt.Errorf("read backup: %w", err)
+		}
+		return 0, errors.New("backup is empty")
+	}
+	var h header
+	if err := json.Unmarshal(sc.Bytes(), &h); err != nil || h.Format != formatName {
+		return 0, errors.New("not a weft backup (no weft-backup header)")
+	}
+	if h.Version != 1 {
+		return 0, fmt.Errorf("backup file version %d is not one this weft reads (1)", h.Version)
+	}
+	if err := store.CheckFormat(h.StoreFormat); err != nil {
+		return 0, err
+	}
+	n, line, last := 0, 1, ""
 	for sc.Scan() {
+		line++
 		var rec record
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			return n, fmt.Errorf("backup line %d: %w", n+len(batch)+2, err)
+			return n, fmt.Errorf("%s%w", at(line), err)
 		}
 		if rec.End {
-			if err := flush(); err != nil {
-				return n, err
-			}
 			if rec.Keys != n {
 				return n, fmt.Errorf("backup says %d keys, holds %d", rec.Keys, n)
 			}
 			return n, nil
 		}
 		if rec.Key == "" {
-			return n, fmt.Errorf("backup line %d: no key", n+len(batch)+2)
+			return n, fmt.Errorf("%sno key", at(line))
 		}
-		batch = append(batch, rec)
-		if len(batch) >= BatchSize {
-			if err := flush(); err != nil {
-				return n, err
-			}
+		if n > 0 && rec.Key <= last {
+			return n, fmt.Errorf("%skey %q is not after %q: a dump holds each key once, in order", at(line), rec.Key, last)
 		}
+		if err := fn(line, rec); err != nil {
+			return n, err
+		}
+		n++
+		last = rec.Key
 	}
 	if err := sc.Err(); err != nil {
 		return n, fmt.Errorf("read backup: %w", err)
 	}
-	return n, errors.New("backup is truncated (no end record); the keys before the cut were written")
+	return n, errors.New("backup is truncated (no end record)")
 }
 
 func checkEmpty(ctx context.Context, st store.Store) error {
@@ -192,24 +242,17 @@ func checkEmpty(ctx context.Context, st store.Store) error {
 }
 
 // Copy copies every key of from into to, which must be empty, through a
-// dump: one consistent snapshot of from.
-func Copy(ctx context.Context, from, to store.Store) (int, error) {
+// dump of one consistent snapshot of from, held in memory so that every
+// key is checked (see Restore) before any is written.
+func Copy(ctx context.Context, from, to store.Store, check Check) (int, error) {
 	if err := checkEmpty(ctx, to); err != nil {
 		return 0, err
 	}
-	pr, pw := io.Pipe()
-	werr := make(chan error, 1)
-	go func() { // ends when the dump is written or the reader side fails
-		_, _, err := Write(ctx, from, pw)
-		pw.CloseWithError(err)
-		werr <- err
-	}()
-	n, err := Restore(ctx, pr, to)
-	pr.CloseWithError(errors.New("restore stopped"))
-	if wErr := <-werr; err == nil && wErr != nil {
-		err = wErr
+	var buf bytes.Buffer
+	if _, _, err := Write(ctx, from, &buf); err != nil {
+		return 0, err
 	}
-	return n, err
+	return restore(ctx, bytes.NewReader(buf.Bytes()), to, check, func(int) string { return "" })
 }
 
 // Verify reads the dump file at path (named name in errors) through to

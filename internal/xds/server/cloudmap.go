@@ -8,8 +8,8 @@ import (
 
 // CloudMap is the LoadDiscovery of weft's Cloud Map registry
 // (internal/discovery).
-func CloudMap(tx store.Tx) (Discovery, error) {
-	ix, err := discovery.Load(tx, 0)
+func CloudMap(tx store.Tx, skip func(key string, err error)) (Discovery, error) {
+	ix, err := discovery.Load(tx, 0, skip)
 	if err != nil {
 		return nil, err
 	}

@@ -34,8 +34,9 @@ type Discovery interface {
 	Endpoints(namespace, service string, attributes map[string]string) []translate.Endpoint
 }
 
-// LoadDiscovery reads Cloud Map's state from a store snapshot.
-type LoadDiscovery func(tx store.Tx) (Discovery, error)
+// LoadDiscovery reads Cloud Map's state from a store snapshot, passing
+// each record it leaves out to skip.
+type LoadDiscovery func(tx store.Tx, skip func(key string, err error)) (Discovery, error)
 
 // meshState is one mesh as the machine holds it. view's maps are the
 // machine's own and are changed in place between batches: translations run

@@ -112,7 +112,8 @@ func readState(tx store.Tx, loadDiscovery LoadDiscovery, log *slog.Logger) (stat
 	if loadDiscovery != nil {
 		// In the same snapshot as App Mesh, so that following the watch
 		// from its revision misses nothing.
-		if s.disc, err = loadDiscovery(tx); err != nil {
+		skip := func(key string, err error) { log.Error("skipping undecodable record", "key", key, "error", err) }
+		if s.disc, err = loadDiscovery(tx, skip); err != nil {
 			return state{}, fmt.Errorf("load cloud map: %w", err)
 		}
 	}
