@@ -24,15 +24,15 @@ func TestCheckRecord(t *testing.T) {
 	}
 	tags := []appmesh.TagRef{{Key: s("k"), Value: s("v")}}
 	listener := []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: p(80), Protocol: appmesh.PortProtocolHttp}}}
-	must(svc.CreateMesh(ctx, c, &appmesh.CreateMeshInput{MeshName: s("m"), Tags: tags, ClientToken: s("t 1/2")}))
-	must(svc.CreateVirtualNode(ctx, c, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"), Tags: tags,
+	must(checked(ctx, svc.CreateMesh, c, &appmesh.CreateMeshInput{MeshName: s("m"), Tags: tags, ClientToken: s("t 1/2")}))
+	must(checked(ctx, svc.CreateVirtualNode, c, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"), Tags: tags,
 		Spec: &appmesh.VirtualNodeSpec{Listeners: listener}}))
-	must(svc.CreateVirtualRouter(ctx, c, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+	must(checked(ctx, svc.CreateVirtualRouter, c, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
 		Spec: &appmesh.VirtualRouterSpec{Listeners: []appmesh.VirtualRouterListener{{PortMapping: listener[0].PortMapping}}}}))
-	must(svc.CreateRoute(ctx, c, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"), ClientToken: s("t2"),
+	must(checked(ctx, svc.CreateRoute, c, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"), ClientToken: s("t2"),
 		Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/")},
 			Action: &appmesh.HttpRouteAction{WeightedTargets: []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(1)}}}}}}))
-	must(svc.CreateVirtualService(ctx, c, &appmesh.CreateVirtualServiceInput{MeshName: s("m"), VirtualServiceName: s("s.local"),
+	must(checked(ctx, svc.CreateVirtualService, c, &appmesh.CreateVirtualServiceInput{MeshName: s("m"), VirtualServiceName: s("s.local"),
 		Spec: &appmesh.VirtualServiceSpec{Provider: &appmesh.VirtualServiceProvider{VirtualRouter: &appmesh.VirtualRouterServiceProvider{VirtualRouterName: s("vr")}}}}))
 	written := keys(t, st)
 	var refKey, tagKey, tokKey, expKey string
