@@ -115,6 +115,7 @@ func TestResponseHeadersSamePaths(t *testing.T) {
 		unique     bool   // the answer differs on every run: not compared
 		wantDate   string // "": any date
 		wantHeader string // a header the answer must have ("Name: value"), or lack ("-Name")
+		types      []string // the request's content-type fields, when not one
 	}
 	var requests []request
 	for _, h2 := range []bool{false, true} {
@@ -131,7 +132,15 @@ func TestResponseHeadersSamePaths(t *testing.T) {
 	}
 	requests = append(requests,
 		request{name: "HTTP/2 gRPC connection failure", h2: true, grpc: true, path: "/dead", wantHeader: "-Content-Length"},
-		request{name: "HTTP/1.1 gRPC connection failure", grpc: true, path: "/dead", wantHeader: "Content-Length: 0"})
+		request{name: "HTTP/1.1 gRPC connection failure", grpc: true, path: "/dead", wantHeader: "Content-Length: 0"},
+		// Two content types: the first decides, as Header.Get reads it
+		// (the loops' HTTP/2 streams took the last).
+		request{name: "HTTP/2 gRPC first of two types", h2: true, grpc: true, path: "/dead", wantHeader: "Grpc-Status: 14",
+			types: []string{"application/grpc", "text/plain"}},
+		request{name: "HTTP/2 gRPC second of two types", h2: true, path: "/dead", wantHeader: "-Grpc-Status",
+			types: []string{"text/plain", "application/grpc"}},
+		request{name: "HTTP/1.1 gRPC first of two types", grpc: true, path: "/dead", wantHeader: "Grpc-Status: 14",
+			types: []string{"application/grpc", "text/plain"}})
 	// After the update that removes cluster c (the loops keep serving an
 	// h2c connection opened before it) and then its endpoints.
 	gone := []request{
@@ -165,6 +174,10 @@ func TestResponseHeadersSamePaths(t *testing.T) {
 				req.Method = http.MethodPost
 				req.Header.Set("Content-Type", "application/grpc")
 				req.Header.Set("Te", "trailers")
+			}
+			if r.types != nil {
+				req.Method = http.MethodPost
+				req.Header["Content-Type"] = r.types
 			}
 			resp, err := c.Do(req)
 			if err != nil {

@@ -7,8 +7,11 @@
 //
 // A write operation takes its input as an appmesh.Valid, which only the
 // model's validator makes (appmesh.Decode for the API's request document,
-// appmesh.Check for a Go caller's input): no caller can store an invalid
-// spec, and ops does not walk the model again. Reads take their input as
+// appmesh.Check for a Go caller's input): no caller can skip validation
+// by accident, and ops does not walk the model again. The Valid's input is
+// not copied again on its way here: a caller that changes it after
+// validating it (only a test does, TestWritesDoNotValidateAgain) stores
+// what it changed. Reads take their input as
 // it is; they store nothing. Errors meant for clients are *appmesh.Error;
 // any other error is internal.
 package ops

@@ -217,7 +217,11 @@ func (m *Manager) SetEndpoints(las []*endpointv3.ClusterLoadAssignment) error {
 		}
 		m.withdrawn[name] = true
 		if c, ok := cur[name]; ok && c.Type == EDS {
+			// Envoy's EDS counts an update without the assignment as
+			// empty, keeps the hosts, and its subscription counts the
+			// update a success.
 			c.Stats.updateEmpty.Inc()
+			c.Stats.updateSuccess.Inc()
 		}
 	}
 	return nil

@@ -142,6 +142,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	}
 	cookies := 0
 	expect100 := false
+	typed := false // a content-type seen: the first decides, as Header.Get reads it on the goroutine path
 	for _, hf := range f.RegularFields() {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
@@ -174,7 +175,9 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 			}
 			st.declared = n
 		case "content-type":
-			st.grpc = proxyroute.IsGRPC(hf.Value)
+			if !typed {
+				typed, st.grpc = true, proxyroute.IsGRPC(hf.Value)
+			}
 		case "cookie":
 			// HTTP/2 splits cookies into fields; HTTP/1.1 wants them in one
 			// line (RFC 9113 8.2.3).
