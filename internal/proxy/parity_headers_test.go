@@ -112,9 +112,9 @@ func TestResponseHeadersSamePaths(t *testing.T) {
 		h2, grpc   bool
 		path       string
 		keepDate   bool
-		unique     bool   // the answer differs on every run: not compared
-		wantDate   string // "": any date
-		wantHeader string // a header the answer must have ("Name: value"), or lack ("-Name")
+		unique     bool     // the answer differs on every run: not compared
+		wantDate   string   // "": any date
+		wantHeader string   // a header the answer must have ("Name: value"), or lack ("-Name")
 		types      []string // the request's content-type fields, when not one
 	}
 	var requests []request
