@@ -143,6 +143,16 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			panic(p) // http.ErrAbortHandler: net/http resets the stream
 		}
 	}()
+	if r.Host == "" {
+		// Envoy's connection manager requires a Host (:authority) before
+		// anything else (decodeHeaders): 400 without a body, and an
+		// HTTP/1 connection closes after it, as after any 400 it answers.
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		m.localReply(rw, s, http.StatusBadRequest, 0, "", "missing_host_header")
+		return
+	}
 	if m.generateRequestID && r.Header.Get("X-Request-Id") == "" {
 		// As Envoy: the downstream request gets the ID, so the access log's
 		// %REQ(X-REQUEST-ID)% and the upstream see the same one.
@@ -420,10 +430,15 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if body != "" {
-		h.Set("Content-Type", "text/plain")
-		h.Set("Content-Length", strconv.Itoa(len(body)))
+	if body == "" {
+		// No write: the HTTP/1.1 writer then frames the reply with
+		// content-length 0 as Envoy's codec does (a write, even empty,
+		// would begin a chunked body).
+		w.WriteHeader(code)
+		return
 	}
+	h.Set("Content-Type", "text/plain")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, body)
 }
