@@ -33,7 +33,10 @@ type LogRecord struct {
 	Start            time.Time
 	Duration         time.Duration
 	ResponseDuration time.Duration // to the response head; -1 when none was sent
-	Head             []byte        // the request head as received
+	// Head is the request head as received; empty, with Method, Target
+	// and Headers, for a head the loops refused (Envoy logs those without
+	// request headers).
+	Head []byte
 	// Method, Target and Headers are Head as the loop parsed it (slices
 	// of Head): the log reads them without parsing the head again.
 	Method, Target []byte

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // logState is a logged connection's record in the making.
@@ -49,6 +50,30 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	if t.Cluster != "" && t.Status == 0 {
 		r.Attempts = 1
 	}
+}
+
+// logRefused begins the record of a request head the loops refuse
+// (refuse), when its connection's Router logs: a record without request
+// headers, as Envoy logs the stream its codec refused (its method, path
+// and headers "-", its protocol HTTP/1.1), flagged DPE when the codec
+// refused it.
+func (l *loop) logRefused(d *down, r proxyroute.Refusal) {
+	to, ok := d.gen.router.(AccessLogger)
+	if !ok {
+		return
+	}
+	g := l.logConn(d)
+	g.rec.HTTP2 = false
+	g.to, g.active, g.start, g.respAt = to, true, d.reqStart, -1
+	g.head, g.fields, g.rid, g.resp = g.head[:0], g.fields[:0], g.rid[:0], g.resp[:0]
+	rec := &g.rec
+	rec.Method, rec.Target = nil, nil
+	rec.Start = l.epoch.Add(time.Duration(d.reqStart))
+	rec.Flags, rec.Details, rec.BytesReceived, rec.BytesSent, rec.Code = 0, r.Details(), 0, 0, 0
+	if r.CodecError() {
+		rec.Flags = accesslog.DownstreamProtocolError
+	}
+	rec.Cluster, rec.Route, rec.Host, rec.Attempts = "", "", netip.AddrPort{}, 0
 }
 
 // logConn returns d's log state, made with the connection's addresses

@@ -29,6 +29,9 @@ type ChainConfig struct {
 	// and stream_flush_timeout; 0 means the Server's (for the flush
 	// timeout, the chain's StreamIdleTimeout when that is set).
 	StreamIdleTimeout, StreamFlushTimeout time.Duration
+	// AcceptHTTP10 is the connection manager's accept_http_10 (see
+	// Config.AcceptHTTP10).
+	AcceptHTTP10 bool
 	// Continues, when set, is the chain of the previous configuration
 	// this one carries on (the same filter chain, an update later): the
 	// connections of both are retired together.

@@ -7,8 +7,9 @@
 // static configuration (Routes, Clusters) it is the prototype
 // bench/evloopproxy runs; with a Router it serves weft proxy's listeners
 // by default on Linux, handing what it does not implement (h2c,
-// upgrades, routes that need more) to the goroutine path through HandOff.
-// Without HandOff those are refused (501, 505). Timeouts are kept in a
+// upgrades, routes that need more, accepted HTTP/1.0) to the goroutine
+// path through HandOff. Without HandOff those are refused (501) or, for
+// HTTP/1.0, served. Timeouts are kept in a
 // heap per loop (timer_linux.go), retries follow the route's policy
 // (retry_linux.go), and a Router that is an AccessLogger gets a record of
 // every request (accesslog_linux.go).
@@ -69,7 +70,7 @@ type Config struct {
 	// consumed, the current request's head first, and which of the
 	// connection manager's per-connection counters the loops counted for
 	// it. It is called on a loop and must not block. Without it those
-	// requests are refused (501, 505).
+	// requests are refused (501).
 	HandOff func(fd int, buffered []byte, counted Counted)
 	// TLS, when set, terminates TLS on every connection (see TLS); Update
 	// replaces it for the connections accepted afterwards.
@@ -112,6 +113,12 @@ type Config struct {
 	// HeadersTimeout bounds the wait for a request head once its first
 	// byte came (408 after it); 0 means DefaultHeadersTimeout.
 	HeadersTimeout time.Duration
+	// AcceptHTTP10 serves HTTP/1.0 requests (a connection manager's
+	// accept_http_10): HandOff takes them, to answer them in kind; the
+	// loops serve them without one (answering HTTP/1.1). Without it they
+	// are refused with 426 Upgrade Required, as Envoy refuses them by
+	// default; so is any other version but HTTP/1.1 either way.
+	AcceptHTTP10 bool
 	// RequestTimeout bounds the wait for an upstream's complete response
 	// (the route timeout App Mesh sets: 15 s); 0 means DefaultRequestTimeout.
 	RequestTimeout time.Duration

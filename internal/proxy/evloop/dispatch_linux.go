@@ -20,19 +20,34 @@ import (
 func (l *loop) dispatch(d *down, head []byte) {
 	st := d.gen.st
 	r := &l.req
-	if err := parseRequest(head, r); err != nil {
+	if err := parseRequest(head, r, d.gen.http10); err != nil {
 		if bytes.HasPrefix(head, []byte(h2cPreface)) && l.startH2(d, head) {
 			l.process(d)
 			return
 		}
-		if (errors.Is(err, errUpgrade) || bytes.HasPrefix(head, []byte(h2cPreface))) && l.handOffWhenWritten(d) {
+		// Upgrades, and targets that are not origin-form (which the
+		// goroutine path routes as net/http reads them), are the
+		// goroutine path's; an HTTP/2 stream's cannot be handed over.
+		if d.h2 == nil && (errors.Is(err, errUpgrade) || errors.Is(err, errTarget) || bytes.HasPrefix(head, []byte(h2cPreface))) &&
+			l.handOffWhenWritten(d) {
 			return
 		}
 		l.badRequest(d, err)
 		return
 	}
+	if r.minor == 0 && d.h2 == nil && l.handOffWhenWritten(d) {
+		// HTTP/1.0, accepted: the goroutine path answers it in kind
+		// (an HTTP/1.0 status line, keep-alive, no chunking), as Envoy
+		// does. Without a HandOff the loops serve it as HTTP/1.1.
+		return
+	}
+	// Envoy's connection manager requires a Host (decodeHeaders): 400
+	// without a body (missing_host_header), and an HTTP/1.1 connection
+	// closes after it. An accepted HTTP/1.0 request without one is the
+	// goroutine path's (above), which answers it so too.
+	missingHost := !r.hasHost && r.minor == 1
 	var t Target
-	if rtr := d.gen.router; rtr != nil {
+	if rtr := d.gen.router; rtr != nil && !missingHost {
 		l.hv = headView{head, r}
 		if d.h2 != nil {
 			t = rtr.(H2Router).RouteH2(&l.hv)
@@ -73,6 +88,11 @@ func (l *loop) dispatch(d *down, head []byte) {
 	d.requests++
 	l.startRetries(d, &t, d.gen.router != nil)
 	l.logStart(d, head, r, &t)
+	if missingHost {
+		d.logFlags(0, "missing_host_header")
+		l.localReply(d, 400, "", true)
+		return
+	}
 	target := r.target.of(head)
 	path := target
 	for i, c := range target {

@@ -27,7 +27,10 @@ func (r h1UpRouter) Route(h proxyroute.Head) Target { return r.RouteH2(h) }
 // ends; a deadline of 20 s).
 func startH1Up(t *testing.T) (net.Conn, func(settings ...http2.Setting) *rawUp) {
 	t.Helper()
-	srv, accept := startH2Up(t, func(c *Config) { c.Router = h1UpRouter{c.Router.(h2UpRouter)} })
+	srv, accept := startH2Up(t, func(c *Config) {
+		c.Router = h1UpRouter{c.Router.(h2UpRouter)}
+		c.AcceptHTTP10 = true // served by the loops: no HandOff
+	})
 	c := dial(t, srv.Addr())
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	return c, accept

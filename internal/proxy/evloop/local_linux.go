@@ -16,21 +16,52 @@ import (
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
-// badRequest answers a head the parser refused (its status, 400 by
-// default) and closes the connection after it.
+// badRequest answers a head the parser refused: an HTTP/1.1 client's as
+// a refusal, an HTTP/2 stream's with the refusal's status and the
+// parser's text (its connection carries on).
 func (l *loop) badRequest(d *down, err error) {
-	st := 400
+	r := proxyroute.RefuseMalformed
 	var pe *parseError
 	if errors.As(err, &pe) {
-		st = pe.status
+		r = pe.refusal
 	}
 	if d.h2 == nil {
-		d.gen.st.cxProtocolError.Inc() // an h2 stream's error leaves its connection be
-		l.firstHeadEnded(d)
+		l.refuse(d, r)
+		return
 	}
 	d.gen.st.rqTotal.Inc()
 	d.off = len(d.in)
-	l.localReply(d, st, err.Error(), true)
+	l.localReply(d, r.Status(), err.Error(), true)
+}
+
+// refuse answers a request head the loops do not route, as Envoy's
+// connection manager answers it (proxyroute.Refusal) and as the goroutine
+// path does (httpconn's h1Conn.refuse), and closes the connection after
+// it. It is counted as Envoy counts the stream its codec opened at the
+// head's first byte: a request (downstream_rq_total, _http1_total,
+// _completed, its status class, the time), reset since its head was not
+// complete (downstream_rq_rx_reset), a protocol error
+// (downstream_cx_protocol_error, DPE) when the codec refused it; and
+// logged without request headers.
+func (l *loop) refuse(d *down, r proxyroute.Refusal) {
+	st := d.gen.st
+	switch {
+	case r.CodecError():
+		st.cxProtocolError.Inc()
+	case r == proxyroute.RefuseHeaderTimeout:
+		st.rqHeaderTimeout.Inc()
+	}
+	l.firstHeadEnded(d)
+	st.rqTotal.Inc()
+	st.rqHTTP1.Inc()
+	st.rqRxReset.Inc()
+	d.off = len(d.in)
+	d.reqStart = l.now
+	if d.headStart != 0 {
+		d.reqStart = d.headStart - 1
+	}
+	l.logRefused(d, r)
+	l.localReply(d, r.Status(), r.Body(), true)
 }
 
 // badBody answers a request whose body's framing is malformed (a chunk
@@ -53,6 +84,8 @@ func reason(status int) string {
 		return "Not Found"
 	case 417:
 		return "Expectation Failed"
+	case 426:
+		return "Upgrade Required"
 	case 408:
 		return "Request Timeout"
 	case 431:

@@ -10,8 +10,8 @@ import (
 // not) is 200 application/grpc with the 404's gRPC code (12,
 // UNIMPLEMENTED) in grpc-status, content-length 0 and no body, HEAD or
 // not; a request whose first Content-Type is another is answered 404;
-// and a malformed head after a gRPC HEAD request is answered 400
-// text/plain with the parser's text as its body.
+// and a malformed head after a gRPC HEAD request is answered as Envoy's
+// codec answers it: 400 text/plain "Bad Request".
 func TestLocalReplyShapedByItsRequest(t *testing.T) {
 	b := backend(t, "a")
 	srv, _ := start(t, Config{Loops: 1, Routes: []Route{{Domain: "*", Prefix: "/only/", Cluster: "a"}},
@@ -29,7 +29,7 @@ func TestLocalReplyShapedByItsRequest(t *testing.T) {
 		{200, "application/grpc", "0", "12", ""},
 		{404, "", "0", "", ""},
 		{200, "application/grpc", "0", "12", ""},
-		{400, "text/plain", "21", "", "malformed header line"},
+		{400, "text/plain", "11", "", "Bad Request"},
 	} {
 		r := rs[i]
 		if r.StatusCode != want.status || r.Header.Get("Content-Type") != want.contentType ||

@@ -372,12 +372,14 @@ func TestBadRequests(t *testing.T) {
 		{"ctl in value", "GET / HTTP/1.1\r\nHost: x\r\nX-A: b\x01c\r\n\r\n", 400},
 		{"gzip request", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
 		{"two codings", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
-		{"chunked HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"HTTP/1.0", "GET / HTTP/1.0\r\n\r\n", 426}, // as Envoy without accept_http_10
+		{"chunked HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 426},
+		{"HTTP/1.2", "GET / HTTP/1.2\r\nHost: x\r\n\r\n", 426},
 		{"framing hop-by-hop", "POST / HTTP/1.1\r\nHost: x\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"bad chunk", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
 		{"upgrade", "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", 501},
 		{"absolute form", "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n", 501},
-		{"http/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
+		{"http/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 501}, // without H2 and HandOff
 		{"bad host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
 		{"bad escape", "GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"expectation", "GET / HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n", 417},

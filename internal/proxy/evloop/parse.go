@@ -13,41 +13,42 @@ import (
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
-// Limits of a request head, as weft proxy's HTTP/1.1 path has them.
+// Limits of a request head, as weft proxy's HTTP/1.1 path has them (and
+// proxyroute.MaxHeaders header lines).
 const (
 	// maxHeadBytes bounds a request or response head: Envoy's
 	// max_request_headers_kb default (60 KiB).
 	maxHeadBytes = 60 << 10
-	// maxHeaders bounds the header lines of a head: Envoy's
-	// max_request_headers_count default.
-	maxHeaders = 100
 	// maxConnTokens bounds the header names a Connection header may
 	// name as hop-by-hop; more is answered 400.
 	maxConnTokens = 8
 )
 
-// A parse error names the status the client gets.
+// A parse error names how the client is answered (an HTTP/2 stream's
+// refusal has its status and, for body, the error's text).
 type parseError struct {
-	status int
-	msg    string
+	refusal proxyroute.Refusal
+	msg     string
 }
 
 func (e *parseError) Error() string { return e.msg }
 
 var (
-	errTooLarge   = &parseError{431, "request header fields too large"}
-	errBareLF     = &parseError{400, "bare LF in head"}
-	errRequest    = &parseError{400, "malformed request line"}
-	errHeader     = &parseError{400, "malformed header line"}
-	errHost       = &parseError{400, "missing or repeated host"}
-	errLength     = &parseError{400, "bad content-length"}
-	errSmuggle    = &parseError{400, "content-length with transfer-encoding"}
-	errVersion    = &parseError{505, "http version not supported"}
-	errChunked    = &parseError{501, "transfer-encoding not implemented"}
-	errUpgrade    = &parseError{501, "upgrade not implemented"}
-	errTarget     = &parseError{501, "only origin-form request targets are implemented"}
-	errConnTokens = &parseError{400, "too many connection tokens"}
-	errExpect     = &parseError{417, "expectation failed"}
+	errTooLarge       = &parseError{proxyroute.RefuseHeadTooLarge, "request header fields too large"}
+	errTooManyHeaders = &parseError{proxyroute.RefuseTooManyHeaders, "too many header lines"}
+	errBareLF         = &parseError{proxyroute.RefuseMalformed, "bare LF in head"}
+	errRequest        = &parseError{proxyroute.RefuseMalformed, "malformed request line"}
+	errHeader         = &parseError{proxyroute.RefuseMalformed, "malformed header line"}
+	errHost           = &parseError{proxyroute.RefuseMalformed, "repeated or invalid host"}
+	errLength         = &parseError{proxyroute.RefuseMalformed, "bad content-length"}
+	errChunkedLength  = &parseError{proxyroute.RefuseChunkedLength, "content-length with transfer-encoding"}
+	errSmuggle        = &parseError{proxyroute.RefuseMalformed, "transfer-encoding a next hop may read otherwise"}
+	errLowVersion     = &parseError{proxyroute.RefuseLowVersion, "http version not supported"}
+	errChunked        = &parseError{proxyroute.RefuseTransferEncoding, "transfer-encoding not implemented"}
+	errUpgrade        = &parseError{proxyroute.RefuseUnimplemented, "upgrade not implemented"}
+	errTarget         = &parseError{proxyroute.RefuseUnimplemented, "only origin-form request targets are implemented"}
+	errConnTokens     = &parseError{proxyroute.RefuseMalformed, "too many connection tokens"}
+	errExpect         = &parseError{proxyroute.RefuseExpectation, "expectation failed"}
 )
 
 // span is a range of the buffer a head was parsed from.
@@ -128,8 +129,12 @@ type headerLine struct {
 	hop         bool // not forwarded
 }
 
-// parseRequest parses the complete head b (as scan found it).
-func parseRequest(b []byte, r *request) error {
+// parseRequest parses the complete head b (as scan found it). http10
+// says whether HTTP/1.0 requests are served (accept_http_10); any other
+// version but HTTP/1.1 is refused (errLowVersion), as Envoy's codec,
+// which reads them all as HTTP/1.0, refuses them, once the framing
+// headers are checked.
+func parseRequest(b []byte, r *request, http10 bool) error {
 	*r = request{lines: r.lines[:0]}
 	eol := bytes.IndexByte(b, '\n') - 1 // '\r'
 	line := b[:eol]
@@ -164,14 +169,14 @@ func parseRequest(b []byte, r *request) error {
 	if len(proto) != 8 || string(proto[:5]) != "HTTP/" || proto[6] != '.' || !isDigit(proto[5]) || !isDigit(proto[7]) {
 		return errRequest
 	}
-	if proto[5] != '1' {
-		return errVersion
-	}
-	switch proto[7] {
-	case '0', '1':
-		r.minor = proto[7] - '0'
+	// HTTP/1.1, or read as HTTP/1.0 (minor 0) until refused below.
+	otherVersion := false
+	switch string(proto[5:]) {
+	case "1.1":
+		r.minor = 1
+	case "1.0":
 	default:
-		return errVersion
+		otherVersion = true
 	}
 	if string(method) == "CONNECT" || target[0] != '/' {
 		if string(method) == "OPTIONS" && string(target) == "*" {
@@ -187,8 +192,8 @@ func parseRequest(b []byte, r *request) error {
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
 		l := b[p:e]
-		if len(r.lines) == maxHeaders {
-			return errTooLarge
+		if len(r.lines) == proxyroute.MaxHeaders {
+			return errTooManyHeaders
 		}
 		c := bytes.IndexByte(l, ':')
 		if c <= 0 {
@@ -269,17 +274,22 @@ func parseRequest(b []byte, r *request) error {
 		r.lines = append(r.lines, h)
 		p = e + 2
 	}
-	if r.chunked && (r.hasLength || r.minor == 0) {
-		// Both framings, or a chunked HTTP/1.0 body net/http would not
-		// read as one: refused, as a smuggling attempt would be.
+	if r.chunked && r.hasLength {
+		// Both framings: refused, as a smuggling attempt would be.
+		return errChunkedLength
+	}
+	if r.minor == 0 && (!http10 || otherVersion) {
+		return errLowVersion
+	}
+	if r.chunked && r.minor == 0 {
+		// A chunked HTTP/1.0 body net/http would not read as one.
 		return errSmuggle
 	}
 	if upgrade {
 		return errUpgrade
 	}
-	if !r.hasHost && r.minor == 1 {
-		return errHost
-	}
+	// An HTTP/1.1 request without Host is read: dispatch answers it, as
+	// Envoy's connection manager does once its codec read the head.
 	// Headers the Connection header names are hop-by-hop too, but the
 	// body's framing must reach the upstream.
 	for i := range r.lines {

@@ -35,7 +35,7 @@ func TestScanInPieces(t *testing.T) {
 		}
 	}
 	var r request
-	if err := parseRequest(req[:want], &r); err != nil {
+	if err := parseRequest(req[:want], &r, true); err != nil {
 		t.Fatal(err)
 	}
 	if string(r.method.of(req)) != "GET" || string(r.target.of(req)) != "/a?b=c" || string(r.host.of(req)) != "x" || r.minor != 1 || len(r.lines) != 2 {
@@ -59,13 +59,17 @@ func TestParseRequestErrors(t *testing.T) {
 	}{
 		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0},
 		{"GET / HTTP/1.0\r\n\r\n", 0},
-		{"GET / HTTP/1.1\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\n\r\n", 0}, // answered by dispatch
+		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
 		{"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"GET / HTTP/1.1 \r\nHost: x\r\n\r\n", 400},
 		{"GET / FOO/1.1\r\nHost: x\r\n\r\n", 400},
-		{"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505},
-		{"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+		{"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 426},
+		{"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 426},
+		{"GET / HTTP/0.9\r\nHost: x\r\n\r\n", 426},
+		{"GET / HTTP/1.0\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400}, // both framings first, as Envoy
+		{"GET / HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
 		{"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 501},
 		{"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", 501},
 		{"GET / HTTP/1.1\r\n: x\r\nHost: x\r\n\r\n", 400},
@@ -86,13 +90,25 @@ func TestParseRequestErrors(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n", 417},
 	} {
 		var r request
-		err := parseRequest([]byte(tc.in), &r)
+		err := parseRequest([]byte(tc.in), &r, true)
 		var pe *parseError
 		switch {
 		case tc.status == 0 && err != nil:
 			t.Errorf("%q: %v", tc.in, err)
-		case tc.status != 0 && (!errors.As(err, &pe) || pe.status != tc.status):
+		case tc.status != 0 && (!errors.As(err, &pe) || pe.refusal.Status() != tc.status):
 			t.Errorf("%q: %v, want %d", tc.in, err, tc.status)
+		}
+	}
+}
+
+// TestParseRequestHTTP10: without accept_http_10, an HTTP/1.0 request
+// (with or without a chunked body) is refused as Envoy refuses it: 426.
+func TestParseRequestHTTP10(t *testing.T) {
+	for _, in := range []string{"GET / HTTP/1.0\r\n\r\n", "GET / HTTP/1.0\r\nConnection: keep-alive\r\nHost: x\r\n\r\n",
+		"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"} {
+		var r request
+		if err := parseRequest([]byte(in), &r, false); err != errLowVersion {
+			t.Errorf("%q: %v, want %v", in, err, errLowVersion)
 		}
 	}
 }
@@ -100,7 +116,7 @@ func TestParseRequestErrors(t *testing.T) {
 func TestHopByHop(t *testing.T) {
 	in := []byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nTE2: gzip\r\nX-Keep: 2\r\n\r\n")
 	var r request
-	if err := parseRequest(in, &r); err != nil {
+	if err := parseRequest(in, &r, true); err != nil {
 		t.Fatal(err)
 	}
 	var kept []string
@@ -117,11 +133,11 @@ func TestHopByHop(t *testing.T) {
 func TestHTTP10KeepAlive(t *testing.T) {
 	var r request
 	in := []byte("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-	if err := parseRequest(in, &r); err != nil || r.closeAfter {
+	if err := parseRequest(in, &r, true); err != nil || r.closeAfter {
 		t.Errorf("HTTP/1.0 keep-alive: %v close %v", err, r.closeAfter)
 	}
 	in = []byte("GET / HTTP/1.0\r\n\r\n")
-	if err := parseRequest(in, &r); err != nil || !r.closeAfter {
+	if err := parseRequest(in, &r, true); err != nil || !r.closeAfter {
 		t.Errorf("HTTP/1.0: %v close %v", err, r.closeAfter)
 	}
 }
@@ -201,9 +217,9 @@ func FuzzRequestHead(f *testing.F) {
 		}
 		head := in[:got]
 		var r request
-		if err := parseRequest(head, &r); err != nil {
+		if err := parseRequest(head, &r, true); err != nil {
 			var pe *parseError
-			if !errors.As(err, &pe) || pe.status < 400 {
+			if !errors.As(err, &pe) || pe.refusal == 0 {
 				t.Fatalf("error %v is not a parse error", err)
 			}
 			return

@@ -55,7 +55,7 @@ func parseResponse(b []byte, r *response) error {
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
 		l := b[p:e]
-		if len(r.lines) == maxHeaders {
+		if len(r.lines) == proxyroute.MaxHeaders {
 			return errResponse
 		}
 		c := bytes.IndexByte(l, ':')

@@ -141,7 +141,7 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	s.addr = ap
 	s.gen.Store(&generation{router: cfg.Router, st: s.st, tls: cfg.TLS, headers: cfg.HeadersTimeout, idle: cfg.IdleTimeout,
-		streamIdle: cfg.StreamIdleTimeout, flush: cfg.StreamFlushTimeout, retired: new(atomic.Bool)})
+		streamIdle: cfg.StreamIdleTimeout, flush: cfg.StreamFlushTimeout, http10: cfg.AcceptHTTP10, retired: new(atomic.Bool)})
 	return s, nil
 }
 
@@ -159,6 +159,7 @@ type generation struct {
 	// streamIdle and flush bound an HTTP/2 stream that made no progress
 	// (h2Deadline, h2uDeadline).
 	streamIdle, flush time.Duration
+	http10            bool         // HTTP/1.0 requests are served (Config.AcceptHTTP10)
 	retired           *atomic.Bool // Retire: its connections drain; shared by the generations of one filter chain
 }
 
@@ -169,7 +170,7 @@ type generation struct {
 func (s *Server) Update(router Router, statPrefix string, tls *TLS) {
 	s.gen.Store(&generation{router: router, st: newCounters(s.cfg.Stats, statPrefix, nil), tls: tls,
 		headers: s.cfg.HeadersTimeout, idle: s.cfg.IdleTimeout, streamIdle: s.cfg.StreamIdleTimeout, flush: s.cfg.StreamFlushTimeout,
-		retired: new(atomic.Bool)})
+		http10: s.cfg.AcceptHTTP10, retired: new(atomic.Bool)})
 }
 
 // Drain makes every connection of the loops close once its response in

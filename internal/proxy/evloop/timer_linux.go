@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // A loop's timeouts: each client connection is in the loop's timer heap
@@ -222,15 +223,12 @@ func (l *loop) expire(d *down) {
 	case d.drainNext && d.requests == 0 && l.now >= d.drainBy && (d.in == nil || d.off == len(d.in)):
 		l.closeDown(d)
 	case u == nil && d.state == dsHead && !d.rs.waiting && d.headStart != 0 && l.now-d.headStart >= int64(d.gen.headers):
-		d.gen.st.rqHeaderTimeout.Inc()
 		if d.in == nil || d.off == len(d.in) {
+			d.gen.st.rqHeaderTimeout.Inc()
 			l.closeDown(d) // not a byte since it was accepted: nothing to answer
 			return
 		}
-		l.firstHeadEnded(d)
-		d.off = len(d.in)
-		d.reqStart = l.now
-		l.localReply(d, 408, "request header timeout", true)
+		l.refuse(d, proxyroute.RefuseHeaderTimeout)
 	case u == nil && d.state == dsHead && !d.rs.waiting && l.now-d.last >= int64(d.gen.idle):
 		d.gen.st.cxIdleTimeout.Inc()
 		l.closeDown(d)

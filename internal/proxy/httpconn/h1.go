@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // The HTTP/1.1 fast path: a downstream connection is served on the
@@ -96,7 +96,16 @@ type h1Conn struct {
 	firstDeadline time.Time     // the read deadline for the first byte; set before the connection is tracked
 	idleTimeout   time.Duration // waiting for a request; 0: none
 	// Counters of the connection manager; nil in tests.
-	onHeaderTimeout, onIdleTimeout, onProtocolError func()
+	onHeaderTimeout, onIdleTimeout func()
+	// onRefused counts and logs a request head the connection refused
+	// (refuse), which began at start; nil in tests.
+	onRefused func(r route.Refusal, start time.Time)
+	// server is the Server header of the answers the connection makes
+	// itself (refuse); "" for none.
+	server string
+	// http10: HTTP/1.0 requests are served (the connection manager's
+	// accept_http_10), else refused 426 as Envoy refuses them by default.
+	http10 bool
 	// onDrainClose counts a connection closed because it was draining
 	// (shutdown, or its listener or filter chain changed); nil in tests.
 	onDrainClose func()
@@ -126,7 +135,7 @@ var (
 )
 
 func newH1Conn(c *listener.Conn) *h1Conn {
-	hc := &h1Conn{c: c,
+	hc := &h1Conn{c: c, server: "envoy",
 		headerTimeout: DefaultRequestHeadersTimeout, idleTimeout: DefaultIdleTimeout}
 	hc.lim = limitedReader{c: c.Conn, n: maxHeaderBytes}
 	hc.idle = newIdleReader(c.Conn)
@@ -188,7 +197,8 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	hc := newH1Conn(c)
 	hc.headerTimeout, hc.idleTimeout = m.headersTimeout, m.idleTimeout
 	hc.onHeaderTimeout, hc.onIdleTimeout = m.stats.rqHeaderTimeout.Inc, m.stats.cxIdleTimeout.Inc
-	hc.onProtocolError = m.stats.cxProtocolError.Inc
+	hc.onRefused = func(r route.Refusal, start time.Time) { m.refused(c, r, start) }
+	hc.server, hc.http10 = m.localServer(), m.http10
 	if m.stats.cxDrainClose != nil {
 		hc.onDrainClose = m.stats.cxDrainClose.Inc
 	}
@@ -453,6 +463,7 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		}
 		_, _ = hc.br.Discard(1)
 	}
+	start := time.Now()
 	hc.chk.reset()
 	if b, _ := hc.br.Peek(hc.br.Buffered()); !hc.chk.scan(b) {
 		hc.lim.chk = &hc.chk // the rest of the head is checked as it arrives
@@ -462,44 +473,19 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	hc.lim.chk = nil
 	hc.lim.n = math.MaxInt64
 	if err != nil {
-		var ne net.Error
 		if isTimeout(hc.lim.err) {
 			// A line cut by the deadline may reach the parser as a
 			// malformed one: the deadline is the cause.
 			err = hc.lim.err
 		}
-		switch {
-		case errors.Is(err, errHeadTooLarge):
-			count(hc.onProtocolError)
-			hc.fail(http.StatusRequestHeaderFieldsTooLarge, "431 Request Header Fields Too Large")
-		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
-		case errors.As(err, &ne):
-			if ne.Timeout() {
-				// Envoy's request_headers_timeout answers 408 likewise.
-				count(hc.onHeaderTimeout)
-				hc.fail(http.StatusRequestTimeout, "request header timeout")
-			}
-		case strings.HasPrefix(err.Error(), "unsupported transfer encoding"),
-			strings.HasPrefix(err.Error(), "too many transfer encodings"):
-			// Go's reader refuses codings other than one "chunked"; Envoy
-			// answers those 501 (http1.invalid_transfer_encoding), as
-			// RFC 9112 section 6.1 suggests.
-			count(hc.onProtocolError)
-			hc.fail(http.StatusNotImplemented, "501 Not Implemented: unsupported transfer encoding")
-		default:
-			count(hc.onProtocolError)
-			hc.fail(http.StatusBadRequest, "400 Bad Request")
+		if r := readRefusal(err); r != 0 {
+			hc.refuse(r, start)
 		}
 		return false, false
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	msg := hc.chk.problem()
-	if msg == "" {
-		msg = checkRequest(req)
-	}
-	if msg != "" {
-		count(hc.onProtocolError)
-		hc.fail(http.StatusBadRequest, "400 Bad Request: "+msg)
+	if r := hc.checkHead(req); r != 0 {
+		hc.refuse(r, start)
 		return false, false
 	}
 	w := &h1Writer{hc: hc, req: req, header: make(http.Header), length: -1}
@@ -512,7 +498,7 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 			req.Body = w.cont
 		}
 	} else if req.Header.Get("Expect") != "" {
-		hc.fail(http.StatusExpectationFailed, "417 Expectation Failed")
+		hc.refuse(route.RefuseExpectation, start)
 		return false, false
 	}
 	// For HTTP/1.0, Close is set unless the client asked for keep-alive.
@@ -577,20 +563,4 @@ func (hc *h1Conn) run(ctx context.Context, log *slog.Logger, h handlerFunc, w *h
 	}()
 	h(ctx, w, req)
 	return true
-}
-
-// fail answers a request that could not be read and ends the
-// connection. What the client still sends is read and dropped for a
-// moment first: closing with unread data would reset the connection, and
-// the client might lose the answer (net/http's server waits likewise).
-func (hc *h1Conn) fail(code int, msg string) {
-	fmt.Fprintf(hc.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
-		code, http.StatusText(code), len(msg), msg)
-	if hc.bw.Flush() != nil {
-		return
-	}
-	if cw, ok := hc.c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-		_ = hc.c.SetReadDeadline(time.Now().Add(rstAvoidance))
-		_, _ = io.CopyN(io.Discard, hc.c.Conn, maxDrain)
-	}
 }

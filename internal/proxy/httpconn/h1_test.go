@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h1Server runs the fast path's connection loop over real TCP connections
@@ -31,8 +32,12 @@ type h1Server struct {
 	wg    sync.WaitGroup
 }
 
+// startH1 serves HTTP/1.0 requests too (accept_http_10).
 func startH1(t testing.TB, h handlerFunc) *h1Server {
-	return startH1With(t, h, Options{ParkIdleAfter: time.Nanosecond}, nil)
+	return startH1With(t, h, Options{ParkIdleAfter: time.Nanosecond}, func(hc *h1Conn) *h1Conn {
+		hc.http10 = true
+		return hc
+	})
 }
 
 // startH1With is startH1 with the Server's options; setup, when set,
@@ -289,11 +294,14 @@ func TestH1BadRequests(t *testing.T) {
 		code int
 	}{
 		{"garbage", "NOT HTTP\r\n\r\n", 400},
-		{"missing Host", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
 		{"bad header name", "GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n", 400},
 		{"head too large", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("a", maxHeaderBytes) + "\r\n\r\n", 431},
 		{"unknown expectation", "GET / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n", 417},
-		{"HTTP/2 request line without the preface", "GET / HTTP/2.0\r\nHost: h\r\n\r\n", 400},
+		{"HTTP/2 request line without the preface", "GET / HTTP/2.0\r\nHost: h\r\n\r\n", 426},
+		{"HTTP/1.2", "GET / HTTP/1.2\r\nHost: h\r\n\r\n", 426},
+		{"too many header lines", "GET / HTTP/1.1\r\nHost: h\r\n" + strings.Repeat("X: x\r\n", 100) + "\r\n", 431},
+		{"chunked HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		// Framing two parsers may read differently (head.go).
 		{"Content-Length and Transfer-Encoding", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"Transfer-Encoding and Content-Length", "POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n", 400},
@@ -313,7 +321,25 @@ func TestH1BadRequests(t *testing.T) {
 			if len(rs) != 1 || rs[0].StatusCode != tc.code || !rs[0].Close {
 				t.Fatalf("got %d responses (%v), want one %d that closes", len(rs), rs, tc.code)
 			}
+			// Envoy's local reply: the reason phrase as text.
+			if b, h := body(rs[0]), rs[0].Header; b != http.StatusText(tc.code) || h.Get("Content-Type") != "text/plain" ||
+				h.Get("Server") != "envoy" || h.Get("Date") == "" {
+				t.Errorf("answered %q %v, want %q as text/plain with a date, from envoy", b, h, http.StatusText(tc.code))
+			}
 		})
+	}
+}
+
+// TestH1RefusesHTTP10: without accept_http_10 (Envoy's default), an
+// HTTP/1.0 request is answered 426 Upgrade Required with an HTTP/1.1
+// status line, and the connection closes.
+func TestH1RefusesHTTP10(t *testing.T) {
+	srv := startH1With(t, echo, Options{}, nil)
+	out := srv.exchange(t, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n")
+	rs := responses(t, out)
+	if len(rs) != 1 || rs[0].StatusCode != http.StatusUpgradeRequired || !rs[0].Close || body(rs[0]) != "Upgrade Required" ||
+		!strings.HasPrefix(out, "HTTP/1.1 426 Upgrade Required\r\n") {
+		t.Fatalf("answered %q, want one HTTP/1.1 426 that closes", out)
 	}
 }
 
@@ -728,15 +754,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestHeadCheck(t *testing.T) {
 	tests := []struct {
 		head string
-		want string // "" when acceptable
+		want route.Refusal // 0 when acceptable
 	}{
-		{"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n", ""},
-		{"GET / HTTP/1.1\r\nHost: h\r\nX-Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", ""},
-		{"GET / HTTP/1.1\r\nHost: h\r\nX: a:b\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", ""}, // after the head
-		{"GET / HTTP/1.1\r\nCONTENT-LENGTH: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "content-length and transfer-encoding together"},
-		{"GET / HTTP/1.1\r\nHost: h\r\nX: 1\r\n 2\r\n\r\n", "folded header line"},
-		{"GET / HTTP/1.1\nHost: h\r\n\r\n", "line ending without CR"},
-		{"GET / HTTP/1.1\r\nHost: h\n\n", "line ending without CR"},
+		{"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX-Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 0},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX: a:b\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 0}, // after the head
+		{"GET / HTTP/1.1\r\nCONTENT-LENGTH: 3\r\nTransfer-Encoding: chunked\r\n\r\n", route.RefuseChunkedLength},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX: 1\r\n 2\r\n\r\n", route.RefuseMalformed},
+		{"GET / HTTP/1.1\nHost: h\r\n\r\n", route.RefuseMalformed},
+		{"GET / HTTP/1.1\r\nHost: h\n\n", route.RefuseMalformed},
+		{"GET / HTTP/1.1\r\n" + strings.Repeat("X: x\r\n", route.MaxHeaders) + "\r\n", 0},
+		{"GET / HTTP/1.1\r\n" + strings.Repeat("X: x\r\n", route.MaxHeaders+1) + "\r\n", route.RefuseTooManyHeaders},
 	}
 	for _, tc := range tests {
 		for size := 1; size <= len(tc.head); size++ {
@@ -746,7 +774,7 @@ func TestHeadCheck(t *testing.T) {
 				done = h.scan([]byte(tc.head[i:min(i+size, len(tc.head))]))
 			}
 			if !done || h.problem() != tc.want {
-				t.Fatalf("%q in pieces of %d: done %v, problem %q, want %q", tc.head, size, done, h.problem(), tc.want)
+				t.Fatalf("%q in pieces of %d: done %v, problem %d, want %d", tc.head, size, done, h.problem(), tc.want)
 			}
 		}
 	}

@@ -4,9 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"net"
-	"net/http"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // limitedReader is the connection as the read buffer sees it: while a
@@ -81,28 +78,4 @@ func (c *replayConn) Read(p []byte) (int, error) {
 		c.br = nil
 	}
 	return c.Conn.Read(p)
-}
-
-// checkRequest applies the checks net/http's server makes beyond parsing.
-func checkRequest(req *http.Request) string {
-	if req.ProtoMajor != 1 {
-		return "unsupported protocol version"
-	}
-	if req.ProtoAtLeast(1, 1) && req.Host == "" && req.Method != http.MethodConnect {
-		return "missing required Host header"
-	}
-	if !httpguts.ValidHostHeader(req.Host) {
-		return "malformed Host header"
-	}
-	for k, vv := range req.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return "invalid header name"
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return "invalid header value"
-			}
-		}
-	}
-	return ""
 }

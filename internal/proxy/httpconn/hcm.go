@@ -100,6 +100,7 @@ type HCM struct {
 	generateRequestID bool
 	useRemoteAddress  bool
 	websocket         bool
+	http10            bool          // http_protocol_options.accept_http_10: HTTP/1.0 served, else refused 426
 	headersTimeout    time.Duration // request head, from its first byte; 0: none
 	idleTimeout       time.Duration // connection without a request; 0: none
 	h2MaxStreams      uint32
@@ -221,6 +222,7 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 		if err := strict.Fields(o, path+".http_protocol_options", "accept_http_10"); err != nil {
 			return nil, err
 		}
+		m.http10 = o.GetAcceptHttp_10()
 	}
 	if o := h.GetHttp2ProtocolOptions(); o != nil {
 		if err := strict.Fields(o, path+".http2_protocol_options", "max_concurrent_streams",

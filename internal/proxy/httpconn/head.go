@@ -1,5 +1,7 @@
 package httpconn
 
+import "github.com/weftmesh/weft/internal/proxy/route"
+
 // headCheck looks at the raw bytes of an HTTP/1.1 request head for what
 // net/http's reader accepts but a proxy must refuse, because the next hop
 // may frame the message differently (request smuggling):
@@ -20,6 +22,10 @@ package httpconn
 //     accepting it forwards a head another parser may cut elsewhere, so
 //     weft proxy refuses it with 400.
 //
+// It counts the header lines too: Go's reader takes any number, Envoy
+// refuses more than max_request_headers_count (100 by default) with 431;
+// and Host lines, of which Go's reader keeps the first (its server
+// refuses more than one, as the event loops do).
 // Transfer-Encoding values other than a single "chunked" are refused by
 // Go's reader already; the fast path answers them 501 as Envoy does
 // (http1.invalid_transfer_encoding).
@@ -36,8 +42,8 @@ type headCheck struct {
 	nameLong bool
 	done     bool // the empty line ending the head was seen
 
-	contentLength, transferEncoding int // header lines of each
-	fold, bareLF                    bool
+	contentLength, transferEncoding, host int // header lines of each
+	fold, bareLF                          bool
 }
 
 func (h *headCheck) reset() { *h = headCheck{} }
@@ -108,18 +114,24 @@ func (h *headCheck) endName() {
 		h.contentLength++
 	case "transfer-encoding":
 		h.transferEncoding++
+	case "host":
+		h.host++
 	}
 }
 
-// problem describes why the head must be refused, or is "".
-func (h *headCheck) problem() string {
+// problem is the refusal the head's raw bytes call for, or 0; in the
+// order the event loops' parser finds them (evloop's parseRequest:
+// Content-Length with Transfer-Encoding once the whole head is read).
+func (h *headCheck) problem() route.Refusal {
 	switch {
-	case h.contentLength > 0 && h.transferEncoding > 0:
-		return "content-length and transfer-encoding together"
-	case h.fold:
-		return "folded header line"
 	case h.bareLF:
-		return "line ending without CR"
+		return route.RefuseMalformed
+	case h.lines-1 > route.MaxHeaders: // the request line is one
+		return route.RefuseTooManyHeaders
+	case h.fold, h.host > 1:
+		return route.RefuseMalformed
+	case h.contentLength > 0 && h.transferEncoding > 0:
+		return route.RefuseChunkedLength
 	}
-	return ""
+	return 0
 }

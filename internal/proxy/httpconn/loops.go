@@ -74,6 +74,12 @@ func (m *HCM) Normalize(path string) string {
 	return path
 }
 
+// AcceptHTTP10 reports whether HTTP/1.0 requests are served
+// (http_protocol_options.accept_http_10); else they are refused with 426
+// Upgrade Required, as Envoy refuses them by default. The loops hand
+// those they serve to ServeConn, which answers them in kind.
+func (m *HCM) AcceptHTTP10() bool { return m.http10 }
+
 // Timeouts are the request head's and the idle connection's; 0 is none.
 func (m *HCM) Timeouts() (headers, idle time.Duration) { return m.headersTimeout, m.idleTimeout }
 

@@ -59,6 +59,9 @@ type LoopChain struct {
 	// StreamIdleTimeout and StreamFlushTimeout are its stream_idle_timeout
 	// and stream_flush_timeout; 0 is none.
 	StreamIdleTimeout, StreamFlushTimeout time.Duration
+	// AcceptHTTP10 is its accept_http_10: HTTP/1.0 requests are handed
+	// off (the goroutine path answers them in kind), else refused 426.
+	AcceptHTTP10 bool
 	// TLS, when set, is the chain's TLS: the loops run its handshake (on
 	// a goroutine per connection) and carry the records.
 	TLS TLS
@@ -189,7 +192,8 @@ func (l *Listener) makeLoopChains(prev, cfg *Config) {
 		}
 		lc.ev = l.loops.NewChain(evloop.ChainConfig{Router: lc.Router, StatPrefix: lc.StatPrefix, TLS: lc.evloopTLS(),
 			HeadersTimeout: loopTimeout(lc.HeadersTimeout), IdleTimeout: loopTimeout(lc.IdleTimeout),
-			StreamIdleTimeout: loopTimeout(lc.StreamIdleTimeout), StreamFlushTimeout: loopTimeout(lc.StreamFlushTimeout), Continues: prev.loopChainOf(ch)})
+			StreamIdleTimeout: loopTimeout(lc.StreamIdleTimeout), StreamFlushTimeout: loopTimeout(lc.StreamFlushTimeout),
+			AcceptHTTP10: lc.AcceptHTTP10, Continues: prev.loopChainOf(ch)})
 	}
 	for i, lc := range cfg.Loops.Chains {
 		make1(&cfg.Chains[i], lc)

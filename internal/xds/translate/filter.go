@@ -22,7 +22,8 @@ const (
 // flavor carries App Mesh's settings: path normalisation and merged
 // slashes (path and prefix matches rely on them), websocket upgrades on
 // http, an empty tracing block so that a tracer set in the bootstrap
-// applies, and the access log.
+// applies, and the access log. No http_protocol_options: as App Mesh's,
+// the proxy refuses HTTP/1.0 requests (426, accept_http_10 unset).
 func (b *build) hcm(statPrefix, rds string, proto appmesh.PortProtocol, logs []*accesslogv3.AccessLog, fl flavor) *hcmv3.HttpConnectionManager {
 	m := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,

@@ -50,6 +50,27 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// TestGoldenRefusesHTTP10: no connection manager of any golden sets
+// http_protocol_options, accept_http_10 among them. App Mesh's Envoy
+// never did: its proxies refused HTTP/1.0 requests with 426 Upgrade
+// Required (Envoy's default), and weft proxy does the same for the
+// configurations weft serves.
+func TestGoldenRefusesHTTP10(t *testing.T) {
+	files, err := filepath.Glob("testdata/*/golden/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no goldens: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(`"http_protocol_options"`)) || bytes.Contains(b, []byte(`"accept_http_10"`)) {
+			t.Errorf("%s: a connection manager sets http_protocol_options", f)
+		}
+	}
+}
+
 // corpusDir is the repository's copy of the App Mesh examples corpus, whose
 // cases are read in place; their goldens live in testdata/<case>/golden.
 const corpusDir = "../../../testdata/appmesh-examples"

@@ -1,0 +1,116 @@
+package httpconn
+
+// Local replies: what the connection manager answers itself, as Envoy's
+// (its bodies, flags and details; a gRPC request's as a gRPC status), for
+// a request it does not route, or whose upstream exchange failed before a
+// response.
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// localError is what the upstream round tripper returns instead of a
+// response: the local reply Envoy would send.
+type localError struct {
+	code    int
+	flags   accesslog.Flags
+	body    string
+	details string
+	abort   bool // no reply: reset the stream (close the HTTP/1.1 connection)
+	close   bool // close the HTTP/1.1 connection after the reply
+}
+
+func (e *localError) Error() string { return e.body }
+
+// errorHandler answers a stream whose upstream exchange failed before a
+// response: with the local reply err describes, or none.
+func (m *HCM) errorHandler(w http.ResponseWriter, s *stream, err error) {
+	var le *localError
+	if !errors.As(err, &le) {
+		le = &localError{code: http.StatusServiceUnavailable, flags: accesslog.UpstreamConnectionTermination,
+			body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
+	}
+	if s.down.Err() != nil {
+		// The client went away: nothing to answer.
+		s.flags |= accesslog.DownstreamConnectionTermination | le.flags
+		return
+	}
+	if le.abort {
+		s.flags |= le.flags
+		s.details = le.details
+		panic(http.ErrAbortHandler)
+	}
+	if le.close && s.in.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	m.localReply(w, s, le.code, le.flags, le.body, le.details)
+}
+
+// localReply answers without an upstream response, as gRPC (trailers
+// only, grpc-status) when the request is gRPC.
+func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags accesslog.Flags, body, details string) {
+	s.flags |= flags
+	if details != "" {
+		s.details = details
+	}
+	h := w.Header()
+	m.applyResponseHeaders(s, h)
+	if route.IsGRPC(s.in.Header.Get("Content-Type")) {
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", strconv.Itoa(route.GRPCStatusFor(code)))
+		if body != "" {
+			h.Set("Grpc-Message", body)
+		}
+		if s.in.ProtoMajor == 2 {
+			// Headers only, as Envoy sends it: it drops any
+			// content-length from a gRPC local reply, and its HTTP/2
+			// codec adds none (its HTTP/1.1 codec adds "0", as the
+			// writer here does). The key without a value keeps x/net's
+			// server from adding one.
+			h["Content-Length"] = nil
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if body == "" {
+		// No write: the HTTP/1.1 writer then frames the reply with
+		// content-length 0 as Envoy's codec does (a write, even empty,
+		// would begin a chunked body).
+		w.WriteHeader(code)
+		return
+	}
+	h.Set("Content-Type", "text/plain")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
+}
+
+// downstreamError is the local reply for an upstream attempt that failed
+// because the downstream request body could not be read, or nil. Such a
+// failure is the client's: answered 400 when the body was malformed,
+// not at all when the client went away, never retried and never held
+// against the upstream host.
+func (s *stream) downstreamError() *localError {
+	p := s.bodyErr.Load()
+	if p == nil {
+		return nil
+	}
+	err := *p
+	var ne net.Error
+	if s.down.Err() != nil || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne) {
+		s.m.stats.rqRxReset.Inc()
+		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: "downstream_remote_disconnect"}
+	}
+	// Malformed framing (bad chunk sizes, a body longer than declared):
+	// Envoy's codec answers 400 and closes the connection.
+	s.m.stats.cxProtocolError.Inc()
+	return &localError{code: http.StatusBadRequest, flags: accesslog.DownstreamProtocolError, body: "Bad Request",
+		details: "downstream_protocol_error", close: true}
+}
