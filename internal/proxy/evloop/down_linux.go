@@ -243,10 +243,6 @@ func (l *loop) process(d *down) {
 			data := d.chunks.data
 			take, done, err := d.bodyPart(b)
 			if err != nil {
-				// The upstream has part of a request: it cannot be reused.
-				u := d.u
-				u.d, d.u = nil, nil
-				l.closeUp(u)
 				l.badBody(d)
 				return
 			}

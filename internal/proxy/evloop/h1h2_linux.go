@@ -163,8 +163,6 @@ func (l *loop) h1uBody(d *down) bool {
 		// Framing: a byte at a time, so that data is told apart.
 		_, done, err := d.chunks.scan(b[:1])
 		if err != nil {
-			l.h2uForget(st)
-			d.hb = nil
 			l.badBody(d)
 			return false
 		}

@@ -33,15 +33,42 @@ func (l *loop) badRequest(d *down, err error) {
 	l.localReply(d, st, err.Error(), true)
 }
 
-// badBody answers a request whose body's framing is malformed (a chunk
-// size that is not one) once its head was dispatched, as the goroutine
-// path answers it (Envoy's codec error): 400 "Bad Request" (a gRPC
-// request's as a gRPC status), flagged DPE, and the connection closes.
+// badBody ends a request whose body's framing is malformed (a chunk
+// size that is not one) once its head was dispatched, as Envoy's codec
+// error and the goroutine path end it: a protocol error, flagged DPE,
+// and the connection closes. Its upstream exchange, which has part of a
+// request, is dropped. Before the response started the request is
+// answered 400 "Bad Request" (a gRPC request's as a gRPC status); after,
+// no answer can follow the response's bytes (Envoy's codec sends none
+// then, and resets the stream): what was received of the response goes
+// out, and the connection closes with it cut, the request logged with
+// the status sent.
 func (l *loop) badBody(d *down) {
 	d.gen.st.cxProtocolError.Inc()
 	d.logFlags(accesslog.DownstreamProtocolError, "downstream_protocol_error")
 	d.off = len(d.in)
-	l.localReply(d, 400, "Bad Request", true)
+	sent := 0 // the final response's status, once its head went down
+	if u := d.u; u != nil {
+		if u.status >= 200 {
+			sent = u.status
+		}
+		u.d, d.u = nil, nil
+		l.closeUp(u)
+	}
+	if hb := d.hb; hb != nil {
+		sent = hb.status
+		l.h1uRelease(d)
+	}
+	if sent == 0 {
+		l.localReply(d, 400, "Bad Request", true)
+		return
+	}
+	// Counted as a response already (responseCounted): the reply's
+	// work but the counting and the reply.
+	d.closeAfter, d.state = true, dsHead
+	l.endRetries(d)
+	l.logDone(d, sent)
+	l.flushDown(d) // drains the connection once the response's bytes are out
 }
 
 // reason is a local reply's reason phrase.

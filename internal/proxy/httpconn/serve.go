@@ -89,6 +89,16 @@ func (s *stream) allFlags() accesslog.Flags {
 	return s.flags | accesslog.Flags(s.bodyFlags.Load())
 }
 
+// codeDetails are the stream's response code details: a response cut
+// for the client's malformed body (upstreamBody.Read) has the protocol
+// error's.
+func (s *stream) codeDetails() string {
+	if s.details == "" && accesslog.Flags(s.bodyFlags.Load())&accesslog.DownstreamProtocolError != 0 {
+		return detailsProtocolError
+	}
+	return s.details
+}
+
 func (s *stream) touch() {
 	if s.idleArmed {
 		s.activity.Store(time.Now().UnixNano())
@@ -450,7 +460,7 @@ func (m *HCM) finish(s *stream, rw *respWriter) {
 	e := accesslog.Entry{
 		Start: s.start, Duration: time.Since(s.start), RequestDuration: -1, ResponseDuration: -1,
 		Request: s.in, Protocol: s.in.Proto, ResponseCode: code, ResponseHeader: rw.Header(),
-		ResponseTrailer: rw.Header(), CodeDetails: s.details, Flags: s.allFlags(),
+		ResponseTrailer: rw.Header(), CodeDetails: s.codeDetails(), Flags: s.allFlags(),
 		BytesReceived: s.rxBytes.Load(), BytesSent: rw.bytes, Attempts: s.attempts,
 		DownstreamRemote: s.conn.Src.String(), DownstreamLocal: s.conn.Dst.String(),
 		DownstreamDirectPeer: s.conn.Src.String(), ServerName: s.conn.ServerName, ConnectionID: s.conn.ID,
@@ -535,27 +545,41 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// detailsProtocolError is the response code details of a request whose
+// body broke its framing.
+const detailsProtocolError = "downstream_protocol_error"
+
+// bodyMalformed reports whether reading the downstream request body
+// failed on its framing (bad chunk sizes, a body longer than declared),
+// not because the client went away.
+func (s *stream) bodyMalformed() bool {
+	p := s.bodyErr.Load()
+	if p == nil || s.down.Err() != nil {
+		return false
+	}
+	err := *p
+	var ne net.Error
+	return !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) && !errors.As(err, &ne)
+}
+
 // downstreamError is the local reply for an upstream attempt that failed
 // because the downstream request body could not be read, or nil. Such a
 // failure is the client's: answered 400 when the body was malformed,
 // not at all when the client went away, never retried and never held
 // against the upstream host.
 func (s *stream) downstreamError() *localError {
-	p := s.bodyErr.Load()
-	if p == nil {
+	if s.bodyErr.Load() == nil {
 		return nil
 	}
-	err := *p
-	var ne net.Error
-	if s.down.Err() != nil || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne) {
+	if !s.bodyMalformed() {
 		s.m.stats.rqRxReset.Inc()
 		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: "downstream_remote_disconnect"}
 	}
-	// Malformed framing (bad chunk sizes, a body longer than declared):
-	// Envoy's codec answers 400 and closes the connection.
+	// Malformed framing: Envoy's codec answers 400 and closes the
+	// connection (once a response started, upstreamBody.Read).
 	s.m.stats.cxProtocolError.Inc()
 	return &localError{code: http.StatusBadRequest, flags: accesslog.DownstreamProtocolError, body: "Bad Request",
-		details: "downstream_protocol_error", close: true}
+		details: detailsProtocolError, close: true}
 }
 
 // mergeSlashes collapses runs of '/'.
