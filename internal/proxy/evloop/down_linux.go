@@ -106,7 +106,7 @@ func (l *loop) drain(d *down) {
 		l.closeDown(d)
 		return
 	}
-	d.draining, d.last = true, l.now
+	d.draining, d.last, d.drained = true, l.now, 0
 	if d.in != nil {
 		l.putBuf(d.in)
 		d.in, d.off = nil, 0
@@ -252,6 +252,10 @@ func (l *loop) process(d *down) {
 				d.state = dsWait
 			}
 			if !l.sendUp(d.u, b[:take]) {
+				return
+			}
+		case dsSkip:
+			if !l.skipBody(d) {
 				return
 			}
 		case dsWait:

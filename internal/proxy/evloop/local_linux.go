@@ -171,14 +171,74 @@ func (l *loop) localReplyH1(d *down, status int, body string, closeAfter bool) i
 	return status
 }
 
-// replyDone counts and logs a local reply, and sends it.
+// replyDone counts and logs a local reply, and sends it. An HTTP/1.1
+// request whose body is still to come and may be skipped (the reply does
+// not close the connection) has it skipped (skipBody).
 func (l *loop) replyDone(d *down, status int) {
 	d.gen.st.response(status)
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	skip := d.state == dsBody && !d.closeAfter && d.h2 == nil
 	d.state = dsHead
+	if skip {
+		d.state, d.skipBy, d.drained = dsSkip, l.now+int64(drainFor), 0
+	}
 	l.endRetries(d)
 	l.logDone(d, status)
 	l.flushDown(d)
+}
+
+// replyUnread answers a request from the proxy before any of its body
+// was read (dispatch's local replies). The body, content-length or
+// chunked, is skipped (replyDone), as the goroutine path drains what its
+// handler left unread; a request that asked for 100-continue ends the
+// connection instead, as there (the body was not asked for: the client
+// may send it or not).
+func (l *loop) replyUnread(d *down, r *request, status int, body string) {
+	if d.h2 == nil {
+		d.bodyLeft, d.chunked, d.chunks = 0, r.chunked, chunkScanner{}
+		if r.hasLength {
+			d.bodyLeft = r.contentLength
+		}
+		if d.chunked || d.bodyLeft > 0 {
+			d.state = dsBody
+		}
+	}
+	l.localReply(d, status, body, r.expectContinue && d.state == dsBody)
+}
+
+// skipBody reads and drops what came of a body being skipped, and
+// reports whether process may go on (to the next request). As the
+// goroutine path drains a body: at most maxDrain of its bytes, within
+// drainFor of the reply (expire), and a malformed one is not answered;
+// past those the connection closes once the reply is out.
+func (l *loop) skipBody(d *down) bool {
+	b := d.in[d.off:]
+	if len(b) == 0 {
+		l.releaseIn(d)
+		return false
+	}
+	data := d.chunks.data
+	take, done, err := d.bodyPart(b)
+	if d.chunked {
+		d.drained += int(d.chunks.data - data)
+	} else {
+		d.drained += take
+	}
+	if err != nil || d.drained > maxDrain {
+		d.off = len(d.in)
+		d.state, d.closeAfter = dsHead, true
+		l.flushDown(d) // drains the connection once the reply is out
+		return false
+	}
+	d.off += take
+	if done {
+		d.state = dsHead
+		if d.closeAfter {
+			l.flushDown(d) // drained meanwhile (drainConns)
+			return false
+		}
+	}
+	return true
 }
 
 // h2cPreface starts an HTTP/2 connection without TLS (RFC 9113 3.4).
