@@ -175,3 +175,116 @@ func TestMalformedBodyAfterResponseSamePaths(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalReplyBeforeBodySamePaths: a request answered by the proxy
+// before its body was read (its cluster's host refuses the connection,
+// or cannot be reached: a TCP connect to the broadcast address fails at
+// once, and the loops answer as they dispatch), with a body of either
+// framing, leaves the connection to the next request on every path: the
+// goroutine path reads and drops the body after the reply (up to a
+// point), and the loops skip it alike. The loops took a chunked body for
+// the next request's head (a 400) and closed the connection after a
+// body with a length when they answered at dispatch, closed it after a
+// request to an HTTP/2 cluster, and after a refused one to an HTTP/1.1
+// cluster left the request pipelined behind it waiting for the
+// connection's idle timeout. Each request goes on a connection of its
+// own, with the next one written behind its body.
+func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
+	ok := newBackend(t, "ok")
+	dead := deadAddr(t)
+	const unreachable = "255.255.255.255:80"
+	type request struct {
+		name string
+		path string
+		body string // the framing header, the blank line and the body
+	}
+	const (
+		length  = "Content-Length: 5\r\n\r\nhello"
+		chunked = "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+	)
+	requests := []request{
+		{"content-length body", "/dead", length},
+		{"chunked body", "/dead", chunked},
+		{"HTTP/2 cluster, content-length body", "/dead2", length},
+		{"HTTP/2 cluster, chunked body", "/dead2", chunked},
+		{"unreachable, content-length body", "/unreachable", length},
+		{"unreachable, chunked body", "/unreachable", chunked},
+		{"unreachable HTTP/2 cluster, content-length body", "/unreachable2", length},
+		{"unreachable HTTP/2 cluster, chunked body", "/unreachable2", chunked},
+	}
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% " +
+		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %UPSTREAM_CLUSTER%\n"}}
+	type result struct {
+		answers []string
+		stats   string
+		log     string
+	}
+	results := map[string]result{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) {
+			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
+			c.AccessLogBuffering.FlushInterval = time.Millisecond
+		})
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/dead2", "dead2"), routeTo("/dead", "dead"),
+				routeTo("/unreachable2", "unreachable2"), routeTo("/unreachable", "unreachable"), routeTo("/", "ok"))),
+			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("dead"), cla("dead", dead), edsCluster("dead2", h2Upstream), cla("dead2", dead),
+			edsCluster("unreachable"), cla("unreachable", unreachable), edsCluster("unreachable2", h2Upstream),
+			cla("unreachable2", unreachable))
+		var res result
+		sent := 0
+		for _, r := range requests {
+			c, err := net.Dial("tcp", h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(c, "POST "+r.path+" HTTP/1.1\r\nHost: x\r\n"+r.body+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+			br := bufio.NewReader(c)
+			var answer []string
+			for range 2 {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					answer = append(answer, err.Error())
+					break
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				sent++
+				answer = append(answer, fmt.Sprintf("%d close %v", resp.StatusCode, resp.Close))
+			}
+			_ = c.Close()
+			got := strings.Join(answer, ", then ")
+			res.answers = append(res.answers, got)
+			if want := "503 close false, then 200 close false"; p.goroutines && got != want {
+				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, got, want)
+			}
+			if want, ok := results["goroutines"]; ok && got != want.answers[len(res.answers)-1] {
+				// Before the wait for the log, which lines missing fail.
+				t.Errorf("%s, %s: answered\n%s\nthe goroutine path\n%s", p.name, r.name, got, want.answers[len(res.answers)-1])
+			}
+		}
+		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
+			b, _ := os.ReadFile(logFile)
+			res.log = string(b)
+			return strings.Count(res.log, "\n") >= sent
+		})
+		res.log = sortLines(res.log)
+		var stats []string
+		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
+			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_cx_total"} {
+			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
+		}
+		res.stats = strings.Join(stats, "\n")
+		results[p.name] = res
+	}
+	want := results["goroutines"]
+	for path, got := range results {
+		if got.stats != want.stats {
+			t.Errorf("%s: counters\n%s\nthe goroutine path's\n%s", path, got.stats, want.stats)
+		}
+		if got.log != want.log {
+			t.Errorf("%s: access log\n%s\nthe goroutine path's\n%s", path, got.log, want.log)
+		}
+	}
+}

@@ -201,6 +201,9 @@ func (l *loop) process(d *down) {
 	if d.h2 != nil {
 		defer l.h2Credit(d.h2)
 	}
+	was := d.processing
+	d.processing = true
+	defer func() { d.processing = was }()
 	for !d.closed && !d.draining && d.h2c == nil {
 		switch d.state {
 		case dsHead:

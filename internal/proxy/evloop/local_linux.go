@@ -173,7 +173,10 @@ func (l *loop) localReplyH1(d *down, status int, body string, closeAfter bool) i
 
 // replyDone counts and logs a local reply, and sends it. An HTTP/1.1
 // request whose body is still to come and may be skipped (the reply does
-// not close the connection) has it skipped (skipBody).
+// not close the connection) has it skipped (skipBody). A reply made
+// outside process (on an upstream's event, a timer) carries on with what
+// the client sent behind the request, as a response's end does (finish):
+// nothing else would look at those bytes before the client sends more.
 func (l *loop) replyDone(d *down, status int) {
 	d.gen.st.response(status)
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
@@ -185,6 +188,15 @@ func (l *loop) replyDone(d *down, status int) {
 	l.endRetries(d)
 	l.logDone(d, status)
 	l.flushDown(d)
+	if d.closed || d.h2 != nil || d.processing {
+		return
+	}
+	if d.pausedIn && d.outOff >= len(d.out) {
+		d.pausedIn = false
+		l.watchDown(d)
+	}
+	l.process(d)
+	l.arm(d) // the skip's deadline, or the next request's; an upstream's event arms no client (h1uEnd)
 }
 
 // replyUnread answers a request from the proxy before any of its body

@@ -98,6 +98,7 @@ type down struct {
 	handOffNext bool        // the next request goes to HandOff once the answers before it are written
 	drained     int
 	skipBy      int64        // loop time by which a skipped body must end (dsSkip); drained counts its bytes
+	processing  bool         // process is at work on its bytes: replyDone need not call it
 	rs          retryState   // retry_linux.go
 	tm          timerSlot    // timer_linux.go
 	lg          *logState    // accesslog_linux.go; nil when not logged
