@@ -118,7 +118,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 				}
 				d.logFlags(t.Flags, t.Details)
 			}
-			l.localReply(d, t.Status, t.Body, r.hasLength && r.contentLength > 0)
+			l.replyUnread(d, r, t.Status, t.Body)
 			return
 		}
 		pool = l.hostPool(t.Cluster, t.Host)
@@ -127,7 +127,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		rt := l.srv.table.match(r.host.of(head), path)
 		if rt == nil {
 			st.noRoute.Inc()
-			l.localReply(d, 404, "", r.hasLength && r.contentLength > 0)
+			l.replyUnread(d, r, 404, "")
 			return
 		}
 		pool = &l.pools[rt.cluster]
@@ -150,7 +150,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	}
 	if err != nil {
 		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
-		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", r.hasLength && r.contentLength > 0)
+		l.replyUnread(d, r, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
 		return
 	}
 	// The upstream request: the client's head without its hop-by-hop

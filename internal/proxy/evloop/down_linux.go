@@ -106,7 +106,7 @@ func (l *loop) drain(d *down) {
 		l.closeDown(d)
 		return
 	}
-	d.draining, d.last = true, l.now
+	d.draining, d.last, d.drained = true, l.now, 0
 	if d.in != nil {
 		l.putBuf(d.in)
 		d.in, d.off = nil, 0
@@ -201,6 +201,9 @@ func (l *loop) process(d *down) {
 	if d.h2 != nil {
 		defer l.h2Credit(d.h2)
 	}
+	was := d.processing
+	d.processing = true
+	defer func() { d.processing = was }()
 	for !d.closed && !d.draining && d.h2c == nil {
 		switch d.state {
 		case dsHead:
@@ -243,10 +246,6 @@ func (l *loop) process(d *down) {
 			data := d.chunks.data
 			take, done, err := d.bodyPart(b)
 			if err != nil {
-				// The upstream has part of a request: it cannot be reused.
-				u := d.u
-				u.d, d.u = nil, nil
-				l.closeUp(u)
 				l.badBody(d)
 				return
 			}
@@ -256,6 +255,10 @@ func (l *loop) process(d *down) {
 				d.state = dsWait
 			}
 			if !l.sendUp(d.u, b[:take]) {
+				return
+			}
+		case dsSkip:
+			if !l.skipBody(d) {
 				return
 			}
 		case dsWait:

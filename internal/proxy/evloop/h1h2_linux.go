@@ -40,6 +40,8 @@ type h1h2 struct {
 	left     int64
 	bodyless bool
 	inBody   bool // h1uBody is feeding the stream (h1uCredit must not re-enter it)
+	fed      bool // h1uBody took some of the request body
+	expect   bool // the request asked for 100-continue
 }
 
 // ustream is the h2stream an upstream HTTP/2 stream serves for d: an h2c
@@ -59,7 +61,7 @@ func (d *down) ustream() *h2stream {
 // framing noted, then its first attempt. What the client sends of the
 // body is fed to the stream by process (h1uBody).
 func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, head []byte) {
-	hb := &h1h2{http10: r.minor == 0}
+	hb := &h1h2{http10: r.minor == 0, expect: r.expectContinue}
 	st := &hb.st
 	st.sd, st.declared, st.toH2, st.start, st.last = d, -1, true, l.now, l.now
 	authority := string(r.host.of(head))
@@ -136,7 +138,7 @@ func (l *loop) h1uBody(d *down) bool {
 		return false
 	}
 	b = b[:min(len(b), int(h2Window-st.unpaid))]
-	hb.inBody = true
+	hb.inBody, hb.fed = true, true
 	defer func() { hb.inBody = false }()
 	if !d.chunked {
 		take := int(min(int64(len(b)), d.bodyLeft))
@@ -163,8 +165,6 @@ func (l *loop) h1uBody(d *down) bool {
 		// Framing: a byte at a time, so that data is told apart.
 		_, done, err := d.chunks.scan(b[:1])
 		if err != nil {
-			l.h2uForget(st)
-			d.hb = nil
 			l.badBody(d)
 			return false
 		}
@@ -431,13 +431,25 @@ func (l *loop) h1uRelease(d *down) {
 }
 
 // h1uReply: a local reply to a request whose upstream is HTTP/2
-// (localReply's hook): the connection ends after it when the body is not
-// all read, or requests wait behind it that no read would bring to
-// process.
+// (localReply's hook), its stream released; true when the connection
+// ends after it. It does when part of the body went to the stream, as
+// after an HTTP/1.1 upstream's failure mid-body; a body none of which
+// was taken is skipped as dispatch's replies skip one (replyUnread), or
+// ends the connection likewise when the request asked for 100-continue.
 func (l *loop) h1uReply(d *down) bool {
-	end := !d.hb.st.reqEnded || d.in != nil && d.off < len(d.in)
+	hb := d.hb
+	ended := hb.st.reqEnded
 	l.h1uRelease(d)
-	return end
+	switch {
+	case ended:
+		return false
+	case hb.fed || hb.expect:
+		return true
+	}
+	// For replyDone to skip, framed as h1uDispatch noted: a first
+	// attempt may fail before its stream set the state.
+	d.state = dsBody
+	return false
 }
 
 // h2uResetDown ends the client's side of a response cut after its head:

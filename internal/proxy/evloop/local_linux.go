@@ -64,15 +64,42 @@ func (l *loop) refuse(d *down, r proxyroute.Refusal) {
 	l.localReply(d, r.Status(), r.Body(), true)
 }
 
-// badBody answers a request whose body's framing is malformed (a chunk
-// size that is not one) once its head was dispatched, as the goroutine
-// path answers it (Envoy's codec error): 400 "Bad Request" (a gRPC
-// request's as a gRPC status), flagged DPE, and the connection closes.
+// badBody ends a request whose body's framing is malformed (a chunk
+// size that is not one) once its head was dispatched, as Envoy's codec
+// error and the goroutine path end it: a protocol error, flagged DPE,
+// and the connection closes. Its upstream exchange, which has part of a
+// request, is dropped. Before the response started the request is
+// answered 400 "Bad Request" (a gRPC request's as a gRPC status); after,
+// no answer can follow the response's bytes (Envoy's codec sends none
+// then, and resets the stream): what was received of the response goes
+// out, and the connection closes with it cut, the request logged with
+// the status sent.
 func (l *loop) badBody(d *down) {
 	d.gen.st.cxProtocolError.Inc()
 	d.logFlags(accesslog.DownstreamProtocolError, "downstream_protocol_error")
 	d.off = len(d.in)
-	l.localReply(d, 400, "Bad Request", true)
+	sent := 0 // the final response's status, once its head went down
+	if u := d.u; u != nil {
+		if u.status >= 200 {
+			sent = u.status
+		}
+		u.d, d.u = nil, nil
+		l.closeUp(u)
+	}
+	if hb := d.hb; hb != nil {
+		sent = hb.status
+		l.h1uRelease(d)
+	}
+	if sent == 0 {
+		l.localReply(d, 400, "Bad Request", true)
+		return
+	}
+	// Counted as a response already (responseCounted): the reply's
+	// work but the counting and the reply.
+	d.closeAfter, d.state = true, dsHead
+	l.endRetries(d)
+	l.logDone(d, sent)
+	l.flushDown(d) // drains the connection once the response's bytes are out
 }
 
 // reason is a local reply's reason phrase.
@@ -177,14 +204,86 @@ func (l *loop) localReplyH1(d *down, status int, body string, closeAfter bool) i
 	return status
 }
 
-// replyDone counts and logs a local reply, and sends it.
+// replyDone counts and logs a local reply, and sends it. An HTTP/1.1
+// request whose body is still to come and may be skipped (the reply does
+// not close the connection) has it skipped (skipBody). A reply made
+// outside process (on an upstream's event, a timer) carries on with what
+// the client sent behind the request, as a response's end does (finish):
+// nothing else would look at those bytes before the client sends more.
 func (l *loop) replyDone(d *down, status int) {
 	d.gen.st.response(status)
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	skip := d.state == dsBody && !d.closeAfter && d.h2 == nil
 	d.state = dsHead
+	if skip {
+		d.state, d.skipBy, d.drained = dsSkip, l.now+int64(drainFor), 0
+	}
 	l.endRetries(d)
 	l.logDone(d, status)
 	l.flushDown(d)
+	if d.closed || d.h2 != nil || d.processing {
+		return
+	}
+	if d.pausedIn && d.outOff >= len(d.out) {
+		d.pausedIn = false
+		l.watchDown(d)
+	}
+	l.process(d)
+	l.arm(d) // the skip's deadline, or the next request's; an upstream's event arms no client (h1uEnd)
+}
+
+// replyUnread answers a request from the proxy before any of its body
+// was read (dispatch's local replies). The body, content-length or
+// chunked, is skipped (replyDone), as the goroutine path drains what its
+// handler left unread; a request that asked for 100-continue ends the
+// connection instead, as there (the body was not asked for: the client
+// may send it or not).
+func (l *loop) replyUnread(d *down, r *request, status int, body string) {
+	if d.h2 == nil {
+		d.bodyLeft, d.chunked, d.chunks = 0, r.chunked, chunkScanner{}
+		if r.hasLength {
+			d.bodyLeft = r.contentLength
+		}
+		if d.chunked || d.bodyLeft > 0 {
+			d.state = dsBody
+		}
+	}
+	l.localReply(d, status, body, r.expectContinue && d.state == dsBody)
+}
+
+// skipBody reads and drops what came of a body being skipped, and
+// reports whether process may go on (to the next request). As the
+// goroutine path drains a body: at most maxDrain of its bytes, within
+// drainFor of the reply (expire), and a malformed one is not answered;
+// past those the connection closes once the reply is out.
+func (l *loop) skipBody(d *down) bool {
+	b := d.in[d.off:]
+	if len(b) == 0 {
+		l.releaseIn(d)
+		return false
+	}
+	data := d.chunks.data
+	take, done, err := d.bodyPart(b)
+	if d.chunked {
+		d.drained += int(d.chunks.data - data)
+	} else {
+		d.drained += take
+	}
+	if err != nil || d.drained > maxDrain {
+		d.off = len(d.in)
+		d.state, d.closeAfter = dsHead, true
+		l.flushDown(d) // drains the connection once the reply is out
+		return false
+	}
+	d.off += take
+	if done {
+		d.state = dsHead
+		if d.closeAfter {
+			l.flushDown(d) // drained meanwhile (drainConns)
+			return false
+		}
+	}
+	return true
 }
 
 // h2cPreface starts an HTTP/2 connection without TLS (RFC 9113 3.4).

@@ -52,6 +52,7 @@ const (
 	dsHead = iota // reading a request head
 	dsBody        // forwarding the request's body
 	dsWait        // request sent, waiting for the end of the response
+	dsSkip        // dropping the body of a request answered before it was read (skipBody)
 )
 
 // Upstream response states.
@@ -96,6 +97,8 @@ type down struct {
 	draining    bool        // the last response is out: reading what the client still sends, then closing
 	handOffNext bool        // the next request goes to HandOff once the answers before it are written
 	drained     int
+	skipBy      int64        // loop time by which a skipped body must end (dsSkip); drained counts its bytes
+	processing  bool         // process is at work on its bytes: replyDone need not call it
 	rs          retryState   // retry_linux.go
 	tm          timerSlot    // timer_linux.go
 	lg          *logState    // accesslog_linux.go; nil when not logged

@@ -131,6 +131,9 @@ func (l *loop) deadline(d *down) int64 {
 	if d.draining {
 		return d.last + int64(drainFor) // its only timeout left
 	}
+	if d.state == dsSkip {
+		return d.skipBy // likewise
+	}
 	if u == nil && d.state == dsHead && !d.rs.waiting {
 		if d.headStart != 0 {
 			at = min(at, d.headStart+int64(d.gen.headers))
@@ -200,8 +203,9 @@ func (l *loop) waitFor() time.Duration {
 const poolSweepEvery = hostPoolIdle / 4
 
 // expire enforces d's timeouts that are due: the fresh drain's grace,
-// the drain's end, the head and idle timeouts, the upstream connect, the
-// request timeout, the per-try timeout and the end of a retry's back-off.
+// the drain's end, a skipped body's, the head and idle timeouts, the
+// upstream connect, the request timeout, the per-try timeout and the end
+// of a retry's back-off.
 func (l *loop) expire(d *down) {
 	if d.h2c != nil && !d.draining {
 		l.h2Expire(d)
@@ -220,6 +224,10 @@ func (l *loop) expire(d *down) {
 		return
 	}
 	switch {
+	case d.state == dsSkip:
+		if l.now >= d.skipBy {
+			l.closeDown(d) // the body did not end in time: the goroutine path's drain gives up likewise
+		}
 	case d.drainNext && d.requests == 0 && l.now >= d.drainBy && (d.in == nil || d.off == len(d.in)):
 		l.closeDown(d)
 	case u == nil && d.state == dsHead && !d.rs.waiting && d.headStart != 0 && l.now-d.headStart >= int64(d.gen.headers):

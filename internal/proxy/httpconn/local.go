@@ -92,25 +92,39 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 	_, _ = io.WriteString(w, body)
 }
 
+// detailsProtocolError is the response code details of a request whose
+// body broke its framing.
+const detailsProtocolError = "downstream_protocol_error"
+
+// bodyMalformed reports whether reading the downstream request body
+// failed on its framing (bad chunk sizes, a body longer than declared),
+// not because the client went away.
+func (s *stream) bodyMalformed() bool {
+	p := s.bodyErr.Load()
+	if p == nil || s.down.Err() != nil {
+		return false
+	}
+	err := *p
+	var ne net.Error
+	return !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) && !errors.As(err, &ne)
+}
+
 // downstreamError is the local reply for an upstream attempt that failed
 // because the downstream request body could not be read, or nil. Such a
 // failure is the client's: answered 400 when the body was malformed,
 // not at all when the client went away, never retried and never held
 // against the upstream host.
 func (s *stream) downstreamError() *localError {
-	p := s.bodyErr.Load()
-	if p == nil {
+	if s.bodyErr.Load() == nil {
 		return nil
 	}
-	err := *p
-	var ne net.Error
-	if s.down.Err() != nil || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne) {
+	if !s.bodyMalformed() {
 		s.m.stats.rqRxReset.Inc()
 		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: "downstream_remote_disconnect"}
 	}
-	// Malformed framing (bad chunk sizes, a body longer than declared):
-	// Envoy's codec answers 400 and closes the connection.
+	// Malformed framing: Envoy's codec answers 400 and closes the
+	// connection (once a response started, upstreamBody.Read).
 	s.m.stats.cxProtocolError.Inc()
 	return &localError{code: http.StatusBadRequest, flags: accesslog.DownstreamProtocolError, body: "Bad Request",
-		details: "downstream_protocol_error", close: true}
+		details: detailsProtocolError, close: true}
 }

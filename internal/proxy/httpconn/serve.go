@@ -88,6 +88,16 @@ func (s *stream) allFlags() accesslog.Flags {
 	return s.flags | accesslog.Flags(s.bodyFlags.Load())
 }
 
+// codeDetails are the stream's response code details: a response cut
+// for the client's malformed body (upstreamBody.Read) has the protocol
+// error's.
+func (s *stream) codeDetails() string {
+	if s.details == "" && accesslog.Flags(s.bodyFlags.Load())&accesslog.DownstreamProtocolError != 0 {
+		return detailsProtocolError
+	}
+	return s.details
+}
+
 func (s *stream) touch() {
 	if s.idleArmed {
 		s.activity.Store(time.Now().UnixNano())
@@ -388,7 +398,7 @@ func (m *HCM) finish(s *stream, rw *respWriter) {
 	e := accesslog.Entry{
 		Start: s.start, Duration: time.Since(s.start), RequestDuration: -1, ResponseDuration: -1,
 		Request: s.in, Protocol: s.in.Proto, ResponseCode: code, ResponseHeader: rw.Header(),
-		ResponseTrailer: rw.Header(), CodeDetails: s.details, Flags: s.allFlags(),
+		ResponseTrailer: rw.Header(), CodeDetails: s.codeDetails(), Flags: s.allFlags(),
 		BytesReceived: s.rxBytes.Load(), BytesSent: rw.bytes, Attempts: s.attempts,
 		DownstreamRemote: s.conn.Src.String(), DownstreamLocal: s.conn.Dst.String(),
 		DownstreamDirectPeer: s.conn.Src.String(), ServerName: s.conn.ServerName, ConnectionID: s.conn.ID,

@@ -263,11 +263,20 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF {
 		// The response broke after its headers went downstream: record why.
 		s := b.s
-		s.bodyBroke.Store(true)
+		first := !s.bodyBroke.Swap(true)
 		var f accesslog.Flags
 		switch {
 		case s.down.Err() != nil:
 			f = accesslog.DownstreamConnectionTermination
+		case s.in.ProtoMajor == 1 && s.bodyMalformed():
+			// The transport gave up the exchange on the client's
+			// malformed body (recorded before it did). Envoy's HTTP/1.1
+			// codec can send no 400 once a response started: it resets
+			// the stream, closing the connection, a protocol error.
+			f = accesslog.DownstreamProtocolError
+			if first {
+				s.m.stats.cxProtocolError.Inc()
+			}
 		case context.Cause(s.ctx) != nil:
 			f = s.ctxError(s.ctx).flags
 		default:

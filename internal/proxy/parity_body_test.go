@@ -1,0 +1,290 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+)
+
+// earlyHTTP1Upstream answers each connection's first request as soon as
+// its head is read, before its body: a 200 head and a first chunk of 10
+// bytes (a response of unknown length, which the goroutine path's writer
+// flushes as it comes, as the loops write any). It then reads what comes until the proxy closes
+// the connection or the test ends, and sends no more.
+func earlyHTTP1Upstream(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() { // ends when Cleanup closes ln
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // ends when the proxy closes the connection, or at its deadline
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n"); err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, br)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestMalformedBodyAfterResponseSamePaths: a chunked request body that
+// turns malformed after the upstream's response started (its head and
+// part of its body sent to the client) ends the exchange as Envoy's
+// codec error does once a response started: no local reply (the loops
+// wrote a 400 head into the 200's body, and counted both), the
+// connection closed, downstream_cx_protocol_error counted once and the
+// request counted and logged with the status sent, flagged DPE (the
+// goroutine path flagged it UR, an upstream reset, and counted no
+// protocol error). Over an HTTP/1.1 upstream and an HTTP/2 one, alike on
+// every path.
+func TestMalformedBodyAfterResponseSamePaths(t *testing.T) {
+	h1 := earlyHTTP1Upstream(t)
+	ended := make(chan struct{})
+	t.Cleanup(func() { close(ended) })
+	h2, _ := xnetH2CUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "0123456789")
+		w.(http.Flusher).Flush()
+		_, _ = io.Copy(io.Discard, r.Body) // until the proxy resets the stream
+		select {
+		case <-r.Context().Done():
+		case <-ended:
+		}
+	}))
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% " +
+		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_SENT% %BYTES_RECEIVED% %UPSTREAM_CLUSTER%\n"}}
+	type result struct {
+		answers map[string]string
+		stats   string
+		log     string
+	}
+	paths := []string{"/h1", "/h2"}
+	results := map[string]result{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) {
+			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
+			c.AccessLogBuffering.FlushInterval = time.Millisecond
+		})
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1", "h1"), routeTo("/h2", "h2"))),
+			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
+		res := result{answers: map[string]string{}}
+		for _, path := range paths {
+			c, err := net.Dial("tcp", h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodPost})
+			if err != nil {
+				t.Fatalf("%s, %s: %v", p.name, path, err)
+			}
+			first := make([]byte, 10)
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				t.Fatalf("%s, %s: the response's first bytes: %v", p.name, path, err)
+			}
+			// The response started: now a chunk size that is not one.
+			_, _ = io.WriteString(c, "zz\r\nabc\r\n")
+			rest, err := io.ReadAll(resp.Body)
+			if err == io.ErrUnexpectedEOF {
+				err = nil // the chunked body cut: the connection closed
+			}
+			end := "closed"
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				end = err.Error()
+			}
+			_ = c.Close()
+			res.answers[path] = fmt.Sprintf("%s %q, then %q, %s", wireHead(resp, nil, false), first, rest, end)
+			if p.goroutines && (len(rest) != 0 || end != "closed") {
+				t.Errorf("%s: the goroutine path sent %q after the response's first bytes, then %s; want nothing, closed", path, rest, end)
+			}
+		}
+		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
+			b, _ := os.ReadFile(logFile)
+			res.log = string(b)
+			return strings.Count(res.log, "\n") >= len(paths)
+		})
+		res.log = sortLines(res.log)
+		var stats []string
+		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
+			"downstream_cx_protocol_error"} {
+			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
+		}
+		res.stats = strings.Join(stats, "\n")
+		if p.goroutines {
+			// Envoy's counts: the 200 once, a protocol error each, no 4xx.
+			const want = "downstream_rq_total 2\ndownstream_rq_completed 2\ndownstream_rq_2xx 2\ndownstream_rq_4xx 0\n" +
+				"downstream_cx_protocol_error 2"
+			if res.stats != want {
+				t.Errorf("the goroutine path's counters\n%s\nwant\n%s", res.stats, want)
+			}
+			for _, path := range paths {
+				if want := "POST " + path + " 200 DPE downstream_protocol_error 10 5 "; !strings.Contains(res.log, want) {
+					t.Errorf("the goroutine path's access log\n%s\nwant a line %q", res.log, want+"...")
+				}
+			}
+		}
+		results[p.name] = res
+	}
+	want := results["goroutines"]
+	for path, got := range results {
+		for _, r := range paths {
+			if got.answers[r] != want.answers[r] {
+				t.Errorf("%s, %s: answered\n%s\nthe goroutine path\n%s", path, r, got.answers[r], want.answers[r])
+			}
+		}
+		if got.stats != want.stats {
+			t.Errorf("%s: counters\n%s\nthe goroutine path's\n%s", path, got.stats, want.stats)
+		}
+		if got.log != want.log {
+			t.Errorf("%s: access log\n%s\nthe goroutine path's\n%s", path, got.log, want.log)
+		}
+	}
+}
+
+// TestLocalReplyBeforeBodySamePaths: a request answered by the proxy
+// before its body was read (its cluster's host refuses the connection,
+// or cannot be reached: a TCP connect to the broadcast address fails at
+// once, and the loops answer as they dispatch), with a body of either
+// framing, leaves the connection to the next request on every path: the
+// goroutine path reads and drops the body after the reply (up to a
+// point), and the loops skip it alike. The loops took a chunked body for
+// the next request's head (a 400) and closed the connection after a
+// body with a length when they answered at dispatch, closed it after a
+// request to an HTTP/2 cluster, and after a refused one to an HTTP/1.1
+// cluster left the request pipelined behind it waiting for the
+// connection's idle timeout. Each request goes on a connection of its
+// own, with the next one written behind its body.
+func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
+	ok := newBackend(t, "ok")
+	dead := deadAddr(t)
+	const unreachable = "255.255.255.255:80"
+	type request struct {
+		name string
+		path string
+		body string // the framing header, the blank line and the body
+	}
+	const (
+		length  = "Content-Length: 5\r\n\r\nhello"
+		chunked = "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+	)
+	requests := []request{
+		{"content-length body", "/dead", length},
+		{"chunked body", "/dead", chunked},
+		{"HTTP/2 cluster, content-length body", "/dead2", length},
+		{"HTTP/2 cluster, chunked body", "/dead2", chunked},
+		{"unreachable, content-length body", "/unreachable", length},
+		{"unreachable, chunked body", "/unreachable", chunked},
+		{"unreachable HTTP/2 cluster, content-length body", "/unreachable2", length},
+		{"unreachable HTTP/2 cluster, chunked body", "/unreachable2", chunked},
+	}
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% " +
+		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %UPSTREAM_CLUSTER%\n"}}
+	type result struct {
+		answers []string
+		stats   string
+		log     string
+	}
+	results := map[string]result{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) {
+			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
+			c.AccessLogBuffering.FlushInterval = time.Millisecond
+		})
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/dead2", "dead2"), routeTo("/dead", "dead"),
+				routeTo("/unreachable2", "unreachable2"), routeTo("/unreachable", "unreachable"), routeTo("/", "ok"))),
+			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("dead"), cla("dead", dead), edsCluster("dead2", h2Upstream), cla("dead2", dead),
+			edsCluster("unreachable"), cla("unreachable", unreachable), edsCluster("unreachable2", h2Upstream),
+			cla("unreachable2", unreachable))
+		var res result
+		sent := 0
+		for _, r := range requests {
+			c, err := net.Dial("tcp", h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(c, "POST "+r.path+" HTTP/1.1\r\nHost: x\r\n"+r.body+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+			br := bufio.NewReader(c)
+			var answer []string
+			for range 2 {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					answer = append(answer, err.Error())
+					break
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				sent++
+				answer = append(answer, fmt.Sprintf("%d close %v", resp.StatusCode, resp.Close))
+			}
+			_ = c.Close()
+			got := strings.Join(answer, ", then ")
+			res.answers = append(res.answers, got)
+			if want := "503 close false, then 200 close false"; p.goroutines && got != want {
+				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, got, want)
+			}
+			if want, ok := results["goroutines"]; ok && got != want.answers[len(res.answers)-1] {
+				// Before the wait for the log, which lines missing fail.
+				t.Errorf("%s, %s: answered\n%s\nthe goroutine path\n%s", p.name, r.name, got, want.answers[len(res.answers)-1])
+			}
+		}
+		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
+			b, _ := os.ReadFile(logFile)
+			res.log = string(b)
+			return strings.Count(res.log, "\n") >= sent
+		})
+		res.log = sortLines(res.log)
+		var stats []string
+		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
+			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_cx_total"} {
+			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
+		}
+		res.stats = strings.Join(stats, "\n")
+		results[p.name] = res
+	}
+	want := results["goroutines"]
+	for path, got := range results {
+		if got.stats != want.stats {
+			t.Errorf("%s: counters\n%s\nthe goroutine path's\n%s", path, got.stats, want.stats)
+		}
+		if got.log != want.log {
+			t.Errorf("%s: access log\n%s\nthe goroutine path's\n%s", path, got.log, want.log)
+		}
+	}
+}
