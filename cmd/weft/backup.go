@@ -60,9 +60,10 @@ func openTarget(ctx context.Context, raw string, e storeurl.Etcd) (store.Store, 
 
 // checkRecord is the check weft restore and weft store copy make of each
 // key before writing any: the key must be one weft writes, and its value
-// the record the key's owner would write there (each owner's check says
-// what it covers). A key under cloudmap/remote/ is discovery's, not the
-// registry's.
+// a record the key's owner reads (each owner's check says what it
+// refuses: what the server cannot read, not what today's API would
+// refuse in a request). A key under cloudmap/remote/ is discovery's, not
+// the registry's.
 func checkRecord(key string, value []byte) error {
 	switch {
 	case strings.HasPrefix(key, appmesh.KeyPrefix):
@@ -157,8 +158,11 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stderr, "usage: weft restore --in FILE --store URL\n\n"+
 			"Writes a backup (weft backup) into an empty store: bolt:///path/weft.db (no server may\n"+
 			"have it open) or etcd://host:2379,... (start the replicas after the restore). Every\n"+
-			"key is checked first (a key weft writes, holding the record weft would write there);\n"+
-			"one that is not stops the restore before anything is written.\n\nflags:")
+			"key is checked first (a key weft writes, holding a record weft server reads); one\n"+
+			"that is not stops the restore before anything is written. A backup holds the CA's\n"+
+			"private keys: keep it as secret as the store. FILE may be a pipe (/dev/stdin,\n"+
+			"<(age -d weft.backup.age)): as the restore reads it twice, it first copies it to a\n"+
+			"temporary file in $TMPDIR, mode 0600, removed when the restore ends.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	in := fs.String("in", "", "backup file (required)")
@@ -206,7 +210,9 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"Copies a consistent snapshot of one store into another, empty one: bbolt to etcd to\n"+
 			"move a single server onto replicas, etcd to bbolt to move back. Stop the servers\n"+
 			"using a bbolt file first (it is locked while open). Every key is checked as weft\n"+
-			"restore checks them, before anything is written.\n\nflags:")
+			"restore checks them, before anything is written: the snapshot is held meanwhile in a\n"+
+			"temporary file in $TMPDIR, mode 0600 (it holds the CA's private keys) and removed\n"+
+			"when the copy ends.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	from := fs.String("from", "", "store to read (required): bolt:///path/weft.db (or a path) or etcd://host:2379,...[/prefix]")

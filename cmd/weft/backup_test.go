@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,8 +71,9 @@ func startServer(t *testing.T) string {
 // walkthroughs make: two meshes, virtual nodes with backends and TLS,
 // services provided by nodes and routers, routers with routes of each
 // protocol, gateways with gateway routes of each protocol, Cloud Map
-// namespaces of each type with services and instances, tags on both
-// sides, and requests made with client tokens and creator request ids.
+// namespaces of each type with services and instances, service
+// attributes (one service's deleted again), tags on both sides, and
+// requests made with client tokens and creator request ids.
 func fillTutorial(t *testing.T, base string) {
 	t.Helper()
 	ctx := t.Context()
@@ -134,6 +137,13 @@ func fillTutorial(t *testing.T, base string) {
 	must(cm.RegisterInstance(ctx, &sd.RegisterInstanceInput{ServiceId: api.Service.Id, InstanceId: s("api-1"),
 		Attributes: map[string]string{"AWS_INSTANCE_IPV6": "fd00::1", "AWS_INSTANCE_PORT": "8080"}}))
 	must(cm.UpdateServiceAttributes(ctx, &sd.UpdateServiceAttributesInput{ServiceId: api.Service.Id, Attributes: map[string]string{"tier": "backend"}}))
+	// A service whose only attribute is deleted again.
+	worker, err := cm.CreateService(ctx, &sd.CreateServiceInput{Name: s("worker"), NamespaceId: s(nsIDs["apps"])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(cm.UpdateServiceAttributes(ctx, &sd.UpdateServiceAttributesInput{ServiceId: worker.Service.Id, Attributes: map[string]string{"tier": "batch"}}))
+	must(cm.DeleteServiceAttributes(ctx, &sd.DeleteServiceAttributesInput{ServiceId: worker.Service.Id, Attributes: []string{"tier"}}))
 
 	// App Mesh.
 	for _, m := range []string{"color-mesh", "other-mesh"} {
@@ -266,11 +276,15 @@ func keys(t *testing.T, path string) map[string]string {
 }
 
 // TestRestoreChecksRecords: weft backup of a server that ran the
-// tutorials' resources restores whole with weft restore, and so does a
-// weft store copy of the result. The same backup with one record changed
-// (a key weft does not write, a value that is not the record its key
-// says, a spec the model refuses) is refused naming the line and the key,
-// and the target store stays empty.
+// tutorials' resources restores whole with weft restore, from the file
+// and from a FIFO, and so does a weft store copy of the result. The same
+// backup with one record changed so that the server cannot read it (a
+// key weft does not write, a value that is not the record its key says,
+// names that are not its key's, a resource without metadata) is refused
+// naming the line and the key, and the target store stays empty; one
+// changed in ways the server reads (a member it does not know, a spec
+// today's API would refuse, an owner that is not 12 digits) restores key
+// for key.
 func TestRestoreChecksRecords(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "") // runBackup signs with it when set
 	base := startServer(t)
@@ -326,6 +340,32 @@ func TestRestoreChecksRecords(t *testing.T) {
 		t.Fatalf("copied %d keys of %d", n, len(want))
 	}
 
+	// From a FIFO, which restore cannot read twice.
+	fifo := filepath.Join(dir, "weft.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() { // ends when restore has read the FIFO through, or, if it never opened it, once it is opened and closed below
+		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = w.Write(data)
+			w.Close()
+		}
+		wrote <- err
+	}()
+	fromFIFO := filepath.Join(dir, "fifo.db")
+	err = runRestore(t.Context(), []string{"--in", fifo, "--store", "bolt://" + fromFIFO}, &out, &errOut)
+	if r, oerr := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); oerr == nil {
+		r.Close() // releases the writer if restore never opened the FIFO
+	}
+	if werr := <-wrote; err != nil || werr != nil {
+		t.Fatalf("restore from a FIFO: %v (writing it: %v)", err, werr)
+	}
+	if fifoKeys := keys(t, fromFIFO); !maps.Equal(fifoKeys, got) {
+		t.Fatalf("restored from a FIFO %d keys, from the file %d, or other values", len(fifoKeys), len(got))
+	}
+
 	// One record changed: its line is replaced.
 	find := func(prefix, holding string) int {
 		for i, bl := range want {
@@ -361,8 +401,41 @@ func TestRestoreChecksRecords(t *testing.T) {
 	}
 	node := find("appmesh/res/111122223333/color-mesh/virtualNode/blue", "")
 	route := find("appmesh/res/111122223333/color-mesh/route/color-router/http-route", "")
+	otherMesh := find("appmesh/mesh/111122223333/other-mesh", "")
 	instance := find("cloudmap/instance/", "")
 	service := find("cloudmap/service/", "DnsRecords")
+	// with returns the backup's lines with line n replaced by key and
+	// value, and the number of the line that holds key: a changed key
+	// takes the place of the one before the first key after it, so that
+	// the keys stay in order.
+	with := func(n int, key string, value any) ([]string, int) {
+		out := append([]string(nil), lines...)
+		out[n-1] = lineOf(key, value)
+		if key == want[n-2].Key {
+			return out, n
+		}
+		out = append(out[:n-1], out[n:]...)
+		at := len(out) - 2
+		for i := 1; i < len(out)-2; i++ {
+			var bl backupLine
+			json.Unmarshal([]byte(out[i]), &bl)
+			if bl.Key > key {
+				at = i
+				break
+			}
+		}
+		return append(out[:at], append([]string{lineOf(key, value)}, out[at:]...)...), at + 1
+	}
+	restore := func(t *testing.T, lines []string) (string, error) {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), "changed.backup")
+		if err := os.WriteFile(file, []byte(strings.Join(lines, "")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		target := filepath.Join(t.TempDir(), "weft.db")
+		return target, runRestore(t.Context(), []string{"--in", file, "--store", "bolt://" + target}, &out, &errOut)
+	}
+
 	for _, tc := range []struct {
 		name      string
 		line      int
@@ -373,65 +446,79 @@ func TestRestoreChecksRecords(t *testing.T) {
 		{"a key weft does not write", node, "appmesh/zz/1", []byte("x"), "not a key weft's App Mesh writes"},
 		{"a key outside weft's prefixes", node, "zz/1", []byte("x"), "not a key weft writes"},
 		{"a key below a resource", node, want[node-2].Key + "/zz", want[node-2].Value, "not a key weft's App Mesh writes"},
-		{"a node that is not JSON", node, want[node-2].Key, []byte(`{"meshName":`), "not a valid virtualNode"},
+		{"a node that is not JSON", node, want[node-2].Key, []byte(`{"meshName":`), "not a valid virtualNode: unexpected end of JSON input"},
+		{"a node with data after it", node, want[node-2].Key, append(want[node-2].Value[:len(want[node-2].Value):len(want[node-2].Value)], " {}"...),
+			"not a valid virtualNode: invalid character '{' after top-level value"},
 		{"a node with a member of the wrong type", node, want[node-2].Key, edit(node, func(d map[string]any) { member(d, "spec")["listeners"] = "x" }),
-			"Member must be a list"},
-		{"a node with an unknown member", node, want[node-2].Key, edit(node, func(d map[string]any) { member(d, "spec")["colour"] = "blue" }),
-			`unknown field "colour"`},
+			"not a valid virtualNode: json: cannot unmarshal string into Go struct field"},
 		{"a node without metadata", node, want[node-2].Key, edit(node, func(d map[string]any) { delete(d, "metadata") }),
-			"'metadata' failed to satisfy constraint: Member must not be null"},
+			"not a valid virtualNode: no metadata"},
 		{"a node of another name", node, want[node-2].Key, edit(node, func(d map[string]any) { d["virtualNodeName"] = "red" }),
 			`virtualNodeName is "red", not "blue"`},
-		{"a route whose regex does not compile", route, want[route-2].Key,
-			edit(route, func(d map[string]any) {
-				member(d, "spec", "httpRoute", "match")["headers"].([]any)[0].(map[string]any)["match"] = map[string]any{"regex": "("}
-			}),
-			"spec.httpRoute.match.headers.1.member.match.regex"},
-		{"a route of two types", route, want[route-2].Key,
-			edit(route, func(d map[string]any) {
-				member(d, "spec")["tcpRoute"] = map[string]any{"action": map[string]any{"weightedTargets": []any{map[string]any{"virtualNode": "red", "weight": 1}}}}
-			}),
-			"exactly one of [grpcRoute, http2Route, httpRoute, tcpRoute]"},
+		{"a mesh of another owner", otherMesh, want[otherMesh-2].Key, edit(otherMesh, func(d map[string]any) { member(d, "metadata")["meshOwner"] = "444455556666" }),
+			`metadata.meshOwner is "444455556666", not "111122223333"`},
 		{"an instance that is not JSON", instance, want[instance-2].Key, []byte(`{"Instance":`), "not a valid instance"},
 		{"an instance of another id", instance, want[instance-2].Key, edit(instance, func(d map[string]any) { member(d, "Instance")["Id"] = "zz" }),
 			`Instance.Id is "zz"`},
-		{"a service with a bad DNS TTL", service, want[service-2].Key,
-			edit(service, func(d map[string]any) {
-				member(d, "Service", "DnsConfig")["DnsRecords"] = []any{map[string]any{"Type": "A", "TTL": -1}}
-			}),
-			"Service.DnsConfig.DnsRecords.1.member.TTL"},
+		{"a service with a member of the wrong type", service, want[service-2].Key,
+			edit(service, func(d map[string]any) { member(d, "Service", "DnsConfig")["DnsRecords"] = map[string]any{} }),
+			"not a valid service: json: cannot unmarshal object"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bad := append([]string(nil), lines...)
-			bad[tc.line-1] = lineOf(tc.key, tc.value)
-			if tc.key != want[tc.line-2].Key {
-				// Keep the keys in order: the changed key takes the place
-				// of the one before the first key after it.
-				bad = append(bad[:tc.line-1], bad[tc.line:]...)
-				at := len(bad) - 2
-				for i := 1; i < len(bad)-2; i++ {
-					var bl backupLine
-					json.Unmarshal([]byte(bad[i]), &bl)
-					if bl.Key > tc.key {
-						at = i
-						break
-					}
-				}
-				bad = append(bad[:at], append([]string{lineOf(tc.key, tc.value)}, bad[at:]...)...)
-				tc.line = at + 1
-			}
-			file := filepath.Join(t.TempDir(), "bad.backup")
-			if err := os.WriteFile(file, []byte(strings.Join(bad, "")), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			target := filepath.Join(t.TempDir(), "weft.db")
-			err := runRestore(t.Context(), []string{"--in", file, "--store", "bolt://" + target}, &out, &errOut)
-			wantPrefix := fmt.Sprintf("backup line %d: key %q: ", tc.line, tc.key)
+			changed, line := with(tc.line, tc.key, tc.value)
+			target, err := restore(t, changed)
+			wantPrefix := fmt.Sprintf("backup line %d: key %q: ", line, tc.key)
 			if err == nil || !strings.Contains(err.Error(), wantPrefix) || !strings.Contains(err.Error(), tc.wantError) {
 				t.Fatalf("restore: %v\nwant an error with %q and %q", err, wantPrefix, tc.wantError)
 			}
 			if n := len(keys(t, target)); n != 0 {
 				t.Fatalf("a refused restore wrote %d keys", n)
+			}
+		})
+	}
+
+	// Records the server reads, although today's API would not write
+	// them: each restores, key for key.
+	regex := func(d map[string]any) {
+		member(d, "spec", "httpRoute", "match")["headers"].([]any)[0].(map[string]any)["match"] = map[string]any{"regex": "("}
+	}
+	for _, tc := range []struct {
+		name  string
+		line  int
+		key   string
+		value any
+	}{
+		{"a node with a member weft does not know", node, want[node-2].Key, edit(node, func(d map[string]any) { member(d, "spec")["colour"] = "blue" })},
+		{"a route whose regex does not compile", route, want[route-2].Key, edit(route, regex)},
+		{"a route of two types", route, want[route-2].Key, edit(route, func(d map[string]any) {
+			member(d, "spec")["tcpRoute"] = map[string]any{"action": map[string]any{"weightedTargets": []any{map[string]any{"virtualNode": "red", "weight": 1}}}}
+		})},
+		{"a service with a DNS TTL of -1", service, want[service-2].Key, edit(service, func(d map[string]any) {
+			member(d, "Service", "DnsConfig")["DnsRecords"] = []any{map[string]any{"Type": "A", "TTL": -1}}
+		})},
+		{"a service with no attributes left", service, want[service-2].Key, edit(service, func(d map[string]any) { d["Attributes"] = map[string]any{} })},
+		{"a mesh whose owner is not 12 digits", otherMesh, "appmesh/mesh/acme/other-mesh", edit(otherMesh, func(d map[string]any) {
+			member(d, "metadata")["meshOwner"], member(d, "metadata")["resourceOwner"] = "acme", "acme"
+		})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			changed, _ := with(tc.line, tc.key, tc.value)
+			target, err := restore(t, changed)
+			if err != nil {
+				t.Fatalf("restore of a record the server reads: %v", err)
+			}
+			got := keys(t, target)
+			for _, l := range changed[1 : len(changed)-2] {
+				var bl backupLine
+				if err := json.Unmarshal([]byte(l), &bl); err != nil {
+					t.Fatal(err)
+				}
+				if v, ok := got[bl.Key]; !ok || v != string(bl.Value) {
+					t.Fatalf("restored %s = %q, backup has %q", bl.Key, v, bl.Value)
+				}
+			}
+			if len(got) != len(changed)-3 {
+				t.Fatalf("restored %d keys, the backup holds %d", len(got), len(changed)-3)
 			}
 		})
 	}

@@ -40,7 +40,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.Etcd.Username, "etcd-username", envOr("WEFT_ETCD_USERNAME", ""), "etcd user, when etcd has authentication on (env WEFT_ETCD_USERNAME)")
 	fs.StringVar(&cfg.Etcd.Password, "etcd-password", "", "password of --etcd-username; prefer env WEFT_ETCD_PASSWORD, which other users cannot read in the process list")
 	fs.StringVar(&cfg.Region, "region", envOr("WEFT_REGION", "us-east-1"), "region in ARNs (env WEFT_REGION)")
-	fs.StringVar(&cfg.AccountID, "account-id", envOr("WEFT_ACCOUNT_ID", "111122223333"), "account that owns resources (env WEFT_ACCOUNT_ID)")
+	fs.StringVar(&cfg.AccountID, "account-id", envOr("WEFT_ACCOUNT_ID", "111122223333"), "account that owns resources, 12 digits (env WEFT_ACCOUNT_ID)")
 	limits := fs.String("appmesh-limits", envOr("WEFT_APPMESH_LIMITS", ""), "App Mesh quotas to change, as name=value,...; 0 for no limit (env WEFT_APPMESH_LIMITS; defaults: "+appmesh.DefaultLimits().String()+")")
 	cmLimits := fs.String("cloudmap-limits", envOr("WEFT_CLOUDMAP_LIMITS", ""), "Cloud Map quotas to change, as name=value,...; 0 for no limit (env WEFT_CLOUDMAP_LIMITS; defaults: "+cloudmap.DefaultLimits().String()+")")
 	fs.StringVar(&cfg.DNSAddr, "dns-addr", envOr("WEFT_DNS_ADDR", "127.0.0.1:5353"), "DNS server for Cloud Map's DNS namespaces, UDP and TCP; \"\" for none (env WEFT_DNS_ADDR)")

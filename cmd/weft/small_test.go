@@ -2,6 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -53,5 +58,30 @@ func TestHelpDescribes(t *testing.T) {
 				t.Errorf("weft %s -h:\n%s\nwant a usage line and %q", name, help, want)
 			}
 		}
+	}
+}
+
+// TestServerRefusesAccountID: weft server refuses, before it opens its
+// store, an --account-id (or WEFT_ACCOUNT_ID) that is not 12 digits:
+// every resource's owner and ARN would hold it.
+func TestServerRefusesAccountID(t *testing.T) {
+	// Stopped already: a server that took the id would stop at once.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for _, id := range []string{"acme", "11112222333", "1111222233334", "11112222333x", ""} {
+		dir := filepath.Join(t.TempDir(), "data")
+		var out, errOut bytes.Buffer
+		err := runServer(ctx, []string{"--account-id", id, "--data-dir", dir, "--dns-addr", "", "--xds-addr", ""}, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "--account-id") || !strings.Contains(err.Error(), "12 digits") {
+			t.Errorf("--account-id %q: %v; want a refusal naming the flag", id, err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("--account-id %q: the data directory was made: %v", id, err)
+		}
+	}
+	t.Setenv("WEFT_ACCOUNT_ID", "acme")
+	var out, errOut bytes.Buffer
+	if err := runServer(ctx, []string{"--data-dir", filepath.Join(t.TempDir(), "data"), "--dns-addr", "", "--xds-addr", ""}, &out, &errOut); err == nil || !strings.Contains(err.Error(), `"acme"`) {
+		t.Errorf("WEFT_ACCOUNT_ID=acme: %v; want a refusal", err)
 	}
 }

@@ -15,6 +15,20 @@ func Partition(region string) string {
 	return "aws"
 }
 
+// IsAccountID reports whether s is an AWS account id, 12 digits, as App
+// Mesh's and Cloud Map's ARNs and owners hold.
+func IsAccountID(s string) bool {
+	if len(s) != 12 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // ARN returns the ARN of a resource. The account is the mesh owner's: a
 // resource created in a shared mesh lives in the owner's mesh.
 //

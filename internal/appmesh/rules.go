@@ -159,10 +159,11 @@ func checkListener[L any](what, parent, proto string, port int64, ls []L, get fu
 }
 
 // RouteTargets returns the virtual nodes a route's weighted targets name,
-// in spec order, without duplicates.
+// in spec order, without duplicates; none for a nil spec.
 func RouteTargets(s *RouteSpec) []string {
 	var wts []WeightedTarget
 	switch {
+	case s == nil:
 	case s.HttpRoute != nil && s.HttpRoute.Action != nil:
 		wts = s.HttpRoute.Action.WeightedTargets
 	case s.Http2Route != nil && s.Http2Route.Action != nil:
@@ -184,10 +185,11 @@ func RouteTargets(s *RouteSpec) []string {
 }
 
 // GatewayRouteTargetService returns the virtual service a gateway route
-// sends traffic to.
+// sends traffic to; "" for a nil spec.
 func GatewayRouteTargetService(s *GatewayRouteSpec) string {
 	var t *GatewayRouteTarget
 	switch {
+	case s == nil:
 	case s.HttpRoute != nil && s.HttpRoute.Action != nil:
 		t = s.HttpRoute.Action.Target
 	case s.Http2Route != nil && s.Http2Route.Action != nil:

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/weftmesh/weft/internal/appmesh"
 )
 
 // MaxFileBytes bounds the credentials file.
@@ -89,8 +91,6 @@ func (k *Keys) Lookup(id string) *Key {
 	return k.byID[id]
 }
 
-var account12 = regexp.MustCompile(`^[0-9]{12}$`)
-
 // ParseKeys reads a credentials file. Every mistake is reported with the
 // key it is in; an unknown field is a mistake.
 func ParseKeys(b []byte) (*Keys, error) {
@@ -117,7 +117,7 @@ func ParseKeys(b []byte) (*Keys, error) {
 			return nil, fmt.Errorf("%s: id is required", where)
 		case len(e.Secret) < 8:
 			return nil, fmt.Errorf("%s: secret is required, at least 8 characters", where)
-		case !account12.MatchString(e.Account):
+		case !appmesh.IsAccountID(e.Account):
 			return nil, fmt.Errorf("%s: account must be 12 digits, not %q", where, e.Account)
 		case ks.byID[e.ID] != nil:
 			return nil, fmt.Errorf("%s: the id appears twice", where)

@@ -339,7 +339,7 @@ func (r *Registry) UpdatePrivateDnsNamespace(ctx context.Context, req *UpdatePri
 			ns.Description = req.Namespace.Description
 		}
 		if p := req.Namespace.Properties; p != nil && p.DnsProperties != nil && p.DnsProperties.SOA != nil {
-			ns.Properties.DnsProperties.SOA = &SOA{TTL: p.DnsProperties.SOA.TTL}
+			setSOATTL(ns, p.DnsProperties.SOA.TTL)
 		}
 	})
 	if err != nil {
@@ -358,13 +358,26 @@ func (r *Registry) UpdatePublicDnsNamespace(ctx context.Context, req *UpdatePubl
 			ns.Description = req.Namespace.Description
 		}
 		if p := req.Namespace.Properties; p != nil && p.DnsProperties != nil && p.DnsProperties.SOA != nil {
-			ns.Properties.DnsProperties.SOA = &SOA{TTL: p.DnsProperties.SOA.TTL}
+			setSOATTL(ns, p.DnsProperties.SOA.TTL)
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &UpdatePublicDnsNamespaceResponse{OperationId: id}, nil
+}
+
+// setSOATTL sets a DNS namespace's SOA TTL. The registry writes every
+// DNS namespace with the properties that hold it; a stored one may lack
+// them all the same (a restore does not refuse such a record).
+func setSOATTL(ns *Namespace, ttl *int64) {
+	if ns.Properties == nil {
+		ns.Properties = &NamespaceProperties{}
+	}
+	if ns.Properties.DnsProperties == nil {
+		ns.Properties.DnsProperties = &DnsProperties{}
+	}
+	ns.Properties.DnsProperties.SOA = &SOA{TTL: ttl}
 }
 
 func (r *Registry) updateNamespace(ctx context.Context, op string, typ NamespaceType, idOrARN, requestID string, hashOf any, change func(*Namespace)) (*string, error) {

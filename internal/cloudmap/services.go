@@ -415,6 +415,11 @@ func (r *Registry) DeleteServiceAttributes(ctx context.Context, req *DeleteServi
 		for _, k := range req.Attributes {
 			delete(attrs, k)
 		}
+		if len(attrs) == 0 {
+			// Stored without, as a service that never had any: the
+			// model's ServiceAttributesMap holds 1 to 30.
+			attrs = nil
+		}
 		rec.Attributes = attrs
 		return putJSON(tx, ServiceKey(deref(rec.Service.Id)), rec)
 	})

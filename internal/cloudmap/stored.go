@@ -1,24 +1,27 @@
 package cloudmap
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/url"
-	"slices"
 	"strings"
-
-	"github.com/weftmesh/weft/internal/shape"
 )
 
 // CheckRecord checks one key under KeyPrefix and its value as a restore
-// must before writing them (weft restore, weft store copy): a record of
-// keys.go, under the key the registry would write it at, whose value
-// decodes as that record without members its type lacks, and whose
-// parts the model accepts as the API does (Model().Validate). Any other
-// key is one the registry never writes (cloudmap/remote/ belongs to
-// internal/discovery). It reads nothing else, so a record's parent
-// (a service's namespace, an instance's service) is not checked.
+// must before writing them (weft restore, weft store copy). It refuses
+// what the registry and its readers (internal/discovery) cannot read,
+// and nothing more: a key the registry never writes, or spells
+// otherwise (cloudmap/remote/ belongs to internal/discovery); a value
+// that does not decode, with encoding/json as every reader of it does,
+// as the record its key names (members its type lacks are ignored, as
+// the readers ignore them); a namespace, service, instance or operation
+// whose id is not its key's; and a request id expiry that names no
+// request id key (pruning deletes the key it names). The model's
+// constraints are not checked: the readers do not check them either, so
+// a record written before a rule was tightened, or by a newer weft, is
+// read as it is. It reads nothing else, so a record's parent (a
+// service's namespace, an instance's service) is not checked.
 func CheckRecord(key string, value []byte) error {
 	if ref, ok := ParseKey(key); ok {
 		return checkRecord(ref, key, value)
@@ -36,17 +39,14 @@ func CheckRecord(key string, value []byte) error {
 		if !ok || (prefix == nsNamePrefix && namespaceNameKey(parts[0], parts[1]) != key) || (prefix == svcNamePrefix && serviceNameKey(parts[0], parts[1]) != key) {
 			return errors.New("not a name index key")
 		}
-		if len(value) == 0 || strings.Contains(string(value), "/") {
-			return fmt.Errorf("holds %q, not the id of what the name names", value)
-		}
-		return nil
+		return nil // an id; one that names nothing is not found
 	case OperationPrefix:
 		parts, ok := segments(rest, 1)
 		if !ok || OperationKey(parts[0]) != key {
 			return errors.New("not an operation key")
 		}
 		var op Operation
-		if err := Model().DecodeStored("Operation", value, &op); err != nil {
+		if err := json.Unmarshal(value, &op); err != nil {
 			return fmt.Errorf("not a valid operation: %w", err)
 		}
 		return sameID("Id", op.Id, parts[0])
@@ -56,11 +56,8 @@ func CheckRecord(key string, value []byte) error {
 			return errors.New("not a request id key")
 		}
 		var tok TokenRecord
-		if err := shape.DecodeStrict(value, &tok); err != nil {
+		if err := json.Unmarshal(value, &tok); err != nil {
 			return fmt.Errorf("not a request id record: %w", err)
-		}
-		if tok.At <= 0 || tok.Hash == "" || len(tok.Result) == 0 {
-			return errors.New("not a request id record: time, hash or result missing")
 		}
 		return nil
 	case expiryPrefix:
@@ -83,11 +80,8 @@ func checkRecord(ref KeyRef, key string, value []byte) error {
 			return errors.New("not the key of a namespace")
 		}
 		var rec NamespaceRecord
-		if err := decodeRecord(value, &rec, map[string]string{"Namespace": "Namespace", "Tags": "TagList"}); err != nil {
+		if err := json.Unmarshal(value, &rec); err != nil {
 			return fmt.Errorf("not a valid namespace: %w", err)
-		}
-		if rec.Namespace.Type == "" || deref(rec.Namespace.Name) == "" {
-			return errors.New("not a valid namespace: no name or type")
 		}
 		return sameID("Namespace.Id", rec.Namespace.Id, ref.NamespaceID)
 	case KindService:
@@ -95,11 +89,8 @@ func checkRecord(ref KeyRef, key string, value []byte) error {
 			return errors.New("not the key of a service")
 		}
 		var rec ServiceRecord
-		if err := decodeRecord(value, &rec, map[string]string{"Service": "Service", "Attributes": "ServiceAttributesMap", "Tags": "TagList"}); err != nil {
+		if err := json.Unmarshal(value, &rec); err != nil {
 			return fmt.Errorf("not a valid service: %w", err)
-		}
-		if deref(rec.Service.Name) == "" || deref(rec.Service.NamespaceId) == "" {
-			return errors.New("not a valid service: no name or namespace")
 		}
 		return sameID("Service.Id", rec.Service.Id, ref.ServiceID)
 	case KindInstance:
@@ -107,41 +98,12 @@ func checkRecord(ref KeyRef, key string, value []byte) error {
 			return errors.New("not the key of an instance")
 		}
 		var rec InstanceRecord
-		if err := decodeRecord(value, &rec, map[string]string{"Instance": "Instance", "Health": "HealthStatus"}); err != nil {
+		if err := json.Unmarshal(value, &rec); err != nil {
 			return fmt.Errorf("not a valid instance: %w", err)
-		}
-		if rec.Health == "" {
-			return errors.New("not a valid instance: no health")
 		}
 		return sameID("Instance.Id", rec.Instance.Id, ref.InstanceID)
 	}
 	return errors.New("not a record kind")
-}
-
-// decodeRecord decodes value into rec, a record type of records.go,
-// refusing members rec lacks, after checking the members that hold a
-// shape of the model against it as the API checks requests, but for
-// required members: the records hold output shapes (ValidateOutput).
-func decodeRecord(value []byte, rec any, members map[string]string) error {
-	doc, err := shape.Doc(value)
-	if err != nil {
-		return err
-	}
-	obj, ok := doc.(map[string]any)
-	if !ok {
-		return errors.New("not a JSON object")
-	}
-	var vs []shape.Violation
-	for _, name := range slices.Sorted(maps.Keys(members)) {
-		for _, v := range Model().ValidateOutput(members[name], obj[name]) {
-			v.Path = shape.MemberPath(name, v.Path)
-			vs = append(vs, v)
-		}
-	}
-	if len(vs) > 0 {
-		return errors.New(shape.Message(vs))
-	}
-	return shape.DecodeStrict(value, rec)
 }
 
 func sameID(member string, got *string, want string) error {

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/weftmesh/weft/internal/cloudmap"
-	"github.com/weftmesh/weft/internal/shape"
 )
 
 // RemotePrefix holds what weft learned from a remote Cloud Map (AWS Cloud
@@ -60,18 +59,15 @@ type RemoteRecord struct {
 }
 
 // CheckRemoteRecord checks one key under RemotePrefix and its value as
-// a restore must before writing them: a RemoteRecord, under the key of
-// the service it resolves, without members its type lacks.
+// a restore must before writing them: a RemoteRecord, decoded as the
+// index reads it (decodeRemote), under the key of the service it
+// resolves.
 func CheckRemoteRecord(key string, value []byte) error {
 	if ref, ok := ParseRemoteKey(key); !ok || RemoteKey(ref) != key {
 		return errors.New("not the key of a remotely resolved service")
 	}
-	var rec RemoteRecord
-	if err := shape.DecodeStrict(value, &rec); err != nil {
+	if _, err := decodeRemote(value); err != nil {
 		return fmt.Errorf("not a remote service record: %w", err)
-	}
-	if rec.Remote == "" {
-		return errors.New("not a remote service record: no remote")
 	}
 	return nil
 }

@@ -74,8 +74,9 @@ func TestRemoteRecords(t *testing.T) {
 }
 
 // TestCheckRemoteRecord: the record the follower writes passes the check
-// a restore makes; another spelling of its key, or another value, does
-// not.
+// a restore makes, and so does one the index reads although the
+// follower writes none such; another spelling of its key, or a value
+// the index cannot read, does not.
 func TestCheckRemoteRecord(t *testing.T) {
 	ref := discovery.ServiceRef{Namespace: "apps", Service: "b/c"}
 	good, err := json.Marshal(discovery.RemoteRecord{Remote: "aws", Revision: 3, Instances: []discovery.RemoteInstance{{ID: "i1", Attributes: map[string]string{"AWS_INSTANCE_IPV4": "10.0.0.1"}}}})
@@ -85,11 +86,19 @@ func TestCheckRemoteRecord(t *testing.T) {
 	if err := discovery.CheckRemoteRecord(discovery.RemoteKey(ref), good); err != nil {
 		t.Fatalf("the follower's record: %v", err)
 	}
+	for _, readable := range []string{
+		`{"remote":"aws","instances":[{"id":"i1","port":80}]}`, // a member the type lacks
+		`{"instances":[]}`,
+	} {
+		if err := discovery.CheckRemoteRecord(discovery.RemoteKey(ref), []byte(readable)); err != nil {
+			t.Errorf("%s: %v", readable, err)
+		}
+	}
 	for _, tc := range []struct{ key, value, want string }{
 		{discovery.RemotePrefix + "apps/b%2fc", string(good), "not the key"},
 		{discovery.RemotePrefix + "apps", string(good), "not the key"},
-		{discovery.RemoteKey(ref), `{"remote":"aws","instances":[{"id":"i1","port":80}]}`, `unknown field "port"`},
-		{discovery.RemoteKey(ref), `{"instances":[]}`, "no remote"},
+		{discovery.RemoteKey(ref), `{"remote":"aws","instances":{}}`, "cannot unmarshal object"},
+		{discovery.RemoteKey(ref), `{"remote":"aws"} {}`, "after top-level value"},
 		{discovery.RemoteKey(ref), `{"remote":`, "not a remote service record"},
 	} {
 		if err := discovery.CheckRemoteRecord(tc.key, []byte(tc.value)); err == nil || !strings.Contains(err.Error(), tc.want) {

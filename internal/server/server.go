@@ -45,7 +45,7 @@ type Config struct {
 	Store     string
 	Etcd      storeurl.Etcd
 	Region    string // region written into ARNs
-	AccountID string // account that owns resources by default
+	AccountID string // account that owns resources by default: 12 digits
 	// Limits are the App Mesh quotas (a field of zero: no limit); nil
 	// means App Mesh's defaults.
 	Limits *appmesh.Limits
@@ -127,6 +127,11 @@ type Config struct {
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := checkExposure(cfg, log); err != nil {
 		return err
+	}
+	if !appmesh.IsAccountID(cfg.AccountID) {
+		// Every resource's owner and ARN would hold it, and App Mesh's
+		// and Cloud Map's models want 12 digits there.
+		return fmt.Errorf("--account-id %q: want an AWS account id, 12 digits, e.g. 111122223333", cfg.AccountID)
 	}
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {

@@ -86,21 +86,9 @@ func (m *Model) Validate(shapeName string, doc any) []Violation {
 	return v.out
 }
 
-// ValidateOutput is Validate for a value of an output shape, what a
-// service answers: a member the model marks required may be missing.
-// Answers leave such members out (weft's Cloud Map stores and answers
-// an empty SOA for a DNS namespace created without an SOA TTL, whose
-// TTL the model requires), so only requests are held to them.
-func (m *Model) ValidateOutput(shapeName string, doc any) []Violation {
-	v := validator{m: m, output: true}
-	v.value(shapeName, "", doc)
-	return v.out
-}
-
 type validator struct {
-	m      *Model
-	output bool // ValidateOutput
-	out    []Violation
+	m   *Model
+	out []Violation
 }
 
 func (v *validator) fail(path string, val any, format string, args ...any) {
@@ -252,7 +240,7 @@ func (v *validator) structure(s *Shape, path string, obj map[string]any) {
 	for _, mem := range s.Members {
 		val, present := obj[mem.Name]
 		if !present || val == nil {
-			if mem.Required && !v.output {
+			if mem.Required {
 				v.fail(MemberPath(path, mem.Name), nil, "Member must not be null")
 			}
 			continue

@@ -418,9 +418,6 @@ func pathSegments(u *url.URL) ([]string, error) {
 	return segs, nil
 }
 
-// accountID matches a 12-digit account id.
-var accountID = regexp.MustCompile(`^[0-9]{12}$`)
-
 // caller returns who sent the request. With a credentials file the
 // signature was verified and the account is the key's. Without one, no
 // signature is checked: when the SigV4 access key id is a 12-digit number
@@ -433,7 +430,7 @@ func (h *Handler) caller(r *http.Request) ops.Caller {
 	auth := r.Header.Get("Authorization")
 	if _, cred, ok := strings.Cut(auth, "Credential="); ok {
 		akid, _, _ := strings.Cut(cred, "/")
-		if accountID.MatchString(akid) {
+		if appmesh.IsAccountID(akid) {
 			return ops.Caller{Account: akid}
 		}
 	}

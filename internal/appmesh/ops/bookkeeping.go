@@ -39,21 +39,31 @@ func getTags(tx store.Tx, r appmesh.Ref) ([]appmesh.TagRef, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
-	var tags []appmesh.TagRef
-	if err := json.Unmarshal(kv.Value, &tags); err != nil {
+	tags, err := decodeTags(kv.Value)
+	if err != nil {
 		return nil, fmt.Errorf("decode tags of %s: %w", r.Key(), err)
 	}
 	return tags, nil
 }
 
+// decodeTags decodes a tags record as getTags reads it.
+func decodeTags(value []byte) ([]appmesh.TagRef, error) {
+	var tags []appmesh.TagRef
+	if err := json.Unmarshal(value, &tags); err != nil {
+		return nil, err
+	}
+	return tags, nil
+}
+
 // mergeTags adds tags to have, replacing the value of a key already there
-// and keeping the first position of each key.
+// and keeping the first position of each key. A stored tag may lack its
+// key (the operations write none such, a restore does not refuse one).
 func mergeTags(have, add []appmesh.TagRef) []appmesh.TagRef {
 	out := append([]appmesh.TagRef(nil), have...)
 	for _, t := range add {
 		replaced := false
 		for i := range out {
-			if *out[i].Key == *t.Key {
+			if out[i].Key != nil && t.Key != nil && *out[i].Key == *t.Key {
 				out[i].Value, replaced = t.Value, true
 				break
 			}
@@ -129,6 +139,15 @@ type tokenRecord struct {
 	Result  json.RawMessage `json:"result"`
 }
 
+// decodeToken decodes a client token record as replay reads it.
+func decodeToken(value []byte) (*tokenRecord, error) {
+	var rec tokenRecord
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
 func tokenKey(account, token string) string {
 	return tokenPrefix + esc(account) + "/" + esc(token)
 }
@@ -148,8 +167,8 @@ func replay(tx store.Tx, c Caller, req request) (json.RawMessage, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
-	var rec tokenRecord
-	if err := json.Unmarshal(kv.Value, &rec); err != nil {
+	rec, err := decodeToken(kv.Value)
+	if err != nil {
 		return nil, fmt.Errorf("decode client token record: %w", err)
 	}
 	if rec.Expires <= req.now.UnixNano() {
@@ -203,8 +222,10 @@ func remember(tx store.Tx, c Caller, req request, ttl time.Duration, result []by
 		if err != nil {
 			return err
 		}
-		var rec tokenRecord
-		if ok && json.Unmarshal(cur.Value, &rec) == nil && rec.Expires == when {
+		if !ok {
+			continue
+		}
+		if rec, err := decodeToken(cur.Value); err == nil && rec.Expires == when {
 			if err := tx.Delete(tk); err != nil {
 				return err
 			}

@@ -72,8 +72,8 @@ func getData[D any](tx store.Tx, r appmesh.Ref) (*D, bool, error) {
 	if err != nil || !ok {
 		return nil, false, err
 	}
-	d := new(D)
-	if err := json.Unmarshal(kv.Value, d); err != nil {
+	d, err := decodeData[D](kv.Value)
+	if err != nil {
 		return nil, false, fmt.Errorf("decode %s: %w", r.Key(), err)
 	}
 	return d, true, nil
@@ -445,8 +445,11 @@ func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appm
 			}
 		}
 		oldSpec, oldMD := k.unwrap(old)
-		md := *oldMD
-		version := *md.Version + 1
+		md := *oldMD // a restore refuses a record without metadata (readItem)
+		version := int64(1)
+		if md.Version != nil {
+			version = *md.Version + 1
+		}
 		md.Version = &version
 		md.LastUpdatedAt = shape.NewTime(req.now)
 		if k.refs != nil {
@@ -494,7 +497,7 @@ func (k *kind[S, D, R]) delete(ctx context.Context, s *Service, r appmesh.Ref, n
 		if err := tx.Delete(r.Key()); err != nil {
 			return nil, err
 		}
-		md := *oldMD
+		md := *oldMD // a restore refuses a record without metadata (readItem)
 		md.LastUpdatedAt = shape.NewTime(now)
 		return k.wrap(r, spec, &md, "DELETED"), nil
 	})

@@ -26,16 +26,24 @@ type listItem struct {
 
 // listed returns what List answers with of a listed key, or why it
 // is left out: a key below the listed prefix that is not a resource of
-// the kind, or a record that does not decode or has no metadata. The
-// operations write none of these; a hand-edited store may hold one, and
-// it must not fail every List that reaches it (nor, without metadata,
-// panic in listRef), as the xDS server skips what it cannot decode.
+// the kind, or a record readItem refuses. The operations write none of
+// these; a hand-edited store may hold one, and it must not fail every
+// List that reaches it, as the xDS server skips what it cannot decode.
 func (k *kind[S, D, R]) listed(kv store.KV) (*listItem, error) {
 	if r, ok := appmesh.ParseKey(kv.Key); !ok || r.Kind != k.k {
 		return nil, fmt.Errorf("not a %s key", k.k)
 	}
+	return readItem(kv.Value)
+}
+
+// readItem decodes the names and metadata of a resource record. A record
+// without metadata is refused: List reads its members (listRef), Update
+// and Delete copy it, and a restore (CheckRecord) refuses such a record
+// for them. Its members may be missing: update starts a missing version
+// again at 1.
+func readItem(value []byte) (*listItem, error) {
 	var it listItem
-	if err := json.Unmarshal(kv.Value, &it); err != nil {
+	if err := json.Unmarshal(value, &it); err != nil {
 		return nil, err
 	}
 	if it.Metadata == nil {

@@ -11,7 +11,6 @@ package dump
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -106,17 +105,67 @@ var ErrNotEmpty = errors.New("the target store is not empty")
 type Check func(key string, value []byte) error
 
 // Restore writes every key of the dump in r into st, which must be empty,
-// BatchSize keys per transaction. It reads r twice: first through to its
-// trailer, checking every key with check and writing nothing, then again
-// to write. It fails before writing on a truncated or foreign file, one
-// written by a newer weft, keys out of order, and a key check refuses;
-// the error names the line and the key. A store failure part-way leaves
+// BatchSize keys per transaction. It reads the dump twice: first through
+// to its trailer, checking every key with check and writing nothing, then
+// again to write, checking each key again before the batch that holds it
+// is written. An r that cannot be read twice (anything but a regular file
+// or another io.Seeker: a pipe, a FIFO, a terminal) is first copied into
+// a spool file (newSpool). It fails before writing on a truncated or
+// foreign file, one written by a newer weft, keys out of order, and a key
+// check refuses; the error names the line and the key. A store failure,
+// or a file that changed between the passes, fails part-way and leaves
 // the keys written so far: empty the store and run it again.
-func Restore(ctx context.Context, r io.ReadSeeker, st store.Store, check Check) (int, error) {
-	return restore(ctx, r, st, check, func(line int) string { return fmt.Sprintf("backup line %d: ", line) })
+func Restore(ctx context.Context, r io.Reader, st store.Store, check Check) (int, error) {
+	rs, ok := rereadable(r)
+	if !ok {
+		sp, err := newSpool()
+		if err != nil {
+			return 0, err
+		}
+		defer sp.remove()
+		if _, err := io.Copy(sp.f, r); err != nil {
+			return 0, fmt.Errorf("read backup: %w", err)
+		}
+		if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
+			return 0, err
+		}
+		rs = sp.f
+	}
+	return restore(ctx, rs, st, check, func(line int) string { return fmt.Sprintf("backup line %d: ", line) })
 }
 
-// restore is Restore; at starts an error about a line of the dump.
+// rereadable returns r as a reader Restore can read twice, if it is one:
+// a regular file, or any io.ReadSeeker but a file of another kind, which
+// may seek and still not read the same bytes again.
+func rereadable(r io.Reader) (io.ReadSeeker, bool) {
+	if f, ok := r.(*os.File); ok {
+		fi, err := f.Stat()
+		return f, err == nil && fi.Mode().IsRegular()
+	}
+	rs, ok := r.(io.ReadSeeker)
+	return rs, ok
+}
+
+// spool is a temporary file holding a dump that Restore must read twice.
+type spool struct{ f *os.File }
+
+// newSpool creates an empty spool file in os.TempDir, mode 0600 (a dump
+// holds the CA's private keys); remove closes and removes it.
+func newSpool() (*spool, error) {
+	f, err := os.CreateTemp("", "weft-spool-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool file: %w", err)
+	}
+	return &spool{f: f}, nil
+}
+
+func (s *spool) remove() {
+	s.f.Close()
+	os.Remove(s.f.Name())
+}
+
+// restore is Restore from a reader it can read twice; at starts an error
+// about a line of the dump.
 func restore(ctx context.Context, r io.ReadSeeker, st store.Store, check Check, at func(line int) string) (int, error) {
 	if err := checkEmpty(ctx, st); err != nil {
 		return 0, err
@@ -154,7 +203,11 @@ func restore(ctx context.Context, r io.ReadSeeker, st store.Store, check Check, 
 		batch = batch[:0]
 		return nil
 	}
-	_, err = read(r, at, func(_ int, rec record) error {
+	_, err = read(r, at, func(line int, rec record) error {
+		// The file may have changed since the first pass read it.
+		if err := check(rec.Key, rec.Value); err != nil {
+			return fmt.Errorf("%skey %q changed since it was checked, after %d keys were written: %w", at(line), rec.Key, n, err)
+		}
 		batch = append(batch, rec)
 		if len(batch) < BatchSize {
 			return nil
@@ -242,17 +295,25 @@ func checkEmpty(ctx context.Context, st store.Store) error {
 }
 
 // Copy copies every key of from into to, which must be empty, through a
-// dump of one consistent snapshot of from, held in memory so that every
-// key is checked (see Restore) before any is written.
+// dump of one consistent snapshot of from, spooled to a temporary file
+// (newSpool) so that every key is checked (see Restore) before any is
+// written.
 func Copy(ctx context.Context, from, to store.Store, check Check) (int, error) {
 	if err := checkEmpty(ctx, to); err != nil {
 		return 0, err
 	}
-	var buf bytes.Buffer
-	if _, _, err := Write(ctx, from, &buf); err != nil {
+	sp, err := newSpool()
+	if err != nil {
 		return 0, err
 	}
-	return restore(ctx, bytes.NewReader(buf.Bytes()), to, check, func(int) string { return "" })
+	defer sp.remove()
+	if _, _, err := Write(ctx, from, sp.f); err != nil {
+		return 0, err
+	}
+	if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return restore(ctx, sp.f, to, check, func(int) string { return "" })
 }
 
 // Verify reads the dump file at path (named name in errors) through to

@@ -3,8 +3,10 @@ package dump
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -191,5 +193,158 @@ func TestRestoreChecksEveryKeyFirst(t *testing.T) {
 	}
 	if got := all(t, dst); len(got) != 0 {
 		t.Fatalf("copy refused, the store holds %d keys", len(got))
+	}
+}
+
+// spoolFiles returns the names and modes of the files in dir.
+func spoolFiles(t *testing.T, dir string) map[string]os.FileMode {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]os.FileMode{}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = fi.Mode()
+	}
+	return out
+}
+
+// TestRestoreSpoolsAPipe: a dump read from a pipe, which cannot be read
+// twice, is restored through a spool file of mode 0600 in the temporary
+// directory, removed afterwards, after a refused restore too; store copy
+// spools its dump the same way.
+func TestRestoreSpoolsAPipe(t *testing.T) {
+	ctx := context.Background()
+	spoolDir := t.TempDir()
+	t.Setenv("TMPDIR", spoolDir)
+	src := newBolt(t)
+	fill(t, src, 2*BatchSize+10)
+	var buf bytes.Buffer
+	if _, _, err := Write(ctx, src, &buf); err != nil {
+		t.Fatal(err)
+	}
+	// seen checks, at the first key, that one spool file of mode 0600 is
+	// there; refuse makes the check fail after that.
+	check := func(refuse bool) (Check, *int) {
+		calls := 0
+		return func(string, []byte) error {
+			if calls++; calls == 1 {
+				files := spoolFiles(t, spoolDir)
+				for name, mode := range files {
+					if len(files) != 1 || mode.Perm() != 0o600 {
+						t.Errorf("spool files during the restore: %s %v of %d", name, mode, len(files))
+					}
+				}
+				if len(files) == 0 {
+					t.Error("no spool file during the restore")
+				}
+			}
+			if refuse {
+				return errors.New("refused")
+			}
+			return nil
+		}, &calls
+	}
+	for _, refuse := range []bool{false, true} {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrote := make(chan error, 1)
+		go func() { // ends when the whole dump is written, or when pr is closed below
+			_, err := pw.Write(buf.Bytes())
+			pw.Close()
+			wrote <- err
+		}()
+		dst := newBolt(t)
+		c, calls := check(refuse)
+		n, err := Restore(ctx, pr, dst, c)
+		pr.Close()
+		if werr := <-wrote; werr != nil {
+			t.Fatalf("write the pipe: %v", werr)
+		}
+		switch {
+		case !refuse && (err != nil || n != 2*BatchSize+10):
+			t.Fatalf("restore from a pipe: %d keys, %v", n, err)
+		case !refuse:
+			same(t, src, dst)
+		case err == nil || !strings.Contains(err.Error(), "refused"):
+			t.Fatalf("a refused restore from a pipe: %v", err)
+		}
+		if *calls == 0 {
+			t.Fatal("the check was not called")
+		}
+		if files := spoolFiles(t, spoolDir); len(files) != 0 {
+			t.Fatalf("spool files left after the restore (refused: %v): %v", refuse, files)
+		}
+	}
+	c, _ := check(false)
+	if n, err := Copy(ctx, src, newBolt(t), c); err != nil || n != 2*BatchSize+10 {
+		t.Fatalf("copy: %d keys, %v", n, err)
+	}
+	if files := spoolFiles(t, spoolDir); len(files) != 0 {
+		t.Fatalf("spool files left after the copy: %v", files)
+	}
+}
+
+// TestRestoreChecksWhatItWrites: a dump file that changes between the
+// check and the write, so that a key no longer checks, stops the restore
+// before the batch that holds that key is written.
+func TestRestoreChecksWhatItWrites(t *testing.T) {
+	ctx := context.Background()
+	src := newBolt(t)
+	fill(t, src, 3*BatchSize)
+	var buf bytes.Buffer
+	if _, _, err := Write(ctx, src, &buf); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "weft.backup")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// The line of k/00150 (its value {"n":150,...}), and the same line
+	// with a value of the same length that the check refuses.
+	enc := func(v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) }
+	good := enc(`{"n":150,"bin":"\u0000\u00ff"}`)
+	bad := enc(`{"n":bad,"bin":"\u0000\u00ff"}`)
+	at := bytes.Index(buf.Bytes(), []byte(good))
+	if at < 0 || len(bad) != len(good) {
+		t.Fatalf("no value %s in the dump", good)
+	}
+	changed := false
+	check := func(key string, value []byte) error {
+		if bytes.Contains(value, []byte("bad")) {
+			return errors.New("refused")
+		}
+		if key == fmt.Sprintf("k/%05d", 3*BatchSize-1) && !changed {
+			// The first pass's last key: the file changes now.
+			changed = true
+			w, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			_, err = w.WriteAt([]byte(bad), int64(at))
+			return err
+		}
+		return nil
+	}
+	dst := newBolt(t)
+	n, err := Restore(ctx, f, dst, check)
+	if err == nil || !strings.Contains(err.Error(), `backup line 152: key "k/00150" changed since it was checked, after 100 keys were written: refused`) {
+		t.Fatalf("restore of a file changed between the passes: %d keys, %v", n, err)
+	}
+	if got := all(t, dst); n != BatchSize || len(got) != BatchSize {
+		t.Fatalf("%d keys written, the store holds %d; want the first batch, %d", n, len(got), BatchSize)
 	}
 }
