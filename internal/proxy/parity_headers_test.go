@@ -100,12 +100,7 @@ func TestResponseHeadersSamePaths(t *testing.T) {
 		w.Header()["Date"], w.Header()["Content-Type"] = nil, nil
 		_, _ = io.WriteString(w, "h2")
 	}))
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	_ = dead.Close()
+	deadAddr := deadAddr(t)
 	b := newBackend(t, "c")
 	type request struct {
 		name       string

@@ -231,6 +231,10 @@ func TestTimeouts(t *testing.T) {
 			l, _ := os.ReadFile(logPath)
 			return strings.Contains(string(l), `"GET /idle HTTP/1.1" 408 SI `)
 		})
+		// The timer counts it beside the answer, which may go out first.
+		waitUntil(t, 5*time.Second, "downstream_rq_idle_timeout 1", func() bool {
+			return h.stat("http.egress.downstream_rq_idle_timeout") >= 1
+		})
 		if got := h.stat("http.egress.downstream_rq_idle_timeout"); got != 1 {
 			t.Errorf("downstream_rq_idle_timeout = %d, want 1", got)
 		}
