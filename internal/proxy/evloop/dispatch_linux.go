@@ -44,8 +44,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 	// Envoy's connection manager requires a Host (decodeHeaders): 400
 	// without a body (missing_host_header), and an HTTP/1.1 connection
 	// closes after it. An accepted HTTP/1.0 request without one is the
-	// goroutine path's (above), which answers it so too.
-	missingHost := !r.hasHost && r.minor == 1
+	// goroutine path's (above), which answers it so too. An empty Host is
+	// answered alike: Go's request reader, which the goroutine path reads
+	// heads with, cannot tell it from none (Envoy routes it).
+	missingHost := (!r.hasHost || r.host.off == r.host.end) && r.minor == 1
 	var t Target
 	if rtr := d.gen.router; rtr != nil && !missingHost {
 		l.hv = headView{head, r}
