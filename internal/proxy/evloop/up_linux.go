@@ -485,7 +485,9 @@ func (l *loop) upFailed(u *up) {
 		d.logFlags(flag, details)
 		u.d, d.u = nil, nil
 		l.closeUp(u)
-		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, d.state == dsBody)
+		// A body still coming is skipped (replyDone), bounded, as the
+		// goroutine path drains what the upstream did not take.
+		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, false)
 		return
 	}
 	l.cutResponse(u)
@@ -524,7 +526,7 @@ func (l *loop) badGateway(u *up) {
 	l.observeDone(u, 0, false)
 	u.d, d.u = nil, nil
 	l.closeUp(u)
-	l.localReply(d, 502, "upstream sent a malformed response", d.state == dsBody)
+	l.localReply(d, 502, "upstream sent a malformed response", false) // a body still coming is skipped, as in upFailed
 }
 
 // cutResponse closes both sides: the client cannot be told the response
