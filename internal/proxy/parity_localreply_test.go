@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,12 +66,7 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 		{name: "HEAD connection failure", head: "HEAD /dead HTTP/1.1\r\nHost: x\r\n",
 			status: 503, want: []string{"Content-Type: text/plain"}},
 	}
-	type result struct {
-		answers []string // by request
-		stats   string
-		log     string
-	}
-	results := map[string]result{}
+	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, func(c *Config) {
 			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
@@ -84,7 +78,7 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/dead", "dead"), slowRoute, routeTo("/", "ok"))),
 			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("slow"), cla("slow", slow.addr()), edsCluster("dead"), cla("dead", dead))
-		var res result
+		res := pathResult{answers: map[string]string{}}
 		sent := 0
 		for _, r := range requests {
 			c, err := net.Dial("tcp", h.addr("egress"))
@@ -118,7 +112,7 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 				}
 			}
 			_ = c.Close()
-			res.answers = append(res.answers, answer)
+			res.answers[r.name] = answer
 			if p.goroutines {
 				if resp.StatusCode != r.status || resp.Close != r.closes {
 					t.Errorf("%s: the goroutine path answered %d, closing %v; want %d, closing %v", r.name, resp.StatusCode, resp.Close,
@@ -134,12 +128,7 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 		}
 		// A line for each answer the client read (at least: a request
 		// whose answer it could not read may be logged too).
-		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
-			b, _ := os.ReadFile(logFile)
-			res.log = string(b)
-			return strings.Count(res.log, "\n") >= sent
-		})
-		res.log = sortLines(res.log)
+		res.log = awaitLog(t, logFile, sent)
 		var stats []string
 		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
 			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_rq_http1_total"} {
@@ -153,18 +142,9 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	want := results["goroutines"]
-	for path, got := range results {
-		for i, r := range requests {
-			if got.answers[i] != want.answers[i] {
-				t.Errorf("%s, %s: answered\n%s\nthe goroutine path\n%s", path, r.name, got.answers[i], want.answers[i])
-			}
-		}
-		if got.stats != want.stats {
-			t.Errorf("%s: counters\n%s\nthe goroutine path's\n%s", path, got.stats, want.stats)
-		}
-		if got.log != want.log {
-			t.Errorf("%s: access log\n%s\nthe goroutine path's\n%s", path, got.log, want.log)
-		}
+	names := make([]string, 0, len(requests))
+	for _, r := range requests {
+		names = append(names, r.name)
 	}
+	sameAsGoroutinePath(t, results, names)
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -100,15 +99,10 @@ func TestHTTP1RefusalsSamePaths(t *testing.T) {
 		{name: "HTTP/1.1 where HTTP/1.0 is accepted", listener: "egress10", send: []string{"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"},
 			status: []int{200}, proto: "HTTP/1.1", log: []string{"GET /ok HTTP/1.1 200 - - 0 2 ok - 2 - envoy"}},
 	}
-	type result struct {
-		answers []string // by exchange
-		stats   string
-		log     string
-	}
 	counters := []string{"downstream_rq_total", "downstream_rq_http1_total", "downstream_rq_completed", "downstream_rq_2xx",
 		"downstream_rq_4xx", "downstream_rq_5xx", "downstream_rq_rx_reset", "downstream_cx_protocol_error",
 		"downstream_rq_header_timeout", "downstream_cx_total", "downstream_cx_http1_total"}
-	results := map[string]result{}
+	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, func(c *Config) {
 			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
@@ -122,7 +116,7 @@ func TestHTTP1RefusalsSamePaths(t *testing.T) {
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format), headers)),
 			httpListener("egress10", httpManager("egress10", "rds", withAccessLog(logFile, format), headers, accept10)),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "ok"))), edsCluster("ok"), cla("ok", ok))
-		var res result
+		res := pathResult{answers: map[string]string{}}
 		lines := 0
 		for _, x := range exchanges {
 			c, err := net.Dial("tcp", h.addr(x.listener))
@@ -166,14 +160,9 @@ func TestHTTP1RefusalsSamePaths(t *testing.T) {
 				}
 			}
 			_ = c.Close()
-			res.answers = append(res.answers, strings.Join(answer, "\n"))
+			res.answers[x.name] = strings.Join(answer, "\n")
 		}
-		waitUntil(t, 5*time.Second, "the access log lines", func() bool {
-			b, _ := os.ReadFile(logFile)
-			res.log = string(b)
-			return strings.Count(res.log, "\n") >= lines
-		})
-		res.log = sortLines(res.log)
+		res.log = awaitLog(t, logFile, lines)
 		var stats []string
 		for _, l := range []string{"egress", "egress10"} {
 			for _, name := range counters {
@@ -221,18 +210,9 @@ func TestHTTP1RefusalsSamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	want := results["goroutines"]
-	for path, got := range results {
-		for i, x := range exchanges {
-			if got.answers[i] != want.answers[i] {
-				t.Errorf("%s, %s: answered\n%s\nthe goroutine path\n%s", path, x.name, got.answers[i], want.answers[i])
-			}
-		}
-		if got.stats != want.stats {
-			t.Errorf("%s: counters\n%s\nthe goroutine path's\n%s", path, got.stats, want.stats)
-		}
-		if got.log != want.log {
-			t.Errorf("%s: access log\n%s\nthe goroutine path's\n%s", path, got.log, want.log)
-		}
+	names := make([]string, 0, len(exchanges))
+	for _, x := range exchanges {
+		names = append(names, x.name)
 	}
+	sameAsGoroutinePath(t, results, names)
 }
