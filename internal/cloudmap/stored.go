@@ -4,8 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
+
+	"github.com/weftmesh/weft/internal/store"
 )
 
 // CheckRecord checks one key under KeyPrefix and its value as a restore
@@ -35,13 +36,13 @@ func CheckRecord(key string, value []byte) error {
 	}
 	switch prefix {
 	case nsNamePrefix, svcNamePrefix:
-		parts, ok := segments(rest, 2)
+		parts, ok := store.KeySegments(rest, 2)
 		if !ok || (prefix == nsNamePrefix && namespaceNameKey(parts[0], parts[1]) != key) || (prefix == svcNamePrefix && serviceNameKey(parts[0], parts[1]) != key) {
 			return errors.New("not a name index key")
 		}
 		return nil // an id; one that names nothing is not found
 	case OperationPrefix:
-		parts, ok := segments(rest, 1)
+		parts, ok := store.KeySegments(rest, 1)
 		if !ok || OperationKey(parts[0]) != key {
 			return errors.New("not an operation key")
 		}
@@ -51,7 +52,7 @@ func CheckRecord(key string, value []byte) error {
 		}
 		return sameID("Id", op.Id, parts[0])
 	case tokenPrefix:
-		parts, ok := segments(rest, 2)
+		parts, ok := store.KeySegments(rest, 2)
 		if !ok || tokenKey(parts[0], parts[1]) != key {
 			return errors.New("not a request id key")
 		}
@@ -111,20 +112,4 @@ func sameID(member string, got *string, want string) error {
 		return fmt.Errorf("%s is %q, not %q as its key says", member, deref(got), want)
 	}
 	return nil
-}
-
-// segments splits s into n path-escaped segments and unescapes them.
-func segments(s string, n int) ([]string, bool) {
-	parts := strings.Split(s, "/")
-	if len(parts) != n {
-		return nil, false
-	}
-	for i, p := range parts {
-		u, err := url.PathUnescape(p)
-		if err != nil || u == "" {
-			return nil, false
-		}
-		parts[i] = u
-	}
-	return parts, true
 }

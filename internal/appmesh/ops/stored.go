@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/store"
 )
 
 // CheckRecord checks one key under appmesh.KeyPrefix and its value as a
@@ -48,7 +48,7 @@ func CheckRecord(key string, value []byte) error {
 		}
 		return nil // its value is never read
 	case strings.HasPrefix(key, tokenPrefix):
-		parts, ok := segments(strings.TrimPrefix(key, tokenPrefix), 2)
+		parts, ok := store.KeySegments(strings.TrimPrefix(key, tokenPrefix), 2)
 		if !ok || tokenKey(parts[0], parts[1]) != key {
 			return errors.New("not a client token key")
 		}
@@ -57,7 +57,7 @@ func CheckRecord(key string, value []byte) error {
 		}
 		return nil
 	case strings.HasPrefix(key, tokenExpPrefix):
-		parts, ok := segments(strings.TrimPrefix(key, tokenExpPrefix), 3)
+		parts, ok := store.KeySegments(strings.TrimPrefix(key, tokenExpPrefix), 3)
 		if !ok {
 			return errors.New("not a client token expiry key")
 		}
@@ -141,7 +141,7 @@ func parseRefKey(key string) (from, to appmesh.Ref, ok bool) {
 	if len(parts) != 5 {
 		return from, to, false
 	}
-	head, ok := segments(strings.Join(parts[:4], "/"), 4)
+	head, ok := store.KeySegments(strings.Join(parts[:4], "/"), 4)
 	if !ok {
 		return from, to, false
 	}
@@ -156,22 +156,6 @@ func parseRefKey(key string) (from, to appmesh.Ref, ok bool) {
 		return from, to, false
 	}
 	return from, to, true
-}
-
-// segments splits s into n path-escaped segments and unescapes them.
-func segments(s string, n int) ([]string, bool) {
-	parts := strings.Split(s, "/")
-	if len(parts) != n {
-		return nil, false
-	}
-	for i, p := range parts {
-		u, err := url.PathUnescape(p)
-		if err != nil || u == "" {
-			return nil, false
-		}
-		parts[i] = u
-	}
-	return parts, true
 }
 
 // decodeData decodes a resource record as every reader of it does.
