@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 const (
@@ -35,8 +36,8 @@ const (
 	// ends is read after its last response, so that closing it with
 	// unread bytes does not reset it before the client read the answer
 	// (weft proxy's HTTP/1.1 path does the same).
-	maxDrain = 256 << 10
-	drainFor = 500 * time.Millisecond
+	maxDrain = proxyroute.DrainBytes
+	drainFor = proxyroute.DrainFor
 	// freshDrainGrace is how long a connection drained before its first
 	// request has to send it (weft proxy's HTTP/1.1 path waits as long).
 	freshDrainGrace = time.Second

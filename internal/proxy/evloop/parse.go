@@ -18,7 +18,7 @@ import (
 const (
 	// maxHeadBytes bounds a request or response head: Envoy's
 	// max_request_headers_kb default (60 KiB).
-	maxHeadBytes = 60 << 10
+	maxHeadBytes = proxyroute.MaxHeadBytes
 	// maxConnTokens bounds the header names a Connection header may
 	// name as hop-by-hop; more is answered 400.
 	maxConnTokens = 8

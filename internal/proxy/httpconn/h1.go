@@ -43,13 +43,13 @@ const (
 	// maxHeaderBytes bounds a request head, as Envoy's
 	// max_request_headers_kb default (60 KiB) and the net/http server's
 	// MaxHeaderBytes do.
-	maxHeaderBytes = 60 << 10
+	maxHeaderBytes = route.MaxHeadBytes
 	// maxDrain is how much of a request body the handler left unread is
 	// read to keep the connection (net/http's server reads 256 KiB).
-	maxDrain = 256 << 10
+	maxDrain = route.DrainBytes
 	// rstAvoidance is how long a connection refusing a request reads
 	// what the client still sends before closing.
-	rstAvoidance = 500 * time.Millisecond
+	rstAvoidance = route.DrainFor
 )
 
 // h2Preface is what a prior-knowledge HTTP/2 connection starts with.

@@ -1,5 +1,7 @@
 package route
 
+import "time"
+
 // Refusal is a request head weft proxy answers without routing it, and
 // how: as Envoy's connection manager answers a head its HTTP/1 codec
 // refuses (ServerConnectionImpl::sendProtocolError in
@@ -49,6 +51,21 @@ const (
 // (max_request_headers_count, and a cluster's max_headers_count for the
 // responses): a request head with more is refused (RefuseTooManyHeaders).
 const MaxHeaders = 100
+
+// The limits of an HTTP/1.1 request head and of what is read of a request
+// body the proxy does not forward, one rule for both request paths.
+const (
+	// MaxHeadBytes bounds a request or response head: Envoy's
+	// max_request_headers_kb default (60 KiB).
+	MaxHeadBytes = 60 << 10
+	// DrainBytes and DrainFor bound how much of a request body the proxy
+	// did not forward, and how long, is read and dropped to keep the
+	// connection (net/http's server reads 256 KiB), and how long a
+	// connection refusing a request reads what the client still sends
+	// before closing, so that the close does not reset the answer away.
+	DrainBytes = 256 << 10
+	DrainFor   = 500 * time.Millisecond
+)
 
 var refusals = [...]struct {
 	status        int
