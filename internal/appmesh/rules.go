@@ -1,6 +1,10 @@
 package appmesh
 
-import "github.com/weftmesh/weft/internal/shape"
+import (
+	"strings"
+
+	"github.com/weftmesh/weft/internal/shape"
+)
 
 // The rules here are App Mesh's checks beyond the model's constraints (the
 // model validator runs first, so required members are present). Each
@@ -76,6 +80,60 @@ func CheckRoute(s *RouteSpec, router *VirtualRouterSpec) error {
 	return checkListener("Route", "Virtual Router", string(proto), port, ls, func(p PortMapping) (string, int64) {
 		return string(p.Protocol), deref(p.Port)
 	})
+}
+
+// CheckRouterKeepsRoutes checks a virtual router's new spec against the
+// routes it already has (named in names, in the same order; a nil spec,
+// a record without one, is passed over): App Mesh
+// refuses an update that leaves a route fitting no listener by CheckRoute's
+// rule, as a route that fits none carries no traffic.
+func CheckRouterKeepsRoutes(router *VirtualRouterSpec, names []string, routes []*RouteSpec) error {
+	var missingPort, unmatched []string
+	for i, rs := range routes {
+		if rs == nil || CheckRoute(rs, router) == nil {
+			continue
+		}
+		if _, port, err := RouteProtocol(rs); err == nil && port == 0 && len(router.Listeners) > 1 {
+			missingPort = append(missingPort, names[i])
+		} else {
+			unmatched = append(unmatched, names[i])
+		}
+	}
+	return routesLeft("Route", "Virtual Router", missingPort, unmatched)
+}
+
+// CheckGatewayKeepsRoutes is CheckRouterKeepsRoutes for a virtual
+// gateway and its gateway routes (CheckGatewayRoute's rule).
+func CheckGatewayKeepsRoutes(gw *VirtualGatewaySpec, names []string, routes []*GatewayRouteSpec) error {
+	var missingPort, unmatched []string
+	for i, rs := range routes {
+		if rs == nil || CheckGatewayRoute(rs, gw) == nil {
+			continue
+		}
+		if _, port, err := GatewayRouteProtocol(rs); err == nil && port == 0 && len(gw.Listeners) > 1 {
+			missingPort = append(missingPort, names[i])
+		} else {
+			unmatched = append(unmatched, names[i])
+		}
+	}
+	return routesLeft("Gateway Route", "Virtual Gateway", missingPort, unmatched)
+}
+
+// routesLeft is the BadRequestException of an update that would leave
+// routes behind: those without a port match under several listeners in
+// App Mesh's words (the message its API answered), the others alike.
+// Each names up to five routes.
+func routesLeft(route, parent string, missingPort, unmatched []string) error {
+	five := func(names []string) string { return strings.Join(names[:min(len(names), 5)], ", ") }
+	switch {
+	case len(missingPort) > 0:
+		return BadRequest("All %ss for this %s must define a port match before adding multiple listeners to this %s. %d %s(s) are missing port. Listing up to 5 route names: [%s]",
+			route, parent, parent, len(missingPort), route, five(missingPort))
+	case len(unmatched) > 0:
+		return BadRequest("All %ss for this %s must match the protocol and port of one of its listeners. %d %s(s) match none. Listing up to 5 route names: [%s]",
+			route, parent, len(unmatched), route, five(unmatched))
+	}
+	return nil
 }
 
 // GatewayRouteProtocol is RouteProtocol for gateway routes.

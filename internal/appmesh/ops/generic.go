@@ -30,6 +30,10 @@ type kind[S, D, R any] struct {
 	// check runs the rules that read the store, such as references that
 	// must exist; nil when there are none.
 	check func(s *Service, tx store.Tx, r appmesh.Ref, spec *S) error
+	// keeps runs, on an update only, the rules between a router's or a
+	// gateway's new spec and the routes it already has (a create has
+	// none); nil for other kinds.
+	keeps func(s *Service, tx store.Tx, r appmesh.Ref, spec *S) error
 	// refs returns the resources spec refers to that cannot be deleted
 	// while it does; nil when there are none.
 	refs func(r appmesh.Ref, spec *S) []appmesh.Ref
@@ -441,6 +445,11 @@ func (k *kind[S, D, R]) update(ctx context.Context, s *Service, c Caller, r appm
 		}
 		if k.check != nil {
 			if err := k.check(s, tx, r, spec); err != nil {
+				return nil, err
+			}
+		}
+		if k.keeps != nil {
+			if err := k.keeps(s, tx, r, spec); err != nil {
 				return nil, err
 			}
 		}

@@ -113,6 +113,17 @@ func newKinds() kinds {
 				return appmesh.VirtualRouterRef{Arn: m.Arn, CreatedAt: m.CreatedAt, LastUpdatedAt: m.LastUpdatedAt, MeshName: d.MeshName,
 					MeshOwner: m.MeshOwner, ResourceOwner: m.ResourceOwner, Version: m.Version, VirtualRouterName: d.VirtualRouterName}
 			},
+			keeps: func(s *Service, tx store.Tx, r appmesh.Ref, spec *appmesh.VirtualRouterSpec) error {
+				names, routes, err := children[appmesh.RouteData](s, tx, r)
+				if err != nil {
+					return err
+				}
+				specs := make([]*appmesh.RouteSpec, len(routes))
+				for i, d := range routes {
+					specs[i] = d.Spec
+				}
+				return appmesh.CheckRouterKeepsRoutes(spec, names, specs)
+			},
 			quota: func(l appmesh.Limits) int { return l.VirtualRoutersPerMesh },
 			inUse: func(tx store.Tx, r appmesh.Ref) error {
 				return hasChildren(tx, r, appmesh.KindRoute)
@@ -172,6 +183,17 @@ func newKinds() kinds {
 				m := d.Metadata
 				return appmesh.VirtualGatewayRef{Arn: m.Arn, CreatedAt: m.CreatedAt, LastUpdatedAt: m.LastUpdatedAt, MeshName: d.MeshName,
 					MeshOwner: m.MeshOwner, ResourceOwner: m.ResourceOwner, Version: m.Version, VirtualGatewayName: d.VirtualGatewayName}
+			},
+			keeps: func(s *Service, tx store.Tx, r appmesh.Ref, spec *appmesh.VirtualGatewaySpec) error {
+				names, routes, err := children[appmesh.GatewayRouteData](s, tx, r)
+				if err != nil {
+					return err
+				}
+				specs := make([]*appmesh.GatewayRouteSpec, len(routes))
+				for i, d := range routes {
+					specs[i] = d.Spec
+				}
+				return appmesh.CheckGatewayKeepsRoutes(spec, names, specs)
 			},
 			quota: func(l appmesh.Limits) int { return l.VirtualGatewaysPerMesh },
 			inUse: func(tx store.Tx, r appmesh.Ref) error {
@@ -244,6 +266,28 @@ func hasChildren(tx store.Tx, r appmesh.Ref, child appmesh.Kind) error {
 		return err
 	}
 	return appmesh.InUse("%s with name %s cannot be deleted because it has active %s", label(r.Kind), r.Name, plural(child))
+}
+
+// children returns the names and records of a router's routes or a
+// gateway's gateway routes, in name order; a record that does not decode,
+// or has no spec, is left out and logged, as List leaves it out.
+func children[D any](s *Service, tx store.Tx, r appmesh.Ref) ([]string, []*D, error) {
+	prefix, _ := inUsePrefix(r)
+	kvs, err := tx.List(prefix, "", 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	names, out := make([]string, 0, len(kvs)), make([]*D, 0, len(kvs))
+	for _, kv := range kvs {
+		child, ok := appmesh.ParseKey(kv.Key)
+		d, err := decodeData[D](kv.Value)
+		if !ok || err != nil {
+			s.log.Error("skipping undecodable resource", "key", kv.Key, "error", err)
+			continue
+		}
+		names, out = append(names, child.Name), append(out, d)
+	}
+	return names, out, nil
 }
 
 // inUsePrefix is the prefix whose first key stops r's deletion (meshInUse,

@@ -1,0 +1,99 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/appmesh"
+)
+
+// An update of a virtual router or gateway that would leave one of its
+// routes fitting no listener is refused, as App Mesh refuses it, and
+// changes nothing; an update the routes still fit is taken. (Before, the
+// update was taken and the routes it left stopped carrying traffic while
+// Describe still said ACTIVE.)
+func TestUpdateKeepsRoutesFitting(t *testing.T) {
+	ctx := context.Background()
+	svc, st := newService(t, &clock{time.Unix(1800000000, 0)})
+	caller := Caller{Account: "111122223333"}
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	pm := func(port int64, proto appmesh.PortProtocol) appmesh.VirtualRouterListener {
+		return appmesh.VirtualRouterListener{PortMapping: &appmesh.PortMapping{Port: p(port), Protocol: proto}}
+	}
+	must(checked(ctx, svc.CreateMesh, caller, &appmesh.CreateMeshInput{MeshName: s("m")}))
+	must(checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+		Spec: &appmesh.VirtualNodeSpec{}}))
+	must(checked(ctx, svc.CreateVirtualRouter, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+		Spec: &appmesh.VirtualRouterSpec{Listeners: []appmesh.VirtualRouterListener{pm(8080, appmesh.PortProtocolHttp)}}}))
+	targets := []appmesh.WeightedTarget{{VirtualNode: s("vn"), Weight: p(1)}}
+	for _, name := range []string{"web", "api"} {
+		must(checked(ctx, svc.CreateRoute, caller, &appmesh.CreateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s(name),
+			Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/" + name)},
+				Action: &appmesh.HttpRouteAction{WeightedTargets: targets}}}}))
+	}
+	updateRouter := func(ls ...appmesh.VirtualRouterListener) error {
+		_, err := checked(ctx, svc.UpdateVirtualRouter, caller, &appmesh.UpdateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+			Spec: &appmesh.VirtualRouterSpec{Listeners: ls}})
+		return err
+	}
+	refused := func(what string, err error, want string) {
+		t.Helper()
+		var ae *appmesh.Error
+		if !errors.As(err, &ae) || ae.Code != appmesh.CodeBadRequest || !strings.Contains(ae.Message, want) {
+			t.Errorf("%s: %v, want BadRequestException with %q", what, err, want)
+		}
+	}
+	before := keys(t, st)
+	refused("a second listener, routes without a port", updateRouter(pm(8080, appmesh.PortProtocolHttp), pm(9090, appmesh.PortProtocolGrpc)),
+		"All Routes for this Virtual Router must define a port match before adding multiple listeners to this Virtual Router. 2 Route(s) are missing port. Listing up to 5 route names: [api, web]")
+	refused("the listener's protocol changed under http routes", updateRouter(pm(8080, appmesh.PortProtocolHttp2)),
+		"2 Route(s) match none. Listing up to 5 route names: [api, web]")
+	after := keys(t, st)
+	if len(after) != len(before) {
+		t.Errorf("refused updates changed the store: %d keys, then %d", len(before), len(after))
+	}
+	for k, v := range before {
+		if string(after[k]) != string(v) {
+			t.Errorf("refused updates changed %s", k)
+		}
+	}
+	// The routes fit a new port of the same protocol: taken.
+	if err := updateRouter(pm(8081, appmesh.PortProtocolHttp)); err != nil {
+		t.Errorf("an update the routes still fit: %v", err)
+	}
+	// One route names a port the update removes: refused, naming it.
+	must(checked(ctx, svc.UpdateRoute, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("api"),
+		Spec: &appmesh.RouteSpec{HttpRoute: &appmesh.HttpRoute{Match: &appmesh.HttpRouteMatch{Prefix: s("/api"), Port: p(8081)},
+			Action: &appmesh.HttpRouteAction{WeightedTargets: targets}}}}))
+	refused("a route's port removed", updateRouter(pm(8082, appmesh.PortProtocolHttp)), "1 Route(s) match none. Listing up to 5 route names: [api]")
+
+	// Gateways: the same rule for their gateway routes.
+	must(checked(ctx, svc.CreateVirtualService, caller, &appmesh.CreateVirtualServiceInput{MeshName: s("m"), VirtualServiceName: s("svc.local"),
+		Spec: &appmesh.VirtualServiceSpec{}}))
+	gwl := func(port int64, proto appmesh.VirtualGatewayPortProtocol) appmesh.VirtualGatewayListener {
+		return appmesh.VirtualGatewayListener{PortMapping: &appmesh.VirtualGatewayPortMapping{Port: p(port), Protocol: proto}}
+	}
+	must(checked(ctx, svc.CreateVirtualGateway, caller, &appmesh.CreateVirtualGatewayInput{MeshName: s("m"), VirtualGatewayName: s("gw"),
+		Spec: &appmesh.VirtualGatewaySpec{Listeners: []appmesh.VirtualGatewayListener{gwl(8443, appmesh.VirtualGatewayPortProtocolGrpc)}}}))
+	must(checked(ctx, svc.CreateGatewayRoute, caller, &appmesh.CreateGatewayRouteInput{MeshName: s("m"), VirtualGatewayName: s("gw"), GatewayRouteName: s("gr"),
+		Spec: &appmesh.GatewayRouteSpec{GrpcRoute: &appmesh.GrpcGatewayRoute{Match: &appmesh.GrpcGatewayRouteMatch{ServiceName: s("svc")},
+			Action: &appmesh.GrpcGatewayRouteAction{Target: &appmesh.GatewayRouteTarget{VirtualService: &appmesh.GatewayRouteVirtualService{VirtualServiceName: s("svc.local")}}}}}}))
+	updateGateway := func(ls ...appmesh.VirtualGatewayListener) error {
+		_, err := checked(ctx, svc.UpdateVirtualGateway, caller, &appmesh.UpdateVirtualGatewayInput{MeshName: s("m"), VirtualGatewayName: s("gw"),
+			Spec: &appmesh.VirtualGatewaySpec{Listeners: ls}})
+		return err
+	}
+	refused("a gateway's grpc listener replaced by http", updateGateway(gwl(80, appmesh.VirtualGatewayPortProtocolHttp)),
+		"All Gateway Routes for this Virtual Gateway must match the protocol and port of one of its listeners. 1 Gateway Route(s) match none. Listing up to 5 route names: [gr]")
+	if err := updateGateway(gwl(9443, appmesh.VirtualGatewayPortProtocolGrpc)); err != nil {
+		t.Errorf("a gateway update its routes still fit: %v", err)
+	}
+}
