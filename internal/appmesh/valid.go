@@ -1,7 +1,6 @@
 package appmesh
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,10 +80,8 @@ func Check[In any](in *In) (Valid[In], error) {
 	if err != nil {
 		return Valid[In]{}, fmt.Errorf("encode %s: %w", name, err)
 	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var doc map[string]any
-	if err := d.Decode(&doc); err != nil {
+	doc, err := shape.DecodeObject(b)
+	if err != nil {
 		return Valid[In]{}, fmt.Errorf("decode %s: %w", name, err)
 	}
 	return Decode[In](doc)
@@ -95,10 +92,8 @@ func Check[In any](in *In) (Valid[In], error) {
 // and is refused, so that Valid[int] cannot be made.
 func shapeOf[In any]() (string, error) {
 	t := reflect.TypeFor[In]()
-	if t.PkgPath() == reflect.TypeFor[Error]().PkgPath() {
-		if s := Model().Shapes[t.Name()]; s != nil && s.Kind == shape.Structure {
-			return t.Name(), nil
-		}
+	if name, ok := Model().StructureOf(t, reflect.TypeFor[Error]().PkgPath()); ok {
+		return name, nil
 	}
 	return "", fmt.Errorf("%v is not a structure of the App Mesh model", t)
 }

@@ -28,8 +28,6 @@ import (
 	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/store"
-
-	"github.com/weftmesh/weft/internal/api"
 )
 
 // TargetPrefix is the X-Amz-Target prefix of every Cloud Map operation.
@@ -180,7 +178,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, name string) (an
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
-	doc, err := api.DecodeObject(body)
+	doc, err := shape.DecodeObject(body)
 	if err != nil {
 		return nil, &cloudmap.Error{Code: cloudmap.CodeSerializationException, Message: err.Error()}
 	}
