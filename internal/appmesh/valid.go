@@ -21,10 +21,9 @@ import (
 // lost once it is decoded into the Go type, while a Go caller has only the
 // Go type. Both meet the same rules, here and once; the operations'
 // signatures say that they did, so no caller can skip the walk by
-// accident and no operation needs to walk again. (Cloud Map's API also
-// validates once, and its registry trusts whoever calls it; the App Mesh
-// operations have Go callers besides the API, so the trust is in the
-// type.) The zero Valid holds no input, and Input refuses it.
+// accident and no operation needs to walk again. (Cloud Map's registry
+// takes a cloudmap.Valid in the same way.) The zero Valid holds no input,
+// and Input refuses it.
 type Valid[In any] struct {
 	in *In // never shared with the caller that validated it
 }
