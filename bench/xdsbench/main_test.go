@@ -76,21 +76,21 @@ func TestBenchQuotas(t *testing.T) {
 			t.Cleanup(func() { st.Close() })
 			reads := 0
 			r := weftcloudmap.NewRegistry(countingStore{st, &reads}, weftcloudmap.Config{Limits: tt.limits})
-			ns, err := r.CreateHttpNamespace(ctx, &weftcloudmap.CreateHttpNamespaceRequest{Name: ptr("bench")})
+			ns, err := checked(ctx, r.CreateHttpNamespace, &weftcloudmap.CreateHttpNamespaceRequest{Name: ptr("bench")})
 			if err != nil {
 				t.Fatal(err)
 			}
-			op, err := r.GetOperation(ctx, &weftcloudmap.GetOperationRequest{OperationId: ns.OperationId})
+			op, err := checked(ctx, r.GetOperation, &weftcloudmap.GetOperationRequest{OperationId: ns.OperationId})
 			if err != nil {
 				t.Fatal(err)
 			}
 			for i := range services {
-				svc, err := r.CreateService(ctx, &weftcloudmap.CreateServiceRequest{Name: ptr(fmt.Sprintf("s%d", i)), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"])})
+				svc, err := checked(ctx, r.CreateService, &weftcloudmap.CreateServiceRequest{Name: ptr(fmt.Sprintf("s%d", i)), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"])})
 				if err != nil {
 					t.Fatal(err)
 				}
 				reads = 0
-				if _, err := r.RegisterInstance(ctx, &weftcloudmap.RegisterInstanceRequest{ServiceId: svc.Service.Id, InstanceId: ptr("i"),
+				if _, err := checked(ctx, r.RegisterInstance, &weftcloudmap.RegisterInstanceRequest{ServiceId: svc.Service.Id, InstanceId: ptr("i"),
 					Attributes: map[string]string{weftcloudmap.AttrIPv4: "10.0.0.1"}}); err != nil {
 					t.Fatal(err)
 				}
@@ -126,3 +126,13 @@ func TestProxiesGOGC(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// checked validates in as a Go caller of the registry must, and calls op
+// with it.
+func checked[In, Out any](ctx context.Context, op func(context.Context, weftcloudmap.Valid[In]) (*Out, error), in *In) (*Out, error) {
+	v, err := weftcloudmap.Check(in)
+	if err != nil {
+		return nil, err
+	}
+	return op(ctx, v)
+}

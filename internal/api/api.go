@@ -4,10 +4,7 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"strings"
 
@@ -61,24 +58,4 @@ func WriteRESTError(w http.ResponseWriter, status int, errType, message string) 
 	json.NewEncoder(w).Encode(struct {
 		Message string `json:"message"`
 	}{message})
-}
-
-// DecodeObject reads a request body that must be exactly one JSON object,
-// numbers kept as json.Number so that the model's validator sees them as
-// written.
-func DecodeObject(body []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
-		return nil, errors.New("the request body is not valid JSON: " + err.Error())
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("the request body has data after its JSON object")
-	}
-	obj, ok := doc.(map[string]any)
-	if !ok {
-		return nil, errors.New("the request body must be a JSON object")
-	}
-	return obj, nil
 }

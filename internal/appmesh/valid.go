@@ -1,7 +1,6 @@
 package appmesh
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,10 +21,9 @@ import (
 // lost once it is decoded into the Go type, while a Go caller has only the
 // Go type. Both meet the same rules, here and once; the operations'
 // signatures say that they did, so no caller can skip the walk by
-// accident and no operation needs to walk again. (Cloud Map's API also
-// validates once, and its registry trusts whoever calls it; the App Mesh
-// operations have Go callers besides the API, so the trust is in the
-// type.) The zero Valid holds no input, and Input refuses it.
+// accident and no operation needs to walk again. (Cloud Map's registry
+// takes a cloudmap.Valid in the same way.) The zero Valid holds no input,
+// and Input refuses it.
 type Valid[In any] struct {
 	in *In // never shared with the caller that validated it
 }
@@ -81,10 +79,8 @@ func Check[In any](in *In) (Valid[In], error) {
 	if err != nil {
 		return Valid[In]{}, fmt.Errorf("encode %s: %w", name, err)
 	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var doc map[string]any
-	if err := d.Decode(&doc); err != nil {
+	doc, err := shape.DecodeObject(b)
+	if err != nil {
 		return Valid[In]{}, fmt.Errorf("decode %s: %w", name, err)
 	}
 	return Decode[In](doc)
@@ -95,10 +91,8 @@ func Check[In any](in *In) (Valid[In], error) {
 // and is refused, so that Valid[int] cannot be made.
 func shapeOf[In any]() (string, error) {
 	t := reflect.TypeFor[In]()
-	if t.PkgPath() == reflect.TypeFor[Error]().PkgPath() {
-		if s := Model().Shapes[t.Name()]; s != nil && s.Kind == shape.Structure {
-			return t.Name(), nil
-		}
+	if name, ok := Model().StructureOf(t, reflect.TypeFor[Error]().PkgPath()); ok {
+		return name, nil
 	}
 	return "", fmt.Errorf("%v is not a structure of the App Mesh model", t)
 }

@@ -29,15 +29,15 @@ func TestInstanceWritesOnEtcd(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	r := NewRegistry(st, Config{})
-	ns, err := r.CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr("ns")})
+	ns, err := checked(ctx, r.CreateHttpNamespace, &CreateHttpNamespaceRequest{Name: ptr("ns")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := r.GetOperation(ctx, &GetOperationRequest{OperationId: ns.OperationId})
+	op, err := checked(ctx, r.GetOperation, &GetOperationRequest{OperationId: ns.OperationId})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := r.CreateService(ctx, &CreateServiceRequest{Name: ptr("svc"), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"])})
+	svc, err := checked(ctx, r.CreateService, &CreateServiceRequest{Name: ptr("svc"), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"])})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,12 +49,12 @@ func TestInstanceWritesOnEtcd(t *testing.T) {
 		id := fmt.Sprintf("i%d", n)
 		for i, fn := range []func() error{
 			func() error {
-				_, err := r.RegisterInstance(ctx, &RegisterInstanceRequest{ServiceId: svc.Service.Id, InstanceId: ptr(id),
+				_, err := checked(ctx, r.RegisterInstance, &RegisterInstanceRequest{ServiceId: svc.Service.Id, InstanceId: ptr(id),
 					CreatorRequestId: ptr("reg-" + id), Attributes: map[string]string{AttrIPv4: "10.0.0.1", AttrPort: "80"}})
 				return err
 			},
 			func() error {
-				_, err := r.DeregisterInstance(ctx, &DeregisterInstanceRequest{ServiceId: svc.Service.Id, InstanceId: ptr(id)})
+				_, err := checked(ctx, r.DeregisterInstance, &DeregisterInstanceRequest{ServiceId: svc.Service.Id, InstanceId: ptr(id)})
 				return err
 			},
 		} {
@@ -107,22 +107,22 @@ func quotaReplicas(t *testing.T, c *etcdtest.Cluster, prefix string, n int, limi
 func quotaNamespace(t *testing.T, r *Registry, services int) []*string {
 	t.Helper()
 	ctx := t.Context()
-	ns, err := r.CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr("ns")})
+	ns, err := checked(ctx, r.CreateHttpNamespace, &CreateHttpNamespaceRequest{Name: ptr("ns")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := r.GetOperation(ctx, &GetOperationRequest{OperationId: ns.OperationId})
+	op, err := checked(ctx, r.GetOperation, &GetOperationRequest{OperationId: ns.OperationId})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 2 * pruneBatch {
-		if _, err := r.CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr(fmt.Sprintf("other%d", i))}); err != nil {
+		if _, err := checked(ctx, r.CreateHttpNamespace, &CreateHttpNamespaceRequest{Name: ptr(fmt.Sprintf("other%d", i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var ids []*string
 	for i := range services {
-		svc, err := r.CreateService(ctx, &CreateServiceRequest{Name: ptr(fmt.Sprintf("s%d", i)), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"]),
+		svc, err := checked(ctx, r.CreateService, &CreateServiceRequest{Name: ptr(fmt.Sprintf("s%d", i)), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"]),
 			HealthCheckCustomConfig: &HealthCheckCustomConfig{}})
 		if err != nil {
 			t.Fatal(err)
@@ -156,7 +156,7 @@ func testRegistrationsDoNotConflict(t *testing.T, c *etcdtest.Cluster, mirrored 
 	stores, regs := quotaReplicas(t, c, fmt.Sprintf("/conflicts-%v", mirrored), 4, nil)
 	ids := quotaNamespace(t, regs[0], services+quiet)
 	register := func(r *Registry, srv *string, id string) error {
-		_, err := r.RegisterInstance(ctx, &RegisterInstanceRequest{ServiceId: srv, InstanceId: ptr(id),
+		_, err := checked(ctx, r.RegisterInstance, &RegisterInstanceRequest{ServiceId: srv, InstanceId: ptr(id),
 			CreatorRequestId: ptr("reg-" + *srv + "-" + id), Attributes: map[string]string{AttrIPv4: "10.0.0.1"}})
 		return err
 	}
@@ -175,7 +175,7 @@ func testRegistrationsDoNotConflict(t *testing.T, c *etcdtest.Cluster, mirrored 
 			continue
 		}
 		fns = append(fns, func() error {
-			return r.UpdateInstanceCustomHealthStatus(ctx, &UpdateInstanceCustomHealthStatusRequest{ServiceId: srv, InstanceId: ptr("old0"), Status: CustomHealthStatusUnhealthy})
+			return checkedErr(ctx, r.UpdateInstanceCustomHealthStatus, &UpdateInstanceCustomHealthStatusRequest{ServiceId: srv, InstanceId: ptr("old0"), Status: CustomHealthStatusUnhealthy})
 		})
 	}
 	etcdtest.WritesDoNotConflict(t, stores, mirrored, fns)
@@ -211,7 +211,7 @@ func TestQuotaConcurrentOnEtcd(t *testing.T) {
 				for i := range tt.wave {
 					wg.Go(func() { // ends when its RegisterInstance returns; waited for by wg
 						<-start
-						_, err := regs[i%len(regs)].RegisterInstance(ctx, &RegisterInstanceRequest{ServiceId: services[i%len(services)],
+						_, err := checked(ctx, regs[i%len(regs)].RegisterInstance, &RegisterInstanceRequest{ServiceId: services[i%len(services)],
 							InstanceId: ptr(fmt.Sprintf("w%di%d", w, i)), Attributes: map[string]string{AttrIPv4: "10.0.0.1"}})
 						errs <- err
 					})
@@ -234,7 +234,7 @@ func TestQuotaConcurrentOnEtcd(t *testing.T) {
 			}
 			stored := 0
 			for _, svc := range services {
-				out, err := regs[1].GetService(ctx, &GetServiceRequest{Id: svc})
+				out, err := checked(ctx, regs[1].GetService, &GetServiceRequest{Id: svc})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -126,7 +126,11 @@ func checkAttributes(ns *Namespace, svc *Service, attrs map[string]string, maxCu
 }
 
 // RegisterInstance creates or replaces an instance of a service.
-func (r *Registry) RegisterInstance(ctx context.Context, req *RegisterInstanceRequest) (*RegisterInstanceResponse, error) {
+func (r *Registry) RegisterInstance(ctx context.Context, v Valid[RegisterInstanceRequest]) (*RegisterInstanceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	h := *req
 	h.CreatorRequestId = nil
 	hash, err := requestHash(h)
@@ -202,7 +206,11 @@ func (r *Registry) getInstance(tx store.Tx, srvID, instID string) (*InstanceReco
 }
 
 // DeregisterInstance deletes an instance.
-func (r *Registry) DeregisterInstance(ctx context.Context, req *DeregisterInstanceRequest) (*DeregisterInstanceResponse, error) {
+func (r *Registry) DeregisterInstance(ctx context.Context, v Valid[DeregisterInstanceRequest]) (*DeregisterInstanceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	st, err := r.newStamp()
 	if err != nil {
 		return nil, err
@@ -234,9 +242,13 @@ func (r *Registry) DeregisterInstance(ctx context.Context, req *DeregisterInstan
 }
 
 // GetInstance returns an instance.
-func (r *Registry) GetInstance(ctx context.Context, req *GetInstanceRequest) (*GetInstanceResponse, error) {
+func (r *Registry) GetInstance(ctx context.Context, v Valid[GetInstanceRequest]) (*GetInstanceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	var out GetInstanceResponse
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		rec, err := r.getService(tx, deref(req.ServiceId))
 		if err != nil {
 			return err
@@ -255,9 +267,13 @@ func (r *Registry) GetInstance(ctx context.Context, req *GetInstanceRequest) (*G
 }
 
 // ListInstances lists a service's instances in id order.
-func (r *Registry) ListInstances(ctx context.Context, req *ListInstancesRequest) (*ListInstancesResponse, error) {
+func (r *Registry) ListInstances(ctx context.Context, v Valid[ListInstancesRequest]) (*ListInstancesResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	out := ListInstancesResponse{Instances: []InstanceSummary{}}
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		rec, err := r.getService(tx, deref(req.ServiceId))
 		if err != nil {
 			return err
@@ -281,9 +297,13 @@ func (r *Registry) ListInstances(ctx context.Context, req *ListInstancesRequest)
 
 // GetInstancesHealthStatus returns the health of some or all instances of
 // a service.
-func (r *Registry) GetInstancesHealthStatus(ctx context.Context, req *GetInstancesHealthStatusRequest) (*GetInstancesHealthStatusResponse, error) {
+func (r *Registry) GetInstancesHealthStatus(ctx context.Context, v Valid[GetInstancesHealthStatusRequest]) (*GetInstancesHealthStatusResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	out := GetInstancesHealthStatusResponse{Status: map[string]HealthStatus{}}
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		rec, err := r.getService(tx, deref(req.ServiceId))
 		if err != nil {
 			return err
@@ -321,7 +341,11 @@ func (r *Registry) GetInstancesHealthStatus(ctx context.Context, req *GetInstanc
 
 // UpdateInstanceCustomHealthStatus sets the health of an instance of a
 // service with a custom health check; it takes effect at once.
-func (r *Registry) UpdateInstanceCustomHealthStatus(ctx context.Context, req *UpdateInstanceCustomHealthStatusRequest) error {
+func (r *Registry) UpdateInstanceCustomHealthStatus(ctx context.Context, v Valid[UpdateInstanceCustomHealthStatusRequest]) error {
+	req, err := v.Input()
+	if err != nil {
+		return err
+	}
 	return r.update(ctx, func(tx store.Tx) error {
 		rec, err := r.getService(tx, deref(req.ServiceId))
 		if err != nil {
@@ -391,13 +415,17 @@ func matchAll(attrs, filter map[string]string) bool {
 
 // DiscoverInstances returns instances of a service by name, filtered by
 // attributes and health, in random order.
-func (r *Registry) DiscoverInstances(ctx context.Context, req *DiscoverInstancesRequest) (*DiscoverInstancesResponse, error) {
+func (r *Registry) DiscoverInstances(ctx context.Context, v Valid[DiscoverInstancesRequest]) (*DiscoverInstancesResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	var seed [16]byte
 	if _, err := io.ReadFull(r.rand, seed[:]); err != nil {
 		return nil, err
 	}
 	var out DiscoverInstancesResponse
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		_, rec, err := r.lookupByName(tx, deref(req.NamespaceName), deref(req.ServiceName), deref(req.OwnerAccount))
 		if err != nil {
 			return err
@@ -461,9 +489,13 @@ func (r *Registry) DiscoverInstances(ctx context.Context, req *DiscoverInstances
 
 // DiscoverInstancesRevision returns the revision of a service's instances,
 // which increases with every change to them.
-func (r *Registry) DiscoverInstancesRevision(ctx context.Context, req *DiscoverInstancesRevisionRequest) (*DiscoverInstancesRevisionResponse, error) {
+func (r *Registry) DiscoverInstancesRevision(ctx context.Context, v Valid[DiscoverInstancesRevisionRequest]) (*DiscoverInstancesRevisionResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	var out DiscoverInstancesRevisionResponse
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		_, rec, err := r.lookupByName(tx, deref(req.NamespaceName), deref(req.ServiceName), deref(req.OwnerAccount))
 		if err != nil {
 			return err

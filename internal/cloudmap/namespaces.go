@@ -23,7 +23,11 @@ type namespaceSpec struct {
 
 // CreateHttpNamespace creates a namespace discoverable only through
 // DiscoverInstances.
-func (r *Registry) CreateHttpNamespace(ctx context.Context, req *CreateHttpNamespaceRequest) (*CreateHttpNamespaceResponse, error) {
+func (r *Registry) CreateHttpNamespace(ctx context.Context, v Valid[CreateHttpNamespaceRequest]) (*CreateHttpNamespaceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	h := *req
 	h.CreatorRequestId = nil
 	id, err := r.createNamespace(ctx, namespaceSpec{op: "CreateHttpNamespace", typ: NamespaceTypeHttp,
@@ -37,7 +41,11 @@ func (r *Registry) CreateHttpNamespace(ctx context.Context, req *CreateHttpNames
 
 // CreatePrivateDnsNamespace creates a namespace whose services the DNS
 // server answers for. The VPC is recorded and otherwise ignored.
-func (r *Registry) CreatePrivateDnsNamespace(ctx context.Context, req *CreatePrivateDnsNamespaceRequest) (*CreatePrivateDnsNamespaceResponse, error) {
+func (r *Registry) CreatePrivateDnsNamespace(ctx context.Context, v Valid[CreatePrivateDnsNamespaceRequest]) (*CreatePrivateDnsNamespaceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	h := *req
 	h.CreatorRequestId = nil
 	spec := namespaceSpec{op: "CreatePrivateDnsNamespace", typ: NamespaceTypeDnsPrivate,
@@ -55,7 +63,11 @@ func (r *Registry) CreatePrivateDnsNamespace(ctx context.Context, req *CreatePri
 
 // CreatePublicDnsNamespace creates a public DNS namespace; weft's DNS
 // server answers for it as for a private one.
-func (r *Registry) CreatePublicDnsNamespace(ctx context.Context, req *CreatePublicDnsNamespaceRequest) (*CreatePublicDnsNamespaceResponse, error) {
+func (r *Registry) CreatePublicDnsNamespace(ctx context.Context, v Valid[CreatePublicDnsNamespaceRequest]) (*CreatePublicDnsNamespaceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	h := *req
 	h.CreatorRequestId = nil
 	spec := namespaceSpec{op: "CreatePublicDnsNamespace", typ: NamespaceTypeDnsPublic,
@@ -72,7 +84,10 @@ func (r *Registry) CreatePublicDnsNamespace(ctx context.Context, req *CreatePubl
 }
 
 func (r *Registry) createNamespace(ctx context.Context, spec namespaceSpec) (*string, error) {
-	if spec.typ != NamespaceTypeHttp {
+	// A public namespace's name is a domain name by the model's pattern; a
+	// private one's pattern takes any printable character, so weft asks
+	// for a domain name here, since its DNS server answers for it.
+	if spec.typ == NamespaceTypeDnsPrivate {
 		if err := checkDomainName("Name", spec.name); err != nil {
 			return nil, err
 		}
@@ -185,9 +200,13 @@ func namespaceOut(tx store.Tx, rec *NamespaceRecord) (*Namespace, error) {
 }
 
 // GetNamespace returns a namespace by id or ARN.
-func (r *Registry) GetNamespace(ctx context.Context, req *GetNamespaceRequest) (*GetNamespaceResponse, error) {
+func (r *Registry) GetNamespace(ctx context.Context, v Valid[GetNamespaceRequest]) (*GetNamespaceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	var out GetNamespaceResponse
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		rec, err := r.getNamespace(tx, deref(req.Id))
 		if err != nil {
 			return err
@@ -202,7 +221,11 @@ func (r *Registry) GetNamespace(ctx context.Context, req *GetNamespaceRequest) (
 }
 
 // ListNamespaces lists namespaces in id order, filtered.
-func (r *Registry) ListNamespaces(ctx context.Context, req *ListNamespacesRequest) (*ListNamespacesResponse, error) {
+func (r *Registry) ListNamespaces(ctx context.Context, v Valid[ListNamespacesRequest]) (*ListNamespacesResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	match, err := r.namespaceFilter(req.Filters)
 	if err != nil {
 		return nil, err
@@ -315,7 +338,11 @@ func predicate[T any](name string, cond FilterCondition, values []string, allowe
 }
 
 // UpdateHttpNamespace changes an HTTP namespace's description.
-func (r *Registry) UpdateHttpNamespace(ctx context.Context, req *UpdateHttpNamespaceRequest) (*UpdateHttpNamespaceResponse, error) {
+func (r *Registry) UpdateHttpNamespace(ctx context.Context, v Valid[UpdateHttpNamespaceRequest]) (*UpdateHttpNamespaceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	h := *req
 	h.UpdaterRequestId = nil
 	id, err := r.updateNamespace(ctx, "UpdateHttpNamespace", NamespaceTypeHttp, deref(req.Id), deref(req.UpdaterRequestId), h, func(ns *Namespace) {
@@ -331,7 +358,11 @@ func (r *Registry) UpdateHttpNamespace(ctx context.Context, req *UpdateHttpNames
 
 // UpdatePrivateDnsNamespace changes a private DNS namespace's description
 // and SOA TTL.
-func (r *Registry) UpdatePrivateDnsNamespace(ctx context.Context, req *UpdatePrivateDnsNamespaceRequest) (*UpdatePrivateDnsNamespaceResponse, error) {
+func (r *Registry) UpdatePrivateDnsNamespace(ctx context.Context, v Valid[UpdatePrivateDnsNamespaceRequest]) (*UpdatePrivateDnsNamespaceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	h := *req
 	h.UpdaterRequestId = nil
 	id, err := r.updateNamespace(ctx, "UpdatePrivateDnsNamespace", NamespaceTypeDnsPrivate, deref(req.Id), deref(req.UpdaterRequestId), h, func(ns *Namespace) {
@@ -350,7 +381,11 @@ func (r *Registry) UpdatePrivateDnsNamespace(ctx context.Context, req *UpdatePri
 
 // UpdatePublicDnsNamespace changes a public DNS namespace's description
 // and SOA TTL.
-func (r *Registry) UpdatePublicDnsNamespace(ctx context.Context, req *UpdatePublicDnsNamespaceRequest) (*UpdatePublicDnsNamespaceResponse, error) {
+func (r *Registry) UpdatePublicDnsNamespace(ctx context.Context, v Valid[UpdatePublicDnsNamespaceRequest]) (*UpdatePublicDnsNamespaceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	h := *req
 	h.UpdaterRequestId = nil
 	id, err := r.updateNamespace(ctx, "UpdatePublicDnsNamespace", NamespaceTypeDnsPublic, deref(req.Id), deref(req.UpdaterRequestId), h, func(ns *Namespace) {
@@ -416,7 +451,11 @@ func (r *Registry) updateNamespace(ctx context.Context, op string, typ Namespace
 }
 
 // DeleteNamespace deletes a namespace that has no services.
-func (r *Registry) DeleteNamespace(ctx context.Context, req *DeleteNamespaceRequest) (*DeleteNamespaceResponse, error) {
+func (r *Registry) DeleteNamespace(ctx context.Context, v Valid[DeleteNamespaceRequest]) (*DeleteNamespaceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	st, err := r.newStamp()
 	if err != nil {
 		return nil, err

@@ -9,9 +9,13 @@ import (
 )
 
 // GetOperation returns an operation that a mutation reported.
-func (r *Registry) GetOperation(ctx context.Context, req *GetOperationRequest) (*GetOperationResponse, error) {
+func (r *Registry) GetOperation(ctx context.Context, v Valid[GetOperationRequest]) (*GetOperationResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	var out GetOperationResponse
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		var op Operation
 		found := false
 		if owner := deref(req.OwnerAccount); owner == "" || owner == r.account {
@@ -33,7 +37,11 @@ func (r *Registry) GetOperation(ctx context.Context, req *GetOperationRequest) (
 }
 
 // ListOperations lists operations, oldest first, filtered.
-func (r *Registry) ListOperations(ctx context.Context, req *ListOperationsRequest) (*ListOperationsResponse, error) {
+func (r *Registry) ListOperations(ctx context.Context, v Valid[ListOperationsRequest]) (*ListOperationsResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	var preds []func(*Operation) bool
 	for _, f := range req.Filters {
 		p, err := operationFilter(f)
@@ -43,7 +51,7 @@ func (r *Registry) ListOperations(ctx context.Context, req *ListOperationsReques
 		preds = append(preds, p)
 	}
 	out := ListOperationsResponse{Operations: []OperationSummary{}}
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		var err error
 		out.NextToken, err = r.page(tx, OperationPrefix, deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
 			var op Operation

@@ -20,12 +20,15 @@ import (
 )
 
 // Registry is the Cloud Map service on a store: each exported method is
-// one API operation, taking and returning the model's types. Every
-// mutation is one store transaction, durable when the method returns, so
-// the operations AWS runs asynchronously are complete (SUCCESS) at once.
+// one API operation, taking its input as a Valid (Decode makes it of a
+// request, Check of a Go caller's input) and returning the model's types.
+// Every mutation is one store transaction, durable when the method
+// returns, so the operations AWS runs asynchronously are complete
+// (SUCCESS) at once.
 //
-// Errors a method returns are *Error (an AWS error for the caller) or
-// store errors (the request could not be served).
+// Errors a method returns are *Error (an AWS error for the caller),
+// ErrNotValidated (the zero Valid: a bug in the caller) or store errors
+// (the request could not be served).
 type Registry struct {
 	st        store.Store
 	region    string
@@ -439,8 +442,10 @@ func unmarshal(kv store.KV, v any) error {
 	return nil
 }
 
+// maxResults is a validated MaxResults (at least 1, by the model), or
+// def when there is none.
 func maxResults(p *int64, def int) int {
-	if p == nil || *p <= 0 {
+	if p == nil {
 		return def
 	}
 	return int(*p)

@@ -74,7 +74,7 @@ func TestRetention(t *testing.T) {
 	r := NewRegistry(st, Config{Now: func() time.Time { return now }, Retention: time.Hour})
 	ctx := context.Background()
 	create := func(name string) (*string, error) {
-		out, err := r.CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr(name), CreatorRequestId: ptr("token")})
+		out, err := checked(ctx, r.CreateHttpNamespace, &CreateHttpNamespaceRequest{Name: ptr(name), CreatorRequestId: ptr("token")})
 		if err != nil {
 			return nil, err
 		}
@@ -93,10 +93,10 @@ func TestRetention(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the request id reused after the retention: %v", err)
 	}
-	if _, err := r.GetOperation(ctx, &GetOperationRequest{OperationId: first}); err == nil {
+	if _, err := checked(ctx, r.GetOperation, &GetOperationRequest{OperationId: first}); err == nil {
 		t.Error("an operation older than the retention is still there")
 	}
-	if _, err := r.GetOperation(ctx, &GetOperationRequest{OperationId: second}); err != nil {
+	if _, err := checked(ctx, r.GetOperation, &GetOperationRequest{OperationId: second}); err != nil {
 		t.Errorf("the new operation: %v", err)
 	}
 }
@@ -113,7 +113,7 @@ func TestRetentionReusedID(t *testing.T) {
 	r := NewRegistry(st, Config{Now: func() time.Time { return now }, Retention: time.Hour})
 	ctx := context.Background()
 	create := func(name, token string) error {
-		_, err := r.CreateHttpNamespace(ctx, &CreateHttpNamespaceRequest{Name: ptr(name), CreatorRequestId: ptr(token)})
+		_, err := checked(ctx, r.CreateHttpNamespace, &CreateHttpNamespaceRequest{Name: ptr(name), CreatorRequestId: ptr(token)})
 		return err
 	}
 	if err := create("a", "t"); err != nil {

@@ -23,7 +23,11 @@ func serviceNameIndex(ns *Namespace, name string) string {
 }
 
 // CreateService creates a service in a namespace.
-func (r *Registry) CreateService(ctx context.Context, req *CreateServiceRequest) (*CreateServiceResponse, error) {
+func (r *Registry) CreateService(ctx context.Context, v Valid[CreateServiceRequest]) (*CreateServiceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	nsRef := deref(req.NamespaceId)
 	if nsRef == "" && req.DnsConfig != nil {
 		nsRef = deref(req.DnsConfig.NamespaceId)
@@ -201,9 +205,13 @@ func serviceOut(tx store.Tx, rec *ServiceRecord) (*Service, error) {
 }
 
 // GetService returns a service by id or ARN.
-func (r *Registry) GetService(ctx context.Context, req *GetServiceRequest) (*GetServiceResponse, error) {
+func (r *Registry) GetService(ctx context.Context, v Valid[GetServiceRequest]) (*GetServiceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	var out GetServiceResponse
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		rec, err := r.getService(tx, deref(req.Id))
 		if err != nil {
 			return err
@@ -218,7 +226,11 @@ func (r *Registry) GetService(ctx context.Context, req *GetServiceRequest) (*Get
 }
 
 // ListServices lists services in id order, filtered.
-func (r *Registry) ListServices(ctx context.Context, req *ListServicesRequest) (*ListServicesResponse, error) {
+func (r *Registry) ListServices(ctx context.Context, v Valid[ListServicesRequest]) (*ListServicesResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	var preds []func(*Service) bool
 	for _, f := range req.Filters {
 		var field func(*Service) string
@@ -240,7 +252,7 @@ func (r *Registry) ListServices(ctx context.Context, req *ListServicesRequest) (
 		preds = append(preds, p)
 	}
 	out := ListServicesResponse{Services: []ServiceSummary{}}
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		var err error
 		out.NextToken, err = r.page(tx, ServicePrefix, deref(req.NextToken), maxResults(req.MaxResults, 100), func(kv store.KV) (bool, error) {
 			var rec ServiceRecord
@@ -274,7 +286,11 @@ func (r *Registry) ListServices(ctx context.Context, req *ListServicesRequest) (
 // UpdateService changes a service's description, its records' TTLs and
 // its Route 53 health check config (which, as in Cloud Map, is deleted
 // when the request omits it).
-func (r *Registry) UpdateService(ctx context.Context, req *UpdateServiceRequest) (*UpdateServiceResponse, error) {
+func (r *Registry) UpdateService(ctx context.Context, v Valid[UpdateServiceRequest]) (*UpdateServiceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	st, err := r.newStamp()
 	if err != nil {
 		return nil, err
@@ -330,8 +346,12 @@ func (r *Registry) UpdateService(ctx context.Context, req *UpdateServiceRequest)
 }
 
 // DeleteService deletes a service that has no instances.
-func (r *Registry) DeleteService(ctx context.Context, req *DeleteServiceRequest) (*DeleteServiceResponse, error) {
-	err := r.update(ctx, func(tx store.Tx) error {
+func (r *Registry) DeleteService(ctx context.Context, v Valid[DeleteServiceRequest]) (*DeleteServiceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	err = r.update(ctx, func(tx store.Tx) error {
 		rec, err := r.getService(tx, deref(req.Id))
 		if err != nil {
 			return err
@@ -360,9 +380,13 @@ func (r *Registry) DeleteService(ctx context.Context, req *DeleteServiceRequest)
 }
 
 // GetServiceAttributes returns a service's attributes.
-func (r *Registry) GetServiceAttributes(ctx context.Context, req *GetServiceAttributesRequest) (*GetServiceAttributesResponse, error) {
+func (r *Registry) GetServiceAttributes(ctx context.Context, v Valid[GetServiceAttributesRequest]) (*GetServiceAttributesResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	var out GetServiceAttributesResponse
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		rec, err := r.getService(tx, deref(req.ServiceId))
 		if err != nil {
 			return err
@@ -381,8 +405,12 @@ func (r *Registry) GetServiceAttributes(ctx context.Context, req *GetServiceAttr
 }
 
 // UpdateServiceAttributes adds or replaces service attributes.
-func (r *Registry) UpdateServiceAttributes(ctx context.Context, req *UpdateServiceAttributesRequest) (*UpdateServiceAttributesResponse, error) {
-	err := r.update(ctx, func(tx store.Tx) error {
+func (r *Registry) UpdateServiceAttributes(ctx context.Context, v Valid[UpdateServiceAttributesRequest]) (*UpdateServiceAttributesResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	err = r.update(ctx, func(tx store.Tx) error {
 		rec, err := r.getService(tx, deref(req.ServiceId))
 		if err != nil {
 			return err
@@ -405,8 +433,12 @@ func (r *Registry) UpdateServiceAttributes(ctx context.Context, req *UpdateServi
 }
 
 // DeleteServiceAttributes removes service attributes by key.
-func (r *Registry) DeleteServiceAttributes(ctx context.Context, req *DeleteServiceAttributesRequest) (*DeleteServiceAttributesResponse, error) {
-	err := r.update(ctx, func(tx store.Tx) error {
+func (r *Registry) DeleteServiceAttributes(ctx context.Context, v Valid[DeleteServiceAttributesRequest]) (*DeleteServiceAttributesResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	err = r.update(ctx, func(tx store.Tx) error {
 		rec, err := r.getService(tx, deref(req.ServiceId))
 		if err != nil {
 			return err

@@ -22,20 +22,20 @@ func TestCheckRecord(t *testing.T) {
 	}
 	defer st.Close()
 	r := NewRegistry(st, Config{})
-	ns, err := r.CreatePrivateDnsNamespace(ctx, &CreatePrivateDnsNamespaceRequest{Name: ptr("a.local"), Vpc: ptr("vpc-1"), CreatorRequestId: ptr("req 1/2")})
+	ns, err := checked(ctx, r.CreatePrivateDnsNamespace, &CreatePrivateDnsNamespaceRequest{Name: ptr("a.local"), Vpc: ptr("vpc-1"), CreatorRequestId: ptr("req 1/2")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := r.GetOperation(ctx, &GetOperationRequest{OperationId: ns.OperationId})
+	op, err := checked(ctx, r.GetOperation, &GetOperationRequest{OperationId: ns.OperationId})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := r.CreateService(ctx, &CreateServiceRequest{Name: ptr("b"), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"]),
+	svc, err := checked(ctx, r.CreateService, &CreateServiceRequest{Name: ptr("b"), NamespaceId: ptr(op.Operation.Targets["NAMESPACE"]),
 		DnsConfig: &DnsConfig{DnsRecords: []DnsRecord{{Type: RecordTypeA, TTL: ptr(int64(10))}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.RegisterInstance(ctx, &RegisterInstanceRequest{ServiceId: svc.Service.Id, InstanceId: ptr("i/1"),
+	if _, err := checked(ctx, r.RegisterInstance, &RegisterInstanceRequest{ServiceId: svc.Service.Id, InstanceId: ptr("i/1"),
 		Attributes: map[string]string{AttrIPv4: "10.0.0.1"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -121,25 +121,25 @@ func TestRegistryReadsWhatRestoreTakes(t *testing.T) {
 	if _, err := st.Update(ctx, func(tx store.Tx) error { return tx.Put(nsKey, []byte(bare)) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.UpdatePrivateDnsNamespace(ctx, &UpdatePrivateDnsNamespaceRequest{Id: ptr("ns-bare"), Namespace: &PrivateDnsNamespaceChange{
+	if _, err := checked(ctx, r.UpdatePrivateDnsNamespace, &UpdatePrivateDnsNamespaceRequest{Id: ptr("ns-bare"), Namespace: &PrivateDnsNamespaceChange{
 		Properties: &PrivateDnsNamespacePropertiesChange{DnsProperties: &PrivateDnsPropertiesMutableChange{SOA: &SOAChange{TTL: ptr(int64(30))}}}}}); err != nil {
 		t.Errorf("update the SOA of a namespace stored without properties: %v", err)
 	}
-	got, err := r.GetNamespace(ctx, &GetNamespaceRequest{Id: ptr("ns-bare")})
+	got, err := checked(ctx, r.GetNamespace, &GetNamespaceRequest{Id: ptr("ns-bare")})
 	if err != nil || got.Namespace.Properties == nil || got.Namespace.Properties.DnsProperties == nil || got.Namespace.Properties.DnsProperties.SOA == nil ||
 		deref64(got.Namespace.Properties.DnsProperties.SOA.TTL) != 30 {
 		t.Errorf("namespace after the update: %+v, %v", got, err)
 	}
 
-	svc, err := r.CreateService(ctx, &CreateServiceRequest{Name: ptr("b"), NamespaceId: ptr("ns-bare"),
+	svc, err := checked(ctx, r.CreateService, &CreateServiceRequest{Name: ptr("b"), NamespaceId: ptr("ns-bare"),
 		DnsConfig: &DnsConfig{DnsRecords: []DnsRecord{{Type: RecordTypeA, TTL: ptr(int64(10))}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.UpdateServiceAttributes(ctx, &UpdateServiceAttributesRequest{ServiceId: svc.Service.Id, Attributes: map[string]string{"tier": "web"}}); err != nil {
+	if _, err := checked(ctx, r.UpdateServiceAttributes, &UpdateServiceAttributesRequest{ServiceId: svc.Service.Id, Attributes: map[string]string{"tier": "web"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.DeleteServiceAttributes(ctx, &DeleteServiceAttributesRequest{ServiceId: svc.Service.Id, Attributes: []string{"tier"}}); err != nil {
+	if _, err := checked(ctx, r.DeleteServiceAttributes, &DeleteServiceAttributesRequest{ServiceId: svc.Service.Id, Attributes: []string{"tier"}}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = st.View(ctx, func(tx store.Tx) error {
@@ -152,7 +152,7 @@ func TestRegistryReadsWhatRestoreTakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	attrs, err := r.GetServiceAttributes(ctx, &GetServiceAttributesRequest{ServiceId: svc.Service.Id})
+	attrs, err := checked(ctx, r.GetServiceAttributes, &GetServiceAttributesRequest{ServiceId: svc.Service.Id})
 	if err != nil || len(attrs.ServiceAttributes.Attributes) != 0 {
 		t.Errorf("attributes after the last was deleted: %+v, %v", attrs, err)
 	}

@@ -59,8 +59,12 @@ func (r *Registry) taggedResource(tx store.Tx, arn string) (*tagged, error) {
 }
 
 // TagResource adds tags to a namespace or service.
-func (r *Registry) TagResource(ctx context.Context, req *TagResourceRequest) (*TagResourceResponse, error) {
-	err := r.update(ctx, func(tx store.Tx) error {
+func (r *Registry) TagResource(ctx context.Context, v Valid[TagResourceRequest]) (*TagResourceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	err = r.update(ctx, func(tx store.Tx) error {
 		res, err := r.taggedResource(tx, deref(req.ResourceARN))
 		if err != nil {
 			return err
@@ -81,8 +85,12 @@ func (r *Registry) TagResource(ctx context.Context, req *TagResourceRequest) (*T
 }
 
 // UntagResource removes tags by key from a namespace or service.
-func (r *Registry) UntagResource(ctx context.Context, req *UntagResourceRequest) (*UntagResourceResponse, error) {
-	err := r.update(ctx, func(tx store.Tx) error {
+func (r *Registry) UntagResource(ctx context.Context, v Valid[UntagResourceRequest]) (*UntagResourceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
+	err = r.update(ctx, func(tx store.Tx) error {
 		res, err := r.taggedResource(tx, deref(req.ResourceARN))
 		if err != nil {
 			return err
@@ -97,9 +105,13 @@ func (r *Registry) UntagResource(ctx context.Context, req *UntagResourceRequest)
 }
 
 // ListTagsForResource returns a namespace's or service's tags.
-func (r *Registry) ListTagsForResource(ctx context.Context, req *ListTagsForResourceRequest) (*ListTagsForResourceResponse, error) {
+func (r *Registry) ListTagsForResource(ctx context.Context, v Valid[ListTagsForResourceRequest]) (*ListTagsForResourceResponse, error) {
+	req, err := v.Input()
+	if err != nil {
+		return nil, err
+	}
 	out := ListTagsForResourceResponse{Tags: []Tag{}}
-	err := r.view(ctx, func(tx store.Tx) error {
+	err = r.view(ctx, func(tx store.Tx) error {
 		res, err := r.taggedResource(tx, deref(req.ResourceARN))
 		if err != nil {
 			return err

@@ -86,11 +86,11 @@ func (w *weft) namespace(name string, soaTTL int64) string {
 	if soaTTL > 0 {
 		in.Properties = &cloudmap.PrivateDnsNamespaceProperties{DnsProperties: &cloudmap.PrivateDnsPropertiesMutable{SOA: &cloudmap.SOA{TTL: &soaTTL}}}
 	}
-	out, err := w.reg.CreatePrivateDnsNamespace(context.Background(), in)
+	out, err := checked(context.Background(), w.reg.CreatePrivateDnsNamespace, in)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	op, err := w.reg.GetOperation(context.Background(), &cloudmap.GetOperationRequest{OperationId: out.OperationId})
+	op, err := checked(context.Background(), w.reg.GetOperation, &cloudmap.GetOperationRequest{OperationId: out.OperationId})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func (w *weft) service(nsID, name string, policy cloudmap.RoutingPolicy, custom 
 	if custom {
 		in.HealthCheckCustomConfig = &cloudmap.HealthCheckCustomConfig{}
 	}
-	out, err := w.reg.CreateService(context.Background(), in)
+	out, err := checked(context.Background(), w.reg.CreateService, in)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -120,12 +120,31 @@ func (w *weft) service(nsID, name string, policy cloudmap.RoutingPolicy, custom 
 
 func (w *weft) register(srvID, id string, attrs map[string]string) {
 	w.t.Helper()
-	if _, err := w.reg.RegisterInstance(context.Background(), &cloudmap.RegisterInstanceRequest{ServiceId: &srvID, InstanceId: &id, Attributes: attrs}); err != nil {
+	if _, err := checked(context.Background(), w.reg.RegisterInstance, &cloudmap.RegisterInstanceRequest{ServiceId: &srvID, InstanceId: &id, Attributes: attrs}); err != nil {
 		w.t.Fatal(err)
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// checked validates in as a Go caller of the registry must, and calls op
+// with it.
+func checked[In, Out any](ctx context.Context, op func(context.Context, cloudmap.Valid[In]) (*Out, error), in *In) (*Out, error) {
+	v, err := cloudmap.Check(in)
+	if err != nil {
+		return nil, err
+	}
+	return op(ctx, v)
+}
+
+// checkedErr is checked for an operation without output.
+func checkedErr[In any](ctx context.Context, op func(context.Context, cloudmap.Valid[In]) error, in *In) error {
+	v, err := cloudmap.Check(in)
+	if err != nil {
+		return err
+	}
+	return op(ctx, v)
+}
 
 // query asks the server over net ("udp" or "tcp").
 func query(t *testing.T, addr, network, name string, qtype uint16) *miekg.Msg {
@@ -309,17 +328,17 @@ func TestLive(t *testing.T) {
 		want []string
 	}{
 		{"b healthy", func() error {
-			return w.reg.UpdateInstanceCustomHealthStatus(context.Background(), &cloudmap.UpdateInstanceCustomHealthStatusRequest{ServiceId: &web, InstanceId: ptr("b"), Status: cloudmap.CustomHealthStatusHealthy})
+			return checkedErr(context.Background(), w.reg.UpdateInstanceCustomHealthStatus, &cloudmap.UpdateInstanceCustomHealthStatusRequest{ServiceId: &web, InstanceId: ptr("b"), Status: cloudmap.CustomHealthStatusHealthy})
 		}, []string{"10.9.0.1", "10.9.0.2"}},
 		{"a unhealthy", func() error {
-			return w.reg.UpdateInstanceCustomHealthStatus(context.Background(), &cloudmap.UpdateInstanceCustomHealthStatusRequest{ServiceId: &web, InstanceId: ptr("a"), Status: cloudmap.CustomHealthStatusUnhealthy})
+			return checkedErr(context.Background(), w.reg.UpdateInstanceCustomHealthStatus, &cloudmap.UpdateInstanceCustomHealthStatusRequest{ServiceId: &web, InstanceId: ptr("a"), Status: cloudmap.CustomHealthStatusUnhealthy})
 		}, []string{"10.9.0.2"}},
 		{"b re-registered at a new address", func() error {
-			_, err := w.reg.RegisterInstance(context.Background(), &cloudmap.RegisterInstanceRequest{ServiceId: &web, InstanceId: ptr("b"), Attributes: map[string]string{cloudmap.AttrIPv4: "10.9.0.3"}})
+			_, err := checked(context.Background(), w.reg.RegisterInstance, &cloudmap.RegisterInstanceRequest{ServiceId: &web, InstanceId: ptr("b"), Attributes: map[string]string{cloudmap.AttrIPv4: "10.9.0.3"}})
 			return err
 		}, []string{"10.9.0.3"}},
 		{"b deregistered", func() error {
-			_, err := w.reg.DeregisterInstance(context.Background(), &cloudmap.DeregisterInstanceRequest{ServiceId: &web, InstanceId: ptr("b")})
+			_, err := checked(context.Background(), w.reg.DeregisterInstance, &cloudmap.DeregisterInstanceRequest{ServiceId: &web, InstanceId: ptr("b")})
 			return err
 		}, nil},
 	}

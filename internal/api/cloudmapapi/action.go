@@ -3,8 +3,8 @@ package cloudmapapi
 import (
 	"strings"
 
-	"github.com/weftmesh/weft/internal/api"
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/shape"
 )
 
 // Action names the IAM action (servicediscovery:<Operation>) and resource
@@ -17,7 +17,7 @@ func Action(region, account, target string, body []byte) (action, resource strin
 	action = "servicediscovery:" + name
 	var doc map[string]any
 	if len(body) > 0 {
-		doc, _ = api.DecodeObject(body)
+		doc, _ = shape.DecodeObject(body)
 	}
 	str := func(k string) string {
 		s, _ := doc[k].(string)

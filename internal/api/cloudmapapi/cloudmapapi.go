@@ -2,8 +2,9 @@
 // 2017-03-14) as AWS does: awsJson1.1, POST / with X-Amz-Target
 // Route53AutoNaming_v20170314.<Operation>, PascalCase members.
 //
-// A request flows: target -> JSON decode -> validation against the model ->
-// the registry's operation -> JSON encode; errors leave as AWS errors
+// A request flows: target -> cloudmap.Decode (the body validated against
+// the model, once) -> the registry's operation, which takes the
+// cloudmap.Valid it made -> JSON encode; errors leave as AWS errors
 // (x-amzn-ErrorType and {"__type","Message"}), 4xx for anything the
 // caller sent. The Host header is never checked, so DiscoverInstances,
 // which AWS clients send to "data-" + host, works on any name that reaches
@@ -26,10 +27,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/weftmesh/weft/internal/cloudmap"
-	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/store"
-
-	"github.com/weftmesh/weft/internal/api"
 )
 
 // TargetPrefix is the X-Amz-Target prefix of every Cloud Map operation.
@@ -42,21 +40,18 @@ type Handler struct {
 	log     *slog.Logger
 }
 
-// operation is one API operation: its input shape, and run, which decodes
-// a validated body into the request type and calls the registry.
-type operation struct {
-	input string
-	run   func(ctx context.Context, body []byte) (any, error)
-}
+// operation is one API operation: it validates and decodes a request's
+// body into the operation's input and calls the registry with it.
+type operation func(ctx context.Context, body []byte) (any, error)
 
 // call adapts a registry method to an operation.
-func call[Req, Resp any](fn func(context.Context, *Req) (*Resp, error)) func(context.Context, []byte) (any, error) {
+func call[Req, Resp any](fn func(context.Context, cloudmap.Valid[Req]) (*Resp, error)) operation {
 	return func(ctx context.Context, body []byte) (any, error) {
-		var req Req
-		if err := json.Unmarshal(body, &req); err != nil {
-			return nil, &cloudmap.Error{Code: cloudmap.CodeSerializationException, Message: err.Error()}
+		v, err := cloudmap.Decode[Req](body)
+		if err != nil {
+			return nil, err
 		}
-		return fn(ctx, &req)
+		return fn(ctx, v)
 	}
 }
 
@@ -65,7 +60,7 @@ func New(reg *cloudmap.Registry, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	run := map[string]func(context.Context, []byte) (any, error){
+	run := map[string]operation{
 		"CreateHttpNamespace":       call(reg.CreateHttpNamespace),
 		"CreatePrivateDnsNamespace": call(reg.CreatePrivateDnsNamespace),
 		"CreatePublicDnsNamespace":  call(reg.CreatePublicDnsNamespace),
@@ -90,8 +85,8 @@ func New(reg *cloudmap.Registry, log *slog.Logger) *Handler {
 		"DiscoverInstances":         call(reg.DiscoverInstances),
 		"DiscoverInstancesRevision": call(reg.DiscoverInstancesRevision),
 		"GetInstancesHealthStatus":  call(reg.GetInstancesHealthStatus),
-		"UpdateInstanceCustomHealthStatus": call(func(ctx context.Context, req *cloudmap.UpdateInstanceCustomHealthStatusRequest) (*struct{}, error) {
-			return &struct{}{}, reg.UpdateInstanceCustomHealthStatus(ctx, req)
+		"UpdateInstanceCustomHealthStatus": call(func(ctx context.Context, v cloudmap.Valid[cloudmap.UpdateInstanceCustomHealthStatusRequest]) (*struct{}, error) {
+			return &struct{}{}, reg.UpdateInstanceCustomHealthStatus(ctx, v)
 		}),
 		"GetOperation":        call(reg.GetOperation),
 		"ListOperations":      call(reg.ListOperations),
@@ -100,9 +95,9 @@ func New(reg *cloudmap.Registry, log *slog.Logger) *Handler {
 		"ListTagsForResource": call(reg.ListTagsForResource),
 	}
 	h := &Handler{ops: map[string]operation{}, maxBody: MaxBodyBytes, log: log}
-	for name, op := range cloudmap.Model().Operations {
+	for name := range cloudmap.Model().Operations {
 		if r := run[name]; r != nil {
-			h.ops[name] = operation{input: op.Input, run: r}
+			h.ops[name] = r
 		}
 	}
 	return h
@@ -180,14 +175,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, name string) (an
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
-	doc, err := api.DecodeObject(body)
-	if err != nil {
-		return nil, &cloudmap.Error{Code: cloudmap.CodeSerializationException, Message: err.Error()}
-	}
-	if vs := cloudmap.Model().Validate(op.input, doc); len(vs) > 0 {
-		return nil, &cloudmap.Error{Code: cloudmap.CodeInvalidInput, Message: shape.Message(vs)}
-	}
-	return op.run(r.Context(), body)
+	return op(r.Context(), body)
 }
 
 // fail writes err: AWS errors as they are, a store that is closing as 503,

@@ -4,8 +4,8 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/weftmesh/weft/internal/api"
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/shape"
 )
 
 // Action names the IAM action (appmesh:<Operation>) and resource ARN of a
@@ -94,7 +94,7 @@ func bodyNames(body []byte) map[string]string {
 	if len(body) == 0 {
 		return names
 	}
-	obj, err := api.DecodeObject(body)
+	obj, err := shape.DecodeObject(body)
 	if err != nil {
 		return names // the operation rejects the body
 	}

@@ -359,7 +359,7 @@ func (h *Handler) input(w http.ResponseWriter, r *http.Request, rt *route, vars 
 			return nil, appmesh.BadRequest("The request body could not be read: %v", err)
 		}
 		if len(bytes.TrimSpace(raw)) > 0 {
-			obj, err := api.DecodeObject(raw)
+			obj, err := shape.DecodeObject(raw)
 			if err != nil {
 				return nil, appmesh.BadRequest("%s", err)
 			}
