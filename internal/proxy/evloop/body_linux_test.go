@@ -89,9 +89,10 @@ func TestMalformedBodyAfterResponseStarted(t *testing.T) {
 // left: the loops took a chunked body for the next request's head (404,
 // then 400 "malformed request line") and closed the connection after
 // one with a length. A request that asked for 100-continue got its 100
-// Continue at dispatch and its body is skipped alike (the loops closed the
-// connection when the 100 had not gone out); and a body that is malformed, longer than
-// maxDrain or not over within drainFor ends it too, unanswered. Through
+// Continue at dispatch and its body is skipped alike (the loops closed
+// the connection when the 100 had not gone out); and a body that is
+// malformed, longer than maxDrain or not over within drainFor ends it
+// too, unanswered. Through
 // the static routes, a Router's local status, and a host that cannot
 // be reached (a TCP connect to the broadcast address fails at once: 503)
 // alike.
