@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net"
 	"runtime"
 	"strconv"
 	"sync"
@@ -98,6 +99,7 @@ type Cluster struct {
 	dnsPrefer string // "ip4"/"ip6" preferred family, "" none
 	dnsRate   time.Duration
 	dnsTarget []dnsTarget
+	resolver  *net.Resolver // nil: net.DefaultResolver (tests aim it at their own server)
 
 	hc       *healthCheck
 	outlier  *outlierConfig

@@ -39,6 +39,12 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	g.fields = g.fields[:0]
 	for i := range req.lines {
 		h := &req.lines[i]
+		if req.expectContinue && h.hop && equalFold(h.name.of(g.head), "expect") {
+			// Answered by the proxy (dispatch): Envoy's connection
+			// manager removes it from the request headers its access
+			// log reads, as the goroutine path does.
+			continue
+		}
 		g.fields = append(g.fields, HeaderField{h.name.of(g.head), h.value.of(g.head)})
 	}
 	g.rec.Method, g.rec.Target = req.method.of(g.head), req.target.of(g.head)

@@ -90,6 +90,21 @@ func (l *loop) dispatch(d *down, head []byte) {
 	d.requests++
 	l.startRetries(d, &t, d.gen.router != nil)
 	l.logStart(d, head, r, &t)
+	if r.expectContinue && r.minor == 1 && d.h2 == nil {
+		// As Envoy's connection manager does unless proxy_100_continue
+		// (decodeHeaders), and the goroutine path: 100 Continue as soon
+		// as the head is read, before routing or any upstream. The
+		// client then sends its body whatever the final answer, so a
+		// local reply skips it as any other's (replyUnread).
+		if d.out == nil {
+			d.out, d.outOff = l.getBuf(), 0
+		}
+		d.out = append(d.out, "HTTP/1.1 100 Continue\r\n\r\n"...)
+		l.flushDown(d)
+		if d.closed {
+			return
+		}
+	}
 	if missingHost {
 		d.logFlags(0, "missing_host_header")
 		l.localReply(d, 400, "", true)
@@ -213,18 +228,6 @@ func (l *loop) dispatch(d *down, head []byte) {
 		d.bodyLeft = r.contentLength
 	}
 	more := d.chunked || d.bodyLeft > 0 // a body follows the head
-	if r.expectContinue && more && d.off == len(d.in) {
-		// The client waits for this before it sends the body.
-		if d.out == nil {
-			d.out, d.outOff = l.getBuf(), 0
-		}
-		d.out = append(d.out, "HTTP/1.1 100 Continue\r\n\r\n"...)
-		l.flushDown(d)
-		if d.closed {
-			l.closeUp(u)
-			return
-		}
-	}
 	// As much of the body as fits goes with the head, in one write.
 	if more {
 		avail := d.in[d.off:]

@@ -41,7 +41,6 @@ type h1h2 struct {
 	bodyless bool
 	inBody   bool // h1uBody is feeding the stream (h1uCredit must not re-enter it)
 	fed      bool // h1uBody took some of the request body
-	expect   bool // the request asked for 100-continue
 }
 
 // ustream is the h2stream an upstream HTTP/2 stream serves for d: an h2c
@@ -61,7 +60,7 @@ func (d *down) ustream() *h2stream {
 // framing noted, then its first attempt. What the client sends of the
 // body is fed to the stream by process (h1uBody).
 func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, head []byte) {
-	hb := &h1h2{http10: r.minor == 0, expect: r.expectContinue}
+	hb := &h1h2{http10: r.minor == 0}
 	st := &hb.st
 	st.sd, st.declared, st.toH2, st.start, st.last = d, -1, true, l.now, l.now
 	authority := string(r.host.of(head))
@@ -100,17 +99,6 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	more := d.chunked || d.bodyLeft > 0
 	st.reqEnded = !more
 	d.hb = hb
-	if r.expectContinue && more && d.off == len(d.in) {
-		// The client waits for this before it sends the body.
-		if d.out == nil {
-			d.out, d.outOff = l.getBuf(), 0
-		}
-		d.out = append(d.out, "HTTP/1.1 100 Continue\r\n\r\n"...)
-		l.flushDown(d)
-		if d.closed {
-			return
-		}
-	}
 	pool.h2Idle = t.IdleTimeout
 	l.h2uOpen(d, pool, t.Cluster, t.Tag)
 }
@@ -434,8 +422,7 @@ func (l *loop) h1uRelease(d *down) {
 // (localReply's hook), its stream released; true when the connection
 // ends after it. It does when part of the body went to the stream, as
 // after an HTTP/1.1 upstream's failure mid-body; a body none of which
-// was taken is skipped as dispatch's replies skip one (replyUnread), or
-// ends the connection likewise when the request asked for 100-continue.
+// was taken is skipped as dispatch's replies skip one (replyUnread).
 func (l *loop) h1uReply(d *down) bool {
 	hb := d.hb
 	ended := hb.st.reqEnded
@@ -443,7 +430,7 @@ func (l *loop) h1uReply(d *down) bool {
 	switch {
 	case ended:
 		return false
-	case hb.fed || hb.expect:
+	case hb.fed:
 		return true
 	}
 	// For replyDone to skip, framed as h1uDispatch noted: a first

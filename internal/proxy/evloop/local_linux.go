@@ -235,9 +235,8 @@ func (l *loop) replyDone(d *down, status int) {
 // replyUnread answers a request from the proxy before any of its body
 // was read (dispatch's local replies). The body, content-length or
 // chunked, is skipped (replyDone), as the goroutine path drains what its
-// handler left unread; a request that asked for 100-continue ends the
-// connection instead, as there (the body was not asked for: the client
-// may send it or not).
+// handler left unread (a request that asked for 100-continue was sent
+// it at dispatch: its body comes too).
 func (l *loop) replyUnread(d *down, r *request, status int, body string) {
 	if d.h2 == nil {
 		d.bodyLeft, d.chunked, d.chunks = 0, r.chunked, chunkScanner{}
@@ -248,7 +247,7 @@ func (l *loop) replyUnread(d *down, r *request, status int, body string) {
 			d.state = dsBody
 		}
 	}
-	l.localReply(d, status, body, r.expectContinue && d.state == dsBody)
+	l.localReply(d, status, body, false)
 }
 
 // skipBody reads and drops what came of a body being skipped, and

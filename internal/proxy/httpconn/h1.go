@@ -490,12 +490,17 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	}
 	w := &h1Writer{hc: hc, req: req, header: make(http.Header), length: -1}
 	if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
-		// As Envoy does unless proxy_100_continue: answer 100 Continue
-		// here, when the body is first read, and do not forward Expect.
+		// As Envoy's connection manager does unless proxy_100_continue
+		// (decodeHeaders): 100 Continue as soon as the head is read,
+		// before routing or any upstream, and Expect not forwarded. The
+		// client then sends its body whatever the final answer, so a
+		// local reply leaves it to be drained as any other's. An HTTP/1.0
+		// client's expectation is ignored (RFC 9110, section 10.1.1). A
+		// write error is the handler's to meet when it answers.
 		req.Header.Del("Expect")
-		if req.ContentLength != 0 {
-			w.cont = &continueReader{ReadCloser: req.Body, w: w}
-			req.Body = w.cont
+		if req.ProtoAtLeast(1, 1) {
+			_, _ = io.WriteString(hc.bw, "HTTP/1.1 100 Continue\r\n\r\n")
+			_ = hc.bw.Flush()
 		}
 	} else if req.Header.Get("Expect") != "" {
 		hc.refuse(route.RefuseExpectation, start)

@@ -8,45 +8,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
-
-// continueReader sends 100 Continue before the request body's first read.
-type continueReader struct {
-	io.ReadCloser
-	w    *h1Writer
-	sent atomic.Bool // the body was asked for; set under w.headMu
-}
-
-func (r *continueReader) Read(p []byte) (int, error) {
-	if !r.sent.Load() {
-		// A transport may read the body on its own goroutine while the
-		// handler writes the response: under headMu, the 100 Continue
-		// is either sent before the head is begun or not at all.
-		w := r.w
-		w.headMu.Lock()
-		var err error
-		if !r.sent.Load() {
-			r.sent.Store(true)
-			if !w.wroteHead {
-				// Straight to the connection, not through its write
-				// buffer (empty until the head is written): the read may
-				// even come after the handler returned and the buffer
-				// went back to the pool.
-				_, err = io.WriteString(w.hc.c, "HTTP/1.1 100 Continue\r\n\r\n")
-			}
-		}
-		w.headMu.Unlock()
-		if err != nil {
-			return 0, err
-		}
-	}
-	return r.ReadCloser.Read(p)
-}
 
 // h1Writer is the fast path's http.ResponseWriter. The head is written
 // when the first body byte, a flush or the end of the handler needs it:
@@ -67,13 +32,6 @@ type h1Writer struct {
 	closeAfter bool  // the connection ends after this response
 	hijacked   bool
 	err        error // first write error: the client is gone
-	// headMu orders setting wroteHead against a 100 Continue sent by a
-	// body read on another goroutine (continueReader). wroteHead is
-	// written only by the handler's goroutine, under headMu.
-	headMu sync.Mutex
-	// cont is the request body when the client expects 100 Continue
-	// (the handler may wrap req.Body); else nil.
-	cont *continueReader
 }
 
 // Header implements http.ResponseWriter.
@@ -115,10 +73,7 @@ func (w *h1Writer) writeStatusLine(code int) {
 // writeHead puts the status line and headers in the buffer, choosing the
 // body's framing.
 func (w *h1Writer) writeHead() {
-	w.headMu.Lock()
 	w.wroteHead = true
-	unasked := w.cont != nil && !w.cont.sent.Load()
-	w.headMu.Unlock()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -150,12 +105,6 @@ func (w *h1Writer) writeHead() {
 	}
 	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") || w.hc.state.Load() == connClosing {
 		// Draining: this response is the connection's last.
-		w.closeAfter = true
-	}
-	if unasked {
-		// Answered before asking for the body: the client may send it
-		// anyway or not at all, so the connection cannot tell where the
-		// next request starts (net/http's server closes too).
 		w.closeAfter = true
 	}
 	if w.closeAfter {

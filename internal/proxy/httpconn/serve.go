@@ -135,7 +135,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			s.flags |= accesslog.DownstreamConnectionTermination
 		}
 		flushTimedOut := p == nil && r.ProtoMajor == 2 && s.flushH2(rw)
-		m.finish(s, rw)
+		m.finish(s, rw, p == nil && !flushTimedOut)
 		if resets != nil {
 			// A stream the proxy reset itself (its flush timed out) is
 			// not a client's premature reset.
@@ -376,8 +376,10 @@ func (m *HCM) modifyResponse(s *stream, resp *http.Response) {
 	m.applyResponseHeaders(s, resp.Header)
 }
 
-// finish records stats and writes access logs once the request is done.
-func (m *HCM) finish(s *stream, rw *respWriter) {
+// finish records stats and writes access logs once the request is done;
+// ended says the handler ended the response (it was not cut: an abort, a
+// flush timeout).
+func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 	m.stats.rqActive.Dec()
 	m.stats.rqCompleted.Inc()
 	code := rw.code
@@ -385,7 +387,13 @@ func (m *HCM) finish(s *stream, rw *respWriter) {
 		m.stats.classes[code/100].Inc()
 	}
 	now := time.Now()
-	m.stats.rqTime.Record(uint64(now.Sub(s.start).Milliseconds()))
+	if ended && code != 0 {
+		// As Envoy's connection manager completes the request's
+		// timespan once the codec has sent the response's end: a stream
+		// reset or cut, or a client gone before any answer, records
+		// none (as the loops).
+		m.stats.rqTime.Record(uint64(now.Sub(s.start).Milliseconds()))
+	}
 	if s.cl != nil && s.host != nil && !s.upStart.IsZero() {
 		s.cl.Stats.RqTime.Record(uint64(now.Sub(s.upStart).Milliseconds()))
 	}
