@@ -411,7 +411,7 @@ func (r *Registry) DiscoverInstances(ctx context.Context, req *DiscoverInstances
 		for _, kv := range kvs {
 			var inst InstanceRecord
 			if err := unmarshal(kv, &inst); err != nil {
-				r.log.Error("skipping undecodable record", "error", err)
+				r.skip(err)
 				continue
 			}
 			if !matchAll(inst.Instance.Attributes, req.QueryParameters) {
