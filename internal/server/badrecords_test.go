@@ -133,12 +133,14 @@ func newBadEnv(t *testing.T) badEnv {
 // were checked): the server keeps running, every read of the API that
 // does not name that record answers, node a's proxy gets its endpoints
 // from Cloud Map, and a record the server cannot use is logged and
-// counted on /metrics (weft_store_records_skipped_total, by reader).
+// counted on /metrics (weft_store_records_skipped_total, by reader). A
+// route whose regex does not compile (stored before the API refused
+// one) is left out of the xDS server's route tables, which Envoy would
+// refuse whole with it (internal/xds/server's
+// TestRouteBreakingARuleLeftOut checks the tables).
 //
-// Not covered, because the server reads them as valid: a route whose
-// regex does not compile is translated and sent to the proxies that read
-// its router, which refuse that route table (Envoy NACKs it); a record
-// without its spec or with a member the model does not know.
+// Not covered, because the server reads them as valid: a record without
+// its spec or with a member the model does not know.
 func TestServerReadsPastBadRecords(t *testing.T) {
 	env := newBadEnv(t)
 	res := "appmesh/res/" + env.account + "/m/"
@@ -166,6 +168,7 @@ func TestServerReadsPastBadRecords(t *testing.T) {
 		{"mesh without spec", "appmesh/mesh/" + env.account + "/m", `{"meshName":"m",` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
 		{"route of two types", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}},"tcpRoute":{"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}}}}`, false, ""},
 		{"route to a missing node", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"nobody","weight":1}]}}}}`, false, ""},
+		{"route whose regex does not compile", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"path":{"regex":"(zz"}},"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}}}}`, true, "xds"},
 		{"instance with a member of the wrong type", "cloudmap/instance/" + env.svcID + "/zz", `{"Instance":{"Id":5}}`, true, ""},
 		{"service of no namespace", "cloudmap/service/srv-zz", `{"Service":{"Id":"srv-zz","Name":"zz","NamespaceId":"ns-nowhere"}}`, true, ""},
 		{"instance of no service", "cloudmap/instance/srv-nowhere/zz", `{"Instance":{"Id":"zz"},"Health":"HEALTHY"}`, true, ""},

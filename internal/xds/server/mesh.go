@@ -88,8 +88,9 @@ func (ms *meshState) exists(id translate.Identity) bool {
 }
 
 // set applies one resource's new value (nil data: deleted). A value that
-// does not decode leaves the resource out, as if deleted, and is the
-// error: the mesh is then what a fresh load of the store holds
+// does not decode, or a route or gateway route that breaks a rule of
+// appmesh.CheckStored, leaves the resource out, as if deleted, and is
+// the error: the mesh is then what a fresh load of the store holds
 // (Reset leaves the same records out), not the resource's last good
 // version.
 func (ms *meshState) set(ref appmesh.Ref, value []byte) error {
@@ -106,11 +107,21 @@ func (ms *meshState) set(ref appmesh.Ref, value []byte) error {
 	case appmesh.KindVirtualGateway:
 		return decodeMap(ms.view.VirtualGateways, ref.Name, value, del, nil)
 	case appmesh.KindRoute:
-		return setChild(ms.routes, ms.view.Routes, ref.Parent, ref.Name, value, del, nil)
+		return setChild(ms.routes, ms.view.Routes, ref.Parent, ref.Name, value, del, checkRoute)
 	case appmesh.KindGatewayRoute:
-		return setChild(ms.gatewayRoutes, ms.view.GatewayRoutes, ref.Parent, ref.Name, value, del, nil)
+		return setChild(ms.gatewayRoutes, ms.view.GatewayRoutes, ref.Parent, ref.Name, value, del, checkGatewayRoute)
 	}
 	return nil
+}
+
+// checkRoute and checkGatewayRoute hold a stored route to the rules whose
+// breach Envoy refuses for the whole route table the route is in (a regex
+// that does not compile): one route left out, once per version the store
+// holds, rather than every route of its listeners refused by each proxy.
+func checkRoute(value []byte) error { return appmesh.CheckStored("RouteData", value) }
+
+func checkGatewayRoute(value []byte) error {
+	return appmesh.CheckStored("GatewayRouteData", value)
 }
 
 func decodeInto[T any](dst **T, value []byte, del bool) error {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -83,6 +84,56 @@ func routeMatches(t *testing.T, r *discovery.DiscoveryResponse) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// TestRouteBreakingARuleLeftOut: a stored route whose spec breaks a rule
+// the API now enforces (a regex that does not compile, written before
+// the rule existed) is left out of its router's route table, logged and
+// counted, and the router's other routes are served: at load, and on the
+// watch, where a good route replaced by a bad version goes too, and
+// comes back when it is mended. Before, the route was translated and
+// sent, and Envoy refused the whole route table.
+func TestRouteBreakingARuleLeftOut(t *testing.T) {
+	st := routerStore(t)
+	routeTo(t, st, "a-good", `{"prefix":"/good"}`)
+	routeTo(t, st, "b-bad", `{"path":{"regex":"(a"}}`)
+	routeTo(t, st, "c-rest", `{"prefix":"/"}`)
+	skipped := prometheus.NewCounter(prometheus.CounterOpts{Name: "skipped"})
+	srv := startServer(t, st, translate.TranslateWith, withChecks, func(o *Options) { o.Skipped = skipped })
+	c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+	c.request(rdsType, "", "", []string{"rds_egress_http_8080"}, "")
+	rds := c.next()
+	if got, want := routeMatches(t, rds), []string{"prefix:/", "prefix:/good"}; !slices.Equal(got, want) {
+		t.Fatalf("route matches at load %v, want %v", got, want)
+	}
+	if n := srv.logs.count("skipping undecodable record"); n != 1 || srv.logs.count("route/r/b-bad") == 0 {
+		t.Errorf("logged %d skipped records (want 1, naming route/r/b-bad)", n)
+	}
+	if n := testutil.ToFloat64(skipped); n != 1 {
+		t.Errorf("counted %v skipped records, want 1", n)
+	}
+	c.ack(rds, "rds_egress_http_8080")
+
+	// On the watch: a good route replaced by a bad version (a header
+	// regex this time) goes.
+	putRaw(t, st, ref("m", appmesh.KindRoute, "r", "a-good"),
+		`{"meshName":"m","virtualRouterName":"r","routeName":"a-good","spec":{"httpRoute":{"match":{"prefix":"/good","headers":[{"name":"x","match":{"regex":"[z-a]"}}]},"action":{"weightedTargets":[{"virtualNode":"blue","weight":1}]}}}}`)
+	rds = c.next()
+	if got, want := routeMatches(t, rds), []string{"prefix:/"}; !slices.Equal(got, want) {
+		t.Fatalf("route matches after a-good broke %v, want %v", got, want)
+	}
+	if n := testutil.ToFloat64(skipped); n != 2 {
+		t.Errorf("counted %v skipped records, want 2", n)
+	}
+	c.ack(rds, "rds_egress_http_8080")
+	routeTo(t, st, "a-good", `{"prefix":"/good"}`)
+	rds = c.next()
+	if got, want := routeMatches(t, rds), []string{"prefix:/", "prefix:/good"}; !slices.Equal(got, want) {
+		t.Fatalf("route matches after a-good was mended %v, want %v", got, want)
+	}
+	if n := srv.logs.count("skipping undecodable record"); n != 2 || !strings.Contains(strings.Join(srv.logs.l, "\n"), "route/r/a-good") {
+		t.Errorf("logged %d skipped records (want 2, the second naming route/r/a-good)", n)
+	}
 }
 
 // TestUndecodableOnTheWatch: a record put that does not decode, App Mesh
