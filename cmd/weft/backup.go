@@ -44,6 +44,12 @@ func etcdFlags(fs *flag.FlagSet) func() storeurl.Etcd {
 	}
 }
 
+// spoolFlag defines --max-spool: how large the temporary file holding
+// what may grow (dump.DefaultMaxSpool by default).
+func spoolFlag(fs *flag.FlagSet, what string) *int64 {
+	return fs.Int64("max-spool", dump.DefaultMaxSpool, "bytes the temporary file holding "+what+" may take; beyond, nothing is written (4 GiB: twice etcd's default --quota-backend-bytes)")
+}
+
 func openTarget(ctx context.Context, raw string, e storeurl.Etcd) (store.Store, storeurl.Target, error) {
 	t, err := storeurl.Parse(raw)
 	if err != nil {
@@ -162,11 +168,13 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			"that is not stops the restore before anything is written. A backup holds the CA's\n"+
 			"private keys: keep it as secret as the store. FILE may be a pipe (/dev/stdin,\n"+
 			"<(age -d weft.backup.age)): as the restore reads it twice, it first copies it to a\n"+
-			"temporary file in $TMPDIR, mode 0600, removed when the restore ends.\n\nflags:")
+			"temporary file in $TMPDIR, mode 0600, removed when the restore ends, of at most\n"+
+			"--max-spool bytes: a larger one is refused before anything is written.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	in := fs.String("in", "", "backup file (required)")
 	to := fs.String("store", "", "store to restore into (required): bolt:///path/weft.db or etcd://host:2379,...[/prefix]")
+	maxSpool := spoolFlag(fs, "a backup read from a pipe")
 	etcdOpts := etcdFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -174,6 +182,9 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *in == "" || *to == "" || fs.NArg() > 0 {
 		fs.Usage()
 		return errors.New("--in and --store are required")
+	}
+	if *maxSpool <= 0 {
+		return fmt.Errorf("--max-spool %d: must be a number of bytes above 0", *maxSpool)
 	}
 	f, err := os.Open(*in)
 	if err != nil {
@@ -185,7 +196,10 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer st.Close()
-	n, err := dump.Restore(ctx, f, st, checkRecord)
+	n, err := dump.Restore(ctx, f, st, checkRecord, *maxSpool)
+	if errors.Is(err, dump.ErrSpoolLimit) {
+		return fmt.Errorf("restore into %s: %s is a pipe holding more than --max-spool (%d bytes) to copy to a temporary file: nothing was written; give --in the backup file itself, which is read where it is, or a larger --max-spool", t, *in, *maxSpool)
+	}
 	if err != nil {
 		return fmt.Errorf("restore into %s: %w", t, err)
 	}
@@ -211,12 +225,13 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"move a single server onto replicas, etcd to bbolt to move back. Stop the servers\n"+
 			"using a bbolt file first (it is locked while open). Every key is checked as weft\n"+
 			"restore checks them, before anything is written: the snapshot is held meanwhile in a\n"+
-			"temporary file in $TMPDIR, mode 0600 (it holds the CA's private keys) and removed\n"+
-			"when the copy ends.\n\nflags:")
+			"temporary file in $TMPDIR, mode 0600 (it holds the CA's private keys), of at most\n"+
+			"--max-spool bytes, and removed when the copy ends.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	from := fs.String("from", "", "store to read (required): bolt:///path/weft.db (or a path) or etcd://host:2379,...[/prefix]")
 	to := fs.String("to", "", "empty store to write (required), same forms")
+	maxSpool := spoolFlag(fs, "the snapshot")
 	etcdOpts := etcdFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -224,6 +239,9 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *from == "" || *to == "" || fs.NArg() > 0 {
 		fs.Usage()
 		return errors.New("--from and --to are required")
+	}
+	if *maxSpool <= 0 {
+		return fmt.Errorf("--max-spool %d: must be a number of bytes above 0", *maxSpool)
 	}
 	src, ft, err := openTarget(ctx, *from, etcdOpts())
 	if err != nil {
@@ -235,7 +253,10 @@ func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer dst.Close()
-	n, err := dump.Copy(ctx, src, dst, checkRecord)
+	n, err := dump.Copy(ctx, src, dst, checkRecord, *maxSpool)
+	if errors.Is(err, dump.ErrSpoolLimit) {
+		return fmt.Errorf("copy %s to %s: the snapshot is larger than --max-spool (%d bytes), the temporary file it is checked in: nothing was written; give a larger --max-spool", ft, tt, *maxSpool)
+	}
 	if err != nil {
 		return fmt.Errorf("copy %s to %s: %w", ft, tt, err)
 	}

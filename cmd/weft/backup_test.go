@@ -26,6 +26,7 @@ import (
 	"github.com/weftmesh/weft/internal/server"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/bolt"
+	"github.com/weftmesh/weft/internal/store/dump"
 )
 
 // startServer runs weft server on a new store until the test ends and
@@ -521,5 +522,77 @@ func TestRestoreChecksRecords(t *testing.T) {
 				t.Fatalf("restored %d keys, the backup holds %d", len(got), len(changed)-3)
 			}
 		})
+	}
+}
+
+// TestRestoreSpoolLimit: weft restore from a FIFO whose backup is larger
+// than --max-spool, and weft store copy of a store whose snapshot is,
+// are refused with an error naming the flag, and write nothing.
+func TestRestoreSpoolLimit(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("TMPDIR", dir)
+	src := filepath.Join(dir, "src.db")
+	st, err := bolt.Open(src, bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Update(t.Context(), func(tx store.Tx) error {
+		for i := range 50 {
+			if err := tx.Put(fmt.Sprintf("weft/zz/%02d", i), bytes.Repeat([]byte("x"), 100)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var data bytes.Buffer
+	if _, _, err := dump.Write(t.Context(), st, &data); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	fifo := filepath.Join(dir, "weft.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() { // ends when restore has read the FIFO through or closed it, or once it is opened and closed below
+		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = w.Write(data.Bytes())
+			w.Close()
+		}
+		wrote <- err
+	}()
+	var out, errOut bytes.Buffer
+	target := filepath.Join(dir, "target.db")
+	err = runRestore(t.Context(), []string{"--in", fifo, "--store", "bolt://" + target, "--max-spool", "1000"}, &out, &errOut)
+	if r, oerr := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); oerr == nil {
+		r.Close() // releases the writer if restore never opened the FIFO
+	}
+	<-wrote // restore stops reading at the limit: the writer may fail (EPIPE)
+	if err == nil || !strings.Contains(err.Error(), "more than --max-spool (1000 bytes)") || !strings.Contains(err.Error(), "nothing was written") {
+		t.Fatalf("restore of a %d-byte backup from a FIFO with --max-spool 1000: %v", data.Len(), err)
+	}
+	if n := len(keys(t, target)); n != 0 {
+		t.Fatalf("%d keys written", n)
+	}
+	copied := filepath.Join(dir, "copied.db")
+	err = runStore(t.Context(), []string{"copy", "--from", "bolt://" + src, "--to", "bolt://" + copied, "--max-spool", "1000"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "larger than --max-spool (1000 bytes)") {
+		t.Fatalf("copy of a %d-byte snapshot with --max-spool 1000: %v", data.Len(), err)
+	}
+	if n := len(keys(t, copied)); n != 0 {
+		t.Fatalf("%d keys copied", n)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "weft-spool-") {
+			t.Errorf("spool file %s left", e.Name())
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package appmesh
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -43,6 +45,27 @@ func checks() map[string]shape.Check {
 		"GrpcRouteMetadataMatchMethod": checkMember("regex", regexRule),
 		"GrpcMetadataMatchMethod":      checkMember("regex", regexRule),
 	}
+}
+
+// CheckStored checks a record as the store holds it (shapeName is its
+// shape: "RouteData", "GatewayRouteData", ...) against App Mesh's rules
+// that the model leaves out (checks), and only those: a record written
+// before one of them existed may break it, and then Envoy refuses what it
+// becomes (a regex that does not compile NACKs the whole route table it
+// is in). The model's own constraints are not checked: a record that met
+// them when it was written is served as it was. A value that is not JSON
+// is an error.
+func CheckStored(shapeName string, value []byte) error {
+	d := json.NewDecoder(bytes.NewReader(value))
+	d.UseNumber()
+	var doc any
+	if err := d.Decode(&doc); err != nil {
+		return fmt.Errorf("decode %s: %w", shapeName, err)
+	}
+	if vs := Model().CheckRules(shapeName, doc); len(vs) > 0 {
+		return errors.New(shape.Message(vs))
+	}
+	return nil
 }
 
 // checkDuration checks a Duration's value against protobuf's bound in the

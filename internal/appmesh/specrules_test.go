@@ -141,3 +141,57 @@ func TestCheckServiceName(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckStored: a stored route or gateway route is held to the rules
+// of checks alone, not to the model's constraints, which it met when it
+// was written (a model that later bounds a name must not take it off the
+// proxies).
+func TestCheckStored(t *testing.T) {
+	const md = `"metadata":{"arn":"x","createdAt":1,"lastUpdatedAt":1,"meshOwner":"1","resourceOwner":"1","uid":"u","version":1},"status":{"status":"ACTIVE"}`
+	cases := []struct {
+		name, shape, value string
+		want               string // "" when served
+	}{
+		{"route with a good regex", "RouteData",
+			`{"meshName":"m","virtualRouterName":"r","routeName":"x",` + md + `,"spec":{"httpRoute":{"match":{"path":{"regex":"^/a+$"}},"action":{"weightedTargets":[{"virtualNode":"n","weight":1}]}}}}`, ""},
+		{"route breaking only the model", "RouteData",
+			`{"meshName":"","virtualRouterName":"r","routeName":"x",` + md + `,"spec":{"priority":5000,"httpRoute":{"match":{"prefix":"/"},"action":{"weightedTargets":[]}}}}`, ""},
+		{"route path regex", "RouteData",
+			`{"meshName":"m","virtualRouterName":"r","routeName":"x",` + md + `,"spec":{"httpRoute":{"match":{"path":{"regex":"(a"}},"action":{"weightedTargets":[{"virtualNode":"n","weight":1}]}}}}`,
+			"at 'spec.httpRoute.match.path.regex' failed to satisfy constraint: Member must be a valid regular expression"},
+		{"route header regex", "RouteData",
+			`{"meshName":"m","virtualRouterName":"r","routeName":"x",` + md + `,"spec":{"http2Route":{"match":{"prefix":"/","headers":[{"name":"h","match":{"regex":"[z-a]"}}]},"action":{"weightedTargets":[{"virtualNode":"n","weight":1}]}}}}`,
+			"at 'spec.http2Route.match.headers.1.member.match.regex'"},
+		{"gateway route path regex", "GatewayRouteData",
+			`{"meshName":"m","virtualGatewayName":"g","gatewayRouteName":"x",` + md + `,"spec":{"httpRoute":{"match":{"path":{"regex":"*"}},"action":{"target":{"virtualService":{"virtualServiceName":"s"}}}}}}`,
+			"at 'spec.httpRoute.match.path.regex'"},
+		{"not JSON", "RouteData", `{"meshName":`, "decode RouteData"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckStored(tc.shape, []byte(tc.value))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Errorf("served, want %q", tc.want)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Errorf("%v, want it to hold %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// BenchmarkCheckStored is the xDS server's cost of a route write's rules
+// check (once per route version it reads): an HTTP route with a header
+// match and two targets, as the API stores it.
+func BenchmarkCheckStored(b *testing.B) {
+	v := []byte(`{"meshName":"m","virtualRouterName":"r","routeName":"split","metadata":{"arn":"arn:aws:appmesh:us-east-1:111122223333:mesh/m/virtualRouter/r/route/split","createdAt":1,"lastUpdatedAt":1,"meshOwner":"111122223333","resourceOwner":"111122223333","uid":"u","version":1},"status":{"status":"ACTIVE"},` +
+		`"spec":{"httpRoute":{"match":{"prefix":"/","headers":[{"name":"x-canary","match":{"regex":"^(yes|true)$"}}]},"action":{"weightedTargets":[{"virtualNode":"a","weight":90},{"virtualNode":"b","weight":10}]}}}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := CheckStored("RouteData", v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

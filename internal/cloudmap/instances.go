@@ -439,7 +439,7 @@ func (r *Registry) DiscoverInstances(ctx context.Context, v Valid[DiscoverInstan
 		for _, kv := range kvs {
 			var inst InstanceRecord
 			if err := unmarshal(kv, &inst); err != nil {
-				r.log.Error("skipping undecodable record", "error", err)
+				r.skip(err)
 				continue
 			}
 			if !matchAll(inst.Instance.Attributes, req.QueryParameters) {

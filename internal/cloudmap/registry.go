@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/weftmesh/weft/internal/pagetoken"
 	"github.com/weftmesh/weft/internal/shape"
 	"github.com/weftmesh/weft/internal/store"
@@ -38,6 +40,7 @@ type Registry struct {
 	retention time.Duration
 	limits    Limits
 	log       *slog.Logger
+	skipped   prometheus.Counter // nil: not counted
 
 	idMu   sync.Mutex // guards the two below
 	idLast uint64     // the millisecond of the last sortable id
@@ -56,13 +59,15 @@ type Config struct {
 	// Limits are the quotas, each field as given (zero or less: no
 	// limit); nil: DefaultLimits().
 	Limits *Limits
-	// Log hears of records a listing leaves out (nil: none is told).
-	Log *slog.Logger
+	// Log hears of records a listing leaves out (nil: none is told), and
+	// Skipped counts them (nil: not counted).
+	Log     *slog.Logger
+	Skipped prometheus.Counter
 }
 
 // NewRegistry returns the registry on st.
 func NewRegistry(st store.Store, cfg Config) *Registry {
-	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention, limits: DefaultLimits(), log: cfg.Log}
+	r := &Registry{st: st, region: cfg.Region, account: cfg.AccountID, now: cfg.Now, rand: cfg.Rand, retention: cfg.Retention, limits: DefaultLimits(), log: cfg.Log, skipped: cfg.Skipped}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -85,6 +90,14 @@ func NewRegistry(st store.Store, cfg Config) *Registry {
 		r.limits = *cfg.Limits
 	}
 	return r
+}
+
+// skip logs and counts a record a read left out.
+func (r *Registry) skip(err error) {
+	if r.skipped != nil {
+		r.skipped.Inc()
+	}
+	r.log.Error("skipping undecodable record", "error", err)
 }
 
 // --- ids and ARNs
@@ -480,7 +493,7 @@ func (r *Registry) page(tx store.Tx, prefix, token string, max int, take func(kv
 			}
 			ok, err := take(kv)
 			if errors.Is(err, errSkip) {
-				r.log.Error("skipping undecodable record", "error", err)
+				r.skip(err)
 			} else if err != nil {
 				return nil, err
 			}

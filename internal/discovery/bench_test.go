@@ -24,12 +24,12 @@ func BenchmarkApply(b *testing.B) {
 			rev++
 			return store.Change{Revision: rev, Events: []store.Event{{Type: store.EventPut, KV: store.KV{Key: key, Value: val}}}}
 		}
-		ix, _ = ix.Apply(put(cloudmap.NamespaceKey("ns-1"), nsRecord("ns-1", "bench.local", cloudmap.NamespaceTypeDnsPrivate)))
+		ix, _ = ix.Apply(put(cloudmap.NamespaceKey("ns-1"), nsRecord("ns-1", "bench.local", cloudmap.NamespaceTypeDnsPrivate)), nil)
 		for s := range services {
 			id := fmt.Sprint("srv-", s)
-			ix, _ = ix.Apply(put(cloudmap.ServiceKey(id), svcRecord(id, "ns-1", fmt.Sprint("svc", s), cloudmap.RecordTypeA)))
+			ix, _ = ix.Apply(put(cloudmap.ServiceKey(id), svcRecord(id, "ns-1", fmt.Sprint("svc", s), cloudmap.RecordTypeA)), nil)
 			for i := range 10 {
-				ix, _ = ix.Apply(put(cloudmap.InstanceKey(id, fmt.Sprint(i)), instRecord(fmt.Sprint(i), cloudmap.HealthStatusHealthy, map[string]string{cloudmap.AttrIPv4: fmt.Sprintf("10.0.%d.%d", s%250, i)})))
+				ix, _ = ix.Apply(put(cloudmap.InstanceKey(id, fmt.Sprint(i)), instRecord(fmt.Sprint(i), cloudmap.HealthStatusHealthy, map[string]string{cloudmap.AttrIPv4: fmt.Sprintf("10.0.%d.%d", s%250, i)})), nil)
 			}
 		}
 		changes := make([]store.Change, 100)
@@ -39,7 +39,7 @@ func BenchmarkApply(b *testing.B) {
 		b.Run(fmt.Sprint(services, "-services"), func(b *testing.B) {
 			b.ReportAllocs()
 			for i := range b.N {
-				next, changed := ix.Apply(changes[i%len(changes)])
+				next, changed := ix.Apply(changes[i%len(changes)], nil)
 				if len(changed) != 1 {
 					b.Fatal(changed)
 				}

@@ -13,7 +13,7 @@
 //	ix = ix.WithRevision(rev) // View tells the revision only after fn
 //	changes, err := st.Watch(ctx, cloudmap.KeyPrefix, rev)
 //	for c := range changes {
-//		next, changed := ix.Apply(c)
+//		next, changed := ix.Apply(c, logSkipped)
 //		ix = next // publish; readers of the old index are unaffected
 //		// push EDS for the virtual nodes of each ServiceRef in changed
 //	}
@@ -184,7 +184,7 @@ func Empty() *Index {
 // their index, labelled with rev: the revision tx reads at. It only reads.
 // A record that does not decode, or whose namespace or service is not
 // there, is left out and passed to skip (when not nil), as Apply leaves
-// it out: one bad record (a hand-edited store) must not keep every
+// it out and passes it: one bad record (a hand-edited store) must not keep every
 // other from being served. Only a store error fails Load.
 func Load(tx store.Tx, rev store.Revision, skip func(key string, err error)) (*Index, error) {
 	if skip == nil {
@@ -230,9 +230,12 @@ func (ix *Index) Revision() store.Revision { return ix.rev }
 // Apply returns the index after change c, and the services whose endpoints
 // may have changed, sorted. ix is not modified. If c holds no Cloud Map
 // record (keys outside cloudmap.KeyPrefix, indexes, operations), Apply
-// returns ix itself and nil. A record that does not decode is skipped: the
-// registry is its only writer, so that would be a bug, not input.
-func (ix *Index) Apply(c store.Change) (next *Index, changed []ServiceRef) {
+// returns ix itself and nil. A record put that Load would leave out (it
+// does not decode, or its namespace or service is not there) is passed to
+// skip (when not nil), and the record it replaces is removed, as if
+// deleted: the index stays what Load would read at c's revision, not the
+// last version that decoded, which a restart would drop.
+func (ix *Index) Apply(c store.Change, skip func(key string, err error)) (next *Index, changed []ServiceRef) {
 	var ns, svc, inst, remote []store.Event
 	for _, e := range c.Events {
 		if strings.HasPrefix(e.KV.Key, RemotePrefix) {
@@ -264,20 +267,24 @@ func (ix *Index) Apply(c store.Change) (next *Index, changed []ServiceRef) {
 	// their parents are harmless either way.
 	for _, group := range [][]store.Event{ns, svc, inst} {
 		for _, e := range group {
-			var err error
 			if e.Type == store.EventDelete {
 				b.del(e.KV.Key)
-			} else {
-				err = b.put(e.KV)
+			} else if err := b.put(e.KV); err != nil {
+				b.del(e.KV.Key)
+				if skip != nil {
+					skip(e.KV.Key, err)
+				}
 			}
-			_ = err // skipped record: see the doc comment
 		}
 	}
 	for _, e := range remote {
 		if e.Type == store.EventDelete {
 			b.delRemote(e.KV.Key)
-		} else {
-			_ = b.putRemote(e.KV.Key, e.KV.Value) // skipped record: see the doc comment
+		} else if err := b.putRemote(e.KV.Key, e.KV.Value); err != nil {
+			b.delRemote(e.KV.Key)
+			if skip != nil {
+				skip(e.KV.Key, err)
+			}
 		}
 	}
 	changed = make([]ServiceRef, 0, len(touched))

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/internal/cloudmap"
 	"github.com/weftmesh/weft/internal/discovery"
@@ -88,6 +89,14 @@ type follower struct {
 	t       *testing.T
 	ix      *discovery.Index
 	changes <-chan store.Change
+	skipped []string // the keys Apply reported skipped, in order
+}
+
+func (f *follower) skip(key string, err error) {
+	if err == nil {
+		f.t.Errorf("%s skipped with a nil error", key)
+	}
+	f.skipped = append(f.skipped, key)
 }
 
 func follow(t *testing.T, st store.Store) *follower {
@@ -109,7 +118,7 @@ func (f *follower) next() []discovery.ServiceRef {
 	if !ok {
 		f.t.Fatal("watch closed")
 	}
-	next, changed := f.ix.Apply(c)
+	next, changed := f.ix.Apply(c, f.skip)
 	if next != f.ix && next.Revision() != c.Revision {
 		f.t.Fatalf("Apply: revision %d, want %d", next.Revision(), c.Revision)
 	}
@@ -356,5 +365,112 @@ func TestLoadSkipsBadRecords(t *testing.T) {
 	}
 	if len(skipped) != len(bad) {
 		t.Errorf("skipped %v, want the %d bad records", skipped, len(bad))
+	}
+}
+
+// TestApplySkipsBadRecords: a record put that Load would leave out is
+// reported by Apply and leaves the index what a fresh Load reads, also
+// when it replaces a good version of the record (which must not go on
+// being served: a restart would drop it).
+func TestApplySkipsBadRecords(t *testing.T) {
+	st := openStore(t)
+	f := follow(t, st)
+	put(t, st, cloudmap.NamespaceKey("ns-1"), nsRecord("ns-1", "apps", cloudmap.NamespaceTypeDnsPrivate))
+	f.next()
+	put(t, st, cloudmap.ServiceKey("srv-a"), svcRecord("srv-a", "ns-1", "a", cloudmap.RecordTypeA))
+	f.next()
+	put(t, st, cloudmap.ServiceKey("srv-b"), svcRecord("srv-b", "ns-1", "b", cloudmap.RecordTypeA))
+	f.next()
+	for _, i := range []string{"i1", "i2"} {
+		put(t, st, cloudmap.InstanceKey("srv-a", i), instRecord(i, cloudmap.HealthStatusHealthy, map[string]string{cloudmap.AttrIPv4: "192.0.2.1"}))
+		f.next()
+	}
+	put(t, st, discovery.RemotePrefix+"apps/r", discovery.RemoteRecord{Remote: "x", Instances: []discovery.RemoteInstance{{ID: "i9", Attributes: map[string]string{cloudmap.AttrIPv4: "192.0.2.9"}}}})
+	f.next()
+	if len(f.skipped) != 0 {
+		t.Fatalf("good records reported skipped: %v", f.skipped)
+	}
+	refs := []discovery.ServiceRef{{"apps", "a"}, {"apps", "b"}, {"apps", "r"}, {"apps", "c"}}
+	cases := []struct{ name, key, value string }{
+		{"new namespace not JSON", cloudmap.NamespaceKey("ns-2"), `{"Namespace":`},
+		{"new service of no namespace", cloudmap.ServiceKey("srv-c"), `{"Service":{"Id":"srv-c","Name":"c","NamespaceId":"ns-nowhere"}}`},
+		{"instance of no service", cloudmap.InstanceKey("srv-none", "i3"), `{"Instance":{"Id":"i3"},"Health":"HEALTHY"}`},
+		{"instance replaced by one not JSON", cloudmap.InstanceKey("srv-a", "i2"), `{"Instance":`},
+		{"instance replaced by a member of the wrong type", cloudmap.InstanceKey("srv-a", "i1"), `{"Instance":{"Id":5}}`},
+		{"service replaced by one not JSON", cloudmap.ServiceKey("srv-b"), `{"Service":`},
+		{"remote replaced by one not JSON", discovery.RemotePrefix + "apps/r", `{"remote":`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f.t, f.skipped = t, nil
+			_, err := st.Update(context.Background(), func(tx store.Tx) error { return tx.Put(tc.key, []byte(tc.value)) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.next()
+			if len(f.skipped) != 1 || f.skipped[0] != tc.key {
+				t.Errorf("Apply reported %v skipped, want [%s]", f.skipped, tc.key)
+			}
+			if got, want := dump(f.ix, refs), dump(load(t, st), refs); got != want {
+				t.Errorf("incremental index differs from a fresh load:\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+}
+
+// TestFollowReportsSkips: Follow (the DNS server's follower) passes skip
+// the records its load leaves out and those a later change puts that it
+// leaves out, and publishes the index without the latter.
+func TestFollowReportsSkips(t *testing.T) {
+	st := openStore(t)
+	put(t, st, cloudmap.NamespaceKey("ns-1"), nsRecord("ns-1", "apps", cloudmap.NamespaceTypeHttp))
+	put(t, st, cloudmap.ServiceKey("srv-a"), svcRecord("srv-a", "ns-1", "a"))
+	put(t, st, cloudmap.InstanceKey("srv-a", "i1"), instRecord("i1", cloudmap.HealthStatusHealthy, map[string]string{cloudmap.AttrIPv4: "192.0.2.1"}))
+	if _, err := st.Update(context.Background(), func(tx store.Tx) error {
+		return tx.Put(cloudmap.InstanceKey("srv-a", "i0"), []byte(`{"Instance":`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	skips := make(chan string, 10)
+	updates := make(chan discovery.Update, 10)
+	done := make(chan error, 1)
+	go func() { // ends with cancel below
+		done <- discovery.Follow(ctx, st, func(key string, _ error) { skips <- key }, func(u discovery.Update) { updates <- u })
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	next := func(what string) discovery.Update {
+		t.Helper()
+		select {
+		case u := <-updates:
+			return u
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no update %s", what)
+		}
+		return discovery.Update{}
+	}
+	next("at load")
+	if got := <-skips; got != cloudmap.InstanceKey("srv-a", "i0") {
+		t.Fatalf("load skipped %s", got)
+	}
+	if _, err := st.Update(context.Background(), func(tx store.Tx) error {
+		return tx.Put(cloudmap.InstanceKey("srv-a", "i1"), []byte(`{"Instance":{"Id":5}}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	u := next("after i1 stopped decoding")
+	select {
+	case got := <-skips:
+		if got != cloudmap.InstanceKey("srv-a", "i1") {
+			t.Fatalf("the change skipped %s", got)
+		}
+	default:
+		t.Fatal("the change's bad record was not reported")
+	}
+	if eps := u.Index.Endpoints("apps", "a", nil); len(eps) != 0 {
+		t.Errorf("endpoints of a after its instance stopped decoding: %+v, want none", eps)
 	}
 }

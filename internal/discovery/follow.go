@@ -26,8 +26,9 @@ type Update struct {
 // the store drops the watch (the reader fell behind, or history was
 // compacted) it reloads and publishes a Full update (internal/store/follow
 // does the following). publish runs on Follow's goroutine, one call at a
-// time. A record Load leaves out is passed to skip (when not nil). Follow
-// returns ctx's error, or the store's when it cannot read.
+// time. A record Load or Apply leaves out is passed to skip (when not
+// nil), on Follow's goroutine. Follow returns ctx's error, or the store's
+// when it cannot read.
 func Follow(ctx context.Context, src Source, skip func(key string, err error), publish func(Update)) error {
 	var ix *Index
 	read := func(tx store.Tx) (err error) {
@@ -43,7 +44,7 @@ func Follow(ctx context.Context, src Source, skip func(key string, err error), p
 	}
 	apply := func(batch []store.Change) {
 		for _, c := range batch {
-			next, changed := ix.Apply(c)
+			next, changed := ix.Apply(c, skip)
 			if next == ix {
 				continue
 			}

@@ -39,6 +39,9 @@ type Config struct {
 	Limits Limits
 	// Registry receives the server's metrics; nil registers none.
 	Registry prometheus.Registerer
+	// Skipped counts the Cloud Map records the server's index leaves out
+	// (logged "skipping undecodable record"); nil: not counted.
+	Skipped prometheus.Counter
 }
 
 // Server is a DNS server bound to one address on UDP and TCP.
@@ -51,6 +54,7 @@ type Server struct {
 	limits    Limits
 	rrl       *rrl // nil when off
 	metrics   *dnsMetrics
+	skipped   prometheus.Counter              // Config.Skipped; nil: not counted
 	forwards  chan struct{}                   // a slot per query being forwarded (MaxForwards)
 	ix        atomic.Pointer[discovery.Index] // written by Run's follower, read by every query
 	closeOnce sync.Once
@@ -67,7 +71,7 @@ func Listen(addr string, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{udp: udp, tcp: tcp, timeout: cfg.UpstreamTimeout, log: log, changed: make(chan struct{})}
+	s := &Server{udp: udp, tcp: tcp, timeout: cfg.UpstreamTimeout, log: log, skipped: cfg.Skipped, changed: make(chan struct{})}
 	s.limits = cfg.Limits.withDefaults()
 	if s.limits.Allow == nil {
 		bound := addrIP(udp.LocalAddr())
@@ -144,7 +148,12 @@ func (s *Server) Run(ctx context.Context, src discovery.Source) error {
 	followErr := make(chan error, 1)
 	go func() { // ends with ctx
 		first := true
-		skip := func(key string, err error) { s.log.Error("skipping undecodable record", "key", key, "error", err) }
+		skip := func(key string, err error) {
+			if s.skipped != nil {
+				s.skipped.Inc()
+			}
+			s.log.Error("skipping undecodable record", "key", key, "error", err)
+		}
 		followErr <- discovery.Follow(ctx, src, skip, func(u discovery.Update) {
 			s.publish(u.Index)
 			if first {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,49 +132,54 @@ func newBadEnv(t *testing.T) badEnv {
 // backup or a copy from a shared etcd prefix could load before restores
 // were checked): the server keeps running, every read of the API that
 // does not name that record answers, node a's proxy gets its endpoints
-// from Cloud Map, and a record the server cannot decode is logged.
+// from Cloud Map, and a record the server cannot use is logged and
+// counted on /metrics (weft_store_records_skipped_total, by reader). A
+// route whose regex does not compile (stored before the API refused
+// one) is left out of the xDS server's route tables, which Envoy would
+// refuse whole with it (internal/xds/server's
+// TestRouteBreakingARuleLeftOut checks the tables).
 //
-// Not covered, because the server reads them as valid: a route whose
-// regex does not compile is translated and sent to the proxies that read
-// its router, which refuse that route table (Envoy NACKs it); a record
-// without its spec or with a member the model does not know.
+// Not covered, because the server reads them as valid: a record without
+// its spec or with a member the model does not know.
 func TestServerReadsPastBadRecords(t *testing.T) {
 	env := newBadEnv(t)
 	res := "appmesh/res/" + env.account + "/m/"
 	const md = `"metadata":{"arn":"x","createdAt":1,"lastUpdatedAt":1,"meshOwner":"111122223333","resourceOwner":"111122223333","uid":"u","version":1}`
 	cases := []struct {
 		name, key, value string
-		logged           bool // the server says it skipped the record
+		logged           bool   // the server says it skipped the record
+		reader           string // the reader that must count it, if one must
 	}{
 		// (a) not JSON
-		{"mesh not JSON", "appmesh/mesh/" + env.account + "/zz", `{"meshName":`, true},
-		{"node not JSON", res + "virtualNode/zz", `{"meshName":`, true},
-		{"route not JSON", res + "route/r/zz", `{"meshName":`, true},
-		{"namespace not JSON", "cloudmap/namespace/ns-zz", `{"Namespace":`, true},
-		{"service not JSON", "cloudmap/service/srv-zz", `{"Service":`, true},
-		{"instance not JSON", "cloudmap/instance/" + env.svcID + "/zz", `{"Instance":`, true},
-		{"remote not JSON", "cloudmap/remote/apps/zz", `{"remote":`, true},
+		{"mesh not JSON", "appmesh/mesh/" + env.account + "/zz", `{"meshName":`, true, ""},
+		{"node not JSON", res + "virtualNode/zz", `{"meshName":`, true, ""},
+		{"route not JSON", res + "route/r/zz", `{"meshName":`, true, ""},
+		{"namespace not JSON", "cloudmap/namespace/ns-zz", `{"Namespace":`, true, ""},
+		{"service not JSON", "cloudmap/service/srv-zz", `{"Service":`, true, ""},
+		{"instance not JSON", "cloudmap/instance/" + env.svcID + "/zz", `{"Instance":`, true, ""},
+		{"remote not JSON", "cloudmap/remote/apps/zz", `{"remote":`, true, ""},
 		// (b) JSON, not a valid record
-		{"node with a member of the wrong type", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{"listeners":"x"},` + md + `,"status":{"status":"ACTIVE"}}`, true},
-		{"node with an unknown member", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{"listeners":[{"portMapping":{"port":80,"protocol":"http"}}],"colour":"red"},` + md + `,"status":{"status":"ACTIVE"}}`, false},
-		{"node without metadata", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{},"status":{"status":"ACTIVE"}}`, true},
-		{"node without spec", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, false},
-		{"route without spec", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, false},
-		{"service without spec", res + "virtualService/zz", `{"meshName":"m","virtualServiceName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, false},
-		{"mesh without spec", "appmesh/mesh/" + env.account + "/m", `{"meshName":"m",` + md + `,"status":{"status":"ACTIVE"}}`, false},
-		{"route of two types", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}},"tcpRoute":{"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}}}}`, false},
-		{"route to a missing node", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"nobody","weight":1}]}}}}`, false},
-		{"instance with a member of the wrong type", "cloudmap/instance/" + env.svcID + "/zz", `{"Instance":{"Id":5}}`, true},
-		{"service of no namespace", "cloudmap/service/srv-zz", `{"Service":{"Id":"srv-zz","Name":"zz","NamespaceId":"ns-nowhere"}}`, true},
-		{"instance of no service", "cloudmap/instance/srv-nowhere/zz", `{"Instance":{"Id":"zz"},"Health":"HEALTHY"}`, true},
+		{"node with a member of the wrong type", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{"listeners":"x"},` + md + `,"status":{"status":"ACTIVE"}}`, true, ""},
+		{"node with an unknown member", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{"listeners":[{"portMapping":{"port":80,"protocol":"http"}}],"colour":"red"},` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
+		{"node without metadata", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{},"status":{"status":"ACTIVE"}}`, true, ""},
+		{"node without spec", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
+		{"route without spec", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
+		{"service without spec", res + "virtualService/zz", `{"meshName":"m","virtualServiceName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
+		{"mesh without spec", "appmesh/mesh/" + env.account + "/m", `{"meshName":"m",` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
+		{"route of two types", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}},"tcpRoute":{"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}}}}`, false, ""},
+		{"route to a missing node", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"nobody","weight":1}]}}}}`, false, ""},
+		{"route whose regex does not compile", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"path":{"regex":"(zz"}},"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}}}}`, true, "xds"},
+		{"instance with a member of the wrong type", "cloudmap/instance/" + env.svcID + "/zz", `{"Instance":{"Id":5}}`, true, ""},
+		{"service of no namespace", "cloudmap/service/srv-zz", `{"Service":{"Id":"srv-zz","Name":"zz","NamespaceId":"ns-nowhere"}}`, true, ""},
+		{"instance of no service", "cloudmap/instance/srv-nowhere/zz", `{"Instance":{"Id":"zz"},"Health":"HEALTHY"}`, true, ""},
 		// (c) keys weft does not write
-		{"unknown appmesh key", "appmesh/zz/1", `x`, false},
-		{"unknown cloudmap key", "cloudmap/zz/1", `x`, false},
-		{"unknown weft key", "weft/zz", `x`, false},
-		{"foreign key", "zz/1", `x`, false},
-		{"key below a mesh", "appmesh/mesh/" + env.account + "/m/zz", `x`, true},
-		{"key below the nodes", res + "virtualNode/a/zz", `x`, true},
-		{"key below the instances", "cloudmap/instance/" + env.svcID + "/i1/zz", `x`, true},
+		{"unknown appmesh key", "appmesh/zz/1", `x`, false, ""},
+		{"unknown cloudmap key", "cloudmap/zz/1", `x`, false, ""},
+		{"unknown weft key", "weft/zz", `x`, false, ""},
+		{"foreign key", "zz/1", `x`, false, ""},
+		{"key below a mesh", "appmesh/mesh/" + env.account + "/m/zz", `x`, true, ""},
+		{"key below the nodes", res + "virtualNode/a/zz", `x`, true, ""},
+		{"key below the instances", "cloudmap/instance/" + env.svcID + "/i1/zz", `x`, true, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -237,6 +243,21 @@ func TestServerReadsPastBadRecords(t *testing.T) {
 			watchEDS(t, cfg.XDSAddr, "mesh/m/virtualNode/a").wait(t, "10.0.0.1:8080")
 			if tc.logged {
 				logs.wait(t, "skipping undecodable", 10*time.Second)
+				// Counted before it is logged.
+				total := 0.0
+				for _, r := range []string{"xds", "dns", "api"} {
+					v, err := strconv.ParseFloat(metricLine(t, base, `weft_store_records_skipped_total{reader="`+r+`"}`), 64)
+					if err != nil {
+						t.Fatalf("weft_store_records_skipped_total of %s: %v", r, err)
+					}
+					if r == tc.reader && v == 0 {
+						t.Errorf("weft_store_records_skipped_total of %s is 0", r)
+					}
+					total += v
+				}
+				if total == 0 {
+					t.Errorf("logged a skipped record, but weft_store_records_skipped_total is 0")
+				}
 			}
 			select {
 			case err := <-done:

@@ -120,6 +120,38 @@ type Config struct {
 	streamsStop <-chan struct{}
 	// xdsObserver, set by Run with an OTLP endpoint, traces pushes.
 	xdsObserver xdsserver.Observer
+	// skipped, set by Run, counts the stored records each reader leaves
+	// out (skippedBy); nil: none is counted.
+	skipped *prometheus.CounterVec
+}
+
+// Readers of the store that leave out the records they cannot use: the
+// values of weft_store_records_skipped_total's reader label.
+const (
+	readerXDS = "xds" // the xDS server's core and its Cloud Map index
+	readerDNS = "dns" // the DNS server's Cloud Map index
+	readerAPI = "api" // the App Mesh and Cloud Map APIs' listings
+)
+
+// newSkippedMetric registers weft_store_records_skipped_total on reg.
+func newSkippedMetric(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "weft", Subsystem: "store", Name: "records_skipped_total",
+		Help: "Stored records a reader left out because it cannot use them (they do not decode, or a route breaks a rule the proxies would refuse it for), each time it read one, by reader (xds, dns, api); each is logged as \"skipping undecodable record\" with its key.",
+	}, []string{"reader"})
+	for _, r := range []string{readerXDS, readerDNS, readerAPI} {
+		c.WithLabelValues(r) // a series at 0 from the start
+	}
+	reg.MustRegister(c)
+	return c
+}
+
+// skippedBy returns the skipped records' counter of reader, or nil.
+func (c Config) skippedBy(reader string) prometheus.Counter {
+	if c.skipped == nil {
+		return nil
+	}
+	return c.skipped.WithLabelValues(reader)
 }
 
 // Run serves until ctx ends, then shuts down gracefully. It returns after
@@ -161,9 +193,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if c, ok := st.(prometheus.Collector); ok { // the etcd store's commit and learn latencies
 		reg.MustRegister(c)
 	}
+	cfg.skipped = newSkippedMetric(reg)
 	var dnsErr chan error // nil without a DNS server, or once it has reported
 	if cfg.DNSAddr != "" {
-		dnsSrv, err := dns.Listen(cfg.DNSAddr, dns.Config{Upstreams: cfg.DNSUpstreams, Limits: cfg.DNS, Registry: reg}, log.With("component", "dns"))
+		dnsSrv, err := dns.Listen(cfg.DNSAddr, dns.Config{Upstreams: cfg.DNSUpstreams, Limits: cfg.DNS, Registry: reg, Skipped: cfg.skippedBy(readerDNS)}, log.With("component", "dns"))
 		if err != nil {
 			ln.Close()
 			return err
@@ -265,7 +298,7 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 	}
 	other.Handle("POST /v1/tokens", sec.tokensHandler(cfg))
 	other.Handle("GET /v1/backup", backupHandler(st, log.With("component", "backup")))
-	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits}, log)
+	mesh := ops.New(st, ops.Config{Region: cfg.Region, Limits: cfg.Limits, Skipped: cfg.skippedBy(readerAPI)}, log)
 	meshH := meshapi.New(mesh, meshapi.Config{DefaultAccount: cfg.AccountID, Region: cfg.Region}, log.With("api", "appmesh"))
 	con := registerConsole(other, st, sec, xds, cfg.Region, meshH.CallerAccount, cfg.streamsStop, log.With("component", "console"))
 	if authority != nil {
@@ -275,7 +308,7 @@ func newHandler(st store.Store, cfg Config, log *slog.Logger, reg *prometheus.Re
 		api.WriteRESTError(w, http.StatusNotFound, "UnknownOperationException", "no operation at "+r.Method+" "+r.URL.Path)
 	})
 	cmLog := log.With("api", "cloudmap")
-	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID, Limits: cfg.CloudMapLimits, Log: cmLog})
+	registry := cloudmap.NewRegistry(st, cloudmap.Config{Region: cfg.Region, AccountID: cfg.AccountID, Limits: cfg.CloudMapLimits, Log: cmLog, Skipped: cfg.skippedBy(readerAPI)})
 	h := &api.Handler{
 		AppMesh:  meshH,
 		CloudMap: cloudmapapi.New(registry, cmLog),

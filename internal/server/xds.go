@@ -92,6 +92,7 @@ func startXDS(ctx context.Context, st store.Store, cfg Config, sec *security, re
 		DefaultOwner:  cfg.AccountID,
 		Log:           log,
 		Registry:      reg,
+		Skipped:       cfg.skippedBy(readerXDS),
 		GRPCOptions:   opts,
 		Limits:        cfg.XDS,
 

@@ -182,4 +182,12 @@ func TestChecks(t *testing.T) {
 	if vs := m.Validate("In", decode(t, `{"n":"9"}`)); len(vs) != 1 || len(calls) != 0 {
 		t.Errorf("a value of the wrong type: %v, checks called %v", vs, calls)
 	}
+	// CheckRules reports the checks' violations alone.
+	vs = m.CheckRules("In", decode(t, `{"items":[{"name":"ok"},"not an item",{"name":"bad"},{"name":"worse"}],"n":10}`))
+	want = "2 validation errors detected: " +
+		"Value 'bad' at 'items.3.member.name' failed to satisfy constraint: Member must not be bad; " +
+		"Value 'worse' at 'items.4.member.name' failed to satisfy constraint: Member must not be bad"
+	if got := shape.Message(vs); got != want {
+		t.Errorf("CheckRules: message\n %s, want\n %s", got, want)
+	}
 }

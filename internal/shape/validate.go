@@ -86,13 +86,25 @@ func (m *Model) Validate(shapeName string, doc any) []Violation {
 	return v.out
 }
 
+// CheckRules runs only the model's Checks on doc (decoded as for
+// Validate), on each value of their shapes that is of the shape's type:
+// the service's own rules, for a document that met the model once but
+// was stored before a rule existed. It reports none of the model's
+// constraints.
+func (m *Model) CheckRules(shapeName string, doc any) []Violation {
+	v := validator{m: m, rulesOnly: true}
+	v.value(shapeName, "", doc)
+	return v.out
+}
+
 type validator struct {
-	m   *Model
-	out []Violation
+	m         *Model
+	out       []Violation
+	rulesOnly bool // report only the Checks' violations (CheckRules)
 }
 
 func (v *validator) fail(path string, val any, format string, args ...any) {
-	if len(v.out) < maxViolations {
+	if !v.rulesOnly && len(v.out) < maxViolations {
 		v.out = append(v.out, Violation{Path: path, Value: val, Rule: fmt.Sprintf(format, args...)})
 	}
 }

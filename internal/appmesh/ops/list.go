@@ -104,7 +104,10 @@ func (k *kind[S, D, R]) list(ctx context.Context, s *Service, parent appmesh.Ref
 			}
 			it, err := k.listed(kv)
 			if err != nil {
-				s.log.Error("skipping undecodable resource", "key", kv.Key, "error", err)
+				if s.skipped != nil {
+					s.skipped.Inc()
+				}
+				s.log.Error("skipping undecodable record", "key", kv.Key, "error", err)
 				continue
 			}
 			p.items = append(p.items, k.listRef(it))

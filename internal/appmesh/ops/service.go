@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/store"
@@ -48,6 +49,9 @@ type Config struct {
 	// Now and NewUID are the clock and the uid source (tests fix them).
 	Now    func() time.Time
 	NewUID func() string
+	// Skipped counts the records a listing leaves out (logged "skipping
+	// undecodable record"); nil: not counted.
+	Skipped prometheus.Counter
 }
 
 // Service runs App Mesh operations on a store. It is safe for concurrent
@@ -60,6 +64,7 @@ type Service struct {
 	now      func() time.Time
 	newUID   func() string
 	log      *slog.Logger
+	skipped  prometheus.Counter // nil: not counted
 	k        kinds
 }
 
@@ -73,6 +78,7 @@ func New(st store.Store, cfg Config, log *slog.Logger) *Service {
 		now:      cfg.Now,
 		newUID:   cfg.NewUID,
 		log:      log,
+		skipped:  cfg.Skipped,
 		k:        newKinds(),
 	}
 	if s.region == "" {

@@ -31,7 +31,18 @@ const (
 	BatchSize = 100
 	// MaxLine bounds one line of a dump file (a key and its value).
 	MaxLine = 16 << 20
+	// DefaultMaxSpool is the default bound of the spool file (newSpool)
+	// of Restore and Copy, 4 GiB: what a dump of a store at etcd's
+	// default backend quota (--quota-backend-bytes, 2 GiB of keys, values
+	// and history) can take with room to spare, each value in base64 (4/3
+	// of its bytes) beside its key. bbolt has no quota of its own.
+	DefaultMaxSpool = 4 << 30
 )
+
+// ErrSpoolLimit is the error of Restore and Copy when the dump they must
+// spool is larger than their limit; nothing is written to the target
+// store, and the spool file is removed.
+var ErrSpoolLimit = errors.New("the dump is larger than the spool file may grow")
 
 const formatName = "weft-backup"
 
@@ -110,12 +121,13 @@ type Check func(key string, value []byte) error
 // again to write, checking each key again before the batch that holds it
 // is written. An r that cannot be read twice (anything but a regular file
 // or another io.Seeker: a pipe, a FIFO, a terminal) is first copied into
-// a spool file (newSpool). It fails before writing on a truncated or
-// foreign file, one written by a newer weft, keys out of order, and a key
-// check refuses; the error names the line and the key. A store failure,
-// or a file that changed between the passes, fails part-way and leaves
-// the keys written so far: empty the store and run it again.
-func Restore(ctx context.Context, r io.Reader, st store.Store, check Check) (int, error) {
+// a spool file (newSpool) of at most maxSpool bytes (ErrSpoolLimit
+// beyond). It fails before writing on a truncated or foreign file, one
+// written by a newer weft, keys out of order, and a key check refuses;
+// the error names the line and the key. A store failure, or a file that
+// changed between the passes, fails part-way and leaves the keys written
+// so far: empty the store and run it again.
+func Restore(ctx context.Context, r io.Reader, st store.Store, check Check, maxSpool int64) (int, error) {
 	rs, ok := rereadable(r)
 	if !ok {
 		sp, err := newSpool()
@@ -123,8 +135,14 @@ func Restore(ctx context.Context, r io.Reader, st store.Store, check Check) (int
 			return 0, err
 		}
 		defer sp.remove()
-		if _, err := io.Copy(sp.f, r); err != nil {
+		// One byte more than the limit tells a dump of exactly maxSpool
+		// bytes from a larger one.
+		n, err := io.Copy(sp.f, io.LimitReader(r, maxSpool+1))
+		if err != nil {
 			return 0, fmt.Errorf("read backup: %w", err)
+		}
+		if n > maxSpool {
+			return 0, fmt.Errorf("%w (%d bytes)", ErrSpoolLimit, maxSpool)
 		}
 		if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
 			return 0, err
@@ -162,6 +180,23 @@ func newSpool() (*spool, error) {
 func (s *spool) remove() {
 	s.f.Close()
 	os.Remove(s.f.Name())
+}
+
+// limitWriter writes to w until left bytes are written, then fails with
+// ErrSpoolLimit, writing nothing of the write that would pass the limit.
+type limitWriter struct {
+	w    io.Writer
+	left int64
+	max  int64 // the limit, for the error; left's first value
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.left {
+		return 0, fmt.Errorf("%w (%d bytes)", ErrSpoolLimit, l.max)
+	}
+	n, err := l.w.Write(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // restore is Restore from a reader it can read twice; at starts an error
@@ -296,9 +331,9 @@ func checkEmpty(ctx context.Context, st store.Store) error {
 
 // Copy copies every key of from into to, which must be empty, through a
 // dump of one consistent snapshot of from, spooled to a temporary file
-// (newSpool) so that every key is checked (see Restore) before any is
-// written.
-func Copy(ctx context.Context, from, to store.Store, check Check) (int, error) {
+// (newSpool) of at most maxSpool bytes (ErrSpoolLimit beyond), so that
+// every key is checked (see Restore) before any is written.
+func Copy(ctx context.Context, from, to store.Store, check Check, maxSpool int64) (int, error) {
 	if err := checkEmpty(ctx, to); err != nil {
 		return 0, err
 	}
@@ -307,7 +342,7 @@ func Copy(ctx context.Context, from, to store.Store, check Check) (int, error) {
 		return 0, err
 	}
 	defer sp.remove()
-	if _, _, err := Write(ctx, from, sp.f); err != nil {
+	if _, _, err := Write(ctx, from, &limitWriter{w: sp.f, left: maxSpool, max: maxSpool}); err != nil {
 		return 0, err
 	}
 	if _, err := sp.f.Seek(0, io.SeekStart); err != nil {

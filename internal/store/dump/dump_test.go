@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -92,25 +93,25 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatalf("write: %d keys at %d, %v", n, rev, err)
 	}
 	dst := newBolt(t)
-	if got, err := Restore(ctx, bytes.NewReader(buf.Bytes()), dst, anyKey); err != nil || got != n {
+	if got, err := Restore(ctx, bytes.NewReader(buf.Bytes()), dst, anyKey, DefaultMaxSpool); err != nil || got != n {
 		t.Fatalf("restore: %d keys, %v", got, err)
 	}
 	same(t, src, dst)
 
 	// Refusals: a store with keys, a truncated file, a foreign file, a
 	// file from a newer weft.
-	if _, err := Restore(ctx, bytes.NewReader(buf.Bytes()), dst, anyKey); !errors.Is(err, ErrNotEmpty) {
+	if _, err := Restore(ctx, bytes.NewReader(buf.Bytes()), dst, anyKey, DefaultMaxSpool); !errors.Is(err, ErrNotEmpty) {
 		t.Fatalf("restore into a full store: %v", err)
 	}
 	cut := buf.Bytes()[:buf.Len()/2]
-	if _, err := Restore(ctx, bytes.NewReader(cut), newBolt(t), anyKey); err == nil {
+	if _, err := Restore(ctx, bytes.NewReader(cut), newBolt(t), anyKey, DefaultMaxSpool); err == nil {
 		t.Fatal("a truncated backup restored without error")
 	}
-	if _, err := Restore(ctx, strings.NewReader("hello\n"), newBolt(t), anyKey); err == nil || !strings.Contains(err.Error(), "not a weft backup") {
+	if _, err := Restore(ctx, strings.NewReader("hello\n"), newBolt(t), anyKey, DefaultMaxSpool); err == nil || !strings.Contains(err.Error(), "not a weft backup") {
 		t.Fatalf("foreign file: %v", err)
 	}
 	newer := strings.Replace(buf.String(), fmt.Sprintf(`"storeFormat":%d`, store.FormatVersion), fmt.Sprintf(`"storeFormat":%d`, store.FormatVersion+1), 1)
-	if _, err := Restore(ctx, strings.NewReader(newer), newBolt(t), anyKey); err == nil || !strings.Contains(err.Error(), "newer weft") {
+	if _, err := Restore(ctx, strings.NewReader(newer), newBolt(t), anyKey, DefaultMaxSpool); err == nil || !strings.Contains(err.Error(), "newer weft") {
 		t.Fatalf("backup from a newer weft: %v", err)
 	}
 }
@@ -128,16 +129,16 @@ func TestCopyBoltEtcdBolt(t *testing.T) {
 	defer e.Close()
 	src := newBolt(t)
 	fill(t, src, 1234)
-	if n, err := Copy(ctx, src, e, anyKey); err != nil || n != 1234 {
+	if n, err := Copy(ctx, src, e, anyKey, DefaultMaxSpool); err != nil || n != 1234 {
 		t.Fatalf("copy to etcd: %d, %v", n, err)
 	}
 	same(t, src, e)
 	back := newBolt(t)
-	if n, err := Copy(ctx, e, back, anyKey); err != nil || n != 1234 {
+	if n, err := Copy(ctx, e, back, anyKey, DefaultMaxSpool); err != nil || n != 1234 {
 		t.Fatalf("copy back: %d, %v", n, err)
 	}
 	same(t, src, back)
-	if _, err := Copy(ctx, src, e, anyKey); !errors.Is(err, ErrNotEmpty) {
+	if _, err := Copy(ctx, src, e, anyKey, DefaultMaxSpool); !errors.Is(err, ErrNotEmpty) {
 		t.Fatalf("copy onto a non-empty etcd store: %v", err)
 	}
 }
@@ -176,7 +177,7 @@ func TestRestoreChecksEveryKeyFirst(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := newBolt(t)
-			n, err := Restore(ctx, strings.NewReader(tc.dump), dst, tc.check)
+			n, err := Restore(ctx, strings.NewReader(tc.dump), dst, tc.check, DefaultMaxSpool)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("restore: %v; want an error saying %q", err, tc.want)
 			}
@@ -188,7 +189,7 @@ func TestRestoreChecksEveryKeyFirst(t *testing.T) {
 
 	// Copy checks the same way.
 	dst := newBolt(t)
-	if _, err := Copy(ctx, src, dst, refuse); err == nil || !strings.Contains(err.Error(), `key "k/00321": not a key weft writes`) {
+	if _, err := Copy(ctx, src, dst, refuse, DefaultMaxSpool); err == nil || !strings.Contains(err.Error(), `key "k/00321": not a key weft writes`) {
 		t.Fatalf("copy: %v", err)
 	}
 	if got := all(t, dst); len(got) != 0 {
@@ -263,7 +264,7 @@ func TestRestoreSpoolsAPipe(t *testing.T) {
 		}()
 		dst := newBolt(t)
 		c, calls := check(refuse)
-		n, err := Restore(ctx, pr, dst, c)
+		n, err := Restore(ctx, pr, dst, c, DefaultMaxSpool)
 		pr.Close()
 		if werr := <-wrote; werr != nil {
 			t.Fatalf("write the pipe: %v", werr)
@@ -284,11 +285,58 @@ func TestRestoreSpoolsAPipe(t *testing.T) {
 		}
 	}
 	c, _ := check(false)
-	if n, err := Copy(ctx, src, newBolt(t), c); err != nil || n != 2*BatchSize+10 {
+	if n, err := Copy(ctx, src, newBolt(t), c, DefaultMaxSpool); err != nil || n != 2*BatchSize+10 {
 		t.Fatalf("copy: %d keys, %v", n, err)
 	}
 	if files := spoolFiles(t, spoolDir); len(files) != 0 {
 		t.Fatalf("spool files left after the copy: %v", files)
+	}
+}
+
+// TestSpoolLimit: a restore from a pipe whose dump is larger than the
+// spool limit, and a copy whose dump is, are refused with ErrSpoolLimit
+// before anything is checked or written, and the spool file is removed.
+// A dump of exactly the limit is spooled.
+func TestSpoolLimit(t *testing.T) {
+	ctx := context.Background()
+	spoolDir := t.TempDir()
+	t.Setenv("TMPDIR", spoolDir)
+	src := newBolt(t)
+	fill(t, src, 2*BatchSize+10)
+	var buf bytes.Buffer
+	if _, _, err := Write(ctx, src, &buf); err != nil {
+		t.Fatal(err)
+	}
+	size := int64(buf.Len())
+	checked := 0
+	count := func(string, []byte) error { checked++; return nil }
+	// A pipe holding the dump and 1 MiB more: past the limit.
+	pipe := func() io.Reader {
+		return io.MultiReader(bytes.NewReader(buf.Bytes()), strings.NewReader(strings.Repeat("x", 1<<20)))
+	}
+	dst := newBolt(t)
+	if _, err := Restore(ctx, pipe(), dst, count, size); !errors.Is(err, ErrSpoolLimit) {
+		t.Fatalf("restore of %d bytes and more with a limit of %d: %v, want ErrSpoolLimit", size, size, err)
+	}
+	// (A copy's dump is another snapshot: its header's time may be a few
+	// bytes longer or shorter.)
+	if _, err := Copy(ctx, src, dst, count, size/2); !errors.Is(err, ErrSpoolLimit) {
+		t.Fatalf("copy of a %d-byte dump with a limit of %d: %v, want ErrSpoolLimit", size, size/2, err)
+	}
+	if checked != 0 {
+		t.Errorf("%d keys checked", checked)
+	}
+	if err := checkEmpty(ctx, dst); err != nil {
+		t.Errorf("the target after the refusals: %v", err)
+	}
+	if files := spoolFiles(t, spoolDir); len(files) != 0 {
+		t.Errorf("spool files left: %v", files)
+	}
+	if n, err := Restore(ctx, io.MultiReader(bytes.NewReader(buf.Bytes())), dst, anyKey, size); err != nil || n != 2*BatchSize+10 {
+		t.Fatalf("restore of a dump of exactly the limit: %d keys, %v", n, err)
+	}
+	if n, err := Copy(ctx, src, newBolt(t), anyKey, size+64); err != nil || n != 2*BatchSize+10 {
+		t.Fatalf("copy of a dump under the limit: %d keys, %v", n, err)
 	}
 }
 
@@ -340,7 +388,7 @@ func TestRestoreChecksWhatItWrites(t *testing.T) {
 		return nil
 	}
 	dst := newBolt(t)
-	n, err := Restore(ctx, f, dst, check)
+	n, err := Restore(ctx, f, dst, check, DefaultMaxSpool)
 	if err == nil || !strings.Contains(err.Error(), `backup line 152: key "k/00150" changed since it was checked, after 100 keys were written: refused`) {
 		t.Fatalf("restore of a file changed between the passes: %d keys, %v", n, err)
 	}

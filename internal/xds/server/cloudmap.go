@@ -18,8 +18,8 @@ func CloudMap(tx store.Tx, skip func(key string, err error)) (Discovery, error) 
 
 type cloudMapIndex struct{ ix *discovery.Index }
 
-func (c cloudMapIndex) Apply(ch store.Change) (Discovery, []CloudMapService) {
-	next, changed := c.ix.Apply(ch)
+func (c cloudMapIndex) Apply(ch store.Change, skip func(key string, err error)) (Discovery, []CloudMapService) {
+	next, changed := c.ix.Apply(ch, skip)
 	out := make([]CloudMapService, len(changed))
 	for i, r := range changed {
 		out[i] = CloudMapService{Namespace: r.Namespace, Service: r.Service}

@@ -75,6 +75,10 @@ type machine struct {
 
 	// out is what the steps since the last Ready produced, in order.
 	out []update
+	// skipped are the stored records the steps since the last Skipped
+	// left out (mesh.go's set, Discovery.Apply), for the runner to log
+	// and count.
+	skipped []skippedRecord
 	// results is recompute's, reused from batch to batch (cleared).
 	results []result
 	// scratch is Apply's and recompute's working memory.
@@ -148,6 +152,25 @@ func (c *machine) Ready() ([]update, store.Revision) {
 		c.scratch.delivered = out
 	}
 	return out, c.rev
+}
+
+// skippedRecord is a stored record the core left out, and why.
+type skippedRecord struct {
+	key string
+	err error
+}
+
+// skip notes a record left out, for Skipped.
+func (c *machine) skip(key string, err error) {
+	c.skipped = append(c.skipped, skippedRecord{key, err})
+}
+
+// Skipped returns the records the steps since the last call left out,
+// in order; the slice is the caller's.
+func (c *machine) Skipped() []skippedRecord {
+	s := c.skipped
+	c.skipped = nil
+	return s
 }
 
 // emit appends u to what the next Ready returns, reusing the slice the
@@ -252,7 +275,7 @@ func (c *machine) Reset(s state, rev store.Revision, now time.Time) {
 			meshes[k] = ms
 		}
 		if err := ms.set(ref, kv.Value); err != nil {
-			c.log.Error("skipping undecodable resource", "key", kv.Key, "error", err)
+			c.skip(kv.Key, err)
 		}
 	}
 	c.meshes, c.disc, c.ca = meshes, s.disc, s.ca
@@ -301,7 +324,7 @@ func (c *machine) Apply(batch []store.Change, at, now time.Time) {
 		if len(cm) == 0 || c.disc == nil {
 			continue
 		}
-		next, changed := c.disc.Apply(store.Change{Revision: ch.Revision, Events: cm})
+		next, changed := c.disc.Apply(store.Change{Revision: ch.Revision, Events: cm}, c.skip)
 		c.disc = next
 		for _, svc := range changed {
 			for n := range c.byCMSvc[svc] {
@@ -374,11 +397,10 @@ func (c *machine) applyAppMesh(ev store.Event, affected map[translate.Identity]s
 		oldRoute = ms.routes[ref.Parent][ref.Name]
 	}
 	if err := ms.set(ref, value); err != nil {
-		c.log.Error("skipping undecodable resource", "key", ev.KV.Key, "error", err)
+		// Left out, as if deleted: its readers are recomputed without it.
+		c.skip(ev.KV.Key, err)
 		routes.hostsOnly = false
-		return
-	}
-	if ref.Kind == appmesh.KindRoute {
+	} else if ref.Kind == appmesh.KindRoute {
 		routes.note(ref, oldRoute, ms.routes[ref.Parent][ref.Name])
 	} else {
 		routes.hostsOnly = false

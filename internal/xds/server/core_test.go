@@ -33,7 +33,7 @@ func newTestMachine(opts *Options, m *metrics) *testMachine {
 func (c *testMachine) resync(ctx context.Context) (store.Revision, error) {
 	var s state
 	rev, err := c.st.View(ctx, func(tx store.Tx) (err error) {
-		s, err = readState(tx, c.loadDiscovery, c.log)
+		s, err = readState(tx, c.loadDiscovery, c.log, nil)
 		return err
 	})
 	if err != nil {

@@ -27,8 +27,9 @@ type CloudMapService struct{ Namespace, Service string }
 // service's healthy instances. It is immutable: Apply returns the next one.
 type Discovery interface {
 	// Apply follows one change (only its Cloud Map events) and reports the
-	// services whose instances may have changed.
-	Apply(store.Change) (next Discovery, changed []CloudMapService)
+	// services whose instances may have changed; each record it leaves
+	// out is passed to skip.
+	Apply(c store.Change, skip func(key string, err error)) (next Discovery, changed []CloudMapService)
 	// Endpoints lists the healthy instances of a service whose attributes
 	// include all of attributes.
 	Endpoints(namespace, service string, attributes map[string]string) []translate.Endpoint
@@ -86,31 +87,46 @@ func (ms *meshState) exists(id translate.Identity) bool {
 	return false
 }
 
-// set applies one resource's new value (nil data: deleted).
+// set applies one resource's new value (nil data: deleted). A value that
+// does not decode, or a route or gateway route that breaks a rule of
+// appmesh.CheckStored, leaves the resource out, as if deleted, and is
+// the error: the mesh is then what a fresh load of the store holds
+// (Reset leaves the same records out), not the resource's last good
+// version.
 func (ms *meshState) set(ref appmesh.Ref, value []byte) error {
 	del := value == nil
 	switch ref.Kind {
 	case appmesh.KindMesh:
 		return decodeInto(&ms.view.Mesh, value, del)
 	case appmesh.KindVirtualNode:
-		return decodeMap(ms.view.VirtualNodes, ref.Name, value, del)
+		return decodeMap(ms.view.VirtualNodes, ref.Name, value, del, nil)
 	case appmesh.KindVirtualService:
-		return decodeMap(ms.view.VirtualServices, ref.Name, value, del)
+		return decodeMap(ms.view.VirtualServices, ref.Name, value, del, nil)
 	case appmesh.KindVirtualRouter:
-		return decodeMap(ms.view.VirtualRouters, ref.Name, value, del)
+		return decodeMap(ms.view.VirtualRouters, ref.Name, value, del, nil)
 	case appmesh.KindVirtualGateway:
-		return decodeMap(ms.view.VirtualGateways, ref.Name, value, del)
+		return decodeMap(ms.view.VirtualGateways, ref.Name, value, del, nil)
 	case appmesh.KindRoute:
-		return setChild(ms.routes, ms.view.Routes, ref.Parent, ref.Name, value, del)
+		return setChild(ms.routes, ms.view.Routes, ref.Parent, ref.Name, value, del, checkRoute)
 	case appmesh.KindGatewayRoute:
-		return setChild(ms.gatewayRoutes, ms.view.GatewayRoutes, ref.Parent, ref.Name, value, del)
+		return setChild(ms.gatewayRoutes, ms.view.GatewayRoutes, ref.Parent, ref.Name, value, del, checkGatewayRoute)
 	}
 	return nil
 }
 
+// checkRoute and checkGatewayRoute hold a stored route to the rules whose
+// breach Envoy refuses for the whole route table the route is in (a regex
+// that does not compile): one route left out, once per version the store
+// holds, rather than every route of its listeners refused by each proxy.
+func checkRoute(value []byte) error { return appmesh.CheckStored("RouteData", value) }
+
+func checkGatewayRoute(value []byte) error {
+	return appmesh.CheckStored("GatewayRouteData", value)
+}
+
 func decodeInto[T any](dst **T, value []byte, del bool) error {
+	*dst = nil
 	if del {
-		*dst = nil
 		return nil
 	}
 	v := new(T)
@@ -121,34 +137,39 @@ func decodeInto[T any](dst **T, value []byte, del bool) error {
 	return nil
 }
 
-func decodeMap[T any](m map[string]*T, name string, value []byte, del bool) error {
+// decodeMap sets m[name] to value decoded, which check (when not nil)
+// must accept as well; on error, or del, the name is deleted.
+func decodeMap[T any](m map[string]*T, name string, value []byte, del bool, check func([]byte) error) error {
+	delete(m, name)
 	if del {
-		delete(m, name)
 		return nil
 	}
 	v := new(T)
 	if err := json.Unmarshal(value, v); err != nil {
 		return err
 	}
+	if check != nil {
+		if err := check(value); err != nil {
+			return err
+		}
+	}
 	m[name] = v
 	return nil
 }
 
 // setChild updates a route or gateway route and re-derives its parent's
-// list, sorted by name.
-func setChild[T any](byParent map[string]map[string]*T, lists map[string][]*T, parent, name string, value []byte, del bool) error {
+// list, sorted by name; it returns decodeMap's error, the child left out.
+func setChild[T any](byParent map[string]map[string]*T, lists map[string][]*T, parent, name string, value []byte, del bool, check func([]byte) error) error {
 	children := byParent[parent]
 	if children == nil {
 		children = map[string]*T{}
 		byParent[parent] = children
 	}
-	if err := decodeMap(children, name, value, del); err != nil {
-		return err
-	}
+	err := decodeMap(children, name, value, del, check)
 	if len(children) == 0 {
 		delete(byParent, parent)
 		delete(lists, parent)
-		return nil
+		return err
 	}
 	names := make([]string, 0, len(children))
 	for n := range children {
@@ -160,7 +181,7 @@ func setChild[T any](byParent map[string]map[string]*T, lists map[string][]*T, p
 		list[i] = children[n]
 	}
 	lists[parent] = list
-	return nil
+	return err
 }
 
 // selector returns the Cloud Map service a node's endpoints come from.

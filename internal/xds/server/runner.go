@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -31,6 +32,7 @@ type runner struct {
 	hub           *hub
 	log           *slog.Logger
 	metrics       *metrics
+	skipped       prometheus.Counter // Options.Skipped; nil: not counted
 	clock         Clock
 
 	attachCh chan attachReq          // written by stream goroutines; read by run
@@ -64,6 +66,7 @@ func newRunner(opts *Options, h *hub, m *metrics) *runner {
 		hub:           h,
 		log:           opts.Log,
 		metrics:       m,
+		skipped:       opts.Skipped,
 		clock:         clock,
 		attachCh:      make(chan attachReq),
 		detachCh:      make(chan translate.Identity),
@@ -99,8 +102,18 @@ func (r *runner) requestDetach(id translate.Identity) {
 	}
 }
 
-// readState reads what the core loads from a store snapshot.
-func readState(tx store.Tx, loadDiscovery LoadDiscovery, log *slog.Logger) (state, error) {
+// skip logs and counts a stored record left out: by Cloud Map's load
+// (readState) or by the core (machine.Skipped).
+func (r *runner) skip(key string, err error) {
+	if r.skipped != nil {
+		r.skipped.Inc() // before the log line, which tests wait for
+	}
+	r.log.Error("skipping undecodable record", "key", key, "error", err)
+}
+
+// readState reads what the core loads from a store snapshot; each Cloud
+// Map record left out is passed to skip.
+func readState(tx store.Tx, loadDiscovery LoadDiscovery, log *slog.Logger, skip func(key string, err error)) (state, error) {
 	var s state
 	var err error
 	if s.ca, err = loadCA(tx); err != nil {
@@ -112,7 +125,6 @@ func readState(tx store.Tx, loadDiscovery LoadDiscovery, log *slog.Logger) (stat
 	if loadDiscovery != nil {
 		// In the same snapshot as App Mesh, so that following the watch
 		// from its revision misses nothing.
-		skip := func(key string, err error) { log.Error("skipping undecodable record", "key", key, "error", err) }
 		if s.disc, err = loadDiscovery(tx, skip); err != nil {
 			return state{}, fmt.Errorf("load cloud map: %w", err)
 		}
@@ -131,7 +143,7 @@ func (r *runner) run(ctx context.Context) error {
 	load := func() error {
 		var s state
 		rev, err := f.Load(ctx, func(tx store.Tx) (err error) {
-			s, err = readState(tx, r.loadDiscovery, r.log)
+			s, err = readState(tx, r.loadDiscovery, r.log, r.skip)
 			return err
 		})
 		if err != nil {
@@ -217,6 +229,9 @@ func (r *runner) run(ctx context.Context) error {
 // deliver hands what the core produced to the hub, publishes the applied
 // revision and re-arms the renewal timer.
 func (r *runner) deliver() {
+	for _, s := range r.core.Skipped() {
+		r.skip(s.key, s.err)
+	}
 	ups, rev := r.core.Ready()
 	for _, u := range ups {
 		// A snapshot delivered again (an attach) keeps its revision:

@@ -78,6 +78,10 @@ type Options struct {
 	Log          *slog.Logger
 	// Registry receives the server's metrics; nil registers none.
 	Registry prometheus.Registerer
+	// Skipped counts the stored records the server leaves out (logged
+	// "skipping undecodable record"): they do not decode, or a route
+	// breaks a rule of appmesh.CheckStored. Nil: not counted.
+	Skipped prometheus.Counter
 	// GRPCOptions are added to the gRPC server's, e.g. TLS credentials.
 	GRPCOptions []grpc.ServerOption
 	// Limits bound streams and requests; zero fields take the defaults.
