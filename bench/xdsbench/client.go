@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log"
 	"slices"
@@ -39,7 +40,9 @@ type ackEvent struct {
 type client struct {
 	id, node int
 	events   chan<- ackEvent
-	stream   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	// send writes a request on the client's stream: grpc-go's stream's
+	// Send, or the lean client's (lean.go).
+	send func(*discovery.DiscoveryRequest) error
 
 	mu       sync.Mutex // protects versions, read by the coordinator
 	versions map[string]string
@@ -60,80 +63,91 @@ func (c *client) start(ctx context.Context, conn *grpc.ClientConn, nodeID string
 	if err != nil {
 		return err
 	}
-	c.stream, c.versions, c.nonces, c.names = s, map[string]string{}, map[string]string{}, map[string][]string{}
-	node := &core.Node{Id: nodeID, Cluster: nodeID, UserAgentName: "envoy"}
-	if err := s.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: cdsType}); err != nil {
+	c.send = s.Send
+	if err := c.subscribe(nodeID); err != nil {
 		return err
 	}
-	if err := s.Send(&discovery.DiscoveryRequest{TypeUrl: ldsType}); err != nil {
-		return err
-	}
-	go c.receive() // ends when the stream does (ctx or the server)
+	go c.receive(s) // ends when the stream does (ctx or the server)
 	return nil
+}
+
+// subscribe sends the stream's first requests, as Envoy does: wildcard
+// CDS, then LDS.
+func (c *client) subscribe(nodeID string) error {
+	c.versions, c.nonces, c.names = map[string]string{}, map[string]string{}, map[string][]string{}
+	node := &core.Node{Id: nodeID, Cluster: nodeID, UserAgentName: "envoy"}
+	if err := c.send(&discovery.DiscoveryRequest{Node: node, TypeUrl: cdsType}); err != nil {
+		return err
+	}
+	return c.send(&discovery.DiscoveryRequest{TypeUrl: ldsType})
 }
 
 func (c *client) request(typ string) error {
 	c.mu.Lock()
 	v := c.versions[typ]
 	c.mu.Unlock()
-	return c.stream.Send(&discovery.DiscoveryRequest{TypeUrl: typ, VersionInfo: v, ResponseNonce: c.nonces[typ], ResourceNames: c.names[typ]})
+	return c.send(&discovery.DiscoveryRequest{TypeUrl: typ, VersionInfo: v, ResponseNonce: c.nonces[typ], ResourceNames: c.names[typ]})
 }
 
-func (c *client) receive() {
+func (c *client) receive(s discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) {
 	for {
-		r, err := c.stream.Recv()
-		if err != nil {
+		r, err := s.Recv()
+		if err != nil || c.handle(r) != nil {
 			return
 		}
-		typ := r.GetTypeUrl()
-		c.mu.Lock()
-		first := c.versions[typ] == ""
-		c.versions[typ] = r.GetVersionInfo()
-		c.mu.Unlock()
-		c.nonces[typ] = r.GetNonce()
-		var follow string // the type whose subscription this response changes
-		var names []string
-		switch typ {
-		case cdsType:
-			follow = edsType
-			for _, a := range r.GetResources() {
-				var cl clusterv3.Cluster
-				if a.UnmarshalTo(&cl) == nil && cl.GetType() == clusterv3.Cluster_EDS {
-					names = append(names, cl.GetName())
-				}
+	}
+}
+
+// handle ACKs a response, reports the ACK to events, and asks for the
+// endpoints (routes) the clusters (listeners) it holds name.
+func (c *client) handle(r *discovery.DiscoveryResponse) error {
+	typ := r.GetTypeUrl()
+	c.mu.Lock()
+	first := c.versions[typ] == ""
+	c.versions[typ] = r.GetVersionInfo()
+	c.mu.Unlock()
+	c.nonces[typ] = r.GetNonce()
+	var follow string // the type whose subscription this response changes
+	var names []string
+	switch typ {
+	case cdsType:
+		follow = edsType
+		for _, a := range r.GetResources() {
+			var cl clusterv3.Cluster
+			if a.UnmarshalTo(&cl) == nil && cl.GetType() == clusterv3.Cluster_EDS {
+				names = append(names, cl.GetName())
 			}
-		case ldsType:
-			follow = rdsType
-			for _, a := range r.GetResources() {
-				var l listenerv3.Listener
-				if a.UnmarshalTo(&l) != nil {
-					continue
-				}
-				for _, fc := range l.GetFilterChains() {
-					for _, f := range fc.GetFilters() {
-						var hcm hcmv3.HttpConnectionManager
-						if f.GetTypedConfig().UnmarshalTo(&hcm) == nil && hcm.GetRds() != nil {
-							names = append(names, hcm.GetRds().GetRouteConfigName())
-						}
+		}
+	case ldsType:
+		follow = rdsType
+		for _, a := range r.GetResources() {
+			var l listenerv3.Listener
+			if a.UnmarshalTo(&l) != nil {
+				continue
+			}
+			for _, fc := range l.GetFilterChains() {
+				for _, f := range fc.GetFilters() {
+					var hcm hcmv3.HttpConnectionManager
+					if f.GetTypedConfig().UnmarshalTo(&hcm) == nil && hcm.GetRds() != nil {
+						names = append(names, hcm.GetRds().GetRouteConfigName())
 					}
 				}
 			}
 		}
-		if err := c.request(typ); err != nil {
-			return
-		}
-		c.events <- ackEvent{client: c.id, typ: typ, version: r.GetVersionInfo(), first: first, at: time.Now()}
-		if follow != "" {
-			slices.Sort(names)
-			names = slices.Compact(names)
-			if !slices.Equal(names, c.names[follow]) {
-				c.names[follow] = names
-				if err := c.request(follow); err != nil {
-					return
-				}
-			}
+	}
+	if err := c.request(typ); err != nil {
+		return err
+	}
+	c.events <- ackEvent{client: c.id, typ: typ, version: r.GetVersionInfo(), first: first, at: time.Now()}
+	if follow != "" {
+		slices.Sort(names)
+		names = slices.Compact(names)
+		if !slices.Equal(names, c.names[follow]) {
+			c.names[follow] = names
+			return c.request(follow)
 		}
 	}
+	return nil
 }
 
 // fleet is the simulated proxies: clients[i] is proxy i of virtual node
@@ -142,6 +156,9 @@ func (c *client) receive() {
 type fleet struct {
 	xdsAddr           string
 	dial              []grpc.DialOption
+	lean              bool        // -client lean: each proxy on a connection of its own, without grpc-go (lean.go)
+	leanTLS           *tls.Config // the lean clients' TLS (nil: plaintext)
+	leans             []*leanConn // the lean clients' connections, by client
 	replicas, perConn int
 	events            chan ackEvent
 	clients           []*client
@@ -149,9 +166,18 @@ type fleet struct {
 	conn              *grpc.ClientConn // the newest connection, which the next clients share
 }
 
+// fleetOptions is how the simulated proxies reach the server: grpc-go
+// with dial's options, or the lean client (over tls when not nil).
+type fleetOptions struct {
+	dial []grpc.DialOption
+	lean bool
+	tls  *tls.Config
+}
+
 // newFleet makes a fleet of n proxies; connect opens their streams.
-func newFleet(n, replicas, perConn int, xdsAddr string, dial []grpc.DialOption) *fleet {
-	return &fleet{xdsAddr: xdsAddr, dial: dial, replicas: replicas, perConn: perConn, events: make(chan ackEvent, 1<<16), clients: make([]*client, n)}
+func newFleet(n, replicas, perConn int, xdsAddr string, o fleetOptions) *fleet {
+	return &fleet{xdsAddr: xdsAddr, dial: o.dial, lean: o.lean, leanTLS: o.tls, replicas: replicas, perConn: perConn,
+		events: make(chan ackEvent, 1<<16), clients: make([]*client, n), leans: make([]*leanConn, n)}
 }
 
 // connect opens the streams of clients[from:to] as a restarted server
@@ -164,7 +190,7 @@ func (f *fleet) connect(ctx context.Context, from, to int) (time.Duration, error
 	var startErr atomic.Pointer[error]
 	sem := make(chan struct{}, 64)
 	for i := from; i < to; i++ {
-		if i%f.perConn == 0 {
+		if !f.lean && i%f.perConn == 0 {
 			c, err := grpc.NewClient(f.xdsAddr, f.dial...)
 			if err != nil {
 				return 0, err
@@ -180,7 +206,14 @@ func (f *fleet) connect(ctx context.Context, from, to int) (time.Duration, error
 		cc := f.conn
 		wg.Go(func() { // ends when the stream is open
 			defer func() { <-sem }()
-			if err := f.clients[i].start(ctx, cc, fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/f.replicas)); err != nil {
+			nodeID := fmt.Sprintf("mesh/bench/virtualNode/client-%d", i/f.replicas)
+			var err error
+			if f.lean {
+				f.leans[i], err = f.clients[i].startLean(ctx, f.xdsAddr, f.leanTLS, nodeID)
+			} else {
+				err = f.clients[i].start(ctx, cc, nodeID)
+			}
+			if err != nil {
 				err = fmt.Errorf("client %d: %w", i, err)
 				startErr.CompareAndSwap(nil, &err)
 			}
@@ -203,7 +236,11 @@ func (f *fleet) connect(ctx context.Context, from, to int) (time.Duration, error
 		}
 	}
 	connected := time.Since(start)
-	log.Printf("%d clients connected and configured in %v (%d in all, on %d gRPC connections)", to-from, connected.Round(time.Millisecond), to, len(f.conns))
+	conns, kind := len(f.conns), "gRPC"
+	if f.lean {
+		conns, kind = to, "lean HTTP/2"
+	}
+	log.Printf("%d clients connected and configured in %v (%d in all, on %d %s connections)", to-from, connected.Round(time.Millisecond), to, conns, kind)
 	return connected, nil
 }
 
@@ -211,5 +248,10 @@ func (f *fleet) connect(ctx context.Context, from, to int) (time.Duration, error
 func (f *fleet) close() {
 	for _, c := range f.conns {
 		c.Close()
+	}
+	for _, lc := range f.leans {
+		if lc != nil {
+			lc.conn.Close()
+		}
 	}
 }

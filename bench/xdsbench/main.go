@@ -30,6 +30,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"log"
@@ -43,6 +44,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/weftmesh/weft/internal/proxy/xdsclient"
@@ -76,7 +78,7 @@ func main() {
 	serverMemLimit := flag.String("server-gomemlimit", "", "run the server with this GOMEMLIMIT (e.g. 400MiB)")
 	proxiesGOGC := flag.Int("proxies-gogc", 0, "the simulated proxies' GOGC (this process's; the server's stays the environment's or -server-gogc): their thousands of streams share one heap, so they collect together, where real proxies, each on its own host, collect apart; 0 keeps the environment's; not with -floor")
 	stepsFlag := flag.String("steps", "", "comma-separated proxy counts, ascending, the last -n or less (e.g. 0,1000,10000): in one run, connect that many proxies in turn and make the writes at each, one table row per step, so the API's latency can be compared across fan-outs")
-	client := flag.String("client", "weft", "the simulated proxies' HTTP/2 flow control: \"weft\", weft proxy's own (a fixed window, xdsclient.WindowOptions, as Envoy keeps one), the headline; or \"grpc\", grpc-go's default bandwidth-delay estimation, as proxyless gRPC apps dial, which sends the server a PING after each response received (one more read and PING-ACK write per push on the server)")
+	client := flag.String("client", "weft", "the simulated proxies' client: \"weft\", grpc-go with weft proxy's flow control (a fixed window, xdsclient.WindowOptions, as Envoy keeps one), the headline; \"grpc\", grpc-go's default bandwidth-delay estimation, as proxyless gRPC apps dial, which sends the server a PING after each response received (one more read and PING-ACK write per push on the server); or \"lean\", without grpc-go, each proxy on an HTTP/2 connection of its own with fixed windows (lean.go), so that less of the two cores' time per push is the simulated proxies' (-streams-per-conn 1 only)")
 	floorN := flag.Int("floor", 0, "instead of the mesh: the floor of a push, N loopback TCP connections to a child that writes -floor-msg bytes to each and reads -floor-ack bytes back per round, plain Go net (floor.go)")
 	floorMsg := flag.Int("floor-msg", 600, "with -floor: the pushed message's size in bytes")
 	floorAck := flag.Int("floor-ack", 200, "with -floor: the reply's size in bytes")
@@ -118,6 +120,7 @@ func main() {
 		serverEnv = append(serverEnv, fmt.Sprintf("%s=%d", windowEnv, *window))
 	}
 	creds := insecure.NewCredentials()
+	var leanTLS *tls.Config
 	cleanup := func() {}
 	// Only -tls gives the server a certificate, not the environment.
 	os.Unsetenv(tlsCertEnv)
@@ -128,27 +131,34 @@ func main() {
 			log.Fatal(err)
 		}
 		cleanup = func() { os.RemoveAll(dir) }
-		env, c, err := benchTLS(dir)
+		env, cfg, err := benchTLS(dir)
 		if err != nil {
 			cleanup()
 			log.Fatal(err)
 		}
 		serverEnv = append(serverEnv, env...)
-		creds = c
+		creds, leanTLS = credentials.NewTLS(cfg), cfg
 		log.Printf("xDS over TLS 1.3 (ECDSA P-256)")
 	}
-	dial := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	fl := fleetOptions{dial: []grpc.DialOption{grpc.WithTransportCredentials(creds)}}
 	switch *client {
 	case "weft":
-		dial = append(dial, xdsclient.WindowOptions()...)
+		fl.dial = append(fl.dial, xdsclient.WindowOptions()...)
 		log.Printf("client: weft proxy's flow control (fixed windows)")
 	case "grpc":
 		log.Printf("client: grpc-go's default flow control (a PING per response received)")
+	case "lean":
+		if *perConn != 1 {
+			cleanup()
+			log.Fatalf("-client lean: one stream per connection (-streams-per-conn 1)")
+		}
+		fl.lean, fl.tls = true, leanTLS
+		log.Printf("client: lean, without grpc-go (an HTTP/2 connection per proxy, fixed windows)")
 	default:
 		cleanup()
-		log.Fatalf("-client %q: want weft or grpc", *client)
+		log.Fatalf("-client %q: want weft, grpc or lean", *client)
 	}
-	err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, *traceFile, *settle, steps, serverEnv, dial)
+	err := run(ctx, *n, *replicas, *services, *writes, *perConn, *unique, *every, *cpuprofile, *memprofile, *traceFile, *settle, steps, serverEnv, fl)
 	cleanup()
 	if err != nil {
 		log.Fatal(err)
@@ -179,7 +189,7 @@ var each = flag.Bool("each", false, "log each write's time (write -> last ACK) a
 // run starts the server as a child, makes the mesh through its API,
 // connects the simulated proxies (steps of them at a time, n by the
 // last) and measures the writes at each step.
-func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile, traceFile string, settle bool, steps []int, serverEnv []string, dial []grpc.DialOption) error {
+func run(ctx context.Context, n, replicas, services, writes, perConn int, unique, every bool, cpuprofile, memprofile, traceFile string, settle bool, steps []int, serverEnv []string, fl fleetOptions) error {
 	if every && services < 2 {
 		return fmt.Errorf("-every needs -services 2 or more")
 	}
@@ -212,7 +222,7 @@ func run(ctx context.Context, n, replicas, services, writes, perConn int, unique
 	}
 	log.Printf("mesh created through the API in %v: %d client nodes, %d services", time.Since(start).Round(time.Millisecond), nodes, services)
 
-	f := newFleet(n, replicas, perConn, xdsAddr, dial)
+	f := newFleet(n, replicas, perConn, xdsAddr, fl)
 	defer f.close()
 	if len(steps) == 0 {
 		steps = []int{n}

@@ -5,8 +5,6 @@ import (
 	"crypto/x509"
 	"net"
 
-	"google.golang.org/grpc/credentials"
-
 	"github.com/weftmesh/weft/bench/internal/benchpki"
 )
 
@@ -20,11 +18,12 @@ const (
 // benchTLS writes a self-signed ECDSA P-256 certificate for 127.0.0.1
 // and its key to dir, and returns the environment that gives them to
 // the server (weft server --xds-tls-cert, --xds-tls-key) and the
-// simulated proxies' credentials, which trust only that certificate.
+// simulated proxies' TLS configuration, which trusts only that
+// certificate.
 // The proxies present no certificate: the server's listener is on
 // loopback, where it asks for no proof of identity, and a record's cost
 // per push is the same with mutual TLS.
-func benchTLS(dir string) (env []string, creds credentials.TransportCredentials, err error) {
+func benchTLS(dir string) (env []string, cfg *tls.Config, err error) {
 	c, err := benchpki.SelfSigned(benchpki.Spec{
 		Serial:      1,
 		CommonName:  "xdsbench",
@@ -46,6 +45,6 @@ func benchTLS(dir string) (env []string, creds credentials.TransportCredentials,
 	if err != nil {
 		return nil, nil, err
 	}
-	creds = credentials.NewTLS(&tls.Config{RootCAs: c.Pool(), MinVersion: tls.VersionTLS13})
-	return []string{tlsCertEnv + "=" + certFile, tlsKeyEnv + "=" + keyFile}, creds, nil
+	cfg = &tls.Config{RootCAs: c.Pool(), MinVersion: tls.VersionTLS13}
+	return []string{tlsCertEnv + "=" + certFile, tlsKeyEnv + "=" + keyFile}, cfg, nil
 }
