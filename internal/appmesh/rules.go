@@ -19,6 +19,17 @@ func CheckServiceName(field, name string) error {
 	return nil
 }
 
+// CheckVirtualNode checks what App Mesh refuses in a virtual node's spec
+// beyond the model: service discovery without a listener (its message, as
+// its API answered it), since nothing can reach a node that listens on
+// nothing.
+func CheckVirtualNode(s *VirtualNodeSpec) error {
+	if s.ServiceDiscovery != nil && len(s.Listeners) == 0 {
+		return BadRequest("Service Discovery can't be set without a listener.")
+	}
+	return nil
+}
+
 // RouteProtocol returns the listener protocol a route spec needs and the
 // port it matches (0 when it matches none). It fails unless exactly one
 // route type is set.

@@ -64,7 +64,7 @@ func newKinds() kinds {
 				if max := s.limits.BackendsPerVirtualNode; max > 0 && len(spec.Backends) > max {
 					return appmesh.LimitExceeded("VirtualNode %s has %d backends; the limit is %d", r.Name, len(spec.Backends), max)
 				}
-				return nil
+				return appmesh.CheckVirtualNode(spec)
 			},
 			quota: func(l appmesh.Limits) int { return l.VirtualNodesPerMesh },
 		},

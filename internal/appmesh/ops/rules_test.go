@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -96,4 +97,42 @@ func TestUpdateKeepsRoutesFitting(t *testing.T) {
 	if err := updateGateway(gwl(9443, appmesh.VirtualGatewayPortProtocolGrpc)); err != nil {
 		t.Errorf("a gateway update its routes still fit: %v", err)
 	}
+}
+
+// A virtual node with service discovery and no listener is refused, with
+// App Mesh's message, on create and update, and nothing is stored; with a
+// listener, or without either, it is taken.
+func TestServiceDiscoveryNeedsAListener(t *testing.T) {
+	ctx := context.Background()
+	svc, st := newService(t, &clock{time.Unix(1800000000, 0)})
+	caller := Caller{Account: "111122223333"}
+	if _, err := checked(ctx, svc.CreateMesh, caller, &appmesh.CreateMeshInput{MeshName: s("m")}); err != nil {
+		t.Fatal(err)
+	}
+	sd := &appmesh.ServiceDiscovery{Dns: &appmesh.DnsServiceDiscovery{Hostname: s("vn.local")}}
+	listeners := []appmesh.Listener{{PortMapping: &appmesh.PortMapping{Port: p(80), Protocol: appmesh.PortProtocolHttp}}}
+	want := "Service Discovery can't be set without a listener."
+	refused := func(what string, err error) {
+		t.Helper()
+		var ae *appmesh.Error
+		if !errors.As(err, &ae) || ae.Code != appmesh.CodeBadRequest || ae.Message != want {
+			t.Errorf("%s: %v, want BadRequestException %q", what, err, want)
+		}
+	}
+	before := keys(t, st)
+	_, err := checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("vn"),
+		Spec: &appmesh.VirtualNodeSpec{ServiceDiscovery: sd}})
+	refused("create", err)
+	if after := keys(t, st); len(after) != len(before) {
+		t.Errorf("a refused create stored %d keys", len(after)-len(before))
+	}
+	for _, spec := range []*appmesh.VirtualNodeSpec{{}, {Listeners: listeners, ServiceDiscovery: sd}} {
+		if _, err := checked(ctx, svc.CreateVirtualNode, caller, &appmesh.CreateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s(fmt.Sprintf("ok%d", len(spec.Listeners))),
+			Spec: spec}); err != nil {
+			t.Errorf("create %+v: %v", spec, err)
+		}
+	}
+	_, err = checked(ctx, svc.UpdateVirtualNode, caller, &appmesh.UpdateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("ok1"),
+		Spec: &appmesh.VirtualNodeSpec{ServiceDiscovery: sd}})
+	refused("update dropping the listener", err)
 }
