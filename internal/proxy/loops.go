@@ -96,7 +96,7 @@ func loopChain(ch *listener.Chain, clusters *cluster.Manager) (*listener.LoopCha
 		rtr = loggedRouter{rtr.(*loopRouter)}
 	}
 	return &listener.LoopChain{Router: rtr, StatPrefix: h.StatPrefix, HeadersTimeout: headers, IdleTimeout: idle,
-		StreamIdleTimeout: streamIdle, StreamFlushTimeout: flush, AcceptHTTP10: h.AcceptHTTP10(),
+		StreamIdleTimeout: streamIdle, StreamFlushTimeout: flush, AcceptHTTP10: h.AcceptHTTP10(), Limits: h.Limits(),
 		TLS: ch.TLS, Logged: h.Logged()}, ""
 }
 

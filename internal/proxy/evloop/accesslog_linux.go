@@ -64,21 +64,33 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 // and headers "-", its protocol HTTP/1.1), flagged DPE when the codec
 // refused it.
 func (l *loop) logRefused(d *down, r proxyroute.Refusal) {
+	var f accesslog.Flags
+	if r.CodecError() {
+		f = accesslog.DownstreamProtocolError
+	}
+	l.logHeadless(d, f, r.Details())
+}
+
+// logHeadless begins the record of a request the codec ended before its
+// head reached the connection manager (a refused HTTP/1.1 head, an
+// HTTP/2 stream reset for its header list): no request headers, the
+// flags and details given.
+func (l *loop) logHeadless(d *down, f accesslog.Flags, details string) {
 	to, ok := d.gen.router.(AccessLogger)
 	if !ok {
 		return
 	}
+	if d.h2 != nil && d.lg == nil {
+		d.lg = l.h2LogState(d)
+	}
 	g := l.logConn(d)
-	g.rec.HTTP2 = false
+	g.rec.HTTP2 = d.h2 != nil
 	g.to, g.active, g.start, g.respAt = to, true, d.reqStart, -1
 	g.head, g.fields, g.rid, g.resp = g.head[:0], g.fields[:0], g.rid[:0], g.resp[:0]
 	rec := &g.rec
 	rec.Method, rec.Target = nil, nil
 	rec.Start = l.epoch.Add(time.Duration(d.reqStart))
-	rec.Flags, rec.Details, rec.BytesReceived, rec.BytesSent, rec.Code = 0, r.Details(), 0, 0, 0
-	if r.CodecError() {
-		rec.Flags = accesslog.DownstreamProtocolError
-	}
+	rec.Flags, rec.Details, rec.BytesReceived, rec.BytesSent, rec.Code = f, details, 0, 0, 0
 	rec.Cluster, rec.Route, rec.Host, rec.Attempts = "", "", netip.AddrPort{}, 0
 }
 

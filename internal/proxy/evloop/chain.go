@@ -3,6 +3,8 @@ package evloop
 import (
 	"net/netip"
 	"time"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // A listener with several filter chains (App Mesh's egress listener: one
@@ -32,6 +34,10 @@ type ChainConfig struct {
 	// AcceptHTTP10 is the connection manager's accept_http_10 (see
 	// Config.AcceptHTTP10).
 	AcceptHTTP10 bool
+	// Limits are the connection manager's limits of a request head
+	// (max_request_headers_kb, max_headers_count); zero: Envoy's
+	// defaults.
+	Limits proxyroute.Limits
 	// Continues, when set, is the chain of the previous configuration
 	// this one carries on (the same filter chain, an update later): the
 	// connections of both are retired together.

@@ -119,6 +119,9 @@ type Config struct {
 	// are refused with 426 Upgrade Required, as Envoy refuses them by
 	// default; so is any other version but HTTP/1.1 either way.
 	AcceptHTTP10 bool
+	// Limits bound a request head (ChainConfig.Limits); zero: Envoy's
+	// defaults.
+	Limits proxyroute.Limits
 	// RequestTimeout bounds the wait for an upstream's complete response
 	// (the route timeout App Mesh sets: 15 s); 0 means DefaultRequestTimeout.
 	RequestTimeout time.Duration

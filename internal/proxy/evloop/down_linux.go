@@ -5,6 +5,7 @@ package evloop
 // writing responses back, closing.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 
@@ -141,7 +142,7 @@ func (l *loop) readDown(d *down) {
 		case d.off > 0:
 			n := copy(d.in, d.in[d.off:])
 			d.in, d.off = d.in[:n], 0
-		case d.state == dsHead && cap(d.in) < maxHeadBytes+bufSize:
+		case d.state == dsHead && cap(d.in) < d.gen.headBytes+bufSize:
 			nb := make([]byte, len(d.in), 2*cap(d.in))
 			copy(nb, d.in)
 			l.putBuf(d.in)
@@ -221,7 +222,7 @@ func (l *loop) process(d *down) {
 				// dispatch (a 400, a 408) is not shaped by them.
 				d.head, d.grpc = false, false
 			}
-			n, err := d.scan.scan(b)
+			skip, n, err := d.scan.scanRequest(b, d.gen.headBytes)
 			if err != nil {
 				l.badRequest(d, err)
 				return
@@ -230,7 +231,14 @@ func (l *loop) process(d *down) {
 				return
 			}
 			d.headStart = 0
-			l.dispatch(d, b[:n])
+			if skip > 0 && bytes.HasPrefix(b[skip:n], []byte(h2cPreface)) {
+				// Not a connection preface: the goroutine path reads it as
+				// an HTTP/2.0 request line, which it refuses.
+				l.badRequest(d, errLowVersion)
+				return
+			}
+			d.off += skip
+			l.dispatch(d, b[skip:n])
 		case dsBody:
 			if d.hb != nil {
 				if !l.h1uBody(d) {

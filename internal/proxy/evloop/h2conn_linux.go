@@ -224,7 +224,7 @@ func (l *loop) h2Input(d *down) {
 			c.preface = true
 			continue
 		}
-		n := h2FrameLen(b)
+		n := h2FrameLen(b, d.gen.headBytes)
 		if n == errFrameSize {
 			l.h2Fail(c, http2.ErrCodeFrameSize)
 			return
@@ -263,8 +263,9 @@ func (c *h2conn) goAwayDone() bool { return c.d.closeAfter }
 // h2FrameLen is the length of the frame (with its CONTINUATIONs) at b's
 // start when it is all buffered, -1 when not yet, and errFrameSize when
 // one of its frames announces more than h2MaxFrame: refused as soon as
-// its 9-byte header is in, not waited for.
-func h2FrameLen(b []byte) int {
+// its 9-byte header is in, not waited for. A header block is waited for
+// up to max bytes (the head limit), past which the Framer refuses it.
+func h2FrameLen(b []byte, max int) int {
 	n := 0
 	for {
 		if len(b)-n < 9 {
@@ -283,7 +284,7 @@ func h2FrameLen(b []byte) int {
 			flags.Has(http2.FlagHeadersEndHeaders) {
 			return n
 		}
-		if n > maxHeadBytes {
+		if n > max {
 			return n // the Framer refuses it
 		}
 	}

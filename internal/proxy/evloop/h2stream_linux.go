@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
@@ -143,7 +144,15 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	cookies := 0
 	expect100 := false
 	typed := false // a content-type seen: the first decides, as Header.Get reads it on the goroutine path
+	// The header list as proxyroute.Limits.H2Overflow counts it.
+	fields, size := 0, 0
+	for _, hf := range f.PseudoFields() {
+		fields, size = fields+1, size+len(hf.Name)+len(hf.Value)
+	}
 	for _, hf := range f.RegularFields() {
+		if hf.Name != "cookie" {
+			fields, size = fields+1, size+len(hf.Name)+len(hf.Value)
+		}
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			l.h2StreamError(c, id, http2.ErrCodeProtocol) // connection-specific (RFC 9113 8.2.2)
@@ -203,6 +212,11 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		b = append(b, ": "...)
 		b = append(b, hf.Value...)
 		b = append(b, "\r\n"...)
+	}
+	if d.gen.limits.H2Overflow(fields, size) {
+		l.putBuf(b)
+		l.h2Overflow(st)
+		return
 	}
 	if f.StreamEnded() && st.declared > 0 {
 		l.h2StreamError(c, id, http2.ErrCodeProtocol)
@@ -357,6 +371,23 @@ func (l *loop) h2Done(d *down) {
 		d.u, u.d = nil, nil
 		l.closeUp(u)
 	}
+}
+
+// h2Overflow resets a stream whose header list passes the connection
+// manager's limits, as Envoy's HTTP/2 codec resets it
+// (proxyroute.Limits.H2Overflow) and the goroutine path does: a request
+// (downstream_rq_total, _http2_total), reset (downstream_rq_rx_reset,
+// http2.header_overflow), logged without its headers, flagged DPE.
+func (l *loop) h2Overflow(st *h2stream) {
+	sd := st.sd
+	s := sd.gen.st
+	s.rqTotal.Inc()
+	s.rqHTTP2.Inc()
+	s.rqRxReset.Inc()
+	s.h2HeaderOverflow.Inc()
+	sd.reqStart = l.now
+	l.logHeadless(sd, accesslog.DownstreamProtocolError, proxyroute.H2TooManyHeaders)
+	l.h2Reset(sd)
 }
 
 // h2Reset resets a stream whose exchange failed mid-response (closeDown's

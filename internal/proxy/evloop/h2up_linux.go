@@ -206,7 +206,7 @@ func (l *loop) h2UpRead(c *h2up) {
 	u.in = u.in[:len(u.in)+n]
 	for !u.closed {
 		b := u.in[u.off:]
-		fl := h2FrameLen(b)
+		fl := h2FrameLen(b, maxHeadBytes)
 		if fl == errFrameSize {
 			l.h2UpGoAway(c, http2.ErrCodeFrameSize)
 			return

@@ -13,15 +13,19 @@ import (
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
-// Limits of a request head, as weft proxy's HTTP/1.1 path has them (and
-// proxyroute.MaxHeaders header lines).
+// Limits of a head: a request's are its connection manager's
+// (proxyroute.Limits, the generation's); a response's Envoy's defaults.
 const (
-	// maxHeadBytes bounds a request or response head: Envoy's
-	// max_request_headers_kb default (60 KiB).
+	// maxHeadBytes bounds a response head, and a request head unless its
+	// connection manager sets max_request_headers_kb: Envoy's default
+	// (60 KiB).
 	maxHeadBytes = proxyroute.MaxHeadBytes
-	// maxConnTokens bounds the header names a Connection header may
-	// name as hop-by-hop; more is answered 400.
-	maxConnTokens = 8
+	// maxConnTokens bounds the tokens of a request's Connection header:
+	// more are refused, as Envoy's codec refuses them.
+	maxConnTokens = proxyroute.MaxConnectionTokens
+	// maxRespConnTokens bounds the header names a response's Connection
+	// header names hop-by-hop; those past it are forwarded.
+	maxRespConnTokens = 8
 )
 
 // A parse error names how the client is answered (an HTTP/2 stream's
@@ -47,7 +51,7 @@ var (
 	errChunked        = &parseError{proxyroute.RefuseTransferEncoding, "transfer-encoding not implemented"}
 	errUpgrade        = &parseError{proxyroute.RefuseUnimplemented, "upgrade not implemented"}
 	errTarget         = &parseError{proxyroute.RefuseUnimplemented, "only origin-form request targets are implemented"}
-	errConnTokens     = &parseError{proxyroute.RefuseMalformed, "too many connection tokens"}
+	errConnection     = &parseError{proxyroute.RefuseConnectionHeader, "connection header rejected"}
 	errExpect         = &parseError{proxyroute.RefuseExpectation, "expectation failed"}
 )
 
@@ -60,16 +64,47 @@ func (s span) of(b []byte) []byte { return b[s.off:s.end] }
 // the next line starts, so bytes already scanned are not scanned again.
 type headScanner struct {
 	line int // offset of the first byte of the line being scanned
+	// start is the offset of a request's first line, past the empty
+	// lines before it (scanRequest); 0 for a response.
+	start int
+}
+
+// scanRequest is scan for a request head of at most max bytes: CR and LF
+// bytes before its request line are skipped (RFC 9112 section 2.2 says a
+// server SHOULD ignore at least one empty line there; Envoy's codecs,
+// llhttp's and http-parser's start states, skip any CR and LF, as Go's
+// server, which the goroutine path reads heads with, does). They count
+// in the head's size, and the head timeout runs while they come: a
+// client cannot hold the connection with them. skip is how many came
+// before the request line, the head b[skip:n].
+func (s *headScanner) scanRequest(b []byte, max int) (skip, n int, err error) {
+	if s.line == s.start && s.start < len(b) && (b[s.start] == '\r' || b[s.start] == '\n') {
+		s.skipEmpty(b)
+	}
+	n, err = s.scan(b, max)
+	if skip = s.start; n != 0 || err != nil {
+		s.start = 0
+	}
+	return skip, n, err
+}
+
+// skipEmpty moves the request's start past the CR and LF bytes at it.
+func (s *headScanner) skipEmpty(b []byte) {
+	for s.start < len(b) && (b[s.start] == '\r' || b[s.start] == '\n') {
+		s.start++
+	}
+	s.line = s.start
 }
 
 // scan looks for the empty line ending the head in b (the whole head so
-// far, from its first byte). It returns the head's length including the
-// final CRLF, or 0 if the head is incomplete. Lines must end in CRLF.
-func (s *headScanner) scan(b []byte) (int, error) {
+// far, from its first byte), of at most max bytes. It returns the head's
+// length including the final CRLF, or 0 if the head is incomplete. Lines
+// must end in CRLF.
+func (s *headScanner) scan(b []byte, max int) (int, error) {
 	for {
 		i := bytes.IndexByte(b[s.line:], '\n')
 		if i < 0 {
-			if len(b) > maxHeadBytes {
+			if len(b) > max {
 				return 0, errTooLarge
 			}
 			return 0, nil
@@ -78,15 +113,14 @@ func (s *headScanner) scan(b []byte) (int, error) {
 		if end == 0 || b[end-1] != '\r' {
 			return 0, errBareLF
 		}
-		if end+1 > maxHeadBytes {
+		if end+1 > max {
 			return 0, errTooLarge
 		}
 		empty := end-1 == s.line
 		s.line = end + 1
 		if empty {
-			if end == 1 {
-				// An empty line before the request line: RFC 9112 §2.2
-				// lets a server skip it; we refuse it to stay simple.
+			if end-1 == s.start {
+				// An empty first line of a response.
 				return 0, errRequest
 			}
 			n := s.line
@@ -118,9 +152,13 @@ type request struct {
 	// lines are the header lines, name and value, in order.
 	lines []headerLine
 	// connTokens are the header names the Connection header declares
-	// hop-by-hop (besides close and keep-alive).
-	connTokens [maxConnTokens]span
-	nConn      int
+	// hop-by-hop (besides close and keep-alive); connAll counts all its
+	// tokens (proxyroute.ConnectionTokens); connRefused: one names a
+	// header Envoy refuses to have nominated.
+	connTokens  [maxConnTokens]span
+	nConn       int
+	connAll     int
+	connRefused bool
 }
 
 type headerLine struct {
@@ -129,12 +167,13 @@ type headerLine struct {
 	hop         bool // not forwarded
 }
 
-// parseRequest parses the complete head b (as scan found it). http10
-// says whether HTTP/1.0 requests are served (accept_http_10); any other
-// version but HTTP/1.1 is refused (errLowVersion), as Envoy's codec,
-// which reads them all as HTTP/1.0, refuses them, once the framing
-// headers are checked.
-func parseRequest(b []byte, r *request, http10 bool) error {
+// parseRequest parses the complete head b (as scanRequest found it, from
+// its request line). http10 says whether HTTP/1.0 requests are served
+// (accept_http_10); any other version but HTTP/1.1 is refused
+// (errLowVersion), as Envoy's codec, which reads them all as HTTP/1.0,
+// refuses them, once the framing headers are checked. A head with more
+// than maxLines header lines is refused (errTooManyHeaders).
+func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 	*r = request{lines: r.lines[:0]}
 	eol := bytes.IndexByte(b, '\n') - 1 // '\r'
 	line := b[:eol]
@@ -192,7 +231,7 @@ func parseRequest(b []byte, r *request, http10 bool) error {
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
 		l := b[p:e]
-		if len(r.lines) == proxyroute.MaxHeaders {
+		if len(r.lines) == maxLines {
 			return errTooManyHeaders
 		}
 		c := bytes.IndexByte(l, ':')
@@ -245,9 +284,7 @@ func parseRequest(b []byte, r *request, http10 bool) error {
 			r.chunked = true
 		case equalFold(name, "connection"):
 			h.hop = true
-			if err := r.connection(b, h.value, &upgrade); err != nil {
-				return err
-			}
+			r.connection(b, h.value, &upgrade)
 		case equalFold(name, "upgrade"):
 			upgrade = true
 		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"):
@@ -278,6 +315,11 @@ func parseRequest(b []byte, r *request, http10 bool) error {
 		// Both framings: refused, as a smuggling attempt would be.
 		return errChunkedLength
 	}
+	if r.connAll > maxConnTokens || r.connRefused {
+		// Where the goroutine path checks it too (checkHead): once the
+		// head is read, before its version.
+		return errConnection
+	}
 	if r.minor == 0 && (!http10 || otherVersion) {
 		return errLowVersion
 	}
@@ -291,12 +333,16 @@ func parseRequest(b []byte, r *request, http10 bool) error {
 	// An HTTP/1.1 request without Host is read: dispatch answers it, as
 	// Envoy's connection manager does once its codec read the head.
 	// Headers the Connection header names are hop-by-hop too, but the
-	// body's framing must reach the upstream.
+	// body's framing must reach the upstream, and "TE: trailers" stays,
+	// as Envoy keeps it (and the goroutine path).
 	for i := range r.lines {
 		for _, t := range r.connTokens[:r.nConn] {
 			if proxyroute.EqualFoldASCII(r.lines[i].name.of(b), t.of(b)) {
 				if r.chunked && equalFold(r.lines[i].name.of(b), "transfer-encoding") {
 					return errSmuggle
+				}
+				if equalFold(r.lines[i].name.of(b), "te") && equalFold(r.lines[i].value.of(b), "trailers") {
+					continue
 				}
 				r.lines[i].hop = true
 			}
@@ -305,8 +351,11 @@ func parseRequest(b []byte, r *request, http10 bool) error {
 	return nil
 }
 
-// connection reads a Connection header's tokens.
-func (r *request) connection(b []byte, v span, upgrade *bool) error {
+// connection reads a Connection header's tokens, counted as
+// proxyroute.ConnectionTokens counts them (the pieces between commas that
+// are not empty); past maxConnTokens they are counted only: the head is
+// refused.
+func (r *request) connection(b []byte, v span, upgrade *bool) {
 	val := v.of(b)
 	for len(val) > 0 {
 		var tok []byte
@@ -314,6 +363,12 @@ func (r *request) connection(b []byte, v span, upgrade *bool) error {
 			tok, val = val[:i], val[i+1:]
 		} else {
 			tok, val = val, nil
+		}
+		if len(tok) == 0 {
+			continue
+		}
+		if r.connAll++; r.connAll > maxConnTokens {
+			continue
 		}
 		s, e := 0, len(tok)
 		for s < e && (tok[s] == ' ' || tok[s] == '\t') {
@@ -334,15 +389,12 @@ func (r *request) connection(b []byte, v span, upgrade *bool) error {
 		case equalFold(tok, "upgrade"):
 			*upgrade = true
 		default:
-			if r.nConn == maxConnTokens {
-				return errConnTokens
-			}
+			r.connRefused = r.connRefused || proxyroute.NominationRefused(tok)
 			off := int32(cap(b[:0]) - cap(tok[:0])) // tok's offset in b
 			r.connTokens[r.nConn] = span{off, off + int32(len(tok))}
 			r.nConn++
 		}
 	}
-	return nil
 }
 
 func parseLength(v []byte) (int64, bool) {

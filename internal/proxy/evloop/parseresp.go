@@ -50,7 +50,7 @@ func parseResponse(b []byte, r *response) error {
 	}
 	r.status, r.statusLine, r.closeAfter = st, span{0, int32(eol)}, minor == '0'
 	keepAlive10 := false
-	var tokens [maxConnTokens]span
+	var tokens [maxRespConnTokens]span
 	nTok := 0
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
@@ -100,7 +100,7 @@ func parseResponse(b []byte, r *response) error {
 					r.closeAfter = true
 				case equalFold(tok, "keep-alive"):
 					keepAlive10 = true
-				case len(tok) > 0 && nTok < maxConnTokens:
+				case len(tok) > 0 && nTok < maxRespConnTokens:
 					off := int32(cap(b[:0]) - cap(tok[:0]))
 					tokens[nTok] = span{off, off + int32(len(tok))}
 					nTok++

@@ -183,7 +183,7 @@ func TestMatchHeadAgreesWithMatch(t *testing.T) {
 			}
 			compared++
 			var req request
-			_ = parseRequest(raw, &req, true)
+			_ = parseRequest(raw, &req, true, proxyroute.MaxHeaders)
 			path, _ := proxyroute.EscapedPath((&headView{raw, &req}).Target(), nil)
 			if _, rt := rc.MatchHead(&headView{raw, &req}, path); rt != nil {
 				matched++
@@ -201,7 +201,7 @@ func TestMatchHeadAgreesWithMatch(t *testing.T) {
 func checkMatchHead(t *testing.T, rc *proxyroute.Config, raw []byte) bool {
 	t.Helper()
 	var req request
-	if parseRequest(raw, &req, true) != nil {
+	if parseRequest(raw, &req, true, proxyroute.MaxHeaders) != nil {
 		return false
 	}
 	hr, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw)))
@@ -247,7 +247,7 @@ func FuzzMatchHead(f *testing.F) {
 			t.Fatal(err)
 		}
 		var sc headScanner
-		n, err := sc.scan(raw)
+		n, err := sc.scan(raw, maxHeadBytes)
 		if err != nil || n == 0 {
 			return
 		}
@@ -270,7 +270,7 @@ func TestMatchHeadAllocatesNothing(t *testing.T) {
 	}
 	raw := []byte("GET /api/x?y=1 HTTP/1.1\r\nHost: Svc.Local\r\nUser-Agent: t\r\nX-Canary: 1\r\n\r\n")
 	var req request
-	if err := parseRequest(raw, &req, true); err != nil {
+	if err := parseRequest(raw, &req, true, proxyroute.MaxHeaders); err != nil {
 		t.Fatal(err)
 	}
 	h := &headView{raw, &req}

@@ -21,6 +21,7 @@ type counters struct {
 	cxIdleTimeout, cxDrainClose   *stats.Counter
 	rqRxReset                     *stats.Counter
 	txFlushTimeout                *stats.Counter // http2.tx_flush_timeout, shared by every connection manager as Envoy's codec stats
+	h2HeaderOverflow              *stats.Counter // http2.header_overflow, likewise
 	cxActive                      *stats.Gauge
 	rqTime                        *stats.Histogram
 	classes                       [6]*stats.Counter
@@ -47,8 +48,9 @@ func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counter
 		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
 		cxDrainClose: sc.Counter("downstream_cx_drain_close"), rqRxReset: sc.Counter("downstream_rq_rx_reset"),
 		rqIdleTimeout: sc.Counter("downstream_rq_idle_timeout"), cxActive: sc.Gauge("downstream_cx_active"),
-		rqTime:         sc.Histogram("downstream_rq_time"),
-		txFlushTimeout: st.Scope("http2.", "envoy_http2_").Counter("tx_flush_timeout"),
+		rqTime:           sc.Histogram("downstream_rq_time"),
+		txFlushTimeout:   st.Scope("http2.", "envoy_http2_").Counter("tx_flush_timeout"),
+		h2HeaderOverflow: st.Scope("http2.", "envoy_http2_").Counter("header_overflow"),
 	}
 	for i := 1; i <= 5; i++ {
 		c.classes[i] = sc.TaggedCounter(fmt.Sprintf("downstream_rq_%dxx", i), "downstream_rq_xx",

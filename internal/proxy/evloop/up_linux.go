@@ -236,7 +236,7 @@ func (l *loop) processUp(u *up) {
 		}
 		switch u.rstate {
 		case rsHead:
-			n, err := u.scan.scan(b)
+			n, err := u.scan.scan(b, maxHeadBytes)
 			if err != nil {
 				l.badGateway(u)
 				return

@@ -324,8 +324,10 @@ func TestForwarderMatchesReverseProxy(t *testing.T) {
 				t.Errorf("query not cleaned: %s", s.body)
 			}
 		}},
+		// (A Connection header naming X-Forwarded-For is refused before
+		// routing, as Envoy's codec refuses it: TestHTTP1HeadSamePaths.)
 		{name: "hop-by-hop", h1only: true, h1up: true, path: "/hop", header: map[string]string{
-			"Connection": "X-Conn-Listed, X-Forwarded-For", "X-Conn-Listed": "1", "Keep-Alive": "timeout=5",
+			"Connection": "X-Conn-Listed", "X-Conn-Listed": "1", "Keep-Alive": "timeout=5",
 			"Proxy-Authorization": "Basic x", "Te": "trailers, deflate", "X-Forwarded-For": "10.0.0.1", "Forwarded": "for=x",
 			"Proxy-Connection": "keep-alive"},
 			want: func(t *testing.T, s seen) {

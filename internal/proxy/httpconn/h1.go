@@ -40,9 +40,8 @@ const (
 	// h1BufSize is the size of each downstream connection's read and
 	// write buffers (net/http's server uses the same).
 	h1BufSize = 4 << 10
-	// maxHeaderBytes bounds a request head, as Envoy's
-	// max_request_headers_kb default (60 KiB) and the net/http server's
-	// MaxHeaderBytes do.
+	// maxHeaderBytes bounds a request head unless the connection
+	// manager sets max_request_headers_kb: Envoy's default (60 KiB).
 	maxHeaderBytes = route.MaxHeadBytes
 	// maxDrain is how much of a request body the handler left unread is
 	// read to keep the connection (net/http's server reads 256 KiB).
@@ -92,6 +91,11 @@ type h1Conn struct {
 	scratch [64]byte      // status lines, chunk sizes, dates
 	chk     headCheck
 
+	// maxHead and maxLines bound a request head: its bytes (the empty
+	// lines before it included) and header lines (route.Limits).
+	maxHead  int64
+	maxLines int
+
 	headerTimeout time.Duration // from a request's first byte to the end of its head; 0: none
 	firstDeadline time.Time     // the read deadline for the first byte; set before the connection is tracked
 	idleTimeout   time.Duration // waiting for a request; 0: none
@@ -136,8 +140,9 @@ var (
 
 func newH1Conn(c *listener.Conn) *h1Conn {
 	hc := &h1Conn{c: c, server: "envoy",
-		headerTimeout: DefaultRequestHeadersTimeout, idleTimeout: DefaultIdleTimeout}
-	hc.lim = limitedReader{c: c.Conn, n: maxHeaderBytes}
+		headerTimeout: DefaultRequestHeadersTimeout, idleTimeout: DefaultIdleTimeout,
+		maxHead: maxHeaderBytes, maxLines: route.MaxHeaders}
+	hc.lim = limitedReader{c: c.Conn, n: hc.maxHead}
 	hc.idle = newIdleReader(c.Conn)
 	_, hc.tls = c.Conn.(*tls.Conn)
 	// From the pool: a keep-alive connection puts its reader back while
@@ -199,6 +204,8 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	hc.onHeaderTimeout, hc.onIdleTimeout = m.stats.rqHeaderTimeout.Inc, m.stats.cxIdleTimeout.Inc
 	hc.onRefused = func(r route.Refusal, start time.Time) { m.refused(c, r, start) }
 	hc.server, hc.http10 = m.localServer(), m.http10
+	hc.maxHead, hc.maxLines = int64(m.limits.Bytes()), m.limits.Lines()
+	hc.lim.n = hc.maxHead
 	if m.stats.cxDrainClose != nil {
 		hc.onDrainClose = m.stats.cxDrainClose.Inc
 	}
@@ -353,7 +360,7 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) (p
 			_ = c.Close()
 			return false
 		}
-		hc.lim.n = maxHeaderBytes
+		hc.lim.n = hc.maxHead
 		err := hc.waitRequest()
 		if !parkAt.IsZero() && isTimeout(err) && (idleDeadline.IsZero() || time.Now().Before(idleDeadline)) {
 			// Idle past parkAt, not past the idle timeout: park, unless
@@ -455,7 +462,10 @@ func startsWithPreface(br *bufio.Reader) (bool, error) {
 // connection cannot carry another request.
 func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc) (hijacked, keep bool) {
 	c := hc.c
-	// RFC 9112 section 2.2: ignore empty lines before a request line.
+	// RFC 9112 section 2.2: ignore empty lines before a request line, as
+	// Envoy's codecs skip any CR and LF there. They are read through
+	// lim, so they count in the head's size (431 past it), and the
+	// header timeout runs.
 	for {
 		b, err := hc.br.Peek(1)
 		if err != nil || b[0] != '\r' && b[0] != '\n' {

@@ -698,8 +698,8 @@ func TestHeadCheck(t *testing.T) {
 			for i := 0; i < len(tc.head) && !done; i += size {
 				done = h.scan([]byte(tc.head[i:min(i+size, len(tc.head))]))
 			}
-			if !done || h.problem() != tc.want {
-				t.Fatalf("%q in pieces of %d: done %v, problem %d, want %d", tc.head, size, done, h.problem(), tc.want)
+			if !done || h.problem(route.MaxHeaders) != tc.want {
+				t.Fatalf("%q in pieces of %d: done %v, problem %d, want %d", tc.head, size, done, h.problem(route.MaxHeaders), tc.want)
 			}
 		}
 	}

@@ -54,8 +54,11 @@ func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
 	if !fieldsValid(req) {
 		return route.RefuseMalformed
 	}
-	if r := hc.chk.problem(); r != 0 {
+	if r := hc.chk.problem(hc.maxLines); r != 0 {
 		return r
+	}
+	if cv := req.Header["Connection"]; len(cv) > 0 && !connectionValid(cv) {
+		return route.RefuseConnectionHeader
 	}
 	switch {
 	case req.ProtoMajor == 1 && req.ProtoMinor == 1:
@@ -73,6 +76,21 @@ func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
 	// A request without Host is read: the connection manager answers it
 	// (HCM.serve), as Envoy's does once its codec read the head.
 	return 0
+}
+
+// connectionValid reports whether Envoy's codec takes a request's
+// Connection header lines (route.ConnectionTokens): at most
+// route.MaxConnectionTokens tokens, none naming a header it refuses to
+// have nominated.
+func connectionValid(lines []string) bool {
+	all := 0
+	for _, v := range lines {
+		n, refused := route.ConnectionTokens(v)
+		if all += n; refused || all > route.MaxConnectionTokens {
+			return false
+		}
+	}
+	return true
 }
 
 // fieldsValid applies the checks net/http's server makes beyond parsing:

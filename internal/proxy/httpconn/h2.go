@@ -40,7 +40,7 @@ func (hc *h2Conn) goAway() {
 // the client preface.
 func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
 	hc := &h2Conn{c: c, hs: &http.Server{
-		MaxHeaderBytes: maxHeaderBytes, // Envoy's max_request_headers_kb default
+		MaxHeaderBytes: m.limits.Bytes(), // max_request_headers_kb
 		ErrorLog:       log.New(slogWriter{s.log}, "", 0),
 	}}
 	// net/http's server runs at most MaxConcurrentStreams handlers per

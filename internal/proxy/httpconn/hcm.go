@@ -104,6 +104,10 @@ type HCM struct {
 	headersTimeout    time.Duration // request head, from its first byte; 0: none
 	idleTimeout       time.Duration // connection without a request; 0: none
 	h2MaxStreams      uint32
+	// limits bound a request head: max_request_headers_kb and
+	// common_http_protocol_options.max_headers_count, on every path
+	// (the loops' through Limits).
+	limits route.Limits
 
 	filters []Filter // before the router, in order; nil for the router alone
 
@@ -124,6 +128,7 @@ type hcmStats struct {
 	cxProtocolError, prematureResets       *stats.Counter
 	cxDrainClose                           *stats.Counter
 	txFlushTimeout                         *stats.Counter // http2.tx_flush_timeout, shared by every HCM as Envoy's codec stats
+	h2HeaderOverflow                       *stats.Counter // http2.header_overflow, likewise
 	rqTime                                 *stats.Histogram
 	classes                                [6]*stats.Counter
 }
@@ -140,11 +145,12 @@ func newHCMStats(st *stats.Store, prefix string) hcmStats {
 		directResponse: sc.Counter("rq_direct_response"), rqTimeout: sc.Counter("downstream_rq_timeout"),
 		rqIdleTimeout: sc.Counter("downstream_rq_idle_timeout"), rqRxReset: sc.Counter("downstream_rq_rx_reset"),
 		rqHeaderTimeout: sc.Counter("downstream_rq_header_timeout"), cxIdleTimeout: sc.Counter("downstream_cx_idle_timeout"),
-		cxProtocolError: sc.Counter("downstream_cx_protocol_error"),
-		prematureResets: sc.Counter("downstream_rq_too_many_premature_resets"),
-		cxDrainClose:    sc.Counter("downstream_cx_drain_close"),
-		txFlushTimeout:  st.Scope("http2.", "envoy_http2_").Counter("tx_flush_timeout"),
-		rqTime:          sc.Histogram("downstream_rq_time"),
+		cxProtocolError:  sc.Counter("downstream_cx_protocol_error"),
+		prematureResets:  sc.Counter("downstream_rq_too_many_premature_resets"),
+		cxDrainClose:     sc.Counter("downstream_cx_drain_close"),
+		txFlushTimeout:   st.Scope("http2.", "envoy_http2_").Counter("tx_flush_timeout"),
+		h2HeaderOverflow: st.Scope("http2.", "envoy_http2_").Counter("header_overflow"),
+		rqTime:           sc.Histogram("downstream_rq_time"),
 	}
 	for i := 1; i <= 5; i++ {
 		s.classes[i] = sc.TaggedCounter(fmt.Sprintf("downstream_rq_%dxx", i), "downstream_rq_xx",
@@ -204,6 +210,13 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 	if t := h.GetRequestHeadersTimeout(); t != nil {
 		m.headersTimeout = t.AsDuration() // 0 turns it off, as in Envoy
 	}
+	if v := h.GetMaxRequestHeadersKb(); v != nil {
+		// Envoy's range (the field's validation rule): (0, 8192].
+		if v.GetValue() < 1 || v.GetValue() > 8192 {
+			return nil, fmt.Errorf("%s.max_request_headers_kb: %d is outside [1, 8192]", path, v.GetValue())
+		}
+		m.limits.HeadBytes = int(v.GetValue()) << 10
+	}
 	m.idleTimeout = DefaultIdleTimeout
 	m.h2MaxStreams = DefaultMaxConcurrentStreams
 	if o := h.GetCommonHttpProtocolOptions(); o != nil {
@@ -216,6 +229,14 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 		}
 		if t := o.GetMaxStreamDuration(); t != nil {
 			m.maxStreamDuration = t.AsDuration()
+		}
+		if v := o.GetMaxHeadersCount(); v != nil {
+			if v.GetValue() < 1 {
+				return nil, fmt.Errorf("%s.common_http_protocol_options.max_headers_count: 0 is below 1", path)
+			}
+			// Past what a head can hold it changes nothing; capped so it
+			// fits an int anywhere.
+			m.limits.Headers = int(min(v.GetValue(), math.MaxInt32))
 		}
 	}
 	if o := h.GetHttpProtocolOptions(); o != nil {

@@ -23,7 +23,7 @@ import "github.com/weftmesh/weft/internal/proxy/route"
 //     weft proxy refuses it with 400.
 //
 // It counts the header lines too: Go's reader takes any number, Envoy
-// refuses more than max_request_headers_count (100 by default) with 431;
+// refuses more than max_headers_count (100 by default) with 431;
 // and Host lines, of which Go's reader keeps the first (its server
 // refuses more than one, as the event loops do).
 // Transfer-Encoding values other than a single "chunked" are refused by
@@ -119,14 +119,15 @@ func (h *headCheck) endName() {
 	}
 }
 
-// problem is the refusal the head's raw bytes call for, or 0; in the
-// order the event loops' parser finds them (evloop's parseRequest:
-// Content-Length with Transfer-Encoding once the whole head is read).
-func (h *headCheck) problem() route.Refusal {
+// problem is the refusal the head's raw bytes call for, with at most
+// maxLines header lines, or 0; in the order the event loops' parser finds
+// them (evloop's parseRequest: Content-Length with Transfer-Encoding once
+// the whole head is read).
+func (h *headCheck) problem(maxLines int) route.Refusal {
 	switch {
 	case h.bareLF:
 		return route.RefuseMalformed
-	case h.lines-1 > route.MaxHeaders: // the request line is one
+	case h.lines-1 > maxLines: // the request line is one
 		return route.RefuseTooManyHeaders
 	case h.fold, h.host > 1:
 		return route.RefuseMalformed

@@ -44,8 +44,12 @@ func (m *HCM) LoopReady() string {
 // SETTINGS_MAX_HEADER_LIST_SIZE net/http's HTTP/2 server advertises for
 // its MaxHeaderBytes (that plus 32 bytes for each of 10 typical fields).
 func (m *HCM) H2Limits() (maxStreams, maxHeaderList uint32) {
-	return m.h2MaxStreams, maxHeaderBytes + 10*32
+	return m.h2MaxStreams, uint32(m.limits.Bytes()) + 10*32
 }
+
+// Limits are the limits of a request head (max_request_headers_kb,
+// max_headers_count), for the loops to apply as this path does.
+func (m *HCM) Limits() route.Limits { return m.limits }
 
 // Logged reports whether the connection manager writes access logs.
 func (m *HCM) Logged() bool { return len(m.logs) > 0 }

@@ -70,6 +70,7 @@ type stream struct {
 	bodyFlags atomic.Uint32         // accesslog.Flags
 	bodyErr   atomic.Pointer[error] // the first error reading the downstream request body
 	details   string
+	headless  bool // the codec reset the stream: logged without its request
 	rw        *respWriter
 	slots     []any // one per filter; nil without filters
 	// The forwarder's 1xx relay (forward.go): the transport reports
@@ -152,6 +153,15 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			panic(p) // http.ErrAbortHandler: net/http resets the stream
 		}
 	}()
+	if r.ProtoMajor == 2 && m.limits.H2Overflow(h2HeadSize(r)) {
+		// Envoy's HTTP/2 codec resets the stream before its connection
+		// manager sees the request; the abort resets it (INTERNAL_ERROR).
+		m.stats.rqRxReset.Inc()
+		m.stats.h2HeaderOverflow.Inc()
+		s.flags |= accesslog.DownstreamProtocolError
+		s.details, s.headless = route.H2TooManyHeaders, true
+		panic(http.ErrAbortHandler)
+	}
 	if r.Host == "" {
 		// Envoy's connection manager requires a Host (:authority) before
 		// anything else (decodeHeaders): 400 without a body, and an
@@ -376,6 +386,29 @@ func (m *HCM) modifyResponse(s *stream, resp *http.Response) {
 	m.applyResponseHeaders(s, resp.Header)
 }
 
+// h2HeadSize is an HTTP/2 request's header list as
+// route.Limits.H2Overflow counts it, from what net/http's HTTP/2 server
+// made of it: the four pseudo-headers of a request and its fields but
+// cookies.
+func h2HeadSize(r *http.Request) (fields, bytes int) {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	fields = 4
+	bytes = len(":method:scheme:authority:path") + len(r.Method) + len(scheme) + len(r.Host) + len(r.RequestURI)
+	for k, vv := range r.Header {
+		if k == "Cookie" {
+			continue
+		}
+		fields += len(vv)
+		for _, v := range vv {
+			bytes += len(k) + len(v)
+		}
+	}
+	return fields, bytes
+}
+
 // finish records stats and writes access logs once the request is done;
 // ended says the handler ended the response (it was not cut: an abort, a
 // flush timeout).
@@ -413,6 +446,9 @@ func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 	}
 	if s.in.ProtoMajor == 2 {
 		e.Protocol = "HTTP/2"
+	}
+	if s.headless {
+		e.Request, e.Head = nil, noHead{}
 	}
 	if !rw.first.IsZero() {
 		e.ResponseDuration = rw.first.Sub(s.start)

@@ -62,6 +62,9 @@ type LoopChain struct {
 	// AcceptHTTP10 is its accept_http_10: HTTP/1.0 requests are handed
 	// off (the goroutine path answers them in kind), else refused 426.
 	AcceptHTTP10 bool
+	// Limits bound a request head: its max_request_headers_kb and
+	// max_headers_count.
+	Limits route.Limits
 	// TLS, when set, is the chain's TLS: the loops run its handshake (on
 	// a goroutine per connection) and carry the records.
 	TLS TLS
@@ -193,7 +196,7 @@ func (l *Listener) makeLoopChains(prev, cfg *Config) {
 		lc.ev = l.loops.NewChain(evloop.ChainConfig{Router: lc.Router, StatPrefix: lc.StatPrefix, TLS: lc.evloopTLS(),
 			HeadersTimeout: loopTimeout(lc.HeadersTimeout), IdleTimeout: loopTimeout(lc.IdleTimeout),
 			StreamIdleTimeout: loopTimeout(lc.StreamIdleTimeout), StreamFlushTimeout: loopTimeout(lc.StreamFlushTimeout),
-			AcceptHTTP10: lc.AcceptHTTP10, Continues: prev.loopChainOf(ch)})
+			AcceptHTTP10: lc.AcceptHTTP10, Limits: lc.Limits, Continues: prev.loopChainOf(ch)})
 	}
 	for i, lc := range cfg.Loops.Chains {
 		make1(&cfg.Chains[i], lc)

@@ -19,10 +19,11 @@ const (
 	// RefuseMalformed: a request line or header line the codec cannot
 	// read, or framing two parsers could read differently.
 	RefuseMalformed Refusal = iota + 1
-	// RefuseHeadTooLarge: a head over max_request_headers_kb (60 KiB).
+	// RefuseHeadTooLarge: a head over max_request_headers_kb (60 KiB by
+	// default), the empty lines before its request line included.
 	RefuseHeadTooLarge
-	// RefuseTooManyHeaders: more header lines than
-	// max_request_headers_count (MaxHeaders).
+	// RefuseTooManyHeaders: more header lines than max_headers_count
+	// (MaxHeaders by default).
 	RefuseTooManyHeaders
 	// RefuseChunkedLength: Content-Length together with
 	// Transfer-Encoding (Envoy's allow_chunked_length unset).
@@ -45,12 +46,107 @@ const (
 	// path (an upgrade, a target that is not origin-form) when they have
 	// no hand-off to give it to (tests, benchmarks).
 	RefuseUnimplemented
+	// RefuseConnectionHeader: a Connection header Envoy's codec will not
+	// sanitize (ConnectionTokens).
+	RefuseConnectionHeader
 )
 
 // MaxHeaders is Envoy's default limit of a head's header lines
-// (max_request_headers_count, and a cluster's max_headers_count for the
+// (common_http_protocol_options.max_headers_count, and a cluster's for the
 // responses): a request head with more is refused (RefuseTooManyHeaders).
+// A connection manager's own limit (Limits) replaces it for its requests.
 const MaxHeaders = 100
+
+// Limits are a connection manager's limits of a request head: its
+// max_request_headers_kb in bytes and its common_http_protocol_options'
+// max_headers_count. The zero Limits are Envoy's defaults (MaxHeadBytes,
+// MaxHeaders).
+type Limits struct {
+	HeadBytes, Headers int
+}
+
+// Bytes is the head's size limit in bytes.
+func (l Limits) Bytes() int {
+	if l.HeadBytes == 0 {
+		return MaxHeadBytes
+	}
+	return l.HeadBytes
+}
+
+// Lines is the limit of the head's header lines.
+func (l Limits) Lines() int {
+	if l.Headers == 0 {
+		return MaxHeaders
+	}
+	return l.Headers
+}
+
+// H2Overflow reports whether an HTTP/2 request's header list passes the
+// limits: fields fields whose names and values are bytes bytes long,
+// the pseudo-headers counted and cookies not (Envoy's HTTP/2 codec sets
+// cookies aside to join them once the list is read). Envoy's codec then
+// resets the stream (ConnectionImpl::saveHeader in
+// source/common/http/http2/codec_impl.cc: RST_STREAM INTERNAL_ERROR,
+// counted in http2.header_overflow, the stream's details
+// H2TooManyHeaders, flagged DPE by the connection manager, which counts
+// a request reset and logs it without request headers). Over HTTP/1.1
+// the pseudo-headers are not header lines, and a head's limits are
+// RefuseHeadTooLarge's and RefuseTooManyHeaders'.
+func (l Limits) H2Overflow(fields, bytes int) bool {
+	return bytes > l.Bytes() || fields > l.Lines()
+}
+
+// H2TooManyHeaders is the response code details of a stream reset for
+// H2Overflow.
+const H2TooManyHeaders = "http2.too_many_headers"
+
+// MaxConnectionTokens is how many comma-separated tokens the Connection
+// header of a request may have (its lines together): Envoy's HTTP/1
+// codec refuses 10 or more (Utility::sanitizeConnectionHeader in
+// source/common/http/utility.cc, called from
+// ServerConnectionImpl::onHeadersCompleteBase), 400 with
+// http1.connection_header_rejected (RefuseConnectionHeader).
+const MaxConnectionTokens = 9
+
+// ConnectionTokens counts the tokens of one Connection header value as
+// Envoy's codec does (the comma-separated pieces that are not empty,
+// before trimming), and reports whether one names a header Envoy refuses
+// to have nominated hop-by-hop: X-Forwarded-For, X-Forwarded-Host,
+// X-Forwarded-Proto, whose removal would hide where the request came
+// from, or a pseudo-header.
+func ConnectionTokens[T ~string | ~[]byte](v T) (n int, refused bool) {
+	for len(v) > 0 {
+		i := 0
+		for i < len(v) && v[i] != ',' {
+			i++
+		}
+		tok := v[:i]
+		if i < len(v) {
+			v = v[i+1:]
+		} else {
+			v = v[:0]
+		}
+		if len(tok) == 0 {
+			continue
+		}
+		n++
+		for len(tok) > 0 && (tok[0] == ' ' || tok[0] == '\t') {
+			tok = tok[1:]
+		}
+		for len(tok) > 0 && (tok[len(tok)-1] == ' ' || tok[len(tok)-1] == '\t') {
+			tok = tok[:len(tok)-1]
+		}
+		refused = refused || NominationRefused(tok)
+	}
+	return n, refused
+}
+
+// NominationRefused reports whether Envoy's codec refuses a Connection
+// header naming tok (trimmed) hop-by-hop (see ConnectionTokens).
+func NominationRefused[T ~string | ~[]byte](tok T) bool {
+	return len(tok) > 0 && tok[0] == ':' || EqualFoldASCII(tok, "x-forwarded-for") ||
+		EqualFoldASCII(tok, "x-forwarded-host") || EqualFoldASCII(tok, "x-forwarded-proto")
+}
 
 // The limits of an HTTP/1.1 request head and of what is read of a request
 // body the proxy does not forward, one rule for both request paths.
@@ -81,6 +177,7 @@ var refusals = [...]struct {
 	RefuseHeaderTimeout:    {408, "request header timeout", "request_header_timeout", false},
 	RefuseExpectation:      {417, "Expectation Failed", "", false},
 	RefuseUnimplemented:    {501, "Not Implemented", "", false},
+	RefuseConnectionHeader: {400, "Bad Request", "http1.connection_header_rejected", true},
 }
 
 // Status is the answer's status; its status line says HTTP/1.1.
