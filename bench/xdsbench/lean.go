@@ -65,8 +65,22 @@ func (c *client) startLean(ctx context.Context, addr string, cfg *tls.Config, no
 	if err != nil {
 		return nil, err
 	}
+	scheme := "http"
 	if cfg != nil {
-		tc := tls.Client(conn, cfg.Clone())
+		// As grpc-go's TLS credentials: the server's name from the
+		// address, and HTTP/2 by ALPN (grpc-go's server refuses a
+		// client that offers no "h2").
+		cfg = cfg.Clone()
+		if cfg.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				conn.Close()
+				return nil, err
+			}
+			cfg.ServerName = host
+		}
+		cfg.NextProtos = []string{"h2"}
+		tc := tls.Client(conn, cfg)
 		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := tc.HandshakeContext(hctx)
 		cancel()
@@ -75,12 +89,13 @@ func (c *client) startLean(ctx context.Context, addr string, cfg *tls.Config, no
 			return nil, err
 		}
 		conn = tc
+		scheme = "https"
 	}
 	lc := &leanConn{conn: conn, w: bufio.NewWriterSize(conn, 16<<10), sendConn: 65535, sendStream: 65535, peerInitial: 65535}
 	lc.fr = http2.NewFramer(lc.w, bufio.NewReaderSize(conn, 32<<10))
 	lc.fr.SetReuseFrames()
 	lc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	if err := lc.open(addr); err != nil {
+	if err := lc.open(scheme, addr); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -98,7 +113,7 @@ func (c *client) startLean(ctx context.Context, addr string, cfg *tls.Config, no
 
 // open writes the connection preface, the client's settings and window,
 // and the stream's request headers.
-func (lc *leanConn) open(authority string) error {
+func (lc *leanConn) open(scheme, authority string) error {
 	if _, err := lc.w.WriteString(http2.ClientPreface); err != nil {
 		return err
 	}
@@ -110,7 +125,7 @@ func (lc *leanConn) open(authority string) error {
 	}
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", adsPath}, {":authority", authority},
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", scheme}, {":path", adsPath}, {":authority", authority},
 		{"content-type", "application/grpc"}, {"te", "trailers"}} {
 		if err := enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}); err != nil {
 			return err

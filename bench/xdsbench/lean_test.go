@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,22 +22,49 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // The lean client and the grpc-go client, against go-control-plane's
-// ADS server (grpc-go's transport): each subscribes as Envoy does
+// ADS server (grpc-go's transport), in plaintext and over TLS as -tls
+// serves: each subscribes as Envoy does
 // (CDS, LDS, then the EDS and RDS names they hold), ACKs every type's
 // first version and then a new route table, and the two report the
 // same ACKs. A lean client that framed a message wrongly, missed one
 // split across DATA frames or stopped at the server's settings would
 // report none, or fewer.
 func TestLeanClientAsGRPCClient(t *testing.T) {
+	t.Run("plaintext", func(t *testing.T) { testLeanClient(t, false) })
+	t.Run("TLS", func(t *testing.T) { testLeanClient(t, true) })
+}
+
+func testLeanClient(t *testing.T, withTLS bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
-	g := grpc.NewServer()
+	creds := insecure.NewCredentials()
+	var serverOpts []grpc.ServerOption
+	var leanTLS *tls.Config
+	if withTLS {
+		// -tls's certificate, given to the server as weft server takes it.
+		env, cfg, err := benchTLS(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := map[string]string{}
+		for _, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			files[k] = v
+		}
+		sc, err := credentials.NewServerTLSFromFile(files[tlsCertEnv], files[tlsKeyEnv])
+		if err != nil {
+			t.Fatal(err)
+		}
+		serverOpts, creds, leanTLS = []grpc.ServerOption{grpc.Creds(sc)}, credentials.NewTLS(cfg), cfg
+	}
+	g := grpc.NewServer(serverOpts...)
 	discovery.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(ctx, cache, nil))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -86,7 +115,7 @@ func TestLeanClientAsGRPCClient(t *testing.T) {
 		}
 		return got
 	}
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +128,7 @@ func TestLeanClientAsGRPCClient(t *testing.T) {
 		events := make(chan ackEvent, 16)
 		c := &client{id: 0, events: events}
 		if kind == "lean" {
-			lc, err := c.startLean(ctx, ln.Addr().String(), nil, node)
+			lc, err := c.startLean(ctx, ln.Addr().String(), leanTLS, node)
 			if err != nil {
 				t.Fatal(err)
 			}
