@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 	"testing"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -131,7 +130,7 @@ func TestRouteBreakingARuleLeftOut(t *testing.T) {
 	if got, want := routeMatches(t, rds), []string{"prefix:/", "prefix:/good"}; !slices.Equal(got, want) {
 		t.Fatalf("route matches after a-good was mended %v, want %v", got, want)
 	}
-	if n := srv.logs.count("skipping undecodable record"); n != 2 || !strings.Contains(strings.Join(srv.logs.l, "\n"), "route/r/a-good") {
+	if n := srv.logs.count("skipping undecodable record"); n != 2 || srv.logs.count("route/r/a-good") == 0 {
 		t.Errorf("logged %d skipped records (want 2, the second naming route/r/a-good)", n)
 	}
 }
