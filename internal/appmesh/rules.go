@@ -94,17 +94,24 @@ func CheckRoute(s *RouteSpec, router *VirtualRouterSpec) error {
 }
 
 // CheckRouterKeepsRoutes checks a virtual router's new spec against the
-// routes it already has (named in names, in the same order; a nil spec,
-// a record without one, is passed over): App Mesh
+// routes it already has (named in names, in the same order): App Mesh
 // refuses an update that leaves a route fitting no listener by CheckRoute's
-// rule, as a route that fits none carries no traffic.
+// rule, as a route that fits none carries no traffic. A route that fits no
+// router, as stored, is passed over: a nil spec (a record without one) and
+// one without exactly one route type (written by hand: the API refuses
+// it): no router spec can fit it, so refusing would stop every update of
+// its router.
 func CheckRouterKeepsRoutes(router *VirtualRouterSpec, names []string, routes []*RouteSpec) error {
 	var missingPort, unmatched []string
 	for i, rs := range routes {
-		if rs == nil || CheckRoute(rs, router) == nil {
+		if rs == nil {
 			continue
 		}
-		if _, port, err := RouteProtocol(rs); err == nil && port == 0 && len(router.Listeners) > 1 {
+		_, port, err := RouteProtocol(rs)
+		if err != nil || CheckRoute(rs, router) == nil {
+			continue
+		}
+		if port == 0 && len(router.Listeners) > 1 {
 			missingPort = append(missingPort, names[i])
 		} else {
 			unmatched = append(unmatched, names[i])
@@ -118,10 +125,14 @@ func CheckRouterKeepsRoutes(router *VirtualRouterSpec, names []string, routes []
 func CheckGatewayKeepsRoutes(gw *VirtualGatewaySpec, names []string, routes []*GatewayRouteSpec) error {
 	var missingPort, unmatched []string
 	for i, rs := range routes {
-		if rs == nil || CheckGatewayRoute(rs, gw) == nil {
+		if rs == nil {
 			continue
 		}
-		if _, port, err := GatewayRouteProtocol(rs); err == nil && port == 0 && len(gw.Listeners) > 1 {
+		_, port, err := GatewayRouteProtocol(rs)
+		if err != nil || CheckGatewayRoute(rs, gw) == nil {
+			continue
+		}
+		if port == 0 && len(gw.Listeners) > 1 {
 			missingPort = append(missingPort, names[i])
 		} else {
 			unmatched = append(unmatched, names[i])

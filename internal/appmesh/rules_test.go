@@ -126,3 +126,29 @@ func TestReferences(t *testing.T) {
 		t.Errorf("no provider gave %s", k)
 	}
 }
+
+// TestKeepsRoutesPassesOverMalformed: a stored route that fits no router
+// spec (none, or no exactly one route type) does not stop an update of its
+// router or gateway, while a well-formed route left fitting no listener
+// still does.
+func TestKeepsRoutesPassesOverMalformed(t *testing.T) {
+	router := &VirtualRouterSpec{Listeners: []VirtualRouterListener{{PortMapping: &PortMapping{Port: port(80), Protocol: PortProtocolHttp}}}}
+	malformed := []*RouteSpec{nil, {}, {HttpRoute: &HttpRoute{}, TcpRoute: &TcpRoute{}}}
+	if err := CheckRouterKeepsRoutes(router, []string{"nil", "none", "two"}, malformed); err != nil {
+		t.Errorf("router with malformed routes only: %v", err)
+	}
+	err := CheckRouterKeepsRoutes(router, []string{"nil", "none", "grpc", "two"}, []*RouteSpec{malformed[0], malformed[1], {GrpcRoute: &GrpcRoute{}}, malformed[2]})
+	if err == nil || !strings.Contains(err.Error(), "1 Route(s) match none. Listing up to 5 route names: [grpc]") {
+		t.Errorf("router with a grpc route among malformed ones: %v, want only grpc named", err)
+	}
+
+	gw := &VirtualGatewaySpec{Listeners: []VirtualGatewayListener{{PortMapping: &VirtualGatewayPortMapping{Port: port(8080), Protocol: VirtualGatewayPortProtocolHttp}}}}
+	gwMalformed := []*GatewayRouteSpec{nil, {}, {HttpRoute: &HttpGatewayRoute{}, GrpcRoute: &GrpcGatewayRoute{}}}
+	if err := CheckGatewayKeepsRoutes(gw, []string{"nil", "none", "two"}, gwMalformed); err != nil {
+		t.Errorf("gateway with malformed routes only: %v", err)
+	}
+	err = CheckGatewayKeepsRoutes(gw, []string{"none", "grpc"}, []*GatewayRouteSpec{gwMalformed[1], {GrpcRoute: &GrpcGatewayRoute{}}})
+	if err == nil || !strings.Contains(err.Error(), "1 Gateway Route(s) match none. Listing up to 5 route names: [grpc]") {
+		t.Errorf("gateway with a grpc route beside a malformed one: %v, want only grpc named", err)
+	}
+}

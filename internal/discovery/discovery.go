@@ -20,12 +20,8 @@
 package discovery
 
 import (
-	"encoding/json"
 	"fmt"
-	"maps"
-	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/weftmesh/weft/internal/cloudmap"
@@ -64,6 +60,13 @@ type Index struct {
 	dnsNames   map[string]string     // ids of DNS services by lower-case "<service>.<namespace>"
 	services   [shards]map[string]*service
 	remote     map[ServiceRef]*remoteService // services resolved by a remote Cloud Map
+	// Records kept aside: each decoded, but its parent is not in the index
+	// (deleted, not decoding, or not written yet), so that Load, which
+	// reads parents first, leaves it out. Nothing reads them but the
+	// builder: a later put of the parent serves them again, as a fresh
+	// Load at that revision would.
+	orphans   map[string]*service             // services of no namespace, by id
+	orphanIns map[string]map[string]*instance // instances of no service, by service id, instance id
 }
 
 const shards = 256
@@ -78,51 +81,6 @@ func shardOf(id string) int {
 
 func (ix *Index) service(id string) *service { return ix.services[shardOf(id)][id] }
 
-// builder makes the next index out of the previous one, copying each map
-// the first time it writes to it.
-type builder struct {
-	ix            *Index
-	ownNamespaces bool
-	ownRefs       bool
-	ownShard      [shards]bool
-	ownRemote     bool
-	touched       map[ServiceRef]bool // nil: not collected
-}
-
-func (b *builder) namespaces() *Index {
-	if !b.ownNamespaces {
-		b.ix.namespaces, b.ix.zones = maps.Clone(b.ix.namespaces), maps.Clone(b.ix.zones)
-		b.ownNamespaces = true
-	}
-	return b.ix
-}
-
-func (b *builder) refs() *Index {
-	if !b.ownRefs {
-		b.ix.byRef, b.ix.dnsNames = maps.Clone(b.ix.byRef), maps.Clone(b.ix.dnsNames)
-		b.ownRefs = true
-	}
-	return b.ix
-}
-
-func (b *builder) shard(id string) map[string]*service {
-	i := shardOf(id)
-	if !b.ownShard[i] {
-		b.ix.services[i] = maps.Clone(b.ix.services[i])
-		if b.ix.services[i] == nil {
-			b.ix.services[i] = map[string]*service{}
-		}
-		b.ownShard[i] = true
-	}
-	return b.ix.services[i]
-}
-
-func (b *builder) mark(r ServiceRef) {
-	if b.touched != nil {
-		b.touched[r] = true
-	}
-}
-
 // namespace and service are immutable once built; Apply replaces them.
 type namespace struct {
 	id, name string
@@ -133,8 +91,13 @@ type namespace struct {
 
 type service struct {
 	id, nsID string
-	ref      ServiceRef
-	dns      *DNSConfig // nil unless the service has DNS records
+	name     string     // the service's name, as its record gives it
+	dnsRec   *DNSConfig // the record's DNS records; nil if none
+	// ref and dns are what the service's namespace makes of name and
+	// dnsRec (dns is nil in a namespace without DNS); set when the
+	// service is served, zero while it is kept aside (Index.orphans).
+	ref ServiceRef
+	dns *DNSConfig
 	// instances by id; healthy is the sorted list of healthy endpoints.
 	instances map[string]*instance
 	healthy   []Endpoint
@@ -177,6 +140,8 @@ func Empty() *Index {
 		byRef:      map[ServiceRef]string{},
 		dnsNames:   map[string]string{},
 		remote:     map[ServiceRef]*remoteService{},
+		orphans:    map[string]*service{},
+		orphanIns:  map[string]map[string]*instance{},
 	}
 }
 
@@ -190,7 +155,7 @@ func Load(tx store.Tx, rev store.Revision, skip func(key string, err error)) (*I
 	if skip == nil {
 		skip = func(string, error) {}
 	}
-	b := &builder{ix: Empty(), ownNamespaces: true, ownRefs: true, ownRemote: true}
+	b := &builder{ix: Empty(), ownNamespaces: true, ownRefs: true, ownRemote: true, ownOrphans: true}
 	b.ix.rev = rev
 	// Namespaces, then services, then instances: each needs its parent.
 	for _, prefix := range []string{cloudmap.NamespacePrefix, cloudmap.ServicePrefix, cloudmap.InstancePrefix} {
@@ -232,9 +197,12 @@ func (ix *Index) Revision() store.Revision { return ix.rev }
 // record (keys outside cloudmap.KeyPrefix, indexes, operations), Apply
 // returns ix itself and nil. A record put that Load would leave out (it
 // does not decode, or its namespace or service is not there) is passed to
-// skip (when not nil), and the record it replaces is removed, as if
-// deleted: the index stays what Load would read at c's revision, not the
-// last version that decoded, which a restart would drop.
+// skip (when not nil). One that does not decode removes the record it
+// replaces, as if deleted; one whose parent is not there is kept aside,
+// unserved, with the children of a parent removed either way: the index
+// answers what Load would read at c's revision, also after the parent is
+// written again (its services and instances come back), not the last
+// version that decoded, which a restart would drop.
 func (ix *Index) Apply(c store.Change, skip func(key string, err error)) (next *Index, changed []ServiceRef) {
 	var ns, svc, inst, remote []store.Event
 	for _, e := range c.Events {
@@ -269,11 +237,8 @@ func (ix *Index) Apply(c store.Change, skip func(key string, err error)) (next *
 		for _, e := range group {
 			if e.Type == store.EventDelete {
 				b.del(e.KV.Key)
-			} else if err := b.put(e.KV); err != nil {
-				b.del(e.KV.Key)
-				if skip != nil {
-					skip(e.KV.Key, err)
-				}
+			} else if err := b.put(e.KV); err != nil && skip != nil {
+				skip(e.KV.Key, err)
 			}
 		}
 	}
@@ -300,167 +265,6 @@ func compareRefs(a, b ServiceRef) int {
 		return c
 	}
 	return strings.Compare(a.Service, b.Service)
-}
-
-// put adds or replaces one record.
-func (b *builder) put(kv store.KV) error {
-	ref, ok := cloudmap.ParseKey(kv.Key)
-	if !ok {
-		return nil
-	}
-	switch ref.Kind {
-	case cloudmap.KindNamespace:
-		var rec cloudmap.NamespaceRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return fmt.Errorf("decode %s: %w", kv.Key, err)
-		}
-		n := newNamespace(ref.NamespaceID, &rec)
-		ix := b.namespaces()
-		ix.namespaces[n.id] = n
-		if n.dns {
-			ix.zones[strings.ToLower(n.name)] = n
-		}
-	case cloudmap.KindService:
-		var rec cloudmap.ServiceRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return fmt.Errorf("decode %s: %w", kv.Key, err)
-		}
-		n := b.ix.namespaces[deref(rec.Service.NamespaceId)]
-		if n == nil {
-			return fmt.Errorf("service %s: unknown namespace %q", ref.ServiceID, deref(rec.Service.NamespaceId))
-		}
-		s := &service{id: ref.ServiceID, nsID: n.id, ref: ServiceRef{n.name, deref(rec.Service.Name)}, instances: map[string]*instance{}}
-		ix := b.refs()
-		if old := ix.service(s.id); old != nil {
-			s.instances, s.healthy = old.instances, old.healthy
-			if ix.dnsNames[dnsKey(old.ref)] == old.id {
-				delete(ix.dnsNames, dnsKey(old.ref))
-			}
-		}
-		if dc := rec.Service.DnsConfig; dc != nil && n.dns && len(dc.DnsRecords) > 0 {
-			s.dns = &DNSConfig{RoutingPolicy: dc.RoutingPolicy}
-			for _, r := range dc.DnsRecords {
-				s.dns.Records = append(s.dns.Records, DNSRecord{Type: r.Type, TTL: ttl(r.TTL)})
-			}
-			ix.dnsNames[dnsKey(s.ref)] = s.id
-		}
-		b.shard(s.id)[s.id] = s
-		ix.byRef[s.ref] = s.id
-		b.mark(s.ref)
-	case cloudmap.KindInstance:
-		var rec cloudmap.InstanceRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return fmt.Errorf("decode %s: %w", kv.Key, err)
-		}
-		old := b.ix.service(ref.ServiceID)
-		if old == nil {
-			return fmt.Errorf("instance %s: unknown service %q", ref.InstanceID, ref.ServiceID)
-		}
-		s := old.withInstances()
-		s.instances[ref.InstanceID] = &instance{ep: endpointOf(ref.InstanceID, rec.Instance.Attributes), healthy: rec.Healthy()}
-		s.sortHealthy()
-		b.shard(s.id)[s.id] = s
-		b.mark(s.ref)
-	}
-	return nil
-}
-
-// del removes one record.
-func (b *builder) del(key string) {
-	ref, ok := cloudmap.ParseKey(key)
-	if !ok {
-		return
-	}
-	switch ref.Kind {
-	case cloudmap.KindNamespace:
-		if n := b.ix.namespaces[ref.NamespaceID]; n != nil {
-			ix := b.namespaces()
-			delete(ix.namespaces, n.id)
-			if ix.zones[strings.ToLower(n.name)] == n {
-				delete(ix.zones, strings.ToLower(n.name))
-			}
-		}
-	case cloudmap.KindService:
-		if s := b.ix.service(ref.ServiceID); s != nil {
-			delete(b.shard(s.id), s.id)
-			ix := b.refs()
-			if ix.byRef[s.ref] == s.id {
-				delete(ix.byRef, s.ref)
-			}
-			if ix.dnsNames[dnsKey(s.ref)] == s.id {
-				delete(ix.dnsNames, dnsKey(s.ref))
-			}
-			b.mark(s.ref)
-		}
-	case cloudmap.KindInstance:
-		old := b.ix.service(ref.ServiceID)
-		if old == nil || old.instances[ref.InstanceID] == nil {
-			return
-		}
-		s := old.withInstances()
-		delete(s.instances, ref.InstanceID)
-		s.sortHealthy()
-		b.shard(s.id)[s.id] = s
-		b.mark(s.ref)
-	}
-}
-
-// withInstances returns a copy of s whose instance map the caller may change.
-func (s *service) withInstances() *service {
-	c := *s
-	c.instances = maps.Clone(s.instances)
-	return &c
-}
-
-func (s *service) sortHealthy() {
-	s.healthy = make([]Endpoint, 0, len(s.instances))
-	for _, in := range s.instances {
-		if in.healthy {
-			s.healthy = append(s.healthy, in.ep)
-		}
-	}
-	slices.SortFunc(s.healthy, func(a, b Endpoint) int { return strings.Compare(a.InstanceID, b.InstanceID) })
-}
-
-func mark(touched map[ServiceRef]bool, r ServiceRef) {
-	if touched != nil {
-		touched[r] = true
-	}
-}
-
-func newNamespace(id string, rec *cloudmap.NamespaceRecord) *namespace {
-	n := &namespace{id: id, name: deref(rec.Namespace.Name), soaTTL: DefaultSOATTL}
-	switch rec.Namespace.Type {
-	case cloudmap.NamespaceTypeDnsPrivate:
-		n.dns = true
-	case cloudmap.NamespaceTypeDnsPublic:
-		n.dns, n.public = true, true
-	}
-	if p := rec.Namespace.Properties; p != nil && p.DnsProperties != nil && p.DnsProperties.SOA != nil && p.DnsProperties.SOA.TTL != nil {
-		n.soaTTL = ttl(p.DnsProperties.SOA.TTL)
-	}
-	return n
-}
-
-func endpointOf(id string, attrs map[string]string) Endpoint {
-	ep := Endpoint{InstanceID: id, Attributes: attrs}
-	if a, err := netip.ParseAddr(attrs[cloudmap.AttrIPv4]); err == nil && a.Is4() {
-		ep.IPv4 = a.String()
-	}
-	if a, err := netip.ParseAddr(attrs[cloudmap.AttrIPv6]); err == nil && a.Is6() {
-		ep.IPv6 = a.String()
-	}
-	if p, err := strconv.ParseUint(attrs[cloudmap.AttrPort], 10, 16); err == nil {
-		ep.Port = uint32(p)
-	}
-	return ep
-}
-
-func ttl(p *int64) uint32 {
-	if p == nil || *p < 0 {
-		return 0
-	}
-	return uint32(min(*p, 1<<31-1))
 }
 
 func deref(p *string) string {

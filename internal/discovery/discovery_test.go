@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,28 +234,48 @@ func TestEndpoints(t *testing.T) {
 }
 
 // TestApplyEqualsLoad checks the incremental index against a full reload
-// after every one of many random writes.
+// after every one of many random writes: services and instances written
+// and deleted, and namespace and service records that stop decoding, come
+// back, or (by hand) change a namespace's name or type, with children
+// written under a parent that is out.
 func TestApplyEqualsLoad(t *testing.T) {
 	st := openStore(t)
 	f := follow(t, st)
 	rng := rand.New(rand.NewPCG(1, 2))
 
-	namespaces := []struct {
-		id, name string
-		typ      cloudmap.NamespaceType
-	}{{"ns-a", "a.local", cloudmap.NamespaceTypeDnsPrivate}, {"ns-b", "b.example", cloudmap.NamespaceTypeHttp}}
+	type ns struct {
+		name string
+		typ  cloudmap.NamespaceType
+	}
+	// Each namespace's versions; the first is written at the start.
+	namespaces := map[string][]ns{
+		"ns-a": {{"a.local", cloudmap.NamespaceTypeDnsPrivate}, {"a.local", cloudmap.NamespaceTypeHttp}, {"a2.local", cloudmap.NamespaceTypeDnsPrivate}},
+		"ns-b": {{"b.example", cloudmap.NamespaceTypeHttp}, {"b2.example", cloudmap.NamespaceTypeDnsPublic}},
+	}
+	nsIDs := []string{"ns-a", "ns-b"}
 	type svc struct{ id, nsID, name string }
 	services := []svc{{"srv-1", "ns-a", "one"}, {"srv-2", "ns-a", "two"}, {"srv-3", "ns-b", "three"}}
-	refs := []discovery.ServiceRef{{"a.local", "one"}, {"a.local", "two"}, {"b.example", "three"}, {"a.local", "missing"}}
-	for _, n := range namespaces {
-		put(t, st, cloudmap.NamespaceKey(n.id), nsRecord(n.id, n.name, n.typ))
+	var refs []discovery.ServiceRef
+	for _, n := range []string{"a.local", "a2.local", "b.example", "b2.example"} {
+		for _, s := range []string{"one", "two", "three", "missing"} {
+			refs = append(refs, discovery.ServiceRef{Namespace: n, Service: s})
+		}
+	}
+	for _, id := range nsIDs {
+		v := namespaces[id][0]
+		put(t, st, cloudmap.NamespaceKey(id), nsRecord(id, v.name, v.typ))
 		f.next()
+	}
+	raw := func(key, value string) {
+		if _, err := st.Update(context.Background(), func(tx store.Tx) error { return tx.Put(key, []byte(value)) }); err != nil {
+			t.Fatal(err)
+		}
 	}
 	live := map[string]bool{}
 	registered := map[string]bool{} // instance keys
-	for i := range 300 {
+	for i := range 600 {
 		s := services[rng.IntN(len(services))]
-		switch op := rng.IntN(10); {
+		switch op := rng.IntN(14); {
 		case op == 0 && live[s.id]:
 			// Delete the service and its instances in one transaction.
 			var keys []string
@@ -276,10 +297,22 @@ func TestApplyEqualsLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			live[s.id] = false
-		case !live[s.id] || op == 1:
+		case op == 1:
+			raw(cloudmap.ServiceKey(s.id), []string{`{"Service":`, `{"Service":{"Id":5}}`}[rng.IntN(2)])
+			live[s.id] = true // the key is there, not decoding: deleted as any
+		case op == 2:
+			id := nsIDs[rng.IntN(len(nsIDs))]
+			if rng.IntN(3) == 0 {
+				raw(cloudmap.NamespaceKey(id), `{"Namespace":`)
+			} else {
+				vs := namespaces[id]
+				v := vs[rng.IntN(len(vs))]
+				put(t, st, cloudmap.NamespaceKey(id), nsRecord(id, v.name, v.typ))
+			}
+		case !live[s.id] || op == 3:
 			put(t, st, cloudmap.ServiceKey(s.id), svcRecord(s.id, s.nsID, s.name, cloudmap.RecordTypeA))
 			live[s.id] = true
-		case op < 4:
+		case op < 6:
 			key := cloudmap.InstanceKey(s.id, fmt.Sprint("i-", rng.IntN(6)))
 			if !registered[key] {
 				continue // a transaction that writes nothing has no change to watch
@@ -301,7 +334,7 @@ func TestApplyEqualsLoad(t *testing.T) {
 		}
 		// Every service whose answer changed is reported.
 		for _, r := range refs {
-			if dump(before, []discovery.ServiceRef{r}) != dump(f.ix, []discovery.ServiceRef{r}) && !contains(changed, r) {
+			if dumpRef(before, r) != dumpRef(f.ix, r) && !contains(changed, r) {
 				t.Fatalf("step %d: %v changed but was not reported in %v", i, r, changed)
 			}
 		}
@@ -418,9 +451,114 @@ func TestApplySkipsBadRecords(t *testing.T) {
 	}
 }
 
+// compactedOnce is a store whose first Watch answers ErrCompacted, as
+// etcd does when the revision a load read is compacted before its watch
+// opens: Follow then loads again.
+type compactedOnce struct {
+	store.Store
+	watched atomic.Bool
+}
+
+func (s *compactedOnce) Watch(ctx context.Context, prefix string, from store.Revision) (<-chan store.Change, error) {
+	if !s.watched.Swap(true) {
+		return nil, store.ErrCompacted
+	}
+	return s.Store.Watch(ctx, prefix, from)
+}
+
+// TestApplyBadThenFixed: a namespace or service put that does not decode
+// leaves out its children too, as a fresh Load does, and its fixed
+// version serves them again, as a fresh Load does: a service its
+// instances, a namespace its services and theirs. Also for children
+// written or removed while their parent was out, and for a namespace
+// whose fixed version has another name or type. The index is compared
+// with a fresh Load after every change, and every service whose answer
+// changed must be reported.
+func TestApplyBadThenFixed(t *testing.T) {
+	st := openStore(t)
+	f := follow(t, st)
+	refs := []discovery.ServiceRef{{"apps", "a"}, {"apps", "b"}, {"apps", "c"}, {"apps2", "a"}, {"apps2", "b"}, {"apps2", "c"}}
+	inst := func(id string) cloudmap.InstanceRecord {
+		return instRecord(id, cloudmap.HealthStatusHealthy, map[string]string{cloudmap.AttrIPv4: "192.0.2.1"})
+	}
+	raw := func(key, value string) func() {
+		return func() {
+			if _, err := st.Update(context.Background(), func(tx store.Tx) error { return tx.Put(key, []byte(value)) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	good := func(key string, v any) func() { return func() { put(t, st, key, v) } }
+	gone := func(key string) func() { return func() { del(t, st, key) } }
+	ns := cloudmap.NamespaceKey("ns-1")
+	srvA, srvB, srvC := cloudmap.ServiceKey("srv-a"), cloudmap.ServiceKey("srv-b"), cloudmap.ServiceKey("srv-c")
+	steps := []struct {
+		name  string
+		write func()
+		eps   map[discovery.ServiceRef]int // healthy endpoints wanted; absent: no service
+	}{
+		{"namespace", good(ns, nsRecord("ns-1", "apps", cloudmap.NamespaceTypeDnsPrivate)), nil},
+		{"service a", good(srvA, svcRecord("srv-a", "ns-1", "a", cloudmap.RecordTypeA)), map[discovery.ServiceRef]int{{"apps", "a"}: 0}},
+		{"service b", good(srvB, svcRecord("srv-b", "ns-1", "b")), map[discovery.ServiceRef]int{{"apps", "a"}: 0, {"apps", "b"}: 0}},
+		{"a's i1", good(cloudmap.InstanceKey("srv-a", "i1"), inst("i1")), map[discovery.ServiceRef]int{{"apps", "a"}: 1, {"apps", "b"}: 0}},
+		{"a's i2", good(cloudmap.InstanceKey("srv-a", "i2"), inst("i2")), map[discovery.ServiceRef]int{{"apps", "a"}: 2, {"apps", "b"}: 0}},
+		{"b's i1", good(cloudmap.InstanceKey("srv-b", "i1"), inst("i1")), map[discovery.ServiceRef]int{{"apps", "a"}: 2, {"apps", "b"}: 1}},
+
+		{"service a bad", raw(srvA, `{"Service":`), map[discovery.ServiceRef]int{{"apps", "b"}: 1}},
+		{"service a fixed", good(srvA, svcRecord("srv-a", "ns-1", "a", cloudmap.RecordTypeA)), map[discovery.ServiceRef]int{{"apps", "a"}: 2, {"apps", "b"}: 1}},
+		{"service a bad again", raw(srvA, `{"Service":{"Id":5}}`), map[discovery.ServiceRef]int{{"apps", "b"}: 1}},
+		{"a's i3 while a is out", good(cloudmap.InstanceKey("srv-a", "i3"), inst("i3")), map[discovery.ServiceRef]int{{"apps", "b"}: 1}},
+		{"a's i1 gone while a is out", gone(cloudmap.InstanceKey("srv-a", "i1")), map[discovery.ServiceRef]int{{"apps", "b"}: 1}},
+		{"service a fixed again", good(srvA, svcRecord("srv-a", "ns-1", "a", cloudmap.RecordTypeA)), map[discovery.ServiceRef]int{{"apps", "a"}: 2, {"apps", "b"}: 1}},
+
+		{"namespace bad", raw(ns, `{"Namespace":`), nil},
+		{"service c while the namespace is out", good(srvC, svcRecord("srv-c", "ns-1", "c")), nil},
+		{"c's i1 while the namespace is out", good(cloudmap.InstanceKey("srv-c", "i1"), inst("i1")), nil},
+		{"service b gone while the namespace is out", gone(srvB), nil},
+		{"namespace fixed", good(ns, nsRecord("ns-1", "apps", cloudmap.NamespaceTypeDnsPrivate)), map[discovery.ServiceRef]int{{"apps", "a"}: 2, {"apps", "c"}: 1}},
+		{"service b back, with its instance", good(srvB, svcRecord("srv-b", "ns-1", "b")), map[discovery.ServiceRef]int{{"apps", "a"}: 2, {"apps", "b"}: 1, {"apps", "c"}: 1}},
+
+		{"namespace renamed by hand", good(ns, nsRecord("ns-1", "apps2", cloudmap.NamespaceTypeDnsPrivate)), map[discovery.ServiceRef]int{{"apps2", "a"}: 2, {"apps2", "b"}: 1, {"apps2", "c"}: 1}},
+		{"namespace made HTTP by hand", good(ns, nsRecord("ns-1", "apps2", cloudmap.NamespaceTypeHttp)), map[discovery.ServiceRef]int{{"apps2", "a"}: 2, {"apps2", "b"}: 1, {"apps2", "c"}: 1}},
+		{"namespace gone", gone(ns), nil},
+		{"namespace back", good(ns, nsRecord("ns-1", "apps", cloudmap.NamespaceTypeDnsPrivate)), map[discovery.ServiceRef]int{{"apps", "a"}: 2, {"apps", "b"}: 1, {"apps", "c"}: 1}},
+	}
+	for i, step := range steps {
+		before := f.ix
+		step.write()
+		changed := f.next()
+		if got, want := dump(f.ix, refs), dump(load(t, st), refs); got != want {
+			t.Fatalf("step %d (%s): incremental index differs from a fresh load:\n%s\nwant\n%s", i, step.name, got, want)
+		}
+		for _, r := range refs {
+			n, ok := step.eps[r]
+			if got := f.ix.HasService(r.Namespace, r.Service); got != ok {
+				t.Errorf("step %d (%s): HasService(%v) = %v, want %v", i, step.name, r, got, ok)
+			}
+			if got := len(f.ix.Endpoints(r.Namespace, r.Service, nil)); got != n {
+				t.Errorf("step %d (%s): %v has %d endpoints, want %d", i, step.name, r, got, n)
+			}
+			if dumpRef(before, r) != dumpRef(f.ix, r) && !contains(changed, r) {
+				t.Errorf("step %d (%s): %v changed but was not reported in %v", i, step.name, r, changed)
+			}
+		}
+	}
+	if _, _, ok := f.ix.DNSService("a.apps"); !ok {
+		t.Error("a.apps has no DNS records after its namespace came back a DNS namespace")
+	}
+}
+
+// dumpRef is what an index answers for r alone (dump without the zones).
+func dumpRef(ix *discovery.Index, r discovery.ServiceRef) string {
+	_, out, _ := strings.Cut(dump(ix, []discovery.ServiceRef{r}), "\n")
+	return out
+}
+
 // TestFollowReportsSkips: Follow (the DNS server's follower) passes skip
-// the records its load leaves out and those a later change puts that it
-// leaves out, and publishes the index without the latter.
+// the records its load leaves out, once even when it loads twice (the
+// first snapshot compacted before its watch opened), and those a later
+// change puts that it leaves out, and publishes the index without the
+// latter.
 func TestFollowReportsSkips(t *testing.T) {
 	st := openStore(t)
 	put(t, st, cloudmap.NamespaceKey("ns-1"), nsRecord("ns-1", "apps", cloudmap.NamespaceTypeHttp))
@@ -436,7 +574,7 @@ func TestFollowReportsSkips(t *testing.T) {
 	updates := make(chan discovery.Update, 10)
 	done := make(chan error, 1)
 	go func() { // ends with cancel below
-		done <- discovery.Follow(ctx, st, func(key string, _ error) { skips <- key }, func(u discovery.Update) { updates <- u })
+		done <- discovery.Follow(ctx, &compactedOnce{Store: st}, func(key string, _ error) { skips <- key }, func(u discovery.Update) { updates <- u })
 	}()
 	defer func() {
 		cancel()
@@ -455,6 +593,11 @@ func TestFollowReportsSkips(t *testing.T) {
 	next("at load")
 	if got := <-skips; got != cloudmap.InstanceKey("srv-a", "i0") {
 		t.Fatalf("load skipped %s", got)
+	}
+	select {
+	case got := <-skips:
+		t.Fatalf("load skipped %s again", got)
+	default:
 	}
 	if _, err := st.Update(context.Background(), func(tx store.Tx) error {
 		return tx.Put(cloudmap.InstanceKey("srv-a", "i1"), []byte(`{"Instance":{"Id":5}}`))

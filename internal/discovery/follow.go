@@ -27,18 +27,35 @@ type Update struct {
 // compacted) it reloads and publishes a Full update (internal/store/follow
 // does the following). publish runs on Follow's goroutine, one call at a
 // time. A record Load or Apply leaves out is passed to skip (when not
-// nil), on Follow's goroutine. Follow returns ctx's error, or the store's
+// nil), on Follow's goroutine, once per load or change (a load read
+// again after a store error reports only the read it keeps), before the
+// update that leaves it out is published. Follow returns ctx's error, or the store's
 // when it cannot read.
 func Follow(ctx context.Context, src Source, skip func(key string, err error), publish func(Update)) error {
 	var ix *Index
+	// The records a load left out, passed to skip once the load is the
+	// one kept: follow.Run reads again after a store error or a compacted
+	// revision, and each read finds them anew.
+	type skipped struct {
+		key string
+		err error
+	}
+	var skips []skipped
 	read := func(tx store.Tx) (err error) {
-		ix, err = Load(tx, 0, skip)
+		skips = skips[:0]
+		ix, err = Load(tx, 0, func(key string, err error) { skips = append(skips, skipped{key, err}) })
 		if err != nil {
 			return fmt.Errorf("load discovery index: %w", err)
 		}
 		return nil
 	}
 	full := func(rev store.Revision) {
+		if skip != nil {
+			for _, s := range skips {
+				skip(s.key, s.err)
+			}
+		}
+		skips = nil
 		ix = ix.WithRevision(rev)
 		publish(Update{Index: ix, Full: true})
 	}

@@ -34,6 +34,10 @@ type kind[S, D, R any] struct {
 	// gateway's new spec and the routes it already has (a create has
 	// none); nil for other kinds.
 	keeps func(s *Service, tx store.Tx, r appmesh.Ref, spec *S) error
+	// childQuota is the quota of the children keeps reads (a router's
+	// routes, a gateway's gateway routes): prefetchUpdateFirst reads that
+	// many of them with the rest. nil when keeps is.
+	childQuota func(l appmesh.Limits) int
 	// refs returns the resources spec refers to that cannot be deleted
 	// while it does; nil when there are none.
 	refs func(r appmesh.Ref, spec *S) []appmesh.Ref
@@ -155,8 +159,9 @@ func (k *kind[S, D, R]) prefetchCreate(tx store.Tx, s *Service, c Caller, r appm
 
 // prefetchUpdateFirst reads at once, on a store that can, what an update
 // of r reads first: the client token's record, the resource, the first
-// client token expiries (remember), and what the new spec names (its
-// parent, the resources it refers to, their index keys). prefetchUpdate
+// client token expiries (remember), what the new spec names (its parent,
+// the resources it refers to, their index keys), and a router's or a
+// gateway's routes up to their quota (keeps). prefetchUpdate
 // then reads what the old spec names and this did not read: nothing
 // when an update keeps the references (a route's weights), so that such
 // an update is one read round trip and its commit.
@@ -173,6 +178,14 @@ func (k *kind[S, D, R]) prefetchUpdateFirst(tx store.Tx, s *Service, c Caller, r
 	if k.refs != nil {
 		for _, to := range k.refs(r, spec) {
 			keys = append(keys, to.Key(), refKey(r, to))
+		}
+	}
+	if k.childQuota != nil {
+		if prefix, ok := inUsePrefix(r); ok {
+			if lists == nil {
+				lists = map[string]int{}
+			}
+			lists[prefix] = max(k.childQuota(s.limits), 0)
 		}
 	}
 	return p.PrefetchReads(keys, nil, lists)

@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/weftmesh/weft/internal/appmesh"
@@ -124,7 +125,8 @@ func newKinds() kinds {
 				}
 				return appmesh.CheckRouterKeepsRoutes(spec, names, specs)
 			},
-			quota: func(l appmesh.Limits) int { return l.VirtualRoutersPerMesh },
+			childQuota: func(l appmesh.Limits) int { return l.RoutesPerVirtualRouter },
+			quota:      func(l appmesh.Limits) int { return l.VirtualRoutersPerMesh },
 			inUse: func(tx store.Tx, r appmesh.Ref) error {
 				return hasChildren(tx, r, appmesh.KindRoute)
 			},
@@ -195,7 +197,8 @@ func newKinds() kinds {
 				}
 				return appmesh.CheckGatewayKeepsRoutes(spec, names, specs)
 			},
-			quota: func(l appmesh.Limits) int { return l.VirtualGatewaysPerMesh },
+			childQuota: func(l appmesh.Limits) int { return l.GatewayRoutesPerVirtualGateway },
+			quota:      func(l appmesh.Limits) int { return l.VirtualGatewaysPerMesh },
 			inUse: func(tx store.Tx, r appmesh.Ref) error {
 				return hasChildren(tx, r, appmesh.KindGatewayRoute)
 			},
@@ -269,8 +272,9 @@ func hasChildren(tx store.Tx, r appmesh.Ref, child appmesh.Kind) error {
 }
 
 // children returns the names and records of a router's routes or a
-// gateway's gateway routes, in name order; a record that does not decode,
-// or has no spec, is left out and logged, as List leaves it out.
+// gateway's gateway routes, in name order; a record that does not decode
+// is left out, logged and counted (Service.skip), as List leaves it out.
+// A record without a spec is returned: the keeps rules pass it over.
 func children[D any](s *Service, tx store.Tx, r appmesh.Ref) ([]string, []*D, error) {
 	prefix, _ := inUsePrefix(r)
 	kvs, err := tx.List(prefix, "", 0)
@@ -281,8 +285,11 @@ func children[D any](s *Service, tx store.Tx, r appmesh.Ref) ([]string, []*D, er
 	for _, kv := range kvs {
 		child, ok := appmesh.ParseKey(kv.Key)
 		d, err := decodeData[D](kv.Value)
-		if !ok || err != nil {
-			s.log.Error("skipping undecodable resource", "key", kv.Key, "error", err)
+		if !ok {
+			err = errors.New("not a resource key")
+		}
+		if err != nil {
+			s.skip(kv.Key, err)
 			continue
 		}
 		names, out = append(names, child.Name), append(out, d)

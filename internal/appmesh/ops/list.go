@@ -104,10 +104,7 @@ func (k *kind[S, D, R]) list(ctx context.Context, s *Service, parent appmesh.Ref
 			}
 			it, err := k.listed(kv)
 			if err != nil {
-				if s.skipped != nil {
-					s.skipped.Inc()
-				}
-				s.log.Error("skipping undecodable record", "key", kv.Key, "error", err)
+				s.skip(kv.Key, err)
 				continue
 			}
 			p.items = append(p.items, k.listRef(it))

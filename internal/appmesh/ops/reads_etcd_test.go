@@ -114,6 +114,13 @@ func TestWriteReadsOnEtcd(t *testing.T) {
 				ClientToken: s("u-route")})
 			return err
 		}},
+		// The routes it must keep fitting (appmesh.CheckRouterKeepsRoutes)
+		// are read with the rest.
+		{"virtual router", 0, 2, func() error {
+			_, err := checked(ctx, svc.UpdateVirtualRouter, caller, &appmesh.UpdateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+				Spec: &appmesh.VirtualRouterSpec{Listeners: []appmesh.VirtualRouterListener{{PortMapping: listener[0].PortMapping}}}, ClientToken: s("u-vr")})
+			return err
+		}},
 		// The old target's index key, alone, is read by itself.
 		{"route's targets", 1, 2, func() error {
 			_, err := checked(ctx, svc.UpdateRoute, caller, &appmesh.UpdateRouteInput{MeshName: s("m"), VirtualRouterName: s("vr"), RouteName: s("r"),

@@ -1,14 +1,22 @@
 package ops
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/store"
+	"github.com/weftmesh/weft/internal/store/bolt"
 )
 
 // An update of a virtual router or gateway that would leave one of its
@@ -135,4 +143,45 @@ func TestServiceDiscoveryNeedsAListener(t *testing.T) {
 	_, err = checked(ctx, svc.UpdateVirtualNode, caller, &appmesh.UpdateVirtualNodeInput{MeshName: s("m"), VirtualNodeName: s("ok1"),
 		Spec: &appmesh.VirtualNodeSpec{ServiceDiscovery: sd}})
 	refused("update dropping the listener", err)
+}
+
+// An update of a virtual router reads its routes past one that does not
+// decode, and logs and counts it as a listing does (a hand-edited store):
+// the update is taken.
+func TestUpdateRouterSkipsUndecodableRoute(t *testing.T) {
+	ctx := context.Background()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var logs bytes.Buffer
+	skipped := prometheus.NewCounter(prometheus.CounterOpts{Name: "skipped"})
+	clk := &clock{time.Unix(1800000000, 0)}
+	svc := New(st, Config{Region: "us-east-1", Now: clk.now, Skipped: skipped}, slog.New(slog.NewTextHandler(&logs, nil)))
+	caller := Caller{Account: "111122223333"}
+	listener := func(port int64) []appmesh.VirtualRouterListener {
+		return []appmesh.VirtualRouterListener{{PortMapping: &appmesh.PortMapping{Port: p(port), Protocol: appmesh.PortProtocolHttp}}}
+	}
+	if _, err := checked(ctx, svc.CreateMesh, caller, &appmesh.CreateMeshInput{MeshName: s("m")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checked(ctx, svc.CreateVirtualRouter, caller, &appmesh.CreateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+		Spec: &appmesh.VirtualRouterSpec{Listeners: listener(80)}}); err != nil {
+		t.Fatal(err)
+	}
+	bad := appmesh.Ref{Owner: caller.Account, Mesh: "m", Kind: appmesh.KindRoute, Parent: "vr", Name: "bad"}.Key()
+	if _, err := st.Update(ctx, func(tx store.Tx) error { return tx.Put(bad, []byte(`{"spec":`)) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checked(ctx, svc.UpdateVirtualRouter, caller, &appmesh.UpdateVirtualRouterInput{MeshName: s("m"), VirtualRouterName: s("vr"),
+		Spec: &appmesh.VirtualRouterSpec{Listeners: listener(81)}}); err != nil {
+		t.Fatalf("update of a router beside an undecodable route: %v", err)
+	}
+	if n := testutil.ToFloat64(skipped); n != 1 {
+		t.Errorf("counted %v skipped records, want 1", n)
+	}
+	if got := logs.String(); strings.Count(got, "skipping undecodable record") != 1 || !strings.Contains(got, bad) {
+		t.Errorf("logged %q, want one skipping undecodable record naming %s", got, bad)
+	}
 }

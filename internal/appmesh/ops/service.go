@@ -49,7 +49,8 @@ type Config struct {
 	// Now and NewUID are the clock and the uid source (tests fix them).
 	Now    func() time.Time
 	NewUID func() string
-	// Skipped counts the records a listing leaves out (logged "skipping
+	// Skipped counts the records a listing, or an update's read of a
+	// router's or gateway's routes, leaves out (logged "skipping
 	// undecodable record"); nil: not counted.
 	Skipped prometheus.Counter
 }
@@ -100,6 +101,16 @@ func New(st store.Store, cfg Config, log *slog.Logger) *Service {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	return s
+}
+
+// skip logs and counts a stored record a read leaves out (a listing, an
+// update's read of a router's routes): one bad record must not fail every
+// caller.
+func (s *Service) skip(key string, err error) {
+	if s.skipped != nil {
+		s.skipped.Inc()
+	}
+	s.log.Error("skipping undecodable record", "key", key, "error", err)
 }
 
 // Region returns the region the service writes into ARNs.

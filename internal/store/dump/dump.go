@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"time"
 
@@ -136,8 +137,10 @@ func Restore(ctx context.Context, r io.Reader, st store.Store, check Check, maxS
 		}
 		defer sp.remove()
 		// One byte more than the limit tells a dump of exactly maxSpool
-		// bytes from a larger one.
-		n, err := io.Copy(sp.f, io.LimitReader(r, maxSpool+1))
+		// bytes from a larger one; at math.MaxInt64 (no file is larger)
+		// the limit itself, as maxSpool+1 would wrap to a negative limit
+		// that reads nothing.
+		n, err := io.Copy(sp.f, io.LimitReader(r, maxSpool+min(1, math.MaxInt64-maxSpool)))
 		if err != nil {
 			return 0, fmt.Errorf("read backup: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -337,6 +338,13 @@ func TestSpoolLimit(t *testing.T) {
 	}
 	if n, err := Copy(ctx, src, newBolt(t), anyKey, size+64); err != nil || n != 2*BatchSize+10 {
 		t.Fatalf("copy of a dump under the limit: %d keys, %v", n, err)
+	}
+	// The largest limit the flag takes: one byte more does not fit an int64.
+	if n, err := Restore(ctx, io.MultiReader(bytes.NewReader(buf.Bytes())), newBolt(t), anyKey, math.MaxInt64); err != nil || n != 2*BatchSize+10 {
+		t.Fatalf("restore from a pipe with a limit of math.MaxInt64: %d keys, %v", n, err)
+	}
+	if n, err := Copy(ctx, src, newBolt(t), anyKey, math.MaxInt64); err != nil || n != 2*BatchSize+10 {
+		t.Fatalf("copy with a limit of math.MaxInt64: %d keys, %v", n, err)
 	}
 }
 

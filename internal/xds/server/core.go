@@ -154,7 +154,8 @@ func (c *machine) Ready() ([]update, store.Revision) {
 	return out, c.rev
 }
 
-// skippedRecord is a stored record the core left out, and why.
+// skippedRecord is a stored record the core (or readState) left out, and
+// why.
 type skippedRecord struct {
 	key string
 	err error

@@ -33,7 +33,7 @@ func newTestMachine(opts *Options, m *metrics) *testMachine {
 func (c *testMachine) resync(ctx context.Context) (store.Revision, error) {
 	var s state
 	rev, err := c.st.View(ctx, func(tx store.Tx) (err error) {
-		s, err = readState(tx, c.loadDiscovery, c.log, nil)
+		s, _, err = readState(tx, c.loadDiscovery)
 		return err
 	})
 	if err != nil {

@@ -103,7 +103,7 @@ func (r *runner) requestDetach(id translate.Identity) {
 }
 
 // skip logs and counts a stored record left out: by Cloud Map's load
-// (readState) or by the core (machine.Skipped).
+// (readState, through report) or by the core (machine.Skipped).
 func (r *runner) skip(key string, err error) {
 	if r.skipped != nil {
 		r.skipped.Inc() // before the log line, which tests wait for
@@ -111,25 +111,41 @@ func (r *runner) skip(key string, err error) {
 	r.log.Error("skipping undecodable record", "key", key, "error", err)
 }
 
-// readState reads what the core loads from a store snapshot; each Cloud
-// Map record left out is passed to skip.
-func readState(tx store.Tx, loadDiscovery LoadDiscovery, log *slog.Logger, skip func(key string, err error)) (state, error) {
-	var s state
-	var err error
-	if s.ca, err = loadCA(tx); err != nil {
-		log.Error("ignoring undecodable CA state", "error", err)
-	}
+// readState reads what the core loads from a store snapshot. It reports
+// nothing itself: it returns the Cloud Map records it left out and the
+// CA's decode error, for its caller to report once the read is the one
+// kept (follow.Load reads again after a store error or a compacted
+// revision, and each read finds them anew).
+func readState(tx store.Tx, loadDiscovery LoadDiscovery) (s state, r readReport, err error) {
+	s.ca, r.caErr = loadCA(tx)
 	if s.appMesh, err = tx.List(appmesh.KeyPrefix, "", 0); err != nil {
-		return state{}, err
+		return state{}, readReport{}, err
 	}
 	if loadDiscovery != nil {
 		// In the same snapshot as App Mesh, so that following the watch
 		// from its revision misses nothing.
+		skip := func(key string, err error) { r.skips = append(r.skips, skippedRecord{key, err}) }
 		if s.disc, err = loadDiscovery(tx, skip); err != nil {
-			return state{}, fmt.Errorf("load cloud map: %w", err)
+			return state{}, readReport{}, fmt.Errorf("load cloud map: %w", err)
 		}
 	}
-	return s, nil
+	return s, r, nil
+}
+
+// readReport is what readState found wrong in what it read.
+type readReport struct {
+	caErr error           // the CA state did not decode: none is loaded
+	skips []skippedRecord // Cloud Map records left out, in key order
+}
+
+// report logs r, and counts its skipped records (runner.skip).
+func (r *runner) report(rep readReport) {
+	if rep.caErr != nil {
+		r.log.Error("ignoring undecodable CA state", "error", rep.caErr)
+	}
+	for _, sk := range rep.skips {
+		r.skip(sk.key, sk.err)
+	}
 }
 
 // run follows the store until ctx ends, applying each batch of changes
@@ -142,13 +158,15 @@ func (r *runner) run(ctx context.Context) error {
 	f := follow.New(r.st, "")
 	load := func() error {
 		var s state
+		var rep readReport
 		rev, err := f.Load(ctx, func(tx store.Tx) (err error) {
-			s, err = readState(tx, r.loadDiscovery, r.log, r.skip)
+			s, rep, err = readState(tx, r.loadDiscovery)
 			return err
 		})
 		if err != nil {
 			return err
 		}
+		r.report(rep)
 		now := r.clock.Now()
 		r.core.Reset(s, rev, now)
 		r.deliver()
