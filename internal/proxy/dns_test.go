@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +12,8 @@ import (
 )
 
 // TestDNSClusters resolves "localhost" through the system resolver, as a
-// virtual node with DNS service discovery does.
+// virtual node with DNS service discovery does, and admin /stats counts
+// the one resolution of each cluster as Envoy's DNS clusters count it.
 func TestDNSClusters(t *testing.T) {
 	if ips, err := net.LookupIP("localhost"); err != nil || len(ips) == 0 {
 		t.Fatalf("localhost does not resolve (%v): the DNS cluster test needs it", err)
@@ -35,6 +37,14 @@ func TestDNSClusters(t *testing.T) {
 	waitUntil(t, 10*time.Second, "DNS resolution", func() bool {
 		return h.stat("cluster.logical.membership_total") == 1 && h.stat("cluster.strict.membership_total") >= 1
 	})
+	out := h.admin("/stats?filter=update_(attempt|success|failure)")
+	for _, name := range []string{"logical", "strict"} {
+		for _, line := range []string{"update_attempt: 1", "update_success: 1", "update_failure: 0"} {
+			if want := "cluster." + name + "." + line + "\n"; !strings.Contains(out, want) {
+				t.Errorf("/stats has no %q:\n%s", want, out)
+			}
+		}
+	}
 	c := newClient(t)
 	for _, path := range []string{"/logical", "/strict"} {
 		resp, e, body := get(t, c, h.addr("egress"), "x", path)

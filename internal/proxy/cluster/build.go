@@ -38,7 +38,7 @@ func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger, ts *tlsctx.
 	}
 	c := &Cluster{Name: pb.GetName(), PB: pb, log: log.With("cluster", pb.GetName()),
 		connectTimeout: 5 * time.Second, panicThreshold: 50, choiceCount: 2,
-		dnsFamily: "ip", dnsRate: 5 * time.Second, cleanup: 5 * time.Second,
+		dnsRate: 5 * time.Second, cleanup: 5 * time.Second,
 		hostWake: make(chan struct{}, 1), Stats: newStats(st, pb.GetName())}
 	if t := pb.GetConnectTimeout(); t != nil {
 		c.connectTimeout = t.AsDuration()
@@ -113,16 +113,13 @@ func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger, ts *tlsctx.
 	if t := pb.GetDnsRefreshRate(); t != nil {
 		c.dnsRate = t.AsDuration()
 	}
-	switch pb.GetDnsLookupFamily() {
-	case clusterv3.Cluster_AUTO:
-		c.dnsPrefer = "ip6"
-	case clusterv3.Cluster_V4_ONLY:
-		c.dnsFamily = "ip4"
-	case clusterv3.Cluster_V6_ONLY:
-		c.dnsFamily = "ip6"
-	case clusterv3.Cluster_V4_PREFERRED:
-		c.dnsPrefer = "ip4"
-	case clusterv3.Cluster_ALL:
+	switch f := pb.GetDnsLookupFamily(); f {
+	case clusterv3.Cluster_AUTO, clusterv3.Cluster_V4_ONLY, clusterv3.Cluster_V6_ONLY,
+		clusterv3.Cluster_V4_PREFERRED, clusterv3.Cluster_ALL:
+		c.dnsLookup = f
+	default:
+		// As Envoy's proto validation words it.
+		return nil, fmt.Errorf("%s: dns_lookup_family %d: value must be one of the defined enum values", path, f)
 	}
 	if err := c.buildCircuitBreakers(pb, path); err != nil {
 		return nil, err

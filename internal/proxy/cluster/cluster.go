@@ -95,11 +95,14 @@ type Cluster struct {
 	retries   atomic.Int64
 	gate      *gate // HTTP/1 connection limit with a pending queue; nil when unlimited
 	cxActive  atomic.Int64
-	dnsFamily string // "ip", "ip4" or "ip6"
-	dnsPrefer string // "ip4"/"ip6" preferred family, "" none
+	dnsLookup clusterv3.Cluster_DnsLookupFamily
 	dnsRate   time.Duration
 	dnsTarget []dnsTarget
-	resolver  *net.Resolver // nil: net.DefaultResolver (tests aim it at their own server)
+	// dnsState is each dnsTarget's last resolution, by index; owned by
+	// resolveLoop (a test that does not start the cluster calls
+	// resolveOnce itself).
+	dnsState []dnsState
+	resolver *net.Resolver // nil: net.DefaultResolver (tests aim it at their own server)
 
 	hc       *healthCheck
 	outlier  *outlierConfig
@@ -151,6 +154,7 @@ type Stats struct {
 	odOverflow                    *stats.Counter
 	membershipChange              *stats.Counter
 	updateSuccess, updateEmpty    *stats.Counter
+	updateAttempt, updateFailure  *stats.Counter
 }
 
 func newStats(st *stats.Store, name string) Stats {
@@ -174,8 +178,9 @@ func newStats(st *stats.Store, name string) Stats {
 		odDetected5xx: sc.Counter("outlier_detection.ejections_detected_consecutive_5xx"), odDetectedGw: sc.Counter("outlier_detection.ejections_detected_consecutive_gateway_failure"),
 		odOverflow:       sc.Counter("outlier_detection.ejections_overflow"),
 		membershipChange: sc.Counter("membership_change"), updateSuccess: sc.Counter("update_success"),
-		updateEmpty: sc.Counter("update_empty"),
-		RqTime:      sc.Histogram("upstream_rq_time"), CxConnectMs: sc.Histogram("upstream_cx_connect_ms"),
+		updateEmpty: sc.Counter("update_empty"), updateAttempt: sc.Counter("update_attempt"),
+		updateFailure: sc.Counter("update_failure"),
+		RqTime:        sc.Histogram("upstream_rq_time"), CxConnectMs: sc.Histogram("upstream_cx_connect_ms"),
 		CxLengthMs: sc.Histogram("upstream_cx_length_ms"),
 	}
 	for i := 1; i <= 5; i++ {

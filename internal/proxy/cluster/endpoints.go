@@ -41,6 +41,7 @@ func (c *Cluster) buildLoadAssignment(la *endpointv3.ClusterLoadAssignment, path
 	if c.Type == LogicalDNS && len(c.dnsTarget) != 1 {
 		return fmt.Errorf("%s: LOGICAL_DNS clusters take exactly one endpoint, got %d", path, len(c.dnsTarget))
 	}
+	c.dnsState = make([]dnsState, len(c.dnsTarget))
 	c.hosts.Store(newHostSet(nil))
 	return nil
 }
