@@ -224,11 +224,16 @@ type h2Frame struct {
 	maxStreams  uint32 // SETTINGS_MAX_CONCURRENT_STREAMS; 0 when not sent
 	lastStream  uint32 // GOAWAY
 	code        http2.ErrCode
+	end         bool // END_STREAM (HEADERS, DATA)
 }
 
 func copyFrame(f http2.Frame) h2Frame {
 	hf := h2Frame{typ: f.Header().Type, stream: f.Header().StreamID}
 	switch f := f.(type) {
+	case *http2.HeadersFrame:
+		hf.end = f.StreamEnded()
+	case *http2.DataFrame:
+		hf.end = f.StreamEnded()
 	case *http2.SettingsFrame:
 		hf.settingsAck = f.IsAck()
 		hf.maxStreams, _ = f.Value(http2.SettingMaxConcurrentStreams)
