@@ -224,11 +224,17 @@ type h2Frame struct {
 	maxStreams  uint32 // SETTINGS_MAX_CONCURRENT_STREAMS; 0 when not sent
 	lastStream  uint32 // GOAWAY
 	code        http2.ErrCode
+	end         bool   // END_STREAM (HEADERS, DATA)
+	status      string // HEADERS' :status
 }
 
 func copyFrame(f http2.Frame) h2Frame {
 	hf := h2Frame{typ: f.Header().Type, stream: f.Header().StreamID}
 	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		hf.end, hf.status = f.StreamEnded(), f.PseudoValue("status")
+	case *http2.DataFrame:
+		hf.end = f.StreamEnded()
 	case *http2.SettingsFrame:
 		hf.settingsAck = f.IsAck()
 		hf.maxStreams, _ = f.Value(http2.SettingMaxConcurrentStreams)
@@ -250,6 +256,7 @@ func dialH2(t *testing.T, addr string) *h2Client {
 	_ = h.fr.WriteSettings()
 	_ = h.bw.Flush()
 	rf := http2.NewFramer(nil, c)
+	rf.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	go func() { // reads until the connection ends; the test closes it in Cleanup
 		defer close(h.frames)
 		for {

@@ -12,14 +12,18 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // TestExpectContinueSamePaths: a request with Expect: 100-continue gets
 // 100 Continue as soon as its head is read, before routing or any
 // upstream, as Envoy's connection manager sends it (decodeHeaders, without
 // proxy_100_continue); the client then sends its body, and a local reply
-// (no route, an upstream's connect failure) leaves that body to be
-// skipped and the connection to the next request, on every path alike.
+// (an upstream's connect failure, which the loops answer themselves; no
+// route, which they hand to the goroutine path before answering anything)
+// leaves that body to be skipped and the connection to the next request,
+// on every path alike.
 // The goroutine path sent the 100 when the body was first read, so after a
 // connect failure it answered 503 without one and closed the connection;
 // the loops sent it at dispatch and skipped the body.
@@ -31,14 +35,21 @@ func TestExpectContinueSamePaths(t *testing.T) {
 		chunked = "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
 	)
 	requests := []struct {
-		name, path, body, want string
+		name, path, expect, body, want string
 	}{
-		{"connect failure, content-length body", "/dead", length, "100, then 503 close false, then 200 close false"},
-		{"connect failure, chunked body", "/dead", chunked, "100, then 503 close false, then 200 close false"},
-		{"HTTP/2 cluster's connect failure, content-length body", "/dead2", length, "100, then 503 close false, then 200 close false"},
-		{"HTTP/2 cluster's connect failure, chunked body", "/dead2", chunked, "100, then 503 close false, then 200 close false"},
-		{"no route", "/nowhere", length, "100, then 404 close false, then 200 close false"},
-		{"served", "/ok", length, "100, then 200 close false, then 200 close false"},
+		{"connect failure, content-length body", "/dead", "100-continue", length, "100, then 503 close false, then 200 close false"},
+		{"connect failure, chunked body", "/dead", "100-continue", chunked, "100, then 503 close false, then 200 close false"},
+		{"HTTP/2 cluster's connect failure, content-length body", "/dead2", "100-continue", length, "100, then 503 close false, then 200 close false"},
+		{"HTTP/2 cluster's connect failure, chunked body", "/dead2", "100-continue", chunked, "100, then 503 close false, then 200 close false"},
+		// The loops hand a request without a route to the goroutine path
+		// before they answer anything: its 100 and 404 are the goroutine
+		// path's (the connect failures above are the loops' own replies).
+		{"no route, handed off", "/nowhere", "100-continue", length, "100, then 404 close false, then 200 close false"},
+		{"served", "/ok", "100-continue", length, "100, then 200 close false, then 200 close false"},
+		// The value as a whole, case aside, as Envoy compares it; any
+		// other expectation is refused (Envoy would forward it).
+		{"case aside", "/ok", "100-Continue", length, "100, then 200 close false, then 200 close false"},
+		{"100-continue in a list", "/ok", "100-continue, foo", length, "417 before the body"},
 	}
 	// Not %BYTES_RECEIVED%: what of a body came before a connect failed
 	// is a race, which the loops count (as Envoy counts what it decoded)
@@ -67,7 +78,7 @@ func TestExpectContinueSamePaths(t *testing.T) {
 			}
 			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 			framing, body, _ := strings.Cut(r.body, "\r\n\r\n")
-			_, _ = io.WriteString(c, "POST "+r.path+" HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"+framing+"\r\n\r\n")
+			_, _ = io.WriteString(c, "POST "+r.path+" HTTP/1.1\r\nHost: x\r\nExpect: "+r.expect+"\r\n"+framing+"\r\n\r\n")
 			br := bufio.NewReader(c)
 			var answer []string
 			// As a client does: the body only once the 100 came.
@@ -75,6 +86,7 @@ func TestExpectContinueSamePaths(t *testing.T) {
 				answer = append(answer, err.Error())
 			} else if resp.StatusCode != http.StatusContinue {
 				answer = append(answer, fmt.Sprintf("%d before the body", resp.StatusCode))
+				sent++
 			} else {
 				answer = append(answer, "100")
 				_, _ = io.WriteString(c, body+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -106,4 +118,69 @@ func TestExpectContinueSamePaths(t *testing.T) {
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, nil) // each answer was checked as it came
+}
+
+// TestExpectContinueH2SamePaths: over HTTP/2 (h2c) neither path sends
+// the 100 at the request's HEADERS, as Envoy would: the goroutine path's
+// server (golang.org/x/net) sends it when the body is first read, once
+// the request goes upstream, and the loops send it then too, so that a
+// client waiting for it before its body gets it from a served request and
+// not from one answered by the proxy itself (no route), on every path
+// alike.
+func TestExpectContinueH2SamePaths(t *testing.T) {
+	ok := newBackend(t, "ok")
+	results := map[string]pathResult{}
+	paths := []string{"/ok", "/nowhere"}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/ok", "ok"))),
+			edsCluster("ok"), cla("ok", ok.addr()))
+		res := pathResult{answers: map[string]string{}}
+		for _, path := range paths {
+			cl := dialH2(t, h.addr("egress"))
+			_ = cl.c.SetDeadline(time.Now().Add(5 * time.Second))
+			cl.hbuf.Reset()
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", path},
+				{"expect", "100-continue"}, {"content-length", "5"}} {
+				_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: cl.hbuf.Bytes(), EndHeaders: true})
+			_ = cl.bw.Flush()
+			var answer []string
+			for f := range cl.frames {
+				if f.stream != 1 {
+					continue
+				}
+				if f.typ == http2.FrameRSTStream {
+					answer = append(answer, "RST_STREAM "+f.code.String())
+					break
+				}
+				if f.typ != http2.FrameHeaders {
+					if f.end {
+						break
+					}
+					continue
+				}
+				answer = append(answer, f.status)
+				if f.status == "100" {
+					// As a client does: the body only once the 100 came.
+					_ = cl.fr.WriteData(1, true, []byte("hello"))
+					_ = cl.bw.Flush()
+				}
+				if f.end {
+					break
+				}
+			}
+			_ = cl.c.Close()
+			res.answers[path] = strings.Join(answer, ", then ")
+		}
+		results[p.name] = res
+	}
+	for path, want := range map[string]string{"/ok": "100, then 200", "/nowhere": "404"} {
+		if got := results["goroutines"].answers[path]; got != want {
+			t.Errorf("goroutines, %s: answered %s; want %s", path, got, want)
+		}
+	}
+	sameAsGoroutinePath(t, results, paths)
 }

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // cutHTTP1Upstream answers each connection's request with head, then
@@ -52,15 +55,97 @@ func histogramCount(t *testing.T, h *harness, family, labels string) string {
 	return "0" // a histogram never recorded to is not written
 }
 
+// h2Exchanges asks for each path on a stream of its own of one h2c
+// connection, the client's stream window window (SETTINGS_INITIAL_WINDOW_SIZE;
+// the default when negative), and tells how each stream ended: END_STREAM,
+// or RST_STREAM and its code. (What came before differs: over HTTP/2 the
+// goroutine path keeps a response's head and first bytes in x/net's
+// buffer, and a cut drops them.)
+func h2Exchanges(t *testing.T, addr string, window int, paths ...string) map[string]string {
+	t.Helper()
+	cl := dialH2(t, addr)
+	defer cl.c.Close()
+	if window >= 0 {
+		if err := cl.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(window)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = cl.c.SetDeadline(time.Now().Add(10 * time.Second))
+	for i, path := range paths {
+		if err := cl.headers(uint32(2*i+1), path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = cl.bw.Flush()
+	res := map[string]string{}
+	for f := range cl.frames {
+		i := int(f.stream-1) / 2
+		if f.stream == 0 || i >= len(paths) || res[paths[i]] != "" {
+			continue
+		}
+		switch {
+		case f.typ == http2.FrameRSTStream:
+			res[paths[i]] = "RST_STREAM " + f.code.String()
+		case f.end:
+			res[paths[i]] = "END_STREAM"
+		}
+		if len(res) == len(paths) {
+			return res
+		}
+	}
+	for _, path := range paths {
+		if res[path] == "" {
+			res[path] = "the connection ended"
+		}
+	}
+	return res
+}
+
+// h2ResetStalled asks for path on an h2c connection that gives the
+// proxy no window (SETTINGS_INITIAL_WINDOW_SIZE 0), and resets the stream
+// (CANCEL) once the response's HEADERS came: its end, waiting for the
+// window, never goes out.
+func h2ResetStalled(t *testing.T, addr, path string) string {
+	t.Helper()
+	cl := dialH2(t, addr)
+	defer cl.c.Close()
+	_ = cl.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := cl.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.headers(1, path); err != nil {
+		t.Fatal(err)
+	}
+	_ = cl.bw.Flush()
+	for f := range cl.frames {
+		if f.stream != 1 {
+			continue
+		}
+		if f.typ != http2.FrameHeaders || f.end {
+			return fmt.Sprintf("%v (end %v) before the window opened", f.typ, f.end)
+		}
+		_ = cl.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+		_ = cl.bw.Flush()
+		return "HEADERS, then reset by the client"
+	}
+	return "the connection ended"
+}
+
 // TestRequestTimeSamePaths: downstream_rq_time records a request whose
 // response went out whole, and none whose response was cut: an upstream
 // that closes or resets in the middle of its response (HTTP/1.1 chunked
 // or sized, HTTP/2), a request body that turns malformed after the
-// response started. Envoy's connection manager completes the request's
+// response started, and over HTTP/2 (h2c) a stream reset by
+// stream_flush_timeout while its end waits for the window the client
+// does not give (its whole response came from the upstream, HTTP/1.1 or
+// HTTP/2), or reset by the client then. Envoy's connection manager completes the request's
 // timespan only once the codec has sent the response's end (endStream,
-// maybeEndEncode, onCodecEncodeComplete); a reset stream never completes
-// it. The goroutine path recorded every request; the loops recorded none
-// of these. Alike on every path, with the counters and the access log.
+// maybeEndEncode, onCodecEncodeComplete: HTTP/2's frame with END_STREAM
+// sent); a reset stream never completes it. The goroutine path recorded
+// every request; the loops recorded none of the HTTP/1.1 cuts, and the
+// stream reset by the flush timeout, recorded when its upstream's
+// response ended. Alike on every path, with the counters and the access
+// log.
 func TestRequestTimeSamePaths(t *testing.T) {
 	whole := newBackend(t, "whole")
 	chunked := cutHTTP1Upstream(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -71,10 +156,15 @@ func TestRequestTimeSamePaths(t *testing.T) {
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler) // RST_STREAM after part of the body
 	}))
+	h2whole, _ := xnetH2CUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello")
+	}))
 	early := earlyHTTP1Upstream(t)
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% " +
 		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER%\n"}}
 	gets := []string{"/whole", "/chunked", "/sized", "/h2"}
+	h2Gets := []string{"h2 /whole", "h2 /full2", "h2 /sized", "h2 /h2", "h2 stalled /whole", "h2 stalled /full2",
+		"h2 stalled, reset by the client"}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, func(c *Config) {
@@ -82,12 +172,14 @@ func TestRequestTimeSamePaths(t *testing.T) {
 			c.AccessLogBuffering.FlushInterval = time.Millisecond
 		})
 		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format), func(m *hcmv3.HttpConnectionManager) {
+			m.StreamFlushTimeout = durationpb.New(200 * time.Millisecond)
+		})),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/whole", "whole"), routeTo("/chunked", "chunked"),
-				routeTo("/sized", "sized"), routeTo("/h2", "h2"), routeTo("/early", "early"))),
+				routeTo("/sized", "sized"), routeTo("/h2", "h2"), routeTo("/early", "early"), routeTo("/full2", "h2whole"))),
 			edsCluster("whole"), cla("whole", whole.addr()), edsCluster("chunked"), cla("chunked", chunked),
 			edsCluster("sized"), cla("sized", sized), edsCluster("h2", h2Upstream), cla("h2", h2),
-			edsCluster("early"), cla("early", early))
+			edsCluster("early"), cla("early", early), edsCluster("h2whole", h2Upstream), cla("h2whole", h2whole))
 		res := pathResult{answers: map[string]string{}}
 		for _, path := range gets {
 			c, err := net.Dial("tcp", h.addr("egress"))
@@ -126,7 +218,16 @@ func TestRequestTimeSamePaths(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		_ = c.Close()
 
-		res.log = awaitLog(t, logFile, len(gets)+1)
+		// Over h2c: whole, cut by the upstream, and stalled on a window
+		// the client keeps at 0 until the flush timeout resets it.
+		for path, how := range h2Exchanges(t, h.addr("egress"), -1, "/whole", "/full2", "/sized", "/h2") {
+			res.answers["h2 "+path] = how
+		}
+		for path, how := range h2Exchanges(t, h.addr("egress"), 0, "/whole", "/full2") {
+			res.answers["h2 stalled "+path] = how
+		}
+		res.answers["h2 stalled, reset by the client"] = h2ResetStalled(t, h.addr("egress"), "/whole")
+		res.log = awaitLog(t, logFile, len(gets)+1+len(h2Gets))
 		var stats []string
 		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx",
 			"downstream_rq_5xx", "downstream_cx_protocol_error"} {
@@ -135,10 +236,10 @@ func TestRequestTimeSamePaths(t *testing.T) {
 		stats = append(stats, "downstream_rq_time count "+
 			histogramCount(t, h, "envoy_http_downstream_rq_time", `envoy_http_conn_manager_prefix="egress"`))
 		res.stats = strings.Join(stats, "\n")
-		if p.goroutines && !strings.HasSuffix(res.stats, "downstream_rq_time count 1") {
-			t.Errorf("the goroutine path's counters\n%s\nwant downstream_rq_time count 1: the whole response's", res.stats)
+		if p.goroutines && !strings.HasSuffix(res.stats, "downstream_rq_time count 3") {
+			t.Errorf("the goroutine path's counters\n%s\nwant downstream_rq_time count 3: the whole responses'", res.stats)
 		}
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, gets)
+	sameAsGoroutinePath(t, results, append(gets, h2Gets...))
 }

@@ -331,4 +331,11 @@ func slowReaderLastFlushH2(t *testing.T, opts ...func(*Config)) {
 	if got := h.stat("http2.tx_flush_timeout"); got != 1 {
 		t.Errorf("http2.tx_flush_timeout = %d, want 1", got)
 	}
+	// Its end never went out: Envoy's connection manager completes the
+	// request's timespan only once the codec sent the frame with
+	// END_STREAM (onCodecEncodeComplete), so a stream reset before
+	// records none.
+	if got := histogramCount(t, h, "envoy_http_downstream_rq_time", `envoy_http_conn_manager_prefix="egress"`); got != "0" {
+		t.Errorf("downstream_rq_time count %s, want 0", got)
+	}
 }

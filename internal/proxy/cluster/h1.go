@@ -100,6 +100,10 @@ func newH1Conn(nc net.Conn, addr string) *h1Conn {
 }
 
 // inline reports whether the request is exchanged on the caller's goroutine.
+// A client's Expect: 100-continue never comes here (the proxy answers it
+// and removes it: httpconn's serveOne, x/net's server); one a route adds
+// (request_headers_to_add) does, and goes through net/http's Transport,
+// which waits for the 100 before the body.
 func inline(req *http.Request) bool {
 	if req.ContentLength < 0 || req.ContentLength > maxInlineBody {
 		return false

@@ -52,6 +52,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		st := s.st
 		d := st.sd
 		d.logFlags(accesslog.UpstreamRemoteReset, "")
+		l.logDone(d, s.x.status) // with the status its head went down with (logEnded knows no upstream stream's)
 		l.observeDone(&s.x, 0, false)
 		l.h2uDone(s)
 		if st.c == nil {
@@ -88,6 +89,7 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 	if s.gotHead {
 		st := s.st
 		st.sd.logFlags(accesslog.UpstreamConnectionTermination, "")
+		l.logDone(st.sd, s.x.status) // as h2uPeerReset
 		l.observeDone(&s.x, 0, false)
 		l.h2uDone(s)
 		if !st.gone {

@@ -198,11 +198,11 @@ func (l *loop) h2uFinish(s *h2ustream, sent bool) {
 		// more of it (RFC 9113 8.1).
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeNo)
 	}
-	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 	l.endRetries(d)
 	l.logDone(d, s.x.status)
 	d.state = dsHead
 	if st.c == nil {
+		l.rqTimed(d) // h1uEnd puts the response's end in d.out
 		l.h1uEnd(d)
 		return
 	}

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"errors"
 	"strconv"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -212,7 +211,9 @@ func (l *loop) localReplyH1(d *down, status int, body string, closeAfter bool) i
 // nothing else would look at those bytes before the client sends more.
 func (l *loop) replyDone(d *down, status int) {
 	d.gen.st.response(status)
-	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	if d.h2 == nil {
+		l.rqTimed(d) // a stream's once its END_STREAM goes (h2Sent)
+	}
 	skip := d.state == dsBody && !d.closeAfter && d.h2 == nil
 	d.state = dsHead
 	if skip {

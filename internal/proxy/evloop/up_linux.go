@@ -406,6 +406,18 @@ func (l *loop) responseCounted(u *up, d *down, status int) {
 	u.pool.st.rqTime.Record(uint64((l.now - u.started) / int64(time.Millisecond)))
 }
 
+// rqTimed records d's request in downstream_rq_time once its response's
+// end went to the client's connection (in d.out, the connection's write
+// buffer): an HTTP/1.1 response's last byte, a stream's END_STREAM frame
+// (h2Sent), as Envoy's connection manager completes the request's
+// timespan when its codec has encoded the end (onCodecEncodeComplete:
+// HTTP/1's last bytes moved to the connection's buffer, HTTP/2's frame
+// with END_STREAM sent). A response cut before, or a stream reset while
+// its end waits for the client's window, is not recorded.
+func (l *loop) rqTimed(d *down) {
+	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+}
+
 // finish ends an exchange whose response is complete: the upstream goes
 // back to its pool if it can be reused, and the client's next request
 // (pipelined already, perhaps) is processed.
@@ -431,7 +443,9 @@ func (l *loop) finish(u *up, reusable bool) {
 	} else {
 		l.closeUp(u)
 	}
-	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
+	if d.h2 == nil {
+		l.rqTimed(d) // the response's end is in d.out; a stream's, once its END_STREAM goes (h2Sent)
+	}
 	l.endRetries(d)
 	l.logDone(d, code)
 	if d.state == dsBody {

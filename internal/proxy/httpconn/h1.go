@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
-
 	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/route"
 )
@@ -499,22 +497,26 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		return false, false
 	}
 	w := &h1Writer{hc: hc, req: req, header: make(http.Header), length: -1}
-	if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
+	if expect, ok := req.Header["Expect"]; ok {
 		// As Envoy's connection manager does unless proxy_100_continue
 		// (decodeHeaders): 100 Continue as soon as the head is read,
 		// before routing or any upstream, and Expect not forwarded. The
 		// client then sends its body whatever the final answer, so a
-		// local reply leaves it to be drained as any other's. An HTTP/1.0
-		// client's expectation is ignored (RFC 9110, section 10.1.1). A
-		// write error is the handler's to meet when it answers.
-		req.Header.Del("Expect")
-		if req.ProtoAtLeast(1, 1) {
-			_, _ = io.WriteString(hc.bw, "HTTP/1.1 100 Continue\r\n\r\n")
-			_ = hc.bw.Flush()
+		// local reply leaves it to be drained as any other's. Each
+		// Expect line is 100-continue, case aside, as a whole (Envoy
+		// compares the value so, as the loops' parser does); any other
+		// expectation is refused. An HTTP/1.0 client's is ignored (RFC
+		// 9110, section 10.1.1).
+		for _, v := range expect {
+			if !strings.EqualFold(v, "100-continue") {
+				hc.refuse(route.RefuseExpectation, start)
+				return false, false
+			}
 		}
-	} else if req.Header.Get("Expect") != "" {
-		hc.refuse(route.RefuseExpectation, start)
-		return false, false
+		req.Header.Del("Expect")
+		if req.ProtoAtLeast(1, 1) && !hc.writeContinue() {
+			return false, false
+		}
 	}
 	// For HTTP/1.0, Close is set unless the client asked for keep-alive.
 	w.closeAfter = req.Close
@@ -562,6 +564,30 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		}
 	}
 	return false, true
+}
+
+// writeContinue sends 100 Continue, bounded by the idle timeout as the
+// last flush of a response is (serveOne): no stream timer runs yet, and a
+// client that pipelines and stops reading would otherwise hold the
+// connection and its goroutine once the socket's send buffer is full.
+// False when the write failed (the connection ends), counted as an idle
+// timeout when it timed out.
+func (hc *h1Conn) writeContinue() bool {
+	if hc.idleTimeout > 0 {
+		_ = hc.c.SetWriteDeadline(time.Now().Add(hc.idleTimeout))
+	}
+	_, _ = io.WriteString(hc.bw, "HTTP/1.1 100 Continue\r\n\r\n")
+	err := hc.bw.Flush()
+	if hc.idleTimeout > 0 {
+		_ = hc.c.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		if hc.idleTimeout > 0 && isTimeout(err) {
+			count(hc.onIdleTimeout)
+		}
+		return false
+	}
+	return true
 }
 
 // run calls the HCM, turning a panic into a closed connection as net/http's

@@ -135,8 +135,12 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		if p != nil && ctx.Err() != nil {
 			s.flags |= accesslog.DownstreamConnectionTermination
 		}
-		flushTimedOut := p == nil && r.ProtoMajor == 2 && s.flushH2(rw)
-		m.finish(s, rw, p == nil && !flushTimedOut)
+		var flushTimedOut bool
+		var flushErr error
+		if p == nil && r.ProtoMajor == 2 {
+			flushTimedOut, flushErr = s.flushH2(rw)
+		}
+		m.finish(s, rw, p == nil && flushErr == nil)
 		if resets != nil {
 			// A stream the proxy reset itself (its flush timed out) is
 			// not a client's premature reset.
@@ -410,8 +414,9 @@ func h2HeadSize(r *http.Request) (fields, bytes int) {
 }
 
 // finish records stats and writes access logs once the request is done;
-// ended says the handler ended the response (it was not cut: an abort, a
-// flush timeout).
+// ended says the handler ended the response and, over HTTP/2, its last
+// flush went out (it was not cut: an abort, a stream reset by the client
+// or the flush timeout while its end waited for the window).
 func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 	m.stats.rqActive.Dec()
 	m.stats.rqCompleted.Inc()

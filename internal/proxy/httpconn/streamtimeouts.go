@@ -48,11 +48,13 @@ func (s *stream) abortWrites() bool {
 // handler's goroutine and a slot of the connection's concurrent streams
 // for good. The loops reset such a stream likewise (evloop's h2Expire). A
 // timeout that already bounded the stream's writes (abortWrites) is left
-// to do it. It reports whether the flush timed out.
-func (s *stream) flushH2(rw *respWriter) (timedOut bool) {
+// to do it. It returns the flush's error (the response's end did not go
+// out: the stream was reset, by the client or for a timeout) and whether
+// that was the flush timeout.
+func (s *stream) flushH2(rw *respWriter) (timedOut bool, err error) {
 	d := s.m.streamFlush
 	if !rw.unflushed || d <= 0 {
-		return false
+		return false, nil
 	}
 	rc := http.NewResponseController(rw.ResponseWriter)
 	s.abortMu.Lock()
@@ -62,9 +64,9 @@ func (s *stream) flushH2(rw *respWriter) (timedOut bool) {
 		_ = rc.SetWriteDeadline(deadline)
 	}
 	s.abortMu.Unlock()
-	err := rw.FlushError()
+	err = rw.FlushError()
 	if !own {
-		return false
+		return false, err
 	}
 	// Cleared before the stream can end (the handler has not returned):
 	// x/net arms and clears deadlines on its connection's goroutine, in
@@ -76,9 +78,9 @@ func (s *stream) flushH2(rw *respWriter) (timedOut bool) {
 	s.abortMu.Unlock()
 	if err != nil && !time.Now().Before(deadline) {
 		s.m.stats.txFlushTimeout.Inc()
-		return true
+		return true, err
 	}
-	return false
+	return false, err
 }
 
 // ended marks the stream's end for abortWrites. Over HTTP/2 it clears a
