@@ -111,6 +111,11 @@ func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger, ts *tlsctx.
 		c.cleanup = t.AsDuration()
 	}
 	if t := pb.GetDnsRefreshRate(); t != nil {
+		// Envoy's proto validation refuses 1 ms and less; 0 made the
+		// resolve loop ask without pause.
+		if d := t.AsDuration(); d <= time.Millisecond {
+			return nil, fmt.Errorf("%s: dns_refresh_rate %v: value must be greater than 1ms", path, d)
+		}
 		c.dnsRate = t.AsDuration()
 	}
 	switch f := pb.GetDnsLookupFamily(); f {

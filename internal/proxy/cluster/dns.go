@@ -199,5 +199,11 @@ func lookupFamily(ctx context.Context, r *net.Resolver, network, host string) ([
 	if dnsErr := (*net.DNSError)(nil); errors.As(err, &dnsErr) && dnsErr.IsNotFound {
 		return nil, nil
 	}
+	// A name /etc/hosts holds without an address of this family: Go says
+	// "no suitable address found", where c-ares goes on to DNS and
+	// normally completes without addresses.
+	if addrErr := (*net.AddrError)(nil); errors.As(err, &addrErr) {
+		return nil, nil
+	}
 	return ips, err
 }

@@ -393,3 +393,27 @@ func TestDNSLookupFamilyUndefined(t *testing.T) {
 		t.Errorf("Build: %v, want %s", err, want)
 	}
 }
+
+// A DNS refresh rate of 1 ms or less is refused, as Envoy's proto
+// validation refuses it; 0 made the resolve loop ask without pause.
+func TestDNSRefreshRateBounded(t *testing.T) {
+	for _, d := range []time.Duration{0, time.Millisecond, -time.Second} {
+		pb := &clusterv3.Cluster{Name: "d", ConnectTimeout: durationpb.New(time.Second),
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
+			LoadAssignment:       assignmentOf("d", "backend.weft.test.:80"), DnsRefreshRate: durationpb.New(d)}
+		_, err := Build(pb, stats.NewStore(), slog.New(slog.DiscardHandler), nil)
+		if want := fmt.Sprintf("cluster d: dns_refresh_rate %v: value must be greater than 1ms", d); fmt.Sprint(err) != want {
+			t.Errorf("Build with %v: %v, want %s", d, err, want)
+		}
+	}
+}
+
+// A name /etc/hosts holds without an address of the family asked is an
+// answer without addresses (c-ares goes on to DNS and completes empty),
+// not a failure: Go reports it as "no suitable address found".
+func TestLookupFamilyHostsWithoutTheFamily(t *testing.T) {
+	ips, err := lookupFamily(context.Background(), net.DefaultResolver, "ip6", "127.0.0.1")
+	if err != nil || len(ips) != 0 {
+		t.Errorf("lookupFamily(ip6, 127.0.0.1) = %v, %v; want no addresses and no error", ips, err)
+	}
+}

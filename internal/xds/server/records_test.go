@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/ca"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
@@ -245,5 +246,50 @@ func TestLoadReportsSkipsOnce(t *testing.T) {
 	}
 	if n := srv.logs.count(bad); n != 1 {
 		t.Errorf("logged %d lines naming %s, want 1", n, bad)
+	}
+}
+
+// caGetUnavailableOnce is a store whose first read of the CA's state
+// fails as etcd without a quorum fails.
+type caGetUnavailableOnce struct {
+	store.Store
+	failed atomic.Bool
+}
+
+func (s *caGetUnavailableOnce) View(ctx context.Context, fn func(store.Tx) error) (store.Revision, error) {
+	return s.Store.View(ctx, func(tx store.Tx) error { return fn(caGetTx{tx, s}) })
+}
+
+type caGetTx struct {
+	store.Tx
+	s *caGetUnavailableOnce
+}
+
+func (t caGetTx) Get(key string) (store.KV, bool, error) {
+	if key == ca.StateKey && !t.s.failed.Swap(true) {
+		return store.KV{}, false, fmt.Errorf("read %s: %w", key, store.ErrUnavailable)
+	}
+	return t.Tx.Get(key)
+}
+
+// TestCAReadFailureReadAgain: a store error reading the CA's state fails
+// the load, which is read again, so the CA is served; it was taken for a
+// state that does not decode, and the server served no CA until the CA
+// changed.
+func TestCAReadFailureReadAgain(t *testing.T) {
+	st, authority := tlsStore(t)
+	cs := &caGetUnavailableOnce{Store: st}
+	srv := startServer(t, cs, translate.TranslateWith, withChecks, func(o *Options) { o.InsecureSecrets = true })
+	c := dialADS(t, srv.addr, envoyNode("mesh/m/virtualNode/red"))
+	c.request(sdsType, "", "", []string{"trust"}, "")
+	bundle := bundleOf(t, secrets(t, c.next())["trust"])
+	if !cs.failed.Load() {
+		t.Fatal("the CA's state was never read")
+	}
+	if !slices.Equal(fingerprints(bundle), []string{authority.State().SignerRoot().Fingerprint()}) {
+		t.Fatal("bundle is not the CA's root")
+	}
+	if n := srv.logs.count("undecodable CA"); n != 0 {
+		t.Errorf("logged %d lines about the CA state, want none", n)
 	}
 }

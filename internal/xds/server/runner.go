@@ -117,7 +117,11 @@ func (r *runner) skip(key string, err error) {
 // kept (follow.Load reads again after a store error or a compacted
 // revision, and each read finds them anew).
 func readState(tx store.Tx, loadDiscovery LoadDiscovery) (s state, r readReport, err error) {
-	s.ca, r.caErr = loadCA(tx)
+	// A store error fails the read, for follow.Load to read again; only a
+	// state that does not decode is reported and left out.
+	if s.ca, r.caErr, err = loadCA(tx); err != nil {
+		return state{}, readReport{}, err
+	}
 	if s.appMesh, err = tx.List(appmesh.KeyPrefix, "", 0); err != nil {
 		return state{}, readReport{}, err
 	}

@@ -57,12 +57,14 @@ type leafState struct {
 }
 
 // loadCA reads the CA state from a store snapshot; nil when there is none.
-func loadCA(tx store.Tx) (*ca.State, error) {
+// decodeErr is a state that does not decode (left out); err, the store's.
+func loadCA(tx store.Tx) (st *ca.State, decodeErr, err error) {
 	kv, ok, err := tx.Get(ca.StateKey)
 	if err != nil || !ok {
-		return nil, err
+		return nil, nil, err
 	}
-	return ca.Decode(kv.Value)
+	st, decodeErr = ca.Decode(kv.Value)
+	return st, decodeErr, nil
 }
 
 // applyCA follows a change of the CA's state key and reports whether
