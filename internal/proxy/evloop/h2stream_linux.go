@@ -164,7 +164,8 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 				l.putBuf(b)
 				return
 			}
-			continue // hop-by-hop for the HTTP/1.1 upstream
+			// Forwarded, as Envoy forwards "te: trailers" whatever the
+			// protocols (parseRequest's TE rule, proxyroute.TETrailers).
 		case "host":
 			if authority != "" {
 				continue

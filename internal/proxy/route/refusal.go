@@ -47,7 +47,7 @@ const (
 	// no hand-off to give it to (tests, benchmarks).
 	RefuseUnimplemented
 	// RefuseConnectionHeader: a Connection header Envoy's codec will not
-	// sanitize (ConnectionTokens).
+	// sanitize (ConnectionToken, TETrailers).
 	RefuseConnectionHeader
 )
 
@@ -104,48 +104,116 @@ const H2TooManyHeaders = "http2.too_many_headers"
 // header of a request may have (its lines together): Envoy's HTTP/1
 // codec refuses 10 or more (Utility::sanitizeConnectionHeader in
 // source/common/http/utility.cc, called from
-// ServerConnectionImpl::onHeadersCompleteBase), 400 with
-// http1.connection_header_rejected (RefuseConnectionHeader).
+// ServerConnectionImpl::onHeadersCompleteBase unless the request is an
+// upgrade or a CONNECT), 400 with http1.connection_header_rejected
+// (RefuseConnectionHeader).
 const MaxConnectionTokens = 9
 
-// ConnectionTokens counts the tokens of one Connection header value as
-// Envoy's codec does (the comma-separated pieces that are not empty,
-// before trimming), and reports whether one names a header Envoy refuses
-// to have nominated hop-by-hop: X-Forwarded-For, X-Forwarded-Host,
-// X-Forwarded-Proto, whose removal would hide where the request came
-// from, or a pseudo-header.
-func ConnectionTokens[T ~string | ~[]byte](v T) (n int, refused bool) {
+// MaxTEBytes is the size of a TE value (its lines joined by commas) from
+// which a request whose Connection header names TE is refused
+// (sanitizeConnectionHeader's MAX_ALLOWED_TE_VALUE_SIZE).
+const MaxTEBytes = 256
+
+// ConnToken is what a Connection header's token is to Envoy's codec
+// (ConnectionToken).
+type ConnToken uint8
+
+const (
+	// ConnNames: the token names a header hop-by-hop; it is not forwarded
+	// (TE aside: TETrailers).
+	ConnNames ConnToken = iota
+	// ConnClose, ConnKeepAlive, ConnUpgrade: the connection's options.
+	ConnClose
+	ConnKeepAlive
+	ConnUpgrade
+	// ConnSkipped: a token Envoy's codec passes over (http2-settings,
+	// connection itself, an empty one).
+	ConnSkipped
+	// ConnRefused: a token naming X-Forwarded-For, X-Forwarded-Host,
+	// X-Forwarded-Proto, whose removal would hide where the request came
+	// from, or a pseudo-header: the request is refused.
+	ConnRefused
+)
+
+// CutConnectionToken cuts the first token off a Connection header value
+// v: the first comma-separated piece that is not empty (before trimming;
+// ok is false when v has none left), trimmed of SP and HTAB, and what
+// follows it. A request has at most MaxConnectionTokens of them over its
+// Connection lines.
+func CutConnectionToken[T ~string | ~[]byte](v T) (tok, rest T, ok bool) {
 	for len(v) > 0 {
 		i := 0
 		for i < len(v) && v[i] != ',' {
 			i++
 		}
-		tok := v[:i]
+		tok, rest = v[:i], v[i:]
 		if i < len(v) {
-			v = v[i+1:]
-		} else {
-			v = v[:0]
+			rest = v[i+1:]
 		}
 		if len(tok) == 0 {
+			v = rest
 			continue
 		}
-		n++
 		for len(tok) > 0 && (tok[0] == ' ' || tok[0] == '\t') {
 			tok = tok[1:]
 		}
 		for len(tok) > 0 && (tok[len(tok)-1] == ' ' || tok[len(tok)-1] == '\t') {
 			tok = tok[:len(tok)-1]
 		}
-		refused = refused || NominationRefused(tok)
+		return tok, rest, true
 	}
-	return n, refused
+	return v, v, false
 }
 
-// NominationRefused reports whether Envoy's codec refuses a Connection
-// header naming tok (trimmed) hop-by-hop (see ConnectionTokens).
-func NominationRefused[T ~string | ~[]byte](tok T) bool {
-	return len(tok) > 0 && tok[0] == ':' || EqualFoldASCII(tok, "x-forwarded-for") ||
-		EqualFoldASCII(tok, "x-forwarded-host") || EqualFoldASCII(tok, "x-forwarded-proto")
+// ConnectionToken is what a token CutConnectionToken cut is to Envoy's
+// codec (sanitizeConnectionHeader; close, keep-alive and upgrade are the
+// connection's own).
+func ConnectionToken[T ~string | ~[]byte](tok T) ConnToken {
+	switch {
+	case len(tok) == 0, EqualFoldASCII(tok, "http2-settings"), EqualFoldASCII(tok, "connection"):
+		return ConnSkipped
+	case EqualFoldASCII(tok, "close"):
+		return ConnClose
+	case EqualFoldASCII(tok, "keep-alive"):
+		return ConnKeepAlive
+	case EqualFoldASCII(tok, "upgrade"):
+		return ConnUpgrade
+	case tok[0] == ':', EqualFoldASCII(tok, "x-forwarded-for"), EqualFoldASCII(tok, "x-forwarded-host"),
+		EqualFoldASCII(tok, "x-forwarded-proto"):
+		return ConnRefused
+	}
+	return ConnNames
+}
+
+// TETrailers reports whether a request's TE value (one of its lines)
+// holds the member trailers, case aside, between commas and SP or HTAB:
+// Envoy then forwards "TE: trailers" (whatever else the value held), and
+// no TE otherwise, whether Connection names TE or not
+// (sanitizeConnectionHeader when it does, then the connection manager's
+// sanitizeTEHeader in source/common/http/conn_manager_utility.cc, which
+// keeps only trailers, since Envoy 1.29.3).
+func TETrailers[T ~string | ~[]byte](v T) bool {
+	for len(v) > 0 {
+		i := 0
+		for i < len(v) && v[i] != ',' {
+			i++
+		}
+		m := v[:i]
+		if i < len(v) {
+			i++
+		}
+		v = v[i:]
+		for len(m) > 0 && (m[0] == ' ' || m[0] == '\t') {
+			m = m[1:]
+		}
+		for len(m) > 0 && (m[len(m)-1] == ' ' || m[len(m)-1] == '\t') {
+			m = m[:len(m)-1]
+		}
+		if EqualFoldASCII(m, "trailers") {
+			return true
+		}
+	}
+	return false
 }
 
 // The limits of an HTTP/1.1 request head and of what is read of a request
