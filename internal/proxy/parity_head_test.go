@@ -16,6 +16,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -307,7 +309,9 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 		{"five fields where five are allowed", "small", http.Header{"X-Keep": {"1"}}, `200 "X-Keep"`},
 		{"six fields where five are allowed", "small", http.Header{"X-Keep": {"1"}, "X-Hop": {"2"}}, reset},
 		{"cookies are not counted", "small", http.Header{"X-Keep": {"1"}, "Cookie": {"a=1", "b=2"}}, `200 "X-Keep"`},
-		{"a list over 1 KiB where 1 KiB is allowed", "small", http.Header{"X-Keep": {strings.Repeat("k", 1100)}}, reset},
+		// Under max_headers_count fields: room for it under the advertised
+		// list size (route.Limits.H2ListSize).
+		{"a list over 1 KiB where 1 KiB is allowed", "kb", http.Header{"X-Keep": {strings.Repeat("k", 1100)}}, reset},
 		{"te: trailers", "egress", http.Header{"X-Keep": {"1"}, "Te": {"trailers"}}, `200 "Te=trailers,X-Keep"`},
 		{"100 fields where 100 are allowed", "egress", many(95), `200 "X-Keep"`},
 		{"101 fields where 100 are allowed", "egress", many(96), reset},
@@ -324,8 +328,10 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 			m.MaxRequestHeadersKb = wrapperspb.UInt32(1)
 			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(5)}
 		}
+		kb := func(m *hcmv3.HttpConnectionManager) { m.MaxRequestHeadersKb = wrapperspb.UInt32(1) }
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
 			httpListener("small", httpManager("small", "rds", withAccessLog(logFile, format), small)),
+			httpListener("kb", httpManager("kb", "rds", withAccessLog(logFile, format), kb)),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
 		res := pathResult{answers: map[string]string{}}
 		client := h2cClient(t)
@@ -356,7 +362,7 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 		}
 		res.log = awaitLog(t, logFile, len(requests))
 		var stats []string
-		for _, l := range []string{"egress", "small"} {
+		for _, l := range []string{"egress", "small", "kb"} {
 			for _, name := range counters {
 				stats = append(stats, fmt.Sprintf("%s.%s %d", l, name, h.stat("http."+l+"."+name)))
 			}
@@ -367,7 +373,8 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 			if n := strings.Count(res.log, "- - HTTP/2 0 DPE http2.too_many_headers 0 0 -\n"); n != 3 {
 				t.Errorf("the goroutine path logged %d resets; want 3:\n%s", n, res.log)
 			}
-			if !strings.Contains(res.stats, "http2.header_overflow 3") || !strings.Contains(res.stats, "small.downstream_rq_rx_reset 2") {
+			if !strings.Contains(res.stats, "http2.header_overflow 3") || !strings.Contains(res.stats, "small.downstream_rq_rx_reset 1") ||
+				!strings.Contains(res.stats, "kb.downstream_rq_rx_reset 1") {
 				t.Errorf("the goroutine path counted\n%s", res.stats)
 			}
 		} else if l := h.listener("egress"); !l.OnLoops() {
@@ -436,4 +443,115 @@ func TestTrailingEmptyLineIdlesSamePaths(t *testing.T) {
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, []string{"answers"})
+}
+
+// TestH2HeadListSamePaths: an HTTP/2 request's header list, sent as
+// frames (Go's Transport never sends host, expect or trailer fields), is
+// answered alike on every path.
+//
+// The limits count the list as the goroutine path sees it
+// (route.H2List): x/net's server drops a host field sent beside
+// :authority, trailer fields and "expect: 100-continue" before the
+// handler, so neither path counts them (Envoy's codec does: this is a
+// difference from it). The loops counted the fields received, and reset
+// lists the goroutine path served.
+//
+// A list cut off at the advertised SETTINGS_MAX_HEADER_LIST_SIZE is
+// answered 431 before the limits are applied, as x/net's server answers
+// it; the loops reset it when the fields read before the cut were over
+// the limits. The size advertised is the largest HPACK size a list within
+// both limits has (route.Limits.H2ListSize): it was max_request_headers_kb
+// plus 320 bytes, and a list of many short fields within the limits was
+// answered 431 (HPACK counts 32 bytes a field) where Envoy serves it.
+func TestH2HeadListSamePaths(t *testing.T) {
+	echo := echoHopUpstream(t)
+	type field = [2]string
+	pseudo := []field{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/echo"}}
+	with := func(fs ...field) []field { return append(slices.Clone(pseudo), fs...) }
+	short := func(n int) []field {
+		fs := slices.Clone(pseudo)
+		for i := range n {
+			fs = append(fs, field{fmt.Sprintf("x-field-%02d", i), "vvvv"})
+		}
+		return fs
+	}
+	requests := []struct {
+		name, listener string
+		fields         []field
+		want           string
+	}{
+		{"five fields", "small", with(field{"x-keep", "1"}), "200"},
+		{"expect: 100-continue beside five fields", "small", with(field{"x-keep", "1"}, field{"expect", "100-continue"}), "200"},
+		{"host beside :authority and five fields", "small", with(field{"x-keep", "1"}, field{"host", "x"}), "200"},
+		{"trailer beside five fields", "small", with(field{"x-keep", "1"}, field{"trailer", "x-t"}), "200"},
+		{"expect: other beside five fields", "small", with(field{"x-keep", "1"}, field{"expect", "other"}), "RST_STREAM INTERNAL_ERROR"},
+		{"host for :authority and five fields", "small",
+			[]field{{":method", "GET"}, {":scheme", "http"}, {":path", "/echo"}, {"host", "x"}, {"x-keep", "1"}}, "200"},
+		{"six fields then a cut", "small",
+			with(field{"x-a", "1"}, field{"x-b", "2"}, field{"x-big", strings.Repeat("b", 1000)}), "431"},
+		{"40 short fields within 1 KiB", "kb", short(36), "200"},
+	}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		small := func(m *hcmv3.HttpConnectionManager) {
+			m.MaxRequestHeadersKb = wrapperspb.UInt32(1)
+			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(5)}
+		}
+		kb := func(m *hcmv3.HttpConnectionManager) { m.MaxRequestHeadersKb = wrapperspb.UInt32(1) }
+		h.push(httpListener("small", httpManager("small", "rds", small)), httpListener("kb", httpManager("kb", "rds", kb)),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
+		res := pathResult{answers: map[string]string{}}
+		clients := map[string]*h2Client{}
+		ids := map[string]uint32{}
+		for _, r := range requests {
+			cl := clients[r.listener]
+			if cl == nil {
+				cl = dialH2(t, h.addr(r.listener))
+				clients[r.listener] = cl
+			}
+			ids[r.listener] += 2
+			id := ids[r.listener] - 1
+			cl.hbuf.Reset()
+			for _, f := range r.fields {
+				_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: cl.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+			_ = cl.bw.Flush()
+			answer := "no answer"
+			timeout := time.After(10 * time.Second)
+		wait:
+			for {
+				select {
+				case f, ok := <-cl.frames:
+					if !ok {
+						answer = "the connection ended"
+						break wait
+					}
+					switch {
+					case f.stream != id:
+					case f.typ == http2.FrameHeaders:
+						answer = f.status
+						break wait
+					case f.typ == http2.FrameRSTStream:
+						answer = "RST_STREAM " + f.code.String()
+						break wait
+					}
+				case <-timeout:
+					break wait
+				}
+			}
+			res.answers[r.name] = answer
+			if p.goroutines && answer != r.want {
+				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, answer, r.want)
+			}
+		}
+		res.stats = fmt.Sprintf("http2.header_overflow %d", h.stat("http2.header_overflow"))
+		results[p.name] = res
+	}
+	names := make([]string, 0, len(requests))
+	for _, r := range requests {
+		names = append(names, r.name)
+	}
+	sameAsGoroutinePath(t, results, names)
 }

@@ -1,6 +1,10 @@
 package route
 
-import "time"
+import (
+	"math"
+	"strings"
+	"time"
+)
 
 // Refusal is a request head weft proxy answers without routing it, and
 // how: as Envoy's connection manager answers a head its HTTP/1 codec
@@ -94,6 +98,112 @@ func (l Limits) Lines() int {
 // RefuseHeadTooLarge's and RefuseTooManyHeaders'.
 func (l Limits) H2Overflow(fields, bytes int) bool {
 	return bytes > l.Bytes() || fields > l.Lines()
+}
+
+// H2List counts an HTTP/2 request's header list for H2Overflow, field by
+// field as it was received, the same on both request paths: as
+// net/http's HTTP/2 server (x/net) hands the request to the goroutine
+// path, which sees nothing else of it (h2HeadSize there). Envoy's codec
+// counts the fields received (saveHeader); this view differs from it in
+// what x/net drops or rewrites before the goroutine path sees the request:
+//
+//   - a host field is not counted; it is the :authority when the list has
+//     none (counted as an :authority field), else equal to it or the
+//     stream is refused;
+//   - trailer fields are not counted, nor expect fields when one of them
+//     holds the 100-continue token;
+//   - :scheme's value counts as "https" when it is https on a TLS
+//     connection, else as "http".
+//
+// Cookies are not counted, as Envoy's codec does not count them.
+type H2List struct {
+	fields, bytes int
+	authority     int // the :authority value's length; -1: none
+	host          int // the first host field's value length; -1: none
+	// The expect fields, counted unless one holds 100-continue.
+	expectFields, expectBytes int
+	continue100               bool
+}
+
+// NewH2List returns an empty count.
+func NewH2List() H2List { return H2List{authority: -1, host: -1} }
+
+// Pseudo counts a pseudo-header field; tls: the connection is TLS.
+func (l *H2List) Pseudo(name, value string, tls bool) {
+	switch name {
+	case ":authority":
+		if value != "" {
+			l.authority = len(value)
+		}
+		return
+	case ":scheme":
+		if !tls || value != "https" {
+			value = "http"
+		}
+	}
+	l.fields, l.bytes = l.fields+1, l.bytes+len(name)+len(value)
+}
+
+// Field counts a regular field (its name's case aside: HTTP/2 sends it
+// lower-case, net/http's Header has it canonical).
+func (l *H2List) Field(name, value string) {
+	switch {
+	case EqualFoldASCII(name, "cookie"), EqualFoldASCII(name, "trailer"):
+	case EqualFoldASCII(name, "host"):
+		if l.host < 0 {
+			l.host = len(value)
+		}
+	case EqualFoldASCII(name, "expect"):
+		l.expectFields, l.expectBytes = l.expectFields+1, l.expectBytes+len(name)+len(value)
+		l.continue100 = l.continue100 || hasToken(value, "100-continue")
+	default:
+		l.fields, l.bytes = l.fields+1, l.bytes+len(name)+len(value)
+	}
+}
+
+// Count is the list's fields and their names' and values' bytes, for
+// H2Overflow.
+func (l *H2List) Count() (fields, bytes int) {
+	fields, bytes = l.fields, l.bytes
+	a := l.authority
+	if a < 0 {
+		a = l.host
+	}
+	if a > 0 {
+		fields, bytes = fields+1, bytes+len(":authority")+a
+	}
+	if !l.continue100 {
+		fields, bytes = fields+l.expectFields, bytes+l.expectBytes
+	}
+	return fields, bytes
+}
+
+// hasToken reports whether the comma-separated list v holds tok, case
+// aside, between optional SP and HTAB (httpguts.HeaderValuesContainsToken
+// for one value).
+func hasToken(v, tok string) bool {
+	for len(v) > 0 {
+		m, rest, _ := strings.Cut(v, ",")
+		v = rest
+		if EqualFoldASCII(strings.Trim(m, " \t"), tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// H2ListSize is the SETTINGS_MAX_HEADER_LIST_SIZE both request paths
+// advertise and enforce (a list cut off there is answered 431, as x/net's
+// server answers it, before the limits are applied): the largest HPACK
+// size (RFC 9113 section 6.5.2: names, values and 32 bytes a field) a
+// list within both limits can have, Bytes() + 32*Lines(), so that no list
+// Envoy's rule (H2Overflow) takes is cut off. A list over the limits is
+// reset by that rule as Envoy resets it only while under this size: one
+// over max_request_headers_kb with max_headers_count fields or nearly is
+// answered 431. Cookies, which H2Overflow does not count, take from the
+// room.
+func (l Limits) H2ListSize() uint32 {
+	return uint32(min(int64(l.Bytes())+32*int64(l.Lines()), math.MaxInt32))
 }
 
 // H2TooManyHeaders is the response code details of a stream reset for
