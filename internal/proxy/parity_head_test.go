@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,12 +16,15 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // echoHopUpstream answers every request with the names of its X-Hop-*,
-// X-Keep and Te headers, sorted: which of them the proxy forwarded.
+// X-Keep, Http2-Settings and Te headers, sorted, Te's with its values
+// (Te=trailers): which of them the proxy forwarded.
 func echoHopUpstream(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -45,7 +49,10 @@ func echoHopUpstream(t *testing.T) string {
 					_, _ = io.Copy(io.Discard, req.Body)
 					var names []string
 					for k := range req.Header {
-						if strings.HasPrefix(k, "X-Hop") || k == "X-Keep" || k == "Te" {
+						switch {
+						case k == "Te":
+							names = append(names, k+"="+strings.Join(req.Header[k], ","))
+						case strings.HasPrefix(k, "X-Hop"), k == "X-Keep", k == "Http2-Settings":
 							names = append(names, k)
 						}
 					}
@@ -144,7 +151,7 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 			[]string{get + "Connection: " + tokens(4) + "\r\nConnection: X-Hop-5,,,X-Hop-6, X-Hop-7, X-Hop-8, X-Hop-9\r\n" + hops + "\r\n"},
 			"X-Keep"),
 		served("TE: trailers named hop-by-hop", "egress", []string{get + "Connection: te, X-Hop-0\r\nTE: trailers\r\n" + hops + "\r\n"},
-			"Te,X-Hop-1,X-Hop-5,X-Keep"),
+			"Te=trailers,X-Hop-1,X-Hop-5,X-Keep"),
 		refused("ten connection tokens", "egress", get+"Connection: "+tokens(9)+", close\r\n"+hops+"\r\n", 400,
 			"http1.connection_header_rejected"),
 		refused("twelve connection tokens", "egress", get+"Connection: "+tokens(12)+"\r\n"+hops+"\r\n", 400,
@@ -153,6 +160,21 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 			get+"Connection: "+tokens(5)+"\r\nConnection: "+tokens(5)+"\r\n"+hops+"\r\n", 400, "http1.connection_header_rejected"),
 		refused("X-Forwarded-For named hop-by-hop", "egress", get+"Connection: X-Hop-0, x-forwarded-for\r\n"+hops+"\r\n", 400,
 			"http1.connection_header_rejected"),
+		{name: "an upgrade naming X-Forwarded-For", listener: "up",
+			send:   []string{get + "Connection: upgrade, x-forwarded-for\r\nUpgrade: websocket\r\n" + hops + "\r\n"},
+			status: []int{403}, body: []string{""}, log: []string{"GET /echo HTTP/1.1 403 - upgrade_failed 0 0 - - - -"}},
+		refused("TE named with a 256-byte value", "egress", get+"Connection: te\r\nTE: trailers, "+strings.Repeat("g", 256-10)+"\r\n\r\n",
+			400, "http1.connection_header_rejected"),
+		refused("TE named with 256 bytes over two lines", "egress",
+			get+"Connection: te\r\nTE: trailers\r\nTE: "+strings.Repeat("g", 256-9)+"\r\n\r\n", 400, "http1.connection_header_rejected"),
+		served("TE named with a 255-byte value", "egress",
+			[]string{get + "Connection: te\r\nTE: gzip, trailers, " + strings.Repeat("g", 255-16) + "\r\n\r\n"}, "Te=trailers"),
+		served("TE with trailers among its codings", "egress", []string{get + "TE: gzip;q=0.5, Trailers\r\n\r\n"}, "Te=trailers"),
+		served("TE with trailers on its second line", "egress", []string{get + "TE: gzip\r\nTE: trailers\r\n\r\n"}, "Te=trailers"),
+		served("TE without trailers", "egress", []string{get + "TE: gzip, trailers;q=1\r\n\r\n"}, ""),
+		served("HTTP2-Settings named", "egress",
+			[]string{get + "Connection: HTTP2-Settings, X-Hop-0\r\nHTTP2-Settings: AAMAAABk\r\n" + hops + "\r\n"},
+			"Http2-Settings,X-Hop-1,X-Hop-5,X-Keep"),
 		served("five header lines where five are allowed", "small", []string{get + "X-A: 1\r\nX-B: 2\r\nX-C: 3\r\nX-Keep: 4\r\n\r\n"},
 			"X-Keep"),
 		refused("six header lines where five are allowed", "small", get+"X-A: 1\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\nX-Keep: 5\r\n\r\n",
@@ -180,6 +202,7 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format), headers)),
 			httpListener("small", httpManager("small", "rds", withAccessLog(logFile, format), headers, small)),
 			httpListener("big", httpManager("big", "rds", withAccessLog(logFile, format), headers, large)),
+			httpListener("up", httpManager("up", "rds", withAccessLog(logFile, format), headers)),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
 		res := pathResult{answers: map[string]string{}}
 		lines := 0
@@ -286,7 +309,10 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 		{"five fields where five are allowed", "small", http.Header{"X-Keep": {"1"}}, `200 "X-Keep"`},
 		{"six fields where five are allowed", "small", http.Header{"X-Keep": {"1"}, "X-Hop": {"2"}}, reset},
 		{"cookies are not counted", "small", http.Header{"X-Keep": {"1"}, "Cookie": {"a=1", "b=2"}}, `200 "X-Keep"`},
-		{"a list over 1 KiB where 1 KiB is allowed", "small", http.Header{"X-Keep": {strings.Repeat("k", 1100)}}, reset},
+		// Under max_headers_count fields: room for it under the advertised
+		// list size (route.Limits.H2ListSize).
+		{"a list over 1 KiB where 1 KiB is allowed", "kb", http.Header{"X-Keep": {strings.Repeat("k", 1100)}}, reset},
+		{"te: trailers", "egress", http.Header{"X-Keep": {"1"}, "Te": {"trailers"}}, `200 "Te=trailers,X-Keep"`},
 		{"100 fields where 100 are allowed", "egress", many(95), `200 "X-Keep"`},
 		{"101 fields where 100 are allowed", "egress", many(96), reset},
 	}
@@ -302,8 +328,10 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 			m.MaxRequestHeadersKb = wrapperspb.UInt32(1)
 			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(5)}
 		}
+		kb := func(m *hcmv3.HttpConnectionManager) { m.MaxRequestHeadersKb = wrapperspb.UInt32(1) }
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
 			httpListener("small", httpManager("small", "rds", withAccessLog(logFile, format), small)),
+			httpListener("kb", httpManager("kb", "rds", withAccessLog(logFile, format), kb)),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
 		res := pathResult{answers: map[string]string{}}
 		client := h2cClient(t)
@@ -334,7 +362,7 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 		}
 		res.log = awaitLog(t, logFile, len(requests))
 		var stats []string
-		for _, l := range []string{"egress", "small"} {
+		for _, l := range []string{"egress", "small", "kb"} {
 			for _, name := range counters {
 				stats = append(stats, fmt.Sprintf("%s.%s %d", l, name, h.stat("http."+l+"."+name)))
 			}
@@ -345,12 +373,180 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 			if n := strings.Count(res.log, "- - HTTP/2 0 DPE http2.too_many_headers 0 0 -\n"); n != 3 {
 				t.Errorf("the goroutine path logged %d resets; want 3:\n%s", n, res.log)
 			}
-			if !strings.Contains(res.stats, "http2.header_overflow 3") || !strings.Contains(res.stats, "small.downstream_rq_rx_reset 2") {
+			if !strings.Contains(res.stats, "http2.header_overflow 3") || !strings.Contains(res.stats, "small.downstream_rq_rx_reset 1") ||
+				!strings.Contains(res.stats, "kb.downstream_rq_rx_reset 1") {
 				t.Errorf("the goroutine path counted\n%s", res.stats)
 			}
 		} else if l := h.listener("egress"); !l.OnLoops() {
 			t.Errorf("%s: egress is not on the loops", p.name)
 		}
+		results[p.name] = res
+	}
+	names := make([]string, 0, len(requests))
+	for _, r := range requests {
+		names = append(names, r.name)
+	}
+	sameAsGoroutinePath(t, results, names)
+}
+
+// TestTrailingEmptyLineIdlesSamePaths: CR and LF after a request (after a
+// POST's body, say) open no request, as they open no stream in Envoy's
+// codec: the connection idles (under its idle timeout) rather than
+// having its header timeout run, on every path. Both paths started the
+// header timeout at the first of them, and answered an idle keep-alive
+// connection 408 after request_headers_timeout.
+func TestTrailingEmptyLineIdlesSamePaths(t *testing.T) {
+	echo := echoHopUpstream(t)
+	const headerTimeout = 100 * time.Millisecond
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h.push(httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
+			m.RequestHeadersTimeout = durationpb.New(headerTimeout)
+		})), routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
+		c, err := net.Dial("tcp", h.addr("egress"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		var answer []string
+		read := func() {
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				answer = append(answer, err.Error())
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			answer = append(answer, fmt.Sprintf("%d %q", resp.StatusCode, body))
+		}
+		_, _ = io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Keep: 1\r\n\r\nab\r\n")
+		read()
+		// Nothing comes for several header timeouts: no 408, no close.
+		_ = c.SetReadDeadline(time.Now().Add(5 * headerTimeout))
+		if _, err := br.ReadByte(); err != nil && !os.IsTimeout(err) {
+			answer = append(answer, "then "+err.Error())
+		} else if err == nil {
+			answer = append(answer, "then a byte")
+		}
+		_, _ = io.WriteString(c, "GET /echo HTTP/1.1\r\nHost: x\r\nX-Keep: 1\r\n\r\n")
+		read()
+		_ = c.Close()
+		res := pathResult{answers: map[string]string{"answers": strings.Join(answer, "\n")}}
+		res.stats = fmt.Sprintf("downstream_rq_header_timeout %d", h.stat("http.egress.downstream_rq_header_timeout"))
+		if want := "200 \"X-Keep\"\n200 \"X-Keep\""; p.goroutines && res.answers["answers"] != want {
+			t.Errorf("the goroutine path answered\n%s\nwant\n%s", res.answers["answers"], want)
+		}
+		if p.goroutines && res.stats != "downstream_rq_header_timeout 0" {
+			t.Errorf("the goroutine path counted %s", res.stats)
+		}
+		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, []string{"answers"})
+}
+
+// TestH2HeadListSamePaths: an HTTP/2 request's header list, sent as
+// frames (Go's Transport never sends host, expect or trailer fields), is
+// answered alike on every path.
+//
+// The limits count the list as the goroutine path sees it
+// (route.H2List): x/net's server drops a host field sent beside
+// :authority, trailer fields and "expect: 100-continue" before the
+// handler, so neither path counts them (Envoy's codec does: this is a
+// difference from it). The loops counted the fields received, and reset
+// lists the goroutine path served.
+//
+// A list cut off at the advertised SETTINGS_MAX_HEADER_LIST_SIZE is
+// answered 431 before the limits are applied, as x/net's server answers
+// it; the loops reset it when the fields read before the cut were over
+// the limits. The size advertised is the largest HPACK size a list within
+// both limits has (route.Limits.H2ListSize): it was max_request_headers_kb
+// plus 320 bytes, and a list of many short fields within the limits was
+// answered 431 (HPACK counts 32 bytes a field) where Envoy serves it.
+func TestH2HeadListSamePaths(t *testing.T) {
+	echo := echoHopUpstream(t)
+	type field = [2]string
+	pseudo := []field{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/echo"}}
+	with := func(fs ...field) []field { return append(slices.Clone(pseudo), fs...) }
+	short := func(n int) []field {
+		fs := slices.Clone(pseudo)
+		for i := range n {
+			fs = append(fs, field{fmt.Sprintf("x-field-%02d", i), "vvvv"})
+		}
+		return fs
+	}
+	requests := []struct {
+		name, listener string
+		fields         []field
+		want           string
+	}{
+		{"five fields", "small", with(field{"x-keep", "1"}), "200"},
+		{"expect: 100-continue beside five fields", "small", with(field{"x-keep", "1"}, field{"expect", "100-continue"}), "200"},
+		{"host beside :authority and five fields", "small", with(field{"x-keep", "1"}, field{"host", "x"}), "200"},
+		{"trailer beside five fields", "small", with(field{"x-keep", "1"}, field{"trailer", "x-t"}), "200"},
+		{"expect: other beside five fields", "small", with(field{"x-keep", "1"}, field{"expect", "other"}), "RST_STREAM INTERNAL_ERROR"},
+		{"host for :authority and five fields", "small",
+			[]field{{":method", "GET"}, {":scheme", "http"}, {":path", "/echo"}, {"host", "x"}, {"x-keep", "1"}}, "200"},
+		{"six fields then a cut", "small",
+			with(field{"x-a", "1"}, field{"x-b", "2"}, field{"x-big", strings.Repeat("b", 1000)}), "431"},
+		{"40 short fields within 1 KiB", "kb", short(36), "200"},
+	}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		small := func(m *hcmv3.HttpConnectionManager) {
+			m.MaxRequestHeadersKb = wrapperspb.UInt32(1)
+			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(5)}
+		}
+		kb := func(m *hcmv3.HttpConnectionManager) { m.MaxRequestHeadersKb = wrapperspb.UInt32(1) }
+		h.push(httpListener("small", httpManager("small", "rds", small)), httpListener("kb", httpManager("kb", "rds", kb)),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
+		res := pathResult{answers: map[string]string{}}
+		clients := map[string]*h2Client{}
+		ids := map[string]uint32{}
+		for _, r := range requests {
+			cl := clients[r.listener]
+			if cl == nil {
+				cl = dialH2(t, h.addr(r.listener))
+				clients[r.listener] = cl
+			}
+			ids[r.listener] += 2
+			id := ids[r.listener] - 1
+			cl.hbuf.Reset()
+			for _, f := range r.fields {
+				_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: cl.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+			_ = cl.bw.Flush()
+			answer := "no answer"
+			timeout := time.After(10 * time.Second)
+		wait:
+			for {
+				select {
+				case f, ok := <-cl.frames:
+					if !ok {
+						answer = "the connection ended"
+						break wait
+					}
+					switch {
+					case f.stream != id:
+					case f.typ == http2.FrameHeaders:
+						answer = f.status
+						break wait
+					case f.typ == http2.FrameRSTStream:
+						answer = "RST_STREAM " + f.code.String()
+						break wait
+					}
+				case <-timeout:
+					break wait
+				}
+			}
+			res.answers[r.name] = answer
+			if p.goroutines && answer != r.want {
+				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, answer, r.want)
+			}
+		}
+		res.stats = fmt.Sprintf("http2.header_overflow %d", h.stat("http2.header_overflow"))
 		results[p.name] = res
 	}
 	names := make([]string, 0, len(requests))

@@ -8,7 +8,7 @@ import "sync/atomic"
 func (s *Server) NewChain(c ChainConfig) *Chain {
 	g := &generation{router: c.Router, st: newCounters(s.cfg.Stats, c.StatPrefix, nil), tls: c.TLS,
 		headers: s.cfg.HeadersTimeout, idle: s.cfg.IdleTimeout, streamIdle: s.cfg.StreamIdleTimeout, flush: s.cfg.StreamFlushTimeout,
-		http10: c.AcceptHTTP10, headBytes: c.Limits.Bytes(), headLines: c.Limits.Lines(), limits: c.Limits, retired: new(atomic.Bool)}
+		http10: c.AcceptHTTP10, limits: c.Limits, retired: new(atomic.Bool)}
 	if c.Continues != nil {
 		g.retired = c.Continues.g.retired
 	}

@@ -20,7 +20,7 @@ import (
 func (l *loop) dispatch(d *down, head []byte) {
 	st := d.gen.st
 	r := &l.req
-	if err := parseRequest(head, r, d.gen.http10, d.gen.headLines); err != nil {
+	if err := parseRequest(head, r, d.gen.http10, d.gen.limits.Lines()); err != nil {
 		if bytes.HasPrefix(head, []byte(h2cPreface)) && l.startH2(d, head) {
 			l.process(d)
 			return
@@ -198,6 +198,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 	}
 	if run >= 0 {
 		o = append(o, head[run:r.lines[len(r.lines)-1].line.end]...)
+	}
+	if r.teTrailers {
+		o = append(o, "te: trailers\r\n"...)
 	}
 	if !r.hasXFP && d.overTLS() {
 		o = append(o, "x-forwarded-proto: https\r\n"...)

@@ -142,7 +142,7 @@ func (l *loop) readDown(d *down) {
 		case d.off > 0:
 			n := copy(d.in, d.in[d.off:])
 			d.in, d.off = d.in[:n], 0
-		case d.state == dsHead && cap(d.in) < d.gen.headBytes+bufSize:
+		case d.state == dsHead && cap(d.in) < d.gen.limits.Bytes()+bufSize:
 			nb := make([]byte, len(d.in), 2*cap(d.in))
 			copy(nb, d.in)
 			l.putBuf(d.in)
@@ -217,15 +217,21 @@ func (l *loop) process(d *down) {
 				return
 			}
 			if d.headStart == 0 {
-				d.headStart = l.now + 1 // 0 means no head under way
 				// The last request's: a reply to this head before
 				// dispatch (a 400, a 408) is not shaped by them.
 				d.head, d.grpc = false, false
 			}
-			skip, n, err := d.scan.scanRequest(b, d.gen.headBytes)
+			skip, n, err := d.scan.scanRequest(b, d.gen.limits.Bytes())
 			if err != nil {
 				l.badRequest(d, err)
 				return
+			}
+			if d.headStart == 0 && (n != 0 || d.scan.start < len(b)) {
+				// From the request line's first byte: CR and LF before it
+				// (after a body, say) open no request, as in Envoy's
+				// codec, and the connection idles meanwhile (the idle
+				// timeout bounds them; they count in the head's size).
+				d.headStart = l.now + 1 // 0 means no head under way
 			}
 			if n == 0 {
 				return

@@ -86,6 +86,9 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 		}
 		fields = append(fields, hpack.HeaderField{Name: string(lower), Value: string(h.value.of(head))})
 	}
+	if r.teTrailers {
+		fields = append(fields, hpack.HeaderField{Name: "te", Value: "trailers"})
+	}
 	if r.hasLength {
 		fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(r.contentLength, 10)})
 	}

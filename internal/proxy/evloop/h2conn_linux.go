@@ -224,7 +224,7 @@ func (l *loop) h2Input(d *down) {
 			c.preface = true
 			continue
 		}
-		n := h2FrameLen(b, d.gen.headBytes)
+		n := h2FrameLen(b, d.gen.limits.Bytes())
 		if n == errFrameSize {
 			l.h2Fail(c, http2.ErrCodeFrameSize)
 			return

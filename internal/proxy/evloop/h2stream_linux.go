@@ -145,14 +145,12 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	expect100 := false
 	typed := false // a content-type seen: the first decides, as Header.Get reads it on the goroutine path
 	// The header list as proxyroute.Limits.H2Overflow counts it.
-	fields, size := 0, 0
+	list := proxyroute.NewH2List()
 	for _, hf := range f.PseudoFields() {
-		fields, size = fields+1, size+len(hf.Name)+len(hf.Value)
+		list.Pseudo(hf.Name, hf.Value, d.tls != nil)
 	}
 	for _, hf := range f.RegularFields() {
-		if hf.Name != "cookie" {
-			fields, size = fields+1, size+len(hf.Name)+len(hf.Value)
-		}
+		list.Field(hf.Name, hf.Value)
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			l.h2StreamError(c, id, http2.ErrCodeProtocol) // connection-specific (RFC 9113 8.2.2)
@@ -164,7 +162,8 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 				l.putBuf(b)
 				return
 			}
-			continue // hop-by-hop for the HTTP/1.1 upstream
+			// Forwarded, as Envoy forwards "te: trailers" whatever the
+			// protocols (parseRequest's TE rule, proxyroute.TETrailers).
 		case "host":
 			if authority != "" {
 				continue
@@ -213,7 +212,18 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		b = append(b, hf.Value...)
 		b = append(b, "\r\n"...)
 	}
-	if d.gen.limits.H2Overflow(fields, size) {
+	if f.Truncated {
+		// Over SETTINGS_MAX_HEADER_LIST_SIZE: 431, as net/http's server
+		// answers before anything else of the list (the fields past the
+		// cut were not decoded).
+		sd.in, sd.off = append(b, "\r\n"...), 0
+		st.reqEnded = f.StreamEnded()
+		sd.reqStart = l.now
+		d.gen.st.rqTotal.Inc()
+		l.localReply(sd, 431, "", false)
+		return
+	}
+	if d.gen.limits.H2Overflow(list.Count()) {
 		l.putBuf(b)
 		l.h2Overflow(st)
 		return
@@ -231,13 +241,6 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	sd.in, sd.off = b, 0
 	if f.StreamEnded() {
 		st.reqEnded = true
-	}
-	if f.Truncated {
-		// Over SETTINGS_MAX_HEADER_LIST_SIZE: 431, as net/http's server.
-		sd.reqStart = l.now
-		d.gen.st.rqTotal.Inc()
-		l.localReply(sd, 431, "", false)
-		return
 	}
 	l.dispatch(sd, b)
 	if !st.toH2 {

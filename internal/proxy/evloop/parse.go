@@ -152,13 +152,19 @@ type request struct {
 	// lines are the header lines, name and value, in order.
 	lines []headerLine
 	// connTokens are the header names the Connection header declares
-	// hop-by-hop (besides close and keep-alive); connAll counts all its
-	// tokens (proxyroute.ConnectionTokens); connRefused: one names a
-	// header Envoy refuses to have nominated.
-	connTokens  [maxConnTokens]span
-	nConn       int
-	connAll     int
-	connRefused bool
+	// hop-by-hop (proxyroute.ConnNames); connAll counts all its tokens
+	// (proxyroute.CutConnectionToken); connRefused: one names a header
+	// Envoy refuses to have nominated; connTE: one names TE;
+	// connUpgrade: one is upgrade.
+	connTokens                       [maxConnTokens]span
+	nConn                            int
+	connAll                          int
+	connRefused, connTE, connUpgrade bool
+	// teTrailers: a TE line holds trailers (proxyroute.TETrailers), and
+	// "te: trailers" is forwarded in place of the TE lines, which are
+	// not; teBytes is their values' size joined by commas, plus one.
+	teTrailers bool
+	teBytes    int
 }
 
 type headerLine struct {
@@ -227,7 +233,7 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 	r.target = span{int32(sp1 + 1), int32(sp2)}
 	r.head = string(method) == "HEAD"
 	r.closeAfter = r.minor == 0
-	var upgrade bool
+	var upgrade bool // an Upgrade line
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
 		l := b[p:e]
@@ -284,14 +290,16 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 			r.chunked = true
 		case equalFold(name, "connection"):
 			h.hop = true
-			r.connection(b, h.value, &upgrade)
+			r.connection(b, h.value)
 		case equalFold(name, "upgrade"):
 			upgrade = true
 		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"):
 			h.hop = true
 		case equalFold(name, "te"):
-			// Envoy keeps "TE: trailers" only.
-			h.hop = !equalFold(val, "trailers")
+			// Not forwarded as it came: "te: trailers" is, when one of
+			// its lines holds trailers (dispatch).
+			h.hop, r.teBytes = true, r.teBytes+len(val)+1
+			r.teTrailers = r.teTrailers || proxyroute.TETrailers(val)
 		case equalFold(name, "expect"):
 			// As weft proxy: 100-continue is answered by the proxy and not
 			// forwarded; any other expectation fails.
@@ -315,9 +323,11 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 		// Both framings: refused, as a smuggling attempt would be.
 		return errChunkedLength
 	}
-	if r.connAll > maxConnTokens || r.connRefused {
+	if (!upgrade || !r.connUpgrade) &&
+		(r.connAll > maxConnTokens || r.connRefused || r.connTE && r.teBytes-1 >= proxyroute.MaxTEBytes) {
 		// Where the goroutine path checks it too (checkHead): once the
-		// head is read, before its version.
+		// head is read, before its version; an upgrade's Connection
+		// header is not sanitized (Envoy's codec leaves it as it is).
 		return errConnection
 	}
 	if r.minor == 0 && (!http10 || otherVersion) {
@@ -327,22 +337,19 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 		// A chunked HTTP/1.0 body net/http would not read as one.
 		return errSmuggle
 	}
-	if upgrade {
+	if upgrade || r.connUpgrade {
 		return errUpgrade
 	}
 	// An HTTP/1.1 request without Host is read: dispatch answers it, as
 	// Envoy's connection manager does once its codec read the head.
 	// Headers the Connection header names are hop-by-hop too, but the
-	// body's framing must reach the upstream, and "TE: trailers" stays,
-	// as Envoy keeps it (and the goroutine path).
+	// body's framing must reach the upstream; TE is as TE lines are
+	// (teTrailers).
 	for i := range r.lines {
 		for _, t := range r.connTokens[:r.nConn] {
 			if proxyroute.EqualFoldASCII(r.lines[i].name.of(b), t.of(b)) {
 				if r.chunked && equalFold(r.lines[i].name.of(b), "transfer-encoding") {
 					return errSmuggle
-				}
-				if equalFold(r.lines[i].name.of(b), "te") && equalFold(r.lines[i].value.of(b), "trailers") {
-					continue
 				}
 				r.lines[i].hop = true
 			}
@@ -351,45 +358,27 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 	return nil
 }
 
-// connection reads a Connection header's tokens, counted as
-// proxyroute.ConnectionTokens counts them (the pieces between commas that
-// are not empty); past maxConnTokens they are counted only: the head is
-// refused.
-func (r *request) connection(b []byte, v span, upgrade *bool) {
-	val := v.of(b)
-	for len(val) > 0 {
-		var tok []byte
-		if i := bytes.IndexByte(val, ','); i >= 0 {
-			tok, val = val[:i], val[i+1:]
-		} else {
-			tok, val = val, nil
-		}
-		if len(tok) == 0 {
-			continue
-		}
+// connection reads a Connection header's tokens as Envoy's codec reads
+// them (proxyroute.CutConnectionToken, proxyroute.ConnectionToken); past
+// maxConnTokens they are counted only: the head is refused.
+func (r *request) connection(b []byte, v span) {
+	for tok, rest, ok := proxyroute.CutConnectionToken(v.of(b)); ok; tok, rest, ok = proxyroute.CutConnectionToken(rest) {
 		if r.connAll++; r.connAll > maxConnTokens {
 			continue
 		}
-		s, e := 0, len(tok)
-		for s < e && (tok[s] == ' ' || tok[s] == '\t') {
-			s++
-		}
-		for e > s && (tok[e-1] == ' ' || tok[e-1] == '\t') {
-			e--
-		}
-		tok = tok[s:e]
-		switch {
-		case len(tok) == 0:
-		case equalFold(tok, "close"):
+		switch proxyroute.ConnectionToken(tok) {
+		case proxyroute.ConnClose:
 			r.closeAfter = true
-		case equalFold(tok, "keep-alive"):
+		case proxyroute.ConnKeepAlive:
 			if r.minor == 0 {
 				r.closeAfter = false
 			}
-		case equalFold(tok, "upgrade"):
-			*upgrade = true
-		default:
-			r.connRefused = r.connRefused || proxyroute.NominationRefused(tok)
+		case proxyroute.ConnUpgrade:
+			r.connUpgrade = true
+		case proxyroute.ConnRefused:
+			r.connRefused = true
+		case proxyroute.ConnNames:
+			r.connTE = r.connTE || equalFold(tok, "te")
 			off := int32(cap(b[:0]) - cap(tok[:0])) // tok's offset in b
 			r.connTokens[r.nConn] = span{off, off + int32(len(tok))}
 			r.nConn++

@@ -153,8 +153,10 @@ func TestHopByHop(t *testing.T) {
 			kept = append(kept, string(h.name.of(in)))
 		}
 	}
-	if got := strings.Join(kept, ","); got != "Host,TE,TE2,X-Keep" || !r.closeAfter {
-		t.Errorf("kept %s close %v", got, r.closeAfter)
+	// TE lines are not forwarded as they came: "te: trailers" is, in
+	// their place (teTrailers).
+	if got := strings.Join(kept, ","); got != "Host,TE2,X-Keep" || !r.closeAfter || !r.teTrailers {
+		t.Errorf("kept %s close %v te: trailers %v", got, r.closeAfter, r.teTrailers)
 	}
 }
 
@@ -335,5 +337,32 @@ func BenchmarkParseRequest(b *testing.B) {
 		if err := parseRequest(head[skip:n], &r, false, proxyroute.MaxHeaders); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestParseRequestAllocatesNothing: a request head is scanned and parsed
+// without allocating, empty lines before it and a Connection header's
+// tokens (named headers, close, keep-alive, http2-settings, TE) included,
+// as the loops need.
+func TestParseRequestAllocatesNothing(t *testing.T) {
+	raw := []byte("\r\n\n\r\nPOST /api HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Hop, TE, HTTP2-Settings, connection\r\n" +
+		"X-Hop: 1\r\nTE: gzip, trailers\r\nHTTP2-Settings: AAA\r\nContent-Length: 2\r\nX-Keep: 2\r\n\r\nab")
+	var (
+		scan headScanner
+		req  request
+		err  error
+		skip int
+		n    int
+	)
+	req.lines = make([]headerLine, 0, 16)
+	allocs := testing.AllocsPerRun(100, func() {
+		scan = headScanner{}
+		skip, n, err = scan.scanRequest(raw, proxyroute.MaxHeadBytes)
+		if err == nil {
+			err = parseRequest(raw[skip:n], &req, true, proxyroute.MaxHeaders)
+		}
+	})
+	if err != nil || skip != 5 || !req.teTrailers || req.nConn != 2 || allocs != 0 {
+		t.Fatalf("err %v, skip %d, te: trailers %v, %d names; %v allocations per head", err, skip, req.teTrailers, req.nConn, allocs)
 	}
 }

@@ -143,7 +143,7 @@ func Listen(cfg Config) (*Server, error) {
 	s.addr = ap
 	s.gen.Store(&generation{router: cfg.Router, st: s.st, tls: cfg.TLS, headers: cfg.HeadersTimeout, idle: cfg.IdleTimeout,
 		streamIdle: cfg.StreamIdleTimeout, flush: cfg.StreamFlushTimeout, http10: cfg.AcceptHTTP10,
-		headBytes: cfg.Limits.Bytes(), headLines: cfg.Limits.Lines(), limits: cfg.Limits, retired: new(atomic.Bool)})
+		limits: cfg.Limits, retired: new(atomic.Bool)})
 	return s, nil
 }
 
@@ -162,11 +162,11 @@ type generation struct {
 	// (h2Deadline, h2uDeadline).
 	streamIdle, flush time.Duration
 	http10            bool // HTTP/1.0 requests are served (Config.AcceptHTTP10)
-	// headBytes and headLines bound a request head: its bytes (the empty
-	// lines before it included) and header lines (Config.Limits).
-	headBytes, headLines int
-	limits               proxyroute.Limits // as set, for HTTP/2 streams (H2Overflow)
-	retired              *atomic.Bool      // Retire: its connections drain; shared by the generations of one filter chain
+	// limits bound a request head: its bytes (the empty lines before it
+	// included) and header lines, an HTTP/2 stream's header list
+	// (H2Overflow); Config.Limits.
+	limits  proxyroute.Limits
+	retired *atomic.Bool // Retire: its connections drain; shared by the generations of one filter chain
 }
 
 // Update makes the loops serve the connections accepted from now on with
@@ -176,7 +176,7 @@ type generation struct {
 func (s *Server) Update(router Router, statPrefix string, tls *TLS) {
 	s.gen.Store(&generation{router: router, st: newCounters(s.cfg.Stats, statPrefix, nil), tls: tls,
 		headers: s.cfg.HeadersTimeout, idle: s.cfg.IdleTimeout, streamIdle: s.cfg.StreamIdleTimeout, flush: s.cfg.StreamFlushTimeout,
-		http10: s.cfg.AcceptHTTP10, headBytes: s.cfg.Limits.Bytes(), headLines: s.cfg.Limits.Lines(), limits: s.cfg.Limits, retired: new(atomic.Bool)})
+		http10: s.cfg.AcceptHTTP10, limits: s.cfg.Limits, retired: new(atomic.Bool)})
 }
 
 // Drain makes every connection of the loops close once its response in

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // The forwarder: what sends a routed request upstream and its response
@@ -69,9 +71,12 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 		m.errorHandler(w, s, fmt.Errorf("client tried to switch to invalid protocol %q", upType))
 		return
 	}
-	removeHopHeaders(out.Header)
-	if httpguts.HeaderValuesContainsToken(in.Header["Te"], "trailers") {
-		out.Header.Set("Te", "trailers")
+	removeRequestHopHeaders(out.Header)
+	for _, v := range in.Header["Te"] {
+		if route.TETrailers(v) {
+			out.Header.Set("Te", "trailers")
+			break
+		}
 	}
 	if upType != "" {
 		out.Header.Set("Connection", "Upgrade")
@@ -298,6 +303,23 @@ func removeHopHeaders(h http.Header) {
 		for f := range strings.SplitSeq(v, ",") {
 			if f = textproto.TrimString(f); f != "" {
 				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k) // canonical already
+	}
+}
+
+// removeRequestHopHeaders removes a request's hop-by-hop headers: those
+// removeHopHeaders removes, but of the headers its Connection header
+// names only those Envoy's codec removes (route.ConnectionToken:
+// HTTP2-Settings, for one, is forwarded).
+func removeRequestHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for tok, rest, ok := route.CutConnectionToken(v); ok; tok, rest, ok = route.CutConnectionToken(rest) {
+			if route.ConnectionToken(tok) == route.ConnNames {
+				h.Del(tok)
 			}
 		}
 	}

@@ -398,8 +398,36 @@ func (hc *h1Conn) wake(err error) bool {
 
 // waitRequest waits for the first byte of the next request on a
 // keep-alive connection: without holding a read buffer when nothing is
-// buffered and the connection allows (idleReader).
+// buffered and the connection allows (idleReader). CR and LF bytes before
+// it are read and dropped meanwhile (serveOne's empty lines): they start
+// no request, as they open no stream in Envoy's codec, so the connection
+// idles under its idle timeout, not the header timeout. They are read
+// through lim and count in the next head's size: past it, the head is
+// read (and refused 431).
 func (hc *h1Conn) waitRequest() error {
+	for {
+		err := hc.waitByte()
+		if errors.Is(err, errHeadTooLarge) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for {
+			b, err := hc.br.Peek(1)
+			if err != nil || b[0] != '\r' && b[0] != '\n' {
+				return nil
+			}
+			_, _ = hc.br.Discard(1)
+			if hc.br.Buffered() == 0 {
+				break
+			}
+		}
+	}
+}
+
+// waitByte is waitRequest's wait for one byte.
+func (hc *h1Conn) waitByte() error {
 	switch {
 	case hc.br.Buffered() > 0:
 	case hc.idle != nil:
@@ -462,8 +490,10 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	c := hc.c
 	// RFC 9112 section 2.2: ignore empty lines before a request line, as
 	// Envoy's codecs skip any CR and LF there. They are read through
-	// lim, so they count in the head's size (431 past it), and the
-	// header timeout runs.
+	// lim, so they count in the head's size (431 past it). Before a
+	// connection's first request the header timeout runs meanwhile (as
+	// on the loops, from the connection's start); before a later one
+	// waitRequest dropped them under the idle timeout.
 	for {
 		b, err := hc.br.Peek(1)
 		if err != nil || b[0] != '\r' && b[0] != '\n' {

@@ -57,7 +57,7 @@ func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
 	if r := hc.chk.problem(hc.maxLines); r != 0 {
 		return r
 	}
-	if cv := req.Header["Connection"]; len(cv) > 0 && !connectionValid(cv) {
+	if cv := req.Header["Connection"]; len(cv) > 0 && !connectionValid(req, cv) {
 		return route.RefuseConnectionHeader
 	}
 	switch {
@@ -79,16 +79,32 @@ func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
 }
 
 // connectionValid reports whether Envoy's codec takes a request's
-// Connection header lines (route.ConnectionTokens): at most
-// route.MaxConnectionTokens tokens, none naming a header it refuses to
-// have nominated.
-func connectionValid(lines []string) bool {
-	all := 0
-	for _, v := range lines {
-		n, refused := route.ConnectionTokens(v)
-		if all += n; refused || all > route.MaxConnectionTokens {
-			return false
+// Connection header lines cv: at most route.MaxConnectionTokens tokens,
+// none naming a header it refuses to have nominated
+// (route.ConnectionToken), and TE, if named, under route.MaxTEBytes. An
+// upgrade or a CONNECT is taken as it is, as Envoy's codec does not
+// sanitize their Connection header.
+func connectionValid(req *http.Request, cv []string) bool {
+	if req.Method == http.MethodConnect ||
+		len(req.Header["Upgrade"]) > 0 && httpguts.HeaderValuesContainsToken(cv, "upgrade") {
+		return true
+	}
+	all, te := 0, false
+	for _, v := range cv {
+		for tok, rest, ok := route.CutConnectionToken(v); ok; tok, rest, ok = route.CutConnectionToken(rest) {
+			all++
+			if all > route.MaxConnectionTokens || route.ConnectionToken(tok) == route.ConnRefused {
+				return false
+			}
+			te = te || route.EqualFoldASCII(tok, "te")
 		}
+	}
+	if vv := req.Header["Te"]; te && len(vv) > 0 {
+		n := len(vv) - 1 // the commas joining its lines
+		for _, v := range vv {
+			n += len(v)
+		}
+		return n < route.MaxTEBytes
 	}
 	return true
 }

@@ -40,7 +40,10 @@ func (hc *h2Conn) goAway() {
 // the client preface.
 func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
 	hc := &h2Conn{c: c, hs: &http.Server{
-		MaxHeaderBytes: m.limits.Bytes(), // max_request_headers_kb
+		// x/net's server advertises and enforces MaxHeaderBytes plus 32
+		// bytes for each of 10 fields as SETTINGS_MAX_HEADER_LIST_SIZE:
+		// route.Limits.H2ListSize, with max_headers_count fields.
+		MaxHeaderBytes: int(m.limits.H2ListSize()) - 10*32,
 		ErrorLog:       log.New(slogWriter{s.log}, "", 0),
 	}}
 	// net/http's server runs at most MaxConcurrentStreams handlers per

@@ -50,8 +50,9 @@ func TestBuildHeadLimits(t *testing.T) {
 			if l := m.Limits(); l.Bytes() != tc.bytes || l.Lines() != tc.max {
 				t.Errorf("limits %d bytes, %d lines; want %d, %d", l.Bytes(), l.Lines(), tc.bytes, tc.max)
 			}
-			if _, list := m.H2Limits(); list != uint32(tc.bytes)+320 {
-				t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", list, tc.bytes+320)
+			// The largest HPACK size of a list within both limits.
+			if _, list := m.H2Limits(); list != uint32(tc.bytes+32*tc.max) {
+				t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", list, tc.bytes+32*tc.max)
 			}
 		})
 	}

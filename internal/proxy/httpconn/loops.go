@@ -41,10 +41,10 @@ func (m *HCM) LoopReady() string {
 // H2Limits are the HTTP/2 limits ServeConn applies:
 // SETTINGS_MAX_CONCURRENT_STREAMS (http2_protocol_options'
 // max_concurrent_streams, 100 by default) and the
-// SETTINGS_MAX_HEADER_LIST_SIZE net/http's HTTP/2 server advertises for
-// its MaxHeaderBytes (that plus 32 bytes for each of 10 typical fields).
+// SETTINGS_MAX_HEADER_LIST_SIZE (route.Limits.H2ListSize), as serveH2
+// has x/net's server advertise it.
 func (m *HCM) H2Limits() (maxStreams, maxHeaderList uint32) {
-	return m.h2MaxStreams, uint32(m.limits.Bytes()) + 10*32
+	return m.h2MaxStreams, m.limits.H2ListSize()
 }
 
 // Limits are the limits of a request head (max_request_headers_kb,

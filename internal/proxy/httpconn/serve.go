@@ -390,27 +390,28 @@ func (m *HCM) modifyResponse(s *stream, resp *http.Response) {
 	m.applyResponseHeaders(s, resp.Header)
 }
 
-// h2HeadSize is an HTTP/2 request's header list as
-// route.Limits.H2Overflow counts it, from what net/http's HTTP/2 server
-// made of it: the four pseudo-headers of a request and its fields but
-// cookies.
+// h2HeadSize is an HTTP/2 request's header list as route.H2List counts
+// it (and the loops): from the request net/http's HTTP/2 server made of
+// it, what the goroutine path sees; H2List says how that differs from the
+// fields received, which Envoy's codec counts.
 func h2HeadSize(r *http.Request) (fields, bytes int) {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
+	l := route.NewH2List()
+	l.Pseudo(":method", r.Method, false)
+	if r.Method != http.MethodConnect {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https" // x/net sets TLS for :scheme https on a TLS connection only
+		}
+		l.Pseudo(":scheme", scheme, r.TLS != nil)
+		l.Pseudo(":path", r.RequestURI, false)
 	}
-	fields = 4
-	bytes = len(":method:scheme:authority:path") + len(r.Method) + len(scheme) + len(r.Host) + len(r.RequestURI)
+	l.Pseudo(":authority", r.Host, false)
 	for k, vv := range r.Header {
-		if k == "Cookie" {
-			continue
-		}
-		fields += len(vv)
 		for _, v := range vv {
-			bytes += len(k) + len(v)
+			l.Field(k, v)
 		}
 	}
-	return fields, bytes
+	return l.Count()
 }
 
 // finish records stats and writes access logs once the request is done;

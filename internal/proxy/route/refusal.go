@@ -1,6 +1,10 @@
 package route
 
-import "time"
+import (
+	"math"
+	"strings"
+	"time"
+)
 
 // Refusal is a request head weft proxy answers without routing it, and
 // how: as Envoy's connection manager answers a head its HTTP/1 codec
@@ -47,7 +51,7 @@ const (
 	// no hand-off to give it to (tests, benchmarks).
 	RefuseUnimplemented
 	// RefuseConnectionHeader: a Connection header Envoy's codec will not
-	// sanitize (ConnectionTokens).
+	// sanitize (ConnectionToken, TETrailers).
 	RefuseConnectionHeader
 )
 
@@ -96,6 +100,112 @@ func (l Limits) H2Overflow(fields, bytes int) bool {
 	return bytes > l.Bytes() || fields > l.Lines()
 }
 
+// H2List counts an HTTP/2 request's header list for H2Overflow, field by
+// field as it was received, the same on both request paths: as
+// net/http's HTTP/2 server (x/net) hands the request to the goroutine
+// path, which sees nothing else of it (h2HeadSize there). Envoy's codec
+// counts the fields received (saveHeader); this view differs from it in
+// what x/net drops or rewrites before the goroutine path sees the request:
+//
+//   - a host field is not counted; it is the :authority when the list has
+//     none (counted as an :authority field), else equal to it or the
+//     stream is refused;
+//   - trailer fields are not counted, nor expect fields when one of them
+//     holds the 100-continue token;
+//   - :scheme's value counts as "https" when it is https on a TLS
+//     connection, else as "http".
+//
+// Cookies are not counted, as Envoy's codec does not count them.
+type H2List struct {
+	fields, bytes int
+	authority     int // the :authority value's length; -1: none
+	host          int // the first host field's value length; -1: none
+	// The expect fields, counted unless one holds 100-continue.
+	expectFields, expectBytes int
+	continue100               bool
+}
+
+// NewH2List returns an empty count.
+func NewH2List() H2List { return H2List{authority: -1, host: -1} }
+
+// Pseudo counts a pseudo-header field; tls: the connection is TLS.
+func (l *H2List) Pseudo(name, value string, tls bool) {
+	switch name {
+	case ":authority":
+		if value != "" {
+			l.authority = len(value)
+		}
+		return
+	case ":scheme":
+		if !tls || value != "https" {
+			value = "http"
+		}
+	}
+	l.fields, l.bytes = l.fields+1, l.bytes+len(name)+len(value)
+}
+
+// Field counts a regular field (its name's case aside: HTTP/2 sends it
+// lower-case, net/http's Header has it canonical).
+func (l *H2List) Field(name, value string) {
+	switch {
+	case EqualFoldASCII(name, "cookie"), EqualFoldASCII(name, "trailer"):
+	case EqualFoldASCII(name, "host"):
+		if l.host < 0 {
+			l.host = len(value)
+		}
+	case EqualFoldASCII(name, "expect"):
+		l.expectFields, l.expectBytes = l.expectFields+1, l.expectBytes+len(name)+len(value)
+		l.continue100 = l.continue100 || hasToken(value, "100-continue")
+	default:
+		l.fields, l.bytes = l.fields+1, l.bytes+len(name)+len(value)
+	}
+}
+
+// Count is the list's fields and their names' and values' bytes, for
+// H2Overflow.
+func (l *H2List) Count() (fields, bytes int) {
+	fields, bytes = l.fields, l.bytes
+	a := l.authority
+	if a < 0 {
+		a = l.host
+	}
+	if a > 0 {
+		fields, bytes = fields+1, bytes+len(":authority")+a
+	}
+	if !l.continue100 {
+		fields, bytes = fields+l.expectFields, bytes+l.expectBytes
+	}
+	return fields, bytes
+}
+
+// hasToken reports whether the comma-separated list v holds tok, case
+// aside, between optional SP and HTAB (httpguts.HeaderValuesContainsToken
+// for one value).
+func hasToken(v, tok string) bool {
+	for len(v) > 0 {
+		m, rest, _ := strings.Cut(v, ",")
+		v = rest
+		if EqualFoldASCII(strings.Trim(m, " \t"), tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// H2ListSize is the SETTINGS_MAX_HEADER_LIST_SIZE both request paths
+// advertise and enforce (a list cut off there is answered 431, as x/net's
+// server answers it, before the limits are applied): the largest HPACK
+// size (RFC 9113 section 6.5.2: names, values and 32 bytes a field) a
+// list within both limits can have, Bytes() + 32*Lines(), so that no list
+// Envoy's rule (H2Overflow) takes is cut off. A list over the limits is
+// reset by that rule as Envoy resets it only while under this size: one
+// over max_request_headers_kb with max_headers_count fields or nearly is
+// answered 431. Cookies, which H2Overflow does not count, take from the
+// room.
+func (l Limits) H2ListSize() uint32 {
+	return uint32(min(int64(l.Bytes())+32*int64(l.Lines()), math.MaxInt32))
+}
+
 // H2TooManyHeaders is the response code details of a stream reset for
 // H2Overflow.
 const H2TooManyHeaders = "http2.too_many_headers"
@@ -104,48 +214,116 @@ const H2TooManyHeaders = "http2.too_many_headers"
 // header of a request may have (its lines together): Envoy's HTTP/1
 // codec refuses 10 or more (Utility::sanitizeConnectionHeader in
 // source/common/http/utility.cc, called from
-// ServerConnectionImpl::onHeadersCompleteBase), 400 with
-// http1.connection_header_rejected (RefuseConnectionHeader).
+// ServerConnectionImpl::onHeadersCompleteBase unless the request is an
+// upgrade or a CONNECT), 400 with http1.connection_header_rejected
+// (RefuseConnectionHeader).
 const MaxConnectionTokens = 9
 
-// ConnectionTokens counts the tokens of one Connection header value as
-// Envoy's codec does (the comma-separated pieces that are not empty,
-// before trimming), and reports whether one names a header Envoy refuses
-// to have nominated hop-by-hop: X-Forwarded-For, X-Forwarded-Host,
-// X-Forwarded-Proto, whose removal would hide where the request came
-// from, or a pseudo-header.
-func ConnectionTokens[T ~string | ~[]byte](v T) (n int, refused bool) {
+// MaxTEBytes is the size of a TE value (its lines joined by commas) from
+// which a request whose Connection header names TE is refused
+// (sanitizeConnectionHeader's MAX_ALLOWED_TE_VALUE_SIZE).
+const MaxTEBytes = 256
+
+// ConnToken is what a Connection header's token is to Envoy's codec
+// (ConnectionToken).
+type ConnToken uint8
+
+const (
+	// ConnNames: the token names a header hop-by-hop; it is not forwarded
+	// (TE aside: TETrailers).
+	ConnNames ConnToken = iota
+	// ConnClose, ConnKeepAlive, ConnUpgrade: the connection's options.
+	ConnClose
+	ConnKeepAlive
+	ConnUpgrade
+	// ConnSkipped: a token Envoy's codec passes over (http2-settings,
+	// connection itself, an empty one).
+	ConnSkipped
+	// ConnRefused: a token naming X-Forwarded-For, X-Forwarded-Host,
+	// X-Forwarded-Proto, whose removal would hide where the request came
+	// from, or a pseudo-header: the request is refused.
+	ConnRefused
+)
+
+// CutConnectionToken cuts the first token off a Connection header value
+// v: the first comma-separated piece that is not empty (before trimming;
+// ok is false when v has none left), trimmed of SP and HTAB, and what
+// follows it. A request has at most MaxConnectionTokens of them over its
+// Connection lines.
+func CutConnectionToken[T ~string | ~[]byte](v T) (tok, rest T, ok bool) {
 	for len(v) > 0 {
 		i := 0
 		for i < len(v) && v[i] != ',' {
 			i++
 		}
-		tok := v[:i]
+		tok, rest = v[:i], v[i:]
 		if i < len(v) {
-			v = v[i+1:]
-		} else {
-			v = v[:0]
+			rest = v[i+1:]
 		}
 		if len(tok) == 0 {
+			v = rest
 			continue
 		}
-		n++
 		for len(tok) > 0 && (tok[0] == ' ' || tok[0] == '\t') {
 			tok = tok[1:]
 		}
 		for len(tok) > 0 && (tok[len(tok)-1] == ' ' || tok[len(tok)-1] == '\t') {
 			tok = tok[:len(tok)-1]
 		}
-		refused = refused || NominationRefused(tok)
+		return tok, rest, true
 	}
-	return n, refused
+	return v, v, false
 }
 
-// NominationRefused reports whether Envoy's codec refuses a Connection
-// header naming tok (trimmed) hop-by-hop (see ConnectionTokens).
-func NominationRefused[T ~string | ~[]byte](tok T) bool {
-	return len(tok) > 0 && tok[0] == ':' || EqualFoldASCII(tok, "x-forwarded-for") ||
-		EqualFoldASCII(tok, "x-forwarded-host") || EqualFoldASCII(tok, "x-forwarded-proto")
+// ConnectionToken is what a token CutConnectionToken cut is to Envoy's
+// codec (sanitizeConnectionHeader; close, keep-alive and upgrade are the
+// connection's own).
+func ConnectionToken[T ~string | ~[]byte](tok T) ConnToken {
+	switch {
+	case len(tok) == 0, EqualFoldASCII(tok, "http2-settings"), EqualFoldASCII(tok, "connection"):
+		return ConnSkipped
+	case EqualFoldASCII(tok, "close"):
+		return ConnClose
+	case EqualFoldASCII(tok, "keep-alive"):
+		return ConnKeepAlive
+	case EqualFoldASCII(tok, "upgrade"):
+		return ConnUpgrade
+	case tok[0] == ':', EqualFoldASCII(tok, "x-forwarded-for"), EqualFoldASCII(tok, "x-forwarded-host"),
+		EqualFoldASCII(tok, "x-forwarded-proto"):
+		return ConnRefused
+	}
+	return ConnNames
+}
+
+// TETrailers reports whether a request's TE value (one of its lines)
+// holds the member trailers, case aside, between commas and SP or HTAB:
+// Envoy then forwards "TE: trailers" (whatever else the value held), and
+// no TE otherwise, whether Connection names TE or not
+// (sanitizeConnectionHeader when it does, then the connection manager's
+// sanitizeTEHeader in source/common/http/conn_manager_utility.cc, which
+// keeps only trailers, since Envoy 1.29.3).
+func TETrailers[T ~string | ~[]byte](v T) bool {
+	for len(v) > 0 {
+		i := 0
+		for i < len(v) && v[i] != ',' {
+			i++
+		}
+		m := v[:i]
+		if i < len(v) {
+			i++
+		}
+		v = v[i:]
+		for len(m) > 0 && (m[0] == ' ' || m[0] == '\t') {
+			m = m[1:]
+		}
+		for len(m) > 0 && (m[len(m)-1] == ' ' || m[len(m)-1] == '\t') {
+			m = m[:len(m)-1]
+		}
+		if EqualFoldASCII(m, "trailers") {
+			return true
+		}
+	}
+	return false
 }
 
 // The limits of an HTTP/1.1 request head and of what is read of a request

@@ -1,0 +1,78 @@
+package route
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestConnectionTokens: a Connection value's tokens as Envoy's codec
+// takes them (Utility::sanitizeConnectionHeader): the pieces between
+// commas that are not empty, trimmed, and what each is.
+func TestConnectionTokens(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"close", "close:close"},
+		{" Keep-Alive ,, upgrade", "Keep-Alive:keep-alive upgrade:upgrade"},
+		{"HTTP2-Settings, connection, X-A", "HTTP2-Settings:skipped connection:skipped X-A:names"},
+		{" , te", ":skipped te:names"},
+		{"X-Forwarded-For", "X-Forwarded-For:refused"},
+		{"x-forwarded-host,x-forwarded-proto, :path", "x-forwarded-host:refused x-forwarded-proto:refused :path:refused"},
+		{",,", ""},
+	} {
+		var got []string
+		for tok, rest, ok := CutConnectionToken(tc.in); ok; tok, rest, ok = CutConnectionToken(rest) {
+			kind := [...]string{ConnNames: "names", ConnClose: "close", ConnKeepAlive: "keep-alive", ConnUpgrade: "upgrade",
+				ConnSkipped: "skipped", ConnRefused: "refused"}[ConnectionToken(tok)]
+			got = append(got, tok+":"+kind)
+		}
+		if g := strings.Join(got, " "); g != tc.want {
+			t.Errorf("%q: %s, want %s", tc.in, g, tc.want)
+		}
+	}
+}
+
+// TestTETrailers: a TE value is forwarded as "trailers" when one of its
+// members is trailers, and not at all otherwise, as Envoy forwards it.
+func TestTETrailers(t *testing.T) {
+	for in, want := range map[string]bool{
+		"trailers": true, "Trailers": true, "gzip, trailers": true, "trailers ,deflate": true, " trailers\t": true,
+		"": false, "gzip": false, "trailers;q=0.5": false, "xtrailers": false, "trailer": false,
+	} {
+		if got := TETrailers(in); got != want {
+			t.Errorf("%q: %v, want %v", in, got, want)
+		}
+	}
+}
+
+// TestH2List: an HTTP/2 request's list counted as the goroutine path sees
+// it (what x/net's server hands it).
+func TestH2List(t *testing.T) {
+	type field struct{ name, value string }
+	for _, tc := range []struct {
+		name          string
+		tls           bool
+		pseudo, regs  []field
+		fields, bytes int
+	}{
+		{"pseudo and a field", false, []field{{":method", "GET"}, {":scheme", "http"}, {":authority", "a"}, {":path", "/"}},
+			[]field{{"x-a", "1"}}, 5, 7 + 3 + 7 + 4 + 10 + 1 + 5 + 1 + 3 + 1},
+		{"https in plaintext counts as http", false, []field{{":method", "GET"}, {":scheme", "https"}},
+			nil, 2, 7 + 3 + 7 + 4},
+		{"https over TLS", true, []field{{":scheme", "https"}}, nil, 1, 7 + 5},
+		{"host is the authority", false, []field{{":method", "GET"}}, []field{{"host", "hh"}}, 2, 7 + 3 + 10 + 2},
+		{"host beside the authority", false, []field{{":authority", "a"}}, []field{{"host", "a"}}, 1, 10 + 1},
+		{"cookie and trailer", false, nil, []field{{"cookie", "a=1"}, {"trailer", "x"}, {"x-a", "1"}}, 1, 4},
+		{"expect 100-continue", false, nil, []field{{"expect", "100-continue"}, {"expect", "x"}}, 0, 0},
+		{"expect else", false, nil, []field{{"expect", "x"}}, 1, 7},
+	} {
+		l := NewH2List()
+		for _, f := range tc.pseudo {
+			l.Pseudo(f.name, f.value, tc.tls)
+		}
+		for _, f := range tc.regs {
+			l.Field(f.name, f.value)
+		}
+		if fields, bytes := l.Count(); fields != tc.fields || bytes != tc.bytes {
+			t.Errorf("%s: %d fields, %d bytes; want %d, %d", tc.name, fields, bytes, tc.fields, tc.bytes)
+		}
+	}
+}
