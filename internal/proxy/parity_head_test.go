@@ -395,14 +395,24 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 // having its header timeout run, on every path. Both paths started the
 // header timeout at the first of them, and answered an idle keep-alive
 // connection 408 after request_headers_timeout.
+//
+// They do not restart the idle timeout either, as bytes that open no
+// stream do not restart Envoy's: a client sending CR LF every 100 ms to a
+// connection whose idle timeout is 300 ms is closed at the idle timeout
+// (drip). The loops restarted it at every read, and held the connection
+// as long as they came.
 func TestTrailingEmptyLineIdlesSamePaths(t *testing.T) {
 	echo := echoHopUpstream(t)
 	const headerTimeout = 100 * time.Millisecond
+	const idle, dripEvery, dripFor = 300 * time.Millisecond, 100 * time.Millisecond, 3 * time.Second
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
 		h.push(httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
 			m.RequestHeadersTimeout = durationpb.New(headerTimeout)
+		})), httpListener("drip", httpManager("drip", "rds", func(m *hcmv3.HttpConnectionManager) {
+			m.RequestHeadersTimeout = durationpb.New(headerTimeout)
+			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(idle)}
 		})), routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
 		c, err := net.Dial("tcp", h.addr("egress"))
 		if err != nil {
@@ -432,17 +442,56 @@ func TestTrailingEmptyLineIdlesSamePaths(t *testing.T) {
 		_, _ = io.WriteString(c, "GET /echo HTTP/1.1\r\nHost: x\r\nX-Keep: 1\r\n\r\n")
 		read()
 		_ = c.Close()
-		res := pathResult{answers: map[string]string{"answers": strings.Join(answer, "\n")}}
-		res.stats = fmt.Sprintf("downstream_rq_header_timeout %d", h.stat("http.egress.downstream_rq_header_timeout"))
+		res := pathResult{answers: map[string]string{"answers": strings.Join(answer, "\n"), "drip": dripEmptyLines(t, h.addr("drip"), dripEvery, dripFor)}}
+		res.stats = fmt.Sprintf("downstream_rq_header_timeout %d %d, downstream_cx_idle_timeout %d",
+			h.stat("http.egress.downstream_rq_header_timeout"), h.stat("http.drip.downstream_rq_header_timeout"), h.stat("http.drip.downstream_cx_idle_timeout"))
 		if want := "200 \"X-Keep\"\n200 \"X-Keep\""; p.goroutines && res.answers["answers"] != want {
 			t.Errorf("the goroutine path answered\n%s\nwant\n%s", res.answers["answers"], want)
 		}
-		if p.goroutines && res.stats != "downstream_rq_header_timeout 0" {
-			t.Errorf("the goroutine path counted %s", res.stats)
+		if want := "200, then closed"; p.goroutines && res.answers["drip"] != want {
+			t.Errorf("the goroutine path answered the drip\n%s\nwant\n%s", res.answers["drip"], want)
+		}
+		if want := "downstream_rq_header_timeout 0 0, downstream_cx_idle_timeout 1"; p.goroutines && res.stats != want {
+			t.Errorf("the goroutine path counted %s, want %s", res.stats, want)
 		}
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, []string{"answers"})
+	sameAsGoroutinePath(t, results, []string{"answers", "drip"})
+}
+
+// dripEmptyLines sends a request to addr, reads its answer, then sends
+// CR LF every every until the proxy closes the connection or for has
+// passed, and says which.
+func dripEmptyLines(t *testing.T, addr string, every, until time.Duration) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	_, _ = io.WriteString(c, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err.Error()
+	}
+	_, _ = io.ReadAll(resp.Body)
+	answer := fmt.Sprint(resp.StatusCode)
+	for end := time.Now().Add(until); time.Now().Before(end); {
+		if _, err := io.WriteString(c, "\r\n"); err != nil {
+			return answer + ", then closed" // reset: the proxy closed with CR LF unread
+		}
+		// The read's deadline paces the drip.
+		_ = c.SetReadDeadline(time.Now().Add(every))
+		switch _, err := br.ReadByte(); {
+		case err == nil:
+			return answer + ", then a byte"
+		case errors.Is(err, io.EOF) || !os.IsTimeout(err):
+			return answer + ", then closed"
+		}
+	}
+	return fmt.Sprintf("%s, still open after %v", answer, until)
 }
 
 // TestH2HeadListSamePaths: an HTTP/2 request's header list, sent as

@@ -74,9 +74,10 @@ type headScanner struct {
 // server SHOULD ignore at least one empty line there; Envoy's codecs,
 // llhttp's and http-parser's start states, skip any CR and LF, as Go's
 // server, which the goroutine path reads heads with, does). They count
-// in the head's size, and the head timeout runs while they come: a
-// client cannot hold the connection with them. skip is how many came
-// before the request line, the head b[skip:n].
+// in the head's size; the head timeout starts at the request line, and
+// they do not restart the idle timeout (readIdle): a client cannot hold
+// the connection with them. skip is how many came before the request
+// line, the head b[skip:n].
 func (s *headScanner) scanRequest(b []byte, max int) (skip, n int, err error) {
 	if s.line == s.start && s.start < len(b) && (b[s.start] == '\r' || b[s.start] == '\n') {
 		s.skipEmpty(b)
