@@ -50,6 +50,11 @@ type h2stream struct {
 	peerReset  bool
 	interims   int8 // 1xx responses relayed from an HTTP/1.1 upstream
 	gone       bool // out of c.streams
+	// uncounted: answered as x/net's server answers a header list cut
+	// at SETTINGS_MAX_HEADER_LIST_SIZE, before any handler, so that the
+	// goroutine path counts it nowhere: not in downstream_rq_total, its
+	// status class or downstream_rq_time.
+	uncounted bool
 	// To an HTTP/2 cluster (h2ustream_linux.go): the request's decoded
 	// fields until its upstream stream opens, that stream, and the
 	// response's trailers, sent after the body.
@@ -215,11 +220,10 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	if f.Truncated {
 		// Over SETTINGS_MAX_HEADER_LIST_SIZE: 431, as net/http's server
 		// answers before anything else of the list (the fields past the
-		// cut were not decoded).
+		// cut were not decoded), and uncounted as it is there.
 		sd.in, sd.off = append(b, "\r\n"...), 0
-		st.reqEnded = f.StreamEnded()
+		st.reqEnded, st.uncounted = f.StreamEnded(), true
 		sd.reqStart = l.now
-		d.gen.st.rqTotal.Inc()
 		l.localReply(sd, 431, "", false)
 		return
 	}
