@@ -85,7 +85,12 @@ func echoHopUpstream(t *testing.T) string {
 // (Utility::sanitizeConnectionHeader); with 9, every header it names is
 // dropped before forwarding, but for "TE: trailers", which Envoy keeps
 // (the loops dropped it). The loops refused more than 8 names (400
-// codec_error), the goroutine path took any number.
+// codec_error), the goroutine path took any number. An upgrade is one
+// whatever its Connection token's place, as Envoy's isUpgrade finds it
+// (the loops looked at 9 tokens only, and refused a tenth upgrade 400).
+// A head both paths refuse for two reasons is refused for the same one:
+// Connection before Expect, as checkHead looks (the loops answered an
+// Expect they did not take first, 417).
 //
 // max_request_headers_kb and common_http_protocol_options.max_headers_count
 // are honoured (they were read and ignored: 60 KiB and 100 applied): a
@@ -163,6 +168,11 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 		{name: "an upgrade naming X-Forwarded-For", listener: "up",
 			send:   []string{get + "Connection: upgrade, x-forwarded-for\r\nUpgrade: websocket\r\n" + hops + "\r\n"},
 			status: []int{403}, body: []string{""}, log: []string{"GET /echo HTTP/1.1 403 - upgrade_failed 0 0 - - - -"}},
+		{name: "an upgrade as the tenth connection token", listener: "up",
+			send:   []string{get + "Connection: " + tokens(9) + ", upgrade\r\nUpgrade: websocket\r\n" + hops + "\r\n"},
+			status: []int{403}, body: []string{""}, log: []string{"GET /echo HTTP/1.1 403 - upgrade_failed 0 0 - - - -"}},
+		refused("Expect: foo with X-Forwarded-For named hop-by-hop", "egress",
+			get+"Expect: foo\r\nConnection: x-forwarded-for\r\n"+hops+"\r\n", 400, "http1.connection_header_rejected"),
 		refused("TE named with a 256-byte value", "egress", get+"Connection: te\r\nTE: trailers, "+strings.Repeat("g", 256-10)+"\r\n\r\n",
 			400, "http1.connection_header_rejected"),
 		refused("TE named with 256 bytes over two lines", "egress",

@@ -234,7 +234,8 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 	r.target = span{int32(sp1 + 1), int32(sp2)}
 	r.head = string(method) == "HEAD"
 	r.closeAfter = r.minor == 0
-	var upgrade bool // an Upgrade line
+	var upgrade bool     // an Upgrade line
+	var expectOther bool // an Expect line other than 100-continue
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
 		l := b[p:e]
@@ -303,9 +304,11 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 			r.teTrailers = r.teTrailers || proxyroute.TETrailers(val)
 		case equalFold(name, "expect"):
 			// As weft proxy: 100-continue is answered by the proxy and not
-			// forwarded; any other expectation fails.
+			// forwarded; any other expectation fails, once the head has
+			// passed the checks the goroutine path makes before it looks
+			// at Expect (checkHead).
 			if !equalFold(val, "100-continue") {
-				return errExpect
+				expectOther = true
 			}
 			h.hop, r.expectContinue = true, true
 		case equalFold(name, "x-request-id"):
@@ -338,6 +341,9 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 		// A chunked HTTP/1.0 body net/http would not read as one.
 		return errSmuggle
 	}
+	if expectOther {
+		return errExpect
+	}
 	if upgrade || r.connUpgrade {
 		return errUpgrade
 	}
@@ -361,10 +367,13 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 
 // connection reads a Connection header's tokens as Envoy's codec reads
 // them (proxyroute.CutConnectionToken, proxyroute.ConnectionToken); past
-// maxConnTokens they are counted only: the head is refused.
+// maxConnTokens they are counted, and looked at for upgrade only: the
+// head is refused unless it is an upgrade, which Envoy (isUpgrade) and
+// the goroutine path find wherever the token is.
 func (r *request) connection(b []byte, v span) {
 	for tok, rest, ok := proxyroute.CutConnectionToken(v.of(b)); ok; tok, rest, ok = proxyroute.CutConnectionToken(rest) {
 		if r.connAll++; r.connAll > maxConnTokens {
+			r.connUpgrade = r.connUpgrade || proxyroute.ConnectionToken(tok) == proxyroute.ConnUpgrade
 			continue
 		}
 		switch proxyroute.ConnectionToken(tok) {
