@@ -23,8 +23,9 @@ import (
 )
 
 // echoHopUpstream answers every request with the names of its X-Hop-*,
-// X-Keep, Http2-Settings and Te headers, sorted, Te's with its values
-// (Te=trailers): which of them the proxy forwarded.
+// X-Keep, Http2-Settings, Te and Expect headers, sorted, Te's and
+// Expect's with their values (Te=trailers): which of them the proxy
+// forwarded.
 func echoHopUpstream(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -50,7 +51,7 @@ func echoHopUpstream(t *testing.T) string {
 					var names []string
 					for k := range req.Header {
 						switch {
-						case k == "Te":
+						case k == "Te", k == "Expect":
 							names = append(names, k+"="+strings.Join(req.Header[k], ","))
 						case strings.HasPrefix(k, "X-Hop"), k == "X-Keep", k == "Http2-Settings":
 							names = append(names, k)

@@ -179,8 +179,10 @@ type headerLine struct {
 // (accept_http_10); any other version but HTTP/1.1 is refused
 // (errLowVersion), as Envoy's codec, which reads them all as HTTP/1.0,
 // refuses them, once the framing headers are checked. A head with more
-// than maxLines header lines is refused (errTooManyHeaders).
-func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
+// than maxLines header lines is refused (errTooManyHeaders). stream: b
+// is an HTTP/2 stream's head as h2Headers wrote it, whose Expect lines
+// are expectations to forward (it kept none with 100-continue).
+func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) error {
 	*r = request{lines: r.lines[:0]}
 	eol := bytes.IndexByte(b, '\n') - 1 // '\r'
 	line := b[:eol]
@@ -302,7 +304,7 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 			// its lines holds trailers (dispatch).
 			h.hop, r.teBytes = true, r.teBytes+len(val)+1
 			r.teTrailers = r.teTrailers || proxyroute.TETrailers(val)
-		case equalFold(name, "expect"):
+		case equalFold(name, "expect") && !stream:
 			// As weft proxy: 100-continue is answered by the proxy and not
 			// forwarded; any other expectation fails, once the head has
 			// passed the checks the goroutine path makes before it looks

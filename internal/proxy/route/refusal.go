@@ -161,6 +161,13 @@ func (l *H2List) Field(name, value string) {
 	}
 }
 
+// Continue reports whether an expect field holds the 100-continue token:
+// x/net's server then drops every expect field before the goroutine path
+// sees the request, and the loops drop them likewise; otherwise they are
+// forwarded. (Envoy's connection manager consumes an expect field whose
+// value is 100-continue as a whole, and forwards any other.)
+func (l *H2List) Continue() bool { return l.continue100 }
+
 // Count is the list's fields and their names' and values' bytes, for
 // H2Overflow.
 func (l *H2List) Count() (fields, bytes int) {
