@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +17,13 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
 // echoHopUpstream answers every request with the names of its X-Hop-*,
@@ -620,6 +624,89 @@ func TestH2HeadListSamePaths(t *testing.T) {
 	}
 	names := make([]string, 0, len(requests))
 	for _, r := range requests {
+		names = append(names, r.name)
+	}
+	sameAsGoroutinePath(t, results, names)
+}
+
+// TestH2SchemeCountedSamePaths: over TLS an HTTP/2 request's :scheme
+// counts in its header list as https, on every path: the connection's
+// scheme, since the goroutine path's request has no trace of the field
+// (route.H2List). The goroutine path counted http there (x/net sets r.TLS
+// only on a *tls.Conn), the loops https, so a list one byte under the
+// limit with :scheme http was reset on the loops and served on the
+// goroutine path. (Envoy counts the value sent: the second row is served
+// there.)
+func TestH2SchemeCountedSamePaths(t *testing.T) {
+	echo := echoHopUpstream(t)
+	ca := tlstest.NewCA(t, "mesh")
+	f := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
+	// 1024 bytes counted with :scheme https: :method GET 10, :scheme 12,
+	// :authority x 11, :path /echo 10, x-pad 5 and its value.
+	pad := strings.Repeat("p", 1024-48)
+	rows := []struct{ name, scheme, pad, want string }{
+		{"https at the limit", "https", pad, "200"},
+		{"https a byte over", "https", pad + "p", "RST_STREAM INTERNAL_ERROR"},
+		{"http a byte over as https", "http", pad + "p", "RST_STREAM INTERNAL_ERROR"},
+	}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		common := f.common(false)
+		common.AlpnProtocols = []string{"h2", "http/1.1"}
+		l := httpListener("tls", httpManager("tls", "rds", func(m *hcmv3.HttpConnectionManager) {
+			m.MaxRequestHeadersKb = wrapperspb.UInt32(1)
+		}))
+		l.FilterChains[0].TransportSocket = tlsSocket(&tlsv3.DownstreamTlsContext{CommonTlsContext: common})
+		h.push(l, routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
+		cfg := clientTLS(ca, "svc.local")
+		cfg.NextProtos = []string{"h2"}
+		tc := tls.Client(dialRaw(t, h.addr("tls")), cfg)
+		if err := tc.Handshake(); err != nil || tc.ConnectionState().NegotiatedProtocol != "h2" {
+			t.Fatalf("%s: handshake %v, protocol %q", p.name, err, tc.ConnectionState().NegotiatedProtocol)
+		}
+		cl := newH2Client(tc)
+		res := pathResult{answers: map[string]string{}}
+		for i, r := range rows {
+			id := uint32(2*i + 1)
+			cl.hbuf.Reset()
+			for _, f := range [][2]string{{":method", "GET"}, {":scheme", r.scheme}, {":authority", "x"}, {":path", "/echo"}, {"x-pad", r.pad}} {
+				_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: cl.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+			_ = cl.bw.Flush()
+			answer := "no answer"
+			timeout := time.After(10 * time.Second)
+		wait:
+			for {
+				select {
+				case f, ok := <-cl.frames:
+					if !ok {
+						answer = "the connection ended"
+						break wait
+					}
+					switch {
+					case f.stream != id:
+					case f.typ == http2.FrameHeaders:
+						answer = f.status
+						break wait
+					case f.typ == http2.FrameRSTStream:
+						answer = "RST_STREAM " + f.code.String()
+						break wait
+					}
+				case <-timeout:
+					break wait
+				}
+			}
+			res.answers[r.name] = answer
+			if p.goroutines && answer != r.want {
+				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, answer, r.want)
+			}
+		}
+		results[p.name] = res
+	}
+	var names []string
+	for _, r := range rows {
 		names = append(names, r.name)
 	}
 	sameAsGoroutinePath(t, results, names)
