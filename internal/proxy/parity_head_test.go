@@ -711,3 +711,51 @@ func TestH2SchemeCountedSamePaths(t *testing.T) {
 	}
 	sameAsGoroutinePath(t, results, names)
 }
+
+// TestIdleAfterSlowResponseSamePaths: a keep-alive connection's idle
+// timeout runs from its last response's end, as Envoy's idle timer starts
+// when the connection's last stream ends: a response slower than the
+// idle timeout leaves the connection open for the next request, on every
+// path. The loops ran it from the request's last read, and closed the
+// connection (counted as an idle timeout) right after such a response.
+func TestIdleAfterSlowResponseSamePaths(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	slow := newBackend(t, "slow")
+	slow.mu.Lock()
+	slow.slow = 2 * idle
+	slow.mu.Unlock()
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h.push(httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
+			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(idle)}
+		})), routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "slow"))), edsCluster("slow"), cla("slow", slow.addr()))
+		c := dialRaw(t, h.addr("egress"))
+		br := bufio.NewReader(c)
+		_, _ = io.WriteString(c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+		answer := ""
+		if resp, err := http.ReadResponse(br, nil); err != nil {
+			answer = err.Error()
+		} else {
+			_, _ = io.ReadAll(resp.Body)
+			answer = resp.Status
+			// A third of the idle timeout after the response: still open.
+			_ = c.SetReadDeadline(time.Now().Add(idle / 3))
+			switch _, err := br.ReadByte(); {
+			case err == nil:
+				answer += ", then a byte"
+			case os.IsTimeout(err):
+				answer += ", then open"
+			default:
+				answer += ", then closed"
+			}
+		}
+		res := pathResult{answers: map[string]string{"answer": answer}}
+		res.stats = fmt.Sprintf("downstream_cx_idle_timeout %d", h.stat("http.egress.downstream_cx_idle_timeout"))
+		if p.goroutines && (answer != "200 OK, then open" || res.stats != "downstream_cx_idle_timeout 0") {
+			t.Errorf("the goroutine path answered %q, counted %s", answer, res.stats)
+		}
+		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, []string{"answer"})
+}

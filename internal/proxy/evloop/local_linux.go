@@ -214,7 +214,7 @@ func (l *loop) replyDone(d *down, status int) {
 		d.gen.st.response(status)
 	}
 	if d.h2 == nil {
-		l.rqTimed(d) // a stream's once its END_STREAM goes (h2Sent)
+		l.h1Done(d) // a stream's once its END_STREAM goes (h2Sent)
 	}
 	skip := d.state == dsBody && !d.closeAfter && d.h2 == nil
 	d.state = dsHead
