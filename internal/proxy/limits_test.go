@@ -248,7 +248,12 @@ func copyFrame(f http2.Frame) h2Frame {
 
 func dialH2(t *testing.T, addr string) *h2Client {
 	t.Helper()
-	c := dialRaw(t, addr)
+	return newH2Client(dialRaw(t, addr))
+}
+
+// newH2Client starts HTTP/2 on c (its preface and SETTINGS) and reads
+// its frames into frames; the caller closes c.
+func newH2Client(c net.Conn) *h2Client {
 	h := &h2Client{c: c, bw: bufio.NewWriter(c), frames: make(chan h2Frame, 1<<16)}
 	h.fr = http2.NewFramer(h.bw, nil)
 	h.enc = hpack.NewEncoder(&h.hbuf)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -183,4 +184,59 @@ func TestExpectContinueH2SamePaths(t *testing.T) {
 		}
 	}
 	sameAsGoroutinePath(t, results, paths)
+}
+
+// TestExpectOtherH2SamePaths: over HTTP/2 an expect field other than
+// 100-continue is forwarded (to an HTTP/1.1 cluster and to an HTTP/2 one),
+// as Envoy forwards it; the loops dropped every expect field, the
+// goroutine path forwards them. Fields holding the 100-continue token are
+// all dropped, as x/net's server drops them on the goroutine path
+// (route.H2List.Continue): "100-continue, foo" too, which Envoy, matching
+// the value as a whole, would forward.
+func TestExpectOtherH2SamePaths(t *testing.T) {
+	h1 := echoHopUpstream(t)
+	h2 := h2cUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Join(r.Header["Expect"], "|"))
+	}))
+	expects := []string{"foo", "100-continue, foo", "100-Continue"}
+	want := map[string]string{
+		"/h1 foo": "200 Expect=foo", "/h1 100-continue, foo": "200 ", "/h1 100-Continue": "200 ",
+		"/h2 foo": "200 foo", "/h2 100-continue, foo": "200 ", "/h2 100-Continue": "200 ",
+	}
+	results := map[string]pathResult{}
+	var names []string
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1", "h1"), routeTo("/h2", "h2"))),
+			edsCluster("h1"), cla("h1", h1),
+			edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }), cla("h2", h2))
+		cl := h2cClient(t)
+		res := pathResult{answers: map[string]string{}}
+		names = names[:0]
+		for _, path := range []string{"/h1", "/h2"} {
+			for _, ex := range expects {
+				name := path + " " + ex
+				names = append(names, name)
+				req, err := http.NewRequest("GET", "http://"+h.addr("egress")+path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Expect", ex)
+				resp, err := cl.Do(req)
+				if err != nil {
+					res.answers[name] = err.Error()
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				res.answers[name] = fmt.Sprintf("%d %s", resp.StatusCode, body)
+				if p.goroutines && res.answers[name] != want[name] {
+					t.Errorf("goroutines, %s: answered %q; want %q", name, res.answers[name], want[name])
+				}
+			}
+		}
+		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, names)
 }

@@ -145,7 +145,10 @@ func h2ResetStalled(t *testing.T, addr, path string) string {
 // every request; the loops recorded none of the HTTP/1.1 cuts, and the
 // stream reset by the flush timeout, recorded when its upstream's
 // response ended. Alike on every path, with the counters and the access
-// log.
+// log. Without a flush timeout (stream_flush_timeout and
+// stream_idle_timeout 0: listener noflush) a stream reset by the client
+// while its end waits is not recorded either: the goroutine path recorded
+// it, as its handler returned before x/net sent the end.
 func TestRequestTimeSamePaths(t *testing.T) {
 	whole := newBackend(t, "whole")
 	chunked := cutHTTP1Upstream(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -172,8 +175,11 @@ func TestRequestTimeSamePaths(t *testing.T) {
 			c.AccessLogBuffering.FlushInterval = time.Millisecond
 		})
 		logFile := filepath.Join(t.TempDir(), "access.log")
+		noFlushLog := filepath.Join(t.TempDir(), "noflush.log")
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format), func(m *hcmv3.HttpConnectionManager) {
 			m.StreamFlushTimeout = durationpb.New(200 * time.Millisecond)
+		})), httpListener("noflush", httpManager("noflush", "rds", withAccessLog(noFlushLog, format), func(m *hcmv3.HttpConnectionManager) {
+			m.StreamFlushTimeout, m.StreamIdleTimeout = durationpb.New(0), durationpb.New(0)
 		})),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/whole", "whole"), routeTo("/chunked", "chunked"),
 				routeTo("/sized", "sized"), routeTo("/h2", "h2"), routeTo("/early", "early"), routeTo("/full2", "h2whole"))),
@@ -227,7 +233,8 @@ func TestRequestTimeSamePaths(t *testing.T) {
 			res.answers["h2 stalled "+path] = how
 		}
 		res.answers["h2 stalled, reset by the client"] = h2ResetStalled(t, h.addr("egress"), "/whole")
-		res.log = awaitLog(t, logFile, len(gets)+1+len(h2Gets))
+		res.answers["h2 stalled, reset by the client, no flush timeout"] = h2ResetStalled(t, h.addr("noflush"), "/whole")
+		res.log = awaitLog(t, logFile, len(gets)+1+len(h2Gets)) + "\nnoflush: " + awaitLog(t, noFlushLog, 1)
 		var stats []string
 		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx",
 			"downstream_rq_5xx", "downstream_cx_protocol_error"} {
@@ -235,11 +242,14 @@ func TestRequestTimeSamePaths(t *testing.T) {
 		}
 		stats = append(stats, "downstream_rq_time count "+
 			histogramCount(t, h, "envoy_http_downstream_rq_time", `envoy_http_conn_manager_prefix="egress"`))
+		// After its log line: the stream is done.
+		stats = append(stats, "noflush: downstream_rq_time count "+
+			histogramCount(t, h, "envoy_http_downstream_rq_time", `envoy_http_conn_manager_prefix="noflush"`))
 		res.stats = strings.Join(stats, "\n")
-		if p.goroutines && !strings.HasSuffix(res.stats, "downstream_rq_time count 3") {
-			t.Errorf("the goroutine path's counters\n%s\nwant downstream_rq_time count 3: the whole responses'", res.stats)
+		if p.goroutines && !strings.Contains(res.stats, "downstream_rq_time count 3\nnoflush: downstream_rq_time count 0") {
+			t.Errorf("the goroutine path's counters\n%s\nwant downstream_rq_time count 3: the whole responses', and none on noflush", res.stats)
 		}
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, append(gets, h2Gets...))
+	sameAsGoroutinePath(t, results, append(gets, append(h2Gets, "h2 stalled, reset by the client, no flush timeout")...))
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -410,8 +412,36 @@ func TestDNSRefreshRateBounded(t *testing.T) {
 
 // A name /etc/hosts holds without an address of the family asked is an
 // answer without addresses (c-ares goes on to DNS and completes empty),
-// not a failure: Go reports it as "no suitable address found".
+// not a failure: Go reports it as "no suitable address found". The name
+// is localhost, skipped where /etc/hosts gives it an IPv6 address or none.
 func TestLookupFamilyHostsWithoutTheFamily(t *testing.T) {
+	hosts, err := os.ReadFile("/etc/hosts")
+	if err != nil {
+		t.Skipf("no /etc/hosts: %v", err)
+	}
+	var v4, v6 bool
+	for _, line := range strings.Split(string(hosts), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		if len(f) < 2 || !slices.Contains(f[1:], "localhost") {
+			continue
+		}
+		if a, err := netip.ParseAddr(f[0]); err == nil {
+			v4, v6 = v4 || a.Is4(), v6 || a.Is6()
+		}
+	}
+	if !v4 || v6 {
+		t.Skipf("/etc/hosts does not hold localhost with IPv4 addresses only (IPv4 %v, IPv6 %v)", v4, v6)
+	}
+	ips, err := lookupFamily(context.Background(), net.DefaultResolver, "ip6", "localhost")
+	if err != nil || len(ips) != 0 {
+		t.Errorf("lookupFamily(ip6, localhost) = %v, %v; want no addresses and no error", ips, err)
+	}
+}
+
+// An address literal of the other family is an answer without addresses
+// too: Go reports it as /etc/hosts' (no suitable address).
+func TestLookupFamilyLiteralOfTheOtherFamily(t *testing.T) {
 	ips, err := lookupFamily(context.Background(), net.DefaultResolver, "ip6", "127.0.0.1")
 	if err != nil || len(ips) != 0 {
 		t.Errorf("lookupFamily(ip6, 127.0.0.1) = %v, %v; want no addresses and no error", ips, err)

@@ -20,7 +20,7 @@ import (
 func (l *loop) dispatch(d *down, head []byte) {
 	st := d.gen.st
 	r := &l.req
-	if err := parseRequest(head, r, d.gen.http10, d.gen.limits.Lines()); err != nil {
+	if err := parseRequest(head, r, d.gen.http10, d.gen.limits.Lines(), d.h2 != nil); err != nil {
 		if bytes.HasPrefix(head, []byte(h2cPreface)) && l.startH2(d, head) {
 			l.process(d)
 			return

@@ -164,10 +164,24 @@ func (l *loop) readDown(d *down) {
 		return
 	}
 	d.in = d.in[:len(d.in)+n]
-	if d.h2c == nil {
-		d.last = l.now // an h2 connection's moves with its streams (h2Deadline)
-	}
+	l.readIdle(d, d.in[len(d.in)-n:])
 	l.process(d)
+}
+
+// readIdle restarts the idle timeout for the client bytes b just read,
+// unless they open no request: CR and LF while none is under way (between
+// requests, after a body) do not, as bytes that open no stream do not
+// restart Envoy's idle timer, so a client sending only them is closed at
+// the idle timeout as on the goroutine path. An h2 connection's idle
+// timeout moves with its streams (h2Deadline), not with its reads.
+func (l *loop) readIdle(d *down, b []byte) {
+	if d.h2c != nil {
+		return
+	}
+	if d.state == dsHead && d.headStart == 0 && len(bytes.Trim(b, "\r\n")) == 0 {
+		return
+	}
+	d.last = l.now
 }
 
 func (l *loop) releaseIn(d *down) {
@@ -230,7 +244,8 @@ func (l *loop) process(d *down) {
 				// From the request line's first byte: CR and LF before it
 				// (after a body, say) open no request, as in Envoy's
 				// codec, and the connection idles meanwhile (the idle
-				// timeout bounds them; they count in the head's size).
+				// timeout, which they do not restart, readIdle, bounds
+				// them; they count in the head's size).
 				d.headStart = l.now + 1 // 0 means no head under way
 			}
 			if n == 0 {

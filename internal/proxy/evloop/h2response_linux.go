@@ -206,11 +206,17 @@ func (l *loop) h2Resume(c *h2conn) {
 	}
 }
 
-// h2Sent: END_STREAM is out, the request's time recorded (rqTimed). A
-// client still sending its body is told to stop (RST_STREAM NO_ERROR, RFC
-// 9113 8.1).
+// h2Sent: END_STREAM is out, the request's time recorded (rqTimed) unless
+// st is uncounted, or gone (its end was sent and recorded already: once
+// only). A client still sending its body is told to stop (RST_STREAM
+// NO_ERROR, RFC 9113 8.1).
 func (l *loop) h2Sent(st *h2stream) {
-	l.rqTimed(st.sd)
+	if st.gone {
+		return
+	}
+	if !st.uncounted {
+		l.rqTimed(st.sd)
+	}
 	if !st.reqEnded {
 		_ = st.c.fr.WriteRSTStream(st.id, http2.ErrCodeNo)
 	}

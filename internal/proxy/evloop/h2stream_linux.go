@@ -17,7 +17,6 @@ package evloop
 
 import (
 	"strconv"
-	"strings"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -50,6 +49,12 @@ type h2stream struct {
 	peerReset  bool
 	interims   int8 // 1xx responses relayed from an HTTP/1.1 upstream
 	gone       bool // out of c.streams
+	// uncounted: answered as x/net's server answers a header list cut
+	// at SETTINGS_MAX_HEADER_LIST_SIZE, before any handler, so that the
+	// goroutine path counts it nowhere: not in downstream_rq_total, its
+	// status class or downstream_rq_time.
+	uncounted bool
+	expect100 bool // its expect fields ask for 100-continue: answered by the proxy, not forwarded (H2List.Continue)
 	// To an HTTP/2 cluster (h2ustream_linux.go): the request's decoded
 	// fields until its upstream stream opens, that stream, and the
 	// response's trailers, sent after the body.
@@ -142,7 +147,6 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 		b = append(b, "\r\n"...)
 	}
 	cookies := 0
-	expect100 := false
 	typed := false // a content-type seen: the first decides, as Header.Get reads it on the goroutine path
 	// The header list as proxyroute.Limits.H2Overflow counts it.
 	list := proxyroute.NewH2List()
@@ -151,6 +155,9 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	}
 	for _, hf := range f.RegularFields() {
 		list.Field(hf.Name, hf.Value)
+	}
+	st.expect100 = list.Continue()
+	for _, hf := range f.RegularFields() {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			l.h2StreamError(c, id, http2.ErrCodeProtocol) // connection-specific (RFC 9113 8.2.2)
@@ -169,11 +176,14 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 				continue
 			}
 		case "expect":
-			// Not forwarded: the proxy answers 100-continue itself once
-			// the request goes upstream (h2Continue), as Envoy does
-			// without proxy_100_continue; the body comes as DATA anyway.
-			expect100 = expect100 || strings.EqualFold(hf.Value, "100-continue")
-			continue
+			// With 100-continue, not forwarded: the proxy answers it
+			// itself once the request goes upstream (h2Continue), as
+			// Envoy does without proxy_100_continue; the body comes as
+			// DATA anyway. Other expectations are forwarded, as on the
+			// goroutine path (H2List.Continue).
+			if st.expect100 {
+				continue
+			}
 		case "content-length":
 			n, err := strconv.ParseInt(hf.Value, 10, 64)
 			if err != nil || n < 0 || st.declared >= 0 && n != st.declared {
@@ -215,11 +225,10 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	if f.Truncated {
 		// Over SETTINGS_MAX_HEADER_LIST_SIZE: 431, as net/http's server
 		// answers before anything else of the list (the fields past the
-		// cut were not decoded).
+		// cut were not decoded), and uncounted as it is there.
 		sd.in, sd.off = append(b, "\r\n"...), 0
-		st.reqEnded = f.StreamEnded()
+		st.reqEnded, st.uncounted = f.StreamEnded(), true
 		sd.reqStart = l.now
-		d.gen.st.rqTotal.Inc()
 		l.localReply(sd, 431, "", false)
 		return
 	}
@@ -246,7 +255,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	if !st.toH2 {
 		st.hf = nil
 	}
-	if expect100 {
+	if st.expect100 {
 		l.h2Continue(st)
 	}
 	if !sd.closed {

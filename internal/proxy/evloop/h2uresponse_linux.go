@@ -202,7 +202,7 @@ func (l *loop) h2uFinish(s *h2ustream, sent bool) {
 	l.logDone(d, s.x.status)
 	d.state = dsHead
 	if st.c == nil {
-		l.rqTimed(d) // h1uEnd puts the response's end in d.out
+		l.h1Done(d) // h1uEnd puts the response's end in d.out
 		l.h1uEnd(d)
 		return
 	}

@@ -108,7 +108,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 	}
 	c.hbuf.Reset()
 	for _, hf := range st.hf.Fields {
-		if hf.Name == "expect" {
+		if hf.Name == "expect" && st.expect100 {
 			continue // answered by the proxy (h2Continue), as Envoy does
 		}
 		if hf.Name == ":path" && st.path != "" {

@@ -210,9 +210,11 @@ func (l *loop) localReplyH1(d *down, status int, body string, closeAfter bool) i
 // the client sent behind the request, as a response's end does (finish):
 // nothing else would look at those bytes before the client sends more.
 func (l *loop) replyDone(d *down, status int) {
-	d.gen.st.response(status)
+	if d.h2 == nil || !d.h2.uncounted {
+		d.gen.st.response(status)
+	}
 	if d.h2 == nil {
-		l.rqTimed(d) // a stream's once its END_STREAM goes (h2Sent)
+		l.h1Done(d) // a stream's once its END_STREAM goes (h2Sent)
 	}
 	skip := d.state == dsBody && !d.closeAfter && d.h2 == nil
 	d.state = dsHead

@@ -74,9 +74,10 @@ type headScanner struct {
 // server SHOULD ignore at least one empty line there; Envoy's codecs,
 // llhttp's and http-parser's start states, skip any CR and LF, as Go's
 // server, which the goroutine path reads heads with, does). They count
-// in the head's size, and the head timeout runs while they come: a
-// client cannot hold the connection with them. skip is how many came
-// before the request line, the head b[skip:n].
+// in the head's size; the head timeout starts at the request line, and
+// they do not restart the idle timeout (readIdle): a client cannot hold
+// the connection with them. skip is how many came before the request
+// line, the head b[skip:n].
 func (s *headScanner) scanRequest(b []byte, max int) (skip, n int, err error) {
 	if s.line == s.start && s.start < len(b) && (b[s.start] == '\r' || b[s.start] == '\n') {
 		s.skipEmpty(b)
@@ -178,8 +179,10 @@ type headerLine struct {
 // (accept_http_10); any other version but HTTP/1.1 is refused
 // (errLowVersion), as Envoy's codec, which reads them all as HTTP/1.0,
 // refuses them, once the framing headers are checked. A head with more
-// than maxLines header lines is refused (errTooManyHeaders).
-func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
+// than maxLines header lines is refused (errTooManyHeaders). stream: b
+// is an HTTP/2 stream's head as h2Headers wrote it, whose Expect lines
+// are expectations to forward (it kept none with 100-continue).
+func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) error {
 	*r = request{lines: r.lines[:0]}
 	eol := bytes.IndexByte(b, '\n') - 1 // '\r'
 	line := b[:eol]
@@ -233,7 +236,8 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 	r.target = span{int32(sp1 + 1), int32(sp2)}
 	r.head = string(method) == "HEAD"
 	r.closeAfter = r.minor == 0
-	var upgrade bool // an Upgrade line
+	var upgrade bool     // an Upgrade line
+	var expectOther bool // an Expect line other than 100-continue
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
 		l := b[p:e]
@@ -300,11 +304,13 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 			// its lines holds trailers (dispatch).
 			h.hop, r.teBytes = true, r.teBytes+len(val)+1
 			r.teTrailers = r.teTrailers || proxyroute.TETrailers(val)
-		case equalFold(name, "expect"):
+		case equalFold(name, "expect") && !stream:
 			// As weft proxy: 100-continue is answered by the proxy and not
-			// forwarded; any other expectation fails.
+			// forwarded; any other expectation fails, once the head has
+			// passed the checks the goroutine path makes before it looks
+			// at Expect (checkHead).
 			if !equalFold(val, "100-continue") {
-				return errExpect
+				expectOther = true
 			}
 			h.hop, r.expectContinue = true, true
 		case equalFold(name, "x-request-id"):
@@ -337,6 +343,9 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 		// A chunked HTTP/1.0 body net/http would not read as one.
 		return errSmuggle
 	}
+	if expectOther {
+		return errExpect
+	}
 	if upgrade || r.connUpgrade {
 		return errUpgrade
 	}
@@ -360,10 +369,13 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int) error {
 
 // connection reads a Connection header's tokens as Envoy's codec reads
 // them (proxyroute.CutConnectionToken, proxyroute.ConnectionToken); past
-// maxConnTokens they are counted only: the head is refused.
+// maxConnTokens they are counted, and looked at for upgrade only: the
+// head is refused unless it is an upgrade, which Envoy (isUpgrade) and
+// the goroutine path find wherever the token is.
 func (r *request) connection(b []byte, v span) {
 	for tok, rest, ok := proxyroute.CutConnectionToken(v.of(b)); ok; tok, rest, ok = proxyroute.CutConnectionToken(rest) {
 		if r.connAll++; r.connAll > maxConnTokens {
+			r.connUpgrade = r.connUpgrade || proxyroute.ConnectionToken(tok) == proxyroute.ConnUpgrade
 			continue
 		}
 		switch proxyroute.ConnectionToken(tok) {

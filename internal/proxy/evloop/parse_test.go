@@ -35,7 +35,7 @@ func TestScanInPieces(t *testing.T) {
 		}
 	}
 	var r request
-	if err := parseRequest(req[:want], &r, true, proxyroute.MaxHeaders); err != nil {
+	if err := parseRequest(req[:want], &r, true, proxyroute.MaxHeaders, false); err != nil {
 		t.Fatal(err)
 	}
 	if string(r.method.of(req)) != "GET" || string(r.target.of(req)) != "/a?b=c" || string(r.host.of(req)) != "x" || r.minor != 1 || len(r.lines) != 2 {
@@ -118,7 +118,7 @@ func TestParseRequestErrors(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n", 417},
 	} {
 		var r request
-		err := parseRequest([]byte(tc.in), &r, true, proxyroute.MaxHeaders)
+		err := parseRequest([]byte(tc.in), &r, true, proxyroute.MaxHeaders, false)
 		var pe *parseError
 		switch {
 		case tc.status == 0 && err != nil:
@@ -135,7 +135,7 @@ func TestParseRequestHTTP10(t *testing.T) {
 	for _, in := range []string{"GET / HTTP/1.0\r\n\r\n", "GET / HTTP/1.0\r\nConnection: keep-alive\r\nHost: x\r\n\r\n",
 		"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"} {
 		var r request
-		if err := parseRequest([]byte(in), &r, false, proxyroute.MaxHeaders); err != errLowVersion {
+		if err := parseRequest([]byte(in), &r, false, proxyroute.MaxHeaders, false); err != errLowVersion {
 			t.Errorf("%q: %v, want %v", in, err, errLowVersion)
 		}
 	}
@@ -144,7 +144,7 @@ func TestParseRequestHTTP10(t *testing.T) {
 func TestHopByHop(t *testing.T) {
 	in := []byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nTE2: gzip\r\nX-Keep: 2\r\n\r\n")
 	var r request
-	if err := parseRequest(in, &r, true, proxyroute.MaxHeaders); err != nil {
+	if err := parseRequest(in, &r, true, proxyroute.MaxHeaders, false); err != nil {
 		t.Fatal(err)
 	}
 	var kept []string
@@ -163,11 +163,11 @@ func TestHopByHop(t *testing.T) {
 func TestHTTP10KeepAlive(t *testing.T) {
 	var r request
 	in := []byte("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-	if err := parseRequest(in, &r, true, proxyroute.MaxHeaders); err != nil || r.closeAfter {
+	if err := parseRequest(in, &r, true, proxyroute.MaxHeaders, false); err != nil || r.closeAfter {
 		t.Errorf("HTTP/1.0 keep-alive: %v close %v", err, r.closeAfter)
 	}
 	in = []byte("GET / HTTP/1.0\r\n\r\n")
-	if err := parseRequest(in, &r, true, proxyroute.MaxHeaders); err != nil || !r.closeAfter {
+	if err := parseRequest(in, &r, true, proxyroute.MaxHeaders, false); err != nil || !r.closeAfter {
 		t.Errorf("HTTP/1.0: %v close %v", err, r.closeAfter)
 	}
 }
@@ -247,7 +247,7 @@ func FuzzRequestHead(f *testing.F) {
 		}
 		head := in[:got]
 		var r request
-		if err := parseRequest(head, &r, true, proxyroute.MaxHeaders); err != nil {
+		if err := parseRequest(head, &r, true, proxyroute.MaxHeaders, false); err != nil {
 			var pe *parseError
 			if !errors.As(err, &pe) || pe.refusal == 0 {
 				t.Fatalf("error %v is not a parse error", err)
@@ -334,7 +334,7 @@ func BenchmarkParseRequest(b *testing.B) {
 		if err != nil || n != len(head) {
 			b.Fatal(n, err)
 		}
-		if err := parseRequest(head[skip:n], &r, false, proxyroute.MaxHeaders); err != nil {
+		if err := parseRequest(head[skip:n], &r, false, proxyroute.MaxHeaders, false); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -359,7 +359,7 @@ func TestParseRequestAllocatesNothing(t *testing.T) {
 		scan = headScanner{}
 		skip, n, err = scan.scanRequest(raw, proxyroute.MaxHeadBytes)
 		if err == nil {
-			err = parseRequest(raw[skip:n], &req, true, proxyroute.MaxHeaders)
+			err = parseRequest(raw[skip:n], &req, true, proxyroute.MaxHeaders, false)
 		}
 	})
 	if err != nil || skip != 5 || !req.teTrailers || req.nConn != 2 || allocs != 0 {

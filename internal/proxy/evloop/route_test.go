@@ -183,7 +183,7 @@ func TestMatchHeadAgreesWithMatch(t *testing.T) {
 			}
 			compared++
 			var req request
-			_ = parseRequest(raw, &req, true, proxyroute.MaxHeaders)
+			_ = parseRequest(raw, &req, true, proxyroute.MaxHeaders, false)
 			path, _ := proxyroute.EscapedPath((&headView{raw, &req}).Target(), nil)
 			if _, rt := rc.MatchHead(&headView{raw, &req}, path); rt != nil {
 				matched++
@@ -201,7 +201,7 @@ func TestMatchHeadAgreesWithMatch(t *testing.T) {
 func checkMatchHead(t *testing.T, rc *proxyroute.Config, raw []byte) bool {
 	t.Helper()
 	var req request
-	if parseRequest(raw, &req, true, proxyroute.MaxHeaders) != nil {
+	if parseRequest(raw, &req, true, proxyroute.MaxHeaders, false) != nil {
 		return false
 	}
 	hr, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw)))
@@ -270,7 +270,7 @@ func TestMatchHeadAllocatesNothing(t *testing.T) {
 	}
 	raw := []byte("GET /api/x?y=1 HTTP/1.1\r\nHost: Svc.Local\r\nUser-Agent: t\r\nX-Canary: 1\r\n\r\n")
 	var req request
-	if err := parseRequest(raw, &req, true, proxyroute.MaxHeaders); err != nil {
+	if err := parseRequest(raw, &req, true, proxyroute.MaxHeaders, false); err != nil {
 		t.Fatal(err)
 	}
 	h := &headView{raw, &req}

@@ -194,9 +194,6 @@ func (l *loop) readDownTLS(d *down) {
 	if l.readEnded(d, n, err) {
 		return
 	}
-	if d.h2c == nil {
-		d.last = l.now // an h2 connection's moves with its streams (h2Deadline)
-	}
 	l.feedDown(d, l.tlsIn[:n])
 }
 
@@ -215,11 +212,15 @@ func (l *loop) feedDown(d *down, ciphertext []byte) {
 	if d.in == nil {
 		d.in, d.off = l.getBuf(), 0
 	}
+	had := len(d.in)
 	plain, err := d.tls.Feed(d.in, ciphertext)
 	if cap(plain) != cap(d.in) {
 		l.putBuf(d.in) // Feed needed more room: a record begun in an earlier read
 	}
 	d.in = plain
+	if ciphertext != nil {
+		l.readIdle(d, d.in[had:]) // a record not yet complete opens no request either
+	}
 	if d.tlsPending() {
 		// An answer to a KeyUpdate, or the alert of err.
 		l.flushDown(d)

@@ -418,6 +418,16 @@ func (l *loop) rqTimed(d *down) {
 	d.gen.st.rqTime.Record(uint64((l.now - d.reqStart) / int64(time.Millisecond)))
 }
 
+// h1Done is an HTTP/1.1 exchange's end, its response's end in d.out: the
+// request is recorded (rqTimed), and the connection's idle timeout runs
+// from now, as Envoy's idle timer starts when the connection's last
+// stream ends (it ran from the request's last read, so a response slower
+// than the idle timeout had its connection closed right after it).
+func (l *loop) h1Done(d *down) {
+	l.rqTimed(d)
+	d.last = l.now
+}
+
 // finish ends an exchange whose response is complete: the upstream goes
 // back to its pool if it can be reused, and the client's next request
 // (pipelined already, perhaps) is processed.
@@ -444,7 +454,7 @@ func (l *loop) finish(u *up, reusable bool) {
 		l.closeUp(u)
 	}
 	if d.h2 == nil {
-		l.rqTimed(d) // the response's end is in d.out; a stream's, once its END_STREAM goes (h2Sent)
+		l.h1Done(d) // the response's end is in d.out; a stream's, once its END_STREAM goes (h2Sent)
 	}
 	l.endRetries(d)
 	l.logDone(d, code)

@@ -157,7 +157,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			panic(p) // http.ErrAbortHandler: net/http resets the stream
 		}
 	}()
-	if r.ProtoMajor == 2 && m.limits.H2Overflow(h2HeadSize(r)) {
+	if r.ProtoMajor == 2 && m.limits.H2Overflow(h2HeadSize(r, c)) {
 		// Envoy's HTTP/2 codec resets the stream before its connection
 		// manager sees the request; the abort resets it (INTERNAL_ERROR).
 		m.stats.rqRxReset.Inc()
@@ -392,17 +392,14 @@ func (m *HCM) modifyResponse(s *stream, resp *http.Response) {
 
 // h2HeadSize is an HTTP/2 request's header list as route.H2List counts
 // it (and the loops): from the request net/http's HTTP/2 server made of
-// it, what the goroutine path sees; H2List says how that differs from the
-// fields received, which Envoy's codec counts.
-func h2HeadSize(r *http.Request) (fields, bytes int) {
+// it, what the goroutine path sees, and its connection c (:scheme's, as
+// r.TLS is nil on c); H2List says how that differs from the fields
+// received, which Envoy's codec counts.
+func h2HeadSize(r *http.Request, c *listener.Conn) (fields, bytes int) {
 	l := route.NewH2List()
 	l.Pseudo(":method", r.Method, false)
 	if r.Method != http.MethodConnect {
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https" // x/net sets TLS for :scheme https on a TLS connection only
-		}
-		l.Pseudo(":scheme", scheme, r.TLS != nil)
+		l.Pseudo(":scheme", "", c.Scheme() == "https")
 		l.Pseudo(":path", r.RequestURI, false)
 	}
 	l.Pseudo(":authority", r.Host, false)

@@ -50,11 +50,18 @@ func (s *stream) abortWrites() bool {
 // timeout that already bounded the stream's writes (abortWrites) is left
 // to do it. It returns the flush's error (the response's end did not go
 // out: the stream was reset, by the client or for a timeout) and whether
-// that was the flush timeout.
+// that was the flush timeout. Without a flush timeout (both 0) the flush
+// waits for the client's window unbounded, as Envoy's stream does then,
+// but for the connection's end or a timeout's abortWrites: finish records
+// the request once its end went out, or not at all when it was reset, as
+// with a timeout (it recorded it before, while x/net still held the end).
 func (s *stream) flushH2(rw *respWriter) (timedOut bool, err error) {
 	d := s.m.streamFlush
-	if !rw.unflushed || d <= 0 {
+	if !rw.unflushed {
 		return false, nil
+	}
+	if d <= 0 {
+		return false, rw.FlushError()
 	}
 	rc := http.NewResponseController(rw.ResponseWriter)
 	s.abortMu.Lock()

@@ -112,8 +112,10 @@ func (l Limits) H2Overflow(fields, bytes int) bool {
 //     stream is refused;
 //   - trailer fields are not counted, nor expect fields when one of them
 //     holds the 100-continue token;
-//   - :scheme's value counts as "https" when it is https on a TLS
-//     connection, else as "http".
+//   - :scheme's value counts as the connection's scheme, "https" on a
+//     TLS connection and "http" otherwise, whatever the client sent: the
+//     goroutine path's request has no trace of it (x/net sets r.TLS only
+//     on a *tls.Conn, which the proxy's connections are not).
 //
 // Cookies are not counted, as Envoy's codec does not count them.
 type H2List struct {
@@ -137,8 +139,9 @@ func (l *H2List) Pseudo(name, value string, tls bool) {
 		}
 		return
 	case ":scheme":
-		if !tls || value != "https" {
-			value = "http"
+		value = "http"
+		if tls {
+			value = "https"
 		}
 	}
 	l.fields, l.bytes = l.fields+1, l.bytes+len(name)+len(value)
@@ -160,6 +163,13 @@ func (l *H2List) Field(name, value string) {
 		l.fields, l.bytes = l.fields+1, l.bytes+len(name)+len(value)
 	}
 }
+
+// Continue reports whether an expect field holds the 100-continue token:
+// x/net's server then drops every expect field before the goroutine path
+// sees the request, and the loops drop them likewise; otherwise they are
+// forwarded. (Envoy's connection manager consumes an expect field whose
+// value is 100-continue as a whole, and forwards any other.)
+func (l *H2List) Continue() bool { return l.continue100 }
 
 // Count is the list's fields and their names' and values' bytes, for
 // H2Overflow.

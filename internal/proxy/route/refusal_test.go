@@ -58,6 +58,7 @@ func TestH2List(t *testing.T) {
 		{"https in plaintext counts as http", false, []field{{":method", "GET"}, {":scheme", "https"}},
 			nil, 2, 7 + 3 + 7 + 4},
 		{"https over TLS", true, []field{{":scheme", "https"}}, nil, 1, 7 + 5},
+		{"http over TLS counts as https", true, []field{{":scheme", "http"}}, nil, 1, 7 + 5},
 		{"host is the authority", false, []field{{":method", "GET"}}, []field{{"host", "hh"}}, 2, 7 + 3 + 10 + 2},
 		{"host beside the authority", false, []field{{":authority", "a"}}, []field{{"host", "a"}}, 1, 10 + 1},
 		{"cookie and trailer", false, nil, []field{{"cookie", "a=1"}, {"trailer", "x"}, {"x-a", "1"}}, 1, 4},
