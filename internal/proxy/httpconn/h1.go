@@ -358,7 +358,7 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) (p
 			_ = c.Close()
 			return false
 		}
-		hc.lim.n = hc.maxHead
+		hc.startHead()
 		err := hc.waitRequest()
 		if !parkAt.IsZero() && isTimeout(err) && (idleDeadline.IsZero() || time.Now().Before(idleDeadline)) {
 			// Idle past parkAt, not past the idle timeout: park, unless
@@ -394,6 +394,16 @@ func (hc *h1Conn) wake(err error) bool {
 	}
 	_ = hc.c.SetReadDeadline(deadline(hc.headerTimeout))
 	return true
+}
+
+// startHead starts counting the next request head against maxHead, the
+// empty lines before it included: the bytes already in the read buffer
+// (a pipelined request read with the last one, or during its body) count
+// as well as those read from now on through lim, so that a head past the
+// limit is refused (431) however it arrived, as the loops refuse it.
+// serveOne takes what is still buffered once the head is read off.
+func (hc *h1Conn) startHead() {
+	hc.lim.n = hc.maxHead - int64(hc.br.Buffered())
 }
 
 // waitRequest waits for the first byte of the next request on a
@@ -509,7 +519,14 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	hc.lim.err = nil
 	req, err := http.ReadRequest(hc.br)
 	hc.lim.chk = nil
+	// What the head took past the limit: startHead counted the bytes
+	// buffered before it, and those buffered now are the next request's.
+	over := hc.lim.n+int64(hc.br.Buffered()) < 0
 	hc.lim.n = math.MaxInt64
+	if err == nil && over {
+		hc.refuse(route.RefuseHeadTooLarge, start)
+		return false, false
+	}
 	if err != nil {
 		if isTimeout(hc.lim.err) {
 			// A line cut by the deadline may reach the parser as a
