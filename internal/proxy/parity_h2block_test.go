@@ -2,12 +2,16 @@ package proxy
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // TestH2BlockInSmallFramesSamePaths: a request's header block sent in
@@ -119,6 +123,33 @@ func awaitH2Answer(cl *h2Client, id uint32) string {
 			}
 		case <-timeout:
 			return "no answer"
+		}
+	}
+}
+
+// TestH2ListSizeBoundedByHeadBytes: the SETTINGS_MAX_HEADER_LIST_SIZE
+// every path advertises, and buffers and decodes a request's header list
+// up to, is bounded by max_request_headers_kb however large
+// max_headers_count is: a list within both limits has at most a field for
+// each of its bytes (a field's name is one byte or more), so 32 bytes more
+// for each of them at most (route.Limits.H2ListSize). With
+// max_headers_count at its largest (4294967295, which Envoy's validation
+// takes) it was 2 GiB: a client could have 2 GiB of one stream's fields
+// held by either path, and the loops' read buffer grow to twice that.
+func TestH2ListSizeBoundedByHeadBytes(t *testing.T) {
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		many := func(m *hcmv3.HttpConnectionManager) {
+			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(math.MaxUint32)}
+		}
+		h.push(httpListener("egress", httpManager("egress", "rds")), httpListener("many", httpManager("many", "rds", many)),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", "127.0.0.1:1"))
+		for name, want := range map[string]uint32{"egress": 60<<10 + 32*100, "many": 60 << 10 * 33} {
+			cl := dialH2(t, h.addr(name))
+			if got := cl.settings(t).maxList; got != want {
+				t.Errorf("%s, %s: SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", p.name, name, got, want)
+			}
+			_ = cl.c.Close()
 		}
 	}
 }
