@@ -222,6 +222,7 @@ type h2Frame struct {
 	stream      uint32
 	settingsAck bool
 	maxStreams  uint32 // SETTINGS_MAX_CONCURRENT_STREAMS; 0 when not sent
+	maxList     uint32 // SETTINGS_MAX_HEADER_LIST_SIZE; 0 when not sent
 	lastStream  uint32 // GOAWAY
 	code        http2.ErrCode
 	end         bool   // END_STREAM (HEADERS, DATA)
@@ -238,6 +239,7 @@ func copyFrame(f http2.Frame) h2Frame {
 	case *http2.SettingsFrame:
 		hf.settingsAck = f.IsAck()
 		hf.maxStreams, _ = f.Value(http2.SettingMaxConcurrentStreams)
+		hf.maxList, _ = f.Value(http2.SettingMaxHeaderListSize)
 	case *http2.GoAwayFrame:
 		hf.lastStream, hf.code = f.LastStreamID, f.ErrCode
 	case *http2.RSTStreamFrame:

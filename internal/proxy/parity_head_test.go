@@ -196,6 +196,15 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 			431, "http1.too_many_headers"),
 		refused("a head over 1 KiB where 1 KiB is allowed", "small", get+"X-Big: "+strings.Repeat("b", 1<<10)+"\r\n\r\n", 431,
 			"http1.headers_too_large"),
+		// Pipelined behind a request in the same write: the goroutine path
+		// read it into its buffer with the first, and counted only what it
+		// read after, so that it took a head of up to its buffer's size
+		// over the limit.
+		{name: "a pipelined head over 1 KiB where 1 KiB is allowed", listener: "small",
+			send:   []string{get + "\r\n" + get + "X-Big: " + strings.Repeat("b", 1500) + "\r\n\r\n", ""},
+			status: []int{200, 431}, body: []string{"", "Request Header Fields Too Large"}, closes: true,
+			log: []string{"GET /echo HTTP/1.1 200 - - 0 0 echo - 0 -",
+				"- - HTTP/1.1 431 DPE http1.headers_too_large 0 31 - text/plain 31 close"}},
 		served("a 70 KiB head where 100 KiB is allowed", "big", []string{get + big + "X-Keep: 1\r\n\r\n"}, "X-Keep"),
 		refused("a 70 KiB head where 60 KiB is allowed", "egress", get+big+"\r\n", 431, "http1.headers_too_large"),
 	}

@@ -142,7 +142,7 @@ func (l *loop) readDown(d *down) {
 		case d.off > 0:
 			n := copy(d.in, d.in[d.off:])
 			d.in, d.off = d.in[:n], 0
-		case d.state == dsHead && cap(d.in) < d.gen.limits.Bytes()+bufSize:
+		case d.state == dsHead && cap(d.in) < d.headRoom():
 			nb := make([]byte, len(d.in), 2*cap(d.in))
 			copy(nb, d.in)
 			l.putBuf(d.in)
@@ -166,6 +166,17 @@ func (l *loop) readDown(d *down) {
 	d.in = d.in[:len(d.in)+n]
 	l.readIdle(d, d.in[len(d.in)-n:])
 	l.process(d)
+}
+
+// headRoom is what d's read buffer may grow to while a head is read: a
+// request head's limit, or on an HTTP/2 connection the header block it
+// waits for (h2conn.blockMax), and a read more.
+func (d *down) headRoom() int {
+	n := d.gen.limits.Bytes()
+	if d.h2c != nil {
+		n = max(n, d.h2c.blockMax())
+	}
+	return n + bufSize
 }
 
 // readIdle restarts the idle timeout for the client bytes b just read,

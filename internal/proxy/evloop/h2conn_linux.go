@@ -224,7 +224,7 @@ func (l *loop) h2Input(d *down) {
 			c.preface = true
 			continue
 		}
-		n := h2FrameLen(b, d.gen.limits.Bytes())
+		n := h2FrameLen(b, c.blockMax())
 		if n == errFrameSize {
 			l.h2Fail(c, http2.ErrCodeFrameSize)
 			return
@@ -264,7 +264,8 @@ func (c *h2conn) goAwayDone() bool { return c.d.closeAfter }
 // start when it is all buffered, -1 when not yet, and errFrameSize when
 // one of its frames announces more than h2MaxFrame: refused as soon as
 // its 9-byte header is in, not waited for. A header block is waited for
-// up to max bytes (the head limit), past which the Framer refuses it.
+// up to max bytes, frame headers included, past which the Framer refuses
+// it (h2conn.blockMax, h2UpMaxIn).
 func h2FrameLen(b []byte, max int) int {
 	n := 0
 	for {
@@ -289,6 +290,16 @@ func h2FrameLen(b []byte, max int) int {
 		}
 	}
 }
+
+// blockMax is how much of a header block (its frames, headers
+// included) the connection waits for before it decodes it: twice the
+// header list size it advertises, as x/net's Framer reads a block frame
+// by frame until a fragment is over twice what is left of the list. A
+// block within the list is read whole however its client cut it into
+// frames (of 9 bytes or more), and answered by h2Heads as x/net's server
+// answers it (a stream reset over the limits, 431 past the list); one
+// larger fails the connection, as it fails it there.
+func (c *h2conn) blockMax() int { return 2 * int(c.fr.MaxHeaderListSize) }
 
 // errFrameSize is h2FrameLen's answer for a frame over h2MaxFrame.
 const errFrameSize = -2

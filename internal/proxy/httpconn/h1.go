@@ -358,7 +358,7 @@ func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) (p
 			_ = c.Close()
 			return false
 		}
-		hc.lim.n = hc.maxHead
+		hc.startHead()
 		err := hc.waitRequest()
 		if !parkAt.IsZero() && isTimeout(err) && (idleDeadline.IsZero() || time.Now().Before(idleDeadline)) {
 			// Idle past parkAt, not past the idle timeout: park, unless
@@ -396,94 +396,6 @@ func (hc *h1Conn) wake(err error) bool {
 	return true
 }
 
-// waitRequest waits for the first byte of the next request on a
-// keep-alive connection: without holding a read buffer when nothing is
-// buffered and the connection allows (idleReader). CR and LF bytes before
-// it are read and dropped meanwhile (serveOne's empty lines): they start
-// no request, as they open no stream in Envoy's codec, so the connection
-// idles under its idle timeout, not the header timeout. They are read
-// through lim and count in the next head's size: past it, the head is
-// read (and refused 431).
-func (hc *h1Conn) waitRequest() error {
-	for {
-		err := hc.waitByte()
-		if errors.Is(err, errHeadTooLarge) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for {
-			b, err := hc.br.Peek(1)
-			if err != nil || b[0] != '\r' && b[0] != '\n' {
-				return nil
-			}
-			_, _ = hc.br.Discard(1)
-			if hc.br.Buffered() == 0 {
-				break
-			}
-		}
-	}
-}
-
-// waitByte is waitRequest's wait for one byte.
-func (hc *h1Conn) waitByte() error {
-	switch {
-	case hc.br.Buffered() > 0:
-	case hc.idle != nil:
-		return hc.idle.wait(hc)
-	case hc.tls:
-		return hc.waitTLS()
-	}
-	_, err := hc.br.Peek(1)
-	return err
-}
-
-// waitTLS waits for the next request on a TLS connection with a one-byte
-// read, its read buffer back in the pool meanwhile. crypto/tls reads the
-// whole record into its own buffer and returns one byte of it: the rest
-// of the request is read from there, with no system call more than
-// reading it into the buffer would take.
-func (hc *h1Conn) waitTLS() error {
-	hc.br.Reset(nil)
-	h1Readers.Put(hc.br)
-	n, err := hc.lim.c.Read(hc.one[:])
-	hc.br = h1Readers.Get().(*bufio.Reader)
-	hc.br.Reset(&hc.lim)
-	if n == 0 {
-		if err == nil {
-			err = io.ErrNoProgress
-		}
-		return err
-	}
-	// An error with the byte (a close after it) comes again on the next
-	// read, as the request's.
-	hc.lim.pending = hc.one[:n]
-	_, err = hc.br.Peek(1)
-	return err
-}
-
-// startsWithPreface waits for the first bytes and reports whether they
-// are the HTTP/2 connection preface, reading no further than needed to
-// tell.
-func startsWithPreface(br *bufio.Reader) (bool, error) {
-	for n := 1; ; n++ {
-		b, err := br.Peek(n)
-		if err != nil {
-			return false, err
-		}
-		if !strings.HasPrefix(h2Preface, string(b)) {
-			return false, nil
-		}
-		if n == len(h2Preface) {
-			return true, nil
-		}
-		if br.Buffered() > n {
-			n = min(br.Buffered(), len(h2Preface)) - 1
-		}
-	}
-}
-
 // serveOne reads and answers one request. keep is false when the
 // connection cannot carry another request.
 func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc) (hijacked, keep bool) {
@@ -509,7 +421,14 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	hc.lim.err = nil
 	req, err := http.ReadRequest(hc.br)
 	hc.lim.chk = nil
+	// What the head took past the limit: startHead counted the bytes
+	// buffered before it, and those buffered now are the next request's.
+	over := hc.lim.n+int64(hc.br.Buffered()) < 0
 	hc.lim.n = math.MaxInt64
+	if err == nil && over {
+		hc.refuse(route.RefuseHeadTooLarge, start)
+		return false, false
+	}
 	if err != nil {
 		if isTimeout(hc.lim.err) {
 			// A line cut by the deadline may reach the parser as a

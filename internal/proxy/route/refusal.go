@@ -211,9 +211,14 @@ func hasToken(v, tok string) bool {
 // reset by that rule as Envoy resets it only while under this size: one
 // over max_request_headers_kb with max_headers_count fields or nearly is
 // answered 431. Cookies, which H2Overflow does not count, take from the
-// room.
+// room. A list within both limits has no more fields than bytes (a
+// field's name is a byte or more): past Bytes() fields, max_headers_count
+// adds nothing, so that the size, and what either path buffers of a
+// list, stays bounded by max_request_headers_kb (33 times it at most)
+// however large max_headers_count is.
 func (l Limits) H2ListSize() uint32 {
-	return uint32(min(int64(l.Bytes())+32*int64(l.Lines()), math.MaxInt32))
+	fields := min(int64(l.Lines()), int64(l.Bytes()))
+	return uint32(min(int64(l.Bytes())+32*fields, math.MaxInt32))
 }
 
 // H2TooManyHeaders is the response code details of a stream reset for

@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// TestH2BlockInSmallFramesSamePaths: a request's header block sent in
+// HEADERS and CONTINUATION frames smaller than the maximum (512 bytes
+// each; a client may send them so), its list under the advertised
+// SETTINGS_MAX_HEADER_LIST_SIZE (route.Limits.H2ListSize), is read whole
+// on every path, as x/net's server and Envoy's codec read it: served
+// within max_request_headers_kb and max_headers_count, its stream reset
+// over them, and the connection carries on with the next request. The
+// loops stopped waiting for a block once max_request_headers_kb of it,
+// frame headers and HPACK's encoding included, was in, and failed the
+// connection (GOAWAY PROTOCOL_ERROR) and every stream on it: a request
+// within the limits too, whose block is larger than its list.
+func TestH2BlockInSmallFramesSamePaths(t *testing.T) {
+	echo := echoHopUpstream(t)
+	type field = [2]string
+	pseudo := []field{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/echo"}}
+	// "~" is longer in Huffman's code than as it is: HPACK sends the
+	// values as they are.
+	big := func(n, size int) []field {
+		fs := append([]field(nil), pseudo...)
+		for i := range n {
+			fs = append(fs, field{fmt.Sprintf("x-big-%02d", i), strings.Repeat("~", size)})
+		}
+		return fs
+	}
+	requests := []struct {
+		name   string
+		fields []field
+		want   string
+	}{
+		// 94 fields, 61,062 bytes of names and values: within 100 fields
+		// and 60 KiB; a 61,395-byte block, 62,475 with its frames' headers.
+		{"a list within the limits", big(90, 670), "200, then 200"},
+		// 62,038 bytes: over 60 KiB, under 60 KiB + 32 bytes for each of
+		// 100 fields.
+		{"a list over 60 KiB", big(4, 15500), "RST_STREAM INTERNAL_ERROR, then 200"},
+	}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
+		res := pathResult{answers: map[string]string{}}
+		for _, r := range requests {
+			cl := dialH2(t, h.addr("egress"))
+			var answers []string
+			for _, s := range []struct {
+				id     uint32
+				fields []field
+			}{{1, r.fields}, {3, pseudo}} {
+				cl.hbuf.Reset()
+				for _, f := range s.fields {
+					_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+				}
+				block := cl.hbuf.Bytes()
+				const frame = 512
+				first := block[:min(frame, len(block))]
+				_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: first, EndStream: true,
+					EndHeaders: len(first) == len(block)})
+				for rest := block[len(first):]; len(rest) > 0; {
+					n := min(frame, len(rest))
+					_ = cl.fr.WriteContinuation(s.id, n == len(rest), rest[:n])
+					rest = rest[n:]
+				}
+				_ = cl.bw.Flush()
+				answers = append(answers, awaitH2Answer(cl, s.id))
+			}
+			_ = cl.c.Close()
+			answer := strings.Join(answers, ", then ")
+			res.answers[r.name] = answer
+			if p.goroutines && answer != r.want {
+				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, answer, r.want)
+			}
+		}
+		if !p.h2Goroutines {
+			if l := h.listener("egress"); !l.OnLoops() {
+				t.Errorf("%s: egress is not on the loops", p.name)
+			}
+		}
+		res.stats = fmt.Sprintf("downstream_cx_total %d, http2.header_overflow %d",
+			h.stat("http.egress.downstream_cx_total"), h.stat("http2.header_overflow"))
+		results[p.name] = res
+	}
+	names := make([]string, 0, len(requests))
+	for _, r := range requests {
+		names = append(names, r.name)
+	}
+	sameAsGoroutinePath(t, results, names)
+}
+
+// awaitH2Answer waits for the answer to stream id: its status, its
+// reset, the connection's GOAWAY or end.
+func awaitH2Answer(cl *h2Client, id uint32) string {
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case f, ok := <-cl.frames:
+			switch {
+			case !ok:
+				return "the connection ended"
+			case f.typ == http2.FrameGoAway:
+				return "GOAWAY " + f.code.String()
+			case f.stream != id:
+			case f.typ == http2.FrameHeaders:
+				return f.status
+			case f.typ == http2.FrameRSTStream:
+				return "RST_STREAM " + f.code.String()
+			}
+		case <-timeout:
+			return "no answer"
+		}
+	}
+}
+
+// TestH2ListSizeBoundedByHeadBytes: the SETTINGS_MAX_HEADER_LIST_SIZE
+// every path advertises, and buffers and decodes a request's header list
+// up to, is bounded by max_request_headers_kb however large
+// max_headers_count is: a list within both limits has at most a field for
+// each of its bytes (a field's name is one byte or more), so 32 bytes more
+// for each of them at most (route.Limits.H2ListSize). With
+// max_headers_count at its largest (4294967295, which Envoy's validation
+// takes) it was 2 GiB: a client could have 2 GiB of one stream's fields
+// held by either path, and the loops' read buffer grow to twice that.
+func TestH2ListSizeBoundedByHeadBytes(t *testing.T) {
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		many := func(m *hcmv3.HttpConnectionManager) {
+			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(math.MaxUint32)}
+		}
+		h.push(httpListener("egress", httpManager("egress", "rds")), httpListener("many", httpManager("many", "rds", many)),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", "127.0.0.1:1"))
+		for name, want := range map[string]uint32{"egress": 60<<10 + 32*100, "many": 60 << 10 * 33} {
+			cl := dialH2(t, h.addr(name))
+			if got := cl.settings(t).maxList; got != want {
+				t.Errorf("%s, %s: SETTINGS_MAX_HEADER_LIST_SIZE %d, want %d", p.name, name, got, want)
+			}
+			_ = cl.c.Close()
+		}
+	}
+}
