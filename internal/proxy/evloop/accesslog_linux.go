@@ -14,6 +14,7 @@ type logState struct {
 	to     AccessLogger
 	rec    LogRecord
 	head   []byte // backing of rec.Head, reused by the connection's requests
+	conn   []byte // backing of an h2c upgrade's Connection field (request.h2cConn)
 	resp   []byte
 	rid    []byte
 	fields []HeaderField // backing of rec.Headers
@@ -45,7 +46,14 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 			// log reads, as the goroutine path does.
 			continue
 		}
+		if h.gone {
+			continue // an h2c upgrade's, stripped (proxyroute.StripH2C)
+		}
 		g.fields = append(g.fields, HeaderField{h.name.of(g.head), h.value.of(g.head)})
+	}
+	if len(req.h2cConn) > 0 {
+		g.conn = append(g.conn[:0], req.h2cConn...)
+		g.fields = append(g.fields, HeaderField{connectionName, g.conn})
 	}
 	g.rec.Method, g.rec.Target = req.method.of(g.head), req.target.of(g.head)
 	g.rid, g.resp = g.rid[:0], g.resp[:0]

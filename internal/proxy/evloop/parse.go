@@ -154,13 +154,21 @@ type request struct {
 	lines []headerLine
 	// connTokens are the header names the Connection header declares
 	// hop-by-hop (proxyroute.ConnNames); connAll counts all its tokens
-	// (proxyroute.CutConnectionToken); connRefused: one names a header
-	// Envoy refuses to have nominated; connTE: one names TE;
+	// (proxyroute.CutConnectionToken), connKept those an h2c upgrade
+	// keeps (not proxyroute.H2CDropsToken); connRefused: one names a
+	// header Envoy refuses to have nominated; connTE: one names TE;
 	// connUpgrade: one is upgrade.
 	connTokens                       [maxConnTokens]span
 	nConn                            int
-	connAll                          int
+	connAll, connKept                int
 	connRefused, connTE, connUpgrade bool
+	// h2c: the head is an h2c upgrade request, which is served as an
+	// ordinary one (proxyroute.StripH2C): its Upgrade, HTTP2-Settings
+	// and Connection lines are gone, and h2cConn is what is left of its
+	// Connection header (the kept tokens joined by commas; empty: no
+	// Connection header), the value routes and access logs see.
+	h2c     bool
+	h2cConn []byte
 	// teTrailers: a TE line holds trailers (proxyroute.TETrailers), and
 	// "te: trailers" is forwarded in place of the TE lines, which are
 	// not; teBytes is their values' size joined by commas, plus one.
@@ -172,6 +180,7 @@ type headerLine struct {
 	name, value span
 	line        span // the whole line with its CRLF
 	hop         bool // not forwarded
+	gone        bool // not in the request at all (an h2c upgrade's): not forwarded, routed on nor logged
 }
 
 // parseRequest parses the complete head b (as scanRequest found it, from
@@ -183,7 +192,7 @@ type headerLine struct {
 // is an HTTP/2 stream's head as h2Headers wrote it, whose Expect lines
 // are expectations to forward (it kept none with 100-continue).
 func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) error {
-	*r = request{lines: r.lines[:0]}
+	*r = request{lines: r.lines[:0], h2cConn: r.h2cConn[:0]}
 	eol := bytes.IndexByte(b, '\n') - 1 // '\r'
 	line := b[:eol]
 	sp1 := bytes.IndexByte(line, ' ')
@@ -236,8 +245,9 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 	r.target = span{int32(sp1 + 1), int32(sp2)}
 	r.head = string(method) == "HEAD"
 	r.closeAfter = r.minor == 0
-	var upgrade bool     // an Upgrade line
-	var expectOther bool // an Expect line other than 100-continue
+	var upgrade bool       // an Upgrade line
+	var h2c proxyroute.H2C // what the Upgrade lines ask for
+	var expectOther bool   // an Expect line other than 100-continue
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
 		l := b[p:e]
@@ -296,7 +306,7 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 			h.hop = true
 			r.connection(b, h.value)
 		case equalFold(name, "upgrade"):
-			upgrade = true
+			upgrade, h2c = true, proxyroute.AddUpgrade(h2c, val)
 		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"):
 			h.hop = true
 		case equalFold(name, "te"):
@@ -329,8 +339,15 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 		// Both framings: refused, as a smuggling attempt would be.
 		return errChunkedLength
 	}
-	if (!upgrade || !r.connUpgrade) &&
-		(r.connAll > maxConnTokens || r.connRefused || r.connTE && r.teBytes-1 >= proxyroute.MaxTEBytes) {
+	tokens := r.connAll
+	if r.h2c = h2c == proxyroute.H2CAlone && r.connUpgrade; r.h2c {
+		// Envoy's codec strips an h2c upgrade's headers before it
+		// sanitizes the Connection tokens left.
+		tokens = r.connKept
+		r.stripH2C(b)
+	}
+	if (!upgrade || !r.connUpgrade || r.h2c) &&
+		(tokens > maxConnTokens || r.connRefused || r.connTE && r.teBytes-1 >= proxyroute.MaxTEBytes) {
 		// Where the goroutine path checks it too (checkHead): once the
 		// head is read, before its version; an upgrade's Connection
 		// header is not sanitized (Envoy's codec leaves it as it is).
@@ -346,7 +363,7 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 	if expectOther {
 		return errExpect
 	}
-	if upgrade || r.connUpgrade {
+	if (upgrade || r.connUpgrade) && !r.h2c {
 		return errUpgrade
 	}
 	// An HTTP/1.1 request without Host is read: dispatch answers it, as
@@ -368,13 +385,19 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 }
 
 // connection reads a Connection header's tokens as Envoy's codec reads
-// them (proxyroute.CutConnectionToken, proxyroute.ConnectionToken); past
-// maxConnTokens they are counted, and looked at for upgrade only: the
+// them (proxyroute.CutConnectionToken, proxyroute.ConnectionToken); once
+// more than maxConnTokens are kept (connKept, which never counts more
+// than connAll) they are counted, and looked at for upgrade only: the
 // head is refused unless it is an upgrade, which Envoy (isUpgrade) and
-// the goroutine path find wherever the token is.
+// the goroutine path find wherever the token is. Up to there, the tokens
+// an h2c upgrade keeps are all read, however many it drops.
 func (r *request) connection(b []byte, v span) {
 	for tok, rest, ok := proxyroute.CutConnectionToken(v.of(b)); ok; tok, rest, ok = proxyroute.CutConnectionToken(rest) {
-		if r.connAll++; r.connAll > maxConnTokens {
+		r.connAll++
+		if !proxyroute.H2CDropsToken(tok) {
+			r.connKept++
+		}
+		if r.connKept > maxConnTokens {
 			r.connUpgrade = r.connUpgrade || proxyroute.ConnectionToken(tok) == proxyroute.ConnUpgrade
 			continue
 		}
@@ -395,6 +418,33 @@ func (r *request) connection(b []byte, v span) {
 			r.connTokens[r.nConn] = span{off, off + int32(len(tok))}
 			r.nConn++
 		}
+	}
+}
+
+// stripH2C removes an h2c upgrade's headers from the request, as
+// proxyroute.StripH2C does on the goroutine path: its Upgrade,
+// HTTP2-Settings and Connection lines are gone, and h2cConn holds the
+// Connection tokens the upgrade keeps, joined by commas.
+func (r *request) stripH2C(b []byte) {
+	for i := range r.lines {
+		h := &r.lines[i]
+		name := h.name.of(b)
+		switch {
+		case equalFold(name, "connection"):
+			for tok, rest, ok := proxyroute.CutConnectionToken(h.value.of(b)); ok; tok, rest, ok = proxyroute.CutConnectionToken(rest) {
+				if proxyroute.H2CDropsToken(tok) {
+					continue
+				}
+				if len(r.h2cConn) > 0 {
+					r.h2cConn = append(r.h2cConn, ',')
+				}
+				r.h2cConn = append(r.h2cConn, tok...)
+			}
+		case equalFold(name, "upgrade"), equalFold(name, "http2-settings"):
+		default:
+			continue
+		}
+		h.hop, h.gone = true, true
 	}
 }
 

@@ -47,7 +47,8 @@ func readRefusal(err error) route.Refusal {
 
 // checkHead is the refusal for a head net/http's reader read, or 0: its
 // fields as net/http's server checks them, its raw bytes and framing
-// (headCheck) and its version, in the order the event loops' parser
+// (headCheck), its Connection header (once an h2c upgrade's headers are
+// stripped from req) and its version, in the order the event loops' parser
 // finds them (but where two faults of one head are in another order on
 // its lines).
 func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
@@ -57,6 +58,10 @@ func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
 	if r := hc.chk.problem(hc.maxLines); r != 0 {
 		return r
 	}
+	// An h2c upgrade is served as HTTP/1.1 without its h2c headers, as
+	// Envoy's codec strips them once the head is read, before it
+	// sanitizes what is left of Connection (route.StripH2C).
+	route.StripH2C(req.Header)
 	if cv := req.Header["Connection"]; len(cv) > 0 && !connectionValid(req, cv) {
 		return route.RefuseConnectionHeader
 	}

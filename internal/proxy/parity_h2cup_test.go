@@ -1,0 +1,326 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// curlH2C is the head curl --http2 sends for http://host/echo (curl 7.88,
+// captured): an h2c upgrade request.
+const curlH2C = "GET /echo HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n" +
+	"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+
+// echoUpgradeUpstream answers every request with what the proxy sent it
+// of an upgrade: its version and its Upgrade, Http2-Settings, Connection,
+// X-Hop-* and X-Keep headers, sorted, with their values, and the size of
+// its body.
+func echoUpgradeUpstream(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() { // ends when Cleanup closes ln
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // ends when the proxy closes the connection
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					n, _ := io.Copy(io.Discard, req.Body)
+					names := []string{req.Proto}
+					for k, vv := range req.Header {
+						switch {
+						case k == "Upgrade", k == "Http2-Settings", k == "Connection", strings.HasPrefix(k, "X-Hop"), k == "X-Keep":
+							names = append(names, k+"="+strings.Join(vv, "|"))
+						}
+					}
+					slices.Sort(names[1:])
+					body := strings.Join(names, " ") + fmt.Sprintf(" body=%d", n)
+					if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestH2CUpgradeSamePaths: an HTTP/1.1 request asking for an h2c upgrade
+// (curl --http2's, byte for byte) is served as an ordinary HTTP/1.1
+// request on every path, as Envoy's HTTP/1 codec serves it (it removes
+// the h2c headers once the head is read, ConnectionImpl::
+// onHeadersCompleteImpl): the upstream's 200 as HTTP/1.1, no 101; the
+// upstream gets neither Upgrade nor HTTP2-Settings, nor the Connection
+// tokens upgrade and http2-settings; the connection is kept (keep-alive)
+// or closed (close) as the tokens left say; it is counted and logged as
+// any request (%REQ(UPGRADE)% and %REQ(HTTP2-SETTINGS)% "-"). Every
+// path answered it 403 upgrade_failed, as an upgrade the route does not
+// allow.
+//
+// Envoy's conditions hold: the Upgrade header's value, its lines joined,
+// is h2c, case aside, and Connection holds the upgrade token (isUpgrade);
+// "h2c, websocket" or two h2c lines are an upgrade like any other (403
+// where websocket upgrades are not enabled), and without the upgrade
+// token nothing is stripped (Upgrade and Connection are hop-by-hop as
+// ever; HTTP2-Settings is forwarded). The Connection header is sanitized
+// once the h2c tokens are gone, as Envoy's codec sanitizes it after the
+// strip: nine other tokens pass however many h2c ones come with them,
+// ten are refused (400 http1.connection_header_rejected), as is
+// X-Forwarded-For named (an upgrade's Connection is not sanitized). A
+// websocket upgrade where the connection manager does not enable it is
+// still refused 403.
+//
+// Routes matching on Upgrade or HTTP2-Settings do not match an h2c
+// upgrade: Envoy routes the request its codec stripped.
+//
+// The loops serve the h2c requests themselves (listener "egress": no
+// connection handed off); the upgrades they do not serve go to the
+// goroutine path (listener "up").
+func TestH2CUpgradeSamePaths(t *testing.T) {
+	echo := echoUpgradeUpstream(t)
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% " +
+		"%REQ(:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT% " +
+		"%UPSTREAM_CLUSTER% %REQ(UPGRADE)% %REQ(HTTP2-SETTINGS)% %REQ(X-KEEP)% |%REQ(CONNECTION)%\n"}}
+	type exchange struct {
+		name, listener string
+		send           []string
+		// status and body are each answer as Envoy gives it; closes: the
+		// connection closes after the last (the others send a request
+		// after the first on the same connection where it matters).
+		status []int
+		body   []string
+		closes bool
+		// log are the access log lines as Envoy writes them, but for
+		// %REQ(CONNECTION)%, which Envoy's connection manager removes
+		// from every request but an upgrade before it logs it and weft
+		// proxy logs as received (on every path alike); so the lines
+		// here stop before it.
+		log []string
+	}
+	const (
+		get      = "GET /echo HTTP/1.1\r\nHost: x\r\n"
+		h2cHead  = "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+		hops     = "X-Hop-0: a\r\nX-Hop-1: b\r\nX-Keep: k\r\n"
+		stripped = "HTTP/1.1 body=0" // the upstream got none of the h2c headers
+	)
+	okLog := func(received, sent int, keep string) string {
+		return fmt.Sprintf("GET /echo HTTP/1.1 200 - - %d %d echo - - %s", received, sent, keep)
+	}
+	served := func(name string, send []string, closes bool, body ...string) exchange {
+		x := exchange{name: name, listener: "egress", send: send, body: body, closes: closes}
+		for i, b := range body {
+			x.status = append(x.status, 200)
+			keep := "-"
+			if strings.Contains(send[i], "X-Keep") {
+				keep = "k"
+			}
+			received := 0
+			if strings.HasPrefix(send[i], "POST") {
+				received = 2
+			}
+			l := okLog(received, len(b), keep)
+			if received > 0 {
+				l = "POST" + strings.TrimPrefix(l, "GET")
+			}
+			x.log = append(x.log, l)
+		}
+		return x
+	}
+	// refusedUpgrade is an upgrade the connection manager does not
+	// enable, whose Upgrade and HTTP2-Settings headers are logged as
+	// upgrade and settings.
+	refusedUpgrade := func(name, head, upgrade, settings string) exchange {
+		return exchange{name: name, listener: "up", send: []string{head}, status: []int{403}, body: []string{""},
+			log: []string{fmt.Sprintf("GET /echo HTTP/1.1 403 - upgrade_failed 0 0 - %s %s -", upgrade, settings)}}
+	}
+	const noToken = "HTTP/1.1 Http2-Settings=AAMAAABkAAQCAAAAAAIAAAAA body=0"
+	tokens := func(n int) string {
+		var ts []string
+		for i := range n {
+			ts = append(ts, fmt.Sprintf("X-Hop-%d", i))
+		}
+		return strings.Join(ts, ", ")
+	}
+	exchanges := []exchange{
+		served("curl --http2", []string{curlH2C, curlH2C}, false, stripped, stripped),
+		served("keep-alive kept", []string{get + "Connection: keep-alive, Upgrade, HTTP2-Settings\r\n" + h2cHead + "\r\n", get + "\r\n"},
+			false, stripped, stripped),
+		served("close kept", []string{get + "Connection: Upgrade, HTTP2-Settings, close\r\n" + h2cHead + "\r\n"}, true, stripped),
+		served("with a body", []string{"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: Upgrade, HTTP2-Settings\r\n" +
+			h2cHead + "\r\nab"}, false, "HTTP/1.1 body=2"),
+		served("a named header dropped", []string{get + "Connection: Upgrade, X-Hop-0, HTTP2-Settings\r\n" + h2cHead + hops + "\r\n"},
+			false, "HTTP/1.1 X-Hop-1=b X-Keep=k body=0"),
+		served("case and blanks", []string{get + "Connection: upgrade , ,HTTP2-SETTINGS\r\nConnection: \r\nupgrade: H2C\r\n" +
+			"http2-settings: AAMAAABk\r\n\r\n"}, false, stripped),
+		served("an empty Upgrade line besides", []string{get + "Connection: Upgrade, HTTP2-Settings\r\nUpgrade:\r\n" + h2cHead + "\r\n"},
+			false, stripped),
+		served("nine tokens left of eleven", []string{get + "Connection: " + tokens(9) + ", Upgrade, HTTP2-Settings\r\n" + h2cHead + hops + "\r\n"},
+			false, "HTTP/1.1 X-Keep=k body=0"),
+		{name: "ten tokens left", listener: "egress", send: []string{get + "Connection: " + tokens(10) + ", Upgrade\r\n" + h2cHead + hops + "\r\n"},
+			status: []int{400}, body: []string{"Bad Request"}, closes: true,
+			log: []string{"- - HTTP/1.1 400 DPE http1.connection_header_rejected 0 11 - - - -"}},
+		{name: "X-Forwarded-For named", listener: "egress", send: []string{get + "Connection: Upgrade, X-Forwarded-For\r\n" + h2cHead + "\r\n"},
+			status: []int{400}, body: []string{"Bad Request"}, closes: true,
+			log: []string{"- - HTTP/1.1 400 DPE http1.connection_header_rejected 0 11 - - - -"}},
+		// Not an upgrade: nothing is stripped. Envoy's connection manager
+		// then removes Upgrade (and Connection) before it logs the
+		// request, which weft proxy logs as received: a difference of any
+		// request with an Upgrade header that is not an upgrade, h2c's or
+		// not; the line here is weft's, "h2c" where Envoy writes "-".
+		{name: "without the upgrade token", listener: "up", send: []string{get + "Connection: HTTP2-Settings\r\n" + h2cHead + "\r\n"},
+			status: []int{200}, body: []string{noToken},
+			log: []string{fmt.Sprintf("GET /echo HTTP/1.1 200 - - 0 %d kept h2c AAMAAABkAAQCAAAAAAIAAAAA -", len(noToken))}},
+		refusedUpgrade("websocket", get+"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "websocket", "-"),
+		refusedUpgrade("h2c, websocket", get+"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c, websocket\r\nHTTP2-Settings: AAMAAABk\r\n\r\n",
+			"h2c, websocket", "AAMAAABk"),
+		refusedUpgrade("h2c twice", get+"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"+h2cHead+"\r\n", "h2c", "AAMAAABkAAQCAAAAAAIAAAAA"),
+	}
+	counters := []string{"downstream_rq_total", "downstream_rq_http1_total", "downstream_rq_completed", "downstream_rq_2xx",
+		"downstream_rq_4xx", "downstream_rq_rx_reset", "downstream_cx_protocol_error", "downstream_cx_total",
+		"downstream_cx_http1_total", "downstream_cx_http2_total"}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) {
+			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
+			c.AccessLogBuffering.FlushInterval = time.Millisecond
+		})
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		headers := func(m *hcmv3.HttpConnectionManager) { m.RequestHeadersTimeout = durationpb.New(5 * time.Second) }
+		// Routes on the h2c headers, which Envoy routes without: the
+		// requests that keep them go to the cluster "kept", the same
+		// upstream.
+		var routes []*routev3.Route
+		for _, name := range []string{"upgrade", "http2-settings"} {
+			r := routeTo("/", "kept")
+			r.Match.Headers = []*routev3.HeaderMatcher{{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}}
+			routes = append(routes, r)
+		}
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format), headers)),
+			httpListener("up", httpManager("up", "rds", withAccessLog(logFile, format), headers)),
+			routeConfig("rds", vhost("v", []string{"*"}, append(routes, routeTo("/", "echo"))...)),
+			edsCluster("echo"), cla("echo", echo), edsCluster("kept"), cla("kept", echo))
+		res := pathResult{answers: map[string]string{}}
+		lines := 0
+		for _, x := range exchanges {
+			c, err := net.Dial("tcp", h.addr(x.listener))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			var answer []string
+			for i, req := range x.send {
+				_, _ = io.WriteString(c, req)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("%s, %s: %v", p.name, x.name, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				answer = append(answer, fmt.Sprintf("%s %s, close %v", resp.Proto, wireHead(resp, body, false), resp.Close))
+				lines++
+				if resp.Proto != "HTTP/1.1" || resp.StatusCode != x.status[i] || string(body) != x.body[i] {
+					t.Errorf("%s, %s: answered %s %d %q; want HTTP/1.1 %d %q", p.name, x.name, resp.Proto, resp.StatusCode, body,
+						x.status[i], x.body[i])
+				}
+			}
+			if x.closes {
+				_, err := br.ReadByte()
+				answer = append(answer, fmt.Sprintf("then %v", err))
+				if !errors.Is(err, io.EOF) {
+					t.Errorf("%s, %s: the connection is still open after the answer (%v)", p.name, x.name, err)
+				}
+			}
+			_ = c.Close()
+			res.answers[x.name] = strings.Join(answer, "\n")
+		}
+		res.log = awaitLog(t, logFile, lines)
+		var stats []string
+		for _, l := range []string{"egress", "up"} {
+			for _, name := range counters {
+				stats = append(stats, fmt.Sprintf("%s.%s %d", l, name, h.stat("http."+l+"."+name)))
+			}
+		}
+		res.stats = strings.Join(stats, "\n")
+		if p.goroutines {
+			var logged []string
+			for l := range strings.SplitSeq(strings.TrimSpace(res.log), "\n") {
+				logged = append(logged, l[:strings.LastIndex(l, " |")]) // without %REQ(CONNECTION)%
+			}
+			for _, x := range exchanges {
+				for _, w := range x.log {
+					i := slices.Index(logged, w)
+					if i < 0 {
+						t.Errorf("%s: the goroutine path logged no line %q:\n%s", x.name, w, res.log)
+						continue
+					}
+					logged = slices.Delete(logged, i, i+1)
+				}
+			}
+			if len(logged) > 0 {
+				t.Errorf("the goroutine path logged more: %q", logged)
+			}
+		} else if l := h.listener("egress"); !l.OnLoops() || l.HandedOff() != 0 {
+			t.Errorf("%s: egress on the loops %v, %d connections handed off; want true, 0", p.name, l.OnLoops(), l.HandedOff())
+		}
+		results[p.name] = res
+	}
+	names := make([]string, 0, len(exchanges))
+	for _, x := range exchanges {
+		names = append(names, x.name)
+	}
+	sameAsGoroutinePath(t, results, names)
+}
+
+// TestH2CUpgradeCurlSamePaths: curl --http2 to an http:// URL through weft
+// proxy gets the upstream's answer over HTTP/1.1 on every path (skipped
+// without curl).
+func TestH2CUpgradeCurlSamePaths(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("no curl")
+	}
+	echo := echoUpgradeUpstream(t)
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, curl, "--silent", "--show-error", "--noproxy", "*", "--http2",
+			"--write-out", " %{http_code} %{http_version}", "http://"+h.addr("egress")+"/echo").CombinedOutput()
+		cancel()
+		if want := "HTTP/1.1 body=0 200 1.1"; err != nil || string(out) != want {
+			t.Errorf("%s: curl --http2: %q (%v); want %q", p.name, out, err, want)
+		}
+		if !p.goroutines {
+			if l := h.listener("egress"); l.HandedOff() != 0 {
+				t.Errorf("%s: %d connections handed off; want 0", p.name, l.HandedOff())
+			}
+		}
+	}
+}
