@@ -346,11 +346,11 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 		tokens = r.connKept
 		r.stripH2C(b)
 	}
-	if (!upgrade || !r.connUpgrade || r.h2c) &&
-		(tokens > maxConnTokens || r.connRefused || r.connTE && r.teBytes-1 >= proxyroute.MaxTEBytes) {
+	conn := proxyroute.ConnectionHeader{Tokens: tokens, NamesRefused: r.connRefused, NamesTE: r.connTE,
+		TEBytes: max(r.teBytes-1, 0), Upgrade: upgrade && r.connUpgrade && !r.h2c}
+	if conn.Refused() {
 		// Where the goroutine path checks it too (checkHead): once the
-		// head is read, before its version; an upgrade's Connection
-		// header is not sanitized (Envoy's codec leaves it as it is).
+		// head is read, before its version.
 		return errConnection
 	}
 	if r.minor == 0 && (!http10 || otherVersion) {

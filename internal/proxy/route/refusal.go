@@ -310,6 +310,37 @@ func ConnectionToken[T ~string | ~[]byte](tok T) ConnToken {
 	return ConnNames
 }
 
+// ConnectionHeader is what Envoy's codec weighs of a request's Connection
+// header to refuse the request for it (sanitizeConnectionHeader): each
+// request path counts it over the head's lines as it reads them, an h2c
+// upgrade's once its h2c headers are stripped (StripH2C), when it is no
+// upgrade any more.
+type ConnectionHeader struct {
+	// Tokens is how many tokens its lines have (CutConnectionToken).
+	Tokens int
+	// NamesRefused: one of them is ConnRefused; NamesTE: one names TE.
+	NamesRefused, NamesTE bool
+	// TEBytes is the size of the request's TE value, its lines joined by
+	// commas; 0 without one.
+	TEBytes int
+	// Upgrade: the request is an upgrade (an Upgrade header, and an
+	// upgrade token wherever it stands, as Envoy's isUpgrade finds it) or
+	// a CONNECT, whose Connection header the codec leaves as it is.
+	Upgrade bool
+}
+
+// Refused reports whether Envoy's codec refuses the request for its
+// Connection header (RefuseConnectionHeader): more than
+// MaxConnectionTokens tokens, a token naming a header it will not have
+// removed, or TE named with a value of MaxTEBytes or more; never an
+// upgrade's.
+func (h ConnectionHeader) Refused() bool {
+	if h.Upgrade {
+		return false
+	}
+	return h.Tokens > MaxConnectionTokens || h.NamesRefused || h.NamesTE && h.TEBytes >= MaxTEBytes
+}
+
 // TETrailers reports whether a request's TE value (one of its lines)
 // holds the member trailers, case aside, between commas and SP or HTAB:
 // Envoy then forwards "TE: trailers" (whatever else the value held), and

@@ -77,3 +77,30 @@ func TestH2List(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionHeaderRefused: Envoy's codec refuses a request for its
+// Connection header with more than MaxConnectionTokens tokens, one naming
+// a header it will not remove, or TE named with a value of MaxTEBytes or
+// more; an upgrade never.
+func TestConnectionHeaderRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		h    ConnectionHeader
+		want bool
+	}{
+		{"none", ConnectionHeader{}, false},
+		{"nine tokens", ConnectionHeader{Tokens: 9}, false},
+		{"ten tokens", ConnectionHeader{Tokens: 10}, true},
+		{"ten tokens, an upgrade", ConnectionHeader{Tokens: 10, Upgrade: true}, false},
+		{"x-forwarded-for named", ConnectionHeader{Tokens: 1, NamesRefused: true}, true},
+		{"x-forwarded-for named, an upgrade", ConnectionHeader{Tokens: 2, NamesRefused: true, Upgrade: true}, false},
+		{"TE named, 255 bytes", ConnectionHeader{Tokens: 1, NamesTE: true, TEBytes: 255}, false},
+		{"TE named, 256 bytes", ConnectionHeader{Tokens: 1, NamesTE: true, TEBytes: 256}, true},
+		{"TE not named, 256 bytes", ConnectionHeader{Tokens: 1, TEBytes: 256}, false},
+		{"TE named, 256 bytes, an upgrade", ConnectionHeader{Tokens: 2, NamesTE: true, TEBytes: 256, Upgrade: true}, false},
+	} {
+		if got := tc.h.Refused(); got != tc.want {
+			t.Errorf("%s: refused %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
