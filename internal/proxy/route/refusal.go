@@ -43,9 +43,6 @@ const (
 	// RefuseHeaderTimeout: request_headers_timeout ran out once the
 	// head's first byte came.
 	RefuseHeaderTimeout
-	// RefuseExpectation: an Expect header other than 100-continue, which
-	// weft proxy refuses (Envoy would forward it).
-	RefuseExpectation
 	// RefuseUnimplemented: what the event loops leave to the goroutine
 	// path (an upgrade, a target that is not origin-form) when they have
 	// no hand-off to give it to (tests, benchmarks).
@@ -399,7 +396,6 @@ var refusals = [...]struct {
 	RefuseTransferEncoding: {501, "Not Implemented", "http1.invalid_transfer_encoding", true},
 	RefuseLowVersion:       {426, "Upgrade Required", "low_version", true},
 	RefuseHeaderTimeout:    {408, "request header timeout", "request_header_timeout", false},
-	RefuseExpectation:      {417, "Expectation Failed", "", false},
 	RefuseUnimplemented:    {501, "Not Implemented", "", false},
 	RefuseConnectionHeader: {400, "Bad Request", "http1.connection_header_rejected", true},
 }

@@ -78,6 +78,39 @@ func TestH2List(t *testing.T) {
 	}
 }
 
+// TestExpectLine: a request's Expect lines ask for 100-continue when
+// their value, the lines joined by commas without the empty ones, is
+// 100-continue as a whole, case aside, as Envoy's connection manager
+// compares it; anything else is another expectation, forwarded.
+func TestExpectLine(t *testing.T) {
+	names := [...]string{ExpectNothing: "nothing", ExpectContinue: "continue", ExpectOther: "other"}
+	for _, tc := range []struct {
+		lines []string
+		want  Expectation
+	}{
+		{nil, ExpectNothing},
+		{[]string{""}, ExpectNothing},
+		{[]string{"100-continue"}, ExpectContinue},
+		{[]string{"100-Continue"}, ExpectContinue},
+		{[]string{"", "100-continue", ""}, ExpectContinue},
+		{[]string{"foo"}, ExpectOther},
+		{[]string{"100-continue, foo"}, ExpectOther},
+		{[]string{"100-continue,"}, ExpectOther},
+		{[]string{"100-continue", "100-continue"}, ExpectOther},
+		{[]string{"100-continue", "foo"}, ExpectOther},
+		{[]string{"foo", "100-continue"}, ExpectOther},
+		{[]string{"100-continuex"}, ExpectOther},
+	} {
+		e, eb := ExpectNothing, ExpectNothing // the lines as strings, and as bytes
+		for _, v := range tc.lines {
+			e, eb = ExpectLine(e, v), ExpectLine(eb, []byte(v))
+		}
+		if e != tc.want || eb != tc.want {
+			t.Errorf("%q: %s (as bytes %s), want %s", tc.lines, names[e], names[eb], names[tc.want])
+		}
+	}
+}
+
 // TestConnectionHeaderRefused: Envoy's codec refuses a request for its
 // Connection header with more than MaxConnectionTokens tokens, one naming
 // a header it will not remove, or TE named with a value of MaxTEBytes or
