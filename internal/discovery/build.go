@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -22,6 +23,14 @@ import (
 // record deleted or no longer decoding): a put of the parent serves them
 // again. So the index at a revision is the same whatever the order of the
 // writes that led to it, and Apply's index is Load's.
+
+// ErrOrphaned is why Load and Apply leave out a record that decodes but
+// whose parent is not served (a service's namespace, an instance's
+// service): it is set aside, not dropped, and served again once the
+// parent is put back. Their callers tell it from a record that does not
+// decode with errors.Is; the parent, when it did not decode, was reported
+// itself.
+var ErrOrphaned = errors.New("set aside until its parent is back")
 
 // builder makes the next index out of the previous one, copying each map
 // the first time it writes to it.
@@ -221,7 +230,7 @@ func (b *builder) putService(s *service) error {
 	n := b.ix.namespaces[s.nsID]
 	if n == nil {
 		b.orphans().orphans[s.id] = s
-		return fmt.Errorf("service %s: unknown namespace %q", s.id, s.nsID)
+		return fmt.Errorf("service %s: unknown namespace %q: %w", s.id, s.nsID, ErrOrphaned)
 	}
 	b.serve(s, n)
 	return nil
@@ -279,7 +288,7 @@ func (b *builder) putInstance(svcID, id string, in *instance) error {
 		ins[id] = in
 		b.orphans().orphanIns[svcID] = ins
 	}
-	return fmt.Errorf("instance %s: unknown service %q", id, svcID)
+	return fmt.Errorf("instance %s: unknown service %q: %w", id, svcID, ErrOrphaned)
 }
 
 // delInstance removes instance id of service svcID, served or kept aside.

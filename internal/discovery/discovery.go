@@ -150,7 +150,8 @@ func Empty() *Index {
 // A record that does not decode, or whose namespace or service is not
 // there, is left out and passed to skip (when not nil), as Apply leaves
 // it out and passes it: one bad record (a hand-edited store) must not keep every
-// other from being served. Only a store error fails Load.
+// other from being served. The error passed for one whose parent is not
+// there is ErrOrphaned. Only a store error fails Load.
 func Load(tx store.Tx, rev store.Revision, skip func(key string, err error)) (*Index, error) {
 	if skip == nil {
 		skip = func(string, error) {}
@@ -197,7 +198,8 @@ func (ix *Index) Revision() store.Revision { return ix.rev }
 // record (keys outside cloudmap.KeyPrefix, indexes, operations), Apply
 // returns ix itself and nil. A record put that Load would leave out (it
 // does not decode, or its namespace or service is not there) is passed to
-// skip (when not nil). One that does not decode removes the record it
+// skip (when not nil), with ErrOrphaned for one whose namespace or
+// service is not there. One that does not decode removes the record it
 // replaces, as if deleted; one whose parent is not there is kept aside,
 // unserved, with the children of a parent removed either way: the index
 // answers what Load would read at c's revision, also after the parent is

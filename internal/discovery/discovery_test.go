@@ -3,10 +3,12 @@ package discovery_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -91,6 +93,8 @@ type follower struct {
 	ix      *discovery.Index
 	changes <-chan store.Change
 	skipped []string // the keys Apply reported skipped, in order
+	// orphaned are those of skipped reported with ErrOrphaned.
+	orphaned []string
 }
 
 func (f *follower) skip(key string, err error) {
@@ -98,6 +102,9 @@ func (f *follower) skip(key string, err error) {
 		f.t.Errorf("%s skipped with a nil error", key)
 	}
 	f.skipped = append(f.skipped, key)
+	if errors.Is(err, discovery.ErrOrphaned) {
+		f.orphaned = append(f.orphaned, key)
+	}
 }
 
 func follow(t *testing.T, st store.Store) *follower {
@@ -352,7 +359,8 @@ func contains(refs []discovery.ServiceRef, r discovery.ServiceRef) bool {
 
 // TestLoadSkipsBadRecords: records Load cannot use (not JSON, of the
 // wrong type, naming a namespace or service that is not there) are left
-// out and reported; every other record is served, as after Apply.
+// out and reported, those naming a missing parent with ErrOrphaned and
+// only those; every other record is served, as after Apply.
 func TestLoadSkipsBadRecords(t *testing.T) {
 	st := openStore(t)
 	put(t, st, cloudmap.NamespaceKey("ns-1"), nsRecord("ns-1", "apps", cloudmap.NamespaceTypeHttp))
@@ -378,8 +386,14 @@ func TestLoadSkipsBadRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	skipped := map[string]bool{}
+	var orphaned []string
 	_, err = st.View(context.Background(), func(tx store.Tx) error {
-		ix, err := discovery.Load(tx, 0, func(key string, err error) { skipped[key] = err != nil })
+		ix, err := discovery.Load(tx, 0, func(key string, err error) {
+			skipped[key] = err != nil
+			if errors.Is(err, discovery.ErrOrphaned) {
+				orphaned = append(orphaned, key)
+			}
+		})
 		if err != nil {
 			return err
 		}
@@ -398,6 +412,10 @@ func TestLoadSkipsBadRecords(t *testing.T) {
 	}
 	if len(skipped) != len(bad) {
 		t.Errorf("skipped %v, want the %d bad records", skipped, len(bad))
+	}
+	slices.Sort(orphaned)
+	if want := []string{cloudmap.InstanceKey("srv-none", "i3"), cloudmap.ServiceKey("srv-b")}; !slices.Equal(orphaned, want) {
+		t.Errorf("reported orphaned %q, want %q", orphaned, want)
 	}
 }
 
@@ -424,18 +442,21 @@ func TestApplySkipsBadRecords(t *testing.T) {
 		t.Fatalf("good records reported skipped: %v", f.skipped)
 	}
 	refs := []discovery.ServiceRef{{"apps", "a"}, {"apps", "b"}, {"apps", "r"}, {"apps", "c"}}
-	cases := []struct{ name, key, value string }{
-		{"new namespace not JSON", cloudmap.NamespaceKey("ns-2"), `{"Namespace":`},
-		{"new service of no namespace", cloudmap.ServiceKey("srv-c"), `{"Service":{"Id":"srv-c","Name":"c","NamespaceId":"ns-nowhere"}}`},
-		{"instance of no service", cloudmap.InstanceKey("srv-none", "i3"), `{"Instance":{"Id":"i3"},"Health":"HEALTHY"}`},
-		{"instance replaced by one not JSON", cloudmap.InstanceKey("srv-a", "i2"), `{"Instance":`},
-		{"instance replaced by a member of the wrong type", cloudmap.InstanceKey("srv-a", "i1"), `{"Instance":{"Id":5}}`},
-		{"service replaced by one not JSON", cloudmap.ServiceKey("srv-b"), `{"Service":`},
-		{"remote replaced by one not JSON", discovery.RemotePrefix + "apps/r", `{"remote":`},
+	cases := []struct {
+		name, key, value string
+		orphaned         bool // reported with ErrOrphaned
+	}{
+		{"new namespace not JSON", cloudmap.NamespaceKey("ns-2"), `{"Namespace":`, false},
+		{"new service of no namespace", cloudmap.ServiceKey("srv-c"), `{"Service":{"Id":"srv-c","Name":"c","NamespaceId":"ns-nowhere"}}`, true},
+		{"instance of no service", cloudmap.InstanceKey("srv-none", "i3"), `{"Instance":{"Id":"i3"},"Health":"HEALTHY"}`, true},
+		{"instance replaced by one not JSON", cloudmap.InstanceKey("srv-a", "i2"), `{"Instance":`, false},
+		{"instance replaced by a member of the wrong type", cloudmap.InstanceKey("srv-a", "i1"), `{"Instance":{"Id":5}}`, false},
+		{"service replaced by one not JSON", cloudmap.ServiceKey("srv-b"), `{"Service":`, false},
+		{"remote replaced by one not JSON", discovery.RemotePrefix + "apps/r", `{"remote":`, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f.t, f.skipped = t, nil
+			f.t, f.skipped, f.orphaned = t, nil, nil
 			_, err := st.Update(context.Background(), func(tx store.Tx) error { return tx.Put(tc.key, []byte(tc.value)) })
 			if err != nil {
 				t.Fatal(err)
@@ -443,6 +464,9 @@ func TestApplySkipsBadRecords(t *testing.T) {
 			f.next()
 			if len(f.skipped) != 1 || f.skipped[0] != tc.key {
 				t.Errorf("Apply reported %v skipped, want [%s]", f.skipped, tc.key)
+			}
+			if orphaned := len(f.orphaned) > 0; orphaned != tc.orphaned {
+				t.Errorf("Apply reported it orphaned: %v, want %v", orphaned, tc.orphaned)
 			}
 			if got, want := dump(f.ix, refs), dump(load(t, st), refs); got != want {
 				t.Errorf("incremental index differs from a fresh load:\n%s\nwant\n%s", got, want)

@@ -40,7 +40,10 @@ type Config struct {
 	// Registry receives the server's metrics; nil registers none.
 	Registry prometheus.Registerer
 	// Skipped counts the Cloud Map records the server's index leaves out
-	// (logged "skipping undecodable record"); nil: not counted.
+	// (logged "skipping undecodable record"), but for those set aside
+	// while their namespace or service is missing (discovery.ErrOrphaned,
+	// logged "setting aside record until its parent is back"); nil: not
+	// counted.
 	Skipped prometheus.Counter
 }
 
@@ -149,6 +152,12 @@ func (s *Server) Run(ctx context.Context, src discovery.Source) error {
 	go func() { // ends with ctx
 		first := true
 		skip := func(key string, err error) {
+			if errors.Is(err, discovery.ErrOrphaned) {
+				// It decodes, and comes back with its parent: not
+				// counted (a parent that does not decode is).
+				s.log.Warn("setting aside record until its parent is back", "key", key, "error", err)
+				return
+			}
 			if s.skipped != nil {
 				s.skipped.Inc()
 			}

@@ -1,9 +1,14 @@
 package proxy
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,4 +157,139 @@ func TestH2ListSizeBoundedByHeadBytes(t *testing.T) {
 			_ = cl.c.Close()
 		}
 	}
+}
+
+// TestH2ResponseBlockInSmallFramesSamePaths: an HTTP/2 upstream's
+// response whose header block comes in small frames (64 bytes of it
+// each; an upstream may send them so), its list within the 64 KiB the
+// proxy advertises as SETTINGS_MAX_HEADER_LIST_SIZE and within Envoy's
+// max_response_headers_kb (60 KiB) and max_headers_count, is read whole
+// and relayed on every path, to an HTTP/1.1 client and an HTTP/2 one, and
+// the upstream connection carries on: a stream waiting on it (/hold,
+// answered once /big was) is answered too. The loops stopped waiting for
+// a block at 60 KiB of frames, headers included (its 56 KiB list took 65
+// KiB of them), and failed the upstream connection and every stream on
+// it; the goroutine path's transport (x/net's), as Envoy's codec, reads a
+// block frame by frame up to its list limit.
+func TestH2ResponseBlockInSmallFramesSamePaths(t *testing.T) {
+	// 56 fields of 1,008 bytes of name and value (56,448 bytes; 58,240 as
+	// HPACK counts a list, 32 bytes more a field): "~" is longer in
+	// Huffman's code than as it is, so HPACK sends the values as they
+	// are, and each field is new to its table.
+	big := []string{":status", "200", "content-length", "3"}
+	for i := range 56 {
+		big = append(big, fmt.Sprintf("x-big-%02d", i), strings.Repeat("~", 1000))
+	}
+	respond := func(received chan<- string) func(w *rawH2Writer, id uint32, r *rawH2Request) {
+		var mu sync.Mutex
+		held := map[*rawH2Writer][]uint32{} // /hold streams by connection; protected by mu
+		return func(w *rawH2Writer, id uint32, r *rawH2Request) {
+			path := strings.Join(r.values(":path"), "")
+			switch path {
+			case "/hold":
+				mu.Lock()
+				held[w] = append(held[w], id)
+				mu.Unlock()
+			case "/big":
+				w.headers(id, false, 64, big...)
+				w.data(id, []byte("big"))
+				mu.Lock()
+				ids := held[w]
+				delete(held, w)
+				mu.Unlock()
+				for _, h := range ids {
+					w.headers(h, false, 0, ":status", "200", "content-length", "4")
+					w.data(h, []byte("held"))
+				}
+			default:
+				w.headers(id, false, 0, ":status", "200", "content-length", "2")
+				w.data(id, []byte("ok"))
+			}
+			select {
+			case received <- path:
+			default:
+			}
+		}
+	}
+	// answer is a response as the test sees it: its status, how many
+	// x-big-* fields it has, and its body.
+	answer := func(resp *http.Response, err error) string {
+		if err != nil {
+			return err.Error()
+		}
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		n := 0
+		for k, vv := range resp.Header {
+			if strings.HasPrefix(k, "X-Big-") && len(vv) == 1 && len(vv[0]) == 1000 {
+				n++
+			}
+		}
+		return fmt.Sprintf("%d x-big %d %q %v", resp.StatusCode, n, body, err)
+	}
+	const (
+		wantBig  = `200 x-big 56 "big" <nil>`
+		wantHeld = `200 x-big 0 "held" <nil>`
+		wantOK   = `200 x-big 0 "ok" <nil>`
+	)
+	names := []string{"HTTP/1.1 /big", "HTTP/1.1 /small", "HTTP/2 /hold", "HTTP/2 /big"}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		received := make(chan string, 16)
+		up := rawH2Upstream(t, respond(received))
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "up"))), edsCluster("up", h2Upstream), cla("up", up))
+		res := pathResult{answers: map[string]string{}}
+
+		// An HTTP/1.1 client: /big, then /small on the same connection.
+		c := dialRaw(t, h.addr("egress"))
+		_, _ = io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(c)
+		for _, n := range names[:2] {
+			resp, err := http.ReadResponse(br, nil)
+			res.answers[n] = answer(resp, err)
+		}
+		_ = c.Close()
+
+		// An HTTP/2 client: /hold, then /big while /hold waits on the
+		// same upstream connection.
+		for len(received) > 0 {
+			<-received
+		}
+		cl := h2cClient(t)
+		get := func(path string) string {
+			req, err := http.NewRequest("GET", "http://"+h.addr("egress")+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return answer(cl.Do(req.WithContext(ctx)))
+		}
+		held := make(chan string, 1)
+		go func() { held <- get("/hold") }() // ends within get's timeout
+		select {
+		case <-received:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: /hold did not reach the upstream", p.name)
+		}
+		res.answers["HTTP/2 /big"] = get("/big")
+		res.answers["HTTP/2 /hold"] = <-held
+
+		for n, want := range map[string]string{"HTTP/1.1 /big": wantBig, "HTTP/1.1 /small": wantOK, "HTTP/2 /hold": wantHeld,
+			"HTTP/2 /big": wantBig} {
+			if res.answers[n] != want {
+				t.Errorf("%s, %s: answered %s; want %s", p.name, n, res.answers[n], want)
+			}
+		}
+		// Not upstream_cx_total: each loop keeps its own connections.
+		var stats []string
+		for _, n := range []string{"upstream_rq_total", "upstream_rq_2xx", "upstream_rq_rx_reset", "upstream_rq_tx_reset"} {
+			stats = append(stats, fmt.Sprintf("%s %d", n, h.stat("cluster.up."+n)))
+		}
+		res.stats = strings.Join(stats, ", ")
+		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, names)
 }

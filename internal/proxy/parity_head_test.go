@@ -93,9 +93,9 @@ func echoHopUpstream(t *testing.T) string {
 // codec_error), the goroutine path took any number. An upgrade is one
 // whatever its Connection token's place, as Envoy's isUpgrade finds it
 // (the loops looked at 9 tokens only, and refused a tenth upgrade 400).
-// A head both paths refuse for two reasons is refused for the same one:
-// Connection before Expect, as checkHead looks (the loops answered an
-// Expect they did not take first, 417).
+// A head with an Expect the proxy forwards is refused for its
+// Connection header alike (the loops answered such an Expect first, 417,
+// when the proxy refused it).
 //
 // max_request_headers_kb and common_http_protocol_options.max_headers_count
 // are honoured (they were read and ignored: 60 KiB and 100 applied): a

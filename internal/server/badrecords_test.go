@@ -133,7 +133,10 @@ func newBadEnv(t *testing.T) badEnv {
 // were checked): the server keeps running, every read of the API that
 // does not name that record answers, node a's proxy gets its endpoints
 // from Cloud Map, and a record the server cannot use is logged and
-// counted on /metrics (weft_store_records_skipped_total, by reader). A
+// counted on /metrics (weft_store_records_skipped_total, by reader); a
+// Cloud Map service or instance whose namespace or service is missing
+// decodes, and is logged as set aside until its parent is back by both
+// readers of Cloud Map (xDS, DNS), and not counted. A
 // route whose regex does not compile (stored before the API refused
 // one) is left out of the xDS server's route tables, which Envoy would
 // refuse whole with it (internal/xds/server's
@@ -145,41 +148,45 @@ func TestServerReadsPastBadRecords(t *testing.T) {
 	env := newBadEnv(t)
 	res := "appmesh/res/" + env.account + "/m/"
 	const md = `"metadata":{"arn":"x","createdAt":1,"lastUpdatedAt":1,"meshOwner":"111122223333","resourceOwner":"111122223333","uid":"u","version":1}`
+	const (
+		skipped  = "skipping undecodable record"                   // counted
+		setAside = "setting aside record until its parent is back" // by the readers of Cloud Map (xDS, DNS); not counted
+	)
 	cases := []struct {
 		name, key, value string
-		logged           bool   // the server says it skipped the record
+		logged           string // what the server says of the record: skipped, setAside or nothing
 		reader           string // the reader that must count it, if one must
 	}{
 		// (a) not JSON
-		{"mesh not JSON", "appmesh/mesh/" + env.account + "/zz", `{"meshName":`, true, ""},
-		{"node not JSON", res + "virtualNode/zz", `{"meshName":`, true, ""},
-		{"route not JSON", res + "route/r/zz", `{"meshName":`, true, ""},
-		{"namespace not JSON", "cloudmap/namespace/ns-zz", `{"Namespace":`, true, ""},
-		{"service not JSON", "cloudmap/service/srv-zz", `{"Service":`, true, ""},
-		{"instance not JSON", "cloudmap/instance/" + env.svcID + "/zz", `{"Instance":`, true, ""},
-		{"remote not JSON", "cloudmap/remote/apps/zz", `{"remote":`, true, ""},
+		{"mesh not JSON", "appmesh/mesh/" + env.account + "/zz", `{"meshName":`, skipped, ""},
+		{"node not JSON", res + "virtualNode/zz", `{"meshName":`, skipped, ""},
+		{"route not JSON", res + "route/r/zz", `{"meshName":`, skipped, ""},
+		{"namespace not JSON", "cloudmap/namespace/ns-zz", `{"Namespace":`, skipped, ""},
+		{"service not JSON", "cloudmap/service/srv-zz", `{"Service":`, skipped, ""},
+		{"instance not JSON", "cloudmap/instance/" + env.svcID + "/zz", `{"Instance":`, skipped, ""},
+		{"remote not JSON", "cloudmap/remote/apps/zz", `{"remote":`, skipped, ""},
 		// (b) JSON, not a valid record
-		{"node with a member of the wrong type", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{"listeners":"x"},` + md + `,"status":{"status":"ACTIVE"}}`, true, ""},
-		{"node with an unknown member", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{"listeners":[{"portMapping":{"port":80,"protocol":"http"}}],"colour":"red"},` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
-		{"node without metadata", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{},"status":{"status":"ACTIVE"}}`, true, ""},
-		{"node without spec", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
-		{"route without spec", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
-		{"service without spec", res + "virtualService/zz", `{"meshName":"m","virtualServiceName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
-		{"mesh without spec", "appmesh/mesh/" + env.account + "/m", `{"meshName":"m",` + md + `,"status":{"status":"ACTIVE"}}`, false, ""},
-		{"route of two types", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}},"tcpRoute":{"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}}}}`, false, ""},
-		{"route to a missing node", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"nobody","weight":1}]}}}}`, false, ""},
-		{"route whose regex does not compile", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"path":{"regex":"(zz"}},"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}}}}`, true, "xds"},
-		{"instance with a member of the wrong type", "cloudmap/instance/" + env.svcID + "/zz", `{"Instance":{"Id":5}}`, true, ""},
-		{"service of no namespace", "cloudmap/service/srv-zz", `{"Service":{"Id":"srv-zz","Name":"zz","NamespaceId":"ns-nowhere"}}`, true, ""},
-		{"instance of no service", "cloudmap/instance/srv-nowhere/zz", `{"Instance":{"Id":"zz"},"Health":"HEALTHY"}`, true, ""},
+		{"node with a member of the wrong type", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{"listeners":"x"},` + md + `,"status":{"status":"ACTIVE"}}`, skipped, ""},
+		{"node with an unknown member", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{"listeners":[{"portMapping":{"port":80,"protocol":"http"}}],"colour":"red"},` + md + `,"status":{"status":"ACTIVE"}}`, "", ""},
+		{"node without metadata", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz","spec":{},"status":{"status":"ACTIVE"}}`, skipped, ""},
+		{"node without spec", res + "virtualNode/zz", `{"meshName":"m","virtualNodeName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, "", ""},
+		{"route without spec", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, "", ""},
+		{"service without spec", res + "virtualService/zz", `{"meshName":"m","virtualServiceName":"zz",` + md + `,"status":{"status":"ACTIVE"}}`, "", ""},
+		{"mesh without spec", "appmesh/mesh/" + env.account + "/m", `{"meshName":"m",` + md + `,"status":{"status":"ACTIVE"}}`, "", ""},
+		{"route of two types", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}},"tcpRoute":{"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}}}}`, "", ""},
+		{"route to a missing node", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"prefix":"/zz"},"action":{"weightedTargets":[{"virtualNode":"nobody","weight":1}]}}}}`, "", ""},
+		{"route whose regex does not compile", res + "route/r/zz", `{"meshName":"m","virtualRouterName":"r","routeName":"zz",` + md + `,"status":{"status":"ACTIVE"},"spec":{"httpRoute":{"match":{"path":{"regex":"(zz"}},"action":{"weightedTargets":[{"virtualNode":"b","weight":1}]}}}}`, skipped, "xds"},
+		{"instance with a member of the wrong type", "cloudmap/instance/" + env.svcID + "/zz", `{"Instance":{"Id":5}}`, skipped, ""},
+		{"service of no namespace", "cloudmap/service/srv-zz", `{"Service":{"Id":"srv-zz","Name":"zz","NamespaceId":"ns-nowhere"}}`, setAside, ""},
+		{"instance of no service", "cloudmap/instance/srv-nowhere/zz", `{"Instance":{"Id":"zz"},"Health":"HEALTHY"}`, setAside, ""},
 		// (c) keys weft does not write
-		{"unknown appmesh key", "appmesh/zz/1", `x`, false, ""},
-		{"unknown cloudmap key", "cloudmap/zz/1", `x`, false, ""},
-		{"unknown weft key", "weft/zz", `x`, false, ""},
-		{"foreign key", "zz/1", `x`, false, ""},
-		{"key below a mesh", "appmesh/mesh/" + env.account + "/m/zz", `x`, true, ""},
-		{"key below the nodes", res + "virtualNode/a/zz", `x`, true, ""},
-		{"key below the instances", "cloudmap/instance/" + env.svcID + "/i1/zz", `x`, true, ""},
+		{"unknown appmesh key", "appmesh/zz/1", `x`, "", ""},
+		{"unknown cloudmap key", "cloudmap/zz/1", `x`, "", ""},
+		{"unknown weft key", "weft/zz", `x`, "", ""},
+		{"foreign key", "zz/1", `x`, "", ""},
+		{"key below a mesh", "appmesh/mesh/" + env.account + "/m/zz", `x`, skipped, ""},
+		{"key below the nodes", res + "virtualNode/a/zz", `x`, skipped, ""},
+		{"key below the instances", "cloudmap/instance/" + env.svcID + "/i1/zz", `x`, skipped, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -241,8 +248,22 @@ func TestServerReadsPastBadRecords(t *testing.T) {
 			}
 			// The proxy of node a gets b's endpoint, from Cloud Map.
 			watchEDS(t, cfg.XDSAddr, "mesh/m/virtualNode/a").wait(t, "10.0.0.1:8080")
-			if tc.logged {
-				logs.wait(t, "skipping undecodable", 10*time.Second)
+			if tc.logged == setAside {
+				// By the xDS server's index and the DNS server's.
+				logs.waitN(t, setAside, 2, 10*time.Second)
+				for _, r := range []string{"xds", "dns", "api"} {
+					if v := metricLine(t, base, `weft_store_records_skipped_total{reader="`+r+`"}`); v != "0" {
+						t.Errorf("weft_store_records_skipped_total of %s is %s, want 0", r, v)
+					}
+				}
+				logs.mu.Lock()
+				if strings.Contains(logs.buf.String(), skipped) {
+					t.Errorf("logged as undecodable:\n%s", logs.buf.String())
+				}
+				logs.mu.Unlock()
+			}
+			if tc.logged == skipped {
+				logs.wait(t, skipped, 10*time.Second)
 				// Counted before it is logged.
 				total := 0.0
 				for _, r := range []string{"xds", "dns", "api"} {

@@ -41,11 +41,18 @@ func (l *logWatch) Write(p []byte) (int, error) {
 // wait returns when the log contains s, or fails the test at the deadline.
 func (l *logWatch) wait(t *testing.T, s string, within time.Duration) {
 	t.Helper()
+	l.waitN(t, s, 1, within)
+}
+
+// waitN returns when the log contains s n times, or fails the test at
+// the deadline.
+func (l *logWatch) waitN(t *testing.T, s string, n int, within time.Duration) {
+	t.Helper()
 	deadline := time.NewTimer(within)
 	defer deadline.Stop()
 	for {
 		l.mu.Lock()
-		found := strings.Contains(l.buf.String(), s)
+		found := strings.Count(l.buf.String(), s) >= n
 		ch := l.changed
 		l.mu.Unlock()
 		if found {
@@ -54,7 +61,7 @@ func (l *logWatch) wait(t *testing.T, s string, within time.Duration) {
 		select {
 		case <-ch:
 		case <-deadline.C:
-			t.Fatalf("log has no %q within %v", s, within)
+			t.Fatalf("log has %q fewer than %d times within %v", s, n, within)
 		}
 	}
 }

@@ -137,7 +137,7 @@ const (
 func newSkippedMetric(reg prometheus.Registerer) *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "weft", Subsystem: "store", Name: "records_skipped_total",
-		Help: "Stored records a reader left out because it cannot use them (they do not decode, or a route breaks a rule the proxies would refuse it for), each time it read one, by reader (xds, dns, api); each is logged as \"skipping undecodable record\" with its key.",
+		Help: "Stored records a reader left out because it cannot use them (they do not decode, or a route breaks a rule the proxies would refuse it for), each time it read one, by reader (xds, dns, api); each is logged as \"skipping undecodable record\" with its key. Cloud Map services and instances set aside while their namespace or service is missing are not counted (logged as \"setting aside record until its parent is back\").",
 	}, []string{"reader"})
 	for _, r := range []string{readerXDS, readerDNS, readerAPI} {
 		c.WithLabelValues(r) // a series at 0 from the start

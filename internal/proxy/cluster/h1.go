@@ -101,9 +101,11 @@ func newH1Conn(nc net.Conn, addr string) *h1Conn {
 
 // inline reports whether the request is exchanged on the caller's goroutine.
 // A client's Expect: 100-continue never comes here (the proxy answers it
-// and removes it: httpconn's serveOne, x/net's server); one a route adds
-// (request_headers_to_add) does, and goes through net/http's Transport,
-// which waits for the 100 before the body.
+// and removes it: httpconn's serveOne, x/net's server), but another
+// expectation holding the token does (100-continue, foo), forwarded as
+// Envoy forwards it, as does one a route adds (request_headers_to_add):
+// they go through net/http's Transport, which reads a 100 as one (its
+// ExpectContinueTimeout unset, it sends the body without waiting).
 func inline(req *http.Request) bool {
 	if req.ContentLength < 0 || req.ContentLength > maxInlineBody {
 		return false
@@ -182,7 +184,8 @@ func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) 
 			break
 		}
 		// 1xx informational: passed on to whoever traces the request
-		// (httputil.ReverseProxy forwards them), then the real response.
+		// (httputil.ReverseProxy forwards them; weft's forwarder drops
+		// them, asking for none), then the real response.
 		if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
 			if err := tr.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
 				return nil, false, err

@@ -275,30 +275,6 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	l.flushDown(d)
 }
 
-// h1uInterim relays an HTTP/2 upstream's 1xx response (not a 100:
-// h2uInterim) to an HTTP/1.1 client as an interim head, as the goroutine
-// path's server writes one; an HTTP/1.0 client gets none (RFC 9110 15.2).
-// Before it, such a 1xx faulted the loop on the stream's nil connection.
-func (l *loop) h1uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
-	d := s.st.sd
-	if d.hb.http10 || d.closed {
-		return
-	}
-	if d.out == nil {
-		d.out, d.outOff = l.getBuf(), 0
-	}
-	o := appendStatusLine(d.out, status)
-	for _, hf := range f.RegularFields() {
-		switch hf.Name {
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-			continue
-		}
-		o = appendField(o, hf.Name, hf.Value)
-	}
-	d.out = append(o, "\r\n"...)
-	l.flushDown(d)
-}
-
 // appendStatusLine appends an HTTP/1.1 status line for status.
 func appendStatusLine(o []byte, status int) []byte {
 	o = append(o, "HTTP/1.1 "...)

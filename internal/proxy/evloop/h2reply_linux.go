@@ -94,21 +94,6 @@ func (l *loop) h2Continue(st *h2stream) {
 	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
 }
 
-// h2Interim relays an HTTP/1.1 upstream's 1xx response (103 Early
-// Hints, say) as HEADERS without END_STREAM, as the goroutine path and
-// the HTTP/1.1 loops relay it; at most h2uMaxInterim per stream, the
-// rest dropped. A 100 is not relayed: the proxy answers expect itself
-// (h2Continue), and the request went without it.
-func (l *loop) h2Interim(st *h2stream, rs *response, b []byte) {
-	if rs.status == 100 || rs.status == 101 || st.gone || st.interims >= h2uMaxInterim {
-		return
-	}
-	st.interims++
-	c := st.c
-	h2EncodeHead(c, rs, b)
-	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
-}
-
 // h2Date adds the date to the header block being encoded for c, as on
 // every response without one (date_linux.go); not logged, as the
 // goroutine path does not log the date its writer adds.

@@ -20,11 +20,6 @@ import (
 func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 	rs := &l.resp
 	st := d.h2
-	if rs.status < 200 {
-		u.scan = headScanner{}
-		l.h2Interim(st, rs, b)
-		return true
-	}
 	switch {
 	case rs.bodyless(d.head):
 		u.rstate = rsHead

@@ -47,7 +47,6 @@ type h2stream struct {
 	dc         chunkScanner // over the response's chunked body
 	reset      bool
 	peerReset  bool
-	interims   int8 // 1xx responses relayed from an HTTP/1.1 upstream
 	gone       bool // out of c.streams
 	// uncounted: answered as x/net's server answers a header list cut
 	// at SETTINGS_MAX_HEADER_LIST_SIZE, before any handler, so that the

@@ -27,13 +27,22 @@ const (
 	// h2UpDefaultStreams is the streams a connection takes before the
 	// peer's SETTINGS say how many (Go's Transport assumes as many).
 	h2UpDefaultStreams = 100
-	// h2UpMaxIn bounds what a connection's read buffer grows to for one
-	// frame with its CONTINUATIONs.
-	h2UpMaxIn = maxHeadBytes + bufSize
 	// h2UpMaxHeaderList is the header list a response may have (the
 	// decoder's limit; Envoy's max_response_headers_kb default, 60 KB,
 	// rounded up).
 	h2UpMaxHeaderList = 64 << 10
+	// h2UpBlockMax is how much of a response's header block (its frames,
+	// headers included) a connection waits for before it decodes it:
+	// twice the header list size it advertises, as x/net's Framer reads
+	// a block frame by frame until a fragment is over twice what is left
+	// of the list (h2conn.blockMax for a request's). A block within the
+	// list is read whole however the upstream cut it into frames, and a
+	// list past it answered 502 with its stream reset (h2uHeaders); a
+	// larger block fails the connection, as it fails it there.
+	h2UpBlockMax = 2 * h2UpMaxHeaderList
+	// h2UpMaxIn bounds what a connection's read buffer grows to for one
+	// frame with its CONTINUATIONs: a block waited for, and a read more.
+	h2UpMaxIn = h2UpBlockMax + bufSize
 )
 
 // h2up is an upstream HTTP/2 connection's state; its up holds it.
@@ -206,7 +215,7 @@ func (l *loop) h2UpRead(c *h2up) {
 	u.in = u.in[:len(u.in)+n]
 	for !u.closed {
 		b := u.in[u.off:]
-		fl := h2FrameLen(b, maxHeadBytes)
+		fl := h2FrameLen(b, h2UpBlockMax)
 		if fl == errFrameSize {
 			l.h2UpGoAway(c, http2.ErrCodeFrameSize)
 			return

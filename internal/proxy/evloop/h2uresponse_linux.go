@@ -1,8 +1,8 @@
 package evloop
 
 // An upstream stream's response, relayed to the client's stream (an
-// HTTP/1.1 request's through h1h2_linux.go): its HEADERS, 1xx
-// responses, DATA under the window we give the upstream (credited back
+// HTTP/1.1 request's through h1h2_linux.go): its HEADERS (1xx responses
+// dropped), DATA under the window we give the upstream (credited back
 // as the client takes the bytes), trailers, and its end (h2uFinish).
 
 import (
@@ -115,41 +115,16 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	}
 }
 
-// h2uMaxInterim bounds the 1xx responses relayed per stream, as Go's
-// Transport bounds those it reads (5); past it the response is malformed.
-const h2uMaxInterim = 5
-
-// h2uInterim relays a 1xx response as the goroutine path does (its
-// Got1xxResponse hook): HEADERS without END_STREAM, the fields minus
-// connection-specific ones. A 100 is not relayed: the proxy answers
-// expect: 100-continue itself (h2Continue). A 101, or a 1xx ending the
-// stream, is malformed in HTTP/2 (RFC 9113 8.1, 8.6).
+// h2uInterim takes a 1xx response: dropped, as Envoy drops an
+// upstream's without proxy_100_continue (and the goroutine path); the
+// proxy answers expect: 100-continue itself (h2Continue, dispatch). A
+// 101, or a 1xx ending the stream, is malformed in HTTP/2 (RFC 9113 8.1,
+// 8.6).
 func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
-	if status == 101 || f.StreamEnded() || s.interims >= h2uMaxInterim {
+	if status == 101 || f.StreamEnded() {
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
 		l.h2uFail(s, 502, "upstream sent a malformed response")
-		return
 	}
-	st := s.st
-	if status == 100 || st.gone {
-		return
-	}
-	s.interims++
-	c := st.c
-	if c == nil {
-		l.h1uInterim(s, f, status) // an HTTP/1.1 request's
-		return
-	}
-	c.hbuf.Reset()
-	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
-	for _, hf := range f.RegularFields() {
-		switch hf.Name {
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-			continue
-		}
-		_ = c.enc.WriteField(hf)
-	}
-	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
 }
 
 // h2uData relays a response DATA frame's bytes.

@@ -32,7 +32,6 @@ type h2ustream struct {
 	last       int64 // loop time of its last progress sending
 	blocked    bool  // in c.blocked
 	gotHead    bool
-	interims   int8 // 1xx responses relayed
 	done       bool // out of c.streams
 }
 

@@ -108,8 +108,6 @@ func reason(status int) string {
 		return "Bad Request"
 	case 404:
 		return "Not Found"
-	case 417:
-		return "Expectation Failed"
 	case 426:
 		return "Upgrade Required"
 	case 408:

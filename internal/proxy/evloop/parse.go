@@ -52,7 +52,6 @@ var (
 	errUpgrade        = &parseError{proxyroute.RefuseUnimplemented, "upgrade not implemented"}
 	errTarget         = &parseError{proxyroute.RefuseUnimplemented, "only origin-form request targets are implemented"}
 	errConnection     = &parseError{proxyroute.RefuseConnectionHeader, "connection header rejected"}
-	errExpect         = &parseError{proxyroute.RefuseExpectation, "expectation failed"}
 )
 
 // span is a range of the buffer a head was parsed from.
@@ -144,6 +143,8 @@ type request struct {
 	head           bool // HEAD: the response has no body
 	closeAfter     bool // the client asked to close, or HTTP/1.0 without keep-alive
 	hasRequestID   bool
+	// expectContinue: its Expect lines ask for 100-continue
+	// (proxyroute.ExpectContinue); they are not forwarded.
 	expectContinue bool
 	hasXFP         bool
 	// grpc: the first Content-Type line makes it a gRPC request
@@ -245,9 +246,9 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 	r.target = span{int32(sp1 + 1), int32(sp2)}
 	r.head = string(method) == "HEAD"
 	r.closeAfter = r.minor == 0
-	var upgrade bool       // an Upgrade line
-	var h2c proxyroute.H2C // what the Upgrade lines ask for
-	var expectOther bool   // an Expect line other than 100-continue
+	var upgrade bool                  // an Upgrade line
+	var h2c proxyroute.H2C            // what the Upgrade lines ask for
+	var expect proxyroute.Expectation // what the Expect lines ask
 	for p := eol + 2; p < len(b)-2; {
 		e := p + bytes.IndexByte(b[p:], '\n') - 1
 		l := b[p:e]
@@ -315,14 +316,10 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 			h.hop, r.teBytes = true, r.teBytes+len(val)+1
 			r.teTrailers = r.teTrailers || proxyroute.TETrailers(val)
 		case equalFold(name, "expect") && !stream:
-			// As weft proxy: 100-continue is answered by the proxy and not
-			// forwarded; any other expectation fails, once the head has
-			// passed the checks the goroutine path makes before it looks
-			// at Expect (checkHead).
-			if !equalFold(val, "100-continue") {
-				expectOther = true
-			}
-			h.hop, r.expectContinue = true, true
+			// 100-continue is answered by the proxy (dispatch) and not
+			// forwarded; any other expectation is forwarded, as Envoy
+			// forwards it.
+			expect = proxyroute.ExpectLine(expect, val)
 		case equalFold(name, "x-request-id"):
 			r.hasRequestID = true
 		case equalFold(name, "x-forwarded-proto"):
@@ -346,11 +343,11 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 		tokens = r.connKept
 		r.stripH2C(b)
 	}
-	if (!upgrade || !r.connUpgrade || r.h2c) &&
-		(tokens > maxConnTokens || r.connRefused || r.connTE && r.teBytes-1 >= proxyroute.MaxTEBytes) {
+	conn := proxyroute.ConnectionHeader{Tokens: tokens, NamesRefused: r.connRefused, NamesTE: r.connTE,
+		TEBytes: max(r.teBytes-1, 0), Upgrade: upgrade && r.connUpgrade && !r.h2c}
+	if conn.Refused() {
 		// Where the goroutine path checks it too (checkHead): once the
-		// head is read, before its version; an upgrade's Connection
-		// header is not sanitized (Envoy's codec leaves it as it is).
+		// head is read, before its version.
 		return errConnection
 	}
 	if r.minor == 0 && (!http10 || otherVersion) {
@@ -360,8 +357,13 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 		// A chunked HTTP/1.0 body net/http would not read as one.
 		return errSmuggle
 	}
-	if expectOther {
-		return errExpect
+	if expect == proxyroute.ExpectContinue {
+		r.expectContinue = true
+		for i := range r.lines {
+			if equalFold(r.lines[i].name.of(b), "expect") {
+				r.lines[i].hop = true
+			}
+		}
 	}
 	if (upgrade || r.connUpgrade) && !r.h2c {
 		return errUpgrade

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -115,7 +116,7 @@ func TestParseRequestErrors(t *testing.T) {
 		{"GET /%4 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"GET /%41?q=%zz HTTP/1.1\r\nHost: x\r\n\r\n", 0},
 		{"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", 0},
-		{"GET / HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n", 417},
+		{"GET / HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n", 0}, // forwarded, as Envoy forwards it
 	} {
 		var r request
 		err := parseRequest([]byte(tc.in), &r, true, proxyroute.MaxHeaders, false)
@@ -157,6 +158,41 @@ func TestHopByHop(t *testing.T) {
 	// their place (teTrailers).
 	if got := strings.Join(kept, ","); got != "Host,TE2,X-Keep" || !r.closeAfter || !r.teTrailers {
 		t.Errorf("kept %s close %v te: trailers %v", got, r.closeAfter, r.teTrailers)
+	}
+}
+
+// TestParseExpect: a head's Expect lines ask for 100-continue when their
+// value, the lines joined, is 100-continue (proxyroute.ExpectLine): they
+// are then not forwarded, and are otherwise.
+func TestParseExpect(t *testing.T) {
+	for _, tc := range []struct {
+		lines string
+		want  string // expectContinue, then the Expect lines forwarded
+	}{
+		{"Expect: 100-continue\r\n", "true "},
+		{"Expect:  100-CONTINUE \r\n", "true "},
+		{"Expect:\r\nExpect: 100-continue\r\n", "true "},
+		{"Expect: foo\r\n", "false foo"},
+		{"Expect: 100-continue, foo\r\n", "false 100-continue, foo"},
+		{"Expect: 100-continue\r\nExpect: 100-continue\r\n", "false 100-continue|100-continue"},
+		{"Expect: 100-continue\r\nExpect: foo\r\n", "false 100-continue|foo"},
+		{"Expect:\r\n", "false "},
+	} {
+		in := []byte("POST / HTTP/1.1\r\nHost: x\r\n" + tc.lines + "Content-Length: 1\r\n\r\n")
+		var r request
+		if err := parseRequest(in, &r, true, proxyroute.MaxHeaders, false); err != nil {
+			t.Errorf("%q: %v", tc.lines, err)
+			continue
+		}
+		var kept []string
+		for _, h := range r.lines {
+			if !h.hop && equalFold(h.name.of(in), "expect") {
+				kept = append(kept, string(h.value.of(in)))
+			}
+		}
+		if got := fmt.Sprintf("%v %s", r.expectContinue, strings.Join(kept, "|")); got != tc.want {
+			t.Errorf("%q: %s, want %s", tc.lines, got, tc.want)
+		}
 	}
 }
 

@@ -315,10 +315,17 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		l.badGateway(u)
 		return false
 	}
-	if rs.status >= 200 && l.responseRetry(d, u, b, rs) {
+	if rs.status < 200 {
+		// An interim response is dropped, as Envoy drops an upstream's
+		// without proxy_100_continue (and the goroutine path): the final
+		// one follows.
+		u.scan = headScanner{}
+		return true
+	}
+	if l.responseRetry(d, u, b, rs) {
 		return false
 	}
-	if u.out != nil && rs.status >= 200 {
+	if u.out != nil {
 		// Kept for a retry on the response's status (readUp).
 		l.putBuf(u.out)
 		u.out, u.outOff, u.replayable = nil, 0, false
@@ -341,12 +348,6 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		if h := &rs.lines[i]; !h.hop {
 			o = append(o, h.line.of(b)...)
 		}
-	}
-	if rs.status < 200 {
-		// An interim response goes down as it is; the final one follows.
-		d.out = append(o, "\r\n"...)
-		u.scan = headScanner{}
-		return true
 	}
 	switch {
 	case rs.bodyless(d.head):

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
 	"slices"
@@ -20,8 +19,9 @@ import (
 
 // The forwarder: what sends a routed request upstream and its response
 // downstream. It keeps the message semantics of net/http/httputil's
-// ReverseProxy (hop-by-hop headers, Te: trailers, upgrades, 1xx
-// responses, trailers, streaming flushes, query cleaning) without what
+// ReverseProxy (hop-by-hop headers, Te: trailers, upgrades, trailers,
+// streaming flushes, query cleaning; but 1xx responses are dropped, as
+// Envoy drops them) without what
 // ReverseProxy adds for its general use and weft proxy does not need: the
 // ProxyRequest and request copies for its hooks, the CloseNotifier watch,
 // a media-type parse per response and a flush timer per streamed
@@ -47,10 +47,14 @@ const maxQueryParams = 10000
 // context.
 func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 	in := s.in
-	// 1xx responses go downstream as they arrive, until the final one.
-	s.w1xx = w
-	s.trace.Got1xxResponse = s.got1xx
-	out := in.Clone(httptrace.WithClientTrace(s.ctx, &s.trace))
+	// An upstream's 1xx responses but 101 are dropped (the transports
+	// read past them when no trace asks for them), as Envoy drops them
+	// without proxy_100_continue: the router's 100, 102, 103 and 104 in
+	// the filter manager (ActiveStreamDecoderFilter::encode1xxHeaders),
+	// the others as the upstream request reads them
+	// (UpstreamRequest::decodeHeaders). The proxy answers a client's
+	// Expect: 100-continue itself (serveOne; x/net's server over HTTP/2).
+	out := in.Clone(s.ctx)
 	if in.ContentLength == 0 {
 		out.Body = nil // nothing to send, and retries need no replay
 	}
@@ -91,9 +95,6 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 	}
 
 	res, err := s.roundTrip(out)
-	s.mu1xx.Lock()
-	s.done1xx = true
-	s.mu1xx.Unlock()
 	if err != nil {
 		m.errorHandler(w, s, err)
 		return
@@ -146,21 +147,6 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 			dh.Add(http.TrailerPrefix+k, v)
 		}
 	}
-}
-
-// got1xx sends an informational response downstream, unless the final
-// response arrived: the transport may call it from another goroutine.
-func (s *stream) got1xx(code int, h textproto.MIMEHeader) error {
-	s.mu1xx.Lock()
-	defer s.mu1xx.Unlock()
-	if s.done1xx {
-		return nil
-	}
-	dh := s.w1xx.Header()
-	addHeaders(dh, http.Header(h))
-	s.w1xx.WriteHeader(code)
-	clear(dh) // a 1xx's headers are not the final response's
-	return nil
 }
 
 // streaming says whether a response is flushed after every write: server-

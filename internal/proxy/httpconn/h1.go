@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -446,22 +445,18 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		return false, false
 	}
 	w := &h1Writer{hc: hc, req: req, header: make(http.Header), length: -1}
-	if expect, ok := req.Header["Expect"]; ok {
+	expect := route.ExpectNothing
+	for _, v := range req.Header["Expect"] {
+		expect = route.ExpectLine(expect, v)
+	}
+	if expect == route.ExpectContinue {
 		// As Envoy's connection manager does unless proxy_100_continue
 		// (decodeHeaders): 100 Continue as soon as the head is read,
 		// before routing or any upstream, and Expect not forwarded. The
 		// client then sends its body whatever the final answer, so a
-		// local reply leaves it to be drained as any other's. Each
-		// Expect line is 100-continue, case aside, as a whole (Envoy
-		// compares the value so, as the loops' parser does); any other
-		// expectation is refused. An HTTP/1.0 client's is ignored (RFC
-		// 9110, section 10.1.1).
-		for _, v := range expect {
-			if !strings.EqualFold(v, "100-continue") {
-				hc.refuse(route.RefuseExpectation, start)
-				return false, false
-			}
-		}
+		// local reply leaves it to be drained as any other's. Any other
+		// expectation is forwarded, as Envoy forwards it. An HTTP/1.0
+		// client's is ignored (RFC 9110, section 10.1.1).
 		req.Header.Del("Expect")
 		if req.ProtoAtLeast(1, 1) && !hc.writeContinue() {
 			return false, false

@@ -297,7 +297,6 @@ func TestH1BadRequests(t *testing.T) {
 		{"two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
 		{"bad header name", "GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n", 400},
 		{"head too large", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("a", maxHeaderBytes) + "\r\n\r\n", 431},
-		{"unknown expectation", "GET / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n", 417},
 		{"HTTP/2 request line without the preface", "GET / HTTP/2.0\r\nHost: h\r\n\r\n", 426},
 		{"HTTP/1.2", "GET / HTTP/1.2\r\nHost: h\r\n\r\n", 426},
 		{"too many header lines", "GET / HTTP/1.1\r\nHost: h\r\n" + strings.Repeat("X: x\r\n", 100) + "\r\n", 431},

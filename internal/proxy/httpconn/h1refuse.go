@@ -62,7 +62,7 @@ func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
 	// Envoy's codec strips them once the head is read, before it
 	// sanitizes what is left of Connection (route.StripH2C).
 	route.StripH2C(req.Header)
-	if cv := req.Header["Connection"]; len(cv) > 0 && !connectionValid(req, cv) {
+	if cv := req.Header["Connection"]; len(cv) > 0 && connectionHeader(req, cv).Refused() {
 		return route.RefuseConnectionHeader
 	}
 	switch {
@@ -83,35 +83,32 @@ func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
 	return 0
 }
 
-// connectionValid reports whether Envoy's codec takes a request's
-// Connection header lines cv: at most route.MaxConnectionTokens tokens,
-// none naming a header it refuses to have nominated
-// (route.ConnectionToken), and TE, if named, under route.MaxTEBytes. An
-// upgrade or a CONNECT is taken as it is, as Envoy's codec does not
-// sanitize their Connection header.
-func connectionValid(req *http.Request, cv []string) bool {
-	if req.Method == http.MethodConnect ||
-		len(req.Header["Upgrade"]) > 0 && httpguts.HeaderValuesContainsToken(cv, "upgrade") {
-		return true
-	}
-	all, te := 0, false
+// connectionHeader is what Envoy's codec weighs of a request's
+// Connection header lines cv to refuse it (route.ConnectionHeader).
+func connectionHeader(req *http.Request, cv []string) route.ConnectionHeader {
+	var h route.ConnectionHeader
+	upgrade := false // an upgrade token
 	for _, v := range cv {
 		for tok, rest, ok := route.CutConnectionToken(v); ok; tok, rest, ok = route.CutConnectionToken(rest) {
-			all++
-			if all > route.MaxConnectionTokens || route.ConnectionToken(tok) == route.ConnRefused {
-				return false
+			h.Tokens++
+			switch route.ConnectionToken(tok) {
+			case route.ConnRefused:
+				h.NamesRefused = true
+			case route.ConnUpgrade:
+				upgrade = true
+			case route.ConnNames:
+				h.NamesTE = h.NamesTE || route.EqualFoldASCII(tok, "te")
 			}
-			te = te || route.EqualFoldASCII(tok, "te")
 		}
 	}
-	if vv := req.Header["Te"]; te && len(vv) > 0 {
-		n := len(vv) - 1 // the commas joining its lines
+	h.Upgrade = req.Method == http.MethodConnect || upgrade && len(req.Header["Upgrade"]) > 0
+	if vv := req.Header["Te"]; len(vv) > 0 {
+		h.TEBytes = len(vv) - 1 // the commas joining its lines
 		for _, v := range vv {
-			n += len(v)
+			h.TEBytes += len(v)
 		}
-		return n < route.MaxTEBytes
 	}
-	return true
+	return h
 }
 
 // fieldsValid applies the checks net/http's server makes beyond parsing:

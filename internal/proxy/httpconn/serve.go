@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -73,14 +72,7 @@ type stream struct {
 	headless  bool // the codec reset the stream: logged without its request
 	rw        *respWriter
 	slots     []any // one per filter; nil without filters
-	// The forwarder's 1xx relay (forward.go): the transport reports
-	// informational responses through trace until the final one
-	// (done1xx, under mu1xx).
-	trace   httptrace.ClientTrace
-	w1xx    http.ResponseWriter
-	mu1xx   sync.Mutex
-	done1xx bool
-	ran     int // filters whose DecodeHeaders ran
+	ran       int   // filters whose DecodeHeaders ran
 }
 
 // allFlags are the stream's response flags, with those the upstream body

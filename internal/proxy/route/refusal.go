@@ -43,9 +43,6 @@ const (
 	// RefuseHeaderTimeout: request_headers_timeout ran out once the
 	// head's first byte came.
 	RefuseHeaderTimeout
-	// RefuseExpectation: an Expect header other than 100-continue, which
-	// weft proxy refuses (Envoy would forward it).
-	RefuseExpectation
 	// RefuseUnimplemented: what the event loops leave to the goroutine
 	// path (an upgrade, a target that is not origin-form) when they have
 	// no hand-off to give it to (tests, benchmarks).
@@ -310,6 +307,37 @@ func ConnectionToken[T ~string | ~[]byte](tok T) ConnToken {
 	return ConnNames
 }
 
+// ConnectionHeader is what Envoy's codec weighs of a request's Connection
+// header to refuse the request for it (sanitizeConnectionHeader): each
+// request path counts it over the head's lines as it reads them, an h2c
+// upgrade's once its h2c headers are stripped (StripH2C), when it is no
+// upgrade any more.
+type ConnectionHeader struct {
+	// Tokens is how many tokens its lines have (CutConnectionToken).
+	Tokens int
+	// NamesRefused: one of them is ConnRefused; NamesTE: one names TE.
+	NamesRefused, NamesTE bool
+	// TEBytes is the size of the request's TE value, its lines joined by
+	// commas; 0 without one.
+	TEBytes int
+	// Upgrade: the request is an upgrade (an Upgrade header, and an
+	// upgrade token wherever it stands, as Envoy's isUpgrade finds it) or
+	// a CONNECT, whose Connection header the codec leaves as it is.
+	Upgrade bool
+}
+
+// Refused reports whether Envoy's codec refuses the request for its
+// Connection header (RefuseConnectionHeader): more than
+// MaxConnectionTokens tokens, a token naming a header it will not have
+// removed, or TE named with a value of MaxTEBytes or more; never an
+// upgrade's.
+func (h ConnectionHeader) Refused() bool {
+	if h.Upgrade {
+		return false
+	}
+	return h.Tokens > MaxConnectionTokens || h.NamesRefused || h.NamesTE && h.TEBytes >= MaxTEBytes
+}
+
 // TETrailers reports whether a request's TE value (one of its lines)
 // holds the member trailers, case aside, between commas and SP or HTAB:
 // Envoy then forwards "TE: trailers" (whatever else the value held), and
@@ -368,7 +396,6 @@ var refusals = [...]struct {
 	RefuseTransferEncoding: {501, "Not Implemented", "http1.invalid_transfer_encoding", true},
 	RefuseLowVersion:       {426, "Upgrade Required", "low_version", true},
 	RefuseHeaderTimeout:    {408, "request header timeout", "request_header_timeout", false},
-	RefuseExpectation:      {417, "Expectation Failed", "", false},
 	RefuseUnimplemented:    {501, "Not Implemented", "", false},
 	RefuseConnectionHeader: {400, "Bad Request", "http1.connection_header_rejected", true},
 }

@@ -77,3 +77,63 @@ func TestH2List(t *testing.T) {
 		}
 	}
 }
+
+// TestExpectLine: a request's Expect lines ask for 100-continue when
+// their value, the lines joined by commas without the empty ones, is
+// 100-continue as a whole, case aside, as Envoy's connection manager
+// compares it; anything else is another expectation, forwarded.
+func TestExpectLine(t *testing.T) {
+	names := [...]string{ExpectNothing: "nothing", ExpectContinue: "continue", ExpectOther: "other"}
+	for _, tc := range []struct {
+		lines []string
+		want  Expectation
+	}{
+		{nil, ExpectNothing},
+		{[]string{""}, ExpectNothing},
+		{[]string{"100-continue"}, ExpectContinue},
+		{[]string{"100-Continue"}, ExpectContinue},
+		{[]string{"", "100-continue", ""}, ExpectContinue},
+		{[]string{"foo"}, ExpectOther},
+		{[]string{"100-continue, foo"}, ExpectOther},
+		{[]string{"100-continue,"}, ExpectOther},
+		{[]string{"100-continue", "100-continue"}, ExpectOther},
+		{[]string{"100-continue", "foo"}, ExpectOther},
+		{[]string{"foo", "100-continue"}, ExpectOther},
+		{[]string{"100-continuex"}, ExpectOther},
+	} {
+		e, eb := ExpectNothing, ExpectNothing // the lines as strings, and as bytes
+		for _, v := range tc.lines {
+			e, eb = ExpectLine(e, v), ExpectLine(eb, []byte(v))
+		}
+		if e != tc.want || eb != tc.want {
+			t.Errorf("%q: %s (as bytes %s), want %s", tc.lines, names[e], names[eb], names[tc.want])
+		}
+	}
+}
+
+// TestConnectionHeaderRefused: Envoy's codec refuses a request for its
+// Connection header with more than MaxConnectionTokens tokens, one naming
+// a header it will not remove, or TE named with a value of MaxTEBytes or
+// more; an upgrade never.
+func TestConnectionHeaderRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		h    ConnectionHeader
+		want bool
+	}{
+		{"none", ConnectionHeader{}, false},
+		{"nine tokens", ConnectionHeader{Tokens: 9}, false},
+		{"ten tokens", ConnectionHeader{Tokens: 10}, true},
+		{"ten tokens, an upgrade", ConnectionHeader{Tokens: 10, Upgrade: true}, false},
+		{"x-forwarded-for named", ConnectionHeader{Tokens: 1, NamesRefused: true}, true},
+		{"x-forwarded-for named, an upgrade", ConnectionHeader{Tokens: 2, NamesRefused: true, Upgrade: true}, false},
+		{"TE named, 255 bytes", ConnectionHeader{Tokens: 1, NamesTE: true, TEBytes: 255}, false},
+		{"TE named, 256 bytes", ConnectionHeader{Tokens: 1, NamesTE: true, TEBytes: 256}, true},
+		{"TE not named, 256 bytes", ConnectionHeader{Tokens: 1, TEBytes: 256}, false},
+		{"TE named, 256 bytes, an upgrade", ConnectionHeader{Tokens: 2, NamesTE: true, TEBytes: 256, Upgrade: true}, false},
+	} {
+		if got := tc.h.Refused(); got != tc.want {
+			t.Errorf("%s: refused %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

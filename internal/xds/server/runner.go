@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/appmesh"
+	"github.com/weftmesh/weft/internal/discovery"
 	"github.com/weftmesh/weft/internal/store"
 	"github.com/weftmesh/weft/internal/store/follow"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -103,8 +105,15 @@ func (r *runner) requestDetach(id translate.Identity) {
 }
 
 // skip logs and counts a stored record left out: by Cloud Map's load
-// (readState, through report) or by the core (machine.Skipped).
+// (readState, through report) or by the core (machine.Skipped). A Cloud
+// Map record set aside while its namespace or service is missing is
+// logged on its own and not counted: it decodes, and comes back with its
+// parent (a parent that does not decode is counted itself).
 func (r *runner) skip(key string, err error) {
+	if errors.Is(err, discovery.ErrOrphaned) {
+		r.log.Warn("setting aside record until its parent is back", "key", key, "error", err)
+		return
+	}
 	if r.skipped != nil {
 		r.skipped.Inc() // before the log line, which tests wait for
 	}

@@ -80,7 +80,10 @@ type Options struct {
 	Registry prometheus.Registerer
 	// Skipped counts the stored records the server leaves out (logged
 	// "skipping undecodable record"): they do not decode, or a route
-	// breaks a rule of appmesh.CheckStored. Nil: not counted.
+	// breaks a rule of appmesh.CheckStored. A Cloud Map record set aside
+	// while its namespace or service is missing (discovery.ErrOrphaned) is
+	// logged "setting aside record until its parent is back" and not
+	// counted. Nil: not counted.
 	Skipped prometheus.Counter
 	// GRPCOptions are added to the gRPC server's, e.g. TLS credentials.
 	GRPCOptions []grpc.ServerOption

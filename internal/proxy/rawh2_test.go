@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"testing"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// rawH2Request is a request a raw h2c upstream read: its fields as sent
+// (x/net's server would drop some: an expect holding 100-continue) and
+// its body.
+type rawH2Request struct {
+	fields []hpack.HeaderField
+	body   []byte
+}
+
+// values are the request's values of the field name, in order.
+func (r *rawH2Request) values(name string) []string {
+	var vv []string
+	for _, f := range r.fields {
+		if f.Name == name {
+			vv = append(vv, f.Value)
+		}
+	}
+	return vv
+}
+
+// rawH2Writer writes a raw h2c upstream's responses on one connection.
+type rawH2Writer struct {
+	bw   *bufio.Writer
+	fr   *http2.Framer
+	hbuf bytes.Buffer
+	enc  *hpack.Encoder
+}
+
+// headers writes a header block of fields (name, value pairs) on stream
+// id, in HEADERS and CONTINUATION frames of at most frame bytes of it
+// each (0: one HEADERS frame), and ends the stream with it if end.
+func (w *rawH2Writer) headers(id uint32, end bool, frame int, fields ...string) {
+	w.hbuf.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		_ = w.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	block := w.hbuf.Bytes()
+	if frame <= 0 {
+		frame = len(block)
+	}
+	first := block[:min(frame, len(block))]
+	_ = w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end,
+		EndHeaders: len(first) == len(block)})
+	for rest := block[len(first):]; len(rest) > 0; {
+		n := min(frame, len(rest))
+		_ = w.fr.WriteContinuation(id, n == len(rest), rest[:n])
+		rest = rest[n:]
+	}
+}
+
+// data writes b as one DATA frame on stream id, ending it.
+func (w *rawH2Writer) data(id uint32, b []byte) { _ = w.fr.WriteData(id, true, b) }
+
+// rawH2Upstream serves h2c on loopback until the test ends with respond,
+// called for each request once its stream's END_STREAM came, on the
+// connection's reading goroutine; what it wrote is flushed after it.
+// Its SETTINGS are the defaults (no SETTINGS_MAX_HEADER_LIST_SIZE, 16 KiB
+// frames).
+func rawH2Upstream(t *testing.T, respond func(w *rawH2Writer, id uint32, r *rawH2Request)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() { // ends when Cleanup closes ln
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveRawH2(c, respond) // ends when the proxy closes the connection or breaks HTTP/2
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func serveRawH2(c net.Conn, respond func(w *rawH2Writer, id uint32, r *rawH2Request)) {
+	defer c.Close()
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c, preface); err != nil || string(preface) != http2.ClientPreface {
+		return
+	}
+	w := &rawH2Writer{bw: bufio.NewWriter(c)}
+	w.fr = http2.NewFramer(w.bw, c)
+	w.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	w.fr.MaxHeaderListSize = 1 << 20
+	w.enc = hpack.NewEncoder(&w.hbuf)
+	_ = w.fr.WriteSettings()
+	_ = w.bw.Flush()
+	streams := map[uint32]*rawH2Request{}
+	for {
+		f, err := w.fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		id := f.Header().StreamID
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = w.fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				_ = w.fr.WritePing(true, f.Data)
+			}
+		case *http2.GoAwayFrame:
+			return
+		case *http2.MetaHeadersFrame:
+			streams[id] = &rawH2Request{fields: append([]hpack.HeaderField(nil), f.Fields...)}
+			if f.StreamEnded() {
+				respond(w, id, streams[id])
+				delete(streams, id)
+			}
+		case *http2.DataFrame:
+			r := streams[id]
+			if r == nil {
+				continue
+			}
+			r.body = append(r.body, f.Data()...)
+			if n := uint32(len(f.Data())); n > 0 {
+				_ = w.fr.WriteWindowUpdate(0, n)
+				_ = w.fr.WriteWindowUpdate(id, n)
+			}
+			if f.StreamEnded() {
+				respond(w, id, r)
+				delete(streams, id)
+			}
+		}
+		_ = w.bw.Flush()
+	}
+}
