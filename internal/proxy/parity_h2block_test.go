@@ -293,3 +293,52 @@ func TestH2ResponseBlockInSmallFramesSamePaths(t *testing.T) {
 	}
 	sameAsGoroutinePath(t, results, names)
 }
+
+// TestH2BlockPastWaitSamePaths: a header block whose frames pass what
+// the loops wait for (h2conn.blockMax, twice the advertised list size)
+// is taken up to the frame that passes it, whatever the limits, and the
+// connection fails at once (GOAWAY PROTOCOL_ERROR) on every path, as
+// x/net's server fails it (that frame is over twice what is left of the
+// list). With max_request_headers_kb 4 and max_headers_count 128 (an 8
+// KiB list, a 16 KiB wait), the read buffer the loops may grow to (32
+// KiB) had no room for a 16 KiB HEADERS frame and the 16 KiB
+// CONTINUATION after it: full, the connection stopped reading and ended
+// at the request headers timeout, without GOAWAY.
+func TestH2BlockPastWaitSamePaths(t *testing.T) {
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		small := func(m *hcmv3.HttpConnectionManager) {
+			m.MaxRequestHeadersKb = wrapperspb.UInt32(4)
+			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(128)}
+		}
+		h.push(httpListener("egress", httpManager("egress", "rds", small)),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", "127.0.0.1:1"))
+		cl := dialH2(t, h.addr("egress"))
+		if got := cl.settings(t).maxList; got != 8<<10 {
+			t.Fatalf("%s: SETTINGS_MAX_HEADER_LIST_SIZE %d, want 8192", p.name, got)
+		}
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+			_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		for i := range 10 {
+			_ = cl.enc.WriteField(hpack.HeaderField{Name: fmt.Sprintf("x-big-%d", i), Value: strings.Repeat("~", 4000)})
+		}
+		block := cl.hbuf.Bytes()
+		first := block[:16<<10-9] // the HEADERS frame is the whole wait
+		_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: first, EndStream: true})
+		_ = cl.fr.WriteContinuation(1, true, block[len(first):len(first)+16<<10])
+		_ = cl.bw.Flush()
+		start := time.Now()
+		answer := awaitH2Answer(cl, 1)
+		if took := time.Since(start); took > 2*time.Second {
+			answer += fmt.Sprintf(" after %v", took.Round(time.Second))
+		}
+		_ = cl.c.Close()
+		if p.goroutines && answer != "GOAWAY PROTOCOL_ERROR" {
+			t.Errorf("the goroutine path answered %s; want GOAWAY PROTOCOL_ERROR", answer)
+		}
+		results[p.name] = pathResult{answers: map[string]string{"block": answer}}
+	}
+	sameAsGoroutinePath(t, results, []string{"block"})
+}

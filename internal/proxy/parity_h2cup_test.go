@@ -182,6 +182,12 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 			false, stripped),
 		served("nine tokens left of eleven", []string{get + "Connection: " + tokens(9) + ", Upgrade, HTTP2-Settings\r\n" + h2cHead + hops + "\r\n"},
 			false, "HTTP/1.1 X-Keep=k body=0"),
+		// The tokens past the tenth are read as any other once the h2c
+		// ones are left out: X-Hop-0 is hop-by-hop and close ends the
+		// connection.
+		served("named and close after ten h2c tokens", []string{get + "Connection: " +
+			strings.Repeat("Upgrade, HTTP2-Settings, ", 5) + "X-Hop-0, close\r\n" + h2cHead + hops + "\r\n"},
+			true, "HTTP/1.1 X-Hop-1=b X-Keep=k body=0"),
 		{name: "ten tokens left", listener: "egress", send: []string{get + "Connection: " + tokens(10) + ", Upgrade\r\n" + h2cHead + hops + "\r\n"},
 			status: []int{400}, body: []string{"Bad Request"}, closes: true,
 			log: []string{"- - HTTP/1.1 400 DPE http1.connection_header_rejected 0 11 - - - -"}},

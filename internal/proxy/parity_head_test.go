@@ -205,6 +205,21 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 			status: []int{200, 431}, body: []string{"", "Request Header Fields Too Large"}, closes: true,
 			log: []string{"GET /echo HTTP/1.1 200 - - 0 0 echo - 0 -",
 				"- - HTTP/1.1 431 DPE http1.headers_too_large 0 31 - text/plain 31 close"}},
+		// Read into the buffer with the body before it: past the limit,
+		// a line the reader refuses (400) or a Transfer-Encoding it does
+		// not take (501) is not looked at, as when the head comes alone.
+		{name: "a pipelined head over 1 KiB with a bad line past it", listener: "small",
+			send: []string{"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1500\r\n\r\n" + strings.Repeat("a", 1500) +
+				get + "X-Big: " + strings.Repeat("b", 1500) + "\r\nBad Line\r\n\r\n", ""},
+			status: []int{200, 431}, body: []string{"", "Request Header Fields Too Large"}, closes: true,
+			log: []string{"POST /echo HTTP/1.1 200 - - 1500 0 echo - 0 -",
+				"- - HTTP/1.1 431 DPE http1.headers_too_large 0 31 - text/plain 31 close"}},
+		{name: "a pipelined head over 1 KiB with a Transfer-Encoding past it", listener: "small",
+			send: []string{"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1500\r\n\r\n" + strings.Repeat("a", 1500) +
+				get + "X-Big: " + strings.Repeat("b", 1500) + "\r\nTransfer-Encoding: gzip\r\n\r\n", ""},
+			status: []int{200, 431}, body: []string{"", "Request Header Fields Too Large"}, closes: true,
+			log: []string{"POST /echo HTTP/1.1 200 - - 1500 0 echo - 0 -",
+				"- - HTTP/1.1 431 DPE http1.headers_too_large 0 31 - text/plain 31 close"}},
 		served("a 70 KiB head where 100 KiB is allowed", "big", []string{get + big + "X-Keep: 1\r\n\r\n"}, "X-Keep"),
 		refused("a 70 KiB head where 60 KiB is allowed", "egress", get+big+"\r\n", 431, "http1.headers_too_large"),
 	}

@@ -169,14 +169,15 @@ func (l *loop) readDown(d *down) {
 }
 
 // headRoom is what d's read buffer may grow to while a head is read: a
-// request head's limit, or on an HTTP/2 connection the header block it
-// waits for (h2conn.blockMax), and a read more.
+// request head's limit and a read more, or on an HTTP/2 connection the
+// header block it waits for (h2conn.blockMax) and the whole frame that
+// passes it, which h2FrameLen waits for before it hands the block over.
 func (d *down) headRoom() int {
-	n := d.gen.limits.Bytes()
+	n := d.gen.limits.Bytes() + bufSize
 	if d.h2c != nil {
-		n = max(n, d.h2c.blockMax())
+		n = max(n, d.h2c.blockMax()+9+h2MaxFrame)
 	}
-	return n + bufSize
+	return n
 }
 
 // readIdle restarts the idle timeout for the client bytes b just read,

@@ -253,7 +253,26 @@ func (l *loop) h2Input(d *down) {
 		}
 		l.h2Frame(c, f)
 	}
+	// The frames read are done with (a stream keeps what it needs of
+	// its HEADERS): neither d.in nor the last block's fields are held
+	// past them.
+	c.rd.Reset(nil)
+	c.heads.mh = http2.MetaHeadersFrame{}
 	l.releaseIn(d)
+	l.shrinkIn(d)
+}
+
+// shrinkIn moves what is left in d's read buffer (the start of a frame),
+// when it fits a pooled buffer with room to spare, out of a buffer grown
+// for a header block (readDown, h2conn.blockMax): the connection holds a
+// grown buffer only while a block needs it, not for its life. A buffer
+// TLS's Feed grew by a few KiB for a record is left as it is.
+func (l *loop) shrinkIn(d *down) {
+	if d.in == nil || cap(d.in) <= 2*bufSize || len(d.in)-d.off > bufSize/2 {
+		return
+	}
+	b := append(l.getBuf(), d.in[d.off:]...)
+	d.in, d.off = b, 0 // the grown one is not pooled (putBuf)
 }
 
 // goAwayDone: the connection failed (GOAWAY with an error sent): nothing

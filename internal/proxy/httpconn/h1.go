@@ -422,9 +422,12 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	hc.lim.chk = nil
 	// What the head took past the limit: startHead counted the bytes
 	// buffered before it, and those buffered now are the next request's.
+	// Past it, the head is refused for its size whatever the reader
+	// found after the limit, as a head read through lim alone fails
+	// there (errHeadTooLarge) and as the loops refuse it.
 	over := hc.lim.n+int64(hc.br.Buffered()) < 0
 	hc.lim.n = math.MaxInt64
-	if err == nil && over {
+	if over {
 		hc.refuse(route.RefuseHeadTooLarge, start)
 		return false, false
 	}
