@@ -254,25 +254,24 @@ func (l *loop) h2Input(d *down) {
 		l.h2Frame(c, f)
 	}
 	// The frames read are done with (a stream keeps what it needs of
-	// its HEADERS): neither d.in nor the last block's fields are held
-	// past them.
-	c.rd.Reset(nil)
-	c.heads.mh = http2.MetaHeadersFrame{}
+	// its HEADERS).
+	c.heads.done(&c.rd)
 	l.releaseIn(d)
-	l.shrinkIn(d)
+	d.in, d.off = l.shrinkIn(d.in, d.off)
 }
 
-// shrinkIn moves what is left in d's read buffer (the start of a frame),
-// when it fits a pooled buffer with room to spare, out of a buffer grown
-// for a header block (readDown, h2conn.blockMax): the connection holds a
-// grown buffer only while a block needs it, not for its life. A buffer
-// TLS's Feed grew by a few KiB for a record is left as it is.
-func (l *loop) shrinkIn(d *down) {
-	if d.in == nil || cap(d.in) <= 2*bufSize || len(d.in)-d.off > bufSize/2 {
-		return
+// shrinkIn moves what is left in a connection's read buffer in past off
+// (the start of a frame), when it fits a pooled buffer with room to
+// spare, out of a buffer grown for a header block (readDown and
+// h2conn.blockMax, h2UpRead and h2UpBlockMax), and returns the buffer and
+// offset to keep: a connection holds a grown buffer only while a block
+// needs it, not for its life. A buffer TLS's Feed grew by a few KiB for a
+// record is left as it is.
+func (l *loop) shrinkIn(in []byte, off int) ([]byte, int) {
+	if in == nil || cap(in) <= 2*bufSize || len(in)-off > bufSize/2 {
+		return in, off
 	}
-	b := append(l.getBuf(), d.in[d.off:]...)
-	d.in, d.off = b, 0 // the grown one is not pooled (putBuf)
+	return append(l.getBuf(), in[off:]...), 0 // the grown one is not pooled (putBuf)
 }
 
 // goAwayDone: the connection failed (GOAWAY with an error sent): nothing

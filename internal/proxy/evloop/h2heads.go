@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"strings"
@@ -135,6 +136,17 @@ func (h *h2Heads) readFrame(fr *http2.Framer) (http2.Frame, error) {
 		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
 	}
 	return mh, nil
+}
+
+// done drops what a connection's reading holds once the frames read are
+// acted on: rd's reference into the read buffer it was reset to (the
+// Framer's source), and the last block's frame and fields, so that
+// neither a buffer grown for a large block nor the block's fields are
+// held while the connection waits for its next frames.
+func (h *h2Heads) done(rd *bytes.Reader) {
+	rd.Reset(nil)
+	h.mh = http2.MetaHeadersFrame{}
+	h.forget()
 }
 
 // forget drops the block's fields (their strings) and, past

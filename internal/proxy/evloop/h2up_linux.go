@@ -248,10 +248,12 @@ func (l *loop) h2UpRead(c *h2up) {
 	if u.closed {
 		return
 	}
+	c.heads.done(&c.rd) // a stream keeps what it needs of a response (h2uHeaders)
 	if u.off == len(u.in) {
 		l.putBuf(u.in)
 		u.in, u.off = nil, 0
 	}
+	u.in, u.off = l.shrinkIn(u.in, u.off)
 }
 
 // h2UpFrame acts on one frame from the upstream.
