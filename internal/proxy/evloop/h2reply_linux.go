@@ -36,7 +36,7 @@ func (l *loop) h2Reply(d *down, status int, body string) int {
 		}
 		_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
 		l.h2Date(c)
-		l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), true)
+		l.h2WriteHeaders(c, st.id, true)
 		st.ended = true
 		return 200
 	}
@@ -49,7 +49,7 @@ func (l *loop) h2Reply(d *down, status int, body string) int {
 	}
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
 	l.h2Date(c)
-	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+	l.h2WriteHeaders(c, st.id, false)
 	if d.logged() {
 		d.lg.rec.BytesSent += int64(len(body))
 	}
@@ -91,7 +91,7 @@ func (l *loop) h2Continue(st *h2stream) {
 	c := st.c
 	c.hbuf.Reset()
 	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
-	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+	l.h2WriteHeaders(c, st.id, false)
 }
 
 // h2Date adds the date to the header block being encoded for c, as on

@@ -44,7 +44,7 @@ func (l *loop) h2ResponseHead(u *up, d *down, b []byte) bool {
 	if !rs.hasDate {
 		l.h2Date(c)
 	}
-	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), false)
+	l.h2WriteHeaders(c, st.id, false)
 	if d.logged() {
 		l.logH2FromH1(d, u, b)
 	}
@@ -73,9 +73,10 @@ func h2EncodeHead(c *h2conn, rs *response, b []byte) {
 	}
 }
 
-// h2WriteHeaders writes a header block as HEADERS and CONTINUATIONs.
-func (l *loop) h2WriteHeaders(c *h2conn, id uint32, block []byte, end bool) {
-	writeH2Headers(c.fr, c.maxFrame, id, block, end)
+// h2WriteHeaders writes the header block in c.hbuf as HEADERS and
+// CONTINUATIONs, and empties c.hbuf (writeH2Headers).
+func (l *loop) h2WriteHeaders(c *h2conn, id uint32, end bool) {
+	writeH2Headers(c.fr, c.maxFrame, id, &c.hbuf, end)
 }
 
 // h2Body sends response body bytes (writeDown's work for a stream):
@@ -152,7 +153,7 @@ func (l *loop) h2Push(st *h2stream) {
 				_ = c.enc.WriteField(hf)
 			}
 			st.trailers = nil
-			l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), true)
+			l.h2WriteHeaders(c, st.id, true)
 		} else {
 			_ = c.fr.WriteData(st.id, true, nil)
 		}

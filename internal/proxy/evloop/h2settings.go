@@ -1,6 +1,8 @@
 package evloop
 
 import (
+	"bytes"
+
 	"golang.org/x/net/http2"
 )
 
@@ -49,10 +51,15 @@ func applyH2Settings(f *http2.SettingsFrame, p h2Peer, shift func(delta int64) b
 	return http2.ErrCodeProtocol, false
 }
 
-// writeH2Headers writes a header block as one HEADERS frame and as many
-// CONTINUATIONs as the peer's SETTINGS_MAX_FRAME_SIZE needs. The Framer
-// buffers; errors surface on the connection's write.
-func writeH2Headers(fr *http2.Framer, maxFrame uint32, id uint32, block []byte, end bool) {
+// writeH2Headers writes the header block hb holds as one HEADERS frame
+// and as many CONTINUATIONs as the peer's SETTINGS_MAX_FRAME_SIZE needs,
+// then empties hb, and lets it go when a large block grew it past
+// keptBlockCap, so that a connection does not hold a large head's buffer
+// for its life (a response's block may reach the upstream list size, 64
+// KiB). The Framer copies the frames into its writer's buffer; errors
+// surface on the connection's write.
+func writeH2Headers(fr *http2.Framer, maxFrame uint32, id uint32, hb *bytes.Buffer, end bool) {
+	block := hb.Bytes()
 	max := int(maxFrame)
 	first := true
 	for first || len(block) > 0 {
@@ -66,4 +73,12 @@ func writeH2Headers(fr *http2.Framer, maxFrame uint32, id uint32, block []byte, 
 			_ = fr.WriteContinuation(id, len(block) == 0, frag)
 		}
 	}
+	hb.Reset()
+	if hb.Cap() > keptBlockCap {
+		*hb = bytes.Buffer{} // the HPACK encoder writes through a pointer to hb: still valid
+	}
 }
+
+// keptBlockCap is the most a connection's header-block buffer keeps
+// between blocks: typical heads are well under it.
+const keptBlockCap = 4 << 10

@@ -105,7 +105,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	}
 	// A response without a body ends with its HEADERS (gRPC's
 	// trailers-only response must: its grpc-status is in them).
-	l.h2WriteHeaders(c, st.id, c.hbuf.Bytes(), f.StreamEnded())
+	l.h2WriteHeaders(c, st.id, f.StreamEnded())
 	if d.logged() {
 		l.logH2Head(d, status, f.RegularFields(), s.x.started)
 	}

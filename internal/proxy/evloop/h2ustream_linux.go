@@ -122,7 +122,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		st.hf = nil // no retry: not sent again
 	}
 	end := st.reqEnded && len(st.replay) == 0 && st.reqTrailers == nil
-	l.h2uWriteHeaders(c, s.id, c.hbuf.Bytes(), end)
+	l.h2uWriteHeaders(c, s.id, end)
 	if !end && (len(st.replay) > 0 || st.reqTrailers != nil) && st.reqEnded {
 		// A retry: the whole request again.
 		s.pending = append(l.getBuf(), st.replay...)
@@ -132,9 +132,10 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 	}
 }
 
-// h2uWriteHeaders writes a header block as HEADERS and CONTINUATIONs.
-func (l *loop) h2uWriteHeaders(c *h2up, id uint32, block []byte, end bool) {
-	writeH2Headers(c.fr, c.maxFrame, id, block, end)
+// h2uWriteHeaders writes the header block in c.hbuf as HEADERS and
+// CONTINUATIONs, and empties c.hbuf (writeH2Headers).
+func (l *loop) h2uWriteHeaders(c *h2up, id uint32, end bool) {
+	writeH2Headers(c.fr, c.maxFrame, id, &c.hbuf, end)
 }
 
 // h2uBody takes a client DATA frame's bytes for the upstream stream.
@@ -239,7 +240,7 @@ func (l *loop) h2uPush(s *h2ustream) {
 					_ = c.enc.WriteField(hf)
 				}
 				s.trailers = nil
-				l.h2uWriteHeaders(c, s.id, c.hbuf.Bytes(), true)
+				l.h2uWriteHeaders(c, s.id, true)
 			} else {
 				_ = c.fr.WriteData(s.id, true, nil)
 			}
