@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // The upstream side of a loop: pooled connections, sending requests,
@@ -318,8 +319,10 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	if rs.status < 200 {
 		// An interim response is dropped, as Envoy drops an upstream's
 		// without proxy_100_continue (and the goroutine path): the final
-		// one follows.
+		// one follows, not retried after a 100, 102, 103 or 104
+		// (retryState.interim).
 		u.scan = headScanner{}
+		d.rs.interim = d.rs.interim || proxyroute.Special1xx(rs.status)
 		return true
 	}
 	if l.responseRetry(d, u, b, rs) {
