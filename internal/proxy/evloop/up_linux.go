@@ -182,10 +182,7 @@ func (l *loop) readUp(u *up) {
 			n := copy(u.in, u.in[u.off:])
 			u.in, u.off = u.in[:n], 0
 		case u.rstate == rsHead && cap(u.in) < maxHeadBytes+bufSize:
-			nb := make([]byte, len(u.in), 2*cap(u.in))
-			copy(nb, u.in)
-			l.putBuf(u.in)
-			u.in = nb
+			u.in = l.growBuf(u.in, maxHeadBytes+bufSize)
 		default:
 			l.badGateway(u)
 			return
