@@ -184,8 +184,9 @@ func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) 
 			break
 		}
 		// 1xx informational: passed on to whoever traces the request
-		// (httputil.ReverseProxy forwards them; weft's forwarder drops
-		// them, asking for none), then the real response.
+		// (httputil.ReverseProxy forwards them; weft's roundTrip notes
+		// that one came, to end retries, and drops it), then the real
+		// response.
 		if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
 			if err := tr.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
 				return nil, false, err

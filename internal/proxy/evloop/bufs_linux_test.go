@@ -52,3 +52,31 @@ func TestTrimBufs(t *testing.T) {
 	l.putBuf(other)
 	free(2, "once both are back")
 }
+
+// TestGrowBuf: a read buffer grown for a head or a header block doubles
+// up to the bound given and no further: an HTTP/2 upstream connection's
+// to h2UpMaxIn, which holds the block h2UpBlockMax waits for and the
+// whole frame past it (it doubled to 256 KiB, past the 144 KiB it was
+// said to bound it to), and an HTTP/1.1 upstream's to a head's limit and
+// a read more (it doubled to 128 KiB).
+func TestGrowBuf(t *testing.T) {
+	var l loop
+	for _, most := range []int{h2UpMaxIn, maxHeadBytes + bufSize} {
+		b := l.getBuf()
+		var caps []int
+		for cap(b) < most {
+			b = append(b, bytes.Repeat([]byte("x"), cap(b)-len(b))...)
+			b = l.growBuf(b, most)
+			caps = append(caps, cap(b))
+			if !bytes.Equal(b, bytes.Repeat([]byte("x"), len(b))) {
+				t.Fatalf("growing to %d lost the bytes read", cap(b))
+			}
+		}
+		if cap(b) != most {
+			t.Errorf("grew to %v; want %d at most", caps, most)
+		}
+	}
+	if h2UpMaxIn < h2UpBlockMax+9+h2MaxFrame {
+		t.Errorf("h2UpMaxIn %d cannot hold a block of %d and the frame past it", h2UpMaxIn, h2UpBlockMax)
+	}
+}

@@ -41,8 +41,10 @@ const (
 	// larger block fails the connection, as it fails it there.
 	h2UpBlockMax = 2 * h2UpMaxHeaderList
 	// h2UpMaxIn bounds what a connection's read buffer grows to for one
-	// frame with its CONTINUATIONs: a block waited for, and a read more.
-	h2UpMaxIn = h2UpBlockMax + bufSize
+	// frame with its CONTINUATIONs (growBuf): a block waited for, and the
+	// whole frame that takes it past h2UpBlockMax, which h2FrameLen
+	// needs before it hands the block over (as h2conn's headRoom).
+	h2UpMaxIn = h2UpBlockMax + 9 + h2MaxFrame
 )
 
 // h2up is an upstream HTTP/2 connection's state; its up holds it.
@@ -195,10 +197,7 @@ func (l *loop) h2UpRead(c *h2up) {
 			n := copy(u.in, u.in[u.off:])
 			u.in, u.off = u.in[:n], 0
 		case cap(u.in) < h2UpMaxIn:
-			nb := make([]byte, len(u.in), 2*cap(u.in))
-			copy(nb, u.in)
-			l.putBuf(u.in)
-			u.in = nb
+			u.in = l.growBuf(u.in, h2UpMaxIn)
 		default:
 			l.h2UpGoAway(c, http2.ErrCodeFrameSize)
 			return

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2uConsumed: n bytes of the response went to the client: the upstream
@@ -65,7 +67,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 		l.h2uInterim(s, f, status)
 		return
 	}
-	if p := d.rs.policy; p != nil {
+	if p := d.rs.policy; p != nil && !d.rs.interim {
 		gs := -1
 		if p.On&grpcRetries != 0 {
 			gs = h2GRPCStatus(f)
@@ -124,6 +126,10 @@ func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	if status == 101 || f.StreamEnded() {
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
 		l.h2uFail(s, 502, "upstream sent a malformed response")
+		return
+	}
+	if proxyroute.Special1xx(status) {
+		s.st.sd.rs.interim = true // no retry after it (retryState.interim)
 	}
 }
 

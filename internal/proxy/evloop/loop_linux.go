@@ -486,6 +486,17 @@ func (l *loop) putBuf(b []byte) {
 	}
 }
 
+// growBuf returns a full read buffer b (len(b) == cap(b) < most) with
+// its bytes in one twice as large, but no larger than most: what a
+// connection's buffer may grow to while it waits for a head or a header
+// block. b goes back to the free list.
+func (l *loop) growBuf(b []byte, most int) []byte {
+	nb := make([]byte, len(b), min(2*cap(b), most))
+	copy(nb, b)
+	l.putBuf(b)
+	return nb
+}
+
 // trimBufs frees the free buffers no getBuf needed since the last
 // trimBufs: a burst's buffers go within two calls, a steady load keeps
 // the ones it cycles through. Only free buffers are dropped; those a

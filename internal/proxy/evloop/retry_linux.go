@@ -41,6 +41,11 @@ type retryState struct {
 	pool     *clusterPool // the last attempt's pool
 	tag      any          // the last attempt's host tag
 	tryStart int64        // when the attempt in flight began (per-try timeout)
+	// interim: the upstream sent a 1xx response (dropped) that ends the
+	// request's retries (proxyroute.Special1xx): neither a retriable
+	// status nor a reset after it is retried, as on the goroutine path
+	// (httpconn's interimTrace).
+	interim bool
 }
 
 // startRetries sets up the retries of a request dispatched to t.
@@ -85,7 +90,7 @@ func (d *down) statusRetry() bool {
 func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bool {
 	rs := &d.rs
 	p := rs.policy
-	if !retriable || p == nil {
+	if !retriable || p == nil || rs.interim {
 		return false
 	}
 	if d.retries >= p.NumRetries {
@@ -203,7 +208,7 @@ func (l *loop) perTryTimeout(u *up) {
 // Otherwise it counts a retried request's success.
 func (l *loop) responseRetry(d *down, u *up, head []byte, rs *response) bool {
 	p := d.rs.policy
-	if p == nil {
+	if p == nil || d.rs.interim {
 		return false
 	}
 	status := rs.status

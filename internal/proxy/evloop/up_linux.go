@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // The upstream side of a loop: pooled connections, sending requests,
@@ -181,10 +182,7 @@ func (l *loop) readUp(u *up) {
 			n := copy(u.in, u.in[u.off:])
 			u.in, u.off = u.in[:n], 0
 		case u.rstate == rsHead && cap(u.in) < maxHeadBytes+bufSize:
-			nb := make([]byte, len(u.in), 2*cap(u.in))
-			copy(nb, u.in)
-			l.putBuf(u.in)
-			u.in = nb
+			u.in = l.growBuf(u.in, maxHeadBytes+bufSize)
 		default:
 			l.badGateway(u)
 			return
@@ -318,8 +316,10 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	if rs.status < 200 {
 		// An interim response is dropped, as Envoy drops an upstream's
 		// without proxy_100_continue (and the goroutine path): the final
-		// one follows.
+		// one follows, not retried after a 100, 102, 103 or 104
+		// (retryState.interim).
 		u.scan = headScanner{}
+		d.rs.interim = d.rs.interim || proxyroute.Special1xx(rs.status)
 		return true
 	}
 	if l.responseRetry(d, u, b, rs) {

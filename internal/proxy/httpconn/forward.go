@@ -48,7 +48,8 @@ const maxQueryParams = 10000
 func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 	in := s.in
 	// An upstream's 1xx responses but 101 are dropped (the transports
-	// read past them when no trace asks for them), as Envoy drops them
+	// read past them; roundTrip only notes one came, to end retries), as
+	// Envoy drops them
 	// without proxy_100_continue: the router's 100, 102, 103 and 104 in
 	// the filter manager (ActiveStreamDecoderFilter::encode1xxHeaders),
 	// the others as the upstream request reads them

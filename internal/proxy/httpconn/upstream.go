@@ -8,9 +8,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
@@ -101,6 +104,11 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		if rp != nil && rp.PerTryTimeout > 0 {
 			actx, acancel = context.WithTimeoutCause(ctx, rp.PerTryTimeout, errPerTry)
 		}
+		var interim *interimTrace // nil: no retries to end
+		if rp != nil {
+			interim = newInterimTrace()
+			actx = httptrace.WithClientTrace(actx, &interim.trace)
+		}
 		areq := req.WithContext(cluster.WithHost(actx, h))
 		areq.URL.Host = h.Addr
 		if body != nil {
@@ -129,6 +137,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				return nil, le
 			}
 			le, retriable, timedOut := s.classify(ctx, actx, err, rp)
+			retriable = retriable && !interim.came()
 			c.RequestDone(h, 0, true, timedOut)
 			acancel()
 			release()
@@ -151,7 +160,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		s.svcTime = time.Since(t0)
 		c.Stats.Response(resp.StatusCode)
 		c.RequestDone(h, resp.StatusCode, false, false)
-		if rp != nil {
+		if rp != nil && !interim.came() {
 			gs := -1
 			if v := resp.Header.Get("Grpc-Status"); v != "" {
 				gs, _ = strconv.Atoi(v)
@@ -189,6 +198,35 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 }
+
+// interimTrace tells an attempt whether its upstream sent a 1xx
+// response that ends the request's retries (route.Special1xx) before its
+// final one or its failure: the transports pass each 1xx to
+// Got1xxResponse and read past it (the forwarder drops it, as Envoy
+// does), so that neither a retriable status nor a reset after one is
+// retried, as on the loops (evloop's retryState.interim). One per
+// attempt: a transport may report a 1xx of an attempt given up on (its
+// per-try timeout) while the next one runs.
+type interimTrace struct {
+	trace httptrace.ClientTrace
+	got   atomic.Bool
+}
+
+func newInterimTrace() *interimTrace {
+	t := new(interimTrace)
+	t.trace.Got1xxResponse = t.got1xx
+	return t
+}
+
+func (t *interimTrace) got1xx(code int, _ textproto.MIMEHeader) error {
+	if route.Special1xx(code) {
+		t.got.Store(true)
+	}
+	return nil // dropped: the transport reads on to the final response
+}
+
+// came reports whether such a 1xx came; false on a nil t.
+func (t *interimTrace) came() bool { return t != nil && t.got.Load() }
 
 // backoff sleeps Envoy's jittered exponential retry back-off before retry
 // n (1-based); false when ctx ended first.

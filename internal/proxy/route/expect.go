@@ -35,3 +35,16 @@ func ExpectLine[T ~string | ~[]byte](e Expectation, v T) Expectation {
 	}
 	return ExpectOther
 }
+
+// Special1xx reports whether an upstream's 1xx response of status is one
+// Envoy's router takes before its filter manager drops it without
+// proxy_100_continue (HeaderUtility::isSpecial1xx: 100, 102, 103, 104):
+// the router then ends the request's retries (Filter::onUpstream1xxHeaders
+// resets its retry state, and maybeRetryReset retries nothing once the
+// response started), so that neither a retriable status nor a reset after
+// it is retried. Any other 1xx but 101 is dropped unseen by the upstream
+// request (UpstreamRequest::decodeHeaders) and ends nothing. Both request
+// paths drop every upstream 1xx but 101, and end retries at these.
+func Special1xx(status int) bool {
+	return status == 100 || status == 102 || status == 103 || status == 104
+}
