@@ -273,6 +273,13 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 			body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure"}
 		return le, rp != nil && rp.RetriableReset(true, false), false
 	}
+	if cluster.IsProtocolError(err) {
+		// A response the codec cannot take: not retried, as the loops
+		// answer it (badGateway, h2uFail).
+		le = &localError{code: route.UpstreamProtocolErrorStatus, flags: accesslog.UpstreamProtocolError,
+			details: route.UpstreamProtocolErrorDetails, body: route.UpstreamProtocolErrorBody}
+		return le, false, false
+	}
 	refused := strings.Contains(err.Error(), "REFUSED_STREAM")
 	s.cl.Stats.RqRxReset.Inc()
 	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: "upstream_reset_before_response_started{connection_termination}",
