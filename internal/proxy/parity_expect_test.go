@@ -370,8 +370,8 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 				got = err.Error()
 			} else {
 				_, _ = io.Copy(io.Discard, resp.Body)
-				// The status only: the reason a reset's 503 gives is not
-				// the same on both paths (see docs/proxy.md).
+				// The status only: the reason a reset's 503 gives is
+				// TestUpstreamBadResponseSamePaths'.
 				got = fmt.Sprintf("%d attempts %d", resp.StatusCode, attempts.Load())
 			}
 			_ = c.Close()

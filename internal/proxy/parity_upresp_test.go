@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"golang.org/x/net/http2"
 )
 
 // scriptedHTTP1Upstream answers each request it reads with scripts[its
@@ -51,7 +52,8 @@ func scriptedHTTP1Upstream(t *testing.T, scripts map[string]string) string {
 // head over 60 KiB (max_response_headers_kb's default), a 1xx head's
 // included, each head counted on its own; a 101 to a request that asked
 // no upgrade; a status line that does not parse; an HTTP/2 1xx ending its
-// stream.
+// stream. An HTTP/2 upstream's RST_STREAM before the response is Envoy's
+// remote reset: 503 "... reset reason: remote reset", UR.
 // The goroutine path relayed a head of any size (its HTTP/1.1 client had
 // no limit) and answered the others 503 UC "connection termination"; the
 // loops answered them 502 "upstream sent a malformed response".
@@ -70,10 +72,13 @@ func TestUpstreamBadResponseSamePaths(t *testing.T) {
 		switch strings.Join(r.values(":path"), "") {
 		case "/h2/end1xx":
 			w.headers(id, true, 0, ":status", "103")
+		case "/h2/reset":
+			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
 		}
 	})
 	const (
 		upe = "503 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+		ur  = "503 upstream connect error or disconnect/reset before headers. reset reason: remote reset"
 	)
 	// A chunked request body goes through the goroutine path's fallback
 	// client (net/http's Transport), bounded alike.
@@ -94,6 +99,7 @@ func TestUpstreamBadResponseSamePaths(t *testing.T) {
 		{"/h1/garbage", false, upe},
 		{"/h1/headline", false, upe},
 		{"/h2/end1xx", false, upe},
+		{"/h2/reset", false, ur},
 	}
 	name := func(path string, chunked bool) string {
 		if chunked {

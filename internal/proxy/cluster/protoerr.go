@@ -42,6 +42,14 @@ func IsProtocolError(err error) bool {
 	return strings.Contains(m, "server response headers exceeded") || strings.Contains(m, "malformed HTTP")
 }
 
+// RemoteReset reports whether err is an HTTP/2 upstream's RST_STREAM
+// (REFUSED_STREAM aside, which the caller tells apart), Envoy's reset
+// reason "remote reset".
+func RemoteReset(err error) bool {
+	var se http2.StreamError
+	return errors.As(err, &se) && fromPeer(se)
+}
+
 // fromPeer: x/net marks a stream error it read in a RST_STREAM with an
 // unexported cause whose text is this.
 func fromPeer(se http2.StreamError) bool {
