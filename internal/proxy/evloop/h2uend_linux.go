@@ -113,6 +113,10 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 // malformed, answered as Envoy answers its codec's protocol error
 // (route.UpstreamProtocolError*), as the goroutine path does.
 func (l *loop) h2uProtocolError(s *h2ustream) {
+	// A reset (protocol error), retried as Envoy's router retries one.
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, false) && l.h2uRetry(s, 0, true, false) {
+		return
+	}
 	s.st.sd.logFlags(accesslog.UpstreamProtocolError, proxyroute.UpstreamProtocolErrorDetails)
 	l.h2uFail(s, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody)
 }

@@ -550,6 +550,10 @@ func (l *loop) badGateway(u *up) {
 		l.cutResponse(u)
 		return
 	}
+	// A reset (protocol error), retried as Envoy's router retries one.
+	if p := d.rs.policy; p != nil && l.retry(d, u, p.RetriableReset(false, false), 0, false) {
+		return
+	}
 	l.observeDone(u, 0, false)
 	u.d, d.u = nil, nil
 	l.closeUp(u)

@@ -274,11 +274,13 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 		return le, rp != nil && rp.RetriableReset(true, false), false
 	}
 	if cluster.IsProtocolError(err) {
-		// A response the codec cannot take: not retried, as the loops
-		// answer it (badGateway, h2uFail).
+		// A response the codec cannot take resets the stream (protocol
+		// error), which Envoy's router retries as any reset under
+		// retry_on reset, 5xx or gateway-error (wouldRetryFromReset),
+		// as the loops do (badGateway, h2uProtocolError).
 		le = &localError{code: route.UpstreamProtocolErrorStatus, flags: accesslog.UpstreamProtocolError,
 			details: route.UpstreamProtocolErrorDetails, body: route.UpstreamProtocolErrorBody}
-		return le, false, false
+		return le, rp != nil && rp.RetriableReset(false, false), false
 	}
 	refused := strings.Contains(err.Error(), "REFUSED_STREAM")
 	s.cl.Stats.RqRxReset.Inc()
