@@ -129,9 +129,8 @@ func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 		req, _ = http.NewRequest("GET", "http://"+addr+"/empty", nil)
 		do(req, 204)
 		req, _ = http.NewRequest("GET", "http://"+addr+"/reset", nil)
-		// The reason differs: "connection termination" on the goroutine
-		// path, "remote reset" on the loops (as for h2c clients' streams).
-		if b, _ = do(req, 503); !strings.HasPrefix(b, "upstream connect error or disconnect/reset before headers. reset reason: ") {
+		// Envoy's remote reset, on every path (TestUpstreamBadResponseSamePaths).
+		if b, _ = do(req, 503); b != "upstream connect error or disconnect/reset before headers. reset reason: remote reset" {
 			t.Errorf("reset before the head: %q", b)
 		}
 		req, _ = http.NewRequest("GET", "http://"+addr+"/down", nil)

@@ -278,6 +278,7 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 		"/h1/reset":   "HTTP/1.1 100 Continue\r\n\r\n", // then closed
 		"/h1/status0": "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy",
 		"/h1/other":   "HTTP/1.1 199 Other\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy",
+		"/h1/garbage": "garbage\r\n\r\n", // a protocol error: a reset, retried
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -327,6 +328,8 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 			w.data(id, []byte("busy"))
 		case "/h2/reset0":
 			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
+		case "/h2/end1xx": // a protocol error: a reset, retried
+			w.headers(id, true, 0, ":status", "103")
 		}
 	})
 	retried := func(prefix, cluster string) *routev3.Route {
@@ -345,6 +348,8 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 		{"/h2/status0", "503 attempts 3"},
 		{"/h2/reset0", "503 attempts 3"},
 		{"/h2/other", "503 attempts 3"},
+		{"/h1/garbage", "503 attempts 3"},
+		{"/h2/end1xx", "503 attempts 3"},
 	}
 	var names []string
 	for _, r := range requests {
@@ -370,8 +375,8 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 				got = err.Error()
 			} else {
 				_, _ = io.Copy(io.Discard, resp.Body)
-				// The status only: the reason a reset's 503 gives is not
-				// the same on both paths (see docs/proxy.md).
+				// The status only: the reason a reset's 503 gives is
+				// TestUpstreamBadResponseSamePaths'.
 				got = fmt.Sprintf("%d attempts %d", resp.StatusCode, attempts.Load())
 			}
 			_ = c.Close()

@@ -79,13 +79,15 @@ type h1Conn struct {
 	raw       syscall.RawConn // for the liveness check; nil if unavailable
 	addr      string
 	br        *bufio.Reader
+	limit     *headLimit // under br: bounds each response head
 	reused    bool
 	idleSince time.Time
 	abort     func() // aborts blocked I/O; bound once, used by context.AfterFunc
 }
 
 func newH1Conn(nc net.Conn, addr string) *h1Conn {
-	pc := &h1Conn{nc: nc, addr: addr, br: bufio.NewReaderSize(nc, bufSize)}
+	hl := &headLimit{r: nc, left: -1}
+	pc := &h1Conn{nc: nc, addr: addr, br: bufio.NewReaderSize(hl, bufSize), limit: hl}
 	if sc, ok := nc.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
 	} else if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
@@ -120,7 +122,7 @@ func inline(req *http.Request) bool {
 // context ends, including while the response body is read.
 func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !inline(req) {
-		return t.fallback.RoundTrip(req)
+		return t.roundTripFallback(req)
 	}
 	ctx := req.Context()
 	for retried := false; ; retried = true {
@@ -149,6 +151,26 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// roundTripFallback sends req through net/http's Transport, holding it
+// to h1Client's rules: each response head bounded on its own (the
+// Transport restarts its MaxResponseHeaderBytes at a 1xx only when a
+// trace takes 1xx responses; this one drops them, as exchange does when
+// nobody traces), and a 101 to a request that asked no upgrade refused.
+func (t *h1Client) roundTripFallback(req *http.Request) (*http.Response, error) {
+	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(int, textproto.MIMEHeader) error { return nil },
+	})
+	resp, err := t.fallback.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols && req.Header.Get("Upgrade") == "" {
+		_ = resp.Body.Close()
+		return nil, &ProtocolError{errors.New("upstream switched protocols without an upgrade request")}
+	}
+	return resp, nil
+}
+
 // exchange writes req on pc and reads the response head. stale reports
 // that the connection failed before any byte of a response arrived.
 func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) (resp *http.Response, stale bool, err error) {
@@ -172,14 +194,27 @@ func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) 
 	if err != nil {
 		return nil, true, err
 	}
+	// Each head, a 1xx's included, is bounded by route.MaxHeadBytes, as
+	// Envoy's codec bounds it (max_response_headers_kb): one over it, or
+	// one that does not parse, is the upstream's protocol error.
+	pc.limit.arm(pc.br.Buffered())
 	if _, err := pc.br.Peek(1); err != nil {
+		pc.limit.disarm()
+		if errors.Is(err, errHeadTooLarge) {
+			return nil, false, &ProtocolError{err}
+		}
 		return nil, true, err
 	}
 	for {
 		resp, err = http.ReadResponse(pc.br, req)
 		if err != nil {
+			pc.limit.disarm()
+			if !readFailure(err) {
+				err = &ProtocolError{err}
+			}
 			return nil, false, err
 		}
+		pc.limit.arm(pc.br.Buffered())
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
@@ -193,8 +228,9 @@ func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) 
 			}
 		}
 	}
+	pc.limit.disarm()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return nil, false, errors.New("upstream switched protocols without an upgrade request")
+		return nil, false, &ProtocolError{errors.New("upstream switched protocols without an upgrade request")}
 	}
 	b := &h1Body{t: t, pc: pc, rc: resp.Body, stop: stop, keep: !resp.Close && !req.Close}
 	if resp.Body == http.NoBody {

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
@@ -55,6 +56,9 @@ func (c *Cluster) transports() {
 			DisableCompression: true,
 			Proxy:              nil,
 			ForceAttemptHTTP2:  false,
+			// Envoy's max_response_headers_kb default, as h1Client
+			// bounds a head (IsProtocolError tells the refusal).
+			MaxResponseHeaderBytes: route.MaxHeadBytes,
 		}
 		if c.cb.maxConnections < maxGate {
 			t.MaxConnsPerHost = int(c.cb.maxConnections)

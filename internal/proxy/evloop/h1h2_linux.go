@@ -202,7 +202,7 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 			n, err := strconv.ParseInt(hf.Value, 10, 64)
 			if err != nil || n < 0 || hasLength && n != length {
 				_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-				l.h2uFail(s, 502, "upstream sent a malformed response")
+				l.h2uProtocolError(s)
 				return
 			}
 			hasLength, length = true, n

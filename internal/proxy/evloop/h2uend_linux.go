@@ -10,6 +10,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2uDone takes the upstream stream off its connection and the client's
@@ -106,6 +107,18 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 	}
 	s.st.sd.logFlags(flag, details)
 	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why)
+}
+
+// h2uProtocolError ends an upstream stream whose response head is
+// malformed, answered as Envoy answers its codec's protocol error
+// (route.UpstreamProtocolError*), as the goroutine path does.
+func (l *loop) h2uProtocolError(s *h2ustream) {
+	// A reset (protocol error), retried as Envoy's router retries one.
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, false) && l.h2uRetry(s, 0, true, false) {
+		return
+	}
+	s.st.sd.logFlags(accesslog.UpstreamProtocolError, proxyroute.UpstreamProtocolErrorDetails)
+	l.h2uFail(s, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody)
 }
 
 // h2uFail ends an upstream stream that has no response head with a local

@@ -40,7 +40,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			l.h2uPeerReset(s, http2.ErrCodeInternal)
 			return
 		}
-		l.h2uFail(s, 502, "upstream sent a malformed response")
+		l.h2uProtocolError(s)
 		return
 	}
 	if s.gotHead {
@@ -60,7 +60,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	status, err := strconv.Atoi(f.PseudoValue("status"))
 	if err != nil || status < 100 || status > 999 {
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-		l.h2uFail(s, 502, "upstream sent a malformed response")
+		l.h2uProtocolError(s)
 		return
 	}
 	if status < 200 {
@@ -125,7 +125,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	if status == 101 || f.StreamEnded() {
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-		l.h2uFail(s, 502, "upstream sent a malformed response")
+		l.h2uProtocolError(s)
 		return
 	}
 	if proxyroute.Special1xx(status) {
@@ -137,7 +137,7 @@ func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 func (l *loop) h2uData(s *h2ustream, f *http2.DataFrame) {
 	if !s.gotHead {
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-		l.h2uFail(s, 502, "upstream sent a malformed response")
+		l.h2uProtocolError(s)
 		return
 	}
 	n := int64(f.Length)

@@ -540,18 +540,25 @@ func (l *loop) redial(u *up) bool {
 	return true
 }
 
-// badGateway answers 502 for an upstream that sent a malformed response
-// head, or cuts the client's connection if a response already started.
+// badGateway answers an upstream that sent a malformed response head (or
+// one over the limit) as Envoy answers its codec's protocol error
+// (route.UpstreamProtocolError*), as the goroutine path does, or cuts the
+// client's connection if a response already started.
 func (l *loop) badGateway(u *up) {
 	d := u.d
 	if d == nil || u.status != 0 {
 		l.cutResponse(u)
 		return
 	}
+	// A reset (protocol error), retried as Envoy's router retries one.
+	if p := d.rs.policy; p != nil && l.retry(d, u, p.RetriableReset(false, false), 0, false) {
+		return
+	}
 	l.observeDone(u, 0, false)
 	u.d, d.u = nil, nil
 	l.closeUp(u)
-	l.localReply(d, 502, "upstream sent a malformed response", false) // a body still coming is skipped, as in upFailed
+	d.logFlags(accesslog.UpstreamProtocolError, proxyroute.UpstreamProtocolErrorDetails)
+	l.localReply(d, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody, false) // a body still coming is skipped, as in upFailed
 }
 
 // cutResponse closes both sides: the client cannot be told the response

@@ -273,13 +273,29 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 			body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure"}
 		return le, rp != nil && rp.RetriableReset(true, false), false
 	}
+	if cluster.IsProtocolError(err) {
+		// A response the codec cannot take resets the stream (protocol
+		// error), which Envoy's router retries as any reset under
+		// retry_on reset, 5xx or gateway-error (wouldRetryFromReset),
+		// as the loops do (badGateway, h2uProtocolError).
+		le = &localError{code: route.UpstreamProtocolErrorStatus, flags: accesslog.UpstreamProtocolError,
+			details: route.UpstreamProtocolErrorDetails, body: route.UpstreamProtocolErrorBody}
+		return le, rp != nil && rp.RetriableReset(false, false), false
+	}
 	refused := strings.Contains(err.Error(), "REFUSED_STREAM")
 	s.cl.Stats.RqRxReset.Inc()
 	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: "upstream_reset_before_response_started{connection_termination}",
 		body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
-	if refused {
+	switch {
+	case refused:
 		le.flags = accesslog.UpstreamRemoteReset
 		le.body = "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
+	case cluster.RemoteReset(err):
+		// An HTTP/2 upstream's RST_STREAM: Envoy's reset reason remote
+		// reset (UR), as the loops answer it (h2uPeerReset).
+		le.flags = accesslog.UpstreamRemoteReset
+		le.details = "upstream_reset_before_response_started{remote_reset}"
+		le.body = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
 	}
 	return le, rp != nil && rp.RetriableReset(false, refused), false
 }

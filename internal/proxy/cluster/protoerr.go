@@ -1,0 +1,97 @@
+package cluster
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"golang.org/x/net/http2"
+
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// ProtocolError is an upstream's response the proxy cannot take: a head
+// over route.MaxHeadBytes, a status or header line that does not parse, a
+// 101 to a request that asked no upgrade, an HTTP/2 1xx ending its
+// stream. It is answered as route.UpstreamProtocolError*.
+type ProtocolError struct{ Err error }
+
+func (e *ProtocolError) Error() string { return "upstream protocol error: " + e.Err.Error() }
+
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+var errHeadTooLarge = errors.New("response head over the size limit")
+
+// IsProtocolError reports whether err, from a round trip, is the
+// upstream's protocol error: a ProtocolError, net/http's Transport's
+// refusal of a head over MaxResponseHeaderBytes or of one it cannot parse,
+// or an HTTP/2 stream error the client raised itself for a malformed
+// response (not a reset the upstream sent, RemoteReset).
+func IsProtocolError(err error) bool {
+	var pe *ProtocolError
+	if errors.As(err, &pe) {
+		return true
+	}
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		return se.Code == http2.ErrCodeProtocol && !fromPeer(se)
+	}
+	m := err.Error()
+	return strings.Contains(m, "server response headers exceeded") || strings.Contains(m, "malformed HTTP")
+}
+
+// RemoteReset reports whether err is an HTTP/2 upstream's RST_STREAM
+// (REFUSED_STREAM aside, which the caller tells apart), Envoy's reset
+// reason "remote reset".
+func RemoteReset(err error) bool {
+	var se http2.StreamError
+	return errors.As(err, &se) && fromPeer(se)
+}
+
+// fromPeer: x/net marks a stream error it read in a RST_STREAM with an
+// unexported cause whose text is this.
+func fromPeer(se http2.StreamError) bool {
+	return se.Cause != nil && se.Cause.Error() == "received from peer"
+}
+
+// headLimit sits under an upstream connection's bufio.Reader and bounds
+// what is read for one response head: armed with the bytes the reader
+// already holds, it gives at most route.MaxHeadBytes from the head's
+// start and then errHeadTooLarge, so that a head ending within the limit
+// is always read whole and one passing it fails. Disarmed (left < 0), it
+// passes reads through.
+type headLimit struct {
+	r    io.Reader
+	left int
+}
+
+func (h *headLimit) Read(p []byte) (int, error) {
+	if h.left < 0 {
+		return h.r.Read(p)
+	}
+	if h.left == 0 {
+		return 0, errHeadTooLarge
+	}
+	if len(p) > h.left {
+		p = p[:h.left]
+	}
+	n, err := h.r.Read(p)
+	h.left -= n
+	return n, err
+}
+
+// arm starts a head that buffered bytes of are already read.
+func (h *headLimit) arm(buffered int) { h.left = max(route.MaxHeadBytes-buffered, 0) }
+
+func (h *headLimit) disarm() { h.left = -1 }
+
+// readFailure reports whether err from http.ReadResponse is the
+// connection's (closed, reset, timed out) rather than the head's.
+func readFailure(err error) bool {
+	var ne net.Error
+	var errno syscall.Errno
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.As(err, &ne) || errors.As(err, &errno)
+}
