@@ -184,6 +184,10 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 			get+"Connection: te\r\nTE: trailers\r\nTE: "+strings.Repeat("g", 256-9)+"\r\n\r\n", 400, "http1.connection_header_rejected"),
 		served("TE named with a 255-byte value", "egress",
 			[]string{get + "Connection: te\r\nTE: gzip, trailers, " + strings.Repeat("g", 255-16) + "\r\n\r\n"}, "Te=trailers"),
+		// Envoy's header map joins lines skipping empty ones: no comma
+		// for them (HeaderMapImpl's append).
+		served("TE named with a 255-byte value and an empty TE line", "egress",
+			[]string{get + "Connection: te\r\nTE:\r\nTE: gzip, trailers, " + strings.Repeat("g", 255-16) + "\r\nTE: \r\n\r\n"}, "Te=trailers"),
 		served("TE with trailers among its codings", "egress", []string{get + "TE: gzip;q=0.5, Trailers\r\n\r\n"}, "Te=trailers"),
 		served("TE with trailers on its second line", "egress", []string{get + "TE: gzip\r\nTE: trailers\r\n\r\n"}, "Te=trailers"),
 		served("TE without trailers", "egress", []string{get + "TE: gzip, trailers;q=1\r\n\r\n"}, ""),
