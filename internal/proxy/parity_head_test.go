@@ -32,45 +32,30 @@ import (
 // forwarded.
 func echoHopUpstream(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() { // ends when Cleanup closes ln
+	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() { // ends when the proxy closes the connection
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					var names []string
-					for k := range req.Header {
-						switch {
-						case k == "Te", k == "Expect":
-							names = append(names, k+"="+strings.Join(req.Header[k], ","))
-						case strings.HasPrefix(k, "X-Hop"), k == "X-Keep", k == "Http2-Settings":
-							names = append(names, k)
-						}
-					}
-					slices.Sort(names)
-					body := strings.Join(names, ",")
-					if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
-						return
-					}
+			_, _ = io.Copy(io.Discard, req.Body)
+			var names []string
+			for k := range req.Header {
+				switch {
+				case k == "Te", k == "Expect":
+					names = append(names, k+"="+strings.Join(req.Header[k], ","))
+				case strings.HasPrefix(k, "X-Hop"), k == "X-Keep", k == "Http2-Settings":
+					names = append(names, k)
 				}
-			}()
+			}
+			slices.Sort(names)
+			body := strings.Join(names, ",")
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestHTTP1HeadSamePaths: what an HTTP/1.1 request head may hold is the
