@@ -280,14 +280,15 @@ func (b *builder) putInstance(svcID, id string, in *instance) error {
 		s.instances[id] = in
 		s.sortHealthy()
 		b.orphans().orphans[s.id] = s
-	} else {
-		ins := maps.Clone(b.ix.orphanIns[svcID])
-		if ins == nil {
-			ins = map[string]*instance{}
-		}
-		ins[id] = in
-		b.orphans().orphanIns[svcID] = ins
+		// The service is stored; its namespace is what is missing.
+		return fmt.Errorf("instance %s: service %s set aside, unknown namespace %q: %w", id, svcID, s.nsID, ErrOrphaned)
 	}
+	ins := maps.Clone(b.ix.orphanIns[svcID])
+	if ins == nil {
+		ins = map[string]*instance{}
+	}
+	ins[id] = in
+	b.orphans().orphanIns[svcID] = ins
 	return fmt.Errorf("instance %s: unknown service %q: %w", id, svcID, ErrOrphaned)
 }
 

@@ -372,6 +372,7 @@ func TestLoadSkipsBadRecords(t *testing.T) {
 		cloudmap.ServiceKey("srv-c"):           `{"Service":{"Id":5}}`,
 		cloudmap.InstanceKey("srv-a", "i2"):    `{"Instance":`,
 		cloudmap.InstanceKey("srv-none", "i3"): `{"Instance":{"Id":"i3"},"Health":"HEALTHY"}`,
+		cloudmap.InstanceKey("srv-b", "i4"):    `{"Instance":{"Id":"i4"},"Health":"HEALTHY"}`,
 		discovery.RemotePrefix + "apps/d":      `{"remote":`,
 	}
 	_, err := st.Update(context.Background(), func(tx store.Tx) error {
@@ -387,11 +388,13 @@ func TestLoadSkipsBadRecords(t *testing.T) {
 	}
 	skipped := map[string]bool{}
 	var orphaned []string
+	why := map[string]string{}
 	_, err = st.View(context.Background(), func(tx store.Tx) error {
 		ix, err := discovery.Load(tx, 0, func(key string, err error) {
 			skipped[key] = err != nil
 			if errors.Is(err, discovery.ErrOrphaned) {
 				orphaned = append(orphaned, key)
+				why[key] = err.Error()
 			}
 		})
 		if err != nil {
@@ -414,8 +417,19 @@ func TestLoadSkipsBadRecords(t *testing.T) {
 		t.Errorf("skipped %v, want the %d bad records", skipped, len(bad))
 	}
 	slices.Sort(orphaned)
-	if want := []string{cloudmap.InstanceKey("srv-none", "i3"), cloudmap.ServiceKey("srv-b")}; !slices.Equal(orphaned, want) {
+	if want := []string{cloudmap.InstanceKey("srv-b", "i4"), cloudmap.InstanceKey("srv-none", "i3"), cloudmap.ServiceKey("srv-b")}; !slices.Equal(orphaned, want) {
 		t.Errorf("reported orphaned %q, want %q", orphaned, want)
+	}
+	// Each names what is missing: an instance of a stored service whose
+	// namespace is missing is not of an unknown service.
+	for key, want := range map[string]string{
+		cloudmap.InstanceKey("srv-none", "i3"): `unknown service "srv-none"`,
+		cloudmap.InstanceKey("srv-b", "i4"):    `unknown namespace "ns-nowhere"`,
+		cloudmap.ServiceKey("srv-b"):           `unknown namespace "ns-nowhere"`,
+	} {
+		if !strings.Contains(why[key], want) {
+			t.Errorf("%s reported %q, want it to say %s", key, why[key], want)
+		}
 	}
 }
 

@@ -23,38 +23,23 @@ import (
 // the connection or the test ends, and sends no more.
 func earlyHTTP1Upstream(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() { // ends when Cleanup closes ln
+	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, or at its deadline
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() { // ends when the proxy closes the connection, or at its deadline
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n"); err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, br)
-			}()
+			if line == "\r\n" {
+				break
+			}
 		}
-	}()
-	return ln.Addr().String()
+		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n"); err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, br)
+	})
 }
 
 // TestMalformedBodyAfterResponseSamePaths: a chunked request body that

@@ -30,39 +30,24 @@ func interimBody(expect []string, body []byte) string {
 // with 200 and interimBody.
 func interimHTTP1Upstream(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() { // ends when Cleanup closes ln
+	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() { // ends when the proxy closes the connection
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"+
-						"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"); err != nil {
-						return
-					}
-					body, _ := io.ReadAll(req.Body)
-					out := interimBody(req.Header["Expect"], body)
-					if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(out), out); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"+
+				"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"); err != nil {
+				return
+			}
+			body, _ := io.ReadAll(req.Body)
+			out := interimBody(req.Header["Expect"], body)
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(out), out); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // interimH2Upstream is interimHTTP1Upstream over h2c, but for the 1xx
@@ -280,35 +265,20 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 		"/h1/other":   "HTTP/1.1 199 Other\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy",
 		"/h1/garbage": "garbage\r\n\r\n", // a protocol error: a reset, retried
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() { // ends when Cleanup closes ln
+	h1 := tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, or after a reset script
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() { // ends when the proxy closes the connection, or after a reset script
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					attempts.Add(1)
-					_, _ = io.Copy(io.Discard, req.Body)
-					if _, err := io.WriteString(c, h1Scripts[req.URL.Path]); err != nil || strings.HasSuffix(req.URL.Path, "/reset") {
-						return
-					}
-				}
-			}()
+			attempts.Add(1)
+			_, _ = io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, h1Scripts[req.URL.Path]); err != nil || strings.HasSuffix(req.URL.Path, "/reset") {
+				return
+			}
 		}
-	}()
-	h1 := ln.Addr().String()
+	})
 	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
 		attempts.Add(1)
 		switch strings.Join(r.values(":path"), "") {

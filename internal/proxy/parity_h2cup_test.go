@@ -32,43 +32,28 @@ const curlH2C = "GET /echo HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88.1\r\nAcc
 // its body.
 func echoUpgradeUpstream(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() { // ends when Cleanup closes ln
+	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() { // ends when the proxy closes the connection
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					n, _ := io.Copy(io.Discard, req.Body)
-					names := []string{req.Proto}
-					for k, vv := range req.Header {
-						switch {
-						case k == "Upgrade", k == "Http2-Settings", k == "Connection", strings.HasPrefix(k, "X-Hop"), k == "X-Keep":
-							names = append(names, k+"="+strings.Join(vv, "|"))
-						}
-					}
-					slices.Sort(names[1:])
-					body := strings.Join(names, " ") + fmt.Sprintf(" body=%d", n)
-					if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
-						return
-					}
+			n, _ := io.Copy(io.Discard, req.Body)
+			names := []string{req.Proto}
+			for k, vv := range req.Header {
+				switch {
+				case k == "Upgrade", k == "Http2-Settings", k == "Connection", strings.HasPrefix(k, "X-Hop"), k == "X-Keep":
+					names = append(names, k+"="+strings.Join(vv, "|"))
 				}
-			}()
+			}
+			slices.Sort(names[1:])
+			body := strings.Join(names, " ") + fmt.Sprintf(" body=%d", n)
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestH2CUpgradeSamePaths: an HTTP/1.1 request asking for an h2c upgrade

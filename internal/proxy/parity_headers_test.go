@@ -31,8 +31,10 @@ func proxyPaths() []proxyPath {
 	return paths
 }
 
-// rawHTTP1Upstream answers every request it reads with resp, as is.
-func rawHTTP1Upstream(t *testing.T, resp string) string {
+// tcpUpstream listens on a loopback port for the test's life and serves
+// each connection it accepts on a goroutine of its own, closing it when
+// serve returns; it returns the address.
+func tcpUpstream(t *testing.T, serve func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -45,23 +47,31 @@ func rawHTTP1Upstream(t *testing.T, resp string) string {
 			if err != nil {
 				return
 			}
-			go func() { // ends when the proxy closes the connection
+			go func() { // ends when serve returns
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if _, err := io.WriteString(c, resp); err != nil {
-						return
-					}
-				}
+				serve(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// rawHTTP1Upstream answers every request it reads with resp, as is.
+func rawHTTP1Upstream(t *testing.T, resp string) string {
+	t.Helper()
+	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+		}
+	})
 }
 
 // wireHead is a response as a client sees it: status, every header

@@ -21,24 +21,11 @@ import (
 // closes the connection: a response cut after its head.
 func cutHTTP1Upstream(t *testing.T, head string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() { // ends when Cleanup closes ln
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			_, _ = http.ReadRequest(bufio.NewReader(c))
-			_, _ = io.WriteString(c, head)
-			_ = c.Close()
-		}
-	}()
-	return ln.Addr().String()
+	return tcpUpstream(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = http.ReadRequest(bufio.NewReader(c))
+		_, _ = io.WriteString(c, head)
+	})
 }
 
 // histogramCount is how many values the histogram family (Prometheus

@@ -19,29 +19,14 @@ import (
 // path], as is, then closes the connection.
 func scriptedHTTP1Upstream(t *testing.T, scripts map[string]string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() { // ends when Cleanup closes ln
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // ends once the script is written or the proxy closed the connection
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				_, _ = io.WriteString(c, scripts[req.URL.Path])
-			}()
+	return tcpUpstream(t, func(c net.Conn) { // ends once the script is written or the proxy closed the connection
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = io.WriteString(c, scripts[req.URL.Path])
+	})
 }
 
 // TestUpstreamBadResponseSamePaths: an upstream response the proxy cannot

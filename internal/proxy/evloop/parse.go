@@ -172,7 +172,8 @@ type request struct {
 	h2cConn []byte
 	// teTrailers: a TE line holds trailers (proxyroute.TETrailers), and
 	// "te: trailers" is forwarded in place of the TE lines, which are
-	// not; teBytes is their values' size joined by commas, plus one.
+	// not; teBytes is their values' size joined as Envoy joins them
+	// (proxyroute.JoinedLen).
 	teTrailers bool
 	teBytes    int
 }
@@ -313,7 +314,7 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 		case equalFold(name, "te"):
 			// Not forwarded as it came: "te: trailers" is, when one of
 			// its lines holds trailers (dispatch).
-			h.hop, r.teBytes = true, r.teBytes+len(val)+1
+			h.hop, r.teBytes = true, proxyroute.JoinedLen(r.teBytes, len(val))
 			r.teTrailers = r.teTrailers || proxyroute.TETrailers(val)
 		case equalFold(name, "expect") && !stream:
 			// 100-continue is answered by the proxy (dispatch) and not
@@ -344,7 +345,7 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 		r.stripH2C(b)
 	}
 	conn := proxyroute.ConnectionHeader{Tokens: tokens, NamesRefused: r.connRefused, NamesTE: r.connTE,
-		TEBytes: max(r.teBytes-1, 0), Upgrade: upgrade && r.connUpgrade && !r.h2c}
+		TEBytes: r.teBytes, Upgrade: upgrade && r.connUpgrade && !r.h2c}
 	if conn.Refused() {
 		// Where the goroutine path checks it too (checkHead): once the
 		// head is read, before its version.

@@ -102,11 +102,8 @@ func connectionHeader(req *http.Request, cv []string) route.ConnectionHeader {
 		}
 	}
 	h.Upgrade = req.Method == http.MethodConnect || upgrade && len(req.Header["Upgrade"]) > 0
-	if vv := req.Header["Te"]; len(vv) > 0 {
-		h.TEBytes = len(vv) - 1 // the commas joining its lines
-		for _, v := range vv {
-			h.TEBytes += len(v)
-		}
+	for _, v := range req.Header["Te"] {
+		h.TEBytes = route.JoinedLen(h.TEBytes, len(v))
 	}
 	return h
 }

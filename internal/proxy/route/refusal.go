@@ -317,8 +317,8 @@ type ConnectionHeader struct {
 	Tokens int
 	// NamesRefused: one of them is ConnRefused; NamesTE: one names TE.
 	NamesRefused, NamesTE bool
-	// TEBytes is the size of the request's TE value, its lines joined by
-	// commas; 0 without one.
+	// TEBytes is the size of the request's TE value, its lines joined as
+	// Envoy joins them (JoinedLen); 0 without one.
 	TEBytes int
 	// Upgrade: the request is an upgrade (an Upgrade header, and an
 	// upgrade token wherever it stands, as Envoy's isUpgrade finds it) or
@@ -336,6 +336,21 @@ func (h ConnectionHeader) Refused() bool {
 		return false
 	}
 	return h.Tokens > MaxConnectionTokens || h.NamesRefused || h.NamesTE && h.TEBytes >= MaxTEBytes
+}
+
+// JoinedLen is the length of a header's value, its lines joined as
+// Envoy's header map joins them, once a line of n bytes is added to a
+// value of joined bytes so far: a comma between lines, and an empty line
+// adding nothing (HeaderMapImpl's append skips it), so that TE's size for
+// ConnectionHeader.TEBytes is what Envoy measures.
+func JoinedLen(joined, n int) int {
+	switch {
+	case n == 0:
+		return joined
+	case joined == 0:
+		return n
+	}
+	return joined + 1 + n
 }
 
 // TETrailers reports whether a request's TE value (one of its lines)

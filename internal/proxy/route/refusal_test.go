@@ -137,3 +137,26 @@ func TestConnectionHeaderRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinedLen: a header's lines joined by commas, as Envoy's header map
+// joins them, an empty line adding no comma.
+func TestJoinedLen(t *testing.T) {
+	for _, c := range []struct {
+		lines []string
+		want  int
+	}{
+		{nil, 0},
+		{[]string{""}, 0},
+		{[]string{"trailers"}, 8},
+		{[]string{"trailers", "gzip"}, 13},
+		{[]string{"", "trailers", "", "gzip", ""}, 13},
+	} {
+		n := 0
+		for _, l := range c.lines {
+			n = JoinedLen(n, len(l))
+		}
+		if n != c.want {
+			t.Errorf("%q: %d, want %d", c.lines, n, c.want)
+		}
+	}
+}
