@@ -1,0 +1,97 @@
+package evloop
+
+import (
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// An HTTP/1.1 upstream's failures: a connection that failed or closed
+// (retried, redialled or answered 503), a response the codec cannot take
+// (retried or answered as Envoy's protocol error).
+
+// upFailed handles an upstream that failed before or during its
+// response: the request is retried on a new connection if nothing of the
+// response came and the whole request is at hand, answered 503 if
+// nothing went to the client yet, and cut otherwise.
+func (l *loop) upFailed(u *up) {
+	if u.h2 != nil {
+		l.h2UpFailed(u.h2)
+		return
+	}
+	d := u.d
+	if d == nil {
+		l.removeIdle(u)
+		l.closeUp(u)
+		return
+	}
+	l.observeDone(u, 0, false)
+	if !u.gotResp {
+		if u.reused && !d.staleRetry && u.replayable {
+			// A pooled connection found closed: replaced at once, as
+			// Go's HTTP client does, not counted as a retry.
+			d.staleRetry = true
+			if l.redial(u) {
+				return
+			}
+		} else if p := d.rs.policy; p != nil && l.retry(d, u, p.RetriableReset(u.connecting, false), 0, false) {
+			return
+		}
+	}
+	if u.status == 0 {
+		why, flag, details := "connection termination", accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}"
+		if u.connecting {
+			why, flag, details = "connection failure", accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}" // the connect or its TLS handshake, as the goroutine path's ConnectError
+		}
+		d.logFlags(flag, details)
+		u.d, d.u = nil, nil
+		l.closeUp(u)
+		// A body still coming is skipped (replyDone), bounded, as the
+		// goroutine path drains what the upstream did not take.
+		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, false)
+		return
+	}
+	l.cutResponse(u)
+}
+
+// redial sends u's request again on a new connection of its pool, and
+// closes u; false when no connection could be made.
+func (l *loop) redial(u *up) bool {
+	d := u.d
+	nu, err := l.dial(u.pool)
+	if err != nil {
+		return false
+	}
+	nu.out = append(nu.out, u.out...)
+	l.putBuf(u.out)
+	u.out = nil
+	nu.replayable, nu.d, d.u = true, d, nu
+	l.observeStart(nu, u.cluster, u.tag)
+	nu.started = l.now
+	u.d = nil
+	l.closeUp(u)
+	if !nu.connecting {
+		l.flushUp(nu)
+	}
+	return true
+}
+
+// badGateway answers an upstream that sent a malformed response head (or
+// one over the limit) as Envoy answers its codec's protocol error
+// (route.UpstreamProtocolError*), as the goroutine path does, or cuts the
+// client's connection if a response already started.
+func (l *loop) badGateway(u *up) {
+	d := u.d
+	if d == nil || u.status != 0 {
+		l.cutResponse(u)
+		return
+	}
+	// A reset (protocol error), retried as Envoy's router retries one.
+	if p := d.rs.policy; p != nil && l.retry(d, u, p.RetriableReset(false, false), 0, false) {
+		return
+	}
+	l.observeDone(u, 0, false)
+	u.d, d.u = nil, nil
+	l.closeUp(u)
+	d.logFlags(accesslog.UpstreamProtocolError, proxyroute.UpstreamProtocolErrorDetails)
+	l.localReply(d, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody, false) // a body still coming is skipped, as in upFailed
+}
