@@ -288,6 +288,35 @@ func (h *h2Client) headers(id uint32, path string) error {
 	return h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.hbuf.Bytes(), EndStream: true, EndHeaders: true})
 }
 
+// ask sends a request of fields alone (END_STREAM) on stream id and
+// tells how the proxy answered it: the response's :status, "RST_STREAM
+// <code>", "the connection ended", or "no answer" within 10 s.
+func (h *h2Client) ask(id uint32, fields [][2]string) string {
+	h.hbuf.Reset()
+	for _, f := range fields {
+		_ = h.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+	_ = h.bw.Flush()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case f, ok := <-h.frames:
+			switch {
+			case !ok:
+				return "the connection ended"
+			case f.stream != id:
+			case f.typ == http2.FrameHeaders:
+				return f.status
+			case f.typ == http2.FrameRSTStream:
+				return "RST_STREAM " + f.code.String()
+			}
+		case <-timeout:
+			return "no answer"
+		}
+	}
+}
+
 // settings returns the proxy's first SETTINGS frame.
 func (h *h2Client) settings(t *testing.T) h2Frame {
 	t.Helper()

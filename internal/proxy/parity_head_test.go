@@ -18,8 +18,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -594,35 +592,7 @@ func TestH2HeadListSamePaths(t *testing.T) {
 			}
 			ids[r.listener] += 2
 			id := ids[r.listener] - 1
-			cl.hbuf.Reset()
-			for _, f := range r.fields {
-				_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-			}
-			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: cl.hbuf.Bytes(), EndStream: true, EndHeaders: true})
-			_ = cl.bw.Flush()
-			answer := "no answer"
-			timeout := time.After(10 * time.Second)
-		wait:
-			for {
-				select {
-				case f, ok := <-cl.frames:
-					if !ok {
-						answer = "the connection ended"
-						break wait
-					}
-					switch {
-					case f.stream != id:
-					case f.typ == http2.FrameHeaders:
-						answer = f.status
-						break wait
-					case f.typ == http2.FrameRSTStream:
-						answer = "RST_STREAM " + f.code.String()
-						break wait
-					}
-				case <-timeout:
-					break wait
-				}
-			}
+			answer := cl.ask(id, r.fields)
 			res.answers[r.name] = answer
 			if p.goroutines && answer != r.want {
 				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, answer, r.want)
@@ -682,35 +652,7 @@ func TestH2SchemeCountedSamePaths(t *testing.T) {
 		res := pathResult{answers: map[string]string{}}
 		for i, r := range rows {
 			id := uint32(2*i + 1)
-			cl.hbuf.Reset()
-			for _, f := range [][2]string{{":method", "GET"}, {":scheme", r.scheme}, {":authority", "x"}, {":path", "/echo"}, {"x-pad", r.pad}} {
-				_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-			}
-			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: cl.hbuf.Bytes(), EndStream: true, EndHeaders: true})
-			_ = cl.bw.Flush()
-			answer := "no answer"
-			timeout := time.After(10 * time.Second)
-		wait:
-			for {
-				select {
-				case f, ok := <-cl.frames:
-					if !ok {
-						answer = "the connection ended"
-						break wait
-					}
-					switch {
-					case f.stream != id:
-					case f.typ == http2.FrameHeaders:
-						answer = f.status
-						break wait
-					case f.typ == http2.FrameRSTStream:
-						answer = "RST_STREAM " + f.code.String()
-						break wait
-					}
-				case <-timeout:
-					break wait
-				}
-			}
+			answer := cl.ask(id, [][2]string{{":method", "GET"}, {":scheme", r.scheme}, {":authority", "x"}, {":path", "/echo"}, {"x-pad", r.pad}})
 			res.answers[r.name] = answer
 			if p.goroutines && answer != r.want {
 				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, answer, r.want)
