@@ -220,7 +220,7 @@ func (l *loop) readUp(u *up) {
 	u.in = u.in[:len(u.in)+n]
 	if !u.gotResp {
 		u.gotResp = true
-		if u.out != nil && (!u.replayable || !u.d.statusRetry()) {
+		if u.out != nil && (!u.replayable || !u.d.mayRetry()) {
 			l.putBuf(u.out)
 			u.out, u.outOff, u.replayable = nil, 0, false
 		}
@@ -330,7 +330,14 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		// one follows, not retried after a 100, 102, 103 or 104
 		// (retryState.interim).
 		u.scan = headScanner{}
-		d.rs.interim = d.rs.interim || proxyroute.Special1xx(rs.status)
+		if proxyroute.Special1xx(rs.status) && !d.rs.interim {
+			d.rs.interim = true
+			if u.replayable && u.out != nil && u.outOff >= len(u.out) {
+				// Kept for a retry (readUp), which can no longer come.
+				l.putBuf(u.out)
+				u.out, u.outOff, u.replayable = nil, 0, false
+			}
+		}
 		return true
 	}
 	if l.responseRetry(d, u, b, rs) {
