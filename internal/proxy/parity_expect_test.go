@@ -255,7 +255,10 @@ func TestUpstreamInterimH2SamePaths(t *testing.T) {
 // which its upstream request drops unseen: route.Special1xx) too. The
 // goroutine path retried an HTTP/1.1 upstream's
 // 1xx and close (the loops did not: a response byte had come), and both
-// paths retried the rest.
+// paths retried the rest. A 199 or part of a head, then a close, is a
+// reset before the response started, retried under 5xx,reset and under
+// reset alone, as Envoy's router retries it (maybeRetryReset): the loops
+// retried neither once a response byte had come.
 func TestRetryAfterInterimSamePaths(t *testing.T) {
 	var attempts atomic.Int64
 	h1Scripts := map[string]string{
@@ -264,6 +267,13 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 		"/h1/status0": "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy",
 		"/h1/other":   "HTTP/1.1 199 Other\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy",
 		"/h1/garbage": "garbage\r\n\r\n", // a protocol error: a reset, retried
+		// A 1xx the router never sees, or part of a head, then closed: a
+		// reset before the response started, retried.
+		"/h1/199/reset":      "HTTP/1.1 199 Other\r\n\r\n",
+		"/h1/partial/reset":  "HTTP/1.1 200 OK\r\nContent-Le",
+		"/h1r/199/reset":     "HTTP/1.1 199 Other\r\n\r\n",
+		"/h1r/partial/reset": "HTTP/1.1 200 OK\r\nContent-Le",
+		"/h1r/reset":         "HTTP/1.1 100 Continue\r\n\r\n",
 	}
 	h1 := tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, or after a reset script
 		br := bufio.NewReader(c)
@@ -298,12 +308,15 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 			w.data(id, []byte("busy"))
 		case "/h2/reset0":
 			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
+		case "/h2/199/reset":
+			w.headers(id, false, 0, ":status", "199")
+			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
 		case "/h2/end1xx": // a protocol error: a reset, retried
 			w.headers(id, true, 0, ":status", "103")
 		}
 	})
-	retried := func(prefix, cluster string) *routev3.Route {
-		r := retryRoute(cluster, "5xx,reset", 2)
+	retried := func(prefix, cluster, on string) *routev3.Route {
+		r := retryRoute(cluster, on, 2)
 		r.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: prefix}
 		return r
 	}
@@ -320,6 +333,12 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 		{"/h2/other", "503 attempts 3"},
 		{"/h1/garbage", "503 attempts 3"},
 		{"/h2/end1xx", "503 attempts 3"},
+		{"/h1/199/reset", "503 attempts 3"},
+		{"/h1/partial/reset", "503 attempts 3"},
+		{"/h1r/199/reset", "503 attempts 3"},
+		{"/h1r/partial/reset", "503 attempts 3"},
+		{"/h1r/reset", "503 attempts 1"},
+		{"/h2/199/reset", "503 attempts 3"},
 	}
 	var names []string
 	for _, r := range requests {
@@ -329,7 +348,8 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
 		h.push(httpListener("egress", httpManager("egress", "rds")),
-			routeConfig("rds", vhost("v", []string{"*"}, retried("/h1/", "h1"), retried("/h2/", "h2"))),
+			routeConfig("rds", vhost("v", []string{"*"}, retried("/h1/", "h1", "5xx,reset"), retried("/h2/", "h2", "5xx,reset"),
+				retried("/h1r/", "h1", "reset"))),
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
 		res := pathResult{answers: map[string]string{}}
 		for _, r := range requests {

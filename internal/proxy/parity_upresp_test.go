@@ -2,16 +2,20 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"golang.org/x/net/http2"
 )
 
@@ -134,6 +138,179 @@ func TestUpstreamBadResponseSamePaths(t *testing.T) {
 		var stats []string
 		for _, n := range []string{"downstream_rq_2xx", "downstream_rq_5xx", "downstream_rq_completed"} {
 			stats = append(stats, fmt.Sprintf("%s %d", n, h.stat("http.egress."+n)))
+		}
+		res.stats = strings.Join(stats, "\n")
+		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, names)
+}
+
+// closeDelimitedUpstream answers each request with a 200 whose body (none
+// to HEAD) has no Content-Length and is not chunked, then closes the
+// connection: a body delimited by the close (RFC 9112 section 6.3, rule 8).
+func closeDelimitedUpstream(t *testing.T) string {
+	t.Helper()
+	return tcpUpstream(t, func(c net.Conn) { // ends once the answer is written or the proxy closed the connection
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Up: 1\r\n\r\n"); err != nil || req.Method == http.MethodHead {
+			return
+		}
+		_, _ = io.WriteString(c, "hello ")
+		_, _ = io.WriteString(c, "world")
+	})
+}
+
+// framedAnswer reads an HTTP/1.x response to method from br: its status
+// line, the lines that frame it (transfer-encoding, content-length,
+// connection) and its body as the client decodes it.
+func framedAnswer(br *bufio.Reader, method string) string {
+	var head strings.Builder
+	var framing []string
+	status := ""
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return "closed: " + err.Error()
+		}
+		head.WriteString(line)
+		l := strings.TrimRight(line, "\r\n")
+		if l == "" {
+			break
+		}
+		if status == "" {
+			status = l
+			continue
+		}
+		name, v, _ := strings.Cut(l, ":")
+		switch name = strings.ToLower(name); name {
+		case "transfer-encoding", "content-length", "connection":
+			framing = append(framing, name+": "+strings.ToLower(strings.TrimSpace(v)))
+		}
+	}
+	slices.Sort(framing)
+	resp, err := http.ReadResponse(bufio.NewReader(io.MultiReader(strings.NewReader(head.String()), br)), &http.Request{Method: method})
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Sprintf("%s %v body %q, then %v", status, framing, body, err)
+	}
+	return fmt.Sprintf("%s %v body %q", status, framing, body)
+}
+
+// TestCloseDelimitedResponseSamePaths: an HTTP/1.1 upstream's response
+// whose body ends with the upstream's close (neither Content-Length nor
+// chunked) reaches the client alike on every path, as Envoy's codecs
+// frame it (http1/codec_impl.cc, StreamEncoderImpl::encodeHeadersBase;
+// conn_manager_impl.cc for HTTP/1.0): to an HTTP/1.1 client chunked, its
+// connection kept for the next request; to HTTP/1.0 unframed, with
+// "connection: close", and closed; over HTTP/2 as DATA ending with
+// END_STREAM when the upstream closes. A HEAD request's answer carries
+// the "transfer-encoding: chunked" Envoy's encoder writes to an HTTP/1.1
+// client for a response without content-length (no body follows), and
+// over HTTP/1.0 closes the connection as any response without
+// content-length does. The loops closed an HTTP/1.1 client's connection
+// after such a body; both paths left out a HEAD answer's
+// transfer-encoding, and kept an HTTP/1.0 HEAD answer's connection.
+func TestCloseDelimitedResponseSamePaths(t *testing.T) {
+	up := closeDelimitedUpstream(t)
+	type exchange struct {
+		name, listener, proto, method string
+		h2                            bool
+	}
+	exchanges := []exchange{
+		{name: "HTTP/1.1 GET", listener: "egress10", proto: "HTTP/1.1", method: http.MethodGet},
+		{name: "HTTP/1.1 HEAD", listener: "egress10", proto: "HTTP/1.1", method: http.MethodHead},
+		{name: "HTTP/1.0 GET", listener: "egress10", proto: "HTTP/1.0", method: http.MethodGet},
+		{name: "HTTP/1.0 HEAD", listener: "egress10", proto: "HTTP/1.0", method: http.MethodHead},
+		{name: "HTTP/2 GET", listener: "egress", h2: true, method: http.MethodGet},
+		{name: "HTTP/2 HEAD", listener: "egress", h2: true, method: http.MethodHead},
+	}
+	want := map[string]string{
+		"HTTP/1.1 GET": `HTTP/1.1 200 OK [transfer-encoding: chunked] body "hello world"; ` +
+			`then HTTP/1.1 200 OK [transfer-encoding: chunked] body "hello world"`,
+		"HTTP/1.1 HEAD": `HTTP/1.1 200 OK [transfer-encoding: chunked] body ""; ` +
+			`then HTTP/1.1 200 OK [transfer-encoding: chunked] body "hello world"`,
+		"HTTP/1.0 GET":  `HTTP/1.0 200 OK [connection: close] body "hello world"; then closed: EOF`,
+		"HTTP/1.0 HEAD": `HTTP/1.0 200 OK [connection: close] body ""; then closed: EOF`,
+		"HTTP/2 GET":    `200 body "hello world" <nil>; then 200 body "hello world" <nil> reused true`,
+		"HTTP/2 HEAD":   `200 body "" <nil>; then 200 body "hello world" <nil> reused true`,
+	}
+	var names []string
+	for _, x := range exchanges {
+		names = append(names, x.name)
+	}
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% %PROTOCOL% " +
+		"%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %RESP(TRANSFER-ENCODING)% %RESP(CONTENT-LENGTH)%\n"}}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) {
+			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
+			c.AccessLogBuffering.FlushInterval = time.Millisecond
+		})
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		accept10 := func(m *hcmv3.HttpConnectionManager) {
+			m.HttpProtocolOptions = &corev3.Http1ProtocolOptions{AcceptHttp_10: true}
+		}
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			httpListener("egress10", httpManager("egress10", "rds", withAccessLog(logFile, format), accept10)),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "up"))), edsCluster("up"), cla("up", up))
+		res := pathResult{answers: map[string]string{}}
+		for _, x := range exchanges {
+			var answers []string
+			if x.h2 {
+				c := h2cClient(t)
+				for i, method := range []string{x.method, http.MethodGet} {
+					reused := false
+					trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
+					req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method,
+						"http://"+h.addr(x.listener)+"/close", nil)
+					resp, err := c.Do(req)
+					if err != nil {
+						answers = append(answers, err.Error())
+						break
+					}
+					body, err := io.ReadAll(resp.Body)
+					_ = resp.Body.Close()
+					a := fmt.Sprintf("%d body %q %v", resp.StatusCode, body, err)
+					if i > 0 {
+						a += fmt.Sprintf(" reused %v", reused)
+					}
+					answers = append(answers, a)
+				}
+			} else {
+				c := dialRaw(t, h.addr(x.listener))
+				br := bufio.NewReader(c)
+				keep := ""
+				if x.proto == "HTTP/1.0" {
+					keep = "Connection: keep-alive\r\n"
+				}
+				_, _ = io.WriteString(c, x.method+" /close "+x.proto+"\r\nHost: x\r\n"+keep+"\r\n")
+				answers = append(answers, framedAnswer(br, x.method))
+				if _, err := io.WriteString(c, "GET /close "+x.proto+"\r\nHost: x\r\n"+keep+"\r\n"); err != nil {
+					answers = append(answers, "closed: "+err.Error())
+				} else {
+					answers = append(answers, framedAnswer(br, http.MethodGet))
+				}
+				_ = c.Close()
+			}
+			got := strings.Join(answers, "; then ")
+			res.answers[x.name] = got
+			if got != want[x.name] {
+				t.Errorf("%s, %s: answered\n%s\nwant\n%s", p.name, x.name, got, want[x.name])
+			}
+		}
+		res.log = awaitLog(t, logFile, 10)
+		var stats []string
+		for _, l := range []string{"egress", "egress10"} {
+			for _, n := range []string{"downstream_rq_2xx", "downstream_rq_completed", "downstream_cx_total"} {
+				stats = append(stats, fmt.Sprintf("%s.%s %d", l, n, h.stat("http."+l+"."+n)))
+			}
 		}
 		res.stats = strings.Join(stats, "\n")
 		results[p.name] = res

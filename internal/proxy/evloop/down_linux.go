@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -410,6 +411,27 @@ func (l *loop) writeDown(d *down, b []byte) {
 	} else if d.tlsPending() && !d.wantOut {
 		d.wantOut = true // records sealed, not all sent: flushDown sends them
 		l.watchDown(d)
+	}
+}
+
+// lastChunk ends a chunked body without trailers.
+var lastChunk = []byte("0\r\n\r\n")
+
+// writeChunks writes b to d, an HTTP/1.1 client, as chunks: a body
+// framed by its upstream's close, which the client is sent chunked so
+// that its connection outlives the response.
+func (l *loop) writeChunks(d *down, b []byte) {
+	const room = bufSize - 16 // a chunk's size line and CRLF fit beside it
+	for len(b) > 0 && !d.closed {
+		n := min(len(b), room)
+		c := l.getBuf()
+		c = strconv.AppendInt(c, int64(n), 16)
+		c = append(c, "\r\n"...)
+		c = append(c, b[:n]...)
+		c = append(c, "\r\n"...)
+		l.writeDown(d, c) // copies what the socket did not take
+		l.putBuf(c)
+		b = b[n:]
 	}
 }
 

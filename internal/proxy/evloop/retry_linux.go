@@ -75,11 +75,15 @@ func (l *loop) endRetries(d *down) {
 	rs.waiting = false
 }
 
-// statusRetry reports whether a response status may still be retried:
-// the request's bytes are kept until its response head came.
-func (d *down) statusRetry() bool {
+// mayRetry reports whether the request in flight may still be retried
+// once response bytes came: on its response's status, or on a reset
+// before its final head ended (a 1xx the router drops, or part of a
+// head, then a close or a malformed head), as Envoy's router retries a
+// reset until the response started. The request's bytes are kept until
+// then.
+func (d *down) mayRetry() bool {
 	p := d.rs.policy
-	return p != nil && p.On&statusRetries != 0 && d.retries < p.NumRetries
+	return p != nil && !d.rs.interim && p.On&(statusRetries|proxyroute.OnReset) != 0 && d.retries < p.NumRetries
 }
 
 // retry decides whether the failed attempt u (its outcome retriable by

@@ -204,6 +204,13 @@ func (l *loop) readUp(u *up) {
 	}
 	if n == 0 {
 		if u.rstate == rsClose {
+			if u.d.h2 == nil {
+				d := u.d
+				l.writeDown(d, lastChunk) // the body was re-framed chunked (responseHead)
+				if d.closed {
+					return // and u with it (forgetDown)
+				}
+			}
 			l.finish(u, false)
 			return
 		}
@@ -213,7 +220,7 @@ func (l *loop) readUp(u *up) {
 	u.in = u.in[:len(u.in)+n]
 	if !u.gotResp {
 		u.gotResp = true
-		if u.out != nil && (!u.replayable || !u.d.statusRetry()) {
+		if u.out != nil && (!u.replayable || !u.d.mayRetry()) {
 			l.putBuf(u.out)
 			u.out, u.outOff, u.replayable = nil, 0, false
 		}
@@ -287,7 +294,11 @@ func (l *loop) processUp(u *up) {
 		case rsClose:
 			u.off += len(b)
 			d.logSent(int64(len(b)))
-			l.writeDown(d, b)
+			if d.h2 == nil {
+				l.writeChunks(d, b)
+			} else {
+				l.writeDown(d, b)
+			}
 			if d.closed {
 				return
 			}
@@ -319,7 +330,14 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		// one follows, not retried after a 100, 102, 103 or 104
 		// (retryState.interim).
 		u.scan = headScanner{}
-		d.rs.interim = d.rs.interim || proxyroute.Special1xx(rs.status)
+		if proxyroute.Special1xx(rs.status) && !d.rs.interim {
+			d.rs.interim = true
+			if u.replayable && u.out != nil && u.outOff >= len(u.out) {
+				// Kept for a retry (readUp), which can no longer come.
+				l.putBuf(u.out)
+				u.out, u.outOff, u.replayable = nil, 0, false
+			}
+		}
 		return true
 	}
 	if l.responseRetry(d, u, b, rs) {
@@ -356,6 +374,12 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 			o = append(o, "content-length: "...)
 			o = strconv.AppendInt(o, rs.contentLength, 10)
 			o = append(o, "\r\n"...)
+		} else if d.head && rs.status != 204 && rs.status != 304 {
+			// Envoy's HTTP/1.1 encoder announces a HEAD answer without
+			// content-length as chunked, and writes no body
+			// (StreamEncoderImpl::encodeHeadersBase), as the goroutine
+			// path's writer does.
+			o = append(o, "transfer-encoding: chunked\r\n"...)
 		}
 	case rs.chunked:
 		u.rstate, u.chunks = rsChunked, chunkScanner{}
@@ -366,8 +390,13 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		o = strconv.AppendInt(o, rs.contentLength, 10)
 		o = append(o, "\r\n"...)
 	default:
+		// A body the upstream's close ends goes to the client chunked,
+		// its connection kept, as Envoy's HTTP/1.1 encoder chunks a body
+		// without content-length (the goroutine path's writer too). An
+		// HTTP/1.0 client, which cannot take chunks, is the goroutine
+		// path's (dispatch).
 		u.rstate = rsClose
-		d.closeAfter = true
+		o = append(o, "transfer-encoding: chunked\r\n"...)
 	}
 	u.keep = !rs.closeAfter && u.rstate != rsClose
 	if d.state == dsBody {

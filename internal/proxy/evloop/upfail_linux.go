@@ -10,9 +10,9 @@ import (
 // (retried or answered as Envoy's protocol error).
 
 // upFailed handles an upstream that failed before or during its
-// response: the request is retried on a new connection if nothing of the
-// response came and the whole request is at hand, answered 503 if
-// nothing went to the client yet, and cut otherwise.
+// response: the request is retried on a new connection if its final
+// response head did not come and the whole request is at hand, answered
+// 503 if nothing went to the client yet, and cut otherwise.
 func (l *loop) upFailed(u *up) {
 	if u.h2 != nil {
 		l.h2UpFailed(u.h2)
@@ -25,15 +25,20 @@ func (l *loop) upFailed(u *up) {
 		return
 	}
 	l.observeDone(u, 0, false)
-	if !u.gotResp {
-		if u.reused && !d.staleRetry && u.replayable {
-			// A pooled connection found closed: replaced at once, as
-			// Go's HTTP client does, not counted as a retry.
-			d.staleRetry = true
-			if l.redial(u) {
-				return
-			}
-		} else if p := d.rs.policy; p != nil && l.retry(d, u, p.RetriableReset(u.connecting, false), 0, false) {
+	switch {
+	case !u.gotResp && u.reused && !d.staleRetry && u.replayable:
+		// A pooled connection found closed: replaced at once, as Go's
+		// HTTP client does, not counted as a retry.
+		d.staleRetry = true
+		if l.redial(u) {
+			return
+		}
+	case u.status == 0:
+		// No final head yet (a 1xx the router drops, or part of a head,
+		// may have come): a reset before the response started, which
+		// Envoy's router retries (maybeRetryReset), as the goroutine
+		// path does.
+		if p := d.rs.policy; p != nil && l.retry(d, u, p.RetriableReset(u.connecting, false), 0, false) {
 			return
 		}
 	}

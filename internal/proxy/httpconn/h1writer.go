@@ -96,11 +96,22 @@ func (w *h1Writer) writeHead() {
 		w.length = -1
 		delete(h, "Content-Length")
 	}
-	if w.length < 0 && !w.noBody {
-		if w.req.ProtoAtLeast(1, 1) {
-			w.chunked = true
-		} else {
+	announce := false // "Transfer-Encoding: chunked" without a chunked body
+	if w.length < 0 {
+		switch {
+		case !w.req.ProtoAtLeast(1, 1):
+			// HTTP/1.0 has no chunks: a response without a length ends
+			// the connection, a bodyless one too, as Envoy's connection
+			// manager closes an HTTP/1.0 connection after any response
+			// without content-length (encodeHeaders, saw_connection_close_).
 			w.closeAfter = true
+		case !w.noBody:
+			w.chunked = true
+		case w.req.Method == http.MethodHead && code != http.StatusNoContent && code != http.StatusNotModified:
+			// Envoy's HTTP/1.1 encoder announces a HEAD answer without
+			// content-length as chunked, and writes no body
+			// (StreamEncoderImpl::encodeHeadersBase).
+			announce = true
 		}
 	}
 	if httpguts.HeaderValuesContainsToken(h["Connection"], "close") || w.hc.state.Load() == connClosing {
@@ -121,7 +132,7 @@ func (w *h1Writer) writeHead() {
 		_, _ = bw.Write(b)
 	}
 	_ = h.Write(bw)
-	if w.chunked {
+	if w.chunked || announce {
 		_, _ = io.WriteString(bw, "Transfer-Encoding: chunked\r\n")
 	}
 	_, _ = io.WriteString(bw, "\r\n")
