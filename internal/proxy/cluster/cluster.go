@@ -140,6 +140,9 @@ type Stats struct {
 	CxActive                       *stats.Gauge
 	CxNoneHealthy, LbHealthyPanic  *stats.Counter
 	RqRxReset, RqTxReset           *stats.Counter
+	// CxProtocolError counts the HTTP/2 connections failed for the
+	// upstream's protocol error (h2conn.go).
+	CxProtocolError *stats.Counter
 	// RqTime is upstream_rq_time (ms from the first attempt to the end
 	// of the response), recorded by the HTTP connection manager.
 	RqTime                        *stats.Histogram
@@ -171,7 +174,8 @@ func newStats(st *stats.Store, name string) Stats {
 		CxOverflow: sc.Counter("upstream_cx_overflow"), CxActive: sc.Gauge("upstream_cx_active"),
 		CxNoneHealthy: sc.Counter("upstream_cx_none_healthy"), LbHealthyPanic: sc.Counter("lb_healthy_panic"),
 		RqRxReset: sc.Counter("upstream_rq_rx_reset"), RqTxReset: sc.Counter("upstream_rq_tx_reset"),
-		hcAttempt: sc.Counter("health_check.attempt"), hcSuccess: sc.Counter("health_check.success"),
+		CxProtocolError: sc.Counter("upstream_cx_protocol_error"),
+		hcAttempt:       sc.Counter("health_check.attempt"), hcSuccess: sc.Counter("health_check.success"),
 		hcFail: sc.Counter("health_check.failure"), hcNetFail: sc.Counter("health_check.network_failure"),
 		odEjectTotal: sc.Counter("outlier_detection.ejections_total"), odEjectEnforced: sc.Counter("outlier_detection.ejections_enforced_total"),
 		odEject5xx: sc.Counter("outlier_detection.ejections_enforced_consecutive_5xx"), odEjectGateway: sc.Counter("outlier_detection.ejections_enforced_consecutive_gateway_failure"),

@@ -24,22 +24,35 @@ func (e *ProtocolError) Unwrap() error { return e.Err }
 
 var errHeadTooLarge = errors.New("response head over the size limit")
 
-// IsProtocolError reports whether err, from a round trip, is the
-// upstream's protocol error: a ProtocolError, net/http's Transport's
-// refusal of a head over MaxResponseHeaderBytes or of one it cannot parse,
-// or an HTTP/2 stream error the client raised itself for a malformed
-// response (not a reset the upstream sent, RemoteReset).
+// IsProtocolError reports whether err, from a round trip or a response
+// body, is the upstream's protocol error: a ProtocolError (ErrConnProtocol
+// included), net/http's Transport's refusal of a head over
+// MaxResponseHeaderBytes or of one it cannot parse, or an HTTP/2 error
+// the client raised itself for what the upstream sent (H2ProtocolReset).
 func IsProtocolError(err error) bool {
 	var pe *ProtocolError
-	if errors.As(err, &pe) {
+	if errors.As(err, &pe) || H2ProtocolReset(err) {
+		return true
+	}
+	m := err.Error()
+	return strings.Contains(m, "server response headers exceeded") || strings.Contains(m, "malformed HTTP")
+}
+
+// H2ProtocolReset reports whether err ended an HTTP/2 stream that the
+// proxy's codec reset for the upstream's protocol error: a stream error
+// x/net raised for a malformed response (not a reset the upstream sent,
+// RemoteReset), a connection error it raised, or ErrConnProtocol. Envoy
+// counts such a stream in upstream_rq_tx_reset (h2conn.go).
+func H2ProtocolReset(err error) bool {
+	if errors.Is(err, ErrConnProtocol) {
 		return true
 	}
 	var se http2.StreamError
 	if errors.As(err, &se) {
 		return se.Code == http2.ErrCodeProtocol && !fromPeer(se)
 	}
-	m := err.Error()
-	return strings.Contains(m, "server response headers exceeded") || strings.Contains(m, "malformed HTTP")
+	var ce http2.ConnectionError
+	return errors.As(err, &ce)
 }
 
 // RemoteReset reports whether err is an HTTP/2 upstream's RST_STREAM
@@ -48,6 +61,16 @@ func IsProtocolError(err error) bool {
 func RemoteReset(err error) bool {
 	var se http2.StreamError
 	return errors.As(err, &se) && fromPeer(se)
+}
+
+// H2StreamReset reports whether err is an HTTP/2 stream's reset that
+// Envoy's HTTP/2 pool counts in upstream_rq_rx_reset: its reset reason
+// remote reset, which is the upstream's RST_STREAM and its codec's own
+// resets but for a protocol error (ConnectionImpl::onStreamClose), and
+// not a refused stream (MultiplexedActiveClientBase::onStreamReset).
+func H2StreamReset(err error) bool {
+	var se http2.StreamError
+	return errors.As(err, &se) && se.Code != http2.ErrCodeRefusedStream && !H2ProtocolReset(err)
 }
 
 // fromPeer: x/net marks a stream error it read in a RST_STREAM with an

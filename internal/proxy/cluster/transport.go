@@ -139,7 +139,11 @@ func (c *Cluster) dialH1(ctx context.Context, network, addr string) (net.Conn, e
 }
 
 func (c *Cluster) dialH2(ctx context.Context, network, addr string) (net.Conn, error) {
-	return c.dial(ctx, addr, tlsctx.ALPNH2)
+	nc, err := c.dial(ctx, addr, tlsctx.ALPNH2)
+	if err != nil {
+		return nil, err
+	}
+	return newH2Conn(c, nc), nil // fails whole on a malformed response (h2conn.go)
 }
 
 func (c *Cluster) dial(ctx context.Context, addr string, alpn tlsctx.ALPN) (net.Conn, error) {

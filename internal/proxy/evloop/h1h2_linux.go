@@ -24,8 +24,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-
-	"github.com/weftmesh/weft/internal/proxy/accesslog"
 )
 
 // h1h2 is an HTTP/1.1 request's side of an upstream HTTP/2 stream.
@@ -201,8 +199,7 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 		case "content-length":
 			n, err := strconv.ParseInt(hf.Value, 10, 64)
 			if err != nil || n < 0 || hasLength && n != length {
-				_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-				l.h2uProtocolError(s)
+				l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
 				return
 			}
 			hasLength, length = true, n
@@ -303,12 +300,8 @@ func (l *loop) h1uData(s *h2ustream, data []byte, end bool) {
 	}
 	if hb.left >= 0 && int64(len(data)) > hb.left {
 		// Past its content-length: what followed would read as the
-		// next response. The response is cut.
-		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-		d.logFlags(accesslog.UpstreamProtocolError, "")
-		l.observeDone(&s.x, 0, false)
-		l.h2uDone(s)
-		l.closeDown(d)
+		// next response. The response is cut, the connection failed.
+		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
 		return
 	}
 	if hb.left >= 0 {

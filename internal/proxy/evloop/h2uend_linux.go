@@ -49,6 +49,13 @@ func (l *loop) h2uCancel(s *h2ustream) {
 // Before the response head the client gets 503, as the goroutine path
 // answers; after it, its stream is reset with the upstream's code.
 func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
+	if code != http2.ErrCodeRefusedStream {
+		// Envoy's reset reason remote reset (its codec's own resets
+		// included: ConnectionImpl::onStreamClose), which its HTTP/2 pool
+		// counts; a refused stream it does not
+		// (MultiplexedActiveClientBase::onStreamReset).
+		s.x.pool.st.rqRxReset.Inc()
+	}
 	if s.gotHead {
 		st := s.st
 		d := st.sd
@@ -107,6 +114,27 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 	}
 	s.st.sd.logFlags(flag, details)
 	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why)
+}
+
+// h2uConnProtocolError ends a stream of a connection failed for the
+// upstream's protocol error (h2UpProtocolError): counted as a reset the
+// proxy sent (upstream_rq_tx_reset), it is answered or retried as
+// h2uProtocolError, or, its response begun, reset as h2uConnFailed
+// resets one, flagged UPE.
+func (l *loop) h2uConnProtocolError(s *h2ustream) {
+	s.x.pool.st.rqTxReset.Inc()
+	if s.gotHead {
+		st := s.st
+		st.sd.logFlags(accesslog.UpstreamProtocolError, "")
+		l.logDone(st.sd, s.x.status) // as h2uPeerReset
+		l.observeDone(&s.x, 0, false)
+		l.h2uDone(s)
+		if !st.gone {
+			l.h2uResetDown(st.sd)
+		}
+		return
+	}
+	l.h2uProtocolError(s)
 }
 
 // h2uProtocolError ends an upstream stream whose response head is

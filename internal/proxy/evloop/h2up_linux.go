@@ -230,11 +230,15 @@ func (l *loop) h2UpRead(c *h2up) {
 			var ce http2.ConnectionError
 			switch {
 			case errors.As(err, &se):
-				if s := c.streams[se.StreamID]; s != nil {
-					_ = c.fr.WriteRSTStream(se.StreamID, se.Code)
-					l.h2uPeerReset(s, se.Code)
+				// An invalid field or pseudo-header in a header block, or
+				// a frame the Framer refuses as a stream error: the
+				// whole connection fails, as in Envoy (h2UpProtocolError).
+				// On a stream already ended it is let pass, as x/net's
+				// client lets it.
+				if c.streams[se.StreamID] == nil {
+					continue
 				}
-				continue
+				l.h2UpProtocolError(c, se.Code)
 			case errors.As(err, &ce):
 				l.h2UpGoAway(c, http2.ErrCode(ce))
 			default:
@@ -353,14 +357,52 @@ func (l *loop) h2upDirty(c *h2up) {
 	}
 }
 
-// h2UpGoAway ends the connection for an error of the upstream's: GOAWAY
-// with code, then h2UpFailed.
+// h2UpGoAway ends the connection: GOAWAY with code, then h2UpFailed; for
+// an error of the upstream's (any code but NO_ERROR), h2UpProtocolError,
+// as Envoy's codec fails on any frame it refuses.
 func (l *loop) h2UpGoAway(c *h2up, code http2.ErrCode) {
+	if code != http2.ErrCodeNo {
+		l.h2UpProtocolError(c, code)
+		return
+	}
 	_ = c.fr.WriteGoAway(0, code, nil)
 	if !c.u.connecting {
 		l.flushUp(c.u)
 	}
 	l.h2UpFailed(c)
+}
+
+// h2UpProtocolError fails the connection for a response that breaks
+// HTTP/2's messaging rules (RFC 9113 8.1, 8.2): an invalid field or
+// pseudo-header, a malformed :status, a 1xx ending its stream or a 101,
+// DATA before the response's HEADERS, trailers not ending it; or for a
+// frame that breaks HTTP/2 itself (h2UpGoAway).
+// Envoy's codec, with stream_error_on_invalid_http_messaging unset as App
+// Mesh leaves it, fails the whole connection on any invalid frame but a
+// refused stream (ConnectionImpl::onInvalidFrame in
+// source/common/http/http2/codec_impl.cc returns a callback failure); its
+// codec client counts upstream_cx_protocol_error and closes the
+// connection (CodecClient::onData), resetting every stream on it with
+// reason protocol error (CodecClient::onEvent), each counted in
+// upstream_rq_tx_reset (MultiplexedActiveClientBase::onStreamReset). A
+// stream without a response head is answered 503 UPE (or retried), one
+// whose response began is reset (h2uConnProtocolError). The goroutine
+// path does the same (cluster/h2conn.go).
+func (l *loop) h2UpProtocolError(c *h2up, code http2.ErrCode) {
+	u := c.u
+	if u.closed {
+		return
+	}
+	u.pool.st.cxProtocolError.Inc()
+	_ = c.fr.WriteGoAway(0, code, nil)
+	if !u.connecting {
+		l.flushUp(u)
+	}
+	l.h2UpForget(c)
+	l.closeUp(u)
+	for _, s := range c.streams {
+		l.h2uConnProtocolError(s)
+	}
 }
 
 // h2UpFailed closes the connection (failed, closed by the upstream, or

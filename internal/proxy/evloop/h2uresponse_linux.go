@@ -46,8 +46,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	if s.gotHead {
 		// Trailers: gRPC's grpc-status comes in them.
 		if !f.StreamEnded() {
-			_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-			l.h2uPeerReset(s, http2.ErrCodeProtocol)
+			l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
 			return
 		}
 		st.trailers = slices.Clone(f.RegularFields()) // f is the decoder's (h2Heads.reuse)
@@ -59,8 +58,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	}
 	status, err := strconv.Atoi(f.PseudoValue("status"))
 	if err != nil || status < 100 || status > 999 {
-		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-		l.h2uProtocolError(s)
+		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
 		return
 	}
 	if status < 200 {
@@ -124,8 +122,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 // 8.6).
 func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	if status == 101 || f.StreamEnded() {
-		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-		l.h2uProtocolError(s)
+		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
 		return
 	}
 	if proxyroute.Special1xx(status) {
@@ -136,8 +133,7 @@ func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 // h2uData relays a response DATA frame's bytes.
 func (l *loop) h2uData(s *h2ustream, f *http2.DataFrame) {
 	if !s.gotHead {
-		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
-		l.h2uProtocolError(s)
+		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
 		return
 	}
 	n := int64(f.Length)

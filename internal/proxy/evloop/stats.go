@@ -32,8 +32,13 @@ type clusterCounters struct {
 	rqTotal, rqCompleted, cxTotal, cxConnectFail *stats.Counter
 	rqTimeout                                    *stats.Counter // the route timeout, as the goroutine path counts it
 	rqPendingOverflow                            *stats.Counter // HTTP/2 upstreams: every connection full (h2up_linux.go)
-	rqTime                                       *stats.Histogram
-	classes                                      [6]*stats.Counter
+	// HTTP/2 upstreams, as Envoy's HTTP/2 pool counts them: a stream the
+	// upstream reset (h2uPeerReset), one the proxy reset for the
+	// upstream's protocol error, and a connection failed for it
+	// (h2UpProtocolError).
+	rqRxReset, rqTxReset, cxProtocolError *stats.Counter
+	rqTime                                *stats.Histogram
+	classes                               [6]*stats.Counter
 }
 
 func newCounters(st *stats.Store, prefix string, clusters []clusterDef) *counters {
@@ -67,7 +72,9 @@ func newClusterCounters(st *stats.Store, name string) *clusterCounters {
 	cc := &clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
 		cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
 		rqTimeout: cs.Counter("upstream_rq_timeout"), rqPendingOverflow: cs.Counter("upstream_rq_pending_overflow"),
-		rqTime: cs.Histogram("upstream_rq_time")}
+		rqRxReset: cs.Counter("upstream_rq_rx_reset"), rqTxReset: cs.Counter("upstream_rq_tx_reset"),
+		cxProtocolError: cs.Counter("upstream_cx_protocol_error"),
+		rqTime:          cs.Histogram("upstream_rq_time")}
 	for i := 1; i <= 5; i++ {
 		cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
 			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})

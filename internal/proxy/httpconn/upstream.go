@@ -277,13 +277,22 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 		// A response the codec cannot take resets the stream (protocol
 		// error), which Envoy's router retries as any reset under
 		// retry_on reset, 5xx or gateway-error (wouldRetryFromReset),
-		// as the loops do (badGateway, h2uProtocolError).
+		// as the loops do (badGateway, h2uProtocolError). Over HTTP/2
+		// it failed the connection, and each of its streams counts as a
+		// reset the proxy sent (cluster/h2conn.go).
+		if cluster.H2ProtocolReset(err) {
+			s.cl.Stats.RqTxReset.Inc()
+		}
 		le = &localError{code: route.UpstreamProtocolErrorStatus, flags: accesslog.UpstreamProtocolError,
 			details: route.UpstreamProtocolErrorDetails, body: route.UpstreamProtocolErrorBody}
 		return le, rp != nil && rp.RetriableReset(false, false), false
 	}
 	refused := strings.Contains(err.Error(), "REFUSED_STREAM")
-	s.cl.Stats.RqRxReset.Inc()
+	if cluster.H2StreamReset(err) {
+		// Envoy's HTTP/2 pool counts a stream reset so; a connection that
+		// ends, or an HTTP/1.1 one, it does not.
+		s.cl.Stats.RqRxReset.Inc()
+	}
 	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: "upstream_reset_before_response_started{connection_termination}",
 		body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
 	switch {
@@ -333,8 +342,18 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 			}
 		case context.Cause(s.ctx) != nil:
 			f = s.ctxError(s.ctx).flags
+		case cluster.H2ProtocolReset(err):
+			// Its HTTP/2 connection failed for the upstream's protocol
+			// error (cluster/h2conn.go), counted as classify counts it.
+			f = accesslog.UpstreamProtocolError
+			if first {
+				s.cl.Stats.RqTxReset.Inc()
+			}
 		default:
 			f = accesslog.UpstreamRemoteReset
+			if first && cluster.H2StreamReset(err) {
+				s.cl.Stats.RqRxReset.Inc() // as classify counts it
+			}
 		}
 		s.bodyFlags.Or(uint32(f))
 	}

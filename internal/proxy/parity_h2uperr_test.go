@@ -1,0 +1,146 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"golang.org/x/net/http2"
+)
+
+// TestH2UpstreamMalformedSamePaths: an HTTP/2 upstream's malformed
+// response fails the whole upstream connection on every path, as Envoy's
+// codec fails it with stream_error_on_invalid_http_messaging unset (App
+// Mesh's): ConnectionImpl::onInvalidFrame, CodecClient::onData and
+// onEvent. Two streams share one upstream connection (one h2c client
+// connection, so one loop's): /a/<case> waits upstream while /b/<case>
+// gets the malformed response; both are answered 503 "... reset reason:
+// protocol error" (UPE), the connection counted once in
+// upstream_cx_protocol_error and each stream in upstream_rq_tx_reset.
+// When /a's response began before, its client stream is reset, logged
+// UPE. An upstream's RST_STREAM on /b is a remote reset of /b alone,
+// counted in upstream_rq_rx_reset, /a answered after it. Both paths reset
+// only /b, answering /a when the upstream did, and counted neither
+// upstream_cx_protocol_error nor (the loops) upstream_rq_rx_reset.
+func TestH2UpstreamMalformedSamePaths(t *testing.T) {
+	var mu sync.Mutex
+	held := map[*rawH2Writer]uint32{} // /a's stream, per upstream connection
+	arrived := make(chan string, 1)
+	up := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
+		path := strings.Join(r.values(":path"), "")
+		kind := path[strings.LastIndex(path, "/")+1:]
+		if strings.HasPrefix(path, "/a/") {
+			mu.Lock()
+			held[w] = id
+			mu.Unlock()
+			if kind == "begun" {
+				w.headers(id, false, 0, ":status", "200")
+				_ = w.fr.WriteData(id, false, []byte("partial"))
+			}
+			arrived <- path
+			return
+		}
+		mu.Lock()
+		a := held[w]
+		mu.Unlock()
+		switch kind {
+		case "end1xx", "begun":
+			w.headers(id, true, 0, ":status", "103")
+		case "field":
+			w.headers(id, false, 0, ":status", "200", "X-Upper", "v")
+		case "status":
+			w.headers(id, false, 0, ":status", "2x0")
+		case "data":
+			w.data(id, []byte("no head"))
+		case "reset":
+			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
+			w.headers(a, false, 0, ":status", "200")
+			w.data(a, []byte("a after b"))
+		}
+	})
+	const upe = "503 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+	cases := []struct {
+		kind  string
+		wantA string // /b's answer is wantB
+		wantB string
+	}{
+		{"end1xx", upe, upe},
+		{"field", upe, upe},
+		{"status", upe, upe},
+		{"data", upe, upe},
+		{"begun", "200 partial, then reset", upe},
+		{"reset", "200 a after b", "503 upstream connect error or disconnect/reset before headers. reset reason: remote reset"},
+	}
+	var names []string
+	for _, c := range cases {
+		names = append(names, "/a/"+c.kind, "/b/"+c.kind)
+	}
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
+		TextFormat: "%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
+	answer := func(resp *http.Response, err error) string {
+		if err != nil {
+			return "error"
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return fmt.Sprintf("%d %s, then reset", resp.StatusCode, b)
+		}
+		return fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) {
+			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
+			c.AccessLogBuffering.FlushInterval = time.Millisecond
+		})
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))), edsCluster("h2", h2Upstream), cla("h2", up))
+		cl := h2cClient(t)
+		get := func(path string) string {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, "GET", "http://"+h.addr("egress")+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return answer(cl.Do(req))
+		}
+		res := pathResult{answers: map[string]string{}}
+		for _, c := range cases {
+			a := make(chan string, 1)
+			go func() { a <- get("/a/" + c.kind) }() // ends within get's timeout
+			select {
+			case <-arrived:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: /a/%s did not reach the upstream", p.name, c.kind)
+			}
+			res.answers["/b/"+c.kind] = get("/b/" + c.kind)
+			res.answers["/a/"+c.kind] = <-a
+			for n, want := range map[string]string{"/a/": c.wantA, "/b/": c.wantB} {
+				if got := res.answers[n+c.kind]; got != want {
+					t.Errorf("%s, %s%s: answered %s; want %s", p.name, n, c.kind, got, want)
+				}
+			}
+		}
+		res.log = awaitLog(t, logFile, len(names))
+		var stats []string
+		for _, n := range []string{"upstream_cx_protocol_error", "upstream_rq_tx_reset", "upstream_rq_rx_reset", "upstream_rq_total"} {
+			stats = append(stats, fmt.Sprintf("%s %d", n, h.stat("cluster.h2."+n)))
+		}
+		res.stats = strings.Join(stats, ", ")
+		if want := "upstream_cx_protocol_error 5, upstream_rq_tx_reset 10, upstream_rq_rx_reset 1, upstream_rq_total 12"; res.stats != want {
+			t.Errorf("%s: counters %s; want %s", p.name, res.stats, want)
+		}
+		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, names)
+}
