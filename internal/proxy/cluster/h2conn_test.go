@@ -2,6 +2,9 @@ package cluster
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"net/http"
 	"testing"
 
 	"golang.org/x/net/http2"
@@ -41,5 +44,40 @@ func TestH2ConnProtocolReset(t *testing.T) {
 		if found != len(all) {
 			t.Errorf("writes of %d bytes: reset found at byte %d, want %d (the frames before end at %d)", size, found, len(all), clean)
 		}
+	}
+}
+
+// TestH2FailedConnTakesNoStream: between a connection's failure for the
+// upstream's protocol error and x/net's reader seeing it closed, the pool
+// gives the next request another connection, as Envoy, which closes the
+// failed one before it routes another request; the pool handed the failed
+// one out, and the request was answered as if it had been on it.
+func TestH2FailedConnTakesNoStream(t *testing.T) {
+	addr, _ := h2Upstream(t, okHandler)
+	c := h2Cluster(t, addr, 1024, 1024)
+	req, _ := http.NewRequestWithContext(WithHost(context.Background(), c.Hosts()[0]), "GET", "http://"+addr+"/", nil)
+	cc, err := c.h2pool.GetClientConn(req, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c.h2pool.mu.Lock()
+	w := c.h2pool.wires[cc]
+	c.h2pool.mu.Unlock()
+	if w == nil {
+		t.Fatal("the pooled connection's wire is not known")
+	}
+	w.failed.Store(true) // as fail() sets it, before it closes the connection
+	next, err := c.h2pool.GetClientConn(req, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next == cc {
+		t.Error("the failed connection took the next request's stream")
 	}
 }

@@ -28,6 +28,11 @@ type h2Pool struct {
 	mu      sync.Mutex
 	conns   map[string][]*http2.ClientConn // those that may take new streams
 	dialing map[string]*h2Dial
+	// wires are the connections under the pooled ones. One that failed
+	// for the upstream's protocol error (h2conn.go) takes no new stream,
+	// though x/net's reader has yet to see it closed: Envoy closes such a
+	// connection before it routes another request.
+	wires map[*http2.ClientConn]*h2Conn
 	// keep is the last drain's: an address it refuses gets no pooled
 	// connection, nor one dialled later (by a request that chose its
 	// host before the update, or a retry after the cluster was
@@ -54,7 +59,8 @@ type h2Dial struct {
 const orphanGrace = time.Second
 
 func newH2Pool(c *Cluster, t *http2.Transport) *h2Pool {
-	return &h2Pool{c: c, t: t, conns: map[string][]*http2.ClientConn{}, dialing: map[string]*h2Dial{}}
+	return &h2Pool{c: c, t: t, conns: map[string][]*http2.ClientConn{}, dialing: map[string]*h2Dial{},
+		wires: map[*http2.ClientConn]*h2Conn{}}
 }
 
 // GetClientConn returns a connection to addr with a stream reserved for
@@ -63,6 +69,9 @@ func (p *h2Pool) GetClientConn(req *http.Request, addr string) (*http2.ClientCon
 	for {
 		p.mu.Lock()
 		for _, cc := range p.conns[addr] {
+			if w := p.wires[cc]; w != nil && w.failed.Load() {
+				continue
+			}
 			if cc.ReserveNewRequest() {
 				p.mu.Unlock()
 				return cc, nil
@@ -107,6 +116,9 @@ func (p *h2Pool) dial(ctx context.Context, addr string, d *h2Dial) {
 	if err == nil {
 		if p.kept(addr) {
 			p.conns[addr] = append(p.conns[addr], cc)
+			if w, ok := nc.(*h2Conn); ok {
+				p.wires[cc] = w
+			}
 		} else {
 			d.unpooled = true
 			// Ends after orphanGrace and the streams it took.
@@ -141,6 +153,7 @@ func (p *h2Pool) shutdown(cc *http2.ClientConn) {
 func (p *h2Pool) MarkDead(cc *http2.ClientConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.wires, cc)
 	for addr, l := range p.conns {
 		for i, c := range l {
 			if c == cc {
@@ -173,6 +186,9 @@ func (p *h2Pool) drain(keep func(addr string) bool) {
 		if !p.kept(addr) {
 			gone = append(gone, l...)
 			delete(p.conns, addr)
+			for _, cc := range l {
+				delete(p.wires, cc)
+			}
 		}
 	}
 	// Reservations are made with mu held: none can start on these now.
