@@ -146,8 +146,8 @@ func (l *loop) h2uDeadline(d *down) int64 {
 	if s.blocked {
 		at = min(at, s.last+int64(d.gen.streamIdle))
 	}
-	if p := d.rs.policy; p != nil && p.PerTryTimeout > 0 {
-		at = min(at, d.rs.tryStart+int64(p.PerTryTimeout))
+	if d.rs.perTry() {
+		at = min(at, d.rs.tryStart+int64(d.rs.policy.PerTryTimeout))
 	}
 	return at
 }
@@ -172,7 +172,7 @@ func (l *loop) h2uExpire(d *down) {
 		}
 		l.h2uDone(s)
 		l.localReply(d, 504, "upstream request timeout", false)
-	case d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
+	case d.rs.perTry() && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.h2uPerTryTimeout(s)
 	case s.blocked && l.now-s.last >= int64(d.gen.streamIdle):
 		// The upstream keeps its window closed on the request body: the

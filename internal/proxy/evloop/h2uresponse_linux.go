@@ -12,8 +12,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-
-	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2uConsumed: n bytes of the response went to the client: the upstream
@@ -128,9 +126,7 @@ func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 		l.h2uProtocolError(s)
 		return
 	}
-	if proxyroute.Special1xx(status) {
-		s.st.sd.rs.interim = true // no retry after it (retryState.interim)
-	}
+	l.interim(&s.x, s.st.sd, status)
 }
 
 // h2uData relays a response DATA frame's bytes.

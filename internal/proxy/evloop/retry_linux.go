@@ -42,10 +42,16 @@ type retryState struct {
 	tag      any          // the last attempt's host tag
 	tryStart int64        // when the attempt in flight began (per-try timeout)
 	// interim: the upstream sent a 1xx response (dropped) that ends the
-	// request's retries (proxyroute.Special1xx): neither a retriable
-	// status nor a reset after it is retried, as on the goroutine path
-	// (httpconn's interimTrace).
+	// request's retries and its per-try timeout (proxyroute.Special1xx,
+	// loop.interim): neither a retriable status nor a reset after it is
+	// retried, as on the goroutine path (httpconn's interim).
 	interim bool
+}
+
+// perTry reports whether the attempt in flight has a per-try timeout
+// running: the policy sets one and no 1xx ended it (interim).
+func (rs *retryState) perTry() bool {
+	return rs.policy != nil && rs.policy.PerTryTimeout > 0 && !rs.interim
 }
 
 // startRetries sets up the retries of a request dispatched to t.

@@ -101,13 +101,17 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			releaseRetry = nil
 		}
 		actx, acancel := ctx, context.CancelFunc(func() {})
+		im := &interim{c: c}
 		if rp != nil && rp.PerTryTimeout > 0 {
-			actx, acancel = context.WithTimeoutCause(ctx, rp.PerTryTimeout, errPerTry)
+			var cancel context.CancelCauseFunc
+			actx, cancel = context.WithCancelCause(ctx)
+			im.perTry = time.AfterFunc(rp.PerTryTimeout, func() { cancel(errPerTry) })
+			acancel = func() { im.perTry.Stop(); cancel(context.Canceled) }
 		}
-		var interim *interimTrace // nil: no retries to end
-		if rp != nil {
-			interim = newInterimTrace()
-			actx = httptrace.WithClientTrace(actx, &interim.trace)
+		if http1 {
+			actx = cluster.WithInterim(actx, im.got1xx)
+		} else {
+			actx = httptrace.WithClientTrace(actx, im.trace())
 		}
 		areq := req.WithContext(cluster.WithHost(actx, h))
 		areq.URL.Host = h.Addr
@@ -137,7 +141,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				return nil, le
 			}
 			le, retriable, timedOut := s.classify(ctx, actx, err, rp)
-			retriable = retriable && !interim.came()
+			retriable = retriable && !im.came()
 			c.RequestDone(h, 0, true, timedOut)
 			acancel()
 			release()
@@ -160,7 +164,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		s.svcTime = time.Since(t0)
 		c.Stats.Response(resp.StatusCode)
 		c.RequestDone(h, resp.StatusCode, false, false)
-		if rp != nil && !interim.came() {
+		if rp != nil && !im.came() {
 			gs := -1
 			if v := resp.Header.Get("Grpc-Status"); v != "" {
 				gs, _ = strconv.Atoi(v)
@@ -199,34 +203,48 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// interimTrace tells an attempt whether its upstream sent a 1xx
-// response that ends the request's retries (route.Special1xx) before its
-// final one or its failure: the transports pass each 1xx to
-// Got1xxResponse and read past it (the forwarder drops it, as Envoy
-// does), so that neither a retriable status nor a reset after one is
-// retried, as on the loops (evloop's retryState.interim). One per
-// attempt: a transport may report a 1xx of an attempt given up on (its
-// per-try timeout) while the next one runs.
-type interimTrace struct {
-	trace httptrace.ClientTrace
-	got   atomic.Bool
+// interim is what an attempt's upstream 1xx responses do, as Envoy's
+// router takes one it does not drop unseen (route.Special1xx;
+// Filter::onUpstream1xxHeaders in source/common/router/router.cc): the
+// status is counted in the cluster's upstream_rq_<code>, upstream_rq_1xx
+// and upstream_rq_completed (chargeUpstreamCode), the request's retries
+// end, so that neither a retriable status nor a reset after it is retried
+// (as on the loops: evloop's retryState.interim), and so does its per-try
+// timeout, which Envoy ignores once the response started
+// (UpstreamRequest::onPerTryTimeout). The transports read past the 1xx
+// (the forwarder never sees it, dropped as Envoy drops it without
+// proxy_100_continue). One per attempt: a transport may report a 1xx of
+// an attempt given up on while the next one runs.
+type interim struct {
+	c      *cluster.Cluster
+	perTry *time.Timer // nil without a per-try timeout
+	got    atomic.Bool
 }
 
-func newInterimTrace() *interimTrace {
-	t := new(interimTrace)
-	t.trace.Got1xxResponse = t.got1xx
-	return t
-}
-
-func (t *interimTrace) got1xx(code int, _ textproto.MIMEHeader) error {
-	if route.Special1xx(code) {
-		t.got.Store(true)
+// got1xx takes a 1xx response head's status, on the goroutine reading
+// the response.
+func (t *interim) got1xx(status int) {
+	if !route.Special1xx(status) {
+		return
 	}
-	return nil // dropped: the transport reads on to the final response
+	t.c.Stats.Response(status)
+	t.got.Store(true)
+	if t.perTry != nil {
+		t.perTry.Stop()
+	}
 }
 
-// came reports whether such a 1xx came; false on a nil t.
-func (t *interimTrace) came() bool { return t != nil && t.got.Load() }
+// trace is got1xx for an HTTP/2 upstream, whose client tells 1xx heads
+// through httptrace.
+func (t *interim) trace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{Got1xxResponse: func(status int, _ textproto.MIMEHeader) error {
+		t.got1xx(status)
+		return nil // dropped: the transport reads on to the final response
+	}}
+}
+
+// came reports whether such a 1xx came.
+func (t *interim) came() bool { return t.got.Load() }
 
 // backoff sleeps Envoy's jittered exponential retry back-off before retry
 // n (1-based); false when ctx ended first.
