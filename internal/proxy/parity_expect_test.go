@@ -318,8 +318,8 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 		{"/h2/status0", "503 attempts 3"},
 		{"/h2/reset0", "503 attempts 3"},
 		{"/h2/other", "503 attempts 3"},
-		{"/h1/garbage", "503 attempts 3"},
-		{"/h2/end1xx", "503 attempts 3"},
+		{"/h1/garbage", "502 attempts 3"},
+		{"/h2/end1xx", "502 attempts 3"},
 	}
 	var names []string
 	for _, r := range requests {

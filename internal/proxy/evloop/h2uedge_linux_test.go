@@ -13,7 +13,7 @@ import (
 
 // TestH2UpstreamHeaderListLimit: the proxy tells the upstream its
 // SETTINGS_MAX_HEADER_LIST_SIZE, and a response whose fields decode past
-// it is answered 503 (the upstream's protocol error,
+// it is answered 502 (the upstream's protocol error,
 // route.UpstreamProtocolError*), not relayed cut short; the
 // upstream's stream is reset and its connection serves the next stream.
 func TestH2UpstreamHeaderListLimit(t *testing.T) {
@@ -43,8 +43,8 @@ func TestH2UpstreamHeaderListLimit(t *testing.T) {
 	u.headers(id, true, fields...)
 	f := h.until(func(f http2.Frame) bool { return isHeaders(f) || isRST(f) })
 	m, ok := f.(*http2.MetaHeadersFrame)
-	if !ok || m.PseudoValue("status") != "503" || len(m.Fields) > 10 {
-		t.Fatalf("client got %v, want a 503", f)
+	if !ok || m.PseudoValue("status") != "502" || len(m.Fields) > 10 {
+		t.Fatalf("client got %v, want a 502", f)
 	}
 	if r := u.until(isRST); r == nil || r.(*http2.RSTStreamFrame).StreamID != id {
 		t.Fatalf("upstream got %v, want RST_STREAM on %d", r, id)

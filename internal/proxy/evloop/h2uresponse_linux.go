@@ -65,7 +65,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 		l.h2uInterim(s, f, status)
 		return
 	}
-	if p := d.rs.policy; p != nil && !d.rs.interim {
+	if p := d.rs.policy; p != nil && !d.rs.started {
 		gs := -1
 		if p.On&grpcRetries != 0 {
 			gs = h2GRPCStatus(f)

@@ -399,15 +399,13 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 // router takes one it does not drop unseen (proxyroute.Special1xx;
 // Filter::onUpstream1xxHeaders): counted for the cluster as a response
 // (upstream_rq_<code>, upstream_rq_1xx, upstream_rq_completed), and
-// ending the request's retries (neither a retriable status nor a reset
-// after it is retried) and its per-try timeout, which Envoy ignores once
-// the response started (retryState.interim). u is the attempt, HTTP/1.1's
-// or an HTTP/2 stream's.
+// starting the response (retryState.started). u is the attempt,
+// HTTP/1.1's or an HTTP/2 stream's.
 func (l *loop) interim(u *up, d *down, status int) {
 	if !proxyroute.Special1xx(status) {
 		return
 	}
-	d.rs.interim = true
+	d.rs.started = true
 	if u.observing {
 		l.srv.cfg.Observer.Interim(u.cluster, u.tag, status)
 	} else {
@@ -418,9 +416,11 @@ func (l *loop) interim(u *up, d *down, status int) {
 // responseCounted ends a response head's work, HTTP/1.1's or an HTTP/2
 // stream's: the head scanner reset, the status counted for the
 // connection manager and the cluster (or its observer), the upstream
-// time recorded.
+// time recorded, and the response started (retryState.started: its
+// per-try timeout no longer ends it).
 func (l *loop) responseCounted(u *up, d *down, status int) {
 	u.scan = headScanner{}
+	d.rs.started = true
 	d.gen.st.response(status)
 	if u.observing {
 		l.observeDone(u, status, false)
