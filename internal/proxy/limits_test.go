@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -227,6 +228,7 @@ type h2Frame struct {
 	code        http2.ErrCode
 	end         bool   // END_STREAM (HEADERS, DATA)
 	status      string // HEADERS' :status
+	data        []byte // DATA's payload
 }
 
 func copyFrame(f http2.Frame) h2Frame {
@@ -235,7 +237,7 @@ func copyFrame(f http2.Frame) h2Frame {
 	case *http2.MetaHeadersFrame:
 		hf.end, hf.status = f.StreamEnded(), f.PseudoValue("status")
 	case *http2.DataFrame:
-		hf.end = f.StreamEnded()
+		hf.end, hf.data = f.StreamEnded(), slices.Clone(f.Data())
 	case *http2.SettingsFrame:
 		hf.settingsAck = f.IsAck()
 		hf.maxStreams, _ = f.Value(http2.SettingMaxConcurrentStreams)

@@ -267,6 +267,12 @@ func (o loopObserver) Done(name string, tag any, code int, timedOut bool) {
 	}
 }
 
+func (o loopObserver) Interim(name string, _ any, code int) {
+	if c := o.clusters.Get(name); c != nil {
+		c.Stats.Response(code)
+	}
+}
+
 // loopRoute reports whether the loops forward a request on rt exactly as
 // the goroutine path would: to a cluster, the path and host unchanged, no
 // header mutations, a route timeout the stream idle timeout cannot beat

@@ -65,7 +65,7 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 			w.data(a, []byte("a after b"))
 		}
 	})
-	const upe = "503 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+	const upe = "502 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
 	cases := []struct {
 		kind  string
 		wantA string // /b's answer is wantB

@@ -40,7 +40,7 @@ func scriptedHTTP1Upstream(t *testing.T, scripts map[string]string) string {
 
 // TestUpstreamBadResponseSamePaths: an upstream response the proxy cannot
 // take is answered alike on every path, as Envoy answers its codec's
-// protocol error (route.UpstreamProtocolError*): 503, "... reset reason:
+// protocol error (route.UpstreamProtocolError*): 502, "... reset reason:
 // protocol error", flagged UPE with details
 // upstream_reset_before_response_started{protocol_error}. An HTTP/1.1
 // head over 60 KiB (max_response_headers_kb's default), a 1xx head's
@@ -50,7 +50,9 @@ func scriptedHTTP1Upstream(t *testing.T, scripts map[string]string) string {
 // remote reset: 503 "... reset reason: remote reset", UR.
 // The goroutine path relayed a head of any size (its HTTP/1.1 client had
 // no limit) and answered the others 503 UC "connection termination"; the
-// loops answered them 502 "upstream sent a malformed response".
+// loops answered them 502 "upstream sent a malformed response". (Both
+// then answered 503 for a protocol error, until Envoy 1.18's 502 was
+// found: route.UpstreamProtocolErrorStatus.)
 func TestUpstreamBadResponseSamePaths(t *testing.T) {
 	big := func(n int) string { return "X-Big: " + strings.Repeat("a", n) + "\r\n" }
 	h1 := scriptedHTTP1Upstream(t, map[string]string{
@@ -71,7 +73,7 @@ func TestUpstreamBadResponseSamePaths(t *testing.T) {
 		}
 	})
 	const (
-		upe = "503 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+		upe = "502 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
 		ur  = "503 upstream connect error or disconnect/reset before headers. reset reason: remote reset"
 	)
 	// A chunked request body goes through the goroutine path's fallback

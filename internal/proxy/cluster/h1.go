@@ -154,19 +154,44 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // roundTripFallback sends req through net/http's Transport, holding it
 // to h1Client's rules: each response head bounded on its own (the
 // Transport restarts its MaxResponseHeaderBytes at a 1xx only when a
-// trace takes 1xx responses; this one drops them, as exchange does when
-// nobody traces), and a 101 to a request that asked no upgrade refused.
+// trace takes 1xx responses, as this one does: see the limits in
+// docs/proxy.md for what it lets pass), a head framing a body its status
+// cannot have refused (framingError; the Transport drops a 1xx head's
+// Transfer-Encoding before any hook sees it, so only its Content-Length
+// is checked), a 1xx taken passed on as exchange passes it, and a 101 to
+// a request that asked no upgrade refused. A refused final head's
+// connection is closed, not pooled.
 func (t *h1Client) roundTripFallback(req *http.Request) (*http.Response, error) {
+	got := interimOf(req.Context())
+	var conn net.Conn // set before the request is written, read once the response head came
 	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-		Got1xxResponse: func(int, textproto.MIMEHeader) error { return nil },
+		GotConn: func(i httptrace.GotConnInfo) { conn = i.Conn },
+		Got1xxResponse: func(status int, h textproto.MIMEHeader) error {
+			if err := framingError(status, false, h); err != nil {
+				return err // the Transport closes the connection
+			}
+			if got != nil {
+				got(status)
+			}
+			return nil
+		},
 	})
 	resp, err := t.fallback.RoundTrip(req.WithContext(ctx))
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode == http.StatusSwitchingProtocols && req.Header.Get("Upgrade") == "" {
+	refuse := func(err error) (*http.Response, error) {
 		_ = resp.Body.Close()
-		return nil, &ProtocolError{errors.New("upstream switched protocols without an upgrade request")}
+		if conn != nil {
+			_ = conn.Close()
+		}
+		return nil, err
+	}
+	if err := responseFramingError(resp); err != nil {
+		return refuse(err)
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols && req.Header.Get("Upgrade") == "" {
+		return refuse(&ProtocolError{errors.New("upstream switched protocols without an upgrade request")})
 	}
 	return resp, nil
 }
@@ -215,13 +240,20 @@ func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) 
 			return nil, false, err
 		}
 		pc.limit.arm(pc.br.Buffered())
+		if err := responseFramingError(resp); err != nil {
+			pc.limit.disarm()
+			return nil, false, err
+		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
-		// 1xx informational: passed on to whoever traces the request
-		// (httputil.ReverseProxy forwards them; weft's roundTrip notes
-		// that one came, to end retries, and drops it), then the real
-		// response.
+		// 1xx informational: passed on to the request's WithInterim
+		// (weft's roundTrip counts it, ends retries and the per-try
+		// timeout, and drops it) and to whoever traces the request
+		// (httputil.ReverseProxy forwards them), then the real response.
+		if got := interimOf(ctx); got != nil {
+			got(resp.StatusCode)
+		}
 		if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
 			if err := tr.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
 				return nil, false, err

@@ -194,6 +194,10 @@ type Observer interface {
 	// one (code 0; timedOut for the request timeout), or the client side
 	// ended it (code -1).
 	Done(cluster string, tag any, code int, timedOut bool)
+	// Interim: the attempt got a 1xx response head of code (100, 102,
+	// 103 or 104), dropped, which Envoy's router counts as a response
+	// (Filter::onUpstream1xxHeaders, chargeUpstreamCode); Done follows.
+	Interim(cluster string, tag any, code int)
 }
 
 // Target is a Router's answer: a cluster's host, or a local reply.

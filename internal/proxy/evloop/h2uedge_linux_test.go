@@ -13,7 +13,7 @@ import (
 
 // TestH2UpstreamHeaderListLimit: the proxy tells the upstream its
 // SETTINGS_MAX_HEADER_LIST_SIZE, and a response whose fields decode past
-// it is answered 503 (the upstream's protocol error,
+// it is answered 502 (the upstream's protocol error,
 // route.UpstreamProtocolError*), not relayed cut short; the
 // upstream's stream is reset and its connection serves the next stream.
 func TestH2UpstreamHeaderListLimit(t *testing.T) {
@@ -43,8 +43,8 @@ func TestH2UpstreamHeaderListLimit(t *testing.T) {
 	u.headers(id, true, fields...)
 	f := h.until(func(f http2.Frame) bool { return isHeaders(f) || isRST(f) })
 	m, ok := f.(*http2.MetaHeadersFrame)
-	if !ok || m.PseudoValue("status") != "503" || len(m.Fields) > 10 {
-		t.Fatalf("client got %v, want a 503", f)
+	if !ok || m.PseudoValue("status") != "502" || len(m.Fields) > 10 {
+		t.Fatalf("client got %v, want a 502", f)
 	}
 	if r := u.until(isRST); r == nil || r.(*http2.RSTStreamFrame).StreamID != id {
 		t.Fatalf("upstream got %v, want RST_STREAM on %d", r, id)
@@ -58,7 +58,8 @@ func TestH2UpstreamHeaderListLimit(t *testing.T) {
 
 // TestH2UpstreamIdleStreamFrames: HEADERS or DATA from the upstream on a
 // stream the proxy never opened is a connection error (RFC 9113 5.1):
-// GOAWAY PROTOCOL_ERROR, and the client's stream is answered.
+// GOAWAY PROTOCOL_ERROR, and the client's stream is answered 502, as
+// Envoy answers a stream reset for the upstream's protocol error.
 func TestH2UpstreamIdleStreamFrames(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -77,8 +78,8 @@ func TestH2UpstreamIdleStreamFrames(t *testing.T) {
 			if g == nil || g.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeProtocol {
 				t.Fatalf("upstream got %v, want GOAWAY PROTOCOL_ERROR", g)
 			}
-			if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "503" {
-				t.Fatalf("client got %v, want 503", f)
+			if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "502" {
+				t.Fatalf("client got %v, want 502", f)
 			}
 		})
 	}

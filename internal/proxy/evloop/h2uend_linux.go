@@ -88,7 +88,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		}
 		return
 	}
-	s.st.sd.logFlags(accesslog.UpstreamRemoteReset, "upstream_reset_before_response_started{remote_reset}")
+	s.st.sd.logFlags(accesslog.UpstreamRemoteReset, proxyroute.ResetDetails("remote_reset", s.st.sd.rs.started))
 	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: remote reset")
 }
 
@@ -108,11 +108,11 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
-	why, flag, details := "connection termination", accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}"
+	why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, "connection_termination"
 	if connecting {
-		why, flag, details = "connection failure", accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}"
+		why, flag, reason = "connection failure", accesslog.UpstreamConnectionFailure, "connection_failure"
 	}
-	s.st.sd.logFlags(flag, details)
+	s.st.sd.logFlags(flag, proxyroute.ResetDetails(reason, s.st.sd.rs.started))
 	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why)
 }
 
@@ -145,7 +145,7 @@ func (l *loop) h2uProtocolError(s *h2ustream) {
 	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, false) && l.h2uRetry(s, 0, true, false) {
 		return
 	}
-	s.st.sd.logFlags(accesslog.UpstreamProtocolError, proxyroute.UpstreamProtocolErrorDetails)
+	s.st.sd.logFlags(accesslog.UpstreamProtocolError, proxyroute.ResetDetails(proxyroute.UpstreamProtocolErrorReason, s.st.sd.rs.started))
 	l.h2uFail(s, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody)
 }
 
@@ -174,8 +174,8 @@ func (l *loop) h2uDeadline(d *down) int64 {
 	if s.blocked {
 		at = min(at, s.last+int64(d.gen.streamIdle))
 	}
-	if p := d.rs.policy; p != nil && p.PerTryTimeout > 0 {
-		at = min(at, d.rs.tryStart+int64(p.PerTryTimeout))
+	if d.rs.perTry() {
+		at = min(at, d.rs.tryStart+int64(d.rs.policy.PerTryTimeout))
 	}
 	return at
 }
@@ -200,7 +200,7 @@ func (l *loop) h2uExpire(d *down) {
 		}
 		l.h2uDone(s)
 		l.localReply(d, 504, "upstream request timeout", false)
-	case d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
+	case d.rs.perTry() && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.h2uPerTryTimeout(s)
 	case s.blocked && l.now-s.last >= int64(d.gen.streamIdle):
 		// The upstream keeps its window closed on the request body: the

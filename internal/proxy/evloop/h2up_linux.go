@@ -385,7 +385,7 @@ func (l *loop) h2UpGoAway(c *h2up, code http2.ErrCode) {
 // connection (CodecClient::onData), resetting every stream on it with
 // reason protocol error (CodecClient::onEvent), each counted in
 // upstream_rq_tx_reset (MultiplexedActiveClientBase::onStreamReset). A
-// stream without a response head is answered 503 UPE (or retried), one
+// stream without a response head is answered 502 UPE (or retried), one
 // whose response began is reset (h2uConnProtocolError). The goroutine
 // path does the same (cluster/h2conn.go).
 func (l *loop) h2UpProtocolError(c *h2up, code http2.ErrCode) {

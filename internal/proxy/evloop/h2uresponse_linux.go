@@ -12,8 +12,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-
-	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2uConsumed: n bytes of the response went to the client: the upstream
@@ -65,7 +63,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 		l.h2uInterim(s, f, status)
 		return
 	}
-	if p := d.rs.policy; p != nil && !d.rs.interim {
+	if p := d.rs.policy; p != nil && !d.rs.started {
 		gs := -1
 		if p.On&grpcRetries != 0 {
 			gs = h2GRPCStatus(f)
@@ -125,9 +123,7 @@ func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
 		return
 	}
-	if proxyroute.Special1xx(status) {
-		s.st.sd.rs.interim = true // no retry after it (retryState.interim)
-	}
+	l.interim(&s.x, s.st.sd, status)
 }
 
 // h2uData relays a response DATA frame's bytes.

@@ -29,7 +29,7 @@ func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 	d := st.sd
 	rs := &d.rs
 	p := rs.policy
-	if p == nil || rs.interim || d.closed || st.gone {
+	if p == nil || rs.started || d.closed || st.gone {
 		return false
 	}
 	if d.retries >= p.NumRetries {

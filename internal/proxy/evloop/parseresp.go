@@ -17,6 +17,7 @@ type response struct {
 	status        int
 	contentLength int64
 	hasLength     bool
+	length        span // the first Content-Length's value, as written
 	chunked       bool
 	closeAfter    bool
 	hasDate       bool // the proxy adds one when the upstream sent none
@@ -82,6 +83,9 @@ func parseResponse(b []byte, r *response) error {
 			n, ok := parseLength(val)
 			if !ok || (r.hasLength && n != r.contentLength) {
 				return errResponse
+			}
+			if !r.hasLength {
+				r.length = h.value
 			}
 			r.hasLength, r.contentLength = true, n
 			h.hop = true // written again by the proxy

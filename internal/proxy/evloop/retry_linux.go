@@ -41,11 +41,23 @@ type retryState struct {
 	pool     *clusterPool // the last attempt's pool
 	tag      any          // the last attempt's host tag
 	tryStart int64        // when the attempt in flight began (per-try timeout)
-	// interim: the upstream sent a 1xx response (dropped) that ends the
-	// request's retries (proxyroute.Special1xx): neither a retriable
-	// status nor a reset after it is retried, as on the goroutine path
-	// (httpconn's interimTrace).
-	interim bool
+	// started: the response started, as Envoy's router says once it took
+	// a 1xx it does not drop unseen (proxyroute.Special1xx, loop.interim;
+	// Filter::onUpstream1xxHeaders) or a final head it does not retry
+	// (loop.responseCounted; Filter::onUpstreamHeaders), as on the
+	// goroutine path (httpconn's attempt): the request's retries are over
+	// (neither a retriable status nor a reset after a 1xx is retried), its
+	// per-try timeout no longer counts (UpstreamRequest::onPerTryTimeout
+	// ignores it: the response runs on to the route timeout), and a reset
+	// after a 1xx is reported as after the response started
+	// (proxyroute.ResetDetails).
+	started bool
+}
+
+// perTry reports whether the attempt in flight has a per-try timeout
+// running: the policy sets one and the response has not started.
+func (rs *retryState) perTry() bool {
+	return rs.policy != nil && rs.policy.PerTryTimeout > 0 && !rs.started
 }
 
 // startRetries sets up the retries of a request dispatched to t.
@@ -83,7 +95,7 @@ func (l *loop) endRetries(d *down) {
 // then.
 func (d *down) mayRetry() bool {
 	p := d.rs.policy
-	return p != nil && !d.rs.interim && p.On&(statusRetries|proxyroute.OnReset) != 0 && d.retries < p.NumRetries
+	return p != nil && !d.rs.started && p.On&(statusRetries|proxyroute.OnReset) != 0 && d.retries < p.NumRetries
 }
 
 // retry decides whether the failed attempt u (its outcome retriable by
@@ -94,7 +106,7 @@ func (d *down) mayRetry() bool {
 func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bool {
 	rs := &d.rs
 	p := rs.policy
-	if !retriable || p == nil || rs.interim {
+	if !retriable || p == nil || rs.started {
 		return false
 	}
 	if d.retries >= p.NumRetries {
@@ -212,7 +224,7 @@ func (l *loop) perTryTimeout(u *up) {
 // Otherwise it counts a retried request's success.
 func (l *loop) responseRetry(d *down, u *up, head []byte, rs *response) bool {
 	p := d.rs.policy
-	if p == nil || d.rs.interim {
+	if p == nil || d.rs.started {
 		return false
 	}
 	status := rs.status

@@ -146,7 +146,7 @@ func (l *loop) deadline(d *down) int64 {
 	if u != nil || d.rs.waiting {
 		at = min(at, d.reqStart+d.timeout)
 	}
-	if u != nil && d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 {
+	if u != nil && d.rs.perTry() {
 		at = min(at, d.rs.tryStart+int64(d.rs.policy.PerTryTimeout))
 	}
 	if d.rs.waiting {
@@ -261,7 +261,7 @@ func (l *loop) expire(d *down) {
 		u.d, d.u = nil, nil
 		l.closeUp(u)
 		l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
-	case u != nil && d.rs.policy != nil && d.rs.policy.PerTryTimeout > 0 && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
+	case u != nil && d.rs.perTry() && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.perTryTimeout(u)
 	case d.rs.waiting && l.now >= d.rs.at:
 		l.retryNow(d)

@@ -320,24 +320,25 @@ func (l *loop) processUp(u *up) {
 // b and sets how the body is framed; false if the exchange ended.
 func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	rs := &l.resp
-	if err := parseResponse(b, rs); err != nil || rs.status == 101 {
+	if err := parseResponse(b, rs); err != nil || rs.status == 101 ||
+		proxyroute.BodylessFramed(rs.status, rs.chunked, rs.hasLength, rs.length.of(b)) {
 		l.badGateway(u)
 		return false
+	}
+	if rs.status == 204 {
+		rs.hasLength = false // a "Content-Length: 0" goes, as Envoy's codec removes it
 	}
 	if rs.status < 200 {
 		// An interim response is dropped, as Envoy drops an upstream's
 		// without proxy_100_continue (and the goroutine path): the final
-		// one follows, not retried after a 100, 102, 103 or 104
-		// (retryState.interim).
+		// one follows (l.interim).
 		u.scan = headScanner{}
-		if proxyroute.Special1xx(rs.status) && !d.rs.interim {
-			d.rs.interim = true
-			if u.replayable && u.out != nil && u.outOff >= len(u.out) {
-				// Kept for a retry (readUp), which can no longer come.
-				l.putBuf(u.out)
-				u.out, u.outOff, u.replayable = nil, 0, false
-			}
+		if proxyroute.Special1xx(rs.status) && u.replayable && u.out != nil && u.outOff >= len(u.out) {
+			// Kept for a retry (readUp), which can no longer come.
+			l.putBuf(u.out)
+			u.out, u.outOff, u.replayable = nil, 0, false
 		}
+		l.interim(u, d, rs.status)
 		return true
 	}
 	if l.responseRetry(d, u, b, rs) {
@@ -421,12 +422,32 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	return true
 }
 
+// interim takes an upstream's 1xx response of status, dropped, as Envoy's
+// router takes one it does not drop unseen (proxyroute.Special1xx;
+// Filter::onUpstream1xxHeaders): counted for the cluster as a response
+// (upstream_rq_<code>, upstream_rq_1xx, upstream_rq_completed), and
+// starting the response (retryState.started). u is the attempt,
+// HTTP/1.1's or an HTTP/2 stream's.
+func (l *loop) interim(u *up, d *down, status int) {
+	if !proxyroute.Special1xx(status) {
+		return
+	}
+	d.rs.started = true
+	if u.observing {
+		l.srv.cfg.Observer.Interim(u.cluster, u.tag, status)
+	} else {
+		u.pool.st.response(status)
+	}
+}
+
 // responseCounted ends a response head's work, HTTP/1.1's or an HTTP/2
 // stream's: the head scanner reset, the status counted for the
 // connection manager and the cluster (or its observer), the upstream
-// time recorded.
+// time recorded, and the response started (retryState.started: its
+// per-try timeout no longer ends it).
 func (l *loop) responseCounted(u *up, d *down, status int) {
 	u.scan = headScanner{}
+	d.rs.started = true
 	d.gen.st.response(status)
 	if u.observing {
 		l.observeDone(u, status, false)

@@ -43,11 +43,11 @@ func (l *loop) upFailed(u *up) {
 		}
 	}
 	if u.status == 0 {
-		why, flag, details := "connection termination", accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}"
+		why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, "connection_termination"
 		if u.connecting {
-			why, flag, details = "connection failure", accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}" // the connect or its TLS handshake, as the goroutine path's ConnectError
+			why, flag, reason = "connection failure", accesslog.UpstreamConnectionFailure, "connection_failure" // the connect or its TLS handshake, as the goroutine path's ConnectError
 		}
-		d.logFlags(flag, details)
+		d.logFlags(flag, proxyroute.ResetDetails(reason, d.rs.started))
 		u.d, d.u = nil, nil
 		l.closeUp(u)
 		// A body still coming is skipped (replyDone), bounded, as the
@@ -97,6 +97,6 @@ func (l *loop) badGateway(u *up) {
 	l.observeDone(u, 0, false)
 	u.d, d.u = nil, nil
 	l.closeUp(u)
-	d.logFlags(accesslog.UpstreamProtocolError, proxyroute.UpstreamProtocolErrorDetails)
+	d.logFlags(accesslog.UpstreamProtocolError, proxyroute.ResetDetails(proxyroute.UpstreamProtocolErrorReason, d.rs.started))
 	l.localReply(d, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody, false) // a body still coming is skipped, as in upFailed
 }

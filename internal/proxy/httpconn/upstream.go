@@ -101,13 +101,21 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			releaseRetry = nil
 		}
 		actx, acancel := ctx, context.CancelFunc(func() {})
+		at := &attempt{c: c}
 		if rp != nil && rp.PerTryTimeout > 0 {
-			actx, acancel = context.WithTimeoutCause(ctx, rp.PerTryTimeout, errPerTry)
+			var cancel context.CancelCauseFunc
+			actx, cancel = context.WithCancelCause(ctx)
+			at.perTry = time.AfterFunc(rp.PerTryTimeout, func() {
+				if at.phase.CompareAndSwap(tryRunning, tryTimedOut) {
+					cancel(errPerTry)
+				}
+			})
+			acancel = func() { at.perTry.Stop(); cancel(context.Canceled) }
 		}
-		var interim *interimTrace // nil: no retries to end
-		if rp != nil {
-			interim = newInterimTrace()
-			actx = httptrace.WithClientTrace(actx, &interim.trace)
+		if http1 {
+			actx = cluster.WithInterim(actx, at.got1xx)
+		} else {
+			actx = httptrace.WithClientTrace(actx, at.trace())
 		}
 		areq := req.WithContext(cluster.WithHost(actx, h))
 		areq.URL.Host = h.Addr
@@ -129,6 +137,13 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		h.RequestStarted()
 		c.Stats.RqTotal.Inc()
 		resp, err := tr.RoundTrip(areq)
+		if err == nil && !at.responded() {
+			// The per-try timeout ended the attempt as its head came:
+			// taken as ending it first (its context is gone, and the
+			// body with it).
+			_ = resp.Body.Close()
+			resp, err = nil, errPerTry
+		}
 		if err != nil {
 			if le := s.downstreamError(); le != nil {
 				c.RequestReset(h)
@@ -136,8 +151,8 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				release()
 				return nil, le
 			}
-			le, retriable, timedOut := s.classify(ctx, actx, err, rp)
-			retriable = retriable && !interim.came()
+			le, retriable, timedOut := s.classify(ctx, actx, err, rp, at.came())
+			retriable = retriable && !at.came()
 			c.RequestDone(h, 0, true, timedOut)
 			acancel()
 			release()
@@ -160,7 +175,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		s.svcTime = time.Since(t0)
 		c.Stats.Response(resp.StatusCode)
 		c.RequestDone(h, resp.StatusCode, false, false)
-		if rp != nil && !interim.came() {
+		if rp != nil && !at.came() {
 			gs := -1
 			if v := resp.Header.Get("Grpc-Status"); v != "" {
 				gs, _ = strconv.Atoi(v)
@@ -199,34 +214,77 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// interimTrace tells an attempt whether its upstream sent a 1xx
-// response that ends the request's retries (route.Special1xx) before its
-// final one or its failure: the transports pass each 1xx to
-// Got1xxResponse and read past it (the forwarder drops it, as Envoy
-// does), so that neither a retriable status nor a reset after one is
-// retried, as on the loops (evloop's retryState.interim). One per
-// attempt: a transport may report a 1xx of an attempt given up on (its
-// per-try timeout) while the next one runs.
-type interimTrace struct {
-	trace httptrace.ClientTrace
-	got   atomic.Bool
+// attempt is one attempt's state across the goroutines that see it (the
+// per-try timer's, the transport's reading the response, roundTrip's).
+// Its per-try timeout ends the attempt until the response started, as
+// Envoy's upstream request ignores its per-try timeout once the router's
+// downstream_response_started_ is set (UpstreamRequest::onPerTryTimeout;
+// source/common/router/upstream_request.cc), so that a response head
+// taken goes on to the route timeout however long its body takes. The
+// router sets it when it takes a 1xx it does not drop unseen
+// (route.Special1xx; Filter::onUpstream1xxHeaders in
+// source/common/router/router.cc), and when it takes a final head it
+// does not retry (Filter::onUpstreamHeaders), before it sends it on.
+//
+// Such a 1xx is also counted in the cluster's upstream_rq_<code>,
+// upstream_rq_1xx and upstream_rq_completed (chargeUpstreamCode), and
+// ends the request's retries, so that neither a retriable status nor a
+// reset after it is retried (as on the loops: evloop's
+// retryState.started), and a reset after it is reported as after the
+// response started (route.ResetDetails). The transports read past the
+// 1xx (the forwarder never sees it, dropped as Envoy drops it without
+// proxy_100_continue). One per attempt: a transport may report a 1xx of
+// an attempt given up on while the next one runs.
+type attempt struct {
+	c      *cluster.Cluster
+	perTry *time.Timer // nil without a per-try timeout
+	got    atomic.Bool // a 1xx came (came)
+	phase  atomic.Int32
 }
 
-func newInterimTrace() *interimTrace {
-	t := new(interimTrace)
-	t.trace.Got1xxResponse = t.got1xx
-	return t
-}
+// An attempt's phases: the per-try timeout runs, the response started
+// (the timeout no longer counts), or the timeout ended the attempt. The
+// first of the last two wins.
+const (
+	tryRunning int32 = iota
+	tryStarted
+	tryTimedOut
+)
 
-func (t *interimTrace) got1xx(code int, _ textproto.MIMEHeader) error {
-	if route.Special1xx(code) {
-		t.got.Store(true)
+// responded takes the attempt's response head, a 1xx or the final one,
+// as the response's start: its per-try timeout no longer counts (a final
+// head retried ends the attempt at once, so it may as well be taken so
+// before the retry is decided). False when that timeout ended the
+// attempt first.
+func (t *attempt) responded() bool {
+	if t.perTry != nil {
+		t.perTry.Stop()
 	}
-	return nil // dropped: the transport reads on to the final response
+	return t.phase.CompareAndSwap(tryRunning, tryStarted) || t.phase.Load() == tryStarted
 }
 
-// came reports whether such a 1xx came; false on a nil t.
-func (t *interimTrace) came() bool { return t != nil && t.got.Load() }
+// got1xx takes a 1xx response head's status, on the goroutine reading
+// the response.
+func (t *attempt) got1xx(status int) {
+	if !route.Special1xx(status) {
+		return
+	}
+	t.c.Stats.Response(status)
+	t.got.Store(true)
+	t.responded() // false: the attempt is being ended anyway
+}
+
+// trace is got1xx for an HTTP/2 upstream, whose client tells 1xx heads
+// through httptrace.
+func (t *attempt) trace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{Got1xxResponse: func(status int, _ textproto.MIMEHeader) error {
+		t.got1xx(status)
+		return nil // dropped: the transport reads on to the final response
+	}}
+}
+
+// came reports whether such a 1xx came.
+func (t *attempt) came() bool { return t.got.Load() }
 
 // backoff sleeps Envoy's jittered exponential retry back-off before retry
 // n (1-based); false when ctx ended first.
@@ -256,20 +314,21 @@ func (s *stream) ctxError(ctx context.Context) *localError {
 }
 
 // classify maps an attempt's transport error to a local reply and
-// whether the retry policy retries it.
-func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryPolicy) (le *localError, retriable, timedOut bool) {
+// whether the retry policy retries it; started: a 1xx came before it
+// (route.ResetDetails).
+func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryPolicy, started bool) (le *localError, retriable, timedOut bool) {
 	if ctx.Err() != nil {
 		le = s.ctxError(ctx)
 		return le, false, le.flags&accesslog.UpstreamRequestTimeout != 0
 	}
-	if errors.Is(context.Cause(actx), errPerTry) {
+	if errors.Is(context.Cause(actx), errPerTry) || errors.Is(err, errPerTry) {
 		s.cl.Stats.RqPerTryTimeout.Inc()
 		le = &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: "upstream_per_try_timeout"}
 		return le, rp != nil && rp.RetriableTimeout(), true
 	}
 	var ce *cluster.ConnectError
 	if errors.As(err, &ce) {
-		le = &localError{code: 503, flags: accesslog.UpstreamConnectionFailure, details: "upstream_reset_before_response_started{connection_failure}",
+		le = &localError{code: 503, flags: accesslog.UpstreamConnectionFailure, details: route.ResetDetails("connection_failure", started),
 			body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure"}
 		return le, rp != nil && rp.RetriableReset(true, false), false
 	}
@@ -284,7 +343,7 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 			s.cl.Stats.RqTxReset.Inc()
 		}
 		le = &localError{code: route.UpstreamProtocolErrorStatus, flags: accesslog.UpstreamProtocolError,
-			details: route.UpstreamProtocolErrorDetails, body: route.UpstreamProtocolErrorBody}
+			details: route.ResetDetails(route.UpstreamProtocolErrorReason, started), body: route.UpstreamProtocolErrorBody}
 		return le, rp != nil && rp.RetriableReset(false, false), false
 	}
 	refused := strings.Contains(err.Error(), "REFUSED_STREAM")
@@ -293,7 +352,7 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 		// ends, or an HTTP/1.1 one, it does not.
 		s.cl.Stats.RqRxReset.Inc()
 	}
-	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: "upstream_reset_before_response_started{connection_termination}",
+	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: route.ResetDetails("connection_termination", started),
 		body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
 	switch {
 	case refused:
@@ -303,7 +362,7 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 		// An HTTP/2 upstream's RST_STREAM: Envoy's reset reason remote
 		// reset (UR), as the loops answer it (h2uPeerReset).
 		le.flags = accesslog.UpstreamRemoteReset
-		le.details = "upstream_reset_before_response_started{remote_reset}"
+		le.details = route.ResetDetails("remote_reset", started)
 		le.body = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
 	}
 	return le, rp != nil && rp.RetriableReset(false, refused), false

@@ -8,11 +8,30 @@ package route
 // stream. Envoy's codec client then closes the connection as a protocol
 // error (CodecClient::onData, onEvent in source/common/http/
 // codec_client.cc) and resets the stream with reason ProtocolError; the
-// router answers it as any reset before a response started
-// (Filter::onUpstreamReset in source/common/router/router.cc): 503, this
-// body, these details, flagged UPE (accesslog.UpstreamProtocolError).
+// router answers that reset 502 where it answers any other 503
+// (Filter::onUpstreamReset in source/common/router/router.cc: since Envoy
+// 1.18, under the runtime guard return_502_for_upstream_protocol_errors,
+// on by default, whose removal in 1.21 left 502 alone, so every Envoy App
+// Mesh shipped answers 502), with this body, the details ResetDetails gives
+// UpstreamProtocolErrorReason, flagged UPE (accesslog.UpstreamProtocolError).
 const (
-	UpstreamProtocolErrorStatus  = 503
-	UpstreamProtocolErrorBody    = "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
-	UpstreamProtocolErrorDetails = "upstream_reset_before_response_started{protocol_error}"
+	UpstreamProtocolErrorStatus = 502
+	UpstreamProtocolErrorBody   = "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+	UpstreamProtocolErrorReason = "protocol_error" // as ResetDetails writes it
 )
+
+// ResetDetails is the response code details of the local reply to an
+// upstream reset of reason (as the details write it: "protocol_error",
+// "remote_reset", "connection_termination", ...), one rule for both
+// request paths: Envoy's router (Filter::onUpstreamReset) says
+// upstream_reset_before_response_started{reason}, or, once the response
+// started, upstream_reset_after_response_started{reason}. A reset that
+// gets a local reply comes before the final response head, so started
+// means that a 1xx came which the router took (Special1xx:
+// Filter::onUpstream1xxHeaders sets downstream_response_started_).
+func ResetDetails(reason string, started bool) string {
+	if started {
+		return "upstream_reset_after_response_started{" + reason + "}"
+	}
+	return "upstream_reset_before_response_started{" + reason + "}"
+}

@@ -11,7 +11,9 @@ import (
 // reporter) use; it reads the Envoy stats below and nothing else:
 //
 //	RqTotal   cluster.<name>.upstream_rq_total (requests sent, retries included)
-//	RqCompleted cluster.<name>.upstream_rq_completed (requests answered)
+//	RqCompleted cluster.<name>.upstream_rq_completed less upstream_rq_1xx
+//	          (requests answered: Envoy's router counts an upstream's 1xx
+//	          there too, besides the final response)
 //	Rq5xx     cluster.<name>.upstream_rq_5xx (upstream 5xx responses)
 //	RqError   Rq5xx + upstream_cx_connect_fail + upstream_rq_timeout +
 //	          upstream_rq_rx_reset + upstream_rq_tx_reset + upstream_rq_pending_overflow
@@ -64,6 +66,8 @@ func (s *Store) ClusterLoad(name string) (ClusterLoad, bool) {
 	}
 	l := ClusterLoad{Name: name, RqTotal: total}
 	l.RqCompleted, _ = s.Value(p + "upstream_rq_completed")
+	interim, _ := s.Value(p + "upstream_rq_1xx")
+	l.RqCompleted -= interim
 	l.Rq5xx, _ = s.Value(p + "upstream_rq_5xx")
 	l.RqActive, _ = s.Value(p + "upstream_rq_active")
 	l.RqError = l.Rq5xx

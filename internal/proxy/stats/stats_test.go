@@ -123,6 +123,8 @@ func TestClusterLoad(t *testing.T) {
 		sc := s.Scope("cluster."+name+".", "envoy_cluster_", Label{"envoy_cluster_name", name})
 		sc.Counter("upstream_rq_total").Add(10)
 		sc.Counter("upstream_rq_5xx").Add(2)
+		sc.Counter("upstream_rq_completed").Add(9) // 7 responses and 2 1xx before some
+		sc.Counter("upstream_rq_1xx").Add(2)
 		sc.Counter("upstream_cx_connect_fail").Add(1)
 		sc.Gauge("upstream_rq_active").Set(3)
 		h := sc.Histogram("upstream_rq_time")
@@ -135,7 +137,7 @@ func TestClusterLoad(t *testing.T) {
 		t.Fatalf("loads %+v", ls)
 	}
 	l := ls[0]
-	if l.RqTotal != 10 || l.Rq5xx != 2 || l.RqError != 3 || l.RqActive != 3 {
+	if l.RqTotal != 10 || l.RqCompleted != 7 || l.Rq5xx != 2 || l.RqError != 3 || l.RqActive != 3 {
 		t.Errorf("load %+v", l)
 	}
 	if p, ok := l.LatencyQuantile(0.5); !ok || p != 5 {
