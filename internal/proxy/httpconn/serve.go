@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
-
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/listener"
@@ -165,7 +163,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		if r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")
 		}
-		m.localReply(rw, s, http.StatusBadRequest, 0, "", "missing_host_header")
+		m.localReply(rw, s, http.StatusBadRequest, 0, "", route.DetailsMissingHost)
 		return
 	}
 	if m.generateRequestID && r.Header.Get("X-Request-Id") == "" {
@@ -203,14 +201,20 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		m.localReply(rw, s, http.StatusNotFound, accesslog.NoRouteFound, "", "route_not_found")
 		return
 	}
-	if up := r.Header.Get("Upgrade"); up != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
-		typ := strings.ToLower(up)
+	if r.ProtoMajor == 1 && route.IsUpgrade(r.Header["Connection"], r.Header["Upgrade"]) {
+		// An empty Upgrade is an upgrade too, to "", which nothing
+		// enables (route.UpgradeType).
+		typ := strings.ToLower(route.UpgradeType(r.Header["Upgrade"]))
 		ok := typ == "websocket" && m.websocket
 		if v, set := s.rt.Upgrades[typ]; set {
 			ok = v
 		}
 		if !ok {
-			// Envoy refuses upgrades its configuration does not enable.
+			// Envoy refuses upgrades its configuration does not enable,
+			// and closes the connection after (decodeHeaders sets
+			// saw_connection_close_: what follows might be the upgrade's
+			// bytes).
+			w.Header().Set("Connection", "close")
 			m.localReply(rw, s, http.StatusForbidden, 0, "", "upgrade_failed")
 			return
 		}
@@ -444,6 +448,16 @@ func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 	}
 	if s.headless {
 		e.Request, e.Head = nil, noHead{}
+	} else if s.in.ProtoMajor == 1 && !route.IsUpgrade(s.in.Header["Connection"], s.in.Header["Upgrade"]) {
+		// Logged as Envoy has the request by then: the handler is done
+		// with it (the upstream got a copy).
+		h := s.in.Header
+		conn, missingHost := h["Connection"], s.details == route.DetailsMissingHost
+		for k := range h {
+			if route.LoggedWithout(k, conn, missingHost) {
+				delete(h, k)
+			}
+		}
 	}
 	if !rw.first.IsZero() {
 		e.ResponseDuration = rw.first.Sub(s.start)
