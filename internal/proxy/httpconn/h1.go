@@ -447,6 +447,15 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		hc.refuse(r, start)
 		return false, false
 	}
+	var body *h1Body
+	if req.Body != http.NoBody {
+		var queued func() int
+		if hc.idle != nil {
+			queued = hc.idle.queued
+		}
+		body = newH1Body(req, hc.br, queued)
+		req.Body = body
+	}
 	w := &h1Writer{hc: hc, req: req, header: make(http.Header), length: -1}
 	expect := route.ExpectNothing
 	for _, v := range req.Header["Expect"] {
@@ -493,6 +502,11 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		return false, false
 	}
 	if w.closeAfter {
+		if body != nil && !body.Received() {
+			// A response that came before the request's body (the
+			// connection manager closes after it, as Envoy does).
+			hc.linger()
+		}
 		return false, false
 	}
 	if hc.writeDeadline.Swap(false) || bounded {

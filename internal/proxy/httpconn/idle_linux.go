@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // idleReader waits for a keep-alive connection's next request without
@@ -97,4 +99,16 @@ func (r *idleReader) wait(hc *h1Conn) error {
 	}
 	_, err = hc.br.Peek(1)
 	return err
+}
+
+// queued is how many bytes the socket has received that were not read
+// yet (SIOCINQ); 0 when that cannot be told.
+func (r *idleReader) queued() int {
+	n := 0
+	_ = r.raw.Control(func(fd uintptr) {
+		if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+			n = v
+		}
+	})
+	return n
 }

@@ -14,3 +14,5 @@ func (r *idleReader) wait(hc *h1Conn) error {
 	_, err := hc.br.Peek(1)
 	return err
 }
+
+func (r *idleReader) queued() int { return 0 }

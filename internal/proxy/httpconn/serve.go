@@ -60,6 +60,9 @@ type stream struct {
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
 	idleArmed bool            // an idle timer runs; set before any body I/O
 	rxBytes   atomic.Int64
+	// arrival tells whether the request's body has arrived whole; nil
+	// when the body has none to tell (HTTP/2's) or there is no body.
+	arrival bodyArrival
 	// bodyBroke and bodyFlags record that reading the upstream response
 	// body failed (not EOF), and why: atomic, because for an upgraded
 	// connection the forwarder reads the body on a goroutine of its own.
@@ -118,6 +121,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	rw := &respWriter{ResponseWriter: w, s: s}
 	s.rw = rw
 	if r.Body != nil && r.Body != http.NoBody {
+		s.arrival, _ = r.Body.(bodyArrival)
 		r.Body = &countingBody{ReadCloser: r.Body, s: s}
 	}
 	defer func() {
@@ -535,6 +539,14 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// bodyArrival is an HTTP/1.1 request body that can tell whether all of
+// it has arrived from the client (h1Body).
+type bodyArrival interface{ Received() bool }
+
+// bodyComing reports whether the request's body is still arriving: an
+// HTTP/1.1 response head written now comes before the request's end.
+func (s *stream) bodyComing() bool { return s.arrival != nil && !s.arrival.Received() }
 
 // mergeSlashes collapses runs of '/'.
 func mergeSlashes(p string) string {
