@@ -82,6 +82,7 @@ type h1Conn struct {
 	br      *bufio.Reader
 	idle    *idleReader   // waits between requests without the read buffer; nil when the connection cannot
 	tls     bool          // the connection is TLS: it waits between requests with a one-byte read (waitTLS)
+	queued  func() int    // the socket's bytes not read yet (socketQueued); set at the first request with a body
 	one     [1]byte       // waitTLS's read
 	bw      *bufio.Writer // from h1Writers while a request is served; nil between requests
 	state   atomic.Int32  // connBusy, connIdle, connFresh or connClosing
@@ -449,11 +450,10 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	}
 	var body *h1Body
 	if req.Body != http.NoBody {
-		var queued func() int
-		if hc.idle != nil {
-			queued = hc.idle.queued
+		if hc.queued == nil {
+			hc.queued = socketQueued(c.Conn)
 		}
-		body = newH1Body(req, hc.br, queued)
+		body = newH1Body(req, hc.br, hc.queued)
 		req.Body = body
 	}
 	w := &h1Writer{hc: hc, req: req, header: make(http.Header), length: -1}

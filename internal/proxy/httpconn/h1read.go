@@ -198,7 +198,7 @@ type h1Body struct {
 }
 
 // newH1Body wraps req's body, read through br. queued is what the socket
-// holds beyond br, when that can be told (idleReader.queued), asked only
+// holds beyond br, when that can be told (socketQueued), asked only
 // for a body with a length that br does not hold whole: what has reached
 // the socket has arrived, as Envoy would read it at once.
 func newH1Body(req *http.Request, br *bufio.Reader, queued func() int) *h1Body {

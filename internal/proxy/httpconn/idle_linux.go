@@ -101,14 +101,29 @@ func (r *idleReader) wait(hc *h1Conn) error {
 	return err
 }
 
-// queued is how many bytes the socket has received that were not read
-// yet (SIOCINQ); 0 when that cannot be told.
-func (r *idleReader) queued() int {
-	n := 0
-	_ = r.raw.Control(func(fd uintptr) {
-		if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
-			n = v
-		}
-	})
-	return n
+// socketQueued returns a func telling how many bytes c's socket has
+// received that were not read yet (SIOCINQ): of a TLS connection, the
+// records' bytes, which crypto/tls has not read (what it holds already is
+// not counted). Nil when c is not over TCP.
+func socketQueued(c net.Conn) func() int {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn()
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func() int {
+		n := 0
+		_ = raw.Control(func(fd uintptr) {
+			if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+				n = v
+			}
+		})
+		return n
+	}
 }

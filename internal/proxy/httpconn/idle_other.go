@@ -15,4 +15,5 @@ func (r *idleReader) wait(hc *h1Conn) error {
 	return err
 }
 
-func (r *idleReader) queued() int { return 0 }
+// socketQueued is Linux only (SIOCINQ).
+func socketQueued(net.Conn) func() int { return nil }
