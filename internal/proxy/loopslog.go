@@ -99,6 +99,9 @@ func (h loopHead) Header(name string) string {
 	if h.r.RequestID != nil && route.EqualFoldASCII(name, "x-request-id") {
 		return string(h.r.RequestID) // the ID the proxy added
 	}
+	if !h.r.HTTP2 && h.removed(name) {
+		return ""
+	}
 	var hl headerLookup
 	for _, f := range h.r.Headers {
 		if hl.line(name, f.Name, f.Value) {
@@ -106,6 +109,22 @@ func (h loopHead) Header(name string) string {
 		}
 	}
 	return hl.value(name)
+}
+
+// removed reports whether Envoy has removed the header name from the
+// request by the time it logs it (route.LoggedWithout), as the goroutine
+// path removes it from what it logs.
+func (h loopHead) removed(name string) bool {
+	var conn, upgrade [][]byte
+	for _, f := range h.r.Headers {
+		switch {
+		case route.EqualFoldASCII(f.Name, "connection"):
+			conn = append(conn, f.Value)
+		case route.EqualFoldASCII(f.Name, "upgrade"):
+			upgrade = append(upgrade, f.Value)
+		}
+	}
+	return !route.IsUpgrade(conn, upgrade) && route.LoggedWithout(name, conn, h.r.Details == route.DetailsMissingHost)
 }
 
 // headerLookup is Header.Get of the http.Header net/http reads from a

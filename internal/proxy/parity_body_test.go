@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -245,4 +246,121 @@ func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, nil) // the answers were compared as they came
+}
+
+// answeringHTTP1Upstream answers each connection's first request with a
+// whole 413 as soon as its head is read, before its body, then reads what
+// comes until the proxy closes the connection or the test ends.
+func answeringHTTP1Upstream(t *testing.T) string {
+	t.Helper()
+	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, or at its deadline
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		if _, err := io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!"); err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, br)
+	})
+}
+
+// TestEarlyResponseBeforeBodySamePaths: an upstream that answers, whole,
+// before the client has sent all of the request's body (a body with a
+// length, short or long, and a chunked one) has its answer relayed at
+// once with connection:
+// close and the connection closed after it, what the client still sends
+// read and dropped for a moment, on every path, as Envoy's connection
+// manager does when it encodes a response head before the request is
+// complete (ActiveStream::encodeHeaders, then doEndStream resets the
+// stream and closes the HTTP/1 connection). The goroutine path kept the
+// connection and read the rest of the body as the next request's way
+// in, answering the request behind it; the loops closed it.
+func TestEarlyResponseBeforeBodySamePaths(t *testing.T) {
+	up := answeringHTTP1Upstream(t)
+	type request struct {
+		name, head, first, rest string
+	}
+	const next = "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+	requests := []request{
+		{"content-length body", "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", "hello",
+			strings.Repeat("a", 100000-5)},
+		// Short enough for the goroutine path's inline exchange, which
+		// wrote a request whole before it read the response: it answered
+		// once the rest came.
+		{"short content-length body", "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", "hello", "world"},
+		{"chunked body", "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", "5\r\nhello\r\n",
+			"5\r\nworld\r\n0\r\n\r\n"},
+	}
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% " +
+		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %UPSTREAM_CLUSTER% %RESP(CONNECTION)%\n"}}
+	results := map[string]pathResult{}
+	names := make([]string, 0, len(requests))
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) {
+			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
+			c.AccessLogBuffering.FlushInterval = time.Millisecond
+		})
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "up"))), edsCluster("up"), cla("up", up))
+		res := pathResult{answers: map[string]string{}}
+		for _, r := range requests {
+			c, err := net.Dial("tcp", h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(c, r.head+r.first)
+			br := bufio.NewReader(c)
+			var answer []string
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("%s, %s: %v", p.name, r.name, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			answer = append(answer, fmt.Sprintf("%d %q close %v", resp.StatusCode, body, resp.Close))
+			// The rest of the body, and a request behind it: Envoy reads
+			// neither.
+			_, _ = io.WriteString(c, r.rest+next)
+			if resp, err := http.ReadResponse(br, nil); err != nil {
+				end := "closed"
+				if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
+					end = err.Error()
+				}
+				answer = append(answer, end)
+			} else {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				answer = append(answer, strconv.Itoa(resp.StatusCode))
+			}
+			_ = c.Close()
+			got := strings.Join(answer, ", then ")
+			res.answers[r.name] = got
+			if want := `413 "big!" close true, then closed`; p.goroutines && got != want {
+				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, got, want)
+			}
+		}
+		res.log = awaitLog(t, logFile, len(requests))
+		if want := "POST /up 413 - 4 up close"; p.goroutines && strings.TrimSpace(res.log) != strings.TrimSpace(strings.Repeat(want+"\n", len(requests))) {
+			t.Errorf("the goroutine path's access log\n%s\nwant %q for each request", res.log, want)
+		}
+		var stats []string
+		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_4xx",
+			"downstream_cx_protocol_error", "downstream_cx_total"} {
+			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
+		}
+		res.stats = strings.Join(stats, "\n")
+		results[p.name] = res
+	}
+	for _, r := range requests {
+		names = append(names, r.name)
+	}
+	sameAsGoroutinePath(t, results, names)
 }

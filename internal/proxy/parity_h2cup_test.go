@@ -101,11 +101,10 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 		status []int
 		body   []string
 		closes bool
-		// log are the access log lines as Envoy writes them, but for
-		// %REQ(CONNECTION)%, which Envoy's connection manager removes
-		// from every request but an upgrade before it logs it and weft
-		// proxy logs as received (on every path alike); so the lines
-		// here stop before it.
+		// log are the access log lines as Envoy writes them:
+		// %REQ(CONNECTION)% is "-" but for an upgrade, as Envoy's
+		// connection manager removes it from every other request before
+		// it logs it (weft logged it as received, on every path alike).
 		log []string
 	}
 	const (
@@ -115,7 +114,7 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 		stripped = "HTTP/1.1 body=0" // the upstream got none of the h2c headers
 	)
 	okLog := func(received, sent int, keep string) string {
-		return fmt.Sprintf("GET /echo HTTP/1.1 200 - - %d %d echo - - %s", received, sent, keep)
+		return fmt.Sprintf("GET /echo HTTP/1.1 200 - - %d %d echo - - %s |-", received, sent, keep)
 	}
 	served := func(name string, send []string, closes bool, body ...string) exchange {
 		x := exchange{name: name, listener: "egress", send: send, body: body, closes: closes}
@@ -140,9 +139,15 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 	// refusedUpgrade is an upgrade the connection manager does not
 	// enable, whose Upgrade and HTTP2-Settings headers are logged as
 	// upgrade and settings.
-	refusedUpgrade := func(name, head, upgrade, settings string) exchange {
-		return exchange{name: name, listener: "up", send: []string{head}, status: []int{403}, body: []string{""},
-			log: []string{fmt.Sprintf("GET /echo HTTP/1.1 403 - upgrade_failed 0 0 - %s %s -", upgrade, settings)}}
+	// upgrade and settings, and its Connection as connection. Envoy
+	// closes the connection after the 403 (saw_connection_close_).
+	refusedUpgrade := func(name, head, upgrade, settings, connection string) exchange {
+		return exchange{name: name, listener: "up", send: []string{head}, status: []int{403}, body: []string{""}, closes: true,
+			log: []string{fmt.Sprintf("GET /echo HTTP/1.1 403 - upgrade_failed 0 0 - %s %s - |%s", upgrade, settings, connection)}}
+	}
+	withListener := func(l string, x exchange) exchange {
+		x.listener = l
+		return x
 	}
 	const noToken = "HTTP/1.1 Http2-Settings=AAMAAABkAAQCAAAAAAIAAAAA body=0"
 	tokens := func(n int) string {
@@ -175,22 +180,30 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 			true, "HTTP/1.1 X-Hop-1=b X-Keep=k body=0"),
 		{name: "ten tokens left", listener: "egress", send: []string{get + "Connection: " + tokens(10) + ", Upgrade\r\n" + h2cHead + hops + "\r\n"},
 			status: []int{400}, body: []string{"Bad Request"}, closes: true,
-			log: []string{"- - HTTP/1.1 400 DPE http1.connection_header_rejected 0 11 - - - -"}},
+			log: []string{"- - HTTP/1.1 400 DPE http1.connection_header_rejected 0 11 - - - - |-"}},
 		{name: "X-Forwarded-For named", listener: "egress", send: []string{get + "Connection: Upgrade, X-Forwarded-For\r\n" + h2cHead + "\r\n"},
 			status: []int{400}, body: []string{"Bad Request"}, closes: true,
-			log: []string{"- - HTTP/1.1 400 DPE http1.connection_header_rejected 0 11 - - - -"}},
+			log: []string{"- - HTTP/1.1 400 DPE http1.connection_header_rejected 0 11 - - - - |-"}},
 		// Not an upgrade: nothing is stripped. Envoy's connection manager
-		// then removes Upgrade (and Connection) before it logs the
-		// request, which weft proxy logs as received: a difference of any
-		// request with an Upgrade header that is not an upgrade, h2c's or
-		// not; the line here is weft's, "h2c" where Envoy writes "-".
+		// then removes Upgrade and Connection before it logs the request
+		// (weft logged both as received). It removes them before it
+		// routes it too, where weft proxy's goroutine path (which the
+		// loops hand such a request to) still routes on them: "kept"
+		// where Envoy's route is "echo".
 		{name: "without the upgrade token", listener: "up", send: []string{get + "Connection: HTTP2-Settings\r\n" + h2cHead + "\r\n"},
 			status: []int{200}, body: []string{noToken},
-			log: []string{fmt.Sprintf("GET /echo HTTP/1.1 200 - - 0 %d kept h2c AAMAAABkAAQCAAAAAAIAAAAA -", len(noToken))}},
-		refusedUpgrade("websocket", get+"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "websocket", "-"),
+			log: []string{fmt.Sprintf("GET /echo HTTP/1.1 200 - - 0 %d kept - AAMAAABkAAQCAAAAAAIAAAAA - |-", len(noToken))}},
+		refusedUpgrade("websocket", get+"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "websocket", "-", "Upgrade"),
 		refusedUpgrade("h2c, websocket", get+"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c, websocket\r\nHTTP2-Settings: AAMAAABk\r\n\r\n",
-			"h2c, websocket", "AAMAAABk"),
-		refusedUpgrade("h2c twice", get+"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"+h2cHead+"\r\n", "h2c", "AAMAAABkAAQCAAAAAAIAAAAA"),
+			"h2c, websocket", "AAMAAABk", "Upgrade, HTTP2-Settings"),
+		refusedUpgrade("h2c twice", get+"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"+h2cHead+"\r\n", "h2c", "AAMAAABkAAQCAAAAAAIAAAAA",
+			"Upgrade, HTTP2-Settings"),
+		// An empty Upgrade is an upgrade all the same (Envoy's isUpgrade
+		// looks for the header, not its value), to "", which no
+		// upgrade_configs entry enables: 403 (every path served it 200).
+		refusedUpgrade("an empty Upgrade", get+"Connection: upgrade\r\nUpgrade:\r\n\r\n", "-", "-", "upgrade"),
+		withListener("ws", refusedUpgrade("an empty Upgrade where websocket is enabled", get+"Connection: upgrade\r\nUpgrade: \r\n\r\n",
+			"-", "-", "upgrade")),
 	}
 	counters := []string{"downstream_rq_total", "downstream_rq_http1_total", "downstream_rq_completed", "downstream_rq_2xx",
 		"downstream_rq_4xx", "downstream_rq_rx_reset", "downstream_cx_protocol_error", "downstream_cx_total",
@@ -214,6 +227,10 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 		}
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format), headers)),
 			httpListener("up", httpManager("up", "rds", withAccessLog(logFile, format), headers)),
+			// Websocket upgrades enabled, as App Mesh's configuration has them.
+			httpListener("ws", httpManager("ws", "rds", withAccessLog(logFile, format), headers, func(m *hcmv3.HttpConnectionManager) {
+				m.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+			})),
 			routeConfig("rds", vhost("v", []string{"*"}, append(routes, routeTo("/", "echo"))...)),
 			edsCluster("echo"), cla("echo", echo), edsCluster("kept"), cla("kept", echo))
 		res := pathResult{answers: map[string]string{}}
@@ -261,7 +278,7 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 		if p.goroutines {
 			var logged []string
 			for l := range strings.SplitSeq(strings.TrimSpace(res.log), "\n") {
-				logged = append(logged, l[:strings.LastIndex(l, " |")]) // without %REQ(CONNECTION)%
+				logged = append(logged, l)
 			}
 			for _, x := range exchanges {
 				for _, w := range x.log {

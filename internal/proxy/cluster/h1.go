@@ -109,7 +109,7 @@ func newH1Conn(nc net.Conn, addr string) *h1Conn {
 // they go through net/http's Transport, which reads a 100 as one (its
 // ExpectContinueTimeout unset, it sends the body without waiting).
 func inline(req *http.Request) bool {
-	if req.ContentLength < 0 || req.ContentLength > maxInlineBody {
+	if req.ContentLength < 0 || req.ContentLength > maxInlineBody || req.ContentLength > 0 && bodyComing(req.Context()) {
 		return false
 	}
 	if req.Header.Get("Upgrade") != "" || httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
@@ -117,6 +117,22 @@ func inline(req *http.Request) bool {
 	}
 	return req.URL.Scheme == "http"
 }
+
+// bodyComingKey marks the context of a request whose body is still
+// arriving from its client (WithBodyComing).
+type bodyComingKey struct{}
+
+// WithBodyComing marks the context of a request whose body has not all
+// arrived from its client. Such a request goes through the fallback
+// Transport, which reads the response while it writes the body: an
+// upstream that answers before the body's end is answered at once, as
+// Envoy relays it, not once the client has sent the rest (an inline
+// exchange writes the whole request first).
+func WithBodyComing(ctx context.Context) context.Context {
+	return context.WithValue(ctx, bodyComingKey{}, true)
+}
+
+func bodyComing(ctx context.Context) bool { return ctx.Value(bodyComingKey{}) != nil }
 
 // RoundTrip implements http.RoundTripper. It aborts when the request's
 // context ends, including while the response body is read.

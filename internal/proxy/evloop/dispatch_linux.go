@@ -14,6 +14,7 @@ import (
 	"strconv"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // dispatch routes one parsed request head and sends it upstream.
@@ -106,7 +107,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 	}
 	if missingHost {
-		d.logFlags(0, "missing_host_header")
+		d.logFlags(0, proxyroute.DetailsMissingHost)
 		l.localReply(d, 400, "", true)
 		return
 	}

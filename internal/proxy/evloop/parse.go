@@ -54,6 +54,101 @@ var (
 	errConnection     = &parseError{proxyroute.RefuseConnectionHeader, "connection header rejected"}
 )
 
+// requestLine checks a request line (without its CRLF) as far as a
+// parser reading it byte by byte does: a token method, a target without
+// blanks or controls whose path's percent-escapes are whole (as net/url
+// requires), and an HTTP/x.y version. It returns the two spaces'
+// offsets, or errRequest.
+func requestLine(line []byte) (sp1, sp2 int, err error) {
+	sp1 = bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return 0, 0, errRequest
+	}
+	sp2 = bytes.IndexByte(line[sp1+1:], ' ')
+	if sp2 <= 0 {
+		return 0, 0, errRequest
+	}
+	sp2 += sp1 + 1
+	method, target, proto := line[:sp1], line[sp1+1:sp2], line[sp2+1:]
+	for _, c := range method {
+		if !isTokenChar(c) {
+			return 0, 0, errRequest
+		}
+	}
+	path := true // before '?': percent-escapes must be whole, as net/url requires
+	for i, c := range target {
+		switch {
+		case c <= ' ' || c == 0x7f:
+			return 0, 0, errRequest
+		case c == '?':
+			path = false
+		case c == '%' && path:
+			if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
+				return 0, 0, errRequest
+			}
+		}
+	}
+	if len(proto) != 8 || string(proto[:5]) != "HTTP/" || proto[6] != '.' || !isDigit(proto[5]) || !isDigit(proto[7]) {
+		return 0, 0, errRequest
+	}
+	return sp1, sp2, nil
+}
+
+// checkHeaderLine checks a header line l (without its CRLF) as far as a
+// parser reading it byte by byte does: a token name before ':', a value
+// without controls but HT. It returns the colon's offset and the value's
+// bounds, the blanks around it left out, or errHeader (an obs-fold line
+// too: a line starting with SP or HT has no token before ':').
+func checkHeaderLine(l []byte) (c, vs, ve int, err error) {
+	c = bytes.IndexByte(l, ':')
+	if c <= 0 {
+		return 0, 0, 0, errHeader
+	}
+	for _, ch := range l[:c] {
+		if !isTokenChar(ch) {
+			return 0, 0, 0, errHeader
+		}
+	}
+	vs, ve = c+1, len(l)
+	for vs < ve && (l[vs] == ' ' || l[vs] == '\t') {
+		vs++
+	}
+	for ve > vs && (l[ve-1] == ' ' || l[ve-1] == '\t') {
+		ve--
+	}
+	for _, ch := range l[vs:ve] {
+		if (ch < ' ' && ch != '\t') || ch == 0x7f {
+			return 0, 0, 0, errHeader
+		}
+	}
+	return c, vs, ve, nil
+}
+
+// lineError is the error of the first of a head's complete lines, b
+// (from its request line, each ending in CRLF), that does not parse as a
+// line (requestLine, checkHeaderLine); nil when all do. What only the whole
+// head can tell (a second Host, the framing) is not looked at.
+func lineError(b []byte) error {
+	eol := bytes.IndexByte(b, '\n')
+	if eol < 1 {
+		return nil
+	}
+	if _, _, err := requestLine(b[:eol-1]); err != nil {
+		return err
+	}
+	for p := eol + 1; p < len(b); {
+		i := bytes.IndexByte(b[p:], '\n')
+		if i < 1 {
+			return nil
+		}
+		if _, _, _, err := checkHeaderLine(b[p : p+i-1]); err != nil {
+			return err
+		}
+		p += i + 1
+	}
+	return nil
+}
+
 // span is a range of the buffer a head was parsed from.
 type span struct{ off, end int32 }
 
@@ -82,6 +177,14 @@ func (s *headScanner) scanRequest(b []byte, max int) (skip, n int, err error) {
 		s.skipEmpty(b)
 	}
 	n, err = s.scan(b, max)
+	if err == errTooLarge {
+		// Envoy's parser (llhttp) fails at a malformed line as it reads
+		// it, before its callbacks count the head past the limit: such a
+		// line among those read within it is answered as malformed.
+		if e := lineError(b[s.start:s.line]); e != nil {
+			err = e
+		}
+	}
 	if skip = s.start; n != 0 || err != nil {
 		s.start = 0
 	}
@@ -197,37 +300,11 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 	*r = request{lines: r.lines[:0], h2cConn: r.h2cConn[:0]}
 	eol := bytes.IndexByte(b, '\n') - 1 // '\r'
 	line := b[:eol]
-	sp1 := bytes.IndexByte(line, ' ')
-	if sp1 <= 0 {
-		return errRequest
+	sp1, sp2, err := requestLine(line)
+	if err != nil {
+		return err
 	}
-	sp2 := bytes.IndexByte(line[sp1+1:], ' ')
-	if sp2 <= 0 {
-		return errRequest
-	}
-	sp2 += sp1 + 1
 	method, target, proto := line[:sp1], line[sp1+1:sp2], line[sp2+1:]
-	for _, c := range method {
-		if !isTokenChar(c) {
-			return errRequest
-		}
-	}
-	path := true // before '?': percent-escapes must be whole, as net/url requires
-	for i, c := range target {
-		switch {
-		case c <= ' ' || c == 0x7f:
-			return errRequest
-		case c == '?':
-			path = false
-		case c == '%' && path:
-			if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
-				return errRequest
-			}
-		}
-	}
-	if len(proto) != 8 || string(proto[:5]) != "HTTP/" || proto[6] != '.' || !isDigit(proto[5]) || !isDigit(proto[7]) {
-		return errRequest
-	}
 	// HTTP/1.1, or read as HTTP/1.0 (minor 0) until refused below.
 	otherVersion := false
 	switch string(proto[5:]) {
@@ -256,28 +333,11 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 		if len(r.lines) == maxLines {
 			return errTooManyHeaders
 		}
-		c := bytes.IndexByte(l, ':')
-		if c <= 0 {
-			return errHeader // also obs-fold: a line starting with SP/HT has no token before ':'
+		c, vs, ve, err := checkHeaderLine(l)
+		if err != nil {
+			return err
 		}
 		name := l[:c]
-		for _, ch := range name {
-			if !isTokenChar(ch) {
-				return errHeader
-			}
-		}
-		vs, ve := c+1, len(l)
-		for vs < ve && (l[vs] == ' ' || l[vs] == '\t') {
-			vs++
-		}
-		for ve > vs && (l[ve-1] == ' ' || l[ve-1] == '\t') {
-			ve--
-		}
-		for _, ch := range l[vs:ve] {
-			if (ch < ' ' && ch != '\t') || ch == 0x7f {
-				return errHeader
-			}
-		}
 		h := headerLine{name: span{int32(p), int32(p + c)}, value: span{int32(p + vs), int32(p + ve)}, line: span{int32(p), int32(e + 2)}}
 		val := l[vs:ve]
 		switch {

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
@@ -55,7 +56,13 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 	// the others as the upstream request reads them
 	// (UpstreamRequest::decodeHeaders). The proxy answers a client's
 	// Expect: 100-continue itself (serveOne; x/net's server over HTTP/2).
-	out := in.Clone(s.ctx)
+	ctx := s.ctx
+	if in.ProtoMajor == 1 && s.bodyComing() {
+		// The upstream may answer before the client's body arrives whole:
+		// the transport that reads the response meanwhile takes it.
+		ctx = cluster.WithBodyComing(ctx)
+	}
+	out := in.Clone(ctx)
 	if in.ContentLength == 0 {
 		out.Body = nil // nothing to send, and retries need no replay
 	}
@@ -122,6 +129,14 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 			keys = append(keys, k)
 		}
 		dh.Add("Trailer", strings.Join(keys, ", "))
+	}
+	if s.in.ProtoMajor == 1 && s.bodyComing() {
+		// The upstream answered before the client's body arrived whole:
+		// the rest of it cannot be told from a next request. Envoy's
+		// connection manager says connection: close when it encodes a
+		// response head before the request is complete, and closes the
+		// connection after the response (encodeHeaders, doEndStream).
+		dh.Set("Connection", "close")
 	}
 	w.WriteHeader(res.StatusCode)
 	if err := copyBody(w, res, streaming(res)); err != nil {

@@ -82,6 +82,7 @@ type h1Conn struct {
 	br      *bufio.Reader
 	idle    *idleReader   // waits between requests without the read buffer; nil when the connection cannot
 	tls     bool          // the connection is TLS: it waits between requests with a one-byte read (waitTLS)
+	queued  func() int    // the socket's bytes not read yet (socketQueued); set at the first request with a body
 	one     [1]byte       // waitTLS's read
 	bw      *bufio.Writer // from h1Writers while a request is served; nil between requests
 	state   atomic.Int32  // connBusy, connIdle, connFresh or connClosing
@@ -447,6 +448,14 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		hc.refuse(r, start)
 		return false, false
 	}
+	var body *h1Body
+	if req.Body != http.NoBody {
+		if hc.queued == nil {
+			hc.queued = socketQueued(c.Conn)
+		}
+		body = newH1Body(req, hc.br, hc.queued)
+		req.Body = body
+	}
 	w := &h1Writer{hc: hc, req: req, header: make(http.Header), length: -1}
 	expect := route.ExpectNothing
 	for _, v := range req.Header["Expect"] {
@@ -493,6 +502,11 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		return false, false
 	}
 	if w.closeAfter {
+		if body != nil && !body.Received() {
+			// A response that came before the request's body (the
+			// connection manager closes after it, as Envoy does).
+			hc.linger()
+		}
 		return false, false
 	}
 	if hc.writeDeadline.Swap(false) || bounded {

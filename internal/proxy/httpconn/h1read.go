@@ -5,7 +5,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // limitedReader is the connection as the read buffer sees it: while a
@@ -177,5 +180,70 @@ func startsWithPreface(br *bufio.Reader) (bool, error) {
 		if br.Buffered() > n {
 			n = min(br.Buffered(), len(h2Preface)) - 1
 		}
+	}
+}
+
+// h1Body is a request's body as the handler reads it. It records whether
+// the whole body has arrived (Received): it was read to its end, or what
+// is left of its length is in the read buffer already, as Envoy's codec
+// (and an event loop) would have parsed it by then, reading whatever
+// arrives. A chunked body has arrived once read to its end. One
+// goroutine reads it at a time (the upstream's writer, then serveOne's
+// drain); Received may be called from any.
+type h1Body struct {
+	rc       io.ReadCloser
+	br       *bufio.Reader // the connection's read buffer, under rc
+	left     int64         // a body with a length: its bytes not read yet; -1 for a chunked one
+	received atomic.Bool
+}
+
+// newH1Body wraps req's body, read through br. queued is what the socket
+// holds beyond br, when that can be told (socketQueued), asked only
+// for a body with a length that br does not hold whole: what has reached
+// the socket has arrived, as Envoy would read it at once.
+func newH1Body(req *http.Request, br *bufio.Reader, queued func() int) *h1Body {
+	b := &h1Body{rc: req.Body, br: br, left: req.ContentLength}
+	b.check()
+	if !b.received.Load() && b.left >= 0 && queued != nil && int64(br.Buffered()+queued()) >= b.left {
+		b.received.Store(true)
+	}
+	return b
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if b.left > 0 {
+		b.left -= int64(n)
+	}
+	if err == io.EOF {
+		b.received.Store(true)
+	} else {
+		b.check()
+	}
+	return n, err
+}
+
+// check notes a body with a length whose rest is buffered.
+func (b *h1Body) check() {
+	if b.left >= 0 && int64(b.br.Buffered()) >= b.left {
+		b.received.Store(true)
+	}
+}
+
+func (b *h1Body) Close() error { return b.rc.Close() }
+
+// Received reports whether the whole body has arrived (h1Body).
+func (b *h1Body) Received() bool { return b.received.Load() }
+
+// linger ends a connection whose last response is out while the client
+// may still be sending (a refused head, a response that came before the
+// request's body): its write side is closed and what comes is read and
+// dropped for a moment (up to maxDrain), so that the response is not
+// lost to the reset a close with unread bytes sends. The caller closes
+// the connection.
+func (hc *h1Conn) linger() {
+	if cw, ok := hc.c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = hc.c.SetReadDeadline(time.Now().Add(rstAvoidance))
+		_, _ = io.CopyN(io.Discard, hc.c.Conn, maxDrain)
 	}
 }

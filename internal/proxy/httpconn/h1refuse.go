@@ -161,10 +161,7 @@ func (hc *h1Conn) refuse(r route.Refusal, start time.Time) {
 	if err != nil {
 		return
 	}
-	if cw, ok := hc.c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-		_ = hc.c.SetReadDeadline(time.Now().Add(rstAvoidance))
-		_, _ = io.CopyN(io.Discard, hc.c.Conn, maxDrain)
-	}
+	hc.linger()
 }
 
 // localServer is the Server header of the connection manager's own

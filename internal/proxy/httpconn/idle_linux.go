@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // idleReader waits for a keep-alive connection's next request without
@@ -97,4 +99,31 @@ func (r *idleReader) wait(hc *h1Conn) error {
 	}
 	_, err = hc.br.Peek(1)
 	return err
+}
+
+// socketQueued returns a func telling how many bytes c's socket has
+// received that were not read yet (SIOCINQ): of a TLS connection, the
+// records' bytes, which crypto/tls has not read (what it holds already is
+// not counted). Nil when c is not over TCP.
+func socketQueued(c net.Conn) func() int {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn()
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func() int {
+		n := 0
+		_ = raw.Control(func(fd uintptr) {
+			if v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+				n = v
+			}
+		})
+		return n
+	}
 }

@@ -14,3 +14,6 @@ func (r *idleReader) wait(hc *h1Conn) error {
 	_, err := hc.br.Peek(1)
 	return err
 }
+
+// socketQueued is Linux only (SIOCINQ).
+func socketQueued(net.Conn) func() int { return nil }

@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
-
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/listener"
@@ -62,6 +60,9 @@ type stream struct {
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
 	idleArmed bool            // an idle timer runs; set before any body I/O
 	rxBytes   atomic.Int64
+	// arrival tells whether the request's body has arrived whole; nil
+	// when the body has none to tell (HTTP/2's) or there is no body.
+	arrival bodyArrival
 	// bodyBroke and bodyFlags record that reading the upstream response
 	// body failed (not EOF), and why: atomic, because for an upgraded
 	// connection the forwarder reads the body on a goroutine of its own.
@@ -120,6 +121,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	rw := &respWriter{ResponseWriter: w, s: s}
 	s.rw = rw
 	if r.Body != nil && r.Body != http.NoBody {
+		s.arrival, _ = r.Body.(bodyArrival)
 		r.Body = &countingBody{ReadCloser: r.Body, s: s}
 	}
 	defer func() {
@@ -165,7 +167,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		if r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close")
 		}
-		m.localReply(rw, s, http.StatusBadRequest, 0, "", "missing_host_header")
+		m.localReply(rw, s, http.StatusBadRequest, 0, "", route.DetailsMissingHost)
 		return
 	}
 	if m.generateRequestID && r.Header.Get("X-Request-Id") == "" {
@@ -203,14 +205,20 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		m.localReply(rw, s, http.StatusNotFound, accesslog.NoRouteFound, "", "route_not_found")
 		return
 	}
-	if up := r.Header.Get("Upgrade"); up != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
-		typ := strings.ToLower(up)
+	if r.ProtoMajor == 1 && route.IsUpgrade(r.Header["Connection"], r.Header["Upgrade"]) {
+		// An empty Upgrade is an upgrade too, to "", which nothing
+		// enables (route.UpgradeType).
+		typ := strings.ToLower(route.UpgradeType(r.Header["Upgrade"]))
 		ok := typ == "websocket" && m.websocket
 		if v, set := s.rt.Upgrades[typ]; set {
 			ok = v
 		}
 		if !ok {
-			// Envoy refuses upgrades its configuration does not enable.
+			// Envoy refuses upgrades its configuration does not enable,
+			// and closes the connection after (decodeHeaders sets
+			// saw_connection_close_: what follows might be the upgrade's
+			// bytes).
+			w.Header().Set("Connection", "close")
 			m.localReply(rw, s, http.StatusForbidden, 0, "", "upgrade_failed")
 			return
 		}
@@ -444,6 +452,16 @@ func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 	}
 	if s.headless {
 		e.Request, e.Head = nil, noHead{}
+	} else if s.in.ProtoMajor == 1 && !route.IsUpgrade(s.in.Header["Connection"], s.in.Header["Upgrade"]) {
+		// Logged as Envoy has the request by then: the handler is done
+		// with it (the upstream got a copy).
+		h := s.in.Header
+		conn, missingHost := h["Connection"], s.details == route.DetailsMissingHost
+		for k := range h {
+			if route.LoggedWithout(k, conn, missingHost) {
+				delete(h, k)
+			}
+		}
 	}
 	if !rw.first.IsZero() {
 		e.ResponseDuration = rw.first.Sub(s.start)
@@ -521,6 +539,14 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// bodyArrival is an HTTP/1.1 request body that can tell whether all of
+// it has arrived from the client (h1Body).
+type bodyArrival interface{ Received() bool }
+
+// bodyComing reports whether the request's body is still arriving: an
+// HTTP/1.1 response head written now comes before the request's end.
+func (s *stream) bodyComing() bool { return s.arrival != nil && !s.arrival.Received() }
 
 // mergeSlashes collapses runs of '/'.
 func mergeSlashes(p string) string {
