@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -79,21 +80,34 @@ func (w *h2Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close bounds the close's write (a TLS close_notify to a peer that
-// reads nothing) to the 250 ms x/net's client gives a *tls.Conn it holds
-// itself (forceCloseConn), which it cannot tell under h2Conn.
+// Close closes the connection as x/net's client closes a *tls.Conn it
+// holds itself (forceCloseConn), which it cannot tell under h2Conn: a
+// TLS close_notify to a peer that reads nothing may wait crypto/tls's
+// 5 s write deadline, so the socket under it is closed after 250 ms.
 func (w *h2Conn) Close() error {
-	_ = w.Conn.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
+	if tc, ok := w.Conn.(*tls.Conn); ok {
+		// Ends after 250 ms, or stopped once the close returns.
+		t := time.AfterFunc(250*time.Millisecond, func() { _ = tc.NetConn().Close() })
+		defer t.Stop()
+	}
 	return w.Conn.Close()
 }
 
-// fail closes the connection for the upstream's protocol error, once.
+// fail closes the connection for the upstream's protocol error, once, and
+// sends the upstream nothing (no close_notify under TLS): Envoy closes it
+// without flushing (CodecClient::close after the failed dispatch), and
+// fail runs inside Write, under x/net's write lock, which a TLS close's
+// write to a peer that reads nothing would hold for seconds.
 func (w *h2Conn) fail() {
 	if w.failed.Swap(true) {
 		return
 	}
 	w.c.Stats.CxProtocolError.Inc()
-	_ = w.Close()
+	raw := w.Conn
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	_ = raw.Close()
 }
 
 // protocolReset reads p, the next bytes written, and reports whether an

@@ -3,11 +3,16 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 
 	"golang.org/x/net/http2"
+
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
 // TestH2ConnProtocolReset: h2Conn finds the RST_STREAM PROTOCOL_ERROR
@@ -79,5 +84,40 @@ func TestH2FailedConnTakesNoStream(t *testing.T) {
 	}
 	if next == cc {
 		t.Error("the failed connection took the next request's stream")
+	}
+}
+
+// TestH2ConnFailSendsNothing: fail, which runs under x/net's write lock,
+// closes a TLS connection under its TLS layer: the upstream gets no
+// close_notify, and fail does not wait for an upstream that reads
+// nothing (crypto/tls gives the alert's write 5 s). Here the upstream's
+// end of a pipe reads only after fail began: it must see the connection
+// end, not an alert that fail is still writing.
+func TestH2ConnFailSendsNothing(t *testing.T) {
+	ca := tlstest.NewCA(t, "ca")
+	leaf := ca.Issue(t, []string{"up"}).TLS(t)
+	cEnd, sEnd := net.Pipe()
+	srv := tls.Server(sEnd, &tls.Config{Certificates: []tls.Certificate{leaf}})
+	cl := tls.Client(cEnd, &tls.Config{ServerName: "up", RootCAs: ca.Pool()})
+	hs := make(chan error, 1)
+	go func() { hs <- srv.Handshake() }() // ends with the handshake
+	if err := cl.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-hs; err != nil {
+		t.Fatal(err)
+	}
+	c := h2Cluster(t, "127.0.0.1:1", 1, 1)
+	w := newH2Conn(c, cl)
+	done := make(chan struct{})
+	go func() { w.fail(); close(done) }() // ends when fail returns
+	b := make([]byte, 64)
+	n, err := sEnd.Read(b)
+	<-done
+	if n > 0 || !errors.Is(err, io.EOF) {
+		t.Errorf("the upstream read %d bytes (%x), %v; want the connection's end and nothing sent", n, b[:n], err)
+	}
+	if got := c.Stats.CxProtocolError.Value(); got != 1 {
+		t.Errorf("upstream_cx_protocol_error %d, want 1", got)
 	}
 }
