@@ -273,6 +273,12 @@ func (o loopObserver) Interim(name string, _ any, code int) {
 	}
 }
 
+func (o loopObserver) Aborted(name string, code int) {
+	if c := o.clusters.Get(name); c != nil {
+		c.Stats.Response(code)
+	}
+}
+
 // loopRoute reports whether the loops forward a request on rt exactly as
 // the goroutine path would: to a cluster, the path and host unchanged, no
 // header mutations, a route timeout the stream idle timeout cannot beat

@@ -198,6 +198,11 @@ type Observer interface {
 	// 103 or 104), dropped, which Envoy's router counts as a response
 	// (Filter::onUpstream1xxHeaders, chargeUpstreamCode); Done follows.
 	Interim(cluster string, tag any, code int)
+	// Aborted: the proxy answers code (503, 502, 504) to a request whose
+	// attempt on the cluster failed, not retried, before the response
+	// started, which Envoy's router counts as the cluster's response of
+	// that code (Filter::chargeUpstreamAbort, chargeUpstreamCode).
+	Aborted(cluster string, code int)
 }
 
 // Target is a Router's answer: a cluster's host, or a local reply.

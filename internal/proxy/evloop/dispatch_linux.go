@@ -168,6 +168,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	}
 	if err != nil {
 		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
+		l.chargeAbort(d, pool, 503)
 		l.replyUnread(d, r, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
 		return
 	}

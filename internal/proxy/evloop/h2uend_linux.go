@@ -77,11 +77,13 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 	}
 	if code == http2.ErrCodeRefusedStream && s.st.c != nil {
 		// Not processed upstream: the client may send it again (RFC 9113
-		// 8.7), as a gRPC client does at once.
-		st := s.st
+		// 8.7), as a gRPC client does at once. Counted as the 503 Envoy
+		// and the goroutine path answer it with (abortReply).
+		st, pool := s.st, s.x.pool
 		l.observeDone(&s.x, 0, false)
 		l.h2uDone(s)
 		if !st.gone {
+			l.chargeAbort(st.sd, pool, 503)
 			_ = st.c.fr.WriteRSTStream(st.id, http2.ErrCodeRefusedStream)
 			st.reset = true
 			l.h2EndStream(st)
@@ -152,13 +154,13 @@ func (l *loop) h2uProtocolError(s *h2ustream) {
 // h2uFail ends an upstream stream that has no response head with a local
 // reply to the client.
 func (l *loop) h2uFail(s *h2ustream, status int, body string) {
-	st := s.st
+	st, pool := s.st, s.x.pool
 	l.observeDone(&s.x, 0, false)
 	l.h2uDone(s)
 	if st.gone || st.sd.closed {
 		return
 	}
-	l.localReply(st.sd, status, body, false)
+	l.abortReply(st.sd, pool, status, body, false)
 }
 
 // h2uDeadline is the next timeout of a client stream served by an
@@ -198,8 +200,9 @@ func (l *loop) h2uExpire(d *down) {
 			l.h2uResetDown(d)
 			return
 		}
+		pool := s.x.pool
 		l.h2uDone(s)
-		l.localReply(d, 504, "upstream request timeout", false)
+		l.abortReply(d, pool, 504, "upstream request timeout", false)
 	case d.rs.perTry() && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.h2uPerTryTimeout(s)
 	case s.blocked && l.now-s.last >= int64(d.gen.streamIdle):

@@ -82,9 +82,10 @@ func (l *loop) h2uPerTryTimeout(s *h2ustream) {
 	}
 	l.observeDone(&s.x, 0, true)
 	_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+	pool := s.x.pool
 	l.h2uDone(s)
 	d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_per_try_timeout")
-	l.localReply(d, 504, "upstream request timeout", false)
+	l.abortReply(d, pool, 504, "upstream request timeout", false)
 }
 
 // h2uForget drops what a client stream holds for its upstream side: the

@@ -82,11 +82,11 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		if err == nil {
 			pool.st.rqPendingOverflow.Inc()
 			d.logFlags(accesslog.UpstreamOverflow, "upstream_reset_before_response_started{overflow}")
-			l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", false)
+			l.abortReply(d, pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", false)
 			return
 		}
 		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
-		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
+		l.abortReply(d, pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
 		return
 	}
 	s := l.ustreams.get()

@@ -172,7 +172,7 @@ func (l *loop) retryNow(d *down) {
 	u, err := l.getUp(pool)
 	if err != nil {
 		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
-		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
+		l.abortReply(d, pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
 		return
 	}
 	l.putBuf(u.out)
@@ -216,7 +216,7 @@ func (l *loop) perTryTimeout(u *up) {
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_per_try_timeout")
-	l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
+	l.abortReply(d, u.pool, 504, "upstream request timeout", d.state == dsBody)
 }
 
 // responseRetry is told of a final response on u (its status, and its

@@ -260,7 +260,7 @@ func (l *loop) expire(d *down) {
 		}
 		u.d, d.u = nil, nil
 		l.closeUp(u)
-		l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
+		l.abortReply(d, u.pool, 504, "upstream request timeout", d.state == dsBody)
 	case u != nil && d.rs.perTry() && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.perTryTimeout(u)
 	case d.rs.waiting && l.now >= d.rs.at:

@@ -7,7 +7,8 @@ import (
 
 // An HTTP/1.1 upstream's failures: a connection that failed or closed
 // (retried, redialled or answered 503), a response the codec cannot take
-// (retried or answered as Envoy's protocol error).
+// (retried or answered as Envoy's protocol error); and the count of a
+// request given up on, HTTP/2 upstreams' too (abortReply).
 
 // upFailed handles an upstream that failed before or during its
 // response: the request is retried on a new connection if its final
@@ -52,7 +53,7 @@ func (l *loop) upFailed(u *up) {
 		l.closeUp(u)
 		// A body still coming is skipped (replyDone), bounded, as the
 		// goroutine path drains what the upstream did not take.
-		l.localReply(d, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, false)
+		l.abortReply(d, u.pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, false)
 		return
 	}
 	l.cutResponse(u)
@@ -98,5 +99,33 @@ func (l *loop) badGateway(u *up) {
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	d.logFlags(accesslog.UpstreamProtocolError, proxyroute.ResetDetails(proxyroute.UpstreamProtocolErrorReason, d.rs.started))
-	l.localReply(d, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody, false) // a body still coming is skipped, as in upFailed
+	l.abortReply(d, u.pool, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody, false) // a body still coming is skipped, as in upFailed
+}
+
+// abortReply answers d's request with the local reply status and body
+// when the router gives up on its attempt on pool, not retried: a
+// connection failure or termination, a reset, a protocol error, an
+// overflow, the route or per-try timeout. Before the response started
+// (retryState.started: a 1xx went on) status is counted as the cluster's
+// response, as Envoy's router charges it (Filter::chargeUpstreamAbort,
+// chargeUpstreamCode: upstream_rq_<status>, its class,
+// upstream_rq_completed), as the goroutine path does (roundTrip); after,
+// nothing is. A timeout in a retry's back-off, with no attempt in
+// flight, is a plain localReply, as Envoy's onResponseTimeout charges
+// only the attempts it resets.
+func (l *loop) abortReply(d *down, pool *clusterPool, status int, body string, closeAfter bool) {
+	l.chargeAbort(d, pool, status)
+	l.localReply(d, status, body, closeAfter)
+}
+
+// chargeAbort is abortReply's count.
+func (l *loop) chargeAbort(d *down, pool *clusterPool, status int) {
+	if d.rs.started {
+		return
+	}
+	if o := l.srv.cfg.Observer; o != nil {
+		o.Aborted(pool.def.name, status)
+	} else {
+		pool.st.response(status)
+	}
 }

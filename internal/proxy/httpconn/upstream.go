@@ -89,6 +89,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				releaseRetry()
 			}
 			if errors.Is(err, cluster.ErrOverflow) {
+				c.Stats.Response(http.StatusServiceUnavailable) // an overflow reset, not retried: charged as below
 				return nil, &localError{code: 503, flags: accesslog.UpstreamOverflow, details: "upstream_reset_before_response_started{overflow}",
 					body: "upstream connect error or disconnect/reset before headers. reset reason: overflow"}
 			}
@@ -169,6 +170,16 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			} else if retriable && rp != nil && n >= rp.NumRetries {
 				c.Stats.RqRetryLimit.Inc()
 				le.flags |= accesslog.UpstreamRetryLimitExceeded
+			}
+			// The router gives up on the attempt: before the response
+			// started its reply's status counts as the cluster's
+			// response (Envoy's Filter::chargeUpstreamAbort), as on the
+			// loops (abortReply); a retried attempt counts nothing. The
+			// client's stream ending (gone, its idle or duration
+			// timeout) is not the router's giving up: only the route
+			// timeout of ctx is.
+			if !at.came() && (ctx.Err() == nil || le.flags&accesslog.UpstreamRequestTimeout != 0) {
+				c.Stats.Response(le.code)
 			}
 			return nil, le
 		}

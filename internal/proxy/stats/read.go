@@ -13,10 +13,16 @@ import (
 //	RqTotal   cluster.<name>.upstream_rq_total (requests sent, retries included)
 //	RqCompleted cluster.<name>.upstream_rq_completed less upstream_rq_1xx
 //	          (requests answered: Envoy's router counts an upstream's 1xx
-//	          there too, besides the final response)
-//	Rq5xx     cluster.<name>.upstream_rq_5xx (upstream 5xx responses)
-//	RqError   Rq5xx + upstream_cx_connect_fail + upstream_rq_timeout +
-//	          upstream_rq_rx_reset + upstream_rq_tx_reset + upstream_rq_pending_overflow
+//	          there too, besides the final response, and the proxy's own
+//	          503, 502 or 504 to a request it gave up on before a
+//	          response, as the next)
+//	Rq5xx     cluster.<name>.upstream_rq_5xx (upstream 5xx responses, and
+//	          the 5xx the proxy answered a request whose upstream attempt
+//	          failed, not retried: a connect failure, a reset, a protocol
+//	          error, an overflow, the route or per-try timeout; Envoy's
+//	          router charges those so, Filter::chargeUpstreamAbort)
+//	RqError   Rq5xx (the failures without a response counted there
+//	          already; a retried attempt's failure is no request's error)
 //	RqActive  cluster.<name>.upstream_rq_active (in flight)
 //	Latency   cluster.<name>.upstream_rq_time (ms, from first byte sent to
 //	          response headers), cumulative since the proxy started
@@ -71,11 +77,6 @@ func (s *Store) ClusterLoad(name string) (ClusterLoad, bool) {
 	l.Rq5xx, _ = s.Value(p + "upstream_rq_5xx")
 	l.RqActive, _ = s.Value(p + "upstream_rq_active")
 	l.RqError = l.Rq5xx
-	for _, e := range []string{"upstream_cx_connect_fail", "upstream_rq_timeout", "upstream_rq_rx_reset",
-		"upstream_rq_tx_reset", "upstream_rq_pending_overflow"} {
-		v, _ := s.Value(p + e)
-		l.RqError += v
-	}
 	l.Latency, _ = s.HistogramValue(p + "upstream_rq_time")
 	return l, true
 }

@@ -137,7 +137,7 @@ func TestClusterLoad(t *testing.T) {
 		t.Fatalf("loads %+v", ls)
 	}
 	l := ls[0]
-	if l.RqTotal != 10 || l.RqCompleted != 7 || l.Rq5xx != 2 || l.RqError != 3 || l.RqActive != 3 {
+	if l.RqTotal != 10 || l.RqCompleted != 7 || l.Rq5xx != 2 || l.RqError != 2 || l.RqActive != 3 {
 		t.Errorf("load %+v", l)
 	}
 	if p, ok := l.LatencyQuantile(0.5); !ok || p != 5 {
