@@ -28,7 +28,10 @@ import (
 // UPE. An upstream's RST_STREAM on /b is a remote reset of /b alone,
 // counted in upstream_rq_rx_reset, /a answered after it. Both paths reset
 // only /b, answering /a when the upstream did, and counted neither
-// upstream_cx_protocol_error nor (the loops) upstream_rq_rx_reset.
+// upstream_cx_protocol_error nor (the loops) upstream_rq_rx_reset. A
+// frame that breaks HTTP/2 (DATA on stream 0, rows "idle"), which x/net's
+// client fails the connection for itself, counts it once as well: the
+// goroutine path did not count it.
 func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 	var mu sync.Mutex
 	held := map[*rawH2Writer]uint32{} // /a's stream, per upstream connection
@@ -40,7 +43,7 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 			mu.Lock()
 			held[w] = id
 			mu.Unlock()
-			if kind == "begun" {
+			if kind == "begun" || kind == "begunidle" {
 				w.headers(id, false, 0, ":status", "200")
 				_ = w.fr.WriteData(id, false, []byte("partial"))
 			}
@@ -59,6 +62,8 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 			w.headers(id, false, 0, ":status", "2x0")
 		case "data":
 			w.data(id, []byte("no head"))
+		case "idle", "begunidle":
+			_ = w.fr.WriteRawFrame(http2.FrameData, 0, 0, []byte("x")) // x/net's client fails the connection itself
 		case "reset":
 			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
 			w.headers(a, false, 0, ":status", "200")
@@ -76,6 +81,8 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 		{"status", upe, upe},
 		{"data", upe, upe},
 		{"begun", "200 partial, then reset", upe},
+		{"idle", upe, upe},
+		{"begunidle", "200 partial, then reset", upe},
 		{"reset", "200 a after b", "503 upstream connect error or disconnect/reset before headers. reset reason: remote reset"},
 	}
 	var names []string
@@ -137,7 +144,7 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 			stats = append(stats, fmt.Sprintf("%s %d", n, h.stat("cluster.h2."+n)))
 		}
 		res.stats = strings.Join(stats, ", ")
-		if want := "upstream_cx_protocol_error 5, upstream_rq_tx_reset 10, upstream_rq_rx_reset 1, upstream_rq_total 12"; res.stats != want {
+		if want := "upstream_cx_protocol_error 7, upstream_rq_tx_reset 14, upstream_rq_rx_reset 1, upstream_rq_total 16"; res.stats != want {
 			t.Errorf("%s: counters %s; want %s", p.name, res.stats, want)
 		}
 		results[p.name] = res
