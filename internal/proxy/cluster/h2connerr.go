@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"net"
+	"strings"
 
 	"golang.org/x/net/http2"
 )
@@ -26,4 +27,15 @@ func CountConnError(nc net.Conn, err error) {
 	if w.failed.CompareAndSwap(false, true) {
 		w.c.Stats.CxProtocolError.Inc()
 	}
+}
+
+// PassedLength reports whether err ended an HTTP/2 response body whose
+// DATA passed its content-length: x/net's client cuts the body at the
+// length, resets the stream (CANCEL) and returns this error with the
+// bytes up to it. nghttp2, in Envoy's codec, resets such a stream
+// (PROTOCOL_ERROR) before the codec sees the DATA frame that passes the
+// length, a remote reset (route.H2LengthInvalid); the caller drops the
+// bytes that come with err, which is that frame's when it came alone.
+func PassedLength(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "server replied with more than declared Content-Length")
 }

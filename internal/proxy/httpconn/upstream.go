@@ -408,6 +408,9 @@ type upstreamBody struct {
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	if cluster.PassedLength(err) {
+		n = 0 // the DATA that passed the length is not relayed (cluster.PassedLength)
+	}
 	if n > 0 {
 		b.s.touch()
 	}
