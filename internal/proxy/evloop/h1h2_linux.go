@@ -24,6 +24,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h1h2 is an HTTP/1.1 request's side of an upstream HTTP/2 stream.
@@ -186,7 +188,8 @@ func (l *loop) h1uCredit(st *h2stream) {
 // the HTTP/1.1 client, and how its body is framed, as the goroutine
 // path's writer (httpconn's h1Writer) frames it: as received with a
 // content-length unless trailers are declared, none for a bodiless
-// response, chunked otherwise (or until the connection closes for
+// response (a HEAD answer without length announced chunked:
+// route.HeadChunked), chunked otherwise (or until the connection closes for
 // HTTP/1.0).
 func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	d := s.st.sd
@@ -208,7 +211,7 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	bodyless := d.head || status == 204 || status == 304
 	// As the goroutine path's writer frames it: declared trailers need
 	// chunks, a 204 has no length.
-	dropLength := status == 204 || hasTrailer && !bodyless
+	dropLength := proxyroute.DropsLength(status) || hasTrailer && !bodyless
 	hb.bodyless, hb.left = bodyless, -1
 	if hasLength && !dropLength && !bodyless {
 		hb.left = length
@@ -232,6 +235,9 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	}
 	switch {
 	case bodyless:
+		if (!hasLength || dropLength) && !hb.http10 && proxyroute.HeadChunked(d.head, status) {
+			o = append(o, "transfer-encoding: chunked\r\n"...) // announced, no body (route.HeadChunked)
+		}
 	case f.StreamEnded() && !hasTrailer:
 		if !hasLength {
 			o = append(o, "content-length: 0\r\n"...) // as the goroutine path writes an empty body's
