@@ -28,7 +28,10 @@ import (
 // UPE. An upstream's RST_STREAM on /b is a remote reset of /b alone,
 // counted in upstream_rq_rx_reset, /a answered after it. Both paths reset
 // only /b, answering /a when the upstream did, and counted neither
-// upstream_cx_protocol_error nor (the loops) upstream_rq_rx_reset.
+// upstream_cx_protocol_error nor (the loops) upstream_rq_rx_reset. A
+// frame that breaks HTTP/2 (DATA on stream 0, rows "idle"), which x/net's
+// client fails the connection for itself, counts it once as well: the
+// goroutine path did not count it.
 func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 	var mu sync.Mutex
 	held := map[*rawH2Writer]uint32{} // /a's stream, per upstream connection
@@ -40,7 +43,7 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 			mu.Lock()
 			held[w] = id
 			mu.Unlock()
-			if kind == "begun" {
+			if kind == "begun" || kind == "begunidle" {
 				w.headers(id, false, 0, ":status", "200")
 				_ = w.fr.WriteData(id, false, []byte("partial"))
 			}
@@ -59,6 +62,16 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 			w.headers(id, false, 0, ":status", "2x0")
 		case "data":
 			w.data(id, []byte("no head"))
+		case "idle", "begunidle":
+			_ = w.fr.WriteRawFrame(http2.FrameData, 0, 0, []byte("x")) // x/net's client fails the connection itself
+		case "badcl":
+			w.headers(id, false, 0, ":status", "200", "content-length", "abc")
+			w.data(id, []byte("body"))
+		case "passedcl":
+			w.headers(id, false, 0, ":status", "200", "content-length", "2")
+			w.data(id, []byte("body"))
+			w.headers(a, false, 0, ":status", "200")
+			w.data(a, []byte("a after b"))
 		case "reset":
 			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
 			w.headers(a, false, 0, ":status", "200")
@@ -76,6 +89,9 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 		{"status", upe, upe},
 		{"data", upe, upe},
 		{"begun", "200 partial, then reset", upe},
+		{"idle", upe, upe},
+		{"begunidle", "200 partial, then reset", upe},
+		{"passedcl", "200 a after b", "200 , then reset"},
 		{"reset", "200 a after b", "503 upstream connect error or disconnect/reset before headers. reset reason: remote reset"},
 	}
 	var names []string
@@ -137,10 +153,86 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 			stats = append(stats, fmt.Sprintf("%s %d", n, h.stat("cluster.h2."+n)))
 		}
 		res.stats = strings.Join(stats, ", ")
-		if want := "upstream_cx_protocol_error 5, upstream_rq_tx_reset 10, upstream_rq_rx_reset 1, upstream_rq_total 12"; res.stats != want {
+		if want := "upstream_cx_protocol_error 7, upstream_rq_tx_reset 14, upstream_rq_rx_reset 2, upstream_rq_total 18"; res.stats != want {
 			t.Errorf("%s: counters %s; want %s", p.name, res.stats, want)
 		}
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, names)
+}
+
+// TestH2UpstreamContentLengthSamePaths: an HTTP/2 upstream's
+// content-length, to an HTTP/1.1 client and to an h2c one alike. One that
+// does not parse is nghttp2's invalid header (NGHTTP2_ERR_HTTP_HEADER),
+// which fails the connection in Envoy (ConnectionImpl::onInvalidFrame):
+// 502 UPE on the loops, counted in upstream_cx_protocol_error. x/net's
+// client deletes such a field before the goroutine path sees the
+// response, which it relays as one without length (a documented
+// difference). DATA past the length is a reset of that stream alone:
+// nghttp2 resets it before the codec sees the frame (no onInvalidFrame),
+// a remote reset to Envoy, counted in upstream_rq_rx_reset; the head went
+// down, then the client's stream is reset (its HTTP/1.1 connection
+// closed) on every path. The loops failed the connection for an
+// HTTP/1.1 client and relayed both to an h2c one; the goroutine path
+// relayed the bytes up to the length (x/net cuts them there), an
+// HTTP/1.1 response looking complete, and sent no head before an h2c
+// client's reset.
+func TestH2UpstreamContentLengthSamePaths(t *testing.T) {
+	up := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
+		path := strings.Join(r.values(":path"), "")
+		switch {
+		case strings.HasSuffix(path, "/badcl"):
+			w.headers(id, false, 0, ":status", "200", "content-length", "abc")
+			w.data(id, []byte("body"))
+		case strings.HasSuffix(path, "/passedcl"):
+			w.headers(id, false, 0, ":status", "200", "content-length", "2")
+			w.data(id, []byte("body"))
+		}
+	})
+	const upe = "502 cl=87 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))), edsCluster("h2", h2Upstream), cla("h2", up))
+		clients := []struct {
+			name string
+			c    *http.Client
+		}{{"HTTP/1.1", &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}}, {"h2c", h2cClient(t)}}
+		for _, cl := range clients {
+			for _, c := range []struct{ kind, want string }{
+				{"badcl", upe},
+				{"passedcl", "200 cl=2 , then reset"},
+			} {
+				if c.kind == "badcl" && p.h2Goroutines {
+					// The goroutine path (an HTTP/1.1 request to an HTTP/2
+					// cluster handed off too): x/net deleted the field,
+					// relayed without length.
+					c.want = "200 cl= body"
+				}
+				got := "error"
+				if resp, err := cl.c.Get("http://" + h.addr("egress") + "/b/" + c.kind); err == nil {
+					b, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					got = fmt.Sprintf("%d cl=%s %s", resp.StatusCode, resp.Header.Get("Content-Length"), b)
+					if err != nil {
+						got += ", then reset"
+					}
+				}
+				if got != c.want {
+					t.Errorf("%s, %s client, %s: answered %s; want %s", p.name, cl.name, c.kind, got, c.want)
+				}
+			}
+		}
+		want := "upstream_cx_protocol_error 2, upstream_rq_tx_reset 2, upstream_rq_rx_reset 2"
+		if p.h2Goroutines {
+			want = "upstream_cx_protocol_error 0, upstream_rq_tx_reset 0, upstream_rq_rx_reset 2"
+		}
+		var stats []string
+		for _, n := range []string{"upstream_cx_protocol_error", "upstream_rq_tx_reset", "upstream_rq_rx_reset"} {
+			stats = append(stats, fmt.Sprintf("%s %d", n, h.stat("cluster.h2."+n)))
+		}
+		if got := strings.Join(stats, ", "); got != want {
+			t.Errorf("%s: counters %s; want %s", p.name, got, want)
+		}
+	}
 }

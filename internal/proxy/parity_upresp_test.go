@@ -330,3 +330,52 @@ func TestCloseDelimitedResponseSamePaths(t *testing.T) {
 	}
 	sameAsGoroutinePath(t, results, names)
 }
+
+// TestH2UpstreamHeadAnswerSamePaths: an HTTP/2 upstream's answer to HEAD
+// without content-length reaches an HTTP/1.1 client announced
+// "transfer-encoding: chunked" without a body, as Envoy's HTTP/1.1
+// encoder announces it (route.HeadChunked), but for a 204 or a 304; with
+// a content-length, that length.
+func TestH2UpstreamHeadAnswerSamePaths(t *testing.T) {
+	up := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
+		path := strings.Join(r.values(":path"), "")
+		switch {
+		case strings.HasSuffix(path, "/nolen"):
+			w.headers(id, true, 0, ":status", "200")
+		case strings.HasSuffix(path, "/len"):
+			w.headers(id, true, 0, ":status", "200", "content-length", "5")
+		case strings.HasSuffix(path, "/304"):
+			w.headers(id, true, 0, ":status", "304")
+		}
+	})
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))), edsCluster("h2", h2Upstream), cla("h2", up))
+		c, err := net.Dial("tcp", h.addr("egress"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		for _, x := range []struct{ path, want string }{
+			{"/nolen", "200 te=chunked cl="},
+			{"/len", "200 te= cl=5"},
+			{"/304", "304 te= cl="},
+		} {
+			fmt.Fprintf(c, "HEAD %s HTTP/1.1\r\nHost: x\r\n\r\n", x.path)
+			resp, err := http.ReadResponse(br, &http.Request{Method: "HEAD"})
+			if err != nil {
+				t.Fatalf("%s, %s: %v", p.name, x.path, err)
+			}
+			resp.Body.Close()
+			got := fmt.Sprintf("%d te=%s cl=%s", resp.StatusCode, strings.Join(resp.TransferEncoding, ","), resp.Header.Get("Content-Length"))
+			if resp.StatusCode == 200 && x.path == "/len" {
+				got = fmt.Sprintf("%d te=%s cl=%d", resp.StatusCode, strings.Join(resp.TransferEncoding, ","), resp.ContentLength)
+			}
+			if got != x.want {
+				t.Errorf("%s, HEAD %s: got %s; want %s", p.name, x.path, got, x.want)
+			}
+		}
+		c.Close()
+	}
+}

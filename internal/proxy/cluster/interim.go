@@ -43,7 +43,7 @@ func framingError(status int, te bool, h textproto.MIMEHeader) error {
 	if route.BodylessFramed(status, te, len(cl) > 0, first) {
 		return &ProtocolError{errBodylessFramed}
 	}
-	if len(cl) > 0 && (status < 200 || status == http.StatusNoContent) {
+	if len(cl) > 0 && route.DropsLength(status) {
 		delete(h, "Content-Length")
 	}
 	return nil

@@ -70,7 +70,7 @@ func RemoteReset(err error) bool {
 // not a refused stream (MultiplexedActiveClientBase::onStreamReset).
 func H2StreamReset(err error) bool {
 	var se http2.StreamError
-	return errors.As(err, &se) && se.Code != http2.ErrCodeRefusedStream && !H2ProtocolReset(err)
+	return errors.As(err, &se) && se.Code != http2.ErrCodeRefusedStream && !H2ProtocolReset(err) || PassedLength(err)
 }
 
 // fromPeer: x/net marks a stream error it read in a RST_STREAM with an

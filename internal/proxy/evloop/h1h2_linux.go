@@ -24,6 +24,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h1h2 is an HTTP/1.1 request's side of an upstream HTTP/2 stream.
@@ -186,7 +188,8 @@ func (l *loop) h1uCredit(st *h2stream) {
 // the HTTP/1.1 client, and how its body is framed, as the goroutine
 // path's writer (httpconn's h1Writer) frames it: as received with a
 // content-length unless trailers are declared, none for a bodiless
-// response, chunked otherwise (or until the connection closes for
+// response (a HEAD answer without length announced chunked:
+// route.HeadChunked), chunked otherwise (or until the connection closes for
 // HTTP/1.0).
 func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	d := s.st.sd
@@ -197,12 +200,8 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 		case "date":
 			hasDate = true
 		case "content-length":
-			n, err := strconv.ParseInt(hf.Value, 10, 64)
-			if err != nil || n < 0 || hasLength && n != length {
-				l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
-				return
-			}
-			hasLength, length = true, n
+			// One, valid: h2uHeaders failed the connection otherwise.
+			hasLength, length = true, s.left
 		case "trailer":
 			hasTrailer = true
 		}
@@ -212,7 +211,7 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	bodyless := d.head || status == 204 || status == 304
 	// As the goroutine path's writer frames it: declared trailers need
 	// chunks, a 204 has no length.
-	dropLength := status == 204 || hasTrailer && !bodyless
+	dropLength := proxyroute.DropsLength(status) || hasTrailer && !bodyless
 	hb.bodyless, hb.left = bodyless, -1
 	if hasLength && !dropLength && !bodyless {
 		hb.left = length
@@ -236,6 +235,9 @@ func (l *loop) h1uHead(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	}
 	switch {
 	case bodyless:
+		if (!hasLength || dropLength) && !hb.http10 && proxyroute.HeadChunked(d.head, status) {
+			o = append(o, "transfer-encoding: chunked\r\n"...) // announced, no body (route.HeadChunked)
+		}
 	case f.StreamEnded() && !hasTrailer:
 		if !hasLength {
 			o = append(o, "content-length: 0\r\n"...) // as the goroutine path writes an empty body's
@@ -298,13 +300,8 @@ func (l *loop) h1uData(s *h2ustream, data []byte, end bool) {
 		l.h2uConsumed(s, len(data)) // a body where none may be: not relayed
 		data = nil
 	}
-	if hb.left >= 0 && int64(len(data)) > hb.left {
-		// Past its content-length: what followed would read as the
-		// next response. The response is cut, the connection failed.
-		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
-		return
-	}
 	if hb.left >= 0 {
+		// Never past it: h2uData reset the stream before.
 		hb.left -= int64(len(data))
 	}
 	if len(data) > 0 {

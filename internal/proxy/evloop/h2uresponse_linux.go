@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2uConsumed: n bytes of the response went to the client: the upstream
@@ -62,6 +64,25 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	if status < 200 {
 		l.h2uInterim(s, f, status)
 		return
+	}
+	// The length the DATA may not pass (h2uData), or a malformed one,
+	// which fails the connection whatever the client's protocol.
+	n, first := 0, ""
+	for _, hf := range f.RegularFields() {
+		if hf.Name == "content-length" {
+			if n == 0 {
+				first = hf.Value
+			}
+			n++
+		}
+	}
+	if proxyroute.H2LengthInvalid(n, first) {
+		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
+		return
+	}
+	s.left = -1
+	if n > 0 {
+		s.left, _ = strconv.ParseInt(first, 10, 64)
 	}
 	if p := d.rs.policy; p != nil && !d.rs.started {
 		gs := -1
@@ -142,6 +163,17 @@ func (l *loop) h2uData(s *h2ustream, f *http2.DataFrame) {
 	}
 	if pad := n - int64(len(f.Data())); pad > 0 {
 		l.h2uConsumed(s, int(pad)) // padding is not relayed
+	}
+	if data := int64(len(f.Data())); s.left >= 0 {
+		if data > s.left {
+			// Past its content-length: nghttp2 resets the stream alone,
+			// before its codec sees the bytes, a remote reset to Envoy
+			// (route.H2LengthInvalid).
+			_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeProtocol)
+			l.h2uPeerReset(s, http2.ErrCodeProtocol)
+			return
+		}
+		s.left -= data
 	}
 	st := s.st
 	if st.c == nil {

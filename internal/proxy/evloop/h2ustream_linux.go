@@ -32,7 +32,8 @@ type h2ustream struct {
 	last       int64 // loop time of its last progress sending
 	blocked    bool  // in c.blocked
 	gotHead    bool
-	done       bool // out of c.streams
+	done       bool  // out of c.streams
+	left       int64 // what the response's content-length still announces, -1 without one (h2uData)
 }
 
 // h2uDispatch is dispatch's work for a client stream routed to an HTTP/2

@@ -325,7 +325,7 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		l.badGateway(u)
 		return false
 	}
-	if rs.status == 204 {
+	if proxyroute.DropsLength(rs.status) {
 		rs.hasLength = false // a "Content-Length: 0" goes, as Envoy's codec removes it
 	}
 	if rs.status < 200 {
@@ -375,7 +375,7 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 			o = append(o, "content-length: "...)
 			o = strconv.AppendInt(o, rs.contentLength, 10)
 			o = append(o, "\r\n"...)
-		} else if d.head && rs.status != 204 && rs.status != 304 {
+		} else if proxyroute.HeadChunked(d.head, rs.status) {
 			// Envoy's HTTP/1.1 encoder announces a HEAD answer without
 			// content-length as chunked, and writes no body
 			// (StreamEncoderImpl::encodeHeadersBase), as the goroutine

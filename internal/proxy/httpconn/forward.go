@@ -141,10 +141,13 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 	w.WriteHeader(res.StatusCode)
 	if err := copyBody(w, res, streaming(res)); err != nil {
 		_ = res.Body.Close()
-		if s.in.ProtoMajor == 1 && s.bodyBroke.Load() {
+		if s.bodyBroke.Load() && (s.in.ProtoMajor == 1 || cluster.PassedLength(err)) {
 			// What was received goes out, then the connection is
 			// closed, as Envoy resets the stream: a chunked response
-			// must not end with its last chunk and look complete.
+			// must not end with its last chunk and look complete. Over
+			// HTTP/2 the head of a response whose DATA passed its
+			// content-length goes out before the reset, as Envoy
+			// encoded it when it came (cluster.PassedLength).
 			_ = http.NewResponseController(w).Flush()
 		}
 		panic(http.ErrAbortHandler)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h1Writer is the fast path's http.ResponseWriter. The head is written
@@ -107,7 +109,7 @@ func (w *h1Writer) writeHead() {
 			w.closeAfter = true
 		case !w.noBody:
 			w.chunked = true
-		case w.req.Method == http.MethodHead && code != http.StatusNoContent && code != http.StatusNotModified:
+		case route.HeadChunked(w.req.Method == http.MethodHead, code):
 			// Envoy's HTTP/1.1 encoder announces a HEAD answer without
 			// content-length as chunked, and writes no body
 			// (StreamEncoderImpl::encodeHeadersBase).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -152,6 +153,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				release()
 				return nil, le
 			}
+			cluster.CountConnError(at.conn(), err)
 			le, retriable, timedOut := s.classify(ctx, actx, err, rp, at.came())
 			retriable = retriable && !at.came()
 			c.RequestDone(h, 0, true, timedOut)
@@ -214,7 +216,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				c.Stats.RqRetrySuccess.Inc()
 			}
 		}
-		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }}
+		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn()}
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 			// An upgraded connection: the forwarder writes to it as well.
 			resp.Body = &upgradedBody{upstreamBody: ub, w: rwc}
@@ -251,6 +253,7 @@ type attempt struct {
 	perTry *time.Timer // nil without a per-try timeout
 	got    atomic.Bool // a 1xx came (came)
 	phase  atomic.Int32
+	wire   atomic.Pointer[net.Conn] // an HTTP/2 attempt's connection, as x/net tells it (trace)
 }
 
 // An attempt's phases: the per-try timeout runs, the response started
@@ -288,10 +291,24 @@ func (t *attempt) got1xx(status int) {
 // trace is got1xx for an HTTP/2 upstream, whose client tells 1xx heads
 // through httptrace.
 func (t *attempt) trace() *httptrace.ClientTrace {
-	return &httptrace.ClientTrace{Got1xxResponse: func(status int, _ textproto.MIMEHeader) error {
-		t.got1xx(status)
-		return nil // dropped: the transport reads on to the final response
-	}}
+	return &httptrace.ClientTrace{
+		Got1xxResponse: func(status int, _ textproto.MIMEHeader) error {
+			t.got1xx(status)
+			return nil // dropped: the transport reads on to the final response
+		},
+		// The connection the stream goes on, for counting its failure
+		// (cluster.CountConnError).
+		GotConn: func(ci httptrace.GotConnInfo) { t.wire.Store(&ci.Conn) },
+	}
+}
+
+// conn is the attempt's HTTP/2 connection, nil before x/net took one (or
+// for HTTP/1.1).
+func (t *attempt) conn() net.Conn {
+	if c := t.wire.Load(); c != nil {
+		return *c
+	}
+	return nil
 }
 
 // came reports whether such a 1xx came.
@@ -386,10 +403,14 @@ type upstreamBody struct {
 	s    *stream
 	done func()
 	once sync.Once
+	wire net.Conn // its HTTP/2 connection (attempt.conn), or nil
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	if cluster.PassedLength(err) {
+		n = 0 // the DATA that passed the length is not relayed (cluster.PassedLength)
+	}
 	if n > 0 {
 		b.s.touch()
 	}
@@ -418,6 +439,7 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 			f = accesslog.UpstreamProtocolError
 			if first {
 				s.cl.Stats.RqTxReset.Inc()
+				cluster.CountConnError(b.wire, err)
 			}
 		default:
 			f = accesslog.UpstreamRemoteReset
