@@ -97,14 +97,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 // h2uConnFailed: the stream's connection closed or failed.
 func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 	if s.gotHead {
-		st := s.st
-		st.sd.logFlags(accesslog.UpstreamConnectionTermination, "")
-		l.logDone(st.sd, s.x.status) // as h2uPeerReset
-		l.observeDone(&s.x, 0, false)
-		l.h2uDone(s)
-		if !st.gone {
-			l.h2uResetDown(st.sd)
-		}
+		l.h2uResetBegun(s, accesslog.UpstreamConnectionTermination)
 		return
 	}
 	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false, false) {
@@ -126,17 +119,24 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 func (l *loop) h2uConnProtocolError(s *h2ustream) {
 	s.x.pool.st.rqTxReset.Inc()
 	if s.gotHead {
-		st := s.st
-		st.sd.logFlags(accesslog.UpstreamProtocolError, "")
-		l.logDone(st.sd, s.x.status) // as h2uPeerReset
-		l.observeDone(&s.x, 0, false)
-		l.h2uDone(s)
-		if !st.gone {
-			l.h2uResetDown(st.sd)
-		}
+		l.h2uResetBegun(s, accesslog.UpstreamProtocolError)
 		return
 	}
 	l.h2uProtocolError(s)
+}
+
+// h2uResetBegun ends a stream whose response began when its connection
+// closed or failed: flagged, logged with the status its head went down
+// with (as h2uPeerReset), and the client's stream reset.
+func (l *loop) h2uResetBegun(s *h2ustream, flag accesslog.Flags) {
+	st := s.st
+	st.sd.logFlags(flag, "")
+	l.logDone(st.sd, s.x.status)
+	l.observeDone(&s.x, 0, false)
+	l.h2uDone(s)
+	if !st.gone {
+		l.h2uResetDown(st.sd)
+	}
 }
 
 // h2uProtocolError ends an upstream stream whose response head is
