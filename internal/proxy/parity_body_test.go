@@ -17,12 +17,11 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
 
-// earlyHTTP1Upstream answers each connection's first request as soon as
-// its head is read, before its body: a 200 head and a first chunk of 10
-// bytes (a response of unknown length, which the goroutine path's writer
-// flushes as it comes, as the loops write any). It then reads what comes until the proxy closes
-// the connection or the test ends, and sends no more.
-func earlyHTTP1Upstream(t *testing.T) string {
+// headFirstHTTP1Upstream answers each connection's first request with
+// answer as soon as its head is read, before its body, then reads what
+// comes until the proxy closes the connection or the test ends, and sends
+// no more.
+func headFirstHTTP1Upstream(t *testing.T, answer string) string {
 	t.Helper()
 	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, or at its deadline
 		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
@@ -36,11 +35,19 @@ func earlyHTTP1Upstream(t *testing.T) string {
 				break
 			}
 		}
-		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n"); err != nil {
+		if _, err := io.WriteString(c, answer); err != nil {
 			return
 		}
 		_, _ = io.Copy(io.Discard, br)
 	})
+}
+
+// earlyHTTP1Upstream answers before the body with a 200 head and a first
+// chunk of 10 bytes (a response of unknown length, which the goroutine
+// path's writer flushes as it comes, as the loops write any), and no more.
+func earlyHTTP1Upstream(t *testing.T) string {
+	t.Helper()
+	return headFirstHTTP1Upstream(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n")
 }
 
 // TestMalformedBodyAfterResponseSamePaths: a chunked request body that
@@ -248,28 +255,10 @@ func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
 	sameAsGoroutinePath(t, results, nil) // the answers were compared as they came
 }
 
-// answeringHTTP1Upstream answers each connection's first request with a
-// whole 413 as soon as its head is read, before its body, then reads what
-// comes until the proxy closes the connection or the test ends.
+// answeringHTTP1Upstream answers before the body with a whole 413.
 func answeringHTTP1Upstream(t *testing.T) string {
 	t.Helper()
-	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, or at its deadline
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		br := bufio.NewReader(c)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			if line == "\r\n" {
-				break
-			}
-		}
-		if _, err := io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!"); err != nil {
-			return
-		}
-		_, _ = io.Copy(io.Discard, br)
-	})
+	return headFirstHTTP1Upstream(t, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!")
 }
 
 // TestEarlyResponseBeforeBodySamePaths: an upstream that answers, whole,
