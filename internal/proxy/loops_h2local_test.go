@@ -161,14 +161,7 @@ func TestH2LoopsNormalizedPath(t *testing.T) {
 // cluster and to an HTTP/2 one. The removed endpoint's idle upstream
 // connection is closed on every path.
 func TestH2ClusterGoneMidConnection(t *testing.T) {
-	type path struct {
-		name                     string
-		goroutines, h2Goroutines bool
-	}
-	paths := []path{{"goroutines", true, true}}
-	if runtime.GOOS == "linux" {
-		paths = append(paths, path{"h2c handed off", false, true}, path{"loops", false, false})
-	}
+	paths := proxyPaths()
 	h1 := newBackend(t, "c")
 	h2, _ := xnetH2CUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "h2") }))
 	// Fields of the access log that do not vary between runs.
@@ -208,10 +201,7 @@ func TestH2ClusterGoneMidConnection(t *testing.T) {
 			t.Run(up.name+", "+tc.name, func(t *testing.T) {
 				for _, p := range paths {
 					t.Run(p.name, func(t *testing.T) {
-						h := newHarness(t, func(c *Config) {
-							c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-							c.AccessLogBuffering.FlushInterval = time.Millisecond
-						})
+						h := newHarness(t, p.logged)
 						logFile := filepath.Join(t.TempDir(), "access.log")
 						// Every push holds another cluster, so that the
 						// proxy ACKs CDS and EDS even when c is gone.

@@ -149,7 +149,7 @@ func TestUpstreamAbortChargedSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			flakyConns.Store(0)
-			h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+			h := newHarness(t, p.on)
 			h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds"))}, resources...)...)
 			h1 := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 			h2 := h2cClient(t)

@@ -59,10 +59,7 @@ func TestExpectContinueSamePaths(t *testing.T) {
 		"%REQ(:PATH)% %REQ(EXPECT)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %UPSTREAM_CLUSTER%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/dead2", "dead2"), routeTo("/dead", "dead"),
@@ -132,7 +129,7 @@ func TestExpectContinueH2SamePaths(t *testing.T) {
 	results := map[string]pathResult{}
 	paths := []string{"/ok", "/nowhere"}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/ok", "ok"))),
 			edsCluster("ok"), cla("ok", ok.addr()))
@@ -205,7 +202,7 @@ func TestExpectOtherH2SamePaths(t *testing.T) {
 	results := map[string]pathResult{}
 	var names []string
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1", "h1"), routeTo("/h2", "h2"))),
 			edsCluster("h1"), cla("h1", h1),

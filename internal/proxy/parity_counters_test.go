@@ -52,7 +52,7 @@ func TestConnectionCountersSamePaths(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, p := range proxyPaths() {
 				t.Run(p.name, func(t *testing.T) {
-					h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+					h := newHarness(t, p.on)
 					lst := httpListener("egress", httpManager("egress", "rds"))
 					scheme := "http"
 					tr := &http.Transport{}
@@ -120,7 +120,7 @@ func TestMalformedFirstRequestCountedSamePaths(t *testing.T) {
 	b := newBackend(t, "b")
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+			h := newHarness(t, p.on)
 			h.push(httpListener("egress", httpManager("egress", "rds")),
 				routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))), edsCluster("c"), cla("c", b.addr()))
 			c, err := net.Dial("tcp", h.addr("egress"))

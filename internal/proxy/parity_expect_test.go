@@ -110,10 +110,7 @@ func TestExpectOtherSamePaths(t *testing.T) {
 		names = append(names, r.name)
 	}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1", "h1"), routeTo("/h2", "h2"))),
@@ -188,7 +185,7 @@ func TestUpstreamInterimH2SamePaths(t *testing.T) {
 	paths := []string{"/h1", "/h2"}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1", "h1"), routeTo("/h2", "h2"))),
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
@@ -346,7 +343,7 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, retried("/h1/", "h1", "5xx,reset"), retried("/h2/", "h2", "5xx,reset"),
 				retried("/h1r/", "h1", "reset"))),

@@ -57,7 +57,7 @@ func TestH2BlockInSmallFramesSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
 		res := pathResult{answers: map[string]string{}}
@@ -143,7 +143,7 @@ func awaitH2Answer(cl *h2Client, id uint32) string {
 // held by either path, and the loops' read buffer grow to twice that.
 func TestH2ListSizeBoundedByHeadBytes(t *testing.T) {
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		many := func(m *hcmv3.HttpConnectionManager) {
 			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(math.MaxUint32)}
 		}
@@ -237,7 +237,7 @@ func TestH2ResponseBlockInSmallFramesSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		received := make(chan string, 16)
 		up := rawH2Upstream(t, respond(received))
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "up"))), edsCluster("up", h2Upstream), cla("up", up))
 		res := pathResult{answers: map[string]string{}}
@@ -307,7 +307,7 @@ func TestH2ResponseBlockInSmallFramesSamePaths(t *testing.T) {
 func TestH2BlockPastWaitSamePaths(t *testing.T) {
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		small := func(m *hcmv3.HttpConnectionManager) {
 			m.MaxRequestHeadersKb = wrapperspb.UInt32(4)
 			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(128)}

@@ -210,10 +210,7 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 		"downstream_cx_http1_total", "downstream_cx_http2_total"}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		headers := func(m *hcmv3.HttpConnectionManager) { m.RequestHeadersTimeout = durationpb.New(5 * time.Second) }
 		// Routes on the h2c headers, which Envoy routes without: the
@@ -315,7 +312,7 @@ func TestH2CUpgradeCurlSamePaths(t *testing.T) {
 	}
 	echo := echoUpgradeUpstream(t)
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "echo"))), edsCluster("echo"), cla("echo", echo))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

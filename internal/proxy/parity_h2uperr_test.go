@@ -113,10 +113,7 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))), edsCluster("h2", h2Upstream), cla("h2", up))
@@ -191,7 +188,7 @@ func TestH2UpstreamContentLengthSamePaths(t *testing.T) {
 	})
 	const upe = "502 cl=87 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))), edsCluster("h2", h2Upstream), cla("h2", up))
 		clients := []struct {

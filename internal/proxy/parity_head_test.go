@@ -220,10 +220,7 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 		"downstream_rq_4xx", "downstream_rq_rx_reset", "downstream_cx_protocol_error", "downstream_cx_total"}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		headers := func(m *hcmv3.HttpConnectionManager) { m.RequestHeadersTimeout = durationpb.New(5 * time.Second) }
 		small := func(m *hcmv3.HttpConnectionManager) {
@@ -351,10 +348,7 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 	counters := []string{"downstream_rq_total", "downstream_rq_http2_total", "downstream_rq_2xx", "downstream_rq_rx_reset"}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		small := func(m *hcmv3.HttpConnectionManager) {
 			m.MaxRequestHeadersKb = wrapperspb.UInt32(1)
@@ -439,7 +433,7 @@ func TestTrailingEmptyLineIdlesSamePaths(t *testing.T) {
 	const idle, dripEvery, dripFor = 300 * time.Millisecond, 100 * time.Millisecond, 3 * time.Second
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
 			m.RequestHeadersTimeout = durationpb.New(headerTimeout)
 		})), httpListener("drip", httpManager("drip", "rds", func(m *hcmv3.HttpConnectionManager) {
@@ -578,7 +572,7 @@ func TestH2HeadListSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		small := func(m *hcmv3.HttpConnectionManager) {
 			m.MaxRequestHeadersKb = wrapperspb.UInt32(1)
 			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxHeadersCount: wrapperspb.UInt32(5)}
@@ -640,7 +634,7 @@ func TestH2SchemeCountedSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		common := f.common(false)
 		common.AlpnProtocols = []string{"h2", "http/1.1"}
 		l := httpListener("tls", httpManager("tls", "rds", func(m *hcmv3.HttpConnectionManager) {
@@ -687,7 +681,7 @@ func TestIdleAfterSlowResponseSamePaths(t *testing.T) {
 	slow.mu.Unlock()
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
 			m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(idle)}
 		})), routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "slow"))), edsCluster("slow"), cla("slow", slow.addr()))

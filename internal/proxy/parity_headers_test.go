@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 )
@@ -29,6 +30,16 @@ func proxyPaths() []proxyPath {
 		paths = append(paths, proxyPath{"h2c handed off", false, true}, proxyPath{"loops", false, false})
 	}
 	return paths
+}
+
+// on serves the harness's listeners on this path.
+func (p proxyPath) on(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines }
+
+// logged serves them on this path with access logs flushed every
+// millisecond, so that awaitLog finds each request's line soon.
+func (p proxyPath) logged(c *Config) {
+	p.on(c)
+	c.AccessLogBuffering.FlushInterval = time.Millisecond
 }
 
 // tcpUpstream listens on a loopback port for the test's life and serves
@@ -159,7 +170,7 @@ func TestResponseHeadersSamePaths(t *testing.T) {
 	}
 	got := map[string]map[string]string{} // request -> path -> answer
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		keep := []types.Resource{httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/nodate", "nodate"), routeTo("/h2nodate", "h2nodate"),
 				routeTo("/withdate", "withdate"), routeTo("/dead", "dead"), routeTo("/c", "c"))),

@@ -82,7 +82,7 @@ func TestInterimCountedSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1/", "h1"), routeTo("/h2/", "h2"))),
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
@@ -171,7 +171,7 @@ func TestPerTryAfterInterimSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, route("/h1/", "h1"), route("/h2/", "h2"))),
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
@@ -254,7 +254,7 @@ func TestBodylessFramedSamePaths(t *testing.T) {
 	route := retryRoute("h1", "5xx,reset", 2)
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, route)), edsCluster("h1"), cla("h1", h1))
 		res := pathResult{answers: map[string]string{}}
@@ -337,7 +337,7 @@ func TestPerTryAfterHeadSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, route("/h1/", "h1", 0), route("/h2/", "h2", 0),
 				route("/h1t/", "h1", routeTimeout), route("/h2t/", "h2", routeTimeout))),
@@ -468,10 +468,7 @@ func TestResetAfterInterimSamePaths(t *testing.T) {
 		TextFormat: "%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1/", "h1"), routeTo("/h2/", "h2"))),

@@ -68,10 +68,7 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		slowRoute := routeTo("/slow", "slow")
 		slowRoute.GetRoute().Timeout = durationpb.New(100 * time.Millisecond)

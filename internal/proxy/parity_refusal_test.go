@@ -104,10 +104,7 @@ func TestHTTP1RefusalsSamePaths(t *testing.T) {
 		"downstream_rq_header_timeout", "downstream_cx_total", "downstream_cx_http1_total"}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		headers := func(m *hcmv3.HttpConnectionManager) { m.RequestHeadersTimeout = durationpb.New(500 * time.Millisecond) }
 		accept10 := func(m *hcmv3.HttpConnectionManager) {

@@ -157,10 +157,7 @@ func TestRequestTimeSamePaths(t *testing.T) {
 		"h2 stalled, reset by the client"}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		noFlushLog := filepath.Join(t.TempDir(), "noflush.log")
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format), func(m *hcmv3.HttpConnectionManager) {

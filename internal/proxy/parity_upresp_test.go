@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -111,10 +110,7 @@ func TestUpstreamBadResponseSamePaths(t *testing.T) {
 		"%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_CLUSTER%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1/", "h1"), routeTo("/h2/", "h2"))),
@@ -262,10 +258,7 @@ func TestCloseDelimitedResponseSamePaths(t *testing.T) {
 		"%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %RESP(TRANSFER-ENCODING)% %RESP(CONTENT-LENGTH)%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) {
-			c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines
-			c.AccessLogBuffering.FlushInterval = time.Millisecond
-		})
+		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		accept10 := func(m *hcmv3.HttpConnectionManager) {
 			m.HttpProtocolOptions = &corev3.Http1ProtocolOptions{AcceptHttp_10: true}
@@ -349,7 +342,7 @@ func TestH2UpstreamHeadAnswerSamePaths(t *testing.T) {
 		}
 	})
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, p.h2Goroutines })
+		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))), edsCluster("h2", h2Upstream), cla("h2", up))
 		c, err := net.Dial("tcp", h.addr("egress"))
