@@ -157,6 +157,28 @@ func (h *harness) stat(name string) int64 {
 	return v
 }
 
+// counts reads the counters prefix+name, one "name value" line each, in
+// the order of names, for a test to compare across paths.
+func (h *harness) counts(prefix string, names []string) string {
+	var lines []string
+	for _, n := range names {
+		lines = append(lines, fmt.Sprintf("%s %d", n, h.stat(prefix+n)))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// countsBy reads the counters root.label.name for each label and name, one
+// "label.name value" line each, labels first.
+func (h *harness) countsBy(root string, labels, names []string) string {
+	var lines []string
+	for _, l := range labels {
+		for _, n := range names {
+			lines = append(lines, fmt.Sprintf("%s.%s %d", l, n, h.stat(root+"."+l+"."+n)))
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
 // waitUntil polls cond until it holds or fails the test at the deadline;
 // for state only visible through polling (stats, files).
 func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {

@@ -118,12 +118,8 @@ func TestMalformedBodyAfterResponseSamePaths(t *testing.T) {
 			}
 		}
 		res.log = awaitLog(t, logFile, len(paths))
-		var stats []string
-		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
-			"downstream_cx_protocol_error"} {
-			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.counts("http.egress.", []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
+			"downstream_cx_protocol_error"})
 		if p.goroutines {
 			// Envoy's counts: the 200 once, a protocol error each, no 4xx.
 			const want = "downstream_rq_total 2\ndownstream_rq_completed 2\ndownstream_rq_2xx 2\ndownstream_rq_4xx 0\n" +
@@ -238,12 +234,8 @@ func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
 			}
 		}
 		res.log = awaitLog(t, logFile, sent)
-		var stats []string
-		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
-			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_cx_total"} {
-			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.counts("http.egress.", []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
+			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_cx_total"})
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, nil) // the answers were compared as they came
@@ -331,12 +323,8 @@ func TestEarlyResponseBeforeBodySamePaths(t *testing.T) {
 		if want := "POST /up 413 - 4 up close"; p.goroutines && strings.TrimSpace(res.log) != strings.TrimSpace(strings.Repeat(want+"\n", len(requests))) {
 			t.Errorf("the goroutine path's access log\n%s\nwant %q for each request", res.log, want)
 		}
-		var stats []string
-		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_4xx",
-			"downstream_cx_protocol_error", "downstream_cx_total"} {
-			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.counts("http.egress.", []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_4xx",
+			"downstream_cx_protocol_error", "downstream_cx_total"})
 		results[p.name] = res
 	}
 	for _, r := range requests {

@@ -106,12 +106,8 @@ func TestExpectContinueSamePaths(t *testing.T) {
 			}
 		}
 		res.log = awaitLog(t, logFile, sent)
-		var stats []string
-		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
-			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_cx_total"} {
-			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.counts("http.egress.", []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
+			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_cx_total"})
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, nil) // each answer was checked as it came

@@ -372,13 +372,7 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 				t.Errorf("%s, %s: answered %s; want %s", p.name, r.path, got, r.want)
 			}
 		}
-		var stats []string
-		for _, cl := range []string{"h1", "h2"} {
-			for _, n := range []string{"upstream_rq_retry", "upstream_rq_retry_limit_exceeded", "upstream_rq_retry_success"} {
-				stats = append(stats, fmt.Sprintf("%s.%s %d", cl, n, h.stat("cluster."+cl+"."+n)))
-			}
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.countsBy("cluster", []string{"h1", "h2"}, []string{"upstream_rq_retry", "upstream_rq_retry_limit_exceeded", "upstream_rq_retry_success"})
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, names)

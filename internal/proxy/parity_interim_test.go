@@ -183,13 +183,7 @@ func TestPerTryAfterInterimSamePaths(t *testing.T) {
 				t.Errorf("%s, %s: answered %s; want %s", p.name, r.path, got, r.want)
 			}
 		}
-		var stats []string
-		for _, cl := range []string{"h1", "h2"} {
-			for _, n := range []string{"upstream_rq_total", "upstream_rq_per_try_timeout", "upstream_rq_retry", "upstream_rq_100"} {
-				stats = append(stats, fmt.Sprintf("%s.%s %d", cl, n, h.stat("cluster."+cl+"."+n)))
-			}
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.countsBy("cluster", []string{"h1", "h2"}, []string{"upstream_rq_total", "upstream_rq_per_try_timeout", "upstream_rq_retry", "upstream_rq_100"})
 		if want := "h1.upstream_rq_total 5\nh1.upstream_rq_per_try_timeout 4\nh1.upstream_rq_retry 2\nh1.upstream_rq_100 1\n" +
 			"h2.upstream_rq_total 5\nh2.upstream_rq_per_try_timeout 4\nh2.upstream_rq_retry 2\nh2.upstream_rq_100 1"; res.stats != want {
 			t.Errorf("%s: counters\n%s\nwant\n%s", p.name, res.stats, want)
@@ -270,11 +264,7 @@ func TestBodylessFramedSamePaths(t *testing.T) {
 				t.Errorf("%s, %s: answered %s; want %s", p.name, names[i], got, r.want)
 			}
 		}
-		var stats []string
-		for _, n := range []string{"upstream_rq_1xx", "upstream_rq_2xx", "upstream_rq_completed", "upstream_rq_retry"} {
-			stats = append(stats, fmt.Sprintf("%s %d", n, h.stat("cluster.h1."+n)))
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.counts("cluster.h1.", []string{"upstream_rq_1xx", "upstream_rq_2xx", "upstream_rq_completed", "upstream_rq_retry"})
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, names)
@@ -355,13 +345,7 @@ func TestPerTryAfterHeadSamePaths(t *testing.T) {
 				t.Errorf("%s, %s: answered %s; want %s", p.name, names[i], got, r.wantC)
 			}
 		}
-		var stats []string
-		for _, cl := range []string{"h1", "h2"} {
-			for _, n := range []string{"upstream_rq_total", "upstream_rq_per_try_timeout", "upstream_rq_timeout", "upstream_rq_retry"} {
-				stats = append(stats, fmt.Sprintf("%s.%s %d", cl, n, h.stat("cluster."+cl+"."+n)))
-			}
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.countsBy("cluster", []string{"h1", "h2"}, []string{"upstream_rq_total", "upstream_rq_per_try_timeout", "upstream_rq_timeout", "upstream_rq_retry"})
 		if want := "h1.upstream_rq_total 4\nh1.upstream_rq_per_try_timeout 0\nh1.upstream_rq_timeout 2\nh1.upstream_rq_retry 0\n" +
 			"h2.upstream_rq_total 4\nh2.upstream_rq_per_try_timeout 0\nh2.upstream_rq_timeout 2\nh2.upstream_rq_retry 0"; res.stats != want {
 			t.Errorf("%s: counters\n%s\nwant\n%s", p.name, res.stats, want)

@@ -126,12 +126,8 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 		// A line for each answer the client read (at least: a request
 		// whose answer it could not read may be logged too).
 		res.log = awaitLog(t, logFile, sent)
-		var stats []string
-		for _, name := range []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
-			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_rq_http1_total"} {
-			stats = append(stats, fmt.Sprintf("%s %d", name, h.stat("http.egress."+name)))
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.counts("http.egress.", []string{"downstream_rq_total", "downstream_rq_completed", "downstream_rq_2xx", "downstream_rq_4xx",
+			"downstream_rq_5xx", "downstream_cx_protocol_error", "downstream_rq_http1_total"})
 		if !p.goroutines {
 			if l := h.listener("egress"); !l.OnLoops() || l.HandedOff() != 0 {
 				t.Errorf("%s: on the loops %v, %d connections handed off; want true, 0", p.name, l.OnLoops(), l.HandedOff())

@@ -138,11 +138,7 @@ func TestUpstreamBadResponseSamePaths(t *testing.T) {
 			}
 		}
 		res.log = awaitLog(t, logFile, len(requests))
-		var stats []string
-		for _, n := range []string{"downstream_rq_2xx", "downstream_rq_5xx", "downstream_rq_completed"} {
-			stats = append(stats, fmt.Sprintf("%s %d", n, h.stat("http.egress."+n)))
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.counts("http.egress.", []string{"downstream_rq_2xx", "downstream_rq_5xx", "downstream_rq_completed"})
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, names)
@@ -312,13 +308,7 @@ func TestCloseDelimitedResponseSamePaths(t *testing.T) {
 			}
 		}
 		res.log = awaitLog(t, logFile, 10)
-		var stats []string
-		for _, l := range []string{"egress", "egress10"} {
-			for _, n := range []string{"downstream_rq_2xx", "downstream_rq_completed", "downstream_cx_total"} {
-				stats = append(stats, fmt.Sprintf("%s.%s %d", l, n, h.stat("http."+l+"."+n)))
-			}
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.countsBy("http", []string{"egress", "egress10"}, []string{"downstream_rq_2xx", "downstream_rq_completed", "downstream_cx_total"})
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, names)
