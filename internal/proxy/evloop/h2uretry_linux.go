@@ -43,7 +43,8 @@ func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 		return false
 	}
 	if !rs.reserve() {
-		return false // the budget is spent (counted as an overflow)
+		d.logFlags(accesslog.UpstreamOverflow, "") // as retry flags it
+		return false
 	}
 	d.retries++
 	rs.pool = s.x.pool
