@@ -218,3 +218,84 @@ func TestTimeoutChargedSamePaths(t *testing.T) {
 	}
 	sameAsGoroutinePath(t, results, paths)
 }
+
+// TestRetriedResponseChargedSamePaths: a response the router retries
+// counts in the cluster's retry.upstream_rq_<code>,
+// retry.upstream_rq_<class>xx and retry.upstream_rq_completed, not in its
+// upstream_rq_* which count the request's answer only, as Envoy's router
+// charges it (Filter::onUpstreamHeaders: chargeBasicResponseStat with the
+// prefix retry); a response not retried, the retries spent, counts as the
+// answer. Over an HTTP/1.1 upstream and, from h2c, an HTTP/2 one. Every
+// path counted a retried 503 in upstream_rq_503, upstream_rq_5xx and
+// upstream_rq_completed.
+func TestRetriedResponseChargedSamePaths(t *testing.T) {
+	var h1n, h2n atomic.Int32 // each upstream answers 503, then 200, and so on
+	h1 := tcpUpstream(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			resp := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+			if h1n.Add(1)%2 == 1 || req.URL.Path == "/always/" {
+				resp = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+			}
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+		}
+	})
+	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
+		status := "200"
+		if h2n.Add(1)%2 == 1 {
+			status = "503"
+		}
+		w.headers(id, true, 0, ":status", status)
+	})
+	retried := func(prefix, cluster string) *routev3.Route {
+		return chargeRoute(prefix, cluster, 10*time.Second, "5xx", time.Millisecond)
+	}
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h1n.Store(0)
+			h2n.Store(0)
+			h := newHarness(t, p.on)
+			h.push(httpListener("egress", httpManager("egress", "rds")),
+				routeConfig("rds", vhost("h2", []string{"h2"}, retried("/", "h2")),
+					vhost("v", []string{"*"}, retried("/always/", "always"), retried("/", "h1"))),
+				edsCluster("h1"), cla("h1", h1), edsCluster("always"), cla("always", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
+			cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			for _, q := range []struct {
+				client           *http.Client
+				path, host, want string
+			}{
+				{cl, "/", "x", "200"}, {cl, "/always/", "x", "503"}, {h2cClient(t), "/", "h2", "200"},
+			} {
+				if got := abortAnswer(t, q.client, "http://"+h.addr("egress")+q.path, q.host); got != q.want {
+					t.Errorf("%s %s: answered %s; want %s", q.host, q.path, got, q.want)
+				}
+			}
+			want := map[string]int64{}
+			for _, c := range []string{"h1", "h2"} {
+				for n, v := range map[string]int64{"upstream_rq_200": 1, "upstream_rq_2xx": 1, "upstream_rq_503": 0, "upstream_rq_5xx": 0,
+					"upstream_rq_completed": 1, "upstream_rq_retry": 1, "retry.upstream_rq_503": 1, "retry.upstream_rq_5xx": 1,
+					"retry.upstream_rq_completed": 1} {
+					want["cluster."+c+"."+n] = v
+				}
+			}
+			for n, v := range map[string]int64{"upstream_rq_503": 1, "upstream_rq_5xx": 1, "upstream_rq_completed": 1,
+				"retry.upstream_rq_503": 1, "retry.upstream_rq_5xx": 1, "retry.upstream_rq_completed": 1} {
+				want["cluster.always."+n] = v
+			}
+			waitStats(t, h, want)
+			if !p.goroutines {
+				if l := h.listener("egress"); !l.OnLoops() || l.HandedOff() != 0 && !p.h2Goroutines {
+					t.Errorf("on the loops %v, %d connections handed off; want true, 0", l.OnLoops(), l.HandedOff())
+				}
+			}
+		})
+	}
+}

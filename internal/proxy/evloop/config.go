@@ -194,6 +194,12 @@ type Observer interface {
 	// one (code 0; timedOut for the request timeout), or the client side
 	// ended it (code -1).
 	Done(cluster string, tag any, code int, timedOut bool)
+	// Retried is Done for an attempt the router retries: a response
+	// head's code (code > 0) counts in the cluster's retry.upstream_rq_*
+	// instead of its upstream_rq_*, as Envoy's router charges a retried
+	// response (Filter::onUpstreamHeaders: chargeBasicResponseStat with
+	// the prefix retry).
+	Retried(cluster string, tag any, code int, timedOut bool)
 	// Interim: the attempt got a 1xx response head of code (100, 102,
 	// 103 or 104), dropped, which Envoy's router counts as a response
 	// (Filter::onUpstream1xxHeaders, chargeUpstreamCode); Done follows.

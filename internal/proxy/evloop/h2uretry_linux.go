@@ -48,7 +48,7 @@ func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 	}
 	d.retries++
 	rs.pool = s.x.pool
-	l.observeDone(&s.x, code, timedOut)
+	l.observeRetried(&s.x, code, timedOut)
 	if open && !s.c.u.closed {
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 	}

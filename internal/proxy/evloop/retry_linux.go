@@ -126,7 +126,7 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 	d.retries++
 	rs.replay, u.out, u.outOff, u.replayable = u.out, nil, 0, false
 	rs.pool = u.pool
-	l.observeDone(u, code, timedOut)
+	l.observeRetried(u, code, timedOut)
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	rs.waiting = true

@@ -196,7 +196,6 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			return nil, le
 		}
 		s.svcTime = time.Since(t0)
-		c.Stats.Response(resp.StatusCode)
 		c.RequestDone(h, resp.StatusCode, false, false)
 		if rp != nil && !at.came() {
 			gs := -1
@@ -212,6 +211,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 						release()
 						releaseRetry = r
 						c.Stats.RqRetry.Inc()
+						c.Stats.RetryResponse(resp.StatusCode) // in retry.upstream_rq_*, as Envoy's onUpstreamHeaders charges it
 						if !backoff(ctx, rp, n+1) {
 							releaseRetry()
 							return nil, s.ctxError(ctx, false) // no attempt in flight
@@ -227,6 +227,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				c.Stats.RqRetrySuccess.Inc()
 			}
 		}
+		c.Stats.Response(resp.StatusCode) // the request's answer
 		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn()}
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 			// An upgraded connection: the forwarder writes to it as well.
