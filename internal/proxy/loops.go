@@ -267,6 +267,17 @@ func (o loopObserver) Done(name string, tag any, code int, timedOut bool) {
 	}
 }
 
+func (o loopObserver) Retried(name string, tag any, code int, timedOut bool) {
+	h, ok := tag.(*cluster.Host)
+	c := o.clusters.Get(name)
+	if code <= 0 || !ok || c == nil {
+		o.Done(name, tag, code, timedOut)
+		return
+	}
+	c.Stats.RetryResponse(code)
+	c.RequestDone(h, code, false, false)
+}
+
 func (o loopObserver) Interim(name string, _ any, code int) {
 	if c := o.clusters.Get(name); c != nil {
 		c.Stats.Response(code)

@@ -99,8 +99,13 @@ func (h loopHead) Header(name string) string {
 	if h.r.RequestID != nil && route.EqualFoldASCII(name, "x-request-id") {
 		return string(h.r.RequestID) // the ID the proxy added
 	}
-	if !h.r.HTTP2 && h.removed(name) {
-		return ""
+	if !h.r.HTTP2 {
+		switch h.seen(name) {
+		case route.Gone:
+			return ""
+		case route.Trailers:
+			return "trailers"
+		}
 	}
 	var hl headerLookup
 	for _, f := range h.r.Headers {
@@ -111,20 +116,21 @@ func (h loopHead) Header(name string) string {
 	return hl.value(name)
 }
 
-// removed reports whether Envoy has removed the header name from the
-// request by the time it logs it (route.LoggedWithout), as the goroutine
-// path removes it from what it logs.
-func (h loopHead) removed(name string) bool {
-	var conn, upgrade [][]byte
+// seen is how Envoy has the header name of the request by the time it
+// logs it (route.SeenIn), as the goroutine path logs it.
+func (h loopHead) seen(name string) route.HeaderSeen {
+	var conn, upgrade, te [][]byte
 	for _, f := range h.r.Headers {
 		switch {
 		case route.EqualFoldASCII(f.Name, "connection"):
 			conn = append(conn, f.Value)
 		case route.EqualFoldASCII(f.Name, "upgrade"):
 			upgrade = append(upgrade, f.Value)
+		case route.EqualFoldASCII(f.Name, "te"):
+			te = append(te, f.Value)
 		}
 	}
-	return !route.IsUpgrade(conn, upgrade) && route.LoggedWithout(name, conn, h.r.Details == route.DetailsMissingHost)
+	return route.SeenIn(name, conn, upgrade, te, h.r.Details == route.DetailsMissingHost)
 }
 
 // headerLookup is Header.Get of the http.Header net/http reads from a

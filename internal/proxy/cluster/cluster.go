@@ -158,11 +158,15 @@ type Stats struct {
 	membershipChange              *stats.Counter
 	updateSuccess, updateEmpty    *stats.Counter
 	updateAttempt, updateFailure  *stats.Counter
+
+	// retried are the retry.upstream_rq_* counters (RetryResponse), made
+	// at a cluster's first retried response.
+	retried *atomic.Pointer[retriedStats]
 }
 
 func newStats(st *stats.Store, name string) Stats {
 	sc := st.Scope("cluster."+name+".", "envoy_cluster_", stats.Label{Name: "envoy_cluster_name", Value: name})
-	s := Stats{scope: sc, codes: new([600]atomic.Pointer[stats.Counter]),
+	s := Stats{scope: sc, codes: new([600]atomic.Pointer[stats.Counter]), retried: new(atomic.Pointer[retriedStats]),
 		RqTotal: sc.Counter("upstream_rq_total"), RqCompleted: sc.Counter("upstream_rq_completed"),
 		RqActive: sc.Gauge("upstream_rq_active"), RqTimeout: sc.Counter("upstream_rq_timeout"),
 		RqPerTryTimeout: sc.Counter("upstream_rq_per_try_timeout"), RqRetry: sc.Counter("upstream_rq_retry"),
@@ -208,6 +212,45 @@ func (s *Stats) Response(code int) {
 	c.Inc()
 	s.classes[code/100].Inc()
 	s.RqCompleted.Inc()
+}
+
+// retriedStats are a cluster's counts of retried responses: its
+// retry.upstream_rq_<code>, retry.upstream_rq_<class>xx and
+// retry.upstream_rq_completed.
+type retriedStats struct {
+	codes     [600]atomic.Pointer[stats.Counter]
+	classes   [6]*stats.Counter
+	completed *stats.Counter
+}
+
+// RetryResponse counts one upstream response status the router retries,
+// as Envoy's router charges it (Filter::onUpstreamHeaders:
+// chargeBasicResponseStat with the prefix retry) in place of Response:
+// the request's answer is counted once, by Response.
+func (s *Stats) RetryResponse(code int) {
+	if code < 100 || code >= 600 {
+		return
+	}
+	r := s.retried.Load()
+	if r == nil {
+		r = &retriedStats{completed: s.scope.Counter("retry.upstream_rq_completed")}
+		for i := 1; i <= 5; i++ {
+			r.classes[i] = s.scope.TaggedCounter(fmt.Sprintf("retry.upstream_rq_%dxx", i), "retry_upstream_rq_xx",
+				stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})
+		}
+		if !s.retried.CompareAndSwap(nil, r) {
+			r = s.retried.Load() // the store gives both the same counters
+		}
+	}
+	c := r.codes[code].Load()
+	if c == nil {
+		c = s.scope.TaggedCounter("retry.upstream_rq_"+strconv.Itoa(code), "retry_upstream_rq",
+			stats.Label{Name: "envoy_response_code", Value: strconv.Itoa(code)})
+		r.codes[code].Store(c)
+	}
+	c.Inc()
+	r.classes[code/100].Inc()
+	r.completed.Inc()
 }
 
 // Hosts returns the current hosts (shared; do not modify).

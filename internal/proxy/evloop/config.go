@@ -194,14 +194,22 @@ type Observer interface {
 	// one (code 0; timedOut for the request timeout), or the client side
 	// ended it (code -1).
 	Done(cluster string, tag any, code int, timedOut bool)
+	// Retried is Done for an attempt the router retries: a response
+	// head's code (code > 0) counts in the cluster's retry.upstream_rq_*
+	// instead of its upstream_rq_*, as Envoy's router charges a retried
+	// response (Filter::onUpstreamHeaders: chargeBasicResponseStat with
+	// the prefix retry).
+	Retried(cluster string, tag any, code int, timedOut bool)
 	// Interim: the attempt got a 1xx response head of code (100, 102,
 	// 103 or 104), dropped, which Envoy's router counts as a response
 	// (Filter::onUpstream1xxHeaders, chargeUpstreamCode); Done follows.
 	Interim(cluster string, tag any, code int)
 	// Aborted: the proxy answers code (503, 502, 504) to a request whose
 	// attempt on the cluster failed, not retried, before the response
-	// started, which Envoy's router counts as the cluster's response of
-	// that code (Filter::chargeUpstreamAbort, chargeUpstreamCode).
+	// started, or 503 to one for which the cluster has no healthy host
+	// (at its first attempt or a retry), which Envoy's router counts as
+	// the cluster's response of that code (Filter::chargeUpstreamAbort,
+	// sendNoHealthyUpstreamResponse, chargeUpstreamCode).
 	Aborted(cluster string, code int)
 }
 
@@ -216,8 +224,9 @@ type Target struct {
 	Flags   accesslog.Flags
 	Details string
 	// Cluster names the cluster (its stats, cluster.<name>.*; with
-	// Status, only the access log's) and Host the address the request
-	// goes to. Each loop keeps a pool of idle
+	// Status, the access log's, and the one a 503 flagged
+	// NoHealthyUpstream is charged to, as Envoy's router charges it) and
+	// Host the address the request goes to. Each loop keeps a pool of idle
 	// connections per cluster and host.
 	Cluster string
 	Host    netip.AddrPort

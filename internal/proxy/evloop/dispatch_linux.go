@@ -134,6 +134,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 				if t.Flags&accesslog.NoClusterFound != 0 {
 					st.noCluster.Inc()
 				}
+				if t.Flags&accesslog.NoHealthyUpstream != 0 && t.Cluster != "" {
+					l.charge(t.Cluster, l.srv.clusterCounters(t.Cluster), t.Status) // as retryNow charges it
+				}
 				d.logFlags(t.Flags, t.Details)
 			}
 			l.replyUnread(d, r, t.Status, t.Body)

@@ -43,11 +43,12 @@ func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 		return false
 	}
 	if !rs.reserve() {
-		return false // the budget is spent (counted as an overflow)
+		d.logFlags(accesslog.UpstreamOverflow, "") // as retry flags it
+		return false
 	}
 	d.retries++
 	rs.pool = s.x.pool
-	l.observeDone(&s.x, code, timedOut)
+	l.observeRetried(&s.x, code, timedOut)
 	if open && !s.c.u.closed {
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 	}

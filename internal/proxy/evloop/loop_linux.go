@@ -421,6 +421,15 @@ func (l *loop) observeDone(u *up, code int, timedOut bool) {
 	}
 }
 
+// observeRetried is observeDone for an attempt that is retried
+// (Observer.Retried).
+func (l *loop) observeRetried(u *up, code int, timedOut bool) {
+	if u.observing {
+		u.observing = false
+		l.srv.cfg.Observer.Retried(u.cluster, u.tag, code, timedOut)
+	}
+}
+
 // hostPool returns the pool of a Router's cluster host, made on first use.
 func (l *loop) hostPool(cluster string, host netip.AddrPort) *clusterPool {
 	k := hostKey{cluster, host}

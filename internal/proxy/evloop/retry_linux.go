@@ -120,12 +120,13 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 		return false
 	}
 	if !rs.reserve() {
-		return false // the budget is spent (counted as an overflow)
+		d.logFlags(accesslog.UpstreamOverflow, "") // the budget is spent (counted as an overflow), as Envoy flags RetryStatus::NoOverflow
+		return false
 	}
 	d.retries++
 	rs.replay, u.out, u.outOff, u.replayable = u.out, nil, 0, false
 	rs.pool = u.pool
-	l.observeDone(u, code, timedOut)
+	l.observeRetried(u, code, timedOut)
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	rs.waiting = true
@@ -150,8 +151,10 @@ func (l *loop) retryNow(d *down) {
 		}
 		host, t, ok := rs.upstream.Pick(avoid, rs.policy.HostSelectionAttempts)
 		if !ok {
+			// Charged as the cluster's 503, as Envoy's doRetry charges
+			// it (sendNoHealthyUpstreamResponse).
 			d.logFlags(accesslog.NoHealthyUpstream, "no_healthy_upstream")
-			l.localReply(d, 503, "no healthy upstream", false)
+			l.abortReply(d, pool, 503, "no healthy upstream", false)
 			return
 		}
 		next := l.hostPool(pool.def.name, host)

@@ -248,7 +248,10 @@ func (l *loop) expire(d *down) {
 		// The connection carries on unless the body is still coming,
 		// as on the goroutine path (and the per-try timeout's).
 		if u == nil {
-			d.rs.pool.st.rqTimeout.Inc()
+			// In a retry's back-off: no attempt to reset, so nothing is
+			// counted, as Envoy's Filter::onResponseTimeout counts and
+			// charges only the upstream requests it resets (as the
+			// goroutine path: ctxError).
 			l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
 			return
 		}

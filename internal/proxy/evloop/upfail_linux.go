@@ -123,9 +123,15 @@ func (l *loop) chargeAbort(d *down, pool *clusterPool, status int) {
 	if d.rs.started {
 		return
 	}
+	l.charge(pool.def.name, pool.st, status)
+}
+
+// charge counts status as the cluster's response to a request the proxy
+// answered itself: through the Observer, else in the loops' own stats.
+func (l *loop) charge(cluster string, st *clusterCounters, status int) {
 	if o := l.srv.cfg.Observer; o != nil {
-		o.Aborted(pool.def.name, status)
+		o.Aborted(cluster, status)
 	} else {
-		pool.st.response(status)
+		st.response(status)
 	}
 }

@@ -452,14 +452,17 @@ func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 	}
 	if s.headless {
 		e.Request, e.Head = nil, noHead{}
-	} else if s.in.ProtoMajor == 1 && !route.IsUpgrade(s.in.Header["Connection"], s.in.Header["Upgrade"]) {
-		// Logged as Envoy has the request by then: the handler is done
-		// with it (the upstream got a copy).
+	} else if s.in.ProtoMajor == 1 {
+		// Logged as Envoy has the request by then (route.SeenIn): the
+		// handler is done with it (the upstream got a copy).
 		h := s.in.Header
-		conn, missingHost := h["Connection"], s.details == route.DetailsMissingHost
+		conn, upgrade, te, missingHost := h["Connection"], h["Upgrade"], h["Te"], s.details == route.DetailsMissingHost
 		for k := range h {
-			if route.LoggedWithout(k, conn, missingHost) {
+			switch route.SeenIn(k, conn, upgrade, te, missingHost) {
+			case route.Gone:
 				delete(h, k)
+			case route.Trailers:
+				h[k] = []string{"trailers"}
 			}
 		}
 	}

@@ -60,11 +60,12 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 	var releaseRetry func()
 	for n := 0; ; n++ {
 		if ctx.Err() != nil {
-			// The stream ended (reset, timeout) before this attempt.
+			// The stream ended (reset, timeout) before this attempt:
+			// none is in flight.
 			if releaseRetry != nil {
 				releaseRetry()
 			}
-			return nil, s.ctxError(ctx)
+			return nil, s.ctxError(ctx, false)
 		}
 		var h *cluster.Host
 		var err error
@@ -76,6 +77,14 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			h, err = c.Pick(avoid, attempts)
 		}
 		if err != nil {
+			// Charged as the cluster's 503, as Envoy's router charges it
+			// (Filter::sendNoHealthyUpstreamResponse, chargeUpstreamCode
+			// without a host), at a retry's pick too (doRetry); as on the
+			// loops (loopRouter.route, retryNow).
+			if releaseRetry != nil {
+				releaseRetry()
+			}
+			c.Stats.Response(http.StatusServiceUnavailable)
 			return nil, &localError{code: 503, flags: accesslog.NoHealthyUpstream, body: "no healthy upstream", details: "no_healthy_upstream"}
 		}
 		if triedN < len(tried) {
@@ -94,7 +103,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				return nil, &localError{code: 503, flags: accesslog.UpstreamOverflow, details: "upstream_reset_before_response_started{overflow}",
 					body: "upstream connect error or disconnect/reset before headers. reset reason: overflow"}
 			}
-			return nil, s.ctxError(ctx)
+			return nil, s.pendingEnded(ctx) // waiting for one of max_connections
 		}
 		if releaseRetry != nil {
 			prev := release
@@ -125,7 +134,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			if err := body.waitPrevious(ctx); err != nil {
 				acancel()
 				release()
-				return nil, s.ctxError(ctx)
+				return nil, s.pendingEnded(ctx)
 			}
 			areq.Body = body.next()
 			if !body.overflow() {
@@ -165,10 +174,11 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 					c.Stats.RqRetry.Inc()
 					if !backoff(ctx, rp, n+1) {
 						releaseRetry()
-						return nil, s.ctxError(ctx)
+						return nil, s.ctxError(ctx, false) // no attempt in flight
 					}
 					continue
 				}
+				le.flags |= accesslog.UpstreamOverflow // max_retries spent, as Envoy flags RetryStatus::NoOverflow
 			} else if retriable && rp != nil && n >= rp.NumRetries {
 				c.Stats.RqRetryLimit.Inc()
 				le.flags |= accesslog.UpstreamRetryLimitExceeded
@@ -186,7 +196,6 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			return nil, le
 		}
 		s.svcTime = time.Since(t0)
-		c.Stats.Response(resp.StatusCode)
 		c.RequestDone(h, resp.StatusCode, false, false)
 		if rp != nil && !at.came() {
 			gs := -1
@@ -202,12 +211,14 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 						release()
 						releaseRetry = r
 						c.Stats.RqRetry.Inc()
+						c.Stats.RetryResponse(resp.StatusCode) // in retry.upstream_rq_*, as Envoy's onUpstreamHeaders charges it
 						if !backoff(ctx, rp, n+1) {
 							releaseRetry()
-							return nil, s.ctxError(ctx)
+							return nil, s.ctxError(ctx, false) // no attempt in flight
 						}
 						continue
 					}
+					s.flags |= accesslog.UpstreamOverflow // max_retries spent, as above
 				} else {
 					c.Stats.RqRetryLimit.Inc()
 					s.flags |= accesslog.UpstreamRetryLimitExceeded
@@ -216,6 +227,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				c.Stats.RqRetrySuccess.Inc()
 			}
 		}
+		c.Stats.Response(resp.StatusCode) // the request's answer
 		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn()}
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 			// An upgraded connection: the forwarder writes to it as well.
@@ -327,11 +339,18 @@ func backoff(ctx context.Context, rp *route.RetryPolicy, n int) bool {
 	}
 }
 
-// ctxError turns the stream context's end into a local reply.
-func (s *stream) ctxError(ctx context.Context) *localError {
+// ctxError turns the stream context's end into a local reply. inFlight:
+// an attempt was under way (sent, waiting for a connection, or its
+// response's body coming), which a route timeout ends and counts in
+// upstream_rq_timeout, as Envoy's Filter::onResponseTimeout counts each
+// upstream request it resets; with none (a retry's back-off) nothing is
+// counted, as there.
+func (s *stream) ctxError(ctx context.Context, inFlight bool) *localError {
 	switch cause := context.Cause(ctx); {
 	case errors.Is(cause, errRouteTimeout):
-		s.cl.Stats.RqTimeout.Inc()
+		if inFlight {
+			s.cl.Stats.RqTimeout.Inc()
+		}
 		return &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: "upstream_response_timeout"}
 	case errors.Is(cause, errIdleTimeout): // counted by its timer
 		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: "stream_idle_timeout"}
@@ -341,12 +360,27 @@ func (s *stream) ctxError(ctx context.Context) *localError {
 	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: "downstream_remote_disconnect"}
 }
 
+// pendingEnded is the local reply of a request whose stream ended while
+// its attempt waited before it was sent (for one of the cluster's
+// HTTP/1.1 max_connections, or for the previous attempt's body to be let
+// go): a route timeout ends it as one in flight, counted, and charged as
+// the cluster's 504 before any response, as Envoy's onResponseTimeout
+// charges an upstream request awaiting headers, one still pending in the
+// connection pool too (chargeUpstreamAbort without a host).
+func (s *stream) pendingEnded(ctx context.Context) *localError {
+	le := s.ctxError(ctx, true)
+	if le.flags&accesslog.UpstreamRequestTimeout != 0 {
+		s.cl.Stats.Response(le.code)
+	}
+	return le
+}
+
 // classify maps an attempt's transport error to a local reply and
 // whether the retry policy retries it; started: a 1xx came before it
 // (route.ResetDetails).
 func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryPolicy, started bool) (le *localError, retriable, timedOut bool) {
 	if ctx.Err() != nil {
-		le = s.ctxError(ctx)
+		le = s.ctxError(ctx, true)
 		return le, false, le.flags&accesslog.UpstreamRequestTimeout != 0
 	}
 	if errors.Is(context.Cause(actx), errPerTry) || errors.Is(err, errPerTry) {
@@ -432,7 +466,7 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 				s.m.stats.cxProtocolError.Inc()
 			}
 		case context.Cause(s.ctx) != nil:
-			f = s.ctxError(s.ctx).flags
+			f = s.ctxError(s.ctx, true).flags
 		case cluster.H2ProtocolReset(err):
 			// Its HTTP/2 connection failed for the upstream's protocol
 			// error (cluster/h2conn.go), counted as classify counts it.

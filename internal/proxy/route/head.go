@@ -292,7 +292,45 @@ func headValue(h Head, name string, buf []byte) ([]byte, bool) {
 	case ":scheme":
 		return []byte("http"), true // a loop serves plaintext only
 	}
+	switch headSeen(h, name) {
+	case Gone:
+		return nil, false
+	case Trailers:
+		return []byte("trailers"), true
+	}
 	return headHeader(h, name, false, buf)
+}
+
+// headSeen is SeenIn over a head's lines (without listing them): how
+// Envoy's router has the header name. An HTTP/2 head has no Connection
+// or Upgrade field and no TE but "trailers" (the loops refuse the rest),
+// which this leaves as they are.
+func headSeen(h Head, name string) HeaderSeen {
+	named := false
+	for i := range h.NumHeaders() {
+		if k, v := h.Header(i); EqualFoldASCII(k, "connection") {
+			named = named || ConnectionNames(v, name)
+		}
+	}
+	if !named && !mayChange(name) {
+		return AsSent
+	}
+	upgrade, connUpgrade, trailers := false, false, false
+	for i := range h.NumHeaders() {
+		k, v := h.Header(i)
+		switch {
+		case EqualFoldASCII(k, "upgrade"):
+			upgrade = true
+		case EqualFoldASCII(k, "connection"):
+			connUpgrade = connUpgrade || connectionUpgrade(v)
+		case EqualFoldASCII(k, "te"):
+			trailers = trailers || TETrailers(v)
+		}
+	}
+	if upgrade && connUpgrade {
+		return AsSent // an upgrade (IsUpgrade)
+	}
+	return Seen(name, named, trailers, false)
 }
 
 // headHeader returns the header name (canonical) as net/http's

@@ -274,6 +274,15 @@ func headerValue(req *http.Request, name string) (string, bool) {
 		}
 		return "http", true
 	}
+	if req.ProtoMajor == 1 {
+		// As Envoy's router has it (SeenIn).
+		switch SeenIn(name, req.Header["Connection"], req.Header["Upgrade"], req.Header["Te"], false) {
+		case Gone:
+			return "", false
+		case Trailers:
+			return "trailers", true
+		}
+	}
 	vs, ok := req.Header[name]
 	if !ok {
 		return "", false

@@ -16,11 +16,14 @@ import (
 //	          there too, besides the final response, and the proxy's own
 //	          503, 502 or 504 to a request it gave up on before a
 //	          response, as the next)
-//	Rq5xx     cluster.<name>.upstream_rq_5xx (upstream 5xx responses, and
+//	Rq5xx     cluster.<name>.upstream_rq_5xx (upstream 5xx responses a
+//	          request was answered with, not those retried, which count in
+//	          retry.upstream_rq_5xx; and
 //	          the 5xx the proxy answered a request whose upstream attempt
 //	          failed, not retried: a connect failure, a reset, a protocol
-//	          error, an overflow, the route or per-try timeout; Envoy's
-//	          router charges those so, Filter::chargeUpstreamAbort)
+//	          error, an overflow, the route or per-try timeout, or no
+//	          healthy host; Envoy's router charges those so,
+//	          Filter::chargeUpstreamAbort, sendNoHealthyUpstreamResponse)
 //	RqError   Rq5xx (the failures without a response counted there
 //	          already; a retried attempt's failure is no request's error)
 //	RqActive  cluster.<name>.upstream_rq_active (in flight)
