@@ -190,7 +190,13 @@ func (l *loop) localReplyH1(d *down, status int, body string, closeAfter bool) i
 		l.logResponse(d, o[hs:])
 		d.lg.rec.BytesSent += int64(len(body))
 	}
-	if !bodyLength {
+	switch {
+	case bodyLength:
+	case proxyroute.HeadChunked(d.head, status):
+		// As Envoy's HTTP/1.1 encoder frames a HEAD answer without a
+		// length: announced chunked, no body (route.HeadChunked).
+		o = append(o, "transfer-encoding: chunked\r\n"...)
+	default:
 		o = append(o, "content-length: 0\r\n"...)
 	}
 	o = append(l.appendDate(o), "\r\n"...)

@@ -80,9 +80,11 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 		return
 	}
 	if body == "" {
-		// No write: the HTTP/1.1 writer then frames the reply with
-		// content-length 0 as Envoy's codec does (a write, even empty,
-		// would begin a chunked body).
+		// No write: the HTTP/1.1 writer then frames the reply as
+		// Envoy's codec frames a response without a body or a length,
+		// with content-length 0, or to a HEAD request an announced
+		// chunked body (a write, even empty, would begin a chunked
+		// body).
 		w.WriteHeader(code)
 		return
 	}

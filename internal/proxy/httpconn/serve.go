@@ -227,10 +227,13 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		m.stats.directResponse.Inc()
 		s.details = "direct_response"
 		m.applyResponseHeaders(s, rw.Header())
-		if s.rt.DirectBody != "" {
-			rw.Header().Set("Content-Type", "text/plain")
-			rw.Header().Set("Content-Length", strconv.Itoa(len(s.rt.DirectBody)))
+		if s.rt.DirectBody == "" {
+			// Framed as a local reply without a body (localReply).
+			rw.WriteHeader(s.rt.DirectStatus)
+			return
 		}
+		rw.Header().Set("Content-Type", "text/plain")
+		rw.Header().Set("Content-Length", strconv.Itoa(len(s.rt.DirectBody)))
 		rw.WriteHeader(s.rt.DirectStatus)
 		_, _ = io.WriteString(rw, s.rt.DirectBody)
 		return
