@@ -13,6 +13,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -232,6 +234,100 @@ func TestHTTP1HeadLocalReplySamePaths(t *testing.T) {
 			}
 		}
 		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, names)
+}
+
+// TestH2LocalReplyBeforeBodySamePaths: over HTTP/2 (h2c), a local reply
+// made before the request's END_STREAM came (no route, no healthy host,
+// a connection failure, its body still to come) ends its stream, then
+// resets it with RST_STREAM NO_ERROR (RFC 9113 8.1), as Envoy's
+// connection manager resets a stream it ends before the request's end
+// (doEndStream: resetStream(LocalReset), which its HTTP/2 codec defers
+// until the response's frames are out and sends as NO_ERROR); the
+// connection stays. A request that ended with its HEADERS is not reset.
+// Alike on every path (x/net's server, on the goroutine path, resets a
+// stream still open when its handler's response ends).
+func TestH2LocalReplyBeforeBodySamePaths(t *testing.T) {
+	dead := deadAddr(t)
+	type request struct {
+		name      string
+		authority string
+		path      string
+		ended     bool // END_STREAM on the HEADERS: no body
+	}
+	requests := []request{
+		{"no route, body to come", "elsewhere", "/", false},
+		{"no healthy host, body to come", "x", "/empty", false},
+		{"connection failure, body to come", "x", "/dead", false},
+		{"connection failure, no body", "x", "/dead", true},
+	}
+	results := map[string]pathResult{}
+	names := make([]string, 0, len(requests))
+	for _, r := range requests {
+		names = append(names, r.name)
+	}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.on)
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"x"}, routeTo("/dead", "dead"), routeTo("/empty", "empty"))),
+			edsCluster("dead"), cla("dead", dead), edsCluster("empty"), cla("empty"))
+		res := pathResult{answers: map[string]string{}}
+		for _, r := range requests {
+			cl := dialH2(t, h.addr("egress"))
+			cl.hbuf.Reset()
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", r.authority}, {":path", r.path},
+				{"content-length", "5"}} {
+				if r.ended && f[0] == "content-length" {
+					continue
+				}
+				_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: cl.hbuf.Bytes(), EndStream: r.ended, EndHeaders: true})
+			_ = cl.bw.Flush()
+			// The stream's frames, up to the answer to a PING sent once
+			// it ended: a reset comes before that.
+			var seen []string
+			pinged := false
+			for f := range cl.frames {
+				if f.typ == http2.FramePing {
+					break
+				}
+				if f.stream != 1 {
+					continue
+				}
+				// How the response is cut in frames is not looked at
+				// (x/net's server ends it with an empty DATA frame).
+				switch {
+				case f.typ == http2.FrameHeaders:
+					seen = append(seen, "HEADERS "+f.status)
+				case f.typ == http2.FrameRSTStream:
+					seen = append(seen, fmt.Sprintf("RST_STREAM %v", f.code))
+				}
+				if f.end {
+					seen = append(seen, "END_STREAM")
+				}
+				if f.end && !pinged {
+					pinged = true
+					_ = cl.fr.WritePing(false, [8]byte{1})
+					_ = cl.bw.Flush()
+				}
+			}
+			_ = cl.c.Close()
+			res.answers[r.name] = strings.Join(seen, ", ")
+		}
+		results[p.name] = res
+	}
+	want := map[string]string{
+		"no route, body to come":           "HEADERS 404, END_STREAM, RST_STREAM NO_ERROR",
+		"no healthy host, body to come":    "HEADERS 503, END_STREAM, RST_STREAM NO_ERROR",
+		"connection failure, body to come": "HEADERS 503, END_STREAM, RST_STREAM NO_ERROR",
+		"connection failure, no body":      "HEADERS 503, END_STREAM",
+	}
+	for _, n := range names {
+		if got := results["goroutines"].answers[n]; got != want[n] {
+			t.Errorf("%s: the goroutine path sent %s; want %s", n, got, want[n])
+		}
 	}
 	sameAsGoroutinePath(t, results, names)
 }

@@ -245,11 +245,12 @@ func (l *loop) expire(d *down) {
 		l.upFailed(u)
 	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= d.timeout:
 		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
-		// The connection carries on unless the body is still coming,
-		// as on the goroutine path (and the per-try timeout's).
+		// The connection carries on unless the body is still coming
+		// (localReply), as on the goroutine path (and the per-try
+		// timeout's).
 		if u == nil {
 			d.rs.pool.st.rqTimeout.Inc()
-			l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
+			l.localReply(d, 504, "upstream request timeout", false)
 			return
 		}
 		u.pool.st.rqTimeout.Inc()
@@ -260,7 +261,7 @@ func (l *loop) expire(d *down) {
 		}
 		u.d, d.u = nil, nil
 		l.closeUp(u)
-		l.abortReply(d, u.pool, 504, "upstream request timeout", d.state == dsBody)
+		l.abortReply(d, u.pool, 504, "upstream request timeout", false)
 	case u != nil && d.rs.perTry() && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.perTryTimeout(u)
 	case d.rs.waiting && l.now >= d.rs.at:

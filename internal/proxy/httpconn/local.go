@@ -62,6 +62,9 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 	}
 	h := w.Header()
 	m.applyResponseHeaders(s, h)
+	if s.in.ProtoMajor == 1 && s.replyCloses() {
+		h.Set("Connection", "close")
+	}
 	if route.IsGRPC(s.in.Header.Get("Content-Type")) {
 		h.Set("Content-Type", "application/grpc")
 		h.Set("Grpc-Status", strconv.Itoa(route.GRPCStatusFor(code)))

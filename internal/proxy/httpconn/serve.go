@@ -227,6 +227,9 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		m.stats.directResponse.Inc()
 		s.details = "direct_response"
 		m.applyResponseHeaders(s, rw.Header())
+		if s.replyCloses() {
+			rw.Header().Set("Connection", "close")
+		}
 		if s.rt.DirectBody == "" {
 			// Framed as a local reply without a body (localReply).
 			rw.WriteHeader(s.rt.DirectStatus)
@@ -544,12 +547,24 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 // bodyArrival is an HTTP/1.1 request body that can tell whether all of
-// it has arrived from the client (h1Body).
-type bodyArrival interface{ Received() bool }
+// it has arrived from the client (h1Body): Received as the upstream's
+// writer found it, Arrived looking further (and reading what is there).
+type bodyArrival interface {
+	Received() bool
+	Arrived() bool
+}
 
 // bodyComing reports whether the request's body is still arriving: an
 // HTTP/1.1 response head written now comes before the request's end.
 func (s *stream) bodyComing() bool { return s.arrival != nil && !s.arrival.Received() }
+
+// replyCloses reports whether the HTTP/1.1 connection closes after a
+// local reply made now (route.LocalReplyCloses): one made before the
+// first upstream attempt (no route, a direct response, no healthy host,
+// an overflow) is made at the head, before the body is read.
+func (s *stream) replyCloses() bool {
+	return s.arrival != nil && route.LocalReplyCloses(s.upStart.IsZero(), s.arrival.Arrived)
+}
 
 // mergeSlashes collapses runs of '/'.
 func mergeSlashes(p string) string {
