@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
 
 // headFirstHTTP1Upstream answers each connection's first request with
@@ -138,61 +139,86 @@ func TestMalformedBodyAfterResponseSamePaths(t *testing.T) {
 	sameAsGoroutinePath(t, results, paths)
 }
 
-// TestLocalReplyBeforeBodySamePaths: a request answered by the proxy
-// before its body was read (its cluster's host refuses the connection,
-// or cannot be reached: a TCP connect to the broadcast address fails at
-// once, and the loops answer as they dispatch), with a body of either
-// framing, leaves the connection to the next request on every path: the
-// goroutine path reads and drops the body after the reply (up to a
-// point), and the loops skip it alike. The loops took a chunked body for
-// the next request's head (a 400) and closed the connection after a
-// body with a length when they answered at dispatch, closed it after a
-// request to an HTTP/2 cluster, and after a refused one to an HTTP/1.1
-// cluster left the request pipelined behind it waiting for the
-// connection's idle timeout. Each request goes on a connection of its
-// own, with the next one written behind its body.
+// TestLocalReplyBeforeBodySamePaths: a request the proxy answers itself
+// before its body was read, with a body of either framing, is answered
+// as Envoy's connection manager answers it, on every path: when the
+// request is complete as Envoy sees it at the reply, the connection is
+// kept (the goroutine path reads and drops the body after the reply, the
+// loops skip it); when not, the reply says connection: close and the
+// connection closes after it (route.LocalReplyCloses). A reply made
+// later than the head (its cluster's host refuses the connection, or
+// cannot be reached: a TCP connect to the broadcast address fails at
+// once, and the loops answer as they dispatch; Envoy notices either on
+// a later event, once its codec parsed the body that came with the
+// head) keeps the connection when the body came with the head, and
+// closes it when the body comes later (sent 100 ms after the head).
+// One made at the head (no route, a direct response, no healthy host:
+// Envoy answers those while its codec dispatches the head, before it
+// parses the body behind it) closes it whatever came. Both paths kept
+// the connection after every one of these, reading the body as it came.
+// The loops took a chunked body for the next request's head (a 400) and
+// closed the connection after a body with a length when they answered
+// at dispatch, closed it after a request to an HTTP/2 cluster, and after
+// a refused one to an HTTP/1.1 cluster left the request pipelined behind
+// it waiting for the connection's idle timeout. Each request goes on a
+// connection of its own, with the next one written behind its body.
 func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
 	ok := newBackend(t, "ok")
 	dead := deadAddr(t)
 	const unreachable = "255.255.255.255:80"
 	type request struct {
 		name string
+		host string // "x" unless set: routed
 		path string
 		body string // the framing header, the blank line and the body
 		// late: the body is sent 100 ms after the head, once the
-		// upstream's connect has failed (the loops closed the connection
-		// then, where the goroutine path skips the body).
+		// upstream's connect has failed.
 		late bool
+		// want is the answer's status; closes: the connection closes
+		// after it.
+		want   int
+		closes bool
 	}
 	const (
 		length  = "Content-Length: 5\r\n\r\nhello"
 		chunked = "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
 	)
 	requests := []request{
-		{"content-length body", "/dead", length, false},
-		{"chunked body", "/dead", chunked, false},
-		{"HTTP/2 cluster, content-length body", "/dead2", length, false},
-		{"HTTP/2 cluster, chunked body", "/dead2", chunked, false},
-		{"unreachable, content-length body", "/unreachable", length, false},
-		{"unreachable, chunked body", "/unreachable", chunked, false},
-		{"unreachable HTTP/2 cluster, content-length body", "/unreachable2", length, false},
-		{"unreachable HTTP/2 cluster, chunked body", "/unreachable2", chunked, false},
-		{"content-length body sent late", "/dead", length, true},
-		{"chunked body sent late", "/dead", chunked, true},
-		{"HTTP/2 cluster, chunked body sent late", "/dead2", chunked, true},
+		{name: "content-length body", path: "/dead", body: length, want: 503},
+		{name: "chunked body", path: "/dead", body: chunked, want: 503},
+		{name: "HTTP/2 cluster, content-length body", path: "/dead2", body: length, want: 503},
+		{name: "HTTP/2 cluster, chunked body", path: "/dead2", body: chunked, want: 503},
+		{name: "unreachable, content-length body", path: "/unreachable", body: length, want: 503},
+		{name: "unreachable, chunked body", path: "/unreachable", body: chunked, want: 503},
+		{name: "unreachable HTTP/2 cluster, content-length body", path: "/unreachable2", body: length, want: 503},
+		{name: "unreachable HTTP/2 cluster, chunked body", path: "/unreachable2", body: chunked, want: 503},
+		{name: "content-length body sent late", path: "/dead", body: length, late: true, want: 503, closes: true},
+		{name: "chunked body sent late", path: "/dead", body: chunked, late: true, want: 503, closes: true},
+		{name: "HTTP/2 cluster, content-length body sent late", path: "/dead2", body: length, late: true, want: 503, closes: true},
+		{name: "HTTP/2 cluster, chunked body sent late", path: "/dead2", body: chunked, late: true, want: 503, closes: true},
+		{name: "no route, content-length body", host: "elsewhere", path: "/", body: length, want: 404, closes: true},
+		{name: "no route, chunked body", host: "elsewhere", path: "/", body: chunked, want: 404, closes: true},
+		{name: "no route, chunked body sent late", host: "elsewhere", path: "/", body: chunked, late: true, want: 404, closes: true},
+		{name: "direct response, content-length body", path: "/direct", body: length, want: 200, closes: true},
+		{name: "no healthy host, chunked body", path: "/empty", body: chunked, want: 503, closes: true},
+		{name: "no healthy host, empty body", path: "/empty", body: "Content-Length: 0\r\n\r\n", want: 503},
 	}
+	direct := &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/direct"}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200,
+			Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "hi"}}}}}
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% " +
-		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %UPSTREAM_CLUSTER%\n"}}
+		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %UPSTREAM_CLUSTER% %RESP(CONNECTION)%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
-			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/dead2", "dead2"), routeTo("/dead", "dead"),
-				routeTo("/unreachable2", "unreachable2"), routeTo("/unreachable", "unreachable"), routeTo("/", "ok"))),
+			routeConfig("rds", vhost("v", []string{"x"}, direct, routeTo("/dead2", "dead2"), routeTo("/dead", "dead"),
+				routeTo("/unreachable2", "unreachable2"), routeTo("/unreachable", "unreachable"), routeTo("/empty", "empty"),
+				routeTo("/", "ok"))),
 			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("dead"), cla("dead", dead), edsCluster("dead2", h2Upstream), cla("dead2", dead),
 			edsCluster("unreachable"), cla("unreachable", unreachable), edsCluster("unreachable2", h2Upstream),
-			cla("unreachable2", unreachable))
+			cla("unreachable2", unreachable), edsCluster("empty"), cla("empty"))
 		res := pathResult{answers: map[string]string{}}
 		sent := 0
 		for _, r := range requests {
@@ -201,7 +227,11 @@ func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			head, rest := "POST "+r.path+" HTTP/1.1\r\nHost: x\r\n", r.body+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+			host := r.host
+			if host == "" {
+				host = "x"
+			}
+			head, rest := "POST "+r.path+" HTTP/1.1\r\nHost: "+host+"\r\n", r.body+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
 			if r.late {
 				framing, body, _ := strings.Cut(r.body, "\r\n\r\n")
 				head, rest = head+framing+"\r\n\r\n", body+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -215,7 +245,11 @@ func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
 			for range 2 {
 				resp, err := http.ReadResponse(br, nil)
 				if err != nil {
-					answer = append(answer, err.Error())
+					end := "closed"
+					if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
+						end = err.Error()
+					}
+					answer = append(answer, end)
 					break
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
@@ -225,7 +259,11 @@ func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
 			_ = c.Close()
 			got := strings.Join(answer, ", then ")
 			res.answers[r.name] = got
-			if want := "503 close false, then 200 close false"; p.goroutines && got != want {
+			want := fmt.Sprintf("%d close false, then 200 close false", r.want)
+			if r.closes {
+				want = fmt.Sprintf("%d close true, then closed", r.want)
+			}
+			if p.goroutines && got != want {
 				t.Errorf("%s: the goroutine path answered %s; want %s", r.name, got, want)
 			}
 			if want, ok := results["goroutines"]; ok && got != want.answers[r.name] {

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -138,6 +141,193 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 	names := make([]string, 0, len(requests))
 	for _, r := range requests {
 		names = append(names, r.name)
+	}
+	sameAsGoroutinePath(t, results, names)
+}
+
+// TestHTTP1HeadLocalReplySamePaths: a local reply to an HTTP/1.1 HEAD
+// request is framed as Envoy frames it (Utility::sendLocalReply, then its
+// HTTP/1.1 encoder's StreamEncoderImpl::encodeHeadersBase), on every
+// path: without a body (no route, a gRPC status, a missing Host, a
+// direct response without one) it has no content-length and announces
+// transfer-encoding: chunked, as a proxied HEAD answer without a length
+// does (route.HeadChunked), and writes no body; with one (a connection
+// failure, no healthy upstream) it has the body's content-length and
+// content-type and writes no body. A GET's reply without a body has
+// content-length 0, a direct response's too (the goroutine path began a
+// chunked body for an empty direct response). Both paths answered a HEAD
+// request without a body with content-length 0. Each request goes on a
+// connection of its own, followed by a GET unless the reply closed it,
+// whose answer shows that no body came before it.
+func TestHTTP1HeadLocalReplySamePaths(t *testing.T) {
+	ok := newBackend(t, "ok")
+	dead := deadAddr(t)
+	const grpcHeaders = "Content-Type: application/grpc\r\nTe: trailers\r\n"
+	type request struct {
+		name string
+		head string // request line and headers, without the blank line
+		want string // the goroutine path's answer
+	}
+	const chunked = "length [], transfer-encoding [chunked]"
+	requests := []request{
+		{"HEAD no route", "HEAD / HTTP/1.1\r\nHost: elsewhere\r\n", "404, " + chunked + ", type [], then 200"},
+		{"GET no route", "GET / HTTP/1.1\r\nHost: elsewhere\r\n", "404, length [0], transfer-encoding [], type [], then 200"},
+		{"HEAD connection failure", "HEAD /dead HTTP/1.1\r\nHost: x\r\n",
+			"503, length [91], transfer-encoding [], type [text/plain], then 200"},
+		{"HEAD no healthy upstream", "HEAD /empty HTTP/1.1\r\nHost: x\r\n",
+			"503, length [19], transfer-encoding [], type [text/plain], then 200"},
+		{"HEAD gRPC connection failure", "HEAD /dead HTTP/1.1\r\nHost: x\r\n" + grpcHeaders,
+			"200, " + chunked + ", type [application/grpc], then 200"},
+		{"HEAD missing host", "HEAD / HTTP/1.1\r\n", "400, " + chunked + ", type [], closed"},
+		{"HEAD direct response without body", "HEAD /direct HTTP/1.1\r\nHost: x\r\n", "204, length [], transfer-encoding [], type [], then 200"},
+		{"HEAD direct response", "HEAD /direct200 HTTP/1.1\r\nHost: x\r\n", "200, " + chunked + ", type [], then 200"},
+		{"GET direct response", "GET /direct200 HTTP/1.1\r\nHost: x\r\n", "200, length [0], transfer-encoding [], type [], then 200"},
+	}
+	directTo := func(prefix string, status uint32) *routev3.Route {
+		return &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: status}}}
+	}
+	results := map[string]pathResult{}
+	names := make([]string, 0, len(requests))
+	for _, r := range requests {
+		names = append(names, r.name)
+	}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.on)
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"x"}, directTo("/direct200", 200), directTo("/direct", 204), routeTo("/dead", "dead"),
+				routeTo("/empty", "empty"), routeTo("/", "ok"))),
+			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("dead"), cla("dead", dead), edsCluster("empty"), cla("empty"))
+		res := pathResult{answers: map[string]string{}}
+		for _, r := range requests {
+			c, err := net.Dial("tcp", h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(c, r.head+"\r\n")
+			br := bufio.NewReader(c)
+			method, _, _ := strings.Cut(r.head, " ")
+			resp, err := http.ReadResponse(br, &http.Request{Method: method})
+			if err != nil {
+				t.Fatalf("%s, %s: %v", p.name, r.name, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			answer := fmt.Sprintf("%d, length [%s], transfer-encoding [%s], type [%s]", resp.StatusCode,
+				strings.Join(resp.Header["Content-Length"], " "), strings.Join(resp.TransferEncoding, " "),
+				strings.Join(resp.Header["Content-Type"], " "))
+			if resp.Close {
+				answer += ", closed"
+			} else {
+				_, _ = io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+				if next, err := http.ReadResponse(br, nil); err != nil {
+					answer += fmt.Sprintf(", then %v", err)
+				} else {
+					_, _ = io.Copy(io.Discard, next.Body)
+					answer += fmt.Sprintf(", then %d", next.StatusCode)
+				}
+			}
+			_ = c.Close()
+			res.answers[r.name] = answer
+			if p.goroutines && answer != r.want {
+				t.Errorf("%s: the goroutine path answered\n%s\nwant\n%s", r.name, answer, r.want)
+			}
+		}
+		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, names)
+}
+
+// TestH2LocalReplyBeforeBodySamePaths: over HTTP/2 (h2c), a local reply
+// made before the request's END_STREAM came (no route, no healthy host,
+// a connection failure, its body still to come) ends its stream, then
+// resets it with RST_STREAM NO_ERROR (RFC 9113 8.1), as Envoy's
+// connection manager resets a stream it ends before the request's end
+// (doEndStream: resetStream(LocalReset), which its HTTP/2 codec defers
+// until the response's frames are out and sends as NO_ERROR); the
+// connection stays. A request that ended with its HEADERS is not reset.
+// Alike on every path (x/net's server, on the goroutine path, resets a
+// stream still open when its handler's response ends).
+func TestH2LocalReplyBeforeBodySamePaths(t *testing.T) {
+	dead := deadAddr(t)
+	type request struct {
+		name      string
+		authority string
+		path      string
+		ended     bool // END_STREAM on the HEADERS: no body
+	}
+	requests := []request{
+		{"no route, body to come", "elsewhere", "/", false},
+		{"no healthy host, body to come", "x", "/empty", false},
+		{"connection failure, body to come", "x", "/dead", false},
+		{"connection failure, no body", "x", "/dead", true},
+	}
+	results := map[string]pathResult{}
+	names := make([]string, 0, len(requests))
+	for _, r := range requests {
+		names = append(names, r.name)
+	}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.on)
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"x"}, routeTo("/dead", "dead"), routeTo("/empty", "empty"))),
+			edsCluster("dead"), cla("dead", dead), edsCluster("empty"), cla("empty"))
+		res := pathResult{answers: map[string]string{}}
+		for _, r := range requests {
+			cl := dialH2(t, h.addr("egress"))
+			cl.hbuf.Reset()
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", r.authority}, {":path", r.path},
+				{"content-length", "5"}} {
+				if r.ended && f[0] == "content-length" {
+					continue
+				}
+				_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: cl.hbuf.Bytes(), EndStream: r.ended, EndHeaders: true})
+			_ = cl.bw.Flush()
+			// The stream's frames, up to the answer to a PING sent once
+			// it ended: a reset comes before that.
+			var seen []string
+			pinged := false
+			for f := range cl.frames {
+				if f.typ == http2.FramePing {
+					break
+				}
+				if f.stream != 1 {
+					continue
+				}
+				// How the response is cut in frames is not looked at
+				// (x/net's server ends it with an empty DATA frame).
+				switch {
+				case f.typ == http2.FrameHeaders:
+					seen = append(seen, "HEADERS "+f.status)
+				case f.typ == http2.FrameRSTStream:
+					seen = append(seen, fmt.Sprintf("RST_STREAM %v", f.code))
+				}
+				if f.end {
+					seen = append(seen, "END_STREAM")
+				}
+				if f.end && !pinged {
+					pinged = true
+					_ = cl.fr.WritePing(false, [8]byte{1})
+					_ = cl.bw.Flush()
+				}
+			}
+			_ = cl.c.Close()
+			res.answers[r.name] = strings.Join(seen, ", ")
+		}
+		results[p.name] = res
+	}
+	want := map[string]string{
+		"no route, body to come":           "HEADERS 404, END_STREAM, RST_STREAM NO_ERROR",
+		"no healthy host, body to come":    "HEADERS 503, END_STREAM, RST_STREAM NO_ERROR",
+		"connection failure, body to come": "HEADERS 503, END_STREAM, RST_STREAM NO_ERROR",
+		"connection failure, no body":      "HEADERS 503, END_STREAM",
+	}
+	for _, n := range names {
+		if got := results["goroutines"].answers[n]; got != want[n] {
+			t.Errorf("%s: the goroutine path sent %s; want %s", n, got, want[n])
+		}
 	}
 	sameAsGoroutinePath(t, results, names)
 }

@@ -95,8 +95,8 @@ func (l *loop) dispatch(d *down, head []byte) {
 		// As Envoy's connection manager does unless proxy_100_continue
 		// (decodeHeaders), and the goroutine path: 100 Continue as soon
 		// as the head is read, before routing or any upstream. The
-		// client then sends its body whatever the final answer, so a
-		// local reply skips it as any other's (replyUnread).
+		// client then sends its body whatever the final answer, which a
+		// local reply treats as any other's (replyUnread).
 		if d.out == nil {
 			d.out, d.outOff = l.getBuf(), 0
 		}
@@ -139,7 +139,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 				}
 				d.logFlags(t.Flags, t.Details)
 			}
-			l.replyUnread(d, r, t.Status, t.Body)
+			l.replyUnread(d, r, t.Status, t.Body, true)
 			return
 		}
 		pool = l.hostPool(t.Cluster, t.Host)
@@ -148,7 +148,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		rt := l.srv.table.match(r.host.of(head), path)
 		if rt == nil {
 			st.noRoute.Inc()
-			l.replyUnread(d, r, 404, "")
+			l.replyUnread(d, r, 404, "", true)
 			return
 		}
 		pool = &l.pools[rt.cluster]
@@ -172,7 +172,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if err != nil {
 		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
 		l.chargeAbort(d, pool, 503)
-		l.replyUnread(d, r, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
+		l.replyUnread(d, r, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
 		return
 	}
 	// The upstream request: the client's head without its hop-by-hop

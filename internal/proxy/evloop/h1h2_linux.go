@@ -40,7 +40,6 @@ type h1h2 struct {
 	left     int64
 	bodyless bool
 	inBody   bool // h1uBody is feeding the stream (h1uCredit must not re-enter it)
-	fed      bool // h1uBody took some of the request body
 }
 
 // ustream is the h2stream an upstream HTTP/2 stream serves for d: an h2c
@@ -129,7 +128,7 @@ func (l *loop) h1uBody(d *down) bool {
 		return false
 	}
 	b = b[:min(len(b), int(h2Window-st.unpaid))]
-	hb.inBody, hb.fed = true, true
+	hb.inBody = true
 	defer func() { hb.inBody = false }()
 	if !d.chunked {
 		take := int(min(int64(len(b)), d.bodyLeft))
@@ -388,24 +387,17 @@ func (l *loop) h1uRelease(d *down) {
 }
 
 // h1uReply: a local reply to a request whose upstream is HTTP/2
-// (localReply's hook), its stream released; true when the connection
-// ends after it. It does when part of the body went to the stream, as
-// after an HTTP/1.1 upstream's failure mid-body; a body none of which
-// was taken is skipped as dispatch's replies skip one (replyUnread).
-func (l *loop) h1uReply(d *down) bool {
+// (localReply's hook), its stream released. A body not all taken is
+// left to localReply as any other's (route.LocalReplyCloses): framed as
+// h1uDispatch noted, what the stream took of it already consumed (a
+// first attempt may fail before its stream set the state).
+func (l *loop) h1uReply(d *down) {
 	hb := d.hb
 	ended := hb.st.reqEnded
 	l.h1uRelease(d)
-	switch {
-	case ended:
-		return false
-	case hb.fed:
-		return true
+	if !ended {
+		d.state = dsBody
 	}
-	// For replyDone to skip, framed as h1uDispatch noted: a first
-	// attempt may fail before its stream set the state.
-	d.state = dsBody
-	return false
 }
 
 // h2uResetDown ends the client's side of a response cut after its head:

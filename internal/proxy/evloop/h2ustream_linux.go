@@ -83,7 +83,10 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		if err == nil {
 			pool.st.rqPendingOverflow.Inc()
 			d.logFlags(accesslog.UpstreamOverflow, "upstream_reset_before_response_started{overflow}")
-			l.abortReply(d, pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", false)
+			// Made at the head on a first attempt, as Envoy's pool
+			// refuses the stream at once (route.LocalReplyCloses).
+			atHead := d.retries == 0 && !st.reqEnded
+			l.abortReply(d, pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", atHead)
 			return
 		}
 		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")

@@ -137,9 +137,38 @@ func (l *loop) localReply(d *down, status int, body string, closeAfter bool) {
 		return
 	}
 	if d.hb != nil {
-		closeAfter = l.h1uReply(d) || closeAfter
+		l.h1uReply(d)
+	}
+	if d.state == dsBody && !closeAfter && !d.closeAfter {
+		// Made after the head (an upstream's failure, a timeout) with
+		// the body not all read: the connection closes after it unless
+		// the rest has arrived, which replyDone then skips.
+		closeAfter = proxyroute.LocalReplyCloses(false, func() bool { return l.bodyArrived(d) })
 	}
 	l.replyDone(d, l.localReplyH1(d, status, body, closeAfter))
+}
+
+// bodyArrived reports whether the rest of the body of d's request, not
+// read yet, has arrived: it is in the read buffer (a body with a length:
+// or the socket's), as Envoy's codec would have parsed it by then, and
+// as the goroutine path tells it (httpconn's h1Body.Arrived).
+func (l *loop) bodyArrived(d *down) bool {
+	var b []byte
+	if d.in != nil {
+		b = d.in[d.off:]
+	}
+	if !d.chunked {
+		n := int64(len(b))
+		if d.tls == nil {
+			if q, err := unix.IoctlGetInt(d.fd, unix.SIOCINQ); err == nil {
+				n += int64(q)
+			}
+		}
+		return n >= d.bodyLeft
+	}
+	cs := d.chunks // scanned on a copy: skipBody reads it again
+	_, done, err := cs.scan(b)
+	return done && err == nil
 }
 
 // localReplyH1 writes a local reply's head and body to an HTTP/1.1
@@ -190,7 +219,13 @@ func (l *loop) localReplyH1(d *down, status int, body string, closeAfter bool) i
 		l.logResponse(d, o[hs:])
 		d.lg.rec.BytesSent += int64(len(body))
 	}
-	if !bodyLength {
+	switch {
+	case bodyLength:
+	case proxyroute.HeadChunked(d.head, status):
+		// As Envoy's HTTP/1.1 encoder frames a HEAD answer without a
+		// length: announced chunked, no body (route.HeadChunked).
+		o = append(o, "transfer-encoding: chunked\r\n"...)
+	default:
 		o = append(o, "content-length: 0\r\n"...)
 	}
 	o = append(l.appendDate(o), "\r\n"...)
@@ -234,11 +269,16 @@ func (l *loop) replyDone(d *down, status int) {
 }
 
 // replyUnread answers a request from the proxy before any of its body
-// was read (dispatch's local replies). The body, content-length or
-// chunked, is skipped (replyDone), as the goroutine path drains what its
-// handler left unread (a request that asked for 100-continue was sent
-// it at dispatch: its body comes too).
-func (l *loop) replyUnread(d *down, r *request, status int, body string) {
+// was read (dispatch's local replies): at the head (atHead: no route, no
+// healthy host), or for a connect that failed at once, which Envoy
+// notices only on a later event, once its codec has parsed what came
+// with the head. A body, content-length or chunked, then closes the
+// connection after the reply, or is skipped (replyDone) when it has
+// arrived whole by a reply made later (route.LocalReplyCloses), as the
+// goroutine path drains what its handler left unread (a request that
+// asked for 100-continue was sent it at dispatch: its body comes too).
+func (l *loop) replyUnread(d *down, r *request, status int, body string, atHead bool) {
+	closeAfter := false
 	if d.h2 == nil {
 		d.bodyLeft, d.chunked, d.chunks = 0, r.chunked, chunkScanner{}
 		if r.hasLength {
@@ -246,9 +286,10 @@ func (l *loop) replyUnread(d *down, r *request, status int, body string) {
 		}
 		if d.chunked || d.bodyLeft > 0 {
 			d.state = dsBody
+			closeAfter = atHead
 		}
 	}
-	l.localReply(d, status, body, false)
+	l.localReply(d, status, body, closeAfter)
 }
 
 // skipBody reads and drops what came of a body being skipped, and

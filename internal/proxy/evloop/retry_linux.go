@@ -219,7 +219,7 @@ func (l *loop) perTryTimeout(u *up) {
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_per_try_timeout")
-	l.abortReply(d, u.pool, 504, "upstream request timeout", d.state == dsBody)
+	l.abortReply(d, u.pool, 504, "upstream request timeout", false)
 }
 
 // responseRetry is told of a final response on u (its status, and its

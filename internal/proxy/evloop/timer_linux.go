@@ -245,14 +245,15 @@ func (l *loop) expire(d *down) {
 		l.upFailed(u)
 	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= d.timeout:
 		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
-		// The connection carries on unless the body is still coming,
-		// as on the goroutine path (and the per-try timeout's).
+		// The connection carries on unless the body is still coming
+		// (localReply), as on the goroutine path (and the per-try
+		// timeout's).
 		if u == nil {
 			// In a retry's back-off: no attempt to reset, so nothing is
 			// counted, as Envoy's Filter::onResponseTimeout counts and
 			// charges only the upstream requests it resets (as the
 			// goroutine path: ctxError).
-			l.localReply(d, 504, "upstream request timeout", d.state == dsBody)
+			l.localReply(d, 504, "upstream request timeout", false)
 			return
 		}
 		u.pool.st.rqTimeout.Inc()
@@ -263,7 +264,7 @@ func (l *loop) expire(d *down) {
 		}
 		u.d, d.u = nil, nil
 		l.closeUp(u)
-		l.abortReply(d, u.pool, 504, "upstream request timeout", d.state == dsBody)
+		l.abortReply(d, u.pool, 504, "upstream request timeout", false)
 	case u != nil && d.rs.perTry() && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
 		l.perTryTimeout(u)
 	case d.rs.waiting && l.now >= d.rs.at:

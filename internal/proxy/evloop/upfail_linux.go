@@ -51,8 +51,10 @@ func (l *loop) upFailed(u *up) {
 		d.logFlags(flag, proxyroute.ResetDetails(reason, d.rs.started))
 		u.d, d.u = nil, nil
 		l.closeUp(u)
-		// A body still coming is skipped (replyDone), bounded, as the
-		// goroutine path drains what the upstream did not take.
+		// A body not all read closes the connection after the reply
+		// unless it has arrived (localReply); one that has is skipped
+		// (replyDone), as the goroutine path drains what the upstream
+		// did not take.
 		l.abortReply(d, u.pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, false)
 		return
 	}
@@ -99,7 +101,7 @@ func (l *loop) badGateway(u *up) {
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	d.logFlags(accesslog.UpstreamProtocolError, proxyroute.ResetDetails(proxyroute.UpstreamProtocolErrorReason, d.rs.started))
-	l.abortReply(d, u.pool, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody, false) // a body still coming is skipped, as in upFailed
+	l.abortReply(d, u.pool, proxyroute.UpstreamProtocolErrorStatus, proxyroute.UpstreamProtocolErrorBody, false) // a body not all read: as in upFailed
 }
 
 // abortReply answers d's request with the local reply status and body

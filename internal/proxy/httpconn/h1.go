@@ -453,7 +453,7 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		if hc.queued == nil {
 			hc.queued = socketQueued(c.Conn)
 		}
-		body = newH1Body(req, hc.br, hc.queued)
+		body = newH1Body(req, hc.br, &hc.lim, hc.queued, hc.tls)
 		req.Body = body
 	}
 	w := &h1Writer{hc: hc, req: req, header: make(http.Header), length: -1}
@@ -465,8 +465,8 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		// As Envoy's connection manager does unless proxy_100_continue
 		// (decodeHeaders): 100 Continue as soon as the head is read,
 		// before routing or any upstream, and Expect not forwarded. The
-		// client then sends its body whatever the final answer, so a
-		// local reply leaves it to be drained as any other's. Any other
+		// client then sends its body whatever the final answer, which a
+		// local reply treats as any other's (stream.replyCloses). Any other
 		// expectation is forwarded, as Envoy forwards it. An HTTP/1.0
 		// client's is ignored (RFC 9110, section 10.1.1).
 		req.Header.Del("Expect")
@@ -502,9 +502,11 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 		return false, false
 	}
 	if w.closeAfter {
-		if body != nil && !body.Received() {
-			// A response that came before the request's body (the
-			// connection manager closes after it, as Envoy does).
+		if body != nil && !body.readWhole() {
+			// A response that came before the request's body was read
+			// (the connection manager closes after it, as Envoy does):
+			// the rest may still be coming, or be in the socket, whose
+			// close would then reset the response away.
 			hc.linger()
 		}
 		return false, false

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -189,20 +190,29 @@ func startsWithPreface(br *bufio.Reader) (bool, error) {
 // (and an event loop) would have parsed it by then, reading whatever
 // arrives. A chunked body has arrived once read to its end. One
 // goroutine reads it at a time (the upstream's writer, then serveOne's
-// drain); Received may be called from any.
+// drain; Arrived while no one does); Received may be called from any.
 type h1Body struct {
-	rc       io.ReadCloser
-	br       *bufio.Reader // the connection's read buffer, under rc
-	left     int64         // a body with a length: its bytes not read yet; -1 for a chunked one
+	rc  io.ReadCloser
+	br  *bufio.Reader  // the connection's read buffer, under rc
+	lim *limitedReader // under br
+	// queued is what the socket holds beyond br (socketQueued), or nil.
+	queued func() int
+	tls    bool  // lim reads TLS records: the socket's bytes are not the body's
+	left   int64 // a body with a length: its bytes not read yet; -1 for a chunked one
+	// mu is held by each read, so that Arrived, which reads too, runs
+	// only while no one else reads.
+	mu       sync.Mutex
 	received atomic.Bool
+	ended    atomic.Bool // read to its end
 }
 
-// newH1Body wraps req's body, read through br. queued is what the socket
-// holds beyond br, when that can be told (socketQueued), asked only
-// for a body with a length that br does not hold whole: what has reached
-// the socket has arrived, as Envoy would read it at once.
-func newH1Body(req *http.Request, br *bufio.Reader, queued func() int) *h1Body {
-	b := &h1Body{rc: req.Body, br: br, left: req.ContentLength}
+// newH1Body wraps req's body, read through br and, under it, lim. queued
+// is what the socket holds beyond br, when that can be told
+// (socketQueued), asked only for a body with a length that br does not
+// hold whole: what has reached the socket has arrived, as Envoy would
+// read it at once.
+func newH1Body(req *http.Request, br *bufio.Reader, lim *limitedReader, queued func() int, tls bool) *h1Body {
+	b := &h1Body{rc: req.Body, br: br, lim: lim, queued: queued, tls: tls, left: req.ContentLength}
 	b.check()
 	if !b.received.Load() && b.left >= 0 && queued != nil && int64(br.Buffered()+queued()) >= b.left {
 		b.received.Store(true)
@@ -211,12 +221,15 @@ func newH1Body(req *http.Request, br *bufio.Reader, queued func() int) *h1Body {
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	n, err := b.rc.Read(p)
 	if b.left > 0 {
 		b.left -= int64(n)
 	}
 	if err == io.EOF {
 		b.received.Store(true)
+		b.ended.Store(true)
 	} else {
 		b.check()
 	}
@@ -234,6 +247,55 @@ func (b *h1Body) Close() error { return b.rc.Close() }
 
 // Received reports whether the whole body has arrived (h1Body).
 func (b *h1Body) Received() bool { return b.received.Load() }
+
+// Arrived reports whether the whole body has arrived by now, looking
+// further than Received, for a local reply (stream.replyCloses): a body
+// with a length has when its rest is in the read buffer or the
+// socket's; a chunked one is read to its end from what is there,
+// without waiting for more, and dropped (the request is answered: no one
+// needs it any more), as Envoy's codec would have parsed it by then.
+// Over TLS only what the read buffer holds counts for a chunked body (a
+// read of the socket's bytes could wait for the rest of a record). A
+// body being read (the upstream's writer waits for more of it) has not
+// arrived.
+func (b *h1Body) Arrived() bool {
+	if b.received.Load() {
+		return true
+	}
+	if !b.mu.TryLock() {
+		return false
+	}
+	defer b.mu.Unlock()
+	queued := 0
+	if b.queued != nil {
+		queued = b.queued()
+	}
+	if b.left >= 0 {
+		if int64(b.br.Buffered()+queued) >= b.left {
+			b.received.Store(true)
+		}
+		return b.received.Load()
+	}
+	if b.tls {
+		queued = 0
+	}
+	// lim's bound makes a read past what is there fail (errHeadTooLarge)
+	// rather than wait: the body is then cut, and the connection closes
+	// after the reply.
+	bound := b.lim.n
+	b.lim.n = int64(queued)
+	_, err := io.Copy(io.Discard, b.rc)
+	b.lim.n = bound
+	if err == nil {
+		b.received.Store(true)
+		b.ended.Store(true)
+	}
+	return b.received.Load()
+}
+
+// readWhole reports whether the body was read to its end: a connection
+// closing after its response with some of it unread lingers (linger).
+func (b *h1Body) readWhole() bool { return b.ended.Load() }
 
 // linger ends a connection whose last response is out while the client
 // may still be sending (a refused head, a response that came before the

@@ -227,8 +227,10 @@ func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // finish ends the response: the head if no body was written (with
-// Content-Length: 0 when nothing declared another length), the last chunk
-// and trailers, and a flush.
+// Content-Length: 0 when nothing declared another length, but to a HEAD
+// request, as Envoy's HTTP/1.1 encoder frames a response without a body:
+// StreamEncoderImpl::encodeHeadersBase), the last chunk and trailers, and
+// a flush.
 func (w *h1Writer) finish() {
 	if w.err != nil {
 		return
@@ -237,8 +239,8 @@ func (w *h1Writer) finish() {
 		h := w.header
 		_, declared := h["Content-Length"]
 		_, trailers := h["Trailer"]
-		if !declared && !trailers && w.status != http.StatusNoContent && w.status != http.StatusNotModified &&
-			(w.status == 0 || w.status >= 200) {
+		if !declared && !trailers && w.req.Method != http.MethodHead && w.status != http.StatusNoContent &&
+			w.status != http.StatusNotModified && (w.status == 0 || w.status >= 200) {
 			h["Content-Length"] = []string{"0"}
 		}
 		w.writeHead()

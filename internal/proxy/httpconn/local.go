@@ -62,6 +62,9 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 	}
 	h := w.Header()
 	m.applyResponseHeaders(s, h)
+	if s.in.ProtoMajor == 1 && s.replyCloses() {
+		h.Set("Connection", "close")
+	}
 	if route.IsGRPC(s.in.Header.Get("Content-Type")) {
 		h.Set("Content-Type", "application/grpc")
 		h.Set("Grpc-Status", strconv.Itoa(route.GRPCStatusFor(code)))
@@ -80,9 +83,11 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 		return
 	}
 	if body == "" {
-		// No write: the HTTP/1.1 writer then frames the reply with
-		// content-length 0 as Envoy's codec does (a write, even empty,
-		// would begin a chunked body).
+		// No write: the HTTP/1.1 writer then frames the reply as
+		// Envoy's codec frames a response without a body or a length,
+		// with content-length 0, or to a HEAD request an announced
+		// chunked body (a write, even empty, would begin a chunked
+		// body).
 		w.WriteHeader(code)
 		return
 	}

@@ -227,10 +227,16 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		m.stats.directResponse.Inc()
 		s.details = "direct_response"
 		m.applyResponseHeaders(s, rw.Header())
-		if s.rt.DirectBody != "" {
-			rw.Header().Set("Content-Type", "text/plain")
-			rw.Header().Set("Content-Length", strconv.Itoa(len(s.rt.DirectBody)))
+		if s.replyCloses() {
+			rw.Header().Set("Connection", "close")
 		}
+		if s.rt.DirectBody == "" {
+			// Framed as a local reply without a body (localReply).
+			rw.WriteHeader(s.rt.DirectStatus)
+			return
+		}
+		rw.Header().Set("Content-Type", "text/plain")
+		rw.Header().Set("Content-Length", strconv.Itoa(len(s.rt.DirectBody)))
 		rw.WriteHeader(s.rt.DirectStatus)
 		_, _ = io.WriteString(rw, s.rt.DirectBody)
 		return
@@ -544,12 +550,24 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 // bodyArrival is an HTTP/1.1 request body that can tell whether all of
-// it has arrived from the client (h1Body).
-type bodyArrival interface{ Received() bool }
+// it has arrived from the client (h1Body): Received as the upstream's
+// writer found it, Arrived looking further (and reading what is there).
+type bodyArrival interface {
+	Received() bool
+	Arrived() bool
+}
 
 // bodyComing reports whether the request's body is still arriving: an
 // HTTP/1.1 response head written now comes before the request's end.
 func (s *stream) bodyComing() bool { return s.arrival != nil && !s.arrival.Received() }
+
+// replyCloses reports whether the HTTP/1.1 connection closes after a
+// local reply made now (route.LocalReplyCloses): one made before the
+// first upstream attempt (no route, a direct response, no healthy host,
+// an overflow) is made at the head, before the body is read.
+func (s *stream) replyCloses() bool {
+	return s.arrival != nil && route.LocalReplyCloses(s.upStart.IsZero(), s.arrival.Arrived)
+}
 
 // mergeSlashes collapses runs of '/'.
 func mergeSlashes(p string) string {

@@ -48,3 +48,21 @@ func H2LengthInvalid[T ~string | ~[]byte](n int, v T) bool {
 	}
 	return false
 }
+
+// LocalReplyCloses reports whether an HTTP/1.1 connection closes after a
+// local reply to a request with a body (a length above 0, or chunked),
+// one rule for both request paths: it does when the request is not
+// complete as Envoy's connection manager sees it then, which says
+// "connection: close" in a head it encodes before the request's end and
+// closes the connection once the response is out (ActiveStream::
+// encodeHeaders, doEndStream in source/common/http/conn_manager_impl.cc).
+// A reply made at the head (no route, a direct response, no healthy
+// host, an overflow: Envoy makes those while its codec dispatches the
+// head, before it parses any of the body behind it, in the same read or
+// not) always closes; one made later (a connect failure, even one the
+// connect call returned: Envoy raises it on a later event; a timeout, a
+// reset) closes unless the whole body has arrived by then (arrived, asked
+// only then).
+func LocalReplyCloses(atHead bool, arrived func() bool) bool {
+	return atHead || !arrived()
+}
