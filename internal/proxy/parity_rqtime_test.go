@@ -45,9 +45,8 @@ func histogramCount(t *testing.T, h *harness, family, labels string) string {
 // h2Exchanges asks for each path on a stream of its own of one h2c
 // connection, the client's stream window window (SETTINGS_INITIAL_WINDOW_SIZE;
 // the default when negative), and tells how each stream ended: END_STREAM,
-// or RST_STREAM and its code. (What came before differs: over HTTP/2 the
-// goroutine path keeps a response's head and first bytes in x/net's
-// buffer, and a cut drops them.)
+// or RST_STREAM and its code. (What came before is
+// TestBodySentOnAsItComesSamePaths's.)
 func h2Exchanges(t *testing.T, addr string, window int, paths ...string) map[string]string {
 	t.Helper()
 	cl := dialH2(t, addr)

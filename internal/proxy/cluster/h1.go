@@ -461,6 +461,19 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Arrived reports whether a read of the body would not wait for the
+// upstream: bytes of it are buffered, or the socket has some (or its
+// end) to read, checked without blocking. The forwarder flushes the
+// response head ahead of a body that has not begun to come, and writes
+// it with the body when it came along (httpconn's copyBody).
+func (b *h1Body) Arrived() bool {
+	if b.done {
+		return true // the next read returns io.EOF at once
+	}
+	pc := b.pc
+	return pc.br.Buffered() > 0 || pc.raw != nil && !peekIdle(pc.raw)
+}
+
 // Close ends the exchange. Before the end of the body it closes the
 // connection instead of reading the rest, which may never end.
 func (b *h1Body) Close() error {

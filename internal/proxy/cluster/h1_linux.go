@@ -8,8 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peekIdle reports whether an idle connection has nothing to read and is
-// not closed, with one non-blocking MSG_PEEK receive.
+// peekIdle reports whether a connection has nothing to read and is not
+// closed, with one non-blocking MSG_PEEK receive.
 func peekIdle(raw syscall.RawConn) bool {
 	var buf [1]byte
 	var err error

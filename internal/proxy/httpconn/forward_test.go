@@ -224,7 +224,13 @@ type fwdCase struct {
 	// h1up: the backend's behaviour needs HTTP/1.1 (a Connection header
 	// in its response, a hijacked connection).
 	h1up bool
-	want func(t *testing.T, s seen) // what both paths must show, beyond being equal
+	// sentOn: the response is cut after part of its body. The forwarder
+	// sends the head and what came on before the cut, as Envoy sends
+	// each read on; ReverseProxy, over HTTP/2, keeps a body of known
+	// length in x/net's buffer, which the reset drops: over HTTP/2 the
+	// forwarder's answer is checked alone (want).
+	sentOn bool
+	want   func(t *testing.T, s seen) // what both paths must show, beyond being equal
 }
 
 func (b *fwdBackend) do(t *testing.T, c *http.Client, base string, tc fwdCase, key string) seen {
@@ -383,9 +389,12 @@ func TestForwarderMatchesReverseProxy(t *testing.T) {
 				t.Errorf("the first event was not flushed: %q", s.body)
 			}
 		}},
-		{name: "cut mid-body", path: "/cut", want: func(t *testing.T, s seen) {
+		{name: "cut mid-body", path: "/cut", sentOn: true, want: func(t *testing.T, s seen) {
 			if !s.bodyErr && !s.err {
 				t.Error("a cut response read as complete")
+			}
+			if s.status != 200 || s.body != "only ten b" {
+				t.Errorf("status %d, body %q: want the head and what came before the cut", s.status, s.body)
 			}
 		}},
 		{name: "cut chunked", path: "/cutchunked", want: func(t *testing.T, s seen) {
@@ -434,7 +443,7 @@ func TestForwarderMatchesReverseProxy(t *testing.T) {
 					}
 				}
 				b.informational = slices.DeleteFunc(b.informational, func(i string) bool { return !strings.HasPrefix(i, "100 ") })
-				if a.String() != b.String() {
+				if a.String() != b.String() && !(tc.sentOn && strings.HasPrefix(proto.name, "h2c")) {
 					t.Errorf("the forwarder:\n%s\nReverseProxy:\n%s", a, b)
 				}
 				if tc.want != nil {

@@ -486,6 +486,16 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// arrived reports whether a read of the body would not wait for the
+// upstream, and whether the transport can tell: the HTTP/1.1 client's
+// body can (cluster's h1Body), x/net's and net/http's cannot.
+func (b *upstreamBody) arrived() (yes, known bool) {
+	if a, ok := b.ReadCloser.(interface{ Arrived() bool }); ok {
+		return a.Arrived(), true
+	}
+	return false, false
+}
+
 // upgradedBody is the body of a 101 response: the raw connection.
 type upgradedBody struct {
 	*upstreamBody
