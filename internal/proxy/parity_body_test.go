@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
@@ -369,4 +370,91 @@ func TestEarlyResponseBeforeBodySamePaths(t *testing.T) {
 		names = append(names, r.name)
 	}
 	sameAsGoroutinePath(t, results, names)
+}
+
+// TestPendingTimeoutLocalReplySamePaths: a request that waits for one of
+// its cluster's max_connections (the one connection is held by a slow
+// request) and is answered 504 by the route timeout meanwhile is not
+// answered at the head: Envoy's router queues it in the connection pool
+// and its codec reads the body meanwhile, so the connection manager keeps
+// the connection when the whole body has arrived by the timeout (a body
+// with a length, a chunked one) and closes it when the body is still to
+// come (route.LocalReplyCloses), on every path (the loops hand such a
+// cluster to the goroutine path). The goroutine path took a reply made
+// before the first attempt started for one made at the head, and closed
+// the connection whatever had arrived. Each request goes on a connection
+// of its own, with the next one (to a cluster without a breaker) written
+// behind its body.
+func TestPendingTimeoutLocalReplySamePaths(t *testing.T) {
+	ok := newBackend(t, "ok")
+	slow := newBackend(t, "slow")
+	slow.slow = 10 * time.Second
+	type request struct {
+		name, body, want string
+		late             bool // the body is sent 300 ms after the head, past the timeout
+	}
+	requests := []request{
+		{"content-length body", "Content-Length: 5\r\n\r\nhello", "504 close false, then 200 close false", false},
+		{"chunked body", "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "504 close false, then 200 close false", false},
+		{"content-length body sent late", "Content-Length: 5\r\n\r\nhello", "504 close true, then closed", true},
+	}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.on)
+		h.push(httpListener("egress", httpManager("egress", "rds")),
+			routeConfig("rds", vhost("v", []string{"*"}, chargeRoute("/short", "pending", 100*time.Millisecond, "", 0),
+				routeTo("/next", "ok"), chargeRoute("/", "pending", 1500*time.Millisecond, "", 0))),
+			edsCluster("ok"), cla("ok", ok.addr()),
+			edsCluster("pending", func(c *clusterv3.Cluster) {
+				c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: u32(1)}}}
+			}), cla("pending", slow.addr()))
+		// One request holds the one connection (until its 1.5 s timeout)
+		// while the others wait for it.
+		held := make(chan string, 1)
+		cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		go func() { held <- abortAnswer(t, cl, "http://"+h.addr("egress")+"/", "x") }() // ends within its timeout
+		waitStats(t, h, map[string]int64{"cluster.pending.upstream_rq_total": 1})
+		res := pathResult{answers: map[string]string{}}
+		for _, r := range requests {
+			c, err := net.Dial("tcp", h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			head, rest := "POST /short HTTP/1.1\r\nHost: x\r\n", r.body+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+			if r.late {
+				framing, body, _ := strings.Cut(r.body, "\r\n\r\n")
+				_, _ = io.WriteString(c, head+framing+"\r\n\r\n")
+				time.Sleep(300 * time.Millisecond)
+				head, rest = "", body+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+			}
+			_, _ = io.WriteString(c, head+rest)
+			br := bufio.NewReader(c)
+			var answer []string
+			for range 2 {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					end := "closed"
+					if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
+						end = err.Error()
+					}
+					answer = append(answer, end)
+					break
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				answer = append(answer, fmt.Sprintf("%d close %v", resp.StatusCode, resp.Close))
+			}
+			_ = c.Close()
+			got := strings.Join(answer, ", then ")
+			res.answers[r.name] = got
+			if got != r.want {
+				t.Errorf("%s, %s: answered %s; want %s", p.name, r.name, got, r.want)
+			}
+		}
+		if got := <-held; got != "504" {
+			t.Errorf("%s: the request holding the connection was answered %s; want 504", p.name, got)
+		}
+		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, nil)
 }

@@ -53,6 +53,7 @@ type stream struct {
 	host      *cluster.Host
 	attempts  int
 	upStart   time.Time     // first upstream attempt
+	queued    bool          // the first attempt waited in the cluster's pending queue, and it ended
 	svcTime   time.Duration // upstream time to response headers
 	cancel    context.CancelCauseFunc
 	ctx       context.Context // the stream's context, cancelled with a cause
@@ -564,9 +565,12 @@ func (s *stream) bodyComing() bool { return s.arrival != nil && !s.arrival.Recei
 // replyCloses reports whether the HTTP/1.1 connection closes after a
 // local reply made now (route.LocalReplyCloses): one made before the
 // first upstream attempt (no route, a direct response, no healthy host,
-// an overflow) is made at the head, before the body is read.
+// an overflow) is made at the head, before the body is read, but for a
+// timeout that ended the first attempt's wait for a connection (queued):
+// Envoy's pool queues the request, and its codec reads the body
+// meanwhile.
 func (s *stream) replyCloses() bool {
-	return s.arrival != nil && route.LocalReplyCloses(s.upStart.IsZero(), s.arrival.Arrived)
+	return s.arrival != nil && route.LocalReplyCloses(s.upStart.IsZero() && !s.queued, s.arrival.Arrived)
 }
 
 // mergeSlashes collapses runs of '/'.

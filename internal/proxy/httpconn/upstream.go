@@ -103,7 +103,10 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				return nil, &localError{code: 503, flags: accesslog.UpstreamOverflow, details: "upstream_reset_before_response_started{overflow}",
 					body: "upstream connect error or disconnect/reset before headers. reset reason: overflow"}
 			}
-			return nil, s.pendingEnded(ctx) // waiting for one of max_connections
+			// Waiting for one of max_connections: a reply now is not
+			// made at the head (replyCloses).
+			s.queued = true
+			return nil, s.pendingEnded(ctx)
 		}
 		if releaseRetry != nil {
 			prev := release
