@@ -159,7 +159,15 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {
 		return evloop.Target{HandOff: true} // circuit breakers tighter than Envoy's defaults: the goroutine path applies them
 	}
-	host, err := cl.Pick(nil, 1)
+	var host *cluster.Host
+	var err error
+	if h2 {
+		host, err = cl.Pick(nil, 1)
+	} else {
+		// Handed off without a healthy host: the goroutine path's pick
+		// counts upstream_cx_none_healthy.
+		host, err = cl.Peek(nil, 1)
+	}
 	if err != nil && h2 {
 		// As the goroutine path answers (a gRPC client sees UNAVAILABLE,
 		// and may retry): an HTTP/2 stream cannot be handed over.
