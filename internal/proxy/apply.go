@@ -123,10 +123,9 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		cfg.DrainTime = p.cfg.DrainTime
 		if !p.cfg.Goroutines && runtime.GOOS == "linux" { // no loops elsewhere: nothing to log
 			var why string
-			if cfg.Loops, why = loopsFor(cfg, p.clusters); cfg.Loops == nil {
+			if cfg.Loops, why = loopsFor(cfg, p.clusters, !p.cfg.H2Goroutines); cfg.Loops == nil {
 				p.log.Info("listener stays off the event loops", "listener", cfg.Name, "why", why)
 			} else {
-				cfg.Loops.H2 = !p.cfg.H2Goroutines
 				on, all := cfg.Loops.Served(cfg)
 				p.log.Info("listener on the event loops", "listener", cfg.Name, "chains", on, "of", all)
 			}

@@ -35,24 +35,26 @@ import (
 // egress peeks at port 443 only). A TLS chain's handshake is the
 // goroutine path's (tlsctx.Server), run on a goroutine per connection;
 // its records are sealed and opened on the loops.
-func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops, string) {
+// h2 serves HTTP/2 on the loops (listener.Loops.H2): h2c, and streams to
+// HTTP/2 upstreams.
+func loopsFor(cfg *listener.Config, clusters *cluster.Manager, h2 bool) (*listener.Loops, string) {
 	if runtime.GOOS != "linux" {
 		return nil, "event loops need Linux"
 	}
 	if cfg.InspectTLS && cfg.TLSDisabled == nil {
 		return nil, "tls_inspector" // it peeks at every connection
 	}
-	lo := &listener.Loops{Observer: loopObserver{clusters}, Chains: make([]*listener.LoopChain, len(cfg.Chains))}
+	lo := &listener.Loops{H2: h2, Observer: loopObserver{clusters}, Chains: make([]*listener.LoopChain, len(cfg.Chains))}
 	why, served := "no filter chain", false
 	for i := range cfg.Chains {
-		lc, w := loopChain(&cfg.Chains[i], clusters)
+		lc, w := loopChain(&cfg.Chains[i], clusters, h2)
 		if lc == nil {
 			why = w
 		}
 		lo.Chains[i], served = lc, served || lc != nil
 	}
 	if cfg.Default != nil {
-		lc, w := loopChain(cfg.Default, clusters)
+		lc, w := loopChain(cfg.Default, clusters, h2)
 		if lc == nil {
 			why = w
 		}
@@ -66,7 +68,7 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager) (*listener.Loops,
 
 // loopChain returns how the loops serve one filter chain, or nil and why
 // they cannot.
-func loopChain(ch *listener.Chain, clusters *cluster.Manager) (*listener.LoopChain, string) {
+func loopChain(ch *listener.Chain, clusters *cluster.Manager, h2 bool) (*listener.LoopChain, string) {
 	if ch.TLS == nil && ch.Source.GetTransportSocket() != nil {
 		return nil, "a transport socket other than TLS"
 	}
@@ -86,7 +88,7 @@ func loopChain(ch *listener.Chain, clusters *cluster.Manager) (*listener.LoopCha
 	}
 	headers, idle := h.Timeouts()
 	streamIdle, flush := h.StreamTimeouts()
-	var rtr evloop.Router = &loopRouter{hcm: h, clusters: clusters}
+	var rtr evloop.Router = &loopRouter{hcm: h, clusters: clusters, h2Upstreams: h2}
 	if h.Logged() {
 		if ch.TLS != nil {
 			// The loops' log records carry no TLS state (%REQ(:SCHEME)%
@@ -105,6 +107,10 @@ func loopChain(ch *listener.Chain, clusters *cluster.Manager) (*listener.LoopCha
 type loopRouter struct {
 	hcm      *httpconn.HCM
 	clusters *cluster.Manager
+	// h2Upstreams: the loops stream to HTTP/2 upstreams (evloop.Config.H2);
+	// without, a request to an HTTP/2 cluster is handed off before its
+	// host is picked, so that only the goroutine path's pick balances it.
+	h2Upstreams bool
 }
 
 func (r *loopRouter) Route(h route.Head) evloop.Target { return r.route(h, false) }
@@ -152,14 +158,23 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		return evloop.Target{Status: 503, Flags: accesslog.NoClusterFound, Details: "cluster_not_found", Route: rt.Name}
 	}
 	// An HTTP/1.1 request to an HTTP/2 cluster over TLS is handed off:
-	// the loops' HTTP/1.1-to-HTTP/2 streams were tested in plaintext only.
-	if cl == nil || cl.HTTP2 && !h2 && cl.TLS != nil || cl.UseDownstream || cl.Type == cluster.OriginalDst {
+	// the loops' HTTP/1.1-to-HTTP/2 streams were tested in plaintext only;
+	// so is every one when HTTP/2 upstreams are the goroutine path's.
+	if cl == nil || cl.HTTP2 && !h2 && (cl.TLS != nil || !r.h2Upstreams) || cl.UseDownstream || cl.Type == cluster.OriginalDst {
 		return evloop.Target{HandOff: true}
 	}
 	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {
 		return evloop.Target{HandOff: true} // circuit breakers tighter than Envoy's defaults: the goroutine path applies them
 	}
-	host, err := cl.Pick(nil, 1)
+	var host *cluster.Host
+	var err error
+	if h2 {
+		host, err = cl.Pick(nil, 1)
+	} else {
+		// Handed off without a healthy host: the goroutine path's pick
+		// counts upstream_cx_none_healthy.
+		host, err = cl.Peek(nil, 1)
+	}
 	if err != nil && h2 {
 		// As the goroutine path answers (a gRPC client sees UNAVAILABLE,
 		// and may retry): an HTTP/2 stream cannot be handed over.

@@ -44,7 +44,9 @@ func chargeRoute(prefix, cluster string, timeout time.Duration, on string, backo
 // retry finds the cluster empty (Filter::doRetry answers it so too).
 // Every path counted nothing for the cluster. The goroutine path also
 // kept the retry's reservation of max_retries after such a retry, so
-// that the cluster's next retry overflowed.
+// that the cluster's next retry overflowed; and the loops counted an
+// HTTP/1.1 request's upstream_cx_none_healthy twice, at their pick and
+// at the goroutine path's they hand it to.
 func TestNoHealthyUpstreamChargedSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
@@ -94,8 +96,11 @@ func TestNoHealthyUpstreamChargedSamePaths(t *testing.T) {
 					t.Errorf("no healthy upstream: answered %s; want 503", got)
 				}
 			}
+			// One pick each: the loops hand the HTTP/1.1 request to the
+			// goroutine path, whose pick counts it (the loops' counted it
+			// too, so that it counted twice).
 			waitStats(t, h, map[string]int64{"cluster.empty.upstream_rq_503": 2, "cluster.empty.upstream_rq_5xx": 2,
-				"cluster.empty.upstream_rq_completed": 2})
+				"cluster.empty.upstream_rq_completed": 2, "cluster.empty.upstream_cx_none_healthy": 2})
 
 			// The retry's pick: the host is gone when the first attempt
 			// fails.
@@ -112,7 +117,7 @@ func TestNoHealthyUpstreamChargedSamePaths(t *testing.T) {
 				t.Errorf("a retry with no healthy host: answered %s; want 503", got)
 			}
 			waitStats(t, h, map[string]int64{"cluster.vanish.upstream_rq_503": 1, "cluster.vanish.upstream_rq_5xx": 1,
-				"cluster.vanish.upstream_rq_completed": 1, "cluster.vanish.upstream_rq_retry": 1})
+				"cluster.vanish.upstream_rq_completed": 1, "cluster.vanish.upstream_rq_retry": 1, "cluster.vanish.upstream_cx_none_healthy": 1})
 			// The retry's reservation of max_retries (1) was given back:
 			// the next request's retry is not an overflow.
 			push(h, vanish)

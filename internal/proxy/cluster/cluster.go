@@ -348,12 +348,26 @@ func (c *Cluster) halt() {
 }
 
 // Pick chooses a host for a request. avoid, when non-nil, rejects hosts
-// (the previous_hosts retry predicate), tried up to attempts times.
+// (the previous_hosts retry predicate), tried up to attempts times. A
+// cluster without a healthy host counts upstream_cx_none_healthy, as
+// Envoy's cluster manager counts each pick that finds none.
 func (c *Cluster) Pick(avoid func(*Host) bool, attempts int) (*Host, error) {
+	h, err := c.Peek(avoid, attempts)
+	if err != nil {
+		c.Stats.CxNoneHealthy.Inc()
+	}
+	return h, err
+}
+
+// Peek is Pick without counting upstream_cx_none_healthy: for a caller
+// that hands a request the cluster has no healthy host for to one that
+// picks again and answers it (the loops hand such an HTTP/1.1 request to
+// the goroutine path), so that the request counts once, as Envoy counts
+// no peek (httpConnPoolImpl with peek set).
+func (c *Cluster) Peek(avoid func(*Host) bool, attempts int) (*Host, error) {
 	hs := c.hosts.Load()
 	n := len(hs.hosts)
 	if n == 0 {
-		c.Stats.CxNoneHealthy.Inc()
 		return nil, ErrNoHealthyUpstream
 	}
 	healthy := 0
@@ -368,7 +382,6 @@ func (c *Cluster) Pick(avoid func(*Host) bool, attempts int) (*Host, error) {
 		c.Stats.LbHealthyPanic.Inc()
 		all = true
 	} else if healthy == 0 {
-		c.Stats.CxNoneHealthy.Inc()
 		return nil, ErrNoHealthyUpstream
 	}
 	if attempts < 1 {

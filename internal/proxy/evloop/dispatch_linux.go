@@ -56,7 +56,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 			t = rtr.(H2Router).RouteH2(&l.hv)
 		} else {
 			t = rtr.Route(&l.hv)
-			t.HandOff = t.HandOff || t.HTTP2 && !l.srv.cfg.H2 // HTTP/2 upstreams are behind the switch
+			// HTTP/2 upstreams are behind the switch (the proxy's Router
+			// hands such a request off itself, before it picks a host).
+			t.HandOff = t.HandOff || t.HTTP2 && !l.srv.cfg.H2
 		}
 		if t.HandOff && d.h2 == nil && l.handOffWhenWritten(d) {
 			return
