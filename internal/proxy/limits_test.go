@@ -226,9 +226,10 @@ type h2Frame struct {
 	maxList     uint32 // SETTINGS_MAX_HEADER_LIST_SIZE; 0 when not sent
 	lastStream  uint32 // GOAWAY
 	code        http2.ErrCode
-	end         bool   // END_STREAM (HEADERS, DATA)
-	status      string // HEADERS' :status
-	data        []byte // DATA's payload
+	end         bool     // END_STREAM (HEADERS, DATA)
+	status      string   // HEADERS' :status
+	lengths     []string // HEADERS' content-length values
+	data        []byte   // DATA's payload
 }
 
 func copyFrame(f http2.Frame) h2Frame {
@@ -236,6 +237,11 @@ func copyFrame(f http2.Frame) h2Frame {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
 		hf.end, hf.status = f.StreamEnded(), f.PseudoValue("status")
+		for _, hf2 := range f.RegularFields() {
+			if hf2.Name == "content-length" {
+				hf.lengths = append(hf.lengths, hf2.Value)
+			}
+		}
 	case *http2.DataFrame:
 		hf.end, hf.data = f.StreamEnded(), slices.Clone(f.Data())
 	case *http2.SettingsFrame:

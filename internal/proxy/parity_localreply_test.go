@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -328,6 +329,109 @@ func TestH2LocalReplyBeforeBodySamePaths(t *testing.T) {
 		if got := results["goroutines"].answers[n]; got != want[n] {
 			t.Errorf("%s: the goroutine path sent %s; want %s", n, got, want[n])
 		}
+	}
+	sameAsGoroutinePath(t, results, names)
+}
+
+// TestH2EmptyLocalReplySamePaths: over HTTP/2 (h2c), a local reply
+// without a body (no route, to a GET or a HEAD; a gRPC request's status,
+// trailers only; a direct response without a body) is a HEADERS frame
+// that ends the stream, without content-length, on every path, as
+// Envoy's: its local reply sets a length only for a body
+// (Utility::prepareLocalReply) and its HTTP/2 codec adds none. One with
+// a body (no healthy upstream) has the body's length. Both paths sent
+// content-length 0 (the goroutine path: x/net's server adds it for a
+// handler that wrote nothing; the loops wrote it and ended the stream
+// with an empty DATA frame).
+func TestH2EmptyLocalReplySamePaths(t *testing.T) {
+	dead := deadAddr(t)
+	type request struct {
+		name, want string
+		fields     [][2]string
+		direct     bool // to the listener with a direct response, whose h2c the loops hand off
+	}
+	get := func(method, authority, path string, more ...[2]string) [][2]string {
+		return append([][2]string{{":method", method}, {":scheme", "http"}, {":authority", authority}, {":path", path}}, more...)
+	}
+	requests := []request{
+		{"no route", "HEADERS 404 length [] END_STREAM", get("GET", "elsewhere", "/"), false},
+		{"HEAD no route", "HEADERS 404 length [] END_STREAM", get("HEAD", "elsewhere", "/"), false},
+		{"gRPC connection failure", "HEADERS 200 length [] END_STREAM",
+			get("POST", "x", "/dead", [2]string{"content-type", "application/grpc"}, [2]string{"te", "trailers"}), false},
+		{"no healthy upstream", "HEADERS 503 length [19], body 19 END_STREAM", get("GET", "x", "/empty"), false},
+		{"direct response without body", "HEADERS 200 length [] END_STREAM", get("GET", "x", "/direct200"), true},
+	}
+	directTo := func(prefix string, status uint32) *routev3.Route {
+		return &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: status}}}
+	}
+	results := map[string]pathResult{}
+	names := make([]string, 0, len(requests))
+	for _, r := range requests {
+		names = append(names, r.name)
+	}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.on)
+		h.push(httpListener("egress", httpManager("egress", "rds")), httpListener("direct", httpManager("direct", "rds-direct")),
+			routeConfig("rds", vhost("v", []string{"x"}, routeTo("/dead", "dead"), routeTo("/empty", "empty"))),
+			routeConfig("rds-direct", vhost("v", []string{"x"}, directTo("/direct200", 200))),
+			edsCluster("dead"), cla("dead", dead), edsCluster("empty"), cla("empty"))
+		res := pathResult{answers: map[string]string{}}
+		for _, r := range requests {
+			ln := "egress"
+			if r.direct {
+				ln = "direct"
+			}
+			cl := dialH2(t, h.addr(ln))
+			cl.hbuf.Reset()
+			for _, f := range r.fields {
+				_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: cl.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+			_ = cl.bw.Flush()
+			var seen []string // how the body is cut in DATA frames is not looked at
+			timeout := time.After(10 * time.Second)
+		frames:
+			for {
+				select {
+				case f, ok := <-cl.frames:
+					if !ok {
+						seen = append(seen, "the connection ended")
+						break frames
+					}
+					if f.stream != 1 {
+						continue
+					}
+					switch f.typ {
+					case http2.FrameHeaders:
+						seen = append(seen, fmt.Sprintf("HEADERS %s length [%s]", f.status, strings.Join(f.lengths, " ")))
+					case http2.FrameData:
+						n := 0
+						if len(seen) > 0 && strings.HasPrefix(seen[len(seen)-1], "body ") {
+							n, _ = strconv.Atoi(strings.TrimPrefix(seen[len(seen)-1], "body "))
+							seen = seen[:len(seen)-1]
+						}
+						seen = append(seen, fmt.Sprintf("body %d", n+len(f.data)))
+					case http2.FrameRSTStream:
+						seen = append(seen, fmt.Sprintf("RST_STREAM %v", f.code))
+						break frames
+					}
+					if f.end {
+						seen[len(seen)-1] += " END_STREAM"
+						break frames
+					}
+				case <-timeout:
+					seen = append(seen, "no end within 10 s")
+					break frames
+				}
+			}
+			_ = cl.c.Close()
+			res.answers[r.name] = strings.Join(seen, ", ")
+			if res.answers[r.name] != r.want {
+				t.Errorf("%s, %s: sent %s; want %s", p.name, r.name, res.answers[r.name], r.want)
+			}
+		}
+		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, names)
 }

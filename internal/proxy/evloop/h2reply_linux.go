@@ -41,21 +41,27 @@ func (l *loop) h2Reply(d *down, status int, body string) int {
 		return 200
 	}
 	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
-	_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
 	if body != "" {
-		// As Envoy's local reply (and the access log above): a type
-		// only for a body.
+		// As Envoy's local reply (and the access log above): a length
+		// and a type only for a body (Utility::prepareLocalReply); its
+		// HTTP/2 codec adds none to a head that ends the stream.
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
 		_ = c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain"})
 	}
 	_ = c.enc.WriteField(hpack.HeaderField{Name: "server", Value: "envoy"})
 	l.h2Date(c)
+	if body == "" {
+		// The HEADERS end the stream, as Envoy's encode_headers with
+		// end_stream for an empty body.
+		l.h2WriteHeaders(c, st.id, true)
+		st.ended = true
+		return status
+	}
 	l.h2WriteHeaders(c, st.id, false)
 	if d.logged() {
 		d.lg.rec.BytesSent += int64(len(body))
 	}
-	if body != "" {
-		st.pending = append(l.getBuf(), body...)
-	}
+	st.pending = append(l.getBuf(), body...)
 	return status
 }
 

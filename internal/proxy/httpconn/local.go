@@ -71,14 +71,9 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 		if body != "" {
 			h.Set("Grpc-Message", body)
 		}
-		if s.in.ProtoMajor == 2 {
-			// Headers only, as Envoy sends it: it drops any
-			// content-length from a gRPC local reply, and its HTTP/2
-			// codec adds none (its HTTP/1.1 codec adds "0", as the
-			// writer here does). The key without a value keeps x/net's
-			// server from adding one.
-			h["Content-Length"] = nil
-		}
+		// Headers only, as Envoy sends it: it drops any content-length
+		// from a gRPC local reply.
+		emptyReply(s, h)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -88,6 +83,7 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 		// with content-length 0, or to a HEAD request an announced
 		// chunked body (a write, even empty, would begin a chunked
 		// body).
+		emptyReply(s, h)
 		w.WriteHeader(code)
 		return
 	}
@@ -95,6 +91,18 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, body)
+}
+
+// emptyReply readies h, a local reply's header map, for a reply without
+// a body: Envoy sets content-length only for a body
+// (Utility::prepareLocalReply), and its HTTP/2 codec adds none to a head
+// that ends the stream, where its HTTP/1.1 codec adds "0", as the writer
+// here does. To an HTTP/2 client the key without a value keeps x/net's
+// server from adding "0" for a handler that wrote nothing.
+func emptyReply(s *stream, h http.Header) {
+	if s.in.ProtoMajor == 2 {
+		h["Content-Length"] = nil
+	}
 }
 
 // detailsProtocolError is the response code details of a request whose

@@ -233,6 +233,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		}
 		if s.rt.DirectBody == "" {
 			// Framed as a local reply without a body (localReply).
+			emptyReply(s, rw.Header())
 			rw.WriteHeader(s.rt.DirectStatus)
 			return
 		}
