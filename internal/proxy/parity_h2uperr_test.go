@@ -31,11 +31,15 @@ import (
 // upstream_cx_protocol_error nor (the loops) upstream_rq_rx_reset. A
 // frame that breaks HTTP/2 (DATA on stream 0, rows "idle"), which x/net's
 // client fails the connection for itself, counts it once as well: the
-// goroutine path did not count it.
+// goroutine path did not count it. On every path the upstream reads
+// nothing after a response that fails its connection but the close, as
+// Envoy's codec client closes without flushing; the loops sent it a
+// GOAWAY PROTOCOL_ERROR first.
 func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 	var mu sync.Mutex
 	held := map[*rawH2Writer]uint32{} // /a's stream, per upstream connection
 	arrived := make(chan string, 1)
+	after := make(chan string, 1) // what the upstream read after a response that fails its connection
 	up := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
 		path := strings.Join(r.values(":path"), "")
 		kind := path[strings.LastIndex(path, "/")+1:]
@@ -76,6 +80,10 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
 			w.headers(a, false, 0, ":status", "200")
 			w.data(a, []byte("a after b"))
+		}
+		switch kind {
+		case "end1xx", "begun", "field", "status", "data", "idle", "begunidle":
+			after <- w.rest()
 		}
 	})
 	const upe = "502 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
@@ -138,6 +146,18 @@ func TestH2UpstreamMalformedSamePaths(t *testing.T) {
 			}
 			res.answers["/b/"+c.kind] = get("/b/" + c.kind)
 			res.answers["/a/"+c.kind] = <-a
+			if c.wantB == upe {
+				// Envoy's codec client closes a connection it fails
+				// without flushing: no GOAWAY (CodecClient::onData).
+				select {
+				case got := <-after:
+					if got != "closed" {
+						t.Errorf("%s, %s: the upstream read after its response %q; want only its close", p.name, c.kind, got)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%s, %s: the upstream did not finish reading", p.name, c.kind)
+				}
+			}
 			for n, want := range map[string]string{"/a/": c.wantA, "/b/": c.wantB} {
 				if got := res.answers[n+c.kind]; got != want {
 					t.Errorf("%s, %s%s: answered %s; want %s", p.name, n, c.kind, got, want)

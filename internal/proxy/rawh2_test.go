@@ -3,9 +3,13 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -32,6 +36,7 @@ func (r *rawH2Request) values(name string) []string {
 
 // rawH2Writer writes a raw h2c upstream's responses on one connection.
 type rawH2Writer struct {
+	c    net.Conn
 	bw   *bufio.Writer
 	fr   *http2.Framer
 	hbuf bytes.Buffer
@@ -63,6 +68,46 @@ func (w *rawH2Writer) headers(id uint32, end bool, frame int, fields ...string) 
 // data writes b as one DATA frame on stream id, ending it.
 func (w *rawH2Writer) data(id uint32, b []byte) { _ = w.fr.WriteData(id, true, b) }
 
+// rest flushes what was written, then reads the connection until it
+// ends or for at most 5 s, and returns the frames it read, one a line
+// ("GOAWAY PROTOCOL_ERROR", "RST_STREAM 3 CANCEL", other frames by type
+// and stream), then "closed" or "not closed". It is for a respond that
+// made the proxy fail the connection. SETTINGS and PING acknowledgements
+// and WINDOW_UPDATEs are left out: the proxy's replies to earlier frames,
+// they may come before or after the response.
+func (w *rawH2Writer) rest() string {
+	_ = w.bw.Flush()
+	_ = w.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []string
+	for {
+		f, err := w.fr.ReadFrame()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return strings.Join(append(got, "not closed"), "\n")
+			}
+			return strings.Join(append(got, "closed"), "\n")
+		}
+		switch f := f.(type) {
+		case *http2.WindowUpdateFrame:
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				got = append(got, "SETTINGS")
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				got = append(got, "PING")
+			}
+		case *http2.GoAwayFrame:
+			got = append(got, "GOAWAY "+f.ErrCode.String())
+		case *http2.RSTStreamFrame:
+			got = append(got, fmt.Sprintf("RST_STREAM %d %v", f.StreamID, f.ErrCode))
+		default:
+			got = append(got, fmt.Sprintf("%v %d", f.Header().Type, f.Header().StreamID))
+		}
+	}
+}
+
 // rawH2Upstream serves h2c on loopback until the test ends with respond,
 // called for each request once its stream's END_STREAM came, on the
 // connection's reading goroutine; what it wrote is flushed after it.
@@ -93,7 +138,7 @@ func serveRawH2(c net.Conn, respond func(w *rawH2Writer, id uint32, r *rawH2Requ
 	if _, err := io.ReadFull(c, preface); err != nil || string(preface) != http2.ClientPreface {
 		return
 	}
-	w := &rawH2Writer{bw: bufio.NewWriter(c)}
+	w := &rawH2Writer{c: c, bw: bufio.NewWriter(c)}
 	w.fr = http2.NewFramer(w.bw, c)
 	w.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	w.fr.MaxHeaderListSize = 1 << 20

@@ -58,8 +58,10 @@ func TestH2UpstreamHeaderListLimit(t *testing.T) {
 
 // TestH2UpstreamIdleStreamFrames: HEADERS or DATA from the upstream on a
 // stream the proxy never opened is a connection error (RFC 9113 5.1):
-// GOAWAY PROTOCOL_ERROR, and the client's stream is answered 502, as
-// Envoy answers a stream reset for the upstream's protocol error.
+// the connection is closed with nothing sent on it first (no GOAWAY, as
+// Envoy's codec client closes without flushing), and the client's
+// stream is answered 502, as Envoy answers a stream reset for the
+// upstream's protocol error.
 func TestH2UpstreamIdleStreamFrames(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -74,9 +76,8 @@ func TestH2UpstreamIdleStreamFrames(t *testing.T) {
 			h.headers(1, true)
 			u := accept()
 			tc.send(u, u.request().StreamID)
-			g := u.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
-			if g == nil || g.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeProtocol {
-				t.Fatalf("upstream got %v, want GOAWAY PROTOCOL_ERROR", g)
+			if g := u.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }); g != nil {
+				t.Fatalf("upstream got %v, want the close alone", g)
 			}
 			if f := h.until(isHeaders); f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "502" {
 				t.Fatalf("client got %v, want 502", f)

@@ -238,7 +238,7 @@ func (l *loop) h2UpRead(c *h2up) {
 				if c.streams[se.StreamID] == nil {
 					continue
 				}
-				l.h2UpProtocolError(c, se.Code)
+				l.h2UpProtocolError(c)
 			case errors.As(err, &ce):
 				l.h2UpGoAway(c, http2.ErrCode(ce))
 			default:
@@ -358,11 +358,12 @@ func (l *loop) h2upDirty(c *h2up) {
 }
 
 // h2UpGoAway ends the connection: GOAWAY with code, then h2UpFailed; for
-// an error of the upstream's (any code but NO_ERROR), h2UpProtocolError,
-// as Envoy's codec fails on any frame it refuses.
+// an error of the upstream's (any code but NO_ERROR), h2UpProtocolError
+// instead, which sends nothing, as Envoy's codec fails on any frame it
+// refuses.
 func (l *loop) h2UpGoAway(c *h2up, code http2.ErrCode) {
 	if code != http2.ErrCodeNo {
-		l.h2UpProtocolError(c, code)
+		l.h2UpProtocolError(c)
 		return
 	}
 	_ = c.fr.WriteGoAway(0, code, nil)
@@ -388,16 +389,16 @@ func (l *loop) h2UpGoAway(c *h2up, code http2.ErrCode) {
 // stream without a response head is answered 502 UPE (or retried), one
 // whose response began is reset (h2uConnProtocolError). The goroutine
 // path does the same (cluster/h2conn.go).
-func (l *loop) h2UpProtocolError(c *h2up, code http2.ErrCode) {
+// Nothing is sent first, no GOAWAY and nothing still queued: Envoy's
+// codec returns the error before it hands on the frames the bad input
+// made (ConnectionImpl::dispatch skips sendPendingFrames), and its codec
+// client closes without flushing (CodecClient::close, NoFlush).
+func (l *loop) h2UpProtocolError(c *h2up) {
 	u := c.u
 	if u.closed {
 		return
 	}
 	u.pool.st.cxProtocolError.Inc()
-	_ = c.fr.WriteGoAway(0, code, nil)
-	if !u.connecting {
-		l.flushUp(u)
-	}
 	l.h2UpForget(c)
 	l.closeUp(u)
 	for _, s := range c.streams {

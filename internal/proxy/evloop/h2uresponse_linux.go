@@ -46,7 +46,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	if s.gotHead {
 		// Trailers: gRPC's grpc-status comes in them.
 		if !f.StreamEnded() {
-			l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
+			l.h2UpProtocolError(s.c)
 			return
 		}
 		st.trailers = slices.Clone(f.RegularFields()) // f is the decoder's (h2Heads.reuse)
@@ -58,7 +58,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	}
 	status, err := strconv.Atoi(f.PseudoValue("status"))
 	if err != nil || status < 100 || status > 999 {
-		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
+		l.h2UpProtocolError(s.c)
 		return
 	}
 	if status < 200 {
@@ -77,7 +77,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 		}
 	}
 	if proxyroute.H2LengthInvalid(n, first) {
-		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
+		l.h2UpProtocolError(s.c)
 		return
 	}
 	s.left = -1
@@ -141,7 +141,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 // 8.6).
 func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 	if status == 101 || f.StreamEnded() {
-		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
+		l.h2UpProtocolError(s.c)
 		return
 	}
 	l.interim(&s.x, s.st.sd, status)
@@ -150,7 +150,7 @@ func (l *loop) h2uInterim(s *h2ustream, f *http2.MetaHeadersFrame, status int) {
 // h2uData relays a response DATA frame's bytes.
 func (l *loop) h2uData(s *h2ustream, f *http2.DataFrame) {
 	if !s.gotHead {
-		l.h2UpProtocolError(s.c, http2.ErrCodeProtocol)
+		l.h2UpProtocolError(s.c)
 		return
 	}
 	n := int64(f.Length)
