@@ -196,6 +196,10 @@ func (l *loop) h2uExpire(d *down) {
 		l.observeDone(&s.x, 0, true)
 		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 		if s.gotHead {
+			// Logged with the status its head went down with, as Envoy
+			// logs the response code it encoded (logEnded knows no
+			// upstream stream's: an HTTP/2 client's would say 0).
+			l.logDone(d, s.x.status)
 			l.h2uDone(s)
 			l.h2uResetDown(d)
 			return

@@ -259,7 +259,7 @@ func (l *loop) expire(d *down) {
 		u.pool.st.rqTimeout.Inc()
 		l.observeDone(u, 0, true)
 		if u.status != 0 {
-			l.cutResponse(u)
+			l.cutResponse(u, accesslog.UpstreamRequestTimeout)
 			return
 		}
 		u.d, d.u = nil, nil

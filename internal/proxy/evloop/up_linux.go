@@ -278,7 +278,7 @@ func (l *loop) processUp(u *up) {
 			data := u.chunks.data
 			take, done, err := u.chunks.scan(b)
 			if err != nil {
-				l.cutResponse(u)
+				l.cutResponse(u, accesslog.UpstreamRemoteReset)
 				return
 			}
 			u.off += take
@@ -525,11 +525,16 @@ func (l *loop) finish(u *up, reusable bool) {
 }
 
 // cutResponse closes both sides: the client cannot be told the response
-// is incomplete in any other way (Envoy resets the stream).
-func (l *loop) cutResponse(u *up) {
+// is incomplete in any other way (Envoy resets the stream). why is the
+// response flag of the cut: UR when the upstream broke the response; UT
+// when a timeout cut it, which resets the upstream request without its
+// reset counting as the upstream's (Envoy's Filter::onResponseTimeout
+// takes the request off before it resets it, and its HttpUpstream
+// removes its callbacks first: the log says UT alone).
+func (l *loop) cutResponse(u *up, why accesslog.Flags) {
 	d := u.d
 	if d != nil {
-		d.logFlags(accesslog.UpstreamRemoteReset, "")
+		d.logFlags(why, "")
 		if u.status != 0 {
 			l.logEnded(d) // with the status sent
 		}

@@ -58,7 +58,7 @@ func (l *loop) upFailed(u *up) {
 		l.abortReply(d, u.pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, false)
 		return
 	}
-	l.cutResponse(u)
+	l.cutResponse(u, accesslog.UpstreamRemoteReset)
 }
 
 // redial sends u's request again on a new connection of its pool, and
@@ -90,7 +90,7 @@ func (l *loop) redial(u *up) bool {
 func (l *loop) badGateway(u *up) {
 	d := u.d
 	if d == nil || u.status != 0 {
-		l.cutResponse(u)
+		l.cutResponse(u, accesslog.UpstreamRemoteReset)
 		return
 	}
 	// A reset (protocol error), retried as Envoy's router retries one.
