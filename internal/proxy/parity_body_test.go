@@ -243,20 +243,9 @@ func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
 			_, _ = io.WriteString(c, head+rest)
 			br := bufio.NewReader(c)
 			var answer []string
-			for range 2 {
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					end := "closed"
-					if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
-						end = err.Error()
-					}
-					answer = append(answer, end)
-					break
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				sent++
-				answer = append(answer, fmt.Sprintf("%d close %v", resp.StatusCode, resp.Close))
-			}
+			more, n := twoAnswers(br)
+			answer = append(answer, more...)
+			sent += n
 			_ = c.Close()
 			got := strings.Join(answer, ", then ")
 			res.answers[r.name] = got
@@ -431,19 +420,8 @@ func TestPendingTimeoutLocalReplySamePaths(t *testing.T) {
 			_, _ = io.WriteString(c, head+rest)
 			br := bufio.NewReader(c)
 			var answer []string
-			for range 2 {
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					end := "closed"
-					if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
-						end = err.Error()
-					}
-					answer = append(answer, end)
-					break
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				answer = append(answer, fmt.Sprintf("%d close %v", resp.StatusCode, resp.Close))
-			}
+			more, _ := twoAnswers(br)
+			answer = append(answer, more...)
 			_ = c.Close()
 			got := strings.Join(answer, ", then ")
 			res.answers[r.name] = got
@@ -457,4 +435,25 @@ func TestPendingTimeoutLocalReplySamePaths(t *testing.T) {
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, nil)
+}
+
+// twoAnswers reads up to two HTTP/1.1 responses from br, each described
+// as "<status> close <bool>", or "closed" (or the read's error) when the
+// connection ends first, and returns them with the number of responses
+// read.
+func twoAnswers(br *bufio.Reader) ([]string, int) {
+	var answer []string
+	for range 2 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			end := "closed"
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
+				end = err.Error()
+			}
+			return append(answer, end), len(answer)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		answer = append(answer, fmt.Sprintf("%d close %v", resp.StatusCode, resp.Close))
+	}
+	return answer, len(answer)
 }
