@@ -17,6 +17,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,13 +204,7 @@ func (s *Stats) Response(code int) {
 	if code < 100 || code >= 600 {
 		return
 	}
-	c := s.codes[code].Load()
-	if c == nil {
-		c = s.scope.TaggedCounter("upstream_rq_"+strconv.Itoa(code), "upstream_rq",
-			stats.Label{Name: "envoy_response_code", Value: strconv.Itoa(code)})
-		s.codes[code].Store(c)
-	}
-	c.Inc()
+	s.codeCounter(&s.codes[code], "", code).Inc()
 	s.classes[code/100].Inc()
 	s.RqCompleted.Inc()
 }
@@ -242,15 +237,22 @@ func (s *Stats) RetryResponse(code int) {
 			r = s.retried.Load() // the store gives both the same counters
 		}
 	}
-	c := r.codes[code].Load()
-	if c == nil {
-		c = s.scope.TaggedCounter("retry.upstream_rq_"+strconv.Itoa(code), "retry_upstream_rq",
-			stats.Label{Name: "envoy_response_code", Value: strconv.Itoa(code)})
-		r.codes[code].Store(c)
-	}
-	c.Inc()
+	s.codeCounter(&r.codes[code], "retry.", code).Inc()
 	r.classes[code/100].Inc()
 	r.completed.Inc()
+}
+
+// codeCounter returns the counter of status code in slot, made on first
+// use: <prefix>upstream_rq_<code>, tagged with the code for Prometheus
+// (the prefix "retry." names retry_upstream_rq).
+func (s *Stats) codeCounter(slot *atomic.Pointer[stats.Counter], prefix string, code int) *stats.Counter {
+	if c := slot.Load(); c != nil {
+		return c
+	}
+	c := s.scope.TaggedCounter(prefix+"upstream_rq_"+strconv.Itoa(code), strings.ReplaceAll(prefix, ".", "_")+"upstream_rq",
+		stats.Label{Name: "envoy_response_code", Value: strconv.Itoa(code)})
+	slot.Store(c)
+	return c
 }
 
 // Hosts returns the current hosts (shared; do not modify).
