@@ -114,7 +114,7 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 		stripped = "HTTP/1.1 body=0" // the upstream got none of the h2c headers
 	)
 	okLog := func(received, sent int, keep string) string {
-		return fmt.Sprintf("GET /echo HTTP/1.1 200 - - %d %d echo - - %s |-", received, sent, keep)
+		return fmt.Sprintf("GET /echo HTTP/1.1 200 - via_upstream %d %d echo - - %s |-", received, sent, keep)
 	}
 	served := func(name string, send []string, closes bool, body ...string) exchange {
 		x := exchange{name: name, listener: "egress", send: send, body: body, closes: closes}
@@ -192,7 +192,7 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 		// where Envoy's route is "echo".
 		{name: "without the upgrade token", listener: "up", send: []string{get + "Connection: HTTP2-Settings\r\n" + h2cHead + "\r\n"},
 			status: []int{200}, body: []string{noToken},
-			log: []string{fmt.Sprintf("GET /echo HTTP/1.1 200 - - 0 %d kept - AAMAAABkAAQCAAAAAAIAAAAA - |-", len(noToken))}},
+			log: []string{fmt.Sprintf("GET /echo HTTP/1.1 200 - via_upstream 0 %d kept - AAMAAABkAAQCAAAAAAIAAAAA - |-", len(noToken))}},
 		refusedUpgrade("websocket", get+"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "websocket", "-", "Upgrade"),
 		refusedUpgrade("h2c, websocket", get+"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c, websocket\r\nHTTP2-Settings: AAMAAABk\r\n\r\n",
 			"h2c, websocket", "AAMAAABk", "Upgrade, HTTP2-Settings"),

@@ -118,7 +118,7 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 			if method == "POST" {
 				received = 2
 			}
-			x.log = append(x.log, fmt.Sprintf("%s /echo HTTP/1.1 200 - - %d %d echo - %d -", method, received, len(b), len(b)))
+			x.log = append(x.log, fmt.Sprintf("%s /echo HTTP/1.1 200 - via_upstream %d %d echo - %d -", method, received, len(b), len(b)))
 		}
 		return x
 	}
@@ -190,7 +190,7 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 		{name: "a pipelined head over 1 KiB where 1 KiB is allowed", listener: "small",
 			send:   []string{get + "\r\n" + get + "X-Big: " + strings.Repeat("b", 1500) + "\r\n\r\n", ""},
 			status: []int{200, 431}, body: []string{"", "Request Header Fields Too Large"}, closes: true,
-			log: []string{"GET /echo HTTP/1.1 200 - - 0 0 echo - 0 -",
+			log: []string{"GET /echo HTTP/1.1 200 - via_upstream 0 0 echo - 0 -",
 				"- - HTTP/1.1 431 DPE http1.headers_too_large 0 31 - text/plain 31 close"}},
 		// Read into the buffer with the body before it: past the limit,
 		// a line the reader refuses (400) or a Transfer-Encoding it does
@@ -199,13 +199,13 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 			send: []string{"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1500\r\n\r\n" + strings.Repeat("a", 1500) +
 				get + "X-Big: " + strings.Repeat("b", 1500) + "\r\nBad Line\r\n\r\n", ""},
 			status: []int{200, 431}, body: []string{"", "Request Header Fields Too Large"}, closes: true,
-			log: []string{"POST /echo HTTP/1.1 200 - - 1500 0 echo - 0 -",
+			log: []string{"POST /echo HTTP/1.1 200 - via_upstream 1500 0 echo - 0 -",
 				"- - HTTP/1.1 431 DPE http1.headers_too_large 0 31 - text/plain 31 close"}},
 		{name: "a pipelined head over 1 KiB with a Transfer-Encoding past it", listener: "small",
 			send: []string{"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1500\r\n\r\n" + strings.Repeat("a", 1500) +
 				get + "X-Big: " + strings.Repeat("b", 1500) + "\r\nTransfer-Encoding: gzip\r\n\r\n", ""},
 			status: []int{200, 431}, body: []string{"", "Request Header Fields Too Large"}, closes: true,
-			log: []string{"POST /echo HTTP/1.1 200 - - 1500 0 echo - 0 -",
+			log: []string{"POST /echo HTTP/1.1 200 - via_upstream 1500 0 echo - 0 -",
 				"- - HTTP/1.1 431 DPE http1.headers_too_large 0 31 - text/plain 31 close"}},
 		// Envoy's parser fails at the malformed line as it reads it, before
 		// its callbacks count the head past the limit: 400, not 431.

@@ -51,7 +51,7 @@ type LogRecord struct {
 	HTTP2   bool
 	Code    int // the response's status; 0 when none was sent
 	Flags   accesslog.Flags
-	Details string // %RESPONSE_CODE_DETAILS% of a local reply, as the goroutine path's
+	Details string // %RESPONSE_CODE_DETAILS%: a local reply's, or via_upstream, as the goroutine path's
 	// BytesReceived and BytesSent count the bodies.
 	BytesReceived, BytesSent int64
 	Cluster                  string

@@ -443,11 +443,15 @@ func (l *loop) interim(u *up, d *down, status int) {
 // responseCounted ends a response head's work, HTTP/1.1's or an HTTP/2
 // stream's: the head scanner reset, the status counted for the
 // connection manager and the cluster (or its observer), the upstream
-// time recorded, and the response started (retryState.started: its
-// per-try timeout no longer ends it).
+// time recorded, the response started (retryState.started: its
+// per-try timeout no longer ends it), and its details logged as relayed
+// from the upstream.
 func (l *loop) responseCounted(u *up, d *down, status int) {
 	u.scan = headScanner{}
 	d.rs.started = true
+	if d.logged() {
+		d.lg.rec.Details = proxyroute.DetailsViaUpstream // until what cuts the response replaces it (logFlags)
+	}
 	d.gen.st.response(status)
 	if u.observing {
 		l.observeDone(u, status, false)

@@ -138,6 +138,7 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 		// connection after the response (encodeHeaders, doEndStream).
 		dh.Set("Connection", "close")
 	}
+	s.details = route.DetailsViaUpstream
 	w.WriteHeader(res.StatusCode)
 	if err := copyBody(w, res, s.in.ProtoMajor == 2); err != nil {
 		_ = res.Body.Close()
@@ -292,7 +293,8 @@ func (m *HCM) switchProtocols(w http.ResponseWriter, s *stream, out *http.Reques
 	defer conn.Close()
 	addHeaders(w.Header(), res.Header)
 	res.Header = w.Header()
-	res.Body = nil // the head only
+	res.Body = nil                       // the head only
+	s.details = route.DetailsViaUpstream // a 101 too (Filter::onUpstreamHeaders)
 	if err := res.Write(brw); err != nil {
 		m.errorHandler(w, s, fmt.Errorf("response write: %w", err))
 		return

@@ -85,10 +85,21 @@ func (s *stream) allFlags() accesslog.Flags {
 
 // codeDetails are the stream's response code details: a response cut
 // for the client's malformed body (upstreamBody.Read) has the protocol
-// error's.
+// error's, one relayed from the upstream (route.DetailsViaUpstream) and
+// cut by the route timeout the timeout's, as Envoy's router replaces
+// via_upstream then (Filter::onResponseTimeout, whose local reply can
+// only reset the stream but sets its details). bodyFlags is read
+// atomically: an upgraded connection's body is read on a goroutine of
+// its own.
 func (s *stream) codeDetails() string {
-	if s.details == "" && accesslog.Flags(s.bodyFlags.Load())&accesslog.DownstreamProtocolError != 0 {
+	if s.details != "" && s.details != route.DetailsViaUpstream {
+		return s.details
+	}
+	switch f := accesslog.Flags(s.bodyFlags.Load()); {
+	case f&accesslog.DownstreamProtocolError != 0:
 		return detailsProtocolError
+	case s.details != "" && f&accesslog.UpstreamRequestTimeout != 0:
+		return detailsRouteTimeout
 	}
 	return s.details
 }

@@ -20,6 +20,16 @@ const (
 	UpstreamProtocolErrorReason = "protocol_error" // as ResetDetails writes it
 )
 
+// DetailsViaUpstream is the response code details of a request whose
+// final response head came from its upstream, one rule for every request
+// path: Envoy's router sets it as it takes a final head it does not
+// retry, a 101 too (Filter::onUpstreamHeaders), and not for a 1xx it
+// takes (Filter::onUpstream1xxHeaders). What cuts the response later
+// replaces it: a route timeout's upstream_response_timeout, a reset's
+// ResetDetails (the router's sendLocalReply, which can only reset the
+// stream by then, sets its details all the same).
+const DetailsViaUpstream = "via_upstream"
+
 // ResetDetails is the response code details of the local reply to an
 // upstream reset of reason (as the details write it: "protocol_error",
 // "remote_reset", "connection_termination", ...), one rule for both
