@@ -205,8 +205,7 @@ func upgradeGet(t *testing.T, addr, path string) string {
 }
 
 // h2Exchange sends a request of fields alone (END_STREAM) on stream id
-// of cl and tells how the proxy answered it, as h2Body does: "<status>
-// <body>", then " reset" if the stream was reset; trailers end it.
+// of cl and tells how the proxy answered it, as h2StreamEnd.
 func h2Exchange(cl *h2Client, id uint32, fields [][2]string) string {
 	defer cl.c.Close()
 	cl.hbuf.Reset()
@@ -215,32 +214,5 @@ func h2Exchange(cl *h2Client, id uint32, fields [][2]string) string {
 	}
 	_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: cl.hbuf.Bytes(), EndStream: true, EndHeaders: true})
 	_ = cl.bw.Flush()
-	var got, body string
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case f, ok := <-cl.frames:
-			switch {
-			case !ok:
-				return got + " " + body + " (the connection ended)"
-			case f.stream != id:
-			case f.typ == http2.FrameHeaders:
-				if f.status != "" {
-					got = f.status
-				}
-				if f.end {
-					return got + " " + body
-				}
-			case f.typ == http2.FrameData:
-				body += string(f.data)
-				if f.end {
-					return got + " " + body
-				}
-			case f.typ == http2.FrameRSTStream:
-				return got + " " + body + " reset"
-			}
-		case <-timeout:
-			return got + " " + body + " (no end)"
-		}
-	}
+	return h2StreamEnd(cl, id)
 }

@@ -356,12 +356,19 @@ func TestPerTryAfterHeadSamePaths(t *testing.T) {
 }
 
 // h2Body sends a GET for path on stream id of cl and tells how the
-// proxy answered it: "<status> <body>", then " reset" if the stream was
-// reset, " (the connection ended)" or " (no end)" within 10 s.
+// proxy answered it, as h2StreamEnd.
 func h2Body(cl *h2Client, id uint32, path string) string {
 	defer cl.c.Close()
 	_ = cl.headers(id, path)
 	_ = cl.bw.Flush()
+	return h2StreamEnd(cl, id)
+}
+
+// h2StreamEnd reads stream id of cl to its end and tells how the proxy
+// answered it: "<status> <body>" (the last HEADERS with a status; trailers
+// end it), then " reset" if the stream was reset, " (the connection
+// ended)" or " (no end)" within 10 s.
+func h2StreamEnd(cl *h2Client, id uint32) string {
 	var got, body string
 	timeout := time.After(10 * time.Second)
 	for {
@@ -372,7 +379,9 @@ func h2Body(cl *h2Client, id uint32, path string) string {
 				return got + " " + body + " (the connection ended)"
 			case f.stream != id:
 			case f.typ == http2.FrameHeaders:
-				got = f.status
+				if f.status != "" {
+					got = f.status
+				}
 				if f.end {
 					return got + " " + body
 				}

@@ -184,10 +184,6 @@ func TestHTTP1HeadLocalReplySamePaths(t *testing.T) {
 		{"HEAD direct response", "HEAD /direct200 HTTP/1.1\r\nHost: x\r\n", "200, " + chunked + ", type [], then 200"},
 		{"GET direct response", "GET /direct200 HTTP/1.1\r\nHost: x\r\n", "200, length [0], transfer-encoding [], type [], then 200"},
 	}
-	directTo := func(prefix string, status uint32) *routev3.Route {
-		return &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
-			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: status}}}
-	}
 	results := map[string]pathResult{}
 	names := make([]string, 0, len(requests))
 	for _, r := range requests {
@@ -361,10 +357,6 @@ func TestH2EmptyLocalReplySamePaths(t *testing.T) {
 		{"no healthy upstream", "HEADERS 503 length [19], body 19 END_STREAM", get("GET", "x", "/empty"), false},
 		{"direct response without body", "HEADERS 200 length [] END_STREAM", get("GET", "x", "/direct200"), true},
 	}
-	directTo := func(prefix string, status uint32) *routev3.Route {
-		return &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
-			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: status}}}
-	}
 	results := map[string]pathResult{}
 	names := make([]string, 0, len(requests))
 	for _, r := range requests {
@@ -434,4 +426,11 @@ func TestH2EmptyLocalReplySamePaths(t *testing.T) {
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, names)
+}
+
+// directTo is a route answering requests under prefix with status and no
+// body (a direct response).
+func directTo(prefix string, status uint32) *routev3.Route {
+	return &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: status}}}
 }
