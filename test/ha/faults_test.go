@@ -30,6 +30,9 @@ type load struct {
 	faults atomic.Int32           // faults made so far
 	n      atomic.Int64
 	more   chan struct{} // closed and replaced at every acknowledged write
+	// probes ends when every probe's requests have ended: a probe
+	// acknowledged after the final listing would read as lost.
+	probes sync.WaitGroup
 }
 
 func (l *load) run(t *testing.T, rs []*replica, writers int, stop <-chan struct{}) *sync.WaitGroup {
@@ -93,7 +96,7 @@ func (l *load) probe(t *testing.T, rs []*replica, tag string) <-chan time.Durati
 	done := make(chan struct{})
 	var once sync.Once
 	var wg sync.WaitGroup
-	go func() { // ends after the first acknowledged probe or 300 sent, once every probe's request (10 s timeout) ended
+	l.probes.Go(func() { // ends after the first acknowledged probe or 300 sent, once every probe's request (10 s timeout) ended
 		defer wg.Wait()
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
@@ -121,7 +124,7 @@ func (l *load) probe(t *testing.T, rs []*replica, tag string) <-chan time.Durati
 			case <-tick.C:
 			}
 		}
-	}()
+	})
 	return res
 }
 
@@ -386,7 +389,9 @@ func TestEtcdFaultsUnderLoad(t *testing.T) {
 		t.Errorf("requests through the proxies: %s; first failures: %v", tr.summary(), tr.errs)
 	}
 
-	// Every acknowledged write is there, with the uid it was answered.
+	// Every acknowledged write is there, with the uid it was answered;
+	// no probe is still in flight to be acknowledged after the listing.
+	l.probes.Wait()
 	stored := map[string]string{}
 	var next *string
 	for {
