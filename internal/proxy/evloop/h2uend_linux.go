@@ -191,7 +191,7 @@ func (l *loop) h2uExpire(d *down) {
 		c.u.pool.st.cxConnectFail.Inc()
 		l.h2UpFailed(c)
 	case l.now-d.reqStart >= d.timeout:
-		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
+		d.logFlags(accesslog.UpstreamRequestTimeout, proxyroute.DetailsRouteTimeout)
 		s.x.pool.st.rqTimeout.Inc()
 		l.observeDone(&s.x, 0, true)
 		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)

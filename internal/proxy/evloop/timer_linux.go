@@ -244,7 +244,7 @@ func (l *loop) expire(d *down) {
 		u.pool.st.cxConnectFail.Inc()
 		l.upFailed(u)
 	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= d.timeout:
-		d.logFlags(accesslog.UpstreamRequestTimeout, "upstream_response_timeout")
+		d.logFlags(accesslog.UpstreamRequestTimeout, proxyroute.DetailsRouteTimeout)
 		// The connection carries on unless the body is still coming
 		// (localReply), as on the goroutine path (and the per-try
 		// timeout's).

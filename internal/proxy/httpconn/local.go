@@ -109,11 +109,6 @@ func emptyReply(s *stream, h http.Header) {
 // body broke its framing.
 const detailsProtocolError = "downstream_protocol_error"
 
-// detailsRouteTimeout is the response code details of a request the
-// route timeout ended, before its response head or after it
-// (codeDetails).
-const detailsRouteTimeout = "upstream_response_timeout"
-
 // bodyMalformed reports whether reading the downstream request body
 // failed on its framing (bad chunk sizes, a body longer than declared),
 // not because the client went away.

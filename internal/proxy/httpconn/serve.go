@@ -99,7 +99,7 @@ func (s *stream) codeDetails() string {
 	case f&accesslog.DownstreamProtocolError != 0:
 		return detailsProtocolError
 	case s.details != "" && f&accesslog.UpstreamRequestTimeout != 0:
-		return detailsRouteTimeout
+		return route.DetailsRouteTimeout
 	}
 	return s.details
 }

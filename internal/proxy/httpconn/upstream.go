@@ -354,7 +354,7 @@ func (s *stream) ctxError(ctx context.Context, inFlight bool) *localError {
 		if inFlight {
 			s.cl.Stats.RqTimeout.Inc()
 		}
-		return &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: detailsRouteTimeout}
+		return &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: route.DetailsRouteTimeout}
 	case errors.Is(cause, errIdleTimeout): // counted by its timer
 		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: "stream_idle_timeout"}
 	case errors.Is(cause, errDuration):

@@ -30,6 +30,11 @@ const (
 // stream by then, sets its details all the same).
 const DetailsViaUpstream = "via_upstream"
 
+// DetailsRouteTimeout is the response code details of a request the
+// route timeout ended, before its response head or after it (Envoy's
+// ResponseCodeDetails ResponseTimeout).
+const DetailsRouteTimeout = "upstream_response_timeout"
+
 // ResetDetails is the response code details of the local reply to an
 // upstream reset of reason (as the details write it: "protocol_error",
 // "remote_reset", "connection_termination", ...), one rule for both
