@@ -49,11 +49,11 @@ type stream struct {
 	upPath    string // the path sent upstream, escaped
 	rewrote   bool   // a route rewrote the path (prefix or regex rewrite)
 	changed   bool   // upPath is not the request's path (rewritten or normalized)
+	queued    bool   // the first attempt waited in the cluster's pending queue, and it ended (in the padding after the bools above, not after upStart: 352 bytes a request, not 384)
 	flags     accesslog.Flags
 	host      *cluster.Host
 	attempts  int
 	upStart   time.Time     // first upstream attempt
-	queued    bool          // the first attempt waited in the cluster's pending queue, and it ended
 	svcTime   time.Duration // upstream time to response headers
 	cancel    context.CancelCauseFunc
 	ctx       context.Context // the stream's context, cancelled with a cause
