@@ -110,3 +110,8 @@ WEFT_PROXY_TEST_H2LOOPS=0 go test -count=1 -timeout 10m ./internal/proxy "$@"
 # run again under the race detector: a shared-response race in the xDS
 # server was visible only there (about a minute on 2 cores).
 go test -count=1 -race -timeout 10m ./internal/xds/server ./internal/proxy/httpconn ./internal/proxy/cluster "$@"
+# Every benchmark once: the figures in docs/bench/ come from them, and a
+# benchmark nothing runs can rot unnoticed (one of the loops' did, a nil
+# pointer, for several rounds). One iteration each, no timing asserted
+# (about two minutes on 2 cores).
+go test -count=1 -run '^$' -bench . -benchtime 1x -timeout 10m ./... "$@"

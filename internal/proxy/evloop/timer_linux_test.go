@@ -125,9 +125,10 @@ func TestTimeoutsFireOnTime(t *testing.T) {
 func BenchmarkTimersPerRequest(b *testing.B) {
 	l := &loop{srv: &Server{cfg: Config{HeadersTimeout: DefaultHeadersTimeout, IdleTimeout: DefaultIdleTimeout,
 		RequestTimeout: DefaultRequestTimeout, ConnectTimeout: DefaultConnectTimeout}}}
+	gen := &generation{headers: DefaultHeadersTimeout, idle: DefaultIdleTimeout}
 	ds := make([]*down, 16)
 	for i := range ds {
-		ds[i] = &down{}
+		ds[i] = &down{gen: gen, timeout: int64(DefaultRequestTimeout)}
 		l.arm(ds[i])
 	}
 	u := &up{}
