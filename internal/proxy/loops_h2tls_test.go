@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -55,15 +54,7 @@ func (s *tlsPeerService) UnaryCall(ctx context.Context, in *testpb.SimpleRequest
 func mtlsGRPCServer(t *testing.T, ca *tlstest.CA, dns, uri string) string {
 	cfg := &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{dns}, uri).TLS(t)}, ClientCAs: ca.Pool(),
 		ClientAuth: tls.RequireAndVerifyClientCert}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
-	testpb.RegisterTestServiceServer(gs, &tlsPeerService{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(ln) }() // ends with gs.Stop in Cleanup
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
+	return grpcUpstream(t, &tlsPeerService{}, grpc.Creds(credentials.NewTLS(cfg)))
 }
 
 // grpcRoute is a route to cluster matching gRPC requests.
@@ -209,20 +200,13 @@ func TestGRPCLoopsSidecarToSidecarMutualTLS(t *testing.T) {
 	front, back := "spiffe://weft.local/mesh/m/virtualNode/front", "spiffe://weft.local/mesh/m/virtualNode/back"
 	server := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"back.local"}, back))
 	client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, front))
-	gs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(gs, &tlsPeerService{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(ln) }() // ends with gs.Stop in Cleanup
-	t.Cleanup(gs.Stop)
+	up := grpcUpstream(t, &tlsPeerService{})
 
 	in := httpListener("ingress", httpManager("ingress", "rds-in"))
 	in.FilterChains[0].TransportSocket = tlsSocket(&tlsv3.DownstreamTlsContext{CommonTlsContext: server.common(true, front),
 		RequireClientCertificate: wrapperspb.Bool(true)})
 	inRoutes := routeConfig("rds-in", vhost("in", []string{"*"}, grpcRoute("app")))
-	app, appEP := edsCluster("app", h2Upstream), cla("app", ln.Addr().String())
+	app, appEP := edsCluster("app", h2Upstream), cla("app", up)
 	out, outRoutes := httpListener("egress", httpManager("egress", "rds")), routeConfig("rds", vhost("v", []string{"*"}, grpcRoute("mesh")))
 	h.push(in, inRoutes, app, appEP) // in force (its routes too) before the egress sends to it
 	push := func(san string) {
@@ -283,7 +267,7 @@ func TestGRPCLoopsSidecarToSidecarMutualTLS(t *testing.T) {
 	push("spiffe://weft.local/mesh/m/virtualNode/elsewhere")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = testpb.NewTestServiceClient(conn).UnaryCall(ctx, &testpb.SimpleRequest{})
+	_, err := testpb.NewTestServiceClient(conn).UnaryCall(ctx, &testpb.SimpleRequest{})
 	if s := status.Convert(err); s.Code() != codes.Unavailable || !strings.HasSuffix(s.Message(), "reset reason: connection failure") {
 		t.Fatalf("upstream without the SAN asked for: %v, want UNAVAILABLE and the goroutine path's connection failure", err)
 	}

@@ -19,7 +19,6 @@ import (
 	"golang.org/x/net/http2/h2c"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -219,26 +218,13 @@ func TestGRPCLoops(t *testing.T) {
 		t.Skip("event loops need Linux")
 	}
 	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = false, false })
-	gs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(gs, &streamService{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(ln) }() // ends with gs.Stop in Cleanup
-	t.Cleanup(gs.Stop)
+	up := grpcUpstream(t, &streamService{})
 	rt := routeTo("/", "grpc")
 	rt.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}, Grpc: &routev3.RouteMatch_GrpcRouteMatchOptions{}}
 	h.push(httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("dead", []string{"dead.local:8080"}, routeTo("/", "dead")), vhost("grpc", []string{"*"}, rt)),
-		edsCluster("grpc", h2Upstream), cla("grpc", ln.Addr().String()), edsCluster("dead", h2Upstream), cla("dead", deadAddr(t)))
-	conn, err := grpc.NewClient("passthrough:///"+h.addr("egress"), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithAuthority("grpc.local:8080"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := testpb.NewTestServiceClient(conn)
+		edsCluster("grpc", h2Upstream), cla("grpc", up), edsCluster("dead", h2Upstream), cla("dead", deadAddr(t)))
+	client := grpcClient(t, h.addr("egress"), grpc.WithAuthority("grpc.local:8080"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -305,13 +291,7 @@ func TestGRPCLoops(t *testing.T) {
 	}
 	// A local reply (the upstream cannot be reached) is a gRPC status, as
 	// the goroutine path answers it.
-	dconn, err := grpc.NewClient("passthrough:///"+h.addr("egress"), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithAuthority("dead.local:8080"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dconn.Close()
-	_, err = testpb.NewTestServiceClient(dconn).UnaryCall(ctx, &testpb.SimpleRequest{})
+	_, err = grpcClient(t, h.addr("egress"), grpc.WithAuthority("dead.local:8080")).UnaryCall(ctx, &testpb.SimpleRequest{})
 	if s := status.Convert(err); s.Code() != codes.Unavailable ||
 		s.Message() != "upstream connect error or disconnect/reset before headers. reset reason: connection failure" {
 		t.Fatalf("unreachable upstream: %v", err)
@@ -333,25 +313,13 @@ func TestGRPCLoopsRetries(t *testing.T) {
 	}
 	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = false, false })
 	svc := &testService{}
-	gs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(gs, svc)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(ln) }() // ends with gs.Stop in Cleanup
-	t.Cleanup(gs.Stop)
+	up := grpcUpstream(t, svc)
 	rt := routeTo("/", "grpc")
 	rt.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "unavailable,reset,refused-stream,connect-failure", NumRetries: u32(2)}
 	h.push(httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("grpc", []string{"*"}, rt)),
-		edsCluster("grpc", h2Upstream), cla("grpc", ln.Addr().String()))
-	conn, err := grpc.NewClient("passthrough:///"+h.addr("egress"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := testpb.NewTestServiceClient(conn)
+		edsCluster("grpc", h2Upstream), cla("grpc", up))
+	client := grpcClient(t, h.addr("egress"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	svc.unavailable.Store(2)

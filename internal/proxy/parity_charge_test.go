@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -55,27 +54,17 @@ func TestNoHealthyUpstreamChargedSamePaths(t *testing.T) {
 			// connection at its first request and answers the next.
 			var served atomic.Int32
 			got, release := make(chan struct{}, 1), make(chan struct{})
-			vanish := tcpUpstream(t, func(c net.Conn) {
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					switch served.Add(1) {
-					case 1:
-						got <- struct{}{}
-						<-release
-						return
-					case 2:
-						return
-					}
-					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
-						return
-					}
+			vanish := h1UpstreamWithin(t, 10*time.Second, func(c net.Conn, _ *http.Request, _ []byte) bool {
+				switch served.Add(1) {
+				case 1:
+					got <- struct{}{}
+					<-release
+					return false
+				case 2:
+					return false
 				}
+				_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				return err == nil
 			})
 			// The whole configuration, with vanish's endpoints (a
 			// snapshot replaces every resource).
@@ -235,23 +224,13 @@ func TestTimeoutChargedSamePaths(t *testing.T) {
 // upstream_rq_completed.
 func TestRetriedResponseChargedSamePaths(t *testing.T) {
 	var h1n, h2n atomic.Int32 // each upstream answers 503, then 200, and so on
-	h1 := tcpUpstream(t, func(c net.Conn) {
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			resp := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-			if h1n.Add(1)%2 == 1 || req.URL.Path == "/always/" {
-				resp = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
-			}
-			if _, err := io.WriteString(c, resp); err != nil {
-				return
-			}
+	h1 := h1UpstreamWithin(t, 10*time.Second, func(c net.Conn, req *http.Request, _ []byte) bool {
+		resp := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		if h1n.Add(1)%2 == 1 || req.URL.Path == "/always/" {
+			resp = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
 		}
+		_, err := io.WriteString(c, resp)
+		return err == nil
 	})
 	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
 		status := "200"

@@ -272,19 +272,10 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 		"/h1r/partial/reset": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",
 		"/h1r/reset":         "HTTP/1.1 100 Continue\r\n\r\n",
 	}
-	h1 := tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, or after a reset script
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			attempts.Add(1)
-			_, _ = io.Copy(io.Discard, req.Body)
-			if _, err := io.WriteString(c, h1Scripts[req.URL.Path]); err != nil || strings.HasSuffix(req.URL.Path, "/reset") {
-				return
-			}
-		}
+	h1 := h1Upstream(t, func(c net.Conn, req *http.Request, _ []byte) bool { // a reset script closes the connection
+		attempts.Add(1)
+		_, err := io.WriteString(c, h1Scripts[req.URL.Path])
+		return err == nil && !strings.HasSuffix(req.URL.Path, "/reset")
 	})
 	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
 		attempts.Add(1)

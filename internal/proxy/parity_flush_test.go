@@ -71,30 +71,23 @@ func (p *twoParts) verdict() string {
 // closes the connection.
 func flushHTTP1Upstream(t *testing.T, parts *twoParts) string {
 	t.Helper()
-	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, or at its deadline
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			const head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
-			switch path.Base(req.URL.Path) {
-			case "two":
-				_, _ = io.WriteString(c, head+"first")
-				parts.wait()
-				_, _ = io.WriteString(c, "secnd")
-			case "headfirst":
-				_, _ = io.WriteString(c, head)
-				parts.wait()
-				_, _ = io.WriteString(c, "firstsecnd")
-			default: // stall
-				_, _ = io.WriteString(c, head+"first")
-				_, _ = io.Copy(io.Discard, br)
-				return
-			}
+	return h1UpstreamWithin(t, 20*time.Second, func(c net.Conn, req *http.Request, _ []byte) bool {
+		const head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+		switch path.Base(req.URL.Path) {
+		case "two":
+			_, _ = io.WriteString(c, head+"first")
+			parts.wait()
+			_, _ = io.WriteString(c, "secnd")
+		case "headfirst":
+			_, _ = io.WriteString(c, head)
+			parts.wait()
+			_, _ = io.WriteString(c, "firstsecnd")
+		default: // stall until the proxy closes the connection
+			_, _ = io.WriteString(c, head+"first")
+			_, _ = io.Copy(io.Discard, c)
+			return false
 		}
+		return true
 	})
 }
 

@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -32,27 +29,18 @@ const curlH2C = "GET /echo HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88.1\r\nAcc
 // its body.
 func echoUpgradeUpstream(t *testing.T) string {
 	t.Helper()
-	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			n, _ := io.Copy(io.Discard, req.Body)
-			names := []string{req.Proto}
-			for k, vv := range req.Header {
-				switch {
-				case k == "Upgrade", k == "Http2-Settings", k == "Connection", strings.HasPrefix(k, "X-Hop"), k == "X-Keep":
-					names = append(names, k+"="+strings.Join(vv, "|"))
-				}
-			}
-			slices.Sort(names[1:])
-			body := strings.Join(names, " ") + fmt.Sprintf(" body=%d", n)
-			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
-				return
+	return h1Upstream(t, func(c net.Conn, req *http.Request, reqBody []byte) bool {
+		names := []string{req.Proto}
+		for k, vv := range req.Header {
+			switch {
+			case k == "Upgrade", k == "Http2-Settings", k == "Connection", strings.HasPrefix(k, "X-Hop"), k == "X-Keep":
+				names = append(names, k+"="+strings.Join(vv, "|"))
 			}
 		}
+		slices.Sort(names[1:])
+		body := strings.Join(names, " ") + fmt.Sprintf(" body=%d", len(reqBody))
+		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return err == nil
 	})
 }
 
@@ -233,63 +221,19 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 		res := pathResult{answers: map[string]string{}}
 		lines := 0
 		for _, x := range exchanges {
-			c, err := net.Dial("tcp", h.addr(x.listener))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			br := bufio.NewReader(c)
-			var answer []string
-			for i, req := range x.send {
-				_, _ = io.WriteString(c, req)
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("%s, %s: %v", p.name, x.name, err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				answer = append(answer, fmt.Sprintf("%s %s, close %v", resp.Proto, wireHead(resp, body, false), resp.Close))
+			what := p.name + ", " + x.name
+			res.answers[x.name] = h1Exchange(t, h.addr(x.listener), what, x.send, x.closes, func(i int, resp *http.Response, body []byte) {
 				lines++
 				if resp.Proto != "HTTP/1.1" || resp.StatusCode != x.status[i] || string(body) != x.body[i] {
 					t.Errorf("%s, %s: answered %s %d %q; want HTTP/1.1 %d %q", p.name, x.name, resp.Proto, resp.StatusCode, body,
 						x.status[i], x.body[i])
 				}
-			}
-			if x.closes {
-				_, err := br.ReadByte()
-				answer = append(answer, fmt.Sprintf("then %v", err))
-				if !errors.Is(err, io.EOF) {
-					t.Errorf("%s, %s: the connection is still open after the answer (%v)", p.name, x.name, err)
-				}
-			}
-			_ = c.Close()
-			res.answers[x.name] = strings.Join(answer, "\n")
+			})
 		}
 		res.log = awaitLog(t, logFile, lines)
-		var stats []string
-		for _, l := range []string{"egress", "up"} {
-			for _, name := range counters {
-				stats = append(stats, fmt.Sprintf("%s.%s %d", l, name, h.stat("http."+l+"."+name)))
-			}
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.countsBy("http", []string{"egress", "up"}, counters)
 		if p.goroutines {
-			var logged []string
-			for l := range strings.SplitSeq(strings.TrimSpace(res.log), "\n") {
-				logged = append(logged, l)
-			}
-			for _, x := range exchanges {
-				for _, w := range x.log {
-					i := slices.Index(logged, w)
-					if i < 0 {
-						t.Errorf("%s: the goroutine path logged no line %q:\n%s", x.name, w, res.log)
-						continue
-					}
-					logged = slices.Delete(logged, i, i+1)
-				}
-			}
-			if len(logged) > 0 {
-				t.Errorf("the goroutine path logged more: %q", logged)
-			}
+			loggedExactly(t, res.log, exchanges, func(x exchange) (string, []string) { return x.name, x.log })
 		} else if l := h.listener("egress"); !l.OnLoops() || l.HandedOff() != 0 {
 			t.Errorf("%s: egress on the loops %v, %d connections handed off; want true, 0", p.name, l.OnLoops(), l.HandedOff())
 		}

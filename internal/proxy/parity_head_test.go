@@ -30,29 +30,20 @@ import (
 // forwarded.
 func echoHopUpstream(t *testing.T) string {
 	t.Helper()
-	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			var names []string
-			for k := range req.Header {
-				switch {
-				case k == "Te", k == "Expect":
-					names = append(names, k+"="+strings.Join(req.Header[k], ","))
-				case strings.HasPrefix(k, "X-Hop"), k == "X-Keep", k == "Http2-Settings":
-					names = append(names, k)
-				}
-			}
-			slices.Sort(names)
-			body := strings.Join(names, ",")
-			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
-				return
+	return h1Upstream(t, func(c net.Conn, req *http.Request, _ []byte) bool {
+		var names []string
+		for k := range req.Header {
+			switch {
+			case k == "Te", k == "Expect":
+				names = append(names, k+"="+strings.Join(req.Header[k], ","))
+			case strings.HasPrefix(k, "X-Hop"), k == "X-Keep", k == "Http2-Settings":
+				names = append(names, k)
 			}
 		}
+		slices.Sort(names)
+		body := strings.Join(names, ",")
+		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return err == nil
 	})
 }
 
@@ -236,59 +227,18 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 		res := pathResult{answers: map[string]string{}}
 		lines := 0
 		for _, x := range exchanges {
-			c, err := net.Dial("tcp", h.addr(x.listener))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			br := bufio.NewReader(c)
-			var answer []string
-			for i, req := range x.send {
-				_, _ = io.WriteString(c, req)
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("%s, %s: %v", p.name, x.name, err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				answer = append(answer, fmt.Sprintf("%s %s, close %v", resp.Proto, wireHead(resp, body, false), resp.Close))
+			what := p.name + ", " + x.name
+			res.answers[x.name] = h1Exchange(t, h.addr(x.listener), what, x.send, x.closes, func(i int, resp *http.Response, body []byte) {
 				lines++
 				if p.goroutines && (resp.StatusCode != x.status[i] || string(body) != x.body[i]) {
 					t.Errorf("%s: the goroutine path answered %d %q; want %d %q", x.name, resp.StatusCode, body, x.status[i], x.body[i])
 				}
-			}
-			if x.closes {
-				_, err := br.ReadByte()
-				answer = append(answer, fmt.Sprintf("then %v", err))
-				if !errors.Is(err, io.EOF) {
-					t.Errorf("%s, %s: the connection is still open after the answer (%v)", p.name, x.name, err)
-				}
-			}
-			_ = c.Close()
-			res.answers[x.name] = strings.Join(answer, "\n")
+			})
 		}
 		res.log = awaitLog(t, logFile, lines)
-		var stats []string
-		for _, l := range []string{"egress", "small", "big"} {
-			for _, name := range counters {
-				stats = append(stats, fmt.Sprintf("%s.%s %d", l, name, h.stat("http."+l+"."+name)))
-			}
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.countsBy("http", []string{"egress", "small", "big"}, counters)
 		if p.goroutines {
-			logged := strings.Split(strings.TrimSpace(res.log), "\n")
-			for _, x := range exchanges {
-				for _, w := range x.log {
-					i := slices.Index(logged, w)
-					if i < 0 {
-						t.Errorf("%s: the goroutine path logged no line %q:\n%s", x.name, w, res.log)
-						continue
-					}
-					logged = slices.Delete(logged, i, i+1)
-				}
-			}
-			if len(logged) > 0 {
-				t.Errorf("the goroutine path logged more: %q", logged)
-			}
+			loggedExactly(t, res.log, exchanges, func(x exchange) (string, []string) { return x.name, x.log })
 		} else {
 			// The loops serve and refuse every one of these themselves.
 			for _, name := range []string{"egress", "small", "big"} {
@@ -387,14 +337,7 @@ func TestH2HeadLimitsSamePaths(t *testing.T) {
 			}
 		}
 		res.log = awaitLog(t, logFile, len(requests))
-		var stats []string
-		for _, l := range []string{"egress", "small", "kb"} {
-			for _, name := range counters {
-				stats = append(stats, fmt.Sprintf("%s.%s %d", l, name, h.stat("http."+l+"."+name)))
-			}
-		}
-		stats = append(stats, fmt.Sprintf("http2.header_overflow %d", h.stat("http2.header_overflow")))
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.countsBy("http", []string{"egress", "small", "kb"}, counters) + "\n" + h.counts("", []string{"http2.header_overflow"})
 		if p.goroutines {
 			if n := strings.Count(res.log, "- - HTTP/2 0 DPE http2.too_many_headers 0 0 -\n"); n != 3 {
 				t.Errorf("the goroutine path logged %d resets; want 3:\n%s", n, res.log)

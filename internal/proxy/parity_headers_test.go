@@ -1,10 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"runtime"
 	"slices"
@@ -40,49 +38,6 @@ func (p proxyPath) on(c *Config) { c.Goroutines, c.H2Goroutines = p.goroutines, 
 func (p proxyPath) logged(c *Config) {
 	p.on(c)
 	c.AccessLogBuffering.FlushInterval = time.Millisecond
-}
-
-// tcpUpstream listens on a loopback port for the test's life and serves
-// each connection it accepts on a goroutine of its own, closing it when
-// serve returns; it returns the address.
-func tcpUpstream(t *testing.T, serve func(c net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() { // ends when Cleanup closes ln
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // ends when serve returns
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// rawHTTP1Upstream answers every request it reads with resp, as is.
-func rawHTTP1Upstream(t *testing.T, resp string) string {
-	t.Helper()
-	return tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			if _, err := io.WriteString(c, resp); err != nil {
-				return
-			}
-		}
-	})
 }
 
 // wireHead is a response as a client sees it: status, every header

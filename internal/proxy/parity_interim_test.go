@@ -131,16 +131,13 @@ func TestPerTryAfterInterimSamePaths(t *testing.T) {
 		}
 		return ""
 	}
-	h1 := tcpUpstream(t, func(c net.Conn) { // ends once the response is written, or the proxy closed the connection
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
+	h1 := h1Upstream(t, func(c net.Conn, req *http.Request, _ []byte) bool { // one answer a connection
 		if st := interim(req.URL.Path); st != "" {
 			_, _ = io.WriteString(c, "HTTP/1.1 "+st+" Interim\r\n\r\n")
 		}
 		time.Sleep(late) // the upstream's answer comes after the per-try timeout
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+		return false
 	})
 	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
 		if st := interim(strings.Join(r.values(":path"), "")); st != "" {
@@ -214,14 +211,10 @@ func TestBodylessFramedSamePaths(t *testing.T) {
 		"/cl204":  "HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\nok",
 		"/cl0204": "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
 	}
-	h1 := tcpUpstream(t, func(c net.Conn) { // ends once the script is written, or the proxy closed the connection
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
+	h1 := h1Upstream(t, func(c net.Conn, req *http.Request, _ []byte) bool { // one script a connection
 		attempts.Add(1)
-		_, _ = io.Copy(io.Discard, req.Body)
 		_, _ = io.WriteString(c, scripts[req.URL.Path])
+		return false
 	})
 	const upe = "502 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
 	requests := []struct {
@@ -284,13 +277,11 @@ func TestBodylessFramedSamePaths(t *testing.T) {
 // stream is reset. Both paths cut the body at the per-try timeout.
 func TestPerTryAfterHeadSamePaths(t *testing.T) {
 	const perTry, late, routeTimeout = 100 * time.Millisecond, 400 * time.Millisecond, 250 * time.Millisecond
-	h1 := tcpUpstream(t, func(c net.Conn) { // ends once the response is written, or the proxy closed the connection
-		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-			return
-		}
+	h1 := h1Upstream(t, func(c net.Conn, _ *http.Request, _ []byte) bool { // one answer a connection
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\n")
 		time.Sleep(late) // the body's end comes after the per-try timeout
 		_, _ = io.WriteString(c, "2\r\nte\r\n0\r\n\r\n")
+		return false
 	})
 	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
 		w.headers(id, false, 0, ":status", "200")
@@ -416,12 +407,9 @@ func TestResetAfterInterimSamePaths(t *testing.T) {
 		"/h1/bad":      "HTTP/1.1 103 Early Hints\r\n\r\ngarbage\r\n\r\n",
 		"/h1/bad0":     "garbage\r\n\r\n",
 	}
-	h1 := tcpUpstream(t, func(c net.Conn) { // ends once the script is written: the connection closes
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
+	h1 := h1Upstream(t, func(c net.Conn, req *http.Request, _ []byte) bool { // the script written, the connection closes
 		_, _ = io.WriteString(c, h1Scripts[req.URL.Path])
+		return false
 	})
 	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
 		switch strings.Join(r.values(":path"), "") {

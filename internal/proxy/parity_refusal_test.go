@@ -1,14 +1,9 @@
 package proxy
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,24 +111,11 @@ func TestHTTP1RefusalsSamePaths(t *testing.T) {
 		res := pathResult{answers: map[string]string{}}
 		lines := 0
 		for _, x := range exchanges {
-			c, err := net.Dial("tcp", h.addr(x.listener))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			br := bufio.NewReader(c)
-			var answer []string
-			for i, req := range x.send {
-				_, _ = io.WriteString(c, req)
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("%s, %s: %v", p.name, x.name, err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				answer = append(answer, fmt.Sprintf("%s %s, close %v", resp.Proto, wireHead(resp, body, false), resp.Close))
+			what := p.name + ", " + x.name
+			res.answers[x.name] = h1Exchange(t, h.addr(x.listener), what, x.send, x.closes, func(i int, resp *http.Response, body []byte) {
 				lines++
 				if !p.goroutines {
-					continue
+					return
 				}
 				// The goroutine path's answer is Envoy's; the others must
 				// equal it.
@@ -148,40 +130,12 @@ func TestHTTP1RefusalsSamePaths(t *testing.T) {
 				if x.proto == "HTTP/1.0" && x.status[i] == 200 && i == 0 && resp.Header.Get("Connection") != "keep-alive" {
 					t.Errorf("%s: the goroutine path answered %v; want connection: keep-alive", x.name, resp.Header)
 				}
-			}
-			if x.closes {
-				_, err := br.ReadByte()
-				answer = append(answer, fmt.Sprintf("then %v", err))
-				if !errors.Is(err, io.EOF) {
-					t.Errorf("%s, %s: the connection is still open after the answer (%v)", p.name, x.name, err)
-				}
-			}
-			_ = c.Close()
-			res.answers[x.name] = strings.Join(answer, "\n")
+			})
 		}
 		res.log = awaitLog(t, logFile, lines)
-		var stats []string
-		for _, l := range []string{"egress", "egress10"} {
-			for _, name := range counters {
-				stats = append(stats, fmt.Sprintf("%s.%s %d", l, name, h.stat("http."+l+"."+name)))
-			}
-		}
-		res.stats = strings.Join(stats, "\n")
+		res.stats = h.countsBy("http", []string{"egress", "egress10"}, counters)
 		if p.goroutines {
-			logged := strings.Split(strings.TrimSpace(res.log), "\n")
-			for _, x := range exchanges {
-				for _, w := range x.log {
-					i := slices.Index(logged, w)
-					if i < 0 {
-						t.Errorf("%s: the goroutine path logged no line %q:\n%s", x.name, w, res.log)
-						continue
-					}
-					logged = slices.Delete(logged, i, i+1)
-				}
-			}
-			if len(logged) > 0 {
-				t.Errorf("the goroutine path logged more: %q", logged)
-			}
+			loggedExactly(t, res.log, exchanges, func(x exchange) (string, []string) { return x.name, x.log })
 			// Envoy's counts: every refusal a request, reset; all but
 			// the timeout protocol errors.
 			// A missing (or empty) Host is answered after the head was

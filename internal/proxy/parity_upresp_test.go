@@ -27,13 +27,9 @@ import (
 // retry-free round trip then fails as the closed connection's).
 func scriptedHTTP1Upstream(t *testing.T, scripts map[string]string) string {
 	t.Helper()
-	return tcpUpstream(t, func(c net.Conn) { // ends once the script is written or the proxy closed the connection
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		_, _ = io.Copy(io.Discard, req.Body)
+	return h1Upstream(t, func(c net.Conn, req *http.Request, _ []byte) bool {
 		_, _ = io.WriteString(c, scripts[req.URL.Path])
+		return false
 	})
 }
 
@@ -149,17 +145,13 @@ func TestUpstreamBadResponseSamePaths(t *testing.T) {
 // connection: a body delimited by the close (RFC 9112 section 6.3, rule 8).
 func closeDelimitedUpstream(t *testing.T) string {
 	t.Helper()
-	return tcpUpstream(t, func(c net.Conn) { // ends once the answer is written or the proxy closed the connection
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		_, _ = io.Copy(io.Discard, req.Body)
+	return h1Upstream(t, func(c net.Conn, req *http.Request, _ []byte) bool {
 		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Up: 1\r\n\r\n"); err != nil || req.Method == http.MethodHead {
-			return
+			return false
 		}
 		_, _ = io.WriteString(c, "hello ")
 		_, _ = io.WriteString(c, "world")
+		return false
 	})
 }
 

@@ -72,10 +72,11 @@ func (s *testService) FullDuplexCall(stream testpb.TestService_FullDuplexCallSer
 	}
 }
 
-func TestGRPCPassthrough(t *testing.T) {
-	h := newHarness(t)
-	svc := &testService{}
-	gs := grpc.NewServer()
+// grpcUpstream serves svc with gRPC (opts its server's) on a loopback
+// port until the test ends, and returns its address.
+func grpcUpstream(t *testing.T, svc testpb.TestServiceServer, opts ...grpc.ServerOption) string {
+	t.Helper()
+	gs := grpc.NewServer(opts...)
 	testpb.RegisterTestServiceServer(gs, svc)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -83,6 +84,26 @@ func TestGRPCPassthrough(t *testing.T) {
 	}
 	go func() { _ = gs.Serve(ln) }() // ends with gs.Stop in Cleanup
 	t.Cleanup(gs.Stop)
+	return ln.Addr().String()
+}
+
+// grpcClient is a TestService client of the proxy listener at addr, over
+// h2c (opts added to its dial options), closed when the test ends.
+func grpcClient(t *testing.T, addr string, opts ...grpc.DialOption) testpb.TestServiceClient {
+	t.Helper()
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	conn, err := grpc.NewClient("passthrough:///"+addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return testpb.NewTestServiceClient(conn)
+}
+
+func TestGRPCPassthrough(t *testing.T) {
+	h := newHarness(t)
+	svc := &testService{}
+	up := grpcUpstream(t, svc)
 	retry := retryRoute("grpc", "unavailable", 2)
 	retry.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/grpc.testing.TestService/UnaryCall"},
 		Grpc: &routev3.RouteMatch_GrpcRouteMatchOptions{}}
@@ -92,14 +113,8 @@ func TestGRPCPassthrough(t *testing.T) {
 		routeConfig("rds",
 			vhost("grpc", []string{"grpc.local:8080"}, retry, routeTo("/", "grpc")),
 			vhost("broken", []string{"broken.local:8080"}, routeTo("/", "missing"))),
-		edsCluster("grpc", h2Upstream), cla("grpc", ln.Addr().String()))
-	conn, err := grpc.NewClient("passthrough:///"+h.addr("egress"), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithAuthority("grpc.local:8080"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := testpb.NewTestServiceClient(conn)
+		edsCluster("grpc", h2Upstream), cla("grpc", up))
+	client := grpcClient(t, h.addr("egress"), grpc.WithAuthority("grpc.local:8080"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -155,13 +170,7 @@ func TestGRPCPassthrough(t *testing.T) {
 		}
 	})
 	t.Run("local reply is a gRPC status", func(t *testing.T) {
-		bconn, err := grpc.NewClient("passthrough:///"+h.addr("egress"), grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithAuthority("broken.local:8080"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer bconn.Close()
-		_, err = testpb.NewTestServiceClient(bconn).UnaryCall(ctx, &testpb.SimpleRequest{})
+		_, err := grpcClient(t, h.addr("egress"), grpc.WithAuthority("broken.local:8080")).UnaryCall(ctx, &testpb.SimpleRequest{})
 		if status.Code(err) != codes.Unavailable {
 			t.Fatalf("got %v, want Unavailable", err)
 		}

@@ -115,21 +115,7 @@ func (w *rawH2Writer) rest() string {
 // frames).
 func rawH2Upstream(t *testing.T, respond func(w *rawH2Writer, id uint32, r *rawH2Request)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() { // ends when Cleanup closes ln
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveRawH2(c, respond) // ends when the proxy closes the connection or breaks HTTP/2
-		}
-	}()
-	return ln.Addr().String()
+	return tcpUpstream(t, func(c net.Conn) { serveRawH2(c, respond) }) // ends when the proxy closes the connection or breaks HTTP/2
 }
 
 func serveRawH2(c net.Conn, respond func(w *rawH2Writer, id uint32, r *rawH2Request)) {
