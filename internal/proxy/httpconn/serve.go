@@ -68,8 +68,9 @@ type stream struct {
 	// body failed (not EOF), and why: atomic, because for an upgraded
 	// connection the forwarder reads the body on a goroutine of its own.
 	bodyBroke atomic.Bool
-	bodyFlags atomic.Uint32         // accesslog.Flags
-	bodyErr   atomic.Pointer[error] // the first error reading the downstream request body
+	bodyFlags atomic.Uint32          // accesslog.Flags
+	bodyCut   atomic.Pointer[string] // the details of the upstream's reset that cut it (upstreamBody.cutBy)
+	bodyErr   atomic.Pointer[error]  // the first error reading the downstream request body
 	details   string
 	headless  bool // the codec reset the stream: logged without its request
 	rw        *respWriter
@@ -86,11 +87,14 @@ func (s *stream) allFlags() accesslog.Flags {
 // codeDetails are the stream's response code details: a response cut
 // for the client's malformed body (upstreamBody.Read) has the protocol
 // error's, one relayed from the upstream (route.DetailsViaUpstream) and
-// cut by the route timeout the timeout's, as Envoy's router replaces
-// via_upstream then (Filter::onResponseTimeout, whose local reply can
-// only reset the stream but sets its details). bodyFlags is read
-// atomically: an upgraded connection's body is read on a goroutine of
-// its own.
+// cut by the route timeout the timeout's, by the upstream's reset the
+// reset's (route.DetailsCut*), as Envoy's router replaces via_upstream
+// then (Filter::onResponseTimeout, onUpstreamReset, whose local reply
+// can only reset the stream but sets its details), and by the stream
+// idle timeout or the max stream duration theirs, as Envoy's connection
+// manager does. bodyFlags and bodyCut
+// are read atomically: an upgraded connection's body is read on a
+// goroutine of its own.
 func (s *stream) codeDetails() string {
 	if s.details != "" && s.details != route.DetailsViaUpstream {
 		return s.details
@@ -98,8 +102,15 @@ func (s *stream) codeDetails() string {
 	switch f := accesslog.Flags(s.bodyFlags.Load()); {
 	case f&accesslog.DownstreamProtocolError != 0:
 		return detailsProtocolError
-	case s.details != "" && f&accesslog.UpstreamRequestTimeout != 0:
+	case s.details == "":
+	case f&accesslog.UpstreamRequestTimeout != 0:
 		return route.DetailsRouteTimeout
+	case f&accesslog.StreamIdleTimeout != 0:
+		return route.DetailsStreamIdleTimeout
+	case f&accesslog.DurationTimeout != 0:
+		return route.DetailsMaxDurationTimeout
+	case s.bodyCut.Load() != nil:
+		return *s.bodyCut.Load()
 	}
 	return s.details
 }

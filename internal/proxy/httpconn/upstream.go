@@ -231,8 +231,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		c.Stats.Response(resp.StatusCode) // the request's answer
-		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn()}
+		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn(), h2: resp.ProtoMajor == 2}
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+			ub.upgraded = true
 			// An upgraded connection: the forwarder writes to it as well.
 			resp.Body = &upgradedBody{upstreamBody: ub, w: rwc}
 			return resp, nil
@@ -356,9 +357,9 @@ func (s *stream) ctxError(ctx context.Context, inFlight bool) *localError {
 		}
 		return &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: route.DetailsRouteTimeout}
 	case errors.Is(cause, errIdleTimeout): // counted by its timer
-		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: "stream_idle_timeout"}
+		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: route.DetailsStreamIdleTimeout}
 	case errors.Is(cause, errDuration):
-		return &localError{code: 408, flags: accesslog.DurationTimeout, body: "downstream duration timeout", details: "max_duration_timeout"}
+		return &localError{code: 408, flags: accesslog.DurationTimeout, body: "downstream duration timeout", details: route.DetailsMaxDurationTimeout}
 	}
 	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: "downstream_remote_disconnect"}
 }
@@ -441,6 +442,9 @@ type upstreamBody struct {
 	done func()
 	once sync.Once
 	wire net.Conn // its HTTP/2 connection (attempt.conn), or nil
+	// h2: the response came over HTTP/2; upgraded: it is a 101's
+	// connection, whose bytes no codec parses (cutBy).
+	h2, upgraded bool
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
@@ -478,15 +482,48 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 				s.cl.Stats.RqTxReset.Inc()
 				cluster.CountConnError(b.wire, err)
 			}
+			s.bodyCut.CompareAndSwap(nil, &cutProtocolError)
 		default:
-			f = accesslog.UpstreamRemoteReset
+			var cut *string
+			f, cut = b.cutBy(err)
 			if first && cluster.H2StreamReset(err) {
 				s.cl.Stats.RqRxReset.Inc() // as classify counts it
 			}
+			s.bodyCut.CompareAndSwap(nil, cut)
 		}
 		s.bodyFlags.Or(uint32(f))
 	}
 	return n, err
+}
+
+// The details an upstream's reset after the head gives (route.DetailsCut*),
+// for stream.bodyCut.
+var (
+	cutProtocolError         = route.DetailsCutProtocolError
+	cutRemoteReset           = route.DetailsCutRemoteReset
+	cutRemoteRefused         = route.DetailsCutRemoteRefused
+	cutConnectionTermination = route.DetailsCutConnectionTermination
+)
+
+// cutBy is the flag and the details of an upstream response body that
+// err, from its upstream, cut after the head went downstream, as Envoy's
+// router logs the reset its codec reports then (route.DetailsCut*): an
+// HTTP/2 stream's reset, the upstream's or x/net's own (a DATA past the
+// content-length, which nghttp2 resets as a remote reset), is a remote
+// reset (UR); an HTTP/2 connection that ended, or an upgraded one, a
+// connection termination (UC); an HTTP/1.1 body that ended early (its
+// connection closed or reset) or broke its framing, the codec's protocol
+// error (UPE).
+func (b *upstreamBody) cutBy(err error) (accesslog.Flags, *string) {
+	switch {
+	case cluster.H2StreamReset(err):
+		return accesslog.UpstreamRemoteReset, &cutRemoteReset
+	case cluster.RemoteReset(err): // REFUSED_STREAM: H2StreamReset leaves it out
+		return accesslog.UpstreamRemoteReset, &cutRemoteRefused
+	case b.h2 || b.upgraded:
+		return accesslog.UpstreamConnectionTermination, &cutConnectionTermination
+	}
+	return accesslog.UpstreamProtocolError, &cutProtocolError
 }
 
 // arrived reports whether a read of the body would not wait for the

@@ -1,0 +1,229 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// TestCutResponseLogSamePaths: a response its upstream cut after the head
+// went downstream is logged on every path, to an HTTP/1.1 client and an
+// h2c one, with the status its head went down with and the reset Envoy's
+// router logs then (Filter::onUpstreamReset: its details
+// upstream_reset_after_response_started{reason}, its flag
+// streamResetReasonToResponseFlag's; route.DetailsCut*): an HTTP/1.1
+// upstream that closes its connection in a body of known length or in a
+// chunked one, or sends a malformed chunk, is the codec's protocol error
+// (UPE, {protocol_error}: the parser fails the end of input there as
+// HPE_INVALID_EOF_STATE); an HTTP/2 upstream's RST_STREAM a remote reset
+// (UR, {remote_reset}), its REFUSED_STREAM a refused one (UR,
+// {remote_refused_stream_reset}); an HTTP/2 connection that closes a
+// connection termination (UC, {connection_termination}). Every path
+// logged via_upstream, and UR for each of them.
+func TestCutResponseLogSamePaths(t *testing.T) {
+	h1Scripts := map[string]string{
+		"/h1/close":    "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nla",
+		"/h1/chunkcut": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\n",
+		"/h1/badchunk": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\nzz\r\nxx\r\n",
+	}
+	h1 := tcpUpstream(t, func(c net.Conn) { // ends once the script is written: the connection then closes
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, h1Scripts[req.URL.Path])
+	})
+	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
+		w.headers(id, false, 0, ":status", "200")
+		_ = w.fr.WriteData(id, false, []byte("la"))
+		switch strings.Join(r.values(":path"), "") {
+		case "/h2/reset":
+			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
+		case "/h2/refused":
+			_ = w.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+		case "/h2x/close":
+			// The connection ends with the stream open (serveRawH2
+			// returns on the read that fails).
+			_ = w.bw.Flush()
+			_ = w.c.Close()
+		}
+	})
+	const (
+		upe     = "200 UPE upstream_reset_after_response_started{protocol_error}"
+		ur      = "200 UR upstream_reset_after_response_started{remote_reset}"
+		refused = "200 UR upstream_reset_after_response_started{remote_refused_stream_reset}"
+		uc      = "200 UC upstream_reset_after_response_started{connection_termination}"
+	)
+	requests := []struct {
+		h2        bool
+		path, log string
+	}{
+		{false, "/h1/close", upe},
+		{false, "/h1/chunkcut", upe},
+		{false, "/h1/badchunk", upe},
+		{false, "/h2/reset", ur},
+		{false, "/h2/refused", refused},
+		{false, "/h2x/close", uc},
+		{true, "/h1/close", upe},
+		{true, "/h1/chunkcut", upe},
+		{true, "/h1/badchunk", upe},
+		{true, "/h2/reset", ur},
+		{true, "/h2/refused", refused},
+		{true, "/h2x/close", uc},
+	}
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
+		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.logged)
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1/", "h1"), routeTo("/h2/", "h2"), routeTo("/h2x/", "h2x"))),
+			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2),
+			edsCluster("h2x", h2Upstream), cla("h2x", h2))
+		for _, r := range requests {
+			// What the client gets is the head, what came of the body
+			// (a malformed chunk may cut the bytes that came with it),
+			// then the connection closed or the stream reset.
+			var got string
+			if r.h2 {
+				got = h2Exchange(dialH2(t, h.addr("egress")), 1, [][2]string{
+					{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", r.path}})
+			} else {
+				_, got = interimGet(t, h.addr("egress"), r.path, false)
+			}
+			if !strings.HasPrefix(got, "200 ") {
+				t.Errorf("%s, %s %s: answered %q; want the upstream's 200 head", p.name, clientProto(r.h2), r.path, got)
+			}
+		}
+		log := awaitLog(t, logFile, len(requests))
+		lines := strings.Split(log, "\n")
+		for _, r := range requests {
+			want := clientProto(r.h2) + " " + r.path + " " + r.log
+			if !slices.Contains(lines, want) {
+				t.Errorf("%s: access log\n%s\nwant the line %q", p.name, log, want)
+			}
+		}
+	}
+}
+
+// TestUpgradeLogSamePaths: a relayed 101 is logged with
+// %RESPONSE_CODE% 101 and %RESPONSE_CODE_DETAILS% via_upstream on every
+// path, as Envoy's connection manager takes the code from the head it
+// encodes and its router sets via_upstream for a 101 too
+// (Filter::onUpstreamHeaders). The goroutine path, which writes the head
+// past its response writer (hijacked), logged 0. (The flags, how the
+// upgraded connection ended, are left out.)
+func TestUpgradeLogSamePaths(t *testing.T) {
+	up := tcpUpstream(t, func(c net.Conn) { // ends once the 101 is written: the connection then closes
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	})
+	ws := routeTo("/ws", "ws")
+	ws.GetRoute().Timeout = durationpb.New(0)
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
+		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.logged)
+		logFile := filepath.Join(t.TempDir(), "upgrade.log")
+		h.push(httpListener("upgrade", httpManager("upgrade", "rds-ws", withAccessLog(logFile, format), func(m *hcmv3.HttpConnectionManager) {
+			m.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+		})),
+			routeConfig("rds-ws", vhost("v", []string{"*"}, ws)),
+			edsCluster("ws"), cla("ws", up))
+		if got := upgradeGet(t, h.addr("upgrade"), "/ws"); got != "101 " {
+			t.Errorf("%s: answered %q; want %q", p.name, got, "101 ")
+		}
+		log := strings.TrimSpace(awaitLog(t, logFile, 1))
+		if !strings.HasPrefix(log, "HTTP/1.1 /ws 101 ") || !strings.HasSuffix(log, " via_upstream") {
+			t.Errorf("%s: access log %q; want HTTP/1.1 /ws 101 ... via_upstream", p.name, log)
+		}
+	}
+}
+
+// clientProto is %PROTOCOL% of a test's client.
+func clientProto(h2 bool) string {
+	if h2 {
+		return "HTTP/2"
+	}
+	return "HTTP/1.1"
+}
+
+// TestTimeoutAfterHeadLogSamePaths: a route's idle timeout and its
+// max_stream_duration that cut a response after its head went down are
+// logged with the head's status, their flag and their details,
+// stream_idle_timeout and max_duration_timeout, on every path (such a
+// route is served on the goroutine path), to an HTTP/1.1 client and an
+// h2c one, as Envoy's connection manager sets those details when its
+// stream idle timer or its max duration timer ends a stream whose
+// response began (ActiveStream::onIdleTimeout, onStreamMaxDurationReached:
+// sendLocalReply, which can only reset the stream by then, sets them).
+// Both were logged via_upstream.
+func TestTimeoutAfterHeadLogSamePaths(t *testing.T) {
+	const cutAfter, late = 200 * time.Millisecond, 2 * time.Second
+	up := tcpUpstream(t, func(c net.Conn) { // ends when the proxy gives up the connection, or late
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(late))
+		_, _ = io.Copy(io.Discard, c)
+	})
+	idle := routeTo("/idle", "up")
+	idle.GetRoute().Timeout = durationpb.New(0)
+	idle.GetRoute().IdleTimeout = durationpb.New(cutAfter)
+	msd := routeTo("/duration", "up")
+	msd.GetRoute().Timeout = durationpb.New(0)
+	msd.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(cutAfter)}
+	requests := []struct {
+		h2        bool
+		path, log string
+	}{
+		{false, "/idle", "200 SI stream_idle_timeout"},
+		{false, "/duration", "200 DT max_duration_timeout"},
+		{true, "/idle", "200 SI stream_idle_timeout"},
+		{true, "/duration", "200 DT max_duration_timeout"},
+	}
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
+		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.logged)
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			routeConfig("rds", vhost("v", []string{"*"}, idle, msd)),
+			edsCluster("up"), cla("up", up))
+		for _, r := range requests {
+			var got string
+			if r.h2 {
+				got = h2Exchange(dialH2(t, h.addr("egress")), 1, [][2]string{
+					{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", r.path}})
+			} else {
+				_, got = interimGet(t, h.addr("egress"), r.path, false)
+			}
+			if !strings.HasPrefix(got, "200 la") {
+				t.Errorf("%s, %s %s: answered %q; want the upstream's 200 and what came of its body", p.name, clientProto(r.h2), r.path, got)
+			}
+		}
+		log := awaitLog(t, logFile, len(requests))
+		lines := strings.Split(log, "\n")
+		for _, r := range requests {
+			want := clientProto(r.h2) + " " + r.path + " " + r.log
+			if !slices.Contains(lines, want) {
+				t.Errorf("%s: access log\n%s\nwant the line %q", p.name, log, want)
+			}
+		}
+	}
+}
