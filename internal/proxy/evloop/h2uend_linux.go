@@ -79,6 +79,13 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, code == http2.ErrCodeRefusedStream) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
+	why, reason := "remote reset", proxyroute.ResetRemoteReset
+	if code == http2.ErrCodeRefusedStream {
+		why, reason = "remote refused stream reset", proxyroute.ResetRemoteRefused
+	}
+	// Logged with Envoy's reset reason (Filter::onUpstreamReset), also
+	// when the client's stream is refused rather than answered.
+	s.st.sd.logFlags(accesslog.UpstreamRemoteReset, proxyroute.ResetDetails(reason, s.st.sd.rs.started))
 	if code == http2.ErrCodeRefusedStream && s.st.c != nil {
 		// Not processed upstream: the client may send it again (RFC 9113
 		// 8.7), as a gRPC client does at once. Counted as the 503 Envoy
@@ -94,8 +101,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		}
 		return
 	}
-	s.st.sd.logFlags(accesslog.UpstreamRemoteReset, proxyroute.ResetDetails(proxyroute.ResetRemoteReset, s.st.sd.rs.started))
-	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: remote reset")
+	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why)
 }
 
 // h2uConnFailed: the stream's connection closed or failed.

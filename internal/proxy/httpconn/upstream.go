@@ -418,17 +418,20 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 		// ends, or an HTTP/1.1 one, it does not.
 		s.cl.Stats.RqRxReset.Inc()
 	}
-	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: route.ResetDetails("connection_termination", started),
+	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: route.ResetDetails(route.ResetConnectionTermination, started),
 		body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
 	switch {
 	case refused:
+		// Envoy's reset reason remote refused stream reset (UR), as the
+		// loops log it (h2uPeerReset).
 		le.flags = accesslog.UpstreamRemoteReset
+		le.details = route.ResetDetails(route.ResetRemoteRefused, started)
 		le.body = "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
 	case cluster.RemoteReset(err):
 		// An HTTP/2 upstream's RST_STREAM: Envoy's reset reason remote
 		// reset (UR), as the loops answer it (h2uPeerReset).
 		le.flags = accesslog.UpstreamRemoteReset
-		le.details = route.ResetDetails("remote_reset", started)
+		le.details = route.ResetDetails(route.ResetRemoteReset, started)
 		le.body = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
 	}
 	return le, rp != nil && rp.RetriableReset(false, refused), false
