@@ -32,12 +32,15 @@ import (
 // (UR, {remote_reset}), its REFUSED_STREAM a refused one (UR,
 // {remote_refused_stream_reset}); an HTTP/2 connection that closes a
 // connection termination (UC, {connection_termination}). Every path
-// logged via_upstream, and UR for each of them.
+// logged via_upstream, and UR for each of them. A body delimited by the
+// connection's close ends there (the parser takes the end of input as
+// its end): logged via_upstream, unflagged.
 func TestCutResponseLogSamePaths(t *testing.T) {
 	h1Scripts := map[string]string{
-		"/h1/close":    "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nla",
-		"/h1/chunkcut": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\n",
-		"/h1/badchunk": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\nzz\r\nxx\r\n",
+		"/h1/close":      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nla",
+		"/h1/chunkcut":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\n",
+		"/h1/badchunk":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\nzz\r\nxx\r\n",
+		"/h1/untilclose": "HTTP/1.1 200 OK\r\n\r\nla", // delimited by the close: not cut
 	}
 	h1 := tcpUpstream(t, func(c net.Conn) { // ends once the script is written: the connection then closes
 		req, err := http.ReadRequest(bufio.NewReader(c))
@@ -66,56 +69,35 @@ func TestCutResponseLogSamePaths(t *testing.T) {
 		ur      = "200 UR upstream_reset_after_response_started{remote_reset}"
 		refused = "200 UR upstream_reset_after_response_started{remote_refused_stream_reset}"
 		uc      = "200 UC upstream_reset_after_response_started{connection_termination}"
+		whole   = "200 - via_upstream"
 	)
-	requests := []struct {
-		h2        bool
-		path, log string
-	}{
+	requests := []logCase{
 		{false, "/h1/close", upe},
 		{false, "/h1/chunkcut", upe},
 		{false, "/h1/badchunk", upe},
+		{false, "/h1/untilclose", whole},
 		{false, "/h2/reset", ur},
 		{false, "/h2/refused", refused},
 		{false, "/h2x/close", uc},
 		{true, "/h1/close", upe},
 		{true, "/h1/chunkcut", upe},
 		{true, "/h1/badchunk", upe},
+		{true, "/h1/untilclose", whole},
 		{true, "/h2/reset", ur},
 		{true, "/h2/refused", refused},
 		{true, "/h2x/close", uc},
 	}
-	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
-		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1/", "h1"), routeTo("/h2/", "h2"), routeTo("/h2x/", "h2x"))),
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2),
 			edsCluster("h2x", h2Upstream), cla("h2x", h2))
-		for _, r := range requests {
-			// What the client gets is the head, what came of the body
-			// (a malformed chunk may cut the bytes that came with it),
-			// then the connection closed or the stream reset.
-			var got string
-			if r.h2 {
-				got = h2Exchange(dialH2(t, h.addr("egress")), 1, [][2]string{
-					{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", r.path}})
-			} else {
-				_, got = interimGet(t, h.addr("egress"), r.path, false)
-			}
-			if !strings.HasPrefix(got, "200 ") {
-				t.Errorf("%s, %s %s: answered %q; want the upstream's 200 head", p.name, clientProto(r.h2), r.path, got)
-			}
-		}
-		log := awaitLog(t, logFile, len(requests))
-		lines := strings.Split(log, "\n")
-		for _, r := range requests {
-			want := clientProto(r.h2) + " " + r.path + " " + r.log
-			if !slices.Contains(lines, want) {
-				t.Errorf("%s: access log\n%s\nwant the line %q", p.name, log, want)
-			}
-		}
+		// What the client gets is the head, what came of the body (a
+		// malformed chunk may cut the bytes that came with it), then the
+		// connection closed or the stream reset.
+		checkLogLines(t, p.name, h.addr("egress"), logFile, "200 ", requests)
 	}
 }
 
@@ -135,12 +117,10 @@ func TestUpgradeLogSamePaths(t *testing.T) {
 	})
 	ws := routeTo("/ws", "ws")
 	ws.GetRoute().Timeout = durationpb.New(0)
-	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
-		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "upgrade.log")
-		h.push(httpListener("upgrade", httpManager("upgrade", "rds-ws", withAccessLog(logFile, format), func(m *hcmv3.HttpConnectionManager) {
+		h.push(httpListener("upgrade", httpManager("upgrade", "rds-ws", withAccessLog(logFile, cutLogFormat()), func(m *hcmv3.HttpConnectionManager) {
 			m.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
 		})),
 			routeConfig("rds-ws", vhost("v", []string{"*"}, ws)),
@@ -161,6 +141,47 @@ func clientProto(h2 bool) string {
 		return "HTTP/2"
 	}
 	return "HTTP/1.1"
+}
+
+// cutLogFormat is the access log format of these tests: each line the
+// request's protocol and path, then what was logged of its end.
+func cutLogFormat() *corev3.SubstitutionFormatString {
+	return &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
+		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
+}
+
+// logCase is a GET of path from an HTTP/1.1 client or an h2c one (h2),
+// and the end of the access log line it must have (cutLogFormat's, past
+// the path).
+type logCase struct {
+	h2        bool
+	path, log string
+}
+
+// checkLogLines sends each request to addr on a connection of its own,
+// each answer beginning with answer, then fails for each request whose
+// line logFile lacks.
+func checkLogLines(t *testing.T, name, addr, logFile, answer string, requests []logCase) {
+	t.Helper()
+	for _, r := range requests {
+		var got string
+		if r.h2 {
+			got = h2Exchange(dialH2(t, addr), 1, [][2]string{
+				{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", r.path}})
+		} else {
+			_, got = interimGet(t, addr, r.path, false)
+		}
+		if !strings.HasPrefix(got, answer) {
+			t.Errorf("%s, %s %s: answered %q; want %q first", name, clientProto(r.h2), r.path, got, answer)
+		}
+	}
+	log := awaitLog(t, logFile, len(requests))
+	lines := strings.Split(log, "\n")
+	for _, r := range requests {
+		if want := clientProto(r.h2) + " " + r.path + " " + r.log; !slices.Contains(lines, want) {
+			t.Errorf("%s: access log\n%s\nwant the line %q", name, log, want)
+		}
+	}
 }
 
 // TestTimeoutAfterHeadLogSamePaths: a route's idle timeout and its
@@ -189,43 +210,19 @@ func TestTimeoutAfterHeadLogSamePaths(t *testing.T) {
 	msd := routeTo("/duration", "up")
 	msd.GetRoute().Timeout = durationpb.New(0)
 	msd.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(cutAfter)}
-	requests := []struct {
-		h2        bool
-		path, log string
-	}{
+	requests := []logCase{
 		{false, "/idle", "200 SI stream_idle_timeout"},
 		{false, "/duration", "200 DT max_duration_timeout"},
 		{true, "/idle", "200 SI stream_idle_timeout"},
 		{true, "/duration", "200 DT max_duration_timeout"},
 	}
-	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
-		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.logged)
 		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
 			routeConfig("rds", vhost("v", []string{"*"}, idle, msd)),
 			edsCluster("up"), cla("up", up))
-		for _, r := range requests {
-			var got string
-			if r.h2 {
-				got = h2Exchange(dialH2(t, h.addr("egress")), 1, [][2]string{
-					{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", r.path}})
-			} else {
-				_, got = interimGet(t, h.addr("egress"), r.path, false)
-			}
-			if !strings.HasPrefix(got, "200 la") {
-				t.Errorf("%s, %s %s: answered %q; want the upstream's 200 and what came of its body", p.name, clientProto(r.h2), r.path, got)
-			}
-		}
-		log := awaitLog(t, logFile, len(requests))
-		lines := strings.Split(log, "\n")
-		for _, r := range requests {
-			want := clientProto(r.h2) + " " + r.path + " " + r.log
-			if !slices.Contains(lines, want) {
-				t.Errorf("%s: access log\n%s\nwant the line %q", p.name, log, want)
-			}
-		}
+		checkLogLines(t, p.name, h.addr("egress"), logFile, "200 la", requests)
 	}
 }
 
@@ -247,11 +244,9 @@ func TestRefusedBeforeHeadLog(t *testing.T) {
 		_ = w.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
 	})
 	const details = " UR upstream_reset_before_response_started{remote_refused_stream_reset}"
-	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
-		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
 	h := newHarness(t, proxyPath{"loops", false, false}.logged)
 	logFile := filepath.Join(t.TempDir(), "access.log")
-	h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+	h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
 		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h2/", "h2"))),
 		edsCluster("h2", h2Upstream), cla("h2", up))
 	const body = "503 upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
