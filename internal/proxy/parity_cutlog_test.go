@@ -105,9 +105,10 @@ func TestCutResponseLogSamePaths(t *testing.T) {
 // %RESPONSE_CODE% 101 and %RESPONSE_CODE_DETAILS% via_upstream on every
 // path, as Envoy's connection manager takes the code from the head it
 // encodes and its router sets via_upstream for a 101 too
-// (Filter::onUpstreamHeaders). The goroutine path, which writes the head
-// past its response writer (hijacked), logged 0. (The flags, how the
-// upgraded connection ended, are left out.)
+// (Filter::onUpstreamHeaders), and counted in downstream_rq_1xx
+// (chargeStats). The goroutine path, which writes the head past its
+// response writer (hijacked), logged 0 and counted no class. (The flags,
+// how the upgraded connection ended, are left out.)
 func TestUpgradeLogSamePaths(t *testing.T) {
 	up := tcpUpstream(t, func(c net.Conn) { // ends once the 101 is written: the connection then closes
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
@@ -131,6 +132,10 @@ func TestUpgradeLogSamePaths(t *testing.T) {
 		log := strings.TrimSpace(awaitLog(t, logFile, 1))
 		if !strings.HasPrefix(log, "HTTP/1.1 /ws 101 ") || !strings.HasSuffix(log, " via_upstream") {
 			t.Errorf("%s: access log %q; want HTTP/1.1 /ws 101 ... via_upstream", p.name, log)
+		}
+		// Counted as Envoy's chargeStats counts the head it encodes.
+		if n := h.stat("http.upgrade.downstream_rq_1xx"); n != 1 {
+			t.Errorf("%s: downstream_rq_1xx %d; want 1", p.name, n)
 		}
 	}
 }
