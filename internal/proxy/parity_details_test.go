@@ -26,12 +26,10 @@ import (
 // the upstream sent, a final head after a 100, an upgrade's 101, a gRPC
 // answer with its trailers; from an HTTP/1.1 upstream and an HTTP/2 one,
 // to an HTTP/1.1 client and an h2c one. The route timeout cutting the
-// response after its head replaces it (upstream_response_timeout, UT).
-// A response cut by an upstream reset is compared across paths only:
-// every path logs via_upstream, where Envoy logs
-// upstream_reset_after_response_started{...} (docs/proxy.md, Known
-// differences). Every path logged "-" for a relayed response; the
-// goroutine path "-" for one the route timeout cut too.
+// response after its head replaces it (upstream_response_timeout, UT),
+// as an upstream's reset does (route.DetailsCut*,
+// TestCutResponseLogSamePaths). Every path logged "-" for a relayed
+// response; the goroutine path "-" for one the route timeout cut too.
 func TestViaUpstreamDetailsSamePaths(t *testing.T) {
 	const routeTimeout, late = 150 * time.Millisecond, 600 * time.Millisecond
 	h1Scripts := map[string]string{
@@ -89,11 +87,12 @@ func TestViaUpstreamDetailsSamePaths(t *testing.T) {
 	}
 	ws := routeTo("/ws", "h1")
 	ws.GetRoute().Timeout = durationpb.New(0)
-	// log is the line's end the request must have: an upstream reset
-	// after the head is left out (see below).
+	// log is the line's end the request must have.
 	const (
-		via  = "- via_upstream"
-		cutT = "UT upstream_response_timeout"
+		via   = "- via_upstream"
+		cutT  = "UT upstream_response_timeout"
+		cutH1 = "200 UPE upstream_reset_after_response_started{protocol_error}"
+		cutH2 = "200 UR upstream_reset_after_response_started{remote_reset}"
 	)
 	requests := []struct {
 		h2              bool
@@ -102,23 +101,23 @@ func TestViaUpstreamDetailsSamePaths(t *testing.T) {
 		{false, "/h1/ok", "200 ok", "200 " + via},
 		{false, "/h1/503", "503 down", "503 " + via},
 		{false, "/h1/interim", "200 ok", "200 " + via},
-		{false, "/h1/cut", "200 la", ""},
+		{false, "/h1/cut", "200 la", cutH1},
 		{false, "/h1t/slow", "200 la", "200 " + cutT},
-		{false, "/ws", "101 ", via},
+		{false, "/ws", "101 ", "101 " + via},
 		{false, "/h2/ok", "200 ok", "200 " + via},
 		{false, "/h2/503", "503 down", "503 " + via},
 		{false, "/h2/interim", "200 ok", "200 " + via},
-		{false, "/h2/cut", "200 la", ""},
+		{false, "/h2/cut", "200 la", cutH2},
 		{false, "/h2t/slow", "200 la", "200 " + cutT},
 		{true, "/h1/ok", "200 ok", "200 " + via},
 		{true, "/h1/503", "503 down", "503 " + via},
 		{true, "/h1/interim", "200 ok", "200 " + via},
-		{true, "/h1/cut", "200 la reset", ""},
+		{true, "/h1/cut", "200 la reset", cutH1},
 		{true, "/h1t/slow", "200 la reset", "200 " + cutT},
 		{true, "/h2/ok", "200 ok", "200 " + via},
 		{true, "/h2/503", "503 down", "503 " + via},
 		{true, "/h2/interim", "200 ok", "200 " + via},
-		{true, "/h2/cut", "200 la reset", ""},
+		{true, "/h2/cut", "200 la reset", cutH2},
 		{true, "/h2/grpc", "200 \x00\x00\x00\x00\x00", "200 " + via},
 		{true, "/h2t/slow", "200 la reset", "200 " + cutT},
 	}
@@ -173,9 +172,7 @@ func TestViaUpstreamDetailsSamePaths(t *testing.T) {
 		res.log = sortLines(awaitLog(t, logFile, len(requests)-1) + awaitLog(t, wsLog, 1))
 		lines := strings.Split(res.log, "\n")
 		for i, r := range requests {
-			// The upgrade's %RESPONSE_CODE% is left out: the goroutine
-			// path logs 0 for a 101 it relayed.
-			if r.log != "" && !slices.ContainsFunc(lines, func(l string) bool {
+			if !slices.ContainsFunc(lines, func(l string) bool {
 				return strings.HasPrefix(l, names[i]+" ") && strings.HasSuffix(l, " "+r.log)
 			}) {
 				t.Errorf("%s: access log\n%s\nwant a line %q ... %q", p.name, res.log, names[i], r.log)

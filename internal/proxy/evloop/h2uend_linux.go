@@ -59,7 +59,11 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 	if s.gotHead {
 		st := s.st
 		d := st.sd
-		d.logFlags(accesslog.UpstreamRemoteReset, "")
+		cut := proxyroute.DetailsCutRemoteReset
+		if code == http2.ErrCodeRefusedStream {
+			cut = proxyroute.DetailsCutRemoteRefused
+		}
+		d.logFlags(accesslog.UpstreamRemoteReset, cut)
 		l.logDone(d, s.x.status) // with the status its head went down with (logEnded knows no upstream stream's)
 		l.observeDone(&s.x, 0, false)
 		l.h2uDone(s)
@@ -75,6 +79,13 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, code == http2.ErrCodeRefusedStream) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
+	why, reason := "remote reset", proxyroute.ResetRemoteReset
+	if code == http2.ErrCodeRefusedStream {
+		why, reason = "remote refused stream reset", proxyroute.ResetRemoteRefused
+	}
+	// Logged with Envoy's reset reason (Filter::onUpstreamReset), also
+	// when the client's stream is refused rather than answered.
+	s.st.sd.logFlags(accesslog.UpstreamRemoteReset, proxyroute.ResetDetails(reason, s.st.sd.rs.started))
 	if code == http2.ErrCodeRefusedStream && s.st.c != nil {
 		// Not processed upstream: the client may send it again (RFC 9113
 		// 8.7), as a gRPC client does at once. Counted as the 503 Envoy
@@ -90,20 +101,19 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		}
 		return
 	}
-	s.st.sd.logFlags(accesslog.UpstreamRemoteReset, proxyroute.ResetDetails("remote_reset", s.st.sd.rs.started))
-	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: remote reset")
+	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why)
 }
 
 // h2uConnFailed: the stream's connection closed or failed.
 func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 	if s.gotHead {
-		l.h2uResetBegun(s, accesslog.UpstreamConnectionTermination)
+		l.h2uResetBegun(s, accesslog.UpstreamConnectionTermination, proxyroute.DetailsCutConnectionTermination)
 		return
 	}
 	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
-	why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, "connection_termination"
+	why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, proxyroute.ResetConnectionTermination
 	if connecting {
 		why, flag, reason = "connection failure", accesslog.UpstreamConnectionFailure, "connection_failure"
 	}
@@ -119,7 +129,7 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 func (l *loop) h2uConnProtocolError(s *h2ustream) {
 	s.x.pool.st.rqTxReset.Inc()
 	if s.gotHead {
-		l.h2uResetBegun(s, accesslog.UpstreamProtocolError)
+		l.h2uResetBegun(s, accesslog.UpstreamProtocolError, proxyroute.DetailsCutProtocolError)
 		return
 	}
 	l.h2uProtocolError(s)
@@ -127,10 +137,11 @@ func (l *loop) h2uConnProtocolError(s *h2ustream) {
 
 // h2uResetBegun ends a stream whose response began when its connection
 // closed or failed: flagged, logged with the status its head went down
-// with (as h2uPeerReset), and the client's stream reset.
-func (l *loop) h2uResetBegun(s *h2ustream, flag accesslog.Flags) {
+// with and the reset's details (as h2uPeerReset), and the client's
+// stream reset.
+func (l *loop) h2uResetBegun(s *h2ustream, flag accesslog.Flags, details string) {
 	st := s.st
-	st.sd.logFlags(flag, "")
+	st.sd.logFlags(flag, details)
 	l.logDone(st.sd, s.x.status)
 	l.observeDone(&s.x, 0, false)
 	l.h2uDone(s)

@@ -207,7 +207,7 @@ func (l *loop) perTryTimeout(u *up) {
 	d := u.d
 	l.observeDone(u, 0, true)
 	if u.status != 0 {
-		l.cutResponse(u, accesslog.UpstreamRequestTimeout)
+		l.cutResponse(u, accesslog.UpstreamRequestTimeout, "")
 		return
 	}
 	if up := d.rs.upstream; up != nil {

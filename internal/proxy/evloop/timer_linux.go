@@ -259,7 +259,7 @@ func (l *loop) expire(d *down) {
 		u.pool.st.rqTimeout.Inc()
 		l.observeDone(u, 0, true)
 		if u.status != 0 {
-			l.cutResponse(u, accesslog.UpstreamRequestTimeout)
+			l.cutResponse(u, accesslog.UpstreamRequestTimeout, "") // its details logged above
 			return
 		}
 		u.d, d.u = nil, nil

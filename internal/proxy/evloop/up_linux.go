@@ -278,7 +278,7 @@ func (l *loop) processUp(u *up) {
 			data := u.chunks.data
 			take, done, err := u.chunks.scan(b)
 			if err != nil {
-				l.cutResponse(u, accesslog.UpstreamRemoteReset)
+				l.cutResponse(u, accesslog.UpstreamProtocolError, proxyroute.DetailsCutProtocolError)
 				return
 			}
 			u.off += take
@@ -530,15 +530,18 @@ func (l *loop) finish(u *up, reusable bool) {
 
 // cutResponse closes both sides: the client cannot be told the response
 // is incomplete in any other way (Envoy resets the stream). why is the
-// response flag of the cut: UR when the upstream broke the response; UT
+// response flag of the cut and details its response code details (""
+// keeps those logged): UPE and route.DetailsCutProtocolError when the
+// upstream broke the response, its connection closed or its framing
+// broken (Envoy's HTTP/1.1 codec fails both as its protocol error); UT
 // when a timeout cut it, which resets the upstream request without its
 // reset counting as the upstream's (Envoy's Filter::onResponseTimeout
 // takes the request off before it resets it, and its HttpUpstream
 // removes its callbacks first: the log says UT alone).
-func (l *loop) cutResponse(u *up, why accesslog.Flags) {
+func (l *loop) cutResponse(u *up, why accesslog.Flags, details string) {
 	d := u.d
 	if d != nil {
-		d.logFlags(why, "")
+		d.logFlags(why, details)
 		if u.status != 0 {
 			l.logEnded(d) // with the status sent
 		}

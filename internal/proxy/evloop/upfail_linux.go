@@ -44,7 +44,7 @@ func (l *loop) upFailed(u *up) {
 		}
 	}
 	if u.status == 0 {
-		why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, "connection_termination"
+		why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, proxyroute.ResetConnectionTermination
 		if u.connecting {
 			why, flag, reason = "connection failure", accesslog.UpstreamConnectionFailure, "connection_failure" // the connect or its TLS handshake, as the goroutine path's ConnectError
 		}
@@ -58,7 +58,9 @@ func (l *loop) upFailed(u *up) {
 		l.abortReply(d, u.pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, false)
 		return
 	}
-	l.cutResponse(u, accesslog.UpstreamRemoteReset)
+	// After the head: the codec's end of input in a body of known
+	// length or chunked is its protocol error (route.DetailsCut*).
+	l.cutResponse(u, accesslog.UpstreamProtocolError, proxyroute.DetailsCutProtocolError)
 }
 
 // redial sends u's request again on a new connection of its pool, and
@@ -90,7 +92,7 @@ func (l *loop) redial(u *up) bool {
 func (l *loop) badGateway(u *up) {
 	d := u.d
 	if d == nil || u.status != 0 {
-		l.cutResponse(u, accesslog.UpstreamRemoteReset)
+		l.cutResponse(u, accesslog.UpstreamProtocolError, proxyroute.DetailsCutProtocolError)
 		return
 	}
 	// A reset (protocol error), retried as Envoy's router retries one.

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -303,6 +304,10 @@ func (m *HCM) switchProtocols(w http.ResponseWriter, s *stream, out *http.Reques
 		m.errorHandler(w, s, fmt.Errorf("response flush: %w", err))
 		return
 	}
+	// The head went out past the response writer (hijacked): its status
+	// is the stream's response code all the same, as Envoy's connection
+	// manager takes it from the head it encodes, a 101 too.
+	s.rw.code, s.rw.first = res.StatusCode, time.Now()
 	errc := make(chan error, 2)
 	// Both copies end when their source ends or fails; the second at the
 	// latest when both connections are closed below.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,8 +67,9 @@ type stream struct {
 	// body failed (not EOF), and why: atomic, because for an upgraded
 	// connection the forwarder reads the body on a goroutine of its own.
 	bodyBroke atomic.Bool
-	bodyFlags atomic.Uint32         // accesslog.Flags
-	bodyErr   atomic.Pointer[error] // the first error reading the downstream request body
+	bodyFlags atomic.Uint32          // accesslog.Flags
+	bodyCut   atomic.Pointer[string] // the details of the upstream's reset that cut it (upstreamBody.cutBy)
+	bodyErr   atomic.Pointer[error]  // the first error reading the downstream request body
 	details   string
 	headless  bool // the codec reset the stream: logged without its request
 	rw        *respWriter
@@ -86,11 +86,14 @@ func (s *stream) allFlags() accesslog.Flags {
 // codeDetails are the stream's response code details: a response cut
 // for the client's malformed body (upstreamBody.Read) has the protocol
 // error's, one relayed from the upstream (route.DetailsViaUpstream) and
-// cut by the route timeout the timeout's, as Envoy's router replaces
-// via_upstream then (Filter::onResponseTimeout, whose local reply can
-// only reset the stream but sets its details). bodyFlags is read
-// atomically: an upgraded connection's body is read on a goroutine of
-// its own.
+// cut by the route timeout the timeout's, by the upstream's reset the
+// reset's (route.DetailsCut*), as Envoy's router replaces via_upstream
+// then (Filter::onResponseTimeout, onUpstreamReset, whose local reply
+// can only reset the stream but sets its details), and by the stream
+// idle timeout or the max stream duration theirs, as Envoy's connection
+// manager does. bodyFlags and bodyCut
+// are read atomically: an upgraded connection's body is read on a
+// goroutine of its own.
 func (s *stream) codeDetails() string {
 	if s.details != "" && s.details != route.DetailsViaUpstream {
 		return s.details
@@ -98,8 +101,15 @@ func (s *stream) codeDetails() string {
 	switch f := accesslog.Flags(s.bodyFlags.Load()); {
 	case f&accesslog.DownstreamProtocolError != 0:
 		return detailsProtocolError
-	case s.details != "" && f&accesslog.UpstreamRequestTimeout != 0:
+	case s.details == "":
+	case f&accesslog.UpstreamRequestTimeout != 0:
 		return route.DetailsRouteTimeout
+	case f&accesslog.StreamIdleTimeout != 0:
+		return route.DetailsStreamIdleTimeout
+	case f&accesslog.DurationTimeout != 0:
+		return route.DetailsMaxDurationTimeout
+	case s.bodyCut.Load() != nil:
+		return *s.bodyCut.Load()
 	}
 	return s.details
 }
@@ -307,106 +317,6 @@ func (b *bytePool) Put(x []byte) {
 	if cap(x) == copyBuf {
 		b.p.Put((*[copyBuf]byte)(x[:copyBuf]))
 	}
-}
-
-// rewrite builds the upstream request: path and host rewrites, header
-// mutations, Envoy's request headers.
-func (m *HCM) rewrite(s *stream, out *http.Request) {
-	in := s.in
-	out.URL.Scheme = "http"
-	out.URL.Host = "upstream" // replaced by the chosen host on each attempt
-	if s.changed {
-		out.URL.RawPath = s.upPath
-		out.URL.Path, _ = url.PathUnescape(s.upPath)
-	}
-	if s.rewrote {
-		out.Header.Set("X-Envoy-Original-Path", in.URL.RequestURI())
-	}
-	out.Host = in.Host
-	if s.rt.HostRewrite != "" {
-		out.Host = s.rt.HostRewrite
-	}
-	// Envoy keeps the client's X-Forwarded-* even when its Connection
-	// header names them.
-	for _, k := range forwardedHeaders {
-		if v, ok := in.Header[k]; ok {
-			if _, kept := out.Header[k]; !kept {
-				out.Header[k] = cloneValues(v)
-			}
-		}
-	}
-	if m.useRemoteAddress {
-		ip := s.conn.Src.Addr().String()
-		if prior := out.Header.Get("X-Forwarded-For"); prior != "" {
-			ip = prior + "," + ip
-		}
-		out.Header.Set("X-Forwarded-For", ip)
-	}
-	if out.Header.Get("X-Forwarded-Proto") == "" {
-		out.Header.Set("X-Forwarded-Proto", s.conn.Scheme())
-	}
-	// Most specific first; later levels win on conflicts, as Envoy does
-	// unless most_specific_header_mutations_wins.
-	for _, ops := range []*route.HeaderOps{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers} {
-		if ops == nil {
-			continue
-		}
-		for _, k := range ops.RequestRemove {
-			out.Header.Del(k)
-		}
-		for i := range ops.RequestAdd {
-			ops.RequestAdd[i].Apply(out.Header)
-		}
-	}
-}
-
-func (m *HCM) applyResponseHeaders(s *stream, h http.Header) {
-	for _, ops := range []*route.HeaderOps{s.wops, routeOps(s.rt), vhOps(s.vh), rcOps(s.rc)} {
-		if ops == nil {
-			continue
-		}
-		for _, k := range ops.ResponseRemove {
-			h.Del(k)
-		}
-		for i := range ops.ResponseAdd {
-			ops.ResponseAdd[i].Apply(h)
-		}
-	}
-	switch m.serverHeader {
-	case 0: // OVERWRITE
-		h.Set("Server", m.serverName)
-	case 1: // APPEND_IF_ABSENT
-		if h.Get("Server") == "" {
-			h.Set("Server", m.serverName)
-		}
-	}
-}
-
-func routeOps(r *route.Route) *route.HeaderOps {
-	if r == nil {
-		return nil
-	}
-	return &r.Headers
-}
-
-func vhOps(v *route.VirtualHost) *route.HeaderOps {
-	if v == nil {
-		return nil
-	}
-	return &v.Headers
-}
-
-func rcOps(c *route.Config) *route.HeaderOps {
-	if c == nil {
-		return nil
-	}
-	return &c.Headers
-}
-
-// modifyResponse adds Envoy's response headers and the header mutations.
-func (m *HCM) modifyResponse(s *stream, resp *http.Response) {
-	resp.Header.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(s.svcTime.Milliseconds(), 10))
-	m.applyResponseHeaders(s, resp.Header)
 }
 
 // h2HeadSize is an HTTP/2 request's header list as route.H2List counts

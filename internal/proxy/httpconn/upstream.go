@@ -231,8 +231,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		c.Stats.Response(resp.StatusCode) // the request's answer
-		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn()}
+		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn(), h2: resp.ProtoMajor == 2}
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+			ub.upgraded = true
 			// An upgraded connection: the forwarder writes to it as well.
 			resp.Body = &upgradedBody{upstreamBody: ub, w: rwc}
 			return resp, nil
@@ -356,9 +357,9 @@ func (s *stream) ctxError(ctx context.Context, inFlight bool) *localError {
 		}
 		return &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: route.DetailsRouteTimeout}
 	case errors.Is(cause, errIdleTimeout): // counted by its timer
-		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: "stream_idle_timeout"}
+		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: route.DetailsStreamIdleTimeout}
 	case errors.Is(cause, errDuration):
-		return &localError{code: 408, flags: accesslog.DurationTimeout, body: "downstream duration timeout", details: "max_duration_timeout"}
+		return &localError{code: 408, flags: accesslog.DurationTimeout, body: "downstream duration timeout", details: route.DetailsMaxDurationTimeout}
 	}
 	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: "downstream_remote_disconnect"}
 }
@@ -417,100 +418,23 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 		// ends, or an HTTP/1.1 one, it does not.
 		s.cl.Stats.RqRxReset.Inc()
 	}
-	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: route.ResetDetails("connection_termination", started),
+	le = &localError{code: 503, flags: accesslog.UpstreamConnectionTermination, details: route.ResetDetails(route.ResetConnectionTermination, started),
 		body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
 	switch {
 	case refused:
+		// Envoy's reset reason remote refused stream reset (UR), as the
+		// loops log it (h2uPeerReset).
 		le.flags = accesslog.UpstreamRemoteReset
+		le.details = route.ResetDetails(route.ResetRemoteRefused, started)
 		le.body = "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
 	case cluster.RemoteReset(err):
 		// An HTTP/2 upstream's RST_STREAM: Envoy's reset reason remote
 		// reset (UR), as the loops answer it (h2uPeerReset).
 		le.flags = accesslog.UpstreamRemoteReset
-		le.details = route.ResetDetails("remote_reset", started)
+		le.details = route.ResetDetails(route.ResetRemoteReset, started)
 		le.body = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
 	}
 	return le, rp != nil && rp.RetriableReset(false, refused), false
-}
-
-// upstreamBody releases the attempt's circuit-breaker slot and context
-// when the response body is done, and keeps the stream active.
-type upstreamBody struct {
-	io.ReadCloser
-	s    *stream
-	done func()
-	once sync.Once
-	wire net.Conn // its HTTP/2 connection (attempt.conn), or nil
-}
-
-func (b *upstreamBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if cluster.PassedLength(err) {
-		n = 0 // the DATA that passed the length is not relayed (cluster.PassedLength)
-	}
-	if n > 0 {
-		b.s.touch()
-	}
-	if err != nil && err != io.EOF {
-		// The response broke after its headers went downstream: record why.
-		s := b.s
-		first := !s.bodyBroke.Swap(true)
-		var f accesslog.Flags
-		switch {
-		case s.down.Err() != nil:
-			f = accesslog.DownstreamConnectionTermination
-		case s.in.ProtoMajor == 1 && s.bodyMalformed():
-			// The transport gave up the exchange on the client's
-			// malformed body (recorded before it did). Envoy's HTTP/1.1
-			// codec can send no 400 once a response started: it resets
-			// the stream, closing the connection, a protocol error.
-			f = accesslog.DownstreamProtocolError
-			if first {
-				s.m.stats.cxProtocolError.Inc()
-			}
-		case context.Cause(s.ctx) != nil:
-			f = s.ctxError(s.ctx, true).flags
-		case cluster.H2ProtocolReset(err):
-			// Its HTTP/2 connection failed for the upstream's protocol
-			// error (cluster/h2conn.go), counted as classify counts it.
-			f = accesslog.UpstreamProtocolError
-			if first {
-				s.cl.Stats.RqTxReset.Inc()
-				cluster.CountConnError(b.wire, err)
-			}
-		default:
-			f = accesslog.UpstreamRemoteReset
-			if first && cluster.H2StreamReset(err) {
-				s.cl.Stats.RqRxReset.Inc() // as classify counts it
-			}
-		}
-		s.bodyFlags.Or(uint32(f))
-	}
-	return n, err
-}
-
-// arrived reports whether a read of the body would not wait for the
-// upstream, and whether the transport can tell: the HTTP/1.1 client's
-// body can (cluster's h1Body), x/net's and net/http's cannot.
-func (b *upstreamBody) arrived() (yes, known bool) {
-	if a, ok := b.ReadCloser.(interface{ Arrived() bool }); ok {
-		return a.Arrived(), true
-	}
-	return false, false
-}
-
-// upgradedBody is the body of a 101 response: the raw connection.
-type upgradedBody struct {
-	*upstreamBody
-	w io.Writer
-}
-
-func (b *upgradedBody) Write(p []byte) (int, error) { return b.w.Write(p) }
-
-func (b *upstreamBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.done)
-	return err
 }
 
 // replayBody lets retries resend a request body: attempts read the bytes

@@ -26,18 +26,70 @@ const (
 // retry, a 101 too (Filter::onUpstreamHeaders), and not for a 1xx it
 // takes (Filter::onUpstream1xxHeaders). What cuts the response later
 // replaces it: a route timeout's upstream_response_timeout, a reset's
-// ResetDetails (the router's sendLocalReply, which can only reset the
+// DetailsCut* (the router's sendLocalReply, which can only reset the
 // stream by then, sets its details all the same).
 const DetailsViaUpstream = "via_upstream"
+
+// Reset reasons as Envoy's details write them
+// (Http::Utility::resetReasonToString).
+const (
+	ResetConnectionTermination = "connection_termination"
+	ResetRemoteReset           = "remote_reset"
+	ResetRemoteRefused         = "remote_refused_stream_reset"
+)
+
+// The response code details of a response its upstream reset after its
+// head went downstream, one rule for every request path: Envoy's router
+// logs upstream_reset_after_response_started{reason}
+// (Filter::onUpstreamReset, ResetDetails) with the reason's flag
+// (streamResetReasonToResponseFlag), and keeps the status the head went
+// down with. The reason is the upstream codec's:
+//
+//   - an HTTP/1.1 upstream that closes (or resets) its connection before
+//     the body's end, or sends a malformed chunk: protocol_error, UPE.
+//     On the close its codec client dispatches the end of input
+//     (CodecClient::onEvent), which the parser, in a body of known length
+//     or chunked, fails as HPE_INVALID_EOF_STATE (BalsaParser::execute,
+//     http_parser's execute of 0 bytes), a codec protocol error
+//     (CodecClient::onData sets protocol_error_), so the streams are
+//     reset ProtocolError rather than ConnectionTermination;
+//   - an HTTP/2 upstream's RST_STREAM, and its codec's own stream resets
+//     but for a protocol error (ConnectionImpl::onStreamClose):
+//     remote_reset, UR; REFUSED_STREAM: remote_refused_stream_reset, UR;
+//   - an HTTP/2 connection that closes, and an upgraded (HTTP/1.1)
+//     connection that fails, whose bytes the codec no longer parses:
+//     connection_termination, UC;
+//   - an HTTP/2 connection failed for the upstream's protocol error:
+//     protocol_error, UPE.
+//
+// Constants, so that the event loops write them without allocating.
+const (
+	DetailsCutProtocolError         = "upstream_reset_after_response_started{" + UpstreamProtocolErrorReason + "}"
+	DetailsCutRemoteReset           = "upstream_reset_after_response_started{" + ResetRemoteReset + "}"
+	DetailsCutRemoteRefused         = "upstream_reset_after_response_started{" + ResetRemoteRefused + "}"
+	DetailsCutConnectionTermination = "upstream_reset_after_response_started{" + ResetConnectionTermination + "}"
+)
 
 // DetailsRouteTimeout is the response code details of a request the
 // route timeout ended, before its response head or after it (Envoy's
 // ResponseCodeDetails ResponseTimeout).
 const DetailsRouteTimeout = "upstream_response_timeout"
 
+// The response code details of a request the stream idle timeout (the
+// route's idle_timeout or the connection manager's stream_idle_timeout)
+// or the max stream duration ended, before its response head or after
+// it: Envoy's connection manager sets them as it ends the stream
+// (ActiveStream::onIdleTimeout, onStreamMaxDurationReached, whose
+// sendLocalReply, once the head went down, resets the stream and sets
+// them all the same).
+const (
+	DetailsStreamIdleTimeout  = "stream_idle_timeout"
+	DetailsMaxDurationTimeout = "max_duration_timeout"
+)
+
 // ResetDetails is the response code details of the local reply to an
-// upstream reset of reason (as the details write it: "protocol_error",
-// "remote_reset", "connection_termination", ...), one rule for both
+// upstream reset of reason (as the details write it:
+// UpstreamProtocolErrorReason, Reset*, "connection_failure"), one rule for both
 // request paths: Envoy's router (Filter::onUpstreamReset) says
 // upstream_reset_before_response_started{reason}, or, once the response
 // started, upstream_reset_after_response_started{reason}. A reset that
@@ -46,6 +98,16 @@ const DetailsRouteTimeout = "upstream_response_timeout"
 // Filter::onUpstream1xxHeaders sets downstream_response_started_).
 func ResetDetails(reason string, started bool) string {
 	if started {
+		switch reason {
+		case UpstreamProtocolErrorReason:
+			return DetailsCutProtocolError
+		case ResetRemoteReset:
+			return DetailsCutRemoteReset
+		case ResetRemoteRefused:
+			return DetailsCutRemoteRefused
+		case ResetConnectionTermination:
+			return DetailsCutConnectionTermination
+		}
 		return "upstream_reset_after_response_started{" + reason + "}"
 	}
 	return "upstream_reset_before_response_started{" + reason + "}"

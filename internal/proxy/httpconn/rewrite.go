@@ -1,0 +1,113 @@
+package httpconn
+
+// The headers of the upstream request and of the response as the stream
+// rewrites them: path and host rewrites, the route configuration's header
+// mutations, Envoy's own request and response headers.
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// rewrite builds the upstream request: path and host rewrites, header
+// mutations, Envoy's request headers.
+func (m *HCM) rewrite(s *stream, out *http.Request) {
+	in := s.in
+	out.URL.Scheme = "http"
+	out.URL.Host = "upstream" // replaced by the chosen host on each attempt
+	if s.changed {
+		out.URL.RawPath = s.upPath
+		out.URL.Path, _ = url.PathUnescape(s.upPath)
+	}
+	if s.rewrote {
+		out.Header.Set("X-Envoy-Original-Path", in.URL.RequestURI())
+	}
+	out.Host = in.Host
+	if s.rt.HostRewrite != "" {
+		out.Host = s.rt.HostRewrite
+	}
+	// Envoy keeps the client's X-Forwarded-* even when its Connection
+	// header names them.
+	for _, k := range forwardedHeaders {
+		if v, ok := in.Header[k]; ok {
+			if _, kept := out.Header[k]; !kept {
+				out.Header[k] = cloneValues(v)
+			}
+		}
+	}
+	if m.useRemoteAddress {
+		ip := s.conn.Src.Addr().String()
+		if prior := out.Header.Get("X-Forwarded-For"); prior != "" {
+			ip = prior + "," + ip
+		}
+		out.Header.Set("X-Forwarded-For", ip)
+	}
+	if out.Header.Get("X-Forwarded-Proto") == "" {
+		out.Header.Set("X-Forwarded-Proto", s.conn.Scheme())
+	}
+	// Most specific first; later levels win on conflicts, as Envoy does
+	// unless most_specific_header_mutations_wins.
+	for _, ops := range []*route.HeaderOps{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers} {
+		if ops == nil {
+			continue
+		}
+		for _, k := range ops.RequestRemove {
+			out.Header.Del(k)
+		}
+		for i := range ops.RequestAdd {
+			ops.RequestAdd[i].Apply(out.Header)
+		}
+	}
+}
+
+func (m *HCM) applyResponseHeaders(s *stream, h http.Header) {
+	for _, ops := range []*route.HeaderOps{s.wops, routeOps(s.rt), vhOps(s.vh), rcOps(s.rc)} {
+		if ops == nil {
+			continue
+		}
+		for _, k := range ops.ResponseRemove {
+			h.Del(k)
+		}
+		for i := range ops.ResponseAdd {
+			ops.ResponseAdd[i].Apply(h)
+		}
+	}
+	switch m.serverHeader {
+	case 0: // OVERWRITE
+		h.Set("Server", m.serverName)
+	case 1: // APPEND_IF_ABSENT
+		if h.Get("Server") == "" {
+			h.Set("Server", m.serverName)
+		}
+	}
+}
+
+func routeOps(r *route.Route) *route.HeaderOps {
+	if r == nil {
+		return nil
+	}
+	return &r.Headers
+}
+
+func vhOps(v *route.VirtualHost) *route.HeaderOps {
+	if v == nil {
+		return nil
+	}
+	return &v.Headers
+}
+
+func rcOps(c *route.Config) *route.HeaderOps {
+	if c == nil {
+		return nil
+	}
+	return &c.Headers
+}
+
+// modifyResponse adds Envoy's response headers and the header mutations.
+func (m *HCM) modifyResponse(s *stream, resp *http.Response) {
+	resp.Header.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(s.svcTime.Milliseconds(), 10))
+	m.applyResponseHeaders(s, resp.Header)
+}

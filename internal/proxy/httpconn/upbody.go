@@ -1,0 +1,132 @@
+package httpconn
+
+// An upstream response's body as the stream relays it: what its end
+// releases, and what its failure after the head went downstream is
+// logged as (upstreamBody.Read, cutBy).
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/cluster"
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// upstreamBody releases the attempt's circuit-breaker slot and context
+// when the response body is done, and keeps the stream active.
+type upstreamBody struct {
+	io.ReadCloser
+	s    *stream
+	done func()
+	once sync.Once
+	wire net.Conn // its HTTP/2 connection (attempt.conn), or nil
+	// h2: the response came over HTTP/2; upgraded: it is a 101's
+	// connection, whose bytes no codec parses (cutBy).
+	h2, upgraded bool
+}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if cluster.PassedLength(err) {
+		n = 0 // the DATA that passed the length is not relayed (cluster.PassedLength)
+	}
+	if n > 0 {
+		b.s.touch()
+	}
+	if err != nil && err != io.EOF {
+		// The response broke after its headers went downstream: record why.
+		s := b.s
+		first := !s.bodyBroke.Swap(true)
+		var f accesslog.Flags
+		switch {
+		case s.down.Err() != nil:
+			f = accesslog.DownstreamConnectionTermination
+		case s.in.ProtoMajor == 1 && s.bodyMalformed():
+			// The transport gave up the exchange on the client's
+			// malformed body (recorded before it did). Envoy's HTTP/1.1
+			// codec can send no 400 once a response started: it resets
+			// the stream, closing the connection, a protocol error.
+			f = accesslog.DownstreamProtocolError
+			if first {
+				s.m.stats.cxProtocolError.Inc()
+			}
+		case context.Cause(s.ctx) != nil:
+			f = s.ctxError(s.ctx, true).flags
+		case cluster.H2ProtocolReset(err):
+			// Its HTTP/2 connection failed for the upstream's protocol
+			// error (cluster/h2conn.go), counted as classify counts it.
+			f = accesslog.UpstreamProtocolError
+			if first {
+				s.cl.Stats.RqTxReset.Inc()
+				cluster.CountConnError(b.wire, err)
+			}
+			s.bodyCut.CompareAndSwap(nil, &cutProtocolError)
+		default:
+			var cut *string
+			f, cut = b.cutBy(err)
+			if first && cluster.H2StreamReset(err) {
+				s.cl.Stats.RqRxReset.Inc() // as classify counts it
+			}
+			s.bodyCut.CompareAndSwap(nil, cut)
+		}
+		s.bodyFlags.Or(uint32(f))
+	}
+	return n, err
+}
+
+// The details an upstream's reset after the head gives (route.DetailsCut*),
+// for stream.bodyCut.
+var (
+	cutProtocolError         = route.DetailsCutProtocolError
+	cutRemoteReset           = route.DetailsCutRemoteReset
+	cutRemoteRefused         = route.DetailsCutRemoteRefused
+	cutConnectionTermination = route.DetailsCutConnectionTermination
+)
+
+// cutBy is the flag and the details of an upstream response body that
+// err, from its upstream, cut after the head went downstream, as Envoy's
+// router logs the reset its codec reports then (route.DetailsCut*): an
+// HTTP/2 stream's reset, the upstream's or x/net's own (a DATA past the
+// content-length, which nghttp2 resets as a remote reset), is a remote
+// reset (UR); an HTTP/2 connection that ended, or an upgraded one, a
+// connection termination (UC); an HTTP/1.1 body that ended early (its
+// connection closed or reset) or broke its framing, the codec's protocol
+// error (UPE).
+func (b *upstreamBody) cutBy(err error) (accesslog.Flags, *string) {
+	switch {
+	case cluster.H2StreamReset(err):
+		return accesslog.UpstreamRemoteReset, &cutRemoteReset
+	case cluster.RemoteReset(err): // REFUSED_STREAM: H2StreamReset leaves it out
+		return accesslog.UpstreamRemoteReset, &cutRemoteRefused
+	case b.h2 || b.upgraded:
+		return accesslog.UpstreamConnectionTermination, &cutConnectionTermination
+	}
+	return accesslog.UpstreamProtocolError, &cutProtocolError
+}
+
+// arrived reports whether a read of the body would not wait for the
+// upstream, and whether the transport can tell: the HTTP/1.1 client's
+// body can (cluster's h1Body), x/net's and net/http's cannot.
+func (b *upstreamBody) arrived() (yes, known bool) {
+	if a, ok := b.ReadCloser.(interface{ Arrived() bool }); ok {
+		return a.Arrived(), true
+	}
+	return false, false
+}
+
+// upgradedBody is the body of a 101 response: the raw connection.
+type upgradedBody struct {
+	*upstreamBody
+	w io.Writer
+}
+
+func (b *upgradedBody) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+func (b *upstreamBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
+}

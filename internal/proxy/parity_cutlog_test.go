@@ -1,0 +1,270 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// TestCutResponseLogSamePaths: a response its upstream cut after the head
+// went downstream is logged on every path, to an HTTP/1.1 client and an
+// h2c one, with the status its head went down with and the reset Envoy's
+// router logs then (Filter::onUpstreamReset: its details
+// upstream_reset_after_response_started{reason}, its flag
+// streamResetReasonToResponseFlag's; route.DetailsCut*): an HTTP/1.1
+// upstream that closes its connection in a body of known length or in a
+// chunked one, or sends a malformed chunk, is the codec's protocol error
+// (UPE, {protocol_error}: the parser fails the end of input there as
+// HPE_INVALID_EOF_STATE); an HTTP/2 upstream's RST_STREAM a remote reset
+// (UR, {remote_reset}), its REFUSED_STREAM a refused one (UR,
+// {remote_refused_stream_reset}); an HTTP/2 connection that closes a
+// connection termination (UC, {connection_termination}). Every path
+// logged via_upstream, and UR for each of them. A body delimited by the
+// connection's close ends there (the parser takes the end of input as
+// its end): logged via_upstream, unflagged.
+func TestCutResponseLogSamePaths(t *testing.T) {
+	h1Scripts := map[string]string{
+		"/h1/close":      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nla",
+		"/h1/chunkcut":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\n",
+		"/h1/badchunk":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\nzz\r\nxx\r\n",
+		"/h1/untilclose": "HTTP/1.1 200 OK\r\n\r\nla", // delimited by the close: not cut
+	}
+	h1 := tcpUpstream(t, func(c net.Conn) { // ends once the script is written: the connection then closes
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, h1Scripts[req.URL.Path])
+	})
+	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
+		w.headers(id, false, 0, ":status", "200")
+		_ = w.fr.WriteData(id, false, []byte("la"))
+		switch strings.Join(r.values(":path"), "") {
+		case "/h2/reset":
+			_ = w.fr.WriteRSTStream(id, http2.ErrCodeInternal)
+		case "/h2/refused":
+			_ = w.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+		case "/h2x/close":
+			// The connection ends with the stream open (serveRawH2
+			// returns on the read that fails).
+			_ = w.bw.Flush()
+			_ = w.c.Close()
+		}
+	})
+	const (
+		upe     = "200 UPE upstream_reset_after_response_started{protocol_error}"
+		ur      = "200 UR upstream_reset_after_response_started{remote_reset}"
+		refused = "200 UR upstream_reset_after_response_started{remote_refused_stream_reset}"
+		uc      = "200 UC upstream_reset_after_response_started{connection_termination}"
+		whole   = "200 - via_upstream"
+	)
+	requests := []logCase{
+		{false, "/h1/close", upe},
+		{false, "/h1/chunkcut", upe},
+		{false, "/h1/badchunk", upe},
+		{false, "/h1/untilclose", whole},
+		{false, "/h2/reset", ur},
+		{false, "/h2/refused", refused},
+		{false, "/h2x/close", uc},
+		{true, "/h1/close", upe},
+		{true, "/h1/chunkcut", upe},
+		{true, "/h1/badchunk", upe},
+		{true, "/h1/untilclose", whole},
+		{true, "/h2/reset", ur},
+		{true, "/h2/refused", refused},
+		{true, "/h2x/close", uc},
+	}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.logged)
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
+			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1/", "h1"), routeTo("/h2/", "h2"), routeTo("/h2x/", "h2x"))),
+			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2),
+			edsCluster("h2x", h2Upstream), cla("h2x", h2))
+		// What the client gets is the head, what came of the body (a
+		// malformed chunk may cut the bytes that came with it), then the
+		// connection closed or the stream reset.
+		checkLogLines(t, p.name, h.addr("egress"), logFile, "200 ", requests)
+	}
+}
+
+// TestUpgradeLogSamePaths: a relayed 101 is logged with
+// %RESPONSE_CODE% 101 and %RESPONSE_CODE_DETAILS% via_upstream on every
+// path, as Envoy's connection manager takes the code from the head it
+// encodes and its router sets via_upstream for a 101 too
+// (Filter::onUpstreamHeaders), and counted in downstream_rq_1xx
+// (chargeStats). The goroutine path, which writes the head past its
+// response writer (hijacked), logged 0 and counted no class. (The flags,
+// how the upgraded connection ended, are left out.)
+func TestUpgradeLogSamePaths(t *testing.T) {
+	up := tcpUpstream(t, func(c net.Conn) { // ends once the 101 is written: the connection then closes
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	})
+	ws := routeTo("/ws", "ws")
+	ws.GetRoute().Timeout = durationpb.New(0)
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.logged)
+		logFile := filepath.Join(t.TempDir(), "upgrade.log")
+		h.push(httpListener("upgrade", httpManager("upgrade", "rds-ws", withAccessLog(logFile, cutLogFormat()), func(m *hcmv3.HttpConnectionManager) {
+			m.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+		})),
+			routeConfig("rds-ws", vhost("v", []string{"*"}, ws)),
+			edsCluster("ws"), cla("ws", up))
+		if got := upgradeGet(t, h.addr("upgrade"), "/ws"); got != "101 " {
+			t.Errorf("%s: answered %q; want %q", p.name, got, "101 ")
+		}
+		log := strings.TrimSpace(awaitLog(t, logFile, 1))
+		if !strings.HasPrefix(log, "HTTP/1.1 /ws 101 ") || !strings.HasSuffix(log, " via_upstream") {
+			t.Errorf("%s: access log %q; want HTTP/1.1 /ws 101 ... via_upstream", p.name, log)
+		}
+		// Counted as Envoy's chargeStats counts the head it encodes.
+		if n := h.stat("http.upgrade.downstream_rq_1xx"); n != 1 {
+			t.Errorf("%s: downstream_rq_1xx %d; want 1", p.name, n)
+		}
+	}
+}
+
+// clientProto is %PROTOCOL% of a test's client.
+func clientProto(h2 bool) string {
+	if h2 {
+		return "HTTP/2"
+	}
+	return "HTTP/1.1"
+}
+
+// cutLogFormat is the access log format of these tests: each line the
+// request's protocol and path, then what was logged of its end.
+func cutLogFormat() *corev3.SubstitutionFormatString {
+	return &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
+		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
+}
+
+// logCase is a GET of path from an HTTP/1.1 client or an h2c one (h2),
+// and the end of the access log line it must have (cutLogFormat's, past
+// the path).
+type logCase struct {
+	h2        bool
+	path, log string
+}
+
+// checkLogLines sends each request to addr on a connection of its own,
+// each answer beginning with answer, then fails for each request whose
+// line logFile lacks.
+func checkLogLines(t *testing.T, name, addr, logFile, answer string, requests []logCase) {
+	t.Helper()
+	for _, r := range requests {
+		var got string
+		if r.h2 {
+			got = h2Exchange(dialH2(t, addr), 1, [][2]string{
+				{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", r.path}})
+		} else {
+			_, got = interimGet(t, addr, r.path, false)
+		}
+		if !strings.HasPrefix(got, answer) {
+			t.Errorf("%s, %s %s: answered %q; want %q first", name, clientProto(r.h2), r.path, got, answer)
+		}
+	}
+	log := awaitLog(t, logFile, len(requests))
+	lines := strings.Split(log, "\n")
+	for _, r := range requests {
+		if want := clientProto(r.h2) + " " + r.path + " " + r.log; !slices.Contains(lines, want) {
+			t.Errorf("%s: access log\n%s\nwant the line %q", name, log, want)
+		}
+	}
+}
+
+// TestTimeoutAfterHeadLogSamePaths: a route's idle timeout and its
+// max_stream_duration that cut a response after its head went down are
+// logged with the head's status, their flag and their details,
+// stream_idle_timeout and max_duration_timeout, on every path (such a
+// route is served on the goroutine path), to an HTTP/1.1 client and an
+// h2c one, as Envoy's connection manager sets those details when its
+// stream idle timer or its max duration timer ends a stream whose
+// response began (ActiveStream::onIdleTimeout, onStreamMaxDurationReached:
+// sendLocalReply, which can only reset the stream by then, sets them).
+// Both were logged via_upstream.
+func TestTimeoutAfterHeadLogSamePaths(t *testing.T) {
+	const cutAfter, late = 200 * time.Millisecond, 2 * time.Second
+	up := tcpUpstream(t, func(c net.Conn) { // ends when the proxy gives up the connection, or late
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(late))
+		_, _ = io.Copy(io.Discard, c)
+	})
+	idle := routeTo("/idle", "up")
+	idle.GetRoute().Timeout = durationpb.New(0)
+	idle.GetRoute().IdleTimeout = durationpb.New(cutAfter)
+	msd := routeTo("/duration", "up")
+	msd.GetRoute().Timeout = durationpb.New(0)
+	msd.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(cutAfter)}
+	requests := []logCase{
+		{false, "/idle", "200 SI stream_idle_timeout"},
+		{false, "/duration", "200 DT max_duration_timeout"},
+		{true, "/idle", "200 SI stream_idle_timeout"},
+		{true, "/duration", "200 DT max_duration_timeout"},
+	}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, p.logged)
+		logFile := filepath.Join(t.TempDir(), "access.log")
+		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
+			routeConfig("rds", vhost("v", []string{"*"}, idle, msd)),
+			edsCluster("up"), cla("up", up))
+		checkLogLines(t, p.name, h.addr("egress"), logFile, "200 la", requests)
+	}
+}
+
+// TestRefusedBeforeHeadLog: an HTTP/2 upstream's REFUSED_STREAM before
+// the response head, not retried (no retry policy), is logged as Envoy's
+// router logs that reset (Filter::onUpstreamReset: reason
+// remote_refused_stream_reset, flag UR), to an HTTP/1.1 client with the
+// 503 that names it and to an h2c client, whose stream the loops refuse
+// rather than answer (docs/proxy.md), with no status. On the loops only:
+// the goroutine path's x/net transport retries a refused stream itself
+// (httpconn's TestClassifyRefusedStream covers its log). The loops
+// logged {remote_reset} and answered "remote reset" to an HTTP/1.1
+// client, and logged DC for an h2c client's stream.
+func TestRefusedBeforeHeadLog(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the loops run on Linux only")
+	}
+	up := rawH2Upstream(t, func(w *rawH2Writer, id uint32, _ *rawH2Request) {
+		_ = w.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+	})
+	const details = " UR upstream_reset_before_response_started{remote_refused_stream_reset}"
+	h := newHarness(t, proxyPath{"loops", false, false}.logged)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h2/", "h2"))),
+		edsCluster("h2", h2Upstream), cla("h2", up))
+	const body = "503 upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
+	if _, got := interimGet(t, h.addr("egress"), "/h2/refused", false); got != body {
+		t.Errorf("HTTP/1.1: answered %q; want %q", got, body)
+	}
+	_ = h2Exchange(dialH2(t, h.addr("egress")), 1, [][2]string{
+		{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/h2/refused"}})
+	log := awaitLog(t, logFile, 2)
+	lines := strings.Split(log, "\n")
+	for _, want := range []string{"HTTP/1.1 /h2/refused 503" + details, "HTTP/2 /h2/refused 0" + details} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("access log\n%s\nwant the line %q", log, want)
+		}
+	}
+}
