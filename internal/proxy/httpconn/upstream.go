@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +56,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 	if rp != nil {
 		attempts = rp.HostSelectionAttempts
 	}
+	grpc := route.IsGRPC(req.Header.Get("Content-Type"))
 	var releaseRetry func()
 	for n := 0; ; n++ {
 		if ctx.Err() != nil {
@@ -199,15 +199,20 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			return nil, le
 		}
 		s.svcTime = time.Since(t0)
-		c.RequestDone(h, resp.StatusCode, false, false)
+		head := route.ResponseHead{Status: resp.StatusCode, GRPC: grpc, GRPCStatus: route.NoGRPCStatus}
+		if grpc {
+			head.GRPCStatus, head.End = route.GRPCStatus(resp.Header.Get("Grpc-Status")), cluster.HeadEnded(resp)
+		}
 		if rp != nil && !at.came() {
-			gs := -1
-			if v := resp.Header.Get("Grpc-Status"); v != "" {
-				gs, _ = strconv.Atoi(v)
+			gs := head.GRPCStatus
+			if !grpc {
+				gs = route.GRPCStatus(resp.Header.Get("Grpc-Status")) // the policy reads any response's
 			}
 			if rp.RetriableStatus(resp.StatusCode, gs) {
 				if n < rp.NumRetries && (body == nil || !body.overflow()) {
 					if r, ok := c.AcquireRetry(); ok {
+						head.Retried = true
+						c.ResponseHead(h, head)
 						_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 						_ = resp.Body.Close()
 						acancel()
@@ -230,8 +235,12 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				c.Stats.RqRetrySuccess.Inc()
 			}
 		}
+		wait := c.ResponseHead(h, head)
 		c.Stats.Response(resp.StatusCode) // the request's answer
 		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn()}
+		if wait {
+			ub.grpc = &grpcEnd{host: h, resp: resp, head: head.GRPCStatus, trailers: !http1}
+		}
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 			// An upgraded connection: the forwarder writes to it as well.
 			resp.Body = &upgradedBody{upstreamBody: ub, w: rwc}
@@ -441,6 +450,46 @@ type upstreamBody struct {
 	done func()
 	once sync.Once
 	wire net.Conn // its HTTP/2 connection (attempt.conn), or nil
+	grpc *grpcEnd // a gRPC response whose end decides its host's count, or nil
+}
+
+// grpcEnd is what the end of a gRPC response whose head left its host's
+// count to it (cluster.Cluster.ResponseHead) is counted with.
+type grpcEnd struct {
+	host *cluster.Host
+	resp *http.Response
+	head int // the head's grpc-status (route.GRPCStatus)
+	// trailers: resp's are read. An HTTP/1.1 upstream's are not, as
+	// Envoy's HTTP/1.1 codec drops them (the loops too).
+	trailers bool
+	body     bool // a body byte came
+}
+
+// grpcDone counts the gRPC response's end on its host, once: status is
+// its trailers' grpc-status, or route.NoGRPCStatus.
+func (b *upstreamBody) grpcDone(status int) {
+	if g := b.grpc; g != nil {
+		b.grpc = nil
+		g.host.GRPCDone(status)
+	}
+}
+
+// grpcEnded counts the gRPC response's end once its body has ended
+// (EOF): by its trailers' grpc-status. x/net's client gives a HEADERS
+// with END_STREAM and a content-length of 0 as a length of 0 with that
+// field (cluster.HeadEnded cannot tell it from a body yet to end): a
+// response that ends so, with a grpc-status in its head, no byte of body
+// and no trailers, counts by the head's status, as its head ended it.
+func (b *upstreamBody) grpcEnded() {
+	g := b.grpc
+	status := route.NoGRPCStatus
+	if g.trailers {
+		status = route.GRPCStatus(g.resp.Trailer.Get("Grpc-Status"))
+	}
+	if status == route.NoGRPCStatus && !g.body && g.resp.ContentLength == 0 && len(g.resp.Trailer) == 0 {
+		status = g.head
+	}
+	b.grpcDone(status)
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
@@ -450,6 +499,14 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	}
 	if n > 0 {
 		b.s.touch()
+	}
+	if b.grpc != nil {
+		if n > 0 {
+			b.grpc.body = true
+		}
+		if err == io.EOF {
+			b.grpcEnded() // the transports have taken the trailers when they say EOF
+		}
 	}
 	if err != nil && err != io.EOF {
 		// The response broke after its headers went downstream: record why.
@@ -478,11 +535,13 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 				s.cl.Stats.RqTxReset.Inc()
 				cluster.CountConnError(b.wire, err)
 			}
+			b.grpcDone(route.NoGRPCStatus) // the upstream broke it (Envoy's chargeUpstreamAbort)
 		default:
 			f = accesslog.UpstreamRemoteReset
 			if first && cluster.H2StreamReset(err) {
 				s.cl.Stats.RqRxReset.Inc() // as classify counts it
 			}
+			b.grpcDone(route.NoGRPCStatus)
 		}
 		s.bodyFlags.Or(uint32(f))
 	}
