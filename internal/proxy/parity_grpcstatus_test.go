@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -30,7 +31,8 @@ var grpcMessage = []byte{0, 0, 0, 0, 3, 'a', 'b', 'c'}
 //   - "path": by the request's path: /trailers/<n> a message, then
 //     trailers with grpc-status n; /bare a message and no trailers;
 //     /reset a message, then the stream reset (over HTTP/1.1, the
-//     connection closed mid-body).
+//     connection closed mid-body); /stall a message, then nothing until
+//     the proxy gives the request up.
 func grpcStatusUpstream(t *testing.T, mode string) string {
 	t.Helper()
 	var n atomic.Int32
@@ -68,6 +70,14 @@ func grpcStatusUpstream(t *testing.T, mode string) string {
 			_, _ = w.Write(grpcMessage)
 			_ = http.NewResponseController(w).Flush()
 			panic(http.ErrAbortHandler)
+		case p == "/stall":
+			w.WriteHeader(200)
+			_, _ = w.Write(grpcMessage)
+			_ = http.NewResponseController(w).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
 		default:
 			w.WriteHeader(404)
 		}
@@ -90,20 +100,12 @@ func h1h2cUpstream(t *testing.T, h http.Handler) string {
 	return ln.Addr().String()
 }
 
-// grpcCall sends a gRPC request (POST, application/grpc, a message) for
-// host and path on c, reads its answer to its end, and returns its
-// grpc-status, from its head or trailers ("-" for none), or "reset" when
-// it broke.
+// grpcCall sends a gRPC request (grpcRequest) for host and path on c,
+// reads its answer to its end, and returns its grpc-status, from its
+// head or trailers ("-" for none), or "reset" when it broke.
 func grpcCall(t *testing.T, c *http.Client, addr, host, path string) string {
 	t.Helper()
-	req, err := http.NewRequest("POST", "http://"+addr+path, bytes.NewReader(grpcMessage))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Host = host
-	req.Header.Set("Content-Type", "application/grpc")
-	req.Header.Set("Te", "trailers")
-	resp, err := c.Do(req)
+	resp, err := c.Do(grpcRequest(t, context.Background(), addr, host, path))
 	if err != nil {
 		return "reset"
 	}
@@ -118,6 +120,20 @@ func grpcCall(t *testing.T, c *http.Client, addr, host, path string) string {
 		return s
 	}
 	return "-"
+}
+
+// grpcRequest is a gRPC request (POST, application/grpc, a message) to
+// the proxy at addr for host and path.
+func grpcRequest(t *testing.T, ctx context.Context, addr, host, path string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+addr+path, bytes.NewReader(grpcMessage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	return req
 }
 
 // hostCounts reads counters of a cluster's host from /clusters, "name=value"
@@ -328,6 +344,83 @@ func TestRetriedResponseHostErrorSamePaths(t *testing.T) {
 			}
 			waitHostCounts(t, h, "c", up, "rq_total=4 rq_success=2 rq_error=2", "rq_total", "rq_success", "rq_error")
 			waitStats(t, h, map[string]int64{"cluster.c.upstream_rq_retry": 2, "cluster.c.retry.upstream_rq_409": 2})
+		})
+	}
+}
+
+// grpcCallCut sends a gRPC request as grpcCall does, reads its head and
+// first message, then gives it up (an h2c client resets its stream, an
+// HTTP/1.1 one closes its connection); false when no head came.
+func grpcCallCut(t *testing.T, c *http.Client, addr, host, path string) bool {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := c.Do(grpcRequest(t, ctx, addr, host, path))
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, err = io.ReadFull(resp.Body, make([]byte, len(grpcMessage)))
+	return err == nil
+}
+
+// TestGRPCStatusUncountedSamePaths: a gRPC answer whose count waits for
+// its end (a 200 head without grpc-status) counts neither rq_success nor
+// rq_error when the route timeout or the client ends it after its head,
+// as Envoy's router counts nothing then (Filter::onResponseTimeout
+// charges only an upstream request awaiting its head; onDestroy), and
+// rq_error when its HTTP/2 upstream's connection closes after the head
+// (onUpstreamReset, chargeUpstreamAbort); rq_active is back to 0 each
+// time. From an h2c client and an HTTP/1.1 one, to HTTP/2 and HTTP/1.1
+// upstreams.
+func TestGRPCStatusUncountedSamePaths(t *testing.T) {
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.on)
+			up2, up1 := grpcStatusUpstream(t, "path"), grpcStatusUpstream(t, "path")
+			gone := rawH2Upstream(t, func(w *rawH2Writer, id uint32, _ *rawH2Request) {
+				w.headers(id, false, 0, ":status", "200", "content-type", "application/grpc")
+				_ = w.fr.WriteData(id, false, grpcMessage)
+				_ = w.bw.Flush()
+				_ = w.c.Close()
+			})
+			timed := func(host, cluster string) *routev3.VirtualHost {
+				rt := routeTo("/", cluster)
+				rt.GetRoute().Timeout = durationpb.New(300 * time.Millisecond)
+				return vhost(host, []string{host}, rt)
+			}
+			h.push(httpListener("egress", httpManager("egress", "rds")),
+				routeConfig("rds", timed("timeout2", "up2"), timed("timeout1", "up1"),
+					vhost("cut2", []string{"cut2"}, routeTo("/", "cut2")), vhost("cut1", []string{"cut1"}, routeTo("/", "cut1")),
+					vhost("gone", []string{"gone"}, routeTo("/", "gone"))),
+				edsCluster("up2", h2Upstream), cla("up2", up2), edsCluster("up1"), cla("up1", up1),
+				edsCluster("cut2", h2Upstream), cla("cut2", up2), edsCluster("cut1"), cla("cut1", up1),
+				edsCluster("gone", h2Upstream), cla("gone", gone))
+			addr := h.addr("egress")
+			for _, cl := range []*http.Client{h2cClient(t), {Timeout: 10 * time.Second}} {
+				for _, host := range []string{"timeout2", "timeout1", "gone"} {
+					if got := grpcCall(t, cl, addr, host, "/stall"); got != "reset" {
+						t.Errorf("%s/stall: answered %s, want a reset", host, got)
+					}
+				}
+				for _, host := range []string{"cut2", "cut1"} {
+					if !grpcCallCut(t, cl, addr, host, "/stall") {
+						t.Errorf("%s/stall: no head and message", host)
+					}
+				}
+			}
+			counters := []string{"rq_total", "rq_success", "rq_error", "rq_active"}
+			waitHostCounts(t, h, "up2", up2, "rq_total=2 rq_success=0 rq_error=0 rq_active=0", counters...)
+			waitHostCounts(t, h, "up1", up1, "rq_total=2 rq_success=0 rq_error=0 rq_active=0", counters...)
+			waitHostCounts(t, h, "cut2", up2, "rq_total=2 rq_success=0 rq_error=0 rq_active=0", counters...)
+			waitHostCounts(t, h, "cut1", up1, "rq_total=2 rq_success=0 rq_error=0 rq_active=0", counters...)
+			waitHostCounts(t, h, "gone", gone, "rq_total=2 rq_success=0 rq_error=2 rq_active=0", counters...)
+			time.Sleep(50 * time.Millisecond) // a count that came late counted after all
+			for _, c := range []struct{ cluster, addr string }{{"up2", up2}, {"up1", up1}, {"cut2", up2}, {"cut1", up1}} {
+				if got := hostCounts(h, c.cluster, c.addr, counters...); got != "rq_total=2 rq_success=0 rq_error=0 rq_active=0" {
+					t.Errorf("%s's host %s then: %s", c.cluster, c.addr, got)
+				}
+			}
 		})
 	}
 }
