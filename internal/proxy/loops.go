@@ -271,26 +271,31 @@ func (o loopObserver) Done(name string, tag any, code int, timedOut bool) {
 	if !ok || c == nil {
 		return
 	}
-	switch {
-	case code < 0:
+	if code < 0 {
 		c.RequestReset(h)
-	case code == 0:
-		c.RequestDone(h, 0, true, timedOut)
-	default:
-		c.Stats.Response(code)
-		c.RequestDone(h, code, false, false)
-	}
-}
-
-func (o loopObserver) Retried(name string, tag any, code int, timedOut bool) {
-	h, ok := tag.(*cluster.Host)
-	c := o.clusters.Get(name)
-	if code <= 0 || !ok || c == nil {
-		o.Done(name, tag, code, timedOut)
 		return
 	}
-	c.Stats.RetryResponse(code)
-	c.RequestDone(h, code, false, false)
+	c.RequestDone(h, 0, true, timedOut)
+}
+
+func (o loopObserver) Head(name string, tag any, r route.ResponseHead) bool {
+	h, ok := tag.(*cluster.Host)
+	c := o.clusters.Get(name)
+	if !ok || c == nil {
+		return false
+	}
+	if r.Retried {
+		c.Stats.RetryResponse(r.Status)
+	} else {
+		c.Stats.Response(r.Status)
+	}
+	return c.ResponseHead(h, r)
+}
+
+func (o loopObserver) GRPCDone(_ string, tag any, status int) {
+	if h, ok := tag.(*cluster.Host); ok {
+		h.GRPCDone(status)
+	}
 }
 
 func (o loopObserver) Interim(name string, _ any, code int) {

@@ -256,7 +256,7 @@ func (cc *countedConn) CloseWrite() error {
 // RequestDone records the outcome of one request to h: code is the
 // upstream status, or 0 when the request failed without a response;
 // gatewayFailure marks connect failures, resets and timeouts. It feeds
-// outlier detection.
+// outlier detection. An HTTP response head is ResponseHead's.
 func (c *Cluster) RequestDone(h *Host, code int, gatewayFailure bool, timedOut bool) {
 	h.rqActive.Add(-1)
 	if timedOut {
@@ -270,6 +270,72 @@ func (c *Cluster) RequestDone(h *Host, code int, gatewayFailure bool, timedOut b
 	if c.outlier != nil {
 		c.outlierRecord(h, code, gatewayFailure)
 	}
+}
+
+// ResponseHead records a response head r from h, which ends the attempt
+// for least-request and rq_active, as Envoy's router takes it
+// (Filter::onUpstreamHeaders): outlier detection sees its status, or,
+// when a gRPC request's head has a grpc-status, the HTTP status that
+// maps to (route.HTTPStatusForGRPC: UNAVAILABLE is a 503). The host
+// counts rq_error for an attempt retried, whatever its status, and for a
+// 5xx (chargeUpstreamCode); rq_success for any other response to a
+// request that is not gRPC. A gRPC response that its head ends counts by
+// the head's grpc-status as GRPCDone does; one that goes on leaves the
+// count to its end (handleNon5xxResponseHeaders, grpcRqSuccessDeferred):
+// ResponseHead returns true, and the caller calls h.GRPCDone when the
+// response ends or the upstream breaks it (not when the client or a
+// timeout does: Envoy's router counts nothing then).
+func (c *Cluster) ResponseHead(h *Host, r route.ResponseHead) (wait bool) {
+	h.rqActive.Add(-1)
+	code := r.Status
+	if r.GRPC && r.GRPCStatus != route.NoGRPCStatus {
+		code = route.HTTPStatusForGRPC(r.GRPCStatus)
+	}
+	if c.outlier != nil {
+		c.outlierRecord(h, code, false)
+	}
+	switch {
+	case r.Retried || r.Status >= 500:
+		h.rqError.Add(1)
+	case !r.GRPC:
+		h.rqSuccess.Add(1)
+	case r.End:
+		h.GRPCDone(r.GRPCStatus)
+	default:
+		return true
+	}
+	return false
+}
+
+// GRPCDone counts the end of a gRPC response whose count its head left
+// to it (Cluster.ResponseHead) in h's rq_success when status, the
+// grpc-status of its trailers (route.GRPCStatus), maps below 500, else
+// in rq_error: route.NoGRPCStatus for trailers without one, a response
+// ended without trailers, or one the upstream reset, as Envoy's router
+// counts them (Filter::onUpstreamTrailers, onUpstreamData,
+// chargeUpstreamAbort). Outlier detection does not see the trailers.
+func (h *Host) GRPCDone(status int) {
+	if status != route.NoGRPCStatus && route.HTTPStatusForGRPC(status) < 500 {
+		h.rqSuccess.Add(1)
+	} else {
+		h.rqError.Add(1)
+	}
+}
+
+// HeadEnded reports whether the head of a response from the cluster's
+// transports ended it: the HTTP/1.1 client's bodyless response
+// (http.NoBody), x/net's HEADERS with END_STREAM, which it gives a
+// length of 0 without a content-length field. (One with a
+// content-length of 0 cannot be told from a body that ends at once.)
+func HeadEnded(resp *http.Response) bool {
+	if resp.Body == http.NoBody {
+		return true
+	}
+	if resp.ContentLength != 0 {
+		return false
+	}
+	_, ok := resp.Header["Content-Length"]
+	return !ok
 }
 
 // RequestReset records the end of a request to h that the downstream

@@ -190,16 +190,24 @@ type Router interface {
 type Observer interface {
 	// Started: an attempt to the target's host begins.
 	Started(cluster string, tag any)
-	// Done: the attempt got a response head with code, or failed without
-	// one (code 0; timedOut for the request timeout), or the client side
+	// Done: the attempt failed without a response head, retried or not
+	// (code 0; timedOut for the request timeout), or the client side
 	// ended it (code -1).
 	Done(cluster string, tag any, code int, timedOut bool)
-	// Retried is Done for an attempt the router retries: a response
-	// head's code (code > 0) counts in the cluster's retry.upstream_rq_*
-	// instead of its upstream_rq_*, as Envoy's router charges a retried
-	// response (Filter::onUpstreamHeaders: chargeBasicResponseStat with
-	// the prefix retry).
-	Retried(cluster string, tag any, code int, timedOut bool)
+	// Head: the attempt got its final response head r, sent on or
+	// retried (r.Retried: its status counts in the cluster's
+	// retry.upstream_rq_* instead of its upstream_rq_*, as Envoy's router
+	// charges a retried response, Filter::onUpstreamHeaders:
+	// chargeBasicResponseStat with the prefix retry). For a gRPC request
+	// r holds the head's grpc-status. True when the outcome of a gRPC
+	// response waits for its end: GRPCDone follows once it ends, with
+	// trailers or without, or the upstream breaks it.
+	Head(cluster string, tag any, r proxyroute.ResponseHead) (wait bool)
+	// GRPCDone: a gRPC response whose Head waited ended: status is its
+	// trailers' grpc-status (proxyroute.GRPCStatus), or
+	// proxyroute.NoGRPCStatus when it ended without trailers (an HTTP/1.1
+	// upstream's are dropped) or the upstream broke it.
+	GRPCDone(cluster string, tag any, status int)
 	// Interim: the attempt got a 1xx response head of code (100, 102,
 	// 103 or 104), dropped, which Envoy's router counts as a response
 	// (Filter::onUpstream1xxHeaders, chargeUpstreamCode); Done follows.

@@ -66,6 +66,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		d.logFlags(accesslog.UpstreamRemoteReset, cut)
 		l.logDone(d, s.x.status) // with the status its head went down with (logEnded knows no upstream stream's)
 		l.observeDone(&s.x, 0, false)
+		l.observeGRPCDone(&s.x, proxyroute.NoGRPCStatus) // the upstream broke the response (Envoy's chargeUpstreamAbort)
 		l.h2uDone(s)
 		if st.c == nil {
 			l.closeDown(d) // the response cannot be completed
@@ -144,6 +145,7 @@ func (l *loop) h2uResetBegun(s *h2ustream, flag accesslog.Flags, details string)
 	st.sd.logFlags(flag, details)
 	l.logDone(st.sd, s.x.status)
 	l.observeDone(&s.x, 0, false)
+	l.observeGRPCDone(&s.x, proxyroute.NoGRPCStatus) // as in h2uPeerReset
 	l.h2uDone(s)
 	if !st.gone {
 		l.h2uResetDown(st.sd)

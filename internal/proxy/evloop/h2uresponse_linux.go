@@ -53,6 +53,9 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 		if d.logged() {
 			d.logH2Trailers(st.trailers)
 		}
+		if s.x.grpcWait {
+			l.observeGRPCDone(&s.x, h2GRPCStatus(f))
+		}
 		l.h2uFinish(s, false)
 		return
 	}
@@ -84,9 +87,12 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	if n > 0 {
 		s.left, _ = strconv.ParseInt(first, 10, 64)
 	}
+	if l.readHead(&s.x, d, status) {
+		s.x.rh.GRPCStatus, s.x.rh.End = h2GRPCStatus(f), f.StreamEnded()
+	}
 	if p := d.rs.policy; p != nil && !d.rs.started {
-		gs := -1
-		if p.On&grpcRetries != 0 {
+		gs := s.x.rh.GRPCStatus // read for a gRPC request (readHead)
+		if p.On&grpcRetries != 0 && !s.x.rh.GRPC {
 			gs = h2GRPCStatus(f)
 		}
 		if !p.RetriableStatus(status, gs) {
@@ -197,6 +203,7 @@ func (l *loop) h2uData(s *h2ustream, f *http2.DataFrame) {
 func (l *loop) h2uFinish(s *h2ustream, sent bool) {
 	st := s.st
 	d := st.sd
+	l.observeGRPCDone(&s.x, proxyroute.NoGRPCStatus) // ended without trailers (with them it was told already)
 	l.h2uDone(s)
 	if !st.reqEnded {
 		// The upstream answered before the whole request: it needs no

@@ -12,11 +12,10 @@ package evloop
 // per-try timeout is the HTTP/1.1 attempts' too (h2uPerTryTimeout).
 
 import (
-	"strconv"
-
 	"golang.org/x/net/http2"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2uRetry decides whether s's failed attempt is retried (the caller
@@ -103,22 +102,14 @@ func (l *loop) h2uForget(st *h2stream) {
 	st.hf, st.reqTrailers = nil, nil
 }
 
-// h2GRPCStatus is a response HEADERS' grpc-status as the goroutine path
-// reads it (0 when not a number), -1 without one: a trailers-only
-// response carries it there.
+// h2GRPCStatus is a response HEADERS' (or trailers') grpc-status as
+// proxyroute.GRPCStatus reads it, proxyroute.NoGRPCStatus without one: a
+// trailers-only response carries it in its head.
 func h2GRPCStatus(f *http2.MetaHeadersFrame) int {
 	for _, hf := range f.RegularFields() {
-		if hf.Name != "grpc-status" {
-			continue
+		if hf.Name == "grpc-status" {
+			return proxyroute.GRPCStatus(hf.Value)
 		}
-		if hf.Value == "" {
-			return -1
-		}
-		n, err := strconv.Atoi(hf.Value)
-		if err != nil {
-			return 0
-		}
-		return n
 	}
-	return -1
+	return proxyroute.NoGRPCStatus
 }

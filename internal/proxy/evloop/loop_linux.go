@@ -138,6 +138,11 @@ type up struct {
 	tag       any
 	cluster   string
 	observing bool
+	// rh is the attempt's final response head as the Observer hears of
+	// it (readHead); grpcWait: its Head waits for the gRPC response's
+	// end (observeGRPCDone).
+	rh       proxyroute.ResponseHead
+	grpcWait bool
 	// Over TLS: the connection's records after the handshake, and whether
 	// the handshake runs (on a goroutine; connecting meanwhile).
 	tls         *tlsrec.Conn
@@ -402,31 +407,6 @@ func (l *loop) drainConns(retired bool) {
 	}
 	for _, d := range l.downs {
 		l.arm(d)
-	}
-}
-
-// observeStart tells the Observer an attempt on u begins.
-func (l *loop) observeStart(u *up, cluster string, tag any) {
-	if o := l.srv.cfg.Observer; o != nil {
-		u.cluster, u.tag, u.observing = cluster, tag, true
-		o.Started(cluster, tag)
-	}
-}
-
-// observeDone tells the Observer how u's attempt ended, once.
-func (l *loop) observeDone(u *up, code int, timedOut bool) {
-	if u.observing {
-		u.observing = false
-		l.srv.cfg.Observer.Done(u.cluster, u.tag, code, timedOut)
-	}
-}
-
-// observeRetried is observeDone for an attempt that is retried
-// (Observer.Retried).
-func (l *loop) observeRetried(u *up, code int, timedOut bool) {
-	if u.observing {
-		u.observing = false
-		l.srv.cfg.Observer.Retried(u.cluster, u.tag, code, timedOut)
 	}
 }
 

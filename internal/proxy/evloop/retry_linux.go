@@ -1,8 +1,6 @@
 package evloop
 
 import (
-	"strconv"
-
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
@@ -231,8 +229,8 @@ func (l *loop) responseRetry(d *down, u *up, head []byte, rs *response) bool {
 		return false
 	}
 	status := rs.status
-	gs := -1
-	if p.On&grpcRetries != 0 {
+	gs := u.rh.GRPCStatus // read for a gRPC request (readHead)
+	if p.On&grpcRetries != 0 && !u.rh.GRPC {
 		gs = grpcStatus(head, rs)
 	}
 	if !p.RetriableStatus(status, gs) {
@@ -244,25 +242,17 @@ func (l *loop) responseRetry(d *down, u *up, head []byte, rs *response) bool {
 	return l.retry(d, u, true, status, false)
 }
 
-// grpcStatus is the response's grpc-status as the goroutine path reads
-// it (its first header's value; 0 when not a number), -1 without one.
+// grpcStatus is the response's grpc-status as proxyroute.GRPCStatus
+// reads it (its first header's value), proxyroute.NoGRPCStatus without
+// one.
 func grpcStatus(head []byte, rs *response) int {
 	for i := range rs.lines {
 		h := &rs.lines[i]
-		if !equalFold(h.name.of(head), "grpc-status") {
-			continue
+		if equalFold(h.name.of(head), "grpc-status") {
+			return proxyroute.GRPCStatus(h.value.of(head))
 		}
-		v := h.value.of(head)
-		if len(v) == 0 {
-			return -1
-		}
-		n, err := strconv.Atoi(string(v))
-		if err != nil {
-			return 0
-		}
-		return n
 	}
-	return -1
+	return proxyroute.NoGRPCStatus
 }
 
 // reserve ends the previous retry's reservation and takes one for the

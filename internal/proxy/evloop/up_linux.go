@@ -341,6 +341,10 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		l.interim(u, d, rs.status)
 		return true
 	}
+	if l.readHead(u, d, rs.status) {
+		u.rh.GRPCStatus = grpcStatus(b, rs)
+		u.rh.End = rs.bodyless(d.head) || !rs.chunked && rs.hasLength && rs.contentLength == 0
+	}
 	if l.responseRetry(d, u, b, rs) {
 		return false
 	}
@@ -454,7 +458,7 @@ func (l *loop) responseCounted(u *up, d *down, status int) {
 	}
 	d.gen.st.response(status)
 	if u.observing {
-		l.observeDone(u, status, false)
+		l.observeHead(u, false)
 	} else {
 		u.pool.st.response(status)
 	}
@@ -487,6 +491,7 @@ func (l *loop) h1Done(d *down) {
 // back to its pool if it can be reused, and the client's next request
 // (pipelined already, perhaps) is processed.
 func (l *loop) finish(u *up, reusable bool) {
+	l.observeGRPCDone(u, proxyroute.NoGRPCStatus) // ended without trailers (an HTTP/1.1 upstream's are dropped)
 	d := u.d
 	extra := u.in != nil && u.off < len(u.in)
 	code := u.status
@@ -539,6 +544,11 @@ func (l *loop) finish(u *up, reusable bool) {
 // takes the request off before it resets it, and its HttpUpstream
 // removes its callbacks first: the log says UT alone).
 func (l *loop) cutResponse(u *up, why accesslog.Flags, details string) {
+	if why != accesslog.UpstreamRequestTimeout {
+		// The upstream broke the response (Envoy's chargeUpstreamAbort);
+		// a timeout's cut counts nothing (onResponseTimeout).
+		l.observeGRPCDone(u, proxyroute.NoGRPCStatus)
+	}
 	d := u.d
 	if d != nil {
 		d.logFlags(why, details)

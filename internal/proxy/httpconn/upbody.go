@@ -26,6 +26,7 @@ type upstreamBody struct {
 	// h2: the response came over HTTP/2; upgraded: it is a 101's
 	// connection, whose bytes no codec parses (cutBy).
 	h2, upgraded bool
+	grpc         *grpcEnd // a gRPC response whose end decides its host's count, or nil
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
@@ -35,6 +36,14 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	}
 	if n > 0 {
 		b.s.touch()
+	}
+	if b.grpc != nil {
+		if n > 0 {
+			b.grpc.body = true
+		}
+		if err == io.EOF {
+			b.grpcEnded() // the transports have taken the trailers when they say EOF
+		}
 	}
 	if err != nil && err != io.EOF {
 		// The response broke after its headers went downstream: record why.
@@ -64,6 +73,7 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 				cluster.CountConnError(b.wire, err)
 			}
 			s.bodyCut.CompareAndSwap(nil, &cutProtocolError)
+			b.grpcDone(route.NoGRPCStatus) // the upstream broke it (Envoy's chargeUpstreamAbort)
 		default:
 			var cut *string
 			f, cut = b.cutBy(err)
@@ -71,6 +81,7 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 				s.cl.Stats.RqRxReset.Inc() // as classify counts it
 			}
 			s.bodyCut.CompareAndSwap(nil, cut)
+			b.grpcDone(route.NoGRPCStatus)
 		}
 		s.bodyFlags.Or(uint32(f))
 	}

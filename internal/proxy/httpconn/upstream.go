@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +56,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 	if rp != nil {
 		attempts = rp.HostSelectionAttempts
 	}
+	grpc := route.IsGRPC(req.Header.Get("Content-Type"))
 	var releaseRetry func()
 	for n := 0; ; n++ {
 		if ctx.Err() != nil {
@@ -199,15 +199,20 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			return nil, le
 		}
 		s.svcTime = time.Since(t0)
-		c.RequestDone(h, resp.StatusCode, false, false)
+		head := route.ResponseHead{Status: resp.StatusCode, GRPC: grpc, GRPCStatus: route.NoGRPCStatus}
+		if grpc {
+			head.GRPCStatus, head.End = route.GRPCStatus(resp.Header.Get("Grpc-Status")), cluster.HeadEnded(resp)
+		}
 		if rp != nil && !at.came() {
-			gs := -1
-			if v := resp.Header.Get("Grpc-Status"); v != "" {
-				gs, _ = strconv.Atoi(v)
+			gs := head.GRPCStatus
+			if !grpc {
+				gs = route.GRPCStatus(resp.Header.Get("Grpc-Status")) // the policy reads any response's
 			}
 			if rp.RetriableStatus(resp.StatusCode, gs) {
 				if n < rp.NumRetries && (body == nil || !body.overflow()) {
 					if r, ok := c.AcquireRetry(); ok {
+						head.Retried = true
+						c.ResponseHead(h, head)
 						_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 						_ = resp.Body.Close()
 						acancel()
@@ -230,8 +235,12 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				c.Stats.RqRetrySuccess.Inc()
 			}
 		}
+		wait := c.ResponseHead(h, head)
 		c.Stats.Response(resp.StatusCode) // the request's answer
 		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn(), h2: resp.ProtoMajor == 2}
+		if wait {
+			ub.grpc = &grpcEnd{host: h, resp: resp, head: head.GRPCStatus, trailers: !http1}
+		}
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 			ub.upgraded = true
 			// An upgraded connection: the forwarder writes to it as well.

@@ -111,3 +111,24 @@ func TestIsGRPC(t *testing.T) {
 		}
 	}
 }
+
+func TestGRPCStatus(t *testing.T) {
+	for v, want := range map[string]int{"": NoGRPCStatus, "0": 0, "14": 14, "16": 16, "+13": 13, " 4 ": 4, "\t2": 2,
+		"17": InvalidGRPCStatus, "99999999999999999999999": InvalidGRPCStatus, "-1": InvalidGRPCStatus, "x": InvalidGRPCStatus,
+		" ": InvalidGRPCStatus, "+": InvalidGRPCStatus, "1 4": InvalidGRPCStatus, "0x1": InvalidGRPCStatus} {
+		if got, gotB := GRPCStatus(v), GRPCStatus([]byte(v)); got != want || gotB != want {
+			t.Errorf("GRPCStatus(%q) = %d, %d; want %d", v, got, gotB, want)
+		}
+	}
+}
+
+// TestHTTPStatusForGRPC: Envoy's Grpc::Utility::grpcToHttpStatus, status
+// by status.
+func TestHTTPStatusForGRPC(t *testing.T) {
+	want := []int{200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401, 500}
+	for s, w := range want {
+		if got := HTTPStatusForGRPC(s); got != w {
+			t.Errorf("HTTPStatusForGRPC(%d) = %d, want %d", s, got, w)
+		}
+	}
+}
