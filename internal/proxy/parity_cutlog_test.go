@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -235,36 +234,41 @@ func TestTimeoutAfterHeadLogSamePaths(t *testing.T) {
 // the response head, not retried (no retry policy), is logged as Envoy's
 // router logs that reset (Filter::onUpstreamReset: reason
 // remote_refused_stream_reset, flag UR), to an HTTP/1.1 client with the
-// 503 that names it and to an h2c client, whose stream the loops refuse
-// rather than answer (docs/proxy.md), with no status. On the loops only:
-// the goroutine path's x/net transport retries a refused stream itself
-// (httpconn's TestClassifyRefusedStream covers its log). The loops
-// logged {remote_reset} and answered "remote reset" to an HTTP/1.1
-// client, and logged DC for an h2c client's stream.
+// 503 that names it, on every path, and to an h2c client, whose stream
+// the loops refuse rather than answer (docs/proxy.md), with no status
+// (the 503 on goroutines). The loops logged {remote_reset} and answered
+// "remote reset" to an HTTP/1.1 client, and logged DC for an h2c
+// client's stream; the goroutine path's x/net transport retried the
+// refused stream itself until the route timeout (504 UT).
 func TestRefusedBeforeHeadLog(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("the loops run on Linux only")
-	}
 	up := rawH2Upstream(t, func(w *rawH2Writer, id uint32, _ *rawH2Request) {
 		_ = w.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
 	})
 	const details = " UR upstream_reset_before_response_started{remote_refused_stream_reset}"
-	h := newHarness(t, proxyPath{"loops", false, false}.logged)
-	logFile := filepath.Join(t.TempDir(), "access.log")
-	h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
-		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h2/", "h2"))),
-		edsCluster("h2", h2Upstream), cla("h2", up))
 	const body = "503 upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
-	if _, got := interimGet(t, h.addr("egress"), "/h2/refused", false); got != body {
-		t.Errorf("HTTP/1.1: answered %q; want %q", got, body)
-	}
-	_ = h2Exchange(dialH2(t, h.addr("egress")), 1, [][2]string{
-		{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/h2/refused"}})
-	log := awaitLog(t, logFile, 2)
-	lines := strings.Split(log, "\n")
-	for _, want := range []string{"HTTP/1.1 /h2/refused 503" + details, "HTTP/2 /h2/refused 0" + details} {
-		if !slices.Contains(lines, want) {
-			t.Errorf("access log\n%s\nwant the line %q", log, want)
-		}
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
+				routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h2/", "h2"))),
+				edsCluster("h2", h2Upstream), cla("h2", up))
+			if _, got := interimGet(t, h.addr("egress"), "/h2/refused", false); got != body {
+				t.Errorf("HTTP/1.1: answered %q; want %q", got, body)
+			}
+			_ = h2Exchange(dialH2(t, h.addr("egress")), 1, [][2]string{
+				{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/h2/refused"}})
+			h2Status := " 0"
+			if p.h2Goroutines {
+				h2Status = " 503"
+			}
+			log := awaitLog(t, logFile, 2)
+			lines := strings.Split(log, "\n")
+			for _, want := range []string{"HTTP/1.1 /h2/refused 503" + details, "HTTP/2 /h2/refused" + h2Status + details} {
+				if !slices.Contains(lines, want) {
+					t.Errorf("access log\n%s\nwant the line %q", log, want)
+				}
+			}
+		})
 	}
 }

@@ -46,6 +46,7 @@ type h2Pool struct {
 type h2Dial struct {
 	done chan struct{} // closed once cc or err is set
 	cc   *http2.ClientConn
+	w    *h2Conn // under cc
 	err  error
 	// unpooled: its address was drained while it dialled. The requests
 	// that waited for it take their streams on it, and it is shut down
@@ -64,17 +65,26 @@ func newH2Pool(c *Cluster, t *http2.Transport) *h2Pool {
 }
 
 // GetClientConn returns a connection to addr with a stream reserved for
-// req: one open with room, else a new one (a dial under way is shared).
+// req (take). x/net's Transport no longer asks (h2RT takes them).
 func (p *h2Pool) GetClientConn(req *http.Request, addr string) (*http2.ClientConn, error) {
+	cc, _, err := p.take(req, addr)
+	return cc, err
+}
+
+// take returns a connection to addr with a stream reserved for req, and
+// the connection under it: one open with room, else a new one (a dial
+// under way is shared).
+func (p *h2Pool) take(req *http.Request, addr string) (*http2.ClientConn, *h2Conn, error) {
 	for {
 		p.mu.Lock()
 		for _, cc := range p.conns[addr] {
-			if w := p.wires[cc]; w != nil && w.failed.Load() {
+			w := p.wires[cc]
+			if w != nil && w.failed.Load() {
 				continue
 			}
 			if cc.ReserveNewRequest() {
 				p.mu.Unlock()
-				return cc, nil
+				return cc, w, nil
 			}
 		}
 		d := p.dialing[addr]
@@ -89,13 +99,13 @@ func (p *h2Pool) GetClientConn(req *http.Request, addr string) (*http2.ClientCon
 		select {
 		case <-d.done:
 		case <-req.Context().Done():
-			return nil, req.Context().Err()
+			return nil, nil, req.Context().Err()
 		}
 		if d.err != nil {
-			return nil, d.err
+			return nil, nil, d.err
 		}
 		if d.unpooled && d.cc.ReserveNewRequest() {
-			return d.cc, nil
+			return d.cc, d.w, nil
 		}
 		// Full already (other requests took its streams): again.
 	}
@@ -114,10 +124,11 @@ func (p *h2Pool) dial(ctx context.Context, addr string, d *h2Dial) {
 	p.mu.Lock()
 	delete(p.dialing, addr)
 	if err == nil {
+		d.w, _ = nc.(*h2Conn)
 		if p.kept(addr) {
 			p.conns[addr] = append(p.conns[addr], cc)
-			if w, ok := nc.(*h2Conn); ok {
-				p.wires[cc] = w
+			if d.w != nil {
+				p.wires[cc] = d.w
 			}
 		} else {
 			d.unpooled = true
@@ -147,6 +158,36 @@ func (p *h2Pool) shutdown(cc *http2.ClientConn) {
 	// Shutdown waits for them; each is bounded by its route timeout), or
 	// at once for an idle connection.
 	go func() { _ = cc.Shutdown(context.Background()) }()
+}
+
+// closeIdle closes the connections that carry no stream (none reserved):
+// forgotten, so that they take none, and shut down.
+func (p *h2Pool) closeIdle() {
+	var idle []*http2.ClientConn
+	p.mu.Lock()
+	for addr, l := range p.conns {
+		kept := l[:0]
+		for _, cc := range l {
+			// Reservations are made with mu held: none can start on
+			// cc once it is found idle here.
+			if st := cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
+				idle = append(idle, cc)
+				delete(p.wires, cc)
+			} else {
+				kept = append(kept, cc)
+			}
+		}
+		clear(l[len(kept):]) // not kept reachable by the array
+		if len(kept) == 0 {
+			delete(p.conns, addr)
+		} else {
+			p.conns[addr] = kept
+		}
+	}
+	p.mu.Unlock()
+	for _, cc := range idle {
+		p.shutdown(cc)
+	}
 }
 
 // MarkDead forgets a connection that closed or went away (GOAWAY).

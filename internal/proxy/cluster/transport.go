@@ -126,7 +126,7 @@ func (c *Cluster) h2Of() http.RoundTripper {
 	if c.Type == OriginalDst {
 		return origDstH2{c}
 	}
-	return c.h2
+	return h2RT{c.h2pool}
 }
 
 // dialH1 and dialH2 open upstream connections for net/http's Transports

@@ -1,0 +1,120 @@
+package cluster
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"time"
+)
+
+// x/net's Transport.RoundTrip sends a request again by itself, up to six
+// times and from the second time on after 1 s, 2 s, 4 s ... of back-off,
+// when the upstream refused its stream (RST_STREAM REFUSED_STREAM), when
+// the connection it was given could take no stream before the request
+// went out, or when a GOAWAY's last-stream-id left the stream out
+// (roundTripViaPool, shouldRetryRequest). Envoy's router sees a refused
+// stream as a reset (remote refused stream reset, UR) and sends it again
+// only under the route's retry policy (retry_on refused-stream or reset),
+// with that policy's back-off and counters, as the loops do; x/net's
+// retries hid it from the route, so that an upstream refusing every
+// stream was answered 504 at the route timeout. h2RT sends each attempt
+// on a connection of its own pool (ClientConn.RoundTrip) and takes
+// another connection only for a request the upstream never processed:
+// one that never went out, or one a GOAWAY left out, as x/net did.
+
+// h2RT is an HTTP/2 cluster's round tripper (of a destination's host, for
+// an ORIGINAL_DST cluster): its pool's connections, no retry of its own
+// but for a connection that could not carry the stream.
+type h2RT struct{ pool *h2Pool }
+
+// maxRepick is how many times a request goes on another connection
+// because the one it had took no stream (x/net's bound).
+const maxRepick = 6
+
+// x/net's errors for a request the upstream did not process, unexported:
+// the connection could take no stream (closed, going away, or failed)
+// before the request went out, or the stream was above a GOAWAY's
+// last-stream-id.
+const (
+	errUnusable = "http2: client conn not usable"
+	errGoAway   = "http2: Transport received Server's graceful shutdown GOAWAY"
+	// The connection closed before its first stream went out.
+	errNotEstablished = "http2: client conn could not be established"
+)
+
+func (t h2RT) RoundTrip(req *http.Request) (*http.Response, error) {
+	addr := authorityAddr(req.URL.Scheme, req.URL.Host)
+	for try := 0; ; try++ {
+		cc, w, err := t.pool.take(req, addr)
+		if err != nil {
+			return nil, err
+		}
+		if tr := httptrace.ContextClientTrace(req.Context()); tr != nil && tr.GotConn != nil && w != nil {
+			tr.GotConn(httptrace.GotConnInfo{Conn: w}) // CountConnError's connection
+		}
+		res, err := cc.RoundTrip(req)
+		if err == nil {
+			return res, nil
+		}
+		if err.Error() == errNotEstablished {
+			// The connection's first stream found it closed: not kept
+			// for the next request (x/net marks it dead likewise).
+			t.pool.MarkDead(cc)
+			return nil, err
+		}
+		if try >= maxRepick {
+			return nil, err
+		}
+		switch err.Error() {
+		case errUnusable:
+			// Not sent: its body is unread.
+		case errGoAway:
+			// Sent, perhaps with some of its body: again only when
+			// the body can be had again, as x/net's shouldRetryRequest.
+			if req.Body != nil && req.Body != http.NoBody {
+				if req.GetBody == nil {
+					return nil, err
+				}
+				body, berr := req.GetBody()
+				if berr != nil {
+					return nil, err
+				}
+				r := *req
+				r.Body = body
+				req = &r
+			}
+		default:
+			// REFUSED_STREAM among them: the route's retry policy's.
+			return nil, err
+		}
+		if try > 0 {
+			tm := time.NewTimer(time.Second << (try - 1)) // x/net's back-off, without its jitter
+			select {
+			case <-tm.C:
+			case <-req.Context().Done():
+				tm.Stop()
+				return nil, req.Context().Err()
+			}
+		}
+	}
+}
+
+// authorityAddr is host:port for a URL's scheme and host, the port the
+// scheme's when the host has none: x/net's key for a connection.
+func authorityAddr(scheme, host string) string {
+	if _, port, err := net.SplitHostPort(host); err == nil && port != "" {
+		return host
+	}
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = host
+	}
+	port := "443"
+	if scheme == "http" {
+		port = "80"
+	}
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	return net.JoinHostPort(h, port)
+}
