@@ -65,16 +65,23 @@ func (t h2RT) RoundTrip(req *http.Request) (*http.Response, error) {
 		if try >= maxRepick {
 			return nil, err
 		}
-		switch err.Error() {
-		case errUnusable:
-			// Not sent: its body is unread.
-		case errGoAway:
-			// Sent, perhaps with some of its body: again only when
-			// the body can be had again, as x/net's shouldRetryRequest.
-			if req.Body != nil && req.Body != http.NoBody {
-				if req.GetBody == nil {
+		unusable := err.Error() == errUnusable
+		if !unusable && err.Error() != errGoAway {
+			// REFUSED_STREAM among them: the route's retry policy's.
+			return nil, err
+		}
+		// The body goes again from GetBody when it can, as x/net's
+		// shouldRetryRequest: x/net closed the one it was given (and
+		// httpconn's replay waits for the body it handed out last to
+		// close before the next attempt reads). Without GetBody, only
+		// a request that never went out (unusable) goes again, its
+		// body unread.
+		if req.Body != nil && req.Body != http.NoBody {
+			if req.GetBody == nil {
+				if !unusable {
 					return nil, err
 				}
+			} else {
 				body, berr := req.GetBody()
 				if berr != nil {
 					return nil, err
@@ -83,9 +90,6 @@ func (t h2RT) RoundTrip(req *http.Request) (*http.Response, error) {
 				r.Body = body
 				req = &r
 			}
-		default:
-			// REFUSED_STREAM among them: the route's retry policy's.
-			return nil, err
 		}
 		if try > 0 {
 			tm := time.NewTimer(time.Second << (try - 1)) // x/net's back-off, without its jitter

@@ -1,0 +1,154 @@
+package cluster
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// TestH2RTKnowsXNetErrors: the errors h2RT tells apart by their text
+// (x/net's, unexported) are still worded as h2RT expects: a connection
+// closed before its first stream (errNotEstablished), one that takes no
+// new stream (errUnusable), and a stream a GOAWAY left out (errGoAway).
+// Should x/net reword one, h2RT would send a REFUSED-like request to the
+// route's retry policy instead of another connection, or keep a dead
+// connection: this fails first.
+func TestH2RTKnowsXNetErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// Ends when ln closes.
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// Ends when the client closes c.
+			go goAwayFirstStream(c)
+		}
+	}()
+	tr := &http2.Transport{AllowHTTP: true}
+	dial := func() *http2.ClientConn {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := tr.NewClientConn(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return cc
+	}
+	send := func(cc *http2.ClientConn) error {
+		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+		resp, err := cc.RoundTrip(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err
+	}
+	check := func(name string, err error, want string) {
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: x/net said %v; h2RT expects %q", name, err, want)
+		}
+	}
+	closed := dial()
+	_ = closed.Close()
+	check("closed before its first stream", send(closed), errNotEstablished)
+	reused := dial()
+	reused.SetDoNotReuse()
+	check("taking no new stream", send(reused), errUnusable)
+	check("left out by a GOAWAY", send(dial()), errGoAway)
+}
+
+// goAwayFirstStream serves HTTP/2 on c: each stream is answered with a
+// GOAWAY (NO_ERROR) whose last-stream-id leaves it out.
+func goAwayFirstStream(c net.Conn) {
+	defer c.Close()
+	if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	if fr.WriteSettings() != nil {
+		return
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() && fr.WriteSettingsAck() != nil {
+				return
+			}
+		case *http2.HeadersFrame:
+			if fr.WriteGoAway(0, http2.ErrCodeNo, nil) != nil {
+				return
+			}
+		}
+	}
+}
+
+// TestH2RTUnusableBodyAgain: a request whose connection could take no
+// stream after it was picked (drained, closed, going away) goes on
+// another connection with its body had again from GetBody, as x/net's
+// shouldRetryRequest had it: x/net closed the body it was given, and
+// httpconn's replay hands out a fresh one so that its next attempt waits
+// for the right one to close.
+func TestH2RTUnusableBodyAgain(t *testing.T) {
+	addr, _ := h2Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(w, r.Body)
+	}))
+	c := h2Cluster(t, addr, 1024, 1024)
+	rt, _ := c.Transport(2)
+	send := func(ctx context.Context, gets *atomic.Int32) (string, error) {
+		req, _ := http.NewRequestWithContext(WithHost(ctx, c.Hosts()[0]), "POST", "http://"+addr+"/", strings.NewReader("hello"))
+		if gets != nil {
+			req.GetBody = func() (io.ReadCloser, error) {
+				gets.Add(1)
+				return io.NopCloser(strings.NewReader("hello")), nil
+			}
+		}
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := send(ctx, nil); err != nil { // a pooled connection to pick
+		t.Fatal(err)
+	}
+	// The pool is drained as the request gets its connection: that one
+	// takes no new stream when the request goes out on it.
+	var drained atomic.Bool
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+		if drained.CompareAndSwap(false, true) {
+			c.h2pool.drain(nil)
+		}
+	}}
+	var gets atomic.Int32
+	got, err := send(httptrace.WithClientTrace(ctx, trace), &gets)
+	if err != nil || got != "hello" {
+		t.Fatalf("answered %q, %v; want the body echoed", got, err)
+	}
+	if gets.Load() != 1 {
+		t.Errorf("GetBody called %d times; want 1 (the body of the connection that took no stream was closed)", gets.Load())
+	}
+}
