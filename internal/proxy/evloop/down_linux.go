@@ -446,11 +446,11 @@ func (l *loop) closeDown(d *down) {
 	l.closeNotify(d)
 	unix.Close(d.fd)
 	l.forgetDown(d)
-	d.gen.st.cxDestroy.Inc()
 	d.gen.st.cxActive.Dec()
+	d.gen.st.cxDestroy.Inc()
 	if ls := l.srv.cfg.Listener; ls != nil {
+		ls.CxActive.Dec() // before the destroy: who saw it sees the connection gone
 		ls.CxDestroy.Inc()
-		ls.CxActive.Dec()
 	}
 }
 

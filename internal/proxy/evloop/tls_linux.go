@@ -154,8 +154,8 @@ func (l *loop) dropHandshake(h handshaken) {
 	unix.Close(h.fd)
 	l.srv.conns.Add(-1)
 	if ls := l.srv.cfg.Listener; ls != nil {
+		ls.CxActive.Dec() // before the destroy: who saw it sees the connection gone
 		ls.CxDestroy.Inc()
-		ls.CxActive.Dec()
 	}
 }
 
