@@ -6,6 +6,7 @@ package httpconn
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -27,6 +28,9 @@ type upstreamBody struct {
 	// connection, whose bytes no codec parses (cutBy).
 	h2, upgraded bool
 	grpc         *grpcEnd // a gRPC response whose end decides its host's count, or nil
+	// host: its head's, told of a cut of the response (cutHost), or nil
+	// once told.
+	host *cluster.Host
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
@@ -64,6 +68,9 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 			}
 		case context.Cause(s.ctx) != nil:
 			f = s.ctxError(s.ctx, true).flags
+			if errors.Is(context.Cause(s.ctx), errRouteTimeout) {
+				b.cutHost(true)
+			}
 		case cluster.H2ProtocolReset(err):
 			// Its HTTP/2 connection failed for the upstream's protocol
 			// error (cluster/h2conn.go), counted as classify counts it.
@@ -73,6 +80,7 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 				cluster.CountConnError(b.wire, err)
 			}
 			s.bodyCut.CompareAndSwap(nil, &cutProtocolError)
+			b.cutHost(false)
 			b.grpcDone(route.NoGRPCStatus) // the upstream broke it (Envoy's chargeUpstreamAbort)
 		default:
 			var cut *string
@@ -81,11 +89,22 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 				s.cl.Stats.RqRxReset.Inc() // as classify counts it
 			}
 			s.bodyCut.CompareAndSwap(nil, cut)
+			b.cutHost(false)
 			b.grpcDone(route.NoGRPCStatus)
 		}
 		s.bodyFlags.Or(uint32(f))
 	}
 	return n, err
+}
+
+// cutHost tells the response's host, once, that its response was cut
+// after the head (cluster.Cluster.ResponseCut): by the upstream, or,
+// timedOut, by the route timeout.
+func (b *upstreamBody) cutHost(timedOut bool) {
+	if h := b.host; h != nil {
+		b.host = nil
+		b.s.cl.ResponseCut(h, timedOut)
+	}
 }
 
 // The details an upstream's reset after the head gives (route.DetailsCut*),
