@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"bufio"
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +12,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -80,7 +84,9 @@ var cutCombos = []cutCombo{{"h2", true, true}, {"h1h2", false, true}, {"h2h1", t
 // head resets the consecutive counts and its reset counts one, so
 // consecutive_5xx 1 ejects after one such response and 2 after none of
 // three; a 503 head and its reset count two, so consecutive_5xx 2 ejects
-// after one. On every pair of client and upstream protocols.
+// after one; an HTTP/2 upstream's connection that ends or fails for its
+// protocol error after the head counts as its stream's reset. On every pair of client and upstream
+// protocols.
 func TestUpstreamCutOutlierSamePaths(t *testing.T) {
 	cases := []struct {
 		name   string // with the combo's: the cluster, and the request's host
@@ -109,6 +115,29 @@ func TestUpstreamCutOutlierSamePaths(t *testing.T) {
 					rs = append(rs, edsCluster(name, mods...), cla(name, up))
 				}
 			}
+			// An HTTP/2 upstream whose connection, after the head, ends
+			// (/close) or fails for its protocol error (/proto: trailers
+			// without END_STREAM), from either client.
+			raw := rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
+				w.headers(id, false, 0, ":status", "200", "content-length", "100")
+				_ = w.fr.WriteData(id, false, []byte("0123456789"))
+				if strings.Join(r.values(":path"), "") == "/proto" {
+					w.headers(id, false, 0, "x-trailer", "1")
+					return
+				}
+				_ = w.bw.Flush()
+				_ = w.c.Close()
+			})
+			for _, c := range cutCombos[:2] {
+				for _, end := range []string{"close", "proto"} {
+					name := c.name + "-" + end
+					vhs = append(vhs, vhost(name, []string{name}, routeTo("/", name)))
+					rs = append(rs, edsCluster(name, h2Upstream, func(cl *clusterv3.Cluster) {
+						cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: u32(1), Interval: durationpb.New(time.Hour),
+							BaseEjectionTime: durationpb.New(time.Hour), MaxEjectionPercent: u32(100)}
+					}), cla(name, raw))
+				}
+			}
 			h.push(append(rs, routeConfig("rds", vhs...))...)
 			h1, h2 := &http.Client{Timeout: 10 * time.Second}, h2cClient(t)
 			want := map[string]int64{}
@@ -116,6 +145,16 @@ func TestUpstreamCutOutlierSamePaths(t *testing.T) {
 				cl := h1
 				if c.h2c {
 					cl = h2
+				}
+				for _, end := range []string{"close", "proto"} {
+					if !c.h2 {
+						break
+					}
+					name := c.name + "-" + end
+					if !getCut(t, cl, h.addr("egress"), name, "/"+end) {
+						t.Errorf("%s/%s: not cut after the head", name, end)
+					}
+					want["cluster."+name+".outlier_detection.ejections_enforced_consecutive_5xx"] = 1
 				}
 				for _, k := range cases {
 					name := c.name + "-" + k.name
@@ -181,6 +220,86 @@ func TestRouteTimeoutAfterHeadHostSamePaths(t *testing.T) {
 				waitHostCounts(t, h, c.name, up, "rq_total=1 rq_success=1 rq_error=0 rq_timeout=1 rq_active=0", counters...)
 			}
 			waitStats(t, h, want)
+		})
+	}
+}
+
+// TestClientEndNoCutOutlierSamePaths: a response the client ends after
+// its head (its stream reset, its connection closed) and an upgraded
+// connection the client closes are not seen by outlier detection, as
+// Envoy's router resets its upstream request with its callbacks removed
+// (UpstreamRequest::resetStream), so no onUpstreamReset: with
+// consecutive_5xx 1 nothing is ejected. On every pair of client and
+// upstream protocols, and for a 101.
+func TestClientEndNoCutOutlierSamePaths(t *testing.T) {
+	ws := tcpUpstream(t, func(c net.Conn) { // a 101, then what comes until the proxy closes
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_, _ = io.Copy(io.Discard, c)
+	})
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.on)
+			up := cutUpstream(t)
+			od := func(cl *clusterv3.Cluster) {
+				cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: u32(1), Interval: durationpb.New(time.Hour),
+					BaseEjectionTime: durationpb.New(time.Hour), MaxEjectionPercent: u32(100)}
+			}
+			wsr := routeTo("/ws", "ws")
+			wsr.GetRoute().Timeout = durationpb.New(0)
+			vhs := []*routev3.VirtualHost{vhost("ws", []string{"ws"}, wsr)}
+			rs := []types.Resource{httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
+				m.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+			})), edsCluster("ws", od), cla("ws", ws)}
+			for _, c := range cutCombos {
+				vhs = append(vhs, vhost(c.name, []string{c.name}, routeTo("/", c.name)))
+				mods := []func(*clusterv3.Cluster){od}
+				if c.h2 {
+					mods = append(mods, h2Upstream)
+				}
+				rs = append(rs, edsCluster(c.name, mods...), cla(c.name, up))
+			}
+			h.push(append(rs, routeConfig("rds", vhs...))...)
+			h1, h2 := &http.Client{Timeout: 10 * time.Second}, h2cClient(t)
+			for _, c := range cutCombos {
+				cl := h1
+				if c.h2c {
+					cl = h2
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				req, err := http.NewRequestWithContext(ctx, "GET", "http://"+h.addr("egress")+"/stall", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Host = c.name
+				resp, err := cl.Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v", c.name, err)
+				}
+				_, _ = io.ReadFull(resp.Body, make([]byte, 10))
+				cancel() // the client's reset (h2c) or its connection closed
+				_ = resp.Body.Close()
+			}
+			c := dialRaw(t, h.addr("egress"))
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 101 {
+				t.Fatalf("ws: %v %v", resp, err)
+			}
+			_ = c.Close() // the client's end of the upgraded connection
+			counters := []string{"rq_active"}
+			for _, c := range cutCombos {
+				waitHostCounts(t, h, c.name, up, "rq_active=0", counters...)
+			}
+			waitHostCounts(t, h, "ws", ws, "rq_active=0", counters...)
+			time.Sleep(100 * time.Millisecond) // an ejection that came late came after all
+			for _, c := range append(cutCombos, cutCombo{name: "ws"}) {
+				if n := h.stat("cluster." + c.name + ".outlier_detection.ejections_enforced_consecutive_5xx"); n != 0 {
+					t.Errorf("%s: ejections_enforced_consecutive_5xx %d after the client's end; want 0", c.name, n)
+				}
+			}
 		})
 	}
 }

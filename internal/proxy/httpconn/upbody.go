@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
@@ -29,8 +30,11 @@ type upstreamBody struct {
 	h2, upgraded bool
 	grpc         *grpcEnd // a gRPC response whose end decides its host's count, or nil
 	// host: its head's, told of a cut of the response (cutHost), or nil
-	// once told.
-	host *cluster.Host
+	// once told; closed: the proxy closed the body (Close), so that a
+	// read it fails is no cut by the upstream (an upgraded connection's,
+	// read on a goroutine of its own, when the client's side ended).
+	host   *cluster.Host
+	closed atomic.Bool
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
@@ -99,9 +103,11 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 
 // cutHost tells the response's host, once, that its response was cut
 // after the head (cluster.Cluster.ResponseCut): by the upstream, or,
-// timedOut, by the route timeout.
+// timedOut, by the route timeout. Not once the proxy closed the body:
+// the read failed for that, as Envoy's router resets its upstream
+// request with its callbacks removed (UpstreamRequest::resetStream).
 func (b *upstreamBody) cutHost(timedOut bool) {
-	if h := b.host; h != nil {
+	if h := b.host; h != nil && (timedOut || !b.closed.Load()) {
 		b.host = nil
 		b.s.cl.ResponseCut(h, timedOut)
 	}
@@ -156,6 +162,7 @@ type upgradedBody struct {
 func (b *upgradedBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 func (b *upstreamBody) Close() error {
+	b.closed.Store(true) // before the close that may fail a read (cutHost)
 	err := b.ReadCloser.Close()
 	b.once.Do(b.done)
 	return err
