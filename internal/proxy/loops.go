@@ -298,6 +298,13 @@ func (o loopObserver) GRPCDone(_ string, tag any, status int) {
 	}
 }
 
+func (o loopObserver) Cut(name string, tag any, timedOut bool) {
+	h, ok := tag.(*cluster.Host)
+	if c := o.clusters.Get(name); ok && c != nil {
+		c.ResponseCut(h, timedOut)
+	}
+}
+
 func (o loopObserver) Interim(name string, _ any, code int) {
 	if c := o.clusters.Get(name); c != nil {
 		c.Stats.Response(code)

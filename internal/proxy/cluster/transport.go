@@ -322,6 +322,27 @@ func (h *Host) GRPCDone(status int) {
 	}
 }
 
+// ResponseCut records that a response from h whose head ResponseHead
+// recorded was cut before its end: timedOut, by the route timeout, which
+// counts the host's rq_timeout as Envoy's router counts it for every
+// upstream request in flight, its head seen or not
+// (Filter::onResponseTimeout), and nothing for outlier detection; else
+// by the upstream (its stream's reset, its connection's end or its
+// protocol error), which Envoy's router gives outlier detection as a
+// local-origin connect failure on every reset, after the head too
+// (Filter::onUpstreamReset): a 503 when local and external errors are
+// not split (DetectorHostMonitorImpl::putResultNoLocalExternalSplit),
+// so it counts after the head's own status (a 200 head's having reset
+// the consecutive counts).
+func (c *Cluster) ResponseCut(h *Host, timedOut bool) {
+	switch {
+	case timedOut:
+		h.rqTimeout.Add(1)
+	case c.outlier != nil:
+		c.outlierRecord(h, http.StatusServiceUnavailable, true)
+	}
+}
+
 // HeadEnded reports whether the head of a response from the cluster's
 // transports ended it: the HTTP/1.1 client's bodyless response
 // (http.NoBody), x/net's HEADERS with END_STREAM, which it gives a

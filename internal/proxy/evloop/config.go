@@ -208,6 +208,11 @@ type Observer interface {
 	// proxyroute.NoGRPCStatus when it ended without trailers (an HTTP/1.1
 	// upstream's are dropped) or the upstream broke it.
 	GRPCDone(cluster string, tag any, status int)
+	// Cut: the response whose head Head heard of (not retried) was cut
+	// before its end, by the upstream (its stream's reset, its
+	// connection's end, its protocol error) or, timedOut, by the request
+	// timeout. Not when the client ends it.
+	Cut(cluster string, tag any, timedOut bool)
 	// Interim: the attempt got a 1xx response head of code (100, 102,
 	// 103 or 104), dropped, which Envoy's router counts as a response
 	// (Filter::onUpstream1xxHeaders, chargeUpstreamCode); Done follows.

@@ -66,6 +66,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		d.logFlags(accesslog.UpstreamRemoteReset, cut)
 		l.logDone(d, s.x.status) // with the status its head went down with (logEnded knows no upstream stream's)
 		l.observeDone(&s.x, 0, false)
+		l.observeCut(&s.x, false)
 		l.observeGRPCDone(&s.x, proxyroute.NoGRPCStatus) // the upstream broke the response (Envoy's chargeUpstreamAbort)
 		l.h2uDone(s)
 		if st.c == nil {
@@ -145,6 +146,7 @@ func (l *loop) h2uResetBegun(s *h2ustream, flag accesslog.Flags, details string)
 	st.sd.logFlags(flag, details)
 	l.logDone(st.sd, s.x.status)
 	l.observeDone(&s.x, 0, false)
+	l.observeCut(&s.x, false)
 	l.observeGRPCDone(&s.x, proxyroute.NoGRPCStatus) // as in h2uPeerReset
 	l.h2uDone(s)
 	if !st.gone {
@@ -207,6 +209,7 @@ func (l *loop) h2uExpire(d *down) {
 		d.logFlags(accesslog.UpstreamRequestTimeout, proxyroute.DetailsRouteTimeout)
 		s.x.pool.st.rqTimeout.Inc()
 		l.observeDone(&s.x, 0, true)
+		l.observeCut(&s.x, true) // one whose head went on (Observer.Cut)
 		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 		if s.gotHead {
 			// Logged with the status its head went down with, as Envoy

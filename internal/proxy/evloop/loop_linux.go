@@ -140,9 +140,10 @@ type up struct {
 	observing bool
 	// rh is the attempt's final response head as the Observer hears of
 	// it (readHead); grpcWait: its Head waits for the gRPC response's
-	// end (observeGRPCDone).
-	rh       proxyroute.ResponseHead
-	grpcWait bool
+	// end (observeGRPCDone); headOpen: the Observer heard of the head
+	// and not yet of the response's end (observeCut).
+	rh                 proxyroute.ResponseHead
+	grpcWait, headOpen bool
 	// Over TLS: the connection's records after the handshake, and whether
 	// the handshake runs (on a goroutine; connecting meanwhile).
 	tls         *tlsrec.Conn

@@ -10,7 +10,7 @@ import proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 // observeStart tells the Observer an attempt on u begins.
 func (l *loop) observeStart(u *up, cluster string, tag any) {
 	if o := l.srv.cfg.Observer; o != nil {
-		u.cluster, u.tag, u.observing, u.grpcWait = cluster, tag, true, false
+		u.cluster, u.tag, u.observing, u.grpcWait, u.headOpen = cluster, tag, true, false, false
 		o.Started(cluster, tag)
 	}
 }
@@ -41,6 +41,7 @@ func (l *loop) observeHead(u *up, retried bool) {
 		u.observing = false
 		r := u.rh
 		r.Retried = retried
+		u.headOpen = !retried
 		u.grpcWait = l.srv.cfg.Observer.Head(u.cluster, u.tag, r)
 	}
 }
@@ -48,10 +49,24 @@ func (l *loop) observeHead(u *up, retried bool) {
 // observeGRPCDone tells the Observer how a gRPC response whose count
 // waits for its end ended (Observer.GRPCDone): status is its trailers'
 // grpc-status, or NoGRPCStatus. Once; nothing when it waits for none.
+// Every end of a response whose head went on calls it, which ends what
+// observeCut may tell: a cut calls observeCut first.
 func (l *loop) observeGRPCDone(u *up, status int) {
+	u.headOpen = false
 	if u.grpcWait {
 		u.grpcWait = false
 		l.srv.cfg.Observer.GRPCDone(u.cluster, u.tag, status)
+	}
+}
+
+// observeCut tells the Observer that u's response, its head told
+// (observeHead), was cut before its end (Observer.Cut): by the upstream
+// (its reset, its connection's end or its protocol error), or, timedOut,
+// by the route timeout. Once; nothing after its end.
+func (l *loop) observeCut(u *up, timedOut bool) {
+	if u.headOpen {
+		u.headOpen = false
+		l.srv.cfg.Observer.Cut(u.cluster, u.tag, timedOut)
 	}
 }
 

@@ -258,6 +258,7 @@ func (l *loop) expire(d *down) {
 		}
 		u.pool.st.rqTimeout.Inc()
 		l.observeDone(u, 0, true)
+		l.observeCut(u, true) // one whose head went on (Observer.Cut)
 		if u.status != 0 {
 			l.cutResponse(u, accesslog.UpstreamRequestTimeout, "") // its details logged above
 			return

@@ -547,6 +547,7 @@ func (l *loop) cutResponse(u *up, why accesslog.Flags, details string) {
 	if why != accesslog.UpstreamRequestTimeout {
 		// The upstream broke the response (Envoy's chargeUpstreamAbort);
 		// a timeout's cut counts nothing (onResponseTimeout).
+		l.observeCut(u, false)
 		l.observeGRPCDone(u, proxyroute.NoGRPCStatus)
 	}
 	d := u.d

@@ -6,9 +6,11 @@ package httpconn
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
@@ -27,6 +29,12 @@ type upstreamBody struct {
 	// connection, whose bytes no codec parses (cutBy).
 	h2, upgraded bool
 	grpc         *grpcEnd // a gRPC response whose end decides its host's count, or nil
+	// host: its head's, told of a cut of the response (cutHost), or nil
+	// once told; closed: the proxy closed the body (Close), so that a
+	// read it fails is no cut by the upstream (an upgraded connection's,
+	// read on a goroutine of its own, when the client's side ended).
+	host   *cluster.Host
+	closed atomic.Bool
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
@@ -64,6 +72,9 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 			}
 		case context.Cause(s.ctx) != nil:
 			f = s.ctxError(s.ctx, true).flags
+			if errors.Is(context.Cause(s.ctx), errRouteTimeout) {
+				b.cutHost(true)
+			}
 		case cluster.H2ProtocolReset(err):
 			// Its HTTP/2 connection failed for the upstream's protocol
 			// error (cluster/h2conn.go), counted as classify counts it.
@@ -73,6 +84,7 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 				cluster.CountConnError(b.wire, err)
 			}
 			s.bodyCut.CompareAndSwap(nil, &cutProtocolError)
+			b.cutHost(false)
 			b.grpcDone(route.NoGRPCStatus) // the upstream broke it (Envoy's chargeUpstreamAbort)
 		default:
 			var cut *string
@@ -81,11 +93,24 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 				s.cl.Stats.RqRxReset.Inc() // as classify counts it
 			}
 			s.bodyCut.CompareAndSwap(nil, cut)
+			b.cutHost(false)
 			b.grpcDone(route.NoGRPCStatus)
 		}
 		s.bodyFlags.Or(uint32(f))
 	}
 	return n, err
+}
+
+// cutHost tells the response's host, once, that its response was cut
+// after the head (cluster.Cluster.ResponseCut): by the upstream, or,
+// timedOut, by the route timeout. Not once the proxy closed the body:
+// the read failed for that, as Envoy's router resets its upstream
+// request with its callbacks removed (UpstreamRequest::resetStream).
+func (b *upstreamBody) cutHost(timedOut bool) {
+	if h := b.host; h != nil && (timedOut || !b.closed.Load()) {
+		b.host = nil
+		b.s.cl.ResponseCut(h, timedOut)
+	}
 }
 
 // The details an upstream's reset after the head gives (route.DetailsCut*),
@@ -137,6 +162,7 @@ type upgradedBody struct {
 func (b *upgradedBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 func (b *upstreamBody) Close() error {
+	b.closed.Store(true) // before the close that may fail a read (cutHost)
 	err := b.ReadCloser.Close()
 	b.once.Do(b.done)
 	return err

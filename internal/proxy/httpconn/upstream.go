@@ -237,7 +237,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		wait := c.ResponseHead(h, head)
 		c.Stats.Response(resp.StatusCode) // the request's answer
-		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn(), h2: resp.ProtoMajor == 2}
+		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn(), h2: resp.ProtoMajor == 2, host: h}
 		if wait {
 			ub.grpc = &grpcEnd{host: h, resp: resp, head: head.GRPCStatus, trailers: !http1}
 		}
