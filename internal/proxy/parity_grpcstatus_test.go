@@ -205,10 +205,7 @@ func TestGRPCStatusOutlierSamePaths(t *testing.T) {
 				bad, flaky, ok := grpcStatusUpstream(t, "unavailable"), grpcStatusUpstream(t, "flaky"), grpcStatusUpstream(t, "ok")
 				hosts[c.name] = [3]string{bad, flaky, ok}
 				vhs = append(vhs, vhost(c.name, []string{c.name}, routeTo("/", c.name)))
-				mods := []func(*clusterv3.Cluster){func(cl *clusterv3.Cluster) {
-					cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: u32(3), Interval: durationpb.New(time.Hour),
-						BaseEjectionTime: durationpb.New(time.Hour), MaxEjectionPercent: u32(100)}
-				}}
+				mods := []func(*clusterv3.Cluster){ejectAfter(3)}
 				if c.h2 {
 					mods = append(mods, h2Upstream)
 				}
@@ -277,10 +274,7 @@ func TestGRPCStatusTrailersSamePaths(t *testing.T) {
 			h := newHarness(t, p.on)
 			ends2, ends1 := grpcStatusUpstream(t, "path"), grpcStatusUpstream(t, "path")
 			cut2, cut1 := grpcStatusUpstream(t, "path"), grpcStatusUpstream(t, "path")
-			od := func(cl *clusterv3.Cluster) {
-				cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: u32(1), Interval: durationpb.New(time.Hour),
-					BaseEjectionTime: durationpb.New(time.Hour), MaxEjectionPercent: u32(100)}
-			}
+			od := ejectAfter(1)
 			h.push(httpListener("egress", httpManager("egress", "rds")),
 				routeConfig("rds", vhost("ends2", []string{"ends2"}, routeTo("/", "ends2")), vhost("ends1", []string{"ends1"}, routeTo("/", "ends1")),
 					vhost("cut2", []string{"cut2"}, routeTo("/", "cut2")), vhost("cut1", []string{"cut1"}, routeTo("/", "cut1"))),

@@ -74,6 +74,32 @@ type cutCombo struct {
 
 var cutCombos = []cutCombo{{"h2", true, true}, {"h1h2", false, true}, {"h2h1", true, false}, {"h1", false, false}}
 
+// cluster is the cluster name, with mods, of the combination's upstream
+// protocol, and its one host up.
+func (c cutCombo) cluster(name, up string, mods ...func(*clusterv3.Cluster)) []types.Resource {
+	if c.h2 {
+		mods = append(mods, h2Upstream)
+	}
+	return []types.Resource{edsCluster(name, mods...), cla(name, up)}
+}
+
+// client is h1 or h2, whichever speaks the combination's client protocol.
+func (c cutCombo) client(h1, h2 *http.Client) *http.Client {
+	if c.h2c {
+		return h2
+	}
+	return h1
+}
+
+// ejectAfter is outlier detection that ejects a host after n consecutive
+// 5xx, for an hour (the test's whole length).
+func ejectAfter(n uint32) func(*clusterv3.Cluster) {
+	return func(cl *clusterv3.Cluster) {
+		cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: u32(n), Interval: durationpb.New(time.Hour),
+			BaseEjectionTime: durationpb.New(time.Hour), MaxEjectionPercent: u32(100)}
+	}
+}
+
 // TestUpstreamCutOutlierSamePaths: an upstream's reset of a response
 // after its head (an HTTP/2 RST_STREAM, an HTTP/1.1 connection closed
 // mid-body) is seen by outlier detection, as Envoy's router gives its
@@ -105,14 +131,7 @@ func TestUpstreamCutOutlierSamePaths(t *testing.T) {
 				for _, k := range cases {
 					name := c.name + "-" + k.name
 					vhs = append(vhs, vhost(name, []string{name}, routeTo("/", name)))
-					mods := []func(*clusterv3.Cluster){func(cl *clusterv3.Cluster) {
-						cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: u32(k.consec), Interval: durationpb.New(time.Hour),
-							BaseEjectionTime: durationpb.New(time.Hour), MaxEjectionPercent: u32(100)}
-					}}
-					if c.h2 {
-						mods = append(mods, h2Upstream)
-					}
-					rs = append(rs, edsCluster(name, mods...), cla(name, up))
+					rs = append(rs, c.cluster(name, up, ejectAfter(k.consec))...)
 				}
 			}
 			// An HTTP/2 upstream whose connection, after the head, ends
@@ -132,20 +151,14 @@ func TestUpstreamCutOutlierSamePaths(t *testing.T) {
 				for _, end := range []string{"close", "proto"} {
 					name := c.name + "-" + end
 					vhs = append(vhs, vhost(name, []string{name}, routeTo("/", name)))
-					rs = append(rs, edsCluster(name, h2Upstream, func(cl *clusterv3.Cluster) {
-						cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: u32(1), Interval: durationpb.New(time.Hour),
-							BaseEjectionTime: durationpb.New(time.Hour), MaxEjectionPercent: u32(100)}
-					}), cla(name, raw))
+					rs = append(rs, edsCluster(name, h2Upstream, ejectAfter(1)), cla(name, raw))
 				}
 			}
 			h.push(append(rs, routeConfig("rds", vhs...))...)
 			h1, h2 := &http.Client{Timeout: 10 * time.Second}, h2cClient(t)
 			want := map[string]int64{}
 			for _, c := range cutCombos {
-				cl := h1
-				if c.h2c {
-					cl = h2
-				}
+				cl := c.client(h1, h2)
 				for _, end := range []string{"close", "proto"} {
 					if !c.h2 {
 						break
@@ -196,20 +209,13 @@ func TestRouteTimeoutAfterHeadHostSamePaths(t *testing.T) {
 				rt := routeTo("/", c.name)
 				rt.GetRoute().Timeout = durationpb.New(300 * time.Millisecond)
 				vhs = append(vhs, vhost(c.name, []string{c.name}, rt))
-				var mods []func(*clusterv3.Cluster)
-				if c.h2 {
-					mods = append(mods, h2Upstream)
-				}
-				rs = append(rs, edsCluster(c.name, mods...), cla(c.name, up))
+				rs = append(rs, c.cluster(c.name, up)...)
 			}
 			h.push(append(rs, routeConfig("rds", vhs...))...)
 			h1, h2 := &http.Client{Timeout: 10 * time.Second}, h2cClient(t)
 			want := map[string]int64{}
 			for _, c := range cutCombos {
-				cl := h1
-				if c.h2c {
-					cl = h2
-				}
+				cl := c.client(h1, h2)
 				if !getCut(t, cl, h.addr("egress"), c.name, "/stall") {
 					t.Errorf("%s/stall: not cut after the head", c.name)
 				}
@@ -243,10 +249,7 @@ func TestClientEndNoCutOutlierSamePaths(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarness(t, p.on)
 			up := cutUpstream(t)
-			od := func(cl *clusterv3.Cluster) {
-				cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: u32(1), Interval: durationpb.New(time.Hour),
-					BaseEjectionTime: durationpb.New(time.Hour), MaxEjectionPercent: u32(100)}
-			}
+			od := ejectAfter(1)
 			wsr := routeTo("/ws", "ws")
 			wsr.GetRoute().Timeout = durationpb.New(0)
 			vhs := []*routev3.VirtualHost{vhost("ws", []string{"ws"}, wsr)}
@@ -255,19 +258,12 @@ func TestClientEndNoCutOutlierSamePaths(t *testing.T) {
 			})), edsCluster("ws", od), cla("ws", ws)}
 			for _, c := range cutCombos {
 				vhs = append(vhs, vhost(c.name, []string{c.name}, routeTo("/", c.name)))
-				mods := []func(*clusterv3.Cluster){od}
-				if c.h2 {
-					mods = append(mods, h2Upstream)
-				}
-				rs = append(rs, edsCluster(c.name, mods...), cla(c.name, up))
+				rs = append(rs, c.cluster(c.name, up, od)...)
 			}
 			h.push(append(rs, routeConfig("rds", vhs...))...)
 			h1, h2 := &http.Client{Timeout: 10 * time.Second}, h2cClient(t)
 			for _, c := range cutCombos {
-				cl := h1
-				if c.h2c {
-					cl = h2
-				}
+				cl := c.client(h1, h2)
 				ctx, cancel := context.WithCancel(context.Background())
 				req, err := http.NewRequestWithContext(ctx, "GET", "http://"+h.addr("egress")+"/stall", nil)
 				if err != nil {
