@@ -141,8 +141,10 @@ type Stats struct {
 	CxActive                       *stats.Gauge
 	CxNoneHealthy, LbHealthyPanic  *stats.Counter
 	RqRxReset, RqTxReset           *stats.Counter
-	// CxProtocolError counts the HTTP/2 connections failed for the
-	// upstream's protocol error (h2conn.go).
+	// CxProtocolError counts the connections failed for the upstream's
+	// protocol error: HTTP/2 ones here (h2conn.go), HTTP/1.1 ones by
+	// the stream that saw their response fail (httpconn's classify and
+	// upstreamBody.Read).
 	CxProtocolError *stats.Counter
 	// RqTime is upstream_rq_time (ms from the first attempt to the end
 	// of the response), recorded by the HTTP connection manager.

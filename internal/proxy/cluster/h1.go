@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -176,13 +177,22 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // Transfer-Encoding before any hook sees it, so only its Content-Length
 // is checked), a 1xx taken passed on as exchange passes it, and a 101 to
 // a request that asked no upgrade refused. A refused final head's
-// connection is closed, not pooled.
+// connection is closed, not pooled. A head that fails after its first
+// byte is the upstream's protocol error, as exchange has it (badHead);
+// the Transport tells the first byte of the first head only, so after a
+// 1xx only a head that does not parse is: one the connection's end cuts
+// stays a connection termination here.
 func (t *h1Client) roundTripFallback(req *http.Request) (*http.Response, error) {
 	got := interimOf(req.Context())
-	var conn net.Conn // set before the request is written, read once the response head came
+	var conn net.Conn     // set before the request is written, read once the response head came
+	var began atomic.Bool // a byte of the first head came, and no 1xx yet
+	var later atomic.Bool // a 1xx came: the error is a later head's
 	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-		GotConn: func(i httptrace.GotConnInfo) { conn = i.Conn },
+		GotConn:              func(i httptrace.GotConnInfo) { conn = i.Conn },
+		GotFirstResponseByte: func() { began.Store(true) },
 		Got1xxResponse: func(status int, h textproto.MIMEHeader) error {
+			began.Store(false)
+			later.Store(true)
 			if err := framingError(status, false, h); err != nil {
 				return err // the Transport closes the connection
 			}
@@ -194,6 +204,9 @@ func (t *h1Client) roundTripFallback(req *http.Request) (*http.Response, error) 
 	})
 	resp, err := t.fallback.RoundTrip(req.WithContext(ctx))
 	if err != nil {
+		if req.Context().Err() == nil && (began.Load() && badHead(err) || later.Load() && !readFailure(err)) {
+			err = &ProtocolError{err}
+		}
 		return nil, err
 	}
 	refuse := func(err error) (*http.Response, error) {
@@ -237,20 +250,22 @@ func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) 
 	}
 	// Each head, a 1xx's included, is bounded by route.MaxHeadBytes, as
 	// Envoy's codec bounds it (max_response_headers_kb): one over it, or
-	// one that does not parse, is the upstream's protocol error.
+	// one that does not parse, is the upstream's protocol error. So is a
+	// head the upstream's close or reset cuts after its first byte
+	// (badHead); before it, the connection's end is a termination.
 	pc.limit.arm(pc.br.Buffered())
-	if _, err := pc.br.Peek(1); err != nil {
-		pc.limit.disarm()
-		if errors.Is(err, errHeadTooLarge) {
-			return nil, false, &ProtocolError{err}
+	for first := true; ; first = false {
+		if _, err := pc.br.Peek(1); err != nil {
+			pc.limit.disarm()
+			if errors.Is(err, errHeadTooLarge) {
+				return nil, false, &ProtocolError{err}
+			}
+			return nil, first, err
 		}
-		return nil, true, err
-	}
-	for {
 		resp, err = http.ReadResponse(pc.br, req)
 		if err != nil {
 			pc.limit.disarm()
-			if !readFailure(err) {
+			if badHead(err) {
 				err = &ProtocolError{err}
 			}
 			return nil, false, err

@@ -118,3 +118,16 @@ func readFailure(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		errors.As(err, &ne) || errors.As(err, &errno)
 }
+
+// badHead reports whether err, reading a response head whose first byte
+// came, is the upstream's protocol error: a head that does not parse, or
+// one the connection's end cuts, by the upstream's close (an EOF, which
+// net/http's reader reports unexpected in a head) or a socket error such
+// as its reset; not a deadline or the proxy's own close. Envoy's codec
+// client hands the parser the end of input at the close
+// (CodecClient::onEvent), which fails it there as HPE_INVALID_EOF_STATE
+// (Balsa and http_parser alike).
+func badHead(err error) bool {
+	var errno syscall.Errno
+	return !readFailure(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &errno)
+}

@@ -278,7 +278,7 @@ func (l *loop) processUp(u *up) {
 			data := u.chunks.data
 			take, done, err := u.chunks.scan(b)
 			if err != nil {
-				l.cutResponse(u, accesslog.UpstreamProtocolError, proxyroute.DetailsCutProtocolError)
+				l.h1ProtocolError(u)
 				return
 			}
 			u.off += take

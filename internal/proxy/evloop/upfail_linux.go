@@ -25,6 +25,14 @@ func (l *loop) upFailed(u *up) {
 		l.closeUp(u)
 		return
 	}
+	if u.status == 0 && u.off < len(u.in) {
+		// Part of a head came: Envoy's codec client hands the parser
+		// the end of input (CodecClient::onEvent), which fails it
+		// (HPE_INVALID_EOF_STATE), the upstream's protocol error.
+		// Before a head's first byte the end is a termination.
+		l.badGateway(u)
+		return
+	}
 	l.observeDone(u, 0, false)
 	switch {
 	case !u.gotResp && u.reused && !d.staleRetry && u.replayable:
@@ -60,6 +68,15 @@ func (l *loop) upFailed(u *up) {
 	}
 	// After the head: the codec's end of input in a body of known
 	// length or chunked is its protocol error (route.DetailsCut*).
+	l.h1ProtocolError(u)
+}
+
+// h1ProtocolError cuts a response whose head went on for the codec's
+// protocol error after it (the connection's end in a body of known
+// length or chunked, a malformed chunk, badGateway's), counting the
+// connection in upstream_cx_protocol_error as badGateway does.
+func (l *loop) h1ProtocolError(u *up) {
+	u.pool.st.cxProtocolError.Inc()
 	l.cutResponse(u, accesslog.UpstreamProtocolError, proxyroute.DetailsCutProtocolError)
 }
 
@@ -86,15 +103,19 @@ func (l *loop) redial(u *up) bool {
 }
 
 // badGateway answers an upstream that sent a malformed response head (or
-// one over the limit) as Envoy answers its codec's protocol error
-// (route.UpstreamProtocolError*), as the goroutine path does, or cuts the
-// client's connection if a response already started.
+// one over the limit, or cut by its connection's end) as Envoy answers
+// its codec's protocol error (route.UpstreamProtocolError*), as the
+// goroutine path does, or cuts the client's connection if a response
+// already started. Either way the connection counts in
+// upstream_cx_protocol_error, as Envoy's codec client counts a dispatch
+// that fails (CodecClient::onData); it is closed, so it counts once.
 func (l *loop) badGateway(u *up) {
 	d := u.d
 	if d == nil || u.status != 0 {
-		l.cutResponse(u, accesslog.UpstreamProtocolError, proxyroute.DetailsCutProtocolError)
+		l.h1ProtocolError(u)
 		return
 	}
+	u.pool.st.cxProtocolError.Inc()
 	// A reset (protocol error), retried as Envoy's router retries one.
 	if p := d.rs.policy; p != nil && l.retry(d, u, p.RetriableReset(false, false), 0, false) {
 		return

@@ -92,6 +92,12 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 			if first && cluster.H2StreamReset(err) {
 				s.cl.Stats.RqRxReset.Inc() // as classify counts it
 			}
+			if first && f == accesslog.UpstreamProtocolError {
+				// An HTTP/1.1 upstream's connection, failed by its
+				// codec and closed, as classify counts one before the
+				// head.
+				s.cl.Stats.CxProtocolError.Inc()
+			}
 			s.bodyCut.CompareAndSwap(nil, cut)
 			b.cutHost(false)
 			b.grpcDone(route.NoGRPCStatus)

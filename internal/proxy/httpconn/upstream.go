@@ -413,9 +413,14 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 		// retry_on reset, 5xx or gateway-error (wouldRetryFromReset),
 		// as the loops do (badGateway, h2uProtocolError). Over HTTP/2
 		// it failed the connection, and each of its streams counts as a
-		// reset the proxy sent (cluster/h2conn.go).
+		// reset the proxy sent (cluster/h2conn.go, which counts the
+		// connection). An HTTP/1.1 connection, closed with its one
+		// exchange, counts here, as Envoy's codec client counts it
+		// (CodecClient::onData), and as the loops count it.
 		if cluster.H2ProtocolReset(err) {
 			s.cl.Stats.RqTxReset.Inc()
+		} else {
+			s.cl.Stats.CxProtocolError.Inc()
 		}
 		le = &localError{code: route.UpstreamProtocolErrorStatus, flags: accesslog.UpstreamProtocolError,
 			details: route.ResetDetails(route.UpstreamProtocolErrorReason, started), body: route.UpstreamProtocolErrorBody}
