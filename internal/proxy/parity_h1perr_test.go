@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +41,11 @@ import (
 // as before). A body delimited by the close ends there, counting
 // nothing; a close before the head counts nothing. No path counted an
 // HTTP/1.1 upstream's protocol error.
+//
+// The connection's reset (/rst/) is its close to Envoy's codec client
+// (its connection raises a read error as RemoteClose), so it cuts a head
+// or a body of known length alike, and ends a body delimited by the
+// close whole, uncounted: every path cut that body (UPE) and counted it.
 func TestH1UpstreamProtocolErrorSamePaths(t *testing.T) {
 	scripts := map[string]string{
 		"/cut/first":          "H",
@@ -57,9 +63,18 @@ func TestH1UpstreamProtocolErrorSamePaths(t *testing.T) {
 		"/body/chunked":       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\n",
 		"/body/badchunk":      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nla\r\nzz\r\nxx\r\n",
 		"/body/untilclose":    "HTTP/1.1 200 OK\r\n\r\nla",
+		// The same ended by the connection's reset.
+		"/rst/first":      "H",
+		"/rst/lineend":    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",
+		"/rst/closed":     "",
+		"/rst/length":     "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nla",
+		"/rst/untilclose": "HTTP/1.1 200 OK\r\n\r\nla",
 	}
 	up := h1Upstream(t, func(c net.Conn, req *http.Request, _ []byte) bool {
 		_, _ = io.WriteString(c, scripts[req.URL.Path])
+		if strings.HasPrefix(req.URL.Path, "/rst/") {
+			_ = c.(*net.TCPConn).SetLinger(0) // its close sends a reset
+		}
 		return false // closed after the script
 	})
 	const (
@@ -95,6 +110,11 @@ func TestH1UpstreamProtocolErrorSamePaths(t *testing.T) {
 		{"GET", "/body/chunked", cut, logCut, 1},
 		{"GET", "/body/badchunk", cut, logCut, 1},
 		{"GET", "/body/untilclose", whole, logOK, 0},
+		{"GET", "/rst/first", upe, logUPE, 1},
+		{"GET", "/rst/lineend", upe, logUPE, 1},
+		{"GET", "/rst/closed", uc, logUC, 0},
+		{"GET", "/rst/length", cut, logCut, 1},
+		{"GET", "/rst/untilclose", whole, logOK, 0},
 		{"POST", "/cut/first", upe, logUPE, 1},
 		{"POST", "/cut/line", upe, logUPE, 1},
 		{"POST", "/cut/lineend", upe, logUPE, 1},
@@ -104,11 +124,15 @@ func TestH1UpstreamProtocolErrorSamePaths(t *testing.T) {
 		{"POST", "/malformed/after199", upe, logUPE, 1},
 		{"POST", "/body/length", cut, logCut, 1},
 		{"POST", "/body/untilclose", whole, logOK, 0},
+		{"POST", "/rst/lineend", upe, logUPE, 1},
+		{"POST", "/rst/untilclose", whole, logOK, 0},
 		{"h2c", "/cut/lineend", "502 " + upeBody, logUPE, 1},
 		{"h2c", "/closed", "503 " + ucBody, logUC, 0},
 		{"h2c", "/malformed", "502 " + upeBody, logUPE, 1},
 		{"h2c", "/body/length", "200 la reset", logCut, 1},
 		{"h2c", "/body/untilclose", "200 la", logOK, 0},
+		{"h2c", "/rst/lineend", "502 " + upeBody, logUPE, 1},
+		{"h2c", "/rst/untilclose", "200 la", logOK, 0},
 	}
 	name := func(x exchange) string { return x.client + " " + x.path }
 	var names []string

@@ -222,6 +222,9 @@ func (t *h1Client) roundTripFallback(req *http.Request) (*http.Response, error) 
 	if resp.StatusCode == http.StatusSwitchingProtocols && req.Header.Get("Upgrade") == "" {
 		return refuse(&ProtocolError{errors.New("upstream switched protocols without an upgrade request")})
 	}
+	if untilClose(resp) {
+		resp.Body = untilCloseBody{resp.Body}
+	}
 	return resp, nil
 }
 
@@ -295,7 +298,7 @@ func (t *h1Client) exchange(ctx context.Context, pc *h1Conn, req *http.Request) 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return nil, false, &ProtocolError{errors.New("upstream switched protocols without an upgrade request")}
 	}
-	b := &h1Body{t: t, pc: pc, rc: resp.Body, stop: stop, keep: !resp.Close && !req.Close}
+	b := &h1Body{t: t, pc: pc, rc: resp.Body, stop: stop, keep: !resp.Close && !req.Close, untilClose: untilClose(resp)}
 	if resp.Body == http.NoBody {
 		b.release(true)
 		return resp, false, nil
@@ -462,7 +465,10 @@ type h1Body struct {
 	rc   io.ReadCloser // the body as http.ReadResponse frames it
 	stop func() bool   // unregisters the context hook
 	keep bool          // neither side asked to close the connection
-	done bool
+	// untilClose: the body is delimited by the connection's end, which
+	// its reset is too (connEnd).
+	untilClose bool
+	done       bool
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -471,6 +477,9 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	}
 	n, err := b.rc.Read(p)
 	if err != nil {
+		if b.untilClose && connEnd(err) {
+			err = io.EOF
+		}
 		b.release(err == io.EOF)
 	}
 	return n, err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 
@@ -128,6 +129,37 @@ func readFailure(err error) bool {
 // (CodecClient::onEvent), which fails it there as HPE_INVALID_EOF_STATE
 // (Balsa and http_parser alike).
 func badHead(err error) bool {
+	return !readFailure(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || connEnd(err)
+}
+
+// untilClose reports whether resp's body, as net/http framed it, is
+// delimited by its connection's end: no Content-Length, not chunked, not
+// a 101's connection, not a bodyless response.
+func untilClose(resp *http.Response) bool {
+	return resp.ContentLength < 0 && resp.TransferEncoding == nil && resp.StatusCode != http.StatusSwitchingProtocols &&
+		resp.Body != http.NoBody
+}
+
+// connEnd reports whether err, reading a body delimited by its
+// connection's end, is that end, as its close (io.EOF) is: a socket
+// error such as the upstream's reset, not a deadline or the proxy's own
+// close. Envoy's connection raises a read error as the remote close, at
+// which its codec client hands the codec the end of input
+// (CodecClient::onEvent), which ends such a body whole (Balsa's and
+// http_parser's end of a body without a length).
+func connEnd(err error) bool {
 	var errno syscall.Errno
-	return !readFailure(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &errno)
+	return errors.As(err, &errno)
+}
+
+// untilCloseBody is the fallback transport's body delimited by its
+// connection's end, which a reset ends as the close does (connEnd).
+type untilCloseBody struct{ io.ReadCloser }
+
+func (b untilCloseBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && connEnd(err) {
+		err = io.EOF
+	}
+	return n, err
 }

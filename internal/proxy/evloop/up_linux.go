@@ -199,8 +199,11 @@ func (l *loop) readUp(u *up) {
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			return
 		}
-		l.upFailed(u)
-		return
+		if u.rstate != rsClose {
+			l.upFailed(u)
+			return
+		}
+		n = 0 // a reset ends a body delimited by the close, as the close does (docs/proxy.md)
 	}
 	if n == 0 {
 		if u.rstate == rsClose {
