@@ -26,7 +26,8 @@ import (
 // upstream_reset_before_response_started{remote_refused_stream_reset}
 // after one attempt, counted as a refused stream (no
 // upstream_rq_rx_reset); under retry_on refused-stream or reset it is
-// sent again, on another connection, and the second attempt answers.
+// sent again, on another connection, with its body, and the second
+// attempt answers.
 // Each upstream leaves its first stream out of a GOAWAY, NO_ERROR with
 // the connection kept open, or INTERNAL_ERROR with the connection closed
 // (x/net's error then differs for a connection's first stream), and
@@ -55,10 +56,11 @@ func TestGoAwayRefusedSamePaths(t *testing.T) {
 		return strings.ToLower(fmt.Sprintf("%s-%v", policy, u.code))
 	}
 	for _, u := range ups {
-		u.addr = rawH2Upstream(t, func(w *rawH2Writer, id uint32, _ *rawH2Request) {
+		u.addr = rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
 			if u.streams.Add(1) > 1 {
-				w.headers(id, false, 0, ":status", "200", "content-length", "2")
-				w.data(id, []byte("ok"))
+				// The request's body, as this stream had it.
+				w.headers(id, false, 0, ":status", "200", "content-length", fmt.Sprint(len(r.body)))
+				w.data(id, r.body)
 				return
 			}
 			last := uint32(0)
@@ -106,8 +108,9 @@ func TestGoAwayRefusedSamePaths(t *testing.T) {
 			want := map[string]int64{}
 			for _, u := range ups {
 				path := "/" + name(u) + "/"
+				body := "the body of " + path
 				start := time.Now()
-				resp, err := cl.Get("http://" + h.addr("egress") + path)
+				resp, err := cl.Post("http://"+h.addr("egress")+path, "text/plain", strings.NewReader(body))
 				if err != nil {
 					t.Fatalf("%s: %v", path, err)
 				}
@@ -121,7 +124,7 @@ func TestGoAwayRefusedSamePaths(t *testing.T) {
 				stat := "cluster." + name(u) + "."
 				want[stat+"upstream_rq_total"] = 1
 				if u.retryOn != "" {
-					answer, streams, line = "200 ok", 2, "HTTP/1.1 "+path+" 200 - via_upstream"
+					answer, streams, line = "200 "+body, 2, "HTTP/1.1 "+path+" 200 - via_upstream"
 					want[stat+"upstream_rq_total"] = 2
 					want[stat+"upstream_rq_retry"] = 1
 					want[stat+"upstream_rq_retry_success"] = 1

@@ -24,8 +24,13 @@ import (
 // REFUSED_STREAM, whatever the GOAWAY's code, and the loops refuse it
 // likewise (h2up_linux.go); Refused tells it apart. h2RT sends each
 // attempt on a connection of its own pool (ClientConn.RoundTrip) and
-// takes another connection only for a request that never went out, as
-// x/net did.
+// takes another connection only for a request the connection gave no
+// stream (errUnusable), as x/net did. A stream that had its id when the
+// GOAWAY was read is refused even if x/net had yet to write its HEADERS
+// (waiting for the connection's write lock: setGoAway aborts it and
+// encodeAndWriteHeaders writes nothing), as Envoy's codec refuses every
+// stream the connection took before the GOAWAY, each one's HEADERS
+// encoded as the pool hands it the connection.
 
 // h2RT is an HTTP/2 cluster's round tripper (of a destination's host, for
 // an ORIGINAL_DST cluster): its pool's connections, no retry of its own

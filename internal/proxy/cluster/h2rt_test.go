@@ -47,7 +47,9 @@ func TestH2RTKnowsXNetErrors(t *testing.T) {
 		return err
 	}
 	check := func(name string, err error, want string, refused bool) {
-		if err == nil || !strings.HasPrefix(err.Error(), want) {
+		// Exact: h2RT and Refused compare the first three whole, and the
+		// fourth's code is part of want.
+		if err == nil || err.Error() != want {
 			t.Errorf("%s: x/net said %v; h2RT expects %q", name, err, want)
 		} else if Refused(err) != refused {
 			t.Errorf("%s: Refused(%v) = %v; want %v", name, err, !refused, refused)

@@ -136,7 +136,7 @@ func (b *upstreamBody) cutBy(err error) (accesslog.Flags, *string) {
 	switch {
 	case cluster.H2StreamReset(err):
 		return accesslog.UpstreamRemoteReset, &cutRemoteReset
-	case cluster.RemoteReset(err), b.h2 && cluster.Refused(err): // REFUSED_STREAM (H2StreamReset leaves it out), or a GOAWAY's
+	case b.h2 && cluster.Refused(err): // REFUSED_STREAM (H2StreamReset leaves it out), or a GOAWAY's
 		return accesslog.UpstreamRemoteReset, &cutRemoteRefused
 	case b.h2 || b.upgraded:
 		return accesslog.UpstreamConnectionTermination, &cutConnectionTermination
