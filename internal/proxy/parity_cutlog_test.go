@@ -29,9 +29,12 @@ import (
 // (UPE, {protocol_error}: the parser fails the end of input there as
 // HPE_INVALID_EOF_STATE); an HTTP/2 upstream's RST_STREAM a remote reset
 // (UR, {remote_reset}), its REFUSED_STREAM a refused one (UR,
-// {remote_refused_stream_reset}); an HTTP/2 connection that closes a
-// connection termination (UC, {connection_termination}). Every path
-// logged via_upstream, and UR for each of them. A body delimited by the
+// {remote_refused_stream_reset}), as is its GOAWAY leaving the stream
+// out, whatever its code (Envoy's codec closes such a stream
+// REFUSED_STREAM); an HTTP/2 connection that closes a connection
+// termination (UC, {connection_termination}). Every path logged
+// via_upstream, and UR for each of them; the goroutine path logged a
+// GOAWAY's a connection termination (UC). A body delimited by the
 // connection's close ends there (the parser takes the end of input as
 // its end): logged via_upstream, unflagged.
 func TestCutResponseLogSamePaths(t *testing.T) {
@@ -61,6 +64,14 @@ func TestCutResponseLogSamePaths(t *testing.T) {
 			// returns on the read that fails).
 			_ = w.bw.Flush()
 			_ = w.c.Close()
+		case "/h2x/goaway":
+			// A GOAWAY leaves the stream out: its last-stream-id is the
+			// one before it (0 before the first).
+			_ = w.fr.WriteGoAway(id-min(id, 2), http2.ErrCodeNo, nil)
+		case "/h2x/goawayerr":
+			// With an error code, x/net's error differs for a
+			// connection's first stream.
+			_ = w.fr.WriteGoAway(id-min(id, 2), http2.ErrCodeInternal, nil)
 		}
 	})
 	const (
@@ -78,6 +89,8 @@ func TestCutResponseLogSamePaths(t *testing.T) {
 		{false, "/h2/reset", ur},
 		{false, "/h2/refused", refused},
 		{false, "/h2x/close", uc},
+		{false, "/h2x/goaway", refused},
+		{false, "/h2x/goawayerr", refused},
 		{true, "/h1/close", upe},
 		{true, "/h1/chunkcut", upe},
 		{true, "/h1/badchunk", upe},
@@ -85,6 +98,8 @@ func TestCutResponseLogSamePaths(t *testing.T) {
 		{true, "/h2/reset", ur},
 		{true, "/h2/refused", refused},
 		{true, "/h2x/close", uc},
+		{true, "/h2x/goaway", refused},
+		{true, "/h2x/goawayerr", refused},
 	}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.logged)

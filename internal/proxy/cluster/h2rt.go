@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"time"
 )
 
@@ -17,10 +18,19 @@ import (
 // only under the route's retry policy (retry_on refused-stream or reset),
 // with that policy's back-off and counters, as the loops do; x/net's
 // retries hid it from the route, so that an upstream refusing every
-// stream was answered 504 at the route timeout. h2RT sends each attempt
-// on a connection of its own pool (ClientConn.RoundTrip) and takes
-// another connection only for a request the upstream never processed:
-// one that never went out, or one a GOAWAY left out, as x/net did.
+// stream was answered 504 at the route timeout. A stream a GOAWAY left
+// out is one too: Envoy's codec (nghttp2's session_close_stream_on_goaway,
+// oghttp2's OnGoAway) closes each stream above the last-stream-id
+// REFUSED_STREAM, whatever the GOAWAY's code, and the loops refuse it
+// likewise (h2up_linux.go); Refused tells it apart. h2RT sends each
+// attempt on a connection of its own pool (ClientConn.RoundTrip) and
+// takes another connection only for a request the connection gave no
+// stream (errUnusable), as x/net did. A stream that had its id when the
+// GOAWAY was read is refused even if x/net had yet to write its HEADERS
+// (waiting for the connection's write lock: setGoAway aborts it and
+// encodeAndWriteHeaders writes nothing), as Envoy's codec refuses every
+// stream the connection took before the GOAWAY, each one's HEADERS
+// encoded as the pool hands it the connection.
 
 // h2RT is an HTTP/2 cluster's round tripper (of a destination's host, for
 // an ORIGINAL_DST cluster): its pool's connections, no retry of its own
@@ -34,13 +44,26 @@ const maxRepick = 6
 // x/net's errors for a request the upstream did not process, unexported:
 // the connection could take no stream (closed, going away, or failed)
 // before the request went out, or the stream was above a GOAWAY's
-// last-stream-id.
+// last-stream-id (errGoAway; errGoAwayFirst, a prefix, for the
+// connection's first stream and a GOAWAY with an error code, which x/net
+// would not send again).
 const (
-	errUnusable = "http2: client conn not usable"
-	errGoAway   = "http2: Transport received Server's graceful shutdown GOAWAY"
+	errUnusable    = "http2: client conn not usable"
+	errGoAway      = "http2: Transport received Server's graceful shutdown GOAWAY"
+	errGoAwayFirst = "http2: Transport received GOAWAY from server ErrCode:"
 	// The connection closed before its first stream went out.
 	errNotEstablished = "http2: client conn could not be established"
 )
+
+// Refused reports whether err is an HTTP/2 upstream's refusal of the
+// stream, Envoy's reset reason remote refused stream reset: its
+// RST_STREAM REFUSED_STREAM (also in the text of an error that wraps it),
+// or a GOAWAY whose last-stream-id left the stream out, which Envoy's
+// codec closes REFUSED_STREAM whatever the GOAWAY's code (see above).
+func Refused(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "REFUSED_STREAM") || s == errGoAway || strings.HasPrefix(s, errGoAwayFirst)
+}
 
 func (t h2RT) RoundTrip(req *http.Request) (*http.Response, error) {
 	addr := authorityAddr(req.URL.Scheme, req.URL.Host)
@@ -62,34 +85,24 @@ func (t h2RT) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.pool.MarkDead(cc)
 			return nil, err
 		}
-		if try >= maxRepick {
-			return nil, err
-		}
-		unusable := err.Error() == errUnusable
-		if !unusable && err.Error() != errGoAway {
-			// REFUSED_STREAM among them: the route's retry policy's.
+		if try >= maxRepick || err.Error() != errUnusable {
+			// A refused stream among them, by RST_STREAM or GOAWAY: the
+			// route's retry policy's.
 			return nil, err
 		}
 		// The body goes again from GetBody when it can, as x/net's
 		// shouldRetryRequest: x/net closed the one it was given (and
 		// httpconn's replay waits for the body it handed out last to
-		// close before the next attempt reads). Without GetBody, only
-		// a request that never went out (unusable) goes again, its
-		// body unread.
-		if req.Body != nil && req.Body != http.NoBody {
-			if req.GetBody == nil {
-				if !unusable {
-					return nil, err
-				}
-			} else {
-				body, berr := req.GetBody()
-				if berr != nil {
-					return nil, err
-				}
-				r := *req
-				r.Body = body
-				req = &r
+		// close before the next attempt reads). Without GetBody it goes
+		// again unread: the request never went out.
+		if req.Body != nil && req.Body != http.NoBody && req.GetBody != nil {
+			body, berr := req.GetBody()
+			if berr != nil {
+				return nil, err
 			}
+			r := *req
+			r.Body = body
+			req = &r
 		}
 		if try > 0 {
 			tm := time.NewTimer(time.Second << (try - 1)) // x/net's back-off, without its jitter

@@ -17,30 +17,17 @@ import (
 // TestH2RTKnowsXNetErrors: the errors h2RT tells apart by their text
 // (x/net's, unexported) are still worded as h2RT expects: a connection
 // closed before its first stream (errNotEstablished), one that takes no
-// new stream (errUnusable), and a stream a GOAWAY left out (errGoAway).
-// Should x/net reword one, h2RT would send a REFUSED-like request to the
-// route's retry policy instead of another connection, or keep a dead
-// connection: this fails first.
+// new stream (errUnusable), and a stream a GOAWAY left out (errGoAway;
+// errGoAwayFirst for the connection's first stream and a GOAWAY with an
+// error code), which Refused takes for a refused stream. Should x/net
+// reword one, h2RT would send a REFUSED-like request to the route's
+// retry policy instead of another connection, the route would see a
+// refused stream as a connection termination, or a dead connection would
+// be kept: this fails first.
 func TestH2RTKnowsXNetErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	// Ends when ln closes.
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			// Ends when the client closes c.
-			go goAwayFirstStream(c)
-		}
-	}()
 	tr := &http2.Transport{AllowHTTP: true}
-	dial := func() *http2.ClientConn {
-		nc, err := net.Dial("tcp", ln.Addr().String())
+	dial := func(addr string) *http2.ClientConn {
+		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,30 +39,59 @@ func TestH2RTKnowsXNetErrors(t *testing.T) {
 		return cc
 	}
 	send := func(cc *http2.ClientConn) error {
-		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+		req, _ := http.NewRequest("GET", "http://x/", nil)
 		resp, err := cc.RoundTrip(req)
 		if err == nil {
 			_ = resp.Body.Close()
 		}
 		return err
 	}
-	check := func(name string, err error, want string) {
+	check := func(name string, err error, want string, refused bool) {
+		// Exact: h2RT and Refused compare the first three whole, and the
+		// fourth's code is part of want.
 		if err == nil || err.Error() != want {
 			t.Errorf("%s: x/net said %v; h2RT expects %q", name, err, want)
+		} else if Refused(err) != refused {
+			t.Errorf("%s: Refused(%v) = %v; want %v", name, err, !refused, refused)
 		}
 	}
-	closed := dial()
+	addr := goAwayServer(t, http2.ErrCodeNo)
+	closed := dial(addr)
 	_ = closed.Close()
-	check("closed before its first stream", send(closed), errNotEstablished)
-	reused := dial()
+	check("closed before its first stream", send(closed), errNotEstablished, false)
+	reused := dial(addr)
 	reused.SetDoNotReuse()
-	check("taking no new stream", send(reused), errUnusable)
-	check("left out by a GOAWAY", send(dial()), errGoAway)
+	check("taking no new stream", send(reused), errUnusable, false)
+	check("left out by a GOAWAY", send(dial(addr)), errGoAway, true)
+	check("the first stream left out by a GOAWAY with an error code",
+		send(dial(goAwayServer(t, http2.ErrCodeInternal))), errGoAwayFirst+"INTERNAL_ERROR", true)
+}
+
+// goAwayServer serves HTTP/2 on loopback until the test ends: each stream
+// is answered with a GOAWAY with code whose last-stream-id leaves it out.
+func goAwayServer(t *testing.T, code http2.ErrCode) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	// Ends when ln closes.
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// Ends when the client closes c.
+			go goAwayFirstStream(c, code)
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // goAwayFirstStream serves HTTP/2 on c: each stream is answered with a
-// GOAWAY (NO_ERROR) whose last-stream-id leaves it out.
-func goAwayFirstStream(c net.Conn) {
+// GOAWAY (code) whose last-stream-id leaves it out.
+func goAwayFirstStream(c net.Conn, code http2.ErrCode) {
 	defer c.Close()
 	if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
 		return
@@ -95,7 +111,7 @@ func goAwayFirstStream(c net.Conn) {
 				return
 			}
 		case *http2.HeadersFrame:
-			if fr.WriteGoAway(0, http2.ErrCodeNo, nil) != nil {
+			if fr.WriteGoAway(0, code, nil) != nil {
 				return
 			}
 		}

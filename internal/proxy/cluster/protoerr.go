@@ -56,9 +56,9 @@ func H2ProtocolReset(err error) bool {
 	return errors.As(err, &ce)
 }
 
-// RemoteReset reports whether err is an HTTP/2 upstream's RST_STREAM
-// (REFUSED_STREAM aside, which the caller tells apart), Envoy's reset
-// reason "remote reset".
+// RemoteReset reports whether err is an HTTP/2 upstream's RST_STREAM,
+// Envoy's reset reason "remote reset"; REFUSED_STREAM too, which callers
+// tell apart by asking Refused first.
 func RemoteReset(err error) bool {
 	var se http2.StreamError
 	return errors.As(err, &se) && fromPeer(se)

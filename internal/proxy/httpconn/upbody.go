@@ -133,15 +133,16 @@ var (
 // router logs the reset its codec reports then (route.DetailsCut*): an
 // HTTP/2 stream's reset, the upstream's or x/net's own (a DATA past the
 // content-length, which nghttp2 resets as a remote reset), is a remote
-// reset (UR); an HTTP/2 connection that ended, or an upgraded one, a
-// connection termination (UC); an HTTP/1.1 body that ended early (its
-// connection closed or reset) or broke its framing, the codec's protocol
-// error (UPE).
+// reset (UR), a refused one (REFUSED_STREAM, or above the last-stream-id
+// of the upstream's GOAWAY) a remote refused stream reset (UR); an HTTP/2
+// connection that ended, or an upgraded one, a connection termination
+// (UC); an HTTP/1.1 body that ended early (its connection closed or
+// reset) or broke its framing, the codec's protocol error (UPE).
 func (b *upstreamBody) cutBy(err error) (accesslog.Flags, *string) {
 	switch {
 	case cluster.H2StreamReset(err):
 		return accesslog.UpstreamRemoteReset, &cutRemoteReset
-	case cluster.RemoteReset(err): // REFUSED_STREAM: H2StreamReset leaves it out
+	case b.h2 && cluster.Refused(err): // REFUSED_STREAM (H2StreamReset leaves it out), or a GOAWAY's
 		return accesslog.UpstreamRemoteReset, &cutRemoteRefused
 	case b.h2 || b.upgraded:
 		return accesslog.UpstreamConnectionTermination, &cutConnectionTermination

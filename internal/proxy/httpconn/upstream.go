@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -426,7 +425,7 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 			details: route.ResetDetails(route.UpstreamProtocolErrorReason, started), body: route.UpstreamProtocolErrorBody}
 		return le, rp != nil && rp.RetriableReset(false, false), false
 	}
-	refused := strings.Contains(err.Error(), "REFUSED_STREAM")
+	refused := cluster.Refused(err) // by RST_STREAM or by GOAWAY
 	if cluster.H2StreamReset(err) {
 		// Envoy's HTTP/2 pool counts a stream reset so; a connection that
 		// ends, or an HTTP/1.1 one, it does not.
