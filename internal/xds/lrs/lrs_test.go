@@ -154,6 +154,36 @@ func TestTraffic(t *testing.T) {
 	}
 }
 
+// TestTrafficLocalities: a report of a cluster's load per locality, as
+// Envoy and weft proxy send it (their hosts' counts per locality, the
+// cluster's dropped requests apart), counts each locality in the edge:
+// requests, errors and requests in flight are their sums.
+func TestTrafficLocalities(t *testing.T) {
+	c := &clock{t: time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)}
+	s := newServer(c, nil, Limits{})
+	client := start(t, s)
+	st := open(t, t.Context(), client, node("front"))
+	c.add(5 * time.Second)
+	red := cluster("cds_egress_m_red_http_8080", 30, 27, 2, 1)
+	east := &corev3.Locality{Region: "us-east-1", Zone: "us-east-1a"}
+	red.UpstreamLocalityStats[0].Locality = east
+	red.UpstreamLocalityStats = append(red.UpstreamLocalityStats, &endpointv3.UpstreamLocalityStats{
+		Locality: &corev3.Locality{Region: "us-west-2"}, TotalIssuedRequests: 10, TotalSuccessfulRequests: 8,
+		TotalErrorRequests: 2, TotalRequestsInProgress: 2})
+	red.TotalDroppedRequests = 5
+	if err := st.Send(&lrsv3.LoadStatsRequest{ClusterStats: []*endpointv3.ClusterStats{red}}); err != nil {
+		t.Fatal(err)
+	}
+	var edges []Edge
+	waitFor(t, "an edge", func() bool { edges = s.Traffic(owner, "m"); return len(edges) == 1 })
+	if e := edges[0]; e.RequestsPerSecond != 8 || e.ErrorRatio != 4.0/39 || e.InFlight != 3 {
+		t.Errorf("edge %+v; want 8 rps (40 issued over 5 s), error ratio 4/39, 3 in flight", e)
+	}
+	if n := series(t, s, "weft_traffic_errors_total", "target", "red"); n != 4 {
+		t.Errorf("weft_traffic_errors_total{target=red} = %v, want 4", n)
+	}
+}
+
 // series returns the value of s's series name whose label k is v.
 func series(t *testing.T, s *Server, name, k, v string) float64 {
 	t.Helper()
