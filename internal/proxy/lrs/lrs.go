@@ -313,13 +313,11 @@ func report(prev baseline, now []Cluster, asked func(string) bool, interval time
 	for _, c := range now {
 		p, seen := prev.clusters[c.Name]
 		nb := clusterBase{key: c.Key, dropped: c.Dropped, latency: c.Latency}
-		if !seen {
-			// Added since the last report: its hosts and dropped
-			// requests count from zero (Envoy leaves out a new
-			// cluster's first interval); its latency, kept by name,
-			// may be an earlier instance's.
-			p.latency = c.Latency
-		} else if p.key != c.Key {
+		// A cluster added since the last report counts from zero (Envoy
+		// leaves out a new cluster's first interval), its latency too
+		// (kept by name, it holds an earlier instance's as well if the
+		// name was in use before the last report).
+		if seen && p.key != c.Key {
 			p.dropped = 0 // a new instance, counting from zero
 		}
 		locs := map[localityKey]*endpointv3.UpstreamLocalityStats{}

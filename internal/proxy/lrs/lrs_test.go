@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
 // collector is an LRS server that asks for every cluster each second and
@@ -204,6 +206,17 @@ func TestReportLocalities(t *testing.T) {
 	}
 	if !sameStats(got, want) {
 		t.Errorf("report:\n%s\nwant\n%s", text(got), text(want))
+	}
+	// A cluster added since the last report has its latency (weft
+	// proxy's load metrics) counted from zero too.
+	st := stats.NewStore()
+	st.Scope("cluster.added.", "envoy_cluster_").Histogram("upstream_rq_time").Record(7)
+	withLatency := slices.Clone(after)
+	withLatency[len(after)-1].Latency, _ = st.HistogramValue("cluster.added.upstream_rq_time")
+	lat, _ := report(base, withLatency, a.has, time.Second)
+	if m := lat[0].GetUpstreamLocalityStats()[0].GetLoadMetricStats(); lat[0].GetClusterName() != "added" || len(m) != 2 ||
+		m[0].GetMetricName() != metricP50 || m[0].GetNumRequestsFinishedWithMetric() != 1 {
+		t.Errorf("a new cluster's latency: %s; want its one request's p50 and p99", text(lat[:1]))
 	}
 	if len(next.hosts) != 8 || len(next.clusters) != 5 {
 		t.Errorf("baseline of %d hosts, %d clusters; want the 8 hosts and 5 clusters read last", len(next.hosts), len(next.clusters))
