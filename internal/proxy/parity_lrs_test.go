@@ -24,9 +24,11 @@ import (
 // rq_success and rq_error and their rq_active: requests answered by the
 // upstream, over HTTP/1.1 and h2c, in two localities; an upstream 5xx (an
 // error); an attempt retried (its host's error) and the retry's success;
-// an overflow of the circuit breakers, counted in the cluster's
-// total_dropped_requests, not at any host (the request in flight it
-// overflowed ends in the route timeout's 504, an error). A 503 for no
+// an overflow of max_requests, counted in the cluster's
+// total_dropped_requests and in the rq_error (not rq_total) of the host
+// it picked, as Envoy's pool refuses the stream with that host and its
+// router charges it (it counted at no host); the request in flight it
+// overflowed ends in the route timeout's 504, an error. A 503 for no
 // healthy upstream has no host and is not dropped: Envoy's report counts
 // it nowhere, and the cluster, with no host and nothing dropped, is left
 // out. The report counted per cluster before, from its upstream_rq_*
@@ -116,7 +118,7 @@ func TestLoadReportSamePaths(t *testing.T) {
 			want := strings.Join([]string{
 				"failing dropped 0", "  {  } p0: 1 issued, 0 ok, 1 failed, 0 in progress",
 				"flaky dropped 0", "  {  } p0: 2 issued, 1 ok, 1 failed, 0 in progress",
-				"overflow dropped 1", "  {  } p0: 1 issued, 0 ok, 1 failed, 0 in progress",
+				"overflow dropped 1", "  {  } p0: 1 issued, 0 ok, 2 failed, 0 in progress",
 				"two dropped 0",
 				fmt.Sprintf("  {us-east-1 us-east-1a } p0: %d issued, %d ok, 0 failed, 0 in progress", e, e),
 				fmt.Sprintf("  {us-west-2 us-west-2b rack1} p0: %d issued, %d ok, 0 failed, 0 in progress", w, w),

@@ -93,7 +93,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		triedN++
 		s.host = h
 		s.attempts = n + 1
-		release, err := c.Acquire(ctx, http1)
+		release, err := c.Acquire(ctx, h, http1)
 		if err != nil {
 			if releaseRetry != nil {
 				releaseRetry()
