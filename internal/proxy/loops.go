@@ -311,9 +311,12 @@ func (o loopObserver) Interim(name string, _ any, code int) {
 	}
 }
 
-func (o loopObserver) Aborted(name string, code int) {
+func (o loopObserver) Aborted(name string, code int, dropped bool) {
 	if c := o.clusters.Get(name); c != nil {
 		c.Stats.Response(code)
+		if dropped {
+			c.Stats.Dropped()
+		}
 	}
 }
 

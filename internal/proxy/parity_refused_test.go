@@ -82,8 +82,13 @@ func TestRefusedStreamRetriedSamePaths(t *testing.T) {
 			var got []string
 			for _, c := range []string{"plain", "retried"} {
 				got = append(got, c+":\n"+h.counts("cluster."+c+".", names))
-				l, _ := h.p.Stats.ClusterLoad(c)
-				got = append(got, fmt.Sprintf("load: %d sent, %d answered, %d 5xx, %d errors", l.RqTotal, l.RqCompleted, l.Rq5xx, l.RqError))
+				for _, l := range (loadSource{h.p.clusters, h.p.Stats}).LoadClusters() {
+					for _, hs := range l.Hosts {
+						if l.Name == c {
+							got = append(got, fmt.Sprintf("host load: %d sent, %d ok, %d errors", hs.RqTotal, hs.RqSuccess, hs.RqError))
+						}
+					}
+				}
 			}
 			if all := strings.Join(got, "\n"); first == "" {
 				first = all

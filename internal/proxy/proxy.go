@@ -365,7 +365,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	go func() { // load reports to the control plane; ends with ctx
 		defer wg.Done()
 		lcfg := lrs.Config{Server: p.cfg.XDS, Node: p.node, DialOptions: p.cfg.XDSDialOptions, BackoffBase: p.cfg.XDSBackoffBase}
-		if err := lrs.Run(ctx, lcfg, p.Stats, p.log.With("component", "lrs")); err != nil {
+		if err := lrs.Run(ctx, lcfg, loadSource{p.clusters, p.Stats}, p.log.With("component", "lrs")); err != nil {
 			errc <- err
 		}
 	}()

@@ -189,7 +189,8 @@ func sortedNames(cs map[string]*cluster.Cluster) []string {
 }
 
 // writeClusters writes Envoy's /clusters text: circuit breaker settings
-// per cluster, then per host counters, health flags and weight.
+// per cluster, then per host counters, health flags, weight and EDS
+// locality.
 func writeClusters(w io.Writer, cs map[string]*cluster.Cluster) {
 	var b strings.Builder
 	for _, n := range sortedNames(cs) {
@@ -211,18 +212,25 @@ func writeClusters(w io.Writer, cs map[string]*cluster.Cluster) {
 			if h.Hostname != "" {
 				fmt.Fprintf(&b, "%shostname::%s\n", p, h.Hostname)
 			}
-			fmt.Fprintf(&b, "%shealth_flags::%s\n%sweight::%d\n%sregion::\n%szone::\n%ssub_zone::\n%scanary::false\n%spriority::0\n%ssuccess_rate::-1\n%slocal_origin_success_rate::-1\n",
-				p, h.HealthString(), p, h.Weight(), p, p, p, p, p, p, p)
+			region, zone, subZone := h.Locality()
+			fmt.Fprintf(&b, "%shealth_flags::%s\n%sweight::%d\n%sregion::%s\n%szone::%s\n%ssub_zone::%s\n%scanary::false\n%spriority::0\n%ssuccess_rate::-1\n%slocal_origin_success_rate::-1\n",
+				p, h.HealthString(), p, h.Weight(), p, region, p, zone, p, subZone, p, p, p, p)
 		}
 	}
 	_, _ = io.WriteString(w, b.String())
 }
 
 func clustersJSON(cs map[string]*cluster.Cluster) any {
+	type localityJSON struct {
+		Region  string `json:"region,omitempty"`
+		Zone    string `json:"zone,omitempty"`
+		SubZone string `json:"sub_zone,omitempty"`
+	}
 	type hostJSON struct {
 		Address      string           `json:"address"`
 		HealthStatus string           `json:"health_status"`
 		Weight       uint32           `json:"weight"`
+		Locality     localityJSON     `json:"locality"`
 		Stats        map[string]int64 `json:"stats"`
 	}
 	type clusterJSON struct {
@@ -237,7 +245,9 @@ func clustersJSON(cs map[string]*cluster.Cluster) any {
 		cj := clusterJSON{Name: n, AddedViaAPI: true, HostStatuses: []hostJSON{}}
 		for _, h := range cs[n].Hosts() {
 			s := h.Snapshot()
-			cj.HostStatuses = append(cj.HostStatuses, hostJSON{Address: h.Addr, HealthStatus: h.HealthString(), Weight: h.Weight(),
+			var loc localityJSON
+			loc.Region, loc.Zone, loc.SubZone = h.Locality()
+			cj.HostStatuses = append(cj.HostStatuses, hostJSON{Address: h.Addr, HealthStatus: h.HealthString(), Weight: h.Weight(), Locality: loc,
 				Stats: map[string]int64{"cx_active": s.CxActive, "cx_total": s.CxTotal, "rq_active": s.RqActive,
 					"rq_error": s.RqError, "rq_success": s.RqSuccess, "rq_timeout": s.RqTimeout, "rq_total": s.RqTotal}})
 		}

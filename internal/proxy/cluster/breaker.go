@@ -5,13 +5,20 @@ import (
 	"sync"
 )
 
-// Acquire reserves a request slot under the circuit breakers; release
-// returns it. HTTP/1.1 requests also need a connection slot and may wait
-// in the pending queue until ctx ends.
-func (c *Cluster) Acquire(ctx context.Context, http1 bool) (release func(), err error) {
+// Acquire reserves a request slot under the circuit breakers for a
+// request to h; release returns it. HTTP/1.1 requests also need a
+// connection slot and may wait in the pending queue until ctx ends. An
+// overflow of max_requests counts in h's rq_error, as Envoy's pool
+// refuses the stream with the host it picked (attachStreamToClient) and
+// its router counts that 503 in the host's rq_error (chargeUpstreamCode);
+// one of max_pending_requests has no host (ConnPoolImplBase::newStream).
+func (c *Cluster) Acquire(ctx context.Context, h *Host, http1 bool) (release func(), err error) {
 	if n := c.rqActive.Add(1); n > int64(c.cb.maxRequests) {
 		c.rqActive.Add(-1)
 		c.Stats.RqPendingOverflow.Inc()
+		if h != nil {
+			h.rqError.Add(1)
+		}
 		return nil, ErrOverflow
 	}
 	c.Stats.RqActive.Inc()

@@ -165,11 +165,18 @@ type Stats struct {
 	// retried are the retry.upstream_rq_* counters (RetryResponse), made
 	// at a cluster's first retried response.
 	retried *atomic.Pointer[retriedStats]
+
+	// dropped is upstream_rq_dropped (Dropped), which Envoy keeps in the
+	// cluster's load report stats, a store of their own that /stats
+	// does not show (ClusterInfoImpl's load_report_stats_store_): the
+	// load report reads it, nothing else. Per cluster instance, as
+	// Envoy's ClusterInfo: a rebuilt cluster counts from zero.
+	dropped *atomic.Int64
 }
 
 func newStats(st *stats.Store, name string) Stats {
 	sc := st.Scope("cluster."+name+".", "envoy_cluster_", stats.Label{Name: "envoy_cluster_name", Value: name})
-	s := Stats{scope: sc, codes: new([600]atomic.Pointer[stats.Counter]), retried: new(atomic.Pointer[retriedStats]),
+	s := Stats{scope: sc, codes: new([600]atomic.Pointer[stats.Counter]), retried: new(atomic.Pointer[retriedStats]), dropped: new(atomic.Int64),
 		RqTotal: sc.Counter("upstream_rq_total"), RqCompleted: sc.Counter("upstream_rq_completed"),
 		RqActive: sc.Gauge("upstream_rq_active"), RqTimeout: sc.Counter("upstream_rq_timeout"),
 		RqPerTryTimeout: sc.Counter("upstream_rq_per_try_timeout"), RqRetry: sc.Counter("upstream_rq_retry"),
@@ -210,6 +217,18 @@ func (s *Stats) Response(code int) {
 	s.classes[code/100].Inc()
 	s.RqCompleted.Inc()
 }
+
+// Dropped counts a request the router answered 503 without sending it,
+// as Envoy's router charges it as dropped besides its 503
+// (Filter::chargeUpstreamCode with dropped: an overflow of the circuit
+// breakers, never retried, Filter::onUpstreamReset; maintenance mode,
+// which weft proxy cannot set). Not a 503 for no healthy upstream, which
+// Envoy charges without it.
+func (s *Stats) Dropped() { s.dropped.Add(1) }
+
+// DroppedTotal is the count of Dropped since the cluster was built: the
+// load report's total_dropped_requests is its growth.
+func (s *Stats) DroppedTotal() int64 { return s.dropped.Load() }
 
 // retriedStats are a cluster's counts of retried responses: its
 // retry.upstream_rq_<code>, retry.upstream_rq_<class>xx and

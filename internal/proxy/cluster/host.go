@@ -106,6 +106,12 @@ func (h *Host) HealthString() string {
 	return s
 }
 
+// Locality is the host's EDS locality (region, zone, sub-zone), empty for
+// a host of a cluster of another type.
+func (h *Host) Locality() (region, zone, subZone string) {
+	return h.locality.region, h.locality.zone, h.locality.subZone
+}
+
 // Weight is the host's load-balancing weight.
 func (h *Host) Weight() uint32 { return h.weight.Load() }
 

@@ -222,8 +222,11 @@ type Observer interface {
 	// started, or 503 to one for which the cluster has no healthy host
 	// (at its first attempt or a retry), which Envoy's router counts as
 	// the cluster's response of that code (Filter::chargeUpstreamAbort,
-	// sendNoHealthyUpstreamResponse, chargeUpstreamCode).
-	Aborted(cluster string, code int)
+	// sendNoHealthyUpstreamResponse, chargeUpstreamCode). dropped: the
+	// attempt overflowed the cluster's circuit breakers, which Envoy's
+	// router also charges as dropped (Filter::onUpstreamReset, the
+	// cluster's upstream_rq_dropped in its load report).
+	Aborted(cluster string, code int, dropped bool)
 }
 
 // Target is a Router's answer: a cluster's host, or a local reply.

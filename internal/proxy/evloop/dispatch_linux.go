@@ -137,7 +137,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 					st.noCluster.Inc()
 				}
 				if t.Flags&accesslog.NoHealthyUpstream != 0 && t.Cluster != "" {
-					l.charge(t.Cluster, l.srv.clusterCounters(t.Cluster), t.Status) // as retryNow charges it
+					l.charge(t.Cluster, l.srv.clusterCounters(t.Cluster), t.Status, false) // as retryNow charges it
 				}
 				d.logFlags(t.Flags, t.Details)
 			}

@@ -86,7 +86,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 			// Made at the head on a first attempt, as Envoy's pool
 			// refuses the stream at once (route.LocalReplyCloses).
 			atHead := d.retries == 0 && !st.reqEnded
-			l.abortReply(d, pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", atHead)
+			l.dropReply(d, pool, "upstream connect error or disconnect/reset before headers. reset reason: overflow", atHead)
 			return
 		}
 		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")

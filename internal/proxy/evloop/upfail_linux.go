@@ -143,19 +143,32 @@ func (l *loop) abortReply(d *down, pool *clusterPool, status int, body string, c
 	l.localReply(d, status, body, closeAfter)
 }
 
+// dropReply is abortReply for an attempt that overflowed the cluster's
+// circuit breakers, never retried: its 503 counts as dropped too, as
+// Envoy's router charges it (Filter::onUpstreamReset: chargeUpstreamAbort
+// with dropped; the load report's total_dropped_requests).
+func (l *loop) dropReply(d *down, pool *clusterPool, body string, closeAfter bool) {
+	if !d.rs.started {
+		l.charge(pool.def.name, pool.st, 503, true)
+	}
+	l.localReply(d, 503, body, closeAfter)
+}
+
 // chargeAbort is abortReply's count.
 func (l *loop) chargeAbort(d *down, pool *clusterPool, status int) {
 	if d.rs.started {
 		return
 	}
-	l.charge(pool.def.name, pool.st, status)
+	l.charge(pool.def.name, pool.st, status, false)
 }
 
 // charge counts status as the cluster's response to a request the proxy
-// answered itself: through the Observer, else in the loops' own stats.
-func (l *loop) charge(cluster string, st *clusterCounters, status int) {
+// answered itself, and dropped as Observer.Aborted says: through the
+// Observer, else the status in the loops' own stats (Envoy shows no
+// dropped count in /stats).
+func (l *loop) charge(cluster string, st *clusterCounters, status int, dropped bool) {
 	if o := l.srv.cfg.Observer; o != nil {
-		o.Aborted(cluster, status)
+		o.Aborted(cluster, status, dropped)
 	} else {
 		st.response(status)
 	}

@@ -92,13 +92,14 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		triedN++
 		s.host = h
 		s.attempts = n + 1
-		release, err := c.Acquire(ctx, http1)
+		release, err := c.Acquire(ctx, h, http1)
 		if err != nil {
 			if releaseRetry != nil {
 				releaseRetry()
 			}
 			if errors.Is(err, cluster.ErrOverflow) {
 				c.Stats.Response(http.StatusServiceUnavailable) // an overflow reset, not retried: charged as below
+				c.Stats.Dropped()                               // and as dropped (onUpstreamReset)
 				return nil, &localError{code: 503, flags: accesslog.UpstreamOverflow, details: "upstream_reset_before_response_started{overflow}",
 					body: "upstream connect error or disconnect/reset before headers. reset reason: overflow"}
 			}

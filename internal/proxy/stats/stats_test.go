@@ -116,34 +116,3 @@ func TestStatsTags(t *testing.T) {
 		}
 	}
 }
-
-func TestClusterLoad(t *testing.T) {
-	s := NewStoreWithTags(Label{"appmesh.mesh", "m"})
-	for _, name := range []string{"b", "a"} {
-		sc := s.Scope("cluster."+name+".", "envoy_cluster_", Label{"envoy_cluster_name", name})
-		sc.Counter("upstream_rq_total").Add(10)
-		sc.Counter("upstream_rq_5xx").Add(2)
-		sc.Counter("upstream_rq_completed").Add(9) // 7 responses and 2 1xx before some
-		sc.Counter("upstream_rq_1xx").Add(2)
-		sc.Counter("upstream_cx_connect_fail").Add(1)
-		sc.Gauge("upstream_rq_active").Set(3)
-		h := sc.Histogram("upstream_rq_time")
-		for v := uint64(1); v <= 10; v++ {
-			h.Record(v)
-		}
-	}
-	ls := s.ClusterLoads()
-	if len(ls) != 2 || ls[0].Name != "a" || ls[1].Name != "b" {
-		t.Fatalf("loads %+v", ls)
-	}
-	l := ls[0]
-	if l.RqTotal != 10 || l.RqCompleted != 7 || l.Rq5xx != 2 || l.RqError != 2 || l.RqActive != 3 {
-		t.Errorf("load %+v", l)
-	}
-	if p, ok := l.LatencyQuantile(0.5); !ok || p != 5 {
-		t.Errorf("p50 %v %v", p, ok)
-	}
-	if _, ok := s.ClusterLoad("nope"); ok {
-		t.Error("a cluster that never existed has a load")
-	}
-}

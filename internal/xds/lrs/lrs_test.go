@@ -154,6 +154,47 @@ func TestTraffic(t *testing.T) {
 	}
 }
 
+// TestTrafficLocalities: a report of a cluster's load per locality, as
+// Envoy and weft proxy send it (their hosts' counts per locality, the
+// cluster's dropped requests apart), counts each locality in the edge:
+// requests, errors and requests in flight are their sums. The cluster's
+// dropped requests (its circuit breakers' 503s, which no host counts) are
+// requests and errors of the edge too, alone in a report or not; they
+// were left out, so that the error ratio missed them.
+func TestTrafficLocalities(t *testing.T) {
+	c := &clock{t: time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)}
+	s := newServer(c, nil, Limits{})
+	client := start(t, s)
+	st := open(t, t.Context(), client, node("front"))
+	c.add(5 * time.Second)
+	red := cluster("cds_egress_m_red_http_8080", 30, 27, 2, 1)
+	east := &corev3.Locality{Region: "us-east-1", Zone: "us-east-1a"}
+	red.UpstreamLocalityStats[0].Locality = east
+	red.UpstreamLocalityStats = append(red.UpstreamLocalityStats, &endpointv3.UpstreamLocalityStats{
+		Locality: &corev3.Locality{Region: "us-west-2"}, TotalIssuedRequests: 10, TotalSuccessfulRequests: 8,
+		TotalErrorRequests: 2, TotalRequestsInProgress: 2})
+	red.TotalDroppedRequests = 5
+	// Every request to blue overflowed: no locality, only drops.
+	blue := &endpointv3.ClusterStats{ClusterName: "cds_egress_m_blue_http_8080", TotalDroppedRequests: 10}
+	if err := st.Send(&lrsv3.LoadStatsRequest{ClusterStats: []*endpointv3.ClusterStats{red, blue}}); err != nil {
+		t.Fatal(err)
+	}
+	var edges []Edge
+	waitFor(t, "two edges", func() bool { edges = s.Traffic(owner, "m"); return len(edges) == 2 })
+	if e := edges[0]; e.Target.Name != "blue" || e.RequestsPerSecond != 2 || e.ErrorRatio != 1 || e.InFlight != 0 {
+		t.Errorf("edge %+v; want blue, 2 rps (10 dropped over 5 s), error ratio 1, none in flight", e)
+	}
+	if e := edges[1]; e.Target.Name != "red" || e.RequestsPerSecond != 9 || e.ErrorRatio != 9.0/44 || e.InFlight != 3 {
+		t.Errorf("edge %+v; want red, 9 rps (40 issued and 5 dropped over 5 s), error ratio 9/44, 3 in flight", e)
+	}
+	for target, want := range map[string][2]float64{"red": {45, 9}, "blue": {10, 10}} {
+		got := [2]float64{series(t, s, "weft_traffic_requests_total", "target", target), series(t, s, "weft_traffic_errors_total", "target", target)}
+		if got != want {
+			t.Errorf("weft_traffic_requests_total and errors_total{target=%s} = %v; want %v", target, got, want)
+		}
+	}
+}
+
 // series returns the value of s's series name whose label k is v.
 func series(t *testing.T, s *Server, name, k, v string) float64 {
 	t.Helper()

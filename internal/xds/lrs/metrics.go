@@ -20,8 +20,8 @@ func (s *Server) Collector() prometheus.Collector { return collector{s} }
 
 var (
 	edgeLabels    = []string{"mesh_owner", "mesh", "source_kind", "source", "target"}
-	requestsDesc  = prometheus.NewDesc("weft_traffic_requests_total", "Requests from a virtual node or gateway to a virtual node, as its proxies reported them over LRS.", edgeLabels, nil)
-	errorsDesc    = prometheus.NewDesc("weft_traffic_errors_total", "Requests of weft_traffic_requests_total that failed (5xx or, for gRPC, a failed status).", edgeLabels, nil)
+	requestsDesc  = prometheus.NewDesc("weft_traffic_requests_total", "Requests from a virtual node or gateway to a virtual node, as its proxies reported them over LRS: sent to the target's hosts (retries included), or dropped by the source's circuit breakers.", edgeLabels, nil)
+	errorsDesc    = prometheus.NewDesc("weft_traffic_errors_total", "Requests of weft_traffic_requests_total that failed (5xx, reset or timed out, a failed gRPC status, retried, or dropped by the source's circuit breakers).", edgeLabels, nil)
 	inFlightDesc  = prometheus.NewDesc("weft_traffic_requests_in_flight", "Requests in flight from a virtual node or gateway to a virtual node at its open LRS streams' latest reports.", edgeLabels, nil)
 	reportersDesc = prometheus.NewDesc("weft_lrs_reporters", "LRS streams whose reports are held (open, or closed and still in the window).", nil, nil)
 	droppedDesc   = prometheus.NewDesc("weft_lrs_dropped_total", "Cluster stats not kept: reason cluster_limit (a stream's clusters), edge_limit (edges on /metrics).", []string{"reason"}, nil)

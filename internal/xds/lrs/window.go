@@ -155,6 +155,13 @@ func (s *Server) record(r *reporter, cs []*endpointv3.ClusterStats, now time.Tim
 			// later than the others) issued at least what completed.
 			smp.issued = smp.success + smp.errors
 		}
+		// Requests the source's proxy answered 503 itself, its circuit
+		// breakers' overflow (Envoy's upstream_rq_dropped): requests
+		// from the source to the target that failed, which the
+		// localities, the target's hosts' counts, leave out.
+		if d := c.GetTotalDroppedRequests(); d > 0 {
+			smp.issued, smp.errors = sat(smp.issued, d), sat(smp.errors, d)
+		}
 		w.push(smp, s.limits.MaxSamples)
 		k := edgeKey{owner: r.who.MeshOwner, mesh: r.who.Mesh, kind: r.who.Kind, source: r.who.Name, target: target}
 		t := s.totals[k]
