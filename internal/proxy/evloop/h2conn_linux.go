@@ -31,10 +31,12 @@ const (
 	// connection's) the loops let their peer use up before they credit
 	// it back with a WINDOW_UPDATE, as nghttp2 (Envoy's codec) waits for
 	// half its window: a response or request body under it costs the
-	// peer no frame and the loops no write. Crediting every read instead
-	// sent an upstream two WINDOW_UPDATEs, one more write, per response
-	// (docs/bench/proxy.md, "Round 26: WINDOW_UPDATE at half the
-	// window").
+	// peer no stream WINDOW_UPDATE and the loops no write for it (the
+	// connection's comes once per h2Refresh bytes received, whatever
+	// the streams; padding counts as used when it arrives). Crediting
+	// every read instead sent an upstream two WINDOW_UPDATEs, one more
+	// write, per response (docs/bench/proxy.md, "Round 26:
+	// WINDOW_UPDATE at half the window").
 	h2Refresh = h2Window / 2
 	// h2MaxOut is how many bytes a connection's output may hold before its
 	// streams' upstreams are paused, and its input, until the socket takes

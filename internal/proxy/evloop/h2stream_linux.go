@@ -301,6 +301,12 @@ func (l *loop) h2DataIn(c *h2conn, f *http2.DataFrame) {
 		return
 	}
 	if st.us != nil {
+		if pad := n - int64(len(data)); pad > 0 && !f.StreamEnded() {
+			// Padding never goes upstream: credited as if it went (as
+			// nghttp2 consumes it at once), or the client's stream window
+			// would shrink by it for good.
+			l.h2uCredit(st, pad)
+		}
 		l.h2uBody(st, data, f.StreamEnded())
 		return
 	}
