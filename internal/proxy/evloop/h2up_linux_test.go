@@ -402,11 +402,14 @@ func TestH2UpstreamFlowControl(t *testing.T) {
 			c.IdleTimeout, c.StreamIdleTimeout, c.Stats = 30*time.Second, 300*time.Millisecond, st
 		})
 		h := dialH2Raw(t, srv, http2.ClientPreface)
+		// The upstream stream's idle time runs from its opening, after
+		// the HEADERS went: from here, not from the DATA (the upstream's
+		// accept may take a while under load).
+		start := time.Now()
 		h.headers(1, false, ":path", "/post")
 		u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 		id := u.request().StreamID
 		_ = h.fr.WriteData(1, false, bytes.Repeat([]byte("b"), 1000))
-		start := time.Now()
 		var credited uint32
 		f := h.until(func(f http2.Frame) bool {
 			if w, ok := f.(*http2.WindowUpdateFrame); ok && w.StreamID == 1 {
