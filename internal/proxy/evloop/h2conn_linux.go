@@ -27,6 +27,17 @@ const (
 	// the connection (RFC 9113's initial 65,535): a stream's request body
 	// bytes are credited back once the upstream took them.
 	h2Window = 65535
+	// h2Refresh is how many bytes of a window (a stream's or the
+	// connection's) the loops let their peer use up before they credit
+	// it back with a WINDOW_UPDATE, as nghttp2 (Envoy's codec) waits for
+	// half its window: a response or request body under it costs the
+	// peer no stream WINDOW_UPDATE and the loops no write for it (the
+	// connection's comes once per h2Refresh bytes received, whatever
+	// the streams; padding counts as used when it arrives). Crediting
+	// every read instead sent an upstream two WINDOW_UPDATEs, one more
+	// write, per response (docs/bench/proxy.md, "Round 26:
+	// WINDOW_UPDATE at half the window").
+	h2Refresh = h2Window / 2
 	// h2MaxOut is how many bytes a connection's output may hold before its
 	// streams' upstreams are paused, and its input, until the socket takes
 	// them: a client that sends frames answered by frames (PING,
@@ -151,7 +162,7 @@ func (l *loop) flushH2() {
 			if d.closed {
 				continue
 			}
-			if c.recvUnack > 0 && !d.closeAfter {
+			if c.recvUnack >= h2Refresh && !d.closeAfter {
 				_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnack))
 				c.recvAvail += c.recvUnack
 				c.recvUnack = 0

@@ -27,8 +27,8 @@ package evloop
 
 // maxFreeStreams bounds each free list, per loop: a loop reuses as many
 // streams as it had in flight at once, and keeps no more than this many
-// idle: 128 × 856 bytes of client streams (a 896-byte size class) and
-// 128 × 368 of upstream ones (384), 160 KB at most.
+// idle: 128 × 968 bytes of client streams (a 1,024-byte size class) and
+// 128 × 432 of upstream ones (448), 184 KiB at most.
 const maxFreeStreams = 128
 
 // recycleStreams is off in this package's tests, which poison ended

@@ -35,6 +35,7 @@ type h2stream struct {
 	window     int64 // what the client lets us send on it
 	recvAvail  int64 // what the client may still send on it
 	unpaid     int64 // request bytes received, not credited back yet
+	owed       int64 // to an HTTP/2 upstream: bytes that left for it, credited at h2Refresh (h2uCredit)
 	pending    []byte
 	endPending bool  // END_STREAM follows pending
 	endAt      int64 // loop time endPending was set: the flush timeout runs from it (stallDeadline)
@@ -300,6 +301,12 @@ func (l *loop) h2DataIn(c *h2conn, f *http2.DataFrame) {
 		return
 	}
 	if st.us != nil {
+		if pad := n - int64(len(data)); pad > 0 && !f.StreamEnded() {
+			// Padding never goes upstream: credited as if it went (as
+			// nghttp2 consumes it at once), or the client's stream window
+			// would shrink by it for good.
+			l.h2uCredit(st, pad)
+		}
 		l.h2uBody(st, data, f.StreamEnded())
 		return
 	}
@@ -352,10 +359,11 @@ func (l *loop) h2ReqEnd(st *h2stream) {
 }
 
 // h2Credit gives the client its stream's window back once the request
-// bytes it sent left for the upstream (or were dropped).
+// bytes it sent left for the upstream (or were dropped) and add up to
+// h2Refresh.
 func (l *loop) h2Credit(st *h2stream) {
 	sd := st.sd
-	if st.unpaid == 0 || st.reqEnded || st.gone || (!sd.closed && sd.state == dsBody && sd.in != nil && sd.off < len(sd.in)) {
+	if st.unpaid < h2Refresh || st.reqEnded || st.gone || (!sd.closed && sd.state == dsBody && sd.in != nil && sd.off < len(sd.in)) {
 		return
 	}
 	_ = st.c.fr.WriteWindowUpdate(st.id, uint32(st.unpaid))

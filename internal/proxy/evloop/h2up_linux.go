@@ -137,7 +137,7 @@ func (l *loop) flushH2Up() {
 		if u.closed {
 			continue
 		}
-		if c.recvUnack > 0 {
+		if c.recvUnack >= h2Refresh {
 			_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnack))
 			c.recvUnack = 0
 		}

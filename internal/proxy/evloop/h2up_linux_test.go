@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -296,40 +297,103 @@ func TestH2UpstreamResets(t *testing.T) {
 }
 
 // TestH2UpstreamFlowControl: the upstream's response DATA is credited
-// back only as the client's window lets it through, and a request body
-// the upstream never opens its window for is reset after the idle
+// back only as the client's window lets it through, in one WINDOW_UPDATE
+// once half the stream's window went (as nghttp2 credits), and a request
+// body the upstream never opens its window for is reset after the idle
 // timeout (both streams), nothing of it credited to the client.
 func TestH2UpstreamFlowControl(t *testing.T) {
 	t.Run("response", func(t *testing.T) {
 		srv, accept := startH2Up(t)
 		h := dialH2Raw(t, srv, http2.ClientPreface)
-		_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1000})
+		_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 30000})
 		h.headers(1, true)
 		u := accept()
 		id := u.request().StreamID
 		u.headers(id, false, ":status", "200")
-		_ = u.fr.WriteData(id, false, bytes.Repeat([]byte("a"), 16384))
-		_ = u.fr.WriteData(id, false, bytes.Repeat([]byte("a"), 16384))
+		for range 3 {
+			_ = u.fr.WriteData(id, false, bytes.Repeat([]byte("a"), 16384))
+		}
 		got := 0
-		h.until(func(f http2.Frame) bool {
-			if d, ok := f.(*http2.DataFrame); ok {
-				got += len(d.Data())
-			}
-			return got >= 1000
-		})
-		credit := 0
-		_ = u.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		for {
-			f, err := u.fr.ReadFrame()
-			if err != nil {
-				break
-			}
-			if w, ok := f.(*http2.WindowUpdateFrame); ok && w.StreamID == id {
-				credit += int(w.Increment)
+		take := func(upTo int) {
+			t.Helper()
+			h.until(func(f http2.Frame) bool {
+				if d, ok := f.(*http2.DataFrame); ok {
+					got += len(d.Data())
+				}
+				return got >= upTo
+			})
+		}
+		// credited reads the upstream's frames for 300 ms: the stream's
+		// WINDOW_UPDATEs, each one's increment.
+		credited := func() []uint32 {
+			var incs []uint32
+			_ = u.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			for {
+				f, err := u.fr.ReadFrame()
+				if err != nil {
+					return incs
+				}
+				if w, ok := f.(*http2.WindowUpdateFrame); ok && w.StreamID == id {
+					incs = append(incs, w.Increment)
+				}
 			}
 		}
-		if got != 1000 || credit != 1000 {
-			t.Fatalf("client got %d bytes, upstream credited %d on its stream; want 1000 and 1000", got, credit)
+		take(30000)
+		if c := credited(); got != 30000 || len(c) != 0 {
+			t.Fatalf("client got %d bytes, upstream credited %v on its stream; want 30000 and nothing (under half the window)", got, c)
+		}
+		_ = h.fr.WriteWindowUpdate(1, 10000)
+		take(40000)
+		if c := credited(); got != 40000 || !slices.Equal(c, []uint32{40000}) {
+			t.Fatalf("client got %d bytes, upstream credited %v on its stream; want 40000 and [40000]", got, c)
+		}
+	})
+	t.Run("request body", func(t *testing.T) {
+		srv, accept := startH2Up(t)
+		h := dialH2Raw(t, srv, http2.ClientPreface)
+		h.headers(1, false, ":path", "/post")
+		u := accept()
+		id := u.request().StreamID
+		upGot := 0
+		// send sends the client's next 20,000 bytes (two frames) and
+		// waits for the upstream to get them.
+		send := func() {
+			t.Helper()
+			_ = h.fr.WriteData(1, false, bytes.Repeat([]byte("b"), 10000))
+			_ = h.fr.WriteData(1, false, bytes.Repeat([]byte("b"), 10000))
+			want := upGot + 20000
+			u.until(func(f http2.Frame) bool {
+				if d, ok := f.(*http2.DataFrame); ok && d.StreamID == id {
+					upGot += len(d.Data())
+				}
+				return upGot >= want
+			})
+		}
+		// credited reads the client's frames for 300 ms: its
+		// WINDOW_UPDATEs, stream and increment.
+		credited := func() [][2]uint32 {
+			var incs [][2]uint32
+			_ = h.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			defer h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				f, err := h.fr.ReadFrame()
+				if err != nil {
+					return incs
+				}
+				if w, ok := f.(*http2.WindowUpdateFrame); ok {
+					incs = append(incs, [2]uint32{w.StreamID, w.Increment})
+				}
+			}
+		}
+		send()
+		if c := credited(); len(c) != 0 {
+			t.Fatalf("client credited %v after 20000 bytes went upstream; want nothing (under half the window)", c)
+		}
+		send()
+		c := credited()
+		slices.SortFunc(c, func(a, b [2]uint32) int { return int(a[0]) - int(b[0]) })
+		if !slices.Equal(c, [][2]uint32{{0, 40000}, {1, 40000}}) {
+			t.Fatalf("client credited %v (stream, increment) after 40000 bytes went upstream; want [[0 40000] [1 40000]]", c)
 		}
 	})
 	t.Run("request body stalled", func(t *testing.T) {
@@ -338,11 +402,14 @@ func TestH2UpstreamFlowControl(t *testing.T) {
 			c.IdleTimeout, c.StreamIdleTimeout, c.Stats = 30*time.Second, 300*time.Millisecond, st
 		})
 		h := dialH2Raw(t, srv, http2.ClientPreface)
+		// The upstream stream's idle time runs from its opening, after
+		// the HEADERS went: from here, not from the DATA (the upstream's
+		// accept may take a while under load).
+		start := time.Now()
 		h.headers(1, false, ":path", "/post")
 		u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 		id := u.request().StreamID
 		_ = h.fr.WriteData(1, false, bytes.Repeat([]byte("b"), 1000))
-		start := time.Now()
 		var credited uint32
 		f := h.until(func(f http2.Frame) bool {
 			if w, ok := f.(*http2.WindowUpdateFrame); ok && w.StreamID == 1 {

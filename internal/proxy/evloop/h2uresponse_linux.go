@@ -17,13 +17,16 @@ import (
 )
 
 // h2uConsumed: n bytes of the response went to the client: the upstream
-// may send as many more on the stream (h2Push's hook).
+// may send as many more on the stream (h2Push's hook), credited once
+// they add up to h2Refresh.
 func (l *loop) h2uConsumed(s *h2ustream, n int) {
-	s.unacked -= int64(n)
-	if s.done || s.c.u.closed || n == 0 {
+	s.owed += int64(n)
+	if s.done || s.c.u.closed || s.owed < h2Refresh {
 		return
 	}
-	_ = s.c.fr.WriteWindowUpdate(s.id, uint32(n))
+	_ = s.c.fr.WriteWindowUpdate(s.id, uint32(s.owed))
+	s.unacked -= s.owed
+	s.owed = 0
 }
 
 // h2uHeaders relays the response's HEADERS, or its trailers.

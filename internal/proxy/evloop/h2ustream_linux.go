@@ -28,6 +28,7 @@ type h2ustream struct {
 	endPending bool      // the request ends after pending (trailers, if any, with it)
 	trailers   []hpack.HeaderField
 	unacked    int64 // response bytes taken, not credited back (credited as the client's side sends them)
+	owed       int64 // of unacked, those the client's side sent, to be credited at h2Refresh (h2uConsumed)
 	replayed   int64 // bytes of pending sent again for a retry: the client's window had them back already
 	last       int64 // loop time of its last progress sending
 	blocked    bool  // in c.blocked
@@ -259,7 +260,7 @@ func (l *loop) h2uPush(s *h2ustream) {
 }
 
 // h2uCredit gives the client back n bytes of its stream's window, once
-// they left for the upstream.
+// they left for the upstream, in WINDOW_UPDATEs of h2Refresh or more.
 func (l *loop) h2uCredit(st *h2stream, n int64) {
 	st.unpaid -= n
 	if st.c == nil {
@@ -269,8 +270,13 @@ func (l *loop) h2uCredit(st *h2stream, n int64) {
 	if st.gone || st.reqEnded {
 		return
 	}
-	_ = st.c.fr.WriteWindowUpdate(st.id, uint32(n))
-	st.recvAvail += n
+	st.owed += n
+	if st.owed < h2Refresh {
+		return
+	}
+	_ = st.c.fr.WriteWindowUpdate(st.id, uint32(st.owed))
+	st.recvAvail += st.owed
+	st.owed = 0
 }
 
 // H2UpstreamStreams is the number of requests the loops sent to HTTP/2
