@@ -66,33 +66,43 @@ func TestH2RequestBodyCreditToHTTP1(t *testing.T) {
 			}
 		}
 	}
-	// credited reads the client's frames for 300 ms: its WINDOW_UPDATEs,
-	// stream and increment.
-	credited := func() [][2]uint32 {
-		var incs [][2]uint32
-		_ = h.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		defer h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		for {
-			f, err := h.fr.ReadFrame()
-			if err != nil {
-				if err == io.EOF {
-					t.Fatal("the proxy closed the connection")
-				}
-				return incs
+	creditedAtHalf(t, h, send)
+}
+
+// windowUpdates reads fr's frames from c for 300 ms: the WINDOW_UPDATEs
+// among them, stream and increment, in stream order.
+func windowUpdates(t *testing.T, c net.Conn, fr *http2.Framer) [][2]uint32 {
+	t.Helper()
+	var incs [][2]uint32
+	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	defer c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			if err == io.EOF {
+				t.Fatal("the proxy closed the connection")
 			}
-			if w, ok := f.(*http2.WindowUpdateFrame); ok {
-				incs = append(incs, [2]uint32{w.StreamID, w.Increment})
-			}
+			slices.SortStableFunc(incs, func(a, b [2]uint32) int { return int(a[0]) - int(b[0]) })
+			return incs
+		}
+		if w, ok := f.(*http2.WindowUpdateFrame); ok {
+			incs = append(incs, [2]uint32{w.StreamID, w.Increment})
 		}
 	}
+}
+
+// creditedAtHalf checks the client h's credits for its stream 1 as send
+// sends 20,000 more bytes of its body to the upstream: none after the
+// first 20,000 (under half the window), then one WINDOW_UPDATE of 40,000
+// for the stream and one for the connection.
+func creditedAtHalf(t *testing.T, h *h2Raw, send func()) {
+	t.Helper()
 	send()
-	if c := credited(); len(c) != 0 {
+	if c := windowUpdates(t, h.c, h.fr); len(c) != 0 {
 		t.Fatalf("client credited %v after 20000 bytes went upstream; want nothing (under half the window)", c)
 	}
 	send()
-	c := credited()
-	slices.SortFunc(c, func(a, b [2]uint32) int { return int(a[0]) - int(b[0]) })
-	if !slices.Equal(c, [][2]uint32{{0, 40000}, {1, 40000}}) {
+	if c := windowUpdates(t, h.c, h.fr); !slices.Equal(c, [][2]uint32{{0, 40000}, {1, 40000}}) {
 		t.Fatalf("client credited %v (stream, increment) after 40000 bytes went upstream; want [[0 40000] [1 40000]]", c)
 	}
 }

@@ -60,6 +60,44 @@ func (p *peerCredit) data(d *http2.DataFrame) {
 	}
 }
 
+// readBody reads stream id's request body at the upstream u, crediting
+// it as newPeerCredit(avail) does, and sends how many body bytes came
+// once the request ends or the connection does.
+func readBody(u *rawUp, id uint32, avail uint32) <-chan int {
+	got := make(chan int, 1)
+	go func() { // ends at the request's end or when the upstream's connection closes (Cleanup)
+		p := newPeerCredit(u.fr, avail)
+		for {
+			f, err := u.fr.ReadFrame()
+			if err != nil {
+				got <- p.receivedTotal
+				return
+			}
+			if d, ok := f.(*http2.DataFrame); ok && d.StreamID == id {
+				p.data(d)
+				if d.StreamEnded() {
+					got <- p.receivedTotal
+					return
+				}
+			}
+		}
+	}()
+	return got
+}
+
+// wholeBody checks that readBody's upstream got the whole h2FlowTotal.
+func wholeBody(t *testing.T, got <-chan int) {
+	t.Helper()
+	select {
+	case n := <-got:
+		if n != h2FlowTotal {
+			t.Fatalf("the upstream got %d of %d body bytes", n, h2FlowTotal)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request's end did not reach the upstream in 10 s")
+	}
+}
+
 // TestH2NoStallRequestBody: a request body of several windows goes
 // through the loops whole to an HTTP/2 upstream, whatever stream window
 // the upstream gives and however it credits it (every frame, or at half
@@ -88,24 +126,7 @@ func TestH2NoStallRequestBody(t *testing.T) {
 			if tc.half {
 				avail = tc.window
 			}
-			got := make(chan int, 1)
-			go func() { // ends at the request's end or when the upstream's connection closes (Cleanup)
-				p := newPeerCredit(u.fr, avail)
-				for {
-					f, err := u.fr.ReadFrame()
-					if err != nil {
-						got <- p.receivedTotal
-						return
-					}
-					if d, ok := f.(*http2.DataFrame); ok && d.StreamID == id {
-						p.data(d)
-						if d.StreamEnded() {
-							got <- p.receivedTotal
-							return
-						}
-					}
-				}
-			}()
+			got := readBody(u, id, avail)
 			w := newWindows()
 			creditFrom(h.fr, w)
 			sent := sendUnderCredit(h.fr, 1, w, h2FlowTotal, 3*time.Second)
@@ -114,14 +135,7 @@ func TestH2NoStallRequestBody(t *testing.T) {
 					w.conn.Load(), w.stream.Load())
 			}
 			_ = h.fr.WriteData(1, true, nil)
-			select {
-			case n := <-got:
-				if n != h2FlowTotal {
-					t.Fatalf("the upstream got %d of %d body bytes", n, h2FlowTotal)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("the request's end did not reach the upstream in 10 s")
-			}
+			wholeBody(t, got)
 		})
 	}
 }
@@ -138,24 +152,7 @@ func TestH2NoStallPaddedRequestBody(t *testing.T) {
 	id := u.request().StreamID
 	_ = u.c.SetDeadline(time.Time{})
 	_ = h.c.SetDeadline(time.Time{})
-	got := make(chan int, 1)
-	go func() { // ends at the request's end or when the upstream's connection closes (Cleanup)
-		p := newPeerCredit(u.fr, 0)
-		for {
-			f, err := u.fr.ReadFrame()
-			if err != nil {
-				got <- p.receivedTotal
-				return
-			}
-			if d, ok := f.(*http2.DataFrame); ok && d.StreamID == id {
-				p.data(d)
-				if d.StreamEnded() {
-					got <- p.receivedTotal
-					return
-				}
-			}
-		}
-	}()
+	got := readBody(u, id, 0)
 	w := newWindows()
 	creditFrom(h.fr, w)
 	pad := make([]byte, 255)
@@ -179,14 +176,7 @@ func TestH2NoStallPaddedRequestBody(t *testing.T) {
 		last = time.Now()
 	}
 	_ = h.fr.WriteData(1, true, nil)
-	select {
-	case n := <-got:
-		if n != h2FlowTotal {
-			t.Fatalf("the upstream got %d of %d body bytes", n, h2FlowTotal)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the request's end did not reach the upstream in 10 s")
-	}
+	wholeBody(t, got)
 }
 
 // TestH2NoStallResponse: a response of several windows reaches a client

@@ -323,20 +323,16 @@ func TestH2UpstreamFlowControl(t *testing.T) {
 				return got >= upTo
 			})
 		}
-		// credited reads the upstream's frames for 300 ms: the stream's
-		// WINDOW_UPDATEs, each one's increment.
+		// credited: the upstream's WINDOW_UPDATEs for the stream in the
+		// next 300 ms, each one's increment.
 		credited := func() []uint32 {
 			var incs []uint32
-			_ = u.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			for {
-				f, err := u.fr.ReadFrame()
-				if err != nil {
-					return incs
-				}
-				if w, ok := f.(*http2.WindowUpdateFrame); ok && w.StreamID == id {
-					incs = append(incs, w.Increment)
+			for _, w := range windowUpdates(t, u.c, u.fr) {
+				if w[0] == id {
+					incs = append(incs, w[1])
 				}
 			}
+			return incs
 		}
 		take(30000)
 		if c := credited(); got != 30000 || len(c) != 0 {
@@ -369,32 +365,7 @@ func TestH2UpstreamFlowControl(t *testing.T) {
 				return upGot >= want
 			})
 		}
-		// credited reads the client's frames for 300 ms: its
-		// WINDOW_UPDATEs, stream and increment.
-		credited := func() [][2]uint32 {
-			var incs [][2]uint32
-			_ = h.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			defer h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			for {
-				f, err := h.fr.ReadFrame()
-				if err != nil {
-					return incs
-				}
-				if w, ok := f.(*http2.WindowUpdateFrame); ok {
-					incs = append(incs, [2]uint32{w.StreamID, w.Increment})
-				}
-			}
-		}
-		send()
-		if c := credited(); len(c) != 0 {
-			t.Fatalf("client credited %v after 20000 bytes went upstream; want nothing (under half the window)", c)
-		}
-		send()
-		c := credited()
-		slices.SortFunc(c, func(a, b [2]uint32) int { return int(a[0]) - int(b[0]) })
-		if !slices.Equal(c, [][2]uint32{{0, 40000}, {1, 40000}}) {
-			t.Fatalf("client credited %v (stream, increment) after 40000 bytes went upstream; want [[0 40000] [1 40000]]", c)
-		}
+		creditedAtHalf(t, h, send)
 	})
 	t.Run("request body stalled", func(t *testing.T) {
 		st := stats.NewStore()
