@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -152,4 +154,76 @@ func wantLines(cases []struct{ name, log string }, log string) int {
 // isReset reports whether err is a connection reset by the peer.
 func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
+}
+
+// TestUpgradeClientDataSamePaths: the client's bytes on an upgraded
+// connection keep its stream from the stream idle timeout, and both
+// ways' bytes are the stream's %BYTES_RECEIVED% and %BYTES_SENT%, on
+// every path (the loops hand upgrades to the goroutine path), as Envoy's
+// connection manager takes an upgraded connection's bytes as its
+// stream's body: its decodeData resets the idle timer and counts them
+// received, its encodeData counts the upstream's sent. Every path timed
+// out a connection whose client alone sent (stream_idle_timeout, 5
+// minutes by default, after the upstream's last byte) and logged 0 and
+// 0.
+func TestUpgradeClientDataSamePaths(t *testing.T) {
+	const (
+		hello = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+		idle  = 300 * time.Millisecond
+	)
+	up := tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, hello+"la")
+		_, _ = io.Copy(io.Discard, br)
+	})
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
+		TextFormat: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT%\n"}}
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			rt := routeTo("/ws", "ws")
+			rt.GetRoute().Timeout = durationpb.New(0)
+			h.push(httpListener("upgrade", httpManager("upgrade", "rds", withAccessLog(logFile, format),
+				func(m *hcmv3.HttpConnectionManager) {
+					m.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+					m.StreamIdleTimeout = durationpb.New(idle)
+				})),
+				routeConfig("rds", vhost("v", []string{"*"}, rt)), edsCluster("ws"), cla("ws", up))
+			conn := dialRaw(t, h.addr("upgrade"))
+			_, _ = io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != 101 {
+				t.Fatalf("%v %v", resp, err)
+			}
+			if _, err := io.ReadFull(br, make([]byte, 2)); err != nil {
+				t.Fatal(err)
+			}
+			ended := make(chan struct{})
+			go func() { _, _ = io.ReadAll(br); close(ended) }() // ends when the connection closes
+			// The client alone sends, for four idle timeouts.
+			sent := 0
+			for start := time.Now(); time.Since(start) < 4*idle; sent += 4 {
+				if _, err := io.WriteString(conn, "ping"); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-ended:
+					t.Fatalf("the proxy closed the connection %v after the 101 while the client sent", time.Since(start))
+				case <-time.After(idle / 6):
+				}
+			}
+			_ = conn.(*net.TCPConn).CloseWrite()
+			<-ended
+			want := fmt.Sprintf("101 DC downstream_remote_disconnect %d 2", sent)
+			if log := strings.TrimSpace(awaitLog(t, logFile, 1)); log != want {
+				t.Errorf("access log %q; want %q", log, want)
+			}
+			waitStats(t, h, map[string]int64{"http.upgrade.downstream_rq_idle_timeout": 0, "http.upgrade.downstream_rq_active": 0})
+		})
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
@@ -63,27 +64,40 @@ func (m *HCM) switchProtocols(w http.ResponseWriter, s *stream, out *http.Reques
 	// manager takes it from the head it encodes, a 101 too.
 	s.rw.code, s.rw.first = res.StatusCode, time.Now()
 	ends := make(chan bool, 2) // by the upstream's side (relay)
+	// The bytes relayed are the stream's body bytes both ways, as
+	// Envoy's connection manager counts an upgraded stream's data
+	// (%BYTES_RECEIVED%, %BYTES_SENT%), and the client's keep the stream
+	// from its idle timeout as the upstream's do (upstreamBody.Read), as
+	// its decodeData resets the idle timer.
+	var sent atomic.Int64
+	received := func(n int) {
+		s.rxBytes.Add(int64(n))
+		s.touch()
+	}
 	// Both copies end when their source ends or fails or their
 	// destination fails; the second at the latest when both connections
 	// are closed below.
-	go func() { ends <- relay(conn, back, true) }()
-	go func() { ends <- relay(back, conn, false) }()
+	go func() { ends <- relay(conn, back, true, func(n int) { sent.Add(int64(n)) }) }()
+	go func() { ends <- relay(back, conn, false, received) }()
 	ub, _ := back.(*upgradedBody) // always, but for a test's transport
 	m.upgradeEnded(s, ub, <-ends)
 	_ = conn.Close()
 	_ = back.Close()
 	<-ends
+	s.rw.bytes += sent.Load() // both copies ended: the head's writer is done too
 }
 
 // relay copies src to dst until src ends or fails or a write to dst
 // fails, and reports whether the upstream's side ended the copy:
-// fromUpstream says that src is the upstream's side.
-func relay(dst io.Writer, src io.Reader, fromUpstream bool) (byUpstream bool) {
+// fromUpstream says that src is the upstream's side. read is told of
+// every read that gave bytes.
+func relay(dst io.Writer, src io.Reader, fromUpstream bool, read func(n int)) (byUpstream bool) {
 	buf := bufPool.Get()
 	defer bufPool.Put(buf)
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
+			read(n)
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return !fromUpstream
 			}
