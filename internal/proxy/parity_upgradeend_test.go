@@ -227,3 +227,66 @@ func TestUpgradeClientDataSamePaths(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgradeUpstreamLastBytesSamePaths: an upgraded connection whose
+// upstream writes its last bytes and ends it while the client is still
+// sending (a WebSocket's closing frames) gets the client every byte, then
+// its end, on every path: the proxy gives the client a FIN after them and
+// reads what the client still sends for a moment (lingerUpgraded). Closed
+// at once with the client's bytes unread, the connection was reset and
+// the client read 64-102 KB of 1 MB, then an end.
+func TestUpgradeUpstreamLastBytesSamePaths(t *testing.T) {
+	const (
+		hello = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+		last  = 1 << 20
+	)
+	up := tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, after its FIN
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, hello)
+		go func() { _, _ = io.Copy(io.Discard, br) }() // ends when the proxy closes the connection
+		_, _ = io.WriteString(c, strings.Repeat("u", last))
+		_ = c.(*net.TCPConn).CloseWrite()
+		time.Sleep(2 * time.Second)
+	})
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			rt := routeTo("/ws", "ws")
+			rt.GetRoute().Timeout = durationpb.New(0)
+			h.push(httpListener("upgrade", httpManager("upgrade", "rds", func(m *hcmv3.HttpConnectionManager) {
+				m.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+			})),
+				routeConfig("rds", vhost("v", []string{"*"}, rt)), edsCluster("ws"), cla("ws", up))
+			conn := dialRaw(t, h.addr("upgrade"))
+			_, _ = io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != 101 {
+				t.Fatalf("%v %v", resp, err)
+			}
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() { // ends at stop or when a write fails
+				chunk := strings.Repeat("c", 4096)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Millisecond):
+					}
+					if _, err := io.WriteString(conn, chunk); err != nil {
+						return
+					}
+				}
+			}()
+			time.Sleep(200 * time.Millisecond) // the upstream's bytes wait in the buffers, its FIN behind them
+			b, err := io.ReadAll(br)
+			if len(b) != last || err != nil {
+				t.Fatalf("the client read %d of the upstream's last %d bytes, then %v; want them all, then the end", len(b), last, err)
+			}
+		})
+	}
+}

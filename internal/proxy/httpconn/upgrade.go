@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -80,11 +81,40 @@ func (m *HCM) switchProtocols(w http.ResponseWriter, s *stream, out *http.Reques
 	go func() { ends <- relay(conn, back, true, func(n int) { sent.Add(int64(n)) }) }()
 	go func() { ends <- relay(back, conn, false, received) }()
 	ub, _ := back.(*upgradedBody) // always, but for a test's transport
-	m.upgradeEnded(s, ub, <-ends)
-	_ = conn.Close()
-	_ = back.Close()
-	<-ends
+	byUpstream := <-ends
+	m.upgradeEnded(s, ub, byUpstream)
+	if byUpstream && context.Cause(s.ctx) == nil {
+		lingerUpgraded(conn, back, ends)
+	} else {
+		_ = conn.Close()
+		_ = back.Close()
+		<-ends
+	}
 	s.rw.bytes += sent.Load() // both copies ended: the head's writer is done too
+}
+
+// lingerUpgraded ends an upgraded connection the upstream ended, all of
+// whose bytes went to the client: the client gets a FIN after them, and
+// what it still sends is read and dropped for up to route.DrainFor (its
+// copy to the closed upstream fails at its first bytes), as h1Conn.linger
+// does, so that closing with its bytes unread does not reset the
+// connection and lose the upstream's last bytes on their way (a
+// WebSocket's closing frames while the client was sending). Envoy closes
+// such a connection once its buffer is written (FlushWrite), with the
+// same loss; the client sees the same end, sooner. ends gives the
+// client's copy's end.
+func lingerUpgraded(conn net.Conn, back io.Closer, ends <-chan bool) {
+	_ = back.Close()
+	cw, ok := conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		_ = conn.Close()
+		<-ends
+		return
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(rstAvoidance))
+	<-ends // at the deadline, or its write to the closed upstream failed
+	_, _ = io.Copy(io.Discard, conn)
+	_ = conn.Close()
 }
 
 // relay copies src to dst until src ends or fails or a write to dst
