@@ -37,7 +37,8 @@ import (
 // its records are sealed and opened on the loops.
 // h2 serves HTTP/2 on the loops (listener.Loops.H2): h2c, and streams to
 // HTTP/2 upstreams.
-func loopsFor(cfg *listener.Config, clusters *cluster.Manager, h2 bool) (*listener.Loops, string) {
+// anyStreamIdle is Config.loopsAnyStreamIdle.
+func loopsFor(cfg *listener.Config, clusters *cluster.Manager, h2, anyStreamIdle bool) (*listener.Loops, string) {
 	if runtime.GOOS != "linux" {
 		return nil, "event loops need Linux"
 	}
@@ -47,14 +48,14 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager, h2 bool) (*listen
 	lo := &listener.Loops{H2: h2, Observer: loopObserver{clusters}, Chains: make([]*listener.LoopChain, len(cfg.Chains))}
 	why, served := "no filter chain", false
 	for i := range cfg.Chains {
-		lc, w := loopChain(&cfg.Chains[i], clusters, h2)
+		lc, w := loopChain(&cfg.Chains[i], clusters, h2, anyStreamIdle)
 		if lc == nil {
 			why = w
 		}
 		lo.Chains[i], served = lc, served || lc != nil
 	}
 	if cfg.Default != nil {
-		lc, w := loopChain(cfg.Default, clusters, h2)
+		lc, w := loopChain(cfg.Default, clusters, h2, anyStreamIdle)
 		if lc == nil {
 			why = w
 		}
@@ -68,7 +69,7 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager, h2 bool) (*listen
 
 // loopChain returns how the loops serve one filter chain, or nil and why
 // they cannot.
-func loopChain(ch *listener.Chain, clusters *cluster.Manager, h2 bool) (*listener.LoopChain, string) {
+func loopChain(ch *listener.Chain, clusters *cluster.Manager, h2, anyStreamIdle bool) (*listener.LoopChain, string) {
 	if ch.TLS == nil && ch.Source.GetTransportSocket() != nil {
 		return nil, "a transport socket other than TLS"
 	}
@@ -83,7 +84,7 @@ func loopChain(ch *listener.Chain, clusters *cluster.Manager, h2 bool) (*listene
 	if c := pb.GetCodecType(); c != hcmv3.HttpConnectionManager_AUTO && c != hcmv3.HttpConnectionManager_HTTP1 {
 		return nil, "codec " + c.String()
 	}
-	if why := h.LoopReady(); why != "" {
+	if why := h.LoopReady(anyStreamIdle); why != "" {
 		return nil, why
 	}
 	headers, idle := h.Timeouts()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -115,14 +116,15 @@ func TestCutResponseLogSamePaths(t *testing.T) {
 	}
 }
 
-// TestUpgradeLogSamePaths: a relayed 101 is logged with
-// %RESPONSE_CODE% 101 and %RESPONSE_CODE_DETAILS% via_upstream on every
-// path, as Envoy's connection manager takes the code from the head it
-// encodes and its router sets via_upstream for a 101 too
-// (Filter::onUpstreamHeaders), and counted in downstream_rq_1xx
-// (chargeStats). The goroutine path, which writes the head past its
-// response writer (hijacked), logged 0 and counted no class. (The flags,
-// how the upgraded connection ended, are left out.)
+// TestUpgradeLogSamePaths: a relayed 101 is logged with %RESPONSE_CODE%
+// 101 on every path, as Envoy's connection manager takes the code from
+// the head it encodes, and counted in downstream_rq_1xx (chargeStats).
+// The goroutine path, which writes the head past its response writer
+// (hijacked), logged 0 and counted no class. Envoy's router sets
+// via_upstream for a 101 too (Filter::onUpstreamHeaders), but every
+// upgraded stream ends in a reset whose details replace it: here the
+// upstream closes the connection after the head
+// (TestUpgradeEndSamePaths).
 func TestUpgradeLogSamePaths(t *testing.T) {
 	up := tcpUpstream(t, func(c net.Conn) { // ends once the 101 is written: the connection then closes
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
@@ -144,8 +146,8 @@ func TestUpgradeLogSamePaths(t *testing.T) {
 			t.Errorf("%s: answered %q; want %q", p.name, got, "101 ")
 		}
 		log := strings.TrimSpace(awaitLog(t, logFile, 1))
-		if !strings.HasPrefix(log, "HTTP/1.1 /ws 101 ") || !strings.HasSuffix(log, " via_upstream") {
-			t.Errorf("%s: access log %q; want HTTP/1.1 /ws 101 ... via_upstream", p.name, log)
+		if want := "HTTP/1.1 /ws 101 UC upstream_reset_after_response_started{connection_termination}"; log != want {
+			t.Errorf("%s: access log %q; want %q", p.name, log, want)
 		}
 		// Counted as Envoy's chargeStats counts the head it encodes.
 		if n := h.stat("http.upgrade.downstream_rq_1xx"); n != 1 {
@@ -284,6 +286,80 @@ func TestRefusedBeforeHeadLog(t *testing.T) {
 					t.Errorf("access log\n%s\nwant the line %q", log, want)
 				}
 			}
+		})
+	}
+}
+
+// TestStreamIdleAfterHeadLogSamePaths: the connection manager's
+// stream_idle_timeout that ends an h2c stream whose response head went
+// down and whose body the client's window holds back is logged with the
+// head's status, SI and stream_idle_timeout, and counted in
+// downstream_rq_idle_timeout, on every path (the loops serve such a
+// connection manager here: loopsAnyStreamIdle), from an HTTP/1.1
+// upstream and an HTTP/2 one. Envoy 1.27 to 1.29 flag it so whether the
+// head went down or not: ActiveStream::onIdleTimeout sets SI, then its
+// sendLocalReply, which can only reset the stream once the head went
+// down, sets the details (the allow_response_for_timeout guard, under
+// which it set the details alone once the head went down, was true by
+// default from Envoy 1.16 and was removed, with its false branch, in
+// 1.22). Every path logged DC and via_upstream (the goroutine path took
+// the reset its write deadline made for the client's end), the loops
+// with status 0 from an HTTP/2 upstream.
+func TestStreamIdleAfterHeadLogSamePaths(t *testing.T) {
+	h1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64<<10)
+		for range 64 { // more than any window or buffer on the way holds
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(h1.Close)
+	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, _ *rawH2Request) {
+		w.headers(id, false, 0, ":status", "200")
+		_ = w.fr.WriteData(id, false, make([]byte, 16<<10)) // and no end
+	})
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			// A route timeout the loops take (loopRoute), past the
+			// stream idle timeout.
+			timed := func(path, cluster string) *routev3.Route {
+				rt := routeTo(path, cluster)
+				rt.GetRoute().Timeout = durationpb.New(10 * time.Second)
+				return rt
+			}
+			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()), func(m *hcmv3.HttpConnectionManager) {
+				m.StreamIdleTimeout = durationpb.New(300 * time.Millisecond)
+			})),
+				routeConfig("rds", vhost("v", []string{"*"}, timed("/h1", "h1"), timed("/h2", "h2"))),
+				edsCluster("h1"), cla("h1", h1.Listener.Addr().String()), edsCluster("h2", h2Upstream), cla("h2", h2))
+			for _, path := range []string{"/h1", "/h2"} {
+				cl := dialH2(t, h.addr("egress"))
+				_ = cl.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+				if err := cl.headers(1, path); err != nil {
+					t.Fatal(err)
+				}
+				_ = cl.bw.Flush()
+				reset := false
+				for f := range cl.frames {
+					if f.typ == http2.FrameRSTStream && f.stream == 1 {
+						reset = true
+						break
+					}
+				}
+				if !reset {
+					t.Errorf("%s: the connection ended without a RST_STREAM of the held stream", path)
+				}
+			}
+			log := awaitLog(t, logFile, 2)
+			for _, want := range []string{"HTTP/2 /h1 200 SI stream_idle_timeout", "HTTP/2 /h2 200 SI stream_idle_timeout"} {
+				if !slices.Contains(strings.Split(log, "\n"), want) {
+					t.Errorf("access log\n%s\nwant the line %q", log, want)
+				}
+			}
+			waitStats(t, h, map[string]int64{"http.egress.downstream_rq_idle_timeout": 2, "http.egress.downstream_rq_active": 0})
 		})
 	}
 }

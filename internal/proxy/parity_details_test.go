@@ -23,12 +23,13 @@ import (
 // the upstream is logged with %RESPONSE_CODE_DETAILS% via_upstream on
 // every path, as Envoy's router sets it when it takes that head
 // (Filter::onUpstreamHeaders; route.DetailsViaUpstream): a 200 and a 503
-// the upstream sent, a final head after a 100, an upgrade's 101, a gRPC
-// answer with its trailers; from an HTTP/1.1 upstream and an HTTP/2 one,
-// to an HTTP/1.1 client and an h2c one. The route timeout cutting the
-// response after its head replaces it (upstream_response_timeout, UT),
-// as an upstream's reset does (route.DetailsCut*,
-// TestCutResponseLogSamePaths). Every path logged "-" for a relayed
+// the upstream sent, a final head after a 100, a gRPC answer with its
+// trailers; from an HTTP/1.1 upstream and an HTTP/2 one, to an HTTP/1.1
+// client and an h2c one. The route timeout cutting the response after its
+// head replaces it (upstream_response_timeout, UT), as an upstream's
+// reset does (route.DetailsCut*, TestCutResponseLogSamePaths), and as the
+// reset that ends every upgraded stream does for an upgrade's 101 (here
+// the upstream's close: TestUpgradeEndSamePaths). Every path logged "-" for a relayed
 // response; the goroutine path "-" for one the route timeout cut too.
 func TestViaUpstreamDetailsSamePaths(t *testing.T) {
 	const routeTimeout, late = 150 * time.Millisecond, 600 * time.Millisecond
@@ -103,7 +104,7 @@ func TestViaUpstreamDetailsSamePaths(t *testing.T) {
 		{false, "/h1/interim", "200 ok", "200 " + via},
 		{false, "/h1/cut", "200 la", cutH1},
 		{false, "/h1t/slow", "200 la", "200 " + cutT},
-		{false, "/ws", "101 ", "101 " + via},
+		{false, "/ws", "101 ", "101 UC upstream_reset_after_response_started{connection_termination}"},
 		{false, "/h2/ok", "200 ok", "200 " + via},
 		{false, "/h2/503", "503 down", "503 " + via},
 		{false, "/h2/interim", "200 ok", "200 " + via},

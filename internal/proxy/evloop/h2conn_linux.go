@@ -20,6 +20,9 @@ import (
 	"slices"
 
 	"golang.org/x/net/http2"
+
+	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 const (
@@ -542,6 +545,13 @@ func (l *loop) h2Expire(d *down) {
 					d.gen.st.txFlushTimeout.Inc()
 				} else {
 					d.gen.st.rqIdleTimeout.Inc()
+					// Logged as Envoy's onIdleTimeout logs it, after
+					// the head too: SI, and the details its local
+					// reply sets as it resets the stream.
+					st.sd.logFlags(accesslog.StreamIdleTimeout, proxyroute.DetailsStreamIdleTimeout)
+					if us := st.us; us != nil && us.gotHead {
+						l.logDone(st.sd, us.x.status) // logEnded knows no upstream stream's status
+					}
 				}
 				_ = c.fr.WriteRSTStream(st.id, http2.ErrCodeInternal)
 				st.reset = true

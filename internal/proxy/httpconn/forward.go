@@ -1,7 +1,6 @@
 package httpconn
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -262,83 +260,6 @@ func flush(w http.ResponseWriter) {
 		return
 	}
 	_ = http.NewResponseController(w).Flush()
-}
-
-// switchProtocols completes an upgrade the upstream accepted (101): the
-// head goes downstream, then bytes are copied both ways until either side
-// is done.
-func (m *HCM) switchProtocols(w http.ResponseWriter, s *stream, out *http.Request, res *http.Response) {
-	reqType, resType := upgradeType(out.Header), upgradeType(res.Header)
-	if !printable(resType) {
-		m.errorHandler(w, s, fmt.Errorf("backend tried to switch to invalid protocol %q", resType))
-		return
-	}
-	if !strings.EqualFold(reqType, resType) {
-		m.errorHandler(w, s, fmt.Errorf("backend tried to switch protocol %q when %q was requested", resType, reqType))
-		return
-	}
-	back, ok := res.Body.(io.ReadWriteCloser)
-	if !ok {
-		m.errorHandler(w, s, errors.New("101 switching protocols response with non-writable body"))
-		return
-	}
-	defer back.Close()
-	// The stream's end (a timeout, shutdown) closes the upstream side.
-	stop := context.AfterFunc(s.ctx, func() { _ = back.Close() })
-	defer stop()
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		m.errorHandler(w, s, fmt.Errorf("hijack on protocol switch: %w", err))
-		return
-	}
-	defer conn.Close()
-	addHeaders(w.Header(), res.Header)
-	res.Header = w.Header()
-	res.Body = nil                       // the head only
-	s.details = route.DetailsViaUpstream // a 101 too (Filter::onUpstreamHeaders)
-	if err := res.Write(brw); err != nil {
-		m.errorHandler(w, s, fmt.Errorf("response write: %w", err))
-		return
-	}
-	if err := brw.Flush(); err != nil {
-		m.errorHandler(w, s, fmt.Errorf("response flush: %w", err))
-		return
-	}
-	// The head went out past the response writer (hijacked): its status
-	// is the stream's response code all the same, as Envoy's connection
-	// manager takes it from the head it encodes, a 101 too.
-	s.rw.code, s.rw.first = res.StatusCode, time.Now()
-	errc := make(chan error, 2)
-	// Both copies end when their source ends or fails; the second at the
-	// latest when both connections are closed below.
-	go func() { errc <- pipe(conn, back) }()
-	go func() { errc <- pipe(back, conn) }()
-	waited := 1
-	if err := <-errc; err == nil {
-		// One side ended cleanly and was half-closed: wait for the other.
-		<-errc
-		waited = 2
-	}
-	_ = conn.Close()
-	_ = back.Close()
-	for ; waited < 2; waited++ {
-		<-errc
-	}
-}
-
-// errCopyDone ends an upgraded connection: one side ended and the other
-// cannot be half-closed.
-var errCopyDone = errors.New("upgraded connection: copy done")
-
-// pipe copies src to dst, then half-closes dst when it can.
-func pipe(dst io.Writer, src io.Reader) error {
-	if _, err := io.Copy(dst, src); err != nil {
-		return err
-	}
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errCopyDone
 }
 
 // upgradeType is the protocol a message asks to switch to, or "".

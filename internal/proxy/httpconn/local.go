@@ -109,6 +109,11 @@ func emptyReply(s *stream, h http.Header) {
 // body broke its framing.
 const detailsProtocolError = "downstream_protocol_error"
 
+// detailsDownstreamDisconnect is the response code details of a stream
+// whose client closed its connection, as Envoy's connection manager sets
+// them on its RemoteClose (ActiveStream::completeRequest).
+const detailsDownstreamDisconnect = "downstream_remote_disconnect"
+
 // bodyMalformed reports whether reading the downstream request body
 // failed on its framing (bad chunk sizes, a body longer than declared),
 // not because the client went away.
@@ -133,7 +138,7 @@ func (s *stream) downstreamError() *localError {
 	}
 	if !s.bodyMalformed() {
 		s.m.stats.rqRxReset.Inc()
-		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: "downstream_remote_disconnect"}
+		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: detailsDownstreamDisconnect}
 	}
 	// Malformed framing: Envoy's codec answers 400 and closes the
 	// connection (once a response started, upstreamBody.Read).

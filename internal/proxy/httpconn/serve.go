@@ -149,7 +149,15 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	defer func() {
 		p := recover()
 		if p != nil && ctx.Err() != nil {
-			s.flags |= accesslog.DownstreamConnectionTermination
+			if s.ctx != nil && errors.Is(context.Cause(s.ctx), errIdleTimeout) {
+				// The stream idle timeout reset it (abortWrites: a
+				// client holding the response back): logged as the
+				// upstream body's cut by it is (codeDetails), as
+				// Envoy's onIdleTimeout logs it after the head too.
+				s.bodyFlags.Or(uint32(accesslog.StreamIdleTimeout))
+			} else {
+				s.flags |= accesslog.DownstreamConnectionTermination
+			}
 		}
 		var flushTimedOut bool
 		var flushErr error

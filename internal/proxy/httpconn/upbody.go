@@ -53,8 +53,10 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 			b.grpcEnded() // the transports have taken the trailers when they say EOF
 		}
 	}
-	if err != nil && err != io.EOF {
-		// The response broke after its headers went downstream: record why.
+	if err != nil && err != io.EOF && (!b.upgraded || context.Cause(b.s.ctx) != nil) {
+		// The response broke after its headers went downstream: record
+		// why. An upgraded connection's end is switchProtocols's to
+		// record (upgradeEnded), but for a timer's or shutdown's.
 		s := b.s
 		first := !s.bodyBroke.Swap(true)
 		var f accesslog.Flags

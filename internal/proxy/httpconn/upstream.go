@@ -370,7 +370,7 @@ func (s *stream) ctxError(ctx context.Context, inFlight bool) *localError {
 	case errors.Is(cause, errDuration):
 		return &localError{code: 408, flags: accesslog.DurationTimeout, body: "downstream duration timeout", details: route.DetailsMaxDurationTimeout}
 	}
-	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: "downstream_remote_disconnect"}
+	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: detailsDownstreamDisconnect}
 }
 
 // pendingEnded is the local reply of a request whose stream ended while
