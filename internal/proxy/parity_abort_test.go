@@ -175,18 +175,8 @@ func TestUpstreamAbortChargedSamePaths(t *testing.T) {
 					t.Error("no h2c connection on the loops")
 				}
 			}
-			// An overflow (max_requests 1, one request in flight): 503
-			// UO, charged, then the one in flight's route timeout, 504.
 			// The loops hand such a cluster's requests off.
-			first := make(chan string, 1)
-			go func() { first <- abortAnswer(t, h1, "http://"+h.addr("overflow")+"/", "x") }() // ends within its timeout
-			waitStats(t, h, map[string]int64{"cluster.overflow.upstream_rq_active": 1})
-			if got := abortAnswer(t, h1, "http://"+h.addr("overflow")+"/", "x"); got != "503" {
-				t.Errorf("overflow: answered %s; want 503", got)
-			}
-			if got := <-first; got != "504" {
-				t.Errorf("the request in flight: answered %s; want 504", got)
-			}
+			overflowed(t, h, h1)
 			waitStats(t, h, map[string]int64{"cluster.overflow.upstream_rq_503": 1, "cluster.overflow.upstream_rq_504": 1,
 				"cluster.overflow.upstream_rq_5xx": 2, "cluster.overflow.upstream_rq_completed": 2,
 				"cluster.overflow.upstream_rq_pending_overflow": 1})
@@ -214,4 +204,21 @@ func abortAnswer(t *testing.T, cl *http.Client, url, host string) string {
 		return fmt.Sprintf("%d cut", resp.StatusCode)
 	}
 	return fmt.Sprint(resp.StatusCode)
+}
+
+// overflowed sends the "overflow" listener's cluster (max_requests 1) one
+// request that its upstream holds and a second one while it is in
+// flight: the second is answered 503 (UO, the circuit breaker's
+// overflow), the first 504 at its route timeout.
+func overflowed(t *testing.T, h *harness, cl *http.Client) {
+	t.Helper()
+	first := make(chan string, 1)
+	go func() { first <- abortAnswer(t, cl, "http://"+h.addr("overflow")+"/", "x") }() // ends within its timeout
+	waitStats(t, h, map[string]int64{"cluster.overflow.upstream_rq_active": 1})
+	if got := abortAnswer(t, cl, "http://"+h.addr("overflow")+"/", "x"); got != "503" {
+		t.Errorf("overflow: answered %s; want 503", got)
+	}
+	if got := <-first; got != "504" {
+		t.Errorf("the request in flight: answered %s; want 504", got)
+	}
 }

@@ -88,17 +88,7 @@ func TestLoadReportSamePaths(t *testing.T) {
 					t.Errorf("%s over %v: answered %s; want %s", r.path, r.cl == h2, got, r.want)
 				}
 			}
-			// An overflow (max_requests 1, one request in flight): 503
-			// UO, then the one in flight's route timeout, 504.
-			first := make(chan string, 1)
-			go func() { first <- abortAnswer(t, h1, "http://"+h.addr("overflow")+"/", "x") }() // ends within its timeout
-			waitStats(t, h, map[string]int64{"cluster.overflow.upstream_rq_active": 1})
-			if got := abortAnswer(t, h1, "http://"+h.addr("overflow")+"/", "x"); got != "503" {
-				t.Errorf("overflow: answered %s; want 503", got)
-			}
-			if got := <-first; got != "504" {
-				t.Errorf("the request in flight: answered %s; want 504", got)
-			}
+			overflowed(t, h, h1)
 			// Every request counted at its cluster and its host.
 			waitStats(t, h, map[string]int64{"cluster.two.upstream_rq_completed": 4, "cluster.failing.upstream_rq_completed": 1,
 				"cluster.flaky.upstream_rq_completed": 1, "cluster.none.upstream_rq_completed": 2,

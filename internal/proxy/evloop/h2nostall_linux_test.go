@@ -85,6 +85,23 @@ func readBody(u *rawUp, id uint32, avail uint32) <-chan int {
 	return got
 }
 
+// sendBody sends total bytes of stream id's response body from the
+// upstream u under the proxy's credit, then its end, and gives how many
+// went: fewer when no credit came for quiet.
+func sendBody(u *rawUp, id uint32, total int, quiet time.Duration) <-chan int {
+	w := newWindows()
+	creditFrom(u.fr, w)
+	sent := make(chan int, 1)
+	go func() { // ends when the body went or no credit came for quiet
+		n := sendUnderCredit(u.fr, id, w, total, quiet)
+		if n == total {
+			_ = u.fr.WriteData(id, true, nil)
+		}
+		sent <- n
+	}()
+	return sent
+}
+
 // wholeBody checks that readBody's upstream got the whole h2FlowTotal.
 func wholeBody(t *testing.T, got <-chan int) {
 	t.Helper()
@@ -209,18 +226,9 @@ func TestH2NoStallResponse(t *testing.T) {
 			id := u.request().StreamID
 			_ = u.c.SetDeadline(time.Time{})
 			u.headers(id, false, ":status", "200")
-			w := newWindows()
-			creditFrom(u.fr, w)
-			sent := make(chan int, 1)
-			go func() { // ends when the body went or no credit came for 10 s
-				// (a window of 1 byte: half a window goes one byte a frame
-				// before the upstream is credited)
-				n := sendUnderCredit(u.fr, id, w, total, 10*time.Second)
-				if n == total {
-					_ = u.fr.WriteData(id, true, nil)
-				}
-				sent <- n
-			}()
+			// (a window of 1 byte: half a window goes one byte a frame
+			// before the upstream is credited)
+			sent := sendBody(u, id, total, 10*time.Second)
 			avail := uint32(0)
 			if tc.half {
 				avail = tc.window
@@ -443,16 +451,7 @@ func TestH1NoStallH2Upstream(t *testing.T) {
 		t.Fatalf("the upstream got %d of %d body bytes", p.receivedTotal, h2FlowTotal)
 	}
 	u.headers(id, false, ":status", "200", "content-length", fmt.Sprint(h2FlowTotal))
-	w := newWindows()
-	creditFrom(u.fr, w)
-	sent := make(chan int, 1)
-	go func() { // ends when the body went or no credit came for 3 s
-		n := sendUnderCredit(u.fr, id, w, h2FlowTotal, 3*time.Second)
-		if n == h2FlowTotal {
-			_ = u.fr.WriteData(id, true, nil)
-		}
-		sent <- n
-	}()
+	sent := sendBody(u, id, h2FlowTotal, 3*time.Second)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)
