@@ -90,7 +90,7 @@ func TestGoAwayRefusedSamePaths(t *testing.T) {
 	const refused = "503 upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
 	names := []string{"upstream_rq_total", "upstream_rq_completed", "upstream_rq_200", "upstream_rq_503",
 		"upstream_rq_rx_reset", "upstream_rq_tx_reset", "upstream_rq_retry", "upstream_rq_retry_success",
-		"upstream_rq_retry_limit_exceeded", "upstream_rq_timeout", "upstream_cx_destroy_remote_with_active_rq"}
+		"upstream_rq_retry_limit_exceeded", "upstream_rq_timeout"}
 	var first string
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {

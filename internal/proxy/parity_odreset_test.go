@@ -278,12 +278,7 @@ func TestClientEndNoCutOutlierSamePaths(t *testing.T) {
 				cancel() // the client's reset (h2c) or its connection closed
 				_ = resp.Body.Close()
 			}
-			c := dialRaw(t, h.addr("egress"))
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 101 {
-				t.Fatalf("ws: %v %v", resp, err)
-			}
+			c, _ := openUpgraded(t, h.addr("egress"), "ws")
 			_ = c.Close() // the client's end of the upgraded connection
 			counters := []string{"rq_active"}
 			for _, c := range cutCombos {

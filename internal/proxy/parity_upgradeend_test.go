@@ -85,13 +85,7 @@ func TestUpgradeEndSamePaths(t *testing.T) {
 			}
 			h.push(append(rs, routeConfig("rds", vhs...))...)
 			for i, c := range cases {
-				conn := dialRaw(t, h.addr("upgrade"))
-				_, _ = io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+c.name+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-				br := bufio.NewReader(conn)
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil || resp.StatusCode != 101 {
-					t.Fatalf("%s: %v %v", c.name, resp, err)
-				}
+				conn, br := openUpgraded(t, h.addr("upgrade"), c.name)
 				if _, err := io.ReadFull(br, make([]byte, 2)); err != nil {
 					t.Fatalf("%s: %v", c.name, err)
 				}
@@ -193,13 +187,7 @@ func TestUpgradeClientDataSamePaths(t *testing.T) {
 					m.StreamIdleTimeout = durationpb.New(idle)
 				})),
 				routeConfig("rds", vhost("v", []string{"*"}, rt)), edsCluster("ws"), cla("ws", up))
-			conn := dialRaw(t, h.addr("upgrade"))
-			_, _ = io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-			br := bufio.NewReader(conn)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil || resp.StatusCode != 101 {
-				t.Fatalf("%v %v", resp, err)
-			}
+			conn, br := openUpgraded(t, h.addr("upgrade"), "x")
 			if _, err := io.ReadFull(br, make([]byte, 2)); err != nil {
 				t.Fatal(err)
 			}
@@ -260,13 +248,7 @@ func TestUpgradeUpstreamLastBytesSamePaths(t *testing.T) {
 				m.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
 			})),
 				routeConfig("rds", vhost("v", []string{"*"}, rt)), edsCluster("ws"), cla("ws", up))
-			conn := dialRaw(t, h.addr("upgrade"))
-			_, _ = io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-			br := bufio.NewReader(conn)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil || resp.StatusCode != 101 {
-				t.Fatalf("%v %v", resp, err)
-			}
+			conn, br := openUpgraded(t, h.addr("upgrade"), "x")
 			stop := make(chan struct{})
 			defer close(stop)
 			go func() { // ends at stop or when a write fails
@@ -289,4 +271,19 @@ func TestUpgradeUpstreamLastBytesSamePaths(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openUpgraded dials addr and upgrades the connection (GET /ws, Host
+// host, to websocket), failing the test unless the answer is 101: the
+// connection and its reader, past the 101's head.
+func openUpgraded(t *testing.T, addr, host string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn := dialRaw(t, addr)
+	_, _ = io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: "+host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%s: %v %v", host, resp, err)
+	}
+	return conn, br
 }
