@@ -304,8 +304,19 @@ func (b *h1Body) readWhole() bool { return b.ended.Load() }
 // lost to the reset a close with unread bytes sends. The caller closes
 // the connection.
 func (hc *h1Conn) linger() {
-	if cw, ok := hc.c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-		_ = hc.c.SetReadDeadline(time.Now().Add(rstAvoidance))
+	if halfClose(hc.c.Conn) {
 		_, _ = io.CopyN(io.Discard, hc.c.Conn, maxDrain)
 	}
+}
+
+// halfClose sends c's FIN after what was written to it and bounds what
+// is still read from it to rstAvoidance from now (linger,
+// lingerUpgraded); false when c cannot close its write side alone.
+func halfClose(c net.Conn) bool {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return false
+	}
+	_ = c.SetReadDeadline(time.Now().Add(rstAvoidance))
+	return true
 }

@@ -101,17 +101,17 @@ func (m *HCM) switchProtocols(w http.ResponseWriter, s *stream, out *http.Reques
 // connection and lose the upstream's last bytes on their way (a
 // WebSocket's closing frames while the client was sending). Envoy closes
 // such a connection once its buffer is written (FlushWrite), with the
-// same loss; the client sees the same end, sooner. ends gives the
-// client's copy's end.
+// same loss; the client sees the same end, sooner. Unlike linger it
+// reads without maxDrain's cap: a client still streaming passes 256 KiB
+// in a few milliseconds, before it read what was sent, and the time
+// alone bounds the work. ends gives the client's copy's end.
 func lingerUpgraded(conn net.Conn, back io.Closer, ends <-chan bool) {
 	_ = back.Close()
-	cw, ok := conn.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
+	if !halfClose(conn) {
 		_ = conn.Close()
 		<-ends
 		return
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(rstAvoidance))
 	<-ends // at the deadline, or its write to the closed upstream failed
 	_, _ = io.Copy(io.Discard, conn)
 	_ = conn.Close()
