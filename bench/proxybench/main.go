@@ -118,6 +118,13 @@ func main() {
 	weftBEnv := flag.String("weft-b-env", "", "extra environment of the proxies of the HTTP/1.1 \"B\" paths, as -weft-env")
 	flag.DurationVar(&o.paired, "paired", 0, "after the fixed-rate run, run the HTTP/1.1 paths at once for this long, -rate requests/s in total, taking turns request by request, in -rounds parts, and print their tail (paired.go); 0 skips it")
 	genGOGC := flag.Int("gen-gogc", 1000, "the generator's (this process's) GOGC during the runs: its own collections stall its senders, and every path's tail with them (docs/bench/proxy.md, round 12); 0 keeps GOGC from the environment")
+	handshakes := flag.Int("handshakes", 0, "instead of the other runs: measure full mutual-TLS handshakes (a new connection from a client without a session cache, one GET) into one weft proxy, mTLS in (and its B twin with -weft-b) and haproxy, mTLS in: this many sequential ones per path, whose proxy CPU time is read, then -handshake-bursts bursts of -conns concurrent ones, interleaved in -rounds; with -profile, a CPU profile of the -weft proxy over as many more (handshake.go)")
+	hsBursts := flag.Int("handshake-bursts", 50, "with -handshakes: bursts of -conns concurrent handshakes per path")
+	hsIdle := flag.Duration("handshake-idle", 20*time.Second, "with -handshakes: how long every proxy is left idle before each cold burst (a fixed-rate slice finds its path's proxy idle for the other paths' slices)")
+	hsSlices := flag.Int("handshake-slices", 0, "with -handshakes: fixed-rate slices of -handshake-slice per path, in turn, each opening -conns new connections at -rate as the whole run's slices do")
+	hsSlice := flag.Duration("handshake-slice", 500*time.Millisecond, "with -handshake-slices: each slice's length")
+	hsSliceIdle := flag.Duration("handshake-slice-idle", 0, "with -handshake-slices: how long every proxy is left idle before each turn of slices")
+	hsCold := flag.Int("handshake-cold", 0, "with -handshakes: cold bursts per path, each after -handshake-idle, after the others")
 	logDir := flag.String("logdir", "", "keep the processes' logs and configuration in this directory (made if missing) instead of a temporary one removed at the end")
 	flag.Parse()
 	o.bArgs = strings.Fields(o.weftBArgs)
@@ -158,6 +165,10 @@ func main() {
 		defer os.RemoveAll(b.dir)
 	}
 	defer b.stopAll()
+	if *handshakes > 0 {
+		b.handshakeRun(ctx, o, *handshakes, *hsBursts, *hsIdle, *hsCold, *hsSlices, *hsSlice, *hsSliceIdle)
+		return
+	}
 	b.run(ctx, o)
 }
 

@@ -1,5 +1,6 @@
 // Package procstat reads what Linux's /proc tells of a process that the
-// benchmarks report: its CPU time, its read and write system calls and its memory.
+// benchmarks report: its CPU time, its read and write system calls, its
+// minor page faults and its memory.
 package procstat
 
 import (
@@ -43,6 +44,36 @@ func parseCPU(stat []byte) time.Duration {
 		return 0
 	}
 	return time.Duration(ut+st) * time.Second / ticks
+}
+
+// MinorFaults is the number of minor page faults process pid has taken so
+// far (minflt, the 10th field of /proc/<pid>/stat: pages mapped again
+// without reading the disk, such as a released page of its executable
+// touched again); 0 when it cannot be read.
+func MinorFaults(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	return parseMinorFaults(b)
+}
+
+// parseMinorFaults reads minflt from a /proc/<pid>/stat line, counting
+// the fields after the last ')' as parseCPU does.
+func parseMinorFaults(stat []byte) int64 {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := bytes.Fields(stat[i+1:])
+	if len(f) < 8 {
+		return 0
+	}
+	n, err := strconv.ParseInt(string(f[7]), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // Syscalls is the number of read and write system calls process pid has

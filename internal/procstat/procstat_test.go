@@ -24,6 +24,23 @@ func TestParseCPU(t *testing.T) {
 	}
 }
 
+func TestParseMinorFaults(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want int64
+	}{
+		{"4242 (weft) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 130 0 0 20 0 9 0 100 0 0", 900},
+		{"7 (a) b) (c d) R 1 7 7 0 -1 0 31 0 0 0 1 2 0 0 20 0 1 0 5 0 0", 31},
+		{"7 (short) R 1 7", 0},
+		{"no parenthesis", 0},
+		{"7 (x) R 1 7 7 0 -1 0 nan 0", 0},
+	} {
+		if got := parseMinorFaults([]byte(c.line)); got != c.want {
+			t.Errorf("parseMinorFaults(%q) = %d, want %d", c.line, got, c.want)
+		}
+	}
+}
+
 // TestCPUOfThisProcess: the time read grows while this process computes.
 func TestCPUOfThisProcess(t *testing.T) {
 	if runtime.GOOS != "linux" {
