@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
@@ -353,9 +354,19 @@ func (t *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 		// Bytes buffered on an idle connection answer no request of ours
 		// (a body after a HEAD response, say); sent on it, the next
 		// request would read them as its response.
-		if idle >= t.idleTimeout || pc.br.Buffered() > 0 || idle >= staleAfter && !pc.alive() {
+		if idle >= t.idleTimeout || pc.br.Buffered() > 0 {
 			pc.close()
 			continue
+		}
+		if idle >= staleAfter {
+			switch pc.peek() {
+			case peekEnded:
+				pc.close()
+				continue
+			case peekBytes:
+				go t.unsolicited(pc) // ends when the bytes tell, the connection ends, or after staleAfter
+				continue
+			}
 		}
 		pc.reused = true
 		return pc, nil
@@ -443,16 +454,50 @@ func (t *h1Client) closeIdle() {
 
 func (pc *h1Conn) close() { _ = pc.nc.Close() }
 
-// alive reports whether an idle connection is still open: no EOF, reset
-// or unsolicited bytes from the upstream, checked without blocking.
-func (pc *h1Conn) alive() bool {
-	if pc.br.Buffered() > 0 {
-		return false
-	}
+// peek checks an idle connection without blocking: still open with
+// nothing to read, ended by the upstream (an EOF, a reset), or holding
+// bytes it sent unasked (peekIdle).
+func (pc *h1Conn) peek() peeked {
 	if pc.raw == nil {
-		return true
+		return peekOpen
 	}
 	return peekIdle(pc.raw)
+}
+
+// peeked is what peekIdle found on a connection.
+type peeked uint8
+
+const (
+	peekOpen  peeked = iota // nothing to read, not closed
+	peekEnded               // EOF, a reset or another error
+	peekBytes               // bytes to read (over TLS, records)
+)
+
+// unsolicited reads the bytes an upstream sent on the idle connection pc
+// unasked, then closes it, counting them in upstream_cx_protocol_error as
+// Envoy's codec client counts them (route.ReadIdleBytes): it reads until
+// they tell, the connection ends, or staleAfter passes (a head still
+// partial then counts nothing). Over TLS they may be a record without
+// data (a NewSessionTicket, a close_notify): nothing is counted.
+func (t *h1Client) unsolicited(pc *h1Conn) {
+	defer pc.close()
+	_ = pc.nc.SetReadDeadline(time.Now().Add(staleAfter))
+	buf := make([]byte, bufSize)
+	var got []byte
+	for {
+		n, err := pc.br.Read(buf)
+		got = append(got, buf[:n]...)
+		switch route.ReadIdleBytes(got) {
+		case route.IdleProtocolError:
+			t.c.Stats.CxProtocolError.Inc()
+			return
+		case route.IdleRequestTimeout:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // h1Body is a response body read from a pooled connection. When it is read
@@ -495,7 +540,7 @@ func (b *h1Body) Arrived() bool {
 		return true // the next read returns io.EOF at once
 	}
 	pc := b.pc
-	return pc.br.Buffered() > 0 || pc.raw != nil && !peekIdle(pc.raw)
+	return pc.br.Buffered() > 0 || pc.peek() != peekOpen
 }
 
 // Close ends the exchange. Before the end of the body it closes the

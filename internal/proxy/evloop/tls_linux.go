@@ -412,22 +412,22 @@ func (l *loop) feedUpTLS(u *up, ciphertext []byte) (int, error) {
 }
 
 // idleTLSRecords reads what an idle pooled connection's server sent:
-// true if it was only TLS housekeeping (a NewSessionTicket) and the
-// connection stays in the pool.
-func (l *loop) idleTLSRecords(u *up) bool {
+// keep if it was only TLS housekeeping (a NewSessionTicket) and the
+// connection stays in the pool; else the plaintext it held, if any.
+func (l *loop) idleTLSRecords(u *up) (plain []byte, keep bool) {
 	if l.tlsIn == nil {
 		l.tlsIn = make([]byte, bufSize)
 	}
 	n, err := rawRead(u.fd, l.tlsIn)
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-		return true
+		return nil, true
 	}
 	if err != nil || n == 0 {
-		return false
+		return nil, false
 	}
-	plain, err := u.tls.Feed(nil, l.tlsIn[:n])
+	plain, err = u.tls.Feed(nil, l.tlsIn[:n])
 	_ = sendPending(u.fd, u.tls)
-	return err == nil && len(plain) == 0
+	return plain, err == nil && len(plain) == 0
 }
 
 // tlsPending reports whether sealed records wait to be sent.

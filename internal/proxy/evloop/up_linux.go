@@ -163,14 +163,8 @@ func (l *loop) sendUp(u *up, b []byte) bool {
 }
 
 func (l *loop) readUp(u *up) {
-	if u.d == nil && u.tls != nil && l.idleTLSRecords(u) {
-		return // a NewSessionTicket, say
-	}
 	if u.d == nil {
-		// Idle in the pool: the upstream closed, or sent bytes nobody
-		// asked for. Either way the connection is done.
-		l.removeIdle(u)
-		l.closeUp(u)
+		l.readIdleUp(u)
 		return
 	}
 	if u.in == nil {
@@ -567,6 +561,36 @@ func (l *loop) cutResponse(u *up, why accesslog.Flags, details string) {
 		}
 		l.closeDown(d)
 	}
+}
+
+// readIdleUp reads what the upstream of an idle pooled connection sent:
+// its close, or bytes nobody asked for, which end the connection, counted
+// in upstream_cx_protocol_error as Envoy counts them
+// (route.ReadIdleBytes); over TLS, a NewSessionTicket, say, which keeps
+// it. Only the bytes of one read (bufSize) are looked at: a head they do
+// not hold whole counts nothing, as part of a head then the close does.
+func (l *loop) readIdleUp(u *up) {
+	var got []byte
+	if u.tls != nil {
+		plain, keep := l.idleTLSRecords(u)
+		if keep {
+			return
+		}
+		got = plain
+	} else {
+		b := l.getBuf()
+		defer l.putBuf(b)
+		n, err := rawRead(u.fd, b[:cap(b)])
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			return
+		}
+		got = b[:n] // nothing on an error
+	}
+	if proxyroute.ReadIdleBytes(got) == proxyroute.IdleProtocolError {
+		u.pool.st.cxProtocolError.Inc()
+	}
+	l.removeIdle(u)
+	l.closeUp(u)
 }
 
 func (l *loop) removeIdle(u *up) {

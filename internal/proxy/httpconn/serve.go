@@ -68,7 +68,7 @@ type stream struct {
 	// connection the forwarder reads the body on a goroutine of its own.
 	bodyBroke atomic.Bool
 	bodyFlags atomic.Uint32          // accesslog.Flags
-	bodyCut   atomic.Pointer[string] // the details of the upstream's reset that cut it (upstreamBody.cutBy)
+	bodyCut   atomic.Pointer[string] // the details of the upstream's reset that cut it (upstreamBody.cutBy), or the max stream duration's
 	bodyErr   atomic.Pointer[error]  // the first error reading the downstream request body
 	details   string
 	headless  bool // the codec reset the stream: logged without its request
@@ -106,8 +106,6 @@ func (s *stream) codeDetails() string {
 		return route.DetailsRouteTimeout
 	case f&accesslog.StreamIdleTimeout != 0:
 		return route.DetailsStreamIdleTimeout
-	case f&accesslog.DurationTimeout != 0:
-		return route.DetailsMaxDurationTimeout
 	case s.bodyCut.Load() != nil:
 		return *s.bodyCut.Load()
 	}

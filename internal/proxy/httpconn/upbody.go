@@ -74,8 +74,11 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 			}
 		case context.Cause(s.ctx) != nil:
 			f = s.ctxError(s.ctx, true).flags
-			if errors.Is(context.Cause(s.ctx), errRouteTimeout) {
+			switch cause := context.Cause(s.ctx); {
+			case errors.Is(cause, errRouteTimeout):
 				b.cutHost(true)
+			case errors.Is(cause, errDuration):
+				s.bodyCut.CompareAndSwap(nil, &cutMaxDuration) // no flag tells it (ctxError)
 			}
 		case cluster.H2ProtocolReset(err):
 			// Its HTTP/2 connection failed for the upstream's protocol
@@ -122,12 +125,15 @@ func (b *upstreamBody) cutHost(timedOut bool) {
 }
 
 // The details an upstream's reset after the head gives (route.DetailsCut*),
-// for stream.bodyCut.
+// for stream.bodyCut, and the max stream duration's.
 var (
 	cutProtocolError         = route.DetailsCutProtocolError
 	cutRemoteReset           = route.DetailsCutRemoteReset
 	cutRemoteRefused         = route.DetailsCutRemoteRefused
 	cutConnectionTermination = route.DetailsCutConnectionTermination
+	// cutMaxDuration is the max stream duration's, which cuts a response
+	// as the connection manager resets its stream.
+	cutMaxDuration = route.DetailsMaxDurationTimeout
 )
 
 // cutBy is the flag and the details of an upstream response body that

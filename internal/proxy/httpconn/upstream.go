@@ -368,7 +368,9 @@ func (s *stream) ctxError(ctx context.Context, inFlight bool) *localError {
 	case errors.Is(cause, errIdleTimeout): // counted by its timer
 		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: route.DetailsStreamIdleTimeout}
 	case errors.Is(cause, errDuration):
-		return &localError{code: 408, flags: accesslog.DurationTimeout, body: "downstream duration timeout", details: route.DetailsMaxDurationTimeout}
+		// No response flag: Envoy's onStreamMaxDurationReached sets the
+		// details alone (DT is a connection's max duration).
+		return &localError{code: 408, body: "downstream duration timeout", details: route.DetailsMaxDurationTimeout}
 	}
 	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: detailsDownstreamDisconnect}
 }
