@@ -273,7 +273,7 @@ func (o loopObserver) Done(name string, tag any, code int, timedOut bool) {
 		return
 	}
 	if code < 0 {
-		c.RequestReset(h)
+		c.RequestReset(h, c.HTTP2) // the loops serve no cluster whose protocol follows the client's
 		return
 	}
 	c.RequestDone(h, 0, true, timedOut)

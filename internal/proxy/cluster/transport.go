@@ -361,10 +361,16 @@ func HeadEnded(resp *http.Response) bool {
 
 // RequestReset records the end of a request to h that the downstream
 // side broke (a client gone or a malformed request body): the host is
-// not at fault, so outlier detection does not see it.
-func (c *Cluster) RequestReset(h *Host) {
+// not at fault, so outlier detection does not see it. The request's
+// reset is counted in upstream_rq_tx_reset over HTTP/2 (multiplexed),
+// as Envoy's HTTP/2 pool counts a local reset
+// (MultiplexedActiveClientBase::onStreamReset); its HTTP/1.1 pool counts
+// none, closing the connection.
+func (c *Cluster) RequestReset(h *Host, multiplexed bool) {
 	h.rqActive.Add(-1)
-	c.Stats.RqTxReset.Inc()
+	if multiplexed {
+		c.Stats.RqTxReset.Inc()
+	}
 }
 
 // sleep waits d or until ctx ends; it reports whether d elapsed.

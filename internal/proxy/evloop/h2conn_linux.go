@@ -391,9 +391,7 @@ func (l *loop) h2Frame(c *h2conn, f http2.Frame) {
 		}
 		if st := c.streams[f.StreamID]; st != nil {
 			st.peerReset = true
-			if !st.sd.closed && (st.sd.u != nil || st.us != nil || st.sd.rs.waiting) {
-				c.d.gen.st.rqRxReset.Inc()
-			}
+			l.streamGone(st.sd, proxyroute.DetailsH2RemoteReset)
 			l.h2EndStream(st)
 		}
 	case *http2.GoAwayFrame:

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
 
@@ -198,13 +199,29 @@ func (l *loop) readDownTLS(d *down) {
 }
 
 // clientGone closes a connection its client ended (FIN, reset or
-// close_notify).
+// close_notify). Its request in flight, or each of its HTTP/2 streams',
+// is reset and logged as Envoy's connection manager does on a
+// RemoteClose (proxyroute.DetailsRemoteDisconnect).
 func (l *loop) clientGone(d *down) {
-	if d.u != nil || d.hb != nil || d.rs.waiting {
-		d.gen.st.rqRxReset.Inc() // the client went with its request in flight
+	if d.h2c != nil {
+		for _, st := range d.h2c.streams {
+			l.streamGone(st.sd, proxyroute.DetailsRemoteDisconnect)
+		}
+	} else {
+		l.streamGone(d, proxyroute.DetailsRemoteDisconnect)
 	}
 	l.firstHeadEnded(d)
 	l.closeDown(d)
+}
+
+// streamGone records the client's end of d's request, if in flight:
+// counted in downstream_rq_rx_reset, logged with details (DC when
+// nothing else flagged it: logEnded).
+func (l *loop) streamGone(d *down, details string) {
+	if !d.closed && (d.u != nil || d.hb != nil || d.rs.waiting || d.h2 != nil && d.h2.us != nil) {
+		d.gen.st.rqRxReset.Inc()
+		d.logFlags(0, details)
+	}
 }
 
 // feedDown opens the records in ciphertext and processes their plaintext.

@@ -31,7 +31,10 @@ import (
 // server (h2c). Upgrades stay here: the response writer can be hijacked.
 //
 // What it gives up: a client that disconnects while its request waits for
-// the upstream is noticed when the response is written, not at once.
+// the upstream is noticed once the wait passes watchAfter (h1gone.go),
+// not at once as Envoy and the loops notice it; a client that leaves
+// while a response body it began to get is idle is noticed at the next
+// write.
 
 const (
 	// h1BufSize is the size of each downstream connection's read and
@@ -121,6 +124,15 @@ type h1Conn struct {
 	// writeDeadline: a response's handler set a write deadline
 	// (h1Writer.SetWriteDeadline), cleared before the next request.
 	writeDeadline atomic.Bool
+
+	// Watching for a client that leaves while its request waits
+	// (h1gone.go): the watch's state and the request's body, the
+	// watcher's end (made at the first watch), and the cancel of the
+	// context loop serves the connection's requests with.
+	goneState atomic.Int32
+	goneBody  atomic.Pointer[h1Body]
+	goneDone  chan struct{}
+	leave     context.CancelCauseFunc
 }
 
 // h1Writers holds the write buffers of downstream connections between
@@ -324,8 +336,9 @@ type handlerFunc func(ctx context.Context, w http.ResponseWriter, r *http.Reques
 // closed.
 func (hc *h1Conn) loop(base context.Context, log *slog.Logger, h handlerFunc) (parked bool) {
 	c := hc.c
-	cctx, cancel := context.WithCancel(base)
-	defer cancel()
+	cctx, cancel := context.WithCancelCause(base)
+	defer cancel(nil)
+	hc.leave = cancel
 	stop := context.AfterFunc(cctx, func() { _ = c.Close() })
 	defer stop()
 	for {
@@ -476,7 +489,10 @@ func (hc *h1Conn) serveOne(ctx context.Context, log *slog.Logger, h handlerFunc)
 	}
 	// For HTTP/1.0, Close is set unless the client asked for keep-alive.
 	w.closeAfter = req.Close
-	if !hc.run(ctx, log, h, w, req) {
+	hc.armGone(body)
+	ok := hc.run(ctx, log, h, w, req)
+	hc.stopGone()
+	if !ok {
 		return false, false
 	}
 	if w.hijacked {

@@ -75,6 +75,7 @@ func (w *h1Writer) writeStatusLine(code int) {
 // writeHead puts the status line and headers in the buffer, choosing the
 // body's framing.
 func (w *h1Writer) writeHead() {
+	w.hc.stopGone() // the response begins: no more waiting
 	w.wroteHead = true
 	if w.status == 0 {
 		w.status = http.StatusOK
@@ -216,6 +217,7 @@ func (w *h1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked || w.wroteHead {
 		return nil, nil, http.ErrHijacked
 	}
+	w.hc.stopGone() // the hijacker reads the connection
 	w.hijacked = true
 	c := w.hc.c
 	_ = c.SetDeadline(time.Time{})

@@ -2,7 +2,9 @@ package httpconn
 
 import (
 	"context"
+	"errors"
 	"log"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -73,8 +75,11 @@ func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
 	// Shutdown's last step (cancelBase) closes what is left.
 	stop := context.AfterFunc(s.base, func() { _ = c.Close() })
 	defer stop()
+	resets := &resetTracker{}
+	// Its reads tell a client's close from the proxy's (clientLeft).
+	c.Conn = &h2EndConn{Conn: c.Conn, t: resets}
 	cctx := context.WithValue(s.base, connKey{}, c)
-	cctx = context.WithValue(cctx, resetKey{}, &resetTracker{})
+	cctx = context.WithValue(cctx, resetKey{}, resets)
 	h2s.ServeConn(c, &http2.ServeConnOpts{Context: cctx, BaseConfig: hc.hs, Handler: http.HandlerFunc(s.serveHTTP)})
 	if c.Draining() {
 		m.stats.cxDrainClose.Inc()
@@ -103,6 +108,29 @@ type resetKey struct{}
 type resetTracker struct {
 	ended, premature atomic.Int64
 	tripped          atomic.Bool // the connection is being closed
+	// readEnded: a read of the connection failed, its client gone
+	// (peerGone: an end of input or a reset) or the connection closed
+	// by the proxy. x/net reads the connection on a goroutine of its own
+	// and cancels the streams' contexts after its read failed.
+	readEnded, peerGone atomic.Bool
+}
+
+// h2EndConn is an HTTP/2 connection as x/net's server reads it: it notes
+// how the reads end in its resetTracker.
+type h2EndConn struct {
+	net.Conn
+	t *resetTracker
+}
+
+func (c *h2EndConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && !isTimeout(err) {
+		if !errors.Is(err, net.ErrClosed) {
+			c.t.peerGone.Store(true)
+		}
+		c.t.readEnded.Store(true)
+	}
+	return n, err
 }
 
 func resetTrackerFrom(ctx context.Context) *resetTracker {

@@ -6,6 +6,7 @@ package httpconn
 // response.
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -40,6 +41,7 @@ func (m *HCM) errorHandler(w http.ResponseWriter, s *stream, err error) {
 	if s.down.Err() != nil {
 		// The client went away: nothing to answer.
 		s.flags |= accesslog.DownstreamConnectionTermination | le.flags
+		s.clientLeft()
 		return
 	}
 	if le.abort {
@@ -109,10 +111,35 @@ func emptyReply(s *stream, h http.Header) {
 // body broke its framing.
 const detailsProtocolError = "downstream_protocol_error"
 
-// detailsDownstreamDisconnect is the response code details of a stream
-// whose client closed its connection, as Envoy's connection manager sets
-// them on its RemoteClose (ActiveStream::completeRequest).
-const detailsDownstreamDisconnect = "downstream_remote_disconnect"
+// clientLeft records a stream whose client left while it waited for the
+// upstream (route.DetailsRemoteDisconnect): counted in
+// downstream_rq_rx_reset, with the details of its connection's end, or
+// over HTTP/2 of its stream's reset. Its context ends for other causes
+// too, recorded as before: shutdown (errShutdown), an HTTP/2 connection
+// the proxy closed.
+func (s *stream) clientLeft() {
+	details := ""
+	switch cause := context.Cause(s.down); {
+	case errors.Is(cause, errShutdown):
+	case errors.Is(cause, errClientGone): // the HTTP/1.1 fast path's watch
+		details = route.DetailsRemoteDisconnect
+	case s.in.ProtoMajor == 2:
+		t := resetTrackerFrom(s.down)
+		switch {
+		case t == nil:
+		case t.peerGone.Load():
+			details = route.DetailsRemoteDisconnect
+		case !t.readEnded.Load():
+			// The connection lives on: x/net cancels a stream's context
+			// then for the client's RST_STREAM only.
+			details = route.DetailsH2RemoteReset
+		}
+	}
+	if details != "" {
+		s.details = details
+		s.m.stats.rqRxReset.Inc()
+	}
+}
 
 // bodyMalformed reports whether reading the downstream request body
 // failed on its framing (bad chunk sizes, a body longer than declared),
@@ -138,7 +165,7 @@ func (s *stream) downstreamError() *localError {
 	}
 	if !s.bodyMalformed() {
 		s.m.stats.rqRxReset.Inc()
-		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: detailsDownstreamDisconnect}
+		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: route.DetailsRemoteDisconnect}
 	}
 	// Malformed framing: Envoy's codec answers 400 and closes the
 	// connection (once a response started, upstreamBody.Read).

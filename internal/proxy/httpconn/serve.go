@@ -59,7 +59,12 @@ type stream struct {
 	down      context.Context // the downstream's: ends when the client is gone
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
 	idleArmed bool            // an idle timer runs; set before any body I/O
-	rxBytes   atomic.Int64
+	watched   bool            // routeFired started the watch for a client gone
+	// routeTimer and timeout: the route timer and timeout of a stream
+	// whose client is watched for (routeFired); else unset.
+	routeTimer *time.Timer
+	timeout    time.Duration
+	rxBytes    atomic.Int64
 	// arrival tells whether the request's body has arrived whole; nil
 	// when the body has none to tell (HTTP/2's) or there is no body.
 	arrival bodyArrival
@@ -352,8 +357,13 @@ func h2HeadSize(r *http.Request, c *listener.Conn) (fields, bytes int) {
 // or the flush timeout while its end waited for the window).
 func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 	m.stats.rqActive.Dec()
-	m.stats.rqCompleted.Inc()
 	code := rw.code
+	if code != 0 {
+		// As Envoy counts it when it encodes a response head
+		// (ActiveStream::chargeStats), and the loops: not for a stream
+		// reset or a client gone before any answer.
+		m.stats.rqCompleted.Inc()
+	}
 	if code >= 100 && code < 600 {
 		m.stats.classes[code/100].Inc()
 	}

@@ -61,6 +61,10 @@ var errNoPoller = errors.New("connection parking needs epoll (Linux)")
 
 type connKey struct{}
 
+// errShutdown is the cause every request's context ends with at
+// shutdown (stream.clientLeft tells it from a client's end).
+var errShutdown = errors.New("weft proxy is shutting down")
+
 // NewServer returns a server; Run serves.
 func NewServer(logger *slog.Logger, o Options) *Server {
 	s := &Server{log: logger, h1conns: map[*h1Conn]struct{}{}, h2conns: map[*h2Conn]struct{}{}, parkAfter: o.ParkIdleAfter}
@@ -68,7 +72,8 @@ func NewServer(logger *slog.Logger, o Options) *Server {
 		s.parkAfter = DefaultParkIdleAfter
 	}
 	s.cond = sync.NewCond(&s.mu)
-	s.base, s.cancelBase = context.WithCancel(context.Background())
+	base, cancel := context.WithCancelCause(context.Background())
+	s.base, s.cancelBase = base, func() { cancel(errShutdown) }
 	return s
 }
 

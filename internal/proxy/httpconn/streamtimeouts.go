@@ -90,6 +90,41 @@ func (s *stream) flushH2(rw *respWriter) (timedOut bool, err error) {
 	return false, err
 }
 
+// goneWatcher is the HTTP/1.1 fast path's response writer, which can
+// watch its connection for the client's end while the request waits
+// (h1gone.go).
+type goneWatcher interface{ watchGone() }
+
+// watchClient starts the watch for a client gone, unless the stream
+// ended; it reports whether the stream was still on.
+func (s *stream) watchClient() bool {
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	if s.done {
+		return false
+	}
+	s.w.(goneWatcher).watchGone()
+	return true
+}
+
+// routeFired is the route timer of a stream whose client is watched
+// for: due at watchAfter first, to start the watch, then at the route
+// timeout. Only the timer's goroutine touches s.watched.
+func (s *stream) routeFired() {
+	if !s.watched {
+		s.watched = true
+		if s.watchClient() {
+			s.routeTimer.Reset(s.timeout - watchAfter)
+		}
+		return
+	}
+	s.cancel(errRouteTimeout)
+	s.abortWrites()
+}
+
+// watchStart is watchClient for a timer of a route without a timeout.
+func (s *stream) watchStart() { s.watchClient() }
+
 // ended marks the stream's end for abortWrites. Over HTTP/2 it clears a
 // deadline abortWrites set: x/net arms one on its connection's goroutine,
 // after the stream may have closed, and would then reset the ended stream
@@ -132,8 +167,19 @@ func (m *HCM) timers(s *stream) []*time.Timer {
 			timeout = rt.Timeout
 		}
 	}
-	if timeout > 0 {
+	_, watch := s.w.(goneWatcher)
+	switch {
+	case watch && timeout > watchAfter:
+		// The route timer starts the watch for a client gone first
+		// (h1gone.go), then runs on to the timeout (routeFired).
+		s.timeout = timeout
+		s.routeTimer = time.AfterFunc(watchAfter, s.routeFired)
+		ts = append(ts, s.routeTimer)
+	case timeout > 0:
+		// Over HTTP/1.1 a timeout within watchAfter ends the wait first.
 		ts = append(ts, time.AfterFunc(timeout, func() { s.cancel(errRouteTimeout); s.abortWrites() }))
+	case watch:
+		ts = append(ts, time.AfterFunc(watchAfter, s.watchStart))
 	}
 	msd := rt.MaxStreamDuration
 	if msd == 0 {

@@ -170,6 +170,6 @@ func (m *HCM) upgradeEnded(s *stream, back *upgradedBody, byUpstream bool) {
 		}
 	default:
 		s.flags |= accesslog.DownstreamConnectionTermination
-		s.details = detailsDownstreamDisconnect
+		s.details = route.DetailsRemoteDisconnect
 	}
 }

@@ -159,8 +159,16 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			resp, err = nil, errPerTry
 		}
 		if err != nil {
-			if le := s.downstreamError(); le != nil {
-				c.RequestReset(h)
+			le := s.downstreamError()
+			if le == nil && s.down.Err() != nil && context.Cause(ctx) == context.Cause(s.down) {
+				// The client left (or shutdown): the attempt ended from
+				// its side, as Envoy's router resets its upstream request
+				// with its callbacks removed: no outlier detection, no
+				// retry.
+				le = s.ctxError(ctx, false)
+			}
+			if le != nil {
+				c.RequestReset(h, !http1)
 				acancel()
 				release()
 				return nil, le
@@ -372,7 +380,7 @@ func (s *stream) ctxError(ctx context.Context, inFlight bool) *localError {
 		// details alone (DT is a connection's max duration).
 		return &localError{code: 408, body: "downstream duration timeout", details: route.DetailsMaxDurationTimeout}
 	}
-	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: detailsDownstreamDisconnect}
+	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: route.DetailsRemoteDisconnect}
 }
 
 // pendingEnded is the local reply of a request whose stream ended while

@@ -1,0 +1,117 @@
+package httpconn
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
+)
+
+// TestGoneWatch: the watch for a client gone (h1gone.go), over TCP and
+// TLS, ends the connection's context with errClientGone when the client
+// closes; a byte the client sends meanwhile (a pipelined request) ends
+// the watch without it and stays for the next read, as does a TLS record;
+// stopGone ends a watch that saw nothing, and the connection reads on.
+func TestGoneWatch(t *testing.T) {
+	for _, overTLS := range []bool{false, true} {
+		name := "tcp"
+		if overTLS {
+			name = "tls"
+		}
+		t.Run(name, func(t *testing.T) {
+			open := func(t *testing.T) (*h1Conn, net.Conn, context.Context) {
+				srv, cl := tcpPair(t)
+				if overTLS {
+					srv, cl = tlsPair(t, srv, cl)
+				}
+				hc := newH1Conn(&listener.Conn{Conn: srv})
+				ctx, cancel := context.WithCancelCause(context.Background())
+				hc.leave = cancel
+				return hc, cl, ctx
+			}
+			t.Run("close", func(t *testing.T) {
+				hc, cl, ctx := open(t)
+				hc.armGone(nil)
+				hc.startGone()
+				_ = cl.Close()
+				select {
+				case <-ctx.Done():
+				case <-time.After(5 * time.Second):
+					t.Fatal("the client's close went unnoticed")
+				}
+				if !errors.Is(context.Cause(ctx), errClientGone) {
+					t.Fatalf("the connection's context ended with %v, want errClientGone", context.Cause(ctx))
+				}
+				hc.stopGone()
+			})
+			t.Run("pipelined", func(t *testing.T) {
+				hc, cl, ctx := open(t)
+				hc.armGone(nil)
+				hc.startGone()
+				if _, err := io.WriteString(cl, "GET /next HTTP/1.1\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				waitUntilWatchEnds(t, hc)
+				hc.stopGone()
+				if ctx.Err() != nil {
+					t.Fatalf("a pipelined byte ended the context: %v", context.Cause(ctx))
+				}
+				_ = hc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				b := make([]byte, len("GET /next HTTP/1.1\r\n"))
+				if _, err := io.ReadFull(hc.br, b); err != nil || string(b) != "GET /next HTTP/1.1\r\n" {
+					t.Fatalf("read %q, %v after the watch; want the pipelined bytes", b, err)
+				}
+			})
+			t.Run("stop", func(t *testing.T) {
+				hc, cl, ctx := open(t)
+				hc.armGone(nil)
+				hc.startGone()
+				hc.stopGone() // in its read or before it: either way it ends
+
+				if ctx.Err() != nil {
+					t.Fatalf("stopping the watch ended the context: %v", context.Cause(ctx))
+				}
+				if _, err := io.WriteString(cl, "x"); err != nil {
+					t.Fatal(err)
+				}
+				if b, err := hc.br.Peek(1); err != nil || b[0] != 'x' {
+					t.Fatalf("after the stop the connection read %q, %v; want x", b, err)
+				}
+			})
+		})
+	}
+}
+
+// waitUntilWatchEnds waits for a running watcher to return on its own.
+func waitUntilWatchEnds(t *testing.T, hc *h1Conn) {
+	t.Helper()
+	select {
+	case <-hc.goneDone:
+		hc.goneDone <- struct{}{} // for stopGone
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch did not end")
+	}
+}
+
+// tlsPair makes srv and cl the two ends of a TLS connection.
+func tlsPair(t *testing.T, srv, cl net.Conn) (*tls.Conn, *tls.Conn) {
+	t.Helper()
+	ca := tlstest.NewCA(t, "gone")
+	ts := tls.Server(srv, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{"x"}).TLS(t)}})
+	tc := tls.Client(cl, &tls.Config{RootCAs: ca.Pool(), ServerName: "x"})
+	done := make(chan error, 1)
+	go func() { done <- ts.Handshake() }() // ends with the handshake
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return ts, tc
+}
