@@ -36,6 +36,11 @@ type stream struct {
 	abortMu   sync.Mutex
 	done      bool
 	deadline  bool // abortWrites set one
+	idleArmed bool // an idle timer runs; set before any body I/O
+	headless  bool // the codec reset the stream: logged without its request
+	complete  bool // the request has been received whole (requestComplete); under abortMu, as the next two, rtTimer and tryTimer
+	rtWait    bool // its route timeout waits for that
+	rtStopped bool // the stream's timers stopped: requestComplete arms none
 	m         *HCM
 	conn      *listener.Conn
 	in        *http.Request
@@ -53,12 +58,13 @@ type stream struct {
 	host      *cluster.Host
 	attempts  int
 	upStart   time.Time     // first upstream attempt
+	rtTimer   *time.Timer   // the route timer requestComplete armed (rtWait)
+	tryTimer  *time.Timer   // the attempt in flight's per-try timer, waiting for the request's end; nil when none waits
 	svcTime   time.Duration // upstream time to response headers
 	cancel    context.CancelCauseFunc
 	ctx       context.Context // the stream's context, cancelled with a cause
 	down      context.Context // the downstream's: ends when the client is gone
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
-	idleArmed bool            // an idle timer runs; set before any body I/O
 	rxBytes   atomic.Int64
 	// arrival tells whether the request's body has arrived whole; nil
 	// when the body has none to tell (HTTP/2's) or there is no body.
@@ -71,7 +77,6 @@ type stream struct {
 	bodyCut   atomic.Pointer[string] // the details of the upstream's reset that cut it (upstreamBody.cutBy)
 	bodyErr   atomic.Pointer[error]  // the first error reading the downstream request body
 	details   string
-	headless  bool // the codec reset the stream: logged without its request
 	rw        *respWriter
 	slots     []any // one per filter; nil without filters
 	ran       int   // filters whose DecodeHeaders ran
@@ -293,6 +298,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	for _, t := range m.timers(s) {
 		defer t.Stop()
 	}
+	defer s.stopLateTimers()
 	if ctx.Err() != nil {
 		// Reset (HTTP/2) or shut down before dispatch: nothing goes
 		// upstream.
@@ -474,7 +480,11 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.s.rxBytes.Add(int64(n))
 		b.s.touch()
 	}
-	if err != nil && err != io.EOF && err != http.ErrBodyReadAfterClose {
+	if err == io.EOF {
+		b.s.requestComplete()
+	}
+	if err != nil && err != io.EOF && err != http.ErrBodyReadAfterClose && !b.s.timedOut() {
+		// Not the read a timeout cut (abortBody): the client's failure.
 		b.s.bodyErr.CompareAndSwap(nil, &err)
 	}
 	return n, err
