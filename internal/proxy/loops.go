@@ -345,8 +345,11 @@ func hasHeader(h route.Head, name string) bool {
 
 // loopMaxRouteTimeout is the longest route timeout the loops serve: the
 // stream idle timeout LoopReady lets through (Envoy's 5 minutes) fires no
-// sooner than a route timeout up to it. Routes without a timeout, or a
-// longer one, go to the goroutine path, which keeps the idle timeout.
+// sooner than a route timeout up to it, once the request is complete
+// (the route timeout runs from there; while the body comes the loops
+// bound the stream with the idle timeout: evloop's routeDeadline).
+// Routes without a timeout, or a longer one, go to the goroutine path,
+// which keeps the idle timeout.
 const loopMaxRouteTimeout = 5 * time.Minute
 
 func emptyOps(o *route.HeaderOps) bool {

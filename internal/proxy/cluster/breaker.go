@@ -36,6 +36,10 @@ func (c *Cluster) Acquire(ctx context.Context, h *Host, http1 bool) (release fun
 	return func() { c.gate.release(); done() }, nil
 }
 
+// Queues reports whether Acquire may wait for an HTTP/1.1 request's
+// connection (max_connections set: the gate's pending queue).
+func (c *Cluster) Queues() bool { return c.gate != nil }
+
 // AcquireRetry reserves a retry under max_retries.
 func (c *Cluster) AcquireRetry() (release func(), ok bool) {
 	if n := c.retries.Add(1); n > int64(c.cb.maxRetries) {

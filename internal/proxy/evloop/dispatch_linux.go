@@ -86,6 +86,11 @@ func (l *loop) dispatch(d *down, head []byte) {
 		d.gen.st.cxDrainClose.Inc() // drainConns passes it by: it closes after this one
 	}
 	d.head, d.grpc, d.closeAfter, d.reqStart = r.head, r.grpc, last, l.now
+	// The route timeout runs from the request's end (reqComplete), the
+	// stream idle timeout of a body still coming from its last read
+	// (routeDeadline). Until the way upstream says whether a body
+	// follows the head, an HTTP/2 stream's END_STREAM tells.
+	d.rtFrom, d.bodyIn, d.last = l.now, d.h2 != nil && !d.h2.reqEnded, l.now
 	d.timeout = int64(l.srv.cfg.RequestTimeout)
 	if t.Timeout > 0 {
 		d.timeout = int64(t.Timeout)
@@ -258,6 +263,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	u.d, d.u = d, u
 	u.started = l.now
 	d.state = dsWait
+	d.bodyIn = more
 	if more {
 		d.state = dsBody
 	}

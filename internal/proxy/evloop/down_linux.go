@@ -295,6 +295,7 @@ func (l *loop) process(d *down) {
 			d.logReceived(take, data)
 			if done {
 				d.state = dsWait
+				l.reqComplete(d)
 			}
 			if !l.sendUp(d.u, b[:take]) {
 				return

@@ -100,6 +100,7 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	}
 	more := d.chunked || d.bodyLeft > 0
 	st.reqEnded = !more
+	d.bodyIn = more
 	d.hb = hb
 	pool.h2Idle = t.IdleTimeout
 	l.h2uOpen(d, pool, t.Cluster, t.Tag)

@@ -294,6 +294,7 @@ func (l *loop) h2DataIn(c *h2conn, f *http2.DataFrame) {
 	}
 	st.unpaid += n
 	c.d.last = l.now
+	st.sd.last = l.now // the stream's idle timeout while its body comes (timer_linux.go)
 	data := f.Data()
 	st.received += int64(len(data))
 	if st.declared >= 0 && st.received > st.declared {
@@ -344,6 +345,7 @@ func (l *loop) h2ReqEnd(st *h2stream) {
 		return
 	}
 	sd := st.sd
+	l.reqComplete(sd)
 	if st.reqChunked && !sd.closed && sd.state == dsBody {
 		if sd.in == nil {
 			sd.in, sd.off = l.getBuf(), 0

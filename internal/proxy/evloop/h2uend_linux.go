@@ -184,7 +184,7 @@ func (l *loop) h2uFail(s *h2ustream, status int, body string) {
 // retry policy's per-try timeout.
 func (l *loop) h2uDeadline(d *down) int64 {
 	s := d.ustream().us
-	at := d.reqStart + d.timeout
+	at := d.routeDeadline()
 	if u := s.c.u; u.connecting {
 		at = min(at, u.started+int64(l.srv.cfg.ConnectTimeout))
 	}
@@ -192,7 +192,7 @@ func (l *loop) h2uDeadline(d *down) int64 {
 		at = min(at, s.last+int64(d.gen.streamIdle))
 	}
 	if d.rs.perTry() {
-		at = min(at, d.rs.tryStart+int64(d.rs.policy.PerTryTimeout))
+		at = min(at, d.tryDeadline())
 	}
 	return at
 }
@@ -205,7 +205,23 @@ func (l *loop) h2uExpire(d *down) {
 	case c.u.connecting && l.now-c.u.started >= int64(l.srv.cfg.ConnectTimeout):
 		c.u.pool.st.cxConnectFail.Inc()
 		l.h2UpFailed(c)
-	case l.now-d.reqStart >= d.timeout:
+	case d.bodyIn && l.now >= d.routeDeadline():
+		// The request's body stalled (bodyIdle's, for an upstream
+		// stream).
+		d.gen.st.rqIdleTimeout.Inc()
+		d.logFlags(accesslog.StreamIdleTimeout, proxyroute.DetailsStreamIdleTimeout)
+		d.bodyIn = false
+		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+		l.observeDone(&s.x, 0, false)
+		if s.gotHead {
+			l.logDone(d, s.x.status)
+			l.h2uDone(s)
+			l.h2uResetDown(d)
+			return
+		}
+		l.h2uDone(s)
+		l.localReply(d, 408, "stream timeout", false)
+	case l.now >= d.routeDeadline():
 		d.logFlags(accesslog.UpstreamRequestTimeout, proxyroute.DetailsRouteTimeout)
 		s.x.pool.st.rqTimeout.Inc()
 		l.observeDone(&s.x, 0, true)
@@ -223,7 +239,7 @@ func (l *loop) h2uExpire(d *down) {
 		pool := s.x.pool
 		l.h2uDone(s)
 		l.abortReply(d, pool, 504, "upstream request timeout", false)
-	case d.rs.perTry() && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
+	case d.rs.perTry() && l.now >= d.tryDeadline():
 		l.h2uPerTryTimeout(s)
 	case s.blocked && l.now-s.last >= int64(d.gen.streamIdle):
 		// The upstream keeps its window closed on the request body: the

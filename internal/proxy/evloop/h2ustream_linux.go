@@ -176,6 +176,7 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 		}
 		s.endPending = true
 		st.sd.state = dsWait
+		l.reqComplete(st.sd)
 	}
 	l.h2uPush(s)
 }
@@ -193,6 +194,7 @@ func (l *loop) h2uTrailers(st *h2stream, f *http2.MetaHeadersFrame) {
 	st.reqTrailers = s.trailers
 	s.endPending = true
 	st.sd.state = dsWait
+	l.reqComplete(st.sd)
 	l.h2uPush(s)
 }
 

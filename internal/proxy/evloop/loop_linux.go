@@ -88,6 +88,8 @@ type down struct {
 	last        int64 // last activity, loop time
 	reqStart    int64
 	timeout     int64       // the request's route timeout (Target.Timeout)
+	rtFrom      int64       // loop time the route timeout runs from: the request's end (reqComplete)
+	bodyIn      bool        // the request's body is still coming: its route timeout waits (reqComplete)
 	headStart   int64       // when the first byte of the head being read came
 	retries     int         // retries of the request in flight
 	gen         *generation // the configuration it was accepted under

@@ -144,10 +144,10 @@ func (l *loop) deadline(d *down) int64 {
 		at = min(at, u.started+int64(cfg.ConnectTimeout))
 	}
 	if u != nil || d.rs.waiting {
-		at = min(at, d.reqStart+d.timeout)
+		at = min(at, d.routeDeadline())
 	}
 	if u != nil && d.rs.perTry() {
-		at = min(at, d.rs.tryStart+int64(d.rs.policy.PerTryTimeout))
+		at = min(at, d.tryDeadline())
 	}
 	if d.rs.waiting {
 		at = min(at, d.rs.at)
@@ -243,7 +243,9 @@ func (l *loop) expire(d *down) {
 	case u != nil && u.connecting && l.now-u.started >= int64(cfg.ConnectTimeout):
 		u.pool.st.cxConnectFail.Inc()
 		l.upFailed(u)
-	case (u != nil || d.rs.waiting) && l.now-d.reqStart >= d.timeout:
+	case (u != nil || d.rs.waiting) && d.bodyIn && l.now >= d.routeDeadline():
+		l.bodyIdle(d)
+	case (u != nil || d.rs.waiting) && l.now >= d.routeDeadline():
 		d.logFlags(accesslog.UpstreamRequestTimeout, proxyroute.DetailsRouteTimeout)
 		// The connection carries on unless the body is still coming
 		// (localReply), as on the goroutine path (and the per-try
@@ -266,9 +268,82 @@ func (l *loop) expire(d *down) {
 		u.d, d.u = nil, nil
 		l.closeUp(u)
 		l.abortReply(d, u.pool, 504, "upstream request timeout", false)
-	case u != nil && d.rs.perTry() && l.now-d.rs.tryStart >= int64(d.rs.policy.PerTryTimeout):
+	case u != nil && d.rs.perTry() && l.now >= d.tryDeadline():
 		l.perTryTimeout(u)
 	case d.rs.waiting && l.now >= d.rs.at:
 		l.retryNow(d)
 	}
+}
+
+// routeDeadline is when the request in flight on d times out: its route
+// timeout from the request's end (rtFrom), as Envoy's router arms its
+// response timeout in Router::Filter::onRequestComplete
+// (source/common/router/router.cc), once the downstream request is
+// whole; while its body is still coming, the stream idle timeout from
+// the body's last read (d.last, the loop's time of that read: no clock
+// read of its own), as Envoy's stream idle timer alone bounds it then
+// (bodyIdle).
+func (d *down) routeDeadline() int64 {
+	if d.bodyIn {
+		return d.last + int64(d.gen.streamIdle)
+	}
+	return d.rtFrom + d.timeout
+}
+
+// tryDeadline is when the attempt in flight passes its per-try timeout:
+// that long after its start, or after the request's end when that came
+// later, as Envoy's UpstreamRequest::setupPerTryTimeout runs from
+// onPoolReady when the downstream request is complete, else from
+// Filter::onRequestComplete (source/common/router/upstream_request.cc,
+// router.cc); never while the body is coming.
+func (d *down) tryDeadline() int64 {
+	if d.bodyIn {
+		return never
+	}
+	return max(d.rs.tryStart, d.rtFrom) + int64(d.rs.policy.PerTryTimeout)
+}
+
+// reqComplete: the request in flight on d has been received whole (its
+// body's end, or an HTTP/2 stream's END_STREAM or trailers): its route
+// timeout, and the per-try timeout of an attempt already sent, run from
+// now (routeDeadline, tryDeadline).
+func (l *loop) reqComplete(d *down) {
+	if !d.bodyIn {
+		return
+	}
+	d.bodyIn, d.rtFrom = false, l.now
+	l.arm(d)
+}
+
+// bodyIdle ends a request whose body made no progress for the stream
+// idle timeout while its route timeout waited for its end: 408 stream
+// timeout (SI, stream_idle_timeout), as Envoy's
+// ActiveStream::onIdleTimeout answers before a response, counted in
+// downstream_rq_idle_timeout; nothing is charged to the cluster, as the
+// goroutine path charges no stream end that is not the router's giving
+// up (roundTrip). A response under way is cut, as Envoy resets a stream
+// whose response began.
+func (l *loop) bodyIdle(d *down) {
+	d.gen.st.rqIdleTimeout.Inc()
+	d.logFlags(accesslog.StreamIdleTimeout, proxyroute.DetailsStreamIdleTimeout)
+	d.bodyIn = false // the stream ends: nothing is waited for any more
+	u := d.u
+	if u == nil {
+		l.localReply(d, 408, "stream timeout", false)
+		return
+	}
+	l.observeDone(u, 0, false)
+	if u.status != 0 {
+		// As cutResponse, without counting the cut as the upstream's.
+		l.logEnded(d) // with the status sent
+		l.closeUp(u)
+		if d.outOff < len(d.out) {
+			l.flushDown(d)
+		}
+		l.closeDown(d)
+		return
+	}
+	u.d, d.u = nil, nil
+	l.closeUp(u)
+	l.localReply(d, 408, "stream timeout", false)
 }

@@ -136,8 +136,38 @@ func BenchmarkTimersPerRequest(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		d := ds[i%len(ds)]
 		l.now += int64(time.Millisecond)
-		d.last, d.reqStart, d.u = l.now, l.now, u
+		d.last, d.reqStart, d.rtFrom, d.u = l.now, l.now, l.now, u
 		l.arm(d)
+		l.expireTimers()
+		d.u = nil
+		l.arm(d)
+		l.expireTimers()
+	}
+}
+
+// BenchmarkTimersPerRequestBody is BenchmarkTimersPerRequest for a
+// request whose body ends in a later event than its head: armed at the
+// head for the stream idle timeout (the route timeout waits for the
+// body's end), then again at the body's end (reqComplete: the route
+// timeout moves it earlier), then at the request's end.
+func BenchmarkTimersPerRequestBody(b *testing.B) {
+	l := &loop{srv: &Server{cfg: Config{HeadersTimeout: DefaultHeadersTimeout, IdleTimeout: DefaultIdleTimeout,
+		RequestTimeout: DefaultRequestTimeout, ConnectTimeout: DefaultConnectTimeout}}}
+	gen := &generation{headers: DefaultHeadersTimeout, idle: DefaultIdleTimeout, streamIdle: DefaultStreamIdleTimeout}
+	ds := make([]*down, 16)
+	for i := range ds {
+		ds[i] = &down{gen: gen, timeout: int64(DefaultRequestTimeout)}
+		l.arm(ds[i])
+	}
+	u := &up{}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		d := ds[i%len(ds)]
+		l.now += int64(time.Millisecond)
+		d.last, d.reqStart, d.rtFrom, d.bodyIn, d.u = l.now, l.now, l.now, true, u
+		l.arm(d)
+		l.expireTimers()
+		l.reqComplete(d)
 		l.expireTimers()
 		d.u = nil
 		l.arm(d)

@@ -18,7 +18,8 @@ import (
 // keeps it on the goroutine path. anyStreamIdle lets a stream_idle_timeout
 // other than Envoy's default pass (a test's, to reach the loops' own in a
 // test's time; the loops bound with it only a stream whose window holds
-// its response or its request body, not every idle stream).
+// its response or its request body, or whose request body is still
+// coming, not every idle stream).
 func (m *HCM) LoopReady(anyStreamIdle bool) string {
 	switch {
 	case len(m.filters) > 0:

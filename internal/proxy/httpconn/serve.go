@@ -36,6 +36,12 @@ type stream struct {
 	abortMu   sync.Mutex
 	done      bool
 	deadline  bool // abortWrites set one
+	idleArmed bool // an idle timer runs; set before any body I/O
+	headless  bool // the codec reset the stream: logged without its request
+	complete  bool // the request has been received whole (requestComplete); under abortMu, as the next two, rtTimer and tryTimer
+	rtWait    bool // its route timer (armRoute: the timeout, or the client-gone watch) waits for that
+	rtStopped bool // the stream's timers stopped: requestComplete arms none
+	watched   bool // routeFired started the watch for a client gone; only the route timer's goroutine touches it
 	m         *HCM
 	conn      *listener.Conn
 	in        *http.Request
@@ -53,18 +59,14 @@ type stream struct {
 	host      *cluster.Host
 	attempts  int
 	upStart   time.Time     // first upstream attempt
+	rtTimer   *time.Timer   // the route timer requestComplete armed (rtWait), or one routeFired re-arms (armRoute)
+	tryTimer  *time.Timer   // the attempt in flight's per-try timer, waiting for the request's end; nil when none waits
 	svcTime   time.Duration // upstream time to response headers
 	cancel    context.CancelCauseFunc
 	ctx       context.Context // the stream's context, cancelled with a cause
 	down      context.Context // the downstream's: ends when the client is gone
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
-	idleArmed bool            // an idle timer runs; set before any body I/O
-	watched   bool            // routeFired started the watch for a client gone
-	// routeTimer and timeout: the route timer and timeout of a stream
-	// whose client is watched for (routeFired); else unset.
-	routeTimer *time.Timer
-	timeout    time.Duration
-	rxBytes    atomic.Int64
+	rxBytes   atomic.Int64
 	// arrival tells whether the request's body has arrived whole; nil
 	// when the body has none to tell (HTTP/2's) or there is no body.
 	arrival bodyArrival
@@ -76,7 +78,6 @@ type stream struct {
 	bodyCut   atomic.Pointer[string] // the details of the upstream's reset that cut it (upstreamBody.cutBy), or the max stream duration's
 	bodyErr   atomic.Pointer[error]  // the first error reading the downstream request body
 	details   string
-	headless  bool // the codec reset the stream: logged without its request
 	rw        *respWriter
 	slots     []any // one per filter; nil without filters
 	ran       int   // filters whose DecodeHeaders ran
@@ -296,6 +297,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	for _, t := range m.timers(s) {
 		defer t.Stop()
 	}
+	defer s.stopLateTimers()
 	if ctx.Err() != nil {
 		// Reset (HTTP/2) or shut down before dispatch: nothing goes
 		// upstream.
@@ -482,7 +484,11 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.s.rxBytes.Add(int64(n))
 		b.s.touch()
 	}
-	if err != nil && err != io.EOF && err != http.ErrBodyReadAfterClose {
+	if err == io.EOF {
+		b.s.requestComplete()
+	}
+	if err != nil && err != io.EOF && err != http.ErrBodyReadAfterClose && !b.s.timedOut() {
+		// Not the read a timeout cut (abortBody): the client's failure.
 		b.s.bodyErr.CompareAndSwap(nil, &err)
 	}
 	return n, err

@@ -1,11 +1,12 @@
 package httpconn
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/weftmesh/weft/internal/proxy/route"
+	"github.com/weftmesh/weft/internal/proxy/cluster"
 )
 
 // A stream's timeouts: the route timeout, the max stream duration and the
@@ -114,12 +115,48 @@ func (s *stream) routeFired() {
 	if !s.watched {
 		s.watched = true
 		if s.watchClient() {
-			s.routeTimer.Reset(s.timeout - watchAfter)
+			s.abortMu.Lock()
+			t := s.rtTimer
+			s.abortMu.Unlock()
+			t.Reset(s.routeTimeout() - watchAfter)
 		}
 		return
 	}
-	s.cancel(errRouteTimeout)
-	s.abortWrites()
+	s.routeTimedOut()
+}
+
+// armRoute arms the route timer of a request received whole (timers, or
+// requestComplete at its body's end): due at the route timeout, or, over
+// HTTP/1.1 (goneWatcher), first at watchAfter to start the watch for a
+// client gone (h1gone.go), then at the rest of the timeout (routeFired);
+// a route without a timeout has one at watchAfter for the watch alone.
+// Over HTTP/1.1 a timeout within watchAfter ends the wait first. The
+// timer is kept in rtTimer, for routeFired and stopLateTimers, before it
+// can fire; none is armed once the stream's timers stopped. It returns
+// the timer, nil when none.
+func (s *stream) armRoute(timeout time.Duration) *time.Timer {
+	_, watch := s.w.(goneWatcher)
+	var t *time.Timer
+	due := timeout
+	switch {
+	case watch && timeout > watchAfter:
+		t, due = time.AfterFunc(notYet, s.routeFired), watchAfter
+	case timeout > 0:
+		t = time.AfterFunc(notYet, s.routeTimedOut)
+	case watch:
+		t, due = time.AfterFunc(notYet, s.watchStart), watchAfter
+	default:
+		return nil
+	}
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	if s.rtStopped {
+		t.Stop()
+		return nil
+	}
+	s.rtTimer = t
+	t.Reset(due)
+	return t
 }
 
 // watchStart is watchClient for a timer of a route without a timeout.
@@ -150,52 +187,53 @@ func (s *stream) ended() {
 // window (the upstream still sending, so the flush timeout does not
 // apply) is reset with nothing else to count it, as the loops reset one
 // past its stallDeadline.
+//
+// The route timeout (a grpc-timeout's too) runs from the request's end,
+// as Envoy's router arms its response timeout in
+// Router::Filter::onRequestComplete (source/common/router/router.cc),
+// called once the downstream request is whole: its headers with
+// end_stream, its last DATA or its trailers. A request without a body,
+// or whose body has all arrived already (an HTTP/1.1 body in the read
+// buffer, h1Body.Received), has it armed here; one whose body is still
+// coming has it armed by requestComplete, and the stream idle timeout
+// bounds it meanwhile: a stalled upload ends at the idle timeout, 408
+// stream timeout (SI), as Envoy's ActiveStream::onIdleTimeout answers
+// it before a response. The max stream duration runs from the request's
+// start, as Envoy's connection manager arms it on the new stream.
 func (m *HCM) timers(s *stream) []*time.Timer {
 	var ts []*time.Timer
 	rt := s.rt
-	timeout := rt.Timeout
-	if rt.UseGRPCTimeout {
-		if d, ok := parseGRPCTimeout(s.in.Header.Get("Grpc-Timeout")); ok {
-			d -= rt.GRPCTimeoutOffset
-			if rt.GRPCTimeoutHeaderMax > 0 && d > rt.GRPCTimeoutHeaderMax {
-				d = rt.GRPCTimeoutHeaderMax
-			}
-			timeout = max(d, time.Millisecond)
-		} else if rt.GRPCTimeoutHeaderMax > 0 || rt.Timeout == route.DefaultTimeout {
-			// max_stream_duration.grpc_timeout_header_max set without a
-			// header: Envoy falls back to the route timeout.
-			timeout = rt.Timeout
-		}
-	}
+	timeout := s.routeTimeout()
+	in := s.in
+	whole := in.Body == nil || in.Body == http.NoBody || in.ContentLength == 0 || s.arrival != nil && s.arrival.Received()
 	_, watch := s.w.(goneWatcher)
-	switch {
-	case watch && timeout > watchAfter:
-		// The route timer starts the watch for a client gone first
-		// (h1gone.go), then runs on to the timeout (routeFired).
-		s.timeout = timeout
-		s.routeTimer = time.AfterFunc(watchAfter, s.routeFired)
-		ts = append(ts, s.routeTimer)
-	case timeout > 0:
-		// Over HTTP/1.1 a timeout within watchAfter ends the wait first.
-		ts = append(ts, time.AfterFunc(timeout, func() { s.cancel(errRouteTimeout); s.abortWrites() }))
-	case watch:
-		ts = append(ts, time.AfterFunc(watchAfter, s.watchStart))
+	s.abortMu.Lock()
+	s.complete = s.complete || whole
+	whole = s.complete
+	s.rtWait = (timeout > 0 || watch) && !whole
+	s.abortMu.Unlock()
+	if whole {
+		if t := s.armRoute(timeout); t != nil {
+			ts = append(ts, t)
+		}
 	}
 	msd := rt.MaxStreamDuration
 	if msd == 0 {
 		msd = m.maxStreamDuration
 	}
 	if msd > 0 {
-		ts = append(ts, time.AfterFunc(msd, func() { s.cancel(errDuration); s.abortWrites() }))
+		ts = append(ts, time.AfterFunc(msd, func() { s.cancel(errDuration); s.abortBody(); s.abortWrites() }))
 	}
 	idle := m.streamIdle
 	if rt.HasIdleTimeout {
 		idle = rt.IdleTimeout
 	}
-	if idle > 0 && timeout > 0 && idle >= timeout {
+	if idle > 0 && timeout > 0 && idle >= timeout && whole {
 		// The route timeout ends the stream first: no idle timer, and no
 		// clock reads on every body read and write (the common case:
-		// 15 s route timeout, 5 min idle timeout).
+		// 15 s route timeout, 5 min idle timeout, a request without a
+		// body). Not while the body is coming: the route timeout has not
+		// started.
 		idle = 0
 	}
 	if idle > 0 {
@@ -207,6 +245,7 @@ func (m *HCM) timers(s *stream) []*time.Timer {
 			quiet := time.Duration(time.Now().UnixNano() - s.activity.Load())
 			if quiet >= idle {
 				s.cancel(errIdleTimeout)
+				s.abortBody()
 				if s.abortWrites() {
 					m.stats.rqIdleTimeout.Inc()
 				}
@@ -218,6 +257,156 @@ func (m *HCM) timers(s *stream) []*time.Timer {
 		ts = append(ts, t)
 	}
 	return ts
+}
+
+// abortBody ends the wait for the request's body when a timeout ends
+// the stream before the body's end (a stalled upload at the stream idle
+// timeout, the max stream duration, the route timeout of a request
+// queued for a connection: the timers that can fire then call it).
+// Else the transport writing the body upstream waits on for the
+// client's next bytes (net/http's Transport returns from RoundTrip only
+// once its body writer has), and the stream, its 408 unsent, lasted as
+// long as the client held it. Over HTTP/1.1 the connection's reads fail
+// from now (it closes after the local reply: the body did not arrive);
+// over HTTP/2 the stream's body is closed.
+func (s *stream) abortBody() {
+	s.abortMu.Lock()
+	whole := s.complete || s.done
+	s.abortMu.Unlock()
+	if whole {
+		return
+	}
+	if s.in.ProtoMajor == 1 {
+		_ = s.conn.SetReadDeadline(aLongTimeAgo)
+		return
+	}
+	_ = s.in.Body.Close()
+}
+
+// timedOut reports whether one of the stream's timeouts ended it.
+func (s *stream) timedOut() bool {
+	if s.ctx == nil {
+		return false
+	}
+	switch context.Cause(s.ctx) {
+	case errIdleTimeout, errRouteTimeout, errDuration:
+		return true
+	}
+	return false
+}
+
+// routeTimeout is the stream's route timeout: the route's, or its
+// grpc-timeout's; 0 is none.
+func (s *stream) routeTimeout() time.Duration {
+	rt := s.rt
+	if !rt.UseGRPCTimeout {
+		return rt.Timeout
+	}
+	if d, ok := parseGRPCTimeout(s.in.Header.Get("Grpc-Timeout")); ok {
+		d -= rt.GRPCTimeoutOffset
+		if rt.GRPCTimeoutHeaderMax > 0 && d > rt.GRPCTimeoutHeaderMax {
+			d = rt.GRPCTimeoutHeaderMax
+		}
+		return max(d, time.Millisecond)
+	}
+	// Without a header (or max_stream_duration.grpc_timeout_header_max
+	// set without one): Envoy falls back to the route timeout.
+	return rt.Timeout
+}
+
+// routeTimedOut ends the stream at its route timeout.
+func (s *stream) routeTimedOut() { s.cancel(errRouteTimeout); s.abortWrites() }
+
+// requestComplete notes that the request has been received whole (its
+// body read to its end), on whichever goroutine read it: the route
+// timeout that waited for it starts, as does the per-try timeout of the
+// attempt in flight (perTryTimer), as Envoy's Filter::onRequestComplete
+// arms both (UpstreamRequest::setupPerTryTimeout for an upstream
+// request whose onPoolReady came before the request's end,
+// source/common/router/upstream_request.cc).
+func (s *stream) requestComplete() {
+	s.abortMu.Lock()
+	if s.complete || s.rtStopped {
+		s.complete = true
+		s.abortMu.Unlock()
+		return
+	}
+	s.complete = true
+	wait := s.rtWait
+	if s.tryTimer != nil {
+		s.tryTimer.Reset(s.rt.Retry.PerTryTimeout)
+		s.tryTimer = nil
+	}
+	s.abortMu.Unlock()
+	if wait {
+		s.armRoute(s.routeTimeout()) // checks rtStopped again: the stream may end meanwhile
+	}
+}
+
+// stopLateTimers stops, once the stream is done, the route timer
+// requestComplete armed, and keeps it from arming one after.
+func (s *stream) stopLateTimers() {
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	s.rtStopped = true
+	if s.rtTimer != nil {
+		s.rtTimer.Stop()
+	}
+}
+
+// queuedTimeout bounds an attempt's wait for one of its cluster's
+// HTTP/1.1 max_connections while the request's body is still coming with
+// the route timeout from the request's start, as before the route
+// timeout waited for the body's end: this path reads the body only once
+// the attempt has its connection, so the body's end, which would start
+// the route timeout, is not seen while the request is queued (Envoy's
+// codec reads it into the router's buffer meanwhile: see Known
+// differences in docs/proxy.md). It returns what stops that bound once
+// the wait is over.
+func (s *stream) queuedTimeout(c *cluster.Cluster, http1 bool) (stop func()) {
+	if !http1 || !c.Queues() {
+		return noStop
+	}
+	s.abortMu.Lock()
+	wait := s.rtWait && !s.complete && s.routeTimeout() > 0 // rtWait also waits a route without a timeout's client-gone watch
+	s.abortMu.Unlock()
+	if !wait {
+		return noStop
+	}
+	t := time.AfterFunc(s.routeTimeout()-time.Since(s.start), func() { s.routeTimedOut(); s.abortBody() })
+	return func() { t.Stop() }
+}
+
+// noStop is queuedTimeout's stop when there is nothing to stop.
+func noStop() {}
+
+// notYet is a timer's duration until it is reset: it does not fire.
+const notYet = time.Duration(1<<63 - 1)
+
+// perTryTimer starts an attempt's per-try timeout of d, calling f when
+// it passes: now when the request is complete, as Envoy's
+// UpstreamRequest::onPoolReady sets it up when the downstream request
+// already ended; else at the request's end (requestComplete).
+func (s *stream) perTryTimer(d time.Duration, f func()) *time.Timer {
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	if s.complete {
+		return time.AfterFunc(d, f)
+	}
+	t := time.AfterFunc(notYet, f)
+	s.tryTimer = t
+	return t
+}
+
+// tryEnded stops an attempt's per-try timer t: requestComplete no
+// longer arms it.
+func (s *stream) tryEnded(t *time.Timer) {
+	t.Stop()
+	s.abortMu.Lock()
+	if s.tryTimer == t {
+		s.tryTimer = nil
+	}
+	s.abortMu.Unlock()
 }
 
 // parseGRPCTimeout parses a grpc-timeout header value such as "100m".

@@ -92,7 +92,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		triedN++
 		s.host = h
 		s.attempts = n + 1
+		queued := s.queuedTimeout(c, http1)
 		release, err := c.Acquire(ctx, h, http1)
+		queued()
 		if err != nil {
 			if releaseRetry != nil {
 				releaseRetry()
@@ -119,12 +121,12 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		if rp != nil && rp.PerTryTimeout > 0 {
 			var cancel context.CancelCauseFunc
 			actx, cancel = context.WithCancelCause(ctx)
-			at.perTry = time.AfterFunc(rp.PerTryTimeout, func() {
+			at.perTry = s.perTryTimer(rp.PerTryTimeout, func() {
 				if at.phase.CompareAndSwap(tryRunning, tryTimedOut) {
 					cancel(errPerTry)
 				}
 			})
-			acancel = func() { at.perTry.Stop(); cancel(context.Canceled) }
+			acancel = func() { s.tryEnded(at.perTry); cancel(context.Canceled) }
 		}
 		if http1 {
 			actx = cluster.WithInterim(actx, at.got1xx)

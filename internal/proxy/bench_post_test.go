@@ -1,0 +1,48 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+)
+
+// BenchmarkH2COneHopPost is BenchmarkH2COneHop for a POST with a small
+// body (a gRPC unary call's shape: HEADERS, then DATA with END_STREAM),
+// on the goroutine path and on the loops: a request whose body is not
+// known whole at its head, whose route timeout waits for its end.
+func BenchmarkH2COneHopPost(b *testing.B) {
+	for _, p := range []proxyPath{{"goroutines", true, true}, {"loops", false, false}} {
+		b.Run(p.name, func(b *testing.B) {
+			h := newHarness(b, p.on)
+			up := h2cUpstream(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "text/plain")
+				_, _ = io.WriteString(w, "blue")
+			}))
+			h.push(
+				httpListener("egress", httpManager("egress", "rds")),
+				routeConfig("rds", vhost("v", []string{"*"}, retryRoute("h2", "gateway-error,reset", 2))),
+				edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
+				cla("h2", up))
+			c := h2cClient(b)
+			url := "http://" + h.addr("egress") + "/"
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Post(url, "text/plain", strings.NewReader("hello"))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
