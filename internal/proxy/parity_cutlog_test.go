@@ -257,7 +257,7 @@ func TestTimeoutAfterHeadLogSamePaths(t *testing.T) {
 // ActiveStream::onStreamMaxDurationReached sends its local reply with
 // those details and sets no flag (DT is a connection's max duration:
 // the TCP proxy's max_downstream_connection_duration). It was logged DT.
-// (Envoy 1.22 and later answer 504 to a request that arrived whole, as
+// (recent Envoy versions answer 504 to a request that arrived whole, as
 // this GET has: a documented difference, docs/proxy.md.)
 func TestMaxDurationBeforeHeadLogSamePaths(t *testing.T) {
 	const cutAfter, late = 200 * time.Millisecond, 2 * time.Second
