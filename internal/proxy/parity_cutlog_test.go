@@ -257,7 +257,7 @@ func TestTimeoutAfterHeadLogSamePaths(t *testing.T) {
 // ActiveStream::onStreamMaxDurationReached sends its local reply with
 // those details and sets no flag (DT is a connection's max duration:
 // the TCP proxy's max_downstream_connection_duration). It was logged DT.
-// (Envoy 1.22 and later answer 504 to a request that arrived whole, as
+// (recent Envoy versions answer 504 to a request that arrived whole, as
 // this GET has: a documented difference, docs/proxy.md.)
 func TestMaxDurationBeforeHeadLogSamePaths(t *testing.T) {
 	const cutAfter, late = 200 * time.Millisecond, 2 * time.Second
@@ -395,6 +395,76 @@ func TestStreamIdleAfterHeadLogSamePaths(t *testing.T) {
 				}
 			}
 			waitStats(t, h, map[string]int64{"http.egress.downstream_rq_idle_timeout": 2, "http.egress.downstream_rq_active": 0})
+		})
+	}
+}
+
+// TestMaxDurationHeldByClientLogSamePaths: a route's max_stream_duration
+// that ends a stream whose head went down and whose body the client holds
+// back (an HTTP/2 window of 0, an HTTP/1.1 client that does not read)
+// resets the stream (closes the HTTP/1.1 connection) and is logged with
+// the head's status, no response flag and the details
+// max_duration_timeout, on every path (such a route is served on the
+// goroutine path), as Envoy's ActiveStream::onStreamMaxDurationReached
+// does whichever side held the stream up (its sendLocalReply can only
+// reset the stream then, and sets the details; the local reset adds no
+// flag). It was logged DC and via_upstream: the write its abortWrites
+// cut was taken for the client's end.
+func TestMaxDurationHeldByClientLogSamePaths(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64<<10)
+		for range 1024 { // more than any window or buffer on the way holds
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(up.Close)
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			msd := routeTo("/duration", "up")
+			msd.GetRoute().Timeout = durationpb.New(0)
+			msd.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(300 * time.Millisecond)}
+			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
+				routeConfig("rds", vhost("v", []string{"*"}, msd)),
+				edsCluster("up"), cla("up", up.Listener.Addr().String()))
+
+			c, err := net.Dial("tcp", h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.(*net.TCPConn).SetReadBuffer(4096)
+			if _, err := io.WriteString(c, "GET /duration HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, 5*time.Second, "the request reached the proxy", func() bool { return h.stat("http.egress.downstream_rq_total") >= 1 })
+			waitUntil(t, 5*time.Second, "the held HTTP/1.1 connection closed", func() bool { return h.stat("http.egress.downstream_cx_active") == 0 })
+
+			cl := dialH2(t, h.addr("egress"))
+			_ = cl.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+			if err := cl.headers(1, "/duration"); err != nil {
+				t.Fatal(err)
+			}
+			_ = cl.bw.Flush()
+			reset := false
+			for f := range cl.frames {
+				if f.typ == http2.FrameRSTStream && f.stream == 1 {
+					reset = true
+					break
+				}
+			}
+			if !reset {
+				t.Errorf("the connection ended without a RST_STREAM of the held stream")
+			}
+			log := awaitLog(t, logFile, 2)
+			for _, want := range []string{"HTTP/1.1 /duration 200 - max_duration_timeout", "HTTP/2 /duration 200 - max_duration_timeout"} {
+				if !slices.Contains(strings.Split(log, "\n"), want) {
+					t.Errorf("access log\n%s\nwant the line %q", log, want)
+				}
+			}
 		})
 	}
 }

@@ -152,16 +152,29 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	}
 	defer func() {
 		p := recover()
-		if p != nil && ctx.Err() != nil {
-			if s.ctx != nil && errors.Is(context.Cause(s.ctx), errIdleTimeout) {
-				// The stream idle timeout reset it (abortWrites: a
-				// client holding the response back): logged as the
-				// upstream body's cut by it is (codeDetails), as
-				// Envoy's onIdleTimeout logs it after the head too.
-				s.bodyFlags.Or(uint32(accesslog.StreamIdleTimeout))
-			} else {
-				s.flags |= accesslog.DownstreamConnectionTermination
-			}
+		var cause error
+		if p != nil && s.ctx != nil {
+			cause = context.Cause(s.ctx)
+		}
+		switch {
+		case p == nil:
+		case errors.Is(cause, errDuration):
+			// The max stream duration reset it (abortWrites: a client
+			// holding the response back; over HTTP/1.1 the failed
+			// write leaves ctx on): logged with its details and no
+			// flag as the upstream body's cut by it is (upstreamBody.Read),
+			// as Envoy's onStreamMaxDurationReached logs it after the
+			// head too.
+			s.bodyCut.CompareAndSwap(nil, &cutMaxDuration)
+		case ctx.Err() == nil:
+		case errors.Is(cause, errIdleTimeout):
+			// The stream idle timeout reset it (abortWrites: a
+			// client holding the response back): logged as the
+			// upstream body's cut by it is (codeDetails), as
+			// Envoy's onIdleTimeout logs it after the head too.
+			s.bodyFlags.Or(uint32(accesslog.StreamIdleTimeout))
+		default:
+			s.flags |= accesslog.DownstreamConnectionTermination
 		}
 		var flushTimedOut bool
 		var flushErr error
