@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -114,4 +115,30 @@ func tlsPair(t *testing.T, srv, cl net.Conn) (*tls.Conn, *tls.Conn) {
 		t.Fatal(err)
 	}
 	return ts, tc
+}
+
+// TestGoneStopRacesStart: stopGone on the handler's goroutine while the
+// stream's timer starts a connection's first watch: stopGone waits for
+// that watcher, and never on a channel the starter has not made yet (it
+// waited for good, the handler with it; -race tells the unordered write).
+func TestGoneStopRacesStart(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		srv, _ := tcpPair(t)
+		hc := newH1Conn(&listener.Conn{Conn: srv})
+		_, cancel := context.WithCancelCause(context.Background())
+		hc.leave = cancel
+		hc.armGone(nil)
+		go hc.startGone() // ends at once
+		for hc.goneState.Load() == goneArmed {
+			runtime.Gosched()
+		}
+		stopped := make(chan struct{})
+		go func() { hc.stopGone(); close(stopped) }() // ends when the watch does
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: stopGone did not return", i)
+		}
+		cancel(nil)
+	}
 }

@@ -59,9 +59,10 @@ type stream struct {
 	down      context.Context // the downstream's: ends when the client is gone
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
 	idleArmed bool            // an idle timer runs; set before any body I/O
-	watched   bool            // routeFired started the watch for a client gone
+	watched   bool            // routeFired started the watch for a client gone (under abortMu)
 	// routeTimer and timeout: the route timer and timeout of a stream
-	// whose client is watched for (routeFired); else unset.
+	// whose client is watched for (routeFired; routeTimer set under
+	// abortMu); else unset.
 	routeTimer *time.Timer
 	timeout    time.Duration
 	rxBytes    atomic.Int64

@@ -96,34 +96,40 @@ func (s *stream) flushH2(rw *respWriter) (timedOut bool, err error) {
 type goneWatcher interface{ watchGone() }
 
 // watchClient starts the watch for a client gone, unless the stream
-// ended; it reports whether the stream was still on.
-func (s *stream) watchClient() bool {
-	s.abortMu.Lock()
-	defer s.abortMu.Unlock()
-	if s.done {
-		return false
+// ended. Called with s.abortMu held.
+func (s *stream) watchClient() {
+	if !s.done {
+		s.w.(goneWatcher).watchGone()
 	}
-	s.w.(goneWatcher).watchGone()
-	return true
 }
 
 // routeFired is the route timer of a stream whose client is watched
 // for: due at watchAfter first, to start the watch, then at the route
-// timeout. Only the timer's goroutine touches s.watched.
+// timeout. s.watched and s.routeTimer are read under s.abortMu: each
+// fire runs on a goroutine of its own, and timers sets routeTimer after
+// time.AfterFunc returned, which orders nothing before the fire.
 func (s *stream) routeFired() {
+	s.abortMu.Lock()
 	if !s.watched {
 		s.watched = true
-		if s.watchClient() {
+		if !s.done {
+			s.watchClient()
 			s.routeTimer.Reset(s.timeout - watchAfter)
 		}
+		s.abortMu.Unlock()
 		return
 	}
+	s.abortMu.Unlock()
 	s.cancel(errRouteTimeout)
 	s.abortWrites()
 }
 
 // watchStart is watchClient for a timer of a route without a timeout.
-func (s *stream) watchStart() { s.watchClient() }
+func (s *stream) watchStart() {
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	s.watchClient()
+}
 
 // ended marks the stream's end for abortWrites. Over HTTP/2 it clears a
 // deadline abortWrites set: x/net arms one on its connection's goroutine,
@@ -173,7 +179,9 @@ func (m *HCM) timers(s *stream) []*time.Timer {
 		// The route timer starts the watch for a client gone first
 		// (h1gone.go), then runs on to the timeout (routeFired).
 		s.timeout = timeout
+		s.abortMu.Lock() // routeFired reads routeTimer under it
 		s.routeTimer = time.AfterFunc(watchAfter, s.routeFired)
+		s.abortMu.Unlock()
 		ts = append(ts, s.routeTimer)
 	case timeout > 0:
 		// Over HTTP/1.1 a timeout within watchAfter ends the wait first.
