@@ -112,12 +112,17 @@ func emptyReply(s *stream, h http.Header) {
 const detailsProtocolError = "downstream_protocol_error"
 
 // clientLeft records a stream whose client left while it waited for the
-// upstream (route.DetailsRemoteDisconnect): counted in
+// upstream, or after its response began (route.DetailsRemoteDisconnect),
+// once: counted in
 // downstream_rq_rx_reset, with the details of its connection's end, or
 // over HTTP/2 of its stream's reset. Its context ends for other causes
 // too, recorded as before: shutdown (errShutdown), an HTTP/2 connection
 // the proxy closed.
 func (s *stream) clientLeft() {
+	if s.left {
+		return
+	}
+	s.left = true
 	details := ""
 	switch cause := context.Cause(s.down); {
 	case errors.Is(cause, errShutdown):

@@ -60,6 +60,7 @@ type stream struct {
 	activity  atomic.Int64    // unix nanos of the last body read or write, for the idle timeout
 	idleArmed bool            // an idle timer runs; set before any body I/O
 	watched   bool            // routeFired started the watch for a client gone (under abortMu)
+	left      bool            // clientLeft recorded the client's end
 	// routeTimer and timeout: the route timer and timeout of a stream
 	// whose client is watched for (routeFired; routeTimer set under
 	// abortMu); else unset.
@@ -162,7 +163,17 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 				// Envoy's onIdleTimeout logs it after the head too.
 				s.bodyFlags.Or(uint32(accesslog.StreamIdleTimeout))
 			} else {
+				// The client left after the head went down, or reset
+				// the stream: logged and counted as before it
+				// (clientLeft), as Envoy's completeRequest and
+				// onResetStream log and count it whether or not the
+				// response began, and the loops (evloop's streamGone).
+				// Not a stream a timeout ended first (abortWrites: x/net
+				// resets it, which ends ctx too).
 				s.flags |= accesslog.DownstreamConnectionTermination
+				if s.ctx == nil || context.Cause(s.ctx) == context.Cause(ctx) {
+					s.clientLeft()
+				}
 			}
 		}
 		var flushTimedOut bool
