@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"testing"
 	"time"
@@ -142,3 +143,31 @@ func TestGoneStopRacesStart(t *testing.T) {
 		cancel(nil)
 	}
 }
+
+// TestRouteTimerEndsWithStream: a route timer fire that started the
+// watch as the stream ended (serve's deferred Stop already run) re-arms
+// the timer for the rest of the route timeout; the stream's end stops it
+// again, so that it does not hold the stream (its request, its writer)
+// until then.
+func TestRouteTimerEndsWithStream(t *testing.T) {
+	w := &watchRecorder{}
+	s := &stream{w: w, in: &http.Request{ProtoMajor: 1}, timeout: time.Hour}
+	s.routeTimer = time.AfterFunc(time.Hour, s.routeFired)
+	s.routeTimer.Stop() // serve's deferred Stop, before its deferred ended
+	s.routeFired()      // the fire at watchAfter, running then
+	if w.started != 1 {
+		t.Fatalf("the fire started %d watches; want 1", w.started)
+	}
+	s.ended()
+	if s.routeTimer.Stop() {
+		t.Fatal("the route timer was still armed after the stream ended")
+	}
+}
+
+// watchRecorder is a response writer that counts the watches started.
+type watchRecorder struct {
+	http.ResponseWriter
+	started int
+}
+
+func (w *watchRecorder) watchGone() { w.started++ }

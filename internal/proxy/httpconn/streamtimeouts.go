@@ -142,6 +142,11 @@ func (s *stream) ended() {
 	s.abortMu.Lock()
 	s.done = true
 	set := s.deadline
+	if s.routeTimer != nil {
+		// A fire that ran as serve stopped its timers may have re-armed
+		// it (routeFired), holding the stream until the route timeout.
+		s.routeTimer.Stop()
+	}
 	s.abortMu.Unlock()
 	if set && s.in.ProtoMajor == 2 {
 		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Time{})
