@@ -341,3 +341,48 @@ func TestClientGoneAfterHeadSamePaths(t *testing.T) {
 		})
 	}
 }
+
+// TestClientResetInBodySamePaths: an h2c client that resets its stream
+// while the proxy reads its request's body is logged with no status, DC
+// and http2.remote_reset, and counted once in downstream_rq_rx_reset
+// (Envoy's onResetStream), on every path. The goroutine path counted it
+// twice: once for the body's read that failed, once for the stream's
+// context that ended.
+func TestClientResetInBodySamePaths(t *testing.T) {
+	up := tcpUpstream(t, func(c net.Conn) { // ends when the proxy gives up the request
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+	})
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			h.push(httpListener("gone", httpManager("gone", "rds", withAccessLog(logFile, cutLogFormat()))),
+				routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "up"))),
+				edsCluster("up"), cla("up", up))
+			c := dialRaw(t, h.addr("gone"))
+			h2c := newH2Client(c)
+			h2c.hbuf.Reset()
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/rst"}} {
+				_ = h2c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = h2c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h2c.hbuf.Bytes(), EndHeaders: true})
+			_ = h2c.fr.WriteData(1, false, []byte("part"))
+			_ = h2c.bw.Flush()
+			time.Sleep(200 * time.Millisecond) // the body's first bytes reach the upstream
+			_ = h2c.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+			_ = h2c.bw.Flush()
+			if log, want := awaitLog(t, logFile, 1), "HTTP/2 /rst 0 DC http2.remote_reset"; !slices.Contains(strings.Split(log, "\n"), want) {
+				t.Errorf("access log\n%s\nwant the line %q", log, want)
+			}
+			waitStats(t, h, map[string]int64{
+				"http.gone.downstream_rq_rx_reset": 1,
+				"http.gone.downstream_rq_active":   0,
+			})
+			_ = c.Close()
+		})
+	}
+}

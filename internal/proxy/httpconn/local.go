@@ -142,6 +142,17 @@ func (s *stream) clientLeft() {
 	}
 	if details != "" {
 		s.details = details
+		s.countRxReset()
+	}
+}
+
+// countRxReset counts the stream in downstream_rq_rx_reset, once: a
+// client that resets an HTTP/2 stream while its body is read fails the
+// body's read (downstreamError) and ends the stream's context
+// (clientLeft), and Envoy counts the reset once (onResetStream).
+func (s *stream) countRxReset() {
+	if !s.rxReset {
+		s.rxReset = true
 		s.m.stats.rqRxReset.Inc()
 	}
 }
@@ -169,7 +180,7 @@ func (s *stream) downstreamError() *localError {
 		return nil
 	}
 	if !s.bodyMalformed() {
-		s.m.stats.rqRxReset.Inc()
+		s.countRxReset()
 		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: route.DetailsRemoteDisconnect}
 	}
 	// Malformed framing: Envoy's codec answers 400 and closes the

@@ -61,6 +61,7 @@ type stream struct {
 	idleArmed bool            // an idle timer runs; set before any body I/O
 	watched   bool            // routeFired started the watch for a client gone (under abortMu)
 	left      bool            // clientLeft recorded the client's end
+	rxReset   bool            // counted in downstream_rq_rx_reset (countRxReset)
 	// routeTimer and timeout: the route timer and timeout of a stream
 	// whose client is watched for (routeFired; routeTimer set under
 	// abortMu); else unset.
@@ -313,7 +314,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	if ctx.Err() != nil {
 		// Reset (HTTP/2) or shut down before dispatch: nothing goes
 		// upstream.
-		m.stats.rqRxReset.Inc()
+		s.countRxReset()
 		s.flags |= accesslog.DownstreamConnectionTermination
 		if r.ProtoMajor == 1 {
 			panic(http.ErrAbortHandler)
