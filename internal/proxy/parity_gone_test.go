@@ -265,3 +265,124 @@ func serveHeldH2(c net.Conn, ends *upstreamEnds) {
 		_ = bw.Flush()
 	}
 }
+
+// TestClientGoneAfterHeadSamePaths: an h2c client that goes away after
+// its response's head came, while the upstream holds the rest of the
+// body, is logged with the head's status, DC and the details of how it
+// went, and counted in downstream_rq_rx_reset, on every path: its
+// connection's close downstream_remote_disconnect, its RST_STREAM
+// http2.remote_reset, as Envoy logs a stream its connection's
+// RemoteClose or a received reset ends whether or not the response
+// began (completeRequest sets the details over via_upstream;
+// onResetStream counts it). The goroutine path logged both via_upstream
+// and counted neither. (An HTTP/1.1 client that leaves then is noticed
+// on the goroutine path at the next write only: docs/proxy.md.)
+func TestClientGoneAfterHeadSamePaths(t *testing.T) {
+	up := tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection, or after 10 s
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nla")
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.Copy(io.Discard, c)
+	})
+	cases := []struct{ client, log string }{
+		{"h2close", "200 DC downstream_remote_disconnect"},
+		{"h2rst", "200 DC http2.remote_reset"},
+	}
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			rt := routeTo("/", "up")
+			rt.GetRoute().Timeout = durationpb.New(10 * time.Second)
+			h.push(httpListener("gone", httpManager("gone", "rds", withAccessLog(logFile, cutLogFormat()))),
+				routeConfig("rds", vhost("v", []string{"*"}, rt)),
+				edsCluster("up"), cla("up", up))
+			var want []string
+			for _, c := range cases {
+				path := "/" + c.client
+				want = append(want, "HTTP/2 "+path+" "+c.log)
+				conn := dialRaw(t, h.addr("gone"))
+				h2c := newH2Client(conn)
+				if err := h2c.headers(1, path); err != nil {
+					t.Fatal(err)
+				}
+				_ = h2c.bw.Flush()
+				data := false
+				for f := range h2c.frames {
+					if f.typ == http2.FrameData && f.stream == 1 {
+						data = true
+						break
+					}
+				}
+				if !data {
+					t.Fatalf("%s: the connection ended before the body's first bytes", path)
+				}
+				if c.client == "h2rst" {
+					_ = h2c.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+					_ = h2c.bw.Flush()
+					// The connection stays until the stream is logged.
+					awaitLog(t, logFile, len(want))
+				}
+				_ = conn.Close()
+			}
+			log := awaitLog(t, logFile, len(cases))
+			lines := strings.Split(log, "\n")
+			for _, w := range want {
+				if !slices.Contains(lines, w) {
+					t.Errorf("access log\n%s\nwant the line %q", log, w)
+				}
+			}
+			waitStats(t, h, map[string]int64{
+				"http.gone.downstream_rq_rx_reset": int64(len(cases)),
+				"http.gone.downstream_rq_active":   0,
+			})
+		})
+	}
+}
+
+// TestClientResetInBodySamePaths: an h2c client that resets its stream
+// while the proxy reads its request's body is logged with no status, DC
+// and http2.remote_reset, and counted once in downstream_rq_rx_reset
+// (Envoy's onResetStream), on every path. The goroutine path counted it
+// twice: once for the body's read that failed, once for the stream's
+// context that ended.
+func TestClientResetInBodySamePaths(t *testing.T) {
+	up := tcpUpstream(t, func(c net.Conn) { // ends when the proxy gives up the request
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+	})
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			h.push(httpListener("gone", httpManager("gone", "rds", withAccessLog(logFile, cutLogFormat()))),
+				routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "up"))),
+				edsCluster("up"), cla("up", up))
+			c := dialRaw(t, h.addr("gone"))
+			h2c := newH2Client(c)
+			h2c.hbuf.Reset()
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/rst"}} {
+				_ = h2c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			_ = h2c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h2c.hbuf.Bytes(), EndHeaders: true})
+			_ = h2c.fr.WriteData(1, false, []byte("part"))
+			_ = h2c.bw.Flush()
+			time.Sleep(200 * time.Millisecond) // the body's first bytes reach the upstream
+			_ = h2c.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+			_ = h2c.bw.Flush()
+			if log, want := awaitLog(t, logFile, 1), "HTTP/2 /rst 0 DC http2.remote_reset"; !slices.Contains(strings.Split(log, "\n"), want) {
+				t.Errorf("access log\n%s\nwant the line %q", log, want)
+			}
+			waitStats(t, h, map[string]int64{
+				"http.gone.downstream_rq_rx_reset": 1,
+				"http.gone.downstream_rq_active":   0,
+			})
+			_ = c.Close()
+		})
+	}
+}

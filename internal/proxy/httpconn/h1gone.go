@@ -71,13 +71,22 @@ func (hc *h1Conn) startGone() {
 	if b := hc.goneBody.Load(); b != nil && !b.readWhole() {
 		return
 	}
-	if !hc.goneState.CompareAndSwap(goneArmed, goneRunning) {
+	if hc.goneState.Load() != goneArmed {
 		return
 	}
 	if hc.goneDone == nil {
-		// Made once per connection, by whichever goroutine starts its
-		// first watch: ordered before stopGone's receive by the state.
+		// Made once per connection, by the goroutine that starts its
+		// first watch, before the state says it runs: stopGone, which
+		// receives from it only once it saw goneRunning, then finds it
+		// made (made after, stopGone could read it nil and wait for
+		// good). The starters of a connection's watches are ordered: a
+		// stream's timer starts one only while the stream is on, under
+		// its abortMu (stream.watchClient), and the next stream starts
+		// after that one ended (stream.ended takes the lock).
 		hc.goneDone = make(chan struct{}, 1)
+	}
+	if !hc.goneState.CompareAndSwap(goneArmed, goneRunning) {
+		return
 	}
 	go hc.watchGone() // ends when a byte comes, the client goes, or stopGone aborts the read
 }

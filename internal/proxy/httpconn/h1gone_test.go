@@ -6,10 +6,13 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
@@ -115,3 +118,57 @@ func tlsPair(t *testing.T, srv, cl net.Conn) (*tls.Conn, *tls.Conn) {
 	}
 	return ts, tc
 }
+
+// TestGoneStopRacesStart: stopGone on the handler's goroutine while the
+// stream's timer starts a connection's first watch: stopGone waits for
+// that watcher, and never on a channel the starter has not made yet (it
+// waited for good, the handler with it; -race tells the unordered write).
+func TestGoneStopRacesStart(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		srv, _ := tcpPair(t)
+		hc := newH1Conn(&listener.Conn{Conn: srv})
+		_, cancel := context.WithCancelCause(context.Background())
+		hc.leave = cancel
+		hc.armGone(nil)
+		go hc.startGone() // ends at once
+		for hc.goneState.Load() == goneArmed {
+			runtime.Gosched()
+		}
+		stopped := make(chan struct{})
+		go func() { hc.stopGone(); close(stopped) }() // ends when the watch does
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: stopGone did not return", i)
+		}
+		cancel(nil)
+	}
+}
+
+// TestRouteTimerEndsWithStream: a route timer fire that started the
+// watch as the stream ended (serve's deferred Stop already run) re-arms
+// the timer for the rest of the route timeout; the stream's end stops it
+// again, so that it does not hold the stream (its request, its writer)
+// until then.
+func TestRouteTimerEndsWithStream(t *testing.T) {
+	w := &watchRecorder{}
+	s := &stream{w: w, in: &http.Request{ProtoMajor: 1}, rt: &route.Route{Timeout: time.Hour}}
+	s.rtTimer = time.AfterFunc(time.Hour, s.routeFired)
+	s.rtTimer.Stop() // serve's deferred Stop, before its deferred ended
+	s.routeFired()   // the fire at watchAfter, running then
+	if w.started != 1 {
+		t.Fatalf("the fire started %d watches; want 1", w.started)
+	}
+	s.ended()
+	if s.rtTimer.Stop() {
+		t.Fatal("the route timer was still armed after the stream ended")
+	}
+}
+
+// watchRecorder is a response writer that counts the watches started.
+type watchRecorder struct {
+	http.ResponseWriter
+	started int
+}
+
+func (w *watchRecorder) watchGone() { w.started++ }

@@ -41,6 +41,11 @@ func (hc *h2Conn) goAway() {
 // serveH2 serves an HTTP/2 connection until it ends; c's first bytes are
 // the client preface.
 func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
+	resets := &resetTracker{}
+	// Its reads tell a client's close from the proxy's (clientLeft).
+	// Wrapped first: once tracked, or with the close below armed, other
+	// goroutines read c.Conn (shutdown's close, drain).
+	c.Conn = &h2EndConn{Conn: c.Conn, t: resets}
 	hc := &h2Conn{c: c, hs: &http.Server{
 		// x/net's server advertises and enforces MaxHeaderBytes plus 32
 		// bytes for each of 10 fields as SETTINGS_MAX_HEADER_LIST_SIZE:
@@ -75,9 +80,6 @@ func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
 	// Shutdown's last step (cancelBase) closes what is left.
 	stop := context.AfterFunc(s.base, func() { _ = c.Close() })
 	defer stop()
-	resets := &resetTracker{}
-	// Its reads tell a client's close from the proxy's (clientLeft).
-	c.Conn = &h2EndConn{Conn: c.Conn, t: resets}
 	cctx := context.WithValue(s.base, connKey{}, c)
 	cctx = context.WithValue(cctx, resetKey{}, resets)
 	h2s.ServeConn(c, &http2.ServeConnOpts{Context: cctx, BaseConfig: hc.hs, Handler: http.HandlerFunc(s.serveHTTP)})

@@ -112,12 +112,17 @@ func emptyReply(s *stream, h http.Header) {
 const detailsProtocolError = "downstream_protocol_error"
 
 // clientLeft records a stream whose client left while it waited for the
-// upstream (route.DetailsRemoteDisconnect): counted in
+// upstream, or after its response began (route.DetailsRemoteDisconnect),
+// once: counted in
 // downstream_rq_rx_reset, with the details of its connection's end, or
 // over HTTP/2 of its stream's reset. Its context ends for other causes
 // too, recorded as before: shutdown (errShutdown), an HTTP/2 connection
 // the proxy closed.
 func (s *stream) clientLeft() {
+	if s.left {
+		return
+	}
+	s.left = true
 	details := ""
 	switch cause := context.Cause(s.down); {
 	case errors.Is(cause, errShutdown):
@@ -137,6 +142,17 @@ func (s *stream) clientLeft() {
 	}
 	if details != "" {
 		s.details = details
+		s.countRxReset()
+	}
+}
+
+// countRxReset counts the stream in downstream_rq_rx_reset, once: a
+// client that resets an HTTP/2 stream while its body is read fails the
+// body's read (downstreamError) and ends the stream's context
+// (clientLeft), and Envoy counts the reset once (onResetStream).
+func (s *stream) countRxReset() {
+	if !s.rxReset {
+		s.rxReset = true
 		s.m.stats.rqRxReset.Inc()
 	}
 }
@@ -164,7 +180,7 @@ func (s *stream) downstreamError() *localError {
 		return nil
 	}
 	if !s.bodyMalformed() {
-		s.m.stats.rqRxReset.Inc()
+		s.countRxReset()
 		return &localError{abort: true, flags: accesslog.DownstreamConnectionTermination, details: route.DetailsRemoteDisconnect}
 	}
 	// Malformed framing: Envoy's codec answers 400 and closes the

@@ -41,7 +41,9 @@ type stream struct {
 	complete  bool // the request has been received whole (requestComplete); under abortMu, as the next two, rtTimer and tryTimer
 	rtWait    bool // its route timer (armRoute: the timeout, or the client-gone watch) waits for that
 	rtStopped bool // the stream's timers stopped: requestComplete arms none
-	watched   bool // routeFired started the watch for a client gone; only the route timer's goroutine touches it
+	watched   bool // routeFired started the watch for a client gone (under abortMu)
+	left      bool // clientLeft recorded the client's end
+	rxReset   bool // counted in downstream_rq_rx_reset (countRxReset)
 	m         *HCM
 	conn      *listener.Conn
 	in        *http.Request
@@ -174,7 +176,16 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			// Envoy's onIdleTimeout logs it after the head too.
 			s.bodyFlags.Or(uint32(accesslog.StreamIdleTimeout))
 		default:
+			// The client left after the head went down, or reset the
+			// stream: logged and counted as before it (clientLeft), as
+			// Envoy's completeRequest and onResetStream log and count
+			// it whether or not the response began, and the loops
+			// (evloop's streamGone). Not a stream a timeout ended
+			// first (abortWrites: x/net resets it, which ends ctx too).
 			s.flags |= accesslog.DownstreamConnectionTermination
+			if s.ctx == nil || context.Cause(s.ctx) == context.Cause(ctx) {
+				s.clientLeft()
+			}
 		}
 		var flushTimedOut bool
 		var flushErr error
@@ -314,7 +325,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	if ctx.Err() != nil {
 		// Reset (HTTP/2) or shut down before dispatch: nothing goes
 		// upstream.
-		m.stats.rqRxReset.Inc()
+		s.countRxReset()
 		s.flags |= accesslog.DownstreamConnectionTermination
 		if r.ProtoMajor == 1 {
 			panic(http.ErrAbortHandler)

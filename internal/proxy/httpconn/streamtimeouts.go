@@ -97,31 +97,29 @@ func (s *stream) flushH2(rw *respWriter) (timedOut bool, err error) {
 type goneWatcher interface{ watchGone() }
 
 // watchClient starts the watch for a client gone, unless the stream
-// ended; it reports whether the stream was still on.
-func (s *stream) watchClient() bool {
-	s.abortMu.Lock()
-	defer s.abortMu.Unlock()
-	if s.done {
-		return false
+// ended. Called with s.abortMu held.
+func (s *stream) watchClient() {
+	if !s.done {
+		s.w.(goneWatcher).watchGone()
 	}
-	s.w.(goneWatcher).watchGone()
-	return true
 }
 
 // routeFired is the route timer of a stream whose client is watched
 // for: due at watchAfter first, to start the watch, then at the route
-// timeout. Only the timer's goroutine touches s.watched.
+// timeout. s.watched and s.rtTimer are read under s.abortMu: each fire
+// runs on a goroutine of its own (armRoute sets rtTimer under it).
 func (s *stream) routeFired() {
+	s.abortMu.Lock()
 	if !s.watched {
 		s.watched = true
-		if s.watchClient() {
-			s.abortMu.Lock()
-			t := s.rtTimer
-			s.abortMu.Unlock()
-			t.Reset(s.routeTimeout() - watchAfter)
+		if !s.done {
+			s.watchClient()
+			s.rtTimer.Reset(s.routeTimeout() - watchAfter)
 		}
+		s.abortMu.Unlock()
 		return
 	}
+	s.abortMu.Unlock()
 	s.routeTimedOut()
 }
 
@@ -131,9 +129,10 @@ func (s *stream) routeFired() {
 // client gone (h1gone.go), then at the rest of the timeout (routeFired);
 // a route without a timeout has one at watchAfter for the watch alone.
 // Over HTTP/1.1 a timeout within watchAfter ends the wait first. The
-// timer is kept in rtTimer, for routeFired and stopLateTimers, before it
-// can fire; none is armed once the stream's timers stopped. It returns
-// the timer, nil when none.
+// timer is kept in rtTimer, under abortMu, for routeFired, ended and
+// stopLateTimers, before it can fire (time.AfterFunc's return orders
+// nothing before a fire); none is armed once the stream ended or its
+// timers stopped. It returns the timer, nil when none.
 func (s *stream) armRoute(timeout time.Duration) *time.Timer {
 	_, watch := s.w.(goneWatcher)
 	var t *time.Timer
@@ -150,7 +149,7 @@ func (s *stream) armRoute(timeout time.Duration) *time.Timer {
 	}
 	s.abortMu.Lock()
 	defer s.abortMu.Unlock()
-	if s.rtStopped {
+	if s.rtStopped || s.done {
 		t.Stop()
 		return nil
 	}
@@ -160,7 +159,11 @@ func (s *stream) armRoute(timeout time.Duration) *time.Timer {
 }
 
 // watchStart is watchClient for a timer of a route without a timeout.
-func (s *stream) watchStart() { s.watchClient() }
+func (s *stream) watchStart() {
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	s.watchClient()
+}
 
 // ended marks the stream's end for abortWrites. Over HTTP/2 it clears a
 // deadline abortWrites set: x/net arms one on its connection's goroutine,
@@ -173,6 +176,11 @@ func (s *stream) ended() {
 	s.abortMu.Lock()
 	s.done = true
 	set := s.deadline
+	if s.rtTimer != nil {
+		// A fire that ran as serve stopped its timers may have re-armed
+		// it (routeFired), holding the stream until the route timeout.
+		s.rtTimer.Stop()
+	}
 	s.abortMu.Unlock()
 	if set && s.in.ProtoMajor == 2 {
 		_ = http.NewResponseController(s.w).SetWriteDeadline(time.Time{})
