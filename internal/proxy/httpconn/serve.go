@@ -70,6 +70,7 @@ type stream struct {
 	bodyFlags atomic.Uint32          // accesslog.Flags
 	bodyCut   atomic.Pointer[string] // the details of the upstream's reset that cut it (upstreamBody.cutBy)
 	bodyErr   atomic.Pointer[error]  // the first error reading the downstream request body
+	bodyEnded atomic.Bool            // a read of the downstream request body reached its end
 	details   string
 	headless  bool // the codec reset the stream: logged without its request
 	rw        *respWriter
@@ -474,10 +475,29 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.s.rxBytes.Add(int64(n))
 		b.s.touch()
 	}
-	if err != nil && err != io.EOF && err != http.ErrBodyReadAfterClose {
+	if err == io.EOF {
+		b.s.bodyEnded.Store(true)
+	} else if err != nil && err != http.ErrBodyReadAfterClose {
 		b.s.bodyErr.CompareAndSwap(nil, &err)
 	}
 	return n, err
+}
+
+// requestReceived reports whether the request has been received whole,
+// as Envoy's connection manager tells it for the status of a timeout's
+// local reply (route.StreamTimeoutReply; its remoteDecodeComplete): it
+// has no body (over HTTP/2 none declared or sent: the upstream request
+// is sent without one), a read of its body reached the end, or, over
+// HTTP/1.1, the rest of it has arrived (bodyArrival.Arrived, as Envoy's
+// codec would have parsed it by then).
+func (s *stream) requestReceived() bool {
+	switch {
+	case s.in.ContentLength == 0 || s.bodyEnded.Load():
+		return true
+	case s.arrival != nil:
+		return s.arrival.Arrived()
+	}
+	return false
 }
 
 // bodyArrival is an HTTP/1.1 request body that can tell whether all of
