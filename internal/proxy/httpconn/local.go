@@ -26,6 +26,9 @@ type localError struct {
 	details string
 	abort   bool // no reply: reset the stream (close the HTTP/1.1 connection)
 	close   bool // close the HTTP/1.1 connection after the reply
+	// grpc is the grpc-status of the reply to a gRPC request; 0: the one
+	// its code maps to (route.GRPCStatusFor).
+	grpc int
 }
 
 func (e *localError) Error() string { return e.body }
@@ -52,12 +55,18 @@ func (m *HCM) errorHandler(w http.ResponseWriter, s *stream, err error) {
 	if le.close && s.in.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
-	m.localReply(w, s, le.code, le.flags, le.body, le.details)
+	m.localReplyGRPC(w, s, le.code, le.grpc, le.flags, le.body, le.details)
 }
 
 // localReply answers without an upstream response, as gRPC (trailers
 // only, grpc-status) when the request is gRPC.
 func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags accesslog.Flags, body, details string) {
+	m.localReplyGRPC(w, s, code, 0, flags, body, details)
+}
+
+// localReplyGRPC is localReply with the grpc-status of its reply to a
+// gRPC request; 0: the one code maps to (route.GRPCStatusFor).
+func (m *HCM) localReplyGRPC(w http.ResponseWriter, s *stream, code, grpcStatus int, flags accesslog.Flags, body, details string) {
 	s.flags |= flags
 	if details != "" {
 		s.details = details
@@ -69,7 +78,10 @@ func (m *HCM) localReply(w http.ResponseWriter, s *stream, code int, flags acces
 	}
 	if route.IsGRPC(s.in.Header.Get("Content-Type")) {
 		h.Set("Content-Type", "application/grpc")
-		h.Set("Grpc-Status", strconv.Itoa(route.GRPCStatusFor(code)))
+		if grpcStatus == 0 {
+			grpcStatus = route.GRPCStatusFor(code)
+		}
+		h.Set("Grpc-Status", strconv.Itoa(grpcStatus))
 		if body != "" {
 			h.Set("Grpc-Message", body)
 		}

@@ -518,6 +518,26 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// requestReceived reports whether the request has been received whole,
+// as Envoy's connection manager tells it for the status of a timeout's
+// local reply (route.StreamTimeoutReply; its remoteDecodeComplete): it
+// has no body (over HTTP/2 none declared or sent: the upstream request
+// is sent without one), a read of its body reached the end (complete), or, over
+// HTTP/1.1, the rest of it has arrived (bodyArrival.Arrived, as Envoy's
+// codec would have parsed it by then).
+func (s *stream) requestReceived() bool {
+	s.abortMu.Lock()
+	complete := s.complete // requestComplete's, or timers' for a body already in
+	s.abortMu.Unlock()
+	switch {
+	case s.in.ContentLength == 0 || complete:
+		return true
+	case s.arrival != nil:
+		return s.arrival.Arrived()
+	}
+	return false
+}
+
 // bodyArrival is an HTTP/1.1 request body that can tell whether all of
 // it has arrived from the client (h1Body): Received as the upstream's
 // writer found it, Arrived looking further (and reading what is there).

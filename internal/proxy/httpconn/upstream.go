@@ -376,11 +376,13 @@ func (s *stream) ctxError(ctx context.Context, inFlight bool) *localError {
 		}
 		return &localError{code: 504, flags: accesslog.UpstreamRequestTimeout, body: "upstream request timeout", details: route.DetailsRouteTimeout}
 	case errors.Is(cause, errIdleTimeout): // counted by its timer
-		return &localError{code: 408, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: route.DetailsStreamIdleTimeout}
+		code, grpc := route.StreamTimeoutReply(s.requestReceived(), false)
+		return &localError{code: code, grpc: grpc, flags: accesslog.StreamIdleTimeout, body: "stream timeout", details: route.DetailsStreamIdleTimeout}
 	case errors.Is(cause, errDuration):
 		// No response flag: Envoy's onStreamMaxDurationReached sets the
 		// details alone (DT is a connection's max duration).
-		return &localError{code: 408, body: "downstream duration timeout", details: route.DetailsMaxDurationTimeout}
+		code, grpc := route.StreamTimeoutReply(s.requestReceived(), true)
+		return &localError{code: code, grpc: grpc, body: "downstream duration timeout", details: route.DetailsMaxDurationTimeout}
 	}
 	return &localError{code: 503, flags: accesslog.DownstreamConnectionTermination, body: "downstream disconnected", details: route.DetailsRemoteDisconnect}
 }
