@@ -34,6 +34,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	st := s.st
 	d := st.sd
 	c := st.c
+	l.responseActive(d)
 	if f.Truncated {
 		// Over the SETTINGS_MAX_HEADER_LIST_SIZE we advertise: the fields
 		// decoded are not all of them. A malformed response, as a head
@@ -185,6 +186,7 @@ func (l *loop) h2uData(s *h2ustream, f *http2.DataFrame) {
 		s.left -= data
 	}
 	st := s.st
+	l.responseActive(st.sd)
 	if st.c == nil {
 		l.h1uData(s, f.Data(), f.StreamEnded())
 		return

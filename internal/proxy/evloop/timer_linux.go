@@ -290,6 +290,20 @@ func (d *down) routeDeadline() int64 {
 	return d.rtFrom + d.timeout
 }
 
+// responseActive notes the response's progress on d (bytes of it from
+// the upstream) while the request's body is still coming: the stream
+// idle timeout that bounds the request then (routeDeadline) runs from
+// the last progress either way, as Envoy's stream idle timer restarts on
+// each frame encoded as on each decoded (FilterManager::encodeData,
+// decodeData), and the goroutine path's on each body read and write. A
+// bidirectional stream whose client sends nothing while the response
+// streams is not cut.
+func (l *loop) responseActive(d *down) {
+	if d.bodyIn {
+		d.last = l.now
+	}
+}
+
 // tryDeadline is when the attempt in flight passes its per-try timeout:
 // that long after its start, or after the request's end when that came
 // later, as Envoy's UpstreamRequest::setupPerTryTimeout runs from

@@ -215,6 +215,7 @@ func (l *loop) readUp(u *up) {
 		return
 	}
 	u.in = u.in[:len(u.in)+n]
+	l.responseActive(u.d)
 	if !u.gotResp {
 		u.gotResp = true
 		if u.out != nil && (!u.replayable || !u.d.mayRetry()) {

@@ -252,9 +252,13 @@ func (m *HCM) timers(s *stream) []*time.Timer {
 		check = func() {
 			quiet := time.Duration(time.Now().UnixNano() - s.activity.Load())
 			if quiet >= idle {
+				// Writes bounded first: once cancelled, its body's read
+				// ended (abortBody), the stream may end before
+				// abortWrites looks, its idle timeout then uncounted.
+				counted := s.abortWrites()
 				s.cancel(errIdleTimeout)
 				s.abortBody()
-				if s.abortWrites() {
+				if counted {
 					m.stats.rqIdleTimeout.Inc()
 				}
 				return
