@@ -250,15 +250,14 @@ func TestTimeoutAfterHeadLogSamePaths(t *testing.T) {
 }
 
 // TestMaxDurationBeforeHeadLogSamePaths: a route's max_stream_duration
-// that ends a stream before its response head is answered 408 with
-// Envoy's body and logged with the details max_duration_timeout and no
+// that ends a stream before its response head is answered 504 (the GET
+// arrived whole: Envoy's maybeRequestTimeoutCode) with Envoy's body and
+// logged with the details max_duration_timeout and no
 // response flag, on every path (such a route is served on the goroutine
 // path), to an HTTP/1.1 client and an h2c one: Envoy's
 // ActiveStream::onStreamMaxDurationReached sends its local reply with
 // those details and sets no flag (DT is a connection's max duration:
 // the TCP proxy's max_downstream_connection_duration). It was logged DT.
-// (recent Envoy versions answer 504 to a request that arrived whole, as
-// this GET has: a documented difference, docs/proxy.md.)
 func TestMaxDurationBeforeHeadLogSamePaths(t *testing.T) {
 	const cutAfter, late = 200 * time.Millisecond, 2 * time.Second
 	up := tcpUpstream(t, func(c net.Conn) { // ends when the proxy gives up the connection, or late
@@ -269,8 +268,8 @@ func TestMaxDurationBeforeHeadLogSamePaths(t *testing.T) {
 	msd.GetRoute().Timeout = durationpb.New(0)
 	msd.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(cutAfter)}
 	requests := []logCase{
-		{false, "/duration", "408 - max_duration_timeout"},
-		{true, "/duration", "408 - max_duration_timeout"},
+		{false, "/duration", "504 - max_duration_timeout"},
+		{true, "/duration", "504 - max_duration_timeout"},
 	}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.logged)
@@ -278,7 +277,7 @@ func TestMaxDurationBeforeHeadLogSamePaths(t *testing.T) {
 		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
 			routeConfig("rds", vhost("v", []string{"*"}, msd)),
 			edsCluster("up"), cla("up", up))
-		checkLogLines(t, p.name, h.addr("egress"), logFile, "408 downstream duration timeout", requests)
+		checkLogLines(t, p.name, h.addr("egress"), logFile, "504 downstream duration timeout", requests)
 	}
 }
 
