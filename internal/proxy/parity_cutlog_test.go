@@ -467,3 +467,104 @@ func TestMaxDurationHeldByClientLogSamePaths(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamIdleHeldByH1ClientLogSamePaths: an HTTP/1.1 client that
+// reads the response's head then stops reading while the upstream keeps
+// sending (a route timeout of 10 s, stream_idle_timeout 300 ms; the
+// loops serve such a connection manager here: loopsAnyStreamIdle) has
+// its connection closed at the stream idle timeout, the stream logged
+// with the head's status, SI and stream_idle_timeout and counted in
+// downstream_rq_idle_timeout, on every path, from an HTTP/1.1 upstream
+// and an HTTP/2 one, as Envoy's ActiveStream::onIdleTimeout resets a
+// stream whose response began whichever side held it up (the client's
+// full buffer pauses the upstream: nothing moves). The goroutine path
+// logged it - and via_upstream (the failed write leaves an HTTP/1.1
+// request's context on); the loops bounded only an HTTP/2 client's
+// writes, and held this one to the route timeout (200 UT
+// upstream_response_timeout).
+func TestStreamIdleHeldByH1ClientLogSamePaths(t *testing.T) {
+	heldByH1Client(t, 10*time.Second, 300*time.Millisecond, "200 SI stream_idle_timeout",
+		map[string]int64{"http.egress.downstream_rq_idle_timeout": 2, "cluster.h1.upstream_rq_timeout": 0, "cluster.h2.upstream_rq_timeout": 0, "http.egress.downstream_rq_active": 0})
+}
+
+// TestRouteTimeoutHeldByH1ClientLogSamePaths: the same client held up
+// past a route timeout of 1 s (no stream idle timeout) is logged with
+// the head's status, UT and upstream_response_timeout and counted in
+// upstream_rq_timeout, on every path, as Envoy's
+// Filter::onResponseTimeout resets a stream whose response began (and
+// as every path logs and counts it when the route timeout cuts a read
+// of the body). The goroutine path logged it - and via_upstream,
+// uncounted: the write its abortWrites failed was recorded as no cut.
+func TestRouteTimeoutHeldByH1ClientLogSamePaths(t *testing.T) {
+	heldByH1Client(t, time.Second, 0, "200 UT upstream_response_timeout",
+		map[string]int64{"http.egress.downstream_rq_idle_timeout": 0, "cluster.h1.upstream_rq_timeout": 1, "cluster.h2.upstream_rq_timeout": 1, "http.egress.downstream_rq_active": 0})
+}
+
+// heldByH1Client runs, on every path, HTTP/1.1 GETs of a long body from
+// an HTTP/1.1 upstream (/h1) and an HTTP/2 one (/h2), each on a
+// connection of its own whose client reads the head and nothing more,
+// on routes with the timeout rt under a connection manager with the
+// stream_idle_timeout idle (0: none). It wants each connection closed
+// within 5 s, the access log line "HTTP/1.1 /hN "+want of each, and the
+// stats wantStats.
+func heldByH1Client(t *testing.T, rt, idle time.Duration, want string, wantStats map[string]int64) {
+	body := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64<<10)
+		for range 1024 { // more than any buffer or window on the way holds
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	h1 := httptest.NewServer(body)
+	t.Cleanup(h1.Close)
+	h2, _ := xnetH2CUpstream(t, body)
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			timed := func(path, cluster string) *routev3.Route {
+				r := routeTo(path, cluster)
+				r.GetRoute().Timeout = durationpb.New(rt) // one the loops take (loopRoute)
+				return r
+			}
+			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()), func(m *hcmv3.HttpConnectionManager) {
+				m.StreamIdleTimeout = durationpb.New(idle)
+			})),
+				routeConfig("rds", vhost("v", []string{"*"}, timed("/h1", "h1"), timed("/h2", "h2"))),
+				edsCluster("h1"), cla("h1", h1.Listener.Addr().String()), edsCluster("h2", h2Upstream), cla("h2", h2))
+			for _, path := range []string{"/h1", "/h2"} {
+				c, err := net.Dial("tcp", h.addr("egress"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.(*net.TCPConn).SetReadBuffer(4096)
+				if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				res, err := http.ReadResponse(bufio.NewReaderSize(c, 4096), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.StatusCode != 200 {
+					t.Fatalf("%s: status %d, want 200", path, res.StatusCode)
+				}
+				// Nothing more is read. The connection closes at the
+				// first timeout (and the goroutine path's 1 s of grace
+				// for the writes it cuts), well before the other one.
+				waitUntil(t, 5*time.Second, path+": the held HTTP/1.1 connection closed", func() bool { return h.stat("http.egress.downstream_cx_active") == 0 })
+			}
+			if l := h.listener("egress"); !p.goroutines && (!l.OnLoops() || l.HandedOff() != 0 && !p.h2Goroutines) {
+				t.Fatalf("on the loops %v, %d connections handed off: want the loops to serve them", l.OnLoops(), l.HandedOff())
+			}
+			log := awaitLog(t, logFile, 2)
+			for _, path := range []string{"/h1", "/h2"} {
+				if want := "HTTP/1.1 " + path + " " + want; !slices.Contains(strings.Split(log, "\n"), want) {
+					t.Errorf("access log\n%s\nwant the line %q", log, want)
+				}
+			}
+			waitStats(t, h, wantStats)
+		})
+	}
+}

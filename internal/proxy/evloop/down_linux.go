@@ -330,7 +330,7 @@ func (l *loop) flushDown(d *down) {
 			}
 			if errors.Is(err, unix.EAGAIN) {
 				if !d.wantOut {
-					d.wantOut = true
+					d.wantOut, d.outAt = true, l.now
 					l.watchDown(d)
 				}
 				return
@@ -339,6 +339,9 @@ func (l *loop) flushDown(d *down) {
 			return
 		}
 		d.outOff += n
+		if n > 0 {
+			d.outAt = l.now // progress: the stall's bound runs from here (h1StallDeadline)
+		}
 	}
 	if d.out != nil {
 		l.putBuf(d.out)
@@ -407,10 +410,10 @@ func (l *loop) writeDown(d *down, b []byte) {
 	}
 	if len(b) > 0 {
 		d.out, d.outOff = append(l.getBuf(), b...), 0
-		d.wantOut = true
+		d.wantOut, d.outAt = true, l.now
 		l.watchDown(d)
 	} else if d.tlsPending() && !d.wantOut {
-		d.wantOut = true // records sealed, not all sent: flushDown sends them
+		d.wantOut, d.outAt = true, l.now // records sealed, not all sent: flushDown sends them
 		l.watchDown(d)
 	}
 }

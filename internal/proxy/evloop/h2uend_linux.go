@@ -194,7 +194,7 @@ func (l *loop) h2uDeadline(d *down) int64 {
 	if d.rs.perTry() {
 		at = min(at, d.tryDeadline())
 	}
-	return at
+	return min(at, d.h1StallDeadline())
 }
 
 // h2uExpire enforces them.
@@ -221,6 +221,16 @@ func (l *loop) h2uExpire(d *down) {
 		}
 		l.h2uDone(s)
 		l.localReply(d, 408, "stream timeout", false)
+	case l.now >= d.h1StallDeadline():
+		// An HTTP/1.1 client that stopped reading the response (h1Stall's,
+		// for an upstream stream).
+		d.gen.st.rqIdleTimeout.Inc()
+		d.logFlags(accesslog.StreamIdleTimeout, proxyroute.DetailsStreamIdleTimeout)
+		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+		l.observeDone(&s.x, 0, false)
+		l.logDone(d, s.x.status)
+		l.h2uDone(s)
+		l.h2uResetDown(d)
 	case l.now >= d.routeDeadline():
 		d.logFlags(accesslog.UpstreamRequestTimeout, proxyroute.DetailsRouteTimeout)
 		s.x.pool.st.rqTimeout.Inc()

@@ -86,6 +86,7 @@ type down struct {
 	closed      bool
 	idx         int   // position in loop.downs
 	last        int64 // last activity, loop time
+	outAt       int64 // loop time out last made progress while wantOut: an HTTP/1.1 response's stall runs from it (h1StallDeadline)
 	reqStart    int64
 	timeout     int64       // the request's route timeout (Target.Timeout)
 	rtFrom      int64       // loop time the route timeout runs from: the request's end (reqComplete)

@@ -149,6 +149,7 @@ func (l *loop) deadline(d *down) int64 {
 	if u != nil && d.rs.perTry() {
 		at = min(at, d.tryDeadline())
 	}
+	at = min(at, d.h1StallDeadline())
 	if d.rs.waiting {
 		at = min(at, d.rs.at)
 	}
@@ -245,6 +246,8 @@ func (l *loop) expire(d *down) {
 		l.upFailed(u)
 	case (u != nil || d.rs.waiting) && d.bodyIn && l.now >= d.routeDeadline():
 		l.bodyIdle(d)
+	case l.now >= d.h1StallDeadline():
+		l.h1Stall(d)
 	case (u != nil || d.rs.waiting) && l.now >= d.routeDeadline():
 		d.logFlags(accesslog.UpstreamRequestTimeout, proxyroute.DetailsRouteTimeout)
 		// The connection carries on unless the body is still coming
@@ -360,4 +363,38 @@ func (l *loop) bodyIdle(d *down) {
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	l.localReply(d, 408, "stream timeout", false)
+}
+
+// h1StallDeadline is when an HTTP/1.1 response that the client does not
+// read (its socket takes none of out) is given up: stream_idle_timeout
+// after out's last progress (outAt, the loop's time of the write: no
+// clock read of its own), while the upstream's response, its head sent,
+// is held on it, from an HTTP/1.1 upstream (h1Stall) or an HTTP/2
+// upstream stream (h2uExpire); never otherwise. Envoy's stream idle timer
+// runs on: the client's full buffer pauses the upstream's reads (or
+// withholds its window), and nothing moves.
+func (d *down) h1StallDeadline() int64 {
+	if !d.wantOut || d.h2 != nil || d.gen.streamIdle <= 0 {
+		return never
+	}
+	if u := d.u; u != nil && u.status != 0 || d.hb != nil && d.hb.st.us != nil && d.hb.st.us.gotHead {
+		return d.outAt + int64(d.gen.streamIdle)
+	}
+	return never
+}
+
+// h1Stall ends the response its client stopped reading
+// (h1StallDeadline), as Envoy's ActiveStream::onIdleTimeout resets a
+// stream whose response began: logged with the status sent, SI and
+// stream_idle_timeout, counted in downstream_rq_idle_timeout, the
+// connection closed (the HTTP/2 streams' bound is stallDeadline).
+func (l *loop) h1Stall(d *down) {
+	u := d.u
+	d.gen.st.rqIdleTimeout.Inc()
+	d.logFlags(accesslog.StreamIdleTimeout, proxyroute.DetailsStreamIdleTimeout)
+	d.bodyIn = false // the stream ends: nothing is waited for any more
+	l.observeDone(u, 0, false)
+	l.logEnded(d) // with the status sent
+	l.closeUp(u)
+	l.closeDown(d)
 }

@@ -150,6 +150,9 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 			// bytes (and what a read brought with its error).
 			flush(w)
 		}
+		if ub, ok := res.Body.(*upstreamBody); ok {
+			ub.writeCut()
+		}
 		panic(http.ErrAbortHandler)
 	}
 	_ = res.Body.Close() // now: this fills res.Trailer

@@ -168,13 +168,14 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			// as Envoy's onStreamMaxDurationReached logs it after the
 			// head too.
 			s.bodyCut.CompareAndSwap(nil, &cutMaxDuration)
-		case ctx.Err() == nil:
 		case errors.Is(cause, errIdleTimeout):
 			// The stream idle timeout reset it (abortWrites: a
-			// client holding the response back): logged as the
+			// client holding the response back, over HTTP/1.1 too,
+			// where the failed write leaves ctx on): logged as the
 			// upstream body's cut by it is (codeDetails), as
 			// Envoy's onIdleTimeout logs it after the head too.
 			s.bodyFlags.Or(uint32(accesslog.StreamIdleTimeout))
+		case ctx.Err() == nil:
 		default:
 			// The client left after the head went down, or reset the
 			// stream: logged and counted as before it (clientLeft), as

@@ -112,6 +112,23 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// writeCut records a route timeout that cut the response as its write
+// to the client failed (abortWrites: a client that does not read it)
+// as one that cut a read of its body is recorded (UT, counted in
+// upstream_rq_timeout, its host told), as Envoy's
+// Filter::onResponseTimeout logs it after the head whichever side held
+// the stream up. Else, over HTTP/1.1, where the failed write leaves the
+// request's context on, it was logged - and via_upstream, uncounted.
+// Once; not after a read recorded the body's cut.
+func (b *upstreamBody) writeCut() {
+	s := b.s
+	if s.ctx == nil || !errors.Is(context.Cause(s.ctx), errRouteTimeout) || s.bodyBroke.Swap(true) {
+		return
+	}
+	s.bodyFlags.Or(uint32(s.ctxError(s.ctx, true).flags))
+	b.cutHost(true)
+}
+
 // cutHost tells the response's host, once, that its response was cut
 // after the head (cluster.Cluster.ResponseCut): by the upstream, or,
 // timedOut, by the route timeout. Not once the proxy closed the body:
