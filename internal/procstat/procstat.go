@@ -18,24 +18,40 @@ const ticks = 100
 // CPU is the user+system CPU time process pid has used so far; 0 when
 // it cannot be read (no such process, not Linux).
 func CPU(pid int) time.Duration {
+	return parseCPU(readStat(pid))
+}
+
+// readStat is process pid's /proc/<pid>/stat line; nil when it cannot be
+// read (no such process, not Linux).
+func readStat(pid int) []byte {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return nil
 	}
-	return parseCPU(b)
+	return b
+}
+
+// statFields is the fields of a /proc/<pid>/stat line after the command
+// name, the 3rd field on (the command name, in parentheses, may hold
+// spaces and parentheses of its own, so they are counted after the last
+// ')'); nil when the line has no ')' or fewer than n such fields.
+func statFields(stat []byte, n int) [][]byte {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil
+	}
+	f := bytes.Fields(stat[i+1:])
+	if len(f) < n {
+		return nil
+	}
+	return f
 }
 
 // parseCPU reads utime and stime (the 14th and 15th fields) from a
-// /proc/<pid>/stat line; the command name, in parentheses, may hold
-// spaces and parentheses of its own, so the fields are counted after the
-// last ')'.
+// /proc/<pid>/stat line, counting the fields with statFields.
 func parseCPU(stat []byte) time.Duration {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	f := bytes.Fields(stat[i+1:])
-	if len(f) < 13 {
+	f := statFields(stat, 13)
+	if f == nil {
 		return 0
 	}
 	ut, err1 := strconv.ParseInt(string(f[11]), 10, 64)
@@ -51,22 +67,14 @@ func parseCPU(stat []byte) time.Duration {
 // without reading the disk, such as a released page of its executable
 // touched again); 0 when it cannot be read.
 func MinorFaults(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	return parseMinorFaults(b)
+	return parseMinorFaults(readStat(pid))
 }
 
 // parseMinorFaults reads minflt from a /proc/<pid>/stat line, counting
-// the fields after the last ')' as parseCPU does.
+// the fields with statFields as parseCPU does.
 func parseMinorFaults(stat []byte) int64 {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	f := bytes.Fields(stat[i+1:])
-	if len(f) < 8 {
+	f := statFields(stat, 8)
+	if f == nil {
 		return 0
 	}
 	n, err := strconv.ParseInt(string(f[7]), 10, 64)

@@ -104,9 +104,7 @@ func TestCutResponseLogSamePaths(t *testing.T) {
 	}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
-			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1/", "h1"), routeTo("/h2/", "h2"), routeTo("/h2x/", "h2x"))),
+		logFile := pushCutLog(t, h, nil, []*routev3.Route{routeTo("/h1/", "h1"), routeTo("/h2/", "h2"), routeTo("/h2x/", "h2x")},
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2),
 			edsCluster("h2x", h2Upstream), cla("h2x", h2))
 		// What the client gets is the head, what came of the body (a
@@ -230,9 +228,7 @@ func TestTimeoutAfterHeadLogSamePaths(t *testing.T) {
 	idle := routeTo("/idle", "up")
 	idle.GetRoute().Timeout = durationpb.New(0)
 	idle.GetRoute().IdleTimeout = durationpb.New(cutAfter)
-	msd := routeTo("/duration", "up")
-	msd.GetRoute().Timeout = durationpb.New(0)
-	msd.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(cutAfter)}
+	msd := maxDurationRoute("/duration", "up", cutAfter)
 	requests := []logCase{
 		{false, "/idle", "200 SI stream_idle_timeout"},
 		{false, "/duration", "200 - max_duration_timeout"},
@@ -241,10 +237,7 @@ func TestTimeoutAfterHeadLogSamePaths(t *testing.T) {
 	}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
-			routeConfig("rds", vhost("v", []string{"*"}, idle, msd)),
-			edsCluster("up"), cla("up", up))
+		logFile := pushCutLog(t, h, nil, []*routev3.Route{idle, msd}, edsCluster("up"), cla("up", up))
 		checkLogLines(t, p.name, h.addr("egress"), logFile, "200 la", requests)
 	}
 }
@@ -264,19 +257,14 @@ func TestMaxDurationBeforeHeadLogSamePaths(t *testing.T) {
 		_ = c.SetReadDeadline(time.Now().Add(late))
 		_, _ = io.Copy(io.Discard, c) // never answers
 	})
-	msd := routeTo("/duration", "up")
-	msd.GetRoute().Timeout = durationpb.New(0)
-	msd.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(cutAfter)}
+	msd := maxDurationRoute("/duration", "up", cutAfter)
 	requests := []logCase{
 		{false, "/duration", "504 - max_duration_timeout"},
 		{true, "/duration", "504 - max_duration_timeout"},
 	}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
-			routeConfig("rds", vhost("v", []string{"*"}, msd)),
-			edsCluster("up"), cla("up", up))
+		logFile := pushCutLog(t, h, nil, []*routev3.Route{msd}, edsCluster("up"), cla("up", up))
 		checkLogLines(t, p.name, h.addr("egress"), logFile, "504 downstream duration timeout", requests)
 	}
 }
@@ -340,14 +328,7 @@ func TestRefusedBeforeHeadLog(t *testing.T) {
 // the reset its write deadline made for the client's end), the loops
 // with status 0 from an HTTP/2 upstream.
 func TestStreamIdleAfterHeadLogSamePaths(t *testing.T) {
-	h1 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		buf := make([]byte, 64<<10)
-		for range 64 { // more than any window or buffer on the way holds
-			if _, err := w.Write(buf); err != nil {
-				return
-			}
-		}
-	}))
+	h1 := httptest.NewServer(bulkHandler(64))
 	t.Cleanup(h1.Close)
 	h2 := rawH2Upstream(t, func(w *rawH2Writer, id uint32, _ *rawH2Request) {
 		w.headers(id, false, 0, ":status", "200")
@@ -356,34 +337,13 @@ func TestStreamIdleAfterHeadLogSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
-			logFile := filepath.Join(t.TempDir(), "access.log")
 			// A route timeout the loops take (loopRoute), past the
 			// stream idle timeout.
-			timed := func(path, cluster string) *routev3.Route {
-				rt := routeTo(path, cluster)
-				rt.GetRoute().Timeout = durationpb.New(10 * time.Second)
-				return rt
-			}
-			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()), func(m *hcmv3.HttpConnectionManager) {
-				m.StreamIdleTimeout = durationpb.New(300 * time.Millisecond)
-			})),
-				routeConfig("rds", vhost("v", []string{"*"}, timed("/h1", "h1"), timed("/h2", "h2"))),
+			logFile := pushCutLog(t, h, []func(*hcmv3.HttpConnectionManager){withStreamIdle(300 * time.Millisecond)},
+				[]*routev3.Route{timedRoute("/h1", "h1", 10*time.Second), timedRoute("/h2", "h2", 10*time.Second)},
 				edsCluster("h1"), cla("h1", h1.Listener.Addr().String()), edsCluster("h2", h2Upstream), cla("h2", h2))
 			for _, path := range []string{"/h1", "/h2"} {
-				cl := dialH2(t, h.addr("egress"))
-				_ = cl.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-				if err := cl.headers(1, path); err != nil {
-					t.Fatal(err)
-				}
-				_ = cl.bw.Flush()
-				reset := false
-				for f := range cl.frames {
-					if f.typ == http2.FrameRSTStream && f.stream == 1 {
-						reset = true
-						break
-					}
-				}
-				if !reset {
+				if !heldH2Reset(t, h.addr("egress"), path) {
 					t.Errorf("%s: the connection ended without a RST_STREAM of the held stream", path)
 				}
 			}
@@ -410,52 +370,19 @@ func TestStreamIdleAfterHeadLogSamePaths(t *testing.T) {
 // flag). It was logged DC and via_upstream: the write its abortWrites
 // cut was taken for the client's end.
 func TestMaxDurationHeldByClientLogSamePaths(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		buf := make([]byte, 64<<10)
-		for range 1024 { // more than any window or buffer on the way holds
-			if _, err := w.Write(buf); err != nil {
-				return
-			}
-		}
-	}))
+	up := httptest.NewServer(bulkHandler(1024))
 	t.Cleanup(up.Close)
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			msd := routeTo("/duration", "up")
-			msd.GetRoute().Timeout = durationpb.New(0)
-			msd.GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(300 * time.Millisecond)}
-			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
-				routeConfig("rds", vhost("v", []string{"*"}, msd)),
+			logFile := pushCutLog(t, h, nil, []*routev3.Route{maxDurationRoute("/duration", "up", 300*time.Millisecond)},
 				edsCluster("up"), cla("up", up.Listener.Addr().String()))
 
-			c, err := net.Dial("tcp", h.addr("egress"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.(*net.TCPConn).SetReadBuffer(4096)
-			if _, err := io.WriteString(c, "GET /duration HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
+			heldH1Get(t, h.addr("egress"), "/duration")
 			waitUntil(t, 5*time.Second, "the request reached the proxy", func() bool { return h.stat("http.egress.downstream_rq_total") >= 1 })
 			waitUntil(t, 5*time.Second, "the held HTTP/1.1 connection closed", func() bool { return h.stat("http.egress.downstream_cx_active") == 0 })
 
-			cl := dialH2(t, h.addr("egress"))
-			_ = cl.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-			if err := cl.headers(1, "/duration"); err != nil {
-				t.Fatal(err)
-			}
-			_ = cl.bw.Flush()
-			reset := false
-			for f := range cl.frames {
-				if f.typ == http2.FrameRSTStream && f.stream == 1 {
-					reset = true
-					break
-				}
-			}
-			if !reset {
+			if !heldH2Reset(t, h.addr("egress"), "/duration") {
 				t.Errorf("the connection ended without a RST_STREAM of the held stream")
 			}
 			log := awaitLog(t, logFile, 2)
@@ -508,41 +435,15 @@ func TestRouteTimeoutHeldByH1ClientLogSamePaths(t *testing.T) {
 // within 5 s, the access log line "HTTP/1.1 /hN "+want of each, and the
 // stats wantStats.
 func heldByH1Client(t *testing.T, rt, idle time.Duration, want string, wantStats map[string]int64) {
-	body := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		buf := make([]byte, 64<<10)
-		for range 1024 { // more than any buffer or window on the way holds
-			if _, err := w.Write(buf); err != nil {
-				return
-			}
-		}
-	})
-	h1 := httptest.NewServer(body)
-	t.Cleanup(h1.Close)
-	h2, _ := xnetH2CUpstream(t, body)
+	clusters := twoUpstreams(t, bulkHandler(1024))
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			timed := func(path, cluster string) *routev3.Route {
-				r := routeTo(path, cluster)
-				r.GetRoute().Timeout = durationpb.New(rt) // one the loops take (loopRoute)
-				return r
-			}
-			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()), func(m *hcmv3.HttpConnectionManager) {
-				m.StreamIdleTimeout = durationpb.New(idle)
-			})),
-				routeConfig("rds", vhost("v", []string{"*"}, timed("/h1", "h1"), timed("/h2", "h2"))),
-				edsCluster("h1"), cla("h1", h1.Listener.Addr().String()), edsCluster("h2", h2Upstream), cla("h2", h2))
+			// Route timeouts the loops take (loopRoute).
+			logFile := pushCutLog(t, h, []func(*hcmv3.HttpConnectionManager){withStreamIdle(idle)},
+				[]*routev3.Route{timedRoute("/h1", "h1", rt), timedRoute("/h2", "h2", rt)}, clusters...)
 			for _, path := range []string{"/h1", "/h2"} {
-				c, err := net.Dial("tcp", h.addr("egress"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				_ = c.(*net.TCPConn).SetReadBuffer(4096)
-				if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-					t.Fatal(err)
-				}
+				c := heldH1Get(t, h.addr("egress"), path)
 				res, err := http.ReadResponse(bufio.NewReaderSize(c, 4096), nil)
 				if err != nil {
 					t.Fatal(err)

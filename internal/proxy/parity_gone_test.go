@@ -115,13 +115,7 @@ func TestClientGoneSamePaths(t *testing.T) {
 					t.Errorf("%s: the upstream still held its request %v after the client went; want it %s", path, prompt, c.end)
 				}
 			}
-			log := awaitLog(t, logFile, len(cases))
-			lines := strings.Split(log, "\n")
-			for _, w := range want {
-				if !slices.Contains(lines, w) {
-					t.Errorf("access log\n%s\nwant the line %q", log, w)
-				}
-			}
+			wantLogLines(t, logFile, len(cases), want)
 			waitStats(t, h, map[string]int64{
 				"http.gone.downstream_rq_rx_reset":      int64(len(cases)),
 				"http.gone.downstream_rq_active":        0,
@@ -327,13 +321,7 @@ func TestClientGoneAfterHeadSamePaths(t *testing.T) {
 				}
 				_ = conn.Close()
 			}
-			log := awaitLog(t, logFile, len(cases))
-			lines := strings.Split(log, "\n")
-			for _, w := range want {
-				if !slices.Contains(lines, w) {
-					t.Errorf("access log\n%s\nwant the line %q", log, w)
-				}
-			}
+			wantLogLines(t, logFile, len(cases), want)
 			waitStats(t, h, map[string]int64{
 				"http.gone.downstream_rq_rx_reset": int64(len(cases)),
 				"http.gone.downstream_rq_active":   0,
@@ -384,5 +372,18 @@ func TestClientResetInBodySamePaths(t *testing.T) {
 			})
 			_ = c.Close()
 		})
+	}
+}
+
+// wantLogLines waits for n lines in the access log logFile and wants
+// each line of want among them.
+func wantLogLines(t *testing.T, logFile string, n int, want []string) {
+	t.Helper()
+	log := awaitLog(t, logFile, n)
+	lines := strings.Split(log, "\n")
+	for _, w := range want {
+		if !slices.Contains(lines, w) {
+			t.Errorf("access log\n%s\nwant the line %q", log, w)
+		}
 	}
 }

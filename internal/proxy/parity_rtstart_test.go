@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,8 +13,6 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -60,14 +55,7 @@ func TestRouteTimeoutFromRequestEndSamePaths(t *testing.T) {
 		}
 		_, _ = fmt.Fprintf(w, "got %d", n)
 	})
-	h1 := httptest.NewServer(handler)
-	t.Cleanup(h1.Close)
-	h2, _ := xnetH2CUpstream(t, handler)
-	timed := func(prefix, cluster string) *routev3.Route {
-		r := routeTo(prefix, cluster)
-		r.GetRoute().Timeout = durationpb.New(rtsRouteTimeout)
-		return r
-	}
+	clusters := twoUpstreams(t, handler)
 	// A per-try timeout that no retry follows (retry_on names no
 	// timeout), under a long route timeout.
 	try := retryRoute("h1", "retriable-status-codes", 1, 599)
@@ -105,12 +93,8 @@ func TestRouteTimeoutFromRequestEndSamePaths(t *testing.T) {
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()), func(m *hcmv3.HttpConnectionManager) {
-			m.StreamIdleTimeout = durationpb.New(rtsStreamIdle)
-		})),
-			routeConfig("rds", vhost("v", []string{"*"}, timed("/h1/", "h1"), timed("/h2/", "h2"), try)),
-			edsCluster("h1"), cla("h1", h1.Listener.Addr().String()), edsCluster("h2", h2Upstream), cla("h2", h2))
+		logFile := pushCutLog(t, h, []func(*hcmv3.HttpConnectionManager){withStreamIdle(rtsStreamIdle)},
+			[]*routev3.Route{timedRoute("/h1/", "h1", rtsRouteTimeout), timedRoute("/h2/", "h2", rtsRouteTimeout), try}, clusters...)
 		res := pathResult{answers: map[string]string{}}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -170,19 +154,13 @@ func slowPost(t *testing.T, addr, client, path string, stall bool) (answer strin
 	if stall {
 		pieces = 1
 	}
-	c, err := net.Dial("tcp", addr)
+	c, err := dialFor10s(addr)
 	if err != nil {
 		return "dial: " + err.Error(), 0
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if client == "h2" {
-		cl := newH2Client(c)
-		cl.hbuf.Reset()
-		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", path}} {
-			_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: cl.hbuf.Bytes(), EndHeaders: true})
+		cl := h2PostHead(c, path)
 		for i := range pieces {
 			if i > 0 {
 				time.Sleep(slowGap)

@@ -4,20 +4,14 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
-	"google.golang.org/protobuf/types/known/durationpb"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 )
 
 // TestBodyComingResponseStreamsSamePaths: while a request's body is
@@ -42,14 +36,7 @@ func TestBodyComingResponseStreamsSamePaths(t *testing.T) {
 			_ = http.NewResponseController(w).Flush()
 		}
 	})
-	h1 := httptest.NewServer(handler)
-	t.Cleanup(h1.Close)
-	h2, _ := xnetH2CUpstream(t, handler)
-	timed := func(prefix, cluster string) *routev3.Route {
-		r := routeTo(prefix, cluster)
-		r.GetRoute().Timeout = durationpb.New(rtsRouteTimeout)
-		return r
-	}
+	clusters := twoUpstreams(t, handler)
 	want := "200 " + strings.Repeat("x", pieces)
 	var names []string
 	for _, client := range []string{"chunked", "h2"} {
@@ -60,11 +47,9 @@ func TestBodyComingResponseStreamsSamePaths(t *testing.T) {
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
-		h.push(httpListener("egress", httpManager("egress", "rds", func(m *hcmv3.HttpConnectionManager) {
-			m.StreamIdleTimeout = durationpb.New(rtsStreamIdle)
-		})),
-			routeConfig("rds", vhost("v", []string{"*"}, timed("/h1/", "h1"), timed("/h2/", "h2"))),
-			edsCluster("h1"), cla("h1", h1.Listener.Addr().String()), edsCluster("h2", h2Upstream), cla("h2", h2))
+		h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds", withStreamIdle(rtsStreamIdle))),
+			routeConfig("rds", vhost("v", []string{"*"}, timedRoute("/h1/", "h1", rtsRouteTimeout), timedRoute("/h2/", "h2", rtsRouteTimeout)))},
+			clusters...)...)
 		res := pathResult{answers: map[string]string{}}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -93,19 +78,13 @@ func TestBodyComingResponseStreamsSamePaths(t *testing.T) {
 // never its end, and returns the answer ("<status> <body>", or how the
 // exchange ended).
 func openPost(addr, client, path string) string {
-	c, err := net.Dial("tcp", addr)
+	c, err := dialFor10s(addr)
 	if err != nil {
 		return "dial: " + err.Error()
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if client == "h2" {
-		cl := newH2Client(c)
-		cl.hbuf.Reset()
-		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "x"}, {":path", path}} {
-			_ = cl.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: cl.hbuf.Bytes(), EndHeaders: true})
+		cl := h2PostHead(c, path)
 		_ = cl.fr.WriteData(1, false, []byte("ab"))
 		if err := cl.bw.Flush(); err != nil {
 			return "write: " + err.Error()

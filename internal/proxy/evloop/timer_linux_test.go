@@ -123,14 +123,7 @@ func TestTimeoutsFireOnTime(t *testing.T) {
 // the request's start (its timeout comes first), arm at its end (nothing
 // moves earlier), and the expiry check after the loop's events.
 func BenchmarkTimersPerRequest(b *testing.B) {
-	l := &loop{srv: &Server{cfg: Config{HeadersTimeout: DefaultHeadersTimeout, IdleTimeout: DefaultIdleTimeout,
-		RequestTimeout: DefaultRequestTimeout, ConnectTimeout: DefaultConnectTimeout}}}
-	gen := &generation{headers: DefaultHeadersTimeout, idle: DefaultIdleTimeout}
-	ds := make([]*down, 16)
-	for i := range ds {
-		ds[i] = &down{gen: gen, timeout: int64(DefaultRequestTimeout)}
-		l.arm(ds[i])
-	}
+	l, ds := benchTimerLoop(&generation{headers: DefaultHeadersTimeout, idle: DefaultIdleTimeout})
 	u := &up{}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
@@ -145,20 +138,26 @@ func BenchmarkTimersPerRequest(b *testing.B) {
 	}
 }
 
+// benchTimerLoop is a loop with the default timeouts and 16 keep-alive
+// connections of generation gen, each armed.
+func benchTimerLoop(gen *generation) (*loop, []*down) {
+	l := &loop{srv: &Server{cfg: Config{HeadersTimeout: DefaultHeadersTimeout, IdleTimeout: DefaultIdleTimeout,
+		RequestTimeout: DefaultRequestTimeout, ConnectTimeout: DefaultConnectTimeout}}}
+	ds := make([]*down, 16)
+	for i := range ds {
+		ds[i] = &down{gen: gen, timeout: int64(DefaultRequestTimeout)}
+		l.arm(ds[i])
+	}
+	return l, ds
+}
+
 // BenchmarkTimersPerRequestBody is BenchmarkTimersPerRequest for a
 // request whose body ends in a later event than its head: armed at the
 // head for the stream idle timeout (the route timeout waits for the
 // body's end), then again at the body's end (reqComplete: the route
 // timeout moves it earlier), then at the request's end.
 func BenchmarkTimersPerRequestBody(b *testing.B) {
-	l := &loop{srv: &Server{cfg: Config{HeadersTimeout: DefaultHeadersTimeout, IdleTimeout: DefaultIdleTimeout,
-		RequestTimeout: DefaultRequestTimeout, ConnectTimeout: DefaultConnectTimeout}}}
-	gen := &generation{headers: DefaultHeadersTimeout, idle: DefaultIdleTimeout, streamIdle: DefaultStreamIdleTimeout}
-	ds := make([]*down, 16)
-	for i := range ds {
-		ds[i] = &down{gen: gen, timeout: int64(DefaultRequestTimeout)}
-		l.arm(ds[i])
-	}
+	l, ds := benchTimerLoop(&generation{headers: DefaultHeadersTimeout, idle: DefaultIdleTimeout, streamIdle: DefaultStreamIdleTimeout})
 	u := &up{}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
