@@ -172,3 +172,51 @@ type watchRecorder struct {
 }
 
 func (w *watchRecorder) watchGone() { w.started++ }
+
+// TestWatchWaitsForRequestEnd: an HTTP/1.1 request whose body is still
+// coming when its timers are armed starts no watch for a client gone
+// (nor its route timeout) until the body's end (requestComplete), then
+// one at watchAfter, with or without a route timeout; with one, the
+// timer runs on for the rest of it. The route timer and the watch share
+// armRoute, which both the head (timers) and the body's end arm.
+func TestWatchWaitsForRequestEnd(t *testing.T) {
+	for _, timeout := range []time.Duration{0, time.Hour} {
+		t.Run(timeout.String(), func(t *testing.T) {
+			w := &watchRecorder{}
+			s := &stream{w: w, rt: &route.Route{Timeout: timeout}, in: &http.Request{
+				ProtoMajor: 1, Body: io.NopCloser(http.NoBody), ContentLength: 10}}
+			started := func() int {
+				s.abortMu.Lock() // watchClient runs under it
+				defer s.abortMu.Unlock()
+				return w.started
+			}
+			ts := (&HCM{}).timers(s)
+			defer func() {
+				for _, t := range ts {
+					t.Stop()
+				}
+				s.ended()
+			}()
+			time.Sleep(watchAfter + 200*time.Millisecond)
+			if n := started(); n != 0 {
+				t.Fatalf("%d watches started while the body was coming; want none", n)
+			}
+			s.requestComplete()
+			deadline := time.Now().Add(watchAfter + 3*time.Second)
+			for started() == 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n := started(); n != 1 {
+				t.Fatalf("%d watches started after the body's end; want 1", n)
+			}
+			if timeout > 0 {
+				s.abortMu.Lock()
+				rt := s.rtTimer
+				s.abortMu.Unlock()
+				if rt == nil || !rt.Stop() {
+					t.Fatal("the route timer is not armed for the rest of the route timeout after the watch started")
+				}
+			}
+		})
+	}
+}
