@@ -20,10 +20,17 @@ func BenchmarkH2COneHop(b *testing.B) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "blue")
 	}))
+	pushH2Egress(h, up)
+	getInParallel(b, h2cClient(b).Transport.(*http.Transport), "http://"+h.addr("egress")+"/", 2)
+}
+
+// pushH2Egress gives h the benchmarks' egress listener, routed to the
+// h2c upstream up (HTTP/2 cluster "h2", retried on gateway-error and
+// reset).
+func pushH2Egress(h *harness, up string) {
 	h.push(
 		httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("h2", "gateway-error,reset", 2))),
 		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
 		cla("h2", up))
-	getInParallel(b, h2cClient(b).Transport.(*http.Transport), "http://"+h.addr("egress")+"/", 2)
 }

@@ -5,9 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
 
 // BenchmarkH2COneHopPost is BenchmarkH2COneHop for a POST with a small
@@ -23,11 +20,7 @@ func BenchmarkH2COneHopPost(b *testing.B) {
 				w.Header().Set("Content-Type", "text/plain")
 				_, _ = io.WriteString(w, "blue")
 			}))
-			h.push(
-				httpListener("egress", httpManager("egress", "rds")),
-				routeConfig("rds", vhost("v", []string{"*"}, retryRoute("h2", "gateway-error,reset", 2))),
-				edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
-				cla("h2", up))
+			pushH2Egress(h, up)
 			c := h2cClient(b)
 			url := "http://" + h.addr("egress") + "/"
 			b.ReportAllocs()

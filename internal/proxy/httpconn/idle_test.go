@@ -5,7 +5,6 @@ package httpconn
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/listener"
-	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -78,17 +76,7 @@ func TestIdleReader(t *testing.T) {
 	})
 	t.Run("tls", func(t *testing.T) {
 		srv, cl := tcpPair(t)
-		ca := tlstest.NewCA(t, "idle")
-		ts := tls.Server(srv, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{"x"}).TLS(t)}})
-		tc := tls.Client(cl, &tls.Config{RootCAs: ca.Pool(), ServerName: "x"})
-		done := make(chan error, 1)
-		go func() { done <- ts.Handshake() }() // ends with the handshake
-		if err := tc.Handshake(); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		ts, tc := tlsPair(t, srv, cl)
 		hc := newH1Conn(&listener.Conn{Conn: ts})
 		if !hc.tls || hc.idle != nil {
 			t.Fatalf("a TLS connection waits with tls %v, idle reader %v", hc.tls, hc.idle != nil)
