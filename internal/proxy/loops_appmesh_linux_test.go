@@ -57,6 +57,15 @@ func TestEvloopAppMeshSidecar(t *testing.T) {
 		sidecarInNamespace(t)
 		return
 	}
+	inSidecarNamespace(t, "TestEvloopAppMeshSidecar", sidecarChildEnv)
+}
+
+// inSidecarNamespace makes a network namespace with the sidecar's
+// addresses and REDIRECT rules (the application's connections to the
+// egress listener, port 15001; the peer's to the task's port 8080 to the
+// ingress, 15000) and runs the test named test of this binary in it, with
+// env set to tell it it is the half inside.
+func inSidecarNamespace(t *testing.T, test, env string) {
 	netnstest.Require(t, "iptables")
 	ns := fmt.Sprintf("wftegr%d", os.Getpid())
 	run := func(args ...string) {
@@ -77,9 +86,9 @@ func TestEvloopAppMeshSidecar(t *testing.T) {
 		"-j", "REDIRECT", "--to-ports", "15000")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestEvloopAppMeshSidecar$",
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, os.Args[0], "-test.run=^"+test+"$",
 		"-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), sidecarChildEnv+"=1")
+	cmd.Env = append(os.Environ(), env+"=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("in the namespace: %v\n%s", err, out)
