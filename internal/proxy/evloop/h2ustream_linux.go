@@ -216,7 +216,13 @@ func (l *loop) h2uPush(s *h2ustream) {
 		_ = c.fr.WriteData(s.id, end, s.pending[:n])
 		s.window -= int64(n)
 		c.sendWindow -= int64(n)
-		s.pending = s.pending[n:]
+		if n == len(s.pending) {
+			// Emptied with its start kept: the buffer goes back whole
+			// below (putBuf keeps only buffers of bufSize).
+			s.pending = s.pending[:0]
+		} else {
+			s.pending = s.pending[n:]
+		}
 		sent += n
 		if end {
 			s.endPending = false

@@ -47,6 +47,7 @@ type Server struct {
 	tlsConns atomic.Int64   // connections served over TLS after their handshake
 	h2Conns  atomic.Int64   // h2c connections served on the loops (h2conn_linux.go)
 	h2UpRqs  atomic.Int64   // streams sent to HTTP/2 upstreams from the loops (h2ustream_linux.go)
+	bufsMade atomic.Int64   // buffers getBuf made, its free list empty (loop_linux.go)
 }
 
 // TLSConns is the number of connections the loops took over after a TLS
