@@ -63,6 +63,29 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 	}
 }
 
+// logRewrites gives the request the access log reads the route's path
+// and host rewrites, as the upstream got them: Envoy's router rewrites
+// the request's headers in place (finalizeRequestHeaders), so that its
+// access log's %REQ(:PATH)% is the rewritten path, %REQ(:AUTHORITY)% the
+// rewritten host and %REQ(X-ENVOY-ORIGINAL-PATH)% the original path. The
+// handler is done with the request (the upstream got a copy). Only once
+// a host was picked: Envoy's router answers no_healthy_upstream (or
+// cluster_not_found) before it rewrites.
+func logRewrites(s *stream) {
+	if s.host == nil {
+		return
+	}
+	in := s.in
+	if s.rewrote {
+		in.Header.Set("X-Envoy-Original-Path", in.URL.RequestURI())
+		in.URL.RawPath = s.upPath
+		in.URL.Path, _ = url.PathUnescape(s.upPath)
+	}
+	if s.rt.HostRewrite != "" {
+		in.Host = s.rt.HostRewrite
+	}
+}
+
 func (m *HCM) applyResponseHeaders(s *stream, h http.Header) {
 	for _, ops := range []*route.HeaderOps{s.wops, routeOps(s.rt), vhOps(s.vh), rcOps(s.rc)} {
 		if ops == nil {
