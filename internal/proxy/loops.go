@@ -124,7 +124,6 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if !ok {
 		return evloop.Target{HandOff: true}
 	}
-	escaped := path       // the request's path as the goroutine path reads it (x-envoy-original-path)
 	var normalized string // the path the upstream gets, when not the request's
 	if bytes.Contains(path, []byte("//")) || bytes.Contains(path, []byte("/.")) {
 		if np := r.hcm.Normalize(string(path)); np != string(path) {
@@ -194,7 +193,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout,
 		Path: normalized, Authority: rt.HostRewrite}
 	if rt.RewritesPath() {
-		rewritePath(&t, rt, h.Target(), escaped, path)
+		rewritePath(&t, rt, h.Target(), path)
 	}
 	if cl.TLS != nil {
 		t.TLS = cl.TLS // the cluster's handshake, checks and ssl.* counters
@@ -209,11 +208,11 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 // goroutine path's rewrite does for a route with a prefix or regex
 // rewrite (the header even when the path is unchanged, as Envoy's
 // router): route.Route.RewritePath of the path the routes matched
-// (matched: escaped, or normalised), written as net/http's Transport
-// writes the URL the goroutine path gives it; the original is the
-// request's path as net/http reads it (escaped) and its query (from
-// target).
-func rewritePath(t *evloop.Target, rt *route.Route, target, escaped, matched []byte) {
+// (matched: escaped, and normalised), written as net/http's Transport
+// writes the URL the goroutine path gives it; the original is that path
+// (Envoy's connection manager normalises :path in place before its
+// router reads it) and the request's query (from target).
+func rewritePath(t *evloop.Target, rt *route.Route, target, matched []byte) {
 	m := string(matched)
 	if up := rt.RewritePath(m); up != m {
 		u := url.URL{RawPath: up}
@@ -227,7 +226,7 @@ func rewritePath(t *evloop.Target, rt *route.Route, target, escaped, matched []b
 	if q := bytes.IndexByte(target, '?'); q >= 0 {
 		query = target[q:]
 	}
-	t.OriginalPath = string(escaped) + string(query)
+	t.OriginalPath = string(matched) + string(query)
 }
 
 // loopRetries are the retry conditions the loops implement: all, gRPC's

@@ -14,7 +14,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // headEcho answers with the request head as the upstream received it:
@@ -206,4 +208,81 @@ func getRewritten(t *testing.T, addr, path, extra string) string {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return fmt.Sprintf("%d %s", resp.StatusCode, b)
+}
+
+// TestRewriteOriginalPathSamePaths: on a route that rewrites the path,
+// x-envoy-original-path is the path the connection manager normalised
+// (merge_slashes, normalize_path: Envoy's rewrites :path in place before
+// its router records it) and the routes matched, with the query, on every
+// path, upstream and in the access log (every path sent the request's
+// path as received); and a request on such a route answered
+// no_healthy_upstream is logged as received (%REQ(:PATH)%,
+// %REQ(:AUTHORITY)%, no x-envoy-original-path), as Envoy's router answers
+// it before finalizeRequestHeaders rewrites the request.
+func TestRewriteOriginalPathSamePaths(t *testing.T) {
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:PATH)% " +
+		"%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(:AUTHORITY)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER%\n"}}
+	clusters := append(twoUpstreams(t, http.HandlerFunc(headEcho)), edsCluster("empty"), cla("empty"))
+	empty := routeTo("/empty/", "empty")
+	empty.GetRoute().PrefixRewrite = "/up/"
+	empty.GetRoute().HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "e.rewritten"}
+	paths := []string{"/1/pre/a//b/../c?q=%2F", "/2/gw/./x//y?z", "/empty/a?q"}
+	want := map[string]string{
+		"h1 /1/pre/a//b/../c?q=%2F": "200 HTTP/1.1 GET /up/a/c?q=%2F [User-Agent: weft-test; X-Envoy-Original-Path: /1/pre/a/c?q=%2F; " +
+			"X-Forwarded-Proto: http; X-Request-Id; host: x]",
+		"h2c /2/gw/./x//y?z": "200 HTTP/2.0 GET /x/y?z [Accept-Encoding: gzip; User-Agent: Go-http-client/2.0; " +
+			"X-Envoy-Original-Path: /2/gw/x/y?z; X-Forwarded-Proto: http; X-Request-Id; host: gw.rewritten:8080]",
+		"h1 /empty/a?q": "503 no healthy upstream",
+	}
+	wantLog := []string{
+		"\n/up/a/c?q=%2F /1/pre/a/c?q=%2F x HTTP/1.1 200 - h1",
+		"\n/up/a/c?q=%2F /1/pre/a/c?q=%2F x HTTP/2 200 - h1",
+		"\n/x/y?z /2/gw/x/y?z gw.rewritten:8080 HTTP/1.1 200 - h2",
+		"\n/empty/a?q /empty/a?q x HTTP/1.1 503 UH empty",
+		"\n/empty/a?q /empty/a?q x HTTP/2 503 UH empty",
+	}
+	results := map[string]pathResult{}
+	var names []string
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			normalize := func(m *hcmv3.HttpConnectionManager) { m.MergeSlashes, m.NormalizePath = true, wrapperspb.Bool(true) }
+			h.push(append(clusters, httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format), normalize)),
+				routeConfig("rds", vhost("v", []string{"*"}, append(rewriteRoutes(), empty)...)))...)
+			res := pathResult{answers: map[string]string{}}
+			names = names[:0]
+			h2c := h2cClient(t)
+			for _, path := range paths {
+				res.answers["h1 "+path] = getRewritten(t, h.addr("egress"), path, "")
+				names = append(names, "h1 "+path)
+				hr, err := http.NewRequest("GET", "http://"+h.addr("egress")+path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hr.Host = "x"
+				resp, err := h2c.Do(hr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				res.answers["h2c "+path] = fmt.Sprintf("%d %s", resp.StatusCode, b)
+				names = append(names, "h2c "+path)
+			}
+			res.log = awaitLog(t, logFile, 2*len(paths))
+			for _, w := range wantLog {
+				if !strings.Contains(res.log, w) {
+					t.Errorf("access log\n%s\nwithout %q", res.log, w)
+				}
+			}
+			for k, w := range want {
+				if g := res.answers[k]; g != w {
+					t.Errorf("%s: answered\n%s\nwant\n%s", k, g, w)
+				}
+			}
+			results[p.name] = res
+		})
+	}
+	sameAsGoroutinePath(t, results, names)
 }

@@ -439,7 +439,7 @@ func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 		}
 	}
 	if !s.headless {
-		logRewrites(s)
+		m.logRewrites(s)
 	}
 	if !rw.first.IsZero() {
 		e.ResponseDuration = rw.first.Sub(s.start)
