@@ -213,6 +213,10 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 // (Envoy's connection manager normalises :path in place before its
 // router reads it) and the request's query (from target).
 func rewritePath(t *evloop.Target, rt *route.Route, target, matched []byte) {
+	query := target[len(target):]
+	if q := bytes.IndexByte(target, '?'); q >= 0 {
+		query = target[q:]
+	}
 	m := string(matched)
 	if up := rt.RewritePath(m); up != m {
 		u := url.URL{RawPath: up}
@@ -221,12 +225,12 @@ func rewritePath(t *evloop.Target, rt *route.Route, target, matched []byte) {
 		if t.Path == "" {
 			t.Path = "/" // as URL.RequestURI
 		}
+	} else if m != string(target[:len(target)-len(query)]) {
+		// Left as it was, but escaped again (a '|', say): the goroutine
+		// path's Transport writes the request's URL so.
+		t.Path = m
 	}
-	query := target[len(target):]
-	if q := bytes.IndexByte(target, '?'); q >= 0 {
-		query = target[q:]
-	}
-	t.OriginalPath = string(matched) + string(query)
+	t.OriginalPath = m + string(query)
 }
 
 // loopRetries are the retry conditions the loops implement: all, gRPC's

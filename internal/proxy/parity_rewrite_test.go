@@ -85,7 +85,9 @@ func TestRewritesSamePaths(t *testing.T) {
 			{"/pre/z", "X-Envoy-Original-Path: /from/the/client"},
 			{"/re/one/two/three?q", ""},
 			{"/re/%41%2f/b%20c", ""},
-			{"/re/unmatched?q", ""}, // the regex does not match: the path is unchanged, and recorded
+			{"/re/unmatched?q", ""},     // the regex does not match: the path is unchanged, and recorded
+			{"/re/unmatched|x?y|z", ""}, // unchanged, sent escaped as the goroutine path's Transport writes it
+			{"/pre/a|b'c?x|y", ""},
 			{"/host/x?y=1", "X-Envoy-Original-Path: /kept"},
 			{"/gw/a%2Fb?q=1", ""},
 			{"/gw/", ""},
