@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
 	"github.com/weftmesh/weft/internal/otlptest"
 	"github.com/weftmesh/weft/internal/proxy/tracing"
 )
@@ -70,4 +72,21 @@ func BenchmarkHTTPOneHopTracing(b *testing.B) {
 			getInParallel(b, &http.Transport{MaxIdleConnsPerHost: 64}, "http://"+h.addr("egress")+"/", 1)
 		})
 	}
+}
+
+// BenchmarkHTTPOneHopGatewayRoute is BenchmarkHTTPOneHop through a route
+// shaped as App Mesh's gateway routes are: a prefix match rewritten to
+// "/" and the Host rewritten to the target service.
+func BenchmarkHTTPOneHopGatewayRoute(b *testing.B) {
+	h := newHarness(b)
+	a := newBackend(b, "a")
+	r := retryRoute("c", "gateway-error,reset", 2)
+	r.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/gw/"}
+	r.GetRoute().PrefixRewrite = "/"
+	r.GetRoute().HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "svc.local"}
+	h.push(
+		httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, r)),
+		edsCluster("c"), cla("c", a.addr()))
+	getInParallel(b, &http.Transport{MaxIdleConnsPerHost: 64}, "http://"+h.addr("egress")+"/gw/a?q=1", 1)
 }

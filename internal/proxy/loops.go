@@ -10,6 +10,7 @@ package proxy
 import (
 	"bytes"
 	"net/netip"
+	"net/url"
 	"runtime"
 	"time"
 
@@ -189,7 +190,11 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if err != nil {
 		return evloop.Target{HandOff: true}
 	}
-	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout, Path: normalized}
+	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout,
+		Path: normalized, Authority: rt.HostRewrite}
+	if rt.RewritesPath() {
+		rewritePath(&t, rt, h.Target(), path)
+	}
 	if cl.TLS != nil {
 		t.TLS = cl.TLS // the cluster's handshake, checks and ssl.* counters
 	}
@@ -197,6 +202,35 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		t.Retry, t.Upstream = rt.Retry, (*loopCluster)(cl)
 	}
 	return t
+}
+
+// rewritePath sets t's upstream path and x-envoy-original-path as the
+// goroutine path's rewrite does for a route with a prefix or regex
+// rewrite (the header even when the path is unchanged, as Envoy's
+// router): route.Route.RewritePath of the path the routes matched
+// (matched: escaped, and normalised), written as net/http's Transport
+// writes the URL the goroutine path gives it; the original is that path
+// (Envoy's connection manager normalises :path in place before its
+// router reads it) and the request's query (from target).
+func rewritePath(t *evloop.Target, rt *route.Route, target, matched []byte) {
+	query := target[len(target):]
+	if q := bytes.IndexByte(target, '?'); q >= 0 {
+		query = target[q:]
+	}
+	m := string(matched)
+	if up := rt.RewritePath(m); up != m {
+		u := url.URL{RawPath: up}
+		u.Path, _ = url.PathUnescape(up)
+		t.Path = u.EscapedPath()
+		if t.Path == "" {
+			t.Path = "/" // as URL.RequestURI
+		}
+	} else if m != string(target[:len(target)-len(query)]) {
+		// Left as it was, but escaped again (a '|', say): the goroutine
+		// path's Transport writes the request's URL so.
+		t.Path = m
+	}
+	t.OriginalPath = m + string(query)
 }
 
 // loopRetries are the retry conditions the loops implement: all, gRPC's
@@ -322,12 +356,13 @@ func (o loopObserver) Aborted(name string, code int, dropped bool) {
 }
 
 // loopRoute reports whether the loops forward a request on rt exactly as
-// the goroutine path would: to a cluster, the path and host unchanged, no
-// header mutations, a route timeout the stream idle timeout cannot beat
-// (the loops keep none) and a retry policy the loops implement.
+// the goroutine path would: to a cluster, the path and host as they are
+// or rewritten (prefix, regex, host literal: route's rewritePath,
+// Target.Authority), no header mutations, a route timeout the stream
+// idle timeout cannot beat (the loops keep none) and a retry policy the
+// loops implement.
 func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
 	return (rt.Kind == route.ToCluster || rt.Kind == route.ToWeighted) &&
-		rt.PrefixRewrite == "" && rt.RegexRewrite == nil && rt.HostRewrite == "" &&
 		rt.Timeout > 0 && rt.Timeout <= loopMaxRouteTimeout && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
 		!rt.UseGRPCTimeout && loopRetry(rt.Retry) &&
 		emptyOps(&rt.Headers) && emptyOps(&vh.Headers) && emptyOps(&rc.Headers)

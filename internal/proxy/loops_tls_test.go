@@ -10,6 +10,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -54,7 +55,7 @@ func TestEvloopServesMutualTLS(t *testing.T) {
 	b := newBackend(t, "b")
 	allowed := "spiffe://weft.local/mesh/m/virtualNode/front"
 	rw := routeTo("/rw/", "c")
-	rw.GetRoute().PrefixRewrite = "/x/"
+	rw.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added", Value: "1"}}}
 	h.push(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: f.common(true, allowed),
 		RequireClientCertificate: wrapperspb.Bool(true)}),
 		routeConfig("rds", vhost("v", []string{"*"}, rw, routeTo("/", "c"))), staticCluster("c", b.addr()))
@@ -91,9 +92,9 @@ func TestEvloopServesMutualTLS(t *testing.T) {
 	if n, handed := l.LoopTLSConns(), l.HandedOff(); n != 1 || handed != 0 {
 		t.Fatalf("on the loops: %d connections over TLS, %d handed off; want 1 and 0", n, handed)
 	}
-	// The rewrite is the goroutine path's: the connection goes there.
-	if code, e := getOn(t, c, "https://"+addr+"/rw/y"); code != 200 || e.Path != "/x/y" {
-		t.Fatalf("rewritten request: %d %+v", code, e)
+	// The header mutation is the goroutine path's: the connection goes there.
+	if code, e := getOn(t, c, "https://"+addr+"/rw/y"); code != 200 || e.Path != "/rw/y" || e.Header.Get("X-Added") != "1" {
+		t.Fatalf("request on the header-adding route: %d %+v", code, e)
 	}
 	if code, e := getOn(t, c, "https://"+addr+"/a"); code != 200 || e.Path != "/a" {
 		t.Fatalf("after the hand-off: %d %+v", code, e)

@@ -66,6 +66,9 @@ func (h loopHead) RequestURI() string {
 	if i := bytes.IndexByte(t, '?'); i >= 0 {
 		path = t[:i]
 	}
+	if h.r.Path != "" {
+		return h.r.Path + string(t[len(path):]) // rewritten (rewritePath), with the request's query
+	}
 	for _, c := range path {
 		if !keptInPath(c) {
 			u, err := url.ParseRequestURI(string(t))
@@ -96,6 +99,13 @@ func keptInPath(c byte) bool {
 func (h loopHead) Host() string { return h.Header("host") }
 
 func (h loopHead) Header(name string) string {
+	// The route's rewrites, as Envoy's router makes them before it logs.
+	if h.r.Authority != "" && route.EqualFoldASCII(name, "host") {
+		return h.r.Authority
+	}
+	if h.r.OriginalPath != "" && route.EqualFoldASCII(name, "x-envoy-original-path") {
+		return h.r.OriginalPath
+	}
 	if h.r.RequestID != nil && route.EqualFoldASCII(name, "x-request-id") {
 		return string(h.r.RequestID) // the ID the proxy added
 	}

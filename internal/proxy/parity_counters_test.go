@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
@@ -27,13 +28,14 @@ func TestConnectionCountersSamePaths(t *testing.T) {
 	files := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, []string{"svc.local"}))
 	rw := func() types.Resource {
 		r := routeTo("/rw/", "c")
-		r.GetRoute().PrefixRewrite = "/x/" // the goroutine path's: the loops hand the connection off
+		// The goroutine path's: the loops hand the connection off.
+		r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added", Value: "1"}}}
 		return routeConfig("rds", vhost("v", []string{"*"}, r, routeTo("/", "c")))
 	}
 	for _, tc := range []struct {
 		name string
 		tls  bool
-		// routes; with a rewrite route, the loops hand h2c off at the
+		// routes; with a header-adding route, the loops hand h2c off at the
 		// preface, and an HTTP/1.1 connection at its request to /rw/.
 		routes types.Resource
 		// The HTTP/1.1 connection's requests, then (plaintext) the h2c

@@ -275,11 +275,23 @@ type Target struct {
 	// HTTP/2 connections to Host (h2up_linux.go; retries:
 	// h2uretry_linux.go). Only for RouteH2's targets.
 	HTTP2 bool
-	// Path, RouteH2's only, is the path (without the query) the upstream
-	// gets when the connection manager normalised the request's
-	// (merge_slashes, normalize_path): routes matched it, and the
-	// upstream sees it, as on the goroutine path. Empty: the request's.
+	// Path is the path (without the query, escaped) the upstream gets
+	// instead of the request's: the route's prefix or regex rewrite of
+	// it, or (RouteH2's only) the path the connection manager normalised
+	// (merge_slashes, normalize_path), which routes matched, as on the
+	// goroutine path. Empty: the request's. The request's query follows
+	// it.
 	Path string
+	// OriginalPath, when set, is sent as x-envoy-original-path (the
+	// request's path and query, as the goroutine path reads them),
+	// replacing any the client sent: the route rewrites the path (prefix
+	// or regex, whether that changed it or not), as Envoy's router
+	// records it.
+	OriginalPath string
+	// Authority, when set, is the Host (an HTTP/2 upstream's :authority)
+	// the upstream gets instead of the request's: the route's
+	// host_rewrite_literal.
+	Authority string
 	// IdleTimeout is the cluster's idle_timeout for those HTTP/2
 	// connections: one without a stream that long is closed, as the
 	// goroutine path's Transport closes it; 0 keeps it while the host's

@@ -165,6 +165,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		if t.Path != "" {
 			d.h2.path = t.Path + string(target[len(path):])
 		}
+		d.h2.authority, d.h2.origPath = t.Authority, t.OriginalPath
 		l.h2uDispatch(d, pool, &t, r)
 		return
 	}
@@ -195,9 +196,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 	}
 	o = append(o, " HTTP/1.1\r\n"...)
 	run := -1 // start of a run of header lines copied at once
+	rewrites := t.Authority != "" || t.OriginalPath != ""
 	for i := range r.lines {
 		h := &r.lines[i]
-		if h.hop {
+		if h.hop || rewrites && t.replaces(h.name.of(head)) {
 			if run >= 0 {
 				o = append(o, head[run:h.line.off]...)
 				run = -1
@@ -213,6 +215,16 @@ func (l *loop) dispatch(d *down, head []byte) {
 	}
 	if r.teTrailers {
 		o = append(o, "te: trailers\r\n"...)
+	}
+	if t.Authority != "" {
+		o = append(o, "host: "...)
+		o = append(o, t.Authority...)
+		o = append(o, "\r\n"...)
+	}
+	if t.OriginalPath != "" {
+		o = append(o, "x-envoy-original-path: "...)
+		o = append(o, t.OriginalPath...)
+		o = append(o, "\r\n"...)
 	}
 	if !r.hasXFP && d.overTLS() {
 		o = append(o, "x-forwarded-proto: https\r\n"...)
@@ -270,6 +282,13 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if !u.connecting {
 		l.flushUp(u)
 	}
+}
+
+// replaces reports whether the request's header line named name is
+// left out because t sends its own: Host under a host rewrite,
+// x-envoy-original-path under a path rewrite.
+func (t *Target) replaces(name []byte) bool {
+	return t.Authority != "" && equalFold(name, "host") || t.OriginalPath != "" && equalFold(name, "x-envoy-original-path")
 }
 
 // bodyPart returns how many of b's bytes belong to the request body in

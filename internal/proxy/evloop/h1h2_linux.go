@@ -18,6 +18,7 @@ package evloop
 // h2c streams' (h2uretry_linux.go).
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
 	"time"
@@ -62,19 +63,32 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	hb := &h1h2{http10: r.minor == 0}
 	st := &hb.st
 	st.sd, st.declared, st.toH2, st.start, st.last = d, -1, true, l.now, l.now
-	authority := string(r.host.of(head))
+	authority := t.Authority
+	if authority == "" {
+		authority = string(r.host.of(head))
+	}
 	if authority == "" {
 		authority = t.Host.String() // HTTP/1.0 without Host: the host's address, as Go's Transport sends it
 	}
-	fields := make([]hpack.HeaderField, 0, len(r.lines)+4)
+	target := r.target.of(head)
+	path := string(target)
+	if t.Path != "" {
+		q := bytes.IndexByte(target, '?')
+		if q < 0 {
+			q = len(target)
+		}
+		path = t.Path + string(target[q:])
+	}
+	fields := make([]hpack.HeaderField, 0, len(r.lines)+5)
 	fields = append(fields, hpack.HeaderField{Name: ":method", Value: string(r.method.of(head))},
 		hpack.HeaderField{Name: ":scheme", Value: "http"}, hpack.HeaderField{Name: ":authority", Value: authority},
-		hpack.HeaderField{Name: ":path", Value: string(r.target.of(head))})
+		hpack.HeaderField{Name: ":path", Value: path})
 	var name [64]byte
 	for i := range r.lines {
 		h := &r.lines[i]
 		n := h.name.of(head)
-		if h.hop || equalFold(n, "host") || equalFold(n, "transfer-encoding") || equalFold(n, "content-length") {
+		if h.hop || equalFold(n, "host") || equalFold(n, "transfer-encoding") || equalFold(n, "content-length") ||
+			t.OriginalPath != "" && equalFold(n, "x-envoy-original-path") {
 			continue // content-length: written below, even when Connection named it
 		}
 		lower := append(name[:0], n...)
@@ -90,6 +104,9 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	}
 	if r.hasLength {
 		fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(r.contentLength, 10)})
+	}
+	if t.OriginalPath != "" {
+		fields = append(fields, hpack.HeaderField{Name: "x-envoy-original-path", Value: t.OriginalPath})
 	}
 	st.head = http2.MetaHeadersFrame{Fields: fields}
 	st.hf = &st.head

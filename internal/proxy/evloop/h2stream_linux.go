@@ -66,8 +66,11 @@ type h2stream struct {
 	ended    bool                // END_STREAM went with the response's HEADERS
 	extra    []hpack.HeaderField // weft's fields added to the request's (in extraBuf)
 	// path, when set, is the :path an HTTP/2 upstream gets instead of
-	// the request's (Target.Path, with the request's query).
-	path string
+	// the request's (Target.Path, with the request's query); authority
+	// its :authority (Target.Authority, the request's host field left
+	// out), origPath its x-envoy-original-path (Target.OriginalPath, the
+	// request's left out).
+	path, authority, origPath string
 	// A request kept for a retry: its body (up to the stream window;
 	// replayCut past it) and trailers.
 	replay      []byte

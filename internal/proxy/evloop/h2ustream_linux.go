@@ -11,6 +11,8 @@ package evloop
 // (h2uend_linux.go).
 
 import (
+	"strings"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -111,6 +113,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		d.state = dsBody
 	}
 	c.hbuf.Reset()
+	authority := st.authority == "" // :authority written (or the request's kept)
 	for _, hf := range st.hf.Fields {
 		if hf.Name == "expect" && st.expect100 {
 			continue // answered by the proxy (h2Continue), as Envoy does
@@ -118,10 +121,26 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		if hf.Name == ":path" && st.path != "" {
 			hf.Value = st.path
 		}
+		if !authority && (hf.Name == ":authority" || !strings.HasPrefix(hf.Name, ":")) {
+			// The rewrite, in the request's place or, without one,
+			// after the pseudo fields.
+			_ = c.enc.WriteField(hpack.HeaderField{Name: ":authority", Value: st.authority})
+			authority = true
+		}
+		if st.authority != "" && (hf.Name == ":authority" || hf.Name == "host") ||
+			st.origPath != "" && hf.Name == "x-envoy-original-path" {
+			continue // replaced
+		}
 		_ = c.enc.WriteField(hf)
+	}
+	if !authority {
+		_ = c.enc.WriteField(hpack.HeaderField{Name: ":authority", Value: st.authority})
 	}
 	for _, hf := range st.extra {
 		_ = c.enc.WriteField(hf)
+	}
+	if st.origPath != "" {
+		_ = c.enc.WriteField(hpack.HeaderField{Name: "x-envoy-original-path", Value: st.origPath})
 	}
 	if d.rs.policy == nil {
 		st.hf = nil // no retry: not sent again

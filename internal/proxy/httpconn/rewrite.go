@@ -23,7 +23,7 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 		out.URL.Path, _ = url.PathUnescape(s.upPath)
 	}
 	if s.rewrote {
-		out.Header.Set("X-Envoy-Original-Path", in.URL.RequestURI())
+		out.Header.Set("X-Envoy-Original-Path", m.originalPath(in))
 	}
 	out.Host = in.Host
 	if s.rt.HostRewrite != "" {
@@ -61,6 +61,41 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 			ops.RequestAdd[i].Apply(out.Header)
 		}
 	}
+}
+
+// logRewrites gives the request the access log reads the route's path
+// and host rewrites, as the upstream got them: Envoy's router rewrites
+// the request's headers in place (finalizeRequestHeaders), so that its
+// access log's %REQ(:PATH)% is the rewritten path, %REQ(:AUTHORITY)% the
+// rewritten host and %REQ(X-ENVOY-ORIGINAL-PATH)% the original path. The
+// handler is done with the request (the upstream got a copy). Only once
+// a host was picked: Envoy's router answers no_healthy_upstream (or
+// cluster_not_found) before it rewrites.
+func (m *HCM) logRewrites(s *stream) {
+	if s.host == nil {
+		return
+	}
+	in := s.in
+	if s.rewrote {
+		in.Header.Set("X-Envoy-Original-Path", m.originalPath(in))
+		in.URL.RawPath = s.upPath
+		in.URL.Path, _ = url.PathUnescape(s.upPath)
+	}
+	if s.rt.HostRewrite != "" {
+		in.Host = s.rt.HostRewrite
+	}
+}
+
+// originalPath is the x-envoy-original-path of a request whose route
+// rewrites its path: the path the routes matched (normalised by
+// merge_slashes and normalize_path, which Envoy's connection manager does
+// to :path in place before its router reads it) and the query.
+func (m *HCM) originalPath(in *http.Request) string {
+	p := m.Normalize(in.URL.EscapedPath())
+	if in.URL.ForceQuery || in.URL.RawQuery != "" {
+		p += "?" + in.URL.RawQuery
+	}
+	return p
 }
 
 func (m *HCM) applyResponseHeaders(s *stream, h http.Header) {

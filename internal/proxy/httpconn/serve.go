@@ -54,7 +54,7 @@ type stream struct {
 	cl        *cluster.Cluster
 	wops      *route.HeaderOps
 	upPath    string // the path sent upstream, escaped
-	rewrote   bool   // a route rewrote the path (prefix or regex rewrite)
+	rewrote   bool   // the route rewrites the path (prefix or regex rewrite), changed or not
 	changed   bool   // upPath is not the request's path (rewritten or normalized)
 	queued    bool   // the first attempt waited in the cluster's pending queue, and it ended (in the padding after the bools above, not after upStart: 352 bytes a request, not 384)
 	flags     accesslog.Flags
@@ -311,7 +311,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		return
 	}
 	s.upPath = s.rt.RewritePath(path)
-	s.rewrote = s.upPath != path
+	s.rewrote = s.rt.RewritesPath()
 	// As Envoy: the upstream gets the path the route matched, so that a
 	// normalized path cannot reach it in its raw form.
 	s.changed = s.upPath != r.URL.EscapedPath()
@@ -437,6 +437,9 @@ func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 				h[k] = []string{"trailers"}
 			}
 		}
+	}
+	if !s.headless {
+		m.logRewrites(s)
 	}
 	if !rw.first.IsZero() {
 		e.ResponseDuration = rw.first.Sub(s.start)

@@ -147,6 +147,11 @@ func (r *Route) RewritePath(path string) string {
 	return path
 }
 
+// RewritesPath reports whether r has a prefix or regex rewrite: Envoy's
+// router then sends the request's path in x-envoy-original-path whether
+// the rewrite changed it or not (finalizePathHeader).
+func (r *Route) RewritesPath() bool { return r.PrefixRewrite != "" || r.RegexRewrite != nil }
+
 // Match returns the virtual host and route for a request, or nils.
 func (c *Config) Match(req *http.Request, path string) (*VirtualHost, *Route) {
 	vh := c.VirtualHost(req.Host)
