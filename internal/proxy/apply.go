@@ -123,7 +123,7 @@ func (p *Proxy) Listeners(ctx context.Context, version string, ls []*listenerv3.
 		cfg.DrainTime = p.cfg.DrainTime
 		if !p.cfg.Goroutines && runtime.GOOS == "linux" { // no loops elsewhere: nothing to log
 			var why string
-			if cfg.Loops, why = loopsFor(cfg, p.clusters, !p.cfg.H2Goroutines, p.cfg.loopsAnyStreamIdle); cfg.Loops == nil {
+			if cfg.Loops, why = loopsFor(cfg, p.clusters, !p.cfg.H2Goroutines); cfg.Loops == nil {
 				p.log.Info("listener stays off the event loops", "listener", cfg.Name, "why", why)
 			} else {
 				on, all := cfg.Loops.Served(cfg)

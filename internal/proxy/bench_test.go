@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -20,6 +21,29 @@ func BenchmarkHTTPOneHop(b *testing.B) {
 		httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("c", "gateway-error,reset", 2))),
 		edsCluster("c"), cla("c", a.addr()))
+	getInParallel(b, &http.Transport{MaxIdleConnsPerHost: 64}, "http://"+h.addr("egress")+"/", 1)
+}
+
+// BenchmarkHTTPOneHopIdleRoute is BenchmarkHTTPOneHop through a route
+// with no timeout and an idle_timeout (App Mesh's perRequest 0 with
+// idle 30 s): the stream idle timeout is kept on the whole stream, its
+// activity noted on every read (on the loops since they keep it; run
+// with WEFT_PROXY_TEST_EVLOOP=0 for the goroutine path).
+func BenchmarkHTTPOneHopIdleRoute(b *testing.B) {
+	h := newHarness(b)
+	a := newBackend(b, "a")
+	rt := idleRoute("/", "c", 0, 30*time.Second)
+	h.push(
+		httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, rt)),
+		edsCluster("c"), cla("c", a.addr()))
+	if l := h.listener("egress"); l.OnLoops() {
+		defer func() {
+			if n := l.HandedOff(); n != 0 {
+				b.Errorf("%d connections handed off: not the loops' benchmark", n)
+			}
+		}()
+	}
 	getInParallel(b, &http.Transport{MaxIdleConnsPerHost: 64}, "http://"+h.addr("egress")+"/", 1)
 }
 

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime"
-	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
@@ -38,8 +37,7 @@ import (
 // its records are sealed and opened on the loops.
 // h2 serves HTTP/2 on the loops (listener.Loops.H2): h2c, and streams to
 // HTTP/2 upstreams.
-// anyStreamIdle is Config.loopsAnyStreamIdle.
-func loopsFor(cfg *listener.Config, clusters *cluster.Manager, h2, anyStreamIdle bool) (*listener.Loops, string) {
+func loopsFor(cfg *listener.Config, clusters *cluster.Manager, h2 bool) (*listener.Loops, string) {
 	if runtime.GOOS != "linux" {
 		return nil, "event loops need Linux"
 	}
@@ -49,14 +47,14 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager, h2, anyStreamIdle
 	lo := &listener.Loops{H2: h2, Observer: loopObserver{clusters}, Chains: make([]*listener.LoopChain, len(cfg.Chains))}
 	why, served := "no filter chain", false
 	for i := range cfg.Chains {
-		lc, w := loopChain(&cfg.Chains[i], clusters, h2, anyStreamIdle)
+		lc, w := loopChain(&cfg.Chains[i], clusters, h2)
 		if lc == nil {
 			why = w
 		}
 		lo.Chains[i], served = lc, served || lc != nil
 	}
 	if cfg.Default != nil {
-		lc, w := loopChain(cfg.Default, clusters, h2, anyStreamIdle)
+		lc, w := loopChain(cfg.Default, clusters, h2)
 		if lc == nil {
 			why = w
 		}
@@ -70,7 +68,7 @@ func loopsFor(cfg *listener.Config, clusters *cluster.Manager, h2, anyStreamIdle
 
 // loopChain returns how the loops serve one filter chain, or nil and why
 // they cannot.
-func loopChain(ch *listener.Chain, clusters *cluster.Manager, h2, anyStreamIdle bool) (*listener.LoopChain, string) {
+func loopChain(ch *listener.Chain, clusters *cluster.Manager, h2 bool) (*listener.LoopChain, string) {
 	if ch.TLS == nil && ch.Source.GetTransportSocket() != nil {
 		return nil, "a transport socket other than TLS"
 	}
@@ -85,7 +83,7 @@ func loopChain(ch *listener.Chain, clusters *cluster.Manager, h2, anyStreamIdle 
 	if c := pb.GetCodecType(); c != hcmv3.HttpConnectionManager_AUTO && c != hcmv3.HttpConnectionManager_HTTP1 {
 		return nil, "codec " + c.String()
 	}
-	if why := h.LoopReady(anyStreamIdle); why != "" {
+	if why := h.LoopReady(); why != "" {
 		return nil, why
 	}
 	headers, idle := h.Timeouts()
@@ -191,7 +189,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		return evloop.Target{HandOff: true}
 	}
 	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout,
-		Path: normalized, Authority: rt.HostRewrite}
+		Path: normalized, Authority: rt.HostRewrite, NoTimeout: rt.Timeout == 0, StreamIdle: rt.IdleTimeout, HasStreamIdle: rt.HasIdleTimeout}
 	if rt.RewritesPath() {
 		rewritePath(&t, rt, h.Target(), path)
 	}
@@ -358,12 +356,13 @@ func (o loopObserver) Aborted(name string, code int, dropped bool) {
 // loopRoute reports whether the loops forward a request on rt exactly as
 // the goroutine path would: to a cluster, the path and host as they are
 // or rewritten (prefix, regex, host literal: route's rewritePath,
-// Target.Authority), no header mutations, a route timeout the stream
-// idle timeout cannot beat (the loops keep none) and a retry policy the
-// loops implement.
+// Target.Authority), no header mutations, no max stream duration nor
+// grpc-timeout, and a retry policy the loops implement. Any route timeout
+// (none too) and idle timeout: the loops keep the stream idle timeout as
+// the goroutine path does (evloop's idleAt).
 func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
 	return (rt.Kind == route.ToCluster || rt.Kind == route.ToWeighted) &&
-		rt.Timeout > 0 && rt.Timeout <= loopMaxRouteTimeout && !rt.HasIdleTimeout && rt.MaxStreamDuration == 0 &&
+		rt.MaxStreamDuration == 0 &&
 		!rt.UseGRPCTimeout && loopRetry(rt.Retry) &&
 		emptyOps(&rt.Headers) && emptyOps(&vh.Headers) && emptyOps(&rc.Headers)
 }
@@ -377,15 +376,6 @@ func hasHeader(h route.Head, name string) bool {
 	}
 	return false
 }
-
-// loopMaxRouteTimeout is the longest route timeout the loops serve: the
-// stream idle timeout LoopReady lets through (Envoy's 5 minutes) fires no
-// sooner than a route timeout up to it, once the request is complete
-// (the route timeout runs from there; while the body comes the loops
-// bound the stream with the idle timeout: evloop's routeDeadline).
-// Routes without a timeout, or a longer one, go to the goroutine path,
-// which keeps the idle timeout.
-const loopMaxRouteTimeout = 5 * time.Minute
 
 func emptyOps(o *route.HeaderOps) bool {
 	return len(o.RequestAdd) == 0 && len(o.RequestRemove) == 0 && len(o.ResponseAdd) == 0 && len(o.ResponseRemove) == 0

@@ -316,8 +316,7 @@ func TestRefusedBeforeHeadLog(t *testing.T) {
 // stream_idle_timeout that ends an h2c stream whose response head went
 // down and whose body the client's window holds back is logged with the
 // head's status, SI and stream_idle_timeout, and counted in
-// downstream_rq_idle_timeout, on every path (the loops serve such a
-// connection manager here: loopsAnyStreamIdle), from an HTTP/1.1
+// downstream_rq_idle_timeout, on every path, from an HTTP/1.1
 // upstream and an HTTP/2 one. Envoy 1.27 to 1.29 flag it so whether the
 // head went down or not: ActiveStream::onIdleTimeout sets SI, then its
 // sendLocalReply, which can only reset the stream once the head went
@@ -336,7 +335,7 @@ func TestStreamIdleAfterHeadLogSamePaths(t *testing.T) {
 	})
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
+			h := newHarness(t, func(c *Config) { p.logged(c) })
 			// A route timeout the loops take (loopRoute), past the
 			// stream idle timeout.
 			logFile := pushCutLog(t, h, []func(*hcmv3.HttpConnectionManager){withStreamIdle(300 * time.Millisecond)},
@@ -397,8 +396,7 @@ func TestMaxDurationHeldByClientLogSamePaths(t *testing.T) {
 
 // TestStreamIdleHeldByH1ClientLogSamePaths: an HTTP/1.1 client that
 // reads the response's head then stops reading while the upstream keeps
-// sending (a route timeout of 10 s, stream_idle_timeout 300 ms; the
-// loops serve such a connection manager here: loopsAnyStreamIdle) has
+// sending (a route timeout of 10 s, stream_idle_timeout 300 ms) has
 // its connection closed at the stream idle timeout, the stream logged
 // with the head's status, SI and stream_idle_timeout and counted in
 // downstream_rq_idle_timeout, on every path, from an HTTP/1.1 upstream
@@ -438,7 +436,7 @@ func heldByH1Client(t *testing.T, rt, idle time.Duration, want string, wantStats
 	clusters := twoUpstreams(t, bulkHandler(1024))
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
+			h := newHarness(t, func(c *Config) { p.logged(c) })
 			// Route timeouts the loops take (loopRoute).
 			logFile := pushCutLog(t, h, []func(*hcmv3.HttpConnectionManager){withStreamIdle(idle)},
 				[]*routev3.Route{timedRoute("/h1", "h1", rt), timedRoute("/h2", "h2", rt)}, clusters...)

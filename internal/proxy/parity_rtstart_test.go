@@ -92,7 +92,7 @@ func TestRouteTimeoutFromRequestEndSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
+		h := newHarness(t, func(c *Config) { p.logged(c) })
 		logFile := pushCutLog(t, h, []func(*hcmv3.HttpConnectionManager){withStreamIdle(rtsStreamIdle)},
 			[]*routev3.Route{timedRoute("/h1/", "h1", rtsRouteTimeout), timedRoute("/h2/", "h2", rtsRouteTimeout), try}, clusters...)
 		res := pathResult{answers: map[string]string{}}

@@ -46,7 +46,7 @@ func TestBodyComingResponseStreamsSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, func(c *Config) { p.logged(c); c.loopsAnyStreamIdle = true })
+		h := newHarness(t, func(c *Config) { p.logged(c) })
 		h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds", withStreamIdle(rtsStreamIdle))),
 			routeConfig("rds", vhost("v", []string{"*"}, timedRoute("/h1/", "h1", rtsRouteTimeout), timedRoute("/h2/", "h2", rtsRouteTimeout)))},
 			clusters...)...)

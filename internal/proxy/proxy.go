@@ -140,11 +140,6 @@ type Config struct {
 	// connections), and HTTP/1.1 requests to a plaintext HTTP/2 cluster
 	// go out over those connections too (with it, to the goroutine path).
 	H2Goroutines bool
-	// loopsAnyStreamIdle lets the loops serve a connection manager whose
-	// stream_idle_timeout is not Envoy's default (httpconn.HCM.LoopReady):
-	// a test's seam, to reach the loops' stream idle timeout in a test's
-	// time.
-	loopsAnyStreamIdle bool
 	// SDSSocket is the Unix socket of an SDS server (the App Mesh agent's
 	// APPMESH_SDS_SOCKET_PATH) serving the secrets that sds_config names
 	// as cluster static_cluster_sds_unix_socket. When set, the node's

@@ -252,8 +252,17 @@ type Target struct {
 	// Route is the route's name, for access logs.
 	Route string
 	// Timeout is the route timeout, from the request's start to its
-	// response's end (504 after it); 0 means Config.RequestTimeout.
+	// response's end (504 after it); 0 means Config.RequestTimeout, unless
+	// NoTimeout.
 	Timeout time.Duration
+	// NoTimeout: the route has no timeout (its timeout is 0): the stream
+	// idle timeout alone bounds the request, as on the goroutine path.
+	NoTimeout bool
+	// StreamIdle, with HasStreamIdle, is the route's idle_timeout: it
+	// replaces the chain's stream idle timeout for the request (0 turns
+	// it off), as Envoy's router overrides the connection manager's.
+	StreamIdle    time.Duration
+	HasStreamIdle bool
 	// Retry is the route's retry policy (nil: none), applied as weft's
 	// goroutine path applies it: its conditions, retries, back-off and
 	// per-try timeout. The loops implement every condition (gRPC's on

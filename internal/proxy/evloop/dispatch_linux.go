@@ -92,9 +92,20 @@ func (l *loop) dispatch(d *down, head []byte) {
 	// follows the head, an HTTP/2 stream's END_STREAM tells.
 	d.rtFrom, d.bodyIn, d.last = l.now, d.h2 != nil && !d.h2.reqEnded, l.now
 	d.timeout = int64(l.srv.cfg.RequestTimeout)
-	if t.Timeout > 0 {
+	switch {
+	case t.NoTimeout:
+		d.timeout = 0
+	case t.Timeout > 0:
 		d.timeout = int64(t.Timeout)
 	}
+	d.idle = int64(d.gen.streamIdle)
+	if t.HasStreamIdle {
+		d.idle = int64(t.StreamIdle)
+	}
+	// As the goroutine path's timers: once the request is whole, a route
+	// timeout no longer than the idle timeout ends the stream first, and
+	// the idle timeout is not kept (no activity noted: responseActive).
+	d.idleOn = d.idle > 0 && (d.timeout == 0 || d.idle < d.timeout)
 	d.requests++
 	l.startRetries(d, &t, d.gen.router != nil)
 	l.logStart(d, head, r, &t)

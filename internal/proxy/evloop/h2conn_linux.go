@@ -524,7 +524,11 @@ func (g *generation) stallDeadline(st *h2stream) int64 {
 	if st.endPending {
 		return max(st.last, st.endAt) + int64(g.flush)
 	}
-	return st.last + int64(g.streamIdle)
+	idle := st.sd.idle // the chain's, or the route's idle_timeout once routed (dispatch)
+	if idle <= 0 {
+		return never
+	}
+	return st.last + idle
 }
 
 // h2Expire enforces the timeouts: a stream stuck past its stallDeadline is

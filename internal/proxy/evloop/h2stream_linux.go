@@ -137,6 +137,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	st.c, st.id, st.start, st.last, st.window, st.recvAvail, st.declared, st.hf = c, id, l.now, l.now, int64(c.initWindow), h2Window, -1, &st.head
 	sd := &st.req
 	sd.fd, sd.h2, sd.gen, sd.last, sd.idx = d.fd, st, d.gen, l.now, -1
+	sd.idle, sd.idleOn = int64(d.gen.streamIdle), false // the route's, once routed (dispatch)
 	st.sd = sd
 	c.streams[id] = st
 	b := l.getBuf()

@@ -188,8 +188,8 @@ func (l *loop) h2uDeadline(d *down) int64 {
 	if u := s.c.u; u.connecting {
 		at = min(at, u.started+int64(l.srv.cfg.ConnectTimeout))
 	}
-	if s.blocked {
-		at = min(at, s.last+int64(d.gen.streamIdle))
+	if s.blocked && d.idle > 0 {
+		at = min(at, s.last+d.idle)
 	}
 	if d.rs.perTry() {
 		at = min(at, d.tryDeadline())
@@ -205,11 +205,12 @@ func (l *loop) h2uExpire(d *down) {
 	case c.u.connecting && l.now-c.u.started >= int64(l.srv.cfg.ConnectTimeout):
 		c.u.pool.st.cxConnectFail.Inc()
 		l.h2UpFailed(c)
-	case d.bodyIn && l.now >= d.routeDeadline():
-		// The request's body stalled (bodyIdle's, for an upstream
+	case d.idleFirst(l.now):
+		// The stream made no progress (streamIdle's, for an upstream
 		// stream).
 		d.gen.st.rqIdleTimeout.Inc()
 		d.logFlags(accesslog.StreamIdleTimeout, proxyroute.DetailsStreamIdleTimeout)
+		status, _ := proxyroute.StreamTimeoutReply(!d.bodyIn, false)
 		d.bodyIn = false
 		_ = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 		l.observeDone(&s.x, 0, false)
@@ -220,7 +221,7 @@ func (l *loop) h2uExpire(d *down) {
 			return
 		}
 		l.h2uDone(s)
-		l.localReply(d, 408, "stream timeout", false)
+		l.localReply(d, status, "stream timeout", false)
 	case l.now >= d.h1StallDeadline():
 		// An HTTP/1.1 client that stopped reading the response (h1Stall's,
 		// for an upstream stream).
@@ -231,7 +232,7 @@ func (l *loop) h2uExpire(d *down) {
 		l.logDone(d, s.x.status)
 		l.h2uDone(s)
 		l.h2uResetDown(d)
-	case l.now >= d.routeDeadline():
+	case l.now >= d.rtAt():
 		d.logFlags(accesslog.UpstreamRequestTimeout, proxyroute.DetailsRouteTimeout)
 		s.x.pool.st.rqTimeout.Inc()
 		l.observeDone(&s.x, 0, true)
@@ -251,7 +252,7 @@ func (l *loop) h2uExpire(d *down) {
 		l.abortReply(d, pool, 504, "upstream request timeout", false)
 	case d.rs.perTry() && l.now >= d.tryDeadline():
 		l.h2uPerTryTimeout(s)
-	case s.blocked && l.now-s.last >= int64(d.gen.streamIdle):
+	case s.blocked && d.idle > 0 && l.now-s.last >= d.idle:
 		// The upstream keeps its window closed on the request body: the
 		// stream idle timeout, as Envoy counts it.
 		d.gen.st.rqIdleTimeout.Inc()

@@ -88,7 +88,9 @@ type down struct {
 	last        int64 // last activity, loop time
 	outAt       int64 // loop time out last made progress while wantOut: an HTTP/1.1 response's stall runs from it (h1StallDeadline)
 	reqStart    int64
-	timeout     int64       // the request's route timeout (Target.Timeout)
+	timeout     int64       // the request's route timeout (Target.Timeout); 0: none
+	idle        int64       // the request's stream idle timeout (the route's, else the chain's); 0: none
+	idleOn      bool        // idle bounds the request after its end too: no route timeout, or a longer one (idleAt)
 	rtFrom      int64       // loop time the route timeout runs from: the request's end (reqComplete)
 	bodyIn      bool        // the request's body is still coming: its route timeout waits (reqComplete)
 	headStart   int64       // when the first byte of the head being read came

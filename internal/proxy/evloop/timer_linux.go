@@ -244,11 +244,11 @@ func (l *loop) expire(d *down) {
 	case u != nil && u.connecting && l.now-u.started >= int64(cfg.ConnectTimeout):
 		u.pool.st.cxConnectFail.Inc()
 		l.upFailed(u)
-	case (u != nil || d.rs.waiting) && d.bodyIn && l.now >= d.routeDeadline():
-		l.bodyIdle(d)
+	case (u != nil || d.rs.waiting) && d.idleFirst(l.now):
+		l.streamIdle(d)
 	case l.now >= d.h1StallDeadline():
 		l.h1Stall(d)
-	case (u != nil || d.rs.waiting) && l.now >= d.routeDeadline():
+	case (u != nil || d.rs.waiting) && l.now >= d.rtAt():
 		d.logFlags(accesslog.UpstreamRequestTimeout, proxyroute.DetailsRouteTimeout)
 		// The connection carries on unless the body is still coming
 		// (localReply), as on the goroutine path (and the per-try
@@ -278,31 +278,65 @@ func (l *loop) expire(d *down) {
 	}
 }
 
-// routeDeadline is when the request in flight on d times out: its route
-// timeout from the request's end (rtFrom), as Envoy's router arms its
-// response timeout in Router::Filter::onRequestComplete
+// routeDeadline is when the request in flight on d times out: the
+// first of its route timeout (rtAt) and its stream idle timeout
+// (idleAt).
+func (d *down) routeDeadline() int64 { return min(d.rtAt(), d.idleAt()) }
+
+// rtAt is when the route timeout ends the request in flight on d: from
+// the request's end (rtFrom), as Envoy's router arms its response
+// timeout in Router::Filter::onRequestComplete
 // (source/common/router/router.cc), once the downstream request is
-// whole; while its body is still coming, the stream idle timeout from
-// the body's last read (d.last, the loop's time of that read: no clock
-// read of its own), as Envoy's stream idle timer alone bounds it then
-// (bodyIdle).
-func (d *down) routeDeadline() int64 {
-	if d.bodyIn {
-		return d.last + int64(d.gen.streamIdle)
+// whole; never while its body is still coming, nor for a route without
+// a timeout.
+func (d *down) rtAt() int64 {
+	if d.bodyIn || d.timeout <= 0 {
+		return never
 	}
 	return d.rtFrom + d.timeout
 }
 
+// idleAt is when the stream idle timeout ends the request in flight on
+// d: the route's idle_timeout, else the connection manager's
+// stream_idle_timeout (d.idle), from the stream's last activity (d.last,
+// the loop's time of a read from the client or the upstream: no clock
+// read of its own) or the response's last write to the client (outAt,
+// an h2 stream's last), as Envoy's ActiveStream idle timer
+// (source/common/http/conn_manager_impl.cc, onIdleTimeout; the router's
+// per-route override) restarts on every frame decoded or encoded. While
+// the body comes it alone bounds the request; after, only when the
+// route timeout would not end the stream first (idleOn, as the goroutine
+// path's timers skip it): the common route (15 s, 5 min idle) keeps no
+// idle timeout after the request and notes no activity. Never when off.
+func (d *down) idleAt() int64 {
+	if d.idle <= 0 || !d.bodyIn && !d.idleOn {
+		return never
+	}
+	at := max(d.last, d.outAt) // an outAt of an earlier request is before last (dispatch)
+	if d.h2 != nil {
+		at = max(at, d.h2.last)
+	}
+	return at + d.idle
+}
+
+// idleFirst reports whether the stream idle timeout is due at now and
+// comes no later than the route timeout (which then ends the stream).
+func (d *down) idleFirst(now int64) bool {
+	at := d.idleAt()
+	return now >= at && at <= d.rtAt()
+}
+
 // responseActive notes the response's progress on d (bytes of it from
-// the upstream) while the request's body is still coming: the stream
-// idle timeout that bounds the request then (routeDeadline) runs from
-// the last progress either way, as Envoy's stream idle timer restarts on
-// each frame encoded as on each decoded (FilterManager::encodeData,
-// decodeData), and the goroutine path's on each body read and write. A
-// bidirectional stream whose client sends nothing while the response
-// streams is not cut.
+// the upstream) while the stream idle timeout bounds the request
+// (idleAt): it runs from the last progress either way, as Envoy's stream
+// idle timer restarts on each frame encoded as on each decoded
+// (FilterManager::encodeData, decodeData), and the goroutine path's on
+// each body read and write. A bidirectional stream whose client sends
+// nothing while the response streams is not cut, nor a response that
+// streams more often than the idle timeout. The entry in the timer heap
+// is left: it fires early and is re-keyed then (arm).
 func (l *loop) responseActive(d *down) {
-	if d.bodyIn {
+	if d.bodyIn || d.idleOn {
 		d.last = l.now
 	}
 }
@@ -332,21 +366,23 @@ func (l *loop) reqComplete(d *down) {
 	l.arm(d)
 }
 
-// bodyIdle ends a request whose body made no progress for the stream
-// idle timeout while its route timeout waited for its end: 408 stream
-// timeout (SI, stream_idle_timeout), as Envoy's
-// ActiveStream::onIdleTimeout answers before a response, counted in
+// streamIdle ends a request whose stream made no progress for the
+// stream idle timeout (idleAt): before a response, stream timeout
+// (SI, stream_idle_timeout) with route.StreamTimeoutReply's status (408
+// while the body is still coming, else 504), as Envoy's
+// ActiveStream::onIdleTimeout answers, counted in
 // downstream_rq_idle_timeout; nothing is charged to the cluster, as the
 // goroutine path charges no stream end that is not the router's giving
 // up (roundTrip). A response under way is cut, as Envoy resets a stream
 // whose response began.
-func (l *loop) bodyIdle(d *down) {
+func (l *loop) streamIdle(d *down) {
 	d.gen.st.rqIdleTimeout.Inc()
 	d.logFlags(accesslog.StreamIdleTimeout, proxyroute.DetailsStreamIdleTimeout)
+	status, _ := proxyroute.StreamTimeoutReply(!d.bodyIn, false)
 	d.bodyIn = false // the stream ends: nothing is waited for any more
 	u := d.u
 	if u == nil {
-		l.localReply(d, 408, "stream timeout", false)
+		l.localReply(d, status, "stream timeout", false)
 		return
 	}
 	l.observeDone(u, 0, false)
@@ -362,7 +398,7 @@ func (l *loop) bodyIdle(d *down) {
 	}
 	u.d, d.u = nil, nil
 	l.closeUp(u)
-	l.localReply(d, 408, "stream timeout", false)
+	l.localReply(d, status, "stream timeout", false)
 }
 
 // h1StallDeadline is when an HTTP/1.1 response that the client does not
@@ -374,11 +410,11 @@ func (l *loop) bodyIdle(d *down) {
 // runs on: the client's full buffer pauses the upstream's reads (or
 // withholds its window), and nothing moves.
 func (d *down) h1StallDeadline() int64 {
-	if !d.wantOut || d.h2 != nil || d.gen.streamIdle <= 0 {
+	if !d.wantOut || d.h2 != nil || d.idle <= 0 {
 		return never
 	}
 	if u := d.u; u != nil && u.status != 0 || d.hb != nil && d.hb.st.us != nil && d.hb.st.us.gotHead {
-		return d.outAt + int64(d.gen.streamIdle)
+		return d.outAt + d.idle
 	}
 	return never
 }

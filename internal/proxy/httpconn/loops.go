@@ -15,12 +15,9 @@ import (
 // LoopReady returns "" when the loops can serve this connection manager's
 // HTTP/1.1 requests exactly as ServeConn would, given a route that needs
 // nothing more (the caller checks the route per request); else what
-// keeps it on the goroutine path. anyStreamIdle lets a stream_idle_timeout
-// other than Envoy's default pass (a test's, to reach the loops' own in a
-// test's time; the loops bound with it only a stream whose window holds
-// its response or its request body, or whose request body is still
-// coming, not every idle stream).
-func (m *HCM) LoopReady(anyStreamIdle bool) string {
+// keeps it on the goroutine path. Any stream_idle_timeout: the loops keep
+// it on every stream as streamtimeouts.go does.
+func (m *HCM) LoopReady() string {
 	switch {
 	case len(m.filters) > 0:
 		return "HTTP filters besides the router (or tracing)"
@@ -28,8 +25,6 @@ func (m *HCM) LoopReady(anyStreamIdle bool) string {
 		return "request_timeout"
 	case m.maxStreamDuration != 0:
 		return "max_stream_duration"
-	case m.streamIdle != 0 && m.streamIdle != 5*time.Minute && !anyStreamIdle:
-		return "stream_idle_timeout"
 	case m.serverName != "envoy" || m.serverHeader != 0:
 		return "server_name or server_header_transformation"
 	case !m.generateRequestID:
