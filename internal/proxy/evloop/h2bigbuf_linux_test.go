@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,23 +18,31 @@ import (
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
-// TestH2LargeResponsesReuseBuffers: 100 KiB responses over h2c through a
-// loop, from an HTTP/2 upstream and from an HTTP/1.1 one, take the
-// loop's buffers from its free list once the first has run. Full-size
-// DATA frames (16,384 bytes and a 9-byte header) do not fit a buffer of
-// bufSize: the connections' output buffers grew past it on every frame,
-// and an HTTP/2 upstream's read buffer was grown to 2*bufSize, and
-// putBuf, which kept only buffers of bufSize, dropped them all: about six
-// buffers made per response.
-func TestH2LargeResponsesReuseBuffers(t *testing.T) {
+// TestH2LargeBodiesReuseBuffers: 100 KiB responses, and 100 KiB request
+// bodies, over h2c through a loop, to an HTTP/2 upstream and to an
+// HTTP/1.1 one, take the loop's buffers from its free list once the first
+// has run. Full-size DATA frames (16,384 bytes and a 9-byte header) do
+// not fit a buffer of bufSize: the connections' output buffers grew past
+// it on every frame, an HTTP/2 upstream's read buffer was grown to
+// 2*bufSize, a body's bytes on their way to an HTTP/1.1 upstream
+// overflowed theirs, and putBuf, which kept only buffers of bufSize,
+// dropped them all: about six buffers made per response, one per body.
+func TestH2LargeBodiesReuseBuffers(t *testing.T) {
 	big := bytes.Repeat([]byte("z"), 100<<10)
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(big) })
-	for _, upH2 := range []bool{true, false} {
-		name := "h1-upstream"
-		if upH2 {
-			name = "h2-upstream"
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			n, _ := io.Copy(io.Discard, r.Body)
+			_, _ = fmt.Fprint(w, n)
+			return
 		}
-		t.Run(name, func(t *testing.T) {
+		_, _ = w.Write(big)
+	})
+	for _, tc := range []struct {
+		name       string
+		upH2, post bool
+	}{{"h2-upstream/GET", true, false}, {"h1-upstream/GET", false, false}, {"h2-upstream/POST", true, true}, {"h1-upstream/POST", false, true}} {
+		upH2 := tc.upH2
+		t.Run(tc.name, func(t *testing.T) {
 			up := &http.Server{Handler: handler}
 			if upH2 {
 				up.Handler = h2c.NewHandler(handler, &http2.Server{})
@@ -66,13 +75,18 @@ func TestH2LargeResponsesReuseBuffers(t *testing.T) {
 			get := func(i int) {
 				t.Helper()
 				resp, err := c.Get("http://" + srv.Addr() + "/")
+				want := big
+				if tc.post {
+					resp, err = c.Post("http://"+srv.Addr()+"/", "text/plain", bytes.NewReader(big))
+					want = fmt.Append(nil, len(big))
+				}
 				if err != nil {
 					t.Fatalf("request %d: %v", i, err)
 				}
-				n, err := io.Copy(io.Discard, resp.Body)
+				got, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if err != nil || n != int64(len(big)) || resp.ProtoMajor != 2 {
-					t.Fatalf("request %d: %d bytes over HTTP/%d, %v; want %d over HTTP/2", i, n, resp.ProtoMajor, err, len(big))
+				if err != nil || !bytes.Equal(got, want) || resp.ProtoMajor != 2 {
+					t.Fatalf("request %d: %d bytes over HTTP/%d, %v; want %d over HTTP/2", i, len(got), resp.ProtoMajor, err, len(want))
 				}
 			}
 			get(0) // the free list starts empty
@@ -82,9 +96,11 @@ func TestH2LargeResponsesReuseBuffers(t *testing.T) {
 				get(i)
 			}
 			made := srv.bufsMade.Load() - made0
-			t.Logf("%d buffers made over %d responses of %d bytes (%.2f per response)", made, n, len(big), float64(made)/n)
-			if made > 4 {
-				t.Errorf("the loop made %d buffers over %d more responses of %d bytes; want them reused (at most 4)", made, n, len(big))
+			t.Logf("%d buffers made over %d requests (%.2f per request)", made, n, float64(made)/n)
+			// A few may still be made: a body's bytes that wait for an
+			// HTTP/1.1 upstream's socket can pass bigBufSize (appendBuf).
+			if made > n/3 {
+				t.Errorf("the loop made %d buffers over %d more requests with %d bytes of body; want most reused (at most %d)", made, n, len(big), n/3)
 			}
 		})
 	}
