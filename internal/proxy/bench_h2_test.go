@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"testing"
@@ -33,4 +34,34 @@ func pushH2Egress(h *harness, up string) {
 		routeConfig("rds", vhost("v", []string{"*"}, retryRoute("h2", "gateway-error,reset", 2))),
 		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
 		cla("h2", up))
+}
+
+// BenchmarkH2COneHopLarge is BenchmarkH2COneHop for a 100 KiB response,
+// from an HTTP/2 upstream (cluster "h2") and from an HTTP/1.1 one
+// (cluster "c"): full-size DATA frames on the client's connection, and on
+// the upstream's for the first.
+func BenchmarkH2COneHopLarge(b *testing.B) {
+	big := bytes.Repeat([]byte("z"), 100<<10)
+	for _, upH2 := range []bool{true, false} {
+		name := "h1-upstream"
+		if upH2 {
+			name = "h2-upstream"
+		}
+		b.Run(name, func(b *testing.B) {
+			h := newHarness(b)
+			up := h2cUpstream(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain")
+				_, _ = w.Write(big)
+			}))
+			if upH2 {
+				pushH2Egress(h, up)
+			} else {
+				h.push(
+					httpListener("egress", httpManager("egress", "rds")),
+					routeConfig("rds", vhost("v", []string{"*"}, retryRoute("c", "gateway-error,reset", 2))),
+					edsCluster("c"), cla("c", up))
+			}
+			getInParallel(b, h2cClient(b).Transport.(*http.Transport), "http://"+h.addr("egress")+"/", 2)
+		})
+	}
 }

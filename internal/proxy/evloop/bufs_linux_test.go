@@ -80,3 +80,60 @@ func TestGrowBuf(t *testing.T) {
 		t.Errorf("h2UpMaxIn %d cannot hold a block of %d and the frame past it", h2UpMaxIn, h2UpBlockMax)
 	}
 }
+
+// TestBigBufs: an output buffer of bufSize that a full-size HTTP/2 DATA
+// frame overflows moves, bytes and all, to one of bigBufSize from the
+// free list, and both go back to their lists to be reused; the grown
+// ones are kept up to maxFreeBigBufs and freed by trimBufs as the others.
+// A buffer grown past bigBufSize is not kept.
+func TestBigBufs(t *testing.T) {
+	var l loop
+	frame := bytes.Repeat([]byte("f"), 9+h2MaxFrame)
+	b := append(l.getBuf(), "SETTINGS"...)
+	b = l.appendBuf(b, frame)
+	if cap(b) != bigBufSize || !bytes.Equal(b, append([]byte("SETTINGS"), frame...)) {
+		t.Fatalf("a full frame after 8 bytes: cap %d, %d bytes; want the bytes in one of %d", cap(b), len(b), bigBufSize)
+	}
+	if len(l.bufs) != 1 {
+		t.Fatalf("%d free buffers of bufSize; want the one outgrown back", len(l.bufs))
+	}
+	l.putBuf(b)
+	b2 := l.appendBuf(l.getBuf(), frame)
+	if len(l.bigs) != 0 || &b2[0] != &b[0] {
+		t.Fatal("a second full frame did not reuse the grown buffer")
+	}
+	b3 := l.growBuf(append(l.getBuf(), bytes.Repeat([]byte("r"), bufSize)...), h2UpMaxIn)
+	if cap(b3) != bigBufSize {
+		t.Fatalf("a read buffer grew to %d; want %d", cap(b3), bigBufSize)
+	}
+	l.putBuf(b2)
+	l.putBuf(b3)
+	if len(l.bigs) != 2 {
+		t.Fatalf("%d free grown buffers; want 2", len(l.bigs))
+	}
+	l.putBuf(l.appendBuf(make([]byte, 0, bigBufSize), bytes.Repeat(frame, 3))) // past bigBufSize
+	if len(l.bigs) != 2 {
+		t.Fatalf("%d free grown buffers after one grown past %d; want it dropped", len(l.bigs), bigBufSize)
+	}
+
+	held := make([][]byte, 2*maxFreeBigBufs) // a burst
+	for i := range held {
+		held[i] = l.appendBuf(l.getBuf(), frame)
+	}
+	for _, b := range held {
+		l.putBuf(b)
+	}
+	if len(l.bigs) != maxFreeBigBufs {
+		t.Fatalf("%d free grown buffers after a burst; want the bound, %d", len(l.bigs), maxFreeBigBufs)
+	}
+	l.trimBufs()
+	l.trimBufs()
+	if len(l.bigs) != 0 || len(l.bufs) != 0 {
+		t.Fatalf("%d grown and %d other free buffers after two idle intervals; want none", len(l.bigs), len(l.bufs))
+	}
+	for i, b := range l.bigs[:cap(l.bigs)] {
+		if b != nil {
+			t.Fatalf("slot %d past the free list still holds a grown buffer", i)
+		}
+	}
+}

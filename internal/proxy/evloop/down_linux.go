@@ -144,10 +144,7 @@ func (l *loop) readDown(d *down) {
 			n := copy(d.in, d.in[d.off:])
 			d.in, d.off = d.in[:n], 0
 		case d.state == dsHead && cap(d.in) < d.headRoom():
-			nb := make([]byte, len(d.in), 2*cap(d.in))
-			copy(nb, d.in)
-			l.putBuf(d.in)
-			d.in = nb
+			d.in = l.growBuf(d.in, 2*cap(d.in)) // doubles, as it did; from the free list at bigBufSize
 		default:
 			// Pipelined requests fill the buffer while one is in flight:
 			// wait for its response before reading more.

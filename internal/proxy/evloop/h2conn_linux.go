@@ -99,7 +99,7 @@ func (w h2writer) Write(b []byte) (int, error) {
 	if d.out == nil {
 		d.out, d.outOff = w.l.getBuf(), 0
 	}
-	d.out = append(d.out, b...)
+	d.out = w.l.appendBuf(d.out, b) // a full-size DATA frame overflows one of bufSize
 	w.l.h2Dirty(w.c)
 	return len(b), nil
 }

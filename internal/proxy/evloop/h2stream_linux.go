@@ -320,13 +320,15 @@ func (l *loop) h2DataIn(c *h2conn, f *http2.DataFrame) {
 		if sd.in == nil {
 			sd.in, sd.off = l.getBuf(), 0
 		}
+		// A full-size frame's data overflows a buffer of bufSize that
+		// holds bytes not yet sent: appendBuf swaps it for a pooled one.
 		if st.reqChunked {
 			sd.in = strconv.AppendInt(sd.in, int64(len(data)), 16)
 			sd.in = append(sd.in, "\r\n"...)
-			sd.in = append(sd.in, data...)
+			sd.in = l.appendBuf(sd.in, data)
 			sd.in = append(sd.in, "\r\n"...)
 		} else {
-			sd.in = append(sd.in, data...)
+			sd.in = l.appendBuf(sd.in, data)
 		}
 	}
 	if f.StreamEnded() {

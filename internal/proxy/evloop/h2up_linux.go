@@ -80,7 +80,7 @@ func (w h2upWriter) Write(b []byte) (int, error) {
 	if u.out == nil {
 		u.out, u.outOff = w.l.getBuf(), 0
 	}
-	u.out = append(u.out, b...)
+	u.out = w.l.appendBuf(u.out, b) // a full-size DATA frame overflows one of bufSize
 	if !w.c.dirty {
 		w.c.dirty = true
 		w.l.h2updirty = append(w.l.h2updirty, w.c)

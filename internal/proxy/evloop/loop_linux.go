@@ -28,6 +28,21 @@ const (
 	// loop held until the process ends before trimBufs (docs/bench/
 	// proxy.md, "Memory: h2c and weft proxy with mTLS").
 	maxFreeBufs = 256
+	// bigBufSize is the second size class of the free lists: a buffer
+	// of bufSize grown once (growBuf, appendBuf). A full-size HTTP/2
+	// DATA frame (16,384 bytes and its 9-byte header) does not fit one
+	// of bufSize: the output buffers of HTTP/2 connections, client's and
+	// upstream's, and an HTTP/2 upstream's read buffer grow to it on
+	// every large response or body, and were made anew each time (about
+	// six per 100 KiB response) when only buffers of bufSize were kept.
+	// A buffer grown past it is not kept.
+	bigBufSize = 2 * bufSize
+	// maxFreeBigBufs bounds the grown buffers a loop keeps for reuse,
+	// trimmed as the others (trimBufs): with maxFreeBufs, a loop's free
+	// lists hold 6 MiB at most (4 MiB of bufSize, 2 MiB of bigBufSize).
+	// A connection holds one only while it has bytes in it, as any
+	// buffer: an idle one holds none.
+	maxFreeBigBufs = 64
 	// maxEvents is how many events one epoll_wait returns at most.
 	maxEvents = 256
 	// acceptBatch bounds the connections accepted per wake-up.
@@ -205,10 +220,12 @@ type loop struct {
 	pools   []clusterPool
 	hpools  map[hostKey]*clusterPool // with a Router
 	hv      headView
-	drained uint64 // the Server's drainGen last acted on
-	retired uint64 // the Server's retireGen last acted on
-	bufs    [][]byte
-	bufsLow int // the fewest free buffers held since the last trimBufs
+	drained uint64   // the Server's drainGen last acted on
+	retired uint64   // the Server's retireGen last acted on
+	bufs    [][]byte // free buffers of bufSize
+	bufsLow int      // the fewest free buffers held since the last trimBufs
+	bigs    [][]byte // free buffers of bigBufSize
+	bigsLow int      // the fewest free bigs held since the last trimBufs
 	req     request
 	resp    response
 	rng     *mrand.ChaCha8
@@ -460,51 +477,7 @@ func (l *loop) dropPool(k hostKey, p *clusterPool) {
 	delete(l.hpools, k)
 }
 
-// --- buffers and registration -----------------------------------------
-
-func (l *loop) getBuf() []byte {
-	n := len(l.bufs)
-	if n == 0 {
-		l.bufsLow = 0
-		if l.srv != nil { // a test's bare loop has none
-			l.srv.bufsMade.Add(1)
-		}
-		return make([]byte, 0, bufSize)
-	}
-	b := l.bufs[n-1]
-	l.bufs[n-1] = nil
-	l.bufs = l.bufs[:n-1]
-	l.bufsLow = min(l.bufsLow, n-1)
-	return b[:0]
-}
-
-func (l *loop) putBuf(b []byte) {
-	if cap(b) == bufSize && len(l.bufs) < maxFreeBufs {
-		l.bufs = append(l.bufs, b[:0])
-	}
-}
-
-// growBuf returns a full read buffer b (len(b) == cap(b) < most) with
-// its bytes in one twice as large, but no larger than most: what a
-// connection's buffer may grow to while it waits for a head or a header
-// block. b goes back to the free list.
-func (l *loop) growBuf(b []byte, most int) []byte {
-	nb := make([]byte, len(b), min(2*cap(b), most))
-	copy(nb, b)
-	l.putBuf(b)
-	return nb
-}
-
-// trimBufs frees the free buffers no getBuf needed since the last
-// trimBufs: a burst's buffers go within two calls, a steady load keeps
-// the ones it cycles through. Only free buffers are dropped; those a
-// connection holds are its own until it puts them back.
-func (l *loop) trimBufs() {
-	keep := len(l.bufs) - l.bufsLow
-	clear(l.bufs[keep:])
-	l.bufs = l.bufs[:keep]
-	l.bufsLow = keep
-}
+// --- registration -----------------------------------------------------
 
 func (l *loop) setFd(fd int, r fdRef) {
 	for fd >= len(l.fds) {

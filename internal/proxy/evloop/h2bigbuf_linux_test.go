@@ -1,0 +1,107 @@
+package evloop
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// TestH2LargeBodiesReuseBuffers: 100 KiB responses, and 100 KiB request
+// bodies, over h2c through a loop, to an HTTP/2 upstream and to an
+// HTTP/1.1 one, take the loop's buffers from its free list once the first
+// has run. Full-size DATA frames (16,384 bytes and a 9-byte header) do
+// not fit a buffer of bufSize: the connections' output buffers grew past
+// it on every frame, an HTTP/2 upstream's read buffer was grown to
+// 2*bufSize, a body's bytes on their way to an HTTP/1.1 upstream
+// overflowed theirs, and putBuf, which kept only buffers of bufSize,
+// dropped them all: about six buffers made per response, one per body.
+func TestH2LargeBodiesReuseBuffers(t *testing.T) {
+	big := bytes.Repeat([]byte("z"), 100<<10)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			n, _ := io.Copy(io.Discard, r.Body)
+			_, _ = fmt.Fprint(w, n)
+			return
+		}
+		_, _ = w.Write(big)
+	})
+	for _, tc := range []struct {
+		name       string
+		upH2, post bool
+	}{{"h2-upstream/GET", true, false}, {"h1-upstream/GET", false, false}, {"h2-upstream/POST", true, true}, {"h1-upstream/POST", false, true}} {
+		upH2 := tc.upH2
+		t.Run(tc.name, func(t *testing.T) {
+			up := &http.Server{Handler: handler}
+			if upH2 {
+				up.Handler = h2c.NewHandler(handler, &http2.Server{})
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { _ = up.Serve(ln) }() // ends with up.Close in Cleanup
+			t.Cleanup(func() { _ = up.Close() })
+			rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
+				{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r Router = h2TestRouter{&ConfigRouter{Routes: rc,
+				Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}
+			if upH2 {
+				r = h2UpRouter{h2TestRouter: r.(h2TestRouter)}
+			}
+			srv, _ := start(t, Config{Loops: 1, Router: r, H2: true})
+			tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}}
+			t.Cleanup(tr.CloseIdleConnections)
+			c := &http.Client{Transport: tr}
+			get := func(i int) {
+				t.Helper()
+				resp, err := c.Get("http://" + srv.Addr() + "/")
+				want := big
+				if tc.post {
+					resp, err = c.Post("http://"+srv.Addr()+"/", "text/plain", bytes.NewReader(big))
+					want = fmt.Append(nil, len(big))
+				}
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || !bytes.Equal(got, want) || resp.ProtoMajor != 2 {
+					t.Fatalf("request %d: %d bytes over HTTP/%d, %v; want %d over HTTP/2", i, len(got), resp.ProtoMajor, err, len(want))
+				}
+			}
+			get(0) // the free list starts empty
+			made0 := srv.bufsMade.Load()
+			const n = 50
+			for i := 1; i <= n; i++ {
+				get(i)
+			}
+			made := srv.bufsMade.Load() - made0
+			t.Logf("%d buffers made over %d requests (%.2f per request)", made, n, float64(made)/n)
+			// A few may still be made: a body's bytes that wait for an
+			// HTTP/1.1 upstream's socket can pass bigBufSize (appendBuf).
+			if made > n/3 {
+				t.Errorf("the loop made %d buffers over %d more requests with %d bytes of body; want most reused (at most %d)", made, n, len(big), n/3)
+			}
+		})
+	}
+}
