@@ -265,9 +265,16 @@ func TestStreamIdleNoRouteTimeoutSamePaths(t *testing.T) {
 // an HTTP/1.1 upstream and an HTTP/2 one: an upstream silent for twice
 // riIdle before its head is served on a route whose idle_timeout is 0
 // (off, without a route timeout: /off/, and with one: /offrt/) or longer
-// (/long/), and answered 504 stream timeout on a route without one
-// (/hcm/, the connection manager's).
+// (/long/, and 1,000 years: /faridle/; a route timeout of 1,000 years,
+// /far/, the idle timeout off: a deadline of a loop time plus a
+// saturated time.Duration must not wrap), and answered 504 stream
+// timeout on a route without one (/hcm/, the connection manager's).
 func TestRouteIdleOverridesSamePaths(t *testing.T) {
+	// 1,000 years: past time.Duration's range (AsDuration saturates).
+	centuries := func(r *routev3.Route, d **durationpb.Duration) *routev3.Route {
+		*d = &durationpb.Duration{Seconds: 1000 * 365 * 24 * 3600}
+		return r
+	}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
@@ -281,9 +288,17 @@ func TestRouteIdleOverridesSamePaths(t *testing.T) {
 	want := map[string]string{}
 	for _, up := range []string{"h1", "h2"} {
 		routes = append(routes, idleRoute("/off/"+up+"/", up, 0, 0), idleRoute("/offrt/"+up+"/", up, 10*time.Second, 0),
-			idleRoute("/long/"+up+"/", up, 0, 10*time.Second), timedRoute("/hcm/"+up+"/", up, 0))
+			idleRoute("/long/"+up+"/", up, 0, 10*time.Second), timedRoute("/hcm/"+up+"/", up, 0),
+			func() *routev3.Route {
+				r := idleRoute("/far/"+up+"/", up, 0, 0)
+				return centuries(r, &r.GetRoute().Timeout)
+			}(),
+			func() *routev3.Route {
+				r := idleRoute("/faridle/"+up+"/", up, 0, 0)
+				return centuries(r, &r.GetRoute().IdleTimeout)
+			}())
 		for _, client := range []string{"h1", "h2"} {
-			for _, r := range []string{"off", "offrt", "long", "hcm"} {
+			for _, r := range []string{"off", "offrt", "long", "hcm", "far", "faridle"} {
 				name := client + " /" + r + "/" + up + "/slow"
 				names = append(names, name)
 				want[name] = "200 ok"
