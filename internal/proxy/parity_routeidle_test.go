@@ -258,3 +258,93 @@ func TestStreamIdleNoRouteTimeoutSamePaths(t *testing.T) {
 	}
 	sameAsGoroutinePath(t, results, names)
 }
+
+// TestRouteIdleOverridesSamePaths: a route's idle_timeout replaces the
+// connection manager's stream_idle_timeout (riIdle here), as Envoy's
+// router overrides it, on every path, from HTTP/1.1 and h2c clients, to
+// an HTTP/1.1 upstream and an HTTP/2 one: an upstream silent for twice
+// riIdle before its head is served on a route whose idle_timeout is 0
+// (off, without a route timeout: /off/, and with one: /offrt/) or longer
+// (/long/, and 1,000 years: /faridle/; a route timeout of 1,000 years,
+// /far/, the idle timeout off: a deadline of a loop time plus a
+// saturated time.Duration must not wrap), and answered 504 stream
+// timeout on a route without one (/hcm/, the connection manager's).
+func TestRouteIdleOverridesSamePaths(t *testing.T) {
+	// 1,000 years: past time.Duration's range (AsDuration saturates).
+	centuries := func(r *routev3.Route, d **durationpb.Duration) *routev3.Route {
+		*d = &durationpb.Duration{Seconds: 1000 * 365 * 24 * 3600}
+		return r
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(2 * riIdle):
+			_, _ = io.WriteString(w, "ok")
+		}
+	})
+	clusters := twoUpstreams(t, handler)
+	var routes []*routev3.Route
+	var names []string
+	want := map[string]string{}
+	for _, up := range []string{"h1", "h2"} {
+		routes = append(routes, idleRoute("/off/"+up+"/", up, 0, 0), idleRoute("/offrt/"+up+"/", up, 10*time.Second, 0),
+			idleRoute("/long/"+up+"/", up, 0, 10*time.Second), timedRoute("/hcm/"+up+"/", up, 0),
+			func() *routev3.Route {
+				r := idleRoute("/far/"+up+"/", up, 0, 0)
+				return centuries(r, &r.GetRoute().Timeout)
+			}(),
+			func() *routev3.Route {
+				r := idleRoute("/faridle/"+up+"/", up, 0, 0)
+				return centuries(r, &r.GetRoute().IdleTimeout)
+			}())
+		for _, client := range []string{"h1", "h2"} {
+			for _, r := range []string{"off", "offrt", "long", "hcm", "far", "faridle"} {
+				name := client + " /" + r + "/" + up + "/slow"
+				names = append(names, name)
+				want[name] = "200 ok"
+				if r == "hcm" {
+					want[name] = "504 stream timeout"
+				}
+			}
+		}
+	}
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		h := newHarness(t, func(c *Config) { p.logged(c) })
+		logFile := pushCutLog(t, h, []func(*hcmv3.HttpConnectionManager){withStreamIdle(riIdle)}, routes, clusters...)
+		res := pathResult{answers: map[string]string{}}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, name := range names {
+			wg.Add(1)
+			go func() { // ends with the exchange (each read is bounded by 10 s)
+				defer wg.Done()
+				client, path, _ := strings.Cut(name, " ")
+				var got string
+				if client == "h2" {
+					got = strings.TrimSpace(h2Body(dialH2(t, h.addr("egress")), 1, path))
+				} else {
+					got = idleGet(h.addr("egress"), path)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				res.answers[name] = got
+				if got != want[name] {
+					t.Errorf("%s, %s: answered %q; want %q", p.name, name, got, want[name])
+				}
+			}()
+		}
+		wg.Wait()
+		res.log = awaitLog(t, logFile, len(names))
+		waitStats(t, h, map[string]int64{"http.egress.downstream_rq_active": 0})
+		res.stats = h.counts("http.egress.", []string{"downstream_rq_idle_timeout"})
+		if want := "downstream_rq_idle_timeout 4"; res.stats != want {
+			t.Errorf("%s: counters\n%s\nwant\n%s", p.name, res.stats, want)
+		}
+		if l := h.listener("egress"); p.name == "loops" && l.HandedOff() != 0 {
+			t.Errorf("loops: %d connections handed off; want 0", l.HandedOff())
+		}
+		results[p.name] = res
+	}
+	sameAsGoroutinePath(t, results, names)
+}

@@ -102,6 +102,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if t.HasStreamIdle {
 		d.idle = int64(t.StreamIdle)
 	}
+	// A deadline is a loop time plus a timeout: one of centuries (a
+	// route's, time.Duration saturating past 292 years) would wrap it.
+	d.timeout, d.idle = min(d.timeout, farTimeout), min(d.idle, farTimeout)
 	// As the goroutine path's timers: once the request is whole, a route
 	// timeout no longer than the idle timeout ends the stream first, and
 	// the idle timeout is not kept (no activity noted: responseActive).

@@ -112,6 +112,10 @@ func (l *loop) stopTimer(d *down) {
 // never is a deadline that does not come.
 const never = math.MaxInt64
 
+// farTimeout is the longest timeout a request's deadlines take (dispatch):
+// a century, as none, so that a loop time plus it does not wrap.
+const farTimeout = int64(100 * 365 * 24 * time.Hour)
+
 // deadline returns the earliest loop time one of d's timeouts may be due,
 // from its state: what expire checks, under the same conditions (a
 // deadline past that expire does not act on would spin the loop).

@@ -123,7 +123,7 @@ func TestTimeoutsFireOnTime(t *testing.T) {
 // the request's start (its timeout comes first), arm at its end (nothing
 // moves earlier), and the expiry check after the loop's events.
 func BenchmarkTimersPerRequest(b *testing.B) {
-	l, ds := benchTimerLoop(&generation{headers: DefaultHeadersTimeout, idle: DefaultIdleTimeout})
+	l, ds := benchTimerLoop(&generation{headers: DefaultHeadersTimeout, idle: DefaultIdleTimeout, streamIdle: DefaultStreamIdleTimeout})
 	u := &up{}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
@@ -145,7 +145,9 @@ func benchTimerLoop(gen *generation) (*loop, []*down) {
 		RequestTimeout: DefaultRequestTimeout, ConnectTimeout: DefaultConnectTimeout}}}
 	ds := make([]*down, 16)
 	for i := range ds {
-		ds[i] = &down{gen: gen, timeout: int64(DefaultRequestTimeout)}
+		// As dispatch sets them for the common route (15 s, the
+		// connection manager's 5 min stream idle timeout).
+		ds[i] = &down{gen: gen, timeout: int64(DefaultRequestTimeout), idle: int64(gen.streamIdle)}
 		l.arm(ds[i])
 	}
 	return l, ds
