@@ -21,7 +21,7 @@ import (
 // the connection manager's stream_idle_timeout (riHCMIdle) and the
 // route timeout (10 s) are both past the test's reads.
 const (
-	riIdle    = 500 * time.Millisecond
+	riIdle    = time.Second
 	riHCMIdle = 20 * time.Second
 )
 
