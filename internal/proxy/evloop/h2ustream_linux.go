@@ -237,7 +237,7 @@ func (l *loop) h2uPush(s *h2ustream) {
 		c.sendWindow -= int64(n)
 		if n == len(s.pending) {
 			// Emptied with its start kept: the buffer goes back whole
-			// below (putBuf keeps only buffers of bufSize).
+			// below (putBuf keeps only buffers of its two sizes, bufSize and bigBufSize).
 			s.pending = s.pending[:0]
 		} else {
 			s.pending = s.pending[n:]
