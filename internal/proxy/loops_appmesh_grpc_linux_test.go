@@ -79,24 +79,7 @@ func howtoGRPCView(t testing.TB, routeFile, host string, port uint32) *translate
 // (not a proxyless client) of the virtual node node of v.
 func sidecarResources(t testing.TB, v *translate.View, node string) []types.Resource {
 	t.Helper()
-	rs, err := translate.Translate(v, translate.Identity{MeshOwner: "111122223333", Mesh: *v.Mesh.MeshName, Kind: appmesh.KindVirtualNode, Name: node})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var push []types.Resource
-	for _, r := range rs.Listeners {
-		push = append(push, r)
-	}
-	for _, r := range rs.Routes {
-		push = append(push, r)
-	}
-	for _, r := range rs.Clusters {
-		push = append(push, r)
-	}
-	for _, r := range rs.Endpoints {
-		push = append(push, r)
-	}
-	return push
+	return translatedResources(t, v, translate.Identity{MeshOwner: "111122223333", Mesh: *v.Mesh.MeshName, Kind: appmesh.KindVirtualNode, Name: node}, nil)
 }
 
 // loopsTakeH2 reports, for the listener name of h, why the loops would

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-
 	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/netns/netnstest"
 	"github.com/weftmesh/weft/internal/xds/translate"
@@ -150,23 +148,7 @@ const sidecarFormat = "%REQ(:METHOD)% %REQ(:PATH)% %REQ(:AUTHORITY)% %RESPONSE_C
 func sidecarRun(t *testing.T, filter string, loops bool) string {
 	logPath := filepath.Join(t.TempDir(), "access.log")
 	v := sidecarView(t, filter, logPath)
-	rs, err := translate.Translate(v, translate.Identity{MeshOwner: "111122223333", Mesh: "m", Kind: appmesh.KindVirtualNode, Name: "front"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var push []types.Resource
-	for _, r := range rs.Listeners {
-		push = append(push, r)
-	}
-	for _, r := range rs.Routes {
-		push = append(push, r)
-	}
-	for _, r := range rs.Clusters {
-		push = append(push, r)
-	}
-	for _, r := range rs.Endpoints {
-		push = append(push, r)
-	}
+	push := translatedResources(t, v, translate.Identity{MeshOwner: "111122223333", Mesh: "m", Kind: appmesh.KindVirtualNode, Name: "front"}, nil)
 	h := newHarness(t, func(c *Config) { c.Goroutines = !loops })
 	h.push(push...)
 	egress, ingress := h.listener("lds_egress_0.0.0.0_15001"), h.listener("lds_ingress_0.0.0.0_15000")

@@ -13,6 +13,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/proto"
 
@@ -145,26 +146,11 @@ func gatewayResources(t *testing.T, app netip.AddrPort) []types.Resource {
 		v.GatewayRoutes[gw] = append(v.GatewayRoutes[gw], &appmesh.GatewayRouteData{MeshName: &mesh, VirtualGatewayName: &gw,
 			GatewayRouteName: &name, Spec: gs})
 	}
-	rs, err := translate.Translate(v, translate.Identity{MeshOwner: "111122223333", Mesh: mesh, Kind: appmesh.KindVirtualGateway, Name: gw})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var push []types.Resource
-	for _, r := range rs.Listeners {
-		r.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0}}}}
-		push = append(push, r)
-	}
-	for _, r := range rs.Routes {
-		push = append(push, r)
-	}
-	for _, r := range rs.Clusters {
-		push = append(push, r)
-	}
-	for _, r := range rs.Endpoints {
-		push = append(push, r)
-	}
-	return push
+	return translatedResources(t, v, translate.Identity{MeshOwner: "111122223333", Mesh: mesh, Kind: appmesh.KindVirtualGateway, Name: gw},
+		func(l *listenerv3.Listener) {
+			l.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0}}}}
+		})
 }
 
 // selfRedirectTo is push with the gateway's self-redirect cluster sent

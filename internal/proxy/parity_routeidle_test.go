@@ -221,29 +221,7 @@ func TestStreamIdleNoRouteTimeoutSamePaths(t *testing.T) {
 		h := newHarness(t, func(c *Config) { p.logged(c) })
 		logFile := pushCutLog(t, h, []func(*hcmv3.HttpConnectionManager){withStreamIdle(riIdle)},
 			[]*routev3.Route{timedRoute("/h1/", "h1", 0), timedRoute("/h2/", "h2", 0)}, clusters...)
-		res := pathResult{answers: map[string]string{}}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for _, name := range names {
-			wg.Add(1)
-			go func() { // ends with the exchange (each read is bounded by 10 s)
-				defer wg.Done()
-				client, path, _ := strings.Cut(name, " ")
-				var got string
-				if client == "h2" {
-					got = strings.TrimSpace(h2Body(dialH2(t, h.addr("egress")), 1, path))
-				} else {
-					got = idleGet(h.addr("egress"), path)
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				res.answers[name] = got
-				if got != "504 stream timeout" {
-					t.Errorf("%s, %s: answered %q; want %q", p.name, name, got, "504 stream timeout")
-				}
-			}()
-		}
-		wg.Wait()
+		res := exchangeAll(t, p, h, names, func(string) string { return "504 stream timeout" })
 		res.log = awaitLog(t, logFile, len(names))
 		if want := "HTTP/1.1 /h1/silent 504 SI stream_idle_timeout\nHTTP/1.1 /h2/silent 504 SI stream_idle_timeout\n" +
 			"HTTP/2 /h1/silent 504 SI stream_idle_timeout\nHTTP/2 /h2/silent 504 SI stream_idle_timeout"; strings.TrimSpace(res.log) != want {
@@ -312,29 +290,7 @@ func TestRouteIdleOverridesSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		h := newHarness(t, func(c *Config) { p.logged(c) })
 		logFile := pushCutLog(t, h, []func(*hcmv3.HttpConnectionManager){withStreamIdle(riIdle)}, routes, clusters...)
-		res := pathResult{answers: map[string]string{}}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for _, name := range names {
-			wg.Add(1)
-			go func() { // ends with the exchange (each read is bounded by 10 s)
-				defer wg.Done()
-				client, path, _ := strings.Cut(name, " ")
-				var got string
-				if client == "h2" {
-					got = strings.TrimSpace(h2Body(dialH2(t, h.addr("egress")), 1, path))
-				} else {
-					got = idleGet(h.addr("egress"), path)
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				res.answers[name] = got
-				if got != want[name] {
-					t.Errorf("%s, %s: answered %q; want %q", p.name, name, got, want[name])
-				}
-			}()
-		}
-		wg.Wait()
+		res := exchangeAll(t, p, h, names, func(name string) string { return want[name] })
 		res.log = awaitLog(t, logFile, len(names))
 		waitStats(t, h, map[string]int64{"http.egress.downstream_rq_active": 0})
 		res.stats = h.counts("http.egress.", []string{"downstream_rq_idle_timeout"})
@@ -347,4 +303,34 @@ func TestRouteIdleOverridesSamePaths(t *testing.T) {
 		results[p.name] = res
 	}
 	sameAsGoroutinePath(t, results, names)
+}
+
+// exchangeAll makes each of names ("h1 /path" or "h2 /path") a request to
+// h's egress listener at once, each on a connection of its own, and
+// returns their answers; an answer other than want's is an error.
+func exchangeAll(t *testing.T, p proxyPath, h *harness, names []string, want func(name string) string) pathResult {
+	res := pathResult{answers: map[string]string{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, name := range names {
+		wg.Add(1)
+		go func() { // ends with the exchange (each read is bounded by 10 s)
+			defer wg.Done()
+			client, path, _ := strings.Cut(name, " ")
+			var got string
+			if client == "h2" {
+				got = strings.TrimSpace(h2Body(dialH2(t, h.addr("egress")), 1, path))
+			} else {
+				got = idleGet(h.addr("egress"), path)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			res.answers[name] = got
+			if w := want(name); got != w {
+				t.Errorf("%s, %s: answered %q; want %q", p.name, name, got, w)
+			}
+		}()
+	}
+	wg.Wait()
+	return res
 }
