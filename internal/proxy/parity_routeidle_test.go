@@ -1,12 +1,9 @@
 package proxy
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -182,16 +179,7 @@ func idleGet(addr, path string) string {
 	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		return "write: " + err.Error()
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return "read: " + err.Error()
-	}
-	body, err := io.ReadAll(resp.Body)
-	got := strconv.Itoa(resp.StatusCode) + " " + string(body)
-	if err != nil {
-		got += fmt.Sprintf(" (%v)", err)
-	}
-	return got
+	return readH1Answer(c)
 }
 
 // TestStreamIdleNoRouteTimeoutSamePaths: the connection manager's

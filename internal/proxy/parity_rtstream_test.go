@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -94,14 +91,5 @@ func openPost(addr, client, path string) string {
 	if _, err := io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n"); err != nil {
 		return "write: " + err.Error()
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return "read: " + err.Error()
-	}
-	body, err := io.ReadAll(resp.Body)
-	got := strconv.Itoa(resp.StatusCode) + " " + string(body)
-	if err != nil {
-		got += fmt.Sprintf(" (%v)", err)
-	}
-	return got
+	return readH1Answer(c)
 }

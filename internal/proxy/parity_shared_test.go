@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -128,4 +131,19 @@ func bulkHandler(n int) http.Handler {
 			}
 		}
 	})
+}
+
+// readH1Answer reads an HTTP/1.1 response from c: "status body", the body's
+// read error after it in brackets (a cut response), or what failed.
+func readH1Answer(c net.Conn) string {
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "read: " + err.Error()
+	}
+	body, err := io.ReadAll(resp.Body)
+	got := strconv.Itoa(resp.StatusCode) + " " + string(body)
+	if err != nil {
+		got += fmt.Sprintf(" (%v)", err)
+	}
+	return got
 }
