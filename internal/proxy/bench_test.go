@@ -49,7 +49,9 @@ func BenchmarkHTTPOneHopIdleRoute(b *testing.B) {
 
 // getInParallel GETs url through tr from the benchmark's parallel
 // goroutines, b.N times in all, timing only those requests; every answer
-// must be of HTTP major version proto.
+// must be a 200 of HTTP major version proto whose body reads to its end
+// (an error answer, a local reply after retries, is not what a benchmark
+// measures).
 func getInParallel(b *testing.B, tr *http.Transport, url string, proto int) {
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
@@ -62,10 +64,14 @@ func getInParallel(b *testing.B, tr *http.Transport, url string, proto int) {
 				b.Error(err)
 				return
 			}
-			_, _ = io.Copy(io.Discard, resp.Body)
+			n, err := io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.ProtoMajor != proto {
+			switch {
+			case resp.ProtoMajor != proto:
 				b.Errorf("HTTP/%d, want HTTP/%d", resp.ProtoMajor, proto)
+				return
+			case resp.StatusCode != http.StatusOK || err != nil:
+				b.Errorf("%d after %d bytes of body (%v), want 200 and the whole body", resp.StatusCode, n, err)
 				return
 			}
 		}

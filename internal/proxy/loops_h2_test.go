@@ -24,8 +24,10 @@ func h2cClient(tb testing.TB) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// h2cUpstream serves h on loopback over h2c (and HTTP/1.1) until the
-// test ends, and returns its address.
+// h2cUpstream serves h on loopback over h2c with prior knowledge until
+// the test ends, and returns its address. It answers no HTTP/1.1 request
+// (Protocols without HTTP1: the server closes such a connection unread);
+// h1h2cUpstream serves both.
 func h2cUpstream(tb testing.TB, h http.Handler) string {
 	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
 	srv.Protocols.SetUnencryptedHTTP2(true)

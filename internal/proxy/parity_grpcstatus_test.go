@@ -86,7 +86,7 @@ func grpcStatusUpstream(t *testing.T, mode string) string {
 
 // h1h2cUpstream serves h on loopback over HTTP/1.1 and h2c until the
 // test ends, and returns its address.
-func h1h2cUpstream(t *testing.T, h http.Handler) string {
+func h1h2cUpstream(t testing.TB, h http.Handler) string {
 	t.Helper()
 	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
 	srv.Protocols.SetHTTP1(true)
