@@ -32,8 +32,12 @@ func BenchmarkH2COneHopPost(b *testing.B) {
 						b.Error(err)
 						return
 					}
-					_, _ = io.Copy(io.Discard, resp.Body)
+					body, err := io.ReadAll(resp.Body)
 					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK || string(body) != "blue" || err != nil {
+						b.Errorf("%d %q (%v), want 200 \"blue\"", resp.StatusCode, body, err)
+						return
+					}
 				}
 			})
 		})
