@@ -48,19 +48,8 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 	if out.Header.Get("X-Forwarded-Proto") == "" {
 		out.Header.Set("X-Forwarded-Proto", s.conn.Scheme())
 	}
-	// Most specific first; later levels win on conflicts, as Envoy does
-	// unless most_specific_header_mutations_wins.
-	for _, ops := range []*route.HeaderOps{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers} {
-		if ops == nil {
-			continue
-		}
-		for _, k := range ops.RequestRemove {
-			out.Header.Del(k)
-		}
-		for i := range ops.RequestAdd {
-			ops.RequestAdd[i].Apply(out.Header)
-		}
-	}
+	levels := route.Levels{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers}
+	levels.Request(out.Header)
 }
 
 // logRewrites gives the request the access log reads the route's path
@@ -99,17 +88,8 @@ func (m *HCM) originalPath(in *http.Request) string {
 }
 
 func (m *HCM) applyResponseHeaders(s *stream, h http.Header) {
-	for _, ops := range []*route.HeaderOps{s.wops, routeOps(s.rt), vhOps(s.vh), rcOps(s.rc)} {
-		if ops == nil {
-			continue
-		}
-		for _, k := range ops.ResponseRemove {
-			h.Del(k)
-		}
-		for i := range ops.ResponseAdd {
-			ops.ResponseAdd[i].Apply(h)
-		}
-	}
+	levels := route.Levels{s.wops, routeOps(s.rt), vhOps(s.vh), rcOps(s.rc)}
+	levels.Response(h)
 	switch m.serverHeader {
 	case 0: // OVERWRITE
 		h.Set("Server", m.serverName)

@@ -64,6 +64,67 @@ func (o *HeaderOps) Empty() bool {
 	return len(o.RequestAdd)+len(o.RequestRemove)+len(o.ResponseAdd)+len(o.ResponseRemove) == 0
 }
 
+// Levels are the header mutations that apply to one request, most
+// specific first: its weighted cluster's, its route's, its virtual
+// host's, its route configuration's (nil: none at that level). Each
+// level removes, then adds; a later (less specific) level wins on
+// conflicts, as Envoy's finalizeRequestHeaders and
+// finalizeResponseHeaders order them unless
+// most_specific_header_mutations_wins.
+type Levels [4]*HeaderOps
+
+// Request applies the request header mutations to h (keys canonical).
+func (l *Levels) Request(h http.Header) {
+	for _, ops := range l {
+		if ops == nil {
+			continue
+		}
+		for _, k := range ops.RequestRemove {
+			delete(h, k)
+		}
+		for i := range ops.RequestAdd {
+			ops.RequestAdd[i].Apply(h)
+		}
+	}
+}
+
+// Response applies the response header mutations to h (keys canonical).
+func (l *Levels) Response(h http.Header) {
+	for _, ops := range l {
+		if ops == nil {
+			continue
+		}
+		for _, k := range ops.ResponseRemove {
+			delete(h, k)
+		}
+		for i := range ops.ResponseAdd {
+			ops.ResponseAdd[i].Apply(h)
+		}
+	}
+}
+
+// RequestNames calls yield with each header name the request mutations
+// remove or add (canonical; a name more than once when several
+// mutations name it), until yield returns false: the headers whose
+// values Request may change, and the only ones.
+func (l *Levels) RequestNames(yield func(string) bool) {
+	for _, ops := range l {
+		if ops == nil {
+			continue
+		}
+		for _, k := range ops.RequestRemove {
+			if !yield(k) {
+				return
+			}
+		}
+		for i := range ops.RequestAdd {
+			if !yield(ops.RequestAdd[i].Key) {
+				return
+			}
+		}
+	}
+}
+
 func compileHeaderOps(path string, reqAdd []*corev3.HeaderValueOption, reqRemove []string,
 	respAdd []*corev3.HeaderValueOption, respRemove []string) (HeaderOps, error) {
 	var o HeaderOps
@@ -74,13 +135,27 @@ func compileHeaderOps(path string, reqAdd []*corev3.HeaderValueOption, reqRemove
 	if o.ResponseAdd, err = compileAdds(respAdd, strict.Join(path, "response_headers_to_add")); err != nil {
 		return o, err
 	}
-	for _, k := range reqRemove {
+	for i, k := range reqRemove {
+		if !modifiable(k) {
+			return o, fmt.Errorf("%s: pseudo-header or host %s cannot be removed", strict.Join(path, "request_headers_to_remove", i), k)
+		}
 		o.RequestRemove = append(o.RequestRemove, http.CanonicalHeaderKey(k))
 	}
-	for _, k := range respRemove {
+	for i, k := range respRemove {
+		if !modifiable(k) {
+			return o, fmt.Errorf("%s: pseudo-header or host %s cannot be removed", strict.Join(path, "response_headers_to_remove", i), k)
+		}
 		o.ResponseRemove = append(o.ResponseRemove, http.CanonicalHeaderKey(k))
 	}
 	return o, nil
+}
+
+// modifiable reports whether header mutations may name the header k:
+// not a pseudo-header nor host, which Envoy's HeaderParser refuses to add
+// or remove (HeaderUtility::isModifiableHeader, isRemovableHeader), in
+// requests and responses alike.
+func modifiable(k string) bool {
+	return !strings.HasPrefix(k, ":") && !EqualFoldASCII(k, "host")
 }
 
 func compileAdds(in []*corev3.HeaderValueOption, path string) ([]HeaderAdd, error) {
@@ -99,8 +174,8 @@ func compileAdds(in []*corev3.HeaderValueOption, path string) ([]HeaderAdd, erro
 		if v == "" {
 			v = string(h.GetHeader().GetRawValue())
 		}
-		if strings.HasPrefix(k, ":") {
-			return nil, fmt.Errorf("%s: pseudo-header %s cannot be added", hp, k)
+		if !modifiable(k) {
+			return nil, fmt.Errorf("%s: pseudo-header or host %s cannot be added", hp, k)
 		}
 		if strings.Contains(v, "%") {
 			return nil, strict.Value(hp, "header.value", v, "%...% substitutions in header values are not implemented")
