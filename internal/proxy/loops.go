@@ -14,6 +14,7 @@ import (
 	"runtime"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
@@ -373,18 +374,23 @@ func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
 
 // loopOps reports whether the loops apply o as the goroutine path does:
 // request mutations (Target.Headers) naming no header the loops treat
-// themselves (evloop.OwnHeader), and no response mutations.
+// themselves (evloop.OwnHeader), and no response mutations. A name that
+// is not a token or a value with a control character (Envoy's validation
+// accepts both: route.Compile refuses only NUL, CR and LF) is the
+// goroutine path's too, whose Transport leaves such a field out or
+// refuses the request, where the loops would write it as it is.
 func loopOps(o *route.HeaderOps) bool {
 	if len(o.ResponseAdd) > 0 || len(o.ResponseRemove) > 0 {
 		return false
 	}
 	for _, k := range o.RequestRemove {
-		if evloop.OwnHeader(k) {
+		if evloop.OwnHeader(k) || !httpguts.ValidHeaderFieldName(k) {
 			return false
 		}
 	}
 	for i := range o.RequestAdd {
-		if evloop.OwnHeader(o.RequestAdd[i].Key) {
+		a := &o.RequestAdd[i]
+		if evloop.OwnHeader(a.Key) || !httpguts.ValidHeaderFieldName(a.Key) || !httpguts.ValidHeaderFieldValue(a.Value) {
 			return false
 		}
 	}

@@ -241,3 +241,53 @@ func TestRequestHeaderOpsOwnHeadersSamePaths(t *testing.T) {
 	}
 	sameAsGoroutinePath(t, results, names)
 }
+
+// TestRequestHeaderOpsGoroutineOnlySamePaths: request header mutations
+// the loops cannot write as the goroutine path's Transport does reach the
+// upstream as the goroutine path sends them, on every path, to HTTP/1.1
+// and HTTP/2 upstreams: a cache-control added when absent to a request
+// with "Pragma: no-cache" (net/http's server adds "Cache-Control:
+// no-cache" to it), a value with a control character, a name that is no
+// token (Envoy's validation accepts both; Go's Transport leaves the name
+// out or refuses the request). The loops hand each request off.
+func TestRequestHeaderOpsGoroutineOnlySamePaths(t *testing.T) {
+	clusters := twoUpstreams(t, http.HandlerFunc(headEcho))
+	ops := []struct {
+		name string
+		op   *corev3.HeaderValueOption
+	}{
+		{"cc", &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "cache-control", Value: "max-age=1"},
+			AppendAction: corev3.HeaderValueOption_ADD_IF_ABSENT}},
+		{"ctl", &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x-ctl", Value: "a\x01b"}}},
+		{"name", &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x y", Value: "a"}}},
+	}
+	var routes []*routev3.Route
+	var paths []string
+	for _, n := range []string{"1", "2"} {
+		for _, o := range ops {
+			r := routeTo("/"+n+"/"+o.name+"/", "h"+n)
+			r.RequestHeadersToAdd = []*corev3.HeaderValueOption{o.op}
+			routes = append(routes, r)
+			paths = append(paths, "/"+n+"/"+o.name+"/")
+		}
+	}
+	rc := routeConfig("rds", vhost("v", []string{"*"}, routes...))
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.on)
+			h.push(append(clusters, httpListener("egress", httpManager("egress", "rds")), rc)...)
+			res := pathResult{answers: map[string]string{}}
+			for _, path := range paths {
+				res.answers[path] = getRewritten(t, h.addr("egress"), path, "Pragma: no-cache")
+			}
+			if !p.goroutines {
+				if l := h.listener("egress"); l.HandedOff() != int64(len(paths)) {
+					t.Errorf("%d connections handed off, want %d (each one)", l.HandedOff(), len(paths))
+				}
+			}
+			results[p.name] = res
+		})
+	}
+	sameAsGoroutinePath(t, results, paths)
+}

@@ -17,14 +17,17 @@ import (
 // OwnHeader reports whether the loops treat the request header named name
 // (in any case) themselves: framing, hop-by-hop fields, the host, the
 // headers weft adds or reads to decide how to forward (the goroutine
-// path's Transport treats each its own way). Target.Headers must name
-// none of them: a route whose mutations do is the goroutine path's.
+// path's Transport treats each its own way), and cache-control, which
+// net/http's server adds to an HTTP/1.1 request with "Pragma: no-cache"
+// and none (so the goroutine path sends it, and its mutations see it).
+// Target.Headers must name none of them: a route whose mutations do is
+// the goroutine path's.
 func OwnHeader(name string) bool {
 	switch strings.ToLower(name) {
 	case "host", "content-length", "transfer-encoding", "te", "trailer", "connection", "keep-alive",
 		"proxy-connection", "upgrade", "proxy-authenticate", "proxy-authorization", "expect", "cookie",
 		"user-agent", "x-forwarded-proto", "x-forwarded-for", "x-request-id", "x-envoy-original-path",
-		"idempotency-key", "x-idempotency-key":
+		"idempotency-key", "x-idempotency-key", "cache-control":
 		return true
 	}
 	return false

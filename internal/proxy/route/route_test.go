@@ -86,6 +86,31 @@ func TestCompileRejects(t *testing.T) {
 		{"pseudo-header removed from responses", func(rc *routev3.RouteConfiguration) {
 			rc.VirtualHosts[0].Routes[0].ResponseHeadersToRemove = []string{":status"}
 		}, "pseudo-header or host :status cannot be removed"},
+		// Envoy's proto validation refuses a mutation's header name or
+		// value with a NUL, CR or LF (which would end the line of an
+		// HTTP/1.1 upstream request and start another), and an empty
+		// name.
+		{"CR LF in a value", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", Value: "a\r\nx-b: 1"}}}
+		}, `request_headers_to_add[0].header.value: header value "a\r\nx-b: 1" has a NUL, CR or LF`},
+		{"LF in a raw value", func(rc *routev3.RouteConfiguration) {
+			rc.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", RawValue: []byte("a\nb")}}}
+		}, "response_headers_to_add[0].header.value"},
+		{"NUL in a name", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a\x00", Value: "a"}}}
+		}, "request_headers_to_add[0].header.key"},
+		{"empty name", func(rc *routev3.RouteConfiguration) {
+			rc.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Value: "a"}}}
+		}, "empty header name"},
+		{"CR in a name removed", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].RequestHeadersToRemove = []string{"x-a", "x-b\r"}
+		}, "request_headers_to_remove[1]: header name"},
+		{"empty name removed", func(rc *routev3.RouteConfiguration) {
+			rc.ResponseHeadersToRemove = []string{""}
+		}, "response_headers_to_remove[0]: empty header name"},
+		{"value over 16 KiB", func(rc *routev3.RouteConfiguration) {
+			rc.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", Value: strings.Repeat("a", 16385)}}}
+		}, "over 16384"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
