@@ -53,10 +53,12 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 }
 
 // logRewrites gives the request the access log reads the route's path
-// and host rewrites, as the upstream got them: Envoy's router rewrites
-// the request's headers in place (finalizeRequestHeaders), so that its
-// access log's %REQ(:PATH)% is the rewritten path, %REQ(:AUTHORITY)% the
-// rewritten host and %REQ(X-ENVOY-ORIGINAL-PATH)% the original path. The
+// and host rewrites and its request header mutations, as the upstream
+// got them: Envoy's router rewrites the request's headers in place
+// (finalizeRequestHeaders), so that its access log's %REQ(:PATH)% is the
+// rewritten path, %REQ(:AUTHORITY)% the rewritten host,
+// %REQ(X-ENVOY-ORIGINAL-PATH)% the original path and %REQ(X)% header X
+// as the mutations left it. The
 // handler is done with the request (the upstream got a copy). Only once
 // a host was picked: Envoy's router answers no_healthy_upstream (or
 // cluster_not_found) before it rewrites.
@@ -73,6 +75,8 @@ func (m *HCM) logRewrites(s *stream) {
 	if s.rt.HostRewrite != "" {
 		in.Host = s.rt.HostRewrite
 	}
+	levels := route.Levels{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers}
+	levels.Request(in.Header)
 }
 
 // originalPath is the x-envoy-original-path of a request whose route
