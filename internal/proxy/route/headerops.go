@@ -197,11 +197,10 @@ func compileAdds(in []*corev3.HeaderValueOption, path string) ([]HeaderAdd, erro
 		if err := strict.Fields(h.GetHeader(), strict.Join(hp, "header"), "key", "value", "raw_value"); err != nil {
 			return nil, err
 		}
-		k := h.GetHeader().GetKey()
-		v := h.GetHeader().GetValue()
-		if v == "" {
-			v = string(h.GetHeader().GetRawValue())
-		}
+		// raw_value is read by none of Envoy's header mutations
+		// (HeadersToAddEntry takes value only): without a value, the
+		// add is of an empty one.
+		k, v := h.GetHeader().GetKey(), h.GetHeader().GetValue()
 		if err := headerString(strict.Join(hp, "header.key"), k, true); err != nil {
 			return nil, err
 		}

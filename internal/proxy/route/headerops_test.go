@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
 
 // TestLevelsAsEnvoy: header mutations give what Envoy's HeaderParser
@@ -54,5 +57,26 @@ func TestLevelsAsEnvoy(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRawValueIgnored: a mutation's raw_value is not its value, as
+// Envoy's header mutations read value only (HeadersToAddEntry): an add
+// with only a raw_value adds an empty value, dropped unless
+// keep_empty_value.
+func TestRawValueIgnored(t *testing.T) {
+	rc := &routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*routev3.Route{to("c", "/")}}}}
+	rc.RequestHeadersToAdd = []*corev3.HeaderValueOption{
+		{Header: &corev3.HeaderValue{Key: "x-raw", RawValue: []byte("raw")}},
+		{Header: &corev3.HeaderValue{Key: "x-kept", RawValue: []byte("raw")}, KeepEmptyValue: true}}
+	c, err := Compile(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{}
+	l := Levels{nil, nil, nil, &c.Headers}
+	l.Request(h)
+	if got := fmt.Sprintf("%q", h); got != `map["X-Kept":[""]]` {
+		t.Errorf("headers %s, want map[\"X-Kept\":[\"\"]]", got)
 	}
 }

@@ -93,8 +93,8 @@ func TestCompileRejects(t *testing.T) {
 		{"CR LF in a value", func(rc *routev3.RouteConfiguration) {
 			rc.VirtualHosts[0].Routes[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", Value: "a\r\nx-b: 1"}}}
 		}, `request_headers_to_add[0].header.value: header value "a\r\nx-b: 1" has a NUL, CR or LF`},
-		{"LF in a raw value", func(rc *routev3.RouteConfiguration) {
-			rc.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", RawValue: []byte("a\nb")}}}
+		{"LF in a value", func(rc *routev3.RouteConfiguration) {
+			rc.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", Value: "a\nb"}}}
 		}, "response_headers_to_add[0].header.value"},
 		{"NUL in a name", func(rc *routev3.RouteConfiguration) {
 			rc.VirtualHosts[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a\x00", Value: "a"}}}
