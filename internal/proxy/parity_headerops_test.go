@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -290,4 +291,75 @@ func TestRequestHeaderOpsGoroutineOnlySamePaths(t *testing.T) {
 		})
 	}
 	sameAsGoroutinePath(t, results, paths)
+}
+
+// TestRequestHeaderOpsRetriedSamePaths: a retried request's upstream
+// attempts each carry the request header mutations once, as Envoy's
+// router makes them once on the request it sends again
+// (finalizeRequestHeaders before the first attempt), on every path, over
+// HTTP/1.1 and h2c, to HTTP/1.1 and HTTP/2 upstreams: an appended value
+// is not appended again by the retry.
+func TestRequestHeaderOpsRetriedSamePaths(t *testing.T) {
+	var attempts atomic.Int64
+	flaky := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if attempts.Add(1)%2 == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable) // each request's first attempt
+			return
+		}
+		headEcho(w, r)
+	})
+	clusters := twoUpstreams(t, flaky)
+	var routes []*routev3.Route
+	for _, n := range []string{"1", "2"} {
+		r := retryRoute("h"+n, "5xx", 2)
+		r.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/" + n + "/"}
+		r.GetRoute().RetryPolicy.RetryHostPredicate = nil // one host
+		r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-app", Value: "r"}}}
+		r.RequestHeadersToRemove = []string{"x-gone"}
+		routes = append(routes, r)
+	}
+	rc := routeConfig("rds", vhost("v", []string{"*"}, routes...))
+	paths := []string{"/1/a", "/2/b"}
+	results := map[string]pathResult{}
+	var names []string
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.on)
+			h.push(append(clusters, httpListener("egress", httpManager("egress", "rds")), rc)...)
+			res := pathResult{answers: map[string]string{}}
+			names = names[:0]
+			h2c := h2cClient(t)
+			attempts.Store(0)
+			for _, path := range paths {
+				res.answers["h1 "+path] = getRewritten(t, h.addr("egress"), path, "X-App: client\r\nX-Gone: client")
+				hr, err := http.NewRequest("GET", "http://"+h.addr("egress")+path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hr.Host = "x"
+				hr.Header.Set("User-Agent", "weft-test")
+				hr.Header.Set("X-App", "client")
+				hr.Header.Set("X-Gone", "client")
+				resp, err := h2c.Do(hr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				res.answers["h2c "+path] = fmt.Sprintf("%d %s", resp.StatusCode, b)
+				names = append(names, "h1 "+path, "h2c "+path)
+			}
+			if n := attempts.Load(); n != 8 {
+				t.Errorf("%d attempts, want 8 (each of 4 requests retried once)", n)
+			}
+			if p.goroutines {
+				want := "200 HTTP/1.1 GET /1/a [User-Agent: weft-test; X-App: client, r; X-Forwarded-Proto: http; X-Request-Id; host: x]"
+				if g := res.answers["h1 /1/a"]; g != want {
+					t.Errorf("h1 /1/a: the upstream got\n%s\nwant\n%s", g, want)
+				}
+			}
+			results[p.name] = res
+		})
+	}
+	sameAsGoroutinePath(t, results, names)
 }
