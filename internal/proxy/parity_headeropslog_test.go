@@ -1,14 +1,17 @@
 package proxy
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
 
 // TestRequestHeaderOpsLoggedSamePaths: the access log's %REQ(X)% reads
@@ -80,4 +83,53 @@ func TestRequestHeaderOpsLoggedSamePaths(t *testing.T) {
 		})
 	}
 	sameAsGoroutinePath(t, results, names)
+}
+
+// TestHeadlessLogAfterRewriteSamePaths: a request head refused on a
+// connection whose previous request went through a route with a host
+// rewrite and request header mutations is logged without request
+// headers (%REQ(:AUTHORITY)% and %REQ(X)% are "-"), as Envoy logs a head
+// its codec refused, on every path (the loops logged the previous
+// route's rewritten host).
+func TestHeadlessLogAfterRewriteSamePaths(t *testing.T) {
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
+		TextFormat: "%REQ(:AUTHORITY)% %REQ(X-ADDED)% %RESPONSE_CODE%\n"}}
+	clusters := twoUpstreams(t, http.HandlerFunc(headEcho))
+	r := routeTo("/1/", "h1")
+	r.GetRoute().HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "rewritten"}
+	r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added", Value: "r"}}}
+	rc := routeConfig("rds", vhost("v", []string{"*"}, r))
+	results := map[string]pathResult{}
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			h.push(append(clusters, httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))), rc)...)
+			c, err := dialFor10s(h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			res := pathResult{answers: map[string]string{}}
+			for i, head := range []string{"GET /1/a HTTP/1.1\r\nHost: x\r\n\r\n", "GET /1/a HTTP/1.1\r\nHost : x\r\n\r\n"} {
+				_, _ = io.WriteString(c, head)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				res.answers[fmt.Sprint(i)] = fmt.Sprint(resp.StatusCode)
+			}
+			lines := strings.Split(strings.TrimSpace(awaitLog(t, logFile, 2)), "\n")
+			slices.Sort(lines)
+			res.log = strings.Join(lines, "\n")
+			if want := "- - 400\nrewritten r 200"; res.log != want {
+				t.Errorf("access log\n%s\nwant\n%s", res.log, want)
+			}
+			results[p.name] = res
+		})
+	}
+	sameAsGoroutinePath(t, results, []string{"0", "1"})
 }
