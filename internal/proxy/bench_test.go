@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/weftmesh/weft/internal/otlptest"
@@ -119,4 +120,29 @@ func BenchmarkHTTPOneHopGatewayRoute(b *testing.B) {
 		routeConfig("rds", vhost("v", []string{"*"}, r)),
 		edsCluster("c"), cla("c", a.addr()))
 	getInParallel(b, &http.Transport{MaxIdleConnsPerHost: 64}, "http://"+h.addr("egress")+"/gw/a?q=1", 1)
+}
+
+// BenchmarkHTTPOneHopHeaderAdd is BenchmarkHTTPOneHop through a route
+// that adds a request header as App Mesh's gateway routes whose hostname
+// rewrite is DISABLED do (x-app-mesh-virtual-service, overwritten): on
+// the loops since they apply request header mutations (run with
+// WEFT_PROXY_TEST_EVLOOP=0 for the goroutine path).
+func BenchmarkHTTPOneHopHeaderAdd(b *testing.B) {
+	h := newHarness(b)
+	a := newBackend(b, "a")
+	r := retryRoute("c", "gateway-error,reset", 2)
+	r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-app-mesh-virtual-service", Value: "svc.local"},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}}
+	h.push(
+		httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, r)),
+		edsCluster("c"), cla("c", a.addr()))
+	if l := h.listener("egress"); l.OnLoops() {
+		defer func() {
+			if n := l.HandedOff(); n != 0 {
+				b.Errorf("%d connections handed off: not the loops' benchmark", n)
+			}
+		}()
+	}
+	getInParallel(b, &http.Transport{MaxIdleConnsPerHost: 64}, "http://"+h.addr("egress")+"/", 1)
 }

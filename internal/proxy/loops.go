@@ -14,6 +14,7 @@ import (
 	"runtime"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
@@ -147,7 +148,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		return evloop.Target{HandOff: true} // the goroutine path answers, logs and counts as it does
 	}
 	name, wops := rt.Pick()
-	if wops != nil && !emptyOps(wops) {
+	if wops != nil && !loopOps(wops) {
 		return evloop.Target{HandOff: true}
 	}
 	cl := r.clusters.Get(name)
@@ -192,6 +193,9 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		Path: normalized, Authority: rt.HostRewrite, NoTimeout: rt.Timeout == 0, StreamIdle: rt.IdleTimeout, HasStreamIdle: rt.HasIdleTimeout}
 	if rt.RewritesPath() {
 		rewritePath(&t, rt, h.Target(), path)
+	}
+	if wops != nil && requestOps(wops) || requestOps(&rt.Headers) || requestOps(&vh.Headers) || requestOps(&rc.Headers) {
+		t.Headers = &route.Levels{wops, &rt.Headers, &vh.Headers, &rc.Headers}
 	}
 	if cl.TLS != nil {
 		t.TLS = cl.TLS // the cluster's handshake, checks and ssl.* counters
@@ -356,7 +360,8 @@ func (o loopObserver) Aborted(name string, code int, dropped bool) {
 // loopRoute reports whether the loops forward a request on rt exactly as
 // the goroutine path would: to a cluster, the path and host as they are
 // or rewritten (prefix, regex, host literal: route's rewritePath,
-// Target.Authority), no header mutations, no max stream duration nor
+// Target.Authority), request header mutations the loops apply
+// (loopOps), no max stream duration nor
 // grpc-timeout, and a retry policy the loops implement. Any route timeout
 // (none too) and idle timeout: the loops keep the stream idle timeout as
 // the goroutine path does (evloop's idleAt).
@@ -364,7 +369,32 @@ func loopRoute(rc *route.Config, vh *route.VirtualHost, rt *route.Route) bool {
 	return (rt.Kind == route.ToCluster || rt.Kind == route.ToWeighted) &&
 		rt.MaxStreamDuration == 0 &&
 		!rt.UseGRPCTimeout && loopRetry(rt.Retry) &&
-		emptyOps(&rt.Headers) && emptyOps(&vh.Headers) && emptyOps(&rc.Headers)
+		loopOps(&rt.Headers) && loopOps(&vh.Headers) && loopOps(&rc.Headers)
+}
+
+// loopOps reports whether the loops apply o as the goroutine path does:
+// request mutations (Target.Headers) naming no header the loops treat
+// themselves (evloop.OwnHeader), and no response mutations. A name that
+// is not a token or a value with a control character (Envoy's validation
+// accepts both: route.Compile refuses only NUL, CR and LF) is the
+// goroutine path's too, whose Transport leaves such a field out or
+// refuses the request, where the loops would write it as it is.
+func loopOps(o *route.HeaderOps) bool {
+	if len(o.ResponseAdd) > 0 || len(o.ResponseRemove) > 0 {
+		return false
+	}
+	for _, k := range o.RequestRemove {
+		if evloop.OwnHeader(k) || !httpguts.ValidHeaderFieldName(k) {
+			return false
+		}
+	}
+	for i := range o.RequestAdd {
+		a := &o.RequestAdd[i]
+		if evloop.OwnHeader(a.Key) || !httpguts.ValidHeaderFieldName(a.Key) || !httpguts.ValidHeaderFieldValue(a.Value) {
+			return false
+		}
+	}
+	return true
 }
 
 // hasHeader reports whether h has a header line named name (lower case).
@@ -377,6 +407,5 @@ func hasHeader(h route.Head, name string) bool {
 	return false
 }
 
-func emptyOps(o *route.HeaderOps) bool {
-	return len(o.RequestAdd) == 0 && len(o.RequestRemove) == 0 && len(o.ResponseAdd) == 0 && len(o.ResponseRemove) == 0
-}
+// requestOps reports whether o mutates request headers.
+func requestOps(o *route.HeaderOps) bool { return len(o.RequestAdd) > 0 || len(o.RequestRemove) > 0 }

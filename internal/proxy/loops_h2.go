@@ -51,7 +51,7 @@ func (r *loopRouter) h2Clusters(rt *route.Route) bool {
 	if rt.Kind == route.ToWeighted {
 		names = names[:0]
 		for i := range rt.Weighted {
-			if !emptyOps(&rt.Weighted[i].Headers) {
+			if !loopOps(&rt.Weighted[i].Headers) {
 				return false
 			}
 			names = append(names, rt.Weighted[i].Name)

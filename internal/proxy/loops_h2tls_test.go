@@ -329,7 +329,7 @@ func TestH2LoopsUpstreamOffersOnlyHTTP11(t *testing.T) {
 
 // TestGRPCLoopsMutualTLSHandsOff: with --h2loops, an HTTP/2 connection
 // over TLS to a listener with a route the loops do not forward (one that
-// adds a request header) is handed to the goroutine path at its preface, TLS carried on:
+// adds a response header) is handed to the goroutine path at its preface, TLS carried on:
 // the calls go through there, none on the loops.
 func TestGRPCLoopsMutualTLSHandsOff(t *testing.T) {
 	if runtime.GOOS != "linux" {
@@ -345,6 +345,7 @@ func TestGRPCLoopsMutualTLSHandsOff(t *testing.T) {
 	common.AlpnProtocols = []string{"h2"}
 	rw := grpcRoute("grpc")
 	rw.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added", Value: "1"}}}
+	rw.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added-response", Value: "1"}}}
 	h.push(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: common, RequireClientCertificate: wrapperspb.Bool(true)}),
 		routeConfig("rds", vhost("v", []string{"*"}, rw)),
 		edsCluster("grpc", h2Upstream, upstreamTLS(client, "app.local", app)), cla("grpc", up))

@@ -43,7 +43,7 @@ func (h *harness) listener(name string) *listener.Listener {
 // TestEvloopServesPlaintextListeners: on the event loops, a
 // plaintext HTTP/1.1 listener is served by the event loops, which forward
 // as the goroutine path does (weft's headers, stats); a request whose
-// route adds request headers is handed to the goroutine path with its
+// route adds response headers is handed to the goroutine path with its
 // connection, and answered as before; a listener with an access log is
 // on the loops too.
 func TestEvloopServesPlaintextListeners(t *testing.T) {
@@ -54,6 +54,7 @@ func TestEvloopServesPlaintextListeners(t *testing.T) {
 	b := newBackend(t, "b")
 	rw := routeTo("/rw/", "c")
 	rw.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added", Value: "1"}}}
+	rw.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added-response", Value: "1"}}}
 	h.push(
 		httpListener("egress", httpManager("egress", "rds")),
 		httpListener("logged", httpManager("logged", "rds", withAccessLog(os.DevNull, nil))),

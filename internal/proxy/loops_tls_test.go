@@ -56,6 +56,7 @@ func TestEvloopServesMutualTLS(t *testing.T) {
 	allowed := "spiffe://weft.local/mesh/m/virtualNode/front"
 	rw := routeTo("/rw/", "c")
 	rw.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added", Value: "1"}}}
+	rw.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added-response", Value: "1"}}}
 	h.push(strictListener("ingress", &tlsv3.DownstreamTlsContext{CommonTlsContext: f.common(true, allowed),
 		RequireClientCertificate: wrapperspb.Bool(true)}),
 		routeConfig("rds", vhost("v", []string{"*"}, rw, routeTo("/", "c"))), staticCluster("c", b.addr()))
@@ -92,7 +93,7 @@ func TestEvloopServesMutualTLS(t *testing.T) {
 	if n, handed := l.LoopTLSConns(), l.HandedOff(); n != 1 || handed != 0 {
 		t.Fatalf("on the loops: %d connections over TLS, %d handed off; want 1 and 0", n, handed)
 	}
-	// The header mutation is the goroutine path's: the connection goes there.
+	// The response header mutation is the goroutine path's: the connection goes there.
 	if code, e := getOn(t, c, "https://"+addr+"/rw/y"); code != 200 || e.Path != "/rw/y" || e.Header.Get("X-Added") != "1" {
 		t.Fatalf("request on the header-adding route: %d %+v", code, e)
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"net/http"
 	"net/url"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
@@ -109,6 +110,9 @@ func (h loopHead) Header(name string) string {
 	if h.r.RequestID != nil && route.EqualFoldASCII(name, "x-request-id") {
 		return string(h.r.RequestID) // the ID the proxy added
 	}
+	if h.r.HeaderOps != nil && named(h.r.HeaderOps, name) {
+		return h.mutated(name)
+	}
 	if !h.r.HTTP2 {
 		switch h.seen(name) {
 		case route.Gone:
@@ -124,6 +128,38 @@ func (h loopHead) Header(name string) string {
 		}
 	}
 	return hl.value(name)
+}
+
+// named reports whether the request header mutations l name the header
+// name (in any case).
+func named(l *route.Levels, name string) bool {
+	found := false
+	l.RequestNames(func(k string) bool {
+		found = route.EqualFoldASCII(name, k)
+		return !found
+	})
+	return found
+}
+
+// mutated is the value of the request header name (one the route's
+// header mutations name) as the goroutine path's log reads it: the
+// request's lines of that name (none when Envoy has taken it out by the
+// time it logs, seen), mutated (route.Levels.Request), the first value.
+func (h loopHead) mutated(name string) string {
+	k := http.CanonicalHeaderKey(name)
+	hd := http.Header{}
+	if h.r.HTTP2 || h.seen(name) != route.Gone {
+		for _, f := range h.r.Headers {
+			if route.EqualFoldASCII(f.Name, name) {
+				hd[k] = append(hd[k], string(f.Value))
+			}
+		}
+	}
+	h.r.HeaderOps.Request(hd)
+	if v := hd[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // seen is how Envoy has the header name of the request by the time it

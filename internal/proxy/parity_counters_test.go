@@ -30,6 +30,7 @@ func TestConnectionCountersSamePaths(t *testing.T) {
 		r := routeTo("/rw/", "c")
 		// The goroutine path's: the loops hand the connection off.
 		r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added", Value: "1"}}}
+		r.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-added-response", Value: "1"}}}
 		return routeConfig("rds", vhost("v", []string{"*"}, r, routeTo("/", "c")))
 	}
 	for _, tc := range []struct {

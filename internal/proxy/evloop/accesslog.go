@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // Access logs on the loops: a Router whose connection manager writes
@@ -48,6 +49,10 @@ type LogRecord struct {
 	// when none: Envoy's router rewrites the request's headers in place,
 	// and its access log reads them.
 	Path, OriginalPath, Authority string
+	// HeaderOps are the route's request header mutations (Target.Headers;
+	// nil: none): the log reads the request's headers as they leave them,
+	// as Envoy's router makes them in place too.
+	HeaderOps *proxyroute.Levels
 	// ResponseHead is the final response head as sent; nil when none
 	// was. An HTTP/2 stream's is written as an HTTP/1.1 head would be
 	// ("HTTP/2 200", then a line per field as sent).

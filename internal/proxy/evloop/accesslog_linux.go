@@ -61,7 +61,7 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	r.Start = l.epoch.Add(time.Duration(l.now))
 	r.Flags, r.Details, r.BytesReceived, r.BytesSent, r.Code = 0, "", 0, 0, 0
 	r.Cluster, r.Route, r.Host, r.Attempts = t.Cluster, t.Route, t.Host, 0
-	r.Path, r.OriginalPath, r.Authority = "", t.OriginalPath, t.Authority
+	r.Path, r.OriginalPath, r.Authority, r.HeaderOps = "", t.OriginalPath, t.Authority, t.Headers
 	if t.OriginalPath != "" {
 		r.Path = t.Path // "" when the rewrite left the path as it was
 	}
@@ -104,6 +104,7 @@ func (l *loop) logHeadless(d *down, f accesslog.Flags, details string) {
 	rec.Start = l.epoch.Add(time.Duration(d.reqStart))
 	rec.Flags, rec.Details, rec.BytesReceived, rec.BytesSent, rec.Code = f, details, 0, 0, 0
 	rec.Cluster, rec.Route, rec.Host, rec.Attempts = "", "", netip.AddrPort{}, 0
+	rec.Path, rec.OriginalPath, rec.Authority, rec.HeaderOps = "", "", "", nil // no route: no rewrites
 }
 
 // logConn returns d's log state, made with the connection's addresses

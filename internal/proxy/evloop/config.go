@@ -301,6 +301,12 @@ type Target struct {
 	// the upstream gets instead of the request's: the route's
 	// host_rewrite_literal.
 	Authority string
+	// Headers, when set, are the request header mutations of the route
+	// (its weighted cluster's, virtual host's and route configuration's
+	// too): the request's fields they name go upstream as the goroutine
+	// path's rule (route.Levels.Request) leaves them, after the others.
+	// They name no header the loops treat themselves (OwnHeader).
+	Headers *proxyroute.Levels
 	// IdleTimeout is the cluster's idle_timeout for those HTTP/2
 	// connections: one without a stream that long is closed, as the
 	// goroutine path's Transport closes it; 0 keeps it while the host's

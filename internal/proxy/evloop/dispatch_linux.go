@@ -179,7 +179,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		if t.Path != "" {
 			d.h2.path = t.Path + string(target[len(path):])
 		}
-		d.h2.authority, d.h2.origPath = t.Authority, t.OriginalPath
+		d.h2.authority, d.h2.origPath, d.h2.headers = t.Authority, t.OriginalPath, t.Headers
 		l.h2uDispatch(d, pool, &t, r)
 		return
 	}
@@ -211,9 +211,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 	o = append(o, " HTTP/1.1\r\n"...)
 	run := -1 // start of a run of header lines copied at once
 	rewrites := t.Authority != "" || t.OriginalPath != ""
+	mut := headerMutation{ops: t.Headers}
 	for i := range r.lines {
 		h := &r.lines[i]
-		if h.hop || rewrites && t.replaces(h.name.of(head)) {
+		if h.hop || rewrites && t.replaces(h.name.of(head)) || t.Headers != nil && take(&mut, h.name.of(head), h.value.of(head)) {
 			if run >= 0 {
 				o = append(o, head[run:h.line.off]...)
 				run = -1
@@ -230,6 +231,12 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if r.teTrailers {
 		o = append(o, "te: trailers\r\n"...)
 	}
+	mut.result(func(name, value string) {
+		o = append(o, name...)
+		o = append(o, ": "...)
+		o = append(o, value...)
+		o = append(o, "\r\n"...)
+	})
 	if t.Authority != "" {
 		o = append(o, "host: "...)
 		o = append(o, t.Authority...)

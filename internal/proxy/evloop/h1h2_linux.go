@@ -21,6 +21,7 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -84,11 +85,12 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 		hpack.HeaderField{Name: ":scheme", Value: "http"}, hpack.HeaderField{Name: ":authority", Value: authority},
 		hpack.HeaderField{Name: ":path", Value: path})
 	var name [64]byte
+	mut := headerMutation{ops: t.Headers}
 	for i := range r.lines {
 		h := &r.lines[i]
 		n := h.name.of(head)
 		if h.hop || equalFold(n, "host") || equalFold(n, "transfer-encoding") || equalFold(n, "content-length") ||
-			t.OriginalPath != "" && equalFold(n, "x-envoy-original-path") {
+			t.OriginalPath != "" && equalFold(n, "x-envoy-original-path") || t.Headers != nil && take(&mut, n, h.value.of(head)) {
 			continue // content-length: written below, even when Connection named it
 		}
 		lower := append(name[:0], n...)
@@ -102,6 +104,9 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	if r.teTrailers {
 		fields = append(fields, hpack.HeaderField{Name: "te", Value: "trailers"})
 	}
+	mut.result(func(name, value string) {
+		fields = append(fields, hpack.HeaderField{Name: strings.ToLower(name), Value: value})
+	})
 	if r.hasLength {
 		fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(r.contentLength, 10)})
 	}

@@ -71,6 +71,9 @@ type h2stream struct {
 	// out), origPath its x-envoy-original-path (Target.OriginalPath, the
 	// request's left out).
 	path, authority, origPath string
+	// headers are the request header mutations an HTTP/2 upstream's
+	// fields get (Target.Headers), applied on each attempt (h2uOpen).
+	headers *proxyroute.Levels
 	// A request kept for a retry: its body (up to the stream window;
 	// replayCut past it) and trailers.
 	replay      []byte

@@ -48,26 +48,17 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 	if out.Header.Get("X-Forwarded-Proto") == "" {
 		out.Header.Set("X-Forwarded-Proto", s.conn.Scheme())
 	}
-	// Most specific first; later levels win on conflicts, as Envoy does
-	// unless most_specific_header_mutations_wins.
-	for _, ops := range []*route.HeaderOps{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers} {
-		if ops == nil {
-			continue
-		}
-		for _, k := range ops.RequestRemove {
-			out.Header.Del(k)
-		}
-		for i := range ops.RequestAdd {
-			ops.RequestAdd[i].Apply(out.Header)
-		}
-	}
+	levels := route.Levels{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers}
+	levels.Request(out.Header)
 }
 
 // logRewrites gives the request the access log reads the route's path
-// and host rewrites, as the upstream got them: Envoy's router rewrites
-// the request's headers in place (finalizeRequestHeaders), so that its
-// access log's %REQ(:PATH)% is the rewritten path, %REQ(:AUTHORITY)% the
-// rewritten host and %REQ(X-ENVOY-ORIGINAL-PATH)% the original path. The
+// and host rewrites and its request header mutations, as the upstream
+// got them: Envoy's router rewrites the request's headers in place
+// (finalizeRequestHeaders), so that its access log's %REQ(:PATH)% is the
+// rewritten path, %REQ(:AUTHORITY)% the rewritten host,
+// %REQ(X-ENVOY-ORIGINAL-PATH)% the original path and %REQ(X)% header X
+// as the mutations left it. The
 // handler is done with the request (the upstream got a copy). Only once
 // a host was picked: Envoy's router answers no_healthy_upstream (or
 // cluster_not_found) before it rewrites.
@@ -84,6 +75,8 @@ func (m *HCM) logRewrites(s *stream) {
 	if s.rt.HostRewrite != "" {
 		in.Host = s.rt.HostRewrite
 	}
+	levels := route.Levels{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers}
+	levels.Request(in.Header)
 }
 
 // originalPath is the x-envoy-original-path of a request whose route
@@ -99,17 +92,8 @@ func (m *HCM) originalPath(in *http.Request) string {
 }
 
 func (m *HCM) applyResponseHeaders(s *stream, h http.Header) {
-	for _, ops := range []*route.HeaderOps{s.wops, routeOps(s.rt), vhOps(s.vh), rcOps(s.rc)} {
-		if ops == nil {
-			continue
-		}
-		for _, k := range ops.ResponseRemove {
-			h.Del(k)
-		}
-		for i := range ops.ResponseAdd {
-			ops.ResponseAdd[i].Apply(h)
-		}
-	}
+	levels := route.Levels{s.wops, routeOps(s.rt), vhOps(s.vh), rcOps(s.rc)}
+	levels.Response(h)
 	switch m.serverHeader {
 	case 0: // OVERWRITE
 		h.Set("Server", m.serverName)

@@ -37,31 +37,91 @@ type HeaderAdd struct {
 	KeepEmpty  bool
 }
 
-// Apply mutates h.
-func (a *HeaderAdd) Apply(h http.Header) {
-	if a.Value == "" && !a.KeepEmpty {
-		return
-	}
-	_, exists := h[a.Key]
-	switch a.Mode {
-	case AppendOrAdd:
-		h[a.Key] = append(h[a.Key], a.Value)
-	case AddIfAbsent:
-		if !exists {
-			h[a.Key] = []string{a.Value}
-		}
-	case OverwriteOrAdd:
-		h[a.Key] = []string{a.Value}
-	case OverwriteIfExists:
-		if exists {
-			h[a.Key] = []string{a.Value}
+// Empty reports whether there is nothing to do.
+func (o *HeaderOps) Empty() bool {
+	return len(o.RequestAdd)+len(o.RequestRemove)+len(o.ResponseAdd)+len(o.ResponseRemove) == 0
+}
+
+// Levels are the header mutations that apply to one request, most
+// specific first: its weighted cluster's, its route's, its virtual
+// host's, its route configuration's (nil: none at that level). Each
+// level removes, then adds (apply); a later (less specific) level wins
+// on conflicts, as Envoy's finalizeRequestHeaders and
+// finalizeResponseHeaders order them unless
+// most_specific_header_mutations_wins (which Compile refuses).
+type Levels [4]*HeaderOps
+
+// Request applies the request header mutations to h (keys canonical).
+func (l *Levels) Request(h http.Header) {
+	for _, ops := range l {
+		if ops != nil {
+			apply(h, ops.RequestRemove, ops.RequestAdd)
 		}
 	}
 }
 
-// Empty reports whether there is nothing to do.
-func (o *HeaderOps) Empty() bool {
-	return len(o.RequestAdd)+len(o.RequestRemove)+len(o.ResponseAdd)+len(o.ResponseRemove) == 0
+// Response applies the response header mutations to h (keys canonical).
+func (l *Levels) Response(h http.Header) {
+	for _, ops := range l {
+		if ops != nil {
+			apply(h, ops.ResponseRemove, ops.ResponseAdd)
+		}
+	}
+}
+
+// apply is one level's mutations, as Envoy's HeaderParser evaluates them
+// (evaluateHeaders): the removals; then each add decided on the headers
+// as the removals left them (an add of the same level does not make a
+// header present for another), those that overwrite made first and
+// those that append after, in their order. An empty value is no add
+// unless keep_empty_value.
+func apply(h http.Header, remove []string, add []HeaderAdd) {
+	for _, k := range remove {
+		delete(h, k)
+	}
+	var buf [16]bool
+	had := buf[:0] // had[i]: add[i]'s header was there
+	if len(add) > len(buf) {
+		had = make([]bool, 0, len(add))
+	}
+	for i := range add {
+		_, ok := h[add[i].Key]
+		had = append(had, ok)
+	}
+	for i := range add {
+		a := &add[i]
+		if (a.Value != "" || a.KeepEmpty) && (a.Mode == OverwriteOrAdd || a.Mode == OverwriteIfExists && had[i]) {
+			h[a.Key] = []string{a.Value}
+		}
+	}
+	for i := range add {
+		a := &add[i]
+		if (a.Value != "" || a.KeepEmpty) && (a.Mode == AppendOrAdd || a.Mode == AddIfAbsent && !had[i]) {
+			h[a.Key] = append(h[a.Key], a.Value)
+		}
+	}
+}
+
+// RequestNames calls yield with each header name the request mutations
+// remove or add (canonical; a name more than once when several
+// mutations name it), until yield returns false: the headers whose
+// values Request may change, and the only ones.
+func (l *Levels) RequestNames(yield func(string) bool) {
+	for _, ops := range l {
+		if ops == nil {
+			continue
+		}
+		for _, k := range ops.RequestRemove {
+			if !yield(k) {
+				return
+			}
+		}
+		for i := range ops.RequestAdd {
+			if !yield(ops.RequestAdd[i].Key) {
+				return
+			}
+		}
+	}
 }
 
 func compileHeaderOps(path string, reqAdd []*corev3.HeaderValueOption, reqRemove []string,
@@ -74,13 +134,56 @@ func compileHeaderOps(path string, reqAdd []*corev3.HeaderValueOption, reqRemove
 	if o.ResponseAdd, err = compileAdds(respAdd, strict.Join(path, "response_headers_to_add")); err != nil {
 		return o, err
 	}
-	for _, k := range reqRemove {
-		o.RequestRemove = append(o.RequestRemove, http.CanonicalHeaderKey(k))
+	if o.RequestRemove, err = compileRemoves(reqRemove, strict.Join(path, "request_headers_to_remove")); err != nil {
+		return o, err
 	}
-	for _, k := range respRemove {
-		o.ResponseRemove = append(o.ResponseRemove, http.CanonicalHeaderKey(k))
+	o.ResponseRemove, err = compileRemoves(respRemove, strict.Join(path, "response_headers_to_remove"))
+	return o, err
+}
+
+func compileRemoves(in []string, path string) ([]string, error) {
+	var out []string
+	for i, k := range in {
+		hp := fmt.Sprintf("%s[%d]", path, i)
+		if err := headerString(hp, k, true); err != nil {
+			return nil, err
+		}
+		if !modifiable(k) {
+			return nil, fmt.Errorf("%s: pseudo-header or host %s cannot be removed", hp, k)
+		}
+		out = append(out, http.CanonicalHeaderKey(k))
 	}
-	return o, nil
+	return out, nil
+}
+
+// headerString checks a header name (name set) or value of a mutation as
+// Envoy's proto validation does (HeaderValue's key and value,
+// request_headers_to_remove's entries: well_known_regex HTTP_HEADER_NAME
+// or HTTP_HEADER_VALUE, strict false): no NUL, CR or LF, at most 16 KiB,
+// a name not empty. A CR or LF would end the line it is written on in an
+// HTTP/1.1 upstream request, and start another header or the body.
+func headerString(path, s string, name bool) error {
+	what := "value"
+	if name {
+		what = "name"
+	}
+	switch {
+	case name && s == "":
+		return fmt.Errorf("%s: empty header name", path)
+	case len(s) > 16384:
+		return fmt.Errorf("%s: header %s of %d bytes, over 16384", path, what, len(s))
+	case strings.ContainsAny(s, "\x00\r\n"):
+		return fmt.Errorf("%s: header %s %q has a NUL, CR or LF", path, what, s)
+	}
+	return nil
+}
+
+// modifiable reports whether header mutations may name the header k:
+// not a pseudo-header nor host, which Envoy's HeaderParser refuses to add
+// or remove (HeaderUtility::isModifiableHeader, isRemovableHeader), in
+// requests and responses alike.
+func modifiable(k string) bool {
+	return !strings.HasPrefix(k, ":") && !EqualFoldASCII(k, "host")
 }
 
 func compileAdds(in []*corev3.HeaderValueOption, path string) ([]HeaderAdd, error) {
@@ -94,13 +197,18 @@ func compileAdds(in []*corev3.HeaderValueOption, path string) ([]HeaderAdd, erro
 		if err := strict.Fields(h.GetHeader(), strict.Join(hp, "header"), "key", "value", "raw_value"); err != nil {
 			return nil, err
 		}
-		k := h.GetHeader().GetKey()
-		v := h.GetHeader().GetValue()
-		if v == "" {
-			v = string(h.GetHeader().GetRawValue())
+		// raw_value is read by none of Envoy's header mutations
+		// (HeadersToAddEntry takes value only): without a value, the
+		// add is of an empty one.
+		k, v := h.GetHeader().GetKey(), h.GetHeader().GetValue()
+		if err := headerString(strict.Join(hp, "header.key"), k, true); err != nil {
+			return nil, err
 		}
-		if strings.HasPrefix(k, ":") {
-			return nil, fmt.Errorf("%s: pseudo-header %s cannot be added", hp, k)
+		if err := headerString(strict.Join(hp, "header.value"), v, false); err != nil {
+			return nil, err
+		}
+		if !modifiable(k) {
+			return nil, fmt.Errorf("%s: pseudo-header or host %s cannot be added", hp, k)
 		}
 		if strings.Contains(v, "%") {
 			return nil, strict.Value(hp, "header.value", v, "%...% substitutions in header values are not implemented")

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -68,6 +69,48 @@ func TestCompileRejects(t *testing.T) {
 		{"duplicate domain", func(rc *routev3.RouteConfiguration) {
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: "w", Domains: []string{"*"}})
 		}, "also in virtual host"},
+		// Envoy's HeaderParser refuses mutations of pseudo-headers and
+		// host, at every level, requests and responses alike.
+		{"host added", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "Host", Value: "x"}}}
+		}, "host Host cannot be added"},
+		{"pseudo-header added to responses", func(rc *routev3.RouteConfiguration) {
+			rc.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: ":status", Value: "200"}}}
+		}, "response_headers_to_add[0]: pseudo-header or host :status cannot be added"},
+		{"host removed", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].RequestHeadersToRemove = []string{"x-a", "HOST"}
+		}, "request_headers_to_remove[1]: pseudo-header or host HOST cannot be removed"},
+		{"pseudo-header removed", func(rc *routev3.RouteConfiguration) {
+			rc.RequestHeadersToRemove = []string{":authority"}
+		}, "pseudo-header or host :authority cannot be removed"},
+		{"pseudo-header removed from responses", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].ResponseHeadersToRemove = []string{":status"}
+		}, "pseudo-header or host :status cannot be removed"},
+		// Envoy's proto validation refuses a mutation's header name or
+		// value with a NUL, CR or LF (which would end the line of an
+		// HTTP/1.1 upstream request and start another), and an empty
+		// name.
+		{"CR LF in a value", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", Value: "a\r\nx-b: 1"}}}
+		}, `request_headers_to_add[0].header.value: header value "a\r\nx-b: 1" has a NUL, CR or LF`},
+		{"LF in a value", func(rc *routev3.RouteConfiguration) {
+			rc.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", Value: "a\nb"}}}
+		}, "response_headers_to_add[0].header.value"},
+		{"NUL in a name", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a\x00", Value: "a"}}}
+		}, "request_headers_to_add[0].header.key"},
+		{"empty name", func(rc *routev3.RouteConfiguration) {
+			rc.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Value: "a"}}}
+		}, "empty header name"},
+		{"CR in a name removed", func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts[0].Routes[0].RequestHeadersToRemove = []string{"x-a", "x-b\r"}
+		}, "request_headers_to_remove[1]: header name"},
+		{"empty name removed", func(rc *routev3.RouteConfiguration) {
+			rc.ResponseHeadersToRemove = []string{""}
+		}, "response_headers_to_remove[0]: empty header name"},
+		{"value over 16 KiB", func(rc *routev3.RouteConfiguration) {
+			rc.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", Value: strings.Repeat("a", 16385)}}}
+		}, "over 16384"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
