@@ -42,11 +42,11 @@ type LogRecord struct {
 	Method, Target []byte
 	Headers        []HeaderField
 	RequestID      []byte // the x-request-id the proxy added; nil when the client sent one
-	// Path, OriginalPath and Authority are the route's rewrites as the
-	// upstream got them (Target's; Path only with OriginalPath, when the
-	// route rewrites the path, and "" when that left it unchanged), empty
-	// when none: Envoy's router rewrites the request's headers in place,
-	// and its access log reads them.
+	// Path, OriginalPath and Authority are the normalised path and the
+	// route's rewrites as the upstream got them (Target's; Path "" when
+	// the request's path went as received), empty when none: Envoy's
+	// connection manager and router rewrite the request's headers in
+	// place, and its access log reads them.
 	Path, OriginalPath, Authority string
 	// ResponseHead is the final response head as sent; nil when none
 	// was. An HTTP/2 stream's is written as an HTTP/1.1 head would be
