@@ -101,6 +101,7 @@ func TestRequestTargetSamePaths(t *testing.T) {
 		{"/p?bad=%zz", "/p?bad=%zz", "/p?bad=%zz", ""},
 		{"/p?a=b&&c", "/p?a=b&&c", "/p?a=b&&c", ""},
 		{"/%2F", "/%2F", "/%2F", ""},
+		{"/a%2eb/%2E%2e/c%2E", "/a%2eb/%2E%2e/c%2E", "/c.", ""},
 		{"/q|?r|s", "/q|?r|s", "/q%7C?r|s", ""},
 		{"/x/..//y\\z^`\"<>", "/x/..//y\\z^`\"<>", "/y/z%5E%60%22%3C%3E", ""},
 		{"/a b", "", "", "400"},

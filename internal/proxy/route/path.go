@@ -37,13 +37,14 @@ func PathChanged[T ~string | ~[]byte](path T, normalize, mergeSlashes bool) bool
 	for i := 0; i < len(path); i++ {
 		c := path[i]
 		switch {
-		case normalize && (canonEscape[c] || c == '\\'):
+		case normalize && (canonEscape[c] || c == '\\' || c == '%' && i+2 < len(path) && path[i+1] == '2' && path[i+2]|0x20 == 'e'):
+			// Escaped, a '/', or an escaped dot (a '.').
 			return true
 		case c == '/' && i+1 < len(path):
 			switch path[i+1] {
 			case '/':
-				if mergeSlashes {
-					return true
+				if mergeSlashes && len(path) > 2 {
+					return true // "//" alone stays (see NormalizePath)
 				}
 			case '.', '%':
 				if normalize && dotSegment(string(path[i+1:])) > 0 {
@@ -58,9 +59,12 @@ func PathChanged[T ~string | ~[]byte](path T, normalize, mergeSlashes bool) bool
 // NormalizePath returns path (a request target's part before '?', which
 // begins with '/') as Envoy's connection manager leaves it: with
 // normalize, the bytes canonEscape marks escaped, '\' a '/', "." and ".."
-// segments (their escaped forms, "%2e", too) removed, escapes kept as
-// written; then, with mergeSlashes, runs of '/' made one. It returns path
-// itself when nothing changes. (Envoy's canonicalisation before its
+// segments (their escaped forms, "%2e", too) removed, every other "%2e"
+// a '.' (Chromium reads an escaped dot as a dot wherever it is), other
+// escapes kept as written; then, with mergeSlashes, runs of '/' made one
+// (Envoy's PathTransformer::mergeSlashes joins the non-empty segments
+// between a leading and a trailing '/', so a path of slashes only becomes
+// "//"). It returns path itself when nothing changes. (Envoy's canonicalisation before its
 // googleurl of 2024 also decoded escaped letters, digits and "-._~".)
 func NormalizePath(path string, normalize, mergeSlashes bool) string {
 	if !PathChanged(path, normalize, mergeSlashes) {
@@ -78,7 +82,9 @@ func NormalizePath(path string, normalize, mergeSlashes bool) string {
 			}
 			b.WriteByte(path[i])
 		}
-		path = b.String()
+		if path = b.String(); path == "/" {
+			path = "//" // no segment: the leading and the trailing '/'
+		}
 	}
 	return path
 }
@@ -89,7 +95,14 @@ func canonicalPath(p string) string {
 	out := make([]byte, 0, len(p)+8)
 	for i := 0; i < len(p); i++ {
 		c := p[i]
-		if (c == '.' || c == '%') && len(out) > 0 && out[len(out)-1] == '/' {
+		if d := dotAt(p[i:]); d > 0 {
+			if len(out) == 0 || out[len(out)-1] != '/' {
+				// A dot in a segment (Chromium's NOT_A_DIRECTORY):
+				// written as a dot, escaped or not.
+				out = append(out, '.')
+				i += d - 1
+				continue
+			}
 			if n := dotSegment(p[i:]); n > 0 {
 				// "." or "..", then a '/' or '\' or the end: the
 				// separator is consumed with the segment.
@@ -108,6 +121,9 @@ func canonicalPath(p string) string {
 				}
 				continue
 			}
+			out = append(out, '.')
+			i += d - 1
+			continue
 		}
 		switch {
 		case c == '\\':
@@ -139,6 +155,18 @@ func dotSegment(s string) int {
 			return 0
 		}
 		n++
+	}
+	return 0
+}
+
+// dotAt is the length of the dot s begins with: 1 for '.', 3 for an
+// escaped one ("%2e", "%2E", as Chromium's IsDot), 0 for none.
+func dotAt(s string) int {
+	switch {
+	case len(s) > 0 && s[0] == '.':
+		return 1
+	case len(s) >= 3 && s[0] == '%' && s[1] == '2' && (s[2] == 'e' || s[2] == 'E'):
+		return 3
 	}
 	return 0
 }

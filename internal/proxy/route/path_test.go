@@ -25,6 +25,13 @@ func TestNormalizePath(t *testing.T) {
 		{"/a/.b/..c/.../b.", "/a/.b/..c/.../b.", "/a/.b/..c/.../b.", "/a/.b/..c/.../b."},
 		{"/a\\..\\b", "/b", "/a\\..\\b", "/b"},
 		{"//a//b/", "//a//b/", "/a/b/", "/a/b/"},
+		// An escaped dot is a dot wherever it is (Chromium's IsDot).
+		{"/a%2eb/%2Efoo/a.%2e/..%2e", "/a.b/.foo/a../...", "/a%2eb/%2Efoo/a.%2e/..%2e", "/a.b/.foo/a../..."},
+		// merge_slashes joins the segments between a leading and a
+		// trailing '/' (PathTransformer::mergeSlashes): none, "//".
+		{"//", "//", "//", "//"},
+		{"///", "///", "//", "//"},
+		{"/\\", "//", "/\\", "//"},
 		// Normalised first, then merged: ".." goes up from the empty
 		// segment.
 		{"/a//../b", "/a/b", "/a/../b", "/a/b"},
@@ -48,7 +55,7 @@ func TestNormalizePath(t *testing.T) {
 // FuzzNormalizePath: PathChanged says whether NormalizePath changes a
 // path, and a normalised path stays as it is.
 func FuzzNormalizePath(f *testing.F) {
-	for _, s := range []string{"/a/./b/../c", "/a|b", "/a//b", "/%2e%2E/x", "/a\\..\\b", "/\xc3\xa4"} {
+	for _, s := range []string{"/a/./b/../c", "/a|b", "/a//b", "/%2e%2E/x", "/a\\..\\b", "/\xc3\xa4", "/a%2eb", "///"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
