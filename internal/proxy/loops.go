@@ -125,11 +125,8 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	}
 	var normalized string // the path the upstream gets, when not the request's
 	if r.hcm.Normalizes(path) {
-		if !h2 {
-			return evloop.Target{HandOff: true} // the goroutine path sends (and logs) the normalised path
-		}
-		// An HTTP/2 stream cannot be handed over: the loops route and
-		// send the normalised path themselves.
+		// Routed, sent and logged normalised, as on the goroutine path:
+		// the upstream writers send Target.Path and the request's query.
 		normalized = r.hcm.Normalize(string(path))
 		path = []byte(normalized)
 		h = normalizedHead{h, append(path[:len(path):len(path)], query(h.Target())...)}

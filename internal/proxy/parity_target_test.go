@@ -191,6 +191,13 @@ func TestRequestTargetSamePaths(t *testing.T) {
 					wantLog = append(wantLog, e.listener+": "+up+" "+proto+" 200 "+rest)
 				}
 			}
+			// The loops route, send and log a normalised path themselves,
+			// HTTP/1.1's too (App Mesh's listeners normalise).
+			for _, l := range []string{"plain", "norm"} {
+				if lis := h.listener(l); lis.OnLoops() && !p.h2Goroutines && lis.HandedOff() != 0 {
+					t.Errorf("%s: %d connections handed off, want the loops to serve them all", l, lis.HandedOff())
+				}
+			}
 			for _, l := range []string{"plain", "norm"} {
 				log := awaitLog(t, logs[l], lines[l])
 				res.log += l + ":\n" + log
