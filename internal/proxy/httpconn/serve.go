@@ -234,6 +234,14 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		// %REQ(X-REQUEST-ID)% and the upstream see the same one.
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
+	if route.HasFragment(r.RequestURI) {
+		// Refused by the connection manager, after it added the
+		// request's ID and before its filters and routes; logged as
+		// received.
+		setPath(r.URL, requestPath(r))
+		m.localReply(rw, s, http.StatusBadRequest, 0, "", route.DetailsPathNormalizationFailed)
+		return
+	}
 	if len(m.filters) > 0 {
 		s.slots = make([]any, len(m.filters))
 		for i, f := range m.filters {

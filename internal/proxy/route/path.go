@@ -17,6 +17,24 @@ import "strings"
 // 0x7f too (nghttp2_check_path).
 func H1TargetByte(c byte) bool { return '!' <= c && c <= '~' }
 
+// DetailsPathNormalizationFailed is the response code details of a
+// request Envoy's connection manager refuses 400 for its path.
+const DetailsPathNormalizationFailed = "path_normalization_failed"
+
+// HasFragment reports whether a request target (path and query) holds a
+// '#': Envoy's connection manager refuses such a request 400 before it
+// routes it, whatever its normalisation (maybeNormalizePath, under the
+// runtime guard http_reject_path_with_fragment, on by default), where Go
+// reads the '#' as part of the path.
+func HasFragment[T ~string | ~[]byte](target T) bool {
+	for i := 0; i < len(target); i++ {
+		if target[i] == '#' {
+			return true
+		}
+	}
+	return false
+}
+
 // canonEscape marks the bytes Envoy's path canonicalisation escapes
 // (%XX, upper-case hex): controls, space, '"', '#', '<', '>', '?', '^',
 // '`', '{', '|', '}', DEL and every byte above it ('\' becomes '/').
