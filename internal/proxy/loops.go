@@ -117,7 +117,7 @@ func (r *loopRouter) Route(h route.Head) evloop.Target { return r.route(h, false
 // route is Route; for an HTTP/2 stream (h2) it answers a request no
 // route matches itself (404, as the goroutine path).
 func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
-	if route.HasFragment(h.Target()) {
+	if r.hcm.RefusesPath(h.Target()) {
 		return evloop.Target{Status: 400, Details: route.DetailsPathNormalizationFailed}
 	}
 	// The path as received (evloop's parser took whole percent-escapes

@@ -73,6 +73,10 @@ func (m *HCM) Normalize(path string) string {
 	return route.NormalizePath(path, m.normalizePath, m.mergeSlashes)
 }
 
+// RefusesPath reports whether the connection manager refuses a request
+// target 400 before routing it (route.PathRefused).
+func (m *HCM) RefusesPath(target []byte) bool { return route.PathRefused(target, m.normalizePath) }
+
 // Normalizes reports whether Normalize changes path, without allocating.
 func (m *HCM) Normalizes(path []byte) bool {
 	return route.PathChanged(path, m.normalizePath, m.mergeSlashes)

@@ -234,7 +234,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		// %REQ(X-REQUEST-ID)% and the upstream see the same one.
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
-	if route.HasFragment(r.RequestURI) {
+	if route.PathRefused(r.RequestURI, m.normalizePath) {
 		// Refused by the connection manager, after it added the
 		// request's ID and before its filters and routes; logged as
 		// received.

@@ -21,14 +21,24 @@ func H1TargetByte(c byte) bool { return '!' <= c && c <= '~' }
 // request Envoy's connection manager refuses 400 for its path.
 const DetailsPathNormalizationFailed = "path_normalization_failed"
 
-// HasFragment reports whether a request target (path and query) holds a
-// '#': Envoy's connection manager refuses such a request 400 before it
-// routes it, whatever its normalisation (maybeNormalizePath, under the
-// runtime guard http_reject_path_with_fragment, on by default), where Go
-// reads the '#' as part of the path.
-func HasFragment[T ~string | ~[]byte](target T) bool {
+// PathRefused reports whether Envoy's connection manager refuses a
+// request target (path and query) 400 before it routes it
+// (maybeNormalizePath): one holding a '#' anywhere, whatever the
+// normalisation (under the runtime guard http_reject_path_with_fragment,
+// on by default), where Go reads the '#' as part of the path; with
+// normalize, one whose path (before '?') holds an escaped NUL ("%00"),
+// which Chromium's canonicalisation of Envoy's googleurl marks invalid
+// (PathUtil::canonicalPath fails; Envoy's path_utility_test refuses
+// "/xyz/%00.%00./abc").
+func PathRefused[T ~string | ~[]byte](target T, normalize bool) bool {
+	path := true
 	for i := 0; i < len(target); i++ {
-		if target[i] == '#' {
+		switch c := target[i]; {
+		case c == '#':
+			return true
+		case c == '?':
+			path = false
+		case c == '%' && path && normalize && i+2 < len(target) && target[i+1] == '0' && target[i+2] == '0':
 			return true
 		}
 	}
