@@ -10,7 +10,6 @@ package proxy
 import (
 	"bytes"
 	"net/netip"
-	"net/url"
 	"runtime"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -119,20 +118,22 @@ func (r *loopRouter) Route(h route.Head) evloop.Target { return r.route(h, false
 // route is Route; for an HTTP/2 stream (h2) it answers a request no
 // route matches itself (404, as the goroutine path).
 func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
-	path, ok := route.EscapedPath(h.Target(), nil)
-	if !ok {
-		return evloop.Target{HandOff: true}
+	if r.hcm.RefusesPath(h.Target()) {
+		return evloop.Target{Status: 400, Details: route.DetailsPathNormalizationFailed}
+	}
+	// The path as received (evloop's parser took whole percent-escapes
+	// only), or as normalize_path and merge_slashes leave it.
+	path := h.Target()
+	if q := bytes.IndexByte(path, '?'); q >= 0 {
+		path = path[:q]
 	}
 	var normalized string // the path the upstream gets, when not the request's
-	if bytes.Contains(path, []byte("//")) || bytes.Contains(path, []byte("/.")) {
-		if np := r.hcm.Normalize(string(path)); np != string(path) {
-			if !h2 {
-				return evloop.Target{HandOff: true} // the goroutine path sends the normalised path
-			}
-			// An HTTP/2 stream cannot be handed over: the loops route
-			// and send the normalised path themselves.
-			normalized, path = np, []byte(np)
-		}
+	if r.hcm.Normalizes(path) {
+		// Routed, sent and logged normalised, as on the goroutine path:
+		// the upstream writers send Target.Path and the request's query.
+		normalized = r.hcm.Normalize(string(path))
+		path = []byte(normalized)
+		h = normalizedHead{h, append(path[:len(path):len(path)], query(h.Target())...)}
 	}
 	rc := r.hcm.RouteConfig()
 	if rc == nil || rc.MatchesRequestID && !hasHeader(h, "x-request-id") {
@@ -206,14 +207,31 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	return t
 }
 
+// normalizedHead is a head whose target's path the connection manager
+// normalised, as the routes (a :path header matcher too) see it.
+type normalizedHead struct {
+	route.Head
+	target []byte
+}
+
+func (h normalizedHead) Target() []byte { return h.target }
+
+// query is target's query with its '?', or nothing.
+func query(target []byte) []byte {
+	if q := bytes.IndexByte(target, '?'); q >= 0 {
+		return target[q:]
+	}
+	return nil
+}
+
 // rewritePath sets t's upstream path and x-envoy-original-path as the
 // goroutine path's rewrite does for a route with a prefix or regex
 // rewrite (the header even when the path is unchanged, as Envoy's
 // router): route.Route.RewritePath of the path the routes matched
-// (matched: escaped, and normalised), written as net/http's Transport
-// writes the URL the goroutine path gives it; the original is that path
-// (Envoy's connection manager normalises :path in place before its
-// router reads it) and the request's query (from target).
+// (matched: as received, or normalised), its bytes as they are; the
+// original is that path (Envoy's connection manager normalises :path in
+// place before its router reads it) and the request's query (from
+// target).
 func rewritePath(t *evloop.Target, rt *route.Route, target, matched []byte) {
 	query := target[len(target):]
 	if q := bytes.IndexByte(target, '?'); q >= 0 {
@@ -221,16 +239,10 @@ func rewritePath(t *evloop.Target, rt *route.Route, target, matched []byte) {
 	}
 	m := string(matched)
 	if up := rt.RewritePath(m); up != m {
-		u := url.URL{RawPath: up}
-		u.Path, _ = url.PathUnescape(up)
-		t.Path = u.EscapedPath()
+		t.Path = up
 		if t.Path == "" {
-			t.Path = "/" // as URL.RequestURI
+			t.Path = "/" // as the goroutine path's setPath
 		}
-	} else if m != string(target[:len(target)-len(query)]) {
-		// Left as it was, but escaped again (a '|', say): the goroutine
-		// path's Transport writes the request's URL so.
-		t.Path = m
 	}
 	t.OriginalPath = m + string(query)
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"net/http"
-	"net/url"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/evloop"
@@ -59,42 +58,18 @@ func (h loopHead) proto() string {
 	return "HTTP/1.1"
 }
 
-// RequestURI is the target when net/url keeps it as it is (URL.EscapedPath
-// returns a path that is validly encoded unchanged), else net/url's.
+// RequestURI is the target as the loops sent it upstream: as received,
+// or with the path they sent (normalised or rewritten: rewritePath) and
+// the request's query, as Envoy logs :path.
 func (h loopHead) RequestURI() string {
 	t := h.r.Target
-	path := t
-	if i := bytes.IndexByte(t, '?'); i >= 0 {
-		path = t[:i]
-	}
 	if h.r.Path != "" {
-		return h.r.Path + string(t[len(path):]) // rewritten (rewritePath), with the request's query
-	}
-	for _, c := range path {
-		if !keptInPath(c) {
-			u, err := url.ParseRequestURI(string(t))
-			if err != nil {
-				return string(t) // the loops checked what net/url checks: not reached
-			}
-			return u.RequestURI()
+		if i := bytes.IndexByte(t, '?'); i >= 0 {
+			return h.r.Path + string(t[i:])
 		}
+		return h.r.Path
 	}
 	return string(t)
-}
-
-// keptInPath reports whether net/url's EscapedPath keeps c as received:
-// the characters its validEncoded accepts in a path, and the escapes'
-// '%'.
-func keptInPath(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '-', '_', '.', '~', '/', '%', '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=', ':', '@', '[', ']':
-		return true
-	}
-	return false
 }
 
 func (h loopHead) Host() string { return h.Header("host") }

@@ -62,7 +62,7 @@ func rewriteRoutes() []*routev3.Route {
 // TestRewritesSamePaths: a route's prefix, regex and host rewrites reach
 // the upstream alike on every path, over HTTP/1.1 and h2c, to HTTP/1.1
 // and HTTP/2 upstreams: the rewritten path with the request's query (its
-// percent-encodings as the goroutine path sends them), the rewritten Host
+// bytes as received, as Envoy sends them: TestRequestTargetSamePaths), the rewritten Host
 // or :authority, x-envoy-original-path (the request's path and query)
 // when the route rewrites the path, even to the same path, as Envoy's
 // router (finalizePathHeader), replacing one the client sent; the access
@@ -86,7 +86,7 @@ func TestRewritesSamePaths(t *testing.T) {
 			{"/re/one/two/three?q", ""},
 			{"/re/%41%2f/b%20c", ""},
 			{"/re/unmatched?q", ""},     // the regex does not match: the path is unchanged, and recorded
-			{"/re/unmatched|x?y|z", ""}, // unchanged, sent escaped as the goroutine path's Transport writes it
+			{"/re/unmatched|x?y|z", ""}, // unchanged, sent as received
 			{"/pre/a|b'c?x|y", ""},
 			{"/host/x?y=1", "X-Envoy-Original-Path: /kept"},
 			{"/gw/a%2Fb?q=1", ""},

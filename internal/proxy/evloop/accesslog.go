@@ -43,11 +43,11 @@ type LogRecord struct {
 	Method, Target []byte
 	Headers        []HeaderField
 	RequestID      []byte // the x-request-id the proxy added; nil when the client sent one
-	// Path, OriginalPath and Authority are the route's rewrites as the
-	// upstream got them (Target's; Path only with OriginalPath, when the
-	// route rewrites the path, and "" when that left it unchanged), empty
-	// when none: Envoy's router rewrites the request's headers in place,
-	// and its access log reads them.
+	// Path, OriginalPath and Authority are the normalised path and the
+	// route's rewrites as the upstream got them (Target's; Path "" when
+	// the request's path went as received), empty when none: Envoy's
+	// connection manager and router rewrite the request's headers in
+	// place, and its access log reads them.
 	Path, OriginalPath, Authority string
 	// HeaderOps are the route's request header mutations (Target.Headers;
 	// nil: none): the log reads the request's headers as they leave them,

@@ -61,10 +61,10 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	r.Start = l.epoch.Add(time.Duration(l.now))
 	r.Flags, r.Details, r.BytesReceived, r.BytesSent, r.Code = 0, "", 0, 0, 0
 	r.Cluster, r.Route, r.Host, r.Attempts = t.Cluster, t.Route, t.Host, 0
-	r.Path, r.OriginalPath, r.Authority, r.HeaderOps = "", t.OriginalPath, t.Authority, t.Headers
-	if t.OriginalPath != "" {
-		r.Path = t.Path // "" when the rewrite left the path as it was
-	}
+	// The path sent upstream when not the request's (normalised or
+	// rewritten): Envoy logs :path as its connection manager and router
+	// left it.
+	r.Path, r.OriginalPath, r.Authority, r.HeaderOps = t.Path, t.OriginalPath, t.Authority, t.Headers
 	if t.Cluster != "" && t.Status == 0 {
 		r.Attempts = 1
 	}

@@ -284,9 +284,9 @@ type Target struct {
 	// HTTP/2 connections to Host (h2up_linux.go; retries:
 	// h2uretry_linux.go). Only for RouteH2's targets.
 	HTTP2 bool
-	// Path is the path (without the query, escaped) the upstream gets
+	// Path is the path (without the query) the upstream gets
 	// instead of the request's: the route's prefix or regex rewrite of
-	// it, or (RouteH2's only) the path the connection manager normalised
+	// it, or the path the connection manager normalised
 	// (merge_slashes, normalize_path), which routes matched, as on the
 	// goroutine path. Empty: the request's. The request's query follows
 	// it.

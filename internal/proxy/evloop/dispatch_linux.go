@@ -151,7 +151,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 			case t.Status == 404:
 				st.noRoute.Inc()
 				d.logFlags(accesslog.NoRouteFound, "route_not_found")
-			case t.Flags != 0:
+			case t.Flags != 0 || t.Details != "":
 				if t.Flags&accesslog.NoClusterFound != 0 {
 					st.noCluster.Inc()
 				}

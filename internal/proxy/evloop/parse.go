@@ -57,9 +57,10 @@ var (
 // requestLine checks a request line (without its CRLF) as far as a
 // parser reading it byte by byte does: a token method, a target without
 // blanks or controls whose path's percent-escapes are whole (as net/url
-// requires), and an HTTP/x.y version. It returns the two spaces'
-// offsets, or errRequest.
-func requestLine(line []byte) (sp1, sp2 int, err error) {
+// requires), nor bytes above 0x7f unless stream (an HTTP/2 stream's head,
+// whose :path may hold them: route.H1TargetByte), and an HTTP/x.y
+// version. It returns the two spaces' offsets, or errRequest.
+func requestLine(line []byte, stream bool) (sp1, sp2 int, err error) {
 	sp1 = bytes.IndexByte(line, ' ')
 	if sp1 <= 0 {
 		return 0, 0, errRequest
@@ -78,7 +79,9 @@ func requestLine(line []byte) (sp1, sp2 int, err error) {
 	path := true // before '?': percent-escapes must be whole, as net/url requires
 	for i, c := range target {
 		switch {
-		case c <= ' ' || c == 0x7f:
+		case !proxyroute.H1TargetByte(c) && (c < 0x80 || !stream):
+			// An HTTP/2 stream's :path may hold bytes above 0x7f
+			// (nghttp2's rules); HTTP/1.1's target not (Envoy's codec).
 			return 0, 0, errRequest
 		case c == '?':
 			path = false
@@ -133,7 +136,7 @@ func lineError(b []byte) error {
 	if eol < 1 {
 		return nil
 	}
-	if _, _, err := requestLine(b[:eol-1]); err != nil {
+	if _, _, err := requestLine(b[:eol-1], false); err != nil {
 		return err
 	}
 	for p := eol + 1; p < len(b); {
@@ -300,7 +303,7 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 	*r = request{lines: r.lines[:0], h2cConn: r.h2cConn[:0]}
 	eol := bytes.IndexByte(b, '\n') - 1 // '\r'
 	line := b[:eol]
-	sp1, sp2, err := requestLine(line)
+	sp1, sp2, err := requestLine(line, stream)
 	if err != nil {
 		return err
 	}

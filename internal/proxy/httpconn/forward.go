@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -20,9 +19,9 @@ import (
 // The forwarder: what sends a routed request upstream and its response
 // downstream. It keeps the message semantics of net/http/httputil's
 // ReverseProxy (hop-by-hop headers, Te: trailers, upgrades, trailers,
-// streaming flushes, query cleaning; but 1xx responses are dropped, as
-// Envoy drops them) without what
-// ReverseProxy adds for its general use and weft proxy does not need: the
+// streaming flushes; but 1xx responses are dropped, as Envoy drops
+// them, and the query is sent as received, as Envoy sends it) without
+// what ReverseProxy adds for its general use and weft proxy does not need: the
 // ProxyRequest and request copies for its hooks, the CloseNotifier watch,
 // a media-type parse per response and a flush timer per streamed
 // response. forward_test.go sends the same requests through both and
@@ -37,10 +36,6 @@ var hopHeaders = [...]string{
 
 // forwardedHeaders are kept from the client, as Envoy keeps them.
 var forwardedHeaders = [...]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
-
-// maxQueryParams is the number of query parameters above which the query
-// is re-encoded (net/url's limit for parsing one).
-const maxQueryParams = 10000
 
 // forward proxies the stream's request to its cluster and the response
 // back to w. It runs on the handler's goroutine; s.ctx is the stream's
@@ -93,7 +88,6 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 		out.Header.Set("Connection", "Upgrade")
 		out.Header.Set("Upgrade", upType)
 	}
-	out.URL.RawQuery = cleanQuery(out.URL.RawQuery)
 	m.rewrite(s, out)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		// No User-Agent from the client: none upstream either, rather
@@ -319,39 +313,6 @@ func addHeaders(dst, src http.Header) {
 	for k, vv := range src {
 		dst[k] = append(dst[k], vv...)
 	}
-}
-
-// cleanQuery re-encodes a query that the upstream could parse differently
-// from weft proxy: one with ';' separators, malformed escapes or too many
-// parameters; unparsable parameters are dropped.
-func cleanQuery(q string) string {
-	if q == "" {
-		return q
-	}
-	if strings.Count(q, "&")+1 > maxQueryParams {
-		return reencodeQuery(q)
-	}
-	for i := 0; i < len(q); i++ {
-		switch q[i] {
-		case ';':
-			return reencodeQuery(q)
-		case '%':
-			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
-				return reencodeQuery(q)
-			}
-			i += 2
-		}
-	}
-	return q
-}
-
-func reencodeQuery(q string) string {
-	v, _ := url.ParseQuery(q)
-	return v.Encode()
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // noCloseBody is the downstream request body as the transport sees it:

@@ -230,7 +230,12 @@ type fwdCase struct {
 	// length in x/net's buffer, which the reset drops: over HTTP/2 the
 	// forwarder's answer is checked alone (want).
 	sentOn bool
-	want   func(t *testing.T, s seen) // what both paths must show, beyond being equal
+	// envoyOnly: the forwarder does as Envoy does where ReverseProxy does
+	// not (a query with ';' separators or malformed escapes, which
+	// ReverseProxy re-encodes, sent as received): its answer is checked
+	// alone (want).
+	envoyOnly bool
+	want      func(t *testing.T, s seen) // what both paths must show, beyond being equal
 }
 
 func (b *fwdBackend) do(t *testing.T, c *http.Client, base string, tc fwdCase, key string) seen {
@@ -326,9 +331,9 @@ func TestForwarderMatchesReverseProxy(t *testing.T) {
 	}
 	cases := []fwdCase{
 		{name: "get", path: "/echo?a=1&b=2", want: status(200)},
-		{name: "query cleaning", path: "/echo?a=1;b=2&c=%zz&d=%41", want: func(t *testing.T, s seen) {
-			if !strings.Contains(s.body, "GET /echo?d=A ") {
-				t.Errorf("query not cleaned: %s", s.body)
+		{name: "query as received", path: "/echo?a=1;b=2&c=%zz&d=%41", envoyOnly: true, want: func(t *testing.T, s seen) {
+			if !strings.Contains(s.body, "GET /echo?a=1;b=2&c=%zz&d=%41 ") {
+				t.Errorf("query not sent as received: %s", s.body)
 			}
 		}},
 		// (A Connection header naming X-Forwarded-For is refused before
@@ -443,7 +448,7 @@ func TestForwarderMatchesReverseProxy(t *testing.T) {
 					}
 				}
 				b.informational = slices.DeleteFunc(b.informational, func(i string) bool { return !strings.HasPrefix(i, "100 ") })
-				if a.String() != b.String() && !(tc.sentOn && strings.HasPrefix(proto.name, "h2c")) {
+				if a.String() != b.String() && !(tc.sentOn && strings.HasPrefix(proto.name, "h2c")) && !tc.envoyOnly {
 					t.Errorf("the forwarder:\n%s\nReverseProxy:\n%s", a, b)
 				}
 				if tc.want != nil {

@@ -52,6 +52,12 @@ func readRefusal(err error) route.Refusal {
 // finds them (but where two faults of one head are in another order on
 // its lines).
 func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
+	for i := 0; i < len(req.RequestURI); i++ {
+		if !route.H1TargetByte(req.RequestURI[i]) {
+			// Raw UTF-8, say: Go's reader takes it, Envoy's codec not.
+			return route.RefuseMalformed
+		}
+	}
 	if !fieldsValid(req) {
 		return route.RefuseMalformed
 	}

@@ -65,16 +65,21 @@ func (m *HCM) Log(e *accesslog.Entry) {
 // the RDS one of that name (nil until it arrives).
 func (m *HCM) RouteConfig() *route.Config { return m.routeConfig() }
 
-// Normalize returns the path as the connection manager matches it:
-// slashes merged and dot segments removed when configured.
+// Normalize returns path (a request target's part before '?', as
+// received) as the connection manager matches it and sends it upstream:
+// normalize_path and merge_slashes applied as Envoy's connection manager
+// applies them (route.NormalizePath).
 func (m *HCM) Normalize(path string) string {
-	if m.mergeSlashes {
-		path = mergeSlashes(path)
-	}
-	if m.normalizePath {
-		path = removeDotSegments(path)
-	}
-	return path
+	return route.NormalizePath(path, m.normalizePath, m.mergeSlashes)
+}
+
+// RefusesPath reports whether the connection manager refuses a request
+// target 400 before routing it (route.PathRefused).
+func (m *HCM) RefusesPath(target []byte) bool { return route.PathRefused(target, m.normalizePath) }
+
+// Normalizes reports whether Normalize changes path, without allocating.
+func (m *HCM) Normalizes(path []byte) bool {
+	return route.PathChanged(path, m.normalizePath, m.mergeSlashes)
 }
 
 // AcceptHTTP10 reports whether HTTP/1.0 requests are served

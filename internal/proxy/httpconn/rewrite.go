@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/weftmesh/weft/internal/proxy/route"
 )
@@ -19,11 +20,10 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 	out.URL.Scheme = "http"
 	out.URL.Host = "upstream" // replaced by the chosen host on each attempt
 	if s.changed {
-		out.URL.RawPath = s.upPath
-		out.URL.Path, _ = url.PathUnescape(s.upPath)
+		setPath(out.URL, s.upPath)
 	}
 	if s.rewrote {
-		out.Header.Set("X-Envoy-Original-Path", m.originalPath(in))
+		out.Header.Set("X-Envoy-Original-Path", originalPath(s))
 	}
 	out.Host = in.Host
 	if s.rt.HostRewrite != "" {
@@ -68,9 +68,8 @@ func (m *HCM) logRewrites(s *stream) {
 	}
 	in := s.in
 	if s.rewrote {
-		in.Header.Set("X-Envoy-Original-Path", m.originalPath(in))
-		in.URL.RawPath = s.upPath
-		in.URL.Path, _ = url.PathUnescape(s.upPath)
+		in.Header.Set("X-Envoy-Original-Path", originalPath(s))
+		setPath(in.URL, s.upPath)
 	}
 	if s.rt.HostRewrite != "" {
 		in.Host = s.rt.HostRewrite
@@ -83,12 +82,44 @@ func (m *HCM) logRewrites(s *stream) {
 // rewrites its path: the path the routes matched (normalised by
 // merge_slashes and normalize_path, which Envoy's connection manager does
 // to :path in place before its router reads it) and the query.
-func (m *HCM) originalPath(in *http.Request) string {
-	p := m.Normalize(in.URL.EscapedPath())
-	if in.URL.ForceQuery || in.URL.RawQuery != "" {
-		p += "?" + in.URL.RawQuery
+// It is read from the request before logRewrites rewrites it: serve
+// gave its URL that path (setPath).
+func originalPath(s *stream) string { return s.in.URL.RequestURI() }
+
+// requestPath is the path of r's target (before '?') as the client sent
+// it: Go's reader keeps the target's bytes in RequestURI (x/net's HTTP/2
+// server the :path), where its URL holds them decoded. An absolute-form
+// target's is its URL's path.
+func requestPath(r *http.Request) string {
+	t := r.RequestURI
+	if !strings.HasPrefix(t, "/") {
+		return r.URL.EscapedPath()
 	}
-	return p
+	if i := strings.IndexByte(t, '?'); i >= 0 {
+		t = t[:i]
+	}
+	return t
+}
+
+// setPath makes path (the part before '?') the target every writer of u
+// writes (URL.RequestURI: net/http's Transport, weft proxy's HTTP/1.1
+// client, x/net's HTTP/2 client) and the access log reads, its bytes as
+// they are: an opaque URL. One that begins with "//" would be written as
+// an absolute URL so: it is given as an escaped path, which Go writes
+// escaped again where it holds bytes a URL path may not (a known
+// difference: only without merge_slashes).
+func setPath(u *url.URL, path string) {
+	if path == "" {
+		path = "/" // as URL.RequestURI
+	}
+	if !strings.HasPrefix(path, "//") {
+		u.Opaque = path
+		return
+	}
+	u.Opaque = ""
+	if p, err := url.PathUnescape(path); err == nil {
+		u.Path, u.RawPath = p, path
+	}
 }
 
 func (m *HCM) applyResponseHeaders(s *stream, h http.Header) {

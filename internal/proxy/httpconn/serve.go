@@ -53,9 +53,9 @@ type stream struct {
 	rt        *route.Route
 	cl        *cluster.Cluster
 	wops      *route.HeaderOps
-	upPath    string // the path sent upstream, escaped
+	upPath    string // the path sent upstream
 	rewrote   bool   // the route rewrites the path (prefix or regex rewrite), changed or not
-	changed   bool   // upPath is not the request's path (rewritten or normalized)
+	changed   bool   // upPath is not the path the routes matched (rewritten)
 	queued    bool   // the first attempt waited in the cluster's pending queue, and it ended (in the padding after the bools above, not after upStart: 352 bytes a request, not 384)
 	flags     accesslog.Flags
 	host      *cluster.Host
@@ -234,6 +234,14 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		// %REQ(X-REQUEST-ID)% and the upstream see the same one.
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
+	if route.PathRefused(r.RequestURI, m.normalizePath) {
+		// Refused by the connection manager, after it added the
+		// request's ID and before its filters and routes; logged as
+		// received.
+		setPath(r.URL, requestPath(r))
+		m.localReply(rw, s, http.StatusBadRequest, 0, "", route.DetailsPathNormalizationFailed)
+		return
+	}
 	if len(m.filters) > 0 {
 		s.slots = make([]any, len(m.filters))
 		for i, f := range m.filters {
@@ -244,17 +252,15 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 			}
 		}
 	}
-	path := r.URL.EscapedPath()
+	path := requestPath(r)
 	if r.Method == http.MethodConnect || path == "" || path[0] != '/' {
 		m.localReply(rw, s, http.StatusNotFound, accesslog.NoRouteFound, "", "route_not_found")
 		return
 	}
-	if m.mergeSlashes {
-		path = mergeSlashes(path)
-	}
-	if m.normalizePath {
-		path = removeDotSegments(path)
-	}
+	// As Envoy's connection manager rewrites :path in place: the routes,
+	// the access log and the upstream see the normalised path.
+	path = m.Normalize(path)
+	setPath(r.URL, path)
 	s.rc = m.routeConfig()
 	if s.rc != nil {
 		s.vh, s.rt = s.rc.Match(r, path)
@@ -312,9 +318,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	}
 	s.upPath = s.rt.RewritePath(path)
 	s.rewrote = s.rt.RewritesPath()
-	// As Envoy: the upstream gets the path the route matched, so that a
-	// normalized path cannot reach it in its raw form.
-	s.changed = s.upPath != r.URL.EscapedPath()
+	s.changed = s.upPath != path
 
 	sctx, cancel := context.WithCancelCause(ctx)
 	s.cancel, s.ctx = cancel, sctx
@@ -563,51 +567,4 @@ func (s *stream) bodyComing() bool { return s.arrival != nil && !s.arrival.Recei
 // meanwhile.
 func (s *stream) replyCloses() bool {
 	return s.arrival != nil && route.LocalReplyCloses(s.upStart.IsZero() && !s.queued, s.arrival.Arrived)
-}
-
-// mergeSlashes collapses runs of '/'.
-func mergeSlashes(p string) string {
-	if !strings.Contains(p, "//") {
-		return p
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '/' && i > 0 && p[i-1] == '/' {
-			continue
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
-}
-
-// removeDotSegments normalises "." and ".." segments (RFC 3986 5.2.4),
-// keeping a trailing slash.
-func removeDotSegments(p string) string {
-	if !strings.Contains(p, "/.") {
-		return p
-	}
-	segs := strings.Split(p, "/")
-	out := make([]string, 0, len(segs))
-	for i, seg := range segs {
-		switch seg {
-		case ".":
-			if i == len(segs)-1 {
-				out = append(out, "")
-			}
-		case "..":
-			if len(out) > 1 {
-				out = out[:len(out)-1]
-			}
-			if i == len(segs)-1 {
-				out = append(out, "")
-			}
-		default:
-			out = append(out, seg)
-		}
-	}
-	r := strings.Join(out, "/")
-	if !strings.HasPrefix(r, "/") {
-		r = "/" + r
-	}
-	return r
 }

@@ -279,16 +279,10 @@ func headValue(h Head, name string, buf []byte) ([]byte, bool) {
 	case ":authority":
 		return h.Host(), true
 	case ":path":
-		t := h.Target()
-		q := bytes.IndexByte(t, '?')
-		if q < 0 {
-			q = len(t)
-		}
-		p, ok := escapedPath(t[:q], buf)
-		if !ok {
-			return nil, false
-		}
-		return append(p, t[q:]...), true
+		// The target as received: the loops route only requests whose
+		// path the connection manager's normalisation leaves as it is
+		// (an HTTP/2 stream's normalised path aside: see docs/proxy.md).
+		return h.Target(), true
 	case ":scheme":
 		return []byte("http"), true // a loop serves plaintext only
 	}
