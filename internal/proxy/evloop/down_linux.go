@@ -320,7 +320,13 @@ func (l *loop) flushDown(d *down) {
 		return
 	}
 	for d.outOff < len(d.out) || d.tlsPending() {
-		n, err := l.writeSock(d, d.out[d.outOff:])
+		var n int
+		var err error
+		if d.h2c != nil {
+			n, err = l.h2WriteOut(d) // d.out and the buffers chained past it
+		} else {
+			n, err = l.writeSock(d, d.out[d.outOff:])
+		}
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -335,7 +341,11 @@ func (l *loop) flushDown(d *down) {
 			l.closeDown(d)
 			return
 		}
-		d.outOff += n
+		if d.h2c != nil {
+			l.h2Wrote(d, n)
+		} else {
+			d.outOff += n
+		}
 		if n > 0 {
 			d.outAt = l.now // progress: the stall's bound runs from here (h1StallDeadline)
 		}

@@ -335,7 +335,7 @@ func (l *loop) h1uData(s *h2ustream, data []byte, end bool) {
 			d.out = strconv.AppendInt(d.out, int64(len(data)), 16)
 			d.out = append(d.out, "\r\n"...)
 		}
-		d.out = append(d.out, data...)
+		d.out = l.appendBuf(d.out, data) // a full-size frame and its chunk's size line overflow one of bufSize
 		if hb.chunked {
 			d.out = append(d.out, "\r\n"...)
 		}

@@ -58,7 +58,9 @@ type h2conn struct {
 	fr         *http2.Framer
 	heads      *h2Heads     // decodes fr's header blocks
 	rd         bytes.Reader // the frame being read, from d.in
-	wr         h2writer     // frames written go to d.out
+	wr         h2writer     // frames written go to d.out, then more (h2Out)
+	more       [][]byte     // output past d.out, in buffers of bigBufSize (h2out_linux.go)
+	moreN      int          // bytes in more
 	hbuf       bytes.Buffer // a header block being encoded
 	enc        *hpackEnc
 	streams    map[uint32]*h2stream
@@ -95,11 +97,7 @@ type h2writer struct {
 }
 
 func (w h2writer) Write(b []byte) (int, error) {
-	d := w.c.d
-	if d.out == nil {
-		d.out, d.outOff = w.l.getBuf(), 0
-	}
-	d.out = w.l.appendBuf(d.out, b) // a full-size DATA frame overflows one of bufSize
+	w.l.h2Out(w.c, b)
 	w.l.h2Dirty(w.c)
 	return len(b), nil
 }
@@ -214,7 +212,7 @@ func (l *loop) h2Input(d *down) {
 	c.reading = true
 	defer func() { c.reading = false }()
 	for !d.closed && !d.draining && !c.goAwayDone() {
-		if len(d.out)-d.outOff > h2MaxOut {
+		if c.outLen() > h2MaxOut {
 			// The client does not read what its frames make us write:
 			// its next frames wait until that is out (h2Drained).
 			c.outPaused = true
@@ -495,6 +493,7 @@ func (l *loop) h2Forget(d *down) {
 		st.reset = true
 		l.h2EndStream(st)
 	}
+	l.h2OutRelease(c)
 }
 
 // h2Deadline is an HTTP/2 connection's next timeout: the idle timeout

@@ -125,7 +125,7 @@ func (l *loop) h2Push(st *h2stream) {
 	// Not past h2MaxOut waiting to be written: an HTTP/2 upstream is
 	// credited as the bytes go (h2uConsumed), so the bound is what holds a
 	// client that opens its windows and reads nothing.
-	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 && len(c.d.out)-c.d.outOff <= h2MaxOut {
+	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 && c.outLen() <= h2MaxOut {
 		n := min(len(st.pending), int(min(st.window, c.sendWindow)), int(c.maxFrame))
 		end := st.endPending && st.trailers == nil && n == len(st.pending)
 		_ = c.fr.WriteData(st.id, end, st.pending[:n])
@@ -160,7 +160,7 @@ func (l *loop) h2Push(st *h2stream) {
 		l.h2Sent(st)
 		return
 	}
-	full := c.d.outOff < len(c.d.out) && len(c.d.out)-c.d.outOff > h2MaxOut
+	full := c.d.outOff < len(c.d.out) && c.outLen() > h2MaxOut
 	if len(st.pending) > 0 || full {
 		st.sd.wantOut = true // processUp pauses the upstream
 		if !st.blocked {

@@ -245,8 +245,9 @@ type loop struct {
 	hsClosed    bool   // closeAll ran: a finishing handshake closes its socket itself
 	tlsIn       []byte // ciphertext read, before Feed
 
-	h2dirty   []*h2conn // HTTP/2 connections with frames to write at the iteration's end
-	h2updirty []*h2up   // upstream HTTP/2 connections with frames to write (h2up_linux.go)
+	h2dirty   []*h2conn             // HTTP/2 connections with frames to write at the iteration's end
+	h2updirty []*h2up               // upstream HTTP/2 connections with frames to write (h2up_linux.go)
+	iov       [maxOutIov]unix.Iovec // h2WriteOut's writev (h2out_linux.go)
 
 	// HTTP/2 client and upstream streams, recycled (h2pool_linux.go).
 	streams  streamPool[h2stream]

@@ -173,12 +173,21 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) Pending() []byte { return c.mc.out.Bytes() }
 
 // Drain drops the first n bytes of Pending: the bytes the socket took.
-// Once all is sent, the output buffer is kept for the next response
-// unless a large one grew it past keepOut.
+// Once all is sent, the output buffer is kept for the next response,
+// from its start, unless a large one grew it past keepOut. (Emptied by
+// Next alone, a bytes.Buffer appends the next record behind the bytes
+// already sent when they leave room for it, and grows for the one after:
+// an HTTP/2 connection's writes of two full records each made a new
+// buffer every few writes, of 64 or 72 KiB, the latter past keepOut and
+// dropped once drained.)
 func (c *Conn) Drain(n int) {
 	c.mc.out.Next(n)
-	if c.mc.out.Len() == 0 && c.mc.out.Cap() > keepOut {
-		c.mc.out = bytes.Buffer{}
+	if c.mc.out.Len() == 0 {
+		if c.mc.out.Cap() > keepOut {
+			c.mc.out = bytes.Buffer{}
+		} else {
+			c.mc.out.Reset()
+		}
 	}
 }
 

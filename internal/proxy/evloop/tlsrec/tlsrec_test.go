@@ -461,3 +461,31 @@ func TestClose(t *testing.T) {
 		t.Error("Feed after Close: no error")
 	}
 }
+
+// TestDrainedOutputReused: an output buffer drained to its end is reused
+// from its start: writes of two full records each, after one that ended
+// with a short record, go on in the same buffer, never grown past
+// keepOut (and so dropped and made again).
+func TestDrainedOutputReused(t *testing.T) {
+	p := mustServe(t, tls.VersionTLS13)
+	go func() { _, _ = io.Copy(io.Discard, p.peer) }() // ends when the sockets close at cleanup
+	// A full record and one of a byte.
+	if _, err := p.c.Write(make([]byte, 16<<10+1)); err != nil {
+		t.Fatal(err)
+	}
+	p.flush(t)
+	var first *byte
+	for i := range 10 {
+		if _, err := p.c.Write(make([]byte, 32<<10)); err != nil {
+			t.Fatal(err)
+		}
+		out := p.c.Pending()
+		if i == 0 {
+			first = &out[:1][0]
+		}
+		if c := p.c.mc.out.Cap(); c > keepOut || &out[:1][0] != first {
+			t.Fatalf("write %d of 32 KiB: an output buffer of %d bytes, new: %v; want the first write's reused (at most %d)", i, c, &out[:1][0] != first, keepOut)
+		}
+		p.flush(t)
+	}
+}
