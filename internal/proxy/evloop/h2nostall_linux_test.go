@@ -234,8 +234,10 @@ func TestH2NoStallResponse(t *testing.T) {
 				avail = tc.window
 			}
 			p := newPeerCredit(h.fr, avail)
-			_ = h.c.SetReadDeadline(time.Now().Add(30 * time.Second))
 			for {
+				// A stall is 10 s without a frame: the window-1 case's
+				// 70,000 round trips take seconds on a loaded machine.
+				_ = h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 				f, err := h.fr.ReadFrame()
 				if err != nil {
 					t.Fatalf("client: %v after %d of %d bytes (the upstream sent %d)", err, p.receivedTotal, total, <-sent)
