@@ -64,7 +64,8 @@ func h2Ask(c *h2Client, id uint32, path string) string {
 // malformed escapes, empty parameters), and the path as received, or with
 // normalize_path (App Mesh's connection managers have it, and
 // merge_slashes) as Envoy's canonicalisation leaves it: bytes a URL path
-// may not hold escaped, '\' a '/', dot segments removed, escapes kept as
+// may not hold escaped, '\' a '/', dot segments removed, escaped letters,
+// digits and "-._~" decoded (routed so too), other escapes kept as
 // written. A target with a space or a byte above 0x7e is refused 400 by
 // the HTTP/1.1 codec, as by Envoy's (Balsa, http-parser's URL rules),
 // and served over HTTP/2 (nghttp2 takes such bytes in :path). The access
@@ -102,6 +103,7 @@ func TestRequestTargetSamePaths(t *testing.T) {
 		{"/p?a=b&&c", "/p?a=b&&c", "/p?a=b&&c", ""},
 		{"/%2F", "/%2F", "/%2F", ""},
 		{"/a%2eb/%2E%2e/c%2E", "/a%2eb/%2E%2e/c%2E", "/c.", ""},
+		{"/%61b%2D%7e%2541%7c", "/%61b%2D%7e%2541%7c", "/ab-~%2541%7c", ""},
 		{"/q|?r|s", "/q|?r|s", "/q%7C?r|s", ""},
 		{"/x/..//y\\z^`\"<>", "/x/..//y\\z^`\"<>", "/y/z%5E%60%22%3C%3E", ""},
 		{"/a b", "", "", "400"},
@@ -148,7 +150,12 @@ func TestRequestTargetSamePaths(t *testing.T) {
 			exchanges = append(exchanges,
 				exchange{"plain", client, "/" + n + "/hm/a|b?q|r", "200 " + proto + " /matched/a|b?q|r", "/matched/a|b?q|r /" + n + "/hm/a|b?q|r 200 h" + n},
 				exchange{"norm", client, "/" + n + "/hm/a|b?q|r", "200 " + proto + " /" + n + "/hm/a%7Cb?q|r",
-					"/" + n + "/hm/a%7Cb?q|r /" + n + "/hm/a%7Cb?q|r 200 h" + n})
+					"/" + n + "/hm/a%7Cb?q|r /" + n + "/hm/a%7Cb?q|r 200 h" + n},
+				// Routed on the path as received; with normalize_path,
+				// on the decoded one: the rewriting route's.
+				exchange{"plain", client, "/" + n + "/%72w/%61b", "200 " + proto + " /" + n + "/%72w/%61b",
+					"/" + n + "/%72w/%61b /" + n + "/%72w/%61b 200 h" + n},
+				exchange{"norm", client, "/" + n + "/%72w/%61b", "200 " + proto + " /up/ab", "/up/ab /" + n + "/rw/ab 200 h" + n})
 		}
 	}
 	results := map[string]pathResult{}

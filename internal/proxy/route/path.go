@@ -1,6 +1,9 @@
 package route
 
-import "strings"
+import (
+	"math"
+	"strings"
+)
 
 // The request path as Envoy's connection manager leaves :path for its
 // routes, its access log and the upstream (ConnectionManagerUtility::
@@ -55,6 +58,36 @@ var canonEscape = func() (t [256]bool) {
 	return t
 }()
 
+// canonDecode marks the bytes Envoy's path canonicalisation writes
+// unescaped when they come escaped: ASCII letters, digits, '-', '_' and
+// '~' (Chromium's UNESCAPE in kPathCharLookup of the googleurl Envoy pins,
+// 2022; Chromium has kept them escaped since December 2023). An escaped
+// '.' is a dot (see canonicalPath); every other escape is kept as written,
+// its hex's case too.
+var canonDecode = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '~'
+	}
+	return t
+}()
+
+// unhex is the byte the hex digits a, b stand for; ok false if either is
+// not one.
+func unhex(a, b byte) (v byte, ok bool) {
+	h := func(c byte) (byte, bool) {
+		switch {
+		case '0' <= c && c <= '9':
+			return c - '0', true
+		case 'a' <= c|0x20 && c|0x20 <= 'f':
+			return (c | 0x20) - 'a' + 10, true
+		}
+		return 0, false
+	}
+	x, ok1 := h(a)
+	y, ok2 := h(b)
+	return x<<4 | y, ok1 && ok2
+}
+
 // PathChanged reports whether NormalizePath changes path (a request
 // target's part before '?'), without allocating: the loops' check of
 // every request.
@@ -65,9 +98,12 @@ func PathChanged[T ~string | ~[]byte](path T, normalize, mergeSlashes bool) bool
 	for i := 0; i < len(path); i++ {
 		c := path[i]
 		switch {
-		case normalize && (canonEscape[c] || c == '\\' || c == '%' && i+2 < len(path) && path[i+1] == '2' && path[i+2]|0x20 == 'e'):
-			// Escaped, a '/', or an escaped dot (a '.').
-			return true
+		case normalize && (canonEscape[c] || c == '\\'):
+			return true // escaped, or a '/'
+		case normalize && c == '%' && i+2 < len(path):
+			if v, ok := unhex(path[i+1], path[i+2]); ok && (v == '.' || canonDecode[v]) {
+				return true // decoded (an escaped dot is a '.')
+			}
 		case c == '/' && i+1 < len(path):
 			switch path[i+1] {
 			case '/':
@@ -88,12 +124,12 @@ func PathChanged[T ~string | ~[]byte](path T, normalize, mergeSlashes bool) bool
 // begins with '/') as Envoy's connection manager leaves it: with
 // normalize, the bytes canonEscape marks escaped, '\' a '/', "." and ".."
 // segments (their escaped forms, "%2e", too) removed, every other "%2e"
-// a '.' (Chromium reads an escaped dot as a dot wherever it is), other
-// escapes kept as written; then, with mergeSlashes, runs of '/' made one
-// (Envoy's PathTransformer::mergeSlashes joins the non-empty segments
-// between a leading and a trailing '/', so a path of slashes only becomes
-// "//"). It returns path itself when nothing changes. (Envoy's canonicalisation before its
-// googleurl of 2024 also decoded escaped letters, digits and "-._~".)
+// a '.' (Chromium reads an escaped dot as a dot wherever it is), the
+// escapes of the bytes canonDecode marks decoded, other escapes kept as
+// written; then, with mergeSlashes, runs of '/' made one (Envoy's
+// PathTransformer::mergeSlashes joins the non-empty segments between a
+// leading and a trailing '/', so a path of slashes only becomes "//"). It
+// returns path itself when nothing changes.
 func NormalizePath(path string, normalize, mergeSlashes bool) string {
 	if !PathChanged(path, normalize, mergeSlashes) {
 		return path
@@ -121,6 +157,10 @@ func NormalizePath(path string, normalize, mergeSlashes bool) string {
 func canonicalPath(p string) string {
 	const hex = "0123456789ABCDEF"
 	out := make([]byte, 0, len(p)+8)
+	// Where in out the last '%' that began no escape in p was written
+	// (Chromium's last_invalid_percent_index): a decoded byte after it may
+	// make it look like an escape (see nestedEscape).
+	lastBare := math.MinInt
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		if d := dotAt(p[i:]); d > 0 {
@@ -156,6 +196,25 @@ func canonicalPath(p string) string {
 		switch {
 		case c == '\\':
 			out = append(out, '/')
+		case c == '%':
+			v, ok := byte(0), false
+			if i+2 < len(p) {
+				v, ok = unhex(p[i+1], p[i+2])
+			}
+			switch {
+			case !ok:
+				lastBare = len(out)
+				out = append(out, '%')
+			case canonDecode[v]:
+				out = append(out, v)
+				if lastBare >= len(out)-3 {
+					out = nestedEscape(out, lastBare, p[i+3:])
+				}
+				i += 2
+			default:
+				out = append(out, p[i:i+3]...)
+				i += 2
+			}
 		case canonEscape[c]:
 			out = append(out, '%', hex[c>>4], hex[c&15])
 		default:
@@ -163,6 +222,37 @@ func canonicalPath(p string) string {
 		}
 	}
 	return string(out)
+}
+
+// nestedEscape is Chromium's CheckForNestedEscapes: out ends with the byte
+// just decoded, one or two bytes after a '%' at pct that began no escape
+// in the input; rest is the input after the escape. When that '%' and the
+// bytes after it (with rest's first byte, if only one follows it) now
+// spell an escape, the '%' is written "%25" so that the output cannot
+// decode to another path ("/%%30%30" gives "/%2500", "/%4%31" "/%2541").
+// As in Chromium, pct is not checked to be a '%' (a ".." may have cut
+// out below it since).
+func nestedEscape(out []byte, pct int, rest string) []byte {
+	n := len(out)
+	last := out[n-1]
+	next := pct == n-2
+	if next {
+		if len(rest) == 0 || rest[0] >= 0x80 {
+			return out
+		}
+		out = append(out, rest[0])
+	}
+	if pct+3 > len(out) {
+		return out[:n]
+	}
+	if _, ok := unhex(out[pct+1], out[pct+2]); !ok {
+		return out[:n]
+	}
+	if !next {
+		out = append(out, out[pct+1])
+	}
+	out[pct+1], out[pct+2] = '2', '5'
+	return append(out, last)
 }
 
 // dotSegment tells whether s begins with a dot segment ending at a '/',

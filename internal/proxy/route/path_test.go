@@ -36,6 +36,37 @@ func TestNormalizePath(t *testing.T) {
 		// segment.
 		{"/a//../b", "/a/b", "/a/../b", "/a/b"},
 		{"/x/..//y", "//y", "/x/../y", "/y"},
+		// Envoy's path_utility_test (NormalizeValidPaths,
+		// NormalizeCasePath).
+		{"/a/b/./c", "/a/b/c", "/a/b/./c", "/a/b/c"},
+		{"/a/b/../../../../c", "/c", "/a/b/../../../../c", "/c"},
+		{"/a/..\\c", "/c", "/a/..\\c", "/c"},
+		{"/%c0%af", "/%c0%af", "/%c0%af", "/%c0%af"},
+		{"/%5c%25", "/%5c%25", "/%5c%25", "/%5c%25"},
+		{"/A/B/C", "/A/B/C", "/A/B/C", "/A/B/C"},
+		{"/a/%2F%2f/c", "/a/%2F%2f/c", "/a/%2F%2f/c", "/a/%2F%2f/c"},
+		// Escaped letters, digits, '-', '_' and '~' are decoded, as the
+		// googleurl Envoy pins does (kPathCharLookup's UNESCAPE), hex of
+		// either case; other escapes kept as written.
+		{"/%61pi", "/api", "/%61pi", "/api"},
+		{"/%41%5a%7A%30%39%2D%5F%7E%2d%5f%7e", "/AZz09-_~-_~", "/%41%5a%7A%30%39%2D%5F%7E%2d%5f%7e", "/AZz09-_~-_~"},
+		{"/%7c%3a%40%2b%21", "/%7c%3a%40%2b%21", "/%7c%3a%40%2b%21", "/%7c%3a%40%2b%21"},
+		{"/a/%2e%2E/%62//%63", "/b//c", "/a/%2e%2E/%62/%63", "/b/c"},
+		// An escaped '%' stays escaped; a '%' that begins no escape and
+		// would begin one once the bytes after it are decoded is written
+		// "%25" (Chromium's CheckForNestedEscapes).
+		{"/%2541", "/%2541", "/%2541", "/%2541"},
+		{"/%%30%30", "/%2500", "/%%30%30", "/%2500"},
+		{"/%4%31", "/%2541", "/%4%31", "/%2541"},
+		{"/%%41B", "/%25AB", "/%%41B", "/%25AB"},
+		{"/%%61%62", "/%25ab", "/%%61%62", "/%25ab"},
+		{"/%%41%", "/%A%", "/%%41%", "/%A%"},
+		{"/%%41", "/%A", "/%%41", "/%A"},
+		{"/%%7a", "/%z", "/%%7a", "/%z"},
+		{"/%A%%42", "/%A%B", "/%A%%42", "/%A%B"},
+		// The '%' it remembers may have been cut by a ".." since: as in
+		// Chromium, the bytes at its place are read all the same.
+		{"/ab%/../%25%41F", "/%2525AF", "/ab%/../%25%41F", "/%2525AF"},
 	} {
 		for _, c := range []struct {
 			normalize, merge bool
@@ -52,10 +83,27 @@ func TestNormalizePath(t *testing.T) {
 	}
 }
 
+// TestPathRefusedNested: Envoy's path_utility_test refuses these paths
+// (InvalidPaths): each holds an escaped NUL, the last after a '%' that
+// begins no escape. A NUL that only decoding spells is not one: its '%' is
+// written "%25".
+func TestPathRefusedNested(t *testing.T) {
+	for _, p := range []string{"/xyz/.%00../abc", "/xyz/%00.%00./abc", "/xyz/AAAAA%%0000/abc"} {
+		if !PathRefused(p, true) {
+			t.Errorf("PathRefused(%q, normalize) = false, want true (as Envoy)", p)
+		}
+	}
+	for _, p := range []string{"/%%30%30", "/%2500"} {
+		if PathRefused(p, true) {
+			t.Errorf("PathRefused(%q, normalize) = true, want false (it becomes %q)", p, NormalizePath(p, true, false))
+		}
+	}
+}
+
 // FuzzNormalizePath: PathChanged says whether NormalizePath changes a
 // path, and a normalised path stays as it is.
 func FuzzNormalizePath(f *testing.F) {
-	for _, s := range []string{"/a/./b/../c", "/a|b", "/a//b", "/%2e%2E/x", "/a\\..\\b", "/\xc3\xa4", "/a%2eb", "///"} {
+	for _, s := range []string{"/a/./b/../c", "/a|b", "/a//b", "/%2e%2E/x", "/a\\..\\b", "/\xc3\xa4", "/a%2eb", "///", "/%61%%30%30", "/%4%31"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
