@@ -207,8 +207,10 @@ func (l *loop) waitFor() time.Duration {
 }
 
 // poolSweepEvery is how often a loop drops the host pools unused for
-// hostPoolIdle and frees the buffers it did not need (trimBufs).
-const poolSweepEvery = hostPoolIdle / 4
+// hostPoolIdle, frees the buffers it did not need (trimBufs) and renews
+// what its idle HTTP/2 connections keep (lightenH2). A variable for the
+// tests, set before a loop starts.
+var poolSweepEvery = hostPoolIdle / 4
 
 // expire enforces d's timeouts that are due: the fresh drain's grace,
 // the drain's end, a skipped body's, the head and idle timeouts, the
