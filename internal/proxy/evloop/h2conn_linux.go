@@ -87,6 +87,7 @@ type h2conn struct {
 	cut     [16]uint32
 	cutN    int
 	reading bool // in h2Input
+	heavy   bool // a frame over h2KeepFrame, or streams over h2KeepStreams, since lightenH2
 }
 
 // h2writer appends the framer's output to the connection's pending
@@ -98,6 +99,9 @@ type h2writer struct {
 
 func (w h2writer) Write(b []byte) (int, error) {
 	w.l.h2Out(w.c, b)
+	if len(b) > h2KeepFrame {
+		w.c.heavy = true // the Framer's write buffer grew (lightenH2)
+	}
 	w.l.h2Dirty(w.c)
 	return len(b), nil
 }
@@ -121,11 +125,8 @@ func (l *loop) startH2(d *down, head []byte) bool {
 	c := &h2conn{d: d, streams: map[uint32]*h2stream{}, maxStreams: maxStreams, sendWindow: h2Window,
 		initWindow: h2Window, maxFrame: 16384, set: set, recvAvail: h2Window}
 	c.wr = h2writer{c, l}
-	c.fr = http2.NewFramer(c.wr, &c.rd)
-	c.fr.MaxHeaderListSize = maxList
+	c.fr = newH2Framer(c.wr, &c.rd, maxList)
 	c.heads = newH2Heads(maxList, false)
-	c.fr.SetMaxReadFrameSize(h2MaxFrame)
-	c.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next is read
 	c.enc = newHPACKEnc(&c.hbuf)
 	d.h2c = c
 	d.off += len(head)
@@ -245,6 +246,9 @@ func (l *loop) h2Input(d *down) {
 			break
 		}
 		c.rd.Reset(b[:n])
+		if n > h2KeepFrame {
+			c.heavy = true // the Framer's read buffer grows (lightenH2)
+		}
 		f, err := c.heads.readFrame(c.fr)
 		d.off += n // d.last is not moved: control frames keep no connection (h2DataIn, h2Headers)
 		if err != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2FlowTotal is the body the no-stall tests move through the loops:
@@ -31,6 +33,13 @@ type peerCredit struct {
 	streamUnsent  map[uint32]uint32
 	every         bool
 	receivedTotal int
+	err           error // the first WINDOW_UPDATE not written
+}
+
+func (p *peerCredit) windowUpdate(id, n uint32) {
+	if err := p.fr.WriteWindowUpdate(id, n); err != nil && p.err == nil {
+		p.err = err
+	}
 }
 
 func newPeerCredit(fr *http2.Framer, avail uint32) *peerCredit {
@@ -46,7 +55,7 @@ func (p *peerCredit) data(d *http2.DataFrame) {
 	}
 	p.connUnsent += n
 	if p.every || p.connUnsent >= 65535/2 {
-		_ = p.fr.WriteWindowUpdate(0, p.connUnsent)
+		p.windowUpdate(0, p.connUnsent)
 		p.connUnsent = 0
 	}
 	if d.StreamEnded() {
@@ -55,7 +64,7 @@ func (p *peerCredit) data(d *http2.DataFrame) {
 	id := d.StreamID
 	p.streamUnsent[id] += n
 	if p.every || p.streamUnsent[id] >= p.avail/2 {
-		_ = p.fr.WriteWindowUpdate(id, p.streamUnsent[id])
+		p.windowUpdate(id, p.streamUnsent[id])
 		p.streamUnsent[id] = 0
 	}
 }
@@ -196,10 +205,27 @@ func TestH2NoStallPaddedRequestBody(t *testing.T) {
 	wholeBody(t, got)
 }
 
+// noRouteTimeout is h2UpRouter with routes of no timeout: a test whose
+// response may take longer than the default route timeout (15 s) on a
+// loaded machine is not cut by it.
+type noRouteTimeout struct{ h2UpRouter }
+
+func (r noRouteTimeout) RouteH2(h proxyroute.Head) Target {
+	t := r.h2UpRouter.RouteH2(h)
+	t.NoTimeout = true
+	return t
+}
+
 // TestH2NoStallResponse: a response of several windows reaches a client
 // whole through the loops from an HTTP/2 upstream sending under the
 // proxy's credit, whatever window the client gives and however it
-// credits it.
+// credits it. The route has no timeout, and the client's writes and the
+// upstream's wait for credit none shorter than the test's: a byte a
+// frame, 70,000 frames took over 10 s on a loaded machine, the client's
+// credit was refused past the connection's first deadline (a write error
+// the test did not check), past 15 s the route timeout reset the stream
+// (a frame it did not look at), and under the race detector the upstream
+// gave up after 10 s without credit: each showed as a stall.
 func TestH2NoStallResponse(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -218,7 +244,7 @@ func TestH2NoStallResponse(t *testing.T) {
 			if tc.window == 1 {
 				total = 70000 // a byte a frame, past a window
 			}
-			srv, accept := startH2Up(t)
+			srv, accept := startH2Up(t, func(c *Config) { c.Router = noRouteTimeout{c.Router.(h2UpRouter)} })
 			h := dialH2Raw(t, srv, http2.ClientPreface)
 			_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: tc.window})
 			h.headers(1, true)
@@ -227,26 +253,36 @@ func TestH2NoStallResponse(t *testing.T) {
 			_ = u.c.SetDeadline(time.Time{})
 			u.headers(id, false, ":status", "200")
 			// (a window of 1 byte: half a window goes one byte a frame
-			// before the upstream is credited)
-			sent := sendBody(u, id, total, 10*time.Second)
+			// before the upstream is credited, over 10 s under the race
+			// detector)
+			sent := sendBody(u, id, total, time.Minute)
 			avail := uint32(0)
 			if tc.half {
 				avail = tc.window
 			}
 			p := newPeerCredit(h.fr, avail)
+			// dialH2Raw's deadline (10 s) is the writes' too: past it the
+			// client's credit failed unseen, and a byte a frame takes that
+			// long on a loaded machine (a minute under the race detector).
+			_ = h.c.SetDeadline(time.Now().Add(2 * time.Minute))
 			for {
-				// A stall is 10 s without a frame: the window-1 case's
-				// 70,000 round trips take seconds on a loaded machine.
-				_ = h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 				f, err := h.fr.ReadFrame()
 				if err != nil {
 					t.Fatalf("client: %v after %d of %d bytes (the upstream sent %d)", err, p.receivedTotal, total, <-sent)
 				}
-				if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
-					p.data(d)
-					if d.StreamEnded() {
-						break
+				if p.err != nil {
+					t.Fatalf("client: crediting the proxy: %v after %d of %d bytes", p.err, p.receivedTotal, total)
+				}
+				switch f := f.(type) {
+				case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+					t.Fatalf("client: %v after %d of %d bytes", f, p.receivedTotal, total)
+				case *http2.DataFrame:
+					if f.StreamID == 1 {
+						p.data(f)
 					}
+				}
+				if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 && d.StreamEnded() {
+					break
 				}
 			}
 			if p.receivedTotal != total {

@@ -143,6 +143,9 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	sd.idle, sd.idleOn = int64(d.gen.streamIdle), false // the route's, once routed (dispatch)
 	st.sd = sd
 	c.streams[id] = st
+	if len(c.streams) > h2KeepStreams {
+		c.heavy = true // the map grew (lightenH2)
+	}
 	b := l.getBuf()
 	b = append(b, method...)
 	b = append(b, ' ')

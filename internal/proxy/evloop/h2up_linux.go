@@ -66,6 +66,7 @@ type h2up struct {
 	idleSince  int64  // loop time its last stream ended (or it opened)
 	dirty      bool   // in loop.h2updirty
 	blocked    []*h2ustream
+	heavy      bool // a frame over h2KeepFrame, or streams over h2KeepStreams, since lightenH2
 }
 
 // h2upWriter appends the framer's output to the connection's pending
@@ -81,6 +82,9 @@ func (w h2upWriter) Write(b []byte) (int, error) {
 		u.out, u.outOff = w.l.getBuf(), 0
 	}
 	u.out = w.l.appendBuf(u.out, b) // a full-size DATA frame overflows one of bufSize
+	if len(b) > h2KeepFrame {
+		w.c.heavy = true // the Framer's write buffer grew (lightenH2)
+	}
 	if !w.c.dirty {
 		w.c.dirty = true
 		w.l.h2updirty = append(w.l.h2updirty, w.c)
@@ -114,11 +118,8 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 	c := &h2up{u: u, streams: map[uint32]*h2ustream{}, nextID: 1, maxStreams: h2UpDefaultStreams,
 		sendWindow: h2Window, initWindow: h2Window, maxFrame: h2MaxFrame, idleSince: l.now}
 	u.h2 = c
-	c.fr = http2.NewFramer(h2upWriter{c, l}, &c.rd)
-	c.fr.MaxHeaderListSize = h2UpMaxHeaderList
+	c.fr = newH2Framer(h2upWriter{c, l}, &c.rd, h2UpMaxHeaderList)
 	c.heads = newH2Heads(h2UpMaxHeaderList, true)
-	c.fr.SetMaxReadFrameSize(h2MaxFrame)
-	c.fr.SetReuseFrames() // a DATA frame is relayed or copied before the next is read
 	c.enc = newHPACKEnc(&c.hbuf)
 	p.h2 = append(p.h2, u)
 	h2upWriter{c, l}.Write([]byte(http2.ClientPreface))
@@ -223,6 +224,9 @@ func (l *loop) h2UpRead(c *h2up) {
 			break
 		}
 		c.rd.Reset(b[:fl])
+		if fl > h2KeepFrame {
+			c.heavy = true // the Framer's read buffer grows (lightenH2)
+		}
 		f, err := c.heads.readFrame(c.fr)
 		u.off += fl
 		if err != nil {

@@ -53,7 +53,7 @@ func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 	}
 	l.h2uDone(s)
 	rs.waiting = true
-	rs.at = l.now + int64(p.Backoff(d.retries))
+	rs.at = l.backoffAt(p, d.retries)
 	if rs.at <= l.now {
 		l.retryNow(d)
 	} else {

@@ -104,6 +104,9 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		c.goAway = true // IDs spent: the next stream opens a new connection
 	}
 	c.streams[s.id] = s
+	if len(c.streams) > h2KeepStreams {
+		c.heavy = true // the map grew (lightenH2)
+	}
 	st.us = s
 	l.srv.h2UpRqs.Add(1)
 	l.observeStart(&s.x, cluster, tag)

@@ -371,6 +371,7 @@ func (l *loop) run(ctx context.Context) error {
 		if l.now-l.sweptAt >= int64(poolSweepEvery) {
 			l.sweptAt = l.now
 			l.sweepPools(hostPoolIdle)
+			l.lightenH2()
 			l.trimBufs()
 		}
 		if l.ln < 0 && len(l.downs) == 0 && l.handshaking == 0 {

@@ -96,6 +96,13 @@ func (d *down) mayRetry() bool {
 	return p != nil && !d.rs.started && p.On&(statusRetries|proxyroute.OnReset) != 0 && d.retries < p.NumRetries
 }
 
+// backoffAt is when retry n of a request under p may start: the loop's
+// time plus the policy's jittered back-off, which may be any Duration up
+// to MaxInt64 (farTimeout).
+func (l *loop) backoffAt(p *proxyroute.RetryPolicy, n int) int64 {
+	return l.now + min(int64(p.Backoff(n)), farTimeout)
+}
+
 // retry decides whether the failed attempt u (its outcome retriable by
 // the policy) is retried, as the goroutine path does: a retry left, the
 // whole request at hand, the cluster's budget. When it is, the Observer
@@ -128,7 +135,7 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 	u.d, d.u = nil, nil
 	l.closeUp(u)
 	rs.waiting = true
-	rs.at = l.now + int64(p.Backoff(d.retries))
+	rs.at = l.backoffAt(p, d.retries)
 	if rs.at <= l.now {
 		l.retryNow(d)
 	}

@@ -112,8 +112,11 @@ func (l *loop) stopTimer(d *down) {
 // never is a deadline that does not come.
 const never = math.MaxInt64
 
-// farTimeout is the longest timeout a request's deadlines take (dispatch):
-// a century, as none, so that a loop time plus it does not wrap.
+// farTimeout is the longest timeout a request's deadlines take: its route
+// timeout and stream idle timeout (dispatch), its per-try timeout
+// (tryDeadline) and a retry's back-off (backoffAt): a century, as none,
+// so that a loop time plus it does not wrap (a Duration of 10,000 years
+// is MaxInt64 nanoseconds).
 const farTimeout = int64(100 * 365 * 24 * time.Hour)
 
 // deadline returns the earliest loop time one of d's timeouts may be due,
@@ -204,8 +207,10 @@ func (l *loop) waitFor() time.Duration {
 }
 
 // poolSweepEvery is how often a loop drops the host pools unused for
-// hostPoolIdle and frees the buffers it did not need (trimBufs).
-const poolSweepEvery = hostPoolIdle / 4
+// hostPoolIdle, frees the buffers it did not need (trimBufs) and renews
+// what its idle HTTP/2 connections keep (lightenH2). A variable for the
+// tests, set before a loop starts.
+var poolSweepEvery = hostPoolIdle / 4
 
 // expire enforces d's timeouts that are due: the fresh drain's grace,
 // the drain's end, a skipped body's, the head and idle timeouts, the
@@ -355,7 +360,7 @@ func (d *down) tryDeadline() int64 {
 	if d.bodyIn {
 		return never
 	}
-	return max(d.rs.tryStart, d.rtFrom) + int64(d.rs.policy.PerTryTimeout)
+	return max(d.rs.tryStart, d.rtFrom) + min(int64(d.rs.policy.PerTryTimeout), farTimeout)
 }
 
 // reqComplete: the request in flight on d has been received whole (its

@@ -125,7 +125,14 @@ func (l *loop) flushUp(u *up) {
 		}
 		u.outOff += n
 	}
-	if !u.replayable && u.out != nil {
+	switch {
+	case u.h2 != nil && u.out != nil:
+		// An HTTP/2 connection outlives its streams: it holds an output
+		// buffer only while it has bytes to write, as a client connection
+		// (flushDown); its next frames take one (h2upWriter).
+		l.putBuf(u.out)
+		u.out, u.outOff = nil, 0
+	case !u.replayable && u.out != nil:
 		u.out, u.outOff = u.out[:0], 0
 	}
 	if u.wantOut {

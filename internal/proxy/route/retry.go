@@ -2,6 +2,7 @@ package route
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -122,7 +123,7 @@ func (p *RetryPolicy) Backoff(n int) time.Duration {
 	if ceil <= 0 {
 		return 0
 	}
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
+	return time.Duration(rand.Uint64N(uint64(ceil) + 1)) // a ceil of MaxInt64 (a saturated Duration) plus one does not wrap
 }
 
 func compileRetry(rp *routev3.RetryPolicy, path string) (*RetryPolicy, error) {
@@ -180,7 +181,13 @@ func compileRetry(rp *routev3.RetryPolicy, path string) (*RetryPolicy, error) {
 			return nil, err
 		}
 		p.BackoffBase = b.GetBaseInterval().AsDuration()
+		// Envoy's default max_interval, ten times the base, counted in
+		// milliseconds there: saturated here past time.Duration's range
+		// (a base of 100 years made it negative, the policy refused).
 		p.BackoffMax = 10 * p.BackoffBase
+		if p.BackoffBase > math.MaxInt64/10 {
+			p.BackoffMax = math.MaxInt64
+		}
 		if b.GetMaxInterval() != nil {
 			p.BackoffMax = b.GetMaxInterval().AsDuration()
 		}
