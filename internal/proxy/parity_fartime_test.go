@@ -23,7 +23,7 @@ import (
 // base_interval and max_interval are that largest Duration (/backmax/),
 // or whose base_interval is 100 years without a max_interval (Envoy's
 // is then ten times the base: /back100/), makes a retried 503 wait,
-// and the route timeout (1 s) answers 504. The loops added a saturated
+// and the route timeout (1 s there) answers 504. The loops added a saturated
 // per-try timeout, and a back-off past a loop time's range, to a loop
 // time and wrapped: the attempt timed out at once (504), the retry came
 // at once (503); the goroutine path's back-off drew a random duration
@@ -69,7 +69,13 @@ func TestRetryCenturiesSamePaths(t *testing.T) {
 				BaseInterval: years(100)}}, "504 upstream request timeout"},
 		} {
 			r := routeTo("/"+c.name+"/"+up+"/", up)
-			r.GetRoute().Timeout = durationpb.New(time.Second)
+			// 1 s ends the back-offs; an answer of 100 ms gets 10 s,
+			// which a loaded machine's (load average 20) 1 s was not.
+			timeout := time.Second
+			if strings.HasPrefix(c.name, "try") {
+				timeout = 10 * time.Second
+			}
+			r.GetRoute().Timeout = durationpb.New(timeout)
 			r.GetRoute().RetryPolicy = c.policy
 			routes = append(routes, r)
 			for _, client := range []string{"h1", "h2"} {
