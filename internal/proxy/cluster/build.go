@@ -37,11 +37,11 @@ func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger, ts *tlsctx.
 		return nil, fmt.Errorf("cluster: name is required")
 	}
 	c := &Cluster{Name: pb.GetName(), PB: pb, log: log.With("cluster", pb.GetName()),
-		connectTimeout: 5 * time.Second, panicThreshold: 50, choiceCount: 2,
+		ConnectTimeout: 5 * time.Second, panicThreshold: 50, choiceCount: 2,
 		dnsRate: 5 * time.Second, cleanup: 5 * time.Second,
 		hostWake: make(chan struct{}, 1), Stats: newStats(st, pb.GetName())}
 	if t := pb.GetConnectTimeout(); t != nil {
-		c.connectTimeout = t.AsDuration()
+		c.ConnectTimeout = t.AsDuration()
 	}
 	switch pb.GetType() {
 	case clusterv3.Cluster_STATIC:

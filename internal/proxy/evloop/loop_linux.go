@@ -190,6 +190,9 @@ type clusterPool struct {
 	// tls: new connections originate TLS with it (the Target's of the
 	// last request); nil: plaintext.
 	tls ClientTLS
+	// connect bounds its new connections' connects (connectBy): the
+	// Target's ConnectTimeout of the last request; 0: Config's.
+	connect time.Duration
 }
 
 // hostKey names the pool of one host of a Router's cluster.
