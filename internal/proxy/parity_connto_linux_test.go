@@ -248,3 +248,50 @@ func silentAddr(t *testing.T) string {
 	})
 	return ln.Addr().String()
 }
+
+// TestConnectTimeoutKeptPerConnect: a connect keeps the connect_timeout
+// its cluster had when it started, as Envoy arms its connect timer once
+// with the connection (ActiveClient): a CDS update raising the cluster's
+// connect_timeout from 1 s to 3 s while a connect is in flight, and a
+// request that reaches the host's pool with the new value, do not move
+// the first connect's timeout, on every path. The loops read the pool's
+// value, the last request's, whenever they armed or checked the timer.
+func TestConnectTimeoutKeptPerConnect(t *testing.T) {
+	hole := synDropAddr(t)
+	withTimeout := func(d time.Duration) func(*clusterv3.Cluster) {
+		return func(c *clusterv3.Cluster) { c.ConnectTimeout = durationpb.New(d) }
+	}
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel() // each waits 3 s for the second connect
+			h := newHarness(t, p.logged)
+			config := func(d time.Duration) []types.Resource {
+				return []types.Resource{httpListener("egress", httpManager("egress", "rds")),
+					routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))),
+					edsCluster("c", withTimeout(d)), cla("c", hole)}
+			}
+			h.push(config(time.Second)...)
+			// Both requests on one h2c connection, so on one loop, whose
+			// pool of the host they share.
+			client := h2cClient(t)
+			get := func(took chan<- time.Duration) {
+				start := time.Now()
+				resp, err := client.Get("http://" + h.addr("egress") + "/")
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+				}
+				took <- time.Since(start)
+			}
+			first, second := make(chan time.Duration, 1), make(chan time.Duration, 1)
+			go get(first) // ends with its answer, within the route timeout (15 s)
+			time.Sleep(100 * time.Millisecond)
+			h.push(config(3 * time.Second)...)
+			go get(second) // likewise
+			if d := <-first; d >= 2*time.Second {
+				t.Errorf("the connect started with a 1 s connect_timeout answered after %v", d)
+			}
+			<-second
+		})
+	}
+}

@@ -153,6 +153,9 @@ type up struct {
 	mask       uint32
 	closed     bool
 	started    int64 // connect start, then request sent
+	// connectFor is the connect's timeout (connectBy): its pool's when
+	// it started, kept as Envoy's connect timer is armed once.
+	connectFor int64
 	// With an Observer: the attempt's target, and whether its outcome is
 	// still to be told.
 	tag       any
@@ -190,8 +193,8 @@ type clusterPool struct {
 	// tls: new connections originate TLS with it (the Target's of the
 	// last request); nil: plaintext.
 	tls ClientTLS
-	// connect bounds its new connections' connects (connectBy): the
-	// Target's ConnectTimeout of the last request; 0: Config's.
+	// connect bounds the connects it starts (connectFor): the Target's
+	// ConnectTimeout of the last request; 0: Config's.
 	connect time.Duration
 }
 

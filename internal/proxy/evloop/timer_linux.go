@@ -285,16 +285,24 @@ func (l *loop) expire(d *down) {
 	}
 }
 
-// connectBy is when u's connect times out: its pool's connect timeout
-// (the cluster's connect_timeout, else Config.ConnectTimeout), capped at
-// farTimeout, from the connect's start. It covers the TLS handshake: u
-// stays connecting until the handshake is done.
+// connectBy is when u's connect times out: its connectFor from the
+// connect's start. It covers the TLS handshake: u stays connecting until
+// the handshake is done.
 func (l *loop) connectBy(u *up) int64 {
-	t := u.pool.connect
+	return u.started + u.connectFor
+}
+
+// connectFor is the timeout of a connect p starts now: its connect
+// timeout (the cluster's connect_timeout, else Config.ConnectTimeout),
+// capped at farTimeout. A connect keeps it: a later request with another
+// (a CDS update) does not move it, as Envoy arms its connect timer once,
+// with the connection (ActiveClient).
+func (l *loop) connectFor(p *clusterPool) int64 {
+	t := p.connect
 	if t <= 0 {
 		t = l.srv.cfg.ConnectTimeout
 	}
-	return u.started + min(int64(t), farTimeout)
+	return min(int64(t), farTimeout)
 }
 
 // connectTimedOut counts a connect its timeout ended, as Envoy's pool
