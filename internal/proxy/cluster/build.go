@@ -37,11 +37,20 @@ func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger, ts *tlsctx.
 		return nil, fmt.Errorf("cluster: name is required")
 	}
 	c := &Cluster{Name: pb.GetName(), PB: pb, log: log.With("cluster", pb.GetName()),
-		connectTimeout: 5 * time.Second, panicThreshold: 50, choiceCount: 2,
+		ConnectTimeout: 5 * time.Second, panicThreshold: 50, choiceCount: 2,
 		dnsRate: 5 * time.Second, cleanup: 5 * time.Second,
 		hostWake: make(chan struct{}, 1), Stats: newStats(st, pb.GetName())}
 	if t := pb.GetConnectTimeout(); t != nil {
-		c.connectTimeout = t.AsDuration()
+		// Envoy's proto validation refuses 0 and less (gt 0): on the
+		// goroutine path every connect failed at once, and the loops took
+		// it for unset.
+		if err := t.CheckValid(); err != nil {
+			return nil, fmt.Errorf("%s: connect_timeout: value is not a valid duration", path)
+		}
+		if d := t.AsDuration(); d <= 0 {
+			return nil, fmt.Errorf("%s: connect_timeout %v: value must be greater than 0s", path, d)
+		}
+		c.ConnectTimeout = t.AsDuration()
 	}
 	switch pb.GetType() {
 	case clusterv3.Cluster_STATIC:

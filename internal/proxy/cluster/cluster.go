@@ -68,7 +68,6 @@ type Cluster struct {
 	Type Type
 
 	log            *slog.Logger
-	connectTimeout time.Duration
 	lb             lbPolicy
 	choiceCount    int
 	panicThreshold float64 // percent
@@ -80,6 +79,13 @@ type Cluster struct {
 	// HTTP2 is set when upstream requests use h2c; UseDownstream when the
 	// downstream protocol decides per request.
 	HTTP2, UseDownstream bool
+	// ConnectTimeout is connect_timeout (Envoy's default 5 s): it bounds
+	// a new upstream connection's TCP connect and TLS handshake together,
+	// from the connect's start, on both request paths, as Envoy's pool
+	// arms its connect timer with the connection and stops it at the
+	// Connected event, which its TLS socket raises once the handshake is
+	// done (ActiveClient, SslSocket::onSuccess). Set by Build.
+	ConnectTimeout time.Duration
 	// IdleTimeout is common_http_protocol_options.idle_timeout (Envoy's
 	// default an hour): an upstream connection without a request that
 	// long is closed. Set by Build, for the event loops' HTTP/2

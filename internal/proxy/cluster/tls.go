@@ -35,7 +35,7 @@ func (c *Cluster) buildTLS(pb *clusterv3.Cluster, path string, st *stats.Store, 
 // dialHC opens a health check connection: TCP, then TLS when the cluster
 // has it, as Envoy's health checkers use the cluster's transport socket.
 func (c *Cluster) dialHC(ctx context.Context, addr string, alpn tlsctx.ALPN) (net.Conn, error) {
-	d := net.Dialer{Timeout: c.connectTimeout}
+	d := net.Dialer{Timeout: c.ConnectTimeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil || c.TLS == nil {
 		return conn, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -159,7 +160,7 @@ func (c *Cluster) dial(ctx context.Context, addr string, alpn tlsctx.ALPN) (net.
 // connect_timeout, keeping the cluster's and host's connection stats. A
 // connect that ctx cancels is not a connect failure.
 func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx.ALPN) (net.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
+	dctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
 	defer cancel()
 	c.Stats.CxTotal.Inc()
 	var d net.Dialer
@@ -173,7 +174,7 @@ func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx
 		if h != nil {
 			h.cxFail.Add(1)
 		}
-		timeout := errors.Is(err, context.DeadlineExceeded)
+		timeout := timedOut(err)
 		if timeout {
 			c.Stats.CxConnectTimeout.Inc()
 		}
@@ -198,14 +199,28 @@ func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx
 			return nil, ctx.Err()
 		}
 		// As in Envoy, a connection that fails its handshake never
-		// connected.
+		// connected; one that connect_timeout ended counts as a connect
+		// timeout too, as Envoy's connect timer runs until the handshake
+		// is done.
 		c.Stats.CxConnectFail.Inc()
 		if h != nil {
 			h.cxFail.Add(1)
 		}
-		return nil, &ConnectError{Addr: addr, Timeout: errors.Is(err, context.DeadlineExceeded), Err: err}
+		timeout := timedOut(err)
+		if timeout {
+			c.Stats.CxConnectTimeout.Inc()
+		}
+		return nil, &ConnectError{Addr: addr, Timeout: timeout, Err: err}
 	}
 	return tc, nil
+}
+
+// timedOut reports whether a connect or handshake failed for its
+// deadline (connect_timeout): the dialer says so with the context's
+// error, or with the poller's when the socket's write deadline (the
+// context's) fires first, whichever it sees first.
+func timedOut(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // DialTCP opens a raw upstream connection for tcp_proxy.

@@ -125,7 +125,9 @@ type Config struct {
 	// RequestTimeout bounds the wait for an upstream's complete response
 	// (the route timeout App Mesh sets: 15 s); 0 means DefaultRequestTimeout.
 	RequestTimeout time.Duration
-	// ConnectTimeout bounds an upstream connect; 0 means DefaultConnectTimeout.
+	// ConnectTimeout bounds an upstream connect, its TLS handshake
+	// included, to Clusters' hosts and for Targets without one of their
+	// own; 0 means DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// StatPrefix names the connection manager's stats (http.<prefix>.*).
 	StatPrefix string
@@ -307,6 +309,11 @@ type Target struct {
 	// path's rule (route.Levels.Request) leaves them, after the others.
 	// They name no header the loops treat themselves (OwnHeader).
 	Headers *proxyroute.Levels
+	// ConnectTimeout is the cluster's connect_timeout: it bounds a new
+	// connection to Host, from its connect's start to the end of its TLS
+	// handshake, as Envoy's connect timer does (capped at about a century,
+	// as the loops' other deadlines); 0 means Config.ConnectTimeout.
+	ConnectTimeout time.Duration
 	// IdleTimeout is the cluster's idle_timeout for those HTTP/2
 	// connections: one without a stream that long is closed, as the
 	// goroutine path's Transport closes it; 0 keeps it while the host's

@@ -186,7 +186,7 @@ func (l *loop) h2uDeadline(d *down) int64 {
 	s := d.ustream().us
 	at := d.routeDeadline()
 	if u := s.c.u; u.connecting {
-		at = min(at, u.started+int64(l.srv.cfg.ConnectTimeout))
+		at = min(at, l.connectBy(u))
 	}
 	if s.blocked && d.idle > 0 {
 		at = min(at, s.last+d.idle)
@@ -202,8 +202,8 @@ func (l *loop) h2uExpire(d *down) {
 	s := d.ustream().us
 	c := s.c
 	switch {
-	case c.u.connecting && l.now-c.u.started >= int64(l.srv.cfg.ConnectTimeout):
-		c.u.pool.st.cxConnectFail.Inc()
+	case c.u.connecting && l.now >= l.connectBy(c.u):
+		l.connectTimedOut(c.u)
 		l.h2UpFailed(c)
 	case d.idleFirst(l.now):
 		// The stream made no progress (streamIdle's, for an upstream

@@ -153,6 +153,9 @@ type up struct {
 	mask       uint32
 	closed     bool
 	started    int64 // connect start, then request sent
+	// connectFor is the connect's timeout (connectBy): its pool's when
+	// it started, kept as Envoy's connect timer is armed once.
+	connectFor int64
 	// With an Observer: the attempt's target, and whether its outcome is
 	// still to be told.
 	tag       any
@@ -190,6 +193,9 @@ type clusterPool struct {
 	// tls: new connections originate TLS with it (the Target's of the
 	// last request); nil: plaintext.
 	tls ClientTLS
+	// connect bounds the connects it starts (connectFor): the Target's
+	// ConnectTimeout of the last request; 0: Config's.
+	connect time.Duration
 }
 
 // hostKey names the pool of one host of a Router's cluster.

@@ -163,7 +163,8 @@ func (l *loop) retryNow(d *down) {
 			return
 		}
 		next := l.hostPool(pool.def.name, host)
-		l.poolTLS(next, pool.tls) // the cluster's TLS, as the first attempt's pool had it
+		l.poolTLS(next, pool.tls) // the cluster's TLS and connect timeout, as the first attempt's pool had them
+		next.connect = pool.connect
 		pool, tag = next, t
 		rs.tag = t
 		d.logAttempt(host)

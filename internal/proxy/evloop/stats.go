@@ -30,6 +30,7 @@ type counters struct {
 
 type clusterCounters struct {
 	rqTotal, rqCompleted, cxTotal, cxConnectFail *stats.Counter
+	cxConnectTimeout                             *stats.Counter // counted with cxConnectFail (connectTimedOut)
 	rqTimeout                                    *stats.Counter // the route timeout, as the goroutine path counts it
 	rqPendingOverflow                            *stats.Counter // HTTP/2 upstreams: every connection full (h2up_linux.go)
 	// HTTP/2 upstreams, as Envoy's HTTP/2 pool counts them: a stream the
@@ -72,9 +73,9 @@ func newClusterCounters(st *stats.Store, name string) *clusterCounters {
 	cc := &clusterCounters{rqTotal: cs.Counter("upstream_rq_total"), rqCompleted: cs.Counter("upstream_rq_completed"),
 		cxTotal: cs.Counter("upstream_cx_total"), cxConnectFail: cs.Counter("upstream_cx_connect_fail"),
 		rqTimeout: cs.Counter("upstream_rq_timeout"), rqPendingOverflow: cs.Counter("upstream_rq_pending_overflow"),
-		rqRxReset: cs.Counter("upstream_rq_rx_reset"), rqTxReset: cs.Counter("upstream_rq_tx_reset"),
-		cxProtocolError: cs.Counter("upstream_cx_protocol_error"),
-		rqTime:          cs.Histogram("upstream_rq_time")}
+		cxConnectTimeout: cs.Counter("upstream_cx_connect_timeout"), rqRxReset: cs.Counter("upstream_rq_rx_reset"),
+		rqTxReset: cs.Counter("upstream_rq_tx_reset"), cxProtocolError: cs.Counter("upstream_cx_protocol_error"),
+		rqTime: cs.Histogram("upstream_rq_time")}
 	for i := 1; i <= 5; i++ {
 		cc.classes[i] = cs.TaggedCounter(fmt.Sprintf("upstream_rq_%dxx", i), "upstream_rq_xx",
 			stats.Label{Name: "envoy_response_code_class", Value: strconv.Itoa(i)})

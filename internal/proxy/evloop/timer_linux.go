@@ -129,7 +129,6 @@ func (l *loop) deadline(d *down) int64 {
 	if st := d.ustream(); st != nil && st.us != nil {
 		return l.h2uDeadline(d)
 	}
-	cfg := &l.srv.cfg
 	u := d.u
 	at := int64(never)
 	if d.drainNext && d.requests == 0 && (d.in == nil || d.off == len(d.in)) {
@@ -148,7 +147,7 @@ func (l *loop) deadline(d *down) int64 {
 		at = min(at, d.last+int64(d.gen.idle))
 	}
 	if u != nil && u.connecting {
-		at = min(at, u.started+int64(cfg.ConnectTimeout))
+		at = min(at, l.connectBy(u))
 	}
 	if u != nil || d.rs.waiting {
 		at = min(at, d.routeDeadline())
@@ -225,7 +224,6 @@ func (l *loop) expire(d *down) {
 		l.h2uExpire(d)
 		return
 	}
-	cfg := &l.srv.cfg
 	u := d.u
 	if d.draining {
 		if l.now-d.last >= int64(drainFor) {
@@ -250,8 +248,8 @@ func (l *loop) expire(d *down) {
 	case u == nil && d.state == dsHead && !d.rs.waiting && l.now-d.last >= int64(d.gen.idle):
 		d.gen.st.cxIdleTimeout.Inc()
 		l.closeDown(d)
-	case u != nil && u.connecting && l.now-u.started >= int64(cfg.ConnectTimeout):
-		u.pool.st.cxConnectFail.Inc()
+	case u != nil && u.connecting && l.now >= l.connectBy(u):
+		l.connectTimedOut(u)
 		l.upFailed(u)
 	case (u != nil || d.rs.waiting) && d.idleFirst(l.now):
 		l.streamIdle(d)
@@ -285,6 +283,35 @@ func (l *loop) expire(d *down) {
 	case d.rs.waiting && l.now >= d.rs.at:
 		l.retryNow(d)
 	}
+}
+
+// connectBy is when u's connect times out: its connectFor from the
+// connect's start. It covers the TLS handshake: u stays connecting until
+// the handshake is done.
+func (l *loop) connectBy(u *up) int64 {
+	return u.started + u.connectFor
+}
+
+// connectFor is the timeout of a connect p starts now: its connect
+// timeout (the cluster's connect_timeout, else Config.ConnectTimeout),
+// capped at farTimeout. A connect keeps it: a later request with another
+// (a CDS update) does not move it, as Envoy arms its connect timer once,
+// with the connection (ActiveClient).
+func (l *loop) connectFor(p *clusterPool) int64 {
+	t := p.connect
+	if t <= 0 {
+		t = l.srv.cfg.ConnectTimeout
+	}
+	return min(int64(t), farTimeout)
+}
+
+// connectTimedOut counts a connect its timeout ended, as Envoy's pool
+// counts it (ActiveClient::onConnectTimeout, then the close of a
+// connection still connecting): upstream_cx_connect_timeout and
+// upstream_cx_connect_fail.
+func (l *loop) connectTimedOut(u *up) {
+	u.pool.st.cxConnectTimeout.Inc()
+	u.pool.st.cxConnectFail.Inc()
 }
 
 // routeDeadline is when the request in flight on d times out: the

@@ -337,7 +337,9 @@ func (l *loop) startUpHandshake(ctx context.Context, u *up) {
 	hs := func(ctx context.Context, c net.Conn) (net.Conn, error) {
 		return tc.Handshake(ctx, c, alpn)
 	}
-	l.goHandshake(ctx, u.fd, hs, l.srv.cfg.ConnectTimeout, handshaken{u: u})
+	// The timer ends the connect at connectBy; the goroutine's own bound
+	// is what is left of it.
+	l.goHandshake(ctx, u.fd, hs, time.Duration(l.connectBy(u)-l.now), handshaken{u: u})
 }
 
 // poolTLS makes p's new connections originate TLS with tc (nil:
@@ -370,8 +372,14 @@ func (l *loop) upHandshaken(h handshaken) {
 		}
 	case h.tc == nil:
 		// As on the goroutine path, a connection that fails its
-		// handshake never connected (the ssl.* counters tell why).
-		u.pool.st.cxConnectFail.Inc()
+		// handshake never connected (the ssl.* counters tell why). One
+		// that ran out of the connect timeout is its timeout, whether
+		// the timer or the handshake's own bound saw it first.
+		if l.now >= l.connectBy(u) {
+			l.connectTimedOut(u)
+		} else {
+			u.pool.st.cxConnectFail.Inc()
+		}
 		l.upFailed(u)
 	default:
 		u.tls, u.connecting = h.tc, false

@@ -42,7 +42,7 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	u := &up{fd: fd, pool: p, started: l.now, out: l.getBuf()}
+	u := &up{fd: fd, pool: p, started: l.now, out: l.getBuf(), connectFor: l.connectFor(p)}
 	err = unix.Connect(fd, sockaddr(ep))
 	switch {
 	case err == nil:
