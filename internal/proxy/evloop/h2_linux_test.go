@@ -38,9 +38,9 @@ func startH2(t *testing.T, mod ...func(*Config)) *Server {
 	return startH2To(t, hostOf(backend(t, "a")), mod...)
 }
 
-// startH2To runs a loop serving h2c with every path routed to the
-// HTTP/1.1 server at hostport.
-func startH2To(t *testing.T, hostport string, mod ...func(*Config)) *Server {
+// routesToA compiles a route configuration sending every path to
+// cluster "a", the route most of the loops' HTTP/2 tests need.
+func routesToA(t *testing.T) *proxyroute.Config {
 	t.Helper()
 	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
 		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
@@ -50,6 +50,14 @@ func startH2To(t *testing.T, hostport string, mod ...func(*Config)) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rc
+}
+
+// startH2To runs a loop serving h2c with every path routed to the
+// HTTP/1.1 server at hostport.
+func startH2To(t *testing.T, hostport string, mod ...func(*Config)) *Server {
+	t.Helper()
+	rc := routesToA(t)
 	r := h2TestRouter{&ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(hostport)}}}}
 	cfg := Config{Loops: 1, Router: r, H2: true}
 	for _, m := range mod {

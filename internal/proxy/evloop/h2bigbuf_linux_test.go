@@ -11,11 +11,8 @@ import (
 	"net/netip"
 	"testing"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
-
-	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // TestH2LargeBodiesReuseBuffers: 100 KiB responses, and 100 KiB request
@@ -53,14 +50,7 @@ func TestH2LargeBodiesReuseBuffers(t *testing.T) {
 			}
 			go func() { _ = up.Serve(ln) }() // ends with up.Close in Cleanup
 			t.Cleanup(func() { _ = up.Close() })
-			rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
-				{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
-					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
-			}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rc := routesToA(t)
 			var r Router = h2TestRouter{&ConfigRouter{Routes: rc,
 				Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}
 			if upH2 {
@@ -129,14 +119,7 @@ func TestH1FromH2LargeBodiesReuseBuffers(t *testing.T) {
 			}
 			go func() { _ = up.Serve(ln) }() // ends with up.Close in Cleanup
 			t.Cleanup(func() { _ = up.Close() })
-			rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
-				{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
-					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
-			}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rc := routesToA(t)
 			r := h1UpRouter{h2UpRouter{h2TestRouter: h2TestRouter{&ConfigRouter{Routes: rc,
 				Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}}}
 			srv, _ := start(t, Config{Loops: 1, Router: r, H2: true, AcceptHTTP10: true}) // served by the loops: no HandOff

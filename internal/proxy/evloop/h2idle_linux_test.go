@@ -7,11 +7,8 @@ import (
 	"testing"
 	"time"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
-
-	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // TestH2IdleMemory measures the Go heap an idle h2c client connection and
@@ -38,14 +35,7 @@ func TestH2IdleMemory(t *testing.T) {
 		runtime.ReadMemStats(&ms)
 		return ms.HeapInuse
 	}
-	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
-		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := routesToA(t)
 	for _, c := range []struct {
 		side string
 		body int

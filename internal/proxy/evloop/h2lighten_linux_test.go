@@ -13,11 +13,8 @@ import (
 	"testing"
 	"time"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
-
-	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // TestH2LightenKeepsConnState: the Framer (and streams map and header
@@ -60,14 +57,7 @@ func TestH2LightenKeepsConnState(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = up.Serve(ln) }() // ends with up.Close in Cleanup
-	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
-		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := routesToA(t)
 	r := h2UpRouter{h2TestRouter: h2TestRouter{&ConfigRouter{Routes: rc,
 		Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}}
 	srv, _ := start(t, Config{Loops: 1, Router: r, H2: true})

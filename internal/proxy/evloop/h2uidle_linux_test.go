@@ -11,11 +11,8 @@ import (
 	"net/netip"
 	"testing"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
-
-	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // TestH2UpstreamIdleHoldsNoBuffers: an HTTP/2 upstream connection of a
@@ -44,14 +41,7 @@ func TestH2UpstreamIdleHoldsNoBuffers(t *testing.T) {
 		addrs = append(addrs, netip.MustParseAddrPort(ln.Addr().String()))
 		go func() { _ = up.Serve(ln) }() // ends with up.Close in Cleanup
 	}
-	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
-		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := routesToA(t)
 	for _, post := range []bool{false, true} {
 		t.Run(map[bool]string{false: "GET", true: "POST"}[post], func(t *testing.T) {
 			r := h2UpRouter{h2TestRouter: h2TestRouter{&ConfigRouter{Routes: rc, Hosts: map[string][]netip.AddrPort{"a": addrs}}}}

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 	"golang.org/x/net/http2/hpack"
@@ -94,14 +93,7 @@ func startH2UpRetry(t *testing.T, retry *proxyroute.RetryPolicy, mod ...func(*Co
 			conns <- c
 		}
 	}()
-	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
-		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := routesToA(t)
 	r := h2UpRouter{h2TestRouter: h2TestRouter{&ConfigRouter{Routes: rc,
 		Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}, retry: retry}
 	cfg := Config{Loops: 1, Router: r, H2: true}
@@ -566,14 +558,7 @@ func TestH2UpstreamManyLargeResponses(t *testing.T) {
 	}
 	go func() { _ = up.Serve(ln) }() // ends with up.Close in Cleanup
 	t.Cleanup(func() { _ = up.Close() })
-	rc, err := proxyroute.Compile(&routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{
-		{Name: "any", Domains: []string{"*"}, Routes: []*routev3.Route{{Name: "a",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "a"}}}}}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := routesToA(t)
 	r := h2UpRouter{h2TestRouter: h2TestRouter{&ConfigRouter{Routes: rc,
 		Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}}
 	srv, _ := start(t, Config{Loops: 1, Router: r, H2: true})
