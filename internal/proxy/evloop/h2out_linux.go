@@ -78,6 +78,9 @@ func (l *loop) h2WriteOut(d *down) (int, error) {
 	for _, b := range c.more[:min(len(c.more), maxOutIov-1)] {
 		iov = appendIov(iov, b)
 	}
+	// Not unix.Writev: it takes a [][]byte and builds iovecs from it on
+	// every call (past 8 on the heap), and makes the blocking system call
+	// whose scheduler hand-off sys_linux.go measured.
 	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(d.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 	clear(iov) // the buffers go back to the free list: no pointer kept
 	if e != 0 {
