@@ -391,6 +391,7 @@ func (b *bench) startIn(h *netns.Host, uid int, name, bin string, env []string, 
 	}
 	defer lf.Close()
 	cmd.Stdout, cmd.Stderr = lf, lf
+	dieWithParent(cmd) // ip netns exec's; setpriv, changing credentials, clears it for what it runs (stopAll remains)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

@@ -43,6 +43,7 @@ func (b *bench) start(name string, env []string, args ...string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), env...)
 	lf, _ := os.Create(filepath.Join(b.dir, filepath.Base(name)+strconv.Itoa(len(b.procs))+".log"))
 	cmd.Stdout, cmd.Stderr = lf, lf
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		log.Fatalf("start %s: %v", name, err)
 	}
