@@ -159,10 +159,10 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		// handed over to get.
 		return evloop.Target{Status: 503, Flags: accesslog.NoClusterFound, Details: "cluster_not_found", Route: rt.Name}
 	}
-	// An HTTP/1.1 request to an HTTP/2 cluster over TLS is handed off:
-	// the loops' HTTP/1.1-to-HTTP/2 streams were tested in plaintext only;
-	// so is every one when HTTP/2 upstreams are the goroutine path's.
-	if cl == nil || cl.HTTP2 && !h2 && (cl.TLS != nil || !r.h2Upstreams) || cl.UseDownstream || cl.Type == cluster.OriginalDst {
+	// An HTTP/1.1 request to an HTTP/2 cluster, plaintext or TLS, is the
+	// loops' (h1h2_linux.go) unless HTTP/2 upstreams are the goroutine
+	// path's.
+	if cl == nil || cl.HTTP2 && !h2 && !r.h2Upstreams || cl.UseDownstream || cl.Type == cluster.OriginalDst {
 		return evloop.Target{HandOff: true}
 	}
 	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {

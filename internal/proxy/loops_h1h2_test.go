@@ -3,8 +3,10 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"runtime"
@@ -13,28 +15,59 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
+// xnetH2TLSUpstream serves h over HTTP/2 over TLS (ALPN h2) with
+// golang.org/x/net/http2's server until the test ends, as the sidecar's
+// ingress of an http2 virtual node with mutual TLS: a certificate of
+// ca's for app.local and san, a client certificate of ca's required. It
+// returns its address and how many of the connections it accepted are
+// still open.
+func xnetH2TLSUpstream(tb testing.TB, ca *tlstest.CA, san string, h http.Handler) (string, *atomic.Int64) {
+	open := new(atomic.Int64)
+	srv := &http.Server{Handler: h, ErrorLog: log.New(io.Discard, "", 0)} // the handshakes a test refuses
+	if err := http2.ConfigureServer(srv, &http2.Server{}); err != nil {
+		tb.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{ca.Issue(tb, []string{"app.local"}, san).TLS(tb)}, NextProtos: []string{"h2"},
+		ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = srv.Serve(tls.NewListener(countingListener{ln, open}, cfg)) }() // ends with srv.Close in Cleanup
+	tb.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String(), open
+}
+
 // TestEvloopHTTP1ToH2Upstream: an HTTP/1.1 client's requests to a
-// cluster that speaks HTTP/2 (x/net's h2c server), on the goroutine path
-// and, with --h2loops, on the loops as streams of their own HTTP/2
-// connections (counted; nothing handed off), with the same answers: the
-// request's fields as HTTP/2 (hop-by-hop lines dropped, :authority from
-// Host, TE: trailers kept), bodies with a content-length and chunked
-// beyond both windows, responses with and without a length, trailers as
-// the last chunk's, an upstream reset before the head (503) and after it
-// (the connection cut), an unreachable cluster (503), a retried 503,
-// keep-alive over one client connection, and pipelined requests.
+// cluster that speaks HTTP/2 (x/net's server), h2c or over mutual TLS
+// (App Mesh's http2 or grpc backend with a client policy: SNI, the
+// server's SAN checked, the proxy's certificate sent, ALPN h2), on the
+// goroutine path and, with --h2loops, on the loops as streams of their
+// own HTTP/2 connections (counted; nothing handed off), with the same
+// answers: the request's fields as HTTP/2 (hop-by-hop lines dropped,
+// :authority from Host, TE: trailers kept), bodies with a content-length
+// and chunked beyond both windows, responses with and without a length,
+// trailers as the last chunk's, an upstream reset before the head (503)
+// and after it (the connection cut), an unreachable cluster (503), a
+// retried 503, keep-alive over one client connection, whose requests
+// share one upstream connection (over TLS, one handshake: the idle
+// pooled connection is reused by the next request), and pipelined
+// requests. The loops handed every HTTP/1.1 request to an HTTP/2 cluster
+// over TLS to the goroutine path.
 func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
 	}
 	var flaky atomic.Int64
-	up, _ := xnetH2CUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		switch r.URL.Path {
 		case "/reset":
@@ -63,16 +96,25 @@ func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 		}
 		w.Header().Set("X-Proto", r.Proto)
 		w.Header().Set("Server", "app")
-		fmt.Fprintf(w, "%s %s host=%s xfp=%s rid=%d te=%q conn=%q ka=%q custom=%q cl=%d len=%d", r.Method, r.URL.RequestURI(),
-			r.Host, r.Header.Get("X-Forwarded-Proto"), len(r.Header.Get("X-Request-Id")), r.Header.Get("Te"),
+		fmt.Fprintf(w, "%s %s tls=%v host=%s xfp=%s rid=%d te=%q conn=%q ka=%q custom=%q cl=%d len=%d", r.Method, r.URL.RequestURI(),
+			r.TLS != nil, r.Host, r.Header.Get("X-Forwarded-Proto"), len(r.Header.Get("X-Request-Id")), r.Header.Get("Te"),
 			r.Header.Get("Connection"), r.Header.Get("Keep-Alive"), r.Header.Get("X-Custom"), r.ContentLength, len(body))
-	}))
-	run := func(t *testing.T, loops bool) {
+	})
+	ca := tlstest.NewCA(t, "mesh")
+	app := "spiffe://weft.local/mesh/m/virtualNode/app"
+	client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, "spiffe://weft.local/mesh/m/virtualNode/proxy"))
+	h2cUp, _ := xnetH2CUpstream(t, handler)
+	tlsUp, _ := xnetH2TLSUpstream(t, ca, app, handler)
+	run := func(t *testing.T, loops, overTLS bool) {
 		h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = !loops, !loops })
+		mods, up := []func(*clusterv3.Cluster){h2Upstream}, h2cUp
+		if overTLS {
+			mods, up = append(mods, upstreamTLS(client, "app.local", app)), tlsUp
+		}
 		h.push(httpListener("egress", httpManager("egress", "rds")),
 			routeConfig("rds", vhost("flaky", []string{"flaky.local"}, retryRoute("h2", "5xx", 1)),
 				vhost("v", []string{"*"}, routeTo("/down", "dead"), routeTo("/", "h2"))),
-			edsCluster("h2", h2Upstream), cla("h2", up), edsCluster("dead", h2Upstream), cla("dead", deadAddr(t)))
+			edsCluster("h2", mods...), cla("h2", up), edsCluster("dead", mods...), cla("dead", deadAddr(t)))
 		addr := h.addr("egress")
 		var dials atomic.Int64
 		tr := &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
@@ -106,7 +148,7 @@ func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 		req.Header.Set("Te", "trailers")
 		req.Header.Set("X-Custom", "kept")
 		b, resp := do(req, 200)
-		want := `GET /get?q=1 host=svc.local:8080 xfp=http rid=36 te="trailers" conn="" ka="" custom="kept" cl=0 len=0`
+		want := fmt.Sprintf(`GET /get?q=1 tls=%v host=svc.local:8080 xfp=http rid=36 te="trailers" conn="" ka="" custom="kept" cl=0 len=0`, overTLS)
 		if b != want || resp.Header.Get("X-Proto") != "HTTP/2.0" || resp.ContentLength != int64(len(want)) ||
 			resp.Header.Get("X-Envoy-Upstream-Service-Time") == "" {
 			t.Errorf("GET: %q (want %q), length %d, headers %v", b, want, resp.ContentLength, resp.Header)
@@ -142,6 +184,12 @@ func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 		do(req, 200)
 		if n := dials.Load(); n != 1 {
 			t.Errorf("%d client connections for the requests above, want 1 (keep-alive)", n)
+		}
+		// One client connection (so one loop): each request found the
+		// upstream connection of the one before idle in the pool.
+		wantShakes := map[bool]int64{false: 0, true: 1}[overTLS]
+		if n, shakes := h.stat("cluster.h2.upstream_cx_total"), h.stat("cluster.h2.ssl.handshake"); n != 1 || shakes != wantShakes {
+			t.Errorf("the requests above made %d upstream connections, %d TLS handshakes; want 1, %d", n, shakes, wantShakes)
 		}
 		// Pipelined: a POST with a body, then a GET, in one write; the
 		// answers come in order on the one connection.
@@ -189,8 +237,13 @@ func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 			t.Errorf("upstream_rq_retry %d, want 1", n)
 		}
 	}
-	t.Run("goroutines", func(t *testing.T) { flaky.Store(0); run(t, false) })
-	t.Run("loops", func(t *testing.T) { flaky.Store(0); run(t, true) })
+	for _, up := range []struct {
+		name    string
+		overTLS bool
+	}{{"h2c", false}, {"tls", true}} {
+		t.Run(up.name+"/goroutines", func(t *testing.T) { flaky.Store(0); run(t, false, up.overTLS) })
+		t.Run(up.name+"/loops", func(t *testing.T) { flaky.Store(0); run(t, true, up.overTLS) })
+	}
 }
 
 // TestEvloopTLSToH2Upstream: App Mesh's STRICT (mutual TLS) listener in

@@ -17,6 +17,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -283,48 +284,100 @@ func TestGRPCLoopsSidecarToSidecarMutualTLS(t *testing.T) {
 	}
 }
 
-// TestH2LoopsUpstreamOffersOnlyHTTP11: an HTTP/2 cluster with TLS whose
-// server offers only http/1.1 in ALPN fails the handshake (the cluster
-// offers h2 alone, as the goroutine path's HTTP/2 pool): 503, connection
-// failure, counted as a connect failure, the same on the loops (the
-// client's stream served there, nothing handed off) and on the
-// goroutine path.
-func TestH2LoopsUpstreamOffersOnlyHTTP11(t *testing.T) {
+// TestUpstreamWithoutH2ALPN: an HTTP/2 cluster with TLS offers ALPN h2
+// alone, as the goroutine path's HTTP/2 pool and Envoy's do. A server that
+// offers only http/1.1 fails the handshake: 503, connection failure,
+// counted as a connect failure. A server that selects no protocol is
+// spoken HTTP/2 all the same, as Envoy's codec is the cluster's, not the
+// handshake's: answered 200 over HTTP/2. The same on the loops (nothing
+// handed off) and on the goroutine path, for an h2c client's stream and
+// an HTTP/1.1 client's request, which the loops handed to the goroutine
+// path when the cluster had TLS.
+func TestUpstreamWithoutH2ALPN(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
 	}
+	ca := tlstest.NewCA(t, "mesh")
+	app := "spiffe://weft.local/mesh/m/virtualNode/app"
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto)
+	})
+	s := httptest.NewUnstartedServer(handler)
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{"app.local"}, app).TLS(t)}, NextProtos: []string{"http/1.1"}}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	noALPN := h2NoALPNUpstream(t, ca, app, handler)
+	client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, "spiffe://weft.local/mesh/m/virtualNode/proxy"))
 	for _, loops := range []bool{true, false} {
-		t.Run(fmt.Sprintf("loops=%v", loops), func(t *testing.T) {
-			ca := tlstest.NewCA(t, "mesh")
-			app := "spiffe://weft.local/mesh/m/virtualNode/app"
-			s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.WriteString(w, r.Proto)
-			}))
-			s.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
-			s.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{"app.local"}, app).TLS(t)}, NextProtos: []string{"http/1.1"}}
-			s.StartTLS()
-			t.Cleanup(s.Close)
-			h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = !loops, !loops })
-			client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, "spiffe://weft.local/mesh/m/virtualNode/proxy"))
-			h.push(httpListener("egress", httpManager("egress", "rds")), routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h1only"))),
-				edsCluster("h1only", h2Upstream, upstreamTLS(client, "app.local", app)), cla("h1only", s.Listener.Addr().String()))
-			resp, err := h2cClient(t).Get("http://" + h.addr("egress") + "/")
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.ProtoMajor != 2 || resp.StatusCode != 503 || !strings.HasSuffix(string(b), "reset reason: connection failure") {
-				t.Errorf("HTTP/%d %d %q, want 503 and a connection failure", resp.ProtoMajor, resp.StatusCode, b)
-			}
-			if n := h.stat("cluster.h1only.upstream_cx_connect_fail"); n < 1 {
-				t.Errorf("cluster.h1only.upstream_cx_connect_fail = %d, want the failed handshake counted", n)
-			}
-			if l := h.listener("egress"); loops && (l.LoopH2Conns() != 1 || l.HandedOff() != 0) {
-				t.Errorf("loops served %d HTTP/2 connections and handed off %d, want 1 and 0", l.LoopH2Conns(), l.HandedOff())
-			}
-		})
+		for _, h2Client := range []bool{true, false} {
+			t.Run(fmt.Sprintf("loops=%v/%s", loops, clientProto(h2Client)), func(t *testing.T) {
+				h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = !loops, !loops })
+				h.push(httpListener("egress", httpManager("egress", "rds")),
+					routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1only", "h1only"), routeTo("/", "none"))),
+					edsCluster("h1only", h2Upstream, upstreamTLS(client, "app.local", app)), cla("h1only", s.Listener.Addr().String()),
+					edsCluster("none", h2Upstream, upstreamTLS(client, "app.local", app)), cla("none", noALPN))
+				c := &http.Client{Transport: &http.Transport{}, Timeout: 30 * time.Second}
+				if h2Client {
+					c = h2cClient(t)
+				}
+				defer c.CloseIdleConnections()
+				get := func(path string) (*http.Response, string) {
+					resp, err := c.Get("http://" + h.addr("egress") + path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					return resp, string(b)
+				}
+				wantMajor := map[bool]int{false: 1, true: 2}[h2Client]
+				resp, b := get("/h1only")
+				if resp.ProtoMajor != wantMajor || resp.StatusCode != 503 || !strings.HasSuffix(b, "reset reason: connection failure") {
+					t.Errorf("only http/1.1 offered: HTTP/%d %d %q, want 503 and a connection failure", resp.ProtoMajor, resp.StatusCode, b)
+				}
+				if n := h.stat("cluster.h1only.upstream_cx_connect_fail"); n < 1 {
+					t.Errorf("cluster.h1only.upstream_cx_connect_fail = %d, want the failed handshake counted", n)
+				}
+				resp, b = get("/")
+				if resp.ProtoMajor != wantMajor || resp.StatusCode != 200 || b != "HTTP/2.0" {
+					t.Errorf("no protocol selected: HTTP/%d %d %q, want 200 from the upstream over HTTP/2", resp.ProtoMajor, resp.StatusCode, b)
+				}
+				if l := h.listener("egress"); loops && (l.LoopH2UpstreamStreams() != 2 || l.HandedOff() != 0) {
+					t.Errorf("loops sent %d streams to HTTP/2 upstreams and handed off %d connections, want 2 and 0",
+						l.LoopH2UpstreamStreams(), l.HandedOff())
+				}
+			})
+		}
 	}
+}
+
+// h2NoALPNUpstream serves h over HTTP/2 over TLS with a certificate of
+// ca's for app.local and san, selecting no protocol in ALPN whatever the
+// client offers, until the test ends; it returns its address.
+func h2NoALPNUpstream(t *testing.T, ca *tlstest.CA, san string, h http.Handler) string {
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{"app.local"}, san).TLS(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	h2s := &http2.Server{}
+	go func() { // accepts until the listener closes in Cleanup
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // one connection; ends when the proxy closes it
+				defer c.Close()
+				if err := c.(*tls.Conn).Handshake(); err != nil {
+					return
+				}
+				h2s.ServeConn(c, &http2.ServeConnOpts{Handler: h})
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // TestGRPCLoopsMutualTLSHandsOff: with --h2loops, an HTTP/2 connection

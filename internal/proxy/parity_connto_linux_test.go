@@ -37,6 +37,9 @@ import (
 // connect by one fixed 1 s, whatever the cluster's, and counted no
 // connect timeout; the goroutine path counted a plaintext one only when
 // the dialer reported the context's deadline rather than the socket's.
+// With --h2loops the loops serve every leg (nothing handed off), an
+// HTTP/1.1 client's request to an HTTP/2 cluster over TLS included,
+// which they handed to the goroutine path.
 func TestConnectTimeoutSamePaths(t *testing.T) {
 	hole, silent := synDropAddr(t), silentAddr(t)
 	ca := tlstest.NewCA(t, "mesh")
@@ -160,6 +163,9 @@ func TestConnectTimeoutSamePaths(t *testing.T) {
 							t.Errorf("access log lacks %q:\n%s", line, log)
 						}
 					}
+				}
+				if l := h.listener("egress"); !p.goroutines && !p.h2Goroutines && l.HandedOff() != 0 {
+					t.Errorf("%d connections handed off, want none on the loops", l.HandedOff())
 				}
 				mu.Lock()
 				results[p.name] = pathResult{answers: answers, stats: strings.Join(stats, "\n"), log: log}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -11,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
 // TestGoAwayRefusedSamePaths: an HTTP/2 upstream's stream above the
@@ -35,28 +39,43 @@ import (
 // on another connection itself, whatever the retry policy (a 200 with no
 // retry counted), and took the INTERNAL_ERROR one for a connection
 // termination (503 UC).
+// Each upstream is h2c and, with an upstream twin, HTTP/2 over mutual TLS
+// (its connection closed by close_notify), which the loops served as the
+// h2c one (an HTTP/1.1 client's request to it was handed off until
+// round 30: on the loops nothing is).
 func TestGoAwayRefusedSamePaths(t *testing.T) {
 	type upstream struct {
 		code    http2.ErrCode
 		close   bool
 		retryOn string // "": no retry policy
+		overTLS bool
 		streams atomic.Int32
 		addr    string
 	}
 	var ups []*upstream
-	for _, retryOn := range []string{"", "refused-stream", "reset"} {
-		ups = append(ups, &upstream{code: http2.ErrCodeNo, retryOn: retryOn},
-			&upstream{code: http2.ErrCodeInternal, close: true, retryOn: retryOn})
+	for _, overTLS := range []bool{false, true} {
+		for _, retryOn := range []string{"", "refused-stream", "reset"} {
+			ups = append(ups, &upstream{code: http2.ErrCodeNo, retryOn: retryOn, overTLS: overTLS},
+				&upstream{code: http2.ErrCodeInternal, close: true, retryOn: retryOn, overTLS: overTLS})
+		}
 	}
 	name := func(u *upstream) string {
 		policy := u.retryOn
 		if policy == "" {
 			policy = "none"
 		}
+		if u.overTLS {
+			policy = "tls-" + policy
+		}
 		return strings.ToLower(fmt.Sprintf("%s-%v", policy, u.code))
 	}
+	ca := tlstest.NewCA(t, "mesh")
+	app := "spiffe://weft.local/mesh/m/virtualNode/app"
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, []string{"app.local"}, app).TLS(t)}, NextProtos: []string{"h2"},
+		ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert}
+	client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, "spiffe://weft.local/mesh/m/virtualNode/proxy"))
 	for _, u := range ups {
-		u.addr = rawH2Upstream(t, func(w *rawH2Writer, id uint32, r *rawH2Request) {
+		respond := func(w *rawH2Writer, id uint32, r *rawH2Request) {
 			if u.streams.Add(1) > 1 {
 				// The request's body, as this stream had it.
 				w.headers(id, false, 0, ":status", "200", "content-length", fmt.Sprint(len(r.body)))
@@ -70,7 +89,19 @@ func TestGoAwayRefusedSamePaths(t *testing.T) {
 			_ = w.fr.WriteGoAway(last, u.code, nil)
 			if u.close {
 				_ = w.bw.Flush()
-				_ = w.c.(*net.TCPConn).CloseWrite() // a FIN: what the proxy has yet to read stays unread
+				// A FIN (over TLS close_notify): what the proxy has yet
+				// to read stays unread.
+				_ = w.c.(interface{ CloseWrite() error }).CloseWrite()
+			}
+		}
+		if !u.overTLS {
+			u.addr = rawH2Upstream(t, respond)
+			continue
+		}
+		u.addr = tcpUpstream(t, func(c net.Conn) { // ends when the proxy closes the connection or breaks HTTP/2
+			tc := tls.Server(c, serverTLS)
+			if tc.Handshake() == nil {
+				serveRawH2(tc, respond)
 			}
 		})
 	}
@@ -100,7 +131,11 @@ func TestGoAwayRefusedSamePaths(t *testing.T) {
 				routeConfig("rds", vhost("v", []string{"*"}, routes...))}
 			for _, u := range ups {
 				u.streams.Store(0)
-				res = append(res, edsCluster(name(u), h2Upstream), cla(name(u), u.addr))
+				mods := []func(*clusterv3.Cluster){h2Upstream}
+				if u.overTLS {
+					mods = append(mods, upstreamTLS(client, "app.local", app))
+				}
+				res = append(res, edsCluster(name(u), mods...), cla(name(u), u.addr))
 			}
 			h.push(res...)
 			cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
@@ -146,6 +181,9 @@ func TestGoAwayRefusedSamePaths(t *testing.T) {
 			var got []string
 			for _, u := range ups {
 				got = append(got, name(u)+":\n"+h.counts("cluster."+name(u)+".", names))
+			}
+			if l := h.listener("egress"); !p.goroutines && !p.h2Goroutines && l.HandedOff() != 0 {
+				t.Errorf("%d connections handed off, want none on the loops", l.HandedOff())
 			}
 			if all := strings.Join(got, "\n"); first == "" {
 				first = all

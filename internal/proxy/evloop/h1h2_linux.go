@@ -3,8 +3,8 @@ package evloop
 // HTTP/1.1 requests to HTTP/2 clusters on the loops: a request parsed on
 // a client's HTTP/1.1 connection whose Target names an HTTP/2 cluster
 // (Config.H2, the --h2loops switch) goes out as a stream of the loop's
-// HTTP/2 connections to the host (h2up_linux.go), as an h2c client's
-// stream does (h2ustream_linux.go). The request's side of that stream is
+// HTTP/2 connections to the host (h2up_linux.go), plaintext or over TLS
+// (h2tls_linux.go), as an h2c client's stream does (h2ustream_linux.go). The request's side of that stream is
 // an h2stream with no client connection (down.hb): its fields are made
 // from the HTTP/1.1 head (hop-by-hop lines dropped, :authority from
 // Host, TE only as "trailers"), its body is the request's, content-length

@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
+)
+
+// TestUpstreamH2HandshakeSamePaths: an HTTP/2 cluster over mutual TLS
+// (App Mesh's http2 or grpc backend with a client policy) whose
+// handshake fails, the server's certificate chaining to a CA the cluster
+// does not trust or lacking the SAN it asks for, answers an HTTP/1.1
+// client and an h2c one the same on every path: 503 UF, "connection
+// failure", details upstream_reset_before_response_started
+// {connection_failure}, counted in upstream_cx_connect_fail and the
+// cluster's ssl.fail_verify_error or ssl.fail_verify_san, as Envoy's
+// pool counts a connection its TLS socket closed before it was up; a
+// cluster whose handshake passes answers 200 from the upstream, which saw
+// the proxy's client certificate. On the loops nothing is handed off:
+// they handed an HTTP/1.1 request to an HTTP/2 cluster over TLS to the
+// goroutine path.
+func TestUpstreamH2HandshakeSamePaths(t *testing.T) {
+	const connectFailure = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+	ca, other := tlstest.NewCA(t, "mesh"), tlstest.NewCA(t, "other")
+	app, proxySAN := "spiffe://weft.local/mesh/m/virtualNode/app", "spiffe://weft.local/mesh/m/virtualNode/proxy"
+	up, _ := xnetH2TLSUpstream(t, ca, app, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		san := ""
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(r.TLS.PeerCertificates[0].URIs) > 0 {
+			san = r.TLS.PeerCertificates[0].URIs[0].String()
+		}
+		fmt.Fprintf(w, "%s alpn=%s client=%s", r.Proto, r.TLS.NegotiatedProtocol, san)
+	}))
+	client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, proxySAN))
+	untrusting := client // the proxy's certificate, another CA's trust
+	untrusting.ca = tlstest.Write(t, t.TempDir(), "ca.pem", other.PEM)
+	clusters := []struct {
+		name   string
+		files  tlsFiles
+		san    string
+		answer string // past the status
+		failed string // the ssl counter the failure counts in
+	}{
+		{"good", client, app, "200 HTTP/2.0 alpn=h2 client=" + proxySAN, ""},
+		{"wrong-san", client, "spiffe://weft.local/mesh/m/virtualNode/elsewhere", "503 " + connectFailure, "fail_verify_san"},
+		{"untrusted", untrusting, app, "503 " + connectFailure, "fail_verify_error"},
+	}
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL% %REQ(:PATH)% " +
+		"%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_CLUSTER% %BYTES_SENT%\n"}}
+	// Not the connections the good cluster made: one on the goroutine
+	// path, one per loop its clients' connections reached on the loops
+	// (TestEvloopHTTP1ToH2Upstream counts a loop's pooled one).
+	names := []string{"upstream_cx_connect_fail", "upstream_rq_total", "upstream_rq_200", "upstream_rq_503",
+		"ssl.fail_verify_san", "ssl.fail_verify_error", "ssl.connection_error"}
+	results := map[string]pathResult{}
+	var all []string
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			h := newHarness(t, p.logged)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			var routes []*routev3.Route
+			res := []types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format)))}
+			for _, c := range clusters {
+				routes = append(routes, routeTo("/"+c.name, c.name))
+				res = append(res, edsCluster(c.name, h2Upstream, upstreamTLS(c.files, "app.local", c.san)), cla(c.name, up))
+			}
+			h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
+			answers := map[string]string{}
+			want := map[string]int64{}
+			var wantLog []string
+			for _, h2Client := range []bool{false, true} {
+				cl := &http.Client{Transport: &http.Transport{}}
+				if h2Client {
+					cl = h2cClient(t)
+				}
+				for _, c := range clusters {
+					resp, err := cl.Get("http://" + h.addr("egress") + "/" + c.name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, _ := io.ReadAll(resp.Body)
+					_ = resp.Body.Close()
+					key := clientProto(h2Client) + " /" + c.name
+					answers[key] = resp.Status[:3] + " " + string(b)
+					if answers[key] != c.answer {
+						t.Errorf("%s: answered %q, want %q", key, answers[key], c.answer)
+					}
+					line := fmt.Sprintf("%s 200 - via_upstream %s %d", key, c.name, len(b))
+					if c.failed != "" {
+						line = fmt.Sprintf("%s 503 UF upstream_reset_before_response_started{connection_failure} %s %d", key, c.name, len(b))
+						want["cluster."+c.name+".ssl."+c.failed]++
+						want["cluster."+c.name+".upstream_cx_connect_fail"]++
+						want["cluster."+c.name+".upstream_cx_total"]++ // a new connect for each
+					}
+					wantLog = append(wantLog, line)
+				}
+				cl.CloseIdleConnections()
+			}
+			waitStats(t, h, want)
+			log := awaitLog(t, logFile, len(wantLog))
+			if w := sortLines(strings.Join(wantLog, "\n") + "\n"); log != w {
+				t.Errorf("access log\n%s\nwant\n%s", log, w)
+			}
+			var stats []string
+			for _, c := range clusters {
+				stats = append(stats, c.name+":\n"+h.counts("cluster."+c.name+".", names))
+			}
+			if l := h.listener("egress"); !p.goroutines && !p.h2Goroutines && (l.HandedOff() != 0 || l.LoopH2UpstreamStreams() != int64(len(wantLog))) {
+				t.Errorf("%d connections handed off, %d streams to HTTP/2 upstreams on the loops; want 0, %d",
+					l.HandedOff(), l.LoopH2UpstreamStreams(), len(wantLog))
+			}
+			results[p.name] = pathResult{answers: answers, stats: strings.Join(stats, "\n"), log: log}
+			all = all[:0]
+			for k := range answers {
+				all = append(all, k)
+			}
+		})
+	}
+	sameAsGoroutinePath(t, results, all)
+}
