@@ -148,7 +148,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if rt == nil || !loopRoute(rc, vh, rt) {
 		return evloop.Target{HandOff: true} // the goroutine path answers, logs and counts as it does
 	}
-	name, wops := rt.Pick()
+	name, wops, muts := rt.Pick()
 	if wops != nil && !loopOps(wops) {
 		return evloop.Target{HandOff: true}
 	}
@@ -195,9 +195,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if rt.RewritesPath() {
 		rewritePath(&t, rt, h.Target(), path)
 	}
-	if wops != nil && requestOps(wops) || requestOps(&rt.Headers) || requestOps(&vh.Headers) || requestOps(&rc.Headers) {
-		t.Headers = &route.Levels{wops, &rt.Headers, &vh.Headers, &rc.Headers}
-	}
+	t.Headers = muts // wops', rt's, vh's and rc's, compiled with the routes
 	if cl.TLS != nil {
 		t.TLS = cl.TLS // the cluster's handshake, checks and ssl.* counters
 	}
@@ -418,6 +416,3 @@ func hasHeader(h route.Head, name string) bool {
 	}
 	return false
 }
-
-// requestOps reports whether o mutates request headers.
-func requestOps(o *route.HeaderOps) bool { return len(o.RequestAdd) > 0 || len(o.RequestRemove) > 0 }

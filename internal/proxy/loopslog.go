@@ -85,7 +85,7 @@ func (h loopHead) Header(name string) string {
 	if h.r.RequestID != nil && route.EqualFoldASCII(name, "x-request-id") {
 		return string(h.r.RequestID) // the ID the proxy added
 	}
-	if h.r.HeaderOps != nil && named(h.r.HeaderOps, name) {
+	if h.r.HeaderOps != nil && route.Named(h.r.HeaderOps, name) >= 0 {
 		return h.mutated(name)
 	}
 	if !h.r.HTTP2 {
@@ -105,17 +105,6 @@ func (h loopHead) Header(name string) string {
 	return hl.value(name)
 }
 
-// named reports whether the request header mutations l name the header
-// name (in any case).
-func named(l *route.Levels, name string) bool {
-	found := false
-	l.RequestNames(func(k string) bool {
-		found = route.EqualFoldASCII(name, k)
-		return !found
-	})
-	return found
-}
-
 // mutated is the value of the request header name (one the route's
 // header mutations name) as the goroutine path's log reads it: the
 // request's lines of that name (none when Envoy has taken it out by the
@@ -130,7 +119,7 @@ func (h loopHead) mutated(name string) string {
 			}
 		}
 	}
-	h.r.HeaderOps.Request(hd)
+	h.r.HeaderOps.Levels.Request(hd)
 	if v := hd[k]; len(v) > 0 {
 		return v[0]
 	}

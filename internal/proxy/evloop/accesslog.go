@@ -52,7 +52,7 @@ type LogRecord struct {
 	// HeaderOps are the route's request header mutations (Target.Headers;
 	// nil: none): the log reads the request's headers as they leave them,
 	// as Envoy's router makes them in place too.
-	HeaderOps *proxyroute.Levels
+	HeaderOps *proxyroute.RequestMutations
 	// ResponseHead is the final response head as sent; nil when none
 	// was. An HTTP/2 stream's is written as an HTTP/1.1 head would be
 	// ("HTTP/2 200", then a line per field as sent).

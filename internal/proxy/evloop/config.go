@@ -305,10 +305,11 @@ type Target struct {
 	Authority string
 	// Headers, when set, are the request header mutations of the route
 	// (its weighted cluster's, virtual host's and route configuration's
-	// too): the request's fields they name go upstream as the goroutine
-	// path's rule (route.Levels.Request) leaves them, after the others.
+	// too; Route.Pick's): the request's fields they name go upstream as
+	// the goroutine path's rule (route.Levels.Request) leaves them, after
+	// the others.
 	// They name no header the loops treat themselves (OwnHeader).
-	Headers *proxyroute.Levels
+	Headers *proxyroute.RequestMutations
 	// ConnectTimeout is the cluster's connect_timeout: it bounds a new
 	// connection to Host, from its connect's start to the end of its TLS
 	// handshake, as Envoy's connect timer does (capped at about a century,

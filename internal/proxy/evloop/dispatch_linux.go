@@ -212,10 +212,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 	o = append(o, " HTTP/1.1\r\n"...)
 	run := -1 // start of a run of header lines copied at once
 	rewrites := t.Authority != "" || t.OriginalPath != ""
-	mut := headerMutation{ops: t.Headers}
+	mut := l.mut.reset(t.Headers)
 	for i := range r.lines {
 		h := &r.lines[i]
-		if h.hop || rewrites && t.replaces(h.name.of(head)) || t.Headers != nil && take(&mut, h.name.of(head), h.value.of(head)) {
+		if h.hop || rewrites && t.replaces(h.name.of(head)) || t.Headers != nil && mut.take(h.name.of(head), h.value.of(head)) {
 			if run >= 0 {
 				o = append(o, head[run:h.line.off]...)
 				run = -1
@@ -232,10 +232,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 	if r.teTrailers {
 		o = append(o, "te: trailers\r\n"...)
 	}
-	mut.result(func(name, value string) {
+	mut.result(func(name, _ string, f *mutField) {
 		o = append(o, name...)
 		o = append(o, ": "...)
-		o = append(o, value...)
+		o = f.appendValue(o)
 		o = append(o, "\r\n"...)
 	})
 	if t.Authority != "" {

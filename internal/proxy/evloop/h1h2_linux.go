@@ -21,7 +21,6 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -85,12 +84,12 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 		hpack.HeaderField{Name: ":scheme", Value: "http"}, hpack.HeaderField{Name: ":authority", Value: authority},
 		hpack.HeaderField{Name: ":path", Value: path})
 	var name [64]byte
-	mut := headerMutation{ops: t.Headers}
+	mut := l.mut.reset(t.Headers)
 	for i := range r.lines {
 		h := &r.lines[i]
 		n := h.name.of(head)
 		if h.hop || equalFold(n, "host") || equalFold(n, "transfer-encoding") || equalFold(n, "content-length") ||
-			t.OriginalPath != "" && equalFold(n, "x-envoy-original-path") || t.Headers != nil && take(&mut, n, h.value.of(head)) {
+			t.OriginalPath != "" && equalFold(n, "x-envoy-original-path") || t.Headers != nil && mut.take(n, h.value.of(head)) {
 			continue // content-length: written below, even when Connection named it
 		}
 		lower := append(name[:0], n...)
@@ -104,8 +103,8 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	if r.teTrailers {
 		fields = append(fields, hpack.HeaderField{Name: "te", Value: "trailers"})
 	}
-	mut.result(func(name, value string) {
-		fields = append(fields, hpack.HeaderField{Name: strings.ToLower(name), Value: value})
+	mut.result(func(_, lower string, f *mutField) {
+		fields = append(fields, hpack.HeaderField{Name: lower, Value: f.String()})
 	})
 	if r.hasLength {
 		fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(r.contentLength, 10)})

@@ -73,7 +73,7 @@ type h2stream struct {
 	path, authority, origPath string
 	// headers are the request header mutations an HTTP/2 upstream's
 	// fields get (Target.Headers), applied on each attempt (h2uOpen).
-	headers *proxyroute.Levels
+	headers *proxyroute.RequestMutations
 	// A request kept for a retry: its body (up to the stream window;
 	// replayCut past it) and trailers.
 	replay      []byte

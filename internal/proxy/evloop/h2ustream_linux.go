@@ -117,7 +117,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 	}
 	c.hbuf.Reset()
 	authority := st.authority == "" // :authority written (or the request's kept)
-	mut := headerMutation{ops: st.headers}
+	mut := l.mut.reset(st.headers)
 	for _, hf := range st.hf.Fields {
 		if hf.Name == "expect" && st.expect100 {
 			continue // answered by the proxy (h2Continue), as Envoy does
@@ -135,7 +135,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 			st.origPath != "" && hf.Name == "x-envoy-original-path" {
 			continue // replaced
 		}
-		if st.headers != nil && take(&mut, hf.Name, hf.Value) {
+		if st.headers != nil && mut.takeString(hf.Name, hf.Value) {
 			continue // written below, as the mutations leave it
 		}
 		_ = c.enc.WriteField(hf)
@@ -143,8 +143,8 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 	if !authority {
 		_ = c.enc.WriteField(hpack.HeaderField{Name: ":authority", Value: st.authority})
 	}
-	mut.result(func(name, value string) {
-		_ = c.enc.WriteField(hpack.HeaderField{Name: strings.ToLower(name), Value: value})
+	mut.result(func(_, lower string, f *mutField) {
+		_ = c.enc.WriteField(hpack.HeaderField{Name: lower, Value: f.String()})
 	})
 	for _, hf := range st.extra {
 		_ = c.enc.WriteField(hf)

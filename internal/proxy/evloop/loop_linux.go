@@ -234,6 +234,7 @@ type loop struct {
 	bigsLow int      // the fewest free bigs held since the last trimBufs
 	req     request
 	resp    response
+	mut     headerMutation // the request header mutations being written upstream (headerops.go)
 	rng     *mrand.ChaCha8
 	epoch   time.Time
 	now     int64

@@ -46,7 +46,7 @@ func RouteWith(rc *proxyroute.Config, h proxyroute.Head, host func(cluster strin
 	if rt.Kind == proxyroute.Direct {
 		return Target{Status: rt.DirectStatus, Body: rt.DirectBody}
 	}
-	name, _ := rt.Pick()
+	name, _, _ := rt.Pick()
 	hp, ok := host(name)
 	if !ok {
 		return Target{Status: 503, Body: "no healthy upstream"}

@@ -308,7 +308,7 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		return
 	}
 	var name string
-	name, s.wops = s.rt.Pick()
+	name, s.wops, _ = s.rt.Pick()
 	s.cl = m.deps.Clusters.Get(name)
 	if s.cl == nil {
 		m.stats.noCluster.Inc()

@@ -52,22 +52,54 @@ func (o *HeaderOps) Empty() bool {
 type Levels [4]*HeaderOps
 
 // Request applies the request header mutations to h (keys canonical).
-func (l *Levels) Request(h http.Header) {
-	for _, ops := range l {
-		if ops != nil {
-			apply(h, ops.RequestRemove, ops.RequestAdd)
-		}
-	}
-}
+func (l *Levels) Request(h http.Header) { l.RequestFields(headerFields(h)) }
 
 // Response applies the response header mutations to h (keys canonical).
 func (l *Levels) Response(h http.Header) {
 	for _, ops := range l {
 		if ops != nil {
-			apply(h, ops.ResponseRemove, ops.ResponseAdd)
+			apply(headerFields(h), ops.ResponseRemove, ops.ResponseAdd)
 		}
 	}
 }
+
+// RequestFields applies the request header mutations to f: what Request
+// does to an http.Header, to fields a writer keeps its own way (the
+// event loops: RequestMutations).
+func (l *Levels) RequestFields(f Fields) {
+	for _, ops := range l {
+		if ops != nil {
+			apply(f, ops.RequestRemove, ops.RequestAdd)
+		}
+	}
+}
+
+// Fields are the header fields of a request or response as header
+// mutations read and change them, by canonical name (HeaderAdd.Key,
+// HeaderOps.RequestRemove's entries).
+type Fields interface {
+	// Has reports whether a field is named key.
+	Has(key string) bool
+	// Del removes the fields named key.
+	Del(key string)
+	// Set makes value the only field named key.
+	Set(key, value string)
+	// Add adds a field named key, after those named key.
+	Add(key, value string)
+}
+
+// headerFields are an http.Header's fields (keys canonical); Has is the
+// key's presence, with values or without.
+type headerFields http.Header
+
+func (h headerFields) Has(key string) bool {
+	_, ok := h[key]
+	return ok
+}
+
+func (h headerFields) Del(key string)        { delete(h, key) }
+func (h headerFields) Set(key, value string) { h[key] = []string{value} }
+func (h headerFields) Add(key, value string) { h[key] = append(h[key], value) }
 
 // apply is one level's mutations, as Envoy's HeaderParser evaluates them
 // (evaluateHeaders): the removals; then each add decided on the headers
@@ -75,9 +107,9 @@ func (l *Levels) Response(h http.Header) {
 // header present for another), those that overwrite made first and
 // those that append after, in their order. An empty value is no add
 // unless keep_empty_value.
-func apply(h http.Header, remove []string, add []HeaderAdd) {
+func apply(f Fields, remove []string, add []HeaderAdd) {
 	for _, k := range remove {
-		delete(h, k)
+		f.Del(k)
 	}
 	var buf [16]bool
 	had := buf[:0] // had[i]: add[i]'s header was there
@@ -85,41 +117,18 @@ func apply(h http.Header, remove []string, add []HeaderAdd) {
 		had = make([]bool, 0, len(add))
 	}
 	for i := range add {
-		_, ok := h[add[i].Key]
-		had = append(had, ok)
+		had = append(had, f.Has(add[i].Key))
 	}
 	for i := range add {
 		a := &add[i]
 		if (a.Value != "" || a.KeepEmpty) && (a.Mode == OverwriteOrAdd || a.Mode == OverwriteIfExists && had[i]) {
-			h[a.Key] = []string{a.Value}
+			f.Set(a.Key, a.Value)
 		}
 	}
 	for i := range add {
 		a := &add[i]
 		if (a.Value != "" || a.KeepEmpty) && (a.Mode == AppendOrAdd || a.Mode == AddIfAbsent && !had[i]) {
-			h[a.Key] = append(h[a.Key], a.Value)
-		}
-	}
-}
-
-// RequestNames calls yield with each header name the request mutations
-// remove or add (canonical; a name more than once when several
-// mutations name it), until yield returns false: the headers whose
-// values Request may change, and the only ones.
-func (l *Levels) RequestNames(yield func(string) bool) {
-	for _, ops := range l {
-		if ops == nil {
-			continue
-		}
-		for _, k := range ops.RequestRemove {
-			if !yield(k) {
-				return
-			}
-		}
-		for i := range ops.RequestAdd {
-			if !yield(ops.RequestAdd[i].Key) {
-				return
-			}
+			f.Add(a.Key, a.Value)
 		}
 	}
 }

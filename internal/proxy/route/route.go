@@ -97,6 +97,9 @@ type Route struct {
 
 	Retry   *RetryPolicy // nil: no retries
 	Headers HeaderOps
+	// mutations are the request header mutations of a request Pick
+	// sends to Cluster; nil when none.
+	mutations *RequestMutations
 	// Upgrades overrides the connection manager's upgrade_configs per
 	// upgrade type (lower case).
 	Upgrades map[string]bool
@@ -107,20 +110,25 @@ type WeightedCluster struct {
 	Name    string
 	Weight  uint32
 	Headers HeaderOps
+	// mutations are the request header mutations of a request Pick
+	// sends to this cluster (its, and its route's levels'); nil when none.
+	mutations *RequestMutations
 }
 
 // Pick returns the cluster a request goes to; for weighted routes it draws
 // one in proportion to the weights. ops are the target's own header
-// mutations (nil for single-cluster routes).
-func (r *Route) Pick() (name string, ops *HeaderOps) {
+// mutations (nil for single-cluster routes), m all the request header
+// mutations of the request (ops' and its route's levels', compiled with
+// the routes; nil when none).
+func (r *Route) Pick() (name string, ops *HeaderOps, m *RequestMutations) {
 	if r.Kind == ToCluster {
-		return r.Cluster, nil
+		return r.Cluster, nil, r.mutations
 	}
 	n := rand.Uint32N(r.total)
 	for i := range r.Weighted {
 		w := &r.Weighted[i]
 		if n < w.Weight {
-			return w.Name, &w.Headers
+			return w.Name, &w.Headers, w.mutations
 		}
 		n -= w.Weight
 	}
@@ -128,10 +136,11 @@ func (r *Route) Pick() (name string, ops *HeaderOps) {
 	// useful; weft picks the last cluster with a weight.
 	for i := len(r.Weighted) - 1; i >= 0; i-- {
 		if r.Weighted[i].Weight > 0 {
-			return r.Weighted[i].Name, &r.Weighted[i].Headers
+			return r.Weighted[i].Name, &r.Weighted[i].Headers, r.Weighted[i].mutations
 		}
 	}
-	return r.Weighted[len(r.Weighted)-1].Name, &r.Weighted[len(r.Weighted)-1].Headers
+	w := &r.Weighted[len(r.Weighted)-1]
+	return w.Name, &w.Headers, w.mutations
 }
 
 // RewritePath returns the upstream path (without query) for a request path
@@ -247,6 +256,7 @@ func Compile(rc *routev3.RouteConfiguration) (*Config, error) {
 		if err != nil {
 			return nil, err
 		}
+		compileMutations(c, vh)
 		for _, r := range vh.Routes {
 			for _, h := range r.m.headers {
 				c.MatchesRequestID = c.MatchesRequestID || h.name == "X-Request-Id"
