@@ -162,11 +162,9 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	// An HTTP/1.1 request to an HTTP/2 cluster, plaintext or TLS, is the
 	// loops' (h1h2_linux.go) unless HTTP/2 upstreams are the goroutine
 	// path's.
-	if cl == nil || cl.HTTP2 && !h2 && !r.h2Upstreams || cl.UseDownstream || cl.Type == cluster.OriginalDst {
+	if cl == nil || cl.HTTP2 && !h2 && !r.h2Upstreams || cl.UseDownstream || cl.Type == cluster.OriginalDst ||
+		h2 && h2Queues(cl) { // an update since the preface (H2): refused, retried on a new connection
 		return evloop.Target{HandOff: true}
-	}
-	if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {
-		return evloop.Target{HandOff: true} // circuit breakers tighter than Envoy's defaults: the goroutine path applies them
 	}
 	var host *cluster.Host
 	var err error
@@ -190,6 +188,32 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if err != nil {
 		return evloop.Target{HandOff: true}
 	}
+	// The circuit breakers, by the goroutine path's rule and counters
+	// (cluster.Acquire): the loops give the slots back when the request
+	// ends (Target.Held). A request that would wait for one of
+	// max_connections is the goroutine path's, which queues it. An
+	// HTTP/2 stream cannot be handed over: H2 keeps the listeners whose
+	// clusters' max_connections is below h2MinGate off the loops, and
+	// past it a stream that would wait goes out without a connection
+	// slot (docs/proxy.md, Known differences).
+	held := evloop.SlotRequest
+	switch cl.TryAcquire(host, !cl.HTTP2) {
+	case cluster.Acquired:
+		if !cl.HTTP2 && cl.Queues() {
+			held |= evloop.SlotConnection
+		}
+	case cluster.WouldQueue:
+		if !h2 {
+			return evloop.Target{HandOff: true}
+		}
+		if cl.AcquireRequest(host) {
+			break
+		}
+		fallthrough
+	case cluster.Overflow:
+		return evloop.Target{Status: 503, Flags: accesslog.UpstreamOverflow, Details: "upstream_reset_before_response_started{overflow}",
+			Body: "upstream connect error or disconnect/reset before headers. reset reason: overflow", Cluster: name, Route: rt.Name}
+	}
 	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout,
 		ConnectTimeout: cl.ConnectTimeout, Path: normalized, Authority: rt.HostRewrite, NoTimeout: rt.Timeout == 0, StreamIdle: rt.IdleTimeout, HasStreamIdle: rt.HasIdleTimeout}
 	if rt.RewritesPath() {
@@ -199,9 +223,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	if cl.TLS != nil {
 		t.TLS = cl.TLS // the cluster's handshake, checks and ssl.* counters
 	}
-	if rt.Retry != nil {
-		t.Retry, t.Upstream = rt.Retry, (*loopCluster)(cl)
-	}
+	t.Retry, t.Upstream, t.Held = rt.Retry, (*loopCluster)(cl), held
 	return t
 }
 
@@ -256,10 +278,25 @@ func loopRetry(rp *route.RetryPolicy) bool {
 	return rp == nil || rp.On&^loopRetries == 0
 }
 
-// loopCluster is a cluster as the loops' retries use it
-// (evloop.Upstream): the same budget, stats and load balancer as the
-// goroutine path's roundTrip.
+// loopCluster is a cluster as the loops' requests use it
+// (evloop.Upstream): the same circuit breakers, retry budget, stats and
+// load balancer as the goroutine path's roundTrip.
 type loopCluster cluster.Cluster
+
+func (c *loopCluster) Acquire(tag any) bool {
+	h, _ := tag.(*cluster.Host)
+	return (*cluster.Cluster)(c).AcquireRequest(h)
+}
+
+func (c *loopCluster) Release(s evloop.Slots) {
+	cl := (*cluster.Cluster)(c)
+	if s&evloop.SlotRequest != 0 {
+		cl.ReleaseRequest()
+	}
+	if s&evloop.SlotConnection != 0 {
+		cl.ReleaseConnection()
+	}
+}
 
 func (c *loopCluster) Retry() func() {
 	cl := (*cluster.Cluster)(c)
@@ -296,11 +333,6 @@ func (c *loopCluster) Pick(avoid func(any) bool, attempts int) (netip.AddrPort, 
 	}
 	return ap, h, true
 }
-
-// loopMinThreshold: the loops do not apply circuit breakers; clusters
-// whose thresholds are below Envoy's default (1,024) stay on the goroutine
-// path.
-const loopMinThreshold = 1024
 
 // loopObserver records the loops' upstream attempts as the goroutine path
 // does: host stats, outlier detection, response codes.

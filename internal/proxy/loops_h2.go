@@ -44,6 +44,23 @@ func (r *loopRouter) H2() (evloop.H2Settings, bool) {
 // RouteH2 implements evloop.H2Router.
 func (r *loopRouter) RouteH2(h route.Head) evloop.Target { return r.route(h, true) }
 
+// h2MinGate is the smallest HTTP/1.1 max_connections under which the
+// loops serve HTTP/2 connections: Envoy's default, which a cluster
+// without circuit breakers has (App Mesh's are wide open, but for an
+// http connection pool's). Past it a stream that would wait for a
+// connection slot goes out without one (route), as every stream did
+// before the loops applied circuit breakers: keeping every listener
+// whose clusters have no circuit breakers off the loops would cost more.
+const h2MinGate = 1024
+
+// h2Queues reports whether a stream to cl may have to wait for one of
+// its max_connections, below h2MinGate: the loops do not queue a stream,
+// nor can they hand one over to the goroutine path, which does.
+func h2Queues(cl *cluster.Cluster) bool {
+	maxConns, _, _, _ := cl.Thresholds()
+	return !cl.HTTP2 && cl.Queues() && maxConns < h2MinGate
+}
+
 // h2Clusters reports whether every cluster of rt is one the loops
 // forward to (as Route checks per request).
 func (r *loopRouter) h2Clusters(rt *route.Route) bool {
@@ -62,7 +79,7 @@ func (r *loopRouter) h2Clusters(rt *route.Route) bool {
 		if cl == nil || cl.UseDownstream || cl.Type == cluster.OriginalDst {
 			return false
 		}
-		if maxConns, maxPending, maxRequests, _ := cl.Thresholds(); min(maxConns, maxPending, maxRequests) < loopMinThreshold {
+		if h2Queues(cl) {
 			return false
 		}
 	}

@@ -152,32 +152,33 @@ func TestH2CLoops(t *testing.T) {
 	}
 }
 
-// TestH2CLoopsKeepsH2ClustersOnGoroutines: a listener with a route to a
-// cluster spoken to over HTTP/2 whose circuit breakers the loops do not
-// apply (max_requests below Envoy's default) keeps its h2c connections
-// on the goroutine path, switch on or not.
-func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
+// TestH2CLoopsKeepsQueueingClustersOnGoroutines: a listener with a
+// route to an HTTP/1.1 cluster whose max_connections (below Envoy's
+// default) may make a stream wait, which the loops do not do, keeps its
+// h2c connections on the goroutine path, switch on or not. (An HTTP/2
+// cluster's max_requests, which kept them there too, the loops apply.)
+func TestH2CLoopsKeepsQueueingClustersOnGoroutines(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("event loops need Linux")
 	}
 	h := newHarness(t, func(c *Config) { c.Goroutines, c.H2Goroutines = false, false })
-	up := h2cUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.Proto)
 	}))
+	t.Cleanup(up.Close)
 	h.push(httpListener("egress", httpManager("egress", "rds")),
-		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))),
-		edsCluster("h2", func(c *clusterv3.Cluster) {
-			c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{}
-			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRequests: u32(10)}}}
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "q"))),
+		edsCluster("q", func(c *clusterv3.Cluster) {
+			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: u32(10)}}}
 		}),
-		cla("h2", up))
+		cla("q", strings.TrimPrefix(up.URL, "http://")))
 	resp, err := h2cClient(t).Get("http://" + h.addr("egress") + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.ProtoMajor != 2 || string(b) != "HTTP/2.0" {
+	if resp.ProtoMajor != 2 || string(b) != "HTTP/1.1" {
 		t.Fatalf("downstream HTTP/%d, upstream %q", resp.ProtoMajor, b)
 	}
 	l := h.listener("egress")
@@ -187,8 +188,8 @@ func TestH2CLoopsKeepsH2ClustersOnGoroutines(t *testing.T) {
 }
 
 // TestH2CLoopsRefusesAfterUpdate: an update that takes a listener's h2c
-// off the loops (its route now goes to an HTTP/2 cluster whose circuit
-// breakers the loops do not apply) while a connection is on them: that connection's next stream
+// off the loops (its route now goes to an HTTP/1.1 cluster whose
+// max_connections may make a stream wait) while a connection is on them: that connection's next stream
 // is refused
 // (REFUSED_STREAM, GOAWAY), and the client's retry on a new connection
 // is served by the goroutine path.
@@ -204,13 +205,13 @@ func TestH2CLoopsRefusesAfterUpdate(t *testing.T) {
 		_, _ = io.WriteString(w, r.Proto)
 	}))
 	t.Cleanup(up1.Close)
-	h2 := func(c *clusterv3.Cluster) {
-		c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{}
-		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRequests: u32(10)}}}
+	h2 := func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }
+	queues := func(c *clusterv3.Cluster) {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: u32(10)}}}
 	}
 	h.push(httpListener("egress", httpManager("egress", "rds")),
-		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))),
-		edsCluster("c"), cla("c", strings.TrimPrefix(up1.URL, "http://")), edsCluster("h2", h2), cla("h2", up))
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))),
+		edsCluster("q", queues), cla("q", strings.TrimPrefix(up1.URL, "http://")), edsCluster("h2", h2), cla("h2", up))
 	cl := h2cClient(t)
 	get := func() string {
 		t.Helper()
@@ -225,13 +226,13 @@ func TestH2CLoopsRefusesAfterUpdate(t *testing.T) {
 		}
 		return string(b)
 	}
-	if p := get(); p != "HTTP/1.1" {
+	if p := get(); p != "HTTP/2.0" {
 		t.Fatalf("on the loops, the upstream spoke %s", p)
 	}
 	h.push(httpListener("egress", httpManager("egress", "rds")),
-		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h2"))),
-		edsCluster("c"), cla("c", strings.TrimPrefix(up1.URL, "http://")), edsCluster("h2", h2), cla("h2", up))
-	if p := get(); p != "HTTP/2.0" {
+		routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "q"))),
+		edsCluster("q", queues), cla("q", strings.TrimPrefix(up1.URL, "http://")), edsCluster("h2", h2), cla("h2", up))
+	if p := get(); p != "HTTP/1.1" {
 		t.Fatalf("after the update, the upstream spoke %s", p)
 	}
 	l := h.listener("egress")

@@ -5,6 +5,22 @@ import (
 	"sync"
 )
 
+// Slot is what TryAcquire got.
+type Slot uint8
+
+const (
+	// Acquired: the request holds its slots; Release gives them back.
+	Acquired Slot = iota
+	// Overflow: max_requests is reached, or max_connections with the
+	// pending queue full; counted as Acquire counts it.
+	Overflow
+	// WouldQueue: max_connections is reached and the pending queue has
+	// room: Acquire would queue the request. Nothing is counted, so that
+	// the caller's Acquire (the goroutine path, handed the request)
+	// counts the queueing once.
+	WouldQueue
+)
+
 // Acquire reserves a request slot under the circuit breakers for a
 // request to h; release returns it. HTTP/1.1 requests also need a
 // connection slot and may wait in the pending queue until ctx ends. An
@@ -12,28 +28,79 @@ import (
 // refuses the stream with the host it picked (attachStreamToClient) and
 // its router counts that 503 in the host's rq_error (chargeUpstreamCode);
 // one of max_pending_requests has no host (ConnPoolImplBase::newStream).
+// TryAcquire is the same rule without the wait.
 func (c *Cluster) Acquire(ctx context.Context, h *Host, http1 bool) (release func(), err error) {
+	if !c.acquireRequest(h) {
+		return nil, ErrOverflow
+	}
+	if !http1 || c.gate == nil {
+		return c.releaseRq, nil
+	}
+	if err := c.gate.acquire(ctx, c); err != nil {
+		c.releaseRequest()
+		return nil, err
+	}
+	return c.releaseRqCx, nil
+}
+
+// TryAcquire is Acquire for a caller that must not block (the event
+// loops): the slots at once, an overflow, or WouldQueue where Acquire
+// would wait for one of max_connections. A queued request is served
+// first: TryAcquire gets a connection slot only when none waits, as a
+// release hands its slot to the oldest waiter. Acquired slots are given
+// back with ReleaseRequest and, when it took one (http1 and Queues),
+// ReleaseConnection, once each; the wide-open cluster (no gate) costs two
+// atomic adds each way.
+func (c *Cluster) TryAcquire(h *Host, http1 bool) Slot {
+	if !c.acquireRequest(h) {
+		return Overflow
+	}
+	if !http1 || c.gate == nil {
+		return Acquired
+	}
+	s := c.gate.try(c)
+	if s != Acquired {
+		c.releaseRequest()
+	}
+	return s
+}
+
+// AcquireRequest reserves a request slot (max_requests) alone: a retry's
+// attempt on the event loops, whose request keeps the connection slot
+// its first attempt took, and an HTTP/2 stream there that does not wait
+// for one of max_connections (docs/proxy.md, Known differences). An
+// overflow is counted as Acquire counts it. ReleaseRequest gives it back.
+func (c *Cluster) AcquireRequest(h *Host) bool { return c.acquireRequest(h) }
+
+// ReleaseRequest gives back a slot of AcquireRequest.
+func (c *Cluster) ReleaseRequest() { c.releaseRequest() }
+
+// ReleaseConnection gives back a connection slot (max_connections) of
+// TryAcquire.
+func (c *Cluster) ReleaseConnection() { c.gate.release() }
+
+// acquireRequest takes one of max_requests, or counts its overflow.
+func (c *Cluster) acquireRequest(h *Host) bool {
 	if n := c.rqActive.Add(1); n > int64(c.cb.maxRequests) {
 		c.rqActive.Add(-1)
 		c.Stats.RqPendingOverflow.Inc()
 		if h != nil {
 			h.rqError.Add(1)
 		}
-		return nil, ErrOverflow
+		return false
 	}
 	c.Stats.RqActive.Inc()
-	done := func() {
-		c.rqActive.Add(-1)
-		c.Stats.RqActive.Dec()
-	}
-	if !http1 || c.gate == nil {
-		return done, nil
-	}
-	if err := c.gate.acquire(ctx, c); err != nil {
-		done()
-		return nil, err
-	}
-	return func() { c.gate.release(); done() }, nil
+	return true
+}
+
+func (c *Cluster) releaseRequest() {
+	c.rqActive.Add(-1)
+	c.Stats.RqActive.Dec()
+}
+
+func (c *Cluster) releaseRequestConnection() {
+	c.gate.release()
+	c.releaseRequest()
 }
 
 // Queues reports whether Acquire may wait for an HTTP/1.1 request's
@@ -51,7 +118,9 @@ func (c *Cluster) AcquireRetry() (release func(), ok bool) {
 }
 
 // gate limits concurrent HTTP/1.1 exchanges to max_connections, queueing
-// up to max_pending_requests more, as Envoy's HTTP/1 pool does.
+// up to max_pending_requests more, as Envoy's HTTP/1 pool does. While
+// any waits, active is maxActive: a release hands its slot to the oldest
+// waiter, so that a newcomer never passes the queue.
 type gate struct {
 	mu         sync.Mutex
 	active     int             // protected by mu
@@ -66,22 +135,44 @@ func (g *gate) pendingFull() bool {
 	return len(g.waiters) >= g.maxPending
 }
 
-func (g *gate) acquire(ctx context.Context, c *Cluster) error {
-	g.mu.Lock()
+// tryLocked is the gate's rule, with g.mu held: a slot (Acquired), the
+// queue full (Overflow: upstream_cx_overflow and
+// upstream_rq_pending_overflow counted), or room in the queue
+// (WouldQueue, counted by the caller that queues).
+func (g *gate) tryLocked(c *Cluster) Slot {
 	if g.active < g.maxActive {
 		g.active++
+		return Acquired
+	}
+	if len(g.waiters) >= g.maxPending {
+		c.Stats.CxOverflow.Inc()
+		c.Stats.RqPendingOverflow.Inc()
+		return Overflow
+	}
+	return WouldQueue
+}
+
+// try is tryLocked without a wait.
+func (g *gate) try(c *Cluster) Slot {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.tryLocked(c)
+}
+
+func (g *gate) acquire(ctx context.Context, c *Cluster) error {
+	g.mu.Lock()
+	switch g.tryLocked(c) {
+	case Acquired:
 		g.mu.Unlock()
 		return nil
-	}
-	c.Stats.CxOverflow.Inc()
-	if len(g.waiters) >= g.maxPending {
+	case Overflow:
 		g.mu.Unlock()
-		c.Stats.RqPendingOverflow.Inc()
 		return ErrOverflow
 	}
 	ch := make(chan struct{})
 	g.waiters = append(g.waiters, ch)
 	g.mu.Unlock()
+	c.Stats.CxOverflow.Inc()
 	c.Stats.RqPendingTo.Inc()
 	c.Stats.RqPendingActive.Inc()
 	defer c.Stats.RqPendingActive.Dec()

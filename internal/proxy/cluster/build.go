@@ -166,6 +166,8 @@ func Build(pb *clusterv3.Cluster, st *stats.Store, log *slog.Logger, ts *tlsctx.
 		c.outlier = o
 	}
 	c.transports()
+	// Made once: Acquire returns them without a closure per request.
+	c.releaseRq, c.releaseRqCx = c.releaseRequest, c.releaseRequestConnection
 	return c, nil
 }
 

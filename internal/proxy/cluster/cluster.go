@@ -116,6 +116,10 @@ type Cluster struct {
 	cleanup  time.Duration
 	hostWake chan struct{} // signalled when the host set changes; buffered 1
 
+	// releaseRq and releaseRqCx are Acquire's releases (breaker.go),
+	// made once.
+	releaseRq, releaseRqCx func()
+
 	Stats Stats
 
 	stop context.CancelFunc

@@ -275,6 +275,12 @@ type Target struct {
 	// stats and the next attempt's host. Without it a retry goes to the
 	// same host, unbudgeted.
 	Upstream Upstream
+	// Held are the slots the Router took for the request under the
+	// cluster's circuit breakers on Upstream: the loops give them back
+	// through Upstream.Release when the request ends, however it ends,
+	// and a retry's attempt takes its own request slot
+	// (Upstream.Acquire).
+	Held Slots
 	// HandOff, with Config.HandOff set, gives the connection to it with
 	// this request: for what the loops do not implement.
 	HandOff bool
@@ -339,11 +345,29 @@ type Upstream interface {
 	// PerTryTimeout counts an attempt the per-try timeout ended
 	// (upstream_rq_per_try_timeout).
 	PerTryTimeout()
+	// Acquire takes a retry's attempt's request slot under the
+	// cluster's max_requests, for the host of tag; false, counted as the
+	// cluster's overflow, when none is left. The request keeps the
+	// connection slot its first attempt took (Target.Held).
+	Acquire(tag any) bool
+	// Release gives back slots of a Target's request (Target.Held,
+	// Acquire's).
+	Release(Slots)
 	// Pick chooses the next attempt's host and its tag (Target.Tag);
 	// avoid, when not nil, rejects the hosts tried (previous_hosts),
 	// drawn up to attempts times. False when no host is healthy.
 	Pick(avoid func(tag any) bool, attempts int) (host netip.AddrPort, tag any, ok bool)
 }
+
+// Slots are circuit breaker slots a request holds (Target.Held).
+type Slots uint8
+
+const (
+	// SlotRequest is one of the cluster's max_requests.
+	SlotRequest Slots = 1 << iota
+	// SlotConnection is one of an HTTP/1.1 cluster's max_connections.
+	SlotConnection
+)
 
 // Route sends requests whose Host matches Domain and whose path starts
 // with Prefix to Cluster. Domain is "*", an exact host (without port), or

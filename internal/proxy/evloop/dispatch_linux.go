@@ -60,6 +60,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 			// hands such a request off itself, before it picks a host).
 			t.HandOff = t.HandOff || t.HTTP2 && !l.srv.cfg.H2
 		}
+		if t.HandOff && t.Held != 0 {
+			t.Upstream.Release(t.Held) // the goroutine path takes its own
+			t.Held = 0
+		}
 		if t.HandOff && d.h2 == nil && l.handOffWhenWritten(d) {
 			return
 		}
@@ -157,6 +161,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 				}
 				if t.Flags&accesslog.NoHealthyUpstream != 0 && t.Cluster != "" {
 					l.charge(t.Cluster, l.srv.clusterCounters(t.Cluster), t.Status, false) // as retryNow charges it
+				}
+				if t.Flags&accesslog.UpstreamOverflow != 0 && t.Cluster != "" {
+					l.charge(t.Cluster, l.srv.clusterCounters(t.Cluster), t.Status, true) // the circuit breakers' overflow, dropped
 				}
 				d.logFlags(t.Flags, t.Details)
 			}

@@ -46,6 +46,7 @@ func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 		return false
 	}
 	d.retries++
+	rs.attemptEnded()
 	rs.pool = s.x.pool
 	l.observeRetried(&s.x, code, timedOut)
 	if open && !s.c.u.closed {

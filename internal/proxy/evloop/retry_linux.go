@@ -33,7 +33,11 @@ type retryState struct {
 	tried    [4]any                  // the tags of the hosts tried (previous_hosts)
 	triedN   int
 	release  func() // the retry reservation of the attempt in flight
-	waiting  bool   // between attempts, until at: the back-off
+	// limited: the request is under the cluster's circuit breakers
+	// (Target.Held); held: the slots it holds now on upstream.
+	limited  bool
+	held     Slots
+	waiting  bool // between attempts, until at: the back-off
 	at       int64
 	replay   []byte       // borrowed: the request while waiting
 	pool     *clusterPool // the last attempt's pool
@@ -66,6 +70,7 @@ func (l *loop) startRetries(d *down, t *Target, router bool) {
 	if router {
 		rs.policy, rs.upstream, rs.tag = t.Retry, t.Upstream, t.Tag
 		rs.tried[0], rs.triedN = t.Tag, 1
+		rs.limited, rs.held = t.Held != 0, t.Held
 	}
 	d.retries, d.staleRetry = 0, false
 }
@@ -77,6 +82,10 @@ func (l *loop) endRetries(d *down) {
 	if rs.release != nil {
 		rs.release()
 		rs.release = nil
+	}
+	if rs.held != 0 {
+		rs.upstream.Release(rs.held)
+		rs.held = 0
 	}
 	if rs.replay != nil {
 		l.putBuf(rs.replay)
@@ -129,6 +138,7 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 		return false
 	}
 	d.retries++
+	rs.attemptEnded()
 	rs.replay, u.out, u.outOff, u.replayable = u.out, nil, 0, false
 	rs.pool = u.pool
 	l.observeRetried(u, code, timedOut)
@@ -172,6 +182,16 @@ func (l *loop) retryNow(d *down) {
 			rs.tried[rs.triedN] = t
 		}
 		rs.triedN++
+		if rs.limited {
+			if !rs.upstream.Acquire(t) {
+				// As the goroutine path's Acquire refuses a retry's
+				// attempt: 503 UO, counted as dropped, not retried.
+				d.logFlags(accesslog.UpstreamOverflow, "upstream_reset_before_response_started{overflow}")
+				l.dropReply(d, pool, "upstream connect error or disconnect/reset before headers. reset reason: overflow", false)
+				return
+			}
+			rs.held |= SlotRequest
+		}
 	}
 	pool.st.rqTotal.Inc()
 	if st := d.ustream(); st != nil && st.toH2 {
@@ -261,6 +281,17 @@ func grpcStatus(head []byte, rs *response) int {
 		}
 	}
 	return proxyroute.NoGRPCStatus
+}
+
+// attemptEnded gives back the request slot of an attempt that is
+// retried: the next one takes its own (retryNow), as the goroutine
+// path's attempts each Acquire theirs. The connection slot stays with
+// the request.
+func (rs *retryState) attemptEnded() {
+	if rs.held&SlotRequest != 0 {
+		rs.upstream.Release(SlotRequest)
+		rs.held &^= SlotRequest
+	}
 }
 
 // reserve ends the previous retry's reservation and takes one for the

@@ -31,9 +31,11 @@ func (c testClientTLS) Handshake(ctx context.Context, raw net.Conn, _ tlsctx.ALP
 // oneHost is an Upstream whose load balancer always picks host.
 type oneHost struct{ host netip.AddrPort }
 
-func (oneHost) Retry() func()  { return func() {} }
-func (oneHost) RetryEnd(bool)  {}
-func (oneHost) PerTryTimeout() {}
+func (oneHost) Retry() func()    { return func() {} }
+func (oneHost) RetryEnd(bool)    {}
+func (oneHost) PerTryTimeout()   {}
+func (oneHost) Acquire(any) bool { return true }
+func (oneHost) Release(Slots)    {}
 func (o oneHost) Pick(func(any) bool, int) (netip.AddrPort, any, bool) {
 	return o.host, o.host, true
 }
