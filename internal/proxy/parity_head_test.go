@@ -25,7 +25,7 @@ import (
 )
 
 // echoHopUpstream answers every request with the names of its X-Hop-*,
-// X-Keep, Http2-Settings, Te and Expect headers, sorted, Te's and
+// X-Keep, Http2-Settings, Forwarded, Keep-Alive, Te and Expect headers, sorted, Te's and
 // Expect's with their values (Te=trailers): which of them the proxy
 // forwarded.
 func echoHopUpstream(t *testing.T) string {
@@ -36,7 +36,7 @@ func echoHopUpstream(t *testing.T) string {
 			switch {
 			case k == "Te", k == "Expect":
 				names = append(names, k+"="+strings.Join(req.Header[k], ","))
-			case strings.HasPrefix(k, "X-Hop"), k == "X-Keep", k == "Http2-Settings":
+			case strings.HasPrefix(k, "X-Hop"), k == "X-Keep", k == "Http2-Settings", k == "Forwarded", k == "Keep-Alive":
 				names = append(names, k)
 			}
 		}
@@ -63,7 +63,11 @@ func echoHopUpstream(t *testing.T) string {
 // X-Forwarded-Host or X-Forwarded-Proto, as Envoy's codec refuses it
 // (Utility::sanitizeConnectionHeader); with 9, every header it names is
 // dropped before forwarding, but for "TE: trailers", which Envoy keeps
-// (the loops dropped it). The loops refused more than 8 names (400
+// (the loops dropped it), and Forwarded (RFC 7239) is one like any other,
+// which only the X-Forwarded-* are not (the goroutine path kept a named
+// Forwarded). The tokens Envoy passes over name nothing removed:
+// HTTP2-Settings is forwarded, keep-alive and connection remove no header
+// of theirs (Keep-Alive goes as hop-by-hop whether named or not). The loops refused more than 8 names (400
 // codec_error), the goroutine path took any number. An upgrade is one
 // whatever its Connection token's place, as Envoy's isUpgrade finds it
 // (the loops looked at 9 tokens only, and refused a tenth upgrade 400).
@@ -165,6 +169,15 @@ func TestHTTP1HeadSamePaths(t *testing.T) {
 		served("TE with trailers among its codings", "egress", []string{get + "TE: gzip;q=0.5, Trailers\r\n\r\n"}, "Te=trailers"),
 		served("TE with trailers on its second line", "egress", []string{get + "TE: gzip\r\nTE: trailers\r\n\r\n"}, "Te=trailers"),
 		served("TE without trailers", "egress", []string{get + "TE: gzip, trailers;q=1\r\n\r\n"}, ""),
+		served("Forwarded named hop-by-hop", "egress",
+			[]string{get + "Connection: keep-alive, Forwarded\r\nForwarded: for=1.2.3.4\r\n" + hops + "\r\n"},
+			"X-Hop-0,X-Hop-1,X-Hop-5,X-Keep"),
+		served("Forwarded not named", "egress",
+			[]string{get + "Connection: keep-alive, X-Hop-0\r\nForwarded: for=1.2.3.4\r\n" + hops + "\r\n"},
+			"Forwarded,X-Hop-1,X-Hop-5,X-Keep"),
+		served("connection and keep-alive named", "egress",
+			[]string{get + "Connection: connection, keep-alive, X-Hop-1\r\nKeep-Alive: timeout=5\r\n" + hops + "\r\n"},
+			"X-Hop-0,X-Hop-5,X-Keep"),
 		served("HTTP2-Settings named", "egress",
 			[]string{get + "Connection: HTTP2-Settings, X-Hop-0\r\nHTTP2-Settings: AAMAAABk\r\n" + hops + "\r\n"},
 			"Http2-Settings,X-Hop-1,X-Hop-5,X-Keep"),

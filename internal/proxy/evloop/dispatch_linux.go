@@ -200,9 +200,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 		l.observeStart(u, t.Cluster, t.Tag)
 	}
 	if err != nil {
-		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
+		why, reason := proxyroute.ConnectFailure(false) // an immediate failure
+		d.logFlags(accesslog.UpstreamConnectionFailure, proxyroute.ResetDetails(reason, false))
 		l.chargeAbort(d, pool, 503)
-		l.replyUnread(d, r, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
+		l.replyUnread(d, r, 503, proxyroute.ResetBody(why), false)
 		return
 	}
 	// The upstream request: the client's head without its hop-by-hop

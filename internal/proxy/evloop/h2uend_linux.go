@@ -107,7 +107,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 }
 
 // h2uConnFailed: the stream's connection closed or failed.
-func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
+func (l *loop) h2uConnFailed(s *h2ustream, connecting, timedOut bool) {
 	if s.gotHead {
 		l.h2uResetBegun(s, accesslog.UpstreamConnectionTermination, proxyroute.DetailsCutConnectionTermination)
 		return
@@ -117,10 +117,11 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool) {
 	}
 	why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, proxyroute.ResetConnectionTermination
 	if connecting {
-		why, flag, reason = "connection failure", accesslog.UpstreamConnectionFailure, "connection_failure"
+		why, reason = proxyroute.ConnectFailure(timedOut)
+		flag = accesslog.UpstreamConnectionFailure
 	}
 	s.st.sd.logFlags(flag, proxyroute.ResetDetails(reason, s.st.sd.rs.started))
-	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why)
+	l.h2uFail(s, 503, proxyroute.ResetBody(why))
 }
 
 // h2uConnProtocolError ends a stream of a connection failed for the

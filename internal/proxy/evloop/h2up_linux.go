@@ -418,11 +418,11 @@ func (l *loop) h2UpFailed(c *h2up) {
 	if u.closed {
 		return
 	}
-	connecting := u.connecting
+	connecting, timedOut := u.connecting, u.timedOut
 	l.h2UpForget(c)
 	l.closeUp(u)
 	for _, s := range c.streams {
-		l.h2uConnFailed(s, connecting)
+		l.h2uConnFailed(s, connecting, timedOut)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // h2ustream is one upstream stream, serving one client stream.
@@ -92,8 +93,9 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 			l.dropReply(d, pool, "upstream connect error or disconnect/reset before headers. reset reason: overflow", atHead)
 			return
 		}
-		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
-		l.abortReply(d, pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
+		why, reason := proxyroute.ConnectFailure(false) // an immediate failure
+		d.logFlags(accesslog.UpstreamConnectionFailure, proxyroute.ResetDetails(reason, false))
+		l.abortReply(d, pool, 503, proxyroute.ResetBody(why), false)
 		return
 	}
 	s := l.ustreams.get()

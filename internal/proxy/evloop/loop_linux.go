@@ -140,19 +140,22 @@ type up struct {
 	outOff     int
 	replayable bool // out holds the whole request
 	connecting bool
-	reused     bool
-	scan       headScanner
-	rstate     uint8
-	left       int64
-	chunks     chunkScanner
-	status     int
-	gotResp    bool // a response byte arrived
-	keep       bool // reusable once the response ends
-	pausedIn   bool
-	wantOut    bool
-	mask       uint32
-	closed     bool
-	started    int64 // connect start, then request sent
+	// timedOut: its connect timeout ended the connect (connectTimedOut),
+	// which the reply to its request says (proxyroute.ConnectFailure).
+	timedOut bool
+	reused   bool
+	scan     headScanner
+	rstate   uint8
+	left     int64
+	chunks   chunkScanner
+	status   int
+	gotResp  bool // a response byte arrived
+	keep     bool // reusable once the response ends
+	pausedIn bool
+	wantOut  bool
+	mask     uint32
+	closed   bool
+	started  int64 // connect start, then request sent
 	// connectFor is the connect's timeout (connectBy): its pool's when
 	// it started, kept as Envoy's connect timer is armed once.
 	connectFor int64

@@ -200,8 +200,9 @@ func (l *loop) retryNow(d *down) {
 	}
 	u, err := l.getUp(pool)
 	if err != nil {
-		d.logFlags(accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}")
-		l.abortReply(d, pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", false)
+		why, reason := proxyroute.ConnectFailure(false) // an immediate failure
+		d.logFlags(accesslog.UpstreamConnectionFailure, proxyroute.ResetDetails(reason, false))
+		l.abortReply(d, pool, 503, proxyroute.ResetBody(why), false)
 		return
 	}
 	l.putBuf(u.out)

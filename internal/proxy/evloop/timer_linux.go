@@ -310,6 +310,7 @@ func (l *loop) connectFor(p *clusterPool) int64 {
 // connection still connecting): upstream_cx_connect_timeout and
 // upstream_cx_connect_fail.
 func (l *loop) connectTimedOut(u *up) {
+	u.timedOut = true
 	u.pool.st.cxConnectTimeout.Inc()
 	u.pool.st.cxConnectFail.Inc()
 }

@@ -54,7 +54,10 @@ func (l *loop) upFailed(u *up) {
 	if u.status == 0 {
 		why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, proxyroute.ResetConnectionTermination
 		if u.connecting {
-			why, flag, reason = "connection failure", accesslog.UpstreamConnectionFailure, "connection_failure" // the connect or its TLS handshake, as the goroutine path's ConnectError
+			// The connect or its TLS handshake, as the goroutine path's
+			// ConnectError.
+			why, reason = proxyroute.ConnectFailure(u.timedOut)
+			flag = accesslog.UpstreamConnectionFailure
 		}
 		d.logFlags(flag, proxyroute.ResetDetails(reason, d.rs.started))
 		u.d, d.u = nil, nil
@@ -63,7 +66,7 @@ func (l *loop) upFailed(u *up) {
 		// unless it has arrived (localReply); one that has is skipped
 		// (replyDone), as the goroutine path drains what the upstream
 		// did not take.
-		l.abortReply(d, u.pool, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why, false)
+		l.abortReply(d, u.pool, 503, proxyroute.ResetBody(why), false)
 		return
 	}
 	// After the head: the codec's end of input in a body of known

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
-	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -33,9 +32,6 @@ var hopHeaders = [...]string{
 	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
-
-// forwardedHeaders are kept from the client, as Envoy keeps them.
-var forwardedHeaders = [...]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"}
 
 // forward proxies the stream's request to its cluster and the response
 // back to w. It runs on the handler's goroutine; s.ctx is the stream's
@@ -294,7 +290,11 @@ func removeHopHeaders(h http.Header) {
 // removeRequestHopHeaders removes a request's hop-by-hop headers: those
 // removeHopHeaders removes, but of the headers its Connection header
 // names only those Envoy's codec removes (route.ConnectionToken:
-// HTTP2-Settings, for one, is forwarded).
+// HTTP2-Settings, for one, is forwarded). The event loops apply the same
+// rule (evloop's request.connection): a named Forwarded header is removed
+// as any other, since sanitizeConnectionHeader treats only X-Forwarded-For,
+// X-Forwarded-Host and X-Forwarded-Proto apart (a request naming them is
+// refused, route.ConnRefused, so they always reach the upstream).
 func removeRequestHopHeaders(h http.Header) {
 	for _, v := range h["Connection"] {
 		for tok, rest, ok := route.CutConnectionToken(v); ok; tok, rest, ok = route.CutConnectionToken(rest) {
@@ -335,7 +335,3 @@ func (b *noCloseBody) Close() error {
 	b.closed.Store(true)
 	return nil
 }
-
-// cloneValues copies a header's values, so that changes upstream do not
-// reach the client's request.
-func cloneValues(v []string) []string { return slices.Clone(v) }

@@ -34,6 +34,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
@@ -44,9 +45,15 @@ func referenceForward(m *HCM) func(http.ResponseWriter, *stream) {
 	return func(w http.ResponseWriter, s *stream) {
 		rp := &httputil.ReverseProxy{
 			Rewrite: func(pr *httputil.ProxyRequest) {
-				// ReverseProxy drops the client's X-Forwarded-*.
-				for _, k := range forwardedHeaders {
-					if v, ok := pr.In.Header[k]; ok {
+				// ReverseProxy drops the client's X-Forwarded-* and
+				// Forwarded; Envoy keeps them unless Connection names
+				// Forwarded (naming the others refuses the request).
+				for _, k := range [...]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"} {
+					named := false
+					for _, c := range pr.In.Header["Connection"] {
+						named = named || route.ConnectionNames(c, k)
+					}
+					if v, ok := pr.In.Header[k]; ok && !named {
 						pr.Out.Header[k] = slices.Clone(v)
 					}
 				}

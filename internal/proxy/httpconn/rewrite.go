@@ -29,15 +29,6 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 	if s.rt.HostRewrite != "" {
 		out.Host = s.rt.HostRewrite
 	}
-	// Envoy keeps the client's X-Forwarded-* even when its Connection
-	// header names them.
-	for _, k := range forwardedHeaders {
-		if v, ok := in.Header[k]; ok {
-			if _, kept := out.Header[k]; !kept {
-				out.Header[k] = cloneValues(v)
-			}
-		}
-	}
 	if m.useRemoteAddress {
 		ip := s.conn.Src.Addr().String()
 		if prior := out.Header.Get("X-Forwarded-For"); prior != "" {

@@ -417,8 +417,9 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 	}
 	var ce *cluster.ConnectError
 	if errors.As(err, &ce) {
-		le = &localError{code: 503, flags: accesslog.UpstreamConnectionFailure, details: route.ResetDetails("connection_failure", started),
-			body: "upstream connect error or disconnect/reset before headers. reset reason: connection failure"}
+		why, reason := route.ConnectFailure(ce.Timeout)
+		le = &localError{code: 503, flags: accesslog.UpstreamConnectionFailure, details: route.ResetDetails(reason, started),
+			body: route.ResetBody(why)}
 		return le, rp != nil && rp.RetriableReset(true, false), false
 	}
 	if cluster.IsProtocolError(err) {

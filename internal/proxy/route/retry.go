@@ -114,16 +114,30 @@ func (p *RetryPolicy) RetriableTimeout() bool {
 }
 
 // Backoff returns Envoy's jittered exponential back-off before retry n
-// (1-based): uniform in [0, min(base * 2^(n-1), max)].
+// (1-based): whole milliseconds, uniform in [0, min(base * 2^(n-1), max)),
+// as JitteredExponentialBackOffStrategy::nextBackOffMs draws it (random
+// modulo the interval, which doubles from base up to max). Before retry 1
+// under a 1 ms base it is 0: Envoy's floor on the base (BackoffInterval)
+// shows from retry 2 on, and in the default max ten times it.
 func (p *RetryPolicy) Backoff(n int) time.Duration {
 	ceil := p.BackoffBase << min(n-1, 20)
 	if ceil > p.BackoffMax || ceil <= 0 {
 		ceil = p.BackoffMax
 	}
-	if ceil <= 0 {
+	ms := uint64(ceil / time.Millisecond)
+	if ms == 0 {
 		return 0
 	}
-	return time.Duration(rand.Uint64N(uint64(ceil) + 1)) // a ceil of MaxInt64 (a saturated Duration) plus one does not wrap
+	return time.Duration(rand.Uint64N(ms)) * time.Millisecond
+}
+
+// BackoffInterval is a retry_back_off interval as Envoy's RetryPolicyImpl
+// reads it: PROTOBUF_GET_MS_* counts it in whole milliseconds
+// (DurationUtil::durationToMilliseconds truncates), and one below 1 ms is
+// raised to 1 ms, so that a base_interval of 100 us backs off as one of
+// 1 ms, with a default max_interval of 10 ms.
+func BackoffInterval(d time.Duration) time.Duration {
+	return max(d.Truncate(time.Millisecond), time.Millisecond)
 }
 
 func compileRetry(rp *routev3.RetryPolicy, path string) (*RetryPolicy, error) {
@@ -180,7 +194,15 @@ func compileRetry(rp *routev3.RetryPolicy, path string) (*RetryPolicy, error) {
 		if err := strict.Fields(b, bp, "base_interval", "max_interval"); err != nil {
 			return nil, err
 		}
-		p.BackoffBase = b.GetBaseInterval().AsDuration()
+		// Both intervals must be positive (the proto's validation rules,
+		// gt 0); then each counts in whole milliseconds, at least one
+		// (BackoffInterval), before max is compared with base, as
+		// RetryPolicyImpl's constructor does.
+		base, maxi := b.GetBaseInterval().AsDuration(), b.GetMaxInterval()
+		if base <= 0 || maxi != nil && maxi.AsDuration() <= 0 {
+			return nil, fmt.Errorf("%s: need 0 < base_interval <= max_interval", bp)
+		}
+		p.BackoffBase = BackoffInterval(base)
 		// Envoy's default max_interval, ten times the base, counted in
 		// milliseconds there: saturated here past time.Duration's range
 		// (a base of 100 years made it negative, the policy refused).
@@ -188,10 +210,10 @@ func compileRetry(rp *routev3.RetryPolicy, path string) (*RetryPolicy, error) {
 		if p.BackoffBase > math.MaxInt64/10 {
 			p.BackoffMax = math.MaxInt64
 		}
-		if b.GetMaxInterval() != nil {
-			p.BackoffMax = b.GetMaxInterval().AsDuration()
+		if maxi != nil {
+			p.BackoffMax = BackoffInterval(maxi.AsDuration())
 		}
-		if p.BackoffBase <= 0 || p.BackoffMax < p.BackoffBase {
+		if p.BackoffMax < p.BackoffBase {
 			return nil, fmt.Errorf("%s: need 0 < base_interval <= max_interval", bp)
 		}
 	}

@@ -25,7 +25,8 @@ func TestRetryBackoffCenturies(t *testing.T) {
 		wantMax   time.Duration
 	}{
 		{"100 years, no max", &durationpb.Duration{Seconds: 100 * 365 * 24 * 3600}, nil, math.MaxInt64},
-		{"largest base and max", &durationpb.Duration{Seconds: most}, &durationpb.Duration{Seconds: most}, math.MaxInt64},
+		{"largest base and max", &durationpb.Duration{Seconds: most}, &durationpb.Duration{Seconds: most},
+			time.Duration(math.MaxInt64).Truncate(time.Millisecond)},
 		{"a second, no max", durationpb.New(time.Second), nil, 10 * time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -43,5 +44,55 @@ func TestRetryBackoffCenturies(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRetryBackoffMilliseconds: retry_back_off intervals count in whole
+// milliseconds, at least one, as Envoy's RetryPolicyImpl reads them
+// (PROTOBUF_GET_MS_REQUIRED truncates, then a base or max below 1 ms is
+// raised to 1 ms) before max is compared with base; back-offs are whole
+// milliseconds below the interval (JitteredExponentialBackOffStrategy's
+// random() % interval).
+func TestRetryBackoffMilliseconds(t *testing.T) {
+	for _, c := range []struct {
+		name              string
+		base, max         time.Duration // max 0: none
+		wantBase, wantMax time.Duration
+	}{
+		{"100 us, no max", 100 * time.Microsecond, 0, time.Millisecond, 10 * time.Millisecond},
+		{"100 us, max 200 us", 100 * time.Microsecond, 200 * time.Microsecond, time.Millisecond, time.Millisecond},
+		{"1.9 ms, max 1.5 ms", 1900 * time.Microsecond, 1500 * time.Microsecond, time.Millisecond, time.Millisecond},
+		{"25.9 ms, no max", 25900 * time.Microsecond, 0, 25 * time.Millisecond, 250 * time.Millisecond},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(c.base)}
+			if c.max > 0 {
+				b.MaxInterval = durationpb.New(c.max)
+			}
+			p, err := compileRetry(&routev3.RetryPolicy{RetryOn: "5xx", RetryBackOff: b}, "r")
+			if err != nil {
+				t.Fatalf("compile: %v", err)
+			}
+			if p.BackoffBase != c.wantBase || p.BackoffMax != c.wantMax {
+				t.Errorf("base %v, max %v; want %v, %v", p.BackoffBase, p.BackoffMax, c.wantBase, c.wantMax)
+			}
+			for n := 1; n <= 30; n++ {
+				ceil := min(p.BackoffBase<<min(n-1, 20), p.BackoffMax)
+				for range 20 {
+					if d := p.Backoff(n); d < 0 || d >= ceil || d%time.Millisecond != 0 {
+						t.Fatalf("back-off before retry %d: %v; want whole milliseconds in [0, %v)", n, d, ceil)
+					}
+				}
+			}
+		})
+	}
+	for _, b := range []*routev3.RetryPolicy_RetryBackOff{
+		{BaseInterval: durationpb.New(0)},
+		{BaseInterval: durationpb.New(time.Millisecond), MaxInterval: durationpb.New(0)},
+		{BaseInterval: durationpb.New(2 * time.Millisecond), MaxInterval: durationpb.New(time.Millisecond)},
+	} {
+		if _, err := compileRetry(&routev3.RetryPolicy{RetryOn: "5xx", RetryBackOff: b}, "r"); err == nil {
+			t.Errorf("base %v, max %v compiled; want refused", b.GetBaseInterval().AsDuration(), b.GetMaxInterval().AsDuration())
+		}
 	}
 }
