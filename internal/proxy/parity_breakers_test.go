@@ -48,9 +48,19 @@ type holdUpstream struct {
 
 func newHoldUpstream(t *testing.T) *holdUpstream {
 	t.Helper()
+	u, h, done := holdHandler()
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { close(done); srv.Close() })
+	u.addr = strings.TrimPrefix(srv.URL, "http://")
+	return u
+}
+
+// holdHandler is holdUpstream's handler; closing done lets what it holds
+// go.
+func holdHandler() (*holdUpstream, http.Handler, chan struct{}) {
 	u := &holdUpstream{arrived: make(chan string, 64), release: make(chan struct{}), rest: make(chan struct{})}
 	done := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return u, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hold := func() bool {
 			select {
 			case <-u.release:
@@ -78,7 +88,11 @@ func newHoldUpstream(t *testing.T) *holdUpstream {
 			case <-done:
 			}
 		case "/reset":
-			c, _, err := w.(http.Hijacker).Hijack()
+			hj, ok := w.(http.Hijacker)
+			if !ok {
+				panic(http.ErrAbortHandler) // HTTP/2: RST_STREAM
+			}
+			c, _, err := hj.Hijack()
 			if err == nil {
 				_ = c.Close()
 			}
@@ -91,10 +105,7 @@ func newHoldUpstream(t *testing.T) *holdUpstream {
 		default:
 			_, _ = io.WriteString(w, "ok")
 		}
-	}))
-	t.Cleanup(func() { close(done); srv.Close() })
-	u.addr = strings.TrimPrefix(srv.URL, "http://")
-	return u
+	}), done
 }
 
 // await returns the next n arrivals, in order.
@@ -138,11 +149,22 @@ func breakersCluster(addr string, maxConns, maxPending, maxRequests uint32) []ty
 	}), cla("c", addr)}
 }
 
-// breakerLog is the access log format the tests read: status, flags and
-// details.
+// breakerLog is the access log format the tests read: status, flags,
+// details, upstream host and attempts.
 var breakerLog = &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormatSource{
 	TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{
-		InlineString: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}}}
+		InlineString: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_HOST% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}}}
+
+// countLines counts the lines of log that are line.
+func countLines(log, line string) int {
+	n := 0
+	for l := range strings.Lines(log) {
+		if strings.TrimSuffix(l, "\n") == line {
+			n++
+		}
+	}
+	return n
+}
 
 // TestCircuitBreakersSamePaths: a cluster's max_requests (2) holds on
 // every path, over HTTP/1.1 and h2c: with two requests in flight a third
@@ -189,8 +211,12 @@ func TestCircuitBreakersSamePaths(t *testing.T) {
 			if want := "c::" + up.addr + "::rq_error::2"; !strings.Contains(h.admin("/clusters"), want) {
 				t.Errorf("/clusters has no %s:\n%s", want, h.admin("/clusters"))
 			}
-			if log := awaitLog(t, logPath, 6); strings.Count(log, "503 UO upstream_reset_before_response_started{overflow}") != 2 {
-				t.Errorf("access log:\n%s\nwant two overflows, 503 UO upstream_reset_before_response_started{overflow}", log)
+			// Envoy's pool refuses an overflow of max_requests with the
+			// host it picked (attachStreamToClient), which the router
+			// records (UpstreamRequest::onPoolFailure), on its first
+			// attempt (decodeHeaders counted it).
+			if log, want := awaitLog(t, logPath, 6), "503 UO upstream_reset_before_response_started{overflow} "+up.addr+" 1"; countLines(log, want) != 2 {
+				t.Errorf("access log:\n%s\nwant two overflows, %q", log, want)
 			}
 			if l := h.listener("egress"); !p.goroutines {
 				want := int64(0)
@@ -215,14 +241,16 @@ func TestCircuitBreakersSamePaths(t *testing.T) {
 // once and hand the requests that would wait to the goroutine path,
 // which queues them on the same counters (an h2c connection, whose
 // streams cannot be handed over, is the goroutine path's from its
-// preface).
+// preface). The overflow's access log names no upstream host: Envoy's
+// pool refuses it before attaching one (ConnPoolImplBase::newStream).
 func TestCircuitBreakersQueueSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		for _, client := range []string{"HTTP/1.1", "h2c"} {
 			t.Run(p.name+"/"+client, func(t *testing.T) {
 				up := newHoldUpstream(t)
-				h := newHarness(t, p.on)
-				h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds")),
+				h := newHarness(t, p.logged)
+				logPath := filepath.Join(t.TempDir(), "access.log")
+				h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logPath, breakerLog))),
 					routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c")))}, breakersCluster(up.addr, 2, 2, 0)...)...)
 				url := "http://" + h.addr("egress")
 				cl := newClient(t)
@@ -261,6 +289,9 @@ func TestCircuitBreakersQueueSamePaths(t *testing.T) {
 				waitStats(t, h, map[string]int64{"cluster.c.upstream_cx_overflow": 3, "cluster.c.upstream_rq_pending_total": 2,
 					"cluster.c.upstream_rq_pending_overflow": 1, "cluster.c.upstream_rq_pending_active": 0,
 					"cluster.c.upstream_rq_active": 0, "cluster.c.upstream_rq_503": 1, "cluster.c.upstream_rq_200": 4})
+				if log, want := awaitLog(t, logPath, 5), "503 UO upstream_reset_before_response_started{overflow} - 1"; countLines(log, want) != 1 {
+					t.Errorf("access log:\n%s\nwant one overflow, %q", log, want)
+				}
 			})
 		}
 	}
