@@ -196,6 +196,9 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	// clusters' max_connections is below h2MinGate off the loops, and
 	// past it a stream that would wait goes out without a connection
 	// slot (docs/proxy.md, Known differences).
+	// An overflow of max_requests names the host picked in the access
+	// log, one of max_pending_requests none (cluster.PendingOverflow), as
+	// on the goroutine path.
 	held := evloop.SlotRequest
 	switch cl.TryAcquire(host, !cl.HTTP2) {
 	case cluster.Acquired:
@@ -206,13 +209,13 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		if !h2 {
 			return evloop.Target{HandOff: true}
 		}
-		if cl.AcquireRequest(host) {
-			break
+		if !cl.AcquireRequest(host) {
+			return loopOverflow(name, rt.Name, ap)
 		}
-		fallthrough
 	case cluster.Overflow:
-		return evloop.Target{Status: 503, Flags: accesslog.UpstreamOverflow, Details: "upstream_reset_before_response_started{overflow}",
-			Body: "upstream connect error or disconnect/reset before headers. reset reason: overflow", Cluster: name, Route: rt.Name}
+		return loopOverflow(name, rt.Name, ap)
+	case cluster.PendingOverflow:
+		return loopOverflow(name, rt.Name, netip.AddrPort{})
 	}
 	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout,
 		ConnectTimeout: cl.ConnectTimeout, Path: normalized, Authority: rt.HostRewrite, NoTimeout: rt.Timeout == 0, StreamIdle: rt.IdleTimeout, HasStreamIdle: rt.HasIdleTimeout}
@@ -225,6 +228,15 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	}
 	t.Retry, t.Upstream, t.Held = rt.Retry, (*loopCluster)(cl), held
 	return t
+}
+
+// loopOverflow is the local reply to a request the circuit breakers
+// refuse, as the goroutine path's (httpconn's roundTrip): host is the
+// upstream host its access log names, none for an overflow of
+// max_pending_requests.
+func loopOverflow(cluster, route string, host netip.AddrPort) evloop.Target {
+	return evloop.Target{Status: 503, Flags: accesslog.UpstreamOverflow, Details: "upstream_reset_before_response_started{overflow}",
+		Body: "upstream connect error or disconnect/reset before headers. reset reason: overflow", Cluster: cluster, Route: route, Host: host}
 }
 
 // normalizedHead is a head whose target's path the connection manager

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -48,9 +49,29 @@ type holdUpstream struct {
 
 func newHoldUpstream(t *testing.T) *holdUpstream {
 	t.Helper()
+	u, h, done := holdHandler()
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { close(done); srv.Close() })
+	u.addr = strings.TrimPrefix(srv.URL, "http://")
+	return u
+}
+
+// newH2CHoldUpstream is holdUpstream over h2c (prior knowledge): /reset
+// resets its stream.
+func newH2CHoldUpstream(t *testing.T) *holdUpstream {
+	t.Helper()
+	u, h, done := holdHandler()
+	u.addr = h2cUpstream(t, h)
+	t.Cleanup(func() { close(done) }) // before the server's Close (Cleanup is LIFO)
+	return u
+}
+
+// holdHandler is holdUpstream's handler; closing done lets what it holds
+// go.
+func holdHandler() (*holdUpstream, http.Handler, chan struct{}) {
 	u := &holdUpstream{arrived: make(chan string, 64), release: make(chan struct{}), rest: make(chan struct{})}
 	done := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return u, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hold := func() bool {
 			select {
 			case <-u.release:
@@ -78,7 +99,11 @@ func newHoldUpstream(t *testing.T) *holdUpstream {
 			case <-done:
 			}
 		case "/reset":
-			c, _, err := w.(http.Hijacker).Hijack()
+			hj, ok := w.(http.Hijacker)
+			if !ok {
+				panic(http.ErrAbortHandler) // HTTP/2: RST_STREAM
+			}
+			c, _, err := hj.Hijack()
 			if err == nil {
 				_ = c.Close()
 			}
@@ -91,10 +116,7 @@ func newHoldUpstream(t *testing.T) *holdUpstream {
 		default:
 			_, _ = io.WriteString(w, "ok")
 		}
-	}))
-	t.Cleanup(func() { close(done); srv.Close() })
-	u.addr = strings.TrimPrefix(srv.URL, "http://")
-	return u
+	}), done
 }
 
 // await returns the next n arrivals, in order.
@@ -138,11 +160,22 @@ func breakersCluster(addr string, maxConns, maxPending, maxRequests uint32) []ty
 	}), cla("c", addr)}
 }
 
-// breakerLog is the access log format the tests read: status, flags and
-// details.
+// breakerLog is the access log format the tests read: status, flags,
+// details, upstream host and attempts.
 var breakerLog = &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormatSource{
 	TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{
-		InlineString: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}}}
+		InlineString: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_HOST% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}}}
+
+// countLines counts the lines of log that are line.
+func countLines(log, line string) int {
+	n := 0
+	for l := range strings.Lines(log) {
+		if strings.TrimSuffix(l, "\n") == line {
+			n++
+		}
+	}
+	return n
+}
 
 // TestCircuitBreakersSamePaths: a cluster's max_requests (2) holds on
 // every path, over HTTP/1.1 and h2c: with two requests in flight a third
@@ -189,8 +222,12 @@ func TestCircuitBreakersSamePaths(t *testing.T) {
 			if want := "c::" + up.addr + "::rq_error::2"; !strings.Contains(h.admin("/clusters"), want) {
 				t.Errorf("/clusters has no %s:\n%s", want, h.admin("/clusters"))
 			}
-			if log := awaitLog(t, logPath, 6); strings.Count(log, "503 UO upstream_reset_before_response_started{overflow}") != 2 {
-				t.Errorf("access log:\n%s\nwant two overflows, 503 UO upstream_reset_before_response_started{overflow}", log)
+			// Envoy's pool refuses an overflow of max_requests with the
+			// host it picked (attachStreamToClient), which the router
+			// records (UpstreamRequest::onPoolFailure), on its first
+			// attempt (decodeHeaders counted it).
+			if log, want := awaitLog(t, logPath, 6), "503 UO upstream_reset_before_response_started{overflow} "+up.addr+" 1"; countLines(log, want) != 2 {
+				t.Errorf("access log:\n%s\nwant two overflows, %q", log, want)
 			}
 			if l := h.listener("egress"); !p.goroutines {
 				want := int64(0)
@@ -215,14 +252,16 @@ func TestCircuitBreakersSamePaths(t *testing.T) {
 // once and hand the requests that would wait to the goroutine path,
 // which queues them on the same counters (an h2c connection, whose
 // streams cannot be handed over, is the goroutine path's from its
-// preface).
+// preface). The overflow's access log names no upstream host: Envoy's
+// pool refuses it before attaching one (ConnPoolImplBase::newStream).
 func TestCircuitBreakersQueueSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		for _, client := range []string{"HTTP/1.1", "h2c"} {
 			t.Run(p.name+"/"+client, func(t *testing.T) {
 				up := newHoldUpstream(t)
-				h := newHarness(t, p.on)
-				h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds")),
+				h := newHarness(t, p.logged)
+				logPath := filepath.Join(t.TempDir(), "access.log")
+				h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logPath, breakerLog))),
 					routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c")))}, breakersCluster(up.addr, 2, 2, 0)...)...)
 				url := "http://" + h.addr("egress")
 				cl := newClient(t)
@@ -261,6 +300,9 @@ func TestCircuitBreakersQueueSamePaths(t *testing.T) {
 				waitStats(t, h, map[string]int64{"cluster.c.upstream_cx_overflow": 3, "cluster.c.upstream_rq_pending_total": 2,
 					"cluster.c.upstream_rq_pending_overflow": 1, "cluster.c.upstream_rq_pending_active": 0,
 					"cluster.c.upstream_rq_active": 0, "cluster.c.upstream_rq_503": 1, "cluster.c.upstream_rq_200": 4})
+				if log, want := awaitLog(t, logPath, 5), "503 UO upstream_reset_before_response_started{overflow} - 1"; countLines(log, want) != 1 {
+					t.Errorf("access log:\n%s\nwant one overflow, %q", log, want)
+				}
 			})
 		}
 	}
@@ -343,6 +385,146 @@ func TestCircuitBreakerSlotsReleasedSamePaths(t *testing.T) {
 				t.Errorf("%d connections handed off, want the loops to serve them", l.HandedOff())
 			}
 		})
+	}
+}
+
+// TestCircuitBreakerSlotsReleasedH2SamePaths: HTTP/2 on either side of
+// the proxy gives back its max_requests slot however the exchange ends,
+// on every path (TestCircuitBreakerSlotsReleasedSamePaths has HTTP/1.1 on
+// both): h2c and HTTP/1.1 clients to HTTP/1.1 and h2c upstreams; the
+// client cancels mid-response (RST_STREAM CANCEL, or its connection
+// closed), the upstream resets (RST_STREAM, or its connection closed).
+// After each, upstream_rq_active is 0 and two new requests (max_requests
+// 2) are in flight together.
+func TestCircuitBreakerSlotsReleasedH2SamePaths(t *testing.T) {
+	for _, p := range proxyPaths() {
+		for _, upstream := range []string{"HTTP/1.1", "h2c"} {
+			for _, client := range []string{"HTTP/1.1", "h2c"} {
+				if upstream == "HTTP/1.1" && client == "HTTP/1.1" {
+					continue
+				}
+				t.Run(p.name+"/"+client+" to "+upstream, func(t *testing.T) {
+					up := newHoldUpstream
+					if upstream == "h2c" {
+						up = newH2CHoldUpstream
+					}
+					u := up(t)
+					res := breakersCluster(u.addr, 0, 0, 2)
+					if upstream == "h2c" {
+						res[0].(*clusterv3.Cluster).Http2ProtocolOptions = &corev3.Http2ProtocolOptions{}
+					}
+					h := newHarness(t, p.on)
+					h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds")),
+						routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c")))}, res...)...)
+					url := "http://" + h.addr("egress")
+					cl := newClient(t)
+					if client == "h2c" {
+						cl = h2cClient(t)
+					}
+					twoInFlight := func(after string) {
+						t.Helper()
+						waitStats(t, h, map[string]int64{"cluster.c.upstream_rq_active": 0})
+						answers := make(chan string, 2)
+						for range 2 {
+							go func() { answers <- answer(cl, url+"/hold") }() // ends once released below
+						}
+						u.await(t, 2)
+						u.release <- struct{}{}
+						u.release <- struct{}{}
+						for range 2 {
+							if got := <-answers; got != "200 ok" {
+								t.Errorf("after %s: a request answered %q", after, got)
+							}
+						}
+					}
+					ctx, cancel := context.WithCancel(context.Background())
+					req, err := http.NewRequestWithContext(ctx, "GET", url+"/partial", nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					resp, err := cl.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					u.await(t, 1)
+					cancel()
+					resp.Body.Close()
+					close(u.rest) // the goroutine path notices the client gone when it writes to it
+					twoInFlight("the client cancelled")
+					if got := answer(cl, url+"/reset"); !strings.HasPrefix(got, "503 ") {
+						t.Errorf("the upstream's reset answered %q", got)
+					}
+					twoInFlight("the upstream's reset")
+					// HTTP/2 upstreams are the loops' with the h2c ones.
+					if l := h.listener("egress"); !p.goroutines && client == "HTTP/1.1" && (upstream == "HTTP/1.1" || !p.h2Goroutines) && l.HandedOff() != 0 {
+						t.Errorf("%d connections handed off, want the loops to serve them", l.HandedOff())
+					}
+					if l := h.listener("egress"); !p.h2Goroutines && client == "h2c" && l.LoopH2Conns() == 0 {
+						t.Error("no h2c connection on the loops")
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestCircuitBreakerSlotsAcrossUpdateSamePaths: a request gives its slot
+// back to the cluster it took it from when an update replaced that
+// cluster while it was in flight, on every path: the new cluster
+// (max_requests 3) starts with its own counts, as Envoy's new cluster
+// info has its own resource manager, and once everything ended it again
+// takes exactly 3 (a slot given back to it would let a fourth in), while
+// upstream_rq_active, one gauge for both, returns to 0.
+func TestCircuitBreakerSlotsAcrossUpdateSamePaths(t *testing.T) {
+	for _, p := range proxyPaths() {
+		for _, client := range []string{"HTTP/1.1", "h2c"} {
+			t.Run(p.name+"/"+client, func(t *testing.T) {
+				u := newHoldUpstream(t)
+				h := newHarness(t, p.on)
+				lds := []types.Resource{httpListener("egress", httpManager("egress", "rds")),
+					routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c")))}
+				h.push(append(lds, breakersCluster(u.addr, 0, 0, 2)...)...)
+				url := "http://" + h.addr("egress")
+				cl := newClient(t)
+				if client == "h2c" {
+					cl = h2cClient(t)
+				}
+				answers := make(chan string, 8)
+				hold := func(n int) {
+					t.Helper()
+					for range n {
+						go func() { answers <- answer(cl, url+"/hold") }() // ends once released below
+					}
+					u.await(t, n)
+				}
+				releaseAll := func(n int) {
+					t.Helper()
+					for range n {
+						u.release <- struct{}{}
+					}
+					for range n {
+						if got := <-answers; got != "200 ok" {
+							t.Errorf("a held request answered %q", got)
+						}
+					}
+				}
+				hold(2)
+				h.push(append(lds, breakersCluster(u.addr, 0, 0, 3)...)...)
+				waitUntil(t, 5*time.Second, "the update", func() bool {
+					return strings.Contains(h.admin("/clusters"), "c::default_priority::max_requests::3")
+				})
+				hold(3)
+				waitStats(t, h, map[string]int64{"cluster.c.upstream_rq_active": 5})
+				releaseAll(5)
+				waitStats(t, h, map[string]int64{"cluster.c.upstream_rq_active": 0})
+				hold(3)
+				if got := answer(cl, url+"/fourth"); got != "503 "+overflowBody {
+					t.Errorf("a fourth request under the new cluster's 3 answered %q, want 503 %q", got, overflowBody)
+				}
+				releaseAll(3)
+				waitStats(t, h, map[string]int64{"cluster.c.upstream_rq_active": 0})
+			})
+		}
 	}
 }
 

@@ -11,9 +11,14 @@ type Slot uint8
 const (
 	// Acquired: the request holds its slots; Release gives them back.
 	Acquired Slot = iota
-	// Overflow: max_requests is reached, or max_connections with the
-	// pending queue full; counted as Acquire counts it.
+	// Overflow: max_requests is reached; counted as Acquire counts it.
+	// The request was refused with the host picked for it (Envoy's
+	// attachStreamToClient), which the access log names.
 	Overflow
+	// PendingOverflow: max_connections is reached with the pending queue
+	// full; counted as Acquire counts it. The request has no upstream
+	// host (ErrPendingOverflow).
+	PendingOverflow
 	// WouldQueue: max_connections is reached and the pending queue has
 	// room: Acquire would queue the request. Nothing is counted, so that
 	// the caller's Acquire (the goroutine path, handed the request)
@@ -27,8 +32,9 @@ const (
 // overflow of max_requests counts in h's rq_error, as Envoy's pool
 // refuses the stream with the host it picked (attachStreamToClient) and
 // its router counts that 503 in the host's rq_error (chargeUpstreamCode);
-// one of max_pending_requests has no host (ConnPoolImplBase::newStream).
-// TryAcquire is the same rule without the wait.
+// one of max_pending_requests has no host (ConnPoolImplBase::newStream):
+// ErrPendingOverflow, whose request logs no upstream host. TryAcquire is
+// the same rule without the wait.
 func (c *Cluster) Acquire(ctx context.Context, h *Host, http1 bool) (release func(), err error) {
 	if !c.acquireRequest(h) {
 		return nil, ErrOverflow
@@ -136,7 +142,7 @@ func (g *gate) pendingFull() bool {
 }
 
 // tryLocked is the gate's rule, with g.mu held: a slot (Acquired), the
-// queue full (Overflow: upstream_cx_overflow and
+// queue full (PendingOverflow: upstream_cx_overflow and
 // upstream_rq_pending_overflow counted), or room in the queue
 // (WouldQueue, counted by the caller that queues).
 func (g *gate) tryLocked(c *Cluster) Slot {
@@ -147,7 +153,7 @@ func (g *gate) tryLocked(c *Cluster) Slot {
 	if len(g.waiters) >= g.maxPending {
 		c.Stats.CxOverflow.Inc()
 		c.Stats.RqPendingOverflow.Inc()
-		return Overflow
+		return PendingOverflow
 	}
 	return WouldQueue
 }
@@ -165,9 +171,9 @@ func (g *gate) acquire(ctx context.Context, c *Cluster) error {
 	case Acquired:
 		g.mu.Unlock()
 		return nil
-	case Overflow:
+	case PendingOverflow:
 		g.mu.Unlock()
-		return ErrOverflow
+		return ErrPendingOverflow
 	}
 	ch := make(chan struct{})
 	g.waiters = append(g.waiters, ch)

@@ -53,8 +53,8 @@ func TestTryAcquireKeepsTheQueueFair(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if s := c.TryAcquire(nil, true); s != Overflow || counts() != [4]int64{2, 1, 1, 2} {
-		t.Fatalf("the queue full: %d, counts %v; want Overflow, cx_overflow 2, pending_total 1, pending_overflow 1, active 2", s, counts())
+	if s := c.TryAcquire(nil, true); s != PendingOverflow || counts() != [4]int64{2, 1, 1, 2} {
+		t.Fatalf("the queue full: %d, counts %v; want PendingOverflow, cx_overflow 2, pending_total 1, pending_overflow 1, active 2", s, counts())
 	}
 	c.ReleaseConnection() // the first slot: handed to the waiter
 	c.ReleaseRequest()

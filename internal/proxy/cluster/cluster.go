@@ -34,6 +34,12 @@ import (
 var (
 	ErrNoHealthyUpstream = errors.New("no healthy upstream")
 	ErrOverflow          = errors.New("overflow")
+	// ErrPendingOverflow is the ErrOverflow (errors.Is) of
+	// max_connections reached with the pending queue full: Envoy's pool
+	// refuses that stream before a host is attached to it
+	// (ConnPoolImplBase::newStream calls onPoolFailure without one), so
+	// the request has no upstream host (Acquire).
+	ErrPendingOverflow = fmt.Errorf("pending %w", ErrOverflow)
 )
 
 // Type is the cluster discovery type.

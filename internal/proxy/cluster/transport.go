@@ -41,9 +41,15 @@ func (e *ConnectError) Error() string {
 
 func (e *ConnectError) Unwrap() error { return e.Err }
 
-// maxGate is the largest max_connections enforced with a queue; above it
-// (App Mesh's 2147483647 and Envoy's 1024 defaults included) connections
-// are pooled freely and only counted.
+// maxGate bounds the HTTP/1.1 max_connections weft enforces. Below it
+// (Envoy's default of 1,024, a cluster without circuit breakers, and
+// App Mesh's connection pools included) an exchange holds one of
+// max_connections (the gate, whose pending queue is also capped at
+// maxGate) and each host's transport opens at most as many connections.
+// At or above it (App Mesh's wide-open 2147483647) there is no gate:
+// HTTP/1.1 connections are pooled freely and only counted
+// (upstream_cx_active), and a request takes no lock (Acquire,
+// TryAcquire).
 const maxGate = 1 << 16
 
 func (c *Cluster) transports() {

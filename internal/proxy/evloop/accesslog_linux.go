@@ -65,7 +65,10 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	// rewritten): Envoy logs :path as its connection manager and router
 	// left it.
 	r.Path, r.OriginalPath, r.Authority, r.HeaderOps = t.Path, t.OriginalPath, t.Authority, t.Headers
-	if t.Cluster != "" && t.Status == 0 {
+	// A circuit breakers' overflow is refused by its first attempt's
+	// pool, which Envoy's router counted (decodeHeaders), as the
+	// goroutine path does.
+	if t.Cluster != "" && (t.Status == 0 || t.Flags&accesslog.UpstreamOverflow != 0) {
 		r.Attempts = 1
 	}
 }

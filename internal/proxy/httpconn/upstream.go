@@ -100,6 +100,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				releaseRetry()
 			}
 			if errors.Is(err, cluster.ErrOverflow) {
+				if errors.Is(err, cluster.ErrPendingOverflow) {
+					s.host = nil // refused before a host was attached: none logged
+				}
 				c.Stats.Response(http.StatusServiceUnavailable) // an overflow reset, not retried: charged as below
 				c.Stats.Dropped()                               // and as dropped (onUpstreamReset)
 				return nil, &localError{code: 503, flags: accesslog.UpstreamOverflow, details: "upstream_reset_before_response_started{overflow}",
