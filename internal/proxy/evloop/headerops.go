@@ -106,7 +106,8 @@ func (h *headerMutation) takeString(name, value string) bool {
 // result applies the mutations to the fields taken (the goroutine path's
 // rule, route.Levels.RequestFields) and calls yield with each field that
 // goes upstream, by name (canonical, and in lower case) and value, in
-// the order of their names (and then as the rule leaves them).
+// the order of their names (and then as the rule leaves them); then h
+// has none.
 func (h *headerMutation) result(yield func(name, lower string, f *mutField)) {
 	if h.m == nil {
 		return
@@ -118,6 +119,10 @@ func (h *headerMutation) result(yield func(name, lower string, f *mutField)) {
 		canonical, lower := h.m.Name(f.name)
 		yield(canonical, lower, f)
 	}
+	// Written: the loop's fields keep no head (a buffer the loop may
+	// since have trimmed) or value past it, however long the loop then
+	// waits for its next request.
+	h.reset(nil)
 }
 
 // appendValue appends f's value to b.

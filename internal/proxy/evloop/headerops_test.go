@@ -231,3 +231,45 @@ func TestHeaderMutationAllocatesNothing(t *testing.T) {
 }
 
 var ownSink bool
+
+// TestHeaderMutationKeepsNothingWritten: once the loops have written a
+// request's mutated fields, the loop's reused fields hold none of its
+// head (a slice of a buffer the loop may trim) nor its values: the loop
+// may wait long for its next request, and a field kept would keep the
+// buffer alive until then.
+func TestHeaderMutationKeepsNothingWritten(t *testing.T) {
+	rc := &routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*routev3.Route{{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}}},
+		RequestHeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-a", Value: "added"},
+			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD}}}}}}}
+	c, err := proxyroute.Compile(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, m := c.VirtualHost("x").Routes[0].Pick()
+	var mut headerMutation
+	for _, fromHead := range []bool{true, false} {
+		mut.reset(m)
+		for _, v := range []string{"1", "2", "3"} {
+			if fromHead {
+				mut.take([]byte("X-A"), []byte(v))
+			} else {
+				mut.takeString("x-a", v)
+			}
+		}
+		sent := 0
+		mut.result(func(string, string, *mutField) { sent++ })
+		if sent != 4 {
+			t.Fatalf("from a head %v: %d fields sent, want 4", fromHead, sent)
+		}
+		for i, f := range mut.fields[:cap(mut.fields)] {
+			if f.head != nil || f.value != "" || f.inHead || f.name != 0 {
+				t.Errorf("from a head %v: field %d kept after the write: %+v", fromHead, i, f)
+			}
+		}
+		if len(mut.fields) != 0 {
+			t.Errorf("from a head %v: %d fields after the write, want none", fromHead, len(mut.fields))
+		}
+	}
+}
