@@ -120,15 +120,24 @@ func (p *RetryPolicy) RetriableTimeout() bool {
 // under a 1 ms base it is 0: Envoy's floor on the base (BackoffInterval)
 // shows from retry 2 on, and in the default max ten times it.
 func (p *RetryPolicy) Backoff(n int) time.Duration {
-	ceil := p.BackoffBase << min(n-1, 20)
-	if ceil > p.BackoffMax || ceil <= 0 {
-		ceil = p.BackoffMax
-	}
-	ms := uint64(ceil / time.Millisecond)
+	ms := uint64(p.backoffInterval(n) / time.Millisecond)
 	if ms == 0 {
 		return 0
 	}
 	return time.Duration(rand.Uint64N(ms)) * time.Millisecond
+}
+
+// backoffInterval is the interval the back-off before retry n is drawn
+// below: the base doubled n-1 times while that stays within the max, the
+// max after, as nextBackOffMs doubles it (compared with half the max, so
+// it never overflows). Shifting the base by up to 20 instead kept retries
+// past the 21st below base * 2^20 where the max is higher, and let a base
+// of hours wrap below itself.
+func (p *RetryPolicy) backoffInterval(n int) time.Duration {
+	if k := min(max(n-1, 0), 62); p.BackoffBase > 0 && p.BackoffBase <= p.BackoffMax>>k {
+		return p.BackoffBase << k
+	}
+	return p.BackoffMax
 }
 
 // BackoffInterval is a retry_back_off interval as Envoy's RetryPolicyImpl

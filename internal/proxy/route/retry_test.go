@@ -77,7 +77,7 @@ func TestRetryBackoffMilliseconds(t *testing.T) {
 				t.Errorf("base %v, max %v; want %v, %v", p.BackoffBase, p.BackoffMax, c.wantBase, c.wantMax)
 			}
 			for n := 1; n <= 30; n++ {
-				ceil := min(p.BackoffBase<<min(n-1, 20), p.BackoffMax)
+				ceil := p.backoffInterval(n)
 				for range 20 {
 					if d := p.Backoff(n); d < 0 || d >= ceil || d%time.Millisecond != 0 {
 						t.Fatalf("back-off before retry %d: %v; want whole milliseconds in [0, %v)", n, d, ceil)
@@ -93,6 +93,37 @@ func TestRetryBackoffMilliseconds(t *testing.T) {
 	} {
 		if _, err := compileRetry(&routev3.RetryPolicy{RetryOn: "5xx", RetryBackOff: b}, "r"); err == nil {
 			t.Errorf("base %v, max %v compiled; want refused", b.GetBaseInterval().AsDuration(), b.GetMaxInterval().AsDuration())
+		}
+	}
+}
+
+// TestRetryBackoffIntervalDoubles: the interval a back-off is drawn below
+// doubles from the base while it stays within the max, then is the max,
+// as nextBackOffMs doubles it, however many retries and however long the
+// base: a 1 ms base under a max of 100 hours reaches the max (it stopped
+// at base * 2^20, 17.5 minutes, from retry 21 on), and a base of
+// 17,592,187 ms (4.9 hours) under its default max, ten times it, is at
+// the max by retry 21 (shifted 20 times it wrapped to 1,002 s).
+func TestRetryBackoffIntervalDoubles(t *testing.T) {
+	hours := 17_592_187 * time.Millisecond
+	for _, c := range []struct {
+		name      string
+		base, max time.Duration
+		n         int
+		want      time.Duration
+	}{
+		{"1 ms, 10 ms, retry 1", time.Millisecond, 10 * time.Millisecond, 1, time.Millisecond},
+		{"1 ms, 10 ms, retry 4", time.Millisecond, 10 * time.Millisecond, 4, 8 * time.Millisecond},
+		{"1 ms, 10 ms, retry 5", time.Millisecond, 10 * time.Millisecond, 5, 10 * time.Millisecond},
+		{"1 ms, 3 ms, retry 2", time.Millisecond, 3 * time.Millisecond, 2, 2 * time.Millisecond},
+		{"1 ms, 100 h, retry 22", time.Millisecond, 100 * time.Hour, 22, time.Millisecond << 21},
+		{"1 ms, 100 h, retry 30", time.Millisecond, 100 * time.Hour, 30, 100 * time.Hour},
+		{"1 ms, 100 h, retry 1000", time.Millisecond, 100 * time.Hour, 1000, 100 * time.Hour},
+		{"4.9 h, default max, retry 21", hours, 10 * hours, 21, 10 * hours},
+	} {
+		p := &RetryPolicy{BackoffBase: c.base, BackoffMax: c.max}
+		if got := p.backoffInterval(c.n); got != c.want {
+			t.Errorf("%s: interval %v; want %v", c.name, got, c.want)
 		}
 	}
 }
