@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"net/netip"
 	"runtime"
+	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"golang.org/x/net/http/httpguts"
@@ -399,6 +400,24 @@ func (o loopObserver) Cut(name string, tag any, timedOut bool) {
 func (o loopObserver) Interim(name string, _ any, code int) {
 	if c := o.clusters.Get(name); c != nil {
 		c.Stats.Response(code)
+	}
+}
+
+// Connected counts a loop's upstream connection in its cluster's and
+// host's connection statistics as the goroutine path counts its own
+// (cluster.Cx), into the same numbers.
+func (o loopObserver) Connected(name string, tag any, connect time.Duration) any {
+	c := o.clusters.Get(name)
+	if c == nil {
+		return nil
+	}
+	h, _ := tag.(*cluster.Host)
+	return c.CxOpened(h, time.Now().Add(-connect))
+}
+
+func (o loopObserver) Closed(cx any) {
+	if x, ok := cx.(*cluster.Cx); ok {
+		x.Closed()
 	}
 }
 

@@ -232,6 +232,14 @@ func TestH2ClusterGoneMidConnection(t *testing.T) {
 						for k, v := range tc.stats {
 							want[k] = v
 						}
+						if _, ok := want["cluster.c.upstream_cx_active"]; ok && !p.h2Goroutines {
+							// The loops hear of no host removal: their
+							// pool keeps the idle connection until its
+							// sweep (hostPoolIdle; docs/proxy.md, Known
+							// differences). Counted since the loops keep
+							// upstream_cx_active; it read 0 before.
+							want["cluster.c.upstream_cx_active"] = 1
+						}
 						waitStats(t, h, want)
 						var lines []string
 						waitUntil(t, 5*time.Second, "3 access log lines", func() bool {

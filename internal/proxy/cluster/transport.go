@@ -186,15 +186,8 @@ func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx
 		}
 		return nil, &ConnectError{Addr: addr, Timeout: timeout, Err: err}
 	}
-	c.cxActive.Add(1)
-	c.Stats.CxActive.Inc()
-	if h != nil {
-		h.cxActive.Add(1)
-		h.cxTotal.Add(1)
-	}
-	c.Stats.CxConnectMs.Record(uint64(time.Since(t0).Milliseconds()))
 	// Go sets TCP_NODELAY on every TCP connection already.
-	cc := &countedConn{Conn: conn, c: c, h: h, start: t0}
+	cc := &countedConn{Conn: conn, cx: c.CxOpened(h, t0)}
 	if c.TLS == nil {
 		return cc, nil
 	}
@@ -238,23 +231,54 @@ func (c *Cluster) DialTCP(ctx context.Context, h *Host) (net.Conn, error) {
 	return c.connect(context.WithoutCancel(ctx), h, h.Addr, tlsctx.ALPNConfigured)
 }
 
-type countedConn struct {
-	net.Conn
+// Cx is one upstream connection's share of its cluster's and host's
+// connection statistics, from its TCP connect to its close: the
+// cluster's upstream_cx_active (and the circuit breakers' count of open
+// connections), upstream_cx_connect_ms and upstream_cx_length_ms, the
+// host's cx_active and cx_total. Both request paths count their
+// connections with it (the goroutine path's countedConn, the loops'
+// through their Observer), so they add into the same numbers.
+type Cx struct {
 	c     *Cluster
 	h     *Host
 	once  sync.Once
 	start time.Time
 }
 
-func (cc *countedConn) Close() error {
-	cc.once.Do(func() {
-		cc.c.Stats.CxLengthMs.Record(uint64(time.Since(cc.start).Milliseconds()))
-		cc.c.cxActive.Add(-1)
-		cc.c.Stats.CxActive.Dec()
-		if cc.h != nil {
-			cc.h.cxActive.Add(-1)
+// CxOpened counts a connection to host h (nil when unknown) whose TCP
+// connect, started at start, is done: over TLS before its handshake,
+// which Envoy's pool does not count as a connect either (a connection
+// that fails it is closed, and Closed uncounts it).
+func (c *Cluster) CxOpened(h *Host, start time.Time) *Cx {
+	c.cxActive.Add(1)
+	c.Stats.CxActive.Inc()
+	if h != nil {
+		h.cxActive.Add(1)
+		h.cxTotal.Add(1)
+	}
+	c.Stats.CxConnectMs.Record(uint64(time.Since(start).Milliseconds()))
+	return &Cx{c: c, h: h, start: start}
+}
+
+// Closed uncounts the connection, once however often it is called.
+func (x *Cx) Closed() {
+	x.once.Do(func() {
+		x.c.Stats.CxLengthMs.Record(uint64(time.Since(x.start).Milliseconds()))
+		x.c.cxActive.Add(-1)
+		x.c.Stats.CxActive.Dec()
+		if x.h != nil {
+			x.h.cxActive.Add(-1)
 		}
 	})
+}
+
+type countedConn struct {
+	net.Conn
+	cx *Cx
+}
+
+func (cc *countedConn) Close() error {
+	cc.cx.Closed()
 	return cc.Conn.Close()
 }
 

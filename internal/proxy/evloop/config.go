@@ -229,6 +229,15 @@ type Observer interface {
 	// router also charges as dropped (Filter::onUpstreamReset, the
 	// cluster's upstream_rq_dropped in its load report).
 	Aborted(cluster string, code int, dropped bool)
+	// Connected: a loop's upstream connection to the cluster's host
+	// (tag: the Target's of the request that opened it; nil without a
+	// Router) finished its TCP connect, which took connect; over TLS
+	// before its handshake, as the goroutine path counts it. Closed is
+	// called with cx once the connection closes, however it ends
+	// (handshake failure, idle timeout, upstream close, error, GOAWAY,
+	// host pool dropped, loop shutdown).
+	Connected(cluster string, tag any, connect time.Duration) (cx any)
+	Closed(cx any)
 }
 
 // Target is a Router's answer: a cluster's host, or a local reply.

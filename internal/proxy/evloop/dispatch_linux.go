@@ -172,7 +172,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 		pool = l.hostPool(t.Cluster, t.Host)
 		l.poolTLS(pool, t.TLS)
-		pool.connect = t.ConnectTimeout
+		pool.connect, pool.tag = t.ConnectTimeout, t.Tag
 	} else {
 		rt := l.srv.table.match(r.host.of(head), path)
 		if rt == nil {

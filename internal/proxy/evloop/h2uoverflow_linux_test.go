@@ -28,6 +28,8 @@ func (o *abortObserver) Head(string, any, proxyroute.ResponseHead) bool { return
 func (o *abortObserver) GRPCDone(string, any, int)                      {}
 func (o *abortObserver) Cut(string, any, bool)                          {}
 func (o *abortObserver) Interim(string, any, int)                       {}
+func (o *abortObserver) Connected(string, any, time.Duration) any       { return nil }
+func (o *abortObserver) Closed(any)                                     {}
 func (o *abortObserver) Aborted(cluster string, code int, dropped bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -175,6 +175,10 @@ type up struct {
 	tls         *tlsrec.Conn
 	handshaking bool
 	h2          *h2up // an HTTP/2 connection's (h2up_linux.go)
+	// cx is what the Observer's Connected gave back for the connection
+	// (counted), told to its Closed once when the connection closes.
+	cx      any
+	counted bool
 }
 
 type fdRef struct {
@@ -199,6 +203,9 @@ type clusterPool struct {
 	// connect bounds the connects it starts (connectFor): the Target's
 	// ConnectTimeout of the last request; 0: Config's.
 	connect time.Duration
+	// tag is the Target's Tag of the last request (its host), told to
+	// the Observer with the connections the pool opens (cxConnected).
+	tag any
 }
 
 // hostKey names the pool of one host of a Router's cluster.
@@ -405,6 +412,14 @@ func (l *loop) closeAll() {
 	}
 	for k, p := range l.hpools {
 		l.dropPool(k, p)
+	}
+	// Whatever upstream connection is left (an HTTP/2 one of a pool
+	// without hosts, one mid-handshake) closes too: the Observer hears
+	// of every connection's close.
+	for _, r := range l.fds {
+		if r.u != nil && !r.u.closed {
+			l.closeUp(r.u)
+		}
 	}
 	unix.Close(l.ep)
 	unix.Close(l.wake)

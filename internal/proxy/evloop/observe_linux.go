@@ -5,7 +5,22 @@ package evloop
 // grpc-status with it, and the end its count may wait for), or how it
 // failed.
 
-import proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+import (
+	"time"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// cxConnected tells the Observer that u's TCP connect is done: its
+// connection counts in the cluster's and host's connection statistics
+// until closeUp uncounts it. Once per connection: over TLS the connect
+// is reported done again while the handshake has not started.
+func (l *loop) cxConnected(u *up) {
+	if o := l.srv.cfg.Observer; o != nil && !u.counted {
+		u.cx = o.Connected(u.pool.def.name, u.pool.tag, time.Duration(l.now-u.started))
+		u.counted = true
+	}
+}
 
 // observeStart tells the Observer an attempt on u begins.
 func (l *loop) observeStart(u *up, cluster string, tag any) {

@@ -174,7 +174,7 @@ func (l *loop) retryNow(d *down) {
 		}
 		next := l.hostPool(pool.def.name, host)
 		l.poolTLS(next, pool.tls) // the cluster's TLS and connect timeout, as the first attempt's pool had them
-		next.connect = pool.connect
+		next.connect, next.tag = pool.connect, t
 		pool, tag = next, t
 		rs.tag = t
 		d.logAttempt(host)

@@ -58,6 +58,9 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 		return nil, fmt.Errorf("connect %s: %w", ep, err)
 	}
 	p.st.cxTotal.Inc()
+	if err == nil {
+		l.cxConnected(u)
+	}
 	l.setFd(fd, fdRef{u: u})
 	l.watchUp(u)
 	return u, nil
@@ -77,6 +80,7 @@ func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
 			l.upFailed(u)
 			return
 		}
+		l.cxConnected(u)
 		if u.pool.tls != nil {
 			l.startUpHandshake(ctx, u) // connecting until it is done
 			return
@@ -618,6 +622,11 @@ func (l *loop) closeUp(u *up) {
 	}
 	l.observeDone(u, -1, false) // ended from the client's side
 	u.closed = true
+	if u.counted {
+		u.counted = false
+		l.srv.cfg.Observer.Closed(u.cx)
+		u.cx = nil
+	}
 	l.closeNotifyUp(u)
 	unix.Close(u.fd)
 	l.fds[u.fd] = fdRef{}
