@@ -52,14 +52,7 @@ func howtoGRPCView(t testing.TB, routeFile, host string, port uint32) *translate
 		}
 	}
 	mesh := "howto-grpc-mesh"
-	v := &translate.View{
-		Mesh:            &appmesh.MeshData{MeshName: &mesh, Spec: &appmesh.MeshSpec{}},
-		VirtualNodes:    map[string]*appmesh.VirtualNodeData{},
-		VirtualServices: map[string]*appmesh.VirtualServiceData{},
-		VirtualRouters:  map[string]*appmesh.VirtualRouterData{}, Routes: map[string][]*appmesh.RouteData{},
-		VirtualGateways: map[string]*appmesh.VirtualGatewayData{}, GatewayRoutes: map[string][]*appmesh.GatewayRouteData{},
-		Endpoints: map[string][]translate.Endpoint{"color_server": {{IPv4: host, Port: port}}},
-	}
+	v := meshView(mesh, map[string][]translate.Endpoint{"color_server": {{IPv4: host, Port: port}}})
 	for _, n := range []string{"color_client", "color_server"} {
 		d := &appmesh.VirtualNodeData{}
 		read("virtual-node-"+n+".json", d)

@@ -240,14 +240,7 @@ func sidecarRun(t *testing.T, filter string, loops bool) string {
 // Cloud Map instance is on the backend host.
 func sidecarView(t *testing.T, filter, logPath string) *translate.View {
 	mesh, front, back, svc := "m", "front", "back", "backend.local"
-	v := &translate.View{
-		Mesh:            &appmesh.MeshData{MeshName: &mesh, Spec: &appmesh.MeshSpec{}},
-		VirtualNodes:    map[string]*appmesh.VirtualNodeData{},
-		VirtualServices: map[string]*appmesh.VirtualServiceData{},
-		VirtualRouters:  map[string]*appmesh.VirtualRouterData{}, Routes: map[string][]*appmesh.RouteData{},
-		VirtualGateways: map[string]*appmesh.VirtualGatewayData{}, GatewayRoutes: map[string][]*appmesh.GatewayRouteData{},
-		Endpoints: map[string][]translate.Endpoint{back: {{IPv4: sidecarHost, Port: 8080}}},
-	}
+	v := meshView(mesh, map[string][]translate.Endpoint{back: {{IPv4: sidecarHost, Port: 8080}}})
 	decode := func(s string, into any) {
 		t.Helper()
 		if err := json.Unmarshal([]byte(s), into); err != nil {

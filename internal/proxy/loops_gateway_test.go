@@ -112,14 +112,7 @@ func TestGatewayRoutesOnLoops(t *testing.T) {
 func gatewayResources(t *testing.T, app netip.AddrPort) []types.Resource {
 	t.Helper()
 	mesh, gw, node, svc := "m", "gw", "red", "red.local"
-	v := &translate.View{
-		Mesh:            &appmesh.MeshData{MeshName: &mesh, Spec: &appmesh.MeshSpec{}},
-		VirtualNodes:    map[string]*appmesh.VirtualNodeData{},
-		VirtualServices: map[string]*appmesh.VirtualServiceData{},
-		VirtualRouters:  map[string]*appmesh.VirtualRouterData{}, Routes: map[string][]*appmesh.RouteData{},
-		VirtualGateways: map[string]*appmesh.VirtualGatewayData{}, GatewayRoutes: map[string][]*appmesh.GatewayRouteData{},
-		Endpoints: map[string][]translate.Endpoint{node: {{IPv4: app.Addr().String(), Port: uint32(app.Port())}}},
-	}
+	v := meshView(mesh, map[string][]translate.Endpoint{node: {{IPv4: app.Addr().String(), Port: uint32(app.Port())}}})
 	decode := func(s string, into any) {
 		t.Helper()
 		if err := json.Unmarshal([]byte(s), into); err != nil {

@@ -121,14 +121,7 @@ func TestGatewayHostKeptOnLoops(t *testing.T) {
 func gatewayHostKeptResources(t *testing.T, proto string, apps map[string]netip.AddrPort) []types.Resource {
 	t.Helper()
 	mesh, gw := "m", "gw"
-	v := &translate.View{
-		Mesh:            &appmesh.MeshData{MeshName: &mesh, Spec: &appmesh.MeshSpec{}},
-		VirtualNodes:    map[string]*appmesh.VirtualNodeData{},
-		VirtualServices: map[string]*appmesh.VirtualServiceData{},
-		VirtualRouters:  map[string]*appmesh.VirtualRouterData{}, Routes: map[string][]*appmesh.RouteData{},
-		VirtualGateways: map[string]*appmesh.VirtualGatewayData{}, GatewayRoutes: map[string][]*appmesh.GatewayRouteData{},
-		Endpoints: map[string][]translate.Endpoint{},
-	}
+	v := meshView(mesh, nil)
 	decode := func(s string, into any) {
 		t.Helper()
 		if err := json.Unmarshal([]byte(s), into); err != nil {

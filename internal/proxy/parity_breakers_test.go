@@ -543,13 +543,7 @@ func TestCircuitBreakersNodeOnLoops(t *testing.T) {
 	t.Cleanup(app.Close)
 	port := netip.MustParseAddrPort(app.Listener.Addr().String()).Port()
 	mesh, node := "circuit-breaker-mesh", "colorteller-white-vn"
-	v := &translate.View{
-		Mesh:            &appmesh.MeshData{MeshName: &mesh, Spec: &appmesh.MeshSpec{}},
-		VirtualNodes:    map[string]*appmesh.VirtualNodeData{},
-		VirtualServices: map[string]*appmesh.VirtualServiceData{},
-		VirtualRouters:  map[string]*appmesh.VirtualRouterData{}, Routes: map[string][]*appmesh.RouteData{},
-		VirtualGateways: map[string]*appmesh.VirtualGatewayData{}, GatewayRoutes: map[string][]*appmesh.GatewayRouteData{},
-	}
+	v := meshView(mesh, nil)
 	spec := &appmesh.VirtualNodeSpec{}
 	if err := json.Unmarshal([]byte(fmt.Sprintf(`{"listeners":[{"portMapping":{"port":%d,"protocol":"http"},`+
 		`"connectionPool":{"http":{"maxConnections":10,"maxPendingRequests":5}}}],`+

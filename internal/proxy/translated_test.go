@@ -6,6 +6,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
+	"github.com/weftmesh/weft/internal/appmesh"
 	"github.com/weftmesh/weft/internal/xds/translate"
 )
 
@@ -35,4 +36,20 @@ func translatedResources(t testing.TB, v *translate.View, id translate.Identity,
 		push = append(push, r)
 	}
 	return push
+}
+
+// meshView is an empty view of mesh with endpoints (nil for none), for a
+// test to fill with the App Mesh resources it decodes.
+func meshView(mesh string, endpoints map[string][]translate.Endpoint) *translate.View {
+	if endpoints == nil {
+		endpoints = map[string][]translate.Endpoint{}
+	}
+	return &translate.View{
+		Mesh:            &appmesh.MeshData{MeshName: &mesh, Spec: &appmesh.MeshSpec{}},
+		VirtualNodes:    map[string]*appmesh.VirtualNodeData{},
+		VirtualServices: map[string]*appmesh.VirtualServiceData{},
+		VirtualRouters:  map[string]*appmesh.VirtualRouterData{}, Routes: map[string][]*appmesh.RouteData{},
+		VirtualGateways: map[string]*appmesh.VirtualGatewayData{}, GatewayRoutes: map[string][]*appmesh.GatewayRouteData{},
+		Endpoints: endpoints,
+	}
 }
