@@ -241,23 +241,17 @@ func sidecarRun(t *testing.T, filter string, loops bool) string {
 func sidecarView(t *testing.T, filter, logPath string) *translate.View {
 	mesh, front, back, svc := "m", "front", "back", "backend.local"
 	v := meshView(mesh, map[string][]translate.Endpoint{back: {{IPv4: sidecarHost, Port: 8080}}})
-	decode := func(s string, into any) {
-		t.Helper()
-		if err := json.Unmarshal([]byte(s), into); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
-	decode(`{"egressFilter":{"type":"`+filter+`"}}`, v.Mesh.Spec)
+	decodeJSON(t, `{"egressFilter":{"type":"`+filter+`"}}`, v.Mesh.Spec)
 	format, _ := json.Marshal(sidecarFormat)
 	fs, bs := &appmesh.VirtualNodeSpec{}, &appmesh.VirtualNodeSpec{}
-	decode(`{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}],"serviceDiscovery":{"dns":{"hostname":"front.local"}},`+
+	decodeJSON(t, `{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}],"serviceDiscovery":{"dns":{"hostname":"front.local"}},`+
 		`"backends":[{"virtualService":{"virtualServiceName":"`+svc+`"}}],`+
 		`"logging":{"accessLog":{"file":{"path":"`+logPath+`","format":{"text":`+string(format)+`}}}}}`, fs)
-	decode(`{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}],"serviceDiscovery":{"awsCloudMap":{"namespaceName":"local","serviceName":"back"}}}`, bs)
+	decodeJSON(t, `{"listeners":[{"portMapping":{"port":8080,"protocol":"http"}}],"serviceDiscovery":{"awsCloudMap":{"namespaceName":"local","serviceName":"back"}}}`, bs)
 	v.VirtualNodes[front] = &appmesh.VirtualNodeData{MeshName: &mesh, VirtualNodeName: &front, Spec: fs}
 	v.VirtualNodes[back] = &appmesh.VirtualNodeData{MeshName: &mesh, VirtualNodeName: &back, Spec: bs}
 	ss := &appmesh.VirtualServiceSpec{}
-	decode(`{"provider":{"virtualNode":{"virtualNodeName":"back"}}}`, ss)
+	decodeJSON(t, `{"provider":{"virtualNode":{"virtualNodeName":"back"}}}`, ss)
 	v.VirtualServices[svc] = &appmesh.VirtualServiceData{MeshName: &mesh, VirtualServiceName: &svc, Spec: ss}
 	return v
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -113,21 +112,15 @@ func gatewayResources(t *testing.T, app netip.AddrPort) []types.Resource {
 	t.Helper()
 	mesh, gw, node, svc := "m", "gw", "red", "red.local"
 	v := meshView(mesh, map[string][]translate.Endpoint{node: {{IPv4: app.Addr().String(), Port: uint32(app.Port())}}})
-	decode := func(s string, into any) {
-		t.Helper()
-		if err := json.Unmarshal([]byte(s), into); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
 	ns := &appmesh.VirtualNodeSpec{}
-	decode(fmt.Sprintf(`{"listeners":[{"portMapping":{"port":%d,"protocol":"http"}}],`+
+	decodeJSON(t, fmt.Sprintf(`{"listeners":[{"portMapping":{"port":%d,"protocol":"http"}}],`+
 		`"serviceDiscovery":{"awsCloudMap":{"namespaceName":"local","serviceName":"red"}}}`, app.Port()), ns)
 	v.VirtualNodes[node] = &appmesh.VirtualNodeData{MeshName: &mesh, VirtualNodeName: &node, Spec: ns}
 	ss := &appmesh.VirtualServiceSpec{}
-	decode(`{"provider":{"virtualNode":{"virtualNodeName":"red"}}}`, ss)
+	decodeJSON(t, `{"provider":{"virtualNode":{"virtualNodeName":"red"}}}`, ss)
 	v.VirtualServices[svc] = &appmesh.VirtualServiceData{MeshName: &mesh, VirtualServiceName: &svc, Spec: ss}
 	gs := &appmesh.VirtualGatewaySpec{}
-	decode(`{"listeners":[{"portMapping":{"port":9080,"protocol":"http"}}]}`, gs)
+	decodeJSON(t, `{"listeners":[{"portMapping":{"port":9080,"protocol":"http"}}]}`, gs)
 	v.VirtualGateways[gw] = &appmesh.VirtualGatewayData{MeshName: &mesh, VirtualGatewayName: &gw, Spec: gs}
 	for name, spec := range map[string]string{
 		"red":  `{"httpRoute":{"match":{"prefix":"/red/"},"action":{"target":{"virtualService":{"virtualServiceName":"red.local"}}}}}`,
@@ -135,7 +128,7 @@ func gatewayResources(t *testing.T, app netip.AddrPort) []types.Resource {
 		"tell": `{"httpRoute":{"match":{"prefix":"/tell/"},"action":{"target":{"virtualService":{"virtualServiceName":"red.local"}},"rewrite":{"prefix":{"value":"/tell/"}}}}}`,
 	} {
 		gs := &appmesh.GatewayRouteSpec{}
-		decode(spec, gs)
+		decodeJSON(t, spec, gs)
 		v.GatewayRoutes[gw] = append(v.GatewayRoutes[gw], &appmesh.GatewayRouteData{MeshName: &mesh, VirtualGatewayName: &gw,
 			GatewayRouteName: &name, Spec: gs})
 	}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -122,33 +121,27 @@ func gatewayHostKeptResources(t *testing.T, proto string, apps map[string]netip.
 	t.Helper()
 	mesh, gw := "m", "gw"
 	v := meshView(mesh, nil)
-	decode := func(s string, into any) {
-		t.Helper()
-		if err := json.Unmarshal([]byte(s), into); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
 	routeKind := map[string]string{"http": "httpRoute", "http2": "http2Route"}[proto]
 	for node, nodeProto := range map[string]string{"red": "http", "blue": "http2"} {
 		app := apps[node]
 		v.Endpoints[node] = []translate.Endpoint{{IPv4: app.Addr().String(), Port: uint32(app.Port())}}
 		ns := &appmesh.VirtualNodeSpec{}
-		decode(fmt.Sprintf(`{"listeners":[{"portMapping":{"port":%d,"protocol":%q}}],`+
+		decodeJSON(t, fmt.Sprintf(`{"listeners":[{"portMapping":{"port":%d,"protocol":%q}}],`+
 			`"serviceDiscovery":{"awsCloudMap":{"namespaceName":"local","serviceName":%q}}}`, app.Port(), nodeProto, node), ns)
 		v.VirtualNodes[node] = &appmesh.VirtualNodeData{MeshName: &mesh, VirtualNodeName: &node, Spec: ns}
 		svc := node + ".local"
 		ss := &appmesh.VirtualServiceSpec{}
-		decode(fmt.Sprintf(`{"provider":{"virtualNode":{"virtualNodeName":%q}}}`, node), ss)
+		decodeJSON(t, fmt.Sprintf(`{"provider":{"virtualNode":{"virtualNodeName":%q}}}`, node), ss)
 		v.VirtualServices[svc] = &appmesh.VirtualServiceData{MeshName: &mesh, VirtualServiceName: &svc, Spec: ss}
 		gs := &appmesh.GatewayRouteSpec{}
-		decode(fmt.Sprintf(`{%q:{"match":{"prefix":"/%s/"},"action":{"target":{"virtualService":{"virtualServiceName":%q}},`+
+		decodeJSON(t, fmt.Sprintf(`{%q:{"match":{"prefix":"/%s/"},"action":{"target":{"virtualService":{"virtualServiceName":%q}},`+
 			`"rewrite":{"hostname":{"defaultTargetHostname":"DISABLED"}}}}}`, routeKind, node, svc), gs)
 		name := node
 		v.GatewayRoutes[gw] = append(v.GatewayRoutes[gw], &appmesh.GatewayRouteData{MeshName: &mesh, VirtualGatewayName: &gw,
 			GatewayRouteName: &name, Spec: gs})
 	}
 	gs := &appmesh.VirtualGatewaySpec{}
-	decode(fmt.Sprintf(`{"listeners":[{"portMapping":{"port":9080,"protocol":%q}}]}`, proto), gs)
+	decodeJSON(t, fmt.Sprintf(`{"listeners":[{"portMapping":{"port":9080,"protocol":%q}}]}`, proto), gs)
 	v.VirtualGateways[gw] = &appmesh.VirtualGatewayData{MeshName: &mesh, VirtualGatewayName: &gw, Spec: gs}
 	return translatedResources(t, v, translate.Identity{MeshOwner: "111122223333", Mesh: mesh, Kind: appmesh.KindVirtualGateway, Name: gw},
 		func(l *listenerv3.Listener) {

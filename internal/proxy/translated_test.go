@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -38,8 +39,18 @@ func translatedResources(t testing.TB, v *translate.View, id translate.Identity,
 	return push
 }
 
+// decodeJSON decodes an App Mesh spec written as JSON into into,
+// failing the test on an error.
+func decodeJSON(t *testing.T, s string, into any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), into); err != nil {
+		t.Fatalf("%s: %v", s, err)
+	}
+}
+
 // meshView is an empty view of mesh with endpoints (nil for none), for a
 // test to fill with the App Mesh resources it decodes.
+
 func meshView(mesh string, endpoints map[string][]translate.Endpoint) *translate.View {
 	if endpoints == nil {
 		endpoints = map[string][]translate.Endpoint{}
