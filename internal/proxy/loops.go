@@ -347,6 +347,8 @@ func (c *loopCluster) Pick(avoid func(any) bool, attempts int) (netip.AddrPort, 
 	return ap, h, true
 }
 
+var _ evloop.HostsWatcher = loopObserver{}
+
 // loopObserver records the loops' upstream attempts as the goroutine path
 // does: host stats, outlier detection, response codes.
 type loopObserver struct{ clusters *cluster.Manager }
@@ -419,6 +421,31 @@ func (o loopObserver) Closed(cx any) {
 	if x, ok := cx.(*cluster.Cx); ok {
 		x.Closed()
 	}
+}
+
+// ConnectFailed counts a loop's failed connect in its host's
+// cx_connect_fail, as the goroutine path's connect does
+// (cluster.HostConnectFailed); the loops counted the cluster's.
+func (o loopObserver) ConnectFailed(name string, tag any) {
+	if c := o.clusters.Get(name); c != nil {
+		h, _ := tag.(*cluster.Host)
+		c.HostConnectFailed(h)
+	}
+}
+
+// WatchHosts tells the loops of the hosts that leave a cluster
+// (cluster.Manager.OnHostsGone), whose pools they drain as the goroutine
+// path's cluster drains its own: once per update, nothing per request.
+func (o loopObserver) WatchHosts(gone func(cluster string, hosts []netip.AddrPort)) (stop func()) {
+	return o.clusters.OnHostsGone(func(name string, addrs []string) {
+		hosts := make([]netip.AddrPort, 0, len(addrs))
+		for _, a := range addrs {
+			if ap, err := netip.ParseAddrPort(a); err == nil { // as route parses a host's address
+				hosts = append(hosts, ap)
+			}
+		}
+		gone(name, hosts)
+	})
 }
 
 func (o loopObserver) Aborted(name string, code int, dropped bool) {

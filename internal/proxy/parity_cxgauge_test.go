@@ -148,12 +148,16 @@ type closingUpstream struct {
 }
 
 func newClosingUpstream(t *testing.T, h2 bool, tlsCfg *tls.Config) *closingUpstream {
+	return newClosingUpstreamWith(t, h2, tlsCfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+}
+
+// newClosingUpstreamWith is newClosingUpstream answering with hd.
+func newClosingUpstreamWith(t *testing.T, h2 bool, tlsCfg *tls.Config, hd http.Handler) *closingUpstream {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := &closingUpstream{addr: ln.Addr().String(), conns: map[net.Conn]bool{}}
-	var hd http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
 	if h2 {
 		hd = h2c.NewHandler(hd, &http2.Server{})
 	}

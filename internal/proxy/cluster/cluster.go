@@ -121,6 +121,9 @@ type Cluster struct {
 	outlier  *outlierConfig
 	cleanup  time.Duration
 	hostWake chan struct{} // signalled when the host set changes; buffered 1
+	// gone tells the Manager's OnHostsGone hooks of the hosts an update
+	// removes (setHosts); nil for a cluster built outside a Manager.
+	gone *goneHooks
 
 	// releaseRq and releaseRqCx are Acquire's releases (breaker.go),
 	// made once.

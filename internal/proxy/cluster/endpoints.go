@@ -191,9 +191,13 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	// LOGICAL_DNS keeps its connections when its one address changes, as
 	// Envoy's does (round-robin DNS would close them every refresh);
 	// ORIGINAL_DST's go with its cleanup (cleanupLoop). Envoy drains the
-	// pools of the hosts that left: the HTTP/1.1 pool forgets them, the
-	// HTTP/2 one drains their connections.
-	if (c.h1 != nil || c.h2pool != nil) && c.Type != OriginalDst && c.Type != LogicalDNS {
+	// pools of the hosts that left (ThreadLocalClusterManagerImpl::
+	// removeHosts, drainOrCloseConnPools with DrainAndDelete, on every
+	// worker): the HTTP/1.1 pool forgets them, the HTTP/2 one drains
+	// their connections, and the event loops drop their pools of them
+	// (Manager.OnHostsGone), after the swap above, so that no pick
+	// returns them again.
+	if c.Type != OriginalDst && c.Type != LogicalDNS {
 		in := make(map[string]bool, len(hosts))
 		for _, h := range hosts {
 			in[h.Addr] = true
@@ -204,6 +208,15 @@ func (c *Cluster) setHosts(hosts []*Host) {
 		}
 		if c.h2pool != nil {
 			c.h2pool.drain(keep)
+		}
+		if old != nil && c.gone != nil {
+			var gone []string
+			for _, h := range old.hosts {
+				if !in[h.Addr] {
+					gone = append(gone, h.Addr)
+				}
+			}
+			c.gone.tell(c.Name, gone)
 		}
 	}
 	select {

@@ -36,12 +36,67 @@ type Manager struct {
 	// the version they replace keeps serving, as Envoy warms clusters;
 	// protected by mu.
 	warming map[string]*Cluster
+
+	gone *goneHooks // OnHostsGone's; every cluster Apply builds tells them
+}
+
+// goneHooks are the functions OnHostsGone registered.
+type goneHooks struct {
+	mu   sync.Mutex
+	next int
+	fns  map[int]func(cluster string, addrs []string) // protected by mu
+}
+
+// tell calls every hook with the addresses of cluster's hosts gone,
+// unless there are none.
+func (g *goneHooks) tell(cluster string, addrs []string) {
+	if len(addrs) == 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, fn := range g.fns {
+		fn(cluster, addrs)
+	}
+}
+
+// OnHostsGone makes fn hear of the hosts that leave a cluster, by
+// address (ip:port): removed by an update of its endpoints (EDS, a
+// STRICT_DNS answer; not LOGICAL_DNS's one host, which takes each new
+// address in place, nor an ORIGINAL_DST cluster's, which its cleanup
+// removes), or every host of a cluster the update removed or replaced
+// (CDS), once the cluster's picks no longer return them. The cluster's
+// own pools drain them as Envoy's do; fn is for the pools kept
+// elsewhere (the event loops'). It is called on the goroutine of the
+// update (the xDS client's, a cluster's DNS resolver's) and must not
+// block; stop unregisters it.
+func (m *Manager) OnHostsGone(fn func(cluster string, addrs []string)) (stop func()) {
+	g := m.gone
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	id := g.next
+	g.next++
+	g.fns[id] = fn
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		delete(g.fns, id)
+	}
+}
+
+// addrs are the addresses of hosts.
+func addrs(hosts []*Host) []string {
+	out := make([]string, len(hosts))
+	for i, h := range hosts {
+		out[i] = h.Addr
+	}
+	return out
 }
 
 // NewManager returns a manager whose clusters run until ctx ends or Close.
 func NewManager(ctx context.Context, st *stats.Store, log *slog.Logger) *Manager {
 	m := &Manager{log: log, stats: st, ctx: ctx, endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
-		withdrawn: map[string]bool{}, warming: map[string]*Cluster{}}
+		withdrawn: map[string]bool{}, warming: map[string]*Cluster{}, gone: &goneHooks{fns: map[int]func(string, []string){}}}
 	empty := map[string]*Cluster{}
 	m.clusters.Store(&empty)
 	st.Scope("cluster_manager.", "envoy_cluster_manager_").GaugeFunc("active_clusters",
@@ -108,6 +163,7 @@ func (m *Manager) Apply(pbs []*clusterv3.Cluster) ([]string, error) {
 		m.warming[name] = c
 	}
 	for _, c := range fresh {
+		c.gone = m.gone
 		if la, ok := m.endpoints[c.Name]; ok && c.Type == EDS {
 			// A rebuilt cluster keeps the endpoints it had (App Mesh lost
 			// them for half an hour when it did not: roadmap #192).
@@ -125,6 +181,7 @@ func (m *Manager) Apply(pbs []*clusterv3.Cluster) ([]string, error) {
 	for name, c := range old {
 		if next[name] != c {
 			c.halt()
+			m.gone.tell(name, addrs(c.Hosts()))
 		}
 		if _, ok := next[name]; !ok {
 			delete(m.endpoints, name)
@@ -163,6 +220,7 @@ func (m *Manager) Warm(force bool) bool {
 	m.clusters.Store(&next)
 	for _, c := range replaced {
 		c.halt()
+		m.gone.tell(c.Name, addrs(c.Hosts()))
 	}
 	return len(m.warming) > 0
 }

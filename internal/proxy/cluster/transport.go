@@ -177,9 +177,7 @@ func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx
 			return nil, ctx.Err()
 		}
 		c.Stats.CxConnectFail.Inc()
-		if h != nil {
-			h.cxFail.Add(1)
-		}
+		c.HostConnectFailed(h)
 		timeout := timedOut(err)
 		if timeout {
 			c.Stats.CxConnectTimeout.Inc()
@@ -202,9 +200,7 @@ func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx
 		// timeout too, as Envoy's connect timer runs until the handshake
 		// is done.
 		c.Stats.CxConnectFail.Inc()
-		if h != nil {
-			h.cxFail.Add(1)
-		}
+		c.HostConnectFailed(h)
 		timeout := timedOut(err)
 		if timeout {
 			c.Stats.CxConnectTimeout.Inc()
@@ -212,6 +208,19 @@ func (c *Cluster) connect(ctx context.Context, h *Host, addr string, alpn tlsctx
 		return nil, &ConnectError{Addr: addr, Timeout: timeout, Err: err}
 	}
 	return tc, nil
+}
+
+// HostConnectFailed counts a failed connect to host h (nil when unknown)
+// in its cx_connect_fail (/clusters): a TCP connect that failed or timed
+// out, or a TLS handshake that failed, as Envoy's pool charges its
+// host's stats with each connect failure it charges to its cluster's
+// upstream_cx_connect_fail. Both request paths count with it: connect,
+// and the loops through their Observer (which count the cluster's
+// counter themselves).
+func (c *Cluster) HostConnectFailed(h *Host) {
+	if h != nil {
+		h.cxFail.Add(1)
+	}
 }
 
 // timedOut reports whether a connect or handshake failed for its

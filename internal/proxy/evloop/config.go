@@ -238,6 +238,22 @@ type Observer interface {
 	// host pool dropped, loop shutdown).
 	Connected(cluster string, tag any, connect time.Duration) (cx any)
 	Closed(cx any)
+	// ConnectFailed: a loop's connect to the cluster's host (tag as for
+	// Connected) failed, its TCP connect or its TLS handshake, timed out
+	// or not; the loops counted it in the cluster's
+	// upstream_cx_connect_fail.
+	ConnectFailed(cluster string, tag any)
+}
+
+// HostsWatcher is an Observer that tells the loops of the hosts that
+// leave their cluster (an endpoints update removed them, or the cluster
+// went), whose pools each loop then drains (gone_linux.go). Serve
+// watches while the loops run.
+type HostsWatcher interface {
+	// WatchHosts makes gone hear of the hosts (their addresses) that
+	// leave a cluster, once its picks no longer return them, until stop.
+	// gone is safe from any goroutine and does not block.
+	WatchHosts(gone func(cluster string, hosts []netip.AddrPort)) (stop func())
 }
 
 // Target is a Router's answer: a cluster's host, or a local reply.

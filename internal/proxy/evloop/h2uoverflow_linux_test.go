@@ -29,6 +29,7 @@ func (o *abortObserver) GRPCDone(string, any, int)                      {}
 func (o *abortObserver) Cut(string, any, bool)                          {}
 func (o *abortObserver) Interim(string, any, int)                       {}
 func (o *abortObserver) Connected(string, any, time.Duration) any       { return nil }
+func (o *abortObserver) ConnectFailed(string, any)                      {}
 func (o *abortObserver) Closed(any)                                     {}
 func (o *abortObserver) Aborted(cluster string, code int, dropped bool) {
 	o.mu.Lock()

@@ -262,6 +262,11 @@ type loop struct {
 	hsClosed    bool   // closeAll ran: a finishing handshake closes its socket itself
 	tlsIn       []byte // ciphertext read, before Feed
 
+	// The hosts posted gone (gone_linux.go) and not yet taken; goneMu
+	// guards gone.
+	goneMu sync.Mutex
+	gone   []hostKey
+
 	h2dirty   []*h2conn             // HTTP/2 connections with frames to write at the iteration's end
 	h2updirty []*h2up               // upstream HTTP/2 connections with frames to write (h2up_linux.go)
 	iov       [maxOutIov]unix.Iovec // h2WriteOut's writev (h2out_linux.go)
@@ -348,6 +353,7 @@ func (l *loop) run(ctx context.Context) error {
 					return nil
 				}
 				l.takeHandshakes()
+				l.takeGone()
 				if l.srv.shutdown.Load() && l.ln >= 0 {
 					// Accept no more: the kernel sends new connections to
 					// the listeners left (none once every loop is here).

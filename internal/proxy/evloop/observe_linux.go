@@ -22,6 +22,17 @@ func (l *loop) cxConnected(u *up) {
 	}
 }
 
+// connectFailed counts a failed connect of a connection of p (its TCP
+// connect, or its TLS handshake) in the cluster's
+// upstream_cx_connect_fail and, through the Observer, in its host's
+// cx_connect_fail, as the goroutine path counts both.
+func (l *loop) connectFailed(p *clusterPool) {
+	p.st.cxConnectFail.Inc()
+	if o := l.srv.cfg.Observer; o != nil {
+		o.ConnectFailed(p.def.name, p.tag)
+	}
+}
+
 // observeStart tells the Observer an attempt on u begins.
 func (l *loop) observeStart(u *up, cluster string, tag any) {
 	if o := l.srv.cfg.Observer; o != nil {

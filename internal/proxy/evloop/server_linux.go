@@ -240,6 +240,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.rmu.Lock()
 	s.running = loops
 	s.rmu.Unlock()
+	if w, ok := s.cfg.Observer.(HostsWatcher); ok {
+		defer w.WatchHosts(s.hostsGone)()
+	}
 	if s.shutdown.Load() {
 		s.Drain() // a Shutdown that came before the loops ran
 	}

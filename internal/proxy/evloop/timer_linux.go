@@ -312,7 +312,7 @@ func (l *loop) connectFor(p *clusterPool) int64 {
 func (l *loop) connectTimedOut(u *up) {
 	u.timedOut = true
 	u.pool.st.cxConnectTimeout.Inc()
-	u.pool.st.cxConnectFail.Inc()
+	l.connectFailed(u.pool)
 }
 
 // routeDeadline is when the request in flight on d times out: the

@@ -378,7 +378,7 @@ func (l *loop) upHandshaken(h handshaken) {
 		if l.now >= l.connectBy(u) {
 			l.connectTimedOut(u)
 		} else {
-			u.pool.st.cxConnectFail.Inc()
+			l.connectFailed(u.pool)
 		}
 		l.upFailed(u)
 	default:

@@ -38,7 +38,7 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 	}
 	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		p.st.cxConnectFail.Inc()
+		l.connectFailed(p)
 		return nil, fmt.Errorf("socket: %w", err)
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
@@ -54,7 +54,7 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 	default:
 		unix.Close(fd)
 		l.putBuf(u.out)
-		p.st.cxConnectFail.Inc()
+		l.connectFailed(p)
 		return nil, fmt.Errorf("connect %s: %w", ep, err)
 	}
 	p.st.cxTotal.Inc()
@@ -76,7 +76,7 @@ func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
 			return
 		}
 		if errno, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
-			u.pool.st.cxConnectFail.Inc()
+			l.connectFailed(u.pool)
 			l.upFailed(u)
 			return
 		}
