@@ -102,6 +102,8 @@ func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
 // upstream (downstreamScheme), and clears TLS.
 type h2SchemeConn struct{ *listener.Conn }
 
+// ConnectionState is a TLS 1.3 state of nothing else: x/net's server
+// reads it once, as the connection starts.
 func (h2SchemeConn) ConnectionState() tls.ConnectionState {
 	return tls.ConnectionState{Version: tls.VersionTLS13, HandshakeComplete: true, CipherSuite: tls.TLS_AES_128_GCM_SHA256}
 }
