@@ -81,7 +81,7 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	}
 	fields := make([]hpack.HeaderField, 0, len(r.lines)+5)
 	fields = append(fields, hpack.HeaderField{Name: ":method", Value: string(r.method.of(head))},
-		hpack.HeaderField{Name: ":scheme", Value: "http"}, hpack.HeaderField{Name: ":authority", Value: authority},
+		hpack.HeaderField{Name: ":scheme", Value: h1Scheme(d, r, head)}, hpack.HeaderField{Name: ":authority", Value: authority},
 		hpack.HeaderField{Name: ":path", Value: path})
 	var name [64]byte
 	mut := l.mut.reset(t.Headers)
@@ -125,6 +125,25 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	d.hb = hb
 	pool.h2Idle = t.IdleTimeout
 	l.h2uOpen(d, pool, t.Cluster, t.Tag)
+}
+
+// h1Scheme is the :scheme an HTTP/1.1 request goes to an HTTP/2 upstream
+// with, as Envoy gives it (route.H1Scheme): its x-forwarded-proto's when
+// valid, else the connection's. The loops serve no use_remote_address.
+func h1Scheme(d *down, r *request, head []byte) string {
+	var xfp []byte
+	n := 0
+	if r.hasXFP {
+		for i := range r.lines {
+			if h := &r.lines[i]; equalFold(h.name.of(head), "x-forwarded-proto") {
+				if n == 0 {
+					xfp = h.value.of(head)
+				}
+				n++
+			}
+		}
+	}
+	return proxyroute.H1Scheme(xfp, n, d.overTLS())
 }
 
 // h1uBody feeds the request body the client sent to its upstream stream,

@@ -2,6 +2,7 @@ package httpconn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log"
 	"net"
@@ -82,11 +83,29 @@ func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
 	defer stop()
 	cctx := context.WithValue(s.base, connKey{}, c)
 	cctx = context.WithValue(cctx, resetKey{}, resets)
-	h2s.ServeConn(c, &http2.ServeConnOpts{Context: cctx, BaseConfig: hc.hs, Handler: http.HandlerFunc(s.serveHTTP)})
+	h2s.ServeConn(h2SchemeConn{c}, &http2.ServeConnOpts{Context: cctx, BaseConfig: hc.hs, Handler: http.HandlerFunc(s.serveHTTP)})
 	if c.Draining() {
 		m.stats.cxDrainClose.Inc()
 	}
 	_ = c.Close()
+}
+
+// h2SchemeConn is an HTTP/2 connection as x/net's server is given it:
+// one whose requests carry TLS exactly when the client's :scheme was
+// https, over TLS or not. x/net's server hands its handler no :scheme,
+// but sets a request's TLS to the connection's state when its :scheme is
+// https (newWriterAndRequestNoBody), for a connection with a
+// ConnectionState method; it has no other use for that state than to
+// refuse a TLS version below 1.2 or a cipher suite RFC 7540 prohibits,
+// which the listener's TLS decides instead (the state given passes
+// both). serve notes the request's :scheme, what Envoy sends an HTTP/2
+// upstream (downstreamScheme), and clears TLS.
+type h2SchemeConn struct{ *listener.Conn }
+
+// ConnectionState is a TLS 1.3 state of nothing else: x/net's server
+// reads it once, as the connection starts.
+func (h2SchemeConn) ConnectionState() tls.ConnectionState {
+	return tls.ConnectionState{Version: tls.VersionTLS13, HandshakeComplete: true, CipherSuite: tls.TLS_AES_128_GCM_SHA256}
 }
 
 // Envoy's premature-reset heuristic against HTTP/2 rapid reset

@@ -17,7 +17,14 @@ import (
 // mutations, Envoy's request headers.
 func (m *HCM) rewrite(s *stream, out *http.Request) {
 	in := s.in
+	// An HTTP/1.1 upstream's transport reads the URL's scheme as its own
+	// (https would be its TLS); an HTTP/2 upstream's sends it as :scheme
+	// and dials as the cluster says (cluster.h2RT), so it gets the
+	// downstream's, as Envoy sends it.
 	out.URL.Scheme = "http"
+	if _, http1 := s.cl.Transport(in.ProtoMajor); !http1 {
+		out.URL.Scheme = m.downstreamScheme(s)
+	}
 	out.URL.Host = "upstream" // replaced by the chosen host on each attempt
 	if s.changed {
 		setPath(out.URL, s.upPath)
@@ -36,11 +43,35 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 		}
 		out.Header.Set("X-Forwarded-For", ip)
 	}
-	if out.Header.Get("X-Forwarded-Proto") == "" {
+	if m.useRemoteAddress || out.Header.Get("X-Forwarded-Proto") == "" {
+		// With use_remote_address the client's is not trusted (Envoy's
+		// xff_num_trusted_hops 0): replaced, as mutateRequestHeaders does.
 		out.Header.Set("X-Forwarded-Proto", s.conn.Scheme())
 	}
 	levels := route.Levels{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers}
 	levels.Request(out.Header)
+}
+
+// downstreamScheme is the request's :scheme as Envoy has it: an HTTP/2
+// client's own (serve noted it: h2SchemeConn), an HTTP/1.1 request's from
+// its x-forwarded-proto (route.H1Scheme).
+func (m *HCM) downstreamScheme(s *stream) string {
+	in := s.in
+	if in.ProtoMajor == 2 {
+		if s.https {
+			return "https"
+		}
+		return "http"
+	}
+	xfp := in.Header["X-Forwarded-Proto"]
+	if m.useRemoteAddress {
+		xfp = nil
+	}
+	first := ""
+	if len(xfp) > 0 {
+		first = xfp[0]
+	}
+	return route.H1Scheme(first, len(xfp), s.conn.Scheme() == "https")
 }
 
 // logRewrites gives the request the access log reads the route's path

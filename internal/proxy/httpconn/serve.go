@@ -56,6 +56,7 @@ type stream struct {
 	upPath    string // the path sent upstream
 	rewrote   bool   // the route rewrites the path (prefix or regex rewrite), changed or not
 	changed   bool   // upPath is not the path the routes matched (rewritten)
+	https     bool   // an HTTP/2 request whose :scheme was https (h2SchemeConn)
 	queued    bool   // the first attempt waited in the cluster's pending queue, and it ended (in the padding after the bools above, not after upStart: 352 bytes a request, not 384)
 	flags     accesslog.Flags
 	host      *cluster.Host
@@ -137,7 +138,12 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
-	s := &stream{m: m, conn: c, in: r, start: time.Now(), down: ctx, w: w}
+	s := &stream{m: m, conn: c, in: r, start: time.Now(), down: ctx, w: w, https: r.TLS != nil}
+	// TLS is set only to carry an HTTP/2 request's :scheme (h2SchemeConn),
+	// which the upstream gets (downstreamScheme); nothing else reads it
+	// from there (route matching and the access log take :scheme as
+	// http, as the loops do: see docs/proxy.md, Known differences).
+	r.TLS = nil
 	defer s.ended()
 	m.stats.rqTotal.Inc()
 	m.stats.rqActive.Inc()
