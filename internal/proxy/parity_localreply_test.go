@@ -60,7 +60,7 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 			status: 503, want: []string{"Content-Type: text/plain"}},
 		{name: "gRPC connection failure", head: "POST /dead HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + grpcHeaders,
 			status: 200, want: []string{"Content-Type: application/grpc", "Grpc-Status: 14", "Content-Length: 0",
-				"Grpc-Message: upstream connect error or disconnect/reset before headers. reset reason: connection failure"}},
+				"Grpc-Message: " + refusedBody}},
 		{name: "gRPC upstream timeout", head: "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + grpcHeaders,
 			status: 200, want: []string{"Grpc-Status: 14", "Grpc-Message: upstream request timeout", "Content-Length: 0"}},
 		{name: "gRPC malformed chunked body", head: "POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + grpcHeaders,
