@@ -10,9 +10,11 @@ import (
 	"strings"
 	"testing"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/weftmesh/weft/internal/proxy/tlstest"
@@ -200,4 +202,45 @@ func closesMidHandshake(t *testing.T) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// TestTCPProxyConnectFailureReason: tcp_proxy logs the transport failure
+// reason of a connection that failed before it was up in
+// %UPSTREAM_TRANSPORT_FAILURE_REASON%, as Envoy's
+// Filter::onGenericPoolFailure stores the pool's reason (spaces made
+// underscores by the formatter), flagged UF: a refused connect, and a
+// cluster whose TLS handshake fails its certificate check. Until round 31
+// it logged "-".
+func TestTCPProxyConnectFailureReason(t *testing.T) {
+	ca, other := tlstest.NewCA(t, "mesh"), tlstest.NewCA(t, "other")
+	app := "spiffe://weft.local/mesh/m/virtualNode/app"
+	untrusting := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, "spiffe://weft.local/mesh/m/virtualNode/proxy"))
+	untrusting.ca = tlstest.Write(t, t.TempDir(), "ca.pem", other.PEM)
+	h := newHarness(t)
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
+		TextFormat: "%UPSTREAM_CLUSTER% %RESPONSE_FLAGS% %UPSTREAM_TRANSPORT_FAILURE_REASON%\n"}}
+	logPath := filepath.Join(t.TempDir(), "tcp.log")
+	proxy := func(cluster string) *tcpv3.TcpProxy {
+		return &tcpv3.TcpProxy{StatPrefix: cluster, ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster},
+			AccessLog: []*accesslogv3.AccessLog{fileLog(logPath, format)}}
+	}
+	h.push(tcpListener("refused", proxy("refused")), edsCluster("refused"), cla("refused", deadAddr(t)),
+		tcpListener("untrusted", proxy("untrusted")), edsCluster("untrusted", upstreamTLS(untrusting, "app.local", app)),
+		cla("untrusted", tlsServer(t, ca.Issue(t, []string{"app.local"}, app).TLS(t))))
+	for _, l := range []string{"refused", "untrusted"} {
+		c, err := net.Dial("tcp", h.addr(l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The proxy closes the connection once its connect failed.
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Errorf("%s: read a byte, want the connection closed", l)
+		}
+		_ = c.Close()
+	}
+	want := "refused UF delayed_connect_error:_Connection_refused\n" +
+		"untrusted UF TLS_error:|268435581:SSL_routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end\n"
+	if log := awaitLog(t, logPath, 2); log != sortLines(want) {
+		t.Errorf("access log\n%s\nwant\n%s", log, want)
+	}
 }
