@@ -174,7 +174,7 @@ func TestHTTP1HeadLocalReplySamePaths(t *testing.T) {
 		{"HEAD no route", "HEAD / HTTP/1.1\r\nHost: elsewhere\r\n", "404, " + chunked + ", type [], then 200"},
 		{"GET no route", "GET / HTTP/1.1\r\nHost: elsewhere\r\n", "404, length [0], transfer-encoding [], type [], then 200"},
 		{"HEAD connection failure", "HEAD /dead HTTP/1.1\r\nHost: x\r\n",
-			"503, length [91], transfer-encoding [], type [text/plain], then 200"},
+			fmt.Sprintf("503, length [%d], transfer-encoding [], type [text/plain], then 200", len(refusedBody))},
 		{"HEAD no healthy upstream", "HEAD /empty HTTP/1.1\r\nHost: x\r\n",
 			"503, length [19], transfer-encoding [], type [text/plain], then 200"},
 		{"HEAD gRPC connection failure", "HEAD /dead HTTP/1.1\r\nHost: x\r\n" + grpcHeaders,
