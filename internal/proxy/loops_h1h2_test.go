@@ -176,7 +176,7 @@ func TestEvloopHTTP1ToH2Upstream(t *testing.T) {
 			t.Errorf("reset before the head: %q", b)
 		}
 		req, _ = http.NewRequest("GET", "http://"+addr+"/down", nil)
-		if b, _ = do(req, 503); b != "upstream connect error or disconnect/reset before headers. reset reason: connection failure" {
+		if b, _ = do(req, 503); b != refusedBody {
 			t.Errorf("unreachable: %q", b)
 		}
 		req, _ = http.NewRequest("GET", "http://"+addr+"/flaky", nil)

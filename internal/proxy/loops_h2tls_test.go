@@ -270,7 +270,7 @@ func TestGRPCLoopsSidecarToSidecarMutualTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := testpb.NewTestServiceClient(conn).UnaryCall(ctx, &testpb.SimpleRequest{})
-	if s := status.Convert(err); s.Code() != codes.Unavailable || !strings.HasSuffix(s.Message(), "reset reason: connection failure") {
+	if s := status.Convert(err); s.Code() != codes.Unavailable || s.Message() != verifyFailedBody {
 		t.Fatalf("upstream without the SAN asked for: %v, want UNAVAILABLE and the goroutine path's connection failure", err)
 	}
 	if n := h.stat("cluster.mesh.ssl.fail_verify_san"); n != 1 {
@@ -286,8 +286,9 @@ func TestGRPCLoopsSidecarToSidecarMutualTLS(t *testing.T) {
 
 // TestUpstreamWithoutH2ALPN: an HTTP/2 cluster with TLS offers ALPN h2
 // alone, as the goroutine path's HTTP/2 pool and Envoy's do. A server that
-// offers only http/1.1 fails the handshake: 503, connection failure,
-// counted as a connect failure. A server that selects no protocol is
+// offers only http/1.1 fails the handshake: 503, remote connection
+// failure for the server's no_application_protocol alert (BoringSSL's
+// TLSV1_ALERT_NO_APPLICATION_PROTOCOL), counted as a connect failure. A server that selects no protocol is
 // spoken HTTP/2 all the same, as Envoy's codec is the cluster's, not the
 // handshake's: answered 200 over HTTP/2. The same on the loops (nothing
 // handed off) and on the goroutine path, for an h2c client's stream and
@@ -333,7 +334,9 @@ func TestUpstreamWithoutH2ALPN(t *testing.T) {
 				}
 				wantMajor := map[bool]int{false: 1, true: 2}[h2Client]
 				resp, b := get("/h1only")
-				if resp.ProtoMajor != wantMajor || resp.StatusCode != 503 || !strings.HasSuffix(b, "reset reason: connection failure") {
+				const noALPN = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, " +
+					"transport failure reason: TLS_error:|268436576:SSL routines:OPENSSL_internal:TLSV1_ALERT_NO_APPLICATION_PROTOCOL:TLS_error_end"
+				if resp.ProtoMajor != wantMajor || resp.StatusCode != 503 || b != noALPN {
 					t.Errorf("only http/1.1 offered: HTTP/%d %d %q, want 503 and a connection failure", resp.ProtoMajor, resp.StatusCode, b)
 				}
 				if n := h.stat("cluster.h1only.upstream_cx_connect_fail"); n < 1 {

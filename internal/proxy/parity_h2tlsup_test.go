@@ -19,9 +19,11 @@ import (
 // (App Mesh's http2 or grpc backend with a client policy) whose
 // handshake fails, the server's certificate chaining to a CA the cluster
 // does not trust or lacking the SAN it asks for, answers an HTTP/1.1
-// client and an h2c one the same on every path: 503 UF, "connection
-// failure", details upstream_reset_before_response_started
-// {connection_failure}, counted in upstream_cx_connect_fail and the
+// client and an h2c one the same on every path: 503 UF, "remote
+// connection failure" and BoringSSL's CERTIFICATE_VERIFY_FAILED, details
+// upstream_reset_before_response_started{remote_connection_failure|
+// TLS_error:...} (TestConnectFailureReasonSamePaths), counted in
+// upstream_cx_connect_fail and the
 // cluster's ssl.fail_verify_error or ssl.fail_verify_san, as Envoy's
 // pool counts a connection its TLS socket closed before it was up; a
 // cluster whose handshake passes answers 200 from the upstream, which saw
@@ -29,7 +31,6 @@ import (
 // they handed an HTTP/1.1 request to an HTTP/2 cluster over TLS to the
 // goroutine path.
 func TestUpstreamH2HandshakeSamePaths(t *testing.T) {
-	const connectFailure = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
 	ca, other := tlstest.NewCA(t, "mesh"), tlstest.NewCA(t, "other")
 	app, proxySAN := "spiffe://weft.local/mesh/m/virtualNode/app", "spiffe://weft.local/mesh/m/virtualNode/proxy"
 	up, _ := xnetH2TLSUpstream(t, ca, app, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,8 +51,8 @@ func TestUpstreamH2HandshakeSamePaths(t *testing.T) {
 		failed string // the ssl counter the failure counts in
 	}{
 		{"good", client, app, "200 HTTP/2.0 alpn=h2 client=" + proxySAN, ""},
-		{"wrong-san", client, "spiffe://weft.local/mesh/m/virtualNode/elsewhere", "503 " + connectFailure, "fail_verify_san"},
-		{"untrusted", untrusting, app, "503 " + connectFailure, "fail_verify_error"},
+		{"wrong-san", client, "spiffe://weft.local/mesh/m/virtualNode/elsewhere", "503 " + verifyFailedBody, "fail_verify_san"},
+		{"untrusted", untrusting, app, "503 " + verifyFailedBody, "fail_verify_error"},
 	}
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL% %REQ(:PATH)% " +
 		"%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_CLUSTER% %BYTES_SENT%\n"}}
@@ -95,7 +96,7 @@ func TestUpstreamH2HandshakeSamePaths(t *testing.T) {
 					}
 					line := fmt.Sprintf("%s 200 - via_upstream %s %d", key, c.name, len(b))
 					if c.failed != "" {
-						line = fmt.Sprintf("%s 503 UF upstream_reset_before_response_started{connection_failure} %s %d", key, c.name, len(b))
+						line = fmt.Sprintf("%s 503 UF %s %s %d", key, verifyFailedDetails, c.name, len(b))
 						want["cluster."+c.name+".ssl."+c.failed]++
 						want["cluster."+c.name+".upstream_cx_connect_fail"]++
 						want["cluster."+c.name+".upstream_cx_total"]++ // a new connect for each

@@ -156,7 +156,7 @@ func checkRetries(t *testing.T, h *harness, logPath string) {
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))),
 			edsCluster("c"), cla("c", deadAddr))
 		resp, _, body := get(t, c, addr, "x", "/uf")
-		if resp.StatusCode != 503 || !strings.Contains(body, "connection failure") {
+		if resp.StatusCode != 503 || !strings.Contains(body, "remote connection failure") {
 			t.Fatalf("status %d %q", resp.StatusCode, body)
 		}
 		inLog("UF", `"GET /uf HTTP/1.1" 503 UF `)

@@ -124,7 +124,7 @@ type Entry struct {
 	UpstreamHost         string // ip:port of the last attempt
 	UpstreamCluster      string
 	UpstreamLocalAddress string
-	UpstreamFailure      string // %UPSTREAM_TRANSPORT_FAILURE_REASON%
+	UpstreamFailure      string // %UPSTREAM_TRANSPORT_FAILURE_REASON%, as Envoy's stream info holds it (spaces kept)
 	Attempts             int
 
 	DownstreamRemote     string // ip:port

@@ -272,12 +272,14 @@ func simpleOperators(host string) map[string]operator {
 			}
 			return millis(e.Duration - e.ResponseDuration)
 		},
-		"BYTES_RECEIVED":                    func(e *Entry) value { return num(e.BytesReceived) },
-		"BYTES_SENT":                        func(e *Entry) value { return num(e.BytesSent) },
-		"UPSTREAM_HOST":                     func(e *Entry) value { return str(e.UpstreamHost) },
-		"UPSTREAM_CLUSTER":                  func(e *Entry) value { return str(e.UpstreamCluster) },
-		"UPSTREAM_LOCAL_ADDRESS":            func(e *Entry) value { return str(e.UpstreamLocalAddress) },
-		"UPSTREAM_TRANSPORT_FAILURE_REASON": func(e *Entry) value { return str(e.UpstreamFailure) },
+		"BYTES_RECEIVED":         func(e *Entry) value { return num(e.BytesReceived) },
+		"BYTES_SENT":             func(e *Entry) value { return num(e.BytesSent) },
+		"UPSTREAM_HOST":          func(e *Entry) value { return str(e.UpstreamHost) },
+		"UPSTREAM_CLUSTER":       func(e *Entry) value { return str(e.UpstreamCluster) },
+		"UPSTREAM_LOCAL_ADDRESS": func(e *Entry) value { return str(e.UpstreamLocalAddress) },
+		// Each space an underscore, as Envoy's formatter writes it
+		// (std::replace in its UPSTREAM_TRANSPORT_FAILURE_REASON).
+		"UPSTREAM_TRANSPORT_FAILURE_REASON": func(e *Entry) value { return str(strings.ReplaceAll(e.UpstreamFailure, " ", "_")) },
 		"UPSTREAM_REQUEST_ATTEMPT_COUNT":    func(e *Entry) value { return num(int64(e.Attempts)) },
 		"DOWNSTREAM_REMOTE_ADDRESS":         func(e *Entry) value { return str(e.DownstreamRemote) },
 		"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": func(e *Entry) value {

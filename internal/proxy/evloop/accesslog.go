@@ -63,6 +63,10 @@ type LogRecord struct {
 	Code    int // the response's status; 0 when none was sent
 	Flags   accesslog.Flags
 	Details string // %RESPONSE_CODE_DETAILS%: a local reply's, or via_upstream, as the goroutine path's
+	// UpstreamFailure is %UPSTREAM_TRANSPORT_FAILURE_REASON%: the
+	// transport failure reason of the last attempt's connection, when it
+	// failed before it was up (proxyroute.ConnectFailure.Transport).
+	UpstreamFailure string
 	// BytesReceived and BytesSent count the bodies.
 	BytesReceived, BytesSent int64
 	Cluster                  string

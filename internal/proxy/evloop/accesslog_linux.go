@@ -59,7 +59,7 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 	g.rid, g.resp = g.rid[:0], g.resp[:0]
 	r := &g.rec
 	r.Start = l.epoch.Add(time.Duration(l.now))
-	r.Flags, r.Details, r.BytesReceived, r.BytesSent, r.Code = 0, "", 0, 0, 0
+	r.Flags, r.Details, r.UpstreamFailure, r.BytesReceived, r.BytesSent, r.Code = 0, "", "", 0, 0, 0
 	r.Cluster, r.Route, r.Host, r.Attempts = t.Cluster, t.Route, t.Host, 0
 	// The path sent upstream when not the request's (normalised or
 	// rewritten): Envoy logs :path as its connection manager and router
@@ -105,7 +105,7 @@ func (l *loop) logHeadless(d *down, f accesslog.Flags, details string) {
 	rec := &g.rec
 	rec.Method, rec.Target = nil, nil
 	rec.Start = l.epoch.Add(time.Duration(d.reqStart))
-	rec.Flags, rec.Details, rec.BytesReceived, rec.BytesSent, rec.Code = f, details, 0, 0, 0
+	rec.Flags, rec.Details, rec.UpstreamFailure, rec.BytesReceived, rec.BytesSent, rec.Code = f, details, "", 0, 0, 0
 	rec.Cluster, rec.Route, rec.Host, rec.Attempts = "", "", netip.AddrPort{}, 0
 	rec.Path, rec.OriginalPath, rec.Authority, rec.HeaderOps = "", "", "", nil // no route: no rewrites
 }
@@ -175,6 +175,17 @@ func (d *down) logFlags(f accesslog.Flags, details string) {
 			d.lg.rec.Details = details
 		}
 	}
+}
+
+// logConnectFailure records a connection that failed before it was up
+// (its connect or TLS handshake), not retried: flagged UF, its details
+// and its transport failure reason (started as for
+// proxyroute.ResetDetails), as the goroutine path's localError has them.
+func (d *down) logConnectFailure(f proxyroute.ConnectFailure, started bool) {
+	if d.logged() {
+		d.lg.rec.UpstreamFailure = f.Transport
+	}
+	d.logFlags(accesslog.UpstreamConnectionFailure, f.Details(started))
 }
 
 // logReceived counts request body bytes received: of take bytes of the

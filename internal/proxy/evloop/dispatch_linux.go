@@ -200,10 +200,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 		l.observeStart(u, t.Cluster, t.Tag)
 	}
 	if err != nil {
-		why, reason := proxyroute.ConnectFailure(false) // an immediate failure
-		d.logFlags(accesslog.UpstreamConnectionFailure, proxyroute.ResetDetails(reason, false))
+		f := proxyroute.ConnectFailed(err, false) // an immediate failure
+		d.logConnectFailure(f, false)
 		l.chargeAbort(d, pool, 503)
-		l.replyUnread(d, r, 503, proxyroute.ResetBody(why), false)
+		l.replyUnread(d, r, 503, f.Body(), false)
 		return
 	}
 	// The upstream request: the client's head without its hop-by-hop

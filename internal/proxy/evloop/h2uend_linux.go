@@ -106,8 +106,9 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 	l.h2uFail(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: "+why)
 }
 
-// h2uConnFailed: the stream's connection closed or failed.
-func (l *loop) h2uConnFailed(s *h2ustream, connecting, timedOut bool) {
+// h2uConnFailed: the stream's connection closed or failed; connecting:
+// before it was up, for f.
+func (l *loop) h2uConnFailed(s *h2ustream, connecting bool, f proxyroute.ConnectFailure) {
 	if s.gotHead {
 		l.h2uResetBegun(s, accesslog.UpstreamConnectionTermination, proxyroute.DetailsCutConnectionTermination)
 		return
@@ -115,13 +116,13 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting, timedOut bool) {
 	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
-	why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, proxyroute.ResetConnectionTermination
 	if connecting {
-		why, reason = proxyroute.ConnectFailure(timedOut)
-		flag = accesslog.UpstreamConnectionFailure
+		s.st.sd.logConnectFailure(f, s.st.sd.rs.started)
+		l.h2uFail(s, 503, f.Body())
+		return
 	}
-	s.st.sd.logFlags(flag, proxyroute.ResetDetails(reason, s.st.sd.rs.started))
-	l.h2uFail(s, 503, proxyroute.ResetBody(why))
+	s.st.sd.logFlags(accesslog.UpstreamConnectionTermination, proxyroute.ResetDetails(proxyroute.ResetConnectionTermination, s.st.sd.rs.started))
+	l.h2uFail(s, 503, proxyroute.ResetBody("connection termination"))
 }
 
 // h2uConnProtocolError ends a stream of a connection failed for the

@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
 const (
@@ -418,11 +420,11 @@ func (l *loop) h2UpFailed(c *h2up) {
 	if u.closed {
 		return
 	}
-	connecting, timedOut := u.connecting, u.timedOut
+	connecting, f := u.connecting, proxyroute.ConnectFailed(u.connErr, u.timedOut)
 	l.h2UpForget(c)
 	l.closeUp(u)
 	for _, s := range c.streams {
-		l.h2uConnFailed(s, connecting, timedOut)
+		l.h2uConnFailed(s, connecting, f)
 	}
 }
 

@@ -93,9 +93,9 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 			l.dropReply(d, pool, "upstream connect error or disconnect/reset before headers. reset reason: overflow", atHead)
 			return
 		}
-		why, reason := proxyroute.ConnectFailure(false) // an immediate failure
-		d.logFlags(accesslog.UpstreamConnectionFailure, proxyroute.ResetDetails(reason, false))
-		l.abortReply(d, pool, 503, proxyroute.ResetBody(why), false)
+		f := proxyroute.ConnectFailed(err, false) // an immediate failure
+		d.logConnectFailure(f, false)
+		l.abortReply(d, pool, 503, f.Body(), false)
 		return
 	}
 	s := l.ustreams.get()

@@ -140,9 +140,12 @@ type up struct {
 	outOff     int
 	replayable bool // out holds the whole request
 	connecting bool
-	// timedOut: its connect timeout ended the connect (connectTimedOut),
-	// which the reply to its request says (proxyroute.ConnectFailure).
+	// timedOut: its connect timeout ended the connect (connectTimedOut);
+	// connErr: why else its connect or TLS handshake failed (the
+	// socket's errno, the handshake's error). The reply to its request
+	// says which (proxyroute.ConnectFailed).
 	timedOut bool
+	connErr  error
 	reused   bool
 	scan     headScanner
 	rstate   uint8

@@ -200,9 +200,9 @@ func (l *loop) retryNow(d *down) {
 	}
 	u, err := l.getUp(pool)
 	if err != nil {
-		why, reason := proxyroute.ConnectFailure(false) // an immediate failure
-		d.logFlags(accesslog.UpstreamConnectionFailure, proxyroute.ResetDetails(reason, false))
-		l.abortReply(d, pool, 503, proxyroute.ResetBody(why), false)
+		f := proxyroute.ConnectFailed(err, false) // an immediate failure
+		d.logConnectFailure(f, false)
+		l.abortReply(d, pool, 503, f.Body(), false)
 		return
 	}
 	l.putBuf(u.out)

@@ -3,6 +3,7 @@ package evloop
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -31,6 +32,7 @@ type handshaken struct {
 	fd      int
 	gen     *generation
 	tc      *tlsrec.Conn // nil: the handshake failed
+	err     error        // why it failed
 	drained uint64       // the Server's drainGen at the accept
 	u       *up          // an upstream connection's; fd and gen unused then
 }
@@ -58,27 +60,27 @@ func (l *loop) goHandshake(ctx context.Context, fd int, hs tlsrec.HandshakeFunc,
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		l.srv.log.Debug("TLS handshake: dup", "err", err)
-		dup = -1
+		dup, h.err = -1, fmt.Errorf("TLS handshake: dup: %v", err) // not the connect's errno (proxyroute.ConnectFailed)
 	}
 	l.srv.hs.Add(1)
 	go func() { // one TLS handshake; ends when it completes or fails, within timeout (or when Serve's ctx ends)
 		defer l.srv.hs.Done()
 		if dup >= 0 {
-			h.tc = l.srv.handshake(ctx, dup, hs, timeout)
+			h.tc, h.err = l.srv.handshake(ctx, dup, hs, timeout)
 		}
 		l.post(h)
 	}()
 }
 
 // handshake runs hs on dup, a duplicate of a loop's descriptor, and closes
-// it. nil means the handshake failed.
-func (s *Server) handshake(ctx context.Context, dup int, hs tlsrec.HandshakeFunc, timeout time.Duration) *tlsrec.Conn {
+// it; a nil Conn and why when the handshake failed.
+func (s *Server) handshake(ctx context.Context, dup int, hs tlsrec.HandshakeFunc, timeout time.Duration) (*tlsrec.Conn, error) {
 	f := os.NewFile(uintptr(dup), "tls-handshake")
 	c, err := net.FileConn(f) // another duplicate, in Go's poller; f's is closed below
 	_ = f.Close()
 	if err != nil {
 		s.log.Debug("TLS handshake: socket", "err", err)
-		return nil
+		return nil, err
 	}
 	defer c.Close()
 	hctx, cancel := context.WithTimeout(ctx, timeout)
@@ -86,9 +88,9 @@ func (s *Server) handshake(ctx context.Context, dup int, hs tlsrec.HandshakeFunc
 	tc, err := tlsrec.Handshake(hctx, c, hs)
 	if err != nil {
 		s.log.Debug("TLS handshake failed", "peer", c.RemoteAddr().String(), "err", err)
-		return nil
+		return nil, err
 	}
-	return tc
+	return tc, nil
 }
 
 // post gives a handshake's outcome to the loop, from its goroutine. Once
@@ -379,6 +381,7 @@ func (l *loop) upHandshaken(h handshaken) {
 			l.connectTimedOut(u)
 		} else {
 			l.connectFailed(u.pool)
+			u.connErr = h.err
 		}
 		l.upFailed(u)
 	default:

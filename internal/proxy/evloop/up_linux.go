@@ -77,6 +77,10 @@ func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
 		}
 		if errno, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
 			l.connectFailed(u.pool)
+			u.connErr = err
+			if err == nil {
+				u.connErr = unix.Errno(errno) // Envoy's "delayed connect error"
+			}
 			l.upFailed(u)
 			return
 		}

@@ -52,21 +52,23 @@ func (l *loop) upFailed(u *up) {
 		}
 	}
 	if u.status == 0 {
-		why, flag, reason := "connection termination", accesslog.UpstreamConnectionTermination, proxyroute.ResetConnectionTermination
+		body := proxyroute.ResetBody("connection termination")
 		if u.connecting {
 			// The connect or its TLS handshake, as the goroutine path's
 			// ConnectError.
-			why, reason = proxyroute.ConnectFailure(u.timedOut)
-			flag = accesslog.UpstreamConnectionFailure
+			f := proxyroute.ConnectFailed(u.connErr, u.timedOut)
+			d.logConnectFailure(f, d.rs.started)
+			body = f.Body()
+		} else {
+			d.logFlags(accesslog.UpstreamConnectionTermination, proxyroute.ResetDetails(proxyroute.ResetConnectionTermination, d.rs.started))
 		}
-		d.logFlags(flag, proxyroute.ResetDetails(reason, d.rs.started))
 		u.d, d.u = nil, nil
 		l.closeUp(u)
 		// A body not all read closes the connection after the reply
 		// unless it has arrived (localReply); one that has is skipped
 		// (replyDone), as the goroutine path drains what the upstream
 		// did not take.
-		l.abortReply(d, u.pool, 503, proxyroute.ResetBody(why), false)
+		l.abortReply(d, u.pool, 503, body, false)
 		return
 	}
 	// After the head: the codec's end of input in a body of known

@@ -24,8 +24,13 @@ type localError struct {
 	flags   accesslog.Flags
 	body    string
 	details string
-	abort   bool // no reply: reset the stream (close the HTTP/1.1 connection)
-	close   bool // close the HTTP/1.1 connection after the reply
+	// upstreamFailure is the transport failure reason of a connection
+	// that failed before it was up (route.ConnectFailure.Transport): Envoy's
+	// UpstreamRequest::onPoolFailure stores it in the attempt's upstream
+	// info, which the stream's access log reads, whether or not a reply goes.
+	upstreamFailure string
+	abort           bool // no reply: reset the stream (close the HTTP/1.1 connection)
+	close           bool // close the HTTP/1.1 connection after the reply
 	// grpc is the grpc-status of the reply to a gRPC request; 0: the one
 	// its code maps to (route.GRPCStatusFor).
 	grpc int
@@ -41,6 +46,7 @@ func (m *HCM) errorHandler(w http.ResponseWriter, s *stream, err error) {
 		le = &localError{code: http.StatusServiceUnavailable, flags: accesslog.UpstreamConnectionTermination,
 			body: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"}
 	}
+	s.upstreamFailure = le.upstreamFailure
 	if s.down.Err() != nil {
 		// The client went away: nothing to answer.
 		s.flags |= accesslog.DownstreamConnectionTermination | le.flags

@@ -81,9 +81,12 @@ type stream struct {
 	bodyCut   atomic.Pointer[string] // the details of the upstream's reset that cut it (upstreamBody.cutBy), or the max stream duration's
 	bodyErr   atomic.Pointer[error]  // the first error reading the downstream request body
 	details   string
-	rw        *respWriter
-	slots     []any // one per filter; nil without filters
-	ran       int   // filters whose DecodeHeaders ran
+	// upstreamFailure is the last attempt's transport failure reason
+	// (localError.upstreamFailure), for %UPSTREAM_TRANSPORT_FAILURE_REASON%.
+	upstreamFailure string
+	rw              *respWriter
+	slots           []any // one per filter; nil without filters
+	ran             int   // filters whose DecodeHeaders ran
 }
 
 // allFlags are the stream's response flags, with those the upstream body
@@ -428,6 +431,7 @@ func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 		BytesReceived: s.rxBytes.Load(), BytesSent: rw.bytes, Attempts: s.attempts,
 		DownstreamRemote: s.conn.Src.String(), DownstreamLocal: s.conn.Dst.String(),
 		DownstreamDirectPeer: s.conn.Src.String(), ServerName: s.conn.ServerName, ConnectionID: s.conn.ID,
+		UpstreamFailure: s.upstreamFailure,
 	}
 	if s.in.ProtoMajor == 2 {
 		e.Protocol = "HTTP/2"

@@ -420,9 +420,9 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 	}
 	var ce *cluster.ConnectError
 	if errors.As(err, &ce) {
-		why, reason := route.ConnectFailure(ce.Timeout)
-		le = &localError{code: 503, flags: accesslog.UpstreamConnectionFailure, details: route.ResetDetails(reason, started),
-			body: route.ResetBody(why)}
+		f := route.ConnectFailed(ce.Err, ce.Timeout)
+		le = &localError{code: 503, flags: accesslog.UpstreamConnectionFailure, details: f.Details(started),
+			body: f.Body(), upstreamFailure: f.Transport}
 		return le, rp != nil && rp.RetriableReset(true, false), false
 	}
 	if cluster.IsProtocolError(err) {

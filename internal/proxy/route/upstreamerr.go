@@ -33,36 +33,16 @@ const DetailsViaUpstream = "via_upstream"
 // Reset reasons as Envoy's details write them
 // (Http::Utility::resetReasonToString).
 const (
-	ResetConnectionTermination = "connection_termination"
-	ResetRemoteReset           = "remote_reset"
-	ResetRemoteRefused         = "remote_refused_stream_reset"
-	ResetConnectionFailure     = "connection_failure"
-	ResetConnectionTimeout     = "connection_timeout"
+	ResetConnectionTermination   = "connection_termination"
+	ResetRemoteReset             = "remote_reset"
+	ResetRemoteRefused           = "remote_refused_stream_reset"
+	ResetRemoteConnectionFailure = "remote_connection_failure"
+	ResetConnectionTimeout       = "connection_timeout"
 )
 
-// ConnectFailure is what the local reply to a request whose upstream
-// connection failed before it was up (its connect, or its TLS handshake)
-// says, one rule for every request path: the reset reason in its body
-// (why) and in its details (reason, for ResetDetails), flagged UF either
-// way. A connect the cluster's connect_timeout ended is a connection
-// timeout, as Envoy's pool reports it since 1.27 (PoolFailureReason::
-// Timeout, which UpstreamRequest::onPoolFailure maps to StreamResetReason::
-// ConnectionTimeout: "connection timeout"; changelog 1.27.0, connection
-// pool, "Increase granularity mapping connection pool failures"), the
-// Envoy of App Mesh's last images (1.29, 1.34) included; any other failed
-// connect says connection failure (see Known differences in
-// docs/proxy.md: those Envoys say remote_connection_failure or
-// local_connection_failure).
-func ConnectFailure(timedOut bool) (why, reason string) {
-	if timedOut {
-		return "connection timeout", ResetConnectionTimeout
-	}
-	return "connection failure", ResetConnectionFailure
-}
-
 // ResetBody is the body of the local reply to an upstream reset before
-// the response head, whose reason is why (as ConnectFailure gives it):
-// the router's Filter::onUpstreamReset.
+// the response head, whose reason is why (ConnectFailure.Body adds a
+// transport failure reason): the router's Filter::onUpstreamReset.
 func ResetBody(why string) string {
 	return "upstream connect error or disconnect/reset before headers. reset reason: " + why
 }
@@ -118,7 +98,8 @@ const (
 
 // ResetDetails is the response code details of the local reply to an
 // upstream reset of reason (as the details write it:
-// UpstreamProtocolErrorReason, Reset*, "connection_failure"), one rule for both
+// UpstreamProtocolErrorReason, Reset*; ConnectFailure.Details adds a
+// transport failure reason), one rule for both
 // request paths: Envoy's router (Filter::onUpstreamReset) says
 // upstream_reset_before_response_started{reason}, or, once the response
 // started, upstream_reset_after_response_started{reason}. A reset that

@@ -19,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/listener"
+	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/proxy/strict"
 )
@@ -154,6 +155,13 @@ func (p *Proxy) ServeConn(ctx context.Context, c *listener.Conn) {
 				return
 			}
 			e.Flags |= accesslog.UpstreamConnectionFailure
+			// Envoy's Filter::onGenericPoolFailure stores the pool's
+			// transport failure reason in the connection's upstream
+			// info, which a later attempt that connects leaves as it is.
+			var ce *cluster.ConnectError
+			if errors.As(err, &ce) {
+				e.UpstreamFailure = route.ConnectFailed(ce.Err, ce.Timeout).Transport
+			}
 			continue
 		}
 		e.Flags &^= accesslog.UpstreamConnectionFailure

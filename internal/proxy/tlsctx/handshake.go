@@ -50,7 +50,7 @@ func (c *common) material() ([]*Material, *Material, error) {
 	for _, e := range c.certs {
 		m := e.Load()
 		if m == nil {
-			return nil, nil, fmt.Errorf("certificate secret %q (%s) has not arrived", e.name, e.src)
+			return nil, nil, fmt.Errorf("%w: certificate secret %q (%s) has not arrived", errNotReady, e.name, e.src)
 		}
 		certs = append(certs, m)
 	}
@@ -58,7 +58,7 @@ func (c *common) material() ([]*Material, *Material, error) {
 	trust := c.staticCA
 	if c.trust != nil {
 		if trust = c.trust.Load(); trust == nil {
-			return nil, nil, fmt.Errorf("validation secret %q (%s) has not arrived", c.trust.name, c.trust.src)
+			return nil, nil, fmt.Errorf("%w: validation secret %q (%s) has not arrived", errNotReady, c.trust.name, c.trust.src)
 		}
 	}
 	return certs, trust, nil
@@ -261,19 +261,26 @@ func (cl *Client) config(alpn ALPN) (*tls.Config, error) {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
 	if trust != nil {
-		cfg.VerifyConnection = verifier(trust.Roots, cl.c.sans(trust), true, cl.stats)
+		verify := verifier(trust.Roots, cl.c.sans(trust), true, cl.stats)
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if err := verify(cs); err != nil {
+				return verifyFailed{err} // CERTIFICATE_VERIFY_FAILED (handshakeFailure)
+			}
+			return nil
+		}
 	}
 	cl.cur[alpn].Store(&snapshot{certs: certs, trust: trust, cfg: cfg})
 	return cfg, nil
 }
 
 // Handshake runs the client side of a TLS handshake on c until ctx ends
-// (the cluster's connect_timeout) and counts it.
+// (the cluster's connect_timeout) and counts it. A failure is a
+// *HandshakeError.
 func (cl *Client) Handshake(ctx context.Context, c net.Conn, alpn ALPN) (net.Conn, error) {
 	cfg, err := cl.config(alpn)
 	if err != nil {
 		cl.stats.ConnectionError.Inc()
-		return nil, err
+		return nil, &HandshakeError{Err: err, reason: handshakeFailure(err)}
 	}
 	tc := tls.Client(c, cfg)
 	if _, ok := ctx.Deadline(); !ok {
@@ -283,7 +290,7 @@ func (cl *Client) Handshake(ctx context.Context, c net.Conn, alpn ALPN) (net.Con
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		cl.stats.ConnectionError.Inc()
-		return nil, fmt.Errorf("tls handshake: %w", err)
+		return nil, &HandshakeError{Err: err, reason: handshakeFailure(err)}
 	}
 	cl.stats.Handshake.Inc()
 	if tc.ConnectionState().DidResume {
