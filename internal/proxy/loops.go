@@ -137,9 +137,9 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 		h = normalizedHead{h, append(path[:len(path):len(path)], query(h.Target())...)}
 	}
 	rc := r.hcm.RouteConfig()
-	if rc == nil || rc.MatchesRequestID && !hasHeader(h, "x-request-id") {
-		// The goroutine path generates the request's ID before it
-		// matches the routes; the loops add it after.
+	if rc == nil || rc.MatchesRequestID && !idsKept(h) {
+		// The goroutine path generates the request's ID (or drops an
+		// empty line) before it matches the routes; the loops after.
 		return evloop.Target{HandOff: true}
 	}
 	vh, rt := rc.MatchHead(h, path)
@@ -497,12 +497,17 @@ func loopOps(o *route.HeaderOps) bool {
 	return true
 }
 
-// hasHeader reports whether h has a header line named name (lower case).
-func hasHeader(h route.Head, name string) bool {
+// idsKept reports whether h has x-request-id lines and weft keeps each
+// as it is (route.KeepsRequestID): none is replaced or dropped.
+func idsKept(h route.Head) bool {
+	n := 0
 	for i := range h.NumHeaders() {
-		if n, _ := h.Header(i); route.EqualFoldASCII(n, name) {
-			return true
+		if k, v := h.Header(i); route.EqualFoldASCII(k, "x-request-id") {
+			if !route.KeepsRequestID(v) {
+				return false
+			}
+			n++
 		}
 	}
-	return false
+	return n > 0
 }

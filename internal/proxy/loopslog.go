@@ -97,7 +97,11 @@ func (h loopHead) Header(name string) string {
 		}
 	}
 	var hl headerLookup
+	rid := route.EqualFoldASCII(name, "x-request-id")
 	for _, f := range h.r.Headers {
+		if rid && !route.KeepsRequestID(f.Value) {
+			continue // not forwarded, nor logged by the goroutine path
+		}
 		if hl.line(name, f.Name, f.Value) {
 			break
 		}

@@ -25,6 +25,32 @@ type value struct {
 	ok  bool
 }
 
+// sanitizeSNI is an SNI as %REQUESTED_SERVER_NAME% logs it, as Envoy 1.34
+// does (StringUtil::sanitizeInvalidHostname; since 1.32, under
+// sanitize_sni_in_access_log, with _ allowed since 1.33): one with a byte
+// other than an ASCII letter, digit, '.', '-' or '_' is "invalid:" and
+// the name with each such byte made '_', so that a client cannot write
+// what it likes (a quote, a newline) into the log.
+func sanitizeSNI(s string) string {
+	hostByte := func(c byte) bool {
+		return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_'
+	}
+	i := 0
+	for i < len(s) && hostByte(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	b := append([]byte("invalid:"), s...)
+	for j := len("invalid:") + i; j < len(b); j++ {
+		if !hostByte(b[j]) {
+			b[j] = '_'
+		}
+	}
+	return string(b)
+}
+
 func str(s string) value {
 	if s == "" {
 		return value{}
@@ -295,7 +321,7 @@ func simpleOperators(host string) map[string]operator {
 		"DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT": func(e *Entry) value {
 			return withoutPort(e.DownstreamDirectPeer)
 		},
-		"REQUESTED_SERVER_NAME": func(e *Entry) value { return str(e.ServerName) },
+		"REQUESTED_SERVER_NAME": func(e *Entry) value { return str(sanitizeSNI(e.ServerName)) },
 		"ROUTE_NAME":            func(e *Entry) value { return str(e.RouteName) },
 		"HOSTNAME":              func(e *Entry) value { return str(host) },
 		"CONNECTION_ID":         func(e *Entry) value { return num(int64(e.ConnectionID)) },

@@ -48,6 +48,33 @@ func TestText(t *testing.T) {
 	}
 }
 
+// TestRequestedServerNameSanitized: %REQUESTED_SERVER_NAME% logs an SNI
+// with a byte other than a letter, digit, '.', '-' or '_' as "invalid:"
+// and the name with those bytes made '_', as Envoy 1.34
+// (StringUtil::sanitizeInvalidHostname); a valid one as it is, none as
+// "-". weft logged the SNI as the ClientHello had it.
+func TestRequestedServerNameSanitized(t *testing.T) {
+	f, err := CompileText("%REQUESTED_SERVER_NAME%", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ sni, want string }{
+		{"", "-"},
+		{"svc.mesh.local", "svc.mesh.local"},
+		{"My-Svc_1.example", "My-Svc_1.example"},
+		{"a b", "invalid:a_b"},
+		{"x\"\n\x00.io", "invalid:x___.io"},
+		{"caf\u00e9.io", "invalid:caf__.io"}, // each byte of é
+		{"a:443/b", "invalid:a_443_b"},
+	} {
+		e := entry()
+		e.ServerName = tc.sni
+		if got := string(f.Append(nil, e)); got != tc.want {
+			t.Errorf("SNI %q logged %q; want %q", tc.sni, got, tc.want)
+		}
+	}
+}
+
 func TestTextErrors(t *testing.T) {
 	for _, f := range []string{"%NOPE%", "%REQ%", "%START_TIME(%Q)%", "%BYTES_SENT(x)%", "%REQ(A):x%", "%PROTOCOL"} {
 		if _, err := CompileText(f, false); err == nil {

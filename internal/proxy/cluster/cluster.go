@@ -412,14 +412,19 @@ func (c *Cluster) Peek(avoid func(*Host) bool, attempts int) (*Host, error) {
 	if n == 0 {
 		return nil, ErrNoHealthyUpstream
 	}
-	healthy := 0
+	// The panic threshold counts the hosts not excluded (Envoy's
+	// isHostSetInPanic: healthy over hosts less excluded, 0% when all
+	// are excluded); in panic every host is picked, excluded ones too.
+	healthy, counted := 0, n
 	for _, h := range hs.hosts {
 		if h.Healthy() {
 			healthy++
+		} else if h.flags.Load()&edsDraining != 0 {
+			counted--
 		}
 	}
 	all := false
-	if float64(healthy)*100 < c.panicThreshold*float64(n) {
+	if float64(healthy)*100 < c.panicThreshold*float64(counted) || counted == 0 && c.panicThreshold > 0 {
 		// Panic: too few healthy hosts, balance over all of them.
 		c.Stats.LbHealthyPanic.Inc()
 		all = true

@@ -122,9 +122,9 @@ func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSe
 		}
 	}
 	type change struct {
-		h         *Host
-		weight    uint32
-		unhealthy bool
+		h                   *Host
+		weight              uint32
+		unhealthy, draining bool
 	}
 	var changes []change
 	seen := map[string]bool{}
@@ -148,12 +148,10 @@ func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSe
 			}
 			h = nh
 		}
-		switch ep.GetHealthStatus() {
-		case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
-			changes = append(changes, change{h, w, true})
-		default:
-			changes = append(changes, change{h, w, false})
-		}
+		// As Envoy's HostImplBase::setEdsHealthFlag (1.34).
+		st := ep.GetHealthStatus()
+		changes = append(changes, change{h, w, st == corev3.HealthStatus_UNHEALTHY || st == corev3.HealthStatus_TIMEOUT,
+			st == corev3.HealthStatus_DRAINING})
 		hosts = append(hosts, h)
 		return nil
 	})
@@ -164,6 +162,7 @@ func hostsFromCLA(la *endpointv3.ClusterLoadAssignment, path string, old *hostSe
 		for _, c := range changes {
 			c.h.weight.Store(c.weight)
 			c.h.setFlag(edsUnhealthy, c.unhealthy)
+			c.h.setFlag(edsDraining, c.draining)
 		}
 	}, nil
 }

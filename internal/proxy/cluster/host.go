@@ -10,8 +10,15 @@ import (
 const (
 	failedActiveHC  uint32 = 1 << iota // active health check failed
 	pendingActiveHC                    // never checked yet
-	edsUnhealthy                       // EDS said UNHEALTHY, DRAINING or TIMEOUT
+	edsUnhealthy                       // EDS said UNHEALTHY or TIMEOUT
 	outlierEjected                     // ejected by outlier detection
+	// edsDraining: EDS said DRAINING. As Envoy since 1.30
+	// (EDS_STATUS_DRAINING, exclude_host_in_eds_status_draining; default
+	// in 1.34), the host is unhealthy and excluded: not counted for the
+	// panic threshold (Peek), picked only in panic, as Envoy picks its
+	// excluded hosts ("excluded hosts are still eligible for traffic").
+	// Before 1.30 it was edsUnhealthy.
+	edsDraining
 )
 
 // Host is one upstream endpoint. It outlives host-set updates that keep its
@@ -102,6 +109,9 @@ func (h *Host) HealthString() string {
 	}
 	if f&edsUnhealthy != 0 {
 		add("/failed_eds_health")
+	}
+	if f&edsDraining != 0 {
+		add("/eds_status_draining") // HostUtility::healthFlagsToString
 	}
 	return s
 }

@@ -55,7 +55,8 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 }
 
 // h2uExtra adds weft's fields to a request for an HTTP/2 upstream:
-// x-forwarded-proto and x-request-id unless the client sent them.
+// x-forwarded-proto unless the client sent one, x-request-id unless
+// it sent one weft keeps (proxyroute.KeepsRequestID).
 func (l *loop) h2uExtra(d *down, st *h2stream, r *request) {
 	if st.extra == nil && (!r.hasXFP || !r.hasRequestID) {
 		st.extra = st.extraBuf[:0]
@@ -123,6 +124,9 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 	for _, hf := range st.hf.Fields {
 		if hf.Name == "expect" && st.expect100 {
 			continue // answered by the proxy (h2Continue), as Envoy does
+		}
+		if hf.Name == "x-request-id" && !proxyroute.KeepsRequestID(hf.Value) {
+			continue // replaced by weft's (h2uExtra) or joined to a kept one
 		}
 		if hf.Name == ":path" && st.path != "" {
 			hf.Value = st.path

@@ -248,7 +248,7 @@ type request struct {
 	chunked        bool // Transfer-Encoding: chunked
 	head           bool // HEAD: the response has no body
 	closeAfter     bool // the client asked to close, or HTTP/1.0 without keep-alive
-	hasRequestID   bool
+	hasRequestID   bool // an x-request-id line holds an ID weft keeps (proxyroute.KeepsRequestID)
 	// expectContinue: its Expect lines ask for 100-continue
 	// (proxyroute.ExpectContinue); they are not forwarded.
 	expectContinue bool
@@ -385,7 +385,13 @@ func parseRequest(b []byte, r *request, http10 bool, maxLines int, stream bool) 
 			// forwards it.
 			expect = proxyroute.ExpectLine(expect, val)
 		case equalFold(name, "x-request-id"):
-			r.hasRequestID = true
+			// An empty one is not forwarded; without another, dispatch
+			// adds weft's ID (proxyroute.KeepsRequestID).
+			if proxyroute.KeepsRequestID(val) {
+				r.hasRequestID = true
+			} else {
+				h.hop = true
+			}
 		case equalFold(name, "x-forwarded-proto"):
 			r.hasXFP = true
 		case !r.typed && equalFold(name, "content-type"):

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -238,10 +239,13 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		m.localReply(rw, s, http.StatusBadRequest, 0, "", route.DetailsMissingHost)
 		return
 	}
-	if m.generateRequestID && r.Header.Get("X-Request-Id") == "" {
+	if ids := r.Header["X-Request-Id"]; m.generateRequestID && !slices.ContainsFunc(ids, route.KeepsRequestID[string]) {
 		// As Envoy: the downstream request gets the ID, so the access log's
 		// %REQ(X-REQUEST-ID)% and the upstream see the same one.
 		r.Header.Set("X-Request-Id", newRequestID())
+	} else if m.generateRequestID && slices.Contains(ids, "") {
+		// Empty lines beside a kept one are not forwarded (route.KeepsRequestID).
+		r.Header["X-Request-Id"] = slices.DeleteFunc(slices.Clone(ids), func(v string) bool { return !route.KeepsRequestID(v) })
 	}
 	if route.PathRefused(r.RequestURI, m.normalizePath) {
 		// Refused by the connection manager, after it added the
