@@ -36,7 +36,8 @@ import (
 // path said connection failure, as for any failed connect) and counted
 // in upstream_cx_connect_timeout and
 // upstream_cx_connect_fail, as Envoy's pool counts a connect its timer
-// ended (ActiveClient::onConnectTimeout). The loops bounded every
+// ended (ActiveClient::onConnectTimeout), and in the host's
+// cx_connect_fail. The loops bounded every
 // connect by one fixed 1 s, whatever the cluster's, and counted no
 // connect timeout; the goroutine path counted a plaintext one only when
 // the dialer reported the context's deadline rather than the socket's.
@@ -156,6 +157,22 @@ func TestConnectTimeoutSamePaths(t *testing.T) {
 					}
 				}
 				waitStats(t, h, want)
+				// The host's cx_connect_fail (/clusters) counts the timed
+				// out connect too, as Envoy's pool charges the host with
+				// the cluster for a client closed while connecting
+				// (ConnPoolImplBase::onConnectionEvent; the loops
+				// counted the cluster's alone).
+				for _, l := range legs {
+					addr := hole
+					if l.tls {
+						addr = silent
+					}
+					for _, short := range []bool{true, false} {
+						if n := hostStat(h, name(l, short), addr, "cx_connect_fail"); n != 1 {
+							t.Errorf("%s: the host's cx_connect_fail = %d, want 1", name(l, short), n)
+						}
+					}
+				}
 				// One line per request: its protocol, path and the
 				// failed connect's flags.
 				log := awaitLog(t, logFile, 2*len(legs))

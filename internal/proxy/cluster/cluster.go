@@ -381,7 +381,7 @@ func (c *Cluster) halt() {
 		c.h1.closeIdle()
 	}
 	if c.h2pool != nil {
-		c.h2pool.drain(nil) // as Envoy drains a removed cluster's pools
+		c.h2pool.drain(nil, nil) // as Envoy drains a removed cluster's pools
 	}
 	c.origDst.Range(func(_, v any) bool {
 		v.(*Host).origDst.closeIdle()

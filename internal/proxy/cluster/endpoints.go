@@ -196,25 +196,38 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	// their connections, and the event loops drop their pools of them
 	// (Manager.OnHostsGone), after the swap above, so that no pick
 	// returns them again.
+	//
+	// A host is gone unless the update keeps its Host (same address and
+	// locality, hostsFromCLA): one added again, or moved to another
+	// locality, is a new Host, whose address's connections are the old
+	// one's, drained as Envoy drains the pools of the HostSharedPtr it
+	// removed, whatever the address ("if a host is readded it will be a
+	// different physical HostSharedPtr", removeHosts).
 	if c.Type != OriginalDst && c.Type != LogicalDNS {
 		in := make(map[string]bool, len(hosts))
+		kept := make(map[*Host]bool, len(hosts))
 		for _, h := range hosts {
-			in[h.Addr] = true
+			in[h.Addr], kept[h] = true, true
 		}
-		keep := func(addr string) bool { return in[addr] }
-		if c.h1 != nil {
-			c.h1.forget(keep)
-		}
-		if c.h2pool != nil {
-			c.h2pool.drain(keep)
-		}
-		if old != nil && c.gone != nil {
-			var gone []string
+		var gone []string
+		replaced := map[string]bool{}
+		if old != nil {
 			for _, h := range old.hosts {
-				if !in[h.Addr] {
+				if !kept[h] {
 					gone = append(gone, h.Addr)
+					if in[h.Addr] {
+						replaced[h.Addr] = true
+					}
 				}
 			}
+		}
+		if c.h1 != nil {
+			c.h1.forget(func(addr string, h *Host) bool { return in[addr] && (h == nil || kept[h]) })
+		}
+		if c.h2pool != nil {
+			c.h2pool.drain(func(addr string) bool { return in[addr] }, func(addr string) bool { return replaced[addr] })
+		}
+		if c.gone != nil {
 			c.gone.tell(c.Name, gone)
 		}
 	}

@@ -41,10 +41,13 @@ type h1Client struct {
 	mu     sync.Mutex
 	idle   map[string][]*h1Conn // by host address, least recently used first; protected by mu
 	closed bool                 // set by closeIdle; protected by mu
-	// keep is the last forget's: the addresses of hosts in the cluster,
-	// nil until a forget. A connection whose host left while its exchange
-	// ran is closed when it ends, not pooled. Protected by mu.
-	keep func(addr string) bool
+	// keep is the last forget's: whether a connection's host (its
+	// address, and the Host that dialled it when known) is in the
+	// cluster; nil until a forget. A connection whose host left while its
+	// exchange ran, or was replaced (added again, or moved to another
+	// locality: a new Host), is closed when it ends, not pooled.
+	// Protected by mu.
+	keep func(addr string, h *Host) bool
 }
 
 const (
@@ -80,6 +83,7 @@ type h1Conn struct {
 	nc        net.Conn
 	raw       syscall.RawConn // for the liveness check; nil if unavailable
 	addr      string
+	host      *Host // the Host it was dialled for; nil when unknown
 	br        *bufio.Reader
 	limit     *headLimit // under br: bounds each response head
 	reused    bool
@@ -87,9 +91,9 @@ type h1Conn struct {
 	abort     func() // aborts blocked I/O; bound once, used by context.AfterFunc
 }
 
-func newH1Conn(nc net.Conn, addr string) *h1Conn {
+func newH1Conn(nc net.Conn, addr string, h *Host) *h1Conn {
 	hl := &headLimit{r: nc, left: -1}
-	pc := &h1Conn{nc: nc, addr: addr, br: bufio.NewReaderSize(hl, bufSize), limit: hl}
+	pc := &h1Conn{nc: nc, addr: addr, host: h, br: bufio.NewReaderSize(hl, bufSize), limit: hl}
 	if sc, ok := nc.(syscall.Conn); ok {
 		pc.raw, _ = sc.SyscallConn()
 	} else if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
@@ -376,7 +380,7 @@ func (t *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newH1Conn(nc, addr), nil
+	return newH1Conn(nc, addr, h), nil
 }
 
 // put returns a connection whose exchange ended cleanly to the pool.
@@ -385,7 +389,7 @@ func (t *h1Client) put(pc *h1Conn) {
 	var expired *h1Conn
 	t.mu.Lock()
 	l := t.idle[pc.addr]
-	if t.closed || len(l) >= maxIdlePerHost || t.keep != nil && !t.keep(pc.addr) {
+	if t.closed || len(l) >= maxIdlePerHost || t.keep != nil && !t.keep(pc.addr, pc.host) {
 		t.mu.Unlock()
 		pc.close()
 		return
@@ -404,18 +408,29 @@ func (t *h1Client) put(pc *h1Conn) {
 	}
 }
 
-// forget closes the idle connections of the addresses keep refuses (hosts
-// that left the cluster) and drops their keys. Nothing else would: an
-// address no longer picked is never looked up again, and its connections,
-// closed by their peer as it went, stayed open on our side.
-func (t *h1Client) forget(keep func(addr string) bool) {
+// forget closes the idle connections keep refuses (of hosts that left
+// the cluster or were replaced) and drops the keys left without one.
+// Nothing else would: an address no longer picked is never looked up
+// again, and its connections, closed by their peer as it went, stayed
+// open on our side.
+func (t *h1Client) forget(keep func(addr string, h *Host) bool) {
 	var gone []*h1Conn
 	t.mu.Lock()
 	t.keep = keep
 	for addr, l := range t.idle {
-		if !keep(addr) {
-			gone = append(gone, l...)
+		kept := l[:0]
+		for _, pc := range l {
+			if keep(addr, pc.host) {
+				kept = append(kept, pc)
+			} else {
+				gone = append(gone, pc)
+			}
+		}
+		clear(l[len(kept):])
+		if len(kept) == 0 {
 			delete(t.idle, addr)
+		} else {
+			t.idle[addr] = kept
 		}
 	}
 	t.mu.Unlock()

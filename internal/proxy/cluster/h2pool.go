@@ -213,10 +213,13 @@ func (p *h2Pool) MarkDead(cc *http2.ClientConn) {
 }
 
 // drain drains the connections of the addresses keep refuses (nil: of
-// every address, for good): forgotten, so that they take no new stream,
+// every address, for good), and of those replaced says (their host was
+// replaced by a new one at the same address: added again, or moved to
+// another locality): forgotten, so that they take no new stream,
 // closed at once when idle, else when their last stream ends (shutdown).
-// Connections dialled for those addresses later are drained likewise.
-func (p *h2Pool) drain(keep func(addr string) bool) {
+// Connections dialled later for the addresses keep refuses are drained
+// likewise.
+func (p *h2Pool) drain(keep, replaced func(addr string) bool) {
 	var gone []*http2.ClientConn
 	p.mu.Lock()
 	if keep == nil {
@@ -224,7 +227,7 @@ func (p *h2Pool) drain(keep func(addr string) bool) {
 	}
 	p.keep = keep
 	for addr, l := range p.conns {
-		if !p.kept(addr) {
+		if !p.kept(addr) || replaced != nil && replaced(addr) {
 			gone = append(gone, l...)
 			delete(p.conns, addr)
 			for _, cc := range l {

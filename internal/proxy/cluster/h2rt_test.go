@@ -156,7 +156,7 @@ func TestH2RTUnusableBodyAgain(t *testing.T) {
 	var drained atomic.Bool
 	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
 		if drained.CompareAndSwap(false, true) {
-			c.h2pool.drain(nil)
+			c.h2pool.drain(nil, nil)
 		}
 	}}
 	var gets atomic.Int32

@@ -64,7 +64,8 @@ func (g *goneHooks) tell(cluster string, addrs []string) {
 // address (ip:port): removed by an update of its endpoints (EDS, a
 // STRICT_DNS answer; not LOGICAL_DNS's one host, which takes each new
 // address in place, nor an ORIGINAL_DST cluster's, which its cleanup
-// removes), or every host of a cluster the update removed or replaced
+// removes) or replaced by a new host at its address (moved to another
+// locality), or every host of a cluster the update removed or replaced
 // (CDS), once the cluster's picks no longer return them. The cluster's
 // own pools drain them as Envoy's do; fn is for the pools kept
 // elsewhere (the event loops'). It is called on the goroutine of the
