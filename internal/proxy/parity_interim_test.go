@@ -195,7 +195,8 @@ func TestPerTryAfterInterimSamePaths(t *testing.T) {
 // upstream's protocol error on every path, as Envoy's HTTP/1 codec
 // refuses it (ClientConnectionImpl::onHeadersCompleteBase;
 // route.BodylessFramed): 502 "... reset reason: protocol error", retried
-// as a reset (a 1xx so refused ends no retries, and is not counted); a
+// as a reset (a 1xx so refused ends no retries, and is not counted), so
+// that the answer says "retried and the latest reset reason"; a
 // "Content-Length: 0" on either is taken and removed, a 204's client
 // getting none. A chunked request goes through the goroutine path's
 // fallback client, which checks a 1xx head's Content-Length only (its
@@ -216,7 +217,8 @@ func TestBodylessFramedSamePaths(t *testing.T) {
 		_, _ = io.WriteString(c, scripts[req.URL.Path])
 		return false
 	})
-	const upe = "502 upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+	// Retried, so worded as after a retry (route.RetriedBody).
+	const upe = "502 upstream connect error or disconnect/reset before headers. retried and the latest reset reason: protocol error"
 	requests := []struct {
 		path    string
 		chunked bool

@@ -42,7 +42,9 @@ func TestRefusedStreamRetriedSamePaths(t *testing.T) {
 	retry := timed(routeTo("/retry/", "retried"))
 	retry.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "refused-stream", NumRetries: u32(2),
 		RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Millisecond)}}
-	const body = "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
+	// The retried request's answer says so (route.RetriedBody).
+	bodies := []string{"upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset",
+		"upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote refused stream reset"}
 	names := []string{"upstream_rq_total", "upstream_rq_completed", "upstream_rq_503", "upstream_rq_5xx",
 		"upstream_rq_rx_reset", "upstream_rq_tx_reset", "upstream_rq_retry", "upstream_rq_retry_success",
 		"upstream_rq_retry_limit_exceeded", "upstream_rq_retry_overflow", "upstream_rq_timeout"}
@@ -68,7 +70,7 @@ func TestRefusedStreamRetriedSamePaths(t *testing.T) {
 				if took := time.Since(start); took >= routeTimeout {
 					t.Errorf("%s: answered after %v, the route timeout", path, took)
 				}
-				if want := "503 " + body; got != want {
+				if want := "503 " + bodies[i]; got != want {
 					t.Errorf("%s: answered %q; want %q", path, got, want)
 				}
 				if want := int32(1 + 2*i); streams[i].Load() != want {

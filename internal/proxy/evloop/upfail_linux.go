@@ -142,10 +142,11 @@ func (l *loop) badGateway(u *up) {
 // upstream_rq_completed), as the goroutine path does (roundTrip); after,
 // nothing is. A timeout in a retry's back-off, with no attempt in
 // flight, is a plain localReply, as Envoy's onResponseTimeout charges
-// only the attempts it resets.
+// only the attempts it resets. The body of a reset says whether the
+// request was retried (proxyroute.RetriedBody), as dropReply's does.
 func (l *loop) abortReply(d *down, pool *clusterPool, status int, body string, closeAfter bool) {
 	l.chargeAbort(d, pool, status)
-	l.localReply(d, status, body, closeAfter)
+	l.localReply(d, status, proxyroute.RetriedBody(body, d.retries+1), closeAfter)
 }
 
 // dropReply is abortReply for an attempt that overflowed the cluster's
@@ -156,7 +157,7 @@ func (l *loop) dropReply(d *down, pool *clusterPool, body string, closeAfter boo
 	if !d.rs.started {
 		l.charge(pool.def.name, pool.st, 503, true)
 	}
-	l.localReply(d, 503, body, closeAfter)
+	l.localReply(d, 503, proxyroute.RetriedBody(body, d.retries+1), closeAfter)
 }
 
 // chargeAbort is abortReply's count.

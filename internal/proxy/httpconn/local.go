@@ -61,7 +61,9 @@ func (m *HCM) errorHandler(w http.ResponseWriter, s *stream, err error) {
 	if le.close && s.in.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
-	m.localReplyGRPC(w, s, le.code, le.grpc, le.flags, le.body, le.details)
+	// A reset's body says whether the request was retried, as the loops
+	// say it (abortReply).
+	m.localReplyGRPC(w, s, le.code, le.grpc, le.flags, route.RetriedBody(le.body, s.attempts), le.details)
 }
 
 // localReply answers without an upstream response, as gRPC (trailers

@@ -1,5 +1,7 @@
 package route
 
+import "strings"
+
 // The local reply to a request whose upstream sent a response head its
 // codec could not take, one rule for both request paths: a head over
 // MaxHeadBytes (Envoy's cluster max_response_headers_kb default, which
@@ -42,9 +44,37 @@ const (
 
 // ResetBody is the body of the local reply to an upstream reset before
 // the response head, whose reason is why (ConnectFailure.Body adds a
-// transport failure reason): the router's Filter::onUpstreamReset.
+// transport failure reason), of a request's first attempt (RetriedBody
+// words a later one's): the router's Filter::onUpstreamReset.
 func ResetBody(why string) string {
-	return "upstream connect error or disconnect/reset before headers. reset reason: " + why
+	return resetLead + resetReason + why
+}
+
+const (
+	resetLead   = "upstream connect error or disconnect/reset before headers. "
+	resetReason = "reset reason: "
+)
+
+// RetriedBody is body, a local reply's, as the reply to a request's
+// attempt number attempts (1: the first) words it, one rule for every
+// request path: the body of a reset before the response head (ResetBody,
+// ConnectFailure.Body, UpstreamProtocolErrorBody; the overflow's too)
+// says "retried and the latest reset reason: " in place of "reset reason:
+// " once the request was retried; any other body, and a first attempt's,
+// is body. Envoy's router (Filter::onUpstreamReset) adds the words when
+// its is_retry_ is set, which only Filter::doRetry sets, as it starts
+// the attempt after the first (and counts it in attempt_count_, the
+// access log's %UPSTREAM_REQUEST_ATTEMPT_COUNT%). Its details
+// (ResetDetails) do not change. Allocates only for a retried request's
+// reset.
+func RetriedBody(body string, attempts int) string {
+	if attempts <= 1 {
+		return body
+	}
+	if why, ok := strings.CutPrefix(body, resetLead+resetReason); ok {
+		return resetLead + "retried and the latest " + resetReason + why
+	}
+	return body
 }
 
 // The response code details of a response its upstream reset after its
