@@ -53,8 +53,8 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 }
 
 // downstreamScheme is the request's :scheme as Envoy has it: an HTTP/2
-// client's own (serve noted it: h2SchemeConn), an HTTP/1.1 request's from
-// its x-forwarded-proto (route.H1Scheme).
+// client's own (serve noted it: h2SchemeConn), an HTTP/1.1 request's
+// from its absolute-form target or its x-forwarded-proto (route.H1Scheme).
 func (m *HCM) downstreamScheme(s *stream) string {
 	in := s.in
 	if in.ProtoMajor == 2 {
@@ -71,7 +71,7 @@ func (m *HCM) downstreamScheme(s *stream) string {
 	if len(xfp) > 0 {
 		first = xfp[0]
 	}
-	return route.H1Scheme(first, len(xfp), s.conn.Scheme() == "https")
+	return route.H1Scheme(in.URL.Scheme, first, len(xfp), s.conn.Scheme() == "https")
 }
 
 // logRewrites gives the request the access log reads the route's path
