@@ -115,6 +115,10 @@ func TestH2UpstreamSchemeSamePaths(t *testing.T) {
 		{h2TLS, nil, "https", "https"},
 		{h2TLS, []string{"http"}, "https", "http"},
 		{h2TLSHTTP, nil, "http", "https"},
+		// An empty line is an x-forwarded-proto, kept, and no scheme.
+		{h1Plain, []string{""}, "http", ""},
+		{h1TLS, []string{""}, "https", ""},
+		{h2cHTTPS, []string{""}, "https", ""},
 		{absPlain, nil, "https", "http"},
 		{absTLS, []string{"https"}, "http", "https"},
 	}

@@ -43,9 +43,11 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 		}
 		out.Header.Set("X-Forwarded-For", ip)
 	}
-	if m.useRemoteAddress || out.Header.Get("X-Forwarded-Proto") == "" {
+	if m.useRemoteAddress || len(out.Header["X-Forwarded-Proto"]) == 0 {
 		// With use_remote_address the client's is not trusted (Envoy's
 		// xff_num_trusted_hops 0): replaced, as mutateRequestHeaders does.
+		// Else only a request without one gets one: an empty line is
+		// one (Envoy's ForwardedProto() is set; the loops' hasXFP).
 		out.Header.Set("X-Forwarded-Proto", s.conn.Scheme())
 	}
 	levels := route.Levels{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers}
