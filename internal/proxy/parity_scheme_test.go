@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -83,6 +85,14 @@ func TestH2UpstreamSchemeSamePaths(t *testing.T) {
 	h2TLSHTTP := client{"HTTP/2 over TLS :scheme http", "ingress", "http", func() http.RoundTripper {
 		return &http2.Transport{AllowHTTP: true, DialTLSContext: tlsDial}
 	}}
+	// Absolute-form targets (Request.WriteProxy), which the loops hand to
+	// the goroutine path: the target's scheme is the request's.
+	absPlain := client{"HTTP/1.1 absolute-form https://", "egress", "https", func() http.RoundTripper {
+		return absForm(func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) })
+	}}
+	absTLS := client{"HTTP/1.1 over TLS absolute-form http://", "ingress", "http", func() http.RoundTripper {
+		return absForm(func(addr string) (net.Conn, error) { return tls.Dial("tcp", addr, clientTLS(ca, "svc.local")) })
+	}}
 	cases := []struct {
 		c      client
 		xfp    []string // the client's x-forwarded-proto lines
@@ -105,6 +115,12 @@ func TestH2UpstreamSchemeSamePaths(t *testing.T) {
 		{h2TLS, nil, "https", "https"},
 		{h2TLS, []string{"http"}, "https", "http"},
 		{h2TLSHTTP, nil, "http", "https"},
+		// An empty line is an x-forwarded-proto, kept, and no scheme.
+		{h1Plain, []string{""}, "http", ""},
+		{h1TLS, []string{""}, "https", ""},
+		{h2cHTTPS, []string{""}, "https", ""},
+		{absPlain, nil, "https", "http"},
+		{absTLS, []string{"https"}, "http", "https"},
 	}
 	results := map[string]pathResult{}
 	var all []string
@@ -155,4 +171,30 @@ func TestH2UpstreamSchemeSamePaths(t *testing.T) {
 		})
 	}
 	sameAsGoroutinePath(t, results, all)
+}
+
+// absForm is an HTTP/1.1 client that writes its request in absolute
+// form, the target's scheme the URL's, on a connection of its own made
+// by dialing the URL's host.
+type absForm func(addr string) (net.Conn, error)
+
+func (d absForm) RoundTrip(req *http.Request) (*http.Response, error) {
+	c, err := d(req.URL.Host)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if err := req.WriteProxy(c); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return resp, nil
 }

@@ -43,9 +43,11 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 		}
 		out.Header.Set("X-Forwarded-For", ip)
 	}
-	if m.useRemoteAddress || out.Header.Get("X-Forwarded-Proto") == "" {
+	if m.useRemoteAddress || len(out.Header["X-Forwarded-Proto"]) == 0 {
 		// With use_remote_address the client's is not trusted (Envoy's
 		// xff_num_trusted_hops 0): replaced, as mutateRequestHeaders does.
+		// Else only a request without one gets one: an empty line is
+		// one (Envoy's ForwardedProto() is set; the loops' hasXFP).
 		out.Header.Set("X-Forwarded-Proto", s.conn.Scheme())
 	}
 	levels := route.Levels{s.wops, &s.rt.Headers, &s.vh.Headers, &s.rc.Headers}
@@ -53,8 +55,8 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 }
 
 // downstreamScheme is the request's :scheme as Envoy has it: an HTTP/2
-// client's own (serve noted it: h2SchemeConn), an HTTP/1.1 request's from
-// its x-forwarded-proto (route.H1Scheme).
+// client's own (serve noted it: h2SchemeConn), an HTTP/1.1 request's
+// from its absolute-form target or its x-forwarded-proto (route.H1Scheme).
 func (m *HCM) downstreamScheme(s *stream) string {
 	in := s.in
 	if in.ProtoMajor == 2 {
@@ -71,7 +73,7 @@ func (m *HCM) downstreamScheme(s *stream) string {
 	if len(xfp) > 0 {
 		first = xfp[0]
 	}
-	return route.H1Scheme(first, len(xfp), s.conn.Scheme() == "https")
+	return route.H1Scheme(in.URL.Scheme, first, len(xfp), s.conn.Scheme() == "https")
 }
 
 // logRewrites gives the request the access log reads the route's path

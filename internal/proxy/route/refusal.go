@@ -111,8 +111,9 @@ func (l Limits) H2Overflow(fields, bytes int) bool {
 //     holds the 100-continue token;
 //   - :scheme's value counts as the connection's scheme, "https" on a
 //     TLS connection and "http" otherwise, whatever the client sent: the
-//     goroutine path's request has no trace of it (x/net sets r.TLS only
-//     on a *tls.Conn, which the proxy's connections are not).
+//     goroutine path's request keeps none of it but whether it was
+//     https (x/net sets r.TLS then: httpconn's h2SchemeConn), which the
+//     upstream gets and this count does not read, as the loops do not.
 //
 // Cookies are not counted, as Envoy's codec does not count them.
 type H2List struct {

@@ -20,11 +20,24 @@ package route
 // runtime guard handle_uppercase_scheme), kept as written; several
 // x-forwarded-proto lines, which the codec joins with commas, are not one.
 
-// H1Scheme is the :scheme of an HTTP/1.1 request whose x-forwarded-proto
-// lines are n (0: none; use_remote_address on counts as none) and the
-// first's value xfp, on a TLS connection when tls: what Envoy sends an
-// HTTP/2 upstream for it.
-func H1Scheme[V ~string | ~[]byte](xfp V, n int, tls bool) string {
+// H1Scheme is the :scheme of an HTTP/1.1 request whose target's scheme
+// is abs ("" for an origin-form target), whose x-forwarded-proto lines
+// are n (0: none; use_remote_address on counts as none) and the first's
+// value xfp, on a TLS connection when tls: what Envoy sends an HTTP/2
+// upstream for it. An absolute-form target's scheme is the request's,
+// lower-cased, whatever its x-forwarded-proto and connection: Envoy's
+// HTTP/1.1 codec sets :scheme from it (ServerConnectionImpl::handlePath,
+// allow_absolute_url on by default), and the connection manager keeps a
+// :scheme the request has. (Envoy refuses a target whose scheme is
+// neither http nor https; weft proxy routes it, its :scheme as if it
+// were origin-form.)
+func H1Scheme[V ~string | ~[]byte](abs string, xfp V, n int, tls bool) string {
+	switch {
+	case EqualFoldASCII(abs, "http"):
+		return "http"
+	case EqualFoldASCII(abs, "https"):
+		return "https"
+	}
 	if n == 1 {
 		switch {
 		case string(xfp) == "http":
