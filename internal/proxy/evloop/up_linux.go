@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -39,7 +40,7 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		l.connectFailed(p)
-		return nil, fmt.Errorf("socket: %w", err)
+		return nil, os.NewSyscallError("socket", err) // a local connection failure (proxyroute.ConnectFailed)
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	u := &up{fd: fd, pool: p, started: l.now, out: l.getBuf(), connectFor: l.connectFor(p)}

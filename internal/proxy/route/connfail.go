@@ -2,6 +2,7 @@ package route
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"syscall"
 	"unicode"
@@ -27,15 +28,19 @@ import (
 // (ClientConnectionImpl::onWriteEvent's SO_ERROR, or the immediate error
 // of its connect), so does a failed TLS handshake (the SSL socket's
 // doRead or doWrite returns Close, which ConnectionImpl closes as
-// RemoteClose): every failure weft proxy sees is a remote connection
-// failure. Envoy's LocalClose before the connection is up is its own
-// doing (a socket it could not create or bind to a source address weft
-// does not configure), which weft proxy does not have.
+// RemoteClose): a remote connection failure. Envoy's LocalClose before
+// the connection is up is its own doing: a socket it could not create
+// (ClientConnectionImpl's "socket creation failure": the descriptors ran
+// out), which both request paths meet alike (socketFailed), or one it
+// could not bind to a source address, which weft does not configure.
 type ConnectFailure struct {
 	// Timeout: the cluster's connect_timeout ended the connect or the
 	// handshake (the pool's connect timer, which runs until the
 	// handshake is done); Envoy has no transport failure reason then.
 	Timeout bool
+	// Local: the connection's socket could not be created, a local
+	// connection failure (socketFailed).
+	Local bool
 	// Transport is the transport failure reason as Envoy words it, ""
 	// when it has none (ConnectFailed).
 	Transport string
@@ -53,13 +58,17 @@ type TransportFailure interface {
 // failed with err; timedOut: the cluster's connect_timeout ended it. The
 // transport failure reason is a TransportFailure's, else the connect's
 // errno worded as Envoy's ClientConnectionImpl words it (connectErrno),
-// else none.
+// else none; a socket(2) that failed is a local connection failure
+// (socketFailed).
 func ConnectFailed(err error, timedOut bool) ConnectFailure {
 	if timedOut {
 		return ConnectFailure{Timeout: true}
 	}
 	if tf, ok := errors.AsType[TransportFailure](err); ok {
 		return ConnectFailure{Transport: tf.TransportFailure()}
+	}
+	if socketFailed(err) {
+		return ConnectFailure{Local: true, Transport: "socket creation failure"}
 	}
 	if errno, ok := errors.AsType[syscall.Errno](err); ok {
 		return ConnectFailure{Transport: connectErrno(errno)}
@@ -70,8 +79,11 @@ func ConnectFailed(err error, timedOut bool) ConnectFailure {
 // Why is the reset reason as the body words it
 // (Http::Utility::resetReasonToString).
 func (f ConnectFailure) Why() string {
-	if f.Timeout {
+	switch {
+	case f.Timeout:
 		return "connection timeout"
+	case f.Local:
+		return "local connection failure"
 	}
 	return "remote connection failure"
 }
@@ -94,8 +106,11 @@ func (f ConnectFailure) Body() string {
 // whole; the "|" is 1.34's, 1.2x wrote ",").
 func (f ConnectFailure) Details(started bool) string {
 	reason := ResetRemoteConnectionFailure
-	if f.Timeout {
+	switch {
+	case f.Timeout:
 		reason = ResetConnectionTimeout
+	case f.Local:
+		reason = ResetLocalConnectionFailure
 	}
 	if f.Transport != "" {
 		reason += "|" + Underscored(f.Transport)
@@ -115,6 +130,18 @@ func Underscored(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// socketFailed reports whether err is a socket(2) that failed (the
+// process or the system out of descriptors), as Go's dialer and the
+// loops' dial report it: an *os.SyscallError of "socket". Envoy's
+// ClientConnectionImpl then has no socket to connect; its failure reason
+// is "socket creation failure" and it closes the connection as
+// LocalClose, which its pool reports as a local connection failure (read
+// in Envoy's current source, source/common/network/connection_impl.cc).
+func socketFailed(err error) bool {
+	se, ok := errors.AsType[*os.SyscallError](err)
+	return ok && se.Syscall == "socket"
 }
 
 // connectErrno words a failed connect's errno as Envoy 1.34's

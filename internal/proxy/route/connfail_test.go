@@ -51,6 +51,12 @@ func TestConnectFailed(t *testing.T) {
 			"upstream_reset_before_response_started{remote_connection_failure|TLS_error:|33554536:system_library:OPENSSL_internal:Connection_reset_by_peer:TLS_error_end}"},
 		{"handshake EOF", handshakeErr{errors.New("EOF"), ""}, false,
 			reset + "remote connection failure", "upstream_reset_before_response_started{remote_connection_failure}"},
+		// Out of descriptors: Go's dialer and the loops' dial report the
+		// socket(2) that failed; Envoy's ClientConnectionImpl closes as
+		// LocalClose with its "socket creation failure".
+		{"socket", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}, false,
+			reset + "local connection failure, transport failure reason: socket creation failure",
+			"upstream_reset_before_response_started{local_connection_failure|socket_creation_failure}"},
 		{"timeout", dialErr(syscall.ETIMEDOUT), true,
 			reset + "connection timeout", "upstream_reset_before_response_started{connection_timeout}"},
 		{"unknown", errors.New("something else"), false,

@@ -39,6 +39,7 @@ const (
 	ResetRemoteReset             = "remote_reset"
 	ResetRemoteRefused           = "remote_refused_stream_reset"
 	ResetRemoteConnectionFailure = "remote_connection_failure"
+	ResetLocalConnectionFailure  = "local_connection_failure"
 	ResetConnectionTimeout       = "connection_timeout"
 )
 
