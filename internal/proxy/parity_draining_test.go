@@ -60,6 +60,10 @@ func TestEDSDrainingExcludedSamePaths(t *testing.T) {
 					t.Errorf("/clusters lacks %q:\n%s", line, page)
 				}
 			}
+			// Envoy's membership_excluded counts them (2), membership_healthy not.
+			if ex, ok, tot := h.stat("cluster.c.membership_excluded"), h.stat("cluster.c.membership_healthy"), h.stat("cluster.c.membership_total"); ex != 2 || ok != 1 || tot != 3 {
+				t.Errorf("membership_excluded %d, membership_healthy %d, membership_total %d; want 2, 1, 3", ex, ok, tot)
+			}
 			if l := h.listener("egress"); !p.h2Goroutines && (!l.OnLoops() || l.HandedOff() != 0) {
 				t.Errorf("on the loops %v, %d connections handed off; want true, 0", l.OnLoops(), l.HandedOff())
 			}

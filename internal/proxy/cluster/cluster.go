@@ -325,6 +325,17 @@ func (c *Cluster) start(ctx context.Context, st *stats.Store) {
 		}
 		return int64(n)
 	})
+	sc.GaugeFunc("membership_excluded", func() int64 {
+		// Envoy's excluded hosts: here those EDS marks DRAINING
+		// (EDS_STATUS_DRAINING, excludeBasedOnHealthFlag).
+		n := 0
+		for _, h := range c.Hosts() {
+			if h.flags.Load()&edsDraining != 0 {
+				n++
+			}
+		}
+		return int64(n)
+	})
 	sc.GaugeFunc("outlier_detection.ejections_active", func() int64 {
 		n := 0
 		for _, h := range c.Hosts() {

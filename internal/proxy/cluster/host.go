@@ -85,33 +85,30 @@ func (h *Host) setFlag(f uint32, on bool) {
 	}
 }
 
-// HealthString renders the flags as Envoy's /clusters health_flags.
+// HealthString renders the flags as Envoy's /clusters health_flags
+// (HostUtility::healthFlagsToString): each set flag's name, joined with
+// nothing between, in the order of Envoy's HealthFlag enum
+// (FAILED_ACTIVE_HC, FAILED_OUTLIER_CHECK, FAILED_EDS_HEALTH, ...,
+// PENDING_ACTIVE_HC, ..., EDS_STATUS_DRAINING), "healthy" when none is.
 func (h *Host) HealthString() string {
 	f := h.flags.Load()
 	if f == 0 {
 		return "healthy"
 	}
 	s := ""
-	add := func(x string) {
-		if s != "" {
-			s += "|"
+	for _, n := range [...]struct {
+		flag uint32
+		name string
+	}{
+		{failedActiveHC, "/failed_active_hc"},
+		{outlierEjected, "/failed_outlier_check"},
+		{edsUnhealthy, "/failed_eds_health"},
+		{pendingActiveHC, "/pending_active_hc"},
+		{edsDraining, "/eds_status_draining"},
+	} {
+		if f&n.flag != 0 {
+			s += n.name
 		}
-		s += x
-	}
-	if f&failedActiveHC != 0 {
-		add("/failed_active_hc")
-	}
-	if f&pendingActiveHC != 0 {
-		add("/pending_active_hc")
-	}
-	if f&outlierEjected != 0 {
-		add("/failed_outlier_check")
-	}
-	if f&edsUnhealthy != 0 {
-		add("/failed_eds_health")
-	}
-	if f&edsDraining != 0 {
-		add("/eds_status_draining") // HostUtility::healthFlagsToString
 	}
 	return s
 }

@@ -49,7 +49,7 @@ func CompileMatch(fm *listenerv3.FilterChainMatch, path string) (Match, error) {
 		return m, err
 	}
 	for _, s := range fm.GetServerNames() {
-		m.ServerNames = append(m.ServerNames, strings.ToLower(s))
+		m.ServerNames = append(m.ServerNames, lowerSNI(s))
 	}
 	switch t := fm.GetTransportProtocol(); t {
 	case "", "raw_buffer", "tls":
@@ -80,6 +80,21 @@ func prefixes(rs []*corev3.CidrRange, path string) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// lowerSNI is a server name as weft keeps it, an SNI or a filter chain's
+// server_names: ASCII letters made lower case, every other byte as it is,
+// as Envoy's ConnectionSocketImpl::setRequestedServerName
+// (absl::AsciiStrToLower). strings.ToLower would also map non-ASCII
+// letters (the Kelvin sign to "k") and make an invalid UTF-8 byte three.
+func lowerSNI(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // ConnInfo is what filter chain matching looks at.

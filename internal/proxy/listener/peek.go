@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"time"
 )
 
@@ -69,7 +68,7 @@ func inspectTLS(c net.Conn, timeout time.Duration) (out net.Conn, isTLS bool, sn
 		// handshake before anything is written.
 		srv := tls.Server(&prefixed{recorder: rec, pre: first}, &tls.Config{
 			GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
-				sni = strings.ToLower(h.ServerName)
+				sni = lowerSNI(h.ServerName)
 				return nil, errGotHello
 			},
 		})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"strings"
 )
 
 // TLS terminates TLS on the connections of a filter chain (its
@@ -34,7 +33,7 @@ func (l *Listener) startTLS(ctx context.Context, c *Conn) bool {
 func useTLS(c *Conn, tc net.Conn) {
 	c.Conn = tc
 	if st, ok := tc.(interface{ ConnectionState() tls.ConnectionState }); ok && c.ServerName == "" {
-		c.ServerName = strings.ToLower(st.ConnectionState().ServerName)
+		c.ServerName = lowerSNI(st.ConnectionState().ServerName)
 	}
 }
 
