@@ -31,29 +31,12 @@ func TestUpstreamConnectionGaugesSamePaths(t *testing.T) {
 	dir := t.TempDir()
 	client := writeLeaf(t, dir, ca, ca.Issue(t, nil, "spiffe://weft.local/front"))
 	leaf := ca.Issue(t, []string{"back.local"})
-	for _, tc := range []struct {
-		name   string
-		h2, tl bool
-	}{
-		{"HTTP/1.1 upstream", false, false},
-		{"HTTP/2 upstream", true, false},
-		{"HTTP/1.1 upstream over TLS", false, true},
-	} {
+	for _, tc := range upstreamKinds {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, p := range proxyPaths() {
 				t.Run(p.name, func(t *testing.T) {
-					var tlsCfg *tls.Config
-					if tc.tl {
-						tlsCfg = &tls.Config{Certificates: []tls.Certificate{leaf.TLS(t)}, NextProtos: []string{"http/1.1"}}
-					}
+					tlsCfg, mods := tc.setup(t, leaf, client)
 					up := newClosingUpstream(t, tc.h2, tlsCfg)
-					var mods []func(*clusterv3.Cluster)
-					if tc.h2 {
-						mods = append(mods, h2Upstream)
-					}
-					if tc.tl {
-						mods = append(mods, upstreamTLS(client, "back.local", "back.local"))
-					}
 					h := newHarness(t, p.on)
 					h.push(httpListener("egress", httpManager("egress", "rds")),
 						routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c"))), edsCluster("c", mods...), cla("c", up.addr))
@@ -136,6 +119,36 @@ func TestUpstreamConnectionGaugesSamePaths(t *testing.T) {
 			}
 		})
 	}
+}
+
+// upstreamKind is an upstream the connection tests run against: HTTP/1.1
+// or HTTP/2 (h2), plaintext or over TLS (tl).
+type upstreamKind struct {
+	name   string
+	h2, tl bool
+}
+
+// upstreamKinds: HTTP/1.1, HTTP/2 (h2c) and HTTP/1.1 over TLS.
+var upstreamKinds = []upstreamKind{
+	{"HTTP/1.1 upstream", false, false},
+	{"HTTP/2 upstream", true, false},
+	{"HTTP/1.1 upstream over TLS", false, true},
+}
+
+// setup returns the upstream server's TLS configuration (leaf's, nil in
+// plaintext) and the cluster's modifications that reach it (HTTP/2; TLS
+// with client's certificate, SNI and SAN back.local).
+func (k upstreamKind) setup(t *testing.T, leaf tlstest.Leaf, client tlsFiles) (*tls.Config, []func(*clusterv3.Cluster)) {
+	var tlsCfg *tls.Config
+	var mods []func(*clusterv3.Cluster)
+	if k.h2 {
+		mods = append(mods, h2Upstream)
+	}
+	if k.tl {
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{leaf.TLS(t)}, NextProtos: []string{"http/1.1"}}
+		mods = append(mods, upstreamTLS(client, "back.local", "back.local"))
+	}
+	return tlsCfg, mods
 }
 
 // closingUpstream is an HTTP upstream (HTTP/1.1, h2c with h2, over TLS

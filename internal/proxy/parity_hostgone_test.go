@@ -58,26 +58,11 @@ func TestRemovedHostIdleDrainedSamePaths(t *testing.T) {
 	ca := tlstest.NewCA(t, "mesh")
 	client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, "spiffe://weft.local/front"))
 	leaf := ca.Issue(t, []string{"back.local"})
-	for _, tc := range []struct {
-		name   string
-		h2, tl bool
-	}{
-		{"HTTP/1.1 upstream", false, false},
-		{"HTTP/2 upstream", true, false},
-		{"HTTP/1.1 upstream over TLS", false, true},
-	} {
+	for _, tc := range upstreamKinds {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, p := range proxyPaths() {
 				t.Run(p.name, func(t *testing.T) {
-					var tlsCfg *tls.Config
-					var mods []func(*clusterv3.Cluster)
-					if tc.h2 {
-						mods = append(mods, h2Upstream)
-					}
-					if tc.tl {
-						tlsCfg = &tls.Config{Certificates: []tls.Certificate{leaf.TLS(t)}, NextProtos: []string{"http/1.1"}}
-						mods = append(mods, upstreamTLS(client, "back.local", "back.local"))
-					}
+					tlsCfg, mods := tc.setup(t, leaf, client)
 					gone, stays := newClosingUpstream(t, tc.h2, tlsCfg), newClosingUpstream(t, tc.h2, tlsCfg)
 					h := newHarness(t, p.on)
 					base := []types.Resource{httpListener("egress", httpManager("egress", "rds")),
