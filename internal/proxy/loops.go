@@ -92,8 +92,9 @@ func loopChain(ch *listener.Chain, clusters *cluster.Manager, h2 bool) (*listene
 	var rtr evloop.Router = &loopRouter{hcm: h, clusters: clusters, h2Upstreams: h2}
 	if h.Logged() {
 		if ch.TLS != nil {
-			// The loops' log records carry no TLS state (%REQ(:SCHEME)%
-			// and the like would read as plaintext).
+			// The loops' log records carry no TLS state: no server
+			// name for %REQUESTED_SERVER_NAME% (their :scheme is the
+			// request's, over TLS too: evloop's requestScheme).
 			return nil, "access logs over TLS"
 		}
 		rtr = loggedRouter{rtr.(*loopRouter)}

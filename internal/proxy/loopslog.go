@@ -24,7 +24,7 @@ func (r loggedRouter) Log(rec *evloop.LogRecord) {
 		Head: h, Protocol: h.proto(), ResponseCode: rec.Code, Flags: rec.Flags, CodeDetails: rec.Details, RouteName: rec.Route,
 		BytesReceived: rec.BytesReceived, BytesSent: rec.BytesSent, Attempts: rec.Attempts, UpstreamCluster: rec.Cluster,
 		DownstreamRemote: rec.RemoteText, DownstreamLocal: rec.LocalText, DownstreamDirectPeer: rec.RemoteText,
-		ConnectionID: rec.ConnectionID, UpstreamFailure: rec.UpstreamFailure}
+		ConnectionID: rec.ConnectionID, UpstreamFailure: rec.UpstreamFailure, Scheme: rec.Scheme}
 	if rec.HTTP2 {
 		e.Protocol = "HTTP/2" // as the goroutine path names it
 	}

@@ -110,6 +110,7 @@ type Entry struct {
 	// without net/http); neither means a TCP connection.
 	Request         *http.Request // downstream request as received (not modified)
 	Head            RequestHead
+	Scheme          string // its :scheme as its connection manager gave it (route.Head.Scheme); "" for a refused head
 	Protocol        string // HTTP/1.1, HTTP/2
 	ResponseCode    int    // 0 when no response was sent
 	ResponseHeader  Header // nil when none was sent

@@ -353,12 +353,16 @@ func grpcStatus(e *Entry, number bool) value {
 }
 
 // requestHeader implements REQ(X?Y): header X, else header Y. Pseudo
-// headers map onto the request line: :method, :path, :authority, :scheme.
+// headers map onto the request line (:method, :path, :authority) and
+// Entry.Scheme (:scheme).
 func requestHeader(arg string, withoutQuery bool) operator {
 	// Lower case once here: header lookups ignore case, and the pseudo
 	// headers are matched lower case.
 	main, alt, _ := strings.Cut(strings.ToLower(arg), "?")
 	get := func(e *Entry, name string) string {
+		if name == ":scheme" {
+			return e.Scheme
+		}
 		if e.Head != nil && name != "" {
 			return headField(e.Head, name, withoutQuery)
 		}
@@ -377,11 +381,6 @@ func requestHeader(arg string, withoutQuery bool) operator {
 			return p
 		case ":authority", "host":
 			return r.Host
-		case ":scheme":
-			if r.TLS != nil {
-				return "https"
-			}
-			return "http"
 		}
 		v := r.Header.Get(name)
 		if withoutQuery && name == "x-envoy-original-path" {
@@ -397,9 +396,8 @@ func requestHeader(arg string, withoutQuery bool) operator {
 	}
 }
 
-// headField is requestHeader's lookup of name (lower case) in a
-// RequestHead: the loops serve plaintext only (a logged TLS listener
-// stays on goroutines), so the scheme is http.
+// headField is requestHeader's lookup of name (lower case, not :scheme)
+// in a RequestHead.
 func headField(h RequestHead, name string, withoutQuery bool) string {
 	switch name {
 	case ":method":
@@ -412,8 +410,6 @@ func headField(h RequestHead, name string, withoutQuery bool) string {
 		return p
 	case ":authority", "host":
 		return h.Host()
-	case ":scheme":
-		return "http"
 	}
 	v := h.Header(name)
 	if withoutQuery && name == "x-envoy-original-path" {

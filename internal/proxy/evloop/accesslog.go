@@ -42,6 +42,7 @@ type LogRecord struct {
 	// of Head): the log reads them without parsing the head again.
 	Method, Target []byte
 	Headers        []HeaderField
+	Scheme         string // its :scheme as its connection manager gave it (proxyroute.Head.Scheme); "" for a refused head
 	RequestID      []byte // the x-request-id the proxy added; nil when the client sent one
 	// Path, OriginalPath and Authority are the normalised path and the
 	// route's rewrites as the upstream got them (Target's; Path "" when

@@ -23,9 +23,9 @@ type logState struct {
 	respAt int64
 }
 
-// logStart begins the record of a request dispatched to t, when its
-// connection's Router logs.
-func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
+// logStart begins the record of a request dispatched to t, whose :scheme
+// is scheme (requestScheme), when its connection's Router logs.
+func (l *loop) logStart(d *down, head []byte, req *request, scheme string, t *Target) {
 	to, ok := d.gen.router.(AccessLogger)
 	if !ok {
 		return
@@ -55,7 +55,7 @@ func (l *loop) logStart(d *down, head []byte, req *request, t *Target) {
 		g.conn = append(g.conn[:0], req.h2cConn...)
 		g.fields = append(g.fields, HeaderField{connectionName, g.conn})
 	}
-	g.rec.Method, g.rec.Target = req.method.of(g.head), req.target.of(g.head)
+	g.rec.Method, g.rec.Target, g.rec.Scheme = req.method.of(g.head), req.target.of(g.head), scheme
 	g.rid, g.resp = g.rid[:0], g.resp[:0]
 	r := &g.rec
 	r.Start = l.epoch.Add(time.Duration(l.now))
@@ -103,7 +103,7 @@ func (l *loop) logHeadless(d *down, f accesslog.Flags, details string) {
 	g.to, g.active, g.start, g.respAt = to, true, d.reqStart, -1
 	g.head, g.fields, g.rid, g.resp = g.head[:0], g.fields[:0], g.rid[:0], g.resp[:0]
 	rec := &g.rec
-	rec.Method, rec.Target = nil, nil
+	rec.Method, rec.Target, rec.Scheme = nil, nil, ""
 	rec.Start = l.epoch.Add(time.Duration(d.reqStart))
 	rec.Flags, rec.Details, rec.UpstreamFailure, rec.BytesReceived, rec.BytesSent, rec.Code = f, details, "", 0, 0, 0
 	rec.Cluster, rec.Route, rec.Host, rec.Attempts = "", "", netip.AddrPort{}, 0

@@ -50,8 +50,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 	// heads with, cannot tell it from none (Envoy routes it).
 	missingHost := (!r.hasHost || r.host.off == r.host.end) && r.minor == 1
 	var t Target
+	scheme := requestScheme(d, r, head)
 	if rtr := d.gen.router; rtr != nil && !missingHost {
-		l.hv = headView{head, r}
+		l.hv = headView{head, r, scheme}
 		if d.h2 != nil {
 			t = rtr.(H2Router).RouteH2(&l.hv)
 		} else {
@@ -115,7 +116,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 	d.idleOn = d.idle > 0 && (d.timeout == 0 || d.idle < d.timeout)
 	d.requests++
 	l.startRetries(d, &t, d.gen.router != nil)
-	l.logStart(d, head, r, &t)
+	l.logStart(d, head, r, scheme, &t)
 	if r.expectContinue && r.minor == 1 && d.h2 == nil {
 		// As Envoy's connection manager does unless proxy_100_continue
 		// (decodeHeaders), and the goroutine path: 100 Continue as soon
@@ -341,4 +342,15 @@ func (l *loop) lengthDropped(head []byte, r *request) bool {
 		}
 	}
 	return false
+}
+
+// requestScheme is the :scheme of a request the loops read, as its
+// connection manager gives it before it routes (proxyroute.Head.Scheme):
+// an HTTP/2 client's own, as it sent it; an HTTP/1.1 request's
+// x-forwarded-proto's or its connection's (h1Scheme).
+func requestScheme(d *down, r *request, head []byte) string {
+	if d.h2 != nil {
+		return d.h2.head.PseudoValue("scheme")
+	}
+	return h1Scheme(d, r, head)
 }

@@ -129,23 +129,8 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 
 // h1Scheme is the :scheme an HTTP/1.1 request goes to an HTTP/2 upstream
 // with, as Envoy gives it (route.H1Scheme): its x-forwarded-proto's when
-// valid, else the connection's. The loops serve no use_remote_address,
-// and only origin-form targets (parse hands the others off).
-func h1Scheme(d *down, r *request, head []byte) string {
-	var xfp []byte
-	n := 0
-	if r.hasXFP {
-		for i := range r.lines {
-			if h := &r.lines[i]; equalFold(h.name.of(head), "x-forwarded-proto") {
-				if n == 0 {
-					xfp = h.value.of(head)
-				}
-				n++
-			}
-		}
-	}
-	return proxyroute.H1Scheme("", xfp, n, d.overTLS())
-}
+// valid, else the connection's (request.h1Scheme).
+func h1Scheme(d *down, r *request, head []byte) string { return r.h1Scheme(head, d.overTLS()) }
 
 // h1uBody feeds the request body the client sent to its upstream stream,
 // as far as the upstream's windows take it (the stream's pending bytes

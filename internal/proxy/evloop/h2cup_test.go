@@ -67,7 +67,7 @@ func TestParseH2CUpgradeAgreesWithStripH2C(t *testing.T) {
 			if err != nil {
 				return
 			}
-			hv := headView{in, &r}
+			hv := headView{in, &r, "http"}
 			seen := http.Header{}
 			for i := range hv.NumHeaders() {
 				if n, v := hv.Header(i); n != nil && !strings.EqualFold(string(n), "host") {

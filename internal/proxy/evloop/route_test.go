@@ -24,12 +24,12 @@ var (
 	rtHosts    = []string{"a.local", "A.LOCAL", "a.local:8080", "c.b.local", "B.local", "a.x", "x", "y", "[::1]:80", ""}
 	rtPaths    = []string{"/", "/a", "/A", "/a/", "/a/b", "/ab", "/a%2Fb", "/a%2fb", "/%41", "/a|b", "/a\"b", "/a%7Cb", "/\xc3\xa9", "//a", "/a/./b", "/a;b", "/a@b:c"}
 	rtQueries  = []string{"", "?", "?x=1", "?x=2&x=1", "?y", "?x", "?x=%31", "?x=%zz&x=3", "?x=1;y=2", "?x=a+b", "?%78=1", "?&&x=5", "?X=1", "?x=1&y=Hello"}
-	rtHeaders  = []string{"X-A", "x-a", "X-B", "Content-Type", "content-length", "Transfer-Encoding", "Trailer", "Pragma", "Cache-Control", "X-Request-Id", "Te", "X-Num", "Connection", "Keep-Alive", "Upgrade"}
-	rtValues   = []string{"", "1", "12", "-3", "abc", "ABC", "aBc", "application/grpc", "application/grpc+proto", "no-cache", "No-Cache", "a,b", " padded ", "\xc3\x89t\xc3\xa9", "99999999999999999999", "x\xff", "x-a", "X-B, te", "trailers", "gzip, trailers", "keep-alive", "upgrade"}
+	rtHeaders  = []string{"X-A", "x-a", "X-B", "Content-Type", "content-length", "Transfer-Encoding", "Trailer", "Pragma", "Cache-Control", "X-Request-Id", "Te", "X-Num", "Connection", "Keep-Alive", "Upgrade", "X-Forwarded-Proto"}
+	rtValues   = []string{"", "1", "12", "-3", "abc", "ABC", "aBc", "application/grpc", "application/grpc+proto", "no-cache", "No-Cache", "a,b", " padded ", "\xc3\x89t\xc3\xa9", "99999999999999999999", "x\xff", "x-a", "X-B, te", "trailers", "gzip, trailers", "keep-alive", "upgrade", "https", "HTTPS"}
 	rtMethods  = []string{"GET", "POST", "HEAD", "PUT", "get", "DELETE"}
 	rtPrefixes = []string{"/", "/a", "/A", "/a/", "/ab", "/a%2F", "/\xe2\x84\xaa", "/b", "//"}
 	rtNames    = []string{"x-a", "X-B", "content-type", "Content-Length", "transfer-encoding", "trailer", "cache-control", "pragma", "host", ":method", ":authority", ":path", ":scheme", "x-num", "x_a", "te", "connection", "keep-alive", "upgrade"}
-	rtStrings  = []string{"", "1", "a", "abc", "ABC", "b", "application/grpc", "no-cache", "/a", "/a?x=1", "http", "a.local", "1,1", ",", "\xc3\xa9"}
+	rtStrings  = []string{"", "1", "a", "abc", "ABC", "b", "application/grpc", "no-cache", "/a", "/a?x=1", "http", "a.local", "1,1", ",", "\xc3\xa9", "https"}
 	rtRegexes  = []string{".*", "/a.*", "[0-9]+", "a|b", "(?i)abc", "/a/[^/]+", ".*%2[Ff].*", "\\d", "[A-Z]+"}
 )
 
@@ -184,8 +184,9 @@ func TestMatchHeadAgreesWithMatch(t *testing.T) {
 			compared++
 			var req request
 			_ = parseRequest(raw, &req, true, proxyroute.MaxHeaders, false)
-			path, _ := proxyroute.EscapedPath((&headView{raw, &req}).Target(), nil)
-			if _, rt := rc.MatchHead(&headView{raw, &req}, path); rt != nil {
+			h := &headView{raw, &req, req.h1Scheme(raw, false)}
+			path, _ := proxyroute.EscapedPath(h.Target(), nil)
+			if _, rt := rc.MatchHead(h, path); rt != nil {
 				matched++
 			}
 		}
@@ -208,7 +209,12 @@ func checkMatchHead(t *testing.T, rc *proxyroute.Config, raw []byte) bool {
 	if err != nil {
 		return false
 	}
-	h := &headView{raw, &req}
+	// On a plaintext connection: the :scheme is the x-forwarded-proto's
+	// or http, as each path reads the lines (request.h1Scheme, and the
+	// goroutine path's from net/http's map).
+	h := &headView{raw, &req, req.h1Scheme(raw, false)}
+	xfp := hr.Header["X-Forwarded-Proto"]
+	hr.URL.Scheme = proxyroute.H1Scheme("", strings.Join(xfp[:min(len(xfp), 1)], ""), len(xfp), false)
 	path, ok := proxyroute.EscapedPath(h.Target(), nil)
 	if !ok {
 		t.Fatalf("%q: EscapedPath refused a target net/http reads", raw)
@@ -276,7 +282,7 @@ func TestMatchHeadAllocatesNothing(t *testing.T) {
 	if err := parseRequest(raw, &req, true, proxyroute.MaxHeaders, false); err != nil {
 		t.Fatal(err)
 	}
-	h := &headView{raw, &req}
+	h := &headView{raw, &req, "http"}
 	var rt *proxyroute.Route
 	allocs := testing.AllocsPerRun(100, func() {
 		path, _ := proxyroute.EscapedPath(h.Target(), nil)

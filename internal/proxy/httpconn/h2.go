@@ -98,8 +98,9 @@ func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
 // ConnectionState method; it has no other use for that state than to
 // refuse a TLS version below 1.2 or a cipher suite RFC 7540 prohibits,
 // which the listener's TLS decides instead (the state given passes
-// both). serve notes the request's :scheme, what Envoy sends an HTTP/2
-// upstream (downstreamScheme), and clears TLS.
+// both). serve writes the request's :scheme in its URL (requestScheme),
+// where the routes, the upstream and the access log read it, and clears
+// TLS.
 type h2SchemeConn struct{ *listener.Conn }
 
 // ConnectionState is a TLS 1.3 state of nothing else: x/net's server

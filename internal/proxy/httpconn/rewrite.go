@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/weftmesh/weft/internal/proxy/listener"
 	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
@@ -23,7 +24,7 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 	// downstream's, as Envoy sends it.
 	out.URL.Scheme = "http"
 	if _, http1 := s.cl.Transport(in.ProtoMajor); !http1 {
-		out.URL.Scheme = m.downstreamScheme(s)
+		out.URL.Scheme = in.URL.Scheme // the request's :scheme (serve: requestScheme)
 	}
 	out.URL.Host = "upstream" // replaced by the chosen host on each attempt
 	if s.changed {
@@ -54,18 +55,21 @@ func (m *HCM) rewrite(s *stream, out *http.Request) {
 	levels.Request(out.Header)
 }
 
-// downstreamScheme is the request's :scheme as Envoy has it: an HTTP/2
-// client's own (serve noted it: h2SchemeConn), an HTTP/1.1 request's
-// from its absolute-form target or its x-forwarded-proto (route.H1Scheme).
-func (m *HCM) downstreamScheme(s *stream) string {
-	in := s.in
-	if in.ProtoMajor == 2 {
-		if s.https {
+// requestScheme is the :scheme of a request r on c as Envoy's connection
+// manager gives it before it routes (mutateRequestHeaders), what an
+// HTTP/2 upstream gets: an HTTP/2 client's own (x/net set TLS when it was
+// https: h2SchemeConn), an HTTP/1.1 request's from its absolute-form
+// target or its x-forwarded-proto, else its connection's
+// (route.H1Scheme); with use_remote_address the client's
+// x-forwarded-proto is replaced by the connection's scheme first.
+func (m *HCM) requestScheme(r *http.Request, c *listener.Conn) string {
+	if r.ProtoMajor == 2 {
+		if r.TLS != nil {
 			return "https"
 		}
 		return "http"
 	}
-	xfp := in.Header["X-Forwarded-Proto"]
+	xfp := r.Header["X-Forwarded-Proto"]
 	if m.useRemoteAddress {
 		xfp = nil
 	}
@@ -73,7 +77,7 @@ func (m *HCM) downstreamScheme(s *stream) string {
 	if len(xfp) > 0 {
 		first = xfp[0]
 	}
-	return route.H1Scheme(in.URL.Scheme, first, len(xfp), s.conn.Scheme() == "https")
+	return route.H1Scheme(r.URL.Scheme, first, len(xfp), c.Scheme() == "https")
 }
 
 // logRewrites gives the request the access log reads the route's path

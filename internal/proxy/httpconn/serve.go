@@ -57,7 +57,6 @@ type stream struct {
 	upPath    string // the path sent upstream
 	rewrote   bool   // the route rewrites the path (prefix or regex rewrite), changed or not
 	changed   bool   // upPath is not the path the routes matched (rewritten)
-	https     bool   // an HTTP/2 request whose :scheme was https (h2SchemeConn)
 	queued    bool   // the first attempt waited in the cluster's pending queue, and it ended (in the padding after the bools above, not after upStart: 352 bytes a request, not 384)
 	flags     accesslog.Flags
 	host      *cluster.Host
@@ -142,11 +141,14 @@ func (m *HCM) serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
-	s := &stream{m: m, conn: c, in: r, start: time.Now(), down: ctx, w: w, https: r.TLS != nil}
-	// TLS is set only to carry an HTTP/2 request's :scheme (h2SchemeConn),
-	// which the upstream gets (downstreamScheme); nothing else reads it
-	// from there (route matching and the access log take :scheme as
-	// http, as the loops do: see docs/proxy.md, Known differences).
+	s := &stream{m: m, conn: c, in: r, start: time.Now(), down: ctx, w: w}
+	// The request's :scheme, written in its URL (net/http's holds an
+	// absolute-form target's scheme, else none) as Envoy's connection
+	// manager writes it in the request's headers before it routes
+	// (mutateRequestHeaders): the routes' :scheme matchers, the upstream
+	// (rewrite) and the access log read it there. TLS is set only to
+	// carry an HTTP/2 request's (h2SchemeConn); nothing else reads it.
+	r.URL.Scheme = m.requestScheme(r, c)
 	r.TLS = nil
 	defer s.ended()
 	m.stats.rqTotal.Inc()
@@ -435,13 +437,13 @@ func (m *HCM) finish(s *stream, rw *respWriter, ended bool) {
 		BytesReceived: s.rxBytes.Load(), BytesSent: rw.bytes, Attempts: s.attempts,
 		DownstreamRemote: s.conn.Src.String(), DownstreamLocal: s.conn.Dst.String(),
 		DownstreamDirectPeer: s.conn.Src.String(), ServerName: s.conn.ServerName, ConnectionID: s.conn.ID,
-		UpstreamFailure: s.upstreamFailure,
+		UpstreamFailure: s.upstreamFailure, Scheme: s.in.URL.Scheme,
 	}
 	if s.in.ProtoMajor == 2 {
 		e.Protocol = "HTTP/2"
 	}
 	if s.headless {
-		e.Request, e.Head = nil, noHead{}
+		e.Request, e.Head, e.Scheme = nil, noHead{}, ""
 	} else if s.in.ProtoMajor == 1 {
 		// Logged as Envoy has the request by then (route.SeenIn): the
 		// handler is done with it (the upstream got a copy).

@@ -22,6 +22,10 @@ type Head interface {
 	// Header returns the name and the value (without surrounding
 	// blanks) of the i-th header line.
 	Header(i int) (name, value []byte)
+	// Scheme is the request's :scheme as its connection manager gives
+	// it before it routes: an HTTP/2 client's own, an HTTP/1.1 request's
+	// H1Scheme.
+	Scheme() string
 }
 
 // MatchHead is Match for a head parsed in place: it returns the same
@@ -245,6 +249,9 @@ func foldEqual(b []byte, s string) bool {
 }
 
 func (hm *headerMatcher) matchHead(h Head) bool {
+	if hm.name == ":scheme" {
+		return hm.matchValue(h.Scheme(), true)
+	}
 	v, ok := headValue(h, hm.name, nil)
 	if !ok && hm.missingAsEmpty && hm.kind != hdrPresent {
 		v, ok = nil, true
@@ -270,8 +277,9 @@ func (hm *headerMatcher) matchHead(h Head) bool {
 	return r
 }
 
-// headValue is headerValue over a parsed head; buf is scratch space for
-// values that must be built (nil: allocated then, which is rare).
+// headValue is headerValue over a parsed head (but :scheme, which
+// matchHead reads from Head.Scheme); buf is scratch space for values that
+// must be built (nil: allocated then, which is rare).
 func headValue(h Head, name string, buf []byte) ([]byte, bool) {
 	switch name {
 	case ":method":
@@ -283,8 +291,6 @@ func headValue(h Head, name string, buf []byte) ([]byte, bool) {
 		// path the connection manager's normalisation leaves as it is
 		// (an HTTP/2 stream's normalised path aside: see docs/proxy.md).
 		return h.Target(), true
-	case ":scheme":
-		return []byte("http"), true // a loop serves plaintext only
 	}
 	switch headSeen(h, name) {
 	case Gone:

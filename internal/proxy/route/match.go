@@ -258,8 +258,12 @@ type headerMatcher struct {
 	missingAsEmpty bool
 }
 
-// value returns the header's value as Envoy sees it: several values joined
-// by ",", pseudo-headers from the request line.
+// headerValue returns the header's value as Envoy sees it: several values
+// joined by ",", pseudo-headers from the request line, and :scheme from
+// req.URL.Scheme, where the goroutine path writes the one its connection
+// manager gives the request (httpconn's serve), as Envoy's writes it in
+// the request's headers before it routes (mutateRequestHeaders): an
+// HTTP/2 client's own, an HTTP/1.1 request's H1Scheme.
 func headerValue(req *http.Request, name string) (string, bool) {
 	switch name {
 	case ":method":
@@ -269,10 +273,7 @@ func headerValue(req *http.Request, name string) (string, bool) {
 	case ":path":
 		return req.URL.RequestURI(), true
 	case ":scheme":
-		if req.TLS != nil {
-			return "https", true
-		}
-		return "http", true
+		return req.URL.Scheme, true
 	}
 	if req.ProtoMajor == 1 {
 		// As Envoy's router has it (SeenIn).
@@ -295,6 +296,12 @@ func headerValue(req *http.Request, name string) (string, bool) {
 
 func (h *headerMatcher) match(req *http.Request) bool {
 	v, ok := headerValue(req, h.name)
+	return h.matchValue(v, ok)
+}
+
+// matchValue matches the header's value v, ok when the request has the
+// header.
+func (h *headerMatcher) matchValue(v string, ok bool) bool {
 	if !ok && h.missingAsEmpty && h.kind != hdrPresent {
 		v, ok = "", true
 	}

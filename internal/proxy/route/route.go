@@ -161,7 +161,8 @@ func (r *Route) RewritePath(path string) string {
 // the rewrite changed it or not (finalizePathHeader).
 func (r *Route) RewritesPath() bool { return r.PrefixRewrite != "" || r.RegexRewrite != nil }
 
-// Match returns the virtual host and route for a request, or nils.
+// Match returns the virtual host and route for a request, or nils. The
+// request's :scheme is req.URL.Scheme (headerValue).
 func (c *Config) Match(req *http.Request, path string) (*VirtualHost, *Route) {
 	vh := c.VirtualHost(req.Host)
 	if vh == nil {
