@@ -24,8 +24,8 @@ var (
 	rtHosts    = []string{"a.local", "A.LOCAL", "a.local:8080", "c.b.local", "B.local", "a.x", "x", "y", "[::1]:80", ""}
 	rtPaths    = []string{"/", "/a", "/A", "/a/", "/a/b", "/ab", "/a%2Fb", "/a%2fb", "/%41", "/a|b", "/a\"b", "/a%7Cb", "/\xc3\xa9", "//a", "/a/./b", "/a;b", "/a@b:c"}
 	rtQueries  = []string{"", "?", "?x=1", "?x=2&x=1", "?y", "?x", "?x=%31", "?x=%zz&x=3", "?x=1;y=2", "?x=a+b", "?%78=1", "?&&x=5", "?X=1", "?x=1&y=Hello"}
-	rtHeaders  = []string{"X-A", "x-a", "X-B", "Content-Type", "content-length", "Transfer-Encoding", "Trailer", "Pragma", "Cache-Control", "X-Request-Id", "Te", "X-Num", "Connection", "Keep-Alive", "Upgrade", "X-Forwarded-Proto"}
-	rtValues   = []string{"", "1", "12", "-3", "abc", "ABC", "aBc", "application/grpc", "application/grpc+proto", "no-cache", "No-Cache", "a,b", " padded ", "\xc3\x89t\xc3\xa9", "99999999999999999999", "x\xff", "x-a", "X-B, te", "trailers", "gzip, trailers", "keep-alive", "upgrade", "https", "HTTPS"}
+	rtHeaders  = []string{"X-A", "x-a", "X-B", "Content-Type", "content-length", "Transfer-Encoding", "Trailer", "Pragma", "Cache-Control", "X-Request-Id", "Te", "X-Num", "Connection", "Keep-Alive", "Upgrade"}
+	rtValues   = []string{"", "1", "12", "-3", "abc", "ABC", "aBc", "application/grpc", "application/grpc+proto", "no-cache", "No-Cache", "a,b", " padded ", "\xc3\x89t\xc3\xa9", "99999999999999999999", "x\xff", "x-a", "X-B, te", "trailers", "gzip, trailers", "keep-alive", "upgrade"}
 	rtMethods  = []string{"GET", "POST", "HEAD", "PUT", "get", "DELETE"}
 	rtPrefixes = []string{"/", "/a", "/A", "/a/", "/ab", "/a%2F", "/\xe2\x84\xaa", "/b", "//"}
 	rtNames    = []string{"x-a", "X-B", "content-type", "Content-Length", "transfer-encoding", "trailer", "cache-control", "pragma", "host", ":method", ":authority", ":path", ":scheme", "x-num", "x_a", "te", "connection", "keep-alive", "upgrade"}
@@ -157,6 +157,10 @@ func randHead(r *rand.Rand) []byte {
 			name = strings.ToUpper(name)
 		}
 		fmt.Fprintf(&b, "%s: %s\r\n", name, value)
+	}
+	if r.IntN(3) == 0 {
+		// What the :scheme matchers read (request.h1Scheme).
+		fmt.Fprintf(&b, "X-Forwarded-Proto: %s\r\n", pick(r, []string{"https", "http", "HTTPS", "ftp", "", "https, http"}))
 	}
 	b.WriteString("\r\n")
 	return b.Bytes()
