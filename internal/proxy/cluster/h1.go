@@ -48,6 +48,9 @@ type h1Client struct {
 	// locality: a new Host), is closed when it ends, not pooled.
 	// Protected by mu.
 	keep func(addr string, h *Host) bool
+	// fbIdle holds the fallback Transport's idle connections
+	// (h1fallback.go). Protected by mu.
+	fbIdle map[*fbConn]bool
 }
 
 const (
@@ -190,10 +193,19 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 func (t *h1Client) roundTripFallback(req *http.Request) (*http.Response, error) {
 	got := interimOf(req.Context())
 	var conn net.Conn     // set before the request is written, read once the response head came
+	var use uint64        // the exchange's on conn (fallbackBusy), set with it
 	var began atomic.Bool // a byte of the first head came, and no 1xx yet
 	var later atomic.Bool // a 1xx came: the error is a later head's
 	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-		GotConn:              func(i httptrace.GotConnInfo) { conn = i.Conn },
+		GotConn: func(i httptrace.GotConnInfo) {
+			conn = i.Conn
+			use = t.fallbackBusy(i.Conn)
+		},
+		PutIdleConn: func(err error) {
+			if err == nil && conn != nil {
+				t.fallbackIdle(conn, use) // the response's end, after GotConn's
+			}
+		},
 		GotFirstResponseByte: func() { began.Store(true) },
 		Got1xxResponse: func(status int, h textproto.MIMEHeader) error {
 			began.Store(false)
@@ -417,6 +429,7 @@ func (t *h1Client) forget(keep func(addr string, h *Host) bool) {
 	var gone []*h1Conn
 	t.mu.Lock()
 	t.keep = keep
+	fbGone := t.forgetFallback(keep)
 	for addr, l := range t.idle {
 		kept := l[:0]
 		for _, pc := range l {
@@ -436,6 +449,9 @@ func (t *h1Client) forget(keep func(addr string, h *Host) bool) {
 	t.mu.Unlock()
 	for _, pc := range gone {
 		pc.close()
+	}
+	for _, c := range fbGone {
+		_ = c.Close() // net/http's reader sees it closed and drops it
 	}
 }
 

@@ -82,6 +82,7 @@ func (c *Cluster) transports() {
 	}
 	if !c.HTTP2 || c.UseDownstream {
 		c.h1 = newH1Client(c, newT())
+		c.h1.fallback.DialContext = c.h1.dialFallback // knows each connection's host (h1fallback.go)
 		if c.cb.maxConnections < maxGate {
 			c.gate = &gate{maxActive: int(c.cb.maxConnections), maxPending: int(min(c.cb.maxPending, maxGate))}
 		}

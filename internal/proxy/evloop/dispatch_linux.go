@@ -197,19 +197,20 @@ func (l *loop) dispatch(d *down, head []byte) {
 		return
 	}
 	u, err := l.getUp(pool)
-	if err == nil {
+	var o []byte
+	switch {
+	case err == nil:
 		l.observeStart(u, t.Cluster, t.Tag)
-	}
-	if err != nil {
-		f := proxyroute.ConnectFailed(err, false) // an immediate failure
-		d.logConnectFailure(f, false)
-		l.chargeAbort(d, pool, 503)
-		l.replyUnread(d, r, 503, f.Body(), false)
+		o = u.out
+	case !l.connectRetriable(d):
+		l.observeFailedNow(t.Cluster, t.Tag)
+		l.dispatchFailed(d, r, pool, err)
 		return
+	default:
+		o = l.getBuf() // the request, made for the retry (h1Retry)
 	}
 	// The upstream request: the client's head without its hop-by-hop
 	// headers, plus x-forwarded-proto and x-request-id as weft adds them.
-	o := u.out
 	o = append(o, r.method.of(head)...)
 	o = append(o, ' ')
 	if t.Path != "" {
@@ -286,6 +287,10 @@ func (l *loop) dispatch(d *down, head []byte) {
 		d.bodyLeft = r.contentLength
 	}
 	more := d.chunked || d.bodyLeft > 0 // a body follows the head
+	if err != nil {
+		l.h1Retry(d, r, pool, &t, o, more, err)
+		return
+	}
 	// As much of the body as fits goes with the head, in one write.
 	if more {
 		avail := d.in[d.off:]

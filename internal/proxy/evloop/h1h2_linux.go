@@ -124,7 +124,9 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	d.bodyIn = more
 	d.hb = hb
 	pool.h2Idle = t.IdleTimeout
-	l.h2uOpen(d, pool, t.Cluster, t.Tag)
+	if l.h2uOpen(d, pool, t.Cluster, t.Tag) {
+		l.retryNow(d)
+	}
 }
 
 // h1Scheme is the :scheme an HTTP/1.1 request goes to an HTTP/2 upstream

@@ -26,39 +26,17 @@ import (
 func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 	st := s.st
 	d := st.sd
-	rs := &d.rs
-	p := rs.policy
-	if p == nil || rs.started || d.closed || st.gone {
+	if d.closed || st.gone || !l.retryTake(d, st.reqEnded && !st.replayCut && st.hf != nil) {
 		return false
 	}
-	if d.retries >= p.NumRetries {
-		if rs.upstream != nil {
-			rs.upstream.RetryEnd(true)
-		}
-		d.logFlags(accesslog.UpstreamRetryLimitExceeded, "")
-		return false
-	}
-	if !st.reqEnded || st.replayCut || st.hf == nil {
-		return false
-	}
-	if !rs.reserve() {
-		d.logFlags(accesslog.UpstreamOverflow, "") // as retry flags it
-		return false
-	}
-	d.retries++
-	rs.attemptEnded()
-	rs.pool = s.x.pool
+	d.rs.pool = s.x.pool
 	l.observeRetried(&s.x, code, timedOut)
 	if open && !s.c.u.closed {
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
 	}
 	l.h2uDone(s)
-	rs.waiting = true
-	rs.at = l.backoffAt(p, d.retries)
-	if rs.at <= l.now {
+	if l.retryWait(d) {
 		l.retryNow(d)
-	} else {
-		l.arm(d)
 	}
 	return true
 }

@@ -51,7 +51,9 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 		d.in, d.off = nil, 0
 	}
 	pool.h2Idle = t.IdleTimeout
-	l.h2uOpen(d, pool, t.Cluster, t.Tag)
+	if l.h2uOpen(d, pool, t.Cluster, t.Tag) {
+		l.retryNow(d)
+	}
 }
 
 // h2uExtra adds weft's fields to a request for an HTTP/2 upstream:
@@ -80,8 +82,11 @@ func (l *loop) h2uExtra(d *down, st *h2stream, r *request) {
 // h2uOpen starts an attempt: an upstream stream on a connection of pool,
 // its HEADERS encoded from the client's decoded fields (not through an
 // HTTP/1.1 head), and on a retry the request's body and trailers kept
-// for it.
-func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
+// for it. It returns true when the connection's connect failed at once
+// and the request is retried with a back-off already over
+// (connectFailedNow, retryWait): the caller starts the next attempt
+// (retryNow).
+func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool {
 	st := d.ustream()
 	c, err := l.h2UpConn(pool)
 	if c == nil {
@@ -92,12 +97,19 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 			// refuses the stream at once (route.LocalReplyCloses).
 			atHead := d.retries == 0 && !st.reqEnded
 			l.dropReply(d, pool, "upstream connect error or disconnect/reset before headers. reset reason: overflow", atHead)
-			return
+			return false
+		}
+		// Retried as h2uRetry retries a stream whose connection failed
+		// (h2uConnFailed): the whole request kept, as the client's stream
+		// keeps it for retries.
+		if l.connectFailedNow(d, pool, cluster, tag, st.reqEnded && !st.replayCut && st.hf != nil) {
+			d.state = dsWait // the request is whole: its response is awaited
+			return l.retryWait(d)
 		}
 		f := proxyroute.ConnectFailed(err, false) // an immediate failure
 		d.logConnectFailure(f, false)
 		l.abortReply(d, pool, 503, f.Body(), false)
-		return
+		return false
 	}
 	s := l.ustreams.get()
 	s.c, s.id, s.st, s.window, s.last = c, c.nextID, st, int64(c.initWindow), l.now
@@ -170,6 +182,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) {
 		s.trailers, s.endPending = st.reqTrailers, true
 		l.h2uPush(s)
 	}
+	return false
 }
 
 // h2uWriteHeaders writes the header block in c.hbuf as HEADERS and

@@ -114,13 +114,36 @@ func (l *loop) backoffAt(p *proxyroute.RetryPolicy, n int) int64 {
 
 // retry decides whether the failed attempt u (its outcome retriable by
 // the policy) is retried, as the goroutine path does: a retry left, the
-// whole request at hand, the cluster's budget. When it is, the Observer
-// hears of u's outcome (code, timedOut: as Observer.Done), u is closed
-// and the request waits for its back-off.
+// whole request at hand, the cluster's budget (retryTake). When it is,
+// the Observer hears of u's outcome (code, timedOut: as Observer.Done),
+// u is closed and the request waits for its back-off.
 func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bool {
+	if !retriable || !l.retryTake(d, u.replayable && u.out != nil) {
+		return false
+	}
+	rs := &d.rs
+	rs.replay, u.out, u.outOff, u.replayable = u.out, nil, 0, false
+	rs.pool = u.pool
+	l.observeRetried(u, code, timedOut)
+	u.d, d.u = nil, nil
+	l.closeUp(u)
+	if l.retryWait(d) {
+		l.retryNow(d)
+	}
+	return true
+}
+
+// retryTake decides whether the request on d, its attempt failed for an
+// outcome the policy retries, is retried, as the goroutine path's
+// roundTrip does: a retry left (else the request is flagged URX and the
+// budget told, RetryEnd), the whole request at hand to send again
+// (whole), a retry the cluster's budget lets (its max_retries; else
+// flagged UO). When it is, the retry counts in d.retries and the
+// attempt's request slot is given back.
+func (l *loop) retryTake(d *down, whole bool) bool {
 	rs := &d.rs
 	p := rs.policy
-	if !retriable || p == nil || rs.started {
+	if p == nil || rs.started {
 		return false
 	}
 	if d.retries >= p.NumRetries {
@@ -130,7 +153,7 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 		d.logFlags(accesslog.UpstreamRetryLimitExceeded, "")
 		return false
 	}
-	if !u.replayable || u.out == nil {
+	if !whole {
 		return false
 	}
 	if !rs.reserve() {
@@ -139,23 +162,40 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 	}
 	d.retries++
 	rs.attemptEnded()
-	rs.replay, u.out, u.outOff, u.replayable = u.out, nil, 0, false
-	rs.pool = u.pool
-	l.observeRetried(u, code, timedOut)
-	u.d, d.u = nil, nil
-	l.closeUp(u)
-	rs.waiting = true
-	rs.at = l.backoffAt(p, d.retries)
-	if rs.at <= l.now {
-		l.retryNow(d)
-	}
 	return true
 }
 
-// retryNow starts the next attempt of a request whose back-off ended:
-// on a host the cluster's load balancer picks (avoiding those tried when
-// the policy says so), else the last attempt's pool.
+// retryWait starts the back-off of a request retryTake retried, its
+// attempt ended: it waits on d's timer (expire calls retryNow), or it
+// reports that the back-off is over already (a jittered back-off may be
+// 0), when the caller starts the next attempt (retryNow).
+func (l *loop) retryWait(d *down) bool {
+	rs := &d.rs
+	rs.waiting = true
+	rs.at = l.backoffAt(rs.policy, d.retries)
+	if rs.at <= l.now {
+		return true
+	}
+	l.arm(d)
+	return false
+}
+
+// retryNow starts the next attempts of a request whose back-off ended,
+// one after the other while each fails at once (retryAttempt) and is
+// retried with no back-off to wait: a loop, not a recursion, so that the
+// stack does not grow with max_retries.
 func (l *loop) retryNow(d *down) {
+	for l.retryAttempt(d) {
+	}
+}
+
+// retryAttempt starts the next attempt of a request whose back-off
+// ended: on a host the cluster's load balancer picks (avoiding those
+// tried when the policy says so), else the last attempt's pool. It
+// returns true when the attempt's connect failed at once and was retried
+// with a back-off already over (connectFailedNow, retryWait): the caller
+// starts the next one.
+func (l *loop) retryAttempt(d *down) bool {
 	rs := &d.rs
 	rs.waiting = false
 	pool, tag := rs.pool, rs.tag
@@ -170,7 +210,7 @@ func (l *loop) retryNow(d *down) {
 			// it (sendNoHealthyUpstreamResponse).
 			d.logFlags(accesslog.NoHealthyUpstream, "no_healthy_upstream")
 			l.abortReply(d, pool, 503, "no healthy upstream", false)
-			return
+			return false
 		}
 		next := l.hostPool(pool.def.name, host)
 		l.poolTLS(next, pool.tls) // the cluster's TLS and connect timeout, as the first attempt's pool had them
@@ -188,22 +228,25 @@ func (l *loop) retryNow(d *down) {
 				// attempt: 503 UO, counted as dropped, not retried.
 				d.logFlags(accesslog.UpstreamOverflow, "upstream_reset_before_response_started{overflow}")
 				l.dropReply(d, pool, "upstream connect error or disconnect/reset before headers. reset reason: overflow", false)
-				return
+				return false
 			}
 			rs.held |= SlotRequest
 		}
 	}
 	pool.st.rqTotal.Inc()
 	if st := d.ustream(); st != nil && st.toH2 {
-		l.h2uOpen(d, pool, pool.def.name, tag)
-		return
+		return l.h2uOpen(d, pool, pool.def.name, tag)
 	}
 	u, err := l.getUp(pool)
 	if err != nil {
+		// The request stays in rs.replay for the next attempt.
+		if l.connectFailedNow(d, pool, pool.def.name, tag, true) {
+			return l.retryWait(d)
+		}
 		f := proxyroute.ConnectFailed(err, false) // an immediate failure
 		d.logConnectFailure(f, false)
 		l.abortReply(d, pool, 503, f.Body(), false)
-		return
+		return false
 	}
 	l.putBuf(u.out)
 	u.out, u.outOff, u.replayable = rs.replay, 0, true
@@ -214,6 +257,7 @@ func (l *loop) retryNow(d *down) {
 	if !u.connecting {
 		l.flushUp(u)
 	}
+	return false
 }
 
 // triedBefore is the previous_hosts predicate over the hosts tried.

@@ -35,6 +35,10 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 	if ep.Addr().Is6() && !ep.Addr().Is4In6() {
 		domain = unix.AF_INET6
 	}
+	// Counted as each connect starts, one that fails at once too, as the
+	// goroutine path counts it (cluster's connect) and as Envoy's pool
+	// counts each connection it creates (ActiveClient), socket or not.
+	p.st.cxTotal.Inc()
 	fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		l.connectFailed(p)
@@ -56,7 +60,6 @@ func (l *loop) dial(p *clusterPool) (*up, error) {
 		l.connectFailed(p)
 		return nil, fmt.Errorf("connect %s: %w", ep, err)
 	}
-	p.st.cxTotal.Inc()
 	if err == nil {
 		l.cxConnected(u)
 	}

@@ -1,0 +1,108 @@
+package cluster
+
+import (
+	"context"
+	"net"
+	"sync"
+)
+
+// The fallback Transport's idle connections by host (h1Client.fallback):
+// net/http closes them all at once (CloseIdleConnections) or each at its
+// idle timeout, not those of one host. A host that leaves the cluster
+// has its connections drained at once in Envoy (removeHosts,
+// drainOrCloseConnPools), and in h1Client's own pool (forget): so the
+// fallback's too, through the Transport's hooks. Its dialer wraps each
+// connection (fbConn) to know its host's address and to forget it when
+// net/http closes it; its PutIdleConn trace hook (roundTripFallback) says
+// when one goes idle, GotConn when it is taken again. One that goes idle
+// after its host left, its exchange running as the host went, is closed
+// then.
+
+// fbConn is a connection of the fallback Transport.
+type fbConn struct {
+	net.Conn
+	t    *h1Client
+	addr string
+	once sync.Once
+	// uses counts the exchanges that took it (fallbackBusy), so that the
+	// end of one whose connection went to the next exchange before its
+	// PutIdleConn hook ran does not mark it idle. Protected by t.mu.
+	uses uint64
+}
+
+// Close forgets the connection (an idle one net/http closes at its idle
+// timeout, or when the upstream closed it) and closes it.
+func (c *fbConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		delete(c.t.fbIdle, c)
+		c.t.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// dialFallback is the fallback Transport's dialer: the cluster's
+// (dialH1), each connection wrapped to be known by its address.
+func (t *h1Client) dialFallback(ctx context.Context, network, addr string) (net.Conn, error) {
+	nc, err := t.c.dialH1(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &fbConn{Conn: nc, t: t, addr: addr}, nil
+}
+
+// fallbackIdle is told that nc went back to the fallback Transport's
+// idle pool at the end of its use-th exchange (fallbackBusy's): kept for
+// forget, or closed at once when its host left the cluster while the
+// exchange ran. Nothing when a later exchange took it already (net/http
+// hands a connection to a request waiting for one before the hook runs).
+func (t *h1Client) fallbackIdle(nc net.Conn, use uint64) {
+	c, ok := nc.(*fbConn)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	if c.uses != use {
+		t.mu.Unlock()
+		return
+	}
+	gone := t.keep != nil && !t.keep(c.addr, nil) || t.closed
+	if !gone {
+		if t.fbIdle == nil {
+			t.fbIdle = map[*fbConn]bool{}
+		}
+		t.fbIdle[c] = true
+	}
+	t.mu.Unlock()
+	if gone {
+		_ = c.Close() // net/http's reader sees it closed and drops it
+	}
+}
+
+// fallbackBusy is told that the fallback Transport took nc for an
+// exchange; it returns the exchange's count (fallbackIdle).
+func (t *h1Client) fallbackBusy(nc net.Conn) uint64 {
+	c, ok := nc.(*fbConn)
+	if !ok {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.fbIdle, c)
+	c.uses++
+	return c.uses
+}
+
+// forgetFallback closes the fallback Transport's idle connections whose
+// host keep refuses (forget's, with t.mu held); it returns them, to be
+// closed once the lock is released.
+func (t *h1Client) forgetFallback(keep func(addr string, h *Host) bool) []*fbConn {
+	var gone []*fbConn
+	for c := range t.fbIdle {
+		if !keep(c.addr, nil) {
+			delete(t.fbIdle, c)
+			gone = append(gone, c)
+		}
+	}
+	return gone
+}
