@@ -27,20 +27,39 @@ import (
 
 const (
 	// h2Window is the flow-control window the loops give each stream and
-	// the connection (RFC 9113's initial 65,535): a stream's request body
-	// bytes are credited back once the upstream took them.
-	h2Window = 65535
+	// the connection, toward clients and toward HTTP/2 upstreams alike:
+	// SETTINGS_INITIAL_WINDOW_SIZE in their first SETTINGS, the
+	// connection's raised from RFC 9113's initial 65,535 by a
+	// WINDOW_UPDATE right after them. x/net's server's figures (1 MiB,
+	// stream and connection: the goroutine path's toward clients). A
+	// stream moves at most a window per round trip: 65,535 capped one
+	// near 6.5 MB/s at 10 ms RTT (docs/bench/proxy.md, "Round 32: HTTP/2
+	// windows across a delayed link"). Windows are credit, not memory:
+	// what a stream or connection holds is what its peer sent and the
+	// loops did not pass on yet, at most a window; the connection's is
+	// credited as bytes are passed on (held), so a connection holds at
+	// most h2Window of request bodies, an upstream connection as much of
+	// the responses of its open streams.
+	h2Window = 1 << 20
 	// h2Refresh is how many bytes of a window (a stream's or the
 	// connection's) the loops let their peer use up before they credit
 	// it back with a WINDOW_UPDATE, as nghttp2 (Envoy's codec) waits for
 	// half its window: a response or request body under it costs the
 	// peer no stream WINDOW_UPDATE and the loops no write for it (the
-	// connection's comes once per h2Refresh bytes received, whatever
-	// the streams; padding counts as used when it arrives). Crediting
-	// every read instead sent an upstream two WINDOW_UPDATEs, one more
-	// write, per response (docs/bench/proxy.md, "Round 26:
+	// connection's comes once per h2Refresh bytes passed on, whatever
+	// the streams; padding counts as passed on when it arrives).
+	// Crediting every read instead sent an upstream two WINDOW_UPDATEs,
+	// one more write, per response (docs/bench/proxy.md, "Round 26:
 	// WINDOW_UPDATE at half the window").
 	h2Refresh = h2Window / 2
+	// h2PeerWindow is RFC 9113's initial window (65,535): a peer's, on
+	// the connection and each stream, until its SETTINGS and
+	// WINDOW_UPDATEs say more.
+	h2PeerWindow = 65535
+	// h2ReplayMax is how much of a request body the loops keep for a
+	// retry (replayCut past it): the window the loops gave clients
+	// before round 32, kept as it was.
+	h2ReplayMax = 65535
 	// h2MaxOut is how many bytes a connection's output may hold before its
 	// streams' upstreams are paused, and its input, until the socket takes
 	// them: a client that sends frames answered by frames (PING,
@@ -122,8 +141,8 @@ func (l *loop) startH2(d *down, head []byte) bool {
 		return false
 	}
 	maxStreams, maxList := set.MaxStreams, set.MaxHeaderList
-	c := &h2conn{d: d, streams: map[uint32]*h2stream{}, maxStreams: maxStreams, sendWindow: h2Window,
-		initWindow: h2Window, maxFrame: 16384, set: set, recvAvail: h2Window}
+	c := &h2conn{d: d, streams: map[uint32]*h2stream{}, maxStreams: maxStreams, sendWindow: h2PeerWindow,
+		initWindow: h2PeerWindow, maxFrame: 16384, set: set, recvAvail: h2Window}
 	c.wr = h2writer{c, l}
 	c.fr = newH2Framer(c.wr, &c.rd, maxList)
 	c.heads = newH2Heads(maxList, false)
@@ -136,7 +155,9 @@ func (l *loop) startH2(d *down, head []byte) bool {
 	_ = c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxList},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2Window},
 	)
+	_ = c.fr.WriteWindowUpdate(0, h2Window-h2PeerWindow) // recvAvail is h2Window already: more than the client may use before it
 	return true
 }
 
@@ -165,9 +186,11 @@ func (l *loop) flushH2() {
 				continue
 			}
 			if c.recvUnack >= h2Refresh && !d.closeAfter {
-				_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnack))
-				c.recvAvail += c.recvUnack
-				c.recvUnack = 0
+				if n := c.recvUnack - c.held(); n >= h2Refresh {
+					_ = c.fr.WriteWindowUpdate(0, uint32(n))
+					c.recvAvail += n
+					c.recvUnack -= n
+				}
 			}
 			l.flushDown(d)
 			if d.closed {
@@ -178,6 +201,30 @@ func (l *loop) flushH2() {
 		clear(l.h2dirty)
 		l.h2dirty = l.h2dirty[:0]
 	}
+}
+
+// held is what c's streams received of their request bodies and did not
+// pass on yet: the part of the connection's window not credited back
+// (flushH2). Counted when recvUnack reaches h2Refresh, not kept up to
+// date: a stream's bytes are its unpaid ones while any of them wait
+// (for an HTTP/2 upstream, unpaid is exactly those waiting: h2uCredit);
+// a stream that ended holds none (its buffers went with it). As
+// Envoy's codec consumes a stream's bytes, which credits the
+// connection's window as much as the stream's, only once they are
+// passed on (ConnectionImpl::onData, MarkDataConsumedForStream, deferred
+// while the stream is read-disabled), and x/net's server credits both
+// as its handler reads the body.
+func (c *h2conn) held() int64 {
+	var n int64
+	for _, st := range c.streams {
+		sd := st.sd
+		switch {
+		case st.gone || sd.closed:
+		case st.us != nil, sd.in != nil && sd.off < len(sd.in):
+			n += st.unpaid
+		}
+	}
+	return n
 }
 
 // h2Drained: the connection's output is all out (flushDown). The

@@ -48,15 +48,14 @@ func TestH2RequestBodyCreditToHTTP1(t *testing.T) {
 	}()
 	srv := startH2To(t, ln.Addr().String())
 	h := dialH2Raw(t, srv, http2.ClientPreface)
-	h.headers(1, false, ":path", "/post", "content-length", "60000")
+	h.headers(1, false, ":path", "/post", "content-length", "600000")
 	upGot := 0
-	// send sends the client's next 20,000 bytes (two frames) and waits
-	// for the upstream to read them.
+	// send sends the client's next quarter window (creditedAtHalf) and
+	// waits for the upstream to read it.
 	send := func() {
 		t.Helper()
-		_ = h.fr.WriteData(1, false, bytes.Repeat([]byte("b"), 10000))
-		_ = h.fr.WriteData(1, false, bytes.Repeat([]byte("b"), 10000))
-		want := upGot + 20000
+		sendQuarter(h)
+		want := upGot + quarterWindow
 		for upGot < want {
 			select {
 			case n := <-got:
@@ -91,18 +90,36 @@ func windowUpdates(t *testing.T, c net.Conn, fr *http2.Framer) [][2]uint32 {
 	}
 }
 
+// quarterWindow is a quarter of the window the loops give (wantWindow):
+// half of what they let a peer use before they credit it.
+const quarterWindow = wantWindow / 4
+
+// sendQuarter sends quarterWindow bytes of stream 1's body from the
+// client h, in frames of 16,384.
+func sendQuarter(h *h2Raw) {
+	b := bytes.Repeat([]byte("b"), 16384)
+	for range quarterWindow / len(b) {
+		_ = h.fr.WriteData(1, false, b)
+	}
+}
+
 // creditedAtHalf checks the client h's credits for its stream 1 as send
-// sends 20,000 more bytes of its body to the upstream: none after the
-// first 20,000 (under half the window), then one WINDOW_UPDATE of 40,000
-// for the stream and one for the connection.
+// sends a quarter window more of its body to the upstream: after the
+// connection's first WINDOW_UPDATE (which opens it to wantWindow), none
+// after the first quarter (under half the window), then one
+// WINDOW_UPDATE of half the window for the stream and one for the
+// connection.
 func creditedAtHalf(t *testing.T, h *h2Raw, send func()) {
 	t.Helper()
-	send()
-	if c := windowUpdates(t, h.c, h.fr); len(c) != 0 {
-		t.Fatalf("client credited %v after 20000 bytes went upstream; want nothing (under half the window)", c)
+	if c := windowUpdates(t, h.c, h.fr); !slices.Equal(c, [][2]uint32{{0, wantWindow - 65535}}) {
+		t.Fatalf("client credited %v before any body; want the connection's opening only, [[0 %d]]", c, wantWindow-65535)
 	}
 	send()
-	if c := windowUpdates(t, h.c, h.fr); !slices.Equal(c, [][2]uint32{{0, 40000}, {1, 40000}}) {
-		t.Fatalf("client credited %v (stream, increment) after 40000 bytes went upstream; want [[0 40000] [1 40000]]", c)
+	if c := windowUpdates(t, h.c, h.fr); len(c) != 0 {
+		t.Fatalf("client credited %v after %d bytes went upstream; want nothing (under half the window)", c, quarterWindow)
+	}
+	send()
+	if c := windowUpdates(t, h.c, h.fr); !slices.Equal(c, [][2]uint32{{0, 2 * quarterWindow}, {1, 2 * quarterWindow}}) {
+		t.Fatalf("client credited %v (stream, increment) after %d bytes went upstream; want [[0 %[2]d] [1 %[2]d]]", c, 2*quarterWindow)
 	}
 }

@@ -98,7 +98,7 @@ func readBody(u *rawUp, id uint32, avail uint32) <-chan int {
 // upstream u under the proxy's credit, then its end, and gives how many
 // went: fewer when no credit came for quiet.
 func sendBody(u *rawUp, id uint32, total int, quiet time.Duration) <-chan int {
-	w := newWindows()
+	w := upWindows(u)
 	creditFrom(u.fr, w)
 	sent := make(chan int, 1)
 	go func() { // ends when the body went or no credit came for quiet
@@ -297,7 +297,7 @@ func TestH2NoStallResponse(t *testing.T) {
 // (the client's toward the proxy, the upstream's toward it) are credited
 // whatever each stream holds.
 func TestH2NoStallManyStreams(t *testing.T) {
-	const streams, each = 4, 20000 // 80,000 bytes: over a connection window, under h2Refresh a stream (the test router allows 4)
+	const streams, each = 4, 300000 // 1,200,000 bytes: over a connection window (1 MiB), under h2Refresh a stream (the test router allows 4)
 	srv, accept := startH2Up(t)
 	h := dialH2Raw(t, srv, http2.ClientPreface)
 	var u *rawUp
@@ -403,8 +403,8 @@ func TestH2NoStallManyStreams(t *testing.T) {
 	// Responses: each stream's under the upstream connection's window the
 	// proxy credits; the client credits every frame.
 	var upConn atomic.Int64
-	upConn.Store(65535)
-	go func() { // ends when the upstream's connection closes (Cleanup)
+	upConn.Store(65535 + u.connCredit) // the proxy's first WINDOW_UPDATE came before the requests (u.request)
+	go func() {                        // ends when the upstream's connection closes (Cleanup)
 		for {
 			f, err := u.fr.ReadFrame()
 			if err != nil {

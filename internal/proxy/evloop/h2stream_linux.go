@@ -74,7 +74,7 @@ type h2stream struct {
 	// headers are the request header mutations an HTTP/2 upstream's
 	// fields get (Target.Headers), applied on each attempt (h2uOpen).
 	headers *proxyroute.RequestMutations
-	// A request kept for a retry: its body (up to the stream window;
+	// A request kept for a retry: its body (up to h2ReplayMax;
 	// replayCut past it) and trailers.
 	replay      []byte
 	replayCut   bool
@@ -377,6 +377,9 @@ func (l *loop) h2ReqEnd(st *h2stream) {
 // h2Refresh.
 func (l *loop) h2Credit(st *h2stream) {
 	sd := st.sd
+	if !st.gone && st.c.recvUnack >= h2Refresh {
+		l.h2Dirty(st.c) // the connection's window may be credited now (flushH2)
+	}
 	if st.unpaid < h2Refresh || st.reqEnded || st.gone || (!sd.closed && sd.state == dsBody && sd.in != nil && sd.off < len(sd.in)) {
 		return
 	}

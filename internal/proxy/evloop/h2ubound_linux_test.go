@@ -19,13 +19,29 @@ const (
 )
 
 // windows is a sender's two flow-control windows, credited by the
-// goroutine reading its peer's WINDOW_UPDATEs.
-type windows struct{ conn, stream atomic.Int64 }
+// goroutine reading its peer's WINDOW_UPDATEs and set by its
+// SETTINGS_INITIAL_WINDOW_SIZE (init, that goroutine's).
+type windows struct {
+	conn, stream atomic.Int64
+	init         int64
+}
 
 func newWindows() *windows {
-	w := &windows{}
+	w := &windows{init: 65535}
 	w.conn.Store(65535)
 	w.stream.Store(65535)
+	return w
+}
+
+// upWindows is newWindows for a sender that is the upstream u, from the
+// windows the proxy gave it that u.until read already.
+func upWindows(u *rawUp) *windows {
+	w := newWindows()
+	if u.init > 0 {
+		w.init = u.init
+		w.stream.Store(u.init)
+	}
+	w.conn.Add(u.connCredit)
 	return w
 }
 
@@ -75,6 +91,11 @@ func creditFrom(fr *http2.Framer, w *windows) <-chan *http2.MetaHeadersFrame {
 				return
 			}
 			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if v, ok := f.Value(http2.SettingInitialWindowSize); ok && !f.IsAck() {
+					w.stream.Add(int64(v) - w.init)
+					w.init = int64(v)
+				}
 			case *http2.WindowUpdateFrame:
 				w.credit(f)
 			case *http2.MetaHeadersFrame:
@@ -121,7 +142,7 @@ func TestH2UpstreamSlowClientBounded(t *testing.T) {
 	id := u.request().StreamID
 	_ = u.c.SetDeadline(time.Time{})
 	u.headers(id, false, ":status", "200")
-	w := newWindows()
+	w := upWindows(u)
 	creditFrom(u.fr, w)
 	sent := sendUnderCredit(u.fr, id, w, h2BoundTotal, 500*time.Millisecond)
 	t.Logf("the upstream sent %d bytes before its windows closed", sent)

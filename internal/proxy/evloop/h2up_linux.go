@@ -118,7 +118,7 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 		return nil, err
 	}
 	c := &h2up{u: u, streams: map[uint32]*h2ustream{}, nextID: 1, maxStreams: h2UpDefaultStreams,
-		sendWindow: h2Window, initWindow: h2Window, maxFrame: h2MaxFrame, idleSince: l.now}
+		sendWindow: h2PeerWindow, initWindow: h2PeerWindow, maxFrame: h2MaxFrame, idleSince: l.now}
 	u.h2 = c
 	c.fr = newH2Framer(h2upWriter{c, l}, &c.rd, h2UpMaxHeaderList)
 	c.heads = newH2Heads(h2UpMaxHeaderList, true)
@@ -126,7 +126,9 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 	p.h2 = append(p.h2, u)
 	h2upWriter{c, l}.Write([]byte(http2.ClientPreface))
 	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0},
-		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2UpMaxHeaderList})
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2UpMaxHeaderList},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2Window})
+	_ = c.fr.WriteWindowUpdate(0, h2Window-h2PeerWindow) // the connection's window, as a client's (startH2)
 	return c, nil
 }
 
@@ -141,8 +143,10 @@ func (l *loop) flushH2Up() {
 			continue
 		}
 		if c.recvUnack >= h2Refresh {
-			_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnack))
-			c.recvUnack = 0
+			if n := c.recvUnack - c.held(); n >= h2Refresh {
+				_ = c.fr.WriteWindowUpdate(0, uint32(n))
+				c.recvUnack -= n
+			}
 		}
 		if !u.connecting {
 			l.flushUp(u)
@@ -348,6 +352,20 @@ func (l *loop) h2UpFrame(c *h2up, f http2.Frame) {
 	case *http2.PushPromiseFrame:
 		l.h2UpGoAway(c, http2.ErrCodeProtocol) // push is off (SETTINGS_ENABLE_PUSH 0)
 	}
+}
+
+// held is what c's open streams received of their responses and did not
+// pass on to their clients yet (unacked less owed: h2uConsumed): the part
+// of the connection's window not credited back (flushH2Up), as for a
+// client's connection (h2conn.held). A stream whose response ended
+// holds none here: what its client did not take yet is the client's
+// stream's, at most its window.
+func (c *h2up) held() int64 {
+	var n int64
+	for _, s := range c.streams {
+		n += s.unacked - s.owed
+	}
+	return n
 }
 
 // idle tells whether id names a stream the proxy has not opened: one the

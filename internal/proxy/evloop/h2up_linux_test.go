@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +42,10 @@ type rawUp struct {
 	fr   *http2.Framer
 	hbuf bytes.Buffer
 	enc  *hpack.Encoder
+	// The windows the proxy gave, as until read them: its
+	// SETTINGS_INITIAL_WINDOW_SIZE (0 until one came) and its
+	// connection WINDOW_UPDATEs (sendBody starts from them).
+	init, connCredit int64
 }
 
 // startH2Up runs a loop serving h2c with every stream sent to an HTTP/2
@@ -133,6 +136,16 @@ func (u *rawUp) until(want func(http2.Frame) bool) http2.Frame {
 				u.t.Fatal("upstream: nothing within 10 s")
 			}
 			return nil
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingInitialWindowSize); ok && !f.IsAck() {
+				u.init = int64(v)
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				u.connCredit += int64(f.Increment)
+			}
 		}
 		if want(f) {
 			return f
@@ -295,15 +308,21 @@ func TestH2UpstreamResets(t *testing.T) {
 // timeout (both streams), nothing of it credited to the client.
 func TestH2UpstreamFlowControl(t *testing.T) {
 	t.Run("response", func(t *testing.T) {
+		// The client's window holds the response at first, a stream
+		// window of 300,000, under half the window the loops give the
+		// upstream (1 MiB); its connection window is wide.
+		const first, more = 300000, 240000
 		srv, accept := startH2Up(t)
 		h := dialH2Raw(t, srv, http2.ClientPreface)
-		_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 30000})
+		_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: first})
+		_ = h.fr.WriteWindowUpdate(0, 1<<30)
 		h.headers(1, true)
 		u := accept()
 		id := u.request().StreamID
 		u.headers(id, false, ":status", "200")
-		for range 3 {
-			_ = u.fr.WriteData(id, false, bytes.Repeat([]byte("a"), 16384))
+		chunk := bytes.Repeat([]byte("a"), 16384)
+		for range (first + more + len(chunk) - 1) / len(chunk) {
+			_ = u.fr.WriteData(id, false, chunk)
 		}
 		got := 0
 		take := func(upTo int) {
@@ -326,30 +345,33 @@ func TestH2UpstreamFlowControl(t *testing.T) {
 			}
 			return incs
 		}
-		take(30000)
-		if c := credited(); got != 30000 || len(c) != 0 {
-			t.Fatalf("client got %d bytes, upstream credited %v on its stream; want 30000 and nothing (under half the window)", got, c)
+		take(first)
+		if c := credited(); got != first || len(c) != 0 {
+			t.Fatalf("client got %d bytes, upstream credited %v on its stream; want %d and nothing (under half the window)", got, c, first)
 		}
-		_ = h.fr.WriteWindowUpdate(1, 10000)
-		take(40000)
-		if c := credited(); got != 40000 || !slices.Equal(c, []uint32{40000}) {
-			t.Fatalf("client got %d bytes, upstream credited %v on its stream; want 40000 and [40000]", got, c)
+		_ = h.fr.WriteWindowUpdate(1, more)
+		take(first + more)
+		// Credited once half the window went to the client, in one
+		// WINDOW_UPDATE (what went after it waits for the next half).
+		if c := credited(); got != first+more || len(c) != 1 || c[0] < wantWindow/2 || c[0] > first+more {
+			t.Fatalf("client got %d bytes, upstream credited %v on its stream; want %d and one increment of %d to %[3]d",
+				got, c, first+more, wantWindow/2)
 		}
 	})
 	t.Run("request body", func(t *testing.T) {
 		srv, accept := startH2Up(t)
 		h := dialH2Raw(t, srv, http2.ClientPreface)
 		h.headers(1, false, ":path", "/post")
-		u := accept()
+		u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
 		id := u.request().StreamID
 		upGot := 0
-		// send sends the client's next 20,000 bytes (two frames) and
-		// waits for the upstream to get them.
+		// send sends the client's next quarter window and waits for the
+		// upstream to get it.
 		send := func() {
 			t.Helper()
-			_ = h.fr.WriteData(1, false, bytes.Repeat([]byte("b"), 10000))
-			_ = h.fr.WriteData(1, false, bytes.Repeat([]byte("b"), 10000))
-			want := upGot + 20000
+			sendQuarter(h)
+			want := upGot + quarterWindow
 			u.until(func(f http2.Frame) bool {
 				if d, ok := f.(*http2.DataFrame); ok && d.StreamID == id {
 					upGot += len(d.Data())

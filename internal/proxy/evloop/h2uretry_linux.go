@@ -7,7 +7,7 @@ package evloop
 // before its response head, a connection that failed under it, or a
 // response head whose status or grpc-status the policy retries. The
 // request is sent again from what the client's stream kept: its decoded
-// fields, its body up to the stream window and its trailers; a request
+// fields, its body up to h2ReplayMax and its trailers; a request
 // still being received, or with a longer body, is not retried. The
 // per-try timeout is the HTTP/1.1 attempts' too (h2uPerTryTimeout).
 

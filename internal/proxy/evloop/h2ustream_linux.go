@@ -195,8 +195,8 @@ func (l *loop) h2uWriteHeaders(c *h2up, id uint32, end bool) {
 func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 	s := st.us
 	if len(data) > 0 && st.sd.rs.policy != nil && !st.replayCut {
-		// Kept for a retry, up to the client's stream window.
-		if len(st.replay)+len(data) > h2Window {
+		// Kept for a retry, up to h2ReplayMax.
+		if len(st.replay)+len(data) > h2ReplayMax {
 			st.replayCut = true
 			l.putBuf(st.replay)
 			st.replay = nil
@@ -323,7 +323,13 @@ func (l *loop) h2uCredit(st *h2stream, n int64) {
 		l.h1uCredit(st)
 		return
 	}
-	if st.gone || st.reqEnded {
+	if st.gone {
+		return
+	}
+	if st.c.recvUnack >= h2Refresh {
+		l.h2Dirty(st.c) // the connection's window may be credited now (flushH2)
+	}
+	if st.reqEnded {
 		return
 	}
 	st.owed += n
