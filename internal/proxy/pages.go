@@ -25,12 +25,12 @@ const pagesSettle = 5 * time.Second
 const pagesRefresh = time.Minute
 
 // releasePages runs pageSchedule with exepages.Release, and releases the
-// function tables and read-only data after every collection
-// (exepages.ReleaseTables). It returns when ctx ends.
+// function tables after every collection (exepages.ReleaseTables). It
+// returns when ctx ends.
 func (p *Proxy) releasePages(ctx context.Context) {
 	afterCollections(ctx, func() bool {
 		if _, err := exepages.ReleaseTables(); err != nil {
-			p.log.Warn("release the executable's function tables and read-only data", "err", err)
+			p.log.Warn("release the executable's function tables", "err", err)
 			return false
 		}
 		return true

@@ -52,59 +52,39 @@ func Release() (int64, error) {
 	return total, sc.Err()
 }
 
-// ReleaseTables unmaps this process's pages of the executable's tables
-// and read-only data (.gopclntab and .rodata) and returns the size of the
-// ranges released. The garbage collector reads the function tables for
-// every frame of every goroutine's stack and the type descriptors of the
-// large objects it scans, and the linker lays the type descriptors of
-// every package out in one region sorted by size, so what the proxy reads
-// lies all over it and fault-around keeps nearly all of it resident:
-// 4.4 MB of weft's 16 MB .gopclntab with h2c at 1,000 requests/s, where
-// collections run every 0.5-1 s and the minute's Release never finds them
-// gone, and 4.6 of its 5.4 MB of type descriptors with TLS
-// (docs/bench/proxy.md, "Memory: h2c and weft proxy with mTLS" and round
-// 32). Right after a collection they are resident for nothing: what
-// requests read comes back, and the next collection faults back the
-// blocks it reads. Like Release, it leaves a position-independent
-// executable alone.
+// ReleaseTables unmaps this process's pages of the executable's function
+// tables (.gopclntab) and returns the size of the range released. The
+// garbage collector reads them for every frame of every goroutine's
+// stack, and little else does between collections (stack growth, a
+// traceback, a profile), so right after a collection they are resident
+// for nothing: 4.4 MB of weft's 16 MB section with h2c at 1,000
+// requests/s, where collections run every 0.5-1 s and the minute's
+// Release never finds them gone (docs/bench/proxy.md, "Memory: h2c and
+// weft proxy with mTLS"). The next collection faults back the blocks it
+// reads. Like Release, it leaves a position-independent executable alone.
 func ReleaseTables() (int64, error) {
-	var total int64
-	for _, sect := range []func() (span, error){tables, readOnlyData} {
-		r, err := sect()
-		if err != nil {
-			return total, err
-		}
-		if r.end == r.start {
-			continue
-		}
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, r.start, r.end-r.start, unix.MADV_DONTNEED); e != 0 {
-			return total, fmt.Errorf("madvise %x-%x: %w", r.start, r.end, e)
-		}
-		total += int64(r.end - r.start)
+	r, err := tables()
+	if err != nil || r.end == r.start {
+		return 0, err
 	}
-	return total, nil
+	if _, _, e := unix.Syscall(unix.SYS_MADVISE, r.start, r.end-r.start, unix.MADV_DONTNEED); e != 0 {
+		return 0, fmt.Errorf("madvise %x-%x: %w", r.start, r.end, e)
+	}
+	return int64(r.end - r.start), nil
 }
 
 // span is an address range, [start, end).
 type span struct{ start, end uintptr }
 
 // tables is the page-aligned range inside the executable's .gopclntab
-// (empty when it has none, or is position-independent), read once;
-// readOnlyData is .rodata's.
-var (
-	tables       = sync.OnceValues(func() (span, error) { return sectionSpan(".gopclntab") })
-	readOnlyData = sync.OnceValues(func() (span, error) { return sectionSpan(".rodata") })
-)
-
-// sectionSpan is the page-aligned range inside the executable's section
-// name, empty when it has none or is position-independent.
-func sectionSpan(name string) (span, error) {
+// (empty when it has none, or is position-independent), read once.
+var tables = sync.OnceValues(func() (span, error) {
 	f, err := elf.Open("/proc/self/exe")
 	if err != nil {
 		return span{}, fmt.Errorf("read the executable's ELF header: %w", err)
 	}
 	defer f.Close()
-	s := f.Section(name)
+	s := f.Section(".gopclntab")
 	if f.Type == elf.ET_DYN || s == nil {
 		return span{}, nil
 	}
@@ -115,7 +95,7 @@ func sectionSpan(name string) (span, error) {
 		return span{}, nil
 	}
 	return span{uintptr(lo), uintptr(hi)}, nil
-}
+})
 
 // isPIE reports whether the executable at path is position-independent
 // (ELF type ET_DYN).
