@@ -43,7 +43,8 @@ func schemeRoute(scheme string) *routev3.Route {
 // one line of http or https (case aside, kept as written: HTTPS matches
 // neither route), else https over a TLS listener (App Mesh's STRICT
 // ingress) and http otherwise; the connection's with use_remote_address
-// on; an absolute-form target's scheme. A logged TLS listener is the
+// on; an absolute-form target's scheme (an https:// one over plaintext
+// with use_remote_address refused 403, as Envoy's codec refuses it). A logged TLS listener is the
 // goroutine path's on every path; an unlogged one (bare) the loops'.
 func TestSchemeMatchSamePaths(t *testing.T) {
 	ca := tlstest.NewCA(t, "mesh")
@@ -92,7 +93,7 @@ func TestSchemeMatchSamePaths(t *testing.T) {
 		listener string   // plain and tls are logged, remote has use_remote_address on
 		xfp      []string // the client's x-forwarded-proto lines
 		scheme   string   // the request's :scheme, which the access log shows
-		route    string   // the route that served it: https, http, or none (404)
+		route    string   // the route that served it: https, http, or none (404); "403" refused before routing
 	}{
 		{h1, "plain", nil, "http", "http"},
 		{h1, "plain", []string{"https"}, "https", "https"},
@@ -117,6 +118,9 @@ func TestSchemeMatchSamePaths(t *testing.T) {
 		{h2TLSHTTP, "tls", nil, "http", "http"},
 		{h2TLSHTTP, "bare", nil, "http", "http"},
 		{absHTTPS, "plain", nil, "https", "https"},
+		// With use_remote_address Envoy's codec refuses it
+		// (validate_scheme): logged without request headers.
+		{absHTTPS, "remote", nil, "-", "403"},
 	}
 	const format = "%REQ(X-CASE)% %REQ(:SCHEME)% %ROUTE_NAME% %RESPONSE_CODE%\n"
 	results := map[string]pathResult{}
@@ -161,14 +165,20 @@ func TestSchemeMatchSamePaths(t *testing.T) {
 				}
 				answers[key] = resp.Status[:3] + " " + string(b)
 				want, route, code := "404 ", "-", "404"
-				if tc.route != "" {
+				if tc.route == "403" {
+					want, code = "403 Forbidden", "403"
+				} else if tc.route != "" {
 					want, route, code = "200 "+tc.route, tc.route, "200"
 				}
 				if answers[key] != want {
 					t.Errorf("%s: answered %q, want %q", key, answers[key], want)
 				}
 				if logs[tc.listener] != "" {
-					wantLines[tc.listener] = append(wantLines[tc.listener], fmt.Sprintf("%d %s %s %s", i, tc.scheme, route, code))
+					c := strconv.Itoa(i)
+					if code == "403" {
+						c = "-" // no request headers
+					}
+					wantLines[tc.listener] = append(wantLines[tc.listener], fmt.Sprintf("%s %s %s %s", c, tc.scheme, route, code))
 				}
 			}
 			var log []string

@@ -111,6 +111,10 @@ type h1Conn struct {
 	// http10: HTTP/1.0 requests are served (the connection manager's
 	// accept_http_10), else refused 426 as Envoy refuses them by default.
 	http10 bool
+	// httpsRefused: an absolute-form https:// target is refused
+	// (route.RefuseHTTPSInPlaintext): a plaintext connection whose
+	// connection manager uses the remote address.
+	httpsRefused bool
 	// onDrainClose counts a connection closed because it was draining
 	// (shutdown, or its listener or filter chain changed); nil in tests.
 	onDrainClose func()
@@ -214,6 +218,7 @@ func (s *Server) serveH1(ctx context.Context, c *listener.Conn, m *HCM) {
 	hc.onHeaderTimeout, hc.onIdleTimeout = m.stats.rqHeaderTimeout.Inc, m.stats.cxIdleTimeout.Inc
 	hc.onRefused = func(r route.Refusal, start time.Time) { m.refused(c, r, start) }
 	hc.server, hc.http10 = m.localServer(), m.http10
+	hc.httpsRefused = m.useRemoteAddress && c.Scheme() == "http"
 	hc.maxHead, hc.maxLines = int64(m.limits.Bytes()), m.limits.Lines()
 	hc.lim.n = hc.maxHead
 	if m.stats.cxDrainClose != nil {

@@ -48,9 +48,9 @@ func readRefusal(err error) route.Refusal {
 // checkHead is the refusal for a head net/http's reader read, or 0: its
 // fields as net/http's server checks them, its raw bytes and framing
 // (headCheck), its Connection header (once an h2c upgrade's headers are
-// stripped from req) and its version, in the order the event loops' parser
-// finds them (but where two faults of one head are in another order on
-// its lines).
+// stripped from req), an https:// target (httpsRefused) and its version,
+// in the order the event loops' parser finds them (but where two faults
+// of one head are in another order on its lines).
 func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
 	for i := 0; i < len(req.RequestURI); i++ {
 		if !route.H1TargetByte(req.RequestURI[i]) {
@@ -70,6 +70,11 @@ func (hc *h1Conn) checkHead(req *http.Request) route.Refusal {
 	route.StripH2C(req.Header)
 	if cv := req.Header["Connection"]; len(cv) > 0 && connectionHeader(req, cv).Refused() {
 		return route.RefuseConnectionHeader
+	}
+	if hc.httpsRefused && req.URL.Scheme == "https" {
+		// Envoy's codec, after the Connection header and before the
+		// version (handlePath); net/http's URL has the scheme lower-cased.
+		return route.RefuseHTTPSInPlaintext
 	}
 	switch {
 	case req.ProtoMajor == 1 && req.ProtoMinor == 1:

@@ -50,6 +50,13 @@ const (
 	// RefuseConnectionHeader: a Connection header Envoy's codec will not
 	// sanitize (ConnectionToken, TETrailers).
 	RefuseConnectionHeader
+	// RefuseHTTPSInPlaintext: an absolute-form https:// target on a
+	// plaintext connection whose connection manager uses the remote
+	// address (use_remote_address, xff_num_trusted_hops 0: the codec's
+	// validate_scheme, ServerConnectionImpl::handlePath), which would
+	// otherwise give the request the :scheme https that neither its
+	// x-forwarded-proto nor its connection may give it there.
+	RefuseHTTPSInPlaintext
 )
 
 // MaxHeaders is Envoy's default limit of a head's header lines
@@ -414,6 +421,7 @@ var refusals = [...]struct {
 	RefuseHeaderTimeout:    {408, "request header timeout", "request_header_timeout", false},
 	RefuseUnimplemented:    {501, "Not Implemented", "", false},
 	RefuseConnectionHeader: {400, "Bad Request", "http1.connection_header_rejected", true},
+	RefuseHTTPSInPlaintext: {403, "Forbidden", "http1.https_url_on_plaintext_connection", true},
 }
 
 // Status is the answer's status; its status line says HTTP/1.1.
