@@ -143,10 +143,13 @@ func (l *loop) flushH2Up() {
 			continue
 		}
 		if c.recvUnack >= h2Refresh {
-			if n := c.recvUnack - c.held(); n >= h2Refresh {
-				_ = c.fr.WriteWindowUpdate(0, uint32(n))
-				c.recvUnack -= n
-			}
+			// Credited on receipt, not as passed on (h2conn.held): the
+			// connection carries many clients' streams, and one client that
+			// reads nothing would hold its stream's window of it, the whole
+			// of it, and stall every other client's response on it. What a
+			// stream holds is bounded by its own window (h2uData).
+			_ = c.fr.WriteWindowUpdate(0, uint32(c.recvUnack))
+			c.recvUnack = 0
 		}
 		if !u.connecting {
 			l.flushUp(u)
@@ -352,20 +355,6 @@ func (l *loop) h2UpFrame(c *h2up, f http2.Frame) {
 	case *http2.PushPromiseFrame:
 		l.h2UpGoAway(c, http2.ErrCodeProtocol) // push is off (SETTINGS_ENABLE_PUSH 0)
 	}
-}
-
-// held is what c's open streams received of their responses and did not
-// pass on to their clients yet (unacked less owed: h2uConsumed): the part
-// of the connection's window not credited back (flushH2Up), as for a
-// client's connection (h2conn.held). A stream whose response ended
-// holds none here: what its client did not take yet is the client's
-// stream's, at most its window.
-func (c *h2up) held() int64 {
-	var n int64
-	for _, s := range c.streams {
-		n += s.unacked - s.owed
-	}
-	return n
 }
 
 // idle tells whether id names a stream the proxy has not opened: one the

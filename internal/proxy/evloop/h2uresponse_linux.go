@@ -21,9 +21,6 @@ import (
 // they add up to h2Refresh.
 func (l *loop) h2uConsumed(s *h2ustream, n int) {
 	s.owed += int64(n)
-	if s.c.recvUnack >= h2Refresh && !s.done {
-		l.h2upDirty(s.c) // the connection's window may be credited now (flushH2Up)
-	}
 	if s.done || s.c.u.closed || s.owed < h2Refresh {
 		return
 	}
