@@ -1,13 +1,21 @@
 package proxy
 
 import (
+	"bufio"
+	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
 // TestRemovedHostFallbackIdleDrainedSamePaths: a removed host's idle
@@ -114,4 +122,93 @@ func TestRemovedHostFallbackBusyDrainedSamePaths(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestRemovedHostFallbackStrayDrainedSamePaths: a connection of the
+// goroutine path's fallback Transport that net/http put in its idle pool
+// without any request's hooks (its dial outlived the request that
+// started it: the request's route timeout came during the upstream's TLS
+// handshake, and net/http pools what the dial brings) is closed too when
+// its host is removed, on every path. Until the fix it stayed open, out of
+// the hooks' set of idle connections, until the cluster's idle timeout.
+func TestRemovedHostFallbackStrayDrainedSamePaths(t *testing.T) {
+	ca := tlstest.NewCA(t, "mesh")
+	client := writeLeaf(t, t.TempDir(), ca, ca.Issue(t, nil, "spiffe://weft.local/front"))
+	leaf := ca.Issue(t, []string{"back.local"})
+	for _, p := range proxyPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			up := &closingUpstream{addr: ln.Addr().String(), conns: map[net.Conn]bool{}}
+			arrived, gate := make(chan struct{}, 1), make(chan struct{})
+			tlsCfg := &tls.Config{Certificates: []tls.Certificate{leaf.TLS(t)}, NextProtos: []string{"http/1.1"}}
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })}
+			go func() { // ends with srv.Close in Cleanup
+				_ = srv.Serve(tls.NewListener(gatedListener{trackingListener{ln, up}, arrived, gate}, tlsCfg))
+			}()
+			t.Cleanup(func() { _ = srv.Close(); up.closeAll() })
+			h := newHarness(t, p.on)
+			var opened sync.Once
+			release := func() { opened.Do(func() { close(gate) }) }
+			t.Cleanup(release) // before the harness's: the proxy's connect must end
+			r := routeTo("/", "c")
+			r.GetRoute().Timeout = durationpb.New(200 * time.Millisecond)
+			longConnect := func(c *clusterv3.Cluster) { c.ConnectTimeout = durationpb.New(time.Minute) }
+			base := []types.Resource{httpListener("egress", httpManager("egress", "rds")),
+				routeConfig("rds", vhost("v", []string{"*"}, r)), edsCluster("c", upstreamTLS(client, "back.local", "back.local"), longConnect)}
+			h.push(append(base, cla("c", up.addr))...)
+			// An expectation holding 100-continue among others (forwarded:
+			// the fallback), its upstream's handshake held past the route
+			// timeout.
+			cc, err := net.Dial("tcp", h.addr("egress"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			_ = cc.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(cc, "GET /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, foo\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(cc), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != 504 {
+				t.Fatalf("GET: %s, want 504 (the route timeout)", resp.Status)
+			}
+			<-arrived
+			release() // the handshake goes on: a connection the proxy kept is pooled
+			waitUntil(t, 10*time.Second, "the held connection's handshake done, or the connection closed", func() bool {
+				open, _ := up.counts()
+				return h.stat("cluster.c.ssl.handshake") >= 1 || open == 0
+			})
+			h.push(append(base, cla("c"))...)
+			waitUntil(t, 20*time.Second, "the removed host's connection closed by the proxy", func() bool {
+				open, _ := up.counts()
+				return open == 0
+			})
+		})
+	}
+}
+
+// gatedListener holds each connection it accepted until gate closes,
+// after telling arrived: a TLS server's handshake waits until then.
+type gatedListener struct {
+	net.Listener
+	arrived chan<- struct{}
+	gate    <-chan struct{}
+}
+
+func (l gatedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case l.arrived <- struct{}{}:
+	default:
+	}
+	<-l.gate
+	return c, nil
 }

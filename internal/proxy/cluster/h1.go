@@ -429,7 +429,7 @@ func (t *h1Client) forget(keep func(addr string, h *Host) bool) {
 	var gone []*h1Conn
 	t.mu.Lock()
 	t.keep = keep
-	fbGone := t.forgetFallback(keep)
+	fbGone, fbSweep := t.forgetFallback(keep)
 	for addr, l := range t.idle {
 		kept := l[:0]
 		for _, pc := range l {
@@ -452,6 +452,9 @@ func (t *h1Client) forget(keep func(addr string, h *Host) bool) {
 	}
 	for _, c := range fbGone {
 		_ = c.Close() // net/http's reader sees it closed and drops it
+	}
+	if fbSweep {
+		t.fallback.CloseIdleConnections() // without t.mu: fbConn.Close takes it
 	}
 }
 

@@ -16,7 +16,13 @@ import (
 // net/http closes it; its PutIdleConn trace hook (roundTripFallback) says
 // when one goes idle, GotConn when it is taken again. One that goes idle
 // after its host left, its exchange running as the host went, is closed
-// then.
+// then. A new connection counts as idle until an exchange takes it: net/http
+// pools one whose dial outlived its request (the request's context ended,
+// or it took another connection) with no hook; as one of those could also
+// be on its way to a request, not yet told by GotConn, forget leaves such
+// connections of a host that left to CloseIdleConnections, which closes
+// only those in net/http's idle pool (the other hosts' idle ones with
+// them: rare, a dial that outlived its request).
 
 // fbConn is a connection of the fallback Transport.
 type fbConn struct {
@@ -48,7 +54,14 @@ func (t *h1Client) dialFallback(ctx context.Context, network, addr string) (net.
 	if err != nil {
 		return nil, err
 	}
-	return &fbConn{Conn: nc, t: t, addr: addr}, nil
+	c := &fbConn{Conn: nc, t: t, addr: addr}
+	t.mu.Lock()
+	if t.fbIdle == nil {
+		t.fbIdle = map[*fbConn]bool{}
+	}
+	t.fbIdle[c] = true // until an exchange takes it (fallbackBusy)
+	t.mu.Unlock()
+	return c, nil
 }
 
 // fallbackIdle is told that nc went back to the fallback Transport's
@@ -95,14 +108,20 @@ func (t *h1Client) fallbackBusy(nc net.Conn) uint64 {
 
 // forgetFallback closes the fallback Transport's idle connections whose
 // host keep refuses (forget's, with t.mu held); it returns them, to be
-// closed once the lock is released.
-func (t *h1Client) forgetFallback(keep func(addr string, h *Host) bool) []*fbConn {
-	var gone []*fbConn
+// closed once the lock is released, and whether one of them was never
+// taken by an exchange (sweep: not closed, as it may be on its way to a
+// request; the caller then closes net/http's idle ones).
+func (t *h1Client) forgetFallback(keep func(addr string, h *Host) bool) (gone []*fbConn, sweep bool) {
 	for c := range t.fbIdle {
-		if !keep(c.addr, nil) {
-			delete(t.fbIdle, c)
-			gone = append(gone, c)
+		if keep(c.addr, nil) {
+			continue
 		}
+		delete(t.fbIdle, c)
+		if c.uses == 0 {
+			sweep = true // one an exchange takes now goes idle to fallbackIdle, which closes it
+			continue
+		}
+		gone = append(gone, c)
 	}
-	return gone
+	return gone, sweep
 }
