@@ -244,7 +244,8 @@ func (b *bench) run(ctx context.Context, o opts) {
 	sat := saturation(run, o.satDur, o.satConns)
 	printFixed(o, fixed, rep)
 	printTail("fixed-rate run", tl.rows)
-	printVersus(versusHAProxy(tl.names, tl.runs))
+	printVersus(versusHAProxy(tl.names, tl.runs, 0.5))
+	printVersus(versusHAProxy(tl.names, tl.runs, 0.99))
 	if o.paired > 0 {
 		b.pairedRun(run, o)
 	}

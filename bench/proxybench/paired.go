@@ -54,7 +54,8 @@ func (b *bench) pairedRun(run []target, o opts) {
 		prows = append(prows, tailTable(pnames[i:i+1], pruns[i:i+1], d, [][]window{nil}, pown)...)
 	}
 	printTail("paired run (a slice is a part)", prows)
-	printVersus(versusHAProxy(pnames, pruns))
+	printVersus(versusHAProxy(pnames, pruns, 0.5))
+	printVersus(versusHAProxy(pnames, pruns, 0.99))
 	printCoincidence(pnames, pruns, pdirect)
 }
 

@@ -366,13 +366,13 @@ func pidsOf(ps []*os.Process) []int {
 	return out
 }
 
-// roundDiffs is, for each round both paths ran, a's slice p99 minus b's,
-// in ms: the two slices of a round are seconds apart, so the machine's
-// slow minutes weigh on both.
-func roundDiffs(a, b []runSlice) []float64 {
+// roundDiffs is, for each round both paths ran, a's slice quantile q
+// minus b's, in ms: the two slices of a round are seconds apart, so the
+// machine's slow minutes weigh on both.
+func roundDiffs(a, b []runSlice, q float64) []float64 {
 	var d []float64
 	for k := range min(len(a), len(b)) {
-		d = append(d, sliceQuantile(a[k], 0.99)-sliceQuantile(b[k], 0.99))
+		d = append(d, sliceQuantile(a[k], q)-sliceQuantile(b[k], q))
 	}
 	return d
 }
@@ -397,15 +397,17 @@ func signTest(k, n int) float64 {
 	return min(p, 1)
 }
 
-// versus compares a path's slice p99 with another's, round by round.
+// versus compares a path's slice quantile q with another's, round by
+// round.
 type versus struct {
 	a, b              string
+	q                 float64
 	diffs             []float64 // a minus b, ms
 	below, above, tie int       // rounds a was under, over, equal to b
 }
 
-func compareRounds(a, b string, ra, rb []runSlice) versus {
-	v := versus{a: a, b: b, diffs: roundDiffs(ra, rb)}
+func compareRounds(a, b string, ra, rb []runSlice, q float64) versus {
+	v := versus{a: a, b: b, q: q, diffs: roundDiffs(ra, rb, q)}
 	for _, d := range v.diffs {
 		switch {
 		case d < 0:
@@ -419,12 +421,13 @@ func compareRounds(a, b string, ra, rb []runSlice) versus {
 	return v
 }
 
-// printVersus prints the round-by-round comparisons.
+// printVersus prints the round-by-round comparisons of one quantile.
 func printVersus(vs []versus) {
 	if len(vs) == 0 {
 		return
 	}
-	fmt.Printf("\np99 against haproxy round by round (each round's slice p99 of the path minus haproxy's slice p99 of the same round; sign test: the chance of a split at least this uneven if neither path were slower):\n\n")
+	p := fmt.Sprintf("p%g", 100*vs[0].q)
+	fmt.Printf("\n%s against haproxy round by round (each round's slice %s of the path minus haproxy's slice %s of the same round; sign test: the chance of a split at least this uneven if neither path were slower):\n\n", p, p, p)
 	fmt.Println("| path | against | difference ms min / median / max | rounds below / above / equal | sign test p |")
 	fmt.Println("|---|---|---|---|---|")
 	for _, v := range vs {
@@ -434,8 +437,9 @@ func printVersus(vs []versus) {
 }
 
 // versusHAProxy pairs the weft proxy paths with haproxy's of the same
-// shape (one proxy or two chained; plaintext or mutual TLS).
-func versusHAProxy(names []string, runs [][]runSlice) []versus {
+// shape (one proxy or two chained; plaintext or mutual TLS), comparing
+// their slices' quantile q.
+func versusHAProxy(names []string, runs [][]runSlice, q float64) []versus {
 	by := map[string][]runSlice{}
 	for i, n := range names {
 		by[n] = runs[i]
@@ -466,7 +470,7 @@ func versusHAProxy(names []string, runs [][]runSlice) []versus {
 			continue // tracing: compared elsewhere
 		}
 		if hr, ok := by[h]; ok {
-			vs = append(vs, compareRounds(n, h, runs[i], hr))
+			vs = append(vs, compareRounds(n, h, runs[i], hr, q))
 		}
 	}
 	return vs

@@ -187,21 +187,27 @@ func TestTailTableRoundsAndVersus(t *testing.T) {
 		t.Errorf("pooled p99 %v (want 50), proxies %v", r.p99, r.proxies)
 	}
 	vs := versusHAProxy([]string{"app direct", "one weft proxy", "haproxy", "one weft proxy, tracing 1%", "two weft proxies B"},
-		[][]runSlice{direct, proxy, hap, proxy, proxy})
+		[][]runSlice{direct, proxy, hap, proxy, proxy}, 0.99)
 	if len(vs) != 1 || vs[0].a != "one weft proxy" || vs[0].b != "haproxy" {
 		t.Fatalf("pairs = %+v, want one weft proxy against haproxy only (no two haproxies in the run)", vs)
 	}
 	if v := vs[0]; v.below != 2 || v.above != 1 || v.tie != 0 {
 		t.Errorf("below/above/tie = %d/%d/%d, want 2/1/0 (diffs %v)", v.below, v.above, v.tie, v.diffs)
 	}
+	// At p50 the stall (the slowest tenth of round 1) does not show: the
+	// proxy's 2 ms slices are under haproxy's 3 ms in every round.
+	vs = versusHAProxy([]string{"one weft proxy", "haproxy"}, [][]runSlice{proxy, hap}, 0.5)
+	if v := vs[0]; v.below != 3 || v.above != 0 || v.tie != 0 || math.Abs(v.diffs[1]+1) > 1e-9 {
+		t.Errorf("p50: below/above/tie = %d/%d/%d (diffs %v), want 3/0/0, round 1 -1 ms", v.below, v.above, v.tie, v.diffs)
+	}
 	// The HTTP/2 paths pair with haproxy's of the same protocol.
 	vs = versusHAProxy([]string{"app direct h2c", "one weft proxy h2c", "haproxy", "haproxy h2c", "two weft proxies B h2 mTLS", "two haproxies h2 mTLS"},
-		[][]runSlice{direct, proxy, hap, hap, proxy, hap})
+		[][]runSlice{direct, proxy, hap, hap, proxy, hap}, 0.99)
 	if len(vs) != 2 || vs[0].a != "one weft proxy h2c" || vs[0].b != "haproxy h2c" ||
 		vs[1].a != "two weft proxies B h2 mTLS" || vs[1].b != "two haproxies h2 mTLS" {
 		t.Fatalf("HTTP/2 pairs = %+v", vs)
 	}
-	if v := compareRounds("a", "b", proxy, proxy); v.tie != 3 || v.below != 0 || v.above != 0 {
+	if v := compareRounds("a", "b", proxy, proxy, 0.99); v.tie != 3 || v.below != 0 || v.above != 0 {
 		t.Errorf("a path against itself: below/above/tie = %d/%d/%d, want 0/0/3", v.below, v.above, v.tie)
 	}
 }
