@@ -88,11 +88,7 @@ func TestMalformedBodyAfterResponseSamePaths(t *testing.T) {
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
 		res := pathResult{answers: map[string]string{}}
 		for _, path := range paths {
-			c, err := net.Dial("tcp", h.addr("egress"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dialRaw(t, h.addr("egress"))
 			_, _ = io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
 			br := bufio.NewReader(c)
 			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodPost})
@@ -312,11 +308,7 @@ func TestEarlyResponseBeforeBodySamePaths(t *testing.T) {
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "up"))), edsCluster("up"), cla("up", up))
 		res := pathResult{answers: map[string]string{}}
 		for _, r := range requests {
-			c, err := net.Dial("tcp", h.addr("egress"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dialRaw(t, h.addr("egress"))
 			_, _ = io.WriteString(c, r.head+r.first)
 			br := bufio.NewReader(c)
 			var answer []string

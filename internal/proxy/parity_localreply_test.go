@@ -82,11 +82,7 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 		res := pathResult{answers: map[string]string{}}
 		sent := 0
 		for _, r := range requests {
-			c, err := net.Dial("tcp", h.addr("egress"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dialRaw(t, h.addr("egress"))
 			_, _ = io.WriteString(c, r.head+"\r\n"+r.body)
 			br := bufio.NewReader(c)
 			method, _, _ := strings.Cut(r.head, " ")
