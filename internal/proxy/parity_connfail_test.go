@@ -81,7 +81,6 @@ func TestConnectFailureReasonSamePaths(t *testing.T) {
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL% %REQ(:PATH)% " +
 		"%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_TRANSPORT_FAILURE_REASON%\n"}}
 	results := map[string]pathResult{}
-	var all []string
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarness(t, p.logged)
@@ -105,11 +104,7 @@ func TestConnectFailureReasonSamePaths(t *testing.T) {
 			h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
 			answers := map[string]string{}
 			var wantLog []string
-			for _, h2Client := range []bool{false, true} {
-				cl := &http.Client{Transport: &http.Transport{}}
-				if h2Client {
-					cl = h2cClient(t)
-				}
+			eachClient(t, func(client string, cl *http.Client) {
 				for _, c := range cases {
 					body, details, logged := resetPrefix+"remote connection failure", "upstream_reset_before_response_started{remote_connection_failure}", "-"
 					if c.transport != "" {
@@ -119,34 +114,16 @@ func TestConnectFailureReasonSamePaths(t *testing.T) {
 					}
 					for _, proto := range []string{"h1", "h2"} {
 						path := "/" + proto + "-" + c.name
-						resp, err := cl.Get("http://" + h.addr("egress") + path)
-						if err != nil {
-							t.Fatal(err)
-						}
-						b, _ := io.ReadAll(resp.Body)
-						_ = resp.Body.Close()
-						key := clientProto(h2Client) + " " + path
-						answers[key] = resp.Status[:3] + " " + string(b)
-						if want := "503 " + body; answers[key] != want {
-							t.Errorf("%s: answered %q, want %q", key, answers[key], want)
-						}
+						key := client + " " + path
+						checkAnswer(t, answers, key, getAnswer(t, cl, "http://"+h.addr("egress")+path), "503 "+body)
 						wantLog = append(wantLog, fmt.Sprintf("%s 503 UF %s %s", key, details, logged))
 					}
 				}
-				cl.CloseIdleConnections()
-			}
-			log := awaitLog(t, logFile, len(wantLog))
-			if w := sortLines(strings.Join(wantLog, "\n") + "\n"); log != w {
-				t.Errorf("access log\n%s\nwant\n%s", log, w)
-			}
-			results[p.name] = pathResult{answers: answers, log: log}
-			all = all[:0]
-			for k := range answers {
-				all = append(all, k)
-			}
+			})
+			results[p.name] = pathResult{answers: answers, log: awaitWantLog(t, logFile, wantLog)}
 		})
 	}
-	sameAsGoroutinePath(t, results, all)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // tlsServer accepts TLS connections with cert (ALPN h2 or http/1.1, no

@@ -239,11 +239,7 @@ func TestH2CUpgradeSamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	names := make([]string, 0, len(exchanges))
-	for _, x := range exchanges {
-		names = append(names, x.name)
-	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // TestH2CUpgradeCurlSamePaths: curl --http2 to an http:// URL through weft

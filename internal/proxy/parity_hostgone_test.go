@@ -32,15 +32,69 @@ func hostStat(h *harness, cluster, addr, name string) int64 {
 // answered 200 with body.
 func getOK(t *testing.T, c *http.Client, url, body string) {
 	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
+	if a := getAnswer(t, c, url); a != "200 "+body {
+		t.Fatalf("GET %s: %q, want %q", url, a, "200 "+body)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(b) != body {
-		t.Fatalf("GET %s: %d %q, want 200 %q", url, resp.StatusCode, b, body)
+}
+
+// heldHalfway answers "first half, ", flushed, then says so on started
+// and writes "second half" once release is closed.
+func heldHalfway(started chan<- struct{}, release <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "first half, ")
+		w.(http.Flusher).Flush()
+		started <- struct{}{}
+		<-release
+		_, _ = io.WriteString(w, "second half")
+	})
+}
+
+// slowGet GETs url with c from an upstream that holds its response
+// (heldHalfway) and returns once started says the upstream began it,
+// failing the test if the request ends first. The function it returns
+// waits for the response's end and gives its answer, "status body", and
+// any error of the request or of its body's read.
+func slowGet(t *testing.T, c *http.Client, url string, started <-chan struct{}) func() (string, error) {
+	t.Helper()
+	type result struct {
+		answer string
+		err    error
 	}
+	slow := make(chan result, 1)
+	go func() { // ends with the slow response, which the test releases
+		resp, err := c.Get(url)
+		if err != nil {
+			slow <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		slow <- result{resp.Status[:3] + " " + string(b), err}
+	}()
+	select {
+	case <-started:
+	case r := <-slow:
+		t.Fatalf("the slow request ended before its upstream answered: %+v", r)
+	}
+	return func() (string, error) {
+		r := <-slow
+		return r.answer, r.err
+	}
+}
+
+// awaitOnlyStays waits until the proxy has closed every connection to
+// left (what names it) and cluster c's upstream_cx_active counts the
+// connections open to stays alone.
+func awaitOnlyStays(t *testing.T, h *harness, left, stays *closingUpstream, what string) {
+	t.Helper()
+	waitUntil(t, 20*time.Second, what+"'s connection closed by the proxy after its response", func() bool {
+		open, _ := left.counts()
+		return open == 0
+	})
+	open, _ := stays.counts()
+	waitUntil(t, 10*time.Second, fmt.Sprintf("upstream_cx_active back to the other host's %d", open), func() bool {
+		return h.stat("cluster.c.upstream_cx_active") == int64(open)
+	})
 }
 
 // TestRemovedHostIdleDrainedSamePaths: an EDS update that removes a host
@@ -136,13 +190,7 @@ func TestRemovedHostBusyDrainedSamePaths(t *testing.T) {
 			for _, p := range proxyPaths() {
 				t.Run(p.name, func(t *testing.T) {
 					started, release := make(chan struct{}, 1), make(chan struct{})
-					gone := newClosingUpstreamWith(t, tc.h2, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-						_, _ = io.WriteString(w, "first half, ")
-						w.(http.Flusher).Flush()
-						started <- struct{}{}
-						<-release
-						_, _ = io.WriteString(w, "second half")
-					}))
+					gone := newClosingUpstreamWith(t, tc.h2, nil, heldHalfway(started, release))
 					stays := newClosingUpstream(t, tc.h2, nil)
 					var mods []func(*clusterv3.Cluster)
 					if tc.h2 {
@@ -154,26 +202,7 @@ func TestRemovedHostBusyDrainedSamePaths(t *testing.T) {
 					h.push(append(base, cla("c", gone.addr))...)
 					url := "http://" + h.addr("egress") + "/x"
 					c := h2cClient(t)
-					type result struct {
-						a   h2Answer
-						err error
-					}
-					slow := make(chan result, 1)
-					go func() { // ends with the slow response, released below
-						resp, err := c.Get(url)
-						if err != nil {
-							slow <- result{err: err}
-							return
-						}
-						defer resp.Body.Close()
-						b, err := io.ReadAll(resp.Body)
-						slow <- result{h2Answer{status: resp.StatusCode, body: string(b)}, err}
-					}()
-					select {
-					case <-started:
-					case r := <-slow:
-						t.Fatalf("the slow request ended before its upstream answered: %+v", r)
-					}
+					slow := slowGet(t, c, url, started)
 					h.push(append(base, cla("c", stays.addr))...)
 					// Sent on the slow request's h2c connection, and on
 					// the loops served by its loop after the update's
@@ -185,17 +214,10 @@ func TestRemovedHostBusyDrainedSamePaths(t *testing.T) {
 						t.Fatalf("the removed host's busy connection: %d open, want 1 until its response ends", open)
 					}
 					close(release)
-					if r := <-slow; r.err != nil || r.a != (h2Answer{status: 200, body: "first half, second half"}) {
-						t.Fatalf("the response in flight on the removed host: %+v, %v; want 200 and its whole body", r.a, r.err)
+					if a, err := slow(); err != nil || a != "200 first half, second half" {
+						t.Fatalf("the response in flight on the removed host: %q, %v; want 200 and its whole body", a, err)
 					}
-					waitUntil(t, 20*time.Second, "the removed host's connection closed by the proxy after its response", func() bool {
-						open, _ := gone.counts()
-						return open == 0
-					})
-					open, _ := stays.counts()
-					waitUntil(t, 10*time.Second, fmt.Sprintf("upstream_cx_active back to the other host's %d", open), func() bool {
-						return h.stat("cluster.c.upstream_cx_active") == int64(open)
-					})
+					awaitOnlyStays(t, h, gone, stays, "the removed host")
 				})
 			}
 		})

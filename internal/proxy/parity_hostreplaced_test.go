@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -93,13 +92,7 @@ func TestReplacedHostDrainedSamePaths(t *testing.T) {
 			for _, p := range proxyPaths() {
 				t.Run(p.name, func(t *testing.T) {
 					started, release := make(chan struct{}, 1), make(chan struct{})
-					again := newClosingUpstreamWith(t, up.h2, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-						_, _ = io.WriteString(w, "first half, ")
-						w.(http.Flusher).Flush()
-						started <- struct{}{}
-						<-release
-						_, _ = io.WriteString(w, "second half")
-					}))
+					again := newClosingUpstreamWith(t, up.h2, nil, heldHalfway(started, release))
 					stays := newClosingUpstream(t, up.h2, nil)
 					h := newHarness(t, p.on)
 					base := []types.Resource{httpListener("egress", httpManager("egress", "rds")),
@@ -108,40 +101,14 @@ func TestReplacedHostDrainedSamePaths(t *testing.T) {
 					url := "http://" + h.addr("egress") + "/x"
 					c := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
 					defer c.Transport.(*http.Transport).CloseIdleConnections()
-					type result struct {
-						body string
-						err  error
-					}
-					slow := make(chan result, 1)
-					go func() { // ends with the slow response, released below
-						resp, err := c.Get(url)
-						if err != nil {
-							slow <- result{err: err}
-							return
-						}
-						defer resp.Body.Close()
-						b, err := io.ReadAll(resp.Body)
-						slow <- result{fmt.Sprintf("%d %s", resp.StatusCode, b), err}
-					}()
-					select {
-					case <-started:
-					case r := <-slow:
-						t.Fatalf("the slow request ended before its upstream answered: %+v", r)
-					}
+					slow := slowGet(t, c, url, started)
 					h.push(append(base, cla("c", stays.addr))...)
 					h.push(append(base, cla("c", again.addr, stays.addr))...)
 					close(release)
-					if r := <-slow; r.err != nil || r.body != "200 first half, second half" {
-						t.Fatalf("the response in flight: %q, %v; want 200 and its whole body", r.body, r.err)
+					if a, err := slow(); err != nil || a != "200 first half, second half" {
+						t.Fatalf("the response in flight: %q, %v; want 200 and its whole body", a, err)
 					}
-					waitUntil(t, 20*time.Second, "the replaced host's connection closed by the proxy after its response", func() bool {
-						open, _ := again.counts()
-						return open == 0
-					})
-					open, _ := stays.counts()
-					waitUntil(t, 10*time.Second, fmt.Sprintf("upstream_cx_active back to the other host's %d", open), func() bool {
-						return h.stat("cluster.c.upstream_cx_active") == int64(open)
-					})
+					awaitOnlyStays(t, h, again, stays, "the replaced host")
 				})
 			}
 		})

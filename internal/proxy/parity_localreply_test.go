@@ -82,11 +82,7 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 		res := pathResult{answers: map[string]string{}}
 		sent := 0
 		for _, r := range requests {
-			c, err := net.Dial("tcp", h.addr("egress"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dialRaw(t, h.addr("egress"))
 			_, _ = io.WriteString(c, r.head+"\r\n"+r.body)
 			br := bufio.NewReader(c)
 			method, _, _ := strings.Cut(r.head, " ")
@@ -139,11 +135,7 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	names := make([]string, 0, len(requests))
-	for _, r := range requests {
-		names = append(names, r.name)
-	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // TestHTTP1HeadLocalReplySamePaths: a local reply to an HTTP/1.1 HEAD
@@ -185,10 +177,6 @@ func TestHTTP1HeadLocalReplySamePaths(t *testing.T) {
 		{"GET direct response", "GET /direct200 HTTP/1.1\r\nHost: x\r\n", "200, length [0], transfer-encoding [], type [], then 200"},
 	}
 	results := map[string]pathResult{}
-	names := make([]string, 0, len(requests))
-	for _, r := range requests {
-		names = append(names, r.name)
-	}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
@@ -232,7 +220,7 @@ func TestHTTP1HeadLocalReplySamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // TestH2LocalReplyBeforeBodySamePaths: over HTTP/2 (h2c), a local reply
@@ -358,10 +346,6 @@ func TestH2EmptyLocalReplySamePaths(t *testing.T) {
 		{"direct response without body", "HEADERS 200 length [] END_STREAM", get("GET", "x", "/direct200"), true},
 	}
 	results := map[string]pathResult{}
-	names := make([]string, 0, len(requests))
-	for _, r := range requests {
-		names = append(names, r.name)
-	}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")), httpListener("direct", httpManager("direct", "rds-direct")),
@@ -425,7 +409,7 @@ func TestH2EmptyLocalReplySamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // directTo is a route answering requests under prefix with status and no

@@ -3,11 +3,9 @@ package proxy
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -72,7 +70,6 @@ func TestRetriedResetBodySamePaths(t *testing.T) {
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
 		TextFormat: "%PROTOCOL% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
 	results := map[string]pathResult{}
-	var all []string
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarness(t, p.logged)
@@ -95,41 +92,19 @@ func TestRetriedResetBodySamePaths(t *testing.T) {
 			h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
 			answers := map[string]string{}
 			var wantLog []string
-			for _, h2Client := range []bool{false, true} {
-				cl := &http.Client{Transport: &http.Transport{}}
-				if h2Client {
-					cl = h2cClient(t)
-				}
+			eachClient(t, func(client string, cl *http.Client) {
 				for _, c := range cases {
-					resp, err := cl.Get("http://" + h.addr("egress") + "/" + c.name + "/")
-					if err != nil {
-						t.Fatal(err)
-					}
-					b, _ := io.ReadAll(resp.Body)
-					_ = resp.Body.Close()
-					key := clientProto(h2Client) + " /" + c.name + "/"
-					answers[key] = resp.Status[:3] + " " + string(b)
+					key := client + " /" + c.name + "/"
 					want, attempts := c.status+" "+resetPrefix+c.why, 1
 					if c.retryOn != "" {
 						want, attempts = c.status+" "+retriedPrefix+c.why, 3
 					}
-					if answers[key] != want {
-						t.Errorf("%s: answered\n%q\nwant\n%q", key, answers[key], want)
-					}
+					checkAnswer(t, answers, key, getAnswer(t, cl, "http://"+h.addr("egress")+"/"+c.name+"/"), want)
 					wantLog = append(wantLog, fmt.Sprintf("%s %s %s %d", key, c.status, c.log, attempts))
 				}
-				cl.CloseIdleConnections()
-			}
-			log := awaitLog(t, logFile, len(wantLog))
-			if w := sortLines(strings.Join(wantLog, "\n") + "\n"); log != w {
-				t.Errorf("access log\n%s\nwant\n%s", log, w)
-			}
-			results[p.name] = pathResult{answers: answers, log: log}
-			all = all[:0]
-			for k := range answers {
-				all = append(all, k)
-			}
+			})
+			results[p.name] = pathResult{answers: answers, log: awaitWantLog(t, logFile, wantLog)}
 		})
 	}
-	sameAsGoroutinePath(t, results, all)
+	sameAnswersAsGoroutinePath(t, results)
 }

@@ -171,11 +171,7 @@ func TestRequestTimeSamePaths(t *testing.T) {
 			edsCluster("early"), cla("early", early), edsCluster("h2whole", h2Upstream), cla("h2whole", h2whole))
 		res := pathResult{answers: map[string]string{}}
 		for _, path := range gets {
-			c, err := net.Dial("tcp", h.addr("egress"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := dialRaw(t, h.addr("egress"))
 			_, _ = io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
@@ -190,11 +186,7 @@ func TestRequestTimeSamePaths(t *testing.T) {
 			_ = c.Close()
 		}
 		// A chunked body malformed once the response started.
-		c, err := net.Dial("tcp", h.addr("egress"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		c := dialRaw(t, h.addr("egress"))
 		_, _ = io.WriteString(c, "POST /early HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodPost})
 		if err != nil {

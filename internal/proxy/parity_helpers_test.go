@@ -1,0 +1,99 @@
+package proxy
+
+import (
+	"io"
+	"maps"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The tail most parity tests share, in four steps: send each exchange
+// and check its answer (eachClient, getAnswer, roundTripAnswer,
+// checkAnswer), await the access log's lines and check them
+// (awaitWantLog), then compare what every path saw with the goroutine
+// path's (sameAnswersAsGoroutinePath).
+
+// answerOf reads and closes resp's body and returns the answer as the
+// parity tests compare answers: the status code, a space and the body.
+func answerOf(resp *http.Response) string {
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	return resp.Status[:3] + " " + string(b)
+}
+
+// roundTripAnswer sends req with send (a Client's Do, a RoundTripper's
+// RoundTrip) and returns its answer as answerOf gives it; an error ends
+// the test, naming key.
+func roundTripAnswer(t testing.TB, send func(*http.Request) (*http.Response, error), req *http.Request, key string) string {
+	t.Helper()
+	resp, err := send(req)
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return answerOf(resp)
+}
+
+// getAnswer GETs url with c and returns its answer as answerOf gives it;
+// an error ends the test.
+func getAnswer(t testing.TB, c *http.Client, url string) string {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return answerOf(resp)
+}
+
+// checkAnswer records got as key's answer in answers and fails the test
+// unless it is want.
+func checkAnswer(t testing.TB, answers map[string]string, key, got, want string) {
+	t.Helper()
+	answers[key] = got
+	if got != want {
+		t.Errorf("%s: answered\n%q\nwant\n%q", key, got, want)
+	}
+}
+
+// eachClient runs f with an HTTP/1.1 client, then with an h2c one, each
+// with its protocol as the access log's %PROTOCOL% names it, and closes
+// each client's idle connections after its turn.
+func eachClient(t testing.TB, f func(proto string, c *http.Client)) {
+	t.Helper()
+	for _, h2 := range []bool{false, true} {
+		c := &http.Client{Transport: &http.Transport{}}
+		if h2 {
+			c = h2cClient(t)
+		}
+		f(clientProto(h2), c)
+		c.CloseIdleConnections()
+	}
+}
+
+// awaitWantLog waits until the access log file holds as many lines as
+// want and fails the test unless they are want's, in any order. It
+// returns the log sorted, as awaitLog does.
+func awaitWantLog(t *testing.T, file string, want []string) string {
+	t.Helper()
+	log := awaitLog(t, file, len(want))
+	if w := sortLines(strings.Join(want, "\n") + "\n"); log != w {
+		t.Errorf("access log %s\n%s\nwant\n%s", filepath.Base(file), log, w)
+	}
+	return log
+}
+
+// sameAnswersAsGoroutinePath is sameAsGoroutinePath comparing every
+// answer that any path gave, so that a path's missing or extra exchange
+// fails too.
+func sameAnswersAsGoroutinePath(t *testing.T, results map[string]pathResult) {
+	t.Helper()
+	keys := map[string]bool{}
+	for _, r := range results {
+		for k := range r.answers {
+			keys[k] = true
+		}
+	}
+	sameAsGoroutinePath(t, results, slices.Sorted(maps.Keys(keys)))
+}
