@@ -61,7 +61,7 @@ func (l *loop) h2uPerTryTimeout(s *h2ustream) {
 	if up := d.rs.upstream; up != nil {
 		up.PerTryTimeout()
 	}
-	if d.rs.policy.RetriableTimeout() && l.h2uRetry(s, 0, true, true, false) {
+	if d.rs.policy.RetriableTimeout() && l.h2uRetry(s, 0, true, true, s.c.u.connecting) {
 		return
 	}
 	l.observeDone(&s.x, 0, true)
