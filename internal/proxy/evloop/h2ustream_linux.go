@@ -182,13 +182,11 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 		// A retry: the request again, whole, or as far as it came (the
 		// rest follows as it comes, h2uBody).
 		s.pending = append(l.getBuf(), st.replay...)
-		s.replayed = int64(len(st.replay))
-		if !st.reqEnded {
-			// Bytes the client has not had credited yet (those of the
-			// back-off, or the failed attempt's unsent) are credited
-			// as they go now.
-			s.replayed = max(0, s.replayed-st.unpaid)
-		}
+		// The client had its window back for the bytes that left on an
+		// earlier attempt; those it has not (the failed attempt's unsent,
+		// those of the back-off: st.unpaid, the kept body's tail) are
+		// credited as they go now.
+		s.replayed = max(0, int64(len(st.replay))-st.unpaid)
 		s.trailers, s.endPending = st.reqTrailers, st.reqEnded
 		if st.replayCut {
 			l.putBuf(st.replay) // past the bound in the back-off: sent, and no retry after (kept)
