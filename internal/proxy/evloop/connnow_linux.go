@@ -57,40 +57,44 @@ func (l *loop) connectRetriable(d *down) bool {
 // h1Retry is dispatch's for a request to an HTTP/1.1 cluster whose first
 // attempt's connect failed at once (err) under a policy that retries
 // connect failures: o is the request's head as it goes upstream (a
-// buffer of its own), more whether a body follows it. The body goes with
-// it when the whole of it came with the head and fits in o, as it goes
-// in an attempt's first write (dispatch), and the request is retried
-// from o, as upFailed retries one whose connect fails later; a body not
-// all at hand is not retried, there either (up.replayable). Else the
-// request is answered as one not retried (dispatchFailed).
+// buffer of its own), more whether a body follows it. As much of the
+// body as came with the head and fits in o goes with it, as it goes in
+// an attempt's first write (dispatch), and the request is retried from
+// o, as upFailed retries one whose connect fails later (up.unsent):
+// nothing went upstream, so a body still arriving is retried too, the
+// rest of it sent on the next attempt as it comes (process holds it
+// meanwhile). A body whose framing is broken where it came is not (the
+// request is answered as one not retried, dispatchFailed, as when the
+// policy or the budget says no).
 func (l *loop) h1Retry(d *down, r *request, pool *clusterPool, t *Target, o []byte, more bool, err error) {
 	var avail, fits []byte
-	whole := !more
 	if more {
 		avail = d.in[d.off:]
 		fits = avail[:min(len(avail), max(0, cap(o)-len(o)))]
-		if d.chunked {
-			cs := d.chunks // scanned on a copy, as bodyArrived scans it
-			_, done, err := cs.scan(fits)
-			whole = done && err == nil
-		} else {
-			whole = int64(len(fits)) >= d.bodyLeft
-		}
 	}
-	if !l.connectFailedNow(d, pool, t.Cluster, t.Tag, whole) {
+	framed := true
+	if more && d.chunked {
+		cs := d.chunks // scanned on a copy, as bodyArrived scans it
+		_, _, serr := cs.scan(fits)
+		framed = serr == nil
+	}
+	if !l.connectFailedNow(d, pool, t.Cluster, t.Tag, framed) {
 		l.putBuf(o)
 		l.dispatchFailed(d, r, pool, err)
 		return
 	}
+	d.state, d.bodyIn = dsWait, false // the request is whole: its response is awaited
 	if more {
 		data := d.chunks.data
-		take, _, _ := d.bodyPart(fits) // whole: all of it, no error
+		take, done, _ := d.bodyPart(fits) // scanned above: no error
 		o = append(o, avail[:take]...)
 		d.off += take
 		d.logReceived(take, data)
+		if !done {
+			d.state, d.bodyIn = dsBody, true // the rest follows (process)
+		}
 	}
 	d.rs.replay = o
-	d.state, d.bodyIn = dsWait, false // the request is whole: its response is awaited
 	if l.retryWait(d) {
 		l.retryNow(d)
 	}

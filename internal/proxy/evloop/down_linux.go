@@ -277,6 +277,10 @@ func (l *loop) process(d *down) {
 				}
 				continue
 			}
+			if d.u == nil {
+				l.holdBody(d) // a retry's back-off: kept for the next attempt
+				return
+			}
 			b := d.in[d.off:]
 			if len(b) == 0 {
 				l.releaseIn(d)

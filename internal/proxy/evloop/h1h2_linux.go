@@ -142,7 +142,12 @@ func (l *loop) h1uBody(d *down) bool {
 	hb := d.hb
 	st := &hb.st
 	if st.us == nil {
-		return false // between attempts (not reached: a retry waits for the whole body)
+		if d.rs.waiting {
+			// A retry's back-off: the body waits in d.in for the next
+			// attempt, which reads the client on (h2uOpen, h1uCredit).
+			l.holdBody(d)
+		}
+		return false
 	}
 	b := d.in[d.off:]
 	if len(b) == 0 {

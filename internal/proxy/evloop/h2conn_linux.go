@@ -54,10 +54,6 @@ const (
 	// the connection and each stream, until its SETTINGS and
 	// WINDOW_UPDATEs say more.
 	h2PeerWindow = 65535
-	// h2ReplayMax is how much of a request body the loops keep for a
-	// retry (replayCut past it): the window the loops gave clients
-	// before round 32, kept as it was.
-	h2ReplayMax = 65535
 	// h2MaxOut is how many bytes a connection's output may hold before its
 	// streams' upstreams are paused, and its input, until the socket takes
 	// them: a client that sends frames answered by frames (PING,
@@ -218,7 +214,7 @@ func (c *h2conn) held() int64 {
 		sd := st.sd
 		switch {
 		case st.gone || sd.closed:
-		case st.us != nil, sd.in != nil && sd.off < len(sd.in):
+		case st.us != nil, st.waiting(), sd.in != nil && sd.off < len(sd.in):
 			n += st.unpaid
 		}
 	}

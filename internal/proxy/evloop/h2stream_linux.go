@@ -74,8 +74,9 @@ type h2stream struct {
 	// headers are the request header mutations an HTTP/2 upstream's
 	// fields get (Target.Headers), applied on each attempt (h2uOpen).
 	headers *proxyroute.RequestMutations
-	// A request kept for a retry: its body (up to h2ReplayMax;
-	// replayCut past it) and trailers.
+	// A request kept for a retry: its body (up to
+	// proxyroute.MaxRetryBuffer, as every path keeps it; replayCut past
+	// it) and trailers.
 	replay      []byte
 	replayCut   bool
 	reqTrailers []hpack.HeaderField
@@ -98,7 +99,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 			l.h2StreamError(c, id, http2.ErrCodeProtocol)
 			return
 		}
-		if st.us != nil {
+		if st.us != nil || st.waiting() {
 			l.h2uTrailers(st, f)
 			return
 		}
@@ -311,7 +312,7 @@ func (l *loop) h2DataIn(c *h2conn, f *http2.DataFrame) {
 		l.h2StreamError(c, id, http2.ErrCodeProtocol)
 		return
 	}
-	if st.us != nil {
+	if st.us != nil || st.waiting() {
 		if pad := n - int64(len(data)); pad > 0 && !f.StreamEnded() {
 			// Padding never goes upstream: credited as if it went (as
 			// nghttp2 consumes it at once), or the client's stream window

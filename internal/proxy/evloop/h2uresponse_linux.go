@@ -103,7 +103,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			if d.retries > 0 && d.rs.upstream != nil {
 				d.rs.upstream.RetryEnd(false)
 			}
-		} else if l.h2uRetry(s, status, !f.StreamEnded(), false) {
+		} else if l.h2uRetry(s, status, !f.StreamEnded(), false, false) {
 			return
 		}
 	}

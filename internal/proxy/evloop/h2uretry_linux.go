@@ -7,9 +7,13 @@ package evloop
 // before its response head, a connection that failed under it, or a
 // response head whose status or grpc-status the policy retries. The
 // request is sent again from what the client's stream kept: its decoded
-// fields, its body up to h2ReplayMax and its trailers; a request
-// still being received, or with a longer body, is not retried. The
-// per-try timeout is the HTTP/1.1 attempts' too (h2uPerTryTimeout).
+// fields, its body up to proxyroute.MaxRetryBuffer and its trailers. A
+// request still being received is retried when its connection failed
+// to connect (nothing of it went upstream): the next attempt sends what
+// was kept, then the rest as it comes (h2uBody keeps what comes in the
+// back-off), as Envoy's Filter::doRetry does; after any other failure
+// it is not, nor one with a longer body. The per-try timeout is the
+// HTTP/1.1 attempts' too (h2uPerTryTimeout).
 
 import (
 	"golang.org/x/net/http2"
@@ -19,14 +23,15 @@ import (
 )
 
 // h2uRetry decides whether s's failed attempt is retried (the caller
-// checked the policy retries its outcome): a retry left, the whole
-// request kept, the cluster's budget. When it is, s ends (RST_STREAM
-// CANCEL when still open upstream) and the request waits for its
-// back-off.
-func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
+// checked the policy retries its outcome): a retry left, the request
+// kept (the whole of it, or, unsent: its connection never connected,
+// all that came of it), the cluster's budget. When it is, s ends
+// (RST_STREAM CANCEL when still open upstream) and the request waits
+// for its back-off.
+func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut, unsent bool) bool {
 	st := s.st
 	d := st.sd
-	if d.closed || st.gone || !l.retryTake(d, st.reqEnded && !st.replayCut && st.hf != nil) {
+	if d.closed || st.gone || !l.retryTake(d, st.kept(unsent)) {
 		return false
 	}
 	d.rs.pool = s.x.pool
@@ -56,7 +61,7 @@ func (l *loop) h2uPerTryTimeout(s *h2ustream) {
 	if up := d.rs.upstream; up != nil {
 		up.PerTryTimeout()
 	}
-	if d.rs.policy.RetriableTimeout() && l.h2uRetry(s, 0, true, true) {
+	if d.rs.policy.RetriableTimeout() && l.h2uRetry(s, 0, true, true, s.c.u.connecting) {
 		return
 	}
 	l.observeDone(&s.x, 0, true)
@@ -91,4 +96,19 @@ func h2GRPCStatus(f *http2.MetaHeadersFrame) int {
 		}
 	}
 	return proxyroute.NoGRPCStatus
+}
+
+// kept reports whether the request of st is kept whole enough to be
+// sent again: its fields, its body not cut (proxyroute.MaxRetryBuffer),
+// and its end, unless unsent says none of it went upstream, when what
+// came so far is sent first and the rest follows.
+func (st *h2stream) kept(unsent bool) bool {
+	return st.hf != nil && !st.replayCut && (st.reqEnded || unsent)
+}
+
+// waiting reports whether st's request, to an HTTP/2 cluster, is in a
+// retry's back-off: what its client sends meanwhile is kept for the next
+// attempt (h2uBody, h2uTrailers).
+func (st *h2stream) waiting() bool {
+	return st.toH2 && st.us == nil && st.sd.rs.waiting
 }

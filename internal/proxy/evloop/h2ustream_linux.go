@@ -100,10 +100,13 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 			return false
 		}
 		// Retried as h2uRetry retries a stream whose connection failed
-		// (h2uConnFailed): the whole request kept, as the client's stream
-		// keeps it for retries.
-		if l.connectFailedNow(d, pool, cluster, tag, st.reqEnded && !st.replayCut && st.hf != nil) {
+		// to connect (h2uConnFailed): the request kept as the client's
+		// stream keeps it for retries, a body still arriving too.
+		if l.connectFailedNow(d, pool, cluster, tag, st.kept(true)) {
 			d.state = dsWait // the request is whole: its response is awaited
+			if !st.reqEnded {
+				d.state = dsBody // its body comes on (h2uBody keeps it)
+			}
 			return l.retryWait(d)
 		}
 		f := proxyroute.ConnectFailed(err, false) // an immediate failure
@@ -175,12 +178,25 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 	}
 	end := st.reqEnded && len(st.replay) == 0 && st.reqTrailers == nil
 	l.h2uWriteHeaders(c, s.id, end)
-	if !end && (len(st.replay) > 0 || st.reqTrailers != nil) && st.reqEnded {
-		// A retry: the whole request again.
+	if len(st.replay) > 0 || st.reqEnded && !end {
+		// A retry: the request again, whole, or as far as it came (the
+		// rest follows as it comes, h2uBody).
 		s.pending = append(l.getBuf(), st.replay...)
-		s.replayed = int64(len(st.replay))
-		s.trailers, s.endPending = st.reqTrailers, true
+		// The client had its window back for the bytes that left on an
+		// earlier attempt; those it has not (the failed attempt's unsent,
+		// those of the back-off: st.unpaid, the kept body's tail) are
+		// credited as they go now.
+		s.replayed = max(0, int64(len(st.replay))-st.unpaid)
+		s.trailers, s.endPending = st.reqTrailers, st.reqEnded
+		if st.replayCut {
+			l.putBuf(st.replay) // past the bound in the back-off: sent, and no retry after (kept)
+			st.replay = nil
+		}
 		l.h2uPush(s)
+	}
+	if d.hb != nil && d.rs.bodyHeld {
+		d.rs.bodyHeld = false
+		l.h1uCredit(st) // the client held in the back-off reads on (h1uBody)
 	}
 	return false
 }
@@ -191,21 +207,41 @@ func (l *loop) h2uWriteHeaders(c *h2up, id uint32, end bool) {
 	writeH2Headers(c.fr, c.maxFrame, id, &c.hbuf, end)
 }
 
-// h2uBody takes a client DATA frame's bytes for the upstream stream.
+// h2uBody takes a client DATA frame's bytes for the upstream stream, or,
+// in a retry's back-off (st.us nil), for the next attempt (h2uOpen).
 func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 	s := st.us
-	if len(data) > 0 && st.sd.rs.policy != nil && !st.replayCut {
-		// Kept for a retry, up to h2ReplayMax.
-		if len(st.replay)+len(data) > h2ReplayMax {
+	if len(data) > 0 && st.sd.rs.policy != nil && (!st.replayCut || s == nil) {
+		// Kept for a retry, up to proxyroute.MaxRetryBuffer. In a
+		// back-off every byte is kept (the client's stream window bounds
+		// them): past the bound the next attempt is the last.
+		over := len(st.replay)+len(data) > proxyroute.MaxRetryBuffer
+		if over && s != nil {
 			st.replayCut = true
 			l.putBuf(st.replay)
 			st.replay = nil
 		} else {
+			st.replayCut = st.replayCut || over
 			if st.replay == nil {
 				st.replay = l.getBuf()
 			}
 			st.replay = append(st.replay, data...)
 		}
+	}
+	if s == nil {
+		if len(data) > 0 && st.c != nil {
+			st.sd.logReceived(len(data), 0)
+		}
+		if end {
+			st.reqEnded = true
+			if st.declared >= 0 && st.received != st.declared {
+				l.h2StreamError(st.c, st.id, http2.ErrCodeProtocol)
+				return
+			}
+			st.sd.state = dsWait
+			l.reqComplete(st.sd)
+		}
+		return
 	}
 	if len(data) > 0 {
 		if s.pending == nil {
@@ -232,17 +268,20 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 // h2uTrailers takes the client's trailers: they end the request after
 // its body.
 func (l *loop) h2uTrailers(st *h2stream, f *http2.MetaHeadersFrame) {
-	s := st.us
+	s := st.us // nil in a retry's back-off: kept for the next attempt (h2uOpen)
 	st.reqEnded = true
 	if st.declared >= 0 && st.received != st.declared {
 		l.h2StreamError(st.c, st.id, http2.ErrCodeProtocol)
 		return
 	}
-	s.trailers = f.RegularFields()
-	st.reqTrailers = s.trailers
-	s.endPending = true
+	st.reqTrailers = f.RegularFields()
 	st.sd.state = dsWait
 	l.reqComplete(st.sd)
+	if s == nil {
+		return
+	}
+	s.trailers = st.reqTrailers
+	s.endPending = true
 	l.h2uPush(s)
 }
 

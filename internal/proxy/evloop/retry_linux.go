@@ -38,6 +38,7 @@ type retryState struct {
 	limited  bool
 	held     Slots
 	waiting  bool // between attempts, until at: the back-off
+	bodyHeld bool // the body's reading stopped for the back-off (holdBody)
 	at       int64
 	replay   []byte       // borrowed: the request while waiting
 	pool     *clusterPool // the last attempt's pool
@@ -114,11 +115,14 @@ func (l *loop) backoffAt(p *proxyroute.RetryPolicy, n int) int64 {
 
 // retry decides whether the failed attempt u (its outcome retriable by
 // the policy) is retried, as the goroutine path does: a retry left, the
-// whole request at hand, the cluster's budget (retryTake). When it is,
-// the Observer hears of u's outcome (code, timedOut: as Observer.Done),
-// u is closed and the request waits for its back-off.
+// request at hand to send again (the whole of it, or all that was read
+// of one whose body is still arriving when none of it went upstream:
+// up.unsent), the cluster's budget (retryTake). When it is, the Observer
+// hears of u's outcome (code, timedOut: as Observer.Done), u is closed
+// and the request waits for its back-off; a body still arriving waits
+// in the client's input meanwhile (process, holdBody).
 func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bool {
-	if !retriable || !l.retryTake(d, u.replayable && u.out != nil) {
+	if !retriable || !l.retryTake(d, u.replayable && u.out != nil || u.unsent()) {
 		return false
 	}
 	rs := &d.rs
@@ -249,7 +253,10 @@ func (l *loop) retryAttempt(d *down) bool {
 		return false
 	}
 	l.putBuf(u.out)
-	u.out, u.outOff, u.replayable = rs.replay, 0, true
+	// A body still arriving follows what was kept as it comes (process,
+	// sendUp; flushUp resumes the client held meanwhile), as Envoy's
+	// doRetry sends a retry its buffered body and then the rest.
+	u.out, u.outOff, u.replayable = rs.replay, 0, d.state != dsBody
 	rs.replay = nil
 	u.d, d.u = d, u
 	l.observeStart(u, pool.def.name, tag)
@@ -355,4 +362,31 @@ func (rs *retryState) reserve() bool {
 		rs.release = rel
 	}
 	return true
+}
+
+// unsent reports whether none of the request went upstream on u, its
+// connect (or TLS handshake) not yet done: all the loops read of the
+// request is in u.out, its body too while it arrives (sendUp appends it
+// there meanwhile), so that a failed connect can be retried whether or
+// not the body ended, as Envoy's router and the goroutine path retry it
+// (Filter::doRetry sends the retry what it buffered, then the rest).
+// Bounded as every path bounds what it keeps for a retry
+// (proxyroute.MaxRetryBuffer), though a client is held after one read
+// of its body while the connect is under way (sendUp).
+func (u *up) unsent() bool {
+	return u.connecting && u.out != nil && u.outOff == 0 && len(u.out) <= proxyroute.MaxRetryBuffer
+}
+
+// holdBody stops reading the body of d's request while it has no
+// attempt upstream (a retry's back-off, retryWait): what came stays in
+// d.in (an HTTP/2 stream's DATA there too, its window not credited,
+// h2Credit) for the next attempt, whose flushUp resumes the client once
+// the kept request went out, as sendUp holds a client its upstream does
+// not keep up with (to an HTTP/2 cluster, h2uOpen's h1uCredit).
+func (l *loop) holdBody(d *down) {
+	d.rs.bodyHeld = true
+	if !d.pausedIn {
+		d.pausedIn = true
+		l.watchDown(d)
+	}
 }

@@ -20,11 +20,6 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
-// maxRetryBuffer is how much of a request body is kept for retries
-// (Envoy's default per-connection buffer limit); a longer body is sent
-// once, without retries.
-const maxRetryBuffer = 1 << 20
-
 // roundTrip sends the stream's upstream request: it picks hosts, applies
 // circuit breakers and per-try timeouts, and retries by the route's
 // policy. It returns a response, or a *localError describing the local
@@ -156,6 +151,15 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		h.RequestStarted()
 		c.Stats.RqTotal.Inc()
 		resp, err := tr.RoundTrip(areq)
+		if err != nil && body != nil && !http1 && at.conn() == nil {
+			// x/net's HTTP/2 client returns the error of a connection it
+			// could not make (a failed connect) without closing the
+			// request's body: none of it was read, nor will be, so the
+			// next attempt need not wait for it (waitPrevious), which
+			// held a retry of a request whose body was still arriving
+			// until the client left.
+			_ = areq.Body.Close()
+		}
 		if err == nil && !at.responded() {
 			// The per-try timeout ended the attempt as its head came:
 			// taken as ending it first (its context is gone, and the
@@ -475,7 +479,7 @@ type replayBody struct {
 	mu      sync.Mutex
 	src     io.ReadCloser
 	buf     []byte
-	over    bool          // more than maxRetryBuffer was read: no replay
+	over    bool          // more than route.MaxRetryBuffer was read: no replay
 	current *replayReader // the attempt reading now
 }
 
@@ -528,7 +532,7 @@ func (r *replayReader) Read(p []byte) (int, error) {
 	}
 	n, err := b.src.Read(p)
 	if n > 0 && !b.over {
-		if len(b.buf)+n > maxRetryBuffer {
+		if len(b.buf)+n > route.MaxRetryBuffer {
 			b.over, b.buf = true, nil
 		} else {
 			b.buf = append(b.buf, p[:n]...)
