@@ -219,7 +219,7 @@ func (r *loopRouter) route(h route.Head, h2 bool) evloop.Target {
 	case cluster.PendingOverflow:
 		return loopOverflow(name, rt.Name, netip.AddrPort{})
 	}
-	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout,
+	t := evloop.Target{Cluster: name, Host: ap, Tag: host, Route: rt.Name, Timeout: rt.Timeout, HTTP2: cl.HTTP2, IdleTimeout: cl.IdleTimeout, H2Windows: cl.H2Windows,
 		ConnectTimeout: cl.ConnectTimeout, Path: normalized, Authority: rt.HostRewrite, NoTimeout: rt.Timeout == 0, StreamIdle: rt.IdleTimeout, HasStreamIdle: rt.HasIdleTimeout}
 	if rt.RewritesPath() {
 		rewritePath(&t, rt, h.Target(), path)

@@ -37,7 +37,7 @@ func (r *loopRouter) H2() (evloop.H2Settings, bool) {
 		return evloop.H2Settings{}, false
 	}
 	maxStreams, maxList := r.hcm.H2Limits()
-	return evloop.H2Settings{MaxStreams: maxStreams, MaxHeaderList: maxList,
+	return evloop.H2Settings{MaxStreams: maxStreams, MaxHeaderList: maxList, Windows: r.hcm.H2Windows(),
 		TooManyResets: httpconn.TooManyPrematureResets, ResetLifetime: httpconn.PrematureResetLifetime}, true
 }
 

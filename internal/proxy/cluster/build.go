@@ -10,6 +10,7 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/proxy/strict"
 	"github.com/weftmesh/weft/internal/proxy/tlsctx"
@@ -208,7 +209,7 @@ func (c *Cluster) buildCircuitBreakers(pb *clusterv3.Cluster, path string) error
 
 func (c *Cluster) buildProtocol(pb *clusterv3.Cluster, path string) error {
 	if pb.GetHttp2ProtocolOptions() != nil {
-		if err := checkH2(pb.GetHttp2ProtocolOptions(), path+".http2_protocol_options"); err != nil {
+		if err := c.checkH2(pb.GetHttp2ProtocolOptions(), path+".http2_protocol_options"); err != nil {
 			return err
 		}
 		c.HTTP2 = true
@@ -245,7 +246,7 @@ func (c *Cluster) buildProtocol(pb *clusterv3.Cluster, path string) error {
 		if e := hpo.GetExplicitHttpConfig(); e != nil {
 			switch {
 			case e.GetHttp2ProtocolOptions() != nil:
-				if err := checkH2(e.GetHttp2ProtocolOptions(), kp+".explicit_http_config.http2_protocol_options"); err != nil {
+				if err := c.checkH2(e.GetHttp2ProtocolOptions(), kp+".explicit_http_config.http2_protocol_options"); err != nil {
 					return err
 				}
 				c.HTTP2 = true
@@ -265,10 +266,20 @@ func (c *Cluster) buildProtocol(pb *clusterv3.Cluster, path string) error {
 }
 
 // checkH2 accepts HTTP/2 options whose values Go's HTTP/2 client manages
-// itself (window sizes, stream limits).
-func checkH2(o *corev3.Http2ProtocolOptions, path string) error {
-	return strict.Fields(o, path, "max_concurrent_streams", "initial_stream_window_size",
-		"initial_connection_window_size", "hpack_table_size", "connection_keepalive")
+// itself (stream limits, HPACK, keepalive), and takes the windows, which
+// both paths give the upstream (H2Windows), refusing one outside Envoy's
+// range.
+func (c *Cluster) checkH2(o *corev3.Http2ProtocolOptions, path string) error {
+	if err := strict.Fields(o, path, "max_concurrent_streams", "initial_stream_window_size",
+		"initial_connection_window_size", "hpack_table_size", "connection_keepalive"); err != nil {
+		return err
+	}
+	w, err := route.H2WindowsOf(o, path)
+	if err != nil {
+		return err
+	}
+	c.H2Windows = w
+	return nil
 }
 
 func (c *Cluster) idleTimeout() time.Duration {

@@ -25,6 +25,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"golang.org/x/net/http2"
 
+	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
 	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
@@ -97,9 +98,16 @@ type Cluster struct {
 	// long is closed. Set by Build, for the event loops' HTTP/2
 	// connections; the Transports here take it at their start.
 	IdleTimeout time.Duration
-	h1          *h1Client
-	h2          *http2.Transport
-	h2pool      *h2Pool // c.h2's connections (h2pool.go)
+	// H2Windows are initial_stream_window_size and
+	// initial_connection_window_size of the cluster's HTTP/2 options
+	// (zero: neither set): the windows both paths' HTTP/2 connections
+	// give the upstream. Unset, the loops give route.DefaultH2Windows and
+	// the goroutine path's Transport x/net's own (newH2Transport). Set by
+	// Build.
+	H2Windows route.H2Windows
+	h1        *h1Client
+	h2        *http2.Transport
+	h2pool    *h2Pool // c.h2's connections (h2pool.go)
 	// TLS, when set, wraps every upstream connection (transport_socket).
 	TLS *tlsctx.Client
 

@@ -102,15 +102,35 @@ func (c *Cluster) transports() {
 // streams of those it has are all taken; max_requests holds the streams
 // (Acquire). Dials go through dialH2 as before; the scheme stays http
 // (TLS, when the cluster has it, is the dialer's).
+//
+// The windows it gives the upstream are x/net's (4 MiB a stream, 1 GiB
+// the connection) unless the cluster's HTTP/2 options set them
+// (H2Windows): x/net's Transport reads them only from net/http's
+// Transport it was configured for (HTTP2.MaxReceiveBufferPerStream and
+// PerConnection), so a Transport carrying just those is configured, and
+// never used otherwise: its other fields are zero, which x/net reads as
+// it reads no Transport (DisableCompression, IdleConnTimeout and the
+// header limits are this one's).
 func (c *Cluster) newH2Transport() *http2.Transport {
-	return &http2.Transport{
-		AllowHTTP:          true,
-		DisableCompression: true,
-		IdleConnTimeout:    c.idleTimeout(),
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return c.dialH2(ctx, network, addr)
-		},
+	const h2InitialWindow = 65535 // RFC 9113's
+	t := &http2.Transport{}
+	if w := c.H2Windows; w != (route.H2Windows{}) {
+		// x/net raises the connection's window by
+		// MaxReceiveBufferPerConnection, from RFC 9113's 65,535 (no less
+		// than 65,535: below, its default): w.Conn exactly from 131,070.
+		carrier := &http.Transport{HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: int(w.Stream),
+			MaxReceiveBufferPerConnection: int(max(w.Conn-h2InitialWindow, h2InitialWindow))}}
+		if ct, err := http2.ConfigureTransports(carrier); err == nil {
+			t = ct // else (none: carrier is new) x/net's windows
+		}
 	}
+	t.AllowHTTP = true
+	t.DisableCompression = true
+	t.IdleConnTimeout = c.idleTimeout()
+	t.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		return c.dialH2(ctx, network, addr)
+	}
+	return t
 }
 
 // Transport returns the round tripper for a request that arrived over

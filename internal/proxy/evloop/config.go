@@ -317,6 +317,10 @@ type Target struct {
 	// HTTP/2 connections to Host (h2up_linux.go; retries:
 	// h2uretry_linux.go). Only for RouteH2's targets.
 	HTTP2 bool
+	// H2Windows are the flow-control windows the loops' HTTP/2
+	// connections to the cluster give it (its http2_protocol_options');
+	// zero: route.DefaultH2Windows.
+	H2Windows proxyroute.H2Windows
 	// Path is the path (without the query) the upstream gets
 	// instead of the request's: the route's prefix or regex rewrite of
 	// it, or the path the connection manager normalised

@@ -123,7 +123,7 @@ func (l *loop) h1uDispatch(d *down, pool *clusterPool, t *Target, r *request, he
 	st.reqEnded = !more
 	d.bodyIn = more
 	d.hb = hb
-	pool.h2Idle = t.IdleTimeout
+	pool.h2Idle, pool.h2Win = t.IdleTimeout, t.H2Windows
 	if l.h2uOpen(d, pool, t.Cluster, t.Tag) {
 		l.retryNow(d)
 	}

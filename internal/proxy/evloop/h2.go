@@ -36,4 +36,7 @@ type H2Settings struct {
 	// downstream_rq_too_many_premature_resets).
 	TooManyResets func(ended, premature int64) bool
 	ResetLifetime time.Duration
+	// Windows are the flow-control windows the connection gives the
+	// client (http2_protocol_options'); zero: route.DefaultH2Windows.
+	Windows proxyroute.H2Windows
 }

@@ -24,32 +24,11 @@ import (
 )
 
 const (
-	// h2Window is the flow-control window the loops give each stream and
-	// the connection, toward clients and toward HTTP/2 upstreams alike:
-	// SETTINGS_INITIAL_WINDOW_SIZE in their first SETTINGS, the
-	// connection's raised from RFC 9113's initial 65,535 by a
-	// WINDOW_UPDATE right after them. x/net's server's figures (1 MiB,
-	// stream and connection: the goroutine path's toward clients). A
-	// stream moves at most a window per round trip: 65,535 capped one
-	// near 6.5 MB/s at 10 ms RTT (docs/bench/proxy.md, "Round 32: HTTP/2
-	// windows across a delayed link"). Windows are credit, not memory:
-	// what a stream or connection holds is what its peer sent and the
-	// loops did not pass on yet, at most a window; the connection's is
-	// credited as bytes are passed on (held), so a connection holds at
-	// most h2Window of request bodies, an upstream connection as much of
-	// the responses of its open streams.
-	h2Window = 1 << 20
-	// h2Refresh is how many bytes of a window (a stream's or the
-	// connection's) the loops let their peer use up before they credit
-	// it back with a WINDOW_UPDATE, as nghttp2 (Envoy's codec) waits for
-	// half its window: a response or request body under it costs the
-	// peer no stream WINDOW_UPDATE and the loops no write for it (the
-	// connection's comes once per h2Refresh bytes passed on, whatever
-	// the streams; padding counts as passed on when it arrives).
-	// Crediting every read instead sent an upstream two WINDOW_UPDATEs,
-	// one more write, per response (docs/bench/proxy.md, "Round 26:
-	// WINDOW_UPDATE at half the window").
-	h2Refresh = h2Window / 2
+	// h2Window is the stream window the loops give an HTTP/1.1 client's
+	// request to an HTTP/2 upstream (h1h2_linux.go): how much of its body
+	// they hold. HTTP/2 peers get their H2Windows (route.DefaultH2Windows
+	// unless set).
+	h2Window = proxyroute.DefaultH2StreamWindow
 	// h2PeerWindow is RFC 9113's initial window (65,535): a peer's, on
 	// the connection and each stream, until its SETTINGS and
 	// WINDOW_UPDATEs say more.
@@ -90,8 +69,9 @@ type h2conn struct {
 	blocked    []*h2stream
 	settled    bool // the client acknowledged our SETTINGS
 	set        H2Settings
-	recvAvail  int64 // what the client may still send on the connection
-	ended      int64 // streams ended, premature of them reset early
+	win        proxyroute.H2Windows // what the loops give the client (Windows.OrDefault)
+	recvAvail  int64                // what the client may still send on the connection
+	ended      int64                // streams ended, premature of them reset early
 	premature  int64
 	outPaused  bool // input paused until the output is out (h2MaxOut)
 	// cut holds the last streams closed while the client was still
@@ -135,8 +115,9 @@ func (l *loop) startH2(d *down, head []byte) bool {
 		return false
 	}
 	maxStreams, maxList := set.MaxStreams, set.MaxHeaderList
+	win := set.Windows.OrDefault()
 	c := &h2conn{d: d, streams: map[uint32]*h2stream{}, maxStreams: maxStreams, sendWindow: h2PeerWindow,
-		initWindow: h2PeerWindow, maxFrame: 16384, set: set, recvAvail: h2Window}
+		initWindow: h2PeerWindow, maxFrame: 16384, set: set, win: win, recvAvail: int64(win.Conn)}
 	c.wr = h2writer{c, l}
 	c.fr = newH2Framer(c.wr, &c.rd, maxList)
 	c.heads = newH2Heads(maxList, false)
@@ -149,11 +130,46 @@ func (l *loop) startH2(d *down, head []byte) bool {
 	_ = c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxList},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2Window},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: win.Stream},
 	)
-	_ = c.fr.WriteWindowUpdate(0, h2Window-h2PeerWindow) // recvAvail is h2Window already: more than the client may use before it
+	h2ConnWindow(c.fr, win) // recvAvail is win.Conn already: more than the client may use before it
 	return true
 }
+
+// h2ConnWindow raises the connection's window from RFC 9113's 65,535
+// to w.Conn, right after the first SETTINGS (none at 65,535: an
+// increment of 0 is a protocol error).
+//
+// Windows are credit, not memory: what a stream or connection holds is
+// what its peer sent and the loops did not pass on yet. A client
+// connection's window is credited as bytes are passed on (held), so it
+// holds at most w.Conn of request bodies, each stream at most w.Stream
+// of it: with weft's windows (1 MiB, 4 MiB) three streams whose
+// upstreams take nothing leave the others a stream's window still. An
+// upstream connection's is credited on receipt (flushH2Up), so it holds
+// at most w.Stream of each open stream's response.
+func h2ConnWindow(fr *http2.Framer, w proxyroute.H2Windows) {
+	if w.Conn > h2PeerWindow {
+		_ = fr.WriteWindowUpdate(0, w.Conn-h2PeerWindow)
+	}
+}
+
+// h2StreamRefresh and h2ConnRefresh are how many bytes of a stream's or
+// the connection's window (w) the loops let their peer use up before
+// they credit it back with a WINDOW_UPDATE, as nghttp2 (Envoy's codec)
+// waits for half its window: a response or request body under it costs
+// the peer no stream WINDOW_UPDATE and the loops no write for it (the
+// connection's comes once per h2ConnRefresh bytes passed on, whatever
+// the streams; padding counts as passed on when it arrives). The
+// connection's is half the smaller window, half a stream's by default
+// (512 KiB, as before the connection's window grew): a stream is never
+// kept waiting on the connection's credit for more than its own.
+// Crediting every read instead sent an upstream two WINDOW_UPDATEs, one
+// more write, per response (docs/bench/proxy.md, "Round 26:
+// WINDOW_UPDATE at half the window").
+func h2StreamRefresh(w proxyroute.H2Windows) int64 { return int64(w.Stream) / 2 }
+
+func h2ConnRefresh(w proxyroute.H2Windows) int64 { return int64(min(w.Stream, w.Conn)) / 2 }
 
 // h2Dirty queues c for the write at the end of the loop's iteration.
 func (l *loop) h2Dirty(c *h2conn) {
@@ -179,8 +195,8 @@ func (l *loop) flushH2() {
 			if d.closed {
 				continue
 			}
-			if c.recvUnack >= h2Refresh && !d.closeAfter {
-				if n := c.recvUnack - c.held(); n >= h2Refresh {
+			if r := h2ConnRefresh(c.win); c.recvUnack >= r && !d.closeAfter {
+				if n := c.recvUnack - c.held(); n >= r {
 					_ = c.fr.WriteWindowUpdate(0, uint32(n))
 					c.recvAvail += n
 					c.recvUnack -= n
@@ -199,7 +215,7 @@ func (l *loop) flushH2() {
 
 // held is what c's streams received of their request bodies and did not
 // pass on yet: the part of the connection's window not credited back
-// (flushH2). Counted when recvUnack reaches h2Refresh, not kept up to
+// (flushH2). Counted when recvUnack reaches h2ConnRefresh, not kept up to
 // date: a stream's bytes are its unpaid ones while any of them wait
 // (for an HTTP/2 upstream, unpaid is exactly those waiting: h2uCredit);
 // a stream that ended holds none (its buffers went with it). As

@@ -105,14 +105,14 @@ func sendQuarter(h *h2Raw) {
 
 // creditedAtHalf checks the client h's credits for its stream 1 as send
 // sends a quarter window more of its body to the upstream: after the
-// connection's first WINDOW_UPDATE (which opens it to wantWindow), none
+// connection's first WINDOW_UPDATE (which opens it to wantConnWindow), none
 // after the first quarter (under half the window), then one
 // WINDOW_UPDATE of half the window for the stream and one for the
 // connection.
 func creditedAtHalf(t *testing.T, h *h2Raw, send func()) {
 	t.Helper()
-	if c := windowUpdates(t, h.c, h.fr); !slices.Equal(c, [][2]uint32{{0, wantWindow - 65535}}) {
-		t.Fatalf("client credited %v before any body; want the connection's opening only, [[0 %d]]", c, wantWindow-65535)
+	if c := windowUpdates(t, h.c, h.fr); !slices.Equal(c, [][2]uint32{{0, wantConnWindow - 65535}}) {
+		t.Fatalf("client credited %v before any body; want the connection's opening only, [[0 %d]]", c, wantConnWindow-65535)
 	}
 	send()
 	if c := windowUpdates(t, h.c, h.fr); len(c) != 0 {

@@ -297,8 +297,10 @@ func TestH2NoStallResponse(t *testing.T) {
 // (the client's toward the proxy, the upstream's toward it) are credited
 // whatever each stream holds.
 func TestH2NoStallManyStreams(t *testing.T) {
-	const streams, each = 4, 300000 // 1,200,000 bytes: over a connection window (1 MiB), under h2Refresh a stream (the test router allows 4)
-	srv, accept := startH2Up(t)
+	const streams, each = 4, 300000 // 1,200,000 bytes: over the connection window (1 MiB here), under h2StreamRefresh a stream (the test router allows 4)
+	srv, accept := startH2Up(t, func(cfg *Config) {
+		cfg.Router = windowsRouter{cfg.Router.(h2UpRouter), proxyroute.H2Windows{Stream: 1 << 20, Conn: 1 << 20}}
+	})
 	h := dialH2Raw(t, srv, http2.ClientPreface)
 	var u *rawUp
 	ids := map[uint32]uint32{} // upstream's stream -> client's

@@ -35,7 +35,7 @@ type h2stream struct {
 	window     int64 // what the client lets us send on it
 	recvAvail  int64 // what the client may still send on it
 	unpaid     int64 // request bytes received, not credited back yet
-	owed       int64 // to an HTTP/2 upstream: bytes that left for it, credited at h2Refresh (h2uCredit)
+	owed       int64 // to an HTTP/2 upstream: bytes that left for it, credited at h2StreamRefresh (h2uCredit)
 	pending    []byte
 	endPending bool  // END_STREAM follows pending
 	endAt      int64 // loop time endPending was set: the flush timeout runs from it (stallDeadline)
@@ -138,7 +138,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	d.last = l.now
 	st := l.streams.get()
 	st.head = *f
-	st.c, st.id, st.start, st.last, st.window, st.recvAvail, st.declared, st.hf = c, id, l.now, l.now, int64(c.initWindow), h2Window, -1, &st.head
+	st.c, st.id, st.start, st.last, st.window, st.recvAvail, st.declared, st.hf = c, id, l.now, l.now, int64(c.initWindow), int64(c.win.Stream), -1, &st.head
 	sd := &st.req
 	sd.fd, sd.h2, sd.gen, sd.last, sd.idx = d.fd, st, d.gen, l.now, -1
 	sd.idle, sd.idleOn = int64(d.gen.streamIdle), false // the route's, once routed (dispatch)
@@ -375,13 +375,13 @@ func (l *loop) h2ReqEnd(st *h2stream) {
 
 // h2Credit gives the client its stream's window back once the request
 // bytes it sent left for the upstream (or were dropped) and add up to
-// h2Refresh.
+// h2StreamRefresh.
 func (l *loop) h2Credit(st *h2stream) {
 	sd := st.sd
-	if !st.gone && st.c.recvUnack >= h2Refresh {
+	if !st.gone && st.c.recvUnack >= h2ConnRefresh(st.c.win) {
 		l.h2Dirty(st.c) // the connection's window may be credited now (flushH2)
 	}
-	if st.unpaid < h2Refresh || st.reqEnded || st.gone || (!sd.closed && sd.state == dsBody && sd.in != nil && sd.off < len(sd.in)) {
+	if st.unpaid < h2StreamRefresh(st.c.win) || st.reqEnded || st.gone || (!sd.closed && sd.state == dsBody && sd.in != nil && sd.off < len(sd.in)) {
 		return
 	}
 	_ = st.c.fr.WriteWindowUpdate(st.id, uint32(st.unpaid))

@@ -68,7 +68,8 @@ type h2up struct {
 	idleSince  int64  // loop time its last stream ended (or it opened)
 	dirty      bool   // in loop.h2updirty
 	blocked    []*h2ustream
-	heavy      bool // a frame over h2KeepFrame, or streams over h2KeepStreams, since lightenH2
+	heavy      bool                 // a frame over h2KeepFrame, or streams over h2KeepStreams, since lightenH2
+	win        proxyroute.H2Windows // what the loops give the upstream (its pool's h2Win.OrDefault())
 }
 
 // h2upWriter appends the framer's output to the connection's pending
@@ -118,7 +119,7 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 		return nil, err
 	}
 	c := &h2up{u: u, streams: map[uint32]*h2ustream{}, nextID: 1, maxStreams: h2UpDefaultStreams,
-		sendWindow: h2PeerWindow, initWindow: h2PeerWindow, maxFrame: h2MaxFrame, idleSince: l.now}
+		sendWindow: h2PeerWindow, initWindow: h2PeerWindow, maxFrame: h2MaxFrame, idleSince: l.now, win: p.h2Win.OrDefault()}
 	u.h2 = c
 	c.fr = newH2Framer(h2upWriter{c, l}, &c.rd, h2UpMaxHeaderList)
 	c.heads = newH2Heads(h2UpMaxHeaderList, true)
@@ -127,8 +128,8 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 	h2upWriter{c, l}.Write([]byte(http2.ClientPreface))
 	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2UpMaxHeaderList},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2Window})
-	_ = c.fr.WriteWindowUpdate(0, h2Window-h2PeerWindow) // the connection's window, as a client's (startH2)
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: c.win.Stream})
+	h2ConnWindow(c.fr, c.win) // as a client's (startH2)
 	return c, nil
 }
 
@@ -142,7 +143,7 @@ func (l *loop) flushH2Up() {
 		if u.closed {
 			continue
 		}
-		if c.recvUnack >= h2Refresh {
+		if c.recvUnack >= h2ConnRefresh(c.win) {
 			// Credited on receipt, not as passed on (h2conn.held): the
 			// connection carries many clients' streams, and one client that
 			// reads nothing would hold its stream's window of it, the whole

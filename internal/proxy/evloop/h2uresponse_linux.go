@@ -18,10 +18,10 @@ import (
 
 // h2uConsumed: n bytes of the response went to the client: the upstream
 // may send as many more on the stream (h2Push's hook), credited once
-// they add up to h2Refresh.
+// they add up to h2StreamRefresh.
 func (l *loop) h2uConsumed(s *h2ustream, n int) {
 	s.owed += int64(n)
-	if s.done || s.c.u.closed || s.owed < h2Refresh {
+	if s.done || s.c.u.closed || s.owed < h2StreamRefresh(s.c.win) {
 		return
 	}
 	_ = s.c.fr.WriteWindowUpdate(s.id, uint32(s.owed))
@@ -165,7 +165,7 @@ func (l *loop) h2uData(s *h2ustream, f *http2.DataFrame) {
 	}
 	n := int64(f.Length)
 	s.unacked += n
-	if s.unacked > h2Window {
+	if s.unacked > int64(s.c.win.Stream) {
 		// Past the window we gave it.
 		_ = s.c.fr.WriteRSTStream(s.id, http2.ErrCodeFlowControl)
 		l.h2uPeerReset(s, http2.ErrCodeFlowControl)

@@ -31,7 +31,7 @@ type h2ustream struct {
 	endPending bool      // the request ends after pending (trailers, if any, with it)
 	trailers   []hpack.HeaderField
 	unacked    int64 // response bytes taken, not credited back (credited as the client's side sends them)
-	owed       int64 // of unacked, those the client's side sent, to be credited at h2Refresh (h2uConsumed)
+	owed       int64 // of unacked, those the client's side sent, to be credited at h2StreamRefresh (h2uConsumed)
 	replayed   int64 // bytes of pending sent again for a retry: the client's window had them back already
 	last       int64 // loop time of its last progress sending
 	blocked    bool  // in c.blocked
@@ -50,7 +50,7 @@ func (l *loop) h2uDispatch(d *down, pool *clusterPool, t *Target, r *request) {
 		l.putBuf(d.in) // the head built for routing
 		d.in, d.off = nil, 0
 	}
-	pool.h2Idle = t.IdleTimeout
+	pool.h2Idle, pool.h2Win = t.IdleTimeout, t.H2Windows
 	if l.h2uOpen(d, pool, t.Cluster, t.Tag) {
 		l.retryNow(d)
 	}
@@ -355,7 +355,7 @@ func (l *loop) h2uPush(s *h2ustream) {
 }
 
 // h2uCredit gives the client back n bytes of its stream's window, once
-// they left for the upstream, in WINDOW_UPDATEs of h2Refresh or more.
+// they left for the upstream, in WINDOW_UPDATEs of h2StreamRefresh or more.
 func (l *loop) h2uCredit(st *h2stream, n int64) {
 	st.unpaid -= n
 	if st.c == nil {
@@ -365,14 +365,14 @@ func (l *loop) h2uCredit(st *h2stream, n int64) {
 	if st.gone {
 		return
 	}
-	if st.c.recvUnack >= h2Refresh {
+	if st.c.recvUnack >= h2ConnRefresh(st.c.win) {
 		l.h2Dirty(st.c) // the connection's window may be credited now (flushH2)
 	}
 	if st.reqEnded {
 		return
 	}
 	st.owed += n
-	if st.owed < h2Refresh {
+	if st.owed < h2StreamRefresh(st.c.win) {
 		return
 	}
 	_ = st.c.fr.WriteWindowUpdate(st.id, uint32(st.owed))

@@ -7,11 +7,18 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
-// wantWindow is the window the loops give each stream and connection,
-// toward clients and upstreams (h2Window): x/net's server's 1 MiB.
-const wantWindow = 1 << 20
+// wantWindow and wantConnWindow are the windows the loops give each
+// stream and each connection, toward clients and upstreams, unless
+// configured (route.DefaultH2Windows): x/net's server's 1 MiB a stream,
+// four of them the connection.
+const (
+	wantWindow     = 1 << 20
+	wantConnWindow = 4 << 20
+)
 
 // creditView is a sender's view of the windows its peer (the proxy)
 // gives it: RFC 9113's initial 65,535, then the peer's
@@ -177,16 +184,17 @@ func firstWindows(t *testing.T, read func() (http2.Frame, error)) (initial int64
 
 // TestH2WindowSettings: the loops give a client, and an HTTP/2
 // upstream, a window of 1 MiB on each stream (SETTINGS_INITIAL_WINDOW_SIZE
-// in their first SETTINGS) and on the connection (a WINDOW_UPDATE of
-// 1 MiB - 65,535 right after those SETTINGS), as x/net's server does.
+// in their first SETTINGS), as x/net's server does, and of 4 MiB on the
+// connection (a WINDOW_UPDATE of 4 MiB - 65,535 right after those
+// SETTINGS).
 func TestH2WindowSettings(t *testing.T) {
 	check := func(t *testing.T, initial int64, conn uint32) {
 		t.Helper()
 		if initial != wantWindow {
 			t.Errorf("SETTINGS_INITIAL_WINDOW_SIZE %d (-1: not sent), want %d", initial, wantWindow)
 		}
-		if conn != wantWindow-65535 {
-			t.Errorf("connection WINDOW_UPDATE of %d (0: none), want %d", conn, wantWindow-65535)
+		if conn != wantConnWindow-65535 {
+			t.Errorf("connection WINDOW_UPDATE of %d (0: none), want %d", conn, wantConnWindow-65535)
 		}
 	}
 	t.Run("to clients", func(t *testing.T) {
@@ -281,9 +289,10 @@ func TestH2WindowWholeBody(t *testing.T) {
 // connection's window is credited as bytes are passed on, not as they
 // arrive (as Envoy's codec consumes a stream's bytes, and x/net's server
 // credits them, once passed on): a client sending two request bodies to
-// an upstream that reads nothing gets at most 1 MiB in, where each
-// stream's alone would be 1 MiB (crediting the connection on receipt let
-// 2 MiB in). An upstream connection carries many clients' streams and
+// an upstream that reads nothing gets at most a stream's window in on
+// each (1 MiB), and at most the connection's in all: with a connection
+// window of 1.5 MiB, 1.5 MiB, where the streams' alone would be 2 MiB
+// (crediting the connection on receipt let 2 MiB in). An upstream connection carries many clients' streams and
 // is credited on receipt (TestH2WindowSlowClientSharedUpstream): a
 // client that reads nothing (its windows closed) on two streams gets
 // its upstream at most a stream's window, 1 MiB, into the proxy on each.
@@ -327,33 +336,62 @@ func TestH2WindowBounded(t *testing.T) {
 		_ = h.fr.WriteWindowUpdate(0, 1<<31-1-65535)
 		waitReceived(t, cw, []uint32{1, 3}, sent)
 	})
-	t.Run("request bodies to an upstream reading nothing", func(t *testing.T) {
-		srv, accept := startH2Up(t)
-		h := dialH2Raw(t, srv, http2.ClientPreface)
-		_ = h.c.SetDeadline(time.Time{})
-		w := newCreditView()
-		w.follow(h.fr)
-		h.headers(1, false, ":path", "/post")
-		h.headers(3, false, ":path", "/post")
-		u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-		var ids []uint32
-		u.until(func(f http2.Frame) bool {
-			if hf, ok := f.(*http2.MetaHeadersFrame); ok {
-				ids = append(ids, hf.StreamID)
+	// Two streams to an upstream reading nothing, by default (each at
+	// most its window, 1 MiB; the connection's 4 MiB is more than both)
+	// and with a connection window under both streams' (then at most it).
+	for _, c := range []struct {
+		name string
+		win  proxyroute.H2Windows // zero: the default
+	}{
+		{"request bodies to an upstream reading nothing", proxyroute.H2Windows{}},
+		{"request bodies to an upstream reading nothing, a connection window of 1.5 streams'",
+			proxyroute.H2Windows{Stream: wantWindow, Conn: wantWindow * 3 / 2}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv, accept := startH2Up(t, func(cfg *Config) { cfg.Router = windowsRouter{cfg.Router.(h2UpRouter), c.win} })
+			h := dialH2Raw(t, srv, http2.ClientPreface)
+			_ = h.c.SetDeadline(time.Time{})
+			w := newCreditView()
+			w.follow(h.fr)
+			h.headers(1, false, ":path", "/post")
+			h.headers(3, false, ":path", "/post")
+			u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+			var ids []uint32
+			u.until(func(f http2.Frame) bool {
+				if hf, ok := f.(*http2.MetaHeadersFrame); ok {
+					ids = append(ids, hf.StreamID)
+				}
+				return len(ids) == 2
+			})
+			_ = u.c.SetDeadline(time.Time{})
+			sent := sendWhileCredited(h.fr, w, []uint32{1, 3}, quiet)
+			t.Logf("the client sent %v before its windows closed", sent)
+			conn := wantConnWindow
+			if c.win.Conn != 0 {
+				conn = int(c.win.Conn)
 			}
-			return len(ids) == 2
+			if max(sent[0], sent[1]) > wantWindow || sent[0]+sent[1] > conn {
+				t.Fatalf("the client sent %v, %d bytes, to an upstream reading nothing; want at most a stream's window, %d, on each, and the connection's, %d, in all",
+					sent, sent[0]+sent[1], wantWindow, conn)
+			}
+			uw := newCreditView()
+			uw.follow(u.fr)
+			_ = u.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+			_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+			waitReceived(t, uw, ids, sent)
 		})
-		_ = u.c.SetDeadline(time.Time{})
-		sent := sendWhileCredited(h.fr, w, []uint32{1, 3}, quiet)
-		t.Logf("the client sent %v before its windows closed", sent)
-		if sent[0]+sent[1] > wantWindow {
-			t.Fatalf("the client sent %v, %d bytes, to an upstream reading nothing; want at most the connection window, %d",
-				sent, sent[0]+sent[1], wantWindow)
-		}
-		uw := newCreditView()
-		uw.follow(u.fr)
-		_ = u.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
-		_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
-		waitReceived(t, uw, ids, sent)
-	})
+	}
+}
+
+// windowsRouter is an h2UpRouter whose client connections get win (zero:
+// the default).
+type windowsRouter struct {
+	h2UpRouter
+	win proxyroute.H2Windows
+}
+
+func (r windowsRouter) H2() (H2Settings, bool) {
+	s, ok := r.h2UpRouter.H2()
+	s.Windows = r.win
+	return s, ok
 }

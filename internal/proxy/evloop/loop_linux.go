@@ -199,6 +199,9 @@ type clusterPool struct {
 	h2   []*up // HTTP/2 connections (h2up_linux.go)
 	// h2Idle is Target.IdleTimeout of the last request (h2up_linux.go).
 	h2Idle time.Duration
+	// h2Win is Target.H2Windows of the last request: the windows its new
+	// HTTP/2 connections give the upstream (h2up_linux.go).
+	h2Win proxyroute.H2Windows
 
 	// tls: new connections originate TLS with it (the Target's of the
 	// last request); nil: plaintext.

@@ -57,7 +57,14 @@ func (s *Server) serveH2(ctx context.Context, c *listener.Conn, m *HCM) {
 	// net/http's server runs at most MaxConcurrentStreams handlers per
 	// connection and queues a few more; a client opening streams beyond
 	// the queue gets ENHANCE_YOUR_CALM.
-	h2s := &http2.Server{MaxConcurrentStreams: m.h2MaxStreams, IdleTimeout: m.idleTimeout}
+	// Its windows are the loops' (H2Windows): x/net's server, as the
+	// loops, credits a stream's and the connection's window only as the
+	// handler reads the body, so MaxUploadBufferPerConnection bounds what
+	// a client connection makes it hold, and above the stream's it keeps
+	// one stream whose upstream takes nothing from stalling the others.
+	win := m.H2Windows()
+	h2s := &http2.Server{MaxConcurrentStreams: m.h2MaxStreams, IdleTimeout: m.idleTimeout,
+		MaxUploadBufferPerStream: int32(win.Stream), MaxUploadBufferPerConnection: int32(win.Conn)}
 	if err := http2.ConfigureServer(hc.hs, h2s); err != nil {
 		s.log.Debug("http2 server", "err", err)
 		_ = c.Close()

@@ -104,6 +104,7 @@ type HCM struct {
 	headersTimeout    time.Duration // request head, from its first byte; 0: none
 	idleTimeout       time.Duration // connection without a request; 0: none
 	h2MaxStreams      uint32
+	h2Win             route.H2Windows // the windows clients get (http2_protocol_options'), zero: unset
 	// limits bound a request head: max_request_headers_kb and
 	// common_http_protocol_options.max_headers_count, on every path
 	// (the loops' through Limits).
@@ -256,6 +257,11 @@ func Build(h *hcmv3.HttpConnectionManager, path string, deps Deps) (*HCM, error)
 			}
 			m.h2MaxStreams = v.GetValue()
 		}
+		w, err := route.H2WindowsOf(o, path+".http2_protocol_options")
+		if err != nil {
+			return nil, err
+		}
+		m.h2Win = w
 	}
 	if a := h.GetPathWithEscapedSlashesAction(); a != hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT && a != hcmv3.HttpConnectionManager_KEEP_UNCHANGED {
 		return nil, strict.Value(path, "path_with_escaped_slashes_action", a, "escaped slashes are kept unchanged")

@@ -46,6 +46,11 @@ func (m *HCM) H2Limits() (maxStreams, maxHeaderList uint32) {
 	return m.h2MaxStreams, m.limits.H2ListSize()
 }
 
+// H2Windows are the flow-control windows an HTTP/2 client gets on
+// either path: http2_protocol_options' initial_stream_window_size and
+// initial_connection_window_size, route.DefaultH2Windows unset.
+func (m *HCM) H2Windows() route.H2Windows { return m.h2Win.OrDefault() }
+
 // Limits are the limits of a request head (max_request_headers_kb,
 // max_headers_count), for the loops to apply as this path does.
 func (m *HCM) Limits() route.Limits { return m.limits }
