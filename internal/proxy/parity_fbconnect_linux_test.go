@@ -28,8 +28,8 @@ import (
 // counted in upstream_rq_timeout and upstream_rq_504, as Envoy's router
 // arms it once the request is complete (Filter::onRequestComplete) while
 // its codec reads the body and its pool connects. A client that leaves
-// during such a connect (an HTTP/1.1 client's close, an h2c client's
-// close or RST_STREAM) ends the request: logged with no status and DC
+// during such a connect (an HTTP/1.1 client's close, its body whole or
+// cut mid-way, an h2c client's close or RST_STREAM) ends the request: logged with no status and DC
 // (downstream_remote_disconnect, or http2.remote_reset for the reset),
 // upstream_rq_active back to 0 before any connect was given up for its
 // timeout, and each connect abandoned with its request, as the loops
@@ -63,6 +63,7 @@ func TestSlowConnectSamePaths(t *testing.T) {
 		{"continue", "HTTP/1.1", "", timeoutLog},
 		{"upgrade", "HTTP/1.1", "", timeoutLog},
 		{"chunked", "HTTP/1.1", "close", "0 DC downstream_remote_disconnect"},
+		{"partial", "HTTP/1.1", "close", "0 DC downstream_remote_disconnect"},
 		{"h2nolength", "HTTP/2", "close", "0 DC downstream_remote_disconnect"},
 		{"h2nolength", "HTTP/2", "rst", "0 DC http2.remote_reset"},
 		{"upgrade", "HTTP/1.1", "close", "0 DC downstream_remote_disconnect"},
@@ -199,6 +200,9 @@ func slowConnectExchange(t *testing.T, addr, path, kind, gone string, sent, logg
 		return "the connection ended"
 	case "chunked":
 		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", path, len(body), body)
+	case "partial":
+		// The body's first chunk, then the client leaves mid-body.
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", path, len(body), body)
 	case "continue":
 		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", path, len(body))
 		br := bufio.NewReader(c)
