@@ -189,7 +189,8 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // byte is the upstream's protocol error, as exchange has it (badHead);
 // the Transport tells the first byte of the first head only, so after a
 // 1xx only a head that does not parse is: one the connection's end cuts
-// stays a connection termination here.
+// stays a connection termination here. A connect it starts for req ends
+// with req (dialFallback, through dialOwnerKey).
 func (t *h1Client) roundTripFallback(req *http.Request) (*http.Response, error) {
 	got := interimOf(req.Context())
 	rctx := req.Context()
