@@ -189,14 +189,17 @@ func (t *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // byte is the upstream's protocol error, as exchange has it (badHead);
 // the Transport tells the first byte of the first head only, so after a
 // 1xx only a head that does not parse is: one the connection's end cuts
-// stays a connection termination here.
+// stays a connection termination here. A connect it starts for req ends
+// with req (dialFallback, through dialOwnerKey).
 func (t *h1Client) roundTripFallback(req *http.Request) (*http.Response, error) {
 	got := interimOf(req.Context())
+	rctx := req.Context()
+	owner := func(f func()) func() bool { return context.AfterFunc(rctx, f) }
 	var conn net.Conn     // set before the request is written, read once the response head came
 	var use uint64        // the exchange's on conn (fallbackBusy), set with it
 	var began atomic.Bool // a byte of the first head came, and no 1xx yet
 	var later atomic.Bool // a 1xx came: the error is a later head's
-	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+	ctx := httptrace.WithClientTrace(context.WithValue(rctx, dialOwnerKey{}, owner), &httptrace.ClientTrace{
 		GotConn: func(i httptrace.GotConnInfo) {
 			conn = i.Conn
 			use = t.fallbackBusy(i.Conn)

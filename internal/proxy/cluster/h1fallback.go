@@ -4,7 +4,28 @@ import (
 	"context"
 	"net"
 	"sync"
+
+	"github.com/weftmesh/weft/internal/proxy/tlsctx"
 )
+
+// connectingKey carries a request's WithConnecting hook.
+type connectingKey struct{}
+
+// WithConnecting returns ctx with f, which the fallback Transport calls
+// (on a goroutine of its own) when the request's attempt starts a
+// connect to wait for, before the request is written: the forwarder
+// reads the request's body meanwhile, as Envoy's codec does while its
+// pool connects (httpconn's readAhead), so that the body's end starts
+// the route timeout then. Requests sent inline never wait for a connect
+// with a body to come (inline).
+func WithConnecting(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, connectingKey{}, f)
+}
+
+// dialOwnerKey carries, to the fallback Transport's dialer, a function
+// that runs its argument when the request that started the dial ends
+// (context.AfterFunc on the request's context; roundTripFallback).
+type dialOwnerKey struct{}
 
 // The fallback Transport's idle connections by host (h1Client.fallback):
 // net/http closes them all at once (CloseIdleConnections) or each at its
@@ -48,9 +69,27 @@ func (c *fbConn) Close() error {
 }
 
 // dialFallback is the fallback Transport's dialer: the cluster's
-// (dialH1), each connection wrapped to be known by its address.
+// connect, each connection wrapped to be known by its address. The
+// request that started the dial is told it waits for a connect
+// (WithConnecting), and the dial is abandoned when that request ends
+// first (its client gone, its route timeout), as the loops close a
+// connect whose request ended (not counted as a connect failure: see
+// Known differences in docs/proxy.md for Envoy's pool, which lets it
+// run on). net/http runs the dial on a goroutine of its own, its
+// context carrying the request's values but not its end: the request's
+// end comes through dialOwner (roundTripFallback).
 func (t *h1Client) dialFallback(ctx context.Context, network, addr string) (net.Conn, error) {
-	nc, err := t.c.dialH1(ctx, network, addr)
+	if f, _ := ctx.Value(connectingKey{}).(func()); f != nil {
+		f()
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if after, _ := ctx.Value(dialOwnerKey{}).(func(func()) func() bool); after != nil {
+		stop := after(cancel)
+		defer stop()
+	}
+	h, _ := ctx.Value(hostKey{}).(*Host)
+	nc, err := t.c.connect(dctx, h, addr, tlsctx.ALPNHTTP11)
 	if err != nil {
 		return nil, err
 	}

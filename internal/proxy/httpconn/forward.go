@@ -61,6 +61,15 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 		// connect); the client's body must stay readable for the drain
 		// after the response.
 		nc := &noCloseBody{r: out.Body}
+		if _, http1 := s.cl.Transport(in.ProtoMajor); http1 && !s.receivedWhole() {
+			// Read ahead while an attempt waits for a connect of the
+			// HTTP/1.1 client's fallback Transport (readahead.go);
+			// given back before the drain. Not to an HTTP/2 cluster,
+			// whose transport tells no connect (see Known differences).
+			ab := &aheadBody{src: out.Body, s: s}
+			nc.r = ab
+			defer ab.release()
+		}
 		out.Body = nc
 		defer nc.Close()
 	}
@@ -318,7 +327,7 @@ func addHeaders(dst, src http.Header) {
 // noCloseBody is the downstream request body as the transport sees it:
 // closing it stops reads through it but leaves the client's body open.
 type noCloseBody struct {
-	r      io.ReadCloser
+	r      io.Reader
 	closed atomic.Bool
 }
 

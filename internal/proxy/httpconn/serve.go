@@ -562,6 +562,15 @@ func (s *stream) requestReceived() bool {
 	return false
 }
 
+// receivedWhole reports whether the request has been received whole
+// (complete: it has no body, its body had all arrived when its timers
+// were armed, or a read reached its end).
+func (s *stream) receivedWhole() bool {
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	return s.complete
+}
+
 // bodyArrival is an HTTP/1.1 request body that can tell whether all of
 // it has arrived from the client (h1Body): Received as the upstream's
 // writer found it, Arrived looking further (and reading what is there).

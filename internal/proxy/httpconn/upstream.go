@@ -128,6 +128,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if http1 {
 			actx = cluster.WithInterim(actx, at.got1xx)
+			if ab := aheadOf(req); ab != nil {
+				actx = cluster.WithConnecting(actx, ab.start)
+			}
 		} else {
 			actx = httptrace.WithClientTrace(actx, at.trace())
 		}
