@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // Reading a request's body while its attempt waits for a connect. A
@@ -22,7 +24,7 @@ import (
 // client's close is seen at once; the loops do the same. Here the body
 // is read ahead, into memory, from the moment the fallback Transport
 // starts a connect for the attempt (cluster.WithConnecting), up to
-// maxRetryBuffer (Envoy's default per-connection buffer limit, past which
+// route.MaxRetryBuffer (Envoy's default per-connection buffer limit, past which
 // its codec stops reading the client), until the transport's first read
 // of the body, which takes what was read, then reads on itself.
 
@@ -68,7 +70,7 @@ func (b *aheadBody) start() {
 		return
 	}
 	b.done = make(chan struct{})
-	go b.readAhead() // ends at the body's end, at maxRetryBuffer, when a read fails, or at the read under way when Read or release stops it
+	go b.readAhead() // ends at the body's end, at route.MaxRetryBuffer, when a read fails, or at the read under way when Read or release stops it
 }
 
 // readAhead reads the body into buf. A read that fails but for a timeout
@@ -77,11 +79,11 @@ func (b *aheadBody) start() {
 // once: the client left, or sent a malformed body.
 func (b *aheadBody) readAhead() {
 	defer close(b.done)
-	for !b.stop.Load() && len(b.buf) < maxRetryBuffer {
+	for !b.stop.Load() && len(b.buf) < route.MaxRetryBuffer {
 		if len(b.buf) == cap(b.buf) {
-			b.buf = slices.Grow(b.buf, min(max(cap(b.buf), 4<<10), maxRetryBuffer-len(b.buf)))
+			b.buf = slices.Grow(b.buf, min(max(cap(b.buf), 4<<10), route.MaxRetryBuffer-len(b.buf)))
 		}
-		n, err := b.src.Read(b.buf[len(b.buf):min(cap(b.buf), maxRetryBuffer)])
+		n, err := b.src.Read(b.buf[len(b.buf):min(cap(b.buf), route.MaxRetryBuffer)])
 		b.buf = b.buf[:len(b.buf)+n]
 		if err != nil {
 			b.err = err
