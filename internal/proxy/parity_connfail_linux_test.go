@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -64,9 +63,7 @@ func TestSocketCreationFailureSamePaths(t *testing.T) {
 				if err != nil {
 					return "", err
 				}
-				b, err := io.ReadAll(resp.Body)
-				_ = resp.Body.Close()
-				return resp.Status[:3] + " " + string(b), err
+				return readAnswer(resp)
 			}
 			h2 := h2cClient(t)
 			h2get := func(path string) (string, error) {
@@ -74,9 +71,7 @@ func TestSocketCreationFailureSamePaths(t *testing.T) {
 				if err != nil {
 					return "", err
 				}
-				b, err := io.ReadAll(resp.Body)
-				_ = resp.Body.Close()
-				return resp.Status[:3] + " " + string(b), err
+				return readAnswer(resp)
 			}
 			for _, get := range []func(string) (string, error){h1get, h2get} {
 				for _, path := range []string{"/ok", "/okh2"} {

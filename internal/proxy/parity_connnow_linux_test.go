@@ -177,7 +177,5 @@ func postOnce(t *testing.T, addr, path, body string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	return resp.Status[:3] + " " + string(b)
+	return answerOf(resp)
 }

@@ -19,9 +19,16 @@ import (
 // answerOf reads and closes resp's body and returns the answer as the
 // parity tests compare answers: the status code, a space and the body.
 func answerOf(resp *http.Response) string {
-	b, _ := io.ReadAll(resp.Body)
+	a, _ := readAnswer(resp)
+	return a
+}
+
+// readAnswer is answerOf with the error of the body's read, for a test
+// that checks it.
+func readAnswer(resp *http.Response) (string, error) {
+	b, err := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	return resp.Status[:3] + " " + string(b)
+	return resp.Status[:3] + " " + string(b), err
 }
 
 // roundTripAnswer sends req with send (a Client's Do, a RoundTripper's

@@ -67,9 +67,8 @@ func slowGet(t *testing.T, c *http.Client, url string, started <-chan struct{}) 
 			slow <- result{err: err}
 			return
 		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		slow <- result{resp.Status[:3] + " " + string(b), err}
+		a, err := readAnswer(resp)
+		slow <- result{a, err}
 	}()
 	select {
 	case <-started:
