@@ -22,8 +22,9 @@ import (
 
 // TestBodyArrivingRetryCreditsOnceSamePaths: an h2c client's POST whose
 // body (900 KiB, within the windows) all comes while its first attempt's
-// connect hangs (a host whose SYNs are dropped, connect_timeout 300 ms)
-// is retried to the healthy host beside it, HTTP/2 and HTTP/1.1
+// connect hangs (a host whose SYNs are dropped, connect_timeout 150 ms),
+// and an HTTP/1.1 client's POST whose body comes in parts meanwhile, are
+// retried to the healthy host beside it, HTTP/2 and HTTP/1.1
 // clusters, on every path: 200 with the whole body, and the client's
 // connection and stream windows are credited for each byte once, never
 // twice (what the client may send never exceeds the window it was first
@@ -61,7 +62,7 @@ func TestBodyArrivingRetryCreditsOnceSamePaths(t *testing.T) {
 				r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: u32(2),
 					RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Millisecond)}}
 				routes = append(routes, r)
-				mods := []func(*clusterv3.Cluster){func(c *clusterv3.Cluster) { c.ConnectTimeout = durationpb.New(300 * time.Millisecond) }}
+				mods := []func(*clusterv3.Cluster){func(c *clusterv3.Cluster) { c.ConnectTimeout = durationpb.New(150 * time.Millisecond) }}
 				if c.h2 {
 					mods = append(mods, h2Upstream)
 				}
@@ -72,16 +73,27 @@ func TestBodyArrivingRetryCreditsOnceSamePaths(t *testing.T) {
 			h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
 			cl := newCreditClient(t, h.addr("egress"))
 			id := uint32(1)
+			want := fmt.Sprintf("200 %d %x", len(body), sha256.Sum256(body))
+			parts := [][]byte{body[:300<<10], body[300<<10 : 600<<10], body[600<<10:]}
 			for _, c := range clusters {
+				timeouts := h.stat("cluster." + c.name + ".upstream_cx_connect_timeout")
 				for i := range 2 {
-					path := fmt.Sprintf("/%s/%d", c.name, i)
-					if got, want := cl.post(t, id, path, body), fmt.Sprintf("200 %d %x", len(body), sha256.Sum256(body)); got != want {
+					path := fmt.Sprintf("/%s/h2c/%d", c.name, i)
+					if got := cl.post(t, id, path, body); got != want {
 						t.Errorf("POST %s: %.200q, want %q", path, got, want)
 					}
 					id += 2
+					// An HTTP/1.1 client's body, in parts after its head,
+					// comes while the connect hangs too: the loops keep what
+					// they read of it in the attempt's output (up.unsent) or
+					// its stream's replay, and hold the client.
+					path = fmt.Sprintf("/%s/h1-chunked-%t/%d", c.name, i == 1, i)
+					if got := postParts(t, h.addr("egress"), path, parts, i == 1); got != want {
+						t.Errorf("POST %s: %.200q, want %q", path, got, want)
+					}
 				}
-				if got := h.counts("cluster."+c.name+".", []string{"upstream_cx_connect_timeout"}); got == "upstream_cx_connect_timeout 0" {
-					t.Errorf("%s: no attempt went to the host that drops SYNs: %s", c.name, got)
+				if n := h.stat("cluster." + c.name + ".upstream_cx_connect_timeout"); n < timeouts+2 {
+					t.Errorf("%s: %d attempts went to the host that drops SYNs, want 2 or more", c.name, n-timeouts)
 				}
 			}
 			if got, want := cl.post(t, id, "/ok/big", big), fmt.Sprintf("200 %d %x", len(big), sha256.Sum256(big)); got != want {
