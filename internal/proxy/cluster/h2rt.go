@@ -70,6 +70,12 @@ func (t h2RT) RoundTrip(req *http.Request) (*http.Response, error) {
 	for try := 0; ; try++ {
 		cc, w, err := t.pool.take(req, addr)
 		if err != nil {
+			// No connection took the request: its body is closed unread,
+			// as a RoundTripper closes it on every error (h1Client's get
+			// likewise), so that httpconn's next attempt does not wait
+			// for it (replayBody.waitPrevious), on the first pick or on a
+			// repick after errUnusable (the body then GetBody's).
+			closeBody(req)
 			return nil, err
 		}
 		if tr := httptrace.ContextClientTrace(req.Context()); tr != nil && tr.GotConn != nil && w != nil {
@@ -110,6 +116,7 @@ func (t h2RT) RoundTrip(req *http.Request) (*http.Response, error) {
 			case <-tm.C:
 			case <-req.Context().Done():
 				tm.Stop()
+				closeBody(req)
 				return nil, req.Context().Err()
 			}
 		}

@@ -154,15 +154,6 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		h.RequestStarted()
 		c.Stats.RqTotal.Inc()
 		resp, err := tr.RoundTrip(areq)
-		if err != nil && body != nil && !http1 && at.conn() == nil {
-			// x/net's HTTP/2 client returns the error of a connection it
-			// could not make (a failed connect) without closing the
-			// request's body: none of it was read, nor will be, so the
-			// next attempt need not wait for it (waitPrevious), which
-			// held a retry of a request whose body was still arriving
-			// until the client left.
-			_ = areq.Body.Close()
-		}
 		if err == nil && !at.responded() {
 			// The per-try timeout ended the attempt as its head came:
 			// taken as ending it first (its context is gone, and the
