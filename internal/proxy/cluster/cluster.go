@@ -100,10 +100,10 @@ type Cluster struct {
 	IdleTimeout time.Duration
 	// H2Windows are initial_stream_window_size and
 	// initial_connection_window_size of the cluster's HTTP/2 options
-	// (zero: neither set): the windows both paths' HTTP/2 connections
-	// give the upstream. Unset, the loops give route.DefaultH2Windows and
-	// the goroutine path's Transport x/net's own (newH2Transport). Set by
-	// Build.
+	// (each zero when unset): the windows both paths' HTTP/2 connections
+	// give the upstream. Each unset, the loops give route.DefaultH2Windows'
+	// and the goroutine path's Transport x/net's own (newH2Transport). Set
+	// by Build.
 	H2Windows route.H2Windows
 	h1        *h1Client
 	h2        *http2.Transport

@@ -19,8 +19,8 @@ import (
 // initial_connection_window_size, from typed_extension_protocol_options
 // or the deprecated http2_protocol_options, are taken within Envoy's
 // range, [65535, 2147483647] (protocol.proto's validate rules), and
-// refused (the cluster NACKed) outside it; the one unset is weft's
-// default, neither set is zero (H2Windows). weft took any value and
+// refused (the cluster NACKed) outside it; each unset is zero (the
+// loops' default, x/net's on the goroutine path: H2Windows). weft took any value and
 // gave the upstream its own windows.
 func TestH2WindowsBuild(t *testing.T) {
 	const key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -34,8 +34,8 @@ func TestH2WindowsBuild(t *testing.T) {
 		{name: "unset"},
 		{name: "the least", stream: wrapperspb.UInt32(65535), conn: wrapperspb.UInt32(65535), want: route.H2Windows{Stream: 65535, Conn: 65535}},
 		{name: "the most", stream: wrapperspb.UInt32(1<<31 - 1), conn: wrapperspb.UInt32(1<<31 - 1), want: route.H2Windows{Stream: 1<<31 - 1, Conn: 1<<31 - 1}},
-		{name: "stream alone", stream: wrapperspb.UInt32(70000), want: route.H2Windows{Stream: 70000, Conn: route.DefaultH2ConnWindow}},
-		{name: "connection alone", conn: wrapperspb.UInt32(9 << 20), want: route.H2Windows{Stream: route.DefaultH2StreamWindow, Conn: 9 << 20}},
+		{name: "stream alone", stream: wrapperspb.UInt32(70000), want: route.H2Windows{Stream: 70000}},
+		{name: "connection alone", conn: wrapperspb.UInt32(9 << 20), want: route.H2Windows{Conn: 9 << 20}},
 		{name: "stream under", stream: wrapperspb.UInt32(65534), err: "initial_stream_window_size: 65534 is outside [65535, 2147483647]"},
 		{name: "stream over", stream: wrapperspb.UInt32(1 << 31), err: "initial_stream_window_size: 2147483648 is outside [65535, 2147483647]"},
 		{name: "connection under", conn: wrapperspb.UInt32(0), err: "initial_connection_window_size: 0 is outside [65535, 2147483647]"},

@@ -104,13 +104,17 @@ func (c *Cluster) transports() {
 // (TLS, when the cluster has it, is the dialer's).
 //
 // The windows it gives the upstream are x/net's (4 MiB a stream, 1 GiB
-// the connection) unless the cluster's HTTP/2 options set them
-// (H2Windows): x/net's Transport reads them only from net/http's
+// the connection), each unless the cluster's HTTP/2 options set it
+// (H2Windows; one set alone leaves the other x/net's: the connection's
+// is credited only as the handlers read the responses, so one no larger
+// than a stream's would let one client that reads nothing stall every
+// response on the connection): x/net's Transport reads them only from net/http's
 // Transport it was configured for (HTTP2.MaxReceiveBufferPerStream and
 // PerConnection), so a Transport carrying just those is configured, and
 // never used otherwise: its other fields are zero, which x/net reads as
 // it reads no Transport (DisableCompression, IdleConnTimeout and the
-// header limits are this one's).
+// header limits are this one's). Its ConnPool is the caller's to set:
+// configured so, x/net's own pool never dials (noDialClientConnPool).
 func (c *Cluster) newH2Transport() *http2.Transport {
 	const h2InitialWindow = 65535 // RFC 9113's
 	t := &http2.Transport{}
@@ -118,8 +122,11 @@ func (c *Cluster) newH2Transport() *http2.Transport {
 		// x/net raises the connection's window by
 		// MaxReceiveBufferPerConnection, from RFC 9113's 65,535 (no less
 		// than 65,535: below, its default): w.Conn exactly from 131,070.
-		carrier := &http.Transport{HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: int(w.Stream),
-			MaxReceiveBufferPerConnection: int(max(w.Conn-h2InitialWindow, h2InitialWindow))}}
+		// Zero: x/net's.
+		carrier := &http.Transport{HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: int(w.Stream)}}
+		if w.Conn != 0 {
+			carrier.HTTP2.MaxReceiveBufferPerConnection = int(max(w.Conn-h2InitialWindow, h2InitialWindow))
+		}
 		if ct, err := http2.ConfigureTransports(carrier); err == nil {
 			t = ct // else (none: carrier is new) x/net's windows
 		}

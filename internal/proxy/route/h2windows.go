@@ -52,24 +52,28 @@ const (
 // DefaultH2Windows are weft's windows for a peer whose options set none.
 var DefaultH2Windows = H2Windows{Stream: DefaultH2StreamWindow, Conn: DefaultH2ConnWindow}
 
-// OrDefault is w, or DefaultH2Windows when w is zero (neither field set).
+// OrDefault is w with weft's window (DefaultH2Windows) for each field
+// that is zero (unset).
 func (w H2Windows) OrDefault() H2Windows {
-	if w == (H2Windows{}) {
-		return DefaultH2Windows
+	if w.Stream == 0 {
+		w.Stream = DefaultH2StreamWindow
+	}
+	if w.Conn == 0 {
+		w.Conn = DefaultH2ConnWindow
 	}
 	return w
 }
 
 // H2WindowsOf reads initial_stream_window_size and
-// initial_connection_window_size from o (nil: neither set): zero when
-// neither is set, else both, weft's default for the one unset. path
-// names o in an error, which says a value is outside Envoy's range,
-// [65535, 2147483647].
+// initial_connection_window_size from o (nil: neither set), zero for
+// each unset: the loops give weft's window for it (OrDefault), the
+// goroutine path's Transport x/net's (cluster's newH2Transport), whose
+// connection window is credited only as responses are read and must not
+// shrink to weft's because the stream's is set. path names o in an
+// error, which says a value is outside Envoy's range, [65535,
+// 2147483647].
 func H2WindowsOf(o *corev3.Http2ProtocolOptions, path string) (H2Windows, error) {
-	if o.GetInitialStreamWindowSize() == nil && o.GetInitialConnectionWindowSize() == nil {
-		return H2Windows{}, nil
-	}
-	w := DefaultH2Windows
+	var w H2Windows
 	for _, f := range []struct {
 		name string
 		v    *wrapperspb.UInt32Value
