@@ -107,6 +107,15 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			return
 		}
 	}
+	// The response began: no attempt follows, so the body kept for one is
+	// dropped and no more is kept (Envoy's Filter::onUpstreamHeaders
+	// resets its retry state, and decodeData buffers no more after it). A
+	// long stream under a retry policy (gRPC's) would hold it to its end.
+	st.replayCut = true
+	if st.replay != nil {
+		l.putBuf(st.replay)
+		st.replay = nil
+	}
 	if c == nil {
 		l.h1uHead(s, f, status)
 		return
