@@ -100,11 +100,16 @@ func TestSlowConnectSamePaths(t *testing.T) {
 				addr := h.addr("egress")
 				answers := map[string]string{}
 				for i, e := range exchanges {
-					// A client leaves once its request is upstream's (waits
-					// for its connect); an h2c stream's reset is logged
-					// before its connection closes.
+					// A client leaves once its request is upstream's and
+					// waits for its connect (the goroutine path counts the
+					// request before net/http starts the dial: a client
+					// gone before it leaves no connect to count); an h2c
+					// stream's reset is logged before its connection
+					// closes.
 					sent := func() {
-						waitUntil(t, 30*time.Second, path(e)+" sent upstream", func() bool { return h.stat("cluster.slow.upstream_rq_total") == int64(i+1) })
+						waitUntil(t, 30*time.Second, path(e)+" sent upstream, its connect started", func() bool {
+							return h.stat("cluster.slow.upstream_rq_total") == int64(i+1) && h.stat("cluster.slow.upstream_cx_total") == int64(i+1)
+						})
 					}
 					logged := func() { awaitLog(t, logFile, i+1) }
 					got := slowConnectExchange(t, addr, path(e), e.name, e.gone, sent, logged)

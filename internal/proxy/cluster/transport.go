@@ -55,7 +55,6 @@ const maxGate = 1 << 16
 func (c *Cluster) transports() {
 	newT := func() *http.Transport {
 		t := &http.Transport{
-			DialContext:         c.dialH1,
 			MaxIdleConnsPerHost: 1024,
 			IdleConnTimeout:     c.idleTimeout(),
 			// The proxy passes bodies through untouched: no transparent
@@ -164,15 +163,11 @@ func (c *Cluster) h2Of() http.RoundTripper {
 	return h2RT{c.h2pool}
 }
 
-// dialH1 and dialH2 open upstream connections for net/http's Transports
-// (the HTTP/1.1 fallback and HTTP/2) with connect_timeout. Over TLS the
-// HTTP/2 pool offers ALPN h2 and the HTTP/1.1 one http/1.1, as Envoy's
-// pools do; the Transports then speak their protocol over the TLS
-// connection as over a plain one.
-func (c *Cluster) dialH1(ctx context.Context, network, addr string) (net.Conn, error) {
-	return c.dial(ctx, addr, tlsctx.ALPNHTTP11)
-}
-
+// dialH2 opens upstream connections for net/http's HTTP/2 Transport with
+// connect_timeout. Over TLS it offers ALPN h2 (the HTTP/1.1 fallback's
+// dialer, dialFallback, offers http/1.1), as Envoy's pools do; the
+// Transport then speaks its protocol over the TLS connection as over a
+// plain one.
 func (c *Cluster) dialH2(ctx context.Context, network, addr string) (net.Conn, error) {
 	nc, err := c.dial(ctx, addr, tlsctx.ALPNH2)
 	if err != nil {
