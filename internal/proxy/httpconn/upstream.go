@@ -246,9 +246,6 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				c.Stats.RqRetrySuccess.Inc()
 			}
 		}
-		if body != nil {
-			body.answered()
-		}
 		wait := c.ResponseHead(h, head)
 		c.Stats.Response(resp.StatusCode) // the request's answer
 		ub := &upstreamBody{ReadCloser: resp.Body, s: s, done: func() { acancel(); release() }, wire: at.conn(), h2: resp.ProtoMajor == 2, host: h}
@@ -503,25 +500,6 @@ func (b *replayBody) waitPrevious(ctx context.Context) error {
 	}
 }
 
-// answered ends the keeping: the response began and no attempt follows
-// (Envoy's Filter::onUpstreamHeaders ends its retry state, and
-// decodeData buffers no more). What the current attempt has not yet
-// replayed stays until it has; the rest of the body passes through, so a
-// long stream under a retry policy holds none of it (as on the loops).
-func (b *replayBody) answered() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.over = true
-	if cur := b.current; cur != nil && cur.off < len(b.buf) {
-		b.buf, cur.off = b.buf[cur.off:], 0
-		return
-	}
-	b.buf = nil
-	if b.current != nil {
-		b.current.off = 0
-	}
-}
-
 func (b *replayBody) next() io.ReadCloser {
 	r := &replayReader{b: b, closed: make(chan struct{})}
 	b.mu.Lock()
@@ -544,9 +522,6 @@ func (r *replayReader) Read(p []byte) (int, error) {
 	if r.off < len(b.buf) {
 		n := copy(p, b.buf[r.off:])
 		r.off += n
-		if b.over && r.off == len(b.buf) {
-			b.buf, r.off = nil, 0 // answered: the rest replayed, nothing more kept
-		}
 		return n, nil
 	}
 	n, err := b.src.Read(p)
