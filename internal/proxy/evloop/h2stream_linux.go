@@ -75,8 +75,10 @@ type h2stream struct {
 	// fields get (Target.Headers), applied on each attempt (h2uOpen).
 	headers *proxyroute.RequestMutations
 	// A request kept for a retry: its body (up to
-	// proxyroute.MaxRetryBuffer, as every path keeps it; replayCut past
-	// it) and trailers.
+	// proxyroute.MaxRetryBuffer, as every path keeps it; replayCut once
+	// it outgrew that, or once the response began (h2uHeaders); in a
+	// back-off bytes past it are still kept for one last attempt) and
+	// trailers.
 	replay      []byte
 	replayCut   bool
 	reqTrailers []hpack.HeaderField

@@ -99,7 +99,8 @@ func h2GRPCStatus(f *http2.MetaHeadersFrame) int {
 }
 
 // kept reports whether the request of st is kept whole enough to be
-// sent again: its fields, its body not cut (proxyroute.MaxRetryBuffer),
+// sent again: its fields, its body not cut (past
+// proxyroute.MaxRetryBuffer, or once the response began),
 // and its end, unless unsent says none of it went upstream, when what
 // came so far is sent first and the rest follows.
 func (st *h2stream) kept(unsent bool) bool {

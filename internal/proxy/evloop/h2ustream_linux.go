@@ -103,7 +103,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 		// to connect (h2uConnFailed): the request kept as the client's
 		// stream keeps it for retries, a body still arriving too.
 		if l.connectFailedNow(d, pool, cluster, tag, st.kept(true)) {
-			d.state = dsWait // the request is whole: its response is awaited
+			d.state = dsWait // whole: its response is awaited; else its body comes on (below)
 			if !st.reqEnded {
 				d.state = dsBody // its body comes on (h2uBody keeps it)
 			}

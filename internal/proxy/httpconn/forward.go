@@ -63,7 +63,8 @@ func (m *HCM) forward(w http.ResponseWriter, s *stream) {
 		nc := &noCloseBody{r: out.Body}
 		if _, http1 := s.cl.Transport(in.ProtoMajor); http1 && !s.receivedWhole() {
 			// Read ahead while an attempt waits for a connect of the
-			// HTTP/1.1 client's fallback Transport (readahead.go);
+			// HTTP/1.1 cluster's fallback Transport, whatever the
+			// client's protocol (readahead.go);
 			// given back before the drain. Not to an HTTP/2 cluster,
 			// whose transport tells no connect (see Known differences).
 			ab := &aheadBody{src: out.Body, s: s}
