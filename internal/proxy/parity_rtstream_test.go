@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 )
 
@@ -21,7 +22,19 @@ import (
 // the whole response arrives. The loops bounded such a stream by the
 // body's last read alone and cut it at the stream idle timeout.
 func TestBodyComingResponseStreamsSamePaths(t *testing.T) {
-	const pieces = 2 * int(rtsStreamIdle/slowGap)
+	checkStreamsWhileBodyComes(t, 2*int(rtsStreamIdle/slowGap), func(prefix, cluster string) *routev3.Route {
+		return timedRoute(prefix, cluster, rtsRouteTimeout)
+	}, "")
+}
+
+// checkStreamsWhileBodyComes runs, on every path, a POST from an
+// HTTP/1.1 (chunked) and an h2c client to an HTTP/1.1 and an HTTP/2
+// upstream (the routes route makes for /h1/ and /h2/) whose body stays
+// open after its first piece, while the upstream answers at once and
+// sends pieces pieces slowGap apart: each client must get the whole
+// response. why ends each failure's message.
+func checkStreamsWhileBodyComes(t *testing.T, pieces int, route func(prefix, cluster string) *routev3.Route, why string) {
+	t.Helper()
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).EnableFullDuplex()
 		w.WriteHeader(200)
@@ -45,7 +58,7 @@ func TestBodyComingResponseStreamsSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		h := newHarness(t, func(c *Config) { p.logged(c) })
 		h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds", withStreamIdle(rtsStreamIdle))),
-			routeConfig("rds", vhost("v", []string{"*"}, timedRoute("/h1/", "h1", rtsRouteTimeout), timedRoute("/h2/", "h2", rtsRouteTimeout)))},
+			routeConfig("rds", vhost("v", []string{"*"}, route("/h1/", "h1"), route("/h2/", "h2")))},
 			clusters...)...)
 		res := pathResult{answers: map[string]string{}}
 		var mu sync.Mutex
@@ -60,7 +73,7 @@ func TestBodyComingResponseStreamsSamePaths(t *testing.T) {
 				defer mu.Unlock()
 				res.answers[name] = got
 				if got != want {
-					t.Errorf("%s, %s: answered %q; want %q", p.name, name, got, want)
+					t.Errorf("%s, %s: answered %q; want %q%s", p.name, name, got, want, why)
 				}
 			}()
 		}
