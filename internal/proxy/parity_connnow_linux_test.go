@@ -7,18 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // unreachableAddr is a host whose connect fails at once, in connect(2)
@@ -50,12 +45,7 @@ func TestConnectFailsAtOnceRetriedSamePaths(t *testing.T) {
 	h1up := httptest.NewServer(echoBody)
 	t.Cleanup(h1up.Close)
 	h2up := h2cUpstream(t, echoBody)
-	clusters := []struct {
-		name  string
-		h2    bool
-		hosts []string
-		base  time.Duration // the back-off's base interval
-	}{
+	clusters := []retryCluster{
 		// A 1 ms base backs off 0 ms before the first retry: the next
 		// attempt starts at once (retryNow's loop); 20 ms mostly waits
 		// on the loop's timers.
@@ -76,21 +66,7 @@ func TestConnectFailsAtOnceRetriedSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			var routes []*routev3.Route
-			res := []types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format)))}
-			for _, c := range clusters {
-				r := routeTo("/"+c.name+"/", c.name)
-				r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: u32(2),
-					RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(c.base)}}
-				routes = append(routes, r)
-				var mods []func(*clusterv3.Cluster)
-				if c.h2 {
-					mods = append(mods, h2Upstream)
-				}
-				res = append(res, edsCluster(c.name, mods...), cla(c.name, c.hosts...))
-			}
-			h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
+			logFile := pushConnectRetries(t, h, format, clusters)
 			answers := map[string]string{}
 			var wantLog []string
 			n := 0 // requests to the mixed clusters

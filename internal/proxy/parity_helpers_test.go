@@ -8,6 +8,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // The tail most parity tests share, in four steps: send each exchange
@@ -103,4 +110,36 @@ func sameAnswersAsGoroutinePath(t *testing.T, results map[string]pathResult) {
 		}
 	}
 	sameAsGoroutinePath(t, results, slices.Sorted(maps.Keys(keys)))
+}
+
+// retryCluster is a cluster of a connect-failure retry test: its hosts,
+// HTTP/2 or not, and its routes' back-off base interval.
+type retryCluster struct {
+	name  string
+	h2    bool
+	hosts []string
+	base  time.Duration // the back-off's base interval
+}
+
+// pushConnectRetries gives h an egress listener logging format to a new
+// file, whose route /<name>/ for each of clusters retries connect
+// failures twice with the cluster's back-off, and returns the log's path.
+func pushConnectRetries(t *testing.T, h *harness, format *corev3.SubstitutionFormatString, clusters []retryCluster) string {
+	t.Helper()
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	var routes []*routev3.Route
+	res := []types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format)))}
+	for _, c := range clusters {
+		r := routeTo("/"+c.name+"/", c.name)
+		r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: u32(2),
+			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(c.base)}}
+		routes = append(routes, r)
+		var mods []func(*clusterv3.Cluster)
+		if c.h2 {
+			mods = append(mods, h2Upstream)
+		}
+		res = append(res, edsCluster(c.name, mods...), cla(c.name, c.hosts...))
+	}
+	h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
+	return logFile
 }

@@ -9,17 +9,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // partGap is the pause before each part of a request body sent after its
@@ -63,12 +58,7 @@ func TestBodyArrivingConnectRetriedSamePaths(t *testing.T) {
 	t.Cleanup(h1up.Close)
 	h2up := h2cUpstream(t, echo)
 	dead := deadAddr(t)
-	clusters := []struct {
-		name  string
-		h2    bool
-		hosts []string
-		base  time.Duration // the back-off's base interval
-	}{
+	clusters := []retryCluster{
 		// A 1 ms base backs off 0 ms before the first retry (the next
 		// attempt starts at once); 30 ms waits while parts arrive.
 		{"h1-refused", false, []string{dead, strings.TrimPrefix(h1up.URL, "http://")}, 30 * time.Millisecond},
@@ -97,21 +87,7 @@ func TestBodyArrivingConnectRetriedSamePaths(t *testing.T) {
 			clear(seen)
 			mu.Unlock()
 			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			var routes []*routev3.Route
-			res := []types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format)))}
-			for _, c := range clusters {
-				r := routeTo("/"+c.name+"/", c.name)
-				r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: u32(2),
-					RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(c.base)}}
-				routes = append(routes, r)
-				var mods []func(*clusterv3.Cluster)
-				if c.h2 {
-					mods = append(mods, h2Upstream)
-				}
-				res = append(res, edsCluster(c.name, mods...), cla(c.name, c.hosts...))
-			}
-			h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
+			logFile := pushConnectRetries(t, h, format, clusters)
 			h2c := h2cClient(t)
 			answers := map[string]string{}
 			var wantLog []string
