@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -81,9 +80,7 @@ func TestMalformedBodyAfterResponseSamePaths(t *testing.T) {
 	paths := []string{"/h1", "/h2"}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1", "h1"), routeTo("/h2", "h2"))),
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
 		res := pathResult{answers: map[string]string{}}
@@ -207,9 +204,7 @@ func TestLocalReplyBeforeBodySamePaths(t *testing.T) {
 		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %UPSTREAM_CLUSTER% %RESP(CONNECTION)%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"x"}, direct, routeTo("/dead2", "dead2"), routeTo("/dead", "dead"),
 				routeTo("/unreachable2", "unreachable2"), routeTo("/unreachable", "unreachable"), routeTo("/empty", "empty"),
 				routeTo("/", "ok"))),
@@ -302,9 +297,7 @@ func TestEarlyResponseBeforeBodySamePaths(t *testing.T) {
 		"%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %UPSTREAM_CLUSTER% %RESP(CONNECTION)%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "up"))), edsCluster("up"), cla("up", up))
 		res := pathResult{answers: map[string]string{}}
 		for _, r := range requests {

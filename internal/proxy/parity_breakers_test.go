@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -189,9 +188,7 @@ func TestCircuitBreakersSamePaths(t *testing.T) {
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			up := newHoldUpstream(t)
-			h := newHarness(t, p.logged)
-			logPath := filepath.Join(t.TempDir(), "access.log")
-			h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logPath, breakerLog))),
+			h, logPath := loggedEgress(t, p, breakerLog, append([]types.Resource{
 				routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c")))}, breakersCluster(up.addr, 0, 0, 2)...)...)
 			url := "http://" + h.addr("egress")
 			clients := []struct {
@@ -259,9 +256,7 @@ func TestCircuitBreakersQueueSamePaths(t *testing.T) {
 		for _, client := range []string{"HTTP/1.1", "h2c"} {
 			t.Run(p.name+"/"+client, func(t *testing.T) {
 				up := newHoldUpstream(t)
-				h := newHarness(t, p.logged)
-				logPath := filepath.Join(t.TempDir(), "access.log")
-				h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logPath, breakerLog))),
+				h, logPath := loggedEgress(t, p, breakerLog, append([]types.Resource{
 					routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "c")))}, breakersCluster(up.addr, 2, 2, 0)...)...)
 				url := "http://" + h.addr("egress")
 				cl := newClient(t)

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -145,9 +144,7 @@ func TestTimeoutChargedSamePaths(t *testing.T) {
 	paths := []string{"/backoff/ HTTP/1.1", "/backoff/ HTTP/2", "/h2backoff HTTP/2", "/overflow/5xx", "/overflow/reset", "/pending"}
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			h, logFile := loggedEgress(t, p, format,
 				routeConfig("rds", vhost("h2", []string{"h2"}, chargeRoute("/", "h2backoff", 100*time.Millisecond, "connect-failure", backoff)),
 					vhost("v", []string{"*"}, chargeRoute("/backoff/", "backoff", 100*time.Millisecond, "connect-failure", backoff),
 						chargeRoute("/overflow/5xx", "overflow5xx", time.Second, "5xx", time.Millisecond),

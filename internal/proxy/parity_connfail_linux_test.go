@@ -6,7 +6,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -38,9 +37,7 @@ func TestSocketCreationFailureSamePaths(t *testing.T) {
 	var all []string
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			h, logFile := loggedEgress(t, p, format,
 				edsCluster("ok"), cla("ok", ok), edsCluster("okh2", h2Upstream), cla("okh2", okH2),
 				edsCluster("h1"), cla("h1", deadAddr(t)),
 				edsCluster("h2", h2Upstream), cla("h2", deadAddr(t)),

@@ -83,10 +83,8 @@ func TestConnectFailureReasonSamePaths(t *testing.T) {
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
 			var routes []*routev3.Route
-			res := []types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format)))}
+			var res []types.Resource
 			for _, c := range cases {
 				for _, proto := range []string{"h1", "h2"} {
 					var mods []func(*clusterv3.Cluster)
@@ -101,7 +99,7 @@ func TestConnectFailureReasonSamePaths(t *testing.T) {
 					res = append(res, edsCluster(name, mods...), cla(name, c.addr))
 				}
 			}
-			h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
+			h, logFile := loggedEgress(t, p, format, append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
 			answers := map[string]string{}
 			var wantLog []string
 			eachClient(t, func(client string, cl *http.Client) {

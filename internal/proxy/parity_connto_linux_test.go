@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -90,9 +89,7 @@ func TestConnectTimeoutSamePaths(t *testing.T) {
 		for _, p := range proxyPaths() {
 			t.Run(p.name, func(t *testing.T) {
 				t.Parallel() // each waits 3 s for its long connects
-				logFile := filepath.Join(t.TempDir(), "access.log")
-				h := newHarness(t, p.logged)
-				h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
+				h, logFile := loggedEgress(t, p, cutLogFormat(), append([]types.Resource{
 					routeConfig("rds", vhost("v", []string{"*"}, routes...))}, rs...)...)
 				clients := map[bool]*http.Client{false: {Transport: &http.Transport{DisableKeepAlives: true}}, true: h2cClient(t)}
 				// Every request starts together; done gets each cluster's

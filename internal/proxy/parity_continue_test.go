@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,9 +64,7 @@ func TestExpectContinueSamePaths(t *testing.T) {
 		"%REQ(:PATH)% %REQ(EXPECT)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %UPSTREAM_CLUSTER%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/dead2", "dead2"), routeTo("/dead", "dead"),
 				routeTo("/ok", "ok"), routeTo("/next", "ok"))),
 			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("dead"), cla("dead", dead),
@@ -198,7 +195,6 @@ func TestExpectOtherH2SamePaths(t *testing.T) {
 		"/h2 foo": "200 foo", "/h2 100-continue, foo": "200 ", "/h2 100-Continue": "200 ",
 	}
 	results := map[string]pathResult{}
-	var names []string
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.on)
 		h.push(httpListener("egress", httpManager("egress", "rds")),
@@ -207,11 +203,9 @@ func TestExpectOtherH2SamePaths(t *testing.T) {
 			edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }), cla("h2", h2))
 		cl := h2cClient(t)
 		res := pathResult{answers: map[string]string{}}
-		names = names[:0]
 		for _, path := range []string{"/h1", "/h2"} {
 			for _, ex := range expects {
 				name := path + " " + ex
-				names = append(names, name)
 				req, err := http.NewRequest("GET", "http://"+h.addr("egress")+path, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -232,5 +226,5 @@ func TestExpectOtherH2SamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }

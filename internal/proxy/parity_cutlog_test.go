@@ -287,9 +287,7 @@ func TestRefusedBeforeHeadLog(t *testing.T) {
 	const body = "503 upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
+			h, logFile := loggedEgress(t, p, cutLogFormat(),
 				routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h2/", "h2"))),
 				edsCluster("h2", h2Upstream), cla("h2", up))
 			if _, got := interimGet(t, h.addr("egress"), "/h2/refused", false); got != body {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -105,14 +104,8 @@ func TestExpectOtherSamePaths(t *testing.T) {
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% " +
 		"%REQ(:PATH)% %REQ(EXPECT)% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER%\n"}}
 	results := map[string]pathResult{}
-	var names []string
-	for _, r := range requests {
-		names = append(names, r.name)
-	}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1", "h1"), routeTo("/h2", "h2"))),
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
 		res := pathResult{answers: map[string]string{}}
@@ -171,7 +164,7 @@ func TestExpectOtherSamePaths(t *testing.T) {
 		res.stats = strings.Join(stats, "\n")
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // TestUpstreamInterimH2SamePaths: an upstream's 1xx responses (100
@@ -330,10 +323,6 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 		{"/h1r/reset", "503 attempts 1"},
 		{"/h2/199/reset", "503 attempts 3"},
 	}
-	var names []string
-	for _, r := range requests {
-		names = append(names, r.path)
-	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.on)
@@ -368,5 +357,5 @@ func TestRetryAfterInterimSamePaths(t *testing.T) {
 		res.stats = h.countsBy("cluster", []string{"h1", "h2"}, []string{"upstream_rq_retry", "upstream_rq_retry_limit_exceeded", "upstream_rq_retry_success"})
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }

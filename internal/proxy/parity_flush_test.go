@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"path"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -241,9 +240,7 @@ func TestBodySentOnAsItComesSamePaths(t *testing.T) {
 	var names []string
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"*"}, timeout(routeTo("/h1/stall", "h1")), timeout(routeTo("/h2/stall", "h2")),
 				routeTo("/h1/", "h1"), routeTo("/h2/", "h2"))),
 			edsCluster("h1"), cla("h1", h1up), edsCluster("h2", h2Upstream), cla("h2", h2up))

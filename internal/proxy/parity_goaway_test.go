@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -125,10 +124,7 @@ func TestGoAwayRefusedSamePaths(t *testing.T) {
 	var first string
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			res := []types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, cutLogFormat()))),
-				routeConfig("rds", vhost("v", []string{"*"}, routes...))}
+			res := []types.Resource{routeConfig("rds", vhost("v", []string{"*"}, routes...))}
 			for _, u := range ups {
 				u.streams.Store(0)
 				mods := []func(*clusterv3.Cluster){h2Upstream}
@@ -137,7 +133,7 @@ func TestGoAwayRefusedSamePaths(t *testing.T) {
 				}
 				res = append(res, edsCluster(name(u), mods...), cla(name(u), u.addr))
 			}
-			h.push(res...)
+			h, logFile := loggedEgress(t, p, cutLogFormat(), res...)
 			cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 			var wantLog []string
 			want := map[string]int64{}

@@ -217,15 +217,11 @@ func (e *upstreamEnds) ended(path, how string) {
 // ends of each request, and of its end: its stream reset, or the
 // connection closed with it open.
 func serveHeldH2(c net.Conn, ends *upstreamEnds) {
-	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c, preface); err != nil || string(preface) != http2.ClientPreface {
+	w := acceptRawH2(c)
+	if w == nil {
 		return
 	}
-	bw := bufio.NewWriter(c)
-	fr := http2.NewFramer(bw, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	_ = fr.WriteSettings()
-	_ = bw.Flush()
+	bw, fr := w.bw, w.fr
 	open := map[uint32]string{}
 	defer func() {
 		for _, path := range open {

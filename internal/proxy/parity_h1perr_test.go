@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -135,17 +134,11 @@ func TestH1UpstreamProtocolErrorSamePaths(t *testing.T) {
 		{"h2c", "/rst/untilclose", "200 la", logOK, 0},
 	}
 	name := func(x exchange) string { return x.client + " " + x.path }
-	var names []string
-	for _, x := range exchanges {
-		names = append(names, name(x))
-	}
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
 		TextFormat: "%PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/", "h1"))), edsCluster("h1"), cla("h1", up))
 		res := pathResult{answers: map[string]string{}}
 		const counter = "cluster.h1.upstream_cx_protocol_error"
@@ -178,7 +171,7 @@ func TestH1UpstreamProtocolErrorSamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // h1CutAnswer sends a GET of path to addr, or a POST with a chunked body,

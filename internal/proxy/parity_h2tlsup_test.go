@@ -3,7 +3,6 @@ package proxy
 import (
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -63,15 +62,13 @@ func TestUpstreamH2HandshakeSamePaths(t *testing.T) {
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
 			var routes []*routev3.Route
-			res := []types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format)))}
+			var res []types.Resource
 			for _, c := range clusters {
 				routes = append(routes, routeTo("/"+c.name, c.name))
 				res = append(res, edsCluster(c.name, h2Upstream, upstreamTLS(c.files, "app.local", c.san)), cla(c.name, up))
 			}
-			h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
+			h, logFile := loggedEgress(t, p, format, append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
 			answers := map[string]string{}
 			want := map[string]int64{}
 			var wantLog []string

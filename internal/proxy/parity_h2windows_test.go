@@ -165,16 +165,10 @@ func windowUpstream(t *testing.T, seen chan<- string) string {
 
 func serveWindowUpstream(c net.Conn, seen chan<- string) {
 	defer c.Close()
-	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c, preface); err != nil || string(preface) != http2.ClientPreface {
+	w := acceptRawH2(c, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	if w == nil {
 		return
 	}
-	w := &rawH2Writer{c: c, bw: bufio.NewWriter(c)}
-	w.fr = http2.NewFramer(w.bw, c)
-	w.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	w.enc = hpack.NewEncoder(&w.hbuf)
-	_ = w.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	_ = w.bw.Flush()
 	got := map[uint32]int{} // body bytes of the streams read
 	stream, told := uint32(65535), false
 	for {

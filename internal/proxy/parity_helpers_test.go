@@ -112,6 +112,19 @@ func sameAnswersAsGoroutinePath(t *testing.T, results map[string]pathResult) {
 	sameAsGoroutinePath(t, results, slices.Sorted(maps.Keys(keys)))
 }
 
+// loggedEgress starts a harness on path p, its access logs flushed every
+// millisecond (proxyPath.logged), and pushes it an egress listener whose
+// connection manager routes on rds and logs each stream in format to a
+// new file, with rs (the route configuration rds and its clusters); it
+// returns the harness and the log's file.
+func loggedEgress(t testing.TB, p proxyPath, format *corev3.SubstitutionFormatString, rs ...types.Resource) (*harness, string) {
+	t.Helper()
+	h := newHarness(t, p.logged)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	h.push(append([]types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format)))}, rs...)...)
+	return h, logFile
+}
+
 // retryCluster is a cluster of a connect-failure retry test: its hosts,
 // HTTP/2 or not, and its routes' back-off base interval.
 type retryCluster struct {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -162,10 +161,6 @@ func TestPerTryAfterInterimSamePaths(t *testing.T) {
 		{"/h2/slow0", "504 upstream request timeout"},
 		{"/h2/slow199", "504 upstream request timeout"},
 	}
-	var names []string
-	for _, r := range requests {
-		names = append(names, r.path)
-	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		h := newHarness(t, p.on)
@@ -187,7 +182,7 @@ func TestPerTryAfterInterimSamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // TestBodylessFramedSamePaths: an HTTP/1.1 upstream's 1xx or 204 head
@@ -443,17 +438,11 @@ func TestResetAfterInterimSamePaths(t *testing.T) {
 		{"/h2/bad", upe, "502 UPE upstream_reset_after_response_started{protocol_error}"},
 		{"/h2/bad0", upe, "502 UPE upstream_reset_before_response_started{protocol_error}"},
 	}
-	var names []string
-	for _, r := range requests {
-		names = append(names, r.path)
-	}
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{
 		TextFormat: "%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1/", "h1"), routeTo("/h2/", "h2"))),
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
 		res := pathResult{answers: map[string]string{}}
@@ -472,5 +461,5 @@ func TestResetAfterInterimSamePaths(t *testing.T) {
 		}
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -72,11 +71,9 @@ func TestHTTP1LocalRepliesSamePaths(t *testing.T) {
 	}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
 		slowRoute := routeTo("/slow", "slow")
 		slowRoute.GetRoute().Timeout = durationpb.New(100 * time.Millisecond)
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/dead", "dead"), slowRoute, routeTo("/", "ok"))),
 			edsCluster("ok"), cla("ok", ok.addr()), edsCluster("slow"), cla("slow", slow.addr()), edsCluster("dead"), cla("dead", dead))
 		res := pathResult{answers: map[string]string{}}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -41,16 +40,12 @@ func TestEmptyRequestIDSamePaths(t *testing.T) {
 		{"beside", []string{"", "kept-2"}, `["kept-2"]`},
 	}
 	results := map[string]pathResult{}
-	var names []string
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			h.push(append(clusters, httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))), rc)...)
+			h, logFile := loggedEgress(t, p, format, append(clusters, rc)...)
 			res := pathResult{answers: map[string]string{}}
 			sent := map[string]string{} // log line start -> the ID the upstream got
 			h2c := h2cClient(t)
-			names = names[:0]
 			for _, up := range []string{"1", "2"} {
 				for _, c := range cases {
 					path := "/" + up + "/" + c.name
@@ -74,7 +69,6 @@ func TestEmptyRequestIDSamePaths(t *testing.T) {
 					h2 := fmt.Sprintf("%d %s", resp.StatusCode, b)
 					for proto, got := range map[string]string{"HTTP/1.1": h1, "HTTP/2": h2} {
 						n := proto + " " + path
-						names = append(names, n)
 						res.answers[n] = uuidRE.ReplaceAllString(got, "<uuid>")
 						if want := "200 " + c.want; res.answers[n] != want {
 							t.Errorf("%s: upstream got %s, want %s", n, got, want)
@@ -107,5 +101,5 @@ func TestEmptyRequestIDSamePaths(t *testing.T) {
 			results[p.name] = res
 		})
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -72,10 +71,8 @@ func TestRetriedResetBodySamePaths(t *testing.T) {
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
 			var routes []*routev3.Route
-			res := []types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format)))}
+			var res []types.Resource
 			for _, c := range cases {
 				r := routeTo("/"+c.name+"/", c.name) // "/refused/" does not take "/refused-retried/"
 				if c.retryOn != "" {
@@ -89,7 +86,7 @@ func TestRetriedResetBodySamePaths(t *testing.T) {
 				}
 				res = append(res, edsCluster(c.name, mods...), cla(c.name, c.addr))
 			}
-			h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
+			h, logFile := loggedEgress(t, p, format, append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
 			answers := map[string]string{}
 			var wantLog []string
 			eachClient(t, func(client string, cl *http.Client) {

@@ -125,19 +125,14 @@ func TestRewritesSamePaths(t *testing.T) {
 		"\n/1/re/unmatched?q /1/re/unmatched?q x HTTP/1.1 200 h1 ",
 	}
 	results := map[string]pathResult{}
-	var names []string
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
-			h := newHarness(t, p.logged)
-			logFile := filepath.Join(t.TempDir(), "access.log")
-			h.push(append(clusters, httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+			h, logFile := loggedEgress(t, p, format, append(clusters,
 				routeConfig("rds", vhost("v", []string{"*"}, rewriteRoutes()...)))...)
 			res := pathResult{answers: map[string]string{}}
-			names = names[:0]
 			h2c := h2cClient(t)
 			for _, r := range reqs {
 				res.answers["h1 "+r.path] = getRewritten(t, h.addr("egress"), r.path, r.extra)
-				names = append(names, "h1 "+r.path)
 				hr, err := http.NewRequest("GET", "http://"+h.addr("egress")+r.path, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -153,7 +148,6 @@ func TestRewritesSamePaths(t *testing.T) {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				res.answers["h2c "+r.path] = fmt.Sprintf("%d %s", resp.StatusCode, b)
-				names = append(names, "h2c "+r.path)
 			}
 			res.log = awaitLog(t, logFile, 2*len(reqs))
 			for _, w := range wantLog {
@@ -183,7 +177,7 @@ func TestRewritesSamePaths(t *testing.T) {
 			results[p.name] = res
 		})
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // getRewritten sends GET path (Host x, User-Agent weft-test, and the header
@@ -244,7 +238,6 @@ func TestRewriteOriginalPathSamePaths(t *testing.T) {
 		"\n/empty/a?q /empty/a?q x HTTP/2 503 UH empty",
 	}
 	results := map[string]pathResult{}
-	var names []string
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarness(t, p.logged)
@@ -253,11 +246,9 @@ func TestRewriteOriginalPathSamePaths(t *testing.T) {
 			h.push(append(clusters, httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format), normalize)),
 				routeConfig("rds", vhost("v", []string{"*"}, append(rewriteRoutes(), empty)...)))...)
 			res := pathResult{answers: map[string]string{}}
-			names = names[:0]
 			h2c := h2cClient(t)
 			for _, path := range paths {
 				res.answers["h1 "+path] = getRewritten(t, h.addr("egress"), path, "")
-				names = append(names, "h1 "+path)
 				hr, err := http.NewRequest("GET", "http://"+h.addr("egress")+path, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -270,7 +261,6 @@ func TestRewriteOriginalPathSamePaths(t *testing.T) {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				res.answers["h2c "+path] = fmt.Sprintf("%d %s", resp.StatusCode, b)
-				names = append(names, "h2c "+path)
 			}
 			res.log = awaitLog(t, logFile, 2*len(paths))
 			for _, w := range wantLog {
@@ -286,5 +276,5 @@ func TestRewriteOriginalPathSamePaths(t *testing.T) {
 			results[p.name] = res
 		})
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }

@@ -98,17 +98,11 @@ func TestUpstreamBadResponseSamePaths(t *testing.T) {
 		}
 		return path
 	}
-	var names []string
-	for _, r := range requests {
-		names = append(names, name(r.path, r.chunked))
-	}
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% %REQ(:PATH)% " +
 		"%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_CLUSTER%\n"}}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
-		h := newHarness(t, p.logged)
-		logFile := filepath.Join(t.TempDir(), "access.log")
-		h.push(httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format))),
+		h, logFile := loggedEgress(t, p, format,
 			routeConfig("rds", vhost("v", []string{"*"}, routeTo("/h1/", "h1"), routeTo("/h2/", "h2"))),
 			edsCluster("h1"), cla("h1", h1), edsCluster("h2", h2Upstream), cla("h2", h2))
 		res := pathResult{answers: map[string]string{}}
@@ -137,7 +131,7 @@ func TestUpstreamBadResponseSamePaths(t *testing.T) {
 		res.stats = h.counts("http.egress.", []string{"downstream_rq_2xx", "downstream_rq_5xx", "downstream_rq_completed"})
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // closeDelimitedUpstream answers each request with a 200 whose body (none
@@ -238,10 +232,6 @@ func TestCloseDelimitedResponseSamePaths(t *testing.T) {
 		"HTTP/2 GET":    `200 body "hello world" <nil>; then 200 body "hello world" <nil> reused true`,
 		"HTTP/2 HEAD":   `200 body "" <nil>; then 200 body "hello world" <nil> reused true`,
 	}
-	var names []string
-	for _, x := range exchanges {
-		names = append(names, x.name)
-	}
 	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%REQ(:METHOD)% %PROTOCOL% " +
 		"%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_SENT% %RESP(TRANSFER-ENCODING)% %RESP(CONTENT-LENGTH)%\n"}}
 	results := map[string]pathResult{}
@@ -303,7 +293,7 @@ func TestCloseDelimitedResponseSamePaths(t *testing.T) {
 		res.stats = h.countsBy("http", []string{"egress", "egress10"}, []string{"downstream_rq_2xx", "downstream_rq_completed", "downstream_cx_total"})
 		results[p.name] = res
 	}
-	sameAsGoroutinePath(t, results, names)
+	sameAnswersAsGoroutinePath(t, results)
 }
 
 // TestH2UpstreamHeadAnswerSamePaths: an HTTP/2 upstream's answer to HEAD

@@ -118,19 +118,31 @@ func rawH2Upstream(t *testing.T, respond func(w *rawH2Writer, id uint32, r *rawH
 	return tcpUpstream(t, func(c net.Conn) { serveRawH2(c, respond) }) // ends when the proxy closes the connection or breaks HTTP/2
 }
 
-func serveRawH2(c net.Conn, respond func(w *rawH2Writer, id uint32, r *rawH2Request)) {
-	defer c.Close()
+// acceptRawH2 reads the client preface on c and starts a raw h2c
+// upstream's side of the connection: a writer whose framer reads header
+// blocks whole, and its SETTINGS frame (with settings) written and
+// flushed. It returns nil when c does not start with the preface.
+func acceptRawH2(c net.Conn, settings ...http2.Setting) *rawH2Writer {
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c, preface); err != nil || string(preface) != http2.ClientPreface {
-		return
+		return nil
 	}
 	w := &rawH2Writer{c: c, bw: bufio.NewWriter(c)}
 	w.fr = http2.NewFramer(w.bw, c)
 	w.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	w.fr.MaxHeaderListSize = 1 << 20
 	w.enc = hpack.NewEncoder(&w.hbuf)
-	_ = w.fr.WriteSettings()
+	_ = w.fr.WriteSettings(settings...)
 	_ = w.bw.Flush()
+	return w
+}
+
+func serveRawH2(c net.Conn, respond func(w *rawH2Writer, id uint32, r *rawH2Request)) {
+	defer c.Close()
+	w := acceptRawH2(c)
+	if w == nil {
+		return
+	}
+	w.fr.MaxHeaderListSize = 1 << 20
 	streams := map[uint32]*rawH2Request{}
 	for {
 		f, err := w.fr.ReadFrame()
