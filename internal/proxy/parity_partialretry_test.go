@@ -95,9 +95,12 @@ func (pu *partialUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // byte in order, and the client its answer, 200 after two attempts. A
 // body whose first part alone outgrows route.MaxRetryBuffer (Envoy's
 // default buffer limit) is not retried (over-503: the upstream's 503
-// passes; over-reset: 503 after one attempt), the same on every path.
-// Until round 34 the loops retried such a request only when they held it
-// whole, and answered these the first attempt's failure.
+// passes unflagged, not counted in upstream_rq_retry_limit_exceeded, as
+// Envoy's decodeData dropped its retry state; over-reset: 503 after one
+// attempt), the same on every path. Until round 34 the loops retried such
+// a request only when they held it whole, and answered these the first
+// attempt's failure (503, or 504 at the per-try timeout to an HTTP/1.1
+// cluster), and the goroutine path flagged over-503 URX.
 func TestBodyArrivingPartSentRetriedSamePaths(t *testing.T) {
 	pu := &partialUpstream{attempts: map[string]int{}, gates: map[string]chan struct{}{}, first: map[string]int{}}
 	h1up := httptest.NewServer(pu)
