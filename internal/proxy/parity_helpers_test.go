@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -139,13 +140,22 @@ type retryCluster struct {
 // failures twice with the cluster's back-off, and returns the log's path.
 func pushConnectRetries(t *testing.T, h *harness, format *corev3.SubstitutionFormatString, clusters []retryCluster) string {
 	t.Helper()
+	return pushRetries(t, h, format, clusters, &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: u32(2)})
+}
+
+// pushRetries gives h an egress listener logging format to a new file,
+// whose route /<name>/ for each of clusters retries by policy with the
+// cluster's back-off, and returns the log's path.
+func pushRetries(t *testing.T, h *harness, format *corev3.SubstitutionFormatString, clusters []retryCluster, policy *routev3.RetryPolicy) string {
+	t.Helper()
 	logFile := filepath.Join(t.TempDir(), "access.log")
 	var routes []*routev3.Route
 	res := []types.Resource{httpListener("egress", httpManager("egress", "rds", withAccessLog(logFile, format)))}
 	for _, c := range clusters {
 		r := routeTo("/"+c.name+"/", c.name)
-		r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: u32(2),
-			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(c.base)}}
+		rp := proto.Clone(policy).(*routev3.RetryPolicy)
+		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(c.base)}
+		r.GetRoute().RetryPolicy = rp
 		routes = append(routes, r)
 		var mods []func(*clusterv3.Cluster)
 		if c.h2 {

@@ -1,12 +1,10 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -175,85 +173,17 @@ func TestBodyArrivingConnectRetriedSamePaths(t *testing.T) {
 
 // postParts sends a POST to the proxy at addr on a new HTTP/1.1
 // connection: its head, then each of parts after partGap (with a
-// content-length, or each part a chunk), while it reads the answer,
-// which it returns as its status and body. A write that fails (the
-// proxy answered and closed) ends the body.
+// content-length, or each part a chunk), and returns the answer
+// (postPartsGated).
 func postParts(t *testing.T, addr, path string, parts [][]byte, chunked bool) string {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	framing := "Transfer-Encoding: chunked"
-	if !chunked {
-		n := 0
-		for _, p := range parts {
-			n += len(p)
-		}
-		framing = fmt.Sprintf("Content-Length: %d", n)
-	}
-	if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n", path, framing); err != nil {
-		t.Fatal(err)
-	}
-	sent := make(chan struct{})
-	go func() { // ends when the body is written or a write fails
-		defer close(sent)
-		for _, p := range parts {
-			time.Sleep(partGap)
-			var err error
-			if chunked {
-				_, err = fmt.Fprintf(c, "%x\r\n%s\r\n", len(p), p)
-			} else {
-				_, err = c.Write(p)
-			}
-			if err != nil {
-				return
-			}
-		}
-		if chunked {
-			_, _ = io.WriteString(c, "0\r\n\r\n")
-		}
-	}()
-	defer func() { <-sent }()
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	return resp.Status[:3] + " " + string(b)
+	return postPartsGated(t, addr, path, parts, chunked, func(int) { time.Sleep(partGap) })
 }
 
 // postPartsH2 sends a POST through the h2c client cl to the proxy at
-// addr: its HEADERS, then each of parts in DATA after partGap (no
-// content-length), and returns the answer's status and body.
+// addr: its HEADERS, then each of parts in DATA after partGap, and
+// returns the answer (postPartsH2Gated).
 func postPartsH2(t *testing.T, cl *http.Client, addr, path string, parts [][]byte) string {
 	t.Helper()
-	pr, pw := io.Pipe()
-	sent := make(chan struct{})
-	go func() { // ends when the body is written or the transport closed it
-		defer close(sent)
-		for _, p := range parts {
-			time.Sleep(partGap)
-			if _, err := pw.Write(p); err != nil {
-				return
-			}
-		}
-		_ = pw.Close()
-	}()
-	defer func() { <-sent }()
-	defer pr.Close() // a writer blocked on a body the transport no longer reads ends
-	req, err := http.NewRequest(http.MethodPost, "http://"+addr+path, pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := cl.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	return resp.Status[:3] + " " + string(b)
+	return postPartsH2Gated(t, cl, addr, path, parts, func(int) { time.Sleep(partGap) })
 }

@@ -307,7 +307,9 @@ func (l *loop) dispatch(d *down, head []byte) {
 		more = !done
 	}
 	u.out, u.outOff = o, 0
-	u.replayable = !more
+	// Kept for a retry: the whole request, or, while a retry may come, one
+	// whose body is still arriving, with the rest as it goes (sendUp).
+	u.replayable, u.streamed = !more || d.mayRetry(), more
 	u.d, d.u = d, u
 	u.started = l.now
 	d.state = dsWait

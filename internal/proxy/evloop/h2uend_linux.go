@@ -78,7 +78,7 @@ func (l *loop) h2uPeerReset(s *h2ustream, code http2.ErrCode) {
 		}
 		return
 	}
-	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, code == http2.ErrCodeRefusedStream) && l.h2uRetry(s, 0, false, false, false) {
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, code == http2.ErrCodeRefusedStream) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
 	why, reason := "remote reset", proxyroute.ResetRemoteReset
@@ -113,7 +113,7 @@ func (l *loop) h2uConnFailed(s *h2ustream, connecting bool, f proxyroute.Connect
 		l.h2uResetBegun(s, accesslog.UpstreamConnectionTermination, proxyroute.DetailsCutConnectionTermination)
 		return
 	}
-	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false, false, connecting) {
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(connecting, false) && l.h2uRetry(s, 0, false, false) {
 		return
 	}
 	if connecting {
@@ -161,7 +161,7 @@ func (l *loop) h2uResetBegun(s *h2ustream, flag accesslog.Flags, details string)
 // (route.UpstreamProtocolError*), as the goroutine path does.
 func (l *loop) h2uProtocolError(s *h2ustream) {
 	// A reset (protocol error), retried as Envoy's router retries one.
-	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, false) && l.h2uRetry(s, 0, true, false, false) {
+	if p := s.st.sd.rs.policy; p != nil && p.RetriableReset(false, false) && l.h2uRetry(s, 0, true, false) {
 		return
 	}
 	s.st.sd.logFlags(accesslog.UpstreamProtocolError, proxyroute.ResetDetails(proxyroute.UpstreamProtocolErrorReason, s.st.sd.rs.started))

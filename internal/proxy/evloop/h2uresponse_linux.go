@@ -103,7 +103,10 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			if d.retries > 0 && d.rs.upstream != nil {
 				d.rs.upstream.RetryEnd(false)
 			}
-		} else if l.h2uRetry(s, status, !f.StreamEnded(), false, false) {
+		} else if l.h2uRetry(s, status, !f.StreamEnded() || s.sending(), false) {
+			// Reset upstream while either side is open: a request still
+			// being sent too, as Envoy's Filter::onUpstreamHeaders resets
+			// an attempt whose request was not all sent (encodeComplete).
 			return
 		}
 	}

@@ -9,10 +9,10 @@ package evloop
 // request is sent again from what the client's stream kept: its decoded
 // fields, its body up to proxyroute.MaxRetryBuffer and its trailers. A
 // request still being received is retried when its connection failed
-// to connect (nothing of it went upstream): the next attempt sends what
-// was kept, then the rest as it comes (h2uBody keeps what comes in the
-// back-off), as Envoy's Filter::doRetry does; after any other failure
-// it is not, nor one with a longer body. The per-try timeout is the
+// to connect or after part of it went upstream: the next attempt sends
+// what was kept, then the rest as it comes (h2uBody keeps what comes in
+// the back-off), as Envoy's Filter::doRetry does; one with a longer body
+// is not. The per-try timeout is the
 // HTTP/1.1 attempts' too (h2uPerTryTimeout).
 
 import (
@@ -24,14 +24,13 @@ import (
 
 // h2uRetry decides whether s's failed attempt is retried (the caller
 // checked the policy retries its outcome): a retry left, the request
-// kept (the whole of it, or, unsent: its connection never connected,
-// all that came of it), the cluster's budget. When it is, s ends
-// (RST_STREAM CANCEL when still open upstream) and the request waits
-// for its back-off.
-func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut, unsent bool) bool {
+// kept (all that came of it, its body arriving or not: h2stream.kept),
+// the cluster's budget. When it is, s ends (RST_STREAM CANCEL when still
+// open upstream) and the request waits for its back-off.
+func (l *loop) h2uRetry(s *h2ustream, code int, open, timedOut bool) bool {
 	st := s.st
 	d := st.sd
-	if d.closed || st.gone || !l.retryTake(d, st.kept(unsent)) {
+	if d.closed || st.gone || !l.retryTake(d, st.kept()) {
 		return false
 	}
 	d.rs.pool = s.x.pool
@@ -61,7 +60,7 @@ func (l *loop) h2uPerTryTimeout(s *h2ustream) {
 	if up := d.rs.upstream; up != nil {
 		up.PerTryTimeout()
 	}
-	if d.rs.policy.RetriableTimeout() && l.h2uRetry(s, 0, true, true, s.c.u.connecting) {
+	if d.rs.policy.RetriableTimeout() && l.h2uRetry(s, 0, true, true) {
 		return
 	}
 	l.observeDone(&s.x, 0, true)
@@ -98,13 +97,14 @@ func h2GRPCStatus(f *http2.MetaHeadersFrame) int {
 	return proxyroute.NoGRPCStatus
 }
 
-// kept reports whether the request of st is kept whole enough to be
-// sent again: its fields, its body not cut (past
-// proxyroute.MaxRetryBuffer, or once the response began),
-// and its end, unless unsent says none of it went upstream, when what
-// came so far is sent first and the rest follows.
-func (st *h2stream) kept(unsent bool) bool {
-	return st.hf != nil && !st.replayCut && (st.reqEnded || unsent)
+// kept reports whether the request of st is kept to be sent again: its
+// fields and all of its body that came, not cut (past
+// proxyroute.MaxRetryBuffer, or once the response began). A body still
+// arriving follows what was kept as it comes (h2uOpen, h2uBody), whether
+// or not part of it went upstream, as Envoy's Filter::doRetry sends its
+// buffered body and then the rest.
+func (st *h2stream) kept() bool {
+	return st.hf != nil && !st.replayCut
 }
 
 // waiting reports whether st's request, to an HTTP/2 cluster, is in a

@@ -102,7 +102,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 		// Retried as h2uRetry retries a stream whose connection failed
 		// to connect (h2uConnFailed): the request kept as the client's
 		// stream keeps it for retries, a body still arriving too.
-		if l.connectFailedNow(d, pool, cluster, tag, st.kept(true)) {
+		if l.connectFailedNow(d, pool, cluster, tag, st.kept()) {
 			d.state = dsWait // whole: its response is awaited; else its body comes on (below)
 			if !st.reqEnded {
 				d.state = dsBody // its body comes on (h2uBody keeps it)
@@ -199,6 +199,13 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 		l.h1uCredit(st) // the client held in the back-off reads on (h1uBody)
 	}
 	return false
+}
+
+// sending reports whether the request on s is still being sent: its end
+// not written (the client's not come, or its body or end waiting for a
+// window).
+func (s *h2ustream) sending() bool {
+	return !s.st.reqEnded || s.endPending || len(s.pending) > 0
 }
 
 // h2uWriteHeaders writes the header block in c.hbuf as HEADERS and

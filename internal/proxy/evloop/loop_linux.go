@@ -138,7 +138,8 @@ type up struct {
 	off        int
 	out        []byte // borrowed request bytes, kept until the response starts (a retry replays them)
 	outOff     int
-	replayable bool // out holds the whole request
+	replayable bool // out holds all of the request read so far, kept for a retry: a body still arriving too while one may come (dispatch, sendUp, dropKept)
+	streamed   bool // the request's body did not all come with its first write: not sent again on a stale pooled connection (upFailed)
 	connecting bool
 	// timedOut: its connect timeout ended the connect (connectTimedOut);
 	// connErr: why else its connect or TLS handshake failed (the

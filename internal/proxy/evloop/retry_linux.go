@@ -115,9 +115,9 @@ func (l *loop) backoffAt(p *proxyroute.RetryPolicy, n int) int64 {
 
 // retry decides whether the failed attempt u (its outcome retriable by
 // the policy) is retried, as the goroutine path does: a retry left, the
-// request at hand to send again (the whole of it, or all that was read
-// of one whose body is still arriving when none of it went upstream:
-// up.unsent), the cluster's budget (retryTake). When it is, the Observer
+// request at hand to send again (all that was read of it, its body
+// arriving or not: up.replayable, or up.unsent when its connect failed),
+// the cluster's budget (retryTake). When it is, the Observer
 // hears of u's outcome (code, timedOut: as Observer.Done), u is closed
 // and the request waits for its back-off; a body still arriving waits
 // in the client's input meanwhile (process, holdBody).
@@ -256,7 +256,8 @@ func (l *loop) retryAttempt(d *down) bool {
 	// A body still arriving follows what was kept as it comes (process,
 	// sendUp; flushUp resumes the client held meanwhile), as Envoy's
 	// doRetry sends a retry its buffered body and then the rest.
-	u.out, u.outOff, u.replayable = rs.replay, 0, d.state != dsBody
+	// Kept again while a retry may still come (dispatch).
+	u.out, u.outOff, u.replayable, u.streamed = rs.replay, 0, d.state != dsBody || d.mayRetry(), d.state == dsBody
 	rs.replay = nil
 	u.d, d.u = d, u
 	l.observeStart(u, pool.def.name, tag)

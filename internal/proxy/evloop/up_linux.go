@@ -156,10 +156,32 @@ func (l *loop) flushUp(u *up) {
 	}
 }
 
+// dropKept ends keeping u's request for a retry (up.replayable): what
+// went upstream of it is let go, what has not yet stays to be written.
+func (l *loop) dropKept(u *up) {
+	u.replayable = false
+	if u.out == nil {
+		return
+	}
+	var rest []byte
+	if u.outOff < len(u.out) {
+		rest = append(l.getBuf(), u.out[u.outOff:]...)
+	}
+	l.putBuf(u.out)
+	u.out, u.outOff = rest, 0
+}
+
 // sendUp forwards request body bytes; false if the exchange ended.
 func (l *loop) sendUp(u *up, b []byte) bool {
-	if u.connecting || u.outOff < len(u.out) {
-		u.out = append(u.out, b...) // bounded: the client is paused below until it drains
+	if u.replayable && len(u.out)+len(b) > proxyroute.MaxRetryBuffer {
+		// Past the bound no retry follows, as Envoy's Filter::decodeData
+		// gives up its retries once the body outgrows its buffer limit.
+		l.dropKept(u)
+	}
+	if u.connecting || u.replayable || u.outOff < len(u.out) {
+		// Bounded: the client is paused below until it drains, and what
+		// is kept for a retry by proxyroute.MaxRetryBuffer.
+		u.out = append(u.out, b...)
 	} else {
 		u.out, u.outOff = append(u.out[:0], b...), 0
 	}
@@ -236,8 +258,7 @@ func (l *loop) readUp(u *up) {
 	if !u.gotResp {
 		u.gotResp = true
 		if u.out != nil && (!u.replayable || !u.d.mayRetry()) {
-			l.putBuf(u.out)
-			u.out, u.outOff, u.replayable = nil, 0, false
+			l.dropKept(u)
 		}
 	}
 	l.processUp(u)

@@ -35,9 +35,10 @@ func (l *loop) upFailed(u *up) {
 	}
 	l.observeDone(u, 0, false)
 	switch {
-	case !u.gotResp && u.reused && !d.staleRetry && u.replayable:
+	case !u.gotResp && u.reused && !d.staleRetry && u.replayable && !u.streamed:
 		// A pooled connection found closed: replaced at once, as Go's
-		// HTTP client does, not counted as a retry.
+		// HTTP client does, not counted as a retry (a request whose body
+		// came on after its head went out is retried by its policy).
 		d.staleRetry = true
 		if l.redial(u) {
 			return

@@ -27,10 +27,8 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 		// without proxy_100_continue (and the goroutine path): the final
 		// one follows (l.interim).
 		u.scan = headScanner{}
-		if proxyroute.Special1xx(rs.status) && u.replayable && u.out != nil && u.outOff >= len(u.out) {
-			// Kept for a retry (readUp), which can no longer come.
-			l.putBuf(u.out)
-			u.out, u.outOff, u.replayable = nil, 0, false
+		if proxyroute.Special1xx(rs.status) && u.replayable {
+			l.dropKept(u) // kept for a retry (readUp), which can no longer come
 		}
 		l.interim(u, d, rs.status)
 		return true
@@ -42,11 +40,10 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 	if l.responseRetry(d, u, b, rs) {
 		return false
 	}
-	if u.out != nil {
-		// Kept for a retry on the response's status (readUp).
-		l.putBuf(u.out)
-		u.out, u.outOff, u.replayable = nil, 0, false
-	}
+	// Kept for a retry on the response's status (readUp): no retry
+	// follows, as Envoy's Filter::onUpstreamHeaders ends its retry state;
+	// a body still arriving goes on.
+	l.dropKept(u)
 	u.status = rs.status
 	if d.h2 != nil {
 		return l.h2ResponseHead(u, d, b)

@@ -238,7 +238,10 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 						continue
 					}
 					s.flags |= accesslog.UpstreamOverflow // max_retries spent, as above
-				} else {
+				} else if n >= rp.NumRetries {
+					// Not for a body past route.MaxRetryBuffer: Envoy's
+					// Filter::decodeData dropped its retry state then, and
+					// onUpstreamHeaders flags nothing.
 					c.Stats.RqRetryLimit.Inc()
 					s.flags |= accesslog.UpstreamRetryLimitExceeded
 				}
