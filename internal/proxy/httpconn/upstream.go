@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -142,9 +141,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				release()
 				return nil, s.pendingEnded(ctx)
 			}
-			areq.Body = body.next()
+			areq.Body = body.next() // not over: the retry was taken with the body kept (takeRetry)
 			if !body.overflow() {
-				areq.GetBody = func() (io.ReadCloser, error) { return body.next(), nil }
+				areq.GetBody = body.again
 			}
 		}
 		if s.upStart.IsZero() {
@@ -182,8 +181,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			c.RequestDone(h, 0, true, timedOut)
 			acancel()
 			release()
-			if retriable && n < rp.NumRetries && (body == nil || !body.overflow()) {
-				if r, ok := c.AcquireRetry(); ok {
+			if retriable {
+				switch r, v := takeRetry(c, rp, n, body); v {
+				case retryGo:
 					releaseRetry = r
 					c.Stats.RqRetry.Inc()
 					if !backoff(ctx, rp, n+1) {
@@ -191,11 +191,12 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 						return nil, s.ctxError(ctx, false) // no attempt in flight
 					}
 					continue
+				case retryNoBudget:
+					le.flags |= accesslog.UpstreamOverflow // max_retries spent, as Envoy flags RetryStatus::NoOverflow
+				case retrySpent:
+					c.Stats.RqRetryLimit.Inc()
+					le.flags |= accesslog.UpstreamRetryLimitExceeded
 				}
-				le.flags |= accesslog.UpstreamOverflow // max_retries spent, as Envoy flags RetryStatus::NoOverflow
-			} else if retriable && rp != nil && n >= rp.NumRetries {
-				c.Stats.RqRetryLimit.Inc()
-				le.flags |= accesslog.UpstreamRetryLimitExceeded
 			}
 			// The router gives up on the attempt: before the response
 			// started its reply's status counts as the cluster's
@@ -220,34 +221,42 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				gs = route.GRPCStatus(resp.Header.Get("Grpc-Status")) // the policy reads any response's
 			}
 			if rp.RetriableStatus(resp.StatusCode, gs) {
-				if n < rp.NumRetries && (body == nil || !body.overflow()) {
-					if r, ok := c.AcquireRetry(); ok {
-						head.Retried = true
-						c.ResponseHead(h, head)
-						_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-						_ = resp.Body.Close()
-						acancel()
-						release()
-						releaseRetry = r
-						c.Stats.RqRetry.Inc()
-						c.Stats.RetryResponse(resp.StatusCode) // in retry.upstream_rq_*, as Envoy's onUpstreamHeaders charges it
-						if !backoff(ctx, rp, n+1) {
-							releaseRetry()
-							return nil, s.ctxError(ctx, false) // no attempt in flight
-						}
-						continue
+				switch r, v := takeRetry(c, rp, n, body); v {
+				case retryGo:
+					head.Retried = true
+					c.ResponseHead(h, head)
+					_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+					_ = resp.Body.Close()
+					acancel()
+					release()
+					releaseRetry = r
+					c.Stats.RqRetry.Inc()
+					c.Stats.RetryResponse(resp.StatusCode) // in retry.upstream_rq_*, as Envoy's onUpstreamHeaders charges it
+					if !backoff(ctx, rp, n+1) {
+						releaseRetry()
+						return nil, s.ctxError(ctx, false) // no attempt in flight
 					}
+					continue
+				case retryNoBudget:
 					s.flags |= accesslog.UpstreamOverflow // max_retries spent, as above
-				} else if n >= rp.NumRetries {
-					// Not for a body past route.MaxRetryBuffer: Envoy's
-					// Filter::decodeData dropped its retry state then, and
-					// onUpstreamHeaders flags nothing.
+				case retrySpent:
 					c.Stats.RqRetryLimit.Inc()
 					s.flags |= accesslog.UpstreamRetryLimitExceeded
+				case retryBodyGone:
+					// Not flagged nor counted: Envoy's Filter::decodeData
+					// dropped its retry state when the body outgrew its
+					// buffer, and onUpstreamHeaders flags nothing then.
 				}
 			} else if n > 0 {
 				c.Stats.RqRetrySuccess.Inc()
 			}
+		}
+		if body != nil {
+			// No retry follows: the response goes to the client. What
+			// was kept of the body is dropped and no more is kept, as
+			// Envoy's Filter::onUpstreamHeaders ends its retry state
+			// before it sends the head on (decodeData buffers no more).
+			body.answered()
 		}
 		wait := c.ResponseHead(h, head)
 		c.Stats.Response(resp.StatusCode) // the request's answer
@@ -468,80 +477,6 @@ func (s *stream) classify(ctx, actx context.Context, err error, rp *route.RetryP
 		le.body = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
 	}
 	return le, rp != nil && rp.RetriableReset(false, refused), false
-}
-
-// replayBody lets retries resend a request body: attempts read the bytes
-// already seen from memory, then continue from the source.
-type replayBody struct {
-	mu      sync.Mutex
-	src     io.ReadCloser
-	buf     []byte
-	over    bool          // more than route.MaxRetryBuffer was read: no replay
-	current *replayReader // the attempt reading now
-}
-
-func (b *replayBody) overflow() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.over
-}
-
-// waitPrevious waits until the previous attempt's transport has closed
-// its body, so two attempts never read the source at once.
-func (b *replayBody) waitPrevious(ctx context.Context) error {
-	b.mu.Lock()
-	cur := b.current
-	b.mu.Unlock()
-	if cur == nil {
-		return nil
-	}
-	select {
-	case <-cur.closed:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (b *replayBody) next() io.ReadCloser {
-	r := &replayReader{b: b, closed: make(chan struct{})}
-	b.mu.Lock()
-	b.current = r
-	b.mu.Unlock()
-	return r
-}
-
-type replayReader struct {
-	b      *replayBody
-	off    int
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (r *replayReader) Read(p []byte) (int, error) {
-	b := r.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if r.off < len(b.buf) {
-		n := copy(p, b.buf[r.off:])
-		r.off += n
-		return n, nil
-	}
-	n, err := b.src.Read(p)
-	if n > 0 && !b.over {
-		if len(b.buf)+n > route.MaxRetryBuffer {
-			b.over, b.buf = true, nil
-		} else {
-			b.buf = append(b.buf, p[:n]...)
-			r.off += n
-		}
-	}
-	return n, err
-}
-
-func (r *replayReader) Close() error {
-	r.once.Do(func() { close(r.closed) })
-	return nil
 }
 
 // newRequestID returns a random UUID v4 for x-request-id. Request IDs

@@ -1,0 +1,258 @@
+package httpconn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/weftmesh/weft/internal/proxy/cluster"
+	"github.com/weftmesh/weft/internal/proxy/route"
+)
+
+// replayBody lets retries resend a request body: each attempt's
+// transport reads it through a replayReader, which gives the bytes
+// already kept from memory, then reads on from the source, keeping what
+// it reads for the next attempt. It keeps at most route.MaxRetryBuffer,
+// and nothing once the response began (answered), as Envoy's router
+// buffers a body for retries only while its retry state lasts
+// (Filter::decodeData, Filter::onUpstreamHeaders).
+//
+// Two locks, so that no one waits on the client: readMu is held across
+// the source's read, which lasts until the client sends more, and orders
+// the attempts' reads of it (one transport at a time; a transport may
+// still be in a read when it closes its body from another goroutine, as
+// x/net's abortRequestBodyWrite does, or when its attempt was given up
+// on); mu guards what is kept and is never held across that read, so
+// roundTrip's answered and retry decisions, and a transport's Close,
+// never wait for the client's next bytes.
+type replayBody struct {
+	src    io.ReadCloser
+	readMu sync.Mutex // held across src.Read
+
+	mu  sync.Mutex // guards the fields below and the readers' pos and done
+	buf []byte     // the body's bytes from base on, as read from src
+	// base is where buf starts in the body: 0 until over, then what the
+	// current attempt has taken (nothing before it is kept).
+	base int64
+	// over: no attempt follows the current one, so nothing is kept but
+	// what it has not yet taken: the body outgrew route.MaxRetryBuffer,
+	// or the response began (answered).
+	over    bool
+	current *replayReader // the attempt reading now (waitPrevious, trim)
+}
+
+// errAttemptOver is what the body's reader of an attempt that ended (its
+// transport closed it, or roundTrip gave it up for a retry) answers to
+// a further read.
+var errAttemptOver = errors.New("the request body's attempt ended")
+
+// errBodyNotKept is what a transport asking for the body again (GetBody)
+// gets once the body is no longer kept.
+var errBodyNotKept = errors.New("the request body is no longer kept for a retry")
+
+func (b *replayBody) overflow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.over
+}
+
+// waitPrevious waits until the previous attempt's transport has closed
+// its body, as net/http asks of a body used again: its reads are over
+// but for one that may still be under way, which readMu orders before
+// the next attempt's and whose bytes are kept for it (replayReader.took).
+func (b *replayBody) waitPrevious(ctx context.Context) error {
+	b.mu.Lock()
+	cur := b.current
+	b.mu.Unlock()
+	if cur == nil {
+		return nil
+	}
+	select {
+	case <-cur.closed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// next starts an attempt's reading of the body from its first byte; nil
+// once the body is no longer kept (over).
+func (b *replayBody) next() *replayReader {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.over {
+		return nil
+	}
+	r := &replayReader{b: b, closed: make(chan struct{})}
+	b.current = r
+	return r
+}
+
+// again is next for a transport's own retry (Request.GetBody).
+func (b *replayBody) again() (io.ReadCloser, error) {
+	if r := b.next(); r != nil {
+		return r, nil
+	}
+	return nil, errBodyNotKept
+}
+
+// retrying gives the current attempt up for a retry: its reader reads
+// no more, and what a read of it still under way brings is kept for the
+// next attempt whatever the bound (one read's worth), so that nothing
+// can make the body unkept between the retry's decision and next. False
+// when the body is no longer kept: no retry.
+func (b *replayBody) retrying() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.over {
+		return false
+	}
+	if b.current != nil {
+		b.current.done = true
+	}
+	return true
+}
+
+// answered ends the keeping: the response began and no attempt follows
+// (Envoy's Filter::onUpstreamHeaders ends its retry state, and
+// decodeData buffers no more). What the current attempt has not yet
+// taken of what was kept stays until it has; the rest of the body
+// passes through, so a long stream under a retry policy holds none of
+// it. It never waits for the client: a read of the source under way
+// brings bytes that are passed on, not kept.
+func (b *replayBody) answered() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.over = true
+	b.trim()
+}
+
+// trim drops, once over, what the current attempt has taken. Under mu.
+func (b *replayBody) trim() {
+	cur := b.current
+	if cur == nil {
+		b.buf = nil
+		return
+	}
+	b.buf = b.buf[cur.pos-b.base:]
+	b.base = cur.pos
+	if len(b.buf) == 0 {
+		b.buf = nil // the array too: nothing is kept
+	}
+}
+
+// takeRetry decides whether attempt n (0-based), which the policy
+// would retry, is retried: within num_retries, its body (if any) still
+// kept, and under the cluster's max_retries (its release returned).
+func takeRetry(c *cluster.Cluster, rp *route.RetryPolicy, n int, body *replayBody) (release func(), v retryVerdict) {
+	if n >= rp.NumRetries {
+		return nil, retrySpent
+	}
+	if body != nil && body.overflow() {
+		return nil, retryBodyGone
+	}
+	r, ok := c.AcquireRetry()
+	if !ok {
+		return nil, retryNoBudget
+	}
+	if body != nil && !body.retrying() {
+		r() // outgrown since: the attempt's transport read on meanwhile
+		return nil, retryBodyGone
+	}
+	return r, retryGo
+}
+
+// retryVerdict is takeRetry's answer.
+type retryVerdict int
+
+const (
+	retryGo       retryVerdict = iota // retried: a retry of max_retries taken
+	retrySpent                        // num_retries spent
+	retryBodyGone                     // the body outgrew route.MaxRetryBuffer
+	retryNoBudget                     // the cluster's max_retries spent
+)
+
+// replayReader is one attempt's reading of a replayBody, on its
+// transport's goroutines: one reads, another may close it.
+type replayReader struct {
+	b      *replayBody
+	pos    int64 // how much of the body this attempt has taken; under b.mu
+	done   bool  // closed, or given up for a retry: reads no more; under b.mu
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (r *replayReader) Read(p []byte) (int, error) {
+	if n, err := r.fromKept(p); n > 0 || err != nil {
+		return n, err
+	}
+	b := r.b
+	b.readMu.Lock()
+	defer b.readMu.Unlock()
+	// A previous attempt's read under way may have kept more meanwhile.
+	if n, err := r.fromKept(p); n > 0 || err != nil {
+		return n, err
+	}
+	n, err := b.src.Read(p)
+	r.took(p[:n])
+	return n, err
+}
+
+// fromKept copies to p what is kept past what r has taken: 0 and no
+// error when r has taken it all (the source is read next).
+func (r *replayReader) fromKept(p []byte) (int, error) {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.done {
+		return 0, errAttemptOver
+	}
+	if r.pos >= b.base+int64(len(b.buf)) {
+		return 0, nil
+	}
+	n := copy(p, b.buf[r.pos-b.base:])
+	r.pos += int64(n)
+	if b.over {
+		b.trim() // r is the current attempt: a done one reads no more
+	}
+	return n, nil
+}
+
+// took records what r read from the source, under readMu: r had taken
+// all that was kept, so p continues the body at buf's end.
+func (r *replayReader) took(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r.pos += int64(len(p))
+	switch {
+	case r != b.current:
+		// Another attempt reads now (its transport's retry, GetBody):
+		// these are its next bytes, kept for it whatever the bound.
+		b.buf = append(b.buf, p...)
+	case b.over:
+		// Passed on, not kept: no attempt follows (the response began,
+		// or the body outgrew the bound).
+		b.buf, b.base = nil, r.pos
+	case r.done:
+		// Given up on (retrying) or closed before its retry's decision:
+		// kept for the next attempt, one read past the bound at most.
+		b.buf = append(b.buf, p...)
+	case len(b.buf)+len(p) > route.MaxRetryBuffer:
+		b.over, b.buf, b.base = true, nil, r.pos
+	default:
+		b.buf = append(b.buf, p...)
+	}
+}
+
+func (r *replayReader) Close() error {
+	r.b.mu.Lock()
+	r.done = true
+	r.b.mu.Unlock()
+	r.once.Do(func() { close(r.closed) })
+	return nil
+}
