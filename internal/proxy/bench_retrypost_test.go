@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -36,23 +34,7 @@ func BenchmarkHTTPOneHopPostGoroutines(b *testing.B) {
 					c = &http.Client{Transport: tr}
 				}
 				url := "http://" + h.addr("egress") + "/"
-				b.ReportAllocs()
-				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						resp, err := c.Post(url, "text/plain", strings.NewReader("hello"))
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						n, err := io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != http.StatusOK || err != nil {
-							b.Errorf("%d after %d bytes of body (%v), want 200 and the whole body", resp.StatusCode, n, err)
-							return
-						}
-					}
-				})
+				postsInParallel(b, c, url, "")
 			})
 		}
 	}

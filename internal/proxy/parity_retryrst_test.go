@@ -1,10 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -14,7 +12,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // earlyStatusUpstream is the upstream of
@@ -53,16 +50,10 @@ func (eu *earlyStatusUpstream) resetsOf(path string) string {
 
 // serve serves one h2c connection until it ends.
 func (eu *earlyStatusUpstream) serve(c net.Conn) {
-	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c, preface); err != nil || string(preface) != http2.ClientPreface {
+	w := acceptRawH2(c)
+	if w == nil {
 		return
 	}
-	w := &rawH2Writer{c: c, bw: bufio.NewWriter(c)}
-	w.fr = http2.NewFramer(w.bw, c)
-	w.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	w.enc = hpack.NewEncoder(&w.hbuf)
-	_ = w.fr.WriteSettings()
-	_ = w.bw.Flush()
 	paths := map[uint32]string{} // by stream: its request's path
 	first := map[uint32]bool{}   // answered at its HEADERS
 	bodies := map[uint32]int{}
