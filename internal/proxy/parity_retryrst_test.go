@@ -62,18 +62,13 @@ func (eu *earlyStatusUpstream) serve(c net.Conn) {
 		if err != nil {
 			return
 		}
+		if handled, gone := w.control(f); gone {
+			return
+		} else if handled {
+			continue
+		}
 		id := f.Header().StreamID
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = w.fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				_ = w.fr.WritePing(true, f.Data)
-			}
-		case *http2.GoAwayFrame:
-			return
 		case *http2.RSTStreamFrame:
 			if first[id] {
 				eu.mu.Lock()

@@ -66,6 +66,28 @@ func (w *rawH2Writer) headers(id uint32, end bool, frame int, fields ...string) 
 }
 
 // data writes b as one DATA frame on stream id, ending it.
+// control answers the frames of the connection itself that a raw
+// server owes its client (a SETTINGS acknowledged, a PING answered, both
+// flushed): handled when f was one of them, gone at a GOAWAY.
+func (w *rawH2Writer) control(f http2.Frame) (handled, gone bool) {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			_ = w.fr.WriteSettingsAck()
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			_ = w.fr.WritePing(true, f.Data)
+		}
+	case *http2.GoAwayFrame:
+		return true, true
+	default:
+		return false, false
+	}
+	_ = w.bw.Flush()
+	return true, false
+}
+
 func (w *rawH2Writer) data(id uint32, b []byte) { _ = w.fr.WriteData(id, true, b) }
 
 // rest flushes what was written, then reads the connection until it
@@ -149,18 +171,13 @@ func serveRawH2(c net.Conn, respond func(w *rawH2Writer, id uint32, r *rawH2Requ
 		if err != nil {
 			return
 		}
+		if handled, gone := w.control(f); gone {
+			return
+		} else if handled {
+			continue
+		}
 		id := f.Header().StreamID
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = w.fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				_ = w.fr.WritePing(true, f.Data)
-			}
-		case *http2.GoAwayFrame:
-			return
 		case *http2.MetaHeadersFrame:
 			streams[id] = &rawH2Request{fields: append([]hpack.HeaderField(nil), f.Fields...)}
 			if f.StreamEnded() {
