@@ -40,6 +40,7 @@ type opts struct {
 	rate, conns, rounds int
 	dur, heyDur, satDur time.Duration
 	satConns            int
+	satRounds           int
 	profile, profPath   string
 	only, skip          string
 	hold                bool
@@ -80,6 +81,7 @@ func main() {
 	flag.DurationVar(&o.satDur, "sat-duration", 10*time.Second, "length of each wrk saturation run")
 	flag.IntVar(&o.conns, "conns", 16, "connections of the fixed-rate load generator")
 	flag.IntVar(&o.satConns, "sat-conns", 64, "wrk connections at saturation")
+	flag.IntVar(&o.satRounds, "sat-rounds", 1, "saturation runs per path: over 1, the paths take turns round by round, their order reversed every other round, and each weft proxy path's rate is divided by its haproxy twin's in each round (satrounds.go); TLS paths are left out")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the single proxy during its fixed-rate run to this file")
 	procs := flag.Int("concurrency", 0, "weft proxy --concurrency (0: every core)")
 	flag.StringVar(&o.only, "only", "", "run only the paths whose name contains this (or, comma-separated, any of these)")
@@ -240,8 +242,14 @@ func (b *bench) run(ctx context.Context, o opts) {
 	tl := b.tails(run, fixed.paths, o.conns)
 	rep := b.fixedReport(run, fixed.paths)
 	heyRows := heyCrossCheck(run, o)
-	h2cSat := h2cSaturation(run, o.satDur, o.h2cSatConns, o.h2cSatStreams)
-	sat := saturation(run, o.satDur, o.satConns)
+	var h2cSat, sat []string
+	var satRuns []satRun
+	if o.satRounds > 1 {
+		satRuns = interleavedSaturation(run, o)
+	} else {
+		h2cSat = h2cSaturation(run, o.satDur, o.h2cSatConns, o.h2cSatStreams)
+		sat = saturation(run, o.satDur, o.satConns)
+	}
 	printFixed(o, fixed, rep)
 	printTail("fixed-rate run", tl.rows)
 	printVersus(versusHAProxy(tl.names, tl.runs, 0.5))
@@ -255,6 +263,7 @@ func (b *bench) run(ctx context.Context, o opts) {
 	printHey(heyRows, o)
 	printSaturation(sat, o.satDur, o.satConns)
 	printH2CSaturation(h2cSat, o.satDur, o.h2cSatConns, o.h2cSatStreams)
+	printInterleavedSaturation(satRuns, o)
 	if o.idleN > 0 {
 		b.idleRun(xds, k, app, o)
 	}

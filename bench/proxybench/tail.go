@@ -437,8 +437,7 @@ func printVersus(vs []versus) {
 }
 
 // versusHAProxy pairs the weft proxy paths with haproxy's of the same
-// shape (one proxy or two chained; plaintext or mutual TLS), comparing
-// their slices' quantile q.
+// shape (haproxyTwin), comparing their slices' quantile q.
 func versusHAProxy(names []string, runs [][]runSlice, q float64) []versus {
 	by := map[string][]runSlice{}
 	for i, n := range names {
@@ -446,34 +445,45 @@ func versusHAProxy(names []string, runs [][]runSlice, q float64) []versus {
 	}
 	var vs []versus
 	for i, n := range names {
-		var h string
-		switch {
-		case !strings.Contains(n, "weft prox"):
+		h, ok := haproxyTwin(n)
+		if !ok {
 			continue
-		case strings.HasPrefix(n, "one "):
-			h = "haproxy"
-		case strings.HasPrefix(n, "two "):
-			h = "two haproxies"
-		default:
-			continue
-		}
-		switch {
-		case strings.HasSuffix(n, ", mTLS in"):
-			h += ", mTLS in"
-		case strings.HasSuffix(n, ", mTLS between"):
-			h += ", mTLS between"
-		case strings.HasSuffix(n, h2cSuffix):
-			h += h2cSuffix
-		case strings.HasSuffix(n, h2tlsSuffix):
-			h += h2tlsSuffix
-		case strings.Contains(n, ","):
-			continue // tracing: compared elsewhere
 		}
 		if hr, ok := by[h]; ok {
 			vs = append(vs, compareRounds(n, h, runs[i], hr, q))
 		}
 	}
 	return vs
+}
+
+// haproxyTwin is the haproxy path of weft proxy path n's shape (one
+// proxy or two chained; plaintext, mutual TLS, h2c or h2 over mutual
+// TLS); false for a path that is not weft proxy's or has no twin.
+func haproxyTwin(n string) (string, bool) {
+	var h string
+	switch {
+	case !strings.Contains(n, "weft prox"):
+		return "", false
+	case strings.HasPrefix(n, "one "):
+		h = "haproxy"
+	case strings.HasPrefix(n, "two "):
+		h = "two haproxies"
+	default:
+		return "", false
+	}
+	switch {
+	case strings.HasSuffix(n, ", mTLS in"):
+		h += ", mTLS in"
+	case strings.HasSuffix(n, ", mTLS between"):
+		h += ", mTLS between"
+	case strings.HasSuffix(n, h2cSuffix):
+		h += h2cSuffix
+	case strings.HasSuffix(n, h2tlsSuffix):
+		h += h2tlsSuffix
+	case strings.Contains(n, ","):
+		return "", false // tracing: compared elsewhere
+	}
+	return h, true
 }
 
 // stallWindows are the spans of the slowest 1% of ss's requests (each
