@@ -462,8 +462,8 @@ func versusHAProxy(names []string, runs [][]runSlice, q float64) []versus {
 func haproxyTwin(n string) (string, bool) {
 	var h string
 	switch {
-	case !strings.Contains(n, "weft prox"):
-		return "", false
+	case !strings.Contains(n, "weft prox"), strings.HasSuffix(n, h1ToH2Suffix):
+		return "", false // HTTP/1.1 in, HTTP/2 upstream: no haproxy path of that shape
 	case strings.HasPrefix(n, "one "):
 		h = "haproxy"
 	case strings.HasPrefix(n, "two "):
