@@ -143,7 +143,8 @@ type up struct {
 	// retry once its body outgrew one buffer (sendUp): a chain of the
 	// loop's buffers, not one buffer grown as the body comes; out then
 	// stays empty while it is kept. keptOff is how much of kept went
-	// upstream: flushUp writes kept before out.
+	// upstream, counted from kept.Base() (a released chain's front moves
+	// to its end): flushUp writes kept before out.
 	kept       bodychain.Chain
 	keptOff    int
 	replayable bool // out (after kept) holds all of the request read so far, kept for a retry: a body still arriving too while one may come (dispatch, sendUp, dropKept)

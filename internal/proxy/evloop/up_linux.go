@@ -121,7 +121,7 @@ func (l *loop) flushUp(u *up) {
 	for u.outPending() || u.tlsPending() {
 		b := u.out[u.outOff:]
 		if u.keptOff < u.kept.Len() {
-			b, _ = u.kept.At(int64(u.keptOff)) // its front is never dropped
+			b, _ = u.kept.At(u.kept.Base() + int64(u.keptOff)) // its front is never dropped
 		}
 		n, err := l.writeSockUp(u, b)
 		if err != nil {
@@ -181,7 +181,7 @@ func (l *loop) dropKept(u *up) {
 	}
 	var rest []byte
 	if u.outPending() {
-		rest = u.kept.AppendTo(l.getBuf(), int64(u.keptOff))
+		rest = u.kept.AppendTo(l.getBuf(), u.kept.Base()+int64(u.keptOff))
 		rest = append(rest, u.out[u.outOff:]...)
 	}
 	l.putBuf(u.out)
