@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/bodychain"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
@@ -78,8 +79,9 @@ type h2stream struct {
 	// proxyroute.MaxRetryBuffer, as every path keeps it; replayCut once
 	// it outgrew that, or once the response began (h2uHeaders); in a
 	// back-off bytes past it are still kept for one last attempt) and
-	// trailers.
-	replay      []byte
+	// trailers. The body in a chain of the loop's buffers, not one
+	// buffer grown as it comes.
+	replay      bodychain.Chain
 	replayCut   bool
 	reqTrailers []hpack.HeaderField
 	// The stream's request (sd points here), and extra's room: one

@@ -115,10 +115,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	// resets its retry state, and decodeData buffers no more after it). A
 	// long stream under a retry policy (gRPC's) would hold it to its end.
 	st.replayCut = true
-	if st.replay != nil {
-		l.putBuf(st.replay)
-		st.replay = nil
-	}
+	st.replay.Release(l.chunks())
 	if c == nil {
 		l.h1uHead(s, f, status)
 		return

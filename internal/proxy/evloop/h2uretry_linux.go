@@ -78,10 +78,7 @@ func (l *loop) h2uForget(st *h2stream) {
 	if s := st.us; s != nil {
 		l.h2uCancel(s)
 	}
-	if st.replay != nil {
-		l.putBuf(st.replay)
-		st.replay = nil
-	}
+	st.replay.Release(l.chunks())
 	st.hf, st.reqTrailers = nil, nil
 }
 

@@ -176,21 +176,20 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 	if d.rs.policy == nil {
 		st.hf = nil // no retry: not sent again
 	}
-	end := st.reqEnded && len(st.replay) == 0 && st.reqTrailers == nil
+	end := st.reqEnded && st.replay.Len() == 0 && st.reqTrailers == nil
 	l.h2uWriteHeaders(c, s.id, end)
-	if len(st.replay) > 0 || st.reqEnded && !end {
+	if st.replay.Len() > 0 || st.reqEnded && !end {
 		// A retry: the request again, whole, or as far as it came (the
 		// rest follows as it comes, h2uBody).
-		s.pending = append(l.getBuf(), st.replay...)
+		s.pending = st.replay.AppendTo(l.getBuf(), 0)
 		// The client had its window back for the bytes that left on an
 		// earlier attempt; those it has not (the failed attempt's unsent,
 		// those of the back-off: st.unpaid, the kept body's tail) are
 		// credited as they go now.
-		s.replayed = max(0, int64(len(st.replay))-st.unpaid)
+		s.replayed = max(0, int64(st.replay.Len())-st.unpaid)
 		s.trailers, s.endPending = st.reqTrailers, st.reqEnded
 		if st.replayCut {
-			l.putBuf(st.replay) // past the bound in the back-off: sent, and no retry after (kept)
-			st.replay = nil
+			st.replay.Release(l.chunks()) // past the bound in the back-off: sent, and no retry after (kept)
 		}
 		l.h2uPush(s)
 	}
@@ -222,17 +221,13 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 		// Kept for a retry, up to proxyroute.MaxRetryBuffer. In a
 		// back-off every byte is kept (the client's stream window bounds
 		// them): past the bound the next attempt is the last.
-		over := len(st.replay)+len(data) > proxyroute.MaxRetryBuffer
+		over := st.replay.Len()+len(data) > proxyroute.MaxRetryBuffer
 		if over && s != nil {
 			st.replayCut = true
-			l.putBuf(st.replay)
-			st.replay = nil
+			st.replay.Release(l.chunks())
 		} else {
 			st.replayCut = st.replayCut || over
-			if st.replay == nil {
-				st.replay = l.getBuf()
-			}
-			st.replay = append(st.replay, data...)
+			st.replay.Append(l.chunks(), data)
 		}
 	}
 	if s == nil {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weftmesh/weft/internal/proxy/bodychain"
 	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
@@ -131,14 +132,22 @@ type down struct {
 
 // up is an upstream connection, idle in its pool or serving one request.
 type up struct {
-	fd         int
-	pool       *clusterPool
-	d          *down  // the client it serves; nil when idle
-	in         []byte // borrowed response bytes
-	off        int
-	out        []byte // borrowed request bytes, kept until the response starts (a retry replays them)
-	outOff     int
-	replayable bool // out holds all of the request read so far, kept for a retry: a body still arriving too while one may come (dispatch, sendUp, dropKept)
+	fd     int
+	pool   *clusterPool
+	d      *down  // the client it serves; nil when idle
+	in     []byte // borrowed response bytes
+	off    int
+	out    []byte // borrowed request bytes, kept until the response starts (a retry replays them)
+	outOff int
+	// kept holds, ahead of out, the first bytes of a request kept for a
+	// retry once its body outgrew one buffer (sendUp): a chain of the
+	// loop's buffers, not one buffer grown as the body comes; out then
+	// stays empty while it is kept. keptOff is how much of kept went
+	// upstream, counted from kept.Base() (a released chain's front moves
+	// to its end): flushUp writes kept before out.
+	kept       bodychain.Chain
+	keptOff    int
+	replayable bool // out (after kept) holds all of the request read so far, kept for a retry: a body still arriving too while one may come (dispatch, sendUp, dropKept)
 	streamed   bool // the request's body did not all come with its first write: not sent again on a stale pooled connection (upFailed)
 	connecting bool
 	// timedOut: its connect timeout ended the connect (connectTimedOut);

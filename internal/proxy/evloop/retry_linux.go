@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/bodychain"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
@@ -40,10 +41,11 @@ type retryState struct {
 	waiting  bool // between attempts, until at: the back-off
 	bodyHeld bool // the body's reading stopped for the back-off (holdBody)
 	at       int64
-	replay   []byte       // borrowed: the request while waiting
-	pool     *clusterPool // the last attempt's pool
-	tag      any          // the last attempt's host tag
-	tryStart int64        // when the attempt in flight began (per-try timeout)
+	replay   []byte          // borrowed: the request while waiting
+	kept     bodychain.Chain // borrowed: its first bytes, before replay (up.kept)
+	pool     *clusterPool    // the last attempt's pool
+	tag      any             // the last attempt's host tag
+	tryStart int64           // when the attempt in flight began (per-try timeout)
 	// started: the response started, as Envoy's router says once it took
 	// a 1xx it does not drop unseen (proxyroute.Special1xx, loop.interim;
 	// Filter::onUpstream1xxHeaders) or a final head it does not retry
@@ -92,6 +94,7 @@ func (l *loop) endRetries(d *down) {
 		l.putBuf(rs.replay)
 		rs.replay = nil
 	}
+	rs.kept.Release(l.chunks())
 	rs.waiting = false
 }
 
@@ -127,6 +130,7 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 	}
 	rs := &d.rs
 	rs.replay, u.out, u.outOff, u.replayable = u.out, nil, 0, false
+	rs.kept, u.kept, u.keptOff = u.kept, bodychain.Chain{}, 0
 	rs.pool = u.pool
 	l.observeRetried(u, code, timedOut)
 	u.d, d.u = nil, nil
@@ -258,6 +262,7 @@ func (l *loop) retryAttempt(d *down) bool {
 	// doRetry sends a retry its buffered body and then the rest.
 	// Kept again while a retry may still come (dispatch).
 	u.out, u.outOff, u.replayable, u.streamed = rs.replay, 0, d.state != dsBody || d.mayRetry(), d.state == dsBody
+	u.kept, u.keptOff, rs.kept = rs.kept, 0, bodychain.Chain{} // sent first (flushUp)
 	rs.replay = nil
 	u.d, d.u = d, u
 	l.observeStart(u, pool.def.name, tag)
@@ -375,7 +380,7 @@ func (rs *retryState) reserve() bool {
 // (proxyroute.MaxRetryBuffer), though a client is held after one read
 // of its body while the connect is under way (sendUp).
 func (u *up) unsent() bool {
-	return u.connecting && u.out != nil && u.outOff == 0 && len(u.out) <= proxyroute.MaxRetryBuffer
+	return u.connecting && u.out != nil && u.outOff == 0 && u.keptOff == 0 && u.kept.Len()+len(u.out) <= proxyroute.MaxRetryBuffer
 }
 
 // holdBody stops reading the body of d's request while it has no

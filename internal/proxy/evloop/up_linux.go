@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/bodychain"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
@@ -117,8 +118,12 @@ func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
 // flushUp writes the pending request bytes. When they are all out it
 // resumes reading the client's body if that was paused.
 func (l *loop) flushUp(u *up) {
-	for u.outOff < len(u.out) || u.tlsPending() {
-		n, err := l.writeSockUp(u, u.out[u.outOff:])
+	for u.outPending() || u.tlsPending() {
+		b := u.out[u.outOff:]
+		if u.keptOff < u.kept.Len() {
+			b, _ = u.kept.At(u.kept.Base() + int64(u.keptOff)) // its front is never dropped
+		}
+		n, err := l.writeSockUp(u, b)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -133,7 +138,11 @@ func (l *loop) flushUp(u *up) {
 			l.upFailed(u)
 			return
 		}
-		u.outOff += n
+		if u.keptOff < u.kept.Len() {
+			u.keptOff += n
+		} else {
+			u.outOff += n
+		}
 	}
 	switch {
 	case u.h2 != nil && u.out != nil:
@@ -144,6 +153,8 @@ func (l *loop) flushUp(u *up) {
 		u.out, u.outOff = nil, 0
 	case !u.replayable && u.out != nil:
 		u.out, u.outOff = u.out[:0], 0
+		u.kept.Release(l.chunks()) // all went out: a retry's kept request sent when none may follow
+		u.keptOff = 0
 	}
 	if u.wantOut {
 		u.wantOut = false
@@ -156,6 +167,11 @@ func (l *loop) flushUp(u *up) {
 	}
 }
 
+// outPending reports whether u has request bytes not yet written.
+func (u *up) outPending() bool {
+	return u.keptOff < u.kept.Len() || u.outOff < len(u.out)
+}
+
 // dropKept ends keeping u's request for a retry (up.replayable): what
 // went upstream of it is let go, what has not yet stays to be written.
 func (l *loop) dropKept(u *up) {
@@ -164,25 +180,47 @@ func (l *loop) dropKept(u *up) {
 		return
 	}
 	var rest []byte
-	if u.outOff < len(u.out) {
-		rest = append(l.getBuf(), u.out[u.outOff:]...)
+	if u.outPending() {
+		rest = u.kept.AppendTo(l.getBuf(), u.kept.Base()+int64(u.keptOff))
+		rest = append(rest, u.out[u.outOff:]...)
 	}
 	l.putBuf(u.out)
-	u.out, u.outOff = rest, 0
+	u.kept.Release(l.chunks())
+	u.out, u.outOff, u.keptOff = rest, 0, 0
 }
+
+// chunks is the loop's free list of buffers as a bodychain.Pool.
+func (l *loop) chunks() bodychain.Pool { return (*loopChunks)(l) }
+
+// loopChunks is a loop as the bodychain.Pool of its buffers of bufSize.
+type loopChunks loop
+
+func (c *loopChunks) Get() []byte  { return (*loop)(c).getBuf() }
+func (c *loopChunks) Put(b []byte) { (*loop)(c).putBuf(b) }
 
 // sendUp forwards request body bytes; false if the exchange ended.
 func (l *loop) sendUp(u *up, b []byte) bool {
-	if u.replayable && len(u.out)+len(b) > proxyroute.MaxRetryBuffer {
+	if u.replayable && u.kept.Len()+len(u.out)+len(b) > proxyroute.MaxRetryBuffer {
 		// Past the bound no retry follows, as Envoy's Filter::decodeData
 		// gives up its retries once the body outgrows its buffer limit.
 		l.dropKept(u)
 	}
-	if u.connecting || u.replayable || u.outOff < len(u.out) {
+	switch {
+	case u.replayable && (u.kept.Len() > 0 || len(u.out)+len(b) > cap(u.out)):
+		// Kept for a retry past one buffer: in a chain of the loop's
+		// buffers (up.kept), where growing out would copy it at each
+		// doubling, as Envoy's Buffer::OwnedImpl keeps a retry's body
+		// as a chain of slices. out's bytes go first; out stays empty.
+		if u.kept.Len() == 0 {
+			u.kept.Append(l.chunks(), u.out)
+			u.keptOff, u.out, u.outOff = u.outOff, u.out[:0], 0
+		}
+		u.kept.Append(l.chunks(), b)
+	case u.connecting || u.replayable || u.outPending():
 		// Bounded: the client is paused below until it drains, and what
 		// is kept for a retry by proxyroute.MaxRetryBuffer.
 		u.out = append(u.out, b...)
-	} else {
+	default:
 		u.out, u.outOff = append(u.out[:0], b...), 0
 	}
 	if !u.connecting {
@@ -191,7 +229,7 @@ func (l *loop) sendUp(u *up, b []byte) bool {
 	if u.closed || u.d == nil {
 		return false
 	}
-	if u.outOff < len(u.out) {
+	if u.outPending() {
 		// The upstream is not keeping up: stop reading the body.
 		d := u.d
 		d.pausedIn = true
@@ -370,6 +408,8 @@ func (l *loop) finish(u *up, reusable bool) {
 		l.putBuf(u.out)
 		u.out, u.outOff = nil, 0
 	}
+	u.kept.Release(l.chunks())
+	u.keptOff = 0
 	p := u.pool
 	if reusable && u.keep && !extra && !u.wantOut && !p.gone && len(p.idle) < l.srv.cfg.MaxIdleUpstream {
 		u.pausedIn = false
@@ -494,6 +534,8 @@ func (l *loop) closeUp(u *up) {
 		l.putBuf(u.out)
 		u.out = nil
 	}
+	u.kept.Release(l.chunks())
+	u.keptOff = 0
 	if d := u.d; d != nil {
 		d.u, u.d = nil, nil
 	}

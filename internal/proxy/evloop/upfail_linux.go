@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"github.com/weftmesh/weft/internal/proxy/accesslog"
+	"github.com/weftmesh/weft/internal/proxy/bodychain"
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
 )
 
@@ -97,6 +98,7 @@ func (l *loop) redial(u *up) bool {
 	nu.out = append(nu.out, u.out...)
 	l.putBuf(u.out)
 	u.out = nil
+	nu.kept, u.kept, u.keptOff = u.kept, bodychain.Chain{}, 0
 	nu.replayable, nu.d, d.u = true, d, nu
 	l.observeStart(nu, u.cluster, u.tag)
 	nu.started = l.now

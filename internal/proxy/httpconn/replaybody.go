@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/weftmesh/weft/internal/proxy/bodychain"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/route"
 )
@@ -30,17 +31,21 @@ type replayBody struct {
 	src    io.ReadCloser
 	readMu sync.Mutex // held across src.Read
 
-	mu  sync.Mutex // guards the fields below and the readers' pos and done
-	buf []byte     // the body's bytes from base on, as read from src
-	// base is where buf starts in the body: 0 until over, then what the
-	// current attempt has taken (nothing before it is kept).
-	base int64
+	mu sync.Mutex // guards the fields below and the readers' pos and done
+	// kept holds the body's bytes as read from src, in chunks of
+	// keptChunks (a chain, not one slice grown as the body comes): from
+	// its first byte until over, then from what the current attempt has
+	// taken (nothing before it is kept).
+	kept bodychain.Chain
 	// over: no attempt follows the current one, so nothing is kept but
 	// what it has not yet taken: the body outgrew route.MaxRetryBuffer,
 	// or the response began (answered).
 	over    bool
 	current *replayReader // the attempt reading now (waitPrevious, trim)
 }
+
+// keptChunks are the chunks replayBodies keep bodies in.
+var keptChunks bodychain.SyncPool
 
 // errAttemptOver is what the body's reader of an attempt that ended (its
 // transport closed it, or roundTrip gave it up for a retry) answers to
@@ -130,15 +135,10 @@ func (b *replayBody) answered() {
 
 // trim drops, once over, what the current attempt has taken. Under mu.
 func (b *replayBody) trim() {
-	cur := b.current
-	if cur == nil {
-		b.buf = nil
-		return
-	}
-	b.buf = b.buf[cur.pos-b.base:]
-	b.base = cur.pos
-	if len(b.buf) == 0 {
-		b.buf = nil // the array too: nothing is kept
+	if cur := b.current; cur != nil {
+		b.kept.Drop(&keptChunks, cur.pos)
+	} else {
+		b.kept.Release(&keptChunks)
 	}
 }
 
@@ -200,7 +200,10 @@ func (r *replayReader) Read(p []byte) (int, error) {
 }
 
 // fromKept copies to p what is kept past what r has taken: 0 and no
-// error when r has taken it all (the source is read next).
+// error when r has taken it all (the source is read next);
+// bodychain.ErrDropped for a reader behind what is kept (no transport
+// reads on after its attempt was given up: done), never bytes of the
+// wrong place.
 func (r *replayReader) fromKept(p []byte) (int, error) {
 	b := r.b
 	b.mu.Lock()
@@ -208,10 +211,13 @@ func (r *replayReader) fromKept(p []byte) (int, error) {
 	if r.done {
 		return 0, errAttemptOver
 	}
-	if r.pos >= b.base+int64(len(b.buf)) {
+	if r.pos >= b.kept.End() {
 		return 0, nil
 	}
-	n := copy(p, b.buf[r.pos-b.base:])
+	n, err := b.kept.ReadAt(p, r.pos)
+	if err != nil {
+		return 0, err
+	}
 	r.pos += int64(n)
 	if b.over {
 		b.trim() // r is the current attempt: a done one reads no more
@@ -220,7 +226,7 @@ func (r *replayReader) fromKept(p []byte) (int, error) {
 }
 
 // took records what r read from the source, under readMu: r had taken
-// all that was kept, so p continues the body at buf's end.
+// all that was kept, so p continues the body at kept's end.
 func (r *replayReader) took(p []byte) {
 	if len(p) == 0 {
 		return
@@ -233,19 +239,20 @@ func (r *replayReader) took(p []byte) {
 	case r != b.current:
 		// Another attempt reads now (its transport's retry, GetBody):
 		// these are its next bytes, kept for it whatever the bound.
-		b.buf = append(b.buf, p...)
+		b.kept.Append(&keptChunks, p)
 	case b.over:
 		// Passed on, not kept: no attempt follows (the response began,
 		// or the body outgrew the bound).
-		b.buf, b.base = nil, r.pos
+		b.kept.Drop(&keptChunks, r.pos)
 	case r.done:
 		// Given up on (retrying) or closed before its retry's decision:
 		// kept for the next attempt, one read past the bound at most.
-		b.buf = append(b.buf, p...)
-	case len(b.buf)+len(p) > route.MaxRetryBuffer:
-		b.over, b.buf, b.base = true, nil, r.pos
+		b.kept.Append(&keptChunks, p)
+	case b.kept.Len()+len(p) > route.MaxRetryBuffer:
+		b.over = true
+		b.kept.Drop(&keptChunks, r.pos)
 	default:
-		b.buf = append(b.buf, p...)
+		b.kept.Append(&keptChunks, p)
 	}
 }
 

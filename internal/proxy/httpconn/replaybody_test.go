@@ -24,7 +24,7 @@ func testBody(n int) []byte {
 func kept(b *replayBody) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.buf)
+	return b.kept.Len()
 }
 
 // TestReplayBodyAnswered: once the response began (answered), the body

@@ -31,6 +31,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 	var body *replayBody
 	if rp != nil && rp.NumRetries > 0 && req.Body != nil && req.Body != http.NoBody {
 		body = &replayBody{src: req.Body}
+		// However the request ends, no attempt follows: the chunks kept
+		// go back to their pool (but those an attempt still replays).
+		defer body.answered()
 	}
 	var tried [4]*cluster.Host
 	triedN := 0
