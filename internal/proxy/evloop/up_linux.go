@@ -173,9 +173,11 @@ func (l *loop) dropKept(u *up) {
 
 // sendUp forwards request body bytes; false if the exchange ended.
 func (l *loop) sendUp(u *up, b []byte) bool {
-	if u.replayable && len(u.out)+len(b) > proxyroute.MaxRetryBuffer {
+	if u.replayable && u.d != nil && u.d.rs.outgrew {
 		// Past the bound no retry follows, as Envoy's Filter::decodeData
-		// gives up its retries once the body outgrows its buffer limit.
+		// gives up its retries once the body outgrows its buffer limit:
+		// the body alone counts (down.received), not the head and chunk
+		// framing written with it.
 		l.dropKept(u)
 	}
 	if u.connecting || u.replayable || u.outOff < len(u.out) {
