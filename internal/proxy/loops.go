@@ -330,6 +330,8 @@ func (c *loopCluster) RetryEnd(exceeded bool) {
 	}
 }
 
+func (c *loopCluster) RetryAbandoned() { c.Stats.RetryAbandoned.Inc() }
+
 func (c *loopCluster) PerTryTimeout() { c.Stats.RqPerTryTimeout.Inc() }
 
 func (c *loopCluster) Pick(avoid func(any) bool, attempts int) (netip.AddrPort, any, bool) {

@@ -155,12 +155,17 @@ type dnsTarget struct {
 
 // Stats are a cluster's Envoy stats (cluster.<name>.*).
 type Stats struct {
-	scope                          stats.Scope
-	RqTotal, RqCompleted           *stats.Counter
-	RqActive                       *stats.Gauge
-	RqTimeout, RqPerTryTimeout     *stats.Counter
-	RqRetry, RqRetrySuccess        *stats.Counter
-	RqRetryOverflow, RqRetryLimit  *stats.Counter
+	scope                         stats.Scope
+	RqTotal, RqCompleted          *stats.Counter
+	RqActive                      *stats.Gauge
+	RqTimeout, RqPerTryTimeout    *stats.Counter
+	RqRetry, RqRetrySuccess       *stats.Counter
+	RqRetryOverflow, RqRetryLimit *stats.Counter
+	// RetryAbandoned is retry_or_shadow_abandoned: requests whose body
+	// outgrew route.MaxRetryBuffer while a retry could still come, so
+	// that none did (Envoy's Filter::decodeData counts it in the
+	// cluster's stats).
+	RetryAbandoned                 *stats.Counter
 	RqPendingOverflow, RqPendingTo *stats.Counter
 	RqPendingActive                *stats.Gauge
 	CxTotal, CxConnectFail         *stats.Counter
@@ -209,6 +214,7 @@ func newStats(st *stats.Store, name string) Stats {
 		RqPerTryTimeout: sc.Counter("upstream_rq_per_try_timeout"), RqRetry: sc.Counter("upstream_rq_retry"),
 		RqRetrySuccess: sc.Counter("upstream_rq_retry_success"), RqRetryOverflow: sc.Counter("upstream_rq_retry_overflow"),
 		RqRetryLimit:      sc.Counter("upstream_rq_retry_limit_exceeded"),
+		RetryAbandoned:    sc.Counter("retry_or_shadow_abandoned"),
 		RqPendingOverflow: sc.Counter("upstream_rq_pending_overflow"), RqPendingTo: sc.Counter("upstream_rq_pending_total"),
 		RqPendingActive: sc.Gauge("upstream_rq_pending_active"), CxTotal: sc.Counter("upstream_cx_total"),
 		CxConnectFail: sc.Counter("upstream_cx_connect_fail"), CxConnectTimeout: sc.Counter("upstream_cx_connect_timeout"),

@@ -188,18 +188,21 @@ func (d *down) logConnectFailure(f proxyroute.ConnectFailure, started bool) {
 	d.logFlags(accesslog.UpstreamConnectionFailure, f.Details(started))
 }
 
-// logReceived counts request body bytes received: of take bytes of the
-// body, a chunked body's data without its framing (the chunk scanner's
-// count was data before them), as the goroutine path counts it.
-func (d *down) logReceived(take int, data int64) {
-	if d.lg == nil {
-		return
-	}
+// received counts request body bytes read from the client: of take
+// bytes of the body, a chunked body's data without its framing (the
+// chunk scanner's count was data before them), as the goroutine path
+// counts it, in the access log and toward the bound on what is kept for
+// a retry (retryState.bodyRead), which Envoy's Filter::decodeData and
+// the goroutine path apply to the body alone.
+func (d *down) received(take int, data int64) {
+	n := int64(take)
 	if d.chunked {
-		d.lg.rec.BytesReceived += d.chunks.data - data
-	} else {
-		d.lg.rec.BytesReceived += int64(take)
+		n = d.chunks.data - data
 	}
+	if d.lg != nil {
+		d.lg.rec.BytesReceived += n
+	}
+	d.rs.bodyRead(n)
 }
 
 // logSent counts response body bytes sent.

@@ -371,6 +371,9 @@ type Upstream interface {
 	// (upstream_rq_retry_limit_exceeded), else a success after retries
 	// (upstream_rq_retry_success).
 	RetryEnd(exceeded bool)
+	// RetryAbandoned counts a request whose body outgrew what is kept for
+	// a retry while one could come (retry_or_shadow_abandoned).
+	RetryAbandoned()
 	// PerTryTimeout counts an attempt the per-try timeout ended
 	// (upstream_rq_per_try_timeout).
 	PerTryTimeout()

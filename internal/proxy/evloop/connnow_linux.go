@@ -89,7 +89,7 @@ func (l *loop) h1Retry(d *down, r *request, pool *clusterPool, t *Target, o []by
 		take, done, _ := d.bodyPart(fits) // scanned above: no error
 		o = append(o, avail[:take]...)
 		d.off += take
-		d.logReceived(take, data)
+		d.received(take, data)
 		if !done {
 			d.state, d.bodyIn = dsBody, true // the rest follows (process)
 		}

@@ -303,7 +303,7 @@ func (l *loop) dispatch(d *down, head []byte) {
 		}
 		o = append(o, avail[:take]...)
 		d.off += take
-		d.logReceived(take, data)
+		d.received(take, data)
 		more = !done
 	}
 	u.out, u.outOff = o, 0

@@ -293,7 +293,7 @@ func (l *loop) process(d *down) {
 				return
 			}
 			d.off += take
-			d.logReceived(take, data)
+			d.received(take, data)
 			if done {
 				d.state = dsWait
 				l.reqComplete(d)

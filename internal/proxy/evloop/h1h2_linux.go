@@ -168,7 +168,7 @@ func (l *loop) h1uBody(d *down) bool {
 		take := int(min(int64(len(b)), d.bodyLeft))
 		d.bodyLeft -= int64(take)
 		d.off += take
-		d.logReceived(take, 0)
+		d.received(take, 0)
 		st.unpaid += int64(take)
 		done := d.bodyLeft == 0
 		l.h2uBody(st, b[:take], done)
@@ -180,7 +180,7 @@ func (l *loop) h1uBody(d *down) bool {
 			data := d.chunks.data
 			_, _, _ = d.chunks.scan(b[:n])
 			d.off += n
-			d.logReceived(n, data)
+			d.received(n, data)
 			st.unpaid += int64(n)
 			l.h2uBody(st, b[:n], false)
 			b = b[n:]

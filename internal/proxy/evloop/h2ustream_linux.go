@@ -217,11 +217,14 @@ func (l *loop) h2uWriteHeaders(c *h2up, id uint32, end bool) {
 // in a retry's back-off (st.us nil), for the next attempt (h2uOpen).
 func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 	s := st.us
+	if len(data) > 0 && st.c != nil {
+		st.sd.received(len(data), 0) // an HTTP/1.1 request's is counted as parsed (h1uBody)
+	}
 	if len(data) > 0 && st.sd.rs.policy != nil && (!st.replayCut || s == nil) {
 		// Kept for a retry, up to proxyroute.MaxRetryBuffer. In a
 		// back-off every byte is kept (the client's stream window bounds
 		// them): past the bound the next attempt is the last.
-		over := st.replay.Len()+len(data) > proxyroute.MaxRetryBuffer
+		over := st.sd.rs.outgrew
 		if over && s != nil {
 			st.replayCut = true
 			st.replay.Release(l.chunks())
@@ -231,9 +234,6 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 		}
 	}
 	if s == nil {
-		if len(data) > 0 && st.c != nil {
-			st.sd.logReceived(len(data), 0)
-		}
 		if end {
 			st.reqEnded = true
 			if st.declared >= 0 && st.received != st.declared {
@@ -250,9 +250,6 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 			s.pending = l.getBuf()
 		}
 		s.pending = append(s.pending, data...)
-		if st.c != nil {
-			st.sd.logReceived(len(data), 0) // an HTTP/1.1 request's is counted as parsed (h1uBody)
-		}
 	}
 	if end {
 		st.reqEnded = true

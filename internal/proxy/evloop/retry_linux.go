@@ -57,6 +57,32 @@ type retryState struct {
 	// after a 1xx is reported as after the response started
 	// (proxyroute.ResetDetails).
 	started bool
+	// body is how much of the request's body was read while a retry may
+	// come (bodyRead); outgrew once it passed proxyroute.MaxRetryBuffer:
+	// no retry follows, and none is flagged URX (proxyroute.DecideRetry).
+	body    int64
+	outgrew bool
+}
+
+// bodyRead tallies n more bytes of the request's body read from its
+// client (down.received) while a retry may come: the policy set and
+// the response not started, as Envoy's Filter::decodeData buffers the
+// body while its retry state lasts. Once the body outgrows
+// proxyroute.MaxRetryBuffer no retry follows (outgrew), and the cluster
+// counts retry_or_shadow_abandoned once when the policy has retries, as
+// decodeData counts it when it drops its retry state.
+func (rs *retryState) bodyRead(n int64) {
+	if rs.policy == nil || rs.started || rs.outgrew {
+		return
+	}
+	rs.body += n
+	if rs.body <= proxyroute.MaxRetryBuffer {
+		return
+	}
+	rs.outgrew = true
+	if rs.upstream != nil && rs.policy.NumRetries > 0 {
+		rs.upstream.RetryAbandoned()
+	}
 }
 
 // perTry reports whether the attempt in flight has a per-try timeout
@@ -142,9 +168,10 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 }
 
 // retryTake decides whether the request on d, its attempt failed for an
-// outcome the policy retries, is retried, as the goroutine path's
-// roundTrip does: a retry left (else the request is flagged URX and the
-// budget told, RetryEnd), the whole request at hand to send again
+// outcome the policy retries, is retried, by proxyroute.DecideRetry as
+// the goroutine path's roundTrip does: its body not outgrown (else
+// nothing is flagged), a retry left (else the request is flagged URX and
+// the budget told, RetryEnd), the whole request at hand to send again
 // (whole), a retry the cluster's budget lets (its max_retries; else
 // flagged UO). When it is, the retry counts in d.retries and the
 // attempt's request slot is given back.
@@ -154,18 +181,17 @@ func (l *loop) retryTake(d *down, whole bool) bool {
 	if p == nil || rs.started {
 		return false
 	}
-	if d.retries >= p.NumRetries {
+	switch proxyroute.DecideRetry(d.retries, p.NumRetries, rs.outgrew, whole, rs.reserve) {
+	case proxyroute.RetrySpent:
 		if rs.upstream != nil {
 			rs.upstream.RetryEnd(true)
 		}
 		d.logFlags(accesslog.UpstreamRetryLimitExceeded, "")
 		return false
-	}
-	if !whole {
-		return false
-	}
-	if !rs.reserve() {
+	case proxyroute.RetryNoBudget:
 		d.logFlags(accesslog.UpstreamOverflow, "") // the budget is spent (counted as an overflow), as Envoy flags RetryStatus::NoOverflow
+		return false
+	case proxyroute.RetryBodyGone:
 		return false
 	}
 	d.retries++
@@ -380,7 +406,7 @@ func (rs *retryState) reserve() bool {
 // (proxyroute.MaxRetryBuffer), though a client is held after one read
 // of its body while the connect is under way (sendUp).
 func (u *up) unsent() bool {
-	return u.connecting && u.out != nil && u.outOff == 0 && u.keptOff == 0 && u.kept.Len()+len(u.out) <= proxyroute.MaxRetryBuffer
+	return u.connecting && u.out != nil && u.outOff == 0 && u.keptOff == 0 && (u.d == nil || !u.d.rs.outgrew)
 }
 
 // holdBody stops reading the body of d's request while it has no

@@ -33,6 +33,7 @@ type oneHost struct{ host netip.AddrPort }
 
 func (oneHost) Retry() func()    { return func() {} }
 func (oneHost) RetryEnd(bool)    {}
+func (oneHost) RetryAbandoned()  {}
 func (oneHost) PerTryTimeout()   {}
 func (oneHost) Acquire(any) bool { return true }
 func (oneHost) Release(Slots)    {}

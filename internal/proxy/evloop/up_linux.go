@@ -200,9 +200,11 @@ func (c *loopChunks) Put(b []byte) { (*loop)(c).putBuf(b) }
 
 // sendUp forwards request body bytes; false if the exchange ended.
 func (l *loop) sendUp(u *up, b []byte) bool {
-	if u.replayable && u.kept.Len()+len(u.out)+len(b) > proxyroute.MaxRetryBuffer {
+	if u.replayable && u.d != nil && u.d.rs.outgrew {
 		// Past the bound no retry follows, as Envoy's Filter::decodeData
-		// gives up its retries once the body outgrows its buffer limit.
+		// gives up its retries once the body outgrows its buffer limit:
+		// the body alone counts (down.received), not the head and chunk
+		// framing written with it.
 		l.dropKept(u)
 	}
 	switch {

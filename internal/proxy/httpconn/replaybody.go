@@ -9,6 +9,7 @@ import (
 	"github.com/weftmesh/weft/internal/proxy/bodychain"
 	"github.com/weftmesh/weft/internal/proxy/cluster"
 	"github.com/weftmesh/weft/internal/proxy/route"
+	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
 // replayBody lets retries resend a request body: each attempt's
@@ -42,6 +43,10 @@ type replayBody struct {
 	// or the response began (answered).
 	over    bool
 	current *replayReader // the attempt reading now (waitPrevious, trim)
+	// abandoned counts the body outgrowing route.MaxRetryBuffer while a
+	// retry may come: the cluster's retry_or_shadow_abandoned, as Envoy's
+	// Filter::decodeData counts it. Nil: not counted.
+	abandoned *stats.Counter
 }
 
 // keptChunks are the chunks replayBodies keep bodies in.
@@ -143,35 +148,25 @@ func (b *replayBody) trim() {
 }
 
 // takeRetry decides whether attempt n (0-based), which the policy
-// would retry, is retried: within num_retries, its body (if any) still
-// kept, and under the cluster's max_retries (its release returned).
-func takeRetry(c *cluster.Cluster, rp *route.RetryPolicy, n int, body *replayBody) (release func(), v retryVerdict) {
-	if n >= rp.NumRetries {
-		return nil, retrySpent
-	}
-	if body != nil && body.overflow() {
-		return nil, retryBodyGone
-	}
-	r, ok := c.AcquireRetry()
-	if !ok {
-		return nil, retryNoBudget
+// would retry, is retried, by route.DecideRetry: its body (if any) still
+// kept, within num_retries, and under the cluster's max_retries (its
+// release returned).
+func takeRetry(c *cluster.Cluster, rp *route.RetryPolicy, n int, body *replayBody) (release func(), v route.RetryVerdict) {
+	var r func()
+	v = route.DecideRetry(n, rp.NumRetries, body != nil && body.overflow(), true, func() bool {
+		var ok bool
+		r, ok = c.AcquireRetry()
+		return ok
+	})
+	if v != route.RetryGo {
+		return nil, v
 	}
 	if body != nil && !body.retrying() {
 		r() // outgrown since: the attempt's transport read on meanwhile
-		return nil, retryBodyGone
+		return nil, route.RetryBodyGone
 	}
-	return r, retryGo
+	return r, v
 }
-
-// retryVerdict is takeRetry's answer.
-type retryVerdict int
-
-const (
-	retryGo       retryVerdict = iota // retried: a retry of max_retries taken
-	retrySpent                        // num_retries spent
-	retryBodyGone                     // the body outgrew route.MaxRetryBuffer
-	retryNoBudget                     // the cluster's max_retries spent
-)
 
 // replayReader is one attempt's reading of a replayBody, on its
 // transport's goroutines: one reads, another may close it.
@@ -251,6 +246,9 @@ func (r *replayReader) took(p []byte) {
 	case b.kept.Len()+len(p) > route.MaxRetryBuffer:
 		b.over = true
 		b.kept.Drop(&keptChunks, r.pos)
+		if b.abandoned != nil {
+			b.abandoned.Inc()
+		}
 	default:
 		b.kept.Append(&keptChunks, p)
 	}

@@ -30,7 +30,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 	tr, http1 := c.Transport(s.in.ProtoMajor)
 	var body *replayBody
 	if rp != nil && rp.NumRetries > 0 && req.Body != nil && req.Body != http.NoBody {
-		body = &replayBody{src: req.Body}
+		body = &replayBody{src: req.Body, abandoned: c.Stats.RetryAbandoned}
 		// However the request ends, no attempt follows: the chunks kept
 		// go back to their pool (but those an attempt still replays).
 		defer body.answered()
@@ -186,7 +186,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			release()
 			if retriable {
 				switch r, v := takeRetry(c, rp, n, body); v {
-				case retryGo:
+				case route.RetryGo:
 					releaseRetry = r
 					c.Stats.RqRetry.Inc()
 					if !backoff(ctx, rp, n+1) {
@@ -194,9 +194,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 						return nil, s.ctxError(ctx, false) // no attempt in flight
 					}
 					continue
-				case retryNoBudget:
+				case route.RetryNoBudget:
 					le.flags |= accesslog.UpstreamOverflow // max_retries spent, as Envoy flags RetryStatus::NoOverflow
-				case retrySpent:
+				case route.RetrySpent:
 					c.Stats.RqRetryLimit.Inc()
 					le.flags |= accesslog.UpstreamRetryLimitExceeded
 				}
@@ -225,7 +225,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			}
 			if rp.RetriableStatus(resp.StatusCode, gs) {
 				switch r, v := takeRetry(c, rp, n, body); v {
-				case retryGo:
+				case route.RetryGo:
 					head.Retried = true
 					c.ResponseHead(h, head)
 					_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -240,12 +240,12 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 						return nil, s.ctxError(ctx, false) // no attempt in flight
 					}
 					continue
-				case retryNoBudget:
+				case route.RetryNoBudget:
 					s.flags |= accesslog.UpstreamOverflow // max_retries spent, as above
-				case retrySpent:
+				case route.RetrySpent:
 					c.Stats.RqRetryLimit.Inc()
 					s.flags |= accesslog.UpstreamRetryLimitExceeded
-				case retryBodyGone:
+				case route.RetryBodyGone:
 					// Not flagged nor counted: Envoy's Filter::decodeData
 					// dropped its retry state when the body outgrew its
 					// buffer, and onUpstreamHeaders flags nothing then.
