@@ -113,6 +113,22 @@ func sameAnswersAsGoroutinePath(t *testing.T, results map[string]pathResult) {
 	sameAsGoroutinePath(t, results, slices.Sorted(maps.Keys(keys)))
 }
 
+// sameUntaggedAnswersAsGoroutinePath is sameAnswersAsGoroutinePath for
+// tests whose requests on each path have their own paths, ending in the
+// path's tag (its name, spaces as dashes): compared without it.
+func sameUntaggedAnswersAsGoroutinePath(t *testing.T, results map[string]pathResult) {
+	t.Helper()
+	for name, r := range results {
+		untagged := map[string]string{}
+		for k, v := range r.answers {
+			untagged[strings.TrimSuffix(k, "/"+strings.ReplaceAll(name, " ", "-"))] = v
+		}
+		r.answers = untagged
+		results[name] = r
+	}
+	sameAnswersAsGoroutinePath(t, results)
+}
+
 // loggedEgress starts a harness on path p, its access logs flushed every
 // millisecond (proxyPath.logged), and pushes it an egress listener whose
 // connection manager routes on rds and logs each stream in format to a

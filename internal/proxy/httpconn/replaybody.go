@@ -148,12 +148,18 @@ func (b *replayBody) trim() {
 }
 
 // takeRetry decides whether attempt n (0-based), which the policy
-// would retry, is retried, by route.DecideRetry: its body (if any) still
-// kept, within num_retries, and under the cluster's max_retries (its
-// release returned).
-func takeRetry(c *cluster.Cluster, rp *route.RetryPolicy, n int, body *replayBody) (release func(), v route.RetryVerdict) {
+// would retry, is retried, by route.DecideRetry: the body read so far
+// (read: the stream's count, whether or not a copy is kept, as the
+// loops' retryState.bodyRead tallies it) within route.MaxRetryBuffer
+// and, when kept, still kept, within num_retries, and under the
+// cluster's max_retries (its release returned). With num_retries 0 no
+// copy is kept (body nil), yet a body that outgrew the bound is not
+// flagged URX: Envoy's retry state exists then too, and decodeData
+// drops it.
+func takeRetry(c *cluster.Cluster, rp *route.RetryPolicy, n int, body *replayBody, read int64) (release func(), v route.RetryVerdict) {
 	var r func()
-	v = route.DecideRetry(n, rp.NumRetries, body != nil && body.overflow(), true, func() bool {
+	outgrew := read > route.MaxRetryBuffer || body != nil && body.overflow()
+	v = route.DecideRetry(n, rp.NumRetries, outgrew, true, func() bool {
 		var ok bool
 		r, ok = c.AcquireRetry()
 		return ok

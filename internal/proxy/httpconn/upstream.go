@@ -185,7 +185,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			acancel()
 			release()
 			if retriable {
-				switch r, v := takeRetry(c, rp, n, body); v {
+				switch r, v := takeRetry(c, rp, n, body, s.rxBytes.Load()); v {
 				case route.RetryGo:
 					releaseRetry = r
 					c.Stats.RqRetry.Inc()
@@ -224,7 +224,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				gs = route.GRPCStatus(resp.Header.Get("Grpc-Status")) // the policy reads any response's
 			}
 			if rp.RetriableStatus(resp.StatusCode, gs) {
-				switch r, v := takeRetry(c, rp, n, body); v {
+				switch r, v := takeRetry(c, rp, n, body, s.rxBytes.Load()); v {
 				case route.RetryGo:
 					head.Retried = true
 					c.ResponseHead(h, head)
