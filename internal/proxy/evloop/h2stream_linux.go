@@ -82,6 +82,7 @@ type h2stream struct {
 	// trailers. The body in a chain of the loop's buffers, not one
 	// buffer grown as it comes.
 	replay      bodychain.Chain
+	replayRoom  [1][]byte // replay's list of chunks while it holds one (Within)
 	replayCut   bool
 	reqTrailers []hpack.HeaderField
 	// The stream's request (sd points here), and extra's room: one

@@ -230,6 +230,7 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 			st.replay.Release(l.chunks())
 		} else {
 			st.replayCut = st.replayCut || over
+			st.replay.Within(st.replayRoom[:])
 			st.replay.Append(l.chunks(), data)
 		}
 	}
