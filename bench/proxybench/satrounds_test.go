@@ -14,6 +14,7 @@ func TestHAProxyTwin(t *testing.T) {
 		"one weft proxy" + h2cSuffix:     "haproxy" + h2cSuffix,
 		"two weft proxies" + h2tlsSuffix: "two haproxies" + h2tlsSuffix,
 		"one weft proxy, tracing 1%":     "",
+		"one weft proxy" + h1ToH2Suffix:  "",
 		"haproxy":                        "",
 		"app direct":                     "",
 	} {

@@ -398,8 +398,8 @@ func (rs *retryState) reserve() bool {
 
 // unsent reports whether none of the request went upstream on u, its
 // connect (or TLS handshake) not yet done: all the loops read of the
-// request is in u.out, its body too while it arrives (sendUp appends it
-// there meanwhile), so that a failed connect can be retried whether or
+// request is in u.kept and u.out, its body too while it arrives (sendUp
+// keeps it there meanwhile), so that a failed connect can be retried whether or
 // not the body ended, as Envoy's router and the goroutine path retry it
 // (Filter::doRetry sends the retry what it buffered, then the rest).
 // Bounded as every path bounds what it keeps for a retry
