@@ -76,7 +76,7 @@ func (rs *retryState) bodyRead(n int64) {
 		return
 	}
 	rs.body += n
-	if rs.body <= proxyroute.MaxRetryBuffer {
+	if !proxyroute.OutgrewRetryBuffer(rs.body) {
 		return
 	}
 	rs.outgrew = true

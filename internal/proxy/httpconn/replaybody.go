@@ -158,7 +158,7 @@ func (b *replayBody) trim() {
 // drops it.
 func takeRetry(c *cluster.Cluster, rp *route.RetryPolicy, n int, body *replayBody, read int64) (release func(), v route.RetryVerdict) {
 	var r func()
-	outgrew := read > route.MaxRetryBuffer || body != nil && body.overflow()
+	outgrew := route.OutgrewRetryBuffer(read) || body != nil && body.overflow()
 	v = route.DecideRetry(n, rp.NumRetries, outgrew, true, func() bool {
 		var ok bool
 		r, ok = c.AcquireRetry()
@@ -249,7 +249,7 @@ func (r *replayReader) took(p []byte) {
 		// Given up on (retrying) or closed before its retry's decision:
 		// kept for the next attempt, one read past the bound at most.
 		b.kept.Append(&keptChunks, p)
-	case b.kept.Len()+len(p) > route.MaxRetryBuffer:
+	case route.OutgrewRetryBuffer(int64(b.kept.Len() + len(p))):
 		b.over = true
 		b.kept.Drop(&keptChunks, r.pos)
 		if b.abandoned != nil {

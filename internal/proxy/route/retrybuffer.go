@@ -10,3 +10,9 @@ package route
 // retry_shadow_buffer_limit_): a request whose body outgrows it is sent
 // once, its retries over.
 const MaxRetryBuffer = 1 << 20
+
+// OutgrewRetryBuffer reports whether n bytes of a request body are past
+// MaxRetryBuffer: no retry follows then on any path (Envoy's
+// Filter::decodeData drops its retry state once the body outgrows its
+// buffer limit). The one test of the bound both request paths use.
+func OutgrewRetryBuffer(n int64) bool { return n > MaxRetryBuffer }
