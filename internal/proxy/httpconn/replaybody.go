@@ -107,21 +107,34 @@ func (b *replayBody) again() (io.ReadCloser, error) {
 	return nil, errBodyNotKept
 }
 
-// retrying gives the current attempt up for a retry: its reader reads
-// no more, and what a read of it still under way brings is kept for the
-// next attempt whatever the bound (one read's worth), so that nothing
-// can make the body unkept between the retry's decision and next. False
-// when the body is no longer kept: no retry.
-func (b *replayBody) retrying() bool {
+// decide gives the verdict on retrying the current attempt, the n-th
+// (0-based) under a policy of numRetries, by route.DecideRetry on the
+// body's state at one instant: under mu, so that no read's bytes land
+// between the verdict's facts (the body outgrown, num_retries, then the
+// cluster's budget, which take reserves) and what the verdict does. Envoy's
+// router is one thread: Filter::decodeData has dropped its retry state
+// for a body past its buffer either before the retry is decided
+// (onUpstreamHeaders or maybeRetryReset then see none: nothing flagged)
+// or after (RetryStateImpl::shouldRetry decided first). A retry taken
+// gives the current attempt up: its reader reads no more, and what a
+// read of it still under way brings is kept for the next attempt. Any
+// other verdict ends the keeping, as answered does: no attempt follows,
+// and Envoy's router ends its retry state then (onUpstreamHeaders resets
+// it before it sends the head on, onUpstreamAbort's cleanup), so a body
+// outgrowing the bound afterwards is not counted either.
+func (b *replayBody) decide(n, numRetries int, take func() bool) route.RetryVerdict {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.over {
-		return false
+	v := route.DecideRetry(n, numRetries, b.over, true, take)
+	if v != route.RetryGo {
+		b.over = true
+		b.trim()
+		return v
 	}
 	if b.current != nil {
 		b.current.done = true
 	}
-	return true
+	return v
 }
 
 // answered ends the keeping: the response began and no attempt follows
@@ -148,30 +161,25 @@ func (b *replayBody) trim() {
 }
 
 // takeRetry decides whether attempt n (0-based), which the policy
-// would retry, is retried, by route.DecideRetry: the body read so far
-// (read: the stream's count, whether or not a copy is kept, as the
-// loops' retryState.bodyRead tallies it) within route.MaxRetryBuffer
-// and, when kept, still kept, within num_retries, and under the
-// cluster's max_retries (its release returned). With num_retries 0 no
-// copy is kept (body nil), yet a body that outgrew the bound is not
-// flagged URX: Envoy's retry state exists then too, and decodeData
-// drops it.
+// would retry, is retried, by route.DecideRetry, taking one of the
+// cluster's max_retries when it is (release returns it). With a copy of
+// the body kept (body), on the body's state at one instant
+// (replayBody.decide); with none (num_retries 0), on the body read so far
+// (read: the stream's count, as the loops' retryState.bodyRead tallies
+// it), so that a body that outgrew the bound is not flagged URX: Envoy's
+// retry state exists then too, and decodeData drops it.
 func takeRetry(c *cluster.Cluster, rp *route.RetryPolicy, n int, body *replayBody, read int64) (release func(), v route.RetryVerdict) {
-	var r func()
-	outgrew := route.OutgrewRetryBuffer(read) || body != nil && body.overflow()
-	v = route.DecideRetry(n, rp.NumRetries, outgrew, true, func() bool {
+	take := func() bool {
 		var ok bool
-		r, ok = c.AcquireRetry()
+		release, ok = c.AcquireRetry()
 		return ok
-	})
-	if v != route.RetryGo {
-		return nil, v
 	}
-	if body != nil && !body.retrying() {
-		r() // outgrown since: the attempt's transport read on meanwhile
-		return nil, route.RetryBodyGone
+	if body != nil {
+		v = body.decide(n, rp.NumRetries, take)
+	} else {
+		v = route.DecideRetry(n, rp.NumRetries, route.OutgrewRetryBuffer(read), true, take)
 	}
-	return r, v
+	return release, v // nil but for RetryGo: take is asked last
 }
 
 // replayReader is one attempt's reading of a replayBody, on its
@@ -246,7 +254,7 @@ func (r *replayReader) took(p []byte) {
 		// or the body outgrew the bound).
 		b.kept.Drop(&keptChunks, r.pos)
 	case r.done:
-		// Given up on (retrying) or closed before its retry's decision:
+		// Given up on (decide) or closed before its retry's decision:
 		// kept for the next attempt, one read past the bound at most.
 		b.kept.Append(&keptChunks, p)
 	case route.OutgrewRetryBuffer(int64(b.kept.Len() + len(p))):
