@@ -2,8 +2,8 @@ package httpconn
 
 import (
 	"io"
-	"runtime"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/internal/proxy/route"
 	"github.com/weftmesh/weft/internal/proxy/stats"
@@ -26,6 +26,21 @@ type readResult struct {
 	err error
 }
 
+// enteredReader tells on entered (one slot, never blocking) each time
+// a Read of r begins.
+type enteredReader struct {
+	r       io.Reader
+	entered chan struct{}
+}
+
+func (e *enteredReader) Read(p []byte) (int, error) {
+	select {
+	case e.entered <- struct{}{}:
+	default:
+	}
+	return e.r.Read(p)
+}
+
 // startReadUnderWay sets up a readUnderWay whose first attempt has read
 // size bytes of testBody.
 func startReadUnderWay(t *testing.T, size int) *readUnderWay {
@@ -34,19 +49,27 @@ func startReadUnderWay(t *testing.T, size int) *readUnderWay {
 	t.Cleanup(func() { _ = pw.Close() })
 	u := &readUnderWay{src: pw, done: make(chan readResult, 1),
 		abandoned: stats.NewStore().Scope("cluster.c.", "envoy_cluster_").Counter("retry_or_shadow_abandoned")}
-	u.b = &replayBody{src: pr, abandoned: u.abandoned}
+	src := &enteredReader{r: pr, entered: make(chan struct{}, 1)}
+	u.b = &replayBody{src: io.NopCloser(src), abandoned: u.abandoned}
 	u.first = u.b.next()
 	go func() { _, _ = pw.Write(testBody(size)) }() // ends once read, or at pw.Close
 	if n, err := io.ReadFull(u.first, make([]byte, size)); n != size {
 		t.Fatalf("the first attempt read %d of %d bytes (%v)", n, size, err)
 	}
+	select {
+	case <-src.entered: // those reads'
+	default:
+	}
 	go func() { // ends when src is written to or closed
 		n, err := u.first.Read(make([]byte, 4<<10))
 		u.done <- readResult{n, err}
 	}()
-	for u.b.readMu.TryLock() { // until that read is under way
-		u.b.readMu.Unlock()
-		runtime.Gosched()
+	// Until that read is in the source's Read: past the replayBody's
+	// locks but readMu, which it holds.
+	select {
+	case <-src.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first attempt's further read did not reach its source (10 s)")
 	}
 	return u
 }
