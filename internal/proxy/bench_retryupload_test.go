@@ -69,12 +69,12 @@ func benchUpload(b *testing.B, p proxyPath, h2 bool, rt *routev3.Route, length b
 		c = &http.Client{Transport: tr}
 	}
 	url := "http://" + h.addr("egress") + "/"
-	chunk := make([]byte, uploadWrite)
+	body := make([]byte, uploadSize)
 	b.SetBytes(uploadSize)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		req, err := http.NewRequest(http.MethodPost, url, &writesOf{chunk: chunk, left: uploadSize})
+		req, err := http.NewRequest(http.MethodPost, url, &writesOf{body: body})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -93,18 +93,16 @@ func benchUpload(b *testing.B, p proxyPath, h2 bool, rt *routev3.Route, length b
 	}
 }
 
-// writesOf is a request body read in pieces of chunk, left bytes in
-// all: each Read is one write of the client's (a chunk when chunked).
-type writesOf struct {
-	chunk []byte
-	left  int
-}
+// writesOf is a request body read from body in pieces of at most
+// uploadWrite: each Read is one write of the client's (a chunk when
+// chunked).
+type writesOf struct{ body []byte }
 
 func (w *writesOf) Read(p []byte) (int, error) {
-	if w.left == 0 {
+	if len(w.body) == 0 {
 		return 0, io.EOF
 	}
-	n := copy(p, w.chunk[:min(len(w.chunk), w.left)])
-	w.left -= n
+	n := copy(p[:min(len(p), uploadWrite)], w.body)
+	w.body = w.body[n:]
 	return n, nil
 }

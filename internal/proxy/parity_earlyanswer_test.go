@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
 
@@ -91,8 +90,7 @@ func TestEarlyAnswerGetsWholeBodySamePaths(t *testing.T) {
 	for b := body; len(b) > 0; b = b[min(len(b), 16<<10):] {
 		pieces = append(pieces, b[:min(len(b), 16<<10)])
 	}
-	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% " +
-		"%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
+	format := attemptLog()
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {

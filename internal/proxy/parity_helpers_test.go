@@ -4,9 +4,11 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,3 +184,119 @@ func pushRetries(t *testing.T, h *harness, format *corev3.SubstitutionFormatStri
 	h.push(append(res, routeConfig("rds", vhost("v", []string{"*"}, routes...)))...)
 	return logFile
 }
+
+// gatedUpstream keeps, by request path, what the gated upstreams of the
+// retry parity tests (overflowUpstream, partialUpstream) need: how many
+// attempts came, the length of the body's first part, the gate the first
+// attempt opens once it read that part (the client sends on), and what
+// closes when the second attempt begins.
+type gatedUpstream struct {
+	mu       sync.Mutex
+	attempts map[string]int
+	gates    map[string]chan struct{}
+	retried  map[string]chan struct{}
+	first    map[string]int
+}
+
+func newGatedUpstream() *gatedUpstream {
+	return &gatedUpstream{attempts: map[string]int{}, gates: map[string]chan struct{}{}, retried: map[string]chan struct{}{},
+		first: map[string]int{}}
+}
+
+// expect sets up path's exchange: its first part's length, the gate its
+// first attempt opens once it read that part, and what closes when its
+// second attempt begins.
+func (g *gatedUpstream) expect(path string, first int) (gate, retried <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gc, rc := make(chan struct{}), make(chan struct{})
+	g.gates[path], g.retried[path], g.first[path] = gc, rc, first
+	return gc, rc
+}
+
+// times is how many attempts of path the upstream saw.
+func (g *gatedUpstream) times(path string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.attempts[path]
+}
+
+// attempt counts an attempt of path and returns its number, 1 for the
+// first; the second closes path's retried.
+func (g *gatedUpstream) attempt(path string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.attempts[path]++
+	n := g.attempts[path]
+	if n == 2 {
+		close(g.retried[path])
+	}
+	return n
+}
+
+// openGate reads the first part of r's body and opens its path's gate;
+// false when that read failed (answered 400).
+func (g *gatedUpstream) openGate(w http.ResponseWriter, r *http.Request) bool {
+	g.mu.Lock()
+	gate, first := g.gates[r.URL.Path], g.first[r.URL.Path]
+	g.mu.Unlock()
+	if _, err := io.ReadFull(r.Body, make([]byte, first)); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return false
+	}
+	close(gate) // the client sends the rest
+	return true
+}
+
+// h1h2RetryClusters serves up on an HTTP/1.1 upstream and on an h2c one
+// and returns them as the retry clusters h1 and h2 (a 25 ms back-off
+// base), on which most retry parity tests run each case.
+func h1h2RetryClusters(t *testing.T, up http.Handler) []retryCluster {
+	t.Helper()
+	h1up := httptest.NewServer(up)
+	t.Cleanup(h1up.Close)
+	return []retryCluster{
+		{"h1", false, []string{strings.TrimPrefix(h1up.URL, "http://")}, 25 * time.Millisecond},
+		{"h2", true, []string{h2cUpstream(t, up)}, 25 * time.Millisecond},
+	}
+}
+
+// attemptLog is the access log format of the retry parity tests: the
+// client's protocol, method and path, then the status, the flags and the
+// attempts made.
+func attemptLog() *corev3.SubstitutionFormatString {
+	return &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% " +
+		"%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
+}
+
+// postPartsAs sends parts as a POST's body to the proxy at addr as client
+// does: "h2c" through h2c (postPartsH2Gated), "chunked" as an HTTP/1.1
+// chunked body, else with a content-length (postPartsGated); it returns
+// the answer.
+func postPartsAs(t *testing.T, h2c *http.Client, addr, path, client string, parts [][]byte, before func(i int)) string {
+	t.Helper()
+	if client == "h2c" {
+		return postPartsH2Gated(t, h2c, addr, path, parts, before)
+	}
+	return postPartsGated(t, addr, path, parts, client == "chunked", before)
+}
+
+// checkClusterCounts checks counters of each of clusters on h against
+// want's and returns them, each cluster's under its name, for the
+// comparison of the paths.
+func checkClusterCounts(t *testing.T, h *harness, clusters []retryCluster, counters []string, want func(retryCluster) string) string {
+	t.Helper()
+	var stats []string
+	for _, c := range clusters {
+		got := h.counts("cluster."+c.name+".", counters)
+		if w := want(c); got != w {
+			t.Errorf("%s counters\n%s\nwant\n%s", c.name, got, w)
+		}
+		stats = append(stats, c.name+"\n"+got)
+	}
+	return strings.Join(stats, "\n")
+}
+
+// untagLog is an access log of requests whose paths end in a path's tag
+// (sameUntaggedAnswersAsGoroutinePath), without it.
+func untagLog(log, tag string) string { return strings.ReplaceAll(log, "/"+tag+" ", "/ ") }

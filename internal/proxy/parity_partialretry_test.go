@@ -8,13 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -24,38 +21,12 @@ import (
 // partialUpstream is the upstream of TestBodyArrivingPartSentRetriedSamePaths:
 // the first attempt of each request (by path, /<cluster>/<case>/<client>)
 // reads the first part of its body, tells the client to send the rest
-// (gate), and fails as its case says; the next one reads the whole body
-// and answers 200 with its length, digest and attempt number.
-type partialUpstream struct {
-	mu       sync.Mutex
-	attempts map[string]int
-	gates    map[string]chan struct{}
-	first    map[string]int // the first part's length, by path
-}
+// (its gate), and fails as its case says; the next one reads the whole
+// body and answers 200 with its length, digest and attempt number.
+type partialUpstream struct{ *gatedUpstream }
 
-// expect sets up path's exchange: its first part's length, and the gate
-// its first attempt opens once it read that part.
-func (pu *partialUpstream) expect(path string, first int) <-chan struct{} {
-	pu.mu.Lock()
-	defer pu.mu.Unlock()
-	g := make(chan struct{})
-	pu.gates[path], pu.first[path] = g, first
-	return g
-}
-
-// times is how many attempts of path the upstream saw.
-func (pu *partialUpstream) times(path string) int {
-	pu.mu.Lock()
-	defer pu.mu.Unlock()
-	return pu.attempts[path]
-}
-
-func (pu *partialUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	pu.mu.Lock()
-	pu.attempts[r.URL.Path]++
-	n, gate, first := pu.attempts[r.URL.Path], pu.gates[r.URL.Path], pu.first[r.URL.Path]
-	pu.mu.Unlock()
-	if n > 1 {
+func (pu partialUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if n := pu.attempt(r.URL.Path); n > 1 {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -64,11 +35,9 @@ func (pu *partialUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %d %x attempt %d", r.Method, len(b), sha256.Sum256(b), n)
 		return
 	}
-	if _, err := io.ReadFull(r.Body, make([]byte, first)); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	if !pu.openGate(w, r) {
 		return
 	}
-	close(gate) // the client sends the rest
 	switch strings.Split(r.URL.Path, "/")[2] {
 	case "reset", "over-reset":
 		panic(http.ErrAbortHandler) // the HTTP/1.1 connection closed, the HTTP/2 stream reset
@@ -102,20 +71,13 @@ func (pu *partialUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // attempt's failure (503, or 504 at the per-try timeout to an HTTP/1.1
 // cluster), and the goroutine path flagged over-503 URX.
 func TestBodyArrivingPartSentRetriedSamePaths(t *testing.T) {
-	pu := &partialUpstream{attempts: map[string]int{}, gates: map[string]chan struct{}{}, first: map[string]int{}}
-	h1up := httptest.NewServer(pu)
-	t.Cleanup(h1up.Close)
-	h2up := h2cUpstream(t, pu)
-	clusters := []retryCluster{
-		{"h1", false, []string{strings.TrimPrefix(h1up.URL, "http://")}, 25 * time.Millisecond},
-		{"h2", true, []string{h2up}, 25 * time.Millisecond},
-	}
+	pu := partialUpstream{newGatedUpstream()}
+	clusters := h1h2RetryClusters(t, pu)
 	small := [][]byte{bytes.Repeat([]byte("a"), 3000), bytes.Repeat([]byte("b"), 70000), bytes.Repeat([]byte("c"), 2000)}
 	big := [][]byte{bytes.Repeat([]byte("A"), proxyroute.MaxRetryBuffer+64<<10), bytes.Repeat([]byte("B"), 1000)}
 	cases := []string{"reset", "503", "pertry", "over-503", "over-reset"}
 	clients := []string{"length", "chunked", "h2c"}
-	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% " +
-		"%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
+	format := attemptLog()
 	counters := []string{"upstream_rq_total", "upstream_rq_retry", "upstream_rq_retry_success", "upstream_rq_retry_limit_exceeded",
 		"upstream_rq_per_try_timeout", "upstream_rq_200", "upstream_rq_503"}
 	results := map[string]pathResult{}
@@ -136,7 +98,7 @@ func TestBodyArrivingPartSentRetriedSamePaths(t *testing.T) {
 						if strings.HasPrefix(cs, "over") {
 							parts = big
 						}
-						gate := pu.expect(path, len(parts[0]))
+						gate, _ := pu.expect(path, len(parts[0]))
 						// The first part goes after the head; the rest once
 						// the first attempt read the first part.
 						before := func(i int) {
@@ -149,12 +111,7 @@ func TestBodyArrivingPartSentRetriedSamePaths(t *testing.T) {
 							}
 							time.Sleep(partGap)
 						}
-						var got string
-						if client == "h2c" {
-							got = postPartsH2Gated(t, h2c, h.addr("egress"), path, parts, before)
-						} else {
-							got = postPartsGated(t, h.addr("egress"), path, parts, client == "chunked", before)
-						}
+						got := postPartsAs(t, h2c, h.addr("egress"), path, client, parts, before)
 						whole := bytes.Join(parts, nil)
 						want, line, attempts := fmt.Sprintf("200 POST %d %x attempt 2", len(whole), sha256.Sum256(whole)), "200 - 2", 2
 						switch cs {
@@ -172,32 +129,16 @@ func TestBodyArrivingPartSentRetriedSamePaths(t *testing.T) {
 				}
 			}
 			log := awaitWantLog(t, logFile, wantLog)
-			var stats []string
-			for _, c := range clusters {
+			stats := checkClusterCounts(t, h, clusters, counters, func(retryCluster) string {
 				// Three retried cases, three clients each; the two over
 				// the bound are not retried.
-				want := "upstream_rq_total 24\nupstream_rq_retry 9\nupstream_rq_retry_success 9\nupstream_rq_retry_limit_exceeded 0\n" +
+				return "upstream_rq_total 24\nupstream_rq_retry 9\nupstream_rq_retry_success 9\nupstream_rq_retry_limit_exceeded 0\n" +
 					"upstream_rq_per_try_timeout 3\nupstream_rq_200 9\nupstream_rq_503 6"
-				got := h.counts("cluster."+c.name+".", counters)
-				if got != want {
-					t.Errorf("%s counters\n%s\nwant\n%s", c.name, got, want)
-				}
-				stats = append(stats, c.name+"\n"+got)
-			}
-			results[p.name] = pathResult{answers: answers, log: strings.ReplaceAll(log, "/"+tag+" ", "/ "), stats: strings.Join(stats, "\n")}
+			})
+			results[p.name] = pathResult{answers: answers, log: untagLog(log, tag), stats: stats}
 		})
 	}
-	// Each path's requests have their own paths: compared without the
-	// path's tag.
-	for name, r := range results {
-		byPrefix := map[string]string{}
-		for k, v := range r.answers {
-			byPrefix[strings.TrimSuffix(k, "/"+strings.ReplaceAll(name, " ", "-"))] = v
-		}
-		r.answers = byPrefix
-		results[name] = r
-	}
-	sameAnswersAsGoroutinePath(t, results)
+	sameUntaggedAnswersAsGoroutinePath(t, results)
 }
 
 // resetReplyOf is the body of the 503 answering a reset of an attempt

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -65,7 +64,7 @@ func TestRetryChainReusedSamePaths(t *testing.T) {
 			c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 			for i := range 6 {
 				url := fmt.Sprintf("http://%s/%s/%d?fail=%d", h.addr("egress"), p.name, i, i%2)
-				resp, err := c.Post(url, "application/octet-stream", &writesFrom{r: bytes.NewReader(body)})
+				resp, err := c.Post(url, "application/octet-stream", &writesOf{body: body})
 				if err != nil {
 					t.Fatalf("upload %d: %v", i, err)
 				}
@@ -78,9 +77,3 @@ func TestRetryChainReusedSamePaths(t *testing.T) {
 		})
 	}
 }
-
-// writesFrom reads r in pieces of at most uploadWrite: each Read is one
-// write of the client's (a chunk when chunked).
-type writesFrom struct{ r io.Reader }
-
-func (w *writesFrom) Read(p []byte) (int, error) { return w.r.Read(p[:min(len(p), uploadWrite)]) }

@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
@@ -21,42 +18,15 @@ import (
 // overflowUpstream is the upstream of the retry buffer's parity tests.
 // By path, /<cluster>/<case>/<client>/<tag>: (last-503, last-reset) the
 // first attempt reads the body's first part, tells the client to send
-// more (gate) and answers 503; the second tells the client to send the
-// rest (retried), reads the whole body, then
-// answers 503 (last-503) or closes its connection, resets its stream
-// (last-reset). (whole) Every attempt reads the whole body; the first
-// answers 503, the next 200 with the body's length, digest and attempt
-// number.
-type overflowUpstream struct {
-	mu       sync.Mutex
-	attempts map[string]int
-	gates    map[string]chan struct{}
-	retried  map[string]chan struct{} // closed when the second attempt begins
-	first    map[string]int
-}
+// more (its gate) and answers 503; the second tells the client to send
+// the rest (retried), reads the whole body, then answers 503 (last-503)
+// or closes its connection, resets its stream (last-reset). (whole)
+// Every attempt reads the whole body; the first answers 503, the next
+// 200 with the body's length, digest and attempt number.
+type overflowUpstream struct{ *gatedUpstream }
 
-func (ou *overflowUpstream) expect(path string, first int) (gate, retried <-chan struct{}) {
-	ou.mu.Lock()
-	defer ou.mu.Unlock()
-	g, r := make(chan struct{}), make(chan struct{})
-	ou.gates[path], ou.retried[path], ou.first[path] = g, r, first
-	return g, r
-}
-
-func (ou *overflowUpstream) times(path string) int {
-	ou.mu.Lock()
-	defer ou.mu.Unlock()
-	return ou.attempts[path]
-}
-
-func (ou *overflowUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ou.mu.Lock()
-	ou.attempts[r.URL.Path]++
-	n, gate, first := ou.attempts[r.URL.Path], ou.gates[r.URL.Path], ou.first[r.URL.Path]
-	if n == 2 {
-		close(ou.retried[r.URL.Path])
-	}
-	ou.mu.Unlock()
+func (ou overflowUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := ou.attempt(r.URL.Path)
 	cs := strings.Split(r.URL.Path, "/")[2]
 	if cs == "whole" || n > 1 {
 		b, err := io.ReadAll(r.Body)
@@ -74,12 +44,9 @@ func (ou *overflowUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if _, err := io.ReadFull(r.Body, make([]byte, first)); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+	if ou.openGate(w, r) {
+		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	close(gate) // the client sends the rest
-	w.WriteHeader(http.StatusServiceUnavailable)
 }
 
 // TestRetryBufferOutgrownSamePaths: what a body outgrowing
@@ -112,21 +79,13 @@ func (ou *overflowUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // counts it (cluster.<name>.retry_or_shadow_abandoned); the whole one
 // does not.
 func TestRetryBufferOutgrownSamePaths(t *testing.T) {
-	ou := &overflowUpstream{attempts: map[string]int{}, gates: map[string]chan struct{}{}, retried: map[string]chan struct{}{},
-		first: map[string]int{}}
-	h1up := httptest.NewServer(ou)
-	t.Cleanup(h1up.Close)
-	h2up := h2cUpstream(t, ou)
-	clusters := []retryCluster{
-		{"h1", false, []string{strings.TrimPrefix(h1up.URL, "http://")}, 25 * time.Millisecond},
-		{"h2", true, []string{h2up}, 25 * time.Millisecond},
-	}
+	ou := overflowUpstream{newGatedUpstream()}
+	clusters := h1h2RetryClusters(t, ou)
 	outgrown := [][]byte{bytes.Repeat([]byte("a"), 1000), bytes.Repeat([]byte("b"), 1000), bytes.Repeat([]byte("C"), proxyroute.MaxRetryBuffer+64<<10)}
 	whole := [][]byte{bytes.Repeat([]byte("w"), proxyroute.MaxRetryBuffer)}
 	cases := []string{"last-503", "last-reset", "whole"}
 	clients := []string{"length", "chunked", "h2c"}
-	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% " +
-		"%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
+	format := attemptLog()
 	counters := []string{"upstream_rq_total", "upstream_rq_retry", "upstream_rq_retry_success", "upstream_rq_retry_limit_exceeded",
 		"retry_or_shadow_abandoned", "upstream_rq_200", "upstream_rq_503"}
 	results := map[string]pathResult{}
@@ -172,12 +131,7 @@ func TestRetryBufferOutgrownSamePaths(t *testing.T) {
 							}
 							time.Sleep(partGap) // as TestBodyArrivingPartSentRetriedSamePaths sends its parts
 						}
-						var got string
-						if client == "h2c" {
-							got = postPartsH2Gated(t, h2c, h.addr("egress"), path, parts, before)
-						} else {
-							got = postPartsGated(t, h.addr("egress"), path, parts, client == "chunked", before)
-						}
+						got := postPartsAs(t, h2c, h.addr("egress"), path, client, parts, before)
 						body := bytes.Join(parts, nil)
 						var want, line string
 						switch cs {
@@ -198,24 +152,18 @@ func TestRetryBufferOutgrownSamePaths(t *testing.T) {
 				}
 			}
 			log := awaitWantLog(t, logFile, wantLog)
-			var stats []string
-			for _, c := range clusters {
+			stats := checkClusterCounts(t, h, clusters, counters, func(c retryCluster) string {
 				// Requests of two attempts each, all retried once; those
 				// whose body outgrew the buffer are abandoned and not
 				// counted as over their retry limit.
-				want := "upstream_rq_total 18\nupstream_rq_retry 9\nupstream_rq_retry_success 3\nupstream_rq_retry_limit_exceeded 0\n" +
-					"retry_or_shadow_abandoned 6\nupstream_rq_200 3\nupstream_rq_503 6"
 				if !c.h2 { // two outgrown requests, a length client's
-					want = "upstream_rq_total 10\nupstream_rq_retry 5\nupstream_rq_retry_success 3\nupstream_rq_retry_limit_exceeded 0\n" +
+					return "upstream_rq_total 10\nupstream_rq_retry 5\nupstream_rq_retry_success 3\nupstream_rq_retry_limit_exceeded 0\n" +
 						"retry_or_shadow_abandoned 2\nupstream_rq_200 3\nupstream_rq_503 2"
 				}
-				got := h.counts("cluster."+c.name+".", counters)
-				if got != want {
-					t.Errorf("%s counters\n%s\nwant\n%s", c.name, got, want)
-				}
-				stats = append(stats, c.name+"\n"+got)
-			}
-			results[p.name] = pathResult{answers: answers, log: strings.ReplaceAll(log, "/"+tag+" ", "/ "), stats: strings.Join(stats, "\n")}
+				return "upstream_rq_total 18\nupstream_rq_retry 9\nupstream_rq_retry_success 3\nupstream_rq_retry_limit_exceeded 0\n" +
+					"retry_or_shadow_abandoned 6\nupstream_rq_200 3\nupstream_rq_503 6"
+			})
+			results[p.name] = pathResult{answers: answers, log: untagLog(log, tag), stats: stats}
 		})
 	}
 	sameUntaggedAnswersAsGoroutinePath(t, results)

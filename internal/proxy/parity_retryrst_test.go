@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http2"
 )
@@ -128,8 +127,7 @@ func TestRetriedStatusResetsRequestSamePaths(t *testing.T) {
 	up := tcpUpstream(t, eu.serve) // ends when the proxy closes the connection
 	clusters := []retryCluster{{"h2", true, []string{up}, 25 * time.Millisecond}}
 	parts := [][]byte{bytes.Repeat([]byte("a"), 1000), bytes.Repeat([]byte("b"), 2000)}
-	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% " +
-		"%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
+	format := attemptLog()
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
@@ -155,12 +153,7 @@ func TestRetriedStatusResetsRequestSamePaths(t *testing.T) {
 						time.Sleep(5 * partGap)
 					}
 				}
-				var got string
-				if client == "h2c" {
-					got = postPartsH2Gated(t, h2c, h.addr("egress"), path, parts, before)
-				} else {
-					got = postPartsGated(t, h.addr("egress"), path, parts, client == "chunked", before)
-				}
+				got := postPartsAs(t, h2c, h.addr("egress"), path, client, parts, before)
 				key := strings.TrimSuffix(path, "/"+tag)
 				checkAnswer(t, answers, key, got, "200 3000 attempt 2")
 				// Awaited, not assumed read: the reset went on the

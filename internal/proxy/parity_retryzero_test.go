@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
@@ -37,19 +35,12 @@ func TestRetryZeroBodyOutgrownSamePaths(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
-	h1up := httptest.NewServer(up)
-	t.Cleanup(h1up.Close)
-	h2up := h2cUpstream(t, up)
-	clusters := []retryCluster{
-		{"h1", false, []string{strings.TrimPrefix(h1up.URL, "http://")}, 25 * time.Millisecond},
-		{"h2", true, []string{h2up}, 25 * time.Millisecond},
-	}
+	clusters := h1h2RetryClusters(t, up)
 	bodies := map[string][][]byte{
 		"outgrown": {bytes.Repeat([]byte("o"), 64<<10), bytes.Repeat([]byte("O"), proxyroute.MaxRetryBuffer)},
 		"within":   {bytes.Repeat([]byte("w"), 64<<10)},
 	}
-	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% " +
-		"%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
+	format := attemptLog()
 	counters := []string{"upstream_rq_total", "upstream_rq_retry", "upstream_rq_retry_limit_exceeded", "upstream_rq_503"}
 	results := map[string]pathResult{}
 	for _, p := range proxyPaths() {
@@ -65,12 +56,7 @@ func TestRetryZeroBodyOutgrownSamePaths(t *testing.T) {
 					for _, client := range []string{"length", "h2c"} {
 						path := fmt.Sprintf("/%s/%s/%s/%s", c.name, cs, client, tag)
 						before := func(int) { time.Sleep(partGap) }
-						var got string
-						if client == "h2c" {
-							got = postPartsH2Gated(t, h2c, h.addr("egress"), path, bodies[cs], before)
-						} else {
-							got = postPartsGated(t, h.addr("egress"), path, bodies[cs], false, before)
-						}
+						got := postPartsAs(t, h2c, h.addr("egress"), path, client, bodies[cs], before)
 						checkAnswer(t, answers, path, got, "503 ")
 						line := "503 URX 1"
 						if cs == "outgrown" {
@@ -81,18 +67,12 @@ func TestRetryZeroBodyOutgrownSamePaths(t *testing.T) {
 				}
 			}
 			log := awaitWantLog(t, logFile, wantLog)
-			var stats []string
-			for _, c := range clusters {
+			stats := checkClusterCounts(t, h, clusters, counters, func(retryCluster) string {
 				// Two requests within the bound, over their retry limit;
 				// two outgrown, not.
-				want := "upstream_rq_total 4\nupstream_rq_retry 0\nupstream_rq_retry_limit_exceeded 2\nupstream_rq_503 4"
-				got := h.counts("cluster."+c.name+".", counters)
-				if got != want {
-					t.Errorf("%s counters\n%s\nwant\n%s", c.name, got, want)
-				}
-				stats = append(stats, c.name+"\n"+got)
-			}
-			results[p.name] = pathResult{answers: answers, log: strings.ReplaceAll(log, "/"+tag+" ", "/ "), stats: strings.Join(stats, "\n")}
+				return "upstream_rq_total 4\nupstream_rq_retry 0\nupstream_rq_retry_limit_exceeded 2\nupstream_rq_503 4"
+			})
+			results[p.name] = pathResult{answers: answers, log: untagLog(log, tag), stats: stats}
 		})
 	}
 	sameUntaggedAnswersAsGoroutinePath(t, results)

@@ -15,10 +15,12 @@ import (
 // replayBody lets retries resend a request body: each attempt's
 // transport reads it through a replayReader, which gives the bytes
 // already kept from memory, then reads on from the source, keeping what
-// it reads for the next attempt. It keeps at most route.MaxRetryBuffer,
-// and nothing once the response began (answered), as Envoy's router
-// buffers a body for retries only while its retry state lasts
-// (Filter::decodeData, Filter::onUpstreamHeaders).
+// it reads for the next attempt. It keeps at most route.MaxRetryBuffer
+// (but for one read of an attempt given up with it under way, for the
+// retry taken, which is then the last: took), and nothing once the
+// response began (answered), as Envoy's router buffers a body for
+// retries only while its retry state lasts (Filter::decodeData,
+// Filter::onUpstreamHeaders).
 //
 // Two locks, so that no one waits on the client: readMu is held across
 // the source's read, which lasts until the client sends more, and orders
@@ -38,10 +40,15 @@ type replayBody struct {
 	// its first byte until over, then from what the current attempt has
 	// taken (nothing before it is kept).
 	kept bodychain.Chain
-	// over: no attempt follows the current one, so nothing is kept but
-	// what it has not yet taken: the body outgrew route.MaxRetryBuffer,
-	// or the response began (answered).
-	over    bool
+	// over: no attempt follows the current one (while taken, the one
+	// taken), so nothing is kept but what it has not yet taken: the body
+	// outgrew route.MaxRetryBuffer, the response began (answered), or the
+	// verdict retried nothing (decide).
+	over bool
+	// taken: a retry was taken (decide) and its attempt has not begun
+	// (next); current is the attempt given up. What a read of it still
+	// under way brings is kept for the retry, whatever the bound.
+	taken   bool
 	current *replayReader // the attempt reading now (waitPrevious, trim)
 	// abandoned counts the body outgrowing route.MaxRetryBuffer while a
 	// retry may come: the cluster's retry_or_shadow_abandoned, as Envoy's
@@ -87,15 +94,16 @@ func (b *replayBody) waitPrevious(ctx context.Context) error {
 }
 
 // next starts an attempt's reading of the body from its first byte; nil
-// once the body is no longer kept (over).
+// once the body is no longer kept (over) but for a retry taken, which
+// begins (over: it is the last).
 func (b *replayBody) next() *replayReader {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.over {
+	if b.over && !b.taken {
 		return nil
 	}
 	r := &replayReader{b: b, closed: make(chan struct{})}
-	b.current = r
+	b.current, b.taken = r, false
 	return r
 }
 
@@ -107,21 +115,35 @@ func (b *replayBody) again() (io.ReadCloser, error) {
 	return nil, errBodyNotKept
 }
 
-// retrying gives the current attempt up for a retry: its reader reads
-// no more, and what a read of it still under way brings is kept for the
-// next attempt whatever the bound (one read's worth), so that nothing
-// can make the body unkept between the retry's decision and next. False
-// when the body is no longer kept: no retry.
-func (b *replayBody) retrying() bool {
+// decide gives the verdict on retrying the current attempt, the n-th
+// (0-based) under a policy of numRetries, by route.DecideRetry on the
+// body's state at one instant: under mu, so that no read's bytes land
+// between the verdict's facts (the body outgrown, num_retries, then the
+// cluster's budget, which take reserves) and what the verdict does. Envoy's
+// router is one thread: Filter::decodeData has dropped its retry state
+// for a body past its buffer either before the retry is decided
+// (onUpstreamHeaders or maybeRetryReset then see none: nothing flagged)
+// or after (RetryStateImpl::shouldRetry decided first). A retry taken
+// gives the current attempt up: its reader reads no more, and what a
+// read of it still under way brings is kept for the next attempt. Any
+// other verdict ends the keeping, as answered does: no attempt follows,
+// and Envoy's router ends its retry state then (onUpstreamHeaders resets
+// it before it sends the head on, onUpstreamAbort's cleanup), so a body
+// outgrowing the bound afterwards is not counted either.
+func (b *replayBody) decide(n, numRetries int, take func() bool) route.RetryVerdict {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.over {
-		return false
+	v := route.DecideRetry(n, numRetries, b.over, true, take)
+	if v != route.RetryGo {
+		b.over = true
+		b.trim()
+		return v
 	}
 	if b.current != nil {
 		b.current.done = true
 	}
-	return true
+	b.taken = true
+	return v
 }
 
 // answered ends the keeping: the response began and no attempt follows
@@ -134,7 +156,7 @@ func (b *replayBody) retrying() bool {
 func (b *replayBody) answered() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.over = true
+	b.over, b.taken = true, false
 	b.trim()
 }
 
@@ -148,30 +170,25 @@ func (b *replayBody) trim() {
 }
 
 // takeRetry decides whether attempt n (0-based), which the policy
-// would retry, is retried, by route.DecideRetry: the body read so far
-// (read: the stream's count, whether or not a copy is kept, as the
-// loops' retryState.bodyRead tallies it) within route.MaxRetryBuffer
-// and, when kept, still kept, within num_retries, and under the
-// cluster's max_retries (its release returned). With num_retries 0 no
-// copy is kept (body nil), yet a body that outgrew the bound is not
-// flagged URX: Envoy's retry state exists then too, and decodeData
-// drops it.
+// would retry, is retried, by route.DecideRetry, taking one of the
+// cluster's max_retries when it is (release returns it). With a copy of
+// the body kept (body), on the body's state at one instant
+// (replayBody.decide); with none (num_retries 0), on the body read so far
+// (read: the stream's count, as the loops' retryState.bodyRead tallies
+// it), so that a body that outgrew the bound is not flagged URX: Envoy's
+// retry state exists then too, and decodeData drops it.
 func takeRetry(c *cluster.Cluster, rp *route.RetryPolicy, n int, body *replayBody, read int64) (release func(), v route.RetryVerdict) {
-	var r func()
-	outgrew := route.OutgrewRetryBuffer(read) || body != nil && body.overflow()
-	v = route.DecideRetry(n, rp.NumRetries, outgrew, true, func() bool {
+	take := func() bool {
 		var ok bool
-		r, ok = c.AcquireRetry()
+		release, ok = c.AcquireRetry()
 		return ok
-	})
-	if v != route.RetryGo {
-		return nil, v
 	}
-	if body != nil && !body.retrying() {
-		r() // outgrown since: the attempt's transport read on meanwhile
-		return nil, route.RetryBodyGone
+	if body != nil {
+		v = body.decide(n, rp.NumRetries, take)
+	} else {
+		v = route.DecideRetry(n, rp.NumRetries, route.OutgrewRetryBuffer(read), true, take)
 	}
-	return r, v
+	return release, v // nil but for RetryGo: take is asked last
 }
 
 // replayReader is one attempt's reading of a replayBody, on its
@@ -237,26 +254,42 @@ func (r *replayReader) took(p []byte) {
 	defer b.mu.Unlock()
 	r.pos += int64(len(p))
 	switch {
-	case r != b.current:
-		// Another attempt reads now (its transport's retry, GetBody):
-		// these are its next bytes, kept for it whatever the bound.
+	case r != b.current || b.taken:
+		// Bytes an attempt still has to send: another attempt reads now
+		// (its transport's retry, GetBody; or roundTrip's retry, r given
+		// up with this read under way), or one was taken and begins next.
+		// Kept for it, whatever the bound; when they take the body past
+		// it, that attempt is the last (over), and the request counts
+		// once in retry_or_shadow_abandoned: the body outgrew its buffer
+		// while a retry could come, as Envoy's Filter::decodeData counts
+		// it, and as the loops keep what an h2c client sends in a
+		// back-off for the next attempt, then the last. (Envoy's
+		// decodeData answers 507 instead when no attempt is in flight: see
+		// Known differences.)
 		b.kept.Append(&keptChunks, p)
+		if !b.over && route.OutgrewRetryBuffer(b.kept.End()) {
+			b.over = true
+			b.countAbandoned()
+		}
 	case b.over:
 		// Passed on, not kept: no attempt follows (the response began,
-		// or the body outgrew the bound).
+		// the verdict retried nothing, or the body outgrew the bound).
 		b.kept.Drop(&keptChunks, r.pos)
-	case r.done:
-		// Given up on (retrying) or closed before its retry's decision:
-		// kept for the next attempt, one read past the bound at most.
-		b.kept.Append(&keptChunks, p)
 	case route.OutgrewRetryBuffer(int64(b.kept.Len() + len(p))):
+		// Of the current attempt, closed or not: no retry follows.
 		b.over = true
 		b.kept.Drop(&keptChunks, r.pos)
-		if b.abandoned != nil {
-			b.abandoned.Inc()
-		}
+		b.countAbandoned()
 	default:
 		b.kept.Append(&keptChunks, p)
+	}
+}
+
+// countAbandoned counts the request in retry_or_shadow_abandoned. Under
+// mu, once: as the body is set over for it.
+func (b *replayBody) countAbandoned() {
+	if b.abandoned != nil {
+		b.abandoned.Inc()
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/proxy/route"
 )
 
 // testBody is n bytes numbered by their place, so that a byte out of
@@ -18,6 +20,12 @@ func testBody(n int) []byte {
 		b[i] = byte(i % 251)
 	}
 	return b
+}
+
+// giveUp takes a retry of b's current attempt (replayBody.decide, the
+// cluster's budget free): false when the body is no longer kept.
+func giveUp(b *replayBody) bool {
+	return b.decide(0, 1, func() bool { return true }) == route.RetryGo
 }
 
 // kept is what b keeps now.
@@ -38,8 +46,8 @@ func TestReplayBodyAnswered(t *testing.T) {
 	if n, _ := io.ReadFull(first, p); n != 100 {
 		t.Fatalf("first attempt read %d", n)
 	}
-	if !b.retrying() {
-		t.Fatal("retrying: the body is not kept")
+	if !giveUp(b) {
+		t.Fatal("giveUp: the body is not kept")
 	}
 	_ = first.Close()
 	second := b.next() // a retry: replays the 100 kept, then reads on
@@ -122,8 +130,8 @@ func TestReplayBodyRetryDuringRead(t *testing.T) {
 		b.readMu.Unlock()
 		runtime.Gosched()
 	}
-	if !b.retrying() {
-		t.Fatal("retrying: the body is not kept")
+	if !giveUp(b) {
+		t.Fatal("giveUp: the body is not kept")
 	}
 	_ = first.Close()
 	second := b.next()
@@ -147,7 +155,7 @@ func TestReplayBodyRetryDuringRead(t *testing.T) {
 	}
 }
 
-// TestReplayBodyRace runs the attempts' readers, Close, retrying and
+// TestReplayBodyRace runs the attempts' readers, Close, giveUp and
 // answered against each other at random points (for -race): every
 // attempt reads the body's bytes in order from its first, and once
 // answered nothing is kept past what the last attempt has yet to take.
@@ -192,8 +200,8 @@ func TestReplayBodyRace(t *testing.T) {
 				for range rand.IntN(20) {
 					runtime.Gosched()
 				}
-				if !b.retrying() {
-					t.Fatalf("run %d: attempt %d: retrying: the body is not kept", i, a)
+				if !giveUp(b) {
+					t.Fatalf("run %d: attempt %d: giveUp: the body is not kept", i, a)
 				}
 				_ = r.Close()
 				wg.Wait()
