@@ -149,6 +149,9 @@ func (l *loop) flushUp(u *up) {
 		k := min(n, u.kept.Len()-u.keptOff) // kept goes first
 		u.keptOff += k
 		u.outOff += n - k
+		if k > 0 && !u.replayable {
+			l.keptWritten(u)
+		}
 	}
 	switch {
 	case u.h2 != nil && u.out != nil:
@@ -201,20 +204,26 @@ func (u *up) outPending() bool {
 }
 
 // dropKept ends keeping u's request for a retry (up.replayable): what
-// went upstream of it is let go, what has not yet stays to be written.
+// went upstream of it is let go, what has not yet stays to be written:
+// the kept chain's unwritten tail as its chunks, not copied, each given
+// back once written (keptWritten), then out.
 func (l *loop) dropKept(u *up) {
 	u.replayable = false
 	if u.out == nil {
 		return
 	}
-	var rest []byte
-	if u.outPending() {
-		rest = u.kept.AppendTo(l.getBuf(), u.kept.Base()+int64(u.keptOff))
-		rest = append(rest, u.out[u.outOff:]...)
+	l.keptWritten(u)
+	if !u.outPending() {
+		l.putBuf(u.out)
+		u.out, u.outOff = nil, 0
 	}
-	l.putBuf(u.out)
-	u.kept.Release(l.chunks())
-	u.out, u.outOff, u.keptOff = rest, 0, 0
+}
+
+// keptWritten gives back the chunks of u's kept chain written whole,
+// once it is no longer kept for a retry (flushUp, dropKept).
+func (l *loop) keptWritten(u *up) {
+	u.kept.Drop(l.chunks(), u.kept.Base()+int64(u.keptOff))
+	u.keptOff = 0 // counted from the new front
 }
 
 // chunks is the loop's free list of buffers as a bodychain.Pool.
