@@ -8,11 +8,7 @@ package evloop
 // and a grown buffer is not pooled: about the body's size was allocated
 // per large response (docs/bench/proxy.md, "Round 29").
 
-import (
-	"unsafe"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // maxOutIov bounds the buffers one writev takes: h2MaxOut and the frames
 // of the iteration that passed it fit in fewer; any more go in the next.
@@ -78,15 +74,7 @@ func (l *loop) h2WriteOut(d *down) (int, error) {
 	for _, b := range c.more[:min(len(c.more), maxOutIov-1)] {
 		iov = appendIov(iov, b)
 	}
-	// Not unix.Writev: it takes a [][]byte and builds iovecs from it on
-	// every call (past 8 on the heap), and makes the blocking system call
-	// whose scheduler hand-off sys_linux.go measured.
-	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(d.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-	clear(iov) // the buffers go back to the free list: no pointer kept
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
+	return rawWritev(d.fd, iov)
 }
 
 func appendIov(iov []unix.Iovec, b []byte) []unix.Iovec {

@@ -31,6 +31,9 @@ func (l *loop) h2uDone(s *h2ustream) {
 		l.putBuf(s.pending[:0:cap(s.pending)])
 		s.pending = nil
 	}
+	if s.st.replayCut {
+		s.st.replay.Release(l.chunks()) // what it did not send of the chain: no attempt follows (h2stream.kept)
+	}
 	l.h2UpMaybeClose(c)
 }
 

@@ -114,8 +114,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 	// dropped and no more is kept (Envoy's Filter::onUpstreamHeaders
 	// resets its retry state, and decodeData buffers no more after it). A
 	// long stream under a retry policy (gRPC's) would hold it to its end.
-	st.replayCut = true
-	st.replay.Release(l.chunks())
+	l.h2uCutReplay(st)
 	if c == nil {
 		l.h1uHead(s, f, status)
 		return

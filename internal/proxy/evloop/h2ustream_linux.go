@@ -11,6 +11,7 @@ package evloop
 // (h2uend_linux.go).
 
 import (
+	"encoding/binary"
 	"strings"
 
 	"golang.org/x/net/http2"
@@ -22,13 +23,18 @@ import (
 
 // h2ustream is one upstream stream, serving one client stream.
 type h2ustream struct {
-	c          *h2up
-	id         uint32
-	st         *h2stream // the client's stream
-	x          up        // the attempt's bookkeeping (pool, start, observer, status); not a connection
-	window     int64     // what the upstream lets us send on it
-	pending    []byte    // request body waiting for a window
-	endPending bool      // the request ends after pending (trailers, if any, with it)
+	c       *h2up
+	id      uint32
+	st      *h2stream // the client's stream
+	x       up        // the attempt's bookkeeping (pool, start, observer, status); not a connection
+	window  int64     // what the upstream lets us send on it
+	pending []byte    // request body waiting for a window, after st.replay's from replayAt
+	// replayAt is the body's offset of the next byte to send of the
+	// client stream's kept chain (st.replay): a body kept for a retry is
+	// sent from the chain's chunks as they are (h2uSendData), on the first
+	// attempt as on a retry, not copied into pending.
+	replayAt   int64
+	endPending bool // the request ends after pending (trailers, if any, with it)
 	trailers   []hpack.HeaderField
 	unacked    int64 // response bytes taken, not credited back (credited as the client's side sends them)
 	owed       int64 // of unacked, those the client's side sent, to be credited at h2StreamRefresh (h2uConsumed)
@@ -117,6 +123,7 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 	s := l.ustreams.get()
 	s.c, s.id, s.st, s.window, s.last = c, c.nextID, st, int64(c.initWindow), l.now
 	s.x.fd, s.x.pool, s.x.started = -1, pool, l.now
+	s.replayAt = st.replay.Base()
 	c.nextID += 2
 	if c.nextID > 1<<31-1 {
 		c.goAway = true // IDs spent: the next stream opens a new connection
@@ -180,18 +187,14 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 	l.h2uWriteHeaders(c, s.id, end)
 	if st.replay.Len() > 0 || st.reqEnded && !end {
 		// A retry: the request again, whole, or as far as it came (the
-		// rest follows as it comes, h2uBody).
-		s.pending = st.replay.AppendTo(l.getBuf(), 0)
+		// rest follows as it comes, h2uBody), from the chain (replayAt).
 		// The client had its window back for the bytes that left on an
 		// earlier attempt; those it has not (the failed attempt's unsent,
 		// those of the back-off: st.unpaid, the kept body's tail) are
 		// credited as they go now.
 		s.replayed = max(0, int64(st.replay.Len())-st.unpaid)
 		s.trailers, s.endPending = st.reqTrailers, st.reqEnded
-		if st.replayCut {
-			st.replay.Release(l.chunks()) // past the bound in the back-off: sent, and no retry after (kept)
-		}
-		l.h2uPush(s)
+		l.h2uPush(s) // past the bound in the back-off (replayCut), the chain's chunks go back as they are sent: no retry after (kept)
 	}
 	if d.hb != nil && d.rs.bodyHeld {
 		d.rs.bodyHeld = false
@@ -204,7 +207,13 @@ func (l *loop) h2uOpen(d *down, pool *clusterPool, cluster string, tag any) bool
 // not written (the client's not come, or its body or end waiting for a
 // window).
 func (s *h2ustream) sending() bool {
-	return !s.st.reqEnded || s.endPending || len(s.pending) > 0
+	return !s.st.reqEnded || s.endPending || s.unsent() > 0
+}
+
+// unsent is how many bytes of the request's body s has yet to send: of
+// its client stream's kept chain from replayAt on, then pending.
+func (s *h2ustream) unsent() int {
+	return int(s.st.replay.End()-s.replayAt) + len(s.pending)
 }
 
 // h2uWriteHeaders writes the header block in c.hbuf as HEADERS and
@@ -220,18 +229,19 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 	if len(data) > 0 && st.c != nil {
 		st.sd.received(len(data), 0) // an HTTP/1.1 request's is counted as parsed (h1uBody)
 	}
+	kept := false // in the chain, which s sends from (h2uSendData)
 	if len(data) > 0 && st.sd.rs.policy != nil && (!st.replayCut || s == nil) {
 		// Kept for a retry, up to proxyroute.MaxRetryBuffer. In a
 		// back-off every byte is kept (the client's stream window bounds
 		// them): past the bound the next attempt is the last.
 		over := st.sd.rs.outgrew
 		if over && s != nil {
-			st.replayCut = true
-			st.replay.Release(l.chunks())
+			l.h2uCutReplay(st)
 		} else {
 			st.replayCut = st.replayCut || over
 			st.replay.Within(st.replayRoom[:])
 			st.replay.Append(l.chunks(), data)
+			kept = true
 		}
 	}
 	if s == nil {
@@ -246,7 +256,7 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 		}
 		return
 	}
-	if len(data) > 0 {
+	if len(data) > 0 && !kept {
 		if s.pending == nil {
 			s.pending = l.getBuf()
 		}
@@ -297,23 +307,20 @@ func (l *loop) h2uPush(s *h2ustream) {
 	// is credited as the bytes go (h2uCredit), so the bound is what holds
 	// an upstream that opens its windows and reads nothing; h2UpEvent
 	// resumes the stream once the socket took them.
-	for len(s.pending) > 0 && s.window > 0 && c.sendWindow > 0 && len(c.u.out)-c.u.outOff <= h2MaxOut {
-		n := min(len(s.pending), int(min(s.window, c.sendWindow)), int(c.maxFrame))
-		end := s.endPending && s.trailers == nil && n == len(s.pending)
-		_ = c.fr.WriteData(s.id, end, s.pending[:n])
+	for s.unsent() > 0 && s.window > 0 && c.sendWindow > 0 && len(c.u.out)-c.u.outOff <= h2MaxOut {
+		left := s.unsent()
+		n := min(left, int(min(s.window, c.sendWindow)), int(c.maxFrame))
+		end := s.endPending && s.trailers == nil && n == left
+		l.h2uSendData(s, end, n)
 		s.window -= int64(n)
 		c.sendWindow -= int64(n)
-		if n == len(s.pending) {
-			// Emptied with its start kept: the buffer goes back whole
-			// below (putBuf keeps only buffers of its two sizes, bufSize and bigBufSize).
-			s.pending = s.pending[:0]
-		} else {
-			s.pending = s.pending[n:]
-		}
 		sent += n
 		if end {
 			s.endPending = false
 		}
+	}
+	if st := s.st; st.replayCut {
+		st.replay.Drop(l.chunks(), s.replayAt) // sent, and kept for no retry
 	}
 	if sent > 0 {
 		s.last = l.now
@@ -327,7 +334,7 @@ func (l *loop) h2uPush(s *h2ustream) {
 			l.h2uCredit(s.st, credit)
 		}
 	}
-	if len(s.pending) == 0 {
+	if s.unsent() == 0 {
 		if s.pending != nil {
 			l.putBuf(s.pending[:0:cap(s.pending)])
 			s.pending = nil
@@ -352,6 +359,67 @@ func (l *loop) h2uPush(s *h2ustream) {
 		c.blocked = append(c.blocked, s)
 		l.arm(s.st.sd) // the stall's timeout
 	}
+}
+
+// h2uSendData writes the next n bytes of s's request body as one DATA frame,
+// as http2.Framer.WriteData frames them: those of the client stream's
+// kept chain from replayAt on first, from its chunks as they are (a
+// frame spans two when the windows and the frame size let it, as it
+// spanned them in one buffer when a retry copied the chain into
+// pending), then pending's.
+func (l *loop) h2uSendData(s *h2ustream, end bool, n int) {
+	c, chain := s.c, &s.st.replay
+	if s.replayAt >= chain.End() {
+		_ = c.fr.WriteData(s.id, end, s.pending[:n])
+		s.pendingSent(n)
+		return
+	}
+	w := h2upWriter{c, l} // what c.fr writes to
+	var head [9]byte
+	head[0], head[1], head[2] = byte(n>>16), byte(n>>8), byte(n)
+	head[3] = byte(http2.FrameData)
+	if end {
+		head[4] = byte(http2.FlagDataEndStream)
+	}
+	binary.BigEndian.PutUint32(head[5:], s.id&(1<<31-1))
+	_, _ = w.Write(head[:])
+	for n > 0 && s.replayAt < chain.End() {
+		b, _ := chain.At(s.replayAt) // from Base on: the chain drops only what was sent
+		b = b[:min(len(b), n)]
+		_, _ = w.Write(b)
+		s.replayAt += int64(len(b))
+		n -= len(b)
+	}
+	if n > 0 {
+		_, _ = w.Write(s.pending[:n])
+		s.pendingSent(n)
+	}
+}
+
+// pendingSent moves s's pending on by n bytes sent.
+func (s *h2ustream) pendingSent(n int) {
+	if n == len(s.pending) {
+		// Emptied with its start kept: the buffer goes back whole
+		// (h2uPush; putBuf keeps only buffers of its two sizes, bufSize
+		// and bigBufSize).
+		s.pending = s.pending[:0]
+	} else {
+		s.pending = s.pending[n:]
+	}
+}
+
+// h2uCutReplay ends keeping st's request body for a retry (its response
+// began, or it outgrew proxyroute.MaxRetryBuffer while an attempt is
+// under way): what its upstream stream sent of the chain goes back, what
+// it has not stays to be sent from the chain, its chunks given back as
+// they are (h2uPush); what comes next goes to pending.
+func (l *loop) h2uCutReplay(st *h2stream) {
+	st.replayCut = true
+	if s := st.us; s != nil {
+		st.replay.Drop(l.chunks(), s.replayAt)
+		return
+	}
+	st.replay.Release(l.chunks())
 }
 
 // h2uCredit gives the client back n bytes of its stream's window, once

@@ -144,7 +144,7 @@ type up struct {
 	// loop's buffers, not one buffer grown as the body comes; out then
 	// stays empty while it is kept. keptOff is how much of kept went
 	// upstream, counted from kept.Base() (a released chain's front moves
-	// to its end): flushUp writes kept before out.
+	// to its end): flushUp writes kept before out (writeKept, keptWritten).
 	kept       bodychain.Chain
 	keptOff    int
 	replayable bool // out (after kept) holds all of the request read so far, kept for a retry: a body still arriving too while one may come (dispatch, sendUp, dropKept)

@@ -119,11 +119,19 @@ func (l *loop) onUp(ctx context.Context, u *up, ev uint32) {
 // resumes reading the client's body if that was paused.
 func (l *loop) flushUp(u *up) {
 	for u.outPending() || u.tlsPending() {
-		b := u.out[u.outOff:]
-		if u.keptOff < u.kept.Len() {
-			b, _ = u.kept.At(u.kept.Base() + int64(u.keptOff)) // its front is never dropped
+		var n int
+		var err error
+		switch {
+		case u.keptOff < u.kept.Len() && u.tls == nil:
+			n, err = l.writeKept(u)
+		case u.keptOff < u.kept.Len():
+			// Over TLS a chunk at a time: writeTLS seals what it is
+			// given whole, so the records pending stay to one's size.
+			b, _ := u.kept.At(u.kept.Base() + int64(u.keptOff)) // its unwritten part is never dropped
+			n, err = l.writeSockUp(u, b)
+		default:
+			n, err = l.writeSockUp(u, u.out[u.outOff:])
 		}
-		n, err := l.writeSockUp(u, b)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -138,10 +146,11 @@ func (l *loop) flushUp(u *up) {
 			l.upFailed(u)
 			return
 		}
-		if u.keptOff < u.kept.Len() {
-			u.keptOff += n
-		} else {
-			u.outOff += n
+		k := min(n, u.kept.Len()-u.keptOff) // kept goes first
+		u.keptOff += k
+		u.outOff += n - k
+		if k > 0 && !u.replayable {
+			l.keptWritten(u)
 		}
 	}
 	switch {
@@ -167,26 +176,54 @@ func (l *loop) flushUp(u *up) {
 	}
 }
 
+// writeKept writes u's kept chain from keptOff on, and out after it,
+// with one writev of the chain's chunks as they are, up to maxOutIov of
+// them (16, as Envoy's IoSocketHandleImpl::write takes a buffer's first
+// 16 slices), where a write per chunk cost a 512 KiB retried upload 32
+// system calls (docs/bench/proxy.md, round 36). Plaintext only: see
+// flushUp.
+func (l *loop) writeKept(u *up) (int, error) {
+	iov := l.iov[:0]
+	for off := u.kept.Base() + int64(u.keptOff); len(iov) < maxOutIov; {
+		b, _ := u.kept.At(off) // its unwritten part is never dropped
+		if len(b) == 0 {
+			break
+		}
+		iov = appendIov(iov, b)
+		off += int64(len(b))
+	}
+	if len(iov) < maxOutIov && u.outOff < len(u.out) {
+		iov = appendIov(iov, u.out[u.outOff:])
+	}
+	return rawWritev(u.fd, iov)
+}
+
 // outPending reports whether u has request bytes not yet written.
 func (u *up) outPending() bool {
 	return u.keptOff < u.kept.Len() || u.outOff < len(u.out)
 }
 
 // dropKept ends keeping u's request for a retry (up.replayable): what
-// went upstream of it is let go, what has not yet stays to be written.
+// went upstream of it is let go, what has not yet stays to be written:
+// the kept chain's unwritten tail as its chunks, not copied, each given
+// back once written (keptWritten), then out.
 func (l *loop) dropKept(u *up) {
 	u.replayable = false
 	if u.out == nil {
 		return
 	}
-	var rest []byte
-	if u.outPending() {
-		rest = u.kept.AppendTo(l.getBuf(), u.kept.Base()+int64(u.keptOff))
-		rest = append(rest, u.out[u.outOff:]...)
+	l.keptWritten(u)
+	if !u.outPending() {
+		l.putBuf(u.out)
+		u.out, u.outOff = nil, 0
 	}
-	l.putBuf(u.out)
-	u.kept.Release(l.chunks())
-	u.out, u.outOff, u.keptOff = rest, 0, 0
+}
+
+// keptWritten gives back the chunks of u's kept chain written whole,
+// once it is no longer kept for a retry (flushUp, dropKept).
+func (l *loop) keptWritten(u *up) {
+	u.kept.Drop(l.chunks(), u.kept.Base()+int64(u.keptOff))
+	u.keptOff = 0 // counted from the new front
 }
 
 // chunks is the loop's free list of buffers as a bodychain.Pool.
