@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -91,7 +90,7 @@ func TestRetryResentMidWriteSamePaths(t *testing.T) {
 					// A hang fails the request, not the run.
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+h.addr("egress")+path,
-						&writesFrom{r: bytes.NewReader(body)})
+						&writesOf{body: body})
 					if err != nil {
 						t.Fatal(err)
 					}
