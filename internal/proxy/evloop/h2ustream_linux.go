@@ -375,6 +375,7 @@ func (l *loop) h2uSendData(s *h2ustream, end bool, n int) {
 		return
 	}
 	w := h2upWriter{c, l} // what c.fr writes to
+	w.reserve(9 + n)      // the frame grows c's output once, as c.fr's one write of it does
 	var head [9]byte
 	head[0], head[1], head[2] = byte(n>>16), byte(n>>8), byte(n)
 	head[3] = byte(http2.FrameData)
