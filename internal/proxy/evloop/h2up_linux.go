@@ -80,11 +80,8 @@ type h2upWriter struct {
 }
 
 func (w h2upWriter) Write(b []byte) (int, error) {
-	u := w.c.u
-	if u.out == nil {
-		u.out, u.outOff = w.l.getBuf(), 0
-	}
-	u.out = w.l.appendBuf(u.out, b) // a full-size DATA frame overflows one of bufSize
+	w.reserve(len(b)) // a full-size DATA frame overflows one of bufSize
+	w.c.u.out = append(w.c.u.out, b...)
 	if len(b) > h2KeepFrame {
 		w.c.heavy = true // the Framer's write buffer grew (lightenH2)
 	}
@@ -93,6 +90,16 @@ func (w h2upWriter) Write(b []byte) (int, error) {
 		w.l.h2updirty = append(w.l.h2updirty, w.c)
 	}
 	return len(b), nil
+}
+
+// reserve makes room in the connection's output for n bytes more: a
+// frame written in pieces (h2uSendData) grows it once (reserveBuf).
+func (w h2upWriter) reserve(n int) {
+	u := w.c.u
+	if u.out == nil {
+		u.out, u.outOff = w.l.getBuf(), 0
+	}
+	u.out = w.l.reserveBuf(u.out, n)
 }
 
 // h2UpConn returns a connection of p with room for a stream: one open, or

@@ -364,9 +364,9 @@ func (l *loop) h2uPush(s *h2ustream) {
 // h2uSendData writes the next n bytes of s's request body as one DATA frame,
 // as http2.Framer.WriteData frames them: those of the client stream's
 // kept chain from replayAt on first, from its chunks as they are (a
-// frame spans two when the windows and the frame size let it, as it
-// spanned them in one buffer when a retry copied the chain into
-// pending), then pending's.
+// frame spans as many as the windows and the upstream's
+// SETTINGS_MAX_FRAME_SIZE let it, as it spanned them in one buffer when
+// a retry copied the chain into pending), then pending's.
 func (l *loop) h2uSendData(s *h2ustream, end bool, n int) {
 	c, chain := s.c, &s.st.replay
 	if s.replayAt >= chain.End() {
@@ -375,6 +375,7 @@ func (l *loop) h2uSendData(s *h2ustream, end bool, n int) {
 		return
 	}
 	w := h2upWriter{c, l} // what c.fr writes to
+	w.reserve(9 + n)      // the frame grows c's output once, as c.fr's one write of it does
 	var head [9]byte
 	head[0], head[1], head[2] = byte(n>>16), byte(n>>8), byte(n)
 	head[3] = byte(http2.FrameData)
