@@ -114,21 +114,31 @@ func TestReplayBodyRetryDuringRead(t *testing.T) {
 	src := testBody(300)
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	b := &replayBody{src: pr}
+	entered := &enteredReader{r: pr, entered: make(chan struct{}, 1)}
+	b := &replayBody{src: io.NopCloser(entered)}
 	first := b.next()
 	go func() { _, _ = pw.Write(src[:100]) }() // ends once read
 	p := make([]byte, 100)
 	if n, err := io.ReadFull(first, p); n != 100 {
 		t.Fatalf("first attempt read %d (%v)", n, err)
 	}
+	select {
+	case <-entered.entered: // those reads'
+	default:
+	}
 	inFlight := make(chan int, 1)
 	go func() { // ends when pw is written to or closed
 		n, _ := first.Read(make([]byte, 50))
 		inFlight <- n
 	}()
-	for b.readMu.TryLock() { // until that read is under way
-		b.readMu.Unlock()
-		runtime.Gosched()
+	// Until that read is in the source's Read: readMu held is not
+	// enough, as the reader looks at what is kept once more after it
+	// takes readMu, and a giveUp before that look ends its read with
+	// nothing (seen under -race -count=3).
+	select {
+	case <-entered.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first attempt's further read did not reach its source (10 s)")
 	}
 	if !giveUp(b) {
 		t.Fatal("giveUp: the body is not kept")

@@ -144,7 +144,11 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 				release()
 				return nil, s.pendingEnded(ctx)
 			}
-			areq.Body = body.next() // not over: the retry was taken with the body kept (takeRetry)
+			// Never nil: the first attempt, or a retry taken (takeRetry's
+			// replayBody.decide), begun even once a read its given-up
+			// attempt had under way took the body past the bound (over:
+			// it is the last, with no GetBody).
+			areq.Body = body.next()
 			if !body.overflow() {
 				areq.GetBody = body.again
 			}
