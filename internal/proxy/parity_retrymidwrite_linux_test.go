@@ -65,55 +65,67 @@ func TestRetryResentMidWriteSamePaths(t *testing.T) {
 		fmt.Fprintf(w, "%d %x", len(b), sha256.Sum256(b))
 	})
 	up := slowReadingUpstream(t, handler)
-	policy := func(prefix, cluster string) *routev3.Route {
-		r := routeTo(prefix, cluster)
-		r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: u32(2),
-			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Millisecond)}}
-		return r
-	}
 	for _, p := range proxyPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			h := newHarness(t, p.on)
-			h.push(
-				httpListener("egress", httpManager("egress", "rds")),
-				routeConfig("rds", vhost("v", []string{"*"}, policy("/h1/", "c"), policy("/h2/", "h2"))),
-				edsCluster("c"), cla("c", up),
-				edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
-				cla("h2", up))
-			h1 := &http.Transport{}
-			t.Cleanup(h1.CloseIdleConnections)
-			clients := map[string]*http.Client{"chunked": {Transport: h1}, "length": {Transport: h1}, "h2c": h2cClient(t)}
-			tag := strings.ReplaceAll(p.name, " ", "-")
-			for _, cluster := range []string{"h1", "h2"} {
-				for _, client := range []string{"chunked", "length", "h2c"} {
-					path := fmt.Sprintf("/%s/%s/%s", cluster, client, tag)
-					// A hang fails the request, not the run.
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+h.addr("egress")+path,
-						&writesOf{body: body})
-					if err != nil {
-						t.Fatal(err)
-					}
-					if client == "length" {
-						req.ContentLength = size
-					}
-					resp, err := clients[client].Do(req)
-					if err != nil {
-						cancel()
-						t.Fatalf("%s: %v", path, err)
-					}
-					got, err := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					cancel()
-					mu.Lock()
-					n := attempts[path]
-					mu.Unlock()
-					if err != nil || resp.StatusCode != http.StatusOK || string(got) != want || n != 2 {
-						t.Errorf("%s: %d %q (%v) after %d attempts, want 200 %q after 2", path, resp.StatusCode, got, err, n, want)
-					}
+			postRetryShapes(t, h, up, "5xx", strings.ReplaceAll(p.name, " ", "-"), body, func(path string, status int, got []byte, err error) {
+				mu.Lock()
+				n := attempts[path]
+				mu.Unlock()
+				if err != nil || status != http.StatusOK || string(got) != want || n != 2 {
+					t.Errorf("%s: %d %q (%v) after %d attempts, want 200 %q after 2", path, status, got, err, n, want)
 				}
-			}
+			})
 		})
+	}
+}
+
+// postRetryShapes gives h routes /h1/ and /h2/ under a retry policy
+// retrying retryOn (2 retries, 1 ms back-off) to an HTTP/1.1 and an
+// HTTP/2 cluster of up, and posts body to /{h1,h2}/{chunked,length,h2c}/tag
+// in 16 KiB writes (writesOf): chunked, with a length, and over h2c.
+// check gets each answer, or the error of a request that got none; a
+// request that makes no progress ends after a minute, failing its check
+// and not the run.
+func postRetryShapes(t *testing.T, h *harness, up, retryOn, tag string, body []byte, check func(path string, status int, got []byte, err error)) {
+	t.Helper()
+	policy := func(prefix, cluster string) *routev3.Route {
+		r := routeTo(prefix, cluster)
+		r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: retryOn, NumRetries: u32(2),
+			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Millisecond)}}
+		return r
+	}
+	h.push(
+		httpListener("egress", httpManager("egress", "rds")),
+		routeConfig("rds", vhost("v", []string{"*"}, policy("/h1/", "c"), policy("/h2/", "h2"))),
+		edsCluster("c"), cla("c", up),
+		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
+		cla("h2", up))
+	h1 := &http.Transport{}
+	t.Cleanup(h1.CloseIdleConnections)
+	clients := map[string]*http.Client{"chunked": {Transport: h1}, "length": {Transport: h1}, "h2c": h2cClient(t)}
+	for _, cluster := range []string{"h1", "h2"} {
+		for _, client := range []string{"chunked", "length", "h2c"} {
+			path := fmt.Sprintf("/%s/%s/%s", cluster, client, tag)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+h.addr("egress")+path, &writesOf{body: body})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if client == "length" {
+				req.ContentLength = int64(len(body))
+			}
+			resp, err := clients[client].Do(req)
+			if err != nil {
+				cancel()
+				check(path, 0, nil, err)
+				continue
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			cancel()
+			check(path, resp.StatusCode, got, err)
+		}
 	}
 }
 
