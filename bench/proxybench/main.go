@@ -41,6 +41,7 @@ type opts struct {
 	dur, heyDur, satDur time.Duration
 	satConns            int
 	satRounds           int
+	fixedOrder          bool
 	profile, profPath   string
 	only, skip          string
 	hold                bool
@@ -81,6 +82,7 @@ func main() {
 	flag.DurationVar(&o.satDur, "sat-duration", 10*time.Second, "length of each wrk saturation run")
 	flag.IntVar(&o.conns, "conns", 16, "connections of the fixed-rate load generator")
 	flag.IntVar(&o.satConns, "sat-conns", 64, "wrk connections at saturation")
+	flag.BoolVar(&o.fixedOrder, "fixed-order", false, "the fixed-rate run's slices in the paths' own order every round (before round 37's runs; by default each round's order is drawn anew)")
 	flag.IntVar(&o.satRounds, "sat-rounds", 1, "saturation runs per path: over 1, the paths take turns round by round, their order reversed every other round, and each weft proxy path's rate is divided by its haproxy twin's in each round (satrounds.go); TLS paths are left out")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the single proxy during its fixed-rate run to this file")
 	procs := flag.Int("concurrency", 0, "weft proxy --concurrency (0: every core)")

@@ -117,7 +117,11 @@ func (b *bench) fixedReport(run []target, accs []pathRun) report {
 
 // printFixed prints the fixed-rate run's tables.
 func printFixed(o opts, f fixedRun, rep report) {
-	fmt.Printf("\nFixed rate %d requests/s for %v per path, in %d interleaved slices of %v, %d connections (latency in ms from the scheduled send time).\n", o.rate, o.dur, o.rounds, o.slice(), o.conns)
+	order := "the paths' order drawn anew each round"
+	if o.fixedOrder {
+		order = "the paths in the same order each round"
+	}
+	fmt.Printf("\nFixed rate %d requests/s for %v per path, in %d interleaved slices of %v (%s), %d connections (latency in ms from the scheduled send time).\n", o.rate, o.dur, o.rounds, o.slice(), order, o.conns)
 	fmt.Printf("CPU and memory are the proxy's (each, for two); on the direct row the app's. Load average after the fixed-rate runs: %s; steal time during them (both vCPUs): %s.\n", f.load, f.steal)
 	if o.h2() {
 		fmt.Printf("On the h2c (and h2 mTLS) paths the %d senders share %d HTTP/2 connections (at most %d streams in flight per connection); added latency is against app direct h2c.\n", o.conns, o.h2cConns, (o.conns+o.h2cConns-1)/o.h2cConns)
