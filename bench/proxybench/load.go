@@ -206,10 +206,10 @@ func (b *bench) fixedRate(run []target, o opts) fixedRun {
 
 // roundOrder is the order of a round's n slices: the paths' own order
 // with fixed, else drawn anew. With one order every round, a path's
-// slice always followed the same path's: in round 37's run the one-proxy
-// h2c path, right after app direct h2c, had its p99 above haproxy's in 8
-// of 10 rounds (9 of 10 in round 35's), where -paired, whose turns are
-// drawn anew, put the same paths at or below haproxy's.
+// slice always follows the same path's and inherits what that one leaves
+// (the shared app's garbage, connections closing); drawn anew, no path
+// has the same neighbour every round. (Round 37 drew them to see whether
+// the order put h2c's p99 above haproxy's: it did not; docs/bench/proxy.md.)
 func roundOrder(n int, fixed bool) []int {
 	if fixed {
 		order := make([]int, n)
