@@ -191,3 +191,43 @@ func TestH2UpOutBuffersBackOnClose(t *testing.T) {
 		t.Fatalf("%d buffers back in the free lists after the close, %d bytes still held; want all %d back", got, c.out.len(), held)
 	}
 }
+
+// TestH2ClientOutBoundedPastMax: the client connection's side of the same
+// rule (h2Push takes h2Out.dataMax too): a response body waiting on a
+// stream, sent to a client that allows DATA frames of 1 MiB and opens its
+// windows wide while its socket takes nothing, holds the connection's
+// output to h2MaxOut and one frame of h2MaxFrame past it; every byte goes,
+// in order.
+func TestH2ClientOutBoundedPastMax(t *testing.T) {
+	l := &loop{}
+	d := &down{}
+	c := &h2conn{d: d, streams: map[uint32]*h2stream{}, maxFrame: 1 << 20, sendWindow: 1 << 30}
+	c.wr, c.out = h2writer{c, l}, h2OutTo(&d.out, &d.outOff)
+	c.fr = newH2Framer(c.wr, &c.rd, h2UpMaxHeaderList)
+	d.h2c = c
+	body := make([]byte, 1<<20)
+	for i := range body {
+		body[i] = byte(i*7 + i>>12)
+	}
+	// blocked: not armed again (no timers here); the pending body is
+	// the upstream's bytes as they waited on the stream.
+	st := &h2stream{c: c, id: 1, sd: &down{}, window: 1 << 30, blocked: true, pending: bytes.Clone(body)}
+	var sent []byte
+	for pushes := 0; len(st.pending) > 0; pushes++ {
+		if pushes > 100 {
+			t.Fatalf("%d bytes unsent after %d pushes", len(st.pending), pushes)
+		}
+		l.h2Push(st)
+		if n, most := c.out.len(), h2MaxOut+9+h2MaxFrame; n > most {
+			t.Fatalf("push %d left %d bytes in the output; want no more than h2MaxOut and one frame of h2MaxFrame, %d", pushes, n, most)
+		}
+		b, _ := outBytes(&c.out)
+		sent = append(sent, b...)
+		l.h2Wrote(&c.out, c.out.len()) // flushDown's work, the socket taking it all
+		l.putBuf(d.out)
+		d.out, d.outOff = nil, 0
+	}
+	if got := readData(t, sent)[1]; !bytes.Equal(got, body) {
+		t.Fatalf("%d bytes of the body sent; want its %d, in order", len(got), len(body))
+	}
+}
