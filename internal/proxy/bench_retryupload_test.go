@@ -22,7 +22,8 @@ const (
 // retry policy that retries resets and 5xx (App Mesh's default route
 // retry policy), against none: 512 KiB in 16 KiB writes, chunked and
 // with a content-length, from an HTTP/1.1 client to an HTTP/1.1 cluster
-// and from an h2c client to an HTTP/2 cluster, on the goroutine path and
+// (h1) and to an HTTP/2 cluster (h1h2), and from an h2c client to an
+// HTTP/2 cluster (h2c), on the goroutine path and
 // on the loops, one request at a time over keep-alive connections. A
 // path keeps what it sent of such a body for a retry until the response
 // begins, up to route.MaxRetryBuffer; B/op is bytes allocated per
@@ -32,7 +33,7 @@ const (
 // what was kept (two uploads' worth of upstream work a row).
 func BenchmarkRetryUpload(b *testing.B) {
 	for _, p := range []proxyPath{{"goroutines", true, true}, {"loops", false, false}} {
-		for _, hop := range []struct{ name, cluster string }{{"h1", "c"}, {"h2c", "h2"}} {
+		for _, hop := range []struct{ name, cluster string }{{"h1", "c"}, {"h1h2", "h2"}, {"h2c", "h2"}} {
 			for _, rt := range []struct {
 				name  string
 				route *routev3.Route

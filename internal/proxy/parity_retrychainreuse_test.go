@@ -25,24 +25,7 @@ import (
 // on the connection made flushUp write empty slices forever (3d1f9fcc).
 func TestRetryChainReusedSamePaths(t *testing.T) {
 	const size = 64 << 10
-	var mu sync.Mutex
-	attempts := map[string]int{}
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		attempts[r.URL.Path]++
-		n := attempts[r.URL.Path]
-		mu.Unlock()
-		if r.URL.Query().Get("fail") == "1" && n == 1 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintf(w, "%d %x", len(b), sha256.Sum256(b))
-	}))
+	up := httptest.NewServer(digestHandler())
 	t.Cleanup(up.Close)
 	body := make([]byte, size)
 	for i := range body {
@@ -76,4 +59,29 @@ func TestRetryChainReusedSamePaths(t *testing.T) {
 			}
 		})
 	}
+}
+
+// digestHandler reads a request's body whole and answers its length and
+// SHA-256 ("%d %x"); a request whose query has fail=1 is answered 503
+// instead on its path's first attempt, once its body was read, so that a
+// retry policy sends the body again.
+func digestHandler() http.Handler {
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		attempts[r.URL.Path]++
+		n := attempts[r.URL.Path]
+		mu.Unlock()
+		if r.URL.Query().Get("fail") == "1" && n == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "%d %x", len(b), sha256.Sum256(b))
+	})
 }

@@ -1,7 +1,5 @@
 package evloop
 
-import "slices"
-
 // The loop's free lists of buffers (bufSize, bigBufSize: loop_linux.go).
 
 // getBuf returns an empty buffer of bufSize, from the free list when it
@@ -61,25 +59,12 @@ func (l *loop) growBuf(b []byte, most int) []byte {
 // goes back to the list itself. Past bigBufSize, append grows it as it
 // would (not kept: putBuf).
 func (l *loop) appendBuf(b, p []byte) []byte {
-	return append(l.reserveBuf(b, len(p)), p...)
-}
-
-// reserveBuf returns output buffer b with room for n bytes more, grown
-// as appendBuf grows it: a frame appended in pieces (h2uSendData) grows
-// it once, as one appended whole does, where growing it piece by piece
-// copied it again at each of append's steps (a quarter at a time past
-// 256 bytes' worth: about five times a large frame's size).
-func (l *loop) reserveBuf(b []byte, n int) []byte {
-	need := len(b) + n
-	switch {
-	case need <= cap(b):
-		return b
-	case cap(b) == bufSize && need <= bigBufSize:
+	if need := len(b) + len(p); need > cap(b) && cap(b) == bufSize && need <= bigBufSize {
 		nb := append(l.takeBuf(&l.bigs, &l.bigsLow, bigBufSize), b...)
 		l.putBuf(b)
-		return nb
+		return append(nb, p...)
 	}
-	return slices.Grow(b, n)
+	return append(b, p...)
 }
 
 // trimBufs frees the free buffers no getBuf needed since the last

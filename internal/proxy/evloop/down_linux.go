@@ -327,7 +327,7 @@ func (l *loop) flushDown(d *down) {
 		var n int
 		var err error
 		if d.h2c != nil {
-			n, err = l.h2WriteOut(d) // d.out and the buffers chained past it
+			n, err = l.h2OutWrite(&d.h2c.out, d.fd, d.tls) // d.out and the buffers chained past it
 		} else {
 			n, err = l.writeSock(d, d.out[d.outOff:])
 		}
@@ -346,7 +346,7 @@ func (l *loop) flushDown(d *down) {
 			return
 		}
 		if d.h2c != nil {
-			l.h2Wrote(d, n)
+			l.h2Wrote(&d.h2c.out, n)
 		} else {
 			d.outOff += n
 		}

@@ -50,9 +50,8 @@ type h2conn struct {
 	fr         *http2.Framer
 	heads      *h2Heads     // decodes fr's header blocks
 	rd         bytes.Reader // the frame being read, from d.in
-	wr         h2writer     // frames written go to d.out, then more (h2Out)
-	more       [][]byte     // output past d.out, in buffers of bigBufSize (h2out_linux.go)
-	moreN      int          // bytes in more
+	wr         h2writer     // frames written go to out (h2OutAdd)
+	out        h2Out        // d.out, then buffers of bigBufSize past it (h2out_linux.go)
 	hbuf       bytes.Buffer // a header block being encoded
 	enc        *hpackEnc
 	streams    map[uint32]*h2stream
@@ -91,7 +90,7 @@ type h2writer struct {
 }
 
 func (w h2writer) Write(b []byte) (int, error) {
-	w.l.h2Out(w.c, b)
+	w.l.h2OutAdd(&w.c.out, b)
 	if len(b) > h2KeepFrame {
 		w.c.heavy = true // the Framer's write buffer grew (lightenH2)
 	}
@@ -118,7 +117,7 @@ func (l *loop) startH2(d *down, head []byte) bool {
 	win := set.Windows.OrDefault()
 	c := &h2conn{d: d, streams: map[uint32]*h2stream{}, maxStreams: maxStreams, sendWindow: h2PeerWindow,
 		initWindow: h2PeerWindow, maxFrame: 16384, set: set, win: win, recvAvail: int64(win.Conn)}
-	c.wr = h2writer{c, l}
+	c.wr, c.out = h2writer{c, l}, h2OutTo(&d.out, &d.outOff)
 	c.fr = newH2Framer(c.wr, &c.rd, maxList)
 	c.heads = newH2Heads(maxList, false)
 	c.enc = newHPACKEnc(&c.hbuf)
@@ -270,7 +269,7 @@ func (l *loop) h2Input(d *down) {
 	c.reading = true
 	defer func() { c.reading = false }()
 	for !d.closed && !d.draining && !c.goAwayDone() {
-		if c.outLen() > h2MaxOut {
+		if c.out.len() > h2MaxOut {
 			// The client does not read what its frames make us write:
 			// its next frames wait until that is out (h2Drained).
 			c.outPaused = true
@@ -554,7 +553,7 @@ func (l *loop) h2Forget(d *down) {
 		st.reset = true
 		l.h2EndStream(st)
 	}
-	l.h2OutRelease(c)
+	l.h2OutRelease(&c.out)
 }
 
 // H2Conns is the number of h2c connections the loops served.

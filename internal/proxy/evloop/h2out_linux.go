@@ -1,80 +1,116 @@
 package evloop
 
-// An HTTP/2 client connection's output: the frames of a loop iteration
-// (and those a slow client left unread) wait in the connection's d.out and,
-// past it, in a short list of pooled buffers of bigBufSize (h2conn.more),
-// written with one writev. Appending to one buffer instead grew it past
+// An HTTP/2 connection's output, a client's (h2conn) and an upstream's
+// (h2up) alike: the frames of a loop iteration (and those a slow peer
+// left unread) wait in the connection's own buffer (down.out, up.out)
+// and, past it, in a short list of pooled buffers of bigBufSize, written
+// with one writev. Appending to one buffer instead grew it past
 // bigBufSize whenever two streams' full DATA frames met in an iteration,
 // and a grown buffer is not pooled: about the body's size was allocated
-// per large response (docs/bench/proxy.md, "Round 29").
+// per large response (docs/bench/proxy.md, "Round 29") and per large
+// upload to an HTTP/2 cluster ("Round 37").
 
-import "golang.org/x/sys/unix"
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/internal/proxy/evloop/tlsrec"
+)
 
 // maxOutIov bounds the buffers one writev takes: h2MaxOut and the frames
 // of the iteration that passed it fit in fewer; any more go in the next.
 const maxOutIov = 16
 
-// h2Out appends b, frames the Framer wrote, to c's output: the last
-// buffer filled to its capacity (one of bufSize swapped for one of
-// bigBufSize first), the rest in buffers of bigBufSize from the free list.
-func (l *loop) h2Out(c *h2conn, b []byte) {
-	d := c.d
-	if d.out == nil {
-		d.out, d.outOff = l.getBuf(), 0
-	}
-	if len(c.more) == 0 {
-		if len(d.out)+len(b) <= cap(d.out) || cap(d.out) == bufSize && len(d.out)+len(b) <= bigBufSize {
-			d.out = l.appendBuf(d.out, b) // the common case: one buffer
-			return
-		}
-		if cap(d.out) == bufSize {
-			small := d.out
-			d.out = append(l.takeBuf(&l.bigs, &l.bigsLow, bigBufSize), small...)
-			l.putBuf(small)
-		}
-	}
-	l.h2OutFill(c, b)
+// h2Out is an HTTP/2 connection's output. buf and off point at the
+// connection's own buffer and how much of it was written (down.out and
+// outOff, up.out and outOff), which the connection's other code (its
+// flush, its close) sees as any connection's; more holds what did not fit
+// in it, each buffer filled to its capacity.
+type h2Out struct {
+	buf   *[]byte
+	off   *int
+	more  [][]byte // output past *buf, in buffers of bigBufSize
+	moreN int      // bytes in more
 }
 
-// h2OutFill fills c's last output buffer and chains new ones of
-// bigBufSize for what does not fit.
-func (l *loop) h2OutFill(c *h2conn, b []byte) {
-	d := c.d
+// h2OutTo returns the output of a connection whose own buffer is *buf,
+// written up to *off.
+func h2OutTo(buf *[]byte, off *int) h2Out { return h2Out{buf: buf, off: off} }
+
+// h2OutAdd appends b to q: the last buffer filled to its capacity (one of
+// bufSize swapped for one of bigBufSize first), the rest in buffers of
+// bigBufSize from the free list. A frame appended in pieces (h2uSendData)
+// takes the same buffers as one appended whole.
+func (l *loop) h2OutAdd(q *h2Out, b []byte) {
+	if *q.buf == nil {
+		*q.buf, *q.off = l.getBuf(), 0
+	}
+	if len(q.more) == 0 {
+		out := *q.buf
+		if len(out)+len(b) <= cap(out) || cap(out) == bufSize && len(out)+len(b) <= bigBufSize {
+			*q.buf = l.appendBuf(out, b) // the common case: one buffer
+			return
+		}
+		if cap(out) == bufSize {
+			*q.buf = append(l.takeBuf(&l.bigs, &l.bigsLow, bigBufSize), out...)
+			l.putBuf(out)
+		}
+	}
+	l.h2OutFill(q, b)
+}
+
+// h2OutFill fills q's last buffer and chains new ones of bigBufSize for
+// what does not fit.
+func (l *loop) h2OutFill(q *h2Out, b []byte) {
 	for {
-		tail := &d.out
-		if n := len(c.more); n > 0 {
-			tail = &c.more[n-1]
+		tail := q.buf
+		if n := len(q.more); n > 0 {
+			tail = &q.more[n-1]
 		}
 		k := min(len(b), cap(*tail)-len(*tail))
 		*tail = append(*tail, b[:k]...)
-		if len(c.more) > 0 {
-			c.moreN += k
+		if len(q.more) > 0 {
+			q.moreN += k
 		}
 		b = b[k:]
 		if len(b) == 0 {
 			return
 		}
-		c.more = append(c.more, l.takeBuf(&l.bigs, &l.bigsLow, bigBufSize))
+		q.more = append(q.more, l.takeBuf(&l.bigs, &l.bigsLow, bigBufSize))
 	}
 }
 
-// outLen is how many bytes c's output holds not yet written.
-func (c *h2conn) outLen() int { return len(c.d.out) - c.d.outOff + c.moreN }
+// len is how many bytes q holds not yet written.
+func (q *h2Out) len() int { return len(*q.buf) - *q.off + q.moreN }
 
-// h2WriteOut writes c's output from d.out[d.outOff:] on: the buffers in
-// one writev, or over TLS the first (writeTLS seals what it is given
+// dataMax is the most payload the next DATA frame onto q may carry for
+// a peer whose SETTINGS_MAX_FRAME_SIZE is maxFrame: no more than q has
+// room for below h2MaxOut, but one frame of RFC 9113's initial size
+// (h2MaxFrame) at least. A stream sends while q holds no more than
+// h2MaxOut (h2Push, h2uPush), so q never holds more than h2MaxOut and
+// one such frame of DATA, whatever size the peer allows (Go's server
+// allows 1 MiB; the upstream's side sends a retry's kept body, up to
+// route.MaxRetryBuffer, as fast as the windows let it).
+func (q *h2Out) dataMax(maxFrame uint32) int {
+	return min(int(maxFrame), max(h2MaxOut-q.len(), h2MaxFrame))
+}
+
+// h2OutWrite writes q from its offset on to fd: its buffers in one
+// writev, or over TLS (tc set) the first (writeTLS seals what it is given
 // whole, so a buffer at a time keeps the records pending to one's size).
-func (l *loop) h2WriteOut(d *down) (int, error) {
-	c := d.h2c
-	if d.tls != nil || len(c.more) == 0 {
-		return l.writeSock(d, d.out[d.outOff:])
+func (l *loop) h2OutWrite(q *h2Out, fd int, tc *tlsrec.Conn) (int, error) {
+	b := (*q.buf)[*q.off:]
+	switch {
+	case tc != nil:
+		return writeTLS(fd, tc, b)
+	case len(q.more) == 0:
+		return rawWrite(fd, b)
 	}
 	iov := l.iov[:0]
-	iov = appendIov(iov, d.out[d.outOff:])
-	for _, b := range c.more[:min(len(c.more), maxOutIov-1)] {
+	iov = appendIov(iov, b)
+	for _, b := range q.more[:min(len(q.more), maxOutIov-1)] {
 		iov = appendIov(iov, b)
 	}
-	return rawWritev(d.fd, iov)
+	return rawWritev(fd, iov)
 }
 
 func appendIov(iov []unix.Iovec, b []byte) []unix.Iovec {
@@ -83,28 +119,27 @@ func appendIov(iov []unix.Iovec, b []byte) []unix.Iovec {
 	return append(iov, v)
 }
 
-// h2Wrote moves c's output on by n bytes written: the buffers written
-// whole go back to the free list, the next becomes d.out.
-func (l *loop) h2Wrote(d *down, n int) {
-	c := d.h2c
-	d.outOff += n
-	for len(c.more) > 0 && d.outOff >= len(d.out) {
-		d.outOff -= len(d.out)
-		l.putBuf(d.out)
-		d.out = c.more[0]
-		c.moreN -= len(d.out)
-		copy(c.more, c.more[1:])
-		c.more[len(c.more)-1] = nil
-		c.more = c.more[:len(c.more)-1]
+// h2Wrote moves q on by n bytes written: the buffers written whole go
+// back to the free list, the next becomes the connection's own.
+func (l *loop) h2Wrote(q *h2Out, n int) {
+	*q.off += n
+	for len(q.more) > 0 && *q.off >= len(*q.buf) {
+		*q.off -= len(*q.buf)
+		l.putBuf(*q.buf)
+		*q.buf = q.more[0]
+		q.moreN -= len(*q.buf)
+		copy(q.more, q.more[1:])
+		q.more[len(q.more)-1] = nil
+		q.more = q.more[:len(q.more)-1]
 	}
 }
 
-// h2OutRelease gives back the buffers chained past d.out (forgetDown puts
-// d.out back).
-func (l *loop) h2OutRelease(c *h2conn) {
-	for i, b := range c.more {
+// h2OutRelease gives back the buffers chained past the connection's own
+// (its close puts that one back: forgetDown, closeUp).
+func (l *loop) h2OutRelease(q *h2Out) {
+	for i, b := range q.more {
 		l.putBuf(b)
-		c.more[i] = nil
+		q.more[i] = nil
 	}
-	c.more, c.moreN = c.more[:0], 0
+	q.more, q.moreN = q.more[:0], 0
 }

@@ -108,41 +108,41 @@ func TestH2ParallelResponsesReuseBuffers(t *testing.T) {
 func TestH2OutChain(t *testing.T) {
 	var l loop
 	c := &h2conn{d: &down{}}
-	c.d.h2c = c
+	c.d.h2c, c.out = c, h2OutTo(&c.d.out, &c.d.outOff)
 	var want []byte
 	frame := make([]byte, 9+h2MaxFrame)
 	for i := range 20 { // 20 full DATA frames, about 320 KiB
 		for j := range frame {
 			frame[j] = byte(i*7 + j)
 		}
-		l.h2Out(c, frame)
+		l.h2OutAdd(&c.out, frame)
 		want = append(want, frame...)
 	}
 	all := bytes.Clone(c.d.out)
-	for _, b := range c.more {
+	for _, b := range c.out.more {
 		if cap(b) != bigBufSize {
 			t.Fatalf("a chained buffer of %d bytes; want %d", cap(b), bigBufSize)
 		}
 		all = append(all, b...)
 	}
-	if cap(c.d.out) != bigBufSize || !bytes.Equal(all, want) || c.outLen() != len(want) {
+	if cap(c.d.out) != bigBufSize || !bytes.Equal(all, want) || c.out.len() != len(want) {
 		t.Fatalf("first buffer %d, %d bytes chained (%d counted) in %d buffers; want %d bytes in order, in buffers of %d",
-			cap(c.d.out), len(all), c.outLen(), 1+len(c.more), len(want), bigBufSize)
+			cap(c.d.out), len(all), c.out.len(), 1+len(c.out.more), len(want), bigBufSize)
 	}
 	if len(l.bufs) != 1 {
 		t.Fatalf("%d free buffers of bufSize; want the one the first frame outgrew", len(l.bufs))
 	}
-	held := 1 + len(c.more)
-	l.h2Wrote(c.d, bigBufSize+100) // the first buffer and 100 bytes of the second
-	if got := c.d.out[c.d.outOff:]; len(l.bigs) != 1 || len(c.more) != held-2 || !bytes.Equal(got, want[bigBufSize+100:2*bigBufSize]) {
-		t.Fatalf("after %d bytes written: %d free, %d chained; want the first back, the second from byte 100", bigBufSize+100, len(l.bigs), len(c.more))
+	held := 1 + len(c.out.more)
+	l.h2Wrote(&c.out, bigBufSize+100) // the first buffer and 100 bytes of the second
+	if got := c.d.out[c.d.outOff:]; len(l.bigs) != 1 || len(c.out.more) != held-2 || !bytes.Equal(got, want[bigBufSize+100:2*bigBufSize]) {
+		t.Fatalf("after %d bytes written: %d free, %d chained; want the first back, the second from byte 100", bigBufSize+100, len(l.bigs), len(c.out.more))
 	}
-	if c.outLen() != len(want)-bigBufSize-100 {
-		t.Fatalf("%d bytes left; want %d", c.outLen(), len(want)-bigBufSize-100)
+	if c.out.len() != len(want)-bigBufSize-100 {
+		t.Fatalf("%d bytes left; want %d", c.out.len(), len(want)-bigBufSize-100)
 	}
-	l.h2OutRelease(c)
+	l.h2OutRelease(&c.out)
 	l.putBuf(c.d.out)
-	if len(l.bigs) != held || c.outLen() != len(c.d.out)-c.d.outOff || len(c.more) != 0 {
+	if len(l.bigs) != held || c.out.len() != len(c.d.out)-c.d.outOff || len(c.out.more) != 0 {
 		t.Fatalf("%d free buffers of bigBufSize after the end; want all %d back", len(l.bigs), held)
 	}
 }

@@ -29,7 +29,7 @@ func TestH2OutPartialWrites(t *testing.T) {
 	}
 	var l loop
 	c := &h2conn{d: &down{fd: fds[0]}}
-	c.d.h2c = c
+	c.d.h2c, c.out = c, h2OutTo(&c.d.out, &c.d.outOff)
 	d := c.d
 	rng := rand.New(rand.NewSource(1))
 	var want, got []byte
@@ -48,10 +48,10 @@ func TestH2OutPartialWrites(t *testing.T) {
 	}
 	flush := func() { // flushDown's loop
 		for d.outOff < len(d.out) {
-			if len(c.more) > 0 && d.outOff >= len(d.out) {
-				t.Fatalf("d.out written to its end with %d buffers chained", len(c.more))
+			if len(c.out.more) > 0 && d.outOff >= len(d.out) {
+				t.Fatalf("d.out written to its end with %d buffers chained", len(c.out.more))
 			}
-			n, err := l.h2WriteOut(d)
+			n, err := l.h2OutWrite(&c.out, d.fd, nil)
 			if errors.Is(err, unix.EAGAIN) {
 				full++
 				return
@@ -59,14 +59,14 @@ func TestH2OutPartialWrites(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(c.more) > 0 && n > len(d.out)-d.outOff && n < c.outLen() {
+			if len(c.out.more) > 0 && n > len(d.out)-d.outOff && n < c.out.len() {
 				across++ // cut in a buffer past the first
 			}
-			l.h2Wrote(d, n)
+			l.h2Wrote(&c.out, n)
 			sent += n
 		}
-		if len(c.more) != 0 || c.moreN != 0 {
-			t.Fatalf("all written, %d buffers (%d bytes) still chained", len(c.more), c.moreN)
+		if len(c.out.more) != 0 || c.out.moreN != 0 {
+			t.Fatalf("all written, %d buffers (%d bytes) still chained", len(c.out.more), c.out.moreN)
 		}
 		if d.out != nil {
 			l.putBuf(d.out)
@@ -77,11 +77,11 @@ func TestH2OutPartialWrites(t *testing.T) {
 		for range rng.Intn(12) {
 			f := make([]byte, 1+rng.Intn(9+h2MaxFrame))
 			rng.Read(f)
-			l.h2Out(c, f)
+			l.h2OutAdd(&c.out, f)
 			want = append(want, f...)
 		}
-		if c.outLen() != len(want)-sent {
-			t.Fatalf("outLen %d; want %d", c.outLen(), len(want)-sent)
+		if c.out.len() != len(want)-sent {
+			t.Fatalf("len %d; want %d", c.out.len(), len(want)-sent)
 		}
 		flush()
 		read(rng.Intn(3 * bigBufSize))

@@ -124,9 +124,10 @@ func (l *loop) h2Push(st *h2stream) {
 	}
 	// Not past h2MaxOut waiting to be written: an HTTP/2 upstream is
 	// credited as the bytes go (h2uConsumed), so the bound is what holds a
-	// client that opens its windows and reads nothing.
-	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 && c.outLen() <= h2MaxOut {
-		n := min(len(st.pending), int(min(st.window, c.sendWindow)), int(c.maxFrame))
+	// client that opens its windows and reads nothing; the frame that
+	// crosses it is bounded too (h2Out.dataMax).
+	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 && c.out.len() <= h2MaxOut {
+		n := min(len(st.pending), int(min(st.window, c.sendWindow)), c.out.dataMax(c.maxFrame))
 		end := st.endPending && st.trailers == nil && n == len(st.pending)
 		_ = c.fr.WriteData(st.id, end, st.pending[:n])
 		if st.us != nil {
@@ -160,7 +161,7 @@ func (l *loop) h2Push(st *h2stream) {
 		l.h2Sent(st)
 		return
 	}
-	full := c.d.outOff < len(c.d.out) && c.outLen() > h2MaxOut
+	full := c.d.outOff < len(c.d.out) && c.out.len() > h2MaxOut
 	if len(st.pending) > 0 || full {
 		st.sd.wantOut = true // processUp pauses the upstream
 		if !st.blocked {

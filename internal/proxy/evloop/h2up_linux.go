@@ -68,38 +68,35 @@ type h2up struct {
 	idleSince  int64  // loop time its last stream ended (or it opened)
 	dirty      bool   // in loop.h2updirty
 	blocked    []*h2ustream
+	out        h2Out                // u.out, then buffers of bigBufSize past it (h2out_linux.go)
 	heavy      bool                 // a frame over h2KeepFrame, or streams over h2KeepStreams, since lightenH2
 	win        proxyroute.H2Windows // what the loops give the upstream (its pool's h2Win.OrDefault())
 }
 
-// h2upWriter appends the framer's output to the connection's pending
-// bytes, written at the end of the loop's iteration (flushH2Up).
+// h2upWriter is what the connection's Framer writes to: its frames go to
+// the connection's output (h2OutAdd), written at the end of the loop's
+// iteration (flushH2Up). Only the Framer writes here: a frame too large
+// for the Framer to keep as it is marks the connection heavy, and
+// h2uSendData, which frames DATA from a retry's kept chain itself, adds
+// to the output directly (h2uOut).
 type h2upWriter struct {
 	c *h2up
 	l *loop
 }
 
 func (w h2upWriter) Write(b []byte) (int, error) {
-	w.reserve(len(b)) // a full-size DATA frame overflows one of bufSize
-	w.c.u.out = append(w.c.u.out, b...)
 	if len(b) > h2KeepFrame {
 		w.c.heavy = true // the Framer's write buffer grew (lightenH2)
 	}
-	if !w.c.dirty {
-		w.c.dirty = true
-		w.l.h2updirty = append(w.l.h2updirty, w.c)
-	}
+	w.l.h2uOut(w.c, b)
 	return len(b), nil
 }
 
-// reserve makes room in the connection's output for n bytes more: a
-// frame written in pieces (h2uSendData) grows it once (reserveBuf).
-func (w h2upWriter) reserve(n int) {
-	u := w.c.u
-	if u.out == nil {
-		u.out, u.outOff = w.l.getBuf(), 0
-	}
-	u.out = w.l.reserveBuf(u.out, n)
+// h2uOut appends b to c's output, to be written at the end of the loop's
+// iteration.
+func (l *loop) h2uOut(c *h2up, b []byte) {
+	l.h2OutAdd(&c.out, b)
+	l.h2upDirty(c)
 }
 
 // h2UpConn returns a connection of p with room for a stream: one open, or
@@ -127,12 +124,12 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 	}
 	c := &h2up{u: u, streams: map[uint32]*h2ustream{}, nextID: 1, maxStreams: h2UpDefaultStreams,
 		sendWindow: h2PeerWindow, initWindow: h2PeerWindow, maxFrame: h2MaxFrame, idleSince: l.now, win: p.h2Win.OrDefault()}
-	u.h2 = c
+	u.h2, c.out = c, h2OutTo(&u.out, &u.outOff)
 	c.fr = newH2Framer(h2upWriter{c, l}, &c.rd, h2UpMaxHeaderList)
 	c.heads = newH2Heads(h2UpMaxHeaderList, true)
 	c.enc = newHPACKEnc(&c.hbuf)
 	p.h2 = append(p.h2, u)
-	h2upWriter{c, l}.Write([]byte(http2.ClientPreface))
+	l.h2uOut(c, []byte(http2.ClientPreface))
 	_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2UpMaxHeaderList},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: c.win.Stream})
@@ -198,7 +195,7 @@ func (l *loop) h2UpEvent(u *up, ev uint32) {
 // h2UpRead reads the connection's frames and acts on each complete one.
 func (l *loop) h2UpRead(c *h2up) {
 	u := c.u
-	if u.wantOut && len(u.out)-u.outOff > h2MaxOut {
+	if u.wantOut && c.out.len() > h2MaxOut {
 		// The upstream reads nothing of what its frames make us write
 		// (PING and SETTINGS ACKs): none of them is read until it does,
 		// as step 1 holds a client (h2MaxOut).

@@ -306,10 +306,13 @@ func (l *loop) h2uPush(s *h2ustream) {
 	// Not past h2MaxOut waiting to be written to the upstream: the client
 	// is credited as the bytes go (h2uCredit), so the bound is what holds
 	// an upstream that opens its windows and reads nothing; h2UpEvent
-	// resumes the stream once the socket took them.
-	for s.unsent() > 0 && s.window > 0 && c.sendWindow > 0 && len(c.u.out)-c.u.outOff <= h2MaxOut {
+	// resumes the stream once the socket took them. The frame that crosses
+	// it is bounded too (h2Out.dataMax): a retry's kept body, up to
+	// route.MaxRetryBuffer, would otherwise go as one frame of the
+	// upstream's SETTINGS_MAX_FRAME_SIZE past it (1 MiB to Go's server).
+	for s.unsent() > 0 && s.window > 0 && c.sendWindow > 0 && c.out.len() <= h2MaxOut {
 		left := s.unsent()
-		n := min(left, int(min(s.window, c.sendWindow)), int(c.maxFrame))
+		n := min(left, int(min(s.window, c.sendWindow)), c.out.dataMax(c.maxFrame))
 		end := s.endPending && s.trailers == nil && n == left
 		l.h2uSendData(s, end, n)
 		s.window -= int64(n)
@@ -374,8 +377,10 @@ func (l *loop) h2uSendData(s *h2ustream, end bool, n int) {
 		s.pendingSent(n)
 		return
 	}
-	w := h2upWriter{c, l} // what c.fr writes to
-	w.reserve(9 + n)      // the frame grows c's output once, as c.fr's one write of it does
+	// Added to c's output as they are, not through c.fr, whose own
+	// buffer is not used (nor grown: c is not heavy for it, lightenH2);
+	// the output takes the pieces into the same pooled buffers as one
+	// frame written whole (h2OutAdd).
 	var head [9]byte
 	head[0], head[1], head[2] = byte(n>>16), byte(n>>8), byte(n)
 	head[3] = byte(http2.FrameData)
@@ -383,16 +388,16 @@ func (l *loop) h2uSendData(s *h2ustream, end bool, n int) {
 		head[4] = byte(http2.FlagDataEndStream)
 	}
 	binary.BigEndian.PutUint32(head[5:], s.id&(1<<31-1))
-	_, _ = w.Write(head[:])
+	l.h2uOut(c, head[:])
 	for n > 0 && s.replayAt < chain.End() {
 		b, _ := chain.At(s.replayAt) // from Base on: the chain drops only what was sent
 		b = b[:min(len(b), n)]
-		_, _ = w.Write(b)
+		l.h2uOut(c, b)
 		s.replayAt += int64(len(b))
 		n -= len(b)
 	}
 	if n > 0 {
-		_, _ = w.Write(s.pending[:n])
+		l.h2uOut(c, s.pending[:n])
 		s.pendingSent(n)
 	}
 }

@@ -122,6 +122,8 @@ func (l *loop) flushUp(u *up) {
 		var n int
 		var err error
 		switch {
+		case u.h2 != nil:
+			n, err = l.h2OutWrite(&u.h2.out, u.fd, u.tls) // out and the buffers chained past it
 		case u.keptOff < u.kept.Len() && u.tls == nil:
 			n, err = l.writeKept(u)
 		case u.keptOff < u.kept.Len():
@@ -146,6 +148,10 @@ func (l *loop) flushUp(u *up) {
 			l.upFailed(u)
 			return
 		}
+		if u.h2 != nil {
+			l.h2Wrote(&u.h2.out, n)
+			continue
+		}
 		k := min(n, u.kept.Len()-u.keptOff) // kept goes first
 		u.keptOff += k
 		u.outOff += n - k
@@ -157,7 +163,7 @@ func (l *loop) flushUp(u *up) {
 	case u.h2 != nil && u.out != nil:
 		// An HTTP/2 connection outlives its streams: it holds an output
 		// buffer only while it has bytes to write, as a client connection
-		// (flushDown); its next frames take one (h2upWriter).
+		// (flushDown); its next frames take one (h2OutAdd).
 		l.putBuf(u.out)
 		u.out, u.outOff = nil, 0
 	case !u.replayable && u.out != nil:
@@ -572,6 +578,9 @@ func (l *loop) closeUp(u *up) {
 	if u.out != nil {
 		l.putBuf(u.out)
 		u.out = nil
+	}
+	if u.h2 != nil {
+		l.h2OutRelease(&u.h2.out) // the buffers past out
 	}
 	u.kept.Release(l.chunks())
 	u.keptOff = 0
