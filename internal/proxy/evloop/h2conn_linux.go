@@ -119,7 +119,7 @@ func (l *loop) startH2(d *down, head []byte) bool {
 		initWindow: h2PeerWindow, maxFrame: 16384, set: set, win: win, recvAvail: int64(win.Conn)}
 	c.wr, c.out = h2writer{c, l}, h2OutTo(&d.out, &d.outOff)
 	c.fr = newH2Framer(c.wr, &c.rd, maxList)
-	c.heads = newH2Heads(maxList, false)
+	c.heads = newH2Heads(maxList)
 	c.enc = newHPACKEnc(&c.hbuf)
 	d.h2c = c
 	d.off += len(head)

@@ -3,7 +3,6 @@ package evloop
 import (
 	"bytes"
 	"errors"
-	"slices"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -22,11 +21,13 @@ import (
 // empty, so a request's 7-9 fields cost 4-5 allocations that grow it
 // (48, 80, 160, 320 bytes...), 1.1 KB a request through an h2c proxy,
 // 40 % of what the loops allocate per request. Here a block is decoded
-// into one slice the connection reuses and copied out once, at its size.
-// Measured at h2c saturation through one proxy, with the upstream side's
-// fields pre-sized (h2uExtra): from 2,684 bytes and 29 allocations a
-// request to 1,925 and 13, and GC cycles per request down 27 %
-// (docs/bench/proxy.md, round 14).
+// into one slice the connection reuses, lent to the caller until the next
+// frame: what is kept is copied by its keeper (a client's request into its
+// stream's recycled room, h2stream.keepHead; trailers). Measured at h2c
+// saturation through one proxy, with the upstream side's fields pre-sized
+// (h2uExtra): from 2,684 bytes and 29 allocations a request to 1,925 and
+// 13, and GC cycles per request down 27 % (docs/bench/proxy.md, round 14);
+// the copy a block's fields once had of their own went in round 37.
 type h2Heads struct {
 	dec *hpack.Decoder
 	// max is the header list limit (the Framer's MaxHeaderListSize).
@@ -36,28 +37,22 @@ type h2Heads struct {
 	headersRemain, trailersRemain uint32
 	sawRegular, truncated         bool
 	invalid                       error
-	// mh is the *http2.MetaHeadersFrame readFrame returns, the
-	// decoder's until its next call: a caller that keeps the frame copies
-	// it (h2Headers, into its stream).
+	// mh is the *http2.MetaHeadersFrame readFrame returns, and its
+	// fields are fields: both the decoder's until its next call, not
+	// copies. A caller that keeps them copies them: a client's stream its
+	// request (h2stream.keepHead), a stream its trailers (h2uTrailers,
+	// h2uHeaders); a response's head is relayed or refused before the
+	// next frame is read.
 	mh http2.MetaHeadersFrame
-	// reuse: the frame's fields are the decoder's until its next call
-	// too, not a copy. An upstream connection's decoder reuses: a
-	// response's head is relayed or refused before the next frame is
-	// read, and trailers, the one thing kept, are copied (h2uHeaders). A
-	// client connection's copies out each block's fields: its stream
-	// keeps the request's.
-	reuse bool
 }
 
 // newH2Heads returns a decoder for header lists of at most max bytes (0:
-// the Framer's default, 16 MiB), reusing its fields or not
-// (h2Heads.reuse).
-func newH2Heads(max uint32, reuse bool) *h2Heads {
+// the Framer's default, 16 MiB).
+func newH2Heads(max uint32) *h2Heads {
 	if max == 0 {
 		max = 16 << 20
 	}
 	h := &h2Heads{max: max}
-	h.reuse = reuse
 	// HPACK's default table: neither side of the loops advertises
 	// SETTINGS_HEADER_TABLE_SIZE (h2settings.go changes the encoder only);
 	// advertising one would need SetMaxDynamicTableSize here.
@@ -75,13 +70,11 @@ const maxKeptFields = 64
 // CONTINUATIONs read, as a *http2.MetaHeadersFrame that is the decoder's
 // until the next call (h2Heads.mh). fr must not have ReadMetaHeaders set.
 func (h *h2Heads) readFrame(fr *http2.Framer) (http2.Frame, error) {
-	// The last block's frame (and, with reuse, fields) were the caller's
-	// until this call. Cleared, a caller that kept them finds no fields,
-	// which the tests of relayed heads and trailers would see.
+	// The last block's frame and fields were the caller's until this
+	// call. Cleared, a caller that kept them finds no fields, which the
+	// tests of relayed heads, trailers and kept requests would see.
 	h.mh = http2.MetaHeadersFrame{}
-	if h.reuse {
-		h.forget()
-	}
+	h.forget()
 	f, err := fr.ReadFrame()
 	if err != nil {
 		return nil, err
@@ -93,9 +86,6 @@ func (h *h2Heads) readFrame(fr *http2.Framer) (http2.Frame, error) {
 	h.headersRemain, h.trailersRemain = h.max, h.max
 	h.sawRegular, h.truncated, h.invalid = false, false, nil
 	h.fields = h.fields[:0]
-	if !h.reuse {
-		defer h.forget()
-	}
 	h.dec.SetEmitEnabled(true)
 	frag, ended := hf.HeaderBlockFragment(), hf.HeadersEnded()
 	for {
@@ -126,11 +116,7 @@ func (h *h2Heads) readFrame(fr *http2.Framer) (http2.Frame, error) {
 	if h.invalid != nil {
 		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: h.invalid}
 	}
-	fields := h.fields
-	if !h.reuse {
-		fields = slices.Clone(fields)
-	}
-	h.mh = http2.MetaHeadersFrame{HeadersFrame: hf, Fields: fields, Truncated: h.truncated}
+	h.mh = http2.MetaHeadersFrame{HeadersFrame: hf, Fields: h.fields, Truncated: h.truncated}
 	mh := &h.mh
 	if err := checkPseudos(mh.PseudoFields()); err != nil {
 		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: err}

@@ -28,7 +28,10 @@ package evloop
 // maxFreeStreams bounds each free list, per loop: a loop reuses as many
 // streams as it had in flight at once, and keeps no more than this many
 // idle: 128 × 968 bytes of client streams (a 1,024-byte size class) and
-// 128 × 432 of upstream ones (448), 184 KiB at most.
+// 128 × 432 of upstream ones (448), 184 KiB at most (round 16's sizes),
+// and the client streams' request fields' rooms, 40 bytes a field up to
+// maxRoomFields: 160 KiB more at most, a few hundred bytes a stream for
+// the usual 7-15 fields.
 const maxFreeStreams = 128
 
 // recycleStreams is off in this package's tests, which poison ended
@@ -55,16 +58,21 @@ func (p *streamPool[T]) get() *T {
 // ended takes a stream that ended; it is recycled at the iteration's end.
 func (p *streamPool[T]) ended(x *T) { p.dead = append(p.dead, x) }
 
-// recycle zeroes the dead streams that linked does not report and, with
-// reuse, keeps them for reuse, up to maxFreeStreams.
-func (p *streamPool[T]) recycle(reuse bool, linked func(*T) bool) {
+// recycle zeroes the dead streams that linked does not report (with
+// zero, or to T's zero value when it is nil) and, with reuse, keeps them
+// for reuse, up to maxFreeStreams.
+func (p *streamPool[T]) recycle(reuse bool, linked func(*T) bool, zero func(*T)) {
 	for i, x := range p.dead {
 		p.dead[i] = nil
 		if linked(x) {
 			continue
 		}
-		var zero T
-		*x = zero
+		if zero != nil {
+			zero(x)
+		} else {
+			var z T
+			*x = z
+		}
 		if reuse && len(p.free) < maxFreeStreams {
 			p.free = append(p.free, x)
 		}
@@ -77,6 +85,22 @@ func (p *streamPool[T]) recycle(reuse bool, linked func(*T) bool) {
 func (l *loop) recycleDead(reuse bool) {
 	l.streams.recycle(reuse, func(st *h2stream) bool {
 		return st.blocked || st.us != nil || st.req.tm.idx != 0 || st.req.u != nil
-	})
-	l.ustreams.recycle(reuse, func(s *h2ustream) bool { return s.blocked })
+	}, (*h2stream).zero)
+	l.ustreams.recycle(reuse, func(s *h2ustream) bool { return s.blocked }, nil)
+}
+
+// maxRoomFields bounds the request fields' room a recycled client stream
+// keeps (h2stream.room): 32 fields, 1,280 bytes.
+const maxRoomFields = 32
+
+// zero clears a client stream for its next request, all but its request
+// fields' room (cleared: it keeps no request's strings), up to
+// maxRoomFields.
+func (st *h2stream) zero() {
+	room := st.room
+	clear(room)
+	if cap(room) > maxRoomFields {
+		room = nil
+	}
+	*st = h2stream{room: room[:0]}
 }

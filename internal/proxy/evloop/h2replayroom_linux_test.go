@@ -29,7 +29,7 @@ func TestH2ReplayKeptInStreamRoom(t *testing.T) {
 		}
 		st.replay.Release(l.chunks()) // h2uForget's
 		l.streams.ended(st)
-		l.streams.recycle(true, func(*h2stream) bool { return false })
+		l.streams.recycle(true, func(*h2stream) bool { return false }, (*h2stream).zero)
 	})
 	if allocs != 0 {
 		t.Fatalf("keeping a small body in a recycled stream allocated %v times per request, want 0", allocs)

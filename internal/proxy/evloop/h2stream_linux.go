@@ -90,8 +90,20 @@ type h2stream struct {
 	req      down
 	extraBuf [2]hpack.HeaderField
 	// head is the request's HEADERS (hf points here): the frame the
-	// connection's decoder returned is its own until the next (h2Heads).
+	// connection's decoder returned, and its fields, are its own until the
+	// next (h2Heads). Its fields are copied into room, which the stream
+	// keeps when it is recycled (h2stream.zero): no allocation per request
+	// for them once a loop's streams have served a few.
 	head http2.MetaHeadersFrame
+	room []hpack.HeaderField
+}
+
+// keepHead makes f, a new request's HEADERS that the connection's decoder
+// lent, the stream's own: the frame copied, its fields into room.
+func (st *h2stream) keepHead(f *http2.MetaHeadersFrame) {
+	st.room = append(st.room[:0], f.Fields...)
+	st.head = *f
+	st.head.Fields = st.room
 }
 
 // h2Headers opens a stream (or ends a request with its trailers).
@@ -142,7 +154,7 @@ func (l *loop) h2Headers(c *h2conn, f *http2.MetaHeadersFrame) {
 	d := c.d
 	d.last = l.now
 	st := l.streams.get()
-	st.head = *f
+	st.keepHead(f)
 	st.c, st.id, st.start, st.last, st.window, st.recvAvail, st.declared, st.hf = c, id, l.now, l.now, int64(c.initWindow), int64(c.win.Stream), -1, &st.head
 	sd := &st.req
 	sd.fd, sd.h2, sd.gen, sd.last, sd.idx = d.fd, st, d.gen, l.now, -1

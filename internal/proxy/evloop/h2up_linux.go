@@ -126,7 +126,7 @@ func (l *loop) h2UpConn(p *clusterPool) (*h2up, error) {
 		sendWindow: h2PeerWindow, initWindow: h2PeerWindow, maxFrame: h2MaxFrame, idleSince: l.now, win: p.h2Win.OrDefault()}
 	u.h2, c.out = c, h2OutTo(&u.out, &u.outOff)
 	c.fr = newH2Framer(h2upWriter{c, l}, &c.rd, h2UpMaxHeaderList)
-	c.heads = newH2Heads(h2UpMaxHeaderList, true)
+	c.heads = newH2Heads(h2UpMaxHeaderList)
 	c.enc = newHPACKEnc(&c.hbuf)
 	p.h2 = append(p.h2, u)
 	l.h2uOut(c, []byte(http2.ClientPreface))

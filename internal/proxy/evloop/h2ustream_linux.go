@@ -12,6 +12,7 @@ package evloop
 
 import (
 	"encoding/binary"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/http2"
@@ -284,7 +285,7 @@ func (l *loop) h2uTrailers(st *h2stream, f *http2.MetaHeadersFrame) {
 		l.h2StreamError(st.c, st.id, http2.ErrCodeProtocol)
 		return
 	}
-	st.reqTrailers = f.RegularFields()
+	st.reqTrailers = slices.Clone(f.RegularFields()) // f is the decoder's (h2Heads)
 	st.sd.state = dsWait
 	l.reqComplete(st.sd)
 	if s == nil {
