@@ -39,17 +39,21 @@ func (b *bench) startEvloop(bin string, loops, port int, upstream string, extra 
 	return b.start(bin, nil, args...).Process
 }
 
-// selected reports whether the path name passes -only (any of its
-// comma-separated parts) and -skip.
+// selected reports whether the path name passes -only and -skip, each
+// a comma-separated list of parts of names: kept if it contains a part
+// of -only (or -only is empty) and no part of -skip.
 func selected(name, only, skip string) bool {
-	if skip != "" && strings.Contains(name, skip) {
+	if skip != "" && containsAny(name, skip) {
 		return false
 	}
-	if only == "" {
-		return true
-	}
-	for _, o := range strings.Split(only, ",") {
-		if strings.Contains(name, o) {
+	return only == "" || containsAny(name, only)
+}
+
+// containsAny reports whether name contains one of list's
+// comma-separated parts.
+func containsAny(name, list string) bool {
+	for _, part := range strings.Split(list, ",") {
+		if strings.Contains(name, part) {
 			return true
 		}
 	}

@@ -87,7 +87,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the single proxy during its fixed-rate run to this file")
 	procs := flag.Int("concurrency", 0, "weft proxy --concurrency (0: every core)")
 	flag.StringVar(&o.only, "only", "", "run only the paths whose name contains this (or, comma-separated, any of these)")
-	flag.StringVar(&o.skip, "skip", "", "leave out the paths whose name contains this (e.g. mTLS)")
+	flag.StringVar(&o.skip, "skip", "", "leave out the paths whose name contains this (or, comma-separated, any of these; e.g. mTLS)")
 	flag.BoolVar(&o.hold, "hold", false, "set everything up, print addresses and pids, and wait for Ctrl-C (to profile by hand)")
 	relay := flag.String("relay", "", "internal: run the Go TCP relay on this address (to -relay-to) instead of the bench")
 	relayTo := flag.String("relay-to", "", "internal: the relay's upstream")
