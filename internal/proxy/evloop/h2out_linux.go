@@ -41,6 +41,14 @@ func h2OutTo(buf *[]byte, off *int) h2Out { return h2Out{buf: buf, off: off} }
 // bigBufSize from the free list. A frame appended in pieces (h2uSendData)
 // takes the same buffers as one appended whole.
 func (l *loop) h2OutAdd(q *h2Out, b []byte) {
+	if len(q.more) == 0 && *q.off == len(*q.buf) {
+		// All taken (the connection's flush had not yet given the buffer
+		// back: over TLS, its records pending): refilled from its start,
+		// so what is chained past it always follows bytes not yet written
+		// in it, which is all the connections' flushes test (flushUp,
+		// flushDown); else b, past a full buffer, went all into the chain.
+		*q.buf, *q.off = (*q.buf)[:0], 0
+	}
 	if *q.buf == nil {
 		*q.buf, *q.off = l.getBuf(), 0
 	}

@@ -231,3 +231,37 @@ func TestH2ClientOutBoundedPastMax(t *testing.T) {
 		t.Fatalf("%d bytes of the body sent; want its %d, in order", len(got), len(body))
 	}
 }
+
+// TestH2UpOutAfterFullHeadWritten: frames added to an upstream
+// connection's output whose own buffer is full and all taken, with no
+// buffer chained past it, are written by the next flushUp. Over TLS
+// flushUp leaves that state when writeTLS sealed the whole buffer and
+// the socket was full (its records pending, wantOut); a read's
+// feedUpTLS then sends those records, so flushUp's loop, which tests
+// out and the TLS records pending, saw nothing to write when the new
+// frames went all past the full buffer, into the chain: it gave the
+// buffer back and kept the chain, never written (the upload stalled).
+func TestH2UpOutAfterFullHeadWritten(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	l := &loop{}
+	c := testH2Up(l, h2MaxFrame)
+	c.u.fd = fds[0]
+	l.h2uOut(c, make([]byte, bigBufSize)) // fills a buffer of bigBufSize exactly
+	l.h2Wrote(&c.out, c.out.len())        // writeTLS took it all
+	_ = c.fr.WriteData(1, true, []byte("after"))
+	want := c.out.len()
+	l.flushUp(c.u)
+	got := make([]byte, 2*want+1)
+	n, _ := unix.Read(fds[1], got)
+	n = max(n, 0) // -1: EAGAIN, nothing written
+	if n != want || c.out.len() != 0 {
+		t.Fatalf("flushUp wrote %d bytes and left %d in the output; want the frame's %d written", n, c.out.len(), want)
+	}
+	if d := readData(t, got[:n])[1]; string(d) != "after" {
+		t.Fatalf("stream 1 sent %q; want %q", d, "after")
+	}
+}
