@@ -27,11 +27,11 @@ package evloop
 
 // maxFreeStreams bounds each free list, per loop: a loop reuses as many
 // streams as it had in flight at once, and keeps no more than this many
-// idle: 128 × 968 bytes of client streams (a 1,024-byte size class) and
-// 128 × 432 of upstream ones (448), 184 KiB at most (round 16's sizes),
-// and the client streams' request fields' rooms, 40 bytes a field up to
-// maxRoomFields: 160 KiB more at most, a few hundred bytes a stream for
-// the usual 7-15 fields.
+// idle: 128 × 1,184 bytes of client streams (a 1,280-byte size class)
+// and 128 × 552 of upstream ones (576), 232 KiB at most (round 37's
+// sizes; round 16's were 968 and 432), and the client streams' request
+// fields' rooms, 40 bytes a field up to maxRoomFields: 160 KiB more at
+// most, a few hundred bytes a stream for the usual 7-15 fields.
 const maxFreeStreams = 128
 
 // recycleStreams is off in this package's tests, which poison ended

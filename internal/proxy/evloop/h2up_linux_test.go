@@ -613,7 +613,7 @@ func TestH2UpstreamManyLargeResponses(t *testing.T) {
 // arrive while the client's window holds its body back wait on the
 // stream, and reach the client intact once it opens the window, though the
 // upstream connection's decoder went on to the next response meanwhile
-// (its fields are reused from block to block, h2Heads.reuse).
+// (it lends its fields until its next frame, h2Heads).
 func TestH2UpstreamTrailersHeldWhileBlocked(t *testing.T) {
 	srv, accept := startH2Up(t)
 	h := dialH2Raw(t, srv, http2.ClientPreface)

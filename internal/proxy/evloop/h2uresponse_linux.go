@@ -53,7 +53,7 @@ func (l *loop) h2uHeaders(s *h2ustream, f *http2.MetaHeadersFrame) {
 			l.h2UpProtocolError(s.c)
 			return
 		}
-		st.trailers = slices.Clone(f.RegularFields()) // f is the decoder's (h2Heads.reuse)
+		st.trailers = slices.Clone(f.RegularFields()) // f is the decoder's (h2Heads)
 		if d.logged() {
 			d.logH2Trailers(st.trailers)
 		}
