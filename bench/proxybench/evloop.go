@@ -50,10 +50,10 @@ func selected(name, only, skip string) bool {
 }
 
 // containsAny reports whether name contains one of list's
-// comma-separated parts.
+// comma-separated parts; an empty part (a trailing comma) names nothing.
 func containsAny(name, list string) bool {
 	for _, part := range strings.Split(list, ",") {
-		if strings.Contains(name, part) {
+		if part != "" && strings.Contains(name, part) {
 			return true
 		}
 	}

@@ -15,6 +15,8 @@ func TestSelected(t *testing.T) {
 		{"one weft proxy h1 to h2", "one weft proxy", "h1 to h2,mTLS", false},
 		{"two weft proxies h2c", "h2c", "two,mTLS", false},
 		{"one weft proxy h2c", "h2c", "two,mTLS", true},
+		{"one weft proxy h2c", "", "mTLS,", true},
+		{"one weft proxy", "h2c,", "", false},
 	} {
 		if got := selected(tc.name, tc.only, tc.skip); got != tc.want {
 			t.Errorf("selected(%q, only %q, skip %q) = %v, want %v", tc.name, tc.only, tc.skip, got, tc.want)
