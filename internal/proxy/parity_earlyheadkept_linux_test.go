@@ -3,7 +3,6 @@ package proxy
 import (
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -29,12 +28,7 @@ func TestEarlyHeadKeptTailThenRestSamePaths(t *testing.T) {
 			_ = rc.EnableFullDuplex()
 			w.WriteHeader(http.StatusOK)
 			_ = rc.Flush()
-			b, err := io.ReadAll(r.Body)
-			if err != nil {
-				fmt.Fprintf(w, "read: %v", err)
-				return
-			}
-			fmt.Fprintf(w, "%d %x", len(b), sha256.Sum256(b))
+			answerBodyDigest(w, r)
 		})
 		up := slowReadingUpstream(t, handler)
 		for _, p := range proxyPaths() {

@@ -57,12 +57,7 @@ func TestRetryResentMidWriteSamePaths(t *testing.T) {
 		if err := rc.Flush(); err != nil {
 			t.Errorf("%s: flush: %v", r.URL.Path, err)
 		}
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			fmt.Fprintf(w, "read: %v", err)
-			return
-		}
-		fmt.Fprintf(w, "%d %x", len(b), sha256.Sum256(b))
+		answerBodyDigest(w, r)
 	})
 	up := slowReadingUpstream(t, handler)
 	for _, p := range proxyPaths() {
@@ -164,4 +159,16 @@ func slowReadingUpstream(t *testing.T, h http.Handler) string {
 	go func() { _ = srv.Serve(ln) }() // ends with srv.Close in Cleanup
 	t.Cleanup(func() { _ = srv.Close() })
 	return ln.Addr().String()
+}
+
+// answerBodyDigest reads r's whole body and answers its length and
+// SHA-256 ("read: ..." when the read fails): what the retry parity
+// tests' upstreams send once their head is out.
+func answerBodyDigest(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		fmt.Fprintf(w, "read: %v", err)
+		return
+	}
+	fmt.Fprintf(w, "%d %x", len(b), sha256.Sum256(b))
 }

@@ -1,5 +1,0 @@
-//go:build !race
-
-package evloop
-
-const raceOn = false
