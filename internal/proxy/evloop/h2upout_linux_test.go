@@ -145,21 +145,10 @@ func TestH2UpOutBoundedPastMax(t *testing.T) {
 	// blocked: not armed (no client connection here); replayed: no credit
 	// owed to the client for these bytes.
 	s := &h2ustream{c: c, id: 1, st: st, replayAt: st.replay.Base(), window: 1 << 30, blocked: true, replayed: 1 << 30}
-	var sent []byte
-	for pushes := 0; s.unsent() > 0; pushes++ {
-		if pushes > 100 {
-			t.Fatalf("%d bytes unsent after %d pushes", s.unsent(), pushes)
-		}
-		l.h2uPush(s)
-		if n, most := c.out.len(), h2MaxOut+9+h2MaxFrame; n > most {
-			t.Fatalf("push %d left %d bytes in the output; want no more than h2MaxOut and one frame of h2MaxFrame, %d", pushes, n, most)
-		}
-		b, _ := outBytes(&c.out)
-		sent = append(sent, b...)
-		l.h2Wrote(&c.out, c.out.len()) // flushUp's work, the socket taking it all
+	sent := pushBounded(t, l, &c.out, s.unsent, func() { l.h2uPush(s) }, func() { // flushUp's ending
 		l.putBuf(c.u.out)
 		c.u.out, c.u.outOff = nil, 0
-	}
+	})
 	if got := readData(t, sent)[1]; !bytes.Equal(got, body) {
 		t.Fatalf("%d bytes of the body sent; want its %d, in order", len(got), len(body))
 	}
@@ -212,21 +201,10 @@ func TestH2ClientOutBoundedPastMax(t *testing.T) {
 	// blocked: not armed again (no timers here); the pending body is
 	// the upstream's bytes as they waited on the stream.
 	st := &h2stream{c: c, id: 1, sd: &down{}, window: 1 << 30, blocked: true, pending: bytes.Clone(body)}
-	var sent []byte
-	for pushes := 0; len(st.pending) > 0; pushes++ {
-		if pushes > 100 {
-			t.Fatalf("%d bytes unsent after %d pushes", len(st.pending), pushes)
-		}
-		l.h2Push(st)
-		if n, most := c.out.len(), h2MaxOut+9+h2MaxFrame; n > most {
-			t.Fatalf("push %d left %d bytes in the output; want no more than h2MaxOut and one frame of h2MaxFrame, %d", pushes, n, most)
-		}
-		b, _ := outBytes(&c.out)
-		sent = append(sent, b...)
-		l.h2Wrote(&c.out, c.out.len()) // flushDown's work, the socket taking it all
+	sent := pushBounded(t, l, &c.out, func() int { return len(st.pending) }, func() { l.h2Push(st) }, func() { // flushDown's ending
 		l.putBuf(d.out)
 		d.out, d.outOff = nil, 0
-	}
+	})
 	if got := readData(t, sent)[1]; !bytes.Equal(got, body) {
 		t.Fatalf("%d bytes of the body sent; want its %d, in order", len(got), len(body))
 	}
@@ -264,4 +242,28 @@ func TestH2UpOutAfterFullHeadWritten(t *testing.T) {
 	if d := readData(t, got[:n])[1]; string(d) != "after" {
 		t.Fatalf("stream 1 sent %q; want %q", d, "after")
 	}
+}
+
+// pushBounded calls push until unsent says nothing is left, checking
+// after each that out holds no more than h2MaxOut and one frame of
+// h2MaxFrame, and takes out's bytes after each as a socket taking all
+// of them would (h2Wrote, then empty to release the own buffer); it
+// returns every byte sent, in order.
+func pushBounded(t *testing.T, l *loop, out *h2Out, unsent func() int, push, empty func()) []byte {
+	t.Helper()
+	var sent []byte
+	for pushes := 0; unsent() > 0; pushes++ {
+		if pushes > 100 {
+			t.Fatalf("%d bytes unsent after %d pushes", unsent(), pushes)
+		}
+		push()
+		if n, most := out.len(), h2MaxOut+9+h2MaxFrame; n > most {
+			t.Fatalf("push %d left %d bytes in the output; want no more than h2MaxOut and one frame of h2MaxFrame, %d", pushes, n, most)
+		}
+		b, _ := outBytes(out)
+		sent = append(sent, b...)
+		l.h2Wrote(out, out.len())
+		empty()
+	}
+	return sent
 }
