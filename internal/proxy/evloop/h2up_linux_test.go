@@ -3,13 +3,10 @@ package evloop
 import (
 	"bytes"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +15,6 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	proxyroute "github.com/weftmesh/weft/internal/proxy/route"
-	"github.com/weftmesh/weft/internal/proxy/stats"
 )
 
 // h2UpRouter routes every h2c stream to an HTTP/2 cluster, with retry
@@ -64,65 +60,6 @@ func openH2Up(t *testing.T) (h *h2Raw, u *rawUp, id uint32) {
 	h.headers(1, true)
 	u = accept()
 	return h, u, u.request().StreamID
-}
-
-// startH2UpRetry is startH2Up with a retry policy on the route.
-func startH2UpRetry(t *testing.T, retry *proxyroute.RetryPolicy, mod ...func(*Config)) (srv *Server, accept func(settings ...http2.Setting) *rawUp) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns := make(chan net.Conn, 8)
-	var mu sync.Mutex
-	var all []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range all {
-			c.Close()
-		}
-	})
-	go func() { // ends when ln closes, in the cleanup above
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			all = append(all, c)
-			mu.Unlock()
-			conns <- c
-		}
-	}()
-	rc := routesToA(t)
-	r := h2UpRouter{h2TestRouter: h2TestRouter{&ConfigRouter{Routes: rc,
-		Hosts: map[string][]netip.AddrPort{"a": {netip.MustParseAddrPort(ln.Addr().String())}}}}, retry: retry}
-	cfg := Config{Loops: 1, Router: r, H2: true}
-	for _, m := range mod {
-		m(&cfg)
-	}
-	srv, _ = start(t, cfg)
-	return srv, func(settings ...http2.Setting) *rawUp {
-		t.Helper()
-		var c net.Conn
-		select {
-		case c = <-conns:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the proxy did not connect upstream")
-		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		pre := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, pre); err != nil || string(pre) != http2.ClientPreface {
-			t.Fatalf("upstream preface %q: %v", pre, err)
-		}
-		u := &rawUp{t: t, c: c, fr: http2.NewFramer(c, c)}
-		u.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		u.enc = hpack.NewEncoder(&u.hbuf)
-		_ = u.fr.WriteSettings(settings...)
-		return u
-	}
 }
 
 // until reads frames until want says stop; nil when the connection ends.
@@ -301,119 +238,6 @@ func TestH2UpstreamResets(t *testing.T) {
 	})
 }
 
-// TestH2UpstreamFlowControl: the upstream's response DATA is credited
-// back only as the client's window lets it through, in one WINDOW_UPDATE
-// once half the stream's window went (as nghttp2 credits), and a request
-// body the upstream never opens its window for is reset after the idle
-// timeout (both streams), nothing of it credited to the client.
-func TestH2UpstreamFlowControl(t *testing.T) {
-	t.Run("response", func(t *testing.T) {
-		// The client's window holds the response at first, a stream
-		// window of 300,000, under half the window the loops give the
-		// upstream (1 MiB); its connection window is wide.
-		const first, more = 300000, 240000
-		srv, accept := startH2Up(t)
-		h := dialH2Raw(t, srv, http2.ClientPreface)
-		_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: first})
-		_ = h.fr.WriteWindowUpdate(0, 1<<30)
-		h.headers(1, true)
-		u := accept()
-		id := u.request().StreamID
-		u.headers(id, false, ":status", "200")
-		chunk := bytes.Repeat([]byte("a"), 16384)
-		for range (first + more + len(chunk) - 1) / len(chunk) {
-			_ = u.fr.WriteData(id, false, chunk)
-		}
-		got := 0
-		take := func(upTo int) {
-			t.Helper()
-			h.until(func(f http2.Frame) bool {
-				if d, ok := f.(*http2.DataFrame); ok {
-					got += len(d.Data())
-				}
-				return got >= upTo
-			})
-		}
-		// credited: the upstream's WINDOW_UPDATEs for the stream in the
-		// next 300 ms, each one's increment.
-		credited := func() []uint32 {
-			var incs []uint32
-			for _, w := range windowUpdates(t, u.c, u.fr) {
-				if w[0] == id {
-					incs = append(incs, w[1])
-				}
-			}
-			return incs
-		}
-		take(first)
-		if c := credited(); got != first || len(c) != 0 {
-			t.Fatalf("client got %d bytes, upstream credited %v on its stream; want %d and nothing (under half the window)", got, c, first)
-		}
-		_ = h.fr.WriteWindowUpdate(1, more)
-		take(first + more)
-		// Credited once half the window went to the client, in one
-		// WINDOW_UPDATE (what went after it waits for the next half).
-		if c := credited(); got != first+more || len(c) != 1 || c[0] < wantWindow/2 || c[0] > first+more {
-			t.Fatalf("client got %d bytes, upstream credited %v on its stream; want %d and one increment of %d to %[3]d",
-				got, c, first+more, wantWindow/2)
-		}
-	})
-	t.Run("request body", func(t *testing.T) {
-		srv, accept := startH2Up(t)
-		h := dialH2Raw(t, srv, http2.ClientPreface)
-		h.headers(1, false, ":path", "/post")
-		u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
-		_ = u.fr.WriteWindowUpdate(0, 1<<31-1-65535)
-		id := u.request().StreamID
-		upGot := 0
-		// send sends the client's next quarter window and waits for the
-		// upstream to get it.
-		send := func() {
-			t.Helper()
-			sendQuarter(h)
-			want := upGot + quarterWindow
-			u.until(func(f http2.Frame) bool {
-				if d, ok := f.(*http2.DataFrame); ok && d.StreamID == id {
-					upGot += len(d.Data())
-				}
-				return upGot >= want
-			})
-		}
-		creditedAtHalf(t, h, send)
-	})
-	t.Run("request body stalled", func(t *testing.T) {
-		st := stats.NewStore()
-		srv, accept := startH2Up(t, func(c *Config) {
-			c.IdleTimeout, c.StreamIdleTimeout, c.Stats = 30*time.Second, 300*time.Millisecond, st
-		})
-		h := dialH2Raw(t, srv, http2.ClientPreface)
-		// The upstream stream's idle time runs from its opening, after
-		// the HEADERS went: from here, not from the DATA (the upstream's
-		// accept may take a while under load).
-		start := time.Now()
-		h.headers(1, false, ":path", "/post")
-		u := accept(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-		id := u.request().StreamID
-		_ = h.fr.WriteData(1, false, bytes.Repeat([]byte("b"), 1000))
-		var credited uint32
-		f := h.until(func(f http2.Frame) bool {
-			if w, ok := f.(*http2.WindowUpdateFrame); ok && w.StreamID == 1 {
-				credited += w.Increment
-			}
-			return isRST(f)
-		})
-		if f == nil || f.(*http2.RSTStreamFrame).StreamID != 1 || time.Since(start) < 250*time.Millisecond || credited != 0 {
-			t.Fatalf("client got %v after %v (credited %d), want RST_STREAM after the idle timeout, nothing credited", f, time.Since(start), credited)
-		}
-		if f := u.until(isRST); f == nil || f.(*http2.RSTStreamFrame).StreamID != id || f.(*http2.RSTStreamFrame).ErrCode != http2.ErrCodeCancel {
-			t.Fatalf("upstream got %v, want RST_STREAM CANCEL", f)
-		}
-		if v, _ := st.Value("http.ingress.downstream_rq_idle_timeout"); v != 1 {
-			t.Errorf("downstream_rq_idle_timeout = %d, want 1 (Envoy's stream idle timeout)", v)
-		}
-	})
-}
-
 // TestH2UpstreamConcurrency: past the upstream's
 // SETTINGS_MAX_CONCURRENT_STREAMS a second connection is opened.
 func TestH2UpstreamConcurrency(t *testing.T) {
@@ -436,85 +260,6 @@ func TestH2UpstreamConcurrency(t *testing.T) {
 	})
 	if codes[1] != "200" || codes[3] != "201" {
 		t.Fatalf("responses %v", codes)
-	}
-}
-
-// TestH2UpstreamRetries: with a retry policy, a stream the upstream
-// refused by GOAWAY, one it reset and a 503 response are sent again
-// (body and trailers too) on the upstream's next stream or connection;
-// the client sees only the last answer.
-func TestH2UpstreamRetries(t *testing.T) {
-	policy := &proxyroute.RetryPolicy{On: proxyroute.OnRefusedStream | proxyroute.OnReset | proxyroute.On5xx, NumRetries: 3}
-	srv, accept := startH2UpRetry(t, policy)
-	h := dialH2Raw(t, srv, http2.ClientPreface)
-	h.headers(1, false, ":path", "/post")
-	_ = h.fr.WriteData(1, false, []byte("body"))
-	h.hbuf.Reset()
-	_ = h.enc.WriteField(hpack.HeaderField{Name: "x-t", Value: "1"})
-	_ = h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes(), EndStream: true, EndHeaders: true})
-	u := accept()
-	// request reads a whole request: HEADERS, DATA, trailers.
-	whole := func(u *rawUp) (id uint32, body string, trailer string) {
-		t.Helper()
-		id = u.request().StreamID
-		for {
-			f := u.until(func(f http2.Frame) bool {
-				return isHeaders(f) || func() bool { _, ok := f.(*http2.DataFrame); return ok }()
-			})
-			switch f := f.(type) {
-			case *http2.DataFrame:
-				body += string(f.Data())
-			case *http2.MetaHeadersFrame:
-				return id, body, f.Fields[0].Name + "=" + f.Fields[0].Value
-			case nil:
-				t.Fatal("upstream closed")
-			}
-		}
-	}
-	id, body, tr := whole(u)
-	if body != "body" || tr != "x-t=1" {
-		t.Fatalf("first attempt: body %q trailer %q", body, tr)
-	}
-	_ = u.fr.WriteRSTStream(id, http2.ErrCodeInternal) // reset: retried
-	id, body, tr = whole(u)
-	if body != "body" || tr != "x-t=1" {
-		t.Fatalf("after the reset: body %q trailer %q", body, tr)
-	}
-	u.headers(id, true, ":status", "503") // retried
-	_, _, _ = whole(u)
-	_ = u.fr.WriteGoAway(0, http2.ErrCodeNo, nil) // refused: retried on a new connection
-	u2 := accept()
-	id, body, tr = whole(u2)
-	if body != "body" || tr != "x-t=1" {
-		t.Fatalf("after GOAWAY: body %q trailer %q", body, tr)
-	}
-	u2.headers(id, true, ":status", "200")
-	f := h.until(func(f http2.Frame) bool { return isHeaders(f) || isRST(f) })
-	if m, ok := f.(*http2.MetaHeadersFrame); !ok || m.PseudoValue("status") != "200" {
-		t.Fatalf("client got %v, want 200", f)
-	}
-}
-
-// TestH2UpstreamPerTryTimeout: an attempt the upstream does not answer
-// within the policy's per-try timeout is reset (CANCEL) and retried; the
-// last one's timeout is answered 504.
-func TestH2UpstreamPerTryTimeout(t *testing.T) {
-	policy := &proxyroute.RetryPolicy{On: proxyroute.OnReset, NumRetries: 1, PerTryTimeout: 200 * time.Millisecond}
-	srv, accept := startH2UpRetry(t, policy)
-	h := dialH2Raw(t, srv, http2.ClientPreface)
-	h.headers(1, true)
-	u := accept()
-	first := u.request().StreamID
-	if f := u.until(isRST); f == nil || f.(*http2.RSTStreamFrame).StreamID != first || f.(*http2.RSTStreamFrame).ErrCode != http2.ErrCodeCancel {
-		t.Fatalf("upstream got %v, want RST_STREAM CANCEL on the first attempt", f)
-	}
-	second := u.request().StreamID
-	if second == first {
-		t.Fatal("no second attempt")
-	}
-	f := h.until(isHeaders)
-	if f == nil || f.(*http2.MetaHeadersFrame).PseudoValue("status") != "504" {
-		t.Fatalf("client got %v, want 504", f)
 	}
 }
 
@@ -606,54 +351,6 @@ func TestH2UpstreamManyLargeResponses(t *testing.T) {
 		if got[id] != len(big) {
 			t.Errorf("stream %d: %d bytes, want %d", id, got[id], len(big))
 		}
-	}
-}
-
-// TestH2UpstreamTrailersHeldWhileBlocked: a response's trailers that
-// arrive while the client's window holds its body back wait on the
-// stream, and reach the client intact once it opens the window, though the
-// upstream connection's decoder went on to the next response meanwhile
-// (it lends its fields until its next frame, h2Heads).
-func TestH2UpstreamTrailersHeldWhileBlocked(t *testing.T) {
-	srv, accept := startH2Up(t)
-	h := dialH2Raw(t, srv, http2.ClientPreface)
-	_ = h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100})
-	h.headers(1, true)
-	u := accept()
-	first := u.request().StreamID
-	u.headers(first, false, ":status", "200", "content-type", "application/grpc")
-	_ = u.fr.WriteData(first, false, bytes.Repeat([]byte("a"), 1000))
-	u.headers(first, true, "grpc-status", "7", "grpc-message", "held back")
-	// The next response on the same upstream connection, decoded while the
-	// first's trailers wait.
-	h.headers(3, true)
-	second := u.request().StreamID
-	u.headers(second, true, ":status", "204", "x-second", "decoded after")
-	body := 0
-	got := h.until(func(f http2.Frame) bool {
-		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
-			body += len(d.Data())
-		}
-		return f.Header().StreamID == 3
-	})
-	if hf, ok := got.(*http2.MetaHeadersFrame); !ok || hf.PseudoValue("status") != "204" {
-		t.Fatalf("stream 3: %v", got)
-	}
-	_ = h.fr.WriteWindowUpdate(1, 1000)
-	f := h.until(func(f http2.Frame) bool {
-		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
-			body += len(d.Data())
-		}
-		hf, ok := f.(*http2.MetaHeadersFrame)
-		return ok && hf.StreamID == 1 && hf.StreamEnded()
-	})
-	tr, _ := f.(*http2.MetaHeadersFrame)
-	if tr == nil || body != 1000 {
-		t.Fatalf("stream 1: %d bytes of body, then %v", body, f)
-	}
-	want := []hpack.HeaderField{{Name: "grpc-status", Value: "7"}, {Name: "grpc-message", Value: "held back"}}
-	if fmt.Sprint(tr.Fields) != fmt.Sprint(want) {
-		t.Fatalf("trailers %v, want %v", tr.Fields, want)
 	}
 }
 

@@ -401,95 +401,6 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
-func TestUpstreamDown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close() // nothing listens there now
-	srv, st := start(t, Config{Loops: 1, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "dead"}},
-		Clusters: map[string][]string{"dead": {dead}}})
-	resp, err := http.Get("http://" + srv.Addr() + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 503 || !strings.Contains(string(b), "upstream connect error") {
-		t.Errorf("%d %q, want 503 upstream connect error", resp.StatusCode, b)
-	}
-	if v, _ := st.Value("cluster.dead.upstream_cx_connect_fail"); v != 1+maxRetries {
-		t.Errorf("connect failures %d, want %d (the request and its retries)", v, 1+maxRetries)
-	}
-}
-
-// An upstream that closes each keep-alive connection after one response:
-// a request sent on the pooled connection before the proxy saw the close
-// is retried on a new one, unseen by the client.
-func TestUpstreamClosesIdle(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() { // the upstream; ends when ln closes
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			br := bufio.NewReader(c)
-			if req, err := http.ReadRequest(br); err == nil {
-				_, _ = io.Copy(io.Discard, req.Body)
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}
-			c.Close()
-		}
-	}()
-	srv, st := start(t, Config{Loops: 1, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
-		Clusters: map[string][]string{"a": {ln.Addr().String()}}})
-	rs, bodies, _ := raw(t, srv.Addr(), strings.Repeat("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 20), 20)
-	for i := range rs {
-		if rs[i].StatusCode != 200 || bodies[i] != "ok" {
-			t.Fatalf("request %d: %d %q", i, rs[i].StatusCode, bodies[i])
-		}
-	}
-	if v, _ := st.Value("cluster.a.upstream_cx_total"); v < 20 {
-		t.Errorf("upstream_cx_total %d, want one per request", v)
-	}
-}
-
-func TestUpstreamCutMidBody(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() { // a broken upstream; ends when ln closes
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = bufio.NewReader(c).ReadString('\n')
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
-			c.Close()
-		}
-	}()
-	srv, _ := start(t, Config{Loops: 1, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
-		Clusters: map[string][]string{"a": {ln.Addr().String()}}})
-	resp, err := http.Get("http://" + srv.Addr() + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err == nil {
-		t.Error("a response the upstream cut was delivered as complete")
-	}
-}
-
 func TestConcurrentClients(t *testing.T) {
 	for _, w := range []struct{ locked, raw bool }{{false, false}, {true, false}, {false, true}} {
 		t.Run(fmt.Sprintf("locked threads %v raw %v", w.locked, w.raw), func(t *testing.T) { testConcurrent(t, w.locked, w.raw) })
@@ -530,33 +441,6 @@ func testConcurrent(t *testing.T, locked, raw bool) {
 	}
 	if v, _ := st.Value("http.ingress.downstream_rq_2xx"); v != 32*50 {
 		t.Errorf("2xx %d", v)
-	}
-}
-
-func TestIdleTimeoutClosesClient(t *testing.T) {
-	b := backend(t, "a")
-	srv, _ := start(t, Config{Loops: 1, IdleTimeout: 10 * time.Millisecond, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
-		Clusters: map[string][]string{"a": {hostOf(b)}}})
-	c := dial(t, srv.Addr())
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the sweep runs every second
-	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("idle connection: %v, want EOF", err)
-	}
-}
-
-func TestHeadersTimeout(t *testing.T) {
-	b := backend(t, "a")
-	srv, st := start(t, Config{Loops: 1, HeadersTimeout: 10 * time.Millisecond, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
-		Clusters: map[string][]string{"a": {hostOf(b)}}})
-	c := dial(t, srv.Addr())
-	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHo")
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the sweep runs every second
-	out, _ := io.ReadAll(c)
-	if !strings.HasPrefix(string(out), "HTTP/1.1 408 ") {
-		t.Errorf("answered %q, want a 408", out)
-	}
-	if v, _ := st.Value("http.ingress.downstream_rq_header_timeout"); v != 1 {
-		t.Errorf("downstream_rq_header_timeout %d", v)
 	}
 }
 
@@ -643,46 +527,6 @@ func TestErrorReplyNotReset(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Errorf("after the answer: %v, want the end of the stream", err)
-	}
-}
-
-// Connections over MaxConns are closed as they are accepted; the ones
-// within it are served.
-func TestConnectionCap(t *testing.T) {
-	b := backend(t, "a")
-	srv, _ := start(t, Config{Loops: 1, MaxConns: 2, Routes: []Route{{Domain: "*", Prefix: "/", Cluster: "a"}},
-		Clusters: map[string][]string{"a": {hostOf(b)}}})
-	var kept []net.Conn
-	for range 2 {
-		rs, _, c := raw(t, srv.Addr(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
-		if rs[0].StatusCode != 200 {
-			t.Fatalf("within the cap: %d", rs[0].StatusCode)
-		}
-		kept = append(kept, c)
-	}
-	c := dial(t, srv.Addr())
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	if n, err := c.Read(make([]byte, 1)); err == nil {
-		t.Errorf("over the cap: read %d bytes, want the connection closed", n)
-	}
-	// One closes: a new connection fits again.
-	kept[0].Close()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		c2, err := net.Dial("tcp", srv.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c2.SetDeadline(time.Now().Add(5 * time.Second))
-		_, _ = io.WriteString(c2, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c2), nil)
-		c2.Close()
-		if err == nil && resp.StatusCode == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no connection served after one closed")
-		}
 	}
 }
 
