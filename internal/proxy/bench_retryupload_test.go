@@ -1,14 +1,20 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+
+	"github.com/weftmesh/weft/internal/proxy/tlstest"
 )
 
 // uploadSize and uploadWrite are BenchmarkRetryUpload's body: 512 KiB
@@ -30,10 +36,15 @@ const (
 // upload in the whole process (client and upstream too: compare a row
 // with its noretry twin). The retried rows have each upload's first
 // attempt read the body and answer 503: the retry sends it again from
-// what was kept (two uploads' worth of upstream work a row).
+// what was kept (two uploads' worth of upstream work a row). The h1tls
+// and h1h2tls rows are h1 and h1h2 to the same upstream over TLS (Go's
+// server, ALPN http/1.1 and h2; the proxy checks its certificate and
+// sends its own), as a sidecar's egress to a backend with a client
+// policy.
 func BenchmarkRetryUpload(b *testing.B) {
 	for _, p := range []proxyPath{{"goroutines", true, true}, {"loops", false, false}} {
-		for _, hop := range []struct{ name, cluster string }{{"h1", "c"}, {"h1h2", "h2"}, {"h2c", "h2"}} {
+		for _, hop := range []struct{ name, cluster string }{{"h1", "c"}, {"h1h2", "h2"}, {"h2c", "h2"},
+			{"h1tls", "ctls"}, {"h1h2tls", "h2tls"}} {
 			for _, rt := range []struct {
 				name  string
 				route *routev3.Route
@@ -45,7 +56,7 @@ func BenchmarkRetryUpload(b *testing.B) {
 						framing = "length"
 					}
 					b.Run(p.name+"/"+hop.name+"/"+rt.name+"/"+framing, func(b *testing.B) {
-						benchUpload(b, p, hop.name == "h2c", rt.route, length, rt.name == "retried")
+						benchUpload(b, p, hop.name == "h2c", hop.cluster, rt.route, length, rt.name == "retried")
 					})
 				}
 			}
@@ -53,10 +64,13 @@ func BenchmarkRetryUpload(b *testing.B) {
 	}
 }
 
-func benchUpload(b *testing.B, p proxyPath, h2 bool, rt *routev3.Route, length, retried bool) {
+// benchUpload runs one row of BenchmarkRetryUpload: rt routes to
+// cluster, one of "c", "h2" (h2c), "ctls" and "h2tls" (HTTP/1.1 and
+// HTTP/2 over TLS).
+func benchUpload(b *testing.B, p proxyPath, h2 bool, cluster string, rt *routev3.Route, length, retried bool) {
 	h := newHarness(b, p.on)
 	var attempts atomic.Int64 // one upload at a time: odd ones are first attempts
-	up := h1h2cUpstream(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		switch {
 		case n != uploadSize:
@@ -64,13 +78,28 @@ func benchUpload(b *testing.B, p proxyPath, h2 bool, rt *routev3.Route, length, 
 		case retried && attempts.Add(1)%2 == 1:
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-	}))
-	h.push(
+	})
+	up := h1h2cUpstream(b, handler)
+	rs := []types.Resource{
 		httpListener("egress", httpManager("egress", "rds")),
 		routeConfig("rds", vhost("v", []string{"*"}, rt)),
 		edsCluster("c"), cla("c", up),
 		edsCluster("h2", func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
-		cla("h2", up))
+		cla("h2", up)}
+	if strings.HasSuffix(cluster, "tls") {
+		ca := tlstest.NewCA(b, "mesh")
+		dir := b.TempDir()
+		client := writeLeaf(b, dir, ca, ca.Issue(b, nil, "spiffe://weft.local/mesh/m/virtualNode/front"))
+		srv := httptest.NewUnstartedServer(handler)
+		srv.EnableHTTP2 = true
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(b, []string{"app.local"}).TLS(b)}}
+		srv.StartTLS()
+		b.Cleanup(srv.Close)
+		tlsUp := strings.TrimPrefix(srv.URL, "https://")
+		rs = append(rs, edsCluster("ctls", upstreamTLS(client, "app.local", "app.local")), cla("ctls", tlsUp),
+			edsCluster("h2tls", h2Upstream, upstreamTLS(client, "app.local", "app.local")), cla("h2tls", tlsUp))
+	}
+	h.push(rs...)
 	c := h2cClient(b)
 	if !h2 {
 		tr := &http.Transport{}

@@ -52,7 +52,7 @@ func exactSANs(names ...string) []*tlsv3.SubjectAltNameMatcher {
 // using them as files.
 type tlsFiles struct{ chain, key, ca string }
 
-func writeLeaf(t *testing.T, dir string, ca *tlstest.CA, leaf tlstest.Leaf) tlsFiles {
+func writeLeaf(t testing.TB, dir string, ca *tlstest.CA, leaf tlstest.Leaf) tlsFiles {
 	return tlsFiles{chain: tlstest.Write(t, dir, "chain.pem", leaf.CertPEM), key: tlstest.Write(t, dir, "key.pem", leaf.KeyPEM),
 		ca: tlstest.Write(t, dir, "ca.pem", ca.PEM)}
 }

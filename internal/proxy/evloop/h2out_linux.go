@@ -103,20 +103,35 @@ func (q *h2Out) dataMax(maxFrame uint32) int {
 }
 
 // h2OutWrite writes q from its offset on to fd: its buffers in one
-// writev, or over TLS (tc set) the first (writeTLS seals what it is given
-// whole, so a buffer at a time keeps the records pending to one's size).
+// writev, or over TLS (tc set) up to tlsBatch of them sealed and sent
+// with one write (writeOut).
 func (l *loop) h2OutWrite(q *h2Out, fd int, tc *tlsrec.Conn) (int, error) {
 	b := (*q.buf)[*q.off:]
-	switch {
-	case tc != nil:
-		return writeTLS(fd, tc, b)
-	case len(q.more) == 0:
+	if len(q.more) == 0 && tc == nil {
 		return rawWrite(fd, b)
 	}
+	bufs := append(l.outv[:0], b)
+	bufs = append(bufs, q.more[:min(len(q.more), maxOutIov-1)]...)
+	return l.writeOut(fd, tc, bufs)
+}
+
+// writeOut writes bufs, in order, to fd: with one writev, or over TLS
+// (tc set) with one write of the records of up to tlsBatch bytes of them
+// (writeTLSv). It clears bufs, the loop's outv: they go back to free
+// lists, and the loop keeps no pointer to them.
+func (l *loop) writeOut(fd int, tc *tlsrec.Conn, bufs [][]byte) (int, error) {
+	defer clear(bufs)
+	if tc != nil {
+		return writeTLSv(fd, tc, bufs)
+	}
 	iov := l.iov[:0]
-	iov = appendIov(iov, b)
-	for _, b := range q.more[:min(len(q.more), maxOutIov-1)] {
-		iov = appendIov(iov, b)
+	for _, b := range bufs {
+		if len(b) > 0 {
+			iov = appendIov(iov, b)
+		}
+	}
+	if len(iov) == 0 {
+		return 0, nil
 	}
 	return rawWritev(fd, iov)
 }

@@ -61,7 +61,7 @@ func (l *loop) h2Reply(d *down, status int, body string) int {
 	if d.logged() {
 		d.lg.rec.BytesSent += int64(len(body))
 	}
-	st.pending = append(l.getBuf(), body...)
+	st.pending, st.pendOff = append(l.getBuf(), body...), 0
 	return status
 }
 

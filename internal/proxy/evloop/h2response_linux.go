@@ -105,14 +105,21 @@ func (l *loop) h2Body(d *down, b []byte) {
 	l.h2Push(st)
 }
 
+// h2Queue adds b to what waits on st for the windows: the bytes already
+// sent of its buffer make room first when b would not fit behind them,
+// and past bufSize it takes one of bigBufSize (appendBuf).
 func (l *loop) h2Queue(st *h2stream, b []byte) {
 	if len(b) == 0 {
 		return
 	}
 	if len(st.pending) == 0 {
-		st.pending = l.getBuf()
+		st.pending, st.pendOff = l.getBuf(), 0
 	}
-	st.pending = append(st.pending, b...)
+	if st.pendOff > 0 && len(st.pending)+len(b) > cap(st.pending) {
+		st.pending = st.pending[:copy(st.pending, st.pending[st.pendOff:])]
+		st.pendOff = 0
+	}
+	st.pending = l.appendBuf(st.pending, b)
 }
 
 // h2Push sends what the windows let of st's pending body, and its
@@ -127,25 +134,26 @@ func (l *loop) h2Push(st *h2stream) {
 	// client that opens its windows and reads nothing; the frame that
 	// crosses it is bounded too (h2Out.dataMax).
 	for len(st.pending) > 0 && st.window > 0 && c.sendWindow > 0 && c.out.len() <= h2MaxOut {
-		n := min(len(st.pending), int(min(st.window, c.sendWindow)), c.out.dataMax(c.maxFrame))
-		end := st.endPending && st.trailers == nil && n == len(st.pending)
-		_ = c.fr.WriteData(st.id, end, st.pending[:n])
+		p := st.pending[st.pendOff:]
+		n := min(len(p), int(min(st.window, c.sendWindow)), c.out.dataMax(c.maxFrame))
+		end := st.endPending && st.trailers == nil && n == len(p)
+		_ = c.fr.WriteData(st.id, end, p[:n])
 		if st.us != nil {
 			l.h2uConsumed(st.us, n)
 		}
 		st.last = l.now
 		st.window -= int64(n)
 		c.sendWindow -= int64(n)
-		if n == len(st.pending) {
-			l.putBuf(st.pending)
-			st.pending = nil
+		if n == len(p) {
+			l.putBuf(st.pending) // whole: its capacity kept (pendOff)
+			st.pending, st.pendOff = nil, 0
 			if end {
 				l.h2Sent(st)
 				return
 			}
 			break
 		}
-		st.pending = st.pending[n:]
+		st.pendOff += n
 	}
 	if len(st.pending) == 0 && st.endPending {
 		if st.trailers != nil {

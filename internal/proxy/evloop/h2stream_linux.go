@@ -28,16 +28,22 @@ import (
 
 // h2stream is one stream of an h2conn.
 type h2stream struct {
-	c          *h2conn
-	id         uint32
-	sd         *down // the stream's request
-	start      int64 // loop time of its HEADERS
-	last       int64 // loop time it last sent (its idle timeout runs from it while blocked)
-	window     int64 // what the client lets us send on it
-	recvAvail  int64 // what the client may still send on it
-	unpaid     int64 // request bytes received, not credited back yet
-	owed       int64 // to an HTTP/2 upstream: bytes that left for it, credited at h2StreamRefresh (h2uCredit)
+	c         *h2conn
+	id        uint32
+	sd        *down // the stream's request
+	start     int64 // loop time of its HEADERS
+	last      int64 // loop time it last sent (its idle timeout runs from it while blocked)
+	window    int64 // what the client lets us send on it
+	recvAvail int64 // what the client may still send on it
+	unpaid    int64 // request bytes received, not credited back yet
+	owed      int64 // to an HTTP/2 upstream: bytes that left for it, credited at h2StreamRefresh (h2uCredit)
+	// pending is the response body waiting for the windows, a buffer
+	// from the loop's free list sent up to pendOff: sent whole, it goes
+	// back (putBuf) with its capacity, which slicing off what each push
+	// sent would have cut, and a buffer of neither pooled size is dropped.
+	// nil when nothing waits.
 	pending    []byte
+	pendOff    int
 	endPending bool  // END_STREAM follows pending
 	endAt      int64 // loop time endPending was set: the flush timeout runs from it (stallDeadline)
 	blocked    bool  // in c.blocked
@@ -472,7 +478,7 @@ func (l *loop) h2EndStream(st *h2stream) {
 	}
 	if st.pending != nil {
 		l.putBuf(st.pending)
-		st.pending = nil
+		st.pending, st.pendOff = nil, 0
 	}
 	l.h2Dirty(c)
 	l.h2Ended(c, st)

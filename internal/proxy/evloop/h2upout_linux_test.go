@@ -201,7 +201,7 @@ func TestH2ClientOutBoundedPastMax(t *testing.T) {
 	// blocked: not armed again (no timers here); the pending body is
 	// the upstream's bytes as they waited on the stream.
 	st := &h2stream{c: c, id: 1, sd: &down{}, window: 1 << 30, blocked: true, pending: bytes.Clone(body)}
-	sent := pushBounded(t, l, &c.out, func() int { return len(st.pending) }, func() { l.h2Push(st) }, func() { // flushDown's ending
+	sent := pushBounded(t, l, &c.out, func() int { return len(st.pending) - st.pendOff }, func() { l.h2Push(st) }, func() { // flushDown's ending
 		l.putBuf(d.out)
 		d.out, d.outOff = nil, 0
 	})

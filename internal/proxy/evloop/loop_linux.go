@@ -285,7 +285,8 @@ type loop struct {
 
 	h2dirty   []*h2conn             // HTTP/2 connections with frames to write at the iteration's end
 	h2updirty []*h2up               // upstream HTTP/2 connections with frames to write (h2up_linux.go)
-	iov       [maxOutIov]unix.Iovec // the writevs of h2OutWrite (h2out_linux.go) and writeKept (up_linux.go)
+	iov       [maxOutIov]unix.Iovec // the writevs of writeOut (h2OutWrite, writeKept)
+	outv      [maxOutIov][]byte     // the buffers of one writeOut, cleared after it
 
 	// HTTP/2 client and upstream streams, recycled (h2pool_linux.go).
 	streams  streamPool[h2stream]

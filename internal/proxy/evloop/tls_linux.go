@@ -297,6 +297,51 @@ func writeTLS(fd int, tc *tlsrec.Conn, b []byte) (int, error) {
 	return len(b), nil
 }
 
+// tlsBatch is the most plaintext writeTLSv seals for one write: three
+// records of TLS's largest (16 KiB), whose ciphertext stays within the
+// output buffer an idle tlsrec.Conn keeps (64 KiB), so that sealing them
+// allocates nothing once a connection has that buffer (Conn.Reserve).
+// Four would pass it by their overhead. The records wait in the Conn
+// until the socket takes them: a connection's output is bounded as
+// before (h2MaxOut, the kept chain), and past it by one batch.
+const tlsBatch = 3 * 16384
+
+// writeTLSv is writeTLS for several buffers: it seals bufs in order, up
+// to tlsBatch bytes of them (the last in part), after what was sealed
+// earlier has been sent, and sends the records with one write, where a
+// buffer at a time cost a write per 16 KiB chunk of a retry's kept body
+// (HTTP/1.1) and per 32 KiB of an HTTP/2 connection's output. It
+// returns the bytes of bufs sealed.
+func writeTLSv(fd int, tc *tlsrec.Conn, bufs [][]byte) (int, error) {
+	if err := sendPending(fd, tc); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, b := range bufs {
+		n += len(b)
+	}
+	n = min(n, tlsBatch)
+	if n == 0 {
+		return 0, nil
+	}
+	tc.Reserve(n)
+	left := n
+	for _, b := range bufs {
+		b = b[:min(len(b), left)]
+		if len(b) == 0 {
+			continue
+		}
+		if _, err := tc.Write(b); err != nil {
+			return 0, err
+		}
+		left -= len(b)
+	}
+	if err := sendPending(fd, tc); err != nil && !errors.Is(err, unix.EAGAIN) {
+		return 0, err
+	}
+	return n, nil
+}
+
 // sendPending writes the sealed records until the socket is full (EAGAIN).
 func sendPending(fd int, tc *tlsrec.Conn) error {
 	for p := tc.Pending(); len(p) > 0; p = tc.Pending() {

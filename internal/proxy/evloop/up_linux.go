@@ -124,13 +124,8 @@ func (l *loop) flushUp(u *up) {
 		switch {
 		case u.h2 != nil:
 			n, err = l.h2OutWrite(&u.h2.out, u.fd, u.tls) // out and the buffers chained past it
-		case u.keptOff < u.kept.Len() && u.tls == nil:
-			n, err = l.writeKept(u)
 		case u.keptOff < u.kept.Len():
-			// Over TLS a chunk at a time: writeTLS seals what it is
-			// given whole, so the records pending stay to one's size.
-			b, _ := u.kept.At(u.kept.Base() + int64(u.keptOff)) // its unwritten part is never dropped
-			n, err = l.writeSockUp(u, b)
+			n, err = l.writeKept(u)
 		default:
 			n, err = l.writeSockUp(u, u.out[u.outOff:])
 		}
@@ -186,22 +181,23 @@ func (l *loop) flushUp(u *up) {
 // with one writev of the chain's chunks as they are, up to maxOutIov of
 // them (16, as Envoy's IoSocketHandleImpl::write takes a buffer's first
 // 16 slices), where a write per chunk cost a 512 KiB retried upload 32
-// system calls (docs/bench/proxy.md, round 36). Plaintext only: see
-// flushUp.
+// system calls (docs/bench/proxy.md, round 36); over TLS, the records of
+// up to tlsBatch bytes of them with one write (writeOut), where a chunk
+// at a time cost as many (round 38).
 func (l *loop) writeKept(u *up) (int, error) {
-	iov := l.iov[:0]
-	for off := u.kept.Base() + int64(u.keptOff); len(iov) < maxOutIov; {
+	bufs := l.outv[:0]
+	for off := u.kept.Base() + int64(u.keptOff); len(bufs) < maxOutIov; {
 		b, _ := u.kept.At(off) // its unwritten part is never dropped
 		if len(b) == 0 {
 			break
 		}
-		iov = appendIov(iov, b)
+		bufs = append(bufs, b)
 		off += int64(len(b))
 	}
-	if len(iov) < maxOutIov && u.outOff < len(u.out) {
-		iov = appendIov(iov, u.out[u.outOff:])
+	if len(bufs) < maxOutIov && u.outOff < len(u.out) {
+		bufs = append(bufs, u.out[u.outOff:])
 	}
-	return rawWritev(u.fd, iov)
+	return l.writeOut(u.fd, u.tls, bufs)
 }
 
 // outPending reports whether u has request bytes not yet written.

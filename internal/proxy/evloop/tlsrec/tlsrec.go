@@ -168,6 +168,29 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return c.tc.Write(p)
 }
 
+// Reserve makes room in Pending's buffer for the records of n bytes of
+// plaintext at TLS's largest record size (RFC 8446 5.2: at most 256
+// bytes over its plaintext each, and a 5-byte header), in one allocation
+// of that size when it has less. A caller that seals several records
+// before sending them so keeps one buffer: grown by doubling from none
+// (as Drain leaves a Conn after a large write), three full records took
+// it to 80 KiB, past keepOut, dropped and made again at every such
+// write. Records smaller than the largest (crypto/tls's first ones on a
+// connection) may still grow it.
+func (c *Conn) Reserve(n int) {
+	need := n + (n/maxPlaintext+1)*(5+256)
+	b := &c.mc.out
+	if b.Available() >= need {
+		return
+	}
+	nb := make([]byte, b.Len(), b.Len()+need)
+	copy(nb, b.Bytes())
+	*b = *bytes.NewBuffer(nb)
+}
+
+// maxPlaintext is the most plaintext a TLS record carries (RFC 8446 5.1).
+const maxPlaintext = 16384
+
 // Pending returns the ciphertext waiting to be sent, in order. The slice
 // is valid until the next call of any other method.
 func (c *Conn) Pending() []byte { return c.mc.out.Bytes() }
