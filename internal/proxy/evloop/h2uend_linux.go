@@ -28,8 +28,8 @@ func (l *loop) h2uDone(s *h2ustream) {
 	}
 	s.st.us = nil
 	if s.pending != nil {
-		l.putBuf(s.pending[:0:cap(s.pending)])
-		s.pending = nil
+		l.putBuf(s.pending) // whole: its capacity kept (pendOff)
+		s.pending, s.pendOff = nil, 0
 	}
 	if s.st.replayCut {
 		s.st.replay.Release(l.chunks()) // what it did not send of the chain: no attempt follows (h2stream.kept)

@@ -24,12 +24,18 @@ import (
 
 // h2ustream is one upstream stream, serving one client stream.
 type h2ustream struct {
-	c       *h2up
-	id      uint32
-	st      *h2stream // the client's stream
-	x       up        // the attempt's bookkeeping (pool, start, observer, status); not a connection
-	window  int64     // what the upstream lets us send on it
-	pending []byte    // request body waiting for a window, after st.replay's from replayAt
+	c      *h2up
+	id     uint32
+	st     *h2stream // the client's stream
+	x      up        // the attempt's bookkeeping (pool, start, observer, status); not a connection
+	window int64     // what the upstream lets us send on it
+	// pending is the request body waiting for a window, after st.replay's
+	// from replayAt: a buffer from the loop's free list sent up to
+	// pendOff, so that it goes back (putBuf) with its capacity, which
+	// slicing off what each push sent would have cut (a buffer of neither
+	// pooled size is dropped). nil when nothing waits.
+	pending []byte
+	pendOff int
 	// replayAt is the body's offset of the next byte to send of the
 	// client stream's kept chain (st.replay): a body kept for a retry is
 	// sent from the chain's chunks as they are (h2uSendData), on the first
@@ -214,7 +220,7 @@ func (s *h2ustream) sending() bool {
 // unsent is how many bytes of the request's body s has yet to send: of
 // its client stream's kept chain from replayAt on, then pending.
 func (s *h2ustream) unsent() int {
-	return int(s.st.replay.End()-s.replayAt) + len(s.pending)
+	return int(s.st.replay.End()-s.replayAt) + len(s.pending) - s.pendOff
 }
 
 // h2uWriteHeaders writes the header block in c.hbuf as HEADERS and
@@ -258,10 +264,7 @@ func (l *loop) h2uBody(st *h2stream, data []byte, end bool) {
 		return
 	}
 	if len(data) > 0 && !kept {
-		if s.pending == nil {
-			s.pending = l.getBuf()
-		}
-		s.pending = append(s.pending, data...)
+		l.h2uQueue(s, data)
 	}
 	if end {
 		st.reqEnded = true
@@ -340,8 +343,8 @@ func (l *loop) h2uPush(s *h2ustream) {
 	}
 	if s.unsent() == 0 {
 		if s.pending != nil {
-			l.putBuf(s.pending[:0:cap(s.pending)])
-			s.pending = nil
+			l.putBuf(s.pending) // whole: its capacity kept (pendOff)
+			s.pending, s.pendOff = nil, 0
 		}
 		if s.endPending {
 			s.endPending = false
@@ -374,7 +377,7 @@ func (l *loop) h2uPush(s *h2ustream) {
 func (l *loop) h2uSendData(s *h2ustream, end bool, n int) {
 	c, chain := s.c, &s.st.replay
 	if s.replayAt >= chain.End() {
-		_ = c.fr.WriteData(s.id, end, s.pending[:n])
+		_ = c.fr.WriteData(s.id, end, s.pending[s.pendOff:][:n])
 		s.pendingSent(n)
 		return
 	}
@@ -398,21 +401,34 @@ func (l *loop) h2uSendData(s *h2ustream, end bool, n int) {
 		n -= len(b)
 	}
 	if n > 0 {
-		l.h2uOut(c, s.pending[:n])
+		l.h2uOut(c, s.pending[s.pendOff:][:n])
 		s.pendingSent(n)
 	}
 }
 
-// pendingSent moves s's pending on by n bytes sent.
+// pendingSent moves s's pending on by n bytes sent: its offset, not its
+// start, so that the buffer goes back whole (h2uPush; putBuf keeps only
+// buffers of its two sizes, bufSize and bigBufSize).
 func (s *h2ustream) pendingSent(n int) {
-	if n == len(s.pending) {
-		// Emptied with its start kept: the buffer goes back whole
-		// (h2uPush; putBuf keeps only buffers of its two sizes, bufSize
-		// and bigBufSize).
-		s.pending = s.pending[:0]
-	} else {
-		s.pending = s.pending[n:]
+	s.pendOff += n
+	if s.pendOff == len(s.pending) {
+		s.pending, s.pendOff = s.pending[:0], 0
 	}
+}
+
+// h2uQueue adds b to what waits on s for a window, as h2Queue does on a
+// client stream: the bytes already sent of its buffer make room first
+// when b would not fit behind them, and past bufSize it takes one of
+// bigBufSize (appendBuf).
+func (l *loop) h2uQueue(s *h2ustream, b []byte) {
+	if s.pending == nil {
+		s.pending, s.pendOff = l.getBuf(), 0
+	}
+	if s.pendOff > 0 && len(s.pending)+len(b) > cap(s.pending) {
+		s.pending = s.pending[:copy(s.pending, s.pending[s.pendOff:])]
+		s.pendOff = 0
+	}
+	s.pending = l.appendBuf(s.pending, b)
 }
 
 // h2uCutReplay ends keeping st's request body for a retry (its response
