@@ -227,8 +227,8 @@ func h2load(url string, d time.Duration, conns, streams int) h2loadResult {
 }
 
 // h2cSaturation runs h2load on the h2c paths of run and returns the rows
-// of its table.
-func h2cSaturation(run []target, d time.Duration, conns, streams int) []string {
+// of its table, and into rps each path's requests/s.
+func h2cSaturation(run []target, d time.Duration, conns, streams int, rps map[string]float64) []string {
 	if _, err := exec.LookPath("h2load"); err != nil {
 		return []string{"| (h2load not installed: apt-get install nghttp2-client) | | | | | |"}
 	}
@@ -242,6 +242,9 @@ func h2cSaturation(run []target, d time.Duration, conns, streams int) []string {
 			continue
 		}
 		r := h2load(t.url, d, conns, streams)
+		if v, err := strconv.ParseFloat(r.rps, 64); err == nil && r.failed == "0+0" {
+			rps[t.name] = v
+		}
 		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s |", t.name, r.rps, r.mean, r.sd, r.max, r.failed, loadavg.OneMinute()))
 	}
 	return rows

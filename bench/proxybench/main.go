@@ -246,11 +246,12 @@ func (b *bench) run(ctx context.Context, o opts) {
 	heyRows := heyCrossCheck(run, o)
 	var h2cSat, sat []string
 	var satRuns []satRun
+	satRPS := map[string]float64{}
 	if o.satRounds > 1 {
 		satRuns = interleavedSaturation(run, o)
 	} else {
-		h2cSat = h2cSaturation(run, o.satDur, o.h2cSatConns, o.h2cSatStreams)
-		sat = saturation(run, o.satDur, o.satConns)
+		h2cSat = h2cSaturation(run, o.satDur, o.h2cSatConns, o.h2cSatStreams, satRPS)
+		sat = saturation(run, o.satDur, o.satConns, satRPS)
 	}
 	printFixed(o, fixed, rep)
 	printTail("fixed-rate run", tl.rows)
@@ -266,6 +267,7 @@ func (b *bench) run(ctx context.Context, o opts) {
 	printSaturation(sat, o.satDur, o.satConns)
 	printH2CSaturation(h2cSat, o.satDur, o.h2cSatConns, o.h2cSatStreams)
 	printInterleavedSaturation(satRuns, o)
+	printGoals(goalRows(rep, tl, satRPS))
 	if o.idleN > 0 {
 		b.idleRun(xds, k, app, o)
 	}

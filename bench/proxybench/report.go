@@ -66,8 +66,9 @@ type added struct {
 // summary is one path's fixed-rate result and its vCPU per 1,000
 // requests/s.
 type summary struct {
-	r    result
-	perK float64
+	r     result
+	perK  float64
+	rssMB float64 // per proxy, at the end of the path's last slice
 }
 
 // report is the fixed-rate run's tables, formatted.
@@ -107,8 +108,8 @@ func (b *bench) fixedReport(run []target, accs []pathRun) report {
 		}
 		n := float64(len(t.procs))
 		perK := accs[i].cpu.Seconds() / accs[i].wall.Seconds() / n / (r.achieved / 1000)
-		rows[t.name] = summary{r, perK}
 		mb := func(kb int64) float64 { return float64(kb) / 1024 / n }
+		rows[t.name] = summary{r, perK, mb(mem.rss)}
 		fixed = append(fixed, fmt.Sprintf("| %s | %.0f | %.3f | %.3f | %.3f | %d | %.3f | %.1f | %.1f | %.1f |",
 			t.name, r.achieved, r.p50, r.p99, r.max, r.errors, perK, mb(mem.rss), mb(mem.pss), mb(mem.private)))
 	}

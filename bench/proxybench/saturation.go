@@ -44,8 +44,9 @@ func parseWrk(out []byte, err error) satResult {
 
 // saturation runs wrk for d over conns connections through each HTTP/1.1
 // path of run (h2load runs the HTTP/2 ones: h2c.go) and returns the
-// saturation table's rows, each with the load average after its run.
-func saturation(run []target, d time.Duration, conns int) []string {
+// saturation table's rows, each with the load average after its run, and
+// into rps each path's requests/s.
+func saturation(run []target, d time.Duration, conns int, rps map[string]float64) []string {
 	var sat []string
 	for _, t := range run {
 		if isH2C(t.name) {
@@ -56,6 +57,9 @@ func saturation(run []target, d time.Duration, conns int) []string {
 			continue
 		}
 		s := wrk(t.url, d, conns)
+		if v, err := strconv.ParseFloat(s.rps, 64); err == nil {
+			rps[t.name] = v
+		}
 		sat = append(sat, fmt.Sprintf("| %s | %s | %s | %s | %s |", t.name, s.rps, s.p50, s.p99, loadavg.OneMinute()))
 	}
 	return sat
