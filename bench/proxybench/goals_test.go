@@ -16,22 +16,26 @@ func TestGoalVerdicts(t *testing.T) {
 		name string
 		row  func(r goalRow) goalRow
 		want []string
+		none []string // not measured
 	}{
-		{"every goal met at its bound", func(r goalRow) goalRow { return r }, nil},
-		{"CPU over", func(r goalRow) goalRow { r.cpu = 1.11; return r }, []string{"CPU"}},
-		{"saturation under", func(r goalRow) goalRow { r.sat = 0.89; return r }, []string{"saturation"}},
-		{"saturation not measured", func(r goalRow) goalRow { r.sat = 0; return r }, nil},
-		{"p50 above in 9 of 10", func(r goalRow) goalRow { r.p50 = rounds(9, 1); return r }, []string{"p50"}},
-		{"p99 above in 15 of 20", func(r goalRow) goalRow { r.p99 = rounds(15, 5); return r }, []string{"p99"}},
-		{"p99 above in 14 of 20: chance", func(r goalRow) goalRow { r.p99 = rounds(14, 6); return r }, nil},
-		{"p99 below in 10 of 10", func(r goalRow) goalRow { r.p99 = rounds(0, 10); return r }, nil},
-		{"RSS over", func(r goalRow) goalRow { r.rss = 20.1; return r }, []string{"RSS"}},
+		{"every goal met at its bound", func(r goalRow) goalRow { return r }, nil, nil},
+		{"CPU over", func(r goalRow) goalRow { r.cpu = 1.11; return r }, []string{"CPU"}, nil},
+		{"saturation under", func(r goalRow) goalRow { r.sat = 0.89; return r }, []string{"saturation"}, nil},
+		{"saturation not measured", func(r goalRow) goalRow { r.sat = 0; return r }, nil, []string{"saturation"}},
+		{"p50 above in 9 of 10", func(r goalRow) goalRow { r.p50 = rounds(9, 1); return r }, []string{"p50"}, nil},
+		{"p99 above in 15 of 20", func(r goalRow) goalRow { r.p99 = rounds(15, 5); return r }, []string{"p99"}, nil},
+		{"p99 above in 14 of 20: chance", func(r goalRow) goalRow { r.p99 = rounds(14, 6); return r }, nil, nil},
+		{"p99 below in 10 of 10", func(r goalRow) goalRow { r.p99 = rounds(0, 10); return r }, nil, nil},
+		{"RSS over", func(r goalRow) goalRow { r.rss = 20.1; return r }, []string{"RSS"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cells, misses := c.row(met).cells()
+			cells, misses, unmeasured := c.row(met).cells()
 			if !slices.Equal(misses, c.want) {
 				t.Errorf("misses %q, want %q (cells %q)", misses, c.want, cells)
+			}
+			if !slices.Equal(unmeasured, c.none) {
+				t.Errorf("not measured %q, want %q (cells %q)", unmeasured, c.none, cells)
 			}
 			if len(cells) != 5 {
 				t.Errorf("%d cells, want 5: %q", len(cells), cells)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"runtime"
@@ -385,16 +386,16 @@ func signTest(k, n int) float64 {
 		return 1
 	}
 	lo := min(k, n-k)
-	// P(X <= lo) for X ~ Binomial(n, 1/2), doubled.
-	p, c := 0.0, 1.0 // c: n choose i
+	// P(X <= lo) for X ~ Binomial(n, 1/2), doubled; each term
+	// (n choose i) / 2^n in logarithms, so that no n overflows.
+	lgN, _ := math.Lgamma(float64(n + 1))
+	p := 0.0
 	for i := 0; i <= lo; i++ {
-		if i > 0 {
-			c = c * float64(n-i+1) / float64(i)
-		}
-		p += c
+		lgI, _ := math.Lgamma(float64(i + 1))
+		lgR, _ := math.Lgamma(float64(n - i + 1))
+		p += math.Exp(lgN - lgI - lgR - float64(n)*math.Ln2)
 	}
-	p = 2 * p / float64(uint64(1)<<uint(n))
-	return min(p, 1)
+	return min(2*p, 1)
 }
 
 // versus compares a path's slice quantile q with another's, round by

@@ -134,8 +134,13 @@ func TestSignTest(t *testing.T) {
 		{2, 5, 1},            // as even as five can be
 		{0, 10, 2.0 / 1024},
 		{0, 0, 1},
+		{32, 64, 1},                     // 64 rounds or more: once 0 by a 64-bit shift
+		{0, 64, math.Ldexp(2, -64)},     // all 64 one way
+		{0, 2000, 0},                    // underflows to 0, no NaN
+		{10, 20, 1},                     // even
+		{14, 20, 2 * 60460.0 / 1048576}, // P(X <= 6) of 20, doubled: 0.115
 	} {
-		if got := signTest(c.k, c.n); math.Abs(got-c.want) > 1e-12 {
+		if got := signTest(c.k, c.n); math.Abs(got-c.want) > 1e-9*c.want {
 			t.Errorf("signTest(%d, %d) = %v, want %v", c.k, c.n, got, c.want)
 		}
 	}
