@@ -38,8 +38,8 @@ type retryState struct {
 	// attempt until the next retry decision (retryTake) or the response's
 	// start (start), as Envoy's RetryStateImpl holds retries() from one
 	// shouldRetry to the next or to its end (Filter::onUpstreamHeaders,
-	// onUpstream1xxHeaders reset the retry state); the request's end
-	// too (endRetries).
+	// onUpstream1xxHeaders reset the retry state; decodeData once the body
+	// outgrew its buffer: bodyRead); the request's end too (endRetries).
 	release func()
 	// limited: the request is under the cluster's circuit breakers
 	// (Target.Held); held: the slots it holds now on upstream.
@@ -77,7 +77,8 @@ type retryState struct {
 // body while its retry state lasts. Once the body outgrows
 // proxyroute.MaxRetryBuffer no retry follows (outgrew), and the cluster
 // counts retry_or_shadow_abandoned once when the policy has retries, as
-// decodeData counts it when it drops its retry state.
+// decodeData counts it when it drops its retry state; the reservation of
+// max_retries of a retry under way is given back then.
 func (rs *retryState) bodyRead(n int64) {
 	if rs.policy == nil || rs.started || rs.outgrew {
 		return
@@ -87,6 +88,9 @@ func (rs *retryState) bodyRead(n int64) {
 		return
 	}
 	rs.outgrew = true
+	// The retry state is gone, and the reservation of a retry under way
+	// with it (RetryStateImpl's destructor).
+	rs.unreserve()
 	if rs.upstream != nil && rs.policy.NumRetries > 0 {
 		rs.upstream.RetryAbandoned()
 	}

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,8 +60,10 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 	// does not drop too: attempt.got1xx) or its failure, as Envoy's
 	// RetryStateImpl holds retries() from one shouldRetry to the next or
 	// to its end (Filter::onUpstreamHeaders, onUpstream1xxHeaders and
-	// cleanup end the retry state); at the latest when the request ends.
-	// Once (sync.OnceFunc): the transport's goroutine may end it too.
+	// cleanup end the retry state; decodeData once the body outgrew its
+	// buffer: replayBody.retry); at the latest when the request ends.
+	// Once (takeRetry's sync.OnceFunc): the transport's goroutines may
+	// end it too.
 	var heldRetry func()
 	defer func() {
 		if heldRetry != nil {
@@ -199,7 +200,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			if retriable {
 				switch r, v := takeRetry(c, rp, n, body, s.rxBytes.Load()); v {
 				case route.RetryGo:
-					heldRetry = sync.OnceFunc(r)
+					heldRetry = r
 					c.Stats.RqRetry.Inc()
 					if !backoff(ctx, rp, n+1) {
 						return nil, s.ctxError(ctx, false) // no attempt in flight
@@ -243,7 +244,7 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 					_ = resp.Body.Close()
 					acancel()
 					release()
-					heldRetry = sync.OnceFunc(r)
+					heldRetry = r
 					c.Stats.RqRetry.Inc()
 					c.Stats.RetryResponse(resp.StatusCode) // in retry.upstream_rq_*, as Envoy's onUpstreamHeaders charges it
 					if !backoff(ctx, rp, n+1) {
