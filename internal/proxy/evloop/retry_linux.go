@@ -33,7 +33,14 @@ type retryState struct {
 	upstream Upstream                // nil: the same pool again, no budget
 	tried    [4]any                  // the tags of the hosts tried (previous_hosts)
 	triedN   int
-	release  func() // the retry reservation of the attempt in flight
+	// release gives back the retry's reservation of one of the cluster's
+	// max_retries (reserve): held through the back-off and the retried
+	// attempt until the next retry decision (retryTake) or the response's
+	// start (start), as Envoy's RetryStateImpl holds retries() from one
+	// shouldRetry to the next or to its end (Filter::onUpstreamHeaders,
+	// onUpstream1xxHeaders reset the retry state; decodeData once the body
+	// outgrew its buffer: bodyRead); the request's end too (endRetries).
+	release func()
 	// limited: the request is under the cluster's circuit breakers
 	// (Target.Held); held: the slots it holds now on upstream.
 	limited  bool
@@ -70,7 +77,8 @@ type retryState struct {
 // body while its retry state lasts. Once the body outgrows
 // proxyroute.MaxRetryBuffer no retry follows (outgrew), and the cluster
 // counts retry_or_shadow_abandoned once when the policy has retries, as
-// decodeData counts it when it drops its retry state.
+// decodeData counts it when it drops its retry state; the reservation of
+// max_retries of a retry under way is given back then.
 func (rs *retryState) bodyRead(n int64) {
 	if rs.policy == nil || rs.started || rs.outgrew {
 		return
@@ -80,6 +88,9 @@ func (rs *retryState) bodyRead(n int64) {
 		return
 	}
 	rs.outgrew = true
+	// The retry state is gone, and the reservation of a retry under way
+	// with it (RetryStateImpl's destructor).
+	rs.unreserve()
 	if rs.upstream != nil && rs.policy.NumRetries > 0 {
 		rs.upstream.RetryAbandoned()
 	}
@@ -108,10 +119,7 @@ func (l *loop) startRetries(d *down, t *Target, router bool) {
 // answered, or its connection gone.
 func (l *loop) endRetries(d *down) {
 	rs := &d.rs
-	if rs.release != nil {
-		rs.release()
-		rs.release = nil
-	}
+	rs.unreserve()
 	if rs.held != 0 {
 		rs.upstream.Release(rs.held)
 		rs.held = 0
@@ -174,9 +182,14 @@ func (l *loop) retry(d *down, u *up, retriable bool, code int, timedOut bool) bo
 // the budget told, RetryEnd), the whole request at hand to send again
 // (whole), a retry the cluster's budget lets (its max_retries; else
 // flagged UO). When it is, the retry counts in d.retries and the
-// attempt's request slot is given back.
+// attempt's request slot is given back. Whatever it decides, the
+// previous retry's reservation is given back first, as Envoy's
+// RetryStateImpl::shouldRetry does (resetRetry) before it looks at
+// num_retries and the cluster's max_retries: a retry of a retry takes
+// the one its previous retry held.
 func (l *loop) retryTake(d *down, whole bool) bool {
 	rs := &d.rs
+	rs.unreserve()
 	p := rs.policy
 	if p == nil || rs.started {
 		return false
@@ -378,14 +391,10 @@ func (rs *retryState) attemptEnded() {
 	}
 }
 
-// reserve ends the previous retry's reservation and takes one for the
-// next attempt from the cluster's retry budget. It returns false when the
-// budget is spent (the budget counts that as an overflow).
+// reserve takes a reservation for the next attempt from the cluster's
+// retry budget (retryTake gave back the previous one). It returns false
+// when the budget is spent (the budget counts that as an overflow).
 func (rs *retryState) reserve() bool {
-	if rs.release != nil {
-		rs.release() // the previous retry's attempt is over
-		rs.release = nil
-	}
 	if rs.upstream != nil {
 		rel := rs.upstream.Retry()
 		if rel == nil {
@@ -394,6 +403,23 @@ func (rs *retryState) reserve() bool {
 		rs.release = rel
 	}
 	return true
+}
+
+// unreserve gives back the retry's reservation, if one is held.
+func (rs *retryState) unreserve() {
+	if rs.release != nil {
+		rs.release()
+		rs.release = nil
+	}
+}
+
+// start marks the response started (started): no retry follows, and the
+// retry's reservation is given back, as Envoy's Filter::onUpstreamHeaders
+// and onUpstream1xxHeaders end the retry state (after shouldRetryHeaders
+// gave it back) as they pass the head on.
+func (rs *retryState) start() {
+	rs.started = true
+	rs.unreserve()
 }
 
 // unsent reports whether none of the request went upstream on u, its

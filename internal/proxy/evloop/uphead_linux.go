@@ -121,13 +121,14 @@ func (l *loop) responseHead(u *up, d *down, b []byte) bool {
 // router takes one it does not drop unseen (proxyroute.Special1xx;
 // Filter::onUpstream1xxHeaders): counted for the cluster as a response
 // (upstream_rq_<code>, upstream_rq_1xx, upstream_rq_completed), and
-// starting the response (retryState.started). u is the attempt,
+// starting the response (retryState.start: no retry follows, its
+// reservation of max_retries is given back). u is the attempt,
 // HTTP/1.1's or an HTTP/2 stream's.
 func (l *loop) interim(u *up, d *down, status int) {
 	if !proxyroute.Special1xx(status) {
 		return
 	}
-	d.rs.started = true
+	d.rs.start()
 	if u.observing {
 		l.srv.cfg.Observer.Interim(u.cluster, u.tag, status)
 	} else {
@@ -138,12 +139,13 @@ func (l *loop) interim(u *up, d *down, status int) {
 // responseCounted ends a response head's work, HTTP/1.1's or an HTTP/2
 // stream's: the head scanner reset, the status counted for the
 // connection manager and the cluster (or its observer), the upstream
-// time recorded, the response started (retryState.started: its
-// per-try timeout no longer ends it), and its details logged as relayed
+// time recorded, the response started (retryState.start: its
+// per-try timeout no longer ends it, its retry's reservation of
+// max_retries is given back), and its details logged as relayed
 // from the upstream.
 func (l *loop) responseCounted(u *up, d *down, status int) {
 	u.scan = headScanner{}
-	d.rs.started = true
+	d.rs.start()
 	if d.logged() {
 		d.lg.rec.Details = proxyroute.DetailsViaUpstream // until what cuts the response replaces it (logFlags)
 	}

@@ -54,6 +54,12 @@ type replayBody struct {
 	// retry may come: the cluster's retry_or_shadow_abandoned, as Envoy's
 	// Filter::decodeData counts it. Nil: not counted.
 	abandoned *stats.Counter
+	// retry gives back the reservation of max_retries of the retry last
+	// taken (takeRetry; sync.OnceFunc's, so that roundTrip's own call
+	// and this one are one): the body outgrowing the bound ends it
+	// (countAbandoned), as Envoy's decodeData ends its retry state, and
+	// the reservation with it (RetryStateImpl's destructor).
+	retry func()
 }
 
 // keptChunks are the chunks replayBodies keep bodies in.
@@ -171,7 +177,9 @@ func (b *replayBody) trim() {
 
 // takeRetry decides whether attempt n (0-based), which the policy
 // would retry, is retried, by route.DecideRetry, taking one of the
-// cluster's max_retries when it is (release returns it). With a copy of
+// cluster's max_retries when it is (release returns it, once; with a
+// copy of the body kept, the body outgrowing the bound returns it too:
+// replayBody.retry, set as the verdict is taken). With a copy of
 // the body kept (body), on the body's state at one instant
 // (replayBody.decide); with none (num_retries 0), on the body read so far
 // (read: the stream's count, as the loops' retryState.bodyRead tallies
@@ -179,8 +187,13 @@ func (b *replayBody) trim() {
 // retry state exists then too, and decodeData drops it.
 func takeRetry(c *cluster.Cluster, rp *route.RetryPolicy, n int, body *replayBody, read int64) (release func(), v route.RetryVerdict) {
 	take := func() bool {
-		var ok bool
-		release, ok = c.AcquireRetry()
+		r, ok := c.AcquireRetry()
+		if ok {
+			release = sync.OnceFunc(r)
+			if body != nil {
+				body.retry = release // under body.mu: decide calls take
+			}
+		}
 		return ok
 	}
 	if body != nil {
@@ -285,11 +298,16 @@ func (r *replayReader) took(p []byte) {
 	}
 }
 
-// countAbandoned counts the request in retry_or_shadow_abandoned. Under
-// mu, once: as the body is set over for it.
+// countAbandoned counts the request in retry_or_shadow_abandoned and
+// gives back the reservation of a retry under way. Under mu, once: as
+// the body is set over for it.
 func (b *replayBody) countAbandoned() {
 	if b.abandoned != nil {
 		b.abandoned.Inc()
+	}
+	if b.retry != nil {
+		b.retry()
+		b.retry = nil
 	}
 }
 

@@ -53,14 +53,27 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		attempts = rp.HostSelectionAttempts
 	}
 	grpc := route.IsGRPC(req.Header.Get("Content-Type"))
-	var releaseRetry func()
+	// heldRetry gives back the retry's reservation of one of the
+	// cluster's max_retries (nil when none is held): taken when a retry
+	// is decided (takeRetry), held through its back-off and its attempt
+	// until that attempt's outcome, a response head (a 1xx the router
+	// does not drop too: attempt.got1xx) or its failure, as Envoy's
+	// RetryStateImpl holds retries() from one shouldRetry to the next or
+	// to its end (Filter::onUpstreamHeaders, onUpstream1xxHeaders and
+	// cleanup end the retry state; decodeData once the body outgrew its
+	// buffer: replayBody.retry); at the latest when the request ends.
+	// Once (takeRetry's sync.OnceFunc): the transport's goroutines may
+	// end it too.
+	var heldRetry func()
+	defer func() {
+		if heldRetry != nil {
+			heldRetry()
+		}
+	}()
 	for n := 0; ; n++ {
 		if ctx.Err() != nil {
 			// The stream ended (reset, timeout) before this attempt:
 			// none is in flight.
-			if releaseRetry != nil {
-				releaseRetry()
-			}
 			return nil, s.ctxError(ctx, false)
 		}
 		var h *cluster.Host
@@ -77,9 +90,6 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			// (Filter::sendNoHealthyUpstreamResponse, chargeUpstreamCode
 			// without a host), at a retry's pick too (doRetry); as on the
 			// loops (loopRouter.route, retryNow).
-			if releaseRetry != nil {
-				releaseRetry()
-			}
 			c.Stats.Response(http.StatusServiceUnavailable)
 			return nil, &localError{code: 503, flags: accesslog.NoHealthyUpstream, body: "no healthy upstream", details: "no_healthy_upstream"}
 		}
@@ -93,9 +103,6 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		release, err := c.Acquire(ctx, h, http1)
 		queued()
 		if err != nil {
-			if releaseRetry != nil {
-				releaseRetry()
-			}
 			if errors.Is(err, cluster.ErrOverflow) {
 				if errors.Is(err, cluster.ErrPendingOverflow) {
 					s.host = nil // refused before a host was attached: none logged
@@ -110,14 +117,8 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			s.queued = true
 			return nil, s.pendingEnded(ctx)
 		}
-		if releaseRetry != nil {
-			prev := release
-			r := releaseRetry
-			release = func() { prev(); r() }
-			releaseRetry = nil
-		}
 		actx, acancel := ctx, context.CancelFunc(func() {})
-		at := &attempt{c: c}
+		at := &attempt{c: c, retry: heldRetry}
 		if rp != nil && rp.PerTryTimeout > 0 {
 			var cancel context.CancelCauseFunc
 			actx, cancel = context.WithCancelCause(ctx)
@@ -160,6 +161,14 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 		h.RequestStarted()
 		c.Stats.RqTotal.Inc()
 		resp, err := tr.RoundTrip(areq)
+		if heldRetry != nil {
+			// The attempt's outcome is known: Envoy's router asks its
+			// retry state about it (shouldRetryHeaders, shouldRetryReset,
+			// whose shouldRetry gives the reservation back first) or ends
+			// it (cleanup).
+			heldRetry()
+			heldRetry = nil
+		}
 		if err == nil && !at.responded() {
 			// The per-try timeout ended the attempt as its head came:
 			// taken as ending it first (its context is gone, and the
@@ -191,10 +200,9 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 			if retriable {
 				switch r, v := takeRetry(c, rp, n, body, s.rxBytes.Load()); v {
 				case route.RetryGo:
-					releaseRetry = r
+					heldRetry = r
 					c.Stats.RqRetry.Inc()
 					if !backoff(ctx, rp, n+1) {
-						releaseRetry()
 						return nil, s.ctxError(ctx, false) // no attempt in flight
 					}
 					continue
@@ -236,11 +244,10 @@ func (s *stream) roundTrip(req *http.Request) (*http.Response, error) {
 					_ = resp.Body.Close()
 					acancel()
 					release()
-					releaseRetry = r
+					heldRetry = r
 					c.Stats.RqRetry.Inc()
 					c.Stats.RetryResponse(resp.StatusCode) // in retry.upstream_rq_*, as Envoy's onUpstreamHeaders charges it
 					if !backoff(ctx, rp, n+1) {
-						releaseRetry()
 						return nil, s.ctxError(ctx, false) // no attempt in flight
 					}
 					continue
@@ -309,6 +316,12 @@ type attempt struct {
 	got    atomic.Bool // a 1xx came (came)
 	phase  atomic.Int32
 	wire   atomic.Pointer[net.Conn] // an HTTP/2 attempt's connection, as x/net tells it (trace)
+
+	// retry gives back the reservation of max_retries of the retry this
+	// attempt is (nil: none), once: a 1xx that starts the response ends
+	// it (got1xx), as Envoy's Filter::onUpstream1xxHeaders ends the
+	// retry state; else roundTrip, once the attempt's outcome is known.
+	retry func()
 }
 
 // An attempt's phases: the per-try timeout runs, the response started
@@ -341,6 +354,9 @@ func (t *attempt) got1xx(status int) {
 	t.c.Stats.Response(status)
 	t.got.Store(true)
 	t.responded() // false: the attempt is being ended anyway
+	if t.retry != nil {
+		t.retry()
+	}
 }
 
 // trace is got1xx for an HTTP/2 upstream, whose client tells 1xx heads
