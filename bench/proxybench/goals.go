@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -33,7 +34,7 @@ const (
 type goalRow struct {
 	path, twin string
 	cpu        float64 // vCPU per 1,000 requests/s, over the twin's
-	sat        float64 // saturation requests/s over the twin's; 0 when either was not measured
+	sat        float64 // saturation requests/s over the twin's (with -sat-rounds, of the medians); 0 when either was not measured
 	p50, p99   versus  // round by round
 	add, twAdd added   // pooled added latency, the path's and the twin's
 	rss        float64 // MB per proxy
@@ -77,6 +78,19 @@ func goalRows(rep report, tl tailSet, sat map[string]float64) []goalRow {
 		rows = append(rows, r)
 	}
 	return rows
+}
+
+// satMedians is each path's median requests/s over -sat-rounds' rounds,
+// the saturation figure goalRows takes from an interleaved run; a path
+// whose every round failed is left out (not measured).
+func satMedians(runs []satRun) map[string]float64 {
+	m := map[string]float64{}
+	for _, r := range runs {
+		if v := median(r.rps); !math.IsNaN(v) {
+			m[r.name] = v
+		}
+	}
+	return m
 }
 
 // cells are a row's verdict cells, the goals it misses and those the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"slices"
 	"testing"
 )
@@ -66,5 +67,18 @@ func TestGoalRowsPairsTwins(t *testing.T) {
 	}
 	if r.cpu < 0.899 || r.cpu > 0.901 || r.sat < 0.949 || r.sat > 0.951 || r.rss != 12 || r.add.p99 != 2 || r.twAdd.p99 != 1.5 {
 		t.Errorf("figures %+v, want CPU 0.9, saturation 0.95, RSS 12, added p99 2 against 1.5", r)
+	}
+}
+
+// TestSatMediansForGoals checks that an interleaved saturation run gives
+// the goals each path's median, and leaves out a path with no round.
+func TestSatMediansForGoals(t *testing.T) {
+	nan := math.NaN()
+	got := satMedians([]satRun{
+		{name: "one weft proxy", rps: []float64{100, nan, 300, 200}},
+		{name: "haproxy", rps: []float64{nan, nan}},
+	})
+	if len(got) != 1 || got["one weft proxy"] != 200 {
+		t.Errorf("medians %v, want one weft proxy 200 and no haproxy", got)
 	}
 }

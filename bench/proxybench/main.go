@@ -249,6 +249,7 @@ func (b *bench) run(ctx context.Context, o opts) {
 	satRPS := map[string]float64{}
 	if o.satRounds > 1 {
 		satRuns = interleavedSaturation(run, o)
+		satRPS = satMedians(satRuns)
 	} else {
 		h2cSat = h2cSaturation(run, o.satDur, o.h2cSatConns, o.h2cSatStreams, satRPS)
 		sat = saturation(run, o.satDur, o.satConns, satRPS)
