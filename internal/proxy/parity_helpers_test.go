@@ -300,3 +300,24 @@ func checkClusterCounts(t *testing.T, h *harness, clusters []retryCluster, count
 // untagLog is an access log of requests whose paths end in a path's tag
 // (sameUntaggedAnswersAsGoroutinePath), without it.
 func untagLog(log, tag string) string { return strings.ReplaceAll(log, "/"+tag+" ", "/ ") }
+
+// pacedParts paces an outgrowing body's parts for postPartsAs: the
+// second once the first attempt read the first (the goroutine path starts
+// the retry when the client sends more), the third once the second
+// attempt began, each after partGap.
+func pacedParts(t *testing.T, path string, gate, retried <-chan struct{}) func(i int) {
+	return func(i int) {
+		wait, what := gate, "the first attempt did not read the first part"
+		if i == 2 {
+			wait, what = retried, "no second attempt began"
+		}
+		if i > 0 {
+			select {
+			case <-wait:
+			case <-time.After(10 * time.Second):
+				t.Errorf("%s: %s", path, what)
+			}
+		}
+		time.Sleep(partGap)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -113,24 +112,7 @@ func TestRetryBufferOutgrownSamePaths(t *testing.T) {
 							parts = whole
 						}
 						gate, retried := ou.expect(path, len(parts[0]))
-						before := func(i int) {
-							// The second part once the first attempt read the
-							// first (the goroutine path starts the retry when
-							// the client sends more); the third once the
-							// second attempt began.
-							wait, what := gate, "the first attempt did not read the first part"
-							if i == 2 {
-								wait, what = retried, "no second attempt began"
-							}
-							if i > 0 {
-								select {
-								case <-wait:
-								case <-time.After(10 * time.Second):
-									t.Errorf("%s: %s", path, what)
-								}
-							}
-							time.Sleep(partGap) // as TestBodyArrivingPartSentRetriedSamePaths sends its parts
-						}
+						before := pacedParts(t, path, gate, retried) // as TestBodyArrivingPartSentRetriedSamePaths sends its parts
 						got := postPartsAs(t, h2c, h.addr("egress"), path, client, parts, before)
 						body := bytes.Join(parts, nil)
 						var want, line string

@@ -354,21 +354,7 @@ func TestRetryReservationBodyOutgrownSamePaths(t *testing.T) {
 					}
 					path := "/" + c.name + "/outgrow/" + client
 					gate, retried := ou.expect(path, len(parts[0]))
-					before := func(i int) {
-						// As TestRetryBufferOutgrownSamePaths sends them.
-						wait, what := gate, "the first attempt did not read the first part"
-						if i == 2 {
-							wait, what = retried, "no second attempt began"
-						}
-						if i > 0 {
-							select {
-							case <-wait:
-							case <-time.After(10 * time.Second):
-								t.Errorf("%s: %s", path, what)
-							}
-						}
-						time.Sleep(partGap)
-					}
+					before := pacedParts(t, path, gate, retried) // as TestRetryBufferOutgrownSamePaths sends them
 					checkAnswer(t, answers, path, postPartsAs(t, h2c, h.addr("egress"), path, client, parts, before), "503 ")
 					ou.mu.Lock()
 					open := ou.seen[path]
